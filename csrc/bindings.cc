@@ -1,0 +1,235 @@
+// The one binding file: mirrors the C++ core class for class, in snake_case. Compute-heavy calls
+// release the GIL; each binding-side object holds a mutex so that two Python threads sharing one
+// instance serialise instead of racing, while different instances run in parallel.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <mutex>
+#include <string>
+
+#include "fft.h"
+#include "frame_ring.h"
+#include "log_mel_options.h"
+#include "mel_filterbank.h"
+#include "online_log_mel.h"
+
+namespace py = pybind11;
+using streamtag::FrameRing;
+using streamtag::LogMelOptions;
+using streamtag::MelFilterbank;
+using streamtag::OnlineLogMel;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+struct PyOnlineLogMel {
+  explicit PyOnlineLogMel(const LogMelOptions &opts) : core(opts) {}
+  OnlineLogMel core;
+  std::mutex mutex;
+};
+
+struct PyFrameRing {
+  PyFrameRing(int64_t capacity, int n_mels, int64_t first_index)
+      : core(capacity, n_mels, first_index) {}
+  FrameRing core;
+  std::mutex mutex;
+};
+
+const float *Mono(const FloatArray &x) {
+  if (x.ndim() != 1) {
+    throw std::invalid_argument("audio must be 1-D (mono samples), got an array with " +
+                                std::to_string(x.ndim()) +
+                                " dimensions; mix channels down first");
+  }
+  return x.data();
+}
+
+py::array_t<float> PopFrames(PyOnlineLogMel &self, int64_t max_frames) {
+  std::lock_guard<std::mutex> lock(self.mutex);
+  int64_t n = self.core.FramesPending();
+  if (max_frames >= 0 && max_frames < n) n = max_frames;
+  py::array_t<float> out({static_cast<py::ssize_t>(n),
+                          static_cast<py::ssize_t>(self.core.NumMels())});
+  float *dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    self.core.Pop(dst, n);
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "streamtag C++ core: FFT, mel filterbank, OnlineLogMel, FrameRing";
+
+  py::class_<LogMelOptions>(m, "LogMelOptions")
+      .def(py::init<>())
+      .def_readwrite("sample_rate", &LogMelOptions::sample_rate)
+      .def_readwrite("n_fft", &LogMelOptions::n_fft)
+      .def_readwrite("win_length", &LogMelOptions::win_length)
+      .def_readwrite("hop_length", &LogMelOptions::hop_length)
+      .def_readwrite("window", &LogMelOptions::window)
+      .def_readwrite("center", &LogMelOptions::center)
+      .def_readwrite("pad_mode", &LogMelOptions::pad_mode)
+      .def_readwrite("n_mels", &LogMelOptions::n_mels)
+      .def_readwrite("fmin", &LogMelOptions::fmin)
+      .def_readwrite("fmax", &LogMelOptions::fmax)
+      .def_readwrite("mel_scale", &LogMelOptions::mel_scale)
+      .def_readwrite("norm", &LogMelOptions::norm)
+      .def_readwrite("power", &LogMelOptions::power)
+      .def_readwrite("log", &LogMelOptions::log)
+      .def_readwrite("amin", &LogMelOptions::amin)
+      .def_readwrite("db_multiplier", &LogMelOptions::db_multiplier)
+      .def_readwrite("log1p_gain", &LogMelOptions::log1p_gain)
+      .def("validate", &LogMelOptions::Validate)
+      .def("__str__", &LogMelOptions::ToString)
+      .def_static("preset", &LogMelOptions::Preset, py::arg("name"))
+      .def_static("preset_names", &LogMelOptions::PresetNames);
+
+  py::class_<PyOnlineLogMel>(m, "OnlineLogMel")
+      .def(py::init<const LogMelOptions &>(), py::arg("options"))
+      .def(
+          "accept_waveform",
+          [](PyOnlineLogMel &self, const FloatArray &x) {
+            const float *data = Mono(x);
+            const int64_t n = x.shape(0);
+            py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(self.mutex);
+            self.core.AcceptWaveform(data, n);
+          },
+          py::arg("samples"))
+      .def(
+          "input_finished",
+          [](PyOnlineLogMel &self) {
+            py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(self.mutex);
+            self.core.InputFinished();
+          })
+      .def("pop", &PopFrames, py::arg("max_frames") = -1)
+      .def("reset",
+           [](PyOnlineLogMel &self) {
+             std::lock_guard<std::mutex> lock(self.mutex);
+             self.core.Reset();
+           })
+      .def("num_frames_for",
+           [](PyOnlineLogMel &self, int64_t n) { return self.core.NumFramesFor(n); },
+           py::arg("num_samples"))
+      .def_property_readonly("frames_ready",
+                             [](PyOnlineLogMel &self) { return self.core.FramesReady(); })
+      .def_property_readonly("frames_pending",
+                             [](PyOnlineLogMel &self) { return self.core.FramesPending(); })
+      .def_property_readonly("frames_popped",
+                             [](PyOnlineLogMel &self) { return self.core.FramesPopped(); })
+      .def_property_readonly("samples_accepted",
+                             [](PyOnlineLogMel &self) { return self.core.SamplesAccepted(); })
+      .def_property_readonly("nonfinite_samples",
+                             [](PyOnlineLogMel &self) { return self.core.NonfiniteSamples(); })
+      .def_property_readonly("is_finished",
+                             [](PyOnlineLogMel &self) { return self.core.IsFinished(); })
+      .def_property_readonly("n_mels", [](PyOnlineLogMel &self) { return self.core.NumMels(); });
+
+  m.def(
+      "compute_logmel",
+      [](const FloatArray &x, const LogMelOptions &opts) {
+        const float *data = Mono(x);
+        const int64_t n = x.shape(0);
+        OnlineLogMel fe(opts);
+        const int64_t frames = fe.NumFramesFor(n);
+        py::array_t<float> out({static_cast<py::ssize_t>(frames),
+                                static_cast<py::ssize_t>(opts.n_mels)});
+        float *dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          fe.AcceptWaveform(data, n);
+          fe.InputFinished();
+          fe.Pop(dst, frames);
+        }
+        return out;
+      },
+      py::arg("samples"), py::arg("options"));
+
+  m.def(
+      "mel_filterbank",
+      [](const LogMelOptions &opts) {
+        MelFilterbank bank(opts);
+        py::array_t<float> out({static_cast<py::ssize_t>(bank.NumMels()),
+                                static_cast<py::ssize_t>(bank.NumBins())});
+        const std::vector<float> dense = bank.Dense();
+        std::copy(dense.begin(), dense.end(), out.mutable_data());
+        return out;
+      },
+      py::arg("options"));
+
+  m.def(
+      "rfft",
+      [](const FloatArray &x) {
+        const float *data = Mono(x);
+        streamtag::RealFft fft(static_cast<int>(x.shape(0)));
+        std::vector<float> re(fft.NumBins()), im(fft.NumBins());
+        {
+          py::gil_scoped_release release;
+          fft.Forward(data, re.data(), im.data());
+        }
+        py::array_t<std::complex<float>> out(fft.NumBins());
+        auto *dst = out.mutable_data();
+        for (int k = 0; k < fft.NumBins(); ++k) dst[k] = {re[k], im[k]};
+        return out;
+      },
+      py::arg("samples"), "Real-input FFT (bins 0..n/2) of our own transform; for tests.");
+
+  py::class_<PyFrameRing>(m, "FrameRing")
+      .def(py::init<int64_t, int, int64_t>(), py::arg("capacity"), py::arg("n_mels"),
+           py::arg("first_index") = 0)
+      .def(
+          "push",
+          [](PyFrameRing &self, const FloatArray &frames) {
+            if (frames.ndim() != 2 || frames.shape(1) != self.core.NumMels()) {
+              throw std::invalid_argument(
+                  "frames must be a 2-D array (n, " + std::to_string(self.core.NumMels()) +
+                  ") for this ring of n_mels=" + std::to_string(self.core.NumMels()));
+            }
+            const float *data = frames.data();
+            const int64_t n = frames.shape(0);
+            py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(self.mutex);
+            self.core.Push(data, n);
+          },
+          py::arg("frames"))
+      .def(
+          "window",
+          [](PyFrameRing &self, int64_t end, int64_t length, bool transpose) {
+            if (length <= 0) {
+              throw std::invalid_argument("window length must be positive, got " +
+                                          std::to_string(length));
+            }
+            const py::ssize_t n = static_cast<py::ssize_t>(length);
+            const py::ssize_t mels = self.core.NumMels();
+            py::array_t<float> out = transpose ? py::array_t<float>({mels, n})
+                                               : py::array_t<float>({n, mels});
+            float *dst = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              std::lock_guard<std::mutex> lock(self.mutex);
+              self.core.Window(end, length, transpose, dst);
+            }
+            return out;
+          },
+          py::arg("end"), py::arg("length"), py::arg("transpose") = false)
+      .def(
+          "reset",
+          [](PyFrameRing &self, int64_t first_index) {
+            std::lock_guard<std::mutex> lock(self.mutex);
+            self.core.Reset(first_index);
+          },
+          py::arg("first_index") = 0)
+      .def_property_readonly("capacity", [](PyFrameRing &s) { return s.core.Capacity(); })
+      .def_property_readonly("n_mels", [](PyFrameRing &s) { return s.core.NumMels(); })
+      .def_property_readonly("begin_index", [](PyFrameRing &s) { return s.core.BeginIndex(); })
+      .def_property_readonly("end_index", [](PyFrameRing &s) { return s.core.EndIndex(); })
+      .def_property_readonly("size", [](PyFrameRing &s) { return s.core.Size(); })
+      .def_property_readonly("frames_overwritten",
+                             [](PyFrameRing &s) { return s.core.FramesOverwritten(); });
+}

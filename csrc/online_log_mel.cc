@@ -1,0 +1,294 @@
+#include "online_log_mel.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "simd.h"
+
+namespace streamtag {
+
+namespace {
+
+constexpr double kTwoPi = 6.283185307179586476925286766559;
+
+// Hann window of win_length, zero-padded and centred to n_fft as librosa.util.pad_center does.
+std::vector<float> MakeWindow(const LogMelOptions &o) {
+  const int win = o.EffectiveWinLength();
+  const int denominator = o.window == "hann_symmetric" ? win - 1 : win;
+  std::vector<float> w(o.n_fft, 0.0f);
+  const int left = (o.n_fft - win) / 2;
+  for (int i = 0; i < win; ++i) {
+    const double v = denominator > 0 ? 0.5 - 0.5 * std::cos(kTwoPi * i / denominator) : 1.0;
+    w[left + i] = static_cast<float>(v);
+  }
+  return w;
+}
+
+}  // namespace
+
+OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
+    : opts_((opts.Validate(), opts)),
+      n_fft_(opts.n_fft),
+      pad_(opts.center ? opts.n_fft / 2 : 0),
+      reflect_(opts.center && opts.pad_mode == "reflect"),
+      window_(MakeWindow(opts)),
+      mel_(opts),
+      fft_(opts.n_fft),
+      stitched_(4 * static_cast<size_t>(opts.n_fft)),
+      windowed_(opts.n_fft),
+      spec_re_(mel_.PaddedBins(), 0.0f),  // the padding stays 0: Apply reads it
+      spec_im_(opts.NumBins()),
+      windowed4_(opts.n_fft),
+      spec4_re_(mel_.PaddedBins(), simd::V4{}),  // the padding stays 0: Apply4 reads it
+      spec4_im_(opts.NumBins()),
+      mels4_(opts.n_mels) {
+  // The log as scale * ln(max(floor, gain * x + offset)), decided once.
+  magnitude_ = opts.power == 1.0;
+  apply_log_ = opts.log != "none";
+  log_floor_ = static_cast<float>(opts.amin);
+  if (opts.log == "db") {
+    log_scale_ = static_cast<float>(opts.db_multiplier / std::log(10.0));
+  } else if (opts.log == "log1p") {
+    log_scale_ = static_cast<float>(1.0 / std::log(10.0));
+    log_gain_ = static_cast<float>(opts.log1p_gain);
+    log_offset_ = 1.0f;
+    log_floor_ = 1.0f;
+  }
+}
+
+void OnlineLogMel::Reset() {
+  buffer_.clear();
+  buffer_start_ = received_ = next_frame_ = frames_popped_ = nonfinite_ = 0;
+  finished_ = false;
+  pending_.clear();
+}
+
+int64_t OnlineLogMel::NumFramesFor(int64_t num_samples) const {
+  if (num_samples <= 0) return 0;
+  const int64_t span = num_samples + 2 * pad_ - n_fft_;
+  return span < 0 ? 0 : 1 + span / opts_.hop_length;
+}
+
+bool OnlineLogMel::FrameCompleteBeforeEnd(int64_t t) const {
+  const int64_t start = FrameStart(t);
+  if (start + n_fft_ > received_) return false;
+  // Reflecting the left edge reads x[1 .. -start]: wait for those samples too.
+  return !(reflect_ && start < 0 && -start >= received_);
+}
+
+// x[index] of the signal as padding defines it; the sample is in the chunk or in the buffer.
+float OnlineLogMel::SampleAt(int64_t index, const float *chunk, int64_t chunk_start) const {
+  if (index < 0 || index >= received_) {
+    if (!reflect_) return 0.0f;
+    // numpy.pad's 'reflect': the signal mirrored about its end samples, repeated as needed.
+    const int64_t length = received_;
+    if (length == 1) {
+      index = 0;
+    } else {
+      const int64_t period = 2 * (length - 1);
+      index %= period;
+      if (index < 0) index += period;
+      if (index >= length) index = period - index;
+    }
+  }
+  if (index >= chunk_start) return chunk[index - chunk_start];
+  if (index < buffer_start_) {
+    throw std::logic_error("OnlineLogMel: sample " + std::to_string(index) +
+                           " was dropped from the buffer (internal error)");
+  }
+  return buffer_[static_cast<size_t>(index - buffer_start_)];
+}
+
+// Where frame t's n_fft samples are: in the chunk or the buffer when contiguous there, else
+// assembled in stitch.
+const float *OnlineLogMel::FrameSamples(int64_t t, const float *chunk, int64_t chunk_start,
+                                        float *stitch) {
+  const int64_t start = FrameStart(t);
+  if (start >= chunk_start && start + n_fft_ <= received_) {
+    return chunk + (start - chunk_start);  // the common case: no copy
+  }
+  if (start >= buffer_start_ && start + n_fft_ <= chunk_start) {
+    return buffer_.data() + (start - buffer_start_);
+  }
+  if (start >= buffer_start_ && start + n_fft_ <= received_) {
+    // Straddles the buffer and the chunk: two contiguous copies.
+    const int64_t from_buffer = chunk_start - start;
+    std::copy(buffer_.begin() + (start - buffer_start_), buffer_.end(), stitch);
+    std::copy(chunk, chunk + (n_fft_ - from_buffer), stitch + from_buffer);
+    return stitch;
+  }
+  // Reaches into the padding at either end: sample by sample.
+  for (int j = 0; j < n_fft_; ++j) stitch[j] = SampleAt(start + j, chunk, chunk_start);
+  return stitch;
+}
+
+void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_end) {
+  const int64_t frame_count = at_end ? NumFramesFor(received_) : -1;
+  // Readiness is monotone in t, so "frame t + 3 is ready" means four frames are.
+  auto ready = [&](int64_t t) { return at_end ? t < frame_count : FrameCompleteBeforeEnd(t); };
+  const int n_mels = opts_.n_mels;
+  while (ready(next_frame_)) {
+    const int count = ready(next_frame_ + 3) ? 4 : 1;
+    const size_t offset = pending_.size();
+    pending_.resize(offset + static_cast<size_t>(count) * n_mels);
+    if (count == 4) {
+      const float *samples[4];
+      for (int i = 0; i < 4; ++i) {
+        samples[i] = FrameSamples(next_frame_ + i, chunk, chunk_start,
+                                  stitched_.data() + static_cast<size_t>(i) * n_fft_);
+      }
+      ComputeFrames4(samples, pending_.data() + offset);
+    } else {
+      ComputeFrame(FrameSamples(next_frame_, chunk, chunk_start, stitched_.data()),
+                   pending_.data() + offset);
+    }
+    next_frame_ += count;
+  }
+}
+
+void OnlineLogMel::ComputeFrame(const float *samples, float *out) {
+  const float *w = window_.data();
+  float *xw = windowed_.data();
+  for (int j = 0; j < n_fft_; ++j) xw[j] = samples[j] * w[j];
+  fft_.Forward(xw, spec_re_.data(), spec_im_.data());
+  const int bins = opts_.NumBins();
+  float *re = spec_re_.data();
+  const float *im = spec_im_.data();
+  for (int k = 0; k < bins; ++k) re[k] = re[k] * re[k] + im[k] * im[k];
+  if (magnitude_) {
+    for (int k = 0; k < bins; ++k) re[k] = std::sqrt(re[k]);
+  }
+  mel_.Apply(re, out);
+  ApplyLog(out);
+}
+
+// The log form of one value per lane: scale * ln(max(floor, gain * x + offset)), inputs above
+// FLT_MAX (an overflowed power) clamped so the result stays finite. The single-frame and the
+// four-frame paths both go through here, lane by lane.
+simd::V4 OnlineLogMel::LogForm(simd::V4 x) const {
+  using simd::Splat;
+  const simd::V4 v = Splat(log_gain_) * x + Splat(log_offset_);
+  if (log_floor_ < FLT_MIN) {  // a subnormal floor: the vector log handles normal floats only
+    simd::V4 r;
+    for (int l = 0; l < 4; ++l) r[l] = log_scale_ * std::log(std::max(log_floor_, v[l]));
+    return r;
+  }
+  return Splat(log_scale_) * simd::Log(simd::Min(simd::Max(v, Splat(log_floor_)), Splat(FLT_MAX)));
+}
+
+void OnlineLogMel::ApplyLog(float *out) const {
+  if (!apply_log_) return;
+  const int n = opts_.n_mels;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) simd::Store(out + i, LogForm(simd::Load(out + i)));
+  for (; i < n; ++i) out[i] = LogForm(simd::Splat(out[i]))[0];
+}
+
+void OnlineLogMel::ComputeFrames4(const float *const samples[4], float *out) {
+  using simd::V4;
+  const float *w = window_.data();
+  V4 *xw = windowed4_.data();
+  int j = 0;
+  for (; j + 4 <= n_fft_; j += 4) {  // window, then transpose to one frame per lane
+    const V4 wv = simd::Load(w + j);
+    V4 a = simd::Load(samples[0] + j) * wv, b = simd::Load(samples[1] + j) * wv;
+    V4 c = simd::Load(samples[2] + j) * wv, d = simd::Load(samples[3] + j) * wv;
+    simd::Transpose(a, b, c, d);
+    xw[j] = a, xw[j + 1] = b, xw[j + 2] = c, xw[j + 3] = d;
+  }
+  for (; j < n_fft_; ++j) {
+    xw[j] = V4{samples[0][j] * w[j], samples[1][j] * w[j], samples[2][j] * w[j],
+               samples[3][j] * w[j]};
+  }
+  fft_.Forward4(xw, spec4_re_.data(), spec4_im_.data());
+  const int bins = opts_.NumBins();
+  V4 *re = spec4_re_.data();
+  const V4 *im = spec4_im_.data();
+  for (int k = 0; k < bins; ++k) re[k] = re[k] * re[k] + im[k] * im[k];
+  if (magnitude_) {
+    for (int k = 0; k < bins; ++k) {
+      for (int l = 0; l < 4; ++l) re[k][l] = std::sqrt(re[k][l]);
+    }
+  }
+  V4 *mels = mels4_.data();
+  mel_.Apply4(re, mels);
+  const int n_mels = opts_.n_mels;
+  if (apply_log_) {
+    for (int i = 0; i < n_mels; ++i) mels[i] = LogForm(mels[i]);
+  }
+  int i = 0;
+  for (; i + 4 <= n_mels; i += 4) {  // transpose back: lane l is frame l
+    V4 a = mels[i], b = mels[i + 1], c = mels[i + 2], d = mels[i + 3];
+    simd::Transpose(a, b, c, d);
+    simd::Store(out + i, a);
+    simd::Store(out + n_mels + i, b);
+    simd::Store(out + 2 * n_mels + i, c);
+    simd::Store(out + 3 * n_mels + i, d);
+  }
+  for (; i < n_mels; ++i) {
+    for (int l = 0; l < 4; ++l) out[l * n_mels + i] = mels[i][l];
+  }
+}
+
+// Keeps what later frames can still read: from the next frame's start (from 0 while frames
+// reach into the left padding), and always the last pad + 1 samples, which the right
+// reflection reads at the end.
+void OnlineLogMel::KeepTail(const float *chunk, int64_t chunk_start) {
+  int64_t keep_from = std::max<int64_t>(0, FrameStart(next_frame_));
+  keep_from = std::max<int64_t>(0, std::min<int64_t>(keep_from, received_ - (pad_ + 1)));
+  keep_from = std::max(keep_from, buffer_start_);
+  const int64_t buffer_end = buffer_start_ + static_cast<int64_t>(buffer_.size());
+  // Drop the buffer's head, then append the part of the chunk that is kept.
+  const int64_t drop = std::min<int64_t>(keep_from, buffer_end) - buffer_start_;
+  buffer_.erase(buffer_.begin(), buffer_.begin() + drop);
+  buffer_start_ += drop;
+  const int64_t from = std::max(keep_from, chunk_start);
+  if (buffer_.empty()) buffer_start_ = from;
+  buffer_.insert(buffer_.end(), chunk + (from - chunk_start), chunk + (received_ - chunk_start));
+}
+
+void OnlineLogMel::AcceptWaveform(const float *samples, int64_t n) {
+  if (finished_) {
+    throw std::runtime_error(
+        "accept_waveform called after input_finished(); call reset() to start a new signal");
+  }
+  if (n < 0) throw std::invalid_argument("sample count must be >= 0");
+  if (n == 0) return;
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(samples[i]);
+  if (bad > 0) {
+    clean_.assign(samples, samples + n);
+    for (float &v : clean_) {
+      if (!std::isfinite(v)) v = 0.0f;
+    }
+    samples = clean_.data();
+    nonfinite_ += bad;
+  }
+  const int64_t chunk_start = received_;
+  received_ += n;
+  EmitFrames(samples, chunk_start, false);
+  KeepTail(samples, chunk_start);
+}
+
+void OnlineLogMel::InputFinished() {
+  if (finished_) return;
+  finished_ = true;
+  EmitFrames(nullptr, received_, true);
+  buffer_.clear();
+  buffer_start_ = received_;
+}
+
+int64_t OnlineLogMel::Pop(float *out, int64_t max_frames) {
+  int64_t n = FramesPending();
+  if (max_frames >= 0) n = std::min(n, max_frames);
+  const size_t values = static_cast<size_t>(n) * opts_.n_mels;
+  std::copy(pending_.begin(), pending_.begin() + values, out);
+  pending_.erase(pending_.begin(), pending_.begin() + values);
+  frames_popped_ += n;
+  return n;
+}
+
+}  // namespace streamtag

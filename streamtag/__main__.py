@@ -1,0 +1,5 @@
+import sys
+
+from streamtag.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""The command line, run as a user would: a real process on a real encoded file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from streamtag.audio import load_audio, write_audio
+from streamtag.frontend import LogMelOptions, compute_logmel
+from streamtag.testsignals import music_like
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamtag", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_features_writes_the_frames_of_the_decoded_file(tmp_path):
+    audio = tmp_path / "clip.flac"  # lossless, so the expected frames are exact
+    signal = music_like(3.0, 16000, seed=6)
+    write_audio(audio, signal, 16000)
+    out = tmp_path / "frames.npy"
+    done = run_cli("features", str(audio), "--preset", "musicnn", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "96 mels" in done.stdout
+    frames = np.load(out)
+    decoded, rate = load_audio(audio)
+    assert rate == 16000 and np.abs(decoded - signal).max() < 1e-4  # 16-bit FLAC
+    expected = compute_logmel(decoded, LogMelOptions.preset("musicnn"))
+    assert np.array_equal(frames, expected)
+
+
+def test_features_reports_an_undecodable_file_and_bad_options(tmp_path):
+    bad = tmp_path / "not_audio.mp3"
+    bad.write_text("this is text, not audio")
+    done = run_cli("features", str(bad))
+    assert done.returncode == 2
+    assert "not_audio.mp3" in done.stderr
+    done = run_cli("features", str(bad), "--options", '{"n_mel": 3}')
+    assert done.returncode == 2 and "n_mel" in done.stderr
