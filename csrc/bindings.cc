@@ -143,9 +143,7 @@ PYBIND11_MODULE(_core, m) {
         float *dst = out.mutable_data();
         {
           py::gil_scoped_release release;
-          fe.AcceptWaveform(data, n);
-          fe.InputFinished();
-          fe.Pop(dst, frames);
+          fe.ComputeAll(data, n, dst);
         }
         return out;
       },

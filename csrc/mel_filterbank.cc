@@ -56,18 +56,19 @@ MelFilterbank::MelFilterbank(const LogMelOptions &opts) : num_bins_(opts.NumBins
   blocks_.resize(n_mels);
   offset_.resize(n_mels);
   std::vector<float> row(num_bins_);
+  const bool slaney_norm = opts.norm == "slaney";
   for (int i = 0; i < n_mels; ++i) {
     const double lower_width = edges[i + 1] - edges[i];
     const double upper_width = edges[i + 2] - edges[i + 1];
     // librosa stores each row as float32 first, then scales by the (float64) Slaney norm.
-    const double enorm = opts.norm == "slaney" ? 2.0 / (edges[i + 2] - edges[i]) : 1.0;
+    const double enorm = slaney_norm ? 2.0 / (edges[i + 2] - edges[i]) : 1.0;
     int first = num_bins_, last = -1;
     for (int k = 0; k < num_bins_; ++k) {
       const double rising = (bin_hz[k] - edges[i]) / lower_width;
       const double falling = (edges[i + 2] - bin_hz[k]) / upper_width;
       const double w = std::max(0.0, std::min(rising, falling));
       float wf = static_cast<float>(w);
-      if (opts.norm == "slaney") wf = static_cast<float>(static_cast<double>(wf) * enorm);
+      if (slaney_norm) wf = static_cast<float>(static_cast<double>(wf) * enorm);
       row[k] = wf;
       if (wf > 0.0f) {
         first = std::min(first, k);

@@ -129,23 +129,35 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
   const int64_t frame_count = at_end ? NumFramesFor(received_) : -1;
   // Readiness is monotone in t, so "frame t + 3 is ready" means four frames are.
   auto ready = [&](int64_t t) { return at_end ? t < frame_count : FrameCompleteBeforeEnd(t); };
+  int64_t end = next_frame_;
+  while (ready(end)) ++end;
+  if (end == next_frame_) return;
   const int n_mels = opts_.n_mels;
-  while (ready(next_frame_)) {
-    const int count = ready(next_frame_ + 3) ? 4 : 1;
+  float *dst;
+  if (direct_out_ != nullptr) {
+    dst = direct_out_ + static_cast<size_t>(next_frame_) * n_mels;
+  } else {
     const size_t offset = pending_.size();
-    pending_.resize(offset + static_cast<size_t>(count) * n_mels);
-    if (count == 4) {
+    pending_.resize(offset + static_cast<size_t>(end - next_frame_) * n_mels);
+    dst = pending_.data() + offset;
+  }
+  size_t offset = 0;
+  while (next_frame_ < end) {
+    if (next_frame_ + 4 <= end) {
       const float *samples[4];
       for (int i = 0; i < 4; ++i) {
         samples[i] = FrameSamples(next_frame_ + i, chunk, chunk_start,
                                   stitched_.data() + static_cast<size_t>(i) * n_fft_);
       }
-      ComputeFrames4(samples, pending_.data() + offset);
+      ComputeFrames4(samples, dst + offset);
+      next_frame_ += 4;
+      offset += 4 * static_cast<size_t>(n_mels);
     } else {
       ComputeFrame(FrameSamples(next_frame_, chunk, chunk_start, stitched_.data()),
-                   pending_.data() + offset);
+                   dst + offset);
+      next_frame_ += 1;
+      offset += n_mels;
     }
-    next_frame_ += count;
   }
 }
 
@@ -168,10 +180,10 @@ void OnlineLogMel::ComputeFrame(const float *samples, float *out) {
 // The log form of one value per lane: scale * ln(max(floor, gain * x + offset)), inputs above
 // FLT_MAX (an overflowed power) clamped so the result stays finite. The single-frame and the
 // four-frame paths both go through here, lane by lane.
-simd::V4 OnlineLogMel::LogForm(simd::V4 x) const {
+inline simd::V4 OnlineLogMel::LogForm(simd::V4 x) const {
   using simd::Splat;
   const simd::V4 v = Splat(log_gain_) * x + Splat(log_offset_);
-  if (log_floor_ < FLT_MIN) {  // a subnormal floor: the vector log handles normal floats only
+  if (__builtin_expect(log_floor_ < FLT_MIN, 0)) {  // the vector log wants normal floats
     simd::V4 r;
     for (int l = 0; l < 4; ++l) r[l] = log_scale_ * std::log(std::max(log_floor_, v[l]));
     return r;
@@ -279,6 +291,21 @@ void OnlineLogMel::InputFinished() {
   EmitFrames(nullptr, received_, true);
   buffer_.clear();
   buffer_start_ = received_;
+}
+
+int64_t OnlineLogMel::ComputeAll(const float *samples, int64_t n, float *out) {
+  Reset();
+  direct_out_ = out;
+  try {
+    AcceptWaveform(samples, n);
+    InputFinished();
+  } catch (...) {
+    direct_out_ = nullptr;
+    throw;
+  }
+  direct_out_ = nullptr;
+  frames_popped_ = next_frame_;
+  return next_frame_;
 }
 
 int64_t OnlineLogMel::Pop(float *out, int64_t max_frames) {

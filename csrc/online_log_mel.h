@@ -42,6 +42,11 @@ class OnlineLogMel {
   // (frames x n_mels). Returns how many were written.
   int64_t Pop(float *out, int64_t max_frames);
 
+  // Resets, then computes a whole signal's frames straight into out
+  // (NumFramesFor(n) x n_mels, row-major): the frames any chunking yields, without the copy
+  // through the pending queue. Returns the frame count.
+  int64_t ComputeAll(const float *samples, int64_t n, float *out);
+
   // Forgets the signal; the next sample is sample 0 again.
   void Reset();
 
@@ -78,6 +83,7 @@ class OnlineLogMel {
   int64_t nonfinite_ = 0;
   bool finished_ = false;
   std::vector<float> pending_;  // computed, not yet popped frames, row-major
+  float *direct_out_ = nullptr;  // set during ComputeAll: frames go straight there
 
   bool magnitude_ = false, apply_log_ = true;
   float log_scale_ = 1.0f, log_gain_ = 1.0f, log_offset_ = 0.0f, log_floor_ = 1e-10f;
