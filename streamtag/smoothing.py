@@ -1,0 +1,95 @@
+"""Per-stream smoothing: window scores → smoothed scores, tag states and on/off events.
+
+Each tag's score goes through an exponential moving average with a time constant in seconds (so
+the smoothing does not depend on the hop). A tag turns on when its smoothed score reaches the
+tag's threshold (from the model file) and off when it falls below threshold − margin
+(hysteresis). Once on, a tag stays on at least ``min_on_s``; once off, it stays off at least
+``min_off_s`` (audio time), so a flicker never becomes a pair of events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothingConfig:
+    time_constant_s: float = 2.0  # EMA time constant; 0 disables smoothing
+    margin: float = 0.1  # off below threshold - margin
+    min_on_s: float = 2.0
+    min_off_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("time_constant_s", "margin", "min_on_s", "min_off_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"smoothing.{name} must be a number >= 0, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TagEvent:
+    tag: str
+    state: str  # "on" or "off"
+    score: float  # the smoothed score at the change
+    time_s: float  # audio time of the window that caused it
+
+
+class Smoother:
+    """Smoothing state of one stream. ``update`` is called once per scored window, in order."""
+
+    def __init__(self, tags: Sequence[str], thresholds: Sequence[float],
+                 config: SmoothingConfig | None = None) -> None:
+        if len(tags) != len(thresholds):
+            raise ValueError(f"{len(tags)} tags but {len(thresholds)} thresholds")
+        self.tags = list(tags)
+        self.config = config or SmoothingConfig()
+        self.on_threshold = np.asarray(thresholds, dtype=np.float64)
+        self.off_threshold = self.on_threshold - self.config.margin
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.tags)
+        self.smoothed = np.zeros(n)
+        self.active = np.zeros(n, dtype=bool)
+        self._changed_at = np.full(n, -math.inf)  # audio time of each tag's last change
+        self._last_time: float | None = None
+
+    def update(self, scores: np.ndarray, time_s: float) -> tuple[np.ndarray, list[TagEvent]]:
+        """Folds in one window's scores at audio time ``time_s``; returns (smoothed, events)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != self.smoothed.shape:
+            raise ValueError(f"expected {len(self.tags)} scores, got shape {scores.shape}")
+        if self._last_time is None or self.config.time_constant_s == 0:
+            self.smoothed = scores.copy()
+        else:
+            dt = max(0.0, time_s - self._last_time)
+            alpha = 1.0 - math.exp(-dt / self.config.time_constant_s)
+            self.smoothed += alpha * (scores - self.smoothed)
+        self._last_time = time_s
+        held = time_s - self._changed_at
+        turn_on = (~self.active & (self.smoothed >= self.on_threshold)
+                   & (held >= self.config.min_off_s))
+        turn_off = (self.active & (self.smoothed < self.off_threshold)
+                    & (held >= self.config.min_on_s))
+        events = [TagEvent(self.tags[i], "off", float(self.smoothed[i]), time_s)
+                  for i in np.flatnonzero(turn_off)]
+        events += [TagEvent(self.tags[i], "on", float(self.smoothed[i]), time_s)
+                   for i in np.flatnonzero(turn_on)]
+        changed = turn_on | turn_off
+        self.active ^= changed
+        self._changed_at[changed] = time_s
+        return self.smoothed.copy(), events
+
+    def close(self, time_s: float) -> list[TagEvent]:
+        """End of the stream: every active tag turns off (min durations no longer apply)."""
+        events = [TagEvent(self.tags[i], "off", float(self.smoothed[i]), time_s)
+                  for i in np.flatnonzero(self.active)]
+        self.active[:] = False
+        return events
+
+    def active_tags(self) -> list[str]:
+        return [self.tags[i] for i in np.flatnonzero(self.active)]
