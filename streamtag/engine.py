@@ -1,0 +1,490 @@
+"""Streams, windows, cross-stream batching and back-pressure.
+
+One ``Engine`` serves many light streams (the sherpa-onnx shape): each stream turns its audio into
+frames with its own ``OnlineLogMel`` and cuts a window of W frames every H frames; the engine
+stacks the due windows of *all* streams into one batch and runs one forward pass, then hands each
+result back to its stream, in order, through its smoother to a sink. The single-stream case is
+the batched case with one stream.
+
+Back-pressure: a stream that is not live (a file, a pipe) waits in ``accept`` while it has
+``max_pending_windows`` windows queued, so it goes exactly as fast as the engine; a live stream
+(a device, a network stream) never waits: past that many, its oldest queued windows are dropped
+and counted.
+
+The engine knows nothing of sockets: results go to an ``EngineSink``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from streamtag.frontend import FrameRing, OnlineLogMel
+from streamtag.inference import InferenceModel
+from streamtag.smoothing import SmoothingConfig, Smoother, TagEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    max_batch: int = 64  # windows per forward pass
+    max_wait_ms: float = 10.0  # how long a due window may wait for others to fill a batch
+    hop_seconds: float | None = None  # overrides the model file's default hop
+    max_pending_windows: int = 16  # per stream: queued windows before waiting or dropping
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_batch, int) and self.max_batch >= 1):
+            raise ValueError(f"engine.max_batch must be an integer >= 1, got {self.max_batch!r}")
+        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
+            raise ValueError(f"engine.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if self.hop_seconds is not None and not (math.isfinite(self.hop_seconds)
+                                                 and self.hop_seconds > 0):
+            raise ValueError(f"engine.hop_seconds must be > 0, got {self.hop_seconds!r}")
+        if not (isinstance(self.max_pending_windows, int) and self.max_pending_windows >= 1):
+            raise ValueError("engine.max_pending_windows must be an integer >= 1, got "
+                             f"{self.max_pending_windows!r}")
+
+
+@dataclasses.dataclass
+class WindowResult:
+    """One scored window of one stream, as the sink receives it."""
+
+    stream_id: str
+    index: int  # the window's number in its stream, from 0
+    start_sample: int  # first sample the window covers (stream samples at the model's rate)
+    end_sample: int  # one past the last sample it covers
+    sample_rate: float
+    tags: tuple[str, ...]
+    raw: np.ndarray  # the model's probabilities
+    smoothed: np.ndarray
+    active: list[str]
+    events: list[TagEvent]
+    latency_ms: float  # from the arrival of the window's last sample to the sink call
+    model_name: str
+    model_hash: str
+
+    @property
+    def start_s(self) -> float:
+        return self.start_sample / self.sample_rate
+
+    @property
+    def end_s(self) -> float:
+        return self.end_sample / self.sample_rate
+
+
+class EngineSink(Protocol):
+    def on_window(self, result: WindowResult) -> None: ...
+
+    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None: ...
+
+
+@dataclasses.dataclass
+class _Window:
+    stream: _Stream
+    generation: int
+    data: np.ndarray  # (n_mels, W) for log-mel models, (W,) for waveform models
+    start_sample: int
+    end_sample: int
+    arrival: float
+    dropped: bool = False
+
+
+class _Framer:
+    """Samples in, due windows out, for one stream and one model input (frames or samples).
+
+    Windows end at W, W + H, W + 2H, ... (frames, or samples for waveform models). At the end
+    of the input one more window, aligned to the last frame, scores the audio after the last
+    regular window; an input shorter than one window is wrap-padded to a window.
+    """
+
+    def __init__(self, model: InferenceModel, hop: int, sample_offset: int) -> None:
+        self.window = model.window
+        self.hop = hop
+        self.sample_offset = sample_offset  # stream sample index of this framer's sample 0
+        self.logmel = model.input_kind == "logmel"
+        if self.logmel:
+            o = model.frontend
+            self.fe: OnlineLogMel | None = OnlineLogMel(o)
+            self.hop_length = o.hop_length
+            self.pad = o.n_fft // 2 if o.center else 0
+            self.n_fft = o.n_fft
+            width = o.n_mels
+        else:
+            self.fe = None
+            self.hop_length, self.pad, self.n_fft, width = 1, 0, 1, 1
+        self.capacity = self.window + 4 * hop
+        self.ring = FrameRing(self.capacity, width)
+        self.next_end = self.window
+        self.samples = 0
+
+    def _span(self, begin: int, end: int) -> tuple[int, int]:
+        """Samples covered by frames [begin, end), clipped to the audio."""
+        first = max(0, begin * self.hop_length - self.pad)
+        last = min(self.samples, (end - 1) * self.hop_length - self.pad + self.n_fft)
+        return self.sample_offset + first, self.sample_offset + max(first, last)
+
+    def _cut(self, end: int, length: int) -> np.ndarray:
+        w = self.ring.window(end, length, transpose=True)
+        return w if self.logmel else w[0]
+
+    def _push(self, frames: np.ndarray, out: list[tuple[np.ndarray, int, int]]) -> None:
+        room = self.capacity - self.window  # push no more than can be cut before overwriting
+        for i in range(0, len(frames), room):
+            self.ring.push(frames[i: i + room])
+            while self.ring.end_index >= self.next_end:
+                end = self.next_end
+                out.append((self._cut(end, self.window), *self._span(end - self.window, end)))
+                self.next_end += self.hop
+
+    def accept(self, samples: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+        self.samples += len(samples)
+        out: list[tuple[np.ndarray, int, int]] = []
+        if self.fe is not None:
+            self.fe.accept_waveform(samples)
+            frames = self.fe.pop()
+        else:
+            frames = np.asarray(samples, dtype=np.float32).reshape(-1, 1)
+        self._push(frames, out)
+        return out
+
+    def finish(self) -> list[tuple[np.ndarray, int, int]]:
+        out: list[tuple[np.ndarray, int, int]] = []
+        if self.fe is not None:
+            self.fe.input_finished()
+            self._push(self.fe.pop(), out)
+        total = self.ring.end_index
+        last_end = self.next_end - self.hop
+        if total >= self.window and total > last_end:
+            out.append((self._cut(total, self.window), *self._span(total - self.window, total)))
+        elif 0 < total < self.window:
+            short = self._cut(total, total)
+            reps = -(-self.window // total)
+            tiled = np.concatenate([short] * reps, axis=-1)[..., : self.window]
+            out.append((np.ascontiguousarray(tiled), *self._span(0, total)))
+        return out
+
+
+class _Stream:
+    def __init__(self, stream_id: str, live: bool, framer: _Framer, smoother: Smoother) -> None:
+        self.id = stream_id
+        self.live = live
+        self.framer = framer
+        self.smoother = smoother
+        self.lock = threading.Lock()  # one feeder at a time
+        self.pending = 0  # windows queued or being scored
+        self.next_index = 0
+        self.samples = 0
+        self.finished = False
+        self.closed = False
+        self.end_s = 0.0
+        self.counters = {"samples": 0, "windows": 0, "dropped_windows": 0, "nonfinite": 0}
+
+
+class Engine:
+    """Cross-stream batched tagging with one model.
+
+    ``start()`` runs the inference worker thread; without it, ``drain()`` scores the queued
+    windows in the caller's thread (offline use).
+    """
+
+    def __init__(self, model: InferenceModel, sink: EngineSink,
+                 config: EngineConfig | None = None,
+                 smoothing: SmoothingConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.smoothing = smoothing or SmoothingConfig()
+        self.sink = sink
+        self._model = model
+        self._generation = 0
+        self._streams: dict[str, _Stream] = {}
+        self._queue: deque[_Window] = deque()
+        self._cond = threading.Condition()
+        self._forward_lock = threading.Lock()  # one batch at a time; model swaps between them
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self.stats = {"batches": 0, "windows": 0, "dropped_windows": 0, "failed_batches": 0,
+                      "forward_s": 0.0, "overhead_s": 0.0}
+        self.batch_sizes: deque[int] = deque(maxlen=4096)
+
+    # -- streams ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> InferenceModel:
+        return self._model
+
+    def hop_for(self, model: InferenceModel) -> int:
+        if self.config.hop_seconds is None:
+            return model.hop
+        unit = model.frontend.hop_length if model.input_kind == "logmel" else 1
+        return max(1, round(self.config.hop_seconds * model.sample_rate / unit))
+
+    def add_stream(self, stream_id: str, live: bool = False) -> None:
+        with self._cond:
+            if stream_id in self._streams:
+                raise ValueError(f"a stream named {stream_id!r} already exists")
+            model = self._model
+            self._streams[stream_id] = _Stream(
+                stream_id, live, _Framer(model, self.hop_for(model), 0),
+                Smoother(model.tags, model.thresholds, self.smoothing))
+
+    def stream_ids(self) -> list[str]:
+        with self._cond:
+            return list(self._streams)
+
+    def stream_counters(self, stream_id: str) -> dict:
+        stream = self._stream(stream_id)
+        return {**stream.counters, "pending": stream.pending}
+
+    def snapshot(self) -> dict[str, dict]:
+        """Current smoothed scores and active tags of every stream."""
+        with self._cond:
+            streams = list(self._streams.values())
+        return {s.id: {"tags": list(s.smoother.tags),
+                       "smoothed": [float(v) for v in s.smoother.smoothed],
+                       "active": s.smoother.active_tags(),
+                       "windows": s.counters["windows"]} for s in streams}
+
+    def _stream(self, stream_id: str) -> _Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise ValueError(f"no stream named {stream_id!r}") from None
+
+    def accept(self, stream_id: str, samples: np.ndarray, arrival: float | None = None) -> None:
+        """Feeds audio at the model's sample rate. Blocks a non-live stream while it has
+        ``max_pending_windows`` windows queued (only while the worker runs)."""
+        arrival = time.monotonic() if arrival is None else arrival
+        stream = self._stream(stream_id)
+        with stream.lock:
+            if stream.finished:
+                raise ValueError(f"stream {stream_id!r} has finished; add a new stream")
+            with self._cond:
+                framer, generation = stream.framer, self._generation
+            windows = framer.accept(samples)
+            stream.samples += len(samples)
+            stream.counters["samples"] = stream.samples
+            if framer.fe is not None:
+                stream.counters["nonfinite"] = framer.fe.nonfinite_samples
+            self._enqueue(stream, generation, windows, arrival)
+
+    def finish_stream(self, stream_id: str) -> None:
+        """End of a stream's input: its last frames are scored and its active tags turn off
+        (``sink.on_stream_end``) once everything queued has been scored."""
+        stream = self._stream(stream_id)
+        with stream.lock:
+            if stream.finished:
+                return
+            with self._cond:
+                framer, generation = stream.framer, self._generation
+            windows = framer.finish()
+            self._enqueue(stream, generation, windows, time.monotonic(), finishing=True)
+        self._maybe_close(stream)
+
+    def remove_stream(self, stream_id: str) -> None:
+        """Forgets a stream at once; its queued windows are dropped."""
+        with self._cond:
+            stream = self._streams.pop(stream_id, None)
+            if stream is None:
+                raise ValueError(f"no stream named {stream_id!r}")
+            for w in self._queue:
+                if w.stream is stream and not w.dropped:
+                    w.dropped = True
+            stream.closed = True
+            self._cond.notify_all()
+
+    def _enqueue(self, stream: _Stream, generation: int,
+                 windows: Sequence[tuple[np.ndarray, int, int]], arrival: float,
+                 finishing: bool = False) -> None:
+        with self._cond:
+            for data, start, end in windows:
+                self._queue.append(_Window(stream, generation, data, start, end, arrival))
+                stream.pending += 1
+            if finishing:
+                stream.finished = True
+            if stream.live:
+                self._drop_oldest(stream)
+            self._cond.notify_all()
+            limit = self.config.max_pending_windows
+            while (not stream.live and stream.pending > limit and self._worker is not None
+                   and not self._stopping and not stream.closed):
+                self._cond.wait(0.5)
+        if not stream.live and self._worker is None and stream.pending > limit:
+            self.drain()
+
+    def _drop_oldest(self, stream: _Stream) -> None:
+        excess = stream.pending - self.config.max_pending_windows
+        for w in self._queue:
+            if excess <= 0:
+                break
+            if w.stream is stream and not w.dropped:
+                w.dropped = True
+                stream.pending -= 1
+                stream.counters["dropped_windows"] += 1
+                self.stats["dropped_windows"] += 1
+                excess -= 1
+
+    # -- model -----------------------------------------------------------------------------
+
+    def reload_model(self, path: str, device: str | None = None) -> InferenceModel:
+        """Swaps the model between batches. A model with the same input (frontend, window)
+        scores the windows already queued, so none is lost; one with a different input gets
+        fresh frontends from each stream's current position (queued windows are dropped).
+        An unloadable file raises ``ModelError`` and the old model keeps running."""
+        new = InferenceModel.load(path, device=device or str(self._model.device))
+        with self._forward_lock, self._cond:
+            old = self._model
+            self._model = new
+            same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
+            if not same_input:
+                self._generation += 1
+            for s in self._streams.values():
+                if not same_input:
+                    s.framer = _Framer(new, self.hop_for(new), s.samples)
+                if not same_input or tuple(s.smoother.tags) != new.tags or not np.array_equal(
+                        s.smoother.on_threshold, new.thresholds):
+                    s.smoother = Smoother(new.tags, new.thresholds, self.smoothing)
+        log.info("model %s (%s) replaces %s", new.name, new.path, old.name)
+        return new
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._worker is not None:
+            return
+        self._stopping = False
+        self._worker = threading.Thread(target=self._run, name="streamtag-inference",
+                                        daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Scores everything queued, then stops the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout)
+            self._worker = None
+        self.drain()
+
+    def drain(self) -> int:
+        """Scores every queued window in the caller's thread; returns how many."""
+        done = 0
+        while True:
+            batch = self._take_batch(wait=False)
+            if not batch:
+                return done
+            done += self._score(batch)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch(wait=True)
+            if batch is None:
+                return
+            if batch:
+                self._score(batch)
+
+    def _take_batch(self, wait: bool) -> list[_Window] | None:
+        cfg = self.config
+        with self._cond:
+            if wait:
+                while not self._live_queue() and not self._stopping:
+                    self._cond.wait(0.5)
+                if not self._live_queue():
+                    return None  # stopping and nothing left
+                deadline = time.monotonic() + cfg.max_wait_ms / 1000.0
+                while len(self._queue) < cfg.max_batch and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            batch: list[_Window] = []
+            while self._queue and len(batch) < cfg.max_batch:
+                w = self._queue.popleft()
+                if not w.dropped:
+                    batch.append(w)
+            return batch
+
+    def _live_queue(self) -> bool:
+        while self._queue and self._queue[0].dropped:
+            self._queue.popleft()
+        return bool(self._queue)
+
+    def _score(self, batch: list[_Window]) -> int:
+        t_start = time.perf_counter()
+        with self._forward_lock:
+            model, generation = self._model, self._generation
+            current = [w for w in batch if w.generation == generation]
+            probs = None
+            forward_s = 0.0
+            if current:
+                stacked = np.stack([w.data for w in current])
+                t0 = time.perf_counter()
+                try:
+                    probs = model.forward(stacked)
+                except Exception:  # noqa: BLE001 - a failing batch must not stop the engine
+                    log.exception("forward pass failed for a batch of %d windows", len(current))
+                    self.stats["failed_batches"] += 1
+                forward_s = time.perf_counter() - t0
+        stale = [w for w in batch if w.generation != generation]
+        if probs is None:
+            stale = batch
+        with self._cond:
+            for w in stale:
+                w.stream.pending -= 1
+                w.stream.counters["dropped_windows"] += 1
+                self.stats["dropped_windows"] += 1
+        if probs is not None:
+            self.stats["batches"] += 1
+            self.batch_sizes.append(len(current))
+            for w, p in zip(current, probs, strict=True):
+                self._dispatch(w, p, model)
+        self.stats["forward_s"] += forward_s
+        self.stats["overhead_s"] += time.perf_counter() - t_start - forward_s
+        with self._cond:
+            self._cond.notify_all()
+        for stream in {w.stream for w in batch}:
+            self._maybe_close(stream)
+        return len(batch)
+
+    def _dispatch(self, w: _Window, probs: np.ndarray, model: InferenceModel) -> None:
+        stream = w.stream
+        end_s = w.end_sample / model.sample_rate
+        smoothed, events = stream.smoother.update(probs, end_s)
+        result = WindowResult(
+            stream_id=stream.id, index=stream.next_index, start_sample=w.start_sample,
+            end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,
+            raw=probs, smoothed=smoothed, active=stream.smoother.active_tags(), events=events,
+            latency_ms=(time.monotonic() - w.arrival) * 1000.0, model_name=model.name,
+            model_hash=model.hash)
+        stream.next_index += 1
+        stream.end_s = max(stream.end_s, end_s)
+        stream.counters["windows"] += 1
+        self.stats["windows"] += 1
+        with self._cond:
+            stream.pending -= 1
+        if stream.closed:
+            return
+        try:
+            self.sink.on_window(result)
+        except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
+            log.exception("sink failed on window %d of stream %s", result.index, stream.id)
+
+    def _maybe_close(self, stream: _Stream) -> None:
+        with self._cond:
+            if not stream.finished or stream.pending > 0 or stream.closed:
+                return
+            stream.closed = True
+        end_s = max(stream.end_s, stream.samples / self._model.sample_rate)
+        events = stream.smoother.close(end_s)
+        try:
+            self.sink.on_stream_end(stream.id, events, end_s)
+        except Exception:  # noqa: BLE001
+            log.exception("sink failed at the end of stream %s", stream.id)

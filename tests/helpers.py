@@ -1,0 +1,40 @@
+"""Small real model files for the tests: TorchScript files written by streamtag.modelfile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from streamtag import modelfile
+from streamtag.frontend import LogMelOptions
+
+TAGS = ("calm", "loud", "bright", "dark")
+
+
+class TinyTagger(nn.Module):
+    """Conv over mel bands, mean over time, linear: enough to react to loudness and timbre."""
+
+    def __init__(self, n_mels: int, n_tags: int, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv1d(n_mels, 8, kernel_size=3, padding=1)
+        self.out = nn.Linear(8, n_tags)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x / 10.0)).mean(dim=2)
+        return self.out(h)
+
+
+def tiny_model_file(path: Path, *, seed: int = 0, preset: str = "musicnn", window: int = 32,
+                    hop: int = 16, tags: tuple[str, ...] = TAGS, name: str = "tiny",
+                    thresholds: tuple[float, ...] | None = None) -> Path:
+    frontend = LogMelOptions.preset(preset)
+    model = TinyTagger(frontend.n_mels, len(tags), seed)
+    modelfile.save(model, path, {
+        "name": name, "tags": list(tags), "input_kind": "logmel", "frontend": frontend,
+        "window": window, "hop": hop,
+        "thresholds": list(thresholds) if thresholds else [0.5] * len(tags),
+        "architecture": {"name": "tiny"}})
+    return path

@@ -1,0 +1,178 @@
+"""The engine: windows, cross-stream batching, back-pressure, model swaps; a real model file."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from helpers import tiny_model_file
+
+from streamtag.engine import Engine, EngineConfig, WindowResult
+from streamtag.errors import ModelError
+from streamtag.frontend import compute_logmel
+from streamtag.inference import InferenceModel
+from streamtag.smoothing import SmoothingConfig
+from streamtag.testsignals import music_like
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.windows: dict[str, list[WindowResult]] = {}
+        self.ended: dict[str, tuple[list, float]] = {}
+        self.lock = threading.Lock()
+
+    def on_window(self, result: WindowResult) -> None:
+        with self.lock:
+            self.windows.setdefault(result.stream_id, []).append(result)
+
+    def on_stream_end(self, stream_id, events, end_s) -> None:
+        self.ended[stream_id] = (events, end_s)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    return InferenceModel.load(model_path, device="cpu")
+
+
+def feed(engine: Engine, stream_id: str, signal: np.ndarray, chunk: int) -> None:
+    for i in range(0, len(signal), chunk):
+        engine.accept(stream_id, signal[i: i + chunk])
+    engine.finish_stream(stream_id)
+
+
+def offline_scores(model: InferenceModel, signal: np.ndarray, hop: int) -> np.ndarray:
+    frames = compute_logmel(signal, model.frontend)
+    ends = list(range(model.window, len(frames) + 1, hop))
+    if len(frames) > ends[-1]:
+        ends.append(len(frames))  # the final window, aligned to the end
+    windows = np.stack([frames[e - model.window: e].T for e in ends])
+    return np.concatenate([model.forward(windows[i: i + 1]) for i in range(len(windows))])
+
+
+def test_one_stream_gives_the_offline_scores_in_order(model):
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_batch=8))
+    engine.add_stream("a")
+    signal = music_like(6.0, model.sample_rate, seed=1)
+    feed(engine, "a", signal, chunk=3001)
+    engine.drain()
+    got = sink.windows["a"]
+    expected = offline_scores(model, signal, model.hop)
+    assert [r.index for r in got] == list(range(len(expected)))
+    np.testing.assert_allclose(np.stack([r.raw for r in got]), expected, atol=1e-5)
+    hop_length = model.frontend.hop_length
+    assert got[1].start_sample == model.hop * hop_length - model.frontend.n_fft // 2
+    assert got[-1].end_sample == len(signal)  # the last window reaches the end of the audio
+    assert "a" in sink.ended and sink.ended["a"][1] == pytest.approx(len(signal) / 16000)
+
+
+def test_batched_streams_equal_each_stream_alone(model):
+    signals = {f"s{i}": music_like(4.0, model.sample_rate, seed=10 + i) for i in range(5)}
+    alone = {}
+    for sid, signal in signals.items():
+        sink = Collect()
+        engine = Engine(model, sink, EngineConfig(max_batch=1))
+        engine.add_stream(sid)
+        feed(engine, sid, signal, chunk=4000)
+        engine.drain()
+        alone[sid] = np.stack([r.raw for r in sink.windows[sid]])
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_batch=64, max_wait_ms=50))
+    engine.start()
+    threads = []
+    for sid, signal in signals.items():
+        engine.add_stream(sid)
+        threads.append(threading.Thread(target=feed, args=(engine, sid, signal, 1600)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.stop()
+    assert max(engine.batch_sizes) > 1  # windows of several streams shared a forward pass
+    for sid in signals:
+        batched = np.stack([r.raw for r in sink.windows[sid]])
+        np.testing.assert_allclose(batched, alone[sid], atol=1e-5)
+        assert [r.index for r in sink.windows[sid]] == list(range(len(alone[sid])))
+
+
+def test_file_streams_wait_and_live_streams_drop(model):
+    class Slow(Collect):
+        def on_window(self, result):
+            threading.Event().wait(0.01)
+            super().on_window(result)
+
+    signal = music_like(8.0, model.sample_rate, seed=2)
+    sink = Slow()
+    engine = Engine(model, sink, EngineConfig(max_batch=2, max_wait_ms=0, max_pending_windows=2))
+    engine.start()
+    engine.add_stream("file", live=False)
+    engine.add_stream("live", live=True)
+    feed(engine, "file", signal, chunk=8000)
+    feed(engine, "live", signal, chunk=8000)
+    engine.stop()
+    expected = len(offline_scores(model, signal, model.hop))
+    assert len(sink.windows["file"]) == expected  # waited, lost nothing
+    assert engine.stream_counters("file")["dropped_windows"] == 0
+    dropped = engine.stream_counters("live")["dropped_windows"]
+    assert dropped > 0 and len(sink.windows["live"]) == expected - dropped
+
+
+def test_short_input_is_wrap_padded_to_one_window(model):
+    sink = Collect()
+    engine = Engine(model, sink)
+    engine.add_stream("short")
+    feed(engine, "short", music_like(0.3, model.sample_rate, seed=3), chunk=1000)
+    engine.drain()
+    assert len(sink.windows["short"]) == 1
+    assert sink.windows["short"][0].end_sample == int(0.3 * 16000)
+
+
+def test_hop_seconds_override(model):
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(hop_seconds=1.0))
+    engine.add_stream("a")
+    feed(engine, "a", music_like(6.0, model.sample_rate, seed=4), chunk=16000)
+    engine.drain()
+    starts = [r.start_sample for r in sink.windows["a"]]
+    assert np.diff(starts[1:-1]).tolist() == [round(16000 / 256) * 256] * (len(starts) - 3)
+
+
+def test_reload_model_swaps_without_losing_a_window(model, model_path, tmp_path):
+    other = tiny_model_file(tmp_path / "other.pt", seed=7, name="other")
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_batch=4))
+    engine.add_stream("a")
+    signal = music_like(6.0, model.sample_rate, seed=5)
+    half = len(signal) // 2
+    engine.accept("a", signal[:half])
+    engine.reload_model(str(other))  # queued windows are scored by the new model
+    engine.accept("a", signal[half:])
+    engine.finish_stream("a")
+    engine.drain()
+    got = sink.windows["a"]
+    assert [r.index for r in got] == list(range(len(offline_scores(model, signal, model.hop))))
+    assert {r.model_name for r in got} == {"other"}
+    with pytest.raises(ModelError):
+        engine.reload_model(str(tmp_path / "missing.pt"))
+    assert engine.model.name == "other"
+
+
+def test_smoothing_and_events_are_consistent_with_the_scores(model):
+    sink = Collect()
+    engine = Engine(model, sink, smoothing=SmoothingConfig(time_constant_s=0, margin=0,
+                                                           min_on_s=0, min_off_s=0))
+    engine.add_stream("a")
+    feed(engine, "a", music_like(6.0, model.sample_rate, seed=6), chunk=5000)
+    engine.drain()
+    active: set[str] = set()
+    for r in sink.windows["a"]:
+        for e in r.events:
+            (active.add if e.state == "on" else active.discard)(e.tag)
+        assert active == set(r.active)
+        assert active == {t for t, s in zip(r.tags, r.raw, strict=True) if s >= 0.5}
