@@ -1,0 +1,239 @@
+"""The daemon's configuration: a TOML file, overridden by command-line flags.
+
+Every section is a frozen dataclass. An unknown key or a bad value is a ``ConfigError`` naming
+``section.key`` and what is allowed; nothing starts half-configured. Defaults bind to loopback.
+
+    [model]          path, device
+    [[sources]]      id, spec (file:PATH | PATH | http(s)://... | device:NAME | pipe:), and
+                     the source's options (realtime, reconnect, format, rate, channels, ...)
+    [publish]        endpoint, sndhwm, heartbeat_s
+    [control]        endpoint ("" disables the control socket), file_roots
+    [smoothing]      time_constant_s, margin, min_on_s, min_off_s
+    [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows
+    [metrics]        port (0: off), address
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from streamtag.engine import EngineConfig
+from streamtag.errors import ConfigError
+from streamtag.smoothing import SmoothingConfig
+
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
+DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    path: str | None = None  # None: the shipped default model
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not (self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"model.device must be one of {', '.join(DEVICES)} or cuda:N, "
+                              f"got {self.device!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    id: str
+    spec: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not STREAM_ID.match(self.id):
+            raise ConfigError(f"sources.id {self.id!r} is not a valid stream id: use 1-128 of "
+                              "A-Z a-z 0-9 _ . : -")
+        if not self.spec:
+            raise ConfigError(f"sources.spec of {self.id!r} is empty; give file:PATH, a path, "
+                              "an http(s) URL, device:NAME or pipe:")
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishConfig:
+    endpoint: str = DEFAULT_PUBLISH
+    sndhwm: int = 1000
+    heartbeat_s: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlConfig:
+    endpoint: str = DEFAULT_CONTROL  # "" disables the control socket
+    file_roots: tuple[str, ...] = ()  # add_source may only open files below these
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 0  # 0: no metrics endpoint
+    address: str = "127.0.0.1"
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonConfig:
+    model: ModelConfig = ModelConfig()
+    sources: tuple[SourceConfig, ...] = ()
+    publish: PublishConfig = PublishConfig()
+    control: ControlConfig = ControlConfig()
+    smoothing: SmoothingConfig = SmoothingConfig()
+    engine: EngineConfig = EngineConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+_SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
+             "smoothing": SmoothingConfig, "engine": EngineConfig, "metrics": MetricsConfig}
+
+
+def _describe(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "")
+
+
+def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
+    """Checks a TOML value against a field's type; ints are accepted for floats."""
+    where = f"{section}.{key}"
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(section, key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {_describe(annotation)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(section, key, v, args[0]) for v in value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(section: str, cls: type, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table of settings, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {section}.{unknown[0]}; [{section}] takes "
+                          f"{', '.join(fields)}")
+    values = {k: _coerce(section, k, v, hints[k]) for k, v in table.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc) if section in str(exc) else f"[{section}]: {exc}") from exc
+
+
+def parse_source_line(text: str, index: int) -> SourceConfig:
+    """A ``--source`` flag: ``SPEC`` or ``ID=SPEC`` (an id is made from the position)."""
+    match = re.match(r"^([A-Za-z0-9_.:-]{1,128})=(.+)$", text)
+    if match and "://" not in match.group(1) and not match.group(1).endswith(":"):
+        return SourceConfig(id=match.group(1), spec=match.group(2))
+    return SourceConfig(id=f"s{index}", spec=text)
+
+
+def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
+    known = ["sources", *_SECTIONS]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; sections are {', '.join(known)}")
+    parts: dict[str, Any] = {name: _build(name, cls, data[name])
+                             for name, cls in _SECTIONS.items() if name in data}
+    sources = []
+    raw_sources = data.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError("sources must be an array of tables: [[sources]] id = ..., spec = ...")
+    for i, entry in enumerate(raw_sources):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"sources[{i}] must be a table with id and spec")
+        for key in ("id", "spec"):
+            if not isinstance(entry.get(key), str):
+                raise ConfigError(f"sources[{i}].{key} is required and must be a string")
+        options = {k: v for k, v in entry.items() if k not in ("id", "spec")}
+        sources.append(SourceConfig(entry["id"], entry["spec"], options))
+    ids = [s.id for s in sources]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"sources.id {duplicates[0]!r} is used twice; ids must be unique")
+    return DaemonConfig(sources=tuple(sources), **parts)
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def with_overrides(config: DaemonConfig, *, model: str | None = None,
+                   device: str | None = None, sources: list[str] | None = None,
+                   publish: str | None = None, control: str | None = None,
+                   hop_seconds: float | None = None, metrics_port: int | None = None,
+                   realtime: bool | None = None) -> DaemonConfig:
+    """Command-line flags override the file; ``--source`` flags add to its sources."""
+    changes: dict[str, Any] = {}
+    if model is not None or device is not None:
+        changes["model"] = dataclasses.replace(
+            config.model, **{k: v for k, v in (("path", model), ("device", device))
+                             if v is not None})
+    if sources:
+        extra = [parse_source_line(s, len(config.sources) + i) for i, s in enumerate(sources)]
+        if realtime is not None:
+            extra = [dataclasses.replace(s, options={**s.options, "realtime": realtime})
+                     for s in extra]
+        merged = config_from_dict({"sources": [{"id": s.id, "spec": s.spec, **s.options}
+                                               for s in (*config.sources, *extra)]}).sources
+        changes["sources"] = merged
+    if publish is not None:
+        changes["publish"] = dataclasses.replace(config.publish, endpoint=publish)
+    if control is not None:
+        changes["control"] = dataclasses.replace(config.control, endpoint=control)
+    if hop_seconds is not None:
+        try:
+            changes["engine"] = dataclasses.replace(config.engine, hop_seconds=hop_seconds)
+        except ValueError as exc:
+            raise ConfigError(f"--hop-seconds: {exc}") from exc
+    if metrics_port is not None:
+        changes["metrics"] = dataclasses.replace(config.metrics, port=metrics_port)
+    return dataclasses.replace(config, **changes)
