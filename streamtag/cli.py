@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +50,65 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from streamtag.config import DaemonConfig, load_config, with_overrides
+    from streamtag.daemon import Daemon
+    from streamtag.errors import ConfigError, ModelError
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config) if args.config else DaemonConfig()
+        config = with_overrides(config, model=args.model, device=args.device,
+                                sources=args.source, publish=args.publish, control=args.control,
+                                hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
+                                realtime=True if args.realtime else None)
+        daemon = Daemon(config)
+        daemon.start()
+    except (ConfigError, ModelError) as exc:
+        print(f"streamtag run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    signals = {"count": 0}
+
+    def on_signal(signum, frame) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            print("streamtag run: second signal, exiting at once", file=sys.stderr)
+            os._exit(1)
+        threading.Thread(target=daemon.stop, name="streamtag-shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"streamtag run: publishing on {daemon.publisher.endpoint}"
+          + (f", control on {daemon.control.endpoint}" if daemon.control else "")
+          + f"; session {daemon.publisher.session}", file=sys.stderr, flush=True)
+    while not daemon.wait(0.2):
+        if args.exit_when_done and config.sources and daemon.idle():
+            daemon.stop()
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from streamtag.client import listen_main
+
+    return listen_main(args.endpoint, streams=args.stream or None, as_json=args.json,
+                       count=args.count, duration=args.duration)
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from streamtag.proxy import run_proxy
+
+    def ready(frontend: str | None, backend: str) -> None:
+        print(f"streamtag proxy: daemons publish to {frontend}, subscribers connect to "
+              f"{backend}", file=sys.stderr, flush=True)
+
+    run_proxy(args.frontend, args.backend, upstream=args.upstream or (), ready=ready)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from streamtag.frontend import LogMelOptions
 
@@ -62,6 +123,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mels-first", action="store_true",
                    help="save (n_mels, frames) instead of (frames, n_mels)")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("run", help="the daemon: tag audio streams and publish over ZeroMQ")
+    p.add_argument("--config", help="daemon TOML file (flags override it)")
+    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--source", action="append", metavar="[ID=]SPEC",
+                   help="file:PATH, a path, http(s)://URL, device:NAME or pipe:; repeatable")
+    p.add_argument("--publish", help="PUB endpoint (default tcp://127.0.0.1:5556)")
+    p.add_argument("--control", help="control endpoint (default tcp://127.0.0.1:5557; '' off)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--hop-seconds", type=float, help="seconds between windows")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--realtime", action="store_true", help="play file sources at real speed")
+    p.add_argument("--exit-when-done", action="store_true",
+                   help="stop once every source has ended (files)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("listen", help="print a daemon's messages live")
+    p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5556")
+    p.add_argument("--stream", action="append", help="only this stream; repeatable")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
+    p.add_argument("--frontend", default="tcp://127.0.0.1:5558",
+                   help="XSUB endpoint daemons publish to (bound)")
+    p.add_argument("--backend", default="tcp://127.0.0.1:5559",
+                   help="XPUB endpoint subscribers connect to (bound)")
+    p.add_argument("--upstream", action="append", help="a daemon PUB endpoint to connect to")
+    p.set_defaults(func=cmd_proxy)
     return parser
 
 

@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -213,6 +213,7 @@ class Engine:
         self.stats = {"batches": 0, "windows": 0, "dropped_windows": 0, "failed_batches": 0,
                       "forward_s": 0.0, "overhead_s": 0.0}
         self.batch_sizes: deque[int] = deque(maxlen=4096)
+        self.on_batch: Callable[[int, float], None] | None = None  # (size, forward seconds)
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -444,6 +445,8 @@ class Engine:
         if probs is not None:
             self.stats["batches"] += 1
             self.batch_sizes.append(len(current))
+            if self.on_batch is not None:
+                self.on_batch(len(current), forward_s)
             for w, p in zip(current, probs, strict=True):
                 self._dispatch(w, p, model)
         self.stats["forward_s"] += forward_s

@@ -1,0 +1,322 @@
+"""The daemon: sources in threads feed one engine; its results go out on ZeroMQ.
+
+Life cycle: ``start()`` loads the model (a bad file raises ``ModelError`` before anything
+binds), binds the publisher and the control socket, starts the engine and one thread per source.
+``stop()`` drains: sources stop, each stream's last audio is framed, scored and published, every
+stream publishes its final status (``ended`` or ``failed``), then the sockets close with a
+linger. A failing source reports ``failed`` with the reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from streamtag.config import DaemonConfig, SourceConfig
+from streamtag.engine import Engine, WindowResult
+from streamtag.errors import ConfigError, ModelError, SourceError
+from streamtag.inference import InferenceModel
+from streamtag.publish import ControlServer, Publisher
+from streamtag.smoothing import TagEvent
+from streamtag.sources import Source, parse_source
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = ("ended", "failed")
+
+
+def default_model_path() -> Path:
+    """The model shipped with streamtag (models/default/model.pt in the source tree)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models" / "default" / "model.pt",
+                      here.parent / "models" / "default" / "model.pt"):
+        if candidate.is_file():
+            return candidate
+    raise ModelError("no --model given and the default model is not installed "
+                     "(models/default/model.pt); pass --model PATH")
+
+
+@dataclasses.dataclass
+class _SourceRun:
+    config: SourceConfig
+    source: Source
+    stop: threading.Event
+    thread: threading.Thread | None = None
+    state: str = "starting"
+    error: str | None = None
+    title: str | None = None
+    final: tuple[str, str | None] | None = None
+    stream_added: bool = False
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.model: InferenceModel | None = None
+        self.engine: Engine | None = None
+        self.publisher: Publisher | None = None
+        self.control: ControlServer | None = None
+        self.metrics = None
+        self._runs: dict[str, _SourceRun] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._started_at = time.monotonic()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> Daemon:
+        cfg = self.config
+        path = cfg.model.path or str(default_model_path())
+        self.model = InferenceModel.load(path, device=cfg.model.device)
+        log.info("model %s: %d tags, %s input, window %d, hop %d, on %s", self.model.name,
+                 len(self.model.tags), self.model.input_kind, self.model.window,
+                 self.model.hop, self.model.device)
+        self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm)
+        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing)
+        if cfg.metrics.port:
+            from streamtag.prometheus import DaemonMetrics
+
+            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+            self.engine.on_batch = self.metrics.observe_batch
+        self.engine.start()
+        if cfg.control.endpoint:
+            self.control = ControlServer(cfg.control.endpoint, self._handlers()).start()
+        self._heartbeat = threading.Thread(target=self._beat, name="streamtag-heartbeat",
+                                           daemon=True)
+        self._heartbeat.start()
+        for source in cfg.sources:
+            self.add_source(source)
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks until ``stop()`` has finished (or the timeout); True when stopped."""
+        return self._stopped.wait(timeout)
+
+    def idle(self) -> bool:
+        """True when every source has ended or failed (nothing more will come)."""
+        with self._lock:
+            return all(r.final is not None for r in self._runs.values())
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Drains and shuts down; safe to call twice."""
+        if self._stopped.is_set():
+            return
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.stop.set()
+        deadline = time.monotonic() + timeout_s
+        for run in runs:
+            if run.thread is not None:
+                run.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.engine is not None:
+            self.engine.stop()  # scores what is queued; streams publish their final status
+        if self.control is not None:
+            self.control.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        self._stopped.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(2.0)
+        if self.publisher is not None:
+            self.publisher.close()
+
+    def _beat(self) -> None:
+        period = self.config.publish.heartbeat_s
+        while not self._stopped.wait(period):
+            with self._lock:
+                streams = sum(1 for r in self._runs.values() if r.final is None)
+            self.publisher.heartbeat(streams)
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def add_source(self, source: SourceConfig) -> None:
+        """Starts a source in its own thread. ConfigError for a duplicate id or bad options."""
+        with self._lock:
+            if source.id in self._runs and self._runs[source.id].final is None:
+                raise ConfigError(f"a source with id {source.id!r} is already running")
+        try:
+            built = parse_source(source.spec, **source.options)
+        except SourceError as exc:
+            raise ConfigError(f"source {source.id!r}: {exc}") from exc
+        run = _SourceRun(source, built, threading.Event())
+        run.thread = threading.Thread(target=self._run_source, args=(run,),
+                                      name=f"streamtag-source-{source.id}", daemon=True)
+        with self._lock:
+            self._runs[source.id] = run
+        run.thread.start()
+
+    def remove_source(self, stream_id: str) -> None:
+        """Stops a source; its stream ends normally (last windows scored, ``ended``)."""
+        with self._lock:
+            run = self._runs.get(stream_id)
+        if run is None:
+            raise ConfigError(f"no source with id {stream_id!r}; running: "
+                              f"{', '.join(sorted(self._runs)) or 'none'}")
+        run.stop.set()
+
+    def _on_source_status(self, run: _SourceRun, state: str, error: str | None,
+                          extra: dict) -> None:
+        if "title" in extra:
+            run.title = extra["title"]
+        if state in FINAL_STATES:
+            return  # published by the daemon once the stream's last window is out
+        run.state, run.error = state, error
+        self._publish_status(run, state, error)
+
+    def _publish_status(self, run: _SourceRun, state: str, error: str | None) -> None:
+        counters = dict(run.source.counters)
+        if run.stream_added and self.engine is not None:
+            try:
+                counters.update(self.engine.stream_counters(run.config.id))
+            except ValueError:
+                pass
+        if self.metrics is not None:
+            self.metrics.observe_status(run.config.id, state, counters)
+        self.publisher.publish_status(run.config.id, state=state, error=error,
+                                      counters=counters, title=run.title,
+                                      source=run.source.description)
+
+    def _run_source(self, run: _SourceRun) -> None:
+        sid = run.config.id
+        final: tuple[str, str | None] = ("ended", None)
+        try:
+            run.source.open(self.model.sample_rate,
+                            lambda state, error, extra: self._on_source_status(
+                                run, state, error, extra))
+            self.engine.add_stream(sid, live=run.source.live)
+            run.stream_added = True
+            for chunk in run.source.chunks(run.stop):
+                self.engine.accept(sid, chunk.samples, chunk.arrival)
+        except SourceError as exc:
+            final = ("failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 - one stream's failure must not stop others
+            log.exception("source %s failed", sid)
+            final = ("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            run.source.close()
+        run.final = final
+        if final[0] == "failed":
+            log.warning("source %s failed: %s", sid, final[1])
+        if run.stream_added:
+            self.engine.finish_stream(sid)  # on_stream_end publishes the final status
+        else:
+            run.state, run.error = final
+            self._publish_status(run, *final)
+
+    # -- engine sink -----------------------------------------------------------------------
+
+    def on_window(self, result: WindowResult) -> None:
+        # Events first: the scores message that follows already lists their tags as active.
+        for event in result.events:
+            self._publish_event(result.stream_id, event, result.sample_rate)
+        model = {"name": result.model_name, "hash": result.model_hash}
+        self.publisher.publish_scores(
+            result.stream_id, start_s=result.start_s, end_s=result.end_s,
+            start_sample=result.start_sample, end_sample=result.end_sample, tags=result.tags,
+            raw=result.raw, smoothed=result.smoothed, active=result.active, model=model,
+            latency_ms=result.latency_ms)
+        if self.metrics is not None:
+            self.metrics.observe_window(result)
+
+    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
+        for event in events:
+            self._publish_event(stream_id, event, self.model.sample_rate)
+        with self._lock:
+            run = self._runs.get(stream_id)
+        if run is None:
+            return
+        state, error = run.final or ("ended", None)
+        run.state, run.error = state, error
+        self._publish_status(run, state, error)
+
+    def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
+        self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,
+                                     score=event.score, time_s=event.time_s,
+                                     sample=round(event.time_s * sample_rate))
+
+    # -- control ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            runs = list(self._runs.values())
+        streams = {}
+        for run in runs:
+            counters = dict(run.source.counters)
+            if run.stream_added:
+                try:
+                    counters.update(self.engine.stream_counters(run.config.id))
+                except ValueError:
+                    pass
+            streams[run.config.id] = {"state": run.state, "error": run.error,
+                                      "source": run.source.description, "title": run.title,
+                                      "counters": counters}
+        return {"session": self.publisher.session, "uptime_s": time.monotonic() -
+                self._started_at, "model": self._model_info(), "streams": streams,
+                "engine": dict(self.engine.stats), "dropped_messages": self.publisher.dropped}
+
+    def _model_info(self) -> dict[str, Any]:
+        m = self.engine.model
+        return {"name": m.name, "hash": m.hash, "path": m.path, "tags": list(m.tags),
+                "thresholds": [float(t) for t in m.thresholds], "input_kind": m.input_kind,
+                "window": m.window, "hop": self.engine.hop_for(m),
+                "sample_rate": m.sample_rate, "device": str(m.device)}
+
+    def reload_model(self, path: str) -> InferenceModel:
+        """Swaps the model; ModelError (old model kept) for an unusable file or one whose
+        sample rate differs (the sources resample to the running rate)."""
+        from streamtag.modelfile import read_manifest
+
+        rate = read_manifest(path).frontend.sample_rate
+        if rate != self.model.sample_rate:
+            raise ModelError(f"{path}: sample rate {rate:g} Hz differs from the running "
+                             f"{self.model.sample_rate:g} Hz; restart the daemon to change it")
+        self.model = self.engine.reload_model(path)
+        return self.model
+
+    def _allowed_file(self, spec: str) -> bool:
+        kind, sep, rest = spec.partition(":")
+        if sep and kind.lower() in ("http", "https", "device", "pipe"):
+            return kind.lower() != "pipe"  # stdin belongs to the daemon, not to a request
+        path = Path(rest if kind.lower() == "file" and sep else spec).resolve()
+        roots = [Path(r).resolve() for r in self.config.control.file_roots]
+        return any(path.is_relative_to(root) for root in roots)
+
+    def _handlers(self) -> dict[str, Any]:
+        def status(_: dict) -> dict:
+            return self.status()
+
+        def snapshot(_: dict) -> dict:
+            return {"session": self.publisher.session, "model": self._model_info(),
+                    "streams": self.engine.snapshot()}
+
+        def add_source(req: dict) -> dict:
+            sid, spec = req.get("id"), req.get("spec")
+            if not isinstance(sid, str) or not isinstance(spec, str):
+                raise ConfigError("add_source needs string fields id and spec")
+            if not self._allowed_file(spec):
+                raise ConfigError(f"add_source refuses {spec!r}: files must lie below "
+                                  f"control.file_roots ({list(self.config.control.file_roots)})"
+                                  " and pipe: is not available over the control socket")
+            options = {k: v for k, v in req.items() if k not in ("cmd", "id", "spec")}
+            self.add_source(SourceConfig(sid, spec, options))
+            return {"id": sid}
+
+        def remove_source(req: dict) -> dict:
+            self.remove_source(str(req.get("id")))
+            return {"id": req.get("id")}
+
+        def reload_model(req: dict) -> dict:
+            path = req.get("path")
+            if not isinstance(path, str):
+                raise ConfigError("reload_model needs a string field path")
+            self.reload_model(path)
+            return {"model": self._model_info()}
+
+        return {"status": status, "snapshot": snapshot, "add_source": add_source,
+                "remove_source": remove_source, "reload_model": reload_model}

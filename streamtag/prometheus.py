@@ -1,0 +1,91 @@
+"""Prometheus metrics of a running daemon (``--metrics-port``), served on loopback by default.
+
+Counters come from the engine's and the sources' own counts at scrape time; batch sizes,
+forward times and window latencies are histograms observed as they happen.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from streamtag.daemon import Daemon
+    from streamtag.engine import WindowResult
+
+STATES = ("starting", "running", "reconnecting", "ended", "failed")
+
+
+class _Collector:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self):
+        status = self.daemon.status()
+        per_stream = {
+            "samples": CounterMetricFamily("streamtag_samples", "Audio samples framed",
+                                           labels=["stream"]),
+            "windows": CounterMetricFamily("streamtag_windows", "Windows scored",
+                                           labels=["stream"]),
+            "dropped_windows": CounterMetricFamily(
+                "streamtag_dropped_windows", "Windows dropped because inference fell behind",
+                labels=["stream"]),
+            "reconnects": CounterMetricFamily("streamtag_reconnects", "Source reconnections",
+                                              labels=["stream"]),
+            "overflows": CounterMetricFamily("streamtag_overflows", "Capture overflows",
+                                             labels=["stream"]),
+        }
+        state = GaugeMetricFamily("streamtag_stream_state", "1 for the stream's current state",
+                                  labels=["stream", "state"])
+        for sid, info in status["streams"].items():
+            for key, family in per_stream.items():
+                family.add_metric([sid], float(info["counters"].get(key, 0)))
+            for s in STATES:
+                state.add_metric([sid, s], 1.0 if info["state"] == s else 0.0)
+        yield from per_stream.values()
+        yield state
+        engine = status["engine"]
+        batches = CounterMetricFamily("streamtag_batches", "Forward passes")
+        batches.add_metric([], float(engine["batches"]))
+        yield batches
+        failed = CounterMetricFamily("streamtag_failed_batches", "Forward passes that failed")
+        failed.add_metric([], float(engine["failed_batches"]))
+        yield failed
+        dropped = CounterMetricFamily("streamtag_dropped_messages",
+                                      "Messages the publisher could not queue")
+        dropped.add_metric([], float(status["dropped_messages"]))
+        yield dropped
+
+
+class DaemonMetrics:
+    def __init__(self, daemon: Daemon, port: int, address: str = "127.0.0.1") -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(daemon))
+        self.batch_size = Histogram("streamtag_batch_size", "Windows per forward pass",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                                    registry=self.registry)
+        self.forward = Histogram("streamtag_forward_seconds", "Forward pass time",
+                                 registry=self.registry)
+        self.latency = Histogram("streamtag_window_latency_seconds",
+                                 "From a window's last sample to its publication",
+                                 labelnames=["stream"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self._server, self._thread = start_http_server(port, addr=address,
+                                                       registry=self.registry)
+        self.port = self._server.server_port
+
+    def observe_batch(self, size: int, forward_s: float) -> None:
+        self.batch_size.observe(size)
+        self.forward.observe(forward_s)
+
+    def observe_window(self, result: WindowResult) -> None:
+        self.latency.labels(result.stream_id).observe(result.latency_ms / 1000.0)
+
+    def observe_status(self, stream_id: str, state: str, counters: dict) -> None:
+        pass  # states and counters are read at scrape time
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,283 @@
+"""The daemon end to end: real decoding, a real TorchScript file, real ZeroMQ on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import zmq
+from helpers import tiny_model_file
+
+from streamtag.audio import load_audio, write_audio
+from streamtag.client import Subscriber
+from streamtag.config import (
+    ControlConfig,
+    DaemonConfig,
+    MetricsConfig,
+    ModelConfig,
+    PublishConfig,
+    SourceConfig,
+)
+from streamtag.daemon import Daemon
+from streamtag.engine import EngineConfig
+from streamtag.frontend import compute_logmel
+from streamtag.inference import InferenceModel
+from streamtag.publish import control_request
+from streamtag.smoothing import SmoothingConfig
+from streamtag.testsignals import music_like
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio")
+    files = {}
+    for name, seconds, seed in (("a", 5.0, 1), ("b", 4.0, 2)):
+        files[name] = root / f"{name}.flac"
+        write_audio(files[name], music_like(seconds, 44100, seed=seed), 44100)
+    files["corrupt"] = root / "corrupt.mp3"
+    files["corrupt"].write_bytes(b"ID3" + os.urandom(5000))
+    return files
+
+
+def make_config(model_path, tmp_path, **changes) -> DaemonConfig:
+    base = DaemonConfig(
+        model=ModelConfig(path=str(model_path), device="cpu"),
+        publish=PublishConfig(endpoint=f"tcp://127.0.0.1:{free_port()}", heartbeat_s=0.1),
+        control=ControlConfig(endpoint=f"tcp://127.0.0.1:{free_port()}",
+                              # the session's pytest temp root: every test file lies below it
+                              file_roots=(str(tmp_path.parent.parent), )),
+        smoothing=SmoothingConfig(time_constant_s=0, margin=0, min_on_s=0, min_off_s=0),
+        engine=EngineConfig(max_wait_ms=5))
+    return DaemonConfig(**{**base.__dict__, **changes})
+
+
+def collect(sub: Subscriber, streams: set[str], timeout_s: float = 60.0) -> list:
+    """Messages until every stream in `streams` has published a final status."""
+    done: set[str] = set()
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while done != streams and time.monotonic() < deadline:
+        msg = sub.recv(200)
+        if msg is None:
+            continue
+        got.append(msg)
+        if msg.header.msg_type == "status" and msg.body.state in ("ended", "failed"):
+            done.add(msg.header.stream)
+    assert done == streams, f"no final status for {streams - done}"
+    return got
+
+
+def wait_for_heartbeat(sub: Subscriber) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        msg = sub.recv(200)
+        if msg is not None and msg.header.msg_type == "heartbeat":
+            return
+    raise AssertionError("no heartbeat: the subscription never became active")
+
+
+def assert_no_gaps(messages) -> None:
+    """seq counts per topic (stream and kind), one up each time."""
+    by_topic: dict[str, list[int]] = {}
+    for m in messages:
+        by_topic.setdefault(m.topic, []).append(m.header.seq)
+    for topic, seqs in by_topic.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), topic
+
+
+def offline(model_path, path) -> np.ndarray:
+    model = InferenceModel.load(model_path, device="cpu")
+    audio, _ = load_audio(path, model.sample_rate)
+    frames = compute_logmel(audio, model.frontend)
+    ends = list(range(model.window, len(frames) + 1, model.hop))
+    if len(frames) > ends[-1]:
+        ends.append(len(frames))
+    return model.forward(np.stack([frames[e - model.window: e].T for e in ends]))
+
+
+def started(config: DaemonConfig) -> tuple[Daemon, Subscriber]:
+    daemon = Daemon(config).start()
+    sub = Subscriber(daemon.publisher.endpoint)
+    wait_for_heartbeat(sub)
+    return daemon, sub
+
+
+def test_a_file_stream_end_to_end(model_path, audio_files, tmp_path):
+    daemon, sub = started(make_config(model_path, tmp_path))
+    try:
+        daemon.add_source(SourceConfig("a", f"file:{audio_files['a']}"))
+        got = [m for m in collect(sub, {"a"}) if m.header.stream == "a"]
+    finally:
+        daemon.stop()
+        sub.close()
+    assert_no_gaps(got)
+    scores = [m for m in got if m.header.msg_type == "scores"]
+    expected = offline(model_path, audio_files["a"])
+    assert len(scores) == len(expected)
+    np.testing.assert_allclose([m.body.raw for m in scores], expected, atol=1e-4)
+    assert got[-1].header.msg_type == "status" and got[-1].body.state == "ended"
+    assert got[-1].body.counters["windows"] == len(expected)
+    active: set[str] = set()  # events replay to the active sets the scores carry
+    for m in got:
+        if m.header.msg_type == "event":
+            (active.add if m.body.state == "on" else active.discard)(m.body.tag)
+        elif m.header.msg_type == "scores":
+            assert set(m.body.active) == active
+    assert active == set()  # the end of the stream turns everything off
+
+
+def test_a_corrupt_file_fails_its_stream_only(model_path, audio_files, tmp_path):
+    daemon, sub = started(make_config(model_path, tmp_path))
+    try:
+        daemon.add_source(SourceConfig("bad", str(audio_files["corrupt"])))
+        daemon.add_source(SourceConfig("good", str(audio_files["b"])))
+        got = collect(sub, {"bad", "good"})
+    finally:
+        daemon.stop()
+        sub.close()
+    final = {m.header.stream: m.body for m in got if m.header.msg_type == "status"
+             and m.body.state in ("ended", "failed")}
+    assert final["bad"].state == "failed" and "corrupt.mp3" in final["bad"].error
+    assert final["good"].state == "ended"
+    good_scores = [m for m in got if m.header.stream == "good" and m.header.msg_type == "scores"]
+    assert len(good_scores) == len(offline(model_path, audio_files["b"]))
+
+
+def test_a_subscriber_that_never_reads_does_not_hold_back_the_others(model_path, audio_files,
+                                                                      tmp_path):
+    daemon, sub = started(make_config(model_path, tmp_path))
+    ctx = zmq.Context.instance()
+    stalled = ctx.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(daemon.publisher.endpoint)
+    try:
+        for name in ("a", "b"):
+            daemon.add_source(SourceConfig(name, str(audio_files[name])))
+        got = collect(sub, {"a", "b"})
+    finally:
+        daemon.stop()
+        sub.close()
+        stalled.close(linger=0)
+    assert sub.gaps == 0
+    assert sum(m.header.msg_type == "scores" for m in got) == (
+        len(offline(model_path, audio_files["a"])) + len(offline(model_path, audio_files["b"])))
+
+
+def test_control_socket_snapshot_add_source_and_reload(model_path, audio_files, tmp_path):
+    other = tiny_model_file(tmp_path / "other.pt", seed=3, name="other")
+    daemon, sub = started(make_config(model_path, tmp_path))
+    control = daemon.control.endpoint
+    try:
+        reply = control_request(control, {"cmd": "add_source", "id": "a",
+                                          "spec": str(audio_files["a"]), "realtime": True})
+        assert reply["ok"], reply
+        outside = control_request(control, {"cmd": "add_source", "id": "x",
+                                            "spec": "/etc/passwd"})
+        assert not outside["ok"] and "file_roots" in outside["error"]
+        time.sleep(1.5)
+        snap = control_request(control, {"cmd": "snapshot"})
+        assert snap["ok"] and snap["streams"]["a"]["windows"] > 0
+        assert snap["model"]["tags"] == ["calm", "loud", "bright", "dark"]
+        bad = control_request(control, {"cmd": "reload_model", "path": str(audio_files["b"])})
+        assert not bad["ok"] and "b.flac" in bad["error"]  # refused; the old model serves on
+        swapped = control_request(control, {"cmd": "reload_model", "path": str(other)},
+                                  timeout_ms=10000)
+        assert swapped["ok"] and swapped["model"]["name"] == "other"
+        got = [m for m in collect(sub, {"a"}) if m.header.stream == "a"]
+        status = control_request(control, {"cmd": "status"})
+        assert status["streams"]["a"]["state"] == "ended"
+    finally:
+        daemon.stop()
+        sub.close()
+    scores = [m for m in got if m.header.msg_type == "scores"]
+    assert_no_gaps(got)
+    assert len(scores) == len(offline(model_path, audio_files["a"]))  # no window lost
+    names = [m.body.model.name for m in scores]
+    assert names[0] == "tiny" and names[-1] == "other"
+
+
+def test_prometheus_metrics(model_path, audio_files, tmp_path):
+    port = free_port()
+    daemon, sub = started(make_config(model_path, tmp_path,
+                                      metrics=MetricsConfig(port=port)))
+    try:
+        daemon.add_source(SourceConfig("a", str(audio_files["b"])))
+        collect(sub, {"a"})
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    finally:
+        daemon.stop()
+        sub.close()
+    text = text.decode()
+    windows = len(offline(model_path, audio_files["b"]))
+    assert f'streamtag_windows_total{{stream="a"}} {float(windows)}' in text
+    assert "streamtag_batch_size_bucket" in text
+    assert 'streamtag_window_latency_seconds_count{stream="a"}' in text
+    assert 'streamtag_stream_state{state="ended",stream="a"} 1.0' in text
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamtag", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_sigterm_drains_the_last_window_and_exits_cleanly(model_path, audio_files, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "daemon.toml"
+    config.write_text(f'[publish]\nendpoint = "{endpoint}"\nheartbeat_s = 0.1\n'
+                      f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+                      f'file_roots = ["{tmp_path}", "{audio_files["a"].parent}"]\n')
+    sub = Subscriber(endpoint)
+    proc = run_cli("run", "--config", str(config), "--model", str(model_path), "--device", "cpu")
+    try:
+        wait_for_heartbeat(sub)
+        control = json.dumps({"cmd": "add_source", "id": "live", "realtime": True,
+                              "spec": str(audio_files["a"])})
+        ctl_endpoint = config.read_text().split('endpoint = "')[2].split('"')[0]
+        assert control_request(ctl_endpoint, json.loads(control))["ok"]
+        scores = 0
+        while scores < 3:
+            msg = sub.recv(5000)
+            assert msg is not None, "no scores from the daemon"
+            scores += msg.header.msg_type == "scores"
+        proc.send_signal(signal.SIGTERM)
+        got = collect(sub, {"live"}, timeout_s=20)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        sub.close()
+    live = [m for m in got if m.header.stream == "live"]
+    last_scores = [m for m in live if m.header.msg_type == "scores"][-1]
+    assert live[-1].body.state == "ended"
+    # The last window reaches the last audio that arrived before the signal, not a window end.
+    assert last_scores.body.end_sample == live[-1].body.counters["samples"]
+
+
+def test_a_corrupt_model_file_is_a_clear_error_with_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    proc = run_cli("run", "--model", str(bad), "--publish", f"tcp://127.0.0.1:{free_port()}")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "bad.pt" in err
