@@ -29,7 +29,7 @@ import numpy as np
 
 from streamtag.frontend import FrameRing, OnlineLogMel
 from streamtag.inference import InferenceModel
-from streamtag.smoothing import SmoothingConfig, Smoother, TagEvent
+from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
 
 log = logging.getLogger(__name__)
 
