@@ -109,6 +109,43 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tag(args: argparse.Namespace) -> int:
+    from streamtag.daemon import default_model_path
+    from streamtag.engine import EngineConfig
+    from streamtag.errors import ModelError
+    from streamtag.inference import InferenceModel
+    from streamtag.tagging import format_csv, format_json, format_text, tag_files
+
+    try:
+        model = InferenceModel.load(args.model or default_model_path(), device=args.device)
+        config = EngineConfig(max_batch=32, hop_seconds=args.hop_seconds)
+    except (ModelError, ValueError) as exc:
+        print(f"streamtag tag: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    results = tag_files(args.files, model, config=config)
+    formatter = format_json if args.json else format_csv if args.csv else format_text
+    sys.stdout.write(formatter(results))
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from streamtag.errors import SourceError
+    from streamtag.sources import list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except SourceError as exc:
+        print(f"streamtag devices: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not devices:
+        print("no audio input devices found")
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f"{mark}{d['index']:3d}  {d['name']}  [{d['hostapi']}] "
+              f"({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from streamtag.frontend import LogMelOptions
 
@@ -139,6 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop once every source has ended (files)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tag", help="tag audio files offline: segments and a summary per file")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--hop-seconds", type=float, help="seconds between windows")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per file")
+    fmt.add_argument("--csv", action="store_true", help="CSV rows: segments and track tags")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("devices", help="list audio input devices")
+    p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("listen", help="print a daemon's messages live")
     p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5556")

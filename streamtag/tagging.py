@@ -1,0 +1,153 @@
+"""Offline tagging of files (``streamtag tag``), on the daemon's engine.
+
+Each file becomes a stream of the same ``Engine`` the daemon runs, so windows, smoothing and
+events are the daemon's. Per file the result is the tag segments (a tag's on event to its off
+event, with the mean smoothed score between them) and a track summary: the mean of the window
+probabilities per tag and the tags whose mean reaches the tag's threshold.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streamtag.engine import Engine, EngineConfig, WindowResult
+from streamtag.errors import SourceError
+from streamtag.inference import InferenceModel
+from streamtag.smoothing import SmoothingConfig, TagEvent
+from streamtag.sources import FileSource
+
+
+@dataclasses.dataclass
+class Segment:
+    tag: str
+    start_s: float
+    end_s: float
+    mean_score: float
+
+
+@dataclasses.dataclass
+class FileTags:
+    path: str
+    duration_s: float = 0.0
+    windows: int = 0
+    segments: list[Segment] = dataclasses.field(default_factory=list)
+    mean_scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    tags: list[str] = dataclasses.field(default_factory=list)  # mean score >= threshold
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Collector:
+    """Engine sink that turns one stream's windows and events into segments."""
+
+    def __init__(self, model: InferenceModel) -> None:
+        self.model = model
+        self.results: dict[str, FileTags] = {}
+        self._raw: dict[str, list[np.ndarray]] = {}
+        self._open: dict[str, dict[str, tuple[float, list[float]]]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, stream_id: str, path: str) -> None:
+        self.results[stream_id] = FileTags(path=path)
+        self._raw[stream_id] = []
+        self._open[stream_id] = {}
+
+    def on_window(self, result: WindowResult) -> None:
+        with self._lock:
+            out = self.results[result.stream_id]
+            out.windows += 1
+            self._raw[result.stream_id].append(result.raw)
+            opened = self._open[result.stream_id]
+            self._events(result.stream_id, result.events)
+            for tag, (_, scores) in opened.items():
+                scores.append(float(result.smoothed[result.tags.index(tag)]))
+
+    def _events(self, stream_id: str, events: list[TagEvent]) -> None:
+        opened = self._open[stream_id]
+        for e in events:
+            if e.state == "on":
+                opened[e.tag] = (e.time_s, [])
+            elif e.tag in opened:
+                start, scores = opened.pop(e.tag)
+                mean = float(np.mean(scores)) if scores else e.score
+                self.results[stream_id].segments.append(Segment(e.tag, start, e.time_s, mean))
+
+    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
+        with self._lock:
+            self._events(stream_id, events)
+            out = self.results[stream_id]
+            out.segments.sort(key=lambda s: (s.start_s, s.tag))
+            out.duration_s = end_s
+            if self._raw[stream_id]:
+                means = np.mean(self._raw[stream_id], axis=0)
+                out.mean_scores = {t: round(float(m), 6)
+                                   for t, m in zip(self.model.tags, means, strict=True)}
+                out.tags = [t for t, m, th in zip(self.model.tags, means, self.model.thresholds,
+                                                  strict=True) if m >= th]
+
+
+def tag_files(paths: Sequence[str | Path], model: InferenceModel,
+              smoothing: SmoothingConfig | None = None,
+              config: EngineConfig | None = None) -> list[FileTags]:
+    """Tags each file; a file that cannot be decoded gets ``error`` set, the others go on."""
+    collector = _Collector(model)
+    engine = Engine(model, collector, config or EngineConfig(max_batch=32), smoothing)
+    for i, path in enumerate(paths):
+        sid = f"f{i}"
+        collector.start(sid, str(path))
+        engine.add_stream(sid)
+        try:
+            source = FileSource(path)
+            source.open(model.sample_rate)
+            for chunk in source.chunks(threading.Event()):
+                engine.accept(sid, chunk.samples)
+        except SourceError as exc:
+            collector.results[sid].error = str(exc)
+        engine.finish_stream(sid)
+        engine.drain()
+    return [collector.results[f"f{i}"] for i in range(len(paths))]
+
+
+def format_text(results: Sequence[FileTags]) -> str:
+    lines = []
+    for r in results:
+        if r.error:
+            lines.append(f"{r.path}: ERROR {r.error}")
+            continue
+        tags = ", ".join(f"{t} ({r.mean_scores[t]:.2f})" for t in r.tags) or "none"
+        lines.append(f"{r.path}: {r.duration_s:.1f} s, {r.windows} windows; tags: {tags}")
+        for s in r.segments:
+            lines.append(f"  {s.start_s:8.2f} - {s.end_s:8.2f}  {s.tag:<20s} {s.mean_score:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def format_json(results: Sequence[FileTags]) -> str:
+    return "\n".join(json.dumps(r.to_dict(), sort_keys=True) for r in results) + "\n"
+
+
+def format_csv(results: Sequence[FileTags]) -> str:
+    """One row per segment, and one ``track`` row per tag of the summary."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "kind", "tag", "start_s", "end_s", "score", "error"])
+    for r in results:
+        if r.error:
+            writer.writerow([r.path, "error", "", "", "", "", r.error])
+            continue
+        for s in r.segments:
+            writer.writerow([r.path, "segment", s.tag, f"{s.start_s:.3f}", f"{s.end_s:.3f}",
+                             f"{s.mean_score:.4f}", ""])
+        for t in r.tags:
+            writer.writerow([r.path, "track", t, "0.000", f"{r.duration_s:.3f}",
+                             f"{r.mean_scores[t]:.4f}", ""])
+    return out.getvalue()

@@ -1,0 +1,68 @@
+"""Offline tagging: the daemon's engine over files; segments match the events."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import tiny_model_file
+
+from streamtag.audio import write_audio
+from streamtag.inference import InferenceModel
+from streamtag.smoothing import SmoothingConfig
+from streamtag.tagging import format_csv, tag_files
+from streamtag.testsignals import music_like
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tag")
+    model = tiny_model_file(root / "tiny.pt", thresholds=(0.5, 0.45, 0.5, 0.5))
+    quiet_then_loud = np.concatenate([0.02 * music_like(4.0, 22050, seed=1),
+                                      music_like(4.0, 22050, seed=2)])
+    write_audio(root / "one.flac", quiet_then_loud, 22050)
+    write_audio(root / "two.flac", music_like(3.0, 22050, seed=3), 22050)
+    (root / "broken.mp3").write_bytes(b"not audio at all" * 100)
+    return root, model
+
+
+def test_segments_follow_events_and_summary_follows_window_means(setup):
+    root, model_path = setup
+    model = InferenceModel.load(model_path, device="cpu")
+    smoothing = SmoothingConfig(time_constant_s=0, margin=0, min_on_s=0, min_off_s=0)
+    results = tag_files([root / "one.flac", root / "broken.mp3", root / "two.flac"], model,
+                        smoothing=smoothing)
+    one, broken, two = results
+    assert broken.error and "broken.mp3" in broken.error and broken.windows == 0
+    assert two.error is None and two.windows > 0
+    assert one.duration_s == pytest.approx(8.0, abs=0.01)
+    for seg in one.segments:
+        assert 0 <= seg.start_s < seg.end_s <= one.duration_s + 1e-6
+        assert seg.tag in model.tags
+    assert set(one.tags) == {t for t, th in zip(model.tags, model.thresholds, strict=True)
+                             if one.mean_scores[t] >= th}
+    assert any(s.end_s == pytest.approx(one.duration_s) for s in one.segments) or not any(
+        one.segments)
+    rows = list(csv.DictReader(io.StringIO(format_csv(results))))
+    assert {r["kind"] for r in rows} <= {"segment", "track", "error"}
+    assert sum(r["kind"] == "segment" for r in rows) == len(one.segments) + len(two.segments)
+
+
+def test_tag_command_json_and_exit_code(setup):
+    root, model_path = setup
+    done = subprocess.run([sys.executable, "-m", "streamtag", "tag", str(root / "two.flac"),
+                           "--model", str(model_path), "--device", "cpu", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.splitlines()[0])
+    assert record["path"].endswith("two.flac") and record["windows"] > 0
+    assert set(record["mean_scores"]) == {"calm", "loud", "bright", "dark"}
+    done = subprocess.run([sys.executable, "-m", "streamtag", "tag", str(root / "broken.mp3"),
+                           "--model", str(model_path), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "ERROR" in done.stdout
