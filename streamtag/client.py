@@ -1,0 +1,280 @@
+"""Subscribing to a streamtag daemon (or a proxy): decoded messages with loss and restarts marked.
+
+`Subscriber` yields `ReceivedMessage`s: protocol Messages plus what this receiver concluded,
+`gap` (messages missing just before this one on its topic) and `restarted` (the stream's
+publisher has a new session). `listen_main` is the ``streamtag listen`` command.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import zmq
+
+from streamtag.errors import ProtocolError
+from streamtag.protocol import (
+    HEARTBEAT,
+    MSG_TYPES,
+    EventBody,
+    HeartbeatBody,
+    Message,
+    ScoresBody,
+    StatusBody,
+    canonical_json,
+    decode,
+    subscription_prefix,
+    validate_stream_id,
+)
+from streamtag.publish import control_request
+
+__all__ = ["ReceivedMessage", "Subscriber", "control_request", "format_message", "listen_main"]
+
+ALL_TOPICS = MSG_TYPES
+_WAIT_SLICE_MS = 250  # an unbounded wait still wakes up this often, so Ctrl-C is prompt
+_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class ReceivedMessage(Message):
+    """A decoded Message and what the subscriber concluded about it; neither is on the wire.
+
+    gap: how many messages of this topic (same session) went missing just before this one.
+    restarted: the first message of a new session for a stream seen under another session.
+    """
+
+    gap: int = 0
+    restarted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "gap": self.gap, "restarted": self.restarted}
+
+
+class Subscriber:
+    """A SUB socket that yields decoded messages, marking gaps and publisher restarts.
+
+    endpoint: one endpoint or several (several daemons without a proxy).
+    streams: stream ids to receive, or None for all. ZeroMQ filters by topic prefix; messages
+        of other streams that share the prefix (``radio1`` vs ``radio10``) are dropped here.
+    topics: which message types to subscribe to.
+    timeout_ms: how long `recv()` and iteration wait for a message; None waits for ever, and
+        iteration ends at the first timeout otherwise.
+
+    Sequence numbers count per topic within a session, so gaps are judged per (session,
+    topic) and a subscription to any subset of topics still sees every loss in that subset.
+    A message that cannot be decoded is skipped and counted in `invalid`.
+    """
+
+    def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
+                 topics: Iterable[str] = ALL_TOPICS, timeout_ms: int | None = None, *,
+                 rcvhwm: int = 10000, context: zmq.Context | None = None):
+        endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if not endpoints:
+            raise ValueError("Subscriber needs at least one endpoint")
+        topics = tuple(topics)
+        unknown = [t for t in topics if t not in MSG_TYPES]
+        if unknown or not topics:
+            raise ValueError(f"topics must be among {', '.join(MSG_TYPES)}; got {topics!r}")
+        self.streams = None if streams is None else frozenset(
+            validate_stream_id(s) for s in ([streams] if isinstance(streams, str) else streams))
+        self.topics = topics
+        self.timeout_ms = timeout_ms
+        self.subscriptions = sorted({
+            subscription_prefix(t, s)
+            for t in topics
+            for s in ([None] if self.streams is None or t == HEARTBEAT else self.streams)})
+        # What the subscriber concluded so far.
+        self.received = 0
+        self.gaps = 0       # messages that arrived after a gap
+        self.missed = 0     # messages known to be missing, summed over gaps
+        self.restarts = 0
+        self.invalid = 0
+        self._last_seq: dict[tuple[str, str], int] = {}   # (session, topic) -> seq
+        self._sessions: dict[str, set[str]] = {}          # stream -> sessions seen
+        self._fresh: set[str] = set()  # sessions seen from their start: first seq must be 0
+        ctx = context if context is not None else zmq.Context.instance()
+        self._socket = ctx.socket(zmq.SUB)
+        try:
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            for prefix in self.subscriptions:
+                self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
+            for ep in endpoints:
+                try:
+                    self._socket.connect(ep)
+                except zmq.ZMQError as exc:
+                    raise OSError(exc.errno, f"cannot connect to {ep!r}: {exc}") from None
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
+        self.endpoints = endpoints
+
+    def recv(self, timeout_ms: Any = _DEFAULT) -> ReceivedMessage | None:
+        """The next message, or None when `timeout_ms` (default: the constructor's) passes."""
+        if timeout_ms is _DEFAULT:
+            timeout_ms = self.timeout_ms
+        deadline = None if timeout_ms is None else time.monotonic() + max(timeout_ms, 0) / 1e3
+        while True:
+            if deadline is None:
+                wait = _WAIT_SLICE_MS
+            else:
+                wait = max(0, math.ceil((deadline - time.monotonic()) * 1e3))
+            if self._socket.poll(wait, zmq.POLLIN):
+                message = self._accept(self._socket.recv_multipart(zmq.NOBLOCK))
+                if message is not None:
+                    return message
+            elif deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def __iter__(self) -> Iterator[ReceivedMessage]:
+        while True:
+            message = self.recv()
+            if message is None:
+                return
+            yield message
+
+    def _accept(self, frames: list[bytes]) -> ReceivedMessage | None:
+        try:
+            message = decode(frames)
+        except ProtocolError:
+            self.invalid += 1
+            return None
+        if (self.streams is not None and message.msg_type != HEARTBEAT
+                and message.stream not in self.streams):
+            return None  # a longer stream id that shares the subscribed prefix
+        self.received += 1
+        return self._judge(message)
+
+    def _judge(self, message: Message) -> ReceivedMessage:
+        session, stream, seq = message.session, message.stream, message.seq
+        restarted = False
+        # Restarts are judged per stream: behind a proxy, several daemons' heartbeats
+        # interleave under the one stream "", so a new heartbeat session proves nothing.
+        if message.msg_type != HEARTBEAT:
+            seen = self._sessions.setdefault(stream, set())
+            if session not in seen:
+                if seen:
+                    restarted = True
+                    self.restarts += 1
+                    self._fresh.add(session)
+                seen.add(session)
+        key = (session, message.topic)
+        last = self._last_seq.get(key)
+        if last is None:
+            # Joining mid-session tells nothing; a session seen starting should begin at 0.
+            gap = seq if session in self._fresh else 0
+        else:
+            gap = max(seq - last - 1, 0)
+        if last is None or seq > last:
+            self._last_seq[key] = seq
+        if gap:
+            self.gaps += 1
+            self.missed += gap
+        return ReceivedMessage(message.header, message.body, gap=gap, restarted=restarted)
+
+    @property
+    def closed(self) -> bool:
+        return self._socket.closed
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- streamtag listen
+
+_BOLD, _GREEN, _RED, _RESET = "\033[1m", "\033[32m", "\033[31m", "\033[0m"
+
+
+def _clock(unix_s: float) -> str:
+    ms = int((unix_s % 1) * 1000)
+    return time.strftime("%H:%M:%S", time.localtime(unix_s)) + f".{ms:03d}"
+
+
+def format_message(message: ReceivedMessage, color: bool = False) -> str:
+    """One human-readable line for a message."""
+    def paint(text: str, *codes: str) -> str:
+        return "".join(codes) + text + _RESET if color else text
+
+    head = f"{_clock(message.sent_at)}  {message.stream or '-':<12} #{message.seq:<6}"
+    body = message.body
+    if isinstance(body, ScoresBody):
+        ranked = sorted(zip(body.smoothed, body.tags, strict=True), reverse=True)[:3]
+        top = ", ".join(f"{tag} {score:.2f}" for score, tag in ranked) or "-"
+        text = (f"{body.start_s:9.2f}-{body.end_s:.2f} s  active: "
+                f"{', '.join(body.active) or '-'}  top: {top}  ({body.latency_ms:.0f} ms)")
+    elif isinstance(body, EventBody):
+        text = paint(f">>> {body.tag} {body.state.upper()}", _BOLD,
+                     _GREEN if body.state == "on" else _RED)
+        text += f"  score {body.score:.2f} at {body.time_s:.2f} s"
+    elif isinstance(body, StatusBody):
+        text = paint(f"status {body.state}", _BOLD, *([_RED] if body.state == "failed" else []))
+        if body.error:
+            text += f"  error: {body.error}"
+        if body.title:
+            text += f'  title: "{body.title}"'
+        if body.source:
+            text += f"  source: {body.source}"
+        if body.counters:
+            text += "  " + " ".join(f"{k}={v}" for k, v in sorted(body.counters.items()))
+    elif isinstance(body, HeartbeatBody):
+        text = (f"heartbeat  session {message.session[:8]}  up {body.uptime_s:.0f} s  "
+                f"{body.streams} streams")
+    else:  # pragma: no cover - decode only returns the types above
+        text = message.msg_type
+    if message.gap:
+        text += paint(f"  [{message.gap} lost before this]", _RED)
+    if message.restarted:
+        text += paint(f"  [publisher restarted: session {message.session[:8]}]", _BOLD)
+    return head + " " + text
+
+
+def listen_main(endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
+                as_json: bool = False, count: int | None = None, duration: float | None = None,
+                out: TextIO | None = None, *, topics: Iterable[str] = ALL_TOPICS,
+                context: zmq.Context | None = None) -> int:
+    """``streamtag listen``: print received messages until `count` or `duration` or Ctrl-C.
+
+    One line per message: human-readable, or with `as_json` one JSON object per line with the
+    keys topic, header, body, gap and restarted. Returns the exit status.
+    """
+    out = sys.stdout if out is None else out
+    color = not as_json and bool(getattr(out, "isatty", lambda: False)())
+    deadline = None if duration is None else time.monotonic() + duration
+    printed = 0
+    try:
+        subscriber = Subscriber(endpoint, streams, topics, context=context)
+    except (ValueError, OSError) as exc:
+        print(f"streamtag listen: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with subscriber:
+            while count is None or printed < count:
+                wait_ms = 500
+                if deadline is not None:
+                    left_ms = (deadline - time.monotonic()) * 1e3
+                    if left_ms <= 0:
+                        break
+                    wait_ms = min(wait_ms, math.ceil(left_ms))
+                message = subscriber.recv(wait_ms)
+                if message is None:
+                    continue
+                if as_json:
+                    line = canonical_json(message.to_dict()).decode("utf-8")
+                else:
+                    line = format_message(message, color)
+                out.write(line + "\n")
+                out.flush()
+                printed += 1
+    except KeyboardInterrupt:
+        pass  # the usual way to end a live view
+    return 0

@@ -1,0 +1,603 @@
+"""The streamtag wire protocol: the only module that knows the bytes on the wire.
+
+docs/protocol.md is the authoritative description and carries the same PROTOCOL_VERSION; this
+module implements it. A logical `Message` (a `Header` and a typed body) is kept apart from its
+frames: `encode` and `decode` are pure functions between the two, and sockets live elsewhere
+(publish.py, client.py). Every check a reader makes is also made when a message is built, so a
+publisher cannot put on the wire what a subscriber would refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, ClassVar
+
+from streamtag.errors import ProtocolError
+
+PROTOCOL_VERSION = "1.0"
+# Majors this code reads. A reader accepts any minor of these: minors only add.
+READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
+
+SCORES = "scores"
+EVENT = "event"
+STATUS = "status"
+HEARTBEAT = "heartbeat"
+MSG_TYPES = (SCORES, EVENT, STATUS, HEARTBEAT)
+STREAM_MSG_TYPES = (SCORES, EVENT, STATUS)
+
+EVENT_STATES = ("on", "off")
+STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
+STREAM_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
+MAX_ID_LENGTH = 128  # msg_id and session are opaque to readers, within this length
+
+_STREAM_ID = re.compile(STREAM_ID_PATTERN)
+_VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
+
+
+# ---------------------------------------------------------------- field checks
+# Each returns the value in its canonical Python type or raises ProtocolError naming the field.
+
+def _show(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit
+        return f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", str: "a string", type(None): "null", dict: "an object",
+             list: "an array", tuple: "an array", int: "an integer", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _number(value: Any, what: str, *, minimum: float | None = None) -> float:
+    if type(value) is float and math.isfinite(value) and (minimum is None or value >= minimum):
+        return value  # the common case, without the slower checks below
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ProtocolError(f"{what} must be a number, got {_kind(value)}")
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        raise ProtocolError(f"{what} is out of range: {_show(value)}") from None
+    if not math.isfinite(number):
+        raise ProtocolError(f"{what} must be finite, got {number!r}")
+    if minimum is not None and number < minimum:
+        raise ProtocolError(f"{what} must be >= {minimum:g}, got {number!r}")
+    return number
+
+
+def _integer(value: Any, what: str, *, minimum: int | None = 0) -> int:
+    if type(value) is int and (minimum is None or value >= minimum):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ProtocolError(f"{what} must be an integer, got {_kind(value)}")
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise ProtocolError(f"{what} must be >= {minimum}, got {number}")
+    return number
+
+
+def _text(value: Any, what: str, *, empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what} must be a string, got {_kind(value)}")
+    if not empty and not value:
+        raise ProtocolError(f"{what} must not be empty")
+    try:  # JSON can escape lone surrogates, which no UTF-8 frame can carry back out
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(f"{what} is not valid Unicode: {_show(value)}") from None
+    return value
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    return None if value is None else _text(value, what)
+
+
+def _choice(value: Any, what: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ProtocolError(f"{what} must be one of {', '.join(allowed)}; got {_show(value)}")
+    return value
+
+
+def _array(value: Any, what: str) -> list:
+    # numpy arrays are welcome from publishers; strings and mappings are not sequences here.
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise ProtocolError(f"{what} must be an array, got {_kind(value)}")
+    return list(value)
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    return tuple(_text(v, f"{what}[{i}]", empty=False) for i, v in enumerate(_array(value, what)))
+
+
+def _numbers(value: Any, what: str) -> tuple[float, ...]:
+    return tuple(_number(v, f"{what}[{i}]") for i, v in enumerate(_array(value, what)))
+
+
+def validate_stream_id(stream: Any) -> str:
+    """Return `stream` if it is a valid stream id, else raise ProtocolError saying what is."""
+    if not isinstance(stream, str) or not _STREAM_ID.fullmatch(stream):
+        raise ProtocolError(f"invalid stream id {_show(stream)}: use 1 to 128 of the characters "
+                            "A-Z a-z 0-9 _ . : -")
+    return stream
+
+
+def parse_version(version: Any) -> tuple[int, int]:
+    """(major, minor) of a protocol version string such as "1.0"; ProtocolError otherwise."""
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise ProtocolError(f"header version must be a string MAJOR.MINOR such as "
+                            f"{PROTOCOL_VERSION!r}, got {_show(version)}")
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+def check_version(version: Any) -> str:
+    """Return `version` if this code reads it (a known major, any minor), else ProtocolError."""
+    major, _ = parse_version(version)
+    if major not in READABLE_MAJORS:
+        readable = ", ".join(str(m) for m in READABLE_MAJORS)
+        raise ProtocolError(f"protocol version {version} is not supported: this reader reads "
+                            f"major version {readable} (it speaks {PROTOCOL_VERSION}); upgrade "
+                            "the subscriber or run a daemon that speaks that major version")
+    return version
+
+
+def topic_for(msg_type: str, stream: str) -> str:
+    """The topic frame of a message: ``<msg_type>.<stream>``, or ``heartbeat``."""
+    return HEARTBEAT if msg_type == HEARTBEAT else f"{msg_type}.{stream}"
+
+
+def subscription_prefix(msg_type: str, stream: str | None = None) -> bytes:
+    """The ZeroMQ subscription prefix for one message type, for one stream or all of them.
+
+    Prefix matching is by bytes, so ``scores.radio1`` also matches ``scores.radio10``: a
+    subscriber to one stream must still compare the header's stream (client.py does).
+    """
+    _choice(msg_type, "message type", MSG_TYPES)
+    if msg_type == HEARTBEAT:
+        return HEARTBEAT.encode()
+    if stream is None:
+        return f"{msg_type}.".encode()
+    return topic_for(msg_type, validate_stream_id(stream)).encode()
+
+
+def new_session_id() -> str:
+    """A fresh session id; one per daemon start, so receivers can tell a restart."""
+    return uuid.uuid4().hex
+
+
+def new_msg_id() -> str:
+    return uuid.uuid4().hex
+
+
+# ---------------------------------------------------------------- logical message
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalising a frozen dataclass in __post_init__
+
+
+class _Part:
+    """Shared dict conversion of the header and the bodies (their fields are the wire fields)."""
+
+    _what: ClassVar[str] = "part"
+    # Field name -> default (MISSING when required), in wire order; set by _register below,
+    # once per class, so that encode and decode need not call dataclasses.fields each time.
+    _defaults: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def _register(cls) -> None:
+        cls._defaults = {f.name: f.default for f in fields(cls)}
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        """Build from a decoded JSON object; unknown keys are ignored, missing ones an error."""
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"{cls._what} must be a JSON object, got {_kind(data)}")
+        values = {}
+        for name, default in cls._defaults.items():
+            if name in data:
+                values[name] = data[name]
+            elif default is not MISSING:
+                values[name] = default
+            else:
+                raise ProtocolError(f"{cls._what} is missing the field {name!r}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for name in self._defaults:
+            value = getattr(self, name)
+            if type(value) is tuple:
+                value = list(value)
+            elif type(value) is ModelRef:
+                value = value.to_dict()
+            elif type(value) is dict:
+                value = dict(value)
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class Header(_Part):
+    """The header every message carries (frame 2 on the wire)."""
+
+    version: str
+    msg_type: str
+    msg_id: str
+    session: str
+    stream: str
+    seq: int
+    sent_at: float
+
+    _what: ClassVar[str] = "header"
+
+    def __post_init__(self) -> None:
+        check_version(self.version)
+        _choice(self.msg_type, "header msg_type", MSG_TYPES)
+        for name in ("msg_id", "session"):
+            value = _text(getattr(self, name), f"header {name}", empty=False)
+            if len(value) > MAX_ID_LENGTH:
+                raise ProtocolError(f"header {name} is longer than {MAX_ID_LENGTH} characters")
+        if self.msg_type == HEARTBEAT:
+            if self.stream != "":
+                raise ProtocolError(f"a heartbeat's header stream must be \"\", "
+                                    f"got {_show(self.stream)}")
+        else:
+            validate_stream_id(self.stream)
+        _set(self, "seq", _integer(self.seq, "header seq"))
+        _set(self, "sent_at", _number(self.sent_at, "header sent_at", minimum=0))
+
+    @property
+    def major(self) -> int:
+        return parse_version(self.version)[0]
+
+
+HEADER_FIELDS = tuple(f.name for f in fields(Header))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model produced a scores message: its name and content hash."""
+
+    name: str
+    hash: str
+
+    def __post_init__(self) -> None:
+        _text(self.name, "model name")
+        _text(self.hash, "model hash")
+
+    @classmethod
+    def coerce(cls, value: Any) -> ModelRef:
+        if isinstance(value, ModelRef):
+            return value
+        if not isinstance(value, Mapping):
+            raise ProtocolError(f"scores model must be an object {{name, hash}}, "
+                                f"got {_kind(value)}")
+        for key in ("name", "hash"):
+            if key not in value:
+                raise ProtocolError(f"scores model is missing the field {key!r}")
+        return cls(value["name"], value["hash"])
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class ScoresBody(_Part):
+    """Per-tag scores of one window of audio: samples [start_sample, end_sample)."""
+
+    start_s: float
+    end_s: float
+    start_sample: int
+    end_sample: int
+    tags: tuple[str, ...]
+    raw: tuple[float, ...]
+    smoothed: tuple[float, ...]
+    active: tuple[str, ...]
+    model: ModelRef
+    latency_ms: float
+
+    msg_type: ClassVar[str] = SCORES
+    _what: ClassVar[str] = "scores body"
+
+    def __post_init__(self) -> None:
+        _set(self, "start_s", _number(self.start_s, "scores start_s", minimum=0))
+        _set(self, "end_s", _number(self.end_s, "scores end_s", minimum=self.start_s))
+        _set(self, "start_sample", _integer(self.start_sample, "scores start_sample"))
+        _set(self, "end_sample", _integer(self.end_sample, "scores end_sample",
+                                          minimum=self.start_sample))
+        _set(self, "tags", _names(self.tags, "scores tags"))
+        if len(set(self.tags)) != len(self.tags):
+            raise ProtocolError("scores tags must not repeat a name")
+        for name in ("raw", "smoothed"):
+            values = _numbers(getattr(self, name), f"scores {name}")
+            if len(values) != len(self.tags):
+                raise ProtocolError(f"scores {name} has {len(values)} values for "
+                                    f"{len(self.tags)} tags; they must match one to one")
+            _set(self, name, values)
+        _set(self, "active", _names(self.active, "scores active"))
+        unknown = set(self.active) - set(self.tags)
+        if unknown:
+            raise ProtocolError(f"scores active names tags not in tags: {sorted(unknown)}")
+        _set(self, "model", ModelRef.coerce(self.model))
+        _set(self, "latency_ms", _number(self.latency_ms, "scores latency_ms"))
+
+
+@dataclass(frozen=True)
+class EventBody(_Part):
+    """A tag turned on or off at an audio time."""
+
+    tag: str
+    state: str
+    score: float
+    time_s: float
+    sample: int
+
+    msg_type: ClassVar[str] = EVENT
+    _what: ClassVar[str] = "event body"
+
+    def __post_init__(self) -> None:
+        _text(self.tag, "event tag", empty=False)
+        _choice(self.state, "event state", EVENT_STATES)
+        _set(self, "score", _number(self.score, "event score"))
+        _set(self, "time_s", _number(self.time_s, "event time_s", minimum=0))
+        _set(self, "sample", _integer(self.sample, "event sample"))
+
+
+@dataclass(frozen=True)
+class StatusBody(_Part):
+    """The state of one stream's source, sent on every change."""
+
+    state: str
+    error: str | None = None
+    counters: dict[str, int | float] | None = None
+    title: str | None = None
+    source: str | None = None
+
+    msg_type: ClassVar[str] = STATUS
+    _what: ClassVar[str] = "status body"
+
+    def __post_init__(self) -> None:
+        _choice(self.state, "status state", STATUS_STATES)
+        _optional_text(self.error, "status error")
+        _optional_text(self.title, "status title")
+        _optional_text(self.source, "status source")
+        counters = {} if self.counters is None else self.counters
+        if not isinstance(counters, Mapping):
+            raise ProtocolError(f"status counters must be an object, got {_kind(counters)}")
+        clean: dict[str, int | float] = {}
+        for key, value in counters.items():
+            _text(key, "status counters key")
+            what = f"status counters[{_show(key)}]"
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                clean[key] = int(value)
+            else:
+                clean[key] = _number(value, what)
+        _set(self, "counters", clean)
+
+
+@dataclass(frozen=True)
+class HeartbeatBody(_Part):
+    """The daemon is alive: its uptime and how many streams it serves."""
+
+    uptime_s: float
+    streams: int
+
+    msg_type: ClassVar[str] = HEARTBEAT
+    _what: ClassVar[str] = "heartbeat body"
+
+    def __post_init__(self) -> None:
+        _set(self, "uptime_s", _number(self.uptime_s, "heartbeat uptime_s", minimum=0))
+        _set(self, "streams", _integer(self.streams, "heartbeat streams"))
+
+
+Body = ScoresBody | EventBody | StatusBody | HeartbeatBody
+BODY_TYPES: dict[str, type] = {b.msg_type: b for b in (ScoresBody, EventBody, StatusBody,
+                                                        HeartbeatBody)}
+for _part in (Header, *BODY_TYPES.values()):
+    _part._register()
+
+
+@dataclass(frozen=True)
+class Message:
+    """One logical message: a header and the body its msg_type names. The topic follows."""
+
+    header: Header
+    body: Body
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, Header):
+            raise ProtocolError(f"message header must be a Header, got {_kind(self.header)}")
+        expected = BODY_TYPES[self.header.msg_type]
+        if type(self.body) is not expected:
+            raise ProtocolError(f"a {self.header.msg_type} message needs a {expected.__name__} "
+                                f"body, got {_kind(self.body)}")
+
+    @property
+    def topic(self) -> str:
+        return topic_for(self.header.msg_type, self.header.stream)
+
+    @property
+    def msg_type(self) -> str:
+        return self.header.msg_type
+
+    @property
+    def stream(self) -> str:
+        return self.header.stream
+
+    @property
+    def seq(self) -> int:
+        return self.header.seq
+
+    @property
+    def session(self) -> str:
+        return self.header.session
+
+    @property
+    def sent_at(self) -> float:
+        return self.header.sent_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """The logical form, {topic, header, body}, as JSON-ready dicts."""
+        return {"topic": self.topic, "header": self.header.to_dict(),
+                "body": self.body.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Message:
+        """Inverse of to_dict; the same checks as decode."""
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"a message must be an object, got {_kind(data)}")
+        for key in ("topic", "header", "body"):
+            if key not in data:
+                raise ProtocolError(f"a message is missing {key!r}")
+        return _from_parts(data["topic"], data["header"], data["body"])
+
+
+def make_message(body: Body, *, session: str, stream: str, seq: int,
+                 sent_at: float | None = None, msg_id: str | None = None,
+                 version: str = PROTOCOL_VERSION) -> Message:
+    """A message for `body`, with a fresh msg_id and the current time unless given."""
+    msg_type = getattr(body, "msg_type", None)
+    if msg_type not in BODY_TYPES:
+        raise ProtocolError(f"not a message body: {_kind(body)}")
+    header = Header(version=version, msg_type=msg_type,
+                    msg_id=new_msg_id() if msg_id is None else msg_id, session=session,
+                    stream=stream, seq=seq, sent_at=time.time() if sent_at is None else sent_at)
+    return Message(header, body)
+
+
+# ---------------------------------------------------------------- bytes
+
+def canonical_json(value: Any) -> bytes:
+    """The one JSON spelling on the wire: sorted keys, no spaces, UTF-8, no NaN."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+        return text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ProtocolError(f"cannot write as JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(data: Any, what: str) -> Any:
+    """Decode one UTF-8 JSON frame; ProtocolError for anything else."""
+    try:
+        text = memoryview(data).tobytes().decode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{what} is not UTF-8 text: {exc}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ProtocolError(f"{what} is not valid JSON: {str(exc)[:200]}") from None
+
+
+def _frame_bytes(frames: Any) -> list[bytes]:
+    if not isinstance(frames, (list, tuple)):
+        raise ProtocolError(f"frames must be a list of bytes, got {_kind(frames)}")
+    out = []
+    for i, frame in enumerate(frames):
+        try:
+            out.append(memoryview(frame).tobytes())  # bytes, bytearray, zmq.Frame
+        except TypeError:
+            raise ProtocolError(f"frame {i} is not bytes but {_kind(frame)}") from None
+    return out
+
+
+def _from_parts(topic: Any, header: Any, body: Any) -> Message:
+    if not isinstance(header, Mapping):
+        raise ProtocolError(f"header must be a JSON object, got {_kind(header)}")
+    check_version(header.get("version"))
+    msg_type = header.get("msg_type")
+    if not isinstance(msg_type, str) or msg_type not in BODY_TYPES:
+        raise ProtocolError(f"unknown msg_type {_show(msg_type)}; this reader knows "
+                            f"{', '.join(MSG_TYPES)}")
+    message = Message(Header.from_dict(header), BODY_TYPES[msg_type].from_dict(body))
+    if topic != message.topic:
+        raise ProtocolError(f"topic {_show(topic)} does not match the header (msg_type "
+                            f"{msg_type!r}, stream {message.stream!r}): expected "
+                            f"{message.topic!r}")
+    return message
+
+
+def encode(message: Message) -> list[bytes]:
+    """The frames [topic, header, body] of a message, in canonical JSON."""
+    if not isinstance(message, Message):
+        raise ProtocolError(f"encode takes a Message, got {_kind(message)}")
+    return [message.topic.encode("utf-8"), canonical_json(message.header.to_dict()),
+            canonical_json(message.body.to_dict())]
+
+
+def decode(frames: Any) -> Message:
+    """The Message in `frames`; ProtocolError (and nothing else) for anything malformed.
+
+    The version is checked first, so a message of an unknown major version is reported as such
+    even if its shape changed: frame 1 being a JSON header with `version` holds across majors.
+    """
+    parts = _frame_bytes(frames)
+    if len(parts) < 2:
+        raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(parts)}")
+    try:
+        topic = parts[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("topic frame is not UTF-8 text") from None
+    header = parse_json(parts[1], "header frame")
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header frame must be a JSON object, got {_kind(header)}")
+    check_version(header.get("version"))
+    if len(parts) != 3:
+        raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(parts)}")
+    return _from_parts(topic, header, parse_json(parts[2], "body frame"))
+
+
+# ---------------------------------------------------------------- control socket
+
+def encode_request(request: Mapping[str, Any]) -> bytes:
+    """One control request frame: a JSON object with a string "cmd"."""
+    if not isinstance(request, Mapping) or not isinstance(request.get("cmd"), str):
+        raise ProtocolError('a control request is an object with a string "cmd", such as '
+                            '{"cmd": "status"}')
+    return canonical_json(dict(request))
+
+
+def decode_request(data: Any) -> dict[str, Any]:
+    usage = 'a control request is a JSON object with a string "cmd", such as {"cmd": "status"}'
+    try:
+        request = parse_json(data, "control request")
+    except ProtocolError as exc:
+        raise ProtocolError(f"{exc}; {usage}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        raise ProtocolError(usage)
+    return request
+
+
+def error_reply(error: str) -> dict[str, Any]:
+    return {"ok": False, "error": error}
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    """One control reply frame: a JSON object with a boolean "ok" (and "error" when false)."""
+    if not isinstance(reply, Mapping) or not isinstance(reply.get("ok"), bool):
+        raise ProtocolError('a control reply is an object with a boolean "ok"')
+    if reply["ok"] is False and not isinstance(reply.get("error"), str):
+        raise ProtocolError('a control reply with "ok": false needs a string "error"')
+    return canonical_json(dict(reply))
+
+
+def decode_reply(data: Any) -> dict[str, Any]:
+    reply = parse_json(data, "control reply")
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise ProtocolError('a control reply is a JSON object with a boolean "ok"')
+    if reply["ok"] is False and not isinstance(reply.get("error"), str):
+        raise ProtocolError('a control reply with "ok": false needs a string "error"')
+    return reply

@@ -1,0 +1,377 @@
+"""ZeroMQ publishing and the control socket. Knows sockets, not audio or models.
+
+`Publisher` owns one PUB socket: it builds messages with protocol.py, stamps the session and
+the per-topic sequence numbers, and sends without ever blocking the caller. `ControlServer`
+answers JSON requests on a ROUTER socket in its own thread; `control_request` is the client side.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import zmq
+
+from streamtag.protocol import (
+    PROTOCOL_VERSION,
+    Body,
+    EventBody,
+    HeartbeatBody,
+    Message,
+    ModelRef,
+    ScoresBody,
+    StatusBody,
+    decode_reply,
+    decode_request,
+    encode,
+    encode_reply,
+    encode_request,
+    error_reply,
+    make_message,
+    new_session_id,
+    topic_for,
+    validate_stream_id,
+)
+
+DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5556"
+DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
+SCORE_DECIMALS = 6  # probabilities need no more; keeps a 56-tag scores message small
+HWM_POLICIES = ("per_subscriber", "refuse")
+
+log = logging.getLogger(__name__)
+
+
+def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:
+    """Bind (or connect) and return the endpoint actually used (`*` ports resolved)."""
+    try:
+        if connect:
+            sock.connect(endpoint)
+            return endpoint
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        verb = "connect" if connect else "bind"
+        raise OSError(exc.errno, f"cannot {verb} the {what} to {endpoint!r}: {exc}; check the "
+                                 "endpoint, or whether another process already uses it") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+class Publisher:
+    """Publishes streamtag messages on a ZeroMQ PUB socket; publishing never blocks.
+
+    endpoint: bound by default (``tcp://127.0.0.1:*`` picks a free port; see `endpoint`), or
+        connected with ``connect=True``, e.g. to the XSUB side of ``streamtag proxy``.
+    sndhwm: messages queued per subscriber before ZeroMQ drops; set before bind/connect.
+    session: the session id; a new one per Publisher unless given.
+    hwm_policy: what happens when a subscriber's queue is full.
+        "per_subscriber" (PUB, the default): that subscriber alone loses the message; the
+            others still get it. The publisher cannot see such drops; the subscriber sees
+            them as gaps in `seq`.
+        "refuse" (XPUB with XPUB_NODROP): ZeroMQ refuses the message, so it is dropped for
+            every subscriber and counted in `dropped`. Meant for a publisher connected to a
+            single proxy, where one link carries everything and a count is worth having.
+
+    Thread safety: any thread may publish; a lock serialises stamping and sending, so
+    sequence numbers leave the socket in order.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, sndhwm: int = 1000,
+                 session: str | None = None, *, connect: bool = False, linger_ms: int = 1000,
+                 hwm_policy: str = "per_subscriber", context: zmq.Context | None = None):
+        if hwm_policy not in HWM_POLICIES:
+            raise ValueError(f"hwm_policy must be one of {', '.join(HWM_POLICIES)}, "
+                             f"got {hwm_policy!r}")
+        if sndhwm < 0 or linger_ms < -1:
+            raise ValueError("sndhwm must be >= 0 and linger_ms >= -1 (-1: wait forever)")
+        self.session = new_session_id() if session is None else session
+        self.hwm_policy = hwm_policy
+        self.sent = 0
+        self.dropped = 0
+        self._linger_ms = linger_ms
+        self._seq: dict[str, int] = {}  # next seq per topic
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._closed = False
+        ctx = context if context is not None else zmq.Context.instance()
+        refuse = hwm_policy == "refuse"
+        self._socket = ctx.socket(zmq.XPUB if refuse else zmq.PUB)
+        try:
+            self._socket.setsockopt(zmq.SNDHWM, sndhwm)  # must precede bind/connect
+            self._socket.setsockopt(zmq.LINGER, linger_ms)
+            if refuse:
+                self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+            self.endpoint = bind_or_connect(self._socket, endpoint, connect, "publisher")
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
+
+    # -- building and sending
+
+    def publish_scores(self, stream: str, *, start_s: float, end_s: float, start_sample: int,
+                       end_sample: int, tags: Iterable[str], raw: Iterable[float],
+                       smoothed: Iterable[float], active: Iterable[str],
+                       model: ModelRef | Mapping[str, str], latency_ms: float) -> bool:
+        """Scores of one window. raw/smoothed: one value per tag, in the order of `tags`."""
+        body = ScoresBody(start_s=start_s, end_s=end_s, start_sample=start_sample,
+                          end_sample=end_sample, tags=tags,
+                          raw=[round(float(x), SCORE_DECIMALS) for x in raw],
+                          smoothed=[round(float(x), SCORE_DECIMALS) for x in smoothed],
+                          active=active, model=model, latency_ms=round(float(latency_ms), 3))
+        return self.publish(stream, body)
+
+    def publish_event(self, stream: str, *, tag: str, state: str, score: float, time_s: float,
+                      sample: int) -> bool:
+        """A tag turned "on" or "off" at audio time `time_s` (sample index `sample`)."""
+        body = EventBody(tag=tag, state=state, score=round(float(score), SCORE_DECIMALS),
+                         time_s=time_s, sample=sample)
+        return self.publish(stream, body)
+
+    def publish_status(self, stream: str, *, state: str, error: str | None = None,
+                       counters: Mapping[str, int | float] | None = None,
+                       title: str | None = None, source: str | None = None) -> bool:
+        """A stream's source state: starting, running, reconnecting, ended or failed."""
+        body = StatusBody(state=state, error=error, counters=counters, title=title,
+                          source=source)
+        return self.publish(stream, body)
+
+    def heartbeat(self, streams: int) -> bool:
+        """Tell subscribers the daemon is alive; call it every few seconds."""
+        uptime_s = round(time.monotonic() - self._started, 3)
+        self._drain_subscriptions()
+        return self.publish("", HeartbeatBody(uptime_s=uptime_s, streams=streams))
+
+    def publish(self, stream: str, body: Body) -> bool:
+        """Stamp `body` with the session and the topic's next seq and send it.
+
+        Returns True when ZeroMQ took the message, False when it was dropped (counted in
+        `dropped`). A dropped message still uses its seq, so subscribers see the gap.
+        """
+        if body.msg_type != "heartbeat":
+            validate_stream_id(stream)
+        topic = topic_for(body.msg_type, stream)
+        with self._lock:
+            self._check_open()
+            seq = self._seq.get(topic, 0)
+            frames = encode(make_message(body, session=self.session, stream=stream, seq=seq))
+            self._seq[topic] = seq + 1
+            return self._send(frames)
+
+    def send_message(self, message: Message) -> bool:
+        """Send a message exactly as built (its own session and seq), e.g. to replay a log."""
+        frames = encode(message)
+        with self._lock:
+            self._check_open()
+            return self._send(frames)
+
+    def next_seq(self, msg_type: str, stream: str = "") -> int:
+        """The seq the next message of this type and stream will carry."""
+        return self._seq.get(topic_for(msg_type, stream), 0)
+
+    def _send(self, frames: list[bytes]) -> bool:
+        try:
+            self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def _drain_subscriptions(self) -> None:
+        # An XPUB queues subscription notices for the application; nobody here needs them.
+        if self.hwm_policy != "refuse":
+            return
+        with self._lock:
+            while not self._closed and self._socket.poll(0, zmq.POLLIN):
+                self._socket.recv_multipart(zmq.NOBLOCK)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the publisher is closed")
+
+    # -- life
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket, giving queued messages up to `linger_ms` to leave (default: the
+        constructor's). Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._socket.close(linger=self._linger_ms if linger_ms is None else linger_ms)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Publisher({self.endpoint!r}, session={self.session!r}, sent={self.sent}, "
+                f"dropped={self.dropped})")
+
+
+Handler = Callable[[dict[str, Any]], Mapping[str, Any] | None]
+
+
+class ControlServer:
+    """Answers control requests on a ROUTER socket, in its own thread.
+
+    Requests are JSON objects {"cmd": NAME, ...args}; `handlers[NAME](request)` returns a dict
+    merged into the reply {"ok": true, ...}. An unknown command, a malformed request or a
+    handler that raises gets {"ok": false, "error": ...} and the server keeps serving. A
+    built-in "ping" (unless a handler takes the name) answers with the protocol version and the
+    known commands. Handlers run in the server thread one at a time: keep them short, or hand
+    long work (a model reload) to the daemon and reply at once.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT,
+                 handlers: Mapping[str, Handler] | None = None, *,
+                 context: zmq.Context | None = None, poll_ms: int = 100):
+        self._handlers: dict[str, Handler] = {"ping": self._ping}
+        for name, handler in (handlers or {}).items():
+            if not isinstance(name, str) or not callable(handler):
+                raise TypeError(f"handlers maps command names to callables; got {name!r}")
+            self._handlers[name] = handler
+        self._requested = endpoint
+        self._context = context
+        self._poll_ms = poll_ms
+        self.endpoint: str | None = None  # the bound endpoint, once started
+        self.served = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: OSError | None = None
+
+    @property
+    def commands(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def _ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"protocol": PROTOCOL_VERSION, "commands": self.commands}
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The reply to one decoded request; never raises."""
+        cmd = request.get("cmd")
+        handler = self._handlers.get(cmd) if isinstance(cmd, str) else None
+        if handler is None:
+            return error_reply(f"unknown command {cmd!r}; known commands: "
+                               f"{', '.join(self.commands)}")
+        try:
+            result = handler(request)
+        except Exception as exc:  # a failing handler must not take the server down
+            log.warning("control command %r failed", cmd, exc_info=True)
+            return error_reply(f"command {cmd!r} failed: {type(exc).__name__}: {exc}")
+        if result is None:
+            result = {}
+        if not isinstance(result, Mapping):
+            return error_reply(f"command {cmd!r} returned {type(result).__name__}, not a dict")
+        return {"ok": True, **result}
+
+    def handle_bytes(self, data: bytes) -> bytes:
+        """The reply frame to one request frame; never raises."""
+        try:
+            request = decode_request(data)
+        except ValueError as exc:  # ProtocolError
+            return encode_reply(error_reply(str(exc)))
+        reply = self.handle(request)
+        try:
+            return encode_reply(reply)
+        except ValueError as exc:
+            return encode_reply(error_reply(f"command {request['cmd']!r} gave a reply that "
+                                            f"cannot be sent: {exc}"))
+
+    def start(self, timeout_s: float = 5.0) -> ControlServer:
+        """Bind and serve in a background thread; returns once bound (raises OSError if the
+        endpoint cannot be bound)."""
+        if self._thread is not None:
+            raise RuntimeError("the control server was already started")
+        self._thread = threading.Thread(target=self._run, name="streamtag-control",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            self.stop()
+            raise TimeoutError(f"the control server did not bind {self._requested!r} "
+                               f"within {timeout_s} s")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        """Stop serving; returns whether the thread ended within `timeout_s`."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        ctx = self._context if self._context is not None else zmq.Context.instance()
+        sock = ctx.socket(zmq.ROUTER)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                self.endpoint = bind_or_connect(sock, self._requested, False, "control server")
+            except OSError as exc:
+                self._error = exc
+                return
+            finally:
+                self._ready.set()
+            while not self._stop.is_set():
+                if not sock.poll(self._poll_ms, zmq.POLLIN):
+                    continue
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+                # A REQ peer sends [identity, b"", request]; a DEALER may omit the delimiter.
+                split = frames.index(b"") + 1 if b"" in frames else 1
+                envelope, payload = frames[:split], frames[split:]
+                if len(payload) == 1:
+                    reply = self.handle_bytes(payload[0])
+                else:
+                    reply = encode_reply(error_reply(
+                        f"a control request is one frame of JSON, got {len(payload)} frames"))
+                try:
+                    sock.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    log.warning("control reply dropped: the client is not reading")
+                self.served += 1
+        finally:
+            sock.close(linger=0)
+
+    def __enter__(self) -> ControlServer:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
+                    context: zmq.Context | None = None) -> dict[str, Any]:
+    """Send one control request and return the reply dict ({"ok": ..., ...}).
+
+    Raises TimeoutError when no reply comes within `timeout_ms`, and ProtocolError for a
+    request that is not an object with a string "cmd" or a reply that is not valid.
+    """
+    payload = encode_request(request)
+    ctx = context if context is not None else zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        bind_or_connect(sock, endpoint, True, "control client")
+        sock.send(payload, flags=zmq.NOBLOCK)
+        if not sock.poll(timeout_ms, zmq.POLLIN):
+            raise TimeoutError(f"no reply from the control socket at {endpoint} within "
+                               f"{timeout_ms} ms; is the daemon running, and is that its "
+                               "control endpoint?")
+        return decode_reply(sock.recv(zmq.NOBLOCK))
+    finally:
+        sock.close(linger=0)
