@@ -1,0 +1,141 @@
+"""What every source shares: the chunk it yields, the status callback, the ``Source`` interface.
+
+A source turns one input (a file, a URL, a capture device, a pipe) into mono float32 chunks at
+the consumer's sample rate, each carrying the absolute index of its first sample, so the engine
+can place every window in the stream's audio time however the input was chunked.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamtag.errors import SourceError
+from streamtag.sources.resample import Resampler
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    samples: np.ndarray  # 1-D float32, mono, at the target rate
+    sample_index: int  # absolute index (target rate) of samples[0] in this stream
+    arrival: float  # time.monotonic() when the chunk was produced (for latency)
+
+
+# (state, error text or None, extra such as {"title": ..., "reconnects": n}).
+# States: "starting", "running", "reconnecting", "ended", "failed".
+StatusCallback = Callable[[str, str | None, dict], None]
+
+STATES = ("starting", "running", "reconnecting", "ended", "failed")
+
+
+def _ignore_status(state: str, error: str | None, extra: dict) -> None:
+    pass
+
+
+class Source(abc.ABC):
+    """One input stream. ``open`` once, iterate ``chunks`` once, ``close`` always.
+
+    ``live`` sources (device, http) run on the producer's clock, so the consumer must keep up:
+    a device keeps capturing into a bounded queue and drops (counts as overflows) what a slow
+    consumer does not take; a network stream is read only as ``chunks()`` is iterated, so a
+    consumer that stalls makes the server drop the connection (then it reconnects). Others
+    (file, pipe) are simply paced by the consumer.
+    """
+
+    kind: str = ""
+    live: bool = False
+    description: str = ""
+
+    def __init__(self) -> None:
+        self.counters: dict = {"chunks": 0, "samples": 0, "overflows": 0, "reconnects": 0,
+                               "decode_errors": 0}
+        self.sample_rate: float | None = None
+        self._on_status: StatusCallback = _ignore_status
+        self._resampler: Resampler | None = None
+        self._state: str | None = None
+
+    # -- the interface ---------------------------------------------------------------------
+
+    def open(self, sample_rate: float, on_status: StatusCallback | None = None) -> None:
+        """Prepares the source to yield chunks at ``sample_rate``; raises SourceError."""
+        if not sample_rate or sample_rate <= 0:
+            raise SourceError(f"{self.description}: the target sample rate must be positive, "
+                              f"got {sample_rate!r}")
+        self.sample_rate = float(sample_rate)
+        self._on_status = on_status or _ignore_status
+        self._resampler = Resampler(self.sample_rate)
+        self._status("starting")
+        try:
+            self._open()
+        except SourceError as exc:
+            self._status("failed", str(exc))
+            raise
+
+    @abc.abstractmethod
+    def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
+        """Yields chunks until the input ends or ``stop`` is set; raises SourceError on a fatal
+        error (after yielding what it could)."""
+
+    def close(self) -> None:  # noqa: B027 - optional: most kinds hold nothing open
+        """Releases what ``open`` acquired; safe to call more than once."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description}>"
+
+    # -- for subclasses --------------------------------------------------------------------
+
+    def _open(self) -> None:  # noqa: B027 - optional hook
+        """Kind-specific part of ``open``."""
+
+    def _status(self, state: str, error: str | None = None, **extra) -> None:
+        self._state = state
+        self._on_status(state, error, extra)
+
+    def _running_extra(self) -> dict:
+        """Extra fields for the "running" status sent when audio (re)starts."""
+        return {}
+
+    def _require_open(self) -> Resampler:
+        if self._resampler is None:
+            raise SourceError(f"{self.description}: call open() before chunks()")
+        return self._resampler
+
+    def _chunk(self, samples: np.ndarray, rate: float,
+               arrival: float | None = None) -> AudioChunk | None:
+        """Resamples (frames, channels) or mono input and wraps it; None when no output yet."""
+        out = self._require_open().process(samples, rate)
+        return self._wrap(out, arrival)
+
+    def _flush(self, arrival: float | None = None) -> AudioChunk | None:
+        """The resampler's tail at the end of the input (or of one connection)."""
+        if self._resampler is None:
+            return None
+        return self._wrap(self._resampler.flush(), arrival)
+
+    def _end(self, **extra) -> Iterator[AudioChunk]:
+        """A normal end (the input ended or ``stop`` was set): the resampler's tail, "ended"."""
+        tail = self._flush()
+        if tail is not None:
+            yield tail
+        self._status("ended", None, **extra)
+
+    def _wrap(self, out: np.ndarray, arrival: float | None) -> AudioChunk | None:
+        if out.size == 0:
+            return None
+        index = self._resampler.samples_out - out.size
+        self.counters["chunks"] += 1
+        self.counters["samples"] += int(out.size)
+        if self._state != "running":
+            self._status("running", None, **self._running_extra())
+        return AudioChunk(out, index, time.monotonic() if arrival is None else arrival)

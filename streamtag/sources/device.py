@@ -1,0 +1,194 @@
+"""Live capture from a sound card (or PulseAudio/PipeWire through ALSA) with PortAudio via
+``sounddevice``.
+
+The PortAudio callback runs on PortAudio's real-time thread: it only copies the block into a
+``queue.SimpleQueue`` (no locks that can block, no waiting) and counts overflows. Everything
+else (mono, resampling, chunks) happens in the consumer's thread, in ``chunks()``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from streamtag.errors import SourceError
+from streamtag.sources.base import AudioChunk, Source
+
+PORTAUDIO_HINT = ("the PortAudio library is missing; install it (Debian/Ubuntu: "
+                  "apt-get install libportaudio2)")
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
+        raise SourceError(f"cannot use audio devices: {PORTAUDIO_HINT} ({exc})") from exc
+    return sounddevice
+
+
+def list_input_devices() -> list[dict]:
+    """Every capture device PortAudio sees: index, name, host API, channels, default rate."""
+    sd = _sounddevice()
+    try:
+        default_input = sd.default.device[0]
+        hostapis = sd.query_hostapis()
+        devices = sd.query_devices()
+    except sd.PortAudioError as exc:
+        raise SourceError(f"cannot list audio devices: {exc}") from exc
+    return [{"index": int(d["index"]), "name": d["name"],
+             "hostapi": hostapis[d["hostapi"]]["name"],
+             "max_input_channels": int(d["max_input_channels"]),
+             "default_samplerate": float(d["default_samplerate"]),
+             "default": int(d["index"]) == default_input}
+            for d in devices if d["max_input_channels"] > 0]
+
+
+def resolve_input_device(name_or_index: str | int) -> dict:
+    """The input device with this index, else the first whose name contains ``name_or_index``
+    (case-insensitive; an exact name wins). ``""`` or ``"default"`` is the default input."""
+    devices = list_input_devices()
+    spec = str(name_or_index).strip()
+    if spec.lower() in ("", "default") and not any(d["name"] == spec for d in devices):
+        match = [d for d in devices if d["default"]]
+    elif spec.lstrip("-").isdigit():
+        match = [d for d in devices if d["index"] == int(spec)]
+    else:
+        match = ([d for d in devices if d["name"].lower() == spec.lower()]
+                 or [d for d in devices if spec.lower() in d["name"].lower()])
+    if not match:
+        available = "; ".join(f"{d['index']}: {d['name']} ({d['hostapi']}, "
+                              f"{d['max_input_channels']} ch)" for d in devices) or "none"
+        raise SourceError(f"no input device matches {spec or 'default'!r}; "
+                          f"available input devices: {available}")
+    return match[0]
+
+
+class DeviceSource(Source):
+    """Captures ``channels`` channels (default: up to 2, averaged to mono) at ``device_rate``
+    (default: the device's default rate), resampled to the target rate.
+
+    If the consumer falls behind by more than ``max_queue_s`` seconds, new blocks are dropped
+    and counted as overflows, like the device's own ``input_overflow``; both go to
+    ``counters["overflows"]`` and to the status callback (at most once a second).
+    """
+
+    kind = "device"
+    live = True
+
+    def __init__(self, device: str | int = "default", *, blocksize: int = 1024,
+                 channels: int | None = None, device_rate: float | None = None,
+                 max_queue_s: float = 2.0, stall_timeout_s: float = 10.0) -> None:
+        super().__init__()
+        self.device = str(device)
+        self.description = f"device:{self.device}"
+        self.blocksize = int(blocksize)
+        self.channels = channels
+        self.device_rate = device_rate
+        self.max_queue_s = float(max_queue_s)
+        self.stall_timeout_s = float(stall_timeout_s)
+        self.device_info: dict | None = None
+        self._stream = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._max_blocks = 1
+        # Written only by the PortAudio callback thread, read by the consumer.
+        self._device_overflows = 0
+        self._dropped_blocks = 0
+
+    def _open(self) -> None:
+        sd = _sounddevice()
+        info = resolve_input_device(self.device)
+        self.device_info = info
+        self.description = f"device:{info['index']} ({info['name']})"
+        channels = self.channels or min(2, info["max_input_channels"])
+        rate = float(self.device_rate or info["default_samplerate"])
+        self._max_blocks = max(8, int(self.max_queue_s * rate / (self.blocksize or 1024)))
+        try:
+            self._stream = sd.InputStream(samplerate=rate, blocksize=self.blocksize,
+                                          device=info["index"], channels=channels,
+                                          dtype="float32", callback=self._callback)
+        except (sd.PortAudioError, ValueError) as exc:
+            raise SourceError(f"cannot open {self.description} at {rate:g} Hz, {channels} "
+                              f"channel(s): {exc}") from exc
+        self.device_rate = float(self._stream.samplerate)
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # PortAudio's thread: copy and count, nothing that can block or take long.
+        if status.input_overflow:
+            self._device_overflows += 1
+        if self._queue.qsize() >= self._max_blocks:
+            self._dropped_blocks += 1
+            return
+        self._queue.put_nowait((indata.copy(), time.monotonic()))
+
+    def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
+        sd = _sounddevice()
+        self._require_open()
+        if self._stream is None:
+            raise SourceError(f"{self.description}: the device is closed")
+        try:
+            self._stream.start()
+        except sd.PortAudioError as exc:
+            message = f"cannot start {self.description}: {exc}"
+            self._status("failed", message)
+            raise SourceError(message) from exc
+        reported, last_report, last_data = 0, 0.0, time.monotonic()
+        try:
+            while not stop.is_set():
+                try:
+                    blocks = [self._queue.get(timeout=0.1)]
+                except queue.Empty:
+                    if stop.is_set():
+                        break
+                    self._check_alive(last_data)
+                    continue
+                while True:  # take whatever else is already queued, in one chunk
+                    try:
+                        blocks.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                last_data = time.monotonic()
+                overflows = self._device_overflows + self._dropped_blocks
+                self.counters["overflows"] = overflows
+                if overflows != reported and last_data - last_report >= 1.0:
+                    reported, last_report = overflows, last_data
+                    self._status("running", "input overflow: audio was lost",
+                                 overflows=overflows, device_overflows=self._device_overflows,
+                                 dropped_blocks=self._dropped_blocks)
+                samples = blocks[0][0] if len(blocks) == 1 else np.concatenate(
+                    [b[0] for b in blocks])
+                chunk = self._chunk(samples, self.device_rate, arrival=blocks[-1][1])
+                if chunk is not None:
+                    yield chunk
+        finally:
+            self._stop_stream()
+        yield from self._end()
+
+    def _check_alive(self, last_data: float) -> None:
+        problem = None
+        if not self._stream.active:
+            problem = "the device stopped delivering audio (unplugged or taken away?)"
+        elif time.monotonic() - last_data > self.stall_timeout_s:
+            problem = f"no audio from the device for {self.stall_timeout_s:g} s"
+        if problem:
+            message = f"{self.description}: {problem}"
+            self._status("failed", message)
+            raise SourceError(message)
+
+    def _stop_stream(self) -> None:
+        if self._stream is not None and self._stream.active:
+            try:
+                self._stream.abort()
+            except _sounddevice().PortAudioError:  # the device may be gone: best effort
+                pass
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+            finally:
+                stream.close()

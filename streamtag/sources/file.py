@@ -1,0 +1,80 @@
+"""Audio files: anything PyAV (FFmpeg) decodes, as fast as the consumer reads or at playback
+speed (``realtime=True``), once or looped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+from streamtag.audio import AudioDecodeError, iter_decoded
+from streamtag.errors import SourceError
+from streamtag.sources.base import AudioChunk, Source
+
+
+class FileSource(Source):
+    """Decodes the first audio stream of a file.
+
+    A file that cannot be opened fails in ``open``; one that breaks part way yields what
+    decoded and then raises SourceError. A truncated file that FFmpeg reads to a clean end
+    (the usual case for a cut MP3: the decoder drops the partial last frame) simply ends.
+    """
+
+    kind = "file"
+    live = False
+
+    def __init__(self, path: str | Path, *, realtime: bool = False, loop: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.description = str(self.path)
+        self.realtime = bool(realtime)
+        self.loop = bool(loop)
+
+    def _open(self) -> None:
+        import av
+
+        if not self.path.is_file():
+            reason = "is not a file" if self.path.exists() else "no such file"
+            raise SourceError(f"cannot open {self.path}: {reason}")
+        # Probe now so a missing or unreadable file fails here rather than in the consumer.
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.audio:
+                    raise SourceError(f"cannot open {self.path}: it has no audio stream")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"cannot open {self.path}: {exc}") from exc
+
+    def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
+        self._require_open()
+        start = None  # wall clock of audio time 0, for realtime pacing
+        seconds_in = 0.0  # input audio time decoded so far
+        while not stop.is_set():
+            decoded_any = False
+            try:
+                with closing(iter_decoded(self.path)) as frames:
+                    for samples, rate in frames:
+                        if stop.is_set():
+                            break
+                        decoded_any = decoded_any or samples.size > 0
+                        seconds_in += samples.size / rate
+                        if self.realtime:
+                            start = time.monotonic() if start is None else start
+                            # A chunk exists once its last sample has "played".
+                            if stop.wait(max(0.0, start + seconds_in - time.monotonic())):
+                                break
+                        chunk = self._chunk(samples, rate)
+                        if chunk is not None:
+                            yield chunk
+            except AudioDecodeError as exc:
+                self.counters["decode_errors"] += 1
+                tail = self._flush()
+                if tail is not None:
+                    yield tail
+                message = str(exc) if str(self.path) in str(exc) else f"{self.path}: {exc}"
+                self._status("failed", message)
+                raise SourceError(message) from exc
+            if not self.loop or not decoded_any:
+                break
+        yield from self._end()
