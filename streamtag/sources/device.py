@@ -25,6 +25,9 @@ PORTAUDIO_HINT = ("the PortAudio library is missing; install it (Debian/Ubuntu: 
 def _sounddevice():
     try:
         import sounddevice
+    except ImportError as exc:
+        raise SourceError("cannot use audio devices: the 'sounddevice' package is missing; "
+                          "install it with: pip install sounddevice") from exc
     except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
         raise SourceError(f"cannot use audio devices: {PORTAUDIO_HINT} ({exc})") from exc
     return sounddevice

@@ -1,0 +1,866 @@
+"""Audio sources against real parts: files PyAV writes, a local HTTP server, a real Icecast
+server fed by ffmpeg, PulseAudio's null sink captured through PortAudio, and OS pipes.
+
+Servers and processes are started by fixtures that always stop them; everything listens on
+127.0.0.1 on ports chosen at run time; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import glob
+import http.server
+import io
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamtag.audio import load_audio, write_audio
+from streamtag.errors import SourceError
+from streamtag.sources import (
+    AudioChunk,
+    DeviceSource,
+    FileSource,
+    HttpSource,
+    PipeSource,
+    Resampler,
+    parse_source,
+)
+from streamtag.testsignals import music_like
+
+soxr = pytest.importorskip("soxr")
+av = pytest.importorskip("av")
+
+TARGET = 16000
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A StatusCallback that keeps every call (thread-safe enough: list.append)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None, dict]] = []
+
+    def __call__(self, state: str, error: str | None, extra: dict) -> None:
+        self.calls.append((state, error, dict(extra)))
+
+    def states(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(predicate(c) for c in list(self.calls)):
+                return True
+            time.sleep(0.01)
+        return False
+
+
+class Consumer:
+    """Iterates a source's chunks on a thread, so the test can act while audio flows."""
+
+    def __init__(self, source, sample_rate: float, on_status=None) -> None:
+        self.source = source
+        self.stop = threading.Event()
+        self.chunks: list[AudioChunk] = []
+        self.error: BaseException | None = None
+        source.open(sample_rate, on_status)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for chunk in self.source.chunks(self.stop):
+                self.chunks.append(chunk)
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+
+    def samples(self) -> int:
+        return sum(c.samples.size for c in list(self.chunks))
+
+    def wait_samples(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.thread.is_alive():
+            if self.samples() >= n:
+                return True
+            time.sleep(0.01)
+        return self.samples() >= n
+
+    def finish(self, timeout: float = 5.0) -> float:
+        """Sets stop, joins; returns how long the source took to notice."""
+        t0 = time.monotonic()
+        self.stop.set()
+        self.thread.join(timeout)
+        took = time.monotonic() - t0
+        self.source.close()
+        assert not self.thread.is_alive(), f"{self.source} ignored stop for {timeout} s"
+        return took
+
+
+def read_all(source, sample_rate: float = TARGET, on_status=None) -> list[AudioChunk]:
+    source.open(sample_rate, on_status)
+    try:
+        return list(source.chunks(threading.Event()))
+    finally:
+        source.close()
+
+
+def concat(chunks: list[AudioChunk]) -> np.ndarray:
+    return np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
+
+
+def assert_contiguous(chunks: list[AudioChunk], start: int = 0) -> None:
+    assert chunks, "no audio"
+    assert chunks[0].sample_index == start
+    for a, b in itertools.pairwise(chunks):
+        assert b.sample_index == a.sample_index + a.samples.size
+    for c in chunks:
+        assert c.samples.dtype == np.float32 and c.samples.ndim == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def write_stereo(path: Path, x: np.ndarray, sample_rate: int, codec: str) -> None:
+    """(frames, 2) float samples to a file with PyAV (write_audio writes mono only)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=sample_rate, layout="stereo")
+        fmt = stream.codec_context.format
+        dtype, scale = {"s16": (np.int16, 32767.0), "s32": (np.int32, 2147483647.0),
+                        "flt": (np.float32, 1.0), "dbl": (np.float64, 1.0)}[fmt.name.rstrip("p")]
+        for i in range(0, len(x), 1152):
+            part = (np.clip(x[i: i + 1152], -1, 1) * scale).astype(dtype)
+            data = part.T.copy() if fmt.is_planar else part.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(data, format=fmt.name, layout="stereo")
+            frame.sample_rate = sample_rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def stereo_signal(seconds: float, sample_rate: int) -> np.ndarray:
+    return np.stack([music_like(seconds, sample_rate, seed=1),
+                     0.5 * music_like(seconds, sample_rate, seed=2)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    files = {"mp3_44k_stereo": d / "stereo44.mp3", "flac_44k_stereo": d / "stereo44.flac",
+             "flac_8k": d / "mono8k.flac", "flac_48k": d / "mono48k.flac",
+             "mp3_1s": d / "one_second.mp3", "mp3_5s": d / "five_seconds.mp3"}
+    x = stereo_signal(2.0, 44100)
+    write_stereo(files["mp3_44k_stereo"], x, 44100, "libmp3lame")
+    write_stereo(files["flac_44k_stereo"], x, 44100, "flac")
+    write_audio(files["flac_8k"], music_like(2.0, 8000, seed=3), 8000)
+    write_audio(files["flac_48k"], music_like(2.0, 48000, seed=4), 48000)
+    write_audio(files["mp3_1s"], music_like(1.0, 44100, seed=5), 44100)
+    write_audio(files["mp3_5s"], music_like(5.0, 44100, seed=6), 44100)
+    return files
+
+
+# -- Resampler -------------------------------------------------------------------------------
+
+
+def test_resampler_is_independent_of_chunking():
+    x = music_like(3.0, 44100, seed=7)
+    whole = Resampler(TARGET)
+    one = np.concatenate([whole.process(x, 44100), whole.flush()])
+    rng = np.random.default_rng(0)
+    pieces, r, i = [], Resampler(TARGET), 0
+    while i < x.size:
+        n = int(rng.choice([0, 1, 7, 160, 1023, 4096, 20000]))
+        pieces.append(r.process(x[i: i + n], 44100))
+        i += n
+    pieces.append(r.flush())
+    chunked = np.concatenate(pieces)
+    assert chunked.size == one.size == r.samples_out == whole.samples_out
+    assert abs(one.size - 3.0 * TARGET) <= 2
+    np.testing.assert_allclose(chunked, one, atol=1e-5)
+    batch = soxr.resample(x, 44100, TARGET, quality="HQ")
+    np.testing.assert_allclose(one, batch, atol=1e-4)
+
+
+def test_resampler_averages_channels_passes_through_and_follows_rate_changes():
+    x = stereo_signal(0.5, TARGET).astype(np.float32)
+    r = Resampler(TARGET)
+    out = r.process(x, TARGET)
+    np.testing.assert_array_equal(out, x.mean(axis=1, dtype=np.float32))  # no resampling
+    # The rate changes mid-stream: the first part is flushed, the second gets a new stream.
+    a, b = music_like(1.0, 44100, seed=8), music_like(1.0, 48000, seed=9)
+    r = Resampler(TARGET)
+    out = [r.process(a[:30000], 44100), r.process(a[30000:], 44100), r.process(b, 48000),
+           r.flush()]
+    total = sum(o.size for o in out)
+    assert total == r.samples_out
+    assert abs(total - 2 * TARGET) <= 4
+    expected_a = soxr.resample(a, 44100, TARGET, quality="HQ")
+    np.testing.assert_allclose(np.concatenate(out)[: expected_a.size], expected_a, atol=1e-4)
+
+
+# -- FileSource ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mp3_44k_stereo", "flac_44k_stereo", "flac_8k", "flac_48k"])
+def test_file_source_yields_the_file_at_the_target_rate(media, name):
+    path = media[name]
+    status = Recorder()
+    chunks = read_all(FileSource(path), TARGET, status)
+    assert_contiguous(chunks)
+    out = concat(chunks)
+    decoded, rate = load_audio(path)  # the whole file, decoded in one go, at its own rate
+    assert abs(out.size - 2.0 * TARGET) <= 3, (out.size, rate)
+    expected = soxr.resample(decoded, rate, TARGET, quality="HQ")
+    n = min(out.size, expected.size)
+    assert abs(out.size - expected.size) <= 2
+    corr = np.corrcoef(out[:n], expected[:n])[0, 1]
+    assert corr > 0.9999
+    assert np.max(np.abs(out[:n] - expected[:n])) < 1e-3
+    assert status.states() == ["starting", "running", "ended"]
+
+
+def test_file_source_realtime_takes_playback_time(media):
+    source = FileSource(media["mp3_1s"], realtime=True)
+    t0 = time.monotonic()
+    chunks = read_all(source)
+    elapsed = time.monotonic() - t0
+    assert abs(concat(chunks).size - TARGET) <= 3
+    assert 0.9 <= elapsed < 3.0
+    # Chunks come out spread over the second, not in a burst at the end.
+    assert chunks[len(chunks) // 2].arrival - chunks[0].arrival > 0.3
+
+
+def test_file_source_realtime_stops_promptly(media):
+    consumer = Consumer(FileSource(media["mp3_5s"], realtime=True), TARGET)
+    assert consumer.wait_samples(TARGET // 4, timeout=3.0)
+    took = consumer.finish()
+    assert took < 0.5
+    assert consumer.error is None
+    assert consumer.samples() < 2 * TARGET  # it did not run on to the end of the 5 s
+
+
+def test_file_source_loops_with_continuous_indices(media):
+    consumer = Consumer(FileSource(media["flac_8k"], loop=True), TARGET)
+    assert consumer.wait_samples(5 * TARGET, timeout=10.0)  # 2.5 passes of the 2 s file
+    consumer.finish()
+    assert consumer.error is None
+    assert_contiguous(consumer.chunks)
+
+
+def test_file_source_missing_file(tmp_path):
+    path = tmp_path / "nope.mp3"
+    with pytest.raises(SourceError, match="nope.mp3.*no such file"):
+        FileSource(path).open(TARGET, None)
+
+
+def test_file_source_corrupt_file_names_the_file(tmp_path):
+    path = tmp_path / "not_audio.mp3"
+    path.write_text("this is a text file, not an MP3\n" * 100)
+    status = Recorder()
+    with pytest.raises(SourceError, match="not_audio.mp3"):
+        FileSource(path).open(TARGET, status)
+    assert status.states() == ["starting", "failed"]
+
+
+def test_file_source_truncated_mp3_yields_the_first_half_then_ends(media, tmp_path):
+    # Documented behaviour: FFmpeg drops the cut last frame and reports a clean end.
+    data = media["mp3_44k_stereo"].read_bytes()
+    path = tmp_path / "half.mp3"
+    path.write_bytes(data[: len(data) // 2])
+    status = Recorder()
+    chunks = read_all(FileSource(path), TARGET, status)
+    n = concat(chunks).size
+    assert 0.8 * TARGET < n < 1.2 * TARGET
+    assert status.states()[-1] == "ended"
+
+
+def test_file_source_damaged_mp3_yields_what_decoded_then_fails(media, tmp_path):
+    data = bytearray(media["mp3_44k_stereo"].read_bytes())
+    middle = len(data) // 2
+    data[middle: middle + 4000] = np.random.default_rng(0).integers(0, 256, 4000,
+                                                                    dtype=np.uint8).tobytes()
+    path = tmp_path / "damaged.mp3"
+    path.write_bytes(bytes(data))
+    source, status, got = FileSource(path), Recorder(), []
+    source.open(TARGET, status)
+    with pytest.raises(SourceError, match="damaged.mp3"):
+        for chunk in source.chunks(threading.Event()):
+            got.append(chunk)
+    assert concat(got).size > 0.5 * TARGET
+    assert status.states()[-1] == "failed"
+
+
+# -- HttpSource against a local http.server --------------------------------------------------
+
+
+class AudioServer:
+    """A ThreadingHTTPServer on 127.0.0.1 that serves ``data`` at ``/stream.mp3``: once with a
+    Content-Length (``radio=False``), or like a radio, repeated forever and paced at ``speed``
+    times real time. ``stop()`` also cuts the open connections; ``start()`` may reuse the port.
+    """
+
+    def __init__(self, data: bytes, radio: bool, bytes_per_s: float = 16000.0) -> None:
+        self.data, self.radio, self.bytes_per_s = data, radio, bytes_per_s
+        self.port = 0
+        self.requests = 0
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._cut = threading.Event()
+
+    def url(self, credentials: str = "") -> str:
+        return f"http://{credentials}127.0.0.1:{self.port}/stream.mp3"
+
+    def start(self) -> None:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.requests += 1
+                if self.path != "/stream.mp3":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                if not owner.radio:
+                    self.send_header("Content-Length", str(len(owner.data)))
+                    self.end_headers()
+                    self.wfile.write(owner.data)
+                    return
+                self.end_headers()
+                piece, t0, sent = 2048, time.monotonic(), 0
+                while not owner._cut.is_set():
+                    start = sent % len(owner.data)
+                    try:
+                        self.wfile.write(owner.data[start: start + piece])
+                    except OSError:
+                        return
+                    sent += min(piece, len(owner.data) - start)
+                    owner._cut.wait(max(0.0, t0 + sent / owner.bytes_per_s - time.monotonic()))
+
+            def log_message(self, *args):
+                pass
+
+        self._cut.clear()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._cut.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+        self._server = None
+
+
+@pytest.fixture
+def audio_server(request, media):
+    servers = []
+
+    def make(radio: bool, name: str = "mp3_44k_stereo") -> AudioServer:
+        server = AudioServer(media[name].read_bytes(), radio)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_http_source_reads_an_mp3_like_the_file_source(audio_server, media):
+    server = audio_server(radio=False)
+    status = Recorder()
+    chunks = read_all(HttpSource(server.url(), reconnect=False), TARGET, status)
+    assert_contiguous(chunks)
+    from_file = concat(read_all(FileSource(media["mp3_44k_stereo"])))
+    np.testing.assert_allclose(concat(chunks), from_file, atol=1e-6)
+    assert status.states() == ["starting", "running", "ended"]
+
+
+def test_http_source_reconnects_after_a_server_restart_on_the_same_port(audio_server):
+    server = audio_server(radio=True)
+    status = Recorder()
+    source = HttpSource(server.url(), initial_backoff_s=0.05, max_backoff_s=0.2,
+                        read_timeout_s=2.0)
+    consumer = Consumer(source, TARGET, status)
+    try:
+        assert consumer.wait_samples(TARGET // 2, timeout=10.0), consumer.error
+        server.stop()
+        assert status.wait_for(lambda c: c[0] == "reconnecting", timeout=5.0), status.calls
+        # While the server is down, the attempts fail (connection refused) and back off.
+        assert status.wait_for(lambda c: c[0] == "reconnecting" and "refused" in (c[1] or ""),
+                               timeout=5.0), status.calls
+        before = consumer.samples()
+        last_index = consumer.chunks[-1].sample_index
+        server.start()  # the same port
+        assert consumer.wait_samples(before + TARGET // 2, timeout=10.0), status.calls
+    finally:
+        consumer.finish()
+    assert consumer.error is None
+    assert_contiguous(consumer.chunks)  # indices continue across the gap
+    assert consumer.chunks[-1].sample_index > last_index
+    assert source.counters["reconnects"] >= 2
+    running_again = [c for c in status.calls if c[0] == "running" and c[2].get("reconnects")]
+    assert running_again, status.calls
+
+
+def test_http_source_backs_off_exponentially_and_gives_up():
+    url = f"http://127.0.0.1:{free_port()}/nothing.mp3"  # nothing listens there
+    status = Recorder()
+    source = HttpSource(url, initial_backoff_s=0.05, max_backoff_s=0.15, max_reconnects=4,
+                        read_timeout_s=2.0)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="gave up after 4 reconnects"):
+        read_all(source, TARGET, status)
+    assert time.monotonic() - t0 < 5.0
+    backoffs = [c[2]["backoff_s"] for c in status.calls if c[0] == "reconnecting"]
+    assert backoffs == [0.05, 0.1, 0.15, 0.15]
+    assert status.states()[-1] == "failed"
+
+
+def test_http_source_stop_is_prompt_during_a_backoff_wait():
+    url = f"http://127.0.0.1:{free_port()}/nothing.mp3"
+    status = Recorder()
+    consumer = Consumer(HttpSource(url, initial_backoff_s=20.0, max_backoff_s=20.0), TARGET,
+                        status)
+    assert status.wait_for(lambda c: c[0] == "reconnecting", timeout=5.0)
+    assert consumer.finish() < 0.5
+    assert consumer.error is None
+
+
+# -- HttpSource against a real Icecast server ------------------------------------------------
+
+ICECAST_CONFIG = """<icecast>
+  <location>streamtag test</location><admin>test@localhost</admin>
+  <limits><clients>20</clients><sources>2</sources><burst-size>8192</burst-size></limits>
+  <authentication>
+    <source-password>{password}</source-password><relay-password>{password}</relay-password>
+    <admin-user>admin</admin-user><admin-password>{password}</admin-password>
+  </authentication>
+  <hostname>127.0.0.1</hostname>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <mount>
+    <mount-name>/radio.mp3</mount-name>
+    <mp3-metadata-interval>2048</mp3-metadata-interval><burst-size>8192</burst-size>
+  </mount>
+  <fileserve>0</fileserve>
+  <paths>
+    <basedir>{dir}</basedir><logdir>{dir}</logdir><pidfile>{dir}/icecast.pid</pidfile>
+    <webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot>
+  </paths>
+  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog>
+    <loglevel>3</loglevel></logging>
+  {security}
+</icecast>
+"""
+
+
+class Icecast:
+    def __init__(self, port: int, password: str, directory: Path) -> None:
+        self.port, self.password, self.directory = port, password, directory
+        self.mount = "/radio.mp3"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.mount}"
+
+    def admin(self, command: str, **params) -> str:
+        query = urllib.parse.urlencode({"mount": self.mount, **params})
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/admin/{command}?{query}")
+        manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        manager.add_password(None, f"http://127.0.0.1:{self.port}/", "admin", self.password)
+        opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(manager))
+        with opener.open(request, timeout=5) as response:
+            return response.read().decode()
+
+    def mount_is_live(self) -> bool:
+        try:
+            return "<return>1</return>" in self.admin("metadata", mode="updinfo", song="")
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="module")
+def icecast(media):
+    missing = [tool for tool in ("icecast2", "ffmpeg") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed; install with "
+                    f"apt-get install icecast2 ffmpeg")
+    directory = Path(tempfile.mkdtemp(prefix="streamtag-icecast-"))
+    security = ""
+    if os.geteuid() == 0:  # icecast refuses to run as root unless it can change owner
+        import grp
+        import pwd
+
+        try:
+            user = pwd.getpwnam("icecast2")
+            group = grp.getgrgid(user.pw_gid).gr_name
+        except KeyError:
+            shutil.rmtree(directory, ignore_errors=True)
+            pytest.skip("running as root but the Debian 'icecast2' user does not exist")
+        security = (f"<security><chroot>0</chroot><changeowner><user>icecast2</user>"
+                    f"<group>{group}</group></changeowner></security>")
+        os.chown(directory, user.pw_uid, user.pw_gid)
+    server = Icecast(free_port(), "pw" + os.urandom(6).hex(), directory)
+    (directory / "icecast.xml").write_text(ICECAST_CONFIG.format(
+        port=server.port, password=server.password, dir=directory, security=security))
+    log = open(directory / "processes.log", "wb")  # closed in the finalizer
+    procs = []
+    try:
+        procs.append(subprocess.Popen(["icecast2", "-c", str(directory / "icecast.xml")],
+                                      stdout=log, stderr=log, stdin=subprocess.DEVNULL))
+        wait_until(lambda: _port_open(server.port) or procs[0].poll() is not None, 10,
+                   "icecast to listen")
+        assert procs[0].poll() is None, (directory / "processes.log").read_text()
+        procs.append(subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
+             "-stream_loop", "-1", "-i", str(media["mp3_5s"]), "-c:a", "libmp3lame",
+             "-b:a", "128k", "-content_type", "audio/mpeg", "-ice_name", "streamtag test",
+             "-f", "mp3", f"icecast://source:{server.password}@127.0.0.1:{server.port}"
+             f"{server.mount}"], stdout=log, stderr=log, stdin=subprocess.DEVNULL))
+        wait_until(server.mount_is_live, 10, "ffmpeg to feed the icecast mount")
+        yield server
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+        log.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _listener_ids(xml: str) -> list[str]:
+    import re
+
+    return re.findall(r'<listener id="(\d+)"', xml) or re.findall(r"<ID>(\d+)</ID>", xml)
+
+
+def test_icecast_stream_yields_audio_and_the_stream_title(icecast):
+    icecast.admin("metadata", mode="updinfo", song="First Song")
+    time.sleep(0.7)  # let the 8 KiB burst fill with data that carries the new title
+    status = Recorder()
+    source = HttpSource(icecast.url, initial_backoff_s=0.1, max_backoff_s=0.5,
+                        read_timeout_s=5.0)
+    consumer = Consumer(source, TARGET, status)
+    try:
+        assert consumer.wait_samples(TARGET, timeout=10.0), (consumer.error, status.calls)
+        assert status.wait_for(lambda c: c[2].get("title") == "First Song", timeout=1.0), \
+            status.calls
+        titled = next(c for c in status.calls if c[2].get("title"))
+        assert titled[2].get("station") == "streamtag test"
+        # A title change mid-connection is not visible through PyAV (see http.py); after a
+        # reconnect it is. Kick our listener so the source reconnects.
+        icecast.admin("metadata", mode="updinfo", song="Second Song")
+        time.sleep(0.7)
+        ids = _listener_ids(icecast.admin("listclients"))
+        assert ids, "our listener is not listed"
+        for listener in ids:
+            icecast.admin("killclient", id=listener)
+        assert status.wait_for(lambda c: c[0] == "reconnecting", timeout=10.0), status.calls
+        assert status.wait_for(lambda c: c[2].get("title") == "Second Song", timeout=10.0), \
+            status.calls
+        before = consumer.samples()
+        assert consumer.wait_samples(before + TARGET // 2, timeout=10.0)
+    finally:
+        consumer.finish()
+    assert consumer.error is None
+    assert_contiguous(consumer.chunks)
+    assert np.abs(concat(consumer.chunks)).max() > 0.05  # music, not silence
+
+
+# -- DeviceSource through PulseAudio's null sink ---------------------------------------------
+
+
+def _alsa_pulse_plugin() -> bool:
+    return bool(glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so")
+                or glob.glob("/usr/lib/alsa-lib/libasound_module_pcm_pulse.so"))
+
+
+@pytest.fixture
+def pulse(monkeypatch):
+    """A private PulseAudio daemon with a 48 kHz mono float null sink ``testsink``, reachable by
+    PortAudio's ALSA backend through the ``pulse`` PCM; env vars point the test process at it."""
+    packages = "apt-get install libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins"
+    try:
+        import sounddevice as sd
+    except ImportError:
+        pytest.skip("the sounddevice package is missing; install with: pip install sounddevice")
+    except OSError as exc:
+        pytest.skip(f"PortAudio is missing ({exc}); install with: {packages}")
+    missing = [t for t in ("pulseaudio", "pacat", "pactl") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed; install with: {packages}")
+    if not _alsa_pulse_plugin():
+        pytest.skip(f"the ALSA pulse plugin (libasound2-plugins) is missing; install with: "
+                    f"{packages}")
+    directory = Path(tempfile.mkdtemp(prefix="st-pa-"))  # short: unix socket paths are limited
+    socket_path = directory / "native"
+    env = {"HOME": str(directory), "XDG_RUNTIME_DIR": str(directory),
+           "PULSE_SERVER": f"unix:{socket_path}", "PULSE_SOURCE": "testsink.monitor",
+           "PULSE_SINK": "testsink"}
+    log = open(directory / "pulseaudio.log", "wb")  # closed in the finalizer
+    proc = subprocess.Popen(
+        ["pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1", "--use-pid-file=no",
+         "--log-target=stderr",
+         f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket_path}",
+         "--load=module-null-sink sink_name=testsink rate=48000 channels=1 format=float32le"],
+        env={**os.environ, **env}, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                return True
+            done = subprocess.run(["pactl", "info"], env={**os.environ, **env}, timeout=5,
+                                  capture_output=True)
+            return done.returncode == 0
+
+        wait_until(ready, 10, "pulseaudio to start")
+        assert proc.poll() is None, (directory / "pulseaudio.log").read_text()
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        sd._terminate()  # PortAudio lists devices once; make it look again with the new env
+        sd._initialize()
+        yield env
+    finally:
+        stop_process(proc)
+        log.close()
+        monkeypatch.undo()
+        try:
+            sd._terminate()
+            sd._initialize()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_device_source_captures_the_played_signal_sample_exactly(pulse):
+    status = Recorder()
+    source = DeviceSource("pulse", device_rate=48000, channels=1, blocksize=512)
+    consumer = Consumer(source, 48000, status)  # target = device rate: no resampling
+    signal = music_like(1.0, 48000, seed=11)
+    try:
+        assert consumer.wait_samples(1, timeout=10.0), (consumer.error, status.calls)
+        # PulseAudio drops the first few hundred samples of a new playback stream (the null
+        # sink starts rendering before pacat's data arrives), so play 0.1 s of silence first.
+        lead_in = np.zeros(4800, np.float32)
+        subprocess.run(["pacat", "--playback", "--raw", "--device=testsink",
+                        "--format=float32le", "--rate=48000", "--channels=1",
+                        "--volume=65536"], input=np.concatenate([lead_in, signal]).tobytes(),
+                       env={**os.environ, **pulse}, timeout=15, check=True)
+        before = consumer.samples()
+        assert consumer.wait_samples(before + 24000, timeout=10.0)  # the tail reaches us
+    finally:
+        consumer.finish()
+    assert consumer.error is None
+    assert_contiguous(consumer.chunks)
+    captured = concat(consumer.chunks)
+    n = 1 << int(np.ceil(np.log2(captured.size + signal.size)))
+    corr = np.fft.irfft(np.fft.rfft(captured, n) * np.conj(np.fft.rfft(signal, n)), n)
+    lag = int(np.argmax(corr[: captured.size - signal.size + 1]))
+    aligned = captured[lag: lag + signal.size]
+    assert aligned.size == signal.size
+    assert np.max(np.abs(aligned - signal)) < 1e-3
+    assert np.max(np.abs(captured[:lag])) < 1e-3  # silence before it, as played
+    assert status.states()[:2] == ["starting", "running"] and status.states()[-1] == "ended"
+    assert source.counters["samples"] == captured.size
+
+
+def test_device_source_counts_and_reports_overflows_of_a_slow_consumer(pulse):
+    status = Recorder()
+    source = DeviceSource("pulse", device_rate=48000, channels=1, blocksize=512,
+                          max_queue_s=0.2)
+    source.open(48000, status)
+    stop = threading.Event()
+    chunks = source.chunks(stop)
+    try:
+        first = next(chunks)
+        time.sleep(1.0)  # the consumer stalls: capture goes on, the queue overflows
+        deadline = time.monotonic() + 5.0
+        while source.counters["overflows"] == 0 and time.monotonic() < deadline:
+            next(chunks)
+    finally:
+        stop.set()
+        chunks.close()
+        source.close()
+    assert first.samples.size > 0
+    assert source.counters["overflows"] > 0
+    reports = [c for c in status.calls if c[1] and "overflow" in c[1]]
+    assert reports and reports[0][2]["dropped_blocks"] > 0, status.calls
+
+
+def test_device_resolution_by_name_index_and_error(pulse):
+    from streamtag.sources import list_input_devices
+
+    devices = list_input_devices()
+    names = [d["name"] for d in devices]
+    assert "pulse" in names, names
+    index = names.index("pulse")
+    from streamtag.sources.device import resolve_input_device
+
+    assert resolve_input_device("PULSE")["name"] == "pulse"
+    assert resolve_input_device(str(devices[index]["index"]))["name"] == "pulse"
+    with pytest.raises(SourceError, match="no input device matches 'no such card'.*pulse"):
+        resolve_input_device("no such card")
+
+
+# -- PipeSource ------------------------------------------------------------------------------
+
+
+def test_pipe_source_s16le_stereo_with_an_odd_trailing_byte():
+    rng = np.random.default_rng(1)
+    pcm = rng.integers(-32768, 32767, size=(10000, 2), dtype=np.int16)
+    data = pcm.astype("<i2").tobytes() + b"\x01\x02\x03"  # a partial frame at the end
+    source = PipeSource(format="s16le", rate=TARGET, channels=2, stream=io.BytesIO(data),
+                        block_frames=999)
+    status = Recorder()
+    chunks = read_all(source, TARGET, status)
+    assert_contiguous(chunks)
+    expected = pcm.astype(np.float32).mean(axis=1) / 32768.0
+    np.testing.assert_allclose(concat(chunks), expected, atol=1e-6)
+    assert source.counters["dropped_bytes"] == 3
+    assert status.calls[-1] == ("ended", None, {"dropped_bytes": 3})
+
+
+def test_pipe_source_f32le_stereo_is_resampled():
+    x = stereo_signal(1.0, 44100).astype("<f4")
+    source = PipeSource(format="f32le", rate=44100, channels=2, stream=io.BytesIO(x.tobytes()))
+    out = concat(read_all(source, TARGET))
+    expected = soxr.resample(x.mean(axis=1), 44100, TARGET, quality="HQ")
+    assert abs(out.size - expected.size) <= 1
+    n = min(out.size, expected.size)
+    np.testing.assert_allclose(out[:n], expected[:n], atol=1e-4)
+
+
+WRITER = """
+import sys, time
+import numpy as np
+x = (np.arange(48000 * 2) % 2000 - 1000).astype('<i2')  # 1 s of stereo at 48 kHz
+data = x.tobytes()
+out = sys.stdout.buffer
+for i in range(0, len(data), 3001):  # odd sizes: frames split across writes
+    out.write(data[i:i + 3001]); out.flush()
+    if i % 60000 == 0:
+        time.sleep(0.01)
+"""
+
+
+def test_pipe_source_reads_a_real_pipe_with_partial_writes():
+    proc = subprocess.Popen([sys.executable, "-c", WRITER], stdout=subprocess.PIPE)
+    try:
+        source = PipeSource(format="s16le", rate=48000, channels=2, stream=proc.stdout)
+        chunks = read_all(source, 48000)
+        assert proc.wait(10) == 0
+    finally:
+        stop_process(proc)
+        proc.stdout.close()
+    assert_contiguous(chunks)
+    x = (np.arange(48000 * 2) % 2000 - 1000).astype(np.float32).reshape(-1, 2)
+    np.testing.assert_allclose(concat(chunks), x.mean(axis=1) / 32768.0, atol=1e-6)
+
+
+def test_pipe_source_stop_is_prompt_on_an_idle_pipe():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            stdout=subprocess.PIPE)
+    try:
+        consumer = Consumer(PipeSource(rate=TARGET, stream=proc.stdout), TARGET)
+        time.sleep(0.2)
+        assert consumer.finish() < 0.5
+    finally:
+        stop_process(proc)
+        proc.stdout.close()
+
+
+# -- parse_source ----------------------------------------------------------------------------
+
+
+def test_parse_source_kinds_and_options(media):
+    path = media["flac_8k"]
+    source = parse_source(str(path))
+    assert isinstance(source, FileSource) and source.kind == "file" and not source.live
+    source = parse_source(f"file:{path}", realtime=True, loop=True)
+    assert isinstance(source, FileSource) and source.realtime and source.loop
+    source = parse_source("https://radio.example/live.mp3", max_reconnects=3)
+    assert isinstance(source, HttpSource) and source.live and source.max_reconnects == 3
+    assert isinstance(parse_source("http://radio.example/a"), HttpSource)
+    source = parse_source("device:USB Audio", blocksize=256, channels=2)
+    assert isinstance(source, DeviceSource) and source.live and source.device == "USB Audio"
+    assert parse_source("device:3").device == "3"
+    stream = io.BytesIO(b"")
+    source = parse_source("pipe:", format="f32le", rate=48000, channels=2, stream=stream)
+    assert isinstance(source, PipeSource) and source.kind == "pipe" and not source.live
+    assert (source.format, source.rate, source.channels, source.stream) == (
+        "f32le", 48000.0, 2, stream)
+
+
+def test_parse_source_errors():
+    with pytest.raises(SourceError, match=r"'ftp://x/y'.*file:PATH.*http.*device:.*pipe:"):
+        parse_source("ftp://x/y")
+    with pytest.raises(SourceError, match="missing.mp3"):
+        parse_source("missing.mp3")
+    with pytest.raises(SourceError, match="'volume'.*realtime, loop"):
+        parse_source("file:x.mp3", volume=2)
+    with pytest.raises(SourceError, match="unknown format"):
+        parse_source("pipe:", format="u8")
+
+
+def test_url_credentials_never_reach_the_description():
+    source = parse_source("http://user:s3cret@radio.example:8000/live.mp3?x=1")
+    assert source.description == "http://radio.example:8000/live.mp3?x=1"
+    assert "s3cret" not in repr(source)
+    with pytest.raises(SourceError) as info:
+        parse_source("rtsp://user:s3cret@cam.example/stream")
+    assert "s3cret" not in str(info.value)
+
+
+def test_http_source_error_messages_hide_credentials(audio_server):
+    server = audio_server(radio=False)
+    url = server.url("user:s3cret@").replace("/stream.mp3", "/missing.mp3")
+    status = Recorder()
+    with pytest.raises(SourceError) as info:
+        read_all(HttpSource(url, reconnect=False), TARGET, status)
+    assert "s3cret" not in str(info.value) and "127.0.0.1" in str(info.value)
+    assert all("s3cret" not in (c[1] or "") for c in status.calls)
