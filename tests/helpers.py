@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -38,3 +41,15 @@ def tiny_model_file(path: Path, *, seed: int = 0, preset: str = "musicnn", windo
         "thresholds": list(thresholds) if thresholds else [0.5] * len(tags),
         "architecture": {"name": "tiny"}})
     return path
+
+
+def run_streamtag(*args: str, popen: bool = False, **kwargs):
+    """Runs ``python -m streamtag ARGS`` as a user would, from outside the source tree: ``-m``
+    puts the working directory first on sys.path, and the source tree's streamtag/ (which lacks
+    the built extension in a non-editable install) would shadow the installed package."""
+    command = [sys.executable, "-m", "streamtag", *args]
+    kwargs.setdefault("cwd", tempfile.gettempdir())
+    if popen:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **kwargs)
+    return subprocess.run(command, capture_output=True, text=True, **kwargs)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
+from helpers import run_streamtag
 
 from streamtag.audio import load_audio, write_audio
 from streamtag.frontend import LogMelOptions, compute_logmel
@@ -13,8 +13,7 @@ from streamtag.testsignals import music_like
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamtag", *args], capture_output=True,
-                          text=True, timeout=120)
+    return run_streamtag(*args, timeout=120)
 
 
 def test_features_writes_the_frames_of_the_decoded_file(tmp_path):

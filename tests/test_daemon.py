@@ -7,14 +7,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
 import numpy as np
 import pytest
 import zmq
-from helpers import tiny_model_file
+from helpers import run_streamtag, tiny_model_file
 
 from streamtag.audio import load_audio, write_audio
 from streamtag.client import Subscriber
@@ -235,9 +234,8 @@ def test_prometheus_metrics(model_path, audio_files, tmp_path):
     assert 'streamtag_stream_state{state="ended",stream="a"} 1.0' in text
 
 
-def run_cli(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "streamtag", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+def run_cli(*args: str) -> subprocess.Popen:
+    return run_streamtag(*args, popen=True)
 
 
 def test_sigterm_drains_the_last_window_and_exits_cleanly(model_path, audio_files, tmp_path):

@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import tiny_model_file
+from helpers import run_streamtag, tiny_model_file
 
 from streamtag.audio import write_audio
 from streamtag.inference import InferenceModel
@@ -55,14 +53,12 @@ def test_segments_follow_events_and_summary_follows_window_means(setup):
 
 def test_tag_command_json_and_exit_code(setup):
     root, model_path = setup
-    done = subprocess.run([sys.executable, "-m", "streamtag", "tag", str(root / "two.flac"),
-                           "--model", str(model_path), "--device", "cpu", "--json"],
-                          capture_output=True, text=True, timeout=120)
+    done = run_streamtag("tag", str(root / "two.flac"), "--model", str(model_path),
+                         "--device", "cpu", "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.splitlines()[0])
     assert record["path"].endswith("two.flac") and record["windows"] > 0
     assert set(record["mean_scores"]) == {"calm", "loud", "bright", "dark"}
-    done = subprocess.run([sys.executable, "-m", "streamtag", "tag", str(root / "broken.mp3"),
-                           "--model", str(model_path), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=120)
+    done = run_streamtag("tag", str(root / "broken.mp3"), "--model", str(model_path),
+                         "--device", "cpu", timeout=120)
     assert done.returncode == 1 and "ERROR" in done.stdout
