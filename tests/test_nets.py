@@ -357,3 +357,25 @@ def test_vqvae_code_map_computed(vq_type, rows):
     with torch.no_grad():
         codes, _ = model.encode(torch.randn(1, 128, 1024))
     assert codes.shape == (1, 256, rows, 512)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n != "vqvae"])  # vqvae: no tags
+def test_every_tagger_becomes_a_model_file_giving_probabilities(name, tmp_path):
+    from streamtag import modelfile
+    from streamtag.frontend import LogMelOptions
+
+    model, x = _small(name)
+    waveform = nets.spec(name)["input_kind"] == "waveform"
+    manifest = {"name": name, "tags": [f"t{i}" for i in range(N_TAGS)],
+                "input_kind": "waveform" if waveform else "logmel",
+                "frontend": LogMelOptions(n_mels=96 if waveform else x.shape[1]),
+                "window": x.shape[-1], "hop": x.shape[-1] // 2 or 1,
+                "architecture": {"name": name, "options": SMALL[name][0]}}
+    modelfile.save(model, tmp_path / f"{name}.pt", manifest)
+    loaded = modelfile.load(tmp_path / f"{name}.pt", device="cpu")
+    probs = loaded(x)
+    assert probs.shape == (2, N_TAGS)
+    assert bool(((probs >= 0) & (probs <= 1)).all())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(probs, torch.sigmoid(model(x)), atol=1e-5, rtol=1e-5)
