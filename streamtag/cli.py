@@ -91,6 +91,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamtag.demo import run_demo
+    from streamtag.errors import ConfigError, ModelError
+
+    try:
+        return run_demo(args.model, realtime=args.realtime, speed=args.speed,
+                        seconds=args.seconds, dashboard=args.dashboard,
+                        dashboard_port=args.dashboard_port, device=args.device)
+    except (ConfigError, ModelError) as exc:
+        print(f"streamtag demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     from streamtag.client import listen_main
 
@@ -189,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list audio input devices")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("demo", help="watch the daemon tag a generated piece live")
+    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--realtime", action="store_true", help="play at real speed")
+    p.add_argument("--speed", type=float, default=4.0, help="playback speed (default 4)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the piece")
+    p.add_argument("--dashboard", action="store_true", help="also open the web dashboard")
+    p.add_argument("--dashboard-port", type=int, default=8080)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("listen", help="print a daemon's messages live")
     p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5556")

@@ -1,7 +1,7 @@
 """Audio inputs, one module per kind; each yields mono float32 chunks at the consumer's rate with
 their absolute sample index. ``parse_source`` turns a spec string into a source:
 
-- ``file:PATH`` or an existing path: FileSource (options ``realtime``, ``loop``)
+- ``file:PATH`` or an existing path: FileSource (options ``realtime``, ``speed``, ``loop``)
 - ``http://…``, ``https://…``: HttpSource (``reconnect``, ``max_backoff_s``,
   ``initial_backoff_s``, ``read_timeout_s``, ``max_reconnects``)
 - ``device:NAME_OR_INDEX``: DeviceSource (``blocksize``, ``channels``, ``device_rate``)

@@ -25,11 +25,15 @@ class FileSource(Source):
     kind = "file"
     live = False
 
-    def __init__(self, path: str | Path, *, realtime: bool = False, loop: bool = False) -> None:
+    def __init__(self, path: str | Path, *, realtime: bool = False, loop: bool = False,
+                 speed: float = 1.0) -> None:
         super().__init__()
+        if not (speed > 0 and speed < float("inf")):
+            raise SourceError(f"file source {path}: speed must be > 0, got {speed!r}")
         self.path = Path(path)
         self.description = str(self.path)
         self.realtime = bool(realtime)
+        self.speed = float(speed)  # with realtime: playback speed (2.0 plays twice as fast)
         self.loop = bool(loop)
 
     def _open(self) -> None:
@@ -62,7 +66,8 @@ class FileSource(Source):
                         if self.realtime:
                             start = time.monotonic() if start is None else start
                             # A chunk exists once its last sample has "played".
-                            if stop.wait(max(0.0, start + seconds_in - time.monotonic())):
+                            due = start + seconds_in / self.speed
+                            if stop.wait(max(0.0, due - time.monotonic())):
                                 break
                         chunk = self._chunk(samples, rate)
                         if chunk is not None:

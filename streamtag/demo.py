@@ -1,0 +1,106 @@
+"""``streamtag demo``: the daemon tagging a generated piece, watched live from the terminal.
+
+The piece (about a minute of synthetic music moving between calm, sparse passages and loud,
+dense, percussive ones) is written to a temporary file; a daemon tags it with the default model
+(or ``--model``), publishing on a free loopback port, and a subscriber in this process prints
+the messages as they arrive: tag events stand out, scores lines show the active tags. By default
+the piece plays at four times real speed; ``--realtime`` plays it at real speed.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from streamtag.audio import write_audio
+from streamtag.client import Subscriber, format_message
+from streamtag.config import (
+    ControlConfig,
+    DaemonConfig,
+    ModelConfig,
+    PublishConfig,
+    SourceConfig,
+)
+from streamtag.daemon import Daemon
+from streamtag.protocol import HeartbeatBody, StatusBody
+
+DEMO_RATE = 16000
+
+
+def run_demo(model: str | None = None, *, realtime: bool = False, speed: float = 4.0,
+             seconds: float = 60.0, dashboard: bool = False, dashboard_port: int = 8080,
+             device: str = "auto", out: TextIO | None = None) -> int:
+    from streamtag.train.synthetic import demo_piece  # a generator of audio, not the trainer
+
+    out = out or sys.stdout
+    color = out.isatty()
+    audio, segments = demo_piece(seconds, seed=0, sample_rate=DEMO_RATE)
+    with tempfile.TemporaryDirectory(prefix="streamtag-demo-") as folder:
+        piece = Path(folder) / "demo.wav"
+        write_audio(piece, audio, DEMO_RATE)
+        config = DaemonConfig(
+            model=ModelConfig(path=model, device=device),
+            publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.25),
+            control=ControlConfig(endpoint="tcp://127.0.0.1:*"))
+        daemon = Daemon(config).start()
+        stop_dashboard = threading.Event()
+        try:
+            print(f"streamtag demo: {seconds:.0f} s piece, model {daemon.model.name} "
+                  f"({len(daemon.model.tags)} tags), publishing on {daemon.publisher.endpoint}"
+                  + ("" if realtime else f", playing at {speed:g}x"), file=out, flush=True)
+            print("  the piece: " + "; ".join(f"{a:.0f}-{b:.0f} s {', '.join(t)}"
+                                            for a, b, t in segments), file=out, flush=True)
+            if dashboard:
+                _start_dashboard(daemon, dashboard_port, stop_dashboard, out)
+            with Subscriber(daemon.publisher.endpoint) as sub:
+                _wait_for_heartbeat(sub)
+                daemon.add_source(SourceConfig("demo", str(piece), {
+                    "realtime": True, "speed": 1.0 if realtime else speed}))
+                _print_until_ended(sub, out, color)
+        finally:
+            stop_dashboard.set()
+            daemon.stop()
+    return 0
+
+
+def _wait_for_heartbeat(sub: Subscriber, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = sub.recv(100)
+        if msg is not None and isinstance(msg.body, HeartbeatBody):
+            return
+    raise RuntimeError("the demo daemon publishes no heartbeat")
+
+
+def _print_until_ended(sub: Subscriber, out: TextIO, color: bool) -> None:
+    while True:
+        msg = sub.recv(1000)
+        if msg is None or isinstance(msg.body, HeartbeatBody):
+            continue
+        print(format_message(msg, color=color), file=out, flush=True)
+        if isinstance(msg.body, StatusBody) and msg.body.state in ("ended", "failed"):
+            return
+
+
+def _start_dashboard(daemon: Daemon, port: int, stop: threading.Event, out: TextIO) -> None:
+    import webbrowser
+
+    from streamtag.web import run_dashboard
+
+    ready = threading.Event()
+    url = {}
+
+    def on_ready(address: str) -> None:
+        url["address"] = address
+        ready.set()
+
+    threading.Thread(target=run_dashboard, name="streamtag-dashboard", daemon=True, kwargs={
+        "connect": daemon.publisher.endpoint, "control": daemon.control.endpoint,
+        "port": port, "ready": on_ready, "stop_event": stop}).start()
+    if ready.wait(10):
+        print(f"  dashboard: {url['address']}", file=out, flush=True)
+        webbrowser.open(url["address"])
