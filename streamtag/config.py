@@ -18,11 +18,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import tomllib
 import typing
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from streamtag.engine import EngineConfig
 from streamtag.errors import ConfigError
