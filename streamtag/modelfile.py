@@ -328,7 +328,7 @@ def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manif
         manifest,
         format_version=FORMAT_VERSION,
         weights_sha256=weights_sha256(top.model),
-        created=manifest.created or datetime.datetime.now(datetime.timezone.utc).isoformat(
+        created=manifest.created or datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds"),
     )
     data = manifest.to_dict()
