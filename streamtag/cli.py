@@ -108,9 +108,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     from streamtag.client import listen_main
+    from streamtag.errors import ConfigError
+    from streamtag.security import client_curve
 
+    curve = None
+    if args.server_key or args.client_key:
+        if not (args.server_key and args.client_key):
+            print("streamtag listen: --server-key and --client-key go together", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            curve = client_curve(args.server_key, args.client_key)
+        except ConfigError as exc:
+            print(f"streamtag listen: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return listen_main(args.endpoint, streams=args.stream or None, as_json=args.json,
-                       count=args.count, duration=args.duration)
+                       count=args.count, duration=args.duration, curve=curve)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from streamtag.security import generate_keys
+
+    public, secret = generate_keys(args.directory, args.name)
+    print(f"public key: {public}  (give it to the other side)\nsecret key: {secret}  "
+          "(keep it here)")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from streamtag.web import dashboard_main
+
+    return dashboard_main(args)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -221,7 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--count", type=int, help="stop after this many messages")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--server-key", help="the daemon's public key file (NAME.key), for CURVE")
+    p.add_argument("--client-key", help="this client's secret key file (NAME.key_secret)")
     p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("keys", help="CURVE key pairs for encrypted, authenticated sockets")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    g = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret in DIRECTORY")
+    g.add_argument("directory")
+    g.add_argument("--name", default="server", help="the key pair's name (default: server)")
+    g.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("dashboard",
+                       help="a web page showing the tags live, for a screen in the room")
+    p.add_argument("--connect", action="append", metavar="ENDPOINT",
+                   help="the daemon's (or a proxy's) PUB endpoint; repeatable "
+                        "(default tcp://127.0.0.1:5556)")
+    p.add_argument("--control", metavar="ENDPOINT",
+                   help="the daemon's control endpoint: the current state is fetched at start")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any free)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
     p.add_argument("--frontend", default="tcp://127.0.0.1:5558",

@@ -31,6 +31,7 @@ from streamtag.protocol import (
     validate_stream_id,
 )
 from streamtag.publish import control_request
+from streamtag.security import ClientCurve, make_client
 
 __all__ = ["ReceivedMessage", "Subscriber", "control_request", "format_message", "listen_main"]
 
@@ -71,7 +72,8 @@ class Subscriber:
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                  topics: Iterable[str] = ALL_TOPICS, timeout_ms: int | None = None, *,
-                 rcvhwm: int = 10000, context: zmq.Context | None = None):
+                 rcvhwm: int = 10000, context: zmq.Context | None = None,
+                 curve: ClientCurve | None = None):
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         if not endpoints:
             raise ValueError("Subscriber needs at least one endpoint")
@@ -101,6 +103,8 @@ class Subscriber:
         try:
             self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            if curve is not None:
+                make_client(self._socket, curve)
             for prefix in self.subscriptions:
                 self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
             for ep in endpoints:
@@ -241,7 +245,7 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
 def listen_main(endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                 as_json: bool = False, count: int | None = None, duration: float | None = None,
                 out: TextIO | None = None, *, topics: Iterable[str] = ALL_TOPICS,
-                context: zmq.Context | None = None) -> int:
+                context: zmq.Context | None = None, curve: ClientCurve | None = None) -> int:
     """``streamtag listen``: print received messages until `count` or `duration` or Ctrl-C.
 
     One line per message: human-readable, or with `as_json` one JSON object per line with the
@@ -252,7 +256,7 @@ def listen_main(endpoint: str | Sequence[str], streams: Iterable[str] | None = N
     deadline = None if duration is None else time.monotonic() + duration
     printed = 0
     try:
-        subscriber = Subscriber(endpoint, streams, topics, context=context)
+        subscriber = Subscriber(endpoint, streams, topics, context=context, curve=curve)
     except (ValueError, OSError) as exc:
         print(f"streamtag listen: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows
     [metrics]        port (0: off), address
+    [security]       server_key, client_keys (CURVE encryption and client authentication)
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ class ControlConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecurityConfig:
+    """CURVE for the PUB and control sockets: the daemon's secret certificate and a folder of
+    the public certificates of the clients it lets in (``streamtag keys generate``)."""
+
+    server_key: str | None = None  # NAME.key_secret
+    client_keys: str | None = None  # folder of NAME.key files
+
+    def __post_init__(self) -> None:
+        if (self.server_key is None) != (self.client_keys is None):
+            raise ConfigError("security.server_key and security.client_keys go together: give "
+                              "both (encrypted, authenticated) or neither (plain)")
+
+
+@dataclasses.dataclass(frozen=True)
 class MetricsConfig:
     port: int = 0  # 0: no metrics endpoint
     address: str = "127.0.0.1"
@@ -87,10 +102,12 @@ class DaemonConfig:
     smoothing: SmoothingConfig = SmoothingConfig()
     engine: EngineConfig = EngineConfig()
     metrics: MetricsConfig = MetricsConfig()
+    security: SecurityConfig = SecurityConfig()
 
 
 _SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
-             "smoothing": SmoothingConfig, "engine": EngineConfig, "metrics": MetricsConfig}
+             "smoothing": SmoothingConfig, "engine": EngineConfig, "metrics": MetricsConfig,
+             "security": SecurityConfig}
 
 
 def _describe(annotation: Any) -> str:

@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from streamtag.config import DaemonConfig, SourceConfig
 from streamtag.engine import Engine, WindowResult
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.inference import InferenceModel
 from streamtag.publish import ControlServer, Publisher
+from streamtag.security import Authenticator, CurveKeys, load_keys
 from streamtag.smoothing import TagEvent
 from streamtag.sources import Source, parse_source
 
@@ -66,6 +69,8 @@ class Daemon:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._started_at = time.monotonic()
+        self._context: zmq.Context | None = None  # own context only with [security]
+        self._auth: Authenticator | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -76,7 +81,9 @@ class Daemon:
         log.info("model %s: %d tags, %s input, window %d, hop %d, on %s", self.model.name,
                  len(self.model.tags), self.model.input_kind, self.model.window,
                  self.model.hop, self.model.device)
-        self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm)
+        curve = self._secure(cfg)
+        self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
+                                   context=self._context, curve=curve)
         self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing)
         if cfg.metrics.port:
             from streamtag.prometheus import DaemonMetrics
@@ -85,13 +92,24 @@ class Daemon:
             self.engine.on_batch = self.metrics.observe_batch
         self.engine.start()
         if cfg.control.endpoint:
-            self.control = ControlServer(cfg.control.endpoint, self._handlers()).start()
+            self.control = ControlServer(cfg.control.endpoint, self._handlers(),
+                                         context=self._context, curve=curve).start()
         self._heartbeat = threading.Thread(target=self._beat, name="streamtag-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
         for source in cfg.sources:
             self.add_source(source)
         return self
+
+    def _secure(self, cfg: DaemonConfig) -> CurveKeys | None:
+        """With [security]: a private ZeroMQ context whose authenticator admits only the
+        configured client keys, and the daemon's CURVE keys for its sockets."""
+        if cfg.security.server_key is None:
+            return None
+        keys = load_keys(cfg.security.server_key, need_secret=True)
+        self._context = zmq.Context()
+        self._auth = Authenticator(self._context, cfg.security.client_keys)
+        return keys
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until ``stop()`` has finished (or the timeout); True when stopped."""
@@ -125,6 +143,9 @@ class Daemon:
             self._heartbeat.join(2.0)
         if self.publisher is not None:
             self.publisher.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._context.term()
 
     def _beat(self) -> None:
         period = self.config.publish.heartbeat_s

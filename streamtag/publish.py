@@ -35,6 +35,7 @@ from streamtag.protocol import (
     topic_for,
     validate_stream_id,
 )
+from streamtag.security import ClientCurve, CurveKeys, make_client, make_server
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
@@ -79,7 +80,8 @@ class Publisher:
 
     def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, sndhwm: int = 1000,
                  session: str | None = None, *, connect: bool = False, linger_ms: int = 1000,
-                 hwm_policy: str = "per_subscriber", context: zmq.Context | None = None):
+                 hwm_policy: str = "per_subscriber", context: zmq.Context | None = None,
+                 curve: CurveKeys | None = None):
         if hwm_policy not in HWM_POLICIES:
             raise ValueError(f"hwm_policy must be one of {', '.join(HWM_POLICIES)}, "
                              f"got {hwm_policy!r}")
@@ -102,6 +104,8 @@ class Publisher:
             self._socket.setsockopt(zmq.LINGER, linger_ms)
             if refuse:
                 self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+            if curve is not None:
+                make_server(self._socket, curve)
             self.endpoint = bind_or_connect(self._socket, endpoint, connect, "publisher")
         except BaseException:
             self._socket.close(linger=0)
@@ -236,13 +240,15 @@ class ControlServer:
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT,
                  handlers: Mapping[str, Handler] | None = None, *,
-                 context: zmq.Context | None = None, poll_ms: int = 100):
+                 context: zmq.Context | None = None, poll_ms: int = 100,
+                 curve: CurveKeys | None = None):
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         for name, handler in (handlers or {}).items():
             if not isinstance(name, str) or not callable(handler):
                 raise TypeError(f"handlers maps command names to callables; got {name!r}")
             self._handlers[name] = handler
         self._requested = endpoint
+        self._curve = curve
         self._context = context
         self._poll_ms = poll_ms
         self.endpoint: str | None = None  # the bound endpoint, once started
@@ -320,6 +326,8 @@ class ControlServer:
         sock = ctx.socket(zmq.ROUTER)
         try:
             sock.setsockopt(zmq.LINGER, 0)
+            if self._curve is not None:
+                make_server(sock, self._curve)
             try:
                 self.endpoint = bind_or_connect(sock, self._requested, False, "control server")
             except OSError as exc:
@@ -355,7 +363,8 @@ class ControlServer:
 
 
 def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
-                    context: zmq.Context | None = None) -> dict[str, Any]:
+                    context: zmq.Context | None = None,
+                    curve: ClientCurve | None = None) -> dict[str, Any]:
     """Send one control request and return the reply dict ({"ok": ..., ...}).
 
     Raises TimeoutError when no reply comes within `timeout_ms`, and ProtocolError for a
@@ -366,6 +375,8 @@ def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int =
     sock = ctx.socket(zmq.REQ)
     try:
         sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            make_client(sock, curve)
         bind_or_connect(sock, endpoint, True, "control client")
         sock.send(payload, flags=zmq.NOBLOCK)
         if not sock.poll(timeout_ms, zmq.POLLIN):

@@ -59,6 +59,7 @@ def test_a_full_file_loads(tmp_path):
     ("[[sources]]\nid='a'\nspec='x'\n[[sources]]\nid='a'\nspec='y'", ["'a'", "twice"]),
     ("[publish]\nheartbeat_s = true", ["publish.heartbeat_s", "number"]),
     ("[engine\n", ["not valid TOML"]),
+    ("[security]\nserver_key = 'k.key_secret'", ["security.server_key", "client_keys"]),
 ])
 def test_bad_lines_name_their_key(tmp_path, text, names):
     path = tmp_path / "bad.toml"

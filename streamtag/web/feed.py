@@ -1,0 +1,257 @@
+"""What the dashboard knows of a daemon's feed: per-stream state, a short timeline, liveness.
+
+`FeedState` is plain data, fed from one thread (the event loop's); it turns protocol messages
+(as `ReceivedMessage.to_dict()` dicts) and control replies into the views a page draws, so a
+page that connects late gets the current state at once. `FeedThread` runs a
+`streamtag.client.Subscriber` in a background thread and hands each message to a callback.
+Nothing here knows audio, models or HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from streamtag.client import Subscriber
+
+DEFAULT_HISTORY_S = 300.0       # the timeline strip: the last five minutes
+DEFAULT_HEARTBEAT_S = 2.0       # the daemon's default, until heartbeats show the real interval
+MIN_SILENCE_S = 1.0             # never call a daemon lost sooner than this
+MISSED_HEARTBEATS = 3           # the protocol: three missed intervals mean the daemon is gone
+_BIN_S = 1.0                    # timeline resolution: one column per second
+
+
+def _blank_stream(stream: str) -> dict[str, Any]:
+    return {"id": stream, "session": None, "model": None, "tags": [], "smoothed": [],
+            "active": [], "thresholds": None, "status": None, "updated_at": None,
+            "gaps": 0, "restarted_at": None, "history": deque()}
+
+
+def _reset(view: dict[str, Any]) -> None:
+    """Forget a stream's state but keep its timeline and loss count."""
+    view.update({k: v for k, v in _blank_stream(view["id"]).items()
+                 if k not in ("history", "gaps")})
+
+
+class FeedState:
+    """The dashboard's picture of the feed, updated message by message.
+
+    Times are this process's wall clock (`clock`), so a page can draw every stream's timeline
+    on one axis whatever the daemons' clocks say; liveness uses `monotonic`.
+    """
+
+    def __init__(self, endpoints: Sequence[str], control: str | None = None, *,
+                 history_s: float = DEFAULT_HISTORY_S,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
+        if history_s <= 0:
+            raise ValueError(f"history_s must be > 0, got {history_s!r}")
+        self.endpoints = list(endpoints)
+        self.control = control
+        self.history_s = float(history_s)
+        self.streams: dict[str, dict[str, Any]] = {}
+        self.snapshot_sessions: set[str] = set()   # daemon sessions a snapshot was taken of
+        self.thresholds: dict[str, list[float]] = {}  # model hash -> per-tag thresholds
+        self._clock = clock
+        self._monotonic = monotonic
+        self._last_seen: float | None = None        # monotonic time of the last message
+        self._last_heartbeat: dict[str, float] = {}  # session -> monotonic arrival
+        self._intervals: deque[float] = deque(maxlen=8)
+        self.heartbeat_session: str | None = None
+
+    # -- messages
+
+    def apply_message(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply one received message (ReceivedMessage.to_dict()); returns what to forward."""
+        now = self._clock()
+        self._last_seen = self._monotonic()
+        header, body = message["header"], message["body"]
+        msg_type = header["msg_type"]
+        if msg_type == "heartbeat":
+            self._heartbeat(header["session"])
+        else:
+            view = self._stream(header["stream"])
+            if message.get("restarted") or view["session"] not in (None, header["session"]):
+                # A new daemon session: tag states start again, all off (the protocol says so).
+                _reset(view)
+                view["restarted_at"] = now
+            view["session"] = header["session"]
+            view["gaps"] += int(message.get("gap", 0))
+            if msg_type == "scores":
+                self._scores(view, body, now)
+            elif msg_type == "event":
+                self._event(view, body)
+            elif msg_type == "status":
+                view["status"] = dict(body)
+        return {"type": "message", "received_at": now, "message": dict(message)}
+
+    def _heartbeat(self, session: str) -> None:
+        arrival = self._monotonic()
+        last = self._last_heartbeat.get(session)
+        if last is not None:
+            self._intervals.append(arrival - last)
+        self._last_heartbeat[session] = arrival
+        self.heartbeat_session = session
+
+    def _scores(self, view: dict[str, Any], body: Mapping[str, Any], now: float) -> None:
+        model = body.get("model") or {}
+        view.update(tags=list(body["tags"]), smoothed=list(body["smoothed"]),
+                    active=list(body["active"]), model=dict(model), updated_at=now,
+                    thresholds=self._thresholds_for(model.get("hash"), body["tags"]))
+        self._record(view, now)
+
+    @staticmethod
+    def _event(view: dict[str, Any], body: Mapping[str, Any]) -> None:
+        # Events are folded into the active set so a page shows a change at once, before the
+        # next scores message confirms it.
+        active = [t for t in view["active"] if t != body["tag"]]
+        if body["state"] == "on":
+            active.append(body["tag"])
+        view["active"] = active
+
+    def _record(self, view: dict[str, Any], now: float) -> None:
+        history: deque = view["history"]
+        start = math.floor(now / _BIN_S) * _BIN_S
+        if history and history[-1][0] == start:
+            merged = set(history[-1][1]) | set(view["active"])
+            history[-1][1] = [t for t in view["tags"] if t in merged]
+        else:
+            history.append([start, list(view["active"])])
+        while history and history[0][0] < now - self.history_s - _BIN_S:
+            history.popleft()
+
+    # -- control replies
+
+    def apply_snapshot(self, snapshot: Mapping[str, Any],
+                       status: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Apply a control `snapshot` reply (and optionally a `status` reply).
+
+        A stream already seen live in the snapshot's session keeps its live state: the live
+        messages are at least as new. Returns the message to forward, or None if nothing
+        changed.
+        """
+        session = snapshot.get("session")
+        if isinstance(session, str):
+            self.snapshot_sessions.add(session)
+        model = snapshot.get("model") if isinstance(snapshot.get("model"), Mapping) else {}
+        if isinstance(model.get("hash"), str) and isinstance(model.get("thresholds"), list):
+            self.thresholds[model["hash"]] = list(model["thresholds"])
+        now = self._clock()
+        changed: dict[str, dict[str, Any]] = {}
+        states = (status or {}).get("streams") or {}
+        for stream, snap in (snapshot.get("streams") or {}).items():
+            view = self.streams.get(stream)
+            if view is not None and view["session"] == session and view["updated_at"]:
+                continue
+            if view is None:
+                view = self.streams[stream] = _blank_stream(stream)
+            elif view["session"] != session:
+                _reset(view)
+            view.update(session=session, tags=list(snap.get("tags", [])),
+                        smoothed=list(snap.get("smoothed", [])),
+                        active=list(snap.get("active", [])),
+                        model={"name": model.get("name"), "hash": model.get("hash")},
+                        thresholds=self._thresholds_for(model.get("hash"), snap.get("tags")))
+            state = states.get(stream)
+            if isinstance(state, Mapping) and view["status"] is None:
+                view["status"] = {k: state.get(k) for k in
+                                  ("state", "error", "title", "source", "counters")}
+            self._record(view, now)
+            changed[stream] = self.view(stream)
+        if not changed:
+            return None
+        return {"type": "snapshot", "received_at": now, "session": session, "streams": changed}
+
+    def _thresholds_for(self, model_hash: Any, tags: Any) -> list[float] | None:
+        thresholds = self.thresholds.get(model_hash) if isinstance(model_hash, str) else None
+        if thresholds is None or not isinstance(tags, list) or len(tags) != len(thresholds):
+            return None
+        return thresholds
+
+    # -- what a page gets
+
+    def _stream(self, stream: str) -> dict[str, Any]:
+        view = self.streams.get(stream)
+        if view is None:
+            view = self.streams[stream] = _blank_stream(stream)
+        return view
+
+    def view(self, stream: str) -> dict[str, Any]:
+        view = self.streams[stream]
+        return {**view, "history": [list(entry) for entry in view["history"]]}
+
+    def liveness(self) -> dict[str, Any]:
+        """Whether the daemon is heard from: seen, seconds since, and the limit used."""
+        interval = (statistics.median(self._intervals) if self._intervals
+                    else DEFAULT_HEARTBEAT_S)
+        timeout_s = max(MISSED_HEARTBEATS * interval, MIN_SILENCE_S)
+        age_s = None if self._last_seen is None else self._monotonic() - self._last_seen
+        return {"seen": age_s is not None, "age_s": age_s, "timeout_s": timeout_s,
+                "alive": age_s is not None and age_s <= timeout_s,
+                "session": self.heartbeat_session}
+
+    def tick(self) -> dict[str, Any]:
+        return {"type": "tick", "now": self._clock(), "daemon": self.liveness()}
+
+    def hello(self) -> dict[str, Any]:
+        """Everything a page needs to draw at once."""
+        return {"type": "hello", "now": self._clock(), "feed": self.endpoints,
+                "control": self.control, "history_s": self.history_s,
+                "daemon": self.liveness(),
+                "streams": {stream: self.view(stream) for stream in sorted(self.streams)}}
+
+
+class FeedThread:
+    """Runs a Subscriber in a background thread, calling `deliver(message_dict)` per message.
+
+    ZeroMQ reconnects the SUB socket by itself, so a restarted daemon on the same endpoint is
+    picked up without help; the Subscriber marks its first messages `restarted`.
+    """
+
+    def __init__(self, endpoints: str | Iterable[str],
+                 deliver: Callable[[dict[str, Any]], None], *, poll_ms: int = 200):
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self._deliver = deliver
+        self._poll_ms = poll_ms
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="streamtag-dashboard-feed",
+                                        daemon=True)
+
+    def start(self, timeout_s: float = 5.0) -> FeedThread:
+        """Start; returns once subscribed (raises what the Subscriber raised, e.g. OSError)."""
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            self.stop()
+            raise TimeoutError(f"the feed subscriber did not start within {timeout_s} s")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        self._stop.set()
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            subscriber = Subscriber(self.endpoints)
+        except (OSError, ValueError) as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        with subscriber:
+            while not self._stop.is_set():
+                message = subscriber.recv(self._poll_ms)
+                if message is not None:
+                    self._deliver(message.to_dict())

@@ -1,0 +1,431 @@
+// The streamtag dashboard page: draws what the bridge at /ws forwards (see server.py for the
+// message types). No libraries, no network access beyond this page's own server.
+"use strict";
+
+(() => {
+  const MAX_BARS = { "1": 12, "2": 10, many: 8 };  // more tags: the highest scores only
+  const QUIET_S = 30;            // no scores for this long: the panel says so and dims
+  const MAX_TIMELINE_ROWS = 10;
+  const ROW_PX = 34;
+  const LABEL_PX = 150;
+  const BIN_S = 1;               // as the bridge's timeline bins
+  const RESTART_NOTE_S = 60;
+  const RETRY_MIN_MS = 500;
+  const RETRY_MAX_MS = 5000;
+  const SILENT_SOCKET_MS = 5000; // no tick for this long: the socket is dead even if open
+
+  const view = {
+    streams: new Map(),          // id -> stream state, as the bridge's FeedState views
+    offsetS: 0,                  // bridge clock minus this browser's clock
+    historyS: 300,
+    daemon: null,                // liveness from the last tick
+    feed: [],
+    connected: false,
+    retryAt: 0,
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const bridgeNow = () => Date.now() / 1000 + view.offsetS;
+
+  // ---------------------------------------------------------------- state
+
+  function blankStream(id) {
+    return {
+      id, session: null, model: null, tags: [], smoothed: [], active: [], thresholds: null,
+      status: null, updated_at: null, gaps: 0, restarted_at: null, history: [],
+    };
+  }
+
+  function resetStream(s) {
+    const keep = { history: s.history, gaps: s.gaps };
+    Object.assign(s, blankStream(s.id), keep);
+  }
+
+  function stream(id) {
+    let s = view.streams.get(id);
+    if (!s) {
+      s = blankStream(id);
+      view.streams.set(id, s);
+    }
+    return s;
+  }
+
+  function record(s, t) {
+    const start = Math.floor(t / BIN_S) * BIN_S;
+    const last = s.history[s.history.length - 1];
+    if (last && last[0] === start) {
+      const merged = new Set([...last[1], ...s.active]);
+      last[1] = s.tags.filter((tag) => merged.has(tag));
+    } else {
+      s.history.push([start, s.active.slice()]);
+    }
+    const oldest = t - view.historyS - BIN_S;
+    while (s.history.length && s.history[0][0] < oldest) s.history.shift();
+  }
+
+  // The same rules as FeedState.apply_message, so a page and a late-joining page agree.
+  function applyMessage(m, receivedAt) {
+    const h = m.header;
+    const b = m.body;
+    view.daemon = Object.assign({}, view.daemon, { seen: true, alive: true, age_s: 0 });
+    if (h.msg_type === "heartbeat") return;
+    const s = stream(h.stream);
+    if (m.restarted || (s.session !== null && s.session !== h.session)) {
+      resetStream(s);
+      s.restarted_at = receivedAt;
+    }
+    s.session = h.session;
+    s.gaps += m.gap || 0;
+    if (h.msg_type === "scores") {
+      if (!s.model || !b.model || s.model.hash !== b.model.hash ||
+          (s.thresholds && s.thresholds.length !== b.tags.length)) {
+        s.thresholds = null;
+      }
+      s.tags = b.tags;
+      s.smoothed = b.smoothed;
+      s.active = b.active;
+      s.model = b.model;
+      s.updated_at = receivedAt;
+      record(s, receivedAt);
+    } else if (h.msg_type === "event") {
+      s.active = s.active.filter((tag) => tag !== b.tag);
+      if (b.state === "on") s.active.push(b.tag);
+    } else if (h.msg_type === "status") {
+      s.status = b;
+    }
+  }
+
+  function handle(msg) {
+    if (msg.type === "hello") {
+      view.offsetS = msg.now - Date.now() / 1000;
+      view.historyS = msg.history_s;
+      view.daemon = msg.daemon;
+      view.feed = msg.feed;
+      view.streams.clear();
+      for (const [id, s] of Object.entries(msg.streams)) view.streams.set(id, s);
+      $("feed").textContent = "feed " + msg.feed.join(", ");
+    } else if (msg.type === "message") {
+      applyMessage(msg.message, msg.received_at);
+    } else if (msg.type === "snapshot") {
+      for (const [id, s] of Object.entries(msg.streams)) view.streams.set(id, s);
+    } else if (msg.type === "tick") {
+      view.offsetS = msg.now - Date.now() / 1000;
+      view.daemon = msg.daemon;
+    }
+    scheduleRender();
+  }
+
+  // ---------------------------------------------------------------- the socket
+
+  let socket = null;
+  let retryMs = RETRY_MIN_MS;
+  let lastHeardMs = 0;
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(scheme + "//" + location.host + "/ws");
+    socket.onopen = () => {
+      view.connected = true;
+      retryMs = RETRY_MIN_MS;
+      lastHeardMs = Date.now();
+      scheduleRender();
+    };
+    socket.onmessage = (event) => {
+      lastHeardMs = Date.now();
+      handle(JSON.parse(event.data));
+    };
+    socket.onclose = () => {
+      socket = null;
+      view.connected = false;
+      view.retryAt = Date.now() + retryMs;
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+      scheduleRender();
+    };
+  }
+
+  setInterval(() => {
+    if (socket && view.connected && Date.now() - lastHeardMs > SILENT_SOCKET_MS) socket.close();
+    $("clock").textContent = new Date().toLocaleTimeString([], { hour12: false });
+    scheduleRender();
+  }, 1000);
+
+  // ---------------------------------------------------------------- drawing
+
+  let pending = false;
+  function scheduleRender() {
+    if (pending) return;
+    pending = true;
+    const run = () => { pending = false; render(); };
+    if (document.hidden) setTimeout(run, 250); else requestAnimationFrame(run);
+  }
+
+  function tagHue(tag) {
+    let hash = 2166136261;  // FNV-1a: the same tag gets the same colour on every screen
+    for (let i = 0; i < tag.length; i++) {
+      hash ^= tag.charCodeAt(i);
+      hash = Math.imul(hash, 16777619) >>> 0;
+    }
+    return hash % 360;
+  }
+  // Yellows and greens look lighter at the same HSL lightness: darker ones keep white text
+  // at a contrast of at least 4.5:1 whatever the hue.
+  function tagColor(tag, light = 32) {
+    const hue = tagHue(tag);
+    const bright = hue >= 40 && hue <= 200 ? 8 : hue > 200 && hue < 215 ? 4 : 0;
+    return `hsl(${hue}, 68%, ${light - bright}%)`;
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function ago(seconds) {
+    if (seconds < 90) return Math.round(seconds) + " s";
+    if (seconds < 5400) return Math.round(seconds / 60) + " min";
+    return (seconds / 3600).toFixed(1) + " h";
+  }
+
+  function render() {
+    renderBanner();
+    const main = $("streams");
+    const ids = [...view.streams.keys()].sort();
+    $("empty").hidden = ids.length > 0;
+    main.dataset.layout = ids.length <= 1 ? "1" : ids.length === 2 ? "2" : "many";
+    const panels = new Map();
+    for (const node of main.querySelectorAll("section.panel")) panels.set(node.dataset.stream, node);
+    for (const [id, node] of panels) if (!view.streams.has(id)) node.remove();
+    for (const id of ids) {
+      let panel = panels.get(id);
+      if (!panel) {
+        panel = $("panel-template").content.firstElementChild.cloneNode(true);
+        panel.dataset.stream = id;
+        panel.querySelector(".stream-name").textContent = id;
+        main.appendChild(panel);
+      }
+      renderPanel(panel, view.streams.get(id));
+    }
+    // Panels in id order, whatever order they appeared in. Moving a node restarts its CSS
+    // animations, so only what is out of place moves.
+    placeInOrder(main, ids.map((id) => main.querySelector(`section.panel[data-stream="${CSS.escape(id)}"]`)),
+      main.querySelector("section.panel"));
+  }
+
+  function placeInOrder(parent, nodes, first) {
+    let at = first;
+    for (const node of nodes) {
+      if (node !== at) parent.insertBefore(node, at);
+      at = node.nextElementSibling;
+    }
+  }
+
+  function renderBanner() {
+    const banner = $("banner");
+    const pill = $("connection");
+    const d = view.daemon;
+    let text = "";
+    let info = false;
+    if (!view.connected) {
+      const wait = Math.max(0, Math.ceil((view.retryAt - Date.now()) / 1000));
+      text = `Dashboard server unreachable \u2014 reconnecting${wait ? " in " + wait + " s" : ""}`;
+      pill.textContent = "offline";
+      pill.className = "pill down";
+    } else if (d && !d.seen) {
+      text = `Waiting for the daemon at ${view.feed.join(", ")}`;
+      info = true;
+      pill.textContent = "waiting";
+      pill.className = "pill";
+    } else if (d && !d.alive) {
+      text = `Daemon not seen for ${ago(d.age_s)}`;
+      pill.textContent = "daemon lost";
+      pill.className = "pill down";
+    } else {
+      pill.textContent = "live";
+      pill.className = "pill live";
+    }
+    banner.hidden = !text;
+    banner.textContent = text;
+    banner.classList.toggle("info", info);
+    document.body.classList.toggle("stale", Boolean(text) && !info);
+  }
+
+  function renderPanel(panel, s) {
+    const state = s.status ? s.status.state : null;
+    panel.classList.toggle("reconnecting", state === "reconnecting");
+    panel.classList.toggle("failed", state === "failed");
+    panel.classList.toggle("ended", state === "ended");
+    const pill = panel.querySelector(".state");
+    pill.className = "state pill" + (state === "running" ? " live" : state === "failed" ? " down" : "");
+    pill.textContent = state || "";
+    pill.hidden = !state;
+    panel.querySelector(".title").textContent = s.status && s.status.title ? s.status.title : "";
+
+    const problem = panel.querySelector(".problem");
+    let problemText = "";
+    if (state === "reconnecting") problemText = "Reconnecting to the source";
+    else if (state === "failed") problemText = "Source failed";
+    else if (state === "ended") problemText = "Source ended";
+    if (problemText && s.status.error) problemText += ": " + s.status.error;
+    problem.hidden = !problemText;
+    problem.textContent = problemText;
+
+    const notes = [];
+    if (s.restarted_at && bridgeNow() - s.restarted_at < RESTART_NOTE_S) {
+      notes.push("daemon restarted " + new Date(s.restarted_at * 1000).toLocaleTimeString([], { hour12: false }));
+    }
+    if (s.gaps) notes.push(`${s.gaps} message${s.gaps === 1 ? "" : "s"} lost`);
+    if (s.model && s.model.name) notes.push("model " + s.model.name);
+
+    const quietS = s.updated_at ? bridgeNow() - s.updated_at : 0;
+    panel.classList.toggle("quiet", quietS > QUIET_S);
+    if (quietS > QUIET_S) notes.unshift("no scores for " + ago(quietS));
+    panel.querySelector(".note").textContent = notes.join(" \u00b7 ");
+
+    renderTiles(panel.querySelector(".tiles"), s);
+    renderBars(panel.querySelector(".bars"), s, MAX_BARS[$("streams").dataset.layout] || 8);
+    renderTimeline(panel.querySelector(".timeline"), s);
+  }
+
+  function renderTiles(box, s) {
+    // Active tags in the model's tag order, so tiles do not jump around as scores move.
+    const order = new Map(s.tags.map((tag, i) => [tag, i]));
+    const active = s.active.slice().sort((a, b) => (order.get(a) ?? 1e9) - (order.get(b) ?? 1e9));
+    const existing = new Map();
+    for (const node of box.children) existing.set(node.dataset.tag ?? "", node);
+    const wanted = active.length ? active : [null];
+    for (const [key, node] of existing) {
+      if (!wanted.includes(key === "" ? null : key)) node.remove();
+    }
+    const nodes = [];
+    for (const tag of wanted) {
+      const key = tag === null ? "" : tag;
+      let node = existing.get(key);
+      if (!node || !node.isConnected) {
+        node = el("div", tag === null ? "tile none" : "tile");
+        if (tag === null) {
+          node.textContent = "no active tag";
+        } else {
+          node.dataset.tag = tag;
+          node.style.background = tagColor(tag);
+          node.append(el("span", "name", tag), el("span", "score"));
+        }
+      }
+      if (tag !== null) {
+        const i = order.get(tag);
+        node.querySelector(".score").textContent =
+          i === undefined || s.smoothed[i] === undefined ? "" : s.smoothed[i].toFixed(2);
+      }
+      nodes.push(node);
+    }
+    placeInOrder(box, nodes, box.firstElementChild);
+    // Many tags on at once: smaller tiles, so they still fit beside each other.
+    box.dataset.count = String(Math.min(active.length, 5));
+  }
+
+  function renderBars(box, s, maxBars) {
+    let rows = s.tags.map((tag, i) => ({ tag, score: s.smoothed[i] ?? 0, mark: s.thresholds ? s.thresholds[i] : null }));
+    if (rows.length > maxBars) {
+      rows = rows.slice().sort((a, b) => b.score - a.score).slice(0, maxBars);
+    }
+    const active = new Set(s.active);
+    while (box.children.length > rows.length) box.lastChild.remove();
+    rows.forEach((row, i) => {
+      let node = box.children[i];
+      if (!node) {
+        node = el("div", "bar");
+        const track = el("div", "track");
+        track.append(el("div", "fill"), el("div", "mark"));
+        node.append(el("span", "name"), track, el("span", "value"));
+        box.appendChild(node);
+      }
+      const on = active.has(row.tag);
+      node.classList.toggle("on", on);
+      node.dataset.tag = row.tag;
+      node.querySelector(".name").textContent = row.tag;
+      const fill = node.querySelector(".fill");
+      fill.style.width = (Math.max(0, Math.min(1, row.score)) * 100).toFixed(1) + "%";
+      fill.style.background = on ? tagColor(row.tag, 50) : "";
+      const mark = node.querySelector(".mark");
+      mark.hidden = row.mark === null || row.mark === undefined;
+      if (!mark.hidden) mark.style.left = (row.mark * 100).toFixed(1) + "%";
+      node.querySelector(".value").textContent = row.score.toFixed(2);
+    });
+  }
+
+  function renderTimeline(box, s) {
+    const canvas = box.querySelector("canvas");
+    const now = bridgeNow();
+    const start = now - view.historyS;
+    const minutes = Math.round(view.historyS / 60);
+    box.querySelector(".axis-start").textContent = minutes >= 1 ? `\u2212${minutes} min` : `\u2212${Math.round(view.historyS)} s`;
+
+    // Rows: the tags on at some time in the window, the most recently on first.
+    const lastOn = new Map();
+    for (const [t, tags] of s.history) {
+      if (t + BIN_S < start) continue;
+      for (const tag of tags) lastOn.set(tag, t);
+    }
+    const rows = [...lastOn.keys()]
+      .sort((a, b) => lastOn.get(b) - lastOn.get(a) || a.localeCompare(b))
+      .slice(0, MAX_TIMELINE_ROWS);
+    rows.sort((a, b) => {
+      const ia = s.tags.indexOf(a);
+      const ib = s.tags.indexOf(b);
+      return (ia < 0 ? 1e9 : ia) - (ib < 0 ? 1e9 : ib) || a.localeCompare(b);
+    });
+
+    const ratio = window.devicePixelRatio || 1;
+    const cssWidth = Math.max(200, canvas.clientWidth || box.clientWidth || 600);
+    const cssHeight = Math.max(1, rows.length) * ROW_PX + 8;
+    if (canvas.width !== Math.round(cssWidth * ratio) || canvas.height !== Math.round(cssHeight * ratio)) {
+      canvas.width = Math.round(cssWidth * ratio);
+      canvas.height = Math.round(cssHeight * ratio);
+      canvas.style.height = cssHeight + "px";
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, cssWidth, cssHeight);
+    const plotX = LABEL_PX;
+    const plotW = cssWidth - LABEL_PX - 6;
+
+    // A faint line each minute.
+    ctx.strokeStyle = "#263042";
+    ctx.lineWidth = 1;
+    for (let m = Math.ceil(start / 60) * 60; m < now; m += 60) {
+      const x = plotX + ((m - start) / view.historyS) * plotW;
+      ctx.beginPath();
+      ctx.moveTo(x + 0.5, 0);
+      ctx.lineTo(x + 0.5, cssHeight);
+      ctx.stroke();
+    }
+    ctx.textBaseline = "middle";
+    ctx.font = "600 21px system-ui, 'DejaVu Sans', sans-serif";
+    if (!rows.length) {
+      ctx.fillStyle = "#a9b3c4";
+      ctx.fillText(`no tag active in the last ${minutes >= 1 ? minutes + " min" : Math.round(view.historyS) + " s"}`, 12, cssHeight / 2);
+      return;
+    }
+    const rowOf = new Map(rows.map((tag, i) => [tag, i]));
+    rows.forEach((tag, i) => {
+      ctx.fillStyle = "#e8edf5";
+      ctx.fillText(tag, 8, 4 + i * ROW_PX + ROW_PX / 2, LABEL_PX - 16);
+    });
+    const binW = Math.max(1, (BIN_S / view.historyS) * plotW + 0.5);
+    for (const [t, tags] of s.history) {
+      if (t + BIN_S < start) continue;
+      const x = plotX + ((t - start) / view.historyS) * plotW;
+      for (const tag of tags) {
+        const i = rowOf.get(tag);
+        if (i === undefined) continue;
+        ctx.fillStyle = tagColor(tag, 52);
+        ctx.fillRect(x, 4 + i * ROW_PX + 3, binW, ROW_PX - 6);
+      }
+    }
+  }
+
+  connect();
+  render();
+})();

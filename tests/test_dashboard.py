@@ -1,0 +1,469 @@
+"""The venue dashboard: its server, its websocket bridge, and the page in a real browser.
+
+A `FakeDaemon` (a real Publisher and ControlServer on 127.0.0.1, publishing what a daemon
+would: heartbeats, scores with active tags, tag events, status) stands in for the daemon, so
+the tags on screen are known. The browser test drives Debian's chromium with playwright.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+
+import pytest
+
+pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
+
+from websockets.exceptions import InvalidStatus  # noqa: E402
+from websockets.sync.client import connect as ws_connect  # noqa: E402
+
+from streamtag.publish import ControlServer, Publisher  # noqa: E402
+from streamtag.web import dashboard_main, run_dashboard  # noqa: E402
+from streamtag.web.feed import FeedState  # noqa: E402
+from streamtag.web.server import PAGES, load_static  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+BROWSER_MISSING = "needs Debian chromium and playwright: apt-get install chromium; " \
+                  "pip install playwright"
+TAGS = ("calm", "loud", "percussive", "bright")
+THRESHOLDS = (0.5, 0.5, 0.5, 0.5)
+MODEL = {"name": "venue-test", "hash": "sha256:0123abcd"}
+WAIT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scores_for(active: tuple[str, ...]) -> list[float]:
+    return [0.9 if tag in active else 0.1 for tag in TAGS]
+
+
+class FakeDaemon:
+    """What a daemon publishes for one stream "room", with the active tags set by the test."""
+
+    def __init__(self, endpoint: str, control: str | None = None, *, active=("calm",),
+                 scores: bool = True, heartbeat_s: float = 0.2, scores_s: float = 0.1):
+        self.active = tuple(active)
+        self.scores = scores
+        self.publisher = self._bind(endpoint)
+        self.control = None
+        if control is not None:
+            self.control = ControlServer(control, {"snapshot": self._snapshot,
+                                                   "status": self._status}).start()
+        self._intervals = (heartbeat_s, scores_s)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="fake-daemon", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _bind(endpoint: str) -> Publisher:
+        # The previous publisher's port is released asynchronously by ZeroMQ's I/O thread.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                return Publisher(endpoint, linger_ms=0)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _snapshot(self, request: dict) -> dict:
+        with self._lock:
+            active = list(self.active)
+        return {"session": self.publisher.session,
+                "model": {**MODEL, "tags": list(TAGS), "thresholds": list(THRESHOLDS)},
+                "streams": {"room": {"tags": list(TAGS), "smoothed": scores_for(self.active),
+                                     "active": active, "windows": 7}}}
+
+    def _status(self, request: dict) -> dict:
+        return {"session": self.publisher.session,
+                "streams": {"room": {"state": "running", "error": None, "source": "device:test",
+                                     "title": None, "counters": {"windows": 7}}}}
+
+    def set_active(self, *tags: str) -> None:
+        with self._lock:
+            before, self.active = self.active, tuple(tags)
+            window_end = self.publisher.uptime_s
+            for tag in TAGS:
+                if (tag in before) != (tag in tags):
+                    self.publisher.publish_event("room", tag=tag,
+                                                 state="on" if tag in tags else "off",
+                                                 score=0.9 if tag in tags else 0.1,
+                                                 time_s=window_end,
+                                                 sample=int(window_end * 16000))
+
+    def status(self, state: str, error: str | None = None) -> None:
+        self.publisher.publish_status("room", state=state, error=error,
+                                      counters={"windows": 1}, source="device:test")
+
+    def _run(self) -> None:
+        heartbeat_s, scores_s = self._intervals
+        next_heartbeat = 0.0
+        while not self._stop.wait(scores_s):
+            with self._lock:
+                if time.monotonic() >= next_heartbeat:
+                    self.publisher.heartbeat(1)
+                    next_heartbeat = time.monotonic() + heartbeat_s
+                if self.scores:
+                    end_s = self.publisher.uptime_s
+                    self.publisher.publish_scores(
+                        "room", start_s=max(0.0, end_s - 1), end_s=end_s,
+                        start_sample=int(max(0.0, end_s - 1) * 16000),
+                        end_sample=int(end_s * 16000), tags=TAGS,
+                        raw=scores_for(self.active), smoothed=scores_for(self.active),
+                        active=self.active, model=MODEL, latency_ms=5.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self.control is not None:
+            self.control.stop()
+        self.publisher.close(linger_ms=0)
+
+
+class DashboardThread:
+    """run_dashboard in a thread, stopped by `stop()`; `url` once it listens."""
+
+    def __init__(self, connect: str, port: int = 0, control: str | None = None, **options):
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.url = ""
+
+        def ready(url: str) -> None:
+            self.url = url
+            self._ready.set()
+
+        def run() -> None:
+            try:
+                run_dashboard(connect, port, "127.0.0.1", control, ready, self._stop,
+                              **options)
+            except BaseException as exc:  # handed to the test thread
+                self._error = exc
+                self._ready.set()
+
+        self._thread = threading.Thread(target=run, name="dashboard", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(WAIT_S) or self._error is not None:
+            self.stop()
+            raise RuntimeError(f"the dashboard did not start: {self._error!r}")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rstrip("/").rsplit(":", 1)[1])
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1) + "ws"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(WAIT_S)
+        assert not self._thread.is_alive(), "the dashboard did not stop"
+
+
+@pytest.fixture
+def endpoints():
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def closing():
+    """Things to stop at the end of the test, last started first: objects with close() or
+    stop(), or functions to call."""
+    opened: list = []
+    yield opened
+    for thing in reversed(opened):
+        (thing if callable(thing) else getattr(thing, "close", None) or thing.stop)()
+
+
+def receive_until(ws, predicate, timeout_s: float = WAIT_S) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            message = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        except TimeoutError:
+            break
+        if predicate(message):
+            return message
+    raise AssertionError(f"no matching message within {timeout_s} s")
+
+
+def room_active(message: dict) -> list[str] | None:
+    """The room's active tags as a hello, snapshot or scores message tells them."""
+    if message["type"] in ("hello", "snapshot"):
+        room = message["streams"].get("room")
+        return None if room is None else room["active"]
+    if message["type"] == "message" and message["message"]["header"]["msg_type"] == "scores":
+        return message["message"]["body"]["active"]
+    return None
+
+
+# ---------------------------------------------------------------- the page's files
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.links += [value for name, value in attrs
+                       if name in ("src", "href", "action", "poster", "srcset") and value]
+
+
+def test_page_files_refer_to_nothing_outside_the_page():
+    files = load_static()
+    assert set(files) == set(PAGES)
+    html = files["/"][0].decode()
+    parser = _Links()
+    parser.feed(html)
+    assert parser.links, "index.html should load its css and js"
+    for link in parser.links:
+        # Relative paths (served by the dashboard) and inline data only.
+        assert not re.match(r"^([a-z][a-z0-9+.-]*:|//)", link, re.I) or link.startswith("data:"),\
+            link
+    for path, (body, _) in files.items():
+        text = body.decode()
+        assert not re.search(r"https?://", text, re.I), f"{path} names an external URL"
+        assert not re.search(r"@import|url\(\s*['\"]?(//|[a-z]+:)(?!data:)", text, re.I), path
+        assert "fonts.googleapis" not in text and "cdn" not in text.lower(), path
+
+
+def test_http_endpoints(endpoints, closing):
+    dashboard = DashboardThread(endpoints[0])
+    closing.append(dashboard)
+    with urllib.request.urlopen(dashboard.url, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+        assert response.read() == load_static()["/"][0]
+    with urllib.request.urlopen(dashboard.url + "healthz", timeout=5) as response:
+        health = json.load(response)
+    assert health["ok"] is True and health["feed"] == [endpoints[0]]
+    assert health["daemon"]["seen"] is False
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(dashboard.url + "nothing-here", timeout=5)
+    assert error.value.code == 404
+    error.value.close()
+    # Another site open in the same browser may not read the feed.
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(dashboard.ws_url, origin="http://elsewhere.example", open_timeout=5)
+    assert refused.value.response.status_code == 403
+    with ws_connect(dashboard.ws_url, origin=dashboard.url.rstrip("/"), open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+
+
+def test_port_in_use_is_a_clear_error(endpoints, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args = argparse.Namespace(connect=[endpoints[0]], control=None,
+                                  port=taken.getsockname()[1], host="127.0.0.1")
+        assert dashboard_main(args) == 2
+    assert "choose one with --port" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the bridge
+
+
+def test_feed_state_follows_events_and_restarts():
+    state = FeedState(["tcp://127.0.0.1:1"], history_s=60)
+
+    def message(msg_type, session, body, restarted=False, seq=0):
+        return {"topic": f"{msg_type}.room",
+                "header": {"msg_type": msg_type, "session": session, "stream": "room",
+                           "seq": seq, "sent_at": 1.0, "msg_id": "x", "version": "1.0"},
+                "body": body, "gap": 0, "restarted": restarted}
+
+    scores = {"tags": list(TAGS), "smoothed": scores_for(("calm",)), "active": ["calm"],
+              "model": MODEL}
+    state.apply_message(message("scores", "s1", scores))
+    state.apply_message(message("event", "s1", {"tag": "loud", "state": "on"}, seq=1))
+    state.apply_message(message("event", "s1", {"tag": "calm", "state": "off"}, seq=2))
+    assert state.view("room")["active"] == ["loud"]
+    state.apply_message(message("status", "s2", {"state": "starting"}, restarted=True))
+    room = state.view("room")
+    assert room["active"] == [] and room["restarted_at"] is not None
+    assert room["history"], "the timeline survives a restart"
+    assert state.liveness()["alive"] is True
+
+
+def test_websocket_bridge_snapshot_and_late_join(endpoints, closing):
+    pub, control = endpoints
+    # Heartbeats only: whatever the page shows of the room comes from the snapshot.
+    daemon = FakeDaemon(pub, control, active=("calm", "bright"), scores=False)
+    closing.append(daemon)
+    dashboard = DashboardThread(pub, control=control)
+    closing.append(dashboard)
+    with ws_connect(dashboard.ws_url, open_timeout=5) as ws:
+        hello = json.loads(ws.recv(timeout=5))
+        assert hello["type"] == "hello" and hello["feed"] == [pub]
+        found = hello if room_active(hello) else receive_until(
+            ws, lambda m: m["type"] == "snapshot")
+        room = found["streams"]["room"]
+        assert room["active"] == ["calm", "bright"]
+        assert room["thresholds"] == list(THRESHOLDS)
+        assert room["status"]["state"] == "running"
+
+        daemon.scores = True
+        daemon.set_active("loud")
+        forwarded = receive_until(ws, lambda m: room_active(m) == ["loud"])["message"]
+        assert set(forwarded) == {"topic", "header", "body", "gap", "restarted"}
+        assert forwarded["topic"] == "scores.room"
+        assert forwarded["header"]["session"] == daemon.publisher.session
+        receive_until(ws, lambda m: m["type"] == "tick" and m["daemon"]["alive"])
+
+    # A page that connects now gets the current state and the timeline in its hello.
+    with ws_connect(dashboard.ws_url, open_timeout=5) as late:
+        hello = json.loads(late.recv(timeout=5))
+        assert hello["streams"]["room"]["active"] == ["loud"]
+        assert any("loud" in tags for _, tags in hello["streams"]["room"]["history"])
+
+
+def test_bridge_with_a_real_daemon(endpoints, closing, tmp_path):
+    from helpers import TAGS as MODEL_TAGS
+    from helpers import tiny_model_file
+
+    from streamtag.audio import write_audio
+    from streamtag.config import (
+        ControlConfig,
+        DaemonConfig,
+        ModelConfig,
+        PublishConfig,
+        SourceConfig,
+    )
+    from streamtag.daemon import Daemon
+    from streamtag.testsignals import music_like
+
+    pub, control = endpoints
+    audio = tmp_path / "music.flac"
+    write_audio(audio, music_like(6.0, 16000, seed=4), 16000)
+    config = DaemonConfig(
+        model=ModelConfig(path=str(tiny_model_file(tmp_path / "tiny.pt")), device="cpu"),
+        publish=PublishConfig(endpoint=pub, heartbeat_s=0.2),
+        control=ControlConfig(endpoint=control, file_roots=(str(tmp_path),)),
+        sources=(SourceConfig("room", f"file:{audio}", {"realtime": True}),))
+    daemon = Daemon(config).start()
+    closing.append(daemon.stop)
+    dashboard = DashboardThread(pub, control=control)
+    closing.append(dashboard)
+    with ws_connect(dashboard.ws_url, open_timeout=5) as ws:
+        scores = receive_until(ws, lambda m: m["type"] == "message"
+                               and m["message"]["topic"] == "scores.room")["message"]
+        assert scores["body"]["tags"] == list(MODEL_TAGS)
+        assert scores["header"]["session"] == daemon.publisher.session
+    # The snapshot the daemon gives and the live messages agree on the model's tags.
+    with ws_connect(dashboard.ws_url, open_timeout=5) as late:
+        room = json.loads(late.recv(timeout=5))["streams"]["room"]
+        assert room["tags"] == list(MODEL_TAGS) and len(room["smoothed"]) == len(MODEL_TAGS)
+        assert room["model"]["name"] == "tiny"
+
+
+# ---------------------------------------------------------------- the page in a browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip(BROWSER_MISSING)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(BROWSER_MISSING)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+                                             headless=True, timeout=30_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_path):
+    from playwright.sync_api import expect
+
+    pub, control = endpoints
+    daemon = FakeDaemon(pub, control, active=("calm",))
+    closing.append(daemon)
+    dashboard = DashboardThread(pub, control=control, history_s=60)
+    closing.append(dashboard)
+
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    closing.append(page)
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(dashboard.url)
+
+    panel = page.locator('section.panel[data-stream="room"]')
+    tiles = panel.locator(".tile[data-tag]")
+    expect(tiles).to_have_count(1, timeout=WAIT_S * 1000)
+    expect(tiles.first).to_have_attribute("data-tag", "calm")
+    expect(tiles.first.locator(".name")).to_have_text("calm")
+
+    daemon.set_active("loud", "percussive")
+    expect(tiles).to_have_count(2, timeout=WAIT_S * 1000)
+    expect(panel.locator(".tile .name")).to_have_text(["loud", "percussive"])
+    expect(panel.locator(".bar.on .name")).to_have_text(["loud", "percussive"])
+    expect(page.locator("#connection")).to_have_text("live")
+    time.sleep(1.5)  # a few seconds of timeline under the tiles
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot))
+    print(f"\ndashboard screenshot: {shot}")
+    # The tiles are meant to be read across a room.
+    tile_px = tiles.first.evaluate("node => parseFloat(getComputedStyle(node).fontSize)")
+    assert tile_px >= 48, f"tile text is {tile_px}px"
+
+    daemon.status("reconnecting", "connection reset by peer")
+    expect(panel.locator(".problem")).to_contain_text("connection reset by peer",
+                                                      timeout=WAIT_S * 1000)
+    daemon.status("running")
+    expect(panel.locator(".problem")).to_be_hidden(timeout=WAIT_S * 1000)
+
+    # The daemon goes away: a banner says for how long; a new daemon (a new session) on the
+    # same endpoint is picked up by itself, its tags start from nothing.
+    daemon.close()
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text("Daemon not seen for", timeout=WAIT_S * 1000)
+    page.screenshot(path=str(tmp_path / "dashboard-daemon-lost.png"))
+    daemon = FakeDaemon(pub, control, active=("bright",))
+    closing.append(daemon)
+    expect(banner).to_be_hidden(timeout=WAIT_S * 1000)
+    expect(panel.locator(".tile .name")).to_have_text(["bright"], timeout=WAIT_S * 1000)
+    expect(panel.locator(".note")).to_contain_text("daemon restarted")
+
+    # The dashboard server restarts on its port: the page reconnects by itself.
+    port = dashboard.port
+    dashboard.stop()
+    expect(banner).to_contain_text("Dashboard server unreachable", timeout=WAIT_S * 1000)
+    daemon.set_active("calm", "loud")
+    dashboard = DashboardThread(pub, port=port, control=control, history_s=60)
+    closing.append(dashboard)
+    expect(panel.locator(".tile .name")).to_have_text(["calm", "loud"], timeout=WAIT_S * 1000)
+    expect(banner).to_be_hidden()
+
+    origin = dashboard.url.rstrip("/")
+    outside = [url for url in requests
+               if not url.startswith((origin + "/", origin.replace("http", "ws", 1) + "/"))
+               and not url.startswith("data:")]
+    assert not outside, f"the page asked for {outside}"
+    # Chromium logs each refused websocket connection while the server was away; nothing else.
+    assert not [e for e in errors if "WebSocket connection to" not in e], errors
+    assert shot.stat().st_size > 10_000

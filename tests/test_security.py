@@ -1,0 +1,61 @@
+"""CURVE: an authorised subscriber receives everything, anyone else nothing."""
+
+from __future__ import annotations
+
+import time
+
+from helpers import run_streamtag, tiny_model_file
+from test_daemon import audio_files, collect, free_port, make_config  # noqa: F401 - fixtures
+
+from streamtag.client import Subscriber
+from streamtag.config import SecurityConfig, SourceConfig
+from streamtag.daemon import Daemon
+from streamtag.publish import control_request
+from streamtag.security import client_curve, generate_keys
+
+
+def test_only_authorised_clients_hear_or_control_the_daemon(tmp_path, audio_files):  # noqa: F811
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    server_public, server_secret = generate_keys(keys, "server")
+    good_public, good_secret = generate_keys(keys, "listener")
+    _, stranger_secret = generate_keys(tmp_path / "elsewhere", "stranger")
+    allowed.mkdir()
+    (allowed / "listener.key").write_bytes(good_public.read_bytes())
+    model = tiny_model_file(tmp_path / "tiny.pt")
+    config = make_config(model, tmp_path, security=SecurityConfig(str(server_secret),
+                                                                  str(allowed)))
+    daemon = Daemon(config).start()
+    endpoint = daemon.publisher.endpoint
+    authorised = Subscriber(endpoint, curve=client_curve(server_public, good_secret))
+    stranger = Subscriber(endpoint, curve=client_curve(server_public, stranger_secret))
+    plain = Subscriber(endpoint)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the authorised one hears heartbeats
+            msg = authorised.recv(200)
+            if msg is not None:
+                break
+        assert msg is not None, "the authorised subscriber hears nothing"
+        daemon.add_source(SourceConfig("a", str(audio_files["b"])))
+        got = collect(authorised, {"a"})
+        assert sum(m.header.msg_type == "scores" for m in got) > 0
+        assert stranger.recv(500) is None and plain.recv(500) is None
+        assert control_request(daemon.control.endpoint, {"cmd": "ping"},
+                               curve=client_curve(server_public, good_secret))["ok"]
+        try:
+            control_request(daemon.control.endpoint, {"cmd": "ping"}, timeout_ms=500,
+                            curve=client_curve(server_public, stranger_secret))
+            raise AssertionError("a stranger was answered")
+        except TimeoutError:
+            pass
+    finally:
+        for sub in (authorised, stranger, plain):
+            sub.close()
+        daemon.stop()
+
+
+def test_keys_generate_command(tmp_path):
+    done = run_streamtag("keys", "generate", str(tmp_path), "--name", "venue", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "venue.key").is_file() and (tmp_path / "venue.key_secret").is_file()
+    assert oct((tmp_path / "venue.key_secret").stat().st_mode & 0o777) == "0o600"
