@@ -65,6 +65,7 @@ class PublishConfig:
     endpoint: str = DEFAULT_PUBLISH
     sndhwm: int = 1000
     heartbeat_s: float = 2.0
+    connect: bool = False  # connect to the endpoint (a proxy's frontend) instead of binding
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,7 +83,8 @@ class Daemon:
                  self.model.hop, self.model.device)
         curve = self._secure(cfg)
         self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
-                                   context=self._context, curve=curve)
+                                   connect=cfg.publish.connect, context=self._context,
+                                   curve=curve)
         self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing)
         if cfg.metrics.port:
             from streamtag.prometheus import DaemonMetrics

@@ -279,3 +279,51 @@ def test_a_corrupt_model_file_is_a_clear_error_with_exit_code_2(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "bad.pt" in err
+
+
+def test_two_daemons_behind_a_proxy_share_one_subscriber_endpoint(model_path, audio_files,
+                                                                  tmp_path):
+    import dataclasses
+    import threading
+
+    from streamtag.proxy import run_proxy
+
+    stop = threading.Event()
+    bound: dict[str, str] = {}
+    ready = threading.Event()
+
+    def on_ready(frontend, backend) -> None:
+        bound.update(frontend=frontend, backend=backend)
+        ready.set()
+
+    proxy = threading.Thread(target=run_proxy, kwargs={
+        "frontend": "tcp://127.0.0.1:*", "backend": "tcp://127.0.0.1:*", "stop_event": stop,
+        "ready": on_ready}, daemon=True)
+    proxy.start()
+    assert ready.wait(10)
+    sub = Subscriber(bound["backend"])
+    daemons = []
+    try:
+        for name in ("a", "b"):  # both publish by connecting to the proxy's frontend
+            config = dataclasses.replace(
+                make_config(model_path, tmp_path / name),
+                publish=PublishConfig(endpoint=bound["frontend"], connect=True, heartbeat_s=0.1))
+            daemons.append(Daemon(config).start())
+        wait_for_heartbeat(sub)
+        time.sleep(0.5)  # both daemons' links to the proxy carry the subscription by now
+        for name, daemon in zip(("a", "b"), daemons, strict=True):
+            daemon.add_source(SourceConfig(name, str(audio_files["b"])))
+        got = collect(sub, {"a", "b"})
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        sub.close()
+        stop.set()
+        proxy.join(5)
+    sessions = {m.header.stream: m.header.session for m in got if m.header.stream in "ab"}
+    assert sessions["a"] != sessions["b"]  # two daemons, one endpoint
+    expected = len(offline(model_path, audio_files["b"]))
+    for name in ("a", "b"):
+        assert sum(m.header.stream == name and m.header.msg_type == "scores" for m in got) \
+            == expected
+    assert sub.gaps == 0
