@@ -21,7 +21,7 @@ import zmq
 from streamtag.config import DaemonConfig, SourceConfig
 from streamtag.engine import Engine, WindowResult
 from streamtag.errors import ConfigError, ModelError, SourceError
-from streamtag.inference import InferenceModel
+from streamtag.inference import InferenceModel, keep_freed_memory
 from streamtag.publish import ControlServer, Publisher
 from streamtag.security import Authenticator, CurveKeys, load_keys
 from streamtag.smoothing import TagEvent
@@ -77,6 +77,7 @@ class Daemon:
     def start(self) -> Daemon:
         cfg = self.config
         path = cfg.model.path or str(default_model_path())
+        keep_freed_memory()
         self.model = InferenceModel.load(path, device=cfg.model.device)
         log.info("model %s: %d tags, %s input, window %d, hop %d, on %s", self.model.name,
                  len(self.model.tags), self.model.input_kind, self.model.window,

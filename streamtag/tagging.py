@@ -20,7 +20,7 @@ import numpy as np
 
 from streamtag.engine import Engine, EngineConfig, WindowResult
 from streamtag.errors import SourceError
-from streamtag.inference import InferenceModel
+from streamtag.inference import InferenceModel, keep_freed_memory
 from streamtag.smoothing import SmoothingConfig, TagEvent
 from streamtag.sources import FileSource
 
@@ -100,6 +100,7 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
               smoothing: SmoothingConfig | None = None,
               config: EngineConfig | None = None) -> list[FileTags]:
     """Tags each file; a file that cannot be decoded gets ``error`` set, the others go on."""
+    keep_freed_memory()
     collector = _Collector(model)
     engine = Engine(model, collector, config or EngineConfig(max_batch=32), smoothing)
     for i, path in enumerate(paths):
