@@ -16,7 +16,6 @@ from streamtag import modelfile
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 
-
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
 
 
