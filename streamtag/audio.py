@@ -21,7 +21,10 @@ def _mono(frame) -> np.ndarray:
     fmt = frame.format
     if not fmt.is_planar:  # packed: (1, samples * channels), interleaved
         data = data.reshape(-1, len(frame.layout.channels)).T
-    if np.issubdtype(data.dtype, np.integer):
+    if np.issubdtype(data.dtype, np.unsignedinteger):  # u8 PCM: silence is 128
+        middle = float(np.iinfo(data.dtype).max + 1) / 2
+        data = (data.astype(np.float32) - middle) / middle
+    elif np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
     return data.astype(np.float32, copy=False).mean(axis=0)
 

@@ -34,6 +34,16 @@ STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\*|\d{1,5})"
+                      r"|ipc://.+|inproc://.+)$")
+
+
+def check_endpoint(key: str, value: str) -> None:
+    if not ENDPOINT.match(value):
+        raise ConfigError(f"{key} {value!r} is not a ZeroMQ endpoint; write tcp://HOST:PORT "
+                          "(PORT * for any free port), ipc://PATH or inproc://NAME")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     path: str | None = None  # None: the shipped default model
@@ -67,11 +77,22 @@ class PublishConfig:
     heartbeat_s: float = 2.0
     connect: bool = False  # connect to the endpoint (a proxy's frontend) instead of binding
 
+    def __post_init__(self) -> None:
+        check_endpoint("publish.endpoint", self.endpoint)
+        if self.sndhwm < 0:
+            raise ConfigError(f"publish.sndhwm must be >= 0 (0: no limit), got {self.sndhwm}")
+        if not self.heartbeat_s > 0:
+            raise ConfigError(f"publish.heartbeat_s must be > 0 seconds, got {self.heartbeat_s}")
+
 
 @dataclasses.dataclass(frozen=True)
 class ControlConfig:
     endpoint: str = DEFAULT_CONTROL  # "" disables the control socket
     file_roots: tuple[str, ...] = ()  # add_source may only open files below these
+
+    def __post_init__(self) -> None:
+        if self.endpoint:
+            check_endpoint("control.endpoint", self.endpoint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +113,11 @@ class SecurityConfig:
 class MetricsConfig:
     port: int = 0  # 0: no metrics endpoint
     address: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"metrics.port must be 0 (off) or a TCP port 1-65535, got "
+                              f"{self.port}")
 
 
 @dataclasses.dataclass(frozen=True)

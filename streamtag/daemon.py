@@ -43,6 +43,14 @@ def default_model_path() -> Path:
                      "(models/default/model.pt); pass --model PATH")
 
 
+def _build_source(source: SourceConfig) -> Source:
+    """The source a config names (not opened yet); ConfigError naming it and the option."""
+    try:
+        return parse_source(source.spec, **source.options)
+    except SourceError as exc:
+        raise ConfigError(f"source {source.id!r}: {exc}") from exc
+
+
 @dataclasses.dataclass
 class _SourceRun:
     config: SourceConfig
@@ -69,6 +77,8 @@ class Daemon:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._started_at = time.monotonic()
+        for source in config.sources:  # a bad source fails here, before anything binds
+            _build_source(source)
         self._context: zmq.Context | None = None  # own context only with [security]
         self._auth: Authenticator | None = None
 
@@ -82,6 +92,14 @@ class Daemon:
         log.info("model %s: %d tags, %s input, window %d, hop %d, on %s", self.model.name,
                  len(self.model.tags), self.model.input_kind, self.model.window,
                  self.model.hop, self.model.device)
+        try:
+            self._start_serving(cfg)
+        except BaseException:
+            self.stop()  # release what was taken: sockets, threads, the authenticator
+            raise
+        return self
+
+    def _start_serving(self, cfg: DaemonConfig) -> None:
         curve = self._secure(cfg)
         self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
                                    connect=cfg.publish.connect, context=self._context,
@@ -101,7 +119,6 @@ class Daemon:
         self._heartbeat.start()
         for source in cfg.sources:
             self.add_source(source)
-        return self
 
     def _secure(self, cfg: DaemonConfig) -> CurveKeys | None:
         """With [security]: a private ZeroMQ context whose authenticator admits only the
@@ -163,11 +180,7 @@ class Daemon:
         with self._lock:
             if source.id in self._runs and self._runs[source.id].final is None:
                 raise ConfigError(f"a source with id {source.id!r} is already running")
-        try:
-            built = parse_source(source.spec, **source.options)
-        except SourceError as exc:
-            raise ConfigError(f"source {source.id!r}: {exc}") from exc
-        run = _SourceRun(source, built, threading.Event())
+        run = _SourceRun(source, _build_source(source), threading.Event())
         run.thread = threading.Thread(target=self._run_source, args=(run,),
                                       name=f"streamtag-source-{source.id}", daemon=True)
         with self._lock:
@@ -192,13 +205,21 @@ class Daemon:
         run.state, run.error = state, error
         self._publish_status(run, state, error)
 
-    def _publish_status(self, run: _SourceRun, state: str, error: str | None) -> None:
+    def _counters(self, run: _SourceRun) -> dict:
+        """The source's counters and the engine's for this stream. NaN/Inf samples are zeroed
+        (and counted) before resampling by the source, else by the frontend: ``nonfinite`` is
+        their sum."""
         counters = dict(run.source.counters)
         if run.stream_added and self.engine is not None:
             try:
-                counters.update(self.engine.stream_counters(run.config.id))
+                engine = self.engine.stream_counters(run.config.id)
             except ValueError:
-                pass
+                return counters
+            counters.update(engine, nonfinite=engine["nonfinite"] + counters.get("nonfinite", 0))
+        return counters
+
+    def _publish_status(self, run: _SourceRun, state: str, error: str | None) -> None:
+        counters = self._counters(run)
         if self.metrics is not None:
             self.metrics.observe_status(run.config.id, state, counters)
         self.publisher.publish_status(run.config.id, state=state, error=error,
@@ -270,12 +291,7 @@ class Daemon:
             runs = list(self._runs.values())
         streams = {}
         for run in runs:
-            counters = dict(run.source.counters)
-            if run.stream_added:
-                try:
-                    counters.update(self.engine.stream_counters(run.config.id))
-                except ValueError:
-                    pass
+            counters = self._counters(run)
             streams[run.config.id] = {"state": run.state, "error": run.error,
                                       "source": run.source.description, "title": run.title,
                                       "counters": counters}

@@ -34,6 +34,12 @@ from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
 log = logging.getLogger(__name__)
 
 
+# Upper bounds: a longer wait overflows the condition timeout and kills the inference thread;
+# the frame ring holds window + 4 hops of frames per stream, so a huge hop would allocate GBs.
+MAX_WAIT_MS = 60_000.0
+MAX_HOP_SECONDS = 60.0
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     max_batch: int = 64  # windows per forward pass
@@ -44,11 +50,13 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.max_batch, int) and self.max_batch >= 1):
             raise ValueError(f"engine.max_batch must be an integer >= 1, got {self.max_batch!r}")
-        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
-            raise ValueError(f"engine.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS):
+            raise ValueError(f"engine.max_wait_ms must be >= 0 and <= {MAX_WAIT_MS:g}, got "
+                             f"{self.max_wait_ms!r}")
         if self.hop_seconds is not None and not (math.isfinite(self.hop_seconds)
-                                                 and self.hop_seconds > 0):
-            raise ValueError(f"engine.hop_seconds must be > 0, got {self.hop_seconds!r}")
+                                                 and 0 < self.hop_seconds <= MAX_HOP_SECONDS):
+            raise ValueError(f"engine.hop_seconds must be > 0 and <= {MAX_HOP_SECONDS:g}, got "
+                             f"{self.hop_seconds!r}")
         if not (isinstance(self.max_pending_windows, int) and self.max_pending_windows >= 1):
             raise ValueError("engine.max_pending_windows must be an integer >= 1, got "
                              f"{self.max_pending_windows!r}")
@@ -186,7 +194,8 @@ class _Stream:
         self.finished = False
         self.closed = False
         self.end_s = 0.0
-        self.counters = {"samples": 0, "windows": 0, "dropped_windows": 0, "nonfinite": 0}
+        self.counters = {"samples": 0, "windows": 0, "dropped_windows": 0, "nonfinite": 0,
+                         "nonfinite_windows": 0}
 
 
 class Engine:
@@ -211,7 +220,7 @@ class Engine:
         self._worker: threading.Thread | None = None
         self._stopping = False
         self.stats = {"batches": 0, "windows": 0, "dropped_windows": 0, "failed_batches": 0,
-                      "forward_s": 0.0, "overhead_s": 0.0}
+                      "nonfinite_windows": 0, "forward_s": 0.0, "overhead_s": 0.0}
         self.batch_sizes: deque[int] = deque(maxlen=4096)
         self.on_batch: Callable[[int, float], None] | None = None  # (size, forward seconds)
 
@@ -229,7 +238,10 @@ class Engine:
 
     def add_stream(self, stream_id: str, live: bool = False) -> None:
         with self._cond:
-            if stream_id in self._streams:
+            existing = self._streams.get(stream_id)
+            # A closed stream (ended, every window out) may be replaced: a source re-added
+            # under the id of one that ended or failed continues its stream.
+            if existing is not None and not existing.closed:
                 raise ValueError(f"a stream named {stream_id!r} already exists")
             model = self._model
             self._streams[stream_id] = _Stream(
@@ -459,6 +471,18 @@ class Engine:
 
     def _dispatch(self, w: _Window, probs: np.ndarray, model: InferenceModel) -> None:
         stream = w.stream
+        if not np.isfinite(probs).all():
+            # NaN/Inf scores (features that overflowed, a model that misbehaves) would poison
+            # the smoother for good and cannot be published: that window alone is skipped.
+            with self._cond:
+                stream.pending -= 1
+                stream.counters["nonfinite_windows"] += 1
+                self.stats["nonfinite_windows"] += 1
+            if stream.counters["nonfinite_windows"] == 1:
+                log.warning("stream %s: the model gave non-finite scores for the window ending "
+                            "at sample %d; such windows are skipped and counted in "
+                            "nonfinite_windows", stream.id, w.end_sample)
+            return
         end_s = w.end_sample / model.sample_rate
         smoothed, events = stream.smoother.update(probs, end_s)
         result = WindowResult(

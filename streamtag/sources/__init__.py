@@ -4,7 +4,8 @@ their absolute sample index. ``parse_source`` turns a spec string into a source:
 - ``file:PATH`` or an existing path: FileSource (options ``realtime``, ``speed``, ``loop``)
 - ``http://…``, ``https://…``: HttpSource (``reconnect``, ``max_backoff_s``,
   ``initial_backoff_s``, ``read_timeout_s``, ``max_reconnects``)
-- ``device:NAME_OR_INDEX``: DeviceSource (``blocksize``, ``channels``, ``device_rate``)
+- ``device:NAME_OR_INDEX``: DeviceSource (``blocksize``, ``channels``, ``device_rate``,
+  ``reconnect``, ``initial_backoff_s``, ``max_backoff_s``, ``max_reconnects``)
 - ``pipe:``: PipeSource, raw PCM on standard input (``format``, ``rate``, ``channels``,
   ``stream``)
 """
@@ -12,6 +13,9 @@ their absolute sample index. ``parse_source`` turns a spec string into a source:
 from __future__ import annotations
 
 import inspect
+import math
+import types
+import typing
 from pathlib import Path
 
 from streamtag.errors import SourceError
@@ -60,4 +64,36 @@ def _build(cls: type[Source], kind: str, options: dict, *args) -> Source:
     if unknown:
         raise SourceError(f"{kind} sources take no option {', '.join(map(repr, unknown))}; "
                           f"their options are: {', '.join(accepted)}")
+    hints = typing.get_type_hints(cls.__init__)
+    for name, value in options.items():
+        if not _fits(value, hints.get(name)):
+            raise SourceError(f"{kind} source option {name!r} must be "
+                              f"{_describe(hints[name])}, got {value!r}")
     return cls(*args, **options)
+
+
+def _describe(annotation) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(annotation))
+    names = {bool: "true or false", int: "an integer", float: "a finite number",
+             str: "a string", type(None): "none"}
+    return names.get(annotation, str(annotation).replace("typing.", ""))
+
+
+def _fits(value, annotation) -> bool:
+    """Whether an option value (from TOML, JSON or a flag) has the option's type; a wrong type
+    would otherwise fail later with a TypeError that does not name the option."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if annotation is str:
+        return isinstance(value, str)
+    return True  # streams and other objects given from Python

@@ -114,7 +114,10 @@ class Source(abc.ABC):
     def _chunk(self, samples: np.ndarray, rate: float,
                arrival: float | None = None) -> AudioChunk | None:
         """Resamples (frames, channels) or mono input and wraps it; None when no output yet."""
-        out = self._require_open().process(samples, rate)
+        resampler = self._require_open()
+        out = resampler.process(samples, rate)
+        if resampler.nonfinite:  # NaN/Inf replaced by 0 before resampling
+            self.counters["nonfinite"] = resampler.nonfinite
         return self._wrap(out, arrival)
 
     def _flush(self, arrival: float | None = None) -> AudioChunk | None:

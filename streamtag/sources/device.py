@@ -77,6 +77,12 @@ class DeviceSource(Source):
     If the consumer falls behind by more than ``max_queue_s`` seconds, new blocks are dropped
     and counted as overflows, like the device's own ``input_overflow``; both go to
     ``counters["overflows"]`` and to the status callback (at most once a second).
+
+    A device that stops delivering (its stream goes inactive, or no audio for
+    ``stall_timeout_s``; e.g. the sound server died or the card was unplugged) is reported as
+    "reconnecting" and reopened after a backoff that starts at ``initial_backoff_s`` and doubles
+    up to ``max_backoff_s``; ``max_reconnects`` limits consecutive attempts without audio
+    (None: forever), ``reconnect=False`` fails on the first loss.
     """
 
     kind = "device"
@@ -84,8 +90,13 @@ class DeviceSource(Source):
 
     def __init__(self, device: str | int = "default", *, blocksize: int = 1024,
                  channels: int | None = None, device_rate: float | None = None,
-                 max_queue_s: float = 2.0, stall_timeout_s: float = 10.0) -> None:
+                 max_queue_s: float = 2.0, stall_timeout_s: float = 10.0,
+                 reconnect: bool = True, initial_backoff_s: float = 0.5,
+                 max_backoff_s: float = 10.0, max_reconnects: int | None = None) -> None:
         super().__init__()
+        if initial_backoff_s <= 0 or max_backoff_s < initial_backoff_s:
+            raise SourceError(f"device:{device}: need 0 < initial_backoff_s <= max_backoff_s, "
+                              f"got {initial_backoff_s} and {max_backoff_s}")
         self.device = str(device)
         self.description = f"device:{self.device}"
         self.blocksize = int(blocksize)
@@ -93,6 +104,10 @@ class DeviceSource(Source):
         self.device_rate = device_rate
         self.max_queue_s = float(max_queue_s)
         self.stall_timeout_s = float(stall_timeout_s)
+        self.reconnect = bool(reconnect)
+        self.initial_backoff_s = float(initial_backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.max_reconnects = max_reconnects
         self.device_info: dict | None = None
         self._stream = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -128,16 +143,59 @@ class DeviceSource(Source):
         self._queue.put_nowait((indata.copy(), time.monotonic()))
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
-        sd = _sounddevice()
         self._require_open()
+        backoff = self.initial_backoff_s
+        attempts = 0  # consecutive reopen attempts that brought no audio
+        while not stop.is_set():
+            got_audio, problem = False, None
+            try:
+                for chunk in self._capture(stop):
+                    got_audio = True
+                    yield chunk
+            except _DeviceLost as exc:
+                problem = str(exc)
+            if problem is None or stop.is_set():
+                break
+            # The device went away (a sound server restart, an unplugged card): the audio after
+            # a reopen is not continuous with this, so the resampler's tail ends this part.
+            tail = self._flush()
+            if tail is not None:
+                yield tail
+            if got_audio:
+                attempts, backoff = 0, self.initial_backoff_s
+            if not self.reconnect or (self.max_reconnects is not None
+                                      and attempts >= self.max_reconnects):
+                if self.reconnect:
+                    problem += f" (gave up after {attempts} reopen attempts without audio)"
+                self._status("failed", problem)
+                raise SourceError(problem)
+            attempts += 1
+            self.counters["reconnects"] += 1
+            self._status("reconnecting", problem, reconnects=self.counters["reconnects"],
+                         backoff_s=backoff)
+            if stop.wait(backoff):
+                break
+            backoff = min(2.0 * backoff, self.max_backoff_s)
+        yield from self._end()
+
+    def _capture(self, stop: threading.Event) -> Iterator[AudioChunk]:
+        """One opening of the device: chunks until ``stop`` (returns) or a loss (raises
+        _DeviceLost); reopens the device first when an earlier loss closed it."""
+        sd = _sounddevice()
         if self._stream is None:
-            raise SourceError(f"{self.description}: the device is closed")
+            try:
+                self._open()
+            except SourceError as exc:
+                raise _DeviceLost(str(exc)) from exc
         try:
             self._stream.start()
         except sd.PortAudioError as exc:
-            message = f"cannot start {self.description}: {exc}"
-            self._status("failed", message)
-            raise SourceError(message) from exc
+            if not self.counters["reconnects"]:
+                message = f"cannot start {self.description}: {exc}"
+                self._status("failed", message)
+                raise SourceError(message) from exc
+            self._close_stream()
+            raise _DeviceLost(f"cannot restart {self.description}: {exc}") from exc
         reported, last_report, last_data = 0, 0.0, time.monotonic()
         try:
             while not stop.is_set():
@@ -166,9 +224,14 @@ class DeviceSource(Source):
                 chunk = self._chunk(samples, self.device_rate, arrival=blocks[-1][1])
                 if chunk is not None:
                     yield chunk
+        except _DeviceLost:
+            self._close_stream()
+            raise
         finally:
             self._stop_stream()
-        yield from self._end()
+
+    def _running_extra(self) -> dict:
+        return {"reconnects": self.counters["reconnects"]} if self.counters["reconnects"] else {}
 
     def _check_alive(self, last_data: float) -> None:
         problem = None
@@ -177,9 +240,7 @@ class DeviceSource(Source):
         elif time.monotonic() - last_data > self.stall_timeout_s:
             problem = f"no audio from the device for {self.stall_timeout_s:g} s"
         if problem:
-            message = f"{self.description}: {problem}"
-            self._status("failed", message)
-            raise SourceError(message)
+            raise _DeviceLost(f"{self.description}: {problem}")
 
     def _stop_stream(self) -> None:
         if self._stream is not None and self._stream.active:
@@ -195,3 +256,14 @@ class DeviceSource(Source):
                 stream.abort()
             finally:
                 stream.close()
+
+    def _close_stream(self) -> None:
+        """Closes a lost stream; the device may already be gone, so errors are ignored."""
+        try:
+            self.close()
+        except _sounddevice().PortAudioError:
+            pass
+
+
+class _DeviceLost(Exception):
+    """The open device stopped delivering audio; the message says how."""

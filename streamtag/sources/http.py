@@ -50,7 +50,10 @@ def frame_to_array(frame) -> np.ndarray:
         data = data.T
     else:  # packed: (1, frames * channels), interleaved
         data = data.reshape(-1, channels)
-    if np.issubdtype(data.dtype, np.integer):
+    if np.issubdtype(data.dtype, np.unsignedinteger):  # offset binary: 128 is silence in u8
+        half = float(np.iinfo(data.dtype).max + 1) / 2.0
+        data = (data.astype(np.float32) - half) / half
+    elif np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
     return data.astype(np.float32, copy=False)
 
@@ -103,6 +106,9 @@ class HttpSource(Source):
             except SourceError as exc:
                 self._status("failed", str(exc))
                 raise
+            except av.error.ExitError:
+                # PyAV's timeout interrupts FFmpeg, which then says only "Immediate exit".
+                error = f"no data for {self.read_timeout_s:g} s (read_timeout_s)"
             except (av.error.FFmpegError, OSError) as exc:
                 # FFmpeg's messages quote the URL: never let its credentials through.
                 error = f"{type(exc).__name__}: {exc}".replace(self.url, self.description)

@@ -12,7 +12,8 @@ class Resampler:
     ``samples_out`` counts every output sample, so it is the absolute index of the next one.
     When the input rate changes mid-stream the current stream is flushed (its delayed tail is
     returned) and a new one is started at the new rate. Input at the target rate passes through
-    untouched, sample for sample.
+    untouched, sample for sample. Input that is resampled has its NaN and infinite samples
+    replaced by 0 first (counted in ``nonfinite``): soxr would smear each over its filter.
     """
 
     def __init__(self, target_rate: float, quality: str = "HQ") -> None:
@@ -21,6 +22,7 @@ class Resampler:
         self.target_rate = float(target_rate)
         self.quality = quality
         self.samples_out = 0
+        self.nonfinite = 0
         self._rate: float | None = None
         self._stream = None
 
@@ -42,6 +44,10 @@ class Resampler:
         if self._stream is None:
             body = mono.copy()
         else:
+            finite = np.isfinite(mono)
+            if not finite.all():
+                self.nonfinite += int(mono.size - np.count_nonzero(finite))
+                mono = np.where(finite, mono, np.float32(0))
             body = np.asarray(self._stream.resample_chunk(mono), dtype=np.float32)
         self.samples_out += body.size
         if head is not None and head.size:

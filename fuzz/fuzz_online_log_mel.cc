@@ -1,0 +1,228 @@
+// libFuzzer target for the streaming log-mel frontend (csrc/online_log_mel.h) and the frame ring.
+//
+// The input chooses the options (every field over its valid range and past it: invalid options
+// must throw std::invalid_argument, nothing else), the chunking, the pop limits and the samples
+// (raw float32 bits: NaN, infinities, subnormals and values up to 3.4e38 included). Checked on
+// every input, under AddressSanitizer and UndefinedBehaviorSanitizer:
+//   - any chunking and any pop limits give bitwise the frames of ComputeAll on the whole signal;
+//   - the frame count is NumFramesFor(n), NaN/Inf samples are counted and act as zeros;
+//   - frames are finite whenever the log compression is on, or the signal is at a sane level;
+//   - a FrameRing fed the frames returns each window as it was pushed.
+// A failed check prints what failed and aborts, so libFuzzer saves the input as a crash.
+//
+// Build and run: fuzz/run.sh SECONDS
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "frame_ring.h"
+#include "log_mel_options.h"
+#include "online_log_mel.h"
+
+namespace {
+
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      std::fprintf(stderr, "check failed: %s: ", #cond);   \
+      std::fprintf(stderr, __VA_ARGS__);                   \
+      std::fprintf(stderr, "\n");                          \
+      std::abort();                                        \
+    }                                                      \
+  } while (0)
+
+int64_t LargestPrimeFactor(int64_t n) {
+  int64_t largest = 1;
+  for (int64_t f = 2; f * f <= n; ++f) {
+    while (n % f == 0) {
+      largest = f;
+      n /= f;
+    }
+  }
+  return n > 1 ? n : largest;
+}
+
+// Work of one frame: the real FFT runs a complex FFT of n/2 (n when odd), and a prime radix p
+// costs p^2 there (n_fft = 8191 takes about a second a frame): bound frames by it.
+int64_t FrameCost(int n_fft) {
+  const int64_t half = n_fft % 2 == 0 ? n_fft / 2 : n_fft;
+  const int64_t p = LargestPrimeFactor(half);
+  return static_cast<int64_t>(n_fft) * (p > 8 ? p : 8);
+}
+
+streamtag::LogMelOptions DrawOptions(FuzzedDataProvider &in) {
+  streamtag::LogMelOptions o;
+  const double rates[] = {8000, 11025, 12000, 16000, 22050, 44100, 48000, 96000, 192000};
+  o.sample_rate = in.ConsumeBool() ? rates[in.ConsumeIntegralInRange<int>(0, 8)]
+                                   : in.ConsumeFloatingPoint<double>();
+  o.n_fft = in.ConsumeBool() ? 1 << in.ConsumeIntegralInRange<int>(1, 13)
+                             : in.ConsumeIntegralInRange<int>(-2, 8192);
+  o.win_length = in.ConsumeIntegralInRange<int>(-1, o.n_fft > 0 ? o.n_fft + 1 : 1);
+  o.hop_length = in.ConsumeIntegralInRange<int>(0, o.n_fft > 1 ? o.n_fft : 2);
+  o.window = in.ConsumeBool() ? "hann" : (in.ConsumeBool() ? "hann_symmetric" : "hamming");
+  o.center = in.ConsumeBool();
+  o.pad_mode = in.ConsumeBool() ? "constant" : (in.ConsumeBool() ? "reflect" : "edge");
+  o.n_mels = in.ConsumeIntegralInRange<int>(0, 300);
+  const double nyquist = std::isfinite(o.sample_rate) ? o.sample_rate / 2 : 1.0;
+  o.fmin = in.ConsumeBool() ? 0.0 : in.ConsumeProbability<double>() * nyquist;
+  o.fmax = in.ConsumeBool() ? -1.0 : in.ConsumeProbability<double>() * nyquist * 1.01;
+  o.mel_scale = in.ConsumeBool() ? "slaney" : "htk";
+  o.norm = in.ConsumeBool() ? "slaney" : "none";
+  o.power = in.ConsumeBool() ? 2.0 : (in.ConsumeBool() ? 1.0 : 1.5);
+  const char *logs[] = {"db", "log1p", "ln", "none", "log2"};
+  o.log = logs[in.ConsumeIntegralInRange<int>(0, 4)];
+  const double amins[] = {1e-10, 1e-5, 1e-30, 1e-45, 0.0};
+  o.amin = amins[in.ConsumeIntegralInRange<int>(0, 4)];
+  o.db_multiplier = in.ConsumeBool() ? 10.0 : 20.0;
+  o.log1p_gain = in.ConsumeBool() ? 10000.0 : in.ConsumeFloatingPointInRange<double>(1e-3, 1e30);
+  return o;
+}
+
+bool SameFloat(float a, float b) {
+  return std::memcmp(&a, &b, sizeof a) == 0 || (std::isnan(a) && std::isnan(b));
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  FuzzedDataProvider in(data, size);
+  const streamtag::LogMelOptions opts = DrawOptions(in);
+  bool valid = true;
+  try {
+    opts.Validate();
+  } catch (const std::invalid_argument &) {
+    valid = false;
+  }
+  if (!valid) {
+    try {  // the constructor must refuse what Validate refuses, and only with invalid_argument
+      streamtag::OnlineLogMel refused(opts);
+      CHECK(false, "OnlineLogMel accepted options Validate refuses: %s", opts.ToString().c_str());
+    } catch (const std::invalid_argument &) {
+    }
+    return 0;
+  }
+  std::vector<streamtag::OnlineLogMel> fe;
+  try {
+    fe.emplace_back(opts);
+  } catch (const std::invalid_argument &e) {
+    // Valid options whose filterbank cannot be built (too many mels for the FFT): the message
+    // must say which option to change.
+    const std::string what = e.what();
+    CHECK(what.find("n_mels") != std::string::npos || what.find("fmin") != std::string::npos,
+          "unhelpful error: %s", e.what());
+    return 0;
+  }
+  const int n_mels = opts.n_mels;
+  // Sizes whose FFT has a large prime radix cost O(n^2) a frame (a known cliff: n_fft = 8191
+  // takes a second a frame): their code path is covered by the smaller primes, so skip them.
+  constexpr int64_t kBudget = 2000000;  // FrameCost units per input
+  if (FrameCost(opts.n_fft) > kBudget) return 0;
+
+  // The chunking and the pop limits, then the samples from the rest of the input.
+  std::vector<int> chunks(in.ConsumeIntegralInRange<int>(0, 16));
+  for (int &c : chunks) c = in.ConsumeIntegralInRange<int>(0, 3 * opts.n_fft);
+  std::vector<int> pop_limits(in.ConsumeIntegralInRange<int>(0, 4));
+  for (int &p : pop_limits) p = in.ConsumeIntegralInRange<int>(-1, 8);
+  const float scale = in.ConsumeBool() ? 1.0f : in.ConsumeFloatingPoint<float>();
+  const std::vector<uint8_t> bytes = in.ConsumeRemainingBytes<uint8_t>();
+  std::vector<float> x(bytes.size() / sizeof(float));
+  if (!x.empty()) std::memcpy(x.data(), bytes.data(), x.size() * sizeof(float));
+  const int64_t max_frames = std::max<int64_t>(1, kBudget / FrameCost(opts.n_fft));
+  const int64_t max_samples = max_frames * opts.hop_length + opts.n_fft;
+  if (static_cast<int64_t>(x.size()) > max_samples) x.resize(max_samples);
+  int64_t nonfinite = 0;
+  float peak = 0.0f;
+  for (float &v : x) {
+    v *= scale;
+    if (!std::isfinite(v)) {
+      ++nonfinite;
+    } else if (std::fabs(v) > peak) {
+      peak = std::fabs(v);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(x.size());
+
+  // Streaming: chunks of the drawn sizes (the rest in one), pops of the drawn limits.
+  std::vector<float> streamed;
+  auto pop = [&](int64_t limit) {
+    std::vector<float> out(static_cast<size_t>(fe[0].FramesPending()) * n_mels + 1);
+    const int64_t got = fe[0].Pop(out.data(), limit);
+    CHECK(got >= 0 && (limit < 0 || got <= limit), "pop returned %lld", (long long)got);
+    streamed.insert(streamed.end(), out.begin(), out.begin() + got * n_mels);
+  };
+  int64_t at = 0;
+  size_t next_limit = 0;
+  for (int c : chunks) {
+    const int64_t take = std::min<int64_t>(c, n - at);
+    fe[0].AcceptWaveform(x.data() + at, take);
+    at += take;
+    pop(pop_limits.empty() ? -1 : pop_limits[next_limit++ % pop_limits.size()]);
+  }
+  fe[0].AcceptWaveform(x.data() + at, n - at);
+  fe[0].InputFinished();
+  while (fe[0].FramesPending() > 0) pop(-1);
+  CHECK(fe[0].NonfiniteSamples() == nonfinite, "nonfinite %lld, expected %lld",
+        (long long)fe[0].NonfiniteSamples(), (long long)nonfinite);
+  try {
+    fe[0].AcceptWaveform(x.data(), 1);
+    CHECK(false, "audio after InputFinished was accepted");
+  } catch (const std::runtime_error &) {
+  }
+
+  // The whole signal at once.
+  const int64_t frames = fe[0].NumFramesFor(n);
+  CHECK(static_cast<int64_t>(streamed.size()) == frames * n_mels, "%zu values for %lld frames",
+        streamed.size(), (long long)frames);
+  std::vector<float> whole(static_cast<size_t>(frames) * n_mels + 1);
+  streamtag::OnlineLogMel batch(opts);
+  CHECK(batch.ComputeAll(x.data(), n, whole.data()) == frames, "ComputeAll frame count");
+  for (int64_t i = 0; i < frames * n_mels; ++i) {
+    CHECK(SameFloat(streamed[i], whole[i]), "frame %lld mel %lld: streamed %a, whole %a (%s)",
+          (long long)(i / n_mels), (long long)(i % n_mels), streamed[i], whole[i],
+          opts.ToString().c_str());
+  }
+  // NaN/Inf samples act as zeros.
+  if (nonfinite > 0) {
+    std::vector<float> zeroed(x);
+    for (float &v : zeroed) v = std::isfinite(v) ? v : 0.0f;
+    std::vector<float> clean(whole.size());
+    batch.ComputeAll(zeroed.data(), n, clean.data());
+    for (int64_t i = 0; i < frames * n_mels; ++i) {
+      CHECK(SameFloat(clean[i], whole[i]), "non-finite samples are not zeros at %lld",
+            (long long)i);
+    }
+  }
+  if (opts.log != "none" || peak <= 1e4f) {
+    for (int64_t i = 0; i < frames * n_mels; ++i) {
+      CHECK(std::isfinite(whole[i]), "frame %lld mel %lld is %a (peak %g, %s)",
+            (long long)(i / n_mels), (long long)(i % n_mels), whole[i], peak,
+            opts.ToString().c_str());
+    }
+  }
+
+  // The frame ring: windows read back as pushed, by absolute index, after overwrites too.
+  if (frames > 0) {
+    const int64_t capacity = 1 + frames % 37;
+    streamtag::FrameRing ring(capacity, n_mels, 5);
+    ring.Push(whole.data(), frames);
+    const int64_t length = std::min<int64_t>(capacity, frames);
+    std::vector<float> window(static_cast<size_t>(length) * n_mels);
+    ring.Window(ring.EndIndex(), length, false, window.data());
+    CHECK(std::memcmp(window.data(), whole.data() + (frames - length) * n_mels,
+                      window.size() * sizeof(float)) == 0, "ring window differs");
+    CHECK(ring.FramesOverwritten() == frames - length, "overwritten count");
+    try {
+      ring.Window(ring.EndIndex(), length + 1, true, window.data());
+      CHECK(false, "a window longer than what is held was returned");
+    } catch (const std::out_of_range &) {
+    }
+  }
+  return 0;
+}

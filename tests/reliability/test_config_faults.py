@@ -1,0 +1,121 @@
+"""Bad configuration: every invalid key or value is refused with a message naming it, and a
+daemon whose configuration is bad anywhere starts nothing (no thread, no bound port)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+
+import pytest
+from helpers import run_streamtag
+from test_daemon import free_port, make_config
+
+from streamtag.config import _SECTIONS, ControlConfig, SourceConfig, load_config
+from streamtag.daemon import Daemon
+from streamtag.errors import ConfigError
+
+CONFIG_PY = "config.py does not check this value"
+
+BAD = [
+    ("[engine]\nmax_wait_ms = 1e300", ["engine.max_wait_ms"]),  # killed the inference thread
+    ("[engine]\nhop_seconds = 1e5", ["engine.hop_seconds"]),  # a ring of gigabytes per stream
+    ("[engine]\nmax_batch = 1.5", ["engine.max_batch", "integer"]),
+    ("[smoothing]\nmin_on_s = nan", ["smoothing.min_on_s", "finite"]),
+    ("[smoothing]\ntime_constant_s = -1", ["smoothing.time_constant_s"]),
+    ("[model]\npath = 5", ["model.path", "str"]),
+    ("[model]\ndevice = 'cuda:x'", ["model.device"]),
+    ("[control]\nfile_roots = '/srv'", ["control.file_roots", "list"]),
+    ("[control]\nfile_roots = [1]", ["control.file_roots", "string"]),
+    ("[metrics]\nport = '9100'", ["metrics.port", "integer"]),
+    ("[publish]\nsndhwm = true", ["publish.sndhwm", "integer"]),
+    ("sources = 5", ["sources", "array of tables"]),
+    ("[[sources]]\nid = 'a'\nspec = ''", ["sources.spec", "'a'"]),
+    ("[[sources]]\nid = 'a'\nspec = 3", ["sources[0].spec", "string"]),
+    ("[publish]\nheartbeat_s = 0", ["publish.heartbeat_s"]),
+    ("[publish]\nheartbeat_s = -1", ["publish.heartbeat_s"]),
+    ("[publish]\nsndhwm = -1", ["publish.sndhwm"]),
+    ("[publish]\nendpoint = 'not an endpoint'", ["publish.endpoint"]),
+    ("[control]\nendpoint = 'not an endpoint'", ["control.endpoint"]),
+    ("[metrics]\nport = 70000", ["metrics.port"]),
+]
+
+
+@pytest.mark.parametrize("text, names", BAD)
+def test_a_bad_value_is_refused_naming_its_key(tmp_path, text, names):
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    for name in names:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("section, key", [(name, f.name) for name, cls in _SECTIONS.items()
+                                          for f in dataclasses.fields(cls)])
+def test_every_key_of_every_section_refuses_a_table(tmp_path, section, key):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[{section}.{key}]\nx = 1\n")
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("options, names", [
+    ({"speed": "fast"}, ["'b'", "'speed'", "number"]),
+    ({"realtime": "yes"}, ["'b'", "'realtime'", "true or false"]),
+    ({"loop": True, "volume": 2}, ["'b'", "'volume'", "realtime, loop"]),
+    ({"speed": -1.0}, ["'b'", "speed must be > 0"]),
+])
+def test_a_bad_option_of_the_second_source_starts_nothing(model_path, tmp_path, options, names):
+    good = tmp_path / "a.flac"
+    good.write_bytes(b"")  # never opened: the config is refused first
+    config = dataclasses.replace(make_config(model_path, tmp_path), sources=(
+        SourceConfig("a", str(good)), SourceConfig("b", str(good), options)))
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(ConfigError) as info:
+        Daemon(config)
+    for name in names:
+        assert name in str(info.value)
+    left = {t.name for t in threading.enumerate()} - before  # threads the start left running
+    assert not left, left  # no source, no engine thread
+    assert port_is_free(config.publish.endpoint) and port_is_free(config.control.endpoint)
+
+
+def test_the_command_line_reports_a_bad_source_option_with_exit_code_2(model_path, tmp_path):
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "daemon.toml"
+    config.write_text(f'[publish]\nendpoint = "{publish}"\n'
+                      f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+                      f'[[sources]]\nid = "first"\nspec = "http://127.0.0.1:9/a.mp3"\n'
+                      f'[[sources]]\nid = "second"\nspec = "http://127.0.0.1:9/b.mp3"\n'
+                      f'read_timeout_s = "soon"\n')
+    done = run_streamtag("run", "--config", str(config), "--model", str(model_path),
+                         "--device", "cpu", timeout=60)
+    assert done.returncode == 2
+    assert "'second'" in done.stderr and "'read_timeout_s'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert port_is_free(publish)
+
+
+def test_a_start_that_fails_part_way_releases_what_it_took(model_path, tmp_path):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = f"tcp://127.0.0.1:{blocker.getsockname()[1]}"
+        config = make_config(model_path, tmp_path, control=ControlConfig(endpoint=taken))
+        before = {t.name for t in threading.enumerate()}
+        with pytest.raises(OSError, match="control"):
+            Daemon(config).start()
+    assert port_is_free(config.publish.endpoint)
+    left = {t.name for t in threading.enumerate()} - before  # threads the start left running
+    assert not left, left
+
+
+def port_is_free(endpoint: str) -> bool:
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    with socket.socket() as s:
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
