@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save (n_mels, frames) instead of (frames, n_mels)")
     p.set_defaults(func=cmd_features)
 
+    from streamtag.train.cli import add_train_commands  # only argparse: the trainer loads lazily
+
+    add_train_commands(sub)
+
     p = sub.add_parser("run", help="the daemon: tag audio streams and publish over ZeroMQ")
     p.add_argument("--config", help="daemon TOML file (flags override it)")
     p.add_argument("--model", help="model file (default: the shipped model)")

@@ -1,0 +1,122 @@
+"""``streamtag train`` and ``streamtag eval``.
+
+``streamtag.cli`` adds them with ``add_train_commands(subparsers)``; ``python -m
+streamtag.train.cli train ...`` runs them on their own.
+
+    streamtag train RECIPE.toml [--set section.key=value ...] [--out RUN_DIR]
+    streamtag train --resume RUN_DIR [--set train.epochs=60 ...]
+    streamtag eval MODEL.pt RECIPE.toml [--split test] [--set ...] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+__all__ = ["add_train_commands", "cmd_eval", "cmd_train", "main"]
+
+
+def _default_run_dir(name: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{name}-{stamp}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamtag.errors import ConfigError, ModelError
+    from streamtag.train.loop import RECIPE_FILE, train
+    from streamtag.train.recipe import load_recipe
+
+    try:
+        if args.resume:
+            if args.out:
+                raise ConfigError("give either --resume RUN_DIR or --out RUN_DIR, not both")
+            run_dir = Path(args.resume)
+            source = Path(args.recipe) if args.recipe else run_dir / RECIPE_FILE
+            recipe = load_recipe(source, args.set or ())
+            result = train(recipe, run_dir, resume=True)
+        else:
+            if not args.recipe:
+                raise ConfigError("give a recipe (RECIPE.toml) or --resume RUN_DIR")
+            recipe = load_recipe(args.recipe, args.set or ())
+            run_dir = Path(args.out) if args.out else _default_run_dir(recipe.name)
+            result = train(recipe, run_dir)
+    except (ConfigError, ModelError) as error:
+        print(f"streamtag train: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("streamtag train: interrupted; continue with --resume RUN_DIR (the last finished "
+              "epoch is checkpointed)", file=sys.stderr)
+        return 130
+    roc = result.metrics.get("roc_auc_macro")
+    pr = result.metrics.get("pr_auc_macro")
+    print(f"streamtag train: {result.model_path}: test ROC-AUC macro "
+          f"{'-' if roc is None else f'{roc:.4f}'}, PR-AUC macro "
+          f"{'-' if pr is None else f'{pr:.4f}'}, best epoch {result.best_epoch} of "
+          f"{result.epochs}, {result.train_seconds:.0f} s of training")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from streamtag.errors import ConfigError, ModelError
+    from streamtag.train.export import evaluate_model_file
+    from streamtag.train.metrics import metrics_table
+    from streamtag.train.recipe import load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe, args.set or ())
+        result = evaluate_model_file(args.model, recipe, split=args.split, device=args.device)
+    except (ConfigError, ModelError) as error:
+        print(f"streamtag eval: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(metrics_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``train`` and ``eval`` to the ``streamtag`` command line's subparsers."""
+    p = subparsers.add_parser(
+        "train", help="train a zoo model from a recipe; writes a run folder with model.pt",
+        description="Train a model from a recipe (models/recipes/*.toml). The run folder gets "
+                    "the resolved recipe, train.log, checkpoints, metrics.json, plots and "
+                    "model.pt.")
+    p.add_argument("recipe", nargs="?", help="recipe TOML (with --resume: default "
+                                             "RUN_DIR/recipe.toml)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a recipe value (TOML syntax; bare strings allowed), e.g. "
+                        "--set data.root=/data/mtg --set train.epochs=5; repeatable")
+    p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "eval", help="evaluate a model file on a split of a recipe's dataset",
+        description="ROC-AUC, PR-AUC, precision, recall and F1 (macro, micro, per tag) of a "
+                    "model file, with its own frontend options and thresholds.")
+    p.add_argument("model", help="model file (.pt)")
+    p.add_argument("recipe", help="recipe TOML naming the dataset ([data]) and [eval] options")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a recipe value, e.g. --set data.root=/data/mtg; repeatable")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streamtag", description="streamtag trainer")
+    add_train_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""After training: thresholds, test metrics, plots and the model file; and evaluating a model file.
+
+``export_run(run)`` loads the best epoch's weights, chooses one threshold per tag on the
+validation split (``eval.threshold_method``), scores the test split, and writes into the run
+directory:
+
+- ``metrics.json``: test and validation metrics (``streamtag.train.metrics.evaluate``: ROC-AUC,
+  PR-AUC, precision, recall, F1, macro and micro, and the per-tag table), the thresholds, the
+  best epoch and the training history;
+- ``predictions.npz``: the per-track probabilities and labels of both splits, with track ids;
+- ``curves.png``, ``per_tag_auc.png``, ``pr_curves.png`` (``plots``; skipped without
+  matplotlib);
+- ``model.pt``: the model file (``streamtag.modelfile.save``) with the tags, the frontend
+  options, input kind, window and hop, the thresholds, the architecture and its options, the
+  test metrics and the resolved recipe — everything the daemon needs.
+
+``evaluate_model_file(path, recipe, split)`` scores a model file on a split of the recipe's
+dataset with the file's own frontend options, window and thresholds (``streamtag eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamtag.train.loop import RunResult, TrainingRun, bce, predict, prepare_data
+from streamtag.train.recipe import Recipe
+
+__all__ = ["METRICS_FILE", "MODEL_FILE", "evaluate_model_file", "export_run"]
+
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.pt"
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "per_tag"}
+
+
+def export_run(run: TrainingRun) -> RunResult:
+    """Thresholds on validation, test metrics, plots and ``model.pt`` for a trained run."""
+    from streamtag import modelfile
+    from streamtag.train import plots
+    from streamtag.train.metrics import choose_thresholds, evaluate, metrics_table
+
+    r = run.recipe
+    tags = run.data.tags
+    best_epoch = run.load_best()
+    p_val = run.predict("validation")
+    y_val = run.data.labels["validation"]
+    thresholds = choose_thresholds(y_val, p_val, r.eval.threshold_method)
+    validation = evaluate(y_val, p_val, thresholds, tags)
+    validation["loss"] = bce(y_val, p_val)
+    p_test = run.predict("test")
+    y_test = run.data.labels["test"]
+    test = evaluate(y_test, p_test, thresholds, tags)
+    test["loss"] = bce(y_test, p_test)
+
+    np.savez_compressed(
+        run.run_dir / PREDICTIONS_FILE, tags=np.array(tags),
+        validation_ids=np.array([t.id for t in run.data.tracks["validation"]]),
+        validation_labels=y_val, validation_scores=p_val,
+        test_ids=np.array([t.id for t in run.data.tracks["test"]]),
+        test_labels=y_test, test_scores=p_test, thresholds=thresholds)
+    summary = {
+        "name": r.name,
+        "architecture": r.model.architecture,
+        "epochs_trained": run.epoch,
+        "best_epoch": best_epoch,
+        "stopped_early": run.stopped_early,
+        "early_stopping": run.best,
+        "threshold_method": r.eval.threshold_method,
+        "thresholds": dict(zip(tags, thresholds.tolist(), strict=True)),
+        "train_seconds": run.train_seconds,
+        "test": test,
+        "validation": validation,
+        "history": run.history,
+    }
+    _write_json(run.run_dir / METRICS_FILE, summary)
+    figures = plots.write_run_plots(run.run_dir, run.history, test, y_test, p_test, tags)
+    if not figures:
+        run.log("plots skipped: matplotlib is not installed (pip install matplotlib)")
+
+    options = run.options
+    model_path = run.run_dir / MODEL_FILE
+    modelfile.save(run.model, model_path, {
+        "name": r.name,
+        "tags": list(tags),
+        "input_kind": r.model.input_kind,
+        "frontend": options,
+        "window": r.model.window,
+        "hop": r.model.hop,
+        "thresholds": thresholds.tolist(),
+        "architecture": {"name": r.model.architecture, **dict(r.model.options)},
+        "options": {"best_epoch": best_epoch, "epochs_trained": run.epoch,
+                    "threshold_method": r.eval.threshold_method, "eval_windows": r.eval.windows,
+                    "eval_hop": r.eval.eval_hop or r.model.hop,
+                    "window_seconds": _window_seconds(r, options)},
+        "metrics": {"split": "test", **test},
+        "recipe": r.to_dict(),
+    })
+    run.log(f"test ({len(y_test)} tracks), thresholds by {r.eval.threshold_method} on "
+            f"validation:\n{metrics_table(test)}")
+    run.log(f"wrote {model_path} ({model_path.stat().st_size / 1e6:.2f} MB), "
+            f"{run.run_dir / METRICS_FILE}" + "".join(f", {p.name}" for p in figures))
+    return RunResult(run_dir=run.run_dir, model_path=model_path, metrics=test, epochs=run.epoch,
+                     best_epoch=best_epoch, train_seconds=run.train_seconds)
+
+
+def _window_seconds(recipe: Recipe, options: Any) -> float:
+    if recipe.model.input_kind == "waveform":
+        return recipe.model.window / options.sample_rate
+    return recipe.model.window * options.hop_length / options.sample_rate
+
+
+def evaluate_model_file(model_path: str | os.PathLike, recipe: Recipe, split: str = "test",
+                        device: str = "auto", log: Any = print) -> dict[str, Any]:
+    """Metrics of a model file on ``split`` of the recipe's dataset.
+
+    The features are the file's (its frontend options and input kind), tracks are scored as
+    ``[eval]`` says (``eval_hop`` 0: the file's hop), decisions use the file's thresholds. The
+    file's tags must all be in the dataset; the result is ``metrics.evaluate``'s dict.
+    """
+    from streamtag import modelfile
+    from streamtag.train.metrics import evaluate
+
+    loaded = modelfile.load(model_path, device=device)
+    if loaded.frontend_options != recipe.frontend_options():
+        log("note: the recipe's [frontend] differs from the model file's; using the model "
+            "file's options")
+    data = prepare_data(recipe, options=loaded.frontend_options, input_kind=loaded.input_kind,
+                        tags=list(loaded.tags), splits=(split,), log=log)
+    p = predict(loaded.module, data, split, loaded.window, recipe.eval.eval_hop or loaded.hop,
+                mode=recipe.eval.windows,
+                batch_size=recipe.eval.batch_size or 2 * recipe.train.batch_size,
+                device=loaded.device, outputs="probabilities")
+    y = data.labels[split]
+    result = evaluate(y, p, loaded.thresholds, list(loaded.tags))
+    result["loss"] = bce(y, p)
+    result["split"] = split
+    result["model"] = str(model_path)
+    return result

@@ -1,0 +1,784 @@
+"""Training recipes: one TOML file says what to train on what, and how.
+
+A recipe has the sections ``[data]``, ``[frontend]``, ``[model]`` (with ``[model.options]``),
+``[train]``, ``[augment]`` and ``[eval]``, plus an optional top-level ``name`` and
+``description``. Every section is a frozen dataclass below; its field comments are the reference
+for each key. An unknown key is a ``ConfigError`` naming ``section.key`` and the keys allowed
+there; a bad value is a ``ConfigError`` naming the key, the value and what is allowed.
+
+``load_recipe(path, overrides)`` reads a file and applies ``section.key=value`` overrides (the
+command line's ``--set``), whose values are read as TOML (``3``, ``1e-4``, ``true``,
+``"text"``, ``[1, 2]``) or, when that fails, taken as a plain string (``--set
+data.root=/data/mtg``). ``Recipe.to_toml()`` writes the resolved recipe (every key, defaults
+filled in) that the trainer stores in the run directory, so a run can be repeated or resumed from
+its own folder.
+
+Relative paths in ``[data]`` are relative to ``data.root``; ``data.root`` and
+``train.cache_dir`` are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from streamtag.errors import ConfigError
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "EvalConfig",
+    "FrontendConfig",
+    "ModelConfig",
+    "Recipe",
+    "TrainConfig",
+    "apply_overrides",
+    "default_cache_dir",
+    "load_recipe",
+    "parse_recipe",
+]
+
+DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic")
+OPTIMIZERS = ("adam", "amsgrad", "adam_sgd", "sgd")
+SCHEDULES = ("none", "plateau", "warmup_linear")
+STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
+DEVICES = ("auto", "cpu", "cuda")
+WINDOW_POSITIONS = ("random", "centre")
+EVAL_WINDOWS = ("average", "centre")
+THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")  # streamtag.train.metrics.THRESHOLD_METHODS
+# Zoo entries that are not taggers trained from labels.
+_NOT_TAGGERS = {"vqvae": "it is the autoencoder the vqvae_* taggers are pre-trained from"}
+
+
+# --------------------------------------------------------------------------------------------
+# Value checks shared by the sections
+
+
+def _fail(where: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{where} must be {expected}, got {value!r}")
+
+
+def _set(obj: Any, key: str, value: Any) -> None:
+    object.__setattr__(obj, key, value)
+
+
+def _int(obj: Any, section: str, key: str, minimum: int | None = None,
+         maximum: int | None = None) -> None:
+    value = getattr(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{section}.{key}", value, "a whole number")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = (f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+                  if minimum is not None else f"<= {maximum}")
+        raise _fail(f"{section}.{key}", value, f"a whole number {bounds}")
+
+
+def _float(obj: Any, section: str, key: str, minimum: float | None = None,
+           maximum: float | None = None, positive: bool = False) -> None:
+    value = getattr(obj, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(f"{section}.{key}", value, "a finite number")
+    value = float(value)
+    if positive and value <= 0:
+        raise _fail(f"{section}.{key}", value, "a number > 0")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = (f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+                  if minimum is not None else f"<= {maximum}")
+        raise _fail(f"{section}.{key}", value, f"a number {bounds}")
+    _set(obj, key, value)
+
+
+def _bool(obj: Any, section: str, key: str) -> None:
+    value = getattr(obj, key)
+    if not isinstance(value, bool):
+        raise _fail(f"{section}.{key}", value, "true or false")
+
+
+def _str(obj: Any, section: str, key: str) -> None:
+    value = getattr(obj, key)
+    if not isinstance(value, str):
+        raise _fail(f"{section}.{key}", value, "a string")
+
+
+def _choice(obj: Any, section: str, key: str, choices: Sequence[str]) -> None:
+    value = getattr(obj, key)
+    if value not in choices:
+        raise _fail(f"{section}.{key}", value, "one of " + ", ".join(map(repr, choices)))
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(where, value, "a table")
+    return copy.deepcopy(dict(value))
+
+
+def _unknown(section: str, keys: Sequence[str], allowed: Sequence[str]) -> None:
+    unknown = [k for k in keys if k not in allowed]
+    if unknown:
+        raise ConfigError(f"unknown key {section}.{unknown[0]}; allowed keys in [{section}]: "
+                          f"{', '.join(allowed)}")
+
+
+def _from_table(cls: type, section: str, table: Any) -> Any:
+    table = _table(table, f"[{section}]")
+    names = [f.name for f in dataclasses.fields(cls)]
+    _unknown(section, list(table), names)
+    return cls(**table)
+
+
+def default_cache_dir() -> Path:
+    """Where features (and generated synthetic data) go when ``train.cache_dir`` is empty:
+    ``$XDG_CACHE_HOME/streamtag`` or ``~/.cache/streamtag``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "streamtag"
+
+
+# --------------------------------------------------------------------------------------------
+# [data]
+
+# Kind-specific keys of [data]: name -> (check, default). Paths are relative to data.root.
+_PATH = "path"
+_STRINGS = "strings"
+_DATA_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
+    "mtg_jamendo": {
+        "subset": ("str", "moodtheme"),  # all, moodtheme, top50tags, genre, instrument
+        "split_index": ("int", 0),  # splits/split-N
+        "audio_root": (_PATH, ""),  # mp3 folders; "" = none
+        "mel_root": (_PATH, ""),  # precomputed (96, T) .npy mels; "" = none
+        "tags": (_STRINGS, []),  # fixes the vocabulary; [] = every tag in the split files
+    },
+    "mtat": {
+        "annotations": (_PATH, "annotations_final.csv"),
+        "audio_root": (_PATH, ""),  # "" = data.root
+        "split_lists": ("table", {}),  # {train = "train.txt", ...}; {} = the folder split
+        "top_n": ("int", 50),
+        "tags": (_STRINGS, []),
+        "keep_empty": ("bool", False),
+    },
+    "folder_csv": {
+        "csv": (_PATH, "tags.csv"),
+        "tags": (_STRINGS, []),
+    },
+    "synthetic": {
+        "n_clips": ("int", 1000),
+        "seed": ("int", 0),
+        "format": ("str", "flac"),
+        "split_fractions": ("numbers", [0.7, 0.15, 0.15]),
+        "synthetic": ("table", {}),  # streamtag.train.synthetic.SyntheticConfig fields
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: which dataset, where. ``kind`` and ``root`` plus the kind's own keys:
+
+    - ``mtg_jamendo``: ``root`` holds ``splits/`` (or ``data/splits/``) of the MTG-Jamendo
+      repository; ``subset``, ``split_index``, ``audio_root`` (mp3), ``mel_root`` (npy), ``tags``.
+    - ``mtat``: ``root`` holds ``annotations_final.csv`` and the mp3 folders; ``annotations``,
+      ``audio_root``, ``split_lists`` (a table ``train``/``validation``/``test`` → list file),
+      ``top_n``, ``tags``, ``keep_empty``.
+    - ``folder_csv``: ``root`` holds ``csv`` (``path,tags,split``); ``tags``.
+    - ``synthetic``: ``root`` is where the benchmark is written on first use (empty: a folder
+      under the cache directory named by the generator settings); ``n_clips``, ``seed``,
+      ``format``, ``split_fractions``, ``synthetic`` (a table of ``SyntheticConfig`` fields,
+      e.g. ``clip_seconds``).
+    """
+
+    kind: str = "synthetic"
+    root: str = ""
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice(self, "data", "kind", DATA_KINDS)
+        _str(self, "data", "root")
+        keys = _DATA_KEYS[self.kind]
+        options = _table(self.options, "data options")
+        _unknown("data", list(options), ["kind", "root", *keys])
+        resolved = {}
+        for key, (check, default) in keys.items():
+            value = options.get(key, copy.deepcopy(default))
+            resolved[key] = _check_data_value(f"data.{key}", check, value)
+        if self.kind == "mtg_jamendo" and not (resolved["audio_root"] or resolved["mel_root"]):
+            raise ConfigError("data.audio_root or data.mel_root must be set for mtg_jamendo "
+                              "(the mp3 folders, the precomputed npy mels, or both)")
+        if self.kind == "synthetic":
+            if resolved["format"] not in ("flac", "wav"):
+                raise _fail("data.format", resolved["format"], "'flac' or 'wav'")
+            fractions = resolved["split_fractions"]
+            if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1):
+                raise _fail("data.split_fractions", fractions,
+                            "three fractions (train, validation, test) summing to 1")
+            if resolved["n_clips"] < 3:
+                raise _fail("data.n_clips", resolved["n_clips"], "a whole number >= 3")
+            from streamtag.train.synthetic import SyntheticConfig
+
+            SyntheticConfig.from_dict(resolved["synthetic"])  # ConfigError naming the option
+        _set(self, "options", resolved)
+
+    def table(self) -> dict[str, Any]:
+        return {"kind": self.kind, "root": self.root, **copy.deepcopy(dict(self.options))}
+
+    @classmethod
+    def from_table(cls, table: Any) -> DataConfig:
+        table = _table(table, "[data]")
+        kind = table.pop("kind", "synthetic")
+        root = table.pop("root", "")
+        return cls(kind=kind, root=root, options=table)
+
+    def path(self, key: str) -> Path | None:
+        """A kind-specific path key resolved against ``root``; None when empty."""
+        value = self.options.get(key, "")
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else Path(self.root).expanduser() / path
+
+    def synthetic_key(self) -> str:
+        """Names the generated benchmark by everything that decides its content."""
+        text = json.dumps({k: self.options[k] for k in ("n_clips", "seed", "format",
+                                                        "split_fractions", "synthetic")},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _check_data_value(where: str, check: str, value: Any) -> Any:
+    if check in ("str", _PATH):
+        if not isinstance(value, str):
+            raise _fail(where, value, "a string")
+    elif check == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(where, value, "a whole number >= 0")
+    elif check == "bool":
+        if not isinstance(value, bool):
+            raise _fail(where, value, "true or false")
+    elif check == _STRINGS:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise _fail(where, value, "a list of non-empty strings")
+    elif check == "numbers":
+        if not isinstance(value, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise _fail(where, value, "a list of numbers")
+        value = [float(v) for v in value]
+    elif check == "table":
+        value = _table(value, where)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# [frontend]
+
+
+_NULLABLE = ("win_length", "fmax", "norm")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendConfig:
+    """``[frontend]``: ``preset`` (``LogMelOptions.preset_names()``) and any ``LogMelOptions``
+    field as an override (``n_mels = 128``); ``"none"`` sets ``win_length``, ``fmax`` or
+    ``norm`` to None. These options go into the model file, and the daemon computes exactly
+    these features."""
+
+    preset: str = "musicnn"
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from streamtag.frontend import LogMelOptions
+
+        _choice(self, "frontend", "preset", LogMelOptions.preset_names())
+        overrides = _table(self.overrides, "frontend overrides")
+        fields = [f.name for f in dataclasses.fields(LogMelOptions)]
+        _unknown("frontend", list(overrides), ["preset", *fields])
+        _set(self, "overrides", overrides)
+        self.options()  # every value checked now
+
+    def options(self):  # -> LogMelOptions (imported lazily: the recipe module stays light)
+        from streamtag.frontend import LogMelOptions
+
+        base = LogMelOptions.preset(self.preset)
+        # TOML has no null: "none" stands for None where an option takes it.
+        changes = {k: None if k in _NULLABLE and v == "none" else v
+                   for k, v in self.overrides.items()}
+        try:
+            return base.replace(**changes)
+        except (TypeError, ValueError) as error:
+            message = str(error)
+            if message.split(" ")[0] in self.overrides or message.split(" ")[0] in (
+                    f.name for f in dataclasses.fields(base)):
+                raise ConfigError(f"frontend.{message}") from None
+            raise ConfigError(f"[frontend] {message}") from None
+
+    def table(self) -> dict[str, Any]:
+        return {"preset": self.preset, **copy.deepcopy(dict(self.overrides))}
+
+    @classmethod
+    def from_table(cls, table: Any) -> FrontendConfig:
+        table = _table(table, "[frontend]")
+        preset = table.pop("preset", "musicnn")
+        return cls(preset=preset, overrides=table)
+
+
+# --------------------------------------------------------------------------------------------
+# [model]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: ``architecture`` (a ``streamtag.nets`` name), ``options`` (the
+    ``[model.options]`` table, as the architecture documents them), ``window`` (the model's
+    input: frames for log-mel models, samples for waveform models) and ``hop`` (the daemon's
+    default step between windows, same unit)."""
+
+    architecture: str = "mel_cnn"
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    window: int = 96
+    hop: int = 32
+
+    def __post_init__(self) -> None:
+        from streamtag import nets
+
+        _str(self, "model", "architecture")
+        if self.architecture in _NOT_TAGGERS:
+            raise ConfigError(f"model.architecture {self.architecture!r} cannot be trained "
+                              f"here: {_NOT_TAGGERS[self.architecture]}")
+        allowed = [n for n in nets.names() if n not in _NOT_TAGGERS]
+        _choice(self, "model", "architecture", allowed)
+        options = _table(self.options, "[model.options]")
+        known = list(nets.spec(self.architecture)["options"])
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown key model.options.{unknown[0]} for "
+                              f"{self.architecture}; its options: {', '.join(known) or '(none)'}")
+        if self.architecture == "crnn" and options.get("n_features", 0):
+            raise ConfigError("model.options.n_features must be 0: the trainer feeds log-mel "
+                              "windows only, no high-level features")
+        _set(self, "options", options)
+        _int(self, "model", "window", minimum=1)
+        _int(self, "model", "hop", minimum=1)
+
+    @property
+    def input_kind(self) -> str:
+        from streamtag import nets
+
+        return nets.spec(self.architecture)["input_kind"]
+
+
+# --------------------------------------------------------------------------------------------
+# [train]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """``[train]``: the loop.
+
+    Windows: each epoch draws ``windows_per_track`` windows per training track, at random
+    positions (``window_position = "random"``) or the centre one (``"centre"``).
+
+    Optimiser: ``adam``, ``amsgrad`` (Adam with the AMSGrad fix), ``sgd`` (Nesterov momentum
+    ``momentum``, at ``lr``) or ``adam_sgd`` (Adam at ``lr``, then SGD with Nesterov momentum
+    from epoch ``sgd_epoch`` (0-based) at ``sgd_lr``); ``weight_decay`` is L2 added to the
+    gradient.
+
+    Schedule (per epoch): ``none``; ``plateau`` (multiply by ``plateau_factor`` after
+    ``plateau_patience`` epochs without improvement of the ``early_stopping`` metric, down to
+    ``min_lr``); ``warmup_linear``: ``warmup_epochs`` rising linearly to ``lr``, then
+    ``constant_epochs`` at ``lr``, then ``decay_epochs`` falling linearly to ``final_lr``, then
+    ``final_lr``. After an Adam-to-SGD switch the schedule's factor applies to ``sgd_lr``.
+
+    Early stopping: ``early_stopping`` names the validation metric that picks the best epoch
+    (``pr_auc_macro``, ``roc_auc_macro`` or ``loss``); training stops after ``patience`` epochs
+    without improvement (0: never stops early).
+
+    ``seed`` seeds the weights, the window sampler and the augmentations; ``deterministic`` makes
+    the run repeatable bit for bit (``torch.use_deterministic_algorithms``). ``device``:
+    ``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``bf16`` autocasts to bfloat16 on the GPU
+    (ignored on the CPU). ``workers``: data-loading processes (0: in the training process) and
+    feature-cache threads (0: every core). ``cache_dir``: features and generated data (empty:
+    ``default_cache_dir()``). ``grad_clip``: max gradient norm (0: off).
+    """
+
+    epochs: int = 30
+    batch_size: int = 16
+    windows_per_track: int = 1
+    window_position: str = "random"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    sgd_epoch: int = 0
+    sgd_lr: float = 1e-3
+    schedule: str = "none"
+    warmup_epochs: int = 0
+    constant_epochs: int = 0
+    decay_epochs: int = 0
+    final_lr: float = 1e-5
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    min_lr: float = 1e-6
+    early_stopping: str = "roc_auc_macro"
+    patience: int = 10
+    grad_clip: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    bf16: bool = False
+    workers: int = 0
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        s = "train"
+        _int(self, s, "epochs", minimum=1)
+        _int(self, s, "batch_size", minimum=1)
+        _int(self, s, "windows_per_track", minimum=1)
+        _choice(self, s, "window_position", WINDOW_POSITIONS)
+        _choice(self, s, "optimizer", OPTIMIZERS)
+        _float(self, s, "lr", positive=True)
+        _float(self, s, "weight_decay", minimum=0.0)
+        _float(self, s, "momentum", minimum=0.0, maximum=1.0)
+        _int(self, s, "sgd_epoch", minimum=0)
+        _float(self, s, "sgd_lr", positive=True)
+        _choice(self, s, "schedule", SCHEDULES)
+        _int(self, s, "warmup_epochs", minimum=0)
+        _int(self, s, "constant_epochs", minimum=0)
+        _int(self, s, "decay_epochs", minimum=0)
+        _float(self, s, "final_lr", minimum=0.0)
+        _float(self, s, "plateau_factor", minimum=0.0, maximum=1.0)
+        _int(self, s, "plateau_patience", minimum=1)
+        _float(self, s, "min_lr", minimum=0.0)
+        _choice(self, s, "early_stopping", STOPPING_METRICS)
+        _int(self, s, "patience", minimum=0)
+        _float(self, s, "grad_clip", minimum=0.0)
+        _int(self, s, "seed", minimum=0)
+        _bool(self, s, "deterministic")
+        _choice(self, s, "device", DEVICES)
+        _bool(self, s, "bf16")
+        _int(self, s, "workers", minimum=0)
+        _str(self, s, "cache_dir")
+        if self.optimizer == "sgd" and self.momentum == 0.0:
+            raise ConfigError("train.momentum must be > 0 for Nesterov SGD")
+
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+
+# --------------------------------------------------------------------------------------------
+# [augment]
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """``[augment]``: each augmentation is off at its zero value.
+
+    - ``mixup_alpha``: mixup with λ ~ Beta(α, α) per example (0: off); ``mixup_max`` uses
+      max(λ, 1 − λ), so each mixed example stays closer to its own.
+    - SpecAugment: ``freq_masks`` masks of up to ``freq_width`` mel bands and ``time_masks`` masks
+      of up to ``time_width`` frames, set to the window's mean (log-mel models only).
+    - ``gain_db``: a random gain in [−gain_db, +gain_db] dB per example, applied as the frontend's
+      log compression transforms it (exactly, not as an additive shift of the features).
+    - ``wrap_pad``: a track shorter than the window is repeated to fill it (else padded with
+      silence, the frontend's value for no signal).
+    """
+
+    mixup_alpha: float = 0.0
+    mixup_max: bool = False
+    freq_masks: int = 0
+    freq_width: int = 0
+    time_masks: int = 0
+    time_width: int = 0
+    gain_db: float = 0.0
+    wrap_pad: bool = True
+
+    def __post_init__(self) -> None:
+        s = "augment"
+        _float(self, s, "mixup_alpha", minimum=0.0)
+        _bool(self, s, "mixup_max")
+        for key in ("freq_masks", "freq_width", "time_masks", "time_width"):
+            _int(self, s, key, minimum=0)
+        _float(self, s, "gain_db", minimum=0.0, maximum=60.0)
+        _bool(self, s, "wrap_pad")
+        if self.freq_masks and not self.freq_width:
+            raise ConfigError("augment.freq_width must be > 0 when augment.freq_masks is")
+        if self.time_masks and not self.time_width:
+            raise ConfigError("augment.time_width must be > 0 when augment.time_masks is")
+
+    @property
+    def specaugment(self) -> bool:
+        return bool(self.freq_masks or self.time_masks)
+
+
+# --------------------------------------------------------------------------------------------
+# [eval]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """``[eval]``: how a track is scored and thresholds are chosen (validation every epoch, the
+    final test, ``streamtag eval``).
+
+    ``windows = "average"``: the mean of the model's probabilities over evenly spaced windows
+    covering the whole track, ``eval_hop`` apart at most (0: the model's hop); ``"centre"``: the
+    centre window only. ``threshold_method``: ``f1``, ``roc_elbow`` or ``tpr_tnr`` (see
+    ``streamtag.train.metrics``). ``batch_size``: windows per forward pass (0: twice the
+    training batch).
+    """
+
+    windows: str = "average"
+    eval_hop: int = 0
+    threshold_method: str = "f1"
+    batch_size: int = 0
+
+    def __post_init__(self) -> None:
+        _choice(self, "eval", "windows", EVAL_WINDOWS)
+        _int(self, "eval", "eval_hop", minimum=0)
+        _choice(self, "eval", "threshold_method", THRESHOLD_METHODS)
+        _int(self, "eval", "batch_size", minimum=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe
+
+
+_SECTIONS = ("data", "frontend", "model", "train", "augment", "eval")
+_TOP_LEVEL = ("name", "description")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A whole recipe. ``model.options`` comes back resolved: an architecture's ``n_mels`` and
+    ``n_frames`` options, when it has them and the recipe leaves them out, are the frontend's
+    ``n_mels`` and the window."""
+
+    name: str = "model"
+    description: str = ""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    frontend: FrontendConfig = dataclasses.field(default_factory=FrontendConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        from streamtag import nets
+
+        _str(self, "recipe", "name")
+        _str(self, "recipe", "description")
+        if not self.name.strip():
+            raise ConfigError("name must not be empty")
+        options = dict(self.model.options)
+        known = nets.spec(self.model.architecture)["options"]
+        frontend = self.frontend.options()
+        kind = self.model.input_kind
+        for key, value in (("n_mels", frontend.n_mels), ("n_frames", self.model.window)):
+            if key not in known:
+                continue
+            if key not in options:
+                options[key] = value
+            elif options[key] != value:
+                source = "frontend.n_mels" if key == "n_mels" else "model.window"
+                raise ConfigError(f"model.options.{key} = {options[key]} disagrees with "
+                                  f"{source} = {value}; leave it out to take {source}")
+        _set(self, "model", dataclasses.replace(self.model, options=options))
+        minimum = nets.spec(self.model.architecture)["min_input"]
+        if kind == "logmel":
+            # An axis the architecture takes as an option (n_mels, n_frames) is checked by the
+            # model itself when it is built; min_input holds for its default options only.
+            least_mels = 1 if "n_mels" in known else minimum[0]
+            least_frames = 1 if "n_frames" in known else minimum[1]
+            if self.model.architecture == "mobilenet_attn":  # whole segments: checked below
+                least_frames = options.get("segment_frames", known["segment_frames"])
+            if frontend.n_mels < least_mels or self.model.window < least_frames:
+                raise ConfigError(
+                    f"{self.model.architecture} needs at least {least_mels} mels and "
+                    f"{least_frames} frames; the recipe gives frontend.n_mels = {frontend.n_mels} "
+                    f"and model.window = {self.model.window}")
+        else:
+            if self.model.window < minimum[0]:
+                raise ConfigError(f"{self.model.architecture} needs model.window >= "
+                                  f"{minimum[0]} samples, got {self.model.window}")
+            if self.augment.specaugment:
+                raise ConfigError(f"augment.freq_masks and augment.time_masks must be 0: "
+                                  f"{self.model.architecture} takes a waveform, not a "
+                                  "spectrogram")
+        if self.model.architecture == "mobilenet_attn":
+            segment = options.get("segment_frames", known["segment_frames"])
+            most = options.get("n_segments", known["n_segments"])
+            if self.model.window % segment or not 1 <= self.model.window // segment <= most:
+                raise ConfigError(f"model.window ({self.model.window}) must be a whole number "
+                                  f"of segments of {segment} frames, at most {most} of them")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], name: str = "model") -> Recipe:
+        """From a parsed TOML document; ``name`` is used when the document has none."""
+        data = _table(data, "the recipe")
+        for key, value in data.items():
+            if key not in _SECTIONS and key not in _TOP_LEVEL:
+                raise ConfigError(f"unknown key {key!r} at the top of the recipe; allowed: "
+                                  f"sections {', '.join('[' + s + ']' for s in _SECTIONS)} and "
+                                  f"the keys {', '.join(_TOP_LEVEL)}")
+            if key in _SECTIONS and not isinstance(value, Mapping):
+                raise _fail(f"[{key}]", value, "a table")
+        model = _table(data.get("model", {}), "[model]")
+        _unknown("model", list(model), [f.name for f in dataclasses.fields(ModelConfig)])
+        return cls(
+            name=data.get("name", name),
+            description=data.get("description", ""),
+            data=DataConfig.from_table(data.get("data", {})),
+            frontend=FrontendConfig.from_table(data.get("frontend", {})),
+            model=ModelConfig(**model),
+            train=_from_table(TrainConfig, "train", data.get("train", {})),
+            augment=_from_table(AugmentConfig, "augment", data.get("augment", {})),
+            eval=_from_table(EvalConfig, "eval", data.get("eval", {})),
+        )
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key of every section (defaults included): what ``from_dict`` reads back."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "data": self.data.table(),
+            "frontend": self.frontend.table(),
+            "model": {"architecture": self.model.architecture, "window": self.model.window,
+                      "hop": self.model.hop, "options": copy.deepcopy(dict(self.model.options))},
+            "train": dataclasses.asdict(self.train),
+            "augment": dataclasses.asdict(self.augment),
+            "eval": dataclasses.asdict(self.eval),
+        }
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML text."""
+        return _dump_toml(self.to_dict())
+
+    def frontend_options(self):  # -> LogMelOptions
+        return self.frontend.options()
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_recipe(text: str, overrides: Sequence[str] = (), name: str = "model",
+                 source: str = "recipe") -> Recipe:
+    """A recipe from TOML text with ``section.key=value`` overrides."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source} is not valid TOML: {error}") from None
+    return Recipe.from_dict(apply_overrides(data, overrides), name=name)
+
+
+def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
+    """A recipe file with ``section.key=value`` overrides; its name defaults to the file's stem
+    (``models/recipes/crnn.toml`` is ``crnn``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {path} not found") from None
+    except OSError as error:
+        raise ConfigError(f"recipe {path} cannot be read: {error}") from None
+    return parse_recipe(text, overrides, name=path.stem, source=str(path))
+
+
+_OVERRIDE = re.compile(r"\s*([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\s*=(.*)", re.DOTALL)
+
+
+def _parse_value(text: str) -> Any:
+    text = text.strip()
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare path or word
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``section.key=value`` (or ``model.options.key=value``, or a
+    top-level ``name=value``) set. Values are TOML (numbers, booleans, strings, arrays) or,
+    when they do not parse as TOML, plain strings."""
+    data = copy.deepcopy(dict(data))
+    for override in overrides:
+        match = _OVERRIDE.fullmatch(override)
+        if match is None:
+            raise ConfigError(f"--set {override!r}: expected section.key=value, e.g. "
+                              "train.epochs=5 or data.root=/data/mtg-jamendo")
+        path, value = match.group(1).split("."), _parse_value(match.group(2))
+        if len(path) == 1 and path[0] not in _TOP_LEVEL:
+            raise ConfigError(f"--set {override!r}: name a section and a key (section.key=value)"
+                              f"; sections: {', '.join(_SECTIONS)}")
+        table = data
+        for i, part in enumerate(path[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {override!r}: {'.'.join(path[:i + 1])} is not a table")
+        table[path[-1]] = value
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# TOML writing (tomllib only reads)
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+def _key(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, Mapping):
+        items = [f"{_key(k)} = {_value(v)}" for k, v in value.items() if v is not None]
+        return "{" + ", ".join(items) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _dump_toml(data: Mapping[str, Any]) -> str:
+    lines: list[str] = []
+    tables = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        elif value is not None:
+            lines.append(f"{_key(key)} = {_value(value)}")
+
+    def table(prefix: str, body: Mapping[str, Any]) -> None:
+        lines.append("")
+        lines.append(f"[{prefix}]")
+        nested = []
+        for key, value in body.items():
+            # Sub-tables of a section (model.options) get their own header; deeper ones and
+            # tables inside data (split_lists, synthetic) are inline.
+            if isinstance(value, Mapping) and prefix in ("model",):
+                nested.append((key, value))
+            elif value is not None:
+                lines.append(f"{_key(key)} = {_value(value)}")
+        for key, value in nested:
+            table(f"{prefix}.{_key(key)}", value)
+
+    for key, value in tables:
+        table(_key(key), value)
+    return "\n".join(lines).lstrip("\n") + "\n"
