@@ -1,0 +1,54 @@
+"""The shipped default model: it loads, its weights match the manifest's hash, the daemon uses
+it without --model, and it reproduces its model card's test metrics on regenerated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streamtag import modelfile
+from streamtag.daemon import default_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "default" / "model.pt"
+CARD = ROOT / "models" / "default" / "MODEL_CARD.md"
+RECIPE = ROOT / "models" / "recipes" / "default.toml"
+
+
+def test_the_shipped_model_loads_and_its_hash_matches():
+    loaded = modelfile.load(MODEL, device="cpu")  # load() checks the weights' SHA-256
+    manifest = loaded.manifest
+    assert manifest.weights_sha256 == modelfile.weights_sha256(loaded.module.model)
+    o = loaded.frontend_options
+    assert loaded.window * o.hop_length / o.sample_rate <= 3.0 + 1e-9  # windows of <= 3 s
+    assert loaded.hop * o.hop_length / o.sample_rate == pytest.approx(1.0, abs=0.02)
+    assert MODEL.stat().st_size <= 10 * 1024 * 1024
+    assert len(loaded.thresholds) == len(loaded.tags) >= 10
+    assert manifest.metrics["roc_auc_macro"] >= 0.95
+
+
+def test_the_daemon_uses_it_when_no_model_is_given():
+    assert default_model_path().resolve() == MODEL.resolve() or (
+        default_model_path().read_bytes() == MODEL.read_bytes())
+
+
+def test_the_card_states_the_files_test_metrics_and_the_command():
+    card = CARD.read_text()
+    metrics = modelfile.load(MODEL, device="cpu").manifest.metrics
+    assert f"{metrics['roc_auc_macro']:.3f}" in card
+    assert f"{metrics['pr_auc_macro']:.3f}" in card
+    assert "streamtag train models/recipes/default.toml" in card
+
+
+@pytest.mark.slow
+def test_it_reproduces_its_cards_test_metrics_on_regenerated_data(tmp_path):
+    from streamtag.train.export import evaluate_model_file
+    from streamtag.train.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE, [f"train.cache_dir={json.dumps(str(tmp_path))}"])
+    result = evaluate_model_file(MODEL, recipe, split="test", device="cpu", log=lambda *a: None)
+    expected = modelfile.load(MODEL, device="cpu").manifest.metrics
+    assert result["roc_auc_macro"] == pytest.approx(expected["roc_auc_macro"], abs=1e-3)
+    assert result["pr_auc_macro"] == pytest.approx(expected["pr_auc_macro"], abs=1e-3)
