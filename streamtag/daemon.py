@@ -135,9 +135,10 @@ class Daemon:
         return self._stopped.wait(timeout)
 
     def idle(self) -> bool:
-        """True when every source has ended or failed (nothing more will come)."""
+        """True when every stream has published its final status (nothing more will come):
+        not merely its source ended, since its last windows are scored after that."""
         with self._lock:
-            return all(r.final is not None for r in self._runs.values())
+            return all(r.state in FINAL_STATES for r in self._runs.values())
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drains and shuts down; safe to call twice."""
