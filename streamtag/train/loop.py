@@ -29,7 +29,6 @@ import dataclasses
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -508,9 +507,8 @@ def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False) as f:
-        temporary = Path(f.name)
+    """Written beside ``path`` and renamed into place: a crash never leaves half a checkpoint."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(obj, temporary)
         os.replace(temporary, path)
