@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -120,3 +121,14 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def port_is_free(endpoint: str) -> bool:
+    """Whether a tcp://HOST:PORT endpoint could be bound now (nothing holds it)."""
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    with socket.socket() as s:
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            return False
+    return True

@@ -8,7 +8,7 @@ import socket
 import threading
 
 import pytest
-from faultkit import wait_until
+from faultkit import port_is_free, wait_until
 from helpers import run_streamtag
 from test_daemon import free_port, make_config
 
@@ -111,13 +111,3 @@ def test_a_start_that_fails_part_way_releases_what_it_took(model_path, tmp_path)
     wait_until(lambda: port_is_free(config.publish.endpoint), 5, "the publish port")
     left = {t.name for t in threading.enumerate()} - before  # threads the start left running
     assert not left, left
-
-
-def port_is_free(endpoint: str) -> bool:
-    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    with socket.socket() as s:
-        try:
-            s.bind((host, int(port)))
-        except OSError:
-            return False
-    return True

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import numpy as np
 import pytest
-from faultkit import final_statuses, of_stream, wait_until
+from faultkit import final_statuses, of_stream, port_is_free, wait_until
 from helpers import run_streamtag, tiny_model_file
 from test_daemon import (
     assert_no_gaps,
@@ -172,16 +171,6 @@ def truncated_model(model_path, path) -> str:
     data = model_path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return str(path)
-
-
-def port_is_free(endpoint: str) -> bool:
-    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    with socket.socket() as s:
-        try:
-            s.bind((host, int(port)))
-        except OSError:
-            return False
-    return True
 
 
 def test_a_corrupt_model_at_start_exits_2_naming_it_and_binds_nothing(model_path, tmp_path):
