@@ -95,6 +95,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
 from streamtag import modelfile, nets  # noqa: E402
 from streamtag.client import Subscriber  # noqa: E402
@@ -520,15 +521,7 @@ def run_latency(model: InferenceModel, bank: AudioBank, streams: int, seconds: f
 
 
 def machine(device: str) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     info = {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(),
             "torch": torch.__version__, "python": platform.python_version(),
             "device": device, "load_average": list(os.getloadavg()),
