@@ -13,6 +13,7 @@
 // Build and run: fuzz/run.sh SECONDS
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -57,29 +58,46 @@ int64_t FrameCost(int n_fft) {
   return static_cast<int64_t>(n_fft) * (p > 8 ? p : 8);
 }
 
+// One input in eight draws "wild" options (any value, valid or not: they must be refused with
+// std::invalid_argument); the others draw every field from its valid range, so that most inputs
+// reach the frontend even from an empty corpus.
 streamtag::LogMelOptions DrawOptions(FuzzedDataProvider &in) {
+  const bool wild = in.ConsumeIntegralInRange<int>(0, 7) == 0;
+  auto pick = [&](int valid_choices) {  // an index < valid_choices, or == it when wild
+    return in.ConsumeIntegralInRange<int>(0, wild ? valid_choices : valid_choices - 1);
+  };
   streamtag::LogMelOptions o;
   const double rates[] = {8000, 11025, 12000, 16000, 22050, 44100, 48000, 96000, 192000};
-  o.sample_rate = in.ConsumeBool() ? rates[in.ConsumeIntegralInRange<int>(0, 8)]
-                                   : in.ConsumeFloatingPoint<double>();
+  const int rate = pick(9);
+  o.sample_rate = rate < 9 ? rates[rate] : in.ConsumeFloatingPoint<double>();
   o.n_fft = in.ConsumeBool() ? 1 << in.ConsumeIntegralInRange<int>(1, 13)
-                             : in.ConsumeIntegralInRange<int>(-2, 8192);
-  o.win_length = in.ConsumeIntegralInRange<int>(-1, o.n_fft > 0 ? o.n_fft + 1 : 1);
-  o.hop_length = in.ConsumeIntegralInRange<int>(0, o.n_fft > 1 ? o.n_fft : 2);
-  o.window = in.ConsumeBool() ? "hann" : (in.ConsumeBool() ? "hann_symmetric" : "hamming");
+                             : in.ConsumeIntegralInRange<int>(wild ? -2 : 2, 8192);
+  const int n_fft = o.n_fft > 1 ? o.n_fft : 2;
+  o.win_length = in.ConsumeBool() ? 0 : in.ConsumeIntegralInRange<int>(wild ? -1 : 1,
+                                                                      n_fft + (wild ? 1 : 0));
+  o.hop_length = in.ConsumeIntegralInRange<int>(wild ? 0 : 1, n_fft);
+  const char *windows[] = {"hann", "hann_symmetric", "hamming"};
+  o.window = windows[pick(2)];
   o.center = in.ConsumeBool();
-  o.pad_mode = in.ConsumeBool() ? "constant" : (in.ConsumeBool() ? "reflect" : "edge");
-  o.n_mels = in.ConsumeIntegralInRange<int>(0, 300);
-  const double nyquist = std::isfinite(o.sample_rate) ? o.sample_rate / 2 : 1.0;
-  o.fmin = in.ConsumeBool() ? 0.0 : in.ConsumeProbability<double>() * nyquist;
-  o.fmax = in.ConsumeBool() ? -1.0 : in.ConsumeProbability<double>() * nyquist * 1.01;
+  const char *pads[] = {"constant", "reflect", "edge"};
+  o.pad_mode = pads[pick(2)];
+  // Up to what a filterbank can hold for this FFT, and past it.
+  o.n_mels = in.ConsumeIntegralInRange<int>(wild ? 0 : 1, std::min(300, n_fft / 2 + 2));
+  const double nyquist = std::isfinite(o.sample_rate) && o.sample_rate > 0 ? o.sample_rate / 2
+                                                                            : 1.0;
+  o.fmax = in.ConsumeBool() ? -1.0
+                            : (0.05 + 0.95 * in.ConsumeProbability<double>()) * nyquist *
+                                  (wild ? 1.1 : 1.0);
+  const double top = o.fmax < 0 ? nyquist : o.fmax;
+  o.fmin = in.ConsumeBool() ? 0.0 : in.ConsumeProbability<double>() * top * (wild ? 1.1 : 0.9);
   o.mel_scale = in.ConsumeBool() ? "slaney" : "htk";
   o.norm = in.ConsumeBool() ? "slaney" : "none";
-  o.power = in.ConsumeBool() ? 2.0 : (in.ConsumeBool() ? 1.0 : 1.5);
+  const double powers[] = {2.0, 1.0, 1.5};
+  o.power = powers[pick(2)];
   const char *logs[] = {"db", "log1p", "ln", "none", "log2"};
-  o.log = logs[in.ConsumeIntegralInRange<int>(0, 4)];
+  o.log = logs[pick(4)];
   const double amins[] = {1e-10, 1e-5, 1e-30, 1e-45, 0.0};
-  o.amin = amins[in.ConsumeIntegralInRange<int>(0, 4)];
+  o.amin = amins[pick(4)];
   o.db_multiplier = in.ConsumeBool() ? 10.0 : 20.0;
   o.log1p_gain = in.ConsumeBool() ? 10000.0 : in.ConsumeFloatingPointInRange<double>(1e-3, 1e30);
   return o;
