@@ -522,12 +522,17 @@ class Icecast:
             return False
 
 
-@pytest.fixture(scope="module")
-def icecast(media):
+def require_icecast() -> None:
+    """Skips, naming the packages, unless icecast2 and ffmpeg are installed."""
     missing = [tool for tool in ("icecast2", "ffmpeg") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not installed; install with "
                     f"apt-get install icecast2 ffmpeg")
+
+
+@pytest.fixture(scope="module")
+def icecast(media):
+    require_icecast()
     directory = Path(tempfile.mkdtemp(prefix="streamtag-icecast-"))
     security = ""
     if os.geteuid() == 0:  # icecast refuses to run as root unless it can change owner
@@ -622,23 +627,33 @@ def _alsa_pulse_plugin() -> bool:
                 or glob.glob("/usr/lib/alsa-lib/libasound_module_pcm_pulse.so"))
 
 
-@pytest.fixture
-def pulse(monkeypatch):
-    """A private PulseAudio daemon with a 48 kHz mono float null sink ``testsink``, reachable by
-    PortAudio's ALSA backend through the ``pulse`` PCM; env vars point the test process at it."""
-    packages = "apt-get install libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins"
+PULSE_PACKAGES = ("apt-get install libportaudio2 pulseaudio pulseaudio-utils "
+                  "libasound2-plugins")
+
+
+def require_pulse():
+    """sounddevice, once PortAudio, PulseAudio and the ALSA pulse plugin are all there; else
+    the test skips naming what to install."""
     try:
         import sounddevice as sd
     except ImportError:
         pytest.skip("the sounddevice package is missing; install with: pip install sounddevice")
     except OSError as exc:
-        pytest.skip(f"PortAudio is missing ({exc}); install with: {packages}")
+        pytest.skip(f"PortAudio is missing ({exc}); install with: {PULSE_PACKAGES}")
     missing = [t for t in ("pulseaudio", "pacat", "pactl") if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed; install with: {packages}")
+        pytest.skip(f"{', '.join(missing)} not installed; install with: {PULSE_PACKAGES}")
     if not _alsa_pulse_plugin():
         pytest.skip(f"the ALSA pulse plugin (libasound2-plugins) is missing; install with: "
-                    f"{packages}")
+                    f"{PULSE_PACKAGES}")
+    return sd
+
+
+@pytest.fixture
+def pulse(monkeypatch):
+    """A private PulseAudio daemon with a 48 kHz mono float null sink ``testsink``, reachable by
+    PortAudio's ALSA backend through the ``pulse`` PCM; env vars point the test process at it."""
+    sd = require_pulse()
     directory = Path(tempfile.mkdtemp(prefix="st-pa-"))  # short: unix socket paths are limited
     socket_path = directory / "native"
     env = {"HOME": str(directory), "XDG_RUNTIME_DIR": str(directory),

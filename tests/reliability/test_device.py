@@ -16,12 +16,10 @@ import pytest
 from faultkit import of_stream, wait_until
 from test_daemon import assert_no_gaps, make_config, started
 from test_network import Watcher
-from test_sources import _alsa_pulse_plugin, stop_process
+from test_sources import require_pulse, stop_process
 
 from streamtag.config import SourceConfig
 from streamtag.testsignals import music_like
-
-PACKAGES = "apt-get install libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins"
 
 
 class PulseServer:
@@ -78,18 +76,7 @@ class PulseServer:
 
 @pytest.fixture
 def pulse_server(monkeypatch):
-    try:
-        import sounddevice as sd
-    except ImportError:
-        pytest.skip("the sounddevice package is missing; install with: pip install sounddevice")
-    except OSError as exc:
-        pytest.skip(f"PortAudio is missing ({exc}); install with: {PACKAGES}")
-    missing = [t for t in ("pulseaudio", "pacat", "pactl") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed; install with: {PACKAGES}")
-    if not _alsa_pulse_plugin():
-        pytest.skip(f"the ALSA pulse plugin (libasound2-plugins) is missing; install with: "
-                    f"{PACKAGES}")
+    sd = require_pulse()
     directory = Path(tempfile.mkdtemp(prefix="st-pa-"))  # short: unix socket paths are limited
     server = PulseServer(directory)
     try:

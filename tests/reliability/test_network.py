@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 from faultkit import ffmpeg_encode, of_stream, wait_until
 from test_daemon import assert_no_gaps, free_port, make_config, started
-from test_sources import ICECAST_CONFIG, TARGET, AudioServer, Icecast, read_all, stop_process
+from test_sources import (
+    ICECAST_CONFIG,
+    TARGET,
+    AudioServer,
+    Icecast,
+    read_all,
+    require_icecast,
+    stop_process,
+)
 
 from streamtag.config import SourceConfig
 from streamtag.sources import HttpSource
@@ -291,10 +299,7 @@ class Feeder:
 
 @pytest.fixture
 def icecast_feeder(media):
-    missing = [tool for tool in ("icecast2", "ffmpeg") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed; install with "
-                    f"apt-get install icecast2 ffmpeg")
+    require_icecast()
     directory = Path(tempfile.mkdtemp(prefix="streamtag-icecast-"))
     security = ""
     if os.geteuid() == 0:  # icecast refuses to run as root unless it can change owner
