@@ -221,8 +221,6 @@ class Daemon:
 
     def _publish_status(self, run: _SourceRun, state: str, error: str | None) -> None:
         counters = self._counters(run)
-        if self.metrics is not None:
-            self.metrics.observe_status(run.config.id, state, counters)
         self.publisher.publish_status(run.config.id, state=state, error=error,
                                       counters=counters, title=run.title,
                                       source=run.source.description)

@@ -83,9 +83,6 @@ class DaemonMetrics:
     def observe_window(self, result: WindowResult) -> None:
         self.latency.labels(result.stream_id).observe(result.latency_ms / 1000.0)
 
-    def observe_status(self, stream_id: str, state: str, counters: dict) -> None:
-        pass  # states and counters are read at scrape time
-
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
