@@ -5,7 +5,9 @@ streamtag.train.cli train ...`` runs them on their own.
 
     streamtag train RECIPE.toml [--set section.key=value ...] [--out RUN_DIR]
     streamtag train --resume RUN_DIR [--set train.epochs=60 ...]
+    streamtag pretrain RECIPE.toml [--set section.key=value ...] [--out RUN_DIR]
     streamtag eval MODEL.pt RECIPE.toml [--split test] [--set ...] [--json OUT.json]
+    streamtag ensemble A.pt B.pt ... --out E.pt [--name NAME]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 
-__all__ = ["add_train_commands", "cmd_eval", "cmd_train", "main"]
+__all__ = ["add_train_commands", "cmd_ensemble", "cmd_eval", "cmd_train", "main"]
 
 
 def _default_run_dir(name: str) -> Path:
@@ -61,6 +63,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from streamtag.errors import ConfigError, ModelError
+    from streamtag.train.pretrain import PRETRAINED_FILE, pretrain
+    from streamtag.train.recipe import load_recipe
+
+    run_dir = None
+    try:
+        recipe = load_recipe(args.recipe, args.set or ())
+        run_dir = Path(args.out) if args.out else _default_run_dir(recipe.name)
+        result = pretrain(recipe, run_dir)
+    except (ConfigError, ModelError) as error:
+        print(f"streamtag pretrain: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        kept = run_dir is not None and (run_dir / PRETRAINED_FILE).is_file()
+        print("streamtag pretrain: interrupted" + (f"; {run_dir / PRETRAINED_FILE} holds the "
+                                                   "best epoch so far" if kept else ""),
+              file=sys.stderr)
+        return 130
+    print(f"streamtag pretrain: {result.path}: validation reconstruction MSE "
+          f"{result.before['mse']:.5f} before training, {result.metrics['mse']:.5f} after "
+          f"(epoch {result.best_epoch} of {result.epochs}); codebook perplexity "
+          f"{result.metrics['perplexity']:.1f}, {result.metrics['dead_codes']} dead codes; "
+          f"{result.train_seconds:.0f} s of training. Next: streamtag train RECIPE.toml --set "
+          f"model.encoder={result.path}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from streamtag.errors import ConfigError, ModelError
     from streamtag.train.export import evaluate_model_file
@@ -77,6 +107,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from streamtag import modelfile
+    from streamtag.errors import ModelError
+
+    if Path(args.out).resolve() in {Path(m).resolve() for m in args.models}:
+        print(f"streamtag ensemble: --out {args.out} is one of the members; give another path",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        manifest = modelfile.save_ensemble(args.models, args.out, name=args.name)
+    except ModelError as error:
+        print(f"streamtag ensemble: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"streamtag ensemble: wrote {args.out}: the mean of the probabilities of "
+          f"{len(args.models)} models ({', '.join(m['name'] for m in manifest.members)}), "
+          f"{len(manifest.tags)} tags")
     return 0
 
 
@@ -98,6 +147,20 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
+        "pretrain", help="pre-train the VQ-VAE of a vqvae recipe on (unlabeled) audio",
+        description="Pre-train the VQ-VAE autoencoder (model.architecture = \"vqvae\") on the "
+                    "recipe's training audio, labels ignored (data.kind = \"audio_folder\" "
+                    "takes any folder of audio files). The run folder gets the resolved "
+                    "recipe, pretrain.log, metrics.json and vqvae.pt; then train vqvae_gru or "
+                    "vqvae_cnn with --set model.encoder=RUN_DIR/vqvae.pt.")
+    p.add_argument("recipe", help="recipe TOML with model.architecture = \"vqvae\"")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a recipe value (TOML syntax; bare strings allowed), e.g. "
+                        "--set data.root=/data/audio --set train.epochs=5; repeatable")
+    p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = subparsers.add_parser(
         "eval", help="evaluate a model file on a split of a recipe's dataset",
         description="ROC-AUC, PR-AUC, precision, recall and F1 (macro, micro, per tag) of a "
                     "model file, with its own frontend options and thresholds.")
@@ -109,6 +172,17 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser(
+        "ensemble", help="one model file averaging the probabilities of several model files",
+        description="Multi-model averaging: one model file whose output is the mean of its "
+                    "members' probabilities (the daemon runs it like any model). Members must "
+                    "share tags (in order), input kind, frontend options, window and hop; the "
+                    "thresholds are the mean of theirs.")
+    p.add_argument("models", nargs="+", metavar="MODEL.pt", help="member model files")
+    p.add_argument("--out", required=True, metavar="E.pt", help="the ensemble model file")
+    p.add_argument("--name", help="the ensemble's name (default: 'ensemble of' the members)")
+    p.set_defaults(func=cmd_ensemble)
 
 
 def main(argv: list[str] | None = None) -> int:

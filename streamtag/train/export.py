@@ -1,8 +1,9 @@
 """After training: thresholds, test metrics, plots and the model file; and evaluating a model file.
 
-``export_run(run)`` loads the best epoch's weights, chooses one threshold per tag on the
-validation split (``eval.threshold_method``), scores the test split, and writes into the run
-directory:
+``export_run(run)`` takes the network to export (``TrainingRun.final_model``: the best epoch's
+weights, the SWA average, a snapshot average or per-tag best epochs), chooses one threshold per
+tag on the validation split (``eval.threshold_method``), scores the test split, and writes into
+the run directory:
 
 - ``metrics.json``: test and validation metrics (``streamtag.train.metrics.evaluate``: ROC-AUC,
   PR-AUC, precision, recall, F1, macro and micro, and the per-tag table), the thresholds, the
@@ -55,13 +56,14 @@ def export_run(run: TrainingRun) -> RunResult:
 
     r = run.recipe
     tags = run.data.tags
-    best_epoch = run.load_best()
-    p_val = run.predict("validation")
+    network, made = run.final_model()
+    best_epoch = made["best_epoch"]
+    p_val = run.predict("validation", network)
     y_val = run.data.labels["validation"]
     thresholds = choose_thresholds(y_val, p_val, r.eval.threshold_method)
     validation = evaluate(y_val, p_val, thresholds, tags)
     validation["loss"] = bce(y_val, p_val)
-    p_test = run.predict("test")
+    p_test = run.predict("test", network)
     y_test = run.data.labels["test"]
     test = evaluate(y_test, p_test, thresholds, tags)
     test["loss"] = bce(y_test, p_test)
@@ -77,6 +79,7 @@ def export_run(run: TrainingRun) -> RunResult:
         "architecture": r.model.architecture,
         "epochs_trained": run.epoch,
         "best_epoch": best_epoch,
+        "exported": made,
         "stopped_early": run.stopped_early,
         "early_stopping": run.best,
         "threshold_method": r.eval.threshold_method,
@@ -93,7 +96,7 @@ def export_run(run: TrainingRun) -> RunResult:
 
     options = run.options
     model_path = run.run_dir / MODEL_FILE
-    modelfile.save(run.model, model_path, {
+    modelfile.save(network, model_path, {
         "name": r.name,
         "tags": list(tags),
         "input_kind": r.model.input_kind,
@@ -102,7 +105,7 @@ def export_run(run: TrainingRun) -> RunResult:
         "hop": r.model.hop,
         "thresholds": thresholds.tolist(),
         "architecture": {"name": r.model.architecture, **dict(r.model.options)},
-        "options": {"best_epoch": best_epoch, "epochs_trained": run.epoch,
+        "options": {**made, "epochs_trained": run.epoch,
                     "threshold_method": r.eval.threshold_method, "eval_windows": r.eval.windows,
                     "eval_hop": r.eval.eval_hop or r.model.hop,
                     "window_seconds": _window_seconds(r, options)},

@@ -18,13 +18,20 @@ exactly as an uninterrupted one would. With ``train.deterministic`` the result i
 for bit on the same machine (``torch.use_deterministic_algorithms``).
 
 Run directory: ``recipe.toml`` (the resolved recipe), ``train.log`` (one line per epoch, also
-printed), ``checkpoint.pt`` (the last epoch), ``best.pt`` (the best epoch's weights), then what
-``export`` writes.
+printed), ``checkpoint.pt`` (the last epoch), ``best.pt`` (the best epoch's weights), ``swa/``
+(the SWA averages kept for snapshot averaging), ``per_tag/`` (the weights of each epoch that is
+some tag's best, for per-tag early stopping), then what ``export`` writes.
+
+What is exported (``TrainingRun.final_model``): the best epoch's weights; or with ``train.swa``
+the SWA average, its batch-norm statistics recomputed over the training windows; with
+``train.snapshots`` the mean of the probabilities of the best epoch's model and the last SWA
+averages; with ``train.per_tag_best`` each tag answered by the weights of its own best epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -40,9 +47,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
+from streamtag.train import combine
 from streamtag.train.augment import Augmenter, pad_to, silence_value
 from streamtag.train.recipe import Recipe, TrainConfig
 
@@ -62,6 +71,8 @@ __all__ = [
 SPLITS = ("train", "validation", "test")
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+SWA_DIR = "swa"
+PER_TAG_DIR = "per_tag"
 RECIPE_FILE = "recipe.toml"
 LOG_FILE = "train.log"
 _CHECKPOINT_FORMAT = 1
@@ -413,8 +424,13 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], data: TrackData, spli
 
 def bce(y: np.ndarray, p: np.ndarray) -> float:
     """Mean binary cross-entropy of probabilities ``p`` against 0/1 targets ``y``."""
+    return float(np.mean(bce_per_tag(y, p)))
+
+
+def bce_per_tag(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of each tag (column), averaged over the tracks (rows)."""
     p = np.clip(p, _EPS, 1 - _EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,6 +574,10 @@ class TrainingRun:
         self.plateau = {"scale": 1.0, "best": None, "bad": 0}
         self.stopped_early = False
         self.train_seconds = 0.0
+        self.swa_model: AveragedModel | None = None
+        self.swa_epochs: list[int] = []  # epochs whose weights are in the SWA average
+        # Per-tag early stopping: each tag's lowest validation loss and its epoch (1-based).
+        self.tag_best: dict[str, list[Any]] = {"loss": [], "epoch": []}
         self._resume = resume
         self._check_run_dir()
 
@@ -584,6 +604,8 @@ class TrainingRun:
         self.loader_generator = torch.Generator().manual_seed(r.train.seed)
         self.stage = optimizer_stage(r.train, 0)
         self.optimizer = _make_optimizer(r.train, self.stage, self.model.parameters())
+        if r.train.swa:
+            self.swa_model = AveragedModel(self.model)
         if self._resume:
             self._load_checkpoint()
         # Written once the recipe is known to fit the run (a refused resume leaves it alone).
@@ -631,6 +653,9 @@ class TrainingRun:
             "plateau": self.plateau,
             "stopped_early": self.stopped_early,
             "train_seconds": self.train_seconds,
+            "swa_model": None if self.swa_model is None else self.swa_model.state_dict(),
+            "swa_epochs": self.swa_epochs,
+            "tag_best": self.tag_best,
             "tags": self.data.tags,
             "recipe": self.recipe.to_dict(),
         }
@@ -668,6 +693,15 @@ class TrainingRun:
         self.plateau = dict(state["plateau"])
         self.stopped_early = bool(state["stopped_early"])
         self.train_seconds = float(state["train_seconds"])
+        if self.swa_model is not None and state.get("swa_model") is not None:
+            self.swa_model.load_state_dict(state["swa_model"])
+            self.swa_epochs = list(state["swa_epochs"])
+        elif self.swa_model is not None and self.epoch >= self.recipe.train.swa_start:
+            raise ConfigError(f"cannot resume {self.run_dir} with train.swa: the run did not "
+                              f"average weights, and epoch {self.recipe.train.swa_start} "
+                              "(train.swa_start) is already past")
+        tag_best = state.get("tag_best") or {"loss": [], "epoch": []}
+        self.tag_best = {"loss": list(tag_best["loss"]), "epoch": list(tag_best["epoch"])}
         self.log(f"resumed after epoch {self.epoch}")
 
     def save_checkpoint(self) -> None:
@@ -757,29 +791,39 @@ class TrainingRun:
         self.train_seconds += time.perf_counter() - started
         self._after_epoch(lr, train_loss, validation, time.perf_counter() - started)
 
-    def validate(self) -> dict[str, float | None]:
+    def validate(self) -> dict[str, Any]:
+        """Validation loss and macro AUCs, and ``tag_loss``: each tag's loss (a list)."""
         from streamtag.train.metrics import evaluate
 
         p = self.predict("validation")
         y = self.data.labels["validation"]
         result = evaluate(y, p, np.full(y.shape[1], 0.5), self.data.tags)
-        return {"loss": bce(y, p), "roc_auc_macro": result["roc_auc_macro"],
-                "pr_auc_macro": result["pr_auc_macro"]}
+        tag_loss = bce_per_tag(y, p)
+        return {"loss": float(np.mean(tag_loss)), "roc_auc_macro": result["roc_auc_macro"],
+                "pr_auc_macro": result["pr_auc_macro"], "tag_loss": tag_loss.tolist()}
 
-    def predict(self, split: str) -> np.ndarray:
+    def predict(self, split: str, model: nn.Module | None = None) -> np.ndarray:
+        """Per-track probabilities of ``split`` by ``model`` (default: the model in training)."""
         r = self.recipe
-        self.model.eval()
+        network = self.model if model is None else model
+        network.eval()
         try:
-            return predict(self.model, self.data, split, r.model.window,
+            return predict(network, self.data, split, r.model.window,
                            r.eval.eval_hop or r.model.hop, mode=r.eval.windows,
                            batch_size=r.eval.batch_size or 2 * r.train.batch_size,
                            device=self.device, outputs="logits", bf16=self.bf16)
         finally:
-            self.model.train()
+            if model is None:
+                self.model.train()
 
-    def _after_epoch(self, lr: float, train_loss: float, validation: dict[str, float | None],
+    def _after_epoch(self, lr: float, train_loss: float, validation: dict[str, Any],
                      seconds: float) -> None:
         t = self.recipe.train
+        tag_loss = validation.pop("tag_loss")
+        if t.swa and self.epoch >= t.swa_start and (self.epoch - t.swa_start) % t.swa_every == 0:
+            self._average_weights()
+        if t.per_tag_best:
+            self._keep_per_tag_best(tag_loss)
         metric = t.early_stopping
         value = validation[metric]
         better = _improved(metric, value, self.best["value"])
@@ -800,7 +844,7 @@ class TrainingRun:
                     self.plateau["bad"] = 0
         entry = {"epoch": self.epoch, "lr": lr, "optimizer": self.stage,
                  "train_loss": train_loss, **{f"val_{k}": v for k, v in validation.items()},
-                 "seconds": seconds, "best": better}
+                 "seconds": seconds, "best": better, "val_tag_loss": tag_loss}
         self.history.append(entry)
         self.save_checkpoint()
 
@@ -812,6 +856,114 @@ class TrainingRun:
                  f"val_roc_auc_macro {number(validation['roc_auc_macro'])}  "
                  f"val_pr_auc_macro {number(validation['pr_auc_macro'])}  lr {lr:.2e}  "
                  f"{seconds:.1f} s" + ("  *" if better else ""))
+
+
+    # -- what is exported --------------------------------------------------------------------
+
+    def _average_weights(self) -> None:
+        """Adds this epoch's weights to the SWA average; keeps the average for snapshots."""
+        assert self.swa_model is not None
+        self.swa_model.update_parameters(self.model)
+        self.swa_epochs.append(self.epoch)
+        self.log(f"SWA: averaged the weights of epochs {self.swa_epochs}")
+        keep = self.recipe.train.snapshots - 1  # the best epoch's model is the other member
+        if keep <= 0:
+            return
+        folder = self.run_dir / SWA_DIR
+        folder.mkdir(exist_ok=True)
+        _save_atomic({"epoch": self.epoch, "epochs": list(self.swa_epochs),
+                      "model": self.swa_model.module.state_dict()},
+                     folder / f"average-{self.epoch}.pt")
+        for old in self._snapshot_files()[:-keep]:
+            old.unlink()
+
+    def _snapshot_files(self) -> list[Path]:
+        folder = self.run_dir / SWA_DIR
+        files = folder.glob("average-*.pt") if folder.is_dir() else []
+        return sorted(files, key=lambda f: int(f.stem.split("-")[1]))
+
+    def _keep_per_tag_best(self, tag_loss: Sequence[float]) -> None:
+        """Records the tags this epoch is best for and keeps its weights while any tag is."""
+        if not self.tag_best["loss"]:
+            self.tag_best = {"loss": [None] * len(tag_loss), "epoch": [None] * len(tag_loss)}
+        improved = []
+        for j, value in enumerate(tag_loss):
+            best = self.tag_best["loss"][j]
+            if math.isfinite(value) and (best is None or value < best):
+                self.tag_best["loss"][j] = float(value)
+                self.tag_best["epoch"][j] = self.epoch
+                improved.append(j)
+        folder = self.run_dir / PER_TAG_DIR
+        folder.mkdir(exist_ok=True)
+        if improved:
+            _save_atomic({"epoch": self.epoch, "model": self.model.state_dict()},
+                         folder / f"epoch-{self.epoch}.pt")
+        needed = {f"epoch-{e}.pt" for e in self.tag_best["epoch"] if e is not None}
+        for path in folder.glob("epoch-*.pt"):
+            if path.name not in needed:
+                path.unlink()
+
+    def _network_with(self, state: dict[str, Any]) -> nn.Module:
+        network = copy.deepcopy(self.model)
+        network.load_state_dict(state)
+        return network.eval()
+
+    def _recompute_batch_norm(self, network: nn.Module) -> nn.Module:
+        """Batch-norm statistics of ``network`` recomputed over one pass of training windows
+        (positions drawn as in training, from their own generator; no augmentation)."""
+        r = self.recipe
+        rng = np.random.default_rng([r.train.seed, 3])
+        items = training_windows(self.data.lengths["train"], r.model.window,
+                                 r.train.windows_per_track, r.train.window_position, rng)
+        loader = torch.utils.data.DataLoader(
+            _WindowDataset(self.data, "train", items, r.model.window),
+            batch_size=r.train.batch_size, shuffle=False, num_workers=r.train.workers)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            update_bn(loader, network, device=self.device)
+        return network.eval()
+
+    def final_model(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The network to export (giving logits) and how it was made: ``{"export": "best" |
+        "swa" | "snapshots" | "per_tag_best", "best_epoch": ..., ...}``. Puts the best epoch's
+        weights into ``model``."""
+        t = self.recipe.train
+        best_epoch = self.load_best()
+        info: dict[str, Any] = {"export": "best", "best_epoch": best_epoch}
+        if t.per_tag_best and self.tag_best["epoch"]:
+            epochs = sorted(set(self.tag_best["epoch"]))
+            members = [self._network_with(torch.load(
+                self.run_dir / PER_TAG_DIR / f"epoch-{e}.pt", map_location=self.device,
+                weights_only=True)["model"]) for e in epochs]
+            member_of_tag = [epochs.index(e) for e in self.tag_best["epoch"]]
+            self.log(f"per-tag early stopping: {len(epochs)} epoch(s) answer the tags: "
+                     + ", ".join(f"{tag} {e}" for tag, e in zip(self.data.tags,
+                                                                 self.tag_best["epoch"],
+                                                                 strict=True)))
+            info.update(export="per_tag_best", tag_epochs=dict(zip(
+                self.data.tags, self.tag_best["epoch"], strict=True)))
+            return combine.PerTagSelect(members, member_of_tag), info
+        if t.swa and self.swa_epochs:
+            assert self.swa_model is not None
+            average = self._recompute_batch_norm(copy.deepcopy(self.swa_model.module))
+            info.update(export="swa", swa_epochs=list(self.swa_epochs))
+            if not t.snapshots:
+                self.log(f"exporting the SWA average of epochs {self.swa_epochs} (batch-norm "
+                         "statistics recomputed)")
+                return average, info
+            snapshots = []
+            for path in self._snapshot_files():
+                state = torch.load(path, map_location=self.device, weights_only=True)
+                snapshots.append((int(state["epoch"]), self._recompute_batch_norm(
+                    self._network_with(state["model"]))))
+            members = [self._network_with(self.model.state_dict())] + [n for _, n in snapshots]
+            info.update(export="snapshots", snapshot_epochs=[e for e, _ in snapshots])
+            self.log(f"exporting the snapshot average of the best epoch ({best_epoch}) and the "
+                     f"SWA averages after epochs {info['snapshot_epochs']}")
+            return combine.MeanOfProbabilities(members), info
+        if t.swa:
+            self.log(f"SWA averaged nothing (training ended before epoch {t.swa_start}); "
+                     "exporting the best epoch's weights")
+        return self.model, info
 
 
 @dataclasses.dataclass

@@ -404,6 +404,19 @@ class TrainConfig:
     (ignored on the CPU). ``workers``: data-loading processes (0: in the training process) and
     feature-cache threads (0: every core). ``cache_dir``: features and generated data (empty:
     ``default_cache_dir()``). ``grad_clip``: max gradient norm (0: off).
+
+    What is exported (CP-JKU's and AMLAG's techniques; by default the best epoch's weights):
+
+    - ``swa``: stochastic weight averaging (``torch.optim.swa_utils``). The weights after epoch
+      ``swa_start`` (1-based) and every ``swa_every`` epochs after it are averaged; before
+      export the average's batch-norm statistics are recomputed over the training windows, and
+      the average is the exported model.
+    - ``snapshots`` (needs ``swa``; 0: off): snapshot averaging, the mean of the probabilities
+      of the best validation epoch's model and the last ``snapshots − 1`` SWA averages (each
+      with its own batch-norm statistics), exported as one model file.
+    - ``per_tag_best``: per-tag early stopping. For every tag the epoch with the lowest
+      validation loss on that tag is kept; the exported model answers each tag with that
+      epoch's weights.
     """
 
     epochs: int = 30
@@ -433,6 +446,11 @@ class TrainConfig:
     bf16: bool = False
     workers: int = 0
     cache_dir: str = ""
+    swa: bool = False
+    swa_start: int = 1
+    swa_every: int = 3
+    snapshots: int = 0
+    per_tag_best: bool = False
 
     def __post_init__(self) -> None:
         s = "train"
@@ -465,6 +483,23 @@ class TrainConfig:
         _str(self, s, "cache_dir")
         if self.optimizer == "sgd" and self.momentum == 0.0:
             raise ConfigError("train.momentum must be > 0 for Nesterov SGD")
+        _bool(self, s, "swa")
+        _int(self, s, "swa_start", minimum=1)
+        _int(self, s, "swa_every", minimum=1)
+        _int(self, s, "snapshots", minimum=0)
+        _bool(self, s, "per_tag_best")
+        if self.snapshots and not self.swa:
+            raise ConfigError("train.snapshots averages SWA models: set train.swa = true too, "
+                              "or train.snapshots = 0")
+        if self.snapshots == 1:
+            raise ConfigError("train.snapshots must be 0 (off) or >= 2: the best epoch's model "
+                              "and at least one SWA average")
+        if self.per_tag_best and self.swa:
+            raise ConfigError("train.per_tag_best and train.swa each choose the exported "
+                              "weights; set one of them to false")
+        if self.swa and self.swa_start > self.epochs:
+            raise ConfigError(f"train.swa_start ({self.swa_start}) is after the last epoch "
+                              f"(train.epochs = {self.epochs}); no weights would be averaged")
 
     def cache_root(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
