@@ -5,7 +5,8 @@
 #   fuzz/run.sh [SECONDS]     default 60; exits non-zero on a finding (crash, failed check,
 #                             sanitizer report, leak, timeout of one input, memory blow-up)
 #
-# Needs clang with libFuzzer (Debian/Ubuntu: apt-get install clang). The corpus grows in
+# Needs clang and its libFuzzer + sanitizer runtimes (Debian/Ubuntu: apt-get install clang
+# libclang-rt-dev; the runtimes are only a Recommends of clang there). The corpus grows in
 # build/fuzz/corpus between runs; a finding is saved in build/fuzz/artifacts/ and replays with
 #   build/fuzz/fuzz_online_log_mel build/fuzz/artifacts/crash-...
 set -euo pipefail
@@ -24,8 +25,27 @@ mkdir -p "$out/corpus" "$out/artifacts"
   -I"$root/csrc" "$root/fuzz/fuzz_online_log_mel.cc" \
   "$root/csrc/fft.cc" "$root/csrc/mel_filterbank.cc" "$root/csrc/log_mel_options.cc" \
   "$root/csrc/online_log_mel.cc" "$root/csrc/frame_ring.cc" \
-  -o "$out/fuzz_online_log_mel"
+  -o "$out/fuzz_online_log_mel" || {
+  echo "fuzz/run.sh: build failed; a missing libclang_rt.fuzzer or libclang_rt.asan means the" \
+    "runtimes are not installed (apt-get install libclang-rt-dev)" >&2
+  exit 2
+}
 echo "fuzz/run.sh: fuzzing OnlineLogMel for ${seconds} s" >&2
-UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+# Stacks with file:line from binutils' addr2line where llvm-symbolizer is not installed (clang
+# does not pull it in with --no-install-recommends).
+symbolizer=""
+if ! command -v llvm-symbolizer > /dev/null && command -v addr2line > /dev/null; then
+  symbolizer="external_symbolizer_path=$(command -v addr2line)"
+fi
+status=0
+ASAN_OPTIONS="$symbolizer" \
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${symbolizer:+:$symbolizer}" \
 "$out/fuzz_online_log_mel" -max_total_time="$seconds" -max_len=16384 -len_control=0 -timeout=30 \
-  -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/artifacts/" "$out/corpus"
+  -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/artifacts/" "$out/corpus" \
+  || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "fuzz/run.sh: FINDING (exit $status); reproducer(s), newest last:" >&2
+  ls -1tr "$out"/artifacts/* 2> /dev/null | sed 's/^/  /' >&2 || true
+  echo "fuzz/run.sh: replay with $out/fuzz_online_log_mel <reproducer>" >&2
+  exit "$status"
+fi
