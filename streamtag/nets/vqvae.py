@@ -138,6 +138,14 @@ def _straight_through(z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
     return z_e + (z_q - z_e).detach()
 
 
+def _scaling_buffers(module: nn.Module, input_offset: float, input_scale: float) -> None:
+    # Buffers, not constants: state_dict and TorchScript carry the scaling with the weights.
+    if not input_scale > 0:
+        raise ValueError(f"input_scale must be > 0, got {input_scale}")
+    module.register_buffer("input_offset", torch.tensor(float(input_offset)))
+    module.register_buffer("input_scale", torch.tensor(float(input_scale)))
+
+
 class VQVAE(nn.Module):
     """VQ-VAE (van den Oord et al. 2017) on log-mel spectrograms, team TaiInn, MediaEval 2019.
 
@@ -151,12 +159,15 @@ class VQVAE(nn.Module):
     returns (reconstruction, codebook loss, commitment loss, code indices); ``encode(x)`` the
     quantized code map and the indices. ``n_tags`` is accepted for the registry and unused.
 
-    Input: ``(batch, 128, frames)`` log-mel scaled to [-1, 1] (the decoder ends in tanh); default
-    128 × 1024, giving a 256 × 4 × 512 code map (type 1) or 256 × 1 × 512 (type 2). Any even
-    number of frames >= 2 reconstructs to the input's shape.
+    Input: ``(batch, 128, frames)`` log-mel; the model first computes ``(x - input_offset) ×
+    input_scale``, which should lie in [-1, 1] (the decoder ends in tanh), and reconstructs that
+    scaled input: ``forward``, ``forward_vq`` and ``pretrain_loss`` work in the scaled units
+    (``scale_input(x)`` gives them). Default 128 × 1024, giving a 256 × 4 × 512 code map (type 1)
+    or 256 × 1 × 512 (type 2). Any even number of frames >= 2 reconstructs to the input's shape.
 
     Options: ``vq_type`` (1), ``channels`` (256), ``n_codes`` (1024), ``beta`` (0.25),
-    ``n_mels`` (128).
+    ``n_mels`` (128), ``input_offset`` (0.0), ``input_scale`` (1.0; ``streamtag pretrain`` sets
+    both from the training features).
     """
 
     input_kind = "logmel"
@@ -171,19 +182,27 @@ class VQVAE(nn.Module):
         n_codes: int = 1024,
         beta: float = 0.25,
         n_mels: int = 128,
+        input_offset: float = 0.0,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         _code_rows(n_mels, vq_type)
         self.beta = beta
+        _scaling_buffers(self, input_offset, input_scale)
         self.encoder = Encoder(channels, vq_type)
         self.codebook = Codebook(n_codes, channels)
         self.decoder = Decoder(channels, vq_type)
         self.apply(_init_conv)
 
     @torch.jit.export
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-mel in the units the autoencoder works in (about [-1, 1])."""
+        return (x - self.input_offset) * self.input_scale
+
+    @torch.jit.export
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantized code map (straight-through) and code indices."""
-        z_e = self.encoder(x)
+        z_e = self.encoder(self.scale_input(x))
         z_q, indices = self.codebook(z_e)
         return _straight_through(z_e, z_q), indices
 
@@ -191,8 +210,9 @@ class VQVAE(nn.Module):
     def forward_vq(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reconstruction, codebook loss |sg[z_e] - e|², commitment loss |z_e - sg[e]|², indices."""
-        z_e = self.encoder(x)
+        """Reconstruction (of ``scale_input(x)``), codebook loss |sg[z_e] - e|², commitment loss
+        |z_e - sg[e]|², indices."""
+        z_e = self.encoder(self.scale_input(x))
         z_q, indices = self.codebook(z_e)
         vq_loss = F.mse_loss(z_q, z_e.detach())
         commitment_loss = F.mse_loss(z_e, z_q.detach())
@@ -202,7 +222,8 @@ class VQVAE(nn.Module):
     @torch.jit.export
     def pretrain_loss(self, x: torch.Tensor) -> torch.Tensor:
         reconstruction, vq_loss, commitment_loss, _ = self.forward_vq(x)
-        return F.mse_loss(reconstruction, x) + vq_loss + self.beta * commitment_loss
+        return (F.mse_loss(reconstruction, self.scale_input(x)) + vq_loss
+                + self.beta * commitment_loss)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_vq(x)[0]
@@ -216,11 +237,19 @@ class _CodeTagger(nn.Module):
     min_input = (128, 2)
 
     def __init__(
-        self, vq_type: int, channels: int, n_codes: int, n_mels: int, freeze_encoder: bool
+        self,
+        vq_type: int,
+        channels: int,
+        n_codes: int,
+        n_mels: int,
+        freeze_encoder: bool,
+        input_offset: float,
+        input_scale: float,
     ) -> None:
         super().__init__()
         self.code_rows = _code_rows(n_mels, vq_type)
         self.freeze_encoder = freeze_encoder
+        _scaling_buffers(self, input_offset, input_scale)
         self.encoder = Encoder(channels, vq_type)
         self.codebook = Codebook(n_codes, channels)
         self.encoder.apply(_init_conv)
@@ -240,16 +269,21 @@ class _CodeTagger(nn.Module):
     def load_encoder_state_dict(
         self, state_dict: Mapping[str, torch.Tensor] | nn.Module, strict: bool = True
     ) -> None:
-        """Load the encoder and codebook of a pre-trained ``VQVAE`` (its state dict or itself)."""
+        """Load the encoder, codebook and input scaling of a pre-trained ``VQVAE`` (its state
+        dict or itself); a state dict without the scaling leaves this model's."""
         if isinstance(state_dict, nn.Module):
             state_dict = state_dict.state_dict()
         for name, module in (("encoder", self.encoder), ("codebook", self.codebook)):
             prefix = name + "."
             part = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
             module.load_state_dict(part, strict=strict)
+        with torch.no_grad():
+            for name in ("input_offset", "input_scale"):
+                if name in state_dict:
+                    getattr(self, name).copy_(state_dict[name])
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        z_e = self.encoder(x)
+        z_e = self.encoder((x - self.input_offset) * self.input_scale)
         z_q, _ = self.codebook(z_e)
         return _straight_through(z_e, z_q)
 
@@ -263,10 +297,12 @@ class VQVAEGRU(_CodeTagger):
     (the best runs, 2 and 4) the encoder and codebook are not trained and stay in eval mode.
     Load pre-trained ones with ``load_encoder_state_dict``.
 
-    Input: ``(batch, 128, frames)``, default 128 × 1024; at least 2 frames.
+    Input: ``(batch, 128, frames)``, default 128 × 1024; at least 2 frames. Scaled first as
+    ``vqvae`` scales it (``input_offset``, ``input_scale``, taken from the pre-trained file).
 
     Options: ``vq_type`` (1), ``channels`` (256), ``n_codes`` (1024), ``n_mels`` (128),
-    ``freeze_encoder`` (False), ``gru_units`` (256).
+    ``freeze_encoder`` (False), ``gru_units`` (256), ``input_offset`` (0.0), ``input_scale``
+    (1.0).
     """
 
     def __init__(
@@ -278,8 +314,12 @@ class VQVAEGRU(_CodeTagger):
         n_mels: int = 128,
         freeze_encoder: bool = False,
         gru_units: int = 256,
+        input_offset: float = 0.0,
+        input_scale: float = 1.0,
     ) -> None:
-        super().__init__(vq_type, channels, n_codes, n_mels, freeze_encoder)
+        super().__init__(
+            vq_type, channels, n_codes, n_mels, freeze_encoder, input_offset, input_scale
+        )
         self.gru1 = nn.GRU(
             channels * self.code_rows, gru_units, batch_first=True, bidirectional=True
         )
@@ -303,10 +343,12 @@ class VQVAECNN(_CodeTagger):
     global max pooling → dropout → dense layer to the tags (logits). ``freeze_encoder`` and
     ``load_encoder_state_dict`` as for ``vqvae_gru``.
 
-    Input: ``(batch, 128, frames)``, default 128 × 1024; at least 2 frames.
+    Input: ``(batch, 128, frames)``, default 128 × 1024; at least 2 frames; scaled as for
+    ``vqvae_gru``.
 
     Options: ``vq_type`` (1), ``channels`` (256), ``n_codes`` (1024), ``n_mels`` (128),
-    ``freeze_encoder`` (False), ``conv_channels`` (128), ``dropout`` (0.5).
+    ``freeze_encoder`` (False), ``conv_channels`` (128), ``dropout`` (0.5), ``input_offset``
+    (0.0), ``input_scale`` (1.0).
     """
 
     def __init__(
@@ -319,8 +361,12 @@ class VQVAECNN(_CodeTagger):
         freeze_encoder: bool = False,
         conv_channels: int = 128,
         dropout: float = 0.5,
+        input_offset: float = 0.0,
+        input_scale: float = 1.0,
     ) -> None:
-        super().__init__(vq_type, channels, n_codes, n_mels, freeze_encoder)
+        super().__init__(
+            vq_type, channels, n_codes, n_mels, freeze_encoder, input_offset, input_scale
+        )
         self.conv = nn.Sequential(
             nn.Conv2d(channels, conv_channels, 3, padding=1),
             nn.BatchNorm2d(conv_channels),

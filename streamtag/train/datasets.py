@@ -19,6 +19,9 @@ Adapters:
   the folder split or the user's split lists.
 - ``load_folder_csv``: a CSV with ``path``, ``tags`` (``;``-separated) and ``split``.
 - ``load_synthetic``: the synthetic benchmark (``streamtag.train.synthetic``), via the CSV.
+- ``load_audio_folder``: every audio file under a folder, without tags (for pre-training, the
+  one adapter whose tracks may have no tags); a fixed fraction, chosen by path hash, is the
+  validation split.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -42,6 +46,7 @@ __all__ = [
     "DatasetReport",
     "TagDataset",
     "Track",
+    "load_audio_folder",
     "load_dataset",
     "load_folder_csv",
     "load_magnatagatune",
@@ -566,11 +571,69 @@ def load_synthetic(root: str | Path, *, splits: Sequence[str] = SPLITS,
                            name="synthetic")
 
 
+# --------------------------------------------------------------------------------------------
+# A folder of audio files, no tags
+
+AUDIO_EXTENSIONS = (".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".aiff")
+UNLABELED_SPLITS: tuple[str, ...] = ("train", "validation")
+
+
+def _hash_fraction(text: str) -> float:
+    # A position in [0, 1) that depends on the path only: the split never changes with the order
+    # the files are found in, the machine or the Python version.
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def load_audio_folder(root: str | Path, *, extensions: Sequence[str] = AUDIO_EXTENSIONS,
+                      validation_fraction: float = 0.1,
+                      splits: Sequence[str] = UNLABELED_SPLITS) -> TagDataset:
+    """Every file under ``root`` (recursively, hidden files and folders left out) whose suffix is
+    one of ``extensions`` (any case, with or without the dot), as tracks without tags: audio for
+    pre-training (``streamtag pretrain``). Track ids are the paths relative to ``root``.
+
+    The validation split is the ``validation_fraction`` of the files (at least one, when there
+    are two or more) whose path hash comes first, so the same files are held out every time;
+    the rest is the training split. There is no test split (nothing to score without labels).
+    """
+    splits = _check_splits(splits)
+    if "test" in splits:
+        raise ConfigError("an audio folder has no test split (no labels to score); load "
+                          "splits=('train', 'validation')")
+    if not 0 < validation_fraction < 1:
+        raise ConfigError(f"validation_fraction must be between 0 and 1, got "
+                          f"{validation_fraction!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder; data.root must be a folder of audio files")
+    suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    report = DatasetReport(source=f"audio folder ({root})")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise ConfigError(f"{root}: no audio files with the suffixes {sorted(suffixes)} (searched "
+                          "recursively); set data.extensions or data.root")
+    if len(paths) < 2 and "validation" in splits:
+        raise ConfigError(f"{root}: one audio file; at least two are needed (one is held out "
+                          "for validation)")
+    ids = [p.relative_to(root).as_posix() for p in paths]
+    order = sorted(range(len(ids)), key=lambda i: (_hash_fraction(ids[i]), ids[i]))
+    n_validation = min(len(ids) - 1, max(1, round(validation_fraction * len(ids))))
+    held_out = set(order[:n_validation])
+    tracks = []
+    for i, (path, track_id) in enumerate(zip(paths, ids, strict=True)):
+        split = "validation" if i in held_out else "train"
+        if split in splits:
+            tracks.append(Track(id=track_id, tags=(), split=split, audio_path=path))
+    return _finish(root.name or str(root), [], tracks, report, splits,
+                   lambda split: f"{root} ({len(ids)} audio files)")
+
+
 ADAPTERS: dict[str, Callable[..., TagDataset]] = {
     "mtg_jamendo": load_mtg_jamendo,
     "magnatagatune": load_magnatagatune,
     "folder_csv": load_folder_csv,
     "synthetic": load_synthetic,
+    "audio_folder": load_audio_folder,
 }
 
 

@@ -283,6 +283,10 @@ def _load_dataset(recipe: Recipe, splits: Sequence[str], tags: Sequence[str] | N
     if data.kind == "folder_csv":
         return datasets.load_folder_csv(data.path("csv"), tags=list(tags or o["tags"]) or None,
                                         splits=splits)
+    if data.kind == "audio_folder":
+        return datasets.load_audio_folder(root, extensions=o["extensions"],
+                                          validation_fraction=o["validation_fraction"],
+                                          splits=splits)
     return datasets.load_synthetic(_synthetic_root(recipe, log), splits=splits)
 
 
@@ -549,12 +553,34 @@ def _set_numpy_state(state: Sequence[Any]) -> None:
 # The run
 
 
+def _check_trainable(recipe: Recipe, resume: bool) -> None:
+    """``streamtag train`` needs a tagger and labels; the VQ-VAE and unlabeled audio are for
+    ``streamtag pretrain`` (``streamtag.train.pretrain``). A pre-trained encoder is checked
+    before any featurising."""
+    from streamtag.train.recipe import PRETRAIN_ARCHITECTURES, UNLABELED_DATA_KINDS
+
+    if recipe.model.architecture in PRETRAIN_ARCHITECTURES:
+        raise ConfigError(f"model.architecture {recipe.model.architecture!r} is the autoencoder "
+                          "the vqvae_* taggers start from and has no tags to train: run "
+                          "`streamtag pretrain RECIPE.toml`, then train vqvae_gru or vqvae_cnn "
+                          "with --set model.encoder=RUN_DIR/vqvae.pt")
+    if recipe.data.kind in UNLABELED_DATA_KINDS:
+        raise ConfigError(f"data.kind {recipe.data.kind!r} has no labels to train a tagger on; "
+                          "use it with `streamtag pretrain`, and a labelled dataset (mtg_jamendo, "
+                          "mtat, folder_csv, synthetic) with `streamtag train`")
+    if recipe.model.encoder and not resume:
+        from streamtag.train.pretrain import read_pretrained_encoder
+
+        read_pretrained_encoder(recipe.model.encoder, recipe)
+
+
 class TrainingRun:
     """One training run of a recipe in ``run_dir``; ``fit()`` trains, ``export.export_run``
     finishes. Built by ``train``; its attributes are what the export needs."""
 
     def __init__(self, recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool = False,
                  echo: bool = True) -> None:
+        _check_trainable(recipe, resume)
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -630,6 +656,10 @@ class TrainingRun:
         except Exception as error:  # the architecture rejects the window
             raise ConfigError(f"{r.model.architecture} cannot take a window of {shape[1:]}: "
                               f"{str(error).splitlines()[0]}") from None
+        if r.model.encoder and not self._resume:  # a resumed run's checkpoint holds it
+            from streamtag.train.pretrain import load_pretrained_encoder
+
+            load_pretrained_encoder(model, r.model.encoder, r, log=self.log)
         return model.train()
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -47,7 +47,7 @@ __all__ = [
     "parse_recipe",
 ]
 
-DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic")
+DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic", "audio_folder")
 OPTIMIZERS = ("adam", "amsgrad", "adam_sgd", "sgd")
 SCHEDULES = ("none", "plateau", "warmup_linear")
 STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
@@ -55,8 +55,12 @@ DEVICES = ("auto", "cpu", "cuda")
 WINDOW_POSITIONS = ("random", "centre")
 EVAL_WINDOWS = ("average", "centre")
 THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")  # streamtag.train.metrics.THRESHOLD_METHODS
-# Zoo entries that are not taggers trained from labels.
-_NOT_TAGGERS = {"vqvae": "it is the autoencoder the vqvae_* taggers are pre-trained from"}
+# Zoo entries trained by `streamtag pretrain` (no labels), not by `streamtag train`.
+PRETRAIN_ARCHITECTURES = ("vqvae",)
+# Taggers that can start from a pre-trained VQ-VAE (model.encoder).
+ENCODER_ARCHITECTURES = ("vqvae_gru", "vqvae_cnn")
+# Data kinds without labels: for pre-training only.
+UNLABELED_DATA_KINDS = ("audio_folder",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +179,10 @@ _DATA_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
         "split_fractions": ("numbers", [0.7, 0.15, 0.15]),
         "synthetic": ("table", {}),  # streamtag.train.synthetic.SyntheticConfig fields
     },
+    "audio_folder": {
+        "extensions": (_STRINGS, [".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".aiff"]),
+        "validation_fraction": ("fraction", 0.1),  # held out by a hash of each file's path
+    },
 }
 
 
@@ -192,6 +200,10 @@ class DataConfig:
       under the cache directory named by the generator settings); ``n_clips``, ``seed``,
       ``format``, ``split_fractions``, ``synthetic`` (a table of ``SyntheticConfig`` fields,
       e.g. ``clip_seconds``).
+    - ``audio_folder`` (``streamtag pretrain`` only: no labels): every file under ``root``, found
+      recursively, whose suffix is one of ``extensions`` (any case); ``validation_fraction`` of
+      them, chosen by a hash of their paths (the same files every time), are the validation
+      split; there is no test split.
     """
 
     kind: str = "synthetic"
@@ -223,6 +235,12 @@ class DataConfig:
             from streamtag.train.synthetic import SyntheticConfig
 
             SyntheticConfig.from_dict(resolved["synthetic"])  # ConfigError naming the option
+        if self.kind == "audio_folder":
+            if not resolved["extensions"]:
+                raise _fail("data.extensions", [], "a non-empty list of file suffixes")
+            if not 0 < resolved["validation_fraction"] < 1:
+                raise _fail("data.validation_fraction", resolved["validation_fraction"],
+                            "a number between 0 and 1 (exclusive)")
         _set(self, "options", resolved)
 
     def table(self) -> dict[str, Any]:
@@ -264,6 +282,10 @@ def _check_data_value(where: str, check: str, value: Any) -> Any:
     elif check == _STRINGS:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise _fail(where, value, "a list of non-empty strings")
+    elif check == "fraction":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, value, "a number")
+        value = float(value)
     elif check == "numbers":
         if not isinstance(value, list) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
@@ -336,22 +358,25 @@ class ModelConfig:
     """``[model]``: ``architecture`` (a ``streamtag.nets`` name), ``options`` (the
     ``[model.options]`` table, as the architecture documents them), ``window`` (the model's
     input: frames for log-mel models, samples for waveform models) and ``hop`` (the daemon's
-    default step between windows, same unit)."""
+    default step between windows, same unit).
+
+    ``vqvae`` (the VQ-VAE autoencoder) is trained by ``streamtag pretrain``, not ``streamtag
+    train``. ``encoder`` (``vqvae_gru`` and ``vqvae_cnn`` only; "" = none): the ``vqvae.pt``
+    that ``streamtag pretrain`` wrote (relative to the working directory); its encoder, codebook
+    and input scaling start the tagger, trained further or frozen (``options.freeze_encoder``).
+    """
 
     architecture: str = "mel_cnn"
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     window: int = 96
     hop: int = 32
+    encoder: str = ""
 
     def __post_init__(self) -> None:
         from streamtag import nets
 
         _str(self, "model", "architecture")
-        if self.architecture in _NOT_TAGGERS:
-            raise ConfigError(f"model.architecture {self.architecture!r} cannot be trained "
-                              f"here: {_NOT_TAGGERS[self.architecture]}")
-        allowed = [n for n in nets.names() if n not in _NOT_TAGGERS]
-        _choice(self, "model", "architecture", allowed)
+        _choice(self, "model", "architecture", nets.names())
         options = _table(self.options, "[model.options]")
         known = list(nets.spec(self.architecture)["options"])
         unknown = [k for k in options if k not in known]
@@ -364,6 +389,11 @@ class ModelConfig:
         _set(self, "options", options)
         _int(self, "model", "window", minimum=1)
         _int(self, "model", "hop", minimum=1)
+        _str(self, "model", "encoder")
+        if self.encoder and self.architecture not in ENCODER_ARCHITECTURES:
+            raise ConfigError(f"model.encoder (a pre-trained VQ-VAE) is for "
+                              f"{' and '.join(ENCODER_ARCHITECTURES)}; {self.architecture} has "
+                              "no VQ-VAE encoder: leave model.encoder out")
 
     @property
     def input_kind(self) -> str:
@@ -686,7 +716,8 @@ class Recipe:
             "data": self.data.table(),
             "frontend": self.frontend.table(),
             "model": {"architecture": self.model.architecture, "window": self.model.window,
-                      "hop": self.model.hop, "options": copy.deepcopy(dict(self.model.options))},
+                      "hop": self.model.hop, "encoder": self.model.encoder,
+                      "options": copy.deepcopy(dict(self.model.options))},
             "train": dataclasses.asdict(self.train),
             "augment": dataclasses.asdict(self.augment),
             "eval": dataclasses.asdict(self.eval),
