@@ -20,7 +20,8 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 
-__all__ = ["add_train_commands", "cmd_ensemble", "cmd_eval", "cmd_train", "main"]
+__all__ = ["add_train_commands", "cmd_ensemble", "cmd_eval", "cmd_pretrain", "cmd_train",
+           "main"]
 
 
 def _default_run_dir(name: str) -> Path:
