@@ -26,6 +26,7 @@ from streamtag.train.augment import (
 from streamtag.train.cli import main
 from streamtag.train.loop import (
     TrainingRun,
+    _Heads,
     evaluation_starts,
     lr_for_epoch,
     optimizer_stage,
@@ -167,8 +168,9 @@ def test_early_stopping_after_patience_and_plateau_schedule(
         tiny_recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     values = iter([0.60, 0.70, 0.65, 0.66, 0.90, 0.95])
 
-    def validate(self: TrainingRun) -> dict[str, float]:
-        return {"loss": 0.5, "roc_auc_macro": next(values), "pr_auc_macro": 0.5}
+    def validate(self: TrainingRun) -> dict[str, object]:
+        return {"loss": 0.5, "roc_auc_macro": next(values), "pr_auc_macro": 0.5,
+                "tag_loss": [0.5] * len(self.data.tags)}
 
     monkeypatch.setattr(TrainingRun, "validate", validate)
     recipe = _recipe(tiny_recipe_file, "model.options.base_channels=4",
@@ -209,6 +211,7 @@ def test_mobilenet_attn_trains_with_the_two_head_loss() -> None:
     run.two_heads = True
     run.model = nets.build("mobilenet_attn", 3, segment_frames=65, n_segments=2,
                            intermediate=64).eval()
+    run.forward_module = _Heads(run.model)  # what setup() gives DDP to wrap
     x, y = torch.randn(2, 65, 130), torch.tensor([[1.0, 0, 1], [0, 1, 0]])
     with torch.no_grad():
         expected = nets.two_head_loss(run.model.forward_heads(x), y)
@@ -363,8 +366,9 @@ def test_gain_on_waveforms_and_switches() -> None:
     on = Augmenter(AugmentConfig(gain_db=6.0), LogMelOptions.preset("musicnn"),
                    np.random.default_rng(0))
     batch = torch.rand(4, 96, 20)
-    out, labels = on(batch, torch.ones(4, 2))
+    out, labels, features = on(batch, torch.ones(4, 2))
     assert on.active and not torch.equal(out, batch) and torch.equal(labels, torch.ones(4, 2))
+    assert features is None
 
 
 # --------------------------------------------------------------------------------------------

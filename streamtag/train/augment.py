@@ -144,7 +144,10 @@ class Augmenter:
         c = self.config
         return bool(c.gain_db or c.specaugment or c.mixup_alpha)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, features: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The augmented batch; ``features`` (a track feature vector per example, or None)
+        are mixed with the same λ and partners as the inputs."""
         c = self.config
         if c.gain_db:
             x = apply_gain(x, self.rng.uniform(-c.gain_db, c.gain_db, size=x.shape[0]),
@@ -153,5 +156,10 @@ class Augmenter:
             x = spec_augment(x, self.rng, c.freq_masks, c.freq_width, c.time_masks,
                              c.time_width)
         if c.mixup_alpha:
-            x, y, _, _ = mixup(x, y, c.mixup_alpha, self.rng, c.mixup_max)
-        return x, y
+            x, y, lam, perm = mixup(x, y, c.mixup_alpha, self.rng, c.mixup_max)
+            if features is not None:
+                weight = torch.as_tensor(lam, dtype=features.dtype,
+                                         device=features.device).view(-1, 1)
+                index = torch.as_tensor(perm, device=features.device)
+                features = weight * features + (1 - weight) * features[index]
+        return x, y, features

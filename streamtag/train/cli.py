@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not args.recipe:
                 raise ConfigError("give a recipe (RECIPE.toml) or --resume RUN_DIR")
             recipe = load_recipe(args.recipe, args.set or ())
+            if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ConfigError("under torchrun give --out RUN_DIR: every process must name "
+                                  "the same run folder")
             run_dir = Path(args.out) if args.out else _default_run_dir(recipe.name)
             result = train(recipe, run_dir)
     except (ConfigError, ModelError) as error:
@@ -55,6 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("streamtag train: interrupted; continue with --resume RUN_DIR (the last finished "
               "epoch is checkpointed)", file=sys.stderr)
         return 130
+    if result is None:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     roc = result.metrics.get("roc_auc_macro")
     pr = result.metrics.get("pr_auc_macro")
     print(f"streamtag train: {result.model_path}: test ROC-AUC macro "

@@ -13,7 +13,10 @@ the run directory:
   matplotlib);
 - ``model.pt``: the model file (``streamtag.modelfile.save``) with the tags, the frontend
   options, input kind, window and hop, the thresholds, the architecture and its options, the
-  test metrics and the resolved recipe — everything the daemon needs.
+  test metrics and the resolved recipe — everything the daemon needs. A run trained with
+  high-level track features (``data.features``) writes ``model_features.pt`` instead
+  (TorchScript ``forward(x, features)`` with the feature names and standardisation inside):
+  a live stream has no per-track features for the daemon to give it.
 
 ``evaluate_model_file(path, recipe, split)`` scores a model file on a split of the recipe's
 dataset with the file's own frontend options, window and thresholds (``streamtag eval``).
@@ -21,6 +24,7 @@ dataset with the file's own frontend options, window and thresholds (``streamtag
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from streamtag.errors import ConfigError
 from streamtag.train.loop import RunResult, TrainingRun, bce, predict, prepare_data
 from streamtag.train.recipe import Recipe
 
@@ -35,6 +40,7 @@ __all__ = ["METRICS_FILE", "MODEL_FILE", "evaluate_model_file", "export_run"]
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
+FEATURES_MODEL_FILE = "model_features.pt"
 PREDICTIONS_FILE = "predictions.npz"
 
 
@@ -95,6 +101,10 @@ def export_run(run: TrainingRun) -> RunResult:
         run.log("plots skipped: matplotlib is not installed (pip install matplotlib)")
 
     options = run.options
+    if run.data.features is not None:
+        model_path = _save_with_features(run, network, thresholds, test)
+        return RunResult(run_dir=run.run_dir, model_path=model_path, metrics=test,
+                         epochs=run.epoch, best_epoch=best_epoch, train_seconds=run.train_seconds)
     model_path = run.run_dir / MODEL_FILE
     modelfile.save(network, model_path, {
         "name": r.name,
@@ -120,6 +130,44 @@ def export_run(run: TrainingRun) -> RunResult:
                      best_epoch=best_epoch, train_seconds=run.train_seconds)
 
 
+def _save_with_features(run: TrainingRun, network: Any, thresholds: np.ndarray,
+                        test: dict[str, Any]) -> Path:
+    """A network that takes high-level track features: TorchScript ``forward(x, features)``
+    giving logits, with ``features.json`` inside (the feature names and the standardisation
+    to apply, tags, frontend options, window, hop, thresholds). Not a daemon model file: a live
+    stream has no per-track feature vector."""
+    import torch
+
+    from streamtag.train.metrics import metrics_table
+
+    r = run.recipe
+    path = run.run_dir / FEATURES_MODEL_FILE
+    scripted = torch.jit.script(copy.deepcopy(network).cpu().eval())
+    info = {
+        "name": r.name,
+        "tags": list(run.data.tags),
+        "feature_names": list(run.data.feature_names),
+        "feature_scaler": run.data.feature_scaler.to_dict(),
+        "frontend": run.options.to_dict(),
+        "input_kind": r.model.input_kind,
+        "window": r.model.window,
+        "hop": r.model.hop,
+        "thresholds": thresholds.tolist(),
+        "outputs": "logits of forward(x, (features - mean) / std)",
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.jit.save(scripted, str(temporary),
+                   _extra_files={"features.json": json.dumps(info, indent=2)})
+    os.replace(temporary, path)
+    run.log(f"test ({len(run.data.labels['test'])} tracks), thresholds by "
+            f"{r.eval.threshold_method} on validation:\n{metrics_table(test)}")
+    run.log(f"wrote {path}: TorchScript forward(x, features) with features.json inside. It "
+            f"needs each track's high-level features, which a live stream does not have, so "
+            f"no daemon model file ({MODEL_FILE}) is written; train without data.features "
+            "for one")
+    return path
+
+
 def _window_seconds(recipe: Recipe, options: Any) -> float:
     if recipe.model.input_kind == "waveform":
         return recipe.model.window / options.sample_rate
@@ -137,6 +185,10 @@ def evaluate_model_file(model_path: str | os.PathLike, recipe: Recipe, split: st
     from streamtag import modelfile
     from streamtag.train.metrics import evaluate
 
+    if recipe.data.options.get("features"):
+        raise ConfigError("streamtag eval scores daemon model files, which take no track "
+                          "features; leave data.features out of the recipe (a run trained "
+                          "with features reports its test metrics in metrics.json)")
     loaded = modelfile.load(model_path, device=device)
     if loaded.frontend_options != recipe.frontend_options():
         log("note: the recipe's [frontend] differs from the model file's; using the model "

@@ -22,6 +22,15 @@ printed), ``checkpoint.pt`` (the last epoch), ``best.pt`` (the best epoch's weig
 (the SWA averages kept for snapshot averaging), ``per_tag/`` (the weights of each epoch that is
 some tag's best, for per-tag early stopping), then what ``export`` writes.
 
+Distributed data-parallel training: under ``torchrun --nproc_per_node N -m streamtag train ...``
+(``WORLD_SIZE`` > 1 in the environment) every process trains a replica with
+``DistributedDataParallel`` (gloo on the CPU, NCCL on CUDA, one GPU per process, batch norm
+synchronised there) on its share of each global batch of ``train.batch_size`` windows
+(``DistributedSampler``), so the run equals a single-process run with the same batch up to
+rounding, except for per-process batch-norm statistics on the CPU, dropout masks and mixup
+partners. Every process validates (the same weights give the same decisions); only rank 0
+writes the run directory and exports.
+
 What is exported (``TrainingRun.final_model``): the best epoch's weights; or with ``train.swa``
 the SWA average, its batch-norm statistics recomputed over the training windows; with
 ``train.snapshots`` the mean of the probabilities of the best epoch's model and the last SWA
@@ -102,7 +111,8 @@ class RunLog:
 def _progress(**kwargs: Any):
     from tqdm import tqdm
 
-    return tqdm(disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True, **kwargs)
+    quiet = not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0"
+    return tqdm(disable=quiet, leave=False, dynamic_ncols=True, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,6 +211,10 @@ class TrackData:
     input_kind: str
     fill: float
     wrap: bool
+    # High-level track features (data.features), standardised: split -> (tracks, features).
+    features: dict[str, np.ndarray] | None = None
+    feature_names: tuple[str, ...] = ()
+    feature_scaler: Any = None  # track_features.FeatureScaler fitted on the training split
     _memory: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def preload(self, budget_bytes: int = _PRELOAD_BYTES) -> bool:
@@ -314,6 +328,17 @@ def prepare_data(recipe: Recipe, *, options: LogMelOptions | None = None,
     log(report.summary())
     if report.failures:
         dataset = dataset.drop(report.failures)
+    track_features = None
+    if recipe.data.options.get("features"):
+        from streamtag.train.track_features import load_track_features
+
+        track_features = load_track_features(recipe.data.path("features"))
+        lacking = {t.id: "no high-level features" for t in dataset.tracks
+                   if t.id not in track_features.vectors}
+        if lacking:
+            log(f"{len(lacking)} track(s) have no row in {track_features.source} and are left "
+                f"out, e.g. {sorted(lacking)[:3]}")
+            dataset = dataset.drop(lacking, reason="no_features")
     columns = list(tags) if tags is not None else list(dataset.tags)
     missing = [t for t in columns if t not in dataset.tags]
     if missing:
@@ -331,6 +356,19 @@ def prepare_data(recipe: Recipe, *, options: LogMelOptions | None = None,
     fill = 0.0 if input_kind == "waveform" else silence_value(options)
     data = TrackData(tags=columns, tracks=by_split, labels=labels, lengths=lengths, store=store,
                      input_kind=input_kind, fill=fill, wrap=recipe.augment.wrap_pad)
+    if track_features is not None:
+        from streamtag.train.track_features import FeatureScaler
+
+        raw = {split: track_features.matrix([t.id for t in tracks])
+               for split, tracks in by_split.items()}
+        if "train" not in raw:
+            raise ConfigError("data.features are standardised with the training split, which "
+                              "is not loaded here")
+        data.feature_scaler = FeatureScaler.fit(raw["train"])
+        data.features = {split: data.feature_scaler(m) for split, m in raw.items()}
+        data.feature_names = track_features.names
+        log(f"high-level features: {len(track_features.names)} per track from "
+            f"{track_features.source}")
     if preload:
         data.preload()
     counts = ", ".join(f"{split} {len(tracks)}" for split, tracks in by_split.items())
@@ -375,10 +413,12 @@ class _WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
         track, start = (int(v) for v in self.items[i])
         x = self.data.window(self.data.tracks[self.split][track].id, self.window, start,
                              int(self.data.lengths[self.split][track]))
+        if self.data.features is not None:  # the track's high-level features
+            return x, self.data.labels[self.split][track], self.data.features[self.split][track]
         return x, self.data.labels[self.split][track]
 
 
@@ -388,7 +428,8 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], data: TrackData, spli
             bf16: bool = False) -> np.ndarray:
     """Per-track probabilities ``(tracks, tags)`` of ``split``: the mean over the track's
     evaluation windows (``evaluation_starts``) of ``sigmoid(model(x))`` (``outputs="logits"``)
-    or of ``model(x)`` (``"probabilities"``: a model file's module)."""
+    or of ``model(x)`` (``"probabilities"``: a model file's module). With high-level track
+    features (``data.features``) the model is called as ``model(x, features)``."""
     device = torch.device(device)
     tracks = data.tracks[split]
     lengths = data.lengths[split]
@@ -399,14 +440,17 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], data: TrackData, spli
     def flush() -> None:
         nonlocal sums
         x = torch.from_numpy(np.stack([a for _, a in pending])).to(device)
+        owners = np.array([i for i, _ in pending])
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                      enabled=bf16 and device.type == "cuda"):
-            out = model(x)
+            if data.features is None:
+                out = model(x)
+            else:
+                out = model(x, torch.from_numpy(data.features[split][owners]).to(device))
         out = out.float()
         p = (torch.sigmoid(out) if outputs == "logits" else out).cpu().numpy().astype(np.float64)
         if sums is None:
             sums = np.zeros((len(tracks), p.shape[1]))
-        owners = np.array([i for i, _ in pending])
         np.add.at(sums, owners, p)
         np.add.at(counts, owners, 1)
         pending.clear()
@@ -490,6 +534,64 @@ def _improved(metric: str, value: float | None, best: float | None) -> bool:
     if best is None:
         return True
     return value < best if metric == "loss" else value > best
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed training
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job (one process, rank 0 of 1, without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+
+def distributed_from_env() -> Distributed:
+    """Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (set by ``torchrun``)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as error:
+        raise ConfigError(f"WORLD_SIZE, RANK and LOCAL_RANK must be whole numbers: {error}") \
+            from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK {rank} is not within WORLD_SIZE {world}")
+    return Distributed(rank=rank, world=world, local_rank=local_rank)
+
+
+def _start_process_group(dist: Distributed, device: torch.device) -> None:
+    if not dist.active or torch.distributed.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world)
+
+
+class _Heads(nn.Module):
+    """``forward`` giving both heads of a two-head network, so that DDP sees the forward
+    pass the two-head loss needs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model.forward_heads(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,9 +685,19 @@ class TrainingRun:
         _check_trainable(recipe, resume)
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(self.run_dir / LOG_FILE, echo=echo)
+        self.dist = distributed_from_env()
+        if recipe.train.batch_size % self.dist.world:
+            raise ConfigError(f"train.batch_size ({recipe.train.batch_size}) is the global batch "
+                              f"and must be a multiple of the {self.dist.world} processes")
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.run_dir / LOG_FILE if self.dist.main else None,
+                          echo=echo and self.dist.main)
         self.device = resolve_device(recipe.train.device)
+        if self.dist.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        _start_process_group(self.dist, self.device)
         if recipe.train.deterministic and self.device.type == "cuda":
             # cuBLAS is deterministic only with a fixed workspace, set before its first use.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -606,6 +718,7 @@ class TrainingRun:
         self.tag_best: dict[str, list[Any]] = {"loss": [], "epoch": []}
         self._resume = resume
         self._check_run_dir()
+        self.dist.barrier()  # no rank writes a checkpoint before every rank has checked
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -620,13 +733,30 @@ class TrainingRun:
     def setup(self) -> None:
         r = self.recipe
         self.log(f"run {self.run_dir}: {r.name} ({r.model.architecture}) on {self.device}"
-                 + (" with bf16" if self.bf16 else ""))
+                 + (" with bf16" if self.bf16 else "")
+                 + (f", {self.dist.world} processes (DDP)" if self.dist.active else ""))
+        if not self.dist.main:
+            self.dist.barrier()  # rank 0 generates the data and fills the caches first
         self.data = prepare_data(r, options=self.options, log=self.log)
+        if self.dist.main:
+            self.dist.barrier()
         torch.manual_seed(r.train.seed)
         self.model = self._build_model().to(self.device)
+        if self.dist.active and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.forward_module: nn.Module = _Heads(self.model) if self.two_heads else self.model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_module = DistributedDataParallel(
+                self.forward_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.sampler_rng = np.random.default_rng([r.train.seed, 1])
+        # Each process mixes and masks its own examples with its own draws.
+        augment_seed = ([r.train.seed, 2, self.dist.rank] if self.dist.active
+                        else [r.train.seed, 2])
         self.augmenter = Augmenter(r.augment, self.options if r.model.input_kind == "logmel"
-                                   else None, np.random.default_rng([r.train.seed, 2]))
+                                   else None, np.random.default_rng(augment_seed))
         self.loader_generator = torch.Generator().manual_seed(r.train.seed)
         self.stage = optimizer_stage(r.train, 0)
         self.optimizer = _make_optimizer(r.train, self.stage, self.model.parameters())
@@ -635,7 +765,8 @@ class TrainingRun:
         if self._resume:
             self._load_checkpoint()
         # Written once the recipe is known to fit the run (a refused resume leaves it alone).
-        (self.run_dir / RECIPE_FILE).write_text(r.to_toml(), encoding="utf-8")
+        if self.dist.main:
+            (self.run_dir / RECIPE_FILE).write_text(r.to_toml(), encoding="utf-8")
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"model: {r.model.architecture} {dict(r.model.options)}, {n_params:,} "
                  f"parameters, window {r.model.window}, hop {r.model.hop}")
@@ -650,9 +781,16 @@ class TrainingRun:
             raise ConfigError(f"[model] {r.model.architecture}: {error}") from None
         shape = ((1, r.model.window) if r.model.input_kind == "waveform"
                  else (1, self.options.n_mels, r.model.window))
+        probe: tuple[torch.Tensor, ...] = (torch.zeros(shape),)
+        if self.data.features is not None:
+            n_features = int(r.model.options.get("n_features", 0))
+            if n_features != len(self.data.feature_names):
+                raise ConfigError(f"model.options.n_features is {n_features} but data.features "
+                                  f"has {len(self.data.feature_names)} features per track")
+            probe += (torch.zeros(1, n_features),)
         try:
             with torch.no_grad():
-                model.eval()(torch.zeros(shape))
+                model.eval()(*probe)
         except Exception as error:  # the architecture rejects the window
             raise ConfigError(f"{r.model.architecture} cannot take a window of {shape[1:]}: "
                               f"{str(error).splitlines()[0]}") from None
@@ -735,7 +873,8 @@ class TrainingRun:
         self.log(f"resumed after epoch {self.epoch}")
 
     def save_checkpoint(self) -> None:
-        _save_atomic(self._state(), self.run_dir / CHECKPOINT)
+        if self.dist.main:
+            _save_atomic(self._state(), self.run_dir / CHECKPOINT)
 
     def load_best(self) -> int:
         """Puts the best epoch's weights into ``model``; returns that epoch (1-based)."""
@@ -767,12 +906,14 @@ class TrainingRun:
                              f"{t.patience} epochs; best epoch {self.best['epoch']}")
                     break
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor,
+              features: torch.Tensor | None = None) -> torch.Tensor:
+        output = self.forward_module(x) if features is None else self.forward_module(x, features)
         if self.two_heads:
             from streamtag.nets import two_head_loss
 
-            return two_head_loss(self.model.forward_heads(x), y)
-        return F.binary_cross_entropy_with_logits(self.model(x).float(), y)
+            return two_head_loss(output, y)
+        return F.binary_cross_entropy_with_logits(output.float(), y)
 
     def _epoch(self) -> None:
         r = self.recipe
@@ -789,23 +930,31 @@ class TrainingRun:
             group["lr"] = lr
         items = training_windows(self.data.lengths["train"], r.model.window,
                                  t.windows_per_track, t.window_position, self.sampler_rng)
-        if len(items) % t.batch_size == 1 and len(items) > 1:
-            items = items[:-1]  # a batch of one breaks batch norm in training mode
+        dataset = _WindowDataset(self.data, "train", items, r.model.window)
+        sampler = None
+        if self.dist.active:
+            # Whole global batches only, each process taking every world-th window of each.
+            dataset.items = dataset.items[:len(items) - len(items) % t.batch_size]
+            sampler = torch.utils.data.distributed.DistributedSampler(
+                dataset, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=False)
+        elif len(items) % t.batch_size == 1 and len(items) > 1:
+            dataset.items = dataset.items[:-1]  # a batch of one breaks batch norm in training
         loader = torch.utils.data.DataLoader(
-            _WindowDataset(self.data, "train", items, r.model.window), batch_size=t.batch_size,
+            dataset, batch_size=t.batch_size // self.dist.world, sampler=sampler,
             shuffle=False, num_workers=t.workers, pin_memory=self.device.type == "cuda",
             generator=self.loader_generator)
         self.model.train()
         total, seen = 0.0, 0
         bar = _progress(total=len(loader), unit="batch", desc=f"epoch {e + 1}/{t.epochs}")
         with bar:
-            for x, y in loader:
-                x = x.to(self.device, non_blocking=True)
-                y = y.to(self.device, non_blocking=True)
+            for batch in loader:
+                x = batch[0].to(self.device, non_blocking=True)
+                y = batch[1].to(self.device, non_blocking=True)
+                f = batch[2].to(self.device, non_blocking=True) if len(batch) > 2 else None
                 if self.augmenter.active:
-                    x, y = self.augmenter(x, y)
+                    x, y, f = self.augmenter(x, y, f)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    loss = self._loss(x, y)
+                    loss = self._loss(x, y, f)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if t.grad_clip:
@@ -815,6 +964,10 @@ class TrainingRun:
                 seen += len(x)
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / seen:.4f}")
+        if self.dist.active:
+            sums = torch.tensor([total, float(seen)], dtype=torch.float64)
+            torch.distributed.all_reduce(sums)
+            total, seen = float(sums[0]), int(sums[1])
         train_loss = total / max(seen, 1)
         validation = self.validate()
         self.epoch = e + 1
@@ -860,8 +1013,9 @@ class TrainingRun:
         if better:
             self.best = {"metric": metric, "value": value, "epoch": self.epoch}
             self.bad_epochs = 0
-            _save_atomic({"epoch": self.epoch, "model": self.model.state_dict(),
-                          "metric": metric, "value": value}, self.run_dir / BEST)
+            if self.dist.main:
+                _save_atomic({"epoch": self.epoch, "model": self.model.state_dict(),
+                              "metric": metric, "value": value}, self.run_dir / BEST)
         else:
             self.bad_epochs += 1
         if t.schedule == "plateau":
@@ -897,7 +1051,7 @@ class TrainingRun:
         self.swa_epochs.append(self.epoch)
         self.log(f"SWA: averaged the weights of epochs {self.swa_epochs}")
         keep = self.recipe.train.snapshots - 1  # the best epoch's model is the other member
-        if keep <= 0:
+        if keep <= 0 or not self.dist.main:
             return
         folder = self.run_dir / SWA_DIR
         folder.mkdir(exist_ok=True)
@@ -923,6 +1077,8 @@ class TrainingRun:
                 self.tag_best["loss"][j] = float(value)
                 self.tag_best["epoch"][j] = self.epoch
                 improved.append(j)
+        if not self.dist.main:
+            return
         folder = self.run_dir / PER_TAG_DIR
         folder.mkdir(exist_ok=True)
         if improved:
@@ -1009,12 +1165,17 @@ class RunResult:
 
 
 def train(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool = False,
-          echo: bool = True) -> RunResult:
+          echo: bool = True) -> RunResult | None:
     """Trains ``recipe`` in ``run_dir`` (or continues there, ``resume=True``), then exports:
-    thresholds, test metrics, plots and ``model.pt`` (``streamtag.train.export``)."""
+    thresholds, test metrics, plots and ``model.pt`` (``streamtag.train.export``). Under
+    ``torchrun`` every process trains and rank 0 exports; the others return None."""
     from streamtag.train.export import export_run
 
     run = TrainingRun(recipe, run_dir, resume=resume, echo=echo)
-    run.setup()
-    run.fit()
-    return export_run(run)
+    try:
+        run.setup()
+        run.fit()
+        return export_run(run) if run.dist.main else None
+    finally:
+        if run.dist.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -186,6 +186,14 @@ _DATA_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
 }
 
 
+# Keys of [data] every kind takes.
+_COMMON_DATA_KEYS: dict[str, tuple[str, Any]] = {
+    # One high-level feature vector per track, CSV or JSON keyed by track id
+    # (streamtag.train.track_features); "" = none.
+    "features": (_PATH, ""),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """``[data]``: which dataset, where. ``kind`` and ``root`` plus the kind's own keys:
@@ -204,6 +212,10 @@ class DataConfig:
       recursively, whose suffix is one of ``extensions`` (any case); ``validation_fraction`` of
       them, chosen by a hash of their paths (the same files every time), are the validation
       split; there is no test split.
+
+    Every kind also takes ``features``: a CSV or JSON file of one high-level feature vector
+    per track id (``streamtag.train.track_features``), fed to a ``crnn`` built with
+    ``n_features`` equal to the file's number of features.
     """
 
     kind: str = "synthetic"
@@ -213,7 +225,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice(self, "data", "kind", DATA_KINDS)
         _str(self, "data", "root")
-        keys = _DATA_KEYS[self.kind]
+        keys = {**_DATA_KEYS[self.kind], **_COMMON_DATA_KEYS}
         options = _table(self.options, "data options")
         _unknown("data", list(options), ["kind", "root", *keys])
         resolved = {}
@@ -383,9 +395,6 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown key model.options.{unknown[0]} for "
                               f"{self.architecture}; its options: {', '.join(known) or '(none)'}")
-        if self.architecture == "crnn" and options.get("n_features", 0):
-            raise ConfigError("model.options.n_features must be 0: the trainer feeds log-mel "
-                              "windows only, no high-level features")
         _set(self, "options", options)
         _int(self, "model", "window", minimum=1)
         _int(self, "model", "hop", minimum=1)
@@ -673,6 +682,17 @@ class Recipe:
                 raise ConfigError(f"augment.freq_masks and augment.time_masks must be 0: "
                                   f"{self.model.architecture} takes a waveform, not a "
                                   "spectrogram")
+        n_features = options.get("n_features", 0) if "n_features" in known else 0
+        if self.data.options.get("features") and not n_features:
+            raise ConfigError(f"data.features is set but {self.model.architecture} takes no "
+                              "track features: use architecture crnn with "
+                              "model.options.n_features = the file's number of features")
+        if n_features and not self.data.options.get("features"):
+            raise ConfigError(f"model.options.n_features = {n_features} needs data.features: a "
+                              "CSV or JSON file of one feature vector per track id")
+        if n_features and (self.train.swa or self.train.per_tag_best):
+            raise ConfigError("train.swa, train.snapshots and train.per_tag_best export "
+                              "log-mel-only models; turn them off with data.features")
         if self.model.architecture == "mobilenet_attn":
             segment = options.get("segment_frames", known["segment_frames"])
             most = options.get("n_segments", known["n_segments"])
