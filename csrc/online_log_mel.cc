@@ -185,7 +185,9 @@ inline simd::V4 OnlineLogMel::LogForm(simd::V4 x) const {
   const simd::V4 v = Splat(log_gain_) * x + Splat(log_offset_);
   if (__builtin_expect(log_floor_ < FLT_MIN, 0)) {  // the vector log wants normal floats
     simd::V4 r;
-    for (int l = 0; l < 4; ++l) r[l] = log_scale_ * std::log(std::max(log_floor_, v[l]));
+    for (int l = 0; l < 4; ++l) {
+      r[l] = log_scale_ * std::log(std::min(std::max(log_floor_, v[l]), FLT_MAX));
+    }
     return r;
   }
   return Splat(log_scale_) * simd::Log(simd::Min(simd::Max(v, Splat(log_floor_)), Splat(FLT_MAX)));

@@ -236,6 +236,17 @@ def test_non_finite_samples_become_zero_and_are_counted():
     assert np.array_equal(frames, compute_logmel(clean, o))
 
 
+@pytest.mark.parametrize("amin", [1e-10, 1e-45])  # 1e-45 (subnormal) takes the scalar log
+@pytest.mark.parametrize("log", ["db", "ln"])
+def test_overflowing_power_stays_finite(amin: float, log: str):
+    # A sample of 1e25 squares past FLT_MAX; the log of the overflowed power is clamped.
+    # (Found by the libFuzzer target: the subnormal-amin path returned inf.)
+    o = LogMelOptions(amin=amin, log=log)
+    y = music_like(0.5, o.sample_rate, seed=3) * np.float32(1e25)
+    frames = compute_logmel(y, o)
+    assert np.isfinite(frames).all() and frames.max() > 0
+
+
 def test_counters_dtype_conversion_and_fresh_arrays():
     o = LogMelOptions()
     fe = OnlineLogMel(o)
