@@ -670,6 +670,10 @@ def _check_trainable(recipe: Recipe, resume: bool) -> None:
         raise ConfigError(f"data.kind {recipe.data.kind!r} has no labels to train a tagger on; "
                           "use it with `streamtag pretrain`, and a labelled dataset (mtg_jamendo, "
                           "mtat, folder_csv, synthetic) with `streamtag train`")
+    if recipe.model.options.get("freeze_encoder") and not recipe.model.encoder:
+        raise ConfigError("model.options.freeze_encoder = true needs model.encoder (the vqvae.pt "
+                          "of `streamtag pretrain`): a frozen random encoder would never learn; "
+                          "--set model.encoder=RUN_DIR/vqvae.pt")
     if recipe.model.encoder and not resume:
         from streamtag.train.pretrain import read_pretrained_encoder
 
