@@ -307,6 +307,12 @@ def test_train_refuses_a_vqvae_recipe_and_unlabeled_data(recipe_file: Path, tmp_
     assert "data.kind 'audio_folder' has no labels" in capsys.readouterr().err
     assert not out.exists()
 
+    assert cli.main(["train", str(recipe_file), "--out", str(out), "--set",
+                     "model.architecture=vqvae_cnn", "--set",
+                     "model.options.freeze_encoder=true"]) == 2
+    assert "freeze_encoder = true needs model.encoder" in capsys.readouterr().err
+    assert not out.exists()
+
 
 # --------------------------------------------------------------------------------------------
 # A folder of audio
