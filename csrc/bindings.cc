@@ -84,6 +84,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("amin", &LogMelOptions::amin)
       .def_readwrite("db_multiplier", &LogMelOptions::db_multiplier)
       .def_readwrite("log1p_gain", &LogMelOptions::log1p_gain)
+      .def_readwrite("allow_empty_filters", &LogMelOptions::allow_empty_filters)
       .def("validate", &LogMelOptions::Validate)
       .def("__str__", &LogMelOptions::ToString)
       .def_static("preset", &LogMelOptions::Preset, py::arg("name"))

@@ -62,7 +62,8 @@ std::string LogMelOptions::ToString() const {
      << " center=" << (center ? "true" : "false") << " pad_mode=" << pad_mode
      << " n_mels=" << n_mels << " fmin=" << fmin << " fmax=" << fmax
      << " mel_scale=" << mel_scale << " norm=" << norm << " power=" << power << " log=" << log
-     << " amin=" << amin << " db_multiplier=" << db_multiplier << " log1p_gain=" << log1p_gain;
+     << " amin=" << amin << " db_multiplier=" << db_multiplier << " log1p_gain=" << log1p_gain
+     << " allow_empty_filters=" << (allow_empty_filters ? "true" : "false");
   return os.str();
 }
 

@@ -27,6 +27,9 @@ struct LogMelOptions {
   double amin = 1e-10;
   double db_multiplier = 10.0;  // 10: librosa power_to_db(ref=1, top_db=None); 20: MTG-Jamendo
   double log1p_gain = 10000.0;  // musicnn's log10(1 + 10000 x)
+  // A mel filter that covers no FFT bin (too many mels for the FFT's resolution) is an error,
+  // unless allowed: it then gives 0, as librosa (with a warning) and torchaudio do.
+  bool allow_empty_filters = false;
 
   // Throws std::invalid_argument naming the offending option and the valid range.
   void Validate() const;

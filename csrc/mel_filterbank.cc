@@ -76,10 +76,14 @@ MelFilterbank::MelFilterbank(const LogMelOptions &opts) : num_bins_(opts.NumBins
       }
     }
     if (last < 0) {
-      throw std::invalid_argument(
-          "mel filter " + std::to_string(i) + " of n_mels=" + std::to_string(n_mels) +
-          " covers no FFT bin (bins are " + std::to_string(opts.sample_rate / opts.n_fft) +
-          " Hz apart); lower n_mels or raise n_fft");
+      if (!opts.allow_empty_filters) {
+        throw std::invalid_argument(
+            "mel filter " + std::to_string(i) + " of n_mels=" + std::to_string(n_mels) +
+            " covers no FFT bin (bins are " + std::to_string(opts.sample_rate / opts.n_fft) +
+            " Hz apart); lower n_mels or raise n_fft, or set allow_empty_filters to keep it as "
+            "a band of zeros (as librosa and torchaudio do)");
+      }
+      first = last = 0;  // one block of zero weights: the band is always 0
     }
     begin_[i] = first / 4 * 4;
     blocks_[i] = (last + 1 - begin_[i] + 3) / 4;

@@ -32,6 +32,8 @@ class LogMelOptions:
     ``power_to_db(ref=1.0, top_db=None)``, 20 the MTG-Jamendo files), ``"log1p"``
     (``log10(1 + log1p_gain * mel)``, musicnn), ``"ln"`` (``ln(max(amin, mel))``) or ``"none"``.
     ``fmax=None`` means ``sample_rate / 2``; ``win_length=None`` means ``n_fft``.
+    ``allow_empty_filters``: a mel filter that covers no FFT bin is an error unless this is
+    set; it then gives a band of zeros, as librosa (with a warning) and torchaudio do.
     """
 
     sample_rate: float = 16000.0
@@ -51,6 +53,7 @@ class LogMelOptions:
     amin: float = 1e-10
     db_multiplier: float = 10.0
     log1p_gain: float = 10000.0
+    allow_empty_filters: bool = False
 
     def __post_init__(self) -> None:
         self._core_options().validate()  # ValueError naming the option
@@ -105,6 +108,7 @@ class LogMelOptions:
         o.amin = float(self.amin)
         o.db_multiplier = float(self.db_multiplier)
         o.log1p_gain = float(self.log1p_gain)
+        o.allow_empty_filters = bool(self.allow_empty_filters)
         return o
 
     @classmethod
@@ -127,6 +131,7 @@ class LogMelOptions:
             amin=o.amin,
             db_multiplier=o.db_multiplier,
             log1p_gain=o.log1p_gain,
+            allow_empty_filters=o.allow_empty_filters,
         )
 
 

@@ -142,6 +142,26 @@ def test_mel_filterbank_is_librosas(scale, norm):
         np.testing.assert_allclose(mel_filterbank(o), ref, rtol=1e-6, atol=1e-9)
 
 
+def test_empty_mel_filters_are_refused_unless_allowed():
+    # Won et al.'s short-chunk models: 128 HTK mels at 16 kHz with n_fft 512 leave filter 0
+    # between two FFT bins; torchaudio and librosa keep it as zeros.
+    o = LogMelOptions(sample_rate=16000, n_fft=512, n_mels=128, mel_scale="htk", norm=None)
+    with pytest.raises(ValueError, match=r"mel filter 0 of n_mels=128 covers no FFT bin .*"
+                                         r"set allow_empty_filters"):
+        compute_logmel(np.zeros(1600, np.float32), o)
+    allowed = o.replace(allow_empty_filters=True)
+    ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=128, htk=True, norm=None)
+    bank = mel_filterbank(allowed)
+    assert not bank[0].any() and bank[1:].any(axis=1).all()
+    np.testing.assert_allclose(bank, ref, rtol=1e-6, atol=1e-9)
+    y = music_like(1.0, 16000, seed=4)
+    frames = compute_logmel(y, allowed)
+    # The floor, 10·log10(amin), in every frame: the band is always silent.
+    assert len(np.unique(frames[:, 0])) == 1
+    assert frames[0, 0] == pytest.approx(10 * np.log10(allowed.amin), abs=1e-4)
+    assert LogMelOptions.from_dict(allowed.to_dict()) == allowed
+
+
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7, 8, 12, 15, 30, 97, 100, 128, 250, 256, 400,
                                486, 512, 1000, 1024, 2018, 2048, 4096, 1 << 15])
 def test_own_fft_matches_numpy(n):
