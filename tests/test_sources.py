@@ -879,3 +879,14 @@ def test_http_source_error_messages_hide_credentials(audio_server):
         read_all(HttpSource(url, reconnect=False), TARGET, status)
     assert "s3cret" not in str(info.value) and "127.0.0.1" in str(info.value)
     assert all("s3cret" not in (c[1] or "") for c in status.calls)
+
+
+def test_the_package_docstring_names_every_option_of_every_kind():
+    import inspect
+
+    import streamtag.sources
+
+    for cls in (FileSource, HttpSource, DeviceSource, PipeSource):
+        for name, parameter in inspect.signature(cls).parameters.items():
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                assert f"``{name}``" in streamtag.sources.__doc__, (cls.__name__, name)

@@ -5,13 +5,15 @@ their absolute sample index. ``parse_source`` turns a spec string into a source:
 - ``http://…``, ``https://…``: HttpSource (``reconnect``, ``max_backoff_s``,
   ``initial_backoff_s``, ``read_timeout_s``, ``max_reconnects``)
 - ``device:NAME_OR_INDEX``: DeviceSource (``blocksize``, ``channels``, ``device_rate``,
-  ``reconnect``, ``initial_backoff_s``, ``max_backoff_s``, ``max_reconnects``)
+  ``max_queue_s``, ``stall_timeout_s``, ``reconnect``, ``initial_backoff_s``, ``max_backoff_s``,
+  ``max_reconnects``)
 - ``pipe:``: PipeSource, raw PCM on standard input (``format``, ``rate``, ``channels``,
-  ``stream``)
+  ``block_frames``; ``stream`` from Python only)
 """
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import math
 import types
@@ -76,7 +78,8 @@ def _describe(annotation) -> str:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return " or ".join(_describe(arg) for arg in typing.get_args(annotation))
     names = {bool: "true or false", int: "an integer", float: "a finite number",
-             str: "a string", type(None): "none"}
+             str: "a string", type(None): "none",
+             typing.BinaryIO: "a binary stream (given from Python, not in a config)"}
     return names.get(annotation, str(annotation).replace("typing.", ""))
 
 
@@ -96,4 +99,6 @@ def _fits(value, annotation) -> bool:
                 and math.isfinite(value))
     if annotation is str:
         return isinstance(value, str)
-    return True  # streams and other objects given from Python
+    # Streams and other objects given from Python; no TOML or JSON value is one of them.
+    return not isinstance(value, (str, bytes, int, float, list, dict, datetime.date,
+                                  datetime.time))

@@ -97,6 +97,16 @@ class DeviceSource(Source):
         if initial_backoff_s <= 0 or max_backoff_s < initial_backoff_s:
             raise SourceError(f"device:{device}: need 0 < initial_backoff_s <= max_backoff_s, "
                               f"got {initial_backoff_s} and {max_backoff_s}")
+        for name, value, ok, rule in (
+                ("blocksize", blocksize, blocksize >= 0, ">= 0 frames (0: PortAudio chooses)"),
+                ("channels", channels, channels is None or channels >= 1, ">= 1"),
+                ("device_rate", device_rate, device_rate is None or device_rate > 0, "> 0 Hz"),
+                ("max_queue_s", max_queue_s, max_queue_s > 0, "> 0 seconds"),
+                ("stall_timeout_s", stall_timeout_s, stall_timeout_s > 0, "> 0 seconds"),
+                ("max_reconnects", max_reconnects, max_reconnects is None or max_reconnects >= 0,
+                 ">= 0 (leave it out to retry forever)")):
+            if not ok:
+                raise SourceError(f"device:{device}: {name} must be {rule}, got {value!r}")
         self.device = str(device)
         self.description = f"device:{self.device}"
         self.blocksize = int(blocksize)

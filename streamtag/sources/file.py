@@ -15,7 +15,8 @@ from streamtag.sources.base import AudioChunk, Source
 
 
 class FileSource(Source):
-    """Decodes the first audio stream of a file.
+    """Decodes the first audio stream of a file; its channels, however many, are averaged to
+    mono (``streamtag.audio.iter_decoded``) before resampling.
 
     A file that cannot be opened fails in ``open``; one that breaks part way yields what
     decoded and then raises SourceError. A truncated file that FFmpeg reads to a clean end

@@ -80,8 +80,12 @@ class HttpSource(Source):
         if initial_backoff_s <= 0 or max_backoff_s < initial_backoff_s:
             raise SourceError(f"{strip_credentials(url)}: need 0 < initial_backoff_s <= "
                               f"max_backoff_s, got {initial_backoff_s} and {max_backoff_s}")
-        if read_timeout_s <= 0:
-            raise SourceError(f"{strip_credentials(url)}: read_timeout_s must be positive")
+        if not read_timeout_s > 0:
+            raise SourceError(f"{strip_credentials(url)}: read_timeout_s must be > 0 seconds, "
+                              f"got {read_timeout_s!r}")
+        if max_reconnects is not None and max_reconnects < 0:
+            raise SourceError(f"{strip_credentials(url)}: max_reconnects must be >= 0 (leave it "
+                              f"out to retry forever), got {max_reconnects!r}")
         self.url = url
         self.description = strip_credentials(url)
         self.reconnect = bool(reconnect)

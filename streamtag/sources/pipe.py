@@ -41,6 +41,8 @@ class PipeSource(Source):
             raise SourceError(f"pipe: rate must be a positive number of Hz, got {rate!r}")
         if int(channels) < 1:
             raise SourceError(f"pipe: channels must be at least 1, got {channels!r}")
+        if int(block_frames) < 1:  # a read of 0 bytes would look like the end of the input
+            raise SourceError(f"pipe: block_frames must be at least 1, got {block_frames!r}")
         self.format = format
         self.rate = float(rate)
         self.channels = int(channels)
