@@ -17,6 +17,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 import tomllib
@@ -42,6 +43,27 @@ def check_endpoint(key: str, value: str) -> None:
     if not ENDPOINT.match(value):
         raise ConfigError(f"{key} {value!r} is not a ZeroMQ endpoint; write tcp://HOST:PORT "
                           "(PORT * for any free port), ipc://PATH or inproc://NAME")
+
+
+# A DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123).
+HOST_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def check_listen_address(key: str, value: str) -> None:
+    """An address to listen on: an IP address or a host name. Whether a name resolves, or the
+    address is this machine's, is known only when the daemon binds it."""
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    # A name ending in a number ("300.1.1.1") is a mistyped IPv4 address, not a host name.
+    if not HOST_NAME.match(value) or value.rstrip(".").rsplit(".", 1)[-1].isdigit():
+        section = key.split(".")[0]
+        raise ConfigError(f"{key} {value!r} is not an IP address or a host name; write e.g. "
+                          "127.0.0.1 (loopback), ::1 or 0.0.0.0 (every interface), without "
+                          f"brackets or a port (the port goes in {section}.port)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +140,7 @@ class MetricsConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"metrics.port must be 0 (off) or a TCP port 1-65535, got "
                               f"{self.port}")
+        check_listen_address("metrics.address", self.address)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,13 +172,13 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [arg for arg in args if arg is not type(None)]
+        for arg in options:
             try:
                 return _coerce(section, key, value, arg)
             except ConfigError:
-                continue
+                if len(options) == 1:  # "must be finite" says more than "float | None"
+                    raise
         raise ConfigError(f"{where} must be {_describe(annotation)}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, list):
@@ -279,5 +302,8 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
         except ValueError as exc:
             raise ConfigError(f"--hop-seconds: {exc}") from exc
     if metrics_port is not None:
-        changes["metrics"] = dataclasses.replace(config.metrics, port=metrics_port)
+        try:
+            changes["metrics"] = dataclasses.replace(config.metrics, port=metrics_port)
+        except ConfigError as exc:
+            raise ConfigError(f"--metrics-port: {exc}") from exc
     return dataclasses.replace(config, **changes)

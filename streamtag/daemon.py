@@ -1,7 +1,9 @@
 """The daemon: sources in threads feed one engine; its results go out on ZeroMQ.
 
 Life cycle: ``start()`` loads the model (a bad file raises ``ModelError`` before anything
-binds), binds the publisher and the control socket, starts the engine and one thread per source.
+binds), binds the publisher, the metrics port and the control socket (one that cannot be bound
+raises ``ConfigError`` naming its key, after releasing whatever was already taken), starts the
+engine and one thread per source.
 ``stop()`` drains: sources stop, each stream's last audio is framed, scored and published, every
 stream publishes its final status (``ended`` or ``failed``), then the sockets close with a
 linger. A failing source reports ``failed`` with the reason and never stops the others.
@@ -10,7 +12,9 @@ linger. A failing source reports ``failed`` with the reason and never stops the 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -49,6 +53,42 @@ def _build_source(source: SourceConfig) -> Source:
         return parse_source(source.spec, **source.options)
     except SourceError as exc:
         raise ConfigError(f"source {source.id!r}: {exc}") from exc
+
+
+def _endpoint_error(key: str, flag: str, endpoint: str, exc: OSError, *,
+                    connect: bool = False) -> ConfigError:
+    """A ZeroMQ endpoint that cannot be bound (or connected), as a one-line ConfigError naming
+    the key, the endpoint and what to do."""
+    reason = zmq.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        fix = f"another process holds it: stop that process, or set another {key} ({flag})"
+    else:
+        fix = (f"check {key} ({flag}): a tcp host must be an address or interface of this "
+               "machine (* for all), an ipc path's directory must exist")
+    verb = "connect to" if connect else "bind"
+    return ConfigError(f"{key} {endpoint}: cannot {verb} it ({reason}); {fix}")
+
+
+def _metrics_error(address: str, port: int, exc: OSError) -> ConfigError:
+    """The metrics HTTP server could not listen, as a one-line ConfigError naming the key."""
+    where = f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"metrics.address {address!r} does not resolve ({exc.strerror}); "
+                           "give an IP address of this machine (e.g. 127.0.0.1) or a host "
+                           "name that resolves")
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"metrics.port {port}: {where} is already in use; stop the process "
+                           "that holds it, or set another metrics.port (--metrics-port)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"metrics.address {address!r} is not an address of this machine "
+                           f"({exc.strerror}); use one of its addresses, 127.0.0.1, or 0.0.0.0 "
+                           "for every interface")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"metrics.port {port}: not allowed to listen on {where} "
+                           f"({exc.strerror}); ports below 1024 need privileges, use 1024 or "
+                           "above (--metrics-port)")
+    return ConfigError(f"metrics.address {address!r}, metrics.port {port}: cannot listen on "
+                       f"{where} ({exc.strerror or exc}); check both")
 
 
 @dataclasses.dataclass
@@ -101,19 +141,30 @@ class Daemon:
 
     def _start_serving(self, cfg: DaemonConfig) -> None:
         curve = self._secure(cfg)
-        self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
-                                   connect=cfg.publish.connect, context=self._context,
-                                   curve=curve)
+        try:
+            self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
+                                       connect=cfg.publish.connect, context=self._context,
+                                       curve=curve)
+        except OSError as exc:
+            raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
+                                  exc, connect=cfg.publish.connect) from exc
         self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing)
         if cfg.metrics.port:
             from streamtag.prometheus import DaemonMetrics
 
-            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+            try:
+                self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+            except OSError as exc:
+                raise _metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
             self.engine.on_batch = self.metrics.observe_batch
         self.engine.start()
         if cfg.control.endpoint:
-            self.control = ControlServer(cfg.control.endpoint, self._handlers(),
-                                         context=self._context, curve=curve).start()
+            try:
+                self.control = ControlServer(cfg.control.endpoint, self._handlers(),
+                                             context=self._context, curve=curve).start()
+            except OSError as exc:
+                raise _endpoint_error("control.endpoint", "--control", cfg.control.endpoint,
+                                      exc) from exc
         self._heartbeat = threading.Thread(target=self._beat, name="streamtag-heartbeat",
                                            daemon=True)
         self._heartbeat.start()

@@ -1,5 +1,7 @@
 """The daemon's TOML configuration: every bad key or value is reported with its name."""
 
+import json
+
 import pytest
 
 from streamtag.config import DaemonConfig, config_from_dict, load_config, with_overrides
@@ -88,3 +90,116 @@ def test_flags_override_the_file():
 def test_urls_are_not_mistaken_for_ids():
     changed = with_overrides(DaemonConfig(), sources=["http://host:80/x", "file:a.mp3"])
     assert [s.spec for s in changed.sources] == ["http://host:80/x", "file:a.mp3"]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "0.0.0.0", "localhost",
+                                     "metrics.example.org"])
+def test_a_metrics_address_may_be_an_ip_address_or_a_host_name(address):
+    assert config_from_dict({"metrics": {"address": address}}).metrics.address == address
+
+
+@pytest.mark.parametrize("text, names", [
+    ("[metrics]\naddress = '127.0.0.1:9100'", ["metrics.address", "'127.0.0.1:9100'",
+                                               "metrics.port"]),
+    ("[metrics]\naddress = '[::1]'", ["metrics.address", "brackets"]),
+    ("[metrics]\naddress = ''", ["metrics.address", "''"]),
+    ("[metrics]\naddress = 'my metrics host'", ["metrics.address", "host name"]),
+    ("[metrics]\naddress = '300.1.1.1'", ["metrics.address", "'300.1.1.1'"]),
+    ("[metrics]\naddress = 127", ["metrics.address", "string"]),
+    ("[metrics]\nport = -1", ["metrics.port", "65535", "-1"]),
+    ("[metrics]\nport = 65536", ["metrics.port", "65536"]),
+])
+def test_bad_metrics_settings_name_their_key(tmp_path, text, names):
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_a_bad_metrics_port_flag_names_the_flag_and_the_key():
+    with pytest.raises(ConfigError) as info:
+        with_overrides(DaemonConfig(), metrics_port=70000)
+    assert "--metrics-port" in str(info.value) and "metrics.port" in str(info.value)
+
+
+@pytest.mark.parametrize("key, value, names", [
+    ("max_pending_windows", "0", [">= 1", "got 0"]),
+    ("max_pending_windows", "-3", [">= 1", "got -3"]),
+    ("max_pending_windows", "2.5", ["integer"]),
+    ("max_pending_windows", "'16'", ["integer"]),
+    ("max_batch", "-1", [">= 1"]),
+    ("max_wait_ms", "-1", [">= 0"]),
+    ("max_wait_ms", "60001", ["60000"]),
+    ("max_wait_ms", "inf", ["finite"]),
+    ("hop_seconds", "0", ["> 0"]),
+    ("hop_seconds", "-0.5", ["> 0"]),
+    ("hop_seconds", "61", ["<= 60"]),
+    ("hop_seconds", "nan", ["finite"]),
+])
+def test_engine_bounds_are_refused_naming_the_key(tmp_path, key, value, names):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[engine]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"engine.{key}" in str(info.value)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_engine_bounds_accept_their_edges():
+    engine = config_from_dict({"engine": {"max_pending_windows": 1, "max_batch": 1,
+                                          "max_wait_ms": 0, "hop_seconds": 60}}).engine
+    assert (engine.max_pending_windows, engine.max_batch, engine.max_wait_ms,
+            engine.hop_seconds) == (1, 1, 0.0, 60.0)
+
+
+DEVICE, HTTP, PIPE = "device:pulse", "http://127.0.0.1:9/live.mp3", "pipe:"
+
+
+@pytest.mark.parametrize("spec, options, names", [
+    (DEVICE, {"initial_backoff_s": 0}, ["initial_backoff_s", "max_backoff_s"]),
+    (DEVICE, {"initial_backoff_s": -1}, ["initial_backoff_s"]),
+    (DEVICE, {"initial_backoff_s": 5, "max_backoff_s": 1}, ["initial_backoff_s <= max_backoff_s"]),
+    (DEVICE, {"stall_timeout_s": 0}, ["stall_timeout_s", "> 0"]),
+    (DEVICE, {"stall_timeout_s": -2}, ["stall_timeout_s", "-2"]),
+    (DEVICE, {"max_queue_s": 0}, ["max_queue_s", "> 0"]),
+    (DEVICE, {"blocksize": -1}, ["blocksize", ">= 0"]),
+    (DEVICE, {"channels": 0}, ["channels", ">= 1"]),
+    (DEVICE, {"device_rate": -48000}, ["device_rate", "> 0"]),
+    (DEVICE, {"max_reconnects": -1}, ["max_reconnects", ">= 0"]),
+    (DEVICE, {"reconnect": "yes"}, ["'reconnect'", "true or false"]),
+    (DEVICE, {"read_timeout_s": 5}, ["'read_timeout_s'", "stall_timeout_s"]),
+    (HTTP, {"initial_backoff_s": 0}, ["initial_backoff_s", "max_backoff_s"]),
+    (HTTP, {"max_backoff_s": -1}, ["max_backoff_s"]),
+    (HTTP, {"read_timeout_s": 0}, ["read_timeout_s", "> 0"]),
+    (HTTP, {"read_timeout_s": -1.5}, ["read_timeout_s", "-1.5"]),
+    (HTTP, {"max_reconnects": -1}, ["max_reconnects", ">= 0"]),
+    (HTTP, {"max_reconnects": 2.5}, ["'max_reconnects'", "integer"]),
+    (HTTP, {"stall_timeout_s": 5}, ["'stall_timeout_s'", "read_timeout_s"]),
+    (PIPE, {"format": "mp3"}, ["format", "'mp3'", "s16le"]),
+    (PIPE, {"format": "s16be"}, ["format", "'s16be'"]),
+    (PIPE, {"rate": 0}, ["rate", "positive"]),
+    (PIPE, {"rate": -8000}, ["rate", "-8000"]),
+    (PIPE, {"rate": "44100"}, ["'rate'", "finite number"]),
+    (PIPE, {"channels": 0}, ["channels", "at least 1"]),
+    (PIPE, {"block_frames": 0}, ["block_frames", "at least 1"]),
+    (PIPE, {"stream": "/dev/stdin"}, ["'stream'", "from Python"]),
+])
+def test_a_bad_source_option_is_refused_naming_the_source_and_the_key(tmp_path, spec, options,
+                                                                      names):
+    """As a user meets it: a [[sources]] table in the file, refused before anything starts."""
+    from streamtag.daemon import Daemon
+
+    path = tmp_path / "daemon.toml"
+    path.write_text("[[sources]]\nid = 'in-1'\nspec = 'file:/srv/a.mp3'\n"
+                    f"[[sources]]\nid = 'in-2'\nspec = '{spec}'\n"
+                    + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items()))
+    config = load_config(path)
+    with pytest.raises(ConfigError) as info:
+        Daemon(config)
+    message = str(info.value)
+    assert "'in-2'" in message and "'in-1'" not in message
+    for name in names:
+        assert name in message

@@ -3,6 +3,7 @@ daemon whose configuration is bad anywhere starts nothing (no thread, no bound p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import threading
@@ -12,7 +13,7 @@ from faultkit import port_is_free, wait_until
 from helpers import run_streamtag
 from test_daemon import free_port, make_config
 
-from streamtag.config import _SECTIONS, ControlConfig, SourceConfig, load_config
+from streamtag.config import _SECTIONS, MetricsConfig, SourceConfig, load_config
 from streamtag.daemon import Daemon
 from streamtag.errors import ConfigError
 
@@ -98,16 +99,84 @@ def test_the_command_line_reports_a_bad_source_option_with_exit_code_2(model_pat
     assert port_is_free(publish)
 
 
-def test_a_start_that_fails_part_way_releases_what_it_took(model_path, tmp_path):
+@contextlib.contextmanager
+def a_port_held_by_another_process():
+    """A real listening TCP socket on 127.0.0.1 (what another program on the box would hold)."""
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
-        taken = f"tcp://127.0.0.1:{blocker.getsockname()[1]}"
-        config = make_config(model_path, tmp_path, control=ControlConfig(endpoint=taken))
-        before = {t.name for t in threading.enumerate()}
-        with pytest.raises(OSError, match="control"):
+        yield blocker.getsockname()[1]
+
+
+def config_binding(model_path, tmp_path, key: str, port: int):
+    """A config whose `key` names 127.0.0.1:`port`, with every other endpoint free and the
+    metrics server on, so a failed start has something of each kind to release."""
+    taken = f"tcp://127.0.0.1:{port}"
+    config = make_config(model_path, tmp_path, metrics=MetricsConfig(port=free_port()))
+    if key == "publish.endpoint":
+        return dataclasses.replace(config, publish=dataclasses.replace(config.publish,
+                                                                       endpoint=taken))
+    if key == "control.endpoint":
+        return dataclasses.replace(config, control=dataclasses.replace(config.control,
+                                                                       endpoint=taken))
+    return dataclasses.replace(config, metrics=MetricsConfig(port=port))
+
+
+def endpoints_of(config) -> list[str]:
+    return [config.publish.endpoint, config.control.endpoint,
+            f"tcp://127.0.0.1:{config.metrics.port}"]
+
+
+BINDS = ["publish.endpoint", "metrics.port", "control.endpoint"]  # in the order start binds
+
+
+@pytest.mark.parametrize("key", BINDS)
+def test_an_endpoint_in_use_is_a_config_error_and_the_start_releases_what_it_took(
+        model_path, tmp_path, key):
+    before = {t.ident for t in threading.enumerate()}
+    with a_port_held_by_another_process() as port:
+        config = config_binding(model_path, tmp_path, key, port)
+        with pytest.raises(ConfigError) as info:
             Daemon(config).start()
-    # ZeroMQ closes sockets in its I/O thread: the port is released soon after, not at once.
-    wait_until(lambda: port_is_free(config.publish.endpoint), 5, "the publish port")
-    left = {t.name for t in threading.enumerate()} - before  # threads the start left running
-    assert not left, left
+    message = str(info.value)
+    assert key in message and f"127.0.0.1:{port}" in message and "in use" in message
+    assert "\n" not in message
+    # ZeroMQ closes sockets in its I/O thread: a port is released soon after, not at once.
+    for endpoint in endpoints_of(config):
+        wait_until(lambda e=endpoint: port_is_free(e), 5, f"{endpoint} to be released")
+    # No source, engine, control, heartbeat or metrics server thread outlives the failed start.
+    wait_until(lambda: not {t.ident for t in threading.enumerate()} - before, 5,
+               "the threads the start began to end")
+
+
+@pytest.mark.parametrize("key", BINDS)
+def test_the_command_line_reports_an_endpoint_in_use_in_one_line_with_exit_code_2(
+        model_path, tmp_path, key):
+    with a_port_held_by_another_process() as port:
+        config = config_binding(model_path, tmp_path, key, port)
+        path = tmp_path / "daemon.toml"
+        path.write_text(f'[publish]\nendpoint = "{config.publish.endpoint}"\n'
+                        f'[control]\nendpoint = "{config.control.endpoint}"\n'
+                        f'[metrics]\nport = {config.metrics.port}\n')
+        done = run_streamtag("run", "--config", str(path), "--model", str(model_path),
+                             "--device", "cpu", timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # no traceback
+    assert lines[0].startswith("streamtag run: ")
+    assert key in lines[0] and f"127.0.0.1:{port}" in lines[0]
+
+
+@pytest.mark.parametrize("address, names", [
+    ("192.0.2.1", ["metrics.address", "'192.0.2.1'", "not an address of this machine"]),
+])
+def test_a_metrics_address_not_of_this_machine_is_refused_at_start(model_path, tmp_path,
+                                                                   address, names):
+    config = make_config(model_path, tmp_path,
+                         metrics=MetricsConfig(port=free_port(), address=address))
+    with pytest.raises(ConfigError) as info:
+        Daemon(config).start()
+    for name in names:
+        assert name in str(info.value)
+    for endpoint in endpoints_of(config)[:2]:
+        wait_until(lambda e=endpoint: port_is_free(e), 5, f"{endpoint} to be released")
