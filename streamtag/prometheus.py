@@ -36,6 +36,12 @@ class _Collector:
                                               labels=["stream"]),
             "overflows": CounterMetricFamily("streamtag_overflows", "Capture overflows",
                                              labels=["stream"]),
+            "nonfinite": CounterMetricFamily(
+                "streamtag_nonfinite_samples", "NaN and infinite audio samples replaced by 0",
+                labels=["stream"]),
+            "nonfinite_windows": CounterMetricFamily(
+                "streamtag_nonfinite_windows",
+                "Windows skipped because the model's scores were not finite", labels=["stream"]),
         }
         state = GaugeMetricFamily("streamtag_stream_state", "1 for the stream's current state",
                                   labels=["stream", "state"])
@@ -53,10 +59,8 @@ class _Collector:
         failed = CounterMetricFamily("streamtag_failed_batches", "Forward passes that failed")
         failed.add_metric([], float(engine["failed_batches"]))
         yield failed
-        dropped = CounterMetricFamily("streamtag_dropped_messages",
-                                      "Messages the publisher could not queue")
-        dropped.add_metric([], float(status["dropped_messages"]))
-        yield dropped
+        # No metric of dropped messages: the daemon's PUB socket drops a slow subscriber's
+        # messages inside ZeroMQ, unseen; the subscriber sees them as gaps in seq.
 
 
 class DaemonMetrics:

@@ -4,14 +4,16 @@ every window comes out, and NaN/Inf samples are counted and cost nothing but the
 
 from __future__ import annotations
 
+import urllib.request
+
 import numpy as np
 import pytest
 from faultkit import PipeWriter, expected_windows, final_statuses, load_model, of_stream
 from helpers import TAGS, TinyTagger
-from test_daemon import assert_no_gaps, collect, make_config, started
+from test_daemon import assert_no_gaps, collect, free_port, make_config, started
 
 from streamtag import modelfile
-from streamtag.config import SourceConfig
+from streamtag.config import MetricsConfig, SourceConfig
 from streamtag.frontend import LogMelOptions
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
@@ -165,3 +167,47 @@ def test_non_finite_scores_skip_their_windows_only(tmp_path):
     assert np.isfinite([m.body.smoothed for m in scores]).all()
     assert scores[-1].body.end_sample == x.size  # scoring went on to the end
     assert_no_gaps(of_stream(got, "hot"))
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A real Prometheus scrape of the daemon: sample name with labels -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {name: float(value) for name, value in
+            (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))}
+
+
+def test_non_finite_samples_and_windows_are_exported_to_prometheus_per_stream(tmp_path):
+    """The two non-finite counters of each stream, as the control status has them, read the
+    same in a scrape: NaN/Inf samples zeroed, and windows skipped for non-finite scores."""
+    model_path = overflowing_model(tmp_path / "no_log.pt")
+    port = free_port()
+    config = make_config(model_path, tmp_path, metrics=MetricsConfig(port=port))
+    hot = music_like(8.0, RATE, seed=34)
+    hot[3 * RATE: 4 * RATE] = np.float32(1e30)  # features overflow: windows skipped
+    hot[6 * RATE: 6 * RATE + 700] = np.nan
+    hot[7 * RATE: 7 * RATE + 11] = -np.inf
+    clean = music_like(8.0, RATE, seed=35)
+    daemon, sub = started(config)
+    writers = {sid: PipeWriter(x.astype("<f4").tobytes()) for sid, x in (("hot", hot),
+                                                                         ("clean", clean))}
+    try:
+        for sid, writer in writers.items():
+            daemon.add_source(SourceConfig(sid, "pipe:", {"format": "f32le", "rate": RATE,
+                                                          "stream": writer.reader}))
+        got = collect(sub, set(writers), timeout_s=60)
+        metrics = scrape(port)
+    finally:
+        daemon.stop()
+        sub.close()
+        for writer in writers.values():
+            writer.close()
+    final = final_statuses(got)
+    assert final["hot"].counters["nonfinite"] == 711
+    assert final["hot"].counters["nonfinite_windows"] > 0
+    for sid in writers:
+        for metric, counter in (("streamtag_nonfinite_samples_total", "nonfinite"),
+                                ("streamtag_nonfinite_windows_total", "nonfinite_windows")):
+            assert metrics[f'{metric}{{stream="{sid}"}}'] == final[sid].counters[counter], \
+                (metric, sid)
+    assert metrics['streamtag_nonfinite_samples_total{stream="clean"}'] == 0.0
+    assert "streamtag_dropped_messages_total" not in metrics  # it could only ever read 0
