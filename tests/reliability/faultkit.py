@@ -103,13 +103,15 @@ def require_tools(*tools: str) -> None:
 
 
 def ffmpeg_encode(raw: np.ndarray, rate: int, path: Path, *args: str) -> Path:
-    """Encodes mono float32 `raw` at `rate` to `path` with the ffmpeg CLI and extra `args`
-    (codec, sample format, channel mapping, output rate)."""
+    """Encodes float32 `raw` at `rate`, mono or (frames, channels), to `path` with the ffmpeg
+    CLI and extra `args` (codec, sample format, channel mapping, output rate)."""
     require_tools("ffmpeg")
+    raw = np.asarray(raw, dtype="<f4")
+    channels = 1 if raw.ndim == 1 else raw.shape[1]
     done = subprocess.run(
         ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "f32le",
-         "-ar", str(rate), "-ac", "1", "-i", "pipe:0", *args, str(path)],
-        input=np.asarray(raw, dtype="<f4").tobytes(), capture_output=True, timeout=60)
+         "-ar", str(rate), "-ac", str(channels), "-i", "pipe:0", *args, str(path)],
+        input=raw.tobytes(), capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return path
 

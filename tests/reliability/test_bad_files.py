@@ -13,12 +13,15 @@ from test_daemon import assert_no_gaps, collect, make_config, offline, started
 
 from streamtag.audio import write_audio
 from streamtag.config import SourceConfig
+from streamtag.frontend import compute_logmel
 from streamtag.sources import FileSource
 from streamtag.testsignals import music_like
 
 RATE = 16000  # the tiny model's rate
 SECONDS = 2.0
 SIGNAL = music_like(SECONDS, RATE, seed=21)
+# Eight different channels, so that their mean, channel 0 and their sum all differ.
+EIGHT = np.stack([0.5 * music_like(SECONDS, RATE, seed=40 + c) for c in range(8)], axis=1)
 
 # name -> (seconds of audio expected, or None for a file that must fail)
 FILES = {
@@ -55,8 +58,7 @@ def make_files(root) -> dict:
         ffmpeg_encode(SIGNAL, RATE, paths[name], "-c:a", codec)
     ffmpeg_encode(SIGNAL, RATE, paths["s24.flac"], "-c:a", "flac", "-sample_fmt", "s32",
                   "-bits_per_raw_sample", "24")
-    ffmpeg_encode(SIGNAL, RATE, paths["eight_channels.wav"], "-af",
-                  "pan=7.1|" + "|".join(f"c{i}=c0" for i in range(8)), "-c:a", "pcm_s16le")
+    ffmpeg_encode(EIGHT, RATE, paths["eight_channels.wav"], "-c:a", "pcm_f32le")
     ffmpeg_encode(SIGNAL[:RATE], RATE, paths["one_second.flac"], "-c:a", "flac")
     ffmpeg_encode(SIGNAL[: RATE // 10], RATE, paths["tenth_second.wav"], "-c:a", "pcm_s16le")
     ffmpeg_encode(SIGNAL, RATE, paths["rate_8k.flac"], "-ar", "8000", "-c:a", "flac")
@@ -133,10 +135,39 @@ def decode(path) -> np.ndarray:
 
 @pytest.mark.parametrize("name, tolerance", [
     ("s32.wav", 1e-6), ("f32.wav", 0.0), ("f64.wav", 0.0), ("s24.flac", 1e-6),
-    ("eight_channels.wav", 1e-4),
     ("u8.wav", 1.0 / 128),
 ])
 def test_every_sample_format_decodes_to_the_same_audio(files, name, tolerance):
     out = decode(files[name])
     assert out.size == SIGNAL.size
     assert np.max(np.abs(out - SIGNAL)) <= tolerance + 1.0 / 32768
+
+
+def scores_of(model_path, audio: np.ndarray) -> np.ndarray:
+    """What the engine scores for mono `audio` at the model's rate: windows of
+    compute_logmel(audio), every hop and one more aligned to the last frame."""
+    model = load_model(model_path)
+    frames = compute_logmel(audio, model.frontend)
+    ends = list(range(model.window, len(frames) + 1, model.hop))
+    if len(frames) > ends[-1]:
+        ends.append(len(frames))
+    return model.forward(np.stack([frames[e - model.window: e].T for e in ends]))
+
+
+def test_the_channels_of_a_multichannel_file_are_averaged_to_mono(daemon_run, files,
+                                                                  model_path):
+    """FileSource (streamtag.audio) averages a file's channels: the stream is decoded, framed
+    and scored exactly as the mean of the eight different channels, not as one of them."""
+    mean = EIGHT.mean(axis=1, dtype=np.float32)
+    out = decode(files["eight_channels.wav"])
+    assert out.size == mean.size
+    np.testing.assert_allclose(out, mean, atol=1e-6)
+    assert np.max(np.abs(out - EIGHT[:, 0])) > 0.1  # channel 0 alone is another signal
+    assert np.max(np.abs(out - EIGHT.sum(axis=1))) > 0.1  # and so is the sum
+    options = load_model(model_path).frontend
+    np.testing.assert_allclose(compute_logmel(out, options), compute_logmel(mean, options),
+                               atol=1e-3)
+    ids, got = daemon_run
+    published = [m.body.raw for m in of_stream(got, ids["eight_channels.wav"], "scores")]
+    np.testing.assert_allclose(published, scores_of(model_path, mean), atol=1e-4)
+    assert np.max(np.abs(np.subtract(published, scores_of(model_path, EIGHT[:, 0])))) > 1e-3
