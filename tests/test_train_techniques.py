@@ -18,7 +18,13 @@ from streamtag import modelfile
 from streamtag.errors import ConfigError
 from streamtag.train import combine
 from streamtag.train.export import export_run
-from streamtag.train.loop import PER_TAG_DIR, SWA_DIR, TrainingRun, training_windows
+from streamtag.train.loop import (
+    PER_TAG_DIR,
+    SWA_DIR,
+    TrainingRun,
+    best_epoch_per_tag,
+    training_windows,
+)
 from streamtag.train.recipe import parse_recipe
 
 # 60 clips of 3 s (42 train, 9 validation, 9 test), 32 mels, 1.5 s windows; a CP-ResNet with 4
@@ -76,6 +82,16 @@ def _windows(run: TrainingRun, split: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([
         run.data.window(tracks[i].id, r.model.window, int(start), int(run.data.lengths[split][i]))
         for i, start in items]))
+
+
+def _assert_file_serves_the_exported_network(run: TrainingRun, path: Path, export: str) -> None:
+    """The model file says how it was made and gives the probabilities of ``final_model``."""
+    loaded = modelfile.load(path, device="cpu")
+    assert loaded.manifest.options["export"] == export
+    network, _ = run.final_model()
+    x = _windows(run, "test")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), torch.sigmoid(network(x)), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,12 +156,7 @@ def test_swa_model_is_exported_and_resumes(recipe_text: str, tmp_path: Path) -> 
     result = export_run(resumed)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["exported"]["export"] == "swa"
-    loaded = modelfile.load(result.model_path, device="cpu")
-    assert loaded.manifest.options["export"] == "swa"
-    network, _ = resumed.final_model()
-    x = _windows(resumed, "test")
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), torch.sigmoid(network(x)), rtol=0, atol=1e-5)
+    _assert_file_serves_the_exported_network(resumed, result.model_path, "swa")
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +215,7 @@ def test_best_epoch_per_tag_of_a_constructed_table() -> None:
               [0.40, 1.00, 0.30, 0.70],   # tag 2 ties epoch 1: epoch 1 stays
               [0.60, 0.80, 0.20, 0.70],
               [0.45, 0.85, 0.25, 0.65]]
-    assert combine.best_epoch_per_tag(losses) == [2, 3, 3, 4]
+    assert best_epoch_per_tag(losses) == [2, 3, 3, 4]
 
 
 def test_per_tag_early_stopping_keeps_each_tags_epoch(recipe_text: str, tmp_path: Path) -> None:
@@ -228,7 +239,7 @@ def test_per_tag_early_stopping_keeps_each_tags_epoch(recipe_text: str, tmp_path
         run.epoch = e + 1
         run._keep_per_tag_best(table[e].tolist())
     expected = [2, 3] + [1] * (n_tags - 2)
-    assert run.tag_best["epoch"] == expected == combine.best_epoch_per_tag(table.tolist())
+    assert run.tag_best["epoch"] == expected == best_epoch_per_tag(table.tolist())
     assert sorted(p.name for p in (run_dir / PER_TAG_DIR).iterdir()) == [
         "epoch-1.pt", "epoch-2.pt", "epoch-3.pt"]
 
@@ -256,14 +267,9 @@ def test_per_tag_early_stopping_end_to_end(recipe_text: str, tmp_path: Path) -> 
     result = export_run(run)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     losses = [h["val_tag_loss"] for h in metrics["history"]]
-    expected = combine.best_epoch_per_tag(losses)
+    expected = best_epoch_per_tag(losses)
     assert list(metrics["exported"]["tag_epochs"].values()) == expected
-    loaded = modelfile.load(result.model_path, device="cpu")
-    assert loaded.manifest.options["export"] == "per_tag_best"
-    network, _ = run.final_model()
-    x = _windows(run, "test")
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), torch.sigmoid(network(x)), rtol=0, atol=1e-5)
+    _assert_file_serves_the_exported_network(run, result.model_path, "per_tag_best")
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MeanOfProbabilities", "PerTagSelect", "best_epoch_per_tag"]
+__all__ = ["MeanOfProbabilities", "PerTagSelect"]
 
 class MeanOfProbabilities(nn.Module):
     """Logits whose sigmoid is the mean of the members' sigmoid probabilities."""
@@ -59,22 +59,3 @@ class PerTagSelect(nn.Module):
         stacked = torch.stack(outputs, 0)  # (members, batch, tags)
         index = self.member_of_tag.view(1, 1, -1).expand(1, stacked.shape[1], -1)
         return stacked.gather(0, index).squeeze(0)
-
-
-def best_epoch_per_tag(losses: Sequence[Sequence[float]]) -> list[int]:
-    """For a ``(epochs, tags)`` table of validation losses, each tag's best epoch (1-based):
-    the first epoch with that tag's lowest finite loss (later ties do not replace it), the
-    rule the trainer applies epoch by epoch."""
-    best_epoch: list[int] = []
-    table = [list(row) for row in losses]
-    if not table:
-        return best_epoch
-    for j in range(len(table[0])):
-        best, epoch = None, 1
-        for e, row in enumerate(table, start=1):
-            value = row[j]
-            if value == value and value not in (float("inf"), float("-inf")) and (
-                    best is None or value < best):
-                best, epoch = value, e
-        best_epoch.append(epoch)
-    return best_epoch

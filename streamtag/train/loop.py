@@ -69,6 +69,7 @@ __all__ = [
     "RunLog",
     "TrainingRun",
     "TrackData",
+    "best_epoch_per_tag",
     "evaluation_starts",
     "lr_for_epoch",
     "prepare_data",
@@ -534,6 +535,21 @@ def _improved(metric: str, value: float | None, best: float | None) -> bool:
     if best is None:
         return True
     return value < best if metric == "loss" else value > best
+
+
+def best_epoch_per_tag(losses: Sequence[Sequence[float]]) -> list[int]:
+    """For a ``(epochs, tags)`` table of validation losses, each tag's best epoch (1-based):
+    the first epoch with that tag's lowest finite loss (later ties do not replace it), as
+    per-tag early stopping picks it epoch by epoch."""
+    table = [list(row) for row in losses]
+    best_epoch: list[int] = []
+    for j in range(len(table[0]) if table else 0):
+        best, epoch = None, 1
+        for e, row in enumerate(table, start=1):
+            if _improved("loss", row[j], best):
+                best, epoch = row[j], e
+        best_epoch.append(epoch)
+    return best_epoch
 
 
 # --------------------------------------------------------------------------------------------
@@ -1074,13 +1090,12 @@ class TrainingRun:
         """Records the tags this epoch is best for and keeps its weights while any tag is."""
         if not self.tag_best["loss"]:
             self.tag_best = {"loss": [None] * len(tag_loss), "epoch": [None] * len(tag_loss)}
-        improved = []
+        improved = False
         for j, value in enumerate(tag_loss):
-            best = self.tag_best["loss"][j]
-            if math.isfinite(value) and (best is None or value < best):
+            if _improved("loss", value, self.tag_best["loss"][j]):
                 self.tag_best["loss"][j] = float(value)
                 self.tag_best["epoch"][j] = self.epoch
-                improved.append(j)
+                improved = True
         if not self.dist.main:
             return
         folder = self.run_dir / PER_TAG_DIR
