@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ def _default_run_dir(name: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from streamtag.errors import ConfigError, ModelError
-    from streamtag.train.loop import RECIPE_FILE, train
+    from streamtag.train.loop import RECIPE_FILE, distributed_from_env, train
     from streamtag.train.recipe import load_recipe
 
     try:
@@ -47,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not args.recipe:
                 raise ConfigError("give a recipe (RECIPE.toml) or --resume RUN_DIR")
             recipe = load_recipe(args.recipe, args.set or ())
-            if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if not args.out and distributed_from_env().active:
                 raise ConfigError("under torchrun give --out RUN_DIR: every process must name "
                                   "the same run folder")
             run_dir = Path(args.out) if args.out else _default_run_dir(recipe.name)

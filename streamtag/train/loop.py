@@ -1061,7 +1061,6 @@ class TrainingRun:
                  f"val_pr_auc_macro {number(validation['pr_auc_macro'])}  lr {lr:.2e}  "
                  f"{seconds:.1f} s" + ("  *" if better else ""))
 
-
     # -- what is exported --------------------------------------------------------------------
 
     def _average_weights(self) -> None:
@@ -1149,12 +1148,13 @@ class TrainingRun:
             return combine.PerTagSelect(members, member_of_tag), info
         if t.swa and self.swa_epochs:
             assert self.swa_model is not None
-            average = self._recompute_batch_norm(copy.deepcopy(self.swa_model.module))
             info.update(export="swa", swa_epochs=list(self.swa_epochs))
             if not t.snapshots:
+                average = self._recompute_batch_norm(copy.deepcopy(self.swa_model.module))
                 self.log(f"exporting the SWA average of epochs {self.swa_epochs} (batch-norm "
                          "statistics recomputed)")
                 return average, info
+            # The last snapshot is the current average: every member is read from its file.
             snapshots = []
             for path in self._snapshot_files():
                 state = torch.load(path, map_location=self.device, weights_only=True)
