@@ -1,17 +1,23 @@
-"""Small real model files for the tests: TorchScript files written by streamtag.modelfile."""
+"""What several test modules share: small real model files (TorchScript files written by
+streamtag.modelfile), running the CLI, free ports, waiting, stopping processes, and the
+protocol decoder's contract."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from streamtag import modelfile
+from streamtag.errors import ProtocolError
 from streamtag.frontend import LogMelOptions
+from streamtag.protocol import Message, decode, encode
 
 TAGS = ("calm", "loud", "bright", "dark")
 
@@ -53,3 +59,39 @@ def run_streamtag(*args: str, popen: bool = False, **kwargs):
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, **kwargs)
     return subprocess.run(command, capture_output=True, text=True, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def decodes_or_refuses(frames) -> None:
+    """The decoder's contract: it refuses with ProtocolError, or whatever it accepts survives
+    a round trip unchanged."""
+    try:
+        message = decode(frames)
+    except ProtocolError:
+        return
+    assert isinstance(message, Message)
+    assert decode(encode(message)) == message

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 import zmq
-from helpers import run_streamtag, tiny_model_file
+from helpers import free_port, run_streamtag, tiny_model_file
 
 from streamtag.audio import load_audio, write_audio
 from streamtag.client import Subscriber
@@ -32,12 +31,6 @@ from streamtag.inference import InferenceModel
 from streamtag.publish import control_request
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

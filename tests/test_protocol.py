@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import decodes_or_refuses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -256,16 +257,6 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=12)
-
-
-def decodes_or_refuses(frames) -> None:
-    try:
-        message = decode(frames)
-    except ProtocolError:
-        return
-    # Whatever decode accepts must survive a round trip unchanged.
-    assert isinstance(message, Message)
-    assert decode(encode(message)) == message
 
 
 @settings(max_examples=200, deadline=None)

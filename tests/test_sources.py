@@ -7,6 +7,7 @@ Servers and processes are started by fixtures that always stop them; everything 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import http.server
 import io
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port, stop_process, wait_until
 
 from streamtag.audio import load_audio, write_audio
 from streamtag.errors import SourceError
@@ -129,31 +131,6 @@ def assert_contiguous(chunks: list[AudioChunk], start: int = 0) -> None:
         assert b.sample_index == a.sample_index + a.samples.size
     for c in chunks:
         assert c.samples.dtype == np.float32 and c.samples.ndim == 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
 
 
 def write_stereo(path: Path, x: np.ndarray, sample_rate: int, codec: str) -> None:
@@ -530,12 +507,15 @@ def require_icecast() -> None:
                     f"apt-get install icecast2 ffmpeg")
 
 
-@pytest.fixture(scope="module")
-def icecast(media):
+@contextlib.contextmanager
+def icecast_server():
+    """A private Icecast on a free loopback port, listening: yields the server and the log file
+    its processes (and any feeder) write to; stops it and removes its folder afterwards. As
+    root it runs as the Debian icecast2 user (it refuses to run as root otherwise)."""
     require_icecast()
     directory = Path(tempfile.mkdtemp(prefix="streamtag-icecast-"))
     security = ""
-    if os.geteuid() == 0:  # icecast refuses to run as root unless it can change owner
+    if os.geteuid() == 0:
         import grp
         import pwd
 
@@ -551,27 +531,54 @@ def icecast(media):
     server = Icecast(free_port(), "pw" + os.urandom(6).hex(), directory)
     (directory / "icecast.xml").write_text(ICECAST_CONFIG.format(
         port=server.port, password=server.password, dir=directory, security=security))
-    log = open(directory / "processes.log", "wb")  # closed in the finalizer
-    procs = []
+    log = open(directory / "processes.log", "wb")  # closed below
     try:
-        procs.append(subprocess.Popen(["icecast2", "-c", str(directory / "icecast.xml")],
-                                      stdout=log, stderr=log, stdin=subprocess.DEVNULL))
-        wait_until(lambda: _port_open(server.port) or procs[0].poll() is not None, 10,
-                   "icecast to listen")
-        assert procs[0].poll() is None, (directory / "processes.log").read_text()
-        procs.append(subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-             "-stream_loop", "-1", "-i", str(media["mp3_5s"]), "-c:a", "libmp3lame",
-             "-b:a", "128k", "-content_type", "audio/mpeg", "-ice_name", "streamtag test",
-             "-f", "mp3", f"icecast://source:{server.password}@127.0.0.1:{server.port}"
-             f"{server.mount}"], stdout=log, stderr=log, stdin=subprocess.DEVNULL))
-        wait_until(server.mount_is_live, 10, "ffmpeg to feed the icecast mount")
-        yield server
+        icecast = subprocess.Popen(["icecast2", "-c", str(directory / "icecast.xml")],
+                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: _port_open(server.port) or icecast.poll() is not None, 10,
+                       "icecast to listen")
+            assert icecast.poll() is None, (directory / "processes.log").read_text()
+            yield server, log
+        finally:
+            stop_process(icecast)
     finally:
-        for proc in reversed(procs):
-            stop_process(proc)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class Feeder:
+    """ffmpeg streaming a looped mp3 to the Icecast mount; started and stopped by PID."""
+
+    def __init__(self, server: Icecast, mp3: Path, log) -> None:
+        self.server, self.mp3, self.log = server, mp3, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        s = self.server
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
+             "-stream_loop", "-1", "-i", str(self.mp3), "-c:a", "libmp3lame", "-b:a", "128k",
+             "-content_type", "audio/mpeg", "-ice_name", "streamtag test", "-f", "mp3",
+             f"icecast://source:{s.password}@127.0.0.1:{s.port}{s.mount}"],
+            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        wait_until(s.mount_is_live, 10, "ffmpeg to feed the icecast mount")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def icecast(media):
+    with icecast_server() as (server, log):
+        feeder = Feeder(server, media["mp3_5s"], log)
+        try:
+            feeder.start()
+            yield server
+        finally:
+            feeder.stop()
 
 
 def _port_open(port: int) -> bool:

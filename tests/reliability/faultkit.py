@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +113,6 @@ def ffmpeg_encode(raw: np.ndarray, rate: int, path: Path, *args: str) -> Path:
         input=raw.tobytes(), capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return path
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def port_is_free(endpoint: str) -> bool:

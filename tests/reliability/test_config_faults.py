@@ -9,8 +9,8 @@ import socket
 import threading
 
 import pytest
-from faultkit import port_is_free, wait_until
-from helpers import run_streamtag
+from faultkit import port_is_free
+from helpers import run_streamtag, wait_until
 from test_daemon import free_port, make_config
 
 from streamtag.config import _SECTIONS, MetricsConfig, SourceConfig, load_config

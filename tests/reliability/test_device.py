@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import of_stream, wait_until
+from faultkit import of_stream
+from helpers import wait_until
 from test_daemon import assert_no_gaps, make_config, started
 from test_network import Watcher
 from test_sources import require_pulse, stop_process

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from helpers import decodes_or_refuses
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +29,6 @@ from streamtag.protocol import (
     HEADER_FIELDS,
     MSG_TYPES,
     HeartbeatBody,
-    Message,
-    decode,
     decode_reply,
     decode_request,
     encode,
@@ -182,15 +181,6 @@ frames_of_anything = st.lists(
     st.binary(max_size=4096) | st.text(max_size=64) | json_documents.map(as_frame)
     | st.sampled_from([None, 0, b"", bytearray(b"{}"), memoryview(b"[]"), 3.5, ["x"]]),
     max_size=6)
-
-
-def decodes_or_refuses(frames) -> None:
-    try:
-        message = decode(frames)
-    except ProtocolError:
-        return
-    assert isinstance(message, Message)
-    assert decode(encode(message)) == message
 
 
 @fuzz(200)

@@ -5,27 +5,20 @@ The stream recovers each time and the status topic reports every transition."""
 from __future__ import annotations
 
 import http.server
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import ffmpeg_encode, of_stream, wait_until
+from faultkit import ffmpeg_encode, of_stream
+from helpers import wait_until
 from test_daemon import assert_no_gaps, free_port, make_config, started
 from test_sources import (
-    ICECAST_CONFIG,
     TARGET,
     AudioServer,
-    Icecast,
+    Feeder,
+    icecast_server,
     read_all,
-    require_icecast,
-    stop_process,
 )
 
 from streamtag.config import SourceConfig
@@ -274,69 +267,15 @@ def test_unsigned_8_bit_pcm_over_http_decodes_centred(tmp_path):
 # -- Icecast: the mount disappears when its feeder stops and returns when it restarts --------
 
 
-class Feeder:
-    """ffmpeg streaming a looped mp3 to the Icecast mount; started and stopped by PID."""
-
-    def __init__(self, server: Icecast, mp3: Path, log) -> None:
-        self.server, self.mp3, self.log = server, mp3, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        s = self.server
-        self.proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-             "-stream_loop", "-1", "-i", str(self.mp3), "-c:a", "libmp3lame", "-b:a", "128k",
-             "-content_type", "audio/mpeg", "-f", "mp3",
-             f"icecast://source:{s.password}@127.0.0.1:{s.port}{s.mount}"],
-            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
-        wait_until(s.mount_is_live, 10, "ffmpeg to feed the icecast mount")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-
 @pytest.fixture
 def icecast_feeder(media):
-    require_icecast()
-    directory = Path(tempfile.mkdtemp(prefix="streamtag-icecast-"))
-    security = ""
-    if os.geteuid() == 0:  # icecast refuses to run as root unless it can change owner
-        import grp
-        import pwd
-
+    with icecast_server() as (server, log):
+        feeder = Feeder(server, media["mp3_5s"], log)
         try:
-            user = pwd.getpwnam("icecast2")
-        except KeyError:
-            shutil.rmtree(directory, ignore_errors=True)
-            pytest.skip("running as root but the Debian 'icecast2' user does not exist")
-        group = grp.getgrgid(user.pw_gid).gr_name
-        security = (f"<security><chroot>0</chroot><changeowner><user>icecast2</user>"
-                    f"<group>{group}</group></changeowner></security>")
-        os.chown(directory, user.pw_uid, user.pw_gid)
-    server = Icecast(free_port(), "pw" + os.urandom(6).hex(), directory)
-    (directory / "icecast.xml").write_text(ICECAST_CONFIG.format(
-        port=server.port, password=server.password, dir=directory, security=security))
-    log = open(directory / "processes.log", "wb")  # closed below
-    icecast = subprocess.Popen(["icecast2", "-c", str(directory / "icecast.xml")],
-                               stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    feeder = Feeder(server, media["mp3_5s"], log)
-    try:
-        def listening() -> bool:
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                return s.connect_ex(("127.0.0.1", server.port)) == 0 or icecast.poll() is not None
-
-        wait_until(listening, 10, "icecast to listen")
-        assert icecast.poll() is None, (directory / "processes.log").read_text()
-        feeder.start()
-        yield server, feeder
-    finally:
-        feeder.stop()
-        stop_process(icecast)
-        log.close()
-        shutil.rmtree(directory, ignore_errors=True)
+            feeder.start()
+            yield server, feeder
+        finally:
+            feeder.stop()
 
 
 def test_an_icecast_mount_that_disappears_and_returns(icecast_feeder, live_daemon):

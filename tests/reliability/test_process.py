@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from faultkit import final_statuses, of_stream, port_is_free, wait_until
-from helpers import run_streamtag, tiny_model_file
+from faultkit import final_statuses, of_stream, port_is_free
+from helpers import run_streamtag, tiny_model_file, wait_until
 from test_daemon import (
     assert_no_gaps,
     collect,

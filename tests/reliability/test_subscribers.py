@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 import zmq
-from faultkit import final_statuses, of_stream, wait_until
+from faultkit import final_statuses, of_stream
+from helpers import wait_until
 from test_daemon import collect, free_port, make_config, started, wait_for_heartbeat
 
 from streamtag.audio import write_audio
