@@ -656,47 +656,93 @@ def require_pulse():
     return sd
 
 
-@pytest.fixture
-def pulse(monkeypatch):
+class PulseServer:
     """A private PulseAudio daemon with a 48 kHz mono float null sink ``testsink``, reachable by
-    PortAudio's ALSA backend through the ``pulse`` PCM; env vars point the test process at it."""
+    PortAudio's ALSA backend through the ``pulse`` PCM; ``env`` points a process at it. With
+    ``music`` it also plays 30 s of music into the sink. It can be killed (SIGKILL, by PID)
+    and started again on the same socket."""
+
+    def __init__(self, directory: Path, music: bool = False) -> None:
+        self.directory = directory
+        self.socket = directory / "native"
+        self.env = {"HOME": str(directory), "XDG_RUNTIME_DIR": str(directory),
+                    "PULSE_SERVER": f"unix:{self.socket}", "PULSE_SOURCE": "testsink.monitor",
+                    "PULSE_SINK": "testsink"}
+        self.proc: subprocess.Popen | None = None
+        self.player: subprocess.Popen | None = None
+        self._log = open(directory / "pulseaudio.log", "ab")  # closed in close()
+        self.music: Path | None = None
+        if music:
+            self.music = directory / "music.raw"
+            self.music.write_bytes(music_like(30.0, 48000, seed=51).astype("<f4").tobytes())
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1", "--use-pid-file=no",
+             "--log-target=stderr",
+             f"--load=module-native-protocol-unix auth-anonymous=1 socket={self.socket}",
+             "--load=module-null-sink sink_name=testsink rate=48000 channels=1 "
+             "format=float32le"],
+            env={**os.environ, **self.env}, stdout=self._log, stderr=self._log,
+            stdin=subprocess.DEVNULL)
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                return True
+            return subprocess.run(["pactl", "info"], env={**os.environ, **self.env},
+                                  timeout=5, capture_output=True).returncode == 0
+
+        wait_until(ready, 10, "pulseaudio to start", interval=0.05)
+        assert self.proc.poll() is None, (self.directory / "pulseaudio.log").read_text()
+        if self.music is not None:
+            self.player = subprocess.Popen(  # music into the sink whose monitor is captured
+                ["pacat", "--playback", "--raw", "--device=testsink", "--format=float32le",
+                 "--rate=48000", "--channels=1", str(self.music)],
+                env={**os.environ, **self.env}, stdout=self._log, stderr=self._log,
+                stdin=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+        if self.player is not None:
+            stop_process(self.player)  # it lost its server too
+
+    def close(self) -> None:
+        for proc in (self.player, self.proc):
+            if proc is not None:
+                stop_process(proc)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def pulse_session(monkeypatch, music: bool = False):
+    """A started ``PulseServer`` that this process (and PortAudio) talks to; afterwards the
+    server is stopped, the environment restored and PortAudio made to look again."""
     sd = require_pulse()
     directory = Path(tempfile.mkdtemp(prefix="st-pa-"))  # short: unix socket paths are limited
-    socket_path = directory / "native"
-    env = {"HOME": str(directory), "XDG_RUNTIME_DIR": str(directory),
-           "PULSE_SERVER": f"unix:{socket_path}", "PULSE_SOURCE": "testsink.monitor",
-           "PULSE_SINK": "testsink"}
-    log = open(directory / "pulseaudio.log", "wb")  # closed in the finalizer
-    proc = subprocess.Popen(
-        ["pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1", "--use-pid-file=no",
-         "--log-target=stderr",
-         f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket_path}",
-         "--load=module-null-sink sink_name=testsink rate=48000 channels=1 format=float32le"],
-        env={**os.environ, **env}, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    server = PulseServer(directory, music)
     try:
-        def ready() -> bool:
-            if proc.poll() is not None:
-                return True
-            done = subprocess.run(["pactl", "info"], env={**os.environ, **env}, timeout=5,
-                                  capture_output=True)
-            return done.returncode == 0
-
-        wait_until(ready, 10, "pulseaudio to start")
-        assert proc.poll() is None, (directory / "pulseaudio.log").read_text()
-        for key, value in env.items():
+        server.start()
+        for key, value in server.env.items():
             monkeypatch.setenv(key, value)
         sd._terminate()  # PortAudio lists devices once; make it look again with the new env
         sd._initialize()
-        yield env
+        yield server
     finally:
-        stop_process(proc)
-        log.close()
+        server.close()
         monkeypatch.undo()
         try:
             sd._terminate()
             sd._initialize()
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pulse(monkeypatch):
+    """The environment of a private PulseAudio server (``PulseServer``) this process uses."""
+    with pulse_session(monkeypatch) as server:
+        yield server.env
 
 
 def test_device_source_captures_the_played_signal_sample_exactly(pulse):

@@ -4,12 +4,7 @@ reopens the device when the server returns; with reconnect=false the stream fail
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,84 +12,15 @@ from faultkit import of_stream
 from helpers import wait_until
 from test_daemon import assert_no_gaps, make_config, started
 from test_network import Watcher
-from test_sources import require_pulse, stop_process
+from test_sources import pulse_session
 
 from streamtag.config import SourceConfig
-from streamtag.testsignals import music_like
-
-
-class PulseServer:
-    """A private PulseAudio daemon with a 48 kHz mono float null sink ``testsink``; it can be
-    killed (SIGKILL, by PID) and started again on the same socket."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.socket = directory / "native"
-        self.env = {"HOME": str(directory), "XDG_RUNTIME_DIR": str(directory),
-                    "PULSE_SERVER": f"unix:{self.socket}", "PULSE_SOURCE": "testsink.monitor",
-                    "PULSE_SINK": "testsink"}
-        self.proc: subprocess.Popen | None = None
-        self.player: subprocess.Popen | None = None
-        self._log = open(directory / "pulseaudio.log", "ab")  # closed in close()
-        self.music = directory / "music.raw"
-        self.music.write_bytes(music_like(30.0, 48000, seed=51).astype("<f4").tobytes())
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1", "--use-pid-file=no",
-             "--log-target=stderr",
-             f"--load=module-native-protocol-unix auth-anonymous=1 socket={self.socket}",
-             "--load=module-null-sink sink_name=testsink rate=48000 channels=1 "
-             "format=float32le"],
-            env={**os.environ, **self.env}, stdout=self._log, stderr=self._log,
-            stdin=subprocess.DEVNULL)
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                return True
-            return subprocess.run(["pactl", "info"], env={**os.environ, **self.env},
-                                  timeout=5, capture_output=True).returncode == 0
-
-        wait_until(ready, 10, "pulseaudio to start", interval=0.05)
-        assert self.proc.poll() is None, (self.directory / "pulseaudio.log").read_text()
-        self.player = subprocess.Popen(  # music into the sink whose monitor is captured
-            ["pacat", "--playback", "--raw", "--device=testsink", "--format=float32le",
-             "--rate=48000", "--channels=1", str(self.music)],
-            env={**os.environ, **self.env}, stdout=self._log, stderr=self._log,
-            stdin=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
-        stop_process(self.player)  # it lost its server too
-
-    def close(self) -> None:
-        for proc in (self.player, self.proc):
-            if proc is not None:
-                stop_process(proc)
-        self._log.close()
 
 
 @pytest.fixture
 def pulse_server(monkeypatch):
-    sd = require_pulse()
-    directory = Path(tempfile.mkdtemp(prefix="st-pa-"))  # short: unix socket paths are limited
-    server = PulseServer(directory)
-    try:
-        server.start()
-        for key, value in server.env.items():
-            monkeypatch.setenv(key, value)
-        sd._terminate()  # PortAudio lists devices once; make it look again with the new env
-        sd._initialize()
+    with pulse_session(monkeypatch, music=True) as server:
         yield server
-    finally:
-        server.close()
-        monkeypatch.undo()
-        try:
-            sd._terminate()
-            sd._initialize()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_the_sound_server_dies_during_capture_and_returns(pulse_server, model_path, tmp_path):
