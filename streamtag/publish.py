@@ -15,6 +15,7 @@ from typing import Any
 
 import zmq
 
+from streamtag.background import ReadyThread
 from streamtag.protocol import (
     PROTOCOL_VERSION,
     Body,
@@ -253,10 +254,7 @@ class ControlServer:
         self._poll_ms = poll_ms
         self.endpoint: str | None = None  # the bound endpoint, once started
         self.served = 0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: OSError | None = None
+        self._worker = ReadyThread(self._run, "streamtag-control")
 
     @property
     def commands(self) -> list[str]:
@@ -299,27 +297,14 @@ class ControlServer:
     def start(self, timeout_s: float = 5.0) -> ControlServer:
         """Bind and serve in a background thread; returns once bound (raises OSError if the
         endpoint cannot be bound)."""
-        if self._thread is not None:
+        if self._worker.started:
             raise RuntimeError("the control server was already started")
-        self._thread = threading.Thread(target=self._run, name="streamtag-control",
-                                        daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            self.stop()
-            raise TimeoutError(f"the control server did not bind {self._requested!r} "
-                               f"within {timeout_s} s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
+        self._worker.start(timeout_s, f"the control server did not bind {self._requested!r}")
         return self
 
     def stop(self, timeout_s: float = 2.0) -> bool:
         """Stop serving; returns whether the thread ended within `timeout_s`."""
-        self._stop.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        return self._worker.stop(timeout_s)
 
     def _run(self) -> None:
         ctx = self._context if self._context is not None else zmq.Context.instance()
@@ -331,11 +316,11 @@ class ControlServer:
             try:
                 self.endpoint = bind_or_connect(sock, self._requested, False, "control server")
             except OSError as exc:
-                self._error = exc
+                self._worker.error = exc
                 return
             finally:
-                self._ready.set()
-            while not self._stop.is_set():
+                self._worker.ready.set()
+            while not self._worker.stopping.is_set():
                 if not sock.poll(self._poll_ms, zmq.POLLIN):
                     continue
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -356,7 +341,7 @@ class ControlServer:
             sock.close(linger=0)
 
     def __enter__(self) -> ControlServer:
-        return self.start() if self._thread is None else self
+        return self if self._worker.started else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

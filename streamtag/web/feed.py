@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import statistics
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from streamtag.background import ReadyThread
 from streamtag.client import Subscriber
 
 DEFAULT_HISTORY_S = 300.0       # the timeline strip: the last five minutes
@@ -218,40 +218,26 @@ class FeedThread:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self._deliver = deliver
         self._poll_ms = poll_ms
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="streamtag-dashboard-feed",
-                                        daemon=True)
+        self._worker = ReadyThread(self._run, "streamtag-dashboard-feed")
 
     def start(self, timeout_s: float = 5.0) -> FeedThread:
         """Start; returns once subscribed (raises what the Subscriber raised, e.g. OSError)."""
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            self.stop()
-            raise TimeoutError(f"the feed subscriber did not start within {timeout_s} s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
+        self._worker.start(timeout_s, "the feed subscriber did not start")
         return self
 
     def stop(self, timeout_s: float = 2.0) -> bool:
-        self._stop.set()
-        if self._thread.ident is None:
-            return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        return self._worker.stop(timeout_s)
 
     def _run(self) -> None:
         try:
             subscriber = Subscriber(self.endpoints)
         except (OSError, ValueError) as exc:
-            self._error = exc
-            self._ready.set()
+            self._worker.error = exc
+            self._worker.ready.set()
             return
-        self._ready.set()
+        self._worker.ready.set()
         with subscriber:
-            while not self._stop.is_set():
+            while not self._worker.stopping.is_set():
                 message = subscriber.recv(self._poll_ms)
                 if message is not None:
                     self._deliver(message.to_dict())
