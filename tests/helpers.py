@@ -11,12 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from streamtag import modelfile
 from streamtag.errors import ProtocolError
-from streamtag.frontend import LogMelOptions
+from streamtag.frontend import LogMelOptions, OnlineLogMel
 from streamtag.protocol import Message, decode, encode
 
 TAGS = ("calm", "loud", "bright", "dark")
@@ -95,3 +96,19 @@ def decodes_or_refuses(frames) -> None:
         return
     assert isinstance(message, Message)
     assert decode(encode(message)) == message
+
+
+def feed(options: LogMelOptions, x: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, int]:
+    """``x`` through a fresh ``OnlineLogMel`` in chunks of ``sizes`` (the rest in one last
+    chunk), popping after each: every frame, and the count of non-finite samples."""
+    fe = OnlineLogMel(options)
+    out, i = [], 0
+    for size in sizes:
+        fe.accept_waveform(x[i: i + size])
+        out.append(fe.pop())
+        i += size
+    fe.accept_waveform(x[i:])
+    fe.input_finished()
+    out.append(fe.pop())
+    return np.concatenate(out), fe.nonfinite_samples
+

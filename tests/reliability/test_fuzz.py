@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 import zmq
-from helpers import decodes_or_refuses
+from helpers import decodes_or_refuses, feed
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -115,19 +115,6 @@ def signals(draw, options: LogMelOptions) -> np.ndarray:
         for i, v in specials:
             x[i] = v
     return x
-
-
-def feed(options: LogMelOptions, x: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, int]:
-    fe = OnlineLogMel(options)
-    out, i = [], 0
-    for size in sizes:
-        fe.accept_waveform(x[i: i + size])
-        out.append(fe.pop())
-        i += size
-    fe.accept_waveform(x[i:])
-    fe.input_finished()
-    out.append(fe.pop())
-    return np.concatenate(out), fe.nonfinite_samples
 
 
 @fuzz(150)
