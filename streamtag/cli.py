@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = with_overrides(config, model=args.model, device=args.device,
                                 sources=args.source, publish=args.publish, control=args.control,
                                 hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
-                                realtime=True if args.realtime else None)
+                                realtime=True if args.realtime else None, shard=args.shard)
         daemon = Daemon(config)
         daemon.start()
     except (ConfigError, ModelError) as exc:
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--realtime", action="store_true", help="play file sources at real speed")
+    p.add_argument("--shard", metavar="K/N",
+                   help="serve only shard K of N of the sources (by a stable hash of the "
+                        "stream id); auto/N: K from the host name NAME-K (a StatefulSet pod)")
     p.add_argument("--exit-when-done", action="store_true",
                    help="stop once every source has ended (files)")
     p.add_argument("-v", "--verbose", action="store_true")

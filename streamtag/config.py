@@ -12,6 +12,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows
     [metrics]        port (0: off), address
     [security]       server_key, client_keys (CURVE encryption and client authentication)
+    [shard]          index (K, or "auto": from the host name NAME-K), count (N)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from streamtag.engine import EngineConfig
 from streamtag.errors import ConfigError
+from streamtag.shard import ShardConfig
 from streamtag.smoothing import SmoothingConfig
 
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
@@ -153,11 +155,12 @@ class DaemonConfig:
     engine: EngineConfig = EngineConfig()
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
+    shard: ShardConfig = ShardConfig()
 
 
 _SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
              "smoothing": SmoothingConfig, "engine": EngineConfig, "metrics": MetricsConfig,
-             "security": SecurityConfig}
+             "security": SecurityConfig, "shard": ShardConfig}
 
 
 def _describe(annotation: Any) -> str:
@@ -277,7 +280,7 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    device: str | None = None, sources: list[str] | None = None,
                    publish: str | None = None, control: str | None = None,
                    hop_seconds: float | None = None, metrics_port: int | None = None,
-                   realtime: bool | None = None) -> DaemonConfig:
+                   realtime: bool | None = None, shard: str | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
@@ -306,4 +309,6 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
             changes["metrics"] = dataclasses.replace(config.metrics, port=metrics_port)
         except ConfigError as exc:
             raise ConfigError(f"--metrics-port: {exc}") from exc
+    if shard is not None:
+        changes["shard"] = ShardConfig.parse(shard)
     return dataclasses.replace(config, **changes)

@@ -1,12 +1,14 @@
 """The daemon: sources in threads feed one engine; its results go out on ZeroMQ.
 
-Life cycle: ``start()`` loads the model (a bad file raises ``ModelError`` before anything
-binds), binds the publisher, the metrics port and the control socket (one that cannot be bound
+Life cycle: ``start()`` first opens the metrics port when there is one (its ``/healthz``
+answers while a large model loads, its ``/readyz`` says not yet), loads the model (a bad file
+raises ``ModelError``), binds the publisher and the control socket (one that cannot be bound
 raises ``ConfigError`` naming its key, after releasing whatever was already taken), starts the
-engine and one thread per source.
-``stop()`` drains: sources stop, each stream's last audio is framed, scored and published, every
-stream publishes its final status (``ended`` or ``failed``), then the sockets close with a
-linger. A failing source reports ``failed`` with the reason and never stops the others.
+engine and one thread per source of this daemon's shard (``[shard]``, ``--shard K/N``).
+``stop()`` drains (``/readyz`` turns not ready at once): sources stop, each stream's last
+audio is framed, scored and published, every stream publishes its final status (``ended`` or
+``failed``), then the sockets close with a linger. A failing source reports ``failed`` with
+the reason and never stops the others.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.inference import InferenceModel, keep_freed_memory
 from streamtag.publish import ControlServer, Publisher
 from streamtag.security import Authenticator, CurveKeys, load_keys
+from streamtag.shard import ShardConfig
 from streamtag.smoothing import TagEvent
 from streamtag.sources import Source, parse_source
 
@@ -117,6 +120,9 @@ class Daemon:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._started_at = time.monotonic()
+        self.shard: ShardConfig = config.shard.resolve()  # "auto": K from the host name
+        self._serving = False  # model loaded, sockets bound, sources started
+        self._draining = False
         for source in config.sources:  # a bad source fails here, before anything binds
             _build_source(source)
         self._context: zmq.Context | None = None  # own context only with [security]
@@ -128,7 +134,12 @@ class Daemon:
         cfg = self.config
         path = cfg.model.path or str(default_model_path())
         keep_freed_memory()
-        self.model = InferenceModel.load(path, device=cfg.model.device)
+        self.serve_health()
+        try:
+            self.model = InferenceModel.load(path, device=cfg.model.device)
+        except BaseException:
+            self.stop()  # release the metrics port
+            raise
         log.info("model %s: %d tags, %s input, window %d, hop %d, on %s", self.model.name,
                  len(self.model.tags), self.model.input_kind, self.model.window,
                  self.model.hop, self.model.device)
@@ -138,6 +149,32 @@ class Daemon:
             self.stop()  # release what was taken: sockets, threads, the authenticator
             raise
         return self
+
+    def serve_health(self) -> None:
+        """Opens the metrics port (with ``/healthz`` and ``/readyz``) now, if there is one;
+        ``start()`` calls it before loading the model. ConfigError naming the key when the
+        port cannot be had."""
+        cfg = self.config
+        if not cfg.metrics.port or self.metrics is not None:
+            return
+        from streamtag.prometheus import DaemonMetrics
+
+        try:
+            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+        except OSError as exc:
+            raise _metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether an orchestrator may count on this daemon (``/readyz``), and why (not)."""
+        if self._draining or self._stopped.is_set():
+            return False, "draining: stopping, the last windows are being published"
+        if self.model is None:
+            return False, "loading the model"
+        if not self._serving:
+            return False, "binding sockets and starting sources"
+        with self._lock:
+            streams = len(self._runs)
+        return True, f"ready: shard {self.shard}, {streams} streams, model {self.model.name}"
 
     def _start_serving(self, cfg: DaemonConfig) -> None:
         curve = self._secure(cfg)
@@ -149,13 +186,7 @@ class Daemon:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
         self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing)
-        if cfg.metrics.port:
-            from streamtag.prometheus import DaemonMetrics
-
-            try:
-                self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
-            except OSError as exc:
-                raise _metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
+        if self.metrics is not None:
             self.engine.on_batch = self.metrics.observe_batch
         self.engine.start()
         if cfg.control.endpoint:
@@ -168,8 +199,13 @@ class Daemon:
         self._heartbeat = threading.Thread(target=self._beat, name="streamtag-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
-        for source in cfg.sources:
+        mine = [source for source in cfg.sources if self.shard.owns(source.id)]
+        if self.shard.count > 1:
+            log.info("shard %s: serving %d of the %d sources", self.shard, len(mine),
+                     len(cfg.sources))
+        for source in mine:
             self.add_source(source)
+        self._serving = True
 
     def _secure(self, cfg: DaemonConfig) -> CurveKeys | None:
         """With [security]: a private ZeroMQ context whose authenticator admits only the
@@ -195,6 +231,7 @@ class Daemon:
         """Drains and shuts down; safe to call twice."""
         if self._stopped.is_set():
             return
+        self._draining = True
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
@@ -228,7 +265,13 @@ class Daemon:
     # -- sources ---------------------------------------------------------------------------
 
     def add_source(self, source: SourceConfig) -> None:
-        """Starts a source in its own thread. ConfigError for a duplicate id or bad options."""
+        """Starts a source in its own thread. ConfigError for a duplicate id, bad options, or
+        a stream of another shard."""
+        if not self.shard.owns(source.id):
+            owner = self.shard.owner(source.id)
+            raise ConfigError(f"source {source.id!r} belongs to shard {owner}/{self.shard.count}"
+                              f", not to this daemon (shard {self.shard}); add it on the daemon "
+                              f"of shard {owner} (pod NAME-{owner} in a StatefulSet)")
         with self._lock:
             if source.id in self._runs and self._runs[source.id].final is None:
                 raise ConfigError(f"a source with id {source.id!r} is already running")
@@ -345,7 +388,9 @@ class Daemon:
             streams[run.config.id] = {"state": run.state, "error": run.error,
                                       "source": run.source.description, "title": run.title,
                                       "counters": counters}
-        return {"session": self.publisher.session, "uptime_s": time.monotonic() -
+        return {"session": self.publisher.session, "shard": {"index": self.shard.index,
+                                                              "count": self.shard.count},
+                "uptime_s": time.monotonic() -
                 self._started_at, "model": self._model_info(), "streams": streams,
                 "engine": dict(self.engine.stats), "dropped_messages": self.publisher.dropped}
 

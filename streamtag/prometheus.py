@@ -1,15 +1,24 @@
-"""Prometheus metrics of a running daemon (``--metrics-port``), served on loopback by default.
+"""Prometheus metrics of a running daemon (``--metrics-port``), served on loopback by default,
+and the orchestrator's probes on the same port.
 
 Counters come from the engine's and the sources' own counts at scrape time; batch sizes,
 forward times and window latencies are histograms observed as they happen.
+
+``/healthz`` answers 200 whenever the process serves HTTP (a liveness probe: no answer means
+restart it); ``/readyz`` answers 200 once the model is loaded, the sockets are bound and the
+sources started, and 503 with the reason before that and from the moment a drain begins.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
     from streamtag.daemon import Daemon
@@ -23,6 +32,8 @@ class _Collector:
         self.daemon = daemon
 
     def collect(self):
+        if self.daemon.engine is None or self.daemon.publisher is None:
+            return  # still loading the model: nothing to count yet
         status = self.daemon.status()
         per_stream = {
             "samples": CounterMetricFamily("streamtag_samples", "Audio samples framed",
@@ -76,8 +87,7 @@ class DaemonMetrics:
                                  "From a window's last sample to its publication",
                                  labelnames=["stream"], registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self._server, self._thread = start_http_server(port, addr=address,
-                                                       registry=self.registry)
+        self._server = _serve(address, port, _probes(daemon, make_wsgi_app(self.registry)))
         self.port = self._server.server_port
 
     def observe_batch(self, size: int, forward_s: float) -> None:
@@ -90,3 +100,38 @@ class DaemonMetrics:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:
+        pass  # a probe every few seconds would flood the daemon's log
+
+
+def _probes(daemon: Daemon, metrics_app):
+    """A WSGI app: /healthz and /readyz, everything else the Prometheus exposition."""
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/healthz", "/readyz"):
+            return metrics_app(environ, start_response)
+        ok, reason = (True, "serving") if path == "/healthz" else daemon.readiness()
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"{reason}\n".encode()]
+
+    return app
+
+
+def _serve(address: str, port: int, app) -> ThreadingWSGIServer:
+    """Serves `app` on address:port in a daemon thread; the address family follows the
+    address (IPv6 needs AF_INET6). OSError (socket.gaierror for a name that does not resolve)
+    when it cannot listen."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    server = make_server(sockaddr[0], port, app, Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="streamtag-metrics", daemon=True).start()
+    return server

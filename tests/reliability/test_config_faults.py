@@ -149,7 +149,7 @@ def endpoints_of(config) -> list[str]:
             f"tcp://127.0.0.1:{config.metrics.port}"]
 
 
-BINDS = ["publish.endpoint", "metrics.port", "control.endpoint"]  # in the order start binds
+BINDS = ["metrics.port", "publish.endpoint", "control.endpoint"]  # in the order start binds
 
 
 @pytest.mark.parametrize("key", BINDS)
