@@ -1,0 +1,239 @@
+"""Three sharded daemons behind one ``streamtag proxy``, as real processes on 127.0.0.1.
+
+Each daemon is given the same 12 file sources (played at real speed, so the streams run side
+by side) and ``--shard K/3``; they publish by connecting to the proxy's frontend, and one
+subscriber on the proxy's backend sees everything. What must hold: every stream comes from
+exactly one daemon, the one its hash names, with its seq unbroken, whatever order the daemons
+start in; a daemon killed with SIGKILL stops only its own streams, and restarted with the same
+shard it resumes them under a new session while the others never pause.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from helpers import free_port, run_streamtag, stop_process, tiny_model_file, wait_until
+
+from streamtag.audio import write_audio
+from streamtag.client import Subscriber
+from streamtag.publish import control_request
+from streamtag.shard import shard_of
+from streamtag.testsignals import music_like
+
+SHARDS = 3
+STREAMS = [f"radio-{i:02d}" for i in range(12)]
+MAX_PAUSE_S = 5.0  # a stream of the tiny model publishes every 0.26 s; 5 s is a pause
+
+
+class Feed:
+    """A subscriber on the proxy, read in a thread: every message with its arrival time."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.subscriber = Subscriber(endpoint)
+        self.messages: list[tuple[float, object]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.subscriber.recv(100)
+            if message is not None:
+                with self._lock:
+                    self.messages.append((time.monotonic(), message))
+
+    def scores(self, since: float = 0.0) -> list[tuple[float, object]]:
+        with self._lock:
+            return [(t, m) for t, m in self.messages
+                    if t >= since and m.header.msg_type == "scores"]
+
+    def count(self, stream: str, session: str | None = None, since: float = 0.0) -> int:
+        return sum(m.header.stream == stream and (session is None or m.header.session == session)
+                   for _, m in self.scores(since))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.subscriber.close()
+
+
+class Daemon:
+    """``streamtag run --shard K/3`` with the shared config, its control and probe ports."""
+
+    def __init__(self, config_path, shard: int) -> None:
+        self.shard = shard
+        self.control = f"tcp://127.0.0.1:{free_port()}"
+        self.metrics_port = free_port()
+        self.process = run_streamtag(
+            "run", "--config", str(config_path), "--shard", f"{shard}/{SHARDS}",
+            "--control", self.control, "--metrics-port", str(self.metrics_port), popen=True)
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"shard {self.shard} exited: {self.process.stderr.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz",
+                                        timeout=2) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def status(self) -> dict:
+        return control_request(self.control, {"cmd": "status"}, timeout_ms=5000)
+
+    def stop(self) -> None:
+        stop_process(self.process, timeout=15)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale_out")
+    model = tiny_model_file(root / "tiny.pt")
+    audio = root / "station.flac"
+    write_audio(audio, music_like(120.0, 16000, seed=4), 16000)
+    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    config = root / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{model}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{frontend}"\nconnect = true\nheartbeat_s = 0.2\n\n'
+        "[engine]\nmax_wait_ms = 5\n\n"
+        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "file:{audio}"\nrealtime = true\n\n'
+                  for sid in STREAMS))
+    return config, frontend, backend
+
+
+@pytest.fixture
+def proxy(setup):
+    _, frontend, backend = setup
+    process = run_streamtag("proxy", "--frontend", frontend, "--backend", backend, popen=True)
+    yield backend
+    stop_process(process)
+    process.stdout.close()
+    process.stderr.close()
+
+
+def start(config, order: list[int], one_by_one: bool = True) -> dict[int, Daemon]:
+    """Daemons started in `order`, each ready before the next starts (or all at once)."""
+    daemons: dict[int, Daemon] = {}
+    for shard in order:
+        daemons[shard] = Daemon(config, shard)
+        if one_by_one:
+            wait_until(daemons[shard].ready, 60, f"shard {shard} to be ready")
+    for shard, daemon in daemons.items():
+        wait_until(daemon.ready, 60, f"shard {shard} to be ready")
+    return daemons
+
+
+def serving(feed: Feed, daemons: dict[int, Daemon], since: float) -> dict[str, int]:
+    """Which shard each stream's scores came from (by session), checking there is one."""
+    sessions = {daemon.status()["session"]: shard for shard, daemon in daemons.items()}
+    seen: dict[str, set[str]] = collections.defaultdict(set)
+    for _, m in feed.scores(since):
+        seen[m.header.stream].add(m.header.session)
+    assert set(seen) == set(STREAMS), f"streams never seen: {set(STREAMS) - set(seen)}"
+    for stream, its_sessions in seen.items():
+        assert len(its_sessions) == 1, f"{stream} came from {len(its_sessions)} daemons"
+    return {stream: sessions[next(iter(s))] for stream, s in seen.items()}
+
+
+def assert_seq_unbroken(feed: Feed) -> None:
+    by_topic: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+    for _, m in feed.scores():
+        by_topic[m.header.session, m.topic].append(m.header.seq)
+    for (session, topic), seqs in by_topic.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (session[:8], topic)
+    assert feed.subscriber.gaps == 0
+
+
+def longest_pause(feed: Feed, stream: str, since: float, until: float) -> float:
+    times = [since] + [t for t, m in feed.scores(since) if m.header.stream == stream
+                       and t <= until] + [until]
+    return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+def all_streams_advance(feed: Feed, streams: list[str], since: float, count: int) -> bool:
+    return all(feed.count(s, since=since) >= count for s in streams)
+
+
+def test_three_shards_serve_every_stream_once_and_a_killed_one_resumes_alone(setup, proxy):
+    config, _, _ = setup
+    expected = {sid: shard_of(sid, SHARDS) for sid in STREAMS}
+    assert set(expected.values()) == set(range(SHARDS))  # every daemon has streams to serve
+    feed = Feed(proxy)
+    daemons: dict[int, Daemon] = {}
+    try:
+        daemons = start(config, [0, 1, 2], one_by_one=False)
+        t0 = time.monotonic()
+        wait_until(lambda: all_streams_advance(feed, STREAMS, t0, 4), 60,
+                   "every stream to publish through the proxy")
+        first = serving(feed, daemons, t0)
+        assert first == expected
+
+        # SIGKILL shard 1: nothing drains, its streams just stop.
+        victim = daemons[1]
+        victim_session = victim.status()["session"]
+        theirs = [s for s in STREAMS if expected[s] == 1]
+        others = [s for s in STREAMS if expected[s] != 1]
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait(10)
+        killed_at = time.monotonic()
+        # Messages already on the wire may still land; once the others have each published
+        # 4 more windows, anything of the killed daemon would have arrived.
+        wait_until(lambda: all_streams_advance(feed, others, killed_at, 4), 30,
+                   "the other shards' streams to go on")
+        frozen = {s: feed.count(s, victim_session) for s in theirs}
+        mark = time.monotonic()
+        wait_until(lambda: all_streams_advance(feed, others, mark, 4), 30,
+                   "the other shards' streams to go on")
+        assert {s: feed.count(s, victim_session) for s in theirs} == frozen
+        assert all(feed.count(s, since=mark) == 0 for s in theirs)
+
+        # The same shard again: the same streams come back, under a new session.
+        victim.stop()
+        daemons[1] = start(config, [1])[1]
+        back = time.monotonic()
+        wait_until(lambda: all_streams_advance(feed, theirs, back, 4), 60,
+                   "the restarted shard's streams to resume")
+        new_session = daemons[1].status()["session"]
+        assert new_session != victim_session
+        assert {m.header.stream for _, m in feed.scores(back)
+                if m.header.session == new_session} == set(theirs)
+        restarted = {m.header.stream for _, m in feed.messages
+                     if getattr(m, "restarted", False)}
+        assert restarted == set(theirs)  # the subscriber saw the new session of those alone
+        end = time.monotonic()
+        for stream in others:  # they never paused, through the kill and the restart
+            pause = longest_pause(feed, stream, t0 + 1.0, end)
+            assert pause < MAX_PAUSE_S, f"{stream} paused {pause:.1f} s"
+        assert_seq_unbroken(feed)
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+        feed.close()
+
+
+def test_the_assignment_does_not_depend_on_the_order_the_daemons_start_in(setup, proxy):
+    config, _, _ = setup
+    feed = Feed(proxy)
+    daemons: dict[int, Daemon] = {}
+    try:
+        daemons = start(config, [2, 0, 1])
+        t0 = time.monotonic()
+        wait_until(lambda: all_streams_advance(feed, STREAMS, t0, 2), 60,
+                   "every stream to publish through the proxy")
+        assert serving(feed, daemons, t0) == {sid: shard_of(sid, SHARDS) for sid in STREAMS}
+        assert_seq_unbroken(feed)
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+        feed.close()
+
