@@ -17,6 +17,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import ipaddress
 import math
@@ -253,8 +254,8 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
                 raise ConfigError(f"sources[{i}].{key} is required and must be a string")
         options = {k: v for k, v in entry.items() if k not in ("id", "spec")}
         sources.append(SourceConfig(entry["id"], entry["spec"], options))
-    ids = [s.id for s in sources]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    # A Counter, not ids.count: a sharded fleet gives every daemon the whole list (10,000s).
+    duplicates = sorted(i for i, n in collections.Counter(s.id for s in sources).items() if n > 1)
     if duplicates:
         raise ConfigError(f"sources.id {duplicates[0]!r} is used twice; ids must be unique")
     return DaemonConfig(sources=tuple(sources), **parts)
