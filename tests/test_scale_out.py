@@ -5,7 +5,8 @@ by side) and ``--shard K/3``; they publish by connecting to the proxy's frontend
 subscriber on the proxy's backend sees everything. What must hold: every stream comes from
 exactly one daemon, the one its hash names, with its seq unbroken, whatever order the daemons
 start in; a daemon killed with SIGKILL stops only its own streams, and restarted with the same
-shard it resumes them under a new session while the others never pause.
+shard it resumes them under a new session while the others never pause. And the proxy, whose
+forwarding runs inside libzmq, still stops on SIGTERM and refuses a busy port in one line.
 """
 
 from __future__ import annotations
@@ -237,3 +238,50 @@ def test_the_assignment_does_not_depend_on_the_order_the_daemons_start_in(setup,
             daemon.stop()
         feed.close()
 
+
+
+def test_the_proxy_stops_on_sigterm_while_messages_flow():
+    # Its forwarding loop runs inside libzmq, which does not look at signals: SIGTERM (a pod
+    # being stopped) must still end it, with exit code 0, mid-stream.
+    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    proxy = run_streamtag("proxy", "--frontend", frontend, "--backend", backend, popen=True)
+    stop = threading.Event()
+    subscriber = Subscriber(backend)
+    try:
+        assert "daemons publish to" in proxy.stderr.readline()
+
+        def publish() -> None:
+            from streamtag.publish import Publisher
+
+            with Publisher(frontend, connect=True, linger_ms=0) as publisher:
+                while not stop.is_set():
+                    publisher.heartbeat(1)
+
+        sender = threading.Thread(target=publish, daemon=True)
+        sender.start()
+        wait_until(lambda: subscriber.recv(100) is not None, 30, "messages through the proxy")
+        proxy.send_signal(signal.SIGTERM)
+        assert proxy.wait(30) == 0, proxy.stderr.read()
+    finally:
+        stop.set()
+        subscriber.close()
+        stop_process(proxy)
+        proxy.stdout.close()
+        proxy.stderr.close()
+
+
+def test_a_proxy_endpoint_in_use_is_one_line_and_exit_code_2():
+    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    first = run_streamtag("proxy", "--frontend", frontend, "--backend", backend, popen=True)
+    try:
+        assert "daemons publish to" in first.stderr.readline()
+        second = run_streamtag("proxy", "--frontend", frontend, "--backend",
+                               f"tcp://127.0.0.1:{free_port()}", timeout=60)
+    finally:
+        stop_process(first)
+        first.stdout.close()
+        first.stderr.close()
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("streamtag proxy: ")
+    assert frontend in lines[0] and "in use" in lines[0]
