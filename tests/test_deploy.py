@@ -291,3 +291,12 @@ def test_no_credential_is_written_in_any_manifest():
                 for env in c.get("env", []):
                     if "PASSWORD" in env["name"]:
                         assert "secretKeyRef" in env["valueFrom"], env
+
+
+def test_every_read_only_container_has_a_writable_tmp():
+    for w in (o for o in base_objects() if o["kind"] in WORKLOADS):
+        volumes = {v["name"]: v for v in w["spec"]["template"]["spec"].get("volumes", [])}
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            if c.get("securityContext", {}).get("readOnlyRootFilesystem"):
+                [tmp] = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+                assert "emptyDir" in volumes[tmp["name"]], (w["metadata"]["name"], c["name"])
