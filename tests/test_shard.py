@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import free_port, tiny_model_file
+from helpers import free_port, run_streamtag, tiny_model_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -152,6 +152,16 @@ def test_auto_on_a_host_name_without_a_fitting_ordinal_is_a_clear_error(host, na
         ShardConfig("auto", 3).resolve(host)
     for name in names:
         assert name in str(info.value)
+
+
+def test_run_with_auto_on_a_host_without_an_ordinal_exits_2_in_one_line(model_path):
+    done = run_streamtag("run", "--model", str(model_path), "--shard", "auto/3",
+                         "--publish", "tcp://127.0.0.1:*", "--control", "",
+                         env={**_env(), "HOSTNAME": "buildbox"}, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("streamtag run: ")
+    assert "'buildbox'" in lines[0] and "--shard K/3" in lines[0]
 
 
 def test_auto_takes_the_pod_name_kubernetes_puts_in_hostname(model_path, monkeypatch):
