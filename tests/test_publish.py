@@ -210,28 +210,29 @@ N_FLOOD = 12000
 LONG_TITLE = "x" * 1000  # ~1.2 kB messages: 12000 of them overflow any socket buffer
 
 
-def flood(pub: Publisher, n: int = N_FLOOD) -> float:
-    """Seconds per message to publish `n` status messages, nobody reading."""
-    t0 = time.perf_counter()
+def flood(pub: Publisher, n: int = N_FLOOD) -> None:
+    """Publishes `n` status messages as fast as the socket takes them."""
     for _ in range(n):
         pub.publish_status("radio-1", state="running", title=LONG_TITLE)
-    return (time.perf_counter() - t0) / n
 
 
 def test_a_subscriber_that_never_reads_does_not_slow_publishing(ctx):
-    with Publisher(ANY_PORT, sndhwm=10, context=ctx) as alone:
-        alone_s = flood(alone, N_FLOOD // 3)
     with Publisher(ANY_PORT, sndhwm=10, context=ctx) as pub, \
             Subscriber(pub.endpoint, rcvhwm=10, topics=("status", "heartbeat"),
                        context=ctx) as sub:
         await_subscription(pub, sub)
-        watched_s = flood(pub)  # completes: NOBLOCK sends never wait for the reader
+        # The flood completes: NOBLOCK sends never wait for the reader. A blocking send would
+        # wait for ever once the 10-message queues are full, so a bound 100× the ~0.2 s the
+        # flood takes tells the two apart on any machine (the time itself is no assertion).
+        flooding = threading.Thread(target=flood, args=(pub,), daemon=True)
+        flooding.start()
+        flooding.join(60)
+        assert not flooding.is_alive(), "publishing blocked on a subscriber that never reads"
         assert pub.dropped == 0  # PUB drops per subscriber, silently ...
         got = drain(sub)
     # ... and the subscriber sees every loss as a gap, so received + lost adds up.
     assert 0 < len(got) < N_FLOOD
     assert sub.gaps > 0 and sub.missed + len(got) == got[-1].seq + 1
-    assert watched_s < 20 * alone_s, (watched_s, alone_s)  # generous: a shared machine
 
 
 def test_refuse_policy_counts_what_the_hwm_drops(ctx):
