@@ -312,15 +312,12 @@ def _check_data_value(where: str, check: str, value: Any) -> Any:
 # [frontend]
 
 
-_NULLABLE = ("win_length", "fmax", "norm")
-
-
 @dataclasses.dataclass(frozen=True)
 class FrontendConfig:
     """``[frontend]``: ``preset`` (``LogMelOptions.preset_names()``) and any ``LogMelOptions``
-    field as an override (``n_mels = 128``); ``"none"`` sets ``win_length``, ``fmax`` or
-    ``norm`` to None. These options go into the model file, and the daemon computes exactly
-    these features."""
+    field as an override (``n_mels = 128``); ``"none"`` sets an option that may be None
+    (``frontend.NULLABLE_OPTIONS``: ``win_length``, ``fmax``, ``norm``) to None. These options
+    go into the model file, and the daemon computes exactly these features."""
 
     preset: str = "musicnn"
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -336,11 +333,11 @@ class FrontendConfig:
         self.options()  # every value checked now
 
     def options(self):  # -> LogMelOptions (imported lazily: the recipe module stays light)
-        from streamtag.frontend import LogMelOptions
+        from streamtag.frontend import NULLABLE_OPTIONS, LogMelOptions
 
         base = LogMelOptions.preset(self.preset)
         # TOML has no null: "none" stands for None where an option takes it.
-        changes = {k: None if k in _NULLABLE and v == "none" else v
+        changes = {k: None if k in NULLABLE_OPTIONS and v == "none" else v
                    for k, v in self.overrides.items()}
         try:
             return base.replace(**changes)
