@@ -91,6 +91,21 @@ def test_spec_describes_the_input(name):
     assert all(m <= d for m, d in zip(info["min_input"], info["default_input"], strict=True))
     assert info["description"]
     assert set(SMALL[name][0]) <= set(info["options"])
+    # The declared capabilities callers use instead of comparing names.
+    assert info["task"] in nets.TASKS and info["loss"] in nets.LOSSES
+    assert (info["task"] == "autoencode") == (info["loss"] == "vq_reconstruction")
+    if info["encoder_from"] is not None:
+        assert nets.spec(info["encoder_from"])["task"] == "autoencode"
+        assert hasattr(nets.build(name, N_TAGS, **SMALL[name][0]), "load_encoder_state_dict")
+    if info["segment_option"] is not None:
+        assert info["segment_option"] in info["options"]
+    if info["loss"] == "two_head_bce":
+        assert hasattr(nets.build(name, N_TAGS, **SMALL[name][0]), "forward_heads")
+
+
+def test_names_by_task():
+    assert nets.names("autoencode") == ["vqvae"]
+    assert set(nets.names("tag")) == set(nets.names()) - {"vqvae"}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
