@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import queue
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import zmq
 
-from streamtag.client import ReceivedMessage, Subscriber, listen_main
+from streamtag.client import ReceivedMessage, Subscriber, control_request, listen_main
+from streamtag.control import ControlServer
 from streamtag.errors import ProtocolError
 from streamtag.protocol import (
     EventBody,
@@ -21,7 +24,7 @@ from streamtag.protocol import (
     make_message,
 )
 from streamtag.proxy import run_proxy
-from streamtag.publish import ControlServer, Publisher, control_request
+from streamtag.publish import Publisher
 
 ANY_PORT = "tcp://127.0.0.1:*"
 TAGS = ["rock", "calm", "vocal"]
@@ -499,3 +502,15 @@ def test_scores_body_is_what_the_publisher_was_given(ctx):
                                       end_sample=80000, tags=TAGS, raw=[0.9, 0.1, 0.6],
                                       smoothed=[0.8, 0.2, 0.55], active=["rock", "vocal"],
                                       model=ModelRef("crnn", "sha256:ab"), latency_ms=12.0)
+
+
+def test_a_subscriber_process_loads_no_server_module():
+    """A program that only listens (or sends control requests) imports the client side alone:
+    not the publisher, the control server, the daemon or torch."""
+    code = ("import sys, streamtag.client; "
+            "print(sorted(m for m in sys.modules if m.startswith(('streamtag.', 'torch'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    for server_side in ("streamtag.publish", "streamtag.control", "streamtag.daemon", "torch"):
+        assert f"'{server_side}'" not in loaded, loaded
+    assert "'streamtag.client'" in loaded

@@ -26,10 +26,9 @@ from test_daemon import (
 from test_network import Watcher
 
 from streamtag.audio import write_audio
-from streamtag.client import Subscriber
+from streamtag.client import Subscriber, control_request
 from streamtag.daemon import Daemon
 from streamtag.errors import ModelError
-from streamtag.publish import control_request
 from streamtag.testsignals import music_like
 
 
