@@ -302,11 +302,16 @@ def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int =
         if curve is not None:
             make_client(sock, curve)
         bind_or_connect(sock, endpoint, True, "control client")
-        sock.send(payload, flags=zmq.NOBLOCK)
-        if not sock.poll(timeout_ms, zmq.POLLIN):
-            raise TimeoutError(f"no reply from the control socket at {endpoint} within "
-                               f"{timeout_ms} ms; is the daemon running, and is that its "
-                               "control endpoint?")
-        return decode_reply(sock.recv(zmq.NOBLOCK))
+        # Wait for a ready connection within the same budget: a peer that is not there yet,
+        # or that refuses our CURVE key, leaves no pipe to send on (send would raise Again).
+        deadline = time.monotonic() + timeout_ms / 1000
+        if sock.poll(timeout_ms, zmq.POLLOUT):
+            sock.send(payload, flags=zmq.NOBLOCK)
+            left_ms = max(0, int(1000 * (deadline - time.monotonic())))
+            if sock.poll(left_ms, zmq.POLLIN):
+                return decode_reply(sock.recv(zmq.NOBLOCK))
+        raise TimeoutError(f"no reply from the control socket at {endpoint} within "
+                           f"{timeout_ms} ms; is the daemon running, is that its control "
+                           "endpoint, and (with keys) is this client's key allowed?")
     finally:
         sock.close(linger=0)
