@@ -67,9 +67,9 @@ def train_one(path: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]
     """Trains one recipe; a failure comes back as ``{"error": ...}`` beside what was known."""
     import torch
 
-    from streamtag import modelfile
+    from streamtag import modelfile, nets
     from streamtag.train.loop import train
-    from streamtag.train.recipe import PRETRAIN_ARCHITECTURES, load_recipe
+    from streamtag.train.recipe import load_recipe
 
     row: dict[str, Any] = {"recipe": path.stem, "path": str(path), "run_dir": str(run_dir),
                            "architecture": None, "threads": torch.get_num_threads()}
@@ -78,7 +78,7 @@ def train_one(path: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]
         recipe = load_recipe(path, overrides)
         row["architecture"] = recipe.model.architecture
         row["epochs_planned"] = recipe.train.epochs
-        if recipe.model.architecture in PRETRAIN_ARCHITECTURES:
+        if nets.spec(recipe.model.architecture)["task"] == "autoencode":
             from streamtag.train.pretrain import pretrain
 
             pretrained = pretrain(recipe, run_dir, echo=False)

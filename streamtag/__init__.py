@@ -1,6 +1,7 @@
 """streamtag: a streaming audio tagger.
 
-The log-mel frontend is re-exported here; the rest lives in its own modules (see DESIGN.md).
+The log-mel frontend is re-exported here; the rest lives in its own modules, one job each:
+sources, engine, inference, smoothing, protocol, publish, daemon, nets, train, web.
 """
 
 from streamtag.frontend import (

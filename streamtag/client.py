@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -27,11 +27,13 @@ from streamtag.protocol import (
     StatusBody,
     canonical_json,
     decode,
+    decode_reply,
+    encode_request,
     subscription_prefix,
     validate_stream_id,
 )
-from streamtag.publish import control_request
 from streamtag.security import ClientCurve, make_client
+from streamtag.sockets import bind_or_connect
 
 __all__ = ["ReceivedMessage", "Subscriber", "control_request", "format_message", "listen_main"]
 
@@ -282,3 +284,34 @@ def listen_main(endpoint: str | Sequence[str], streams: Iterable[str] | None = N
     except KeyboardInterrupt:
         pass  # the usual way to end a live view
     return 0
+
+
+def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
+                    context: zmq.Context | None = None,
+                    curve: ClientCurve | None = None) -> dict[str, Any]:
+    """Send one control request and return the reply dict ({"ok": ..., ...}).
+
+    Raises TimeoutError when no reply comes within `timeout_ms`, and ProtocolError for a
+    request that is not an object with a string "cmd" or a reply that is not valid.
+    """
+    payload = encode_request(request)
+    ctx = context if context is not None else zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            make_client(sock, curve)
+        bind_or_connect(sock, endpoint, True, "control client")
+        # Wait for a ready connection within the same budget: a peer that is not there yet,
+        # or that refuses our CURVE key, leaves no pipe to send on (send would raise Again).
+        deadline = time.monotonic() + timeout_ms / 1000
+        if sock.poll(timeout_ms, zmq.POLLOUT):
+            sock.send(payload, flags=zmq.NOBLOCK)
+            left_ms = max(0, int(1000 * (deadline - time.monotonic())))
+            if sock.poll(left_ms, zmq.POLLIN):
+                return decode_reply(sock.recv(zmq.NOBLOCK))
+        raise TimeoutError(f"no reply from the control socket at {endpoint} within "
+                           f"{timeout_ms} ms; is the daemon running, is that its control "
+                           "endpoint, and (with keys) is this client's key allowed?")
+    finally:
+        sock.close(linger=0)

@@ -25,10 +25,11 @@ from typing import Any
 import zmq
 
 from streamtag.config import DaemonConfig, SourceConfig
+from streamtag.control import ControlServer
 from streamtag.engine import Engine, WindowResult
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.inference import InferenceModel, keep_freed_memory
-from streamtag.publish import ControlServer, Publisher
+from streamtag.publish import Publisher
 from streamtag.security import Authenticator, CurveKeys, load_keys
 from streamtag.shard import ShardConfig
 from streamtag.smoothing import TagEvent

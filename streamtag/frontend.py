@@ -16,6 +16,7 @@ from streamtag import _core
 from streamtag._core import FrameRing
 
 __all__ = [
+    "NULLABLE_OPTIONS",
     "FrameRing",
     "LogMelOptions",
     "OnlineLogMel",
@@ -91,48 +92,33 @@ class LogMelOptions:
 
     def _core_options(self) -> _core.LogMelOptions:
         o = _core.LogMelOptions()
-        o.sample_rate = float(self.sample_rate)
-        o.n_fft = int(self.n_fft)
-        o.win_length = 0 if self.win_length is None else int(self.win_length)
-        o.hop_length = int(self.hop_length)
-        o.window = self.window
-        o.center = bool(self.center)
-        o.pad_mode = self.pad_mode
-        o.n_mels = int(self.n_mels)
-        o.fmin = float(self.fmin)
-        o.fmax = -1.0 if self.fmax is None else float(self.fmax)
-        o.mel_scale = self.mel_scale
-        o.norm = "none" if self.norm is None else self.norm
-        o.power = float(self.power)
-        o.log = self.log
-        o.amin = float(self.amin)
-        o.db_multiplier = float(self.db_multiplier)
-        o.log1p_gain = float(self.log1p_gain)
-        o.allow_empty_filters = bool(self.allow_empty_filters)
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                value = _UNSET_IN_CORE[field.name][0]
+            setattr(o, field.name, _CORE_TYPES[field.type.split(" |")[0]](value))
         return o
 
     @classmethod
     def _from_core(cls, o: _core.LogMelOptions) -> LogMelOptions:
-        return cls(
-            sample_rate=o.sample_rate,
-            n_fft=o.n_fft,
-            win_length=None if o.win_length == 0 else o.win_length,
-            hop_length=o.hop_length,
-            window=o.window,
-            center=o.center,
-            pad_mode=o.pad_mode,
-            n_mels=o.n_mels,
-            fmin=o.fmin,
-            fmax=None if o.fmax < 0 else o.fmax,
-            mel_scale=o.mel_scale,
-            norm=None if o.norm == "none" else o.norm,
-            power=o.power,
-            log=o.log,
-            amin=o.amin,
-            db_multiplier=o.db_multiplier,
-            log1p_gain=o.log1p_gain,
-            allow_empty_filters=o.allow_empty_filters,
-        )
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = getattr(o, field.name)
+            unset = _UNSET_IN_CORE.get(field.name)
+            values[field.name] = None if unset is not None and unset[1](value) else value
+        return cls(**values)
+
+
+# The fields of LogMelOptions are the table that drives the conversions to and from the C++
+# struct (names, order, defaults and types; a test holds them equal to the C++ side). Options
+# that Python spells None have a stand-in value in C++: (the value written, the test read back).
+_UNSET_IN_CORE: dict[str, tuple[Any, Any]] = {
+    "win_length": (0, lambda v: v <= 0),  # 0: n_fft
+    "fmax": (-1.0, lambda v: v < 0),  # < 0: sample_rate / 2
+    "norm": ("none", lambda v: v == "none"),
+}
+_CORE_TYPES = {"float": float, "int": int, "bool": bool, "str": str}
+NULLABLE_OPTIONS: tuple[str, ...] = tuple(_UNSET_IN_CORE)
 
 
 class OnlineLogMel(_core.OnlineLogMel):

@@ -1,8 +1,8 @@
-"""ZeroMQ publishing and the control socket. Knows sockets, not audio or models.
+"""ZeroMQ publishing. Knows sockets, not audio or models.
 
 `Publisher` owns one PUB socket: it builds messages with protocol.py, stamps the session and
-the per-topic sequence numbers, and sends without ever blocking the caller. `ControlServer`
-answers JSON requests on a ROUTER socket in its own thread; `control_request` is the client side.
+the per-topic sequence numbers, and sends without ever blocking the caller. The control socket
+is `streamtag.control` (server) and `streamtag.client.control_request` (client).
 """
 
 from __future__ import annotations
@@ -10,14 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 import zmq
 
-from streamtag.background import ReadyThread
 from streamtag.protocol import (
-    PROTOCOL_VERSION,
     Body,
     EventBody,
     HeartbeatBody,
@@ -25,39 +22,20 @@ from streamtag.protocol import (
     ModelRef,
     ScoresBody,
     StatusBody,
-    decode_reply,
-    decode_request,
     encode,
-    encode_reply,
-    encode_request,
-    error_reply,
     make_message,
     new_session_id,
     topic_for,
     validate_stream_id,
 )
-from streamtag.security import ClientCurve, CurveKeys, make_client, make_server
+from streamtag.security import CurveKeys, make_server
+from streamtag.sockets import bind_or_connect
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5556"
-DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 SCORE_DECIMALS = 6  # probabilities need no more; keeps a 56-tag scores message small
 HWM_POLICIES = ("per_subscriber", "refuse")
 
 log = logging.getLogger(__name__)
-
-
-def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:
-    """Bind (or connect) and return the endpoint actually used (`*` ports resolved)."""
-    try:
-        if connect:
-            sock.connect(endpoint)
-            return endpoint
-        sock.bind(endpoint)
-    except zmq.ZMQError as exc:
-        verb = "connect" if connect else "bind"
-        raise OSError(exc.errno, f"cannot {verb} the {what} to {endpoint!r}: {exc}; check the "
-                                 "endpoint, or whether another process already uses it") from None
-    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 class Publisher:
@@ -223,151 +201,3 @@ class Publisher:
     def __repr__(self) -> str:
         return (f"Publisher({self.endpoint!r}, session={self.session!r}, sent={self.sent}, "
                 f"dropped={self.dropped})")
-
-
-Handler = Callable[[dict[str, Any]], Mapping[str, Any] | None]
-
-
-class ControlServer:
-    """Answers control requests on a ROUTER socket, in its own thread.
-
-    Requests are JSON objects {"cmd": NAME, ...args}; `handlers[NAME](request)` returns a dict
-    merged into the reply {"ok": true, ...}. An unknown command, a malformed request or a
-    handler that raises gets {"ok": false, "error": ...} and the server keeps serving. A
-    built-in "ping" (unless a handler takes the name) answers with the protocol version and the
-    known commands. Handlers run in the server thread one at a time: keep them short, or hand
-    long work (a model reload) to the daemon and reply at once.
-    """
-
-    def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT,
-                 handlers: Mapping[str, Handler] | None = None, *,
-                 context: zmq.Context | None = None, poll_ms: int = 100,
-                 curve: CurveKeys | None = None):
-        self._handlers: dict[str, Handler] = {"ping": self._ping}
-        for name, handler in (handlers or {}).items():
-            if not isinstance(name, str) or not callable(handler):
-                raise TypeError(f"handlers maps command names to callables; got {name!r}")
-            self._handlers[name] = handler
-        self._requested = endpoint
-        self._curve = curve
-        self._context = context
-        self._poll_ms = poll_ms
-        self.endpoint: str | None = None  # the bound endpoint, once started
-        self.served = 0
-        self._worker = ReadyThread(self._run, "streamtag-control")
-
-    @property
-    def commands(self) -> list[str]:
-        return sorted(self._handlers)
-
-    def _ping(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"protocol": PROTOCOL_VERSION, "commands": self.commands}
-
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The reply to one decoded request; never raises."""
-        cmd = request.get("cmd")
-        handler = self._handlers.get(cmd) if isinstance(cmd, str) else None
-        if handler is None:
-            return error_reply(f"unknown command {cmd!r}; known commands: "
-                               f"{', '.join(self.commands)}")
-        try:
-            result = handler(request)
-        except Exception as exc:  # a failing handler must not take the server down
-            log.warning("control command %r failed", cmd, exc_info=True)
-            return error_reply(f"command {cmd!r} failed: {type(exc).__name__}: {exc}")
-        if result is None:
-            result = {}
-        if not isinstance(result, Mapping):
-            return error_reply(f"command {cmd!r} returned {type(result).__name__}, not a dict")
-        return {"ok": True, **result}
-
-    def handle_bytes(self, data: bytes) -> bytes:
-        """The reply frame to one request frame; never raises."""
-        try:
-            request = decode_request(data)
-        except ValueError as exc:  # ProtocolError
-            return encode_reply(error_reply(str(exc)))
-        reply = self.handle(request)
-        try:
-            return encode_reply(reply)
-        except ValueError as exc:
-            return encode_reply(error_reply(f"command {request['cmd']!r} gave a reply that "
-                                            f"cannot be sent: {exc}"))
-
-    def start(self, timeout_s: float = 5.0) -> ControlServer:
-        """Bind and serve in a background thread; returns once bound (raises OSError if the
-        endpoint cannot be bound)."""
-        if self._worker.started:
-            raise RuntimeError("the control server was already started")
-        self._worker.start(timeout_s, f"the control server did not bind {self._requested!r}")
-        return self
-
-    def stop(self, timeout_s: float = 2.0) -> bool:
-        """Stop serving; returns whether the thread ended within `timeout_s`."""
-        return self._worker.stop(timeout_s)
-
-    def _run(self) -> None:
-        ctx = self._context if self._context is not None else zmq.Context.instance()
-        sock = ctx.socket(zmq.ROUTER)
-        try:
-            sock.setsockopt(zmq.LINGER, 0)
-            if self._curve is not None:
-                make_server(sock, self._curve)
-            try:
-                self.endpoint = bind_or_connect(sock, self._requested, False, "control server")
-            except OSError as exc:
-                self._worker.error = exc
-                return
-            finally:
-                self._worker.ready.set()
-            while not self._worker.stopping.is_set():
-                if not sock.poll(self._poll_ms, zmq.POLLIN):
-                    continue
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-                # A REQ peer sends [identity, b"", request]; a DEALER may omit the delimiter.
-                split = frames.index(b"") + 1 if b"" in frames else 1
-                envelope, payload = frames[:split], frames[split:]
-                if len(payload) == 1:
-                    reply = self.handle_bytes(payload[0])
-                else:
-                    reply = encode_reply(error_reply(
-                        f"a control request is one frame of JSON, got {len(payload)} frames"))
-                try:
-                    sock.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    log.warning("control reply dropped: the client is not reading")
-                self.served += 1
-        finally:
-            sock.close(linger=0)
-
-    def __enter__(self) -> ControlServer:
-        return self if self._worker.started else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
-                    context: zmq.Context | None = None,
-                    curve: ClientCurve | None = None) -> dict[str, Any]:
-    """Send one control request and return the reply dict ({"ok": ..., ...}).
-
-    Raises TimeoutError when no reply comes within `timeout_ms`, and ProtocolError for a
-    request that is not an object with a string "cmd" or a reply that is not valid.
-    """
-    payload = encode_request(request)
-    ctx = context if context is not None else zmq.Context.instance()
-    sock = ctx.socket(zmq.REQ)
-    try:
-        sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            make_client(sock, curve)
-        bind_or_connect(sock, endpoint, True, "control client")
-        sock.send(payload, flags=zmq.NOBLOCK)
-        if not sock.poll(timeout_ms, zmq.POLLIN):
-            raise TimeoutError(f"no reply from the control socket at {endpoint} within "
-                               f"{timeout_ms} ms; is the daemon running, and is that its "
-                               "control endpoint?")
-        return decode_reply(sock.recv(zmq.NOBLOCK))
-    finally:
-        sock.close(linger=0)

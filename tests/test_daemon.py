@@ -15,7 +15,7 @@ import zmq
 from helpers import free_port, run_streamtag, tiny_model_file
 
 from streamtag.audio import load_audio, write_audio
-from streamtag.client import Subscriber
+from streamtag.client import Subscriber, control_request
 from streamtag.config import (
     ControlConfig,
     DaemonConfig,
@@ -28,7 +28,6 @@ from streamtag.daemon import Daemon
 from streamtag.engine import EngineConfig
 from streamtag.frontend import compute_logmel
 from streamtag.inference import InferenceModel
-from streamtag.publish import control_request
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
 

@@ -25,7 +25,8 @@ pytest.importorskip("websockets", reason="the dashboard needs websockets: pip in
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
-from streamtag.publish import ControlServer, Publisher  # noqa: E402
+from streamtag.control import ControlServer  # noqa: E402
+from streamtag.publish import Publisher  # noqa: E402
 from streamtag.web import dashboard_main, run_dashboard  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 from streamtag.web.server import PAGES, load_static  # noqa: E402

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streamtag import _core
 from streamtag.frontend import (
+    NULLABLE_OPTIONS,
     FrameRing,
     LogMelOptions,
     OnlineLogMel,
@@ -158,6 +159,29 @@ def test_own_fft_matches_numpy(n):
     ref = np.fft.rfft(x.astype(np.float64))
     assert ours.shape == ref.shape
     assert np.abs(ours - ref).max() <= 3e-6 * np.sqrt(n) * np.log2(n + 1)
+
+
+def test_python_options_are_the_cpp_struct_field_for_field():
+    """One table (the dataclass) drives the Python side; it must name, order and default every
+    field as the C++ struct, its binding and its ToString do."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(LogMelOptions)]
+    core = _core.LogMelOptions()
+    bound = [k for k, v in vars(type(core)).items() if isinstance(v, property)]
+    assert bound == names
+    assert [pair.split("=")[0] for pair in str(core).split()] == names
+    assert LogMelOptions._from_core(core) == LogMelOptions()  # the same defaults
+    # Every option survives the trip to C++ and back, each set to a non-default value.
+    changed = LogMelOptions(sample_rate=22050.0, n_fft=1024, win_length=800, hop_length=300,
+                            window="hann_symmetric", center=False, pad_mode="reflect",
+                            n_mels=40, fmin=30.0, fmax=8000.0, mel_scale="htk", norm=None,
+                            power=1.0, log="log1p", amin=1e-5, db_multiplier=20.0,
+                            log1p_gain=100.0, allow_empty_filters=True)
+    assert all(getattr(changed, n) != getattr(LogMelOptions(), n) for n in names)
+    assert LogMelOptions._from_core(changed._core_options()) == changed
+    assert set(NULLABLE_OPTIONS) == {f.name for f in dataclasses.fields(LogMelOptions)
+                                     if "None" in f.type}
 
 
 def test_options_round_trip_json_equality_and_pickle():

@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import torch
 
-from streamtag import modelfile
+from streamtag import modelfile, nets
 from streamtag.train import pretrain as pretraining
 from streamtag.train.loop import train
-from streamtag.train.recipe import PRETRAIN_ARCHITECTURES, Recipe, load_recipe
+from streamtag.train.recipe import Recipe, load_recipe
 
 pytest.importorskip("av", reason="the stand-in audio is written and decoded with PyAV")
 
@@ -66,7 +66,7 @@ def _needs_encoder(path: Path) -> bool:
 def _cases() -> list:
     cases = []
     for path in PAPER_RECIPES:
-        slow = (path.stem in SLOW or _architecture(path) in PRETRAIN_ARCHITECTURES
+        slow = (path.stem in SLOW or nets.spec(_architecture(path))["task"] == "autoencode"
                 or _needs_encoder(path))
         marks = [pytest.mark.slow] if slow else []
         cases.append(pytest.param(path, marks=marks, id=path.stem))
@@ -257,7 +257,7 @@ def test_every_paper_recipe_has_a_case() -> None:
 
 @pytest.mark.parametrize("path", _cases())
 def test_recipe_trains_one_epoch_on_a_stand_in(path: Path, tmp_path: Path) -> None:
-    if _architecture(path) in PRETRAIN_ARCHITECTURES:
+    if nets.spec(_architecture(path))["task"] == "autoencode":
         _check_pretraining(path, tmp_path)
         return
     recipe = _stand_in(path, tmp_path)
@@ -338,14 +338,12 @@ def _check_pretraining(path: Path, tmp_path: Path) -> None:
 def _pretrained_encoder(tagger: Recipe, tmp_path: Path) -> Path:
     """Step 1 for a tagger that starts from a pre-trained VQ-VAE: one epoch of the paper
     pre-training recipe with the tagger's frontend and encoder options, on its own stand-in."""
-    from streamtag import nets
-
     def encoder(recipe: Recipe) -> dict:
         options = {**nets.spec(recipe.model.architecture)["options"], **recipe.model.options}
         return {key: options.get(key) for key in ("vq_type", "channels", "n_codes")}
 
     for path in PAPER_RECIPES:
-        if _architecture(path) in PRETRAIN_ARCHITECTURES:
+        if nets.spec(_architecture(path))["task"] == "autoencode":
             step1 = load_recipe(path)
             if step1.frontend == tagger.frontend and encoder(step1) == encoder(tagger):
                 recipe = _stand_in(path, tmp_path)

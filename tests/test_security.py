@@ -7,10 +7,9 @@ import time
 from helpers import run_streamtag, tiny_model_file
 from test_daemon import audio_files, collect, free_port, make_config  # noqa: F401 - fixtures
 
-from streamtag.client import Subscriber
+from streamtag.client import Subscriber, control_request
 from streamtag.config import SecurityConfig, SourceConfig
 from streamtag.daemon import Daemon
-from streamtag.publish import control_request
 from streamtag.security import client_curve, generate_keys
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 
 import numpy as np
 import pytest
@@ -165,17 +164,6 @@ def test_same_seed_same_audio_bitwise():
     _, _, fixed = generate_clip(7, overrides={"drums": not params_a["drums"]})
     changed = {k for k in synthetic.PARAMETERS if fixed[k] != params_a[k]}
     assert changed == {"drums"}
-
-
-def test_a_clip_takes_well_under_50_ms():
-    generate_clip(0)  # first call builds the shared noise buffer
-    cpu = []
-    for seed in range(7):
-        start = time.process_time()
-        generate_clip(seed)
-        cpu.append(time.process_time() - start)
-    # CPU time, not wall time: the test machine's cores are shared.
-    assert np.median(cpu) < 0.05, cpu
 
 
 def test_config_and_overrides_are_checked():

@@ -31,6 +31,8 @@ from .vggish import VGGish
 from .vqvae import VQVAE, VQVAECNN, VQVAEGRU
 
 __all__ = [
+    "LOSSES",
+    "TASKS",
     "build",
     "keras_param_count",
     "names",
@@ -40,11 +42,31 @@ __all__ = [
 ]
 
 
+TASKS = ("tag", "autoencode")
+LOSSES = ("bce", "two_head_bce", "vq_reconstruction")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Entry:
+    """A registry entry: the class, and what a caller needs to know to train and serve it, so
+    that no caller compares architecture names.
+
+    ``task``: "tag" (logits per tag; ``streamtag train``) or "autoencode" (reconstruction;
+    ``streamtag pretrain``). ``loss``: "bce" (sigmoid cross-entropy on the logits),
+    "two_head_bce" (mean of both heads' cross-entropy on ``forward_heads``) or
+    "vq_reconstruction" (reconstruction + codebook + commitment, ``forward_vq``).
+    ``encoder_from``: the architecture whose pre-trained file its encoder loads from
+    (``load_encoder_state_dict``), or None. ``segment_option``: the option naming the frames of
+    one segment when the window must be a whole number of segments, or None.
+    """
+
     cls: type[nn.Module]
     description: str
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
+    task: str = "tag"
+    loss: str = "bce"
+    encoder_from: str | None = None
+    segment_option: str | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -54,6 +76,7 @@ _REGISTRY: dict[str, _Entry] = {
     "mobilenet_attn": _Entry(
         MobileNetV2Attention,
         "MobileNetV2 per segment + self-attention over segments, two heads (AMLAG, MediaEval 2019)",
+        loss="two_head_bce", segment_option="segment_frames",
     ),
     "cp_resnet": _Entry(CPResNet, "receptive-field-regularized CP-ResNet (CP-JKU)"),
     "fa_resnet": _Entry(
@@ -64,9 +87,12 @@ _REGISTRY: dict[str, _Entry] = {
         "frequency-aware CP-ResNet with Shake-Shake blocks (CP-JKU, MediaEval 2019)",
         {"frequency_aware": True, "shake_shake": True},
     ),
-    "vqvae": _Entry(VQVAE, "VQ-VAE autoencoder on log-mel, for pre-training (TaiInn)"),
-    "vqvae_gru": _Entry(VQVAEGRU, "bidirectional-GRU tagger on VQ-VAE codes (TaiInn)"),
-    "vqvae_cnn": _Entry(VQVAECNN, "small CNN tagger on VQ-VAE codes (TaiInn)"),
+    "vqvae": _Entry(VQVAE, "VQ-VAE autoencoder on log-mel, for pre-training (TaiInn)",
+                    task="autoencode", loss="vq_reconstruction"),
+    "vqvae_gru": _Entry(VQVAEGRU, "bidirectional-GRU tagger on VQ-VAE codes (TaiInn)",
+                        encoder_from="vqvae"),
+    "vqvae_cnn": _Entry(VQVAECNN, "small CNN tagger on VQ-VAE codes (TaiInn)",
+                        encoder_from="vqvae"),
     "samplecnn": _Entry(SampleCNN, "SampleCNN on raw waveform (Lee et al. 2017), MagnaTagATune"),
     "mel_cnn": _Entry(MelCNN, "4-layer mel-spectrogram CNN, MagnaTagATune reproduction"),
     "lstm": _Entry(LSTMTagger, "2 bidirectional LSTMs + 3 1-D convs, MagnaTagATune reproduction"),
@@ -76,9 +102,15 @@ _REGISTRY: dict[str, _Entry] = {
 }
 
 
-def names() -> list[str]:
-    """Names of the models ``build`` knows."""
-    return list(_REGISTRY)
+for _name, _declared in _REGISTRY.items():  # a typo in the table fails at import
+    if _declared.task not in TASKS or _declared.loss not in LOSSES:
+        raise ValueError(f"nets registry entry {_name!r}: task {_declared.task!r} or loss "
+                         f"{_declared.loss!r} unknown; tasks {TASKS}, losses {LOSSES}")
+
+
+def names(task: str | None = None) -> list[str]:
+    """Names of the models ``build`` knows; with ``task``, only those of that task."""
+    return [n for n, e in _REGISTRY.items() if task is None or e.task == task]
 
 
 def _entry(name: str) -> _Entry:
@@ -121,7 +153,8 @@ def spec(name: str) -> dict[str, Any]:
 
     ``input_kind`` ("logmel" or "waveform"), ``default_input`` ((n_mels, frames) or
     (samples,)), ``min_input`` (the smallest window the default options accept),
-    ``description`` (one line), ``options`` (name → default).
+    ``description`` (one line), ``options`` (name → default), and the declared capabilities
+    ``task``, ``loss``, ``encoder_from`` and ``segment_option`` (see the registry entry).
     """
     entry = _entry(name)
     return {
@@ -130,6 +163,10 @@ def spec(name: str) -> dict[str, Any]:
         "min_input": entry.cls.min_input,
         "description": entry.description,
         "options": _options(entry),
+        "task": entry.task,
+        "loss": entry.loss,
+        "encoder_from": entry.encoder_from,
+        "segment_option": entry.segment_option,
     }
 
 

@@ -675,9 +675,10 @@ def _check_trainable(recipe: Recipe, resume: bool) -> None:
     """``streamtag train`` needs a tagger and labels; the VQ-VAE and unlabeled audio are for
     ``streamtag pretrain`` (``streamtag.train.pretrain``). A pre-trained encoder is checked
     before any featurising."""
-    from streamtag.train.recipe import PRETRAIN_ARCHITECTURES, UNLABELED_DATA_KINDS
+    from streamtag import nets
+    from streamtag.train.recipe import UNLABELED_DATA_KINDS
 
-    if recipe.model.architecture in PRETRAIN_ARCHITECTURES:
+    if nets.spec(recipe.model.architecture)["task"] != "tag":
         raise ConfigError(f"model.architecture {recipe.model.architecture!r} is the autoencoder "
                           "the vqvae_* taggers start from and has no tags to train: run "
                           "`streamtag pretrain RECIPE.toml`, then train vqvae_gru or vqvae_cnn "
@@ -722,7 +723,9 @@ class TrainingRun:
             # cuBLAS is deterministic only with a fixed workspace, set before its first use.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.bf16 = recipe.train.bf16 and self.device.type == "cuda"
-        self.two_heads = recipe.model.architecture == "mobilenet_attn"
+        from streamtag import nets
+
+        self.two_heads = nets.spec(recipe.model.architecture)["loss"] == "two_head_bce"
         self.options = recipe.frontend_options()
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []

@@ -62,7 +62,7 @@ from streamtag.train.loop import (
     resolve_device,
     training_windows,
 )
-from streamtag.train.recipe import PRETRAIN_ARCHITECTURES, Recipe
+from streamtag.train.recipe import Recipe
 
 __all__ = [
     "FILE_FORMAT",
@@ -170,7 +170,9 @@ def validation_metrics(model: nn.Module, data: TrackData, recipe: Recipe, *,
 
 def _check_recipe(recipe: Recipe) -> None:
     arch = recipe.model.architecture
-    if arch not in PRETRAIN_ARCHITECTURES:
+    from streamtag import nets
+
+    if nets.spec(arch)["task"] != "autoencode":
         raise ConfigError(f"pre-training is for the VQ-VAE autoencoder (model.architecture = "
                           f"\"vqvae\"); this recipe's model.architecture is {arch!r}, a tagger: "
                           "train it with `streamtag train`")

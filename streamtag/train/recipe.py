@@ -55,10 +55,6 @@ DEVICES = ("auto", "cpu", "cuda")
 WINDOW_POSITIONS = ("random", "centre")
 EVAL_WINDOWS = ("average", "centre")
 THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")  # streamtag.train.metrics.THRESHOLD_METHODS
-# Zoo entries trained by `streamtag pretrain` (no labels), not by `streamtag train`.
-PRETRAIN_ARCHITECTURES = ("vqvae",)
-# Taggers that can start from a pre-trained VQ-VAE (model.encoder).
-ENCODER_ARCHITECTURES = ("vqvae_gru", "vqvae_cnn")
 # Data kinds without labels: for pre-training only.
 UNLABELED_DATA_KINDS = ("audio_folder",)
 
@@ -312,15 +308,12 @@ def _check_data_value(where: str, check: str, value: Any) -> Any:
 # [frontend]
 
 
-_NULLABLE = ("win_length", "fmax", "norm")
-
-
 @dataclasses.dataclass(frozen=True)
 class FrontendConfig:
     """``[frontend]``: ``preset`` (``LogMelOptions.preset_names()``) and any ``LogMelOptions``
-    field as an override (``n_mels = 128``); ``"none"`` sets ``win_length``, ``fmax`` or
-    ``norm`` to None. These options go into the model file, and the daemon computes exactly
-    these features."""
+    field as an override (``n_mels = 128``); ``"none"`` sets an option that may be None
+    (``frontend.NULLABLE_OPTIONS``: ``win_length``, ``fmax``, ``norm``) to None. These options
+    go into the model file, and the daemon computes exactly these features."""
 
     preset: str = "musicnn"
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -336,11 +329,11 @@ class FrontendConfig:
         self.options()  # every value checked now
 
     def options(self):  # -> LogMelOptions (imported lazily: the recipe module stays light)
-        from streamtag.frontend import LogMelOptions
+        from streamtag.frontend import NULLABLE_OPTIONS, LogMelOptions
 
         base = LogMelOptions.preset(self.preset)
         # TOML has no null: "none" stands for None where an option takes it.
-        changes = {k: None if k in _NULLABLE and v == "none" else v
+        changes = {k: None if k in NULLABLE_OPTIONS and v == "none" else v
                    for k, v in self.overrides.items()}
         try:
             return base.replace(**changes)
@@ -399,9 +392,10 @@ class ModelConfig:
         _int(self, "model", "window", minimum=1)
         _int(self, "model", "hop", minimum=1)
         _str(self, "model", "encoder")
-        if self.encoder and self.architecture not in ENCODER_ARCHITECTURES:
+        if self.encoder and nets.spec(self.architecture)["encoder_from"] is None:
+            takers = [n for n in nets.names() if nets.spec(n)["encoder_from"]]
             raise ConfigError(f"model.encoder (a pre-trained VQ-VAE) is for "
-                              f"{' and '.join(ENCODER_ARCHITECTURES)}; {self.architecture} has "
+                              f"{' and '.join(takers)}; {self.architecture} has "
                               "no VQ-VAE encoder: leave model.encoder out")
 
     @property
@@ -662,13 +656,14 @@ class Recipe:
                                   f"{source} = {value}; leave it out to take {source}")
         _set(self, "model", dataclasses.replace(self.model, options=options))
         minimum = nets.spec(self.model.architecture)["min_input"]
+        segment_option = nets.spec(self.model.architecture)["segment_option"]
         if kind == "logmel":
             # An axis the architecture takes as an option (n_mels, n_frames) is checked by the
             # model itself when it is built; min_input holds for its default options only.
             least_mels = 1 if "n_mels" in known else minimum[0]
             least_frames = 1 if "n_frames" in known else minimum[1]
-            if self.model.architecture == "mobilenet_attn":  # whole segments: checked below
-                least_frames = options.get("segment_frames", known["segment_frames"])
+            if segment_option:  # whole segments: checked below
+                least_frames = options.get(segment_option, known[segment_option])
             if frontend.n_mels < least_mels or self.model.window < least_frames:
                 raise ConfigError(
                     f"{self.model.architecture} needs at least {least_mels} mels and "
@@ -693,8 +688,8 @@ class Recipe:
         if n_features and (self.train.swa or self.train.per_tag_best):
             raise ConfigError("train.swa, train.snapshots and train.per_tag_best export "
                               "log-mel-only models; turn them off with data.features")
-        if self.model.architecture == "mobilenet_attn":
-            segment = options.get("segment_frames", known["segment_frames"])
+        if segment_option:
+            segment = options.get(segment_option, known[segment_option])
             most = options.get("n_segments", known["n_segments"])
             if self.model.window % segment or not 1 <= self.model.window // segment <= most:
                 raise ConfigError(f"model.window ({self.model.window}) must be a whole number "

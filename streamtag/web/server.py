@@ -34,7 +34,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamtag.publish import control_request
+from streamtag.client import control_request
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
 
 DEFAULT_PORT = 8080

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from streamtag.config import _SECTIONS, DaemonConfig, config_from_dict
+from streamtag.control import ControlServer
 from streamtag.daemon import Daemon
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel
@@ -34,7 +35,6 @@ from streamtag.protocol import (
     encode,
     make_message,
 )
-from streamtag.publish import ControlServer
 
 
 def fuzz(examples: int) -> settings:

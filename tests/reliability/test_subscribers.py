@@ -17,11 +17,10 @@ from helpers import wait_until
 from test_daemon import collect, free_port, make_config, started, wait_for_heartbeat
 
 from streamtag.audio import write_audio
-from streamtag.client import Subscriber
+from streamtag.client import Subscriber, control_request
 from streamtag.config import PublishConfig, SourceConfig
 from streamtag.daemon import Daemon
 from streamtag.engine import EngineConfig
-from streamtag.publish import control_request
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
 

@@ -1,0 +1,20 @@
+"""What every ZeroMQ endpoint of streamtag shares: binding or connecting with an error that
+says what to check. Used by the publisher, the control server and client, and the proxy."""
+
+from __future__ import annotations
+
+import zmq
+
+
+def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:
+    """Bind (or connect) and return the endpoint actually used (`*` ports resolved)."""
+    try:
+        if connect:
+            sock.connect(endpoint)
+            return endpoint
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        verb = "connect" if connect else "bind"
+        raise OSError(exc.errno, f"cannot {verb} the {what} to {endpoint!r}: {exc}; check the "
+                                 "endpoint, or whether another process already uses it") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
