@@ -22,8 +22,7 @@ import pytest
 from helpers import free_port, run_streamtag, stop_process, tiny_model_file, wait_until
 
 from streamtag.audio import write_audio
-from streamtag.client import Subscriber
-from streamtag.publish import control_request
+from streamtag.client import Subscriber, control_request
 from streamtag.shard import shard_of
 from streamtag.testsignals import music_like
 

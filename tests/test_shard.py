@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamtag.cli import build_parser
+from streamtag.client import control_request
 from streamtag.config import (
     ControlConfig,
     DaemonConfig,
@@ -27,7 +28,6 @@ from streamtag.config import (
 )
 from streamtag.daemon import Daemon
 from streamtag.errors import ConfigError
-from streamtag.publish import control_request
 from streamtag.shard import ShardConfig, index_from_host_name, shard_of
 
 TABLE = Path(__file__).parent / "data" / "shard_table.json"
