@@ -172,7 +172,11 @@ def run(mode: str, count: int, n_subscribers: int, frames) -> dict:
         ctx.term()
         if proxy is not None:
             proxy.terminate()
-            proxy.wait(10)
+            try:
+                proxy.wait(10)
+            except subprocess.TimeoutExpired:  # never leave a proxy behind
+                proxy.kill()
+                proxy.wait(10)
     rates = [n / (last - first) for n, first, last in got if n > 1 and last > first]
     starts = [first for n, first, _ in got if n]
     ends = [last for n, _, last in got if n]
