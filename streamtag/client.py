@@ -25,6 +25,7 @@ from streamtag.protocol import (
     Message,
     ScoresBody,
     StatusBody,
+    TrackBody,
     canonical_json,
     decode,
     subscription_prefix,
@@ -204,6 +205,17 @@ def _clock(unix_s: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(unix_s)) + f".{ms:03d}"
 
 
+def _title(title: str | None) -> str:
+    return "(untitled)" if title is None else f'"{title}"'
+
+
+def _track_summary(body: TrackBody) -> str:
+    """Windows, the tags active for most of the track and the top mean smoothed scores."""
+    ranked = sorted(zip(body.mean_smoothed, body.tags, strict=True), reverse=True)[:3]
+    top = ", ".join(f"{tag} {score:.2f}" for score, tag in ranked) or "-"
+    return f"{body.windows} windows  mostly: {', '.join(body.active) or '-'}  mean: {top}"
+
+
 def format_message(message: ReceivedMessage, color: bool = False) -> str:
     """One human-readable line for a message."""
     def paint(text: str, *codes: str) -> str:
@@ -230,6 +242,9 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
             text += f"  source: {body.source}"
         if body.counters:
             text += "  " + " ".join(f"{k}={v}" for k, v in sorted(body.counters.items()))
+    elif isinstance(body, TrackBody):
+        text = paint(f"track {_title(body.title)}", _BOLD)
+        text += f"  {body.start_s:.2f}-{body.end_s:.2f} s  {_track_summary(body)}  ({body.reason})"
     elif isinstance(body, HeartbeatBody):
         text = (f"heartbeat  session {message.session[:8]}  up {body.uptime_s:.0f} s  "
                 f"{body.streams} streams")
