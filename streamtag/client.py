@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -180,6 +180,18 @@ class Subscriber:
             self.gaps += 1
             self.missed += gap
         return ReceivedMessage(message.header, message.body, gap=gap, restarted=restarted)
+
+    def resume(self, last_seq: Mapping[tuple[str, str], int],
+               sessions: Mapping[str, Iterable[str]],
+               restarted_sessions: Iterable[str] = ()) -> None:
+        """Judge on from what an earlier run saw (a recorder restarting from its database):
+        the last seq per (session, topic), the sessions seen per stream, and the sessions seen
+        starting (after a restart), whose first seq of a topic should be 0."""
+        for key, seq in last_seq.items():
+            self._last_seq[key] = max(seq, self._last_seq.get(key, -1))
+        for stream, seen in sessions.items():
+            self._sessions.setdefault(stream, set()).update(seen)
+        self._fresh.update(restarted_sessions)
 
     @property
     def closed(self) -> bool:
