@@ -392,7 +392,13 @@ def test_http_source_reads_an_mp3_like_the_file_source(audio_server, media):
     chunks = read_all(HttpSource(server.url(), reconnect=False), TARGET, status)
     assert_contiguous(chunks)
     from_file = concat(read_all(FileSource(media["mp3_44k_stereo"])))
-    np.testing.assert_allclose(concat(chunks), from_file, atol=1e-6)
+    # The same samples; a file's MP3 end padding is trimmed only where FFmpeg can seek to
+    # the end, not in a stream read front to back: at most one MP3 frame more (which also
+    # changes the resampler's last few milliseconds).
+    got = concat(chunks)
+    assert from_file.size <= got.size <= from_file.size + 1152 * TARGET / 44100
+    same = from_file.size - TARGET // 100
+    np.testing.assert_allclose(got[:same], from_file[:same], atol=1e-6)
     assert status.states() == ["starting", "running", "ended"]
 
 
