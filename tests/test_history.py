@@ -1,0 +1,436 @@
+"""The recorder and the history, with real parts: streamtag's Publisher on 127.0.0.1, the
+recorder in-process or as a real ``streamtag record`` process, SQLite files and a real
+PostgreSQL cluster (Debian's server, started here as an unprivileged process)."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from helpers import free_port, run_streamtag, stop_process, wait_until
+from postgres_server import PostgresServer
+
+from streamtag.history import schema
+from streamtag.history.recorder import Recorder
+from streamtag.protocol import (
+    EventBody,
+    ScoresBody,
+    StatusBody,
+    TrackBody,
+    make_message,
+    topic_for,
+)
+from streamtag.proxy import run_proxy
+from streamtag.publish import ControlServer, Publisher
+
+TAGS = ("calm", "energetic", "vocal", "dark", "bright")
+MODEL = {"name": "tiny", "hash": "sha256:0123abcd"}
+HOP_S = 1.0
+WINDOW_S = 3.0
+RATE = 16000
+TRACK_WINDOWS = 240  # a "song" every four minutes of audio
+
+
+# ---------------------------------------------------------------- a daemon stand-in
+
+class Station:
+    """A real Publisher sending messages built here, so the test knows each one it sent."""
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:*") -> None:
+        self.pub = Publisher(endpoint, sndhwm=0, linger_ms=2000)
+        self.endpoint = self.pub.endpoint
+        self.session = self.pub.session
+        self.sent: list = []
+        self._seq: dict[str, int] = {}
+        self._state: dict[str, dict] = {}
+
+    def send(self, stream: str, body, sent_at: float | None = None):
+        topic = topic_for(body.msg_type, stream)
+        seq = self._seq.get(topic, 0)
+        self._seq[topic] = seq + 1
+        message = make_message(body, session=self.session, stream=stream, seq=seq,
+                               sent_at=sent_at)
+        assert self.pub.send_message(message)
+        self.sent.append(message)
+        return message
+
+    def play(self, stream: str, windows: range, t0: float | None = None) -> list:
+        """Windows of a synthetic programme: scores, tag events, a status at the start and a
+        track every TRACK_WINDOWS windows. Deterministic in (stream, window index)."""
+        first = len(self.sent)
+        state = self._state.setdefault(stream, {"active": set(), "track": [], "n": 0})
+        k = sum(map(ord, stream))
+        for i in windows:
+            at = None if t0 is None else t0 + i * HOP_S
+            if i == windows.start:
+                self.send(stream, StatusBody(state="running", counters={"windows": i},
+                                             title=f"{stream} programme", source="test"), at)
+            rng = np.random.default_rng(k * 100_003 + i)
+            raw = np.round(rng.random(len(TAGS)), 6)
+            # Each tag switches on and off in its own rhythm, so shares differ per tag.
+            active = {tag for j, tag in enumerate(TAGS)
+                      if ((i + 7 * k) // (30 + 17 * j)) % (2 + j % 2) == 0}
+            smoothed = np.round(np.where([t in active for t in TAGS], 0.6 + 0.4 * raw,
+                                         0.4 * raw), 6)
+            for tag in TAGS:
+                if (tag in active) != (tag in state["active"]):
+                    self.send(stream, EventBody(
+                        tag=tag, state="on" if tag in active else "off",
+                        score=float(smoothed[TAGS.index(tag)]), time_s=i * HOP_S + WINDOW_S,
+                        sample=int((i * HOP_S + WINDOW_S) * RATE)), at)
+            state["active"] = active
+            self.send(stream, ScoresBody(
+                start_s=i * HOP_S, end_s=i * HOP_S + WINDOW_S, start_sample=int(i * HOP_S * RATE),
+                end_sample=int((i * HOP_S + WINDOW_S) * RATE), tags=TAGS, raw=raw.tolist(),
+                smoothed=smoothed.tolist(), active=sorted(active), model=MODEL,
+                latency_ms=1.5), at)
+            state["track"].append((i, raw, smoothed, active, at))
+            if len(state["track"]) == TRACK_WINDOWS:
+                self._track(stream, state)
+        return self.sent[first:]
+
+    def _track(self, stream: str, state: dict) -> None:
+        part = state["track"]
+        state["track"] = []
+        state["n"] += 1
+        share = [sum(tag in a for _, _, _, a, _ in part) / len(part) for tag in TAGS]
+        start, end = part[0][0] * HOP_S, part[-1][0] * HOP_S + WINDOW_S
+        started_at = part[0][4] if part[0][4] is not None else time.time()
+        ended_at = started_at + end - start
+        self.send(stream, TrackBody(
+            title=f"{stream} song {state['n']}", reason="title_change", start_s=start,
+            end_s=end, start_sample=int(start * RATE), end_sample=int(end * RATE),
+            started_at=started_at, ended_at=ended_at, windows=len(part), tags=TAGS,
+            mean_raw=np.mean([r for _, r, _, _, _ in part], axis=0).round(6).tolist(),
+            mean_smoothed=np.mean([s for _, _, s, _, _ in part], axis=0).round(6).tolist(),
+            active_share=share, active=[t for t, s in zip(TAGS, share, strict=True) if s > 0.5],
+            model=MODEL), part[-1][4])
+
+    def close(self) -> None:
+        self.pub.close()
+
+
+def keys(messages) -> collections.Counter:
+    return collections.Counter((m.msg_type, m.stream, m.session, m.seq) for m in messages)
+
+
+def stored_keys(engine) -> collections.Counter:
+    out = collections.Counter()
+    with engine.connect() as conn:
+        for msg_type, table in schema.MESSAGE_TABLES.items():
+            for row in conn.execute(sa.select(table.c.stream, table.c.session, table.c.seq)):
+                out[(msg_type, row.stream, row.session, row.seq)] += 1
+    return out
+
+
+def stored_count(engine) -> int:
+    with engine.connect() as conn:
+        return sum(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+                   for t in schema.MESSAGE_TABLES.values())
+
+
+def table_rows(engine, table) -> list:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(table)))
+
+
+def await_subscribed(station: Station, engine, timeout: float = 20.0) -> None:
+    """Heartbeats until the recorder has stored one: from then on it receives everything."""
+    def stored() -> bool:
+        seq = station.pub.next_seq("heartbeat")
+        station.pub.heartbeat(2)
+        time.sleep(0.1)
+        with engine.connect() as conn:
+            last = conn.execute(sa.select(schema.daemons.c.last_seq).where(
+                schema.daemons.c.session == station.session)).scalar()
+        return last is not None and last >= seq
+
+    wait_until(stored, timeout, "the recorder to store a heartbeat", interval=0.1)
+
+
+def wait_stored(engine, count: int, timeout: float = 30.0) -> None:
+    wait_until(lambda: stored_count(engine) >= count, timeout,
+               f"{count} messages in the database", interval=0.1)
+
+
+# ---------------------------------------------------------------- databases
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tags.db'}"
+    return new_database(request.getfixturevalue("postgres"))
+
+
+def new_database(server: PostgresServer) -> str:
+    name = f"t{time.monotonic_ns()}"
+    admin = sa.create_engine(schema.normalise_url(server.url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = schema.create_db_engine(db_url)
+    schema.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_migrations_build_exactly_the_tables_the_code_writes(engine):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+        assert schema.current_revision(conn) == schema.head_revision()
+    assert schema.upgrade(engine) == schema.head_revision()  # a second upgrade changes nothing
+    schema.check_readable(engine)
+
+
+def test_every_message_is_stored_exactly_once_even_when_received_twice(engine):
+    # The recorder hears the station directly and through a proxy: every message arrives
+    # twice, and the database must still hold each exactly once, with its values.
+    station = Station()
+    stop = threading.Event()
+    backend = f"tcp://127.0.0.1:{free_port()}"
+    proxy = threading.Thread(target=run_proxy, args=(None, backend, stop),
+                             kwargs={"upstream": [station.endpoint], "sndhwm": 0})
+    proxy.start()
+    recorder = Recorder(engine, [station.endpoint, backend]).start()
+    try:
+        await_subscribed(station, engine)
+        time.sleep(0.3)  # the proxy's subscription too
+        sent = []
+        for stream in ("radio-1", "radio-2", "radio-10"):
+            sent += station.play(stream, range(0, 2 * TRACK_WINDOWS + 20))
+        wait_stored(engine, len(sent))
+        wait_until(lambda: recorder.stats.received["scores"] >= 2 * sum(
+            m.msg_type == "scores" for m in sent), 20, "both copies to arrive")
+        assert recorder.stop()
+        stored = stored_keys(engine)
+        assert stored == keys(sent)
+        assert set(stored.values()) == {1}
+        assert {m.msg_type for m in sent} == {"scores", "event", "status", "track"}
+        assert table_rows(engine, schema.gaps) == []
+        # Values come back as sent (scores as float32 of six-decimal numbers).
+        by_key = {(m.stream, m.seq): m.body for m in sent if m.msg_type == "scores"}
+        rows = table_rows(engine, schema.scores)
+        model_tags = {r.id: schema.unpack_names(r.tags) for r in table_rows(engine,
+                                                                           schema.models)}
+        for row in rows:
+            body = by_key[(row.stream, row.seq)]
+            assert model_tags[row.model_id] == list(body.tags)
+            np.testing.assert_allclose(schema.unpack_scores(row.raw), body.raw, atol=1e-7)
+            np.testing.assert_allclose(schema.unpack_scores(row.smoothed), body.smoothed,
+                                       atol=1e-7)
+            assert schema.unpack_names(row.active) == list(body.active)
+            assert (row.start_sample, row.end_sample) == (body.start_sample, body.end_sample)
+        tracks = {(r.stream, r.seq): r for r in table_rows(engine, schema.tracks)}
+        for m in sent:
+            if m.msg_type == "track":
+                row = tracks[(m.stream, m.seq)]
+                assert (row.title, row.windows) == (m.body.title, m.body.windows)
+                np.testing.assert_allclose(schema.unpack_scores(row.active_share),
+                                           m.body.active_share, atol=1e-7)
+        events = {(r.stream, r.seq): (r.tag, r.state) for r in table_rows(engine,
+                                                                        schema.events)}
+        assert events == {(m.stream, m.seq): (m.body.tag, m.body.state)
+                          for m in sent if m.msg_type == "event"}
+    finally:
+        recorder.stop(0)
+        stop.set()
+        proxy.join(5)
+        station.close()
+
+
+def _rebind(endpoint: str) -> Station:
+    # ZeroMQ releases a closed socket's port in its I/O thread, a moment after close().
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return Station(endpoint)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _snapshot_handler(station: Station, streams: tuple[str, ...]):
+    def snapshot(_: dict) -> dict:
+        return {"session": station.session, "model": {**MODEL, "tags": list(TAGS)},
+                "streams": {s: {"tags": list(TAGS), "smoothed": [0.5] * len(TAGS),
+                                "active": ["calm"], "windows": 7} for s in streams}}
+    return snapshot
+
+
+def test_a_killed_recorder_loses_only_what_was_published_while_down_and_stores_it_as_a_gap(
+        tmp_path):
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    station = Station(endpoint)
+    streams = ("radio-1", "radio-2")
+    control = ControlServer("tcp://127.0.0.1:*",
+                            {"snapshot": _snapshot_handler(station, streams)}).start()
+    args = ("record", "--connect", endpoint, "--control", control.endpoint, "--db", url)
+    recorder = run_streamtag(*args, popen=True)
+    try:
+        await_subscribed(station, engine)
+        before = [m for s in streams for m in station.play(s, range(0, 60))]
+        wait_stored(engine, len(before))
+        recorder.send_signal(signal.SIGKILL)
+        recorder.communicate(timeout=10)  # reaps it and closes its pipes
+        killed_at = time.time()
+        while_down = [m for s in streams for m in station.play(s, range(60, 100))]
+        recorder = run_streamtag(*args, popen=True)
+        await_subscribed(station, engine)
+        after = [m for s in streams for m in station.play(s, range(100, 160))]
+        wait_stored(engine, len(before) + len(after))
+
+        assert stored_keys(engine) == keys(before + after)
+        lost = collections.Counter((m.stream, m.msg_type) for m in while_down)
+        first_lost = {}
+        for m in while_down:
+            first_lost.setdefault((m.stream, m.msg_type), m.seq)
+        gaps = {(g.stream, g.msg_type): g for g in table_rows(engine, schema.gaps)
+                if g.msg_type != "heartbeat"}
+        assert set(gaps) == set(lost)
+        for key, gap in gaps.items():
+            assert (gap.missed, gap.first_seq, gap.cause) == (lost[key], first_lost[key], "seq")
+        # The restarted recorder asked the daemon for its current tag states.
+        snapshots = [r for r in table_rows(engine, schema.snapshots) if r.taken_at > killed_at]
+        assert {r.stream for r in snapshots} == set(streams)
+        assert all(r.session == station.session and schema.unpack_names(r.active) == ["calm"]
+                   for r in snapshots)
+
+        # The daemon restarts: a new session on the same endpoint, stored with its predecessor.
+        old_session = station.session
+        station.close()
+        station = _rebind(endpoint)
+        await_subscribed(station, engine)
+        restarted = station.play("radio-1", range(0, 10))
+        wait_stored(engine, len(before) + len(after) + len(restarted))
+        rows = {r.session: r for r in table_rows(engine, schema.sessions)
+                if r.stream == "radio-1"}
+        assert rows[station.session].previous_session == old_session
+        assert rows[station.session].restarted is True
+        assert rows[old_session].restarted is False
+
+        recorder.send_signal(signal.SIGTERM)
+        out, err = recorder.communicate(timeout=30)
+        assert recorder.returncode == 0, err
+        assert "wrote" in err
+    finally:
+        stop_process(recorder)
+        control.stop()
+        station.close()
+        engine.dispose()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_a_database_stopped_under_load_loses_nothing_that_fit_the_queue(postgres):
+    from streamtag.history.metrics import RecorderMetrics
+
+    engine = schema.create_db_engine(postgres.url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint, queue_size=20_000, max_backoff_s=0.5)
+    recorder.start()
+    metrics = RecorderMetrics(recorder, 0)
+    try:
+        await_subscribed(station, engine)
+        sent = station.play("radio-1", range(0, 200))
+        wait_stored(engine, len(sent))
+        postgres.stop()
+        try:
+            # Under load while the server is down: several streams keep publishing.
+            for i in range(4):
+                sent += station.play(f"down-{i}", range(0, 300))
+                time.sleep(0.2)
+            wait_until(lambda: recorder.stats.db_errors > 0, 20, "the recorder to notice")
+            assert _scrape(metrics.port)["streamtag_record_db_up"] == 0
+        finally:
+            postgres.start()
+        sent += station.play("radio-1", range(200, 260))
+        wait_stored(engine, len(sent), timeout=60)
+        assert stored_keys(engine) == keys(sent)
+        scraped = _scrape(metrics.port)
+        assert scraped["streamtag_record_queue_overflow_messages_total"] == 0
+        assert scraped["streamtag_record_db_errors_total"] >= 1
+        assert scraped["streamtag_record_db_up"] == 1
+        assert table_rows(engine, schema.gaps) == []
+    finally:
+        metrics.close()
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
+
+
+def test_what_overflows_the_queue_is_counted_reported_and_stored_as_a_gap(postgres):
+    from streamtag.history.metrics import RecorderMetrics
+
+    engine = schema.create_db_engine(new_database(postgres))  # the counts are this test's
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint, queue_size=100, batch_size=50,
+                        max_backoff_s=0.5)
+    recorder.start()
+    metrics = RecorderMetrics(recorder, 0)
+    try:
+        await_subscribed(station, engine)
+        postgres.stop()
+        try:
+            sent = station.play("radio-1", range(0, 600))
+            wait_until(lambda: recorder.stats.received["scores"] >= 600, 20,
+                       "every message to reach the recorder")
+        finally:
+            postgres.start()
+        wait_until(lambda: recorder.queue.empty() and recorder.stats.db_up, 60,
+                   "the queue to drain")
+        time.sleep(0.5)
+        stored = stored_keys(engine)
+        missing = keys(sent) - stored
+        assert set(stored.values()) == {1} and not stored - keys(sent)
+        overflowed = _scrape(metrics.port)["streamtag_record_queue_overflow_messages_total"]
+        assert overflowed == sum(missing.values()) > 0
+        # Every lost message is covered by an overflow gap row, and nothing else is.
+        covered = collections.Counter()
+        for gap in table_rows(engine, schema.gaps):
+            assert gap.cause == "overflow"
+            for seq in range(gap.first_seq, gap.first_seq + gap.missed):
+                covered[(gap.msg_type, gap.stream, gap.session, seq)] += 1
+        assert covered == missing
+    finally:
+        metrics.close()
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
