@@ -1,0 +1,268 @@
+"""Radio monitoring: titles placed on the audio timeline and per-track summaries.
+
+A small HTTP server of the test's own serves a known MP3 byte stream with ICY metadata blocks at
+known byte offsets, so the audio time of every title change is known; files carry their own
+title tags; the track messages' means are checked against the scores published for the same
+windows. Real daemon, real ZeroMQ, real decoding.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from helpers import TAGS, tiny_model_file
+from test_daemon import assert_no_gaps, collect, make_config, started
+
+from streamtag.config import SourceConfig, config_from_dict
+from streamtag.errors import ConfigError
+from streamtag.testsignals import music_like
+from streamtag.tracks import TrackSummarizer
+
+MP3_RATE = 44100
+MP3_FRAME = 1152  # samples per MPEG-1 Layer III frame
+BITRATE = 128000  # CBR: 16000 bytes per second of audio
+METAINT = 3000
+
+
+def encode_mp3(x: np.ndarray, path: Path) -> bytes:
+    """A bare CBR MP3 byte stream (no Xing/LAME frame, no ID3), as radio servers send."""
+    with av.open(str(path), "w", format="mp3",
+                 options={"write_xing": "0", "id3v2_version": "0"}) as container:
+        stream = container.add_stream("libmp3lame", rate=MP3_RATE, layout="mono")
+        stream.bit_rate = BITRATE
+        pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+        for i in range(0, len(pcm), 4608):
+            frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 4608], format="s16",
+                                               layout="mono")
+            frame.sample_rate = MP3_RATE
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
+
+
+def icy_block(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    units = -(-len(raw) // 16)
+    return bytes([units]) + raw.ljust(units * 16, b"\0")
+
+
+class IcyServer:
+    """Serves ``audio`` once at ``bytes_per_s`` with ``icy-metaint`` when the client asks for
+    metadata: block i (after audio byte (i+1) * metaint) is ``titles[i]`` or empty."""
+
+    def __init__(self, audio: bytes, titles: dict[int, str], bytes_per_s: float) -> None:
+        self.audio, self.titles, self.bytes_per_s = audio, titles, bytes_per_s
+        self.asked_for_metadata: list[bool] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                icy = self.headers.get("Icy-MetaData") == "1"
+                owner.asked_for_metadata.append(icy)
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("icy-name", "test radio")
+                if icy:
+                    self.send_header("icy-metaint", str(METAINT))
+                self.end_headers()
+                t0, sent = time.monotonic(), 0
+                for i, start in enumerate(range(0, len(owner.audio), METAINT)):
+                    piece = owner.audio[start:start + METAINT]
+                    if icy and len(piece) == METAINT:
+                        title = owner.titles.get(i)
+                        piece += icy_block(f"StreamTitle='{title}';") if title else b"\0"
+                    try:
+                        self.wfile.write(piece)
+                    except OSError:
+                        return
+                    sent += METAINT
+                    time.sleep(max(0.0, t0 + sent / owner.bytes_per_s - time.monotonic()))
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/live.mp3"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+PIECES = ("Piece One", "Pièce 2; it's \"two\"", "Piece Three")
+TITLE_BLOCKS = {0: PIECES[0], 10: PIECES[1], 21: PIECES[2]}  # blocks 0, 10 and 21
+
+
+@pytest.fixture(scope="module")
+def radio_mp3(tmp_path_factory) -> bytes:
+    # Three pieces of 2 s, each its own sound, so the tags differ from piece to piece.
+    x = np.concatenate([music_like(2.0, MP3_RATE, seed=s) * g
+                        for s, g in ((3, 1.0), (4, 0.2), (5, 0.7))])
+    return encode_mp3(x, tmp_path_factory.mktemp("radio") / "radio.mp3")
+
+
+def windows_of(scores, start_sample: int, end_sample: int) -> list:
+    """The scores messages whose window ends inside the track (the documented rule)."""
+    return [m.body for m in scores if start_sample < m.body.end_sample <= end_sample]
+
+
+def assert_summarises(track, scores) -> None:
+    """The track's means, shares and active tags are those of its published windows."""
+    windows = windows_of(scores, track.start_sample, track.end_sample)
+    assert track.windows == len(windows) > 0
+    assert track.tags == windows[0].tags
+    np.testing.assert_allclose(track.mean_raw, np.mean([w.raw for w in windows], axis=0),
+                               atol=2e-6)
+    np.testing.assert_allclose(track.mean_smoothed,
+                               np.mean([w.smoothed for w in windows], axis=0), atol=2e-6)
+    share = [np.mean([tag in w.active for w in windows]) for tag in track.tags]
+    np.testing.assert_allclose(track.active_share, share)
+    assert set(track.active) == {t for t, s in zip(track.tags, share, strict=True) if s > 0.5}
+
+
+def test_title_changes_land_at_their_metadata_blocks_and_each_piece_gets_a_track(
+        model_path, tmp_path, radio_mp3):
+    server = IcyServer(radio_mp3, TITLE_BLOCKS, bytes_per_s=4 * BITRATE / 8)
+    daemon, sub = started(make_config(model_path, tmp_path))
+    try:
+        daemon.add_source(SourceConfig("radio", server.url, {"reconnect": False}))
+        got = [m for m in collect(sub, {"radio"}) if m.header.stream == "radio"]
+    finally:
+        daemon.stop()
+        sub.close()
+        server.stop()
+    assert server.asked_for_metadata == [True]
+    assert_no_gaps(got)
+    rate = daemon.model.sample_rate
+    scores = [m for m in got if m.msg_type == "scores"]
+    tracks = [m.body for m in got if m.msg_type == "track"]
+    assert [t.title for t in tracks] == list(PIECES)
+    assert [t.reason for t in tracks] == ["title_change", "title_change", "end"]
+    # The first block's title names the stream from its start; the others start where their
+    # block sits: the first sample decoded after it, within one MP3 frame of its byte time.
+    assert tracks[0].start_sample == 0
+    for track, block in zip(tracks[1:], (10, 21), strict=True):
+        block_s = (block + 1) * METAINT / (BITRATE / 8)
+        assert 0 <= track.start_s - block_s <= MP3_FRAME / MP3_RATE + 1 / rate, track
+    for before, after in zip(tracks, tracks[1:], strict=False):
+        assert before.end_sample == after.start_sample  # tracks tile the stream
+    assert tracks[-1].end_sample >= scores[-1].body.end_sample
+    assert sum(t.windows for t in tracks) == len(scores)  # every window counted once
+    for track in tracks:
+        assert_summarises(track, scores)
+        assert track.end_s == pytest.approx(track.end_sample / rate)
+    # The pieces sound different, so their summaries do too.
+    assert not np.allclose(tracks[0].mean_raw, tracks[1].mean_raw, atol=1e-3)
+    # Now playing: each title was published in a status as it arrived, before its track's
+    # summary (which waits for the windows); the final status still names the last title.
+    statuses = [m for m in got if m.msg_type == "status"]
+    titles = [m.body.title for m in statuses if m.body.title]
+    assert [t for i, t in enumerate(titles) if i == 0 or t != titles[i - 1]] == list(PIECES)
+    first_status = next(m for m in statuses if m.body.title == PIECES[1])
+    track_message = next(m for m in got if m.msg_type == "track")
+    assert first_status.sent_at <= track_message.sent_at
+    assert statuses[-1].body.state == "ended" and statuses[-1].body.title == PIECES[2]
+
+
+def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_path):
+    path = tmp_path / "song.flac"
+    x = (music_like(3.0, 44100, seed=9) * 32767).astype(np.int16)
+    with av.open(str(path), "w") as container:
+        container.metadata.update({"title": "Sóng", "artist": "Ärtist"})
+        stream = container.add_stream("flac", rate=44100, layout="mono")
+        for i in range(0, len(x), 4096):
+            frame = av.AudioFrame.from_ndarray(x[None, i:i + 4096], format="s16",
+                                               layout="mono")
+            frame.sample_rate = 44100
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    daemon, sub = started(make_config(model_path, tmp_path))
+    try:
+        daemon.add_source(SourceConfig("tagged", f"file:{path}"))
+        daemon.add_source(SourceConfig("named", f"file:{path}", title="Configured"))
+        got = collect(sub, {"tagged", "named"})
+        status = daemon.status()["streams"]
+    finally:
+        daemon.stop()
+        sub.close()
+    for stream, title in (("tagged", "Ärtist - Sóng"), ("named", "Configured")):
+        mine = [m for m in got if m.header.stream == stream]
+        tracks = [m.body for m in mine if m.msg_type == "track"]
+        assert [(t.title, t.reason, t.start_sample) for t in tracks] == [(title, "end", 0)]
+        scores = [m for m in mine if m.msg_type == "scores"]
+        assert_summarises(tracks[0], scores)
+        assert tracks[0].end_s == pytest.approx(3.0, abs=0.01)
+        assert tracks[0].model.name == "tiny" and tracks[0].tags == TAGS
+        assert [m.body.title for m in mine if m.msg_type == "status"][-1] == title
+        assert status[stream]["tracks"][-1]["title"] == title  # the control reply lists it
+
+
+def test_the_title_option_is_a_non_empty_string():
+    config = config_from_dict({"sources": [{"id": "a", "spec": "x.mp3", "title": "T",
+                                            "realtime": True}]})
+    assert config.sources[0].title == "T" and config.sources[0].options == {"realtime": True}
+    with pytest.raises(ConfigError, match="sources.title of 'a' must be a non-empty string"):
+        config_from_dict({"sources": [{"id": "a", "spec": "x.mp3", "title": ""}]})
+    with pytest.raises(ConfigError, match="sources.title"):
+        config_from_dict({"sources": [{"id": "a", "spec": "x.mp3", "title": 3}]})
+
+
+# -- the track rule on its own -----------------------------------------------------------------
+
+def window(summarizer: TrackSummarizer, end: int, raw=(0.2, 0.8), active=("b",)):
+    return summarizer.add_window(end, ("a", "b"), raw, raw, active, "m", "h")
+
+
+def test_windows_belong_to_the_track_their_end_falls_in():
+    s = TrackSummarizer(100.0, "first", started_at=10.0)
+    assert window(s, 50) == []
+    s.change_title("second", 120, at=11.0)
+    assert s.title == "second"
+    assert window(s, 100) == []
+    assert window(s, 120) == []  # ends exactly at the change: still the first track's
+    closed = window(s, 150, raw=(1.0, 0.0), active=())  # the first window past the change
+    assert [(t.title, t.reason, t.start_sample, t.end_sample, t.windows) for t in closed] == [
+        ("first", "title_change", 0, 120, 3)]
+    assert closed[0].mean_raw == pytest.approx((0.2, 0.8))
+    assert closed[0].active_share == (0.0, 1.0) and closed[0].active == ("b",)
+    assert (closed[0].started_at, closed[0].ended_at) == (10.0, 11.0)
+    last = s.end(170, at=12.0)
+    assert [(t.title, t.reason, t.start_sample, t.end_sample, t.windows) for t in last] == [
+        ("second", "end", 120, 170, 1)]
+    assert last[0].mean_raw == (1.0, 0.0) and last[0].active == ()
+
+
+def test_the_first_title_names_the_first_track_and_short_tracks_have_no_means():
+    s = TrackSummarizer(100.0)
+    s.change_title("named", 0)
+    s.change_title("short", 40)
+    s.change_title("next", 60)  # before any window reaches either
+    closed = window(s, 80)
+    assert [(t.title, t.start_sample, t.end_sample, t.windows) for t in closed] == [
+        ("named", 0, 40, 0), ("short", 40, 60, 0)]
+    assert closed[0].tags == closed[0].mean_raw == closed[0].active == ()
+    s.change_title("after the end", 500)
+    assert [(t.title, t.end_sample) for t in s.end(90)] == [("next", 90)]
