@@ -8,7 +8,12 @@ windows. Real daemon, real ZeroMQ, real decoding.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import io
+import re
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,9 +21,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import TAGS, tiny_model_file
+from helpers import TAGS, stop_process, tiny_model_file, wait_until
 from test_daemon import assert_no_gaps, collect, make_config, started
 
+from streamtag.audio import write_audio
 from streamtag.config import SourceConfig, config_from_dict
 from streamtag.errors import ConfigError
 from streamtag.testsignals import music_like
@@ -266,3 +272,149 @@ def test_the_first_title_names_the_first_track_and_short_tracks_have_no_means():
     assert closed[0].tags == closed[0].mean_raw == closed[0].active == ()
     s.change_title("after the end", 500)
     assert [(t.title, t.end_sample) for t in s.end(90)] == [("next", 90)]
+
+
+# -- a real Icecast, fed by ffmpeg from a playlist --------------------------------------------
+
+
+class TapProxy:
+    """A TCP relay between the daemon and Icecast that keeps every byte sent to the daemon, so
+    the test knows where the metadata blocks sat in what the daemon read."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.received = bytearray()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()  # one connection: the daemon's
+        except OSError:
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.sockets += [client, upstream]
+        threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+        self._pump(upstream, client, self.received)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, keep: bytearray | None) -> None:
+        try:
+            while data := src.recv(65536):
+                if keep is not None:
+                    keep += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.sockets:
+            s.close()
+
+
+def icy_blocks(raw: bytes) -> tuple[bytes, list[tuple[int, str]]]:
+    """The audio bytes of a recorded ICY response and its titles with their audio offsets;
+    written apart from streamtag's parser: headers, then metaint audio bytes and a block."""
+    head, _, body = bytes(raw).partition(b"\r\n\r\n")
+    metaint = int(re.search(rb"(?im)^icy-metaint:\s*(\d+)", head).group(1))
+    audio, titles, at = bytearray(), [], 0
+    while at < len(body):
+        audio += body[at:at + metaint]
+        at += metaint
+        if at >= len(body):
+            break
+        size = body[at] * 16
+        text = body[at + 1:at + 1 + size].rstrip(b"\0").decode("utf-8")
+        at += 1 + size
+        if text:
+            titles.append((len(audio), re.match(r"StreamTitle='(.*)';", text).group(1)))
+    return bytes(audio), titles
+
+
+def first_sample_after(audio: bytes, offset: int, rate: float) -> int:
+    """The stream sample (at `rate`) that the first MP3 frame starting at or after `offset`
+    begins with, decoding the recorded audio on its own."""
+    decoded_s = 0.0
+    with av.open(io.BytesIO(audio), format="mp3") as container:
+        stream = container.streams.audio[0]
+        for packet in container.demux(stream):
+            if packet.pos is not None and packet.pos >= offset:
+                break
+            for frame in stream.decode(packet):
+                decoded_s += frame.samples / frame.sample_rate
+    return round(decoded_s * rate)
+
+
+ICECAST_PIECES = ("First Piece", "Second Piece", "Third Piece")
+PIECE_S = 2.5
+
+
+def test_icecast_fed_by_ffmpeg_titles_and_tracks(model_path, tmp_path):
+    from test_sources import icecast_server  # the Icecast fixture of the sources' tests
+
+    playlist = ["ffconcat version 1.0"]
+    for i, title in enumerate(ICECAST_PIECES):
+        path = tmp_path / f"piece{i}.flac"
+        write_audio(path, music_like(PIECE_S, 44100, seed=20 + i) * (1.0, 0.15, 0.6)[i], 44100)
+        playlist += [f"file '{path}'", f"file_packet_metadata title={title}"]
+    (tmp_path / "playlist.txt").write_text("\n".join(playlist) + "\n")
+    with icecast_server() as (icecast, log):
+        # ffmpeg plays the playlist in real time; as each piece starts (its progress report
+        # says so), the test announces its title to Icecast, as a playout system would.
+        feeder = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-f", "concat",
+             "-safe", "0", "-i", str(tmp_path / "playlist.txt"), "-c:a", "libmp3lame",
+             "-b:a", "128k", "-content_type", "audio/mpeg", "-ice_name", "streamtag test",
+             "-progress", "pipe:1", "-stats_period", "0.05", "-f", "mp3",
+             f"icecast://source:{icecast.password}@127.0.0.1:{icecast.port}{icecast.mount}"],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
+        daemon = sub = proxy = None
+        try:
+            wait_until(icecast.mount_is_live, 10, "ffmpeg to feed the icecast mount")
+            icecast.admin("metadata", mode="updinfo", song=ICECAST_PIECES[0])
+            proxy = TapProxy(icecast.port)
+            daemon, sub = started(make_config(model_path, tmp_path))
+            daemon.add_source(SourceConfig(
+                "radio", f"http://127.0.0.1:{proxy.port}{icecast.mount}", {"reconnect": False}))
+            announced = 1
+            for line in feeder.stdout:
+                key, _, value = line.strip().partition("=")
+                if key == "out_time_us" and value.isdigit() and announced < len(ICECAST_PIECES):
+                    if int(value) / 1e6 >= announced * PIECE_S:
+                        icecast.admin("metadata", mode="updinfo", song=ICECAST_PIECES[announced])
+                        announced += 1
+            feeder.wait(10)
+            # The mount ends with its feeder; the daemon's stream ends after the last bytes.
+            got = [m for m in collect(sub, {"radio"}, timeout_s=20) if m.header.stream == "radio"]
+        finally:
+            stop_process(feeder)
+            feeder.stdout.close()
+            if daemon is not None:
+                daemon.stop()
+                sub.close()
+            if proxy is not None:
+                proxy.close()
+    assert announced == len(ICECAST_PIECES)
+    rate = daemon.model.sample_rate
+    scores = [m for m in got if m.msg_type == "scores"]
+    tracks = [m.body for m in got if m.msg_type == "track"]
+    assert [t.title for t in tracks] == list(ICECAST_PIECES)
+    assert [t.reason for t in tracks] == ["title_change", "title_change", "end"]
+    audio, titles = icy_blocks(proxy.received)
+    assert [t for _, t in titles] == list(ICECAST_PIECES)
+    for track, (offset, _) in zip(tracks[1:], titles[1:], strict=True):
+        expected = first_sample_after(audio, offset, rate)
+        assert abs(track.start_sample - expected) <= MP3_FRAME * rate / MP3_RATE, (
+            track, expected)
+    # The announcements followed ffmpeg's clock: one piece between two title changes.
+    assert tracks[1].end_s - tracks[1].start_s == pytest.approx(PIECE_S, abs=0.75)
+    assert sum(t.windows for t in tracks) == len(scores)
+    for track in tracks:
+        assert_summarises(track, scores)
