@@ -5,10 +5,16 @@ PostgreSQL cluster (Debian's server, started here as an unprivileged process).""
 from __future__ import annotations
 
 import collections
+import csv
+import io
+import json
 import signal
+import sqlite3
+import subprocess
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -16,6 +22,7 @@ import sqlalchemy as sa
 from helpers import free_port, run_streamtag, stop_process, wait_until
 from postgres_server import PostgresServer
 
+from streamtag.cli import main
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 from streamtag.protocol import (
@@ -434,3 +441,127 @@ def test_what_overflows_the_queue_is_counted_reported_and_stored_as_a_gap(postgr
         recorder.stop(5)
         station.close()
         engine.dispose()
+
+
+# ---------------------------------------------------------------- streamtag history
+
+@pytest.fixture(scope="module")
+def recorded_hour(tmp_path_factory):
+    """Two streams' hour of audio (one window a second), published fast with wall-clock
+    times two hours ago, recorded by a real `streamtag record` process into SQLite."""
+    path = tmp_path_factory.mktemp("hour") / "tags.db"
+    url = f"sqlite:///{path}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = run_streamtag("record", "--connect", station.endpoint, "--db", url, popen=True)
+    try:
+        await_subscribed(station, engine)
+        t0 = round(time.time()) - 7200.0
+        sent = [m for s in ("radio-1", "radio-2") for m in station.play(s, range(3600), t0)]
+        wait_stored(engine, len(sent), timeout=60)
+        recorder.send_signal(signal.SIGTERM)
+        recorder.communicate(timeout=30)
+        assert recorder.returncode == 0
+    finally:
+        stop_process(recorder)
+        station.close()
+        engine.dispose()
+    return url, t0, sent
+
+
+def direct_history(sent, stream: str, since: float, until: float) -> dict:
+    """What the history should say, computed from the messages themselves."""
+    scores = [m.body for m in sent if m.msg_type == "scores" and m.stream == stream
+              and since <= m.sent_at <= until]
+    share = {tag: sum(tag in b.active for b in scores) / len(scores) for tag in TAGS}
+    tracks = [m.body for m in sent if m.msg_type == "track" and m.stream == stream
+              and m.body.ended_at >= since and m.body.started_at <= until]
+    events = [(m.sent_at, m.body.tag, m.body.state, m.body.time_s) for m in sent
+              if m.msg_type == "event" and m.stream == stream and since <= m.sent_at <= until]
+    return {"windows": len(scores), "share": share, "tracks": tracks, "events": events}
+
+
+def check_answer(answer: dict, expected: dict, stream: str) -> None:
+    got = answer["streams"][stream]
+    assert got["windows"] == expected["windows"]
+    assert got["airtime"] == pytest.approx(expected["share"], abs=1e-12)
+    tracks = [t for t in answer["tracks"] if t["stream"] == stream]
+    assert [(t["title"], t["windows"], t["active"]) for t in tracks] == [
+        (b.title, b.windows, list(b.active)) for b in expected["tracks"]]
+    for t, b in zip(tracks, expected["tracks"], strict=True):
+        assert [t["tags"][tag]["mean_smoothed"] for tag in TAGS] == pytest.approx(
+            b.mean_smoothed, abs=1e-6)
+        assert [t["tags"][tag]["active_share"] for tag in TAGS] == pytest.approx(
+            b.active_share, abs=1e-6)
+    events = [(e["sent_at"], e["tag"], e["state"], e["time_s"]) for e in answer["events"]
+              if e["stream"] == stream]
+    assert events == expected["events"]
+
+
+def history(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``streamtag history ARGS`` run in this process (its start-up is the slow part)."""
+    capsys.readouterr()
+    code = main(["history", *args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_history_answers_match_a_direct_computation_from_the_messages(recorded_hour, capsys):
+    url, t0, sent = recorded_hour
+    result = history(capsys, "--db", url, "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["streams"]) == {"radio-1", "radio-2"}
+    for stream in ("radio-1", "radio-2"):
+        expected = direct_history(sent, stream, 0, float("inf"))
+        assert expected["windows"] == 3600 and len(expected["tracks"]) == 15
+        check_answer(answer, expected, stream)
+    assert answer["gaps"] == [] and answer["restarts"] == []
+
+    # One stream, twenty minutes from a quarter past: --since as ISO 8601 with an offset,
+    # --until as Unix seconds.
+    since, until = t0 + 900.5, t0 + 2100.5
+    since_iso = datetime.fromtimestamp(since, UTC).isoformat()
+    result = history(capsys, "--db", url, "--json", "--stream", "radio-2",
+                           "--since", since_iso, "--until", str(until))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["streams"]) == {"radio-2"}
+    check_answer(answer, direct_history(sent, "radio-2", since, until), "radio-2")
+
+
+def test_history_writes_csv_text_and_a_timeline_png(recorded_hour, tmp_path, capsys):
+    url, t0, sent = recorded_hour
+    png = tmp_path / "timeline.png"
+    result = history(capsys, "--db", url, "--csv", "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    expected = direct_history(sent, "radio-1", 0, float("inf"))
+    airtime = {r["tag"]: float(r["share"]) for r in rows
+               if r["kind"] == "airtime" and r["stream"] == "radio-1"}
+    assert airtime == pytest.approx(expected["share"], abs=1e-6)
+    assert sum(r["kind"] == "event" for r in rows) == sum(m.msg_type == "event" for m in sent)
+    track_titles = {r["title"] for r in rows if r["kind"] == "track"}
+    assert track_titles == {m.body.title for m in sent if m.msg_type == "track"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+    text = history(capsys, "--db", url, "--stream", "radio-1", "--since", "3h")
+    assert text.returncode == 0, text.stderr
+    assert "radio-1: 3600 windows" in text.stdout and "radio-1 song 15" in text.stdout
+    assert "radio-2" not in text.stdout
+
+
+def test_history_refuses_bad_input_naming_the_fix(tmp_path, capsys):
+    missing = tmp_path / "typo.db"
+    result = history(capsys, "--db", f"sqlite:///{missing}")
+    assert result.returncode == 2 and str(missing) in result.stderr
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = history(capsys, "--db", f"sqlite:///{empty}")
+    assert result.returncode == 2 and "holds no streamtag history" in result.stderr
+    result = history(capsys, "--db", f"sqlite:///{empty}", "--since", "yesterday-ish")
+    assert result.returncode == 2 and "ISO 8601" in result.stderr
+    result = history(capsys, "--db", "mysql://x/y")
+    assert result.returncode == 2 and "PostgreSQL" in result.stderr

@@ -218,6 +218,16 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
+def require_existing(url: str) -> None:
+    """Readers must not create an SQLite file where a mistyped path points."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).exists():
+            raise ConfigError(f"there is no history database at {parsed.database}; check the "
+                              "path, or record one with 'streamtag record --connect ENDPOINT "
+                              f"--db {url}'")
+
+
 def describe_url(engine: Engine) -> str:
     """The URL without its password, for messages."""
     return engine.url.render_as_string(hide_password=True)
