@@ -122,7 +122,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
             print(f"streamtag listen: {exc}", file=sys.stderr)
             return EXIT_USAGE
     return listen_main(args.endpoint, streams=args.stream or None, as_json=args.json,
-                       count=args.count, duration=args.duration, curve=curve)
+                       count=args.count, duration=args.duration, curve=curve,
+                       tracks=args.tracks, control=args.control)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -266,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--server-key", help="the daemon's public key file (NAME.key), for CURVE")
     p.add_argument("--client-key", help="this client's secret key file (NAME.key_secret)")
+    p.add_argument("--tracks", action="store_true",
+                   help="only what is playing: each title change and each finished track's "
+                        "summary")
+    p.add_argument("--control", metavar="ENDPOINT",
+                   help="with --tracks: the daemon's control endpoint, to start with its "
+                        "current titles and last tracks")
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("keys", help="CURVE key pairs for encrypted, authenticated sockets")

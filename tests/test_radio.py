@@ -25,6 +25,7 @@ from helpers import TAGS, stop_process, tiny_model_file, wait_until
 from test_daemon import assert_no_gaps, collect, make_config, started
 
 from streamtag.audio import write_audio
+from streamtag.client import listen_main
 from streamtag.config import SourceConfig, config_from_dict
 from streamtag.errors import ConfigError
 from streamtag.testsignals import music_like
@@ -191,9 +192,9 @@ def test_title_changes_land_at_their_metadata_blocks_and_each_piece_gets_a_track
     assert statuses[-1].body.state == "ended" and statuses[-1].body.title == PIECES[2]
 
 
-def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_path):
-    path = tmp_path / "song.flac"
-    x = (music_like(3.0, 44100, seed=9) * 32767).astype(np.int16)
+def tagged_flac(path: Path, seconds: float = 3.0) -> Path:
+    """A FLAC file whose tags say title "Sóng", artist "Ärtist"."""
+    x = (music_like(seconds, 44100, seed=9) * 32767).astype(np.int16)
     with av.open(str(path), "w") as container:
         container.metadata.update({"title": "Sóng", "artist": "Ärtist"})
         stream = container.add_stream("flac", rate=44100, layout="mono")
@@ -205,6 +206,11 @@ def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return path
+
+
+def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_path):
+    path = tagged_flac(tmp_path / "song.flac")
     daemon, sub = started(make_config(model_path, tmp_path))
     try:
         daemon.add_source(SourceConfig("tagged", f"file:{path}"))
@@ -224,6 +230,34 @@ def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_
         assert tracks[0].model.name == "tiny" and tracks[0].tags == TAGS
         assert [m.body.title for m in mine if m.msg_type == "status"][-1] == title
         assert status[stream]["tracks"][-1]["title"] == title  # the control reply lists it
+
+
+def test_listen_tracks_shows_the_current_titles_and_the_last_tracks(model_path, tmp_path):
+    path = tagged_flac(tmp_path / "song.flac", seconds=1.5)
+    daemon, sub = started(make_config(model_path, tmp_path))
+    out = io.StringIO()
+    try:
+        daemon.add_source(SourceConfig("early", f"file:{path}", title="Before"))
+        collect(sub, {"early"})
+        # A listener that starts now learns what played from the control socket, then follows.
+        listener = threading.Thread(target=listen_main, kwargs={
+            "endpoint": daemon.publisher.endpoint, "tracks": True, "out": out, "count": 4,
+            "duration": 30.0, "control": daemon.control.endpoint})
+        listener.start()
+        wait_until(lambda: "now playing" in out.getvalue(), 10, "the listener's first lines")
+        time.sleep(0.3)  # the subscription reaches the daemon
+        daemon.add_source(SourceConfig("song", f"file:{path}"))
+        listener.join(30)
+    finally:
+        daemon.stop()
+        sub.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert re.match(r"earlier\s+early\s+played \"Before\"  0:00.0-0:01.5  \d+ windows", lines[0])
+    assert re.match(r"now\s+early\s+now playing \"Before\"$", lines[1])
+    assert re.search(r"song\s+now playing \"Ärtist - Sóng\"$", lines[2])
+    assert re.search(r"song\s+played \"Ärtist - Sóng\"  0:00.0-0:01.5  \d+ windows  mostly: ",
+                     lines[3])
 
 
 def test_the_title_option_is_a_non_empty_string():
