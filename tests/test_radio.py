@@ -28,6 +28,8 @@ from streamtag.audio import write_audio
 from streamtag.client import listen_main
 from streamtag.config import SourceConfig, config_from_dict
 from streamtag.errors import ConfigError
+from streamtag.inference import InferenceModel
+from streamtag.tagging import format_text, tag_files
 from streamtag.testsignals import music_like
 from streamtag.tracks import TrackSummarizer
 
@@ -230,6 +232,20 @@ def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_
         assert tracks[0].model.name == "tiny" and tracks[0].tags == TAGS
         assert [m.body.title for m in mine if m.msg_type == "status"][-1] == title
         assert status[stream]["tracks"][-1]["title"] == title  # the control reply lists it
+    # streamtag tag summarises the file as the daemon's track message does.
+    model = InferenceModel.load(model_path, device="cpu")
+    (offline,) = tag_files([path], model, smoothing=daemon.config.smoothing)
+    daemon_track = next(m.body for m in got if m.msg_type == "track"
+                        and m.header.stream == "tagged")
+    assert offline.title == offline.track["title"] == "Ärtist - Sóng"
+    for key in ("windows", "start_sample", "end_sample", "tags", "active", "reason"):
+        theirs = getattr(daemon_track, key)
+        assert offline.track[key] == (list(theirs) if isinstance(theirs, tuple) else theirs), key
+    for key in ("mean_raw", "mean_smoothed", "active_share"):
+        np.testing.assert_allclose(offline.track[key], getattr(daemon_track, key), atol=2e-6)
+    assert list(offline.mean_scores.values()) == pytest.approx(offline.track["mean_raw"],
+                                                               abs=2e-6)
+    assert 'song.flac: "Ärtist - Sóng" 3.0 s' in format_text([offline])
 
 
 def test_listen_tracks_shows_the_current_titles_and_the_last_tracks(model_path, tmp_path):
