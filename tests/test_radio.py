@@ -12,7 +12,9 @@ import contextlib
 import http.server
 import io
 import re
+import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -29,6 +31,7 @@ from streamtag.client import listen_main
 from streamtag.config import SourceConfig, config_from_dict
 from streamtag.errors import ConfigError
 from streamtag.inference import InferenceModel
+from streamtag.sources import HttpSource
 from streamtag.tagging import format_text, tag_files
 from streamtag.testsignals import music_like
 from streamtag.tracks import TrackSummarizer
@@ -70,15 +73,28 @@ def icy_block(text: str) -> bytes:
 
 class IcyServer:
     """Serves ``audio`` once at ``bytes_per_s`` with ``icy-metaint`` when the client asks for
-    metadata: block i (after audio byte (i+1) * metaint) is ``titles[i]`` or empty."""
+    metadata: block i (after audio byte (i+1) * metaint) is ``titles[i]`` or empty. Optionally
+    in chunked transfer encoding (in pieces of ``chunk`` bytes), behind a redirect from
+    ``/old.mp3``, or over TLS."""
 
-    def __init__(self, audio: bytes, titles: dict[int, str], bytes_per_s: float) -> None:
+    def __init__(self, audio: bytes, titles: dict[int, str], bytes_per_s: float, *,
+                 chunk: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.audio, self.titles, self.bytes_per_s = audio, titles, bytes_per_s
         self.asked_for_metadata: list[bool] = []
+        self.paths: list[str] = []
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if chunk else "HTTP/1.0"
+
             def do_GET(self):
+                owner.paths.append(self.path)
+                if self.path == "/old.mp3":
+                    self.send_response(302)
+                    self.send_header("Location", "/live.mp3")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 icy = self.headers.get("Icy-MetaData") == "1"
                 owner.asked_for_metadata.append(icy)
                 self.send_response(200)
@@ -86,32 +102,42 @@ class IcyServer:
                 self.send_header("icy-name", "test radio")
                 if icy:
                     self.send_header("icy-metaint", str(METAINT))
+                if chunk:
+                    self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                t0, sent = time.monotonic(), 0
+                t0, sent, body = time.monotonic(), 0, bytearray()
                 for i, start in enumerate(range(0, len(owner.audio), METAINT)):
                     piece = owner.audio[start:start + METAINT]
                     if icy and len(piece) == METAINT:
                         title = owner.titles.get(i)
                         piece += icy_block(f"StreamTitle='{title}';") if title else b"\0"
+                    if chunk:  # chunks cut across audio and blocks alike
+                        body += piece
+                        piece = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (
+                            body[j:j + chunk] for j in range(0, len(body), chunk)))
+                        body.clear()
                     try:
                         self.wfile.write(piece)
                     except OSError:
                         return
                     sent += METAINT
                     time.sleep(max(0.0, t0 + sent / owner.bytes_per_s - time.monotonic()))
+                if chunk:
+                    self.wfile.write(b"0\r\n\r\n")
 
             def log_message(self, *args):
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/live.mp3"
+    def url(self, path: str = "/live.mp3", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}{path}"
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -155,7 +181,7 @@ def test_title_changes_land_at_their_metadata_blocks_and_each_piece_gets_a_track
     server = IcyServer(radio_mp3, TITLE_BLOCKS, bytes_per_s=4 * BITRATE / 8)
     daemon, sub = started(make_config(model_path, tmp_path))
     try:
-        daemon.add_source(SourceConfig("radio", server.url, {"reconnect": False}))
+        daemon.add_source(SourceConfig("radio", server.url(), {"reconnect": False}))
         got = [m for m in collect(sub, {"radio"}) if m.header.stream == "radio"]
     finally:
         daemon.stop()
@@ -209,6 +235,51 @@ def tagged_flac(path: Path, seconds: float = 3.0) -> Path:
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed; install with: apt-get install openssl")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("how", ["redirect", "chunked", "https"])
+def test_titles_arrive_through_redirects_chunked_responses_and_https(how, radio_mp3, tmp_path,
+                                                                     monkeypatch):
+    tls, path, scheme = None, "/live.mp3", "http"
+    if how == "https":
+        cert, key = self_signed(tmp_path)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this one only
+        scheme = "https"
+    elif how == "redirect":
+        path = "/old.mp3"
+    server = IcyServer(radio_mp3, TITLE_BLOCKS, bytes_per_s=1e9,
+                       chunk=1000 if how == "chunked" else None, tls=tls)
+    calls = []
+    try:
+        source = HttpSource(server.url(path, scheme), reconnect=False)
+        source.open(16000, lambda state, error, extra: calls.append((state, error, extra)))
+        samples = sum(c.samples.size for c in source.chunks(threading.Event()))
+    finally:
+        server.stop()
+    assert [c[0] for c in calls][-1] == "ended", calls
+    assert samples == pytest.approx(6.0 * 16000, abs=2 * MP3_FRAME)
+    titled = [(c[2]["title"], c[2]["title_sample"]) for c in calls if "title" in c[2]]
+    assert [t for t, _ in titled] == list(PIECES)
+    assert titled[0][1] == 0
+    for (_, sample), block in zip(titled[1:], (10, 21), strict=True):
+        block_s = (block + 1) * METAINT / (BITRATE / 8)
+        assert 0 <= sample / 16000 - block_s <= MP3_FRAME / MP3_RATE + 1 / 16000
+    assert all(c[2].get("station") == "test radio" for c in calls if "title" in c[2])
+    if how == "redirect":
+        assert server.paths == ["/old.mp3", "/live.mp3"]
 
 
 def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_path):
