@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the daemon's control endpoint: the current state is fetched at start")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--db", metavar="URL",
+                   help="a history database (streamtag record's) for the history view")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")

@@ -188,6 +188,28 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     return History(since, until, airtime, tracks, events, gaps, restarts)
 
 
+def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, until: float,
+                   bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bin edges in Unix seconds, windows per bin, share active per tag and bin)."""
+    edges = np.linspace(since, until, bins + 1)
+    active = np.zeros((len(tags), bins))
+    counts = np.zeros(bins)
+    index = {tag: i for i, tag in enumerate(tags)}
+    sc = schema.scores.c
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sc.sent_at, sc.active).where(
+            sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until))
+        for sent_at, names in rows:
+            b = min(int(np.searchsorted(edges, sent_at, side="right")) - 1, bins - 1)
+            counts[b] += 1
+            for tag in schema.unpack_names(names):
+                if tag in index:
+                    active[index[tag], b] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(counts > 0, active / np.maximum(counts, 1), np.nan)
+    return edges, counts, share
+
+
 # ---------------------------------------------------------------- formats
 
 def format_text(history: History) -> str:
