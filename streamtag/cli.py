@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
     p.add_argument("--stream", action="append", help="only this stream; repeatable")
     p.add_argument("--since", help="from this time: ISO 8601 (local time unless it has an "
-                                   "offset), Unix seconds, or ago as 2h, 30m, 1d")
+                                   "offset), a time of day (today), Unix seconds, or ago as "
+                                   "2h, 30m, 1d")
     p.add_argument("--until", help="up to this time (same forms as --since)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object")

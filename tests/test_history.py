@@ -36,6 +36,7 @@ from postgres_server import PostgresServer
 from streamtag.cli import main
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
+from streamtag.history.report import parse_time
 from streamtag.proxy import run_proxy
 from streamtag.publish import ControlServer
 
@@ -425,6 +426,18 @@ def test_history_writes_csv_text_and_a_timeline_png(recorded_hour, tmp_path, cap
     assert text.returncode == 0, text.stderr
     assert "radio-1: 3600 windows" in text.stdout and "radio-1 song 15" in text.stdout
     assert "radio-2" not in text.stdout
+
+
+def test_history_times_read_as_a_person_writes_them():
+    now = datetime(2026, 11, 22, 21, 30).timestamp()  # local time, as the command reads it
+    assert parse_time("2h", "--since", now) == now - 7200
+    assert parse_time("90s", "--since", now) == now - 90
+    assert parse_time("18:00", "--since", now) == datetime(2026, 11, 22, 18, 0).timestamp()
+    assert parse_time("2026-11-22T18:00+00:00", "--since", now) == datetime(
+        2026, 11, 22, 18, 0, tzinfo=UTC).timestamp()
+    assert parse_time("1764000000.5", "--since", now) == 1764000000.5
+    with pytest.raises(ValueError, match="time of day"):
+        parse_time("teatime", "--since", now)
 
 
 def test_history_refuses_bad_input_naming_the_fix(tmp_path, capsys):

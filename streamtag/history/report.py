@@ -30,11 +30,12 @@ from streamtag.history import schema
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
 _AGO_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
 
 
 def parse_time(text: str, option: str, now: float | None = None) -> float:
-    """Unix seconds from ISO 8601 (local time unless it names an offset), Unix seconds, or a
-    span ago such as 90s, 30m, 2h, 1d."""
+    """Unix seconds from ISO 8601 (local time unless it names an offset), a time of day
+    (today's, local), Unix seconds, or a span ago such as 90s, 30m, 2h, 1d."""
     value = text.strip()
     match = _AGO.fullmatch(value)
     if match:
@@ -43,12 +44,16 @@ def parse_time(text: str, option: str, now: float | None = None) -> float:
         return float(value)
     except ValueError:
         pass
+    if _CLOCK.fullmatch(value):  # a time of day: today's, as "between 18:00 and 20:00" means
+        base = datetime.fromtimestamp(time.time() if now is None else now)
+        value = f"{base:%Y-%m-%d}T{value}"
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise ConfigError(f"{option} {text!r} is not a time: use ISO 8601 such as "
-                          "2026-11-22T18:00 (local time) or 2026-11-22T18:00+00:00, Unix "
-                          "seconds, or a span ago such as 30m, 2h, 1d") from None
+                          "2026-11-22T18:00 (local time) or 2026-11-22T18:00+00:00, a time of "
+                          "day such as 18:00 (today), Unix seconds, or a span ago such as 30m, "
+                          "2h, 1d") from None
     return when.timestamp()  # a naive time is local, as a person means it
 
 
