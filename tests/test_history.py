@@ -453,3 +453,67 @@ def test_history_refuses_bad_input_naming_the_fix(tmp_path, capsys):
     assert result.returncode == 2 and "ISO 8601" in result.stderr
     result = history(capsys, "--db", "mysql://x/y")
     assert result.returncode == 2 and "PostgreSQL" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
+    """The daemon (in this process, two file sources added over its control socket once both
+    listeners hear it) and a `streamtag record` process: the database holds exactly the stream
+    messages a subscriber received, a track per file among them."""
+    from helpers import tiny_model_file
+    from test_daemon import make_config, wait_for_heartbeat
+
+    from streamtag.audio import write_audio
+    from streamtag.client import Subscriber
+    from streamtag.daemon import Daemon
+    from streamtag.publish import control_request
+    from streamtag.testsignals import music_like
+
+    files = {}
+    for name, seconds, seed in (("a", 6.0, 1), ("b", 5.0, 2)):
+        files[name] = tmp_path / f"{name}.flac"
+        write_audio(files[name], music_like(seconds, 44100, seed=seed), 44100)
+    config = make_config(tiny_model_file(tmp_path / "tiny.pt"), tmp_path)
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    daemon = Daemon(config).start()
+    recorder = run_streamtag("record", "--connect", daemon.publisher.endpoint, "--control",
+                             daemon.control.endpoint, "--db", url, popen=True)
+    try:
+        with Subscriber(daemon.publisher.endpoint) as sub:
+            wait_for_heartbeat(sub)
+            wait_until(lambda: table_rows(engine, schema.daemons), 20,
+                       "the recorder to store a heartbeat", interval=0.1)
+            for name, path in files.items():
+                reply = control_request(daemon.control.endpoint,
+                                        {"cmd": "add_source", "id": name, "spec": str(path)})
+                assert reply["ok"], reply
+            heard, ended = [], set()
+            deadline = time.monotonic() + 60
+            while ended != set(files) and time.monotonic() < deadline:
+                message = sub.recv(200)
+                if message is None or message.msg_type == "heartbeat":
+                    continue
+                heard.append(message)
+                if message.msg_type == "status" and message.body.state == "ended":
+                    ended.add(message.stream)
+            settle = time.monotonic() + 1.0  # the tracks follow the last window
+            while time.monotonic() < settle:
+                message = sub.recv(100)
+                if message is not None and message.msg_type != "heartbeat":
+                    heard.append(message)
+        assert ended == set(files)
+        wait_stored(engine, len(heard))
+        assert stored_keys(engine) == keys(heard)
+        tracks = table_rows(engine, schema.tracks)
+        assert sorted(t.stream for t in tracks) == ["a", "b"]
+        for track in tracks:
+            windows = sum(m.msg_type == "scores" and m.stream == track.stream for m in heard)
+            assert track.windows == windows and track.reason == "end"
+        assert table_rows(engine, schema.gaps) == []
+    finally:
+        stop_process(recorder)
+        recorder.communicate()
+        daemon.stop()
+        engine.dispose()

@@ -236,7 +236,8 @@ def format_text(history: History) -> str:
             lines.append(f"  tracks ({len(tracks)}):")
         for t in tracks:
             top = ", ".join(f"{name} {t['tags'][name]['mean_smoothed']:.2f}" for name in t["top"])
-            lines.append(f"    {_clock(t['started_at'])}  {t['ended_at'] - t['started_at']:7.0f}"
+            # The length is the audio's: a file tagged faster than real time takes less.
+            lines.append(f"    {_clock(t['started_at'])}  {t['end_s'] - t['start_s']:7.1f}"
                          f" s  {t['title'] or '(untitled)'}  active: "
                          f"{', '.join(t['active']) or '-'}  top: {top or '-'}")
         events = [e for e in history.events if e["stream"] == stream]

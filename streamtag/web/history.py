@@ -66,7 +66,7 @@ class HistoryView:
         return {"since": since, "until": now, "hours": hours, "bins": BINS,
                 "database": self.url, "streams": streams,
                 "tracks": [{k: t[k] for k in ("stream", "title", "started_at", "ended_at",
-                                              "windows", "active", "top")}
+                                              "start_s", "end_s", "windows", "active", "top")}
                            for t in history.tracks],
                 "events": history.events[-MAX_EVENTS:], "events_total": len(history.events),
                 "gaps": history.gaps, "restarts": history.restarts}

@@ -90,7 +90,7 @@
     const body = node.querySelector(".tracks tbody");
     for (const t of tracks.slice(-MAX_TRACK_ROWS).reverse()) {
       const tr = document.createElement("tr");
-      const cells = [clock(t.started_at), minutes(t.ended_at - t.started_at),
+      const cells = [clock(t.started_at), minutes(t.end_s - t.start_s),  // audio length
                      t.title || "(untitled)", t.active.length ? t.active.join(", ") :
                      `(none most of the time; top: ${t.top.join(", ")})`];
       cells.forEach((text, i) => {
