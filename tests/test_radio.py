@@ -32,6 +32,7 @@ from streamtag.config import SourceConfig, config_from_dict
 from streamtag.errors import ConfigError
 from streamtag.inference import InferenceModel
 from streamtag.sources import HttpSource
+from streamtag.sources.http import stream_format
 from streamtag.tagging import format_text, tag_files
 from streamtag.testsignals import music_like
 from streamtag.tracks import TrackSummarizer
@@ -75,11 +76,14 @@ class IcyServer:
     """Serves ``audio`` once at ``bytes_per_s`` with ``icy-metaint`` when the client asks for
     metadata: block i (after audio byte (i+1) * metaint) is ``titles[i]`` or empty. Optionally
     in chunked transfer encoding (in pieces of ``chunk`` bytes), behind a redirect from
-    ``/old.mp3``, or over TLS."""
+    ``/old.mp3``, over TLS, or with SHOUTcast v1's status line ``ICY 200 OK``."""
 
     def __init__(self, audio: bytes, titles: dict[int, str], bytes_per_s: float, *,
-                 chunk: int | None = None, tls: ssl.SSLContext | None = None) -> None:
+                 chunk: int | None = None, tls: ssl.SSLContext | None = None,
+                 icy_status: bool = False, hold_after: int | None = None) -> None:
         self.audio, self.titles, self.bytes_per_s = audio, titles, bytes_per_s
+        self.release = threading.Event()  # with hold_after: sending stops there until set
+        self.held_too_long = False  # nobody released the hold within 10 s
         self.asked_for_metadata: list[bool] = []
         self.paths: list[str] = []
         owner = self
@@ -97,7 +101,10 @@ class IcyServer:
                     return
                 icy = self.headers.get("Icy-MetaData") == "1"
                 owner.asked_for_metadata.append(icy)
-                self.send_response(200)
+                if icy_status:  # SHOUTcast v1's status line
+                    self._headers_buffer = [b"ICY 200 OK\r\n"]
+                else:
+                    self.send_response(200)
                 self.send_header("Content-Type", "audio/mpeg")
                 self.send_header("icy-name", "test radio")
                 if icy:
@@ -121,6 +128,9 @@ class IcyServer:
                     except OSError:
                         return
                     sent += METAINT
+                    if hold_after is not None and sent >= hold_after and not owner.release.is_set():
+                        owner.held_too_long = not owner.release.wait(10)
+                        owner.release.set()
                     time.sleep(max(0.0, t0 + sent / owner.bytes_per_s - time.monotonic()))
                 if chunk:
                     self.wfile.write(b"0\r\n\r\n")
@@ -248,9 +258,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.mark.parametrize("how", ["redirect", "chunked", "https"])
-def test_titles_arrive_through_redirects_chunked_responses_and_https(how, radio_mp3, tmp_path,
-                                                                     monkeypatch):
+@pytest.mark.parametrize("how", ["redirect", "chunked", "https", "shoutcast"])
+def test_titles_arrive_through_redirects_chunked_responses_https_and_shoutcast(
+        how, radio_mp3, tmp_path, monkeypatch):
     tls, path, scheme = None, "/live.mp3", "http"
     if how == "https":
         cert, key = self_signed(tmp_path)
@@ -261,7 +271,8 @@ def test_titles_arrive_through_redirects_chunked_responses_and_https(how, radio_
     elif how == "redirect":
         path = "/old.mp3"
     server = IcyServer(radio_mp3, TITLE_BLOCKS, bytes_per_s=1e9,
-                       chunk=1000 if how == "chunked" else None, tls=tls)
+                       chunk=1000 if how == "chunked" else None, tls=tls,
+                       icy_status=how == "shoutcast")
     calls = []
     try:
         source = HttpSource(server.url(path, scheme), reconnect=False)
@@ -280,6 +291,28 @@ def test_titles_arrive_through_redirects_chunked_responses_and_https(how, radio_
     assert all(c[2].get("station") == "test radio" for c in calls if "title" in c[2])
     if how == "redirect":
         assert server.paths == ["/old.mp3", "/live.mp3"]
+
+
+def test_a_stream_joined_mid_frame_plays_without_waiting_for_seconds_of_data(radio_mp3):
+    # A radio server's burst starts anywhere in an MP3 frame; FFmpeg's probe alone would want
+    # some 200 frames (5 s of a live stream) before it decodes. The Content-Type says MP3.
+    server = IcyServer(radio_mp3[417 * 3 + 100:], {}, bytes_per_s=1e9,
+                       hold_after=16000)  # one second of audio
+    chunks = []
+    try:
+        source = HttpSource(server.url(), reconnect=False)
+        source.open(16000)
+        for chunk in source.chunks(threading.Event()):
+            chunks.append((chunk, server.held_too_long))
+            break  # the first audio, while the server holds back all but its first second
+    finally:
+        server.release.set()
+        server.stop()
+    assert chunks and not chunks[0][1], "the first audio came only once the server sent more"
+    assert stream_format("audio/mpeg; charset=x", b"\x12\x34\xff\xfb") == "mp3"
+    assert stream_format("audio/aacp", b"\xff\xf1\x50\x80") == "aac"
+    assert stream_format("audio/mpeg", b"RIFF") is None  # a header of its own: FFmpeg probes
+    assert stream_format("application/octet-stream", b"\xff\xfb\x90\x64") is None
 
 
 def test_a_file_is_one_track_named_by_its_tags_or_by_the_config(model_path, tmp_path):

@@ -39,6 +39,61 @@ from streamtag.sources.icy import IcyBlock, IcyReader, parse_metaint
 TITLE_KEYS = ("StreamTitle", "icy-title", "title")
 # Bytes per network read, and PyAV's buffer: small, so a title is placed soon after it arrives.
 READ_SIZE = 8192
+# Demuxers for the Content-Types of headerless streams. FFmpeg's probe cannot see the type,
+# and on an MP3 stream joined mid-frame (as a radio server's burst starts) it wants some 200
+# frames, five seconds of a live stream, before it is sure. Streams that begin with a header
+# of their own (HEADER_MAGIC) are left to the probe, whatever their Content-Type says.
+FORMAT_BY_TYPE = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mpeg3": "mp3",
+                  "audio/x-mpeg": "mp3", "audio/aac": "aac", "audio/aacp": "aac",
+                  "audio/x-aac": "aac"}
+# How much audio FFmpeg reads to learn a stream's parameters before the first packet: its
+# default (5 s) would be seconds of waiting on a live stream; a few frames tell all.
+ANALYZE_US = "250000"
+HEADER_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM", b"\x1aE\xdf\xa3", b"caff")
+
+
+class _IcyResponse(http.client.HTTPResponse):
+    """A response that also takes SHOUTcast v1's status line, ``ICY 200 OK``, as HTTP/1.0."""
+
+    def _read_status(self):
+        if self.fp.peek(4)[:4] != b"ICY ":
+            return super()._read_status()
+        words = self.fp.readline(1024).decode("latin-1").split(None, 2)
+        if len(words) < 2 or not words[1].isdigit():
+            raise http.client.BadStatusLine(" ".join(words))
+        return "HTTP/1.0", int(words[1]), words[2].strip() if len(words) > 2 else ""
+
+
+class _IcyConnection(http.client.HTTPConnection):
+    response_class = _IcyResponse
+
+
+class _IcyTlsConnection(http.client.HTTPSConnection):
+    response_class = _IcyResponse
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_IcyConnection, req)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_IcyTlsConnection, req)
+
+
+# Redirects, HTTPS (certificates checked against the system's authorities) and chunked
+# transfer encoding as urllib does them; only the connections differ.
+_OPENER = urllib.request.build_opener(_HttpHandler, _HttpsHandler)
+
+
+def stream_format(content_type: str | None, head: bytes) -> str | None:
+    """The demuxer to use for a stream of this Content-Type that starts with ``head``; None
+    lets FFmpeg probe."""
+    if head.startswith(HEADER_MAGIC) or head[4:8] == b"ftyp":  # ftyp: MP4/M4A
+        return None
+    kind = (content_type or "").split(";")[0].strip().lower()
+    return FORMAT_BY_TYPE.get(kind)
 
 
 def strip_credentials(url: str) -> str:
@@ -171,14 +226,15 @@ class HttpSource(Source):
         """One connection: open, decode until the end, an error (raised) or ``stop``."""
         import av
 
-        # urllib follows redirects, speaks HTTPS and undoes chunked transfer encoding.
-        response = urllib.request.urlopen(self._request(), timeout=self.read_timeout_s)
+        response = _OPENER.open(self._request(), timeout=self.read_timeout_s)
         with closing(response):
             self.metaint = parse_metaint(response.headers.get("icy-metaint"))
             self.station = response.headers.get("icy-name") or self.station
             reader = IcyReader(response, self.metaint, READ_SIZE)
+            fmt = stream_format(response.headers.get("Content-Type"), reader.peek(4))
             try:
-                container = av.open(reader, mode="r", buffer_size=READ_SIZE)
+                container = av.open(reader, mode="r", format=fmt, buffer_size=READ_SIZE,
+                                    options={"analyzeduration": ANALYZE_US})
             except av.error.FFmpegError:
                 if reader.error is not None:  # the network failed while FFmpeg probed
                     raise reader.error from None

@@ -141,8 +141,25 @@ class IcyReader:
         self.read_size = read_size
         self.error: BaseException | None = None
         self.ended = False
+        self._peeked = b""
+
+    def peek(self, size: int) -> bytes:
+        """At least ``size`` audio bytes (fewer only at the end), left for ``read``."""
+        while len(self._peeked) < size:
+            more = self._read_network(size - len(self._peeked))
+            if not more:
+                break
+            self._peeked += more
+        return self._peeked
 
     def read(self, size: int = -1) -> bytes:
+        if self._peeked:
+            take = len(self._peeked) if size is None or size < 0 else max(1, size)
+            data, self._peeked = self._peeked[:take], self._peeked[take:]
+            return data
+        return self._read_network(size)
+
+    def _read_network(self, size: int) -> bytes:
         while not self.ended:
             want = self.read_size if size is None or size < 0 else max(1, size)
             try:
