@@ -122,7 +122,6 @@ class Recorder:
         self._overflow_lock = threading.Lock()
         self._stop_receiving = threading.Event()
         self._abandon = threading.Event()
-        self._subscribed = threading.Event()
         self._threads: list[threading.Thread] = []
         self._subscriber: Subscriber | None = None
 
@@ -160,13 +159,6 @@ class Recorder:
         if self._subscriber is not None:
             self._subscriber.close()
         return self.queue.empty() and (writer is None or not writer.is_alive())
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Wait for the writer to end (after stop); returns whether it has."""
-        if len(self._threads) < 2:
-            return True
-        self._threads[1].join(timeout_s)
-        return not self._threads[1].is_alive()
 
     # -- resuming
 
@@ -344,29 +336,30 @@ class Recorder:
 
     def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> None:
         header, body, msg_type = message.header, message.body, message.msg_type
+        session = _text(header.session)  # opaque to readers: any string up to 128 characters
         if message.gap:
-            self._gap(batch, header.stream, header.session, msg_type, header.seq - message.gap,
+            self._gap(batch, header.stream, session, msg_type, header.seq - message.gap,
                       message.gap, "seq", now)
         if msg_type == HEARTBEAT:
-            batch.daemons[header.session] = {
-                "session": header.session, "first_sent_at": header.sent_at,
+            batch.daemons[session] = {
+                "session": session, "first_sent_at": header.sent_at,
                 "last_sent_at": header.sent_at, "last_seq": header.seq,
                 "uptime_s": body.uptime_s, "streams": body.streams}
             return
         if msg_type not in STREAM_MSG_TYPES:
             return  # a type from a newer minor version: nothing to store it in
-        key = (header.stream, header.session)
+        key = (header.stream, session)
         if key not in self._known:
             previous = self._latest_session.get(header.stream)
             if message.restarted:
                 self.stats.restarts += 1
-            batch.add("sessions", {"stream": header.stream, "session": header.session,
+            batch.add("sessions", {"stream": header.stream, "session": session,
                                    "first_sent_at": header.sent_at,
                                    "previous_session": previous,
                                    "restarted": bool(message.restarted)})
             self._known.add(key)
-            self._latest_session[header.stream] = header.session
-        row = {"stream": header.stream, "session": header.session, "seq": header.seq,
+            self._latest_session[header.stream] = session
+        row = {"stream": header.stream, "session": session, "seq": header.seq,
                "sent_at": header.sent_at}
         if msg_type == "scores":
             row.update(model_id=self._model_key(batch, body.model, body.tags),
