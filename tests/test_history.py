@@ -519,3 +519,27 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
         recorder.communicate()
         daemon.stop()
         engine.dispose()
+
+
+def test_record_refuses_bad_input_naming_the_fix(tmp_path, capsys):
+    def record(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["record", *args])
+        return code, capsys.readouterr().err
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    code, err = record("--db", "mysql://somewhere/tags", "--connect", "tcp://127.0.0.1:1")
+    assert code == 2 and "PostgreSQL" in err
+    code, err = record("--db", url)
+    assert code == 2 and "--connect" in err
+    code, err = record("--db", url, "--upgrade")
+    assert code == 0 and schema.head_revision() in err
+    # A database written by a newer streamtag is refused by the recorder and by the reader.
+    engine = schema.create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    code, err = record("--db", url, "--connect", "tcp://127.0.0.1:1")
+    assert code == 2 and "upgrade streamtag" in err
+    result = history(capsys, "--db", url)
+    assert result.returncode == 2 and "upgrade streamtag" in result.stderr

@@ -488,9 +488,6 @@ def record_main(args: Any) -> int:
     """``streamtag record``; args has connect, control, db, queue_size, batch_size,
     max_backoff_s, metrics_port, metrics_address, upgrade and verbose."""
     import signal
-    import sys
-
-    from streamtag.errors import ConfigError
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -499,13 +496,31 @@ def record_main(args: Any) -> int:
     def on_signal(signum, frame) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _record(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _record(args: Any, stop: threading.Event) -> int:
+    import sys
+
+    from streamtag.errors import ConfigError
+
     try:
         engine = schema.create_db_engine(args.db)
         if args.upgrade:
+            try:
+                revision = schema.upgrade(engine)
+            except _RETRYABLE as exc:
+                raise ConfigError(f"cannot reach {schema.describe_url(engine)}: "
+                                  f"{str(exc.orig).strip()[:200]}") from None
             print(f"streamtag record: {schema.describe_url(engine)} is at schema revision "
-                  f"{schema.upgrade(engine)}", file=sys.stderr)
+                  f"{revision}", file=sys.stderr)
             return 0
         if not args.connect:
             raise ConfigError("streamtag record needs --connect ENDPOINT (a daemon's or a "
