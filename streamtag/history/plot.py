@@ -13,22 +13,24 @@ from streamtag.history.report import History, tag_share_bins
 
 MAX_BINS = 240          # columns per strip: enough to see a mood change, few enough to read
 MAX_TRACK_LABELS = 30   # more titles than this would overprint; only lines are drawn then
+MAX_STREAMS = 16        # strips in one picture; more would not be read (choose with --stream)
 
 
-def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> None:
-    """Write the timeline to `path` (PNG, or any format matplotlib knows by the suffix)."""
+def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> list[str]:
+    """Write the timeline to `path` (PNG, or any format matplotlib knows by the suffix);
+    returns the streams drawn (at most MAX_STREAMS, in order of their names)."""
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    streams = sorted(s for s, a in history.airtime.items() if a.windows)
+    streams = sorted(s for s, a in history.airtime.items() if a.windows)[:MAX_STREAMS]
     height = sum(1.2 + 0.28 * min(top, len(history.airtime[s].tags)) for s in streams)
     figure = Figure(figsize=(13, max(2.5, height + 0.8)), layout="constrained")
     FigureCanvasAgg(figure)
     if not streams:
         figure.text(0.5, 0.5, "nothing recorded in this range", ha="center", va="center")
         figure.savefig(path, dpi=110)
-        return
+        return []
     since = min(history.airtime[s].first_at for s in streams)
     until = max(history.airtime[s].last_at for s in streams)
     if history.since is not None:
@@ -79,6 +81,10 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
     axes[-1].set_xlabel(f"local time, {datetime.fromtimestamp(since):%Y-%m-%d %H:%M} to "
                         f"{datetime.fromtimestamp(until):%Y-%m-%d %H:%M}  (white lines: track "
                         "changes; red dashed: data missing; orange: daemon restart)")
-    figure.colorbar(image, ax=list(axes), label="share of windows with the tag active",
-                    shrink=0.8)
+    for ax in axes:  # every strip carries its own times: a tall picture is read in parts
+        ax.tick_params(axis="x", labelbottom=True, labelsize=8)
+    # A colour bar about two strips tall, at the top, however many strips there are.
+    figure.colorbar(image, ax=list(axes), label="share of windows\nwith the tag active",
+                    shrink=min(0.8, 3.0 / figure.get_figheight()), anchor=(0.0, 1.0))
     figure.savefig(path, dpi=110)
+    return streams

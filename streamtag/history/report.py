@@ -334,10 +334,13 @@ def history_main(args: Any) -> int:
 
         engine = schema.create_db_engine(args.db)
         try:
-            plot_history(engine, history, args.plot, top=args.top)
+            drawn = plot_history(engine, history, args.plot, top=args.top)
         finally:
             engine.dispose()
-        print(f"streamtag history: wrote {args.plot}", file=sys.stderr)
+        left = sum(1 for a in history.airtime.values() if a.windows) - len(drawn)
+        print(f"streamtag history: wrote {args.plot}"
+              + (f" ({len(drawn)} streams; {left} more not drawn: choose them with --stream)"
+                 if left > 0 else ""), file=sys.stderr)
     formatter = format_json if args.json else format_csv if args.csv else format_text
     sys.stdout.write(formatter(history))
     return 0
