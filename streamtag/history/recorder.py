@@ -191,6 +191,7 @@ class Recorder:
                         last_seq[(session, topic_for(msg_type, stream))] = int(max(seen))
             for row in conn.execute(sa.select(s.daemons.c.session, s.daemons.c.last_seq)):
                 last_seq[(row.session, HEARTBEAT)] = int(row.last_seq)
+        self.stats.db_up = True  # it answered; an idle feed is no reason to report it down
         return last_seq, sessions, restarted
 
     # -- receiving
