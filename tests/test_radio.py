@@ -74,11 +74,13 @@ def icy_block(text: str) -> bytes:
 
 class IcyServer:
     """Serves ``audio`` once at ``bytes_per_s`` with ``icy-metaint`` when the client asks for
-    metadata: block i (after audio byte (i+1) * metaint) is ``titles[i]`` or empty. Optionally
+    metadata: block i (after audio byte (i+1) * metaint) is ``titles[i]`` or empty (with a list
+    of such dicts, the n-th request gets the n-th). Optionally
     in chunked transfer encoding (in pieces of ``chunk`` bytes), behind a redirect from
     ``/old.mp3``, over TLS, or with SHOUTcast v1's status line ``ICY 200 OK``."""
 
-    def __init__(self, audio: bytes, titles: dict[int, str], bytes_per_s: float, *,
+    def __init__(self, audio: bytes, titles: dict[int, str] | list[dict[int, str]],
+                 bytes_per_s: float, *,
                  chunk: int | None = None, tls: ssl.SSLContext | None = None,
                  icy_status: bool = False, hold_after: int | None = None) -> None:
         self.audio, self.titles, self.bytes_per_s = audio, titles, bytes_per_s
@@ -116,7 +118,10 @@ class IcyServer:
                 for i, start in enumerate(range(0, len(owner.audio), METAINT)):
                     piece = owner.audio[start:start + METAINT]
                     if icy and len(piece) == METAINT:
-                        title = owner.titles.get(i)
+                        titles = owner.titles
+                        if isinstance(titles, list):  # one dict per request, then the last
+                            titles = titles[min(len(owner.asked_for_metadata), len(titles)) - 1]
+                        title = titles.get(i)
                         piece += icy_block(f"StreamTitle='{title}';") if title else b"\0"
                     if chunk:  # chunks cut across audio and blocks alike
                         body += piece
@@ -291,6 +296,31 @@ def test_titles_arrive_through_redirects_chunked_responses_https_and_shoutcast(
     assert all(c[2].get("station") == "test radio" for c in calls if "title" in c[2])
     if how == "redirect":
         assert server.paths == ["/old.mp3", "/live.mp3"]
+
+
+def test_after_a_reconnect_a_new_title_starts_where_the_new_connection_does(radio_mp3):
+    server = IcyServer(radio_mp3, [{0: "Before"}, {0: "After", 10: "Later"}], bytes_per_s=1e9)
+    calls, stop, samples = [], threading.Event(), 0
+    try:
+        source = HttpSource(server.url(), initial_backoff_s=0.05, max_backoff_s=0.1)
+        source.open(16000, lambda state, error, extra: calls.append((state, error, extra)))
+        for chunk in source.chunks(stop):
+            samples = chunk.sample_index + chunk.samples.size
+            if any(c[2].get("title") == "Later" for c in calls):
+                stop.set()
+    finally:
+        server.stop()
+    titled = [(c[2]["title"], c[2]["title_sample"]) for c in calls if "title" in c[2]]
+    reconnected = [c for c in calls if c[0] == "reconnecting"]
+    assert reconnected and "the server ended the stream" in reconnected[0][1]
+    assert [t for t, _ in titled] == ["Before", "After", "Later"]
+    first_connection = titled[1][1]  # where the second connection's audio starts
+    assert titled[0][1] == 0
+    assert 5.9 * 16000 < first_connection < 6.2 * 16000  # the whole 6 s of the first
+    block_s = 11 * METAINT / (BITRATE / 8)
+    assert 0 <= (titled[2][1] - first_connection) / 16000 - block_s <= (
+        MP3_FRAME / MP3_RATE + 1 / 16000)
+    assert samples > titled[2][1]
 
 
 def test_a_stream_joined_mid_frame_plays_without_waiting_for_seconds_of_data(radio_mp3):
@@ -514,10 +544,10 @@ def test_icecast_fed_by_ffmpeg_titles_and_tracks(model_path, tmp_path):
     from test_sources import icecast_server  # the Icecast fixture of the sources' tests
 
     playlist = ["ffconcat version 1.0"]
-    for i, title in enumerate(ICECAST_PIECES):
+    for i in range(len(ICECAST_PIECES)):
         path = tmp_path / f"piece{i}.flac"
         write_audio(path, music_like(PIECE_S, 44100, seed=20 + i) * (1.0, 0.15, 0.6)[i], 44100)
-        playlist += [f"file '{path}'", f"file_packet_metadata title={title}"]
+        playlist.append(f"file '{path}'")
     (tmp_path / "playlist.txt").write_text("\n".join(playlist) + "\n")
     with icecast_server() as (icecast, log):
         # ffmpeg plays the playlist in real time; as each piece starts (its progress report
