@@ -81,9 +81,6 @@ class _Batch:
     def add(self, table: str, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
 
-    def __len__(self) -> int:
-        return self.messages + sum(len(r) for r in self.rows.values()) + len(self.daemons)
-
 
 def _text(value: str | None) -> str | None:
     # PostgreSQL text cannot hold NUL; JSON strings on the wire can.

@@ -344,10 +344,3 @@ def history_main(args: Any) -> int:
     formatter = format_json if args.json else format_csv if args.csv else format_text
     sys.stdout.write(formatter(history))
     return 0
-
-
-def stream_ids(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
-        return [r[0] for r in conn.execute(sa.select(schema.sessions.c.stream).distinct()
-                                           .order_by(schema.sessions.c.stream))]
-
