@@ -164,7 +164,7 @@ def _snapshot_handler(station: Station, streams: tuple[str, ...]):
 
 
 def test_a_killed_recorder_loses_only_what_was_published_while_down_and_stores_it_as_a_gap(
-        tmp_path):
+        tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'tags.db'}"
     engine = schema.create_db_engine(url)
     schema.upgrade(engine)
@@ -203,6 +203,10 @@ def test_a_killed_recorder_loses_only_what_was_published_while_down_and_stores_i
         assert {r.stream for r in snapshots} == set(streams)
         assert all(r.session == station.session and schema.unpack_names(r.active) == ["calm"]
                    for r in snapshots)
+        told = history(capsys, "--db", url, "--stream", "radio-1")
+        assert told.returncode == 0
+        assert f"MISSING {lost[('radio-1', 'scores')]} scores messages" in told.stdout
+        assert "the daemon's tags then: calm" in told.stdout
 
         # The daemon restarts: a new session on the same endpoint, stored with its predecessor.
         old_session = station.session

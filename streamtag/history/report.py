@@ -86,6 +86,8 @@ class History:
     events: list[dict[str, Any]]
     gaps: list[dict[str, Any]]
     restarts: list[dict[str, Any]]
+    # Control snapshots the recorder took when it (re)started: the tag states then.
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,7 +96,7 @@ class History:
                             "airtime": {t: a.share(t) for t in a.tags}}
                         for s, a in sorted(self.airtime.items())},
             "tracks": self.tracks, "events": self.events, "gaps": self.gaps,
-            "restarts": self.restarts}
+            "restarts": self.restarts, "snapshots": self.snapshots}
 
 
 def _in_range(column, since: float | None, until: float | None) -> list:
@@ -197,7 +199,15 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                             *_streams(rc.stream, streams), rc.restarted.is_(True),
                             *_in_range(rc.first_sent_at, since, until))
                         .order_by(rc.first_sent_at))]
-    return History(since, until, airtime, tracks, events, gaps, restarts)
+
+        pc = s.snapshots.c
+        snapshots = [{"stream": r.stream, "session": r.session, "taken_at": r.taken_at,
+                      "active": s.unpack_names(r.active), "windows": r.windows}
+                     for r in conn.execute(
+                         sa.select(s.snapshots).where(*_streams(pc.stream, streams),
+                                                      *_in_range(pc.taken_at, since, until))
+                         .order_by(pc.taken_at, pc.id))]
+    return History(since, until, airtime, tracks, events, gaps, restarts, snapshots)
 
 
 def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, until: float,
@@ -267,6 +277,9 @@ def format_text(history: History) -> str:
         for r in (r for r in history.restarts if r["stream"] == stream):
             lines.append(f"  daemon restarted at {_clock(r['first_sent_at'])} (session "
                          f"{r['session'][:8]}); audio times restart at 0")
+        for p in (p for p in history.snapshots if p["stream"] == stream):
+            lines.append(f"  recorder (re)started at {_clock(p['taken_at'])}; the daemon's tags "
+                         f"then: {', '.join(p['active']) or '-'}")
     return "\n".join(lines) + "\n"
 
 
