@@ -467,19 +467,21 @@ class Recorder:
 
 # ---------------------------------------------------------------- streamtag record
 
-def _open_when_up(engine: Engine, stop: threading.Event, max_backoff_s: float) -> bool:
-    """Upgrade the schema, retrying with back-off while the database is down."""
+def _start_when_up(engine: Engine, make: Any, stop: threading.Event,
+                   max_backoff_s: float) -> Recorder | None:
+    """Upgrade the schema and start a recorder (`make()`), which reads where it left off;
+    retried with back-off while the database is down. None when stopped meanwhile."""
     backoff_s = FIRST_BACKOFF_S
     while not stop.is_set():
         try:
             schema.upgrade(engine)
-            return True
+            return make().start()  # reads the database before it subscribes
         except _RETRYABLE as exc:
             log.warning("cannot reach %s (%s); retrying in %.1f s", schema.describe_url(engine),
                         str(exc.orig).strip()[:200], backoff_s)
             stop.wait(backoff_s)
             backoff_s = min(backoff_s * 2, max_backoff_s)
-    return False
+    return None
 
 
 def record_main(args: Any) -> int:
@@ -523,12 +525,13 @@ def _record(args: Any, stop: threading.Event) -> int:
         if not args.connect:
             raise ConfigError("streamtag record needs --connect ENDPOINT (a daemon's or a "
                               "proxy's PUB endpoint); repeat it for several daemons")
-        if not _open_when_up(engine, stop, args.max_backoff_s):
+        recorder = _start_when_up(
+            engine, lambda: Recorder(engine, args.connect, args.control or (),
+                                     queue_size=args.queue_size, batch_size=args.batch_size,
+                                     max_backoff_s=args.max_backoff_s),
+            stop, args.max_backoff_s)
+        if recorder is None:
             return 0
-        recorder = Recorder(engine, args.connect, args.control or (),
-                            queue_size=args.queue_size, batch_size=args.batch_size,
-                            max_backoff_s=args.max_backoff_s)
-        recorder.start()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return 2
