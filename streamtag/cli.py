@@ -122,7 +122,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
             print(f"streamtag listen: {exc}", file=sys.stderr)
             return EXIT_USAGE
     return listen_main(args.endpoint, streams=args.stream or None, as_json=args.json,
-                       count=args.count, duration=args.duration, curve=curve)
+                       count=args.count, duration=args.duration, curve=curve,
+                       tracks=args.tracks, control=args.control)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -175,6 +176,18 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if failure:
         raise failure[0]
     return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from streamtag.history.recorder import record_main
+
+    return record_main(args)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from streamtag.history.report import history_main
+
+    return history_main(args)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
@@ -283,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--server-key", help="the daemon's public key file (NAME.key), for CURVE")
     p.add_argument("--client-key", help="this client's secret key file (NAME.key_secret)")
+    p.add_argument("--tracks", action="store_true",
+                   help="only what is playing: each title change and each finished track's "
+                        "summary")
+    p.add_argument("--control", metavar="ENDPOINT",
+                   help="with --tracks: the daemon's control endpoint, to start with its "
+                        "current titles and last tracks")
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("keys", help="CURVE key pairs for encrypted, authenticated sockets")
@@ -301,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the daemon's control endpoint: the current state is fetched at start")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--db", metavar="URL",
+                   help="a history database (streamtag record's) for the history view")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
@@ -310,6 +331,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="XPUB endpoint subscribers connect to (bound)")
     p.add_argument("--upstream", action="append", help="a daemon PUB endpoint to connect to")
     p.set_defaults(func=cmd_proxy)
+
+    p = sub.add_parser("record", help="write what daemons publish to a history database")
+    p.add_argument("--connect", action="append", metavar="ENDPOINT",
+                   help="a daemon's (or a proxy's) PUB endpoint; repeatable")
+    p.add_argument("--db", default="sqlite:///tags.db",
+                   help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
+    p.add_argument("--control", action="append", metavar="ENDPOINT",
+                   help="a daemon's control endpoint, for a snapshot at start; repeatable")
+    p.add_argument("--queue-size", type=int, default=100_000,
+                   help="messages that may wait for a slow or down database (default 100000)")
+    p.add_argument("--batch-size", type=int, default=2000,
+                   help="messages per transaction at most (default 2000)")
+    p.add_argument("--max-backoff-s", type=float, default=30.0,
+                   help="longest wait between retries of a down database (default 30)")
+    p.add_argument("--drain-timeout-s", type=float, default=10.0,
+                   help="on stop, how long to wait for the database to take the queue")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-address", default="127.0.0.1",
+                   help="address of the metrics server (default loopback)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="create or upgrade the database schema, then exit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("history", help="what was recorded: tracks, tag airtime, events")
+    p.add_argument("--db", default="sqlite:///tags.db",
+                   help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
+    p.add_argument("--stream", action="append", help="only this stream; repeatable")
+    p.add_argument("--since", help="from this time: ISO 8601 (local time unless it has an "
+                                   "offset), a time of day (today), Unix seconds, or ago as "
+                                   "2h, 30m, 1d")
+    p.add_argument("--until", help="up to this time (same forms as --since)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object")
+    fmt.add_argument("--csv", action="store_true", help="CSV rows: tracks, shares, events, gaps")
+    p.add_argument("--plot", metavar="FILE.png", help="draw a timeline of tag shares per stream")
+    p.add_argument("--top", type=int, default=8, help="tags drawn per stream (default 8)")
+    p.set_defaults(func=cmd_history)
     return parser
 
 

@@ -25,6 +25,7 @@ from streamtag.protocol import (
     Message,
     ScoresBody,
     StatusBody,
+    TrackBody,
     canonical_json,
     decode,
     decode_reply,
@@ -35,7 +36,8 @@ from streamtag.protocol import (
 from streamtag.security import ClientCurve, make_client
 from streamtag.sockets import bind_or_connect
 
-__all__ = ["ReceivedMessage", "Subscriber", "control_request", "format_message", "listen_main"]
+__all__ = ["NowPlaying", "ReceivedMessage", "Subscriber", "control_request", "format_message",
+           "listen_main"]
 
 ALL_TOPICS = MSG_TYPES
 _WAIT_SLICE_MS = 250  # an unbounded wait still wakes up this often, so Ctrl-C is prompt
@@ -182,6 +184,18 @@ class Subscriber:
             self.missed += gap
         return ReceivedMessage(message.header, message.body, gap=gap, restarted=restarted)
 
+    def resume(self, last_seq: Mapping[tuple[str, str], int],
+               sessions: Mapping[str, Iterable[str]],
+               restarted_sessions: Iterable[str] = ()) -> None:
+        """Judge on from what an earlier run saw (a recorder restarting from its database):
+        the last seq per (session, topic), the sessions seen per stream, and the sessions seen
+        starting (after a restart), whose first seq of a topic should be 0."""
+        for key, seq in last_seq.items():
+            self._last_seq[key] = max(seq, self._last_seq.get(key, -1))
+        for stream, seen in sessions.items():
+            self._sessions.setdefault(stream, set()).update(seen)
+        self._fresh.update(restarted_sessions)
+
     @property
     def closed(self) -> bool:
         return self._socket.closed
@@ -204,6 +218,17 @@ _BOLD, _GREEN, _RED, _RESET = "\033[1m", "\033[32m", "\033[31m", "\033[0m"
 def _clock(unix_s: float) -> str:
     ms = int((unix_s % 1) * 1000)
     return time.strftime("%H:%M:%S", time.localtime(unix_s)) + f".{ms:03d}"
+
+
+def _title(title: str | None) -> str:
+    return "(untitled)" if title is None else f'"{title}"'
+
+
+def _track_summary(body: TrackBody) -> str:
+    """Windows, the tags active for most of the track and the top mean smoothed scores."""
+    ranked = sorted(zip(body.mean_smoothed, body.tags, strict=True), reverse=True)[:3]
+    top = ", ".join(f"{tag} {score:.2f}" for score, tag in ranked) or "-"
+    return f"{body.windows} windows  mostly: {', '.join(body.active) or '-'}  mean: {top}"
 
 
 def format_message(message: ReceivedMessage, color: bool = False) -> str:
@@ -232,6 +257,9 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
             text += f"  source: {body.source}"
         if body.counters:
             text += "  " + " ".join(f"{k}={v}" for k, v in sorted(body.counters.items()))
+    elif isinstance(body, TrackBody):
+        text = paint(f"track {_title(body.title)}", _BOLD)
+        text += f"  {body.start_s:.2f}-{body.end_s:.2f} s  {_track_summary(body)}  ({body.reason})"
     elif isinstance(body, HeartbeatBody):
         text = (f"heartbeat  session {message.session[:8]}  up {body.uptime_s:.0f} s  "
                 f"{body.streams} streams")
@@ -244,15 +272,75 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
     return head + " " + text
 
 
+class NowPlaying:
+    """Each stream's current title and its last tracks, from status and track messages (and a
+    control `status` reply for a late start): what ``streamtag listen --tracks`` prints."""
+
+    def __init__(self, keep: int = 5, streams: frozenset[str] | None = None) -> None:
+        self.keep = keep
+        self.streams = streams  # None: every stream
+        self.titles: dict[str, str | None] = {}
+        self.tracks: dict[str, list[TrackBody]] = {}
+
+    def apply(self, message: Message) -> list[str]:
+        """Lines to print for one message: a new title, a finished track, or nothing."""
+        body, stream = message.body, message.stream
+        if isinstance(body, StatusBody):
+            known = stream in self.titles
+            if self.titles.get(stream) == body.title and (known or body.title is None):
+                self.titles[stream] = body.title
+                return []  # no title yet, or the same one
+            self.titles[stream] = body.title
+            return [f"{_clock(message.sent_at)}  {stream:<12} now playing {_title(body.title)}"]
+        if isinstance(body, TrackBody):
+            last = self.tracks.setdefault(stream, [])
+            last.append(body)
+            del last[:-self.keep]
+            return [f"{_clock(message.sent_at)}  {stream:<12} played {_title(body.title)}  "
+                    f"{_span(body.start_s, body.end_s)}  {_track_summary(body)}"]
+        return []
+
+    def apply_status_reply(self, reply: dict[str, Any]) -> list[str]:
+        """The daemon's view at the start: current titles and the last tracks it lists."""
+        lines = []
+        for stream, state in sorted((reply.get("streams") or {}).items()):
+            if self.streams is not None and stream not in self.streams:
+                continue
+            for fields in (state.get("tracks") or [])[-self.keep:]:
+                try:
+                    body = TrackBody(**fields)
+                except (TypeError, ProtocolError):
+                    continue  # a daemon of another version: its tracks are not ours to show
+                self.tracks.setdefault(stream, []).append(body)
+                lines.append(f"{'earlier':<12}  {stream:<12} played {_title(body.title)}  "
+                             f"{_span(body.start_s, body.end_s)}  {_track_summary(body)}")
+            self.titles[stream] = state.get("title")
+            lines.append(f"{'now':<12}  {stream:<12} now playing {_title(state.get('title'))}")
+        return lines
+
+
+def _span(start_s: float, end_s: float) -> str:
+    def clock(seconds: float) -> str:
+        minutes, secs = divmod(seconds, 60.0)
+        return f"{int(minutes)}:{secs:04.1f}"
+    return f"{clock(start_s)}-{clock(end_s)}"
+
+
 def listen_main(endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                 as_json: bool = False, count: int | None = None, duration: float | None = None,
                 out: TextIO | None = None, *, topics: Iterable[str] = ALL_TOPICS,
-                context: zmq.Context | None = None, curve: ClientCurve | None = None) -> int:
+                context: zmq.Context | None = None, curve: ClientCurve | None = None,
+                tracks: bool = False, control: str | None = None) -> int:
     """``streamtag listen``: print received messages until `count` or `duration` or Ctrl-C.
 
     One line per message: human-readable, or with `as_json` one JSON object per line with the
-    keys topic, header, body, gap and restarted. Returns the exit status.
+    keys topic, header, body, gap and restarted. With `tracks`, only what is playing: a line
+    per title change ("now playing") and per finished track, after the daemon's current
+    titles and last tracks when `control` (its control endpoint) is given; `count` then
+    counts those lines. Returns the exit status.
     """
+    if tracks:
+        topics = ("status", "track")
     out = sys.stdout if out is None else out
     color = not as_json and bool(getattr(out, "isatty", lambda: False)())
     deadline = None if duration is None else time.monotonic() + duration
@@ -262,8 +350,23 @@ def listen_main(endpoint: str | Sequence[str], streams: Iterable[str] | None = N
     except (ValueError, OSError) as exc:
         print(f"streamtag listen: {exc}", file=sys.stderr)
         return 2
+    playing = NowPlaying(streams=subscriber.streams) if tracks else None
     try:
         with subscriber:
+            if playing is not None and control is not None:
+                try:
+                    reply = control_request(control, {"cmd": "status"}, context=context,
+                                            curve=curve)
+                except (TimeoutError, OSError, ProtocolError) as exc:
+                    print(f"streamtag listen: no current titles from {control}: {exc}",
+                          file=sys.stderr)
+                else:
+                    if reply.get("ok"):
+                        lines = playing.apply_status_reply(reply)
+                        for line in lines:
+                            out.write(line + "\n")
+                        out.flush()
+                        printed += len(lines)
             while count is None or printed < count:
                 wait_ms = 500
                 if deadline is not None:
@@ -275,12 +378,15 @@ def listen_main(endpoint: str | Sequence[str], streams: Iterable[str] | None = N
                 if message is None:
                     continue
                 if as_json:
-                    line = canonical_json(message.to_dict()).decode("utf-8")
+                    lines = [canonical_json(message.to_dict()).decode("utf-8")]
+                elif playing is not None:
+                    lines = playing.apply(message)
                 else:
-                    line = format_message(message, color)
-                out.write(line + "\n")
+                    lines = [format_message(message, color)]
+                for line in lines:
+                    out.write(line + "\n")
                 out.flush()
-                printed += 1
+                printed += len(lines)
     except KeyboardInterrupt:
         pass  # the usual way to end a live view
     return 0

@@ -4,7 +4,8 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
 ``section.key`` and what is allowed; nothing starts half-configured. Defaults bind to loopback.
 
     [model]          path, device
-    [[sources]]      id, spec (file:PATH | PATH | http(s)://... | device:NAME | pipe:), and
+    [[sources]]      id, spec (file:PATH | PATH | http(s)://... | device:NAME | pipe:), title
+                     (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
     [publish]        endpoint, sndhwm, heartbeat_s
     [control]        endpoint ("" disables the control socket), file_roots
@@ -85,6 +86,7 @@ class SourceConfig:
     id: str
     spec: str
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    title: str | None = None  # the stream's fixed title; None: the titles the source reports
 
     def __post_init__(self) -> None:
         if not STREAM_ID.match(self.id):
@@ -93,6 +95,11 @@ class SourceConfig:
         if not self.spec:
             raise ConfigError(f"sources.spec of {self.id!r} is empty; give file:PATH, a path, "
                               "an http(s) URL, device:NAME or pipe:")
+        if self.title is not None and (not isinstance(self.title, str)
+                                       or not self.title.strip()):
+            raise ConfigError(f"sources.title of {self.id!r} must be a non-empty string (leave "
+                              f"it out to use the titles the source reports), got "
+                              f"{self.title!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,8 +259,8 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
         for key in ("id", "spec"):
             if not isinstance(entry.get(key), str):
                 raise ConfigError(f"sources[{i}].{key} is required and must be a string")
-        options = {k: v for k, v in entry.items() if k not in ("id", "spec")}
-        sources.append(SourceConfig(entry["id"], entry["spec"], options))
+        options = {k: v for k, v in entry.items() if k not in ("id", "spec", "title")}
+        sources.append(SourceConfig(entry["id"], entry["spec"], options, entry.get("title")))
     # A Counter, not ids.count: a sharded fleet gives every daemon the whole list (10,000s).
     duplicates = sorted(i for i, n in collections.Counter(s.id for s in sources).items() if n > 1)
     if duplicates:
@@ -293,8 +300,10 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
         if realtime is not None:
             extra = [dataclasses.replace(s, options={**s.options, "realtime": realtime})
                      for s in extra]
-        merged = config_from_dict({"sources": [{"id": s.id, "spec": s.spec, **s.options}
-                                               for s in (*config.sources, *extra)]}).sources
+        merged = config_from_dict({"sources": [
+            {"id": s.id, "spec": s.spec, **s.options,
+             **({"title": s.title} if s.title is not None else {})}
+            for s in (*config.sources, *extra)]}).sources
         changes["sources"] = merged
     if publish is not None:
         changes["publish"] = dataclasses.replace(config.publish, endpoint=publish)

@@ -19,6 +19,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,18 @@ from streamtag.control import ControlServer
 from streamtag.engine import Engine, WindowResult
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.inference import InferenceModel, keep_freed_memory
+from streamtag.protocol import TrackBody
 from streamtag.publish import Publisher
 from streamtag.security import Authenticator, CurveKeys, load_keys
 from streamtag.shard import ShardConfig
 from streamtag.smoothing import TagEvent
 from streamtag.sources import Source, parse_source
+from streamtag.tracks import Track, TrackSummarizer
 
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("ended", "failed")
+RECENT_TRACKS = 10  # finished tracks per stream that the status reply lists
 
 
 def default_model_path() -> Path:
@@ -106,6 +110,10 @@ class _SourceRun:
     title: str | None = None
     final: tuple[str, str | None] | None = None
     stream_added: bool = False
+    tracks: TrackSummarizer | None = None  # guarded by track_lock: source and engine threads
+    track_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    recent_tracks: deque = dataclasses.field(
+        default_factory=lambda: deque(maxlen=RECENT_TRACKS))
 
 
 class Daemon:
@@ -294,8 +302,14 @@ class Daemon:
 
     def _on_source_status(self, run: _SourceRun, state: str, error: str | None,
                           extra: dict) -> None:
-        if "title" in extra:
+        if "title" in extra and run.config.title is None:  # a configured title wins
             run.title = extra["title"]
+            if run.tracks is not None:
+                sample = extra.get("title_sample")
+                if sample is None:  # a source that does not place its titles: now
+                    sample = run.source.counters.get("samples", 0)
+                with run.track_lock:
+                    run.tracks.change_title(run.title, sample, extra.get("title_at"))
         if state in FINAL_STATES:
             return  # published by the daemon once the stream's last window is out
         run.state, run.error = state, error
@@ -323,6 +337,8 @@ class Daemon:
     def _run_source(self, run: _SourceRun) -> None:
         sid = run.config.id
         final: tuple[str, str | None] = ("ended", None)
+        run.title = run.config.title
+        run.tracks = TrackSummarizer(self.model.sample_rate, run.title, time.time())
         try:
             run.source.open(self.model.sample_rate,
                             lambda state, error, extra: self._on_source_status(
@@ -350,6 +366,16 @@ class Daemon:
     # -- engine sink -----------------------------------------------------------------------
 
     def on_window(self, result: WindowResult) -> None:
+        with self._lock:
+            run = self._runs.get(result.stream_id)
+        if run is not None and run.tracks is not None:
+            # Tracks this window closes go first: the window is already the next track's.
+            with run.track_lock:
+                closed = run.tracks.add_window(result.end_sample, result.tags, result.raw,
+                                               result.smoothed, result.active,
+                                               result.model_name, result.model_hash)
+            for track in closed:
+                self._publish_track(run, track)
         # Events first: the scores message that follows already lists their tags as active.
         for event in result.events:
             self._publish_event(result.stream_id, event, result.sample_rate)
@@ -369,9 +395,19 @@ class Daemon:
             run = self._runs.get(stream_id)
         if run is None:
             return
+        if run.tracks is not None and not run.tracks.ended:
+            with run.track_lock:
+                closed = run.tracks.end(round(end_s * self.model.sample_rate))
+            for track in closed:
+                self._publish_track(run, track)
         state, error = run.final or ("ended", None)
         run.state, run.error = state, error
         self._publish_status(run, state, error)
+
+    def _publish_track(self, run: _SourceRun, track: Track) -> None:
+        body = track.body_fields()
+        self.publisher.publish(run.config.id, TrackBody(**body))
+        run.recent_tracks.append(body)
 
     def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
         self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,
@@ -388,7 +424,7 @@ class Daemon:
             counters = self._counters(run)
             streams[run.config.id] = {"state": run.state, "error": run.error,
                                       "source": run.source.description, "title": run.title,
-                                      "counters": counters}
+                                      "counters": counters, "tracks": list(run.recent_tracks)}
         return {"session": self.publisher.session, "shard": {"index": self.shard.index,
                                                               "count": self.shard.count},
                 "uptime_s": time.monotonic() -
@@ -438,8 +474,8 @@ class Daemon:
                 raise ConfigError(f"add_source refuses {spec!r}: files must lie below "
                                   f"control.file_roots ({list(self.config.control.file_roots)})"
                                   " and pipe: is not available over the control socket")
-            options = {k: v for k, v in req.items() if k not in ("cmd", "id", "spec")}
-            self.add_source(SourceConfig(sid, spec, options))
+            options = {k: v for k, v in req.items() if k not in ("cmd", "id", "spec", "title")}
+            self.add_source(SourceConfig(sid, spec, options, req.get("title")))
             return {"id": sid}
 
         def remove_source(req: dict) -> dict:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -29,11 +29,13 @@ SCORES = "scores"
 EVENT = "event"
 STATUS = "status"
 HEARTBEAT = "heartbeat"
-MSG_TYPES = (SCORES, EVENT, STATUS, HEARTBEAT)
-STREAM_MSG_TYPES = (SCORES, EVENT, STATUS)
+TRACK = "track"  # since 1.1
+MSG_TYPES = (SCORES, EVENT, STATUS, HEARTBEAT, TRACK)
+STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK)
 
 EVENT_STATES = ("on", "off")
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
+TRACK_REASONS = ("title_change", "end")
 STREAM_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 MAX_ID_LENGTH = 128  # msg_id and session are opaque to readers, within this length
 
@@ -275,15 +277,14 @@ class ModelRef:
         _text(self.hash, "model hash")
 
     @classmethod
-    def coerce(cls, value: Any) -> ModelRef:
+    def coerce(cls, value: Any, what: str = "scores model") -> ModelRef:
         if isinstance(value, ModelRef):
             return value
         if not isinstance(value, Mapping):
-            raise ProtocolError(f"scores model must be an object {{name, hash}}, "
-                                f"got {_kind(value)}")
+            raise ProtocolError(f"{what} must be an object {{name, hash}}, got {_kind(value)}")
         for key in ("name", "hash"):
             if key not in value:
-                raise ProtocolError(f"scores model is missing the field {key!r}")
+                raise ProtocolError(f"{what} is missing the field {key!r}")
         return cls(value["name"], value["hash"])
 
     def to_dict(self) -> dict[str, str]:
@@ -399,9 +400,73 @@ class HeartbeatBody(_Part):
         _set(self, "streams", _integer(self.streams, "heartbeat streams"))
 
 
-Body = ScoresBody | EventBody | StatusBody | HeartbeatBody
+@dataclass(frozen=True)
+class TrackBody(_Part):
+    """The summary of one track (protocol 1.1): the audio between two title changes.
+
+    A track is [start_sample, end_sample) of the stream's audio; `reason` says what ended it.
+    The means and active shares are over the `windows` windows of the track, one value per tag
+    in the order of `tags`; a track too short for any window has no tags and no means.
+    """
+
+    title: str | None
+    reason: str
+    start_s: float
+    end_s: float
+    start_sample: int
+    end_sample: int
+    started_at: float
+    ended_at: float
+    windows: int
+    tags: tuple[str, ...]
+    mean_raw: tuple[float, ...]
+    mean_smoothed: tuple[float, ...]
+    active_share: tuple[float, ...]
+    active: tuple[str, ...]
+    model: ModelRef
+
+    msg_type: ClassVar[str] = TRACK
+    _what: ClassVar[str] = "track body"
+
+    def __post_init__(self) -> None:
+        _optional_text(self.title, "track title")
+        _choice(self.reason, "track reason", TRACK_REASONS)
+        _set(self, "start_s", _number(self.start_s, "track start_s", minimum=0))
+        _set(self, "end_s", _number(self.end_s, "track end_s", minimum=self.start_s))
+        _set(self, "start_sample", _integer(self.start_sample, "track start_sample"))
+        _set(self, "end_sample", _integer(self.end_sample, "track end_sample",
+                                          minimum=self.start_sample))
+        # Wall clocks may step back (NTP), so the two times are not ordered here.
+        _set(self, "started_at", _number(self.started_at, "track started_at", minimum=0))
+        _set(self, "ended_at", _number(self.ended_at, "track ended_at", minimum=0))
+        _set(self, "windows", _integer(self.windows, "track windows"))
+        _set(self, "tags", _names(self.tags, "track tags"))
+        if len(set(self.tags)) != len(self.tags):
+            raise ProtocolError("track tags must not repeat a name")
+        if self.windows == 0 and self.tags:
+            raise ProtocolError("a track of 0 windows has no means: its tags must be empty")
+        for name in ("mean_raw", "mean_smoothed", "active_share"):
+            values = _numbers(getattr(self, name), f"track {name}")
+            if len(values) != len(self.tags):
+                raise ProtocolError(f"track {name} has {len(values)} values for "
+                                    f"{len(self.tags)} tags; they must match one to one")
+            _set(self, name, values)
+        for tag, share in zip(self.tags, self.active_share, strict=True):
+            if not 0.0 <= share <= 1.0:
+                raise ProtocolError(f"track active_share of {tag!r} must be in [0, 1], "
+                                    f"got {share!r}")
+        _set(self, "active", _names(self.active, "track active"))
+        most = {tag for tag, share in zip(self.tags, self.active_share, strict=True)
+                if share > 0.5}
+        if set(self.active) != most or len(self.active) != len(most):
+            raise ProtocolError(f"track active must name each tag whose active_share is over "
+                                f"0.5 once ({sorted(most)}), got {list(self.active)}")
+        _set(self, "model", ModelRef.coerce(self.model, "track model"))
+
+
+Body = ScoresBody | EventBody | StatusBody | HeartbeatBody | TrackBody
 BODY_TYPES: dict[str, type] = {b.msg_type: b for b in (ScoresBody, EventBody, StatusBody,
-                                                        HeartbeatBody)}
+                                                        HeartbeatBody, TrackBody)}
 for _part in (Header, *BODY_TYPES.values()):
     _part._register()
 

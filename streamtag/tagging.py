@@ -3,7 +3,9 @@
 Each file becomes a stream of the same ``Engine`` the daemon runs, so windows, smoothing and
 events are the daemon's. Per file the result is the tag segments (a tag's on event to its off
 event, with the mean smoothed score between them) and a track summary: the mean of the window
-probabilities per tag and the tags whose mean reaches the tag's threshold.
+probabilities per tag and the tags whose mean reaches the tag's threshold, and the file as one
+track, summarised as the daemon's ``track`` message would (``streamtag.tracks``; its title from
+the file's title and artist tags).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from streamtag.errors import SourceError
 from streamtag.inference import InferenceModel, keep_freed_memory
 from streamtag.smoothing import SmoothingConfig, TagEvent
 from streamtag.sources import FileSource
+from streamtag.tracks import TrackSummarizer
 
 
 @dataclasses.dataclass
@@ -42,6 +45,8 @@ class FileTags:
     mean_scores: dict[str, float] = dataclasses.field(default_factory=dict)
     tags: list[str] = dataclasses.field(default_factory=list)  # mean score >= threshold
     error: str | None = None
+    title: str | None = None  # from the file's tags
+    track: dict | None = None  # the fields of the daemon's track message for this file
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,18 +60,28 @@ class _Collector:
         self.results: dict[str, FileTags] = {}
         self._raw: dict[str, list[np.ndarray]] = {}
         self._open: dict[str, dict[str, tuple[float, list[float]]]] = {}
+        self._tracks: dict[str, TrackSummarizer] = {}
         self._lock = threading.Lock()
 
     def start(self, stream_id: str, path: str) -> None:
         self.results[stream_id] = FileTags(path=path)
         self._raw[stream_id] = []
         self._open[stream_id] = {}
+        self._tracks[stream_id] = TrackSummarizer(self.model.sample_rate)
+
+    def name(self, stream_id: str, title: str | None) -> None:
+        """The file's title, from its tags: the title of its one track."""
+        self.results[stream_id].title = title
+        self._tracks[stream_id].change_title(title, 0)
 
     def on_window(self, result: WindowResult) -> None:
         with self._lock:
             out = self.results[result.stream_id]
             out.windows += 1
             self._raw[result.stream_id].append(result.raw)
+            self._tracks[result.stream_id].add_window(
+                result.end_sample, result.tags, result.raw, result.smoothed, result.active,
+                result.model_name, result.model_hash)
             opened = self._open[result.stream_id]
             self._events(result.stream_id, result.events)
             for tag, (_, scores) in opened.items():
@@ -88,6 +103,10 @@ class _Collector:
             out = self.results[stream_id]
             out.segments.sort(key=lambda s: (s.start_s, s.tag))
             out.duration_s = end_s
+            (track,) = self._tracks[stream_id].end(round(end_s * self.model.sample_rate))
+            if out.error is None:
+                out.track = {k: list(v) if isinstance(v, tuple) else v
+                             for k, v in track.body_fields().items()}
             if self._raw[stream_id]:
                 means = np.mean(self._raw[stream_id], axis=0)
                 out.mean_scores = {t: round(float(m), 6)
@@ -110,6 +129,7 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
         try:
             source = FileSource(path)
             source.open(model.sample_rate)
+            collector.name(sid, source.title)
             for chunk in source.chunks(threading.Event()):
                 engine.accept(sid, chunk.samples)
         except SourceError as exc:
@@ -126,7 +146,10 @@ def format_text(results: Sequence[FileTags]) -> str:
             lines.append(f"{r.path}: ERROR {r.error}")
             continue
         tags = ", ".join(f"{t} ({r.mean_scores[t]:.2f})" for t in r.tags) or "none"
-        lines.append(f"{r.path}: {r.duration_s:.1f} s, {r.windows} windows; tags: {tags}")
+        title = f' "{r.title}"' if r.title else ""
+        mostly = ", ".join(r.track["active"]) if r.track and r.track["active"] else "none"
+        lines.append(f"{r.path}:{title} {r.duration_s:.1f} s, {r.windows} windows; tags: {tags}; "
+                     f"active most of the time: {mostly}")
         for s in r.segments:
             lines.append(f"  {s.start_s:8.2f} - {s.end_s:8.2f}  {s.tag:<20s} {s.mean_score:.2f}")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from streamtag.control import ControlServer  # noqa: E402
+from streamtag.protocol import TrackBody  # noqa: E402
 from streamtag.publish import Publisher  # noqa: E402
 from streamtag.web import dashboard_main, run_dashboard  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
@@ -304,6 +305,40 @@ def test_feed_state_follows_events_and_restarts():
     assert state.liveness()["alive"] is True
 
 
+def track_body(title: str | None, active: tuple[str, ...], start_s: float, end_s: float) -> dict:
+    share = [1.0 if tag in active else 0.0 for tag in TAGS]
+    return TrackBody(title=title, reason="title_change", start_s=start_s, end_s=end_s,
+                     start_sample=int(start_s * 16000), end_sample=int(end_s * 16000),
+                     started_at=1.0, ended_at=2.0, windows=3, tags=TAGS,
+                     mean_raw=scores_for(active), mean_smoothed=scores_for(active),
+                     active_share=share, active=active, model=MODEL).to_dict()
+
+
+def test_feed_state_keeps_the_last_tracks_across_restarts_and_from_a_status_reply():
+    state = FeedState(["tcp://127.0.0.1:1"], history_s=60)
+
+    def message(msg_type, session, body, seq=0):
+        return {"topic": f"{msg_type}.room",
+                "header": {"msg_type": msg_type, "session": session, "stream": "room",
+                           "seq": seq, "sent_at": 1.0, "msg_id": "x", "version": "1.1"},
+                "body": body, "gap": 0, "restarted": False}
+
+    for i in range(7):
+        state.apply_message(message("track", "s1", track_body(f"song {i}", ("calm",), i, i + 1),
+                                    seq=i))
+    assert [t["title"] for t in state.view("room")["tracks"]] == [f"song {i}" for i in range(2, 7)]
+    state.apply_message(message("status", "s2", {"state": "running", "title": "song 7"}))
+    assert len(state.view("room")["tracks"]) == 5  # a daemon restart keeps what was played
+    assert state.view("room")["status"]["title"] == "song 7"
+    # A dashboard that starts late gets them from the daemon's status reply.
+    late = FeedState(["tcp://127.0.0.1:1"], history_s=60)
+    status = {"streams": {"room": {"state": "running", "title": "now", "tracks": [
+        track_body("before", ("loud",), 0, 3)]}}}
+    late.apply_snapshot({"session": "s1", "streams": {"room": {"tags": list(TAGS)}}}, status)
+    room = late.view("room")
+    assert [t["title"] for t in room["tracks"]] == ["before"] and room["status"]["title"] == "now"
+
+
 def test_websocket_bridge_snapshot_and_late_join(endpoints, closing):
     pub, control = endpoints
     # Heartbeats only: whatever the page shows of the room comes from the snapshot.
@@ -393,6 +428,35 @@ def browser():
             yield browser
         finally:
             browser.close()
+
+
+def test_page_shows_the_title_and_the_last_tracks(browser, endpoints, closing, tmp_path):
+    from playwright.sync_api import expect
+
+    pub, control = endpoints
+    daemon = FakeDaemon(pub, control, active=("calm",))
+    closing.append(daemon)
+    dashboard = DashboardThread(pub, control=control, history_s=60)
+    closing.append(dashboard)
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    closing.append(page)
+    page.goto(dashboard.url)
+    panel = page.locator('section.panel[data-stream="room"]')
+    expect(panel.locator(".tile[data-tag]")).to_have_count(1, timeout=WAIT_S * 1000)
+    expect(panel.locator(".recent")).to_be_hidden()  # no track has ended yet
+    with daemon._lock:
+        daemon.publisher.publish_status("room", state="running", title="Artist - Opening")
+        daemon.publisher.publish("room", TrackBody(**track_body(None, ("calm",), 0, 95)))
+        daemon.publisher.publish_status("room", state="running", title="Artist - Second")
+        daemon.publisher.publish("room", TrackBody(**track_body(
+            "Artist - Opening", ("loud", "bright"), 95, 290.4)))
+    expect(panel.locator(".title")).to_have_text("Artist - Second", timeout=WAIT_S * 1000)
+    tracks = panel.locator(".recent .track")
+    expect(tracks).to_have_count(2, timeout=WAIT_S * 1000)
+    expect(tracks.locator(".track-title")).to_have_text(["Artist - Opening", "(untitled)"])
+    expect(tracks.locator(".track-length")).to_have_text(["3:15", "1:35"])
+    expect(tracks.first.locator(".chip")).to_have_text(["loud", "bright"])
+    page.screenshot(path=str(tmp_path / "dashboard-tracks.png"))
 
 
 def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_path):

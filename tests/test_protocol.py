@@ -25,6 +25,7 @@ from streamtag.protocol import (
     ModelRef,
     ScoresBody,
     StatusBody,
+    TrackBody,
     decode,
     decode_reply,
     decode_request,
@@ -58,6 +59,12 @@ def sample_bodies() -> dict[str, object]:
         "status": StatusBody(state="reconnecting", error="HTTP 503", counters={"reconnects": 2},
                              title="Ünïcode – title", source="http://example.com/s"),
         "heartbeat": HeartbeatBody(uptime_s=1.5, streams=3),
+        "track": TrackBody(title="Ünïcode; 'quoted'", reason="end", start_s=12.0, end_s=15.0,
+                           start_sample=192000, end_sample=240000, started_at=1732233600.0,
+                           ended_at=1732233603.5, windows=2, tags=["rock", "calm"],
+                           mean_raw=[0.9, 0.1], mean_smoothed=[0.8, 0.2],
+                           active_share=[1.0, 0.5], active=["rock"],
+                           model=ModelRef("crnn", "sha256:00")),
     }
 
 
@@ -87,6 +94,8 @@ def test_topics_follow_the_header():
     assert sample_message("event").topic == "event.radio-1"
     assert sample_message("status").topic == "status.radio-1"
     assert sample_message("heartbeat").topic == "heartbeat"
+    assert sample_message("track").topic == "track.radio-1"
+    assert subscription_prefix("track", "radio-1") == b"track.radio-1"
     assert subscription_prefix("event") == b"event."
     assert subscription_prefix("scores", "radio-1") == b"scores.radio-1"
     assert subscription_prefix("heartbeat", "radio-1") == b"heartbeat"
@@ -147,6 +156,11 @@ def test_reference_messages_carry_the_fields_a_plain_reader_expects():
     assert scores.body.model == ModelRef("crnn-moodtheme", "sha256:3b2f9c0e")
     status = decode(frames_of(json.loads((DATA / "status.json").read_text())["frames"]))
     assert status.body.title == "Café Tacvba – Eres" and status.body.error is None
+    track = decode(frames_of(json.loads((DATA / "track.json").read_text())["frames"]))
+    assert track.header.version == "1.1" and track.topic == "track.radio-1"
+    assert track.body.windows == 80 and track.body.active == ("rock",)
+    assert (track.body.end_sample - track.body.start_sample) / 16000 == pytest.approx(
+        track.body.end_s - track.body.start_s)
 
 
 INVALID = json.loads((DATA / "invalid.json").read_text(encoding="utf-8"))["cases"]
@@ -222,6 +236,52 @@ def test_invalid_bodies_cannot_be_built(change):
     fields_ = {f.name: getattr(sample_bodies()["scores"], f.name) for f in fields(ScoresBody)}
     with pytest.raises(ProtocolError):
         ScoresBody(**{**fields_, **change})
+
+
+def track_fields(**change) -> dict:
+    body = sample_bodies()["track"]
+    return {**{f.name: getattr(body, f.name) for f in fields(TrackBody)}, **change}
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"reason": "reconnect"}, "track reason must be one of title_change, end"),
+    ({"mean_raw": [0.9]}, "track mean_raw has 1 values for 2 tags"),
+    ({"mean_smoothed": [0.9, float("inf")]}, "track mean_smoothed[1] must be finite"),
+    ({"active_share": [1.5, 0.0], "active": ["rock"]}, "active_share of 'rock' must be in [0, 1]"),
+    ({"active": []}, "whose active_share is over 0.5 once (['rock'])"),
+    ({"active": ["rock", "calm"]}, "whose active_share is over 0.5"),
+    ({"active": ["rock", "rock"]}, "whose active_share is over 0.5"),
+    ({"end_s": 11.0}, "track end_s must be >= 12"),
+    ({"end_sample": 1}, "track end_sample must be >= 192000"),
+    ({"windows": -1}, "track windows must be >= 0"),
+    ({"windows": 0}, "a track of 0 windows has no means"),
+    ({"started_at": "yesterday"}, "track started_at must be a number"),
+    ({"title": 5}, "track title must be a string"),
+    ({"model": "crnn"}, "track model must be an object"),
+])
+def test_invalid_track_bodies_cannot_be_built(change, error):
+    with pytest.raises(ProtocolError, match=re.escape(error)):
+        TrackBody(**track_fields(**change))
+
+
+def test_a_track_without_windows_has_no_means_and_a_missing_title_is_null():
+    body = TrackBody(**track_fields(windows=0, tags=[], mean_raw=[], mean_smoothed=[],
+                                    active_share=[], active=[], title=None))
+    message = make_message(body, session=SESSION, stream="a", seq=0, sent_at=1.0)
+    assert json.loads(encode(message)[2])["title"] is None
+    assert decode(encode(message)).body == body
+
+
+def test_a_1_0_reader_skips_a_track_message_as_an_unknown_type():
+    # What a 1.0 reader does with a 1.1 track message: an unknown msg_type is refused with
+    # ProtocolError, which Subscriber counts as invalid and skips (docs/protocol.md).
+    frames = encode(sample_message("track"))
+    header = json.loads(frames[1])
+    assert header["version"] == "1.1"
+    header["msg_type"] = "lyrics"  # a type from a later minor that this reader does not know
+    with pytest.raises(ProtocolError, match="unknown msg_type 'lyrics'"):
+        decode([b"lyrics.radio-1", json.dumps(header).encode(), frames[2]])
+    assert not b"track.radio-1".startswith(subscription_prefix("scores"))
 
 
 @pytest.mark.parametrize("stream", ["radio-1", "a", "studio_b:mic.2", "x" * 128])
@@ -302,7 +362,7 @@ def test_document_states_the_code_protocol_version():
 def test_document_describes_every_field_and_message_type():
     text = doc_text()
     names = [f.name for f in fields(Header)]
-    for body in (ScoresBody, EventBody, StatusBody, HeartbeatBody):
+    for body in (ScoresBody, EventBody, StatusBody, HeartbeatBody, TrackBody):
         names += [f.name for f in fields(body)]
         assert f"### `{body.msg_type}`" in text
     for name in names:
@@ -315,7 +375,7 @@ def test_document_describes_every_field_and_message_type():
 def test_document_examples_match_the_reference_bytes():
     # The examples on the page are the canonical bytes of the stored reference messages.
     text = doc_text()
-    for name in ("scores", "event", "status", "heartbeat"):
+    for name in ("scores", "event", "status", "heartbeat", "track"):
         frames = json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))["frames"]
         assert frames[2] in text, f"docs/protocol.md shows another {name} body than {name}.json"
     header = json.loads((DATA / "scores.json").read_text(encoding="utf-8"))["frames"][1]

@@ -17,6 +17,7 @@ from streamtag.client import ReceivedMessage, Subscriber, control_request, liste
 from streamtag.control import ControlServer
 from streamtag.errors import ProtocolError
 from streamtag.protocol import (
+    PROTOCOL_VERSION,
     EventBody,
     ModelRef,
     ScoresBody,
@@ -179,8 +180,8 @@ def test_undecodable_messages_are_skipped_and_counted(ctx):
     with Subscriber(f"tcp://127.0.0.1:{port}", context=ctx) as sub:
         good = encode(make_message(EventBody(tag="rock", state="on", score=1.0, time_s=0.0,
                                              sample=0), session="s1", stream="a", seq=0))
-        bad_version = [good[0], good[1].replace(b'"version":"1.0"', b'"version":"9.0"'),
-                       good[2]]
+        ours = f'"version":"{PROTOCOL_VERSION}"'.encode()
+        bad_version = [good[0], good[1].replace(ours, b'"version":"9.0"'), good[2]]
         deadline = time.monotonic() + 5
         message = None
         while message is None and time.monotonic() < deadline:
@@ -337,7 +338,7 @@ def test_control_commands_are_answered(control, ctx):
                             context=ctx)
     assert reply == {"ok": True, "snapshot": {"active": ["rock"]}}
     reply = control_request(control.endpoint, {"cmd": "ping"}, context=ctx)
-    assert reply["protocol"] == "1.0" and "snapshot" in reply["commands"]
+    assert reply["protocol"] == PROTOCOL_VERSION and "snapshot" in reply["commands"]
 
 
 def test_control_errors_keep_the_server_serving(control, ctx):

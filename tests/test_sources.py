@@ -393,7 +393,13 @@ def test_http_source_reads_an_mp3_like_the_file_source(audio_server, media):
     chunks = read_all(HttpSource(server.url(), reconnect=False), TARGET, status)
     assert_contiguous(chunks)
     from_file = concat(read_all(FileSource(media["mp3_44k_stereo"])))
-    np.testing.assert_allclose(concat(chunks), from_file, atol=1e-6)
+    # The same samples; a file's MP3 end padding is trimmed only where FFmpeg can seek to
+    # the end, not in a stream read front to back: at most one MP3 frame more (which also
+    # changes the resampler's last few milliseconds).
+    got = concat(chunks)
+    assert from_file.size <= got.size <= from_file.size + 1152 * TARGET / 44100
+    same = from_file.size - TARGET // 100
+    np.testing.assert_allclose(got[:same], from_file[:same], atol=1e-6)
     assert status.states() == ["starting", "running", "ended"]
 
 
@@ -605,22 +611,27 @@ def test_icecast_stream_yields_audio_and_the_stream_title(icecast):
             status.calls
         titled = next(c for c in status.calls if c[2].get("title"))
         assert titled[2].get("station") == "streamtag test"
-        # A title change mid-connection is not visible through PyAV (see http.py); after a
-        # reconnect it is. Kick our listener so the source reconnects.
+        assert titled[2]["title_sample"] == 0  # the first block names the audio from 0
+        # A title change mid-connection is seen as it arrives, placed further on.
         icecast.admin("metadata", mode="updinfo", song="Second Song")
-        time.sleep(0.7)
+        assert status.wait_for(lambda c: c[2].get("title") == "Second Song", timeout=5.0), \
+            status.calls
+        second = next(c for c in status.calls if c[2].get("title") == "Second Song")
+        assert 0 < second[2]["title_sample"] <= consumer.samples() + TARGET
+        assert source.counters["reconnects"] == 0
+        # Kick our listener: the source reconnects, and the unchanged title is not repeated.
         ids = _listener_ids(icecast.admin("listclients"))
         assert ids, "our listener is not listed"
         for listener in ids:
             icecast.admin("killclient", id=listener)
         assert status.wait_for(lambda c: c[0] == "reconnecting", timeout=10.0), status.calls
-        assert status.wait_for(lambda c: c[2].get("title") == "Second Song", timeout=10.0), \
-            status.calls
         before = consumer.samples()
         assert consumer.wait_samples(before + TARGET // 2, timeout=10.0)
     finally:
         consumer.finish()
     assert consumer.error is None
+    assert [c[2]["title"] for c in status.calls if "title" in c[2]] == ["First Song",
+                                                                          "Second Song"]
     assert_contiguous(consumer.chunks)
     assert np.abs(concat(consumer.chunks)).max() > 0.05  # music, not silence
 

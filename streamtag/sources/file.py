@@ -14,9 +14,24 @@ from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
 
 
+def title_from_tags(*metadata: dict) -> str | None:
+    """"Artist - Title" from the first of ``metadata`` (dicts of tags, any key case) that has a
+    title; just the title without an artist; None without a title."""
+    for tags in metadata:
+        lower = {str(k).lower(): str(v).strip() for k, v in tags.items()}
+        if lower.get("title"):
+            artist = lower.get("artist")
+            return f"{artist} - {lower['title']}" if artist else lower["title"]
+    return None
+
+
 class FileSource(Source):
     """Decodes the first audio stream of a file; its channels, however many, are averaged to
     mono (``streamtag.audio.iter_decoded``) before resampling.
+
+    The file's own title and artist tags (container or stream metadata, as FFmpeg reads ID3,
+    Vorbis comments, MP4 atoms) name its audio: reported as a "running" status with ``title``
+    and ``title_sample`` when the audio starts.
 
     A file that cannot be opened fails in ``open``; one that breaks part way yields what
     decoded and then raises SourceError. A truncated file that FFmpeg reads to a clean end
@@ -36,6 +51,7 @@ class FileSource(Source):
         self.realtime = bool(realtime)
         self.speed = float(speed)  # with realtime: playback speed (2.0 plays twice as fast)
         self.loop = bool(loop)
+        self.title: str | None = None
 
     def _open(self) -> None:
         import av
@@ -48,11 +64,15 @@ class FileSource(Source):
             with av.open(str(self.path)) as container:
                 if not container.streams.audio:
                     raise SourceError(f"cannot open {self.path}: it has no audio stream")
+                self.title = title_from_tags(container.metadata,
+                                             container.streams.audio[0].metadata)
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"cannot open {self.path}: {exc}") from exc
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
-        self._require_open()
+        resampler = self._require_open()
+        if self.title is not None:
+            self._status("running", None, title=self.title, title_sample=resampler.samples_out)
         start = None  # wall clock of audio time 0, for realtime pacing
         seconds_in = 0.0  # input audio time decoded so far
         while not stop.is_set():

@@ -1,33 +1,99 @@
-"""Network streams: internet radio, Icecast/SHOUTcast mounts and plain HTTP(S) audio, through
-PyAV (FFmpeg's http protocol and demuxers), reconnecting with exponential backoff.
+"""Network streams: internet radio, Icecast/SHOUTcast mounts and plain HTTP(S) audio, read with
+the standard library's HTTP client and decoded by PyAV, reconnecting with exponential backoff.
 
 Audio time across reconnects: sample indices keep counting the audio actually received; the
 time the stream was down is not filled with silence, so after a reconnect ``sample_index`` is
 contiguous with the last chunk before it although wall-clock time jumped. Consumers that need
 wall-clock alignment use ``AudioChunk.arrival``.
 
-ICY stream titles: FFmpeg parses the in-band ICY metadata (``StreamTitle='...'``) and copies it
-into the format context's metadata while reading packets, but PyAV (checked with 18.x)
-snapshots ``container.metadata`` once when the container is opened and exposes neither the
-live ``AVFormatContext.metadata`` nor the http protocol's ``icy_metadata_packet`` option. So
-this source reports the title the stream had when each connection was opened (the Icecast
-burst usually carries one metadata block, so it is there at open); a title that changes
-mid-connection is only seen after the next reconnect.
+Stream titles: the source asks for ICY metadata (``Icy-MetaData: 1``) and, when the server
+sends ``icy-metaint``, takes the metadata blocks out of the byte stream itself (sources/icy.py)
+before PyAV sees the audio. FFmpeg's own ICY support cannot serve here: PyAV shows a container's
+metadata only as it was when the container opened. Each block's place is its audio byte offset;
+the demuxer gives every packet its byte position, so a title is placed at the first sample
+decoded from the first packet that starts at or after its block (exact to one decoder frame).
+Each new title is reported at once as a "running" status with ``title``, ``title_sample`` (that
+sample, in the consumer's stream) and ``title_at`` (wall-clock time the block arrived). The
+title in a connection's first block names the audio from the connection's start: ICY says
+nothing about the bytes before the first block. A stream without ICY metadata reports the
+title tag of its container, if any, once per connection.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import threading
+import urllib.request
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from contextlib import closing
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
+from streamtag.sources.icy import IcyBlock, IcyReader, parse_metaint
 
-# Keys FFmpeg's metadata may hold a stream title under: in-band ICY, then container tags.
+# Keys a container's metadata may hold a stream title under (a stream without ICY metadata).
 TITLE_KEYS = ("StreamTitle", "icy-title", "title")
+# Bytes per network read, and PyAV's buffer: small, so a title is placed soon after it arrives.
+READ_SIZE = 8192
+# Demuxers for the Content-Types of headerless streams. FFmpeg's probe cannot see the type,
+# and on an MP3 stream joined mid-frame (as a radio server's burst starts) it wants some 200
+# frames, five seconds of a live stream, before it is sure. Streams that begin with a header
+# of their own (HEADER_MAGIC) are left to the probe, whatever their Content-Type says.
+FORMAT_BY_TYPE = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mpeg3": "mp3",
+                  "audio/x-mpeg": "mp3", "audio/aac": "aac", "audio/aacp": "aac",
+                  "audio/x-aac": "aac"}
+# How much audio FFmpeg reads to learn a stream's parameters before the first packet: its
+# default (5 s) would be seconds of waiting on a live stream; a few frames tell all.
+ANALYZE_US = "250000"
+HEADER_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM", b"\x1aE\xdf\xa3", b"caff")
+
+
+class _IcyResponse(http.client.HTTPResponse):
+    """A response that also takes SHOUTcast v1's status line, ``ICY 200 OK``, as HTTP/1.0."""
+
+    def _read_status(self):
+        if self.fp.peek(4)[:4] != b"ICY ":
+            return super()._read_status()
+        words = self.fp.readline(1024).decode("latin-1").split(None, 2)
+        if len(words) < 2 or not words[1].isdigit():
+            raise http.client.BadStatusLine(" ".join(words))
+        return "HTTP/1.0", int(words[1]), words[2].strip() if len(words) > 2 else ""
+
+
+class _IcyConnection(http.client.HTTPConnection):
+    response_class = _IcyResponse
+
+
+class _IcyTlsConnection(http.client.HTTPSConnection):
+    response_class = _IcyResponse
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_IcyConnection, req)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_IcyTlsConnection, req)
+
+
+# Redirects, HTTPS (certificates checked against the system's authorities) and chunked
+# transfer encoding as urllib does them; only the connections differ.
+_OPENER = urllib.request.build_opener(_HttpHandler, _HttpsHandler)
+
+
+def stream_format(content_type: str | None, head: bytes) -> str | None:
+    """The demuxer to use for a stream of this Content-Type that starts with ``head``; None
+    lets FFmpeg probe."""
+    if head.startswith(HEADER_MAGIC) or head[4:8] == b"ftyp":  # ftyp: MP4/M4A
+        return None
+    kind = (content_type or "").split(";")[0].strip().lower()
+    return FORMAT_BY_TYPE.get(kind)
 
 
 def strip_credentials(url: str) -> str:
@@ -94,6 +160,8 @@ class HttpSource(Source):
         self.read_timeout_s = float(read_timeout_s)
         self.max_reconnects = max_reconnects
         self.title: str | None = None
+        self.station: str | None = None
+        self.metaint: int | None = None  # the last connection's icy-metaint, None without ICY
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         import av
@@ -110,12 +178,8 @@ class HttpSource(Source):
             except SourceError as exc:
                 self._status("failed", str(exc))
                 raise
-            except av.error.ExitError:
-                # PyAV's timeout interrupts FFmpeg, which then says only "Immediate exit".
-                error = f"no data for {self.read_timeout_s:g} s (read_timeout_s)"
-            except (av.error.FFmpegError, OSError) as exc:
-                # FFmpeg's messages quote the URL: never let its credentials through.
-                error = f"{type(exc).__name__}: {exc}".replace(self.url, self.description)
+            except (av.error.FFmpegError, OSError, http.client.HTTPException) as exc:
+                error = self._reason(exc)
             if stop.is_set():
                 break
             tail = self._flush()  # the next connection's audio is not continuous with this
@@ -142,40 +206,103 @@ class HttpSource(Source):
             backoff = min(2.0 * backoff, self.max_backoff_s)
         yield from self._end()
 
+    def _reason(self, exc: Exception) -> str:
+        """Why a connection was lost, in one line without the URL's credentials."""
+        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None),
+                                                       TimeoutError):
+            return f"no data for {self.read_timeout_s:g} s (read_timeout_s)"
+        return f"{type(exc).__name__}: {exc}".replace(self.url, self.description)
+
+    def _request(self) -> urllib.request.Request:
+        parts = urlsplit(self.url)
+        headers = {"Icy-MetaData": "1", "User-Agent": "streamtag"}
+        if parts.username is not None or parts.password is not None:
+            user_password = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            token = base64.b64encode(user_password.encode("utf-8")).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        return urllib.request.Request(self.description, headers=headers)
+
     def _connection(self, stop: threading.Event) -> Iterator[AudioChunk]:
         """One connection: open, decode until the end, an error (raised) or ``stop``."""
         import av
 
-        options = {"reconnect": "0", "rw_timeout": str(int(self.read_timeout_s * 1e6)),
-                   "icy": "1", "user_agent": "streamtag"}
-        container = av.open(self.url, options=options, timeout=self.read_timeout_s)
-        with container:
-            if not container.streams.audio:
-                raise SourceError(f"{self.description}: the stream has no audio")
-            self._report_metadata(container.metadata)
-            stream = container.streams.audio[0]
-            for packet in container.demux(stream):
-                if stop.is_set():
-                    return
-                try:
-                    frames = stream.decode(packet)
-                except av.error.InvalidDataError:
-                    # A damaged packet in a live stream: skip it, keep the connection.
-                    self.counters["decode_errors"] += 1
-                    continue
-                for frame in frames:
-                    chunk = self._chunk(frame_to_array(frame), frame.sample_rate)
-                    if chunk is not None:
-                        yield chunk
+        response = _OPENER.open(self._request(), timeout=self.read_timeout_s)
+        with closing(response):
+            self.metaint = parse_metaint(response.headers.get("icy-metaint"))
+            self.station = response.headers.get("icy-name") or self.station
+            reader = IcyReader(response, self.metaint, READ_SIZE)
+            fmt = stream_format(response.headers.get("Content-Type"), reader.peek(4))
+            try:
+                container = av.open(reader, mode="r", format=fmt, buffer_size=READ_SIZE,
+                                    options={"analyzeduration": ANALYZE_US})
+            except av.error.FFmpegError:
+                if reader.error is not None:  # the network failed while FFmpeg probed
+                    raise reader.error from None
+                raise
+            with container:
+                if not container.streams.audio:
+                    raise SourceError(f"{self.description}: the stream has no audio")
+                yield from self._decode(container, reader, stop)
+            if reader.error is not None and not stop.is_set():
+                raise reader.error
 
-    def _report_metadata(self, metadata: dict) -> None:
-        title = next((metadata[k].strip() for k in TITLE_KEYS if metadata.get(k)), None)
-        if title and title != self.title:
-            self.title = title
-            extra = {"title": title}
-            if metadata.get("icy-name"):
-                extra["station"] = metadata["icy-name"]
-            self._status("running", None, **extra)
+    def _decode(self, container, reader: IcyReader,
+                stop: threading.Event) -> Iterator[AudioChunk]:
+        import av
+
+        stream = container.streams.audio[0]
+        first_sample = self._resampler.samples_out  # this connection's first output sample
+        decoded_s = 0.0  # input audio decoded on this connection, in seconds
+        pending: list[IcyBlock] = []
+        if self.metaint is None:
+            title = next((container.metadata[k].strip() for k in TITLE_KEYS
+                          if container.metadata.get(k, "").strip()), None)
+            if title is not None:
+                self._report_title(title, first_sample, None)
+        for packet in container.demux(stream):
+            if stop.is_set():
+                return
+            pending += reader.take_blocks()
+            if pending:
+                here = first_sample + round(decoded_s * self.sample_rate)
+                self._place_titles(pending, packet.pos, here, first_sample)
+            try:
+                frames = stream.decode(packet)
+            except av.error.InvalidDataError:
+                # A damaged packet in a live stream: skip it, keep the connection.
+                self.counters["decode_errors"] += 1
+                continue
+            for frame in frames:
+                decoded_s += frame.samples / frame.sample_rate
+                chunk = self._chunk(frame_to_array(frame), frame.sample_rate)
+                if chunk is not None:
+                    yield chunk
+        pending += reader.take_blocks()  # blocks after the last packet: at the end
+        self._place_titles(pending, None, first_sample + round(decoded_s * self.sample_rate),
+                           first_sample)
+
+    def _place_titles(self, pending: list[IcyBlock], position: int | None, sample: int,
+                      first_sample: int) -> None:
+        """Reports the titles of the blocks that precede the packet at byte ``position`` (all
+        of them when None, or when the demuxer gives no positions: -1), which begins at
+        ``sample``; a connection's first block names the audio from ``first_sample``."""
+        while pending and (position is None or position < 0
+                           or position >= pending[0].audio_offset):
+            block = pending.pop(0)
+            if block.has_title:
+                at = first_sample if block.index == 0 else sample
+                self._report_title(block.title, at, block.arrival)
+
+    def _report_title(self, title: str | None, sample: int, arrival: float | None) -> None:
+        if title == self.title:
+            return
+        self.title = title
+        extra = {"title": title, "title_sample": sample}
+        if arrival is not None:
+            extra["title_at"] = arrival
+        if self.station:
+            extra["station"] = self.station
+        self._status("running", None, **extra)
 
     def _running_extra(self) -> dict:
         return {"reconnects": self.counters["reconnects"]} if self.counters["reconnects"] else {}

@@ -24,18 +24,23 @@ DEFAULT_HEARTBEAT_S = 2.0       # the daemon's default, until heartbeats show th
 MIN_SILENCE_S = 1.0             # never call a daemon lost sooner than this
 MISSED_HEARTBEATS = 3           # the protocol: three missed intervals mean the daemon is gone
 _BIN_S = 1.0                    # timeline resolution: one column per second
+LAST_TRACKS = 5                 # finished tracks a stream's panel lists
 
 
 def _blank_stream(stream: str) -> dict[str, Any]:
     return {"id": stream, "session": None, "model": None, "tags": [], "smoothed": [],
             "active": [], "thresholds": None, "status": None, "updated_at": None,
-            "gaps": 0, "restarted_at": None, "history": deque()}
+            "gaps": 0, "restarted_at": None, "history": deque(), "tracks": []}
 
 
 def _reset(view: dict[str, Any]) -> None:
-    """Forget a stream's state but keep its timeline and loss count."""
+    """Forget a stream's state but keep its timeline, last tracks and loss count."""
     view.update({k: v for k, v in _blank_stream(view["id"]).items()
-                 if k not in ("history", "gaps")})
+                 if k not in ("history", "gaps", "tracks")})
+
+
+def _add_tracks(view: dict[str, Any], tracks: Iterable[Mapping[str, Any]]) -> None:
+    view["tracks"] = [*view["tracks"], *(dict(t) for t in tracks)][-LAST_TRACKS:]
 
 
 class FeedState:
@@ -88,6 +93,8 @@ class FeedState:
                 self._event(view, body)
             elif msg_type == "status":
                 view["status"] = dict(body)
+            elif msg_type == "track":
+                _add_tracks(view, [body])
         return {"type": "message", "received_at": now, "message": dict(message)}
 
     def _heartbeat(self, session: str) -> None:
@@ -161,6 +168,9 @@ class FeedState:
             if isinstance(state, Mapping) and view["status"] is None:
                 view["status"] = {k: state.get(k) for k in
                                   ("state", "error", "title", "source", "counters")}
+            if isinstance(state, Mapping) and not view["tracks"]:
+                _add_tracks(view, [t for t in state.get("tracks") or []
+                                   if isinstance(t, Mapping)])
             self._record(view, now)
             changed[stream] = self.view(stream)
         if not changed:

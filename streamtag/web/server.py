@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -36,6 +36,7 @@ from websockets.http11 import Request, Response
 
 from streamtag.client import control_request
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
+from streamtag.web.history import DEFAULT_HOURS, HistoryView
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
@@ -49,6 +50,9 @@ PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/history.html": ("history.html", "text/html; charset=utf-8"),
+    "/history.js": ("history.js", "text/javascript; charset=utf-8"),
+    "/history.css": ("history.css", "text/css; charset=utf-8"),
 }
 # Everything the page uses is served from here; the browser is told to load nothing else.
 SECURITY_HEADERS = (
@@ -102,7 +106,8 @@ class Dashboard:
     """The bridge: a FeedState, the pages connected to it, and what keeps them current."""
 
     def __init__(self, connect: str | Iterable[str], control: str | None = None, *,
-                 history_s: float = DEFAULT_HISTORY_S, tick_s: float = 1.0):
+                 history_s: float = DEFAULT_HISTORY_S, tick_s: float = 1.0,
+                 db: str | None = None):
         endpoints = [connect] if isinstance(connect, str) else list(connect)
         if not endpoints:
             raise ValueError("the dashboard needs at least one --connect endpoint")
@@ -115,8 +120,34 @@ class Dashboard:
         self._fetching = False
         self._last_fetch = -float("inf")
         self._tasks: set[asyncio.Task] = set()
+        # The history view (history.html) reads a recorder's database, when given one.
+        self.history = HistoryView(db) if db else None
 
     # -- HTTP
+
+    async def serve_request(self, connection: ServerConnection,
+                            request: Request) -> Response | None:
+        """`process_request`, with /history.json answered off the event loop."""
+        path, _, query = request.path.partition("?")
+        if path != "/history.json":
+            return self.process_request(connection, request)
+        if self.history is None:
+            return _response(HTTPStatus.NOT_FOUND, _dumps(
+                {"error": "no history database: start the dashboard with --db URL (the "
+                          "database streamtag record writes)"}).encode(), "application/json")
+        try:
+            hours = float(parse_qs(query).get("hours", [DEFAULT_HOURS])[0])
+            answer = await asyncio.get_running_loop().run_in_executor(
+                None, self.history.answer, hours)
+        except ValueError as exc:
+            return _response(HTTPStatus.BAD_REQUEST, _dumps({"error": str(exc)}).encode(),
+                             "application/json")
+        except Exception as exc:  # the database went away; the live view keeps going
+            log.warning("history query failed", exc_info=True)
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE,
+                             _dumps({"error": f"the history database failed: {exc}"}).encode(),
+                             "application/json")
+        return _response(HTTPStatus.OK, _dumps(answer).encode(), "application/json")
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -127,6 +158,7 @@ class Dashboard:
             return None  # go on with the websocket handshake
         if path == "/healthz":
             health = {"ok": True, "feed": self.state.endpoints, "control": self.control,
+                      "history": self.history.url if self.history else None,
                       "pages": len(self.clients), "streams": sorted(self.state.streams),
                       "daemon": self.state.liveness()}
             return _response(HTTPStatus.OK, _dumps(health).encode(), "application/json")
@@ -218,7 +250,7 @@ class Dashboard:
         feed = FeedThread(self.state.endpoints, self.deliver)
         feed.start()
         try:
-            async with serve(self.handle, host, port, process_request=self.process_request,
+            async with serve(self.handle, host, port, process_request=self.serve_request,
                              max_size=1 << 16) as server:
                 bound = server.sockets[0].getsockname()
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
@@ -230,6 +262,8 @@ class Dashboard:
                 await server.wait_closed()
         finally:
             feed.stop()
+            if self.history is not None:
+                self.history.close()
             self._loop = None
             for task in list(self._tasks):
                 task.cancel()
@@ -248,15 +282,16 @@ def run_dashboard(connect: str | Iterable[str], port: int = DEFAULT_PORT,
                   host: str = DEFAULT_HOST, control: str | None = None,
                   ready: Callable[[str], None] | None = None,
                   stop_event: threading.Event | None = None, *,
-                  history_s: float = DEFAULT_HISTORY_S) -> None:
+                  history_s: float = DEFAULT_HISTORY_S, db: str | None = None) -> None:
     """Serve the dashboard until `stop_event` is set (for ever without one).
 
     connect: the daemon's (or proxy's) PUB endpoint, or several.
     port: 0 picks a free one; `ready(url)` is called with the address once listening.
     control: the daemon's control endpoint, for a snapshot at start; None for none.
+    db: a history database URL (``streamtag record``'s) for the history view; None for none.
     Raises OSError when the port cannot be bound or an endpoint is not valid.
     """
-    dashboard = Dashboard(connect, control, history_s=history_s)
+    dashboard = Dashboard(connect, control, history_s=history_s, db=db)
     asyncio.run(dashboard.run(host, port, ready, stop_event))
 
 
@@ -282,7 +317,8 @@ def dashboard_main(args: Any) -> int:
               file=sys.stderr, flush=True)
 
     try:
-        run_dashboard(connect, args.port, args.host, args.control, ready, stop)
+        run_dashboard(connect, args.port, args.host, args.control, ready, stop,
+                      db=getattr(args, "db", None))
     except (OSError, ValueError) as exc:
         hint = ("; another server uses that port: choose one with --port"
                 if getattr(exc, "errno", None) == errno.EADDRINUSE else "")

@@ -13,6 +13,7 @@
   const RETRY_MIN_MS = 500;
   const RETRY_MAX_MS = 5000;
   const SILENT_SOCKET_MS = 5000; // no tick for this long: the socket is dead even if open
+  const LAST_TRACKS = 5;         // as the bridge's FeedState
 
   const view = {
     streams: new Map(),          // id -> stream state, as the bridge's FeedState views
@@ -32,12 +33,12 @@
   function blankStream(id) {
     return {
       id, session: null, model: null, tags: [], smoothed: [], active: [], thresholds: null,
-      status: null, updated_at: null, gaps: 0, restarted_at: null, history: [],
+      status: null, updated_at: null, gaps: 0, restarted_at: null, history: [], tracks: [],
     };
   }
 
   function resetStream(s) {
-    const keep = { history: s.history, gaps: s.gaps };
+    const keep = { history: s.history, gaps: s.gaps, tracks: s.tracks };
     Object.assign(s, blankStream(s.id), keep);
   }
 
@@ -92,6 +93,8 @@
       if (b.state === "on") s.active.push(b.tag);
     } else if (h.msg_type === "status") {
       s.status = b;
+    } else if (h.msg_type === "track") {
+      s.tracks = [...(s.tracks || []), b].slice(-LAST_TRACKS);
     }
   }
 
@@ -287,6 +290,33 @@
     renderTiles(panel.querySelector(".tiles"), s);
     renderBars(panel.querySelector(".bars"), s, MAX_BARS[$("streams").dataset.layout] || 8);
     renderTimeline(panel.querySelector(".timeline"), s);
+    renderTracks(panel.querySelector(".recent"), s.tracks || []);
+  }
+
+  function minutesSeconds(seconds) {
+    const whole = Math.max(0, Math.round(seconds));
+    return Math.floor(whole / 60) + ":" + String(whole % 60).padStart(2, "0");
+  }
+
+  // The last tracks, newest first: title, length, the tags on for most of it.
+  function renderTracks(box, tracks) {
+    box.hidden = tracks.length === 0;
+    const list = box.querySelector(".tracks");
+    const items = tracks.slice().reverse().map((t) => {
+      const item = el("li", "track");
+      item.append(el("span", "track-title", t.title || "(untitled)"),
+        el("span", "track-length", minutesSeconds(t.end_s - t.start_s)));
+      const tags = el("span", "track-tags");
+      for (const tag of t.active) {
+        const chip = el("span", "chip", tag);
+        chip.style.background = tagColor(tag);
+        tags.append(chip);
+      }
+      if (!t.active.length) tags.textContent = t.windows ? "no tag most of the time" : "";
+      item.append(tags);
+      return item;
+    });
+    list.replaceChildren(...items);
   }
 
   function renderTiles(box, s) {

@@ -1,0 +1,254 @@
+"""The recorder's throughput into SQLite and PostgreSQL, and the database size per stream-day.
+
+A real ``streamtag record`` process, pinned to one CPU core, records what a Publisher in this
+process sends: 64 streams of a 56-tag model (the mood/theme model's size), one scores message
+per window, one window per second per stream, plus the tag events. That load is 64 windows a
+second; the target is to sustain at least 20 times it on one core.
+
+Measured per database:
+- burst: every message of `--windows` windows per stream sent at once; messages per second
+  from the first send to the last commit (wall clock), and per CPU-second of the recorder
+  (its user + system time; steadier on a shared machine). Checked: every message stored once.
+- real time: `--realtime-s` seconds at the real load (64 windows a second); the share of one
+  core the recorder used, and the headroom (how many times the load that core would take).
+- size: bytes on disk per window, scaled to a stream-day (86,400 windows and their events).
+
+    python benchmarks/record.py                      # SQLite and a throwaway PostgreSQL
+    python benchmarks/record.py --postgres postgresql://user@host/db --json
+    python benchmarks/record.py --databases sqlite --windows 60
+
+PostgreSQL: without --postgres, a cluster is started from Debian's server binaries (as in
+the tests); without them, PostgreSQL is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streamtag.history import schema  # noqa: E402
+from streamtag.protocol import EventBody, ScoresBody, make_message  # noqa: E402
+from streamtag.publish import Publisher  # noqa: E402
+
+STREAMS = 64
+N_TAGS = 56
+TAGS = tuple(f"tag{i:02d}" for i in range(N_TAGS))
+MODEL = {"name": "mood-theme-56", "hash": "sha256:benchmark"}
+LOAD_PER_S = STREAMS  # one window a second per stream
+TARGET = 20
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_messages(session: str, windows: range, seq: dict, active: list) -> list[list]:
+    """Per window, every stream's scores and an event when a tag flips; deterministic."""
+    out = []
+    rng = np.random.default_rng(windows.start)
+    for i in windows:
+        messages = []
+        out.append(messages)
+        for k in range(STREAMS):
+            stream = f"station-{k:02d}"
+            raw = np.round(rng.random(N_TAGS), 6)
+            now = {TAGS[j] for j in range(N_TAGS) if (i // (20 + j) + k) % 5 == 0}
+            for tag in sorted(now ^ active[k]):
+                topic = f"event.{stream}"
+                messages.append(make_message(EventBody(
+                    tag=tag, state="on" if tag in now else "off", score=0.5, time_s=i + 3.0,
+                    sample=(i + 3) * 16000), session=session, stream=stream,
+                    seq=seq.setdefault(topic, 0)))
+                seq[topic] += 1
+            active[k] = now
+            topic = f"scores.{stream}"
+            messages.append(make_message(ScoresBody(
+                start_s=float(i), end_s=i + 3.0, start_sample=i * 16000,
+                end_sample=(i + 3) * 16000, tags=TAGS, raw=raw.tolist(),
+                smoothed=np.round(raw * 0.9, 6).tolist(), active=sorted(now), model=MODEL,
+                latency_ms=12.5), session=session, stream=stream,
+                seq=seq.setdefault(topic, 0)))
+            seq[topic] += 1
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape_written(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith("streamtag_record_written_messages_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def wait_written(port: int, count: int, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if scrape_written(port) >= count:
+            return time.perf_counter()
+        time.sleep(0.02)
+    raise SystemExit(f"the recorder did not write {count} messages within {timeout_s} s")
+
+
+def db_bytes(engine: sa.Engine, url: str) -> int:
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        path = Path(schema.normalise_url(url).database)
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT pg_database_size(current_database())"))
+                   .scalar())
+
+
+def bench(url: str, windows: int, realtime_s: float, core: int | None) -> dict:
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    empty_bytes = db_bytes(engine, url)
+    publisher = Publisher("tcp://127.0.0.1:*", sndhwm=0)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    preexec = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "streamtag", "record", "--connect", publisher.endpoint,
+         "--db", url, "--metrics-port", str(port)], env=env, preexec_fn=preexec,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seq: dict[str, int] = {}
+    active = [set() for _ in range(STREAMS)]
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # heartbeats until the recorder has one: it is subscribed
+            try:
+                if scrape_written(port) >= 1:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or recorder.poll() is not None:
+                raise SystemExit(f"the recorder did not start: {recorder.stderr.read()}")
+            publisher.heartbeat(STREAMS)
+            time.sleep(0.1)
+        baseline = scrape_written(port)
+
+        burst = [m for window in build_messages(publisher.session, range(0, windows), seq,
+                                                active) for m in window]
+        cpu0 = cpu_seconds(recorder.pid)
+        t0 = time.perf_counter()
+        for message in burst:
+            publisher.send_message(message)
+        t1 = wait_written(port, baseline + len(burst), 600)
+        cpu_burst = cpu_seconds(recorder.pid) - cpu0
+
+        per_second = build_messages(publisher.session,
+                                    range(windows, windows + int(realtime_s)), seq, active)
+        live = [m for window in per_second for m in window]
+        cpu0 = cpu_seconds(recorder.pid)
+        start = time.perf_counter()
+        for n, window in enumerate(per_second):
+            time.sleep(max(0.0, start + n - time.perf_counter()))
+            for message in window:
+                publisher.send_message(message)
+        wait_written(port, baseline + len(burst) + len(live), 60)
+        elapsed = time.perf_counter() - start
+        cpu_live = cpu_seconds(recorder.pid) - cpu0
+
+        with engine.connect() as conn:
+            stored = sum(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+                         for t in (schema.scores, schema.events))
+            gaps = conn.execute(sa.select(sa.func.count()).select_from(schema.gaps)).scalar()
+        sent = len(burst) + len(live)
+        scores_sent = sum(m.msg_type == "scores" for m in burst + live)
+        size = db_bytes(engine, url) - empty_bytes
+    finally:
+        recorder.terminate()
+        recorder.communicate(timeout=60)
+        publisher.close()
+        engine.dispose()
+    burst_rate = len(burst) / (t1 - t0)
+    burst_cpu_rate = len(burst) / cpu_burst
+    return {
+        "database": engine.dialect.name, "messages": sent, "stored": stored,
+        "gaps": gaps, "burst_messages": len(burst),
+        "burst_msgs_per_s": round(burst_rate), "burst_msgs_per_cpu_s": round(burst_cpu_rate),
+        "burst_x_load": round(burst_rate / LOAD_PER_S, 1),
+        "cpu_x_load": round(burst_cpu_rate / LOAD_PER_S, 1),
+        "realtime_core_share": round(cpu_live / elapsed, 4),
+        "realtime_headroom_x": round(elapsed / cpu_live, 1) if cpu_live else None,
+        "bytes_per_window": round(size / scores_sent, 1),
+        "mb_per_stream_day": round(size / scores_sent * 86400 / 1e6, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--postgres", help="a PostgreSQL URL (default: a throwaway cluster)")
+    parser.add_argument("--windows", type=int, default=300,
+                        help="windows per stream in the burst (default 300: 19,200 scores)")
+    parser.add_argument("--realtime-s", type=float, default=10.0)
+    parser.add_argument("--core", type=int, default=0, help="CPU core for the recorder")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results, notes, server = [], [], None
+    try:
+        for name in args.databases.split(","):
+            if name == "sqlite":
+                url = f"sqlite:///{tempfile.mkdtemp(prefix='streamtag-bench-')}/tags.db"
+            elif args.postgres:
+                url = args.postgres
+            else:
+                sys.path.insert(0, str(ROOT / "tests"))
+                try:
+                    from postgres_server import PostgresServer
+
+                    server = PostgresServer()
+                    server.start()
+                    url = server.url
+                except Exception as exc:  # pytest's Skipped names what to install
+                    notes.append(f"postgresql skipped: {exc}")
+                    continue
+            results.append(bench(url, args.windows, args.realtime_s, args.core))
+    finally:
+        if server is not None:
+            server.close()
+    if args.json:
+        print(json.dumps({"load_msgs_per_s": LOAD_PER_S, "target_x": TARGET,
+                          "results": results, "notes": notes}, indent=1))
+    else:
+        print(f"load: {STREAMS} streams x 1 window/s = {LOAD_PER_S} scores/s, {N_TAGS} tags; "
+              f"target {TARGET}x = {TARGET * LOAD_PER_S} msgs/s on one core")
+        for r in results:
+            print(f"{r['database']:>10}: burst {r['burst_msgs_per_s']} msgs/s wall "
+                  f"({r['burst_x_load']}x load), {r['burst_msgs_per_cpu_s']} msgs per CPU-s "
+                  f"({r['cpu_x_load']}x); real time uses {100 * r['realtime_core_share']:.1f}% "
+                  f"of a core ({r['realtime_headroom_x']}x headroom); "
+                  f"{r['bytes_per_window']} B/window = {r['mb_per_stream_day']} MB per "
+                  f"stream-day; stored {r['stored']}/{r['messages']}, gaps {r['gaps']}")
+        for note in notes:
+            print(note)
+    ok = all(r["stored"] == r["messages"] and r["gaps"] == 0 for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,566 @@
+"""``streamtag record``: subscribe to daemons (or a proxy) and write what they publish to the
+history database, losing nothing silently.
+
+Three threads and a bounded queue: the receiver decodes messages (a `Subscriber`, which judges
+seq gaps and daemon restarts) and puts them in the queue; the one writer takes whatever has
+queued, up to a batch, and writes it in one transaction; at start a snapshot thread asks each
+daemon's control socket for its current tag states. When the database is down the writer keeps
+its batch and retries with back-off while the queue fills; a message that finds the queue full
+is dropped, counted, and stored as an "overflow" gap once the database is back. A restarted
+recorder resumes the seq judgement from the database, so what was published while it was down
+is stored as a gap too. Every message row is unique on (stream, session, seq) and inserted with
+ON CONFLICT DO NOTHING, so a batch retried after a commit whose outcome was unknown is stored
+once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import zmq
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from streamtag.client import ReceivedMessage, Subscriber, control_request
+from streamtag.history import schema
+from streamtag.protocol import HEARTBEAT, MSG_TYPES, STREAM_MSG_TYPES, topic_for
+
+DEFAULT_QUEUE_SIZE = 100_000   # messages: 64 streams' scores for about 25 minutes
+DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
+DEFAULT_MAX_BACKOFF_S = 30.0
+FIRST_BACKOFF_S = 0.25
+SNAPSHOT_TIMEOUT_MS = 2000
+_RECV_SLICE_MS = 200
+_RETRYABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)
+_MESSAGE_TABLE_NAMES = frozenset(t.name for t in schema.MESSAGE_TABLES.values())
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecorderStats:
+    """What the recorder has done; read by the metrics collector at scrape time."""
+
+    received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MSG_TYPES, 0))
+    written: int = 0            # messages committed to the database
+    overflowed: int = 0         # messages dropped because the queue was full
+    gaps: int = 0               # gap rows stored (seq jumps and overflow runs)
+    missed: int = 0             # messages those gaps say are missing
+    restarts: int = 0           # daemon restarts seen (a stream under a new session)
+    db_errors: int = 0          # failed transactions (each retried)
+    rejected: int = 0           # messages the database refused outright (logged)
+    snapshots: int = 0          # control snapshots stored
+    invalid: int = 0            # frames that did not decode
+    db_up: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    control: str
+    reply: dict[str, Any]
+    taken_at: float
+
+
+@dataclass
+class _Batch:
+    """Rows of one transaction, built once: a retry writes the same rows."""
+
+    messages: int = 0
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    models: dict[tuple[str, str, str], None] = field(default_factory=dict)  # keys to resolve
+    daemons: dict[str, dict[str, Any]] = field(default_factory=dict)  # session -> latest
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+
+def _text(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; JSON strings on the wire can.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+class Recorder:
+    """Records the messages of `connect` endpoints into `engine`'s database.
+
+    control: daemons' control endpoints, asked for a snapshot at start.
+    queue_size: messages that may wait for the database; more are dropped and counted.
+    """
+
+    def __init__(self, engine: Engine, connect: str | Sequence[str],
+                 control: Iterable[str] = (), *, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
+                 context: zmq.Context | None = None):
+        if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0:
+            raise ValueError("queue_size and batch_size must be >= 1 and max_backoff_s > 0")
+        self.engine = engine
+        self.endpoints = [connect] if isinstance(connect, str) else list(connect)
+        self.control = list(control)
+        self.batch_size = batch_size
+        self.max_backoff_s = max_backoff_s
+        self.stats = RecorderStats()
+        self.queue: queue.Queue = queue.Queue(queue_size)
+        self._rcvhwm = rcvhwm
+        self._context = context
+        self._dialect = engine.dialect.name
+        self._models: dict[tuple[str, str, str], int] = {}
+        self._latest_session: dict[str, str] = {}   # stream -> its newest session
+        self._known: set[tuple[str, str]] = set()   # (stream, session) stored
+        self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
+        self._overflow_done: list[tuple[tuple[str, str, str], int, int]] = []
+        self._overflow_lock = threading.Lock()
+        self._stop_receiving = threading.Event()
+        self._abandon = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._subscriber: Subscriber | None = None
+
+    # -- life
+
+    def start(self) -> Recorder:
+        """Resume from the database (it must be reachable and upgraded) and start recording."""
+        last_seq, sessions, restarted = self._resume_state()
+        self._subscriber = Subscriber(self.endpoints, context=self._context,
+                                      rcvhwm=self._rcvhwm)
+        self._subscriber.resume(last_seq, sessions, restarted)
+        self._threads = [threading.Thread(target=self._receive, name="streamtag-record-recv",
+                                          daemon=True),
+                         threading.Thread(target=self._write_loop,
+                                          name="streamtag-record-writer", daemon=True)]
+        if self.control:
+            self._threads.append(threading.Thread(target=self._snapshots, daemon=True,
+                                                  name="streamtag-record-snapshot"))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, drain_timeout_s: float = 10.0) -> bool:
+        """Stop receiving and write what is queued; gives up after `drain_timeout_s` (the
+        database is down) and returns whether everything queued was written."""
+        self._stop_receiving.set()
+        writer = self._threads[1] if len(self._threads) > 1 else None
+        if writer is not None:
+            writer.join(drain_timeout_s)
+            if writer.is_alive():
+                self._abandon.set()
+                writer.join(5.0)
+        for thread in self._threads:
+            thread.join(1.0)
+        if self._subscriber is not None:
+            self._subscriber.close()
+        return self.queue.empty() and (writer is None or not writer.is_alive())
+
+    # -- resuming
+
+    def _resume_state(self):
+        """What the database says was seen: the last seq per (session, topic) of each
+        stream's newest session, the sessions per stream, and sessions seen starting."""
+        s = schema
+        last_seq: dict[tuple[str, str], int] = {}
+        sessions: dict[str, set[str]] = {}
+        restarted: set[str] = set()
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(s.sessions.c.stream, s.sessions.c.session,
+                                              s.sessions.c.restarted)
+                                    .order_by(s.sessions.c.first_sent_at, s.sessions.c.id)):
+                sessions.setdefault(row.stream, set()).add(row.session)
+                self._known.add((row.stream, row.session))
+                self._latest_session[row.stream] = row.session
+                if row.restarted:
+                    restarted.add(row.session)
+            for stream, session in self._latest_session.items():
+                for msg_type, table in s.MESSAGE_TABLES.items():
+                    top = conn.execute(sa.select(sa.func.max(table.c.seq)).where(
+                        table.c.stream == stream, table.c.session == session)).scalar()
+                    gap_top = conn.execute(sa.select(
+                        sa.func.max(s.gaps.c.first_seq + s.gaps.c.missed - 1)).where(
+                        s.gaps.c.stream == stream, s.gaps.c.session == session,
+                        s.gaps.c.msg_type == msg_type)).scalar()
+                    seen = [v for v in (top, gap_top) if v is not None]
+                    if seen:
+                        last_seq[(session, topic_for(msg_type, stream))] = int(max(seen))
+            for row in conn.execute(sa.select(s.daemons.c.session, s.daemons.c.last_seq)):
+                last_seq[(row.session, HEARTBEAT)] = int(row.last_seq)
+        self.stats.db_up = True  # it answered; an idle feed is no reason to report it down
+        return last_seq, sessions, restarted
+
+    # -- receiving
+
+    def _receive(self) -> None:
+        subscriber = self._subscriber
+        assert subscriber is not None
+        while not self._stop_receiving.is_set():
+            message = subscriber.recv(_RECV_SLICE_MS)
+            self.stats.invalid = subscriber.invalid
+            if message is None:
+                continue
+            self.stats.received[message.msg_type] = (
+                self.stats.received.get(message.msg_type, 0) + 1)
+            try:
+                self.queue.put_nowait(message)
+            except queue.Full:
+                self._count_overflow(message)
+
+    def _count_overflow(self, message: ReceivedMessage) -> None:
+        key = (message.stream, message.session, message.msg_type)
+        with self._overflow_lock:
+            self.stats.overflowed += 1
+            run = self._overflow.get(key)
+            if run is not None and run[1] + 1 == message.seq:
+                run[1] = message.seq
+                return
+            if run is not None:
+                self._overflow_done.append((key, run[0], run[1]))
+            self._overflow[key] = [message.seq, message.seq]
+
+    def _take_overflow(self) -> list[tuple[tuple[str, str, str], int, int]]:
+        with self._overflow_lock:
+            runs = self._overflow_done + [(k, r[0], r[1]) for k, r in self._overflow.items()]
+            self._overflow_done = []
+            self._overflow = {}
+        return runs
+
+    def _snapshots(self) -> None:
+        for endpoint in self.control:
+            backoff_s = FIRST_BACKOFF_S
+            while not self._stop_receiving.is_set():
+                try:
+                    reply = control_request(endpoint, {"cmd": "snapshot"}, SNAPSHOT_TIMEOUT_MS,
+                                            context=self._context)
+                except (TimeoutError, OSError, ValueError) as exc:
+                    log.info("no snapshot from %s yet (%s); retrying in %.1f s", endpoint, exc,
+                             backoff_s)
+                    self._stop_receiving.wait(backoff_s)
+                    backoff_s = min(backoff_s * 2, self.max_backoff_s)
+                    continue
+                if not reply.get("ok"):
+                    log.warning("%s refused the snapshot: %s", endpoint, reply.get("error"))
+                    break
+                item = Snapshot(endpoint, reply, time.time())
+                while not self._stop_receiving.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                break
+
+    # -- writing
+
+    def _write_loop(self) -> None:
+        batch: _Batch | None = None
+        backoff_s = FIRST_BACKOFF_S
+        outage_since: float | None = None
+        while not self._abandon.is_set():
+            if batch is None:
+                items = self._take()
+                runs = self._take_overflow()
+                if not items and not runs:
+                    if self._stop_receiving.is_set() and self.queue.empty():
+                        return
+                    continue
+                batch = self._rows(items, runs)
+            try:
+                self._write(batch)
+            except _RETRYABLE as exc:
+                self.stats.db_errors += 1
+                self.stats.db_up = False
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    log.warning("the database is unavailable (%s); retrying with back-off, "
+                                "messages wait in the queue", str(exc.orig).strip()[:200])
+                self._abandon.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, self.max_backoff_s)
+                continue
+            except sa.exc.DBAPIError:
+                log.warning("the database refused a batch; writing it row by row",
+                            exc_info=True)
+                self._write_rows_alone(batch)
+            if outage_since is not None:
+                log.warning("the database is back after %.1f s",
+                            time.monotonic() - outage_since)
+                outage_since = None
+            self.stats.db_up = True
+            self.stats.written += batch.messages
+            backoff_s = FIRST_BACKOFF_S
+            batch = None
+
+    def _take(self) -> list[Any]:
+        try:
+            items = [self.queue.get(timeout=_RECV_SLICE_MS / 1e3)]
+        except queue.Empty:
+            return []
+        while len(items) < self.batch_size:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _rows(self, items: list[Any], runs) -> _Batch:
+        batch = _Batch()
+        now = time.time()
+        for item in items:
+            if isinstance(item, Snapshot):
+                self._snapshot_rows(batch, item)
+                continue
+            batch.messages += 1
+            self._message_rows(batch, item, now)
+        for (stream, session, msg_type), first, last in runs:
+            self._gap(batch, stream, session, msg_type, first, last - first + 1, "overflow",
+                      now)
+        return batch
+
+    def _gap(self, batch: _Batch, stream: str, session: str, msg_type: str, first_seq: int,
+             missed: int, cause: str, now: float) -> None:
+        self.stats.gaps += 1
+        self.stats.missed += missed
+        batch.add("gaps", {"stream": stream, "session": session, "msg_type": msg_type,
+                           "first_seq": first_seq, "missed": missed, "cause": cause,
+                           "detected_at": now})
+
+    def _model_key(self, batch: _Batch, model, tags: Sequence[str]) -> tuple[str, str, str]:
+        key = (_text(model.name), _text(model.hash), schema.pack_names([_text(t) for t in tags]))
+        if key not in self._models:
+            batch.models[key] = None
+        return key
+
+    def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> None:
+        header, body, msg_type = message.header, message.body, message.msg_type
+        session = _text(header.session)  # opaque to readers: any string up to 128 characters
+        if message.gap:
+            self._gap(batch, header.stream, session, msg_type, header.seq - message.gap,
+                      message.gap, "seq", now)
+        if msg_type == HEARTBEAT:
+            batch.daemons[session] = {
+                "session": session, "first_sent_at": header.sent_at,
+                "last_sent_at": header.sent_at, "last_seq": header.seq,
+                "uptime_s": body.uptime_s, "streams": body.streams}
+            return
+        if msg_type not in STREAM_MSG_TYPES:
+            return  # a type from a newer minor version: nothing to store it in
+        key = (header.stream, session)
+        if key not in self._known:
+            previous = self._latest_session.get(header.stream)
+            if message.restarted:
+                self.stats.restarts += 1
+            batch.add("sessions", {"stream": header.stream, "session": session,
+                                   "first_sent_at": header.sent_at,
+                                   "previous_session": previous,
+                                   "restarted": bool(message.restarted)})
+            self._known.add(key)
+            self._latest_session[header.stream] = session
+        row = {"stream": header.stream, "session": session, "seq": header.seq,
+               "sent_at": header.sent_at}
+        if msg_type == "scores":
+            row.update(model_id=self._model_key(batch, body.model, body.tags),
+                       start_s=body.start_s, end_s=body.end_s,
+                       start_sample=body.start_sample, end_sample=body.end_sample,
+                       raw=schema.pack_scores(body.raw),
+                       smoothed=schema.pack_scores(body.smoothed),
+                       active=schema.pack_names([_text(t) for t in body.active]),
+                       latency_ms=body.latency_ms)
+        elif msg_type == "event":
+            row.update(tag=_text(body.tag), state=body.state, score=body.score,
+                       time_s=body.time_s, sample=body.sample)
+        elif msg_type == "status":
+            row.update(state=body.state, error=_text(body.error), title=_text(body.title),
+                       source=_text(body.source),
+                       counters=json.dumps(body.counters, ensure_ascii=False, sort_keys=True))
+        elif msg_type == "track":
+            row.update(model_id=self._model_key(batch, body.model, body.tags),
+                       title=_text(body.title), reason=body.reason, start_s=body.start_s,
+                       end_s=body.end_s, start_sample=body.start_sample,
+                       end_sample=body.end_sample, started_at=body.started_at,
+                       ended_at=body.ended_at, windows=body.windows,
+                       mean_raw=schema.pack_scores(body.mean_raw),
+                       mean_smoothed=schema.pack_scores(body.mean_smoothed),
+                       active_share=schema.pack_scores(body.active_share),
+                       active=schema.pack_names([_text(t) for t in body.active]))
+        batch.add(schema.MESSAGE_TABLES[msg_type].name, row)
+
+    def _snapshot_rows(self, batch: _Batch, item: Snapshot) -> None:
+        reply = item.reply
+        session = str(reply.get("session", ""))
+        streams = reply.get("streams") or {}
+        for stream, state in streams.items():
+            try:
+                batch.add("snapshots", {
+                    "taken_at": item.taken_at, "control": item.control, "session": session,
+                    "stream": str(stream),
+                    "tags": schema.pack_names([str(t) for t in state["tags"]]),
+                    "smoothed": schema.pack_scores(state["smoothed"]),
+                    "active": schema.pack_names([str(t) for t in state["active"]]),
+                    "windows": int(state.get("windows", 0))})
+            except (KeyError, TypeError, ValueError):
+                log.warning("snapshot from %s has an unreadable stream %r", item.control, stream)
+        self.stats.snapshots += 1
+
+    def _insert(self, table: sa.Table):
+        dialect = postgresql if self._dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    def _resolve_models(self, conn: sa.Connection, batch: _Batch) -> dict:
+        """Model ids for the batch's new models; merged into the cache only after commit."""
+        found: dict[tuple[str, str, str], int] = {}
+        m = schema.models
+        for key in batch.models:
+            if key in self._models:
+                continue
+            name, hash_, tags = key
+            conn.execute(self._insert(m).on_conflict_do_nothing(),
+                         {"name": name, "hash": hash_, "tags": tags})
+            found[key] = conn.execute(sa.select(m.c.id).where(
+                m.c.name == name, m.c.hash == hash_, m.c.tags == tags)).scalar_one()
+        return found
+
+    def _with_model_ids(self, rows: list[dict], models: dict) -> list[dict]:
+        if not rows or "model_id" not in rows[0]:
+            return rows
+        return [{**row, "model_id": self._models.get(row["model_id"])
+                 or models[row["model_id"]]} for row in rows]
+
+    def _write(self, batch: _Batch) -> None:
+        with self.engine.begin() as conn:
+            models = self._resolve_models(conn, batch)
+            for name, rows in batch.rows.items():
+                table = schema.metadata.tables[name]
+                statement = self._insert(table)
+                if name != "snapshots":  # the one table without a natural key
+                    statement = statement.on_conflict_do_nothing()
+                conn.execute(statement, self._with_model_ids(rows, models))
+            if batch.daemons:
+                d = schema.daemons
+                statement = self._insert(d)
+                statement = statement.on_conflict_do_update(
+                    index_elements=[d.c.session],
+                    set_={c: statement.excluded[c]
+                          for c in ("last_sent_at", "last_seq", "uptime_s", "streams")})
+                conn.execute(statement, list(batch.daemons.values()))
+        self._models.update(models)
+
+    def _write_rows_alone(self, batch: _Batch) -> None:
+        """After a refused batch: each row in its own transaction, refused ones counted."""
+        for name, rows in batch.rows.items():
+            for row in rows:
+                single = _Batch(rows={name: [row]}, models=batch.models)
+                try:
+                    self._write(single)
+                except sa.exc.DBAPIError as exc:
+                    if name in _MESSAGE_TABLE_NAMES:
+                        self.stats.rejected += 1
+                    log.warning("the database refused a %s row of stream %r: %s", name,
+                                row.get("stream"), str(exc.orig).strip()[:200])
+        if batch.daemons:
+            try:
+                self._write(_Batch(daemons=batch.daemons))
+            except sa.exc.DBAPIError:
+                log.warning("the database refused a heartbeat row", exc_info=True)
+
+
+# ---------------------------------------------------------------- streamtag record
+
+def _start_when_up(engine: Engine, make: Any, stop: threading.Event,
+                   max_backoff_s: float) -> Recorder | None:
+    """Upgrade the schema and start a recorder (`make()`), which reads where it left off;
+    retried with back-off while the database is down. None when stopped meanwhile."""
+    backoff_s = FIRST_BACKOFF_S
+    while not stop.is_set():
+        try:
+            schema.upgrade(engine)
+            return make().start()  # reads the database before it subscribes
+        except _RETRYABLE as exc:
+            log.warning("cannot reach %s (%s); retrying in %.1f s", schema.describe_url(engine),
+                        str(exc.orig).strip()[:200], backoff_s)
+            stop.wait(backoff_s)
+            backoff_s = min(backoff_s * 2, max_backoff_s)
+    return None
+
+
+def record_main(args: Any) -> int:
+    """``streamtag record``; args has connect, control, db, queue_size, batch_size,
+    max_backoff_s, metrics_port, metrics_address, upgrade and verbose."""
+    import signal
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _record(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _record(args: Any, stop: threading.Event) -> int:
+    import sys
+
+    from streamtag.errors import ConfigError
+
+    try:
+        engine = schema.create_db_engine(args.db)
+        if args.upgrade:
+            try:
+                revision = schema.upgrade(engine)
+            except _RETRYABLE as exc:
+                raise ConfigError(f"cannot reach {schema.describe_url(engine)}: "
+                                  f"{str(exc.orig).strip()[:200]}") from None
+            print(f"streamtag record: {schema.describe_url(engine)} is at schema revision "
+                  f"{revision}", file=sys.stderr)
+            return 0
+        if not args.connect:
+            raise ConfigError("streamtag record needs --connect ENDPOINT (a daemon's or a "
+                              "proxy's PUB endpoint); repeat it for several daemons")
+        recorder = _start_when_up(
+            engine, lambda: Recorder(engine, args.connect, args.control or (),
+                                     queue_size=args.queue_size, batch_size=args.batch_size,
+                                     max_backoff_s=args.max_backoff_s),
+            stop, args.max_backoff_s)
+        if recorder is None:
+            return 0
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"streamtag record: {exc}", file=sys.stderr)
+        return 2
+    metrics = None
+    try:
+        if args.metrics_port is not None:
+            from streamtag.history.metrics import RecorderMetrics
+
+            try:
+                metrics = RecorderMetrics(recorder, args.metrics_port, args.metrics_address)
+            except OSError as exc:
+                print(f"streamtag record: cannot serve metrics on {args.metrics_address}:"
+                      f"{args.metrics_port}: {exc}; choose another --metrics-port",
+                      file=sys.stderr)
+                recorder.stop(0)
+                return 2
+        print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
+              f"{schema.describe_url(engine)}"
+              + (f"; metrics on port {metrics.port}" if metrics else ""),
+              file=sys.stderr, flush=True)
+        stop.wait()
+        complete = recorder.stop(args.drain_timeout_s)
+        stats = recorder.stats
+        print(f"streamtag record: wrote {stats.written} messages; {stats.gaps} gaps "
+              f"({stats.missed} messages missing), {stats.overflowed} dropped at a full queue"
+              + ("" if complete else "; the database did not take everything queued before "
+                                     "--drain-timeout-s"), file=sys.stderr)
+        return 0 if complete else 1
+    finally:
+        if metrics is not None:
+            metrics.close()
+        engine.dispose()

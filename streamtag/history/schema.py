@@ -1,0 +1,304 @@
+"""The history database: its tables (SQLAlchemy Core, one schema for SQLite and PostgreSQL),
+opening a database URL, and bringing its schema to the version this code writes.
+
+The schema is versioned with Alembic (migrations/versions/, one file per revision). The
+recorder upgrades a database it opens; readers (``streamtag history``, the dashboard) refuse a
+database whose schema is older or newer than this code's and say what to run. docs/history.md
+documents every table.
+
+Scores are stored as float32 arrays (little-endian bytes) in the order of their model's tags,
+which the `models` table holds once per model: a 56-tag window takes 448 bytes, not the ~1 KB
+of its JSON, and the daemon publishes scores with six decimals, which float32 keeps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from streamtag.errors import ConfigError
+
+DEFAULT_DB_URL = "sqlite:///tags.db"
+MIGRATIONS = Path(__file__).with_name("migrations")
+SCORE_DTYPE = np.dtype("<f4")
+
+metadata = sa.MetaData()
+
+
+def _message_columns() -> list[sa.Column]:
+    """What every stored stream message keeps of its header."""
+    return [sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+            sa.Column("stream", sa.String(128), nullable=False),
+            sa.Column("session", sa.String(128), nullable=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("sent_at", sa.Float, nullable=False)]
+
+
+models = sa.Table(
+    "models", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("hash", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),  # JSON array: the order of every score array
+    sa.UniqueConstraint("name", "hash", "tags", name="uq_models"))
+
+scores = sa.Table(
+    "scores", metadata, *_message_columns(),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("start_s", sa.Float, nullable=False),
+    sa.Column("end_s", sa.Float, nullable=False),
+    sa.Column("start_sample", sa.BigInteger, nullable=False),
+    sa.Column("end_sample", sa.BigInteger, nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),       # float32 per tag
+    sa.Column("smoothed", sa.LargeBinary, nullable=False),  # float32 per tag
+    sa.Column("active", sa.Text, nullable=False),           # JSON array of tag names
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.UniqueConstraint("stream", "session", "seq", name="uq_scores"),
+    sa.Index("ix_scores_stream_sent_at", "stream", "sent_at"))
+
+events = sa.Table(
+    "events", metadata, *_message_columns(),
+    sa.Column("tag", sa.Text, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("time_s", sa.Float, nullable=False),
+    sa.Column("sample", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("stream", "session", "seq", name="uq_events"),
+    sa.Index("ix_events_stream_sent_at", "stream", "sent_at"))
+
+statuses = sa.Table(
+    "statuses", metadata, *_message_columns(),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("title", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("counters", sa.Text, nullable=False),  # JSON object
+    sa.UniqueConstraint("stream", "session", "seq", name="uq_statuses"),
+    sa.Index("ix_statuses_stream_sent_at", "stream", "sent_at"))
+
+tracks = sa.Table(
+    "tracks", metadata, *_message_columns(),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("title", sa.Text),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("start_s", sa.Float, nullable=False),
+    sa.Column("end_s", sa.Float, nullable=False),
+    sa.Column("start_sample", sa.BigInteger, nullable=False),
+    sa.Column("end_sample", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Column("windows", sa.BigInteger, nullable=False),
+    sa.Column("mean_raw", sa.LargeBinary, nullable=False),       # float32 per tag
+    sa.Column("mean_smoothed", sa.LargeBinary, nullable=False),  # float32 per tag
+    sa.Column("active_share", sa.LargeBinary, nullable=False),   # float32 per tag
+    sa.Column("active", sa.Text, nullable=False),                # JSON array of tag names
+    sa.UniqueConstraint("stream", "session", "seq", name="uq_tracks"),
+    sa.Index("ix_tracks_stream_started_at", "stream", "started_at"))
+
+# A stream seen under a session for the first time; `previous_session` set means the daemon
+# restarted (or, with `restarted` false, the recorder first met it after its own restart).
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("stream", sa.String(128), nullable=False),
+    sa.Column("session", sa.String(128), nullable=False),
+    sa.Column("first_sent_at", sa.Float, nullable=False),
+    sa.Column("previous_session", sa.String(128)),
+    sa.Column("restarted", sa.Boolean, nullable=False),
+    sa.UniqueConstraint("stream", "session", name="uq_sessions"))
+
+# Messages known to be missing: `missed` messages of one topic from seq `first_seq` on.
+# cause "seq": a jump in seq (lost on the way, or published while the recorder was down);
+# "overflow": received but dropped because the recorder's queue was full.
+gaps = sa.Table(
+    "gaps", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("stream", sa.String(128), nullable=False),  # "" for heartbeats
+    sa.Column("session", sa.String(128), nullable=False),
+    sa.Column("msg_type", sa.String(16), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("missed", sa.BigInteger, nullable=False),
+    sa.Column("cause", sa.String(16), nullable=False),
+    sa.Column("detected_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("stream", "session", "msg_type", "first_seq", "cause", name="uq_gaps"),
+    sa.Index("ix_gaps_stream_detected_at", "stream", "detected_at"))
+
+# One row per daemon session that sent heartbeats, updated by each.
+daemons = sa.Table(
+    "daemons", metadata,
+    sa.Column("session", sa.String(128), primary_key=True),
+    sa.Column("first_sent_at", sa.Float, nullable=False),
+    sa.Column("last_sent_at", sa.Float, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("uptime_s", sa.Float, nullable=False),
+    sa.Column("streams", sa.Integer, nullable=False))
+
+# A daemon's control-socket snapshot, taken when the recorder starts: the tag states at that
+# moment, which the events missed while it was down would have told.
+snapshots = sa.Table(
+    "snapshots", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("taken_at", sa.Float, nullable=False),
+    sa.Column("control", sa.Text, nullable=False),
+    sa.Column("session", sa.String(128), nullable=False),
+    sa.Column("stream", sa.String(128), nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),      # JSON array
+    sa.Column("smoothed", sa.LargeBinary, nullable=False),
+    sa.Column("active", sa.Text, nullable=False),    # JSON array
+    sa.Column("windows", sa.BigInteger, nullable=False))
+
+MESSAGE_TABLES = {"scores": scores, "event": events, "status": statuses, "track": tracks}
+
+
+# ---------------------------------------------------------------- values
+
+def pack_scores(values: Iterable[float]) -> bytes:
+    return np.asarray(list(values), dtype=SCORE_DTYPE).tobytes()
+
+
+def unpack_scores(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=SCORE_DTYPE).astype(np.float64)
+
+
+def pack_names(names: Sequence[str]) -> str:
+    return json.dumps(list(names), ensure_ascii=False, separators=(",", ":"))
+
+
+def unpack_names(text: str) -> list[str]:
+    return json.loads(text)
+
+
+# ---------------------------------------------------------------- opening
+
+def normalise_url(url: str) -> sa.URL:
+    """A database URL with streamtag's drivers: psycopg 3 for ``postgresql://``."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"--db {url!r} is not a database URL; use sqlite:///PATH (e.g. "
+                          f"{DEFAULT_DB_URL}) or postgresql://USER@HOST:PORT/DBNAME") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"--db {url!r}: streamtag stores history in SQLite (sqlite:///PATH) "
+                          "or PostgreSQL (postgresql://...), not "
+                          f"{parsed.get_backend_name()}")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers (history, the dashboard) read while the recorder writes; NORMAL
+    # synchronous is durable across a process crash (not an OS crash) and much faster.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    """An SQLAlchemy engine for a history URL (nothing is connected yet)."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--db {url!r} needs the psycopg driver: pip install "
+                              "'streamtag[postgres]' (or psycopg[binary])") from None
+        # pre-ping: a connection from before a server restart is noticed and replaced.
+        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    engine = sa.create_engine(parsed)
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def require_existing(url: str) -> None:
+    """Readers must not create an SQLite file where a mistyped path points."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).exists():
+            raise ConfigError(f"there is no history database at {parsed.database}; check the "
+                              "path, or record one with 'streamtag record --connect ENDPOINT "
+                              f"--db {url}'")
+
+
+def describe_url(engine: Engine) -> str:
+    """The URL without its password, for messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+# ---------------------------------------------------------------- schema versions
+
+def _alembic_config(connection: sa.Connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> str:
+    """Create the schema, or migrate it to this code's revision; returns that revision."""
+    from alembic import command
+
+    head = head_revision()
+    with engine.begin() as connection:
+        current = current_revision(connection)
+        if current == head:
+            return head
+        _refuse_newer(current, engine)
+        command.upgrade(_alembic_config(connection), "head")
+    return head
+
+
+def _refuse_newer(current: str | None, engine: Engine) -> None:
+    from alembic.script import ScriptDirectory
+
+    if current is None:
+        return
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current not in known:
+        raise ConfigError(f"the history database {describe_url(engine)} has schema revision "
+                          f"{current}, which this streamtag does not know (a newer one wrote "
+                          "it); upgrade streamtag")
+
+
+def check_readable(engine: Engine) -> None:
+    """Raise ConfigError unless the database holds this code's schema revision."""
+    head = head_revision()
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+    except sa.exc.OperationalError as exc:
+        raise ConfigError(f"cannot open the history database {describe_url(engine)}: "
+                          f"{str(exc.orig).strip()}") from None
+    if current == head:
+        return
+    if current is None:
+        raise ConfigError(f"{describe_url(engine)} holds no streamtag history; record one "
+                          "with 'streamtag record --connect ENDPOINT --db URL'")
+    _refuse_newer(current, engine)
+    raise ConfigError(f"the history database {describe_url(engine)} has the older schema "
+                      f"revision {current}; upgrade it with 'streamtag record --db URL "
+                      "--upgrade' (the recorder also upgrades it when it starts)")

@@ -1,0 +1,174 @@
+"""Per-track summaries: a stream's windows grouped by the title that was playing.
+
+A track is the audio between two title changes, ``[start_sample, end_sample)``. A window belongs
+to the track its end falls in (``start_sample < window end <= end_sample``), so every window
+counts once, for the title that was playing when its last sample played. Title changes arrive
+from the source as soon as they are read, before the windows around them are scored; they wait
+here until the first window that ends past them, which closes the track before it. The daemon
+publishes each closed track as a ``track`` message; ``streamtag tag`` makes one per file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+SCORE_DECIMALS = 6  # as the published scores
+MOST = 0.5  # a tag active in more than this share of a track's windows is active for the track
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One finished track: the fields of a protocol ``track`` body and the sample rate."""
+
+    title: str | None
+    reason: str  # "title_change" or "end"
+    start_sample: int
+    end_sample: int
+    sample_rate: float
+    started_at: float
+    ended_at: float
+    windows: int
+    tags: tuple[str, ...]
+    mean_raw: tuple[float, ...]
+    mean_smoothed: tuple[float, ...]
+    active_share: tuple[float, ...]
+    active: tuple[str, ...]
+    model_name: str
+    model_hash: str
+
+    @property
+    def start_s(self) -> float:
+        return self.start_sample / self.sample_rate
+
+    @property
+    def end_s(self) -> float:
+        return self.end_sample / self.sample_rate
+
+    def body_fields(self) -> dict:
+        """Keyword arguments of ``protocol.TrackBody``."""
+        return {"title": self.title, "reason": self.reason, "start_s": self.start_s,
+                "end_s": self.end_s, "start_sample": self.start_sample,
+                "end_sample": self.end_sample, "started_at": self.started_at,
+                "ended_at": self.ended_at, "windows": self.windows, "tags": self.tags,
+                "mean_raw": self.mean_raw, "mean_smoothed": self.mean_smoothed,
+                "active_share": self.active_share, "active": self.active,
+                "model": {"name": self.model_name, "hash": self.model_hash}}
+
+
+@dataclasses.dataclass
+class _Open:
+    """The track now playing, with running sums over its windows."""
+
+    title: str | None
+    start_sample: int
+    started_at: float
+    last_end: int  # end of its last window (or its start)
+    windows: int = 0
+    tags: tuple[str, ...] = ()
+    raw_sum: np.ndarray | None = None
+    smoothed_sum: np.ndarray | None = None
+    active_count: np.ndarray | None = None
+    model_name: str = ""
+    model_hash: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Change:
+    sample: int
+    title: str | None
+    at: float
+
+
+class TrackSummarizer:
+    """One stream's tracks: feed title changes, windows and the end, in any interleaving
+    where each kind comes in its own order; each call returns the tracks it closed."""
+
+    def __init__(self, sample_rate: float, title: str | None = None,
+                 started_at: float | None = None) -> None:
+        self.sample_rate = float(sample_rate)
+        self._open = _Open(title, 0, time.time() if started_at is None else started_at, 0)
+        self._changes: deque[_Change] = deque()
+        self.ended = False
+
+    @property
+    def title(self) -> str | None:
+        """The latest title, whether or not the windows have reached it yet."""
+        return self._changes[-1].title if self._changes else self._open.title
+
+    def change_title(self, title: str | None, sample: int, at: float | None = None) -> None:
+        """The title changes at stream sample ``sample`` (wall-clock ``at``). A change at or
+        before the open track's start (a stream's first title) names that track instead."""
+        at = time.time() if at is None else at
+        # A window already counted past `sample` stays where it is: the change moves after it.
+        sample = max(int(sample), self._open.last_end)
+        if self._changes and sample <= self._changes[-1].sample:
+            last = self._changes.pop()  # two changes at one place: the later title wins
+            self._changes.append(_Change(last.sample, title, last.at))
+        elif not self._changes and sample <= self._open.start_sample:
+            self._open.title = title
+        elif title != self.title:
+            self._changes.append(_Change(sample, title, at))
+
+    def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
+                   active: Sequence[str], model_name: str, model_hash: str) -> list[Track]:
+        """Counts one window for the track its end falls in; returns the tracks it closed."""
+        closed = []
+        while self._changes and end_sample > self._changes[0].sample:
+            closed.append(self._next(self._changes.popleft(), "title_change"))
+        track = self._open
+        tags = tuple(tags)
+        if tags != track.tags:  # the first window, or a model reload with other tags
+            track.tags, track.windows = tags, 0
+            track.raw_sum = np.zeros(len(tags))
+            track.smoothed_sum = np.zeros(len(tags))
+            track.active_count = np.zeros(len(tags), dtype=np.int64)
+        track.windows += 1
+        track.raw_sum += np.asarray(raw, dtype=np.float64)
+        track.smoothed_sum += np.asarray(smoothed, dtype=np.float64)
+        on = set(active)
+        track.active_count += np.array([t in on for t in tags], dtype=np.int64)
+        track.model_name, track.model_hash = model_name, model_hash
+        track.last_end = max(track.last_end, int(end_sample))
+        return closed
+
+    def end(self, end_sample: int, at: float | None = None) -> list[Track]:
+        """The stream ended at ``end_sample``: closes the changes before it and the last track.
+        Changes at or after the end start no track (they name no audio)."""
+        closed = []
+        while self._changes and self._changes[0].sample < end_sample:
+            closed.append(self._next(self._changes.popleft(), "title_change"))
+        self._changes.clear()
+        at = time.time() if at is None else at
+        closed.append(self._close(max(int(end_sample), self._open.last_end), at, "end"))
+        self.ended = True
+        return closed
+
+    def _next(self, change: _Change, reason: str) -> Track:
+        track = self._close(change.sample, change.at, reason)
+        self._open = _Open(change.title, change.sample, change.at, change.sample)
+        return track
+
+    def _close(self, end_sample: int, at: float, reason: str) -> Track:
+        t = self._open
+        if t.windows:
+            tags = t.tags
+            mean_raw = _rounded(t.raw_sum / t.windows)
+            mean_smoothed = _rounded(t.smoothed_sum / t.windows)
+            share = tuple(float(c) / t.windows for c in t.active_count)
+        else:  # shorter than a window: no means
+            tags = mean_raw = mean_smoothed = share = ()
+        active = tuple(tag for tag, s in zip(tags, share, strict=True) if s > MOST)
+        return Track(title=t.title, reason=reason, start_sample=t.start_sample,
+                     end_sample=max(end_sample, t.start_sample), sample_rate=self.sample_rate,
+                     started_at=t.started_at, ended_at=at, windows=t.windows, tags=tags,
+                     mean_raw=mean_raw, mean_smoothed=mean_smoothed, active_share=share,
+                     active=active, model_name=t.model_name, model_hash=t.model_hash)
+
+
+def _rounded(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(round(float(v), SCORE_DECIMALS) for v in values)

@@ -1,0 +1,75 @@
+"""The dashboard's history view: the last hours of a history database (written by
+``streamtag record``) as one JSON answer for the page history.html.
+
+Per stream: windows, each tag's share of airtime, and a heat strip of the leading tags' shares
+over time; the tracks, the last events, and what is missing (gaps, daemon restarts). Answers
+are cached for a few seconds: a page refreshes every minute, and the query reads every window
+of the range.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from streamtag.history import report, schema
+
+DEFAULT_HOURS = 6.0
+MAX_HOURS = 24.0 * 7
+BINS = 180
+TOP_TAGS = 8
+MAX_EVENTS = 200
+CACHE_S = 10.0
+
+
+class HistoryView:
+    """Reads a history database for the page; safe to call from several threads."""
+
+    def __init__(self, url: str) -> None:
+        schema.require_existing(url)
+        self.engine = schema.create_db_engine(url)
+        schema.check_readable(self.engine)  # ConfigError naming the fix
+        self.url = schema.describe_url(self.engine)
+        self._lock = threading.Lock()
+        self._cache: dict[float, tuple[float, dict[str, Any]]] = {}
+
+    def answer(self, hours: float = DEFAULT_HOURS, now: float | None = None) -> dict[str, Any]:
+        if not 0 < hours <= MAX_HOURS:
+            raise ValueError(f"hours must be in (0, {MAX_HOURS:g}], got {hours:g}")
+        with self._lock:
+            cached = self._cache.get(hours)
+            if cached and time.monotonic() - cached[0] < CACHE_S and now is None:
+                return cached[1]
+            result = self._compute(hours, time.time() if now is None else now)
+            self._cache = {hours: (time.monotonic(), result)}
+            return result
+
+    def _compute(self, hours: float, now: float) -> dict[str, Any]:
+        since = now - hours * 3600.0
+        history = report.load_history(self.engine, since=since, until=now)
+        streams = {}
+        for stream, airtime in sorted(history.airtime.items()):
+            tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:TOP_TAGS]
+            edges, counts, share = report.tag_share_bins(self.engine, stream, tags, since, now,
+                                                         BINS)
+            streams[stream] = {
+                "windows": airtime.windows, "first_at": airtime.first_at,
+                "last_at": airtime.last_at,
+                "airtime": [[t, round(airtime.share(t), 6)]
+                            for t in sorted(airtime.tags, key=lambda t: -airtime.share(t))],
+                "strip": {"tags": tags, "counts": counts.astype(int).tolist(),
+                          "share": [[None if np.isnan(v) else round(float(v), 4) for v in row]
+                                    for row in share]}}
+        return {"since": since, "until": now, "hours": hours, "bins": BINS,
+                "database": self.url, "streams": streams,
+                "tracks": [{k: t[k] for k in ("stream", "title", "started_at", "ended_at",
+                                              "start_s", "end_s", "windows", "active", "top")}
+                           for t in history.tracks],
+                "events": history.events[-MAX_EVENTS:], "events_total": len(history.events),
+                "gaps": history.gaps, "restarts": history.restarts}
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,549 @@
+"""The recorder and the history, with real parts: streamtag's Publisher on 127.0.0.1, the
+recorder in-process or as a real ``streamtag record`` process, SQLite files and a real
+PostgreSQL cluster (Debian's server, started here as an unprivileged process)."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from helpers import free_port, run_streamtag, stop_process, wait_until
+from history_station import (
+    MODEL,
+    TAGS,
+    TRACK_WINDOWS,
+    Station,
+    await_subscribed,
+    keys,
+    stored_keys,
+    table_rows,
+    wait_stored,
+)
+from postgres_server import PostgresServer
+
+from streamtag.cli import main
+from streamtag.history import schema
+from streamtag.history.recorder import Recorder
+from streamtag.history.report import parse_time
+from streamtag.proxy import run_proxy
+from streamtag.control import ControlServer
+
+# ---------------------------------------------------------------- databases
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tags.db'}"
+    return new_database(request.getfixturevalue("postgres"))
+
+
+def new_database(server: PostgresServer) -> str:
+    name = f"t{time.monotonic_ns()}"
+    admin = sa.create_engine(schema.normalise_url(server.url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = schema.create_db_engine(db_url)
+    schema.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_migrations_build_exactly_the_tables_the_code_writes(engine):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+        assert schema.current_revision(conn) == schema.head_revision()
+    assert schema.upgrade(engine) == schema.head_revision()  # a second upgrade changes nothing
+    schema.check_readable(engine)
+
+
+def test_every_message_is_stored_exactly_once_even_when_received_twice(engine):
+    # The recorder hears the station directly and through a proxy: every message arrives
+    # twice, and the database must still hold each exactly once, with its values.
+    station = Station()
+    stop = threading.Event()
+    backend = f"tcp://127.0.0.1:{free_port()}"
+    proxy = threading.Thread(target=run_proxy, args=(None, backend, stop),
+                             kwargs={"upstream": [station.endpoint], "sndhwm": 0})
+    proxy.start()
+    recorder = Recorder(engine, [station.endpoint, backend]).start()
+    try:
+        await_subscribed(station, engine)
+        time.sleep(0.3)  # the proxy's subscription too
+        sent = []
+        for stream in ("radio-1", "radio-2", "radio-10"):
+            sent += station.play(stream, range(0, TRACK_WINDOWS + 20))
+        wait_stored(engine, len(sent))
+        wait_until(lambda: recorder.stats.received["scores"] >= 2 * sum(
+            m.msg_type == "scores" for m in sent), 20, "both copies to arrive")
+        assert recorder.stop()
+        stored = stored_keys(engine)
+        assert stored == keys(sent)
+        assert set(stored.values()) == {1}
+        assert {m.msg_type for m in sent} == {"scores", "event", "status", "track"}
+        assert table_rows(engine, schema.gaps) == []
+        # Values come back as sent (scores as float32 of six-decimal numbers).
+        by_key = {(m.stream, m.seq): m.body for m in sent if m.msg_type == "scores"}
+        rows = table_rows(engine, schema.scores)
+        model_tags = {r.id: schema.unpack_names(r.tags) for r in table_rows(engine,
+                                                                           schema.models)}
+        for row in rows:
+            body = by_key[(row.stream, row.seq)]
+            assert model_tags[row.model_id] == list(body.tags)
+            np.testing.assert_allclose(schema.unpack_scores(row.raw), body.raw, atol=1e-7)
+            np.testing.assert_allclose(schema.unpack_scores(row.smoothed), body.smoothed,
+                                       atol=1e-7)
+            assert schema.unpack_names(row.active) == list(body.active)
+            assert (row.start_sample, row.end_sample) == (body.start_sample, body.end_sample)
+        tracks = {(r.stream, r.seq): r for r in table_rows(engine, schema.tracks)}
+        for m in sent:
+            if m.msg_type == "track":
+                row = tracks[(m.stream, m.seq)]
+                assert (row.title, row.windows) == (m.body.title, m.body.windows)
+                np.testing.assert_allclose(schema.unpack_scores(row.active_share),
+                                           m.body.active_share, atol=1e-7)
+        events = {(r.stream, r.seq): (r.tag, r.state) for r in table_rows(engine,
+                                                                        schema.events)}
+        assert events == {(m.stream, m.seq): (m.body.tag, m.body.state)
+                          for m in sent if m.msg_type == "event"}
+    finally:
+        recorder.stop(0)
+        stop.set()
+        proxy.join(5)
+        station.close()
+
+
+def _rebind(endpoint: str) -> Station:
+    # ZeroMQ releases a closed socket's port in its I/O thread, a moment after close().
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return Station(endpoint)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _snapshot_handler(station: Station, streams: tuple[str, ...]):
+    def snapshot(_: dict) -> dict:
+        return {"session": station.session, "model": {**MODEL, "tags": list(TAGS)},
+                "streams": {s: {"tags": list(TAGS), "smoothed": [0.5] * len(TAGS),
+                                "active": ["calm"], "windows": 7} for s in streams}}
+    return snapshot
+
+
+def test_a_killed_recorder_loses_only_what_was_published_while_down_and_stores_it_as_a_gap(
+        tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    station = Station(endpoint)
+    streams = ("radio-1", "radio-2")
+    control = ControlServer("tcp://127.0.0.1:*",
+                            {"snapshot": _snapshot_handler(station, streams)}).start()
+    args = ("record", "--connect", endpoint, "--control", control.endpoint, "--db", url)
+    recorder = run_streamtag(*args, popen=True)
+    try:
+        await_subscribed(station, engine)
+        before = [m for s in streams for m in station.play(s, range(0, 60))]
+        wait_stored(engine, len(before))
+        recorder.send_signal(signal.SIGKILL)
+        recorder.communicate(timeout=10)  # reaps it and closes its pipes
+        killed_at = time.time()
+        while_down = [m for s in streams for m in station.play(s, range(60, 100))]
+        recorder = run_streamtag(*args, popen=True)
+        await_subscribed(station, engine)
+        after = [m for s in streams for m in station.play(s, range(100, 160))]
+        wait_stored(engine, len(before) + len(after))
+
+        assert stored_keys(engine) == keys(before + after)
+        lost = collections.Counter((m.stream, m.msg_type) for m in while_down)
+        first_lost = {}
+        for m in while_down:
+            first_lost.setdefault((m.stream, m.msg_type), m.seq)
+        gaps = {(g.stream, g.msg_type): g for g in table_rows(engine, schema.gaps)
+                if g.msg_type != "heartbeat"}
+        assert set(gaps) == set(lost)
+        for key, gap in gaps.items():
+            assert (gap.missed, gap.first_seq, gap.cause) == (lost[key], first_lost[key], "seq")
+        # The restarted recorder asked the daemon for its current tag states.
+        snapshots = [r for r in table_rows(engine, schema.snapshots) if r.taken_at > killed_at]
+        assert {r.stream for r in snapshots} == set(streams)
+        assert all(r.session == station.session and schema.unpack_names(r.active) == ["calm"]
+                   for r in snapshots)
+        told = history(capsys, "--db", url, "--stream", "radio-1")
+        assert told.returncode == 0
+        assert f"MISSING {lost[('radio-1', 'scores')]} scores messages" in told.stdout
+        assert "the daemon's tags then: calm" in told.stdout
+
+        # The daemon restarts: a new session on the same endpoint, stored with its predecessor.
+        old_session = station.session
+        station.close()
+        station = _rebind(endpoint)
+        await_subscribed(station, engine)
+        restarted = station.play("radio-1", range(0, 10))
+        wait_stored(engine, len(before) + len(after) + len(restarted))
+        rows = {r.session: r for r in table_rows(engine, schema.sessions)
+                if r.stream == "radio-1"}
+        assert rows[station.session].previous_session == old_session
+        assert rows[station.session].restarted is True
+        assert rows[old_session].restarted is False
+
+        recorder.send_signal(signal.SIGTERM)
+        out, err = recorder.communicate(timeout=30)
+        assert recorder.returncode == 0, err
+        assert "wrote" in err
+    finally:
+        stop_process(recorder)
+        recorder.communicate()  # closes its pipes
+        control.stop()
+        station.close()
+        engine.dispose()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_a_database_stopped_under_load_loses_nothing_that_fit_the_queue(postgres):
+    from streamtag.history.metrics import RecorderMetrics
+
+    engine = schema.create_db_engine(postgres.url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint, queue_size=20_000, max_backoff_s=0.5)
+    recorder.start()
+    metrics = RecorderMetrics(recorder, 0)
+    try:
+        await_subscribed(station, engine)
+        sent = station.play("radio-1", range(0, 200))
+        wait_stored(engine, len(sent))
+        postgres.stop()
+        try:
+            # Under load while the server is down: several streams keep publishing.
+            for i in range(4):
+                sent += station.play(f"down-{i}", range(0, 150))
+                time.sleep(0.2)
+            wait_until(lambda: recorder.stats.db_errors > 0, 20, "the recorder to notice")
+            assert _scrape(metrics.port)["streamtag_record_db_up"] == 0
+        finally:
+            postgres.start()
+        sent += station.play("radio-1", range(200, 260))
+        wait_stored(engine, len(sent), timeout=60)
+        assert stored_keys(engine) == keys(sent)
+        scraped = _scrape(metrics.port)
+        assert scraped["streamtag_record_queue_overflow_messages_total"] == 0
+        assert scraped["streamtag_record_db_errors_total"] >= 1
+        assert scraped["streamtag_record_db_up"] == 1
+        assert table_rows(engine, schema.gaps) == []
+    finally:
+        metrics.close()
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
+
+
+def test_what_overflows_the_queue_is_counted_reported_and_stored_as_a_gap(postgres):
+    from streamtag.history.metrics import RecorderMetrics
+
+    engine = schema.create_db_engine(new_database(postgres))  # the counts are this test's
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint, queue_size=100, batch_size=50,
+                        max_backoff_s=0.5)
+    recorder.start()
+    metrics = RecorderMetrics(recorder, 0)
+    try:
+        await_subscribed(station, engine)
+        postgres.stop()
+        try:
+            sent = station.play("radio-1", range(0, 600))
+            wait_until(lambda: recorder.stats.received["scores"] >= 600, 20,
+                       "every message to reach the recorder")
+        finally:
+            postgres.start()
+        wait_until(lambda: recorder.queue.empty() and recorder.stats.db_up, 60,
+                   "the queue to drain")
+        time.sleep(0.5)
+        stored = stored_keys(engine)
+        missing = keys(sent) - stored
+        assert set(stored.values()) == {1} and not stored - keys(sent)
+        overflowed = _scrape(metrics.port)["streamtag_record_queue_overflow_messages_total"]
+        assert overflowed == sum(missing.values()) > 0
+        # Every lost message is covered by an overflow gap row, and nothing else is.
+        covered = collections.Counter()
+        for gap in table_rows(engine, schema.gaps):
+            assert gap.cause == "overflow"
+            for seq in range(gap.first_seq, gap.first_seq + gap.missed):
+                covered[(gap.msg_type, gap.stream, gap.session, seq)] += 1
+        assert covered == missing
+    finally:
+        metrics.close()
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- streamtag history
+
+@pytest.fixture(scope="module")
+def recorded_hour(tmp_path_factory):
+    """An hour of one stream's audio and twenty minutes of another's (one window a second),
+    published fast with wall-clock times two hours ago, recorded by a real `streamtag record`
+    process into SQLite."""
+    path = tmp_path_factory.mktemp("hour") / "tags.db"
+    url = f"sqlite:///{path}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = run_streamtag("record", "--connect", station.endpoint, "--db", url, popen=True)
+    try:
+        await_subscribed(station, engine)
+        t0 = round(time.time()) - 7200.0
+        sent = (station.play("radio-1", range(3600), t0)
+                + station.play("radio-2", range(1200), t0))
+        wait_stored(engine, len(sent), timeout=60)
+        recorder.send_signal(signal.SIGTERM)
+        recorder.communicate(timeout=30)
+        assert recorder.returncode == 0
+    finally:
+        stop_process(recorder)
+        recorder.communicate()  # closes its pipes
+        station.close()
+        engine.dispose()
+    return url, t0, sent
+
+
+def direct_history(sent, stream: str, since: float, until: float) -> dict:
+    """What the history should say, computed from the messages themselves."""
+    scores = [m.body for m in sent if m.msg_type == "scores" and m.stream == stream
+              and since <= m.sent_at <= until]
+    share = {tag: sum(tag in b.active for b in scores) / len(scores) for tag in TAGS}
+    tracks = [m.body for m in sent if m.msg_type == "track" and m.stream == stream
+              and m.body.ended_at >= since and m.body.started_at <= until]
+    events = [(m.sent_at, m.body.tag, m.body.state, m.body.time_s) for m in sent
+              if m.msg_type == "event" and m.stream == stream and since <= m.sent_at <= until]
+    return {"windows": len(scores), "share": share, "tracks": tracks, "events": events}
+
+
+def check_answer(answer: dict, expected: dict, stream: str) -> None:
+    got = answer["streams"][stream]
+    assert got["windows"] == expected["windows"]
+    assert got["airtime"] == pytest.approx(expected["share"], abs=1e-12)
+    tracks = [t for t in answer["tracks"] if t["stream"] == stream]
+    assert [(t["title"], t["windows"], t["active"]) for t in tracks] == [
+        (b.title, b.windows, list(b.active)) for b in expected["tracks"]]
+    for t, b in zip(tracks, expected["tracks"], strict=True):
+        assert [t["tags"][tag]["mean_smoothed"] for tag in TAGS] == pytest.approx(
+            b.mean_smoothed, abs=1e-6)
+        assert [t["tags"][tag]["active_share"] for tag in TAGS] == pytest.approx(
+            b.active_share, abs=1e-6)
+    events = [(e["sent_at"], e["tag"], e["state"], e["time_s"]) for e in answer["events"]
+              if e["stream"] == stream]
+    assert events == expected["events"]
+
+
+def history(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``streamtag history ARGS`` run in this process (its start-up is the slow part)."""
+    capsys.readouterr()
+    code = main(["history", *args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_history_answers_match_a_direct_computation_from_the_messages(recorded_hour, capsys):
+    url, t0, sent = recorded_hour
+    result = history(capsys, "--db", url, "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["streams"]) == {"radio-1", "radio-2"}
+    for stream, windows in (("radio-1", 3600), ("radio-2", 1200)):
+        expected = direct_history(sent, stream, 0, float("inf"))
+        assert expected["windows"] == windows and len(expected["tracks"]) == windows // 240
+        check_answer(answer, expected, stream)
+    assert answer["gaps"] == [] and answer["restarts"] == []
+
+    # One stream, ten minutes from five past: --since as ISO 8601 with an offset, --until as
+    # Unix seconds.
+    since, until = t0 + 300.5, t0 + 900.5
+    since_iso = datetime.fromtimestamp(since, UTC).isoformat()
+    result = history(capsys, "--db", url, "--json", "--stream", "radio-2",
+                           "--since", since_iso, "--until", str(until))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["streams"]) == {"radio-2"}
+    check_answer(answer, direct_history(sent, "radio-2", since, until), "radio-2")
+
+
+def test_history_writes_csv_text_and_a_timeline_png(recorded_hour, tmp_path, capsys):
+    url, t0, sent = recorded_hour
+    png = tmp_path / "timeline.png"
+    result = history(capsys, "--db", url, "--csv", "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    expected = direct_history(sent, "radio-1", 0, float("inf"))
+    airtime = {r["tag"]: float(r["share"]) for r in rows
+               if r["kind"] == "airtime" and r["stream"] == "radio-1"}
+    assert airtime == pytest.approx(expected["share"], abs=1e-6)
+    assert sum(r["kind"] == "event" for r in rows) == sum(m.msg_type == "event" for m in sent)
+    track_titles = {r["title"] for r in rows if r["kind"] == "track"}
+    assert track_titles == {m.body.title for m in sent if m.msg_type == "track"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+    text = history(capsys, "--db", url, "--stream", "radio-1", "--since", "3h")
+    assert text.returncode == 0, text.stderr
+    assert "radio-1: 3600 windows" in text.stdout and "radio-1 song 15" in text.stdout
+    assert "radio-2" not in text.stdout
+
+
+def test_history_times_read_as_a_person_writes_them():
+    now = datetime(2026, 11, 22, 21, 30).timestamp()  # local time, as the command reads it
+    assert parse_time("2h", "--since", now) == now - 7200
+    assert parse_time("90s", "--since", now) == now - 90
+    assert parse_time("18:00", "--since", now) == datetime(2026, 11, 22, 18, 0).timestamp()
+    assert parse_time("2026-11-22T18:00+00:00", "--since", now) == datetime(
+        2026, 11, 22, 18, 0, tzinfo=UTC).timestamp()
+    assert parse_time("1764000000.5", "--since", now) == 1764000000.5
+    with pytest.raises(ValueError, match="time of day"):
+        parse_time("teatime", "--since", now)
+
+
+def test_history_refuses_bad_input_naming_the_fix(tmp_path, capsys):
+    missing = tmp_path / "typo.db"
+    result = history(capsys, "--db", f"sqlite:///{missing}")
+    assert result.returncode == 2 and str(missing) in result.stderr
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = history(capsys, "--db", f"sqlite:///{empty}")
+    assert result.returncode == 2 and "holds no streamtag history" in result.stderr
+    result = history(capsys, "--db", f"sqlite:///{empty}", "--since", "yesterday-ish")
+    assert result.returncode == 2 and "ISO 8601" in result.stderr
+    result = history(capsys, "--db", "mysql://x/y")
+    assert result.returncode == 2 and "PostgreSQL" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
+    """The daemon (in this process, two file sources added over its control socket once both
+    listeners hear it) and a `streamtag record` process: the database holds exactly the stream
+    messages a subscriber received, a track per file among them."""
+    from helpers import tiny_model_file
+    from test_daemon import make_config, wait_for_heartbeat
+
+    from streamtag.audio import write_audio
+    from streamtag.client import Subscriber
+    from streamtag.daemon import Daemon
+    from streamtag.client import control_request
+    from streamtag.testsignals import music_like
+
+    files = {}
+    for name, seconds, seed in (("a", 6.0, 1), ("b", 5.0, 2)):
+        files[name] = tmp_path / f"{name}.flac"
+        write_audio(files[name], music_like(seconds, 44100, seed=seed), 44100)
+    config = make_config(tiny_model_file(tmp_path / "tiny.pt"), tmp_path)
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    daemon = Daemon(config).start()
+    recorder = run_streamtag("record", "--connect", daemon.publisher.endpoint, "--control",
+                             daemon.control.endpoint, "--db", url, popen=True)
+    try:
+        with Subscriber(daemon.publisher.endpoint) as sub:
+            wait_for_heartbeat(sub)
+            wait_until(lambda: table_rows(engine, schema.daemons), 20,
+                       "the recorder to store a heartbeat", interval=0.1)
+            for name, path in files.items():
+                reply = control_request(daemon.control.endpoint,
+                                        {"cmd": "add_source", "id": name, "spec": str(path)})
+                assert reply["ok"], reply
+            heard, ended = [], set()
+            deadline = time.monotonic() + 60
+            while ended != set(files) and time.monotonic() < deadline:
+                message = sub.recv(200)
+                if message is None or message.msg_type == "heartbeat":
+                    continue
+                heard.append(message)
+                if message.msg_type == "status" and message.body.state == "ended":
+                    ended.add(message.stream)
+            settle = time.monotonic() + 1.0  # the tracks follow the last window
+            while time.monotonic() < settle:
+                message = sub.recv(100)
+                if message is not None and message.msg_type != "heartbeat":
+                    heard.append(message)
+        assert ended == set(files)
+        wait_stored(engine, len(heard))
+        assert stored_keys(engine) == keys(heard)
+        tracks = table_rows(engine, schema.tracks)
+        assert sorted(t.stream for t in tracks) == ["a", "b"]
+        for track in tracks:
+            windows = sum(m.msg_type == "scores" and m.stream == track.stream for m in heard)
+            assert track.windows == windows and track.reason == "end"
+        assert table_rows(engine, schema.gaps) == []
+    finally:
+        stop_process(recorder)
+        recorder.communicate()
+        daemon.stop()
+        engine.dispose()
+
+
+def test_record_refuses_bad_input_naming_the_fix(tmp_path, capsys):
+    def record(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["record", *args])
+        return code, capsys.readouterr().err
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    code, err = record("--db", "mysql://somewhere/tags", "--connect", "tcp://127.0.0.1:1")
+    assert code == 2 and "PostgreSQL" in err
+    code, err = record("--db", url)
+    assert code == 2 and "--connect" in err
+    code, err = record("--db", url, "--upgrade")
+    assert code == 0 and schema.head_revision() in err
+    # A database written by a newer streamtag is refused by the recorder and by the reader.
+    engine = schema.create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    code, err = record("--db", url, "--connect", "tcp://127.0.0.1:1")
+    assert code == 2 and "upgrade streamtag" in err
+    result = history(capsys, "--db", url)
+    assert result.returncode == 2 and "upgrade streamtag" in result.stderr
