@@ -34,11 +34,11 @@ from history_station import (
 from postgres_server import PostgresServer
 
 from streamtag.cli import main
+from streamtag.control import ControlServer
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 from streamtag.history.report import parse_time
 from streamtag.proxy import run_proxy
-from streamtag.control import ControlServer
 
 # ---------------------------------------------------------------- databases
 
@@ -470,9 +470,8 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
     from test_daemon import make_config, wait_for_heartbeat
 
     from streamtag.audio import write_audio
-    from streamtag.client import Subscriber
+    from streamtag.client import Subscriber, control_request
     from streamtag.daemon import Daemon
-    from streamtag.client import control_request
     from streamtag.testsignals import music_like
 
     files = {}
