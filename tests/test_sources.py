@@ -953,3 +953,29 @@ def test_the_package_docstring_names_every_option_of_every_kind():
         for name, parameter in inspect.signature(cls).parameters.items():
             if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
                 assert f"``{name}``" in streamtag.sources.__doc__, (cls.__name__, name)
+
+
+def test_one_backoff_policy_for_every_live_source():
+    from streamtag.sources.base import Backoff
+
+    backoff = Backoff("x", reconnect=True, initial_backoff_s=0.5, max_backoff_s=3.0,
+                      max_reconnects=5)
+    waits = [backoff.next_wait_s() for _ in range(4)]
+    assert waits == [0.5, 1.0, 2.0, 3.0] and not backoff.exhausted()
+    backoff.got_audio()  # audio resets the wait and the count
+    assert backoff.attempts == 0 and backoff.next_wait_s() == 0.5
+    for _ in range(4):
+        backoff.next_wait_s()
+    assert backoff.exhausted()
+    assert Backoff("x", reconnect=False, initial_backoff_s=1, max_backoff_s=1,
+                   max_reconnects=None).exhausted()
+    for options in (dict(initial_backoff_s=0, max_backoff_s=1, max_reconnects=None),
+                    dict(initial_backoff_s=2, max_backoff_s=1, max_reconnects=None),
+                    dict(initial_backoff_s=1, max_backoff_s=1, max_reconnects=-1)):
+        with pytest.raises(SourceError, match="url-or-device: .*(backoff|max_reconnects)"):
+            Backoff("url-or-device", reconnect=True, **options)
+    # Both live sources refuse bad back-off options through it, naming themselves.
+    with pytest.raises(SourceError, match="http://h/x: need 0 < initial_backoff_s"):
+        HttpSource("http://h/x", initial_backoff_s=5, max_backoff_s=1)
+    with pytest.raises(SourceError, match="device:7: max_reconnects must be >= 0"):
+        DeviceSource("7", max_reconnects=-2)

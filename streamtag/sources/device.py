@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Source
+from streamtag.sources.base import AudioChunk, Backoff, Source
 
 PORTAUDIO_HINT = ("the PortAudio library is missing; install it (Debian/Ubuntu: "
                   "apt-get install libportaudio2)")
@@ -94,17 +94,15 @@ class DeviceSource(Source):
                  reconnect: bool = True, initial_backoff_s: float = 0.5,
                  max_backoff_s: float = 10.0, max_reconnects: int | None = None) -> None:
         super().__init__()
-        if initial_backoff_s <= 0 or max_backoff_s < initial_backoff_s:
-            raise SourceError(f"device:{device}: need 0 < initial_backoff_s <= max_backoff_s, "
-                              f"got {initial_backoff_s} and {max_backoff_s}")
+        self._backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
+                                     max_backoff_s=max_backoff_s, max_reconnects=max_reconnects)
+        Backoff(f"device:{device}", **self._backoff_options)  # checks the options now
         for name, value, ok, rule in (
                 ("blocksize", blocksize, blocksize >= 0, ">= 0 frames (0: PortAudio chooses)"),
                 ("channels", channels, channels is None or channels >= 1, ">= 1"),
                 ("device_rate", device_rate, device_rate is None or device_rate > 0, "> 0 Hz"),
                 ("max_queue_s", max_queue_s, max_queue_s > 0, "> 0 seconds"),
-                ("stall_timeout_s", stall_timeout_s, stall_timeout_s > 0, "> 0 seconds"),
-                ("max_reconnects", max_reconnects, max_reconnects is None or max_reconnects >= 0,
-                 ">= 0 (leave it out to retry forever)")):
+                ("stall_timeout_s", stall_timeout_s, stall_timeout_s > 0, "> 0 seconds")):
             if not ok:
                 raise SourceError(f"device:{device}: {name} must be {rule}, got {value!r}")
         self.device = str(device)
@@ -154,8 +152,7 @@ class DeviceSource(Source):
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         self._require_open()
-        backoff = self.initial_backoff_s
-        attempts = 0  # consecutive reopen attempts that brought no audio
+        backoff = Backoff(self.description, **self._backoff_options)
         while not stop.is_set():
             got_audio, problem = False, None
             try:
@@ -172,20 +169,19 @@ class DeviceSource(Source):
             if tail is not None:
                 yield tail
             if got_audio:
-                attempts, backoff = 0, self.initial_backoff_s
-            if not self.reconnect or (self.max_reconnects is not None
-                                      and attempts >= self.max_reconnects):
+                backoff.got_audio()
+            if backoff.exhausted():
                 if self.reconnect:
-                    problem += f" (gave up after {attempts} reopen attempts without audio)"
+                    problem += (f" (gave up after {backoff.attempts} reopen attempts without "
+                                "audio)")
                 self._status("failed", problem)
                 raise SourceError(problem)
-            attempts += 1
+            wait_s = backoff.next_wait_s()
             self.counters["reconnects"] += 1
             self._status("reconnecting", problem, reconnects=self.counters["reconnects"],
-                         backoff_s=backoff)
-            if stop.wait(backoff):
+                         backoff_s=wait_s)
+            if stop.wait(wait_s):
                 break
-            backoff = min(2.0 * backoff, self.max_backoff_s)
         yield from self._end()
 
     def _capture(self, stop: threading.Event) -> Iterator[AudioChunk]:

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Source
+from streamtag.sources.base import AudioChunk, Backoff, Source
 from streamtag.sources.icy import IcyBlock, IcyReader, parse_metaint
 
 # Keys a container's metadata may hold a stream title under (a stream without ICY metadata).
@@ -143,15 +143,13 @@ class HttpSource(Source):
         super().__init__()
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             raise SourceError(f"{strip_credentials(url)}: not an http(s) URL")
-        if initial_backoff_s <= 0 or max_backoff_s < initial_backoff_s:
-            raise SourceError(f"{strip_credentials(url)}: need 0 < initial_backoff_s <= "
-                              f"max_backoff_s, got {initial_backoff_s} and {max_backoff_s}")
+        # Checked (and the back-off state built) per iteration of chunks(); here to fail early.
+        self._backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
+                                     max_backoff_s=max_backoff_s, max_reconnects=max_reconnects)
+        Backoff(strip_credentials(url), **self._backoff_options)
         if not read_timeout_s > 0:
             raise SourceError(f"{strip_credentials(url)}: read_timeout_s must be > 0 seconds, "
                               f"got {read_timeout_s!r}")
-        if max_reconnects is not None and max_reconnects < 0:
-            raise SourceError(f"{strip_credentials(url)}: max_reconnects must be >= 0 (leave it "
-                              f"out to retry forever), got {max_reconnects!r}")
         self.url = url
         self.description = strip_credentials(url)
         self.reconnect = bool(reconnect)
@@ -167,8 +165,7 @@ class HttpSource(Source):
         import av
 
         self._require_open()
-        backoff = self.initial_backoff_s
-        attempts = 0  # consecutive reconnects that brought no audio
+        backoff = Backoff(self.description, **self._backoff_options)
         while not stop.is_set():
             got_audio, error = False, None
             try:
@@ -187,23 +184,21 @@ class HttpSource(Source):
                 yield tail
             reason = error or "the server ended the stream"
             if got_audio:
-                attempts, backoff = 0, self.initial_backoff_s
-            if not self.reconnect or (self.max_reconnects is not None
-                                      and attempts >= self.max_reconnects):
+                backoff.got_audio()
+            if backoff.exhausted():
                 if error is None and not self.reconnect:
                     break
                 message = f"{self.description}: {reason}"
                 if self.reconnect:
-                    message += f" (gave up after {attempts} reconnects without audio)"
+                    message += f" (gave up after {backoff.attempts} reconnects without audio)"
                 self._status("failed", message)
                 raise SourceError(message)
-            attempts += 1
+            wait_s = backoff.next_wait_s()
             self.counters["reconnects"] += 1
             self._status("reconnecting", reason, reconnects=self.counters["reconnects"],
-                         backoff_s=backoff)
-            if stop.wait(backoff):
+                         backoff_s=wait_s)
+            if stop.wait(wait_s):
                 break
-            backoff = min(2.0 * backoff, self.max_backoff_s)
         yield from self._end()
 
     def _reason(self, exc: Exception) -> str:
