@@ -33,13 +33,12 @@ from urllib.parse import quote
 import numpy as np
 
 from streamtag.frontend import LogMelOptions, compute_logmel
+from streamtag.fsutil import atomic_path, remove_stale_temporaries, write_text_atomic
 from streamtag.train.datasets import Track
 
 __all__ = ["CacheReport", "FeatureCache", "options_key"]
 
 log = logging.getLogger(__name__)
-
-_STALE_TEMP_S = 3600.0
 
 
 def _canonical_options(options: LogMelOptions) -> dict[str, Any]:
@@ -149,7 +148,7 @@ class FeatureCache:
         report = CacheReport(total=len(tracks), workers=workers)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._write_options()
-        self._remove_stale_temporaries()
+        remove_stale_temporaries(self.directory)
         todo = [t for t in tracks if not self.has(t.id)]
         report.cached = len(tracks) - len(todo)
         lock = threading.Lock()
@@ -204,14 +203,8 @@ class FeatureCache:
         half = np.ascontiguousarray(features, dtype=np.float16)
         if not np.isfinite(half).all():
             raise ValueError("features exceed the float16 range; use a log compression")
-        final = self.path(track_id)
-        temporary = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(temporary, "wb") as f:
-                np.save(f, half, allow_pickle=False)
-            os.replace(temporary, final)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with atomic_path(self.path(track_id)) as temporary, open(temporary, "wb") as f:
+            np.save(f, half, allow_pickle=False)
 
     def _frames_in(self, path: Path) -> int | None:
         try:
@@ -238,18 +231,7 @@ class FeatureCache:
                 raise RuntimeError(f"{path} holds other options than key {self.key} stands for; "
                                    f"remove {self.directory}")
             return
-        temporary = path.with_name(f".options.json.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-
-    def _remove_stale_temporaries(self) -> None:
-        now = time.time()
-        for temporary in self.directory.glob(".*.tmp"):
-            try:
-                if now - temporary.stat().st_mtime > _STALE_TEMP_S:
-                    temporary.unlink()
-            except OSError:
-                pass
+        write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def _not_cached(self, track_id: str) -> str:
         return f"track {track_id!r} is not in the feature cache {self.directory}; run build first"

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from streamtag.errors import ConfigError
+from streamtag.fsutil import atomic_path, write_text_atomic
 from streamtag.train.loop import RunResult, TrainingRun, bce, predict, prepare_data
 from streamtag.train.recipe import Recipe
 
@@ -45,9 +46,7 @@ PREDICTIONS_FILE = "predictions.npz"
 
 
 def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -155,10 +154,9 @@ def _save_with_features(run: TrainingRun, network: Any, thresholds: np.ndarray,
         "thresholds": thresholds.tolist(),
         "outputs": "logits of forward(x, (features - mean) / std)",
     }
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.jit.save(scripted, str(temporary),
-                   _extra_files={"features.json": json.dumps(info, indent=2)})
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.jit.save(scripted, str(temporary),
+                       _extra_files={"features.json": json.dumps(info, indent=2)})
     run.log(f"test ({len(run.data.labels['test'])} tracks), thresholds by "
             f"{r.eval.threshold_method} on validation:\n{metrics_table(test)}")
     run.log(f"wrote {path}: TorchScript forward(x, features) with features.json inside. It "

@@ -60,6 +60,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
+from streamtag.fsutil import atomic_path
 from streamtag.train import combine
 from streamtag.train.augment import Augmenter, pad_to, silence_value
 from streamtag.train.recipe import Recipe, TrainConfig
@@ -168,15 +169,8 @@ class AudioCache:
                 raise ValueError("waveform models need the audio files; this track has only "
                                  "precomputed features")
             audio, _ = load_audio(track.audio_path, self.sample_rate)
-            final = self.path(track.id)
-            temporary = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}"
-                                        ".tmp")
-            try:
-                with open(temporary, "wb") as f:
-                    np.save(f, np.clip(audio, -65504, 65504).astype(np.float16))
-                os.replace(temporary, final)
-            finally:
-                temporary.unlink(missing_ok=True)
+            with atomic_path(self.path(track.id)) as temporary, open(temporary, "wb") as f:
+                np.save(f, np.clip(audio, -65504, 65504).astype(np.float16))
             return len(audio) / self.sample_rate
 
         bar = _progress(total=len(todo), unit="track", desc="audio")
@@ -646,12 +640,8 @@ def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
 
 def _save_atomic(obj: Any, path: Path) -> None:
     """Written beside ``path`` and renamed into place: a crash never leaves half a checkpoint."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(obj, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 # The legacy global numpy generator is saved too: the trainer draws from its own generators, but

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from streamtag.errors import ConfigError
+from streamtag.fsutil import write_text_atomic
 from streamtag.train.augment import apply_gain
 from streamtag.train.loop import (
     RECIPE_FILE,
@@ -246,9 +247,7 @@ def _build(recipe: Recipe, scaling: dict[str, Any]) -> tuple[nn.Module, dict[str
 
 
 def _write_json(data: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
