@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from streamtag import modelfile
-from streamtag.train.loop import CHECKPOINT, RECIPE_FILE, train
+from streamtag.train.loop import CHECKPOINT
 from streamtag.train.recipe import load_recipe
+from streamtag.train.run import train
+from streamtag.train.runtime import RECIPE_FILE
 
 STORED = Path(__file__).resolve().parent / "data" / "resume_run"
 

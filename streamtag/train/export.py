@@ -25,6 +25,7 @@ dataset with the file's own frontend options, window and thresholds (``streamtag
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -34,15 +35,30 @@ import numpy as np
 
 from streamtag.errors import ConfigError
 from streamtag.fsutil import atomic_path, write_text_atomic
-from streamtag.train.loop import RunResult, TrainingRun, bce, predict, prepare_data
+from streamtag.train.data import prepare_data
+from streamtag.train.loop import TrainingRun
+from streamtag.train.metrics import bce
 from streamtag.train.recipe import Recipe
+from streamtag.train.windows import predict
 
-__all__ = ["METRICS_FILE", "MODEL_FILE", "evaluate_model_file", "export_run"]
+__all__ = ["METRICS_FILE", "MODEL_FILE", "RunResult", "evaluate_model_file", "export_run"]
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
 FEATURES_MODEL_FILE = "model_features.pt"
 PREDICTIONS_FILE = "predictions.npz"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a training run made: the run directory, the model file, the test metrics."""
+
+    run_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+    epochs: int
+    best_epoch: int
+    train_seconds: float
 
 
 def _write_json(path: Path, data: Any) -> None:
