@@ -49,6 +49,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from streamtag.errors import ConfigError
+from streamtag.fsutil import write_text_atomic
 from streamtag.train import combine
 from streamtag.train.augment import Augmenter
 from streamtag.train.data import prepare_data
@@ -144,8 +145,7 @@ class TrainingRun:
         self.bf16 = recipe.train.bf16 and self.device.type == "cuda"
         from streamtag import nets
 
-        self.loss_kind = nets.spec(recipe.model.architecture)["loss"]
-        self.two_heads = self.loss_kind == "two_head_bce"
+        self.two_heads = nets.spec(recipe.model.architecture)["loss"] == "two_head_bce"
         self.options = recipe.frontend_options()
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
@@ -205,7 +205,7 @@ class TrainingRun:
             self._load_checkpoint()
         # Written once the recipe is known to fit the run (a refused resume leaves it alone).
         if self.dist.main:
-            (self.run_dir / RECIPE_FILE).write_text(r.to_toml(), encoding="utf-8")
+            write_text_atomic(self.run_dir / RECIPE_FILE, r.to_toml())
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"model: {r.model.architecture} {dict(r.model.options)}, {n_params:,} "
                  f"parameters, window {r.model.window}, hop {r.model.hop}")

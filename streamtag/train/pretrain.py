@@ -241,7 +241,7 @@ def pretrain(recipe: Recipe, run_dir: str | os.PathLike, echo: bool = True) -> P
     torch.manual_seed(t.seed)
     model, options = _build(r, scaling)
     model.to(device)
-    (run_dir / RECIPE_FILE).write_text(r.to_toml(), encoding="utf-8")
+    write_text_atomic(run_dir / RECIPE_FILE, r.to_toml())
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: vqvae {dict(r.model.options)}, {n_params:,} parameters, window "
         f"{r.model.window}, {options['n_codes']} codes")
