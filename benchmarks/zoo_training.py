@@ -1,7 +1,7 @@
 """Zoo training: every synthetic-benchmark recipe trained to the end, with its test scores.
 
 Trains each ``models/recipes/synthetic_*.toml`` (or the recipes named on the command line) with
-``streamtag.train.loop.train``, as ``streamtag train`` would, and prints a markdown table:
+``streamtag.train.run.train``, as ``streamtag train`` would, and prints a markdown table:
 architecture, trainable parameters, epochs trained, training minutes (the loop's
 ``train_seconds``: epochs and validation, not feature caching or export), the test split's
 macro ROC-AUC and PR-AUC, and torch's thread count. The synthetic benchmark is generated once
@@ -68,8 +68,8 @@ def train_one(path: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]
     import torch
 
     from streamtag import modelfile, nets
-    from streamtag.train.loop import train
     from streamtag.train.recipe import load_recipe
+    from streamtag.train.run import train
 
     row: dict[str, Any] = {"recipe": path.stem, "path": str(path), "run_dir": str(run_dir),
                            "architecture": None, "threads": torch.get_num_threads()}

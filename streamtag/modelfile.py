@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
+from streamtag.fsutil import atomic_path
 from streamtag.torch_frontend import LogMelFrontend
 
 __all__ = [
@@ -334,12 +334,8 @@ def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manif
     data = manifest.to_dict()
     text = json.dumps(data, indent=2, allow_nan=False)
     path = Path(path)
-    # Written beside the target under its own name (TorchScript names the archive's folder
-    # after the file), then moved into place: a reader never sees half a file.
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
-        temporary = Path(folder) / path.name
+    with atomic_path(path) as temporary:  # a reader never sees half a file
         torch.jit.save(top, str(temporary), _extra_files={MANIFEST_FILE: text})
-        os.replace(temporary, path)
     return Manifest.from_dict(data)  # exactly what a reader of the file gets
 
 

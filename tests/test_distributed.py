@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from streamtag.errors import ConfigError
-from streamtag.train.loop import CHECKPOINT, train
+from streamtag.train.loop import CHECKPOINT
 from streamtag.train.recipe import parse_recipe
+from streamtag.train.run import train
 
 # 60 clips of 3 s: 42 training tracks × 4 windows = 168 windows = 21 global batches of 8, so
 # that neither run has a partial batch. The LSTM tagger has neither batch norm nor dropout,

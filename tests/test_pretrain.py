@@ -14,15 +14,17 @@ import torch
 
 from streamtag import cli, nets
 from streamtag.errors import ConfigError
+from streamtag.train.data import prepare_data
 from streamtag.train.datasets import load_audio_folder
-from streamtag.train.loop import TrainingRun, evaluation_starts, prepare_data
-from streamtag.train.pretrain import (
+from streamtag.train.encoder_file import (
     FILE_FORMAT,
     load_pretrained_encoder,
-    pretrain,
     read_pretrained_encoder,
 )
+from streamtag.train.loop import TrainingRun
+from streamtag.train.pretrain import pretrain
 from streamtag.train.recipe import load_recipe, parse_recipe
+from streamtag.train.windows import evaluation_starts
 
 # TorchScript is how streamtag ships models; torch >= 2.9 marks torch.jit deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")

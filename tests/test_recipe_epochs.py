@@ -26,8 +26,8 @@ import torch
 
 from streamtag import modelfile, nets
 from streamtag.train import pretrain as pretraining
-from streamtag.train.loop import train
 from streamtag.train.recipe import Recipe, load_recipe
+from streamtag.train.run import train
 
 pytest.importorskip("av", reason="the stand-in audio is written and decoded with PyAV")
 

@@ -14,9 +14,10 @@ import torch
 
 from streamtag.errors import ConfigError
 from streamtag.train import datasets
+from streamtag.train.data import synthetic_root as _synthetic_root
 from streamtag.train.export import FEATURES_MODEL_FILE, MODEL_FILE
-from streamtag.train.loop import _synthetic_root, train
 from streamtag.train.recipe import parse_recipe
+from streamtag.train.run import train
 from streamtag.train.track_features import FeatureScaler, load_track_features
 
 # 60 clips of 3 s; the CRNN's smallest input (96 mels) at a 1.5 s window, 16 GRU units.

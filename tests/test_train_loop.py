@@ -24,16 +24,11 @@ from streamtag.train.augment import (
     spec_augment,
 )
 from streamtag.train.cli import main
-from streamtag.train.loop import (
-    TrainingRun,
-    _Heads,
-    evaluation_starts,
-    lr_for_epoch,
-    optimizer_stage,
-    training_windows,
-    warmup_linear_lr,
-)
+from streamtag.train.loop import Heads as _Heads
+from streamtag.train.loop import TrainingRun
+from streamtag.train.optim import lr_for_epoch, optimizer_stage, warmup_linear_lr
 from streamtag.train.recipe import AugmentConfig, TrainConfig, parse_recipe
+from streamtag.train.windows import evaluation_starts, training_windows
 
 # 100 clips of 4 s (70 train, 15 validation, 15 test), 64 mels at 31 frames per second, 2 s
 # windows; a CP-ResNet with 8 base channels learns the acoustic tags in a few epochs.
@@ -222,7 +217,7 @@ def test_mobilenet_attn_trains_with_the_two_head_loss() -> None:
 
 def test_each_data_kind_reaches_its_adapter(tmp_path: Path) -> None:
     from streamtag.audio import write_audio
-    from streamtag.train.loop import prepare_data
+    from streamtag.train.data import prepare_data
 
     tone = 0.1 * np.sin(np.arange(16000) * 0.05).astype(np.float32)
     splits = {"train": "0", "validation": "c", "test": "d"}

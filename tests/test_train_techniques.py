@@ -18,14 +18,10 @@ from streamtag import modelfile
 from streamtag.errors import ConfigError
 from streamtag.train import combine
 from streamtag.train.export import export_run
-from streamtag.train.loop import (
-    PER_TAG_DIR,
-    SWA_DIR,
-    TrainingRun,
-    best_epoch_per_tag,
-    training_windows,
-)
+from streamtag.train.loop import PER_TAG_DIR, SWA_DIR, TrainingRun
+from streamtag.train.optim import best_epoch_per_tag
 from streamtag.train.recipe import parse_recipe
+from streamtag.train.windows import training_windows
 
 # 60 clips of 3 s (42 train, 9 validation, 9 test), 32 mels, 1.5 s windows; a CP-ResNet with 4
 # base channels (batch norm in every block) trains an epoch in about a second.

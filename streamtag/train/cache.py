@@ -1,4 +1,5 @@
-"""The feature cache: the log-mel frames of every track, computed once by the C++ frontend.
+"""The caches of what training reads: the log-mel frames of every track, computed once by the C++
+frontend (``FeatureCache``), or its decoded audio for waveform models (``AudioCache``).
 
 Layout: ``root/<key>/<track id>.npy``, one float16 ``(frames, n_mels)`` array per track (the id
 percent-quoted so that any id is one safe file name), and ``root/<key>/options.json``. ``key`` is
@@ -12,6 +13,10 @@ track with a precomputed MTG-Jamendo mel file is read from that file instead whe
 the ``mtg_jamendo`` preset the files were made with. Each file is written to a temporary name
 and renamed into place, so an interrupted build leaves no half file, and the next build skips
 every track whose file is complete. A track that fails (unreadable audio) is reported, not fatal.
+
+``AudioCache`` keeps mono audio at one sample rate, one float16 1-D array per track under
+``root/audio-<rate>/``, for waveform models (SampleCNN); a "frame" is a sample there. Both caches
+share one file layout and one parallel build (``ArrayCache``).
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -33,13 +38,12 @@ from urllib.parse import quote
 import numpy as np
 
 from streamtag.frontend import LogMelOptions, compute_logmel
+from streamtag.fsutil import atomic_path, remove_stale_temporaries, write_text_atomic
 from streamtag.train.datasets import Track
 
-__all__ = ["CacheReport", "FeatureCache", "options_key"]
+__all__ = ["ArrayCache", "AudioCache", "CacheReport", "FeatureCache", "options_key"]
 
 log = logging.getLogger(__name__)
-
-_STALE_TEMP_S = 3600.0
 
 
 def _canonical_options(options: LogMelOptions) -> dict[str, Any]:
@@ -103,16 +107,14 @@ class CacheReport:
     __str__ = summary
 
 
-class FeatureCache:
-    """Log-mel features of tracks under ``root``, for one set of frontend options."""
+class ArrayCache:
+    """One float16 ``.npy`` array per track in ``directory``, built in parallel: what the two
+    caches share. A subclass says what a track's array is (``compute``) and its shape
+    (``row_shape``: the shape of one frame)."""
 
-    def __init__(self, root: str | Path, options: LogMelOptions) -> None:
-        if not isinstance(options, LogMelOptions):
-            raise TypeError(f"options must be a LogMelOptions, got {type(options).__name__}")
-        self.options = options
-        self.key = options_key(options)
-        self.directory = Path(root) / self.key
-        self._use_precomputed = options == LogMelOptions.preset("mtg_jamendo")
+    directory: Path
+    row_shape: tuple[int, ...] = ()
+    description = "arrays"  # the progress bar's label
 
     def path(self, track_id: str) -> Path:
         return self.directory / f"{quote(track_id, safe='')}.npy"
@@ -130,8 +132,8 @@ class FeatureCache:
 
     def load(self, track_id: str, start_frame: int = 0,
              n_frames: int | None = None) -> np.ndarray:
-        """The cached frames ``[start_frame, start_frame + n_frames)`` (all by default) as float32
-        ``(T, n_mels)``; only those frames are read from disk (memory-mapped)."""
+        """The cached frames ``[start_frame, start_frame + n_frames)`` (all by default) as
+        float32; only those frames are read from disk (memory-mapped)."""
         path = self.path(track_id)
         try:
             frames = np.load(path, mmap_mode="r")
@@ -142,24 +144,24 @@ class FeatureCache:
 
     def build(self, tracks: Iterable[Track], workers: int | None = None,
               progress: bool = True) -> CacheReport:
-        """Computes the features of every track not cached yet; returns what it did."""
+        """Computes the array of every track not cached yet, on ``workers`` threads (default:
+        every core); returns what it did."""
+        from streamtag.train.runtime import progress as progress_bar
+
         started = time.perf_counter()
         tracks = list({t.id: t for t in tracks}.values())
         workers = workers or _cpu_count()
         report = CacheReport(total=len(tracks), workers=workers)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._write_options()
-        self._remove_stale_temporaries()
+        self.prepare()
+        remove_stale_temporaries(self.directory)
         todo = [t for t in tracks if not self.has(t.id)]
         report.cached = len(tracks) - len(todo)
         lock = threading.Lock()
 
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="track", desc=f"features {self.key}",
-                   disable=not (progress and sys.stderr.isatty()))
+        bar = progress_bar(progress, total=len(todo), unit="track", desc=self.description)
         with bar, ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(self._compute, track): track for track in todo}
+            futures = {pool.submit(self.compute, track): track for track in todo}
             for future in as_completed(futures):
                 track = futures[future]
                 try:
@@ -167,7 +169,7 @@ class FeatureCache:
                 except Exception as exc:  # one bad track never stops the build
                     with lock:
                         report.failures[track.id] = f"{type(exc).__name__}: {exc}"
-                    log.warning("features of %s failed: %s", track.id, exc)
+                    log.warning("%s of %s failed: %s", self.description, track.id, exc)
                 else:
                     report.computed += 1
                     report.precomputed += precomputed
@@ -177,41 +179,21 @@ class FeatureCache:
         log.info("%s", report)
         return report
 
+    # -- what a subclass says ----------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Called once a build has made the folder, before the first track."""
+
+    def compute(self, track: Track) -> tuple[float, bool]:
+        """Writes one track's file; returns (seconds of audio decoded, from precomputed)."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------------------------------------
 
-    def _compute(self, track: Track) -> tuple[float, bool]:
-        """Writes one track's file; returns (seconds of audio decoded, from precomputed)."""
-        if track.feature_path is not None and self._use_precomputed:
-            mel = np.load(track.feature_path, allow_pickle=False)
-            if mel.ndim != 2 or mel.shape[0] != self.options.n_mels:
-                raise ValueError(f"{track.feature_path}: expected a ({self.options.n_mels}, T) "
-                                 f"mel array, got shape {mel.shape}")
-            self._write(track.id, mel.T)
-            return 0.0, True
-        if track.audio_path is None:
-            raise ValueError("the track has only precomputed mtg_jamendo mels, and these "
-                             "options differ from that preset; give the audio files")
-        from streamtag.audio import load_audio
-
-        audio, _ = load_audio(track.audio_path, self.options.sample_rate)
-        features = compute_logmel(audio, self.options)
-        if features.shape[0] == 0:
-            raise ValueError(f"{track.audio_path}: {len(audio)} samples, shorter than a frame")
-        self._write(track.id, features)
-        return len(audio) / self.options.sample_rate, False
-
-    def _write(self, track_id: str, features: np.ndarray) -> None:
-        half = np.ascontiguousarray(features, dtype=np.float16)
-        if not np.isfinite(half).all():
-            raise ValueError("features exceed the float16 range; use a log compression")
-        final = self.path(track_id)
-        temporary = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(temporary, "wb") as f:
-                np.save(f, half, allow_pickle=False)
-            os.replace(temporary, final)
-        finally:
-            temporary.unlink(missing_ok=True)
+    def _write(self, track_id: str, array: np.ndarray) -> None:
+        half = np.ascontiguousarray(array, dtype=np.float16)
+        with atomic_path(self.path(track_id)) as temporary, open(temporary, "wb") as f:
+            np.save(f, half, allow_pickle=False)
 
     def _frames_in(self, path: Path) -> int | None:
         try:
@@ -224,12 +206,56 @@ class FeatureCache:
             size = path.stat().st_size
         except (OSError, ValueError):
             return None
-        if (len(shape) != 2 or shape[1] != self.options.n_mels or dtype != np.float16
-                or size != offset + shape[0] * shape[1] * 2):
+        if (len(shape) != 1 + len(self.row_shape) or tuple(shape[1:]) != self.row_shape
+                or dtype != np.float16 or size != offset + math.prod(shape) * 2):
             return None
         return int(shape[0])
 
-    def _write_options(self) -> None:
+    def _not_cached(self, track_id: str) -> str:
+        return f"track {track_id!r} is not in the cache {self.directory}; run build first"
+
+
+class FeatureCache(ArrayCache):
+    """Log-mel features of tracks under ``root``, for one set of frontend options: float32
+    ``(T, n_mels)`` from ``load``."""
+
+    def __init__(self, root: str | Path, options: LogMelOptions) -> None:
+        if not isinstance(options, LogMelOptions):
+            raise TypeError(f"options must be a LogMelOptions, got {type(options).__name__}")
+        self.options = options
+        self.key = options_key(options)
+        self.directory = Path(root) / self.key
+        self.row_shape = (options.n_mels,)
+        self.description = f"features {self.key}"
+        self._use_precomputed = options == LogMelOptions.preset("mtg_jamendo")
+
+    def compute(self, track: Track) -> tuple[float, bool]:
+        if track.feature_path is not None and self._use_precomputed:
+            mel = np.load(track.feature_path, allow_pickle=False)
+            if mel.ndim != 2 or mel.shape[0] != self.options.n_mels:
+                raise ValueError(f"{track.feature_path}: expected a ({self.options.n_mels}, T) "
+                                 f"mel array, got shape {mel.shape}")
+            self._write_features(track.id, mel.T)
+            return 0.0, True
+        if track.audio_path is None:
+            raise ValueError("the track has only precomputed mtg_jamendo mels, and these "
+                             "options differ from that preset; give the audio files")
+        from streamtag.audio import load_audio
+
+        audio, _ = load_audio(track.audio_path, self.options.sample_rate)
+        features = compute_logmel(audio, self.options)
+        if features.shape[0] == 0:
+            raise ValueError(f"{track.audio_path}: {len(audio)} samples, shorter than a frame")
+        self._write_features(track.id, features)
+        return len(audio) / self.options.sample_rate, False
+
+    def _write_features(self, track_id: str, features: np.ndarray) -> None:
+        half = np.ascontiguousarray(features, dtype=np.float16)
+        if not np.isfinite(half).all():
+            raise ValueError("features exceed the float16 range; use a log compression")
+        self._write(track_id, half)
+
+    def prepare(self) -> None:
         path = self.directory / "options.json"
         data = _canonical_options(self.options)
         if path.is_file():
@@ -238,21 +264,30 @@ class FeatureCache:
                 raise RuntimeError(f"{path} holds other options than key {self.key} stands for; "
                                    f"remove {self.directory}")
             return
-        temporary = path.with_name(f".options.json.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-
-    def _remove_stale_temporaries(self) -> None:
-        now = time.time()
-        for temporary in self.directory.glob(".*.tmp"):
-            try:
-                if now - temporary.stat().st_mtime > _STALE_TEMP_S:
-                    temporary.unlink()
-            except OSError:
-                pass
+        write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def _not_cached(self, track_id: str) -> str:
         return f"track {track_id!r} is not in the feature cache {self.directory}; run build first"
+
+
+class AudioCache(ArrayCache):
+    """Decoded mono audio at ``sample_rate`` for waveform models (SampleCNN): float32 1-D from
+    ``load``. Decoding and resampling are the daemon's (``streamtag.audio.load_audio``)."""
+
+    def __init__(self, root: str | os.PathLike, sample_rate: float) -> None:
+        self.sample_rate = float(sample_rate)
+        self.directory = Path(root) / f"audio-{self.sample_rate:g}"
+        self.description = "audio"
+
+    def compute(self, track: Track) -> tuple[float, bool]:
+        if track.audio_path is None:
+            raise ValueError("waveform models need the audio files; this track has only "
+                             "precomputed features")
+        from streamtag.audio import load_audio
+
+        audio, _ = load_audio(track.audio_path, self.sample_rate)
+        self._write(track.id, np.clip(audio, -65504, 65504))
+        return len(audio) / self.sample_rate, False
 
 
 def _cpu_count() -> int:

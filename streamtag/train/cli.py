@@ -31,8 +31,9 @@ def _default_run_dir(name: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from streamtag.errors import ConfigError, ModelError
-    from streamtag.train.loop import RECIPE_FILE, distributed_from_env, train
     from streamtag.train.recipe import load_recipe
+    from streamtag.train.run import train
+    from streamtag.train.runtime import RECIPE_FILE, distributed_from_env
 
     try:
         if args.resume:
@@ -71,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from streamtag.errors import ConfigError, ModelError
-    from streamtag.train.pretrain import PRETRAINED_FILE, pretrain
+    from streamtag.train.encoder_file import PRETRAINED_FILE
+    from streamtag.train.pretrain import pretrain
     from streamtag.train.recipe import load_recipe
 
     run_dir = None

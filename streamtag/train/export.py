@@ -25,6 +25,7 @@ dataset with the file's own frontend options, window and thresholds (``streamtag
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -33,10 +34,14 @@ from typing import Any
 import numpy as np
 
 from streamtag.errors import ConfigError
-from streamtag.train.loop import RunResult, TrainingRun, bce, predict, prepare_data
+from streamtag.fsutil import atomic_path, write_text_atomic
+from streamtag.train.data import prepare_data
+from streamtag.train.loop import TrainingRun
+from streamtag.train.metrics import bce
 from streamtag.train.recipe import Recipe
+from streamtag.train.windows import predict
 
-__all__ = ["METRICS_FILE", "MODEL_FILE", "evaluate_model_file", "export_run"]
+__all__ = ["METRICS_FILE", "MODEL_FILE", "RunResult", "evaluate_model_file", "export_run"]
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
@@ -44,10 +49,20 @@ FEATURES_MODEL_FILE = "model_features.pt"
 PREDICTIONS_FILE = "predictions.npz"
 
 
+@dataclasses.dataclass
+class RunResult:
+    """What a training run made: the run directory, the model file, the test metrics."""
+
+    run_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+    epochs: int
+    best_epoch: int
+    train_seconds: float
+
+
 def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -155,10 +170,9 @@ def _save_with_features(run: TrainingRun, network: Any, thresholds: np.ndarray,
         "thresholds": thresholds.tolist(),
         "outputs": "logits of forward(x, (features - mean) / std)",
     }
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.jit.save(scripted, str(temporary),
-                   _extra_files={"features.json": json.dumps(info, indent=2)})
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.jit.save(scripted, str(temporary),
+                       _extra_files={"features.json": json.dumps(info, indent=2)})
     run.log(f"test ({len(run.data.labels['test'])} tracks), thresholds by "
             f"{r.eval.threshold_method} on validation:\n{metrics_table(test)}")
     run.log(f"wrote {path}: TorchScript forward(x, features) with features.json inside. It "

@@ -28,6 +28,10 @@ chosen threshold reproduces the F1 it was chosen for.)
 
 A tag whose validation labels are all one class gets 0.5: there is nothing to place a threshold
 between.
+
+The losses: ``bce`` and ``bce_per_tag`` of probabilities (what validation, per-tag early
+stopping and the metrics file report), and ``training_loss``, the loss a tagger is trained
+with (binary cross-entropy of the logits, or the registry's ``two_head_bce``).
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["THRESHOLD_METHODS", "choose_thresholds", "decide", "evaluate", "metrics_table"]
+__all__ = ["THRESHOLD_METHODS", "bce", "bce_per_tag", "choose_thresholds", "decide", "evaluate",
+           "metrics_table", "training_loss"]
 
 THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")
 DEFAULT_THRESHOLD = 0.5
+_EPS = 1e-7
 
 
 def _check(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -182,3 +188,31 @@ def metrics_table(result: dict[str, Any]) -> str:
                      f"  {number(row['precision'])}  {number(row['recall'])}  "
                      f"{number(row['f1'])}  {number(row['threshold'])}  {row['support']:7d}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+
+
+def bce(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` against 0/1 targets ``y``."""
+    return float(np.mean(bce_per_tag(y, p)))
+
+
+def bce_per_tag(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of each tag (column), averaged over the tracks (rows)."""
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=0)
+
+
+def training_loss(output: Any, y: Any, kind: str = "bce") -> Any:
+    """The training loss of a tagger's ``output`` against targets ``y`` (torch tensors):
+    ``"bce"``, binary cross-entropy of the logits, or ``"two_head_bce"``
+    (``nets.two_head_loss`` of both heads' output), as the registry declares (``nets.spec``)."""
+    if kind == "two_head_bce":
+        from streamtag.nets import two_head_loss
+
+        return two_head_loss(output, y)
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(output.float(), y)

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from streamtag.errors import ConfigError
+from streamtag.fsutil import atomic_path
 
 __all__ = [
     "TAGS",
@@ -586,9 +587,8 @@ def generate_dataset(root: str | Path, n_clips: int, config: SyntheticConfig | N
     def make(i: int) -> tuple[str, list[str], dict[str, Any]]:
         audio, tags, params = generate_clip(clip_seeds[i], config)
         rel = f"audio/clip_{i:05d}.{format}"
-        tmp = root / f"audio/.clip_{i:05d}.tmp.{format}"
-        write_audio(tmp, audio, config.sample_rate)
-        os.replace(tmp, root / rel)
+        with atomic_path(root / rel) as temporary:
+            write_audio(temporary, audio, config.sample_rate)
         return rel, tags, params
 
     workers = workers or min(8, os.cpu_count() or 1)
@@ -617,10 +617,9 @@ def _write_rows(csv: Any, f: Any, results: list, split_of: np.ndarray) -> None:
 
 
 def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8",
+                                              newline="") as f:
         write(f)
-    os.replace(tmp, path)
 
 
 # The demo piece's section kinds and the parameters that make them.
