@@ -1,4 +1,5 @@
-"""Test-wide settings."""
+"""Test-wide settings, and the fixtures that component and reliability tests share (real model
+files, media files, a local HTTP audio server, a private Icecast, a private PulseAudio)."""
 
 import os
 
@@ -7,9 +8,69 @@ import os
 # process keeps the suite's time predictable. (Benchmarks set their own thread counts.)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - torch is a dependency
-    torch = None
-if torch is not None:
-    torch.set_num_threads(1)
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from helpers import tiny_model_file  # noqa: E402
+from servers import AudioServer, Feeder, icecast_server, pulse_session, write_media  # noqa: E402
+
+from streamtag.audio import write_audio  # noqa: E402
+from streamtag.testsignals import music_like  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio")
+    files = {}
+    for name, seconds, seed in (("a", 5.0, 1), ("b", 4.0, 2)):
+        files[name] = root / f"{name}.flac"
+        write_audio(files[name], music_like(seconds, 44100, seed=seed), 44100)
+    files["corrupt"] = root / "corrupt.mp3"
+    files["corrupt"].write_bytes(b"ID3" + os.urandom(5000))
+    return files
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    return write_media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture
+def audio_server(request, media):
+    servers = []
+
+    def make(radio: bool, name: str = "mp3_44k_stereo") -> AudioServer:
+        server = AudioServer(media[name].read_bytes(), radio)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def icecast(media):
+    with icecast_server() as (server, log):
+        feeder = Feeder(server, media["mp3_5s"], log)
+        try:
+            feeder.start()
+            yield server
+        finally:
+            feeder.stop()
+
+
+@pytest.fixture
+def pulse(monkeypatch):
+    """The environment of a private PulseAudio server (``PulseServer``) this process uses."""
+    with pulse_session(monkeypatch) as server:
+        yield server.env

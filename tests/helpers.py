@@ -1,6 +1,7 @@
 """What several test modules share: small real model files (TorchScript files written by
-streamtag.modelfile), running the CLI, free ports, waiting, stopping processes, and the
-protocol decoder's contract."""
+streamtag.modelfile), running the CLI, free ports, waiting, stopping processes, the protocol
+decoder's contract, and a daemon started in process with a subscriber. Fixtures are in
+conftest.py, real servers in servers.py."""
 
 from __future__ import annotations
 
@@ -16,9 +17,21 @@ import torch
 from torch import nn
 
 from streamtag import modelfile
+from streamtag.audio import load_audio
+from streamtag.client import Subscriber
+from streamtag.config import (
+    ControlConfig,
+    DaemonConfig,
+    EngineConfig,
+    ModelConfig,
+    PublishConfig,
+)
+from streamtag.daemon import Daemon
 from streamtag.errors import ProtocolError
-from streamtag.frontend import LogMelOptions, OnlineLogMel
+from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel
+from streamtag.inference import InferenceModel
 from streamtag.protocol import Message, decode, encode
+from streamtag.smoothing import SmoothingConfig
 
 TAGS = ("calm", "loud", "bright", "dark")
 
@@ -112,3 +125,68 @@ def feed(options: LogMelOptions, x: np.ndarray, sizes: list[int]) -> tuple[np.nd
     out.append(fe.pop())
     return np.concatenate(out), fe.nonfinite_samples
 
+
+# -- the daemon in process, on 127.0.0.1 ----------------------------------------------------
+
+
+def make_config(model_path, tmp_path, **changes) -> DaemonConfig:
+    base = DaemonConfig(
+        model=ModelConfig(path=str(model_path), device="cpu"),
+        publish=PublishConfig(endpoint=f"tcp://127.0.0.1:{free_port()}", heartbeat_s=0.1),
+        control=ControlConfig(endpoint=f"tcp://127.0.0.1:{free_port()}",
+                              # the session's pytest temp root: every test file lies below it
+                              file_roots=(str(tmp_path.parent.parent), )),
+        smoothing=SmoothingConfig(time_constant_s=0, margin=0, min_on_s=0, min_off_s=0),
+        engine=EngineConfig(max_wait_ms=5))
+    return DaemonConfig(**{**base.__dict__, **changes})
+
+
+def collect(sub: Subscriber, streams: set[str], timeout_s: float = 60.0) -> list:
+    """Messages until every stream in `streams` has published a final status."""
+    done: set[str] = set()
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while done != streams and time.monotonic() < deadline:
+        msg = sub.recv(200)
+        if msg is None:
+            continue
+        got.append(msg)
+        if msg.header.msg_type == "status" and msg.body.state in ("ended", "failed"):
+            done.add(msg.header.stream)
+    assert done == streams, f"no final status for {streams - done}"
+    return got
+
+
+def wait_for_heartbeat(sub: Subscriber) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        msg = sub.recv(200)
+        if msg is not None and msg.header.msg_type == "heartbeat":
+            return
+    raise AssertionError("no heartbeat: the subscription never became active")
+
+
+def assert_no_gaps(messages) -> None:
+    """seq counts per topic (stream and kind), one up each time."""
+    by_topic: dict[str, list[int]] = {}
+    for m in messages:
+        by_topic.setdefault(m.topic, []).append(m.header.seq)
+    for topic, seqs in by_topic.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), topic
+
+
+def offline(model_path, path) -> np.ndarray:
+    model = InferenceModel.load(model_path, device="cpu")
+    audio, _ = load_audio(path, model.sample_rate)
+    frames = compute_logmel(audio, model.frontend)
+    ends = list(range(model.window, len(frames) + 1, model.hop))
+    if len(frames) > ends[-1]:
+        ends.append(len(frames))
+    return model.forward(np.stack([frames[e - model.window: e].T for e in ends]))
+
+
+def started(config: DaemonConfig) -> tuple[Daemon, Subscriber]:
+    daemon = Daemon(config).start()
+    sub = Subscriber(daemon.publisher.endpoint)
+    wait_for_heartbeat(sub)
+    return daemon, sub

@@ -3,113 +3,32 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
 import urllib.request
 
 import numpy as np
-import pytest
 import zmq
-from helpers import free_port, run_streamtag, tiny_model_file
+from helpers import (
+    assert_no_gaps,
+    collect,
+    free_port,
+    make_config,
+    offline,
+    run_streamtag,
+    started,
+    tiny_model_file,
+    wait_for_heartbeat,
+)
 
-from streamtag.audio import load_audio, write_audio
 from streamtag.client import Subscriber, control_request
 from streamtag.config import (
-    ControlConfig,
-    DaemonConfig,
     MetricsConfig,
-    ModelConfig,
     PublishConfig,
     SourceConfig,
 )
 from streamtag.daemon import Daemon
-from streamtag.engine import EngineConfig
-from streamtag.frontend import compute_logmel
-from streamtag.inference import InferenceModel
-from streamtag.smoothing import SmoothingConfig
-from streamtag.testsignals import music_like
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def audio_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audio")
-    files = {}
-    for name, seconds, seed in (("a", 5.0, 1), ("b", 4.0, 2)):
-        files[name] = root / f"{name}.flac"
-        write_audio(files[name], music_like(seconds, 44100, seed=seed), 44100)
-    files["corrupt"] = root / "corrupt.mp3"
-    files["corrupt"].write_bytes(b"ID3" + os.urandom(5000))
-    return files
-
-
-def make_config(model_path, tmp_path, **changes) -> DaemonConfig:
-    base = DaemonConfig(
-        model=ModelConfig(path=str(model_path), device="cpu"),
-        publish=PublishConfig(endpoint=f"tcp://127.0.0.1:{free_port()}", heartbeat_s=0.1),
-        control=ControlConfig(endpoint=f"tcp://127.0.0.1:{free_port()}",
-                              # the session's pytest temp root: every test file lies below it
-                              file_roots=(str(tmp_path.parent.parent), )),
-        smoothing=SmoothingConfig(time_constant_s=0, margin=0, min_on_s=0, min_off_s=0),
-        engine=EngineConfig(max_wait_ms=5))
-    return DaemonConfig(**{**base.__dict__, **changes})
-
-
-def collect(sub: Subscriber, streams: set[str], timeout_s: float = 60.0) -> list:
-    """Messages until every stream in `streams` has published a final status."""
-    done: set[str] = set()
-    got = []
-    deadline = time.monotonic() + timeout_s
-    while done != streams and time.monotonic() < deadline:
-        msg = sub.recv(200)
-        if msg is None:
-            continue
-        got.append(msg)
-        if msg.header.msg_type == "status" and msg.body.state in ("ended", "failed"):
-            done.add(msg.header.stream)
-    assert done == streams, f"no final status for {streams - done}"
-    return got
-
-
-def wait_for_heartbeat(sub: Subscriber) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        msg = sub.recv(200)
-        if msg is not None and msg.header.msg_type == "heartbeat":
-            return
-    raise AssertionError("no heartbeat: the subscription never became active")
-
-
-def assert_no_gaps(messages) -> None:
-    """seq counts per topic (stream and kind), one up each time."""
-    by_topic: dict[str, list[int]] = {}
-    for m in messages:
-        by_topic.setdefault(m.topic, []).append(m.header.seq)
-    for topic, seqs in by_topic.items():
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), topic
-
-
-def offline(model_path, path) -> np.ndarray:
-    model = InferenceModel.load(model_path, device="cpu")
-    audio, _ = load_audio(path, model.sample_rate)
-    frames = compute_logmel(audio, model.frontend)
-    ends = list(range(model.window, len(frames) + 1, model.hop))
-    if len(frames) > ends[-1]:
-        ends.append(len(frames))
-    return model.forward(np.stack([frames[e - model.window: e].T for e in ends]))
-
-
-def started(config: DaemonConfig) -> tuple[Daemon, Subscriber]:
-    daemon = Daemon(config).start()
-    sub = Subscriber(daemon.publisher.endpoint)
-    wait_for_heartbeat(sub)
-    return daemon, sub
 
 
 def test_a_file_stream_end_to_end(model_path, audio_files, tmp_path):

@@ -11,8 +11,7 @@ import subprocess
 import time
 
 import numpy as np
-from test_daemon import collect, make_config, model_path, started  # noqa: F401 - fixtures
-from test_sources import icecast, media, pulse  # noqa: F401 - fixtures
+from helpers import collect, make_config, started
 
 from streamtag.config import SourceConfig
 from streamtag.testsignals import music_like

@@ -466,8 +466,7 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
     """The daemon (in this process, two file sources added over its control socket once both
     listeners hear it) and a `streamtag record` process: the database holds exactly the stream
     messages a subscriber received, a track per file among them."""
-    from helpers import tiny_model_file
-    from test_daemon import make_config, wait_for_heartbeat
+    from helpers import make_config, tiny_model_file, wait_for_heartbeat
 
     from streamtag.audio import write_audio
     from streamtag.client import Subscriber, control_request

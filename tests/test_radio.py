@@ -23,8 +23,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import TAGS, stop_process, tiny_model_file, wait_until
-from test_daemon import assert_no_gaps, collect, make_config, started
+from helpers import (
+    TAGS,
+    assert_no_gaps,
+    collect,
+    make_config,
+    started,
+    stop_process,
+    tiny_model_file,
+    wait_until,
+)
 
 from streamtag.audio import write_audio
 from streamtag.client import listen_main
@@ -541,7 +549,7 @@ PIECE_S = 2.5
 
 
 def test_icecast_fed_by_ffmpeg_titles_and_tracks(model_path, tmp_path):
-    from test_sources import icecast_server  # the Icecast fixture of the sources' tests
+    from servers import icecast_server
 
     playlist = ["ffconcat version 1.0"]
     for i in range(len(ICECAST_PIECES)):

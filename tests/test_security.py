@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from helpers import run_streamtag, tiny_model_file
-from test_daemon import audio_files, collect, free_port, make_config  # noqa: F401 - fixtures
+from helpers import collect, make_config, run_streamtag, tiny_model_file
 
 from streamtag.client import Subscriber, control_request
 from streamtag.config import SecurityConfig, SourceConfig

@@ -10,8 +10,7 @@ import threading
 
 import pytest
 from faultkit import port_is_free
-from helpers import run_streamtag, wait_until
-from test_daemon import free_port, make_config
+from helpers import free_port, make_config, run_streamtag, wait_until
 
 from streamtag.config import _SECTIONS, MetricsConfig, SourceConfig, load_config
 from streamtag.daemon import Daemon

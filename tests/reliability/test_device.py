@@ -9,10 +9,9 @@ import time
 import numpy as np
 import pytest
 from faultkit import of_stream
-from helpers import wait_until
-from test_daemon import assert_no_gaps, make_config, started
+from helpers import assert_no_gaps, make_config, started, wait_until
+from servers import pulse_session
 from test_network import Watcher
-from test_sources import pulse_session
 
 from streamtag.config import SourceConfig
 

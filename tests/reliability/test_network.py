@@ -11,15 +11,9 @@ import time
 import numpy as np
 import pytest
 from faultkit import ffmpeg_encode, of_stream
-from helpers import wait_until
-from test_daemon import assert_no_gaps, free_port, make_config, started
-from test_sources import (
-    TARGET,
-    AudioServer,
-    Feeder,
-    icecast_server,
-    read_all,
-)
+from helpers import assert_no_gaps, free_port, make_config, started, wait_until
+from servers import AudioServer, Feeder, icecast_server
+from test_sources import TARGET, read_all
 
 from streamtag.config import SourceConfig
 from streamtag.sources import HttpSource

@@ -14,14 +14,16 @@ import time
 import numpy as np
 import pytest
 from faultkit import final_statuses, of_stream, port_is_free
-from helpers import run_streamtag, tiny_model_file, wait_until
-from test_daemon import (
+from helpers import (
     assert_no_gaps,
     collect,
     free_port,
     make_config,
+    run_streamtag,
     started,
+    tiny_model_file,
     wait_for_heartbeat,
+    wait_until,
 )
 from test_network import Watcher
 

@@ -9,8 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 from faultkit import PipeWriter, expected_windows, final_statuses, load_model, of_stream
-from helpers import TAGS, TinyTagger
-from test_daemon import assert_no_gaps, collect, free_port, make_config, started
+from helpers import TAGS, TinyTagger, assert_no_gaps, collect, free_port, make_config, started
 
 from streamtag import modelfile
 from streamtag.config import MetricsConfig, SourceConfig

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import zmq
 from faultkit import final_statuses, of_stream
-from helpers import wait_until
-from test_daemon import collect, free_port, make_config, started, wait_for_heartbeat
+from helpers import collect, free_port, make_config, started, wait_for_heartbeat, wait_until
 
 from streamtag.audio import write_audio
 from streamtag.client import Subscriber, control_request
