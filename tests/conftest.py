@@ -74,3 +74,12 @@ def pulse(monkeypatch):
     """The environment of a private PulseAudio server (``PulseServer``) this process uses."""
     with pulse_session(monkeypatch) as server:
         yield server.env
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """The synthetic benchmark's folder for ``(n_clips, clip_seconds)``, one per session: the
+    trainer generates it on first use (the same clips every time), and every trainer test with
+    those settings reads the same folder."""
+    base = tmp_path_factory.mktemp("synthetic")
+    return lambda n_clips, clip_seconds: base / f"{n_clips}-clips-of-{clip_seconds:g}s"

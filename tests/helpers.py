@@ -190,3 +190,38 @@ def started(config: DaemonConfig) -> tuple[Daemon, Subscriber]:
     sub = Subscriber(daemon.publisher.endpoint)
     wait_for_heartbeat(sub)
     return daemon, sub
+
+
+# -- the trainer tests' recipes ---------------------------------------------------------------
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def tiny_recipe(name: str, root, cache, **sections: dict) -> str:
+    """The skeleton every trainer test's recipe shares, as TOML text: the synthetic benchmark
+    in ``root``, the musicnn preset at hop 512, seed 0, deterministic, on the CPU, features
+    cached in ``cache``. ``sections`` add or replace keys section by section (``data``,
+    ``frontend``, ``model``, ``model_options`` for ``[model.options]``, ``train``, ...); a key
+    set to None is left out."""
+    recipe = {"data": {"kind": "synthetic", "root": str(root)},
+              "frontend": {"preset": "musicnn", "hop_length": 512},
+              "model": {}, "model_options": {},
+              "train": {"cache_dir": str(cache), "seed": 0, "deterministic": True,
+                        "device": "cpu"}}
+    for section, values in sections.items():
+        recipe[section] = {**recipe.get(section, {}), **values}
+    lines = [f"name = {_toml_value(name)}"]
+    for section, values in recipe.items():
+        lines.append(f"[{section.replace('_', '.')}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines) + "\n"

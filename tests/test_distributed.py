@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_recipe
 
 from streamtag.errors import ConfigError
 from streamtag.train.loop import CHECKPOINT
@@ -20,34 +21,11 @@ from streamtag.train.run import train
 # 60 clips of 3 s: 42 training tracks × 4 windows = 168 windows = 21 global batches of 8, so
 # that neither run has a partial batch. The LSTM tagger has neither batch norm nor dropout,
 # and no augmentation is on: the two runs see the same gradients up to summation order.
-RECIPE = """
-name = "tiny-ddp"
-[data]
-kind = "synthetic"
-root = "{root}"
-n_clips = 60
-synthetic = {{clip_seconds = 3.0}}
-[frontend]
-preset = "musicnn"
-n_mels = 32
-hop_length = 512
-[model]
-architecture = "lstm"
-window = 48
-hop = 24
-[model.options]
-units = 8
-filters = 8
-[train]
-epochs = 1
-batch_size = 8
-windows_per_track = 4
-lr = 3e-3
-cache_dir = "{cache}"
-seed = 0
-deterministic = true
-device = "cpu"
-"""
+RECIPE = dict(data={"n_clips": 60, "synthetic": {"clip_seconds": 3.0}},
+              frontend={"n_mels": 32},
+              model={"architecture": "lstm", "window": 48, "hop": 24},
+              model_options={"units": 8, "filters": 8},
+              train={"epochs": 1, "batch_size": 8, "windows_per_track": 4, "lr": 3e-3})
 
 
 def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -60,10 +38,11 @@ def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> None:
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path,
+                                                          synthetic_root) -> None:
     recipe_file = tmp_path / "ddp.toml"
-    recipe_file.write_text(RECIPE.format(root=tmp_path / "synthetic", cache=tmp_path / "cache"),
-                           encoding="utf-8")
+    recipe_file.write_text(tiny_recipe("tiny-ddp", synthetic_root(60, 3.0), tmp_path / "cache",
+                                       **RECIPE), encoding="utf-8")
     single = train(parse_recipe(recipe_file.read_text()), tmp_path / "single", echo=False)
 
     done = _torchrun("train", str(recipe_file), "--out", str(tmp_path / "ddp"), cwd=tmp_path)
@@ -92,7 +71,7 @@ def test_the_global_batch_must_split_evenly(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
-    recipe = parse_recipe(RECIPE.format(root=tmp_path / "s", cache=tmp_path / "c"))
+    recipe = parse_recipe(tiny_recipe("tiny-ddp", tmp_path / "s", tmp_path / "c", **RECIPE))
     with pytest.raises(ConfigError, match=r"train.batch_size \(8\) is the global batch and must "
                                           r"be a multiple of the 3 processes"):
         train(recipe, tmp_path / "run", echo=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_recipe
 
 from streamtag import cli, nets
 from streamtag.errors import ConfigError
@@ -33,42 +34,17 @@ RECIPES = Path(__file__).resolve().parent.parent / "models" / "recipes"
 
 # 40 clips of 3 s (28 train, 6 validation, 6 test), 80 mels (the fewest vq_type 1 takes) at
 # 31 frames per second, 1 s windows; 8 channels and 16 codes: a few seconds an epoch on 2 cores.
-SYNTHETIC_DATA = """
-[data]
-kind = "synthetic"
-root = "{root}"
-n_clips = 40
-synthetic = {{clip_seconds = 3.0}}
-"""
-FOLDER_DATA = """
-[data]
-kind = "audio_folder"
-root = "{root}"
-"""
-TINY = """
-name = "tiny-vqvae"
-{data}
-[frontend]
-preset = "musicnn"
-n_mels = 80
-hop_length = 512
-[model]
-architecture = "vqvae"
-window = 32
-hop = 16
-[model.options]
-channels = 8
-n_codes = 16
-[train]
-epochs = 4
-batch_size = 16
-windows_per_track = 4
-lr = 3e-3
-cache_dir = "{cache}"
-seed = 0
-deterministic = true
-device = "cpu"
-"""
+SYNTHETIC_DATA = {"n_clips": 40, "synthetic": {"clip_seconds": 3.0}}
+# The audio_folder adapter takes none of the synthetic benchmark's keys.
+FOLDER_DATA = {"kind": "audio_folder", "n_clips": None, "synthetic": None}
+TINY = dict(frontend={"n_mels": 80},
+            model={"architecture": "vqvae", "window": 32, "hop": 16},
+            model_options={"channels": 8, "n_codes": 16},
+            train={"epochs": 4, "batch_size": 16, "windows_per_track": 4, "lr": 3e-3})
+
+
+def tiny(root, cache, data: dict) -> str:
+    return tiny_recipe("tiny-vqvae", root, cache, data=data, **TINY)
 # The same recipe as a tagger on the pre-trained encoder.
 TAGGER = ("model.architecture=vqvae_cnn", "model.options.conv_channels=8", "train.epochs=1",
           "name=tiny-vqvae-cnn")
@@ -81,10 +57,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def recipe_file(folder: Path) -> Path:
+def recipe_file(folder: Path, synthetic_root) -> Path:
     path = folder / "tiny.toml"
-    data = SYNTHETIC_DATA.format(root=folder / "synthetic")
-    path.write_text(TINY.format(data=data, cache=folder / "cache"), encoding="utf-8")
+    path.write_text(tiny(synthetic_root(40, 3.0), folder / "cache", SYNTHETIC_DATA),
+                    encoding="utf-8")
     return path
 
 
@@ -302,8 +278,7 @@ def test_train_refuses_a_vqvae_recipe_and_unlabeled_data(recipe_file: Path, tmp_
     assert not out.exists()
 
     unlabeled = tmp_path / "folder.toml"
-    unlabeled.write_text(TINY.format(data=FOLDER_DATA.format(root=tmp_path),
-                                     cache=tmp_path / "cache"), encoding="utf-8")
+    unlabeled.write_text(tiny(tmp_path, tmp_path / "cache", FOLDER_DATA), encoding="utf-8")
     assert cli.main(["train", str(unlabeled), "--out", str(out), "--set",
                      "model.architecture=vqvae_cnn"]) == 2
     assert "data.kind 'audio_folder' has no labels" in capsys.readouterr().err
@@ -321,11 +296,11 @@ def test_train_refuses_a_vqvae_recipe_and_unlabeled_data(recipe_file: Path, tmp_
 
 
 def test_cli_pretrains_on_an_audio_folder(pretrained, folder: Path, tmp_path: Path,
-                                          capsys) -> None:
+                                          synthetic_root, capsys) -> None:
     # The synthetic benchmark's folder: its flac files, its csv and json left out.
     path = tmp_path / "folder.toml"
-    path.write_text(TINY.format(data=FOLDER_DATA.format(root=folder / "synthetic"),
-                                cache=folder / "cache"), encoding="utf-8")
+    path.write_text(tiny(synthetic_root(40, 3.0), folder / "cache", FOLDER_DATA),
+                    encoding="utf-8")
     out = tmp_path / "run"
     assert cli.main(["pretrain", str(path), "--out", str(out), "--set", "train.epochs=1"]) == 0
     printed = capsys.readouterr().out
@@ -384,7 +359,7 @@ def test_audio_folder_adapter(tmp_path: Path) -> None:
                         r"extensions, validation_fraction"),
 ])
 def test_audio_folder_recipe_keys(override: str, message: str) -> None:
-    text = TINY.format(data=FOLDER_DATA.format(root="/music"), cache="/tmp/cache")
+    text = tiny("/music", "/tmp/cache", FOLDER_DATA)
     assert parse_recipe(text).data.options["validation_fraction"] == 0.1
     with pytest.raises(ConfigError, match=message):
         parse_recipe(text, [override])

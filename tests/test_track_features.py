@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_recipe
 
 from streamtag.errors import ConfigError
 from streamtag.train import datasets
@@ -20,35 +21,16 @@ from streamtag.train.recipe import parse_recipe
 from streamtag.train.run import train
 from streamtag.train.track_features import FeatureScaler, load_track_features
 
+
 # 60 clips of 3 s; the CRNN's smallest input (96 mels) at a 1.5 s window, 16 GRU units.
-RECIPE = """
-name = "tiny-features"
-[data]
-kind = "synthetic"
-root = "{root}"
-n_clips = 60
-synthetic = {{clip_seconds = 3.0}}
-features = "{features}"
-[frontend]
-preset = "musicnn"
-n_mels = 96
-hop_length = 512
-[model]
-architecture = "crnn"
-window = 48
-hop = 24
-[model.options]
-n_features = {n_features}
-gru_units = 16
-[train]
-epochs = 3
-batch_size = 8
-windows_per_track = 2
-lr = 3e-3
-cache_dir = "{cache}"
-seed = 0
-device = "cpu"
-"""
+def recipe_text(root, cache, features: str, n_features: int) -> str:
+    return tiny_recipe(
+        "tiny-features", root, cache,
+        data={"n_clips": 60, "synthetic": {"clip_seconds": 3.0}, "features": features},
+        frontend={"n_mels": 96}, model={"architecture": "crnn", "window": 48, "hop": 24},
+        model_options={"n_features": n_features, "gru_units": 16},
+        train={"epochs": 3, "batch_size": 8, "windows_per_track": 2, "lr": 3e-3,
+               "deterministic": None})
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,8 +85,7 @@ def test_missing_file_and_the_scaler(tmp_path: Path) -> None:
 
 def test_recipe_checks(tmp_path: Path) -> None:
     def recipe(n_features: int, features: str, *overrides: str):
-        return parse_recipe(RECIPE.format(root=tmp_path, cache=tmp_path, features=features,
-                                          n_features=n_features), overrides)
+        return parse_recipe(recipe_text(tmp_path, tmp_path, features, n_features), overrides)
 
     assert recipe(3, "f.csv").model.options["n_features"] == 3
     with pytest.raises(ConfigError, match=r"n_features = 3 needs data\.features"):
@@ -122,12 +103,14 @@ def test_recipe_checks(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tracks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+def tracks(tmp_path_factory: pytest.TempPathFactory,
+           synthetic_root) -> tuple[Path, Path, list]:
+    """The module's folder, the synthetic benchmark's root and its tracks."""
     folder = tmp_path_factory.mktemp("features")
-    recipe = parse_recipe(RECIPE.format(root=folder / "synthetic", cache=folder / "cache",
-                                        features="unused.csv", n_features=1))
+    recipe = parse_recipe(recipe_text(synthetic_root(60, 3.0), folder / "cache", "unused.csv",
+                                      1))
     root = _synthetic_root(recipe, log=lambda message: None)
-    return folder, datasets.load_synthetic(root).tracks
+    return folder, root, datasets.load_synthetic(root).tracks
 
 
 def _write_features(path: Path, tracks: list, informative: bool) -> int:
@@ -145,18 +128,17 @@ def _write_features(path: Path, tracks: list, informative: bool) -> int:
     return len(TAGS)
 
 
-def _train(folder: Path, name: str, tracks: list, informative: bool):
+def _train(folder: Path, root: Path, name: str, tracks: list, informative: bool):
     features = folder / f"{name}.json"
     n = _write_features(features, tracks, informative)
-    recipe = parse_recipe(RECIPE.format(root=folder / "synthetic", cache=folder / "cache",
-                                        features=features, n_features=n))
+    recipe = parse_recipe(recipe_text(root, folder / "cache", str(features), n))
     return train(recipe, folder / name, echo=False)
 
 
-def test_training_with_features_uses_them(tracks: tuple[Path, list]) -> None:
-    folder, all_tracks = tracks
-    told = _train(folder, "told", all_tracks, informative=True)
-    noise = _train(folder, "noise", all_tracks, informative=False)
+def test_training_with_features_uses_them(tracks: tuple[Path, Path, list]) -> None:
+    folder, root, all_tracks = tracks
+    told = _train(folder, root, "told", all_tracks, informative=True)
+    noise = _train(folder, root, "noise", all_tracks, informative=False)
     # The tags themselves as features: the model reads them through the concatenation.
     assert told.metrics["roc_auc_macro"] > 0.9
     assert told.metrics["roc_auc_macro"] > noise.metrics["roc_auc_macro"] + 0.1
@@ -176,19 +158,18 @@ def test_training_with_features_uses_them(tracks: tuple[Path, list]) -> None:
     assert "high-level features: 13 per track" in log and "no daemon model file" in log
 
 
-def test_a_track_without_features_is_left_out(tracks: tuple[Path, list]) -> None:
-    folder, all_tracks = tracks
+def test_a_track_without_features_is_left_out(tracks: tuple[Path, Path, list]) -> None:
+    folder, root, all_tracks = tracks
     features = folder / "partial.json"
     _write_features(features, all_tracks[1:], informative=True)
-    recipe = parse_recipe(RECIPE.format(root=folder / "synthetic", cache=folder / "cache",
-                                        features=features, n_features=13),
+    recipe = parse_recipe(recipe_text(root, folder / "cache", str(features), 13),
                           ["train.epochs=1"])
     result = train(recipe, folder / "partial", echo=False)
     log = (folder / "partial" / "train.log").read_text()
     assert f"1 track(s) have no row in {features} and are left out" in log
     assert math.isfinite(result.metrics["loss"])
-    wrong = parse_recipe(RECIPE.format(root=folder / "synthetic", cache=folder / "cache",
-                                       features=features, n_features=12), ["train.epochs=1"])
+    wrong = parse_recipe(recipe_text(root, folder / "cache", str(features), 12),
+                         ["train.epochs=1"])
     with pytest.raises(ConfigError, match=r"n_features is 12 but data\.features has 13 "
                                           r"features per track"):
         train(wrong, folder / "wrong", echo=False)

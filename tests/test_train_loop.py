@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_recipe
 
 from streamtag import modelfile
 from streamtag.errors import ConfigError
@@ -32,40 +33,18 @@ from streamtag.train.windows import evaluation_starts, training_windows
 
 # 100 clips of 4 s (70 train, 15 validation, 15 test), 64 mels at 31 frames per second, 2 s
 # windows; a CP-ResNet with 8 base channels learns the acoustic tags in a few epochs.
-TINY = """
-name = "tiny"
-[data]
-kind = "synthetic"
-root = "{root}"
-n_clips = 100
-synthetic = {{clip_seconds = 4.0}}
-[frontend]
-preset = "musicnn"
-n_mels = 64
-hop_length = 512
-[model]
-architecture = "cp_resnet"
-window = 64
-hop = 32
-[model.options]
-base_channels = 8
-[train]
-epochs = 4
-batch_size = 16
-windows_per_track = 4
-lr = 3e-3
-cache_dir = "{cache}"
-seed = 0
-deterministic = true
-device = "cpu"
-"""
+TINY = dict(data={"n_clips": 100, "synthetic": {"clip_seconds": 4.0}},
+            frontend={"n_mels": 64},
+            model={"architecture": "cp_resnet", "window": 64, "hop": 32},
+            model_options={"base_channels": 8},
+            train={"epochs": 4, "batch_size": 16, "windows_per_track": 4, "lr": 3e-3})
 
 
 @pytest.fixture(scope="module")
-def tiny_recipe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_recipe_file(tmp_path_factory: pytest.TempPathFactory, synthetic_root) -> Path:
     folder = tmp_path_factory.mktemp("trainer")
     path = folder / "tiny.toml"
-    path.write_text(TINY.format(root=folder / "synthetic", cache=folder / "cache"),
+    path.write_text(tiny_recipe("tiny", synthetic_root(100, 4.0), folder / "cache", **TINY),
                     encoding="utf-8")
     return path
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_streamtag, tiny_model_file
+from helpers import run_streamtag, tiny_model_file, tiny_recipe
 from torch import nn
 
 from streamtag import modelfile
@@ -25,39 +25,17 @@ from streamtag.train.windows import training_windows
 
 # 60 clips of 3 s (42 train, 9 validation, 9 test), 32 mels, 1.5 s windows; a CP-ResNet with 4
 # base channels (batch norm in every block) trains an epoch in about a second.
-TINY = """
-name = "tiny-techniques"
-[data]
-kind = "synthetic"
-root = "{root}"
-n_clips = 60
-synthetic = {{clip_seconds = 3.0}}
-[frontend]
-preset = "musicnn"
-n_mels = 32
-hop_length = 512
-[model]
-architecture = "cp_resnet"
-window = 48
-hop = 24
-[model.options]
-base_channels = 4
-[train]
-epochs = 4
-batch_size = 8
-windows_per_track = 2
-lr = 3e-3
-cache_dir = "{cache}"
-seed = 0
-deterministic = true
-device = "cpu"
-"""
+TINY = dict(data={"n_clips": 60, "synthetic": {"clip_seconds": 3.0}},
+            frontend={"n_mels": 32},
+            model={"architecture": "cp_resnet", "window": 48, "hop": 24},
+            model_options={"base_channels": 4},
+            train={"epochs": 4, "batch_size": 8, "windows_per_track": 2, "lr": 3e-3})
 
 
 @pytest.fixture(scope="module")
-def recipe_text(tmp_path_factory: pytest.TempPathFactory) -> str:
+def recipe_text(tmp_path_factory: pytest.TempPathFactory, synthetic_root) -> str:
     folder = tmp_path_factory.mktemp("techniques")
-    return TINY.format(root=folder / "synthetic", cache=folder / "cache")
+    return tiny_recipe("tiny-techniques", synthetic_root(60, 3.0), folder / "cache", **TINY)
 
 
 def _run(text: str, run_dir: Path, *overrides: str) -> TrainingRun:
