@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from streamtag import modelfile
+from streamtag.config import BACKENDS
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 CHECK_TOLERANCE = 1e-4  # a backend's probabilities against the file's TorchScript module
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
