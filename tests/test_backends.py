@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import zipfile
 
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, wait_until
+from helpers import free_port, tiny_model_file, wait_until
 from test_nets import SMALL
 from torch import nn
 
@@ -31,6 +32,7 @@ from streamtag.config import (
     with_overrides,
 )
 from streamtag.daemon import Daemon, default_model_path
+from streamtag.engine import Engine
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
 from streamtag.inference import InferenceModel
@@ -212,3 +214,59 @@ def test_the_daemon_publishes_the_same_with_either_backend_and_serves_older_file
         np.testing.assert_allclose(scores(other), reference, atol=1e-4, rtol=0)
         assert events(other) == events(by_torch)
     assert events(by_torch), "the song switches no tag on: the events check would be empty"
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.windows: dict[str, list] = {}
+        self.lock = threading.Lock()
+
+    def on_window(self, result) -> None:
+        with self.lock:
+            self.windows.setdefault(result.stream_id, []).append(result)
+
+    def on_stream_end(self, stream_id, events, end_s) -> None:
+        pass
+
+
+class Uneven(InferenceModel):
+    """The real model, with forward passes that take uneven times (as batches of different
+    sizes, or a preempted worker, do), so later batches often finish first."""
+
+    def forward(self, windows: np.ndarray) -> np.ndarray:
+        time.sleep(float(np.random.default_rng().uniform(0, 0.004)))
+        return super().forward(windows)
+
+
+def test_several_workers_hand_each_stream_its_windows_in_order(tmp_path):
+    model = Uneven.load(tiny_model_file(tmp_path / "tiny.pt"), device="cpu")
+    signals = {f"s{i}": music_like(4.0, model.sample_rate, seed=20 + i) for i in range(6)}
+
+    def run(config: EngineConfig) -> dict[str, list]:
+        sink = Collect()
+        engine = Engine(model, sink, config)
+        engine.start()
+        feeders = []
+        for sid, signal in signals.items():
+            engine.add_stream(sid)
+            feeders.append(threading.Thread(target=_feed, args=(engine, sid, signal)))
+        for t in feeders:
+            t.start()
+        for t in feeders:
+            t.join()
+        engine.stop()
+        return sink.windows
+
+    one = run(EngineConfig(max_batch=1, workers=1))
+    # small batches, three workers: many batches in flight at once, finishing in any order
+    three = run(EngineConfig(max_batch=2, max_wait_ms=0, workers=3))
+    for sid in signals:
+        assert [r.index for r in three[sid]] == list(range(len(one[sid])))
+        np.testing.assert_allclose([r.raw for r in three[sid]], [r.raw for r in one[sid]],
+                                   atol=1e-5, rtol=0)
+
+
+def _feed(engine: Engine, stream_id: str, signal: np.ndarray) -> None:
+    for i in range(0, len(signal), 1600):
+        engine.accept(stream_id, signal[i: i + 1600])
+    engine.finish_stream(stream_id)
