@@ -150,6 +150,39 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "realtime_x": audio_s / wall}
 
 
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_memory(model: Path, backend: str, files: list[Path], streams: int,
+               settle_s: float) -> dict:
+    """RSS of the daemon serving ``streams`` real-time (looped) file sources, after
+    ``settle_s`` seconds, and the RSS before the first source."""
+    config = DaemonConfig(
+        model=ModelConfig(path=str(model), device="cpu"),
+        publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.5),
+        control=ControlConfig(endpoint=""),
+        engine=EngineConfig(backend=backend, hop_seconds=1.0))
+    daemon = Daemon(config).start()
+    try:
+        before = rss_mb()
+        for i in range(streams):
+            daemon.add_source(SourceConfig(f"s{i:03d}", f"file:{files[i % len(files)]}",
+                                           {"realtime": True, "loop": True}))
+        time.sleep(settle_s)
+        after = rss_mb()
+        windows = daemon.engine.stats["windows"]
+        dropped = daemon.engine.stats["dropped_windows"]
+    finally:
+        daemon.stop()
+    return {"streams": streams, "rss_before_mb": before, "rss_mb": after,
+            "windows": windows, "dropped_windows": dropped}
+
+
 def forward_ms(paths: dict[str, Path], backends: list[str], reps: int) -> list[dict]:
     rows = []
     for name, path in paths.items():
@@ -179,40 +212,53 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per stream")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-batch", type=int, default=EngineConfig.max_batch)
+    parser.add_argument("--workers", type=int, nargs="+", default=[EngineConfig.workers])
+    parser.add_argument("--threads", type=int, nargs="+", default=[EngineConfig.threads])
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[EngineConfig.max_batch],
+                        help="one or more: each runs beside the others")
     parser.add_argument("--forward-reps", type=int, default=20)
     parser.add_argument("--skip-forward", action="store_true")
+    parser.add_argument("--memory", type=int, nargs="*", default=[],
+                        help="instead: RSS with this many real-time streams (e.g. 1 32 256), "
+                             "each in a fresh process")
+    parser.add_argument("--settle", type=float, default=20.0,
+                        help="seconds of real-time streaming before RSS is read")
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
-    engine = EngineConfig(workers=args.workers, threads=args.threads, max_batch=args.max_batch)
+    configs = [(backend, batch, workers, threads) for backend in args.backends
+               for batch in args.max_batch for workers in args.workers for threads in args.threads]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
+    if args.memory:
+        return memory_main(args)
     with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as folder:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))
-        print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second, "
-              f"workers {args.workers}, threads {args.threads}, max_batch {args.max_batch}")
-        print("| model | backend | real-time streams per core | x real time (wall) | CPU s "
-              "(user + system) | windows | ratio |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
+        print("| model | backend | max_batch | workers x threads | real-time streams per core "
+              "| x real time (wall) | CPU s (user + system) | windows | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, path in paths.items():
-            runs: dict[str, list[dict]] = {b: [] for b in args.backends}
+            runs: dict[tuple, list[dict]] = {c: [] for c in configs}
             for _ in range(args.repeats):
-                for backend in args.backends:
-                    runs[backend].append(run_streams(path, backend, files, args.seconds,
-                                                     engine))
-            best = {b: max(r, key=lambda x: x["streams_per_core"]) for b, r in runs.items()}
-            base = best[args.backends[0]]["streams_per_core"]
-            for backend in args.backends:
-                r = best[backend]
-                print(f"| {name} | {r['backend']} | {r['streams_per_core']:.0f} | "
+                for config in configs:
+                    backend, batch, workers, threads = config
+                    engine = EngineConfig(workers=workers, threads=threads, max_batch=batch)
+                    runs[config].append(run_streams(path, backend, files, args.seconds, engine))
+            best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
+            base = best[configs[0]]["streams_per_core"]
+            for config in configs:
+                _, batch, workers, threads = r_config = config
+                r = best[r_config]
+                print(f"| {name} | {r['backend']} | {batch} | {workers} x {threads} | "
+                      f"{r['streams_per_core']:.0f} | "
                       f"{r['realtime_x']:.0f} | {r['user_s']:.1f} + {r['system_s']:.1f} | "
                       f"{r['windows']} ({r['received']} received) | "
                       f"{r['streams_per_core'] / base:.2f} |", flush=True)
-                result["streams"].append({"model": name, **r, "all": runs[backend]})
+                result["streams"].append({"model": name, "max_batch": batch,
+                                          "workers": workers, "threads": threads, **r,
+                                          "all": runs[config]})
         if not args.skip_forward:
             print("\nms per window, 1 thread (median of "
                   f"{args.forward_reps} calls)")
@@ -227,6 +273,36 @@ def main() -> int:
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def memory_main(args: argparse.Namespace) -> int:
+    """Each stream count in a fresh process (RSS only grows), the model (first of --models) on
+    the first of --backends."""
+    if len(args.memory) > 1:
+        import subprocess
+
+        print("| streams | RSS MB | RSS before the sources MB | MB per stream (over 1 stream) "
+              "| windows scored | dropped |")
+        print("|---|---|---|---|---|---|")
+        base = None
+        for count in args.memory:
+            out = subprocess.run([sys.executable, __file__, "--memory", str(count),
+                                  "--models", args.models[0], "--backends", args.backends[0],
+                                  "--settle", str(args.settle)], capture_output=True, text=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            base = row if base is None else base
+            per = ((row["rss_mb"] - base["rss_mb"]) / (count - base["streams"])
+                   if count > base["streams"] else float("nan"))
+            print(f"| {count} | {row['rss_mb']:.0f} | {row['rss_before_mb']:.0f} | {per:.2f} | "
+                  f"{row['windows']} | {row['dropped_windows']} |", flush=True)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as folder:
+        paths = model_files(args.models[:1], Path(folder))
+        files = mp3_files(min(8, args.memory[0]), 20.0, Path(folder))
+        row = run_memory(paths[args.models[0]], args.backends[0], files, args.memory[0],
+                         args.settle)
+    print(json.dumps(row))
     return 0
 
 
