@@ -2,8 +2,9 @@
 
 The only module of the daemon that touches the device (DESIGN.md); the engine hands it stacked
 numpy windows and gets per-tag probabilities back. Two backends run the file: ONNX Runtime on
-the graph the file carries (the CPU default: 1.5-7x faster than TorchScript per window) and
-TorchScript, frozen and optimised for inference (CUDA, and wherever no graph can be had).
+the graph the file carries (the CPU default: the daemon served 1.2-2x the streams per core of
+frozen TorchScript, docs/engine-benchmark.md) and TorchScript, frozen and optimised for
+inference (CUDA, and wherever no graph can be had).
 """
 
 from __future__ import annotations
