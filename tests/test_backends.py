@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, tiny_model_file, wait_until
+from helpers import free_port, run_streamtag, tiny_model_file, wait_until
 from test_nets import SMALL
 from torch import nn
 
@@ -270,3 +270,16 @@ def _feed(engine: Engine, stream_id: str, signal: np.ndarray) -> None:
     for i in range(0, len(signal), 1600):
         engine.accept(stream_id, signal[i: i + 1600])
     engine.finish_stream(stream_id)
+
+
+def test_tag_with_either_backend_flag_gives_the_same_scores(song):
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        done = run_streamtag("tag", "--json", "--backend", backend, str(song), timeout=120)
+        assert done.returncode == 0, done.stderr
+        results[backend] = json.loads(done.stdout)
+    assert results["torch"]["mean_scores"].keys() == results["onnxruntime"]["mean_scores"].keys()
+    for tag, score in results["torch"]["mean_scores"].items():
+        assert abs(score - results["onnxruntime"]["mean_scores"][tag]) <= 1e-4, tag
+    done = run_streamtag("tag", "--backend", "tensorrt", str(song))
+    assert done.returncode == 2 and "invalid choice: 'tensorrt'" in done.stderr
