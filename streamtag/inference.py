@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -95,13 +96,18 @@ def _onnx_runner(loaded: modelfile.LoadedModel,
     return run
 
 
-def _torch_runner(loaded: modelfile.LoadedModel) -> tuple[Callable[[np.ndarray], np.ndarray],
-                                                          str | None]:
+def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
+                  ) -> tuple[Callable[[np.ndarray], np.ndarray], str | None]:
     """The file's module, frozen (weights become constants, so TorchScript folds them) and
     optimised for inference (batch norms folded into convolutions, fused operators); the plain
-    module where that fails or changes the output. Returns the runner and why it is plain."""
+    module where that fails or changes the output. Returns the runner and why it is plain.
+
+    ``threads`` is set in every thread that runs it: torch's OpenMP thread count belongs to the
+    calling thread, and an inference worker left at the default ran the default model with 10x
+    the CPU time (its idle OpenMP threads spin)."""
     module = loaded.module
     note = None
+    configured = threading.local()
     try:
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
     except Exception as error:  # noqa: BLE001 - TorchScript raises several types
@@ -110,6 +116,9 @@ def _torch_runner(loaded: modelfile.LoadedModel) -> tuple[Callable[[np.ndarray],
 
     def runner_of(candidate: torch.jit.ScriptModule) -> Callable[[np.ndarray], np.ndarray]:
         def run(windows: np.ndarray) -> np.ndarray:
+            if threads is not None and not getattr(configured, "done", False):
+                torch.set_num_threads(threads)
+                configured.done = True
             x = torch.from_numpy(windows).to(device)
             with torch.inference_mode():
                 return candidate(x).float().cpu().numpy()
@@ -169,7 +178,7 @@ class InferenceModel:
                 self.backend_note = f"ONNX Runtime cannot serve this model: {error}"
                 log.warning("%s: %s; TorchScript serves it", self.path, self.backend_note)
         if self._run is None:
-            self._run, frozen_note = _torch_runner(loaded)
+            self._run, frozen_note = _torch_runner(loaded, threads)
             self.backend = "torch"
             if frozen_note is not None:
                 log.warning("%s: TorchScript serves the module as loaded: %s", self.path,
