@@ -56,7 +56,7 @@ from streamtag.config import (  # noqa: E402
 )
 from streamtag.daemon import Daemon, default_model_path  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
-from streamtag.inference import InferenceModel  # noqa: E402
+from streamtag.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.testsignals import music_like  # noqa: E402
 
 FILE_RATE = 44100
@@ -206,6 +206,7 @@ def forward_ms(paths: dict[str, Path], backends: list[str], reps: int) -> list[d
 
 
 def main() -> int:
+    keep_freed_memory()  # as `streamtag run` does, before any thread starts
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["default", "short_chunk_resnet"])
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])

@@ -54,6 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from streamtag.inference import keep_freed_memory
+
+    keep_freed_memory()  # before any thread starts: a thread started earlier keeps its own arena
+
     from streamtag.config import DaemonConfig, load_config, with_overrides
     from streamtag.daemon import Daemon
     from streamtag.errors import ConfigError, ModelError

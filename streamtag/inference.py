@@ -27,15 +27,19 @@ log = logging.getLogger(__name__)
 
 CHECK_TOLERANCE = 1e-4  # a backend's probabilities against the file's TorchScript module
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
 
 
 def keep_freed_memory() -> bool:
     """Tells glibc's allocator to keep freed memory in the process (no mmap for large blocks,
-    no trimming). Without it every forward pass returns its activation buffers to the kernel
-    and faults them in again, which costs 40-70 % of CPU time at batch 32 and makes batching
-    slower per window than single windows (measured in docs/models.md). Returns False where
-    the C library is not glibc. Memory then stays at its peak, which a daemon reaches at once."""
+    no trimming) in one arena. Without it every forward pass returns its activation buffers to
+    the kernel and faults them in again, which costs 40-70 % of CPU time at batch 32 and makes
+    batching slower per window than single windows (measured in docs/models.md). One arena:
+    glibc gives other threads arenas of their own, whose heaps cannot hold a block over 64 MB,
+    so a torch forward at batch 64 in the inference thread had its buffers mapped and faulted
+    in again every time (2.9 s of system time in 10 forwards of the default model, none with
+    one arena). Memory then stays at its peak, which a daemon reaches at once. Returns False
+    where the C library is not glibc."""
     import ctypes
     import ctypes.util
     import sys
@@ -47,7 +51,8 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return (bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+            and bool(mallopt(_M_ARENA_MAX, 1)))
 
 
 def _check_batch(loaded: modelfile.LoadedModel) -> np.ndarray:
