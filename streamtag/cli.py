@@ -54,6 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from streamtag.inference import keep_freed_memory
+
+    keep_freed_memory()  # before any thread starts: a thread started earlier keeps its own arena
+
     from streamtag.config import DaemonConfig, load_config, with_overrides
     from streamtag.daemon import Daemon
     from streamtag.errors import ConfigError, ModelError
@@ -65,7 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = with_overrides(config, model=args.model, device=args.device,
                                 sources=args.source, publish=args.publish, control=args.control,
                                 hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
-                                realtime=True if args.realtime else None, shard=args.shard)
+                                realtime=True if args.realtime else None, shard=args.shard,
+                                backend=args.backend)
         daemon = Daemon(config)
         daemon.start()
     except (ConfigError, ModelError) as exc:
@@ -98,7 +103,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return run_demo(args.model, realtime=args.realtime, speed=args.speed,
                         seconds=args.seconds, dashboard=args.dashboard,
-                        dashboard_port=args.dashboard_port, device=args.device)
+                        dashboard_port=args.dashboard_port, device=args.device,
+                        backend=args.backend)
     except (ConfigError, ModelError) as exc:
         print(f"streamtag demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -198,7 +204,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from streamtag.tagging import format_csv, format_json, format_text, tag_files
 
     try:
-        model = InferenceModel.load(args.model or default_model_path(), device=args.device)
+        model = InferenceModel.load(args.model or default_model_path(), device=args.device,
+                                    backend=args.backend)
         config = EngineConfig(max_batch=32, hop_seconds=args.hop_seconds)
     except (ModelError, ValueError) as exc:
         print(f"streamtag tag: {exc}", file=sys.stderr)
@@ -225,6 +232,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print(f"{mark}{d['index']:3d}  {d['name']}  [{d['hostapi']}] "
               f"({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)")
     return 0
+
+
+def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--backend", default=default, choices=("auto", "torch", "onnxruntime"),
+                        help="what runs the model: auto (ONNX Runtime on the CPU, TorchScript "
+                             "on CUDA), onnxruntime or torch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", help="control endpoint (default tcp://127.0.0.1:5557; '' off)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
+    _add_backend(p, None)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--realtime", action="store_true", help="play file sources at real speed")
     p.add_argument("--shard", metavar="K/N",
@@ -270,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (default: the shipped model)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
+    _add_backend(p, "auto")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per file")
     fmt.add_argument("--csv", action="store_true", help="CSV rows: segments and track tags")
@@ -286,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true", help="also open the web dashboard")
     p.add_argument("--dashboard-port", type=int, default=8080)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add_backend(p, "auto")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("listen", help="print a daemon's messages live")

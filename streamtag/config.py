@@ -10,7 +10,8 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [publish]        endpoint, sndhwm, heartbeat_s
     [control]        endpoint ("" disables the control socket), file_roots
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
-    [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows
+    [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
+                     workers, threads
     [metrics]        port (0: off), address
     [security]       server_key, client_keys (CURVE encryption and client authentication)
     [shard]          index (K, or "auto": from the host name NAME-K), count (N)
@@ -28,7 +29,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from streamtag.engine import EngineConfig
 from streamtag.errors import ConfigError
 from streamtag.shard import ShardConfig
 from streamtag.smoothing import SmoothingConfig
@@ -68,6 +68,50 @@ def check_listen_address(key: str, value: str) -> None:
         raise ConfigError(f"{key} {value!r} is not an IP address or a host name; write e.g. "
                           "127.0.0.1 (loopback), ::1 or 0.0.0.0 (every interface), without "
                           f"brackets or a port (the port goes in {section}.port)")
+
+
+# Upper bounds: a longer wait overflows the condition timeout and kills the inference thread;
+# the frame ring holds window + 4 hops of frames per stream, so a huge hop would allocate GBs.
+MAX_WAIT_MS = 60_000.0
+MAX_HOP_SECONDS = 60.0
+BACKENDS = ("auto", "torch", "onnxruntime")  # the names streamtag.inference serves
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """How the engine batches windows and runs the model (the engine is in streamtag.engine;
+    this module stays free of torch so that reading a config is cheap)."""
+
+    max_batch: int = 64  # windows per forward pass
+    max_wait_ms: float = 10.0  # how long a due window may wait for others to fill a batch
+    hop_seconds: float | None = None  # overrides the model file's default hop
+    max_pending_windows: int = 16  # per stream: queued windows before waiting or dropping
+    backend: str = "auto"  # auto: ONNX Runtime on the CPU, TorchScript on CUDA
+    workers: int = 1  # inference threads, each running whole batches (one model shared)
+    threads: int = 1  # intra-op threads of one forward pass
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_batch, int) and self.max_batch >= 1):
+            raise ConfigError(f"engine.max_batch must be an integer >= 1, got "
+                              f"{self.max_batch!r}")
+        if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS):
+            raise ConfigError(f"engine.max_wait_ms must be >= 0 and <= {MAX_WAIT_MS:g}, got "
+                              f"{self.max_wait_ms!r}")
+        if self.hop_seconds is not None and not (math.isfinite(self.hop_seconds)
+                                                 and 0 < self.hop_seconds <= MAX_HOP_SECONDS):
+            raise ConfigError(f"engine.hop_seconds must be > 0 and <= {MAX_HOP_SECONDS:g}, got "
+                              f"{self.hop_seconds!r}")
+        if not (isinstance(self.max_pending_windows, int) and self.max_pending_windows >= 1):
+            raise ConfigError("engine.max_pending_windows must be an integer >= 1, got "
+                              f"{self.max_pending_windows!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"engine.backend must be one of {', '.join(BACKENDS)}, got "
+                              f"{self.backend!r}")
+        for key in ("workers", "threads"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+                raise ConfigError(f"engine.{key} must be an integer from 1 to 256, got "
+                                  f"{value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,7 +332,8 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    device: str | None = None, sources: list[str] | None = None,
                    publish: str | None = None, control: str | None = None,
                    hop_seconds: float | None = None, metrics_port: int | None = None,
-                   realtime: bool | None = None, shard: str | None = None) -> DaemonConfig:
+                   realtime: bool | None = None, shard: str | None = None,
+                   backend: str | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
@@ -309,11 +354,14 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
         changes["publish"] = dataclasses.replace(config.publish, endpoint=publish)
     if control is not None:
         changes["control"] = dataclasses.replace(config.control, endpoint=control)
-    if hop_seconds is not None:
-        try:
-            changes["engine"] = dataclasses.replace(config.engine, hop_seconds=hop_seconds)
-        except ValueError as exc:
-            raise ConfigError(f"--hop-seconds: {exc}") from exc
+    for flag, key, value in (("--hop-seconds", "hop_seconds", hop_seconds),
+                             ("--backend", "backend", backend)):
+        if value is not None:
+            try:
+                changes["engine"] = dataclasses.replace(changes.get("engine", config.engine),
+                                                        **{key: value})
+            except ValueError as exc:
+                raise ConfigError(f"{flag}: {exc}") from exc
     if metrics_port is not None:
         try:
             changes["metrics"] = dataclasses.replace(config.metrics, port=metrics_port)

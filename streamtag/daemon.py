@@ -145,13 +145,15 @@ class Daemon:
         keep_freed_memory()
         self.serve_health()
         try:
-            self.model = InferenceModel.load(path, device=cfg.model.device)
+            self.model = InferenceModel.load(path, device=cfg.model.device,
+                                             backend=cfg.engine.backend,
+                                             threads=cfg.engine.threads)
         except BaseException:
             self.stop()  # release the metrics port
             raise
-        log.info("model %s: %d tags, %s input, window %d, hop %d, on %s", self.model.name,
-                 len(self.model.tags), self.model.input_kind, self.model.window,
-                 self.model.hop, self.model.device)
+        log.info("model %s: %d tags, %s input, window %d, hop %d, on %s with %s",
+                 self.model.name, len(self.model.tags), self.model.input_kind, self.model.window,
+                 self.model.hop, self.model.device, self.model.backend)
         try:
             self._start_serving(cfg)
         except BaseException:
@@ -436,7 +438,8 @@ class Daemon:
         return {"name": m.name, "hash": m.hash, "path": m.path, "tags": list(m.tags),
                 "thresholds": [float(t) for t in m.thresholds], "input_kind": m.input_kind,
                 "window": m.window, "hop": self.engine.hop_for(m),
-                "sample_rate": m.sample_rate, "device": str(m.device)}
+                "sample_rate": m.sample_rate, "device": str(m.device), "backend": m.backend,
+                "backend_note": m.backend_note}
 
     def reload_model(self, path: str) -> InferenceModel:
         """Swaps the model; ModelError (old model kept) for an unusable file or one whose

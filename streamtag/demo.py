@@ -21,6 +21,7 @@ from streamtag.client import Subscriber, format_message
 from streamtag.config import (
     ControlConfig,
     DaemonConfig,
+    EngineConfig,
     ModelConfig,
     PublishConfig,
     SourceConfig,
@@ -33,7 +34,7 @@ DEMO_RATE = 16000
 
 def run_demo(model: str | None = None, *, realtime: bool = False, speed: float = 4.0,
              seconds: float = 60.0, dashboard: bool = False, dashboard_port: int = 8080,
-             device: str = "auto", out: TextIO | None = None) -> int:
+             device: str = "auto", backend: str = "auto", out: TextIO | None = None) -> int:
     from streamtag.train.synthetic import demo_piece  # a generator of audio, not the trainer
 
     out = out or sys.stdout
@@ -45,7 +46,8 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
         config = DaemonConfig(
             model=ModelConfig(path=model, device=device),
             publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.25),
-            control=ControlConfig(endpoint="tcp://127.0.0.1:*"))
+            control=ControlConfig(endpoint="tcp://127.0.0.1:*"),
+            engine=EngineConfig(backend=backend))
         daemon = Daemon(config).start()
         stop_dashboard = threading.Event()
         try:

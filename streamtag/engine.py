@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -27,39 +26,14 @@ from typing import Protocol
 
 import numpy as np
 
+from streamtag.config import EngineConfig
 from streamtag.frontend import FrameRing, OnlineLogMel
 from streamtag.inference import InferenceModel
 from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
 
 log = logging.getLogger(__name__)
 
-
-# Upper bounds: a longer wait overflows the condition timeout and kills the inference thread;
-# the frame ring holds window + 4 hops of frames per stream, so a huge hop would allocate GBs.
-MAX_WAIT_MS = 60_000.0
-MAX_HOP_SECONDS = 60.0
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    max_batch: int = 64  # windows per forward pass
-    max_wait_ms: float = 10.0  # how long a due window may wait for others to fill a batch
-    hop_seconds: float | None = None  # overrides the model file's default hop
-    max_pending_windows: int = 16  # per stream: queued windows before waiting or dropping
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.max_batch, int) and self.max_batch >= 1):
-            raise ValueError(f"engine.max_batch must be an integer >= 1, got {self.max_batch!r}")
-        if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS):
-            raise ValueError(f"engine.max_wait_ms must be >= 0 and <= {MAX_WAIT_MS:g}, got "
-                             f"{self.max_wait_ms!r}")
-        if self.hop_seconds is not None and not (math.isfinite(self.hop_seconds)
-                                                 and 0 < self.hop_seconds <= MAX_HOP_SECONDS):
-            raise ValueError(f"engine.hop_seconds must be > 0 and <= {MAX_HOP_SECONDS:g}, got "
-                             f"{self.hop_seconds!r}")
-        if not (isinstance(self.max_pending_windows, int) and self.max_pending_windows >= 1):
-            raise ValueError("engine.max_pending_windows must be an integer >= 1, got "
-                             f"{self.max_pending_windows!r}")
+__all__ = ["Engine", "EngineConfig", "EngineSink", "WindowResult"]
 
 
 @dataclasses.dataclass
@@ -201,8 +175,11 @@ class _Stream:
 class Engine:
     """Cross-stream batched tagging with one model.
 
-    ``start()`` runs the inference worker thread; without it, ``drain()`` scores the queued
-    windows in the caller's thread (offline use).
+    ``start()`` runs ``config.workers`` inference threads; each takes a whole batch and runs its
+    forward pass while the others run theirs (the model's backend releases the GIL), and the
+    results go to the streams in the order the batches were taken, so every stream's windows
+    reach the sink in order. Without ``start()``, ``drain()`` scores the queued windows in the
+    caller's thread (offline use).
     """
 
     def __init__(self, model: InferenceModel, sink: EngineSink,
@@ -216,8 +193,13 @@ class Engine:
         self._streams: dict[str, _Stream] = {}
         self._queue: deque[_Window] = deque()
         self._cond = threading.Condition()
-        self._forward_lock = threading.Lock()  # one batch at a time; model swaps between them
-        self._worker: threading.Thread | None = None
+        # Batches are numbered as they are taken and handed out in that order; a model swap
+        # waits until none is in flight and lets no new one start meanwhile.
+        self._next_ticket = 0
+        self._dispatch_ticket = 0
+        self._in_flight = 0
+        self._swapping = False
+        self._workers: list[threading.Thread] = []
         self._stopping = False
         self.stats = {"batches": 0, "windows": 0, "dropped_windows": 0, "failed_batches": 0,
                       "nonfinite_windows": 0, "forward_s": 0.0, "overhead_s": 0.0}
@@ -326,10 +308,10 @@ class Engine:
                 self._drop_oldest(stream)
             self._cond.notify_all()
             limit = self.config.max_pending_windows
-            while (not stream.live and stream.pending > limit and self._worker is not None
+            while (not stream.live and stream.pending > limit and self._workers
                    and not self._stopping and not stream.closed):
                 self._cond.wait(0.5)
-        if not stream.live and self._worker is None and stream.pending > limit:
+        if not stream.live and not self._workers and stream.pending > limit:
             self.drain()
 
     def _drop_oldest(self, stream: _Stream) -> None:
@@ -351,8 +333,12 @@ class Engine:
         scores the windows already queued, so none is lost; one with a different input gets
         fresh frontends from each stream's current position (queued windows are dropped).
         An unloadable file raises ``ModelError`` and the old model keeps running."""
-        new = InferenceModel.load(path, device=device or str(self._model.device))
-        with self._forward_lock, self._cond:
+        new = InferenceModel.load(path, device=device or str(self._model.device),
+                                  backend=self.config.backend, threads=self.config.threads)
+        with self._cond:
+            self._swapping = True
+            while self._in_flight:
+                self._cond.wait(0.5)
             old = self._model
             self._model = new
             same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
@@ -364,49 +350,55 @@ class Engine:
                 if not same_input or tuple(s.smoother.tags) != new.tags or not np.array_equal(
                         s.smoother.on_threshold, new.thresholds):
                     s.smoother = Smoother(new.tags, new.thresholds, self.smoothing)
+            self._swapping = False
+            self._cond.notify_all()
         log.info("model %s (%s) replaces %s", new.name, new.path, old.name)
         return new
 
     # -- scoring ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._worker is not None:
+        if self._workers:
             return
         self._stopping = False
-        self._worker = threading.Thread(target=self._run, name="streamtag-inference",
-                                        daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._run, name=f"streamtag-inference-{i}",
+                                          daemon=True) for i in range(self.config.workers)]
+        for worker in self._workers:
+            worker.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Scores everything queued, then stops the worker."""
+        """Scores everything queued, then stops the workers."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout)
-            self._worker = None
+        for worker in self._workers:
+            worker.join(timeout)
+        self._workers = []
         self.drain()
 
     def drain(self) -> int:
         """Scores every queued window in the caller's thread; returns how many."""
         done = 0
         while True:
-            batch = self._take_batch(wait=False)
-            if not batch:
+            taken = self._take_batch(wait=False)
+            if taken is None:
                 return done
-            done += self._score(batch)
+            done += self._score(*taken)
 
     def _run(self) -> None:
         while True:
-            batch = self._take_batch(wait=True)
-            if batch is None:
+            taken = self._take_batch(wait=True)
+            if taken is None:
                 return
-            if batch:
-                self._score(batch)
+            self._score(*taken)
 
-    def _take_batch(self, wait: bool) -> list[_Window] | None:
+    def _take_batch(self, wait: bool) -> tuple[int, list[_Window], InferenceModel, int] | None:
+        """The next batch with its ticket and the model and generation that score it; None
+        when stopping with nothing left (``wait``) or nothing is queued (not ``wait``)."""
         cfg = self.config
         with self._cond:
+            while self._swapping:
+                self._cond.wait(0.5)
             if wait:
                 while not self._live_queue() and not self._stopping:
                     self._cond.wait(0.5)
@@ -418,25 +410,33 @@ class Engine:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
+                while self._swapping:
+                    self._cond.wait(0.5)
+            elif not self._live_queue():
+                return None
             batch: list[_Window] = []
             while self._queue and len(batch) < cfg.max_batch:
                 w = self._queue.popleft()
                 if not w.dropped:
                     batch.append(w)
-            return batch
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._in_flight += 1
+            return ticket, batch, self._model, self._generation
 
     def _live_queue(self) -> bool:
         while self._queue and self._queue[0].dropped:
             self._queue.popleft()
         return bool(self._queue)
 
-    def _score(self, batch: list[_Window]) -> int:
+    def _score(self, ticket: int, batch: list[_Window], model: InferenceModel,
+               generation: int) -> int:
         t_start = time.perf_counter()
-        with self._forward_lock:
-            model, generation = self._model, self._generation
-            current = [w for w in batch if w.generation == generation]
-            probs = None
-            forward_s = 0.0
+        current = [w for w in batch if w.generation == generation]
+        probs = None
+        forward_s = 0.0
+        failed = False
+        try:
             if current:
                 stacked = np.stack([w.data for w in current])
                 t0 = time.perf_counter()
@@ -444,12 +444,29 @@ class Engine:
                     probs = model.forward(stacked)
                 except Exception:  # noqa: BLE001 - a failing batch must not stop the engine
                     log.exception("forward pass failed for a batch of %d windows", len(current))
-                    self.stats["failed_batches"] += 1
+                    failed = True
                 forward_s = time.perf_counter() - t0
-        stale = [w for w in batch if w.generation != generation]
-        if probs is None:
-            stale = batch
+            with self._cond:
+                while self._dispatch_ticket != ticket:  # earlier batches go out first
+                    self._cond.wait(0.5)
+            self._hand_out(batch, current, probs, model, generation, failed, forward_s, t_start)
+        finally:
+            with self._cond:
+                self._dispatch_ticket = max(self._dispatch_ticket, ticket + 1)
+                self._in_flight -= 1
+                self._cond.notify_all()
+        for stream in {w.stream for w in batch}:
+            self._maybe_close(stream)
+        return len(batch)
+
+    def _hand_out(self, batch: list[_Window], current: list[_Window], probs: np.ndarray | None,
+                  model: InferenceModel, generation: int, failed: bool, forward_s: float,
+                  t_start: float) -> None:
+        """Results to their streams, in the batch's turn (one batch at a time)."""
+        stale = batch if probs is None else [w for w in batch if w.generation != generation]
         with self._cond:
+            if failed:
+                self.stats["failed_batches"] += 1
             for w in stale:
                 w.stream.pending -= 1
                 w.stream.counters["dropped_windows"] += 1
@@ -463,11 +480,6 @@ class Engine:
                 self._dispatch(w, p, model)
         self.stats["forward_s"] += forward_s
         self.stats["overhead_s"] += time.perf_counter() - t_start - forward_s
-        with self._cond:
-            self._cond.notify_all()
-        for stream in {w.stream for w in batch}:
-            self._maybe_close(stream)
-        return len(batch)
 
     def _dispatch(self, w: _Window, probs: np.ndarray, model: InferenceModel) -> None:
         stream = w.stream

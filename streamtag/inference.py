@@ -1,30 +1,45 @@
 """A model file ready to serve: loaded on its device, warmed up, one batched forward.
 
 The only module of the daemon that touches the device (DESIGN.md); the engine hands it stacked
-numpy windows and gets per-tag probabilities back.
+numpy windows and gets per-tag probabilities back. Two backends run the file: ONNX Runtime on
+the graph the file carries (the CPU default: the daemon served 1.2-2x the streams per core of
+frozen TorchScript, docs/engine-benchmark.md) and TorchScript, frozen and optimised for
+inference (CUDA, and wherever no graph can be had).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from streamtag import modelfile
+from streamtag.config import BACKENDS
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+log = logging.getLogger(__name__)
+
+CHECK_TOLERANCE = 1e-4  # a backend's probabilities against the file's TorchScript module
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
 
 
 def keep_freed_memory() -> bool:
     """Tells glibc's allocator to keep freed memory in the process (no mmap for large blocks,
-    no trimming). Without it every forward pass returns its activation buffers to the kernel
-    and faults them in again, which costs 40-70 % of CPU time at batch 32 and makes batching
-    slower per window than single windows (measured in docs/models.md). Returns False where
-    the C library is not glibc. Memory then stays at its peak, which a daemon reaches at once."""
+    no trimming) in one arena. Without it every forward pass returns its activation buffers to
+    the kernel and faults them in again, which costs 40-70 % of CPU time at batch 32 and makes
+    batching slower per window than single windows (measured in docs/models.md). One arena:
+    glibc gives other threads arenas of their own, whose heaps cannot hold a block over 64 MB,
+    so a torch forward at batch 64 in the inference thread had its buffers mapped and faulted
+    in again every time (2.9 s of system time in 10 forwards of the default model, none with
+    one arena). Memory then stays at its peak, which a daemon reaches at once. Returns False
+    where the C library is not glibc."""
     import ctypes
     import ctypes.util
     import sys
@@ -36,13 +51,110 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return (bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+            and bool(mallopt(_M_ARENA_MAX, 1)))
+
+
+def _check_batch(loaded: modelfile.LoadedModel) -> np.ndarray:
+    shape = ((2, loaded.frontend_options.n_mels, loaded.window) if loaded.input_kind == "logmel"
+             else (2, loaded.window))
+    return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+
+
+def _difference(run: Callable[[np.ndarray], np.ndarray], loaded: modelfile.LoadedModel) -> float:
+    """Largest difference between ``run`` and the file's TorchScript module on a random batch."""
+    batch = _check_batch(loaded)
+    with torch.inference_mode():
+        expected = loaded(batch).double().cpu().numpy()
+    return float(np.abs(run(batch) - expected).max())
+
+
+def _onnx_runner(loaded: modelfile.LoadedModel,
+                 threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """ONNX Runtime on the file's graph; ``ModelError`` saying why it cannot serve."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError("onnxruntime is not installed; pip install onnxruntime") from None
+    graph = modelfile.onnx_graph(loaded)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    # Spinning threads wait for work at full speed: they would take the cores the other
+    # streams' decoding and the other workers need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = onnxruntime.InferenceSession(graph, options,
+                                               providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types
+        raise ModelError(f"ONNX Runtime cannot load the graph: {error}") from None
+    input_name = session.get_inputs()[0].name
+
+    def run(windows: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: windows})[0]
+
+    difference = _difference(run, loaded)
+    if not difference <= CHECK_TOLERANCE:  # NaN fails too
+        raise ModelError(f"ONNX Runtime's probabilities differ from TorchScript's by "
+                         f"{difference:.3g} (allowed {CHECK_TOLERANCE:g})")
+    return run
+
+
+def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
+                  ) -> tuple[Callable[[np.ndarray], np.ndarray], str | None]:
+    """The file's module, frozen (weights become constants, so TorchScript folds them) and
+    optimised for inference (batch norms folded into convolutions, fused operators); the plain
+    module where that fails or changes the output. Returns the runner and why it is plain.
+
+    ``threads`` is set in every thread that runs it: torch's OpenMP thread count belongs to the
+    calling thread, and an inference worker left at the default ran the default model with 10x
+    the CPU time (its idle OpenMP threads spin)."""
+    module = loaded.module
+    note = None
+    configured = threading.local()
+    try:
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
+    except Exception as error:  # noqa: BLE001 - TorchScript raises several types
+        frozen, note = None, f"cannot freeze the module ({_first_line(error)})"
+    device = loaded.device
+
+    def runner_of(candidate: torch.jit.ScriptModule) -> Callable[[np.ndarray], np.ndarray]:
+        def run(windows: np.ndarray) -> np.ndarray:
+            if threads is not None and not getattr(configured, "done", False):
+                torch.set_num_threads(threads)
+                configured.done = True
+            x = torch.from_numpy(windows).to(device)
+            with torch.inference_mode():
+                return candidate(x).float().cpu().numpy()
+        return run
+
+    if frozen is not None:
+        run = runner_of(frozen)
+        try:
+            difference = _difference(run, loaded)
+        except Exception as error:  # noqa: BLE001
+            difference = float("nan")
+            note = f"the frozen module fails ({_first_line(error)})"
+        if difference <= CHECK_TOLERANCE:
+            return run, None
+        note = note or f"the frozen module's output differs by {difference:.3g}"
+    return runner_of(module), note
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 class InferenceModel:
-    """``forward(windows)`` → probabilities ``(batch, tags)`` as float32 numpy."""
+    """``forward(windows)`` → probabilities ``(batch, tags)`` as float32 numpy.
 
-    def __init__(self, loaded: modelfile.LoadedModel) -> None:
+    ``backend`` is what serves (``"onnxruntime"`` or ``"torch"``); ``backend_note`` says why
+    TorchScript serves where ONNX Runtime was wanted (None otherwise)."""
+
+    def __init__(self, loaded: modelfile.LoadedModel, backend: str = "auto",
+                 threads: int | None = None) -> None:
         self.loaded = loaded
         self.tags: tuple[str, ...] = tuple(loaded.tags)
         self.thresholds = np.asarray(loaded.thresholds, dtype=np.float64)
@@ -54,12 +166,41 @@ class InferenceModel:
         self.hash: str = loaded.manifest.weights_sha256
         self.device: torch.device = loaded.device
         self.path = str(loaded.path)
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if threads is not None and threads >= 1 and self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        self.backend_note: str | None = None
+        self._run: Callable[[np.ndarray], np.ndarray] | None = None
+        if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
+            if self.device.type != "cpu":
+                raise ModelError(f"{self.path}: backend onnxruntime runs on the CPU only here; "
+                                 "use device cpu, or backend torch (or auto) on CUDA")
+            try:
+                self._run = _onnx_runner(loaded, threads or 1)
+                self.backend = "onnxruntime"
+            except ModelError as error:
+                self.backend_note = f"ONNX Runtime cannot serve this model: {error}"
+                log.warning("%s: %s; TorchScript serves it", self.path, self.backend_note)
+        if self._run is None:
+            self._run, frozen_note = _torch_runner(loaded, threads)
+            self.backend = "torch"
+            if frozen_note is not None:
+                log.warning("%s: TorchScript serves the module as loaded: %s", self.path,
+                            frozen_note)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto",
-             warm_up_batch: int = 2) -> InferenceModel:
-        """Loads and checks a model file (``ModelError`` naming the reason) and warms it up."""
-        model = cls(modelfile.load(path, device=device))
+    def load(cls, path: str | os.PathLike, device: str = "auto", warm_up_batch: int = 2,
+             backend: str = "auto", threads: int | None = None) -> InferenceModel:
+        """Loads and checks a model file (``ModelError`` naming the reason) and warms it up.
+
+        ``backend``: ``"auto"`` (ONNX Runtime on the CPU, TorchScript on CUDA),
+        ``"onnxruntime"`` (CPU only; falls back to TorchScript, saying why, where the file's
+        graph cannot be had) or ``"torch"``. ``threads``: intra-op threads of one forward (None:
+        ONNX Runtime 1, torch as it is set)."""
+        if backend == "onnxruntime" and str(device).strip().lower() == "auto":
+            device = "cpu"
+        model = cls(modelfile.load(path, device=device), backend, threads)
         model.warm_up(warm_up_batch)
         return model
 
@@ -87,9 +228,12 @@ class InferenceModel:
         return time.perf_counter() - t0
 
     def forward(self, windows: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            probs = self.loaded(np.ascontiguousarray(windows, dtype=np.float32))
-        return probs.float().cpu().numpy()
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        expected = self.input_shape(len(windows))
+        if windows.shape != expected:
+            raise ValueError(f"{self.name} takes windows of shape {expected}, got "
+                             f"{windows.shape}")
+        return self._run(windows)
 
     def same_input_as(self, other: InferenceModel) -> bool:
         """True when windows made for ``other`` are valid input for this model."""

@@ -9,14 +9,19 @@ daemon configures itself from the file alone. Files are read with ``torch.jit.lo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
+import logging
 import math
 import os
 import re
+import time
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,22 +36,31 @@ from streamtag.frontend import LogMelOptions
 from streamtag.fsutil import atomic_path
 from streamtag.torch_frontend import LogMelFrontend
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "FORMAT_VERSION",
     "INPUT_KINDS",
     "MANIFEST_FILE",
+    "ONNX_FILE",
     "LoadedModel",
     "Manifest",
+    "add_onnx_graph",
+    "export_onnx",
     "export_waveform",
     "load",
+    "onnx_graph",
     "read_manifest",
     "save",
     "save_ensemble",
     "weights_sha256",
 ]
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: the ONNX graph (ONNX_FILE) beside the TorchScript module
 MANIFEST_FILE = "streamtag.json"
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-4  # ONNX Runtime's probabilities against the TorchScript module's
 INPUT_KINDS = ("logmel", "waveform")
 
 _REQUIRED_IN_FILE = ("name", "tags", "input_kind", "frontend", "window", "hop", "thresholds",
@@ -100,8 +114,10 @@ class Manifest:
 
     ``window`` and ``hop`` count frames for ``input_kind="logmel"`` and samples for
     ``"waveform"``. ``thresholds`` default to 0.5 per tag. ``members`` lists the model files an
-    ensemble or a waveform export was built from (their names and weight hashes). ``created`` and
-    ``weights_sha256`` are filled in by ``save``. See docs/model-file.md for every field.
+    ensemble or a waveform export was built from (their names and weight hashes). ``onnx``
+    describes the ONNX graph stored beside the module, or why there is none. ``created``,
+    ``weights_sha256`` and ``onnx`` are filled in by ``save``. See docs/model-file.md for every
+    field.
     """
 
     name: str
@@ -116,6 +132,7 @@ class Manifest:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     recipe: dict[str, Any] | str = dataclasses.field(default_factory=dict)
     members: tuple[dict[str, Any], ...] = ()
+    onnx: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
     weights_sha256: str = ""
     format_version: str = FORMAT_VERSION
@@ -164,7 +181,7 @@ class Manifest:
                 raise ModelError(f"{field} must be a positive whole number of {unit}, "
                                  f"got {value!r}")
             object.__setattr__(self, field, int(value))
-        for field in ("architecture", "options", "metrics"):
+        for field in ("architecture", "options", "metrics", "onnx"):
             if not isinstance(getattr(self, field), Mapping):
                 raise ModelError(f"{field} must be a dict, got {getattr(self, field)!r}")
         if not isinstance(self.recipe, (Mapping, str)):
@@ -193,6 +210,7 @@ class Manifest:
             "metrics": self.metrics,
             "recipe": self.recipe,
             "members": list(self.members),
+            "onnx": self.onnx,
             "created": self.created,
             "weights_sha256": self.weights_sha256,
         })
@@ -322,21 +340,115 @@ def _check_outputs(got: Any, expected: Tensor, manifest: Manifest, tolerance: fl
                          "script faithfully (data-dependent Python in forward?)")
 
 
-def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manifest) -> Manifest:
-    """Fills in the hash, the time and the version, then writes the file atomically."""
+def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manifest,
+           graph: bytes | None = None) -> Manifest:
+    """Fills in the hash, the time and the version, then writes the file atomically. ``graph``
+    (the module's ONNX graph) is stored as the extra file ``ONNX_FILE``; without it, one is
+    exported here and, where that fails, the manifest's ``onnx`` records why."""
+    if graph is None:
+        graph, record = _export_or_reason(top, _example_input(manifest))
+    else:
+        record = dict(manifest.onnx)
     manifest = dataclasses.replace(
         manifest,
         format_version=FORMAT_VERSION,
         weights_sha256=weights_sha256(top.model),
+        onnx=record,
         created=manifest.created or datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds"),
     )
     data = manifest.to_dict()
     text = json.dumps(data, indent=2, allow_nan=False)
+    extra: dict[str, Any] = {MANIFEST_FILE: text}
+    if graph is not None:
+        extra[ONNX_FILE] = graph
     path = Path(path)
     with atomic_path(path) as temporary:  # a reader never sees half a file
-        torch.jit.save(top, str(temporary), _extra_files={MANIFEST_FILE: text})
+        torch.jit.save(top, str(temporary), _extra_files=extra)
     return Manifest.from_dict(data)  # exactly what a reader of the file gets
+
+
+def _export_or_reason(top: torch.jit.ScriptModule,
+                      example: Tensor) -> tuple[bytes | None, dict[str, Any]]:
+    """The graph and its manifest record, or None and a record of why it could not be had."""
+    try:
+        return export_onnx(top, example)
+    except ModelError as error:
+        log.warning("no ONNX graph: %s", error)
+        return None, {"error": str(error)}
+
+
+def export_onnx(module: torch.jit.ScriptModule,
+                example: Tensor) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX graph of a model file's module (input ``(batch, ...)`` → probabilities, the
+    batch axis dynamic) and its manifest record. The graph is checked with ONNX Runtime against
+    the module on ``example`` and on its first row: within ``ONNX_TOLERANCE``. Raises
+    ``ModelError`` saying why it cannot be exported or differs.
+
+    The exporter is torch's TorchScript-based one (``dynamo=False``): it takes the scripted
+    module itself, so the graph is the file's own, and it exports every network of the zoo in
+    well under a second, where the dynamo-based exporter needs the eager network, the extra
+    package onnxscript, and 3-80 s. torch deprecates it; its warnings are silenced here."""
+    module.eval()
+    buffer = io.BytesIO()
+    started = time.perf_counter()
+    try:
+        # The exporter prints the graph on failure and warns about its own deprecation.
+        with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
+              contextlib.redirect_stderr(io.StringIO())):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), buffer, opset_version=ONNX_OPSET,
+                              dynamo=False, input_names=["input"],
+                              output_names=["probabilities"],
+                              dynamic_axes={"input": {0: "batch"},
+                                            "probabilities": {0: "batch"}})
+    except Exception as error:  # the exporter raises many types; each means "cannot export"
+        reason = _first_lines(error, 1).split("  [Caused by")[0]  # drop the graph dump
+        raise ModelError(f"torch.onnx.export cannot export the module: {reason}") from None
+    finally:
+        module.eval()  # the exporter restores the mode it found, which may be training
+    seconds = time.perf_counter() - started
+    graph = buffer.getvalue()
+    difference = onnx_difference(graph, module, example)
+    if not difference <= ONNX_TOLERANCE:  # NaN fails too
+        raise ModelError(f"the exported ONNX graph's probabilities differ from the TorchScript "
+                         f"module's by {difference:.3g} (allowed {ONNX_TOLERANCE:g})")
+    record = {"file": ONNX_FILE, "opset": ONNX_OPSET, "sha256": hashlib.sha256(graph).hexdigest(),
+              "exporter": f"torch {torch.__version__.split('+')[0]} torch.onnx.export "
+                          "(TorchScript-based)",
+              "max_difference": float(difference), "export_s": round(seconds, 3)}
+    return graph, record
+
+
+def onnx_difference(graph: bytes, module: torch.jit.ScriptModule, example: Tensor) -> float:
+    """Largest absolute difference between ONNX Runtime's output for ``graph`` and the module's,
+    on ``example`` and on its first row alone (a batch of one)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError("onnxruntime is not installed, so the ONNX graph cannot be checked; "
+                         "pip install onnxruntime") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    try:
+        session = onnxruntime.InferenceSession(graph, options,
+                                               providers=["CPUExecutionProvider"])
+        difference = 0.0
+        for batch in (example, example[:1]):
+            with torch.no_grad():
+                expected = module(batch).double().numpy()
+            got = session.run(None, {"input": batch.numpy()})[0]
+            if got.shape != expected.shape:
+                raise ModelError(f"the ONNX graph gives shape {got.shape} for a batch of "
+                                 f"{len(batch)}, the module {expected.shape}")
+            difference = max(difference, float(np.abs(got - expected).max()))
+    except ModelError:
+        raise
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ModelError(f"ONNX Runtime cannot run the exported graph: "
+                         f"{_first_lines(error, 1)}") from None
+    return difference
 
 
 def save(module: nn.Module, path: str | os.PathLike,
@@ -547,6 +659,69 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Loaded
                          "damaged after it was saved")
     module.eval()
     return LoadedModel(module, manifest, path, resolved)
+
+
+def _stored_graph(model: LoadedModel) -> bytes | None:
+    """The ONNX graph stored in the model file, checked against the manifest's hash; None
+    where the file has none."""
+    record = model.manifest.onnx
+    if "error" in record:
+        raise ModelError(f"its graph could not be exported when the file was written: "
+                         f"{record['error']}")
+    if not record.get("file"):
+        return None
+    with zipfile.ZipFile(model.path) as archive:
+        names = [n for n in archive.namelist() if n.split("/")[1:] == ["extra", record["file"]]]
+        if not names:
+            raise ModelError(f"the manifest names the ONNX graph {record['file']} but the file "
+                             "lacks it; write the model file again")
+        graph = archive.read(names[0])
+    if hashlib.sha256(graph).hexdigest() != record.get("sha256"):
+        raise ModelError("the stored ONNX graph does not match the hash its manifest records; "
+                         "the file was changed or damaged after it was saved")
+    return graph
+
+
+def _cache_folder() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("streamtag")) / "onnx"
+
+
+def onnx_graph(model: LoadedModel) -> bytes:
+    """The model's ONNX graph: the one stored in its file; for a file without one (format 1.0),
+    one exported now from its TorchScript module (``export_onnx``) and kept in the user cache
+    folder under its weights hash, so the next load finds it. ``ModelError`` saying why where
+    none can be had; the TorchScript module serves then."""
+    graph = _stored_graph(model)
+    if graph is not None:
+        return graph
+    cached = _cache_folder() / f"{model.manifest.weights_sha256}.onnx"
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    if model.device.type != "cpu":
+        raise ModelError("the file has no ONNX graph and one is exported on the CPU only")
+    graph, _ = export_onnx(model.module, _example_input(model.manifest))
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cached) as temporary:
+            temporary.write_bytes(graph)
+    except OSError as error:  # a read-only cache costs an export at every load, nothing more
+        log.warning("cannot cache the ONNX graph of %s in %s: %s", model.path, cached.parent,
+                    error)
+    return graph
+
+
+def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
+    """Writes a model file again (to ``out``, default in place) with its ONNX graph inside and
+    format version ``FORMAT_VERSION``; the module, its weights (and so their hash) and the rest
+    of the manifest are kept. Raises ``ModelError`` where the graph cannot be exported."""
+    model = load(path, device="cpu")
+    graph, record = export_onnx(model.module, _example_input(model.manifest))
+    manifest = dataclasses.replace(model.manifest, onnx=record)
+    return _write(model.module, out or path, manifest, graph)
 
 
 def _first_difference(a: Manifest, b: Manifest) -> str | None:

@@ -9,6 +9,7 @@ publisher cannot put on the wire what a subscriber would refuse.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -117,10 +118,26 @@ def _array(value: Any, what: str) -> list:
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
+    if type(value) is tuple:
+        try:  # a model's tags come in every window: checked once
+            return _checked_names(value, what)
+        except TypeError:  # an unhashable element: the check below names it
+            pass
     return tuple(_text(v, f"{what}[{i}]", empty=False) for i, v in enumerate(_array(value, what)))
 
 
+@functools.lru_cache(maxsize=64)
+def _checked_names(value: tuple, what: str) -> tuple[str, ...]:
+    return tuple(_text(v, f"{what}[{i}]", empty=False) for i, v in enumerate(value))
+
+
 def _numbers(value: Any, what: str) -> tuple[float, ...]:
+    if type(value) in (list, tuple):
+        values = tuple(value)
+        # the common case, all finite floats, without a call per value (NaN or inf anywhere
+        # makes the sum non-finite, and the check below names the value)
+        if all(type(v) is float for v in values) and math.isfinite(sum(values)):
+            return values
     return tuple(_number(v, f"{what}[{i}]") for i, v in enumerate(_array(value, what)))
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import zmq
 
 from streamtag.protocol import (
@@ -33,6 +34,12 @@ from streamtag.sockets import bind_or_connect
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5556"
 SCORE_DECIMALS = 6  # probabilities need no more; keeps a 56-tag scores message small
+
+
+def _rounded(values: Iterable[float]) -> list[float]:
+    """Scores to SCORE_DECIMALS places, in one numpy call (a Python round() per value cost
+    more than the rest of publishing a 50-tag message)."""
+    return np.round(np.asarray(values, dtype=np.float64), SCORE_DECIMALS).tolist()
 HWM_POLICIES = ("per_subscriber", "refuse")
 
 log = logging.getLogger(__name__)
@@ -99,8 +106,7 @@ class Publisher:
         """Scores of one window. raw/smoothed: one value per tag, in the order of `tags`."""
         body = ScoresBody(start_s=start_s, end_s=end_s, start_sample=start_sample,
                           end_sample=end_sample, tags=tags,
-                          raw=[round(float(x), SCORE_DECIMALS) for x in raw],
-                          smoothed=[round(float(x), SCORE_DECIMALS) for x in smoothed],
+                          raw=_rounded(raw), smoothed=_rounded(smoothed),
                           active=active, model=model, latency_ms=round(float(latency_ms), 3))
         return self.publish(stream, body)
 

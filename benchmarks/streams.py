@@ -1,0 +1,311 @@
+"""Streams per core, end to end as a radio monitor runs the daemon, and the forward per window.
+
+1. Streams per core. N MP3 files of music-like audio (``testsignals.music_like``, 44.1 kHz
+   mono, one seed per file) are sources of one in-process ``Daemon`` (``file:`` sources,
+   not real time: each goes as fast as the engine takes it), which decodes (PyAV), resamples
+   (soxr), frames (the C++ log-mel), cuts a window every second (``hop_seconds = 1``), runs the
+   model, smooths and publishes every window to a subscriber in ANOTHER process over ZeroMQ on
+   127.0.0.1, which counts the scores messages. Wall time runs from adding the sources to the
+   last stream's final status; CPU time is the daemon process's user + system time over that
+   span (``resource.getrusage``), the subscriber's not included. Real-time streams per core =
+   audio seconds tagged / CPU seconds (how many live one-window-per-second streams one core of
+   this CPU would carry). Per model, the two backends (``--backends``) run alternately in the
+   same run, ``--repeats`` times each; the best repeat of each is reported (on a shared
+   machine the others carry other processes' load), with the ratio onnxruntime / torch.
+2. Forward per window: ``InferenceModel.forward`` on random windows at batch 1 and 16 (1
+   thread), each backend of each model, interleaved; the median of ``--forward-reps`` calls.
+
+The shipped default model (models/default/model.pt) and short_chunk_resnet (random weights:
+speed does not depend on them) saved with ``modelfile.save``. Nothing here asserts a time: the
+figures are printed with the machine's load average at the start and the end.
+
+    python benchmarks/streams.py [--streams 8] [--seconds 60] [--repeats 2]
+                                 [--models default short_chunk_resnet] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
+
+from streamtag import modelfile, nets  # noqa: E402
+from streamtag.audio import write_audio  # noqa: E402
+from streamtag.client import Subscriber  # noqa: E402
+from streamtag.config import (  # noqa: E402
+    ControlConfig,
+    DaemonConfig,
+    EngineConfig,
+    ModelConfig,
+    PublishConfig,
+    SourceConfig,
+)
+from streamtag.daemon import Daemon, default_model_path  # noqa: E402
+from streamtag.frontend import LogMelOptions  # noqa: E402
+from streamtag.inference import InferenceModel, keep_freed_memory  # noqa: E402
+from streamtag.testsignals import music_like  # noqa: E402
+
+FILE_RATE = 44100
+N_TAGS = 50
+
+
+def model_files(names: list[str], folder: Path) -> dict[str, Path]:
+    paths = {}
+    for name in names:
+        if name == "default":
+            paths[name] = default_model_path()
+            continue
+        frontend = LogMelOptions.preset("musicnn").replace(n_mels=128)
+        torch.manual_seed(0)
+        paths[name] = folder / f"{name}.pt"
+        modelfile.save(nets.build(name, N_TAGS), paths[name], {
+            "name": name, "tags": [f"tag{i:02d}" for i in range(N_TAGS)],
+            "input_kind": "logmel", "frontend": frontend,
+            "window": nets.spec(name)["default_input"][1],
+            "hop": round(frontend.sample_rate / frontend.hop_length)})
+    return paths
+
+
+def mp3_files(count: int, seconds: float, folder: Path) -> list[Path]:
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"stream{i:03d}.mp3")
+        write_audio(paths[-1], music_like(seconds, FILE_RATE, seed=100 + i), FILE_RATE)
+    return paths
+
+
+def subscriber(endpoint: str, streams: int, conn) -> None:
+    """Counts scores messages until every stream has sent its final status."""
+    sub = Subscriber(endpoint)
+    scores, ended = 0, set()
+    conn.send("ready")
+    deadline = time.monotonic() + 3600
+    while len(ended) < streams and time.monotonic() < deadline:
+        msg = sub.recv(200)
+        if msg is None:
+            continue
+        if msg.header.msg_type == "scores":
+            scores += 1
+        elif msg.header.msg_type == "status" and msg.body.state in ("ended", "failed"):
+            ended.add(msg.header.stream)
+    conn.send(scores)
+    sub.close()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
+                engine: EngineConfig) -> dict:
+    config = DaemonConfig(
+        model=ModelConfig(path=str(model), device="cpu"),
+        publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
+        control=ControlConfig(endpoint=""),
+        engine=EngineConfig(**{**engine.__dict__, "backend": backend, "hop_seconds": 1.0}))
+    daemon = Daemon(config).start()
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=subscriber, args=(daemon.publisher.endpoint, len(files), child), daemon=True)
+    process.start()
+    try:
+        parent.recv()
+        time.sleep(1.0)  # the subscription reaches the publisher
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        wall0 = time.perf_counter()
+        for i, path in enumerate(files):
+            daemon.add_source(SourceConfig(f"s{i:03d}", f"file:{path}"))
+        while not daemon.idle():
+            time.sleep(0.01)
+        wall = time.perf_counter() - wall0
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        received = parent.recv() if parent.poll(30) else -1
+        served = daemon.model.backend
+        stats = dict(daemon.engine.stats)
+    finally:
+        daemon.stop()
+        process.join(5)
+    user = usage1.ru_utime - usage0.ru_utime
+    system = usage1.ru_stime - usage0.ru_stime
+    audio_s = seconds * len(files)
+    return {"backend": served, "streams": len(files), "audio_s": audio_s, "wall_s": wall,
+            "user_s": user, "system_s": system, "windows": stats["windows"],
+            "received": received, "forward_s": stats["forward_s"],
+            "streams_per_core": audio_s / (user + system),
+            "realtime_x": audio_s / wall}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_memory(model: Path, backend: str, files: list[Path], streams: int,
+               settle_s: float) -> dict:
+    """RSS of the daemon serving ``streams`` real-time (looped) file sources, after
+    ``settle_s`` seconds, and the RSS before the first source."""
+    config = DaemonConfig(
+        model=ModelConfig(path=str(model), device="cpu"),
+        publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.5),
+        control=ControlConfig(endpoint=""),
+        engine=EngineConfig(backend=backend, hop_seconds=1.0))
+    daemon = Daemon(config).start()
+    try:
+        before = rss_mb()
+        for i in range(streams):
+            daemon.add_source(SourceConfig(f"s{i:03d}", f"file:{files[i % len(files)]}",
+                                           {"realtime": True, "loop": True}))
+        time.sleep(settle_s)
+        after = rss_mb()
+        windows = daemon.engine.stats["windows"]
+        dropped = daemon.engine.stats["dropped_windows"]
+    finally:
+        daemon.stop()
+    return {"streams": streams, "rss_before_mb": before, "rss_mb": after,
+            "windows": windows, "dropped_windows": dropped}
+
+
+def forward_ms(paths: dict[str, Path], backends: list[str], reps: int) -> list[dict]:
+    rows = []
+    for name, path in paths.items():
+        loaded = modelfile.load(path, device="cpu")
+        models = {b: InferenceModel(loaded, backend=b, threads=1) for b in backends}
+        for batch in (1, 16):
+            x = np.random.default_rng(0).standard_normal(
+                models[backends[0]].input_shape(batch), dtype=np.float32)
+            times: dict[str, list[float]] = {b: [] for b in backends}
+            for b in backends:
+                models[b].forward(x)  # first-call costs
+            for _ in range(reps):
+                for b in backends:
+                    t0 = time.perf_counter()
+                    models[b].forward(x)
+                    times[b].append(time.perf_counter() - t0)
+            row = {"model": name, "batch": batch}
+            row.update({b: 1e3 * float(np.median(times[b])) / batch for b in backends})
+            rows.append(row)
+    return rows
+
+
+def main() -> int:
+    keep_freed_memory()  # as `streamtag run` does, before any thread starts
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["default", "short_chunk_resnet"])
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60.0, help="audio per stream")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[EngineConfig.workers])
+    parser.add_argument("--threads", type=int, nargs="+", default=[EngineConfig.threads])
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[EngineConfig.max_batch],
+                        help="one or more: each runs beside the others")
+    parser.add_argument("--forward-reps", type=int, default=20)
+    parser.add_argument("--skip-forward", action="store_true")
+    parser.add_argument("--memory", type=int, nargs="*", default=[],
+                        help="instead: RSS with this many real-time streams (e.g. 1 32 256), "
+                             "each in a fresh process")
+    parser.add_argument("--settle", type=float, default=20.0,
+                        help="seconds of real-time streaming before RSS is read")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"torch {torch.__version__}", flush=True)
+    configs = [(backend, batch, workers, threads) for backend in args.backends
+               for batch in args.max_batch for workers in args.workers for threads in args.threads]
+    result: dict = {"args": vars(args), "streams": [], "forward": []}
+    if args.memory:
+        return memory_main(args)
+    with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as folder:
+        paths = model_files(args.models, Path(folder))
+        files = mp3_files(args.streams, args.seconds, Path(folder))
+        print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
+        print("| model | backend | max_batch | workers x threads | real-time streams per core "
+              "| x real time (wall) | CPU s (user + system) | windows | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, path in paths.items():
+            runs: dict[tuple, list[dict]] = {c: [] for c in configs}
+            for _ in range(args.repeats):
+                for config in configs:
+                    backend, batch, workers, threads = config
+                    engine = EngineConfig(workers=workers, threads=threads, max_batch=batch)
+                    runs[config].append(run_streams(path, backend, files, args.seconds, engine))
+            best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
+            base = best[configs[0]]["streams_per_core"]
+            for config in configs:
+                _, batch, workers, threads = r_config = config
+                r = best[r_config]
+                print(f"| {name} | {r['backend']} | {batch} | {workers} x {threads} | "
+                      f"{r['streams_per_core']:.0f} | "
+                      f"{r['realtime_x']:.0f} | {r['user_s']:.1f} + {r['system_s']:.1f} | "
+                      f"{r['windows']} ({r['received']} received) | "
+                      f"{r['streams_per_core'] / base:.2f} |", flush=True)
+                result["streams"].append({"model": name, "max_batch": batch,
+                                          "workers": workers, "threads": threads, **r,
+                                          "all": runs[config]})
+        if not args.skip_forward:
+            print("\nms per window, 1 thread (median of "
+                  f"{args.forward_reps} calls)")
+            print("| model | batch | " + " | ".join(args.backends) + " | ratio |")
+            print("|---|---|" + "---|" * len(args.backends) + "---|")
+            for row in forward_ms(paths, args.backends, args.forward_reps):
+                ratio = row[args.backends[0]] / row[args.backends[-1]]
+                print(f"| {row['model']} | {row['batch']} | "
+                      + " | ".join(f"{row[b]:.2f}" for b in args.backends)
+                      + f" | {ratio:.1f}x |", flush=True)
+                result["forward"].append(row)
+    print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def memory_main(args: argparse.Namespace) -> int:
+    """Each stream count in a fresh process (RSS only grows), the model (first of --models) on
+    the first of --backends."""
+    if len(args.memory) > 1:
+        import subprocess
+
+        print("| streams | RSS MB | RSS before the sources MB | MB per stream (over 1 stream) "
+              "| windows scored | dropped |")
+        print("|---|---|---|---|---|---|")
+        base = None
+        for count in args.memory:
+            out = subprocess.run([sys.executable, __file__, "--memory", str(count),
+                                  "--models", args.models[0], "--backends", args.backends[0],
+                                  "--settle", str(args.settle)], capture_output=True, text=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            base = row if base is None else base
+            per = ((row["rss_mb"] - base["rss_mb"]) / (count - base["streams"])
+                   if count > base["streams"] else float("nan"))
+            print(f"| {count} | {row['rss_mb']:.0f} | {row['rss_before_mb']:.0f} | {per:.2f} | "
+                  f"{row['windows']} | {row['dropped_windows']} |", flush=True)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as folder:
+        paths = model_files(args.models[:1], Path(folder))
+        files = mp3_files(min(8, args.memory[0]), 20.0, Path(folder))
+        row = run_memory(paths[args.models[0]], args.backends[0], files, args.memory[0],
+                         args.settle)
+    print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

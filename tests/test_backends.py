@@ -1,0 +1,285 @@
+"""The two backends: ONNX Runtime on the graph every model file carries, frozen TorchScript.
+
+Real model files written by streamtag.modelfile, real ONNX Runtime sessions, the daemon end to
+end on a real audio file over real ZeroMQ sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from helpers import free_port, run_streamtag, tiny_model_file, wait_until
+from test_nets import SMALL
+from torch import nn
+
+from streamtag import modelfile, nets
+from streamtag.audio import write_audio
+from streamtag.client import Subscriber
+from streamtag.config import (
+    ControlConfig,
+    DaemonConfig,
+    EngineConfig,
+    ModelConfig,
+    PublishConfig,
+    SourceConfig,
+    with_overrides,
+)
+from streamtag.daemon import Daemon, default_model_path
+from streamtag.engine import Engine
+from streamtag.errors import ConfigError
+from streamtag.frontend import LogMelOptions
+from streamtag.inference import InferenceModel
+from streamtag.publish import control_request
+from streamtag.smoothing import SmoothingConfig
+from streamtag.testsignals import music_like
+
+N_TAGS = 6
+# vqvae is the autoencoder the vqvae_* taggers are pre-trained from: it does not tag.
+TAGGERS = sorted(name for name in SMALL if name != "vqvae")
+# 5-20 s each on 2 shared cores (TorchScript alone takes seconds to load them): pytest -m slow
+HEAVY = {"vggish", "mobilenet", "mobilenet_attn", "shake_fa_resnet"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny inputs: a second thread only adds contention
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    # Graphs exported at load go to the user cache folder: each test gets its own.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _manifest(shape: tuple[int, ...], name: str) -> dict:
+    frontend = LogMelOptions.preset("musicnn")
+    if len(shape) == 2:
+        frontend = frontend.replace(n_mels=shape[0])
+    return {"name": name, "tags": [f"t{i}" for i in range(N_TAGS)],
+            "input_kind": "logmel" if len(shape) == 2 else "waveform", "frontend": frontend,
+            "window": shape[-1], "hop": max(1, shape[-1] // 2)}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+                                  for n in TAGGERS])
+def test_the_onnx_graph_in_every_zoo_model_file_equals_torchscript(name, tmp_path):
+    options, shape = SMALL[name]
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.pt"
+    manifest = modelfile.save(nets.build(name, N_TAGS, **options), path, _manifest(shape, name))
+    assert manifest.onnx["file"] == modelfile.ONNX_FILE, manifest.onnx
+    with zipfile.ZipFile(path) as archive:  # the graph is inside the one model file
+        assert any(n.endswith(f"/extra/{modelfile.ONNX_FILE}") for n in archive.namelist())
+    loaded = modelfile.load(path, device="cpu")  # TorchScript loads big graphs slowly: once
+    served = InferenceModel(loaded, backend="onnxruntime")
+    frozen = InferenceModel(loaded, backend="torch")
+    assert (served.backend, frozen.backend) == ("onnxruntime", "torch")
+    rng = np.random.default_rng(1)
+    for batch in (1, 8):
+        x = rng.standard_normal(served.input_shape(batch), dtype=np.float32)
+        expected = loaded(x).numpy()  # the file's TorchScript module as loaded
+        np.testing.assert_allclose(served.forward(x), expected, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(frozen.forward(x), expected, atol=1e-4, rtol=0)
+
+
+class SpectralTagger(nn.Module):
+    """Scripts, but uses an FFT, which ONNX's opset 17 exporter cannot express."""
+
+    def __init__(self, n_mels: int, n_tags: int) -> None:
+        super().__init__()
+        self.out = nn.Linear(n_mels, n_tags)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.fft.rfft(x, dim=2).abs().mean(dim=2))
+
+
+def test_a_model_that_cannot_export_serves_through_torchscript_and_says_why(tmp_path, caplog):
+    path = tmp_path / "spectral.pt"
+    manifest = modelfile.save(SpectralTagger(96, N_TAGS), path, _manifest((96, 32), "spectral"))
+    assert "fft_rfft" in manifest.onnx["error"]  # recorded in the file
+    with caplog.at_level(logging.WARNING, logger="streamtag.inference"):
+        model = InferenceModel.load(path)  # auto: ONNX Runtime wanted on the CPU
+    assert model.backend == "torch"
+    assert "fft_rfft" in model.backend_note
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "streamtag.inference" and "fft_rfft" in r.getMessage()]
+    assert len(warnings) == 1 and "TorchScript serves it" in warnings[0]
+    config = DaemonConfig(
+        model=ModelConfig(path=str(path), device="cpu"),
+        publish=PublishConfig(endpoint=f"tcp://127.0.0.1:{free_port()}"),
+        control=ControlConfig(endpoint=f"tcp://127.0.0.1:{free_port()}"))
+    daemon = Daemon(config).start()
+    try:
+        reply = control_request(daemon.control.endpoint, {"cmd": "status"})
+    finally:
+        daemon.stop()
+    assert reply["ok"], reply
+    assert reply["model"]["backend"] == "torch"
+    assert "fft_rfft" in reply["model"]["backend_note"]
+
+
+def test_onnxruntime_on_cuda_and_unknown_backends_are_refused():
+    with pytest.raises(ConfigError, match="engine.backend must be one of auto, torch"):
+        EngineConfig(backend="tensorrt")
+    with pytest.raises(ConfigError, match="--backend"):
+        with_overrides(DaemonConfig(), backend="onnx")
+    config = with_overrides(DaemonConfig(), backend="torch", hop_seconds=0.5)
+    assert (config.engine.backend, config.engine.hop_seconds) == ("torch", 0.5)
+
+
+def _as_format_1_0(source, out) -> None:
+    """The file as streamtag wrote it before 1.1: the same module, no ONNX graph inside."""
+    extra = {modelfile.MANIFEST_FILE: ""}
+    module = torch.jit.load(str(source), _extra_files=extra)
+    data = json.loads(extra[modelfile.MANIFEST_FILE])
+    del data["onnx"]
+    data["format_version"] = "1.0"
+    torch.jit.save(module, str(out), _extra_files={modelfile.MANIFEST_FILE: json.dumps(data)})
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    path = tmp_path_factory.mktemp("audio") / "song.mp3"
+    write_audio(path, music_like(12.0, 44100, seed=3), 44100)
+    return path
+
+
+def _published(model_path, song, backend: str, tmp_path) -> tuple[list, dict]:
+    """Every scores and event message the daemon publishes for the song, and its status."""
+    config = DaemonConfig(
+        model=ModelConfig(path=str(model_path), device="cpu"),
+        publish=PublishConfig(endpoint=f"tcp://127.0.0.1:{free_port()}", heartbeat_s=0.1),
+        control=ControlConfig(endpoint=f"tcp://127.0.0.1:{free_port()}",
+                              file_roots=(str(song.parent),)),
+        smoothing=SmoothingConfig(time_constant_s=0, margin=0, min_on_s=0, min_off_s=0),
+        engine=EngineConfig(max_wait_ms=5, backend=backend))
+    daemon = Daemon(config).start()
+    sub = Subscriber(daemon.publisher.endpoint)
+    got = []
+    try:
+        wait_until(lambda: (m := sub.recv(100)) is not None and m.header.msg_type == "heartbeat",
+                   10, "a heartbeat")
+        daemon.add_source(SourceConfig("song", f"file:{song}"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msg = sub.recv(200)
+            if msg is None or msg.header.stream != "song":
+                continue
+            got.append(msg)
+            if msg.header.msg_type == "status" and msg.body.state in ("ended", "failed"):
+                break
+        status = control_request(daemon.control.endpoint, {"cmd": "status"})
+    finally:
+        daemon.stop()
+        sub.close()
+    assert got and got[-1].body.state == "ended", got[-1:]
+    return got, status
+
+
+def test_the_daemon_publishes_the_same_with_either_backend_and_serves_older_files(song,
+                                                                                   tmp_path):
+    default = default_model_path()
+    by_torch, status_torch = _published(default, song, "torch", tmp_path)
+    by_ort, status_ort = _published(default, song, "onnxruntime", tmp_path)
+    older = tmp_path / "older.pt"
+    _as_format_1_0(default, older)
+    by_older, status_older = _published(older, song, "auto", tmp_path)
+    assert [s["model"]["backend"] for s in (status_torch, status_ort, status_older)] == [
+        "torch", "onnxruntime", "onnxruntime"]
+    # the older file's graph was exported at load and kept in the cache, by weights hash
+    cached = tmp_path / "cache" / "streamtag" / "onnx" / (
+        modelfile.read_manifest(default).weights_sha256 + ".onnx")
+    assert cached.is_file()
+
+    def scores(messages):
+        return np.array([m.body.raw for m in messages if m.header.msg_type == "scores"])
+
+    def events(messages):
+        return [(m.body.tag, m.body.state, m.body.sample) for m in messages
+                if m.header.msg_type == "event"]
+
+    reference = scores(by_torch)
+    assert len(reference) >= 10
+    for other in (by_ort, by_older):
+        np.testing.assert_allclose(scores(other), reference, atol=1e-4, rtol=0)
+        assert events(other) == events(by_torch)
+    assert events(by_torch), "the song switches no tag on: the events check would be empty"
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.windows: dict[str, list] = {}
+        self.lock = threading.Lock()
+
+    def on_window(self, result) -> None:
+        with self.lock:
+            self.windows.setdefault(result.stream_id, []).append(result)
+
+    def on_stream_end(self, stream_id, events, end_s) -> None:
+        pass
+
+
+class Uneven(InferenceModel):
+    """The real model, with forward passes that take uneven times (as batches of different
+    sizes, or a preempted worker, do), so later batches often finish first."""
+
+    def forward(self, windows: np.ndarray) -> np.ndarray:
+        time.sleep(float(np.random.default_rng().uniform(0, 0.004)))
+        return super().forward(windows)
+
+
+def test_several_workers_hand_each_stream_its_windows_in_order(tmp_path):
+    model = Uneven.load(tiny_model_file(tmp_path / "tiny.pt"), device="cpu")
+    signals = {f"s{i}": music_like(4.0, model.sample_rate, seed=20 + i) for i in range(6)}
+
+    def run(config: EngineConfig) -> dict[str, list]:
+        sink = Collect()
+        engine = Engine(model, sink, config)
+        engine.start()
+        feeders = []
+        for sid, signal in signals.items():
+            engine.add_stream(sid)
+            feeders.append(threading.Thread(target=_feed, args=(engine, sid, signal)))
+        for t in feeders:
+            t.start()
+        for t in feeders:
+            t.join()
+        engine.stop()
+        return sink.windows
+
+    one = run(EngineConfig(max_batch=1, workers=1))
+    # small batches, three workers: many batches in flight at once, finishing in any order
+    three = run(EngineConfig(max_batch=2, max_wait_ms=0, workers=3))
+    for sid in signals:
+        assert [r.index for r in three[sid]] == list(range(len(one[sid])))
+        np.testing.assert_allclose([r.raw for r in three[sid]], [r.raw for r in one[sid]],
+                                   atol=1e-5, rtol=0)
+
+
+def _feed(engine: Engine, stream_id: str, signal: np.ndarray) -> None:
+    for i in range(0, len(signal), 1600):
+        engine.accept(stream_id, signal[i: i + 1600])
+    engine.finish_stream(stream_id)
+
+
+def test_tag_with_either_backend_flag_gives_the_same_scores(song):
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        done = run_streamtag("tag", "--json", "--backend", backend, str(song), timeout=120)
+        assert done.returncode == 0, done.stderr
+        results[backend] = json.loads(done.stdout)
+    assert results["torch"]["mean_scores"].keys() == results["onnxruntime"]["mean_scores"].keys()
+    for tag, score in results["torch"]["mean_scores"].items():
+        assert abs(score - results["onnxruntime"]["mean_scores"][tag]) <= 1e-4, tag
+    done = run_streamtag("tag", "--backend", "tensorrt", str(song))
+    assert done.returncode == 2 and "invalid choice: 'tensorrt'" in done.stderr
