@@ -21,7 +21,7 @@ from torch import nn
 
 from streamtag import modelfile, nets
 from streamtag.audio import write_audio
-from streamtag.client import Subscriber
+from streamtag.client import Subscriber, control_request
 from streamtag.config import (
     ControlConfig,
     DaemonConfig,
@@ -36,7 +36,6 @@ from streamtag.engine import Engine
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
 from streamtag.inference import InferenceModel
-from streamtag.publish import control_request
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
 
