@@ -26,6 +26,7 @@ from streamtag.config import DaemonConfig, SourceConfig
 from streamtag.engine import Engine, WindowResult
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.inference import InferenceModel, keep_freed_memory
+from streamtag.installed import resolve_model
 from streamtag.publish import ControlServer, Publisher
 from streamtag.security import Authenticator, CurveKeys, load_keys
 from streamtag.smoothing import TagEvent
@@ -126,7 +127,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         cfg = self.config
-        path = cfg.model.path or str(default_model_path())
+        path = resolve_model(cfg.model.path) or str(default_model_path())
         keep_freed_memory()
         self.model = InferenceModel.load(path, device=cfg.model.device)
         log.info("model %s: %d tags, %s input, window %d, hop %d, on %s", self.model.name,
@@ -357,10 +358,12 @@ class Daemon:
                 "sample_rate": m.sample_rate, "device": str(m.device)}
 
     def reload_model(self, path: str) -> InferenceModel:
-        """Swaps the model; ModelError (old model kept) for an unusable file or one whose
-        sample rate differs (the sources resample to the running rate)."""
+        """Swaps the model (``path``: a model file or an installed model's name); ModelError
+        (old model kept) for an unusable file or one whose sample rate differs (the sources
+        resample to the running rate)."""
         from streamtag.modelfile import read_manifest
 
+        path = resolve_model(path)
         rate = read_manifest(path).frontend.sample_rate
         if rate != self.model.sample_rate:
             raise ModelError(f"{path}: sample rate {rate:g} Hz differs from the running "
