@@ -105,9 +105,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from streamtag.train.recipe import load_recipe
 
     try:
+        model = resolve_model(args.model)
         recipe = load_recipe(args.recipe, args.set or ())
-        result = evaluate_model_file(resolve_model(args.model), recipe, split=args.split,
-                                     device=args.device)
+        result = evaluate_model_file(model, recipe, split=args.split, device=args.device)
     except (ConfigError, ModelError) as error:
         print(f"streamtag eval: {error}", file=sys.stderr)
         return EXIT_USAGE
