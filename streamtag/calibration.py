@@ -41,7 +41,7 @@ from streamtag.sources import FileSource
 
 # The default thresholds' audio: streamtag's synthetic demo pieces, these seeds and length.
 DEFAULT_SEEDS = (1, 2, 3)
-DEFAULT_PIECE_SECONDS = 60.0
+DEFAULT_PIECE_SECONDS = 30.0
 THRESHOLD_RANGE = (1e-4, 0.99)
 
 
@@ -104,6 +104,9 @@ def choose_thresholds(scores: np.ndarray, rule: ThresholdRule | None = None) -> 
     return best
 
 
+_default_scores: dict[str, np.ndarray] = {}  # weights hash -> smoothed scores on DEFAULT_SEEDS
+
+
 class _Scores:
     """Engine sink keeping each window's smoothed scores."""
 
@@ -153,10 +156,15 @@ def _synthetic_pieces(sample_rate: float) -> Iterable[list[np.ndarray]]:
 
 def default_calibration(path: str | os.PathLike, rule: ThresholdRule | None = None) -> dict:
     """The default thresholds of an installed model: the rule on streamtag's synthetic music
-    (``demo_piece`` seeds 1-3, 60 s each). Returns ``{"thresholds": [...], "record": {...}}``."""
+    (``demo_piece`` seeds 1-3, 30 s each). Returns ``{"thresholds": [...], "record": {...}}``.
+    The scores depend only on the weights: a process installing the same weights again (from
+    another source) reuses them."""
     rule = rule or ThresholdRule()
     model = InferenceModel.load(path, device="cpu")
-    scores = smoothed_scores(model, _synthetic_pieces(model.sample_rate))
+    scores = _default_scores.get(model.hash)
+    if scores is None:
+        scores = smoothed_scores(model, _synthetic_pieces(model.sample_rate))
+        _default_scores[model.hash] = scores
     result = choose_thresholds(scores, rule)
     audio = (f"synthetic music: streamtag.train.synthetic.demo_piece seeds "
              f"{', '.join(map(str, DEFAULT_SEEDS))}, {DEFAULT_PIECE_SECONDS:g} s each (the "

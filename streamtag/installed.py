@@ -161,9 +161,19 @@ def package_from(source: Path, scratch: Path) -> tuple[Path, str | None]:
             raise ModelError(f"--from {source}: a checkpoint folder must keep musicnn's name "
                              "(MTT_musicnn, MSD_musicnn, MTT_vgg or MSD_vgg) so streamtag "
                              "knows which model it holds")
-        # A lone checkpoint folder: give it a package folder of its own to convert from.
+        # A lone checkpoint folder: its tag names are in musicnn's configuration.py, taken
+        # from the installed package beside it in a package folder of its own.
+        from streamtag.musicnn_models import find_installed_package
+
+        installed_package = find_installed_package()
+        if installed_package is None:
+            raise ModelError(f"--from {source}: a lone checkpoint folder lacks the tag names, "
+                             "which are in musicnn's configuration.py; give the whole package "
+                             "folder or the wheel, or install musicnn (pip install --no-deps "
+                             f"{PACKAGE_REQUIREMENT}) for its configuration.py")
         package = scratch / "package"
         package.mkdir(parents=True, exist_ok=True)
+        (package / "configuration.py").symlink_to(installed_package / "configuration.py")
         (package / source.name).symlink_to(source.resolve(), target_is_directory=True)
         return package, name
     raise ModelError(f"--from {source}: holds no musicnn package (configuration.py and the "

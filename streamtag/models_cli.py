@@ -69,20 +69,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  input:       {manifest.input_kind}, window {manifest.window}, hop {manifest.hop}, "
           f"{manifest.frontend.sample_rate:g} Hz, {manifest.frontend.n_mels} mels")
     print(f"  architecture: {manifest.architecture}")
-    for key, value in manifest.options.items():
-        if isinstance(value, dict):
-            print(f"  {key}:")
-            for k, v in value.items():
-                print(f"    {k}: {v}")
-        else:
-            print(f"  {key}: {value}")
-    if manifest.recipe:
-        print(f"  recipe:      {manifest.recipe}")
+    if isinstance(manifest.recipe, dict):  # a converted model: its source, licence, citation
+        _print_fields(manifest.recipe, "  ")
+    elif manifest.recipe:
+        print(f"  recipe: {manifest.recipe}")
+    _print_fields(manifest.options, "  ")
     print(f"  tags ({len(manifest.tags)}), threshold each:")
     pairs = [f"{t} {th:.3f}" for t, th in zip(manifest.tags, manifest.thresholds, strict=True)]
     for i in range(0, len(pairs), 5):
         print("    " + "; ".join(pairs[i:i + 5]))
     return 0
+
+
+def _print_fields(fields: dict, indent: str) -> None:
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_fields(value, indent + "  ")
+        else:
+            print(f"{indent}{key}: {value}")
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
