@@ -189,7 +189,8 @@ def download_package(scratch: Path, log: Callable[[str], None]) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--dest", str(scratch / "download"), PACKAGE_REQUIREMENT]
     try:
-        done = subprocess.run(command, stdout=sys.stderr, check=False)
+        # pip's progress goes to our stderr (fd 2): stdout stays for the command's result.
+        done = subprocess.run(command, stdout=2, check=False)
     except OSError as error:
         done = None
         reason = str(error)

@@ -192,3 +192,45 @@ def test_from_errors_say_what_to_give(home, tmp_path):
         installed.install(["musicnn-msd"], source=tmp_path)
     with pytest.raises(ModelError, match="unknown model name"):
         installed.install(["musicnn-big"])
+
+
+def wheel_with_metadata(folder: Path, package: Path) -> Path:
+    """musicnn's wheel as pip sees it: the package and a .dist-info naming it musicnn 0.1.0."""
+    wheel = folder / "musicnn-0.1.0-py3-none-any.whl"
+    info = "musicnn-0.1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for file in sorted(package.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(package.parent))
+        archive.writestr(f"{info}/METADATA",
+                         "Metadata-Version: 2.1\nName: musicnn\nVersion: 0.1.0\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_without_a_package_pip_downloads_it(home, tmp_path, monkeypatch, capfd):
+    """No musicnn installed and no --from: pip downloads the wheel (here from a local folder
+    standing in for PyPI, through pip's own --find-links) and its progress shows on stderr."""
+    from streamtag import musicnn_models
+
+    monkeypatch.setattr(musicnn_models, "find_installed_package", lambda: None)
+    index = tmp_path / "index"
+    index.mkdir()
+    wheel_with_metadata(index, package_copy(tmp_path / "site-packages"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / "home"))
+    [(_, path)] = installed.install(["musicnn-msd"])
+    expected = modelfile.read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
+    assert modelfile.read_manifest(path).weights_sha256 == expected
+    err = capfd.readouterr().err
+    assert "downloading musicnn==0.1.0" in err and "musicnn-0.1.0-py3-none-any.whl" in err
+
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nothing-here"))  # offline
+    monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / "home2"))
+    with pytest.raises(ModelError, match=r"cannot download musicnn==0\.1\.0 .*--from "
+                                         r"musicnn-0\.1\.0-py3-none-any\.whl"):
+        installed.install(["musicnn-msd"])
+    assert not (tmp_path / "home2").exists()
