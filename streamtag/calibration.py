@@ -15,7 +15,9 @@ rule (docs/models.md, "Thresholds"):
    smoothed score, so a tag the audio never evokes (a near-zero score everywhere) does not get
    a near-zero threshold that any other music would pass.
 4. ``B`` is picked from ``budgets`` as the one that puts the most windows at ``min_active`` to
-   ``max_active`` active tags (1 to 6).
+   ``max_active`` active tags (1 to 6), counted by running the daemon's smoother (its
+   hysteresis and minimum durations included, default ``[smoothing]`` settings) over the
+   windows with those thresholds.
 
 Installed models carry the thresholds this rule gives on streamtag's synthetic music (a fixed,
 documented set of pieces); ``streamtag models calibrate NAME AUDIO...`` replaces them with the
@@ -36,7 +38,7 @@ from streamtag import modelfile
 from streamtag.engine import Engine, EngineConfig, WindowResult
 from streamtag.errors import ModelError, SourceError
 from streamtag.inference import InferenceModel
-from streamtag.smoothing import SmoothingConfig, TagEvent
+from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.sources import FileSource
 
 # The default thresholds' audio: streamtag's synthetic demo pieces, these seeds and length.
@@ -77,13 +79,37 @@ class Calibration:
                 "share_empty": round(self.empty_share, 4)}
 
 
-def choose_thresholds(scores: np.ndarray, rule: ThresholdRule | None = None) -> Calibration:
-    """Thresholds for smoothed window scores ``(windows, tags)`` by the module's rule."""
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One recording's windows as the daemon scores them."""
+
+    raw: np.ndarray  # (windows, tags) model probabilities
+    smoothed: np.ndarray  # (windows, tags) after the smoother's moving average
+    times_s: np.ndarray  # (windows,) audio time of each window's end
+
+
+def active_counts(track: Track, thresholds: np.ndarray,
+                  smoothing: SmoothingConfig | None = None) -> np.ndarray:
+    """Active tags per window under ``thresholds``: the daemon's smoother, hysteresis and
+    minimum durations included."""
+    smoother = Smoother([str(i) for i in range(len(thresholds))], thresholds, smoothing)
+    counts = np.empty(len(track.raw), dtype=np.int64)
+    for i, (scores, time_s) in enumerate(zip(track.raw, track.times_s, strict=True)):
+        smoother.update(scores, float(time_s))
+        counts[i] = int(smoother.active.sum())
+    return counts
+
+
+def choose_thresholds(tracks: Sequence[Track], rule: ThresholdRule | None = None,
+                      smoothing: SmoothingConfig | None = None) -> Calibration:
+    """Thresholds for the scored ``tracks`` by the module's rule; the active counts that pick
+    the budget come from the daemon's smoother run over each track."""
     rule = rule or ThresholdRule()
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2 or scores.shape[0] == 0:
-        raise ModelError(f"calibration needs scores of at least one window, got shape "
-                         f"{scores.shape}; give longer recordings (a window is a few seconds)")
+    tracks = [t for t in tracks if len(t.raw)]
+    if not tracks:
+        raise ModelError("calibration needs at least one window of audio; give longer "
+                         "recordings (a window is a few seconds)")
+    scores = np.concatenate([t.smoothed for t in tracks]).astype(np.float64)
     if not np.isfinite(scores).all():
         raise ModelError("calibration got non-finite scores; the model or the audio is broken")
     means = scores.mean(axis=0)
@@ -95,7 +121,7 @@ def choose_thresholds(scores: np.ndarray, rule: ThresholdRule | None = None) -> 
         quantiles = np.array([np.quantile(scores[:, t], 1.0 - shares[t])
                               for t in range(scores.shape[1])])
         thresholds = np.clip(np.maximum(quantiles, floor), *THRESHOLD_RANGE)
-        active = (scores >= thresholds).sum(axis=1)
+        active = np.concatenate([active_counts(t, thresholds, smoothing) for t in tracks])
         in_range = float(np.mean((active >= rule.min_active) & (active <= rule.max_active)))
         candidate = Calibration(thresholds, float(budget), len(scores), in_range,
                                 float(active.mean()), float(np.mean(active == 0)))
@@ -104,39 +130,46 @@ def choose_thresholds(scores: np.ndarray, rule: ThresholdRule | None = None) -> 
     return best
 
 
-_default_scores: dict[str, np.ndarray] = {}  # weights hash -> smoothed scores on DEFAULT_SEEDS
+_default_tracks: dict[str, list[Track]] = {}  # weights hash -> its tracks of DEFAULT_SEEDS
 
 
-class _Scores:
-    """Engine sink keeping each window's smoothed scores."""
+class _Windows:
+    """Engine sink keeping each stream's window scores and times."""
 
     def __init__(self) -> None:
-        self.smoothed: list[np.ndarray] = []
+        self.windows: dict[str, list[tuple[np.ndarray, np.ndarray, float]]] = {}
         self.lock = threading.Lock()
 
     def on_window(self, result: WindowResult) -> None:
         with self.lock:
-            self.smoothed.append(result.smoothed)
+            self.windows.setdefault(result.stream_id, []).append(
+                (result.raw, result.smoothed, result.end_s))
 
     def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
         pass
 
 
-def smoothed_scores(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
-                    smoothing: SmoothingConfig | None = None) -> np.ndarray:
-    """Smoothed window scores ``(windows, tags)`` of each piece of ``audio`` (each an iterable
-    of mono float32 chunks at the model's rate), run through the daemon's engine."""
-    sink = _Scores()
+def score_tracks(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
+                 smoothing: SmoothingConfig | None = None) -> list[Track]:
+    """Each piece of ``audio`` (an iterable of mono float32 chunks at the model's rate) run
+    through the daemon's engine: its window scores, smoothed scores and times."""
+    sink = _Windows()
     engine = Engine(model, sink, EngineConfig(max_batch=32), smoothing)
+    ids = []
     for i, chunks in enumerate(audio):
-        engine.add_stream(f"c{i}")
+        ids.append(f"c{i}")
+        engine.add_stream(ids[-1])
         for chunk in chunks:
-            engine.accept(f"c{i}", chunk)
-        engine.finish_stream(f"c{i}")
+            engine.accept(ids[-1], chunk)
+        engine.finish_stream(ids[-1])
         engine.drain()
-    if not sink.smoothed:
-        return np.zeros((0, len(model.tags)))
-    return np.stack(sink.smoothed)
+    tracks = []
+    for stream_id in ids:
+        rows = sink.windows.get(stream_id, [])
+        tracks.append(Track(np.array([r[0] for r in rows]).reshape(len(rows), -1),
+                            np.array([r[1] for r in rows]).reshape(len(rows), -1),
+                            np.array([r[2] for r in rows], dtype=np.float64)))
+    return tracks
 
 
 def _file_chunks(path: Path, sample_rate: float) -> Iterable[np.ndarray]:
@@ -161,11 +194,11 @@ def default_calibration(path: str | os.PathLike, rule: ThresholdRule | None = No
     another source) reuses them."""
     rule = rule or ThresholdRule()
     model = InferenceModel.load(path, device="cpu")
-    scores = _default_scores.get(model.hash)
-    if scores is None:
-        scores = smoothed_scores(model, _synthetic_pieces(model.sample_rate))
-        _default_scores[model.hash] = scores
-    result = choose_thresholds(scores, rule)
+    tracks = _default_tracks.get(model.hash)
+    if tracks is None:
+        tracks = score_tracks(model, _synthetic_pieces(model.sample_rate))
+        _default_tracks[model.hash] = tracks
+    result = choose_thresholds(tracks, rule)
     audio = (f"synthetic music: streamtag.train.synthetic.demo_piece seeds "
              f"{', '.join(map(str, DEFAULT_SEEDS))}, {DEFAULT_PIECE_SECONDS:g} s each (the "
              "default; run `streamtag models calibrate` on your own recordings)")
@@ -185,11 +218,11 @@ def calibrate_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os
     model = InferenceModel.load(model_path, device=device)
     pieces = (_file_chunks(Path(path), model.sample_rate) for path in audio_paths)
     try:
-        scores = smoothed_scores(model, pieces)
+        tracks = score_tracks(model, pieces)
     except SourceError as error:  # names the file
         raise ModelError(f"cannot calibrate {model_path}: {error}; the model file is "
                          "unchanged") from None
-    result = choose_thresholds(scores, rule)
+    result = choose_thresholds(tracks, rule)
     names = ", ".join(Path(p).name for p in audio_paths[:5])
     more = f" and {len(audio_paths) - 5} more" if len(audio_paths) > 5 else ""
     record = result.record(rule, f"{len(audio_paths)} recording(s): {names}{more}")
