@@ -14,7 +14,7 @@ import pytest
 
 from streamtag import installed, modelfile
 from streamtag.cli import main
-from streamtag.errors import ModelError
+from streamtag.errors import ConfigError, ModelError
 from streamtag.musicnn_models import checkpoint_files, find_installed_package
 
 PACKAGE = find_installed_package()
@@ -318,3 +318,28 @@ def test_demo_runs_with_the_installed_model(home):
     assert lines[0].startswith("streamtag demo: 6 s piece, model musicnn-msd (50 tags)")
     assert any("active:" in line for line in lines)
     assert "status ended" in lines[-1]
+
+
+def test_fine_tuning_starts_musicnn_from_the_installed_model(home):
+    """model.init = "musicnn-msd" on a musicnn recipe for 13 tags: the body is the installed
+    model's, bit for bit; the head (the last dense layer) is new."""
+    import torch
+
+    from streamtag import nets
+    from streamtag.frontend import LogMelOptions
+    from streamtag.train.init_from import load_body
+
+    torch.manual_seed(0)
+    model = nets.build("musicnn", 13)
+    head = load_body(model, "musicnn-msd", "musicnn", {}, LogMelOptions.preset("musicnn"), 13)
+    assert head == {"output.weight", "output.bias"}
+    theirs = modelfile.load(home / "models" / "musicnn-msd.pt", device="cpu").module.model
+    ours = model.state_dict()
+    for name, tensor in theirs.state_dict().items():
+        if name in head:
+            assert ours[name].shape[0] == 13 and tensor.shape[0] == 50
+        else:
+            assert torch.equal(ours[name], tensor), name
+    with pytest.raises(ConfigError, match="'musicnn' model but the recipe builds 'musicnn_vgg'"):
+        load_body(nets.build("musicnn_vgg", 13), "musicnn-msd", "musicnn_vgg", {},
+                  LogMelOptions.preset("musicnn"), 13)
