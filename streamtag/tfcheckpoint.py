@@ -29,8 +29,8 @@ import numpy as np
 
 from streamtag.errors import ModelError
 
-__all__ = ["TensorInfo", "checkpoint_files", "data_files", "index_file", "list_tensors",
-           "read_checkpoint"]
+__all__ = ["TensorInfo", "checkpoint_files", "data_files", "index_entries", "index_file",
+           "list_tensors", "read_checkpoint"]
 
 _TABLE_MAGIC = 0xDB4775248B80FB57  # LevelDB's table magic number, the footer's last 8 bytes
 _FOOTER_SIZE = 48  # two block handles padded to 40 bytes, then the magic
@@ -310,6 +310,12 @@ def checkpoint_files(prefix: str | os.PathLike) -> list[Path]:
     index)."""
     num_shards, _ = _index(prefix)
     return [index_file(prefix), *data_files(prefix, num_shards)]
+
+
+def index_entries(prefix: str | os.PathLike) -> dict[str, TensorInfo]:
+    """Every loadable tensor's entry in the index (shard, offset, size, CRC), by name."""
+    _, entries = _index(prefix)
+    return {name: info for name, info in entries.items() if isinstance(info, TensorInfo)}
 
 
 def list_tensors(prefix: str | os.PathLike) -> dict[str, tuple[np.dtype | str, tuple[int, ...]]]:
