@@ -274,8 +274,8 @@ def convert(package_dir: Path, name: str, out: Path) -> modelfile.Manifest:
     """
     package_dir, out = Path(package_dir), Path(out)
     spec = _model(name)
-    files = checkpoint_files(package_dir, name)
     model, tags = build(package_dir, name)
+    files = checkpoint_files(package_dir, name)
     manifest = modelfile.Manifest(
         name=name,
         tags=tags,
