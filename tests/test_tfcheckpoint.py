@@ -147,12 +147,14 @@ def test_reads_musicnn_checkpoints_as_tensorflow_does():
     package = musicnn_models.find_installed_package()
     if package is None:
         pytest.skip("install musicnn: pip install --no-deps musicnn==0.1.0")
-    for folder in ("MTT_musicnn", "MSD_vgg"):
-        prefix = str(package / folder) + "/"
-        reader = tf.train.load_checkpoint(prefix)
+    for folder in ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg"):
+        prefix = str(package / folder) + "/"  # musicnn's checkpoints have an empty file name
+        reader = tf.compat.v1.train.NewCheckpointReader(prefix)
         expected = reader.get_variable_to_shape_map()
         ours = tfcheckpoint.read_checkpoint(prefix)
         assert set(ours) == set(expected)
         for name, value in ours.items():
+            theirs = reader.get_tensor(name)
+            assert value.dtype == theirs.dtype, name
             assert value.shape == tuple(expected[name]), name
-            assert np.array_equal(value, reader.get_tensor(name)), name
+            assert np.array_equal(value, theirs), name
