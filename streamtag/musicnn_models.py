@@ -29,7 +29,7 @@ from streamtag import modelfile, nets, tfcheckpoint
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 
-__all__ = ["HOP_FRAMES", "NAMES", "WINDOW_FRAMES", "checkpoint_files", "convert",
+__all__ = ["HOP_FRAMES", "NAMES", "WINDOW_FRAMES", "build", "checkpoint_files", "convert",
            "find_installed_package", "read_labels"]
 
 NAMES: tuple[str, ...] = ("musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")

@@ -187,3 +187,12 @@ def test_a_folder_that_is_not_a_musicnn_package_is_named(tmp_path):
     with pytest.raises(ModelError, match=r"configuration\.py does not exist.*not a musicnn "
                                          "package"):
         musicnn_models.convert(tmp_path, "musicnn-msd", tmp_path / "x.pt")
+
+
+def test_finding_the_package_does_not_import_it(package):
+    # importing musicnn imports TensorFlow; finding its checkpoints must not
+    import sys
+
+    assert package.name == "musicnn" and (package / "configuration.py").is_file()
+    assert "musicnn" not in sys.modules
+    assert "tensorflow" not in sys.modules
