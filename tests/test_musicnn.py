@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,8 +192,6 @@ def test_a_folder_that_is_not_a_musicnn_package_is_named(tmp_path):
 
 def test_finding_the_package_does_not_import_it(package):
     # importing musicnn imports TensorFlow; finding its checkpoints must not
-    import sys
-
     assert package.name == "musicnn" and (package / "configuration.py").is_file()
     assert "musicnn" not in sys.modules
     assert "tensorflow" not in sys.modules
