@@ -97,6 +97,9 @@ def reference(workdir: Path) -> None:
             float16 = np.log10(10000 * mel.astype(np.float16) + 1)  # musicnn's extractor
         results[f"float16_inf_windows/{piece}"] = np.array(
             [np.isinf(w).any() for w in _windows(float16)])
+        # what musicnn's own tool says: its float16 features into its MSD graph
+        results[f"float16/{piece}"] = make_reference.musicnn_probabilities(
+            package, MODELS["musicnn-msd"], _windows(float16).astype(np.float32))
     np.savez(workdir / "reference.npz", **results)
     print(f"wrote {workdir / 'reference.npz'}")
 
@@ -123,6 +126,20 @@ def compare(workdir: Path) -> None:
                   f"{np.median(per_window):>9.2e} {first:>14.2e} {rest:>11.2e}")
     inf = np.concatenate([theirs[f"float16_inf_windows/{p}"] for p in PIECES])
     print(f"musicnn's float16 features: {int(inf.sum())} of {len(inf)} windows hold inf")
+    # On those windows, musicnn-msd's top four tags from float16 vs float32 features.
+    top = {kind: np.concatenate([np.argsort(-theirs[key.format(p)], axis=1)[:, :4]
+                                 for p in PIECES])[inf]
+           for kind, key in (("float16", "float16/{}"), ("float32", "musicnn-msd/{}/reflect"))}
+    distinct16 = {tuple(row) for row in top["float16"]}
+    distinct32 = {tuple(row) for row in top["float32"]}
+    changed = int(sum(tuple(a) != tuple(b) for a, b in zip(*top.values(), strict=True)))
+    from streamtag import musicnn_models
+
+    labels = musicnn_models.read_labels(musicnn_models.find_installed_package(), "musicnn-msd")
+    print(f"  on them, musicnn-msd's top four tags: {len(distinct16)} distinct list(s) from "
+          f"float16 features, {len(distinct32)} from float32; {changed} of {int(inf.sum())} "
+          "windows change; float16 gives: "
+          + " | ".join(", ".join(labels[i] for i in row) for row in sorted(distinct16)[:3]))
     for pad_mode, value in worst.items():
         print(f"worst window, pad_mode={pad_mode!r}: {value:.2e} "
               f"({'within' if value <= 0.01 else 'OVER'} 0.01)")
