@@ -21,7 +21,7 @@ from torch import nn
 
 from streamtag.errors import ConfigError, ModelError
 
-__all__ = ["head_names", "load_body", "set_body_frozen"]
+__all__ = ["freeze_for_epoch", "head_names", "load_body", "set_body_frozen", "start"]
 
 
 def head_names(architecture: str, options: Mapping[str, Any], n_tags: int) -> frozenset[str]:
@@ -104,3 +104,24 @@ def set_body_frozen(model: nn.Module, head: frozenset[str], frozen: bool) -> Non
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and name not in head_modules:
                 module.eval()
 
+
+
+def start(model: nn.Module, config: Any, frontend: Any, n_tags: int, *, resume: bool = False,
+          log: Callable[[str], None] | None = None) -> frozenset[str]:
+    """The trainer's one call where it builds the model: loads the body of ``config.init`` (a
+    recipe's ``[model]``) unless the run resumes (its checkpoint holds the weights); returns the
+    head's entry names, empty without ``init``."""
+    if not config.init:
+        return frozenset()
+    if resume:
+        return head_names(config.architecture, config.options, n_tags)
+    return load_body(model, config.init, config.architecture, config.options, frontend, n_tags,
+                     log=log)
+
+
+def freeze_for_epoch(model: nn.Module, head: frozenset[str], config: Any, epoch: int) -> None:
+    """Before epoch ``epoch`` (0-based) of a run started with ``init``: the body frozen for the
+    first ``config.freeze_body_epochs`` epochs, trained after. Nothing without ``init`` (a
+    model's own frozen parts, such as a frozen VQ-VAE encoder, stay as they are)."""
+    if config.init:
+        set_body_frozen(model, head, frozen=epoch < config.freeze_body_epochs)

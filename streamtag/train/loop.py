@@ -60,7 +60,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
-from streamtag.train import combine
+from streamtag.train import combine, init_from
 from streamtag.train.augment import Augmenter, pad_to, silence_value
 from streamtag.train.recipe import Recipe, TrainConfig
 
@@ -818,14 +818,8 @@ class TrainingRun:
             from streamtag.train.pretrain import load_pretrained_encoder
 
             load_pretrained_encoder(model, r.model.encoder, r, log=self.log)
-        self.head = frozenset()
-        if r.model.init:
-            from streamtag.train.init_from import head_names, load_body
-
-            self.head = (head_names(r.model.architecture, r.model.options, len(self.data.tags))
-                         if self._resume else  # a resumed run's checkpoint holds the body
-                         load_body(model, r.model.init, r.model.architecture, r.model.options,
-                                   self.options, len(self.data.tags), log=self.log))
+        self.head = init_from.start(model, r.model, self.options, len(self.data.tags),
+                                    resume=self._resume, log=self.log)
         return model.train()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -972,10 +966,7 @@ class TrainingRun:
             shuffle=False, num_workers=t.workers, pin_memory=self.device.type == "cuda",
             generator=self.loader_generator)
         self.model.train()
-        if r.model.init:
-            from streamtag.train.init_from import set_body_frozen
-
-            set_body_frozen(self.model, self.head, frozen=e < r.model.freeze_body_epochs)
+        init_from.freeze_for_epoch(self.model, self.head, r.model, e)
         total, seen = 0.0, 0
         bar = _progress(total=len(loader), unit="batch", desc=f"epoch {e + 1}/{t.epochs}")
         with bar:
