@@ -201,11 +201,12 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from streamtag.engine import EngineConfig
     from streamtag.errors import ModelError
     from streamtag.inference import InferenceModel
+    from streamtag.installed import resolve_model
     from streamtag.tagging import format_csv, format_json, format_text, tag_files
 
     try:
-        model = InferenceModel.load(args.model or default_model_path(), device=args.device,
-                                    backend=args.backend)
+        model = InferenceModel.load(resolve_model(args.model) or default_model_path(),
+                                    device=args.device, backend=args.backend)
         config = EngineConfig(max_batch=32, hop_seconds=args.hop_seconds)
     except (ModelError, ValueError) as exc:
         print(f"streamtag tag: {exc}", file=sys.stderr)
@@ -259,9 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub)
 
+    from streamtag.models_cli import add_models_commands  # only argparse until a command runs
+
+    add_models_commands(sub)
+
     p = sub.add_parser("run", help="the daemon: tag audio streams and publish over ZeroMQ")
     p.add_argument("--config", help="daemon TOML file (flags override it)")
-    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
+                   "(default: the shipped model)")
     p.add_argument("--source", action="append", metavar="[ID=]SPEC",
                    help="file:PATH, a path, http(s)://URL, device:NAME or pipe:; repeatable")
     p.add_argument("--publish", help="PUB endpoint (default tcp://127.0.0.1:5556)")
@@ -281,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tag", help="tag audio files offline: segments and a summary per file")
     p.add_argument("files", nargs="+")
-    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
+                   "(default: the shipped model)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     _add_backend(p, "auto")
@@ -294,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("demo", help="watch the daemon tag a generated piece live")
-    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
+                   "(default: the shipped model)")
     p.add_argument("--realtime", action="store_true", help="play at real speed")
     p.add_argument("--speed", type=float, default=4.0, help="playback speed (default 4)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the piece")

@@ -30,6 +30,7 @@ from streamtag.control import ControlServer
 from streamtag.engine import Engine, WindowResult
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.inference import InferenceModel, keep_freed_memory
+from streamtag.installed import resolve_model
 from streamtag.protocol import TrackBody
 from streamtag.publish import Publisher
 from streamtag.security import Authenticator, CurveKeys, load_keys
@@ -141,7 +142,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         cfg = self.config
-        path = cfg.model.path or str(default_model_path())
+        path = resolve_model(cfg.model.path) or str(default_model_path())
         keep_freed_memory()
         self.serve_health()
         try:
@@ -442,10 +443,12 @@ class Daemon:
                 "backend_note": m.backend_note}
 
     def reload_model(self, path: str) -> InferenceModel:
-        """Swaps the model; ModelError (old model kept) for an unusable file or one whose
-        sample rate differs (the sources resample to the running rate)."""
+        """Swaps the model (``path``: a model file or an installed model's name); ModelError
+        (old model kept) for an unusable file or one whose sample rate differs (the sources
+        resample to the running rate)."""
         from streamtag.modelfile import read_manifest
 
+        path = resolve_model(path)
         rate = read_manifest(path).frontend.sample_rate
         if rate != self.model.sample_rate:
             raise ModelError(f"{path}: sample rate {rate:g} Hz differs from the running "

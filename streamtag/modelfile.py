@@ -51,6 +51,7 @@ __all__ = [
     "load",
     "onnx_graph",
     "read_manifest",
+    "rewrite",
     "save",
     "save_ensemble",
     "weights_sha256",
@@ -496,6 +497,21 @@ def save(module: nn.Module, path: str | os.PathLike,
         got = top(example)
     _check_outputs(got, expected, manifest, _SAVE_TOLERANCE, f"model {model_name}")
     return _write(top, path, manifest)
+
+
+def rewrite(path: str | os.PathLike, out: str | os.PathLike, **changes: Any) -> Manifest:
+    """Writes model file ``path`` again at ``out`` (which may be ``path``: it is replaced
+    atomically) with manifest fields changed, e.g. ``thresholds``; the module and its weights
+    are the file's own, checked against its hash on loading. Returns the manifest written."""
+    fixed = sorted(set(changes) & {"format_version", "weights_sha256"})
+    if fixed:
+        raise ModelError(f"rewrite cannot change {fixed}: they describe the module itself")
+    loaded = load(path, device="cpu")
+    try:
+        manifest = dataclasses.replace(loaded.manifest, **changes)
+    except TypeError as error:
+        raise ModelError(f"rewrite of {loaded.path}: {error}") from None
+    return _write(loaded.module, out, manifest)
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:

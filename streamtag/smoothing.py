@@ -3,8 +3,9 @@
 Each tag's score goes through an exponential moving average with a time constant in seconds (so
 the smoothing does not depend on the hop). A tag turns on when its smoothed score reaches the
 tag's threshold (from the model file) and off when it falls below threshold − margin
-(hysteresis). Once on, a tag stays on at least ``min_on_s``; once off, it stays off at least
-``min_off_s`` (audio time), so a flicker never becomes a pair of events.
+(hysteresis), or below half the threshold where that is higher. Once on, a tag stays on at
+least ``min_on_s``; once off, it stays off at least ``min_off_s`` (audio time), so a flicker
+never becomes a pair of events.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class Smoother:
         self.tags = list(tags)
         self.config = config or SmoothingConfig()
         self.on_threshold = np.asarray(thresholds, dtype=np.float64)
-        self.off_threshold = self.on_threshold - self.config.margin
+        # Never below half the on threshold: with the low thresholds of a calibrated model
+        # (0.05, say) threshold - margin would be negative, and a tag once on would stay on.
+        self.off_threshold = np.maximum(self.on_threshold - self.config.margin,
+                                        self.on_threshold / 2)
         self.reset()
 
     def reset(self) -> None:

@@ -33,6 +33,8 @@ SMALL: dict[str, tuple[dict, tuple[int, ...]]] = {
     "mel_cnn": ({}, (128, 261)),
     "lstm": ({}, (128, 227)),
     "short_chunk_resnet": ({}, (64, 32)),
+    "musicnn": ({"frontend_width": 0.25, "midend_filters": 8, "backend_units": 32}, (96, 40)),
+    "musicnn_vgg": ({"n_mels": 64, "n_frames": 66, "filters": 8}, (64, 66)),
 }
 
 

@@ -25,6 +25,7 @@ from .crnn import CRNN
 from .lstm import LSTMTagger
 from .mel_cnn import MelCNN
 from .mobilenet import MobileNetV2Attention, MobileNetV2Tagger, two_head_loss
+from .musicnn import MusiCNN, MusiCNNVGG
 from .samplecnn import SampleCNN
 from .short_chunk_resnet import ShortChunkResNet
 from .vggish import VGGish
@@ -99,6 +100,10 @@ _REGISTRY: dict[str, _Entry] = {
     "short_chunk_resnet": _Entry(
         ShortChunkResNet, "short-chunk CNN with residual blocks (Won et al. 2020), 3.7 s windows"
     ),
+    "musicnn": _Entry(
+        MusiCNN, "musicnn (Pons & Serra 2019): timbral + temporal front end, dense mid-end"
+    ),
+    "musicnn_vgg": _Entry(MusiCNNVGG, "VGG-like baseline published with musicnn, 3 s windows"),
 }
 
 

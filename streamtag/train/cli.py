@@ -101,13 +101,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from streamtag.errors import ConfigError, ModelError
+    from streamtag.installed import resolve_model
     from streamtag.train.export import evaluate_model_file
     from streamtag.train.metrics import metrics_table
     from streamtag.train.recipe import load_recipe
 
     try:
+        model = resolve_model(args.model)
         recipe = load_recipe(args.recipe, args.set or ())
-        result = evaluate_model_file(args.model, recipe, split=args.split, device=args.device)
+        result = evaluate_model_file(model, recipe, split=args.split, device=args.device)
     except (ConfigError, ModelError) as error:
         print(f"streamtag eval: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -121,13 +123,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from streamtag import modelfile
     from streamtag.errors import ModelError
+    from streamtag.installed import resolve_model
 
-    if Path(args.out).resolve() in {Path(m).resolve() for m in args.models}:
+    try:
+        members = [resolve_model(m) for m in args.models]
+    except ModelError as error:
+        print(f"streamtag ensemble: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if Path(args.out).resolve() in {Path(m).resolve() for m in members}:
         print(f"streamtag ensemble: --out {args.out} is one of the members; give another path",
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        manifest = modelfile.save_ensemble(args.models, args.out, name=args.name)
+        manifest = modelfile.save_ensemble(members, args.out, name=args.name)
     except ModelError as error:
         print(f"streamtag ensemble: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -172,7 +180,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a model file on a split of a recipe's dataset",
         description="ROC-AUC, PR-AUC, precision, recall and F1 (macro, micro, per tag) of a "
                     "model file, with its own frontend options and thresholds.")
-    p.add_argument("model", help="model file (.pt)")
+    p.add_argument("model", help="model file (.pt) or installed model name")
     p.add_argument("recipe", help="recipe TOML naming the dataset ([data]) and [eval] options")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
@@ -187,7 +195,8 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
                     "members' probabilities (the daemon runs it like any model). Members must "
                     "share tags (in order), input kind, frontend options, window and hop; the "
                     "thresholds are the mean of theirs.")
-    p.add_argument("models", nargs="+", metavar="MODEL.pt", help="member model files")
+    p.add_argument("models", nargs="+", metavar="MODEL.pt",
+                   help="member model files or installed model names")
     p.add_argument("--out", required=True, metavar="E.pt", help="the ensemble model file")
     p.add_argument("--name", help="the ensemble's name (default: 'ensemble of' the members)")
     p.set_defaults(func=cmd_ensemble)

@@ -39,10 +39,13 @@ def run_epoch(model: nn.Module, optimisation: StagedOptimizer, data: TrackData, 
               sampler_rng: np.random.Generator, loader_generator: torch.Generator,
               device: torch.device, augmenter: Augmenter | None = None,
               plateau_scale: float = 1.0, dist: Distributed | None = None, bf16: bool = False,
+              in_training_mode: Callable[[nn.Module], None] | None = None,
               log: Callable[[str], None] = print) -> EpochResult:
     """Trains ``model`` for 0-based ``epoch`` on windows of the training split. ``loss`` gives
     the loss of a batch (the window, the labels and, with track features, the features, on
-    ``device`` and augmented); it runs under bf16 autocast with ``bf16``."""
+    ``device`` and augmented); it runs under bf16 autocast with ``bf16``. ``in_training_mode``
+    runs once the model is in training mode, before the first batch (fine-tuning freezes its
+    body there)."""
     t = recipe.train
     dist = dist or Distributed()
     lr, switched = optimisation.begin_epoch(epoch, plateau_scale)
@@ -63,6 +66,8 @@ def run_epoch(model: nn.Module, optimisation: StagedOptimizer, data: TrackData, 
         dataset, batch_size=t.batch_size // dist.world, sampler=sampler, shuffle=False,
         num_workers=t.workers, pin_memory=device.type == "cuda", generator=loader_generator)
     model.train()
+    if in_training_mode is not None:
+        in_training_mode(model)
     total, seen = 0.0, 0
     bar = progress(total=len(loader), unit="batch", desc=f"epoch {epoch + 1}/{t.epochs}")
     with bar:

@@ -50,7 +50,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from streamtag.errors import ConfigError
 from streamtag.fsutil import write_text_atomic
-from streamtag.train import combine
+from streamtag.train import combine, init_from
 from streamtag.train.augment import Augmenter
 from streamtag.train.data import prepare_data
 from streamtag.train.encoder_file import load_pretrained_encoder, read_pretrained_encoder
@@ -238,6 +238,8 @@ class TrainingRun:
                               f"{str(error).splitlines()[0]}") from None
         if r.model.encoder and not self._resume:  # a resumed run's checkpoint holds it
             load_pretrained_encoder(model, r.model.encoder, r, log=self.log)
+        self.head = init_from.start(model, r.model, self.options, len(self.data.tags),
+                                    resume=self._resume, log=self.log)
         return model.train()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -370,7 +372,9 @@ class TrainingRun:
                            loss=lambda batch: self._loss(*batch), sampler_rng=self.sampler_rng,
                            loader_generator=self.loader_generator, device=self.device,
                            augmenter=self.augmenter, plateau_scale=self.plateau.scale,
-                           dist=self.dist, bf16=self.bf16, log=self.log)
+                           dist=self.dist, bf16=self.bf16, log=self.log,
+                           in_training_mode=lambda model: init_from.freeze_for_epoch(
+                               model, self.head, self.recipe.model, e))
         validation = self.validate()
         self.epoch = e + 1
         self.train_seconds += time.perf_counter() - started

@@ -369,6 +369,9 @@ class ModelConfig:
     train``. ``encoder`` (``vqvae_gru`` and ``vqvae_cnn`` only; "" = none): the ``vqvae.pt``
     that ``streamtag pretrain`` wrote (relative to the working directory); its encoder, codebook
     and input scaling start the tagger, trained further or frozen (``options.freeze_encoder``).
+    ``init`` ("" = none): fine-tune from a model file or an installed model's name (its body's
+    weights, a new head; ``streamtag.train.init_from``), the body frozen for the first
+    ``freeze_body_epochs`` epochs.
     """
 
     architecture: str = "mel_cnn"
@@ -376,6 +379,8 @@ class ModelConfig:
     window: int = 96
     hop: int = 32
     encoder: str = ""
+    init: str = ""
+    freeze_body_epochs: int = 0
 
     def __post_init__(self) -> None:
         from streamtag import nets
@@ -392,6 +397,12 @@ class ModelConfig:
         _int(self, "model", "window", minimum=1)
         _int(self, "model", "hop", minimum=1)
         _str(self, "model", "encoder")
+        _str(self, "model", "init")
+        _int(self, "model", "freeze_body_epochs", minimum=0)
+        if self.freeze_body_epochs and not self.init:
+            raise ConfigError("model.freeze_body_epochs needs model.init (the model file or "
+                              "installed model whose body is frozen); a frozen random body "
+                              "would never learn")
         if self.encoder and nets.spec(self.architecture)["encoder_from"] is None:
             takers = [n for n in nets.names() if nets.spec(n)["encoder_from"]]
             raise ConfigError(f"model.encoder (a pre-trained VQ-VAE) is for "
@@ -732,6 +743,8 @@ class Recipe:
             "frontend": self.frontend.table(),
             "model": {"architecture": self.model.architecture, "window": self.model.window,
                       "hop": self.model.hop, "encoder": self.model.encoder,
+                      "init": self.model.init,
+                      "freeze_body_epochs": self.model.freeze_body_epochs,
                       "options": copy.deepcopy(dict(self.model.options))},
             "train": dataclasses.asdict(self.train),
             "augment": dataclasses.asdict(self.augment),

@@ -1,0 +1,232 @@
+"""Per-tag thresholds for models that have none, from the scores they give on music.
+
+musicnn's taggers were trained without decision thresholds, and the Million Song Dataset
+models' probabilities rarely pass 0.5 (their tags are sparse), so 0.5 would show nothing. The
+rule (docs/models.md, "Thresholds"):
+
+1. Score the audio as the daemon does (same decoder, frontend, windows and EMA smoothing) and
+   take each window's smoothed score per tag.
+2. A budget of ``B`` active tags per window on average is shared among the tags in proportion
+   to their mean score on the audio: tag ``t`` gets the share ``s_t = B * mean_t / sum(mean)``
+   of windows, clipped to [``min_share``, ``max_share``]; its threshold is the score exceeded
+   on that share of windows (the ``1 - s_t`` quantile). A tag the model hears often is active
+   often; a tag it barely hears is active rarely, never always.
+3. A tag is never active below ``relative_floor`` times the median over windows of the top
+   smoothed score, so a tag the audio never evokes (a near-zero score everywhere) does not get
+   a near-zero threshold that any other music would pass.
+4. ``B`` is picked from ``budgets`` as the one that puts the most windows at ``min_active`` to
+   ``max_active`` active tags (1 to 6), counted by running the daemon's smoother (its
+   hysteresis and minimum durations included, default ``[smoothing]`` settings) over the
+   windows with those thresholds.
+
+Installed models carry the thresholds this rule gives on streamtag's synthetic music (a fixed,
+documented set of pieces); ``streamtag models calibrate NAME AUDIO...`` replaces them with the
+thresholds the same rule gives on the user's own recordings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streamtag import modelfile
+from streamtag.engine import Engine, EngineConfig, WindowResult
+from streamtag.errors import ModelError, SourceError
+from streamtag.inference import InferenceModel
+from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
+from streamtag.sources import FileSource
+
+# The default thresholds' audio: streamtag's synthetic demo pieces, these seeds and length.
+DEFAULT_SEEDS = (1, 2, 3)
+DEFAULT_PIECE_SECONDS = 30.0
+THRESHOLD_RANGE = (1e-4, 0.99)
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdRule:
+    budgets: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # mean active tags/window
+    relative_floor: float = 0.3  # of the median window's top smoothed score
+    min_share: float = 0.005  # of windows on which a tag is active
+    max_share: float = 0.5
+    min_active: int = 1
+    max_active: int = 6
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    thresholds: np.ndarray  # one per tag
+    budget: float  # the B chosen
+    windows: int
+    share_in_range: float  # of the windows with min_active..max_active tags at or over
+    mean_active: float
+    empty_share: float  # of windows with no tag over its threshold
+
+    def record(self, rule: ThresholdRule, audio: str) -> dict:
+        """What the model file's ``options.calibration`` keeps of it."""
+        return {"rule": "streamtag.calibration (docs/models.md, Thresholds)",
+                "parameters": rule.to_dict(), "audio": audio, "windows": self.windows,
+                "budget": self.budget, "share_1_to_6_active": round(self.share_in_range, 4),
+                "mean_active": round(self.mean_active, 3),
+                "share_empty": round(self.empty_share, 4)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One recording's windows as the daemon scores them."""
+
+    raw: np.ndarray  # (windows, tags) model probabilities
+    smoothed: np.ndarray  # (windows, tags) after the smoother's moving average
+    times_s: np.ndarray  # (windows,) audio time of each window's end
+
+
+def active_counts(track: Track, thresholds: np.ndarray,
+                  smoothing: SmoothingConfig | None = None) -> np.ndarray:
+    """Active tags per window under ``thresholds``: the daemon's smoother, hysteresis and
+    minimum durations included."""
+    smoother = Smoother([str(i) for i in range(len(thresholds))], thresholds, smoothing)
+    counts = np.empty(len(track.raw), dtype=np.int64)
+    for i, (scores, time_s) in enumerate(zip(track.raw, track.times_s, strict=True)):
+        smoother.update(scores, float(time_s))
+        counts[i] = int(smoother.active.sum())
+    return counts
+
+
+def choose_thresholds(tracks: Sequence[Track], rule: ThresholdRule | None = None,
+                      smoothing: SmoothingConfig | None = None) -> Calibration:
+    """Thresholds for the scored ``tracks`` by the module's rule; the active counts that pick
+    the budget come from the daemon's smoother run over each track."""
+    rule = rule or ThresholdRule()
+    tracks = [t for t in tracks if len(t.raw)]
+    if not tracks:
+        raise ModelError("calibration needs at least one window of audio; give longer "
+                         "recordings (a window is a few seconds)")
+    scores = np.concatenate([t.smoothed for t in tracks]).astype(np.float64)
+    if not np.isfinite(scores).all():
+        raise ModelError("calibration got non-finite scores; the model or the audio is broken")
+    means = scores.mean(axis=0)
+    weights = means / max(means.sum(), 1e-12)
+    floor = rule.relative_floor * float(np.median(scores.max(axis=1)))
+    best: Calibration | None = None
+    for budget in rule.budgets:
+        shares = np.clip(budget * weights, rule.min_share, rule.max_share)
+        quantiles = np.array([np.quantile(scores[:, t], 1.0 - shares[t])
+                              for t in range(scores.shape[1])])
+        thresholds = np.clip(np.maximum(quantiles, floor), *THRESHOLD_RANGE)
+        active = np.concatenate([active_counts(t, thresholds, smoothing) for t in tracks])
+        in_range = float(np.mean((active >= rule.min_active) & (active <= rule.max_active)))
+        candidate = Calibration(thresholds, float(budget), len(scores), in_range,
+                                float(active.mean()), float(np.mean(active == 0)))
+        if best is None or candidate.share_in_range > best.share_in_range:
+            best = candidate
+    return best
+
+
+_default_tracks: dict[str, list[Track]] = {}  # weights hash -> its tracks of DEFAULT_SEEDS
+
+
+class _Windows:
+    """Engine sink keeping each stream's window scores and times."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, list[tuple[np.ndarray, np.ndarray, float]]] = {}
+        self.lock = threading.Lock()
+
+    def on_window(self, result: WindowResult) -> None:
+        with self.lock:
+            self.windows.setdefault(result.stream_id, []).append(
+                (result.raw, result.smoothed, result.end_s))
+
+    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
+        pass
+
+
+def score_tracks(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
+                 smoothing: SmoothingConfig | None = None) -> list[Track]:
+    """Each piece of ``audio`` (an iterable of mono float32 chunks at the model's rate) run
+    through the daemon's engine: its window scores, smoothed scores and times."""
+    sink = _Windows()
+    engine = Engine(model, sink, EngineConfig(max_batch=32), smoothing)
+    ids = []
+    for i, chunks in enumerate(audio):
+        ids.append(f"c{i}")
+        engine.add_stream(ids[-1])
+        for chunk in chunks:
+            engine.accept(ids[-1], chunk)
+        engine.finish_stream(ids[-1])
+        engine.drain()
+    tracks = []
+    for stream_id in ids:
+        rows = sink.windows.get(stream_id, [])
+        tracks.append(Track(np.array([r[0] for r in rows]).reshape(len(rows), -1),
+                            np.array([r[1] for r in rows]).reshape(len(rows), -1),
+                            np.array([r[2] for r in rows], dtype=np.float64)))
+    return tracks
+
+
+def _file_chunks(path: Path, sample_rate: float) -> Iterable[np.ndarray]:
+    source = FileSource(path)
+    source.open(sample_rate)
+    for chunk in source.chunks(threading.Event()):
+        yield chunk.samples
+
+
+def _synthetic_pieces(sample_rate: float) -> Iterable[list[np.ndarray]]:
+    from streamtag.train.synthetic import demo_piece  # a generator of audio, not the trainer
+
+    for seed in DEFAULT_SEEDS:
+        audio, _ = demo_piece(DEFAULT_PIECE_SECONDS, seed=seed, sample_rate=int(sample_rate))
+        yield [audio]
+
+
+def default_calibration(path: str | os.PathLike, rule: ThresholdRule | None = None) -> dict:
+    """The default thresholds of an installed model: the rule on streamtag's synthetic music
+    (``demo_piece`` seeds 1-3, 30 s each). Returns ``{"thresholds": [...], "record": {...}}``.
+    The scores depend only on the weights: a process installing the same weights again (from
+    another source) reuses them."""
+    rule = rule or ThresholdRule()
+    model = InferenceModel.load(path, device="cpu")
+    tracks = _default_tracks.get(model.hash)
+    if tracks is None:
+        tracks = score_tracks(model, _synthetic_pieces(model.sample_rate))
+        _default_tracks[model.hash] = tracks
+    result = choose_thresholds(tracks, rule)
+    audio = (f"synthetic music: streamtag.train.synthetic.demo_piece seeds "
+             f"{', '.join(map(str, DEFAULT_SEEDS))}, {DEFAULT_PIECE_SECONDS:g} s each (the "
+             "default; run `streamtag models calibrate` on your own recordings)")
+    return {"thresholds": result.thresholds.tolist(), "record": result.record(rule, audio),
+            "calibration": result}
+
+
+def calibrate_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.PathLike],
+                   rule: ThresholdRule | None = None,
+                   device: str = "cpu") -> tuple[Calibration, modelfile.Manifest]:
+    """Sets the thresholds of model file ``model_path`` (in place, atomically) by the rule on
+    the recordings ``audio_paths``. A file that cannot be decoded is an error naming it, and the
+    model file is left as it was."""
+    rule = rule or ThresholdRule()
+    if not audio_paths:
+        raise ModelError("calibration needs at least one recording")
+    model = InferenceModel.load(model_path, device=device)
+    pieces = (_file_chunks(Path(path), model.sample_rate) for path in audio_paths)
+    try:
+        tracks = score_tracks(model, pieces)
+    except SourceError as error:  # names the file
+        raise ModelError(f"cannot calibrate {model_path}: {error}; the model file is "
+                         "unchanged") from None
+    result = choose_thresholds(tracks, rule)
+    names = ", ".join(Path(p).name for p in audio_paths[:5])
+    more = f" and {len(audio_paths) - 5} more" if len(audio_paths) > 5 else ""
+    record = result.record(rule, f"{len(audio_paths)} recording(s): {names}{more}")
+    manifest = modelfile.read_manifest(model_path)
+    written = modelfile.rewrite(model_path, model_path, thresholds=tuple(result.thresholds),
+                                options={**manifest.options, "calibration": record})
+    return result, written

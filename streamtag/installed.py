@@ -1,0 +1,273 @@
+"""Installed models: model files under ``$STREAMTAG_HOME/models/``, found by name.
+
+``streamtag models install musicnn-msd`` converts one of musicnn's published taggers into
+``models/musicnn-msd.pt`` (docs/models.md); every command that takes a model file then takes
+the name too, through ``resolve_model``. The folder is ``$STREAMTAG_HOME/models`` when that
+variable is set, else ``models`` in the user data folder (platformdirs: e.g.
+``~/.local/share/streamtag`` on Linux).
+
+An install never leaves a half-made file: each model is converted and calibrated in a
+temporary folder outside the store and moved in with one ``os.replace``; a failure leaves the
+folder as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streamtag import modelfile
+from streamtag.errors import ModelError
+
+HOME_ENV = "STREAMTAG_HOME"
+SUFFIX = ".pt"
+PACKAGE = "musicnn"
+PACKAGE_REQUIREMENT = "musicnn==0.1.0"  # the release whose checkpoints the converter knows
+
+__all__ = ["HOME_ENV", "available_names", "home", "info", "install", "installed",
+           "models_folder", "remove", "resolve_model"]
+
+
+def home() -> Path:
+    """``$STREAMTAG_HOME``, else streamtag's folder in the user data folder."""
+    value = os.environ.get(HOME_ENV)
+    if value:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return platformdirs.user_data_path("streamtag", appauthor=False)
+
+
+def models_folder() -> Path:
+    return home() / "models"
+
+
+def available_names() -> tuple[str, ...]:
+    """The names ``install`` knows (musicnn's four taggers)."""
+    from streamtag.musicnn_models import NAMES
+
+    return tuple(NAMES)
+
+
+def installed() -> dict[str, Path]:
+    """Installed models by name, sorted; temporary files of an install in progress are not."""
+    folder = models_folder()
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob(f"*{SUFFIX}"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def _unknown_name(name: str) -> ModelError:
+    names = installed()
+    listed = ", ".join(names) if names else "none"
+    return ModelError(f"no model named {name!r} is installed (installed: {listed}; folder "
+                      f"{models_folder()}); install it with `streamtag models install {name}` "
+                      "or give the path of a model file")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (os.sep in spec or (os.altsep is not None and os.altsep in spec)
+            or spec.endswith(SUFFIX) or spec.startswith("."))
+
+
+def resolve_model(spec: str | os.PathLike | None) -> str | None:
+    """The model file a ``--model`` value (or ``[model] path``, ``model.init``, a
+    ``reload_model`` request) means: an existing file, a path, or an installed model's name.
+    ``None`` stays ``None`` (the caller's default). A bare word that is neither an existing file
+    nor an installed name raises ``ModelError`` listing the installed models and how to
+    install."""
+    if spec is None:
+        return None
+    text = os.fspath(spec)
+    if Path(text).exists() or _looks_like_path(text):
+        return text
+    path = installed().get(text)
+    if path is None:
+        raise _unknown_name(text)
+    return str(path)
+
+
+def path_of(name: str) -> Path:
+    """The file of installed model ``name``; ModelError when it is not installed."""
+    path = installed().get(name)
+    if path is None:
+        raise _unknown_name(name)
+    return path
+
+
+def remove(name: str) -> Path:
+    path = path_of(name)
+    path.unlink()
+    return path
+
+
+def info(name: str) -> tuple[Path, modelfile.Manifest]:
+    path = path_of(name)
+    return path, modelfile.read_manifest(path)
+
+
+# -- where the weights come from ----------------------------------------------------------------
+
+def _is_package(folder: Path) -> bool:
+    return (folder / "configuration.py").is_file() and any(
+        (folder / d).is_dir() for d in ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg"))
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*.index"))
+
+
+def _name_of_checkpoint(folder: Path) -> str | None:
+    """``MSD_musicnn`` -> ``musicnn-msd``: musicnn's folder names, data set then model."""
+    match = re.fullmatch(r"(MTT|MSD)_(musicnn|vgg)", folder.name)
+    return f"{match.group(2)}-{match.group(1).lower()}" if match else None
+
+
+def package_from(source: Path, scratch: Path) -> tuple[Path, str | None]:
+    """The musicnn package folder that ``--from SOURCE`` holds, and the one model name when
+    SOURCE is a single checkpoint folder. A wheel is unpacked into ``scratch``."""
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise ModelError(f"--from {source}: no such file or folder; give musicnn's wheel "
+                         "(musicnn-0.1.0-py3-none-any.whl), its unpacked package folder or "
+                         "one checkpoint folder such as MSD_musicnn")
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise ModelError(f"--from {source}: not a wheel (a wheel is a zip archive); give "
+                             "musicnn's .whl file, its package folder or a checkpoint folder")
+        target = scratch / "wheel"
+        try:
+            with zipfile.ZipFile(source) as wheel:
+                wheel.extractall(target)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise ModelError(f"--from {source}: the wheel cannot be unpacked ({error}); "
+                             "download it again") from None
+        source = target
+    for candidate in (source, source / PACKAGE):
+        if _is_package(candidate):
+            return candidate, None
+    if _is_checkpoint(source):
+        name = _name_of_checkpoint(source)
+        if _is_package(source.parent) and name is not None:
+            return source.parent, name
+        if name is None:
+            raise ModelError(f"--from {source}: a checkpoint folder must keep musicnn's name "
+                             "(MTT_musicnn, MSD_musicnn, MTT_vgg or MSD_vgg) so streamtag "
+                             "knows which model it holds")
+        # A lone checkpoint folder: its tag names are in musicnn's configuration.py, taken
+        # from the installed package beside it in a package folder of its own.
+        from streamtag.musicnn_models import find_installed_package
+
+        installed_package = find_installed_package()
+        if installed_package is None:
+            raise ModelError(f"--from {source}: a lone checkpoint folder lacks the tag names, "
+                             "which are in musicnn's configuration.py; give the whole package "
+                             "folder or the wheel, or install musicnn (pip install --no-deps "
+                             f"{PACKAGE_REQUIREMENT}) for its configuration.py")
+        package = scratch / "package"
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "configuration.py").symlink_to(installed_package / "configuration.py")
+        (package / source.name).symlink_to(source.resolve(), target_is_directory=True)
+        return package, name
+    raise ModelError(f"--from {source}: holds no musicnn package (configuration.py and the "
+                     "MTT_/MSD_ checkpoint folders), no musicnn/ folder and no checkpoint "
+                     "(*.index); give musicnn's wheel, its package folder or a checkpoint folder")
+
+
+def download_package(scratch: Path, log: Callable[[str], None]) -> Path:
+    """``pip download --no-deps musicnn==0.1.0`` into ``scratch``, pip's progress shown; the
+    unpacked package folder. ModelError saying how to install from a file when it fails."""
+    log(f"streamtag models: no musicnn package installed; downloading {PACKAGE_REQUIREMENT} "
+        "(a 29 MB wheel from PyPI) with pip into a temporary folder")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--dest", str(scratch / "download"), PACKAGE_REQUIREMENT]
+    try:
+        # pip's progress goes to our stderr (fd 2): stdout stays for the command's result.
+        done = subprocess.run(command, stdout=2, check=False)
+    except OSError as error:
+        done = None
+        reason = str(error)
+    if done is None or done.returncode != 0:
+        reason = reason if done is None else f"pip exited with status {done.returncode}"
+        raise ModelError(f"cannot download {PACKAGE_REQUIREMENT} ({reason}; offline?). On a "
+                         "machine with a connection run `pip download --no-deps "
+                         f"{PACKAGE_REQUIREMENT}`, copy the .whl here and run `streamtag models "
+                         "install NAME --from musicnn-0.1.0-py3-none-any.whl`")
+    wheels = sorted((scratch / "download").glob("*.whl"))
+    if not wheels:
+        raise ModelError(f"pip download of {PACKAGE_REQUIREMENT} gave no wheel; install from a "
+                         "file with --from")
+    package, _ = package_from(wheels[0], scratch)
+    return package
+
+
+def _default_thresholds(path: Path) -> dict:
+    """The documented default thresholds (docs/models.md), from streamtag's synthetic music."""
+    from streamtag.calibration import default_calibration
+
+    return default_calibration(path)
+
+
+def install(names: Sequence[str], source: str | os.PathLike | None = None,
+            log: Callable[[str], None] | None = None) -> list[tuple[str, Path]]:
+    """Converts each of ``names`` into ``models/NAME.pt``; returns (name, path) pairs.
+
+    Weights come from ``source`` (``--from``), else the installed musicnn package, else a pip
+    download. Each model is converted, checked and given its default thresholds in a temporary
+    folder, then moved into the store in one step: an error (ModelError naming the file and
+    tensor) leaves the store as it was for that model and the ones after it.
+    """
+    from streamtag import musicnn_models
+
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    known = available_names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ModelError(f"unknown model name(s) {unknown}; streamtag can install "
+                         f"{', '.join(known)}")
+    if not names:
+        raise ModelError(f"name the model(s) to install: {', '.join(known)}")
+    done = []
+    with tempfile.TemporaryDirectory(prefix="streamtag-install-") as folder:
+        scratch = Path(folder)
+        only = None
+        if source is not None:
+            package, only = package_from(Path(source), scratch)
+        else:
+            package = musicnn_models.find_installed_package()
+            if package is None:
+                package = download_package(scratch, log)
+            else:
+                log(f"streamtag models: converting the checkpoints of the installed musicnn "
+                    f"package ({package})")
+        if only is not None and set(names) != {only}:
+            raise ModelError(f"--from {source} is the checkpoint of {only} only; install "
+                             f"{only} from it, or give the whole package or wheel for "
+                             f"{', '.join(n for n in names if n != only)}")
+        for name in names:
+            converted = scratch / f"{name}{SUFFIX}"
+            musicnn_models.convert(package, name, converted)
+            calibration = _default_thresholds(converted)
+            target = models_folder() / f"{name}{SUFFIX}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside the target under a temporary name, then os.replace'd.
+            _with_calibration(converted, target, calibration)
+            done.append((name, target))
+            log(f"streamtag models: installed {name} -> {target}")
+    return done
+
+
+def _with_calibration(path: Path, out: Path, calibration: dict) -> modelfile.Manifest:
+    """Writes ``path`` to ``out`` with the calibration's thresholds and its record in the
+    manifest's options (``options.calibration``)."""
+    manifest = modelfile.read_manifest(path)
+    options = {**manifest.options, "calibration": calibration["record"]}
+    return modelfile.rewrite(path, out, thresholds=tuple(calibration["thresholds"]),
+                             options=options)

@@ -1,0 +1,164 @@
+"""``streamtag models list | install | info | remove | calibrate``: installed models by name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_USAGE = 2
+
+__all__ = ["add_models_commands"]
+
+
+def _fail(error: Exception) -> int:
+    print(f"streamtag models: {error}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from streamtag import installed, modelfile
+    from streamtag.errors import ModelError
+
+    models = installed.installed()
+    print(f"installed models in {installed.models_folder()}:")
+    if not models:
+        print("  none")
+    for name, path in models.items():
+        try:
+            manifest = modelfile.read_manifest(path)
+            line = f"{manifest.name}, {len(manifest.tags)} tags"
+        except ModelError as error:
+            line = f"UNUSABLE: {error}"
+        print(f"  {name:<14s} {line}")
+    try:
+        names = installed.available_names()
+    except ImportError:  # a streamtag without the converter
+        names = ()
+    missing = [n for n in names if n not in models]
+    if missing:
+        print(f"can be installed: {', '.join(missing)} (streamtag models install NAME)")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from streamtag import installed
+    from streamtag.errors import ModelError
+
+    try:
+        done = installed.install(args.names, source=args.source)
+    except ModelError as error:
+        return _fail(error)
+    for name, _ in done:
+        print(f"{name}: installed; use it with --model {name}, e.g. streamtag run --model {name} "
+              "--source radio=URL")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from streamtag import installed
+    from streamtag.errors import ModelError
+
+    try:
+        path, manifest = installed.info(args.name)
+    except ModelError as error:
+        return _fail(error)
+    print(f"{args.name}: {path}")
+    print(f"  name:        {manifest.name}")
+    print(f"  created:     {manifest.created}")
+    print(f"  weights:     sha256 {manifest.weights_sha256}")
+    print(f"  input:       {manifest.input_kind}, window {manifest.window}, hop {manifest.hop}, "
+          f"{manifest.frontend.sample_rate:g} Hz, {manifest.frontend.n_mels} mels")
+    print(f"  architecture: {manifest.architecture}")
+    if isinstance(manifest.recipe, dict):  # a converted model: its source, licence, citation
+        _print_fields(manifest.recipe, "  ")
+    elif manifest.recipe:
+        print(f"  recipe: {manifest.recipe}")
+    _print_fields(manifest.options, "  ")
+    print(f"  tags ({len(manifest.tags)}), threshold each:")
+    pairs = [f"{t} {th:.3f}" for t, th in zip(manifest.tags, manifest.thresholds, strict=True)]
+    for i in range(0, len(pairs), 5):
+        print("    " + "; ".join(pairs[i:i + 5]))
+    return 0
+
+
+def _print_fields(fields: dict, indent: str) -> None:
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_fields(value, indent + "  ")
+        else:
+            print(f"{indent}{key}: {value}")
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from streamtag import installed
+    from streamtag.errors import ModelError
+
+    try:
+        path = installed.remove(args.name)
+    except ModelError as error:
+        return _fail(error)
+    print(f"{args.name}: removed {path}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from streamtag import installed
+    from streamtag.calibration import calibrate_file
+    from streamtag.errors import ModelError
+
+    try:
+        path = installed.path_of(args.name)
+        result, _ = calibrate_file(path, args.audio, device=args.device)
+    except ModelError as error:
+        return _fail(error)
+    print(f"{args.name}: thresholds set from {result.windows} windows of {len(args.audio)} "
+          f"recording(s): on those, {100 * result.share_in_range:.0f} % of windows have 1 to 6 "
+          f"active tags (mean {result.mean_active:.1f}, none on "
+          f"{100 * result.empty_share:.0f} %); written to {path}")
+    return 0
+
+
+def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``models`` and its subcommands to the ``streamtag`` command line."""
+    p = subparsers.add_parser(
+        "models", help="trained real-music models: install, list, inspect, calibrate, remove",
+        description="Installed models live in $STREAMTAG_HOME/models (default: the user data "
+                    "folder), one NAME.pt each; every --model takes their names. See "
+                    "docs/models.md.")
+    sub = p.add_subparsers(dest="models_command", required=True)
+
+    q = sub.add_parser("list", help="installed models and the ones that can be installed")
+    q.set_defaults(func=cmd_list)
+
+    q = sub.add_parser(
+        "install", help="convert musicnn's published taggers into model files",
+        description="Converts musicnn's trained checkpoints (musicnn-mtt, musicnn-msd, vgg-mtt, "
+                    "vgg-msd) into model files. The weights come from --from, else an "
+                    "installed musicnn package, else `pip download --no-deps musicnn==0.1.0`.")
+    q.add_argument("names", nargs="+", metavar="NAME",
+                   help="musicnn-mtt, musicnn-msd, vgg-mtt or vgg-msd")
+    q.add_argument("--from", dest="source", metavar="PATH",
+                   help="musicnn's wheel (.whl), its unpacked package folder, a folder holding "
+                        "musicnn/, or one checkpoint folder (e.g. MSD_musicnn)")
+    q.set_defaults(func=cmd_install)
+
+    q = sub.add_parser("info", help="an installed model's source, licence, tags, thresholds")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_info)
+
+    q = sub.add_parser("remove", help="delete an installed model")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_remove)
+
+    q = sub.add_parser(
+        "calibrate", help="set an installed model's per-tag thresholds from your recordings",
+        description="Scores the recordings with the model as the daemon does and sets each "
+                    "tag's threshold so that, on them, most windows have 1 to 6 active tags "
+                    "(the rule: docs/models.md, Thresholds). The model file is rewritten in "
+                    "place, atomically.")
+    q.add_argument("name", help="an installed model's name")
+    q.add_argument("audio", nargs="+", metavar="AUDIO", help="recordings (any format PyAV "
+                                                               "decodes)")
+    q.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N (default cpu)")
+    q.set_defaults(func=cmd_calibrate)

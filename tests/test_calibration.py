@@ -1,0 +1,64 @@
+"""The threshold rule (streamtag.calibration) on score tables with known properties; the rule
+on a real model and real decoding is tested in test_models_install.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamtag.calibration import ThresholdRule, Track, active_counts, choose_thresholds
+from streamtag.errors import ModelError
+from streamtag.smoothing import Smoother, SmoothingConfig
+
+
+def sparse_tracks(seed: int = 0, n_tracks: int = 4, windows: int = 60, tags: int = 50):
+    """MSD-like scores: low everywhere, a few tags per track higher, drifting slowly."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.005, 0.05, tags)
+    tracks = []
+    for _ in range(n_tracks):
+        strong = rng.choice(tags, size=4, replace=False)
+        level = base.copy()
+        level[strong] = rng.uniform(0.15, 0.5, 4)
+        raw = np.clip(level * rng.lognormal(0, 0.3, (windows, tags)), 0, 1)
+        times = np.arange(1, windows + 1, dtype=np.float64)
+        smoother = Smoother([str(i) for i in range(tags)], np.full(tags, 0.5))
+        smoothed = np.array([smoother.update(row, t)[0] for row, t in zip(raw, times,
+                                                                          strict=True)])
+        tracks.append(Track(raw, smoothed, times))
+    return tracks
+
+
+def test_the_rule_gives_one_to_six_tags_and_respects_its_bounds():
+    tracks = sparse_tracks()
+    rule = ThresholdRule()
+    result = choose_thresholds(tracks, rule)
+    assert result.share_in_range >= 0.9 and result.empty_share <= 0.05
+    assert result.budget in rule.budgets
+    counts = np.concatenate([active_counts(t, result.thresholds) for t in tracks])
+    assert counts.max() < 50
+    scores = np.concatenate([t.smoothed for t in tracks])
+    floor = rule.relative_floor * np.median(scores.max(axis=1))
+    assert (result.thresholds >= floor - 1e-12).all()
+    share_over = (scores >= result.thresholds).mean(axis=0)
+    assert share_over.max() <= rule.max_share + 1.0 / len(scores)  # no tag on always
+    # Most thresholds are far below 0.5 (which would leave most windows empty), none is zero.
+    assert np.median(result.thresholds) < 0.25 and result.thresholds.min() > 0
+
+
+def test_hysteresis_turns_a_low_threshold_tag_off():
+    """With a threshold below the margin the off point is half the threshold, not negative."""
+    smoother = Smoother(["x"], [0.06], SmoothingConfig(time_constant_s=0, margin=0.1,
+                                                       min_on_s=0, min_off_s=0))
+    _, events = smoother.update(np.array([0.08]), 1.0)
+    assert [e.state for e in events] == ["on"]
+    _, events = smoother.update(np.array([0.04]), 2.0)
+    assert events == []  # 0.04 is above half of 0.06: still on
+    _, events = smoother.update(np.array([0.02]), 3.0)
+    assert [e.state for e in events] == ["off"]
+
+
+def test_no_windows_is_an_error_saying_what_to_give():
+    empty = Track(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(ModelError, match="longer recordings"):
+        choose_thresholds([empty])

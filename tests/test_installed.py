@@ -1,0 +1,127 @@
+"""Installed models found by name: one resolver behind --model of run, tag, demo, eval and
+ensemble, the TOML [model] path, and the control socket's reload_model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from helpers import free_port, run_streamtag, tiny_model_file
+
+from streamtag import installed, modelfile
+from streamtag.audio import write_audio
+from streamtag.cli import main
+from streamtag.client import control_request
+from streamtag.config import ControlConfig, DaemonConfig, ModelConfig, PublishConfig, load_config
+from streamtag.daemon import Daemon
+from streamtag.errors import ModelError
+from streamtag.testsignals import music_like
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A $STREAMTAG_HOME with two installed models, tiny-a and tiny-b."""
+    root = tmp_path / "home"
+    (root / "models").mkdir(parents=True)
+    tiny_model_file(root / "models" / "tiny-a.pt", seed=1, name="tiny a")
+    tiny_model_file(root / "models" / "tiny-b.pt", seed=2, name="tiny b")
+    monkeypatch.setenv(installed.HOME_ENV, str(root))
+    return root
+
+
+def test_names_resolve_to_installed_files_and_paths_pass_through(home, tmp_path):
+    assert list(installed.installed()) == ["tiny-a", "tiny-b"]
+    assert installed.resolve_model("tiny-a") == str(home / "models" / "tiny-a.pt")
+    assert installed.resolve_model(None) is None
+    elsewhere = str(tmp_path / "elsewhere.pt")  # a path is the caller's to check
+    assert installed.resolve_model(elsewhere) == elsewhere
+    with pytest.raises(ModelError) as caught:
+        installed.resolve_model("musicnn-msd")
+    message = str(caught.value)
+    assert "tiny-a, tiny-b" in message and "streamtag models install musicnn-msd" in message
+
+
+def test_an_unfinished_install_is_not_listed(home):
+    (home / "models" / ".musicnn-msd.pt.tmp").mkdir()  # what a killed install leaves
+    assert list(installed.installed()) == ["tiny-a", "tiny-b"]
+
+
+def test_the_default_folder_is_the_user_data_folder(monkeypatch):
+    import platformdirs
+
+    monkeypatch.delenv(installed.HOME_ENV, raising=False)
+    expected = platformdirs.user_data_path("streamtag", appauthor=False) / "models"
+    assert installed.models_folder() == expected
+
+
+@pytest.fixture
+def song(tmp_path):
+    path = tmp_path / "song.flac"
+    write_audio(path, music_like(4.0, 16000, seed=4), 16000)
+    return path
+
+
+def test_tag_and_ensemble_take_names(home, song, tmp_path):
+    env = {**os.environ, installed.HOME_ENV: str(home)}
+    done = run_streamtag("tag", str(song), "--model", "tiny-a", "--device", "cpu", "--json",
+                         env=env)
+    assert done.returncode == 0, done.stderr
+    assert '"path"' in done.stdout
+    out = tmp_path / "both.pt"
+    assert main(["ensemble", "tiny-a", "tiny-b", "--out", str(out)]) == 0
+    assert modelfile.read_manifest(out).name == "ensemble of tiny a, tiny b"
+
+
+@pytest.mark.parametrize("command", [
+    ("tag", "song.flac", "--model", "nope"), ("ensemble", "tiny-a", "nope", "--out", "e.pt"),
+    ("eval", "nope", "recipe.toml"), ("run", "--model", "nope"), ("demo", "--model", "nope")])
+def test_an_unknown_name_lists_the_installed_models(home, command, capsys):
+    assert main(list(command)) == 2
+    error = capsys.readouterr().err
+    assert "no model named 'nope' is installed (installed: tiny-a, tiny-b" in error
+    assert "streamtag models install nope" in error
+
+
+def test_toml_model_path_and_reload_model_take_names(home, tmp_path):
+    config_file = tmp_path / "daemon.toml"
+    config_file.write_text(f'[model]\npath = "tiny-a"\ndevice = "cpu"\n'
+                           f'[publish]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+                           f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n')
+    daemon = Daemon(load_config(config_file)).start()
+    try:
+        assert daemon.model.name == "tiny a"
+        control = daemon.control.endpoint
+        swapped = control_request(control, {"cmd": "reload_model", "path": "tiny-b"},
+                                  timeout_ms=10000)
+        assert swapped["ok"], swapped
+        assert swapped["model"]["name"] == "tiny b"
+        assert swapped["model"]["path"] == str(home / "models" / "tiny-b.pt")
+        unknown = control_request(control, {"cmd": "reload_model", "path": "nope"})
+        assert not unknown["ok"] and "installed: tiny-a, tiny-b" in unknown["error"]
+        assert daemon.model.name == "tiny b"  # the running model stays
+    finally:
+        daemon.stop()
+
+
+def test_daemon_config_with_a_name(home):
+    config = DaemonConfig(model=ModelConfig(path="tiny-b", device="cpu"),
+                          publish=PublishConfig(endpoint="tcp://127.0.0.1:*"),
+                          control=ControlConfig(endpoint=""))
+    daemon = Daemon(config).start()
+    try:
+        assert daemon.model.name == "tiny b"
+    finally:
+        daemon.stop()
+
+
+def test_models_list_info_remove(home, capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-a" in out and "tiny a, 4 tags" in out
+    assert main(["models", "info", "tiny-b"]) == 0
+    out = capsys.readouterr().out
+    assert "sha256" in out and "calm 0.500" in out
+    assert main(["models", "remove", "tiny-b"]) == 0
+    assert not (home / "models" / "tiny-b.pt").exists()
+    assert main(["models", "info", "tiny-b"]) == 2
+    assert "installed: tiny-a;" in capsys.readouterr().err

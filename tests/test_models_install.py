@@ -1,0 +1,345 @@
+"""``streamtag models install``: musicnn's real checkpoints converted from the installed
+package, a wheel, a package folder and a lone checkpoint folder; broken checkpoints refused with
+the file and tensor named and the store left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from streamtag import installed, modelfile
+from streamtag.cli import main
+from streamtag.errors import ConfigError, ModelError
+from streamtag.musicnn_models import checkpoint_files, find_installed_package
+
+PACKAGE = find_installed_package()
+pytestmark = pytest.mark.skipif(
+    PACKAGE is None, reason="needs musicnn's checkpoints: pip install --no-deps musicnn==0.1.0")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A $STREAMTAG_HOME where musicnn-msd was installed from the installed package."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(installed.HOME_ENV, str(home))
+        done = installed.install(["musicnn-msd"], log=lambda text: None)
+    assert done == [("musicnn-msd", home / "models" / "musicnn-msd.pt")]
+    return home
+
+
+@pytest.fixture
+def home(store, monkeypatch):
+    monkeypatch.setenv(installed.HOME_ENV, str(store))
+    return store
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def package_copy(root: Path, folders=("MSD_musicnn",)) -> Path:
+    """A musicnn package folder holding configuration.py and the given checkpoint folders."""
+    package = root / "musicnn"
+    package.mkdir(parents=True)
+    shutil.copy(PACKAGE / "configuration.py", package)
+    (package / "__init__.py").write_text("")
+    for folder in folders:
+        shutil.copytree(PACKAGE / folder, package / folder)
+    return package
+
+
+def test_installed_model_records_its_source_and_serves(home, capsys):
+    path = home / "models" / "musicnn-msd.pt"
+    manifest = modelfile.read_manifest(path)
+    assert manifest.name == "musicnn-msd" and len(manifest.tags) == 50
+    assert {"rock", "chillout", "Mellow", "happy", "sad"} <= set(manifest.tags)
+    recipe = manifest.recipe
+    assert recipe["licence"] == "ISC" and "Pons" in recipe["citation"]
+    assert recipe["source"] == "musicnn 0.1.0" and "last.fm" in recipe["tag_source"]
+    assert recipe["checkpoint_sha256"] == {
+        f"MSD_musicnn/{p.name}": sha256(p) for p in checkpoint_files(PACKAGE, "musicnn-msd")}
+    # The documented default thresholds, not 0.5 (which MSD probabilities rarely reach).
+    assert manifest.options["calibration"]["audio"].startswith("synthetic music")
+    assert max(manifest.thresholds) < 0.5 and min(manifest.thresholds) > 0
+    modelfile.load(path, device="cpu")  # loads and its hash checks
+    assert main(["models", "info", "musicnn-msd"]) == 0
+    out = capsys.readouterr().out
+    assert "licence: ISC" in out and "checkpoint_sha256" in out and "rock " in out
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "musicnn-msd" in out and "can be installed: musicnn-mtt, vgg-mtt, vgg-msd" in out
+
+
+def test_wheel_folder_and_checkpoint_folder_give_the_same_model(home, tmp_path, monkeypatch):
+    expected = modelfile.read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
+    package = package_copy(tmp_path / "site-packages")
+    wheel = tmp_path / "musicnn-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for file in sorted(package.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(package.parent))
+    for source in (wheel, package, package.parent, package / "MSD_musicnn"):
+        monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / f"home-{source.name}"))
+        [(_, path)] = installed.install(["musicnn-msd"], source=source, log=lambda text: None)
+        assert modelfile.read_manifest(path).weights_sha256 == expected, source
+    with pytest.raises(ModelError, match="checkpoint of musicnn-msd only"):
+        installed.install(["vgg-msd"], source=package / "MSD_musicnn")
+
+
+def swap_first_kernel_dims(index: Path) -> None:
+    """conv2d/kernel (7, 38, 1, 204) becomes (38, 7, 1, 204) in the index (same size), with
+    every block's CRC-32C made right again, so only the shape is wrong."""
+    import google_crc32c
+
+    data = bytearray(index.read_bytes())
+    pattern = bytes.fromhex("1202080712020826120208011203")
+    assert data.count(pattern) >= 1
+    data = bytearray(bytes(data).replace(pattern, bytes.fromhex("1202082612020807120208011203")))
+    # The table's blocks: the footer's index block lists the data blocks; fix every trailer.
+    footer = bytes(data[-48:])
+
+    def varint(buffer: bytes, pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = buffer[pos]
+            value |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if byte < 0x80:
+                return value, pos
+
+    pos = 0
+    for _ in range(2):
+        _, pos = varint(footer, pos)
+    index_offset, pos = varint(footer, pos)
+    index_size, _ = varint(footer, pos)
+    blocks = [(index_offset, index_size)]
+    block = bytes(data[index_offset:index_offset + index_size])
+    restarts = struct.unpack_from("<I", block, len(block) - 4)[0]
+    end, pos = len(block) - 4 - 4 * restarts, 0
+    while pos < end:
+        _, pos = varint(block, pos)
+        unshared, pos = varint(block, pos)
+        size, pos = varint(block, pos)
+        handle = block[pos + unshared:pos + unshared + size]
+        offset, hpos = varint(handle, 0)
+        blocks.append((offset, varint(handle, hpos)[0]))
+        pos += unshared + size
+    for offset, size in blocks:
+        crc = google_crc32c.value(bytes(data[offset:offset + size + 1]))
+        masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+        struct.pack_into("<I", data, offset + size + 1, masked)
+    index.write_bytes(bytes(data))
+
+
+def break_truncated(folder: Path) -> None:
+    data = folder / ".data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+
+def break_flipped(folder: Path) -> None:
+    data = folder / ".data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    for offset in range(1000, len(raw), 1 << 16):  # one bit every 64 KiB: bit rot
+        raw[offset] ^= 0x10
+    data.write_bytes(bytes(raw))
+
+
+def break_other_model(folder: Path) -> None:
+    for name in (".index", ".data-00000-of-00001"):
+        shutil.copy(PACKAGE / "MSD_vgg" / name, folder / name)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (break_truncated, r"\.data-00000-of-00001.*(truncated|short|past the end)"),
+    (break_flipped, r"\.data-00000-of-00001.*tensor '[^']+'|tensor '[^']+'.*\.data-00000"),
+    (break_other_model, r"MSD_musicnn/\.index lacks tensor '[^']+'"),
+    (lambda folder: swap_first_kernel_dims(folder / ".index"),
+     r"MSD_musicnn/\.index: tensor 'conv2d/kernel' has shape \(38, 7, 1, 204\)"),
+])
+def test_a_broken_checkpoint_names_file_and_tensor_and_changes_nothing(home, tmp_path, damage,
+                                                                       message):
+    package = package_copy(tmp_path / "site-packages")
+    damage(package / "MSD_musicnn")
+    before = {p.name: p.read_bytes() for p in (home / "models").iterdir()}
+    with pytest.raises(ModelError, match=message):
+        installed.install(["musicnn-msd"], source=package, log=lambda text: None)
+    after = {p.name: p.read_bytes() for p in (home / "models").iterdir()}
+    assert after == before  # the installed model as it was, no temporary file left
+
+
+def test_a_failed_first_install_leaves_no_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / "fresh"))
+    package = package_copy(tmp_path / "site-packages")
+    break_truncated(package / "MSD_musicnn")
+    with pytest.raises(ModelError):
+        installed.install(["musicnn-msd"], source=package, log=lambda text: None)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_from_errors_say_what_to_give(home, tmp_path):
+    with pytest.raises(ModelError, match="no such file or folder"):
+        installed.install(["musicnn-msd"], source=tmp_path / "missing.whl")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ModelError, match="not a wheel"):
+        installed.install(["musicnn-msd"], source=tmp_path / "notes.txt")
+    with pytest.raises(ModelError, match="holds no musicnn package"):
+        installed.install(["musicnn-msd"], source=tmp_path)
+    with pytest.raises(ModelError, match="unknown model name"):
+        installed.install(["musicnn-big"])
+
+
+def wheel_with_metadata(folder: Path, package: Path) -> Path:
+    """musicnn's wheel as pip sees it: the package and a .dist-info naming it musicnn 0.1.0."""
+    wheel = folder / "musicnn-0.1.0-py3-none-any.whl"
+    info = "musicnn-0.1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for file in sorted(package.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(package.parent))
+        archive.writestr(f"{info}/METADATA",
+                         "Metadata-Version: 2.1\nName: musicnn\nVersion: 0.1.0\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_without_a_package_pip_downloads_it(home, tmp_path, monkeypatch, capfd):
+    """No musicnn installed and no --from: pip downloads the wheel (here from a local folder
+    standing in for PyPI, through pip's own --find-links) and its progress shows on stderr."""
+    from streamtag import musicnn_models
+
+    monkeypatch.setattr(musicnn_models, "find_installed_package", lambda: None)
+    index = tmp_path / "index"
+    index.mkdir()
+    wheel_with_metadata(index, package_copy(tmp_path / "site-packages"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / "home"))
+    [(_, path)] = installed.install(["musicnn-msd"])
+    expected = modelfile.read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
+    assert modelfile.read_manifest(path).weights_sha256 == expected
+    err = capfd.readouterr().err
+    assert "downloading musicnn==0.1.0" in err and "musicnn-0.1.0-py3-none-any.whl" in err
+
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nothing-here"))  # offline
+    monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / "home2"))
+    with pytest.raises(ModelError, match=r"cannot download musicnn==0\.1\.0 .*--from "
+                                         r"musicnn-0\.1\.0-py3-none-any\.whl"):
+        installed.install(["musicnn-msd"])
+    assert not (tmp_path / "home2").exists()
+
+
+# -- thresholds on music ----------------------------------------------------------------------
+
+def active_counts(model_path: Path, audio, sample_rate: int = 16000) -> list[int]:
+    """Active tags per window of the daemon's engine (smoothing and hysteresis included)."""
+    from streamtag.engine import Engine
+    from streamtag.inference import InferenceModel
+
+    counts: list[int] = []
+
+    class Sink:
+        def on_window(self, result) -> None:
+            counts.append(len(result.active))
+
+        def on_stream_end(self, stream_id, events, end_s) -> None:
+            pass
+
+    model = InferenceModel.load(model_path, device="cpu")
+    assert model.sample_rate == sample_rate
+    engine = Engine(model, Sink())
+    engine.add_stream("s")
+    engine.accept("s", audio)
+    engine.finish_stream("s")
+    engine.drain()
+    return counts
+
+
+def test_default_thresholds_give_one_to_six_tags_on_music(home):
+    """On synthetic music the default was not calibrated on (other seeds), most windows have
+    1 to 6 active tags, none has all, and the track is never without a tag for long."""
+    from streamtag.train.synthetic import demo_piece
+
+    audio, _ = demo_piece(30.0, seed=11, sample_rate=16000)
+    counts = active_counts(home / "models" / "musicnn-msd.pt", audio)
+    assert len(counts) >= 25
+    in_range = sum(1 <= c <= 6 for c in counts) / len(counts)
+    assert in_range >= 0.8, counts
+    assert max(counts) < 50 and sum(c > 0 for c in counts) >= 0.8 * len(counts), counts
+
+
+def test_calibrate_sets_thresholds_from_recordings_atomically(home, tmp_path, capsys):
+    from streamtag.audio import write_audio
+    from streamtag.testsignals import music_like
+
+    path = home / "models" / "musicnn-msd.pt"
+    original = path.read_bytes()
+    recordings = []
+    for seed in (5, 6):
+        recordings.append(tmp_path / f"take{seed}.flac")
+        write_audio(recordings[-1], music_like(12.0, 22050, seed=seed), 22050)
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"ID3" + bytes(range(256)) * 20)
+    try:
+        assert main(["models", "calibrate", "musicnn-msd", str(recordings[0]),
+                     str(broken)]) == 2
+        assert "broken.mp3" in capsys.readouterr().err
+        assert path.read_bytes() == original  # a failed calibration changes nothing
+
+        assert main(["models", "calibrate", "musicnn-msd", *map(str, recordings)]) == 0
+        out = capsys.readouterr().out
+        assert "windows of 2 recording(s)" in out and "have 1 to 6 active tags" in out
+        manifest = modelfile.load(path, device="cpu").manifest  # hash still checks
+        assert manifest.options["calibration"]["audio"] == "2 recording(s): take5.flac, " \
+                                                           "take6.flac"
+        assert manifest.options["calibration"]["share_1_to_6_active"] >= 0.7
+        counts = active_counts(path, music_like(12.0, 16000, seed=5))
+        assert sum(1 <= c <= 6 for c in counts) >= 0.7 * len(counts), counts
+        assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+    finally:
+        path.write_bytes(original)  # the module's other tests keep the default thresholds
+
+
+def test_demo_runs_with_the_installed_model(home):
+    import io
+
+    from streamtag.demo import run_demo
+
+    out = io.StringIO()
+    assert run_demo("musicnn-msd", seconds=6.0, speed=20.0, device="cpu", out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("streamtag demo: 6 s piece, model musicnn-msd (50 tags)")
+    assert any("active:" in line for line in lines)
+    assert "status ended" in lines[-1]
+
+
+def test_fine_tuning_starts_musicnn_from_the_installed_model(home):
+    """model.init = "musicnn-msd" on a musicnn recipe for 13 tags: the body is the installed
+    model's, bit for bit; the head (the last dense layer) is new."""
+    import torch
+
+    from streamtag import nets
+    from streamtag.frontend import LogMelOptions
+    from streamtag.train.init_from import load_body
+
+    torch.manual_seed(0)
+    model = nets.build("musicnn", 13)
+    head = load_body(model, "musicnn-msd", "musicnn", {}, LogMelOptions.preset("musicnn"), 13)
+    assert head == {"output.weight", "output.bias"}
+    theirs = modelfile.load(home / "models" / "musicnn-msd.pt", device="cpu").module.model
+    ours = model.state_dict()
+    for name, tensor in theirs.state_dict().items():
+        if name in head:
+            assert ours[name].shape[0] == 13 and tensor.shape[0] == 50
+        else:
+            assert torch.equal(ours[name], tensor), name
+    with pytest.raises(ConfigError, match="'musicnn' model but the recipe builds 'musicnn_vgg'"):
+        load_body(nets.build("musicnn_vgg", 13), "musicnn-msd", "musicnn_vgg", {},
+                  LogMelOptions.preset("musicnn"), 13)
