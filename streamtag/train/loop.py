@@ -274,7 +274,9 @@ class TrainingRun:
         if state.get("format") != _CHECKPOINT_FORMAT:
             raise ConfigError(f"{path} has checkpoint format {state.get('format')}, this "
                               f"streamtag reads {_CHECKPOINT_FORMAT}")
-        old = state["recipe"]
+        # Read back through the recipe, so that keys recipes gained since the run was made
+        # (model.init, ...) take their defaults and compare equal.
+        old = Recipe.from_dict(state["recipe"]).to_dict()
         new = self.recipe.to_dict()
         for section in ("data", "frontend", "model"):
             if old[section] != new[section]:
