@@ -8,12 +8,14 @@ counted separately below) -- into musicnn's graph with its checkpoint. Windows a
 from frame 0, one after another, as musicnn's extractor cuts them.
 
 The audio is streamtag's synthetic music (``streamtag.train.synthetic.demo_piece``: calm and
-loud, dense sections), rendered at 44.1 kHz so that both sides resample, written as 16-bit WAV.
+loud, dense sections), rendered at 44.1 kHz so that both sides resample, written as 16-bit WAV;
+or, with ``--audio FILE...`` on the first step, real recordings, each decoded by each side's
+own decoder (PyAV and soxr for streamtag, librosa for musicnn).
 
 Three steps (the middle one in an environment with TensorFlow 2, tf-keras, librosa and
 ``pip install --no-deps musicnn==0.1.0``):
 
-    PYTHONPATH=. python tests/data/musicnn/end_to_end.py ours WORKDIR
+    PYTHONPATH=. python tests/data/musicnn/end_to_end.py ours WORKDIR [--audio FILE...]
     TF_USE_LEGACY_KERAS=1 python tests/data/musicnn/end_to_end.py reference WORKDIR
     PYTHONPATH=. python tests/data/musicnn/end_to_end.py compare WORKDIR
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -45,7 +48,12 @@ def _windows(features: np.ndarray) -> np.ndarray:
     return np.stack([features[i * N_FRAMES:(i + 1) * N_FRAMES] for i in range(count)])
 
 
-def ours(workdir: Path) -> None:
+def _pieces(workdir: Path) -> dict[str, str]:
+    """Piece name -> audio file, as the first step chose them."""
+    return json.loads((workdir / "pieces.json").read_text())
+
+
+def ours(workdir: Path, audio: list[Path]) -> None:
     import torch
 
     from streamtag import compute_logmel, modelfile, musicnn_models
@@ -58,15 +66,19 @@ def ours(workdir: Path) -> None:
     if package is None:
         sys.exit("install musicnn: pip install --no-deps musicnn==0.1.0")
     results: dict[str, np.ndarray] = {}
-    for piece, seed in PIECES.items():
-        audio, _ = demo_piece(SECONDS, seed=seed, sample_rate=FILE_RATE)
-        write_audio(workdir / f"{piece}.wav", audio, FILE_RATE)
+    pieces = {file.stem: str(file.resolve()) for file in audio}
+    if not pieces:
+        for piece, seed in PIECES.items():
+            signal, _ = demo_piece(SECONDS, seed=seed, sample_rate=FILE_RATE)
+            write_audio(workdir / f"{piece}.wav", signal, FILE_RATE)
+            pieces[piece] = str(workdir / f"{piece}.wav")
+    (workdir / "pieces.json").write_text(json.dumps(pieces))
     for name in MODELS:
         path = workdir / f"{name}.pt"
         musicnn_models.convert(package, name, path)
         model = modelfile.load(path, device="cpu")
-        for piece in PIECES:
-            samples, _ = load_audio(workdir / f"{piece}.wav", sample_rate=16000)
+        for piece, file in pieces.items():
+            samples, _ = load_audio(file, sample_rate=16000)
             features = compute_logmel(samples, model.frontend_options)  # (frames, mels)
             windows = _windows(features).transpose(0, 2, 1)  # (windows, mels, frames)
             results[f"{name}/{piece}"] = model(windows).numpy()
@@ -84,8 +96,8 @@ def reference(workdir: Path) -> None:
     tf.compat.v1.disable_eager_execution()
     package = Path(importlib.util.find_spec("musicnn").submodule_search_locations[0])
     results: dict[str, np.ndarray] = {}
-    for piece in PIECES:
-        audio, _ = librosa.load(workdir / f"{piece}.wav", sr=16000)
+    for piece, file in _pieces(workdir).items():
+        audio, _ = librosa.load(file, sr=16000)
         for pad_mode in PAD_MODES:
             mel = librosa.feature.melspectrogram(y=audio, sr=16000, hop_length=256, n_fft=512,
                                                  n_mels=96, pad_mode=pad_mode).T
@@ -107,8 +119,8 @@ def reference(workdir: Path) -> None:
 def compare(workdir: Path) -> None:
     ours_ = np.load(workdir / "ours.npz")
     theirs = np.load(workdir / "reference.npz")
-    print(f"{len(PIECES)} pieces of {SECONDS:.0f} s synthetic music "
-          f"(streamtag.train.synthetic.demo_piece), {FILE_RATE} Hz 16-bit WAV")
+    pieces = _pieces(workdir)
+    print(f"{len(pieces)} pieces: " + ", ".join(Path(f).name for f in pieces.values()))
     worst = {}
     for pad_mode in PAD_MODES:
         print(f"librosa pad_mode={pad_mode!r}")
@@ -117,18 +129,18 @@ def compare(workdir: Path) -> None:
         worst[pad_mode] = 0.0
         for name in MODELS:
             diffs = [np.abs(ours_[f"{name}/{p}"] - theirs[f"{name}/{p}/{pad_mode}"]).max(axis=1)
-                     for p in PIECES]
+                     for p in pieces]
             per_window = np.concatenate(diffs)
             first = max(d[0] for d in diffs)
             rest = max(d[1:].max() for d in diffs)
             worst[pad_mode] = max(worst[pad_mode], float(per_window.max()))
             print(f"  {name:<12} {len(per_window):>7} {per_window.max():>11.2e} "
                   f"{np.median(per_window):>9.2e} {first:>14.2e} {rest:>11.2e}")
-    inf = np.concatenate([theirs[f"float16_inf_windows/{p}"] for p in PIECES])
+    inf = np.concatenate([theirs[f"float16_inf_windows/{p}"] for p in pieces])
     print(f"musicnn's float16 features: {int(inf.sum())} of {len(inf)} windows hold inf")
     # On those windows, musicnn-msd's top four tags from float16 vs float32 features.
     top = {kind: np.concatenate([np.argsort(-theirs[key.format(p)], axis=1)[:, :4]
-                                 for p in PIECES])[inf]
+                                 for p in pieces])[inf]
            for kind, key in (("float16", "float16/{}"), ("float32", "musicnn-msd/{}/reflect"))}
     distinct16 = {tuple(row) for row in top["float16"]}
     distinct32 = {tuple(row) for row in top["float32"]}
@@ -149,8 +161,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["ours", "reference", "compare"])
     parser.add_argument("workdir", type=Path)
+    parser.add_argument("--audio", type=Path, nargs="+", default=[],
+                        help="real recordings for the first step (default: synthetic music)")
     args = parser.parse_args()
-    {"ours": ours, "reference": reference, "compare": compare}[args.step](args.workdir)
+    if args.step == "ours":
+        ours(args.workdir, args.audio)
+    else:
+        {"reference": reference, "compare": compare}[args.step](args.workdir)
 
 
 if __name__ == "__main__":
