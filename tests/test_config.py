@@ -1,6 +1,8 @@
 """The daemon's TOML configuration: every bad key or value is reported with its name."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -159,3 +161,18 @@ def test_a_bad_source_option_is_refused_naming_the_source_and_the_key(tmp_path, 
     assert "'in-2'" in message and "'in-1'" not in message
     for name in names:
         assert name in message
+
+
+def test_parsing_a_config_does_not_import_torch(tmp_path):
+    """`streamtag.config` is read by tools that only check or template daemon files (the
+    Kubernetes tests, an operator's linter): it must stay free of torch and the engine."""
+    path = tmp_path / "daemon.toml"
+    path.write_text('[model]\npath = "m.pt"\n[engine]\nbackend = "onnxruntime"\n'
+                    '[[sources]]\nid = "a"\nspec = "a.mp3"\n')
+    code = ("import sys; from streamtag.config import load_config; "
+            f"c = load_config({str(path)!r}); "
+            "print(c.engine.backend, sorted(m for m in sys.modules "
+            "if m.split('.')[0] == 'torch' or m in ('streamtag.engine', 'streamtag.inference')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split(maxsplit=1)
+    assert out == ["onnxruntime", "[]\n"], out
