@@ -75,6 +75,17 @@ def run_streamtag(*args: str, popen: bool = False, **kwargs):
     return subprocess.run(command, capture_output=True, text=True, **kwargs)
 
 
+def run_python(code: str, **kwargs) -> str:
+    """Runs ``python -c CODE`` from outside the source tree (as ``run_streamtag`` does, and for
+    the same reason) and returns its standard output; a failure raises with its stderr."""
+    kwargs.setdefault("cwd", tempfile.gettempdir())
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          **kwargs)
+    if done.returncode != 0:
+        raise AssertionError(f"python -c failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

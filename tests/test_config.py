@@ -1,10 +1,9 @@
 """The daemon's TOML configuration: every bad key or value is reported with its name."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from helpers import run_python
 
 from streamtag.config import DaemonConfig, config_from_dict, load_config, with_overrides
 from streamtag.errors import ConfigError
@@ -173,6 +172,5 @@ def test_parsing_a_config_does_not_import_torch(tmp_path):
             f"c = load_config({str(path)!r}); "
             "print(c.engine.backend, sorted(m for m in sys.modules "
             "if m.split('.')[0] == 'torch' or m in ('streamtag.engine', 'streamtag.inference')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split(maxsplit=1)
+    out = run_python(code).split(maxsplit=1)
     assert out == ["onnxruntime", "[]\n"], out

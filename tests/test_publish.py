@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 import json
 import queue
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import zmq
+from helpers import run_python
 
 from streamtag.client import ReceivedMessage, Subscriber, control_request, listen_main
 from streamtag.control import ControlServer
@@ -510,8 +509,7 @@ def test_a_subscriber_process_loads_no_server_module():
     not the publisher, the control server, the daemon or torch."""
     code = ("import sys, streamtag.client; "
             "print(sorted(m for m in sys.modules if m.startswith(('streamtag.', 'torch'))))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout
+    loaded = run_python(code)
     for server_side in ("streamtag.publish", "streamtag.control", "streamtag.daemon", "torch"):
         assert f"'{server_side}'" not in loaded, loaded
     assert "'streamtag.client'" in loaded

@@ -6,12 +6,10 @@ from __future__ import annotations
 import collections
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_streamtag, tiny_model_file
+from helpers import free_port, run_python, run_streamtag, tiny_model_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,8 +54,7 @@ def test_the_shard_does_not_depend_on_the_processes_string_hash_seed():
     # Python salts hash() of strings per process; a shard must be the same in every process.
     code = ("import json; from streamtag.shard import shard_of; "
             "print(json.dumps([shard_of(f'radio-{i}', 7) for i in range(200)]))")
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True, env={**_env(), "PYTHONHASHSEED": seed}).stdout
+    outputs = {run_python(code, env={**_env(), "PYTHONHASHSEED": seed})
                for seed in ("0", "1", "12345")}
     assert len(outputs) == 1
     assert json.loads(outputs.pop()) == [shard_of(f"radio-{i}", 7) for i in range(200)]
