@@ -37,7 +37,7 @@ from streamtag.security import Authenticator, CurveKeys, load_keys
 from streamtag.shard import ShardConfig
 from streamtag.smoothing import TagEvent
 from streamtag.sources import Source, parse_source
-from streamtag.tracks import Track, TrackSummarizer
+from streamtag.tracks import TrackSummarizer
 
 log = logging.getLogger(__name__)
 
@@ -407,10 +407,9 @@ class Daemon:
         run.state, run.error = state, error
         self._publish_status(run, state, error)
 
-    def _publish_track(self, run: _SourceRun, track: Track) -> None:
-        body = track.body_fields()
-        self.publisher.publish(run.config.id, TrackBody(**body))
-        run.recent_tracks.append(body)
+    def _publish_track(self, run: _SourceRun, track: TrackBody) -> None:
+        self.publisher.publish(run.config.id, track)
+        run.recent_tracks.append(track.to_dict())
 
     def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
         self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,

@@ -37,6 +37,10 @@ STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK)
 EVENT_STATES = ("on", "off")
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
 TRACK_REASONS = ("title_change", "end")
+# A tag active on more than this share of a track's windows is active for the track.
+TRACK_ACTIVE_SHARE = 0.5
+# Decimals of published probabilities: they need no more, and a 56-tag message stays small.
+SCORE_DECIMALS = 6
 STREAM_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 MAX_ID_LENGTH = 128  # msg_id and session are opaque to readers, within this length
 
@@ -474,7 +478,7 @@ class TrackBody(_Part):
                                     f"got {share!r}")
         _set(self, "active", _names(self.active, "track active"))
         most = {tag for tag, share in zip(self.tags, self.active_share, strict=True)
-                if share > 0.5}
+                if share > TRACK_ACTIVE_SHARE}
         if set(self.active) != most or len(self.active) != len(most):
             raise ProtocolError(f"track active must name each tag whose active_share is over "
                                 f"0.5 once ({sorted(most)}), got {list(self.active)}")

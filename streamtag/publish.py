@@ -16,6 +16,7 @@ import numpy as np
 import zmq
 
 from streamtag.protocol import (
+    SCORE_DECIMALS,
     Body,
     EventBody,
     HeartbeatBody,
@@ -33,7 +34,6 @@ from streamtag.security import CurveKeys, make_server
 from streamtag.sockets import bind_or_connect
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5556"
-SCORE_DECIMALS = 6  # probabilities need no more; keeps a 56-tag scores message small
 
 
 def _rounded(values: Iterable[float]) -> list[float]:

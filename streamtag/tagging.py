@@ -105,8 +105,7 @@ class _Collector:
             out.duration_s = end_s
             (track,) = self._tracks[stream_id].end(round(end_s * self.model.sample_rate))
             if out.error is None:
-                out.track = {k: list(v) if isinstance(v, tuple) else v
-                             for k, v in track.body_fields().items()}
+                out.track = track.to_dict()
             if self._raw[stream_id]:
                 means = np.mean(self._raw[stream_id], axis=0)
                 out.mean_scores = {t: round(float(m), 6)

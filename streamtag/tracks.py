@@ -17,47 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SCORE_DECIMALS = 6  # as the published scores
-MOST = 0.5  # a tag active in more than this share of a track's windows is active for the track
-
-
-@dataclasses.dataclass(frozen=True)
-class Track:
-    """One finished track: the fields of a protocol ``track`` body and the sample rate."""
-
-    title: str | None
-    reason: str  # "title_change" or "end"
-    start_sample: int
-    end_sample: int
-    sample_rate: float
-    started_at: float
-    ended_at: float
-    windows: int
-    tags: tuple[str, ...]
-    mean_raw: tuple[float, ...]
-    mean_smoothed: tuple[float, ...]
-    active_share: tuple[float, ...]
-    active: tuple[str, ...]
-    model_name: str
-    model_hash: str
-
-    @property
-    def start_s(self) -> float:
-        return self.start_sample / self.sample_rate
-
-    @property
-    def end_s(self) -> float:
-        return self.end_sample / self.sample_rate
-
-    def body_fields(self) -> dict:
-        """Keyword arguments of ``protocol.TrackBody``."""
-        return {"title": self.title, "reason": self.reason, "start_s": self.start_s,
-                "end_s": self.end_s, "start_sample": self.start_sample,
-                "end_sample": self.end_sample, "started_at": self.started_at,
-                "ended_at": self.ended_at, "windows": self.windows, "tags": self.tags,
-                "mean_raw": self.mean_raw, "mean_smoothed": self.mean_smoothed,
-                "active_share": self.active_share, "active": self.active,
-                "model": {"name": self.model_name, "hash": self.model_hash}}
+from streamtag.protocol import SCORE_DECIMALS, TRACK_ACTIVE_SHARE, ModelRef, TrackBody
 
 
 @dataclasses.dataclass
@@ -86,7 +46,8 @@ class _Change:
 
 class TrackSummarizer:
     """One stream's tracks: feed title changes, windows and the end, in any interleaving
-    where each kind comes in its own order; each call returns the tracks it closed."""
+    where each kind comes in its own order; each call returns the tracks it closed, as the
+    ``track`` bodies the daemon publishes."""
 
     def __init__(self, sample_rate: float, title: str | None = None,
                  started_at: float | None = None) -> None:
@@ -115,7 +76,7 @@ class TrackSummarizer:
             self._changes.append(_Change(sample, title, at))
 
     def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
-                   active: Sequence[str], model_name: str, model_hash: str) -> list[Track]:
+                   active: Sequence[str], model_name: str, model_hash: str) -> list[TrackBody]:
         """Counts one window for the track its end falls in; returns the tracks it closed."""
         closed = []
         while self._changes and end_sample > self._changes[0].sample:
@@ -136,7 +97,7 @@ class TrackSummarizer:
         track.last_end = max(track.last_end, int(end_sample))
         return closed
 
-    def end(self, end_sample: int, at: float | None = None) -> list[Track]:
+    def end(self, end_sample: int, at: float | None = None) -> list[TrackBody]:
         """The stream ended at ``end_sample``: closes the changes before it and the last track.
         Changes at or after the end start no track (they name no audio)."""
         closed = []
@@ -148,12 +109,12 @@ class TrackSummarizer:
         self.ended = True
         return closed
 
-    def _next(self, change: _Change, reason: str) -> Track:
+    def _next(self, change: _Change, reason: str) -> TrackBody:
         track = self._close(change.sample, change.at, reason)
         self._open = _Open(change.title, change.sample, change.at, change.sample)
         return track
 
-    def _close(self, end_sample: int, at: float, reason: str) -> Track:
+    def _close(self, end_sample: int, at: float, reason: str) -> TrackBody:
         t = self._open
         if t.windows:
             tags = t.tags
@@ -162,12 +123,14 @@ class TrackSummarizer:
             share = tuple(float(c) / t.windows for c in t.active_count)
         else:  # shorter than a window: no means
             tags = mean_raw = mean_smoothed = share = ()
-        active = tuple(tag for tag, s in zip(tags, share, strict=True) if s > MOST)
-        return Track(title=t.title, reason=reason, start_sample=t.start_sample,
-                     end_sample=max(end_sample, t.start_sample), sample_rate=self.sample_rate,
-                     started_at=t.started_at, ended_at=at, windows=t.windows, tags=tags,
-                     mean_raw=mean_raw, mean_smoothed=mean_smoothed, active_share=share,
-                     active=active, model_name=t.model_name, model_hash=t.model_hash)
+        active = tuple(tag for tag, s in zip(tags, share, strict=True) if s > TRACK_ACTIVE_SHARE)
+        end_sample = max(end_sample, t.start_sample)
+        return TrackBody(title=t.title, reason=reason, start_s=t.start_sample / self.sample_rate,
+                         end_s=end_sample / self.sample_rate, start_sample=t.start_sample,
+                         end_sample=end_sample, started_at=t.started_at, ended_at=at,
+                         windows=t.windows, tags=tags, mean_raw=mean_raw,
+                         mean_smoothed=mean_smoothed, active_share=share, active=active,
+                         model=ModelRef(t.model_name, t.model_hash))
 
 
 def _rounded(values: np.ndarray) -> tuple[float, ...]:
