@@ -202,8 +202,17 @@ def default_calibration(path: str | os.PathLike, rule: ThresholdRule | None = No
     audio = (f"synthetic music: streamtag.train.synthetic.demo_piece seeds "
              f"{', '.join(map(str, DEFAULT_SEEDS))}, {DEFAULT_PIECE_SECONDS:g} s each (the "
              "default; run `streamtag models calibrate` on your own recordings)")
-    return {"thresholds": result.thresholds.tolist(), "record": result.record(rule, audio),
-            "calibration": result}
+    return {"thresholds": result.thresholds.tolist(), "record": result.record(rule, audio)}
+
+
+def write_calibration(path: str | os.PathLike, out: str | os.PathLike,
+                      thresholds: Sequence[float], record: dict) -> modelfile.Manifest:
+    """Writes model file ``path`` to ``out`` (atomically; it may be ``path``) with
+    ``thresholds`` and the calibration's ``record`` in the manifest's options
+    (``options.calibration``)."""
+    manifest = modelfile.read_manifest(path)
+    return modelfile.rewrite(path, out, thresholds=tuple(thresholds),
+                             options={**manifest.options, "calibration": record})
 
 
 def calibrate_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.PathLike],
@@ -226,7 +235,4 @@ def calibrate_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os
     names = ", ".join(Path(p).name for p in audio_paths[:5])
     more = f" and {len(audio_paths) - 5} more" if len(audio_paths) > 5 else ""
     record = result.record(rule, f"{len(audio_paths)} recording(s): {names}{more}")
-    manifest = modelfile.read_manifest(model_path)
-    written = modelfile.rewrite(model_path, model_path, thresholds=tuple(result.thresholds),
-                                options={**manifest.options, "calibration": record})
-    return result, written
+    return result, write_calibration(model_path, model_path, result.thresholds, record)

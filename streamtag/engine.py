@@ -451,8 +451,12 @@ class Engine:
                     self._cond.wait(0.5)
             self._hand_out(batch, current, probs, model, generation, failed, forward_s, t_start)
         finally:
+            # Pass the turn on in order, also when this batch failed before its turn came:
+            # jumping the counter past an earlier batch still waiting would stall it for ever.
             with self._cond:
-                self._dispatch_ticket = max(self._dispatch_ticket, ticket + 1)
+                while self._dispatch_ticket != ticket:
+                    self._cond.wait(0.5)
+                self._dispatch_ticket += 1
                 self._in_flight -= 1
                 self._cond.notify_all()
         for stream in {w.stream for w in batch}:

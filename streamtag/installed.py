@@ -7,8 +7,8 @@ variable is set, else ``models`` in the user data folder (platformdirs: e.g.
 ``~/.local/share/streamtag`` on Linux).
 
 An install never leaves a half-made file: each model is converted and calibrated in a
-temporary folder outside the store and moved in with one ``os.replace``; a failure leaves the
-folder as it was.
+scratch folder, then written into the store atomically (``fsutil.atomic_path``); a failure
+leaves the folder as it was.
 """
 
 from __future__ import annotations
@@ -208,13 +208,6 @@ def download_package(scratch: Path, log: Callable[[str], None]) -> Path:
     return package
 
 
-def _default_thresholds(path: Path) -> dict:
-    """The documented default thresholds (docs/models.md), from streamtag's synthetic music."""
-    from streamtag.calibration import default_calibration
-
-    return default_calibration(path)
-
-
 def install(names: Sequence[str], source: str | os.PathLike | None = None,
             log: Callable[[str], None] | None = None) -> list[tuple[str, Path]]:
     """Converts each of ``names`` into ``models/NAME.pt``; returns (name, path) pairs.
@@ -225,6 +218,7 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
     tensor) leaves the store as it was for that model and the ones after it.
     """
     from streamtag import musicnn_models
+    from streamtag.calibration import default_calibration, write_calibration
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     known = available_names()
@@ -254,20 +248,12 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
         for name in names:
             converted = scratch / f"{name}{SUFFIX}"
             musicnn_models.convert(package, name, converted)
-            calibration = _default_thresholds(converted)
+            calibration = default_calibration(converted)  # the documented default
             target = models_folder() / f"{name}{SUFFIX}"
             target.parent.mkdir(parents=True, exist_ok=True)
-            # Written beside the target under a temporary name, then os.replace'd.
-            _with_calibration(converted, target, calibration)
+            write_calibration(converted, target, calibration["thresholds"],
+                              calibration["record"])
             done.append((name, target))
             log(f"streamtag models: installed {name} -> {target}")
     return done
 
-
-def _with_calibration(path: Path, out: Path, calibration: dict) -> modelfile.Manifest:
-    """Writes ``path`` to ``out`` with the calibration's thresholds and its record in the
-    manifest's options (``options.calibration``)."""
-    manifest = modelfile.read_manifest(path)
-    options = {**manifest.options, "calibration": calibration["record"]}
-    return modelfile.rewrite(path, out, thresholds=tuple(calibration["thresholds"]),
-                             options=options)

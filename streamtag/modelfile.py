@@ -511,7 +511,10 @@ def rewrite(path: str | os.PathLike, out: str | os.PathLike, **changes: Any) -> 
         manifest = dataclasses.replace(loaded.manifest, **changes)
     except TypeError as error:
         raise ModelError(f"rewrite of {loaded.path}: {error}") from None
-    return _write(loaded.module, out, manifest)
+    # The module is unchanged, so its stored graph still holds: keep it rather than export and
+    # check it again (a file without one is exported here, as save does).
+    graph = None if "error" in loaded.manifest.onnx else _stored_graph(loaded)
+    return _write(loaded.module, out, manifest, graph)
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:

@@ -481,7 +481,8 @@ class TrackBody(_Part):
                 if share > TRACK_ACTIVE_SHARE}
         if set(self.active) != most or len(self.active) != len(most):
             raise ProtocolError(f"track active must name each tag whose active_share is over "
-                                f"0.5 once ({sorted(most)}), got {list(self.active)}")
+                                f"{TRACK_ACTIVE_SHARE} once ({sorted(most)}), got "
+                                f"{list(self.active)}")
         _set(self, "model", ModelRef.coerce(self.model, "track model"))
 
 
