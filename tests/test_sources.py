@@ -515,7 +515,8 @@ def test_parse_source_kinds_and_options(media):
     source = parse_source(f"file:{path}", realtime=True, loop=True)
     assert isinstance(source, FileSource) and source.realtime and source.loop
     source = parse_source("https://radio.example/live.mp3", max_reconnects=3)
-    assert isinstance(source, HttpSource) and source.live and source.max_reconnects == 3
+    assert isinstance(source, HttpSource) and source.live
+    assert source.backoff_options["max_reconnects"] == 3
     assert isinstance(parse_source("http://radio.example/a"), HttpSource)
     source = parse_source("device:USB Audio", blocksize=256, channels=2)
     assert isinstance(source, DeviceSource) and source.live and source.device == "USB Audio"
@@ -569,13 +570,13 @@ def test_the_package_docstring_names_every_option_of_every_kind():
 
 
 def test_one_backoff_policy_for_every_live_source():
-    from streamtag.sources.base import Backoff
+    from streamtag.backoff import Backoff
 
     backoff = Backoff("x", reconnect=True, initial_backoff_s=0.5, max_backoff_s=3.0,
                       max_reconnects=5)
     waits = [backoff.next_wait_s() for _ in range(4)]
     assert waits == [0.5, 1.0, 2.0, 3.0] and not backoff.exhausted()
-    backoff.got_audio()  # audio resets the wait and the count
+    backoff.reset()  # audio resets the wait and the count
     assert backoff.attempts == 0 and backoff.next_wait_s() == 0.5
     for _ in range(4):
         backoff.next_wait_s()

@@ -29,6 +29,7 @@ import zmq
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from streamtag.backoff import Backoff
 from streamtag.client import ReceivedMessage, Subscriber, control_request
 from streamtag.history import schema
 from streamtag.protocol import HEARTBEAT, MSG_TYPES, STREAM_MSG_TYPES, topic_for
@@ -229,16 +230,16 @@ class Recorder:
 
     def _snapshots(self) -> None:
         for endpoint in self.control:
-            backoff_s = FIRST_BACKOFF_S
+            backoff = _backoff(self.max_backoff_s)
             while not self._stop_receiving.is_set():
                 try:
                     reply = control_request(endpoint, {"cmd": "snapshot"}, SNAPSHOT_TIMEOUT_MS,
                                             context=self._context)
                 except (TimeoutError, OSError, ValueError) as exc:
+                    wait_s = backoff.next_wait_s()
                     log.info("no snapshot from %s yet (%s); retrying in %.1f s", endpoint, exc,
-                             backoff_s)
-                    self._stop_receiving.wait(backoff_s)
-                    backoff_s = min(backoff_s * 2, self.max_backoff_s)
+                             wait_s)
+                    self._stop_receiving.wait(wait_s)
                     continue
                 if not reply.get("ok"):
                     log.warning("%s refused the snapshot: %s", endpoint, reply.get("error"))
@@ -256,7 +257,7 @@ class Recorder:
 
     def _write_loop(self) -> None:
         batch: _Batch | None = None
-        backoff_s = FIRST_BACKOFF_S
+        backoff = _backoff(self.max_backoff_s)
         outage_since: float | None = None
         while not self._abandon.is_set():
             if batch is None:
@@ -276,8 +277,7 @@ class Recorder:
                     outage_since = time.monotonic()
                     log.warning("the database is unavailable (%s); retrying with back-off, "
                                 "messages wait in the queue", str(exc.orig).strip()[:200])
-                self._abandon.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, self.max_backoff_s)
+                self._abandon.wait(backoff.next_wait_s())
                 continue
             except sa.exc.DBAPIError:
                 log.warning("the database refused a batch; writing it row by row",
@@ -289,7 +289,7 @@ class Recorder:
                 outage_since = None
             self.stats.db_up = True
             self.stats.written += batch.messages
-            backoff_s = FIRST_BACKOFF_S
+            backoff.reset()
             batch = None
 
     def _take(self) -> list[Any]:
@@ -471,17 +471,24 @@ def _start_when_up(engine: Engine, make: Any, stop: threading.Event,
                    max_backoff_s: float) -> Recorder | None:
     """Upgrade the schema and start a recorder (`make()`), which reads where it left off;
     retried with back-off while the database is down. None when stopped meanwhile."""
-    backoff_s = FIRST_BACKOFF_S
+    backoff = _backoff(max_backoff_s)
     while not stop.is_set():
         try:
             schema.upgrade(engine)
             return make().start()  # reads the database before it subscribes
         except _RETRYABLE as exc:
+            wait_s = backoff.next_wait_s()
             log.warning("cannot reach %s (%s); retrying in %.1f s", schema.describe_url(engine),
-                        str(exc.orig).strip()[:200], backoff_s)
-            stop.wait(backoff_s)
-            backoff_s = min(backoff_s * 2, max_backoff_s)
+                        str(exc.orig).strip()[:200], wait_s)
+            stop.wait(wait_s)
     return None
+
+
+def _backoff(max_backoff_s: float) -> Backoff:
+    """The recorder's retries: from FIRST_BACKOFF_S (or less, under a smaller cap), doubling
+    up to ``max_backoff_s``, for ever."""
+    return Backoff("recorder", reconnect=True, initial_backoff_s=min(FIRST_BACKOFF_S,
+                   max_backoff_s), max_backoff_s=max_backoff_s, max_reconnects=None)
 
 
 def record_main(args: Any) -> int:

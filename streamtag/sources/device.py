@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Backoff, Source
+from streamtag.sources.base import AudioChunk, Source
 
 PORTAUDIO_HINT = ("the PortAudio library is missing; install it (Debian/Ubuntu: "
                   "apt-get install libportaudio2)")
@@ -94,9 +95,9 @@ class DeviceSource(Source):
                  reconnect: bool = True, initial_backoff_s: float = 0.5,
                  max_backoff_s: float = 10.0, max_reconnects: int | None = None) -> None:
         super().__init__()
-        self._backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
+        self.backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
                                      max_backoff_s=max_backoff_s, max_reconnects=max_reconnects)
-        Backoff(f"device:{device}", **self._backoff_options)  # checks the options now
+        Backoff(f"device:{device}", **self.backoff_options)  # checks the options now
         for name, value, ok, rule in (
                 ("blocksize", blocksize, blocksize >= 0, ">= 0 frames (0: PortAudio chooses)"),
                 ("channels", channels, channels is None or channels >= 1, ">= 1"),
@@ -112,10 +113,6 @@ class DeviceSource(Source):
         self.device_rate = device_rate
         self.max_queue_s = float(max_queue_s)
         self.stall_timeout_s = float(stall_timeout_s)
-        self.reconnect = bool(reconnect)
-        self.initial_backoff_s = float(initial_backoff_s)
-        self.max_backoff_s = float(max_backoff_s)
-        self.max_reconnects = max_reconnects
         self.device_info: dict | None = None
         self._stream = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -152,7 +149,7 @@ class DeviceSource(Source):
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         self._require_open()
-        backoff = Backoff(self.description, **self._backoff_options)
+        backoff = Backoff(self.description, **self.backoff_options)
         while not stop.is_set():
             got_audio, problem = False, None
             try:
@@ -169,9 +166,9 @@ class DeviceSource(Source):
             if tail is not None:
                 yield tail
             if got_audio:
-                backoff.got_audio()
+                backoff.reset()
             if backoff.exhausted():
-                if self.reconnect:
+                if backoff.reconnect:
                     problem += (f" (gave up after {backoff.attempts} reopen attempts without "
                                 "audio)")
                 self._status("failed", problem)

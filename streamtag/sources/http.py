@@ -31,8 +31,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
+from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Backoff, Source
+from streamtag.sources.base import AudioChunk, Source
 from streamtag.sources.icy import IcyBlock, IcyReader, parse_metaint
 
 # Keys a container's metadata may hold a stream title under (a stream without ICY metadata).
@@ -144,19 +145,15 @@ class HttpSource(Source):
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             raise SourceError(f"{strip_credentials(url)}: not an http(s) URL")
         # Checked (and the back-off state built) per iteration of chunks(); here to fail early.
-        self._backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
+        self.backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
                                      max_backoff_s=max_backoff_s, max_reconnects=max_reconnects)
-        Backoff(strip_credentials(url), **self._backoff_options)
+        Backoff(strip_credentials(url), **self.backoff_options)
         if not read_timeout_s > 0:
             raise SourceError(f"{strip_credentials(url)}: read_timeout_s must be > 0 seconds, "
                               f"got {read_timeout_s!r}")
         self.url = url
         self.description = strip_credentials(url)
-        self.reconnect = bool(reconnect)
-        self.max_backoff_s = float(max_backoff_s)
-        self.initial_backoff_s = float(initial_backoff_s)
         self.read_timeout_s = float(read_timeout_s)
-        self.max_reconnects = max_reconnects
         self.title: str | None = None
         self.station: str | None = None
         self.metaint: int | None = None  # the last connection's icy-metaint, None without ICY
@@ -165,7 +162,7 @@ class HttpSource(Source):
         import av
 
         self._require_open()
-        backoff = Backoff(self.description, **self._backoff_options)
+        backoff = Backoff(self.description, **self.backoff_options)
         while not stop.is_set():
             got_audio, error = False, None
             try:
@@ -184,12 +181,12 @@ class HttpSource(Source):
                 yield tail
             reason = error or "the server ended the stream"
             if got_audio:
-                backoff.got_audio()
+                backoff.reset()
             if backoff.exhausted():
-                if error is None and not self.reconnect:
+                if error is None and not backoff.reconnect:
                     break
                 message = f"{self.description}: {reason}"
-                if self.reconnect:
+                if backoff.reconnect:
                     message += f" (gave up after {backoff.attempts} reconnects without audio)"
                 self._status("failed", message)
                 raise SourceError(message)

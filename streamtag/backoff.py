@@ -1,0 +1,44 @@
+"""Retrying with exponential back-off: one policy for the sources and the recorder."""
+
+from __future__ import annotations
+
+from streamtag.errors import SourceError
+
+
+class Backoff:
+    """Exponential back-off, in one place for everything that retries (the live sources'
+    reconnects, the recorder's database and snapshot retries): after a failure wait
+    ``initial_backoff_s``, doubling on each failed attempt up to ``max_backoff_s``; a success
+    (``reset``) starts afresh; ``max_reconnects`` consecutive failed attempts (None: no limit)
+    end it, and so does the first failure with ``reconnect=False``."""
+
+    def __init__(self, owner: str, *, reconnect: bool, initial_backoff_s: float,
+                 max_backoff_s: float, max_reconnects: int | None) -> None:
+        if not 0 < initial_backoff_s <= max_backoff_s:
+            raise SourceError(f"{owner}: need 0 < initial_backoff_s <= max_backoff_s, got "
+                              f"{initial_backoff_s} and {max_backoff_s}")
+        if max_reconnects is not None and max_reconnects < 0:
+            raise SourceError(f"{owner}: max_reconnects must be >= 0 (leave it out to retry "
+                              f"forever), got {max_reconnects!r}")
+        self.reconnect = bool(reconnect)
+        self.initial_backoff_s = float(initial_backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.max_reconnects = max_reconnects
+        self.attempts = 0  # consecutive attempts that brought no audio
+        self._wait_s = self.initial_backoff_s
+
+    def reset(self) -> None:
+        """The last attempt succeeded (a source got audio): the next failure starts afresh."""
+        self.attempts, self._wait_s = 0, self.initial_backoff_s
+
+    def exhausted(self) -> bool:
+        """True when the source must end now instead of reconnecting."""
+        return not self.reconnect or (self.max_reconnects is not None
+                                      and self.attempts >= self.max_reconnects)
+
+    def next_wait_s(self) -> float:
+        """Counts one more attempt and returns how long to wait before it."""
+        wait_s = self._wait_s
+        self.attempts += 1
+        self._wait_s = min(2.0 * wait_s, self.max_backoff_s)
+        return wait_s
