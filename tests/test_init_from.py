@@ -123,3 +123,17 @@ def test_a_different_architecture_or_options_is_refused(recipe_text, tmp_path):
                     tmp_path / "run3").setup()
     with pytest.raises(ConfigError, match="freeze_body_epochs needs model.init"):
         parse_recipe(recipe_text, ["model.freeze_body_epochs=2"], name="tiny")
+
+
+def test_freeing_the_body_leaves_what_the_model_froze_itself():
+    from streamtag.train.init_from import head_names, set_body_frozen
+
+    options = {"channels": 64, "n_codes": 64, "gru_units": 32, "freeze_encoder": True}
+    model = nets.build("vqvae_gru", 5, **options).train()
+    head = head_names("vqvae_gru", options, 5)
+    own = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert own and all(n.startswith(("encoder.", "codebook.")) for n in own)
+    set_body_frozen(model, head, frozen=True)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == set(head)
+    set_body_frozen(model, head, frozen=False)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == own

@@ -92,13 +92,24 @@ def load_body(model: nn.Module, init: str | os.PathLike, architecture: str,
     return head
 
 
+_FROZEN_HERE = "_streamtag_body_frozen"  # marks the parameters set_body_frozen froze
+
+
 def set_body_frozen(model: nn.Module, head: frozenset[str], frozen: bool) -> None:
-    """Freezes (or frees) every parameter not in ``head``; frozen batch-norm layers of the body
-    are put in eval mode so their statistics stay. Call after ``model.train()``."""
+    """Freezes the trainable parameters not in ``head``, or frees the ones it froze (a part the
+    model freezes itself, such as a frozen VQ-VAE encoder, stays frozen); frozen batch-norm
+    layers of the body are put in eval mode so their statistics stay. Call after
+    ``model.train()``."""
     head_modules = _module_prefixes(head)
     for name, parameter in model.named_parameters():
-        if name not in head:
-            parameter.requires_grad_(not frozen)
+        if name in head:
+            continue
+        if frozen and parameter.requires_grad:
+            parameter.requires_grad_(False)
+            setattr(parameter, _FROZEN_HERE, True)
+        elif not frozen and getattr(parameter, _FROZEN_HERE, False):
+            parameter.requires_grad_(True)
+            delattr(parameter, _FROZEN_HERE)
     if frozen:
         for name, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and name not in head_modules:
