@@ -13,7 +13,7 @@ never pays for torch. Dependencies point one way, from the top of this list to t
 - ``optim``: schedules, optimisers, early stopping, plateau and per-tag best epochs;
 - ``windows``: training windows, evaluation windows, ``predict``;
 - ``data``: a run's dataset with its cached features (``TrackData``);
-- ``runtime``: run log, progress, device, determinism, checkpoint writes, RNG state, torchrun;
-- leaves: ``recipe``, ``datasets``, ``cache`` (features and audio), ``augment``, ``metrics``
-  (with the losses), ``combine``, ``plots``, ``synthetic``, ``track_features``.
+- ``runtime``: run log, device, determinism, checkpoint writes, RNG state, torchrun;
+- leaves: ``recipe``, ``datasets``, ``cache`` (features and audio), ``progress``, ``augment``,
+  ``metrics`` (with the losses), ``combine``, ``plots``, ``synthetic``, ``track_features``.
 """

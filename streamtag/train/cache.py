@@ -146,7 +146,7 @@ class ArrayCache:
               progress: bool = True) -> CacheReport:
         """Computes the array of every track not cached yet, on ``workers`` threads (default:
         every core); returns what it did."""
-        from streamtag.train.runtime import progress as progress_bar
+        from streamtag.train.progress import progress as progress_bar
 
         started = time.perf_counter()
         tracks = list({t.id: t for t in tracks}.values())

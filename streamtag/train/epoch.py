@@ -19,8 +19,9 @@ from torch import nn
 from streamtag.train.augment import Augmenter
 from streamtag.train.data import TrackData
 from streamtag.train.optim import StagedOptimizer
+from streamtag.train.progress import progress
 from streamtag.train.recipe import Recipe
-from streamtag.train.runtime import Distributed, progress
+from streamtag.train.runtime import Distributed
 from streamtag.train.windows import WindowDataset, training_windows
 
 __all__ = ["EpochResult", "run_epoch"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ __all__ = [
     "determinism",
     "distributed_from_env",
     "numpy_state",
-    "progress",
     "resolve_device",
     "save_atomic",
     "set_numpy_state",
@@ -59,14 +57,6 @@ class RunLog:
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(message + "\n")
-
-
-def progress(enabled: bool = True, **kwargs: Any):
-    """A tqdm bar on a terminal, for the first process of a ``torchrun`` job only."""
-    from tqdm import tqdm
-
-    quiet = not enabled or not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0"
-    return tqdm(disable=quiet, leave=False, dynamic_ncols=True, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from streamtag.train.data import TrackData
-from streamtag.train.runtime import progress
+from streamtag.train.progress import progress
 
 __all__ = ["WindowDataset", "evaluation_batches", "evaluation_starts", "predict",
            "training_windows"]
