@@ -236,7 +236,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
-    parser.add_argument("--backend", default=default, choices=("auto", "torch", "onnxruntime"),
+    from streamtag.config import BACKENDS
+
+    parser.add_argument("--backend", default=default, choices=BACKENDS,
                         help="what runs the model: auto (ONNX Runtime on the CPU, TorchScript "
                              "on CUDA), onnxruntime or torch")
 

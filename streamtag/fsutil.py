@@ -11,14 +11,17 @@ folder inside its archive after the file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["TEMPORARY_GLOB", "atomic_path", "remove_stale_temporaries", "write_text_atomic"]
+__all__ = ["TEMPORARY_GLOB", "atomic_path", "remove_stale_temporaries", "write_json_atomic",
+           "write_text_atomic"]
 
 TEMPORARY_GLOB = ".*.tmp"  # what atomic_path leaves behind when its process dies mid-write
 
@@ -41,6 +44,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """``path`` holds ``text`` (UTF-8), written atomically (``atomic_path``)."""
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, *, allow_nan: bool = False) -> None:
+    """``path`` holds ``data`` as indented JSON, written atomically; NaN and infinities are
+    refused unless ``allow_nan`` (they are not JSON)."""
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 3600.0) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from streamtag.errors import ConfigError
-from streamtag.fsutil import atomic_path, write_text_atomic
+from streamtag.fsutil import atomic_path, write_json_atomic
 from streamtag.train.data import prepare_data
 from streamtag.train.loop import TrainingRun
 from streamtag.train.metrics import bce
@@ -59,10 +59,6 @@ class RunResult:
     epochs: int
     best_epoch: int
     train_seconds: float
-
-
-def _write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +106,7 @@ def export_run(run: TrainingRun) -> RunResult:
         "validation": validation,
         "history": run.history,
     }
-    _write_json(run.run_dir / METRICS_FILE, summary)
+    write_json_atomic(run.run_dir / METRICS_FILE, summary)
     figures = plots.write_run_plots(run.run_dir, run.history, test, y_test, p_test, tags)
     if not figures:
         run.log("plots skipped: matplotlib is not installed (pip install matplotlib)")

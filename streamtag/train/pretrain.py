@@ -30,7 +30,6 @@ improves, so an interrupted run leaves the best epoch so far. One process: no re
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -43,7 +42,7 @@ import torch
 from torch import nn
 
 from streamtag.errors import ConfigError
-from streamtag.fsutil import write_text_atomic
+from streamtag.fsutil import write_json_atomic, write_text_atomic
 from streamtag.train.augment import Augmenter
 from streamtag.train.data import TrackData, prepare_data
 from streamtag.train.encoder_file import (
@@ -212,10 +211,6 @@ def _build(recipe: Recipe, scaling: dict[str, Any]) -> tuple[nn.Module, dict[str
     return model.train(), options
 
 
-def _write_json(data: Any, path: Path) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 
@@ -301,7 +296,8 @@ def pretrain(recipe: Recipe, run_dir: str | os.PathLike, echo: bool = True) -> P
                 stopped_early = True
                 log(f"early stopping: no improvement of the validation MSE for {t.patience} "
                     f"epochs; best epoch {best['epoch']}")
-            _write_json(metrics_file(), run_dir / METRICS_FILE)
+            # a validation figure may be NaN (a split without windows): written, not refused
+            write_json_atomic(run_dir / METRICS_FILE, metrics_file(), allow_nan=True)
             if stopped_early:
                 break
     if best["epoch"] is None:
