@@ -286,8 +286,7 @@ class NowPlaying:
         """Lines to print for one message: a new title, a finished track, or nothing."""
         body, stream = message.body, message.stream
         if isinstance(body, StatusBody):
-            known = stream in self.titles
-            if self.titles.get(stream) == body.title and (known or body.title is None):
+            if self.titles.get(stream) == body.title:
                 self.titles[stream] = body.title
                 return []  # no title yet, or the same one
             self.titles[stream] = body.title

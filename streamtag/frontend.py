@@ -96,7 +96,8 @@ class LogMelOptions:
             value = getattr(self, field.name)
             if value is None:
                 value = _UNSET_IN_CORE[field.name][0]
-            setattr(o, field.name, _CORE_TYPES[field.type.split(" |")[0]](value))
+            # cast to the C++ field's own type (a float option given as an int, ...)
+            setattr(o, field.name, type(getattr(o, field.name))(value))
         return o
 
     @classmethod
@@ -117,7 +118,6 @@ _UNSET_IN_CORE: dict[str, tuple[Any, Any]] = {
     "fmax": (-1.0, lambda v: v < 0),  # < 0: sample_rate / 2
     "norm": ("none", lambda v: v == "none"),
 }
-_CORE_TYPES = {"float": float, "int": int, "bool": bool, "str": str}
 NULLABLE_OPTIONS: tuple[str, ...] = tuple(_UNSET_IN_CORE)
 
 
