@@ -55,15 +55,9 @@ def keep_freed_memory() -> bool:
             and bool(mallopt(_M_ARENA_MAX, 1)))
 
 
-def _check_batch(loaded: modelfile.LoadedModel) -> np.ndarray:
-    shape = ((2, loaded.frontend_options.n_mels, loaded.window) if loaded.input_kind == "logmel"
-             else (2, loaded.window))
-    return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-
-
 def _difference(run: Callable[[np.ndarray], np.ndarray], loaded: modelfile.LoadedModel) -> float:
     """Largest difference between ``run`` and the file's TorchScript module on a random batch."""
-    batch = _check_batch(loaded)
+    batch = modelfile.example_input(loaded.manifest).numpy()
     with torch.inference_mode():
         expected = loaded(batch).double().cpu().numpy()
     return float(np.abs(run(batch) - expected).max())
@@ -72,23 +66,7 @@ def _difference(run: Callable[[np.ndarray], np.ndarray], loaded: modelfile.Loade
 def _onnx_runner(loaded: modelfile.LoadedModel,
                  threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """ONNX Runtime on the file's graph; ``ModelError`` saying why it cannot serve."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ModelError("onnxruntime is not installed; pip install onnxruntime") from None
-    graph = modelfile.onnx_graph(loaded)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    # Spinning threads wait for work at full speed: they would take the cores the other
-    # streams' decoding and the other workers need.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = onnxruntime.InferenceSession(graph, options,
-                                               providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own types
-        raise ModelError(f"ONNX Runtime cannot load the graph: {error}") from None
+    session = modelfile.onnx_session(modelfile.onnx_graph(loaded), threads)
     input_name = session.get_inputs()[0].name
 
     def run(windows: np.ndarray) -> np.ndarray:
@@ -116,7 +94,7 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
     try:
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
     except Exception as error:  # noqa: BLE001 - TorchScript raises several types
-        frozen, note = None, f"cannot freeze the module ({_first_line(error)})"
+        frozen, note = None, f"cannot freeze the module ({modelfile.first_lines(error, 1)})"
     device = loaded.device
 
     def runner_of(candidate: torch.jit.ScriptModule) -> Callable[[np.ndarray], np.ndarray]:
@@ -135,16 +113,11 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
             difference = _difference(run, loaded)
         except Exception as error:  # noqa: BLE001
             difference = float("nan")
-            note = f"the frozen module fails ({_first_line(error)})"
+            note = f"the frozen module fails ({modelfile.first_lines(error, 1)})"
         if difference <= CHECK_TOLERANCE:
             return run, None
         note = note or f"the frozen module's output differs by {difference:.3g}"
     return runner_of(module), note
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 class InferenceModel:

@@ -309,12 +309,15 @@ class _WaveformModel(nn.Module):
         return self.model(self.frontend(waveform))
 
 
-def _first_lines(error: BaseException, count: int = 4) -> str:
+def first_lines(error: BaseException, count: int = 4) -> str:
+    """The first ``count`` non-empty lines of an error's text, joined: long compiler and
+    runtime messages in one line."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return " | ".join(lines[:count]) or type(error).__name__
 
 
-def _example_input(manifest: Manifest) -> Tensor:
+def example_input(manifest: Manifest) -> Tensor:
+    """A fixed random batch of the manifest's input size: what saving and loading check on."""
     generator = torch.Generator().manual_seed(0)
     if manifest.input_kind == "logmel":
         shape = (_CHECK_BATCH, manifest.frontend.n_mels, manifest.window)
@@ -347,7 +350,7 @@ def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manif
     (the module's ONNX graph) is stored as the extra file ``ONNX_FILE``; without it, one is
     exported here and, where that fails, the manifest's ``onnx`` records why."""
     if graph is None:
-        graph, record = _export_or_reason(top, _example_input(manifest))
+        graph, record = _export_or_reason(top, example_input(manifest))
     else:
         record = dict(manifest.onnx)
     manifest = dataclasses.replace(
@@ -404,7 +407,7 @@ def export_onnx(module: torch.jit.ScriptModule,
                               dynamic_axes={"input": {0: "batch"},
                                             "probabilities": {0: "batch"}})
     except Exception as error:  # the exporter raises many types; each means "cannot export"
-        reason = _first_lines(error, 1).split("  [Caused by")[0]  # drop the graph dump
+        reason = first_lines(error, 1).split("  [Caused by")[0]  # drop the graph dump
         raise ModelError(f"torch.onnx.export cannot export the module: {reason}") from None
     finally:
         module.eval()  # the exporter restores the mode it found, which may be training
@@ -421,20 +424,32 @@ def export_onnx(module: torch.jit.ScriptModule,
     return graph, record
 
 
-def onnx_difference(graph: bytes, module: torch.jit.ScriptModule, example: Tensor) -> float:
-    """Largest absolute difference between ONNX Runtime's output for ``graph`` and the module's,
-    on ``example`` and on its first row alone (a batch of one)."""
+def onnx_session(graph: bytes, threads: int):
+    """An ONNX Runtime session on the CPU for ``graph`` with ``threads`` intra-op threads;
+    ``ModelError`` saying why there is none."""
     try:
         import onnxruntime
     except ImportError:
-        raise ModelError("onnxruntime is not installed, so the ONNX graph cannot be checked; "
-                         "pip install onnxruntime") from None
+        raise ModelError("onnxruntime is not installed; pip install onnxruntime") from None
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
+    # Spinning threads wait for work at full speed: they would take the cores the other
+    # streams' decoding and the other workers need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = onnxruntime.InferenceSession(graph, options,
-                                               providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types
+        raise ModelError(f"ONNX Runtime cannot load the graph: {first_lines(error, 1)}") \
+            from None
+
+
+def onnx_difference(graph: bytes, module: torch.jit.ScriptModule, example: Tensor) -> float:
+    """Largest absolute difference between ONNX Runtime's output for ``graph`` and the module's,
+    on ``example`` and on its first row alone (a batch of one)."""
+    session = onnx_session(graph, threads=1)
+    try:
         difference = 0.0
         for batch in (example, example[:1]):
             with torch.no_grad():
@@ -448,7 +463,7 @@ def onnx_difference(graph: bytes, module: torch.jit.ScriptModule, example: Tenso
         raise
     except Exception as error:  # onnxruntime raises its own exception types
         raise ModelError(f"ONNX Runtime cannot run the exported graph: "
-                         f"{_first_lines(error, 1)}") from None
+                         f"{first_lines(error, 1)}") from None
     return difference
 
 
@@ -469,7 +484,7 @@ def save(module: nn.Module, path: str | os.PathLike,
         if any(t.device.type != "cpu" for t in (*network.parameters(), *network.buffers())):
             network = network.to("cpu")
     except Exception as error:  # anything deepcopy or .to can raise
-        raise ModelError(f"cannot copy model {model_name} to the CPU: {_first_lines(error)}") \
+        raise ModelError(f"cannot copy model {model_name} to the CPU: {first_lines(error)}") \
             from error
     if isinstance(network, torch.jit.ScriptModule):
         scripted = network
@@ -479,21 +494,21 @@ def save(module: nn.Module, path: str | os.PathLike,
         except Exception as error:  # TorchScript raises several types; all mean the same here
             raise ModelError(f"model {model_name} cannot be scripted with torch.jit.script, so "
                              "it cannot be saved as a model file; make its forward "
-                             f"TorchScript-compatible. TorchScript says: {_first_lines(error)}") \
+                             f"TorchScript-compatible. TorchScript says: {first_lines(error)}") \
                 from error
     try:
         top = torch.jit.script(_Probabilities(scripted))
     except Exception as error:
         raise ModelError(f"model {model_name}: forward must take one Tensor and return one "
                          f"Tensor of logits (batch, tags). TorchScript says: "
-                         f"{_first_lines(error)}") from error
-    example = _example_input(manifest)
+                         f"{first_lines(error)}") from error
+    example = example_input(manifest)
     with torch.no_grad():
         try:
             expected = torch.sigmoid(network(example))
         except Exception as error:
             raise ModelError(f"model {model_name} fails on a batch of the manifest's input size "
-                             f"{tuple(example.shape)}: {_first_lines(error)}") from error
+                             f"{tuple(example.shape)}: {first_lines(error)}") from error
         got = top(example)
     _check_outputs(got, expected, manifest, _SAVE_TOLERANCE, f"model {model_name}")
     return _write(top, path, manifest)
@@ -664,7 +679,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Loaded
         module = torch.jit.load(str(path), map_location=resolved)
     except Exception as error:  # TorchScript's loader raises RuntimeError and others
         raise ModelError(f"model file {path} is not a loadable TorchScript module: "
-                         f"{_first_lines(error, 2)}") from None
+                         f"{first_lines(error, 2)}") from None
     try:
         model = module.model
     except AttributeError:
@@ -722,7 +737,7 @@ def onnx_graph(model: LoadedModel) -> bytes:
         pass
     if model.device.type != "cpu":
         raise ModelError("the file has no ONNX graph and one is exported on the CPU only")
-    graph, _ = export_onnx(model.module, _example_input(model.manifest))
+    graph, _ = export_onnx(model.module, example_input(model.manifest))
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as temporary:
@@ -738,7 +753,7 @@ def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None
     format version ``FORMAT_VERSION``; the module, its weights (and so their hash) and the rest
     of the manifest are kept. Raises ``ModelError`` where the graph cannot be exported."""
     model = load(path, device="cpu")
-    graph, record = export_onnx(model.module, _example_input(model.manifest))
+    graph, record = export_onnx(model.module, example_input(model.manifest))
     manifest = dataclasses.replace(model.manifest, onnx=record)
     return _write(model.module, out or path, manifest, graph)
 
@@ -783,7 +798,7 @@ def save_ensemble(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
     try:
         top = torch.jit.script(_Ensemble([m.module for m in members]))
     except Exception as error:
-        raise ModelError(f"cannot script the ensemble: {_first_lines(error)}") from error
+        raise ModelError(f"cannot script the ensemble: {first_lines(error)}") from error
     manifest = Manifest(
         name=name or "ensemble of " + ", ".join(m.name for m in members),
         tags=first.tags,
@@ -798,7 +813,7 @@ def save_ensemble(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
         members=tuple({"name": m.name, "weights_sha256": m.manifest.weights_sha256,
                        "architecture": m.manifest.architecture} for m in members),
     )
-    example = _example_input(manifest)
+    example = example_input(manifest)
     with torch.no_grad():
         expected = torch.stack([m.module(example) for m in members]).mean(0)
         got = top(example)
@@ -824,7 +839,7 @@ def export_waveform(model_file: str | os.PathLike, out: str | os.PathLike) -> Ma
         top = torch.jit.script(_WaveformModel(frontend, source.module))
     except Exception as error:
         raise ModelError(f"cannot script the waveform model of {source.path}: "
-                         f"{_first_lines(error)}") from error
+                         f"{first_lines(error)}") from error
     manifest = dataclasses.replace(
         source.manifest,
         input_kind="waveform",
@@ -836,7 +851,7 @@ def export_waveform(model_file: str | os.PathLike, out: str | os.PathLike) -> Ma
         created="",
         weights_sha256="",
     )
-    example = _example_input(manifest)
+    example = example_input(manifest)
     with torch.no_grad():
         frames = frontend(example)
         if frames.size(2) != source.window:
