@@ -113,6 +113,9 @@ class Recorder:
         self._context = context
         self._dialect = engine.dialect.name
         self._models: dict[tuple[str, str, str], int] = {}
+        # (name, hash, tags) as received -> its checked, packed key: once per model, not per
+        # message (every scores message carries the model and its tag list)
+        self._model_keys: dict[tuple, tuple[str, str, str]] = {}
         self._latest_session: dict[str, str] = {}   # stream -> its newest session
         self._known: set[tuple[str, str]] = set()   # (stream, session) stored
         self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
@@ -327,7 +330,12 @@ class Recorder:
                            "detected_at": now})
 
     def _model_key(self, batch: _Batch, model, tags: Sequence[str]) -> tuple[str, str, str]:
-        key = (_text(model.name), _text(model.hash), schema.pack_names([_text(t) for t in tags]))
+        received = (model.name, model.hash, tuple(tags))
+        key = self._model_keys.get(received)
+        if key is None:
+            key = (_text(model.name), _text(model.hash),
+                   schema.pack_names([_text(t) for t in tags]))
+            self._model_keys[received] = key
         if key not in self._models:
             batch.models[key] = None
         return key
