@@ -9,15 +9,20 @@
    last stream's final status; CPU time is the daemon process's user + system time over that
    span (``resource.getrusage``), the subscriber's not included. Real-time streams per core =
    audio seconds tagged / CPU seconds (how many live one-window-per-second streams one core of
-   this CPU would carry). Per model, the two backends (``--backends``) run alternately in the
-   same run, ``--repeats`` times each; the best repeat of each is reported (on a shared
-   machine the others carry other processes' load), with the ratio onnxruntime / torch.
+   this CPU would carry). Per model, the backends (``--backends``: ``torch-as-loaded``, the
+   TorchScript module as the daemon ran it before the torch backend froze and optimised it;
+   ``torch``; ``onnxruntime``) run alternately in the same run, ``--repeats`` times each; the
+   best repeat of each is reported (on a shared machine the others carry other processes'
+   load), with its ratio to the first configuration listed.
 2. Forward per window: ``InferenceModel.forward`` on random windows at batch 1 and 16 (1
-   thread), each backend of each model, interleaved; the median of ``--forward-reps`` calls.
+   thread), each backend of each model, interleaved; the median of ``--forward-reps`` calls;
+   the ratio is the first backend's time over the last's.
 
-The shipped default model (models/default/model.pt) and short_chunk_resnet (random weights:
-speed does not depend on them) saved with ``modelfile.save``. Nothing here asserts a time: the
-figures are printed with the machine's load average at the start and the end.
+The shipped default model (models/default/model.pt), short_chunk_resnet (random weights:
+speed does not depend on them) saved with ``modelfile.save``, and any installed model by name
+(``streamtag models install musicnn-mtt``, then ``--models musicnn-mtt``). Nothing here
+asserts a time: the figures are printed with the machine's load average at the start and the
+end.
 
     python benchmarks/streams.py [--streams 8] [--seconds 60] [--repeats 2]
                                  [--models default short_chunk_resnet] [--json out.json]
@@ -37,7 +42,9 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
+from unittest.mock import patch  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -47,6 +54,7 @@ from streamtag import modelfile, nets  # noqa: E402
 from streamtag.audio import write_audio  # noqa: E402
 from streamtag.client import Subscriber  # noqa: E402
 from streamtag.config import (  # noqa: E402
+    CPU_MAX_BATCH,
     ControlConfig,
     DaemonConfig,
     EngineConfig,
@@ -57,10 +65,27 @@ from streamtag.config import (  # noqa: E402
 from streamtag.daemon import Daemon, default_model_path  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.inference import InferenceModel, keep_freed_memory  # noqa: E402
+from streamtag.installed import installed, path_of  # noqa: E402
 from streamtag.testsignals import music_like  # noqa: E402
 
 FILE_RATE = 44100
 N_TAGS = 50
+
+
+# The TorchScript module exactly as loaded, as the daemon ran it before the torch backend froze
+# and optimised it (the baseline of the streams-per-core goals), labelled apart from "torch".
+AS_LOADED = "torch-as-loaded"
+SERVES = {AS_LOADED: "torch"}
+
+
+@contextmanager
+def as_loaded():
+    """While the daemon loads its model: freezing fails, so the module as loaded serves."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the benchmark's as-loaded baseline")
+
+    with patch.object(torch.jit, "freeze", refuse):
+        yield
 
 
 def model_files(names: list[str], folder: Path) -> dict[str, Path]:
@@ -68,6 +93,9 @@ def model_files(names: list[str], folder: Path) -> dict[str, Path]:
     for name in names:
         if name == "default":
             paths[name] = default_model_path()
+            continue
+        if name in installed():  # e.g. musicnn-mtt (streamtag models install musicnn-mtt)
+            paths[name] = path_of(name)
             continue
         frontend = LogMelOptions.preset("musicnn").replace(n_mels=128)
         torch.manual_seed(0)
@@ -117,8 +145,10 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         model=ModelConfig(path=str(model), device="cpu"),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
         control=ControlConfig(endpoint=""),
-        engine=EngineConfig(**{**engine.__dict__, "backend": backend, "hop_seconds": 1.0}))
-    daemon = Daemon(config).start()
+        engine=EngineConfig(**{**engine.__dict__, "backend": SERVES.get(backend, backend),
+                               "hop_seconds": 1.0}))
+    with as_loaded() if backend == AS_LOADED else nullcontext():
+        daemon = Daemon(config).start()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
         target=subscriber, args=(daemon.publisher.endpoint, len(files), child), daemon=True)
@@ -135,7 +165,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         wall = time.perf_counter() - wall0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         received = parent.recv() if parent.poll(30) else -1
-        served = daemon.model.backend
+        served = AS_LOADED if backend == AS_LOADED else daemon.model.backend
         stats = dict(daemon.engine.stats)
     finally:
         daemon.stop()
@@ -146,6 +176,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     return {"backend": served, "streams": len(files), "audio_s": audio_s, "wall_s": wall,
             "user_s": user, "system_s": system, "windows": stats["windows"],
             "received": received, "forward_s": stats["forward_s"],
+            "overhead_s": stats["overhead_s"], "batches": stats["batches"],
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
 
@@ -187,7 +218,10 @@ def forward_ms(paths: dict[str, Path], backends: list[str], reps: int) -> list[d
     rows = []
     for name, path in paths.items():
         loaded = modelfile.load(path, device="cpu")
-        models = {b: InferenceModel(loaded, backend=b, threads=1) for b in backends}
+        models = {}
+        for b in backends:
+            with as_loaded() if b == AS_LOADED else nullcontext():
+                models[b] = InferenceModel(loaded, backend=SERVES.get(b, b), threads=1)
         for batch in (1, 16):
             x = np.random.default_rng(0).standard_normal(
                 models[backends[0]].input_shape(batch), dtype=np.float32)
@@ -209,14 +243,19 @@ def main() -> int:
     keep_freed_memory()  # as `streamtag run` does, before any thread starts
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["default", "short_chunk_resnet"])
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
+                        choices=[AS_LOADED, "torch", "onnxruntime"])
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per stream")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[EngineConfig.workers])
     parser.add_argument("--threads", type=int, nargs="+", default=[EngineConfig.threads])
     parser.add_argument("--max-batch", type=int, nargs="+", default=[EngineConfig.max_batch],
-                        help="one or more: each runs beside the others")
+                        help="one or more: each runs beside the others (default: the engine's "
+                             f"own, {CPU_MAX_BATCH} on the CPU)")
+    parser.add_argument("--decoders", type=int, nargs="+", default=[EngineConfig.decoders],
+                        help="source threads working at once, one or more (default 0: the "
+                             "cores left over from the inference threads)")
     parser.add_argument("--forward-reps", type=int, default=20)
     parser.add_argument("--skip-forward", action="store_true")
     parser.add_argument("--memory", type=int, nargs="*", default=[],
@@ -228,8 +267,9 @@ def main() -> int:
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
-    configs = [(backend, batch, workers, threads) for backend in args.backends
-               for batch in args.max_batch for workers in args.workers for threads in args.threads]
+    configs = [(backend, batch, workers, threads, decoders) for backend in args.backends
+               for batch in args.max_batch for workers in args.workers for threads in args.threads
+               for decoders in args.decoders]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -237,29 +277,35 @@ def main() -> int:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))
         print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
-        print("| model | backend | max_batch | workers x threads | real-time streams per core "
-              "| x real time (wall) | CPU s (user + system) | windows | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model | backend | max_batch | workers x threads | decoders | real-time streams "
+              "per core | x real time (wall) | CPU s (user + system) | windows | mean batch "
+              "| ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, path in paths.items():
             runs: dict[tuple, list[dict]] = {c: [] for c in configs}
             for _ in range(args.repeats):
                 for config in configs:
-                    backend, batch, workers, threads = config
-                    engine = EngineConfig(workers=workers, threads=threads, max_batch=batch)
+                    backend, batch, workers, threads, decoders = config
+                    engine = EngineConfig(workers=workers, threads=threads, max_batch=batch,
+                                          decoders=decoders)
                     runs[config].append(run_streams(path, backend, files, args.seconds, engine))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
-                _, batch, workers, threads = r_config = config
-                r = best[r_config]
-                print(f"| {name} | {r['backend']} | {batch} | {workers} x {threads} | "
-                      f"{r['streams_per_core']:.0f} | "
+                _, batch, workers, threads, decoders = config
+                r = best[config]
+                shown_batch = batch or f"{CPU_MAX_BATCH} (default)"
+                turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
+                shown_decoders = decoders or f"{turns} (default)"
+                print(f"| {name} | {r['backend']} | {shown_batch} | {workers} x {threads} | "
+                      f"{shown_decoders} | {r['streams_per_core']:.0f} | "
                       f"{r['realtime_x']:.0f} | {r['user_s']:.1f} + {r['system_s']:.1f} | "
                       f"{r['windows']} ({r['received']} received) | "
+                      f"{r['windows'] / r['batches']:.1f} | "
                       f"{r['streams_per_core'] / base:.2f} |", flush=True)
                 result["streams"].append({"model": name, "max_batch": batch,
-                                          "workers": workers, "threads": threads, **r,
-                                          "all": runs[config]})
+                                          "workers": workers, "threads": threads,
+                                          "decoders": decoders, **r, "all": runs[config]})
         if not args.skip_forward:
             print("\nms per window, 1 thread (median of "
                   f"{args.forward_reps} calls)")

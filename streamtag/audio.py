@@ -17,8 +17,16 @@ class AudioDecodeError(RuntimeError):
 
 
 def _mono(frame) -> np.ndarray:
-    data = frame.to_ndarray()
     fmt = frame.format
+    if fmt.name == "fltp":  # planar float, as MP3, AAC and Vorbis decode: the planes as they are
+        planes = [np.frombuffer(plane, np.float32, frame.samples) for plane in frame.planes]
+        if len(planes) == 1:
+            return planes[0]
+        total = planes[0] + planes[1]
+        for plane in planes[2:]:
+            total += plane
+        return total / np.float32(len(planes))  # what mean(axis=0) gives, without the copies
+    data = frame.to_ndarray()
     if not fmt.is_planar:  # packed: (1, samples * channels), interleaved
         data = data.reshape(-1, len(frame.layout.channels)).T
     if np.issubdtype(data.dtype, np.unsignedinteger):  # u8 PCM: silence is 128
@@ -29,8 +37,13 @@ def _mono(frame) -> np.ndarray:
     return data.astype(np.float32, copy=False).mean(axis=0)
 
 
-def iter_decoded(path: str | Path) -> Iterator[tuple[np.ndarray, int]]:
-    """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream."""
+def iter_decoded(path: str | Path, block_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
+    """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream.
+
+    With ``block_s`` > 0, consecutive decoder frames at one rate are joined into chunks of at
+    least ``block_s`` seconds (the last may be shorter): an MP3 frame is 26 ms, and each chunk
+    costs its consumer a pass through Python, so a fast reader takes them in blocks.
+    """
     import av
 
     try:
@@ -41,11 +54,30 @@ def iter_decoded(path: str | Path) -> Iterator[tuple[np.ndarray, int]]:
         if not container.streams.audio:
             raise AudioDecodeError(f"{path} has no audio stream")
         stream = container.streams.audio[0]
+        held: list[np.ndarray] = []
+        held_samples, held_rate = 0, 0
         try:
             for frame in container.decode(stream):
-                yield _mono(frame), int(frame.sample_rate)
+                rate = int(frame.sample_rate)
+                if held and rate != held_rate:
+                    yield _joined(held), held_rate
+                    held, held_samples = [], 0
+                held.append(_mono(frame))
+                held_samples += held[-1].size
+                held_rate = rate
+                if held_samples >= block_s * rate:
+                    yield _joined(held), rate
+                    held, held_samples = [], 0
         except av.error.FFmpegError as exc:
+            if held:  # what decoded before the error is still delivered
+                yield _joined(held), held_rate
             raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
+        if held:
+            yield _joined(held), held_rate
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def load_audio(path: str | Path, sample_rate: float | None = None) -> tuple[np.ndarray, float]:

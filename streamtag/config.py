@@ -11,7 +11,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [control]        endpoint ("" disables the control socket), file_roots
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
-                     workers, threads
+                     workers, threads, decoders
     [metrics]        port (0: off), address
     [security]       server_key, client_keys (CURVE encryption and client authentication)
     [shard]          index (K, or "auto": from the host name NAME-K), count (N)
@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import ipaddress
 import math
+import os
 import re
 import tomllib
 import typing
@@ -37,6 +38,8 @@ DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DEVICES = ("auto", "cpu", "cuda")
+CPU_MAX_BATCH = 8  # engine.max_batch left out, by the model's device (measured: see docs)
+CUDA_MAX_BATCH = 64
 
 
 ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\*|\d{1,5})"
@@ -82,17 +85,26 @@ class EngineConfig:
     """How the engine batches windows and runs the model (the engine is in streamtag.engine;
     this module stays free of torch so that reading a config is cheap)."""
 
-    max_batch: int = 64  # windows per forward pass
+    # Windows per forward pass; None: 8 on the CPU (the forward per window is cheapest in
+    # small batches there, and a batch's activations take ~7 MB per window for the default
+    # model), 64 on CUDA.
+    max_batch: int | None = None
     max_wait_ms: float = 10.0  # how long a due window may wait for others to fill a batch
     hop_seconds: float | None = None  # overrides the model file's default hop
     max_pending_windows: int = 16  # per stream: queued windows before waiting or dropping
     backend: str = "auto"  # auto: ONNX Runtime on the CPU, TorchScript on CUDA
     workers: int = 1  # inference threads, each running whole batches (one model shared)
     threads: int = 1  # intra-op threads of one forward pass
+    # Source threads working at once, taking turns (streamtag.turns); 0: one per core left
+    # over from the inference threads, at least one.
+    decoders: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.max_batch, int) and self.max_batch >= 1):
-            raise ConfigError(f"engine.max_batch must be an integer >= 1, got "
+        if self.max_batch is not None and not (
+                isinstance(self.max_batch, int) and not isinstance(self.max_batch, bool)
+                and self.max_batch >= 1):
+            raise ConfigError(f"engine.max_batch must be an integer >= 1 (or left out: "
+                              f"{CPU_MAX_BATCH} on the CPU, {CUDA_MAX_BATCH} on CUDA), got "
                               f"{self.max_batch!r}")
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS):
             raise ConfigError(f"engine.max_wait_ms must be >= 0 and <= {MAX_WAIT_MS:g}, got "
@@ -112,6 +124,23 @@ class EngineConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
                 raise ConfigError(f"engine.{key} must be an integer from 1 to 256, got "
                                   f"{value!r}")
+        if isinstance(self.decoders, bool) or not isinstance(self.decoders, int) \
+                or not 0 <= self.decoders <= 256:
+            raise ConfigError(f"engine.decoders must be an integer from 0 (one per core left "
+                              f"over from the workers) to 256, got {self.decoders!r}")
+
+    def batch_limit(self, device_type: str) -> int:
+        """``max_batch``, or its default for a model on ``device_type`` ("cpu", "cuda")."""
+        if self.max_batch is not None:
+            return self.max_batch
+        return CUDA_MAX_BATCH if device_type == "cuda" else CPU_MAX_BATCH
+
+    def decoder_turns(self) -> int:
+        """How many source threads work at once: ``decoders``, or for 0 the cores this
+        process may use less the inference threads, at least one."""
+        if self.decoders:
+            return self.decoders
+        return max(1, len(os.sched_getaffinity(0)) - self.workers * self.threads)
 
 
 @dataclasses.dataclass(frozen=True)

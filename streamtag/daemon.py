@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,15 @@ from streamtag.publish import Publisher
 from streamtag.security import Authenticator, CurveKeys, load_keys
 from streamtag.shard import ShardConfig
 from streamtag.smoothing import TagEvent
-from streamtag.sources import Source, parse_source
+from streamtag.sources import AudioChunk, Source, parse_source
 from streamtag.tracks import TrackSummarizer
+from streamtag.turns import Turns
 
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("ended", "failed")
 RECENT_TRACKS = 10  # finished tracks per stream that the status reply lists
+TURN_SLICE_S = 0.002  # a source thread works this long before others get their turn
 
 
 def default_model_path() -> Path:
@@ -136,6 +139,7 @@ class Daemon:
         for source in config.sources:  # a bad source fails here, before anything binds
             _build_source(source)
         self._context: zmq.Context | None = None  # own context only with [security]
+        self._turns = Turns(config.engine.decoder_turns())  # for the file sources' decoding
         self._auth: Authenticator | None = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -348,8 +352,9 @@ class Daemon:
                                 run, state, error, extra))
             self.engine.add_stream(sid, live=run.source.live)
             run.stream_added = True
-            for chunk in run.source.chunks(run.stop):
-                self.engine.accept(sid, chunk.samples, chunk.arrival)
+            run.source.turns = self._turns
+            with self._turns:
+                self._feed(sid, run.source.chunks(run.stop))
         except SourceError as exc:
             final = ("failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - one stream's failure must not stop others
@@ -365,6 +370,21 @@ class Daemon:
         else:
             run.state, run.error = final
             self._publish_status(run, *final)
+
+    def _feed(self, sid: str, chunks: Iterator[AudioChunk]) -> None:
+        """A source's chunks into the engine, inside the thread's turn (streamtag.turns): the
+        source gives it up while it waits, this loop while the engine has no room for the
+        stream, and hands it on to the next in line after each time slice."""
+        turns, engine = self._turns, self.engine
+        slice_end = time.monotonic() + TURN_SLICE_S
+        for chunk in chunks:
+            engine.accept(sid, chunk.samples, chunk.arrival, wait=False)
+            if not engine.has_room(sid):
+                with turns.released():
+                    engine.wait_for_room(sid)
+            if turns.waiting and time.monotonic() >= slice_end:
+                turns.pass_on()
+                slice_end = time.monotonic() + TURN_SLICE_S
 
     # -- engine sink -----------------------------------------------------------------------
 

@@ -253,9 +253,11 @@ class Engine:
         except KeyError:
             raise ValueError(f"no stream named {stream_id!r}") from None
 
-    def accept(self, stream_id: str, samples: np.ndarray, arrival: float | None = None) -> None:
+    def accept(self, stream_id: str, samples: np.ndarray, arrival: float | None = None,
+               wait: bool = True) -> None:
         """Feeds audio at the model's sample rate. Blocks a non-live stream while it has
-        ``max_pending_windows`` windows queued (only while the worker runs)."""
+        ``max_pending_windows`` windows queued (only while the worker runs); with ``wait``
+        False the caller does that itself (``has_room``, ``wait_for_room``)."""
         arrival = time.monotonic() if arrival is None else arrival
         stream = self._stream(stream_id)
         with stream.lock:
@@ -269,6 +271,27 @@ class Engine:
             if framer.fe is not None:
                 stream.counters["nonfinite"] = framer.fe.nonfinite_samples
             self._enqueue(stream, generation, windows, arrival)
+        if wait:
+            self.wait_for_room(stream_id)
+
+    def has_room(self, stream_id: str) -> bool:
+        """False while a non-live stream has more than ``max_pending_windows`` queued."""
+        stream = self._stream(stream_id)
+        return stream.live or stream.pending <= self.config.max_pending_windows
+
+    def wait_for_room(self, stream_id: str) -> None:
+        """Blocks while ``has_room`` is False and the workers run (without workers, scores
+        the queue in this thread)."""
+        stream = self._stream(stream_id)
+        limit = self.config.max_pending_windows
+        if stream.live or stream.pending <= limit:
+            return
+        with self._cond:
+            while (stream.pending > limit and self._workers and not self._stopping
+                   and not stream.closed):
+                self._cond.wait(0.5)
+        if not self._workers and stream.pending > limit:
+            self.drain()
 
     def finish_stream(self, stream_id: str) -> None:
         """End of a stream's input: its last frames are scored and its active tags turn off
@@ -306,13 +329,8 @@ class Engine:
                 stream.finished = True
             if stream.live:
                 self._drop_oldest(stream)
-            self._cond.notify_all()
-            limit = self.config.max_pending_windows
-            while (not stream.live and stream.pending > limit and self._workers
-                   and not self._stopping and not stream.closed):
-                self._cond.wait(0.5)
-        if not stream.live and not self._workers and stream.pending > limit:
-            self.drain()
+            if windows or finishing:  # a chunk inside a window wakes nobody
+                self._cond.notify_all()
 
     def _drop_oldest(self, stream: _Stream) -> None:
         excess = stream.pending - self.config.max_pending_windows
@@ -399,13 +417,14 @@ class Engine:
         with self._cond:
             while self._swapping:
                 self._cond.wait(0.5)
+            limit = cfg.batch_limit(self._model.device.type)
             if wait:
                 while not self._live_queue() and not self._stopping:
                     self._cond.wait(0.5)
                 if not self._live_queue():
                     return None  # stopping and nothing left
                 deadline = time.monotonic() + cfg.max_wait_ms / 1000.0
-                while len(self._queue) < cfg.max_batch and not self._stopping:
+                while len(self._queue) < limit and not self._stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -415,7 +434,7 @@ class Engine:
             elif not self._live_queue():
                 return None
             batch: list[_Window] = []
-            while self._queue and len(batch) < cfg.max_batch:
+            while self._queue and len(batch) < limit:
                 w = self._queue.popleft()
                 if not w.dropped:
                     batch.append(w)

@@ -1,6 +1,7 @@
 """The daemon's TOML configuration: every bad key or value is reported with its name."""
 
 import json
+import os
 
 import pytest
 from helpers import run_python
@@ -87,6 +88,9 @@ def test_a_bad_metrics_port_flag_names_the_flag_and_the_key():
     ("max_pending_windows", "2.5", ["integer"]),
     ("max_pending_windows", "'16'", ["integer"]),
     ("max_batch", "-1", [">= 1"]),
+    ("max_batch", "true", ["integer"]),
+    ("decoders", "-1", ["from 0", "got -1"]),
+    ("decoders", "1.5", ["integer"]),
     ("max_wait_ms", "-1", [">= 0"]),
     ("max_wait_ms", "60001", ["60000"]),
     ("max_wait_ms", "inf", ["finite"]),
@@ -110,6 +114,17 @@ def test_engine_bounds_accept_their_edges():
                                           "max_wait_ms": 0, "hop_seconds": 60}}).engine
     assert (engine.max_pending_windows, engine.max_batch, engine.max_wait_ms,
             engine.hop_seconds) == (1, 1, 0.0, 60.0)
+
+
+def test_engine_defaults_follow_the_device_and_the_cores():
+    engine = config_from_dict({}).engine
+    assert engine.max_batch is None
+    assert (engine.batch_limit("cpu"), engine.batch_limit("cuda")) == (8, 64)
+    assert config_from_dict({"engine": {"max_batch": 3}}).engine.batch_limit("cuda") == 3
+    cores = len(os.sched_getaffinity(0))
+    assert engine.decoder_turns() == max(1, cores - 1)
+    assert config_from_dict({"engine": {"workers": 2, "threads": 64}}).engine.decoder_turns() == 1
+    assert config_from_dict({"engine": {"decoders": 5}}).engine.decoder_turns() == 5
 
 
 DEVICE, HTTP, PIPE = "device:pulse", "http://127.0.0.1:9/live.mp3", "pipe:"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -53,6 +54,34 @@ def test_a_file_stream_end_to_end(model_path, audio_files, tmp_path):
         elif m.header.msg_type == "scores":
             assert set(m.body.active) == active
     assert active == set()  # the end of the stream turns everything off
+
+
+def test_sources_taking_one_turn_still_each_score_all_their_audio(model_path, audio_files,
+                                                                  tmp_path):
+    """Six file sources and one at playback speed share one turn (decoders = 1); the engine
+    keeps at most one window per stream waiting, so the file sources give their turn up
+    while they wait for it as well as between blocks: every stream still scores all of its
+    audio, exactly as offline, and ends."""
+    config = make_config(model_path, tmp_path)
+    config = dataclasses.replace(config, engine=dataclasses.replace(
+        config.engine, decoders=1, max_pending_windows=1, max_batch=2))
+    daemon, sub = started(config)
+    names = {f"f{i}": audio_files["ab"[i % 2]] for i in range(6)}
+    try:
+        daemon.add_source(SourceConfig("paced", f"file:{audio_files['b']}",
+                                       {"realtime": True, "speed": 2.0}))
+        for sid, path in names.items():
+            daemon.add_source(SourceConfig(sid, f"file:{path}"))
+        got = collect(sub, {"paced", *names})
+    finally:
+        daemon.stop()
+        sub.close()
+    for sid, path in {**names, "paced": audio_files["b"]}.items():
+        mine = [m for m in got if m.header.stream == sid]
+        assert_no_gaps(mine)
+        scores = [m.body.raw for m in mine if m.header.msg_type == "scores"]
+        np.testing.assert_allclose(scores, offline(model_path, path), atol=1e-4, err_msg=sid)
+        assert mine[-1].body.state == "ended"
 
 
 def test_a_corrupt_file_fails_its_stream_only(model_path, audio_files, tmp_path):

@@ -123,6 +123,27 @@ def test_file_streams_wait_and_live_streams_drop(model):
     assert dropped > 0 and len(sink.windows["live"]) == expected - dropped
 
 
+def test_a_feeder_that_must_not_block_waits_for_room_itself(model):
+    """accept(wait=False) queues past max_pending_windows without blocking (the daemon gives
+    up its source thread's turn before it waits); has_room says so, wait_for_room waits."""
+    signal = music_like(8.0, model.sample_rate, seed=2)
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_batch=2, max_wait_ms=0, max_pending_windows=2))
+    engine.add_stream("file", live=False)
+    engine.add_stream("live", live=True)
+    engine.accept("file", signal, wait=False)  # no workers: nothing is scored meanwhile
+    engine.accept("live", signal, wait=False)
+    assert not engine.has_room("file")
+    assert engine.has_room("live")  # a live stream never waits: its oldest windows drop
+    engine.wait_for_room("file")  # without workers, scores the queue in this thread
+    assert engine.has_room("file")
+    engine.finish_stream("file")
+    engine.drain()
+    expected = len(offline_scores(model, signal, model.hop))
+    assert len(sink.windows["file"]) == expected
+    assert engine.stream_counters("file")["dropped_windows"] == 0
+
+
 def test_short_input_is_wrap_padded_to_one_window(model):
     sink = Collect()
     engine = Engine(model, sink)

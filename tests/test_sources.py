@@ -20,7 +20,7 @@ import pytest
 from helpers import free_port, stop_process
 from servers import listener_ids, stereo_signal
 
-from streamtag.audio import load_audio
+from streamtag.audio import iter_decoded, load_audio
 from streamtag.errors import SourceError
 from streamtag.sources import (
     AudioChunk,
@@ -593,3 +593,34 @@ def test_one_backoff_policy_for_every_live_source():
         HttpSource("http://h/x", initial_backoff_s=5, max_backoff_s=1)
     with pytest.raises(SourceError, match="device:7: max_reconnects must be >= 0"):
         DeviceSource("7", max_reconnects=-2)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_decoded_blocks_equal_the_decoder_frames_averaged_to_mono(tmp_path, channels):
+    """iter_decoded joins frames into blocks and reads planar float frames plane by plane: the
+    same samples as averaging each frame's to_ndarray() (an MP3/AAC decoder gives fltp)."""
+    import av
+
+    path = tmp_path / f"{channels}.m4a"
+    rng = np.random.default_rng(channels)
+    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100, layout=layout)
+        x = (0.3 * rng.standard_normal((channels, 44100))).astype(np.float32)
+        for i in range(0, x.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + 1024]),
+                                               format="fltp", layout=layout)
+            frame.sample_rate = 44100
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        frames = list(container.decode(container.streams.audio[0]))
+        assert frames[0].format.name == "fltp" and len(frames[0].planes) == channels
+        expected = np.concatenate([f.to_ndarray().mean(axis=0, dtype=np.float32)
+                                   for f in frames])
+    per_frame = [x for x, rate in iter_decoded(path)]
+    blocks = [x for x, rate in iter_decoded(path, block_s=0.25)]
+    assert len(per_frame) == len(frames) and len(blocks) < len(frames) / 5
+    assert all(b.size >= 0.25 * 44100 for b in blocks[:-1])
+    np.testing.assert_array_equal(np.concatenate(per_frame), expected)
+    np.testing.assert_array_equal(np.concatenate(blocks), expected)

@@ -11,12 +11,14 @@ import abc
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from streamtag.errors import SourceError
 from streamtag.sources.resample import Resampler
+from streamtag.turns import Turns
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class Source(abc.ABC):
         self._on_status: StatusCallback = _ignore_status
         self._resampler: Resampler | None = None
         self._state: str | None = None
+        # Set by the daemon: the turns its source threads take (streamtag.turns); every wait
+        # for a clock, a peer or a device goes through ``_waiting`` so others work meanwhile.
+        self.turns: Turns | None = None
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -97,6 +102,10 @@ class Source(abc.ABC):
 
     def _open(self) -> None:  # noqa: B027 - optional hook
         """Kind-specific part of ``open``."""
+
+    def _waiting(self) -> AbstractContextManager:
+        """Around a wait: the thread's turn (when it takes turns) is given up meanwhile."""
+        return self.turns.released() if self.turns is not None else nullcontext()
 
     def _status(self, state: str, error: str | None = None, **extra) -> None:
         self._state = state

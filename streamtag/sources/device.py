@@ -177,8 +177,9 @@ class DeviceSource(Source):
             self.counters["reconnects"] += 1
             self._status("reconnecting", problem, reconnects=self.counters["reconnects"],
                          backoff_s=wait_s)
-            if stop.wait(wait_s):
-                break
+            with self._waiting():
+                if stop.wait(wait_s):
+                    break
         yield from self._end()
 
     def _capture(self, stop: threading.Event) -> Iterator[AudioChunk]:
@@ -203,7 +204,8 @@ class DeviceSource(Source):
         try:
             while not stop.is_set():
                 try:
-                    blocks = [self._queue.get(timeout=0.1)]
+                    with self._waiting():
+                        blocks = [self._queue.get(timeout=0.1)]
                 except queue.Empty:
                     if stop.is_set():
                         break

@@ -13,6 +13,12 @@ from streamtag.audio import AudioDecodeError, iter_decoded
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
 
+# Decoded audio is handed on in blocks of at least this many seconds (an MP3 frame is 26 ms,
+# and each chunk is a pass through Python): as fast as the consumer reads, and at playback
+# speed, where a block is also the pacing step (a sound card's period is of this order).
+BLOCK_S = 0.5
+REALTIME_BLOCK_S = 0.1
+
 
 def title_from_tags(*metadata: dict) -> str | None:
     """"Artist - Title" from the first of ``metadata`` (dicts of tags, any key case) that has a
@@ -78,7 +84,8 @@ class FileSource(Source):
         while not stop.is_set():
             decoded_any = False
             try:
-                with closing(iter_decoded(self.path)) as frames:
+                block_s = REALTIME_BLOCK_S if self.realtime else BLOCK_S
+                with closing(iter_decoded(self.path, block_s)) as frames:
                     for samples, rate in frames:
                         if stop.is_set():
                             break
@@ -88,7 +95,11 @@ class FileSource(Source):
                             start = time.monotonic() if start is None else start
                             # A chunk exists once its last sample has "played".
                             due = start + seconds_in / self.speed
-                            if stop.wait(max(0.0, due - time.monotonic())):
+                            if due > time.monotonic():
+                                with self._waiting():
+                                    if stop.wait(due - time.monotonic()):
+                                        break
+                            elif stop.is_set():
                                 break
                         chunk = self._chunk(samples, rate)
                         if chunk is not None:

@@ -194,8 +194,9 @@ class HttpSource(Source):
             self.counters["reconnects"] += 1
             self._status("reconnecting", reason, reconnects=self.counters["reconnects"],
                          backoff_s=wait_s)
-            if stop.wait(wait_s):
-                break
+            with self._waiting():
+                if stop.wait(wait_s):
+                    break
         yield from self._end()
 
     def _reason(self, exc: Exception) -> str:
@@ -218,11 +219,12 @@ class HttpSource(Source):
         """One connection: open, decode until the end, an error (raised) or ``stop``."""
         import av
 
-        response = _OPENER.open(self._request(), timeout=self.read_timeout_s)
+        with self._waiting():
+            response = _OPENER.open(self._request(), timeout=self.read_timeout_s)
         with closing(response):
             self.metaint = parse_metaint(response.headers.get("icy-metaint"))
             self.station = response.headers.get("icy-name") or self.station
-            reader = IcyReader(response, self.metaint, READ_SIZE)
+            reader = IcyReader(response, self.metaint, READ_SIZE, waiting=self._waiting)
             fmt = stream_format(response.headers.get("Content-Type"), reader.peek(4))
             try:
                 container = av.open(reader, mode="r", format=fmt, buffer_size=READ_SIZE,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,8 +137,10 @@ class IcyReader:
     stopped: FFmpeg would otherwise replace it with a vaguer error of its own.
     """
 
-    def __init__(self, response: Any, metaint: int | None, read_size: int = 8192) -> None:
+    def __init__(self, response: Any, metaint: int | None, read_size: int = 8192,
+                 waiting: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.response = response
+        self.waiting = waiting  # around each read from the network
         self.splitter = IcySplitter(metaint)
         self.read_size = read_size
         self.error: BaseException | None = None
@@ -163,7 +167,8 @@ class IcyReader:
         while not self.ended:
             want = self.read_size if size is None or size < 0 else max(1, size)
             try:
-                data = self.response.read1(want)
+                with self.waiting():
+                    data = self.response.read1(want)
             except Exception as exc:  # noqa: BLE001 - kept and raised by the caller
                 self.error, self.ended = exc, True
                 return b""

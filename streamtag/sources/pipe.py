@@ -64,7 +64,8 @@ class PipeSource(Source):
         pending = b""
         while not stop.is_set():
             try:
-                data = read(block_bytes)
+                with self._waiting():
+                    data = read(block_bytes)
             except OSError as exc:
                 message = f"{self.description}: read failed: {exc}"
                 self._status("failed", message)
