@@ -177,6 +177,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "user_s": user, "system_s": system, "windows": stats["windows"],
             "received": received, "forward_s": stats["forward_s"],
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
+            "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
 
@@ -306,6 +307,20 @@ def main() -> int:
                 result["streams"].append({"model": name, "max_batch": batch,
                                           "workers": workers, "threads": threads,
                                           "decoders": decoders, **r, "all": runs[config]})
+        print("\nWhere the CPU went, ms per window (best repeat of each): the forward, the rest of "
+              "scoring (stacking, smoothing, encoding, publishing, counters: the engine's "
+              "thread), and the sources' threads (decoding, resampling, framing, cutting "
+              "windows, queueing: one second of audio per window)")
+        print("| model | backend | max_batch | forward | scoring outside the forward | sources "
+              "| of all: system time |")
+        print("|---|---|---|---|---|---|---|")
+        for row in result["streams"]:
+            per = 1e3 / row["windows"]
+            total = row["user_s"] + row["system_s"]
+            print(f"| {row['model']} | {row['backend']} | {row['max_batch'] or CPU_MAX_BATCH} | "
+                  f"{row['forward_cpu_s'] * per:.2f} | "
+                  f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
+                  f"{(total - row['scoring_cpu_s']) * per:.2f} | {row['system_s'] * per:.2f} |")
         if not args.skip_forward:
             print("\nms per window, 1 thread (median of "
                   f"{args.forward_reps} calls)")

@@ -202,7 +202,10 @@ class Engine:
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self.stats = {"batches": 0, "windows": 0, "dropped_windows": 0, "failed_batches": 0,
-                      "nonfinite_windows": 0, "forward_s": 0.0, "overhead_s": 0.0}
+                      "nonfinite_windows": 0, "forward_s": 0.0, "overhead_s": 0.0,
+                      # CPU time of the scoring threads: in the forward, and in all of scoring
+                      # (the rest: stacking, smoothing, results, the sink, i.e. publishing)
+                      "forward_cpu_s": 0.0, "scoring_cpu_s": 0.0}
         self.batch_sizes: deque[int] = deque(maxlen=4096)
         self.on_batch: Callable[[int, float], None] | None = None  # (size, forward seconds)
 
@@ -450,21 +453,22 @@ class Engine:
 
     def _score(self, ticket: int, batch: list[_Window], model: InferenceModel,
                generation: int) -> int:
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.thread_time()
         current = [w for w in batch if w.generation == generation]
         probs = None
-        forward_s = 0.0
+        forward_s = forward_cpu_s = 0.0
         failed = False
         try:
             if current:
                 stacked = np.stack([w.data for w in current])
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.thread_time()
                 try:
                     probs = model.forward(stacked)
                 except Exception:  # noqa: BLE001 - a failing batch must not stop the engine
                     log.exception("forward pass failed for a batch of %d windows", len(current))
                     failed = True
                 forward_s = time.perf_counter() - t0
+                forward_cpu_s = time.thread_time() - cpu0
             with self._cond:
                 while self._dispatch_ticket != ticket:  # earlier batches go out first
                     self._cond.wait(0.5)
@@ -480,6 +484,9 @@ class Engine:
                 self._cond.notify_all()
         for stream in {w.stream for w in batch}:
             self._maybe_close(stream)
+        with self._cond:
+            self.stats["forward_cpu_s"] += forward_cpu_s
+            self.stats["scoring_cpu_s"] += time.thread_time() - cpu_start
         return len(batch)
 
     def _hand_out(self, batch: list[_Window], current: list[_Window], probs: np.ndarray | None,

@@ -79,11 +79,13 @@ class Smoother:
                    & (held >= self.config.min_off_s))
         turn_off = (self.active & (self.smoothed < self.off_threshold)
                     & (held >= self.config.min_on_s))
+        changed = turn_on | turn_off
+        if not changed.any():  # most windows: no tag turns on or off
+            return self.smoothed.copy(), []
         events = [TagEvent(self.tags[i], "off", float(self.smoothed[i]), time_s)
                   for i in np.flatnonzero(turn_off)]
         events += [TagEvent(self.tags[i], "on", float(self.smoothed[i]), time_s)
                    for i in np.flatnonzero(turn_on)]
-        changed = turn_on | turn_off
         self.active ^= changed
         self._changed_at[changed] = time_s
         return self.smoothed.copy(), events

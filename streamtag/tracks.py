@@ -54,6 +54,7 @@ class TrackSummarizer:
         self.sample_rate = float(sample_rate)
         self._open = _Open(title, 0, time.time() if started_at is None else started_at, 0)
         self._changes: deque[_Change] = deque()
+        self._index: dict[str, int] = {}  # tag -> its place in the open track's sums
         self.ended = False
 
     @property
@@ -88,11 +89,12 @@ class TrackSummarizer:
             track.raw_sum = np.zeros(len(tags))
             track.smoothed_sum = np.zeros(len(tags))
             track.active_count = np.zeros(len(tags), dtype=np.int64)
+            self._index = {tag: i for i, tag in enumerate(tags)}
         track.windows += 1
         track.raw_sum += np.asarray(raw, dtype=np.float64)
         track.smoothed_sum += np.asarray(smoothed, dtype=np.float64)
-        on = set(active)
-        track.active_count += np.array([t in on for t in tags], dtype=np.int64)
+        for tag in active:  # a few of the tags at a time
+            track.active_count[self._index[tag]] += 1
         track.model_name, track.model_hash = model_name, model_hash
         track.last_end = max(track.last_end, int(end_sample))
         return closed
