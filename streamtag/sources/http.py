@@ -40,6 +40,7 @@ from streamtag.sources.icy import IcyBlock, IcyReader, parse_metaint
 TITLE_KEYS = ("StreamTitle", "icy-title", "title")
 # Bytes per network read, and PyAV's buffer: small, so a title is placed soon after it arrives.
 READ_SIZE = 8192
+BLOCK_S = 0.2  # decoded audio handed on in blocks of at least this much (the last may be less)
 # Demuxers for the Content-Types of headerless streams. FFmpeg's probe cannot see the type,
 # and on an MP3 stream joined mid-frame (as a radio server's burst starts) it wants some 200
 # frames, five seconds of a live stream, before it is sure. Streams that begin with a header
@@ -253,9 +254,15 @@ class HttpSource(Source):
                           if container.metadata.get(k, "").strip()), None)
             if title is not None:
                 self._report_title(title, first_sample, None)
+        # Decoded frames (26 ms each for MP3) go on in blocks of BLOCK_S: each chunk is a pass
+        # through Python, in the resampler, the engine and the turns.
+        held: list[np.ndarray] = []
+        held_rate, held_samples = 0, 0
+        stopped = False
         for packet in container.demux(stream):
             if stop.is_set():
-                return
+                stopped = True
+                break
             pending += reader.take_blocks()
             if pending:
                 here = first_sample + round(decoded_s * self.sample_rate)
@@ -268,12 +275,27 @@ class HttpSource(Source):
                 continue
             for frame in frames:
                 decoded_s += frame.samples / frame.sample_rate
-                chunk = self._chunk(frame_to_array(frame), frame.sample_rate)
-                if chunk is not None:
-                    yield chunk
+                data = frame_to_array(frame)
+                if held and (frame.sample_rate != held_rate or data.shape[1] != held[0].shape[1]):
+                    yield from self._held_chunk(held, held_rate)
+                    held, held_samples = [], 0
+                held.append(data)
+                held_rate, held_samples = frame.sample_rate, held_samples + len(data)
+                if held_samples >= BLOCK_S * held_rate:
+                    yield from self._held_chunk(held, held_rate)
+                    held, held_samples = [], 0
+        yield from self._held_chunk(held, held_rate)
+        if stopped:
+            return
         pending += reader.take_blocks()  # blocks after the last packet: at the end
         self._place_titles(pending, None, first_sample + round(decoded_s * self.sample_rate),
                            first_sample)
+
+    def _held_chunk(self, held: list[np.ndarray], rate: int) -> Iterator[AudioChunk]:
+        if held:
+            chunk = self._chunk(held[0] if len(held) == 1 else np.concatenate(held), rate)
+            if chunk is not None:
+                yield chunk
 
     def _place_titles(self, pending: list[IcyBlock], position: int | None, sample: int,
                       first_sample: int) -> None:
