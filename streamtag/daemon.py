@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 FINAL_STATES = ("ended", "failed")
 RECENT_TRACKS = 10  # finished tracks per stream that the status reply lists
+# With [publish] connect: how long start() waits for the peer (a proxy) before the sources
+# start, so that their first messages are not dropped unseen.
+CONNECTED_WAIT_S = 5.0
 TURN_SLICE_S = 0.002  # a source thread works this long before others get their turn
 
 
@@ -197,7 +200,7 @@ class Daemon:
         try:
             self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
                                        connect=cfg.publish.connect, context=self._context,
-                                       curve=curve)
+                                       curve=curve, connected_wait_s=CONNECTED_WAIT_S)
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc

@@ -41,6 +41,7 @@ def _rounded(values: Iterable[float]) -> list[float]:
     more than the rest of publishing a 50-tag message)."""
     return np.round(np.asarray(values, dtype=np.float64), SCORE_DECIMALS).tolist()
 HWM_POLICIES = ("per_subscriber", "refuse")
+SUBSCRIPTIONS_SETTLE_S = 0.05  # after the handshake: the peer's subscriptions follow at once
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
 
@@ -69,7 +70,7 @@ class Publisher:
     def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, sndhwm: int = 1000,
                  session: str | None = None, *, connect: bool = False, linger_ms: int = 1000,
                  hwm_policy: str = "per_subscriber", context: zmq.Context | None = None,
-                 curve: CurveKeys | None = None):
+                 curve: CurveKeys | None = None, connected_wait_s: float = 0.0):
         if hwm_policy not in HWM_POLICIES:
             raise ValueError(f"hwm_policy must be one of {', '.join(HWM_POLICIES)}, "
                              f"got {hwm_policy!r}")
@@ -94,7 +95,11 @@ class Publisher:
                 self._socket.setsockopt(zmq.XPUB_NODROP, 1)
             if curve is not None:
                 make_server(self._socket, curve)
+            monitor = (self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                       if connect and connected_wait_s > 0 else None)
             self.endpoint = bind_or_connect(self._socket, endpoint, connect, "publisher")
+            if monitor is not None:
+                self._wait_connected(monitor, connected_wait_s)
         except BaseException:
             self._socket.close(linger=0)
             raise
@@ -173,6 +178,22 @@ class Publisher:
             return False
         self.sent += 1
         return True
+
+    def _wait_connected(self, monitor: zmq.Socket, timeout_s: float) -> None:
+        """A connecting PUB drops what it sends before its peer is there and has sent the
+        subscriptions it forwards (ZeroMQ's slow joiner): after a restart behind a proxy, a
+        stream's first status would be lost and its subscribers would see a gap. So wait,
+        at most ``timeout_s``, for the handshake, then briefly for the subscriptions."""
+        try:
+            if monitor.poll(round(timeout_s * 1000)):
+                time.sleep(SUBSCRIPTIONS_SETTLE_S)
+            else:
+                log.warning("publisher %s: no connection after %g s; publishing anyway (ZeroMQ "
+                            "keeps trying, and drops what it sends until then)", self.endpoint,
+                            timeout_s)
+        finally:
+            self._socket.disable_monitor()
+            monitor.close(linger=0)
 
     def _drain_subscriptions(self) -> None:
         # An XPUB queues subscription notices for the application; nobody here needs them.

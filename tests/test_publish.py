@@ -513,3 +513,33 @@ def test_a_subscriber_process_loads_no_server_module():
     for server_side in ("streamtag.publish", "streamtag.control", "streamtag.daemon", "torch"):
         assert f"'{server_side}'" not in loaded, loaded
     assert "'streamtag.client'" in loaded
+
+
+def test_a_connecting_publisher_waits_for_the_proxy_so_its_first_message_arrives(ctx):
+    """Behind a proxy the daemon's PUB connects; what it sends before the proxy is there and
+    has passed it the subscribers' subscriptions is dropped unseen (a restarted stream's
+    first status, reported as a gap; without the wait, none of these 21 messages arrived).
+    With connected_wait_s it waits for the handshake."""
+    stop, ready = threading.Event(), queue.Queue()
+    thread = threading.Thread(target=lambda: run_proxy(
+        ANY_PORT, ANY_PORT, stop, context=ctx, poll_ms=20,
+        ready=lambda frontend, backend: ready.put((frontend, backend))), daemon=True)
+    thread.start()
+    try:
+        frontend, backend = ready.get(timeout=5)
+        with Subscriber(backend, context=ctx) as sub:
+            time.sleep(0.5)  # the subscription reaches the proxy's frontend
+            publisher = Publisher(frontend, connect=True, context=ctx, connected_wait_s=10.0)
+            publisher.publish_status("radio", state="starting")
+            for i in range(20):  # later messages arrive either way
+                publish_event(publisher, "radio", i)
+            got = []
+            while (message := sub.recv(1000)) is not None:
+                got.append(message)
+            publisher.close(linger_ms=0)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert got, "nothing arrived"
+    assert (got[0].msg_type, got[0].header.seq, got[0].gap) == ("status", 0, 0)
+    assert len(got) == 21 and sub.gaps == 0
