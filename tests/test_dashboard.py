@@ -430,6 +430,18 @@ def browser():
             browser.close()
 
 
+def watched_page(browser, closing, width: int, height: int):
+    """A new page, closed with the test, and the URLs it requests and the errors it logs."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    closing.append(page)
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page, requests, errors
+
+
 def test_page_shows_the_title_and_the_last_tracks(browser, endpoints, closing, tmp_path):
     from playwright.sync_api import expect
 
@@ -468,13 +480,7 @@ def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_
     dashboard = DashboardThread(pub, control=control, history_s=60)
     closing.append(dashboard)
 
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    closing.append(page)
-    requests: list[str] = []
-    errors: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, requests, errors = watched_page(browser, closing, 1600, 900)
     page.goto(dashboard.url)
 
     panel = page.locator('section.panel[data-stream="room"]')

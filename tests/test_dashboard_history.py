@@ -16,7 +16,13 @@ from helpers import free_port  # noqa: E402
 from history_station import TAGS, Station, await_subscribed, wait_stored  # noqa: E402
 
 # The dashboard tests' fixtures: a browser for the module, and things to close after a test.
-from test_dashboard import WAIT_S, DashboardThread, browser, closing  # noqa: E402, F401
+from test_dashboard import (  # noqa: E402, F401
+    WAIT_S,
+    DashboardThread,
+    browser,
+    closing,
+    watched_page,
+)
 
 from streamtag.history import schema  # noqa: E402
 from streamtag.history.recorder import Recorder  # noqa: E402
@@ -89,13 +95,7 @@ def test_history_page_shows_airtime_tracks_and_the_strip(
     url, shares, titles = recorded
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
     closing.append(dashboard)
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    closing.append(page)
-    requests: list[str] = []
-    errors: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, requests, errors = watched_page(browser, closing, 1500, 1000)
     page.goto(dashboard.url)
     page.locator("a.nav", has_text="history").click()  # from the live view
     page.wait_for_url("**/history.html")
