@@ -6,7 +6,7 @@ Sources stream with ``iter_decoded``; offline users (features, the trainer's cac
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +38,8 @@ def _mono(frame) -> np.ndarray:
 
 
 def iter_decoded(path: str | Path, block_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
-    """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream.
-
-    With ``block_s`` > 0, consecutive decoder frames at one rate are joined into chunks of at
-    least ``block_s`` seconds (the last may be shorter): an MP3 frame is 26 ms, and each chunk
-    costs its consumer a pass through Python, so a fast reader takes them in blocks.
-    """
+    """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream,
+    joined into blocks of at least ``block_s`` seconds (``joined_blocks``)."""
     import av
 
     try:
@@ -54,26 +50,42 @@ def iter_decoded(path: str | Path, block_s: float = 0.0) -> Iterator[tuple[np.nd
         if not container.streams.audio:
             raise AudioDecodeError(f"{path} has no audio stream")
         stream = container.streams.audio[0]
-        held: list[np.ndarray] = []
-        held_samples, held_rate = 0, 0
-        try:
-            for frame in container.decode(stream):
-                rate = int(frame.sample_rate)
-                if held and rate != held_rate:
-                    yield _joined(held), held_rate
-                    held, held_samples = [], 0
-                held.append(_mono(frame))
-                held_samples += held[-1].size
-                held_rate = rate
-                if held_samples >= block_s * rate:
-                    yield _joined(held), rate
-                    held, held_samples = [], 0
-        except av.error.FFmpegError as exc:
-            if held:  # what decoded before the error is still delivered
+
+        def frames() -> Iterator[tuple[np.ndarray, int]]:
+            try:
+                for frame in container.decode(stream):
+                    yield _mono(frame), int(frame.sample_rate)
+            except av.error.FFmpegError as exc:
+                raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
+
+        yield from joined_blocks(frames(), block_s)
+
+
+def joined_blocks(pieces: Iterable[tuple[np.ndarray, int]],
+                  block_s: float) -> Iterator[tuple[np.ndarray, int]]:
+    """(samples, sample rate) pieces, such as decoder frames, joined along their first axis
+    into blocks of at least ``block_s`` seconds: an MP3 frame is 26 ms, and each chunk costs
+    its consumer a pass through Python, so a fast reader takes them in blocks. A change of
+    rate or of channels, the end and an error (raised again after) hand on what is held."""
+    held: list[np.ndarray] = []
+    held_samples, held_rate = 0, 0
+    try:
+        for samples, rate in pieces:
+            if held and (rate != held_rate or samples.shape[1:] != held[0].shape[1:]):
                 yield _joined(held), held_rate
-            raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
-        if held:
+                held, held_samples = [], 0
+            held.append(samples)
+            held_samples += len(samples)
+            held_rate = rate
+            if held_samples >= block_s * rate:
+                yield _joined(held), rate
+                held, held_samples = [], 0
+    except Exception:
+        if held:  # what decoded before the error is still delivered
             yield _joined(held), held_rate
+        raise
+    if held:
+        yield _joined(held), held_rate
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:

@@ -142,7 +142,7 @@ class Daemon:
         for source in config.sources:  # a bad source fails here, before anything binds
             _build_source(source)
         self._context: zmq.Context | None = None  # own context only with [security]
-        self._turns = Turns(config.engine.decoder_turns())  # for the file sources' decoding
+        self._turns = Turns(config.engine.decoder_turns())  # the source threads take turns
         self._auth: Authenticator | None = None
 
     # -- life cycle ------------------------------------------------------------------------

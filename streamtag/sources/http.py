@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
+from streamtag.audio import joined_blocks
 from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
@@ -254,48 +255,39 @@ class HttpSource(Source):
                           if container.metadata.get(k, "").strip()), None)
             if title is not None:
                 self._report_title(title, first_sample, None)
+        stopped = False
+
+        def frames() -> Iterator[tuple[np.ndarray, int]]:
+            nonlocal decoded_s, pending, stopped
+            for packet in container.demux(stream):
+                if stop.is_set():
+                    stopped = True
+                    return
+                pending += reader.take_blocks()
+                if pending:
+                    here = first_sample + round(decoded_s * self.sample_rate)
+                    self._place_titles(pending, packet.pos, here, first_sample)
+                try:
+                    decoded = stream.decode(packet)
+                except av.error.InvalidDataError:
+                    # A damaged packet in a live stream: skip it, keep the connection.
+                    self.counters["decode_errors"] += 1
+                    continue
+                for frame in decoded:
+                    decoded_s += frame.samples / frame.sample_rate
+                    yield frame_to_array(frame), frame.sample_rate
+
         # Decoded frames (26 ms each for MP3) go on in blocks of BLOCK_S: each chunk is a pass
         # through Python, in the resampler, the engine and the turns.
-        held: list[np.ndarray] = []
-        held_rate, held_samples = 0, 0
-        stopped = False
-        for packet in container.demux(stream):
-            if stop.is_set():
-                stopped = True
-                break
-            pending += reader.take_blocks()
-            if pending:
-                here = first_sample + round(decoded_s * self.sample_rate)
-                self._place_titles(pending, packet.pos, here, first_sample)
-            try:
-                frames = stream.decode(packet)
-            except av.error.InvalidDataError:
-                # A damaged packet in a live stream: skip it, keep the connection.
-                self.counters["decode_errors"] += 1
-                continue
-            for frame in frames:
-                decoded_s += frame.samples / frame.sample_rate
-                data = frame_to_array(frame)
-                if held and (frame.sample_rate != held_rate or data.shape[1] != held[0].shape[1]):
-                    yield from self._held_chunk(held, held_rate)
-                    held, held_samples = [], 0
-                held.append(data)
-                held_rate, held_samples = frame.sample_rate, held_samples + len(data)
-                if held_samples >= BLOCK_S * held_rate:
-                    yield from self._held_chunk(held, held_rate)
-                    held, held_samples = [], 0
-        yield from self._held_chunk(held, held_rate)
+        for samples, rate in joined_blocks(frames(), BLOCK_S):
+            chunk = self._chunk(samples, rate)
+            if chunk is not None:
+                yield chunk
         if stopped:
             return
         pending += reader.take_blocks()  # blocks after the last packet: at the end
         self._place_titles(pending, None, first_sample + round(decoded_s * self.sample_rate),
                            first_sample)
-
-    def _held_chunk(self, held: list[np.ndarray], rate: int) -> Iterator[AudioChunk]:
-        if held:
-            chunk = self._chunk(held[0] if len(held) == 1 else np.concatenate(held), rate)
-            if chunk is not None:
-                yield chunk
 
     def _place_titles(self, pending: list[IcyBlock], position: int | None, sample: int,
                       first_sample: int) -> None:
