@@ -438,6 +438,11 @@ def onnx_session(graph: bytes, threads: int):
     # Spinning threads wait for work at full speed: they would take the cores the other
     # streams' decoding and the other workers need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # The memory-pattern planner re-plans for each new batch size and maps fresh pages for it:
+    # with the engine's varying batches it cost up to 11 ms of system time per window
+    # (musicnn-mtt at batch 8: 28.3 -> 17.1 ms of CPU per window without it; never slower
+    # without it, docs/engine-benchmark.md). The arena still reuses the buffers.
+    options.enable_mem_pattern = False
     try:
         return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own types

@@ -127,6 +127,23 @@ def test_a_model_that_cannot_export_serves_through_torchscript_and_says_why(tmp_
     assert "fft_rfft" in reply["model"]["backend_note"]
 
 
+def test_onnxruntime_scores_a_window_the_same_in_batches_of_any_size_one_after_another():
+    # The engine's batches change size from one forward to the next; the session plans no
+    # memory pattern per size (it mapped fresh pages for each), and its reused buffers must
+    # not carry one batch's values into the next.
+    loaded = modelfile.load(default_model_path(), device="cpu")
+    session = modelfile.onnx_session(modelfile.onnx_graph(loaded), threads=1)
+    assert session.get_session_options().enable_mem_pattern is False
+    model = InferenceModel(loaded, backend="onnxruntime", threads=1)
+    assert model.backend == "onnxruntime"
+    windows = np.random.default_rng(3).standard_normal(model.input_shape(8), dtype=np.float32)
+    alone = np.concatenate([model.forward(windows[i:i + 1]) for i in range(8)])
+    for size in (8, 3, 1, 5, 8, 2):
+        start = size % 4
+        got = model.forward(windows[start:start + size])
+        np.testing.assert_allclose(got, alone[start:start + size], rtol=0, atol=1e-5)
+
+
 def test_onnxruntime_on_cuda_and_unknown_backends_are_refused():
     with pytest.raises(ConfigError, match="engine.backend must be one of auto, torch"):
         EngineConfig(backend="tensorrt")
