@@ -154,7 +154,7 @@ def score_tracks(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
     """Each piece of ``audio`` (an iterable of mono float32 chunks at the model's rate) run
     through the daemon's engine: its window scores, smoothed scores and times."""
     sink = _Windows()
-    engine = Engine(model, sink, EngineConfig(max_batch=32), smoothing)
+    engine = Engine(model, sink, EngineConfig(), smoothing)
     ids = []
     for i, chunks in enumerate(audio):
         ids.append(f"c{i}")

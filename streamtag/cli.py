@@ -207,7 +207,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     try:
         model = InferenceModel.load(resolve_model(args.model) or default_model_path(),
                                     device=args.device, backend=args.backend)
-        config = EngineConfig(max_batch=32, hop_seconds=args.hop_seconds)
+        config = EngineConfig(hop_seconds=args.hop_seconds)
     except (ModelError, ValueError) as exc:
         print(f"streamtag tag: {exc}", file=sys.stderr)
         return EXIT_USAGE

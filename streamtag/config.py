@@ -38,7 +38,9 @@ DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DEVICES = ("auto", "cpu", "cuda")
-CPU_MAX_BATCH = 8  # engine.max_batch left out, by the model's device (measured: see docs)
+# engine.max_batch left out: on the CPU the cheapest batch size up to this, measured on the model
+# as it loads (streamtag.inference.cheapest_batch); on CUDA this.
+CPU_MAX_BATCH = 8
 CUDA_MAX_BATCH = 64
 
 
@@ -85,9 +87,10 @@ class EngineConfig:
     """How the engine batches windows and runs the model (the engine is in streamtag.engine;
     this module stays free of torch so that reading a config is cheap)."""
 
-    # Windows per forward pass; None: 8 on the CPU (the forward per window is cheapest in
-    # small batches there, and a batch's activations take ~7 MB per window for the default
-    # model), 64 on CUDA.
+    # Windows per forward pass; None: 64 on CUDA, and on the CPU the size up to 8 at which this
+    # model's forward costs least per window, measured as it loads (1 for the default model on
+    # ONNX Runtime, whose forward per window grows with the batch; 4-8 for an LSTM's, which
+    # shrinks), so batching serves where it pays.
     max_batch: int | None = None
     max_wait_ms: float = 10.0  # how long a due window may wait for others to fill a batch
     hop_seconds: float | None = None  # overrides the model file's default hop
@@ -103,9 +106,9 @@ class EngineConfig:
         if self.max_batch is not None and not (
                 isinstance(self.max_batch, int) and not isinstance(self.max_batch, bool)
                 and self.max_batch >= 1):
-            raise ConfigError(f"engine.max_batch must be an integer >= 1 (or left out: "
-                              f"{CPU_MAX_BATCH} on the CPU, {CUDA_MAX_BATCH} on CUDA), got "
-                              f"{self.max_batch!r}")
+            raise ConfigError(f"engine.max_batch must be an integer >= 1 (or left out: on "
+                              f"the CPU measured up to {CPU_MAX_BATCH}, {CUDA_MAX_BATCH} on "
+                              f"CUDA), got {self.max_batch!r}")
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS):
             raise ConfigError(f"engine.max_wait_ms must be >= 0 and <= {MAX_WAIT_MS:g}, got "
                               f"{self.max_wait_ms!r}")
@@ -130,7 +133,9 @@ class EngineConfig:
                               f"over from the workers) to 256, got {self.decoders!r}")
 
     def batch_limit(self, device_type: str) -> int:
-        """``max_batch``, or its default for a model on ``device_type`` ("cpu", "cuda")."""
+        """``max_batch``, or its largest default for a model on ``device_type`` ("cpu",
+        "cuda"); on the CPU the engine measures the model for a smaller one
+        (``Engine.batch_limit_for``)."""
         if self.max_batch is not None:
             return self.max_batch
         return CUDA_MAX_BATCH if device_type == "cuda" else CPU_MAX_BATCH

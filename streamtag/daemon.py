@@ -462,7 +462,10 @@ class Daemon:
                 "thresholds": [float(t) for t in m.thresholds], "input_kind": m.input_kind,
                 "window": m.window, "hop": self.engine.hop_for(m),
                 "sample_rate": m.sample_rate, "device": str(m.device), "backend": m.backend,
-                "backend_note": m.backend_note}
+                "backend_note": m.backend_note, "max_batch": self.engine.batch_limit,
+                # the forward's ms per window by batch size, where the engine measured them
+                # to choose max_batch (left out of the config, on the CPU)
+                "batch_ms": {str(b): round(ms, 4) for b, ms in m.batch_ms.items()}}
 
     def reload_model(self, path: str) -> InferenceModel:
         """Swaps the model (``path``: a model file or an installed model's name); ModelError

@@ -26,9 +26,9 @@ from typing import Protocol
 
 import numpy as np
 
-from streamtag.config import EngineConfig
+from streamtag.config import CPU_MAX_BATCH, EngineConfig
 from streamtag.frontend import FrameRing, OnlineLogMel
-from streamtag.inference import InferenceModel
+from streamtag.inference import InferenceModel, cheapest_batch
 from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ class Engine:
         self.smoothing = smoothing or SmoothingConfig()
         self.sink = sink
         self._model = model
+        self._limit = self.batch_limit_for(model)
         self._generation = 0
         self._streams: dict[str, _Stream] = {}
         self._queue: deque[_Window] = deque()
@@ -214,6 +215,27 @@ class Engine:
     @property
     def model(self) -> InferenceModel:
         return self._model
+
+    @property
+    def batch_limit(self) -> int:
+        """Windows per forward pass, at most, for the model serving now."""
+        return self._limit
+
+    def batch_limit_for(self, model: InferenceModel) -> int:
+        """``engine.max_batch``; left out, CUDA_MAX_BATCH on CUDA and on the CPU the cheapest
+        batch size up to CPU_MAX_BATCH, measured on ``model`` (``cheapest_batch``): the
+        forward per window grows with the batch for some models there and shrinks for
+        others, so batching serves where it pays and nowhere else."""
+        cfg = self.config
+        if cfg.max_batch is not None or model.device.type != "cpu":
+            return cfg.batch_limit(model.device.type)
+        if not model.batch_ms:
+            model.measure_batches(CPU_MAX_BATCH)
+            log.info("%s on %s: forward ms per window by batch size %s; serving at up to %d",
+                     model.name, model.backend,
+                     ", ".join(f"{b}: {ms:.3g}" for b, ms in model.batch_ms.items()),
+                     cheapest_batch(model.batch_ms))
+        return cheapest_batch(model.batch_ms)
 
     def hop_for(self, model: InferenceModel) -> int:
         if self.config.hop_seconds is None:
@@ -356,12 +378,14 @@ class Engine:
         An unloadable file raises ``ModelError`` and the old model keeps running."""
         new = InferenceModel.load(path, device=device or str(self._model.device),
                                   backend=self.config.backend, threads=self.config.threads)
+        limit = self.batch_limit_for(new)
         with self._cond:
             self._swapping = True
             while self._in_flight:
                 self._cond.wait(0.5)
             old = self._model
             self._model = new
+            self._limit = limit
             same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
             if not same_input:
                 self._generation += 1
@@ -420,7 +444,7 @@ class Engine:
         with self._cond:
             while self._swapping:
                 self._cond.wait(0.5)
-            limit = cfg.batch_limit(self._model.device.type)
+            limit = self._limit
             if wait:
                 while not self._live_queue() and not self._stopping:
                     self._cond.wait(0.5)

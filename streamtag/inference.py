@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 
 CHECK_TOLERANCE = 1e-4  # a backend's probabilities against the file's TorchScript module
 
+# The CPU's batch size, when the config leaves it out, is measured (cheapest_batch): the forward
+# per window at these sizes, within a time budget, smallest first.
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+MEASURE_BUDGET_S = 1.0  # the timing stops before a size that would run past this
+MEASURE_REPS = 3  # timed forwards per size after one untimed (its first-call costs); best kept
+# The engine's own cost per batch outside the forward (taking the batch, stacking, handing the
+# results out in turn): the scoring path cost ~0.06 ms more per window at batch 1 than at 8.
+ENGINE_BATCH_MS = 0.06
+BATCH_GAIN = 0.03  # a larger batch is chosen only where it costs this much less per window
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
 
 
@@ -53,6 +63,25 @@ def keep_freed_memory() -> bool:
         return False
     return (bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
             and bool(mallopt(_M_ARENA_MAX, 1)))
+
+
+def cheapest_batch(per_window_ms: dict[int, float], per_batch_ms: float = ENGINE_BATCH_MS,
+                   gain: float = BATCH_GAIN) -> int:
+    """The batch size to serve at, from the forward's milliseconds per window at each size
+    measured: the smallest whose cost per window (the forward's, plus the engine's
+    ``per_batch_ms`` shared by the batch) no larger size beats by ``gain`` or more. Smaller
+    batches wait less to fill and hold less memory, so a larger one must earn its place."""
+    if not per_window_ms:
+        raise ValueError("cheapest_batch needs the time of at least one batch size")
+
+    def cost(size: int) -> float:
+        return per_window_ms[size] + per_batch_ms / size
+
+    best = min(per_window_ms)
+    for size in sorted(per_window_ms):
+        if cost(size) < cost(best) * (1.0 - gain):
+            best = size
+    return best
 
 
 def _difference(run: Callable[[np.ndarray], np.ndarray], loaded: modelfile.LoadedModel) -> float:
@@ -144,6 +173,10 @@ class InferenceModel:
         if threads is not None and threads >= 1 and self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.backend_note: str | None = None
+        # One forward's threads: its CPU time is then the calling thread's (measure_batches).
+        self._one_thread = (threads == 1 if threads is not None
+                            else torch.get_num_threads() == 1)
+        self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
         self._run: Callable[[np.ndarray], np.ndarray] | None = None
         if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
             if self.device.type != "cpu":
@@ -152,6 +185,7 @@ class InferenceModel:
             try:
                 self._run = _onnx_runner(loaded, threads or 1)
                 self.backend = "onnxruntime"
+                self._one_thread = (threads or 1) == 1
             except ModelError as error:
                 self.backend_note = f"ONNX Runtime cannot serve this model: {error}"
                 log.warning("%s: %s; TorchScript serves it", self.path, self.backend_note)
@@ -199,6 +233,33 @@ class InferenceModel:
             raise ModelError(f"{self.path}: the model returns shape {out.shape}, expected "
                              f"{(batch, len(self.tags))} (one probability per tag)")
         return time.perf_counter() - t0
+
+    def measure_batches(self, largest: int, budget_s: float = MEASURE_BUDGET_S
+                        ) -> dict[int, float]:
+        """Times the forward at each of BATCH_SIZES up to ``largest`` on random windows: CPU
+        milliseconds per window (wall time where a forward runs on several threads), the best
+        of MEASURE_REPS. Stops before a size whose forwards would run past ``budget_s``
+        altogether (batch 1 is always timed). Kept in ``batch_ms``."""
+        clock = time.thread_time if self._one_thread else time.perf_counter
+        rng = np.random.default_rng(0)
+        started = time.perf_counter()
+        times: dict[int, float] = {}
+        for size in (b for b in BATCH_SIZES if b <= max(1, largest)):
+            if times:
+                per_window_s = min(times.values()) / 1000.0
+                needed = per_window_s * size * (MEASURE_REPS + 1)
+                if time.perf_counter() - started + needed > budget_s:
+                    break
+            x = rng.standard_normal(self.input_shape(size), dtype=np.float32)
+            self.forward(x)  # this shape's first-call costs
+            best = float("inf")
+            for _ in range(MEASURE_REPS):
+                t0 = clock()
+                self.forward(x)
+                best = min(best, clock() - t0)
+            times[size] = 1000.0 * best / size
+        self.batch_ms = times
+        return times
 
     def forward(self, windows: np.ndarray) -> np.ndarray:
         windows = np.ascontiguousarray(windows, dtype=np.float32)

@@ -120,7 +120,7 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
     """Tags each file; a file that cannot be decoded gets ``error`` set, the others go on."""
     keep_freed_memory()
     collector = _Collector(model)
-    engine = Engine(model, collector, config or EngineConfig(max_batch=32), smoothing)
+    engine = Engine(model, collector, config or EngineConfig(), smoothing)
     for i, path in enumerate(paths):
         sid = f"f{i}"
         collector.start(sid, str(path))

@@ -35,7 +35,7 @@ from streamtag.daemon import Daemon, default_model_path
 from streamtag.engine import Engine
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
-from streamtag.inference import InferenceModel
+from streamtag.inference import InferenceModel, cheapest_batch
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
 
@@ -125,6 +125,11 @@ def test_a_model_that_cannot_export_serves_through_torchscript_and_says_why(tmp_
     assert reply["ok"], reply
     assert reply["model"]["backend"] == "torch"
     assert "fft_rfft" in reply["model"]["backend_note"]
+    # max_batch left out: measured on the CPU, and status says what and at what sizes
+    measured = daemon.engine.model.batch_ms
+    assert 1 in measured and all(ms > 0 for ms in measured.values())
+    assert {int(b) for b in reply["model"]["batch_ms"]} == set(measured)
+    assert reply["model"]["max_batch"] == cheapest_batch(measured)
 
 
 def test_onnxruntime_scores_a_window_the_same_in_batches_of_any_size_one_after_another():

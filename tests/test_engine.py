@@ -11,7 +11,7 @@ from helpers import tiny_model_file
 from streamtag.engine import Engine, EngineConfig, WindowResult
 from streamtag.errors import ModelError
 from streamtag.frontend import compute_logmel
-from streamtag.inference import InferenceModel
+from streamtag.inference import InferenceModel, cheapest_batch
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
 
@@ -207,3 +207,52 @@ def test_the_protocol_document_lists_every_engine_counter_of_the_status_reply(mo
     engine = Engine(model, Collect(), EngineConfig())
     for key in engine.stats:
         assert f"`{key}`" in row, key
+
+
+@pytest.mark.parametrize(("per_window_ms", "chosen"), [
+    ({1: 2.90, 2: 3.05, 4: 3.23, 8: 3.33}, 1),  # the default model on ONNX Runtime: grows
+    ({1: 4.96, 2: 3.81, 4: 3.20, 8: 3.24}, 4),  # an LSTM: shrinks, then flat
+    ({1: 8.38, 2: 8.22, 4: 8.04, 8: 8.09}, 4),  # 2 % at batch 2 is not enough; 4 % at 4 is
+    ({1: 60.0, 2: 59.9, 4: 59.0, 8: 58.5}, 1),  # a large model: within the noise
+    ({1: 1.00, 2: 0.99}, 2),  # the engine's cost per batch tips it
+    ({4: 1.0}, 4),
+])
+def test_the_cpu_batch_is_the_cheapest_measured_and_no_larger_than_pays(per_window_ms, chosen):
+    assert cheapest_batch(per_window_ms) == chosen
+
+
+def test_cheapest_batch_needs_a_measurement():
+    with pytest.raises(ValueError, match="at least one batch size"):
+        cheapest_batch({})
+
+
+def test_max_batch_left_out_is_measured_on_the_model_and_batches_follow_it(model_path):
+    model = InferenceModel.load(model_path, device="cpu")
+    engine = Engine(model, Collect(), EngineConfig())
+    assert 1 in model.batch_ms and set(model.batch_ms) <= {1, 2, 4, 8}
+    assert engine.batch_limit == cheapest_batch(model.batch_ms)
+    # a model whose forward was measured cheapest at 4: queued windows go in fours
+    model.batch_ms = {1: 2.0, 2: 1.0, 4: 0.5, 8: 0.5}
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_wait_ms=0))
+    assert engine.batch_limit == 4
+    signal = music_like(12.0, model.sample_rate, seed=3)
+    engine.add_stream("a")
+    feed(engine, "a", signal, 4096)
+    engine.drain()
+    sizes = list(engine.batch_sizes)
+    assert sum(sizes) == len(sink.windows["a"]) > 8
+    assert max(sizes) == 4 and sizes.count(4) >= 2
+
+
+def test_an_explicit_max_batch_is_not_measured(model_path):
+    model = InferenceModel.load(model_path, device="cpu")
+    engine = Engine(model, Collect(), EngineConfig(max_batch=3))
+    assert engine.batch_limit == 3 and model.batch_ms == {}
+
+
+def test_measuring_batches_stops_at_its_time_budget(model_path):
+    model = InferenceModel.load(model_path, device="cpu")
+    assert set(model.measure_batches(8, budget_s=0.0)) == {1}  # batch 1 is always timed
+    measured = model.measure_batches(2, budget_s=60.0)
+    assert set(measured) == {1, 2} and model.batch_ms == measured
