@@ -166,6 +166,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         received = parent.recv() if parent.poll(30) else -1
         served = AS_LOADED if backend == AS_LOADED else daemon.model.backend
+        limit = daemon.engine.batch_limit
         stats = dict(daemon.engine.stats)
     finally:
         daemon.stop()
@@ -175,7 +176,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     audio_s = seconds * len(files)
     return {"backend": served, "streams": len(files), "audio_s": audio_s, "wall_s": wall,
             "user_s": user, "system_s": system, "windows": stats["windows"],
-            "received": received, "forward_s": stats["forward_s"],
+            "received": received, "forward_s": stats["forward_s"], "batch_limit": limit,
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "streams_per_core": audio_s / (user + system),
@@ -251,9 +252,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[EngineConfig.workers])
     parser.add_argument("--threads", type=int, nargs="+", default=[EngineConfig.threads])
-    parser.add_argument("--max-batch", type=int, nargs="+", default=[EngineConfig.max_batch],
-                        help="one or more: each runs beside the others (default: the engine's "
-                             f"own, {CPU_MAX_BATCH} on the CPU)")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[0],
+                        help="one or more: each runs beside the others; 0 (the default): left "
+                             f"out, the engine measures the model for the cheapest size up to "
+                             f"{CPU_MAX_BATCH} on the CPU")
     parser.add_argument("--decoders", type=int, nargs="+", default=[EngineConfig.decoders],
                         help="source threads working at once, one or more (default 0: the "
                              "cores left over from the inference threads)")
@@ -287,15 +289,15 @@ def main() -> int:
             for _ in range(args.repeats):
                 for config in configs:
                     backend, batch, workers, threads, decoders = config
-                    engine = EngineConfig(workers=workers, threads=threads, max_batch=batch,
-                                          decoders=decoders)
+                    engine = EngineConfig(workers=workers, threads=threads,
+                                          max_batch=batch or None, decoders=decoders)
                     runs[config].append(run_streams(path, backend, files, args.seconds, engine))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
                 _, batch, workers, threads, decoders = config
                 r = best[config]
-                shown_batch = batch or f"{CPU_MAX_BATCH} (default)"
+                shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
                 shown_decoders = decoders or f"{turns} (default)"
                 print(f"| {name} | {r['backend']} | {shown_batch} | {workers} x {threads} | "
@@ -317,7 +319,8 @@ def main() -> int:
         for row in result["streams"]:
             per = 1e3 / row["windows"]
             total = row["user_s"] + row["system_s"]
-            print(f"| {row['model']} | {row['backend']} | {row['max_batch'] or CPU_MAX_BATCH} | "
+            shown_batch = row["max_batch"] or f"{row['batch_limit']} (measured)"
+            print(f"| {row['model']} | {row['backend']} | {shown_batch} | "
                   f"{row['forward_cpu_s'] * per:.2f} | "
                   f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
                   f"{(total - row['scoring_cpu_s']) * per:.2f} | {row['system_s'] * per:.2f} |")

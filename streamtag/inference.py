@@ -32,9 +32,11 @@ CHECK_TOLERANCE = 1e-4  # a backend's probabilities against the file's TorchScri
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 MEASURE_BUDGET_S = 1.0  # the timing stops before a size that would run past this
 MEASURE_REPS = 3  # timed forwards per size after one untimed (its first-call costs); best kept
-# The engine's own cost per batch outside the forward (taking the batch, stacking, handing the
-# results out in turn): the scoring path cost ~0.06 ms more per window at batch 1 than at 8.
-ENGINE_BATCH_MS = 0.06
+# The engine's own CPU per batch outside the forward (waking, taking the batch, stacking,
+# handing the results out in turn): end to end on a 2-vCPU EPYC the scoring path outside the
+# forward cost 0.44 ms per window at batch 1 and 0.34 at 8 with 8 streams (0.11 ms per batch),
+# 0.75 and 0.49 with 64 streams (0.29 ms per batch).
+ENGINE_BATCH_MS = 0.2
 BATCH_GAIN = 0.03  # a larger batch is chosen only where it costs this much less per window
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
