@@ -88,8 +88,8 @@ class EngineConfig:
     this module stays free of torch so that reading a config is cheap)."""
 
     # Windows per forward pass; None: 64 on CUDA, and on the CPU the size up to 8 at which this
-    # model's forward costs least per window, measured as it loads (1 for the default model on
-    # ONNX Runtime, whose forward per window grows with the batch; 4-8 for an LSTM's, which
+    # model's forward costs least per window, measured as it loads (1-2 for the default model
+    # on ONNX Runtime, whose forward per window grows with the batch; 4-8 for an LSTM's, which
     # shrinks), so batching serves where it pays.
     max_batch: int | None = None
     max_wait_ms: float = 10.0  # how long a due window may wait for others to fill a batch
