@@ -229,13 +229,13 @@ class Engine:
         cfg = self.config
         if cfg.max_batch is not None or model.device.type != "cpu":
             return cfg.batch_limit(model.device.type)
-        if not model.batch_ms:
-            model.measure_batches(CPU_MAX_BATCH)
+        measured = bool(model.batch_ms)
+        limit = cheapest_batch(model.batch_ms or model.measure_batches(CPU_MAX_BATCH))
+        if not measured:
             log.info("%s on %s: forward ms per window by batch size %s; serving at up to %d",
                      model.name, model.backend,
-                     ", ".join(f"{b}: {ms:.3g}" for b, ms in model.batch_ms.items()),
-                     cheapest_batch(model.batch_ms))
-        return cheapest_batch(model.batch_ms)
+                     ", ".join(f"{b}: {ms:.3g}" for b, ms in model.batch_ms.items()), limit)
+        return limit
 
     def hop_for(self, model: InferenceModel) -> int:
         if self.config.hop_seconds is None:

@@ -177,9 +177,6 @@ class InferenceModel:
         if threads is not None and threads >= 1 and self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.backend_note: str | None = None
-        # One forward's threads: its CPU time is then the calling thread's (measure_batches).
-        self._one_thread = (threads == 1 if threads is not None
-                            else torch.get_num_threads() == 1)
         self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
         self._run: Callable[[np.ndarray], np.ndarray] | None = None
         if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
@@ -189,7 +186,6 @@ class InferenceModel:
             try:
                 self._run = _onnx_runner(loaded, threads or 1)
                 self.backend = "onnxruntime"
-                self._one_thread = (threads or 1) == 1
             except ModelError as error:
                 self.backend_note = f"ONNX Runtime cannot serve this model: {error}"
                 log.warning("%s: %s; TorchScript serves it", self.path, self.backend_note)
@@ -199,6 +195,9 @@ class InferenceModel:
             if frozen_note is not None:
                 log.warning("%s: TorchScript serves the module as loaded: %s", self.path,
                             frozen_note)
+        # A forward on one thread: its CPU time is then the calling thread's (measure_batches).
+        self._one_thread = ((threads or 1) == 1 if self.backend == "onnxruntime"
+                            else (threads or torch.get_num_threads()) == 1)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", warm_up_batch: int = 2,
