@@ -48,7 +48,7 @@ class WindowResult:
     tags: tuple[str, ...]
     raw: np.ndarray  # the model's probabilities
     smoothed: np.ndarray
-    active: list[str]
+    active: tuple[str, ...]
     events: list[TagEvent]
     latency_ms: float  # from the arrival of the window's last sample to the sink call
     model_name: str

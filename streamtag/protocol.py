@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import numbers
+import random
 import re
 import time
 import uuid
@@ -198,7 +199,13 @@ def new_session_id() -> str:
 
 
 def new_msg_id() -> str:
-    return uuid.uuid4().hex
+    """A random UUID4 as 32 hex digits. The bits come from the random module (seeded by the
+    OS, reseeded after a fork): an id need only be unique, and uuid4's system call for every
+    message cost more than the rest of the header."""
+    bits = random.getrandbits(128)
+    bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)  # the RFC 4122 variant
+    bits = (bits & ~(0xF000 << 64)) | (4 << 76)  # version 4
+    return f"{bits:032x}"
 
 
 # ---------------------------------------------------------------- logical message
@@ -571,6 +578,62 @@ def canonical_json(value: Any) -> bytes:
         return text.encode("utf-8")
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise ProtocolError(f"cannot write as JSON: {exc}") from None
+
+
+def header_frame(msg_type: str, *, session: str, stream: str, seq: int, sent_at: float,
+                 msg_id: str, version: str = PROTOCOL_VERSION) -> bytes:
+    """The header frame ``encode`` writes for a Header of these values, without building one:
+    for a publisher stamping its own messages, which checked the session, the stream id and
+    the type once and counts seq itself (``Header`` checks them in every message)."""
+    return canonical_json({"msg_id": msg_id, "msg_type": msg_type, "sent_at": sent_at,
+                           "seq": seq, "session": session, "stream": stream,
+                           "version": version})
+
+
+class ScoresEncoder:
+    """The body frames of scores messages for one model: byte for byte what ``encode``
+    writes for a ``ScoresBody`` of the same values, with the same checks and errors, but the
+    tags and the model, the same in every window, are checked and written once, and no body
+    object is built (a daemon writes one such frame per window)."""
+
+    def __init__(self, tags: Iterable[str], model: ModelRef | Mapping[str, str]) -> None:
+        self.tags = _names(tags, "scores tags")
+        if len(set(self.tags)) != len(self.tags):
+            raise ProtocolError("scores tags must not repeat a name")
+        self.model = ModelRef.coerce(model)
+        self._tag_json = {tag: canonical_json(tag).decode("utf-8") for tag in self.tags}
+        self._model_json = canonical_json(self.model.to_dict()).decode("utf-8")
+        self._tags_json = canonical_json(list(self.tags)).decode("utf-8")
+
+    def body_frame(self, *, start_s: float, end_s: float, start_sample: int, end_sample: int,
+                   raw: Iterable[float], smoothed: Iterable[float], active: Iterable[str],
+                   latency_ms: float) -> bytes:
+        start_s = _number(start_s, "scores start_s", minimum=0)
+        end_s = _number(end_s, "scores end_s", minimum=start_s)
+        start_sample = _integer(start_sample, "scores start_sample")
+        end_sample = _integer(end_sample, "scores end_sample", minimum=start_sample)
+        values = []
+        for name, numbers_ in (("raw", raw), ("smoothed", smoothed)):
+            checked = _numbers(numbers_, f"scores {name}")
+            if len(checked) != len(self.tags):
+                raise ProtocolError(f"scores {name} has {len(checked)} values for "
+                                    f"{len(self.tags)} tags; they must match one to one")
+            values.append(canonical_json(list(checked)).decode("utf-8"))
+        try:
+            if isinstance(active, (str, bytes, bytearray, Mapping)):
+                raise TypeError  # not an array of names: the full check says so
+            active_json = ",".join([self._tag_json[tag] for tag in active])
+        except (KeyError, TypeError):  # not a known tag: the full check names it
+            names = _names(active, "scores active")
+            unknown = set(names) - set(self.tags)
+            raise ProtocolError(f"scores active names tags not in tags: {sorted(unknown)}") \
+                from None
+        latency_ms = _number(latency_ms, "scores latency_ms")
+        # canonical_json's order (sorted keys) and spelling: floats as float.__repr__
+        return (f'{{"active":[{active_json}],"end_s":{end_s!r},"end_sample":{end_sample},'
+                f'"latency_ms":{latency_ms!r},"model":{self._model_json},"raw":{values[0]},'
+                f'"smoothed":{values[1]},"start_s":{start_s!r},"start_sample":{start_sample},'
+                f'"tags":{self._tags_json}}}').encode()
 
 
 def _reject_constant(name: str) -> None:

@@ -15,17 +15,23 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import zmq
 
+from streamtag.errors import ProtocolError
 from streamtag.protocol import (
+    HEARTBEAT,
+    MAX_ID_LENGTH,
     SCORE_DECIMALS,
+    SCORES,
     Body,
     EventBody,
     HeartbeatBody,
     Message,
     ModelRef,
-    ScoresBody,
+    ScoresEncoder,
     StatusBody,
+    canonical_json,
     encode,
-    make_message,
+    header_frame,
+    new_msg_id,
     new_session_id,
     topic_for,
     validate_stream_id,
@@ -77,11 +83,16 @@ class Publisher:
         if sndhwm < 0 or linger_ms < -1:
             raise ValueError("sndhwm must be >= 0 and linger_ms >= -1 (-1: wait forever)")
         self.session = new_session_id() if session is None else session
+        if not isinstance(self.session, str) or not 0 < len(self.session) <= MAX_ID_LENGTH:
+            raise ValueError(f"session must be a string of 1 to {MAX_ID_LENGTH} characters, "
+                             f"got {self.session!r}")
         self.hwm_policy = hwm_policy
         self.sent = 0
         self.dropped = 0
         self._linger_ms = linger_ms
-        self._seq: dict[str, int] = {}  # next seq per topic
+        self._seq: dict[bytes, int] = {}  # next seq per topic
+        self._topics: dict[tuple[str, str], bytes] = {}  # (type, checked stream id) -> topic
+        self._scores: dict[tuple, ScoresEncoder] = {}  # by (tags, model name, model hash)
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._closed = False
@@ -110,12 +121,29 @@ class Publisher:
                        end_sample: int, tags: Iterable[str], raw: Iterable[float],
                        smoothed: Iterable[float], active: Iterable[str],
                        model: ModelRef | Mapping[str, str], latency_ms: float) -> bool:
-        """Scores of one window. raw/smoothed: one value per tag, in the order of `tags`."""
-        body = ScoresBody(start_s=start_s, end_s=end_s, start_sample=start_sample,
-                          end_sample=end_sample, tags=tags,
-                          raw=_rounded(raw), smoothed=_rounded(smoothed),
-                          active=active, model=model, latency_ms=round(float(latency_ms), 3))
-        return self.publish(stream, body)
+        """Scores of one window. raw/smoothed: one value per tag, in the order of `tags`.
+
+        The message is what ``publish(stream, ScoresBody(...))`` sends, written by the model's
+        ``ScoresEncoder``, which checks and writes the tags and the model once."""
+        body = self._scores_encoder(tags, model).body_frame(
+            start_s=start_s, end_s=end_s, start_sample=start_sample, end_sample=end_sample,
+            raw=_rounded(raw), smoothed=_rounded(smoothed), active=active,
+            latency_ms=round(float(latency_ms), 3))
+        return self._publish_frame(SCORES, stream, body)
+
+    def _scores_encoder(self, tags: Iterable[str],
+                        model: ModelRef | Mapping[str, str]) -> ScoresEncoder:
+        try:
+            key = (tags if type(tags) is tuple else tuple(tags),
+                   *((model.name, model.hash) if isinstance(model, ModelRef)
+                     else (model["name"], model["hash"])))
+            return self._scores[key]
+        except (KeyError, TypeError):  # a new model, or one the encoder's checks will refuse
+            encoder = ScoresEncoder(tags, model)
+        if len(self._scores) >= 16:  # models come and go on reloads; a few at a time
+            self._scores.clear()
+        self._scores[(encoder.tags, encoder.model.name, encoder.model.hash)] = encoder
+        return encoder
 
     def publish_event(self, stream: str, *, tag: str, state: str, score: float, time_s: float,
                       sample: int) -> bool:
@@ -144,15 +172,22 @@ class Publisher:
         Returns True when ZeroMQ took the message, False when it was dropped (counted in
         `dropped`). A dropped message still uses its seq, so subscribers see the gap.
         """
-        if body.msg_type != "heartbeat":
-            validate_stream_id(stream)
-        topic = topic_for(body.msg_type, stream)
+        if not isinstance(body, Body):
+            raise ProtocolError(f"not a message body: {type(body).__name__}")
+        return self._publish_frame(body.msg_type, stream, canonical_json(body.to_dict()))
+
+    def _publish_frame(self, msg_type: str, stream: str, body: bytes) -> bool:
+        """Stamps a body frame with a header (the session, the topic's next seq) and sends."""
+        topic = self._topics.get((msg_type, stream)) if type(stream) is str else None
+        if topic is None:
+            topic = self._checked_topic(msg_type, stream)
         with self._lock:
             self._check_open()
             seq = self._seq.get(topic, 0)
-            frames = encode(make_message(body, session=self.session, stream=stream, seq=seq))
+            header = header_frame(msg_type, session=self.session, stream=stream, seq=seq,
+                                  sent_at=time.time(), msg_id=new_msg_id())
             self._seq[topic] = seq + 1
-            return self._send(frames)
+            return self._send([topic, header, body])
 
     def send_message(self, message: Message) -> bool:
         """Send a message exactly as built (its own session and seq), e.g. to replay a log."""
@@ -163,7 +198,20 @@ class Publisher:
 
     def next_seq(self, msg_type: str, stream: str = "") -> int:
         """The seq the next message of this type and stream will carry."""
-        return self._seq.get(topic_for(msg_type, stream), 0)
+        return self._seq.get(topic_for(msg_type, stream).encode("utf-8"), 0)
+
+    def _checked_topic(self, msg_type: str, stream: str) -> bytes:
+        """The topic frame for a stream id, checked once and kept."""
+        if msg_type == HEARTBEAT:
+            if stream != "":
+                raise ProtocolError(f'a heartbeat\'s stream must be "", got {stream!r}')
+        else:
+            validate_stream_id(stream)
+        topic = topic_for(msg_type, stream).encode("utf-8")
+        if len(self._topics) >= 4096:  # streams come and go in a long-running daemon
+            self._topics.clear()
+        self._topics[(msg_type, stream)] = topic
+        return topic
 
     def _send(self, frames: list[bytes]) -> bool:
         # Frame by frame as send_multipart does, with plain int flags: its arithmetic on

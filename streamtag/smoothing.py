@@ -61,9 +61,17 @@ class Smoother:
         self.active = np.zeros(n, dtype=bool)
         self._changed_at = np.full(n, -math.inf)  # audio time of each tag's last change
         self._last_time: float | None = None
+        # Per tag, the level whose crossing may change its state: the on threshold while it
+        # is off (on at >=), the off threshold while it is on (off at <). One comparison with
+        # the active flags then tells whether any tag may turn, which most windows do not.
+        self._level = self.on_threshold.copy()
+        self._active_tags: tuple[str, ...] = ()
 
     def update(self, scores: np.ndarray, time_s: float) -> tuple[np.ndarray, list[TagEvent]]:
-        """Folds in one window's scores at audio time ``time_s``; returns (smoothed, events)."""
+        """Folds in one window's scores at audio time ``time_s``; returns (smoothed, events).
+
+        The returned array is the smoother's own and is never changed afterwards (the next
+        window makes a new one): read it, don't write it."""
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != self.smoothed.shape:
             raise ValueError(f"expected {len(self.tags)} scores, got shape {scores.shape}")
@@ -72,30 +80,46 @@ class Smoother:
         else:
             dt = max(0.0, time_s - self._last_time)
             alpha = 1.0 - math.exp(-dt / self.config.time_constant_s)
-            self.smoothed += alpha * (scores - self.smoothed)
+            # a new array, not in place: the caller holds the last one
+            self.smoothed = self.smoothed + alpha * (scores - self.smoothed)
         self._last_time = time_s
+        # (s >= level) != active: an off tag at or over its on threshold, an on tag under its
+        # off threshold. Most windows stop here, a few numpy calls per window in all.
+        if not np.not_equal(self.smoothed >= self._level, self.active).any():
+            return self.smoothed, []
+        return self.smoothed, self._turn(time_s)
+
+    def _turn(self, time_s: float) -> list[TagEvent]:
+        """The tags that cross their level and have held their state long enough turn."""
         held = time_s - self._changed_at
         turn_on = (~self.active & (self.smoothed >= self.on_threshold)
                    & (held >= self.config.min_off_s))
         turn_off = (self.active & (self.smoothed < self.off_threshold)
                     & (held >= self.config.min_on_s))
         changed = turn_on | turn_off
-        if not changed.any():  # most windows: no tag turns on or off
-            return self.smoothed.copy(), []
+        if not changed.any():  # crossing, but held too briefly
+            return []
         events = [TagEvent(self.tags[i], "off", float(self.smoothed[i]), time_s)
                   for i in np.flatnonzero(turn_off)]
         events += [TagEvent(self.tags[i], "on", float(self.smoothed[i]), time_s)
                    for i in np.flatnonzero(turn_on)]
         self.active ^= changed
         self._changed_at[changed] = time_s
-        return self.smoothed.copy(), events
+        self._states_changed()
+        return events
+
+    def _states_changed(self) -> None:
+        self._level = np.where(self.active, self.off_threshold, self.on_threshold)
+        self._active_tags = tuple(self.tags[i] for i in np.flatnonzero(self.active))
 
     def close(self, time_s: float) -> list[TagEvent]:
         """End of the stream: every active tag turns off (min durations no longer apply)."""
         events = [TagEvent(self.tags[i], "off", float(self.smoothed[i]), time_s)
                   for i in np.flatnonzero(self.active)]
         self.active[:] = False
+        self._states_changed()
         return events
 
-    def active_tags(self) -> list[str]:
-        return [self.tags[i] for i in np.flatnonzero(self.active)]
+    def active_tags(self) -> tuple[str, ...]:
+        """The tags now on, in tag order."""
+        return self._active_tags

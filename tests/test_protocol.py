@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from streamtag.protocol import (
     Message,
     ModelRef,
     ScoresBody,
+    ScoresEncoder,
     StatusBody,
     TrackBody,
     decode,
@@ -32,7 +34,9 @@ from streamtag.protocol import (
     encode,
     encode_reply,
     encode_request,
+    header_frame,
     make_message,
+    new_msg_id,
     new_session_id,
     subscription_prefix,
     validate_stream_id,
@@ -126,7 +130,78 @@ def test_session_and_message_ids_are_uuid4_hex():
                            seq=0)
     for value in (message.session, message.header.msg_id):
         assert re.fullmatch(r"[0-9a-f]{32}", value)
+        assert uuid.UUID(hex=value).version == 4 and uuid.UUID(hex=value).variant == uuid.RFC_4122
     assert new_session_id() != new_session_id()
+    ids = [new_msg_id() for _ in range(10000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(hex=i).hex == i and uuid.UUID(hex=i).version == 4 for i in ids[:100])
+
+
+# ---------------------------------------------------------------- the publisher's fast writers
+
+def test_header_frame_is_the_encoded_header():
+    header = Header(version=PROTOCOL_VERSION, msg_type="scores", msg_id=new_msg_id(),
+                    session=SESSION, stream="radio-1", seq=12, sent_at=1732233600.125)
+    assert header_frame("scores", session=SESSION, stream="radio-1", seq=12,
+                        sent_at=1732233600.125, msg_id=header.msg_id) \
+        == encode(Message(header, sample_bodies()["scores"]))[1]
+
+
+_finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+_names = st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=6, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_scores_encoder_writes_the_bytes_of_the_encoded_body(data):
+    tags = data.draw(_names)
+    n = len(tags)
+    numbers = st.lists(_finite | st.integers(-5, 5).map(np.float32), min_size=n, max_size=n)
+    start_s = data.draw(st.floats(0, 1e6))
+    start_sample = data.draw(st.integers(0, 2**40))
+    values = dict(start_s=start_s, end_s=start_s + data.draw(st.floats(0, 100)),
+                  start_sample=start_sample,
+                  end_sample=np.int64(start_sample + data.draw(st.integers(0, 10**6))),
+                  raw=data.draw(numbers), smoothed=np.array(data.draw(numbers)),
+                  active=data.draw(st.lists(st.sampled_from(tags), max_size=n)),
+                  latency_ms=data.draw(_finite))
+    model = {"name": data.draw(st.text(max_size=5)), "hash": "sha256:ab"}
+    encoder = ScoresEncoder(tuple(tags), model)
+    expected = encode(make_message(ScoresBody(tags=tags, model=model, **values),
+                                   session=SESSION, stream="a", seq=0, sent_at=1.0))[2]
+    assert encoder.body_frame(**values) == expected
+
+
+@pytest.mark.parametrize("change", [
+    {"raw": [float("nan"), 0.1]},
+    {"raw": [float("inf"), 0.1]},
+    {"smoothed": [0.5]},
+    {"smoothed": ["0.5", 0.1]},
+    {"active": ["jazz"]},
+    {"active": "rock"},
+    {"active": [["rock"]]},
+    {"active": [5]},
+    {"end_sample": 1},
+    {"start_s": -1.0},
+    {"end_s": 0.5},
+    {"start_sample": 1.5},
+    {"latency_ms": float("nan")},
+])
+def test_scores_encoder_refuses_what_a_scores_body_refuses_with_its_words(change):
+    body = sample_bodies()["scores"]
+    fields_ = {f.name: getattr(body, f.name) for f in fields(ScoresBody)}
+    with pytest.raises(ProtocolError) as expected:
+        ScoresBody(**{**fields_, **change})
+    per_window = {k: v for k, v in {**fields_, **change}.items() if k not in ("tags", "model")}
+    with pytest.raises(ProtocolError) as got:
+        ScoresEncoder(body.tags, body.model).body_frame(**per_window)
+    assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("tags", [["rock", "rock"], "rock", ["rock", ""], [1, 2]])
+def test_scores_encoder_refuses_bad_tags(tags):
+    with pytest.raises(ProtocolError, match="scores tags"):
+        ScoresEncoder(tags, {"name": "m", "hash": ""})
 
 
 # ---------------------------------------------------------------- stored reference messages

@@ -20,6 +20,7 @@ from streamtag.protocol import (
     EventBody,
     ModelRef,
     ScoresBody,
+    decode,
     encode,
     make_message,
 )
@@ -270,7 +271,10 @@ def test_a_plain_pyzmq_json_subscriber_reads_every_message_type(ctx):
             pub.publish_status("radio-1", state="failed", error="HTTP 404", source="http://x")
             pub.heartbeat(streams=1)
             while sock.poll(20):
-                topic, header, body = sock.recv_multipart()
+                frames = sock.recv_multipart()
+                # the publisher writes exactly what protocol.encode writes for the message
+                assert encode(decode(frames)) == frames
+                topic, header, body = frames
                 header, body = json.loads(header), json.loads(body)
                 assert header["version"].split(".")[0] == "1"
                 received[header["msg_type"]] = (topic.decode(), header, body)

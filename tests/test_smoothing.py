@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtag.smoothing import Smoother, SmoothingConfig
 
@@ -32,7 +34,7 @@ def test_hysteresis_and_events():
     # calm: on at 1 (0.55), stays on at 0.45, off at 0.39.
     assert got == [("loud", "on", 0.0), ("calm", "on", 1.0), ("loud", "off", 2.0),
                    ("calm", "off", 3.0), ("loud", "on", 3.0)]
-    assert s.active_tags() == ["loud"]
+    assert s.active_tags() == ("loud",)
     assert [(e.tag, e.state) for e in s.close(4.0)] == [("loud", "off")]
 
 
@@ -53,3 +55,64 @@ def test_bad_config_names_the_key():
         SmoothingConfig(margin=-1)
     with pytest.raises(ValueError, match="thresholds"):
         Smoother(["a", "b"], [0.5])
+
+
+def _reference_run(tags, thresholds, config, timeline):
+    """The smoother's rules written out plainly, tag by tag, to check the vectorised one."""
+    off_level = [max(t - config.margin, t / 2) for t in thresholds]
+    smoothed, active = None, [False] * len(tags)
+    changed_at = [-math.inf] * len(tags)
+    last, out = None, []
+    for time_s, scores in timeline:
+        if smoothed is None or config.time_constant_s == 0:
+            smoothed = list(scores)
+        else:
+            alpha = 1.0 - math.exp(-max(0.0, time_s - last) / config.time_constant_s)
+            smoothed = [s + alpha * (x - s) for s, x in zip(smoothed, scores, strict=True)]
+        last = time_s
+        events = []
+        for state in ("off", "on"):
+            for i, tag in enumerate(tags):
+                held = time_s - changed_at[i]
+                if state == "on" and not active[i] and smoothed[i] >= thresholds[i] \
+                        and held >= config.min_off_s:
+                    events.append((tag, "on"))
+                if state == "off" and active[i] and smoothed[i] < off_level[i] \
+                        and held >= config.min_on_s:
+                    events.append((tag, "off"))
+        for tag, _ in events:
+            i = tags.index(tag)
+            active[i] = not active[i]
+            changed_at[i] = time_s
+        on = tuple(t for t, a in zip(tags, active, strict=True) if a)
+        out.append((list(smoothed), events, on))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_vectorised_smoother_follows_the_rules_tag_by_tag(data):
+    n = data.draw(st.integers(1, 6))
+    tags = [f"t{i}" for i in range(n)]
+    thresholds = data.draw(st.lists(st.sampled_from([0.0, 0.05, 0.3, 0.5, 0.7]), min_size=n,
+                                    max_size=n))
+    config = SmoothingConfig(time_constant_s=data.draw(st.sampled_from([0.0, 0.5, 2.0])),
+                             margin=data.draw(st.sampled_from([0.0, 0.1, 0.4])),
+                             min_on_s=data.draw(st.sampled_from([0.0, 1.0, 3.0])),
+                             min_off_s=data.draw(st.sampled_from([0.0, 1.0, 2.0])))
+    # scores on a coarse grid, so that many land exactly on a threshold
+    steps = data.draw(st.lists(st.lists(st.sampled_from([0.0, 0.05, 0.2, 0.3, 0.5, 0.6, 0.7, 1.0]),
+                                        min_size=n, max_size=n), min_size=1, max_size=25))
+    timeline = [(0.5 * k, scores) for k, scores in enumerate(steps)]
+    smoother = Smoother(tags, thresholds, config)
+    kept = []
+    for (time_s, scores), (smoothed, events, active) in zip(
+            timeline, _reference_run(tags, thresholds, config, timeline), strict=True):
+        got, got_events = smoother.update(np.array(scores), time_s)
+        kept.append((got, got.copy()))
+        assert got == pytest.approx(smoothed, abs=1e-12)
+        assert [(e.tag, e.state) for e in got_events] == events
+        assert smoother.active_tags() == active
+    # an array handed out is never changed by later windows
+    for handed_out, copy in kept:
+        assert np.array_equal(handed_out, copy)
