@@ -462,7 +462,8 @@ class Daemon:
                 "thresholds": [float(t) for t in m.thresholds], "input_kind": m.input_kind,
                 "window": m.window, "hop": self.engine.hop_for(m),
                 "sample_rate": m.sample_rate, "device": str(m.device), "backend": m.backend,
-                "backend_note": m.backend_note, "max_batch": self.engine.batch_limit,
+                "backend_note": m.backend_note, "graph_passes": list(m.graph_passes),
+                "max_batch": self.engine.batch_limit,
                 # the forward's ms per window by batch size, where the engine measured them
                 # to choose max_batch (left out of the config, on the CPU)
                 "batch_ms": {str(b): round(ms, 4) for b, ms in m.batch_ms.items()}}

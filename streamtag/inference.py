@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from streamtag import modelfile
+from streamtag import modelfile, onnx_passes
 from streamtag.config import BACKENDS
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
@@ -96,10 +96,31 @@ def _difference(run: Callable[[np.ndarray], np.ndarray], loaded: modelfile.Loade
     return float(np.abs(run(batch) - expected).max())
 
 
-def _onnx_runner(loaded: modelfile.LoadedModel,
-                 threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """ONNX Runtime on the file's graph; ``ModelError`` saying why it cannot serve."""
-    session = modelfile.onnx_session(modelfile.onnx_graph(loaded), threads)
+def _onnx_runner(loaded: modelfile.LoadedModel, threads: int
+                 ) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
+    """ONNX Runtime on the file's graph, rewritten by ``onnx_passes`` (the plain graph where a
+    rewrite fails or changes the output); returns the runner and the passes applied.
+    ``ModelError`` saying why it cannot serve."""
+    graph = modelfile.onnx_graph(loaded)
+    try:
+        rewritten, passes = onnx_passes.optimize(graph)
+    except Exception as error:  # noqa: BLE001 - onnx raises many types; the plain graph serves
+        log.warning("%s: the ONNX graph is served as exported: its rewrite failed (%s)",
+                    loaded.path, modelfile.first_lines(error, 1))
+        rewritten, passes = graph, []
+    if passes:
+        try:
+            return _checked_session(loaded, rewritten, threads), passes
+        except ModelError as error:
+            log.warning("%s: the ONNX graph is served as exported: the rewritten one (%s) %s",
+                        loaded.path, "; ".join(passes), error)
+    return _checked_session(loaded, graph, threads), []
+
+
+def _checked_session(loaded: modelfile.LoadedModel, graph: bytes,
+                     threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A runner of ``graph`` whose probabilities match the file's module's."""
+    session = modelfile.onnx_session(graph, threads)
     input_name = session.get_inputs()[0].name
 
     def run(windows: np.ndarray) -> np.ndarray:
@@ -177,6 +198,7 @@ class InferenceModel:
         if threads is not None and threads >= 1 and self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.backend_note: str | None = None
+        self.graph_passes: list[str] = []  # onnx_passes' rewrites of the graph that serves
         self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
         self._run: Callable[[np.ndarray], np.ndarray] | None = None
         if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
@@ -184,8 +206,11 @@ class InferenceModel:
                 raise ModelError(f"{self.path}: backend onnxruntime runs on the CPU only here; "
                                  "use device cpu, or backend torch (or auto) on CUDA")
             try:
-                self._run = _onnx_runner(loaded, threads or 1)
+                self._run, self.graph_passes = _onnx_runner(loaded, threads or 1)
                 self.backend = "onnxruntime"
+                if self.graph_passes:
+                    log.info("%s: ONNX graph rewritten: %s", self.path,
+                             "; ".join(self.graph_passes))
             except ModelError as error:
                 self.backend_note = f"ONNX Runtime cannot serve this model: {error}"
                 log.warning("%s: %s; TorchScript serves it", self.path, self.backend_note)

@@ -1,0 +1,168 @@
+"""The rewrites of a model file's ONNX graph (streamtag.onnx_passes): same outputs, less work.
+
+Small graphs built node by node with onnx.helper, run by a real ONNX Runtime; zoo networks
+with trained-looking batch norms (negative factors included) through real model files.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from streamtag import modelfile, nets, onnx_passes
+from streamtag.frontend import LogMelOptions
+from streamtag.inference import InferenceModel
+
+RNG = np.random.default_rng(7)
+
+
+def run(graph: bytes, x: np.ndarray) -> np.ndarray:
+    return modelfile.onnx_session(graph, threads=1).run(None, {"input": x})[0]
+
+
+def conv_relu_bn_pool(pool: onnx.NodeProto, pooled_shape: list, *, extra_output: bool = False,
+                      channels: int = 8) -> bytes:
+    """input (N, 3, 12, 10) → Conv 3×3 → ReLU → BatchNormalization (half its factors negative)
+    → ``pool`` (reading "bn", writing "output")."""
+    weights = {
+        "w": RNG.standard_normal((channels, 3, 3, 3)).astype(np.float32),
+        "b": RNG.standard_normal(channels).astype(np.float32),
+        "gamma": (RNG.standard_normal(channels) * np.resize([1, -1], channels)).astype(
+            np.float32),
+        "beta": RNG.standard_normal(channels).astype(np.float32),
+        "mean": RNG.standard_normal(channels).astype(np.float32),
+        "var": RNG.uniform(0.5, 2, channels).astype(np.float32),
+    }
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("BatchNormalization", ["relu", "gamma", "beta", "mean", "var"],
+                              ["bn"]),
+             pool]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, pooled_shape)]
+    if extra_output:  # the ReLU's output is read twice: the pass must leave it
+        nodes.append(helper.make_node("Identity", ["relu"], ["relu_copy"]))
+        outputs.append(helper.make_tensor_value_info("relu_copy", TensorProto.FLOAT,
+                                                     ["batch", channels, 12, 10]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                   ["batch", 3, 12, 10])],
+        outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+MAX_POOL = helper.make_node("MaxPool", ["bn"], ["output"], kernel_shape=[2, 2], strides=[2, 2])
+MEL_MAX = helper.make_node("ReduceMax", ["bn"], ["output"], axes=[3], keepdims=0)
+
+
+@pytest.mark.parametrize(("pool", "shape"), [(MAX_POOL, ["batch", 8, 6, 5]),
+                                             (MEL_MAX, ["batch", 8, 12])])
+def test_a_pool_after_relu_and_batch_norm_is_taken_first_with_the_same_result(pool, shape):
+    graph = conv_relu_bn_pool(pool, shape)
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == ["max pools taken before their ReLU and batch norm: 1"]
+    order = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
+    assert order == ["Conv", pool.op_type, "Mul", "Relu", "BatchNormalization"]
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, 3, 12, 10)).astype(np.float32)
+        expected = run(graph, x)
+        got = run(rewritten, x)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)  # BN kernels round apart
+    # the negative factors mattered: without the sign the maxima would differ
+    unsigned = onnx.load_from_string(rewritten)
+    for node in unsigned.graph.node:
+        if node.op_type == "Mul":
+            node.op_type, node.input[1:] = "Identity", []
+    x = RNG.standard_normal((2, 3, 12, 10)).astype(np.float32)
+    assert np.abs(run(unsigned.SerializeToString(), x) - run(graph, x)).max() > 1e-3
+
+
+def test_without_negative_factors_no_sign_is_needed():
+    model = onnx.load_from_string(conv_relu_bn_pool(MAX_POOL, ["batch", 8, 6, 5]))
+    gamma = next(t for t in model.graph.initializer if t.name == "gamma")
+    gamma.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(gamma)), "gamma"))
+    graph = model.SerializeToString()
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node] == [
+        "Conv", "MaxPool", "Relu", "BatchNormalization"]
+    x = RNG.standard_normal((2, 3, 12, 10)).astype(np.float32)
+    np.testing.assert_allclose(run(rewritten, x), run(graph, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("graph", [
+    conv_relu_bn_pool(MAX_POOL, ["batch", 8, 6, 5], extra_output=True),
+    # a maximum over the channels is not a per-channel maximum
+    conv_relu_bn_pool(helper.make_node("ReduceMax", ["bn"], ["output"], axes=[1], keepdims=0),
+                      ["batch", 12, 10]),
+    conv_relu_bn_pool(helper.make_node("ReduceMax", ["bn"], ["output"], keepdims=0), []),
+], ids=["relu read twice", "max over channels", "max over all"])
+def test_graphs_the_pass_does_not_fit_are_left_as_they_are(graph):
+    assert onnx_passes.optimize(graph) == (graph, [])
+
+
+def _trained_looking(module: torch.nn.Module) -> torch.nn.Module:
+    """Batch norms with the statistics and factors of a trained network, some negative."""
+    generator = torch.Generator().manual_seed(3)
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=generator))
+            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=generator))
+            m.bias.data.copy_(torch.randn(n, generator=generator))
+    return module.eval()
+
+
+@pytest.mark.parametrize(("name", "options", "n_mels", "frames", "rewrites"), [
+    ("mel_cnn", {}, 128, 261, 4),  # the shipped default model's network
+    ("musicnn", {"frontend_width": 0.25, "midend_filters": 16}, 96, 64, 5),
+])
+def test_zoo_networks_serve_rewritten_with_the_scores_of_torchscript(name, options, n_mels,
+                                                                     frames, rewrites,
+                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.pt"
+    modelfile.save(_trained_looking(nets.build(name, 4, **options)), path, {
+        "name": name, "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
+        "frontend": LogMelOptions.preset("musicnn").replace(n_mels=n_mels), "window": frames,
+        "hop": frames // 2})
+    loaded = modelfile.load(path, device="cpu")
+    model = InferenceModel(loaded, backend="onnxruntime", threads=1)
+    assert model.graph_passes == [f"max pools taken before their ReLU and batch norm: {rewrites}"]
+    x = np.random.default_rng(1).standard_normal(model.input_shape(3), dtype=np.float32)
+    np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
+                               atol=1e-5, rtol=0)
+
+
+def test_a_rewrite_that_changes_the_scores_is_not_served(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "mel_cnn.pt"
+    torch.manual_seed(0)
+    modelfile.save(nets.build("mel_cnn", 4), path, {
+        "name": "m", "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
+        "frontend": LogMelOptions.preset("musicnn").replace(n_mels=128), "window": 261,
+        "hop": 100})
+
+    def scale_the_first_weights(model: onnx.ModelProto) -> int:
+        first = model.graph.initializer[0]
+        first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * 3, first.name))
+        return 1
+
+    monkeypatch.setitem(onnx_passes.PASSES, "broken", (scale_the_first_weights, "broken"))
+    loaded = modelfile.load(path, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="streamtag.inference"):
+        model = InferenceModel(loaded, backend="onnxruntime", threads=1)
+    assert model.backend == "onnxruntime" and model.graph_passes == []
+    assert any("served as exported" in r.getMessage() and "broken: 1" in r.getMessage()
+               for r in caplog.records)
+    x = np.random.default_rng(1).standard_normal(model.input_shape(2), dtype=np.float32)
+    np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
