@@ -166,3 +166,85 @@ def test_a_rewrite_that_changes_the_scores_is_not_served(tmp_path, monkeypatch, 
                for r in caplog.records)
     x = np.random.default_rng(1).standard_normal(model.input_shape(2), dtype=np.float32)
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------- Winograd F(4×4, 3×3)
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_matrices_compute_a_correlation(m):
+    a_t, g, b_t = onnx_passes.winograd_matrices(m)
+    rng = np.random.default_rng(m)
+    for _ in range(20):
+        d, taps = rng.standard_normal(m + 2), rng.standard_normal(3)
+        expected = [float(np.dot(taps, d[i:i + 3])) for i in range(m)]
+        np.testing.assert_allclose(a_t @ ((g @ taps) * (b_t @ d)), expected, atol=1e-12)
+
+
+def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pads: list,
+               strides: tuple = (1, 1), bias: bool = True) -> bytes:
+    rng = np.random.default_rng(channels + height)
+    weights = [numpy_helper.from_array((rng.standard_normal((out_channels, channels, 3, 3))
+                                        / np.sqrt(9 * channels)).astype(np.float32), "w")]
+    inputs = ["input", "w"]
+    if bias:
+        weights.append(numpy_helper.from_array(rng.standard_normal(out_channels).astype(
+            np.float32), "b"))
+        inputs.append("b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", inputs, ["output"], pads=pads, strides=list(strides))], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                       ["batch", channels, height, width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [
+            "batch", out_channels, (height + pads[0] + pads[2] - 3) // strides[0] + 1,
+            (width + pads[1] + pads[3] - 3) // strides[1] + 1])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+        .SerializeToString()
+
+
+@pytest.mark.parametrize(("height", "width", "pads", "bias"), [
+    (64, 116, [1, 1, 1, 1], True),  # short_chunk_resnet's first block
+    (21, 30, [1, 1, 1, 1], True),  # outputs not a multiple of 4: the last tiles are cut
+    (35, 19, [0, 0, 0, 0], False),  # 'valid', no bias
+    (26, 26, [2, 0, 1, 1], True),  # uneven pads
+])
+def test_winograd_gives_the_convolution(height, width, pads, bias):
+    graph = conv_graph(128, 128, height, width, pads=pads, bias=bias)
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == ["3x3 convolutions computed as Winograd F(4x4, 3x3): 1"]
+    assert "Conv" in [n.op_type for n in onnx.load_from_string(rewritten).graph.node]  # transforms
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, 128, height, width)).astype(np.float32)
+        expected = run(graph, x)
+        got = run(rewritten, x)
+        assert got.shape == expected.shape
+        # outputs of about 1; float32 Winograd differs from the direct sum by ~1e-5 at most
+        np.testing.assert_allclose(got, expected, atol=5e-5, rtol=0)
+
+
+@pytest.mark.parametrize("graph", [
+    conv_graph(64, 128, 64, 64, pads=[1, 1, 1, 1]),  # too few channels in
+    conv_graph(128, 64, 64, 64, pads=[1, 1, 1, 1]),  # too few out
+    conv_graph(256, 256, 8, 15, pads=[1, 1, 1, 1]),  # too few tiles (8)
+    conv_graph(128, 128, 64, 64, pads=[1, 1, 1, 1], strides=(2, 2)),
+], ids=["64 in", "64 out", "small map", "stride 2"])
+def test_winograd_leaves_convolutions_where_it_costs_more(graph):
+    assert onnx_passes.optimize(graph) == (graph, [])
+
+
+def test_short_chunk_resnet_serves_through_winograd_with_the_scores_of_torchscript(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path = tmp_path / "scr.pt"
+    modelfile.save(_trained_looking(nets.build("short_chunk_resnet", 4)), path, {
+        "name": "scr", "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
+        "frontend": LogMelOptions.preset("musicnn").replace(n_mels=128), "window": 100,
+        "hop": 50})
+    loaded = modelfile.load(path, device="cpu")
+    model = InferenceModel(loaded, backend="onnxruntime", threads=1)
+    # the first two blocks' second convolutions (128 channels on 64 x 50 and 32 x 25)
+    assert model.graph_passes == ["3x3 convolutions computed as Winograd F(4x4, 3x3): 2"]
+    x = np.random.default_rng(1).standard_normal(model.input_shape(3), dtype=np.float32)
+    np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
+                               atol=1e-5, rtol=0)
