@@ -133,10 +133,12 @@ class Publisher:
 
     def _scores_encoder(self, tags: Iterable[str],
                         model: ModelRef | Mapping[str, str]) -> ScoresEncoder:
+        if (type(tags) is not tuple and isinstance(tags, Iterable)
+                and not isinstance(tags, (str, bytes, bytearray, Mapping))):
+            tags = tuple(tags)  # one pass over an iterator serves the key and the encoder
         try:
-            key = (tags if type(tags) is tuple else tuple(tags),
-                   *((model.name, model.hash) if isinstance(model, ModelRef)
-                     else (model["name"], model["hash"])))
+            key = (tags, *((model.name, model.hash) if isinstance(model, ModelRef)
+                           else (model["name"], model["hash"])))
             return self._scores[key]
         except (KeyError, TypeError):  # a new model, or one the encoder's checks will refuse
             encoder = ScoresEncoder(tags, model)
