@@ -622,6 +622,7 @@ class ScoresEncoder:
         try:
             if isinstance(active, (str, bytes, bytearray, Mapping)):
                 raise TypeError  # not an array of names: the full check says so
+            active = tuple(active)  # an iterator is read once, here
             active_json = ",".join([self._tag_json[tag] for tag in active])
         except (KeyError, TypeError):  # not a known tag: the full check names it
             names = _names(active, "scores active")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -181,6 +182,7 @@ def test_scores_encoder_writes_the_bytes_of_the_encoded_body(data):
     {"active": "rock"},
     {"active": [["rock"]]},
     {"active": [5]},
+    {"active": iter(["rock", "jazz"])},  # read once: the error still names the unknown tag
     {"end_sample": 1},
     {"start_s": -1.0},
     {"end_s": 0.5},
@@ -190,9 +192,12 @@ def test_scores_encoder_writes_the_bytes_of_the_encoded_body(data):
 def test_scores_encoder_refuses_what_a_scores_body_refuses_with_its_words(change):
     body = sample_bodies()["scores"]
     fields_ = {f.name: getattr(body, f.name) for f in fields(ScoresBody)}
+    iterators = {k: list(v) for k, v in change.items() if isinstance(v, Iterator)}
+    def fresh() -> dict:  # an iterator is read once: each side gets its own
+        return {**fields_, **change, **{k: iter(v) for k, v in iterators.items()}}
     with pytest.raises(ProtocolError) as expected:
-        ScoresBody(**{**fields_, **change})
-    per_window = {k: v for k, v in {**fields_, **change}.items() if k not in ("tags", "model")}
+        ScoresBody(**fresh())
+    per_window = {k: v for k, v in fresh().items() if k not in ("tags", "model")}
     with pytest.raises(ProtocolError) as got:
         ScoresEncoder(body.tags, body.model).body_frame(**per_window)
     assert str(got.value) == str(expected.value)
