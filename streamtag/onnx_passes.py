@@ -23,6 +23,16 @@ into the convolutions before them and fuses activations; what it leaves is done 
   GEMM), and the output transform is one more product and a depth-to-space. The transforms
   cost memory passes, so it pays only with at least ``WINOGRAD_MIN_CHANNELS`` channels in and
   out and ``WINOGRAD_MIN_TILES`` blocks of outputs (measured: below).
+- ``winograd_rows``: a convolution of one input channel with a kernel short along the rows
+  (axis 2) and long along the columns, whose only reader is a maximum over the columns
+  (musicnn's timbral filters: 7 frames × 38 or 67 mel bands, then the maximum over the bands),
+  is computed with the one-dimensional F(4, r) along the rows: 10 multiplications for each 4
+  outputs instead of 28 for r = 7. The input's rows are transformed by one small convolution,
+  the products are a grouped convolution along the columns (one group per point, ONNX
+  Runtime's GEMM with the long taps as its inner size), the output transform is one matrix
+  product, and the maximum over the columns is taken before the blocks of 4 are put back in
+  order, so the reordering moves a 1/width of the values; the bias is added after the maximum
+  (``max(x + b) = max(x) + b``, also in floating point).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["optimize", "pool_first", "winograd"]
+__all__ = ["optimize", "pool_first", "winograd", "winograd_rows"]
 
 # Where F(4×4, 3×3) paid on a 2-vCPU AMD EPYC (AVX-512), one layer of short_chunk_resnet at a
 # time, ms per window at batch 1: 128 → 128 channels on 64 × 116 saved 5.1 (of 21), on 32 × 58
@@ -336,9 +346,208 @@ def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict) -> _Plan |
     return weight, bias, (channels, height, width), pads
 
 
+# F(4, r) along the rows (``winograd_rows``) and where it paid, one timbral layer of
+# musicnn-mtt at a time (204 filters, 187 × 96 → 187 × (96 - taps + 1), then the maximum over
+# the columns) on a 2-vCPU AMD EPYC (AVX-512 on 256-bit pipes), ms per window at batch 1 / 4:
+# 7 × 38: 12.0 → 7.2 / 12.1 → 7.5; 7 × 67: 10.4 → 5.8 / 10.4 → 5.7 (F(2, 7): 12.3 and 8.8, no
+# gain on 7 × 38; F(6, 7) 6.3 and 4.8 but twice F(4, 7)'s largest error).
+WINOGRAD_ROWS_M = 4
+WINOGRAD_ROWS_MAX_TAPS = 7  # rows of the kernel: F(4, 7) evaluates at 9 finite points
+WINOGRAD_ROWS_MIN_COLUMN_TAPS = 32  # the grouped convolution's GEMM sums over these
+WINOGRAD_ROWS_MIN_FILTERS = 128
+# the finite points of F(4, r ≤ 7), each point beside its negative or its reciprocal
+WINOGRAD_ROWS_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 3.0, -1 / 3)
+
+
+def winograd_rows(model: onnx.ModelProto) -> int:
+    """Each one-channel Conv with a short kernel along the rows whose only reader is a maximum
+    over the columns (module docstring) becomes F(4, r) along the rows with the maximum taken
+    before the output is put in order, in place; returns how many."""
+    graph = _Graph(model)
+    shapes = _static_shapes(model)
+    m = WINOGRAD_ROWS_M
+    order: list[onnx.NodeProto] = []
+    replaced: set[int] = set()
+    rewritten = 0
+    for conv in list(graph.graph.node):
+        if id(conv) in replaced:
+            continue
+        plan = _winograd_rows_plan(graph, conv, shapes)
+        if plan is None:
+            order.append(conv)
+            continue
+        weight, bias, (height, width), pads, pool, keepdims = plan
+        filters, _, taps, column_taps = weight.shape
+        n = m + taps - 1
+        a_t, g, b_t = winograd_matrices(m, taps, WINOGRAD_ROWS_POINTS)
+        out_h = height + pads[0] + pads[2] - taps + 1
+        out_w = width + pads[1] + pads[3] - column_taps + 1
+        tiles = -(-out_h // m)
+        padded_h = tiles * m + taps - 1
+        out = pool.output[0]
+        stem = out + "_winograd_rows"
+
+        def value(suffix: str, stem: str = stem) -> str:
+            return graph.new_name(f"{stem}_{suffix}")
+
+        def const(suffix: str, array: np.ndarray, stem: str = stem) -> str:
+            return graph.add_constant(f"{stem}_{suffix}", array)
+
+        # G g for each filter's column of taps, laid out (point, filter, 1, 1, column taps)
+        u = np.einsum("ai,fij->afj", g, weight[:, 0].astype(np.float64))
+        names = [value(s) for s in ("padded", "by_point", "products", "flat", "blocks",
+                                    "block_shaped", "maxima", "in_order", "rows")]
+        nodes = [
+            helper.make_node("Pad", [conv.input[0], const("pads", np.array(
+                [0, 0, pads[0], pads[1], 0, 0, padded_h - height - pads[0], pads[3]],
+                np.int64))], [names[0]]),
+            # Bᵀ d for every tile of n rows, each point a channel: (batch, n, tiles, width)
+            helper.make_node("Conv", [names[0], const("b", b_t.reshape(n, 1, n, 1).astype(
+                np.float32))], [names[1]], kernel_shape=[n, 1], strides=[m, 1]),
+            # each point's products, summed over the column taps: (batch, n · filters, tiles,
+            # out_w)
+            helper.make_node("Conv", [names[1], const("u", u.reshape(
+                n * filters, 1, 1, column_taps).astype(np.float32))], [names[2]],
+                kernel_shape=[1, column_taps], group=n),
+            helper.make_node("Reshape", [names[2], const("shape_flat", np.array(
+                [0, n, filters * tiles * out_w], np.int64))], [names[3]]),
+            # the output transform: (m, n) @ (batch, n, ...) → each tile's m rows
+            helper.make_node("MatMul", [const("a", a_t.astype(np.float32)), names[3]],
+                             [names[4]]),
+            helper.make_node("Reshape", [names[4], const("shape_blocks", np.array(
+                [0, m, filters, tiles, out_w], np.int64))], [names[5]]),
+            helper.make_node("ReduceMax", [names[5]], [names[6]], axes=[4], keepdims=0),
+            helper.make_node("Transpose", [names[6]], [names[7]], perm=[0, 2, 3, 1]),
+            helper.make_node("Reshape", [names[7], const("shape_rows", np.array(
+                [0, filters, tiles * m], np.int64))], [names[8]]),
+        ]
+        current = names[8]
+        if tiles * m != out_h:
+            cut = value("cut")
+            nodes.append(helper.make_node("Slice", [
+                current, const("starts", np.array([0], np.int64)),
+                const("ends", np.array([out_h], np.int64)),
+                const("axes", np.array([2], np.int64))], [cut]))
+            current = cut
+        shape = (filters, 1, 1) if keepdims else (filters, 1)
+        if keepdims:
+            kept = value("kept")
+            nodes.append(helper.make_node("Unsqueeze", [current, const(
+                "kept_axis", np.array([3], np.int64))], [kept]))
+            current = kept
+        if bias is None:
+            nodes.append(helper.make_node("Identity", [current], [out]))
+        else:
+            nodes.append(helper.make_node("Add", [current, const(
+                "bias", bias.reshape(shape).astype(np.float32))], [out]))
+        for node in nodes:
+            node.name = graph.new_name(f"{stem}_{node.op_type}")
+        order += nodes
+        replaced.add(id(pool))
+        rewritten += 1
+    if rewritten:
+        del graph.graph.node[:]
+        graph.graph.node.extend(order)
+    return rewritten
+
+
+_RowsPlan = tuple[np.ndarray, np.ndarray | None, tuple[int, int], list[int], onnx.NodeProto,
+                  int]
+
+
+def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
+                        ) -> _RowsPlan | None:
+    """(weights, bias, (height, width), pads, the maximum's node, its keepdims) of a Conv that
+    F(4, r) along the rows serves with less work, else None."""
+    if conv.op_type != "Conv" or len(conv.output) != 1 or not graph.only_reader(conv.output[0]):
+        return None
+    attributes = _attributes(conv)
+    if (attributes.get("group", 1) != 1 or list(attributes.get("strides", [1, 1])) != [1, 1]
+            or list(attributes.get("dilations", [1, 1])) != [1, 1]
+            or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+        return None
+    weight = graph.constant(conv.input[1])
+    if weight is None or weight.ndim != 4 or weight.shape[1] != 1 or weight.dtype != np.float32:
+        return None
+    filters, _, taps, column_taps = weight.shape
+    if (not 2 <= taps <= WINOGRAD_ROWS_MAX_TAPS or column_taps < WINOGRAD_ROWS_MIN_COLUMN_TAPS
+            or filters < WINOGRAD_ROWS_MIN_FILTERS):
+        return None
+    bias = None
+    if len(conv.input) > 2 and conv.input[2]:
+        bias = graph.constant(conv.input[2])
+        if bias is None:
+            return None
+    pool = next((n for n in graph.graph.node if conv.output[0] in n.input), None)
+    if pool is None or pool.op_type != "ReduceMax" or len(pool.output) != 1:
+        return None
+    pool_attributes = _attributes(pool)
+    axes = pool_attributes.get("axes")
+    if len(pool.input) > 1 and pool.input[1]:  # opset 18: the axes are an input
+        given = graph.constant(pool.input[1])
+        axes = None if given is None else given.tolist()
+    if not axes or {a % 4 for a in axes} != {3}:
+        return None
+    shape = _input_shape(graph, conv.input[0], shapes)
+    if shape is None or len(shape) != 4 or shape[1] != 1 or None in shape[2:]:
+        return None
+    pads = list(attributes.get("pads", [0, 0, 0, 0]))
+    return weight, bias, (shape[2], shape[3]), pads, pool, pool_attributes.get("keepdims", 1)
+
+
+def _input_shape(graph: _Graph, value: str, shapes: dict) -> list[int | None] | None:
+    """A value's shape from shape inference, or that of a Pad whose pads are computed from
+    constants only (the TorchScript exporter writes musicnn's padding so), which shape
+    inference leaves unknown."""
+    shape = shapes.get(value)
+    if shape is not None and None not in shape[1:]:
+        return shape
+    pad = graph.made_by(value, "Pad")
+    if pad is None or (_attributes(pad).get("mode", b"constant") not in (b"constant", "constant")
+                       or len(pad.input) > 3 and pad.input[3]):
+        return None
+    before = shapes.get(pad.input[0])
+    amounts = _constant_value(graph, pad.input[1], depth=16) if len(pad.input) > 1 else None
+    if before is None or amounts is None or amounts.shape != (2 * len(before),):
+        return None
+    rank = len(before)
+    return [None if size is None else size + int(amounts[i]) + int(amounts[i + rank])
+            for i, size in enumerate(before)]
+
+
+def _constant_value(graph: _Graph, value: str, depth: int) -> np.ndarray | None:
+    """A value computed from constants alone (ONNX's reference evaluator runs the nodes), or
+    None."""
+    known = graph.constant(value)
+    if known is not None or depth == 0:
+        return known
+    node = graph.producer.get(value)
+    if node is None or len(node.output) != 1:
+        return None
+    if node.op_type == "Constant":
+        return numpy_helper.to_array(helper.get_attribute_value(node.attribute[0])) \
+            if node.attribute and node.attribute[0].name == "value" else None
+    inputs = {}
+    for name in node.input:
+        if name:
+            computed = _constant_value(graph, name, depth - 1)
+            if computed is None:
+                return None
+            inputs[name] = computed
+    opset = next((o.version for o in graph.model.opset_import if o.domain in ("", "ai.onnx")),
+                 None)
+    if opset is None:
+        return None
+    from onnx.reference import ReferenceEvaluator  # numpy's; loaded only for such a graph
+
+    return ReferenceEvaluator(node, opsets={"": opset}).run(None, inputs)[0]
+
+
 PASSES: dict[str, tuple[Callable[[onnx.ModelProto], int], str]] = {
     "pool_first": (pool_first, "max pools taken before their ReLU and batch norm"),
     "winograd": (winograd, "3x3 convolutions computed as Winograd F(4x4, 3x3)"),
+    "winograd_rows": (winograd_rows, "one-channel convolutions with a maximum over the columns "
+                                     "computed as Winograd F(4, r) along the rows"),
 }
 
 

@@ -248,3 +248,115 @@ def test_short_chunk_resnet_serves_through_winograd_with_the_scores_of_torchscri
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
                                atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- F(4, r) along the rows
+
+@pytest.mark.parametrize("taps", [3, 5, 7])
+def test_winograd_rows_matrices_compute_a_correlation(taps):
+    a_t, g, b_t = onnx_passes.winograd_matrices(
+        onnx_passes.WINOGRAD_ROWS_M, taps, onnx_passes.WINOGRAD_ROWS_POINTS)
+    rng = np.random.default_rng(taps)
+    for _ in range(20):
+        d, kernel = rng.standard_normal(4 + taps - 1), rng.standard_normal(taps)
+        expected = [float(np.dot(kernel, d[i:i + taps])) for i in range(4)]
+        np.testing.assert_allclose(a_t @ ((g @ kernel) * (b_t @ d)), expected, atol=1e-10)
+
+
+def timbral_graph(height: int, width: int, kernel: tuple[int, int], *, filters: int = 128,
+                  pads: tuple = (0, 0, 0, 0), bias: bool = True, axes: tuple = (3,),
+                  keepdims: int = 0, channels: int = 1, computed_pad: bool = False,
+                  extra_reader: bool = False) -> bytes:
+    """input (N, channels, height, width) → [Pad by a computed amount] → Conv → ReduceMax:
+    musicnn's timbral filters as its TorchScript export writes them."""
+    rng = np.random.default_rng(height + width + kernel[1])
+    weights = {"w": (rng.standard_normal((filters, channels, *kernel))
+                     / np.sqrt(kernel[0] * kernel[1])).astype(np.float32)}
+    conv_inputs = ["conv_input", "w"]
+    if bias:
+        weights["b"] = rng.standard_normal(filters).astype(np.float32)
+        conv_inputs.append("b")
+    nodes = []
+    if computed_pad:  # pads computed by nodes from constants, as the exporter writes them
+        weights["half"] = np.array([0, 0, 3, 0], np.int64)
+        nodes += [helper.make_node("Concat", ["half", "half"], ["pads"], axis=0),
+                  helper.make_node("Pad", ["input", "pads"], ["conv_input"])]
+        height += 6
+    else:
+        nodes.append(helper.make_node("Identity", ["input"], ["conv_input"]))
+    nodes += [helper.make_node("Conv", conv_inputs, ["conv"], pads=list(pads)),
+              helper.make_node("ReduceMax", ["conv"], ["output"], axes=list(axes),
+                               keepdims=keepdims)]
+    rank = 4 if keepdims else 4 - len(axes)
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None] * rank)]
+    if extra_reader:
+        nodes.append(helper.make_node("Identity", ["conv"], ["conv_copy"]))
+        outputs.append(helper.make_tensor_value_info("conv_copy", TensorProto.FLOAT,
+                                                     [None] * 4))
+    given_height = height - 6 if computed_pad else height
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                   ["batch", channels, given_height, width])],
+        outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+ROWS_NOTE = ("one-channel convolutions with a maximum over the columns computed as Winograd "
+             "F(4, r) along the rows: 1")
+
+
+@pytest.mark.parametrize("graph", [
+    timbral_graph(187, 96, (7, 38), computed_pad=True),  # musicnn's, padded as exported
+    timbral_graph(187, 96, (7, 67), bias=False, keepdims=1),
+    timbral_graph(50, 40, (5, 32), pads=(2, 1, 1, 3)),  # 46 rows out: the last tile is cut
+    timbral_graph(30, 33, (3, 32), filters=130, axes=(-1,)),
+], ids=["musicnn 7x38", "7x67 keepdims", "5x32 pads", "3x32 axis -1"])
+def test_winograd_rows_gives_the_convolution_and_its_maximum(graph):
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == [ROWS_NOTE]
+    ops = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
+    assert ops.count("ReduceMax") == 1 and "MatMul" in ops  # the maximum moved, not added
+    shape = onnx.load_from_string(graph).graph.input[0].type.tensor_type.shape.dim
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, 1, shape[2].dim_value, shape[3].dim_value)).astype(
+            np.float32)
+        expected = run(graph, x)
+        got = run(rewritten, x)
+        assert got.shape == expected.shape
+        # outputs of a few units; F(4, 7) differs from the direct sum by ~3e-5 at most
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("graph", [
+    timbral_graph(187, 96, (7, 38), filters=64),  # too few filters
+    timbral_graph(187, 96, (7, 24)),  # too few column taps
+    timbral_graph(187, 96, (9, 38)),  # too many row taps for the points
+    timbral_graph(187, 96, (7, 38), channels=2),
+    timbral_graph(187, 96, (7, 38), axes=(2,)),  # the maximum over the rows
+    timbral_graph(187, 96, (7, 38), axes=(2, 3)),
+    timbral_graph(187, 96, (7, 38), extra_reader=True),  # the convolution is read twice
+], ids=["64 filters", "24 column taps", "9 row taps", "2 channels", "max over rows",
+        "max over both", "read twice"])
+def test_winograd_rows_leaves_what_it_does_not_fit(graph):
+    assert onnx_passes.optimize(graph) == (graph, [])
+
+
+def test_musicnn_serves_through_winograd_rows_with_the_scores_of_torchscript(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path = tmp_path / "musicnn.pt"
+    modelfile.save(_trained_looking(nets.build("musicnn", 4, midend_filters=16)), path, {
+        "name": "musicnn", "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
+        "frontend": LogMelOptions.preset("musicnn"), "window": 187, "hop": 62})
+    loaded = modelfile.load(path, device="cpu")
+    model = InferenceModel(loaded, backend="onnxruntime", threads=1)
+    # its two timbral layers (7 × 38 and 7 × 67 mel bands); the temporal ones have one column
+    assert model.graph_passes == ["max pools taken before their ReLU and batch norm: 5",
+                                  ROWS_NOTE.replace(": 1", ": 2")]
+    x = np.random.default_rng(1).standard_normal(model.input_shape(3), dtype=np.float32)
+    np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
+                               atol=1e-5, rtol=0)
