@@ -15,24 +15,25 @@ into the convolutions before them and fuses activations; what it leaves is done 
   convolution, or of its minimum where ``a < 0``. The minimum is taken as the maximum of the
   convolution with that channel's weights and bias negated (negation is exact in floating
   point), then negated back. The ReLU and the batch norm then run on the pooled values only.
-- ``winograd``: a 3×3 convolution of stride 1 with many channels on a large map is computed
-  with Winograd's minimal filtering F(4×4, 3×3) (Lavin & Gray, "Fast algorithms for
-  convolutional neural networks", CVPR 2016): 36 multiplications for each 4×4 block of outputs
-  and each pair of channels instead of 144. The input's 6×6 tiles are transformed by two small
-  convolutions, the products summed over channels are 36 matrix products (ONNX Runtime's
-  GEMM), and the output transform is one more product and a depth-to-space. The transforms
-  cost memory passes, so it pays only with at least ``WINOGRAD_MIN_CHANNELS`` channels in and
-  out and ``WINOGRAD_MIN_TILES`` blocks of outputs (measured: below).
+- ``winograd``: a 3×3 convolution of stride 1 with enough channels is computed with
+  Winograd's minimal filtering (Lavin & Gray, "Fast algorithms for convolutional neural
+  networks", CVPR 2016) in one dimension, along the rows: F(6, 3) takes 8 multiplications for
+  each 6 output rows, each channel pair and kernel column instead of 18 (F(4, 3): 6 for 4 where
+  the rows come out in fewer tiles so). The input's rows are transformed by one small
+  convolution (stride m), each point's products summed over the channels and the 3 kernel
+  columns are one group of a grouped convolution (ONNX Runtime's GEMM with 3 × channels as its
+  inner size), and the output transform is one matrix product and a reordering. Measured layer
+  by layer, this beat the two-dimensional F(4×4, 3×3) (a quarter of the multiplications, but
+  36 GEMMs over the channels alone and twice the memory passes) on every layer tried, and
+  lost to the direct convolution only with few channels or a small map (``WINOGRAD_MIN_*``).
 - ``winograd_rows``: a convolution of one input channel with a kernel short along the rows
   (axis 2) and long along the columns, whose only reader is a maximum over the columns
   (musicnn's timbral filters: 7 frames × 38 or 67 mel bands, then the maximum over the bands),
-  is computed with the one-dimensional F(4, r) along the rows: 10 multiplications for each 4
-  outputs instead of 28 for r = 7. The input's rows are transformed by one small convolution,
-  the products are a grouped convolution along the columns (one group per point, ONNX
-  Runtime's GEMM with the long taps as its inner size), the output transform is one matrix
-  product, and the maximum over the columns is taken before the blocks of 4 are put back in
-  order, so the reordering moves a 1/width of the values; the bias is added after the maximum
-  (``max(x + b) = max(x) + b``, also in floating point).
+  is computed with F(4, r) along the rows the same way: 10 multiplications for each 4 outputs
+  instead of 28 for r = 7, the long kernel columns the GEMM's inner size. The maximum over the
+  columns is taken before the blocks of 4 are put back in order, so the reordering moves
+  1/columns of the values, and the bias is added after the maximum (``max(x + b) = max(x) +
+  b``, also in floating point).
 """
 
 from __future__ import annotations
@@ -44,15 +45,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 __all__ = ["optimize", "pool_first", "winograd", "winograd_rows"]
-
-# Where F(4×4, 3×3) paid on a 2-vCPU AMD EPYC (AVX-512), one layer of short_chunk_resnet at a
-# time, ms per window at batch 1: 128 → 128 channels on 64 × 116 saved 5.1 (of 21), on 32 × 58
-# 1.2; 256 → 256 on 16 × 29 (32 blocks) 1.6, on 8 × 15 (8 blocks) lost 0.1 and smaller maps
-# lost up to 3; 32 → 64 (the default model's) lost 0.3 even on 95 × 45.
-WINOGRAD_MIN_CHANNELS = 128
-WINOGRAD_MIN_TILES = 32
-WINOGRAD_M = 4  # outputs per tile side: F(4×4, 3×3)
-
 
 class _Graph:
     """The graph with who makes and who reads each value, and its constant tensors."""
@@ -186,12 +178,34 @@ def pool_first(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-# F(4×4, 3×3)'s finite points: 0, ±1 and a point and its reciprocal, 2 and -1/2, rather than
-# ±2; this halved the largest error against the direct convolution in float32 (1.5e-5 against
-# 3.7e-5 on outputs of about 1, 128 channels), as Barabasz et al. found such pairs do ("Error
-# analysis and improving the accuracy of Winograd convolution for deep neural networks", ACM
-# TOMS 2020).
-WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5)
+# The finite points of Toom-Cook's F(m, r) along the rows, each beside its negative or its
+# reciprocal: F(4, 3) takes the first 5, F(6, 3) 7 and F(4, 7) all 9. Pairs such as 2 and -1/2
+# rather than ±2 halved the largest float32 error (Barabasz et al., "Error analysis and
+# improving the accuracy of Winograd convolution for deep neural networks", ACM TOMS 2020).
+WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 3.0, -1 / 3)
+
+# Where F(m, 3) along the rows paid against ONNX Runtime's direct convolution, one layer at a
+# time on a 2-vCPU AMD EPYC (AVX-512 on 256-bit pipes), ms at batch 1, direct → F(m, 3) (→ the
+# two-dimensional F(4×4, 3×3) this pass replaced): 128 → 128 on 64 × 116 19.8 → 12.7 (14.8);
+# 128 on 32 × 58 4.9 → 3.1 (3.4); 256 on 16 × 29 4.8 → 2.9 (3.2); 256 on 8 × 15 1.33 → 0.93
+# (1.72); 256 on 4 × 8 0.44 → 0.35; 64 → 128 on 48 × 93 6.1 → 3.7; the default model's 32 → 64
+# on 95 × 45 1.48 → 1.17 and 64 → 64 on 46 × 21 0.59 → 0.44. It lost with 16 channels in
+# (16 → 16 on 96 × 187: 0.90 → 1.11), one channel in (1 → 32: 0.30 → 0.62) and on 2 × 4
+# (0.21 → 0.30); 32 → 32 on 95 × 45 gained 9 %.
+WINOGRAD_MIN_CHANNELS_IN = 32
+WINOGRAD_MIN_CHANNELS_OUT = 64
+WINOGRAD_MIN_ROWS = 4  # output rows
+WINOGRAD_MIN_POSITIONS = 32  # output rows × columns
+
+# F(4, r) along the rows of a one-channel convolution with a maximum over the columns
+# (``winograd_rows``), one timbral layer of musicnn-mtt at a time (204 filters, 187 × 96 →
+# 187 × (96 - taps + 1), then the maximum over the columns), same machine, ms per window at
+# batch 1 / 4: 7 × 38: 12.0 → 7.2 / 12.1 → 7.5; 7 × 67: 10.4 → 5.8 / 10.4 → 5.7 (F(2, 7): 12.3
+# and 8.8, no gain on 7 × 38; F(6, 7) 6.3 and 4.8 but twice F(4, 7)'s largest error).
+WINOGRAD_ROWS_M = 4
+WINOGRAD_ROWS_MAX_TAPS = 7  # rows of the kernel: F(4, 7) takes all of WINOGRAD_POINTS
+WINOGRAD_ROWS_MIN_COLUMN_TAPS = 32  # the grouped convolution's GEMM sums over these
+WINOGRAD_ROWS_MIN_FILTERS = 128
 
 
 def winograd_matrices(m: int, r: int = 3, points: tuple[float, ...] = WINOGRAD_POINTS
@@ -215,6 +229,12 @@ def winograd_matrices(m: int, r: int = 3, points: tuple[float, ...] = WINOGRAD_P
     return evaluation(m).T, evaluation(r), np.linalg.inv(evaluation(n)).T
 
 
+def rows_tile(out_rows: int) -> int:
+    """F(4, 3) or F(6, 3): the one that transforms fewer rows for ``out_rows`` output rows
+    (tiles × points; 6 on a tie)."""
+    return min((6, 4), key=lambda m: -(-out_rows // m) * (m + 2))
+
+
 def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Each value's shape as ONNX's shape inference finds it (None for a symbolic axis)."""
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -225,98 +245,11 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     return shapes
 
 
-def winograd(model: onnx.ModelProto) -> int:
-    """Each 3×3 stride-1 Conv that pays (module docstring) becomes F(4×4, 3×3), in place;
-    returns how many."""
-    graph = _Graph(model)
-    shapes = _static_shapes(model)
-    m = WINOGRAD_M
-    n = m + 2
-    a_t, g, b_t = winograd_matrices(m)
-    order: list[onnx.NodeProto] = []
-    rewritten = 0
-    for conv in list(graph.graph.node):
-        plan = _winograd_plan(graph, conv, shapes)
-        if plan is None:
-            order.append(conv)
-            continue
-        weight, bias, (channels, height, width), pads = plan
-        k = weight.shape[0]
-        out_h, out_w = height + pads[0] + pads[2] - 2, width + pads[1] + pads[3] - 2
-        tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
-        tiles = tiles_h * tiles_w
-        padded_h, padded_w = tiles_h * m + 2, tiles_w * m + 2
-        out = conv.output[0]
-        stem = out + "_winograd"
-
-        def value(suffix: str, stem: str = stem) -> str:
-            return graph.new_name(f"{stem}_{suffix}")
-
-        def const(suffix: str, array: np.ndarray, stem: str = stem) -> str:
-            return graph.add_constant(f"{stem}_{suffix}", array)
-
-        # U = G g Gᵀ for each (out, in) channel pair, laid out (36, out, in)
-        u = np.einsum("ai,kcij,bj->abkc", g, weight.astype(np.float64), g)
-        names = [value(s) for s in ("padded", "rows", "cols_in", "cols", "tiles", "by_point",
-                                    "products", "flat", "blocks", "blocks2d", "full")]
-        nodes = [
-            helper.make_node("Pad", [conv.input[0], const("pads", np.array(
-                [0, 0, pads[0], pads[1], 0, 0, padded_h - height - pads[0],
-                 padded_w - width - pads[1]], np.int64))], [names[0]]),
-            # the input transform Bᵀ d B: along the rows, then the columns, each channel alone
-            helper.make_node("Reshape", [names[0], const("shape_rows", np.array(
-                [-1, 1, padded_h, padded_w], np.int64))], [names[1]]),
-            helper.make_node("Conv", [names[1], const("b_rows", b_t.reshape(n, 1, n, 1).astype(
-                np.float32))], [names[2]], kernel_shape=[n, 1], strides=[m, 1]),
-            helper.make_node("Reshape", [names[2], const("shape_cols", np.array(
-                [-1, 1, tiles_h, padded_w], np.int64))], [names[3]]),
-            helper.make_node("Conv", [names[3], const("b_cols", b_t.reshape(n, 1, 1, n).astype(
-                np.float32))], [names[4]], kernel_shape=[1, n], strides=[1, m]),
-            helper.make_node("Reshape", [names[4], const("shape_tiles", np.array(
-                [-1, channels, n * n, tiles], np.int64))], [names[5]]),
-            helper.make_node("Transpose", [names[5]], [names[6]], perm=[0, 2, 1, 3]),
-            # (36, out, in) @ (batch, 36, in, tiles): the products summed over the channels
-            helper.make_node("MatMul", [const("u", u.reshape(n * n, k, channels).astype(
-                np.float32)), names[6]], [names[7]]),
-            helper.make_node("Reshape", [names[7], const("shape_flat", np.array(
-                [0, n * n, k * tiles], np.int64))], [names[8]]),
-            # the output transform Aᵀ M A, then each tile's 4 × 4 block into place
-            helper.make_node("MatMul", [const("a", np.einsum("ia,jb->ijab", a_t, a_t).reshape(
-                m * m, n * n).astype(np.float32)), names[8]], [names[9]]),
-            helper.make_node("Reshape", [names[9], const("shape_blocks", np.array(
-                [0, m * m * k, tiles_h, tiles_w], np.int64))], [names[10]]),
-        ]
-        current = value("placed")
-        nodes.append(helper.make_node("DepthToSpace", [names[10]], [current], blocksize=m,
-                                      mode="DCR"))
-        if (tiles_h * m, tiles_w * m) != (out_h, out_w):
-            cut = value("cut")
-            nodes.append(helper.make_node("Slice", [
-                current, const("starts", np.array([0, 0], np.int64)),
-                const("ends", np.array([out_h, out_w], np.int64)),
-                const("axes", np.array([2, 3], np.int64))], [cut]))
-            current = cut
-        if bias is None:
-            nodes.append(helper.make_node("Identity", [current], [out]))
-        else:
-            nodes.append(helper.make_node("Add", [current, const("bias", bias.reshape(
-                k, 1, 1).astype(np.float32))], [out]))
-        for node in nodes:
-            node.name = graph.new_name(f"{stem}_{node.op_type}")
-        order += nodes
-        rewritten += 1
-    if rewritten:
-        del graph.graph.node[:]
-        graph.graph.node.extend(order)
-    return rewritten
-
-
-_Plan = tuple[np.ndarray, np.ndarray | None, tuple[int, int, int], list[int]]
-
-
-def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict) -> _Plan | None:
-    """(weights, bias, (in channels, height, width), pads) of a Conv that F(4×4, 3×3) serves
-    with less work, else None."""
+def _plain_conv(graph: _Graph, conv: onnx.NodeProto, shapes: dict
+                ) -> tuple[np.ndarray, np.ndarray | None, list[int], list[int]] | None:
+    """(weights, bias, input shape (channels, height, width), pads) of a 2-D float32 Conv of
+    stride 1, no dilation, one group and constant weights whose input shape is known, else
+    None."""
     if conv.op_type != "Conv" or len(conv.output) != 1:
         return None
     attributes = _attributes(conv)
@@ -325,38 +258,154 @@ def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict) -> _Plan |
             or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
         return None
     weight = graph.constant(conv.input[1])
-    if weight is None or weight.ndim != 4 or weight.shape[2:] != (3, 3) \
-            or weight.dtype != np.float32:
+    if weight is None or weight.ndim != 4 or weight.dtype != np.float32:
         return None
     bias = None
     if len(conv.input) > 2 and conv.input[2]:
         bias = graph.constant(conv.input[2])
         if bias is None:
             return None
-    shape = shapes.get(conv.input[0])
-    if shape is None or len(shape) != 4 or None in shape[1:]:
+    shape = _input_shape(graph, conv.input[0], shapes)
+    if shape is None or len(shape) != 4 or None in shape[1:] or shape[1] != weight.shape[1]:
         return None
-    _, channels, height, width = shape
-    pads = list(attributes.get("pads", [0, 0, 0, 0]))
-    tiles = (-(-(height + pads[0] + pads[2] - 2) // WINOGRAD_M)
-             * -(-(width + pads[1] + pads[3] - 2) // WINOGRAD_M))
-    if (min(channels, weight.shape[0]) < WINOGRAD_MIN_CHANNELS or tiles < WINOGRAD_MIN_TILES
-            or channels != weight.shape[1]):
-        return None
-    return weight, bias, (channels, height, width), pads
+    return weight, bias, shape[1:], list(attributes.get("pads", [0, 0, 0, 0]))
 
 
-# F(4, r) along the rows (``winograd_rows``) and where it paid, one timbral layer of
-# musicnn-mtt at a time (204 filters, 187 × 96 → 187 × (96 - taps + 1), then the maximum over
-# the columns) on a 2-vCPU AMD EPYC (AVX-512 on 256-bit pipes), ms per window at batch 1 / 4:
-# 7 × 38: 12.0 → 7.2 / 12.1 → 7.5; 7 × 67: 10.4 → 5.8 / 10.4 → 5.7 (F(2, 7): 12.3 and 8.8, no
-# gain on 7 × 38; F(6, 7) 6.3 and 4.8 but twice F(4, 7)'s largest error).
-WINOGRAD_ROWS_M = 4
-WINOGRAD_ROWS_MAX_TAPS = 7  # rows of the kernel: F(4, 7) evaluates at 9 finite points
-WINOGRAD_ROWS_MIN_COLUMN_TAPS = 32  # the grouped convolution's GEMM sums over these
-WINOGRAD_ROWS_MIN_FILTERS = 128
-# the finite points of F(4, r ≤ 7), each point beside its negative or its reciprocal
-WINOGRAD_ROWS_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 3.0, -1 / 3)
+class _RowsWinograd:
+    """The nodes of F(m, r) along the rows (axis 2) of a Conv with an (r, columns) kernel,
+    up to the output transform: the padded input's rows in tiles of ``m + r - 1``, each
+    transformed by Bᵀ (one small convolution, stride m), every point's products a group of one
+    grouped convolution over the channels and the kernel's columns (ONNX Runtime's GEMM), and
+    Aᵀ as one matrix product. ``blocks`` is then (batch, m, filters, tiles, output columns):
+    row ``t·m + i`` of the output is ``blocks[:, i, :, t]``."""
+
+    def __init__(self, graph: _Graph, conv: onnx.NodeProto, weight: np.ndarray,
+                 shape: list[int], pads: list[int], m: int, stem: str) -> None:
+        channels, height, width = shape
+        filters, _, taps, column_taps = weight.shape
+        n = m + taps - 1
+        a_t, g, b_t = winograd_matrices(m, taps)
+        self.m, self.filters = m, filters
+        self.out_rows = height + pads[0] + pads[2] - taps + 1
+        self.out_columns = width + pads[1] + pads[3] - column_taps + 1
+        self.tiles = tiles = -(-self.out_rows // m)
+        padded_h, padded_w = tiles * m + taps - 1, width + pads[1] + pads[3]
+        self._graph, self._stem = graph, stem
+        # G g along each kernel's rows, laid out (point, filter, channel, 1, columns)
+        u = np.einsum("ai,kciw->akcw", g, weight.astype(np.float64))
+        padded, flat, by_point, products, joined = (self.value(s) for s in (
+            "padded", "flat", "by_point", "products", "joined"))
+        self.blocks = self.value("blocks")
+        self.nodes = [
+            helper.make_node("Pad", [conv.input[0], self.const("pads", np.array(
+                [0, 0, pads[0], pads[1], 0, 0, padded_h - height - pads[0], pads[3]],
+                np.int64))], [padded]),
+            helper.make_node("Reshape", [padded, self.const("shape_flat", np.array(
+                [-1, 1, padded_h, padded_w], np.int64))], [flat]),
+            # Bᵀ d for every tile of n rows of every channel: (batch · channels, n, tiles, w)
+            helper.make_node("Conv", [flat, self.const("b", b_t.reshape(n, 1, n, 1).astype(
+                np.float32))], [by_point], kernel_shape=[n, 1], strides=[m, 1]),
+        ]
+        if channels > 1:  # point-major channels, the grouped convolution's groups
+            split, swapped, grouped = (self.value(s) for s in ("split", "swapped", "grouped"))
+            self.nodes += [
+                helper.make_node("Reshape", [by_point, self.const("shape_split", np.array(
+                    [-1, channels, n, tiles, padded_w], np.int64))], [split]),
+                helper.make_node("Transpose", [split], [swapped], perm=[0, 2, 1, 3, 4]),
+                helper.make_node("Reshape", [swapped, self.const("shape_grouped", np.array(
+                    [-1, n * channels, tiles, padded_w], np.int64))], [grouped]),
+            ]
+            by_point = grouped
+        self.nodes += [
+            # each point's products summed over the channels and the kernel's columns:
+            # (batch, n · filters, tiles, output columns)
+            helper.make_node("Conv", [by_point, self.const("u", u.reshape(
+                n * filters, channels, 1, column_taps).astype(np.float32))], [products],
+                kernel_shape=[1, column_taps], group=n),
+            helper.make_node("Reshape", [products, self.const("shape_joined", np.array(
+                [0, n, filters * tiles * self.out_columns], np.int64))], [joined]),
+            # the output transform: (m, n) @ (batch, n, ...) → each tile's m rows
+            helper.make_node("MatMul", [self.const("a", a_t.astype(np.float32)), joined],
+                             [self.value("rows")]),
+        ]
+        self.nodes.append(helper.make_node("Reshape", [self.nodes[-1].output[0], self.const(
+            "shape_blocks", np.array([0, m, filters, tiles, self.out_columns], np.int64))],
+            [self.blocks]))
+
+    def value(self, suffix: str) -> str:
+        return self._graph.new_name(f"{self._stem}_{suffix}")
+
+    def const(self, suffix: str, array: np.ndarray) -> str:
+        return self._graph.add_constant(f"{self._stem}_{suffix}", array)
+
+    def finish(self, current: str, out: str, bias: np.ndarray | None, bias_shape: tuple,
+               rows_axis: int) -> list[onnx.NodeProto]:
+        """The nodes, with the rows past the output's cut from ``current`` (the output in
+        order, rows on ``rows_axis``) and the bias added, into ``out``."""
+        nodes = list(self.nodes)
+        if self.tiles * self.m != self.out_rows:
+            cut = self.value("cut")
+            nodes.append(helper.make_node("Slice", [
+                current, self.const("starts", np.array([0], np.int64)),
+                self.const("ends", np.array([self.out_rows], np.int64)),
+                self.const("axes", np.array([rows_axis], np.int64))], [cut]))
+            current = cut
+        if bias is None:
+            nodes.append(helper.make_node("Identity", [current], [out]))
+        else:
+            nodes.append(helper.make_node("Add", [current, self.const(
+                "bias", bias.reshape(bias_shape).astype(np.float32))], [out]))
+        for node in nodes:
+            node.name = self._graph.new_name(f"{self._stem}_{node.op_type}")
+        return nodes
+
+
+def winograd(model: onnx.ModelProto) -> int:
+    """Each 3×3 stride-1 Conv that pays (module docstring) becomes F(4, 3) or F(6, 3) along
+    its rows, in place; returns how many."""
+    graph = _Graph(model)
+    shapes = _static_shapes(model)
+    order: list[onnx.NodeProto] = []
+    rewritten = 0
+    for conv in list(graph.graph.node):
+        plan = _winograd_plan(graph, conv, shapes)
+        if plan is None:
+            order.append(conv)
+            continue
+        weight, bias, shape, pads = plan
+        out = conv.output[0]
+        rows = _RowsWinograd(graph, conv, weight, shape, pads,
+                             rows_tile(shape[1] + pads[0] + pads[2] - 2), out + "_winograd")
+        in_order, placed = rows.value("in_order"), rows.value("placed")
+        rows.nodes += [
+            helper.make_node("Transpose", [rows.blocks], [in_order], perm=[0, 2, 3, 1, 4]),
+            helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
+                [0, rows.filters, rows.tiles * rows.m, rows.out_columns], np.int64))],
+                [placed]),
+        ]
+        order += rows.finish(placed, out, bias, (rows.filters, 1, 1), rows_axis=2)
+        rewritten += 1
+    if rewritten:
+        del graph.graph.node[:]
+        graph.graph.node.extend(order)
+    return rewritten
+
+
+def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
+                   ) -> tuple[np.ndarray, np.ndarray | None, list[int], list[int]] | None:
+    """(weights, bias, (in channels, height, width), pads) of a 3×3 Conv that F(m, 3) along
+    the rows serves with less work, else None."""
+    plain = _plain_conv(graph, conv, shapes)
+    if plain is None:
+        return None
+    weight, _, (channels, height, width), pads = plain
+    out_rows = height + pads[0] + pads[2] - 2
+    out_columns = width + pads[1] + pads[3] - 2
+    if (weight.shape[2:] != (3, 3) or channels < WINOGRAD_MIN_CHANNELS_IN
+            or weight.shape[0] < WINOGRAD_MIN_CHANNELS_OUT or out_rows < WINOGRAD_MIN_ROWS
+            or out_rows * out_columns < WINOGRAD_MIN_POSITIONS):
+        return None
+    return plain
 
 
 def winograd_rows(model: onnx.ModelProto) -> int:
@@ -365,7 +414,6 @@ def winograd_rows(model: onnx.ModelProto) -> int:
     before the output is put in order, in place; returns how many."""
     graph = _Graph(model)
     shapes = _static_shapes(model)
-    m = WINOGRAD_ROWS_M
     order: list[onnx.NodeProto] = []
     replaced: set[int] = set()
     rewritten = 0
@@ -376,73 +424,21 @@ def winograd_rows(model: onnx.ModelProto) -> int:
         if plan is None:
             order.append(conv)
             continue
-        weight, bias, (height, width), pads, pool, keepdims = plan
-        filters, _, taps, column_taps = weight.shape
-        n = m + taps - 1
-        a_t, g, b_t = winograd_matrices(m, taps, WINOGRAD_ROWS_POINTS)
-        out_h = height + pads[0] + pads[2] - taps + 1
-        out_w = width + pads[1] + pads[3] - column_taps + 1
-        tiles = -(-out_h // m)
-        padded_h = tiles * m + taps - 1
+        weight, bias, shape, pads, pool, keepdims = plan
         out = pool.output[0]
-        stem = out + "_winograd_rows"
-
-        def value(suffix: str, stem: str = stem) -> str:
-            return graph.new_name(f"{stem}_{suffix}")
-
-        def const(suffix: str, array: np.ndarray, stem: str = stem) -> str:
-            return graph.add_constant(f"{stem}_{suffix}", array)
-
-        # G g for each filter's column of taps, laid out (point, filter, 1, 1, column taps)
-        u = np.einsum("ai,fij->afj", g, weight[:, 0].astype(np.float64))
-        names = [value(s) for s in ("padded", "by_point", "products", "flat", "blocks",
-                                    "block_shaped", "maxima", "in_order", "rows")]
-        nodes = [
-            helper.make_node("Pad", [conv.input[0], const("pads", np.array(
-                [0, 0, pads[0], pads[1], 0, 0, padded_h - height - pads[0], pads[3]],
-                np.int64))], [names[0]]),
-            # Bᵀ d for every tile of n rows, each point a channel: (batch, n, tiles, width)
-            helper.make_node("Conv", [names[0], const("b", b_t.reshape(n, 1, n, 1).astype(
-                np.float32))], [names[1]], kernel_shape=[n, 1], strides=[m, 1]),
-            # each point's products, summed over the column taps: (batch, n · filters, tiles,
-            # out_w)
-            helper.make_node("Conv", [names[1], const("u", u.reshape(
-                n * filters, 1, 1, column_taps).astype(np.float32))], [names[2]],
-                kernel_shape=[1, column_taps], group=n),
-            helper.make_node("Reshape", [names[2], const("shape_flat", np.array(
-                [0, n, filters * tiles * out_w], np.int64))], [names[3]]),
-            # the output transform: (m, n) @ (batch, n, ...) → each tile's m rows
-            helper.make_node("MatMul", [const("a", a_t.astype(np.float32)), names[3]],
-                             [names[4]]),
-            helper.make_node("Reshape", [names[4], const("shape_blocks", np.array(
-                [0, m, filters, tiles, out_w], np.int64))], [names[5]]),
-            helper.make_node("ReduceMax", [names[5]], [names[6]], axes=[4], keepdims=0),
-            helper.make_node("Transpose", [names[6]], [names[7]], perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", [names[7], const("shape_rows", np.array(
-                [0, filters, tiles * m], np.int64))], [names[8]]),
+        rows = _RowsWinograd(graph, conv, weight, shape, pads, WINOGRAD_ROWS_M,
+                             out + "_winograd_rows")
+        maxima, in_order, placed = (rows.value(s) for s in ("maxima", "in_order", "placed"))
+        rows.nodes += [
+            # the maximum over the columns first: the reordering then moves 1/columns of it
+            helper.make_node("ReduceMax", [rows.blocks], [maxima], axes=[4], keepdims=0),
+            helper.make_node("Transpose", [maxima], [in_order], perm=[0, 2, 3, 1]),
+            helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
+                [0, rows.filters, rows.tiles * rows.m] + [1] * keepdims, np.int64))],
+                [placed]),
         ]
-        current = names[8]
-        if tiles * m != out_h:
-            cut = value("cut")
-            nodes.append(helper.make_node("Slice", [
-                current, const("starts", np.array([0], np.int64)),
-                const("ends", np.array([out_h], np.int64)),
-                const("axes", np.array([2], np.int64))], [cut]))
-            current = cut
-        shape = (filters, 1, 1) if keepdims else (filters, 1)
-        if keepdims:
-            kept = value("kept")
-            nodes.append(helper.make_node("Unsqueeze", [current, const(
-                "kept_axis", np.array([3], np.int64))], [kept]))
-            current = kept
-        if bias is None:
-            nodes.append(helper.make_node("Identity", [current], [out]))
-        else:
-            nodes.append(helper.make_node("Add", [current, const(
-                "bias", bias.reshape(shape).astype(np.float32))], [out]))
-        for node in nodes:
-            node.name = graph.new_name(f"{stem}_{node.op_type}")
-        order += nodes
+        bias_shape = (rows.filters, 1, 1) if keepdims else (rows.filters, 1)
+        order += rows.finish(placed, out, bias, bias_shape, rows_axis=2)
         replaced.add(id(pool))
         rewritten += 1
     if rewritten:
@@ -451,33 +447,24 @@ def winograd_rows(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-_RowsPlan = tuple[np.ndarray, np.ndarray | None, tuple[int, int], list[int], onnx.NodeProto,
-                  int]
+_RowsPlan = tuple[np.ndarray, np.ndarray | None, list[int], list[int], onnx.NodeProto, int]
 
 
 def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
                         ) -> _RowsPlan | None:
-    """(weights, bias, (height, width), pads, the maximum's node, its keepdims) of a Conv that
+    """(weights, bias, input shape, pads, the maximum's node, its keepdims) of a Conv that
     F(4, r) along the rows serves with less work, else None."""
-    if conv.op_type != "Conv" or len(conv.output) != 1 or not graph.only_reader(conv.output[0]):
+    if conv.op_type != "Conv" or not graph.only_reader(conv.output[0]):
         return None
-    attributes = _attributes(conv)
-    if (attributes.get("group", 1) != 1 or list(attributes.get("strides", [1, 1])) != [1, 1]
-            or list(attributes.get("dilations", [1, 1])) != [1, 1]
-            or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+    plain = _plain_conv(graph, conv, shapes)
+    if plain is None:
         return None
-    weight = graph.constant(conv.input[1])
-    if weight is None or weight.ndim != 4 or weight.shape[1] != 1 or weight.dtype != np.float32:
-        return None
-    filters, _, taps, column_taps = weight.shape
-    if (not 2 <= taps <= WINOGRAD_ROWS_MAX_TAPS or column_taps < WINOGRAD_ROWS_MIN_COLUMN_TAPS
+    weight, bias, shape, pads = plain
+    filters, channels, taps, column_taps = weight.shape
+    if (channels != 1 or not 2 <= taps <= WINOGRAD_ROWS_MAX_TAPS
+            or column_taps < WINOGRAD_ROWS_MIN_COLUMN_TAPS
             or filters < WINOGRAD_ROWS_MIN_FILTERS):
         return None
-    bias = None
-    if len(conv.input) > 2 and conv.input[2]:
-        bias = graph.constant(conv.input[2])
-        if bias is None:
-            return None
     pool = next((n for n in graph.graph.node if conv.output[0] in n.input), None)
     if pool is None or pool.op_type != "ReduceMax" or len(pool.output) != 1:
         return None
@@ -488,11 +475,7 @@ def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
         axes = None if given is None else given.tolist()
     if not axes or {a % 4 for a in axes} != {3}:
         return None
-    shape = _input_shape(graph, conv.input[0], shapes)
-    if shape is None or len(shape) != 4 or shape[1] != 1 or None in shape[2:]:
-        return None
-    pads = list(attributes.get("pads", [0, 0, 0, 0]))
-    return weight, bias, (shape[2], shape[3]), pads, pool, pool_attributes.get("keepdims", 1)
+    return weight, bias, shape, pads, pool, pool_attributes.get("keepdims", 1)
 
 
 def _input_shape(graph: _Graph, value: str, shapes: dict) -> list[int | None] | None:
@@ -545,7 +528,7 @@ def _constant_value(graph: _Graph, value: str, depth: int) -> np.ndarray | None:
 
 PASSES: dict[str, tuple[Callable[[onnx.ModelProto], int], str]] = {
     "pool_first": (pool_first, "max pools taken before their ReLU and batch norm"),
-    "winograd": (winograd, "3x3 convolutions computed as Winograd F(4x4, 3x3)"),
+    "winograd": (winograd, "3x3 convolutions computed as Winograd F(m, 3) along the rows"),
     "winograd_rows": (winograd_rows, "one-channel convolutions with a maximum over the columns "
                                      "computed as Winograd F(4, r) along the rows"),
 }

@@ -121,8 +121,10 @@ def _trained_looking(module: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize(("name", "options", "n_mels", "frames", "rewrites"), [
-    ("mel_cnn", {}, 128, 261, 4),  # the shipped default model's network
-    ("musicnn", {"frontend_width": 0.25, "midend_filters": 16}, 96, 64, 5),
+    # the shipped default model's network: 4 pools; its 32 -> 64 and 64 -> 64 convolutions
+    ("mel_cnn", {}, 128, 261, [4, 3]),
+    # narrow timbral filters (32): too few for F(4, 7); no 3x3 convolutions
+    ("musicnn", {"frontend_width": 0.25, "midend_filters": 16}, 96, 64, [5]),
 ])
 def test_zoo_networks_serve_rewritten_with_the_scores_of_torchscript(name, options, n_mels,
                                                                      frames, rewrites,
@@ -136,7 +138,10 @@ def test_zoo_networks_serve_rewritten_with_the_scores_of_torchscript(name, optio
         "hop": frames // 2})
     loaded = modelfile.load(path, device="cpu")
     model = InferenceModel(loaded, backend="onnxruntime", threads=1)
-    assert model.graph_passes == [f"max pools taken before their ReLU and batch norm: {rewrites}"]
+    notes = ["max pools taken before their ReLU and batch norm",
+             WINOGRAD_NOTE.split(":")[0]][:len(rewrites)]
+    assert model.graph_passes == [f"{note}: {count}"
+                                  for note, count in zip(notes, rewrites, strict=True)]
     x = np.random.default_rng(1).standard_normal(model.input_shape(3), dtype=np.float32)
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
@@ -168,23 +173,33 @@ def test_a_rewrite_that_changes_the_scores_is_not_served(tmp_path, monkeypatch, 
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
 
 
-# ---------------------------------------------------------------- Winograd F(4×4, 3×3)
+# ---------------------------------------------------------------- Winograd along the rows
 
-@pytest.mark.parametrize("m", [2, 4])
-def test_winograd_matrices_compute_a_correlation(m):
-    a_t, g, b_t = onnx_passes.winograd_matrices(m)
-    rng = np.random.default_rng(m)
+WINOGRAD_NOTE = "3x3 convolutions computed as Winograd F(m, 3) along the rows: 1"
+
+
+@pytest.mark.parametrize(("m", "taps"), [(2, 3), (4, 3), (6, 3), (4, 5), (4, 7)])
+def test_winograd_matrices_compute_a_correlation(m, taps):
+    a_t, g, b_t = onnx_passes.winograd_matrices(m, taps)
+    rng = np.random.default_rng(m + taps)
     for _ in range(20):
-        d, taps = rng.standard_normal(m + 2), rng.standard_normal(3)
-        expected = [float(np.dot(taps, d[i:i + 3])) for i in range(m)]
-        np.testing.assert_allclose(a_t @ ((g @ taps) * (b_t @ d)), expected, atol=1e-12)
+        d, kernel = rng.standard_normal(m + taps - 1), rng.standard_normal(taps)
+        expected = [float(np.dot(kernel, d[i:i + taps])) for i in range(m)]
+        np.testing.assert_allclose(a_t @ ((g @ kernel) * (b_t @ d)), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize(("out_rows", "m"), [
+    (4, 4), (8, 4), (12, 6), (16, 6), (20, 4), (44, 6), (64, 6), (93, 6)])
+def test_the_tile_transforms_the_fewest_rows(out_rows, m):
+    assert onnx_passes.rows_tile(out_rows) == m
 
 
 def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pads: list,
-               strides: tuple = (1, 1), bias: bool = True) -> bytes:
+               strides: tuple = (1, 1), bias: bool = True, kernel: int = 3) -> bytes:
     rng = np.random.default_rng(channels + height)
-    weights = [numpy_helper.from_array((rng.standard_normal((out_channels, channels, 3, 3))
-                                        / np.sqrt(9 * channels)).astype(np.float32), "w")]
+    weights = [numpy_helper.from_array((rng.standard_normal(
+        (out_channels, channels, kernel, kernel)) / np.sqrt(kernel * kernel * channels)).astype(
+        np.float32), "w")]
     inputs = ["input", "w"]
     if bias:
         weights.append(numpy_helper.from_array(rng.standard_normal(out_channels).astype(
@@ -195,38 +210,42 @@ def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pad
         [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                        ["batch", channels, height, width])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [
-            "batch", out_channels, (height + pads[0] + pads[2] - 3) // strides[0] + 1,
-            (width + pads[1] + pads[3] - 3) // strides[1] + 1])], weights)
+            "batch", out_channels,
+            (height + pads[0] + pads[2] - kernel) // strides[0] + 1,
+            (width + pads[1] + pads[3] - kernel) // strides[1] + 1])], weights)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
         .SerializeToString()
 
 
-@pytest.mark.parametrize(("height", "width", "pads", "bias"), [
-    (64, 116, [1, 1, 1, 1], True),  # short_chunk_resnet's first block
-    (21, 30, [1, 1, 1, 1], True),  # outputs not a multiple of 4: the last tiles are cut
-    (35, 19, [0, 0, 0, 0], False),  # 'valid', no bias
-    (26, 26, [2, 0, 1, 1], True),  # uneven pads
+@pytest.mark.parametrize(("channels", "height", "width", "pads", "bias"), [
+    (128, 64, 116, [1, 1, 1, 1], True),  # short_chunk_resnet's first block: F(6, 3), 66 rows
+    (32, 95, 45, [0, 0, 0, 0], True),  # the default model's 32 -> 64: F(6, 3), 93 rows, cut
+    (64, 10, 30, [1, 1, 1, 1], True),  # 10 rows: F(4, 3), 12 rows cut to 10
+    (256, 8, 4, [1, 1, 1, 1], False),  # F(4, 3), no bias
+    (64, 26, 26, [2, 0, 1, 1], True),  # uneven pads
 ])
-def test_winograd_gives_the_convolution(height, width, pads, bias):
-    graph = conv_graph(128, 128, height, width, pads=pads, bias=bias)
+def test_winograd_gives_the_convolution(channels, height, width, pads, bias):
+    graph = conv_graph(channels, max(channels, 64), height, width, pads=pads, bias=bias)
     rewritten, notes = onnx_passes.optimize(graph)
-    assert notes == ["3x3 convolutions computed as Winograd F(4x4, 3x3): 1"]
-    assert "Conv" in [n.op_type for n in onnx.load_from_string(rewritten).graph.node]  # transforms
+    assert notes == [WINOGRAD_NOTE]
+    assert "MatMul" in [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
     for batch in (1, 3):
-        x = RNG.standard_normal((batch, 128, height, width)).astype(np.float32)
+        x = RNG.standard_normal((batch, channels, height, width)).astype(np.float32)
         expected = run(graph, x)
         got = run(rewritten, x)
         assert got.shape == expected.shape
-        # outputs of about 1; float32 Winograd differs from the direct sum by ~1e-5 at most
+        # outputs of about 1; float32 F(6, 3) differs from the direct sum by ~1e-5 at most
         np.testing.assert_allclose(got, expected, atol=5e-5, rtol=0)
 
 
 @pytest.mark.parametrize("graph", [
-    conv_graph(64, 128, 64, 64, pads=[1, 1, 1, 1]),  # too few channels in
-    conv_graph(128, 64, 64, 64, pads=[1, 1, 1, 1]),  # too few out
-    conv_graph(256, 256, 8, 15, pads=[1, 1, 1, 1]),  # too few tiles (8)
+    conv_graph(16, 64, 64, 64, pads=[1, 1, 1, 1]),  # too few channels in
+    conv_graph(64, 32, 64, 64, pads=[1, 1, 1, 1]),  # too few out
+    conv_graph(256, 256, 2, 16, pads=[1, 1, 1, 1]),  # 2 output rows
+    conv_graph(64, 64, 6, 8, pads=[0, 0, 0, 0]),  # 4 x 6 outputs
     conv_graph(128, 128, 64, 64, pads=[1, 1, 1, 1], strides=(2, 2)),
-], ids=["64 in", "64 out", "small map", "stride 2"])
+    conv_graph(64, 64, 32, 32, pads=[2, 2, 2, 2], kernel=5),
+], ids=["16 in", "32 out", "2 rows", "24 positions", "stride 2", "5x5"])
 def test_winograd_leaves_convolutions_where_it_costs_more(graph):
     assert onnx_passes.optimize(graph) == (graph, [])
 
@@ -242,8 +261,9 @@ def test_short_chunk_resnet_serves_through_winograd_with_the_scores_of_torchscri
         "hop": 50})
     loaded = modelfile.load(path, device="cpu")
     model = InferenceModel(loaded, backend="onnxruntime", threads=1)
-    # the first two blocks' second convolutions (128 channels on 64 x 50 and 32 x 25)
-    assert model.graph_passes == ["3x3 convolutions computed as Winograd F(4x4, 3x3): 2"]
+    # the first four blocks' second convolutions (on 64 x 50, 32 x 25, 16 x 13, 8 x 7); the
+    # later ones have fewer than 32 outputs, the stride-2 ones stay direct
+    assert model.graph_passes == [WINOGRAD_NOTE.replace(": 1", ": 4")]
     x = np.random.default_rng(1).standard_normal(model.input_shape(3), dtype=np.float32)
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
@@ -251,17 +271,6 @@ def test_short_chunk_resnet_serves_through_winograd_with_the_scores_of_torchscri
 
 
 # ---------------------------------------------------------------- F(4, r) along the rows
-
-@pytest.mark.parametrize("taps", [3, 5, 7])
-def test_winograd_rows_matrices_compute_a_correlation(taps):
-    a_t, g, b_t = onnx_passes.winograd_matrices(
-        onnx_passes.WINOGRAD_ROWS_M, taps, onnx_passes.WINOGRAD_ROWS_POINTS)
-    rng = np.random.default_rng(taps)
-    for _ in range(20):
-        d, kernel = rng.standard_normal(4 + taps - 1), rng.standard_normal(taps)
-        expected = [float(np.dot(kernel, d[i:i + taps])) for i in range(4)]
-        np.testing.assert_allclose(a_t @ ((g @ kernel) * (b_t @ d)), expected, atol=1e-10)
-
 
 def timbral_graph(height: int, width: int, kernel: tuple[int, int], *, filters: int = 128,
                   pads: tuple = (0, 0, 0, 0), bias: bool = True, axes: tuple = (3,),
