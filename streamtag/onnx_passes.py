@@ -293,18 +293,17 @@ class _RowsWinograd:
         self._graph, self._stem = graph, stem
         # G g along each kernel's rows, laid out (point, filter, channel, 1, columns)
         u = np.einsum("ai,kciw->akcw", g, weight.astype(np.float64))
-        padded, flat, by_point, products, joined = (self.value(s) for s in (
-            "padded", "flat", "by_point", "products", "joined"))
+        flat, by_point, products, joined = (self.value(s) for s in (
+            "flat", "by_point", "products", "joined"))
         self.blocks = self.value("blocks")
         self.nodes = [
-            helper.make_node("Pad", [conv.input[0], self.const("pads", np.array(
-                [0, 0, pads[0], pads[1], 0, 0, padded_h - height - pads[0], pads[3]],
-                np.int64))], [padded]),
-            helper.make_node("Reshape", [padded, self.const("shape_flat", np.array(
-                [-1, 1, padded_h, padded_w], np.int64))], [flat]),
-            # Bᵀ d for every tile of n rows of every channel: (batch · channels, n, tiles, w)
+            helper.make_node("Reshape", [conv.input[0], self.const("shape_flat", np.array(
+                [-1, 1, height, width], np.int64))], [flat]),
+            # Bᵀ d for every tile of n rows of every channel, the zeros around the input the
+            # Conv's own padding: (batch · channels, n, tiles, padded width)
             helper.make_node("Conv", [flat, self.const("b", b_t.reshape(n, 1, n, 1).astype(
-                np.float32))], [by_point], kernel_shape=[n, 1], strides=[m, 1]),
+                np.float32))], [by_point], kernel_shape=[n, 1], strides=[m, 1],
+                pads=[pads[0], pads[1], padded_h - height - pads[0], pads[3]]),
         ]
         if channels > 1:  # point-major channels, the grouped convolution's groups
             split, swapped, grouped = (self.value(s) for s in ("split", "swapped", "grouped"))
