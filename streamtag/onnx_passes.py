@@ -103,6 +103,16 @@ def _batch_norm_scale(graph: _Graph, bn: onnx.NodeProto) -> np.ndarray | None:
     return gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
 
 
+def _reduced_axes(graph: _Graph, node: onnx.NodeProto) -> list[int] | None:
+    """A Reduce node's axes, from its attribute or (opset 18) its constant input; None where
+    not given or not constant."""
+    axes = _attributes(node).get("axes")
+    if len(node.input) > 1 and node.input[1]:
+        given = graph.constant(node.input[1])
+        axes = None if given is None else given.tolist()
+    return axes
+
+
 def _pooled_rank(graph: _Graph, pool: onnx.NodeProto, rank: int) -> int | None:
     """The rank of a max pool's output for an input of ``rank``, or None where the node is not
     a per-channel maximum over positions (batch and channel axes kept)."""
@@ -111,10 +121,7 @@ def _pooled_rank(graph: _Graph, pool: onnx.NodeProto, rank: int) -> int | None:
     if pool.op_type == "MaxPool":
         return rank
     attributes = _attributes(pool)
-    axes = attributes.get("axes")
-    if len(pool.input) > 1 and pool.input[1]:  # opset 18: the axes are an input
-        given = graph.constant(pool.input[1])
-        axes = None if given is None else given.tolist()
+    axes = _reduced_axes(graph, pool)
     if not axes:  # no axes: all of them, the channel axis too
         return None
     axes = {a % rank for a in axes}
@@ -467,14 +474,10 @@ def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
     pool = next((n for n in graph.graph.node if conv.output[0] in n.input), None)
     if pool is None or pool.op_type != "ReduceMax" or len(pool.output) != 1:
         return None
-    pool_attributes = _attributes(pool)
-    axes = pool_attributes.get("axes")
-    if len(pool.input) > 1 and pool.input[1]:  # opset 18: the axes are an input
-        given = graph.constant(pool.input[1])
-        axes = None if given is None else given.tolist()
+    axes = _reduced_axes(graph, pool)
     if not axes or {a % 4 for a in axes} != {3}:
         return None
-    return weight, bias, shape, pads, pool, pool_attributes.get("keepdims", 1)
+    return weight, bias, shape, pads, pool, _attributes(pool).get("keepdims", 1)
 
 
 def _input_shape(graph: _Graph, value: str, shapes: dict) -> list[int | None] | None:
