@@ -38,6 +38,7 @@ into the convolutions before them and fuses activations; what it leaves is done 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -45,6 +46,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 __all__ = ["optimize", "pool_first", "winograd", "winograd_rows"]
+
 
 class _Graph:
     """The graph with who makes and who reads each value, and its constant tensors."""
@@ -242,6 +244,16 @@ def rows_tile(out_rows: int) -> int:
     return min((6, 4), key=lambda m: -(-out_rows // m) * (m + 2))
 
 
+_Shapes = Callable[[], dict[str, list[int | None]]]
+
+
+def _shapes_when_asked(model: onnx.ModelProto) -> _Shapes:
+    """``_static_shapes`` of the model, run at the first call only: a pass whose candidates all
+    fail on their weights needs no shape inference (a quarter of a second for
+    short_chunk_resnet's graph)."""
+    return functools.cache(lambda: _static_shapes(model))
+
+
 def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Each value's shape as ONNX's shape inference finds it (None for a symbolic axis)."""
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -252,11 +264,10 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     return shapes
 
 
-def _plain_conv(graph: _Graph, conv: onnx.NodeProto, shapes: dict
-                ) -> tuple[np.ndarray, np.ndarray | None, list[int], list[int]] | None:
-    """(weights, bias, input shape (channels, height, width), pads) of a 2-D float32 Conv of
-    stride 1, no dilation, one group and constant weights whose input shape is known, else
-    None."""
+def _plain_conv(graph: _Graph, conv: onnx.NodeProto
+                ) -> tuple[np.ndarray, np.ndarray | None, list[int]] | None:
+    """(weights, bias, pads) of a 2-D float32 Conv of stride 1, no dilation, one group and
+    constant weights, else None."""
     if conv.op_type != "Conv" or len(conv.output) != 1:
         return None
     attributes = _attributes(conv)
@@ -272,10 +283,23 @@ def _plain_conv(graph: _Graph, conv: onnx.NodeProto, shapes: dict
         bias = graph.constant(conv.input[2])
         if bias is None:
             return None
-    shape = _input_shape(graph, conv.input[0], shapes)
+    return weight, bias, list(attributes.get("pads", [0, 0, 0, 0]))
+
+
+def _conv_input(graph: _Graph, conv: onnx.NodeProto, weight: np.ndarray,
+                shapes: _Shapes) -> list[int] | None:
+    """The (channels, height, width) of a Conv's input where known and fitting its weights."""
+    shape = _input_shape(graph, conv.input[0], shapes())
     if shape is None or len(shape) != 4 or None in shape[1:] or shape[1] != weight.shape[1]:
         return None
-    return weight, bias, shape[1:], list(attributes.get("pads", [0, 0, 0, 0]))
+    return shape[1:]
+
+
+def _conv_output(shape: list[int], pads: list[int], kernel: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, columns) out of a stride-1 Conv of a ``kernel`` on an input of ``shape``
+    (channels, height, width)."""
+    return (shape[1] + pads[0] + pads[2] - kernel[0] + 1,
+            shape[2] + pads[1] + pads[3] - kernel[1] + 1)
 
 
 class _RowsWinograd:
@@ -293,15 +317,14 @@ class _RowsWinograd:
         n = m + taps - 1
         a_t, g, b_t = winograd_matrices(m, taps)
         self.m, self.filters = m, filters
-        self.out_rows = height + pads[0] + pads[2] - taps + 1
-        self.out_columns = width + pads[1] + pads[3] - column_taps + 1
+        self.out_rows, self.out_columns = _conv_output(shape, pads, weight.shape[2:])
         self.tiles = tiles = -(-self.out_rows // m)
         padded_h, padded_w = tiles * m + taps - 1, width + pads[1] + pads[3]
         self._graph, self._stem = graph, stem
         # G g along each kernel's rows, laid out (point, filter, channel, 1, columns)
         u = np.einsum("ai,kciw->akcw", g, weight.astype(np.float64))
-        flat, by_point, products, joined = (self.value(s) for s in (
-            "flat", "by_point", "products", "joined"))
+        flat, by_point, products, joined, rows = (self.value(s) for s in (
+            "flat", "by_point", "products", "joined", "rows"))
         self.blocks = self.value("blocks")
         self.nodes = [
             helper.make_node("Reshape", [conv.input[0], self.const("shape_flat", np.array(
@@ -332,11 +355,10 @@ class _RowsWinograd:
                 [0, n, filters * tiles * self.out_columns], np.int64))], [joined]),
             # the output transform: (m, n) @ (batch, n, ...) → each tile's m rows
             helper.make_node("MatMul", [self.const("a", a_t.astype(np.float32)), joined],
-                             [self.value("rows")]),
+                             [rows]),
+            helper.make_node("Reshape", [rows, self.const("shape_blocks", np.array(
+                [0, m, filters, tiles, self.out_columns], np.int64))], [self.blocks]),
         ]
-        self.nodes.append(helper.make_node("Reshape", [self.nodes[-1].output[0], self.const(
-            "shape_blocks", np.array([0, m, filters, tiles, self.out_columns], np.int64))],
-            [self.blocks]))
 
     def value(self, suffix: str) -> str:
         return self._graph.new_name(f"{self._stem}_{suffix}")
@@ -370,7 +392,7 @@ def winograd(model: onnx.ModelProto) -> int:
     """Each 3×3 stride-1 Conv that pays (module docstring) becomes F(4, 3) or F(6, 3) along
     its rows, in place; returns how many."""
     graph = _Graph(model)
-    shapes = _static_shapes(model)
+    shapes = _shapes_when_asked(model)
     order: list[onnx.NodeProto] = []
     rewritten = 0
     for conv in list(graph.graph.node):
@@ -381,7 +403,7 @@ def winograd(model: onnx.ModelProto) -> int:
         weight, bias, shape, pads = plan
         out = conv.output[0]
         rows = _RowsWinograd(graph, conv, weight, shape, pads,
-                             rows_tile(shape[1] + pads[0] + pads[2] - 2), out + "_winograd")
+                             rows_tile(_conv_output(shape, pads, (3, 3))[0]), out + "_winograd")
         in_order, placed = rows.value("in_order"), rows.value("placed")
         rows.nodes += [
             helper.make_node("Transpose", [rows.blocks], [in_order], perm=[0, 2, 3, 1, 4]),
@@ -397,21 +419,24 @@ def winograd(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
+def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: _Shapes
                    ) -> tuple[np.ndarray, np.ndarray | None, list[int], list[int]] | None:
     """(weights, bias, (in channels, height, width), pads) of a 3×3 Conv that F(m, 3) along
     the rows serves with less work, else None."""
-    plain = _plain_conv(graph, conv, shapes)
+    plain = _plain_conv(graph, conv)
     if plain is None:
         return None
-    weight, _, (channels, height, width), pads = plain
-    out_rows = height + pads[0] + pads[2] - 2
-    out_columns = width + pads[1] + pads[3] - 2
-    if (weight.shape[2:] != (3, 3) or channels < WINOGRAD_MIN_CHANNELS_IN
-            or weight.shape[0] < WINOGRAD_MIN_CHANNELS_OUT or out_rows < WINOGRAD_MIN_ROWS
-            or out_rows * out_columns < WINOGRAD_MIN_POSITIONS):
+    weight, bias, pads = plain
+    if (weight.shape[2:] != (3, 3) or weight.shape[1] < WINOGRAD_MIN_CHANNELS_IN
+            or weight.shape[0] < WINOGRAD_MIN_CHANNELS_OUT):
         return None
-    return plain
+    shape = _conv_input(graph, conv, weight, shapes)
+    if shape is None:
+        return None
+    out_rows, out_columns = _conv_output(shape, pads, (3, 3))
+    if out_rows < WINOGRAD_MIN_ROWS or out_rows * out_columns < WINOGRAD_MIN_POSITIONS:
+        return None
+    return weight, bias, shape, pads
 
 
 def winograd_rows(model: onnx.ModelProto) -> int:
@@ -419,7 +444,7 @@ def winograd_rows(model: onnx.ModelProto) -> int:
     over the columns (module docstring) becomes F(4, r) along the rows with the maximum taken
     before the output is put in order, in place; returns how many."""
     graph = _Graph(model)
-    shapes = _static_shapes(model)
+    shapes = _shapes_when_asked(model)
     order: list[onnx.NodeProto] = []
     replaced: set[int] = set()
     rewritten = 0
@@ -456,16 +481,16 @@ def winograd_rows(model: onnx.ModelProto) -> int:
 _RowsPlan = tuple[np.ndarray, np.ndarray | None, list[int], list[int], onnx.NodeProto, int]
 
 
-def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
+def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: _Shapes
                         ) -> _RowsPlan | None:
     """(weights, bias, input shape, pads, the maximum's node, its keepdims) of a Conv that
     F(4, r) along the rows serves with less work, else None."""
     if conv.op_type != "Conv" or not graph.only_reader(conv.output[0]):
         return None
-    plain = _plain_conv(graph, conv, shapes)
+    plain = _plain_conv(graph, conv)
     if plain is None:
         return None
-    weight, bias, shape, pads = plain
+    weight, bias, pads = plain
     filters, channels, taps, column_taps = weight.shape
     if (channels != 1 or not 2 <= taps <= WINOGRAD_ROWS_MAX_TAPS
             or column_taps < WINOGRAD_ROWS_MIN_COLUMN_TAPS
@@ -476,6 +501,9 @@ def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: dict
         return None
     axes = _reduced_axes(graph, pool)
     if not axes or {a % 4 for a in axes} != {3}:
+        return None
+    shape = _conv_input(graph, conv, weight, shapes)
+    if shape is None:
         return None
     return weight, bias, shape, pads, pool, _attributes(pool).get("keepdims", 1)
 
