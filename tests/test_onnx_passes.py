@@ -220,7 +220,7 @@ def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pad
 @pytest.mark.parametrize(("channels", "height", "width", "pads", "bias"), [
     (128, 64, 116, [1, 1, 1, 1], True),  # short_chunk_resnet's first block: F(6, 3), 66 rows
     (32, 95, 45, [0, 0, 0, 0], True),  # the default model's 32 -> 64: F(6, 3), 93 rows, cut
-    (64, 10, 30, [1, 1, 1, 1], True),  # 10 rows: F(4, 3), 12 rows cut to 10
+    (64, 10, 30, [1, 1, 1, 1], True),  # 10 rows: F(6, 3), 12 rows cut to 10
     (256, 8, 4, [1, 1, 1, 1], False),  # F(4, 3), no bias
     (64, 26, 26, [2, 0, 1, 1], True),  # uneven pads
 ])
