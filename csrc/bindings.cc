@@ -10,6 +10,7 @@
 
 #include "fft.h"
 #include "frame_ring.h"
+#include "json_numbers.h"
 #include "log_mel_options.h"
 #include "mel_filterbank.h"
 #include "online_log_mel.h"
@@ -178,6 +179,25 @@ PYBIND11_MODULE(_core, m) {
         return out;
       },
       py::arg("samples"), "Real-input FFT (bins 0..n/2) of our own transform; for tests.");
+
+  m.def(
+      "rounded_json_array",
+      [](const py::array_t<double, py::array::c_style | py::array::forcecast> &values,
+         int decimals) -> py::object {
+        if (values.ndim() != 1) {
+          throw std::invalid_argument("values must be 1-D, got an array with " +
+                                      std::to_string(values.ndim()) + " dimensions");
+        }
+        std::string text;
+        if (!streamtag::RoundedJsonArray(values.data(), static_cast<size_t>(values.shape(0)),
+                                         decimals, text)) {
+          return py::none();
+        }
+        return py::str(text);
+      },
+      py::arg("values"), py::arg("decimals"),
+      "The JSON array json.dumps writes for numpy.round(values, decimals).tolist(), or None "
+      "when a rounded value is not finite.");
 
   py::class_<PyFrameRing>(m, "FrameRing")
       .def(py::init<int64_t, int, int64_t>(), py::arg("capacity"), py::arg("n_mels"),

@@ -19,8 +19,12 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
+from json.encoder import encode_basestring as _json_str  # json.dumps' str, non-ASCII kept
 from typing import Any, ClassVar
 
+import numpy as np
+
+from streamtag._core import rounded_json_array
 from streamtag.errors import ProtocolError
 
 PROTOCOL_VERSION = "1.1"
@@ -585,6 +589,15 @@ def header_frame(msg_type: str, *, session: str, stream: str, seq: int, sent_at:
     """The header frame ``encode`` writes for a Header of these values, without building one:
     for a publisher stamping its own messages, which checked the session, the stream id and
     the type once and counts seq itself (``Header`` checks them in every message)."""
+    if (type(seq) is int and type(sent_at) is float and math.isfinite(sent_at)
+            and all(type(v) is str for v in (msg_id, msg_type, session, stream, version))):
+        # canonical_json's bytes, keys in sorted order, in a quarter of its time
+        try:
+            return (f'{{"msg_id":{_json_str(msg_id)},"msg_type":{_json_str(msg_type)},'
+                    f'"sent_at":{sent_at!r},"seq":{seq},"session":{_json_str(session)},'
+                    f'"stream":{_json_str(stream)},"version":{_json_str(version)}}}').encode()
+        except UnicodeEncodeError:  # a lone surrogate: canonical_json says so below
+            pass
     return canonical_json({"msg_id": msg_id, "msg_type": msg_type, "sent_at": sent_at,
                            "seq": seq, "session": session, "stream": stream,
                            "version": version})
@@ -607,18 +620,32 @@ class ScoresEncoder:
 
     def body_frame(self, *, start_s: float, end_s: float, start_sample: int, end_sample: int,
                    raw: Iterable[float], smoothed: Iterable[float], active: Iterable[str],
-                   latency_ms: float) -> bytes:
+                   latency_ms: float, decimals: int | None = None) -> bytes:
+        """decimals: round raw and smoothed to this many places first, as numpy.round does
+        (a publisher's SCORE_DECIMALS). A 1-D float array of one value per tag is then
+        rounded and written by the C++ core (repr's digits, a tenth of json's cost)."""
         start_s = _number(start_s, "scores start_s", minimum=0)
         end_s = _number(end_s, "scores end_s", minimum=start_s)
         start_sample = _integer(start_sample, "scores start_sample")
         end_sample = _integer(end_sample, "scores end_sample", minimum=start_sample)
         values = []
         for name, numbers_ in (("raw", raw), ("smoothed", smoothed)):
-            checked = _numbers(numbers_, f"scores {name}")
-            if len(checked) != len(self.tags):
-                raise ProtocolError(f"scores {name} has {len(checked)} values for "
-                                    f"{len(self.tags)} tags; they must match one to one")
-            values.append(canonical_json(list(checked)).decode("utf-8"))
+            text = None
+            if decimals is not None:
+                if (type(numbers_) is np.ndarray and numbers_.ndim == 1
+                        and numbers_.dtype.kind == "f" and len(numbers_) == len(self.tags)):
+                    text = rounded_json_array(numbers_, decimals)  # None: not finite
+                if text is None:  # the checks below name what is wrong (an overflow too)
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        numbers_ = np.round(np.asarray(numbers_, dtype=np.float64),
+                                            decimals).tolist()
+            if text is None:
+                checked = _numbers(numbers_, f"scores {name}")
+                if len(checked) != len(self.tags):
+                    raise ProtocolError(f"scores {name} has {len(checked)} values for "
+                                        f"{len(self.tags)} tags; they must match one to one")
+                text = canonical_json(list(checked)).decode("utf-8")
+            values.append(text)
         try:
             if isinstance(active, (str, bytes, bytearray, Mapping)):
                 raise TypeError  # not an array of names: the full check says so

@@ -15,11 +15,13 @@ from helpers import decodes_or_refuses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamtag._core import rounded_json_array
 from streamtag.errors import ProtocolError
 from streamtag.protocol import (
     HEADER_FIELDS,
     MSG_TYPES,
     PROTOCOL_VERSION,
+    SCORE_DECIMALS,
     EventBody,
     Header,
     HeartbeatBody,
@@ -35,6 +37,7 @@ from streamtag.protocol import (
     encode,
     encode_reply,
     encode_request,
+    canonical_json,
     header_frame,
     make_message,
     new_msg_id,
@@ -148,6 +151,56 @@ def test_header_frame_is_the_encoded_header():
         == encode(Message(header, sample_bodies()["scores"]))[1]
 
 
+@settings(max_examples=300, deadline=None)
+@given(msg_id=st.text(max_size=40), session=st.text(max_size=20), stream=st.text(max_size=20),
+       seq=st.integers(-2**70, 2**70) | st.booleans() | st.floats(),
+       sent_at=st.floats() | st.integers(0, 2**40), version=st.text(max_size=5))
+def test_header_frame_writes_what_canonical_json_writes_or_refuses_the_same(
+        msg_id, session, stream, seq, sent_at, version):
+    fields_ = dict(msg_id=msg_id, msg_type="scores", sent_at=sent_at, seq=seq, session=session,
+                   stream=stream, version=version)
+    try:
+        expected = canonical_json(fields_)
+    except ProtocolError as exc:  # NaN, or a lone surrogate that UTF-8 cannot write
+        with pytest.raises(ProtocolError, match=re.escape(str(exc))):
+            header_frame(**fields_)
+    else:
+        assert header_frame(**fields_) == expected
+
+
+def _json_of_rounded(values: np.ndarray, decimals: int) -> str:
+    return json.dumps(np.round(values.astype(np.float64), decimals).tolist(),
+                      separators=(",", ":"))
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 3, SCORE_DECIMALS, 10, 15])
+def test_rounded_json_array_writes_the_bytes_of_json_dumps_of_numpy_round(decimals):
+    rng = np.random.default_rng(decimals)
+    # where repr's layout changes (1e-05 | 0.0001, 1e+16 | 1000000000000000.0), zeros of
+    # both signs, halves (ties to even), and scores as models give them, float32 included
+    edges = np.array([0.0, -0.0, 1.0, 1e-7, 5e-6, 1.2e-5, 9.9e-5, 1e-4, 0.5, 2.5, -3.25,
+                      0.5e-6, 1.5e-6, 2.5e-6, 0.1234565, 1e15, 1e16, 1.5e16, 9.999999e15,
+                      123456789012.345, 1e290, -1e-300, 5e-324])
+    arrays = [edges, rng.random(50).astype(np.float32), rng.random(1000) ** 8]
+    arrays += [rng.standard_normal(5000) * scale for scale in (1e-9, 1e-3, 1.0, 1e3, 1e17)]
+    bits = rng.integers(0, 2**63, 20000, dtype=np.int64).view(np.float64)  # any double
+    with np.errstate(over="ignore", invalid="ignore"):
+        arrays.append(bits[np.isfinite(np.round(bits, decimals))])
+    for values in arrays:
+        assert rounded_json_array(values, decimals) == _json_of_rounded(values, decimals)
+    assert rounded_json_array(np.array([]), decimals) == "[]"
+
+
+def test_rounded_json_array_gives_none_for_a_value_not_finite_and_refuses_bad_calls():
+    assert rounded_json_array(np.array([0.1, np.nan]), 6) is None
+    assert rounded_json_array(np.array([np.inf]), 0) is None
+    assert rounded_json_array(np.array([1e300]), 15) is None  # finite, but not once rounded
+    with pytest.raises(ValueError, match="decimals must be 0 to 15, got 16"):
+        rounded_json_array(np.array([0.5]), 16)
+    with pytest.raises(ValueError, match="values must be 1-D, got an array with 2 dimensions"):
+        rounded_json_array(np.zeros((2, 2)), 6)
+
+
 _finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 _names = st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=6, unique=True)
 
@@ -171,6 +224,48 @@ def test_scores_encoder_writes_the_bytes_of_the_encoded_body(data):
     expected = encode(make_message(ScoresBody(tags=tags, model=model, **values),
                                    session=SESSION, stream="a", seq=0, sent_at=1.0))[2]
     assert encoder.body_frame(**values) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_scores_encoder_rounds_as_numpy_round_then_writes_the_encoded_body(data):
+    tags = data.draw(_names)
+    n = len(tags)
+    floats = st.lists(_finite, min_size=n, max_size=n)
+    kinds = [lambda v: np.array(v, dtype=np.float32), lambda v: np.array(v), list,
+             lambda v: np.array(v, dtype=np.float64).reshape(1, -1)[0, ::1]]
+    raw = data.draw(st.sampled_from(kinds))(data.draw(floats))
+    smoothed = data.draw(st.sampled_from(kinds))(data.draw(floats))
+    values = dict(start_s=1.5, end_s=4.5, start_sample=24000, end_sample=72000,
+                  active=data.draw(st.lists(st.sampled_from(tags), max_size=n)),
+                  latency_ms=12.25)
+    model = {"name": "m", "hash": "sha256:ab"}
+
+    def rounded(v) -> list[float]:
+        return np.round(np.asarray(v, dtype=np.float64), SCORE_DECIMALS).tolist()
+    expected = encode(make_message(
+        ScoresBody(tags=tags, model=model, raw=rounded(raw), smoothed=rounded(smoothed),
+                   **values), session=SESSION, stream="a", seq=0, sent_at=1.0))[2]
+    got = ScoresEncoder(tuple(tags), model).body_frame(
+        raw=raw, smoothed=smoothed, decimals=SCORE_DECIMALS, **values)
+    assert got == expected
+
+
+@pytest.mark.parametrize("raw", [np.array([np.nan, 0.1]), np.array([0.1, np.inf], np.float32),
+                                 np.array([1e303, 0.1]), np.array([0.1]),
+                                 np.array([0.1, 0.2, 0.3]), np.array([[0.1, 0.2]])])
+def test_scores_encoder_with_decimals_refuses_an_array_with_the_words_of_its_list(raw):
+    body = sample_bodies()["scores"]
+    per_window = {f.name: getattr(body, f.name) for f in fields(ScoresBody)
+                  if f.name not in ("tags", "model")}
+    encoder = ScoresEncoder(body.tags, body.model)
+    with np.errstate(over="ignore"):
+        listed = np.round(raw.astype(np.float64), SCORE_DECIMALS).tolist()
+    with pytest.raises(ProtocolError) as expected:
+        encoder.body_frame(**{**per_window, "raw": listed})
+    with pytest.raises(ProtocolError) as got:
+        encoder.body_frame(**{**per_window, "raw": raw}, decimals=SCORE_DECIMALS)
+    assert str(got.value) == str(expected.value)
 
 
 @pytest.mark.parametrize("change", [
