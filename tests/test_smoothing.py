@@ -57,6 +57,15 @@ def test_bad_config_names_the_key():
         Smoother(["a", "b"], [0.5])
 
 
+@pytest.mark.parametrize("scores", [np.zeros(3), np.zeros((1, 2)), 0.5, [0.1]])
+def test_scores_of_the_wrong_shape_are_refused_by_name(scores):
+    s = Smoother(["a", "b"], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"expected 2 scores, got shape \("):
+        s.update(scores, 0.0)
+    s.update(np.array([0.7, 0.1]), 1.0)  # nothing was lost
+    assert s.smoothed.tolist() == [0.7, 0.1]
+
+
 def _reference_run(tags, thresholds, config, timeline):
     """The smoother's rules written out plainly, tag by tag, to check the vectorised one."""
     off_level = [max(t - config.margin, t / 2) for t in thresholds]
@@ -103,14 +112,17 @@ def test_vectorised_smoother_follows_the_rules_tag_by_tag(data):
     # scores on a coarse grid, so that many land exactly on a threshold
     steps = data.draw(st.lists(st.lists(st.sampled_from([0.0, 0.05, 0.2, 0.3, 0.5, 0.6, 0.7, 1.0]),
                                         min_size=n, max_size=n), min_size=1, max_size=25))
-    timeline = [(0.5 * k, scores) for k, scores in enumerate(steps)]
+    # as a model gives them (float32), as float64, or a plain list
+    kind = data.draw(st.sampled_from([np.float32, np.float64, list]))
+    given_ = [np.array(s, dtype=kind) if kind is not list else s for s in steps]
+    timeline = [(0.5 * k, [float(x) for x in scores]) for k, scores in enumerate(given_)]
     smoother = Smoother(tags, thresholds, config)
     kept = []
-    for (time_s, scores), (smoothed, events, active) in zip(
-            timeline, _reference_run(tags, thresholds, config, timeline), strict=True):
-        got, got_events = smoother.update(np.array(scores), time_s)
+    for k, (smoothed, events, active) in enumerate(
+            _reference_run(tags, thresholds, config, timeline)):
+        got, got_events = smoother.update(given_[k], timeline[k][0])
         kept.append((got, got.copy()))
-        assert got == pytest.approx(smoothed, abs=1e-12)
+        assert got.tolist() == smoothed  # bitwise: the same operations in the same order
         assert [(e.tag, e.state) for e in got_events] == events
         assert smoother.active_tags() == active
     # an array handed out is never changed by later windows
