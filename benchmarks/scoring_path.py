@@ -5,9 +5,11 @@ active tags, ``Publisher.publish_scores`` of a 50-tag message to a real PUB sock
 127.0.0.1) is timed in thread CPU time, one thread, 1. in a loop on its own (warm), 2. right
 after something else ran in the same thread: a forward of the shipped default model on ONNX
 Runtime, a sweep over 64 MB of memory, a few hundred small matrix products, or a 3 ms sleep,
-and 3. for the windows of one batch after each forward, at batch 1, 2, 4 and 8 (only the first
-window after the forward runs cold). Each case is run twice, interleaved, and printed with the
-machine's load average. Nothing here asserts a time.
+3. for the windows of one batch after each forward, at batch 1, 2, 4 and 8 (only the first
+window after the forward runs cold), and 4. single steps of that path, each warm and as the
+first thing after a forward: what a forward does to everything that follows it. Each case is
+run twice, interleaved, and printed with the machine's load average. Nothing here asserts a
+time.
 
     python benchmarks/scoring_path.py [--windows 200]
 """
@@ -101,6 +103,33 @@ def main() -> int:
                     first += spent if j == 0 else 0.0
             cells += [f"{1e6 * total / (batches * size):.0f}", f"{1e6 * first / batches:.0f}"]
         print(f"| {size} | " + " | ".join(cells) + " |", flush=True)
+
+    steps = {"nothing (two clock reads)": lambda i: None,
+             "a Python loop of 100 additions": lambda i: sum(range(100)),
+             "np.isfinite(scores).all()": lambda i: np.isfinite(scores[i % len(scores)]).all(),
+             "np.stack of a batch of 2 windows": lambda i: np.stack([windows[2][0],
+                                                                     windows[2][1]]),
+             "Smoother.update": lambda i: smoother.update(scores[i % len(scores)], float(i)),
+             "Publisher.publish_scores": lambda i: publisher.publish_scores(
+                 "s000", start_s=float(i), end_s=i + 3.0, start_sample=16000 * i,
+                 end_sample=16000 * i + 48000, tags=tags, raw=scores[i % len(scores)],
+                 smoothed=smoother.smoothed, active=(), model=model_ref, latency_ms=1.5)}
+    print("\nOne step, µs of CPU, warm and as the first thing after a forward (batch 2)")
+    print("| step | warm, run 1 | after a forward, run 1 | warm, run 2 | after a forward, run 2 |")
+    print("|---|---:|---:|---:|---:|")
+    for label, step in steps.items():
+        cells = []
+        for _ in range(2):
+            for after_forward in (False, True):
+                total = 0.0
+                for i in range(args.windows):
+                    if after_forward:
+                        model.forward(windows[2])
+                    t0 = time.thread_time()
+                    step(i)
+                    total += time.thread_time() - t0
+                cells.append(f"{1e6 * total / args.windows:.1f}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     publisher.close(linger_ms=0)
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
     return 0

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from streamtag._core import rounded_json_array
+from streamtag import _core
 from streamtag.errors import ProtocolError
 
 PROTOCOL_VERSION = "1.1"
@@ -634,7 +634,7 @@ class ScoresEncoder:
             if decimals is not None:
                 if (type(numbers_) is np.ndarray and numbers_.ndim == 1
                         and numbers_.dtype.kind == "f" and len(numbers_) == len(self.tags)):
-                    text = rounded_json_array(numbers_, decimals)  # None: not finite
+                    text = _core.rounded_json_array(numbers_, decimals)  # None: not finite
                 if text is None:  # the checks below name what is wrong (an overflow too)
                     with np.errstate(over="ignore", invalid="ignore"):
                         numbers_ = np.round(np.asarray(numbers_, dtype=np.float64),

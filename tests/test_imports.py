@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "streamtag"
-# The compiled extension is private to the package and wrapped by frontend.py alone (the
-# scikit-build pattern of a private ``_core`` re-exported by the package).
+# The compiled extension is private to the package (the scikit-build pattern of a private
+# ``_core`` re-exported by the package): frontend.py wraps its log-mel classes, and protocol.py
+# calls its writer of JSON number arrays.
 EXTENSION = "streamtag._core"
 
 
