@@ -23,6 +23,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
@@ -53,16 +54,30 @@ def main() -> int:
     big = np.ones(64 * 2**20 // 8)
     small = np.ones((48, 48), dtype=np.float32)
 
-    def score(i: int) -> float:
-        """CPU seconds of one window's smoothing and publishing."""
-        t0 = time.thread_time()
-        p = scores[i % len(scores)]
-        smoothed, _ = smoother.update(p, float(i))
+    def publish(i: int, raw: np.ndarray, smoothed: np.ndarray, active: tuple[str, ...]) -> None:
         publisher.publish_scores(
             "s000", start_s=float(i), end_s=i + 3.0, start_sample=16000 * i,
-            end_sample=16000 * i + 48000, tags=tags, raw=p, smoothed=smoothed,
-            active=smoother.active_tags(), model=model_ref, latency_ms=12.3456)
+            end_sample=16000 * i + 48000, tags=tags, raw=raw, smoothed=smoothed,
+            active=active, model=model_ref, latency_ms=12.3456)
+
+    def smooth_and_publish(i: int) -> None:
+        """One window's smoothing and publishing."""
+        p = scores[i % len(scores)]
+        smoothed, _ = smoother.update(p, float(i))
+        publish(i, p, smoothed, smoother.active_tags())
+
+    def cpu_s(step: Callable[[int], object], i: int) -> float:
+        t0 = time.thread_time()
+        step(i)
         return time.thread_time() - t0
+
+    def mean_us(step: Callable[[int], object], before: Callable[[], object]) -> float:
+        """µs of CPU per call of ``step``, each called right after ``before``."""
+        total = 0.0
+        for i in range(args.windows):
+            before()
+            total += cpu_s(step, i)
+        return 1e6 * total / args.windows
 
     def products() -> None:
         for _ in range(400):
@@ -77,13 +92,7 @@ def main() -> int:
     print("| right after | run 1 | run 2 |")
     print("|---|---:|---:|")
     for label, work in before.items():
-        runs = []
-        for _ in range(2):
-            total = 0.0
-            for i in range(args.windows):
-                work()
-                total += score(i)
-            runs.append(1e6 * total / args.windows)
+        runs = [mean_us(smooth_and_publish, work) for _ in range(2)]
         print(f"| {label} | {runs[0]:.0f} | {runs[1]:.0f} |", flush=True)
 
     print("\nThe windows of one batch after each forward (batch size: µs of CPU per window, "
@@ -98,7 +107,7 @@ def main() -> int:
             for b in range(batches):
                 model.forward(x)
                 for j in range(size):
-                    spent = score(b * size + j)
+                    spent = cpu_s(smooth_and_publish, b * size + j)
                     total += spent
                     first += spent if j == 0 else 0.0
             cells += [f"{1e6 * total / (batches * size):.0f}", f"{1e6 * first / batches:.0f}"]
@@ -110,25 +119,14 @@ def main() -> int:
              "np.stack of a batch of 2 windows": lambda i: np.stack([windows[2][0],
                                                                      windows[2][1]]),
              "Smoother.update": lambda i: smoother.update(scores[i % len(scores)], float(i)),
-             "Publisher.publish_scores": lambda i: publisher.publish_scores(
-                 "s000", start_s=float(i), end_s=i + 3.0, start_sample=16000 * i,
-                 end_sample=16000 * i + 48000, tags=tags, raw=scores[i % len(scores)],
-                 smoothed=smoother.smoothed, active=(), model=model_ref, latency_ms=1.5)}
+             "Publisher.publish_scores": lambda i: publish(i, scores[i % len(scores)],
+                                                           smoother.smoothed, ())}
     print("\nOne step, µs of CPU, warm and as the first thing after a forward (batch 2)")
     print("| step | warm, run 1 | after a forward, run 1 | warm, run 2 | after a forward, run 2 |")
     print("|---|---:|---:|---:|---:|")
     for label, step in steps.items():
-        cells = []
-        for _ in range(2):
-            for after_forward in (False, True):
-                total = 0.0
-                for i in range(args.windows):
-                    if after_forward:
-                        model.forward(windows[2])
-                    t0 = time.thread_time()
-                    step(i)
-                    total += time.thread_time() - t0
-                cells.append(f"{1e6 * total / args.windows:.1f}")
+        cells = [f"{mean_us(step, before):.1f}" for _ in range(2)
+                 for before in (lambda: None, lambda: model.forward(windows[2]))]
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     publisher.close(linger_ms=0)
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
