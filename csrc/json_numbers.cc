@@ -57,12 +57,18 @@ void AppendFloatRepr(double x, std::string &out) {
   }
 }
 
+namespace {
+
+// The value numpy.round(x, decimals) gives: x * 10^decimals, rounded to the nearest integer
+// (ties to even), divided by 10^decimals. decimals: 0 to 15, checked by the caller.
 double RoundToDecimals(double x, int decimals) {
   static const double kPowers[16] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                      1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
   const double scale = kPowers[decimals];
   return std::nearbyint(x * scale) / scale;
 }
+
+}  // namespace
 
 bool RoundedJsonArray(const double *values, size_t n, int decimals, std::string &out) {
   if (decimals < 0 || decimals > 15) {

@@ -12,10 +12,6 @@ namespace streamtag {
 // Appends repr(x) of a finite double: "0.25", "1e-05", "1.5e+16", "-0.0", "3.0".
 void AppendFloatRepr(double x, std::string &out);
 
-// The value numpy.round(x, decimals) gives: x * 10^decimals, rounded to the nearest integer
-// (ties to even), divided by 10^decimals. decimals: 0 to 15.
-double RoundToDecimals(double x, int decimals);
-
 // Writes "[a,b,...]": each value rounded to `decimals` places as numpy.round does, spelled as
 // repr. Returns false, leaving `out` unspecified, when a rounded value is not finite (the
 // caller's slower path then names it). Throws std::invalid_argument for decimals outside 0-15.
