@@ -623,7 +623,7 @@ class ScoresEncoder:
                    latency_ms: float, decimals: int | None = None) -> bytes:
         """decimals: round raw and smoothed to this many places first, as numpy.round does
         (a publisher's SCORE_DECIMALS). A 1-D float array of one value per tag is then
-        rounded and written by the C++ core (repr's digits, a tenth of json's cost)."""
+        rounded and written by the C++ core (repr's digits, an eighth of json's cost)."""
         start_s = _number(start_s, "scores start_s", minimum=0)
         end_s = _number(end_s, "scores end_s", minimum=start_s)
         start_sample = _integer(start_sample, "scores start_sample")
