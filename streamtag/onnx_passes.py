@@ -56,16 +56,20 @@ class _Graph:
         self.graph = model.graph
         self.constants = {t.name: t for t in self.graph.initializer}
         self.producer = {out: node for node in self.graph.node for out in node.output}
-        self.readers: dict[str, int] = {}
+        # each value's readers, a node once per input it fills, None for the graph's output
+        self.readers: dict[str, list[onnx.NodeProto | None]] = {}
         for node in self.graph.node:
             for name in node.input:
-                self.readers[name] = self.readers.get(name, 0) + 1
+                self.readers.setdefault(name, []).append(node)
         for output in self.graph.output:
-            self.readers[output.name] = self.readers.get(output.name, 0) + 1
+            self.readers.setdefault(output.name, []).append(None)
         self._names = set(self.producer) | set(self.constants) | {i.name for i in self.graph.input}
 
-    def only_reader(self, value: str) -> bool:
-        return self.readers.get(value, 0) == 1
+    def only_reader(self, value: str) -> onnx.NodeProto | None:
+        """The one node that reads ``value``, once; None where it is read more than once, by
+        the graph's output, or not at all."""
+        readers = self.readers.get(value, [])
+        return readers[0] if len(readers) == 1 else None
 
     def made_by(self, value: str, op_type: str) -> onnx.NodeProto | None:
         node = self.producer.get(value)
@@ -145,7 +149,8 @@ def pool_first(model: onnx.ModelProto) -> int:
         bn = graph.made_by(pool.input[0], "BatchNormalization")
         relu = None if bn is None else graph.made_by(bn.input[0], "Relu")
         conv = None if relu is None else graph.made_by(relu.input[0], "Conv")
-        if conv is None or not all(graph.only_reader(n.output[0]) for n in (conv, relu, bn)):
+        if conv is None or not all(graph.only_reader(n.output[0]) is not None
+                                   for n in (conv, relu, bn)):
             continue
         weight = graph.constant(conv.input[1])
         bias = graph.constant(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
@@ -485,7 +490,12 @@ def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: _Shapes
                         ) -> _RowsPlan | None:
     """(weights, bias, input shape, pads, the maximum's node, its keepdims) of a Conv that
     F(4, r) along the rows serves with less work, else None."""
-    if conv.op_type != "Conv" or not graph.only_reader(conv.output[0]):
+    # the reader first: only a Conv read by a maximum over the columns has its weights read
+    pool = graph.only_reader(conv.output[0]) if conv.op_type == "Conv" else None
+    if pool is None or pool.op_type != "ReduceMax" or len(pool.output) != 1:
+        return None
+    axes = _reduced_axes(graph, pool)
+    if not axes or {a % 4 for a in axes} != {3}:
         return None
     plain = _plain_conv(graph, conv)
     if plain is None:
@@ -495,12 +505,6 @@ def _winograd_rows_plan(graph: _Graph, conv: onnx.NodeProto, shapes: _Shapes
     if (channels != 1 or not 2 <= taps <= WINOGRAD_ROWS_MAX_TAPS
             or column_taps < WINOGRAD_ROWS_MIN_COLUMN_TAPS
             or filters < WINOGRAD_ROWS_MIN_FILTERS):
-        return None
-    pool = next((n for n in graph.graph.node if conv.output[0] in n.input), None)
-    if pool is None or pool.op_type != "ReduceMax" or len(pool.output) != 1:
-        return None
-    axes = _reduced_axes(graph, pool)
-    if not axes or {a % 4 for a in axes} != {3}:
         return None
     shape = _conv_input(graph, conv, weight, shapes)
     if shape is None:
