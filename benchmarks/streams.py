@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
+from streamtag import engine as engine_module  # noqa: E402
 from streamtag import modelfile, nets  # noqa: E402
 from streamtag.audio import write_audio  # noqa: E402
 from streamtag.client import Subscriber  # noqa: E402
@@ -140,7 +141,7 @@ def cpu_seconds() -> float:
 
 
 def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
-                engine: EngineConfig) -> dict:
+                engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS) -> dict:
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device="cpu"),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
@@ -149,6 +150,8 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                                "hop_seconds": 1.0}))
     with as_loaded() if backend == AS_LOADED else nullcontext():
         daemon = Daemon(config).start()
+    turns = patch.object(engine_module, "TURN_WINDOWS", turn_windows)
+    turns.start()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
         target=subscriber, args=(daemon.publisher.endpoint, len(files), child), daemon=True)
@@ -170,6 +173,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         stats = dict(daemon.engine.stats)
     finally:
         daemon.stop()
+        turns.stop()
         process.join(5)
     user = usage1.ru_utime - usage0.ru_utime
     system = usage1.ru_stime - usage0.ru_stime
@@ -178,6 +182,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "user_s": user, "system_s": system, "windows": stats["windows"],
             "received": received, "forward_s": stats["forward_s"], "batch_limit": limit,
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
+            "turns": stats["turns"], "turn_windows": turn_windows,
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
@@ -256,6 +261,10 @@ def main() -> int:
                         help="one or more: each runs beside the others; 0 (the default): left "
                              f"out, the engine measures the model for the cheapest size up to "
                              f"{CPU_MAX_BATCH} on the CPU")
+    parser.add_argument("--turn-windows", type=int, nargs="+",
+                        default=[engine_module.TURN_WINDOWS],
+                        help="windows a worker takes in one turn at most, one or more (1: one "
+                             "forward pass a turn, as before turns)")
     parser.add_argument("--decoders", type=int, nargs="+", default=[EngineConfig.decoders],
                         help="source threads working at once, one or more (default 0: the "
                              "cores left over from the inference threads)")
@@ -270,9 +279,9 @@ def main() -> int:
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
-    configs = [(backend, batch, workers, threads, decoders) for backend in args.backends
+    configs = [(backend, batch, workers, threads, decoders, turn) for backend in args.backends
                for batch in args.max_batch for workers in args.workers for threads in args.threads
-               for decoders in args.decoders]
+               for decoders in args.decoders for turn in args.turn_windows]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -280,31 +289,32 @@ def main() -> int:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))
         print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
-        print("| model | backend | max_batch | workers x threads | decoders | real-time streams "
-              "per core | x real time (wall) | CPU s (user + system) | windows | mean batch "
-              "| ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| model | backend | max_batch | turn | workers x threads | decoders | real-time "
+              "streams per core | x real time (wall) | CPU s (user + system) | windows | mean "
+              "batch | mean turn | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, path in paths.items():
             runs: dict[tuple, list[dict]] = {c: [] for c in configs}
             for _ in range(args.repeats):
                 for config in configs:
-                    backend, batch, workers, threads, decoders = config
+                    backend, batch, workers, threads, decoders, turn = config
                     engine = EngineConfig(workers=workers, threads=threads,
                                           max_batch=batch or None, decoders=decoders)
-                    runs[config].append(run_streams(path, backend, files, args.seconds, engine))
+                    runs[config].append(run_streams(path, backend, files, args.seconds, engine,
+                                                    turn))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
-                _, batch, workers, threads, decoders = config
+                _, batch, workers, threads, decoders, turn = config
                 r = best[config]
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
                 shown_decoders = decoders or f"{turns} (default)"
-                print(f"| {name} | {r['backend']} | {shown_batch} | {workers} x {threads} | "
-                      f"{shown_decoders} | {r['streams_per_core']:.0f} | "
+                print(f"| {name} | {r['backend']} | {shown_batch} | {turn} | {workers} x "
+                      f"{threads} | {shown_decoders} | {r['streams_per_core']:.0f} | "
                       f"{r['realtime_x']:.0f} | {r['user_s']:.1f} + {r['system_s']:.1f} | "
                       f"{r['windows']} ({r['received']} received) | "
-                      f"{r['windows'] / r['batches']:.1f} | "
+                      f"{r['windows'] / r['batches']:.1f} | {r['windows'] / r['turns']:.1f} | "
                       f"{r['streams_per_core'] / base:.2f} |", flush=True)
                 result["streams"].append({"model": name, "max_batch": batch,
                                           "workers": workers, "threads": threads,
@@ -313,15 +323,15 @@ def main() -> int:
               "scoring (stacking, smoothing, encoding, publishing, counters: the engine's "
               "thread), and the sources' threads (decoding, resampling, framing, cutting "
               "windows, queueing: one second of audio per window)")
-        print("| model | backend | max_batch | forward | scoring outside the forward | sources "
-              "| of all: system time |")
-        print("|---|---|---|---|---|---|---|")
+        print("| model | backend | max_batch | turn | forward | scoring outside the forward | "
+              "sources | of all: system time |")
+        print("|---|---|---|---|---|---|---|---|")
         for row in result["streams"]:
             per = 1e3 / row["windows"]
             total = row["user_s"] + row["system_s"]
             shown_batch = row["max_batch"] or f"{row['batch_limit']} (measured)"
             print(f"| {row['model']} | {row['backend']} | {shown_batch} | "
-                  f"{row['forward_cpu_s'] * per:.2f} | "
+                  f"{row['turn_windows']} | {row['forward_cpu_s'] * per:.2f} | "
                   f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
                   f"{(total - row['scoring_cpu_s']) * per:.2f} | {row['system_s'] * per:.2f} |")
         if not args.skip_forward:

@@ -2,9 +2,9 @@
 
 One ``Engine`` serves many light streams (the sherpa-onnx shape): each stream turns its audio into
 frames with its own ``OnlineLogMel`` and cuts a window of W frames every H frames; the engine
-stacks the due windows of *all* streams into one batch and runs one forward pass, then hands each
-result back to its stream, in order, through its smoother to a sink. The single-stream case is
-the batched case with one stream.
+stacks the due windows of *all* streams into batches, runs a turn of forward passes, then hands
+each result back to its stream, in order, through its smoother to a sink. The single-stream case
+is the batched case with one stream.
 
 Back-pressure: a stream that is not live (a file, a pipe) waits in ``accept`` while it has
 ``max_pending_windows`` windows queued, so it goes exactly as fast as the engine; a live stream
@@ -32,6 +32,15 @@ from streamtag.inference import InferenceModel, cheapest_batch
 from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
 
 log = logging.getLogger(__name__)
+
+# A worker's turn: where more windows are queued than one forward pass takes, it takes up to
+# TURN_WINDOWS of them, runs them in passes of ``batch_limit`` and only then hands the results
+# out. The turn's own work (waking, taking the windows, the hand-out in order, and above all the
+# caches each forward evicts, which the first scoring after it pays for: docs/engine-benchmark.md)
+# is then shared by every window of the turn while the forward keeps its cheapest size. The
+# turn's forwards are kept to about TURN_FORWARD_S, so a large model's windows are not held back.
+TURN_WINDOWS = 8
+TURN_FORWARD_S = 0.04
 
 __all__ = ["Engine", "EngineConfig", "EngineSink", "WindowResult"]
 
@@ -78,6 +87,15 @@ class _Window:
     end_sample: int
     arrival: float
     dropped: bool = False
+
+
+@dataclasses.dataclass
+class _Pass:
+    """One forward pass of a turn: its windows and their probabilities (None: it failed)."""
+
+    windows: list[_Window]
+    probs: np.ndarray | None
+    seconds: float
 
 
 class _Framer:
@@ -175,10 +193,10 @@ class _Stream:
 class Engine:
     """Cross-stream batched tagging with one model.
 
-    ``start()`` runs ``config.workers`` inference threads; each takes a whole batch and runs its
-    forward pass while the others run theirs (the model's backend releases the GIL), and the
-    results go to the streams in the order the batches were taken, so every stream's windows
-    reach the sink in order. Without ``start()``, ``drain()`` scores the queued windows in the
+    ``start()`` runs ``config.workers`` inference threads; each takes a turn of windows and runs
+    its forward passes (of ``batch_limit`` windows) while the others run theirs (the model's
+    backend releases the GIL), and the results go to the streams in the order the turns were
+    taken, so every stream's windows reach the sink in order. Without ``start()``, ``drain()`` scores the queued windows in the
     caller's thread (offline use).
     """
 
@@ -190,6 +208,7 @@ class Engine:
         self.sink = sink
         self._model = model
         self._limit = self.batch_limit_for(model)
+        self._pass_s: float | None = None  # the serving model's forward seconds per window
         self._generation = 0
         self._streams: dict[str, _Stream] = {}
         self._queue: deque[_Window] = deque()
@@ -202,7 +221,8 @@ class Engine:
         self._swapping = False
         self._workers: list[threading.Thread] = []
         self._stopping = False
-        self.stats = {"batches": 0, "windows": 0, "dropped_windows": 0, "failed_batches": 0,
+        self.stats = {"turns": 0, "batches": 0, "windows": 0, "dropped_windows": 0,
+                      "failed_batches": 0,
                       "nonfinite_windows": 0, "forward_s": 0.0, "overhead_s": 0.0,
                       # CPU time of the scoring threads: in the forward, and in all of scoring
                       # (the rest: stacking, smoothing, results, the sink, i.e. publishing)
@@ -220,6 +240,17 @@ class Engine:
     def batch_limit(self) -> int:
         """Windows per forward pass, at most, for the model serving now."""
         return self._limit
+
+    @property
+    def turn_limit(self) -> int:
+        """Windows a worker takes in one turn, at most: whole passes of ``batch_limit``, up to
+        TURN_WINDOWS windows whose forwards take TURN_FORWARD_S or less (at the forward's
+        wall time per window so far; one pass until the model's first has run)."""
+        limit, per_window = self._limit, self._pass_s
+        if per_window is None or limit >= TURN_WINDOWS:
+            return limit
+        passes = min(TURN_WINDOWS // limit, int(TURN_FORWARD_S / (per_window * limit)))
+        return max(1, passes) * limit
 
     def batch_limit_for(self, model: InferenceModel) -> int:
         """``engine.max_batch``; left out, CUDA_MAX_BATCH on CUDA and on the CPU the cheapest
@@ -386,6 +417,7 @@ class Engine:
             old = self._model
             self._model = new
             self._limit = limit
+            self._pass_s = None
             same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
             if not same_input:
                 self._generation += 1
@@ -437,21 +469,23 @@ class Engine:
                 return
             self._score(*taken)
 
-    def _take_batch(self, wait: bool) -> tuple[int, list[_Window], InferenceModel, int] | None:
-        """The next batch with its ticket and the model and generation that score it; None
-        when stopping with nothing left (``wait``) or nothing is queued (not ``wait``)."""
+    def _take_batch(self, wait: bool
+                    ) -> tuple[int, list[_Window], InferenceModel, int, int] | None:
+        """The next turn's windows with its ticket, and the model, generation and forward pass
+        size that score them; None when stopping with nothing left (``wait``) or nothing is
+        queued (not ``wait``). A worker waits up to ``max_wait_ms`` for one pass to fill, then
+        takes what is queued up to ``turn_limit``."""
         cfg = self.config
         with self._cond:
             while self._swapping:
                 self._cond.wait(0.5)
-            limit = self._limit
             if wait:
                 while not self._live_queue() and not self._stopping:
                     self._cond.wait(0.5)
                 if not self._live_queue():
                     return None  # stopping and nothing left
                 deadline = time.monotonic() + cfg.max_wait_ms / 1000.0
-                while len(self._queue) < limit and not self._stopping:
+                while len(self._queue) < self._limit and not self._stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -460,15 +494,16 @@ class Engine:
                     self._cond.wait(0.5)
             elif not self._live_queue():
                 return None
+            turn = self.turn_limit
             batch: list[_Window] = []
-            while self._queue and len(batch) < limit:
+            while self._queue and len(batch) < turn:
                 w = self._queue.popleft()
                 if not w.dropped:
                     batch.append(w)
             ticket = self._next_ticket
             self._next_ticket += 1
             self._in_flight += 1
-            return ticket, batch, self._model, self._generation
+            return ticket, batch, self._model, self._generation, self._limit
 
     def _live_queue(self) -> bool:
         while self._queue and self._queue[0].dropped:
@@ -476,30 +511,32 @@ class Engine:
         return bool(self._queue)
 
     def _score(self, ticket: int, batch: list[_Window], model: InferenceModel,
-               generation: int) -> int:
+               generation: int, limit: int) -> int:
         t_start, cpu_start = time.perf_counter(), time.thread_time()
         current = [w for w in batch if w.generation == generation]
-        probs = None
-        forward_s = forward_cpu_s = 0.0
-        failed = False
+        passes: list[_Pass] = []
+        forward_cpu_s = 0.0
         try:
-            if current:
-                stacked = np.stack([w.data for w in current])
+            for first in range(0, len(current), limit):
+                windows = current[first:first + limit]
+                # one window is its own batch of one, without a copy
+                stacked = (windows[0].data[np.newaxis] if len(windows) == 1
+                           else np.stack([w.data for w in windows]))
                 t0, cpu0 = time.perf_counter(), time.thread_time()
                 try:
                     probs = model.forward(stacked)
-                except Exception:  # noqa: BLE001 - a failing batch must not stop the engine
-                    log.exception("forward pass failed for a batch of %d windows", len(current))
-                    failed = True
-                forward_s = time.perf_counter() - t0
-                forward_cpu_s = time.thread_time() - cpu0
+                except Exception:  # noqa: BLE001 - a failing pass must not stop the engine
+                    log.exception("forward pass failed for a batch of %d windows", len(windows))
+                    probs = None
+                passes.append(_Pass(windows, probs, time.perf_counter() - t0))
+                forward_cpu_s += time.thread_time() - cpu0
             with self._cond:
-                while self._dispatch_ticket != ticket:  # earlier batches go out first
+                while self._dispatch_ticket != ticket:  # earlier turns go out first
                     self._cond.wait(0.5)
-            self._hand_out(batch, current, probs, model, generation, failed, forward_s, t_start)
+            self._hand_out(batch, passes, model, generation, t_start)
         finally:
-            # Pass the turn on in order, also when this batch failed before its turn came:
-            # jumping the counter past an earlier batch still waiting would stall it for ever.
+            # Pass the turn on in order, also when this one failed before its turn came:
+            # jumping the counter past an earlier turn still waiting would stall it for ever.
             with self._cond:
                 while self._dispatch_ticket != ticket:
                     self._cond.wait(0.5)
@@ -513,25 +550,34 @@ class Engine:
             self.stats["scoring_cpu_s"] += time.thread_time() - cpu_start
         return len(batch)
 
-    def _hand_out(self, batch: list[_Window], current: list[_Window], probs: np.ndarray | None,
-                  model: InferenceModel, generation: int, failed: bool, forward_s: float,
-                  t_start: float) -> None:
-        """Results to their streams, in the batch's turn (one batch at a time)."""
-        stale = batch if probs is None else [w for w in batch if w.generation != generation]
+    def _hand_out(self, batch: list[_Window], passes: list[_Pass], model: InferenceModel,
+                  generation: int, t_start: float) -> None:
+        """Results to their streams, in the turn's order (one turn at a time). The windows of
+        a stale generation and of a failed pass are dropped and counted."""
+        lost = [w for w in batch if w.generation != generation]
+        lost += [w for p in passes if p.probs is None for w in p.windows]
+        forward_s = sum(p.seconds for p in passes)
         with self._cond:
-            if failed:
-                self.stats["failed_batches"] += 1
-            for w in stale:
+            self.stats["turns"] += bool(passes)
+            self.stats["failed_batches"] += sum(p.probs is None for p in passes)
+            for w in lost:
                 w.stream.pending -= 1
                 w.stream.counters["dropped_windows"] += 1
                 self.stats["dropped_windows"] += 1
-        if probs is not None:
+        for p in passes:
+            if p.probs is None:
+                continue
             self.stats["batches"] += 1
-            self.batch_sizes.append(len(current))
+            self.batch_sizes.append(len(p.windows))
             if self.on_batch is not None:
-                self.on_batch(len(current), forward_s)
-            for w, p in zip(current, probs, strict=True):
-                self._dispatch(w, p, model)
+                self.on_batch(len(p.windows), p.seconds)
+            per_window = p.seconds / len(p.windows)
+            self._pass_s = per_window if self._pass_s is None else (
+                0.8 * self._pass_s + 0.2 * per_window)
+        for p in passes:
+            if p.probs is not None:
+                for w, probs in zip(p.windows, p.probs, strict=True):
+                    self._dispatch(w, probs, model)
         self.stats["forward_s"] += forward_s
         self.stats["overhead_s"] += time.perf_counter() - t_start - forward_s
 

@@ -33,12 +33,6 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 # A large model stops early (short_chunk_resnet, ~60 ms per window on ONNX Runtime, at batch 2).
 MEASURE_BUDGET_S = 3.0  # the timing stops before a size that would run past this
 MEASURE_REPS = 3  # rounds of one timed forward per size, after one untimed; the best kept
-# The engine's own CPU per batch outside the forward (waking, taking the batch, stacking,
-# handing the results out in turn, the caches the forward evicted): end to end on a 2-vCPU
-# EPYC the scoring path outside the forward cost 0.11-0.55 ms more per batch at batch 1 than at
-# 8 (0.44 against 0.34 ms per window with 8 streams of the default model, 0.95 against 0.48 in
-# another run; 0.75 against 0.49 with 64 streams).
-ENGINE_BATCH_MS = 0.3
 BATCH_GAIN = 0.03  # a larger batch is chosen only where it costs this much less per window
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
@@ -69,21 +63,17 @@ def keep_freed_memory() -> bool:
             and bool(mallopt(_M_ARENA_MAX, 1)))
 
 
-def cheapest_batch(per_window_ms: dict[int, float], per_batch_ms: float = ENGINE_BATCH_MS,
-                   gain: float = BATCH_GAIN) -> int:
+def cheapest_batch(per_window_ms: dict[int, float], gain: float = BATCH_GAIN) -> int:
     """The batch size to serve at, from the forward's milliseconds per window at each size
-    measured: the smallest whose cost per window (the forward's, plus the engine's
-    ``per_batch_ms`` shared by the batch) no larger size beats by ``gain`` or more. Smaller
-    batches wait less to fill and hold less memory, so a larger one must earn its place."""
+    measured: the smallest that no larger size beats by ``gain`` or more. Smaller batches wait
+    less to fill and hold less memory, so a larger one must earn its place. The engine's own
+    work per turn is shared by the turn's windows whatever the size of its forward passes
+    (``engine.TURN_WINDOWS``), so the forward alone decides."""
     if not per_window_ms:
         raise ValueError("cheapest_batch needs the time of at least one batch size")
-
-    def cost(size: int) -> float:
-        return per_window_ms[size] + per_batch_ms / size
-
     best = min(per_window_ms)
     for size in sorted(per_window_ms):
-        if cost(size) < cost(best) * (1.0 - gain):
+        if per_window_ms[size] < per_window_ms[best] * (1.0 - gain):
             best = size
     return best
 

@@ -6,11 +6,15 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import tiny_model_file
+import torch
+from helpers import TAGS, tiny_model_file
+from torch import nn
 
+from streamtag import engine as engine_module
+from streamtag import modelfile
 from streamtag.engine import Engine, EngineConfig, WindowResult
 from streamtag.errors import ModelError
-from streamtag.frontend import compute_logmel
+from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.inference import InferenceModel, cheapest_batch
 from streamtag.smoothing import SmoothingConfig
 from streamtag.testsignals import music_like
@@ -99,6 +103,87 @@ def test_batched_streams_equal_each_stream_alone(model):
         batched = np.stack([r.raw for r in sink.windows[sid]])
         np.testing.assert_allclose(batched, alone[sid], atol=1e-5)
         assert [r.index for r in sink.windows[sid]] == list(range(len(alone[sid])))
+
+
+def test_a_turn_runs_several_passes_and_hands_them_out_in_order(model):
+    signals = {f"s{i}": music_like(4.0, model.sample_rate, seed=20 + i) for i in range(3)}
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_batch=2))
+    for sid, signal in signals.items():
+        engine.add_stream(sid)
+        feed(engine, sid, signal, chunk=4000)
+    engine.drain()
+    windows = sum(len(sink.windows[sid]) for sid in signals)
+    assert windows > engine_module.TURN_WINDOWS
+    assert set(engine.batch_sizes) <= {1, 2} and sum(engine.batch_sizes) == windows
+    # the first turn is one pass (nothing is known of the forward's time yet), later ones take
+    # up to TURN_WINDOWS windows in passes of 2
+    assert engine.stats["batches"] > engine.stats["turns"] >= windows / engine_module.TURN_WINDOWS
+    assert engine.turn_limit == engine_module.TURN_WINDOWS
+    for sid, signal in signals.items():
+        got = sink.windows[sid]
+        assert [r.index for r in got] == list(range(len(got)))
+        np.testing.assert_allclose(np.stack([r.raw for r in got]),
+                                   offline_scores(model, signal, model.hop), atol=1e-5)
+
+
+def test_a_turn_holds_back_no_more_forward_time_than_its_bound(model, monkeypatch):
+    monkeypatch.setattr(engine_module, "TURN_FORWARD_S", 0.0)
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_batch=2))
+    engine.add_stream("a")
+    feed(engine, "a", music_like(6.0, model.sample_rate, seed=4), chunk=4000)
+    engine.drain()
+    assert engine.turn_limit == 2
+    assert engine.stats["turns"] == engine.stats["batches"] > 1
+
+
+class RefusesLoud(nn.Module):
+    """TinyTagger's network, raising on a window of loud audio: a forward pass that fails for
+    some windows only."""
+
+    def __init__(self, n_mels: int, n_tags: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(n_mels, 8, kernel_size=3, padding=1)
+        self.out = nn.Linear(8, n_tags)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.mean() > 1.0):  # full-scale noise's log-mel averages over 1.7, silence ~0
+            raise RuntimeError("this window is too loud for the model")
+        return self.out(torch.relu(self.conv(x / 10.0)).mean(dim=2))
+
+
+def test_a_failing_pass_loses_its_own_windows_only(tmp_path):
+    frontend = LogMelOptions.preset("musicnn")
+    path = tmp_path / "refuses-loud.pt"
+    modelfile.save(RefusesLoud(frontend.n_mels, len(TAGS)), path, {
+        "name": "refuses-loud", "tags": list(TAGS), "input_kind": "logmel",
+        "frontend": frontend, "window": 32, "hop": 16, "thresholds": [0.5] * len(TAGS),
+        "architecture": {"name": "refuses-loud"}})
+    model = InferenceModel.load(path, device="cpu", backend="torch")
+    rng = np.random.default_rng(5)
+    quiet = (0.001 * rng.standard_normal(4 * 16000)).astype(np.float32)
+    loud = (0.9 * rng.standard_normal(4 * 16000)).astype(np.float32)
+    sink = Collect()
+    engine = Engine(model, sink, EngineConfig(max_batch=1))
+    for sid in ("quiet", "loud"):
+        engine.add_stream(sid)
+    for start in range(0, len(quiet), 1000):  # the two streams' windows interleave in turns
+        engine.accept("quiet", quiet[start:start + 1000])
+        engine.accept("loud", loud[start:start + 1000])
+    engine.finish_stream("quiet")
+    engine.finish_stream("loud")
+    engine.drain()
+    expected = offline_scores(model, quiet, model.hop)
+    assert engine.stats["turns"] < engine.stats["batches"] + engine.stats["failed_batches"]
+    got = sink.windows["quiet"]
+    assert [r.index for r in got] == list(range(len(expected)))
+    np.testing.assert_allclose(np.stack([r.raw for r in got]), expected, atol=1e-5)
+    assert "loud" not in sink.windows and "loud" in sink.ended
+    counters = engine.stream_counters("loud")
+    assert counters["dropped_windows"] == engine.stats["failed_batches"] == len(expected)
+    assert counters["pending"] == 0 and engine.stream_counters("quiet")["dropped_windows"] == 0
 
 
 def test_file_streams_wait_and_live_streams_drop(model):
@@ -219,15 +304,14 @@ def test_the_cpu_batch_is_the_cheapest_measured_and_no_larger_than_pays(per_wind
     assert cheapest_batch(per_window_ms) == chosen
 
 
-@pytest.mark.parametrize(("per_window_ms", "per_batch_ms", "chosen"), [
-    ({1: 8.38, 2: 8.22, 4: 8.04, 8: 8.09}, 0.0, 4),  # 2 % at batch 2 is not enough; 4 % at 4 is
-    ({1: 1.00, 2: 0.99}, 0.0, 1),
-    ({1: 1.00, 2: 0.99}, 0.1, 2),  # the engine's cost per batch tips it
-    ({1: 1.00, 2: 1.10}, 0.1, 1),  # but not against a forward that much dearer
+@pytest.mark.parametrize(("per_window_ms", "chosen"), [
+    ({1: 8.38, 2: 8.22, 4: 8.04, 8: 8.09}, 4),  # 2 % at batch 2 is not enough; 4 % at 4 is
+    ({1: 1.00, 2: 0.99}, 1),
+    ({1: 1.00, 2: 0.96}, 2),
+    ({1: 1.00, 2: 1.10}, 1),
 ])
-def test_a_larger_batch_must_save_three_percent_with_the_engines_cost(per_window_ms,
-                                                                      per_batch_ms, chosen):
-    assert cheapest_batch(per_window_ms, per_batch_ms) == chosen
+def test_a_larger_batch_must_save_three_percent(per_window_ms, chosen):
+    assert cheapest_batch(per_window_ms) == chosen
 
 
 def test_cheapest_batch_needs_a_measurement():
