@@ -141,14 +141,18 @@ def cpu_seconds() -> float:
 
 
 def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
-                engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS) -> dict:
+                engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS,
+                hold: bool = True) -> dict:
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device="cpu"),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
         control=ControlConfig(endpoint=""),
         engine=EngineConfig(**{**engine.__dict__, "backend": SERVES.get(backend, backend),
                                "hop_seconds": 1.0}))
-    with as_loaded() if backend == AS_LOADED else nullcontext():
+    # hold 0: each message sent as it is published (the engine takes the sink's turn() as the
+    # daemon is made)
+    unheld = nullcontext() if hold else patch.object(Daemon, "turn", lambda self: nullcontext())
+    with as_loaded() if backend == AS_LOADED else nullcontext(), unheld:
         daemon = Daemon(config).start()
     turns = patch.object(engine_module, "TURN_WINDOWS", turn_windows)
     turns.start()
@@ -182,7 +186,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "user_s": user, "system_s": system, "windows": stats["windows"],
             "received": received, "forward_s": stats["forward_s"], "batch_limit": limit,
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
-            "turns": stats["turns"], "turn_windows": turn_windows,
+            "turns": stats["turns"], "turn_windows": turn_windows, "hold": hold,
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
@@ -265,6 +269,9 @@ def main() -> int:
                         default=[engine_module.TURN_WINDOWS],
                         help="windows a worker takes in one turn at most, one or more (1: one "
                              "forward pass a turn, as before turns)")
+    parser.add_argument("--hold", type=int, nargs="+", default=[1], choices=[0, 1],
+                        help="1: a turn's messages leave together (Publisher.held), 0: each "
+                             "as it is published; one or both")
     parser.add_argument("--decoders", type=int, nargs="+", default=[EngineConfig.decoders],
                         help="source threads working at once, one or more (default 0: the "
                              "cores left over from the inference threads)")
@@ -279,9 +286,11 @@ def main() -> int:
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
-    configs = [(backend, batch, workers, threads, decoders, turn) for backend in args.backends
+    configs = [(backend, batch, workers, threads, decoders, turn, hold)
+               for backend in args.backends
                for batch in args.max_batch for workers in args.workers for threads in args.threads
-               for decoders in args.decoders for turn in args.turn_windows]
+               for decoders in args.decoders for turn in args.turn_windows
+               for hold in args.hold]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -289,29 +298,29 @@ def main() -> int:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))
         print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
-        print("| model | backend | max_batch | turn | workers x threads | decoders | real-time "
-              "streams per core | x real time (wall) | CPU s (user + system) | windows | mean "
-              "batch | mean turn | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| model | backend | max_batch | turn | held | workers x threads | decoders | "
+              "real-time streams per core | x real time (wall) | CPU s (user + system) | "
+              "windows | mean batch | mean turn | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, path in paths.items():
             runs: dict[tuple, list[dict]] = {c: [] for c in configs}
             for _ in range(args.repeats):
                 for config in configs:
-                    backend, batch, workers, threads, decoders, turn = config
+                    backend, batch, workers, threads, decoders, turn, hold = config
                     engine = EngineConfig(workers=workers, threads=threads,
                                           max_batch=batch or None, decoders=decoders)
                     runs[config].append(run_streams(path, backend, files, args.seconds, engine,
-                                                    turn))
+                                                    turn, bool(hold)))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
-                _, batch, workers, threads, decoders, turn = config
+                _, batch, workers, threads, decoders, turn, hold = config
                 r = best[config]
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
                 shown_decoders = decoders or f"{turns} (default)"
-                print(f"| {name} | {r['backend']} | {shown_batch} | {turn} | {workers} x "
-                      f"{threads} | {shown_decoders} | {r['streams_per_core']:.0f} | "
+                print(f"| {name} | {r['backend']} | {shown_batch} | {turn} | {hold} | "
+                      f"{workers} x {threads} | {shown_decoders} | {r['streams_per_core']:.0f} | "
                       f"{r['realtime_x']:.0f} | {r['user_s']:.1f} + {r['system_s']:.1f} | "
                       f"{r['windows']} ({r['received']} received) | "
                       f"{r['windows'] / r['batches']:.1f} | {r['windows'] / r['turns']:.1f} | "
@@ -323,15 +332,16 @@ def main() -> int:
               "scoring (stacking, smoothing, encoding, publishing, counters: the engine's "
               "thread), and the sources' threads (decoding, resampling, framing, cutting "
               "windows, queueing: one second of audio per window)")
-        print("| model | backend | max_batch | turn | forward | scoring outside the forward | "
-              "sources | of all: system time |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| model | backend | max_batch | turn | held | forward | scoring outside the "
+              "forward | sources | of all: system time |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for row in result["streams"]:
             per = 1e3 / row["windows"]
             total = row["user_s"] + row["system_s"]
             shown_batch = row["max_batch"] or f"{row['batch_limit']} (measured)"
             print(f"| {row['model']} | {row['backend']} | {shown_batch} | "
-                  f"{row['turn_windows']} | {row['forward_cpu_s'] * per:.2f} | "
+                  f"{row['turn_windows']} | {int(row['hold'])} | "
+                  f"{row['forward_cpu_s'] * per:.2f} | "
                   f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
                   f"{(total - row['scoring_cpu_s']) * per:.2f} | {row['system_s'] * per:.2f} |")
         if not args.skip_forward:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -413,6 +414,10 @@ class Daemon:
             latency_ms=result.latency_ms)
         if self.metrics is not None:
             self.metrics.observe_window(result)
+
+    def turn(self) -> AbstractContextManager:
+        """The engine's hand-out of one turn: its messages leave together (``held``)."""
+        return self.publisher.held()
 
     def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
         for event in events:

@@ -16,12 +16,14 @@ The engine knows nothing of sockets: results go to an ``EngineSink``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
@@ -73,6 +75,10 @@ class WindowResult:
 
 
 class EngineSink(Protocol):
+    """Where results go. A sink may also have ``turn()``, a context manager the engine enters
+    around each turn's hand-out (the daemon holds its publishing there, so that a turn's
+    messages leave in one burst)."""
+
     def on_window(self, result: WindowResult) -> None: ...
 
     def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None: ...
@@ -196,8 +202,8 @@ class Engine:
     ``start()`` runs ``config.workers`` inference threads; each takes a turn of windows and runs
     its forward passes (of ``batch_limit`` windows) while the others run theirs (the model's
     backend releases the GIL), and the results go to the streams in the order the turns were
-    taken, so every stream's windows reach the sink in order. Without ``start()``, ``drain()`` scores the queued windows in the
-    caller's thread (offline use).
+    taken, so every stream's windows reach the sink in order. Without ``start()``, ``drain()``
+    scores the queued windows in the caller's thread (offline use).
     """
 
     def __init__(self, model: InferenceModel, sink: EngineSink,
@@ -206,6 +212,8 @@ class Engine:
         self.config = config or EngineConfig()
         self.smoothing = smoothing or SmoothingConfig()
         self.sink = sink
+        self._sink_turn: Callable[[], AbstractContextManager] = getattr(
+            sink, "turn", contextlib.nullcontext)
         self._model = model
         self._limit = self.batch_limit_for(model)
         self._pass_s: float | None = None  # the serving model's forward seconds per window
@@ -574,10 +582,11 @@ class Engine:
             per_window = p.seconds / len(p.windows)
             self._pass_s = per_window if self._pass_s is None else (
                 0.8 * self._pass_s + 0.2 * per_window)
-        for p in passes:
-            if p.probs is not None:
-                for w, probs in zip(p.windows, p.probs, strict=True):
-                    self._dispatch(w, probs, model)
+        with self._sink_turn():
+            for p in passes:
+                if p.probs is not None:
+                    for w, probs in zip(p.windows, p.probs, strict=True):
+                        self._dispatch(w, probs, model)
         self.stats["forward_s"] += forward_s
         self.stats["overhead_s"] += time.perf_counter() - t_start - forward_s
 

@@ -7,10 +7,11 @@ is `streamtag.control` (server) and `streamtag.client.control_request` (client).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import zmq
 
@@ -89,6 +90,8 @@ class Publisher:
         self._topics: dict[tuple[str, str], bytes] = {}  # (type, checked stream id) -> topic
         self._scores: dict[tuple, ScoresEncoder] = {}  # by (tags, model name, model hash)
         self._lock = threading.Lock()
+        self._holds = 0  # held() contexts open; while any is, messages wait in _held
+        self._held: list[list[bytes]] = []
         self._started = time.monotonic()
         self._closed = False
         ctx = context if context is not None else zmq.Context.instance()
@@ -210,7 +213,36 @@ class Publisher:
         self._topics[(msg_type, stream)] = topic
         return topic
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Messages published inside (by any thread) leave together at its end, in the order
+        they were published; nested, at the outermost end. ZeroMQ wakes its I/O thread for a
+        message sent while that thread sleeps: a burst wakes it once, not once a message (the
+        daemon holds each engine turn's messages: docs/engine-benchmark.md). Publishing a
+        held message returns True; where the ``refuse`` policy drops it at the end, ``dropped``
+        counts it then."""
+        with self._lock:  # closed: what is published inside raises as it would outside
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                if not self._holds:
+                    self._send_held()
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, []
+        for frames in held:
+            self._send_now(frames)
+
     def _send(self, frames: list[bytes]) -> bool:
+        if self._holds:
+            self._held.append(frames)
+            return True
+        return self._send_now(frames)
+
+    def _send_now(self, frames: list[bytes]) -> bool:
         # Frame by frame as send_multipart does, with plain int flags: its arithmetic on
         # pyzmq's flag enums cost more than the sends themselves (2.8 against 1.1 us).
         send = self._socket.send
@@ -268,6 +300,7 @@ class Publisher:
         with self._lock:
             if self._closed:
                 return
+            self._send_held()  # a hold still open when closing loses nothing
             self._closed = True
             self._socket.close(linger=self._linger_ms if linger_ms is None else linger_ms)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -125,6 +126,34 @@ def test_a_turn_runs_several_passes_and_hands_them_out_in_order(model):
         assert [r.index for r in got] == list(range(len(got)))
         np.testing.assert_allclose(np.stack([r.raw for r in got]),
                                    offline_scores(model, signal, model.hop), atol=1e-5)
+
+
+def test_a_sink_with_turn_gets_each_turns_windows_inside_it(model):
+    class TurnSink(Collect):
+        def __init__(self) -> None:
+            super().__init__()
+            self.turns: list[int] = []  # windows handed out in each turn
+            self.inside = False
+
+        @contextlib.contextmanager
+        def turn(self):
+            self.inside = True
+            self.turns.append(0)
+            yield
+            self.inside = False
+
+        def on_window(self, result: WindowResult) -> None:
+            if self.inside:
+                self.turns[-1] += 1
+            super().on_window(result)
+
+    sink = TurnSink()
+    engine = Engine(model, sink, EngineConfig(max_batch=2))
+    engine.add_stream("a")
+    feed(engine, "a", music_like(8.0, model.sample_rate, seed=6), chunk=4000)
+    engine.drain()
+    assert len(sink.turns) == engine.stats["turns"] and max(sink.turns) > 2
+    assert sum(sink.turns) == len(sink.windows["a"]) > 8  # none outside a turn
 
 
 def test_a_turn_holds_back_no_more_forward_time_than_its_bound(model, monkeypatch):

@@ -208,6 +208,40 @@ def test_any_thread_may_publish_and_seq_stays_in_order(ctx):
     assert [m.seq for m in got] == list(range(400)) and sub.gaps == 0
 
 
+def test_held_messages_leave_together_at_the_end_in_order(ctx):
+    with Publisher(ANY_PORT, context=ctx) as pub, Subscriber(pub.endpoint, context=ctx) as sub:
+        await_subscription(pub, sub)
+        sent_before = pub.sent
+        with pub.held():
+            for i in range(3):
+                assert publish_scores(pub, i=i)
+            with pub.held():  # nested: sent at the outermost end
+                assert publish_event(pub, i=0)
+            other = threading.Thread(target=publish_event, args=(pub,), kwargs={"i": 1})
+            other.start()  # another thread's message waits in the same hold
+            other.join()
+            assert sub.recv(300) is None  # nothing has left yet
+        got = receive(sub, 5)
+        publish_scores(pub, i=3)  # after the hold, at once again
+        got += receive(sub, 1)
+    assert [(m.topic, m.seq) for m in got] == [
+        ("scores.radio-1", 0), ("scores.radio-1", 1), ("scores.radio-1", 2),
+        ("event.radio-1", 0), ("event.radio-1", 1), ("scores.radio-1", 3)]
+    assert sub.gaps == 0 and pub.sent - sent_before == 6
+
+
+def test_closing_inside_a_hold_sends_what_it_held(ctx):
+    with Publisher(ANY_PORT, context=ctx) as pub, Subscriber(pub.endpoint, context=ctx) as sub:
+        await_subscription(pub, sub)
+        with pub.held():
+            publish_scores(pub, i=0)
+            pub.close()
+            with pytest.raises(RuntimeError, match="closed"):
+                publish_scores(pub, i=1)
+        got = receive(sub, 1)
+    assert [(m.topic, m.seq) for m in got] == [("scores.radio-1", 0)]
+
+
 # ---------------------------------------------------------------- slow subscribers
 
 N_FLOOD = 12000
