@@ -142,7 +142,7 @@ def cpu_seconds() -> float:
 
 def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                 engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS,
-                hold: bool = True) -> dict:
+                hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3) -> dict:
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device="cpu"),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
@@ -154,7 +154,8 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     unheld = nullcontext() if hold else patch.object(Daemon, "turn", lambda self: nullcontext())
     with as_loaded() if backend == AS_LOADED else nullcontext(), unheld:
         daemon = Daemon(config).start()
-    turns = patch.object(engine_module, "TURN_WINDOWS", turn_windows)
+    turns = patch.multiple(engine_module, TURN_WINDOWS=turn_windows,
+                           TURN_FORWARD_S=turn_ms / 1e3)
     turns.start()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
@@ -186,7 +187,8 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "user_s": user, "system_s": system, "windows": stats["windows"],
             "received": received, "forward_s": stats["forward_s"], "batch_limit": limit,
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
-            "turns": stats["turns"], "turn_windows": turn_windows, "hold": hold,
+            "turns": stats["turns"], "turn_windows": turn_windows, "turn_ms": turn_ms,
+            "hold": hold,
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
@@ -269,6 +271,10 @@ def main() -> int:
                         default=[engine_module.TURN_WINDOWS],
                         help="windows a worker takes in one turn at most, one or more (1: one "
                              "forward pass a turn, as before turns)")
+    parser.add_argument("--turn-ms", type=float, nargs="+",
+                        default=[engine_module.TURN_FORWARD_S * 1e3],
+                        help="the most forward time a turn holds its windows back, ms, one or "
+                             "more")
     parser.add_argument("--hold", type=int, nargs="+", default=[1], choices=[0, 1],
                         help="1: a turn's messages leave together (Publisher.held), 0: each "
                              "as it is published; one or both")
@@ -286,10 +292,11 @@ def main() -> int:
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
-    configs = [(backend, batch, workers, threads, decoders, turn, hold)
+    configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold)
                for backend in args.backends
                for batch in args.max_batch for workers in args.workers for threads in args.threads
                for decoders in args.decoders for turn in args.turn_windows
+               for turn_ms in args.turn_ms
                for hold in args.hold]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
@@ -298,9 +305,9 @@ def main() -> int:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))
         print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
-        print("| model | backend | max_batch | turn | held | workers x threads | decoders | "
-              "real-time streams per core | x real time (wall) | CPU s (user + system) | "
-              "windows | mean batch | mean turn | ratio |")
+        print("| model | backend | max_batch | turn (windows, forward) | held | workers x "
+              "threads | decoders | real-time streams per core | x real time (wall) | CPU s "
+              "(user + system) | windows | mean batch | mean turn | ratio |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, path in paths.items():
             runs: dict[tuple, list[dict]] = {c: [] for c in configs}
@@ -310,7 +317,7 @@ def main() -> int:
                     engine = EngineConfig(workers=workers, threads=threads,
                                           max_batch=batch or None, decoders=decoders)
                     runs[config].append(run_streams(path, backend, files, args.seconds, engine,
-                                                    turn, bool(hold)))
+                                                    turn[0], bool(hold), turn[1]))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
@@ -319,7 +326,8 @@ def main() -> int:
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
                 shown_decoders = decoders or f"{turns} (default)"
-                print(f"| {name} | {r['backend']} | {shown_batch} | {turn} | {hold} | "
+                print(f"| {name} | {r['backend']} | {shown_batch} | {turn[0]}, {turn[1]:g} ms | "
+                      f"{hold} | "
                       f"{workers} x {threads} | {shown_decoders} | {r['streams_per_core']:.0f} | "
                       f"{r['realtime_x']:.0f} | {r['user_s']:.1f} + {r['system_s']:.1f} | "
                       f"{r['windows']} ({r['received']} received) | "
@@ -332,15 +340,15 @@ def main() -> int:
               "scoring (stacking, smoothing, encoding, publishing, counters: the engine's "
               "thread), and the sources' threads (decoding, resampling, framing, cutting "
               "windows, queueing: one second of audio per window)")
-        print("| model | backend | max_batch | turn | held | forward | scoring outside the "
-              "forward | sources | of all: system time |")
+        print("| model | backend | max_batch | turn (windows, forward) | held | forward | "
+              "scoring outside the forward | sources | of all: system time |")
         print("|---|---|---|---|---|---|---|---|---|")
         for row in result["streams"]:
             per = 1e3 / row["windows"]
             total = row["user_s"] + row["system_s"]
             shown_batch = row["max_batch"] or f"{row['batch_limit']} (measured)"
             print(f"| {row['model']} | {row['backend']} | {shown_batch} | "
-                  f"{row['turn_windows']} | {int(row['hold'])} | "
+                  f"{row['turn_windows']}, {row['turn_ms']:g} ms | {int(row['hold'])} | "
                   f"{row['forward_cpu_s'] * per:.2f} | "
                   f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
                   f"{(total - row['scoring_cpu_s']) * per:.2f} | {row['system_s'] * per:.2f} |")
