@@ -260,7 +260,8 @@ class Engine:
         limit, per_window = self._limit, self._pass_s
         if per_window is None or limit >= TURN_WINDOWS:
             return limit
-        passes = min(TURN_WINDOWS // limit, int(TURN_FORWARD_S / (per_window * limit)))
+        passes = min(TURN_WINDOWS // limit,
+                     int(TURN_FORWARD_S / max(per_window * limit, 1e-9)))
         return max(1, passes) * limit
 
     def batch_limit_for(self, model: InferenceModel) -> int:
@@ -468,19 +469,19 @@ class Engine:
         """Scores every queued window in the caller's thread; returns how many."""
         done = 0
         while True:
-            taken = self._take_batch(wait=False)
+            taken = self._take_turn(wait=False)
             if taken is None:
                 return done
             done += self._score(*taken)
 
     def _run(self) -> None:
         while True:
-            taken = self._take_batch(wait=True)
+            taken = self._take_turn(wait=True)
             if taken is None:
                 return
             self._score(*taken)
 
-    def _take_batch(self, wait: bool
+    def _take_turn(self, wait: bool
                     ) -> tuple[int, list[_Window], InferenceModel, int, int] | None:
         """The next turn's windows with its ticket, and the model, generation and forward pass
         size that score them; None when stopping with nothing left (``wait``) or nothing is
@@ -505,26 +506,26 @@ class Engine:
                     self._cond.wait(0.5)
             elif not self._live_queue():
                 return None
-            turn = self.turn_limit
-            batch: list[_Window] = []
-            while self._queue and len(batch) < turn:
+            most = self.turn_limit
+            windows: list[_Window] = []
+            while self._queue and len(windows) < most:
                 w = self._queue.popleft()
                 if not w.dropped:
-                    batch.append(w)
+                    windows.append(w)
             ticket = self._next_ticket
             self._next_ticket += 1
             self._in_flight += 1
-            return ticket, batch, self._model, self._generation, self._limit
+            return ticket, windows, self._model, self._generation, self._limit
 
     def _live_queue(self) -> bool:
         while self._queue and self._queue[0].dropped:
             self._queue.popleft()
         return bool(self._queue)
 
-    def _score(self, ticket: int, batch: list[_Window], model: InferenceModel,
+    def _score(self, ticket: int, turn: list[_Window], model: InferenceModel,
                generation: int, limit: int) -> int:
         t_start, cpu_start = time.perf_counter(), time.thread_time()
-        current = [w for w in batch if w.generation == generation]
+        current = [w for w in turn if w.generation == generation]
         passes: list[_Pass] = []
         forward_cpu_s = 0.0
         try:
@@ -544,7 +545,7 @@ class Engine:
             with self._cond:
                 while self._dispatch_ticket != ticket:  # earlier turns go out first
                     self._cond.wait(0.5)
-            self._hand_out(batch, passes, model, generation, t_start)
+            self._hand_out(turn, passes, model, generation, t_start)
         finally:
             # Pass the turn on in order, also when this one failed before its turn came:
             # jumping the counter past an earlier turn still waiting would stall it for ever.
@@ -554,18 +555,18 @@ class Engine:
                 self._dispatch_ticket += 1
                 self._in_flight -= 1
                 self._cond.notify_all()
-        for stream in {w.stream for w in batch}:
+        for stream in {w.stream for w in turn}:
             self._maybe_close(stream)
         with self._cond:
             self.stats["forward_cpu_s"] += forward_cpu_s
             self.stats["scoring_cpu_s"] += time.thread_time() - cpu_start
-        return len(batch)
+        return len(turn)
 
-    def _hand_out(self, batch: list[_Window], passes: list[_Pass], model: InferenceModel,
+    def _hand_out(self, turn: list[_Window], passes: list[_Pass], model: InferenceModel,
                   generation: int, t_start: float) -> None:
         """Results to their streams, in the turn's order (one turn at a time). The windows of
         a stale generation and of a failed pass are dropped and counted."""
-        lost = [w for w in batch if w.generation != generation]
+        lost = [w for w in turn if w.generation != generation]
         lost += [w for p in passes if p.probs is None for w in p.windows]
         forward_s = sum(p.seconds for p in passes)
         with self._cond:
