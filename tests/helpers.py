@@ -5,6 +5,7 @@ conftest.py, real servers in servers.py."""
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -86,10 +87,45 @@ def run_python(code: str, **kwargs) -> str:
     return done.stdout
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _outside_ephemeral() -> list[range]:
+    """Port ranges the kernel never gives an outgoing connection's local end."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(part) for part in text.split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999    # Linux's default
+    ranges = [range(10000, low), range(high + 1, 65536)]
+    return [r for r in ranges if len(r) >= 1000]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on, for a server the test starts later.
+
+    Asking the kernel for port 0 would give a port from its ephemeral range; once released, that
+    port can become the local end of any outgoing connection (ffmpeg feeding Icecast, a proxy's
+    upstream) before the test's server binds it. So the port comes from outside that range, and
+    no port is handed out twice in one test run."""
+    ranges = _outside_ephemeral()
+    for _ in range(500):
+        if ranges:
+            port = random.choice(random.choice(ranges))
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free TCP port on 127.0.0.1 after 500 tries")
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
+from helpers import free_port  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
@@ -42,12 +43,6 @@ TAGS = ("calm", "loud", "percussive", "bright")
 THRESHOLDS = (0.5, 0.5, 0.5, 0.5)
 MODEL = {"name": "venue-test", "hash": "sha256:0123abcd"}
 WAIT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scores_for(active: tuple[str, ...]) -> list[float]:
