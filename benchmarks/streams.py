@@ -67,6 +67,7 @@ from streamtag.daemon import Daemon, default_model_path  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.installed import installed, path_of  # noqa: E402
+from streamtag.sources import file as file_source  # noqa: E402
 from streamtag.testsignals import music_like  # noqa: E402
 
 FILE_RATE = 44100
@@ -142,7 +143,8 @@ def cpu_seconds() -> float:
 
 def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                 engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS,
-                hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3) -> dict:
+                hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3,
+                block_s: float = file_source.BLOCK_S) -> dict:
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device="cpu"),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
@@ -157,6 +159,8 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     turns = patch.multiple(engine_module, TURN_WINDOWS=turn_windows,
                            TURN_FORWARD_S=turn_ms / 1e3)
     turns.start()
+    blocks = patch.object(file_source, "BLOCK_S", block_s)
+    blocks.start()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
         target=subscriber, args=(daemon.publisher.endpoint, len(files), child), daemon=True)
@@ -179,6 +183,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     finally:
         daemon.stop()
         turns.stop()
+        blocks.stop()
         process.join(5)
     user = usage1.ru_utime - usage0.ru_utime
     system = usage1.ru_stime - usage0.ru_stime
@@ -188,7 +193,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "received": received, "forward_s": stats["forward_s"], "batch_limit": limit,
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
             "turns": stats["turns"], "turn_windows": turn_windows, "turn_ms": turn_ms,
-            "hold": hold,
+            "hold": hold, "block_s": block_s,
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
@@ -281,6 +286,12 @@ def main() -> int:
     parser.add_argument("--decoders", type=int, nargs="+", default=[EngineConfig.decoders],
                         help="source threads working at once, one or more (default 0: the "
                              "cores left over from the inference threads)")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "int8"],
+                        help="int8: each model quantized first (streamtag.quantize, calibrated "
+                             "on two of the MP3s) and served by ONNX Runtime; one or both")
+    parser.add_argument("--block-s", type=float, nargs="+", default=[file_source.BLOCK_S],
+                        help="seconds of decoded audio a file source hands on at once, one or "
+                             "more")
     parser.add_argument("--forward-reps", type=int, default=20)
     parser.add_argument("--skip-forward", action="store_true")
     parser.add_argument("--memory", type=int, nargs="*", default=[],
@@ -292,12 +303,14 @@ def main() -> int:
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
-    configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold)
-               for backend in args.backends
+    configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold, block_s,
+                precision)
+               for precision in args.precision
+               for backend in (args.backends if precision == "fp32" else ["onnxruntime"])
                for batch in args.max_batch for workers in args.workers for threads in args.threads
                for decoders in args.decoders for turn in args.turn_windows
                for turn_ms in args.turn_ms
-               for hold in args.hold]
+               for hold in args.hold for block_s in args.block_s]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -305,50 +318,70 @@ def main() -> int:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))
         print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
-        print("| model | backend | max_batch | turn (windows, forward) | held | workers x "
-              "threads | decoders | real-time streams per core | x real time (wall) | CPU s "
-              "(user + system) | windows | mean batch | mean turn | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| model | backend | max_batch | turn (windows, forward) | held | block s | "
+              "workers x threads | decoders | real-time streams per core | x real time (wall) | "
+              "CPU s (user + system) | windows | mean batch | mean turn | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        quantized = {}
+        if "int8" in args.precision:
+            from streamtag.quantize import quantize_file
+
+            print("\nint8 graphs (streamtag.quantize on two of the MP3s): largest and mean "
+                  "difference from FP32 on the windows not calibrated on, tag decisions that "
+                  "agree, one window's forward FP32 -> int8")
+            for name, path in paths.items():
+                quantized[name] = Path(folder) / f"{name}-int8.pt"
+                done = quantize_file(path, files[:2], quantized[name])
+                print(f"- {name}: {done.max_difference:.3g} / {done.mean_difference:.2g}, "
+                      f"{100 * done.decisions_agree:.1f} %, {done.fp32_ms:.2f} -> "
+                      f"{done.int8_ms:.2f} ms", flush=True)
         for name, path in paths.items():
             runs: dict[tuple, list[dict]] = {c: [] for c in configs}
             for _ in range(args.repeats):
                 for config in configs:
-                    backend, batch, workers, threads, decoders, turn, hold = config
+                    backend, batch, workers, threads, decoders, turn, hold, block_s, \
+                        precision = config
                     engine = EngineConfig(workers=workers, threads=threads,
-                                          max_batch=batch or None, decoders=decoders)
-                    runs[config].append(run_streams(path, backend, files, args.seconds, engine,
-                                                    turn[0], bool(hold), turn[1]))
+                                          max_batch=batch or None, decoders=decoders,
+                                          precision=precision)
+                    served = quantized[name] if precision == "int8" else path
+                    runs[config].append(run_streams(served, backend, files, args.seconds, engine,
+                                                    turn[0], bool(hold), turn[1], block_s))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
-                _, batch, workers, threads, decoders, turn, hold = config
+                _, batch, workers, threads, decoders, turn, hold, block_s, precision = config
                 r = best[config]
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
                 shown_decoders = decoders or f"{turns} (default)"
-                print(f"| {name} | {r['backend']} | {shown_batch} | {turn[0]}, {turn[1]:g} ms | "
-                      f"{hold} | "
+                print(f"| {name} | {r['backend']}{' int8' if precision == 'int8' else ''} | "
+                      f"{shown_batch} | {turn[0]}, {turn[1]:g} ms | "
+                      f"{hold} | {block_s:g} | "
                       f"{workers} x {threads} | {shown_decoders} | {r['streams_per_core']:.0f} | "
                       f"{r['realtime_x']:.0f} | {r['user_s']:.1f} + {r['system_s']:.1f} | "
                       f"{r['windows']} ({r['received']} received) | "
                       f"{r['windows'] / r['batches']:.1f} | {r['windows'] / r['turns']:.1f} | "
                       f"{r['streams_per_core'] / base:.2f} |", flush=True)
                 result["streams"].append({"model": name, "max_batch": batch,
+                                          "precision": precision,
                                           "workers": workers, "threads": threads,
                                           "decoders": decoders, **r, "all": runs[config]})
         print("\nWhere the CPU went, ms per window (best repeat of each): the forward, the rest of "
               "scoring (stacking, smoothing, encoding, publishing, counters: the engine's "
               "thread), and the sources' threads (decoding, resampling, framing, cutting "
               "windows, queueing: one second of audio per window)")
-        print("| model | backend | max_batch | turn (windows, forward) | held | forward | "
-              "scoring outside the forward | sources | of all: system time |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model | backend | max_batch | turn (windows, forward) | held | block s | forward "
+              "| scoring outside the forward | sources | of all: system time |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for row in result["streams"]:
             per = 1e3 / row["windows"]
             total = row["user_s"] + row["system_s"]
             shown_batch = row["max_batch"] or f"{row['batch_limit']} (measured)"
-            print(f"| {row['model']} | {row['backend']} | {shown_batch} | "
+            shown_backend = row["backend"] + (" int8" if row["precision"] == "int8" else "")
+            print(f"| {row['model']} | {shown_backend} | {shown_batch} | "
                   f"{row['turn_windows']}, {row['turn_ms']:g} ms | {int(row['hold'])} | "
+                  f"{row['block_s']:g} | "
                   f"{row['forward_cpu_s'] * per:.2f} | "
                   f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
                   f"{(total - row['scoring_cpu_s']) * per:.2f} | {row['system_s'] * per:.2f} |")

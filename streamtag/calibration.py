@@ -172,7 +172,9 @@ def score_tracks(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
     return tracks
 
 
-def _file_chunks(path: Path, sample_rate: float) -> Iterable[np.ndarray]:
+def file_chunks(path: Path, sample_rate: float) -> Iterable[np.ndarray]:
+    """A recording's audio as the daemon's file source decodes it: mono chunks at
+    ``sample_rate``; ``SourceError`` naming the file where it cannot be read."""
     source = FileSource(path)
     source.open(sample_rate)
     for chunk in source.chunks(threading.Event()):
@@ -225,7 +227,7 @@ def calibrate_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os
     if not audio_paths:
         raise ModelError("calibration needs at least one recording")
     model = InferenceModel.load(model_path, device=device)
-    pieces = (_file_chunks(Path(path), model.sample_rate) for path in audio_paths)
+    pieces = (file_chunks(Path(path), model.sample_rate) for path in audio_paths)
     try:
         tracks = score_tracks(model, pieces)
     except SourceError as error:  # names the file

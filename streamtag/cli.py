@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 sources=args.source, publish=args.publish, control=args.control,
                                 hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
                                 realtime=True if args.realtime else None, shard=args.shard,
-                                backend=args.backend)
+                                backend=args.backend, precision=args.precision)
         daemon = Daemon(config)
         daemon.start()
     except (ConfigError, ModelError) as exc:
@@ -206,7 +206,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
     try:
         model = InferenceModel.load(resolve_model(args.model) or default_model_path(),
-                                    device=args.device, backend=args.backend)
+                                    device=args.device, backend=args.backend,
+                                    precision=args.precision)
         config = EngineConfig(hop_seconds=args.hop_seconds)
     except (ModelError, ValueError) as exc:
         print(f"streamtag tag: {exc}", file=sys.stderr)
@@ -243,6 +244,14 @@ def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
                              "on CUDA), onnxruntime or torch")
 
 
+def _add_precision(parser: argparse.ArgumentParser, default: str | None) -> None:
+    from streamtag.config import PRECISIONS
+
+    parser.add_argument("--precision", default=default, choices=PRECISIONS,
+                        help="fp32, or int8: the model file's int8 graph on ONNX Runtime, made "
+                             "by `streamtag models quantize` (docs/operations.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from streamtag.frontend import LogMelOptions
 
@@ -277,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     _add_backend(p, None)
+    _add_precision(p, None)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--realtime", action="store_true", help="play file sources at real speed")
     p.add_argument("--shard", metavar="K/N",
@@ -294,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     _add_backend(p, "auto")
+    _add_precision(p, "fp32")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per file")
     fmt.add_argument("--csv", action="store_true", help="CSV rows: segments and track tags")

@@ -11,7 +11,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [control]        endpoint ("" disables the control socket), file_roots
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
-                     workers, threads, decoders
+                     precision, workers, threads, decoders
     [metrics]        port (0: off), address
     [security]       server_key, client_keys (CURVE encryption and client authentication)
     [shard]          index (K, or "auto": from the host name NAME-K), count (N)
@@ -80,6 +80,8 @@ def check_listen_address(key: str, value: str) -> None:
 MAX_WAIT_MS = 60_000.0
 MAX_HOP_SECONDS = 60.0
 BACKENDS = ("auto", "torch", "onnxruntime")  # the names streamtag.inference serves
+# fp32: the file's graph; int8: its int8 graph (`streamtag models quantize`), ONNX Runtime only
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +98,7 @@ class EngineConfig:
     hop_seconds: float | None = None  # overrides the model file's default hop
     max_pending_windows: int = 16  # per stream: queued windows before waiting or dropping
     backend: str = "auto"  # auto: ONNX Runtime on the CPU, TorchScript on CUDA
+    precision: str = "fp32"  # int8: the model file's int8 graph on ONNX Runtime (opt-in)
     workers: int = 1  # inference threads, each running whole batches (one model shared)
     threads: int = 1  # intra-op threads of one forward pass
     # Source threads working at once, taking turns (streamtag.turns); 0: one per core left
@@ -122,6 +125,13 @@ class EngineConfig:
         if self.backend not in BACKENDS:
             raise ConfigError(f"engine.backend must be one of {', '.join(BACKENDS)}, got "
                               f"{self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"engine.precision must be one of {', '.join(PRECISIONS)}, got "
+                              f"{self.precision!r}")
+        if self.precision == "int8" and self.backend == "torch":
+            raise ConfigError("engine.precision int8 serves the model file's int8 graph on ONNX "
+                              "Runtime: set engine.backend to auto or onnxruntime, or precision "
+                              "to fp32")
         for key in ("workers", "threads"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
@@ -367,7 +377,7 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    publish: str | None = None, control: str | None = None,
                    hop_seconds: float | None = None, metrics_port: int | None = None,
                    realtime: bool | None = None, shard: str | None = None,
-                   backend: str | None = None) -> DaemonConfig:
+                   backend: str | None = None, precision: str | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
@@ -389,7 +399,8 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
     if control is not None:
         changes["control"] = dataclasses.replace(config.control, endpoint=control)
     for flag, key, value in (("--hop-seconds", "hop_seconds", hop_seconds),
-                             ("--backend", "backend", backend)):
+                             ("--backend", "backend", backend),
+                             ("--precision", "precision", precision)):
         if value is not None:
             try:
                 changes["engine"] = dataclasses.replace(changes.get("engine", config.engine),

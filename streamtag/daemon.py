@@ -156,7 +156,8 @@ class Daemon:
         try:
             self.model = InferenceModel.load(path, device=cfg.model.device,
                                              backend=cfg.engine.backend,
-                                             threads=cfg.engine.threads)
+                                             threads=cfg.engine.threads,
+                                             precision=cfg.engine.precision)
         except BaseException:
             self.stop()  # release the metrics port
             raise
@@ -467,7 +468,8 @@ class Daemon:
                 "thresholds": [float(t) for t in m.thresholds], "input_kind": m.input_kind,
                 "window": m.window, "hop": self.engine.hop_for(m),
                 "sample_rate": m.sample_rate, "device": str(m.device), "backend": m.backend,
-                "backend_note": m.backend_note, "graph_passes": list(m.graph_passes),
+                "precision": m.precision, "backend_note": m.backend_note,
+                "graph_passes": list(m.graph_passes),
                 "max_batch": self.engine.batch_limit,
                 # the forward's ms per window by batch size, where the engine measured them
                 # to choose max_batch (left out of the config, on the CPU)

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -180,6 +180,18 @@ class _Framer:
             tiled = np.concatenate([short] * reps, axis=-1)[..., : self.window]
             out.append((np.ascontiguousarray(tiled), *self._span(0, total)))
         return out
+
+
+def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
+                hop: int | None = None) -> Iterator[np.ndarray]:
+    """The windows the engine would score for one stream of mono chunks at the model's rate
+    (``hop``: the model file's when None), in order, the end's window included."""
+    framer = _Framer(model, hop or model.hop, 0)
+    for chunk in chunks:
+        for data, _, _ in framer.accept(np.asarray(chunk, dtype=np.float32)):
+            yield data
+    for data, _, _ in framer.finish():
+        yield data
 
 
 class _Stream:
@@ -420,7 +432,8 @@ class Engine:
         fresh frontends from each stream's current position (queued windows are dropped).
         An unloadable file raises ``ModelError`` and the old model keeps running."""
         new = InferenceModel.load(path, device=device or str(self._model.device),
-                                  backend=self.config.backend, threads=self.config.threads)
+                                  backend=self.config.backend, threads=self.config.threads,
+                                  precision=self.config.precision)
         limit = self.batch_limit_for(new)
         with self._cond:
             self._swapping = True

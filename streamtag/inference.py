@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from streamtag import modelfile, onnx_passes
-from streamtag.config import BACKENDS
+from streamtag.config import BACKENDS, PRECISIONS
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 
@@ -169,14 +169,34 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
     return runner_of(module), note
 
 
+def _int8_runner(loaded: modelfile.LoadedModel, threads: int
+                 ) -> Callable[[np.ndarray], np.ndarray]:
+    """ONNX Runtime on the file's int8 graph (``streamtag.quantize``). Its scores differ from
+    the FP32 module's by what the manifest's ``onnx_int8`` records, so no 1e-4 check here; the
+    warm-up checks its output's shape. ``ModelError`` saying why it cannot serve."""
+    graph = modelfile.stored_int8_graph(loaded)
+    if graph is None:
+        raise ModelError(f"{loaded.path} has no int8 graph; make one with `streamtag models "
+                         f"quantize {loaded.path} RECORDING...`, or serve precision fp32")
+    session = modelfile.onnx_session(graph, threads)
+    input_name = session.get_inputs()[0].name
+
+    def run(windows: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: windows})[0]
+
+    return run
+
+
 class InferenceModel:
     """``forward(windows)`` → probabilities ``(batch, tags)`` as float32 numpy.
 
     ``backend`` is what serves (``"onnxruntime"`` or ``"torch"``); ``backend_note`` says why
-    TorchScript serves where ONNX Runtime was wanted (None otherwise)."""
+    TorchScript serves where ONNX Runtime was wanted (None otherwise). ``precision``:
+    ``"fp32"``, or ``"int8"`` for the file's int8 graph on ONNX Runtime, which never falls
+    back: a model that cannot serve it is refused."""
 
     def __init__(self, loaded: modelfile.LoadedModel, backend: str = "auto",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, precision: str = "fp32") -> None:
         self.loaded = loaded
         self.tags: tuple[str, ...] = tuple(loaded.tags)
         self.thresholds = np.asarray(loaded.thresholds, dtype=np.float64)
@@ -190,13 +210,24 @@ class InferenceModel:
         self.path = str(loaded.path)
         if backend not in BACKENDS:
             raise ModelError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}")
+        self.precision = precision
         if threads is not None and threads >= 1 and self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.backend_note: str | None = None
         self.graph_passes: list[str] = []  # onnx_passes' rewrites of the graph that serves
         self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
         self._run: Callable[[np.ndarray], np.ndarray] | None = None
-        if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
+        if precision == "int8":
+            if backend == "torch" or self.device.type != "cpu":
+                raise ModelError(f"{self.path}: precision int8 runs on ONNX Runtime on the CPU; "
+                                 "use backend auto or onnxruntime and device cpu, or precision "
+                                 "fp32")
+            self._run = _int8_runner(loaded, threads or 1)
+            self.backend = "onnxruntime"
+        elif backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
             if self.device.type != "cpu":
                 raise ModelError(f"{self.path}: backend onnxruntime runs on the CPU only here; "
                                  "use device cpu, or backend torch (or auto) on CUDA")
@@ -221,16 +252,19 @@ class InferenceModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", warm_up_batch: int = 2,
-             backend: str = "auto", threads: int | None = None) -> InferenceModel:
+             backend: str = "auto", threads: int | None = None,
+             precision: str = "fp32") -> InferenceModel:
         """Loads and checks a model file (``ModelError`` naming the reason) and warms it up.
 
         ``backend``: ``"auto"`` (ONNX Runtime on the CPU, TorchScript on CUDA),
         ``"onnxruntime"`` (CPU only; falls back to TorchScript, saying why, where the file's
         graph cannot be had) or ``"torch"``. ``threads``: intra-op threads of one forward (None:
-        ONNX Runtime 1, torch as it is set)."""
-        if backend == "onnxruntime" and str(device).strip().lower() == "auto":
+        ONNX Runtime 1, torch as it is set). ``precision``: ``"fp32"`` or ``"int8"`` (the
+        file's int8 graph, ONNX Runtime on the CPU)."""
+        if ((backend == "onnxruntime" or precision == "int8")
+                and str(device).strip().lower() == "auto"):
             device = "cpu"
-        model = cls(modelfile.load(path, device=device), backend, threads)
+        model = cls(modelfile.load(path, device=device), backend, threads, precision)
         model.warm_up(warm_up_batch)
         return model
 

@@ -42,9 +42,11 @@ __all__ = [
     "FORMAT_VERSION",
     "INPUT_KINDS",
     "MANIFEST_FILE",
+    "INT8_FILE",
     "ONNX_FILE",
     "LoadedModel",
     "Manifest",
+    "add_int8_graph",
     "add_onnx_graph",
     "export_onnx",
     "export_waveform",
@@ -54,12 +56,16 @@ __all__ = [
     "rewrite",
     "save",
     "save_ensemble",
+    "stored_int8_graph",
     "weights_sha256",
 ]
 
-FORMAT_VERSION = "1.1"  # 1.1: the ONNX graph (ONNX_FILE) beside the TorchScript module
+# 1.1: the ONNX graph (ONNX_FILE) beside the TorchScript module; 1.2: optionally an int8 one
+# (INT8_FILE, `streamtag models quantize`)
+FORMAT_VERSION = "1.2"
 MANIFEST_FILE = "streamtag.json"
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4  # ONNX Runtime's probabilities against the TorchScript module's
 INPUT_KINDS = ("logmel", "waveform")
@@ -134,6 +140,7 @@ class Manifest:
     recipe: dict[str, Any] | str = dataclasses.field(default_factory=dict)
     members: tuple[dict[str, Any], ...] = ()
     onnx: dict[str, Any] = dataclasses.field(default_factory=dict)
+    onnx_int8: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
     weights_sha256: str = ""
     format_version: str = FORMAT_VERSION
@@ -182,7 +189,7 @@ class Manifest:
                 raise ModelError(f"{field} must be a positive whole number of {unit}, "
                                  f"got {value!r}")
             object.__setattr__(self, field, int(value))
-        for field in ("architecture", "options", "metrics", "onnx"):
+        for field in ("architecture", "options", "metrics", "onnx", "onnx_int8"):
             if not isinstance(getattr(self, field), Mapping):
                 raise ModelError(f"{field} must be a dict, got {getattr(self, field)!r}")
         if not isinstance(self.recipe, (Mapping, str)):
@@ -212,6 +219,7 @@ class Manifest:
             "recipe": self.recipe,
             "members": list(self.members),
             "onnx": self.onnx,
+            "onnx_int8": self.onnx_int8,
             "created": self.created,
             "weights_sha256": self.weights_sha256,
         })
@@ -345,10 +353,12 @@ def _check_outputs(got: Any, expected: Tensor, manifest: Manifest, tolerance: fl
 
 
 def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manifest,
-           graph: bytes | None = None) -> Manifest:
+           graph: bytes | None = None, int8: bytes | None = None) -> Manifest:
     """Fills in the hash, the time and the version, then writes the file atomically. ``graph``
     (the module's ONNX graph) is stored as the extra file ``ONNX_FILE``; without it, one is
-    exported here and, where that fails, the manifest's ``onnx`` records why."""
+    exported here and, where that fails, the manifest's ``onnx`` records why. ``int8`` (an
+    int8 graph of the same module, ``add_int8_graph``) is stored as ``INT8_FILE``; without it
+    the manifest's ``onnx_int8`` is emptied."""
     if graph is None:
         graph, record = _export_or_reason(top, example_input(manifest))
     else:
@@ -358,6 +368,7 @@ def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manif
         format_version=FORMAT_VERSION,
         weights_sha256=weights_sha256(top.model),
         onnx=record,
+        onnx_int8=dict(manifest.onnx_int8) if int8 is not None else {},
         created=manifest.created or datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds"),
     )
@@ -366,6 +377,8 @@ def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manif
     extra: dict[str, Any] = {MANIFEST_FILE: text}
     if graph is not None:
         extra[ONNX_FILE] = graph
+    if int8 is not None:
+        extra[INT8_FILE] = int8
     path = Path(path)
     with atomic_path(path) as temporary:  # a reader never sees half a file
         torch.jit.save(top, str(temporary), _extra_files=extra)
@@ -534,7 +547,7 @@ def rewrite(path: str | os.PathLike, out: str | os.PathLike, **changes: Any) -> 
     # The module is unchanged, so its stored graph still holds: keep it rather than export and
     # check it again (a file without one is exported here, as save does).
     graph = None if "error" in loaded.manifest.onnx else _stored_graph(loaded)
-    return _write(loaded.module, out, manifest, graph)
+    return _write(loaded.module, out, manifest, graph, stored_int8_graph(loaded))
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
@@ -707,18 +720,28 @@ def _stored_graph(model: LoadedModel) -> bytes | None:
     if "error" in record:
         raise ModelError(f"its graph could not be exported when the file was written: "
                          f"{record['error']}")
+    return _stored_extra(model, record, "ONNX graph")
+
+
+def stored_int8_graph(model: LoadedModel) -> bytes | None:
+    """The int8 graph stored in the model file (``add_int8_graph``), checked against the
+    manifest's hash; None where the file has none."""
+    return _stored_extra(model, model.manifest.onnx_int8, "int8 graph")
+
+
+def _stored_extra(model: LoadedModel, record: Mapping[str, Any], what: str) -> bytes | None:
     if not record.get("file"):
         return None
     with zipfile.ZipFile(model.path) as archive:
         names = [n for n in archive.namelist() if n.split("/")[1:] == ["extra", record["file"]]]
         if not names:
-            raise ModelError(f"the manifest names the ONNX graph {record['file']} but the file "
+            raise ModelError(f"the manifest names the {what} {record['file']} but the file "
                              "lacks it; write the model file again")
-        graph = archive.read(names[0])
-    if hashlib.sha256(graph).hexdigest() != record.get("sha256"):
-        raise ModelError("the stored ONNX graph does not match the hash its manifest records; "
+        data = archive.read(names[0])
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        raise ModelError(f"the stored {what} does not match the hash its manifest records; "
                          "the file was changed or damaged after it was saved")
-    return graph
+    return data
 
 
 def _cache_folder() -> Path:
@@ -761,6 +784,19 @@ def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None
     graph, record = export_onnx(model.module, example_input(model.manifest))
     manifest = dataclasses.replace(model.manifest, onnx=record)
     return _write(model.module, out or path, manifest, graph)
+
+
+def add_int8_graph(path: str | os.PathLike, graph: bytes, record: Mapping[str, Any],
+                   out: str | os.PathLike | None = None) -> Manifest:
+    """Writes a model file again (to ``out``, default in place) with ``graph``, an int8 graph of
+    its module (``streamtag.quantize``), inside as ``INT8_FILE`` and ``record`` (how it was made
+    and measured) with its hash as the manifest's ``onnx_int8``; the module, its weights, its
+    FP32 graph and the rest of the manifest are kept."""
+    model = load(path, device="cpu")
+    stored = None if "error" in model.manifest.onnx else _stored_graph(model)
+    full = {**record, "file": INT8_FILE, "sha256": hashlib.sha256(graph).hexdigest()}
+    manifest = dataclasses.replace(model.manifest, onnx_int8=full)
+    return _write(model.module, out or path, manifest, stored, graph)
 
 
 def _first_difference(a: Manifest, b: Manifest) -> str | None:

@@ -1,4 +1,5 @@
-"""``streamtag models list | install | info | remove | calibrate``: installed models by name."""
+"""``streamtag models list | install | info | remove | calibrate | quantize``: installed models
+by name (quantize also takes a model file)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from streamtag.errors import ModelError
+    from streamtag.installed import resolve_model
+    from streamtag.quantize import quantize_file
+
+    try:
+        path = resolve_model(args.model)
+        done = quantize_file(path, args.audio, args.output)
+    except ModelError as error:
+        return _fail(error)
+    print(f"{args.model}: int8 graph written to {args.output or path}; calibrated on "
+          f"{done.calibration_windows} windows, checked on {done.check_windows} others: "
+          f"probabilities within {done.max_difference:.3g} of FP32 (mean "
+          f"{done.mean_difference:.2g}), {100 * done.decisions_agree:.1f} % of the tag decisions "
+          f"the same; one window {done.fp32_ms:.2f} ms FP32, {done.int8_ms:.2f} ms int8")
+    if done.pays:
+        print("serve it with --precision int8 (or [engine] precision = \"int8\")")
+    else:
+        print("int8 is not faster than FP32 for this model on this CPU: keep precision fp32")
+    return 0
+
+
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``models`` and its subcommands to the ``streamtag`` command line."""
     p = subparsers.add_parser(
@@ -162,3 +185,18 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
                                                                "decodes)")
     q.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N (default cpu)")
     q.set_defaults(func=cmd_calibrate)
+
+    q = sub.add_parser(
+        "quantize", help="add an int8 graph to a model file, made and checked on your recordings",
+        description="Cuts the recordings into the model's windows as the daemon does, "
+                    "calibrates ONNX Runtime's static quantizer on half of them and measures the "
+                    "int8 graph against FP32 on the other half (probabilities, tag decisions, "
+                    "forward time); the graph and those figures go into the model file. Serve it "
+                    "with --precision int8. It pays for wide convolutional models, not for "
+                    "small ones (docs/operations.md).")
+    q.add_argument("model", help="a model file or an installed model's name")
+    q.add_argument("audio", nargs="+", metavar="AUDIO", help="recordings (any format PyAV "
+                                                               "decodes)")
+    q.add_argument("-o", "--output", help="write the quantized model file here (default: in "
+                                          "place, atomically)")
+    q.set_defaults(func=cmd_quantize)
