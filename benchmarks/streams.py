@@ -26,6 +26,11 @@ end.
 
     python benchmarks/streams.py [--streams 8] [--seconds 60] [--repeats 2]
                                  [--models default short_chunk_resnet] [--json out.json]
+                                 [--precision fp32 int8] [--block-s 0.5 2]
+
+``--precision int8`` quantizes each model first (``streamtag.quantize``, calibrated on two of the
+MP3s), prints what the quantizer measured, and serves the int8 graph on ONNX Runtime beside the
+FP32 runs.
 """
 
 from __future__ import annotations

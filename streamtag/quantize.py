@@ -11,7 +11,7 @@ forward time of both graphs on one thread. The graph goes into the model file wi
 (``onnx_int8`` in the manifest, docs/model-file.md); ``[engine] precision = "int8"`` serves it.
 
 It pays for wide convolutions and not for small ones: on an AVX2 core (docs/engine-benchmark.md)
-short_chunk_resnet's forward ran in 0.63 of its FP32 time, the default model's in 2.2 times it.
+short_chunk_resnet's forward ran in 0.63 of its FP32 time, the default model's in about twice it.
 The record keeps both times so the file says which it is.
 """
 
