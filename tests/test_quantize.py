@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import run_streamtag, tiny_model_file
+from helpers import collect, make_config, run_streamtag, started, tiny_model_file
 from torch import nn
 
 from streamtag import modelfile
 from streamtag.audio import write_audio
 from streamtag.cli import main
-from streamtag.config import EngineConfig
+from streamtag.client import control_request
+from streamtag.config import EngineConfig, SourceConfig
 from streamtag.engine import cut_windows
 from streamtag.errors import ConfigError, ModelError
 from streamtag.frontend import LogMelOptions
@@ -107,6 +108,33 @@ def test_int8_serves_close_to_fp32_and_status_says_so(files):
     assert got.shape == expected.shape == (len(windows), len(TAGS))
     assert np.abs(got - expected).max() <= INT8_TOLERANCE
     assert not np.array_equal(got, expected)  # it is the int8 graph that served
+
+
+def _published(model_path, recording, tmp_path, precision: str):
+    config = make_config(model_path, tmp_path,
+                         engine=EngineConfig(max_wait_ms=5, precision=precision))
+    daemon, sub = started(config)
+    try:
+        daemon.add_source(SourceConfig("piece", f"file:{recording}"))
+        got = collect(sub, {"piece"})
+        status = control_request(daemon.control.endpoint, {"cmd": "status"})
+    finally:
+        daemon.stop()
+        sub.close()
+    scores = np.array([m.body.raw for m in got if m.header.msg_type == "scores"])
+    return scores, status
+
+
+def test_the_daemon_serves_int8_when_asked_and_status_says_so(files, tmp_path):
+    _, recordings, quantized = files
+    fp32, status_fp32 = _published(quantized, recordings[1], tmp_path, "fp32")
+    int8, status_int8 = _published(quantized, recordings[1], tmp_path, "int8")
+    assert status_fp32["model"]["precision"] == "fp32"
+    assert status_int8["model"]["precision"] == "int8"
+    assert status_int8["model"]["backend"] == "onnxruntime"
+    assert fp32.shape == int8.shape and len(fp32) > 5
+    assert np.abs(int8 - fp32).max() <= INT8_TOLERANCE
+    assert not np.array_equal(int8, fp32)
 
 
 def test_streamtag_tag_with_int8_gives_the_fp32_scores_within_the_tolerance(files):
