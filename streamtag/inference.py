@@ -43,6 +43,20 @@ BATCH_GAIN = 0.10
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for records of timings."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def keep_freed_memory() -> bool:
     """Tells glibc's allocator to keep freed memory in the process (no mmap for large blocks,
     no trimming) in one arena. Without it every forward pass returns its activation buffers to

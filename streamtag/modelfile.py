@@ -783,7 +783,7 @@ def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None
     model = load(path, device="cpu")
     graph, record = export_onnx(model.module, example_input(model.manifest))
     manifest = dataclasses.replace(model.manifest, onnx=record)
-    return _write(model.module, out or path, manifest, graph)
+    return _write(model.module, out or path, manifest, graph, stored_int8_graph(model))
 
 
 def add_int8_graph(path: str | os.PathLike, graph: bytes, record: Mapping[str, Any],

@@ -142,6 +142,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recordings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", nargs="+", metavar="AUDIO",
+                        help="recordings (any format PyAV decodes)")
+
+
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``models`` and its subcommands to the ``streamtag`` command line."""
     p = subparsers.add_parser(
@@ -181,8 +186,7 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
                     "(the rule: docs/models.md, Thresholds). The model file is rewritten in "
                     "place, atomically.")
     q.add_argument("name", help="an installed model's name")
-    q.add_argument("audio", nargs="+", metavar="AUDIO", help="recordings (any format PyAV "
-                                                               "decodes)")
+    _add_recordings(q)
     q.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N (default cpu)")
     q.set_defaults(func=cmd_calibrate)
 
@@ -195,8 +199,7 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
                     "with --precision int8. It pays for wide convolutional models, not for "
                     "small ones (docs/operations.md).")
     q.add_argument("model", help="a model file or an installed model's name")
-    q.add_argument("audio", nargs="+", metavar="AUDIO", help="recordings (any format PyAV "
-                                                               "decodes)")
+    _add_recordings(q)
     q.add_argument("-o", "--output", help="write the quantized model file here (default: in "
                                           "place, atomically)")
     q.set_defaults(func=cmd_quantize)

@@ -31,7 +31,7 @@ from streamtag import modelfile
 from streamtag.calibration import file_chunks
 from streamtag.engine import cut_windows
 from streamtag.errors import ModelError, SourceError
-from streamtag.inference import InferenceModel
+from streamtag.inference import InferenceModel, cpu_name
 
 MIN_WINDOWS = 4  # half to calibrate on, half to check on
 MAX_CALIBRATION_WINDOWS = 256  # spread evenly over the recordings' windows
@@ -182,21 +182,9 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         "max_difference": float(difference.max()), "mean_difference": float(difference.mean()),
         "decisions_agree": agree,
         "forward_ms": {"fp32": round(fp32_ms, 3), "int8": round(int8_ms, 3),
-                       "cpu": _cpu_name()},
+                       "cpu": cpu_name()},
     }
     manifest = modelfile.add_int8_graph(model_path, graph, record, out)
     return Quantized(manifest, len(calibration), len(check), float(difference.max()),
                      float(difference.mean()), agree, fp32_ms, int8_ms)
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()

@@ -165,13 +165,17 @@ def test_int8_is_refused_where_it_cannot_serve(files, tmp_path):
     assert done.returncode == 2 and "streamtag models quantize" in done.stderr
 
 
-def test_rewriting_the_thresholds_keeps_the_int8_graph(files, tmp_path):
+def test_rewriting_the_manifest_or_the_fp32_graph_keeps_the_int8_graph(files, tmp_path):
     _, _, quantized = files
-    out = tmp_path / "rethresholded.pt"
-    modelfile.rewrite(quantized, out, thresholds=(0.3, 0.4, 0.5, 0.6))
-    a, b = (modelfile.load(p, device="cpu") for p in (quantized, out))
-    assert modelfile.stored_int8_graph(b) == modelfile.stored_int8_graph(a)
-    assert b.manifest.onnx_int8 == a.manifest.onnx_int8
+    rethresholded, reexported = tmp_path / "rethresholded.pt", tmp_path / "reexported.pt"
+    modelfile.rewrite(quantized, rethresholded, thresholds=(0.3, 0.4, 0.5, 0.6))
+    modelfile.add_onnx_graph(quantized, reexported)
+    a, b, c = (modelfile.load(p, device="cpu") for p in (quantized, rethresholded, reexported))
+    assert modelfile.stored_int8_graph(a) is not None
+    assert modelfile.stored_int8_graph(b) == modelfile.stored_int8_graph(c) == \
+        modelfile.stored_int8_graph(a)
+    assert b.manifest.onnx_int8 == c.manifest.onnx_int8 == a.manifest.onnx_int8
+    assert b.manifest.thresholds == (0.3, 0.4, 0.5, 0.6)
 
 
 def test_quantize_refuses_short_or_unreadable_recordings_and_leaves_the_file(files, tmp_path,
