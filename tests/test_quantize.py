@@ -193,7 +193,7 @@ def test_quantize_refuses_short_or_unreadable_recordings_and_leaves_the_file(fil
     assert target.read_bytes() == path.read_bytes()
 
 
-def test_a_model_that_does_not_pay_is_written_and_the_user_told(tmp_path, capsys):
+def test_the_command_says_whether_int8_pays_from_the_times_it_recorded(tmp_path, capsys):
     """Whether int8 pays depends on the model and the CPU: the command says which, from the
     times it measured and wrote into the file."""
     path = tiny_model_file(tmp_path / "tiny.pt")
