@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from streamtag.inference import InferenceModel, cpu_name
 
 MIN_WINDOWS = 4  # half to calibrate on, half to check on
 MAX_CALIBRATION_WINDOWS = 256  # spread evenly over the recordings' windows
-TIMING_REPS = 7  # forwards of one window each graph, interleaved; the median kept
+TIMING_REPS = 9  # forwards of one window by each graph in turn; each one's median kept
 QUANTIZER = ("onnxruntime.quantization.quantize_static: QDQ, int8 weights per channel in 7 "
              "bits (reduce_range), uint8 activations, min-max calibration")
 
@@ -77,6 +77,7 @@ def recording_windows(model: InferenceModel, paths: Sequence[str | os.PathLike])
 def int8_graph(graph: bytes, windows: np.ndarray) -> bytes:
     """``graph`` quantized by ONNX Runtime's static quantizer, calibrated on ``windows``."""
     import onnx
+    import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader
 
     input_name = onnx.load_from_string(graph).graph.input[0].name
@@ -88,8 +89,6 @@ def int8_graph(graph: bytes, windows: np.ndarray) -> bytes:
         def get_next(self) -> dict[str, np.ndarray] | None:
             row = next(self._rows, None)
             return None if row is None else {input_name: row[np.newaxis]}
-
-    import onnxruntime
 
     # The quantizer logs a warning on the root logger for each batch norm it cannot quantize
     # per channel (they stay FP32), and ONNX Runtime one for each initializer its optimiser
@@ -122,14 +121,19 @@ def _quantized(graph: bytes, reader) -> bytes:
         return out.read_bytes()
 
 
-def _median_ms(run, x: np.ndarray) -> float:
-    run(x)
-    times = []
+def _median_ms(runs: Sequence[Callable[[np.ndarray], np.ndarray]],
+               x: np.ndarray) -> list[float]:
+    """Each runner's median milliseconds on ``x``, timed in turn, so that a change in the
+    machine's load falls on all alike; rounded to the microsecond as recorded."""
+    times: list[list[float]] = [[] for _ in runs]
+    for run in runs:
+        run(x)  # first-call costs
     for _ in range(TIMING_REPS):
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+        for run, kept in zip(runs, times, strict=True):
+            t0 = time.perf_counter()
+            run(x)
+            kept.append(time.perf_counter() - t0)
+    return [round(1e3 * float(np.median(kept)), 3) for kept in times]
 
 
 def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.PathLike],
@@ -168,10 +172,8 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
                          f"{int8.shape}, expected {fp32.shape}, or not finite)")
     difference = np.abs(int8.astype(np.float64) - fp32)
     agree = float(np.mean((int8 >= model.thresholds) == (fp32 >= model.thresholds)))
-    one = check[:1]
     # rounded as recorded, so that the record and what the command says agree on which is faster
-    fp32_ms = round(_median_ms(model.forward, one), 3)
-    int8_ms = round(_median_ms(run_int8, one), 3)
+    fp32_ms, int8_ms = _median_ms([model.forward, run_int8], check[:1])
     names = ", ".join(Path(p).name for p in audio_paths[:5])
     more = f" and {len(audio_paths) - 5} more" if len(audio_paths) > 5 else ""
     import onnxruntime
@@ -182,8 +184,7 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         "calibration_windows": int(len(calibration)), "check_windows": int(len(check)),
         "max_difference": float(difference.max()), "mean_difference": float(difference.mean()),
         "decisions_agree": agree,
-        "forward_ms": {"fp32": fp32_ms, "int8": int8_ms,
-                       "cpu": cpu_name()},
+        "forward_ms": {"fp32": fp32_ms, "int8": int8_ms, "cpu": cpu_name()},
     }
     manifest = modelfile.add_int8_graph(model_path, graph, record, out)
     return Quantized(manifest, len(calibration), len(check), float(difference.max()),
