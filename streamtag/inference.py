@@ -129,12 +129,7 @@ def _onnx_runner(loaded: modelfile.LoadedModel, threads: int
 def _checked_session(loaded: modelfile.LoadedModel, graph: bytes,
                      threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """A runner of ``graph`` whose probabilities match the file's module's."""
-    session = modelfile.onnx_session(graph, threads)
-    input_name = session.get_inputs()[0].name
-
-    def run(windows: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: windows})[0]
-
+    run = session_runner(modelfile.onnx_session(graph, threads))
     difference = _difference(run, loaded)
     if not difference <= CHECK_TOLERANCE:  # NaN fails too
         raise ModelError(f"ONNX Runtime's probabilities differ from TorchScript's by "
@@ -192,7 +187,11 @@ def _int8_runner(loaded: modelfile.LoadedModel, threads: int
     if graph is None:
         raise ModelError(f"{loaded.path} has no int8 graph; make one with `streamtag models "
                          f"quantize {loaded.path} RECORDING...`, or serve precision fp32")
-    session = modelfile.onnx_session(graph, threads)
+    return session_runner(modelfile.onnx_session(graph, threads))
+
+
+def session_runner(session) -> Callable[[np.ndarray], np.ndarray]:
+    """Windows in, the ONNX Runtime session's first output (the probabilities) out."""
     input_name = session.get_inputs()[0].name
 
     def run(windows: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from streamtag import modelfile
 from streamtag.calibration import file_chunks
 from streamtag.engine import cut_windows
 from streamtag.errors import ModelError, SourceError
-from streamtag.inference import InferenceModel, cpu_name
+from streamtag.inference import InferenceModel, cpu_name, session_runner
 
 MIN_WINDOWS = 4  # half to calibrate on, half to check on
 MAX_CALIBRATION_WINDOWS = 256  # spread evenly over the recordings' windows
@@ -154,17 +154,12 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         calibration = calibration[pick]
     try:
         graph = int8_graph(modelfile.onnx_graph(model.loaded), calibration)
-        session = modelfile.onnx_session(graph, 1)
+        run_int8 = session_runner(modelfile.onnx_session(graph, 1))
     except ModelError:
         raise
     except Exception as error:  # noqa: BLE001 - the quantizer raises many types
         raise ModelError(f"ONNX Runtime's quantizer cannot quantize {model_path}: "
                          f"{modelfile.first_lines(error, 1)}") from None
-    name = session.get_inputs()[0].name
-
-    def run_int8(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: x})[0]
-
     fp32 = np.concatenate([model.forward(check[i:i + 8]) for i in range(0, len(check), 8)])
     int8 = np.concatenate([run_int8(check[i:i + 8]) for i in range(0, len(check), 8)])
     if int8.shape != fp32.shape or not np.isfinite(int8).all():
