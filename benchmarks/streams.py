@@ -322,11 +322,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as folder:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))
-        print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
-        print("| model | backend | max_batch | turn (windows, forward) | held | block s | "
-              "workers x threads | decoders | real-time streams per core | x real time (wall) | "
-              "CPU s (user + system) | windows | mean batch | mean turn | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         quantized = {}
         if "int8" in args.precision:
             from streamtag.quantize import quantize_file
@@ -340,6 +335,11 @@ def main() -> int:
                 print(f"- {name}: {done.max_difference:.3g} / {done.mean_difference:.2g}, "
                       f"{100 * done.decisions_agree:.1f} %, {done.fp32_ms:.2f} -> "
                       f"{done.int8_ms:.2f} ms", flush=True)
+        print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second")
+        print("| model | backend | max_batch | turn (windows, forward) | held | block s | "
+              "workers x threads | decoders | real-time streams per core | x real time (wall) | "
+              "CPU s (user + system) | windows | mean batch | mean turn | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, path in paths.items():
             runs: dict[tuple, list[dict]] = {c: [] for c in configs}
             for _ in range(args.repeats):

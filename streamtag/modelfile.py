@@ -544,10 +544,7 @@ def rewrite(path: str | os.PathLike, out: str | os.PathLike, **changes: Any) -> 
         manifest = dataclasses.replace(loaded.manifest, **changes)
     except TypeError as error:
         raise ModelError(f"rewrite of {loaded.path}: {error}") from None
-    # The module is unchanged, so its stored graph still holds: keep it rather than export and
-    # check it again (a file without one is exported here, as save does).
-    graph = None if "error" in loaded.manifest.onnx else _stored_graph(loaded)
-    return _write(loaded.module, out, manifest, graph, stored_int8_graph(loaded))
+    return _write(loaded.module, out, manifest, _kept_graph(loaded), stored_int8_graph(loaded))
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
@@ -723,6 +720,13 @@ def _stored_graph(model: LoadedModel) -> bytes | None:
     return _stored_extra(model, record, "ONNX graph")
 
 
+def _kept_graph(model: LoadedModel) -> bytes | None:
+    """The stored graph of a file written again with its module unchanged: it still holds, so
+    it is kept rather than exported and checked again. None where the file has none or records
+    why none could be exported (``_write`` then exports, or records why, as ``save`` does)."""
+    return None if "error" in model.manifest.onnx else _stored_graph(model)
+
+
 def stored_int8_graph(model: LoadedModel) -> bytes | None:
     """The int8 graph stored in the model file (``add_int8_graph``), checked against the
     manifest's hash; None where the file has none."""
@@ -793,10 +797,9 @@ def add_int8_graph(path: str | os.PathLike, graph: bytes, record: Mapping[str, A
     and measured) with its hash as the manifest's ``onnx_int8``; the module, its weights, its
     FP32 graph and the rest of the manifest are kept."""
     model = load(path, device="cpu")
-    stored = None if "error" in model.manifest.onnx else _stored_graph(model)
     full = {**record, "file": INT8_FILE, "sha256": hashlib.sha256(graph).hexdigest()}
     manifest = dataclasses.replace(model.manifest, onnx_int8=full)
-    return _write(model.module, out or path, manifest, stored, graph)
+    return _write(model.module, out or path, manifest, _kept_graph(model), graph)
 
 
 def _first_difference(a: Manifest, b: Manifest) -> str | None:

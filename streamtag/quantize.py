@@ -166,6 +166,7 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         raise ModelError(f"{model_path}: the int8 graph's output is not usable (shape "
                          f"{int8.shape}, expected {fp32.shape}, or not finite)")
     difference = np.abs(int8.astype(np.float64) - fp32)
+    largest, mean = float(difference.max()), float(difference.mean())
     agree = float(np.mean((int8 >= model.thresholds) == (fp32 >= model.thresholds)))
     # rounded as recorded, so that the record and what the command says agree on which is faster
     fp32_ms, int8_ms = _median_ms([model.forward, run_int8], check[:1])
@@ -177,11 +178,11 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         "quantizer": f"onnxruntime {onnxruntime.__version__} {QUANTIZER}",
         "recordings": f"{len(audio_paths)}: {names}{more}",
         "calibration_windows": int(len(calibration)), "check_windows": int(len(check)),
-        "max_difference": float(difference.max()), "mean_difference": float(difference.mean()),
+        "max_difference": largest, "mean_difference": mean,
         "decisions_agree": agree,
         "forward_ms": {"fp32": fp32_ms, "int8": int8_ms, "cpu": cpu_name()},
     }
     manifest = modelfile.add_int8_graph(model_path, graph, record, out)
-    return Quantized(manifest, len(calibration), len(check), float(difference.max()),
-                     float(difference.mean()), agree, fp32_ms, int8_ms)
+    return Quantized(manifest, len(calibration), len(check), largest, mean, agree, fp32_ms,
+                     int8_ms)
 
