@@ -26,6 +26,14 @@ into the convolutions before them and fuses activations; what it leaves is done 
   by layer, this beat the two-dimensional F(4×4, 3×3) (a quarter of the multiplications, but
   36 GEMMs over the channels alone and twice the memory passes) on every layer tried, and
   lost to the direct convolution only with few channels or a small map (``WINOGRAD_MIN_*``).
+  The convolution's bias goes into the products: point p gets βₚ·b where Aᵀβ = 1 (β from
+  the pseudo-inverse of Aᵀ), so the output transform gives every row its bias and no pass
+  over the output adds it. Where the convolution's only reader is a 2×2 max pool of stride 2
+  (the default model's and vgg's layers, with ``pool_first``), the pool is taken before the
+  rows are put in order: a tile's m rows (m even) hold whole row pairs, so the output
+  transform runs as two matrix products, the tiles' even and odd rows, their elementwise
+  maximum is the pool along the rows, and a 1×2 max pool takes it along the columns; the
+  reordering and the cut of the last tile then move a quarter of the output.
 - ``winograd_rows``: a convolution of one input channel with a kernel short along the rows
   (axis 2) and long along the columns, whose only reader is a maximum over the columns
   (musicnn's timbral filters: 7 frames × 38 or 67 mel bands, then the maximum over the bands),
@@ -310,27 +318,28 @@ def _conv_output(shape: list[int], pads: list[int], kernel: tuple[int, ...]) -> 
 class _RowsWinograd:
     """The nodes of F(m, r) along the rows (axis 2) of a Conv with an (r, columns) kernel,
     up to the output transform: the padded input's rows in tiles of ``m + r - 1``, each
-    transformed by Bᵀ (one small convolution, stride m), every point's products a group of one
-    grouped convolution over the channels and the kernel's columns (ONNX Runtime's GEMM), and
-    Aᵀ as one matrix product. ``blocks`` is then (batch, m, filters, tiles, output columns):
-    row ``t·m + i`` of the output is ``blocks[:, i, :, t]``."""
+    transformed by Bᵀ (one small convolution, stride m), and every point's products a group of
+    one grouped convolution over the channels and the kernel's columns (ONNX Runtime's GEMM),
+    joined as (batch, n, filters · tiles · output columns). The Conv's bias is in those
+    products: point p gets βₚ·b with Aᵀβ = 1, so every output row gets b from the output
+    transform (``rows``) and no pass over the output adds it."""
 
     def __init__(self, graph: _Graph, conv: onnx.NodeProto, weight: np.ndarray,
-                 shape: list[int], pads: list[int], m: int, stem: str) -> None:
+                 bias: np.ndarray | None, shape: list[int], pads: list[int], m: int,
+                 stem: str) -> None:
         channels, height, width = shape
         filters, _, taps, column_taps = weight.shape
         n = m + taps - 1
         a_t, g, b_t = winograd_matrices(m, taps)
-        self.m, self.filters = m, filters
+        self.m, self.filters, self.a_t = m, filters, a_t
         self.out_rows, self.out_columns = _conv_output(shape, pads, weight.shape[2:])
         self.tiles = tiles = -(-self.out_rows // m)
         padded_h, padded_w = tiles * m + taps - 1, width + pads[1] + pads[3]
         self._graph, self._stem = graph, stem
         # G g along each kernel's rows, laid out (point, filter, channel, 1, columns)
         u = np.einsum("ai,kciw->akcw", g, weight.astype(np.float64))
-        flat, by_point, products, joined, rows = (self.value(s) for s in (
-            "flat", "by_point", "products", "joined", "rows"))
-        self.blocks = self.value("blocks")
+        flat, by_point, products = (self.value(s) for s in ("flat", "by_point", "products"))
+        self.joined = self.value("joined")
         self.nodes = [
             helper.make_node("Reshape", [conv.input[0], self.const("shape_flat", np.array(
                 [-1, 1, height, width], np.int64))], [flat]),
@@ -350,19 +359,19 @@ class _RowsWinograd:
                     [-1, n * channels, tiles, padded_w], np.int64))], [grouped]),
             ]
             by_point = grouped
+        products_inputs = [by_point, self.const("u", u.reshape(
+            n * filters, channels, 1, column_taps).astype(np.float32))]
+        if bias is not None:  # β: the least-squares solution of Aᵀβ = 1, exact here
+            beta = np.linalg.pinv(a_t) @ np.ones(m)
+            products_inputs.append(self.const("bias", np.outer(
+                beta, bias.astype(np.float64)).reshape(-1).astype(np.float32)))
         self.nodes += [
             # each point's products summed over the channels and the kernel's columns:
             # (batch, n · filters, tiles, output columns)
-            helper.make_node("Conv", [by_point, self.const("u", u.reshape(
-                n * filters, channels, 1, column_taps).astype(np.float32))], [products],
-                kernel_shape=[1, column_taps], group=n),
+            helper.make_node("Conv", products_inputs, [products],
+                             kernel_shape=[1, column_taps], group=n),
             helper.make_node("Reshape", [products, self.const("shape_joined", np.array(
-                [0, n, filters * tiles * self.out_columns], np.int64))], [joined]),
-            # the output transform: (m, n) @ (batch, n, ...) → each tile's m rows
-            helper.make_node("MatMul", [self.const("a", a_t.astype(np.float32)), joined],
-                             [rows]),
-            helper.make_node("Reshape", [rows, self.const("shape_blocks", np.array(
-                [0, m, filters, tiles, self.out_columns], np.int64))], [self.blocks]),
+                [0, n, filters * tiles * self.out_columns], np.int64))], [self.joined]),
         ]
 
     def value(self, suffix: str) -> str:
@@ -371,23 +380,32 @@ class _RowsWinograd:
     def const(self, suffix: str, array: np.ndarray) -> str:
         return self._graph.add_constant(f"{self._stem}_{suffix}", array)
 
-    def finish(self, current: str, out: str, bias: np.ndarray | None, bias_shape: tuple,
-               rows_axis: int) -> list[onnx.NodeProto]:
-        """The nodes, with the rows past the output's cut from ``current`` (the output in
-        order, rows on ``rows_axis``) and the bias added, into ``out``."""
+    def rows(self, which: slice, suffix: str) -> str:
+        """The output transform's rows ``which`` of Aᵀ as one matrix product, (k, n) @
+        (batch, n, ...): the value (batch, k, filters · tiles · output columns) whose row
+        ``i`` is each tile's output row ``which``'s i-th."""
+        out = self.value(suffix)
+        self.nodes.append(helper.make_node("MatMul", [self.const(
+            f"a_{suffix}", self.a_t[which].astype(np.float32)), self.joined], [out]))
+        return out
+
+    def finish(self, current: str, out: str, rows: int, bias: np.ndarray | None = None
+               ) -> list[onnx.NodeProto]:
+        """The nodes, with ``current``'s rows (axis 2) past ``rows`` cut and ``bias`` (shaped
+        to broadcast) added, into ``out``."""
         nodes = list(self.nodes)
         if self.tiles * self.m != self.out_rows:
             cut = self.value("cut")
             nodes.append(helper.make_node("Slice", [
                 current, self.const("starts", np.array([0], np.int64)),
-                self.const("ends", np.array([self.out_rows], np.int64)),
-                self.const("axes", np.array([rows_axis], np.int64))], [cut]))
+                self.const("ends", np.array([rows], np.int64)),
+                self.const("axes", np.array([2], np.int64))], [cut]))
             current = cut
         if bias is None:
             nodes.append(helper.make_node("Identity", [current], [out]))
         else:
             nodes.append(helper.make_node("Add", [current, self.const(
-                "bias", bias.reshape(bias_shape).astype(np.float32))], [out]))
+                "bias", bias.astype(np.float32))], [out]))
         for node in nodes:
             node.name = self._graph.new_name(f"{self._stem}_{node.op_type}")
         return nodes
@@ -395,33 +413,88 @@ class _RowsWinograd:
 
 def winograd(model: onnx.ModelProto) -> int:
     """Each 3×3 stride-1 Conv that pays (module docstring) becomes F(4, 3) or F(6, 3) along
-    its rows, in place; returns how many."""
+    its rows, in place, a 2×2 max pool that is its only reader taken inside it; returns how
+    many."""
     graph = _Graph(model)
     shapes = _shapes_when_asked(model)
     order: list[onnx.NodeProto] = []
+    replaced: set[int] = set()
     rewritten = 0
     for conv in list(graph.graph.node):
+        if id(conv) in replaced:
+            continue
         plan = _winograd_plan(graph, conv, shapes)
         if plan is None:
             order.append(conv)
             continue
         weight, bias, shape, pads = plan
         out = conv.output[0]
-        rows = _RowsWinograd(graph, conv, weight, shape, pads,
+        rows = _RowsWinograd(graph, conv, weight, bias, shape, pads,
                              rows_tile(_conv_output(shape, pads, (3, 3))[0]), out + "_winograd")
-        in_order, placed = rows.value("in_order"), rows.value("placed")
-        rows.nodes += [
-            helper.make_node("Transpose", [rows.blocks], [in_order], perm=[0, 2, 3, 1, 4]),
-            helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
-                [0, rows.filters, rows.tiles * rows.m, rows.out_columns], np.int64))],
-                [placed]),
-        ]
-        order += rows.finish(placed, out, bias, (rows.filters, 1, 1), rows_axis=2)
+        pool = graph.only_reader(out)
+        if _pools_pairs_of_rows(pool, rows.m):
+            order += _pooled_in_tiles(rows, pool.output[0])
+            replaced.add(id(pool))
+        else:
+            order += _in_order(rows, out)
         rewritten += 1
     if rewritten:
         del graph.graph.node[:]
         graph.graph.node.extend(order)
     return rewritten
+
+
+def _in_order(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
+    """The output rows put in order: ``t·m + i`` from tile t's row i."""
+    blocks, in_order, placed = (rows.value(s) for s in ("blocks", "in_order", "placed"))
+    full = rows.rows(slice(None), "rows")
+    rows.nodes += [
+        helper.make_node("Reshape", [full, rows.const("shape_blocks", np.array(
+            [0, rows.m, rows.filters, rows.tiles, rows.out_columns], np.int64))], [blocks]),
+        helper.make_node("Transpose", [blocks], [in_order], perm=[0, 2, 3, 1, 4]),
+        helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
+            [0, rows.filters, rows.tiles * rows.m, rows.out_columns], np.int64))], [placed]),
+    ]
+    return rows.finish(placed, out, rows.out_rows)
+
+
+def _pools_pairs_of_rows(pool: onnx.NodeProto | None, m: int) -> bool:
+    """Whether ``pool`` is a 2×2 max pool of stride 2 without padding whose row pairs lie
+    inside tiles of ``m`` rows (m even)."""
+    if (pool is None or pool.op_type != "MaxPool" or m % 2
+            or [name for name in pool.output if name] != [pool.output[0]]):
+        return False
+    attributes = _attributes(pool)
+    return (list(attributes.get("kernel_shape", [])) == [2, 2]
+            and list(attributes.get("strides", [1, 1])) == [2, 2]
+            and not any(attributes.get("pads", [0])) and not attributes.get("ceil_mode", 0)
+            and list(attributes.get("dilations", [1, 1])) == [1, 1]
+            and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
+            and not attributes.get("storage_order", 0))
+
+
+def _pooled_in_tiles(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
+    """The 2×2 max pool of the output, taken before the rows are put in order: the maximum of
+    each tile's even and odd rows (the output transform in two halves), then of each pair of
+    columns; the reordering moves a quarter of the output."""
+    half = rows.m // 2
+    pairs, grid, pooled, blocks, in_order, placed = (rows.value(s) for s in (
+        "pairs", "grid", "pooled", "blocks", "in_order", "placed"))
+    even = rows.rows(slice(0, None, 2), "even_rows")
+    odd = rows.rows(slice(1, None, 2), "odd_rows")
+    columns = rows.out_columns // 2
+    rows.nodes += [
+        helper.make_node("Max", [even, odd], [pairs]),
+        helper.make_node("Reshape", [pairs, rows.const("shape_grid", np.array(
+            [0, half * rows.filters, rows.tiles, rows.out_columns], np.int64))], [grid]),
+        helper.make_node("MaxPool", [grid], [pooled], kernel_shape=[1, 2], strides=[1, 2]),
+        helper.make_node("Reshape", [pooled, rows.const("shape_blocks", np.array(
+            [0, half, rows.filters, rows.tiles, columns], np.int64))], [blocks]),
+        helper.make_node("Transpose", [blocks], [in_order], perm=[0, 2, 3, 1, 4]),
+        helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
+            [0, rows.filters, rows.tiles * half, columns], np.int64))], [placed]),
+    ]
+    return rows.finish(placed, out, rows.out_rows // 2)
 
 
 def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: _Shapes
@@ -462,19 +535,27 @@ def winograd_rows(model: onnx.ModelProto) -> int:
             continue
         weight, bias, shape, pads, pool, keepdims = plan
         out = pool.output[0]
-        rows = _RowsWinograd(graph, conv, weight, shape, pads, WINOGRAD_ROWS_M,
+        # the bias after the maximum, on 1/columns of the values: ONNX Runtime's grouped
+        # convolution of one channel a group would add it in a pass of its own over them all
+        rows = _RowsWinograd(graph, conv, weight, None, shape, pads, WINOGRAD_ROWS_M,
                              out + "_winograd_rows")
-        maxima, in_order, placed = (rows.value(s) for s in ("maxima", "in_order", "placed"))
+        blocks, maxima, in_order, placed = (rows.value(s) for s in (
+            "blocks", "maxima", "in_order", "placed"))
+        full = rows.rows(slice(None), "rows")
         rows.nodes += [
+            helper.make_node("Reshape", [full, rows.const("shape_blocks", np.array(
+                [0, rows.m, rows.filters, rows.tiles, rows.out_columns], np.int64))],
+                [blocks]),
             # the maximum over the columns first: the reordering then moves 1/columns of it
-            helper.make_node("ReduceMax", [rows.blocks], [maxima], axes=[4], keepdims=0),
+            helper.make_node("ReduceMax", [blocks], [maxima], axes=[4], keepdims=0),
             helper.make_node("Transpose", [maxima], [in_order], perm=[0, 2, 3, 1]),
             helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
                 [0, rows.filters, rows.tiles * rows.m] + [1] * keepdims, np.int64))],
                 [placed]),
         ]
         bias_shape = (rows.filters, 1, 1) if keepdims else (rows.filters, 1)
-        order += rows.finish(placed, out, bias, bias_shape, rows_axis=2)
+        order += rows.finish(placed, out, rows.out_rows,
+                             None if bias is None else bias.reshape(bias_shape))
         replaced.add(id(pool))
         rewritten += 1
     if rewritten:

@@ -250,6 +250,88 @@ def test_winograd_leaves_convolutions_where_it_costs_more(graph):
     assert onnx_passes.optimize(graph) == (graph, [])
 
 
+def conv_pool_graph(height: int, width: int, *, pads: list, pool: dict,
+                    second_reader: bool = False) -> bytes:
+    """input (N, 32, height, width) → Conv 3×3 to 64 channels, with a bias → MaxPool(**pool)
+    (the default model's second layer, pooled first)."""
+    rng = np.random.default_rng(height * width)
+    weights = {"w": (rng.standard_normal((64, 32, 3, 3)) / np.sqrt(9 * 32)).astype(np.float32),
+               "b": rng.standard_normal(64).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"], pads=pads),
+             helper.make_node("MaxPool", ["conv"], ["output"], **pool)]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None] * 4)]
+    if second_reader:
+        nodes.append(helper.make_node("Identity", ["conv"], ["conv_copy"]))
+        outputs.append(helper.make_tensor_value_info("conv_copy", TensorProto.FLOAT,
+                                                     [None] * 4))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                   ["batch", 32, height, width])],
+        outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+POOL_2X2 = {"kernel_shape": [2, 2], "strides": [2, 2]}
+
+
+def _check_rewritten(graph: bytes, rewritten: bytes, height: int, width: int) -> None:
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, 32, height, width)).astype(np.float32)
+        expected = run(graph, x)
+        got = run(rewritten, x)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=5e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("height", "width", "pads"), [
+    (95, 45, [0, 0, 0, 0]),  # the default model's: 93 x 43 out, the last tile cut, odd sizes
+    (26, 20, [1, 1, 1, 1]),  # 26 x 20 out: 5 tiles of F(6, 3), 30 rows cut to 26
+    (14, 14, [0, 0, 0, 0]),  # 12 x 12 out: two whole tiles, nothing cut
+    (10, 9, [1, 1, 1, 1]),  # 10 x 9 out: 12 rows cut to 10, an odd column left out
+])
+def test_winograd_takes_a_2x2_max_pool_inside_its_tiles(height, width, pads):
+    graph = conv_pool_graph(height, width, pads=pads, pool=POOL_2X2)
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == [WINOGRAD_NOTE]
+    nodes = onnx.load_from_string(rewritten).graph.node
+    pools = [_attributes(n) for n in nodes if n.op_type == "MaxPool"]
+    # the 2x2 pool became the maximum of the tiles' row pairs and a pool of column pairs
+    assert [p["kernel_shape"] for p in pools] == [[1, 2]]
+    assert [n.op_type for n in nodes].count("MatMul") == 2 and "Max" in [n.op_type for n in nodes]
+    # and the bias is in the products: no pass over the output adds it
+    assert "Add" not in [n.op_type for n in nodes]
+    _check_rewritten(graph, rewritten, height, width)
+
+
+@pytest.mark.parametrize(("pool", "second_reader"), [
+    ({"kernel_shape": [3, 3], "strides": [2, 2]}, False),
+    ({"kernel_shape": [2, 2], "strides": [1, 1]}, False),
+    ({**POOL_2X2, "ceil_mode": 1}, False),
+    ({**POOL_2X2, "pads": [1, 1, 0, 0]}, False),
+    (POOL_2X2, True),
+], ids=["3x3", "stride 1", "ceil", "padded", "second reader"])
+def test_winograd_leaves_other_pools_after_the_output(pool, second_reader):
+    graph = conv_pool_graph(30, 20, pads=[1, 1, 1, 1], pool=pool, second_reader=second_reader)
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == [WINOGRAD_NOTE]
+    nodes = onnx.load_from_string(rewritten).graph.node
+    assert [_attributes(n)["kernel_shape"] for n in nodes if n.op_type == "MaxPool"] == [
+        pool["kernel_shape"]]
+    session = modelfile.onnx_session(graph, threads=1)
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, 32, 30, 20)).astype(np.float32)
+        expected = session.run(None, {"input": x})
+        got = modelfile.onnx_session(rewritten, threads=1).run(None, {"input": x})
+        for want, have in zip(expected, got, strict=True):
+            np.testing.assert_allclose(have, want, atol=5e-5, rtol=0)
+
+
+def _attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 def test_short_chunk_resnet_serves_through_winograd_with_the_scores_of_torchscript(
         tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
