@@ -381,9 +381,9 @@ class _RowsWinograd:
         return self._graph.add_constant(f"{self._stem}_{suffix}", array)
 
     def rows(self, which: slice, suffix: str) -> str:
-        """The output transform's rows ``which`` of Aᵀ as one matrix product, (k, n) @
-        (batch, n, ...): the value (batch, k, filters · tiles · output columns) whose row
-        ``i`` is each tile's output row ``which``'s i-th."""
+        """The rows ``which`` of Aᵀ as one matrix product, (k, n) @ (batch, n, ...): the
+        value (batch, k, filters · tiles · output columns) whose row i holds, for every tile,
+        its output row ``range(m)[which][i]``."""
         out = self.value(suffix)
         self.nodes.append(helper.make_node("MatMul", [self.const(
             f"a_{suffix}", self.a_t[which].astype(np.float32)), self.joined], [out]))
