@@ -166,6 +166,18 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     turns.start()
     blocks = patch.object(file_source, "BLOCK_S", block_s)
     blocks.start()
+    source_cpu: list[float] = []  # each source thread's own CPU clock, read as it ends
+    run_source = Daemon._run_source
+
+    def timed_source(self, run) -> None:
+        started = time.thread_time()
+        try:
+            run_source(self, run)
+        finally:
+            source_cpu.append(time.thread_time() - started)
+
+    timed = patch.object(Daemon, "_run_source", timed_source)
+    timed.start()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
         target=subscriber, args=(daemon.publisher.endpoint, len(files), child), daemon=True)
@@ -189,6 +201,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         daemon.stop()
         turns.stop()
         blocks.stop()
+        timed.stop()
         process.join(5)
     user = usage1.ru_utime - usage0.ru_utime
     system = usage1.ru_stime - usage0.ru_stime
@@ -200,6 +213,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "turns": stats["turns"], "turn_windows": turn_windows, "turn_ms": turn_ms,
             "hold": hold, "block_s": block_s,
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
+            "source_threads_s": sum(source_cpu),
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
 
@@ -374,11 +388,14 @@ def main() -> int:
                                           "decoders": decoders, **r, "all": runs[config]})
         print("\nWhere the CPU went, ms per window (best repeat of each): the forward, the rest of "
               "scoring (stacking, smoothing, encoding, publishing, counters: the engine's "
-              "thread), and the sources' threads (decoding, resampling, framing, cutting "
-              "windows, queueing: one second of audio per window)")
+              "thread), the sources' threads (decoding, resampling, framing, cutting "
+              "windows, queueing: one second of audio per window, each thread's own CPU "
+              "clock) and the rest of the process (its other threads: main, heartbeat, "
+              "ZeroMQ's)")
         print("| model | backend | max_batch | turn (windows, forward) | held | block s | forward "
-              "| scoring outside the forward | sources | of all: system time |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| scoring outside the forward | sources' threads | rest of the process "
+              "| of all: system time |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for row in result["streams"]:
             per = 1e3 / row["windows"]
             total = row["user_s"] + row["system_s"]
@@ -389,7 +406,9 @@ def main() -> int:
                   f"{row['block_s']:g} | "
                   f"{row['forward_cpu_s'] * per:.2f} | "
                   f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
-                  f"{(total - row['scoring_cpu_s']) * per:.2f} | {row['system_s'] * per:.2f} |")
+                  f"{row['source_threads_s'] * per:.2f} | "
+                  f"{(total - row['scoring_cpu_s'] - row['source_threads_s']) * per:.2f} | "
+                  f"{row['system_s'] * per:.2f} |")
         if not args.skip_forward:
             print("\nms per window, 1 thread (median of "
                   f"{args.forward_reps} calls)")
