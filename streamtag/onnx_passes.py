@@ -389,6 +389,15 @@ class _RowsWinograd:
             f"a_{suffix}", self.a_t[which].astype(np.float32)), self.joined], [out]))
         return out
 
+    def blocks(self) -> str:
+        """The whole output transform as (batch, m, filters, tiles, output columns): row
+        ``t·m + i`` of the output is ``blocks[:, i, :, t]``."""
+        full, blocks = self.rows(slice(None), "rows"), self.value("blocks")
+        self.nodes.append(helper.make_node("Reshape", [full, self.const(
+            "shape_blocks", np.array([0, self.m, self.filters, self.tiles, self.out_columns],
+                                     np.int64))], [blocks]))
+        return blocks
+
     def finish(self, current: str, out: str, rows: int, bias: np.ndarray | None = None
                ) -> list[onnx.NodeProto]:
         """The nodes, with ``current``'s rows (axis 2) past ``rows`` cut and ``bias`` (shaped
@@ -446,11 +455,9 @@ def winograd(model: onnx.ModelProto) -> int:
 
 def _in_order(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
     """The output rows put in order: ``t·m + i`` from tile t's row i."""
-    blocks, in_order, placed = (rows.value(s) for s in ("blocks", "in_order", "placed"))
-    full = rows.rows(slice(None), "rows")
+    blocks = rows.blocks()
+    in_order, placed = rows.value("in_order"), rows.value("placed")
     rows.nodes += [
-        helper.make_node("Reshape", [full, rows.const("shape_blocks", np.array(
-            [0, rows.m, rows.filters, rows.tiles, rows.out_columns], np.int64))], [blocks]),
         helper.make_node("Transpose", [blocks], [in_order], perm=[0, 2, 3, 1, 4]),
         helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
             [0, rows.filters, rows.tiles * rows.m, rows.out_columns], np.int64))], [placed]),
@@ -539,13 +546,9 @@ def winograd_rows(model: onnx.ModelProto) -> int:
         # convolution of one channel a group would add it in a pass of its own over them all
         rows = _RowsWinograd(graph, conv, weight, None, shape, pads, WINOGRAD_ROWS_M,
                              out + "_winograd_rows")
-        blocks, maxima, in_order, placed = (rows.value(s) for s in (
-            "blocks", "maxima", "in_order", "placed"))
-        full = rows.rows(slice(None), "rows")
+        blocks = rows.blocks()
+        maxima, in_order, placed = (rows.value(s) for s in ("maxima", "in_order", "placed"))
         rows.nodes += [
-            helper.make_node("Reshape", [full, rows.const("shape_blocks", np.array(
-                [0, rows.m, rows.filters, rows.tiles, rows.out_columns], np.int64))],
-                [blocks]),
             # the maximum over the columns first: the reordering then moves 1/columns of it
             helper.make_node("ReduceMax", [blocks], [maxima], axes=[4], keepdims=0),
             helper.make_node("Transpose", [maxima], [in_order], perm=[0, 2, 3, 1]),

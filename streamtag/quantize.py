@@ -160,8 +160,8 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
     except Exception as error:  # noqa: BLE001 - the quantizer raises many types
         raise ModelError(f"ONNX Runtime's quantizer cannot quantize {model_path}: "
                          f"{modelfile.first_lines(error, 1)}") from None
-    fp32 = np.concatenate([model.forward(check[i:i + 8]) for i in range(0, len(check), 8)])
-    int8 = np.concatenate([run_int8(check[i:i + 8]) for i in range(0, len(check), 8)])
+    fp32, int8 = (np.concatenate([run(check[i:i + 8]) for i in range(0, len(check), 8)])
+                  for run in (model.forward, run_int8))
     if int8.shape != fp32.shape or not np.isfinite(int8).all():
         raise ModelError(f"{model_path}: the int8 graph's output is not usable (shape "
                          f"{int8.shape}, expected {fp32.shape}, or not finite)")
