@@ -17,17 +17,9 @@ class AudioDecodeError(RuntimeError):
 
 
 def _mono(frame) -> np.ndarray:
-    fmt = frame.format
-    if fmt.name == "fltp":  # planar float, as MP3, AAC and Vorbis decode: the planes as they are
-        planes = [np.frombuffer(plane, np.float32, frame.samples) for plane in frame.planes]
-        if len(planes) == 1:
-            return planes[0]
-        total = planes[0] + planes[1]
-        for plane in planes[2:]:
-            total += plane
-        return total / np.float32(len(planes))  # what mean(axis=0) gives, without the copies
+    """Any decoded frame as mono float32: integer PCM scaled to [-1, 1), channels averaged."""
     data = frame.to_ndarray()
-    if not fmt.is_planar:  # packed: (1, samples * channels), interleaved
+    if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
         data = data.reshape(-1, len(frame.layout.channels)).T
     if np.issubdtype(data.dtype, np.unsignedinteger):  # u8 PCM: silence is 128
         middle = float(np.iinfo(data.dtype).max + 1) / 2
@@ -37,9 +29,18 @@ def _mono(frame) -> np.ndarray:
     return data.astype(np.float32, copy=False).mean(axis=0)
 
 
+def _averaged(planes: list[np.ndarray]) -> np.ndarray:
+    if len(planes) == 1:
+        return planes[0]
+    total = planes[0] + planes[1]
+    for plane in planes[2:]:
+        total += plane
+    return total / np.float32(len(planes))  # what mean(axis=0) gives, without the copies
+
+
 def iter_decoded(path: str | Path, block_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
     """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream,
-    joined into blocks of at least ``block_s`` seconds (``joined_blocks``)."""
+    in blocks of at least ``block_s`` seconds (``mono_blocks``)."""
     import av
 
     try:
@@ -51,45 +52,59 @@ def iter_decoded(path: str | Path, block_s: float = 0.0) -> Iterator[tuple[np.nd
             raise AudioDecodeError(f"{path} has no audio stream")
         stream = container.streams.audio[0]
 
-        def frames() -> Iterator[tuple[np.ndarray, int]]:
+        def frames():
             try:
-                for frame in container.decode(stream):
-                    yield _mono(frame), int(frame.sample_rate)
+                yield from container.decode(stream)
             except av.error.FFmpegError as exc:
                 raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
 
-        yield from joined_blocks(frames(), block_s)
+        yield from mono_blocks(frames(), block_s)
 
 
-def joined_blocks(pieces: Iterable[tuple[np.ndarray, int]],
-                  block_s: float) -> Iterator[tuple[np.ndarray, int]]:
-    """(samples, sample rate) pieces, such as decoder frames, joined along their first axis
-    into blocks of at least ``block_s`` seconds: an MP3 frame is 26 ms, and each chunk costs
-    its consumer a pass through Python, so a fast reader takes them in blocks. A change of
-    rate or of channels, the end and an error (raised again after) hand on what is held."""
-    held: list[np.ndarray] = []
-    held_samples, held_rate = 0, 0
+def mono_blocks(frames: Iterable, block_s: float) -> Iterator[tuple[np.ndarray, int]]:
+    """Decoded PyAV audio frames as (mono float32 samples, sample rate) in blocks of at least
+    ``block_s`` seconds: an MP3 frame is 26 ms, and each chunk costs its consumer a pass through
+    Python, so a fast reader takes them in blocks.
+
+    Planar float frames (what MP3, AAC and Vorbis decode to) are held as views of their planes
+    and joined and averaged once per block: done frame by frame, the numpy calls cost as much
+    as the decoding of a stereo MP3. Other formats are made mono frame by frame (``_mono``). A
+    change of rate, channels or format, the end and an error (raised again after) hand on what
+    is held."""
+    held: list = []  # per frame: its plane views (planar float) or a mono array
+    held_samples, held_key, block_samples = 0, None, 0.0
     try:
-        for samples, rate in pieces:
-            if held and (rate != held_rate or samples.shape[1:] != held[0].shape[1:]):
-                yield _joined(held), held_rate
-                held, held_samples = [], 0
-            held.append(samples)
-            held_samples += len(samples)
-            held_rate = rate
-            if held_samples >= block_s * rate:
-                yield _joined(held), rate
+        for frame in frames:
+            planes = frame.planes if frame.format.name == "fltp" else None
+            key = (frame.sample_rate, 0 if planes is None else len(planes))  # 0: made mono
+            if key != held_key:
+                if held:
+                    yield _block(held, held_key), held_key[0]
+                    held, held_samples = [], 0
+                held_key, block_samples = key, block_s * key[0]
+            samples = frame.samples
+            if planes is not None:  # views of the planes' first samples (a buffer may be longer)
+                held.append([memoryview(plane)[:4 * samples] for plane in planes])
+            else:
+                held.append(_mono(frame))
+            held_samples += samples
+            if held_samples >= block_samples:
+                yield _block(held, key), key[0]
                 held, held_samples = [], 0
     except Exception:
         if held:  # what decoded before the error is still delivered
-            yield _joined(held), held_rate
+            yield _block(held, held_key), held_key[0]
         raise
     if held:
-        yield _joined(held), held_rate
+        yield _block(held, held_key), held_key[0]
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _block(held: list, key: tuple[int, int]) -> np.ndarray:
+    if key[1] == 0:  # mono arrays
+        return held[0] if len(held) == 1 else np.concatenate(held)
+    # bytearray: the block is writable, as a numpy array made by concatenating would be
+    return _averaged([np.frombuffer(bytearray().join(views[c] for views in held), np.float32)
+                      for c in range(key[1])])
 
 
 def load_audio(path: str | Path, sample_rate: float | None = None) -> tuple[np.ndarray, float]:

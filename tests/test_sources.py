@@ -20,7 +20,7 @@ import pytest
 from helpers import free_port, stop_process
 from servers import listener_ids, stereo_signal
 
-from streamtag.audio import iter_decoded, load_audio
+from streamtag.audio import iter_decoded, load_audio, mono_blocks
 from streamtag.errors import SourceError
 from streamtag.sources import (
     AudioChunk,
@@ -627,3 +627,44 @@ def test_decoded_blocks_equal_the_decoder_frames_averaged_to_mono(tmp_path, chan
     assert all(b.size >= 0.25 * 44100 for b in blocks[:-1])
     np.testing.assert_array_equal(np.concatenate(per_frame), expected)
     np.testing.assert_array_equal(np.concatenate(blocks), expected)
+
+
+def _frame(x: np.ndarray, fmt: str, rate: int):
+    layout = {1: "mono", 2: "stereo"}[x.shape[0]]
+    if fmt == "s16":  # packed: one row of interleaved samples
+        x = np.round(x.T.reshape(1, -1) * 32767).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format=fmt, layout=layout)
+    frame.sample_rate = rate
+    return frame
+
+
+def test_mono_blocks_end_where_rate_channels_or_format_change_and_keep_what_preceded_an_error():
+    """Planar float frames are held as plane views and averaged per block; packed 16-bit
+    frames are made mono frame by frame. A change of rate, channels or format ends a block;
+    an error hands on what was held, then is raised; every block is writable."""
+    rng = np.random.default_rng(7)
+    parts = [(rng.uniform(-0.5, 0.5, (2, 1152)).astype(np.float32), fmt, rate)
+             for fmt, rate in [("fltp", 44100)] * 3 + [("s16", 44100)] * 2 + [("fltp", 48000)]]
+    parts.append((rng.uniform(-0.5, 0.5, (1, 1152)).astype(np.float32), "fltp", 48000))
+
+    def frames():
+        for x, fmt, rate in parts:
+            yield _frame(x, fmt, rate)
+        raise OSError("the network went away")
+
+    blocks = []
+    with pytest.raises(OSError, match="the network went away"):
+        for block in mono_blocks(frames(), block_s=1.0):
+            blocks.append(block)
+    assert [(rate, len(x)) for x, rate in blocks] == [(44100, 3 * 1152), (44100, 2 * 1152),
+                                                      (48000, 1152), (48000, 1152)]
+    stereo = [x.mean(axis=0, dtype=np.float32) for x, fmt, rate in parts[:3]]
+    np.testing.assert_array_equal(blocks[0][0], np.concatenate(stereo))
+    packed = [np.round(x * 32767).astype(np.int16).astype(np.float32) / 32768
+              for x, fmt, rate in parts[3:5]]
+    np.testing.assert_array_equal(blocks[1][0], np.concatenate([x.mean(axis=0) for x in packed]))
+    np.testing.assert_array_equal(blocks[2][0], parts[5][0].mean(axis=0, dtype=np.float32))
+    np.testing.assert_array_equal(blocks[3][0], parts[6][0][0])
+    for x, _ in blocks:
+        assert x.dtype == np.float32 and x.flags.writeable
+        x[:1] = 0.0

@@ -29,9 +29,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import numpy as np
-
-from streamtag.audio import joined_blocks
+from streamtag.audio import mono_blocks
 from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
@@ -109,22 +107,6 @@ def strip_credentials(url: str) -> str:
         host = f"[{host}]"
     netloc = host if parts.port is None else f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def frame_to_array(frame) -> np.ndarray:
-    """A decoded PyAV audio frame as float32 (frames, channels)."""
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        data = data.T
-    else:  # packed: (1, frames * channels), interleaved
-        data = data.reshape(-1, channels)
-    if np.issubdtype(data.dtype, np.unsignedinteger):  # offset binary: 128 is silence in u8
-        half = float(np.iinfo(data.dtype).max + 1) / 2.0
-        data = (data.astype(np.float32) - half) / half
-    elif np.issubdtype(data.dtype, np.integer):
-        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
-    return data.astype(np.float32, copy=False)
 
 
 class HttpSource(Source):
@@ -257,7 +239,7 @@ class HttpSource(Source):
                 self._report_title(title, first_sample, None)
         stopped = False
 
-        def frames() -> Iterator[tuple[np.ndarray, int]]:
+        def frames() -> Iterator[av.AudioFrame]:
             nonlocal decoded_s, pending, stopped
             for packet in container.demux(stream):
                 if stop.is_set():
@@ -275,11 +257,11 @@ class HttpSource(Source):
                     continue
                 for frame in decoded:
                     decoded_s += frame.samples / frame.sample_rate
-                    yield frame_to_array(frame), frame.sample_rate
+                    yield frame
 
         # Decoded frames (26 ms each for MP3) go on in blocks of BLOCK_S: each chunk is a pass
         # through Python, in the resampler, the engine and the turns.
-        for samples, rate in joined_blocks(frames(), BLOCK_S):
+        for samples, rate in mono_blocks(frames(), BLOCK_S):
             chunk = self._chunk(samples, rate)
             if chunk is not None:
                 yield chunk
