@@ -18,8 +18,9 @@ into the convolutions before them and fuses activations; what it leaves is done 
 - ``winograd``: a 3×3 convolution of stride 1 with enough channels is computed with
   Winograd's minimal filtering (Lavin & Gray, "Fast algorithms for convolutional neural
   networks", CVPR 2016) in one dimension, along the rows: F(6, 3) takes 8 multiplications for
-  each 6 output rows, each channel pair and kernel column instead of 18 (F(4, 3): 6 for 4 where
-  the rows come out in fewer tiles so). The input's rows are transformed by one small
+  each 6 output rows, each channel pair and kernel column instead of 18, F(8, 3) 10 for 8 and
+  F(4, 3) 6 for 4; each layer takes the one whose tiles hold the fewest rows (``rows_tile``:
+  F(8, 3) on 64 rows needs 80 against F(6, 3)'s 88). The input's rows are transformed by one small
   convolution (stride m), each point's products summed over the channels and the 3 kernel
   columns are one group of a grouped convolution (ONNX Runtime's GEMM with 3 × channels as its
   inner size), and the output transform is one matrix product and a reordering. Measured layer
@@ -201,10 +202,13 @@ def pool_first(model: onnx.ModelProto) -> int:
 
 
 # The finite points of Toom-Cook's F(m, r) along the rows, each beside its negative or its
-# reciprocal: F(4, 3) takes the first 5, F(6, 3) 7 and F(4, 7) all 9. Pairs such as 2 and -1/2
-# rather than ±2 halved the largest float32 error (Barabasz et al., "Error analysis and
-# improving the accuracy of Winograd convolution for deep neural networks", ACM TOMS 2020).
-WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 3.0, -1 / 3)
+# reciprocal: F(4, 3) takes the first 5, F(6, 3) 7, F(8, 3) and F(4, 7) all 9. Pairs such as 2
+# and -1/2 rather than ±2 halved the largest float32 error (Barabasz et al., "Error analysis
+# and improving the accuracy of Winograd convolution for deep neural networks", ACM TOMS
+# 2020). For the last two, 3/4 and -4/3 gave F(8, 3) about half the largest error of 3 and
+# -1/3 on 3×3 layers of 32-256 channels (2.3e-5 against 3.9e-5 on outputs of up to 6.5; F(6, 3):
+# 7e-6), and F(4, 7) about 0.6 of it, in float32 simulations against float64.
+WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 0.75, -4 / 3)
 
 # Where F(m, 3) along the rows paid against ONNX Runtime's direct convolution, one layer at a
 # time on a 2-vCPU AMD EPYC (AVX-512 on 256-bit pipes), ms at batch 1, direct → F(m, 3) (→ the
@@ -252,9 +256,9 @@ def winograd_matrices(m: int, r: int = 3, points: tuple[float, ...] = WINOGRAD_P
 
 
 def rows_tile(out_rows: int) -> int:
-    """F(4, 3) or F(6, 3): the one that transforms fewer rows for ``out_rows`` output rows
-    (tiles × points; 6 on a tie)."""
-    return min((6, 4), key=lambda m: -(-out_rows // m) * (m + 2))
+    """F(4, 3), F(6, 3) or F(8, 3): the one that transforms the fewest rows for ``out_rows``
+    output rows (tiles × points; on a tie 6, then 4: their float32 error is lower)."""
+    return min((6, 4, 8), key=lambda m: -(-out_rows // m) * (m + 2))
 
 
 _Shapes = Callable[[], dict[str, list[int | None]]]
@@ -421,9 +425,8 @@ class _RowsWinograd:
 
 
 def winograd(model: onnx.ModelProto) -> int:
-    """Each 3×3 stride-1 Conv that pays (module docstring) becomes F(4, 3) or F(6, 3) along
-    its rows, in place, a 2×2 max pool that is its only reader taken inside it; returns how
-    many."""
+    """Each 3×3 stride-1 Conv that pays (module docstring) becomes F(m, 3) along its rows,
+    in place, a 2×2 max pool that is its only reader taken inside it; returns how many."""
     graph = _Graph(model)
     shapes = _shapes_when_asked(model)
     order: list[onnx.NodeProto] = []
