@@ -52,7 +52,7 @@ def iter_decoded(path: str | Path, block_s: float = 0.0) -> Iterator[tuple[np.nd
             raise AudioDecodeError(f"{path} has no audio stream")
         stream = container.streams.audio[0]
 
-        def frames():
+        def frames() -> Iterator[av.AudioFrame]:
             try:
                 yield from container.decode(stream)
             except av.error.FFmpegError as exc:
