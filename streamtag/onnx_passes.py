@@ -20,8 +20,8 @@ into the convolutions before them and fuses activations; what it leaves is done 
   networks", CVPR 2016) in one dimension, along the rows: F(6, 3) takes 8 multiplications for
   each 6 output rows, each channel pair and kernel column instead of 18, F(8, 3) 10 for 8 and
   F(4, 3) 6 for 4; each layer takes the one whose tiles hold the fewest rows (``rows_tile``:
-  F(8, 3) on 64 rows needs 80 against F(6, 3)'s 88). The input's rows are transformed by one small
-  convolution (stride m), each point's products summed over the channels and the 3 kernel
+  F(8, 3) on 64 rows needs 80 against F(6, 3)'s 88). The input's rows are transformed by one
+  small convolution (stride m), each point's products summed over the channels and the 3 kernel
   columns are one group of a grouped convolution (ONNX Runtime's GEMM with 3 × channels as its
   inner size), and the output transform is one matrix product and a reordering. Measured layer
   by layer, this beat the two-dimensional F(4×4, 3×3) (a quarter of the multiplications, but
@@ -402,6 +402,17 @@ class _RowsWinograd:
                                      np.int64))], [blocks]))
         return blocks
 
+    def placed(self, blocks: str, per_tile: int, columns: int) -> str:
+        """``blocks`` (batch, per_tile, filters, tiles, columns) with its rows put in order,
+        (batch, filters, tiles · per_tile, columns): row ``t·per_tile + i`` from tile t's i."""
+        in_order, placed = self.value("in_order"), self.value("placed")
+        self.nodes += [
+            helper.make_node("Transpose", [blocks], [in_order], perm=[0, 2, 3, 1, 4]),
+            helper.make_node("Reshape", [in_order, self.const("shape_placed", np.array(
+                [0, self.filters, self.tiles * per_tile, columns], np.int64))], [placed]),
+        ]
+        return placed
+
     def finish(self, current: str, out: str, rows: int, bias: np.ndarray | None = None
                ) -> list[onnx.NodeProto]:
         """The nodes, with ``current``'s rows (axis 2) past ``rows`` cut and ``bias`` (shaped
@@ -458,13 +469,7 @@ def winograd(model: onnx.ModelProto) -> int:
 
 def _in_order(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
     """The output rows put in order: ``t·m + i`` from tile t's row i."""
-    blocks = rows.blocks()
-    in_order, placed = rows.value("in_order"), rows.value("placed")
-    rows.nodes += [
-        helper.make_node("Transpose", [blocks], [in_order], perm=[0, 2, 3, 1, 4]),
-        helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
-            [0, rows.filters, rows.tiles * rows.m, rows.out_columns], np.int64))], [placed]),
-    ]
+    placed = rows.placed(rows.blocks(), rows.m, rows.out_columns)
     return rows.finish(placed, out, rows.out_rows)
 
 
@@ -488,8 +493,7 @@ def _pooled_in_tiles(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
     each tile's even and odd rows (the output transform in two halves), then of each pair of
     columns; the reordering moves a quarter of the output."""
     half = rows.m // 2
-    pairs, grid, pooled, blocks, in_order, placed = (rows.value(s) for s in (
-        "pairs", "grid", "pooled", "blocks", "in_order", "placed"))
+    pairs, grid, pooled, blocks = (rows.value(s) for s in ("pairs", "grid", "pooled", "blocks"))
     even = rows.rows(slice(0, None, 2), "even_rows")
     odd = rows.rows(slice(1, None, 2), "odd_rows")
     columns = rows.out_columns // 2
@@ -500,11 +504,8 @@ def _pooled_in_tiles(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
         helper.make_node("MaxPool", [grid], [pooled], kernel_shape=[1, 2], strides=[1, 2]),
         helper.make_node("Reshape", [pooled, rows.const("shape_blocks", np.array(
             [0, half, rows.filters, rows.tiles, columns], np.int64))], [blocks]),
-        helper.make_node("Transpose", [blocks], [in_order], perm=[0, 2, 3, 1, 4]),
-        helper.make_node("Reshape", [in_order, rows.const("shape_placed", np.array(
-            [0, rows.filters, rows.tiles * half, columns], np.int64))], [placed]),
     ]
-    return rows.finish(placed, out, rows.out_rows // 2)
+    return rows.finish(rows.placed(blocks, half, columns), out, rows.out_rows // 2)
 
 
 def _winograd_plan(graph: _Graph, conv: onnx.NodeProto, shapes: _Shapes
