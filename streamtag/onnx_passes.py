@@ -15,6 +15,11 @@ into the convolutions before them and fuses activations; what it leaves is done 
   convolution, or of its minimum where ``a < 0``. The minimum is taken as the maximum of the
   convolution with that channel's weights and bias negated (negation is exact in floating
   point), then negated back. The ReLU and the batch norm then run on the pooled values only.
+- ``batch_norm_forward``: a batch norm whose only reader is a convolution without padding
+  (one group), or a Gemm (directly or through ``Flatten``), is folded into that reader's
+  weights and bias: ``W·(s·x + t) = (W·s)·x + W·t``, exact in real arithmetic where no
+  padding puts zeros where the batch norm would have put ``t``. After ``pool_first`` the
+  default model's batch norms sit just before its next convolution or its dense layer.
 - ``winograd``: a 3×3 convolution of stride 1 with enough channels is computed with
   Winograd's minimal filtering (Lavin & Gray, "Fast algorithms for convolutional neural
   networks", CVPR 2016) in one dimension, along the rows: F(6, 3) takes 8 multiplications for
@@ -43,6 +48,10 @@ into the convolutions before them and fuses activations; what it leaves is done 
   columns is taken before the blocks of 4 are put back in order, so the reordering moves
   1/columns of the values, and the bias is added after the maximum (``max(x + b) = max(x) +
   b``, also in floating point).
+- ``relu_in_conv``: a convolution whose only reader is a max pool whose only reader is a ReLU
+  (what ``pool_first`` leaves where the convolution is not rewritten) has the ReLU moved
+  between the two (``max(relu(x)) = relu(max(x))``, also in floating point): ONNX Runtime then
+  computes it in the convolution's own epilogue, and the pass over the pooled values is gone.
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["optimize", "pool_first", "winograd", "winograd_rows"]
+__all__ = ["batch_norm_forward", "optimize", "pool_first", "relu_in_conv", "winograd",
+           "winograd_rows"]
 
 
 class _Graph:
@@ -199,6 +209,120 @@ def pool_first(model: onnx.ModelProto) -> int:
         del graph.graph.node[:]
         graph.graph.node.extend(order)
     return rewritten
+
+
+def batch_norm_forward(model: onnx.ModelProto) -> int:
+    """Each inference batch norm whose only reader is a Conv without padding or a Gemm (read
+    directly or through a Flatten of axis 1) is folded into that reader's constants and
+    removed, in place; returns how many (module docstring)."""
+    graph = _Graph(model)
+    folded: list[onnx.NodeProto] = []
+    for bn in list(graph.graph.node):
+        if bn.op_type != "BatchNormalization":
+            continue
+        scale = _batch_norm_scale(graph, bn)
+        beta, mean = (graph.constant(name) for name in bn.input[2:4])
+        reader = graph.only_reader(bn.output[0])
+        if scale is None or beta is None or mean is None or reader is None:
+            continue
+        shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+        if reader.op_type == "Conv":
+            done = _fold_into_conv(graph, reader, scale, shift)
+        else:
+            flatten = reader if reader.op_type == "Flatten" else None
+            if flatten is not None:
+                if _attributes(flatten).get("axis", 1) != 1:
+                    continue
+                reader = graph.only_reader(flatten.output[0])
+            done = (reader is not None and reader.op_type == "Gemm"
+                    and _fold_into_gemm(graph, reader, scale, shift))
+            reader = flatten or reader
+        if done:
+            reader.input[0] = bn.input[0]
+            folded.append(bn)
+    if folded:
+        kept = [node for node in graph.graph.node if node not in folded]
+        del graph.graph.node[:]
+        graph.graph.node.extend(kept)
+    return len(folded)
+
+
+def _fold_into_conv(graph: _Graph, conv: onnx.NodeProto, scale: np.ndarray,
+                    shift: np.ndarray) -> bool:
+    """Conv(s·x + t) as one Conv of x: weights × s over the input channels, bias + W·t."""
+    attributes = _attributes(conv)
+    weight = graph.constant(conv.input[1])
+    has_bias = len(conv.input) > 2 and bool(conv.input[2])
+    bias = graph.constant(conv.input[2]) if has_bias else None
+    if (attributes.get("group", 1) != 1 or any(attributes.get("pads", [0]))
+            or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
+            or weight is None or weight.ndim < 3 or weight.shape[1] != scale.size
+            or (has_bias and bias is None)):
+        return False
+    w = weight.astype(np.float64)
+    taps = tuple(range(2, w.ndim))
+    new_bias = w.sum(axis=taps) @ shift + (0.0 if bias is None else bias.astype(np.float64))
+    conv.input[1] = graph.add_constant(conv.input[1] + "_of_batch_norm", (
+        w * scale.reshape((1, -1) + (1,) * len(taps))).astype(weight.dtype))
+    bias_name = graph.add_constant(conv.output[0] + "_bias_of_batch_norm",
+                                   new_bias.astype(weight.dtype))
+    if has_bias:
+        conv.input[2] = bias_name
+    else:
+        conv.input.append(bias_name)
+    return True
+
+
+def _fold_into_gemm(graph: _Graph, gemm: onnx.NodeProto, scale: np.ndarray,
+                    shift: np.ndarray) -> bool:
+    """Gemm(flatten(s·x + t)) as one Gemm: B's rows of each channel's features × s, C +
+    α/β·t·B (channel c's features are the c-th run of equal length)."""
+    attributes = _attributes(gemm)
+    weight = graph.constant(gemm.input[1])
+    added = graph.constant(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else None
+    alpha, beta = attributes.get("alpha", 1.0), attributes.get("beta", 1.0)
+    if (attributes.get("transA", 0) or weight is None or weight.ndim != 2 or added is None
+            or beta == 0):
+        return False
+    by_feature = weight.T if attributes.get("transB", 0) else weight  # (features, outputs)
+    per_channel, remainder = divmod(by_feature.shape[0], scale.size)
+    if remainder or per_channel == 0:
+        return False
+    b = by_feature.astype(np.float64)
+    scaled = b * np.repeat(scale, per_channel)[:, None]
+    new_added = added.astype(np.float64) + alpha / beta * (np.repeat(shift, per_channel) @ b)
+    gemm.input[1] = graph.add_constant(gemm.input[1] + "_of_batch_norm", (
+        scaled.T if attributes.get("transB", 0) else scaled).astype(weight.dtype))
+    gemm.input[2] = graph.add_constant(gemm.input[2] + "_of_batch_norm",
+                                       new_added.astype(added.dtype))
+    return True
+
+
+def relu_in_conv(model: onnx.ModelProto) -> int:
+    """Conv → MaxPool → Relu, each the only reader of the one before, becomes Conv → Relu →
+    MaxPool, in place; returns how many (module docstring)."""
+    graph = _Graph(model)
+    order = list(graph.graph.node)
+    moved = 0
+    for pool in list(order):
+        if pool.op_type != "MaxPool" or [name for name in pool.output if name] != [
+                pool.output[0]]:
+            continue
+        conv = graph.made_by(pool.input[0], "Conv")
+        relu = graph.only_reader(pool.output[0])
+        if (conv is None or graph.only_reader(conv.output[0]) is None or relu is None
+                or relu.op_type != "Relu"):
+            continue
+        result = relu.output[0]
+        relu.input[0], relu.output[0] = conv.output[0], graph.new_name(result + "_of_conv")
+        pool.input[0], pool.output[0] = relu.output[0], result
+        order.remove(relu)
+        order.insert(order.index(pool), relu)
+        moved += 1
+    if moved:
+        del graph.graph.node[:]
+        graph.graph.node.extend(order)
+    return moved
 
 
 # The finite points of Toom-Cook's F(m, r) along the rows, each beside its negative or its
@@ -650,9 +774,12 @@ def _constant_value(graph: _Graph, value: str, depth: int) -> np.ndarray | None:
 
 PASSES: dict[str, tuple[Callable[[onnx.ModelProto], int], str]] = {
     "pool_first": (pool_first, "max pools taken before their ReLU and batch norm"),
+    "batch_norm_forward": (batch_norm_forward, "batch norms folded into the layer after them"),
     "winograd": (winograd, "3x3 convolutions computed as Winograd F(m, 3) along the rows"),
     "winograd_rows": (winograd_rows, "one-channel convolutions with a maximum over the columns "
                                      "computed as Winograd F(4, r) along the rows"),
+    # after the Winograd passes: a convolution they rewrote ends in other nodes
+    "relu_in_conv": (relu_in_conv, "ReLUs before a max pool computed in the convolution"),
 }
 
 

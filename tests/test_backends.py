@@ -218,11 +218,14 @@ def test_the_daemon_publishes_the_same_with_either_backend_and_serves_older_file
     assert [s["model"]["backend"] for s in (status_torch, status_ort, status_older)] == [
         "torch", "onnxruntime", "onnxruntime"]
     # ONNX Runtime serves the default model's graph rewritten (its four pools taken first,
-    # its three 3x3 convolutions of 32 or 64 channels in along the rows)
+    # its four batch norms folded into the next layer, its three 3x3 convolutions of 32 or 64
+    # channels in along the rows, its first ReLU computed in its first convolution)
     assert status_torch["model"]["graph_passes"] == []
     assert status_ort["model"]["graph_passes"] == status_older["model"]["graph_passes"] == [
         "max pools taken before their ReLU and batch norm: 4",
-        "3x3 convolutions computed as Winograd F(m, 3) along the rows: 3"]
+        "batch norms folded into the layer after them: 4",
+        "3x3 convolutions computed as Winograd F(m, 3) along the rows: 3",
+        "ReLUs before a max pool computed in the convolution: 1"]
     # the older file's graph was exported at load and kept in the cache, by weights hash
     cached = tmp_path / "cache" / "streamtag" / "onnx" / (
         modelfile.read_manifest(default).weights_sha256 + ".onnx")

@@ -90,8 +90,11 @@ def test_without_negative_factors_no_sign_is_needed():
     gamma.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(gamma)), "gamma"))
     graph = model.SerializeToString()
     rewritten, notes = onnx_passes.optimize(graph)
+    # and the ReLU, next to the convolution, is computed in it (relu_in_conv)
+    assert notes == ["max pools taken before their ReLU and batch norm: 1",
+                     "ReLUs before a max pool computed in the convolution: 1"]
     assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node] == [
-        "Conv", "MaxPool", "Relu", "BatchNormalization"]
+        "Conv", "Relu", "MaxPool", "BatchNormalization"]
     x = RNG.standard_normal((2, 3, 12, 10)).astype(np.float32)
     np.testing.assert_allclose(run(rewritten, x), run(graph, x), rtol=1e-5, atol=1e-5)
 
@@ -107,6 +110,133 @@ def test_graphs_the_pass_does_not_fit_are_left_as_they_are(graph):
     assert onnx_passes.optimize(graph) == (graph, [])
 
 
+# ------------------------------------------------- batch norms folded forward, ReLUs in convs
+
+def batch_norm_then(reader: str, *, height: int = 7, width: int = 6, channels: int = 6,
+                    conv: dict | None = None, conv_bias: bool = True, trans_b: int = 0,
+                    alpha: float = 1.0, beta: float = 1.0, bn_read_twice: bool = False) -> bytes:
+    """input (N, channels, height, width), or (N, channels) for "gemm", → BatchNormalization
+    (some factors negative) → ``reader``: "conv" (3×3 to 5 channels, ``conv`` its
+    attributes), "flatten gemm" (Flatten, then Gemm to 4) or "gemm"."""
+    rng = np.random.default_rng(channels * height + width)
+    weights = {
+        "gamma": (rng.standard_normal(channels) * np.resize([1, -1], channels)).astype(
+            np.float32),
+        "beta": rng.standard_normal(channels).astype(np.float32),
+        "mean": rng.standard_normal(channels).astype(np.float32),
+        "var": rng.uniform(0.5, 2, channels).astype(np.float32),
+    }
+    shape = ["batch", channels] if reader == "gemm" else ["batch", channels, height, width]
+    nodes = [helper.make_node("BatchNormalization", ["input", "gamma", "beta", "mean", "var"],
+                              ["bn"])]
+    outputs = []
+    if reader == "conv":
+        attributes = conv or {}
+        weights["w"] = rng.standard_normal((5, channels // attributes.get("group", 1), 3, 3)
+                                           ).astype(np.float32)
+        inputs = ["bn", "w"]
+        if conv_bias:
+            weights["b"] = rng.standard_normal(5).astype(np.float32)
+            inputs.append("b")
+        nodes.append(helper.make_node("Conv", inputs, ["output"], **attributes))
+        outputs.append(helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                                     ["batch", 5, "rows", "columns"]))
+    else:
+        features = channels * (1 if reader == "gemm" else height * width)
+        b = rng.standard_normal((features, 4)).astype(np.float32)
+        weights["b"] = b.T.copy() if trans_b else b
+        weights["c"] = rng.standard_normal(4).astype(np.float32)
+        flat = "bn"
+        if reader == "flatten gemm":
+            nodes.append(helper.make_node("Flatten", ["bn"], ["flat"], axis=1))
+            flat = "flat"
+        nodes.append(helper.make_node("Gemm", [flat, "b", "c"], ["output"], transB=trans_b,
+                                      alpha=alpha, beta=beta))
+        outputs.append(helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                                     ["batch", 4]))
+    if bn_read_twice:
+        nodes.append(helper.make_node("Identity", ["bn"], ["bn_copy"]))
+        outputs.append(helper.make_tensor_value_info("bn_copy", TensorProto.FLOAT, shape))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("graph", [
+    batch_norm_then("conv"),
+    batch_norm_then("conv", conv_bias=False),
+    batch_norm_then("conv", conv={"strides": [2, 1], "pads": [0, 0, 0, 0]}),
+    batch_norm_then("flatten gemm"),
+    batch_norm_then("flatten gemm", trans_b=1, alpha=0.5, beta=2.0),
+    batch_norm_then("gemm", trans_b=1),
+], ids=["conv", "conv without bias", "conv stride 2", "flatten gemm", "gemm transB alpha beta",
+        "gemm of 2-D"])
+def test_a_batch_norm_is_folded_into_the_layer_after_it(graph):
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == [f"{FOLD_NOTE}: 1"]
+    assert "BatchNormalization" not in [n.op_type for n in
+                                        onnx.load_from_string(rewritten).graph.node]
+    shape = [d.dim_value for d in onnx.load_from_string(graph).graph.input[0].type
+             .tensor_type.shape.dim[1:]]
+    for batch in (1, 3):
+        x = RNG.standard_normal([batch, *shape]).astype(np.float32)
+        expected = run(graph, x)
+        assert np.abs(expected).max() > 1  # outputs of a few units: atol is relative to them
+        np.testing.assert_allclose(run(rewritten, x), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("graph", [
+    # zero padding would meet the input where the batch norm would have put its shift
+    batch_norm_then("conv", conv={"pads": [1, 1, 1, 1]}),
+    batch_norm_then("conv", conv={"auto_pad": "SAME_UPPER"}),
+    batch_norm_then("conv", conv={"group": 2}),
+    batch_norm_then("conv", bn_read_twice=True),
+    batch_norm_then("flatten gemm", beta=0.0),
+], ids=["padded", "same padding", "grouped", "read twice", "gemm beta 0"])
+def test_a_batch_norm_the_fold_does_not_fit_is_left(graph):
+    assert onnx_passes.optimize(graph) == (graph, [])
+
+
+def conv_pool_relu(*, pool_read_twice: bool = False) -> bytes:
+    """input (N, 3, 12, 10) → Conv 3×3 to 8 channels → MaxPool 2×2 → Relu."""
+    rng = np.random.default_rng(11)
+    weights = {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+               "b": rng.standard_normal(8).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"]),
+             helper.make_node("MaxPool", ["conv"], ["pooled"], kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Relu", ["pooled"], ["output"])]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 8, 5, 4])]
+    if pool_read_twice:
+        nodes.append(helper.make_node("Identity", ["pooled"], ["pooled_copy"]))
+        outputs.append(helper.make_tensor_value_info("pooled_copy", TensorProto.FLOAT,
+                                                     ["batch", 8, 5, 4]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                   ["batch", 3, 12, 10])],
+        outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+        .SerializeToString()
+
+
+def test_a_relu_after_a_pool_of_a_convolution_is_computed_in_the_convolution():
+    graph = conv_pool_relu()
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == [f"{RELU_NOTE}: 1"]
+    assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node] == [
+        "Conv", "Relu", "MaxPool"]
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, 3, 12, 10)).astype(np.float32)
+        expected = run(graph, x)
+        assert (expected == 0).any() and (expected > 0).any()
+        np.testing.assert_array_equal(run(rewritten, x), expected)
+    # the pooled values without the ReLU are still the graph's where something else reads them
+    assert onnx_passes.optimize(conv_pool_relu(pool_read_twice=True))[1] == []
+
+
 def _trained_looking(module: torch.nn.Module) -> torch.nn.Module:
     """Batch norms with the statistics and factors of a trained network, some negative."""
     generator = torch.Generator().manual_seed(3)
@@ -120,11 +250,22 @@ def _trained_looking(module: torch.nn.Module) -> torch.nn.Module:
     return module.eval()
 
 
+POOLS_NOTE = "max pools taken before their ReLU and batch norm"
+FOLD_NOTE = "batch norms folded into the layer after them"
+RELU_NOTE = "ReLUs before a max pool computed in the convolution"
+WINOGRAD_NOTE = "3x3 convolutions computed as Winograd F(m, 3) along the rows: 1"
+
+
 @pytest.mark.parametrize(("name", "options", "n_mels", "frames", "rewrites"), [
-    # the shipped default model's network: 4 pools; its 32 -> 64 and 64 -> 64 convolutions
-    ("mel_cnn", {}, 128, 261, [4, 3]),
-    # narrow timbral filters (32): too few for F(4, 7); no 3x3 convolutions
-    ("musicnn", {"frontend_width": 0.25, "midend_filters": 16}, 96, 64, [5]),
+    # the shipped default model's network: 4 pools; each batch norm before the next unpadded
+    # convolution or the dense layer; its 32 -> 64 and 64 -> 64 convolutions (the first
+    # convolution's ReLU stays after the pool: negative factors put a sign between them)
+    ("mel_cnn", {}, 128, 261, [(POOLS_NOTE, 4), (FOLD_NOTE, 4),
+                               (WINOGRAD_NOTE.split(":")[0], 3)]),
+    # narrow timbral filters (32): too few for F(4, 7); no 3x3 convolutions; the batch
+    # norms before its dense layers
+    ("musicnn", {"frontend_width": 0.25, "midend_filters": 16}, 96, 64,
+     [(POOLS_NOTE, 5), (FOLD_NOTE, 2)]),
 ])
 def test_zoo_networks_serve_rewritten_with_the_scores_of_torchscript(name, options, n_mels,
                                                                      frames, rewrites,
@@ -138,10 +279,7 @@ def test_zoo_networks_serve_rewritten_with_the_scores_of_torchscript(name, optio
         "hop": frames // 2})
     loaded = modelfile.load(path, device="cpu")
     model = InferenceModel(loaded, backend="onnxruntime", threads=1)
-    notes = ["max pools taken before their ReLU and batch norm",
-             WINOGRAD_NOTE.split(":")[0]][:len(rewrites)]
-    assert model.graph_passes == [f"{note}: {count}"
-                                  for note, count in zip(notes, rewrites, strict=True)]
+    assert model.graph_passes == [f"{note}: {count}" for note, count in rewrites]
     x = np.random.default_rng(1).standard_normal(model.input_shape(3), dtype=np.float32)
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
@@ -174,8 +312,6 @@ def test_a_rewrite_that_changes_the_scores_is_not_served(tmp_path, monkeypatch, 
 
 
 # ---------------------------------------------------------------- Winograd along the rows
-
-WINOGRAD_NOTE = "3x3 convolutions computed as Winograd F(m, 3) along the rows: 1"
 
 
 @pytest.mark.parametrize(("m", "taps"), [(2, 3), (4, 3), (6, 3), (8, 3), (4, 5), (4, 7)])
@@ -447,8 +583,9 @@ def test_musicnn_serves_through_winograd_rows_with_the_scores_of_torchscript(tmp
     loaded = modelfile.load(path, device="cpu")
     model = InferenceModel(loaded, backend="onnxruntime", threads=1)
     # its two timbral layers (7 × 38 and 7 × 67 mel bands); the temporal ones have one column
+    # (and the batch norms before its dense layers are folded into them)
     assert model.graph_passes == ["max pools taken before their ReLU and batch norm: 5",
-                                  ROWS_NOTE.replace(": 1", ": 2")]
+                                  f"{FOLD_NOTE}: 2", ROWS_NOTE.replace(": 1", ": 2")]
     x = np.random.default_rng(1).standard_normal(model.input_shape(3), dtype=np.float32)
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
