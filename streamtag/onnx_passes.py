@@ -226,19 +226,19 @@ def batch_norm_forward(model: onnx.ModelProto) -> int:
         if scale is None or beta is None or mean is None or reader is None:
             continue
         shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
-        if reader.op_type == "Conv":
+        first = reader  # the node that reads the batch norm: it reads its input instead
+        if reader.op_type == "Flatten":
+            if _attributes(reader).get("axis", 1) != 1:
+                continue
+            reader = graph.only_reader(reader.output[0])
+        if reader is None:
+            continue
+        if reader.op_type == "Conv" and reader is first:
             done = _fold_into_conv(graph, reader, scale, shift)
         else:
-            flatten = reader if reader.op_type == "Flatten" else None
-            if flatten is not None:
-                if _attributes(flatten).get("axis", 1) != 1:
-                    continue
-                reader = graph.only_reader(flatten.output[0])
-            done = (reader is not None and reader.op_type == "Gemm"
-                    and _fold_into_gemm(graph, reader, scale, shift))
-            reader = flatten or reader
+            done = reader.op_type == "Gemm" and _fold_into_gemm(graph, reader, scale, shift)
         if done:
-            reader.input[0] = bn.input[0]
+            first.input[0] = bn.input[0]
             folded.append(bn)
     if folded:
         kept = [node for node in graph.graph.node if node not in folded]
@@ -281,10 +281,11 @@ def _fold_into_gemm(graph: _Graph, gemm: onnx.NodeProto, scale: np.ndarray,
     weight = graph.constant(gemm.input[1])
     added = graph.constant(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else None
     alpha, beta = attributes.get("alpha", 1.0), attributes.get("beta", 1.0)
+    trans_b = attributes.get("transB", 0)
     if (attributes.get("transA", 0) or weight is None or weight.ndim != 2 or added is None
             or beta == 0):
         return False
-    by_feature = weight.T if attributes.get("transB", 0) else weight  # (features, outputs)
+    by_feature = weight.T if trans_b else weight  # (features, outputs)
     per_channel, remainder = divmod(by_feature.shape[0], scale.size)
     if remainder or per_channel == 0:
         return False
@@ -292,7 +293,7 @@ def _fold_into_gemm(graph: _Graph, gemm: onnx.NodeProto, scale: np.ndarray,
     scaled = b * np.repeat(scale, per_channel)[:, None]
     new_added = added.astype(np.float64) + alpha / beta * (np.repeat(shift, per_channel) @ b)
     gemm.input[1] = graph.add_constant(gemm.input[1] + "_of_batch_norm", (
-        scaled.T if attributes.get("transB", 0) else scaled).astype(weight.dtype))
+        scaled.T if trans_b else scaled).astype(weight.dtype))
     gemm.input[2] = graph.add_constant(gemm.input[2] + "_of_batch_norm",
                                        new_added.astype(added.dtype))
     return True
