@@ -55,15 +55,22 @@ MelFilterbank::MelFilterbank(const LogMelOptions &opts) : num_bins_(opts.NumBins
   begin_.resize(n_mels);
   blocks_.resize(n_mels);
   offset_.resize(n_mels);
-  std::vector<float> row(num_bins_);
+  std::vector<float> row(num_bins_, 0.0f);
   const bool slaney_norm = opts.norm == "slaney";
   for (int i = 0; i < n_mels; ++i) {
     const double lower_width = edges[i + 1] - edges[i];
     const double upper_width = edges[i + 2] - edges[i + 1];
     // librosa stores each row as float32 first, then scales by the (float64) Slaney norm.
     const double enorm = slaney_norm ? 2.0 / (edges[i + 2] - edges[i]) : 1.0;
+    // A filter is 0 outside (edges[i], edges[i + 2]): only the bins in that span, widened by one
+    // on each side, are computed (the same expression as for every bin, so the same numbers);
+    // the rest of row stays 0. Going through all n_mels x bins cost 0.6 ms per stream start.
+    const int lo = std::clamp(static_cast<int>(std::floor(edges[i] / hz_per_bin)) - 1, 0,
+                              num_bins_);
+    const int hi = std::clamp(static_cast<int>(std::ceil(edges[i + 2] / hz_per_bin)) + 2, lo,
+                              num_bins_);
     int first = num_bins_, last = -1;
-    for (int k = 0; k < num_bins_; ++k) {
+    for (int k = lo; k < hi; ++k) {
       const double rising = (bin_hz[k] - edges[i]) / lower_width;
       const double falling = (edges[i + 2] - bin_hz[k]) / upper_width;
       const double w = std::max(0.0, std::min(rising, falling));
@@ -91,6 +98,7 @@ MelFilterbank::MelFilterbank(const LogMelOptions &opts) : num_bins_(opts.NumBins
     for (int k = begin_[i]; k < begin_[i] + 4 * blocks_[i]; ++k) {
       weights_.push_back(k < num_bins_ ? row[k] : 0.0f);
     }
+    std::fill(row.begin() + lo, row.begin() + hi, 0.0f);  // row is all 0 for the next filter
   }
 }
 
