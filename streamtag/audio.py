@@ -38,15 +38,18 @@ def _averaged(planes: list[np.ndarray]) -> np.ndarray:
     return total / np.float32(len(planes))  # what mean(axis=0) gives, without the copies
 
 
-def iter_decoded(path: str | Path, block_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
+def iter_decoded(path: str | Path, block_s: float = 0.0,
+                 container=None) -> Iterator[tuple[np.ndarray, int]]:
     """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream,
-    in blocks of at least ``block_s`` seconds (``mono_blocks``)."""
+    in blocks of at least ``block_s`` seconds (``mono_blocks``). ``container``: ``path`` as
+    the caller already opened it (``av.open``), read from its start and closed here."""
     import av
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise AudioDecodeError(f"cannot open {path}: {exc}") from exc
+    if container is None:
+        try:
+            container = av.open(str(path))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise AudioDecodeError(f"cannot open {path}: {exc}") from exc
     with container:
         if not container.streams.audio:
             raise AudioDecodeError(f"{path} has no audio stream")

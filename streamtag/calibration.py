@@ -175,10 +175,10 @@ def score_tracks(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
 def file_chunks(path: Path, sample_rate: float) -> Iterable[np.ndarray]:
     """A recording's audio as the daemon's file source decodes it: mono chunks at
     ``sample_rate``; ``SourceError`` naming the file where it cannot be read."""
-    source = FileSource(path)
-    source.open(sample_rate)
-    for chunk in source.chunks(threading.Event()):
-        yield chunk.samples
+    with FileSource(path) as source:
+        source.open(sample_rate)
+        for chunk in source.chunks(threading.Event()):
+            yield chunk.samples
 
 
 def _synthetic_pieces(sample_rate: float) -> Iterable[list[np.ndarray]]:

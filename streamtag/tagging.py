@@ -126,11 +126,11 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
         collector.start(sid, str(path))
         engine.add_stream(sid)
         try:
-            source = FileSource(path)
-            source.open(model.sample_rate)
-            collector.name(sid, source.title)
-            for chunk in source.chunks(threading.Event()):
-                engine.accept(sid, chunk.samples)
+            with FileSource(path) as source:
+                source.open(model.sample_rate)
+                collector.name(sid, source.title)
+                for chunk in source.chunks(threading.Event()):
+                    engine.accept(sid, chunk.samples)
         except SourceError as exc:
             collector.results[sid].error = str(exc)
         engine.finish_stream(sid)

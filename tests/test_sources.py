@@ -214,6 +214,42 @@ def test_file_source_loops_with_continuous_indices(media):
     assert_contiguous(consumer.chunks)
 
 
+def test_file_source_decodes_the_file_it_opened(media, tmp_path):
+    # open() probes the file and keeps it open: chunks() decodes that file, even when the path
+    # has meanwhile been replaced by something that is not audio.
+    path = tmp_path / "moved.mp3"
+    path.write_bytes(media["mp3_44k_stereo"].read_bytes())
+    expected = concat(read_all(FileSource(path), TARGET))
+    source = FileSource(path)
+    source.open(TARGET, None)
+    path.unlink()
+    path.write_text("not audio any more\n")
+    try:
+        out = concat(list(source.chunks(threading.Event())))
+    finally:
+        source.close()
+    np.testing.assert_array_equal(out, expected)
+
+
+def open_files() -> set[str]:
+    return {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
+def test_file_source_closed_before_reading_holds_nothing_open(media):
+    path = os.path.realpath(media["mp3_1s"])
+    source = FileSource(media["mp3_1s"])
+    source.open(TARGET, None)
+    assert path in open_files()
+    source.close()
+    assert path not in open_files()
+    source.close()  # safe twice
+    # Opened again, it reads the whole file from its start.
+    source.open(TARGET, None)
+    with source:
+        assert abs(concat(list(source.chunks(threading.Event()))).size - TARGET) <= 3
+
+
 def test_file_source_missing_file(tmp_path):
     path = tmp_path / "nope.mp3"
     with pytest.raises(SourceError, match="nope.mp3.*no such file"):
