@@ -211,7 +211,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "received": received, "forward_s": stats["forward_s"], "batch_limit": limit,
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
             "turns": stats["turns"], "turn_windows": turn_windows, "turn_ms": turn_ms,
-            "hold": hold, "block_s": block_s,
+            "hold": hold, "block_s": block_s, "reused_windows": stats["reused_windows"],
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "source_threads_s": sum(source_cpu),
             "streams_per_core": audio_s / (user + system),
@@ -311,6 +311,9 @@ def main() -> int:
     parser.add_argument("--block-s", type=float, nargs="+", default=[file_source.BLOCK_S],
                         help="seconds of decoded audio a file source hands on at once, one or "
                              "more")
+    parser.add_argument("--reuse", type=int, nargs="+", default=[1], choices=[0, 1],
+                        help="1: overlapping windows share work (engine.reuse_windows), 0: "
+                             "every window computed whole; one or both")
     parser.add_argument("--forward-reps", type=int, default=20)
     parser.add_argument("--skip-forward", action="store_true")
     parser.add_argument("--memory", type=int, nargs="*", default=[],
@@ -323,13 +326,13 @@ def main() -> int:
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
     configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold, block_s,
-                precision)
+                precision, reuse)
                for precision in args.precision
                for backend in (args.backends if precision == "fp32" else ["onnxruntime"])
                for batch in args.max_batch for workers in args.workers for threads in args.threads
                for decoders in args.decoders for turn in args.turn_windows
                for turn_ms in args.turn_ms
-               for hold in args.hold for block_s in args.block_s]
+               for hold in args.hold for block_s in args.block_s for reuse in args.reuse]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -359,22 +362,25 @@ def main() -> int:
             for _ in range(args.repeats):
                 for config in configs:
                     backend, batch, workers, threads, decoders, turn, hold, block_s, \
-                        precision = config
+                        precision, reuse = config
                     engine = EngineConfig(workers=workers, threads=threads,
                                           max_batch=batch or None, decoders=decoders,
-                                          precision=precision)
+                                          precision=precision, reuse_windows=bool(reuse))
                     served = quantized[name] if precision == "int8" else path
                     runs[config].append(run_streams(served, backend, files, args.seconds, engine,
                                                     turn[0], bool(hold), turn[1], block_s))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
-                _, batch, workers, threads, decoders, turn, hold, block_s, precision = config
+                _, batch, workers, threads, decoders, turn, hold, block_s, precision, \
+                    reuse = config
                 r = best[config]
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
                 shown_decoders = decoders or f"{turns} (default)"
-                print(f"| {name} | {r['backend']}{' int8' if precision == 'int8' else ''} | "
+                shown = f"{r['backend']}{' int8' if precision == 'int8' else ''}"
+                shown += " (windows reused)" if r["reused_windows"] else ""
+                print(f"| {name} | {shown} | "
                       f"{shown_batch} | {turn[0]}, {turn[1]:g} ms | "
                       f"{hold} | {block_s:g} | "
                       f"{workers} x {threads} | {shown_decoders} | {r['streams_per_core']:.0f} | "
@@ -383,7 +389,7 @@ def main() -> int:
                       f"{r['windows'] / r['batches']:.1f} | {r['windows'] / r['turns']:.1f} | "
                       f"{r['streams_per_core'] / base:.2f} |", flush=True)
                 result["streams"].append({"model": name, "max_batch": batch,
-                                          "precision": precision,
+                                          "precision": precision, "reuse": reuse,
                                           "workers": workers, "threads": threads,
                                           "decoders": decoders, **r, "all": runs[config]})
         print("\nWhere the CPU went, ms per window (best repeat of each): the forward, the rest of "
@@ -401,6 +407,7 @@ def main() -> int:
             total = row["user_s"] + row["system_s"]
             shown_batch = row["max_batch"] or f"{row['batch_limit']} (measured)"
             shown_backend = row["backend"] + (" int8" if row["precision"] == "int8" else "")
+            shown_backend += " (windows reused)" if row["reused_windows"] else ""
             print(f"| {row['model']} | {shown_backend} | {shown_batch} | "
                   f"{row['turn_windows']}, {row['turn_ms']:g} ms | {int(row['hold'])} | "
                   f"{row['block_s']:g} | "

@@ -104,6 +104,10 @@ class EngineConfig:
     # Source threads working at once, taking turns (streamtag.turns); 0: one per core left
     # over from the inference threads, at least one.
     decoders: int = 0
+    # Overlapping windows share work: a window's forward takes what an earlier window of its
+    # stream computed for the frames they share (streamtag.reuse; the default model on ONNX
+    # Runtime). The same probabilities within 1e-4; false computes every window whole.
+    reuse_windows: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch is not None and not (
@@ -137,6 +141,9 @@ class EngineConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
                 raise ConfigError(f"engine.{key} must be an integer from 1 to 256, got "
                                   f"{value!r}")
+        if not isinstance(self.reuse_windows, bool):
+            raise ConfigError(f"engine.reuse_windows must be true or false, got "
+                              f"{self.reuse_windows!r}")
         if isinstance(self.decoders, bool) or not isinstance(self.decoders, int) \
                 or not 0 <= self.decoders <= 256:
             raise ConfigError(f"engine.decoders must be an integer from 0 (one per core left "

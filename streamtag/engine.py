@@ -31,6 +31,7 @@ import numpy as np
 from streamtag.config import CPU_MAX_BATCH, EngineConfig
 from streamtag.frontend import FrameRing, OnlineLogMel
 from streamtag.inference import InferenceModel, cheapest_batch
+from streamtag.reuse import WindowReuse
 from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ class _Window:
     start_sample: int
     end_sample: int
     arrival: float
+    # the frame after its last in its stream (window reuse finds the carry it takes by it);
+    # None for a window that is not the stream's frames as they stand (a short input repeated)
+    end_frame: int | None = None
     dropped: bool = False
 
 
@@ -105,6 +109,10 @@ class _Pass:
     windows: list[_Window]
     probs: np.ndarray | None
     seconds: float
+
+
+# A window as the framer cuts it: (data, start sample, end sample, end frame or None)
+_Cut = tuple[np.ndarray, int, int, int | None]
 
 
 class _Framer:
@@ -145,18 +153,20 @@ class _Framer:
         w = self.ring.window(end, length, transpose=True)
         return w if self.logmel else w[0]
 
-    def _push(self, frames: np.ndarray, out: list[tuple[np.ndarray, int, int]]) -> None:
+    def _push(self, frames: np.ndarray, out: list[_Cut]) -> None:
         room = self.capacity - self.window  # push no more than can be cut before overwriting
         for i in range(0, len(frames), room):
             self.ring.push(frames[i: i + room])
             while self.ring.end_index >= self.next_end:
                 end = self.next_end
-                out.append((self._cut(end, self.window), *self._span(end - self.window, end)))
+                out.append((self._cut(end, self.window), *self._span(end - self.window, end),
+                            end))
                 self.next_end += self.hop
 
-    def accept(self, samples: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    def accept(self, samples: np.ndarray) -> list[_Cut]:
+        """The windows due with ``samples``: (window, start sample, end sample, end frame)."""
         self.samples += len(samples)
-        out: list[tuple[np.ndarray, int, int]] = []
+        out: list[_Cut] = []
         if self.fe is not None:
             self.fe.accept_waveform(samples)
             frames = self.fe.pop()
@@ -165,20 +175,21 @@ class _Framer:
         self._push(frames, out)
         return out
 
-    def finish(self) -> list[tuple[np.ndarray, int, int]]:
-        out: list[tuple[np.ndarray, int, int]] = []
+    def finish(self) -> list[_Cut]:
+        out: list[_Cut] = []
         if self.fe is not None:
             self.fe.input_finished()
             self._push(self.fe.pop(), out)
         total = self.ring.end_index
         last_end = self.next_end - self.hop
         if total >= self.window and total > last_end:
-            out.append((self._cut(total, self.window), *self._span(total - self.window, total)))
+            out.append((self._cut(total, self.window), *self._span(total - self.window, total),
+                        total))
         elif 0 < total < self.window:
             short = self._cut(total, total)
             reps = -(-self.window // total)
             tiled = np.concatenate([short] * reps, axis=-1)[..., : self.window]
-            out.append((np.ascontiguousarray(tiled), *self._span(0, total)))
+            out.append((np.ascontiguousarray(tiled), *self._span(0, total), None))
         return out
 
 
@@ -188,10 +199,10 @@ def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
     (``hop``: the model file's when None), in order, the end's window included."""
     framer = _Framer(model, hop or model.hop, 0)
     for chunk in chunks:
-        for data, _, _ in framer.accept(np.asarray(chunk, dtype=np.float32)):
-            yield data
-    for data, _, _ in framer.finish():
-        yield data
+        for cut in framer.accept(np.asarray(chunk, dtype=np.float32)):
+            yield cut[0]
+    for cut in framer.finish():
+        yield cut[0]
 
 
 class _Stream:
@@ -207,6 +218,9 @@ class _Stream:
         self.finished = False
         self.closed = False
         self.end_s = 0.0
+        # window reuse: the carry each scored window left, by its end frame (the later
+        # windows that take one look it up by theirs less the reuse's lag)
+        self.carries: dict[int, np.ndarray] = {}
         self.counters = {"samples": 0, "windows": 0, "dropped_windows": 0, "nonfinite": 0,
                          "nonfinite_windows": 0}
 
@@ -231,6 +245,7 @@ class Engine:
             sink, "turn", contextlib.nullcontext)
         self._model = model
         self._limit = self.batch_limit_for(model)
+        self._reuse = self.reuse_for(model)
         self._pass_s: float | None = None  # the serving model's forward seconds per window
         self._generation = 0
         self._streams: dict[str, _Stream] = {}
@@ -245,6 +260,7 @@ class Engine:
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self.stats = {"turns": 0, "batches": 0, "windows": 0, "dropped_windows": 0,
+                      "reused_windows": 0,  # windows that took an earlier window's carry
                       "failed_batches": 0,
                       "nonfinite_windows": 0, "forward_s": 0.0, "overhead_s": 0.0,
                       # CPU time of the scoring threads: in the forward, and in all of scoring
@@ -291,6 +307,21 @@ class Engine:
                      model.name, model.backend,
                      ", ".join(f"{b}: {ms:.3g}" for b, ms in model.batch_ms.items()), limit)
         return limit
+
+    def reuse_for(self, model: InferenceModel) -> WindowReuse | None:
+        """The window reuse that serves ``model`` at this engine's hop (``streamtag.reuse``),
+        None where the config turns it off or the model has none."""
+        if not self.config.reuse_windows:
+            return None
+        reuse, why = model.window_reuse(self.hop_for(model))
+        if reuse is None:
+            log.debug("%s: windows are computed whole: %s", model.name, why)
+        return reuse
+
+    @property
+    def window_reuse(self) -> WindowReuse | None:
+        """The window reuse serving now, None where every window is computed whole."""
+        return self._reuse
 
     def hop_for(self, model: InferenceModel) -> int:
         if self.config.hop_seconds is None:
@@ -399,11 +430,11 @@ class Engine:
             self._cond.notify_all()
 
     def _enqueue(self, stream: _Stream, generation: int,
-                 windows: Sequence[tuple[np.ndarray, int, int]], arrival: float,
-                 finishing: bool = False) -> None:
+                 windows: Sequence[_Cut], arrival: float, finishing: bool = False) -> None:
         with self._cond:
-            for data, start, end in windows:
-                self._queue.append(_Window(stream, generation, data, start, end, arrival))
+            for data, start, end, end_frame in windows:
+                self._queue.append(_Window(stream, generation, data, start, end, arrival,
+                                           end_frame))
                 stream.pending += 1
             if finishing:
                 stream.finished = True
@@ -435,6 +466,7 @@ class Engine:
                                   backend=self.config.backend, threads=self.config.threads,
                                   precision=self.config.precision)
         limit = self.batch_limit_for(new)
+        reuse = self.reuse_for(new)
         with self._cond:
             self._swapping = True
             while self._in_flight:
@@ -442,11 +474,13 @@ class Engine:
             old = self._model
             self._model = new
             self._limit = limit
+            self._reuse = reuse
             self._pass_s = None
             same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
             if not same_input:
                 self._generation += 1
             for s in self._streams.values():
+                s.carries.clear()  # the old model's
                 if not same_input:
                     s.framer = _Framer(new, self.hop_for(new), s.samples)
                 if not same_input or tuple(s.smoother.tags) != new.tags or not np.array_equal(
@@ -544,12 +578,9 @@ class Engine:
         try:
             for first in range(0, len(current), limit):
                 windows = current[first:first + limit]
-                # one window is its own batch of one, without a copy
-                stacked = (windows[0].data[np.newaxis] if len(windows) == 1
-                           else np.stack([w.data for w in windows]))
                 t0, cpu0 = time.perf_counter(), time.thread_time()
                 try:
-                    probs = model.forward(stacked)
+                    probs = self._forward(model, windows)
                 except Exception:  # noqa: BLE001 - a failing pass must not stop the engine
                     log.exception("forward pass failed for a batch of %d windows", len(windows))
                     probs = None
@@ -574,6 +605,47 @@ class Engine:
             self.stats["forward_cpu_s"] += forward_cpu_s
             self.stats["scoring_cpu_s"] += time.thread_time() - cpu_start
         return len(turn)
+
+    def _forward(self, model: InferenceModel, windows: list[_Window]) -> np.ndarray:
+        """One pass's probabilities. With window reuse, the windows whose stream holds the
+        carry they take run the reuse's ``next`` step on it, the others its ``first``, and
+        each leaves its own carry for the window ``lag`` after it."""
+        reuse = self._reuse
+        if reuse is None:
+            # one window is its own batch of one, without a copy
+            return model.forward(windows[0].data[np.newaxis] if len(windows) == 1
+                                 else np.stack([w.data for w in windows]))
+        lag = reuse.lag_frames
+        taken = [None if w.end_frame is None else w.stream.carries.get(w.end_frame - lag)
+                 for w in windows]
+        probs = np.empty((len(windows), len(model.tags)), np.float32)
+        for with_carry in (False, True):
+            chosen = [i for i, c in enumerate(taken) if (c is not None) == with_carry]
+            if not chosen:
+                continue
+            stacked = (windows[chosen[0]].data[np.newaxis] if len(chosen) == 1
+                       else np.stack([windows[i].data for i in chosen]))
+            if with_carry:
+                out, carries = reuse.next(stacked, np.stack([taken[i] for i in chosen]))
+                self.stats["reused_windows"] += len(chosen)
+            else:
+                out, carries = reuse.first(stacked)
+            probs[chosen] = out
+            for i, carry in zip(chosen, carries, strict=True):
+                w = windows[i]
+                if w.end_frame is not None:
+                    self._keep_carry(w.stream, w.end_frame, carry, lag)
+        return probs
+
+    @staticmethod
+    def _keep_carry(stream: _Stream, end_frame: int, carry: np.ndarray, lag: int) -> None:
+        """Keeps a window's carry for the window ``lag`` frames after it, and lets go of those
+        no later window can take (ending ``lag`` frames or more before this one)."""
+        carries = stream.carries
+        carries[end_frame] = carry
+        for end in list(carries):  # a copy: another worker may add one meanwhile
+            if end <= end_frame - lag:
+                carries.pop(end, None)
 
     def _hand_out(self, turn: list[_Window], passes: list[_Pass], model: InferenceModel,
                   generation: int, t_start: float) -> None:
@@ -647,6 +719,7 @@ class Engine:
             if not stream.finished or stream.pending > 0 or stream.closed:
                 return
             stream.closed = True
+            stream.carries.clear()
         end_s = max(stream.end_s, stream.samples / self._model.sample_rate)
         events = stream.smoother.close(end_s)
         try:

@@ -22,6 +22,7 @@ from streamtag import modelfile, onnx_passes
 from streamtag.config import BACKENDS, PRECISIONS
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
+from streamtag.reuse import WindowReuse, window_reuse
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,9 @@ class InferenceModel:
         self.graph_passes: list[str] = []  # onnx_passes' rewrites of the graph that serves
         self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
         self._run: Callable[[np.ndarray], np.ndarray] | None = None
+        self._threads = threads or 1
+        self._reuse: dict[int, tuple[WindowReuse | None, str]] = {}  # by hop (window_reuse)
+        self._reuse_lock = threading.Lock()
         if precision == "int8":
             if backend == "torch" or self.device.type != "cpu":
                 raise ModelError(f"{self.path}: precision int8 runs on ONNX Runtime on the CPU; "
@@ -343,6 +347,22 @@ class InferenceModel:
             raise ValueError(f"{self.name} takes windows of shape {expected}, got "
                              f"{windows.shape}")
         return self._run(windows)
+
+    def window_reuse(self, hop: int) -> tuple[WindowReuse | None, str]:
+        """What windows ``hop`` apart can take from the window before (``streamtag.reuse``),
+        or None and why not: only FP32 graphs on ONNX Runtime reuse work. Built once per hop."""
+        with self._reuse_lock:
+            if hop not in self._reuse:
+                if self.backend != "onnxruntime" or self.precision != "fp32":
+                    found: tuple[WindowReuse | None, str] = (
+                        None, "only FP32 graphs on ONNX Runtime reuse work across windows")
+                else:
+                    found = window_reuse(self.loaded, hop, self._threads)
+                if found[0] is not None:
+                    log.info("%s: windows %d frames apart take the carry of the window %d "
+                             "before", self.path, hop, found[0].geometry.lag)
+                self._reuse[hop] = found
+            return self._reuse[hop]
 
     def same_input_as(self, other: InferenceModel) -> bool:
         """True when windows made for ``other`` are valid input for this model."""

@@ -580,8 +580,9 @@ def winograd(model: onnx.ModelProto) -> int:
         rows = _RowsWinograd(graph, conv, weight, bias, shape, pads,
                              rows_tile(_conv_output(shape, pads, (3, 3))[0]), out + "_winograd")
         pool = graph.only_reader(out)
-        if _pools_pairs_of_rows(pool, rows.m):
-            order += _pooled_in_tiles(rows, pool.output[0])
+        pooled_columns = _pooled_columns(pool, rows.m)
+        if pooled_columns is not None:
+            order += _pooled_in_tiles(rows, pool.output[0], pooled_columns)
             replaced.add(id(pool))
         else:
             order += _in_order(rows, out)
@@ -598,38 +599,47 @@ def _in_order(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
     return rows.finish(placed, out, rows.out_rows)
 
 
-def _pools_pairs_of_rows(pool: onnx.NodeProto | None, m: int) -> bool:
-    """Whether ``pool`` is a 2×2 max pool of stride 2 without padding whose row pairs lie
-    inside tiles of ``m`` rows (m even)."""
+def _pooled_columns(pool: onnx.NodeProto | None, m: int) -> int | None:
+    """The columns per pooled value (2, or 1 for a pool of row pairs alone) when ``pool`` is
+    a max pool of kernel and stride 2×2 or 2×1 without padding whose row pairs lie inside
+    tiles of ``m`` rows (m even); else None."""
     if (pool is None or pool.op_type != "MaxPool" or m % 2
             or [name for name in pool.output if name] != [pool.output[0]]):
-        return False
+        return None
     attributes = _attributes(pool)
-    return (list(attributes.get("kernel_shape", [])) == [2, 2]
-            and list(attributes.get("strides", [1, 1])) == [2, 2]
-            and not any(attributes.get("pads", [0])) and not attributes.get("ceil_mode", 0)
-            and list(attributes.get("dilations", [1, 1])) == [1, 1]
-            and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
-            and not attributes.get("storage_order", 0))
+    kernel = list(attributes.get("kernel_shape", []))
+    if (kernel not in ([2, 2], [2, 1]) or list(attributes.get("strides", [1, 1])) != kernel
+            or any(attributes.get("pads", [0])) or attributes.get("ceil_mode", 0)
+            or list(attributes.get("dilations", [1, 1])) != [1, 1]
+            or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
+            or attributes.get("storage_order", 0)):
+        return None
+    return kernel[1]
 
 
-def _pooled_in_tiles(rows: _RowsWinograd, out: str) -> list[onnx.NodeProto]:
-    """The 2×2 max pool of the output, taken before the rows are put in order: the maximum of
-    each tile's even and odd rows (the output transform in two halves), then of each pair of
-    columns; the reordering moves a quarter of the output."""
+def _pooled_in_tiles(rows: _RowsWinograd, out: str, pooled_columns: int
+                     ) -> list[onnx.NodeProto]:
+    """The max pool of the output's row pairs (and of its column pairs where
+    ``pooled_columns`` is 2), taken before the rows are put in order: the maximum of each
+    tile's even and odd rows (the output transform in two halves), then of each pair of
+    columns; the reordering moves a half or a quarter of the output."""
     half = rows.m // 2
-    pairs, grid, pooled, blocks = (rows.value(s) for s in ("pairs", "grid", "pooled", "blocks"))
+    pairs = rows.value("pairs")
     even = rows.rows(slice(0, None, 2), "even_rows")
     odd = rows.rows(slice(1, None, 2), "odd_rows")
-    columns = rows.out_columns // 2
-    rows.nodes += [
-        helper.make_node("Max", [even, odd], [pairs]),
-        helper.make_node("Reshape", [pairs, rows.const("shape_grid", np.array(
-            [0, half * rows.filters, rows.tiles, rows.out_columns], np.int64))], [grid]),
-        helper.make_node("MaxPool", [grid], [pooled], kernel_shape=[1, 2], strides=[1, 2]),
-        helper.make_node("Reshape", [pooled, rows.const("shape_blocks", np.array(
-            [0, half, rows.filters, rows.tiles, columns], np.int64))], [blocks]),
-    ]
+    rows.nodes.append(helper.make_node("Max", [even, odd], [pairs]))
+    columns = rows.out_columns // pooled_columns
+    if pooled_columns == 2:
+        grid, pooled = rows.value("grid"), rows.value("pooled")
+        rows.nodes += [
+            helper.make_node("Reshape", [pairs, rows.const("shape_grid", np.array(
+                [0, half * rows.filters, rows.tiles, rows.out_columns], np.int64))], [grid]),
+            helper.make_node("MaxPool", [grid], [pooled], kernel_shape=[1, 2], strides=[1, 2]),
+        ]
+        pairs = pooled
+    blocks = rows.value("blocks")
+    rows.nodes.append(helper.make_node("Reshape", [pairs, rows.const("shape_blocks", np.array(
+        [0, half, rows.filters, rows.tiles, columns], np.int64))], [blocks]))
     return rows.finish(rows.placed(blocks, half, columns), out, rows.out_rows // 2)
 
 

@@ -590,3 +590,16 @@ def test_musicnn_serves_through_winograd_rows_with_the_scores_of_torchscript(tmp
     np.testing.assert_allclose(model.forward(x), loaded(x).numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(model.forward(x), run(modelfile.onnx_graph(loaded), x),
                                atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("height", "width"), [(95, 33), (95, 45), (26, 20)])
+def test_winograd_takes_a_pool_of_row_pairs_inside_its_tiles(height, width):
+    # window reuse pools the second layer's row pairs alone, then its columns in two phases
+    graph = conv_pool_graph(height, width, pads=[0, 0, 0, 0],
+                            pool={"kernel_shape": [2, 1], "strides": [2, 1]})
+    rewritten, notes = onnx_passes.optimize(graph)
+    assert notes == [WINOGRAD_NOTE]
+    nodes = onnx.load_from_string(rewritten).graph.node
+    # the pool is the maximum of the tiles' row pairs: no MaxPool is left
+    assert "MaxPool" not in [n.op_type for n in nodes] and "Max" in [n.op_type for n in nodes]
+    _check_rewritten(graph, rewritten, height, width)

@@ -1,0 +1,152 @@
+"""Overlapping windows sharing work (streamtag.reuse): the default model's windows computed
+from what an earlier window of the stream left give the probabilities of whole windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import tiny_model_file
+from streamtag import modelfile, reuse, testsignals
+from streamtag.config import ConfigError, EngineConfig
+from streamtag.daemon import default_model_path
+from streamtag.engine import Engine
+from streamtag.frontend import compute_logmel
+from streamtag.inference import InferenceModel
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return InferenceModel.load(default_model_path(), backend="onnxruntime", threads=1)
+
+
+def test_geometry_of_the_default_model_s_windows():
+    g = reuse.geometry(93, 31)
+    # an odd hop: the window two before pairs the frames alike; 31 frames = 31 pooled columns
+    assert (g.lag, g.shift, g.carried) == (2, 31, 6)
+    # the second convolution on its columns 12..42 (31 of 43), the first layer on 24..91
+    assert (g.lo, g.hi, g.frames) == (12, 42, (24, 92))
+    assert g.lag_frames == 62
+    even = reuse.geometry(93, 30)
+    assert (even.lag, even.shift, even.carried) == (1, 15, 14)
+    assert reuse.geometry(93, 92) is None and reuse.geometry(93, 93) is None
+
+
+def music_windows(model: InferenceModel, hop: int, count: int) -> np.ndarray:
+    seconds = (model.window + hop * (count - 1)) * model.frontend.hop_length / 16000 + 0.2
+    frames = compute_logmel(testsignals.music_like(seconds, 16000.0, seed=3), model.frontend)
+    frames = np.ascontiguousarray(frames.T)  # (n_mels, frames)
+    assert frames.shape[1] >= model.window + hop * (count - 1)
+    return np.stack([frames[:, i * hop: i * hop + model.window] for i in range(count)])
+
+
+@pytest.mark.parametrize("hop", [31, 30, 7, 60])
+def test_windows_from_carries_match_whole_windows(default_model, hop):
+    r, why = default_model.window_reuse(hop)
+    assert r is not None, why
+    windows = music_windows(default_model, hop, 8)
+    expected = default_model.loaded(windows).numpy()
+    got = r.run(windows)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    # and the steps batched: windows 2..7 at once, each with the carry of the one 2 before
+    lag = r.geometry.lag
+    probs, carries = r.first(windows[:lag])
+    for start in range(lag, len(windows), lag):
+        probs, carries = r.next(windows[start:start + lag], carries)
+        np.testing.assert_allclose(probs, expected[start:start + lag], atol=1e-4, rtol=0)
+
+
+def test_a_model_without_reuse_says_why(tmp_path, default_model):
+    tiny = InferenceModel.load(tiny_model_file(tmp_path / "tiny.pt"), backend="onnxruntime")
+    r, why = tiny.window_reuse(tiny.hop)
+    assert r is None and "only mel_cnn" in why
+    torch_served = InferenceModel.load(default_model_path(), backend="torch")
+    r, why = torch_served.window_reuse(31)
+    assert r is None and "ONNX Runtime" in why
+    r, why = default_model.window_reuse(92)
+    assert r is None and "overlap too little" in why
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.results, self.ends = [], []
+
+    def on_window(self, result) -> None:
+        self.results.append(result)
+
+    def on_stream_end(self, stream_id, events, end_s) -> None:
+        self.ends.append((stream_id, [(e.tag, e.state) for e in events], end_s))
+
+
+def serve(model: InferenceModel, audio: dict[str, np.ndarray], **config) -> tuple[Sink, Engine]:
+    sink = Sink()
+    engine = Engine(model, sink, EngineConfig(**config))
+    for sid in audio:
+        engine.add_stream(sid)
+    chunk = 7919  # chunks that do not line up with windows or hops
+    for i in range(0, max(len(a) for a in audio.values()), chunk):
+        for sid, a in audio.items():
+            if i < len(a):
+                engine.accept(sid, a[i:i + chunk], wait=False)
+    for sid in audio:
+        engine.finish_stream(sid)
+    engine.drain()
+    return sink, engine
+
+
+@pytest.mark.parametrize("max_batch", [1, 3])
+def test_engine_with_reuse_scores_as_whole_windows(default_model, max_batch):
+    audio = {"a": testsignals.music_like(24.0, 16000.0, seed=1),
+             "b": testsignals.music_like(17.5, 16000.0, seed=2)}
+    reused, engine = serve(default_model, audio, max_batch=max_batch)
+    whole, plain = serve(default_model, audio, max_batch=max_batch, reuse_windows=False)
+    assert engine.window_reuse is not None and plain.window_reuse is None
+    assert plain.stats["reused_windows"] == 0
+    windows = engine.stats["windows"]
+    assert windows == plain.stats["windows"] == len(whole.results)
+    # one window a pass: every window but each stream's first two and its end's one took a
+    # carry; in passes of 3 also not a window that met the one it needs in the same pass
+    least = windows - 3 * len(audio) if max_batch == 1 else windows // 2
+    assert engine.stats["reused_windows"] >= least
+    for got, want in zip(reused.results, whole.results, strict=True):
+        assert (got.stream_id, got.index, got.end_sample) == (
+            want.stream_id, want.index, want.end_sample)
+        np.testing.assert_allclose(got.raw, want.raw, atol=1e-4, rtol=0)
+        assert [(e.tag, e.state) for e in got.events] == [(e.tag, e.state) for e in want.events]
+    assert sorted(reused.ends) == sorted(whole.ends)
+    # a stream's carries are let go when it closes
+    assert all(not engine._stream(sid).carries for sid in audio)
+
+
+def test_a_stream_past_a_gap_computes_its_window_whole(default_model):
+    # a live stream that loses windows (or any window without the carry it needs) runs the
+    # whole-window step: the probabilities stay those of the whole window
+    audio = testsignals.music_like(12.0, 16000.0, seed=4)
+    sink = Sink()
+    engine = Engine(default_model, sink, EngineConfig(max_batch=1))
+    engine.add_stream("s")
+    engine.accept("s", audio[:16000 * 6], wait=False)
+    engine.drain()
+    reused_before = engine.stats["reused_windows"]
+    engine._stream("s").carries.clear()  # as if the windows before had been dropped
+    engine.accept("s", audio[16000 * 6:], wait=False)
+    engine.finish_stream("s")
+    engine.drain()
+    whole, _ = serve(default_model, {"s": audio}, max_batch=1, reuse_windows=False)
+    got = np.array([r.raw for r in sink.results])
+    np.testing.assert_allclose(got, np.array([r.raw for r in whole.results]), atol=1e-4,
+                               rtol=0)
+    # the two windows after the gap had no carry to take
+    assert engine.stats["reused_windows"] - reused_before <= len(sink.results) - reused_before - 2
+
+
+def test_reuse_windows_must_be_a_bool():
+    with pytest.raises(ConfigError, match="reuse_windows must be true or false"):
+        EngineConfig(reuse_windows="yes")
+    assert EngineConfig().reuse_windows is True
+
+
+def test_the_model_file_is_unchanged_by_reuse(default_model):
+    # the reuse's graphs are built at load from the network; the file keeps its one graph
+    loaded = modelfile.load(default_model_path(), "cpu")
+    assert loaded.manifest.onnx["file"] == "model.onnx"
