@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import tiny_model_file
+
 from streamtag import modelfile, reuse, testsignals
 from streamtag.config import ConfigError, EngineConfig
 from streamtag.daemon import default_model_path
