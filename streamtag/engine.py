@@ -193,6 +193,12 @@ class _Framer:
         return out
 
 
+def _stacked(windows: Sequence[_Window]) -> np.ndarray:
+    """The windows' data as one batch; one window is its own batch of one, without a copy."""
+    return (windows[0].data[np.newaxis] if len(windows) == 1
+            else np.stack([w.data for w in windows]))
+
+
 def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
                 hop: int | None = None) -> Iterator[np.ndarray]:
     """The windows the engine would score for one stream of mono chunks at the model's rate
@@ -612,9 +618,7 @@ class Engine:
         each leaves its own carry for the window ``lag`` after it."""
         reuse = self._reuse
         if reuse is None:
-            # one window is its own batch of one, without a copy
-            return model.forward(windows[0].data[np.newaxis] if len(windows) == 1
-                                 else np.stack([w.data for w in windows]))
+            return model.forward(_stacked(windows))
         lag = reuse.lag_frames
         taken = [None if w.end_frame is None else w.stream.carries.get(w.end_frame - lag)
                  for w in windows]
@@ -623,8 +627,7 @@ class Engine:
             chosen = [i for i, c in enumerate(taken) if (c is not None) == with_carry]
             if not chosen:
                 continue
-            stacked = (windows[chosen[0]].data[np.newaxis] if len(chosen) == 1
-                       else np.stack([windows[i].data for i in chosen]))
+            stacked = _stacked([windows[i] for i in chosen])
             if with_carry:
                 out, carries = reuse.next(stacked, np.stack([taken[i] for i in chosen]))
                 self.stats["reused_windows"] += len(chosen)

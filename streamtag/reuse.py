@@ -31,7 +31,6 @@ import dataclasses
 import io
 import logging
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Geometry", "WindowReuse", "geometry", "window_reuse"]
 
 OPSET = 17
-CHECK_TOLERANCE = 1e-4  # as streamtag.inference's: the steps against the file's module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +63,6 @@ class Geometry:
     lo: int
     hi: int
     frames: tuple[int, int]
-    conv2_columns: int
     pooled_columns: int
 
     @property
@@ -90,8 +87,7 @@ def geometry(window: int, hop: int) -> Geometry | None:
         return None
     lo = min(2 * carried, shift)
     hi = max(2 * pooled - 1, shift + 2 * carried - 1)
-    return Geometry(window, hop, lag, shift, carried, lo, hi, (2 * lo, 2 * hi + 8),
-                    conv2, pooled)
+    return Geometry(window, hop, lag, shift, carried, lo, hi, (2 * lo, 2 * hi + 8), pooled)
 
 
 def _columns(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -149,18 +145,24 @@ def _export(module: nn.Module, args: tuple, names: list[str]) -> bytes:
 
 class WindowReuse:
     """``first(windows)`` and ``next(windows, carries)`` → (probabilities, carries), a carry
-    per window: window k's forward given the carry of window k - ``geometry.lag``."""
+    per window: window k's forward given the carry of window k - ``geometry.lag``; the two
+    steps' ONNX Runtime sessions."""
 
-    def __init__(self, g: Geometry, first: Callable, next_: Callable) -> None:
+    def __init__(self, g: Geometry, first_session, next_session) -> None:
         self.geometry = g
-        self.lag_frames = g.lag_frames
-        self._first, self._next = first, next_
+        self._first, self._next = first_session, next_session
+
+    @property
+    def lag_frames(self) -> int:
+        return self.geometry.lag_frames
 
     def first(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._first(windows)
+        probs, carries = self._first.run(None, {"windows": windows})
+        return probs, carries
 
     def next(self, windows: np.ndarray, carries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._next(windows, carries)
+        probs, own = self._next.run(None, {"windows": windows, "carried": carries})
+        return probs, own
 
     def run(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities of consecutive windows of one stream (``hop`` apart), each taking
@@ -218,17 +220,7 @@ def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
                     for graph in (first_graph, next_graph)]
     except Exception as error:  # noqa: BLE001 - the exporter and onnx raise many types
         return None, f"its steps cannot be exported ({modelfile.first_lines(error, 1)})"
-    first_session, next_session = sessions
-
-    def first(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs, carries = first_session.run(None, {"windows": windows})
-        return probs, carries
-
-    def next_(windows: np.ndarray, carries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs, own = next_session.run(None, {"windows": windows, "carried": carries})
-        return probs, own
-
-    reuse = WindowReuse(g, first, next_)
+    reuse = WindowReuse(g, *sessions)
     # a run of overlapping windows of random frames against the module, window by window
     generator = torch.Generator().manual_seed(0)
     frames = torch.randn(n_mels, g.window + (check_windows - 1) * hop, generator=generator)
@@ -237,7 +229,7 @@ def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
     with torch.inference_mode():
         expected = loaded(windows).double().cpu().numpy()
     difference = float(np.abs(reuse.run(windows.numpy()) - expected).max())
-    if not difference <= CHECK_TOLERANCE:  # NaN fails too
+    if not difference <= modelfile.ONNX_TOLERANCE:  # NaN fails too
         return None, (f"its steps' probabilities differ from TorchScript's by "
-                      f"{difference:.3g} (allowed {CHECK_TOLERANCE:g})")
+                      f"{difference:.3g} (allowed {modelfile.ONNX_TOLERANCE:g})")
     return reuse, ""
