@@ -23,14 +23,26 @@ positive, which ``onnx_passes.pool_first`` also relies on), so a carry holds poo
 and the Winograd rewrite takes the row pairs' pool inside its tiles. Both are checked against
 the file's TorchScript module on a run of overlapping windows at load (≤ 1e-4); a model where
 anything here does not hold serves as before, with the reason.
+
+``short_chunk_resnet`` (stride-2 residual blocks of padded 3×3 convolutions) reuses its first
+block, the costliest (a 128 → 128 convolution on 64 × 116 for its 231-frame windows): with an
+even hop the first block's output at column n is the window before's at column n + hop / 2
+(an odd hop: the window two before), except where the zeros of either window's padding reach
+it: two columns at the left edge, three at the right. A window takes the columns between from
+the carry and computes its first block on the rest only (``ResNetGeometry``: 35 of 116 at a
+hop of 62 frames); the blocks after it run whole, since their strides misalign with the hop
+and their receptive fields reach the padding. Its carry is larger (the first block's output on
+81 columns: 2.7 MB against the default model's 70 KB).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,7 +53,8 @@ from streamtag import modelfile, onnx_passes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Geometry", "WindowReuse", "geometry", "window_reuse"]
+__all__ = ["Geometry", "ResNetGeometry", "WindowReuse", "geometry", "resnet_geometry",
+           "window_reuse"]
 
 OPSET = 17
 
@@ -132,6 +145,119 @@ class _Steps(nn.Module):
         return torch.sigmoid(self.net.dense(z.flatten(1))), own
 
 
+# a carry of fewer first-block columns than this saves less than its slices and joins cost
+RESNET_MIN_TAKEN = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetGeometry:
+    """Where a ``short_chunk_resnet`` window of ``window`` frames every ``hop`` finds its carry.
+
+    ``lag``: windows back to the one whose carry it takes (1 for an even hop, 2 for an odd
+    one); ``shift``: the first block's output columns between the two; ``columns``: that
+    output's width; ``taken``: the columns (start, stop) a window takes from the carry, the
+    rest it computes."""
+
+    window: int
+    hop: int
+    lag: int
+    shift: int
+    columns: int
+    taken: tuple[int, int]
+
+    @property
+    def lag_frames(self) -> int:
+        """Frames between the end of a window and the end of the one whose carry it takes."""
+        return self.lag * self.hop
+
+
+def resnet_geometry(window: int, hop: int) -> ResNetGeometry | None:
+    """The reuse of the first block of ``short_chunk_resnet`` windows of ``window`` frames
+    every ``hop``; None where the windows overlap too little."""
+    if hop < 1 or hop >= window:
+        return None
+    lag = 1 if hop % 2 == 0 else 2
+    shift = lag * hop // 2
+    # the first block's output column n reads frames 2n - 3 ... 2n + 3 through its two
+    # convolutions and 2n - 1 ... 2n + 1 through its shortcut; the zero padding of the window
+    # (frame -1 and frame `window`, and the first convolution's output at -1 and `columns`)
+    # reaches columns 0, 1 and those past (window - 2) // 2 - 1
+    columns, last_clean = (window - 1) // 2 + 1, (window - 2) // 2 - 1
+    start, stop = 2, last_clean + 1 - shift
+    if stop - start < RESNET_MIN_TAKEN:
+        return None
+    return ResNetGeometry(window, hop, lag, shift, columns, (start, stop))
+
+
+class _Folded(nn.Module):
+    """``bn(conv(x))`` of a convolution and the batch norm after it (eval mode) as one
+    convolution's weights and bias, buffers (the exporter makes them initializers, which the
+    graph passes read)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            self.register_buffer("weight", conv.weight * scale[:, None, None, None])
+            self.register_buffer("bias", (bias - bn.running_mean) * scale + bn.bias)
+
+
+def _conv_columns(x: torch.Tensor, conv: _Folded, first: int, width: int, start: int,
+                  stop: int, stride: int) -> torch.Tensor:
+    """Output columns start ... stop - 1 of a 3×3 convolution with padding 1 and ``stride``
+    over an input ``width`` columns wide, of which ``x`` holds columns ``first`` on. Zeros
+    pad the input only where the whole input's padding does; every slice is static (shape
+    inference follows it), so one side of padding is had as both, the extra output column
+    cut."""
+    lo, hi = stride * start - 1, stride * (stop - 1) + 2  # the input columns read
+    count, weight, bias = stop - start, conv.weight, conv.bias
+    if lo >= 0 and hi <= width:
+        return F.conv2d(x[..., lo - first:hi - first], weight, bias, stride, (1, 0))
+    if lo >= 0:  # the right edge: one more column in on the left, its output cut
+        begin = lo - (stride - 1)
+        out = F.conv2d(x[..., begin - first:width - first], weight, bias, stride, 1)
+        return out[..., 1:1 + count]
+    return F.conv2d(x[..., -first:min(hi, width) - first], weight, bias, stride, 1)[..., :count]
+
+
+class _ResNetSteps(nn.Module):
+    """``short_chunk_resnet``'s forward in the two steps of a window with and without a carry
+    of its first block's output."""
+
+    def __init__(self, net: nn.Module, g: ResNetGeometry, with_carry: bool) -> None:
+        super().__init__()
+        self.net, self.g, self.with_carry = net, g, with_carry
+        block = net.blocks[0]
+        self.conv1 = _Folded(block.conv1, block.bn1)
+        self.conv2 = _Folded(block.conv2, block.bn2)
+        self.shortcut = _Folded(block.shortcut[0], block.shortcut[1])
+        self.eval()  # before the exporter sees it (``_Steps``)
+
+    def _first_block(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """The first block's output columns start ... stop - 1 from the whole window ``x``."""
+        window, columns = self.g.window, self.g.columns
+        lo, hi = max(start - 1, 0), min(stop + 1, columns)
+        h = F.relu(_conv_columns(x, self.conv1, 0, window, lo, hi, 2))
+        y = _conv_columns(h, self.conv2, lo, columns, start, stop, 1)
+        return F.relu(y + _conv_columns(x, self.shortcut, 0, window, start, stop, 2))
+
+    def forward(self, x: torch.Tensor, carry: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        net, g = self.net, self.g
+        start, stop = g.taken
+        x = net.input_bn(x.unsqueeze(1))
+        if self.with_carry:
+            h = torch.cat([self._first_block(x, 0, start), carry,
+                           self._first_block(x, stop, g.columns)], -1)
+        else:
+            h = net.blocks[0](x)
+        own = h[..., start + g.shift:stop + g.shift]
+        z = net.blocks[1:](h).amax(dim=(2, 3))
+        z = net.dropout(F.relu(net.bn(net.dense1(z))))
+        return torch.sigmoid(net.dense2(z)), own
+
+
 def _export(module: nn.Module, args: tuple, names: list[str]) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -148,7 +274,7 @@ class WindowReuse:
     per window: window k's forward given the carry of window k - ``geometry.lag``; the two
     steps' ONNX Runtime sessions."""
 
-    def __init__(self, g: Geometry, first_session, next_session) -> None:
+    def __init__(self, g: Geometry | ResNetGeometry, first_session, next_session) -> None:
         self.geometry = g
         self._first, self._next = first_session, next_session
 
@@ -178,23 +304,50 @@ class WindowReuse:
         return np.stack(out)
 
 
-def _mel_cnn(loaded: modelfile.LoadedModel) -> tuple[nn.Module | None, str]:
-    """The eager ``mel_cnn`` with the file's weights, or None and why not."""
-    from streamtag.nets.mel_cnn import MelCNN
+NOT_REUSED = "only mel_cnn and short_chunk_resnet model files reuse work across windows"
 
-    manifest = loaded.manifest
+_Plan = tuple[Geometry | ResNetGeometry | None, Callable[[bool], nn.Module] | None, str]
+
+
+def _plan(loaded: modelfile.LoadedModel, hop: int) -> _Plan:
+    """The geometry of ``loaded``'s windows ``hop`` frames apart and the maker of its two steps
+    (``with_carry`` → module), from the zoo's eager network with the file's weights; or
+    (None, None, why not)."""
+    from streamtag.nets.mel_cnn import MelCNN
+    from streamtag.nets.short_chunk_resnet import ShortChunkResNet
+
+    manifest, module = loaded.manifest, loaded.module
+    name = getattr(getattr(module, "model", None), "original_name", "")
     arch = dict(manifest.architecture or {})
-    module = loaded.module
-    if (arch.pop("name", None) != "mel_cnn" or manifest.members
-            or getattr(module, "original_name", "") != "_Probabilities"
-            or getattr(getattr(module, "model", None), "original_name", "") != "MelCNN"):
-        return None, "only mel_cnn model files reuse work across windows"
-    net = MelCNN(len(loaded.tags), **arch).eval()
-    net.load_state_dict(module.model.state_dict())
-    if not bool((net.features[7].weight > 0).all()):
-        return None, ("its second batch norm has a scale <= 0, so its max pool cannot be "
-                      "taken first")
-    return net, ""
+    arch_name = arch.pop("name", None)
+    zoo = {"MelCNN": ("mel_cnn", MelCNN), "ShortChunkResNet": ("short_chunk_resnet",
+                                                               ShortChunkResNet)}
+    if (manifest.members or getattr(module, "original_name", "") != "_Probabilities"
+            or name not in zoo or arch_name not in (None, zoo[name][0])):
+        return None, None, NOT_REUSED
+    arch_name, network = zoo[name]
+    if arch.get("downsample", "stride") != "stride":
+        return None, None, ('short_chunk_resnet reuses work across windows only with '
+                            'downsample = "stride"')
+    try:
+        net = network(len(loaded.tags), **arch).eval()
+        net.load_state_dict(module.model.state_dict())
+    except (TypeError, ValueError, RuntimeError) as error:
+        return None, None, (f"its weights do not fit the zoo's {arch_name} "
+                            f"({modelfile.first_lines(error, 1)})")
+    window = int(loaded.window)
+    if arch_name == "mel_cnn":
+        if not bool((net.features[7].weight > 0).all()):
+            return None, None, ("its second batch norm has a scale <= 0, so its max pool "
+                                "cannot be taken first")
+        g = geometry(window, hop)
+        steps = functools.partial(_Steps, net, g)
+    else:
+        g = resnet_geometry(window, hop)
+        steps = functools.partial(_ResNetSteps, net, g)
+    if g is None:
+        return None, None, f"windows {hop} frames apart overlap too little to share work"
+    return g, steps, ""
 
 
 def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
@@ -203,19 +356,16 @@ def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
     its TorchScript module; (None, why not) where it cannot serve."""
     if loaded.input_kind != "logmel" or loaded.device.type != "cpu":
         return None, "only log-mel models on the CPU reuse work across windows"
-    net, why = _mel_cnn(loaded)
-    if net is None:
+    g, steps, why = _plan(loaded, hop)
+    if g is None or steps is None:
         return None, why
-    g = geometry(int(loaded.window), hop)
-    if g is None:
-        return None, f"windows {hop} frames apart overlap too little to share work"
     n_mels = loaded.frontend_options.n_mels
     example = torch.zeros(1, n_mels, g.window)
     try:
-        first_graph = _export(_Steps(net, g, False), (example,), ["windows"])
+        first_graph = _export(steps(False), (example,), ["windows"])
         with torch.no_grad():
-            _, carry = _Steps(net, g, False)(example)
-        next_graph = _export(_Steps(net, g, True), (example, carry), ["windows", "carried"])
+            _, carry = steps(False)(example)
+        next_graph = _export(steps(True), (example, carry), ["windows", "carried"])
         sessions = [modelfile.onnx_session(onnx_passes.optimize(graph)[0], threads)
                     for graph in (first_graph, next_graph)]
     except Exception as error:  # noqa: BLE001 - the exporter and onnx raise many types

@@ -51,6 +51,19 @@ class TinyTagger(nn.Module):
         return self.out(h)
 
 
+def trained_looking(module: nn.Module) -> nn.Module:
+    """Batch norms with the statistics and factors of a trained network, some negative."""
+    generator = torch.Generator().manual_seed(3)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=generator))
+            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=generator))
+            m.bias.data.copy_(torch.randn(n, generator=generator))
+    return module.eval()
+
+
 def tiny_model_file(path: Path, *, seed: int = 0, preset: str = "musicnn", window: int = 32,
                     hop: int = 16, tags: tuple[str, ...] = TAGS, name: str = "tiny",
                     thresholds: tuple[float, ...] | None = None) -> Path:

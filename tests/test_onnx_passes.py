@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import trained_looking
 from onnx import TensorProto, helper, numpy_helper
 
 from streamtag import modelfile, nets, onnx_passes
@@ -237,19 +238,6 @@ def test_a_relu_after_a_pool_of_a_convolution_is_computed_in_the_convolution():
     assert onnx_passes.optimize(conv_pool_relu(pool_read_twice=True))[1] == []
 
 
-def _trained_looking(module: torch.nn.Module) -> torch.nn.Module:
-    """Batch norms with the statistics and factors of a trained network, some negative."""
-    generator = torch.Generator().manual_seed(3)
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=generator))
-            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.randn(n, generator=generator))
-            m.bias.data.copy_(torch.randn(n, generator=generator))
-    return module.eval()
-
-
 POOLS_NOTE = "max pools taken before their ReLU and batch norm"
 FOLD_NOTE = "batch norms folded into the layer after them"
 RELU_NOTE = "ReLUs before a max pool computed in the convolution"
@@ -273,7 +261,7 @@ def test_zoo_networks_serve_rewritten_with_the_scores_of_torchscript(name, optio
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     torch.manual_seed(0)
     path = tmp_path / f"{name}.pt"
-    modelfile.save(_trained_looking(nets.build(name, 4, **options)), path, {
+    modelfile.save(trained_looking(nets.build(name, 4, **options)), path, {
         "name": name, "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
         "frontend": LogMelOptions.preset("musicnn").replace(n_mels=n_mels), "window": frames,
         "hop": frames // 2})
@@ -475,7 +463,7 @@ def test_short_chunk_resnet_serves_through_winograd_with_the_scores_of_torchscri
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     torch.manual_seed(0)
     path = tmp_path / "scr.pt"
-    modelfile.save(_trained_looking(nets.build("short_chunk_resnet", 4)), path, {
+    modelfile.save(trained_looking(nets.build("short_chunk_resnet", 4)), path, {
         "name": "scr", "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
         "frontend": LogMelOptions.preset("musicnn").replace(n_mels=128), "window": 100,
         "hop": 50})
@@ -577,7 +565,7 @@ def test_musicnn_serves_through_winograd_rows_with_the_scores_of_torchscript(tmp
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     torch.manual_seed(0)
     path = tmp_path / "musicnn.pt"
-    modelfile.save(_trained_looking(nets.build("musicnn", 4, midend_filters=16)), path, {
+    modelfile.save(trained_looking(nets.build("musicnn", 4, midend_filters=16)), path, {
         "name": "musicnn", "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
         "frontend": LogMelOptions.preset("musicnn"), "window": 187, "hop": 62})
     loaded = modelfile.load(path, device="cpu")

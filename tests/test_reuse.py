@@ -1,23 +1,41 @@
-"""Overlapping windows sharing work (streamtag.reuse): the default model's windows computed
-from what an earlier window of the stream left give the probabilities of whole windows."""
+"""Overlapping windows sharing work (streamtag.reuse): the default model's and
+short_chunk_resnet's windows computed from what an earlier window of the stream left give the
+probabilities of whole windows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import tiny_model_file
+import torch
+from helpers import tiny_model_file, trained_looking
 
-from streamtag import modelfile, reuse, testsignals
+from streamtag import modelfile, nets, reuse, testsignals
 from streamtag.config import ConfigError, EngineConfig
 from streamtag.daemon import default_model_path
 from streamtag.engine import Engine
-from streamtag.frontend import compute_logmel
+from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.inference import InferenceModel
 
 
 @pytest.fixture(scope="module")
 def default_model():
     return InferenceModel.load(default_model_path(), backend="onnxruntime", threads=1)
+
+
+def resnet_file(path, window=100, **architecture):
+    torch.manual_seed(0)
+    modelfile.save(trained_looking(nets.build("short_chunk_resnet", 4, **architecture)), path, {
+        "name": "scr", "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
+        "frontend": LogMelOptions.preset("musicnn").replace(n_mels=128), "window": window,
+        "hop": window // 2, "architecture": {"name": "short_chunk_resnet", **architecture}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def resnet_model(tmp_path_factory):
+    """short_chunk_resnet with batch norms as trained, on 100-frame windows (1.6 s)."""
+    path = resnet_file(tmp_path_factory.mktemp("resnet") / "scr.pt")
+    return InferenceModel.load(path, backend="onnxruntime", threads=1)
 
 
 def test_geometry_of_the_default_model_s_windows():
@@ -30,6 +48,17 @@ def test_geometry_of_the_default_model_s_windows():
     even = reuse.geometry(93, 30)
     assert (even.lag, even.shift, even.carried) == (1, 15, 14)
     assert reuse.geometry(93, 92) is None and reuse.geometry(93, 93) is None
+
+
+def test_geometry_of_short_chunk_resnet_s_windows():
+    # 231 frames every 62: the first block's 116 columns move by 31 from one window to the
+    # next; columns 0-1 and 114-115 meet the padding, so a window takes 2..82 from the carry
+    g = reuse.resnet_geometry(231, 62)
+    assert (g.lag, g.shift, g.columns, g.taken) == (1, 31, 116, (2, 83))
+    odd = reuse.resnet_geometry(231, 31)  # the window two before is 62 frames back
+    assert (odd.lag, odd.shift, odd.taken, odd.lag_frames) == (2, 31, (2, 83), 62)
+    assert reuse.resnet_geometry(100, 50).taken == (2, 24)
+    assert reuse.resnet_geometry(100, 90) is None  # 2 columns to take
 
 
 def music_windows(model: InferenceModel, hop: int, count: int) -> np.ndarray:
@@ -56,6 +85,23 @@ def test_windows_from_carries_match_whole_windows(default_model, hop):
         np.testing.assert_allclose(probs, expected[start:start + lag], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("hop", [50, 25, 36])
+def test_short_chunk_resnet_windows_from_carries_match_whole_windows(resnet_model, hop):
+    r, why = resnet_model.window_reuse(hop)
+    assert r is not None, why
+    assert r.geometry.lag == (1 if hop % 2 == 0 else 2)
+    windows = music_windows(resnet_model, hop, 6)
+    expected = resnet_model.loaded(windows).numpy()
+    np.testing.assert_allclose(r.run(windows), expected, atol=1e-4, rtol=0)
+    # a carry is the first block's output on the columns the window lag after takes
+    start, stop = r.geometry.taken
+    _, carries = r.first(windows[:2])
+    assert carries.shape == (2, 128, 64, stop - start)
+    probs, _ = r.next(windows[r.geometry.lag:r.geometry.lag + 2], carries)
+    np.testing.assert_allclose(probs, expected[r.geometry.lag:r.geometry.lag + 2], atol=1e-4,
+                               rtol=0)
+
+
 def test_a_model_without_reuse_says_why(tmp_path, default_model):
     tiny = InferenceModel.load(tiny_model_file(tmp_path / "tiny.pt"), backend="onnxruntime")
     r, why = tiny.window_reuse(tiny.hop)
@@ -65,6 +111,11 @@ def test_a_model_without_reuse_says_why(tmp_path, default_model):
     assert r is None and "ONNX Runtime" in why
     r, why = default_model.window_reuse(92)
     assert r is None and "overlap too little" in why
+    # seven 2x2 max pools need at least 128 frames
+    pooled = InferenceModel.load(resnet_file(tmp_path / "pooled.pt", 128, downsample="maxpool"),
+                                 backend="onnxruntime")
+    r, why = pooled.window_reuse(64)
+    assert r is None and 'only with downsample = "stride"' in why
 
 
 class Sink:
@@ -94,18 +145,21 @@ def serve(model: InferenceModel, audio: dict[str, np.ndarray], **config) -> tupl
     return sink, engine
 
 
-@pytest.mark.parametrize("max_batch", [1, 3])
-def test_engine_with_reuse_scores_as_whole_windows(default_model, max_batch):
+@pytest.mark.parametrize(("which", "max_batch"), [
+    ("default_model", 1), ("default_model", 3), ("resnet_model", 1), ("resnet_model", 3)])
+def test_engine_with_reuse_scores_as_whole_windows(request, which, max_batch):
+    model = request.getfixturevalue(which)
     audio = {"a": testsignals.music_like(24.0, 16000.0, seed=1),
              "b": testsignals.music_like(17.5, 16000.0, seed=2)}
-    reused, engine = serve(default_model, audio, max_batch=max_batch)
-    whole, plain = serve(default_model, audio, max_batch=max_batch, reuse_windows=False)
+    reused, engine = serve(model, audio, max_batch=max_batch)
+    whole, plain = serve(model, audio, max_batch=max_batch, reuse_windows=False)
     assert engine.window_reuse is not None and plain.window_reuse is None
     assert plain.stats["reused_windows"] == 0
     windows = engine.stats["windows"]
     assert windows == plain.stats["windows"] == len(whole.results)
-    # one window a pass: every window but each stream's first two and its end's one took a
-    # carry; in passes of 3 also not a window that met the one it needs in the same pass
+    # one window a pass: every window but each stream's first (two: the default model's odd
+    # hop) and its end's one took a carry; in passes of 3 also not a window that met the one
+    # it needs in the same pass
     least = windows - 3 * len(audio) if max_batch == 1 else windows // 2
     assert engine.stats["reused_windows"] >= least
     for got, want in zip(reused.results, whole.results, strict=True):
