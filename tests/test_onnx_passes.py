@@ -22,6 +22,13 @@ from streamtag.inference import InferenceModel
 RNG = np.random.default_rng(7)
 
 
+def opset_17(graph: onnx.GraphProto) -> onnx.ModelProto:
+    """A model of ``graph`` at opset 17 and IR version 8, as torch.onnx.export writes them: the
+    onnx package's own newest IR version can be newer than the installed ONNX Runtime reads
+    (onnx 1.23 writes 14, ONNX Runtime 1.30 reads up to 13)."""
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def run(graph: bytes, x: np.ndarray) -> np.ndarray:
     return modelfile.onnx_session(graph, threads=1).run(None, {"input": x})[0]
 
@@ -53,7 +60,7 @@ def conv_relu_bn_pool(pool: onnx.NodeProto, pooled_shape: list, *, extra_output:
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                    ["batch", 3, 12, 10])],
         outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = opset_17(graph)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
@@ -161,7 +168,7 @@ def batch_norm_then(reader: str, *, height: int = 7, width: int = 6, channels: i
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
         outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = opset_17(graph)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
@@ -219,7 +226,7 @@ def conv_pool_relu(*, pool_read_twice: bool = False) -> bytes:
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                    ["batch", 3, 12, 10])],
         outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+    return opset_17(graph) \
         .SerializeToString()
 
 
@@ -337,7 +344,7 @@ def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pad
             "batch", out_channels,
             (height + pads[0] + pads[2] - kernel) // strides[0] + 1,
             (width + pads[1] + pads[3] - kernel) // strides[1] + 1])], weights)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+    return opset_17(graph) \
         .SerializeToString()
 
 
@@ -393,7 +400,7 @@ def conv_pool_graph(height: int, width: int, *, pads: list, pool: dict,
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                    ["batch", 32, height, width])],
         outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = opset_17(graph)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
@@ -515,7 +522,7 @@ def timbral_graph(height: int, width: int, kernel: tuple[int, int], *, filters: 
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                    ["batch", channels, given_height, width])],
         outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = opset_17(graph)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
