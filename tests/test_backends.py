@@ -107,7 +107,7 @@ def test_a_model_that_cannot_export_serves_through_torchscript_and_says_why(tmp_
     manifest = modelfile.save(SpectralTagger(96, N_TAGS), path, _manifest((96, 32), "spectral"))
     assert "fft_rfft" in manifest.onnx["error"]  # recorded in the file
     with caplog.at_level(logging.WARNING, logger="streamtag.inference"):
-        model = InferenceModel.load(path)  # auto: ONNX Runtime wanted on the CPU
+        model = InferenceModel.load(path, device="cpu")  # auto: ONNX Runtime wanted
     assert model.backend == "torch"
     assert "fft_rfft" in model.backend_note
     warnings = [r.getMessage() for r in caplog.records
@@ -175,10 +175,11 @@ def song(tmp_path_factory):
     return path
 
 
-def _published(model_path, song, backend: str, tmp_path) -> tuple[list, dict]:
+def _published(model_path, song, backend: str, tmp_path, device: str = "cpu"
+               ) -> tuple[list, dict]:
     """Every scores and event message the daemon publishes for the song, and its status."""
     config = DaemonConfig(
-        model=ModelConfig(path=str(model_path), device="cpu"),
+        model=ModelConfig(path=str(model_path), device=device),
         publish=PublishConfig(endpoint=f"tcp://127.0.0.1:{free_port()}", heartbeat_s=0.1),
         control=ControlConfig(endpoint=f"tcp://127.0.0.1:{free_port()}",
                               file_roots=(str(song.parent),)),
