@@ -1,0 +1,125 @@
+"""On a CUDA device: TorchScript serves, frozen and optimised, and scores as the CPU does.
+
+Skipped where ``torch.cuda.is_available()`` is False (CI has no GPU). On a GPU box:
+``python -m pytest -m "" tests/test_cuda.py``. Real model files written by
+``streamtag.modelfile``, the daemon end to end on a real MP3 over real ZeroMQ sockets, and
+``streamtag tag`` as a user runs it; the CPU side is ONNX Runtime, what serves there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_streamtag
+from test_backends import HEAVY, N_TAGS, TAGGERS, _manifest, _published
+from test_nets import SMALL
+
+from streamtag import modelfile, nets
+from streamtag.audio import write_audio
+from streamtag.daemon import default_model_path
+from streamtag.errors import ModelError
+from streamtag.inference import InferenceModel
+from streamtag.testsignals import music_like
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device here (torch.cuda.is_available() is False)")
+
+# what the forward on CUDA may differ from the CPU's by: the same bound as ONNX Runtime against
+# TorchScript on the CPU (precision fp32 keeps TF32 off, streamtag.inference)
+CUDA_TOLERANCE = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    path = tmp_path_factory.mktemp("audio") / "song.mp3"
+    write_audio(path, music_like(12.0, 44100, seed=3), 44100)
+    return path
+
+
+def _windows(model: InferenceModel, batch: int) -> np.ndarray:
+    """Log-mel-like windows (or waveforms) of the model's input shape."""
+    rng = np.random.default_rng(batch)
+    return rng.standard_normal(model.input_shape(batch)).astype(np.float32)
+
+
+def _frozen_served(caplog) -> bool:
+    return not any("serves the module as loaded" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_serves_the_default_model_with_frozen_torchscript_on_cuda(caplog):
+    caplog.set_level(logging.WARNING, logger="streamtag")
+    on_gpu = InferenceModel.load(default_model_path())  # device auto
+    assert (on_gpu.device.type, on_gpu.backend, on_gpu.backend_note) == ("cuda", "torch", None)
+    assert _frozen_served(caplog), caplog.text
+    on_cpu = InferenceModel.load(default_model_path(), device="cpu", threads=1)
+    assert on_cpu.backend == "onnxruntime"
+    for batch in (1, 8, 64):
+        windows = _windows(on_gpu, batch)
+        np.testing.assert_allclose(on_gpu.forward(windows), on_cpu.forward(windows),
+                                   atol=CUDA_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+                                  for n in TAGGERS])
+def test_every_zoo_tagger_serves_frozen_on_cuda_as_on_the_cpu(name, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="streamtag")
+    options, shape = SMALL[name]
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.pt"
+    modelfile.save(nets.build(name, N_TAGS, **options), path, _manifest(shape, name))
+    on_gpu = InferenceModel.load(path, device="cuda")
+    assert (on_gpu.backend, on_gpu.backend_note) == ("torch", None)
+    assert _frozen_served(caplog), caplog.text
+    on_cpu = InferenceModel.load(path, device="cpu", threads=1)
+    for batch in (1, 8):
+        windows = _windows(on_gpu, batch)
+        np.testing.assert_allclose(on_gpu.forward(windows), on_cpu.forward(windows),
+                                   atol=CUDA_TOLERANCE, rtol=0, err_msg=f"batch {batch}")
+
+
+def test_onnxruntime_on_cuda_is_refused_with_the_fix():
+    with pytest.raises(ModelError, match="runs on the CPU only here; use device cpu, or "
+                                         "backend torch"):
+        InferenceModel.load(default_model_path(), device="cuda", backend="onnxruntime")
+
+
+def test_the_daemon_on_cuda_publishes_what_it_publishes_on_the_cpu(song, tmp_path):
+    default = default_model_path()
+    on_gpu, status_gpu = _published(default, song, "auto", tmp_path, device="cuda")
+    on_cpu, status_cpu = _published(default, song, "auto", tmp_path, device="cpu")
+    assert status_gpu["model"]["device"].startswith("cuda"), status_gpu["model"]
+    assert status_gpu["model"]["backend"] == "torch"
+    assert status_cpu["model"]["backend"] == "onnxruntime"
+
+    def scores(messages):
+        return np.array([m.body.raw for m in messages if m.header.msg_type == "scores"])
+
+    def events(messages):
+        return [(m.body.tag, m.body.state, m.body.sample) for m in messages
+                if m.header.msg_type == "event"]
+
+    assert len(scores(on_cpu)) >= 10
+    np.testing.assert_allclose(scores(on_gpu), scores(on_cpu), atol=CUDA_TOLERANCE, rtol=0)
+    assert events(on_gpu) == events(on_cpu) and events(on_cpu)
+
+
+def test_tag_on_cuda_gives_the_cpu_s_scores(song):
+    results = {}
+    for device in ("cuda", "cpu"):
+        done = run_streamtag("tag", "--json", "--device", device, str(song), timeout=180)
+        assert done.returncode == 0, done.stderr
+        results[device] = json.loads(done.stdout)
+    gpu, cpu = results["cuda"]["mean_scores"], results["cpu"]["mean_scores"]
+    assert gpu.keys() == cpu.keys()
+    for tag, score in gpu.items():
+        assert abs(score - cpu[tag]) <= CUDA_TOLERANCE, tag
