@@ -149,9 +149,9 @@ def cpu_seconds() -> float:
 def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                 engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS,
                 hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3,
-                block_s: float = file_source.BLOCK_S) -> dict:
+                block_s: float = file_source.BLOCK_S, device: str = "cpu") -> dict:
     config = DaemonConfig(
-        model=ModelConfig(path=str(model), device="cpu"),
+        model=ModelConfig(path=str(model), device=device),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
         control=ControlConfig(endpoint=""),
         engine=EngineConfig(**{**engine.__dict__, "backend": SERVES.get(backend, backend),
@@ -251,10 +251,11 @@ def run_memory(model: Path, backend: str, files: list[Path], streams: int,
             "windows": windows, "dropped_windows": dropped}
 
 
-def forward_ms(paths: dict[str, Path], backends: list[str], reps: int) -> list[dict]:
+def forward_ms(paths: dict[str, Path], backends: list[str], reps: int,
+               device: str = "cpu") -> list[dict]:
     rows = []
     for name, path in paths.items():
-        loaded = modelfile.load(path, device="cpu")
+        loaded = modelfile.load(path, device=device)
         models = {}
         for b in backends:
             with as_loaded() if b == AS_LOADED else nullcontext():
@@ -321,6 +322,9 @@ def main() -> int:
                              "each in a fresh process")
     parser.add_argument("--settle", type=float, default=20.0,
                         help="seconds of real-time streaming before RSS is read")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda (with --backends torch torch-as-loaded: ONNX Runtime "
+                             "serves on the CPU only); CPU seconds are still the process's")
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
@@ -368,7 +372,8 @@ def main() -> int:
                                           precision=precision, reuse_windows=bool(reuse))
                     served = quantized[name] if precision == "int8" else path
                     runs[config].append(run_streams(served, backend, files, args.seconds, engine,
-                                                    turn[0], bool(hold), turn[1], block_s))
+                                                    turn[0], bool(hold), turn[1], block_s,
+                                                    args.device))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
@@ -421,7 +426,7 @@ def main() -> int:
                   f"{args.forward_reps} calls)")
             print("| model | batch | " + " | ".join(args.backends) + " | ratio |")
             print("|---|---|" + "---|" * len(args.backends) + "---|")
-            for row in forward_ms(paths, args.backends, args.forward_reps):
+            for row in forward_ms(paths, args.backends, args.forward_reps, args.device):
                 ratio = row[args.backends[0]] / row[args.backends[-1]]
                 print(f"| {row['model']} | {row['batch']} | "
                       + " | ".join(f"{row[b]:.2f}" for b in args.backends)
