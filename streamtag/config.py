@@ -42,6 +42,10 @@ DEVICES = ("auto", "cpu", "cuda")
 # as it loads (streamtag.inference.cheapest_batch); on CUDA this.
 CPU_MAX_BATCH = 8
 CUDA_MAX_BATCH = 64
+# Source threads at work at once by default, however many cores: they share one GIL, and on a
+# 16-core box 4 or 15 of them ran 64 MP3 streams slower (246x, 186x real time) than 2 (424x)
+# or 1 (349x), with 2.3-3.9 ms per window of system time (docs/operations.md)
+DEFAULT_DECODERS = 2
 
 
 ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\*|\d{1,5})"
@@ -102,7 +106,7 @@ class EngineConfig:
     workers: int = 1  # inference threads, each running whole batches (one model shared)
     threads: int = 1  # intra-op threads of one forward pass
     # Source threads working at once, taking turns (streamtag.turns); 0: one per core left
-    # over from the inference threads, at least one.
+    # over from the inference threads, at least one and at most DEFAULT_DECODERS.
     decoders: int = 0
     # Overlapping windows share work: a window's forward takes what an earlier window of its
     # stream computed for the frames they share (streamtag.reuse; the default model on ONNX
@@ -159,10 +163,12 @@ class EngineConfig:
 
     def decoder_turns(self) -> int:
         """How many source threads work at once: ``decoders``, or for 0 the cores this
-        process may use less the inference threads, at least one."""
+        process may use less the inference threads, at least one and at most
+        ``DEFAULT_DECODERS``."""
         if self.decoders:
             return self.decoders
-        return max(1, len(os.sched_getaffinity(0)) - self.workers * self.threads)
+        spare = len(os.sched_getaffinity(0)) - self.workers * self.threads
+        return max(1, min(DEFAULT_DECODERS, spare))
 
 
 @dataclasses.dataclass(frozen=True)

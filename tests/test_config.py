@@ -116,13 +116,15 @@ def test_engine_bounds_accept_their_edges():
             engine.hop_seconds) == (1, 1, 0.0, 60.0)
 
 
-def test_engine_defaults_follow_the_device_and_the_cores():
+def test_engine_defaults_follow_the_device_and_the_cores(monkeypatch):
     engine = config_from_dict({}).engine
     assert engine.max_batch is None
     assert (engine.batch_limit("cpu"), engine.batch_limit("cuda")) == (8, 64)
     assert config_from_dict({"engine": {"max_batch": 3}}).engine.batch_limit("cuda") == 3
-    cores = len(os.sched_getaffinity(0))
-    assert engine.decoder_turns() == max(1, cores - 1)
+    # source threads at work: the cores left over from inference, at least 1 and at most 2
+    for cores, turns in ((1, 1), (2, 1), (3, 2), (16, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert engine.decoder_turns() == turns, cores
     assert config_from_dict({"engine": {"workers": 2, "threads": 64}}).engine.decoder_turns() == 1
     assert config_from_dict({"engine": {"decoders": 5}}).engine.decoder_turns() == 5
 
