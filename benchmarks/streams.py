@@ -28,6 +28,10 @@ end.
                                  [--models default short_chunk_resnet] [--json out.json]
                                  [--precision fp32 int8] [--block-s 0.5 2]
 
+``--device cuda`` serves the model on the GPU (TorchScript: ``--backends torch-as-loaded torch``);
+CPU seconds are still the daemon process's, and ``x real time (wall)`` is what one process
+carries on that box.
+
 ``--precision int8`` quantizes each model first (``streamtag.quantize``, calibrated on two of the
 MP3s), prints what the quantizer measured, and serves the int8 graph on ONNX Runtime beside the
 FP32 runs.
