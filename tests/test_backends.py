@@ -232,19 +232,22 @@ def test_the_daemon_publishes_the_same_with_either_backend_and_serves_older_file
         modelfile.read_manifest(default).weights_sha256 + ".onnx")
     assert cached.is_file()
 
-    def scores(messages):
-        return np.array([m.body.raw for m in messages if m.header.msg_type == "scores"])
-
-    def events(messages):
-        return [(m.body.tag, m.body.state, m.body.sample) for m in messages
-                if m.header.msg_type == "event"]
-
-    reference = scores(by_torch)
+    reference = published_scores(by_torch)
     assert len(reference) >= 10
     for other in (by_ort, by_older):
-        np.testing.assert_allclose(scores(other), reference, atol=1e-4, rtol=0)
-        assert events(other) == events(by_torch)
-    assert events(by_torch), "the song switches no tag on: the events check would be empty"
+        np.testing.assert_allclose(published_scores(other), reference, atol=1e-4, rtol=0)
+        assert published_events(other) == published_events(by_torch)
+    assert published_events(by_torch), "the song switches no tag on: the check would be empty"
+
+
+def published_scores(messages) -> np.ndarray:
+    """The raw probabilities of every scores message, in order."""
+    return np.array([m.body.raw for m in messages if m.header.msg_type == "scores"])
+
+
+def published_events(messages) -> list[tuple]:
+    return [(m.body.tag, m.body.state, m.body.sample) for m in messages
+            if m.header.msg_type == "event"]
 
 
 class Collect:
@@ -303,14 +306,18 @@ def _feed(engine: Engine, stream_id: str, signal: np.ndarray) -> None:
     engine.finish_stream(stream_id)
 
 
+def tagged_mean_scores(song, *flags: str) -> dict[str, float]:
+    """``streamtag tag --json FLAGS SONG``'s mean score per tag."""
+    done = run_streamtag("tag", "--json", *flags, str(song), timeout=180)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["mean_scores"]
+
+
 def test_tag_with_either_backend_flag_gives_the_same_scores(song):
-    results = {}
-    for backend in ("torch", "onnxruntime"):
-        done = run_streamtag("tag", "--json", "--backend", backend, str(song), timeout=120)
-        assert done.returncode == 0, done.stderr
-        results[backend] = json.loads(done.stdout)
-    assert results["torch"]["mean_scores"].keys() == results["onnxruntime"]["mean_scores"].keys()
-    for tag, score in results["torch"]["mean_scores"].items():
-        assert abs(score - results["onnxruntime"]["mean_scores"][tag]) <= 1e-4, tag
+    by_torch = tagged_mean_scores(song, "--backend", "torch")
+    by_ort = tagged_mean_scores(song, "--backend", "onnxruntime")
+    assert by_torch.keys() == by_ort.keys()
+    for tag, score in by_torch.items():
+        assert abs(score - by_ort[tag]) <= 1e-4, tag
     done = run_streamtag("tag", "--backend", "tensorrt", str(song))
     assert done.returncode == 2 and "invalid choice: 'tensorrt'" in done.stderr

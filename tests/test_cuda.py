@@ -8,14 +8,21 @@ Skipped where ``torch.cuda.is_available()`` is False (CI has no GPU). On a GPU b
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 import pytest
 import torch
-from helpers import run_streamtag
-from test_backends import HEAVY, N_TAGS, TAGGERS, _manifest, _published
+from test_backends import (
+    HEAVY,
+    N_TAGS,
+    TAGGERS,
+    _manifest,
+    _published,
+    published_events,
+    published_scores,
+    tagged_mean_scores,
+)
 from test_nets import SMALL
 
 from streamtag import modelfile, nets
@@ -101,25 +108,15 @@ def test_the_daemon_on_cuda_publishes_what_it_publishes_on_the_cpu(song, tmp_pat
     assert status_gpu["model"]["backend"] == "torch"
     assert status_cpu["model"]["backend"] == "onnxruntime"
 
-    def scores(messages):
-        return np.array([m.body.raw for m in messages if m.header.msg_type == "scores"])
-
-    def events(messages):
-        return [(m.body.tag, m.body.state, m.body.sample) for m in messages
-                if m.header.msg_type == "event"]
-
-    assert len(scores(on_cpu)) >= 10
-    np.testing.assert_allclose(scores(on_gpu), scores(on_cpu), atol=CUDA_TOLERANCE, rtol=0)
-    assert events(on_gpu) == events(on_cpu) and events(on_cpu)
+    assert len(published_scores(on_cpu)) >= 10
+    np.testing.assert_allclose(published_scores(on_gpu), published_scores(on_cpu),
+                               atol=CUDA_TOLERANCE, rtol=0)
+    assert published_events(on_gpu) == published_events(on_cpu) and published_events(on_cpu)
 
 
 def test_tag_on_cuda_gives_the_cpu_s_scores(song):
-    results = {}
-    for device in ("cuda", "cpu"):
-        done = run_streamtag("tag", "--json", "--device", device, str(song), timeout=180)
-        assert done.returncode == 0, done.stderr
-        results[device] = json.loads(done.stdout)
-    gpu, cpu = results["cuda"]["mean_scores"], results["cpu"]["mean_scores"]
+    gpu = tagged_mean_scores(song, "--device", "cuda")
+    cpu = tagged_mean_scores(song, "--device", "cpu")
     assert gpu.keys() == cpu.keys()
     for tag, score in gpu.items():
         assert abs(score - cpu[tag]) <= CUDA_TOLERANCE, tag
