@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from streamtag import modelfile, onnx_passes
 
@@ -196,11 +197,10 @@ class _Folded(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         super().__init__()
-        with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            self.register_buffer("weight", conv.weight * scale[:, None, None, None])
-            self.register_buffer("bias", (bias - bn.running_mean) * scale + bn.bias)
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
+                                            bn.running_var, bn.eps, bn.weight, bn.bias)
+        self.register_buffer("weight", weight.detach())
+        self.register_buffer("bias", bias.detach())
 
 
 def _conv_columns(x: torch.Tensor, conv: _Folded, first: int, width: int, start: int,

@@ -226,8 +226,7 @@ def conv_pool_relu(*, pool_read_twice: bool = False) -> bytes:
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                    ["batch", 3, 12, 10])],
         outputs, [numpy_helper.from_array(v, k) for k, v in weights.items()])
-    return opset_17(graph) \
-        .SerializeToString()
+    return opset_17(graph).SerializeToString()
 
 
 def test_a_relu_after_a_pool_of_a_convolution_is_computed_in_the_convolution():
@@ -344,8 +343,7 @@ def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pad
             "batch", out_channels,
             (height + pads[0] + pads[2] - kernel) // strides[0] + 1,
             (width + pads[1] + pads[3] - kernel) // strides[1] + 1])], weights)
-    return opset_17(graph) \
-        .SerializeToString()
+    return opset_17(graph).SerializeToString()
 
 
 @pytest.mark.parametrize(("channels", "height", "width", "pads", "bias"), [
