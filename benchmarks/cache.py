@@ -12,9 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from streamtag.audio import write_audio
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
 from streamtag.frontend import LogMelOptions
-from streamtag.testsignals import music_like
 from streamtag.train.cache import FeatureCache
 from streamtag.train.datasets import Track
 

@@ -4,7 +4,7 @@ One thread, CPU ms per second of audio (the thread's own clock, best of the repe
 contender in turn), on a mono 64 kb/s and a stereo 128 kb/s MP3 of the same music-like signal:
 
 - PyAV decoding alone, every frame dropped: the floor;
-- ``streamtag.audio.iter_decoded``, blocks of 0.5 s (what the file source reads; the HTTP
+- ``streamtag.audio.files.iter_decoded``, blocks of 0.5 s (what the file source reads; the HTTP
   source joins its frames with the same ``mono_blocks``);
 - frame by frame, each frame's ``to_ndarray()`` averaged over its channels and the frames
   joined per block: how the HTTP source read them before ``mono_blocks``;
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtag.audio import iter_decoded, write_audio
-from streamtag.testsignals import music_like
+from streamtag.audio.files import iter_decoded, write_audio
+from streamtag.audio.testsignals import music_like
 
 RATE = 44100
 BLOCK_S = 0.5

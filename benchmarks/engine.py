@@ -1,6 +1,7 @@
 """Engine speed: cross-stream batching, publish-to-subscriber latency and per-window overhead.
 
-Two zoo models are saved as real model files (``streamtag.modelfile.save``, RANDOM weights: the
+Two zoo models are saved as real model files (``streamtag.model.modelfile.save``, RANDOM weights:
+the
 speed of a network does not depend on its weights) in a temporary folder and loaded with
 ``InferenceModel.load``, as the daemon loads them:
 
@@ -97,14 +98,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
-from streamtag import modelfile, nets  # noqa: E402
-from streamtag.client import Subscriber  # noqa: E402
-from streamtag.engine import Engine, EngineConfig, WindowResult  # noqa: E402
+from streamtag import nets  # noqa: E402
+from streamtag.audio.testsignals import music_like  # noqa: E402
+from streamtag.engine.batching import Engine, EngineConfig, WindowResult  # noqa: E402
+from streamtag.engine.smoothing import TagEvent  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
-from streamtag.inference import InferenceModel  # noqa: E402
-from streamtag.publish import Publisher  # noqa: E402
-from streamtag.smoothing import TagEvent  # noqa: E402
-from streamtag.testsignals import music_like  # noqa: E402
+from streamtag.model import modelfile  # noqa: E402
+from streamtag.model.inference import InferenceModel  # noqa: E402
+from streamtag.wire.publisher import Publisher  # noqa: E402
+from streamtag.wire.subscriber import Subscriber  # noqa: E402
 
 N_TAGS = 56  # MTG-Jamendo mood/theme
 BATCHED = 64  # max_batch of the batched runs unless --max-batch says otherwise
@@ -662,10 +664,10 @@ def main() -> int:
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's allocator as it is; by default the benchmark sets "
-                             "it as the daemon does (streamtag.inference.keep_freed_memory)")
+                             "it as the daemon does (streamtag.model.inference.keep_freed_memory)")
     args = parser.parse_args()
     if not args.default_allocator:
-        from streamtag.inference import keep_freed_memory
+        from streamtag.model.inference import keep_freed_memory
 
         keep_freed_memory()
 

@@ -21,8 +21,8 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from streamtag.audio.testsignals import music_like  # noqa: E402
 from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel, mel_filterbank  # noqa: E402
-from streamtag.testsignals import music_like  # noqa: E402
 
 
 def window_array(o: LogMelOptions) -> np.ndarray:

@@ -1,5 +1,5 @@
 """ONNX Runtime's forward on a model file's graph as exported against the graph rewritten by
-``streamtag.onnx_passes`` (what the daemon serves), side by side in one run.
+``streamtag.model.graph_passes`` (what the daemon serves), side by side in one run.
 
 For each model: both graphs in ONNX Runtime sessions set up as the daemon sets them up
 (``modelfile.onnx_session``, one thread), the same random windows at batch 1, 2 and 8, timed
@@ -28,10 +28,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
-from streamtag import modelfile, nets, onnx_passes  # noqa: E402
-from streamtag.daemon import default_model_path  # noqa: E402
+from streamtag import nets  # noqa: E402
+from streamtag.catalog.installed import installed, path_of  # noqa: E402
+from streamtag.catalog.shipped import default_model_path  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
-from streamtag.installed import installed, path_of  # noqa: E402
+from streamtag.model import graph_passes as onnx_passes  # noqa: E402
+from streamtag.model import modelfile  # noqa: E402
 
 
 def model_path(name: str, folder: Path) -> Path:

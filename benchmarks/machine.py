@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from streamtag.inference import cpu_name
+from streamtag.model.inference import cpu_name
 
 __all__ = ["cpu_name"]

@@ -59,7 +59,7 @@ for path in files:
 
 
 def synthetic_file(folder: Path, seconds: float) -> Path:
-    from streamtag.audio import write_audio
+    from streamtag.audio.files import write_audio
     from streamtag.train.synthetic import demo_piece
 
     audio, _ = demo_piece(seconds, seed=7, sample_rate=44100)
@@ -69,7 +69,7 @@ def synthetic_file(folder: Path, seconds: float) -> Path:
 
 
 def duration_s(path: Path) -> float:
-    from streamtag.audio import load_audio
+    from streamtag.audio.files import load_audio
 
     audio, rate = load_audio(path)
     return len(audio) / rate
@@ -78,10 +78,10 @@ def duration_s(path: Path) -> float:
 def time_ours(model_spec: str, files: list[Path], repeats: int) -> dict[str, dict]:
     import torch
 
-    from streamtag.engine import EngineConfig
-    from streamtag.inference import InferenceModel
-    from streamtag.installed import resolve_model
-    from streamtag.tagging import tag_files
+    from streamtag.catalog.installed import resolve_model
+    from streamtag.engine.batching import EngineConfig
+    from streamtag.engine.tagging import tag_files
+    from streamtag.model.inference import InferenceModel
 
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)

@@ -4,12 +4,13 @@ publisher's PUB socket (the single-daemon case), and through the proxy as stream
 before (a Python loop, "pyloop"), with the ratios to direct.
 
 The publisher sends real scores messages (``--tags`` tags, encoded once by
-``streamtag.protocol``, so the publisher's encoding is not what is measured) on a ZeroMQ PUB
+``streamtag.wire.protocol``, so the publisher's encoding is not what is measured) on a ZeroMQ PUB
 socket with no high-water mark, as fast as ZeroMQ takes them: nothing is lost on the way to
 the proxy. In "proxy" runs it connects to the proxy's frontend and the subscribers to its
 backend; in "direct" runs the subscribers connect to the publisher. Each subscriber is its own
 process and receives inside libzmq (the receive high-water mark of
-``streamtag.client.Subscriber``), counting with libzmq's proxy statistics, so subscribers are
+``streamtag.wire.subscriber.Subscriber``), counting with libzmq's proxy statistics, so subscribers
+are
 as fast as ZeroMQ peers can be and the figures are the transport's. What decoding adds in a
 Python subscriber is measured apart (``decode_rate``). Before the timed burst, heartbeats flow
 until every subscriber has one (the subscriptions reached the publisher through the proxy).
@@ -37,7 +38,7 @@ import time
 
 import zmq
 
-from streamtag.protocol import (
+from streamtag.wire.protocol import (
     HeartbeatBody,
     ScoresBody,
     decode,
@@ -46,7 +47,7 @@ from streamtag.protocol import (
     new_session_id,
 )
 
-SUBSCRIBER_RCVHWM = 10_000  # streamtag.client.Subscriber's
+SUBSCRIBER_RCVHWM = 10_000  # streamtag.wire.subscriber.Subscriber's
 MODES = ("direct", "proxy", "pyloop")
 
 
@@ -215,7 +216,7 @@ def python_loop(frontend: str, backend: str) -> None:
 
 
 def decode_rate(scores: list) -> float:
-    """Messages per second one Python subscriber decodes (streamtag.protocol.decode)."""
+    """Messages per second one Python subscriber decodes (streamtag.wire.protocol.decode)."""
     t0 = time.perf_counter()
     for frames in scores:
         decode(frames)
@@ -253,7 +254,7 @@ def main() -> None:
             print(f"{n:>11} | {mode:>6} | {r['send_rate']:>9.0f} | {r['per_subscriber']:>9.0f} | "
                   f"{r['total_rate']:>10.0f} | {r['lost']:>6.1%} | {ratio}", flush=True)
     print(f"one Python subscriber decodes {decode_rate(frames[0]):.0f} scores messages/s "
-          "(streamtag.protocol.decode, one core)")
+          "(streamtag.wire.protocol.decode, one core)")
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamtag.history import schema  # noqa: E402
-from streamtag.protocol import EventBody, ScoresBody, make_message  # noqa: E402
-from streamtag.publish import Publisher  # noqa: E402
+from streamtag.wire.protocol import EventBody, ScoresBody, make_message  # noqa: E402
+from streamtag.wire.publisher import Publisher  # noqa: E402
 
 STREAMS = 64
 N_TAGS = 56

@@ -28,10 +28,10 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
-from streamtag.daemon import default_model_path  # noqa: E402
-from streamtag.inference import InferenceModel  # noqa: E402
-from streamtag.publish import Publisher  # noqa: E402
-from streamtag.smoothing import Smoother, SmoothingConfig  # noqa: E402
+from streamtag.catalog.shipped import default_model_path  # noqa: E402
+from streamtag.engine.smoothing import Smoother, SmoothingConfig  # noqa: E402
+from streamtag.model.inference import InferenceModel  # noqa: E402
+from streamtag.wire.publisher import Publisher  # noqa: E402
 
 N_TAGS = 50
 

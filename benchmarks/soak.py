@@ -73,8 +73,8 @@ def small_model(path: Path) -> Path:
     import torch
     from torch import nn
 
-    from streamtag import modelfile
     from streamtag.frontend import LogMelOptions
+    from streamtag.model import modelfile
 
     class SoakTagger(nn.Module):
         def __init__(self, n_mels: int, n_tags: int) -> None:
@@ -112,7 +112,7 @@ class PipeFeeder:
     """Writes `seconds` of float32 PCM at PIPE_RATE into a real OS pipe from a thread."""
 
     def __init__(self, seconds: float, seed: int) -> None:
-        from streamtag.testsignals import music_like
+        from streamtag.audio.testsignals import music_like
 
         read_fd, write_fd = os.pipe()
         self.reader = os.fdopen(read_fd, "rb", buffering=0)
@@ -145,7 +145,7 @@ class PipeFeeder:
 
 def subscriber_main(endpoint: str, ids: list[str], timeout_s: float) -> int:
     """Counts what arrives until every stream published its final status; prints JSON."""
-    from streamtag.client import Subscriber
+    from streamtag.wire.subscriber import Subscriber
 
     sub = Subscriber(endpoint, rcvhwm=100000)
     deadline = time.monotonic() + 30
@@ -188,16 +188,16 @@ def run_soak(streams: int = 8, seconds_per_stream: float = 450.0, model: str | N
              warmup: float = 0.1, max_growth: float = 0.05, timeout_s: float = 3600.0,
              log=None) -> dict[str, Any]:
     """Runs the soak; returns the figures and the failed checks (empty when all passed)."""
-    from streamtag.audio import write_audio
-    from streamtag.config import (
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
+    from streamtag.daemon.config import (
         ControlConfig,
         DaemonConfig,
         ModelConfig,
         PublishConfig,
         SourceConfig,
     )
-    from streamtag.daemon import Daemon
-    from streamtag.testsignals import music_like
+    from streamtag.daemon.daemon import Daemon
 
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     work = Path(tempfile.mkdtemp(prefix="streamtag-soak-"))

@@ -32,7 +32,8 @@ end.
 CPU seconds are still the daemon process's, and ``x real time (wall)`` is what one process
 carries on that box.
 
-``--precision int8`` quantizes each model first (``streamtag.quantize``, calibrated on two of the
+``--precision int8`` quantizes each model first (``streamtag.catalog.quantize``, calibrated on two
+of the
 MP3s), prints what the quantizer measured, and serves the int8 graph on ONNX Runtime beside the
 FP32 runs.
 """
@@ -59,11 +60,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
-from streamtag import engine as engine_module  # noqa: E402
-from streamtag import modelfile, nets  # noqa: E402
-from streamtag.audio import write_audio  # noqa: E402
-from streamtag.client import Subscriber  # noqa: E402
-from streamtag.config import (  # noqa: E402
+from streamtag import nets  # noqa: E402
+from streamtag.audio.files import write_audio  # noqa: E402
+from streamtag.audio.testsignals import music_like  # noqa: E402
+from streamtag.catalog.installed import installed, path_of  # noqa: E402
+from streamtag.catalog.shipped import default_model_path  # noqa: E402
+from streamtag.daemon.config import (  # noqa: E402
     CPU_MAX_BATCH,
     ControlConfig,
     DaemonConfig,
@@ -72,12 +74,13 @@ from streamtag.config import (  # noqa: E402
     PublishConfig,
     SourceConfig,
 )
-from streamtag.daemon import Daemon, default_model_path  # noqa: E402
+from streamtag.daemon.daemon import Daemon  # noqa: E402
+from streamtag.engine.batching import batching as engine_module  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
-from streamtag.inference import InferenceModel, keep_freed_memory  # noqa: E402
-from streamtag.installed import installed, path_of  # noqa: E402
+from streamtag.model import modelfile  # noqa: E402
+from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.sources import file as file_source  # noqa: E402
-from streamtag.testsignals import music_like  # noqa: E402
+from streamtag.wire.subscriber import Subscriber  # noqa: E402
 
 FILE_RATE = 44100
 N_TAGS = 50
@@ -311,7 +314,8 @@ def main() -> int:
                         help="source threads working at once, one or more (default 0: the "
                              "cores left over from the inference threads)")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "int8"],
-                        help="int8: each model quantized first (streamtag.quantize, calibrated "
+                        help="int8: each model quantized first (streamtag.catalog.quantize, "
+                        "calibrated "
                              "on two of the MP3s) and served by ONNX Runtime; one or both")
     parser.add_argument("--block-s", type=float, nargs="+", default=[file_source.BLOCK_S],
                         help="seconds of decoded audio a file source hands on at once, one or "
@@ -349,9 +353,9 @@ def main() -> int:
         files = mp3_files(args.streams, args.seconds, Path(folder))
         quantized = {}
         if "int8" in args.precision:
-            from streamtag.quantize import quantize_file
+            from streamtag.catalog.quantize import quantize_file
 
-            print("\nint8 graphs (streamtag.quantize on two of the MP3s): largest and mean "
+            print("\nint8 graphs (streamtag.catalog.quantize on two of the MP3s): largest and mean "
                   "difference from FP32 on the windows not calibrated on, tag decisions that "
                   "agree, one window's forward FP32 -> int8")
             for name, path in paths.items():

@@ -67,7 +67,8 @@ def train_one(path: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]
     """Trains one recipe; a failure comes back as ``{"error": ...}`` beside what was known."""
     import torch
 
-    from streamtag import modelfile, nets
+    from streamtag import nets
+    from streamtag.model import modelfile
     from streamtag.train.recipe import load_recipe
     from streamtag.train.run import train
 

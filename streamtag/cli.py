@@ -29,7 +29,7 @@ def _frontend_options(args: argparse.Namespace):
 def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from streamtag.audio import AudioDecodeError, load_audio
+    from streamtag.audio.files import AudioDecodeError, load_audio
     from streamtag.frontend import compute_logmel
 
     try:
@@ -54,12 +54,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from streamtag.inference import keep_freed_memory
+    from streamtag.model.inference import keep_freed_memory
 
     keep_freed_memory()  # before any thread starts: a thread started earlier keeps its own arena
 
-    from streamtag.config import DaemonConfig, load_config, with_overrides
-    from streamtag.daemon import Daemon
+    from streamtag.daemon.config import DaemonConfig, load_config, with_overrides
+    from streamtag.daemon.daemon import Daemon
     from streamtag.errors import ConfigError, ModelError
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streamtag.demo import run_demo
+    from streamtag.commands.demo import run_demo
     from streamtag.errors import ConfigError, ModelError
 
     try:
@@ -113,9 +113,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from streamtag.client import listen_main
     from streamtag.errors import ConfigError
-    from streamtag.security import client_curve
+    from streamtag.wire.security import client_curve
+    from streamtag.wire.subscriber import listen_main
 
     curve = None
     if args.server_key or args.client_key:
@@ -133,7 +133,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from streamtag.security import generate_keys
+    from streamtag.wire.security import generate_keys
 
     public, secret = generate_keys(args.directory, args.name)
     print(f"public key: {public}  (give it to the other side)\nsecret key: {secret}  "
@@ -148,7 +148,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from streamtag.proxy import run_proxy
+    from streamtag.wire.proxy import run_proxy
 
     def ready(frontend: str | None, backend: str) -> None:
         print(f"streamtag proxy: daemons publish to {frontend}, subscribers connect to "
@@ -197,12 +197,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from streamtag.daemon import default_model_path
-    from streamtag.engine import EngineConfig
+    from streamtag.catalog.installed import resolve_model
+    from streamtag.catalog.shipped import default_model_path
+    from streamtag.engine.batching import EngineConfig
+    from streamtag.engine.tagging import format_csv, format_json, format_text, tag_files
     from streamtag.errors import ModelError
-    from streamtag.inference import InferenceModel
-    from streamtag.installed import resolve_model
-    from streamtag.tagging import format_csv, format_json, format_text, tag_files
+    from streamtag.model.inference import InferenceModel
 
     try:
         model = InferenceModel.load(resolve_model(args.model) or default_model_path(),
@@ -237,7 +237,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
-    from streamtag.config import BACKENDS
+    from streamtag.daemon.config import BACKENDS
 
     parser.add_argument("--backend", default=default, choices=BACKENDS,
                         help="what runs the model: auto (ONNX Runtime on the CPU, TorchScript "
@@ -245,7 +245,7 @@ def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_precision(parser: argparse.ArgumentParser, default: str | None) -> None:
-    from streamtag.config import PRECISIONS
+    from streamtag.daemon.config import PRECISIONS
 
     parser.add_argument("--precision", default=default, choices=PRECISIONS,
                         help="fp32, or int8: the model file's int8 graph on ONNX Runtime, made "
@@ -267,11 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save (n_mels, frames) instead of (frames, n_mels)")
     p.set_defaults(func=cmd_features)
 
-    from streamtag.train.cli import add_train_commands  # only argparse: the trainer loads lazily
+    from streamtag.commands.train import (
+        add_train_commands,  # only argparse: the trainer loads lazily
+    )
 
     add_train_commands(sub)
 
-    from streamtag.models_cli import add_models_commands  # only argparse until a command runs
+    from streamtag.commands.models import add_models_commands  # only argparse until a command runs
 
     add_models_commands(sub)
 

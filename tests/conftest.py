@@ -15,8 +15,8 @@ import torch  # noqa: E402
 from helpers import tiny_model_file  # noqa: E402
 from servers import AudioServer, Feeder, icecast_server, pulse_session, write_media  # noqa: E402
 
-from streamtag.audio import write_audio  # noqa: E402
-from streamtag.testsignals import music_like  # noqa: E402
+from streamtag.audio.files import write_audio  # noqa: E402
+from streamtag.audio.testsignals import music_like  # noqa: E402
 
 torch.set_num_threads(1)
 

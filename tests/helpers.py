@@ -1,5 +1,5 @@
 """What several test modules share: small real model files (TorchScript files written by
-streamtag.modelfile), running the CLI, free ports, waiting, stopping processes, the protocol
+streamtag.model.modelfile), running the CLI, free ports, waiting, stopping processes, the protocol
 decoder's contract, and a daemon started in process with a subscriber. Fixtures are in
 conftest.py, real servers in servers.py."""
 
@@ -17,22 +17,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamtag import modelfile
-from streamtag.audio import load_audio
-from streamtag.client import Subscriber
-from streamtag.config import (
+from streamtag.audio.files import load_audio
+from streamtag.daemon.config import (
     ControlConfig,
     DaemonConfig,
     EngineConfig,
     ModelConfig,
     PublishConfig,
 )
-from streamtag.daemon import Daemon
+from streamtag.daemon.daemon import Daemon
+from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ProtocolError
 from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel
-from streamtag.inference import InferenceModel
-from streamtag.protocol import Message, decode, encode
-from streamtag.smoothing import SmoothingConfig
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel
+from streamtag.wire.protocol import Message, decode, encode
+from streamtag.wire.subscriber import Subscriber
 
 TAGS = ("calm", "loud", "bright", "dark")
 

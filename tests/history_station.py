@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from helpers import wait_until
 
 from streamtag.history import schema
-from streamtag.protocol import (
+from streamtag.wire.protocol import (
     EventBody,
     ScoresBody,
     StatusBody,
@@ -20,7 +20,7 @@ from streamtag.protocol import (
     make_message,
     topic_for,
 )
-from streamtag.publish import Publisher
+from streamtag.wire.publisher import Publisher
 
 TAGS = ("calm", "energetic", "vocal", "dark", "bright")
 MODEL = {"name": "tiny", "hash": "sha256:0123abcd"}

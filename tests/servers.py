@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from helpers import free_port, stop_process, wait_until
 
-from streamtag.audio import write_audio
-from streamtag.testsignals import music_like
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
 
 
 def write_stereo(path: Path, x: np.ndarray, sample_rate: int, codec: str) -> None:

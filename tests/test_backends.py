@@ -1,6 +1,6 @@
 """The two backends: ONNX Runtime on the graph every model file carries, frozen TorchScript.
 
-Real model files written by streamtag.modelfile, real ONNX Runtime sessions, the daemon end to
+Real model files written by streamtag.model.modelfile, real ONNX Runtime sessions, the daemon end to
 end on a real audio file over real ZeroMQ sockets.
 """
 
@@ -19,10 +19,11 @@ from helpers import free_port, run_streamtag, tiny_model_file, wait_until
 from test_nets import SMALL
 from torch import nn
 
-from streamtag import modelfile, nets
-from streamtag.audio import write_audio
-from streamtag.client import Subscriber, control_request
-from streamtag.config import (
+from streamtag import nets
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.catalog.shipped import default_model_path
+from streamtag.daemon.config import (
     ControlConfig,
     DaemonConfig,
     EngineConfig,
@@ -31,13 +32,14 @@ from streamtag.config import (
     SourceConfig,
     with_overrides,
 )
-from streamtag.daemon import Daemon, default_model_path
-from streamtag.engine import Engine
+from streamtag.daemon.daemon import Daemon
+from streamtag.engine.batching import Engine
+from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
-from streamtag.inference import InferenceModel, cheapest_batch
-from streamtag.smoothing import SmoothingConfig
-from streamtag.testsignals import music_like
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel, cheapest_batch
+from streamtag.wire.subscriber import Subscriber, control_request
 
 N_TAGS = 6
 # vqvae is the autoencoder the vqvae_* taggers are pre-trained from: it does not tag.
@@ -106,12 +108,12 @@ def test_a_model_that_cannot_export_serves_through_torchscript_and_says_why(tmp_
     path = tmp_path / "spectral.pt"
     manifest = modelfile.save(SpectralTagger(96, N_TAGS), path, _manifest((96, 32), "spectral"))
     assert "fft_rfft" in manifest.onnx["error"]  # recorded in the file
-    with caplog.at_level(logging.WARNING, logger="streamtag.inference"):
+    with caplog.at_level(logging.WARNING, logger="streamtag.model.inference"):
         model = InferenceModel.load(path, device="cpu")  # auto: ONNX Runtime wanted
     assert model.backend == "torch"
     assert "fft_rfft" in model.backend_note
     warnings = [r.getMessage() for r in caplog.records
-                if r.name == "streamtag.inference" and "fft_rfft" in r.getMessage()]
+                if r.name == "streamtag.model.inference" and "fft_rfft" in r.getMessage()]
     assert len(warnings) == 1 and "TorchScript serves it" in warnings[0]
     config = DaemonConfig(
         model=ModelConfig(path=str(path), device="cpu"),

@@ -1,4 +1,5 @@
-"""The threshold rule (streamtag.calibration) on score tables with known properties; the rule
+"""The threshold rule (streamtag.catalog.calibration) on score tables with known properties; the
+rule
 on a real model and real decoding is tested in test_models_install.py."""
 
 from __future__ import annotations
@@ -6,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamtag.calibration import ThresholdRule, Track, active_counts, choose_thresholds
+from streamtag.catalog.calibration import ThresholdRule, Track, active_counts, choose_thresholds
+from streamtag.engine.smoothing import Smoother, SmoothingConfig
 from streamtag.errors import ModelError
-from streamtag.smoothing import Smoother, SmoothingConfig
 
 
 def sparse_tracks(seed: int = 0, n_tracks: int = 4, windows: int = 60, tags: int = 50):

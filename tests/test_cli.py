@@ -7,9 +7,9 @@ import subprocess
 import numpy as np
 from helpers import run_streamtag
 
-from streamtag.audio import load_audio, write_audio
+from streamtag.audio.files import load_audio, write_audio
+from streamtag.audio.testsignals import music_like
 from streamtag.frontend import LogMelOptions, compute_logmel
-from streamtag.testsignals import music_like
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ import os
 import pytest
 from helpers import run_python
 
-from streamtag.config import DaemonConfig, config_from_dict, load_config, with_overrides
+from streamtag.daemon.config import DaemonConfig, config_from_dict, load_config, with_overrides
 from streamtag.errors import ConfigError
 
 GOOD = """
@@ -164,7 +164,7 @@ DEVICE, HTTP, PIPE = "device:pulse", "http://127.0.0.1:9/live.mp3", "pipe:"
 def test_a_bad_source_option_is_refused_naming_the_source_and_the_key(tmp_path, spec, options,
                                                                       names):
     """As a user meets it: a [[sources]] table in the file, refused before anything starts."""
-    from streamtag.daemon import Daemon
+    from streamtag.daemon.daemon import Daemon
 
     path = tmp_path / "daemon.toml"
     path.write_text("[[sources]]\nid = 'in-1'\nspec = 'file:/srv/a.mp3'\n"
@@ -180,14 +180,15 @@ def test_a_bad_source_option_is_refused_naming_the_source_and_the_key(tmp_path, 
 
 
 def test_parsing_a_config_does_not_import_torch(tmp_path):
-    """`streamtag.config` is read by tools that only check or template daemon files (the
+    """`streamtag.daemon.config` is read by tools that only check or template daemon files (the
     Kubernetes tests, an operator's linter): it must stay free of torch and the engine."""
     path = tmp_path / "daemon.toml"
     path.write_text('[model]\npath = "m.pt"\n[engine]\nbackend = "onnxruntime"\n'
                     '[[sources]]\nid = "a"\nspec = "a.mp3"\n')
-    code = ("import sys; from streamtag.config import load_config; "
+    code = ("import sys; from streamtag.daemon.config import load_config; "
             f"c = load_config({str(path)!r}); "
             "print(c.engine.backend, sorted(m for m in sys.modules "
-            "if m.split('.')[0] == 'torch' or m in ('streamtag.engine', 'streamtag.inference')))")
+            "if m.split('.')[0] == 'torch' or m in "
+            "('streamtag.engine.batching', 'streamtag.model.inference')))")
     out = run_python(code).split(maxsplit=1)
     assert out == ["onnxruntime", "[]\n"], out

@@ -2,7 +2,7 @@
 
 Skipped where ``torch.cuda.is_available()`` is False (CI has no GPU). On a GPU box:
 ``python -m pytest -m "" tests/test_cuda.py``. Real model files written by
-``streamtag.modelfile``, the daemon end to end on a real MP3 over real ZeroMQ sockets, and
+``streamtag.model.modelfile``, the daemon end to end on a real MP3 over real ZeroMQ sockets, and
 ``streamtag tag`` as a user runs it; the CPU side is ONNX Runtime, what serves there.
 """
 
@@ -25,19 +25,20 @@ from test_backends import (
 )
 from test_nets import SMALL
 
-from streamtag import modelfile, nets
-from streamtag.audio import write_audio
-from streamtag.daemon import default_model_path
+from streamtag import nets
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.catalog.shipped import default_model_path
 from streamtag.errors import ModelError
-from streamtag.inference import InferenceModel
-from streamtag.testsignals import music_like
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="no CUDA device here (torch.cuda.is_available() is False)")
 
 # what the forward on CUDA may differ from the CPU's by: the same bound as ONNX Runtime against
-# TorchScript on the CPU (precision fp32 keeps TF32 off, streamtag.inference)
+# TorchScript on the CPU (precision fp32 keeps TF32 off, streamtag.model.inference)
 CUDA_TOLERANCE = 1e-4
 
 

@@ -23,13 +23,13 @@ from helpers import (
     wait_for_heartbeat,
 )
 
-from streamtag.client import Subscriber, control_request
-from streamtag.config import (
+from streamtag.daemon.config import (
     MetricsConfig,
     PublishConfig,
     SourceConfig,
 )
-from streamtag.daemon import Daemon
+from streamtag.daemon.daemon import Daemon
+from streamtag.wire.subscriber import Subscriber, control_request
 
 
 def test_a_file_stream_end_to_end(model_path, audio_files, tmp_path):
@@ -226,7 +226,7 @@ def test_two_daemons_behind_a_proxy_share_one_subscriber_endpoint(model_path, au
     import dataclasses
     import threading
 
-    from streamtag.proxy import run_proxy
+    from streamtag.wire.proxy import run_proxy
 
     stop = threading.Event()
     bound: dict[str, str] = {}

@@ -13,8 +13,8 @@ import time
 import numpy as np
 from helpers import collect, make_config, started
 
-from streamtag.config import SourceConfig
-from streamtag.testsignals import music_like
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import SourceConfig
 
 
 def scores_for(sub, stream: str, count: int, timeout_s: float) -> list:

@@ -26,12 +26,12 @@ from helpers import free_port  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
-from streamtag.control import ControlServer  # noqa: E402
-from streamtag.protocol import TrackBody  # noqa: E402
-from streamtag.publish import Publisher  # noqa: E402
 from streamtag.web import dashboard_main, run_dashboard  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 from streamtag.web.server import PAGES, load_static  # noqa: E402
+from streamtag.wire.control import ControlServer  # noqa: E402
+from streamtag.wire.protocol import TrackBody  # noqa: E402
+from streamtag.wire.publisher import Publisher  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -370,16 +370,16 @@ def test_bridge_with_a_real_daemon(endpoints, closing, tmp_path):
     from helpers import TAGS as MODEL_TAGS
     from helpers import tiny_model_file
 
-    from streamtag.audio import write_audio
-    from streamtag.config import (
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
+    from streamtag.daemon.config import (
         ControlConfig,
         DaemonConfig,
         ModelConfig,
         PublishConfig,
         SourceConfig,
     )
-    from streamtag.daemon import Daemon
-    from streamtag.testsignals import music_like
+    from streamtag.daemon.daemon import Daemon
 
     pub, control = endpoints
     audio = tmp_path / "music.flac"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streamtag import modelfile
-from streamtag.daemon import default_model_path
+from streamtag.catalog.shipped import default_model_path
+from streamtag.model import modelfile
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "default" / "model.pt"

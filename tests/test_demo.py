@@ -4,7 +4,7 @@ import io
 
 from helpers import tiny_model_file
 
-from streamtag.demo import run_demo
+from streamtag.commands.demo import run_demo
 
 
 def test_demo_prints_the_stream_and_ends(tmp_path):

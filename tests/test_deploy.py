@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from streamtag.cli import build_parser
-from streamtag.config import config_from_dict
-from streamtag.daemon import Daemon
+from streamtag.daemon.config import config_from_dict
+from streamtag.daemon.daemon import Daemon
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="install kubernetes-validate (the test extra)")

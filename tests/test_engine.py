@@ -11,14 +11,14 @@ import torch
 from helpers import TAGS, tiny_model_file
 from torch import nn
 
-from streamtag import engine as engine_module
-from streamtag import modelfile
-from streamtag.engine import Engine, EngineConfig, WindowResult
+from streamtag.audio.testsignals import music_like
+from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.batching import batching as engine_module
+from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions, compute_logmel
-from streamtag.inference import InferenceModel, cheapest_batch
-from streamtag.smoothing import SmoothingConfig
-from streamtag.testsignals import music_like
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel, cheapest_batch
 
 
 class Collect:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamtag import _core
+from streamtag.audio.testsignals import music_like
 from streamtag.frontend import (
     NULLABLE_OPTIONS,
     FrameRing,
@@ -21,7 +22,6 @@ from streamtag.frontend import (
     compute_logmel,
     mel_filterbank,
 )
-from streamtag.testsignals import music_like
 
 librosa = pytest.importorskip("librosa", reason="librosa is the reference implementation")
 scipy_signal = pytest.importorskip("scipy.signal", reason="scipy builds the symmetric window")
@@ -109,7 +109,7 @@ def test_other_options_match_librosa(name):
 
 
 def test_real_decoded_mp3_matches_librosa(tmp_path):
-    from streamtag.audio import load_audio, write_audio
+    from streamtag.audio.files import load_audio, write_audio
 
     o = LogMelOptions.preset("musicnn")
     path = tmp_path / "music.mp3"

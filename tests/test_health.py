@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from helpers import free_port, tiny_model_file, wait_until
 
-from streamtag.config import (
+from streamtag.daemon.config import (
     ControlConfig,
     DaemonConfig,
     MetricsConfig,
@@ -20,7 +20,7 @@ from streamtag.config import (
     PublishConfig,
     SourceConfig,
 )
-from streamtag.daemon import Daemon
+from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
 
 

@@ -34,11 +34,11 @@ from history_station import (
 from postgres_server import PostgresServer
 
 from streamtag.cli import main
-from streamtag.control import ControlServer
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 from streamtag.history.report import parse_time
-from streamtag.proxy import run_proxy
+from streamtag.wire.control import ControlServer
+from streamtag.wire.proxy import run_proxy
 
 # ---------------------------------------------------------------- databases
 
@@ -468,10 +468,10 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
     messages a subscriber received, a track per file among them."""
     from helpers import make_config, tiny_model_file, wait_for_heartbeat
 
-    from streamtag.audio import write_audio
-    from streamtag.client import Subscriber, control_request
-    from streamtag.daemon import Daemon
-    from streamtag.testsignals import music_like
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
+    from streamtag.daemon.daemon import Daemon
+    from streamtag.wire.subscriber import Subscriber, control_request
 
     files = {}
     for name, seconds, seed in (("a", 6.0, 1), ("b", 5.0, 2)):

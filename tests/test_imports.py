@@ -97,7 +97,7 @@ def test_the_package_has_no_import_cycle_through_the_trainer_s_entry_points() ->
     modules = _modules()
     imports = _imports(modules)
     above = {"streamtag.train.loop", "streamtag.train.export", "streamtag.train.run",
-             "streamtag.train.cli", "streamtag.train.pretrain"}
+             "streamtag.commands.train", "streamtag.train.pretrain"}
     below = ["streamtag.train." + name for name in (
         "runtime", "data", "windows", "optim", "epoch", "encoder_file", "cache", "metrics",
         "augment", "combine", "recipe", "datasets")]

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamtag import installed, modelfile, nets
+from streamtag import nets
+from streamtag.catalog import installed
 from streamtag.errors import ConfigError
+from streamtag.model import modelfile
 from streamtag.train.loop import TrainingRun
 from streamtag.train.recipe import parse_recipe
 

@@ -8,14 +8,21 @@ import os
 import pytest
 from helpers import free_port, run_streamtag, tiny_model_file
 
-from streamtag import installed, modelfile
-from streamtag.audio import write_audio
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.catalog import installed
 from streamtag.cli import main
-from streamtag.client import control_request
-from streamtag.config import ControlConfig, DaemonConfig, ModelConfig, PublishConfig, load_config
-from streamtag.daemon import Daemon
+from streamtag.daemon.config import (
+    ControlConfig,
+    DaemonConfig,
+    ModelConfig,
+    PublishConfig,
+    load_config,
+)
+from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
-from streamtag.testsignals import music_like
+from streamtag.model import modelfile
+from streamtag.wire.subscriber import control_request
 
 
 @pytest.fixture

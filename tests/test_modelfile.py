@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from streamtag import modelfile
+from streamtag.audio.testsignals import music_like
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions, compute_logmel
-from streamtag.modelfile import FORMAT_VERSION, MANIFEST_FILE, Manifest
-from streamtag.testsignals import music_like
+from streamtag.model import modelfile
+from streamtag.model.modelfile import FORMAT_VERSION, MANIFEST_FILE, Manifest
 
 # TorchScript is how streamtag ships models; recent torch warns on every jit call.
 pytestmark = pytest.mark.filterwarnings(

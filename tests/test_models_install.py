@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from streamtag import installed, modelfile
+from streamtag.catalog import installed
+from streamtag.catalog.musicnn import checkpoint_files, find_installed_package
 from streamtag.cli import main
 from streamtag.errors import ConfigError, ModelError
-from streamtag.musicnn_models import checkpoint_files, find_installed_package
+from streamtag.model import modelfile
 
 PACKAGE = find_installed_package()
 pytestmark = pytest.mark.skipif(
@@ -213,7 +214,7 @@ def wheel_with_metadata(folder: Path, package: Path) -> Path:
 def test_without_a_package_pip_downloads_it(home, tmp_path, monkeypatch, capfd):
     """No musicnn installed and no --from: pip downloads the wheel (here from a local folder
     standing in for PyPI, through pip's own --find-links) and its progress shows on stderr."""
-    from streamtag import musicnn_models
+    from streamtag.catalog import musicnn as musicnn_models
 
     monkeypatch.setattr(musicnn_models, "find_installed_package", lambda: None)
     index = tmp_path / "index"
@@ -240,8 +241,8 @@ def test_without_a_package_pip_downloads_it(home, tmp_path, monkeypatch, capfd):
 
 def active_counts(model_path: Path, audio, sample_rate: int = 16000) -> list[int]:
     """Active tags per window of the daemon's engine (smoothing and hysteresis included)."""
-    from streamtag.engine import Engine
-    from streamtag.inference import InferenceModel
+    from streamtag.engine.batching import Engine
+    from streamtag.model.inference import InferenceModel
 
     counts: list[int] = []
 
@@ -276,8 +277,8 @@ def test_default_thresholds_give_one_to_six_tags_on_music(home):
 
 
 def test_calibrate_sets_thresholds_from_recordings_atomically(home, tmp_path, capsys):
-    from streamtag.audio import write_audio
-    from streamtag.testsignals import music_like
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
 
     path = home / "models" / "musicnn-msd.pt"
     original = path.read_bytes()
@@ -310,7 +311,7 @@ def test_calibrate_sets_thresholds_from_recordings_atomically(home, tmp_path, ca
 def test_demo_runs_with_the_installed_model(home):
     import io
 
-    from streamtag.demo import run_demo
+    from streamtag.commands.demo import run_demo
 
     out = io.StringIO()
     assert run_demo("musicnn-msd", seconds=6.0, speed=20.0, device="cpu", out=out) == 0

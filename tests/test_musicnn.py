@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from streamtag import compute_logmel, modelfile, musicnn_models, testsignals
+from streamtag import compute_logmel
+from streamtag.audio.files import testsignals
+from streamtag.catalog import musicnn as musicnn_models
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
+from streamtag.model import modelfile
 
 DATA = Path(__file__).parent / "data" / "musicnn"
 REFERENCE = {  # our name -> musicnn's

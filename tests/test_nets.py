@@ -431,8 +431,8 @@ def test_vqvae_code_map_computed(vq_type, rows):
 
 @pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n != "vqvae"])  # vqvae: no tags
 def test_every_tagger_becomes_a_model_file_giving_probabilities(name, tmp_path):
-    from streamtag import modelfile
     from streamtag.frontend import LogMelOptions
+    from streamtag.model import modelfile
 
     model, x = _small(name)
     waveform = nets.spec(name)["input_kind"] == "waveform"

@@ -1,4 +1,5 @@
-"""The rewrites of a model file's ONNX graph (streamtag.onnx_passes): same outputs, less work.
+"""The rewrites of a model file's ONNX graph (streamtag.model.graph_passes): same outputs, less
+work.
 
 Small graphs built node by node with onnx.helper, run by a real ONNX Runtime; zoo networks
 with trained-looking batch norms (negative factors included) through real model files.
@@ -15,9 +16,11 @@ import torch
 from helpers import trained_looking
 from onnx import TensorProto, helper, numpy_helper
 
-from streamtag import modelfile, nets, onnx_passes
+from streamtag import nets
 from streamtag.frontend import LogMelOptions
-from streamtag.inference import InferenceModel
+from streamtag.model import graph_passes as onnx_passes
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel
 
 RNG = np.random.default_rng(7)
 
@@ -296,7 +299,7 @@ def test_a_rewrite_that_changes_the_scores_is_not_served(tmp_path, monkeypatch, 
 
     monkeypatch.setitem(onnx_passes.PASSES, "broken", (scale_the_first_weights, "broken"))
     loaded = modelfile.load(path, device="cpu")
-    with caplog.at_level(logging.WARNING, logger="streamtag.inference"):
+    with caplog.at_level(logging.WARNING, logger="streamtag.model.inference"):
         model = InferenceModel(loaded, backend="onnxruntime", threads=1)
     assert model.backend == "onnxruntime" and model.graph_passes == []
     assert any("served as exported" in r.getMessage() and "broken: 1" in r.getMessage()

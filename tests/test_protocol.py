@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from streamtag import _core
 from streamtag.errors import ProtocolError
-from streamtag.protocol import (
+from streamtag.wire.protocol import (
     HEADER_FIELDS,
     MSG_TYPES,
     PROTOCOL_VERSION,

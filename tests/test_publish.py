@@ -12,10 +12,9 @@ import pytest
 import zmq
 from helpers import run_python
 
-from streamtag.client import ReceivedMessage, Subscriber, control_request, listen_main
-from streamtag.control import ControlServer
 from streamtag.errors import ProtocolError
-from streamtag.protocol import (
+from streamtag.wire.control import ControlServer
+from streamtag.wire.protocol import (
     PROTOCOL_VERSION,
     EventBody,
     ModelRef,
@@ -24,8 +23,9 @@ from streamtag.protocol import (
     encode,
     make_message,
 )
-from streamtag.proxy import run_proxy
-from streamtag.publish import Publisher
+from streamtag.wire.proxy import run_proxy
+from streamtag.wire.publisher import Publisher
+from streamtag.wire.subscriber import ReceivedMessage, Subscriber, control_request, listen_main
 
 ANY_PORT = "tcp://127.0.0.1:*"
 TAGS = ["rock", "calm", "vocal"]
@@ -552,12 +552,13 @@ def test_scores_body_is_what_the_publisher_was_given(ctx):
 def test_a_subscriber_process_loads_no_server_module():
     """A program that only listens (or sends control requests) imports the client side alone:
     not the publisher, the control server, the daemon or torch."""
-    code = ("import sys, streamtag.client; "
+    code = ("import sys, streamtag.wire.subscriber; "
             "print(sorted(m for m in sys.modules if m.startswith(('streamtag.', 'torch'))))")
     loaded = run_python(code)
-    for server_side in ("streamtag.publish", "streamtag.control", "streamtag.daemon", "torch"):
+    for server_side in ("streamtag.wire.publisher", "streamtag.wire.control",
+                        "streamtag.daemon.daemon", "torch"):
         assert f"'{server_side}'" not in loaded, loaded
-    assert "'streamtag.client'" in loaded
+    assert "'streamtag.wire.subscriber'" in loaded
 
 
 def test_a_connecting_publisher_waits_for_the_proxy_so_its_first_message_arrives(ctx):

@@ -12,17 +12,17 @@ import torch
 from helpers import collect, make_config, run_streamtag, started, tiny_model_file
 from torch import nn
 
-from streamtag import modelfile
-from streamtag.audio import write_audio
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.catalog.quantize import MIN_WINDOWS, quantize_file
 from streamtag.cli import main
-from streamtag.client import control_request
-from streamtag.config import EngineConfig, SourceConfig
-from streamtag.engine import cut_windows
+from streamtag.daemon.config import EngineConfig, SourceConfig
+from streamtag.engine.batching import cut_windows
 from streamtag.errors import ConfigError, ModelError
 from streamtag.frontend import LogMelOptions
-from streamtag.inference import InferenceModel
-from streamtag.quantize import MIN_WINDOWS, quantize_file
-from streamtag.testsignals import music_like
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel
+from streamtag.wire.subscriber import control_request
 
 TAGS = ("calm", "loud", "percussive", "bright")
 # Quantization error allowed in a probability: int8 weights (7 bits) and uint8 activations give
@@ -92,7 +92,7 @@ def test_quantize_stores_an_int8_graph_measured_on_windows_it_was_not_calibrated
 
 
 def _chunks(path, model):
-    from streamtag.calibration import file_chunks
+    from streamtag.catalog.calibration import file_chunks
 
     return file_chunks(path, model.sample_rate)
 

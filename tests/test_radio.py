@@ -34,16 +34,16 @@ from helpers import (
     wait_until,
 )
 
-from streamtag.audio import write_audio
-from streamtag.client import listen_main
-from streamtag.config import SourceConfig, config_from_dict
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import SourceConfig, config_from_dict
+from streamtag.engine.tagging import format_text, tag_files
+from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
-from streamtag.inference import InferenceModel
+from streamtag.model.inference import InferenceModel
 from streamtag.sources import HttpSource
 from streamtag.sources.http import stream_format
-from streamtag.tagging import format_text, tag_files
-from streamtag.testsignals import music_like
-from streamtag.tracks import TrackSummarizer
+from streamtag.wire.subscriber import listen_main
 
 MP3_RATE = 44100
 MP3_FRAME = 1152  # samples per MPEG-1 Layer III frame

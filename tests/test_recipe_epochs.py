@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamtag import modelfile, nets
+from streamtag import nets
+from streamtag.model import modelfile
 from streamtag.train import pretrain as pretraining
 from streamtag.train.recipe import Recipe, load_recipe
 from streamtag.train.run import train
@@ -92,8 +93,8 @@ def _window_frames(recipe: Recipe) -> int:
 
 
 def _write_track(path: Path, seconds: float, sample_rate: int, seed: int) -> None:
-    from streamtag.audio import write_audio
-    from streamtag.testsignals import music_like
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_audio(path, music_like(seconds, sample_rate, seed=seed), sample_rate)

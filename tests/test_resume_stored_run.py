@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamtag import modelfile
+from streamtag.model import modelfile
 from streamtag.train.loop import CHECKPOINT
 from streamtag.train.recipe import load_recipe
 from streamtag.train.run import train

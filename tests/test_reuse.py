@@ -1,4 +1,4 @@
-"""Overlapping windows sharing work (streamtag.reuse): the default model's and
+"""Overlapping windows sharing work (streamtag.model.window_reuse): the default model's and
 short_chunk_resnet's windows computed from what an earlier window of the stream left give the
 probabilities of whole windows."""
 
@@ -9,12 +9,15 @@ import pytest
 import torch
 from helpers import tiny_model_file, trained_looking
 
-from streamtag import modelfile, nets, reuse, testsignals
-from streamtag.config import ConfigError, EngineConfig
-from streamtag.daemon import default_model_path
-from streamtag.engine import Engine
+from streamtag import nets
+from streamtag.audio.files import testsignals
+from streamtag.catalog.shipped import default_model_path
+from streamtag.daemon.config import ConfigError, EngineConfig
+from streamtag.engine.batching import Engine
 from streamtag.frontend import LogMelOptions, compute_logmel
-from streamtag.inference import InferenceModel
+from streamtag.model import modelfile
+from streamtag.model import window_reuse as reuse
+from streamtag.model.inference import InferenceModel
 
 
 @pytest.fixture(scope="module")

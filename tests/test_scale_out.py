@@ -21,10 +21,10 @@ import urllib.request
 import pytest
 from helpers import free_port, run_streamtag, stop_process, tiny_model_file, wait_until
 
-from streamtag.audio import write_audio
-from streamtag.client import Subscriber, control_request
-from streamtag.shard import shard_of
-from streamtag.testsignals import music_like
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.shard import shard_of
+from streamtag.wire.subscriber import Subscriber, control_request
 
 SHARDS = 3
 STREAMS = [f"radio-{i:02d}" for i in range(12)]
@@ -250,7 +250,7 @@ def test_the_proxy_stops_on_sigterm_while_messages_flow():
         assert "daemons publish to" in proxy.stderr.readline()
 
         def publish() -> None:
-            from streamtag.publish import Publisher
+            from streamtag.wire.publisher import Publisher
 
             with Publisher(frontend, connect=True, linger_ms=0) as publisher:
                 while not stop.is_set():

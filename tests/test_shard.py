@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamtag.cli import build_parser
-from streamtag.client import control_request
-from streamtag.config import (
+from streamtag.daemon.config import (
     ControlConfig,
     DaemonConfig,
     ModelConfig,
@@ -24,9 +23,10 @@ from streamtag.config import (
     config_from_dict,
     with_overrides,
 )
-from streamtag.daemon import Daemon
+from streamtag.daemon.daemon import Daemon
+from streamtag.daemon.shard import ShardConfig, index_from_host_name, shard_of
 from streamtag.errors import ConfigError
-from streamtag.shard import ShardConfig, index_from_host_name, shard_of
+from streamtag.wire.subscriber import control_request
 
 TABLE = Path(__file__).parent / "data" / "shard_table.json"
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"
@@ -52,7 +52,7 @@ def test_the_shard_of_every_stored_id_is_unchanged_for_1_to_16_shards():
 
 def test_the_shard_does_not_depend_on_the_processes_string_hash_seed():
     # Python salts hash() of strings per process; a shard must be the same in every process.
-    code = ("import json; from streamtag.shard import shard_of; "
+    code = ("import json; from streamtag.daemon.shard import shard_of; "
             "print(json.dumps([shard_of(f'radio-{i}', 7) for i in range(200)]))")
     outputs = {run_python(code, env={**_env(), "PYTHONHASHSEED": seed})
                for seed in ("0", "1", "12345")}
@@ -177,8 +177,8 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def long_file(tmp_path_factory):
-    from streamtag.audio import write_audio
-    from streamtag.testsignals import music_like
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
 
     path = tmp_path_factory.mktemp("audio") / "long.flac"
     write_audio(path, music_like(30.0, 16000, seed=3), 16000)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtag.smoothing import Smoother, SmoothingConfig
+from streamtag.engine.smoothing import Smoother, SmoothingConfig
 
 
 def test_ema_follows_the_time_constant_whatever_the_hop():

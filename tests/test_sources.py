@@ -20,7 +20,8 @@ import pytest
 from helpers import free_port, stop_process
 from servers import listener_ids, stereo_signal
 
-from streamtag.audio import iter_decoded, load_audio, mono_blocks
+from streamtag.audio.files import iter_decoded, load_audio, mono_blocks
+from streamtag.audio.testsignals import music_like
 from streamtag.errors import SourceError
 from streamtag.sources import (
     AudioChunk,
@@ -31,7 +32,6 @@ from streamtag.sources import (
     Resampler,
     parse_source,
 )
-from streamtag.testsignals import music_like
 
 soxr = pytest.importorskip("soxr")
 av = pytest.importorskip("av")

@@ -314,7 +314,7 @@ def test_demo_piece_moves_between_calm_and_energetic_sections():
 
 def test_dataset_writer_produces_what_the_folder_csv_adapter_reads(tmp_path):
     pytest.importorskip("av", reason="clips are written with PyAV")
-    from streamtag.audio import load_audio
+    from streamtag.audio.files import load_audio
     from streamtag.train.datasets import load_synthetic
 
     config = SyntheticConfig(clip_seconds=2.0)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from helpers import run_streamtag, tiny_model_file
 
-from streamtag.audio import write_audio
-from streamtag.inference import InferenceModel
-from streamtag.smoothing import SmoothingConfig
-from streamtag.tagging import format_csv, tag_files
-from streamtag.testsignals import music_like
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.engine.smoothing import SmoothingConfig
+from streamtag.engine.tagging import format_csv, tag_files
+from streamtag.model.inference import InferenceModel
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamtag import tfcheckpoint
+from streamtag.catalog import tfcheckpoint
 from streamtag.errors import ModelError
 
 DATA = Path(__file__).parent / "data" / "tfcheckpoint"
@@ -142,7 +142,7 @@ def test_a_file_that_is_not_an_index_is_refused(copy):
 @pytest.mark.slow
 def test_reads_musicnn_checkpoints_as_tensorflow_does():
     tf = pytest.importorskip("tensorflow", reason="install tensorflow-cpu to compare with it")
-    from streamtag import musicnn_models
+    from streamtag.catalog import musicnn as musicnn_models
 
     package = musicnn_models.find_installed_package()
     if package is None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from streamtag.audio.testsignals import music_like
 from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel, mel_filterbank
-from streamtag.testsignals import music_like
-from streamtag.torch_frontend import LogMelFrontend, frontend_options, hann_window
+from streamtag.model.torch_frontend import LogMelFrontend, frontend_options, hann_window
 
 # TorchScript is how streamtag ships models; recent torch warns on every jit call.
 JIT_DEPRECATION = r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"

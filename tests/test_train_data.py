@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from streamtag.audio import load_audio, write_audio
+from streamtag.audio.files import load_audio, write_audio
+from streamtag.audio.testsignals import music_like
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions, compute_logmel
-from streamtag.testsignals import music_like
 from streamtag.train.cache import FeatureCache, options_key
 from streamtag.train.datasets import (
     Track,

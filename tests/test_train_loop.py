@@ -12,9 +12,10 @@ import pytest
 import torch
 from helpers import tiny_recipe
 
-from streamtag import modelfile
+from streamtag.commands.train import main
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions, compute_logmel
+from streamtag.model import modelfile
 from streamtag.train import plots
 from streamtag.train.augment import (
     Augmenter,
@@ -24,7 +25,6 @@ from streamtag.train.augment import (
     silence_value,
     spec_augment,
 )
-from streamtag.train.cli import main
 from streamtag.train.loop import Heads as _Heads
 from streamtag.train.loop import TrainingRun
 from streamtag.train.optim import lr_for_epoch, optimizer_stage, warmup_linear_lr
@@ -195,7 +195,7 @@ def test_mobilenet_attn_trains_with_the_two_head_loss() -> None:
 
 
 def test_each_data_kind_reaches_its_adapter(tmp_path: Path) -> None:
-    from streamtag.audio import write_audio
+    from streamtag.audio.files import write_audio
     from streamtag.train.data import prepare_data
 
     tone = 0.1 * np.sin(np.arange(16000) * 0.05).astype(np.float32)

@@ -14,8 +14,8 @@ import torch
 from helpers import run_streamtag, tiny_model_file, tiny_recipe
 from torch import nn
 
-from streamtag import modelfile
 from streamtag.errors import ConfigError
+from streamtag.model import modelfile
 from streamtag.train import combine
 from streamtag.train.export import export_run
 from streamtag.train.loop import PER_TAG_DIR, SWA_DIR, TrainingRun

@@ -9,7 +9,7 @@ import time
 import pytest
 from helpers import wait_until
 
-from streamtag.turns import Turns
+from streamtag.sources.decode_turns import Turns
 
 HANG_S = 30  # only a hang would take this long
 

@@ -30,9 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from streamtag.backoff import Backoff
-from streamtag.client import ReceivedMessage, Subscriber, control_request
 from streamtag.history import schema
-from streamtag.protocol import HEARTBEAT, MSG_TYPES, STREAM_MSG_TYPES, topic_for
+from streamtag.wire.protocol import HEARTBEAT, MSG_TYPES, STREAM_MSG_TYPES, topic_for
+from streamtag.wire.subscriber import ReceivedMessage, Subscriber, control_request
 
 DEFAULT_QUEUE_SIZE = 100_000   # messages: 64 streams' scores for about 25 minutes
 DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most

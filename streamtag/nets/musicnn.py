@@ -1,7 +1,7 @@
 """musicnn and its VGG baseline (Pons & Serra, ISMIR 2019 late-breaking demo).
 
 Both are laid out so that the published TensorFlow checkpoints map onto them one tensor to one
-tensor (``streamtag.musicnn_models``); the TensorFlow conventions that matter are noted where
+tensor (``streamtag.catalog.musicnn``); the TensorFlow conventions that matter are noted where
 they apply. TensorFlow's ``tf.layers`` batch norm uses epsilon 1e-3 and momentum 0.99, i.e.
 PyTorch momentum 0.01.
 """

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamtag.errors import SourceError
+from streamtag.sources.decode_turns import Turns
 from streamtag.sources.resample import Resampler
-from streamtag.turns import Turns
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class Source(abc.ABC):
         self._on_status: StatusCallback = _ignore_status
         self._resampler: Resampler | None = None
         self._state: str | None = None
-        # Set by the daemon: the turns its source threads take (streamtag.turns); every wait
+        # Set by the daemon: the turns its source threads take (streamtag.sources.decode_turns);
+        # every wait
         # for a clock, a peer or a device goes through ``_waiting`` so others work meanwhile.
         self.turns: Turns | None = None
 

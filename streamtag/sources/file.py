@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-from streamtag.audio import AudioDecodeError, iter_decoded
+from streamtag.audio.files import AudioDecodeError, iter_decoded
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
 
@@ -33,7 +33,7 @@ def title_from_tags(*metadata: dict) -> str | None:
 
 class FileSource(Source):
     """Decodes the first audio stream of a file; its channels, however many, are averaged to
-    mono (``streamtag.audio.iter_decoded``) before resampling.
+    mono (``streamtag.audio.files.iter_decoded``) before resampling.
 
     The file's own title and artist tags (container or stream metadata, as FFmpeg reads ID3,
     Vorbis comments, MP4 atoms) name its audio: reported as a "running" status with ``title``

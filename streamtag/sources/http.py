@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from streamtag.audio import mono_blocks
+from streamtag.audio.files import mono_blocks
 from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source

@@ -6,7 +6,7 @@ percent-quoted so that any id is one safe file name), and ``root/<key>/options.j
 the first 16 hex digits of the SHA-256 of the frontend options as canonical JSON, so other options
 give another folder and features made with different options never mix.
 
-``build`` decodes with PyAV and resamples with soxr (``streamtag.audio.load_audio``), computes
+``build`` decodes with PyAV and resamples with soxr (``streamtag.audio.files.load_audio``), computes
 ``compute_logmel`` — the frontend the daemon runs, so training sees what serving sees — and uses
 every core through threads (the extension, the decoder and the resampler release the GIL). A
 track with a precomputed MTG-Jamendo mel file is read from that file instead when the options are
@@ -240,7 +240,7 @@ class FeatureCache(ArrayCache):
         if track.audio_path is None:
             raise ValueError("the track has only precomputed mtg_jamendo mels, and these "
                              "options differ from that preset; give the audio files")
-        from streamtag.audio import load_audio
+        from streamtag.audio.files import load_audio
 
         audio, _ = load_audio(track.audio_path, self.options.sample_rate)
         features = compute_logmel(audio, self.options)
@@ -272,7 +272,7 @@ class FeatureCache(ArrayCache):
 
 class AudioCache(ArrayCache):
     """Decoded mono audio at ``sample_rate`` for waveform models (SampleCNN): float32 1-D from
-    ``load``. Decoding and resampling are the daemon's (``streamtag.audio.load_audio``)."""
+    ``load``. Decoding and resampling are the daemon's (``streamtag.audio.files.load_audio``)."""
 
     def __init__(self, root: str | os.PathLike, sample_rate: float) -> None:
         self.sample_rate = float(sample_rate)
@@ -283,7 +283,7 @@ class AudioCache(ArrayCache):
         if track.audio_path is None:
             raise ValueError("waveform models need the audio files; this track has only "
                              "precomputed features")
-        from streamtag.audio import load_audio
+        from streamtag.audio.files import load_audio
 
         audio, _ = load_audio(track.audio_path, self.sample_rate)
         self._write(track.id, np.clip(audio, -65504, 65504))

@@ -1,6 +1,6 @@
 """Networks made of trained networks: what snapshot averaging and per-tag early stopping export.
 
-Both give logits, like every zoo network, so ``streamtag.modelfile.save`` writes them as one
+Both give logits, like every zoo network, so ``streamtag.model.modelfile.save`` writes them as one
 TorchScript model file whose output is their probabilities.
 
 - ``MeanOfProbabilities(members)``: the logit of the mean of the members' probabilities, so the

@@ -11,7 +11,7 @@ the run directory:
 - ``predictions.npz``: the per-track probabilities and labels of both splits, with track ids;
 - ``curves.png``, ``per_tag_auc.png``, ``pr_curves.png`` (``plots``; skipped without
   matplotlib);
-- ``model.pt``: the model file (``streamtag.modelfile.save``) with the tags, the frontend
+- ``model.pt``: the model file (``streamtag.model.modelfile.save``) with the tags, the frontend
   options, input kind, window and hop, the thresholds, the architecture and its options, the
   test metrics and the resolved recipe — everything the daemon needs. A run trained with
   high-level track features (``data.features``) writes ``model_features.pt`` instead
@@ -67,7 +67,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def export_run(run: TrainingRun) -> RunResult:
     """Thresholds on validation, test metrics, plots and ``model.pt`` for a trained run."""
-    from streamtag import modelfile
+    from streamtag.model import modelfile
     from streamtag.train import plots
     from streamtag.train.metrics import choose_thresholds, evaluate, metrics_table
 
@@ -192,7 +192,7 @@ def evaluate_model_file(model_path: str | os.PathLike, recipe: Recipe, split: st
     ``[eval]`` says (``eval_hop`` 0: the file's hop), decisions use the file's thresholds. The
     file's tags must all be in the dataset; the result is ``metrics.evaluate``'s dict.
     """
-    from streamtag import modelfile
+    from streamtag.model import modelfile
     from streamtag.train.metrics import evaluate
 
     if recipe.data.options.get("features"):

@@ -43,8 +43,8 @@ def load_body(model: nn.Module, init: str | os.PathLike, architecture: str,
     """Copies the body of model file ``init`` (a path or an installed name) into ``model`` (the
     recipe's, built with ``architecture`` and ``options`` for ``n_tags`` tags); returns the head's
     entry names. ConfigError naming the file and what differs when the body does not fit."""
-    from streamtag import modelfile
-    from streamtag.installed import resolve_model
+    from streamtag.catalog.installed import resolve_model
+    from streamtag.model import modelfile
 
     try:
         path = resolve_model(init)

@@ -567,7 +567,7 @@ def generate_dataset(root: str | Path, n_clips: int, config: SyntheticConfig | N
     ``n_clips``; the split of each clip is a seeded shuffle with exact split sizes. ``format``:
     ``"flac"`` (lossless, 16-bit) or ``"wav"``.
     """
-    from streamtag.audio import write_audio
+    from streamtag.audio.files import write_audio
 
     config = config or SyntheticConfig()
     if format not in ("flac", "wav"):

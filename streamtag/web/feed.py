@@ -3,7 +3,7 @@
 `FeedState` is plain data, fed from one thread (the event loop's); it turns protocol messages
 (as `ReceivedMessage.to_dict()` dicts) and control replies into the views a page draws, so a
 page that connects late gets the current state at once. `FeedThread` runs a
-`streamtag.client.Subscriber` in a background thread and hands each message to a callback.
+`streamtag.wire.subscriber.Subscriber` in a background thread and hands each message to a callback.
 Nothing here knows audio, models or HTTP.
 """
 
@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from streamtag.background import ReadyThread
-from streamtag.client import Subscriber
+from streamtag.wire.ready_thread import ReadyThread
+from streamtag.wire.subscriber import Subscriber
 
 DEFAULT_HISTORY_S = 300.0       # the timeline strip: the last five minutes
 DEFAULT_HEARTBEAT_S = 2.0       # the daemon's default, until heartbeats show the real interval

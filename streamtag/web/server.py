@@ -34,9 +34,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamtag.client import control_request
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
 from streamtag.web.history import DEFAULT_HOURS, HistoryView
+from streamtag.wire.subscriber import control_request
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"

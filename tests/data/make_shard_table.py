@@ -1,5 +1,6 @@
 """Writes shard_table.json: which shard serves each of a fixed list of stream ids, for 1 to 16
-shards. Run once; tests/test_shard.py checks that streamtag.shard still agrees, so a change of
+shards. Run once; tests/test_shard.py checks that streamtag.daemon.shard still agrees, so a change
+of
 the hash (which would move streams between running daemons) cannot pass unnoticed.
 
     PYTHONPATH=. python tests/data/make_shard_table.py
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streamtag.shard import shard_of
+from streamtag.daemon.shard import shard_of
 
 MAX_SHARDS = 16
 

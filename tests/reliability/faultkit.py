@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamtag.frontend import OnlineLogMel
-from streamtag.inference import InferenceModel
+from streamtag.model.inference import InferenceModel
 
 
 def final_statuses(messages) -> dict:

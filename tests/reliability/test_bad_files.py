@@ -11,11 +11,11 @@ import pytest
 from faultkit import expected_windows, ffmpeg_encode, final_statuses, load_model, of_stream
 from helpers import assert_no_gaps, collect, make_config, offline, started
 
-from streamtag.audio import write_audio
-from streamtag.config import SourceConfig
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import SourceConfig
 from streamtag.frontend import compute_logmel
 from streamtag.sources import FileSource
-from streamtag.testsignals import music_like
 
 RATE = 16000  # the tiny model's rate
 SECONDS = 2.0
@@ -156,7 +156,7 @@ def scores_of(model_path, audio: np.ndarray) -> np.ndarray:
 
 def test_the_channels_of_a_multichannel_file_are_averaged_to_mono(daemon_run, files,
                                                                   model_path):
-    """FileSource (streamtag.audio) averages a file's channels: the stream is decoded, framed
+    """FileSource (streamtag.audio.files) averages a file's channels: the stream is decoded, framed
     and scored exactly as the mean of the eight different channels, not as one of them."""
     mean = EIGHT.mean(axis=1, dtype=np.float32)
     out = decode(files["eight_channels.wav"])

@@ -12,8 +12,8 @@ import pytest
 from faultkit import port_is_free
 from helpers import free_port, make_config, run_streamtag, wait_until
 
-from streamtag.config import _SECTIONS, MetricsConfig, SourceConfig, load_config
-from streamtag.daemon import Daemon
+from streamtag.daemon.config import _SECTIONS, MetricsConfig, SourceConfig, load_config
+from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError
 
 CONFIG_PY = "config.py does not check this value"

@@ -13,7 +13,7 @@ from helpers import assert_no_gaps, make_config, started, wait_until
 from servers import pulse_session
 from test_network import Watcher
 
-from streamtag.config import SourceConfig
+from streamtag.daemon.config import SourceConfig
 
 
 @pytest.fixture

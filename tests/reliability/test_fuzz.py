@@ -21,12 +21,12 @@ from helpers import decodes_or_refuses, feed
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from streamtag.config import _SECTIONS, DaemonConfig, config_from_dict
-from streamtag.control import ControlServer
-from streamtag.daemon import Daemon
+from streamtag.daemon.config import _SECTIONS, DaemonConfig, config_from_dict
+from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel
-from streamtag.protocol import (
+from streamtag.wire.control import ControlServer
+from streamtag.wire.protocol import (
     HEADER_FIELDS,
     MSG_TYPES,
     HeartbeatBody,
@@ -198,7 +198,7 @@ def test_control_decoders_and_server_answer_anything(data):
 def test_a_subscriber_survives_a_hostile_publisher():
     """Garbage on a real socket: the subscriber counts it as invalid, raises nothing and still
     decodes the valid messages around it."""
-    from streamtag.client import Subscriber
+    from streamtag.wire.subscriber import Subscriber
 
     ctx = zmq.Context.instance()
     pub = ctx.socket(zmq.PUB)

@@ -11,7 +11,7 @@ import pytest
 from faultkit import expected_windows, load_model, require_tools, rss_kib
 from helpers import make_config, started
 
-from streamtag.config import SourceConfig
+from streamtag.daemon.config import SourceConfig
 
 HOURS = 10
 RATE = 8000  # a low rate keeps the file small; the source resamples it to the model's 16 kHz

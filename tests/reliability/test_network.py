@@ -15,9 +15,9 @@ from helpers import assert_no_gaps, free_port, make_config, started, wait_until
 from servers import AudioServer, Feeder, icecast_server
 from test_sources import TARGET, read_all
 
-from streamtag.config import SourceConfig
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import SourceConfig
 from streamtag.sources import HttpSource
-from streamtag.testsignals import music_like
 
 FAST = {"initial_backoff_s": 0.05, "max_backoff_s": 0.3}
 

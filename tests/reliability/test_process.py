@@ -27,11 +27,11 @@ from helpers import (
 )
 from test_network import Watcher
 
-from streamtag.audio import write_audio
-from streamtag.client import Subscriber, control_request
-from streamtag.daemon import Daemon
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
-from streamtag.testsignals import music_like
+from streamtag.wire.subscriber import Subscriber, control_request
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 from faultkit import PipeWriter, expected_windows, final_statuses, load_model, of_stream
 from helpers import TAGS, TinyTagger, assert_no_gaps, collect, free_port, make_config, started
 
-from streamtag import modelfile
-from streamtag.config import MetricsConfig, SourceConfig
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import MetricsConfig, SourceConfig
+from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.frontend import LogMelOptions
-from streamtag.smoothing import SmoothingConfig
-from streamtag.testsignals import music_like
+from streamtag.model import modelfile
 
 RATE = 16000
 SILENCE_S = 300.0  # five minutes of digital zeros, as fast as the engine goes

@@ -15,13 +15,13 @@ import zmq
 from faultkit import final_statuses, of_stream
 from helpers import collect, free_port, make_config, started, wait_for_heartbeat, wait_until
 
-from streamtag.audio import write_audio
-from streamtag.client import Subscriber, control_request
-from streamtag.config import PublishConfig, SourceConfig
-from streamtag.daemon import Daemon
-from streamtag.engine import EngineConfig
-from streamtag.smoothing import SmoothingConfig
-from streamtag.testsignals import music_like
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import PublishConfig, SourceConfig
+from streamtag.daemon.daemon import Daemon
+from streamtag.engine.batching import EngineConfig
+from streamtag.engine.smoothing import SmoothingConfig
+from streamtag.wire.subscriber import Subscriber, control_request
 
 
 @pytest.fixture(scope="module")

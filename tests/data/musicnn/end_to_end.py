@@ -56,8 +56,10 @@ def _pieces(workdir: Path) -> dict[str, str]:
 def ours(workdir: Path, audio: list[Path]) -> None:
     import torch
 
-    from streamtag import compute_logmel, modelfile, musicnn_models
-    from streamtag.audio import load_audio, write_audio
+    from streamtag import compute_logmel
+    from streamtag.audio.files import load_audio, write_audio
+    from streamtag.catalog import musicnn as musicnn_models
+    from streamtag.model import modelfile
     from streamtag.train.synthetic import demo_piece
 
     torch.set_num_threads(1)
@@ -145,7 +147,7 @@ def compare(workdir: Path) -> None:
     distinct16 = {tuple(row) for row in top["float16"]}
     distinct32 = {tuple(row) for row in top["float32"]}
     changed = int(sum(tuple(a) != tuple(b) for a, b in zip(*top.values(), strict=True)))
-    from streamtag import musicnn_models
+    from streamtag.catalog import musicnn as musicnn_models
 
     labels = musicnn_models.read_labels(musicnn_models.find_installed_package(), "musicnn-msd")
     print(f"  on them, musicnn-msd's top four tags: {len(distinct16)} distinct list(s) from "

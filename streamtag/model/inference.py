@@ -18,11 +18,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from streamtag import modelfile, onnx_passes
-from streamtag.config import BACKENDS, PRECISIONS
+from streamtag.daemon.config import BACKENDS, PRECISIONS
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
-from streamtag.reuse import WindowReuse, window_reuse
+from streamtag.model import graph_passes as onnx_passes
+from streamtag.model import modelfile
+from streamtag.model.window_reuse import WindowReuse, window_reuse
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,8 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
 
 def _int8_runner(loaded: modelfile.LoadedModel, threads: int
                  ) -> Callable[[np.ndarray], np.ndarray]:
-    """ONNX Runtime on the file's int8 graph (``streamtag.quantize``). Its scores differ from
+    """ONNX Runtime on the file's int8 graph (``streamtag.catalog.quantize``). Its scores differ
+    from
     the FP32 module's by what the manifest's ``onnx_int8`` records, so no 1e-4 check here; the
     warm-up checks its output's shape. ``ModelError`` saying why it cannot serve."""
     graph = modelfile.stored_int8_graph(loaded)
@@ -365,7 +367,8 @@ class InferenceModel:
         return self._run(windows)
 
     def window_reuse(self, hop: int) -> tuple[WindowReuse | None, str]:
-        """What windows ``hop`` apart can take from the window before (``streamtag.reuse``),
+        """What windows ``hop`` apart can take from the window before
+        (``streamtag.model.window_reuse``),
         or None and why not: only FP32 graphs on ONNX Runtime reuse work. Built once per hop."""
         with self._reuse_lock:
             if hop not in self._reuse:

@@ -1,7 +1,8 @@
 """musicnn's published taggers as streamtag model files, converted from its checkpoints.
 
 The ``musicnn`` package (Pons & Serra 2019, ISC licence) ships four trained TensorFlow 1
-checkpoints. ``convert`` reads one with ``streamtag.tfcheckpoint`` (no TensorFlow), loads the
+checkpoints. ``convert`` reads one with ``streamtag.catalog.tfcheckpoint`` (no TensorFlow), loads
+the
 weights into ``streamtag.nets``' ``musicnn`` or ``musicnn_vgg`` and writes a model file whose
 manifest says where it came from. The package's weights and tag lists are read on the user's
 machine; nothing of them is part of streamtag.
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamtag import modelfile, nets, tfcheckpoint
+from streamtag import nets
+from streamtag.catalog import tfcheckpoint
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
+from streamtag.model import modelfile
 
 __all__ = ["HOP_FRAMES", "NAMES", "WINDOW_FRAMES", "build", "checkpoint_files", "convert",
            "find_installed_package", "read_labels"]

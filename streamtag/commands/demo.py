@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from streamtag.audio import write_audio
-from streamtag.client import Subscriber, format_message
-from streamtag.config import (
+from streamtag.audio.files import write_audio
+from streamtag.daemon.config import (
     ControlConfig,
     DaemonConfig,
     EngineConfig,
@@ -26,8 +25,9 @@ from streamtag.config import (
     PublishConfig,
     SourceConfig,
 )
-from streamtag.daemon import Daemon
-from streamtag.protocol import HeartbeatBody, StatusBody
+from streamtag.daemon.daemon import Daemon
+from streamtag.wire.protocol import HeartbeatBody, StatusBody
+from streamtag.wire.subscriber import Subscriber, format_message
 
 DEMO_RATE = 16000
 

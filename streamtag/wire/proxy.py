@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from streamtag.sockets import bind_or_connect
+from streamtag.wire.sockets import bind_or_connect
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5559"

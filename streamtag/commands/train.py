@@ -1,7 +1,7 @@
 """``streamtag train`` and ``streamtag eval``.
 
 ``streamtag.cli`` adds them with ``add_train_commands(subparsers)``; ``python -m
-streamtag.train.cli train ...`` runs them on their own.
+streamtag.commands.train train ...`` runs them on their own.
 
     streamtag train RECIPE.toml [--set section.key=value ...] [--out RUN_DIR]
     streamtag train --resume RUN_DIR [--set train.epochs=60 ...]
@@ -100,8 +100,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from streamtag.catalog.installed import resolve_model
     from streamtag.errors import ConfigError, ModelError
-    from streamtag.installed import resolve_model
     from streamtag.train.export import evaluate_model_file
     from streamtag.train.metrics import metrics_table
     from streamtag.train.recipe import load_recipe
@@ -121,9 +121,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from streamtag import modelfile
+    from streamtag.catalog.installed import resolve_model
     from streamtag.errors import ModelError
-    from streamtag.installed import resolve_model
+    from streamtag.model import modelfile
 
     try:
         members = [resolve_model(m) for m in args.models]

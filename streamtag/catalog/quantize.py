@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtag import modelfile
-from streamtag.calibration import file_chunks
-from streamtag.engine import cut_windows
+from streamtag.catalog.calibration import file_chunks
+from streamtag.engine.batching import cut_windows
 from streamtag.errors import ModelError, SourceError
-from streamtag.inference import InferenceModel, cpu_name, session_runner
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel, cpu_name, session_runner
 
 MIN_WINDOWS = 4  # half to calibrate on, half to check on
 MAX_CALIBRATION_WINDOWS = 256  # spread evenly over the recordings' windows

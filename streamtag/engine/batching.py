@@ -28,11 +28,11 @@ from typing import Protocol
 
 import numpy as np
 
-from streamtag.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.daemon.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel
-from streamtag.inference import InferenceModel, cheapest_batch
-from streamtag.reuse import WindowReuse
-from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
+from streamtag.model.inference import InferenceModel, cheapest_batch
+from streamtag.model.window_reuse import WindowReuse
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,8 @@ class Engine:
         return limit
 
     def reuse_for(self, model: InferenceModel) -> WindowReuse | None:
-        """The window reuse that serves ``model`` at this engine's hop (``streamtag.reuse``),
+        """The window reuse that serves ``model`` at this engine's hop
+        (``streamtag.model.window_reuse``),
         None where the config turns it off or the model has none."""
         if not self.config.reuse_windows:
             return None

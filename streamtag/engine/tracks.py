@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamtag.protocol import SCORE_DECIMALS, TRACK_ACTIVE_SHARE, ModelRef, TrackBody
+from streamtag.wire.protocol import SCORE_DECIMALS, TRACK_ACTIVE_SHARE, ModelRef, TrackBody
 
 
 @dataclasses.dataclass

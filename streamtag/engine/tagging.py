@@ -4,7 +4,8 @@ Each file becomes a stream of the same ``Engine`` the daemon runs, so windows, s
 events are the daemon's. Per file the result is the tag segments (a tag's on event to its off
 event, with the mean smoothed score between them) and a track summary: the mean of the window
 probabilities per tag and the tags whose mean reaches the tag's threshold, and the file as one
-track, summarised as the daemon's ``track`` message would (``streamtag.tracks``; its title from
+track, summarised as the daemon's ``track`` message would (``streamtag.engine.tracks``; its title
+from
 the file's title and artist tags).
 """
 
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtag.engine import Engine, EngineConfig, WindowResult
+from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.smoothing import SmoothingConfig, TagEvent
+from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import SourceError
-from streamtag.inference import InferenceModel, keep_freed_memory
-from streamtag.smoothing import SmoothingConfig, TagEvent
+from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import FileSource
-from streamtag.tracks import TrackSummarizer
 
 
 @dataclasses.dataclass

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtag import modelfile
-from streamtag.engine import Engine, EngineConfig, WindowResult
+from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.errors import ModelError, SourceError
-from streamtag.inference import InferenceModel
-from streamtag.smoothing import Smoother, SmoothingConfig, TagEvent
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel
 from streamtag.sources import FileSource
 
 # The default thresholds' audio: streamtag's synthetic demo pieces, these seeds and length.
@@ -72,7 +72,7 @@ class Calibration:
 
     def record(self, rule: ThresholdRule, audio: str) -> dict:
         """What the model file's ``options.calibration`` keeps of it."""
-        return {"rule": "streamtag.calibration (docs/models.md, Thresholds)",
+        return {"rule": "streamtag.catalog.calibration (docs/models.md, Thresholds)",
                 "parameters": rule.to_dict(), "audio": audio, "windows": self.windows,
                 "budget": self.budget, "share_1_to_6_active": round(self.share_in_range, 4),
                 "mean_active": round(self.mean_active, 3),

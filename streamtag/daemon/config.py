@@ -30,16 +30,16 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from streamtag.daemon.shard import ShardConfig
+from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
-from streamtag.shard import ShardConfig
-from streamtag.smoothing import SmoothingConfig
 
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DEVICES = ("auto", "cpu", "cuda")
 # engine.max_batch left out: on the CPU the cheapest batch size up to this, measured on the model
-# as it loads (streamtag.inference.cheapest_batch); on CUDA this.
+# as it loads (streamtag.model.inference.cheapest_batch); on CUDA this.
 CPU_MAX_BATCH = 8
 CUDA_MAX_BATCH = 64
 # Source threads at work at once by default, however many cores: they share one GIL, and on a
@@ -83,14 +83,15 @@ def check_listen_address(key: str, value: str) -> None:
 # the frame ring holds window + 4 hops of frames per stream, so a huge hop would allocate GBs.
 MAX_WAIT_MS = 60_000.0
 MAX_HOP_SECONDS = 60.0
-BACKENDS = ("auto", "torch", "onnxruntime")  # the names streamtag.inference serves
+BACKENDS = ("auto", "torch", "onnxruntime")  # the names streamtag.model.inference serves
 # fp32: the file's graph; int8: its int8 graph (`streamtag models quantize`), ONNX Runtime only
 PRECISIONS = ("fp32", "int8")
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-    """How the engine batches windows and runs the model (the engine is in streamtag.engine;
+    """How the engine batches windows and runs the model (the engine is in
+    streamtag.engine.batching;
     this module stays free of torch so that reading a config is cheap)."""
 
     # Windows per forward pass; None: 64 on CUDA, and on the CPU the size up to 8 at which this
@@ -105,11 +106,13 @@ class EngineConfig:
     precision: str = "fp32"  # int8: the model file's int8 graph on ONNX Runtime (opt-in)
     workers: int = 1  # inference threads, each running whole batches (one model shared)
     threads: int = 1  # intra-op threads of one forward pass
-    # Source threads working at once, taking turns (streamtag.turns); 0: one per core left
+    # Source threads working at once, taking turns (streamtag.sources.decode_turns); 0: one per
+    # core left
     # over from the inference threads, at least one and at most DEFAULT_DECODERS.
     decoders: int = 0
     # Overlapping windows share work: a window's forward takes what an earlier window of its
-    # stream computed for the frames they share (streamtag.reuse; the default model on ONNX
+    # stream computed for the frames they share (streamtag.model.window_reuse; the default model on
+    # ONNX
     # Runtime). The same probabilities within 1e-4; false computes every window whole.
     reuse_windows: bool = True
 

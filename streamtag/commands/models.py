@@ -17,8 +17,9 @@ def _fail(error: Exception) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from streamtag import installed, modelfile
+    from streamtag.catalog import installed
     from streamtag.errors import ModelError
+    from streamtag.model import modelfile
 
     models = installed.installed()
     print(f"installed models in {installed.models_folder()}:")
@@ -42,7 +43,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from streamtag import installed
+    from streamtag.catalog import installed
     from streamtag.errors import ModelError
 
     try:
@@ -56,7 +57,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from streamtag import installed
+    from streamtag.catalog import installed
     from streamtag.errors import ModelError
 
     try:
@@ -92,7 +93,7 @@ def _print_fields(fields: dict, indent: str) -> None:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from streamtag import installed
+    from streamtag.catalog import installed
     from streamtag.errors import ModelError
 
     try:
@@ -104,8 +105,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from streamtag import installed
-    from streamtag.calibration import calibrate_file
+    from streamtag.catalog import installed
+    from streamtag.catalog.calibration import calibrate_file
     from streamtag.errors import ModelError
 
     try:
@@ -121,9 +122,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from streamtag.catalog.installed import resolve_model
+    from streamtag.catalog.quantize import quantize_file
     from streamtag.errors import ModelError
-    from streamtag.installed import resolve_model
-    from streamtag.quantize import quantize_file
 
     try:
         path = resolve_model(args.model)

@@ -1,5 +1,5 @@
 """The daemon's control socket, server side: JSON requests on a ROUTER socket answered in a
-thread of its own. The client side is `streamtag.client.control_request`."""
+thread of its own. The client side is `streamtag.wire.subscriber.control_request`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 
 import zmq
 
-from streamtag.background import ReadyThread
-from streamtag.protocol import (
+from streamtag.wire.protocol import (
     PROTOCOL_VERSION,
     decode_request,
     encode_reply,
     error_reply,
 )
-from streamtag.security import CurveKeys, make_server
-from streamtag.sockets import bind_or_connect
+from streamtag.wire.ready_thread import ReadyThread
+from streamtag.wire.security import CurveKeys, make_server
+from streamtag.wire.sockets import bind_or_connect
 
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 

@@ -22,8 +22,8 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from streamtag import modelfile
 from streamtag.errors import ModelError
+from streamtag.model import modelfile
 
 HOME_ENV = "STREAMTAG_HOME"
 SUFFIX = ".pt"
@@ -50,7 +50,7 @@ def models_folder() -> Path:
 
 def available_names() -> tuple[str, ...]:
     """The names ``install`` knows (musicnn's four taggers)."""
-    from streamtag.musicnn_models import NAMES
+    from streamtag.catalog.musicnn import NAMES
 
     return tuple(NAMES)
 
@@ -163,7 +163,7 @@ def package_from(source: Path, scratch: Path) -> tuple[Path, str | None]:
                              "knows which model it holds")
         # A lone checkpoint folder: its tag names are in musicnn's configuration.py, taken
         # from the installed package beside it in a package folder of its own.
-        from streamtag.musicnn_models import find_installed_package
+        from streamtag.catalog.musicnn import find_installed_package
 
         installed_package = find_installed_package()
         if installed_package is None:
@@ -217,8 +217,8 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
     folder, then moved into the store in one step: an error (ModelError naming the file and
     tensor) leaves the store as it was for that model and the ones after it.
     """
-    from streamtag import musicnn_models
-    from streamtag.calibration import default_calibration, write_calibration
+    from streamtag.catalog import musicnn as musicnn_models
+    from streamtag.catalog.calibration import default_calibration, write_calibration
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     known = available_names()

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import zmq
 
 from streamtag.errors import ProtocolError
-from streamtag.protocol import (
+from streamtag.wire.protocol import (
     HEARTBEAT,
     MSG_TYPES,
     EventBody,
@@ -33,8 +33,8 @@ from streamtag.protocol import (
     subscription_prefix,
     validate_stream_id,
 )
-from streamtag.security import ClientCurve, make_client
-from streamtag.sockets import bind_or_connect
+from streamtag.wire.security import ClientCurve, make_client
+from streamtag.wire.sockets import bind_or_connect
 
 __all__ = ["NowPlaying", "ReceivedMessage", "Subscriber", "control_request", "format_message",
            "listen_main"]

@@ -27,20 +27,21 @@ from typing import Any
 
 import zmq
 
-from streamtag.config import DaemonConfig, SourceConfig
-from streamtag.control import ControlServer
-from streamtag.engine import Engine, WindowResult
+from streamtag.catalog.installed import resolve_model
+from streamtag.catalog.shipped import default_model_path
+from streamtag.daemon.config import DaemonConfig, SourceConfig
+from streamtag.daemon.shard import ShardConfig
+from streamtag.engine.batching import Engine, WindowResult
+from streamtag.engine.smoothing import TagEvent
+from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError, ModelError, SourceError
-from streamtag.inference import InferenceModel, keep_freed_memory
-from streamtag.installed import resolve_model
-from streamtag.protocol import TrackBody
-from streamtag.publish import Publisher
-from streamtag.security import Authenticator, CurveKeys, load_keys
-from streamtag.shard import ShardConfig
-from streamtag.smoothing import TagEvent
+from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import AudioChunk, Source, parse_source
-from streamtag.tracks import TrackSummarizer
-from streamtag.turns import Turns
+from streamtag.sources.decode_turns import Turns
+from streamtag.wire.control import ControlServer
+from streamtag.wire.protocol import TrackBody
+from streamtag.wire.publisher import Publisher
+from streamtag.wire.security import Authenticator, CurveKeys, load_keys
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,6 @@ RECENT_TRACKS = 10  # finished tracks per stream that the status reply lists
 # start, so that their first messages are not dropped unseen.
 CONNECTED_WAIT_S = 5.0
 TURN_SLICE_S = 0.002  # a source thread works this long before others get their turn
-
-
-def default_model_path() -> Path:
-    """The model shipped with streamtag (models/default/model.pt in the source tree)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "models" / "default" / "model.pt",
-                      here.parent / "models" / "default" / "model.pt"):
-        if candidate.is_file():
-            return candidate
-    raise ModelError("no --model given and the default model is not installed "
-                     "(models/default/model.pt); pass --model PATH")
 
 
 def _build_source(source: SourceConfig) -> Source:
@@ -178,7 +168,7 @@ class Daemon:
         cfg = self.config
         if not cfg.metrics.port or self.metrics is not None:
             return
-        from streamtag.prometheus import DaemonMetrics
+        from streamtag.daemon.metrics import DaemonMetrics
 
         try:
             self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
@@ -377,7 +367,8 @@ class Daemon:
             self._publish_status(run, *final)
 
     def _feed(self, sid: str, chunks: Iterator[AudioChunk]) -> None:
-        """A source's chunks into the engine, inside the thread's turn (streamtag.turns): the
+        """A source's chunks into the engine, inside the thread's turn
+        (streamtag.sources.decode_turns): the
         source gives it up while it waits, this loop while the engine has no room for the
         stream, and hands it on to the next in line after each time slice."""
         turns, engine = self._turns, self.engine
@@ -479,7 +470,7 @@ class Daemon:
         """Swaps the model (``path``: a model file or an installed model's name); ModelError
         (old model kept) for an unusable file or one whose sample rate differs (the sources
         resample to the running rate)."""
-        from streamtag.modelfile import read_manifest
+        from streamtag.model.modelfile import read_manifest
 
         path = resolve_model(path)
         rate = read_manifest(path).frontend.sample_rate

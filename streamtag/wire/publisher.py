@@ -2,7 +2,7 @@
 
 `Publisher` owns one PUB socket: it builds messages with protocol.py, stamps the session and
 the per-topic sequence numbers, and sends without ever blocking the caller. The control socket
-is `streamtag.control` (server) and `streamtag.client.control_request` (client).
+is `streamtag.wire.control` (server) and `streamtag.wire.subscriber.control_request` (client).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import zmq
 
 from streamtag.errors import ProtocolError
-from streamtag.protocol import (
+from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_ID_LENGTH,
     SCORE_DECIMALS,
@@ -36,8 +36,8 @@ from streamtag.protocol import (
     topic_for,
     validate_stream_id,
 )
-from streamtag.security import CurveKeys, make_server
-from streamtag.sockets import bind_or_connect
+from streamtag.wire.security import CurveKeys, make_server
+from streamtag.wire.sockets import bind_or_connect
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5556"
 

@@ -21,8 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
-    from streamtag.daemon import Daemon
-    from streamtag.engine import WindowResult
+    from streamtag.daemon.daemon import Daemon
+    from streamtag.engine.batching import WindowResult
 
 STATES = ("starting", "running", "reconnecting", "ended", "failed")
 

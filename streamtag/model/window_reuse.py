@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from streamtag import modelfile, onnx_passes
+from streamtag.model import graph_passes as onnx_passes
+from streamtag.model import modelfile
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 from streamtag.fsutil import atomic_path
-from streamtag.torch_frontend import LogMelFrontend
+from streamtag.model.torch_frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
 
@@ -571,7 +571,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         names = [n for n in archive.namelist() if n.split("/")[1:] == ["extra", MANIFEST_FILE]]
         if not names:
             raise ModelError(f"model file {path} has no {MANIFEST_FILE} manifest, so it is not a "
-                             "streamtag model file; write it with streamtag.modelfile.save")
+                             "streamtag model file; write it with streamtag.model.modelfile.save")
         try:
             raw = archive.read(names[0])
         except (zipfile.BadZipFile, OSError, EOFError) as error:
@@ -699,7 +699,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Loaded
         model = module.model
     except AttributeError:
         raise ModelError(f"model file {path} holds a module without a 'model' submodule, so it "
-                         "was not written by streamtag.modelfile; save it again") from None
+                         "was not written by streamtag.model.modelfile; save it again") from None
     digest = weights_sha256(model)
     if digest != manifest.weights_sha256:
         raise ModelError(f"model file {path}: weights hash mismatch: the weights hash to "
@@ -793,7 +793,8 @@ def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None
 def add_int8_graph(path: str | os.PathLike, graph: bytes, record: Mapping[str, Any],
                    out: str | os.PathLike | None = None) -> Manifest:
     """Writes a model file again (to ``out``, default in place) with ``graph``, an int8 graph of
-    its module (``streamtag.quantize``), inside as ``INT8_FILE`` and ``record`` (how it was made
+    its module (``streamtag.catalog.quantize``), inside as ``INT8_FILE`` and ``record`` (how it was
+    made
     and measured) with its hash as the manifest's ``onnx_int8``; the module, its weights, its
     FP32 graph and the rest of the manifest are kept."""
     model = load(path, device="cpu")

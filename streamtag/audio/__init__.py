@@ -1,0 +1,1 @@
+"""Audio as data: decoding and writing files, and generated music-like audio."""

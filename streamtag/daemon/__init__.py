@@ -1,0 +1,1 @@
+"""The daemon: its configuration, its life cycle, its metrics and its shard."""
