@@ -75,7 +75,7 @@ from streamtag.daemon.config import (  # noqa: E402
     SourceConfig,
 )
 from streamtag.daemon.daemon import Daemon  # noqa: E402
-from streamtag.engine.batching import batching as engine_module  # noqa: E402
+from streamtag.engine import batching as engine_module  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402

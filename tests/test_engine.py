@@ -12,8 +12,8 @@ from helpers import TAGS, tiny_model_file
 from torch import nn
 
 from streamtag.audio.testsignals import music_like
+from streamtag.engine import batching as engine_module
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
-from streamtag.engine.batching import batching as engine_module
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions, compute_logmel

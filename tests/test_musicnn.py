@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from streamtag import compute_logmel
-from streamtag.audio.files import testsignals
+from streamtag.audio import testsignals
 from streamtag.catalog import musicnn as musicnn_models
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions

@@ -10,7 +10,7 @@ import torch
 from helpers import tiny_model_file, trained_looking
 
 from streamtag import nets
-from streamtag.audio.files import testsignals
+from streamtag.audio import testsignals
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import ConfigError, EngineConfig
 from streamtag.engine.batching import Engine
