@@ -60,7 +60,7 @@ for path in files:
 
 def synthetic_file(folder: Path, seconds: float) -> Path:
     from streamtag.audio.files import write_audio
-    from streamtag.train.synthetic import demo_piece
+    from streamtag.audio.synthetic import demo_piece
 
     audio, _ = demo_piece(seconds, seed=7, sample_rate=44100)
     path = folder / "synthetic-music.wav"

@@ -11,7 +11,7 @@ import argparse
 import statistics
 import time
 
-from streamtag.train.synthetic import SyntheticConfig, generate_clip
+from streamtag.audio.synthetic import SyntheticConfig, generate_clip
 
 
 def main() -> None:

@@ -266,7 +266,7 @@ def active_counts(model_path: Path, audio, sample_rate: int = 16000) -> list[int
 def test_default_thresholds_give_one_to_six_tags_on_music(home):
     """On synthetic music the default was not calibrated on (other seeds), most windows have
     1 to 6 active tags, none has all, and the track is never without a tag for long."""
-    from streamtag.train.synthetic import demo_piece
+    from streamtag.audio.synthetic import demo_piece
 
     audio, _ = demo_piece(30.0, seed=11, sample_rate=16000)
     counts = active_counts(home / "models" / "musicnn-msd.pt", audio)

@@ -267,7 +267,7 @@ def test_recipe_trains_one_epoch_on_a_stand_in(path: Path, tmp_path: Path) -> No
 
     assert result.epochs == 1
     if recipe.data.kind == "synthetic":
-        from streamtag.train.synthetic import TAGS as SYNTHETIC_TAGS
+        from streamtag.audio.synthetic import TAGS as SYNTHETIC_TAGS
 
         tags = list(SYNTHETIC_TAGS)
         with open(Path(recipe.data.root) / "tags.csv", newline="", encoding="utf-8") as f:

@@ -8,16 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from streamtag.audio import synthetic
+from streamtag.audio.synthetic import TAGS, SyntheticConfig, demo_piece, generate_clip
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions, compute_logmel
-from streamtag.train import synthetic
-from streamtag.train.synthetic import (
-    TAGS,
-    SyntheticConfig,
-    demo_piece,
-    generate_clip,
-    generate_dataset,
-)
+from streamtag.train.synthetic import generate_dataset
 
 SR = 16000
 N_CLIPS = 48

@@ -115,7 +115,7 @@ def tracks(tmp_path_factory: pytest.TempPathFactory,
 
 def _write_features(path: Path, tracks: list, informative: bool) -> int:
     """The clips' own tags as features (one 0/1 per tag, plus noise), or noise only."""
-    from streamtag.train.synthetic import TAGS
+    from streamtag.audio.synthetic import TAGS
 
     rng = np.random.default_rng(0)
     rows = {}

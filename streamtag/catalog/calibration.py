@@ -182,7 +182,7 @@ def file_chunks(path: Path, sample_rate: float) -> Iterable[np.ndarray]:
 
 
 def _synthetic_pieces(sample_rate: float) -> Iterable[list[np.ndarray]]:
-    from streamtag.train.synthetic import demo_piece  # a generator of audio, not the trainer
+    from streamtag.audio.synthetic import demo_piece
 
     for seed in DEFAULT_SEEDS:
         audio, _ = demo_piece(DEFAULT_PIECE_SECONDS, seed=seed, sample_rate=int(sample_rate))
@@ -201,7 +201,7 @@ def default_calibration(path: str | os.PathLike, rule: ThresholdRule | None = No
         tracks = score_tracks(model, _synthetic_pieces(model.sample_rate))
         _default_tracks[model.hash] = tracks
     result = choose_thresholds(tracks, rule)
-    audio = (f"synthetic music: streamtag.train.synthetic.demo_piece seeds "
+    audio = (f"synthetic music: streamtag.audio.synthetic.demo_piece seeds "
              f"{', '.join(map(str, DEFAULT_SEEDS))}, {DEFAULT_PIECE_SECONDS:g} s each (the "
              "default; run `streamtag models calibrate` on your own recordings)")
     return {"thresholds": result.thresholds.tolist(), "record": result.record(rule, audio)}

@@ -35,7 +35,7 @@ DEMO_RATE = 16000
 def run_demo(model: str | None = None, *, realtime: bool = False, speed: float = 4.0,
              seconds: float = 60.0, dashboard: bool = False, dashboard_port: int = 8080,
              device: str = "auto", backend: str = "auto", out: TextIO | None = None) -> int:
-    from streamtag.train.synthetic import demo_piece  # a generator of audio, not the trainer
+    from streamtag.audio.synthetic import demo_piece
 
     out = out or sys.stdout
     color = out.isatty()

@@ -76,12 +76,13 @@ def synthetic_root(recipe: Recipe, log: Callable[[str], None]) -> Path:
     """The folder of the recipe's synthetic benchmark (``data.root``, or one named by its settings
     in the cache folder), generated on first use; a folder made with other settings is a
     ``ConfigError``."""
+    from streamtag.audio.synthetic import SyntheticConfig
     from streamtag.train import synthetic
 
     data = recipe.data
     root = Path(data.root).expanduser() if data.root else (
         recipe.train.cache_root() / "synthetic" / data.synthetic_key())
-    config = synthetic.SyntheticConfig.from_dict(data.options["synthetic"])
+    config = SyntheticConfig.from_dict(data.options["synthetic"])
     wanted = {"seed": data.options["seed"], "n_clips": data.options["n_clips"],
               "splits": list(data.options["split_fractions"]),
               "format": data.options["format"], "config": config.to_dict()}

@@ -558,9 +558,9 @@ def load_folder_csv(csv_path: str | Path, *, tags: Sequence[str] | None = None,
 def load_synthetic(root: str | Path, *, splits: Sequence[str] = SPLITS,
                    check_files: bool = True) -> TagDataset:
     """The synthetic benchmark written by ``synthetic.generate_dataset``: its ``tags.csv``, with
-    the generator's vocabulary (all of its tags, in ``synthetic.TAGS`` order, even those that no
-    clip happens to carry)."""
-    from streamtag.train.synthetic import TAGS
+    the generator's vocabulary (all of its tags, in ``streamtag.audio.synthetic.TAGS`` order,
+    even those that no clip happens to carry)."""
+    from streamtag.audio.synthetic import TAGS
 
     root = Path(root)
     info_path = root / "synthetic.json"

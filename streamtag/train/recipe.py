@@ -173,7 +173,7 @@ _DATA_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
         "seed": ("int", 0),
         "format": ("str", "flac"),
         "split_fractions": ("numbers", [0.7, 0.15, 0.15]),
-        "synthetic": ("table", {}),  # streamtag.train.synthetic.SyntheticConfig fields
+        "synthetic": ("table", {}),  # streamtag.audio.synthetic.SyntheticConfig fields
     },
     "audio_folder": {
         "extensions": (_STRINGS, [".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".aiff"]),
@@ -240,7 +240,7 @@ class DataConfig:
                             "three fractions (train, validation, test) summing to 1")
             if resolved["n_clips"] < 3:
                 raise _fail("data.n_clips", resolved["n_clips"], "a whole number >= 3")
-            from streamtag.train.synthetic import SyntheticConfig
+            from streamtag.audio.synthetic import SyntheticConfig
 
             SyntheticConfig.from_dict(resolved["synthetic"])  # ConfigError naming the option
         if self.kind == "audio_folder":

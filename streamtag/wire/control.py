@@ -17,9 +17,7 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.ready_thread import ReadyThread
 from streamtag.wire.security import CurveKeys, make_server
-from streamtag.wire.sockets import bind_or_connect
-
-DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
+from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, bind_or_connect
 
 log = logging.getLogger(__name__)
 

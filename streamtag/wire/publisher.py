@@ -37,10 +37,7 @@ from streamtag.wire.protocol import (
     validate_stream_id,
 )
 from streamtag.wire.security import CurveKeys, make_server
-from streamtag.wire.sockets import bind_or_connect
-
-DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5556"
-
+from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT, bind_or_connect
 
 HWM_POLICIES = ("per_subscriber", "refuse")
 SUBSCRIPTIONS_SETTLE_S = 0.05  # after the handshake: the peer's subscriptions follow at once
@@ -69,7 +66,7 @@ class Publisher:
     sequence numbers leave the socket in order.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, sndhwm: int = 1000,
+    def __init__(self, endpoint: str = DEFAULT_FEED_ENDPOINT, sndhwm: int = 1000,
                  session: str | None = None, *, connect: bool = False, linger_ms: int = 1000,
                  hwm_policy: str = "per_subscriber", context: zmq.Context | None = None,
                  curve: CurveKeys | None = None, connected_wait_s: float = 0.0):

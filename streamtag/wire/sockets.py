@@ -1,9 +1,14 @@
 """What every ZeroMQ endpoint of streamtag shares: binding or connecting with an error that
-says what to check. Used by the publisher, the control server and client, and the proxy."""
+says what to check, and the default endpoints every command and the daemon agree on. Used by
+the publisher, the control server and client, and the proxy."""
 
 from __future__ import annotations
 
 import zmq
+
+# Loopback by default: a daemon is reachable from this host only unless told otherwise.
+DEFAULT_FEED_ENDPOINT = "tcp://127.0.0.1:5556"
+DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 
 
 def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:

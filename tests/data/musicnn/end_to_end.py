@@ -7,7 +7,7 @@ side is its extractor's path: ``librosa.load(sr=16000)``, librosa's mel spectrog
 counted separately below) -- into musicnn's graph with its checkpoint. Windows are 187 frames
 from frame 0, one after another, as musicnn's extractor cuts them.
 
-The audio is streamtag's synthetic music (``streamtag.train.synthetic.demo_piece``: calm and
+The audio is streamtag's synthetic music (``streamtag.audio.synthetic.demo_piece``: calm and
 loud, dense sections), rendered at 44.1 kHz so that both sides resample, written as 16-bit WAV;
 or, with ``--audio FILE...`` on the first step, real recordings, each decoded by each side's
 own decoder (PyAV and soxr for streamtag, librosa for musicnn).
@@ -58,9 +58,9 @@ def ours(workdir: Path, audio: list[Path]) -> None:
 
     from streamtag import compute_logmel
     from streamtag.audio.files import load_audio, write_audio
+    from streamtag.audio.synthetic import demo_piece
     from streamtag.catalog import musicnn as musicnn_models
     from streamtag.model import modelfile
-    from streamtag.train.synthetic import demo_piece
 
     torch.set_num_threads(1)
     workdir.mkdir(parents=True, exist_ok=True)
