@@ -1,239 +1,24 @@
-"""The ``streamtag`` command line."""
+"""The ``streamtag`` command line: the parser, and dispatch to the command modules
+(streamtag.commands.NAME), which hold each command's terminal code."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import importlib
 import sys
-import threading
-import time
-from pathlib import Path
+from collections.abc import Callable
 
-EXIT_USAGE = 2
-
-
-def _frontend_options(args: argparse.Namespace):
-    from streamtag.frontend import LogMelOptions
-
-    options = LogMelOptions.preset(args.preset)
-    if args.options:
-        try:
-            changes = json.loads(args.options)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--options is not valid JSON: {exc}") from exc
-        options = LogMelOptions.from_dict({**options.to_dict(), **changes})
-    return options
+from streamtag.wire.proxy import DEFAULT_BACKEND, DEFAULT_FRONTEND
+from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
 
-def cmd_features(args: argparse.Namespace) -> int:
-    import numpy as np
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """``cmd_NAME`` of streamtag.commands.NAME, imported when the command runs: parsing loads
+    none of the commands' dependencies (the daemon's alone take more than a second)."""
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(f"streamtag.commands.{name}"), f"cmd_{name}")(args)
 
-    from streamtag.audio.files import AudioDecodeError, load_audio
-    from streamtag.frontend import compute_logmel
-
-    try:
-        options = _frontend_options(args)
-        audio, rate = load_audio(args.file, options.sample_rate)
-    except (ValueError, AudioDecodeError) as exc:
-        print(f"streamtag features: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    t0 = time.perf_counter()
-    frames = compute_logmel(audio, options)
-    elapsed = time.perf_counter() - t0
-    out = Path(args.out) if args.out else Path(args.file).with_suffix(".npy")
-    np.save(out, frames.T if args.mels_first else frames)
-    seconds = len(audio) / rate
-    print(f"{args.file}: {seconds:.1f} s at {rate:g} Hz -> {frames.shape[0]} frames x "
-          f"{frames.shape[1]} mels ({args.preset}) in {elapsed * 1e3:.1f} ms "
-          f"({seconds / max(elapsed, 1e-9):.0f}x real time); wrote {out}")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    import logging
-    import signal
-
-    from streamtag.model.inference import keep_freed_memory
-
-    keep_freed_memory()  # before any thread starts: a thread started earlier keeps its own arena
-
-    from streamtag.daemon.config import DaemonConfig, load_config, with_overrides
-    from streamtag.daemon.daemon import Daemon
-    from streamtag.errors import ConfigError, ModelError
-
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config) if args.config else DaemonConfig()
-        config = with_overrides(config, model=args.model, device=args.device,
-                                sources=args.source, publish=args.publish, control=args.control,
-                                hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
-                                realtime=True if args.realtime else None, shard=args.shard,
-                                backend=args.backend, precision=args.precision)
-        daemon = Daemon(config)
-        daemon.start()
-    except (ConfigError, ModelError) as exc:
-        print(f"streamtag run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    signals = {"count": 0}
-
-    def on_signal(signum, frame) -> None:
-        signals["count"] += 1
-        if signals["count"] > 1:
-            print("streamtag run: second signal, exiting at once", file=sys.stderr)
-            os._exit(1)
-        threading.Thread(target=daemon.stop, name="streamtag-shutdown", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"streamtag run: publishing on {daemon.publisher.endpoint}"
-          + (f", control on {daemon.control.endpoint}" if daemon.control else "")
-          + f"; session {daemon.publisher.session}", file=sys.stderr, flush=True)
-    while not daemon.wait(0.2):
-        if args.exit_when_done and config.sources and daemon.idle():
-            daemon.stop()
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from streamtag.commands.demo import run_demo
-    from streamtag.errors import ConfigError, ModelError
-
-    try:
-        return run_demo(args.model, realtime=args.realtime, speed=args.speed,
-                        seconds=args.seconds, dashboard=args.dashboard,
-                        dashboard_port=args.dashboard_port, device=args.device,
-                        backend=args.backend)
-    except (ConfigError, ModelError) as exc:
-        print(f"streamtag demo: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-
-
-def cmd_listen(args: argparse.Namespace) -> int:
-    from streamtag.errors import ConfigError
-    from streamtag.wire.security import client_curve
-    from streamtag.wire.subscriber import listen_main
-
-    curve = None
-    if args.server_key or args.client_key:
-        if not (args.server_key and args.client_key):
-            print("streamtag listen: --server-key and --client-key go together", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            curve = client_curve(args.server_key, args.client_key)
-        except ConfigError as exc:
-            print(f"streamtag listen: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    return listen_main(args.endpoint, streams=args.stream or None, as_json=args.json,
-                       count=args.count, duration=args.duration, curve=curve,
-                       tracks=args.tracks, control=args.control)
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    from streamtag.wire.security import generate_keys
-
-    public, secret = generate_keys(args.directory, args.name)
-    print(f"public key: {public}  (give it to the other side)\nsecret key: {secret}  "
-          "(keep it here)")
-    return 0
-
-
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    from streamtag.web import dashboard_main
-
-    return dashboard_main(args)
-
-
-def cmd_proxy(args: argparse.Namespace) -> int:
-    from streamtag.wire.proxy import run_proxy
-
-    def ready(frontend: str | None, backend: str) -> None:
-        print(f"streamtag proxy: daemons publish to {frontend}, subscribers connect to "
-              f"{backend}", file=sys.stderr, flush=True)
-
-    import signal
-
-    # The proxy loop runs in libzmq without returning to Python, so it cannot see a signal:
-    # it runs in a thread, and SIGTERM (an orchestrator stopping the pod) or Ctrl-C here
-    # stops it through its stop event. Exit 0 either way.
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            run_proxy(args.frontend, args.backend, stop, upstream=args.upstream or (),
-                      ready=ready)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failure.append(exc)
-            stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    worker = threading.Thread(target=serve, name="streamtag-proxy", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.2)
-    if failure and isinstance(failure[0], OSError):  # an endpoint it cannot bind
-        print(f"streamtag proxy: {failure[0].strerror or failure[0]}", file=sys.stderr)
-        return EXIT_USAGE
-    if failure:
-        raise failure[0]
-    return 0
-
-
-def cmd_record(args: argparse.Namespace) -> int:
-    from streamtag.history.recorder import record_main
-
-    return record_main(args)
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    from streamtag.history.report import history_main
-
-    return history_main(args)
-
-
-def cmd_tag(args: argparse.Namespace) -> int:
-    from streamtag.catalog.installed import resolve_model
-    from streamtag.catalog.shipped import default_model_path
-    from streamtag.engine.batching import EngineConfig
-    from streamtag.engine.tagging import format_csv, format_json, format_text, tag_files
-    from streamtag.errors import ModelError
-    from streamtag.model.inference import InferenceModel
-
-    try:
-        model = InferenceModel.load(resolve_model(args.model) or default_model_path(),
-                                    device=args.device, backend=args.backend,
-                                    precision=args.precision)
-        config = EngineConfig(hop_seconds=args.hop_seconds)
-    except (ModelError, ValueError) as exc:
-        print(f"streamtag tag: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    results = tag_files(args.files, model, config=config)
-    formatter = format_json if args.json else format_csv if args.csv else format_text
-    sys.stdout.write(formatter(results))
-    return 1 if any(r.error for r in results) else 0
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    from streamtag.errors import SourceError
-    from streamtag.sources import list_input_devices
-
-    try:
-        devices = list_input_devices()
-    except SourceError as exc:
-        print(f"streamtag devices: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if not devices:
-        print("no audio input devices found")
-    for d in devices:
-        mark = "*" if d["default"] else " "
-        print(f"{mark}{d['index']:3d}  {d['name']}  [{d['hostapi']}] "
-              f"({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)")
-    return 0
+    return run
 
 
 def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -265,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .npy (default: the input's name with .npy)")
     p.add_argument("--mels-first", action="store_true",
                    help="save (n_mels, frames) instead of (frames, n_mels)")
-    p.set_defaults(func=cmd_features)
+    p.set_defaults(func=_command("features"))
 
     from streamtag.commands.train import (
         add_train_commands,  # only argparse: the trainer loads lazily
@@ -283,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the shipped model)")
     p.add_argument("--source", action="append", metavar="[ID=]SPEC",
                    help="file:PATH, a path, http(s)://URL, device:NAME or pipe:; repeatable")
-    p.add_argument("--publish", help="PUB endpoint (default tcp://127.0.0.1:5556)")
-    p.add_argument("--control", help="control endpoint (default tcp://127.0.0.1:5557; '' off)")
+    p.add_argument("--publish", help=f"PUB endpoint (default {DEFAULT_FEED_ENDPOINT})")
+    p.add_argument("--control",
+                   help=f"control endpoint (default {DEFAULT_CONTROL_ENDPOINT}; '' off)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     _add_backend(p, None)
@@ -297,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-done", action="store_true",
                    help="stop once every source has ended (files)")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=_command("run"))
 
     p = sub.add_parser("tag", help="tag audio files offline: segments and a summary per file")
     p.add_argument("files", nargs="+")
@@ -310,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per file")
     fmt.add_argument("--csv", action="store_true", help="CSV rows: segments and track tags")
-    p.set_defaults(func=cmd_tag)
+    p.set_defaults(func=_command("tag"))
 
     p = sub.add_parser("devices", help="list audio input devices")
-    p.set_defaults(func=cmd_devices)
+    p.set_defaults(func=_command("devices"))
 
     p = sub.add_parser("demo", help="watch the daemon tag a generated piece live")
     p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
@@ -325,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-port", type=int, default=8080)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_backend(p, "auto")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=_command("demo"))
 
     p = sub.add_parser("listen", help="print a daemon's messages live")
-    p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5556")
+    p.add_argument("endpoint", nargs="?", default=DEFAULT_FEED_ENDPOINT)
     p.add_argument("--stream", action="append", help="only this stream; repeatable")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--count", type=int, help="stop after this many messages")
@@ -341,35 +127,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", metavar="ENDPOINT",
                    help="with --tracks: the daemon's control endpoint, to start with its "
                         "current titles and last tracks")
-    p.set_defaults(func=cmd_listen)
+    p.set_defaults(func=_command("listen"))
 
     p = sub.add_parser("keys", help="CURVE key pairs for encrypted, authenticated sockets")
     keys_sub = p.add_subparsers(dest="keys_command", required=True)
     g = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret in DIRECTORY")
     g.add_argument("directory")
     g.add_argument("--name", default="server", help="the key pair's name (default: server)")
-    g.set_defaults(func=cmd_keys)
+    g.set_defaults(func=_command("keys"))
 
     p = sub.add_parser("dashboard",
                        help="a web page showing the tags live, for a screen in the room")
     p.add_argument("--connect", action="append", metavar="ENDPOINT",
                    help="the daemon's (or a proxy's) PUB endpoint; repeatable "
-                        "(default tcp://127.0.0.1:5556)")
+                        f"(default {DEFAULT_FEED_ENDPOINT})")
     p.add_argument("--control", metavar="ENDPOINT",
                    help="the daemon's control endpoint: the current state is fetched at start")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--db", metavar="URL",
                    help="a history database (streamtag record's) for the history view")
-    p.set_defaults(func=cmd_dashboard)
+    p.set_defaults(func=_command("dashboard"))
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
-    p.add_argument("--frontend", default="tcp://127.0.0.1:5558",
+    p.add_argument("--frontend", default=DEFAULT_FRONTEND,
                    help="XSUB endpoint daemons publish to (bound)")
-    p.add_argument("--backend", default="tcp://127.0.0.1:5559",
+    p.add_argument("--backend", default=DEFAULT_BACKEND,
                    help="XPUB endpoint subscribers connect to (bound)")
     p.add_argument("--upstream", action="append", help="a daemon PUB endpoint to connect to")
-    p.set_defaults(func=cmd_proxy)
+    p.set_defaults(func=_command("proxy"))
 
     p = sub.add_parser("record", help="write what daemons publish to a history database")
     p.add_argument("--connect", action="append", metavar="ENDPOINT",
@@ -392,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upgrade", action="store_true",
                    help="create or upgrade the database schema, then exit")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_record)
+    p.set_defaults(func=_command("record"))
 
     p = sub.add_parser("history", help="what was recorded: tracks, tag airtime, events")
     p.add_argument("--db", default="sqlite:///tags.db",
@@ -407,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="CSV rows: tracks, shares, events, gaps")
     p.add_argument("--plot", metavar="FILE.png", help="draw a timeline of tag shares per stream")
     p.add_argument("--top", type=int, default=8, help="tags drawn per stream (default 8)")
-    p.set_defaults(func=cmd_history)
+    p.set_defaults(func=_command("history"))
     return parser
 
 

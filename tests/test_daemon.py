@@ -29,7 +29,8 @@ from streamtag.daemon.config import (
     SourceConfig,
 )
 from streamtag.daemon.daemon import Daemon
-from streamtag.wire.subscriber import Subscriber, control_request
+from streamtag.wire.control import control_request
+from streamtag.wire.subscriber import Subscriber
 
 
 def test_a_file_stream_end_to_end(model_path, audio_files, tmp_path):

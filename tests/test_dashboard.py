@@ -26,7 +26,8 @@ from helpers import free_port  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
-from streamtag.web import dashboard_main, run_dashboard  # noqa: E402
+from streamtag.commands.dashboard import cmd_dashboard  # noqa: E402
+from streamtag.web import run_dashboard  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 from streamtag.web.server import PAGES, load_static  # noqa: E402
 from streamtag.wire.control import ControlServer  # noqa: E402
@@ -271,7 +272,7 @@ def test_port_in_use_is_a_clear_error(endpoints, capsys):
         taken.listen()
         args = argparse.Namespace(connect=[endpoints[0]], control=None,
                                   port=taken.getsockname()[1], host="127.0.0.1")
-        assert dashboard_main(args) == 2
+        assert cmd_dashboard(args) == 2
     assert "choose one with --port" in capsys.readouterr().err
 
 

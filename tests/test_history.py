@@ -471,7 +471,8 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
     from streamtag.audio.files import write_audio
     from streamtag.audio.testsignals import music_like
     from streamtag.daemon.daemon import Daemon
-    from streamtag.wire.subscriber import Subscriber, control_request
+    from streamtag.wire.control import control_request
+    from streamtag.wire.subscriber import Subscriber
 
     files = {}
     for name, seconds, seed in (("a", 6.0, 1), ("b", 5.0, 2)):

@@ -12,8 +12,9 @@ import pytest
 import zmq
 from helpers import run_python
 
+from streamtag.commands.listen import run_listen
 from streamtag.errors import ProtocolError
-from streamtag.wire.control import ControlServer
+from streamtag.wire.control import ControlServer, control_request
 from streamtag.wire.protocol import (
     PROTOCOL_VERSION,
     EventBody,
@@ -25,7 +26,7 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.proxy import run_proxy
 from streamtag.wire.publisher import Publisher
-from streamtag.wire.subscriber import ReceivedMessage, Subscriber, control_request, listen_main
+from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 ANY_PORT = "tcp://127.0.0.1:*"
 TAGS = ["rock", "calm", "vocal"]
@@ -453,7 +454,7 @@ class Background:
 def test_listen_prints_one_line_per_message(ctx):
     out = io.StringIO()
     with Publisher(ANY_PORT, context=ctx) as pub, Background(pub):
-        status = listen_main(pub.endpoint, ["radio-1"], count=8, duration=10, out=out,
+        status = run_listen(pub.endpoint, ["radio-1"], count=8, duration=10, out=out,
                              context=ctx)
     lines = out.getvalue().splitlines()
     assert status == 0 and len(lines) == 8
@@ -466,7 +467,7 @@ def test_listen_prints_one_line_per_message(ctx):
 def test_listen_json_lines_parse(ctx):
     out = io.StringIO()
     with Publisher(ANY_PORT, context=ctx) as pub, Background(pub):
-        status = listen_main(pub.endpoint, None, as_json=True, count=8, duration=10, out=out,
+        status = run_listen(pub.endpoint, None, as_json=True, count=8, duration=10, out=out,
                              context=ctx)
     lines = out.getvalue().splitlines()
     assert status == 0 and len(lines) == 8
@@ -483,10 +484,10 @@ def test_listen_ends_after_its_duration_and_reports_bad_arguments(ctx, capsys):
     endpoint = f"tcp://127.0.0.1:{quiet.bind_to_random_port('tcp://127.0.0.1')}"
     out = io.StringIO()
     t0 = time.monotonic()
-    assert listen_main(endpoint, None, duration=0.2, out=out, context=ctx) == 0
+    assert run_listen(endpoint, None, duration=0.2, out=out, context=ctx) == 0
     assert time.monotonic() - t0 < 3 and out.getvalue() == ""
-    assert listen_main(endpoint, ["no spaces"], count=1, out=out, context=ctx) == 2
-    assert listen_main("nonsense", None, count=1, out=out, context=ctx) == 2
+    assert run_listen(endpoint, ["no spaces"], count=1, out=out, context=ctx) == 2
+    assert run_listen("nonsense", None, count=1, out=out, context=ctx) == 2
     assert "streamtag listen" in capsys.readouterr().err
     quiet.close(linger=0)
 

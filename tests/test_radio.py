@@ -36,14 +36,17 @@ from helpers import (
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
+from streamtag.commands.listen import run_listen
 from streamtag.daemon.config import SourceConfig, config_from_dict
-from streamtag.engine.tagging import format_text, tag_files
+from streamtag.daemon.daemon import track_body
+from streamtag.engine import tagging, tracks
+from streamtag.engine.tagging import format_text, tag_files, track_fields
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
 from streamtag.model.inference import InferenceModel
 from streamtag.sources import HttpSource
 from streamtag.sources.http import stream_format
-from streamtag.wire.subscriber import listen_main
+from streamtag.wire import protocol
 
 MP3_RATE = 44100
 MP3_FRAME = 1152  # samples per MPEG-1 Layer III frame
@@ -398,7 +401,7 @@ def test_listen_tracks_shows_the_current_titles_and_the_last_tracks(model_path, 
         daemon.add_source(SourceConfig("early", f"file:{path}", title="Before"))
         collect(sub, {"early"})
         # A listener that starts now learns what played from the control socket, then follows.
-        listener = threading.Thread(target=listen_main, kwargs={
+        listener = threading.Thread(target=run_listen, kwargs={
             "endpoint": daemon.publisher.endpoint, "tracks": True, "out": out, "count": 4,
             "duration": 30.0, "control": daemon.control.endpoint})
         listener.start()
@@ -465,6 +468,22 @@ def test_the_first_title_names_the_first_track_and_short_tracks_have_no_means():
     s.change_title("after the end", 500)
     assert [(t.title, t.end_sample) for t in s.end(90)] == [("next", 90)]
 
+
+
+def test_the_engine_s_track_rules_are_the_wire_s():
+    # The engine decides which tags are active for a track and the protocol checks the same
+    # rule; the daemon rounds the means for the wire, and `streamtag tag` rounds them alike.
+    assert tracks.TRACK_ACTIVE_SHARE == protocol.TRACK_ACTIVE_SHARE
+    assert tagging.SCORE_DECIMALS == protocol.SCORE_DECIMALS
+    s = TrackSummarizer(100.0, "one", started_at=10.0)
+    for end in (50, 100, 150):
+        s.add_window(end, ("a", "b"), (1 / 3, 0.123456789), (2 / 3, 0.5), ("a",), "m", "h")
+    (track,) = s.end(160, at=12.0)
+    assert track.mean_raw == (1 / 3, 0.123456789)  # the engine keeps the exact means
+    body = track_body(track)
+    assert body.mean_raw == (0.333333, 0.123457) and body.mean_smoothed == (0.666667, 0.5)
+    assert body.active == ("a",) and body.model == protocol.ModelRef("m", "h")
+    assert track_fields(track) == body.to_dict()
 
 # -- a real Icecast, fed by ffmpeg from a playlist --------------------------------------------
 

@@ -24,7 +24,8 @@ from helpers import free_port, run_streamtag, stop_process, tiny_model_file, wai
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.daemon.shard import shard_of
-from streamtag.wire.subscriber import Subscriber, control_request
+from streamtag.wire.control import control_request
+from streamtag.wire.subscriber import Subscriber
 
 SHARDS = 3
 STREAMS = [f"radio-{i:02d}" for i in range(12)]

@@ -8,8 +8,9 @@ from helpers import collect, make_config, run_streamtag, tiny_model_file
 
 from streamtag.daemon.config import SecurityConfig, SourceConfig
 from streamtag.daemon.daemon import Daemon
+from streamtag.wire.control import control_request
 from streamtag.wire.security import client_curve, generate_keys
-from streamtag.wire.subscriber import Subscriber, control_request
+from streamtag.wire.subscriber import Subscriber
 
 
 def test_only_authorised_clients_hear_or_control_the_daemon(tmp_path, audio_files):  # noqa: F811

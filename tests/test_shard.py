@@ -26,7 +26,7 @@ from streamtag.daemon.config import (
 from streamtag.daemon.daemon import Daemon
 from streamtag.daemon.shard import ShardConfig, index_from_host_name, shard_of
 from streamtag.errors import ConfigError
-from streamtag.wire.subscriber import control_request
+from streamtag.wire.control import control_request
 
 TABLE = Path(__file__).parent / "data" / "shard_table.json"
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"

@@ -9,6 +9,7 @@ the piece plays at four times real speed; ``--realtime`` plays it at real speed.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from streamtag.audio.files import write_audio
+from streamtag.commands import EXIT_USAGE
+from streamtag.commands.listen import format_message
 from streamtag.daemon.config import (
     ControlConfig,
     DaemonConfig,
@@ -26,10 +29,24 @@ from streamtag.daemon.config import (
     SourceConfig,
 )
 from streamtag.daemon.daemon import Daemon
+from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.protocol import HeartbeatBody, StatusBody
-from streamtag.wire.subscriber import Subscriber, format_message
+from streamtag.wire.subscriber import Subscriber
 
 DEMO_RATE = 16000
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        return run_demo(args.model, realtime=args.realtime, speed=args.speed,
+                        seconds=args.seconds, dashboard=args.dashboard,
+                        dashboard_port=args.dashboard_port, device=args.device,
+                        backend=args.backend)
+    except (ConfigError, ModelError) as exc:
+        print(f"streamtag demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
 
 
 def run_demo(model: str | None = None, *, realtime: bool = False, speed: float = 4.0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_USAGE = 2
+from streamtag.commands import EXIT_USAGE
 
 __all__ = ["add_models_commands"]
 

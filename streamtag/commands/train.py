@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_USAGE = 2
+from streamtag.commands import EXIT_USAGE
 
 __all__ = ["add_train_commands", "cmd_ensemble", "cmd_eval", "cmd_pretrain", "cmd_train",
            "main"]

@@ -33,13 +33,13 @@ from streamtag.daemon.config import DaemonConfig, SourceConfig
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.smoothing import TagEvent
-from streamtag.engine.tracks import TrackSummarizer
+from streamtag.engine.tracks import TrackSummarizer, TrackSummary
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import AudioChunk, Source, parse_source
 from streamtag.sources.decode_turns import Turns
 from streamtag.wire.control import ControlServer
-from streamtag.wire.protocol import TrackBody
+from streamtag.wire.protocol import SCORE_DECIMALS, ModelRef, TrackBody
 from streamtag.wire.publisher import Publisher
 from streamtag.wire.security import Authenticator, CurveKeys, load_keys
 
@@ -95,6 +95,21 @@ def _metrics_error(address: str, port: int, exc: OSError) -> ConfigError:
                            "above (--metrics-port)")
     return ConfigError(f"metrics.address {address!r}, metrics.port {port}: cannot listen on "
                        f"{where} ({exc.strerror or exc}); check both")
+
+
+def track_body(track: TrackSummary) -> TrackBody:
+    """The ``track`` message's body of a track the engine closed, its means rounded as every
+    published score is (SCORE_DECIMALS)."""
+    def rounded(values: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(round(v, SCORE_DECIMALS) for v in values)
+
+    return TrackBody(title=track.title, reason=track.reason, start_s=track.start_s,
+                     end_s=track.end_s, start_sample=track.start_sample,
+                     end_sample=track.end_sample, started_at=track.started_at,
+                     ended_at=track.ended_at, windows=track.windows, tags=track.tags,
+                     mean_raw=rounded(track.mean_raw), mean_smoothed=rounded(track.mean_smoothed),
+                     active_share=track.active_share, active=track.active,
+                     model=ModelRef(track.model_name, track.model_hash))
 
 
 @dataclasses.dataclass
@@ -427,9 +442,10 @@ class Daemon:
         run.state, run.error = state, error
         self._publish_status(run, state, error)
 
-    def _publish_track(self, run: _SourceRun, track: TrackBody) -> None:
-        self.publisher.publish(run.config.id, track)
-        run.recent_tracks.append(track.to_dict())
+    def _publish_track(self, run: _SourceRun, track: TrackSummary) -> None:
+        body = track_body(track)
+        self.publisher.publish(run.config.id, body)
+        run.recent_tracks.append(body.to_dict())
 
     def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
         self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,

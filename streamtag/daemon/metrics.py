@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
@@ -21,14 +21,28 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
-    from streamtag.daemon.daemon import Daemon
     from streamtag.engine.batching import WindowResult
 
 STATES = ("starting", "running", "reconnecting", "ended", "failed")
 
 
+class Observed(Protocol):
+    """What the metrics read of the daemon, at scrape time. The daemon, which creates its
+    metrics, is one; this module does not import it."""
+
+    engine: Any      # None while the model loads
+    publisher: Any   # None until the sockets are bound
+
+    def status(self) -> dict[str, Any]:
+        """The control socket's ``status`` reply: streams with their state and counters, and
+        the engine's counts."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether ``/readyz`` answers 200, and the reason it gives."""
+
+
 class _Collector:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Observed) -> None:
         self.daemon = daemon
 
     def collect(self):
@@ -75,7 +89,7 @@ class _Collector:
 
 
 class DaemonMetrics:
-    def __init__(self, daemon: Daemon, port: int, address: str = "127.0.0.1") -> None:
+    def __init__(self, daemon: Observed, port: int, address: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(daemon))
         self.batch_size = Histogram("streamtag_batch_size", "Windows per forward pass",
@@ -107,7 +121,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # a probe every few seconds would flood the daemon's log
 
 
-def _probes(daemon: Daemon, metrics_app):
+def _probes(daemon: Observed, metrics_app):
     """A WSGI app: /healthz and /readyz, everything else the Prometheus exposition."""
 
     def app(environ, start_response):

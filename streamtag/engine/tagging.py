@@ -4,9 +4,8 @@ Each file becomes a stream of the same ``Engine`` the daemon runs, so windows, s
 events are the daemon's. Per file the result is the tag segments (a tag's on event to its off
 event, with the mean smoothed score between them) and a track summary: the mean of the window
 probabilities per tag and the tags whose mean reaches the tag's threshold, and the file as one
-track, summarised as the daemon's ``track`` message would (``streamtag.engine.tracks``; its title
-from
-the file's title and artist tags).
+track, with the fields of the daemon's ``track`` message (``streamtag.engine.tracks``; its title
+from the file's title and artist tags).
 """
 
 from __future__ import annotations
@@ -23,10 +22,13 @@ import numpy as np
 
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
-from streamtag.engine.tracks import TrackSummarizer
+from streamtag.engine.tracks import TrackSummarizer, TrackSummary
 from streamtag.errors import SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import FileSource
+
+# Decimals of the mean scores in the results: as many as the daemon publishes.
+SCORE_DECIMALS = 6
 
 
 @dataclasses.dataclass
@@ -106,13 +108,27 @@ class _Collector:
             out.duration_s = end_s
             (track,) = self._tracks[stream_id].end(round(end_s * self.model.sample_rate))
             if out.error is None:
-                out.track = track.to_dict()
+                out.track = track_fields(track)
             if self._raw[stream_id]:
                 means = np.mean(self._raw[stream_id], axis=0)
-                out.mean_scores = {t: round(float(m), 6)
+                out.mean_scores = {t: round(float(m), SCORE_DECIMALS)
                                    for t, m in zip(self.model.tags, means, strict=True)}
                 out.tags = [t for t, m, th in zip(self.model.tags, means, self.model.thresholds,
                                                   strict=True) if m >= th]
+
+
+def track_fields(track: TrackSummary) -> dict:
+    """A track as the daemon's ``track`` message has it in JSON, its means rounded alike."""
+    def rounded(values: tuple[float, ...]) -> list[float]:
+        return [round(v, SCORE_DECIMALS) for v in values]
+
+    return {"title": track.title, "reason": track.reason, "start_s": track.start_s,
+            "end_s": track.end_s, "start_sample": track.start_sample,
+            "end_sample": track.end_sample, "started_at": track.started_at,
+            "ended_at": track.ended_at, "windows": track.windows, "tags": list(track.tags),
+            "mean_raw": rounded(track.mean_raw), "mean_smoothed": rounded(track.mean_smoothed),
+            "active_share": list(track.active_share), "active": list(track.active),
+            "model": {"name": track.model_name, "hash": track.model_hash}}
 
 
 def tag_files(paths: Sequence[str | Path], model: InferenceModel,

@@ -5,7 +5,7 @@ to the track its end falls in (``start_sample < window end <= end_sample``), so 
 counts once, for the title that was playing when its last sample played. Title changes arrive
 from the source as soon as they are read, before the windows around them are scored; they wait
 here until the first window that ends past them, which closes the track before it. The daemon
-publishes each closed track as a ``track`` message; ``streamtag tag`` makes one per file.
+publishes each closed `TrackSummary` as a ``track`` message; ``streamtag tag`` makes one per file.
 """
 
 from __future__ import annotations
@@ -17,7 +17,33 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamtag.wire.protocol import SCORE_DECIMALS, TRACK_ACTIVE_SHARE, ModelRef, TrackBody
+# A tag active on more than this share of a track's windows is active for the track.
+TRACK_ACTIVE_SHARE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackSummary:
+    """One closed track: the audio ``[start_sample, end_sample)`` between two title changes
+    (`reason`: "title_change" or "end"), with the means over its `windows` windows, one value
+    per tag in the order of `tags` (none for a track shorter than a window), the share of its
+    windows in which each tag was active, and the tags `active` for the track."""
+
+    title: str | None
+    reason: str
+    start_s: float
+    end_s: float
+    start_sample: int
+    end_sample: int
+    started_at: float  # wall clock, Unix seconds
+    ended_at: float
+    windows: int
+    tags: tuple[str, ...]
+    mean_raw: tuple[float, ...]
+    mean_smoothed: tuple[float, ...]
+    active_share: tuple[float, ...]
+    active: tuple[str, ...]
+    model_name: str
+    model_hash: str
 
 
 @dataclasses.dataclass
@@ -46,8 +72,7 @@ class _Change:
 
 class TrackSummarizer:
     """One stream's tracks: feed title changes, windows and the end, in any interleaving
-    where each kind comes in its own order; each call returns the tracks it closed, as the
-    ``track`` bodies the daemon publishes."""
+    where each kind comes in its own order; each call returns the tracks it closed."""
 
     def __init__(self, sample_rate: float, title: str | None = None,
                  started_at: float | None = None) -> None:
@@ -77,7 +102,7 @@ class TrackSummarizer:
             self._changes.append(_Change(sample, title, at))
 
     def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
-                   active: Sequence[str], model_name: str, model_hash: str) -> list[TrackBody]:
+                   active: Sequence[str], model_name: str, model_hash: str) -> list[TrackSummary]:
         """Counts one window for the track its end falls in; returns the tracks it closed."""
         closed = []
         while self._changes and end_sample > self._changes[0].sample:
@@ -99,7 +124,7 @@ class TrackSummarizer:
         track.last_end = max(track.last_end, int(end_sample))
         return closed
 
-    def end(self, end_sample: int, at: float | None = None) -> list[TrackBody]:
+    def end(self, end_sample: int, at: float | None = None) -> list[TrackSummary]:
         """The stream ended at ``end_sample``: closes the changes before it and the last track.
         Changes at or after the end start no track (they name no audio)."""
         closed = []
@@ -111,29 +136,30 @@ class TrackSummarizer:
         self.ended = True
         return closed
 
-    def _next(self, change: _Change, reason: str) -> TrackBody:
+    def _next(self, change: _Change, reason: str) -> TrackSummary:
         track = self._close(change.sample, change.at, reason)
         self._open = _Open(change.title, change.sample, change.at, change.sample)
         return track
 
-    def _close(self, end_sample: int, at: float, reason: str) -> TrackBody:
+    def _close(self, end_sample: int, at: float, reason: str) -> TrackSummary:
         t = self._open
         if t.windows:
             tags = t.tags
-            mean_raw = _rounded(t.raw_sum / t.windows)
-            mean_smoothed = _rounded(t.smoothed_sum / t.windows)
+            mean_raw = _floats(t.raw_sum / t.windows)
+            mean_smoothed = _floats(t.smoothed_sum / t.windows)
             share = tuple(float(c) / t.windows for c in t.active_count)
         else:  # shorter than a window: no means
             tags = mean_raw = mean_smoothed = share = ()
         active = tuple(tag for tag, s in zip(tags, share, strict=True) if s > TRACK_ACTIVE_SHARE)
         end_sample = max(end_sample, t.start_sample)
-        return TrackBody(title=t.title, reason=reason, start_s=t.start_sample / self.sample_rate,
-                         end_s=end_sample / self.sample_rate, start_sample=t.start_sample,
-                         end_sample=end_sample, started_at=t.started_at, ended_at=at,
-                         windows=t.windows, tags=tags, mean_raw=mean_raw,
-                         mean_smoothed=mean_smoothed, active_share=share, active=active,
-                         model=ModelRef(t.model_name, t.model_hash))
+        return TrackSummary(title=t.title, reason=reason,
+                            start_s=t.start_sample / self.sample_rate,
+                            end_s=end_sample / self.sample_rate, start_sample=t.start_sample,
+                            end_sample=end_sample, started_at=t.started_at, ended_at=at,
+                            windows=t.windows, tags=tags, mean_raw=mean_raw,
+                            mean_smoothed=mean_smoothed, active_share=share, active=active,
+                            model_name=t.model_name, model_hash=t.model_hash)
 
 
-def _rounded(values: np.ndarray) -> tuple[float, ...]:
-    return tuple(round(float(v), SCORE_DECIMALS) for v in values)
+def _floats(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)

@@ -2,5 +2,7 @@
 PostgreSQL, through SQLAlchemy Core), and ``streamtag history`` and the dashboard read it.
 
 schema.py holds the tables and the schema versions (Alembic migrations in migrations/),
-recorder.py the recorder, report.py the queries and the history command, plot.py the timeline.
+recorder.py the recorder, report.py the queries and their text forms, plot.py the timeline
+(it reads report's `History`; report never imports it), metrics.py the recorder's Prometheus
+metrics. The commands are streamtag.commands.record and streamtag.commands.history.
 """

@@ -1,5 +1,5 @@
-"""``streamtag record``: subscribe to daemons (or a proxy) and write what they publish to the
-history database, losing nothing silently.
+"""The recorder behind ``streamtag record``: subscribe to daemons (or a proxy) and write what
+they publish to the history database, losing nothing silently.
 
 Three threads and a bounded queue: the receiver decodes messages (a `Subscriber`, which judges
 seq gaps and daemon restarts) and puts them in the queue; the one writer takes whatever has
@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +31,9 @@ from sqlalchemy.engine import Engine
 
 from streamtag.backoff import Backoff
 from streamtag.history import schema
+from streamtag.wire.control import control_request
 from streamtag.wire.protocol import HEARTBEAT, MSG_TYPES, STREAM_MSG_TYPES, topic_for
-from streamtag.wire.subscriber import ReceivedMessage, Subscriber, control_request
+from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEFAULT_QUEUE_SIZE = 100_000   # messages: 64 streams' scores for about 25 minutes
 DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
@@ -40,7 +41,8 @@ DEFAULT_MAX_BACKOFF_S = 30.0
 FIRST_BACKOFF_S = 0.25
 SNAPSHOT_TIMEOUT_MS = 2000
 _RECV_SLICE_MS = 200
-_RETRYABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)
+# A database that is down or unreachable: worth retrying, unlike one that refuses a row.
+RETRYABLE_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 _MESSAGE_TABLE_NAMES = frozenset(t.name for t in schema.MESSAGE_TABLES.values())
 
 log = logging.getLogger(__name__)
@@ -273,7 +275,7 @@ class Recorder:
                 batch = self._rows(items, runs)
             try:
                 self._write(batch)
-            except _RETRYABLE as exc:
+            except RETRYABLE_DB_ERRORS as exc:
                 self.stats.db_errors += 1
                 self.stats.db_up = False
                 if outage_since is None:
@@ -473,10 +475,8 @@ class Recorder:
                 log.warning("the database refused a heartbeat row", exc_info=True)
 
 
-# ---------------------------------------------------------------- streamtag record
-
-def _start_when_up(engine: Engine, make: Any, stop: threading.Event,
-                   max_backoff_s: float) -> Recorder | None:
+def start_when_up(engine: Engine, make: Callable[[], Recorder], stop: threading.Event,
+                  max_backoff_s: float) -> Recorder | None:
     """Upgrade the schema and start a recorder (`make()`), which reads where it left off;
     retried with back-off while the database is down. None when stopped meanwhile."""
     backoff = _backoff(max_backoff_s)
@@ -484,7 +484,7 @@ def _start_when_up(engine: Engine, make: Any, stop: threading.Event,
         try:
             schema.upgrade(engine)
             return make().start()  # reads the database before it subscribes
-        except _RETRYABLE as exc:
+        except RETRYABLE_DB_ERRORS as exc:
             wait_s = backoff.next_wait_s()
             log.warning("cannot reach %s (%s); retrying in %.1f s", schema.describe_url(engine),
                         str(exc.orig).strip()[:200], wait_s)
@@ -497,85 +497,3 @@ def _backoff(max_backoff_s: float) -> Backoff:
     up to ``max_backoff_s``, for ever."""
     return Backoff("recorder", reconnect=True, initial_backoff_s=min(FIRST_BACKOFF_S,
                    max_backoff_s), max_backoff_s=max_backoff_s, max_reconnects=None)
-
-
-def record_main(args: Any) -> int:
-    """``streamtag record``; args has connect, control, db, queue_size, batch_size,
-    max_backoff_s, metrics_port, metrics_address, upgrade and verbose."""
-    import signal
-
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-
-    def on_signal(signum, frame) -> None:
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _record(args, stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _record(args: Any, stop: threading.Event) -> int:
-    import sys
-
-    from streamtag.errors import ConfigError
-
-    try:
-        engine = schema.create_db_engine(args.db)
-        if args.upgrade:
-            try:
-                revision = schema.upgrade(engine)
-            except _RETRYABLE as exc:
-                raise ConfigError(f"cannot reach {schema.describe_url(engine)}: "
-                                  f"{str(exc.orig).strip()[:200]}") from None
-            print(f"streamtag record: {schema.describe_url(engine)} is at schema revision "
-                  f"{revision}", file=sys.stderr)
-            return 0
-        if not args.connect:
-            raise ConfigError("streamtag record needs --connect ENDPOINT (a daemon's or a "
-                              "proxy's PUB endpoint); repeat it for several daemons")
-        recorder = _start_when_up(
-            engine, lambda: Recorder(engine, args.connect, args.control or (),
-                                     queue_size=args.queue_size, batch_size=args.batch_size,
-                                     max_backoff_s=args.max_backoff_s),
-            stop, args.max_backoff_s)
-        if recorder is None:
-            return 0
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"streamtag record: {exc}", file=sys.stderr)
-        return 2
-    metrics = None
-    try:
-        if args.metrics_port is not None:
-            from streamtag.history.metrics import RecorderMetrics
-
-            try:
-                metrics = RecorderMetrics(recorder, args.metrics_port, args.metrics_address)
-            except OSError as exc:
-                print(f"streamtag record: cannot serve metrics on {args.metrics_address}:"
-                      f"{args.metrics_port}: {exc}; choose another --metrics-port",
-                      file=sys.stderr)
-                recorder.stop(0)
-                return 2
-        print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
-              f"{schema.describe_url(engine)}"
-              + (f"; metrics on port {metrics.port}" if metrics else ""),
-              file=sys.stderr, flush=True)
-        stop.wait()
-        complete = recorder.stop(args.drain_timeout_s)
-        stats = recorder.stats
-        print(f"streamtag record: wrote {stats.written} messages; {stats.gaps} gaps "
-              f"({stats.missed} messages missing), {stats.overflowed} dropped at a full queue"
-              + ("" if complete else "; the database did not take everything queued before "
-                                     "--drain-timeout-s"), file=sys.stderr)
-        return 0 if complete else 1
-    finally:
-        if metrics is not None:
-            metrics.close()
-        engine.dispose()

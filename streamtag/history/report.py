@@ -1,4 +1,4 @@
-"""``streamtag history``: what a history database says about a time range. Tracks with their
+"""What a history database says about a time range (``streamtag history``). Tracks with their
 tags, each tag's share of airtime, the events, and what is known to be missing (gaps, daemon
 restarts), as text, CSV or JSON; `plot.py` draws it.
 
@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -315,45 +314,3 @@ def format_csv(history: History) -> str:
 
 def format_json(history: History) -> str:
     return json.dumps(history.to_dict(), ensure_ascii=False, indent=1) + "\n"
-
-
-def history_main(args: Any) -> int:
-    """``streamtag history``; args has db, stream, since, until, json, csv, plot, top."""
-    try:
-        now = time.time()
-        since = parse_time(args.since, "--since", now) if args.since else None
-        until = parse_time(args.until, "--until", now) if args.until else None
-        if since is not None and until is not None and until < since:
-            raise ConfigError("--until is before --since; swap them")
-        schema.require_existing(args.db)
-        engine = schema.create_db_engine(args.db)
-    except ConfigError as exc:
-        print(f"streamtag history: {exc}", file=sys.stderr)
-        return 2
-    try:
-        schema.check_readable(engine)
-        history = load_history(engine, args.stream or None, since, until)
-    except ConfigError as exc:
-        print(f"streamtag history: {exc}", file=sys.stderr)
-        return 2
-    except sa.exc.OperationalError as exc:
-        print(f"streamtag history: cannot read {schema.describe_url(engine)}: "
-              f"{str(exc.orig).strip()}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
-    if args.plot:
-        from streamtag.history.plot import plot_history
-
-        engine = schema.create_db_engine(args.db)
-        try:
-            drawn = plot_history(engine, history, args.plot, top=args.top)
-        finally:
-            engine.dispose()
-        left = sum(1 for a in history.airtime.values() if a.windows) - len(drawn)
-        print(f"streamtag history: wrote {args.plot}"
-              + (f" ({len(drawn)} streams; {left} more not drawn: choose them with --stream)"
-                 if left > 0 else ""), file=sys.stderr)
-    formatter = format_json if args.json else format_csv if args.csv else format_text
-    sys.stdout.write(formatter(history))
-    return 0

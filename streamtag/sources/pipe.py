@@ -60,7 +60,7 @@ class PipeSource(Source):
         dtype = FORMATS[self.format]
         frame_bytes = dtype.itemsize * self.channels
         block_bytes = frame_bytes * self.block_frames
-        read = self._reader(stop)
+        read = self._reader()
         pending = b""
         while not stop.is_set():
             try:
@@ -89,7 +89,7 @@ class PipeSource(Source):
             self.counters["dropped_bytes"] += len(pending)
         yield from self._end(dropped_bytes=self.counters["dropped_bytes"])
 
-    def _reader(self, stop: threading.Event):
+    def _reader(self):
         """A read(n) that returns b"" at EOF, None when nothing arrived within 0.1 s."""
         stream = self.stream
         fd = _pollable_fd(stream)

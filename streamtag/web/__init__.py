@@ -1,18 +1,17 @@
 """The venue dashboard: a web page showing a daemon's tags live, and its websocket bridge.
 
-``streamtag dashboard --connect ENDPOINT`` runs `dashboard_main`; `run_dashboard` is the API
-(see streamtag/web/server.py). The server needs the ``websockets`` package; importing this
-package does not, so the command can say what to install.
+`run_dashboard` is the API (see streamtag/web/server.py); ``streamtag dashboard --connect
+ENDPOINT`` is streamtag.commands.dashboard. The server needs the ``websockets`` package;
+importing this package does not, so the command can say what to install.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["dashboard_main", "run_dashboard"]
+__all__ = ["run_dashboard"]
 
 
 def run_dashboard(connect: str | Iterable[str], port: int = 8080, host: str = "127.0.0.1",
@@ -22,14 +21,3 @@ def run_dashboard(connect: str | Iterable[str], port: int = 8080, host: str = "1
     from streamtag.web.server import run_dashboard as run
 
     run(connect, port, host, control, ready, stop_event, **options)
-
-
-def dashboard_main(args: Any) -> int:
-    """``streamtag dashboard``: args has connect, control, port and host."""
-    try:
-        from streamtag.web.server import dashboard_main as main
-    except ImportError as exc:
-        print(f"streamtag dashboard: needs the websockets package ({exc}); install it with "
-              "'pip install websockets'", file=sys.stderr)
-        return 2
-    return main(args)

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import importlib.resources
 import json
 import logging
-import signal
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -36,14 +33,13 @@ from websockets.http11 import Request, Response
 
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
 from streamtag.web.history import DEFAULT_HOURS, HistoryView
-from streamtag.wire.subscriber import control_request
+from streamtag.wire.control import control_request
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
 CONTROL_TIMEOUT_MS = 1000
 SNAPSHOT_RETRY_S = 3.0
 MAX_CLIENT_BUFFER = 1 << 20  # a page this far behind is closed; it reconnects to a fresh hello
-EXIT_USAGE = 2
 
 # path -> (file in static/, content type)
 PAGES = {
@@ -293,38 +289,3 @@ def run_dashboard(connect: str | Iterable[str], port: int = DEFAULT_PORT,
     """
     dashboard = Dashboard(connect, control, history_s=history_s, db=db)
     asyncio.run(dashboard.run(host, port, ready, stop_event))
-
-
-def dashboard_main(args: Any) -> int:
-    """``streamtag dashboard``: args has connect (str or list), control, port and host."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    connect = args.connect if args.connect else "tcp://127.0.0.1:5556"
-    feed = connect if isinstance(connect, str) else ", ".join(connect)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"streamtag dashboard: listening on {args.host}: anyone who can reach it sees "
-              "the tags; there is no authentication", file=sys.stderr)
-
-    def ready(url: str) -> None:
-        print(f"streamtag dashboard: open {url} (feed {feed}"
-              + (f", control {args.control}" if args.control else "") + ")",
-              file=sys.stderr, flush=True)
-
-    try:
-        run_dashboard(connect, args.port, args.host, args.control, ready, stop,
-                      db=getattr(args, "db", None))
-    except (OSError, ValueError) as exc:
-        hint = ("; another server uses that port: choose one with --port"
-                if getattr(exc, "errno", None) == errno.EADDRINUSE else "")
-        print(f"streamtag dashboard: {exc}{hint}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0

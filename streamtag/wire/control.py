@@ -1,9 +1,10 @@
-"""The daemon's control socket, server side: JSON requests on a ROUTER socket answered in a
-thread of its own. The client side is `streamtag.wire.subscriber.control_request`."""
+"""The daemon's control socket, both sides: `ControlServer` answers JSON requests on a ROUTER
+socket in a thread of its own; `control_request` is the client, one request and its reply."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,12 +12,14 @@ import zmq
 
 from streamtag.wire.protocol import (
     PROTOCOL_VERSION,
+    decode_reply,
     decode_request,
     encode_reply,
+    encode_request,
     error_reply,
 )
 from streamtag.wire.ready_thread import ReadyThread
-from streamtag.wire.security import CurveKeys, make_server
+from streamtag.wire.security import ClientCurve, CurveKeys, make_client, make_server
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, bind_or_connect
 
 log = logging.getLogger(__name__)
@@ -142,3 +145,34 @@ class ControlServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
+                    context: zmq.Context | None = None,
+                    curve: ClientCurve | None = None) -> dict[str, Any]:
+    """Send one control request and return the reply dict ({"ok": ..., ...}).
+
+    Raises TimeoutError when no reply comes within `timeout_ms`, and ProtocolError for a
+    request that is not an object with a string "cmd" or a reply that is not valid.
+    """
+    payload = encode_request(request)
+    ctx = context if context is not None else zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            make_client(sock, curve)
+        bind_or_connect(sock, endpoint, True, "control client")
+        # Wait for a ready connection within the same budget: a peer that is not there yet,
+        # or that refuses our CURVE key, leaves no pipe to send on (send would raise Again).
+        deadline = time.monotonic() + timeout_ms / 1000
+        if sock.poll(timeout_ms, zmq.POLLOUT):
+            sock.send(payload, flags=zmq.NOBLOCK)
+            left_ms = max(0, int(1000 * (deadline - time.monotonic())))
+            if sock.poll(left_ms, zmq.POLLIN):
+                return decode_reply(sock.recv(zmq.NOBLOCK))
+        raise TimeoutError(f"no reply from the control socket at {endpoint} within "
+                           f"{timeout_ms} ms; is the daemon running, is that its control "
+                           "endpoint, and (with keys) is this client's key allowed?")
+    finally:
+        sock.close(linger=0)

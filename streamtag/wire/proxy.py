@@ -1,4 +1,5 @@
-"""``streamtag proxy``: many daemons, one endpoint for subscribers (ZeroMQ XSUB/XPUB).
+"""Many daemons, one endpoint for subscribers: a ZeroMQ XSUB/XPUB proxy (the command is
+``streamtag proxy``, streamtag.commands.proxy).
 
 Daemons reach the proxy either way round: a daemon whose Publisher binds is listed in
 `upstream` and the proxy connects to it; a daemon whose Publisher connects (``connect=True``)

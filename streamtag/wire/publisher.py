@@ -2,7 +2,7 @@
 
 `Publisher` owns one PUB socket: it builds messages with protocol.py, stamps the session and
 the per-topic sequence numbers, and sends without ever blocking the caller. The control socket
-is `streamtag.wire.control` (server) and `streamtag.wire.subscriber.control_request` (client).
+is `streamtag.wire.control` (`ControlServer`, and `control_request` for clients).
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
-from streamtag.wire.subscriber import Subscriber, control_request
+from streamtag.wire.control import control_request
+from streamtag.wire.subscriber import Subscriber
 
 
 @pytest.fixture(scope="module")

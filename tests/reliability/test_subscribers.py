@@ -21,7 +21,8 @@ from streamtag.daemon.config import PublishConfig, SourceConfig
 from streamtag.daemon.daemon import Daemon
 from streamtag.engine.batching import EngineConfig
 from streamtag.engine.smoothing import SmoothingConfig
-from streamtag.wire.subscriber import Subscriber, control_request
+from streamtag.wire.control import control_request
+from streamtag.wire.subscriber import Subscriber
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,43 @@
+"""``streamtag dashboard``: the venue page served until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """args has connect (str or list), control, port, host and db."""
+    try:
+        from streamtag.web.server import run_dashboard
+    except ImportError as exc:  # websockets, which only the dashboard needs
+        print(f"streamtag dashboard: needs the websockets package ({exc}); install it with "
+              "'pip install websockets'", file=sys.stderr)
+        return EXIT_USAGE
+    connect = args.connect if args.connect else DEFAULT_FEED_ENDPOINT
+    feed = connect if isinstance(connect, str) else ", ".join(connect)
+    if args.host not in LOOPBACK:
+        print(f"streamtag dashboard: listening on {args.host}: anyone who can reach it sees "
+              "the tags; there is no authentication", file=sys.stderr)
+
+    def ready(url: str) -> None:
+        print(f"streamtag dashboard: open {url} (feed {feed}"
+              + (f", control {args.control}" if args.control else "") + ")",
+              file=sys.stderr, flush=True)
+
+    with stop_on_signals() as stop:
+        try:
+            run_dashboard(connect, args.port, args.host, args.control, ready, stop,
+                          db=getattr(args, "db", None))
+        except (OSError, ValueError) as exc:
+            hint = ("; another server uses that port: choose one with --port"
+                    if getattr(exc, "errno", None) == errno.EADDRINUSE else "")
+            print(f"streamtag dashboard: {exc}{hint}", file=sys.stderr)
+            return EXIT_USAGE
+    return 0

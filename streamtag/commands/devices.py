@@ -1,0 +1,25 @@
+"""``streamtag devices``: the audio input devices, the default one marked."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streamtag.commands import EXIT_USAGE
+from streamtag.errors import SourceError
+from streamtag.sources import list_input_devices
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        devices = list_input_devices()
+    except SourceError as exc:
+        print(f"streamtag devices: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not devices:
+        print("no audio input devices found")
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f"{mark}{d['index']:3d}  {d['name']}  [{d['hostapi']}] "
+              f"({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)")
+    return 0

@@ -1,0 +1,46 @@
+"""``streamtag features``: the log-mel frames of an audio file, saved as .npy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamtag.audio.files import AudioDecodeError, load_audio
+from streamtag.commands import EXIT_USAGE
+from streamtag.frontend import LogMelOptions, compute_logmel
+
+
+def frontend_options(preset: str, changes_json: str | None) -> LogMelOptions:
+    """A preset's options with the changes of ``--options`` (a JSON object); ValueError."""
+    options = LogMelOptions.preset(preset)
+    if changes_json:
+        try:
+            changes = json.loads(changes_json)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--options is not valid JSON: {exc}") from exc
+        options = LogMelOptions.from_dict({**options.to_dict(), **changes})
+    return options
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    try:
+        options = frontend_options(args.preset, args.options)
+        audio, rate = load_audio(args.file, options.sample_rate)
+    except (ValueError, AudioDecodeError) as exc:
+        print(f"streamtag features: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    t0 = time.perf_counter()
+    frames = compute_logmel(audio, options)
+    elapsed = time.perf_counter() - t0
+    out = Path(args.out) if args.out else Path(args.file).with_suffix(".npy")
+    np.save(out, frames.T if args.mels_first else frames)
+    seconds = len(audio) / rate
+    print(f"{args.file}: {seconds:.1f} s at {rate:g} Hz -> {frames.shape[0]} frames x "
+          f"{frames.shape[1]} mels ({args.preset}) in {elapsed * 1e3:.1f} ms "
+          f"({seconds / max(elapsed, 1e-9):.0f}x real time); wrote {out}")
+    return 0

@@ -1,0 +1,62 @@
+"""``streamtag history``: what was recorded in a time range, as text, CSV or JSON on stdout,
+and a timeline picture with ``--plot``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import sqlalchemy as sa
+
+from streamtag.commands import EXIT_USAGE
+from streamtag.errors import ConfigError
+from streamtag.history import schema
+from streamtag.history.plot import plot_history
+from streamtag.history.report import (
+    format_csv,
+    format_json,
+    format_text,
+    load_history,
+    parse_time,
+)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """args has db, stream, since, until, json, csv, plot and top."""
+    try:
+        now = time.time()
+        since = parse_time(args.since, "--since", now) if args.since else None
+        until = parse_time(args.until, "--until", now) if args.until else None
+        if since is not None and until is not None and until < since:
+            raise ConfigError("--until is before --since; swap them")
+        schema.require_existing(args.db)
+        engine = schema.create_db_engine(args.db)
+    except ConfigError as exc:
+        print(f"streamtag history: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        schema.check_readable(engine)
+        history = load_history(engine, args.stream or None, since, until)
+    except ConfigError as exc:
+        print(f"streamtag history: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except sa.exc.OperationalError as exc:
+        print(f"streamtag history: cannot read {schema.describe_url(engine)}: "
+              f"{str(exc.orig).strip()}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        engine.dispose()
+    if args.plot:
+        engine = schema.create_db_engine(args.db)
+        try:
+            drawn = plot_history(engine, history, args.plot, top=args.top)
+        finally:
+            engine.dispose()
+        left = sum(1 for a in history.airtime.values() if a.windows) - len(drawn)
+        print(f"streamtag history: wrote {args.plot}"
+              + (f" ({len(drawn)} streams; {left} more not drawn: choose them with --stream)"
+                 if left > 0 else ""), file=sys.stderr)
+    formatter = format_json if args.json else format_csv if args.csv else format_text
+    sys.stdout.write(formatter(history))
+    return 0

@@ -1,0 +1,79 @@
+"""``streamtag record``: the recorder in the foreground until a signal, then a summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+
+from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.errors import ConfigError
+from streamtag.history import schema
+from streamtag.history.recorder import RETRYABLE_DB_ERRORS, Recorder, start_when_up
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
+    metrics_port, metrics_address, upgrade and verbose."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with stop_on_signals() as stop:
+        return record(args, stop)
+
+
+def record(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Records until `stop` is set; the exit status."""
+    try:
+        engine = schema.create_db_engine(args.db)
+        if args.upgrade:
+            try:
+                revision = schema.upgrade(engine)
+            except RETRYABLE_DB_ERRORS as exc:
+                raise ConfigError(f"cannot reach {schema.describe_url(engine)}: "
+                                  f"{str(exc.orig).strip()[:200]}") from None
+            print(f"streamtag record: {schema.describe_url(engine)} is at schema revision "
+                  f"{revision}", file=sys.stderr)
+            return 0
+        if not args.connect:
+            raise ConfigError("streamtag record needs --connect ENDPOINT (a daemon's or a "
+                              "proxy's PUB endpoint); repeat it for several daemons")
+        recorder = start_when_up(
+            engine, lambda: Recorder(engine, args.connect, args.control or (),
+                                     queue_size=args.queue_size, batch_size=args.batch_size,
+                                     max_backoff_s=args.max_backoff_s),
+            stop, args.max_backoff_s)
+        if recorder is None:
+            return 0
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"streamtag record: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    metrics = None
+    try:
+        if args.metrics_port is not None:
+            from streamtag.history.metrics import RecorderMetrics  # prometheus, only if asked
+
+            try:
+                metrics = RecorderMetrics(recorder, args.metrics_port, args.metrics_address)
+            except OSError as exc:
+                print(f"streamtag record: cannot serve metrics on {args.metrics_address}:"
+                      f"{args.metrics_port}: {exc}; choose another --metrics-port",
+                      file=sys.stderr)
+                recorder.stop(0)
+                return EXIT_USAGE
+        print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
+              f"{schema.describe_url(engine)}"
+              + (f"; metrics on port {metrics.port}" if metrics else ""),
+              file=sys.stderr, flush=True)
+        stop.wait()
+        complete = recorder.stop(args.drain_timeout_s)
+        stats = recorder.stats
+        print(f"streamtag record: wrote {stats.written} messages; {stats.gaps} gaps "
+              f"({stats.missed} messages missing), {stats.overflowed} dropped at a full queue"
+              + ("" if complete else "; the database did not take everything queued before "
+                                     "--drain-timeout-s"), file=sys.stderr)
+        return 0 if complete else 1
+    finally:
+        if metrics is not None:
+            metrics.close()
+        engine.dispose()
