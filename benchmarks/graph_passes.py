@@ -2,7 +2,7 @@
 ``streamtag.model.graph_passes`` (what the daemon serves), side by side in one run.
 
 For each model: both graphs in ONNX Runtime sessions set up as the daemon sets them up
-(``modelfile.onnx_session``, one thread), the same random windows at batch 1, 2 and 8, timed
+(``sessions.onnx_session``, one thread), the same random windows at batch 1, 2 and 8, timed
 in thread CPU time, the two sessions taking turns; the best of ``--reps`` calls of each is
 printed in ms per window with the ratio, and the largest difference between their outputs.
 Models: the shipped default model, short_chunk_resnet (random weights: speed does not depend
@@ -34,6 +34,7 @@ from streamtag.catalog.shipped import default_model_path  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import graph_passes as onnx_passes  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
+from streamtag.model.sessions import onnx_session  # noqa: E402
 
 
 def model_path(name: str, folder: Path) -> Path:
@@ -72,7 +73,7 @@ def main() -> int:
             started = time.perf_counter()
             rewritten, notes = onnx_passes.optimize(graph)
             rewrite_s = time.perf_counter() - started
-            sessions = [modelfile.onnx_session(g, threads=1) for g in (graph, rewritten)]
+            sessions = [onnx_session(g, threads=1) for g in (graph, rewritten)]
             shape = modelfile.example_input(loaded.manifest).shape[1:]
             for batch in (1, 2, 8):
                 x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)

@@ -1,7 +1,7 @@
 """The two backends: ONNX Runtime on the graph every model file carries, frozen TorchScript.
 
-Real model files written by streamtag.model.modelfile, real ONNX Runtime sessions, the daemon end to
-end on a real audio file over real ZeroMQ sockets.
+Real model files written by streamtag.model.modelfile, real ONNX Runtime sessions, the daemon
+end to end on a real audio file over real ZeroMQ sockets.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel, cheapest_batch
-from streamtag.wire.subscriber import Subscriber, control_request
+from streamtag.model.manifest import MANIFEST_FILE, ONNX_FILE, read_manifest
+from streamtag.model.sessions import onnx_session
+from streamtag.wire.control import control_request
+from streamtag.wire.subscriber import Subscriber
 
 N_TAGS = 6
 # vqvae is the autoencoder the vqvae_* taggers are pre-trained from: it does not tag.
@@ -78,9 +81,9 @@ def test_the_onnx_graph_in_every_zoo_model_file_equals_torchscript(name, tmp_pat
     torch.manual_seed(0)
     path = tmp_path / f"{name}.pt"
     manifest = modelfile.save(nets.build(name, N_TAGS, **options), path, _manifest(shape, name))
-    assert manifest.onnx["file"] == modelfile.ONNX_FILE, manifest.onnx
+    assert manifest.onnx["file"] == ONNX_FILE, manifest.onnx
     with zipfile.ZipFile(path) as archive:  # the graph is inside the one model file
-        assert any(n.endswith(f"/extra/{modelfile.ONNX_FILE}") for n in archive.namelist())
+        assert any(n.endswith(f"/extra/{ONNX_FILE}") for n in archive.namelist())
     loaded = modelfile.load(path, device="cpu")  # TorchScript loads big graphs slowly: once
     served = InferenceModel(loaded, backend="onnxruntime")
     frozen = InferenceModel(loaded, backend="torch")
@@ -139,7 +142,7 @@ def test_onnxruntime_scores_a_window_the_same_in_batches_of_any_size_one_after_a
     # memory pattern per size (it mapped fresh pages for each), and its reused buffers must
     # not carry one batch's values into the next.
     loaded = modelfile.load(default_model_path(), device="cpu")
-    session = modelfile.onnx_session(modelfile.onnx_graph(loaded), threads=1)
+    session = onnx_session(modelfile.onnx_graph(loaded), threads=1)
     assert session.get_session_options().enable_mem_pattern is False
     model = InferenceModel(loaded, backend="onnxruntime", threads=1)
     assert model.backend == "onnxruntime"
@@ -162,12 +165,12 @@ def test_onnxruntime_on_cuda_and_unknown_backends_are_refused():
 
 def _as_format_1_0(source, out) -> None:
     """The file as streamtag wrote it before 1.1: the same module, no ONNX graph inside."""
-    extra = {modelfile.MANIFEST_FILE: ""}
+    extra = {MANIFEST_FILE: ""}
     module = torch.jit.load(str(source), _extra_files=extra)
-    data = json.loads(extra[modelfile.MANIFEST_FILE])
+    data = json.loads(extra[MANIFEST_FILE])
     del data["onnx"]
     data["format_version"] = "1.0"
-    torch.jit.save(module, str(out), _extra_files={modelfile.MANIFEST_FILE: json.dumps(data)})
+    torch.jit.save(module, str(out), _extra_files={MANIFEST_FILE: json.dumps(data)})
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +234,7 @@ def test_the_daemon_publishes_the_same_with_either_backend_and_serves_older_file
         "ReLUs before a max pool computed in the convolution: 1"]
     # the older file's graph was exported at load and kept in the cache, by weights hash
     cached = tmp_path / "cache" / "streamtag" / "onnx" / (
-        modelfile.read_manifest(default).weights_sha256 + ".onnx")
+        read_manifest(default).weights_sha256 + ".onnx")
     assert cached.is_file()
 
     reference = published_scores(by_torch)

@@ -22,7 +22,7 @@ from streamtag.daemon.config import (
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
 from streamtag.model import modelfile
-from streamtag.wire.subscriber import control_request
+from streamtag.wire.control import control_request
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from streamtag.audio.testsignals import music_like
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.model import modelfile
-from streamtag.model.modelfile import FORMAT_VERSION, MANIFEST_FILE, Manifest
+from streamtag.model.manifest import FORMAT_VERSION, MANIFEST_FILE, Manifest, read_manifest
 
 # TorchScript is how streamtag ships models; recent torch warns on every jit call.
 pytestmark = pytest.mark.filterwarnings(
@@ -100,7 +100,7 @@ def test_round_trip_gives_the_eager_probabilities_and_the_manifest(saved):
 
 def test_the_hash_is_the_networks_state_and_the_json_is_plain(saved):
     model, path = saved
-    manifest = modelfile.read_manifest(path)
+    manifest = read_manifest(path)
     assert manifest.weights_sha256 == modelfile.weights_sha256(model)
     with zipfile.ZipFile(path) as archive:
         name = next(n for n in archive.namelist() if n.endswith("/extra/" + MANIFEST_FILE))
@@ -225,7 +225,7 @@ def test_invalid_json_and_changed_weights(saved, tmp_path):
     # Other weights under the first file's manifest, as if the weights had been swapped.
     changed = tmp_path / "changed.pt"
     modelfile.save(tiny(1), changed, manifest_fields())
-    original = modelfile.read_manifest(path).weights_sha256
+    original = read_manifest(path).weights_sha256
     rewrite_manifest(changed, tmp_path / "lying.pt", lambda d: d | {"weights_sha256": original})
     with pytest.raises(ModelError, match=r"lying\.pt: weights hash mismatch"):
         modelfile.load(tmp_path / "lying.pt")

@@ -103,6 +103,14 @@ def test_spec_describes_the_input(name):
         assert info["segment_option"] in info["options"]
     if info["loss"] == "two_head_bce":
         assert hasattr(nets.build(name, N_TAGS, **SMALL[name][0]), "forward_heads")
+    assert info["window_reuse"] is None or (info["window_reuse"] in nets.WINDOW_REUSE
+                                            and info["input_kind"] == "logmel")
+
+
+def test_window_reuse_is_declared_for_the_two_layouts_it_knows():
+    declared = {n: nets.spec(n)["window_reuse"] for n in nets.names()}
+    assert {n: s for n, s in declared.items() if s is not None} == {
+        "mel_cnn": "pooled_columns", "short_chunk_resnet": "first_block"}
 
 
 def test_names_by_task():

@@ -18,9 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from streamtag import nets
 from streamtag.frontend import LogMelOptions
-from streamtag.model import graph_passes as onnx_passes
-from streamtag.model import modelfile
+from streamtag.model import graph_passes, modelfile, winograd
 from streamtag.model.inference import InferenceModel
+from streamtag.model.sessions import onnx_session
 
 RNG = np.random.default_rng(7)
 
@@ -33,7 +33,7 @@ def opset_17(graph: onnx.GraphProto) -> onnx.ModelProto:
 
 
 def run(graph: bytes, x: np.ndarray) -> np.ndarray:
-    return modelfile.onnx_session(graph, threads=1).run(None, {"input": x})[0]
+    return onnx_session(graph, threads=1).run(None, {"input": x})[0]
 
 
 def conv_relu_bn_pool(pool: onnx.NodeProto, pooled_shape: list, *, extra_output: bool = False,
@@ -76,7 +76,7 @@ MEL_MAX = helper.make_node("ReduceMax", ["bn"], ["output"], axes=[3], keepdims=0
                                              (MEL_MAX, ["batch", 8, 12])])
 def test_a_pool_after_relu_and_batch_norm_is_taken_first_with_the_same_result(pool, shape):
     graph = conv_relu_bn_pool(pool, shape)
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == ["max pools taken before their ReLU and batch norm: 1"]
     order = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
     assert order == ["Conv", pool.op_type, "Mul", "Relu", "BatchNormalization"]
@@ -100,7 +100,7 @@ def test_without_negative_factors_no_sign_is_needed():
     gamma = next(t for t in model.graph.initializer if t.name == "gamma")
     gamma.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(gamma)), "gamma"))
     graph = model.SerializeToString()
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     # and the ReLU, next to the convolution, is computed in it (relu_in_conv)
     assert notes == ["max pools taken before their ReLU and batch norm: 1",
                      "ReLUs before a max pool computed in the convolution: 1"]
@@ -118,7 +118,7 @@ def test_without_negative_factors_no_sign_is_needed():
     conv_relu_bn_pool(helper.make_node("ReduceMax", ["bn"], ["output"], keepdims=0), []),
 ], ids=["relu read twice", "max over channels", "max over all"])
 def test_graphs_the_pass_does_not_fit_are_left_as_they_are(graph):
-    assert onnx_passes.optimize(graph) == (graph, [])
+    assert graph_passes.optimize(graph) == (graph, [])
 
 
 # ------------------------------------------------- batch norms folded forward, ReLUs in convs
@@ -186,7 +186,7 @@ def batch_norm_then(reader: str, *, height: int = 7, width: int = 6, channels: i
 ], ids=["conv", "conv without bias", "conv stride 2", "flatten gemm", "gemm transB alpha beta",
         "gemm of 2-D"])
 def test_a_batch_norm_is_folded_into_the_layer_after_it(graph):
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == [f"{FOLD_NOTE}: 1"]
     assert "BatchNormalization" not in [n.op_type for n in
                                         onnx.load_from_string(rewritten).graph.node]
@@ -208,7 +208,7 @@ def test_a_batch_norm_is_folded_into_the_layer_after_it(graph):
     batch_norm_then("flatten gemm", beta=0.0),
 ], ids=["padded", "same padding", "grouped", "read twice", "gemm beta 0"])
 def test_a_batch_norm_the_fold_does_not_fit_is_left(graph):
-    assert onnx_passes.optimize(graph) == (graph, [])
+    assert graph_passes.optimize(graph) == (graph, [])
 
 
 def conv_pool_relu(*, pool_read_twice: bool = False) -> bytes:
@@ -234,7 +234,7 @@ def conv_pool_relu(*, pool_read_twice: bool = False) -> bytes:
 
 def test_a_relu_after_a_pool_of_a_convolution_is_computed_in_the_convolution():
     graph = conv_pool_relu()
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == [f"{RELU_NOTE}: 1"]
     assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node] == [
         "Conv", "Relu", "MaxPool"]
@@ -244,7 +244,7 @@ def test_a_relu_after_a_pool_of_a_convolution_is_computed_in_the_convolution():
         assert (expected == 0).any() and (expected > 0).any()
         np.testing.assert_array_equal(run(rewritten, x), expected)
     # the pooled values without the ReLU are still the graph's where something else reads them
-    assert onnx_passes.optimize(conv_pool_relu(pool_read_twice=True))[1] == []
+    assert graph_passes.optimize(conv_pool_relu(pool_read_twice=True))[1] == []
 
 
 POOLS_NOTE = "max pools taken before their ReLU and batch norm"
@@ -297,7 +297,7 @@ def test_a_rewrite_that_changes_the_scores_is_not_served(tmp_path, monkeypatch, 
         first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * 3, first.name))
         return 1
 
-    monkeypatch.setitem(onnx_passes.PASSES, "broken", (scale_the_first_weights, "broken"))
+    monkeypatch.setitem(graph_passes.PASSES, "broken", (scale_the_first_weights, "broken"))
     loaded = modelfile.load(path, device="cpu")
     with caplog.at_level(logging.WARNING, logger="streamtag.model.inference"):
         model = InferenceModel(loaded, backend="onnxruntime", threads=1)
@@ -313,7 +313,7 @@ def test_a_rewrite_that_changes_the_scores_is_not_served(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize(("m", "taps"), [(2, 3), (4, 3), (6, 3), (8, 3), (4, 5), (4, 7)])
 def test_winograd_matrices_compute_a_correlation(m, taps):
-    a_t, g, b_t = onnx_passes.winograd_matrices(m, taps)
+    a_t, g, b_t = winograd.winograd_matrices(m, taps)
     rng = np.random.default_rng(m + taps)
     for _ in range(20):
         d, kernel = rng.standard_normal(m + taps - 1), rng.standard_normal(taps)
@@ -324,7 +324,7 @@ def test_winograd_matrices_compute_a_correlation(m, taps):
 @pytest.mark.parametrize(("out_rows", "m"), [
     (4, 4), (6, 6), (8, 8), (12, 6), (16, 8), (20, 4), (30, 6), (44, 8), (64, 8), (93, 8)])
 def test_the_tile_transforms_the_fewest_rows(out_rows, m):
-    assert onnx_passes.rows_tile(out_rows) == m
+    assert winograd.rows_tile(out_rows) == m
 
 
 def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pads: list,
@@ -358,7 +358,7 @@ def conv_graph(channels: int, out_channels: int, height: int, width: int, *, pad
 ])
 def test_winograd_gives_the_convolution(channels, height, width, pads, bias):
     graph = conv_graph(channels, max(channels, 64), height, width, pads=pads, bias=bias)
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == [WINOGRAD_NOTE]
     assert "MatMul" in [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
     for batch in (1, 3):
@@ -380,7 +380,7 @@ def test_winograd_gives_the_convolution(channels, height, width, pads, bias):
     conv_graph(64, 64, 32, 32, pads=[2, 2, 2, 2], kernel=5),
 ], ids=["16 in", "32 out", "2 rows", "24 positions", "stride 2", "5x5"])
 def test_winograd_leaves_convolutions_where_it_costs_more(graph):
-    assert onnx_passes.optimize(graph) == (graph, [])
+    assert graph_passes.optimize(graph) == (graph, [])
 
 
 def conv_pool_graph(height: int, width: int, *, pads: list, pool: dict,
@@ -427,7 +427,7 @@ def _check_rewritten(graph: bytes, rewritten: bytes, height: int, width: int) ->
 ])
 def test_winograd_takes_a_2x2_max_pool_inside_its_tiles(height, width, pads):
     graph = conv_pool_graph(height, width, pads=pads, pool=POOL_2X2)
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == [WINOGRAD_NOTE]
     nodes = onnx.load_from_string(rewritten).graph.node
     pools = [_attributes(n) for n in nodes if n.op_type == "MaxPool"]
@@ -448,16 +448,16 @@ def test_winograd_takes_a_2x2_max_pool_inside_its_tiles(height, width, pads):
 ], ids=["3x3", "stride 1", "ceil", "padded", "second reader"])
 def test_winograd_leaves_other_pools_after_the_output(pool, second_reader):
     graph = conv_pool_graph(30, 20, pads=[1, 1, 1, 1], pool=pool, second_reader=second_reader)
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == [WINOGRAD_NOTE]
     nodes = onnx.load_from_string(rewritten).graph.node
     assert [_attributes(n)["kernel_shape"] for n in nodes if n.op_type == "MaxPool"] == [
         pool["kernel_shape"]]
-    session = modelfile.onnx_session(graph, threads=1)
+    session = onnx_session(graph, threads=1)
     for batch in (1, 3):
         x = RNG.standard_normal((batch, 32, 30, 20)).astype(np.float32)
         expected = session.run(None, {"input": x})
-        got = modelfile.onnx_session(rewritten, threads=1).run(None, {"input": x})
+        got = onnx_session(rewritten, threads=1).run(None, {"input": x})
         for want, have in zip(expected, got, strict=True):
             np.testing.assert_allclose(have, want, atol=5e-5, rtol=0)
 
@@ -539,7 +539,7 @@ ROWS_NOTE = ("one-channel convolutions with a maximum over the columns computed 
     timbral_graph(30, 33, (3, 32), filters=130, axes=(-1,)),
 ], ids=["musicnn 7x38", "7x67 keepdims", "5x32 pads", "3x32 axis -1"])
 def test_winograd_rows_gives_the_convolution_and_its_maximum(graph):
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == [ROWS_NOTE]
     ops = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
     assert ops.count("ReduceMax") == 1 and "MatMul" in ops  # the maximum moved, not added
@@ -565,7 +565,7 @@ def test_winograd_rows_gives_the_convolution_and_its_maximum(graph):
 ], ids=["64 filters", "24 column taps", "9 row taps", "2 channels", "max over rows",
         "max over both", "read twice"])
 def test_winograd_rows_leaves_what_it_does_not_fit(graph):
-    assert onnx_passes.optimize(graph) == (graph, [])
+    assert graph_passes.optimize(graph) == (graph, [])
 
 
 def test_musicnn_serves_through_winograd_rows_with_the_scores_of_torchscript(tmp_path,
@@ -593,7 +593,7 @@ def test_winograd_takes_a_pool_of_row_pairs_inside_its_tiles(height, width):
     # window reuse pools the second layer's row pairs alone, then its columns in two phases
     graph = conv_pool_graph(height, width, pads=[0, 0, 0, 0],
                             pool={"kernel_shape": [2, 1], "strides": [2, 1]})
-    rewritten, notes = onnx_passes.optimize(graph)
+    rewritten, notes = graph_passes.optimize(graph)
     assert notes == [WINOGRAD_NOTE]
     nodes = onnx.load_from_string(rewritten).graph.node
     # the pool is the maximum of the tiles' row pairs: no MaxPool is left

@@ -22,7 +22,8 @@ from streamtag.errors import ConfigError, ModelError
 from streamtag.frontend import LogMelOptions
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
-from streamtag.wire.subscriber import control_request
+from streamtag.model.manifest import FORMAT_VERSION, INT8_FILE, read_manifest
+from streamtag.wire.control import control_request
 
 TAGS = ("calm", "loud", "percussive", "bright")
 # Quantization error allowed in a probability: int8 weights (7 bits) and uint8 activations give
@@ -67,9 +68,9 @@ def files(tmp_path_factory):
 def test_quantize_stores_an_int8_graph_measured_on_windows_it_was_not_calibrated_on(files,
                                                                                     capsys):
     path, recordings, quantized = files
-    before, after = modelfile.read_manifest(path), modelfile.read_manifest(quantized)
+    before, after = read_manifest(path), read_manifest(quantized)
     assert before.onnx_int8 == {}  # -o: the original is left as it was
-    assert after.format_version == modelfile.FORMAT_VERSION == "1.2"
+    assert after.format_version == FORMAT_VERSION == "1.2"
     assert after.onnx == before.onnx  # the FP32 graph is kept, byte for byte (its hash)
     assert after.weights_sha256 == before.weights_sha256
     record = after.onnx_int8
@@ -84,7 +85,7 @@ def test_quantize_stores_an_int8_graph_measured_on_windows_it_was_not_calibrated
     assert record["forward_ms"]["fp32"] > 0 and record["forward_ms"]["int8"] > 0
     assert "quantize_static" in record["quantizer"] and "piece1.flac" in record["recordings"]
     graph = modelfile.stored_int8_graph(modelfile.load(quantized, device="cpu"))
-    assert record["file"] == modelfile.INT8_FILE and graph is not None
+    assert record["file"] == INT8_FILE and graph is not None
     import onnx
 
     ops = {node.op_type for node in onnx.load_from_string(graph).graph.node}
@@ -201,7 +202,7 @@ def test_the_command_says_whether_int8_pays_from_the_times_it_recorded(tmp_path,
     write_audio(piece, music_like(6.0, 44100, seed=4), 44100)
     assert main(["models", "quantize", str(path), str(piece)]) == 0
     out = capsys.readouterr().out
-    record = modelfile.read_manifest(path).onnx_int8
+    record = read_manifest(path).onnx_int8
     pays = record["forward_ms"]["int8"] < record["forward_ms"]["fp32"]
     assert ("serve it with --precision int8" in out) == pays
     assert ("keep precision fp32" in out) == (not pays)

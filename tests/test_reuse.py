@@ -105,6 +105,10 @@ def test_short_chunk_resnet_windows_from_carries_match_whole_windows(resnet_mode
                                rtol=0)
 
 
+def test_every_scheme_the_registry_declares_has_its_steps():
+    assert set(reuse.SCHEMES) == set(nets.WINDOW_REUSE)
+
+
 def test_a_model_without_reuse_says_why(tmp_path, default_model):
     tiny = InferenceModel.load(tiny_model_file(tmp_path / "tiny.pt"), backend="onnxruntime")
     r, why = tiny.window_reuse(tiny.hop)

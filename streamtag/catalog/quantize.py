@@ -10,9 +10,9 @@ probabilities, the share of the tag decisions (at the file's thresholds) that ag
 forward time of both graphs on one thread. The graph goes into the model file with that record
 (``onnx_int8`` in the manifest, docs/model-file.md); ``[engine] precision = "int8"`` serves it.
 
-It pays for wide convolutions and not for small ones: on an AVX2 core (docs/engine-benchmark.md)
-short_chunk_resnet's forward ran in 0.63 of its FP32 time, the default model's in about twice it.
-The record keeps both times so the file says which it is.
+It pays for wide convolutions and not for small ones: short_chunk_resnet's forward got faster,
+the default model's slower (docs/engine-benchmark.md, "int8 as an opt-in"). The record keeps
+both times so the file says which it is.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from streamtag.catalog.calibration import file_chunks
 from streamtag.engine.batching import cut_windows
 from streamtag.errors import ModelError, SourceError
 from streamtag.model import modelfile
-from streamtag.model.inference import InferenceModel, cpu_name, session_runner
+from streamtag.model.inference import InferenceModel, cpu_name
+from streamtag.model.manifest import Manifest
+from streamtag.model.reasons import first_lines
+from streamtag.model.sessions import onnx_session, session_runner
 
 MIN_WINDOWS = 4  # half to calibrate on, half to check on
 MAX_CALIBRATION_WINDOWS = 256  # spread evenly over the recordings' windows
@@ -44,7 +47,7 @@ QUANTIZER = ("onnxruntime.quantization.quantize_static: QDQ, int8 weights per ch
 class Quantized:
     """What ``quantize_file`` made and measured."""
 
-    manifest: modelfile.Manifest
+    manifest: Manifest
     calibration_windows: int
     check_windows: int
     max_difference: float
@@ -154,12 +157,12 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         calibration = calibration[pick]
     try:
         graph = int8_graph(modelfile.onnx_graph(model.loaded), calibration)
-        run_int8 = session_runner(modelfile.onnx_session(graph, 1))
+        run_int8 = session_runner(onnx_session(graph, 1))
     except ModelError:
         raise
     except Exception as error:  # noqa: BLE001 - the quantizer raises many types
         raise ModelError(f"ONNX Runtime's quantizer cannot quantize {model_path}: "
-                         f"{modelfile.first_lines(error, 1)}") from None
+                         f"{first_lines(error, 1)}") from None
     fp32, int8 = (np.concatenate([run(check[i:i + 8]) for i in range(0, len(check), 8)])
                   for run in (model.forward, run_int8))
     if int8.shape != fp32.shape or not np.isfinite(int8).all():

@@ -2,9 +2,9 @@
 
 The only module of the daemon that touches the device (DESIGN.md); the engine hands it stacked
 numpy windows and gets per-tag probabilities back. Two backends run the file: ONNX Runtime on
-the graph the file carries (the CPU default: the daemon served 1.2-2x the streams per core of
-frozen TorchScript, docs/engine-benchmark.md) and TorchScript, frozen and optimised for
-inference (CUDA, and wherever no graph can be had).
+the graph the file carries (the CPU default, as the daemon serves more streams per core with it
+than with frozen TorchScript: docs/engine-benchmark.md) and TorchScript, frozen and optimised
+for inference (CUDA, and wherever no graph can be had).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from streamtag.daemon.config import BACKENDS, PRECISIONS
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
-from streamtag.model import graph_passes as onnx_passes
-from streamtag.model import modelfile
+from streamtag.model import BACKENDS, PRECISIONS, graph_passes, modelfile
+from streamtag.model.reasons import first_lines
+from streamtag.model.sessions import onnx_session, session_runner
 from streamtag.model.window_reuse import WindowReuse, window_reuse
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,13 @@ CHECK_TOLERANCE = 1e-4  # a backend's probabilities against the file's TorchScri
 # The CPU's batch size, when the config leaves it out, is measured (cheapest_batch): the forward
 # per window at these sizes, within a time budget, smallest first.
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
-# A large model stops early (short_chunk_resnet, ~60 ms per window on ONNX Runtime, at batch 2).
+# A large model stops early: its forwards at a small batch already fill the budget.
 MEASURE_BUDGET_S = 3.0  # the timing stops before a size that would run past this
 MEASURE_REPS = 3  # rounds of one timed forward per size, after one untimed; the best kept
 # A larger batch is chosen only where its forward costs this much less per window, measured at
-# load. That measurement varies by 3-5 % from load to load, and while serving a larger batch's
+# load: that measurement varies from load to load, and while serving a larger batch's
 # activations contend with the decoding on the other core for the shared caches, which an idle
-# measurement cannot see: the default model measured within 4 % at batch 1 and 2 as it loaded,
-# yet its forward cost 5-10 % more per window at 2 while serving (docs/engine-benchmark.md).
+# measurement cannot see (docs/engine-benchmark.md, "the batch chosen with a 10 % margin").
 BATCH_GAIN = 0.10
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
@@ -62,12 +61,11 @@ def cpu_name() -> str:
 def keep_freed_memory() -> bool:
     """Tells glibc's allocator to keep freed memory in the process (no mmap for large blocks,
     no trimming) in one arena. Without it every forward pass returns its activation buffers to
-    the kernel and faults them in again, which costs 40-70 % of CPU time at batch 32 and makes
-    batching slower per window than single windows (measured in docs/models.md). One arena:
-    glibc gives other threads arenas of their own, whose heaps cannot hold a block over 64 MB,
-    so a torch forward at batch 64 in the inference thread had its buffers mapped and faulted
-    in again every time (2.9 s of system time in 10 forwards of the default model, none with
-    one arena). Memory then stays at its peak, which a daemon reaches at once. Returns False
+    the kernel and faults them in again, which makes batching slower per window than single
+    windows (docs/models.md). One arena: glibc gives other threads arenas of their own, whose
+    heaps cannot hold a block over 64 MB, so a large forward in the inference thread would have
+    its buffers mapped and faulted in again every time (docs/engine-benchmark.md, "Malloc
+    arenas"). Memory then stays at its peak, which a daemon reaches at once. Returns False
     where the C library is not glibc."""
     import ctypes
     import ctypes.util
@@ -109,15 +107,15 @@ def _difference(run: Callable[[np.ndarray], np.ndarray], loaded: modelfile.Loade
 
 def _onnx_runner(loaded: modelfile.LoadedModel, threads: int
                  ) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
-    """ONNX Runtime on the file's graph, rewritten by ``onnx_passes`` (the plain graph where a
+    """ONNX Runtime on the file's graph, rewritten by ``graph_passes`` (the plain graph where a
     rewrite fails or changes the output); returns the runner and the passes applied.
     ``ModelError`` saying why it cannot serve."""
     graph = modelfile.onnx_graph(loaded)
     try:
-        rewritten, passes = onnx_passes.optimize(graph)
+        rewritten, passes = graph_passes.optimize(graph)
     except Exception as error:  # noqa: BLE001 - onnx raises many types; the plain graph serves
         log.warning("%s: the ONNX graph is served as exported: its rewrite failed (%s)",
-                    loaded.path, modelfile.first_lines(error, 1))
+                    loaded.path, first_lines(error, 1))
         rewritten, passes = graph, []
     if passes:
         try:
@@ -131,7 +129,7 @@ def _onnx_runner(loaded: modelfile.LoadedModel, threads: int
 def _checked_session(loaded: modelfile.LoadedModel, graph: bytes,
                      threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """A runner of ``graph`` whose probabilities match the file's module's."""
-    run = session_runner(modelfile.onnx_session(graph, threads))
+    run = session_runner(onnx_session(graph, threads))
     difference = _difference(run, loaded)
     if not difference <= CHECK_TOLERANCE:  # NaN fails too
         raise ModelError(f"ONNX Runtime's probabilities differ from TorchScript's by "
@@ -142,8 +140,8 @@ def _checked_session(loaded: modelfile.LoadedModel, graph: bytes,
 def full_fp32_on_cuda() -> None:
     """Precision fp32 on CUDA means IEEE FP32: cuDNN's convolutions and RNNs (and cuBLAS, which
     torch already keeps so) may not round their inputs to TensorFloat-32. torch lets them by
-    default for convolutions, which moved the default model's probabilities by up to 2.2e-3 from
-    the CPU's on an H100 (7e-6 without). Process-wide, as torch's flags are."""
+    default for convolutions, which moves the probabilities far past the CPU's 1e-4 parity
+    (docs/engine-benchmark.md, "TensorFloat-32"). Process-wide, as torch's flags are."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     settings = [b for b in (getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None), matmul)
                 if hasattr(b, "fp32_precision")]  # torch 2.9 on
@@ -160,8 +158,8 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
     module where that fails or changes the output. Returns the runner and why it is plain.
 
     ``threads`` is set in every thread that runs it: torch's OpenMP thread count belongs to the
-    calling thread, and an inference worker left at the default ran the default model with 10x
-    the CPU time (its idle OpenMP threads spin)."""
+    calling thread, and the idle OpenMP threads of a worker left at the default spin
+    (docs/engine-benchmark.md, "OpenMP threads per thread")."""
     module = loaded.module
     note = None
     configured = threading.local()
@@ -170,7 +168,7 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
     try:
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
     except Exception as error:  # noqa: BLE001 - TorchScript raises several types
-        frozen, note = None, f"cannot freeze the module ({modelfile.first_lines(error, 1)})"
+        frozen, note = None, f"cannot freeze the module ({first_lines(error, 1)})"
     device = loaded.device
 
     def runner_of(candidate: torch.jit.ScriptModule) -> Callable[[np.ndarray], np.ndarray]:
@@ -189,7 +187,7 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
             difference = _difference(run, loaded)
         except Exception as error:  # noqa: BLE001
             difference = float("nan")
-            note = f"the frozen module fails ({modelfile.first_lines(error, 1)})"
+            note = f"the frozen module fails ({first_lines(error, 1)})"
         if difference <= CHECK_TOLERANCE:
             return run, None
         note = note or f"the frozen module's output differs by {difference:.3g}"
@@ -199,24 +197,13 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
 def _int8_runner(loaded: modelfile.LoadedModel, threads: int
                  ) -> Callable[[np.ndarray], np.ndarray]:
     """ONNX Runtime on the file's int8 graph (``streamtag.catalog.quantize``). Its scores differ
-    from
-    the FP32 module's by what the manifest's ``onnx_int8`` records, so no 1e-4 check here; the
-    warm-up checks its output's shape. ``ModelError`` saying why it cannot serve."""
+    from the FP32 module's by what the manifest's ``onnx_int8`` records, so no 1e-4 check here;
+    the warm-up checks its output's shape. ``ModelError`` saying why it cannot serve."""
     graph = modelfile.stored_int8_graph(loaded)
     if graph is None:
         raise ModelError(f"{loaded.path} has no int8 graph; make one with `streamtag models "
                          f"quantize {loaded.path} RECORDING...`, or serve precision fp32")
-    return session_runner(modelfile.onnx_session(graph, threads))
-
-
-def session_runner(session) -> Callable[[np.ndarray], np.ndarray]:
-    """Windows in, the ONNX Runtime session's first output (the probabilities) out."""
-    input_name = session.get_inputs()[0].name
-
-    def run(windows: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: windows})[0]
-
-    return run
+    return session_runner(onnx_session(graph, threads))
 
 
 class InferenceModel:
@@ -249,7 +236,7 @@ class InferenceModel:
         if threads is not None and threads >= 1 and self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.backend_note: str | None = None
-        self.graph_passes: list[str] = []  # onnx_passes' rewrites of the graph that serves
+        self.graph_passes: list[str] = []  # graph_passes' rewrites of the graph that serves
         self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
         self._run: Callable[[np.ndarray], np.ndarray] | None = None
         self._threads = threads or 1
@@ -368,8 +355,8 @@ class InferenceModel:
 
     def window_reuse(self, hop: int) -> tuple[WindowReuse | None, str]:
         """What windows ``hop`` apart can take from the window before
-        (``streamtag.model.window_reuse``),
-        or None and why not: only FP32 graphs on ONNX Runtime reuse work. Built once per hop."""
+        (``streamtag.model.window_reuse``), or None and why not: only FP32 graphs on ONNX
+        Runtime reuse work. Built once per hop."""
         with self._reuse_lock:
             if hop not in self._reuse:
                 if self.backend != "onnxruntime" or self.precision != "fp32":

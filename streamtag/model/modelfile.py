@@ -1,28 +1,23 @@
-"""The model file: one TorchScript file whose extra file ``streamtag.json`` is the manifest.
+"""The model file: one TorchScript file whose extra files are its manifest and its ONNX graphs.
 
 The file is the contract between the trainer and the daemon (docs/model-file.md): its module
-maps a batch of inputs to per-tag PROBABILITIES, and its manifest says everything needed to feed
-it (tags, frontend options, input kind, window and hop) and to read its output (thresholds). The
-daemon configures itself from the file alone. Files are read with ``torch.jit.load`` and
-``zipfile`` only, never with pickle.
+maps a batch of inputs to per-tag PROBABILITIES, and its manifest (``streamtag.model.manifest``)
+says everything needed to feed it and to read its output. This module writes such files (a
+network, an ensemble of files, a log-mel file behind its own frontend), writes them again with
+another manifest or another graph, and loads them: modules with ``torch.jit.load``, everything
+else with ``zipfile``, never with pickle. The ONNX graph it stores is exported and checked by
+``streamtag.model.onnx_export``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import datetime
 import hashlib
-import io
 import json
 import logging
-import math
 import os
-import re
-import time
-import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,21 +29,29 @@ from torch import Tensor, nn
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 from streamtag.fsutil import atomic_path
+from streamtag.model.manifest import (
+    FORMAT_VERSION,
+    INT8_FILE,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    Manifest,
+    as_manifest,
+    read_manifest,
+    stored_file,
+)
+from streamtag.model.onnx_export import cached_export, export_onnx
+from streamtag.model.reasons import first_lines
 from streamtag.model.torch_frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
 
+# Manifest and read_manifest live in streamtag.model.manifest; most callers find them here.
 __all__ = [
-    "FORMAT_VERSION",
-    "INPUT_KINDS",
-    "MANIFEST_FILE",
-    "INT8_FILE",
-    "ONNX_FILE",
     "LoadedModel",
     "Manifest",
     "add_int8_graph",
     "add_onnx_graph",
-    "export_onnx",
+    "example_input",
     "export_waveform",
     "load",
     "onnx_graph",
@@ -60,210 +63,9 @@ __all__ = [
     "weights_sha256",
 ]
 
-# 1.1: the ONNX graph (ONNX_FILE) beside the TorchScript module; 1.2: optionally an int8 one
-# (INT8_FILE, `streamtag models quantize`)
-FORMAT_VERSION = "1.2"
-MANIFEST_FILE = "streamtag.json"
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-ONNX_OPSET = 17
-ONNX_TOLERANCE = 1e-4  # ONNX Runtime's probabilities against the TorchScript module's
-INPUT_KINDS = ("logmel", "waveform")
-
-_REQUIRED_IN_FILE = ("name", "tags", "input_kind", "frontend", "window", "hop", "thresholds",
-                     "weights_sha256")
-_MAJOR = int(FORMAT_VERSION.split(".")[0])
 _CHECK_BATCH = 2  # inputs in the scripted-versus-eager check at save time
 _SAVE_TOLERANCE = 1e-5
 _ENSEMBLE_TOLERANCE = 1e-6
-
-
-def _parse_version(text: Any) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)\.(\d+)", text) if isinstance(text, str) else None
-    if match is None:
-        raise ModelError(f"format_version must be a 'MAJOR.MINOR' string such as "
-                         f"'{FORMAT_VERSION}', got {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _check_version(text: Any) -> None:
-    major, _ = _parse_version(text)
-    if major != _MAJOR:
-        raise ModelError(
-            f"format version {text} cannot be read: this streamtag reads model files of format "
-            f"{_MAJOR}.x (it writes {FORMAT_VERSION}); "
-            + ("upgrade streamtag to load this file" if major > _MAJOR
-               else "export the model again with this streamtag"))
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-ready copy: numpy scalars and arrays as numbers and lists, non-finite floats as
-    null (standard JSON has no NaN, and other languages read this file too)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    raise ModelError(f"manifest value {value!r} of type {type(value).__name__} cannot be "
-                     "written as JSON; use numbers, strings, lists and dicts")
-
-
-@dataclasses.dataclass(frozen=True)
-class Manifest:
-    """What ``streamtag.json`` holds; validated on construction (``ModelError`` naming the field).
-
-    ``window`` and ``hop`` count frames for ``input_kind="logmel"`` and samples for
-    ``"waveform"``. ``thresholds`` default to 0.5 per tag. ``members`` lists the model files an
-    ensemble or a waveform export was built from (their names and weight hashes). ``onnx``
-    describes the ONNX graph stored beside the module, or why there is none. ``created``,
-    ``weights_sha256`` and ``onnx`` are filled in by ``save``. See docs/model-file.md for every
-    field.
-    """
-
-    name: str
-    tags: tuple[str, ...]
-    input_kind: str
-    frontend: LogMelOptions
-    window: int
-    hop: int
-    thresholds: tuple[float, ...] | None = None
-    architecture: dict[str, Any] = dataclasses.field(default_factory=dict)
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    recipe: dict[str, Any] | str = dataclasses.field(default_factory=dict)
-    members: tuple[dict[str, Any], ...] = ()
-    onnx: dict[str, Any] = dataclasses.field(default_factory=dict)
-    onnx_int8: dict[str, Any] = dataclasses.field(default_factory=dict)
-    created: str = ""
-    weights_sha256: str = ""
-    format_version: str = FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        _check_version(self.format_version)
-        if not isinstance(self.name, str):
-            raise ModelError(f"name must be a string, got {self.name!r}")
-        if isinstance(self.tags, str) or not isinstance(self.tags, Sequence):
-            raise ModelError(f"tags must be a list of tag names, got {self.tags!r}")
-        tags = tuple(self.tags)
-        if not tags:
-            raise ModelError("tags must not be empty: a model scores at least one tag")
-        bad = [t for t in tags if not isinstance(t, str) or not t]
-        if bad:
-            raise ModelError(f"tags must be non-empty strings, got {bad[0]!r}")
-        duplicates = sorted({t for t in tags if tags.count(t) > 1})
-        if duplicates:
-            raise ModelError(f"tags must be unique; repeated: {duplicates}")
-        object.__setattr__(self, "tags", tags)
-        thresholds = (0.5,) * len(tags) if self.thresholds is None else self.thresholds
-        try:
-            thresholds = tuple(float(v) for v in thresholds)
-        except (TypeError, ValueError):
-            raise ModelError(f"thresholds must be a list of numbers, got {self.thresholds!r}") \
-                from None
-        if len(thresholds) != len(tags):
-            raise ModelError(f"thresholds count ({len(thresholds)}) does not match tags count "
-                             f"({len(tags)}): give one threshold per tag, in the tags' order")
-        if not all(0.0 <= v <= 1.0 for v in thresholds):
-            raise ModelError(f"thresholds are probabilities and must lie in [0, 1], got "
-                             f"{[v for v in thresholds if not 0.0 <= v <= 1.0][:3]}")
-        object.__setattr__(self, "thresholds", thresholds)
-        if self.input_kind not in INPUT_KINDS:
-            raise ModelError(f"input_kind must be one of {list(INPUT_KINDS)}, "
-                             f"got {self.input_kind!r}")
-        if isinstance(self.frontend, Mapping):
-            object.__setattr__(self, "frontend", _frontend_from_dict(self.frontend))
-        if not isinstance(self.frontend, LogMelOptions):
-            raise ModelError(f"frontend must be LogMelOptions or their dict, "
-                             f"got {type(self.frontend).__name__}")
-        unit = "frames" if self.input_kind == "logmel" else "samples"
-        for field in ("window", "hop"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ModelError(f"{field} must be a positive whole number of {unit}, "
-                                 f"got {value!r}")
-            object.__setattr__(self, field, int(value))
-        for field in ("architecture", "options", "metrics", "onnx", "onnx_int8"):
-            if not isinstance(getattr(self, field), Mapping):
-                raise ModelError(f"{field} must be a dict, got {getattr(self, field)!r}")
-        if not isinstance(self.recipe, (Mapping, str)):
-            raise ModelError(f"recipe must be a dict or a string, got {self.recipe!r}")
-        members = tuple(self.members)
-        if not all(isinstance(m, Mapping) for m in members):
-            raise ModelError(f"members must be a list of dicts, got {self.members!r}")
-        object.__setattr__(self, "members", members)
-        for field in ("created", "weights_sha256"):
-            if not isinstance(getattr(self, field), str):
-                raise ModelError(f"{field} must be a string, got {getattr(self, field)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict written as ``streamtag.json``."""
-        return _jsonable({
-            "format_version": self.format_version,
-            "name": self.name,
-            "architecture": self.architecture,
-            "options": self.options,
-            "tags": list(self.tags),
-            "input_kind": self.input_kind,
-            "frontend": self.frontend.to_dict(),
-            "window": self.window,
-            "hop": self.hop,
-            "thresholds": list(self.thresholds),
-            "metrics": self.metrics,
-            "recipe": self.recipe,
-            "members": list(self.members),
-            "onnx": self.onnx,
-            "onnx_int8": self.onnx_int8,
-            "created": self.created,
-            "weights_sha256": self.weights_sha256,
-        })
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
-        """Inverse of ``to_dict``. The major format version must be this streamtag's; keys this
-        version does not know (written by a later minor version) are ignored."""
-        if not isinstance(data, Mapping):
-            raise ModelError(f"the manifest must be a JSON object, got {type(data).__name__}")
-        if "format_version" not in data:
-            raise ModelError("the manifest has no format_version")
-        _check_version(data["format_version"])
-        missing = [name for name in _REQUIRED_IN_FILE if name not in data]
-        if missing:
-            raise ModelError(f"the manifest lacks the field(s) {missing}")
-        values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
-        values["frontend"] = _frontend_from_dict(data["frontend"])
-        return cls(**values)
-
-
-def _frontend_from_dict(data: Any) -> LogMelOptions:
-    if not isinstance(data, Mapping):
-        raise ModelError(f"frontend must be a dict of log-mel options, got {data!r}")
-    try:
-        # Unknown frontend options are an error even within a major version: ignoring one would
-        # compute features the model was not trained on.
-        return LogMelOptions.from_dict(dict(data))
-    except (TypeError, ValueError) as error:
-        raise ModelError(f"frontend options: {error}") from None
-
-
-def _as_manifest(manifest: Manifest | Mapping[str, Any]) -> Manifest:
-    if isinstance(manifest, Manifest):
-        return manifest
-    if not isinstance(manifest, Mapping):
-        raise ModelError(f"manifest must be a Manifest or a dict, got {type(manifest).__name__}")
-    known = {f.name for f in dataclasses.fields(Manifest)}
-    unknown = sorted(set(manifest) - known)
-    if unknown:  # a typo when saving is an error; reading ignores unknown keys instead
-        raise ModelError(f"unknown manifest field(s) {unknown}; known fields: {sorted(known)}")
-    values = dict(manifest)
-    values.setdefault("format_version", FORMAT_VERSION)
-    return Manifest(**values)
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -315,13 +117,6 @@ class _WaveformModel(nn.Module):
 
     def forward(self, waveform: Tensor) -> Tensor:
         return self.model(self.frontend(waveform))
-
-
-def first_lines(error: BaseException, count: int = 4) -> str:
-    """The first ``count`` non-empty lines of an error's text, joined: long compiler and
-    runtime messages in one line."""
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return " | ".join(lines[:count]) or type(error).__name__
 
 
 def example_input(manifest: Manifest) -> Tensor:
@@ -395,96 +190,6 @@ def _export_or_reason(top: torch.jit.ScriptModule,
         return None, {"error": str(error)}
 
 
-def export_onnx(module: torch.jit.ScriptModule,
-                example: Tensor) -> tuple[bytes, dict[str, Any]]:
-    """The ONNX graph of a model file's module (input ``(batch, ...)`` → probabilities, the
-    batch axis dynamic) and its manifest record. The graph is checked with ONNX Runtime against
-    the module on ``example`` and on its first row: within ``ONNX_TOLERANCE``. Raises
-    ``ModelError`` saying why it cannot be exported or differs.
-
-    The exporter is torch's TorchScript-based one (``dynamo=False``): it takes the scripted
-    module itself, so the graph is the file's own, and it exports every network of the zoo in
-    well under a second, where the dynamo-based exporter needs the eager network, the extra
-    package onnxscript, and 3-80 s. torch deprecates it; its warnings are silenced here."""
-    module.eval()
-    buffer = io.BytesIO()
-    started = time.perf_counter()
-    try:
-        # The exporter prints the graph on failure and warns about its own deprecation.
-        with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
-              contextlib.redirect_stderr(io.StringIO())):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), buffer, opset_version=ONNX_OPSET,
-                              dynamo=False, input_names=["input"],
-                              output_names=["probabilities"],
-                              dynamic_axes={"input": {0: "batch"},
-                                            "probabilities": {0: "batch"}})
-    except Exception as error:  # the exporter raises many types; each means "cannot export"
-        reason = first_lines(error, 1).split("  [Caused by")[0]  # drop the graph dump
-        raise ModelError(f"torch.onnx.export cannot export the module: {reason}") from None
-    finally:
-        module.eval()  # the exporter restores the mode it found, which may be training
-    seconds = time.perf_counter() - started
-    graph = buffer.getvalue()
-    difference = onnx_difference(graph, module, example)
-    if not difference <= ONNX_TOLERANCE:  # NaN fails too
-        raise ModelError(f"the exported ONNX graph's probabilities differ from the TorchScript "
-                         f"module's by {difference:.3g} (allowed {ONNX_TOLERANCE:g})")
-    record = {"file": ONNX_FILE, "opset": ONNX_OPSET, "sha256": hashlib.sha256(graph).hexdigest(),
-              "exporter": f"torch {torch.__version__.split('+')[0]} torch.onnx.export "
-                          "(TorchScript-based)",
-              "max_difference": float(difference), "export_s": round(seconds, 3)}
-    return graph, record
-
-
-def onnx_session(graph: bytes, threads: int):
-    """An ONNX Runtime session on the CPU for ``graph`` with ``threads`` intra-op threads;
-    ``ModelError`` saying why there is none."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ModelError("onnxruntime is not installed; pip install onnxruntime") from None
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    # Spinning threads wait for work at full speed: they would take the cores the other
-    # streams' decoding and the other workers need.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # The memory-pattern planner re-plans for each new batch size and maps fresh pages for it:
-    # with the engine's varying batches it cost up to 11 ms of system time per window
-    # (musicnn-mtt at batch 8: 28.3 -> 17.1 ms of CPU per window without it; never slower
-    # without it, docs/engine-benchmark.md). The arena still reuses the buffers.
-    options.enable_mem_pattern = False
-    try:
-        return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own types
-        raise ModelError(f"ONNX Runtime cannot load the graph: {first_lines(error, 1)}") \
-            from None
-
-
-def onnx_difference(graph: bytes, module: torch.jit.ScriptModule, example: Tensor) -> float:
-    """Largest absolute difference between ONNX Runtime's output for ``graph`` and the module's,
-    on ``example`` and on its first row alone (a batch of one)."""
-    session = onnx_session(graph, threads=1)
-    try:
-        difference = 0.0
-        for batch in (example, example[:1]):
-            with torch.no_grad():
-                expected = module(batch).double().numpy()
-            got = session.run(None, {"input": batch.numpy()})[0]
-            if got.shape != expected.shape:
-                raise ModelError(f"the ONNX graph gives shape {got.shape} for a batch of "
-                                 f"{len(batch)}, the module {expected.shape}")
-            difference = max(difference, float(np.abs(got - expected).max()))
-    except ModelError:
-        raise
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise ModelError(f"ONNX Runtime cannot run the exported graph: "
-                         f"{first_lines(error, 1)}") from None
-    return difference
-
-
 def save(module: nn.Module, path: str | os.PathLike,
          manifest: Manifest | Mapping[str, Any]) -> Manifest:
     """Writes ``module`` (a network giving LOGITS ``(batch, tags)``) as a model file.
@@ -495,7 +200,7 @@ def save(module: nn.Module, path: str | os.PathLike,
     ``manifest`` is a ``Manifest`` or a dict of its fields; ``created``, ``weights_sha256`` and
     ``format_version`` are filled in. Returns the manifest written. Raises ``ModelError``.
     """
-    manifest = _as_manifest(manifest)
+    manifest = as_manifest(manifest)
     model_name = type(module).__name__
     try:
         network = copy.deepcopy(module).eval()
@@ -545,47 +250,6 @@ def rewrite(path: str | os.PathLike, out: str | os.PathLike, **changes: Any) -> 
     except TypeError as error:
         raise ModelError(f"rewrite of {loaded.path}: {error}") from None
     return _write(loaded.module, out, manifest, _kept_graph(loaded), stored_int8_graph(loaded))
-
-
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """The manifest of a model file, without loading its module. Raises ``ModelError`` naming
-    the file: missing, truncated, not a zip, no ``streamtag.json``, bad JSON, unknown major
-    version, invalid fields."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise ModelError(f"model file {path} is not a regular file")
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head == b"PK\x03\x04":
-            raise ModelError(f"model file {path} is truncated or damaged: its zip directory is "
-                             "missing; copy or download it again") from None
-        raise ModelError(f"model file {path} is not a TorchScript model file (not a zip "
-                         "archive)") from None
-    with archive:
-        # TorchScript stores extra files as <archive name>/extra/<file>.
-        names = [n for n in archive.namelist() if n.split("/")[1:] == ["extra", MANIFEST_FILE]]
-        if not names:
-            raise ModelError(f"model file {path} has no {MANIFEST_FILE} manifest, so it is not a "
-                             "streamtag model file; write it with streamtag.model.modelfile.save")
-        try:
-            raw = archive.read(names[0])
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise ModelError(f"model file {path} is damaged: {MANIFEST_FILE} cannot be read "
-                             f"({error})") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"model file {path}: {MANIFEST_FILE} is not valid JSON ({error})") \
-            from None
-    try:
-        return Manifest.from_dict(data)
-    except ModelError as error:
-        raise ModelError(f"model file {path}: {MANIFEST_FILE}: {error}") from None
 
 
 def _resolve_device(device: str | torch.device, path: Path) -> torch.device:
@@ -717,7 +381,7 @@ def _stored_graph(model: LoadedModel) -> bytes | None:
     if "error" in record:
         raise ModelError(f"its graph could not be exported when the file was written: "
                          f"{record['error']}")
-    return _stored_extra(model, record, "ONNX graph")
+    return stored_file(model.path, record, "ONNX graph")
 
 
 def _kept_graph(model: LoadedModel) -> bytes | None:
@@ -730,28 +394,7 @@ def _kept_graph(model: LoadedModel) -> bytes | None:
 def stored_int8_graph(model: LoadedModel) -> bytes | None:
     """The int8 graph stored in the model file (``add_int8_graph``), checked against the
     manifest's hash; None where the file has none."""
-    return _stored_extra(model, model.manifest.onnx_int8, "int8 graph")
-
-
-def _stored_extra(model: LoadedModel, record: Mapping[str, Any], what: str) -> bytes | None:
-    if not record.get("file"):
-        return None
-    with zipfile.ZipFile(model.path) as archive:
-        names = [n for n in archive.namelist() if n.split("/")[1:] == ["extra", record["file"]]]
-        if not names:
-            raise ModelError(f"the manifest names the {what} {record['file']} but the file "
-                             "lacks it; write the model file again")
-        data = archive.read(names[0])
-    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        raise ModelError(f"the stored {what} does not match the hash its manifest records; "
-                         "the file was changed or damaged after it was saved")
-    return data
-
-
-def _cache_folder() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("streamtag")) / "onnx"
+    return stored_file(model.path, model.manifest.onnx_int8, "int8 graph")
 
 
 def onnx_graph(model: LoadedModel) -> bytes:
@@ -762,22 +405,13 @@ def onnx_graph(model: LoadedModel) -> bytes:
     graph = _stored_graph(model)
     if graph is not None:
         return graph
-    cached = _cache_folder() / f"{model.manifest.weights_sha256}.onnx"
-    try:
-        return cached.read_bytes()
-    except OSError:
-        pass
-    if model.device.type != "cpu":
-        raise ModelError("the file has no ONNX graph and one is exported on the CPU only")
-    graph, _ = export_onnx(model.module, example_input(model.manifest))
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cached) as temporary:
-            temporary.write_bytes(graph)
-    except OSError as error:  # a read-only cache costs an export at every load, nothing more
-        log.warning("cannot cache the ONNX graph of %s in %s: %s", model.path, cached.parent,
-                    error)
-    return graph
+
+    def export() -> bytes:
+        if model.device.type != "cpu":
+            raise ModelError("the file has no ONNX graph and one is exported on the CPU only")
+        return export_onnx(model.module, example_input(model.manifest))[0]
+
+    return cached_export(model.manifest.weights_sha256, export, model.path)
 
 
 def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
@@ -793,10 +427,9 @@ def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None
 def add_int8_graph(path: str | os.PathLike, graph: bytes, record: Mapping[str, Any],
                    out: str | os.PathLike | None = None) -> Manifest:
     """Writes a model file again (to ``out``, default in place) with ``graph``, an int8 graph of
-    its module (``streamtag.catalog.quantize``), inside as ``INT8_FILE`` and ``record`` (how it was
-    made
-    and measured) with its hash as the manifest's ``onnx_int8``; the module, its weights, its
-    FP32 graph and the rest of the manifest are kept."""
+    its module (``streamtag.catalog.quantize``), inside as ``INT8_FILE`` and ``record`` (how it
+    was made and measured) with its hash as the manifest's ``onnx_int8``; the module, its
+    weights, its FP32 graph and the rest of the manifest are kept."""
     model = load(path, device="cpu")
     full = {**record, "file": INT8_FILE, "sha256": hashlib.sha256(graph).hexdigest()}
     manifest = dataclasses.replace(model.manifest, onnx_int8=full)

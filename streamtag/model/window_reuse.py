@@ -1,10 +1,15 @@
 """Overlapping windows share work: what a window's forward can take from the window before.
 
-The default model (``mel_cnn``) sees windows of 93 frames every 31, and its convolutions are
-unpadded, so much of a window's first layers was already computed for an earlier window. Its
-second layer is the costly one (a 3×3 convolution of 32 → 64 channels, about half the forward)
-and its 2×2 max pools pair the frames, so the reuse goes by the pools' parity: with an odd hop
-the window two before pairs the frames as this one does, with an even hop the window before.
+The nets registry declares which architectures share work, and by which of the two schemes
+below (``nets.spec(name)["window_reuse"]``); a model file names its architecture in its
+manifest.
+
+"pooled_columns". The default model (``mel_cnn``) sees windows of 93 frames every 31, and its
+convolutions are unpadded, so much of a window's first layers was already computed for an
+earlier window. Its second layer is the costly one (a 3×3 convolution of 32 → 64 channels,
+about half the forward) and its 2×2 max pools pair the frames, so the reuse goes by the pools'
+parity: with an odd hop the window two before pairs the frames as this one does, with an even
+hop the window before.
 
 Window k's second convolution at column n is window k - d's at column n + s, where d is 1 for
 an even hop and 2 for an odd one and s = d · hop / 2 (pooled frames). A window computes that
@@ -12,27 +17,27 @@ convolution's first 2Q columns' pool from nothing; it takes them from what windo
 the same convolution's columns s ... s + 2Q - 1 of window k - d, pooled in the pairs window k
 uses (the "carry"). So a served window computes the first two layers only on the columns its
 pools need past the carry: with the default model's 93 and 31, the second convolution on 31
-of its 43 columns and the first on 66 of 91, 0.3 ms of its 2.1 ms forward on an AVX2 core
-(docs/engine-benchmark.md).
+of its 43 columns and the first on 66 of 91 (what that saves: docs/engine-benchmark.md,
+"Overlapping windows share work").
 
-Two ONNX graphs serve it, both exported from the network and rewritten by ``onnx_passes``:
+Two ONNX graphs serve it, both exported from the network and rewritten by ``graph_passes``:
 ``first`` (a whole window → probabilities and its carry) and ``next`` (a window and the carry
 of window k - d → probabilities and this window's carry). The max pool is taken before the
 second layer's ReLU and batch norm (the same numbers while the batch norm's scales are
-positive, which ``onnx_passes.pool_first`` also relies on), so a carry holds pooled values
+positive, which ``graph_passes.pool_first`` also relies on), so a carry holds pooled values
 and the Winograd rewrite takes the row pairs' pool inside its tiles. Both are checked against
 the file's TorchScript module on a run of overlapping windows at load (≤ 1e-4); a model where
 anything here does not hold serves as before, with the reason.
 
-``short_chunk_resnet`` (stride-2 residual blocks of padded 3×3 convolutions) reuses its first
-block, the costliest (a 128 → 128 convolution on 64 × 116 for its 231-frame windows): with an
-even hop the first block's output at column n is the window before's at column n + hop / 2
-(an odd hop: the window two before), except where the zeros of either window's padding reach
-it: two columns at the left edge, three at the right. A window takes the columns between from
-the carry and computes its first block on the rest only (``ResNetGeometry``: 35 of 116 at a
-hop of 62 frames); the blocks after it run whole, since their strides misalign with the hop
-and their receptive fields reach the padding. Its carry is larger (the first block's output on
-81 columns: 2.7 MB against the default model's 70 KB).
+"first_block". ``short_chunk_resnet`` (stride-2 residual blocks of padded 3×3 convolutions)
+reuses its first block, the costliest (a 128 → 128 convolution on 64 × 116 for its 231-frame
+windows): with an even hop the first block's output at column n is the window before's at
+column n + hop / 2 (an odd hop: the window two before), except where the zeros of either
+window's padding reach it: two columns at the left edge, three at the right. A window takes
+the columns between from the carry and computes its first block on the rest only
+(``ResNetGeometry``: 35 of 116 at a hop of 62 frames); the blocks after it run whole, since
+their strides misalign with the hop and their receptive fields reach the padding. Its carry is
+larger (the first block's output on 81 columns: 2.7 MB against the default model's 70 KB).
 """
 
 from __future__ import annotations
@@ -50,15 +55,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from streamtag.model import graph_passes as onnx_passes
-from streamtag.model import modelfile
+from streamtag import nets
+from streamtag.model import graph_passes, modelfile
+from streamtag.model.onnx_export import ONNX_OPSET, ONNX_TOLERANCE
+from streamtag.model.reasons import first_lines
+from streamtag.model.sessions import onnx_session
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Geometry", "ResNetGeometry", "WindowReuse", "geometry", "resnet_geometry",
            "window_reuse"]
-
-OPSET = 17
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,7 +269,7 @@ def _export(module: nn.Module, args: tuple, names: list[str]) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation
-        torch.onnx.export(module, args, buffer, opset_version=OPSET, input_names=names,
+        torch.onnx.export(module, args, buffer, opset_version=ONNX_OPSET, input_names=names,
                           output_names=["probabilities", "carry"], dynamo=False,
                           dynamic_axes={n: {0: "batch"} for n in [*names, "probabilities",
                                                                   "carry"]})
@@ -305,50 +311,58 @@ class WindowReuse:
         return np.stack(out)
 
 
-NOT_REUSED = "only mel_cnn and short_chunk_resnet model files reuse work across windows"
-
 _Plan = tuple[Geometry | ResNetGeometry | None, Callable[[bool], nn.Module] | None, str]
+
+
+def _plan_pooled_columns(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
+    """``mel_cnn``'s layout: the second convolution's pooled columns carried (``Geometry``)."""
+    if not bool((net.features[7].weight > 0).all()):
+        return None, None, ("its second batch norm has a scale <= 0, so its max pool cannot be "
+                            "taken first")
+    g = geometry(window, hop)
+    return g, functools.partial(_Steps, net, g), ""
+
+
+def _plan_first_block(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
+    """``short_chunk_resnet``'s layout: the first block's output carried (``ResNetGeometry``)."""
+    if options.get("downsample", "stride") != "stride":
+        return None, None, ('its first block is shared between windows only with '
+                            'downsample = "stride"')
+    g = resnet_geometry(window, hop)
+    return g, functools.partial(_ResNetSteps, net, g), ""
+
+
+# the schemes of nets.WINDOW_REUSE: the geometry of a network's windows and its two steps
+SCHEMES: dict[str, Callable[[nn.Module, dict, int, int], _Plan]] = {
+    "pooled_columns": _plan_pooled_columns,
+    "first_block": _plan_first_block,
+}
+
+
+def _not_reused() -> str:
+    reusing = [name for name in nets.names() if nets.spec(name)["window_reuse"] is not None]
+    return f"only {' and '.join(reusing)} model files reuse work across windows"
 
 
 def _plan(loaded: modelfile.LoadedModel, hop: int) -> _Plan:
     """The geometry of ``loaded``'s windows ``hop`` frames apart and the maker of its two steps
     (``with_carry`` → module), from the zoo's eager network with the file's weights; or
     (None, None, why not)."""
-    from streamtag.nets.mel_cnn import MelCNN
-    from streamtag.nets.short_chunk_resnet import ShortChunkResNet
-
-    manifest, module = loaded.manifest, loaded.module
-    name = getattr(getattr(module, "model", None), "original_name", "")
-    arch = dict(manifest.architecture or {})
-    arch_name = arch.pop("name", None)
-    zoo = {"MelCNN": ("mel_cnn", MelCNN), "ShortChunkResNet": ("short_chunk_resnet",
-                                                               ShortChunkResNet)}
-    if (manifest.members or getattr(module, "original_name", "") != "_Probabilities"
-            or name not in zoo or arch_name not in (None, zoo[name][0])):
-        return None, None, NOT_REUSED
-    arch_name, network = zoo[name]
-    if arch.get("downsample", "stride") != "stride":
-        return None, None, ('short_chunk_resnet reuses work across windows only with '
-                            'downsample = "stride"')
+    options = dict(loaded.manifest.architecture)
+    name = options.pop("name", None)
+    scheme = nets.spec(name)["window_reuse"] if name in nets.names() else None
+    # an ensemble's or a waveform export's module holds other files' modules (``members``)
+    if loaded.manifest.members or scheme is None:
+        return None, None, _not_reused()
     try:
-        net = network(len(loaded.tags), **arch).eval()
-        net.load_state_dict(module.model.state_dict())
+        net = nets.build(name, len(loaded.tags), **options).eval()
+        net.load_state_dict(loaded.module.model.state_dict())
     except (TypeError, ValueError, RuntimeError) as error:
-        return None, None, (f"its weights do not fit the zoo's {arch_name} "
-                            f"({modelfile.first_lines(error, 1)})")
-    window = int(loaded.window)
-    if arch_name == "mel_cnn":
-        if not bool((net.features[7].weight > 0).all()):
-            return None, None, ("its second batch norm has a scale <= 0, so its max pool "
-                                "cannot be taken first")
-        g = geometry(window, hop)
-        steps = functools.partial(_Steps, net, g)
-    else:
-        g = resnet_geometry(window, hop)
-        steps = functools.partial(_ResNetSteps, net, g)
-    if g is None:
-        return None, None, f"windows {hop} frames apart overlap too little to share work"
-    return g, steps, ""
+        return None, None, f"its weights do not fit the zoo's {name} ({first_lines(error, 1)})"
+    g, steps, why = SCHEMES[scheme](net, options, int(loaded.window), hop)
+    if g is None and not why:  # no geometry: the windows overlap too little
+        why = f"windows {hop} frames apart overlap too little to share work"
+    return g, steps, why
 
 
 def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
@@ -367,10 +381,10 @@ def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
         with torch.no_grad():
             _, carry = steps(False)(example)
         next_graph = _export(steps(True), (example, carry), ["windows", "carried"])
-        sessions = [modelfile.onnx_session(onnx_passes.optimize(graph)[0], threads)
+        sessions = [onnx_session(graph_passes.optimize(graph)[0], threads)
                     for graph in (first_graph, next_graph)]
     except Exception as error:  # noqa: BLE001 - the exporter and onnx raise many types
-        return None, f"its steps cannot be exported ({modelfile.first_lines(error, 1)})"
+        return None, f"its steps cannot be exported ({first_lines(error, 1)})"
     reuse = WindowReuse(g, *sessions)
     # a run of overlapping windows of random frames against the module, window by window
     generator = torch.Generator().manual_seed(0)
@@ -380,7 +394,7 @@ def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
     with torch.inference_mode():
         expected = loaded(windows).double().cpu().numpy()
     difference = float(np.abs(reuse.run(windows.numpy()) - expected).max())
-    if not difference <= modelfile.ONNX_TOLERANCE:  # NaN fails too
+    if not difference <= ONNX_TOLERANCE:  # NaN fails too
         return None, (f"its steps' probabilities differ from TorchScript's by "
-                      f"{difference:.3g} (allowed {modelfile.ONNX_TOLERANCE:g})")
+                      f"{difference:.3g} (allowed {ONNX_TOLERANCE:g})")
     return reuse, ""

@@ -34,6 +34,7 @@ from .vqvae import VQVAE, VQVAECNN, VQVAEGRU
 __all__ = [
     "LOSSES",
     "TASKS",
+    "WINDOW_REUSE",
     "build",
     "keras_param_count",
     "names",
@@ -45,6 +46,7 @@ __all__ = [
 
 TASKS = ("tag", "autoencode")
 LOSSES = ("bce", "two_head_bce", "vq_reconstruction")
+WINDOW_REUSE = ("pooled_columns", "first_block")  # streamtag.model.window_reuse's schemes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +60,12 @@ class _Entry:
     "vq_reconstruction" (reconstruction + codebook + commitment, ``forward_vq``).
     ``encoder_from``: the architecture whose pre-trained file its encoder loads from
     (``load_encoder_state_dict``), or None. ``segment_option``: the option naming the frames of
-    one segment when the window must be a whole number of segments, or None.
+    one segment when the window must be a whole number of segments, or None. ``window_reuse``:
+    how overlapping windows share work when served (``streamtag.model.window_reuse``), or None:
+    "pooled_columns" (unpadded convolutions and 2×2 max pools: a window takes its second
+    convolution's first pooled columns from an earlier window) or "first_block" (a first
+    residual block of padded stride-2 convolutions: a window takes that block's output, where
+    the padding does not reach it, from an earlier window).
     """
 
     cls: type[nn.Module]
@@ -68,6 +75,7 @@ class _Entry:
     loss: str = "bce"
     encoder_from: str | None = None
     segment_option: str | None = None
+    window_reuse: str | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -95,10 +103,12 @@ _REGISTRY: dict[str, _Entry] = {
     "vqvae_cnn": _Entry(VQVAECNN, "small CNN tagger on VQ-VAE codes (TaiInn)",
                         encoder_from="vqvae"),
     "samplecnn": _Entry(SampleCNN, "SampleCNN on raw waveform (Lee et al. 2017), MagnaTagATune"),
-    "mel_cnn": _Entry(MelCNN, "4-layer mel-spectrogram CNN, MagnaTagATune reproduction"),
+    "mel_cnn": _Entry(MelCNN, "4-layer mel-spectrogram CNN, MagnaTagATune reproduction",
+                      window_reuse="pooled_columns"),
     "lstm": _Entry(LSTMTagger, "2 bidirectional LSTMs + 3 1-D convs, MagnaTagATune reproduction"),
     "short_chunk_resnet": _Entry(
-        ShortChunkResNet, "short-chunk CNN with residual blocks (Won et al. 2020), 3.7 s windows"
+        ShortChunkResNet, "short-chunk CNN with residual blocks (Won et al. 2020), 3.7 s windows",
+        window_reuse="first_block",
     ),
     "musicnn": _Entry(
         MusiCNN, "musicnn (Pons & Serra 2019): timbral + temporal front end, dense mid-end"
@@ -108,9 +118,11 @@ _REGISTRY: dict[str, _Entry] = {
 
 
 for _name, _declared in _REGISTRY.items():  # a typo in the table fails at import
-    if _declared.task not in TASKS or _declared.loss not in LOSSES:
-        raise ValueError(f"nets registry entry {_name!r}: task {_declared.task!r} or loss "
-                         f"{_declared.loss!r} unknown; tasks {TASKS}, losses {LOSSES}")
+    if (_declared.task not in TASKS or _declared.loss not in LOSSES
+            or _declared.window_reuse not in (None, *WINDOW_REUSE)):
+        raise ValueError(f"nets registry entry {_name!r}: task {_declared.task!r}, loss "
+                         f"{_declared.loss!r} or window_reuse {_declared.window_reuse!r} unknown; "
+                         f"tasks {TASKS}, losses {LOSSES}, window reuse {WINDOW_REUSE}")
 
 
 def names(task: str | None = None) -> list[str]:
@@ -159,7 +171,8 @@ def spec(name: str) -> dict[str, Any]:
     ``input_kind`` ("logmel" or "waveform"), ``default_input`` ((n_mels, frames) or
     (samples,)), ``min_input`` (the smallest window the default options accept),
     ``description`` (one line), ``options`` (name → default), and the declared capabilities
-    ``task``, ``loss``, ``encoder_from`` and ``segment_option`` (see the registry entry).
+    ``task``, ``loss``, ``encoder_from``, ``segment_option`` and ``window_reuse`` (see the
+    registry entry).
     """
     entry = _entry(name)
     return {
@@ -172,6 +185,7 @@ def spec(name: str) -> dict[str, Any]:
         "loss": entry.loss,
         "encoder_from": entry.encoder_from,
         "segment_option": entry.segment_option,
+        "window_reuse": entry.window_reuse,
     }
 
 
