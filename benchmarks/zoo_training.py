@@ -68,7 +68,7 @@ def train_one(path: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]
     import torch
 
     from streamtag import nets
-    from streamtag.model import modelfile
+    from streamtag.model.manifest import read_manifest
     from streamtag.train.recipe import load_recipe
     from streamtag.train.run import train
 
@@ -95,7 +95,7 @@ def train_one(path: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]
         result = train(recipe, run_dir, echo=False)
         if result is None:  # only under torchrun, on a process other than rank 0
             raise RuntimeError("train() returned no result")
-        tags = modelfile.read_manifest(result.model_path).tags
+        tags = read_manifest(result.model_path).tags
         row.update(
             parameters=trainable_parameters(recipe.model.architecture, len(tags),
                                             dict(recipe.model.options)),

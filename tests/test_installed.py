@@ -21,7 +21,7 @@ from streamtag.daemon.config import (
 )
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
-from streamtag.model import modelfile
+from streamtag.model.manifest import read_manifest
 from streamtag.wire.control import control_request
 
 
@@ -76,7 +76,7 @@ def test_tag_and_ensemble_take_names(home, song, tmp_path):
     assert '"path"' in done.stdout
     out = tmp_path / "both.pt"
     assert main(["ensemble", "tiny-a", "tiny-b", "--out", str(out)]) == 0
-    assert modelfile.read_manifest(out).name == "ensemble of tiny a, tiny b"
+    assert read_manifest(out).name == "ensemble of tiny a, tiny b"
 
 
 @pytest.mark.parametrize("command", [

@@ -17,6 +17,7 @@ from streamtag.catalog.musicnn import checkpoint_files, find_installed_package
 from streamtag.cli import main
 from streamtag.errors import ConfigError, ModelError
 from streamtag.model import modelfile
+from streamtag.model.manifest import read_manifest
 
 PACKAGE = find_installed_package()
 pytestmark = pytest.mark.skipif(
@@ -57,7 +58,7 @@ def package_copy(root: Path, folders=("MSD_musicnn",)) -> Path:
 
 def test_installed_model_records_its_source_and_serves(home, capsys):
     path = home / "models" / "musicnn-msd.pt"
-    manifest = modelfile.read_manifest(path)
+    manifest = read_manifest(path)
     assert manifest.name == "musicnn-msd" and len(manifest.tags) == 50
     assert {"rock", "chillout", "Mellow", "happy", "sad"} <= set(manifest.tags)
     recipe = manifest.recipe
@@ -78,7 +79,7 @@ def test_installed_model_records_its_source_and_serves(home, capsys):
 
 
 def test_wheel_folder_and_checkpoint_folder_give_the_same_model(home, tmp_path, monkeypatch):
-    expected = modelfile.read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
+    expected = read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
     package = package_copy(tmp_path / "site-packages")
     wheel = tmp_path / "musicnn-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
@@ -88,7 +89,7 @@ def test_wheel_folder_and_checkpoint_folder_give_the_same_model(home, tmp_path, 
     for source in (wheel, package, package.parent, package / "MSD_musicnn"):
         monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / f"home-{source.name}"))
         [(_, path)] = installed.install(["musicnn-msd"], source=source, log=lambda text: None)
-        assert modelfile.read_manifest(path).weights_sha256 == expected, source
+        assert read_manifest(path).weights_sha256 == expected, source
     with pytest.raises(ModelError, match="checkpoint of musicnn-msd only"):
         installed.install(["vgg-msd"], source=package / "MSD_musicnn")
 
@@ -224,8 +225,8 @@ def test_without_a_package_pip_downloads_it(home, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
     monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / "home"))
     [(_, path)] = installed.install(["musicnn-msd"])
-    expected = modelfile.read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
-    assert modelfile.read_manifest(path).weights_sha256 == expected
+    expected = read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
+    assert read_manifest(path).weights_sha256 == expected
     err = capfd.readouterr().err
     assert "downloading musicnn==0.1.0" in err and "musicnn-0.1.0-py3-none-any.whl" in err
 

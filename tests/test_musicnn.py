@@ -23,6 +23,7 @@ from streamtag.catalog import musicnn as musicnn_models
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 from streamtag.model import modelfile
+from streamtag.model.manifest import read_manifest
 
 DATA = Path(__file__).parent / "data" / "musicnn"
 REFERENCE = {  # our name -> musicnn's
@@ -75,7 +76,7 @@ def test_probabilities_match_musicnns_tensorflow_graph(converted, name):
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_the_manifest_says_where_the_model_came_from(converted, package, name):
-    manifest = modelfile.read_manifest(converted[name])
+    manifest = read_manifest(converted[name])
     assert manifest.name == name
     assert manifest.tags == musicnn_models.read_labels(package, name)
     assert len(manifest.tags) == 50
@@ -95,10 +96,10 @@ def test_the_manifest_says_where_the_model_came_from(converted, package, name):
 
 
 def test_mtt_and_msd_models_have_different_tags(converted):
-    mtt = modelfile.read_manifest(converted["musicnn-mtt"]).tags
-    msd = modelfile.read_manifest(converted["musicnn-msd"]).tags
+    mtt = read_manifest(converted["musicnn-mtt"]).tags
+    msd = read_manifest(converted["musicnn-msd"]).tags
     assert mtt != msd
-    assert modelfile.read_manifest(converted["vgg-msd"]).tags == msd
+    assert read_manifest(converted["vgg-msd"]).tags == msd
 
 
 def test_loud_clipped_audio_stays_finite_where_a_float16_cast_overflows(converted):

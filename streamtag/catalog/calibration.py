@@ -39,6 +39,7 @@ from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.errors import ModelError, SourceError
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
+from streamtag.model.manifest import Manifest, read_manifest
 from streamtag.sources import FileSource
 
 # The default thresholds' audio: streamtag's synthetic demo pieces, these seeds and length.
@@ -208,18 +209,18 @@ def default_calibration(path: str | os.PathLike, rule: ThresholdRule | None = No
 
 
 def write_calibration(path: str | os.PathLike, out: str | os.PathLike,
-                      thresholds: Sequence[float], record: dict) -> modelfile.Manifest:
+                      thresholds: Sequence[float], record: dict) -> Manifest:
     """Writes model file ``path`` to ``out`` (atomically; it may be ``path``) with
     ``thresholds`` and the calibration's ``record`` in the manifest's options
     (``options.calibration``)."""
-    manifest = modelfile.read_manifest(path)
+    manifest = read_manifest(path)
     return modelfile.rewrite(path, out, thresholds=tuple(thresholds),
                              options={**manifest.options, "calibration": record})
 
 
 def calibrate_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.PathLike],
                    rule: ThresholdRule | None = None,
-                   device: str = "cpu") -> tuple[Calibration, modelfile.Manifest]:
+                   device: str = "cpu") -> tuple[Calibration, Manifest]:
     """Sets the thresholds of model file ``model_path`` (in place, atomically) by the rule on
     the recordings ``audio_paths``. A file that cannot be decoded is an error naming it, and the
     model file is left as it was."""

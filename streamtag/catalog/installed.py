@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from streamtag.errors import ModelError
-from streamtag.model import modelfile
+from streamtag.model.manifest import Manifest, read_manifest
 
 HOME_ENV = "STREAMTAG_HOME"
 SUFFIX = ".pt"
@@ -108,9 +108,9 @@ def remove(name: str) -> Path:
     return path
 
 
-def info(name: str) -> tuple[Path, modelfile.Manifest]:
+def info(name: str) -> tuple[Path, Manifest]:
     path = path_of(name)
-    return path, modelfile.read_manifest(path)
+    return path, read_manifest(path)
 
 
 # -- where the weights come from ----------------------------------------------------------------

@@ -31,6 +31,7 @@ from streamtag.catalog import tfcheckpoint
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 from streamtag.model import modelfile
+from streamtag.model.manifest import Manifest
 
 __all__ = ["HOP_FRAMES", "NAMES", "WINDOW_FRAMES", "build", "checkpoint_files", "convert",
            "find_installed_package", "read_labels"]
@@ -177,7 +178,7 @@ def _conv_name(index: int) -> str:
     return "conv2d" if index == 0 else f"conv2d_{index}"
 
 
-def _musicnn_mapping() -> _Mapping:
+def _musicnn_mapping(model: nn.Module) -> _Mapping:
     """Our ``MusiCNN`` state-dict names against the checkpoint's, in musicnn's layer order."""
     mapping = _batch_norm("input_bn", _bn_name(0))
     blocks = ["timbral.0", "timbral.1", "temporal.0", "temporal.1", "temporal.2"]
@@ -203,6 +204,11 @@ def _vgg_mapping(model: nn.Module) -> _Mapping:
         mapping += _batch_norm(f"features.{norm}", _bn_name(n))
     mapping += _conv("dense", "dense", _dense)
     return mapping
+
+
+# Each architecture the importer fills: how our state-dict names meet the checkpoint's.
+_MAPPINGS: dict[str, Callable[[nn.Module], _Mapping]] = {
+    "musicnn": _musicnn_mapping, "musicnn_vgg": _vgg_mapping}
 
 
 def _is_model_variable(name: str) -> bool:
@@ -261,12 +267,12 @@ def build(package_dir: Path, name: str) -> tuple[nn.Module, tuple[str, ...]]:
     tags = read_labels(package_dir, name)
     prefix = _prefix(package_dir, name)
     model = nets.build(spec.architecture, len(tags))
-    mapping = _musicnn_mapping() if spec.architecture == "musicnn" else _vgg_mapping(model)
+    mapping = _MAPPINGS[spec.architecture](model)
     _load_weights(model, mapping, prefix)
     return model.eval(), tags
 
 
-def convert(package_dir: Path, name: str, out: Path) -> modelfile.Manifest:
+def convert(package_dir: Path, name: str, out: Path) -> Manifest:
     """Writes musicnn model ``name`` from the musicnn package folder ``package_dir`` as the
     model file ``out`` (atomically: on an error nothing is written at ``out``).
 
@@ -279,7 +285,7 @@ def convert(package_dir: Path, name: str, out: Path) -> modelfile.Manifest:
     spec = _model(name)
     model, tags = build(package_dir, name)
     files = checkpoint_files(package_dir, name)
-    manifest = modelfile.Manifest(
+    manifest = Manifest(
         name=name,
         tags=tags,
         input_kind="logmel",

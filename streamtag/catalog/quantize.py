@@ -29,11 +29,10 @@ import numpy as np
 
 from streamtag.catalog.calibration import file_chunks
 from streamtag.engine.batching import cut_windows
-from streamtag.errors import ModelError, SourceError
+from streamtag.errors import ModelError, SourceError, first_lines
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel, cpu_name
 from streamtag.model.manifest import Manifest
-from streamtag.model.reasons import first_lines
 from streamtag.model.sessions import onnx_session, session_runner
 
 MIN_WINDOWS = 4  # half to calibrate on, half to check on

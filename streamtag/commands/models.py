@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from streamtag.commands import EXIT_USAGE
+from streamtag.model.manifest import read_manifest
 
 __all__ = ["add_models_commands"]
 
@@ -19,7 +20,6 @@ def _fail(error: Exception) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
     from streamtag.errors import ModelError
-    from streamtag.model import modelfile
 
     models = installed.installed()
     print(f"installed models in {installed.models_folder()}:")
@@ -27,7 +27,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  none")
     for name, path in models.items():
         try:
-            manifest = modelfile.read_manifest(path)
+            manifest = read_manifest(path)
             line = f"{manifest.name}, {len(manifest.tags)} tags"
         except ModelError as error:
             line = f"UNUSABLE: {error}"

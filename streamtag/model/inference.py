@@ -18,10 +18,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from streamtag.errors import ModelError
+from streamtag.errors import ModelError, first_lines
 from streamtag.frontend import LogMelOptions
 from streamtag.model import BACKENDS, PRECISIONS, graph_passes, modelfile
-from streamtag.model.reasons import first_lines
 from streamtag.model.sessions import onnx_session, session_runner
 from streamtag.model.window_reuse import WindowReuse, window_reuse
 

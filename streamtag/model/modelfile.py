@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from streamtag.errors import ModelError
+from streamtag.errors import ModelError, first_lines
 from streamtag.frontend import LogMelOptions
 from streamtag.fsutil import atomic_path
 from streamtag.model.manifest import (
@@ -40,7 +40,6 @@ from streamtag.model.manifest import (
     stored_file,
 )
 from streamtag.model.onnx_export import cached_export, export_onnx
-from streamtag.model.reasons import first_lines
 from streamtag.model.torch_frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
@@ -48,14 +47,12 @@ log = logging.getLogger(__name__)
 # Manifest and read_manifest live in streamtag.model.manifest; most callers find them here.
 __all__ = [
     "LoadedModel",
-    "Manifest",
     "add_int8_graph",
     "add_onnx_graph",
     "example_input",
     "export_waveform",
     "load",
     "onnx_graph",
-    "read_manifest",
     "rewrite",
     "save",
     "save_ensemble",

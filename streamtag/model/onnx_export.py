@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamtag.errors import ModelError
+from streamtag.errors import ModelError, first_lines
 from streamtag.fsutil import atomic_path
 from streamtag.model.manifest import ONNX_FILE
-from streamtag.model.reasons import first_lines
 from streamtag.model.sessions import onnx_session
 
 log = logging.getLogger(__name__)

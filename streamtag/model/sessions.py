@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streamtag.errors import ModelError
-from streamtag.model.reasons import first_lines
+from streamtag.errors import ModelError, first_lines
 
 __all__ = ["onnx_session", "session_runner"]
 

@@ -56,9 +56,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from streamtag import nets
+from streamtag.errors import first_lines
 from streamtag.model import graph_passes, modelfile
 from streamtag.model.onnx_export import ONNX_OPSET, ONNX_TOLERANCE
-from streamtag.model.reasons import first_lines
 from streamtag.model.sessions import onnx_session
 
 log = logging.getLogger(__name__)
