@@ -66,7 +66,6 @@ from streamtag.audio.testsignals import music_like  # noqa: E402
 from streamtag.catalog.installed import installed, path_of  # noqa: E402
 from streamtag.catalog.shipped import default_model_path  # noqa: E402
 from streamtag.daemon.config import (  # noqa: E402
-    CPU_MAX_BATCH,
     ControlConfig,
     DaemonConfig,
     EngineConfig,
@@ -76,6 +75,7 @@ from streamtag.daemon.config import (  # noqa: E402
 )
 from streamtag.daemon.daemon import Daemon  # noqa: E402
 from streamtag.engine import batching as engine_module  # noqa: E402
+from streamtag.engine.config import CPU_MAX_BATCH  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamtag.daemon.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel
 from streamtag.model.inference import InferenceModel, cheapest_batch
@@ -39,12 +39,11 @@ log = logging.getLogger(__name__)
 # A worker's turn: where more windows are queued than one forward pass takes, it takes up to
 # TURN_WINDOWS of them, runs them in passes of ``batch_limit`` and only then hands the results
 # out. The turn's own work (waking, taking the windows, the hand-out in order, and above all the
-# caches each forward evicts, which the first scoring after it pays for: docs/engine-benchmark.md)
-# is then shared by every window of the turn while the forward keeps its cheapest size. A turn
-# takes only windows already queued, and the first of them then waits for the turn's later
-# passes no longer than the last of them waited before; TURN_FORWARD_S bounds that wait, a
-# quarter of the usual one-second hop (musicnn-mtt, 21 ms a window, takes turns of 8: its
-# scoring outside the forward went from 0.48-0.51 to 0.17-0.20 ms per window).
+# caches each forward evicts, which the first scoring after it pays for) is then shared by every
+# window of the turn while the forward keeps its cheapest size (docs/engine-benchmark.md, "turns
+# of forward passes"). A turn takes only windows already queued, and the first of them then
+# waits for the turn's later passes no longer than the last of them waited before;
+# TURN_FORWARD_S bounds that wait, a quarter of the usual one-second hop.
 TURN_WINDOWS = 8
 TURN_FORWARD_S = 0.25
 

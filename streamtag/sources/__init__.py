@@ -16,11 +16,10 @@ from __future__ import annotations
 import datetime
 import functools
 import inspect
-import math
-import types
 import typing
 from pathlib import Path
 
+from streamtag import values
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source, StatusCallback
 from streamtag.sources.device import DeviceSource, list_input_devices
@@ -69,44 +68,28 @@ def _options_of(cls: type[Source]) -> tuple[list[str], dict]:
     return accepted, typing.get_type_hints(cls.__init__)
 
 
+# A source option's number is finite, which the message says.
+_WORDS = values.Words(number="a finite number")
+# Options given from Python only, as objects: no TOML or JSON value is one of them.
+_FROM_PYTHON = {typing.BinaryIO: "a binary stream (given from Python, not in a config)"}
+_DATA = (str, bytes, int, float, list, dict, datetime.date, datetime.time)
+
+
 def _build(cls: type[Source], kind: str, options: dict, *args) -> Source:
+    """The source, once every option is one it takes, of the type it takes: a wrong type would
+    otherwise fail later with a TypeError that does not name the option."""
     accepted, hints = _options_of(cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise SourceError(f"{kind} sources take no option {', '.join(map(repr, unknown))}; "
                           f"their options are: {', '.join(accepted)}")
     for name, value in options.items():
-        if not _fits(value, hints.get(name)):
-            raise SourceError(f"{kind} source option {name!r} must be "
-                              f"{_describe(hints[name])}, got {value!r}")
+        where = f"{kind} source option {name!r}"
+        annotation = hints.get(name, typing.Any)
+        objects = [_FROM_PYTHON[t] for t in (annotation, *typing.get_args(annotation))
+                   if t in _FROM_PYTHON]
+        if not objects:
+            values.coerce(value, annotation, where, SourceError, words=_WORDS)
+        elif isinstance(value, _DATA):
+            raise values.must_be(value, where, SourceError, objects[0])
     return cls(*args, **options)
-
-
-def _describe(annotation) -> str:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in typing.get_args(annotation))
-    names = {bool: "true or false", int: "an integer", float: "a finite number",
-             str: "a string", type(None): "none",
-             typing.BinaryIO: "a binary stream (given from Python, not in a config)"}
-    return names.get(annotation, str(annotation).replace("typing.", ""))
-
-
-def _fits(value, annotation) -> bool:
-    """Whether an option value (from TOML, JSON or a flag) has the option's type; a wrong type
-    would otherwise fail later with a TypeError that does not name the option."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value))
-    if annotation is str:
-        return isinstance(value, str)
-    # Streams and other objects given from Python; no TOML or JSON value is one of them.
-    return not isinstance(value, (str, bytes, int, float, list, dict, datetime.date,
-                                  datetime.time))

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from streamtag import values
 from streamtag.errors import ConfigError
 
 __all__ = [
@@ -59,80 +60,8 @@ THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")  # streamtag.train.metrics.TH
 UNLABELED_DATA_KINDS = ("audio_folder",)
 
 
-# --------------------------------------------------------------------------------------------
-# Value checks shared by the sections
-
-
-def _fail(where: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"{where} must be {expected}, got {value!r}")
-
-
-def _set(obj: Any, key: str, value: Any) -> None:
-    object.__setattr__(obj, key, value)
-
-
-def _int(obj: Any, section: str, key: str, minimum: int | None = None,
-         maximum: int | None = None) -> None:
-    value = getattr(obj, key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{section}.{key}", value, "a whole number")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = (f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-                  if minimum is not None else f"<= {maximum}")
-        raise _fail(f"{section}.{key}", value, f"a whole number {bounds}")
-
-
-def _float(obj: Any, section: str, key: str, minimum: float | None = None,
-           maximum: float | None = None, positive: bool = False) -> None:
-    value = getattr(obj, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(f"{section}.{key}", value, "a finite number")
-    value = float(value)
-    if positive and value <= 0:
-        raise _fail(f"{section}.{key}", value, "a number > 0")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = (f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-                  if minimum is not None else f"<= {maximum}")
-        raise _fail(f"{section}.{key}", value, f"a number {bounds}")
-    _set(obj, key, value)
-
-
-def _bool(obj: Any, section: str, key: str) -> None:
-    value = getattr(obj, key)
-    if not isinstance(value, bool):
-        raise _fail(f"{section}.{key}", value, "true or false")
-
-
-def _str(obj: Any, section: str, key: str) -> None:
-    value = getattr(obj, key)
-    if not isinstance(value, str):
-        raise _fail(f"{section}.{key}", value, "a string")
-
-
-def _choice(obj: Any, section: str, key: str, choices: Sequence[str]) -> None:
-    value = getattr(obj, key)
-    if value not in choices:
-        raise _fail(f"{section}.{key}", value, "one of " + ", ".join(map(repr, choices)))
-
-
-def _table(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _fail(where, value, "a table")
-    return copy.deepcopy(dict(value))
-
-
-def _unknown(section: str, keys: Sequence[str], allowed: Sequence[str]) -> None:
-    unknown = [k for k in keys if k not in allowed]
-    if unknown:
-        raise ConfigError(f"unknown key {section}.{unknown[0]}; allowed keys in [{section}]: "
-                          f"{', '.join(allowed)}")
-
-
-def _from_table(cls: type, section: str, table: Any) -> Any:
-    table = _table(table, f"[{section}]")
-    names = [f.name for f in dataclasses.fields(cls)]
-    _unknown(section, list(table), names)
-    return cls(**table)
+# A recipe's messages: "train.epochs must be a whole number >= 1", "one of 'adam', 'sgd'".
+_WORDS = values.Words(integer="a whole number", quoted=True)
 
 
 def default_cache_dir() -> Path:
@@ -214,16 +143,15 @@ class DataConfig:
     ``n_features`` equal to the file's number of features.
     """
 
-    kind: str = "synthetic"
+    kind: str = values.field("synthetic", choices=DATA_KINDS)
     root: str = ""
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _choice(self, "data", "kind", DATA_KINDS)
-        _str(self, "data", "root")
+        values.check_fields(self, "data", ConfigError, _WORDS)
         keys = {**_DATA_KEYS[self.kind], **_COMMON_DATA_KEYS}
-        options = _table(self.options, "data options")
-        _unknown("data", list(options), ["kind", "root", *keys])
+        options = values.table(self.options, "data options", ConfigError)
+        values.check_keys(options, ["kind", "root", *keys], "data", ConfigError)
         resolved = {}
         for key, (check, default) in keys.items():
             value = options.get(key, copy.deepcopy(default))
@@ -233,30 +161,34 @@ class DataConfig:
                               "(the mp3 folders, the precomputed npy mels, or both)")
         if self.kind == "synthetic":
             if resolved["format"] not in ("flac", "wav"):
-                raise _fail("data.format", resolved["format"], "'flac' or 'wav'")
+                raise values.must_be(resolved["format"], "data.format", ConfigError,
+                                     "'flac' or 'wav'")
             fractions = resolved["split_fractions"]
             if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1):
-                raise _fail("data.split_fractions", fractions,
-                            "three fractions (train, validation, test) summing to 1")
+                raise values.must_be(fractions, "data.split_fractions", ConfigError,
+                                     "three fractions (train, validation, test) summing to 1")
             if resolved["n_clips"] < 3:
-                raise _fail("data.n_clips", resolved["n_clips"], "a whole number >= 3")
+                raise values.must_be(resolved["n_clips"], "data.n_clips", ConfigError,
+                                     "a whole number >= 3")
             from streamtag.audio.synthetic import SyntheticConfig
 
             SyntheticConfig.from_dict(resolved["synthetic"])  # ConfigError naming the option
         if self.kind == "audio_folder":
             if not resolved["extensions"]:
-                raise _fail("data.extensions", [], "a non-empty list of file suffixes")
+                raise values.must_be([], "data.extensions", ConfigError,
+                                     "a non-empty list of file suffixes")
             if not 0 < resolved["validation_fraction"] < 1:
-                raise _fail("data.validation_fraction", resolved["validation_fraction"],
-                            "a number between 0 and 1 (exclusive)")
-        _set(self, "options", resolved)
+                raise values.must_be(resolved["validation_fraction"],
+                                     "data.validation_fraction", ConfigError,
+                                     "a number between 0 and 1 (exclusive)")
+        values.set_field(self, "options", resolved)
 
     def table(self) -> dict[str, Any]:
         return {"kind": self.kind, "root": self.root, **copy.deepcopy(dict(self.options))}
 
     @classmethod
     def from_table(cls, table: Any) -> DataConfig:
-        table = _table(table, "[data]")
+        table = values.table(table, "[data]", ConfigError)
         kind = table.pop("kind", "synthetic")
         root = table.pop("root", "")
         return cls(kind=kind, root=root, options=table)
@@ -279,29 +211,22 @@ class DataConfig:
 
 def _check_data_value(where: str, check: str, value: Any) -> Any:
     if check in ("str", _PATH):
-        if not isinstance(value, str):
-            raise _fail(where, value, "a string")
-    elif check == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _fail(where, value, "a whole number >= 0")
-    elif check == "bool":
-        if not isinstance(value, bool):
-            raise _fail(where, value, "true or false")
-    elif check == _STRINGS:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise _fail(where, value, "a list of non-empty strings")
-    elif check == "fraction":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(where, value, "a number")
-        value = float(value)
-    elif check == "numbers":
-        if not isinstance(value, list) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise _fail(where, value, "a list of numbers")
-        value = [float(v) for v in value]
-    elif check == "table":
-        value = _table(value, where)
-    return value
+        return values.text(value, where, ConfigError)
+    if check == "int":
+        return values.integer(value, where, ConfigError, minimum=0, expected="a whole number >= 0",
+                              words=_WORDS)
+    if check == "bool":
+        return values.boolean(value, where, ConfigError)
+    if check == "fraction":
+        return values.number(value, where, ConfigError)
+    if check == "table":
+        return values.table(value, where, ConfigError)
+    # lists stay lists: as the written recipe and the synthetic data's key give them back
+    if check == _STRINGS:
+        return list(values.texts(value, where, ConfigError, empty=False))
+    if check == "numbers":
+        return list(values.numbers(value, where, ConfigError))
+    raise ValueError(f"{where}: no check named {check!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,11 +246,12 @@ class FrontendConfig:
     def __post_init__(self) -> None:
         from streamtag.frontend import LogMelOptions
 
-        _choice(self, "frontend", "preset", LogMelOptions.preset_names())
-        overrides = _table(self.overrides, "frontend overrides")
+        values.choice(self.preset, "frontend.preset", ConfigError, LogMelOptions.preset_names(),
+                      words=_WORDS)
+        overrides = values.table(self.overrides, "frontend overrides", ConfigError)
         fields = [f.name for f in dataclasses.fields(LogMelOptions)]
-        _unknown("frontend", list(overrides), ["preset", *fields])
-        _set(self, "overrides", overrides)
+        values.check_keys(overrides, ["preset", *fields], "frontend", ConfigError)
+        values.set_field(self, "overrides", overrides)
         self.options()  # every value checked now
 
     def options(self):  # -> LogMelOptions (imported lazily: the recipe module stays light)
@@ -349,7 +275,7 @@ class FrontendConfig:
 
     @classmethod
     def from_table(cls, table: Any) -> FrontendConfig:
-        table = _table(table, "[frontend]")
+        table = values.table(table, "[frontend]", ConfigError)
         preset = table.pop("preset", "musicnn")
         return cls(preset=preset, overrides=table)
 
@@ -376,29 +302,25 @@ class ModelConfig:
 
     architecture: str = "mel_cnn"
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    window: int = 96
-    hop: int = 32
+    window: int = values.field(96, minimum=1)
+    hop: int = values.field(32, minimum=1)
     encoder: str = ""
     init: str = ""
-    freeze_body_epochs: int = 0
+    freeze_body_epochs: int = values.field(0, minimum=0)
 
     def __post_init__(self) -> None:
         from streamtag import nets
 
-        _str(self, "model", "architecture")
-        _choice(self, "model", "architecture", nets.names())
-        options = _table(self.options, "[model.options]")
+        values.check_fields(self, "model", ConfigError, _WORDS)
+        values.choice(self.architecture, "model.architecture", ConfigError, nets.names(),
+                      words=_WORDS)
+        options = values.table(self.options, "[model.options]", ConfigError)
         known = list(nets.spec(self.architecture)["options"])
         unknown = [k for k in options if k not in known]
         if unknown:
             raise ConfigError(f"unknown key model.options.{unknown[0]} for "
                               f"{self.architecture}; its options: {', '.join(known) or '(none)'}")
-        _set(self, "options", options)
-        _int(self, "model", "window", minimum=1)
-        _int(self, "model", "hop", minimum=1)
-        _str(self, "model", "encoder")
-        _str(self, "model", "init")
-        _int(self, "model", "freeze_body_epochs", minimum=0)
+        values.set_field(self, "options", options)
         if self.freeze_body_epochs and not self.init:
             raise ConfigError("model.freeze_body_epochs needs model.init (the model file or "
                               "installed model whose body is frozen); a frozen random body "
@@ -463,75 +385,43 @@ class TrainConfig:
       epoch's weights.
     """
 
-    epochs: int = 30
-    batch_size: int = 16
-    windows_per_track: int = 1
-    window_position: str = "random"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    sgd_epoch: int = 0
-    sgd_lr: float = 1e-3
-    schedule: str = "none"
-    warmup_epochs: int = 0
-    constant_epochs: int = 0
-    decay_epochs: int = 0
-    final_lr: float = 1e-5
-    plateau_factor: float = 0.5
-    plateau_patience: int = 3
-    min_lr: float = 1e-6
-    early_stopping: str = "roc_auc_macro"
-    patience: int = 10
-    grad_clip: float = 0.0
-    seed: int = 0
+    epochs: int = values.field(30, minimum=1)
+    batch_size: int = values.field(16, minimum=1)
+    windows_per_track: int = values.field(1, minimum=1)
+    window_position: str = values.field("random", choices=WINDOW_POSITIONS)
+    optimizer: str = values.field("adam", choices=OPTIMIZERS)
+    lr: float = values.field(1e-3, positive=True)
+    weight_decay: float = values.field(0.0, minimum=0)
+    momentum: float = values.field(0.9, minimum=0, maximum=1)
+    sgd_epoch: int = values.field(0, minimum=0)
+    sgd_lr: float = values.field(1e-3, positive=True)
+    schedule: str = values.field("none", choices=SCHEDULES)
+    warmup_epochs: int = values.field(0, minimum=0)
+    constant_epochs: int = values.field(0, minimum=0)
+    decay_epochs: int = values.field(0, minimum=0)
+    final_lr: float = values.field(1e-5, minimum=0)
+    plateau_factor: float = values.field(0.5, minimum=0, maximum=1)
+    plateau_patience: int = values.field(3, minimum=1)
+    min_lr: float = values.field(1e-6, minimum=0)
+    early_stopping: str = values.field("roc_auc_macro", choices=STOPPING_METRICS)
+    patience: int = values.field(10, minimum=0)
+    grad_clip: float = values.field(0.0, minimum=0)
+    seed: int = values.field(0, minimum=0)
     deterministic: bool = False
-    device: str = "auto"
+    device: str = values.field("auto", choices=DEVICES)
     bf16: bool = False
-    workers: int = 0
+    workers: int = values.field(0, minimum=0)
     cache_dir: str = ""
     swa: bool = False
-    swa_start: int = 1
-    swa_every: int = 3
-    snapshots: int = 0
+    swa_start: int = values.field(1, minimum=1)
+    swa_every: int = values.field(3, minimum=1)
+    snapshots: int = values.field(0, minimum=0)
     per_tag_best: bool = False
 
     def __post_init__(self) -> None:
-        s = "train"
-        _int(self, s, "epochs", minimum=1)
-        _int(self, s, "batch_size", minimum=1)
-        _int(self, s, "windows_per_track", minimum=1)
-        _choice(self, s, "window_position", WINDOW_POSITIONS)
-        _choice(self, s, "optimizer", OPTIMIZERS)
-        _float(self, s, "lr", positive=True)
-        _float(self, s, "weight_decay", minimum=0.0)
-        _float(self, s, "momentum", minimum=0.0, maximum=1.0)
-        _int(self, s, "sgd_epoch", minimum=0)
-        _float(self, s, "sgd_lr", positive=True)
-        _choice(self, s, "schedule", SCHEDULES)
-        _int(self, s, "warmup_epochs", minimum=0)
-        _int(self, s, "constant_epochs", minimum=0)
-        _int(self, s, "decay_epochs", minimum=0)
-        _float(self, s, "final_lr", minimum=0.0)
-        _float(self, s, "plateau_factor", minimum=0.0, maximum=1.0)
-        _int(self, s, "plateau_patience", minimum=1)
-        _float(self, s, "min_lr", minimum=0.0)
-        _choice(self, s, "early_stopping", STOPPING_METRICS)
-        _int(self, s, "patience", minimum=0)
-        _float(self, s, "grad_clip", minimum=0.0)
-        _int(self, s, "seed", minimum=0)
-        _bool(self, s, "deterministic")
-        _choice(self, s, "device", DEVICES)
-        _bool(self, s, "bf16")
-        _int(self, s, "workers", minimum=0)
-        _str(self, s, "cache_dir")
+        values.check_fields(self, "train", ConfigError, _WORDS)
         if self.optimizer == "sgd" and self.momentum == 0.0:
             raise ConfigError("train.momentum must be > 0 for Nesterov SGD")
-        _bool(self, s, "swa")
-        _int(self, s, "swa_start", minimum=1)
-        _int(self, s, "swa_every", minimum=1)
-        _int(self, s, "snapshots", minimum=0)
-        _bool(self, s, "per_tag_best")
         if self.snapshots and not self.swa:
             raise ConfigError("train.snapshots averages SWA models: set train.swa = true too, "
                               "or train.snapshots = 0")
@@ -567,23 +457,17 @@ class AugmentConfig:
       silence, the frontend's value for no signal).
     """
 
-    mixup_alpha: float = 0.0
+    mixup_alpha: float = values.field(0.0, minimum=0)
     mixup_max: bool = False
-    freq_masks: int = 0
-    freq_width: int = 0
-    time_masks: int = 0
-    time_width: int = 0
-    gain_db: float = 0.0
+    freq_masks: int = values.field(0, minimum=0)
+    freq_width: int = values.field(0, minimum=0)
+    time_masks: int = values.field(0, minimum=0)
+    time_width: int = values.field(0, minimum=0)
+    gain_db: float = values.field(0.0, minimum=0, maximum=60)
     wrap_pad: bool = True
 
     def __post_init__(self) -> None:
-        s = "augment"
-        _float(self, s, "mixup_alpha", minimum=0.0)
-        _bool(self, s, "mixup_max")
-        for key in ("freq_masks", "freq_width", "time_masks", "time_width"):
-            _int(self, s, key, minimum=0)
-        _float(self, s, "gain_db", minimum=0.0, maximum=60.0)
-        _bool(self, s, "wrap_pad")
+        values.check_fields(self, "augment", ConfigError, _WORDS)
         if self.freq_masks and not self.freq_width:
             raise ConfigError("augment.freq_width must be > 0 when augment.freq_masks is")
         if self.time_masks and not self.time_width:
@@ -610,16 +494,13 @@ class EvalConfig:
     training batch).
     """
 
-    windows: str = "average"
-    eval_hop: int = 0
-    threshold_method: str = "f1"
-    batch_size: int = 0
+    windows: str = values.field("average", choices=EVAL_WINDOWS)
+    eval_hop: int = values.field(0, minimum=0)
+    threshold_method: str = values.field("f1", choices=THRESHOLD_METHODS)
+    batch_size: int = values.field(0, minimum=0)
 
     def __post_init__(self) -> None:
-        _choice(self, "eval", "windows", EVAL_WINDOWS)
-        _int(self, "eval", "eval_hop", minimum=0)
-        _choice(self, "eval", "threshold_method", THRESHOLD_METHODS)
-        _int(self, "eval", "batch_size", minimum=0)
+        values.check_fields(self, "eval", ConfigError, _WORDS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,8 +529,7 @@ class Recipe:
     def __post_init__(self) -> None:
         from streamtag import nets
 
-        _str(self, "recipe", "name")
-        _str(self, "recipe", "description")
+        values.check_fields(self, "recipe", ConfigError, _WORDS)
         if not self.name.strip():
             raise ConfigError("name must not be empty")
         options = dict(self.model.options)
@@ -665,7 +545,7 @@ class Recipe:
                 source = "frontend.n_mels" if key == "n_mels" else "model.window"
                 raise ConfigError(f"model.options.{key} = {options[key]} disagrees with "
                                   f"{source} = {value}; leave it out to take {source}")
-        _set(self, "model", dataclasses.replace(self.model, options=options))
+        values.set_field(self, "model", dataclasses.replace(self.model, options=options))
         minimum = nets.spec(self.model.architecture)["min_input"]
         segment_option = nets.spec(self.model.architecture)["segment_option"]
         if kind == "logmel":
@@ -711,25 +591,28 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "model") -> Recipe:
         """From a parsed TOML document; ``name`` is used when the document has none."""
-        data = _table(data, "the recipe")
+        data = values.table(data, "the recipe", ConfigError)
         for key, value in data.items():
             if key not in _SECTIONS and key not in _TOP_LEVEL:
                 raise ConfigError(f"unknown key {key!r} at the top of the recipe; allowed: "
                                   f"sections {', '.join('[' + s + ']' for s in _SECTIONS)} and "
                                   f"the keys {', '.join(_TOP_LEVEL)}")
             if key in _SECTIONS and not isinstance(value, Mapping):
-                raise _fail(f"[{key}]", value, "a table")
-        model = _table(data.get("model", {}), "[model]")
-        _unknown("model", list(model), [f.name for f in dataclasses.fields(ModelConfig)])
+                raise values.must_be(value, f"[{key}]", ConfigError, "a table")
+        model = values.table(data.get("model", {}), "[model]", ConfigError)
+        values.check_keys(model, [f.name for f in dataclasses.fields(ModelConfig)], "model",
+                          ConfigError)
         return cls(
             name=data.get("name", name),
             description=data.get("description", ""),
             data=DataConfig.from_table(data.get("data", {})),
             frontend=FrontendConfig.from_table(data.get("frontend", {})),
             model=ModelConfig(**model),
-            train=_from_table(TrainConfig, "train", data.get("train", {})),
-            augment=_from_table(AugmentConfig, "augment", data.get("augment", {})),
-            eval=_from_table(EvalConfig, "eval", data.get("eval", {})),
+            train=values.from_table(TrainConfig, data.get("train", {}), "train", ConfigError,
+                                    _WORDS),
+            augment=values.from_table(AugmentConfig, data.get("augment", {}), "augment",
+                                      ConfigError, _WORDS),
+            eval=values.from_table(EvalConfig, data.get("eval", {}), "eval", ConfigError, _WORDS),
         )
 
     # -- writing -----------------------------------------------------------------------------

@@ -9,10 +9,8 @@ publisher cannot put on the wire what a subscriber would refuse.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import numbers
 import random
 import re
 import time
@@ -20,11 +18,12 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from json.encoder import encode_basestring as _json_str  # json.dumps' str, non-ASCII kept
+from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
 
-from streamtag import _core
+from streamtag import _core, values
 from streamtag.errors import ProtocolError
 
 PROTOCOL_VERSION = "1.1"
@@ -53,108 +52,11 @@ _STREAM_ID = re.compile(STREAM_ID_PATTERN)
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 
 
-# ---------------------------------------------------------------- field checks
-# Each returns the value in its canonical Python type or raises ProtocolError naming the field.
-
-def _show(value: Any) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int past Python's digit limit
-        return f"<{type(value).__name__} too long to show>"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _kind(value: Any) -> str:
-    names = {bool: "a boolean", str: "a string", type(None): "null", dict: "an object",
-             list: "an array", tuple: "an array", int: "an integer", float: "a number"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _number(value: Any, what: str, *, minimum: float | None = None) -> float:
-    if type(value) is float and math.isfinite(value) and (minimum is None or value >= minimum):
-        return value  # the common case, without the slower checks below
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ProtocolError(f"{what} must be a number, got {_kind(value)}")
-    try:
-        number = float(value)
-    except (OverflowError, ValueError, TypeError):
-        raise ProtocolError(f"{what} is out of range: {_show(value)}") from None
-    if not math.isfinite(number):
-        raise ProtocolError(f"{what} must be finite, got {number!r}")
-    if minimum is not None and number < minimum:
-        raise ProtocolError(f"{what} must be >= {minimum:g}, got {number!r}")
-    return number
-
-
-def _integer(value: Any, what: str, *, minimum: int | None = 0) -> int:
-    if type(value) is int and (minimum is None or value >= minimum):
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ProtocolError(f"{what} must be an integer, got {_kind(value)}")
-    number = int(value)
-    if minimum is not None and number < minimum:
-        raise ProtocolError(f"{what} must be >= {minimum}, got {number}")
-    return number
-
-
-def _text(value: Any, what: str, *, empty: bool = True) -> str:
-    if not isinstance(value, str):
-        raise ProtocolError(f"{what} must be a string, got {_kind(value)}")
-    if not empty and not value:
-        raise ProtocolError(f"{what} must not be empty")
-    try:  # JSON can escape lone surrogates, which no UTF-8 frame can carry back out
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProtocolError(f"{what} is not valid Unicode: {_show(value)}") from None
-    return value
-
-
-def _optional_text(value: Any, what: str) -> str | None:
-    return None if value is None else _text(value, what)
-
-
-def _choice(value: Any, what: str, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ProtocolError(f"{what} must be one of {', '.join(allowed)}; got {_show(value)}")
-    return value
-
-
-def _array(value: Any, what: str) -> list:
-    # numpy arrays are welcome from publishers; strings and mappings are not sequences here.
-    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
-        raise ProtocolError(f"{what} must be an array, got {_kind(value)}")
-    return list(value)
-
-
-def _names(value: Any, what: str) -> tuple[str, ...]:
-    if type(value) is tuple:
-        try:  # a model's tags come in every window: checked once
-            return _checked_names(value, what)
-        except TypeError:  # an unhashable element: the check below names it
-            pass
-    return tuple(_text(v, f"{what}[{i}]", empty=False) for i, v in enumerate(_array(value, what)))
-
-
-@functools.lru_cache(maxsize=64)
-def _checked_names(value: tuple, what: str) -> tuple[str, ...]:
-    return tuple(_text(v, f"{what}[{i}]", empty=False) for i, v in enumerate(value))
-
-
-def _numbers(value: Any, what: str) -> tuple[float, ...]:
-    if type(value) in (list, tuple):
-        values = tuple(value)
-        # the common case, all finite floats, without a call per value (NaN or inf anywhere
-        # makes the sum non-finite, and the check below names the value)
-        if all(type(v) is float for v in values) and math.isfinite(sum(values)):
-            return values
-    return tuple(_number(v, f"{what}[{i}]") for i, v in enumerate(_array(value, what)))
-
-
 def validate_stream_id(stream: Any) -> str:
     """Return `stream` if it is a valid stream id, else raise ProtocolError saying what is."""
     if not isinstance(stream, str) or not _STREAM_ID.fullmatch(stream):
-        raise ProtocolError(f"invalid stream id {_show(stream)}: use 1 to 128 of the characters "
-                            "A-Z a-z 0-9 _ . : -")
+        raise ProtocolError(f"invalid stream id {values.show(stream)}: use 1 to 128 of the "
+                            "characters A-Z a-z 0-9 _ . : -")
     return stream
 
 
@@ -162,7 +64,7 @@ def parse_version(version: Any) -> tuple[int, int]:
     """(major, minor) of a protocol version string such as "1.0"; ProtocolError otherwise."""
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise ProtocolError(f"header version must be a string MAJOR.MINOR such as "
-                            f"{PROTOCOL_VERSION!r}, got {_show(version)}")
+                            f"{PROTOCOL_VERSION!r}, got {values.show(version)}")
     major, minor = version.split(".")
     return int(major), int(minor)
 
@@ -189,7 +91,7 @@ def subscription_prefix(msg_type: str, stream: str | None = None) -> bytes:
     Prefix matching is by bytes, so ``scores.radio1`` also matches ``scores.radio10``: a
     subscriber to one stream must still compare the header's stream (client.py does).
     """
-    _choice(msg_type, "message type", MSG_TYPES)
+    values.choice(msg_type, "message type", ProtocolError, MSG_TYPES)
     if msg_type == HEARTBEAT:
         return HEARTBEAT.encode()
     if stream is None:
@@ -214,10 +116,6 @@ def new_msg_id() -> str:
 
 # ---------------------------------------------------------------- logical message
 
-def _set(obj: Any, name: str, value: Any) -> None:
-    object.__setattr__(obj, name, value)  # normalising a frozen dataclass in __post_init__
-
-
 class _Part:
     """Shared dict conversion of the header and the bodies (their fields are the wire fields)."""
 
@@ -234,16 +132,16 @@ class _Part:
     def from_dict(cls, data: Any):
         """Build from a decoded JSON object; unknown keys are ignored, missing ones an error."""
         if not isinstance(data, Mapping):
-            raise ProtocolError(f"{cls._what} must be a JSON object, got {_kind(data)}")
-        values = {}
+            raise ProtocolError(f"{cls._what} must be a JSON object, got {values.kind(data)}")
+        given = {}
         for name, default in cls._defaults.items():
             if name in data:
-                values[name] = data[name]
+                given[name] = data[name]
             elif default is not MISSING:
-                values[name] = default
+                given[name] = default
             else:
                 raise ProtocolError(f"{cls._what} is missing the field {name!r}")
-        return cls(**values)
+        return cls(**given)
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -275,19 +173,21 @@ class Header(_Part):
 
     def __post_init__(self) -> None:
         check_version(self.version)
-        _choice(self.msg_type, "header msg_type", MSG_TYPES)
+        values.choice(self.msg_type, "header msg_type", ProtocolError, MSG_TYPES)
         for name in ("msg_id", "session"):
-            value = _text(getattr(self, name), f"header {name}", empty=False)
+            value = values.text(getattr(self, name), f"header {name}", ProtocolError, empty=False)
             if len(value) > MAX_ID_LENGTH:
                 raise ProtocolError(f"header {name} is longer than {MAX_ID_LENGTH} characters")
         if self.msg_type == HEARTBEAT:
             if self.stream != "":
                 raise ProtocolError(f"a heartbeat's header stream must be \"\", "
-                                    f"got {_show(self.stream)}")
+                                    f"got {values.show(self.stream)}")
         else:
             validate_stream_id(self.stream)
-        _set(self, "seq", _integer(self.seq, "header seq"))
-        _set(self, "sent_at", _number(self.sent_at, "header sent_at", minimum=0))
+        values.set_field(self, "seq",
+                         values.integer(self.seq, "header seq", ProtocolError, minimum=0))
+        values.set_field(self, "sent_at",
+                         values.number(self.sent_at, "header sent_at", ProtocolError, minimum=0))
 
     @property
     def major(self) -> int:
@@ -305,15 +205,16 @@ class ModelRef:
     hash: str
 
     def __post_init__(self) -> None:
-        _text(self.name, "model name")
-        _text(self.hash, "model hash")
+        values.text(self.name, "model name", ProtocolError)
+        values.text(self.hash, "model hash", ProtocolError)
 
     @classmethod
     def coerce(cls, value: Any, what: str = "scores model") -> ModelRef:
         if isinstance(value, ModelRef):
             return value
         if not isinstance(value, Mapping):
-            raise ProtocolError(f"{what} must be an object {{name, hash}}, got {_kind(value)}")
+            raise ProtocolError(f"{what} must be an object {{name, hash}}, got "
+                                f"{values.kind(value)}")
         for key in ("name", "hash"):
             if key not in value:
                 raise ProtocolError(f"{what} is missing the field {key!r}")
@@ -342,26 +243,32 @@ class ScoresBody(_Part):
     _what: ClassVar[str] = "scores body"
 
     def __post_init__(self) -> None:
-        _set(self, "start_s", _number(self.start_s, "scores start_s", minimum=0))
-        _set(self, "end_s", _number(self.end_s, "scores end_s", minimum=self.start_s))
-        _set(self, "start_sample", _integer(self.start_sample, "scores start_sample"))
-        _set(self, "end_sample", _integer(self.end_sample, "scores end_sample",
-                                          minimum=self.start_sample))
-        _set(self, "tags", _names(self.tags, "scores tags"))
+        values.set_field(self, "start_s", values.number(self.start_s, "scores start_s",
+                                                        ProtocolError, minimum=0))
+        values.set_field(self, "end_s", values.number(self.end_s, "scores end_s", ProtocolError,
+                                                      minimum=self.start_s))
+        values.set_field(self, "start_sample", values.integer(
+            self.start_sample, "scores start_sample", ProtocolError, minimum=0))
+        values.set_field(self, "end_sample", values.integer(
+            self.end_sample, "scores end_sample", ProtocolError, minimum=self.start_sample))
+        values.set_field(self, "tags", values.texts(self.tags, "scores tags", ProtocolError,
+                                                    empty=False))
         if len(set(self.tags)) != len(self.tags):
             raise ProtocolError("scores tags must not repeat a name")
         for name in ("raw", "smoothed"):
-            values = _numbers(getattr(self, name), f"scores {name}")
-            if len(values) != len(self.tags):
-                raise ProtocolError(f"scores {name} has {len(values)} values for "
+            checked = values.numbers(getattr(self, name), f"scores {name}", ProtocolError)
+            if len(checked) != len(self.tags):
+                raise ProtocolError(f"scores {name} has {len(checked)} values for "
                                     f"{len(self.tags)} tags; they must match one to one")
-            _set(self, name, values)
-        _set(self, "active", _names(self.active, "scores active"))
+            values.set_field(self, name, checked)
+        values.set_field(self, "active", values.texts(self.active, "scores active",
+                                                      ProtocolError, empty=False))
         unknown = set(self.active) - set(self.tags)
         if unknown:
             raise ProtocolError(f"scores active names tags not in tags: {sorted(unknown)}")
-        _set(self, "model", ModelRef.coerce(self.model))
-        _set(self, "latency_ms", _number(self.latency_ms, "scores latency_ms"))
+        values.set_field(self, "model", ModelRef.coerce(self.model))
+        values.set_field(self, "latency_ms", values.number(self.latency_ms, "scores latency_ms",
+                                                           ProtocolError))
 
 
 @dataclass(frozen=True)
@@ -378,11 +285,13 @@ class EventBody(_Part):
     _what: ClassVar[str] = "event body"
 
     def __post_init__(self) -> None:
-        _text(self.tag, "event tag", empty=False)
-        _choice(self.state, "event state", EVENT_STATES)
-        _set(self, "score", _number(self.score, "event score"))
-        _set(self, "time_s", _number(self.time_s, "event time_s", minimum=0))
-        _set(self, "sample", _integer(self.sample, "event sample"))
+        values.text(self.tag, "event tag", ProtocolError, empty=False)
+        values.choice(self.state, "event state", ProtocolError, EVENT_STATES)
+        values.set_field(self, "score", values.number(self.score, "event score", ProtocolError))
+        values.set_field(self, "time_s",
+                         values.number(self.time_s, "event time_s", ProtocolError, minimum=0))
+        values.set_field(self, "sample",
+                         values.integer(self.sample, "event sample", ProtocolError, minimum=0))
 
 
 @dataclass(frozen=True)
@@ -399,22 +308,22 @@ class StatusBody(_Part):
     _what: ClassVar[str] = "status body"
 
     def __post_init__(self) -> None:
-        _choice(self.state, "status state", STATUS_STATES)
-        _optional_text(self.error, "status error")
-        _optional_text(self.title, "status title")
-        _optional_text(self.source, "status source")
+        values.choice(self.state, "status state", ProtocolError, STATUS_STATES)
+        for name in ("error", "title", "source"):
+            if getattr(self, name) is not None:
+                values.text(getattr(self, name), f"status {name}", ProtocolError)
         counters = {} if self.counters is None else self.counters
         if not isinstance(counters, Mapping):
-            raise ProtocolError(f"status counters must be an object, got {_kind(counters)}")
+            raise ProtocolError(f"status counters must be an object, got {values.kind(counters)}")
         clean: dict[str, int | float] = {}
         for key, value in counters.items():
-            _text(key, "status counters key")
-            what = f"status counters[{_show(key)}]"
-            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            values.text(key, "status counters key", ProtocolError)
+            what = f"status counters[{values.show(key)}]"
+            if isinstance(value, Integral) and not isinstance(value, bool):
                 clean[key] = int(value)
             else:
-                clean[key] = _number(value, what)
-        _set(self, "counters", clean)
+                clean[key] = values.number(value, what, ProtocolError)
+        values.set_field(self, "counters", clean)
 
 
 @dataclass(frozen=True)
@@ -428,8 +337,10 @@ class HeartbeatBody(_Part):
     _what: ClassVar[str] = "heartbeat body"
 
     def __post_init__(self) -> None:
-        _set(self, "uptime_s", _number(self.uptime_s, "heartbeat uptime_s", minimum=0))
-        _set(self, "streams", _integer(self.streams, "heartbeat streams"))
+        values.set_field(self, "uptime_s", values.number(self.uptime_s, "heartbeat uptime_s",
+                                                         ProtocolError, minimum=0))
+        values.set_field(self, "streams", values.integer(self.streams, "heartbeat streams",
+                                                         ProtocolError, minimum=0))
 
 
 @dataclass(frozen=True)
@@ -461,40 +372,48 @@ class TrackBody(_Part):
     _what: ClassVar[str] = "track body"
 
     def __post_init__(self) -> None:
-        _optional_text(self.title, "track title")
-        _choice(self.reason, "track reason", TRACK_REASONS)
-        _set(self, "start_s", _number(self.start_s, "track start_s", minimum=0))
-        _set(self, "end_s", _number(self.end_s, "track end_s", minimum=self.start_s))
-        _set(self, "start_sample", _integer(self.start_sample, "track start_sample"))
-        _set(self, "end_sample", _integer(self.end_sample, "track end_sample",
-                                          minimum=self.start_sample))
+        if self.title is not None:
+            values.text(self.title, "track title", ProtocolError)
+        values.choice(self.reason, "track reason", ProtocolError, TRACK_REASONS)
+        values.set_field(self, "start_s", values.number(self.start_s, "track start_s",
+                                                        ProtocolError, minimum=0))
+        values.set_field(self, "end_s", values.number(self.end_s, "track end_s", ProtocolError,
+                                                      minimum=self.start_s))
+        values.set_field(self, "start_sample", values.integer(
+            self.start_sample, "track start_sample", ProtocolError, minimum=0))
+        values.set_field(self, "end_sample", values.integer(
+            self.end_sample, "track end_sample", ProtocolError, minimum=self.start_sample))
         # Wall clocks may step back (NTP), so the two times are not ordered here.
-        _set(self, "started_at", _number(self.started_at, "track started_at", minimum=0))
-        _set(self, "ended_at", _number(self.ended_at, "track ended_at", minimum=0))
-        _set(self, "windows", _integer(self.windows, "track windows"))
-        _set(self, "tags", _names(self.tags, "track tags"))
+        for name in ("started_at", "ended_at"):
+            values.set_field(self, name, values.number(getattr(self, name), f"track {name}",
+                                                       ProtocolError, minimum=0))
+        values.set_field(self, "windows",
+                         values.integer(self.windows, "track windows", ProtocolError, minimum=0))
+        values.set_field(self, "tags", values.texts(self.tags, "track tags", ProtocolError,
+                                                    empty=False))
         if len(set(self.tags)) != len(self.tags):
             raise ProtocolError("track tags must not repeat a name")
         if self.windows == 0 and self.tags:
             raise ProtocolError("a track of 0 windows has no means: its tags must be empty")
         for name in ("mean_raw", "mean_smoothed", "active_share"):
-            values = _numbers(getattr(self, name), f"track {name}")
-            if len(values) != len(self.tags):
-                raise ProtocolError(f"track {name} has {len(values)} values for "
+            checked = values.numbers(getattr(self, name), f"track {name}", ProtocolError)
+            if len(checked) != len(self.tags):
+                raise ProtocolError(f"track {name} has {len(checked)} values for "
                                     f"{len(self.tags)} tags; they must match one to one")
-            _set(self, name, values)
+            values.set_field(self, name, checked)
         for tag, share in zip(self.tags, self.active_share, strict=True):
             if not 0.0 <= share <= 1.0:
                 raise ProtocolError(f"track active_share of {tag!r} must be in [0, 1], "
                                     f"got {share!r}")
-        _set(self, "active", _names(self.active, "track active"))
+        values.set_field(self, "active", values.texts(self.active, "track active", ProtocolError,
+                                                      empty=False))
         most = {tag for tag, share in zip(self.tags, self.active_share, strict=True)
                 if share > TRACK_ACTIVE_SHARE}
         if set(self.active) != most or len(self.active) != len(most):
             raise ProtocolError(f"track active must name each tag whose active_share is over "
                                 f"{TRACK_ACTIVE_SHARE} once ({sorted(most)}), got "
                                 f"{list(self.active)}")
-        _set(self, "model", ModelRef.coerce(self.model, "track model"))
+        values.set_field(self, "model", ModelRef.coerce(self.model, "track model"))
 
 
 Body = ScoresBody | EventBody | StatusBody | HeartbeatBody | TrackBody
@@ -513,11 +432,11 @@ class Message:
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, Header):
-            raise ProtocolError(f"message header must be a Header, got {_kind(self.header)}")
+            raise ProtocolError(f"message header must be a Header, got {values.kind(self.header)}")
         expected = BODY_TYPES[self.header.msg_type]
         if type(self.body) is not expected:
             raise ProtocolError(f"a {self.header.msg_type} message needs a {expected.__name__} "
-                                f"body, got {_kind(self.body)}")
+                                f"body, got {values.kind(self.body)}")
 
     @property
     def topic(self) -> str:
@@ -552,7 +471,7 @@ class Message:
     def from_dict(cls, data: Any) -> Message:
         """Inverse of to_dict; the same checks as decode."""
         if not isinstance(data, Mapping):
-            raise ProtocolError(f"a message must be an object, got {_kind(data)}")
+            raise ProtocolError(f"a message must be an object, got {values.kind(data)}")
         for key in ("topic", "header", "body"):
             if key not in data:
                 raise ProtocolError(f"a message is missing {key!r}")
@@ -565,7 +484,7 @@ def make_message(body: Body, *, session: str, stream: str, seq: int,
     """A message for `body`, with a fresh msg_id and the current time unless given."""
     msg_type = getattr(body, "msg_type", None)
     if msg_type not in BODY_TYPES:
-        raise ProtocolError(f"not a message body: {_kind(body)}")
+        raise ProtocolError(f"not a message body: {values.kind(body)}")
     header = Header(version=version, msg_type=msg_type,
                     msg_id=new_msg_id() if msg_id is None else msg_id, session=session,
                     stream=stream, seq=seq, sent_at=time.time() if sent_at is None else sent_at)
@@ -610,7 +529,7 @@ class ScoresEncoder:
     object is built (a daemon writes one such frame per window)."""
 
     def __init__(self, tags: Iterable[str], model: ModelRef | Mapping[str, str]) -> None:
-        self.tags = _names(tags, "scores tags")
+        self.tags = values.texts(tags, "scores tags", ProtocolError, empty=False)
         if len(set(self.tags)) != len(self.tags):
             raise ProtocolError("scores tags must not repeat a name")
         self.model = ModelRef.coerce(model)
@@ -624,11 +543,12 @@ class ScoresEncoder:
         """decimals: round raw and smoothed to this many places first, as numpy.round does
         (a publisher's SCORE_DECIMALS). A 1-D float array of one value per tag is then
         rounded and written by the C++ core (repr's digits, an eighth of json's cost)."""
-        start_s = _number(start_s, "scores start_s", minimum=0)
-        end_s = _number(end_s, "scores end_s", minimum=start_s)
-        start_sample = _integer(start_sample, "scores start_sample")
-        end_sample = _integer(end_sample, "scores end_sample", minimum=start_sample)
-        values = []
+        start_s = values.number(start_s, "scores start_s", ProtocolError, minimum=0)
+        end_s = values.number(end_s, "scores end_s", ProtocolError, minimum=start_s)
+        start_sample = values.integer(start_sample, "scores start_sample", ProtocolError, minimum=0)
+        end_sample = values.integer(end_sample, "scores end_sample", ProtocolError,
+                                    minimum=start_sample)
+        written = []
         for name, numbers_ in (("raw", raw), ("smoothed", smoothed)):
             text = None
             if decimals is not None:
@@ -640,27 +560,27 @@ class ScoresEncoder:
                         numbers_ = np.round(np.asarray(numbers_, dtype=np.float64),
                                             decimals).tolist()
             if text is None:
-                checked = _numbers(numbers_, f"scores {name}")
+                checked = values.numbers(numbers_, f"scores {name}", ProtocolError)
                 if len(checked) != len(self.tags):
                     raise ProtocolError(f"scores {name} has {len(checked)} values for "
                                         f"{len(self.tags)} tags; they must match one to one")
                 text = canonical_json(list(checked)).decode("utf-8")
-            values.append(text)
+            written.append(text)
         try:
             if isinstance(active, (str, bytes, bytearray, Mapping)):
                 raise TypeError  # not an array of names: the full check says so
             active = tuple(active)  # an iterator is read once, here
             active_json = ",".join([self._tag_json[tag] for tag in active])
         except (KeyError, TypeError):  # not a known tag: the full check names it
-            names = _names(active, "scores active")
+            names = values.texts(active, "scores active", ProtocolError, empty=False)
             unknown = set(names) - set(self.tags)
             raise ProtocolError(f"scores active names tags not in tags: {sorted(unknown)}") \
                 from None
-        latency_ms = _number(latency_ms, "scores latency_ms")
+        latency_ms = values.number(latency_ms, "scores latency_ms", ProtocolError)
         # canonical_json's order (sorted keys) and spelling: floats as float.__repr__
         return (f'{{"active":[{active_json}],"end_s":{end_s!r},"end_sample":{end_sample},'
-                f'"latency_ms":{latency_ms!r},"model":{self._model_json},"raw":{values[0]},'
-                f'"smoothed":{values[1]},"start_s":{start_s!r},"start_sample":{start_sample},'
+                f'"latency_ms":{latency_ms!r},"model":{self._model_json},"raw":{written[0]},'
+                f'"smoothed":{written[1]},"start_s":{start_s!r},"start_sample":{start_sample},'
                 f'"tags":{self._tags_json}}}').encode()
 
 
@@ -682,27 +602,27 @@ def parse_json(data: Any, what: str) -> Any:
 
 def _frame_bytes(frames: Any) -> list[bytes]:
     if not isinstance(frames, (list, tuple)):
-        raise ProtocolError(f"frames must be a list of bytes, got {_kind(frames)}")
+        raise ProtocolError(f"frames must be a list of bytes, got {values.kind(frames)}")
     out = []
     for i, frame in enumerate(frames):
         try:
             out.append(memoryview(frame).tobytes())  # bytes, bytearray, zmq.Frame
         except TypeError:
-            raise ProtocolError(f"frame {i} is not bytes but {_kind(frame)}") from None
+            raise ProtocolError(f"frame {i} is not bytes but {values.kind(frame)}") from None
     return out
 
 
 def _from_parts(topic: Any, header: Any, body: Any) -> Message:
     if not isinstance(header, Mapping):
-        raise ProtocolError(f"header must be a JSON object, got {_kind(header)}")
+        raise ProtocolError(f"header must be a JSON object, got {values.kind(header)}")
     check_version(header.get("version"))
     msg_type = header.get("msg_type")
     if not isinstance(msg_type, str) or msg_type not in BODY_TYPES:
-        raise ProtocolError(f"unknown msg_type {_show(msg_type)}; this reader knows "
+        raise ProtocolError(f"unknown msg_type {values.show(msg_type)}; this reader knows "
                             f"{', '.join(MSG_TYPES)}")
     message = Message(Header.from_dict(header), BODY_TYPES[msg_type].from_dict(body))
     if topic != message.topic:
-        raise ProtocolError(f"topic {_show(topic)} does not match the header (msg_type "
+        raise ProtocolError(f"topic {values.show(topic)} does not match the header (msg_type "
                             f"{msg_type!r}, stream {message.stream!r}): expected "
                             f"{message.topic!r}")
     return message
@@ -711,7 +631,7 @@ def _from_parts(topic: Any, header: Any, body: Any) -> Message:
 def encode(message: Message) -> list[bytes]:
     """The frames [topic, header, body] of a message, in canonical JSON."""
     if not isinstance(message, Message):
-        raise ProtocolError(f"encode takes a Message, got {_kind(message)}")
+        raise ProtocolError(f"encode takes a Message, got {values.kind(message)}")
     return [message.topic.encode("utf-8"), canonical_json(message.header.to_dict()),
             canonical_json(message.body.to_dict())]
 
@@ -731,7 +651,7 @@ def decode(frames: Any) -> Message:
         raise ProtocolError("topic frame is not UTF-8 text") from None
     header = parse_json(parts[1], "header frame")
     if not isinstance(header, dict):
-        raise ProtocolError(f"header frame must be a JSON object, got {_kind(header)}")
+        raise ProtocolError(f"header frame must be a JSON object, got {values.kind(header)}")
     check_version(header.get("version"))
     if len(parts) != 3:
         raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(parts)}")
