@@ -1,7 +1,8 @@
 """streamtag: a streaming audio tagger.
 
-The log-mel frontend is re-exported here; the rest lives in its own modules, one job each:
-sources, engine, inference, smoothing, protocol, publish, daemon, nets, train, web.
+The log-mel frontend is re-exported here; the rest lives in packages by job, in the order the
+data flows (docs/architecture.md): audio and sources, model, engine, catalog, wire, daemon and
+history, web, and the commands; nets and train make the models.
 """
 
 from streamtag.frontend import (

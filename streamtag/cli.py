@@ -22,7 +22,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
-    from streamtag.daemon.config import BACKENDS
+    from streamtag.model import BACKENDS
 
     parser.add_argument("--backend", default=default, choices=BACKENDS,
                         help="what runs the model: auto (ONNX Runtime on the CPU, TorchScript "
@@ -30,7 +30,7 @@ def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_precision(parser: argparse.ArgumentParser, default: str | None) -> None:
-    from streamtag.daemon.config import PRECISIONS
+    from streamtag.model import PRECISIONS
 
     parser.add_argument("--precision", default=default, choices=PRECISIONS,
                         help="fp32, or int8: the model file's int8 graph on ONNX Runtime, made "

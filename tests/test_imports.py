@@ -1,5 +1,7 @@
-"""The package's import structure: the trainer's modules import one another one way (no cycle,
-counting imports inside functions too), and no module uses another's private name (``_x``)."""
+"""The package's import structure, as docs/architecture.md draws it: the packages sit in layers
+and import only their own layer's package or lower ones (``LAYERS``), nothing imports in a cycle
+(imports inside functions and under ``TYPE_CHECKING`` count: they are arrows of the design even
+where Python would tolerate them), and no module uses another's private name (``_x``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,40 @@ PACKAGE = Path(__file__).resolve().parent.parent / "streamtag"
 EXTENSION = "streamtag._core"
 
 
+# The layers, lowest first. A module may import modules of its own package and of the packages
+# of lower layers; packages that share a layer do not import one another (the daemon never
+# imports the trainer, the catalog never the wire). A package is a name and everything below it;
+# ``streamtag`` itself (the re-export of the frontend) is only that one module.
+LAYERS: list[tuple[str, ...]] = [
+    ("streamtag._core", "streamtag.errors"),
+    ("streamtag.values", "streamtag.fsutil", "streamtag.backoff"),
+    ("streamtag.frontend", "streamtag.audio", "streamtag.nets"),
+    ("streamtag.sources", "streamtag.model"),
+    ("streamtag.engine",),
+    ("streamtag.catalog", "streamtag.wire"),
+    ("streamtag.daemon", "streamtag.history", "streamtag.train"),
+    ("streamtag.web",),
+    ("streamtag.commands",),
+]
+# What joins a package of the table: the root module joins the frontend it re-exports; the
+# command line's parser and ``python -m streamtag`` join the commands.
+JOINS = {"streamtag": "streamtag.frontend", "streamtag.cli": "streamtag.commands",
+         "streamtag.__main__": "streamtag.commands"}
+
+
+def _package(module: str) -> str | None:
+    """The package of ``LAYERS`` that ``module`` belongs to, or None."""
+    if module in JOINS:
+        return JOINS[module]
+    found = [name for layer in LAYERS for name in layer
+             if module == name or module.startswith(name + ".")]
+    return max(found, key=len) if found else None
+
+
+def _level(package: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if package in layer)
+
+
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -22,6 +58,22 @@ def _module_name(path: Path) -> str:
 
 def _modules() -> dict[str, Path]:
     return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, anywhere in it (the extension counts as a
+    module of its own, so ``from streamtag import _core`` is not an import of the root)."""
+    known = set(modules) | {EXTENSION}
+    graph: dict[str, set[str]] = {}
+    for module, entries in _imports(modules).items():
+        targets = set()
+        for source, name, _ in entries:
+            if name and f"{source}.{name}" in known:
+                targets.add(f"{source}.{name}")
+            elif source in known:
+                targets.add(source)
+        graph[module] = targets - {module}
+    return graph
 
 
 def _resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
@@ -81,14 +133,44 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_the_trainer_has_no_import_cycle() -> None:
-    modules = _modules()
-    trainer = {m for m in modules if m.startswith("streamtag.train.")}
-    assert {"streamtag.train.loop", "streamtag.train.pretrain", "streamtag.train.export"} <= trainer
-    graph = {m: {source for source, _, _ in _imports(modules)[m]
-                 if source in trainer and source != m} for m in trainer}
+def test_the_package_has_no_import_cycle() -> None:
+    graph = _graph(_modules())
+    assert {"streamtag.train.loop", "streamtag.engine.batching", "streamtag.wire.protocol",
+            "streamtag.commands.train"} <= set(graph)
     cycle = _cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_every_module_has_a_layer() -> None:
+    modules = _modules()
+    homeless = sorted(m for m in modules if _package(m) is None)
+    assert not homeless, f"modules in no layer of LAYERS: {homeless}"
+
+
+def test_imports_point_down_the_layers() -> None:
+    modules = _modules()
+    graph = _graph(modules)
+    wrong = []
+    for module, targets in graph.items():
+        own = _package(module)
+        for target in targets:
+            theirs = _package(target)
+            if theirs is None or own is None or theirs == own:
+                continue
+            if _level(theirs) >= _level(own):
+                where = "the same layer" if _level(theirs) == _level(own) else "a higher layer"
+                wrong.append(f"{module} imports {target} ({theirs}, {where})")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_layer_check_sees_arrows_up_and_across() -> None:
+    # The rule itself, on names: an arrow up and one across a layer are caught, one down is not.
+    assert _package("streamtag.engine.batching") == "streamtag.engine"
+    assert _package("streamtag") == "streamtag.frontend"
+    assert _package("streamtag.cli") == "streamtag.commands"
+    assert _level("streamtag.engine") > _level("streamtag.model")
+    assert _level("streamtag.daemon") == _level("streamtag.train")
+    assert _level("streamtag.wire") > _level("streamtag.engine")
 
 
 def test_the_package_has_no_import_cycle_through_the_trainer_s_entry_points() -> None:

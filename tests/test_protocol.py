@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamtag import _core
+from streamtag.engine.tracks import SCORE_DECIMALS
 from streamtag.errors import ProtocolError
 from streamtag.wire.protocol import (
     HEADER_FIELDS,
     MSG_TYPES,
     PROTOCOL_VERSION,
-    SCORE_DECIMALS,
     EventBody,
     Header,
     HeartbeatBody,

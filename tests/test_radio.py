@@ -39,7 +39,6 @@ from streamtag.audio.testsignals import music_like
 from streamtag.commands.listen import run_listen
 from streamtag.daemon.config import SourceConfig, config_from_dict
 from streamtag.daemon.daemon import track_body
-from streamtag.engine import tagging, tracks
 from streamtag.engine.tagging import format_text, tag_files, track_fields
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
@@ -469,12 +468,8 @@ def test_the_first_title_names_the_first_track_and_short_tracks_have_no_means():
     assert [(t.title, t.end_sample) for t in s.end(90)] == [("next", 90)]
 
 
-
 def test_the_engine_s_track_rules_are_the_wire_s():
-    # The engine decides which tags are active for a track and the protocol checks the same
-    # rule; the daemon rounds the means for the wire, and `streamtag tag` rounds them alike.
-    assert tracks.TRACK_ACTIVE_SHARE == protocol.TRACK_ACTIVE_SHARE
-    assert tagging.SCORE_DECIMALS == protocol.SCORE_DECIMALS
+    # The daemon rounds the means for the wire, and `streamtag tag` rounds them alike.
     s = TrackSummarizer(100.0, "one", started_at=10.0)
     for end in (50, 100, 150):
         s.add_window(end, ("a", "b"), (1 / 3, 0.123456789), (2 / 3, 0.5), ("a",), "m", "h")
@@ -484,6 +479,7 @@ def test_the_engine_s_track_rules_are_the_wire_s():
     assert body.mean_raw == (0.333333, 0.123457) and body.mean_smoothed == (0.666667, 0.5)
     assert body.active == ("a",) and body.model == protocol.ModelRef("m", "h")
     assert track_fields(track) == body.to_dict()
+
 
 # -- a real Icecast, fed by ffmpeg from a playlist --------------------------------------------
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from streamtag import values
 from streamtag.errors import ConfigError
 
 __all__ = [
@@ -108,9 +109,9 @@ class SyntheticConfig:
     noise_floor_dbfs: float = -70.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tags", tuple(self.tags))
-        object.__setattr__(self, "tempo_range_bpm", tuple(self.tempo_range_bpm))
-        object.__setattr__(self, "level_range_dbfs", tuple(self.level_range_dbfs))
+        values.set_field(self, "tags", tuple(self.tags))
+        values.set_field(self, "tempo_range_bpm", tuple(self.tempo_range_bpm))
+        values.set_field(self, "level_range_dbfs", tuple(self.level_range_dbfs))
         unknown = [t for t in self.tags if t not in TAGS]
         if unknown or not self.tags:
             raise ConfigError(f"synthetic.tags must be a non-empty subset of {list(TAGS)}; "

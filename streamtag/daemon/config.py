@@ -32,13 +32,11 @@ from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.config import EngineConfig
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
-from streamtag.model import BACKENDS as BACKENDS  # read from here by the command line
-from streamtag.model import PRECISIONS as PRECISIONS
+from streamtag.model import DEVICES
 from streamtag.wire.protocol import STREAM_ID_PATTERN
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
 STREAM_ID = re.compile(STREAM_ID_PATTERN)
-DEVICES = ("auto", "cpu", "cuda")
 
 
 ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\*|\d{1,5})"

@@ -33,13 +33,13 @@ from streamtag.daemon.config import DaemonConfig, SourceConfig
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.smoothing import TagEvent
-from streamtag.engine.tracks import TrackSummarizer, TrackSummary
+from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import AudioChunk, Source, parse_source
 from streamtag.sources.decode_turns import Turns
 from streamtag.wire.control import ControlServer
-from streamtag.wire.protocol import SCORE_DECIMALS, ModelRef, TrackBody
+from streamtag.wire.protocol import ModelRef, TrackBody
 from streamtag.wire.publisher import Publisher
 from streamtag.wire.security import Authenticator, CurveKeys, load_keys
 

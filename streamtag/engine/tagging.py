@@ -22,13 +22,10 @@ import numpy as np
 
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
-from streamtag.engine.tracks import TrackSummarizer, TrackSummary
+from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
 from streamtag.errors import SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import FileSource
-
-# Decimals of the mean scores in the results: as many as the daemon publishes.
-SCORE_DECIMALS = 6
 
 
 @dataclasses.dataclass

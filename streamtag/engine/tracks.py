@@ -19,6 +19,9 @@ import numpy as np
 
 # A tag active on more than this share of a track's windows is active for the track.
 TRACK_ACTIVE_SHARE = 0.5
+# Decimals that scores are reported with, on the wire and by `streamtag tag`: they need no
+# more, and a 56-tag message stays small.
+SCORE_DECIMALS = 6
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,3 +5,4 @@ inference backends, window reuse and graph passes."""
 # config can name them without loading torch.
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "int8")  # int8: the file's int8 graph (streamtag.catalog.quantize)
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N; auto: CUDA when torch sees one

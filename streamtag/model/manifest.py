@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from streamtag import values
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
 
@@ -133,7 +134,7 @@ class Manifest:
         duplicates = sorted({t for t in tags if tags.count(t) > 1})
         if duplicates:
             raise ModelError(f"tags must be unique; repeated: {duplicates}")
-        object.__setattr__(self, "tags", tags)
+        values.set_field(self, "tags", tags)
         thresholds = (0.5,) * len(tags) if self.thresholds is None else self.thresholds
         try:
             thresholds = tuple(float(v) for v in thresholds)
@@ -146,12 +147,12 @@ class Manifest:
         if not all(0.0 <= v <= 1.0 for v in thresholds):
             raise ModelError(f"thresholds are probabilities and must lie in [0, 1], got "
                              f"{[v for v in thresholds if not 0.0 <= v <= 1.0][:3]}")
-        object.__setattr__(self, "thresholds", thresholds)
+        values.set_field(self, "thresholds", thresholds)
         if self.input_kind not in INPUT_KINDS:
             raise ModelError(f"input_kind must be one of {list(INPUT_KINDS)}, "
                              f"got {self.input_kind!r}")
         if isinstance(self.frontend, Mapping):
-            object.__setattr__(self, "frontend", _frontend_from_dict(self.frontend))
+            values.set_field(self, "frontend", _frontend_from_dict(self.frontend))
         if not isinstance(self.frontend, LogMelOptions):
             raise ModelError(f"frontend must be LogMelOptions or their dict, "
                              f"got {type(self.frontend).__name__}")
@@ -161,7 +162,7 @@ class Manifest:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ModelError(f"{field} must be a positive whole number of {unit}, "
                                  f"got {value!r}")
-            object.__setattr__(self, field, int(value))
+            values.set_field(self, field, int(value))
         for field in ("architecture", "options", "metrics", "onnx", "onnx_int8"):
             if not isinstance(getattr(self, field), Mapping):
                 raise ModelError(f"{field} must be a dict, got {getattr(self, field)!r}")
@@ -170,7 +171,7 @@ class Manifest:
         members = tuple(self.members)
         if not all(isinstance(m, Mapping) for m in members):
             raise ModelError(f"members must be a list of dicts, got {self.members!r}")
-        object.__setattr__(self, "members", members)
+        values.set_field(self, "members", members)
         for field in ("created", "weights_sha256"):
             if not isinstance(getattr(self, field), str):
                 raise ModelError(f"{field} must be a string, got {getattr(self, field)!r}")

@@ -33,6 +33,7 @@ from typing import Any
 
 from streamtag import values
 from streamtag.errors import ConfigError
+from streamtag.model import DEVICES
 
 __all__ = [
     "AugmentConfig",
@@ -52,7 +53,6 @@ DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic", "audio_folder")
 OPTIMIZERS = ("adam", "amsgrad", "adam_sgd", "sgd")
 SCHEDULES = ("none", "plateau", "warmup_linear")
 STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
-DEVICES = ("auto", "cpu", "cuda")
 WINDOW_POSITIONS = ("random", "centre")
 EVAL_WINDOWS = ("average", "centre")
 THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")  # streamtag.train.metrics.THRESHOLD_METHODS

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamtag import _core, values
+from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
 PROTOCOL_VERSION = "1.1"
@@ -41,10 +42,6 @@ STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK)
 EVENT_STATES = ("on", "off")
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
 TRACK_REASONS = ("title_change", "end")
-# A tag active on more than this share of a track's windows is active for the track.
-TRACK_ACTIVE_SHARE = 0.5
-# Decimals of published probabilities: they need no more, and a 56-tag message stays small.
-SCORE_DECIMALS = 6
 STREAM_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 MAX_ID_LENGTH = 128  # msg_id and session are opaque to readers, within this length
 

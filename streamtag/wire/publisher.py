@@ -15,11 +15,11 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import zmq
 
+from streamtag.engine.tracks import SCORE_DECIMALS
 from streamtag.errors import ProtocolError
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_ID_LENGTH,
-    SCORE_DECIMALS,
     SCORES,
     Body,
     EventBody,
