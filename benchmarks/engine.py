@@ -1,8 +1,7 @@
 """Engine speed: cross-stream batching, publish-to-subscriber latency and per-window overhead.
 
 Two zoo models are saved as real model files (``streamtag.model.modelfile.save``, RANDOM weights:
-the
-speed of a network does not depend on its weights) in a temporary folder and loaded with
+the speed of a network does not depend on its weights) in a temporary folder and loaded with
 ``InferenceModel.load``, as the daemon loads them:
 
 - ``short_chunk_resnet``: 128 mels (the musicnn preset, 16 kHz, hop 256), 231-frame window

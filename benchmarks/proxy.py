@@ -5,15 +5,14 @@ before (a Python loop, "pyloop"), with the ratios to direct.
 
 The publisher sends real scores messages (``--tags`` tags, encoded once by
 ``streamtag.wire.protocol``, so the publisher's encoding is not what is measured) on a ZeroMQ PUB
-socket with no high-water mark, as fast as ZeroMQ takes them: nothing is lost on the way to
-the proxy. In "proxy" runs it connects to the proxy's frontend and the subscribers to its
-backend; in "direct" runs the subscribers connect to the publisher. Each subscriber is its own
-process and receives inside libzmq (the receive high-water mark of
-``streamtag.wire.subscriber.Subscriber``), counting with libzmq's proxy statistics, so subscribers
-are
-as fast as ZeroMQ peers can be and the figures are the transport's. What decoding adds in a
-Python subscriber is measured apart (``decode_rate``). Before the timed burst, heartbeats flow
-until every subscriber has one (the subscriptions reached the publisher through the proxy).
+socket with no high-water mark, as fast as ZeroMQ takes them: nothing is lost on the way to the
+proxy. In "proxy" runs it connects to the proxy's frontend and the subscribers to its backend; in
+"direct" runs the subscribers connect to the publisher. Each subscriber is its own process and
+receives inside libzmq (the receive high-water mark of ``streamtag.wire.subscriber.Subscriber``),
+counting with libzmq's proxy statistics, so subscribers are as fast as ZeroMQ peers can be and the
+figures are the transport's. What decoding adds in a Python subscriber is measured apart
+(``decode_rate``). Before the timed burst, heartbeats flow until every subscriber has one (the
+subscriptions reached the publisher through the proxy).
 
 Per run: delivered messages/s per subscriber (median over subscribers: its messages / its time
 from first to last), the total delivered to all subscribers per second, and the share lost

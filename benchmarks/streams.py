@@ -33,9 +33,8 @@ CPU seconds are still the daemon process's, and ``x real time (wall)`` is what o
 carries on that box.
 
 ``--precision int8`` quantizes each model first (``streamtag.catalog.quantize``, calibrated on two
-of the
-MP3s), prints what the quantizer measured, and serves the int8 graph on ONNX Runtime beside the
-FP32 runs.
+of the MP3s), prints what the quantizer measured, and serves the int8 graph on ONNX Runtime beside
+the FP32 runs.
 """
 
 from __future__ import annotations

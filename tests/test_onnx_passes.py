@@ -1,5 +1,5 @@
-"""The rewrites of a model file's ONNX graph (streamtag.model.graph_passes): same outputs, less
-work.
+"""The rewrites of a model file's ONNX graph (streamtag.model.graph_passes and winograd): same
+outputs, less work.
 
 Small graphs built node by node with onnx.helper, run by a real ONNX Runtime; zoo networks
 with trained-looking batch norms (negative factors included) through real model files.

@@ -2,8 +2,7 @@
 
 The ``musicnn`` package (Pons & Serra 2019, ISC licence) ships four trained TensorFlow 1
 checkpoints. ``convert`` reads one with ``streamtag.catalog.tfcheckpoint`` (no TensorFlow), loads
-the
-weights into ``streamtag.nets``' ``musicnn`` or ``musicnn_vgg`` and writes a model file whose
+the weights into ``streamtag.nets``' ``musicnn`` or ``musicnn_vgg`` and writes a model file whose
 manifest says where it came from. The package's weights and tag lists are read on the user's
 machine; nothing of them is part of streamtag.
 

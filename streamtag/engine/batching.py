@@ -315,8 +315,8 @@ class Engine:
 
     def reuse_for(self, model: InferenceModel) -> WindowReuse | None:
         """The window reuse that serves ``model`` at this engine's hop
-        (``streamtag.model.window_reuse``),
-        None where the config turns it off or the model has none."""
+        (``streamtag.model.window_reuse``), None where the config turns it off or the model has
+        none."""
         if not self.config.reuse_windows:
             return None
         reuse, why = model.window_reuse(self.hop_for(model))

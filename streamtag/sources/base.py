@@ -61,8 +61,8 @@ class Source(abc.ABC):
         self._resampler: Resampler | None = None
         self._state: str | None = None
         # Set by the daemon: the turns its source threads take (streamtag.sources.decode_turns);
-        # every wait
-        # for a clock, a peer or a device goes through ``_waiting`` so others work meanwhile.
+        # every wait for a clock, a peer or a device goes through ``_waiting`` so others work
+        # meanwhile.
         self.turns: Turns | None = None
 
     # -- the interface ---------------------------------------------------------------------

@@ -9,8 +9,8 @@ It writes, beside itself:
 
 - ``inputs.npy``: float32 (windows, 96 mels, 187 frames), musicnn-preset log-mel windows of
   streamtag's deterministic music-like test signal (``streamtag/audio/testsignals.py``), computed
-  with
-  librosa as musicnn's extractor does but in float32 (its float16 cast overflows on loud audio);
+  with librosa as musicnn's extractor does but in float32 (its float16 cast overflows on loud
+  audio);
 - ``outputs.npz``: for each of musicnn's four models (``MTT_musicnn``, ``MSD_musicnn``,
   ``MTT_vgg``, ``MSD_vgg``), float32 (windows, 50) sigmoid probabilities of the graph built by
   musicnn's ``models.define_model`` with its checkpoint restored, in inference mode.
