@@ -16,19 +16,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from streamtag import values
+from streamtag.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class SmoothingConfig:
-    time_constant_s: float = 2.0  # EMA time constant; 0 disables smoothing
-    margin: float = 0.1  # off below threshold - margin
-    min_on_s: float = 2.0
-    min_off_s: float = 2.0
+    # EMA time constant; 0 disables smoothing
+    time_constant_s: float = values.field(2.0, minimum=0)
+    margin: float = values.field(0.1, minimum=0)  # off below threshold - margin
+    min_on_s: float = values.field(2.0, minimum=0)
+    min_off_s: float = values.field(2.0, minimum=0)
 
     def __post_init__(self) -> None:
-        for name in ("time_constant_s", "margin", "min_on_s", "min_off_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"smoothing.{name} must be a number >= 0, got {value!r}")
+        values.check_fields(self, "smoothing", ConfigError)
 
 
 @dataclasses.dataclass(frozen=True)
