@@ -250,6 +250,23 @@ def test_file_source_closed_before_reading_holds_nothing_open(media):
         assert abs(concat(list(source.chunks(threading.Event()))).size - TARGET) <= 3
 
 
+def test_file_source_titles_are_cleaned_like_a_station_s(tmp_path):
+    path = tmp_path / "tagged.flac"
+    x = (music_like(0.5, 8000, seed=1) * 32767).astype(np.int16)
+    with av.open(str(path), "w") as container:
+        container.metadata.update({"title": "\x1b[2JSong\nTwo\x07", "artist": "A" * 300})
+        stream = container.add_stream("flac", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(x[None, :], format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    source = FileSource(path)
+    status = Recorder()
+    read_all(source, TARGET, status)
+    title = next(c[2]["title"] for c in status.calls if "title" in c[2])
+    assert title == ("A" * 300 + " - Song Two")[:256]
+
+
 def test_file_source_missing_file(tmp_path):
     path = tmp_path / "nope.mp3"
     with pytest.raises(SourceError, match="nope.mp3.*no such file"):
@@ -579,9 +596,9 @@ def test_parse_source_errors():
 
 
 def test_url_credentials_never_reach_the_description():
-    source = parse_source("http://user:s3cret@radio.example:8000/live.mp3?x=1")
-    assert source.description == "http://radio.example:8000/live.mp3?x=1"
-    assert "s3cret" not in repr(source)
+    source = parse_source("http://user:s3cret@radio.example:8000/live.mp3?x=1&token=t0ken")
+    assert source.description == "http://user:***@radio.example:8000/live.mp3?x=***&token=***"
+    assert "s3cret" not in repr(source) and "t0ken" not in repr(source)
     with pytest.raises(SourceError) as info:
         parse_source("rtsp://user:s3cret@cam.example/stream")
     assert "s3cret" not in str(info.value)

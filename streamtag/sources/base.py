@@ -8,6 +8,8 @@ can place every window in the stream's audio time however the input was chunked.
 from __future__ import annotations
 
 import abc
+import collections
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +39,49 @@ STATES = ("starting", "running", "reconnecting", "ended", "failed")
 
 def _ignore_status(state: str, error: str | None, extra: dict) -> None:
     pass
+
+
+# -- titles: text from a station, bounded and cleaned where it arrives -------------------------
+
+MAX_TITLE_CHARS = 256  # a title is cut to this many characters (ICY allows 4080 bytes)
+# Terminal escape sequences, removed whole (removing ESC alone would leave "[31m" behind):
+# CSI (ESC [ or C1 0x9b) with its parameters and final byte; the string commands OSC, DCS, SOS,
+# PM and APC up to their terminator (BEL or ST) or the end; any other ESC and what follows it.
+_ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+                      r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|\Z)"
+                      r"|\x1b[ -/]*[0-~]?", re.DOTALL)
+_BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")  # line and tab breaks: one space
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+
+
+def clean_title(text: str) -> str:
+    """A title from outside as it may be shown anywhere: without control characters (C0, DEL,
+    C1) and terminal escape sequences, breaks made spaces, at most ``MAX_TITLE_CHARS``
+    characters; "" when nothing is left."""
+    text = _ESCAPES.sub("", text[:16 * MAX_TITLE_CHARS])
+    text = _CONTROLS.sub("", _BREAKS.sub(" ", text)).strip()
+    return text[:MAX_TITLE_CHARS].rstrip()
+
+
+class TitleLimit:
+    """At most ``max_changes`` title changes in any ``window_s`` seconds: a station that sends a
+    new title in every metadata block would otherwise make a status message, a track and a
+    recorder row of each."""
+
+    def __init__(self, max_changes: int = 12, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_changes, self.window_s, self.clock = max_changes, window_s, clock
+        self._times: collections.deque[float] = collections.deque()
+
+    def allow(self) -> bool:
+        """Whether a change may be reported now (it is then counted as reported)."""
+        now = self.clock()
+        while self._times and now - self._times[0] >= self.window_s:
+            self._times.popleft()
+        if len(self._times) >= self.max_changes:
+            return False
+        self._times.append(now)
+        return True
 
 
 class Source(abc.ABC):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from streamtag.audio.files import AudioDecodeError, iter_decoded
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Source
+from streamtag.sources.base import AudioChunk, Source, clean_title
 
 # Decoded audio is handed on in blocks of at least this many seconds (an MP3 frame is 26 ms,
 # and each chunk is a pass through Python): as fast as the consumer reads, and at playback
@@ -22,12 +22,14 @@ REALTIME_BLOCK_S = 0.1
 
 def title_from_tags(*metadata: dict) -> str | None:
     """"Artist - Title" from the first of ``metadata`` (dicts of tags, any key case) that has a
-    title; just the title without an artist; None without a title."""
+    title; just the title without an artist; None without a title. Tags are text from whoever
+    made the file: cleaned as a station's titles are (``clean_title``)."""
     for tags in metadata:
-        lower = {str(k).lower(): str(v).strip() for k, v in tags.items()}
-        if lower.get("title"):
-            artist = lower.get("artist")
-            return f"{artist} - {lower['title']}" if artist else lower["title"]
+        lower = {str(k).lower(): str(v) for k, v in tags.items()}
+        title = clean_title(lower.get("title", ""))
+        if title:
+            artist = clean_title(lower.get("artist", ""))
+            return clean_title(f"{artist} - {title}") if artist else title
     return None
 
 

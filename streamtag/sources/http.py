@@ -17,23 +17,59 @@ sample, in the consumer's stream) and ``title_at`` (wall-clock time the block ar
 title in a connection's first block names the audio from the connection's start: ICY says
 nothing about the bytes before the first block. A stream without ICY metadata reports the
 title tag of its container, if any, once per connection.
+
+Stations are untrusted, and what one sends harms at most its own stream:
+
+- PyAV opens the body with a whitelist of demuxers (``STREAM_FORMATS``, the audio formats
+  stations send) and no protocol at all (``OPEN_OPTIONS``): a body that is a playlist (ffconcat,
+  HLS) naming files of this machine or other URLs is refused, not followed. FFmpeg's probe is
+  bounded (``probesize``, ``analyzeduration``) and a stream that gives
+  ``MAX_BYTES_BEFORE_AUDIO`` bytes without a decoded frame is dropped (and tried again).
+- Redirects are followed only to http(s) URLs (SourceError otherwise), at most
+  ``MAX_REDIRECTS``, without reading their bodies. The URL's credentials (sent as an
+  Authorization header) go only to the origin (scheme, host, port) they were given for; the
+  user part a server writes in a redirect is dropped. With a ``host_policy``
+  (sources/hosts.py), the URL's host is checked before the first request and on every
+  redirect, and every connection's address as it is made.
+- A station's ICY metadata is held one block at a time (sources/icy.py); a ``icy-metaint``
+  below ``MIN_METAINT`` bytes (no server uses one: Icecast's default is 16000, SHOUTcast's
+  8192) makes the source ask again without ``Icy-MetaData: 1``, so the server sends plain
+  audio: a client cannot read the body as audio while the server interleaves blocks in it.
+- Titles are cleaned (control characters and escape sequences out, 256 characters at most)
+  and at most ``MAX_TITLE_CHANGES`` changes are reported per ``TITLE_WINDOW_S``; further ones
+  are counted (``titles_ignored`` in the counters and in the status extra: a "running" status
+  says so when the limit is reached), and the latest held back is reported, where the audio
+  then is, once the window allows.
+- Published text is ours: an error says what happened in our words ("the station answered
+  HTTP 404", "the server did not answer HTTP"), never a reason phrase, body or banner the
+  server sent (a debug log line has the detail), and URLs are shown by ``redact_url``.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import logging
+import socket
+import ssl
+import string
 import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from streamtag.audio.files import mono_blocks
 from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Source
-from streamtag.sources.icy import IcyBlock, IcyReader, parse_metaint
+from streamtag.sources.base import AudioChunk, Source, TitleLimit, clean_title
+from streamtag.sources.hosts import HostPolicy, redact_url
+from streamtag.sources.icy import MIN_METAINT, IcyBlock, IcyReader, ReadLimitError, parse_metaint
+
+log = logging.getLogger(__name__)
 
 # Keys a container's metadata may hold a stream title under (a stream without ICY metadata).
 TITLE_KEYS = ("StreamTitle", "icy-title", "title")
@@ -51,6 +87,28 @@ FORMAT_BY_TYPE = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mpeg3": "mp3",
 # default (5 s) would be seconds of waiting on a live stream; a few frames tell all.
 ANALYZE_US = "250000"
 HEADER_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM", b"\x1aE\xdf\xa3", b"caff")
+# The demuxers a station's body may be opened with, by FFmpeg's names: those of the types above
+# and of the headers of HEADER_MAGIC and ftyp (MP3, ADTS AAC, Ogg, FLAC, WAV, AIFF, CAF,
+# Matroska/WebM, MP4/M4A). Left to its probe, FFmpeg opens whatever it recognises, playlists
+# included: an ffconcat or HLS body names files of this machine (a relative path resolves
+# against the daemon's working directory) or URLs, and FFmpeg would open them.
+STREAM_FORMATS = ("mp3", "aac", "ogg", "flac", "wav", "aiff", "caf", "matroska", "mov")
+FORMAT_NAMES = "MP3, AAC, Ogg, FLAC, WAV, AIFF, CAF, Matroska/WebM, MP4"  # for messages
+PROBE_BYTES = 1 << 18  # FFmpeg's probesize: at most this much is read to learn the parameters
+MAX_BYTES_BEFORE_AUDIO = 4 << 20  # a stream that gives no audio in this many bytes is dropped
+OPEN_OPTIONS = {
+    "format_whitelist": ",".join(STREAM_FORMATS),
+    "protocol_whitelist": "",  # none: the only bytes FFmpeg reads are those the reader hands in
+    "probesize": str(PROBE_BYTES),
+    "analyzeduration": ANALYZE_US,
+}
+MAX_REDIRECTS = 10
+MAX_TITLE_CHANGES = 12  # title changes reported per TITLE_WINDOW_S; more are counted
+TITLE_WINDOW_S = 60.0
+
+
+class StationError(OSError):
+    """A station's answer that gives no audio, told in our words; the source tries again."""
 
 
 class _IcyResponse(http.client.HTTPResponse):
@@ -60,53 +118,166 @@ class _IcyResponse(http.client.HTTPResponse):
         if self.fp.peek(4)[:4] != b"ICY ":
             return super()._read_status()
         words = self.fp.readline(1024).decode("latin-1").split(None, 2)
-        if len(words) < 2 or not words[1].isdigit():
-            raise http.client.BadStatusLine(" ".join(words))
-        return "HTTP/1.0", int(words[1]), words[2].strip() if len(words) > 2 else ""
+        code = words[1] if len(words) > 1 else ""
+        if not (code.isascii() and code.isdigit() and 100 <= int(code) <= 999):
+            raise http.client.BadStatusLine("ICY")
+        return "HTTP/1.0", int(code), words[2].strip() if len(words) > 2 else ""
 
 
-class _IcyConnection(http.client.HTTPConnection):
+class _Checked:
+    """A connection that, under a host policy, connects through ``HostPolicy.connect``: each
+    address the host resolves to is checked, and the connection goes to one of those."""
+
+    def __init__(self, *args, host_policy: HostPolicy | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if host_policy is not None:
+            # http.client makes its socket through this attribute, kept replaceable for that.
+            self._create_connection = host_policy.connect
+
+
+class _IcyConnection(_Checked, http.client.HTTPConnection):
     response_class = _IcyResponse
 
 
-class _IcyTlsConnection(http.client.HTTPSConnection):
+class _IcyTlsConnection(_Checked, http.client.HTTPSConnection):
     response_class = _IcyResponse
 
 
 class _HttpHandler(urllib.request.HTTPHandler):
+    def __init__(self, host_policy: HostPolicy | None) -> None:
+        super().__init__()
+        self.host_policy = host_policy
+
     def http_open(self, req):
-        return self.do_open(_IcyConnection, req)
+        return self.do_open(functools.partial(_IcyConnection, host_policy=self.host_policy),
+                            req)
 
 
 class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, host_policy: HostPolicy | None) -> None:
+        super().__init__()
+        self.host_policy = host_policy
+
     def https_open(self, req):
-        return self.do_open(_IcyTlsConnection, req)
+        return self.do_open(functools.partial(_IcyTlsConnection, host_policy=self.host_policy),
+                            req)
 
 
-# Redirects, HTTPS (certificates checked against the system's authorities) and chunked
-# transfer encoding as urllib does them; only the connections differ.
-_OPENER = urllib.request.build_opener(_HttpHandler, _HttpsHandler)
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL: where credentials given for it may go."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https"
+                                                                  else 80)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects as a station may give them. urllib's own handler follows ftp: URLs, sends the
+    Authorization header to any host and reads the redirect's body whole (a hostile one never
+    ends); this one follows only http(s) URLs (SourceError otherwise), checked by the host
+    policy when there is one, sends the credentials only to their origin, drops the user part
+    a server writes in the URL and closes the body unread."""
+
+    def __init__(self, credentials_origin: tuple[str, str, int],
+                 host_policy: HostPolicy | None) -> None:
+        super().__init__()
+        self.credentials_origin = credentials_origin
+        self.host_policy = host_policy
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        location = headers.get("Location")
+        if location is None:
+            return None  # urllib's error handler then raises HTTPError(code)
+        fp.close()
+        # http.client decodes headers as Latin-1: the bytes again, with what is not ASCII (or
+        # is a space or a control character) percent-encoded, as urllib does.
+        target = urljoin(req.full_url, quote(location.strip(), encoding="iso-8859-1",
+                                             safe=string.punctuation))
+        try:
+            parts = urlsplit(target)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise StationError("the station redirected to a URL that is not valid") from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise SourceError(f"the station redirected to a {scheme[:16]}: URL; only http and "
+                              "https redirects are followed")
+        target = urlunsplit((scheme, parts.netloc.rpartition("@")[2], parts.path or "/",
+                             parts.query, ""))
+        if self.host_policy is not None:
+            self.host_policy.check_name(target)
+        redirects = getattr(req, "redirects", 0) + 1
+        if redirects > MAX_REDIRECTS:
+            raise StationError(f"the station redirected more than {MAX_REDIRECTS} times")
+        new_headers = {k: v for k, v in req.headers.items()
+                       if k.lower() not in ("content-length", "content-type")}
+        if origin(target) != self.credentials_origin:
+            new_headers = {k: v for k, v in new_headers.items() if k.lower() != "authorization"}
+        new = urllib.request.Request(target, headers=new_headers,
+                                     origin_req_host=req.origin_req_host, unverifiable=True)
+        new.redirects = redirects
+        return self.parent.open(new, timeout=req.timeout)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def build_opener(url: str, host_policy: HostPolicy | None) -> urllib.request.OpenerDirector:
+    """urllib's opener for one source's URL, with only what a station needs: http and https
+    (through the environment's proxy, if any), the redirects above, no ftp:, file: or data:."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+                    _HttpHandler(host_policy), _HttpsHandler(host_policy),
+                    urllib.request.HTTPDefaultErrorHandler(),
+                    _Redirects(origin(url), host_policy), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
 
 
 def stream_format(content_type: str | None, head: bytes) -> str | None:
     """The demuxer to use for a stream of this Content-Type that starts with ``head``; None
-    lets FFmpeg probe."""
+    lets FFmpeg probe (among ``STREAM_FORMATS``)."""
     if head.startswith(HEADER_MAGIC) or head[4:8] == b"ftyp":  # ftyp: MP4/M4A
         return None
     kind = (content_type or "").split(";")[0].strip().lower()
     return FORMAT_BY_TYPE.get(kind)
 
 
-def strip_credentials(url: str) -> str:
-    """The URL without ``user:password@``, for logs and status messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def failure_reason(exc: BaseException, read_timeout_s: float) -> str:
+    """Why a connection failed, in our words: a reason phrase, body or banner that the server
+    sent never reaches a published message."""
+    import av
+
+    cause = exc
+    if (isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError)
+            and isinstance(exc.reason, BaseException)):
+        cause = exc.reason
+    if isinstance(cause, TimeoutError):
+        return f"no data for {read_timeout_s:g} s (read_timeout_s)"
+    if isinstance(cause, (StationError, ReadLimitError)):
+        return str(cause)
+    if isinstance(cause, urllib.error.HTTPError):
+        if 300 <= cause.code < 400:
+            return f"the station answered HTTP {cause.code} without a place to go"
+        return f"the station answered HTTP {cause.code}"
+    if isinstance(cause, http.client.RemoteDisconnected):
+        return "the server closed the connection without an answer"
+    if isinstance(cause, (http.client.BadStatusLine, http.client.UnknownProtocol)):
+        return "the server did not answer HTTP"
+    if isinstance(cause, http.client.IncompleteRead):
+        return "the connection ended inside a chunk of the answer"
+    if isinstance(cause, http.client.HTTPException):
+        return "the server's answer broke the rules of HTTP"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"the server's TLS certificate was refused ({cause.verify_message})"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS failed ({cause.reason or 'no reason given'})"
+    if isinstance(cause, socket.gaierror):
+        return f"the host name does not resolve ({cause.strerror})"
+    if isinstance(cause, av.error.FFmpegError):
+        return f"FFmpeg could not read the stream as audio ({cause.strerror})"
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"the connection failed ({cause.strerror})"
+    return f"the connection failed ({type(cause).__name__})"
 
 
 class HttpSource(Source):
@@ -114,6 +285,8 @@ class HttpSource(Source):
     ``initial_backoff_s``, doubles on each attempt that brings no audio and is capped at
     ``max_backoff_s``. ``max_reconnects`` limits consecutive attempts without audio (None:
     forever); ``reconnect=False`` ends (clean end) or fails (error) on the first loss.
+    ``host_policy`` (given from Python: sources added at run time): the hosts the URL and its
+    redirects may reach; SourceError for one it refuses.
 
     ``stop`` is honoured between packets and during backoff waits; a server that stalls
     mid-read is given up on after ``read_timeout_s``.
@@ -124,23 +297,45 @@ class HttpSource(Source):
 
     def __init__(self, url: str, *, reconnect: bool = True, max_backoff_s: float = 30.0,
                  initial_backoff_s: float = 0.5, read_timeout_s: float = 10.0,
-                 max_reconnects: int | None = None) -> None:
+                 max_reconnects: int | None = None,
+                 host_policy: HostPolicy | None = None) -> None:
         super().__init__()
-        if urlsplit(url).scheme.lower() not in ("http", "https"):
-            raise SourceError(f"{strip_credentials(url)}: not an http(s) URL")
+        self.description = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise SourceError(f"{self.description}: not a valid URL") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise SourceError(f"{self.description}: not an http(s) URL")
         # Checked (and the back-off state built) per iteration of chunks(); here to fail early.
         self.backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
                                      max_backoff_s=max_backoff_s, max_reconnects=max_reconnects)
-        Backoff(strip_credentials(url), **self.backoff_options)
+        Backoff(self.description, **self.backoff_options)
         if not read_timeout_s > 0:
-            raise SourceError(f"{strip_credentials(url)}: read_timeout_s must be > 0 seconds, "
+            raise SourceError(f"{self.description}: read_timeout_s must be > 0 seconds, "
                               f"got {read_timeout_s!r}")
+        if host_policy is not None:
+            if not isinstance(host_policy, HostPolicy):
+                raise SourceError(f"{self.description}: host_policy must be a HostPolicy "
+                                  "(given from Python)")
+            try:
+                host_policy.check_name(url)
+            except SourceError as exc:
+                raise SourceError(f"{self.description}: {exc}") from None
         self.url = url
-        self.description = strip_credentials(url)
+        self.host_policy = host_policy
         self.read_timeout_s = float(read_timeout_s)
         self.title: str | None = None
         self.station: str | None = None
         self.metaint: int | None = None  # the last connection's icy-metaint, None without ICY
+        self.icy = True  # asks for ICY metadata; False once the station's metaint was too small
+        self.counters["titles_ignored"] = 0
+        self._title_limit = TitleLimit(MAX_TITLE_CHANGES, TITLE_WINDOW_S)
+        self._holding = False  # a title is held back by the limit: ``_held_title``
+        self._held_title: str | None = None
+        self._told_held = False  # a status said titles are being held back
+        self._opener = build_opener(url, host_policy)
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         import av
@@ -183,40 +378,64 @@ class HttpSource(Source):
                     break
         yield from self._end()
 
-    def _reason(self, exc: Exception) -> str:
-        """Why a connection was lost, in one line without the URL's credentials."""
-        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None),
-                                                       TimeoutError):
-            return f"no data for {self.read_timeout_s:g} s (read_timeout_s)"
-        return f"{type(exc).__name__}: {exc}".replace(self.url, self.description)
+    def _reason(self, exc: BaseException) -> str:
+        """Why a connection was lost, in one line of our words (``failure_reason``); what the
+        exception says goes to the debug log, escaped and without the URL's secrets."""
+        log.debug("%s: %s", self.description, repr(exc).replace(self.url, self.description))
+        return failure_reason(exc, self.read_timeout_s)
 
     def _request(self) -> urllib.request.Request:
         parts = urlsplit(self.url)
-        headers = {"Icy-MetaData": "1", "User-Agent": "streamtag"}
+        headers = {"User-Agent": "streamtag"}
+        if self.icy:
+            headers["Icy-MetaData"] = "1"
         if parts.username is not None or parts.password is not None:
             user_password = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
             token = base64.b64encode(user_password.encode("utf-8")).decode("ascii")
             headers["Authorization"] = f"Basic {token}"
-        return urllib.request.Request(self.description, headers=headers)
+        # The URL without its user part, which urllib would take for part of the host.
+        target = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path or "/",
+                             parts.query, ""))
+        return urllib.request.Request(target, headers=headers)
+
+    def _fetch(self):
+        """The response to one request (redirects followed); SourceError for what may not be
+        opened (a redirect to another scheme, a host the policy refuses)."""
+        try:
+            with self._waiting():
+                return self._opener.open(self._request(), timeout=self.read_timeout_s)
+        except SourceError as exc:
+            raise SourceError(f"{self.description}: {exc}") from None
 
     def _connection(self, stop: threading.Event) -> Iterator[AudioChunk]:
         """One connection: open, decode until the end, an error (raised) or ``stop``."""
         import av
 
-        with self._waiting():
-            response = _OPENER.open(self._request(), timeout=self.read_timeout_s)
+        response = self._fetch()
+        metaint = parse_metaint(response.headers.get("icy-metaint")) if self.icy else None
+        if metaint is not None and metaint < MIN_METAINT:
+            response.close()
+            self.icy = False
+            log.warning("%s: the station's icy-metaint (%d bytes) is below %d bytes; its "
+                        "stream is read without titles", self.description, metaint,
+                        MIN_METAINT)
+            response = self._fetch()
+            metaint = None
         with closing(response):
-            self.metaint = parse_metaint(response.headers.get("icy-metaint"))
-            self.station = response.headers.get("icy-name") or self.station
-            reader = IcyReader(response, self.metaint, READ_SIZE, waiting=self._waiting)
+            self.metaint = metaint
+            self.station = clean_title(response.headers.get("icy-name") or "") or self.station
+            reader = IcyReader(response, metaint, READ_SIZE, waiting=self._waiting,
+                               limit=MAX_BYTES_BEFORE_AUDIO)
             fmt = stream_format(response.headers.get("Content-Type"), reader.peek(4))
             try:
                 container = av.open(reader, mode="r", format=fmt, buffer_size=READ_SIZE,
-                                    options={"analyzeduration": ANALYZE_US})
-            except av.error.FFmpegError:
+                                    container_options=OPEN_OPTIONS)
+            except av.error.FFmpegError as exc:
                 if reader.error is not None:  # the network failed while FFmpeg probed
                     raise reader.error from None
-                raise
+                log.debug("%s: %r", self.description, exc)
+                raise StationError(f"the stream is not audio in a format read from stations "
+                                   f"({FORMAT_NAMES}; FFmpeg: {exc.strerror})") from None
             with container:
                 if not container.streams.audio:
                     raise SourceError(f"{self.description}: the stream has no audio")
@@ -231,24 +450,25 @@ class HttpSource(Source):
         stream = container.streams.audio[0]
         first_sample = self._resampler.samples_out  # this connection's first output sample
         decoded_s = 0.0  # input audio decoded on this connection, in seconds
-        pending: list[IcyBlock] = []
         if self.metaint is None:
-            title = next((container.metadata[k].strip() for k in TITLE_KEYS
-                          if container.metadata.get(k, "").strip()), None)
+            titles = (clean_title(container.metadata.get(k, "")) for k in TITLE_KEYS)
+            title = next((t for t in titles if t), None)
             if title is not None:
-                self._report_title(title, first_sample, None)
+                self._offer_title(title, first_sample, None)
         stopped = False
 
         def frames() -> Iterator[av.AudioFrame]:
-            nonlocal decoded_s, pending, stopped
+            nonlocal decoded_s, stopped
             for packet in container.demux(stream):
                 if stop.is_set():
                     stopped = True
                     return
-                pending += reader.take_blocks()
-                if pending:
-                    here = first_sample + round(decoded_s * self.sample_rate)
-                    self._place_titles(pending, packet.pos, here, first_sample)
+                here = first_sample + round(decoded_s * self.sample_rate)
+                block = reader.take_block(packet.pos)
+                if block is not None:
+                    self._place(block, here, first_sample)
+                elif self._holding:
+                    self._release_held(here)
                 try:
                     decoded = stream.decode(packet)
                 except av.error.InvalidDataError:
@@ -256,6 +476,7 @@ class HttpSource(Source):
                     self.counters["decode_errors"] += 1
                     continue
                 for frame in decoded:
+                    reader.limit = None  # audio: the stream may now run as long as it plays
                     decoded_s += frame.samples / frame.sample_rate
                     yield frame
 
@@ -267,32 +488,57 @@ class HttpSource(Source):
                 yield chunk
         if stopped:
             return
-        pending += reader.take_blocks()  # blocks after the last packet: at the end
-        self._place_titles(pending, None, first_sample + round(decoded_s * self.sample_rate),
-                           first_sample)
+        block = reader.take_block(None)  # a block after the last packet: at the end
+        if block is not None:
+            self._place(block, first_sample + round(decoded_s * self.sample_rate),
+                        first_sample)
 
-    def _place_titles(self, pending: list[IcyBlock], position: int | None, sample: int,
-                      first_sample: int) -> None:
-        """Reports the titles of the blocks that precede the packet at byte ``position`` (all
-        of them when None, or when the demuxer gives no positions: -1), which begins at
-        ``sample``; a connection's first block names the audio from ``first_sample``."""
-        while pending and (position is None or position < 0
-                           or position >= pending[0].audio_offset):
-            block = pending.pop(0)
-            if block.has_title:
-                at = first_sample if block.index == 0 else sample
-                self._report_title(block.title, at, block.arrival)
+    def _place(self, block: IcyBlock, sample: int, first_sample: int) -> None:
+        """Offers the title of a block due before the packet that begins at ``sample``; a
+        connection's first block names the audio from ``first_sample``."""
+        if block.has_title:
+            self._offer_title(block.title, first_sample if block.index == 0 else sample,
+                              block.arrival)
+
+    def _offer_title(self, title: str | None, sample: int, arrival: float | None) -> None:
+        """A title as it arrives: reported when it changes and the rate allows; else counted
+        and held back, the latest only, for ``_release_held``."""
+        if title == self.title:
+            self._holding = False
+            return
+        if self._title_limit.allow():
+            self._holding = False
+            self._report_title(title, sample, arrival)
+            return
+        self.counters["titles_ignored"] += 1
+        self._holding, self._held_title = True, title
+        if not self._told_held:  # once until the next title: the limit was reached
+            self._told_held = True
+            self._status("running", None, **self._running_extra())
+
+    def _release_held(self, sample: int) -> None:
+        """Reports the title held back, at ``sample`` (where the audio is now), once the rate
+        allows."""
+        if self._holding and self._title_limit.allow():
+            self._holding = False
+            self._report_title(self._held_title, sample, time.time())
 
     def _report_title(self, title: str | None, sample: int, arrival: float | None) -> None:
-        if title == self.title:
-            return
         self.title = title
+        self._told_held = False
         extra = {"title": title, "title_sample": sample}
         if arrival is not None:
             extra["title_at"] = arrival
         if self.station:
             extra["station"] = self.station
+        if self.counters["titles_ignored"]:
+            extra["titles_ignored"] = self.counters["titles_ignored"]
         self._status("running", None, **extra)
 
     def _running_extra(self) -> dict:
-        return {"reconnects": self.counters["reconnects"]} if self.counters["reconnects"] else {}
+        extra = {}
+        if self.counters["reconnects"]:
+            extra["reconnects"] = self.counters["reconnects"]
+        if self.counters["titles_ignored"]:
+            extra["titles_ignored"] = self.counters["titles_ignored"]
+        return extra

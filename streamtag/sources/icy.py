@@ -7,8 +7,20 @@ NULs; L = 0 (no bytes) is the usual "nothing new". The text has no escaping: a t
 quotes and semicolons, and older servers send Latin-1 rather than UTF-8.
 
 ``IcySplitter`` takes the body in whatever pieces the network delivers and returns the audio
-bytes, keeping each block with the number of audio bytes before it (its place on the stream's
-byte timeline); ``IcyReader`` is the file-like object PyAV reads the audio from.
+bytes, keeping the latest block with the number of audio bytes before it (its place on the
+stream's byte timeline); ``IcyReader`` is the file-like object PyAV reads the audio from.
+
+Every byte here comes from a station that may be hostile, so everything held is bounded: one
+block being read (at most 4080 bytes) and one block not yet placed. A block that completes
+before the previous one was placed replaces it and takes its place on the timeline
+(``replaced`` counts them): while FFmpeg probes the stream, or reads ahead of the demuxer, no
+block is placed, and a station with a tiny ``icy-metaint`` and full blocks would otherwise pile
+up thousands of them a second. Taking the waiting block's place (rather than its own, further
+on) keeps a stream whose blocks come faster than the demuxer's read-ahead from never having
+one due: the title the stream has now is placed where the first waiting block sat, at most a
+read-ahead (8 KB, half a second of a 128 kbit/s stream) early. A title is cleaned as its block
+completes (``clean_title``: control characters and escape sequences out, 256 characters at
+most).
 """
 
 from __future__ import annotations
@@ -20,28 +32,77 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-BLOCK_UNIT = 16  # a block's length byte counts units of 16 bytes
-MAX_METAINT = 1 << 24  # far above any server's (8192 to 65536 in practice)
+from streamtag.sources.base import clean_title
 
-# key='value'; where the value runs to the last "';" before the next key or the end: titles
-# such as  It's; "quoted"  survive, as no escaping exists to mark their quotes.
-_FIELD = re.compile(r"([A-Za-z][A-Za-z0-9_]*)='(.*?)';?(?=[A-Za-z][A-Za-z0-9_]*='|\s*$)",
-                    re.DOTALL)
+BLOCK_UNIT = 16  # a block's length byte counts units of 16 bytes
+MAX_BLOCK = 255 * BLOCK_UNIT  # the largest block a length byte can announce
+MAX_METAINT = 1 << 24  # far above any server's (8192 to 65536 in practice)
+# Below this, the HTTP source reads a station without metadata (see sources/http.py): servers
+# use 8192 (SHOUTcast) or 16000 (Icecast), and a metaint of 1 with full blocks makes every audio
+# byte cost 4 KB of metadata to read and parse.
+MIN_METAINT = 256
+# Bytes 0x80-0x9f of Windows-1252, which many stations send where they mean Latin-1: in Latin-1
+# they are C1 control characters, which clean_title would remove ("Don't" with a 0x92 quote).
+_CP1252 = {i: bytes([i]).decode("cp1252") for i in range(0x80, 0xA0)
+           if i not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+
+# Runs of identifier characters: a key is the part of a run from its first letter, when "='"
+# follows the run.
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+_LETTER = re.compile(r"[A-Za-z]")
 
 
 def decode_text(raw: bytes) -> str:
-    """Metadata bytes as text: UTF-8 where they are valid UTF-8, else Latin-1 (every byte is a
-    character there, so nothing is lost or refused)."""
+    """Metadata bytes as text: UTF-8 where they are valid UTF-8, else Windows-1252 (Latin-1
+    for the five bytes it leaves undefined: every byte is a character, so nothing is lost or
+    refused)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        return raw.decode("latin-1").translate(_CP1252)
 
 
 def parse_metadata(block: bytes) -> dict[str, str]:
-    """The fields of one metadata block, e.g. {"StreamTitle": "...", "StreamUrl": "..."}."""
+    """The fields of one metadata block, e.g. {"StreamTitle": "...", "StreamUrl": "..."}.
+
+    A field is ``key='value';`` where the value runs to the first ``'`` (or ``';``) that the
+    next key or the end of the text follows: titles such as  It's; "quoted"  survive, as no
+    escaping exists to mark their quotes. Linear in the block's length whatever it holds (a
+    regular expression for the same rule backtracks to quadratic time on a hostile block).
+    """
     text = decode_text(block.rstrip(b"\0")).strip()
-    return {m.group(1): m.group(2) for m in _FIELD.finditer(text)}
+    keys: list[tuple[int, int, int]] = []  # (key start, key end, run start) before a "='"
+    for run in _WORD.finditer(text):
+        if text.startswith("='", run.end()):
+            letter = _LETTER.search(text, run.start(), run.end())
+            if letter is not None:
+                keys.append((letter.start(), run.end(), run.start()))
+    next_key = {run_start for start, _, run_start in keys if start == run_start}
+    end = len(text.rstrip())  # from here on only white space: the end of the text
+
+    def closes(q: int) -> bool:  # a value may end just before q: a key or the end follows
+        return q >= end or q in next_key
+
+    fields: dict[str, str] = {}
+    at = 0  # where the next field may start
+    quote = text.find("'", 0)
+    for start, key_end, _ in keys:
+        if start < at:
+            continue
+        value = key_end + 2
+        quote = text.find("'", value) if quote < value else quote
+        while quote >= 0:
+            if text.startswith(";", quote + 1) and closes(quote + 2):
+                at = quote + 2
+                break
+            if closes(quote + 1):
+                at = quote + 1
+                break
+            quote = text.find("'", quote + 1)
+        if quote < 0:  # no end for this value, nor for any later one (they start later)
+            break
+        fields[text[start:key_end]] = text[value:quote]
+    return fields
 
 
 def parse_metaint(value: Any) -> int | None:
@@ -56,42 +117,49 @@ def parse_metaint(value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class IcyBlock:
-    """One metadata block and where it sat: after ``audio_offset`` audio bytes."""
+    """One metadata block and where it sat: after ``audio_offset`` audio bytes. ``title`` is
+    its StreamTitle, cleaned (``clean_title``), None when it has none or an empty one;
+    ``has_title`` whether it had the field at all (an empty one clears the title)."""
 
     audio_offset: int
     index: int  # the block's number in its connection, from 0
     fields: dict[str, str] = field(default_factory=dict)
     arrival: float = 0.0  # time.time() when the block was read
+    title: str | None = None
+    has_title: bool = False
 
-    @property
-    def title(self) -> str | None:
-        """The StreamTitle, stripped; None when the block has none or an empty one."""
-        title = (self.fields.get("StreamTitle") or "").strip()
-        return title or None
-
-    @property
-    def has_title(self) -> bool:
-        return "StreamTitle" in self.fields
+    @classmethod
+    def parse(cls, audio_offset: int, index: int, raw: bytes, arrival: float) -> IcyBlock:
+        fields = parse_metadata(raw)
+        title = clean_title(fields["StreamTitle"]) if "StreamTitle" in fields else ""
+        return cls(audio_offset, index, fields, arrival, title or None, "StreamTitle" in fields)
 
 
 class IcySplitter:
     """Separates audio bytes from metadata blocks, however the input is cut into pieces.
 
     ``metaint`` None passes everything through as audio. Blocks of length 0 are counted but not
-    kept; the others are appended to ``blocks`` as they complete.
+    kept; of the others only the latest not yet taken is kept (``take_block``), at the place of
+    the earliest not yet taken; each one it replaces is counted in ``replaced``.
     """
 
     def __init__(self, metaint: int | None) -> None:
         self.metaint = metaint
         self.audio_bytes = 0  # audio bytes returned so far
         self.block_count = 0  # blocks seen, empty ones included
-        self.blocks: list[IcyBlock] = []
+        self.replaced = 0  # blocks replaced by a later one before they were taken
+        self.pending: IcyBlock | None = None  # the latest block not yet taken
         self._audio_left = metaint or 0  # audio bytes before the next length byte
         self._block_left: int | None = None  # bytes of the current block still to come
         self._block = bytearray()
 
+    @property
+    def held_bytes(self) -> int:
+        """Metadata bytes held: of the block being read (at most ``MAX_BLOCK``)."""
+        return len(self._block)
+
     def feed(self, data: bytes) -> bytes:
-        """The audio bytes in ``data``; completed blocks go to ``blocks``."""
+        """The audio bytes in ``data``; a completed block becomes ``pending``."""
         if self.metaint is None:
             self.audio_bytes += len(data)
             return bytes(data)
@@ -119,13 +187,31 @@ class IcySplitter:
                     self._finish_block()
         return bytes(audio)
 
+    def take_block(self, position: int | None = None) -> IcyBlock | None:
+        """The pending block, once it is due before the audio byte at ``position`` (a packet's
+        place in the audio bytes: the block sits at or before it); any pending block when
+        ``position`` is None or unknown (negative). None otherwise, the block kept."""
+        block = self.pending
+        if block is None or (position is not None and 0 <= position < block.audio_offset):
+            return None
+        self.pending = None
+        return block
+
     def _finish_block(self) -> None:
         if self._block.strip(b"\0"):
-            self.blocks.append(IcyBlock(self.audio_bytes, self.block_count,
-                                        parse_metadata(bytes(self._block)), time.time()))
+            offset, index = self.audio_bytes, self.block_count
+            if self.pending is not None:  # the new block takes the waiting one's place
+                self.replaced += 1
+                offset, index = self.pending.audio_offset, self.pending.index
+            self.pending = IcyBlock.parse(offset, index, bytes(self._block), time.time())
+        self._block.clear()
         self.block_count += 1
         self._block_left = None
         self._audio_left = self.metaint
+
+
+class ReadLimitError(OSError):
+    """The stream gave more bytes than its reader's ``limit`` before audio was found."""
 
 
 class IcyReader:
@@ -134,15 +220,19 @@ class IcyReader:
     ``read`` returns what the network has (at least one byte, or b"" at the end), so a live
     stream's metadata is parsed as soon as it arrives. An error while reading (a timeout, a
     reset) ends the file and is kept in ``error`` for the caller to raise once the demuxer has
-    stopped: FFmpeg would otherwise replace it with a vaguer error of its own.
+    stopped: FFmpeg would otherwise replace it with a vaguer error of its own. ``limit``: audio
+    bytes the file gives before it ends with a ``ReadLimitError`` (None: no limit), which the
+    caller lifts once it has decoded audio, so a stream that is not audio ends soon.
     """
 
     def __init__(self, response: Any, metaint: int | None, read_size: int = 8192,
-                 waiting: Callable[[], AbstractContextManager] = nullcontext) -> None:
+                 waiting: Callable[[], AbstractContextManager] = nullcontext,
+                 limit: int | None = None) -> None:
         self.response = response
         self.waiting = waiting  # around each read from the network
         self.splitter = IcySplitter(metaint)
         self.read_size = read_size
+        self.limit = limit
         self.error: BaseException | None = None
         self.ended = False
         self._peeked = b""
@@ -165,6 +255,11 @@ class IcyReader:
 
     def _read_network(self, size: int) -> bytes:
         while not self.ended:
+            if self.limit is not None and self.splitter.audio_bytes >= self.limit:
+                self.error = ReadLimitError(f"no audio in the first {self.limit >> 10} KiB of "
+                                            "the stream")
+                self.ended = True
+                return b""
             want = self.read_size if size is None or size < 0 else max(1, size)
             try:
                 with self.waiting():
@@ -180,7 +275,6 @@ class IcyReader:
                 return audio
         return b""
 
-    def take_blocks(self) -> list[IcyBlock]:
-        """The blocks parsed since the last call, in stream order."""
-        blocks, self.splitter.blocks = self.splitter.blocks, []
-        return blocks
+    def take_block(self, position: int | None = None) -> IcyBlock | None:
+        """The latest block not yet taken, once due before ``position`` (``IcySplitter``)."""
+        return self.splitter.take_block(position)

@@ -1,0 +1,358 @@
+"""A hostile radio station for the tests: a threaded HTTP server on 127.0.0.1 with one path per
+attack on the HTTP source, a server that answers with another service's banner, and a way to
+run a source in a process of its own and measure how much memory it took.
+
+Paths of ``HostileStation`` (every request's path and headers, names in lower case, are kept
+in ``requests``):
+
+- ``/stream``: the MP3 once, as a plain HTTP server sends a file (any query string).
+- ``/ffconcat``, ``/hls``: a playlist naming ``local_name`` (a file in the client's working
+  directory) as the body, with a Content-Type that lets FFmpeg probe.
+- ``/metaint1``: ICY with ``icy-metaint: 1`` and a full (4080-byte) block with a new title after
+  every audio byte, to a client that asks for metadata; plain MP3 to one that does not.
+  ``/metaint1-always``: the same, to any client.
+- ``/flood``: ICY every 256 bytes of MP3, each block a new, full-size title, the MP3 repeated.
+- ``/escapes``: ICY every 8192 bytes; titles with terminal escape sequences and one of 4000
+  characters.
+- ``/redirect-here``, ``/redirect-away``, ``/redirect-userinfo``, ``/redirect-ftp``: 302 to
+  ``/stream`` on this server, to ``peer`` (another server's ``/stream``), to ``peer`` with a user
+  part in the URL, and to ``ftp_url``.
+- ``/missing``: 404 with a reason phrase and a body that carry ``BANNER``.
+- ``/garbage``: 200 audio/mpeg and text that is not audio, up to ``garbage_bytes``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from streamtag.audio.testsignals import music_like
+
+BANNER = "BANNER-of-another-service-7f3a"
+FULL_BLOCK = 255 * 16
+
+
+def icy_block(text: str, size: int | None = None) -> bytes:
+    """A metadata block holding ``text``, padded with NULs to ``size`` bytes (a multiple of 16)
+    or to the next multiple of 16."""
+    raw = text.encode("utf-8")
+    size = size if size is not None else -(-len(raw) // 16) * 16
+    return bytes([size // 16]) + raw[:size].ljust(size, b"\0")
+
+
+_PADDING = ("x" * 3000 + "';").encode()
+
+
+def title_block(n: int) -> bytes:
+    """A full-size block with title number ``n``, each different."""
+    text = f"StreamTitle='Title {n} ".encode() + _PADDING
+    return bytes([FULL_BLOCK // 16]) + text.ljust(FULL_BLOCK, b"\0")
+
+
+def bare_mp3(path: Path, seconds: float = 3.0, sample_rate: int = 44100) -> bytes:
+    """A bare CBR MP3 byte stream of music-like sound (no Xing frame, no ID3), as radio servers
+    send, written by PyAV to ``path``."""
+    x = (np.clip(music_like(seconds, sample_rate, seed=11), -1, 1) * 32767).astype(np.int16)
+    with av.open(str(path), "w", format="mp3",
+                 options={"write_xing": "0", "id3v2_version": "0"}) as container:
+        stream = container.add_stream("libmp3lame", rate=sample_rate, layout="mono")
+        stream.bit_rate = 128000
+        for i in range(0, len(x), 4608):
+            frame = av.AudioFrame.from_ndarray(x[None, i:i + 4608], format="s16", layout="mono")
+            frame.sample_rate = sample_rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path.read_bytes()
+
+
+class HostileStation:
+    def __init__(self, mp3: bytes, local_name: str = "secret.wav", *,
+                 bytes_per_s: float = 1e9, garbage_bytes: int = 16 << 20) -> None:
+        self.mp3, self.local_name = mp3, local_name
+        self.bytes_per_s, self.garbage_bytes = bytes_per_s, garbage_bytes
+        self.peer: str | None = None  # a URL that /redirect-away sends clients to
+        self.ftp_url: str | None = None
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.sent: dict[str, int] = {}  # bytes of body sent per path
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                owner.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))
+                route = getattr(self, "route_" + path.strip("/").replace("-", "_"), None)
+                try:
+                    if route is None:
+                        self.send_error(404)
+                    else:
+                        route(path)
+                except OSError:  # the client left
+                    pass
+
+            def send(self, path: str, data: bytes) -> None:
+                self.wfile.write(data)
+                owner.sent[path] = owner.sent.get(path, 0) + len(data)
+
+            def pace(self, t0: float, sent: int) -> None:
+                time.sleep(max(0.0, t0 + sent / owner.bytes_per_s - time.monotonic()))
+
+            def head(self, content_type: str, extra: dict[str, str] | None = None) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                for key, value in (extra or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+
+            def route_stream(self, path):
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("Content-Length", str(len(owner.mp3)))
+                self.end_headers()
+                self.send(path, owner.mp3)
+
+            def route_ffconcat(self, path):
+                self.head("application/octet-stream")
+                self.send(path, f"ffconcat version 1.0\nfile '{owner.local_name}'\n".encode())
+
+            def route_hls(self, path):
+                self.head("application/vnd.apple.mpegurl")
+                self.send(path, ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n"
+                                 f"#EXTINF:2.0,\n{owner.local_name}\n#EXT-X-ENDLIST\n").encode())
+
+            def route_metaint1(self, path, always: bool = False):
+                if not always and self.headers.get("Icy-MetaData") != "1":
+                    self.repeat_mp3(path)
+                    return
+                # A type FFmpeg cannot place and MP3 joined mid-frame, as a radio's burst
+                # starts: FFmpeg probes some 200 frames (80 KB: 330 MB of metadata here).
+                self.head("application/octet-stream", {"icy-metaint": "1"})
+                audio = owner.mp3[1000:]
+                t0, sent, n = time.monotonic(), 0, 0
+                while True:
+                    piece = bytearray()
+                    for byte in audio[n % len(audio):][:64]:
+                        piece += bytes([byte]) + title_block(n)
+                        n += 1
+                    self.send(path, piece)
+                    sent += len(piece)
+                    self.pace(t0, sent)
+
+            def route_metaint1_always(self, path):
+                self.route_metaint1(path, always=True)
+
+            def repeat_mp3(self, path):
+                self.head("audio/mpeg")
+                t0, sent = time.monotonic(), 0
+                while True:
+                    self.send(path, owner.mp3)
+                    sent += len(owner.mp3)
+                    self.pace(t0, sent)
+
+            def icy(self, path, metaint: int, block_of) -> None:
+                self.head("audio/mpeg", {"icy-metaint": str(metaint), "icy-name": "hostile"})
+                t0, sent, n, at = time.monotonic(), 0, 0, 0
+                data = owner.mp3
+                while True:
+                    piece = bytearray()
+                    for _ in range(16):
+                        part = (data[at:] + data)[:metaint]  # the MP3 repeated
+                        at = (at + metaint) % len(data)
+                        piece += part + block_of(n)
+                        n += 1
+                    self.send(path, piece)
+                    sent += len(piece)
+                    self.pace(t0, sent)
+
+            def route_flood(self, path):
+                self.icy(path, 256, title_block)
+
+            def route_escapes(self, path):
+                titles = ["\x1b[31mRed\x1b[0m Song\x07", "Line\r\nBreak\x1b]0;pwned\x07",
+                          "L" * 4000]
+                self.icy(path, 8192, lambda n: icy_block(f"StreamTitle='{titles[n]}';")
+                         if n < len(titles) else b"\0")
+
+            def redirect(self, path, location: str):
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.end_headers()
+                self.send(path, b"moved")
+
+            def route_redirect_here(self, path):
+                self.redirect(path, "/stream")
+
+            def route_redirect_away(self, path):
+                self.redirect(path, owner.peer)
+
+            def route_redirect_userinfo(self, path):
+                self.redirect(path, owner.peer.replace("http://", "http://evil:pw@"))
+
+            def route_redirect_ftp(self, path):
+                self.redirect(path, owner.ftp_url)
+
+            def route_missing(self, path):
+                body = f"<html>{BANNER} Server: secret-backend/1.2</html>".encode()
+                self.send_response(404, f"Not Found {BANNER}")
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.send(path, body)
+
+            def route_garbage(self, path):
+                self.head("audio/mpeg")
+                line = f"{BANNER}: this is not audio at all\n".encode() * 64
+                while owner.sent.get(path, 0) < owner.garbage_bytes:
+                    self.send(path, line)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str, credentials: str = "") -> str:
+        return f"http://{credentials}127.0.0.1:{self.port}{path}"
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.requests]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+class Listener:
+    """A TCP port that accepts and counts connections (and sends ``banner`` to each, if
+    given): where an ftp: redirect points, or a service that does not speak HTTP."""
+
+    def __init__(self, banner: bytes | None = None) -> None:
+        self.banner = banner
+        self.connections = 0
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.05)  # accept() wakes up to see close()
+        self.port = self.socket.getsockname()[1]
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with client:
+                client.settimeout(2.0)
+                if self.banner is not None:
+                    try:
+                        client.sendall(self.banner)
+                        client.recv(4096)  # the request, then close
+                    except OSError:
+                        pass
+
+    def wait_for(self, connections: int, timeout_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.connections < connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.connections >= connections
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(5)
+        self.socket.close()
+
+
+# -- a source in a process of its own, its memory measured -------------------------------------
+
+
+def _kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def measure(url: str, seconds: float, options: dict) -> dict:
+    """Runs an HttpSource on ``url`` for ``seconds`` in this process (meant to be a fresh one)
+    and says what it took: peak resident memory above the baseline (after imports), samples,
+    titles reported, the last error and the counters. Ends the process (a source stuck in
+    FFmpeg does not stop)."""
+    import soxr  # noqa: F401 - loaded before the baseline (av and numpy are, above)
+
+    from streamtag.sources.http import HttpSource
+
+    source = HttpSource(url, **options)
+    report = {"titles": 0, "samples": 0, "statuses": 0, "error": None, "last_title": None,
+              "titles_ignored_extra": 0}
+
+    def on_status(state, error, extra):
+        report["statuses"] += 1
+        if "title" in extra:
+            report["titles"] += 1
+            report["last_title"] = extra["title"]
+        report["titles_ignored_extra"] = max(report["titles_ignored_extra"],
+                                             extra.get("titles_ignored", 0))
+        if error:
+            report["error"] = error[:500]
+
+    baseline = _kib("VmRSS")
+    source.open(16000, on_status)
+    stop = threading.Event()
+
+    def run():
+        try:
+            for chunk in source.chunks(stop):
+                report["samples"] += int(chunk.samples.size)
+        except Exception as exc:  # noqa: BLE001 - reported
+            report["error"] = f"{type(exc).__name__}: {exc}"[:500]
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    stop.set()
+    thread.join(5)
+    report.update(baseline_kib=baseline, peak_kib=_kib("VmHWM"), finished=not thread.is_alive(),
+                  counters=dict(source.counters))
+    print(json.dumps(report), flush=True)
+    os._exit(0)
+
+
+def measure_in_subprocess(url: str, seconds: float, **options) -> dict:
+    """``measure`` in a new Python process that imports this streamtag; its report, with
+    ``growth_mb``: how far its resident memory rose above the baseline."""
+    import streamtag
+
+    package_root = Path(streamtag.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root),
+                                                        str(Path(__file__).parent)])}
+    code = ("import sys, json, hostile_station; "
+            "hostile_station.measure(sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]))")
+    done = subprocess.run([sys.executable, "-c", code, url, str(seconds), json.dumps(options)],
+                          env=env, capture_output=True, text=True, timeout=seconds + 60)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"the measuring process printed nothing: {done.stderr[-2000:]}"
+    report = json.loads(lines[-1])
+    report["growth_mb"] = (report["peak_kib"] - report["baseline_kib"]) / 1024
+    return report

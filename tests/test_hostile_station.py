@@ -1,0 +1,309 @@
+"""A hostile station against the HTTP source (issue "Untrusted streams and peers"): each attack
+of tests/hostile_station.py is a test of what the source must not do. Real HTTP servers on
+127.0.0.1, real decoding with PyAV; the memory attacks run the source in a process of its own
+and bound how far its resident memory grows."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import threading
+
+import av
+import pytest
+from hostile_station import BANNER, HostileStation, Listener, bare_mp3, measure_in_subprocess
+
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.errors import SourceError
+from streamtag.sources import HttpSource
+from streamtag.sources.base import MAX_TITLE_CHARS
+from streamtag.sources.hosts import HostPolicy, redact_url
+from streamtag.sources.http import MAX_BYTES_BEFORE_AUDIO, MAX_TITLE_CHANGES, OPEN_OPTIONS
+
+TARGET = 16000
+GROWTH_MB = 50  # what one hostile station may add to the daemon's resident memory
+
+
+@pytest.fixture(scope="module")
+def mp3(tmp_path_factory) -> bytes:
+    return bare_mp3(tmp_path_factory.mktemp("hostile") / "station.mp3")
+
+
+@pytest.fixture
+def station(mp3):
+    server = HostileStation(mp3)
+    yield server
+    server.stop()
+
+
+class Run:
+    """A source read to its end (or ``seconds``), with every status it sent."""
+
+    def __init__(self, source: HttpSource, seconds: float = 20.0) -> None:
+        self.source, self.calls, self.samples, self.error = source, [], 0, None
+        stop = threading.Event()
+        source.open(TARGET, lambda state, error, extra: self.calls.append((state, error, extra)))
+        timer = threading.Timer(seconds, stop.set)
+        timer.start()
+        try:
+            for chunk in source.chunks(stop):
+                self.samples += chunk.samples.size
+        except SourceError as exc:
+            self.error = exc
+        finally:
+            timer.cancel()
+            source.close()
+
+    def published(self) -> str:
+        """Everything the source published: its description, errors and status fields."""
+        return repr([self.source.description, str(self.error), self.calls])
+
+    def titles(self) -> list:
+        return [extra["title"] for _, _, extra in self.calls if "title" in extra]
+
+
+# -- what FFmpeg may open ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ffconcat", "/hls"])
+def test_a_playlist_body_naming_a_local_file_is_refused(station, tmp_path, monkeypatch, path):
+    # The daemon's working directory holds a WAV; the station's body names it. Left to its
+    # probe, FFmpeg took an ffconcat body for a playlist and decoded the file of this machine.
+    write_audio(tmp_path / station.local_name, music_like(1.0, TARGET, seed=3), TARGET)
+    monkeypatch.chdir(tmp_path)
+    run = Run(HttpSource(station.url(path), reconnect=False))
+    assert run.samples == 0, "the station made the source decode a local file"
+    assert "the stream is not audio in a format read from stations" in str(run.error)
+
+
+@pytest.mark.parametrize("fmt", ["concat", "hls"])
+def test_no_protocol_is_open_to_a_demuxer_even_one_named_by_force(tmp_path, monkeypatch, fmt):
+    # The protocol whitelist holds on its own: were a playlist demuxer let in, it could still
+    # open nothing. Without the options, the same bytes decode the local file.
+    secret = {"concat": "secret.wav", "hls": "secret.aac"}[fmt]  # what each plays
+    write_audio(tmp_path / secret, music_like(1.0, TARGET, seed=3), TARGET,
+                codec="aac" if fmt == "hls" else None)
+    monkeypatch.chdir(tmp_path)
+    body = {"concat": f"ffconcat version 1.0\nfile '{secret}'\n",
+            "hls": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\n{secret}\n"
+                   "#EXT-X-ENDLIST\n"}[fmt].encode()
+    with av.open(io.BytesIO(body), format=fmt) as container:  # the hole the options close
+        assert sum(f.samples for f in container.decode(audio=0)) >= TARGET
+    options = {**OPEN_OPTIONS, "format_whitelist": fmt}
+    for refused in (options, OPEN_OPTIONS):  # the protocol wall alone, and both walls
+        with pytest.raises(av.error.FFmpegError):
+            with av.open(io.BytesIO(body), format=fmt, container_options=refused) as container:
+                for _ in container.decode(audio=0):
+                    pytest.fail("a local file was decoded")
+
+
+def test_a_stream_that_is_not_audio_is_dropped_after_a_bound(station):
+    station.garbage_bytes = 32 << 20
+    run = Run(HttpSource(station.url("/garbage"), reconnect=False))
+    assert run.samples == 0
+    assert run.error is not None and "no audio in the first 4096 KiB" in str(run.error)
+    # What the server got out before the source hung up (socket buffers included).
+    assert station.sent["/garbage"] < MAX_BYTES_BEFORE_AUDIO + (12 << 20)
+    assert BANNER not in run.published()
+
+
+# -- memory and titles ------------------------------------------------------------------------
+
+
+def test_metaint_1_with_full_blocks_is_read_without_titles_in_bounded_memory(station):
+    report = measure_in_subprocess(station.url("/metaint1"), 2.0)
+    assert report["growth_mb"] < GROWTH_MB, report
+    # The source asked again without Icy-MetaData, and the server sent plain audio.
+    assert [h.get("icy-metadata") for _, h in station.requests] == ["1", None], station.requests
+    assert report["samples"] > TARGET and report["titles"] == 0, report
+    assert report["finished"], report
+
+
+def test_a_station_that_sends_blocks_unasked_stays_bounded_and_fails_as_not_audio(station):
+    report = measure_in_subprocess(station.url("/metaint1-always"), 2.0)
+    assert report["growth_mb"] < GROWTH_MB, report
+    assert report["titles"] == 0 and report["finished"], report
+    assert "the stream is not audio" in report["error"], report
+
+
+def test_a_new_title_in_every_block_reports_at_most_the_rate_limit(station):
+    report = measure_in_subprocess(station.url("/flood"), 2.0)
+    assert report["growth_mb"] < GROWTH_MB, report
+    assert 1 <= report["titles"] <= MAX_TITLE_CHANGES, report
+    ignored = report["counters"]["titles_ignored"]
+    assert ignored > 100, report  # the flood was there, and counted
+    assert 0 < report["titles_ignored_extra"] <= ignored  # and reported in the status extra
+    assert report["samples"] > TARGET, report  # the audio goes on
+    assert len(report["last_title"]) <= MAX_TITLE_CHARS
+
+
+def test_titles_lose_escape_sequences_and_control_characters_and_are_capped(station):
+    run = Run(HttpSource(station.url("/escapes"), reconnect=False), seconds=1.5)
+    assert run.titles() == ["Red Song", "Line Break", "L" * MAX_TITLE_CHARS]
+    assert "\x1b" not in run.published() and "pwned" not in run.published()
+
+
+def test_a_title_held_back_by_the_limit_is_reported_once_the_window_allows(station,
+                                                                           monkeypatch):
+    # One change per half second: of the three titles that arrive together, the first is
+    # reported at once, the second is replaced by the third, which comes once the window
+    # allows it, further on in the audio.
+    monkeypatch.setattr("streamtag.sources.http.MAX_TITLE_CHANGES", 1)
+    monkeypatch.setattr("streamtag.sources.http.TITLE_WINDOW_S", 0.5)
+    run = Run(HttpSource(station.url("/escapes"), reconnect=False), seconds=2.0)
+    assert run.titles() == ["Red Song", "L" * MAX_TITLE_CHARS]
+    assert run.source.counters["titles_ignored"] == 2
+    samples = [extra["title_sample"] for _, _, extra in run.calls if "title" in extra]
+    assert samples[0] == 0 and samples[1] > 0.4 * TARGET
+    held = [extra for state, _, extra in run.calls if "titles_ignored" in extra]
+    assert held and held[0] == {"titles_ignored": 1}  # said once, when the limit was reached
+
+
+# -- redirects and credentials ----------------------------------------------------------------
+
+
+def redirect_target(station: HostileStation, mp3: bytes) -> HostileStation:
+    """A server that records what it gets, as the target of /redirect-away."""
+    other = HostileStation(mp3)
+    station.peer = other.url("/stream")
+    return other
+
+
+def authorization(server: HostileStation) -> list:
+    return [headers.get("authorization") for _, headers in server.requests]
+
+
+def test_credentials_go_only_to_the_origin_they_were_given_for(station, mp3):
+    other = redirect_target(station, mp3)
+    try:
+        run = Run(HttpSource(station.url("/redirect-away", "user:pw@"), reconnect=False))
+        assert run.error is None and run.samples > TARGET
+        assert authorization(station)[0] is not None  # the station was given them
+        assert authorization(other) == [None], other.requests  # another port: not sent
+        station.requests.clear()
+        run = Run(HttpSource(station.url("/redirect-here", "user:pw@"), reconnect=False))
+        assert run.error is None and run.samples > TARGET
+        assert station.paths() == ["/redirect-here", "/stream"]
+        assert None not in authorization(station)  # the same origin keeps them
+        other.requests.clear()
+        run = Run(HttpSource(station.url("/redirect-userinfo"), reconnect=False))
+        assert run.error is None and authorization(other) == [None]  # a server's user part
+    finally:
+        other.stop()
+    assert "pw" not in run.published()
+
+
+def test_a_redirect_to_ftp_is_refused_without_connecting(station):
+    ftp = Listener()
+    try:
+        station.ftp_url = f"ftp://127.0.0.1:{ftp.port}/music.mp3"
+        run = Run(HttpSource(station.url("/redirect-ftp"), reconnect=True, max_reconnects=3))
+        assert ftp.connections == 0
+    finally:
+        ftp.close()
+    assert run.error is not None
+    assert "redirected to a ftp: URL; only http and https redirects are followed" in str(
+        run.error)
+    assert run.calls[-1][0] == "failed" and station.paths() == ["/redirect-ftp"]  # no retries
+
+
+def test_secrets_in_the_url_are_never_published(station):
+    run = Run(HttpSource(station.url("/stream?token=S3CRET&id=7", "user:pa55@"),
+                         reconnect=False))
+    assert run.samples > TARGET
+    assert run.source.description.endswith("/stream?token=***&id=***")
+    assert "S3CRET" not in run.published() and "pa55" not in run.published()
+    run = Run(HttpSource(station.url("/missing?token=S3CRET"), reconnect=False))
+    assert run.error is not None and "S3CRET" not in run.published()
+
+
+# -- errors in our words ----------------------------------------------------------------------
+
+
+def test_an_http_error_is_told_in_our_words(station):
+    run = Run(HttpSource(station.url("/missing"), reconnect=False))
+    assert str(run.error).endswith("/missing: the station answered HTTP 404")
+    assert BANNER not in run.published() and "secret-backend" not in run.published()
+
+
+def test_a_service_that_does_not_speak_http_is_told_in_our_words():
+    service = Listener(banner=f"SSH-2.0-OpenSSH_9.2p1 {BANNER}\r\n".encode())
+    try:
+        run = Run(HttpSource(f"http://127.0.0.1:{service.port}/", reconnect=False))
+    finally:
+        service.close()
+    assert str(run.error).endswith(": the server did not answer HTTP")
+    assert BANNER not in run.published() and "SSH" not in run.published()
+
+
+# -- which hosts a source may reach -----------------------------------------------------------
+
+
+def test_a_host_policy_refuses_a_private_host_before_any_request(station):
+    run = Run(HttpSource(station.url("/stream"), host_policy=HostPolicy()))
+    assert "127.0.0.1 resolves to 127.0.0.1, a loopback or private address" in str(run.error)
+    assert station.requests == []
+    assert run.calls[-1][0] == "failed"
+    run = Run(HttpSource(station.url("/stream"), reconnect=False,
+                         host_policy=HostPolicy(allow=("127.0.0.1",))))
+    assert run.error is None and run.samples > TARGET  # listed: allowed
+
+
+def test_a_host_policy_is_checked_again_on_every_redirect(station, mp3):
+    other = redirect_target(station, mp3)
+    try:
+        station.peer = other.url("/stream").replace("127.0.0.1", "localhost")
+        run = Run(HttpSource(station.url("/redirect-away"),
+                             host_policy=HostPolicy(private=True, deny=("localhost",))))
+        assert "host localhost is denied by the host policy" in str(run.error)
+        assert other.requests == [] and station.paths() == ["/redirect-away"]
+    finally:
+        other.stop()
+
+
+def test_a_host_policy_name_check_fails_at_construction():
+    with pytest.raises(SourceError, match="evil.example/live: host evil.example is not in the "
+                                          "allowed hosts"):
+        HttpSource("http://evil.example/live", host_policy=HostPolicy(allow=(".radio.example",)))
+    HttpSource("http://a.radio.example/live", host_policy=HostPolicy(allow=(".radio.example",)))
+    with pytest.raises(SourceError, match="must be a HostPolicy"):
+        HttpSource("http://a.example/", host_policy={"allow": []})
+
+
+@pytest.mark.parametrize(("url", "policy", "message"), [
+    ("http://2130706433/", HostPolicy(), "loopback or private"),  # 127.0.0.1 as one number
+    ("http://0.0.0.0:8000/", HostPolicy(), "loopback or private"),
+    ("http://[::ffff:127.0.0.1]/", HostPolicy(private=True, deny=("127.0.0.0/8",)), "denied"),
+    ("http://[::1]/", HostPolicy(), "loopback or private"),
+    ("http://LOCALHOST./", HostPolicy(private=True, deny=("localhost",)), "denied"),
+    ("http://169.254.169.254/latest/meta-data/", HostPolicy(), "loopback or private"),
+])
+def test_a_host_policy_sees_through_spellings_of_private_addresses(url, policy, message):
+    with pytest.raises(SourceError, match=message):
+        policy.check(url)
+
+
+def test_a_host_policy_connects_only_to_an_address_it_checked():
+    listener = Listener()
+    try:
+        with pytest.raises(SourceError, match="loopback or private"):
+            HostPolicy().connect(("localhost", listener.port), 2.0)
+        assert listener.connections == 0
+        with HostPolicy(allow=("127.0.0.0/8",)).connect(("127.0.0.1", listener.port), 2.0) as s:
+            assert ipaddress.ip_address(s.getpeername()[0]).is_loopback
+        assert listener.wait_for(1)
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://user:pw@host:8000/a?token=t&x=1", "http://user:***@host:8000/a?token=***&x=***"),
+    ("https://host/a?secret", "https://host/a?secret=***"),
+    ("rtsp://cam:pw@cam.example/stream", "rtsp://cam:***@cam.example/stream"),
+    ("http://user:pw@[::1/x", "http://user:***@[::1/x"),  # not a valid URL: still hidden
+    ("http://host/a#frag", "http://host/a"),
+    ("file.mp3", "file.mp3"),
+])
+def test_urls_are_shown_without_their_secrets(url, shown):
+    assert redact_url(url) == shown
