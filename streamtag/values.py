@@ -13,6 +13,8 @@ for a float becomes a float, a list given for a tuple a tuple). ``from_table`` b
 TOML table or JSON object, refusing a key it does not have. The single checks (``integer``,
 ``number``, ``text``, ...) serve code that checks values one at a time, as the wire protocol does
 on its hot path: each returns the value in its canonical type, and tries the common case first.
+``csv_text`` writes such a value (a station's title, a tag name) as a CSV cell a spreadsheet
+shows as text.
 """
 
 from __future__ import annotations
@@ -173,17 +175,31 @@ def boolean(value: Any, where: str, error: ErrorClass) -> bool:
     return value
 
 
-def text(value: Any, where: str, error: ErrorClass, *, empty: bool = True) -> str:
-    """A string that UTF-8 can carry (JSON can escape a lone surrogate, which it cannot)."""
+def text(value: Any, where: str, error: ErrorClass, *, empty: bool = True,
+         longest: int | None = None) -> str:
+    """A string that UTF-8 can carry (JSON can escape a lone surrogate, which it cannot), of
+    at most ``longest`` characters."""
     if not isinstance(value, str):
         raise must_be(value, where, error, "a string")
     if not empty and not value:
         raise error(f"{where} must not be empty")
+    if longest is not None and len(value) > longest:
+        raise too_long(where, error, len(value), longest)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise error(f"{where} is not valid Unicode: {show(value)}") from None
     return value
+
+
+def too_long(where: str, error: ErrorClass, length: int, longest: int) -> Exception:
+    """The error for a string over its length cap (its text is not shown: it may be long)."""
+    return error(f"{where} must be at most {longest} characters long, got {length}")
+
+
+def too_many(where: str, error: ErrorClass, count: int, most: int) -> Exception:
+    """The error for an array over its size cap."""
+    return error(f"{where} must have at most {most} items, got {count}")
 
 
 def choice(value: Any, where: str, error: ErrorClass, choices: Sequence[str], *,
@@ -194,42 +210,76 @@ def choice(value: Any, where: str, error: ErrorClass, choices: Sequence[str], *,
     raise must_be(value, where, error, f"one of {listed}")
 
 
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str | None) -> str:
+    """A text cell of CSV for a value from outside: one that a spreadsheet would read as a
+    formula (``=HYPERLINK(...)``) gets a leading apostrophe, as OWASP advises, so it shows as
+    the text it is; a carriage return becomes a newline, which the csv module quotes (a bare
+    one it writes unquoted, where a spreadsheet starts a row of the sender's making). For text
+    cells only: a number (``-0.5``) is written as it is."""
+    if not value:
+        return ""
+    if value.startswith(CSV_FORMULA_STARTS):
+        value = "'" + value
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return value
+
+
 # ---------------------------------------------------------------- arrays and tables
 
-def array(value: Any, where: str, error: ErrorClass) -> list:
+def array(value: Any, where: str, error: ErrorClass, *, most: int | None = None) -> list:
     """The items of a list, a tuple or any other iterable but a string, bytes or a mapping
-    (a publisher may give a numpy array)."""
+    (a publisher may give a numpy array), at most ``most`` of them."""
     if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
         raise must_be(value, where, error, "a list")
-    return list(value)
+    items = list(value)
+    if most is not None and len(items) > most:
+        raise too_many(where, error, len(items), most)
+    return items
 
 
-def texts(value: Any, where: str, error: ErrorClass, *, empty: bool = True) -> tuple[str, ...]:
-    """An array of strings as a tuple; an item is named by its index (``scores tags[2]``)."""
+def texts(value: Any, where: str, error: ErrorClass, *, empty: bool = True,
+          longest: int | None = None, most: int | None = None) -> tuple[str, ...]:
+    """An array of at most ``most`` strings, each of at most ``longest`` characters, as a
+    tuple; an item is named by its index (``scores tags[2]``)."""
     if type(value) in (list, tuple):
+        if most is not None and len(value) > most:
+            raise too_many(where, error, len(value), most)
         # The common case in a few C calls: join refuses an item that is not a string, and the
         # encoding a lone surrogate; the loop below then names the item.
         try:
-            "".join(value).encode("utf-8")
+            joined = "".join(value)
+            joined.encode("utf-8")
         except (TypeError, UnicodeEncodeError):
             pass
         else:
-            if empty or all(value):
+            # no item is longer than all of them together: one comparison for most arrays
+            if ((empty or all(value))
+                    and (longest is None or len(joined) <= longest
+                         or max(map(len, value)) <= longest)):
                 return tuple(value)
-    return tuple(text(item, f"{where}[{i}]", error, empty=empty)
-                 for i, item in enumerate(array(value, where, error)))
+    return tuple(text(item, f"{where}[{i}]", error, empty=empty, longest=longest)
+                 for i, item in enumerate(array(value, where, error, most=most)))
 
 
-def numbers(value: Any, where: str, error: ErrorClass) -> tuple[float, ...]:
-    """An array of finite numbers as a tuple of floats; an item is named by its index."""
+def numbers(value: Any, where: str, error: ErrorClass, *,
+            most: int | None = None) -> tuple[float, ...]:
+    """An array of at most ``most`` finite numbers as a tuple of floats; an item is named by
+    its index."""
     if type(value) in (list, tuple):
+        if most is not None and len(value) > most:
+            raise too_many(where, error, len(value), most)
         items = tuple(value)
         # The common case, all floats and finite, without a call per item: NaN or inf anywhere
         # makes the sum so, and the loop below names the item.
         if set(map(type, items)) == {float} and math.isfinite(sum(items)):
             return items
     return tuple(number(item, f"{where}[{i}]", error)
-                 for i, item in enumerate(array(value, where, error)))
+                 for i, item in enumerate(array(value, where, error, most=most)))
 
 
 def table(value: Any, where: str, error: ErrorClass) -> dict[str, Any]:

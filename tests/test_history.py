@@ -8,6 +8,8 @@ import collections
 import csv
 import io
 import json
+import logging
+import re
 import signal
 import sqlite3
 import subprocess
@@ -33,12 +35,15 @@ from history_station import (
 )
 from postgres_server import PostgresServer
 
+from streamtag import values
 from streamtag.cli import main
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 from streamtag.history.report import parse_time
 from streamtag.wire.control import ControlServer
+from streamtag.wire.protocol import EventBody, ScoresBody, StatusBody, TrackBody, make_message
 from streamtag.wire.proxy import run_proxy
+from streamtag.wire.subscriber import ReceivedMessage
 
 # ---------------------------------------------------------------- databases
 
@@ -546,3 +551,142 @@ def test_record_refuses_bad_input_naming_the_fix(tmp_path, capsys):
     assert code == 2 and "upgrade streamtag" in err
     result = history(capsys, "--db", url)
     assert result.returncode == 2 and "upgrade streamtag" in result.stderr
+
+
+# ---------------------------------------------------------------- what cannot be stored
+
+def _received(body, number: int, **fields) -> ReceivedMessage:
+    """A message as the subscriber hands it on, with `fields` (of its body, or the header's
+    seq) set past what the protocol lets anyone build: what a driver's limit, or a bug, could
+    meet in writing it."""
+    message = make_message(body, session="s" * 32, stream="radio-1", seq=number,
+                           sent_at=time.time())
+    for name, value in fields.items():
+        values.set_field(message.header if name == "seq" else message.body, name, value)
+    return ReceivedMessage(message.header, message.body)
+
+
+def _scores(number: int, **fields) -> ReceivedMessage:
+    body = ScoresBody(start_s=0.0, end_s=3.0, start_sample=0, end_sample=48000, tags=TAGS,
+                      raw=[0.5] * len(TAGS), smoothed=[0.5] * len(TAGS), active=[], model=MODEL,
+                      latency_ms=1.0)
+    return _received(body, number, **fields)
+
+
+def _event(number: int, **fields) -> ReceivedMessage:
+    body = EventBody(tag=TAGS[0], state="on", score=0.7, time_s=1.0, sample=16000)
+    return _received(body, number, **fields)
+
+
+def test_the_writer_stores_what_follows_a_message_it_cannot_store(tmp_path, caplog):
+    # Once, one such message (a seq past 64 bits: the driver's OverflowError) stopped the
+    # writer thread, and nothing after it was stored.
+    from streamtag.history.metrics import RecorderMetrics
+
+    engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
+    schema.upgrade(engine)
+    recorder = Recorder(engine, f"tcp://127.0.0.1:{free_port()}").start()
+    metrics = RecorderMetrics(recorder, 0)
+    too_big = 2**64  # past SQLite's and PostgreSQL's 64-bit integers
+    try:
+        with caplog.at_level(logging.WARNING, logger="streamtag.history.recorder"):
+            for item in (_scores(0), _scores(1, start_sample=too_big, end_sample=too_big),
+                         _scores(2), _scores(3, start_sample=too_big, end_sample=too_big),
+                         _event(0, tag=7), _event(1), _scores(4), _scores(5, seq=too_big),
+                         _scores(6)):
+                recorder.queue.put(item)
+            expected = {("scores", "radio-1", "s" * 32, seq) for seq in (0, 2, 4, 6)}
+            expected.add(("event", "radio-1", "s" * 32, 1))
+            wait_until(lambda: set(stored_keys(engine)) == expected and
+                       recorder.stats.failed == 4, 20, "the storable messages to be stored")
+        # Each message that could not be stored is a gap of one, where its seq fits.
+        gaps = {(g.msg_type, g.first_seq, g.missed, g.cause)
+                for g in table_rows(engine, schema.gaps)}
+        assert gaps == {("scores", 1, 1, "failed"), ("scores", 3, 1, "failed"),
+                        ("event", 0, 1, "failed")}
+        assert recorder.stats.written == 5
+        assert _scrape(metrics.port)["streamtag_record_failed_messages_total"] == 4
+        # Logged once per kind of failure (the driver's OverflowError, the TypeError), not
+        # once per message.
+        logged = [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()]
+        assert len(logged) == 2, logged
+        assert any("OverflowError" in line for line in logged)
+    finally:
+        metrics.close()
+        recorder.stop(5)
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- titles meant to do harm
+
+EVIL_TITLE = ('=HYPERLINK("http://evil.example/","click")\x1b]0;owned\x07\x1b[2J\r\n'
+              'MISSING 99 scores messages\x9b31m\x7f')
+EVIL_TAGS = ("=1+1", "-2+3", "@SUM(A1)", "+x", "\tt", "\rr", "rock")
+
+
+@pytest.fixture(scope="module")
+def evil_history(tmp_path_factory):
+    """A station whose title and tag names are formulas and terminal escape sequences,
+    recorded into SQLite; a negative score among its events."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('evil') / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint).start()
+    try:
+        await_subscribed(station, engine)
+        n = len(EVIL_TAGS)
+        station.send("radio-1", StatusBody(state="running", title=EVIL_TITLE))
+        station.send("radio-1", ScoresBody(
+            start_s=0.0, end_s=3.0, start_sample=0, end_sample=48000, tags=EVIL_TAGS,
+            raw=[0.5] * n, smoothed=[0.5] * n, active=["=1+1", "rock"], model=MODEL,
+            latency_ms=1.0))
+        station.send("radio-1", EventBody(tag="=1+1", state="on", score=-0.5, time_s=3.0,
+                                          sample=48000))
+        station.send("radio-1", TrackBody(
+            title=EVIL_TITLE, reason="end", start_s=0.0, end_s=3.0, start_sample=0,
+            end_sample=48000, started_at=time.time() - 3, ended_at=time.time(), windows=1,
+            tags=EVIL_TAGS, mean_raw=[0.5] * n, mean_smoothed=[0.5] * n,
+            active_share=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], active=["=1+1", "rock"],
+            model=MODEL))
+        wait_stored(engine, 4)
+    finally:
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
+    return url
+
+
+def test_history_csv_writes_station_text_as_text_and_numbers_as_numbers(evil_history, capsys):
+    result = history(capsys, "--db", evil_history, "--csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {r["kind"] for r in rows} == {"airtime", "track", "event"}
+    for row in rows:
+        for column in ("stream", "title", "tag", "state"):
+            assert not row[column].startswith(("=", "+", "-", "@", "\t", "\r")), row
+    # Line breaks in a cell are written as newlines, which CSV quotes: a carriage return
+    # unquoted would start a row of the attacker's choosing in a spreadsheet.
+    assert {r["title"] for r in rows if r["kind"] == "track"} == {
+        "'" + EVIL_TITLE.replace("\r\n", "\n")}
+    assert {r["tag"] for r in rows if r["kind"] == "airtime"} == {
+        "'" + tag.replace("\r", "\n") if tag != "rock" else tag for tag in EVIL_TAGS}
+    (event,) = [r for r in rows if r["kind"] == "event"]
+    assert (event["tag"], float(event["value"])) == ("'=1+1", -0.5)  # a number stays one
+    assert event["value"] == "-0.500000"
+
+
+def test_history_text_and_json_carry_no_terminal_controls(evil_history, capsys):
+    controls = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    text = history(capsys, "--db", evil_history)
+    assert text.returncode == 0, text.stderr
+    assert not controls.search(text.stdout), repr(text.stdout)
+    # the title stays on its line: it cannot forge a line of the report
+    assert not any(line.startswith("MISSING 99") for line in text.stdout.splitlines())
+    assert any("HYPERLINK" in line and "MISSING 99 scores messages" in line
+               for line in text.stdout.splitlines())
+
+    shown = history(capsys, "--db", evil_history, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert not controls.search(shown.stdout.replace("\n", "")), repr(shown.stdout)
+    assert json.loads(shown.stdout)["tracks"][0]["title"] == EVIL_TITLE  # data, unchanged

@@ -132,3 +132,49 @@ def test_models_list_info_remove(home, capsys):
     assert not (home / "models" / "tiny-b.pt").exists()
     assert main(["models", "info", "tiny-b"]) == 2
     assert "installed: tiny-a;" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- --from is untrusted
+
+def _wheel(path, members: dict[str, bytes]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("member", ["../evil.py", "musicnn/../../evil.py", "/tmp/evil.py",
+                                    "..\\evil.py", "C:/evil.py"])
+def test_a_wheel_member_that_would_land_outside_its_folder_is_refused(tmp_path, member):
+    wheel = _wheel(tmp_path / "musicnn-0.1.0-py3-none-any.whl",
+                   {"musicnn/configuration.py": b"", member: b"print('owned')"})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(ModelError, match="would be unpacked outside its folder"):
+        installed.package_from(wheel, scratch)
+    assert list(scratch.iterdir()) == []  # nothing was unpacked
+
+
+def test_a_wheel_past_the_size_cap_is_refused_before_unpacking(tmp_path):
+    # A member that says it unpacks to 2 GiB (a zip bomb says so too: zipfile holds each
+    # member to the size it declares, so the declared sizes are what is checked).
+    wheel = _wheel(tmp_path / "bomb.whl", {"musicnn/configuration.py": b"x" * 100})
+    data = bytearray(wheel.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 24:central + 28] = (2**31).to_bytes(4, "little")  # uncompressed size
+    wheel.write_bytes(bytes(data))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(ModelError, match=r"unpacks to 2 GiB, over the cap of 1 GiB"):
+        installed.package_from(wheel, scratch)
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_wheel_of_too_many_files_is_refused(tmp_path):
+    wheel = _wheel(tmp_path / "many.whl", {f"musicnn/f{i}": b"" for i in range(
+        installed.MAX_ARCHIVE_MEMBERS + 1)})
+    with pytest.raises(ModelError, match=f"holds {installed.MAX_ARCHIVE_MEMBERS + 1} files, "
+                                         f"over the cap of {installed.MAX_ARCHIVE_MEMBERS}"):
+        installed.package_from(wheel, tmp_path)

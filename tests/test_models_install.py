@@ -175,6 +175,19 @@ def test_a_broken_checkpoint_names_file_and_tensor_and_changes_nothing(home, tmp
     assert after == before  # the installed model as it was, no temporary file left
 
 
+def test_a_checkpoint_past_the_size_cap_is_refused_before_it_is_read(home, tmp_path):
+    # A data file of over 1 GiB (sparse: no disk is used), its tensors where the index says.
+    package = package_copy(tmp_path / "site-packages")
+    data = package / "MSD_musicnn" / ".data-00000-of-00001"
+    with data.open("r+b") as file:
+        file.truncate(installed.MAX_SOURCE_BYTES + 1)
+    before = {p.name: p.read_bytes() for p in (home / "models").iterdir()}
+    with pytest.raises(ModelError, match=r"over the cap of 1 GiB together .* reached at "
+                                         r".*\.data-00000-of-00001"):
+        installed.install(["musicnn-msd"], source=package, log=lambda text: None)
+    assert {p.name: p.read_bytes() for p in (home / "models").iterdir()} == before
+
+
 def test_a_failed_first_install_leaves_no_folder(tmp_path, monkeypatch):
     monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / "fresh"))
     package = package_copy(tmp_path / "site-packages")

@@ -158,3 +158,105 @@ def test_reads_musicnn_checkpoints_as_tensorflow_does():
             assert value.dtype == theirs.dtype, name
             assert value.shape == tuple(expected[name]), name
             assert np.array_equal(value, theirs), name
+
+
+# ---------------------------------------------------------------- forged indexes
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, value: int | bytes) -> bytes:
+    """One protobuf field: a varint, or length-delimited bytes."""
+    if isinstance(value, bytes):
+        return _varint(number << 3 | 2) + _varint(len(value)) + value
+    return _varint(number << 3) + _varint(value)
+
+
+def _block(entries: list[tuple[bytes, bytes]]) -> bytes:
+    """A table block of unshared keys, one restart point, and its trailer."""
+    import google_crc32c
+
+    body = b"".join(_varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in entries)
+    body += (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
+    crc = google_crc32c.value(body + b"\x00")
+    masked = ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+    return body + b"\x00" + masked.to_bytes(4, "little")
+
+
+def write_index(prefix: Path, *, num_shards: int = 1,
+                tensors: dict[str, tuple[tuple[int, ...], int]] = ()) -> None:
+    """A tensor-bundle index saying whatever it is given: the header's shard count, and per
+    float32 tensor name its shape and byte size (all in shard 0 at offset 0)."""
+    entries = [(b"", _field(1, num_shards))]
+    for name, (shape, size) in sorted(dict(tensors).items()):
+        dims = b"".join(_field(2, _field(1, d)) for d in shape)
+        entries.append((name.encode(), _field(1, 1) + _field(2, dims) + _field(3, 0)
+                        + _field(4, 0) + _field(5, size)))
+    data = _block(entries)
+    index = _block([(entries[-1][0] + b"\xff", _varint(0) + _varint(len(data) - 5))])
+    footer = (_varint(0) + _varint(0) + _varint(len(data)) + _varint(len(index) - 5))
+    footer = footer.ljust(40, b"\x00") + (0xDB4775248B80FB57).to_bytes(8, "little")
+    Path(f"{prefix}.index").write_bytes(data + index + footer)
+
+
+def test_a_forged_index_reads_as_written(tmp_path):
+    # the writer above is right: an honest forged index lists and reads
+    prefix = tmp_path / "ckpt"
+    write_index(prefix, tensors={"w": ((2, 3), 24)})
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(np.arange(6, dtype="<f4").tobytes())
+    assert tfcheckpoint.list_tensors(prefix) == {"w": (np.dtype("float32"), (2, 3))}
+    assert np.array_equal(tfcheckpoint.read_checkpoint(prefix)["w"],
+                          np.arange(6, dtype="f4").reshape(2, 3))
+
+
+@pytest.mark.parametrize("num_shards", [2**62, tfcheckpoint.MAX_SHARDS + 1, 0])
+def test_a_shard_count_past_the_cap_is_refused_before_any_file_is_named(tmp_path, num_shards):
+    # 2**62 shards once made the reader build a list of 2**62 file names: it hung, growing
+    prefix = tmp_path / "ckpt"
+    write_index(prefix, num_shards=num_shards, tensors={"w": ((2,), 8)})
+    for read in (tfcheckpoint.list_tensors, tfcheckpoint.checkpoint_files,
+                 tfcheckpoint.read_checkpoint):
+        with pytest.raises(ModelError, match=rf"{prefix}\.index is corrupt: its header gives "
+                                             rf"{num_shards} shards \(1 to 4096\)"):
+            read(prefix)
+
+
+def test_a_shape_past_int64_is_a_model_error_naming_the_file(tmp_path):
+    # 2**32 x 2**32 float32 wrapped to 0 elements in an int64 product, then reshape raised a
+    # bare ValueError
+    prefix = tmp_path / "ckpt"
+    write_index(prefix, tensors={"huge": ((2**32, 2**32), 0)})
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(b"")
+    for read in (tfcheckpoint.list_tensors, tfcheckpoint.read_checkpoint):
+        with pytest.raises(ModelError, match=rf"{prefix}\.index is corrupt: tensor 'huge' of "
+                                             r"shape \(4294967296, 4294967296\) has "
+                                             "18446744073709551616 elements"):
+            read(prefix)
+
+
+def test_a_size_the_data_file_does_not_hold_is_refused_before_reading(tmp_path):
+    # 2**20 x 2**20 float32: a consistent entry of 4 TiB over a data file of 16 bytes
+    prefix = tmp_path / "ckpt"
+    write_index(prefix, tensors={"big": ((2**20, 2**20), 2**42)})
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(b"\x00" * 16)
+    assert tfcheckpoint.list_tensors(prefix)["big"][1] == (2**20, 2**20)
+    with pytest.raises(ModelError, match=r"data-00000-of-00001 is truncated: tensor 'big' lies "
+                                         r"at bytes 0\.\.4398046511104 but the file has 16"):
+        tfcheckpoint.read_checkpoint(prefix)
+
+
+def test_too_many_dimensions_and_an_oversized_index_are_refused(tmp_path):
+    prefix = tmp_path / "ckpt"
+    write_index(prefix, tensors={"deep": ((1,) * 33, 4)})
+    with pytest.raises(ModelError, match="33 dimensions"):
+        tfcheckpoint.list_tensors(prefix)
+    with Path(f"{prefix}.index").open("r+b") as index:  # sparse: no disk is used
+        index.truncate(tfcheckpoint.MAX_INDEX_BYTES + 1)
+    with pytest.raises(ModelError, match=rf"is {tfcheckpoint.MAX_INDEX_BYTES + 1} bytes, over"):
+        tfcheckpoint.list_tensors(prefix)

@@ -145,6 +145,32 @@ def test_arrays_name_the_item_that_is_wrong():
         values.numbers({"a": 1}, "raw", ProtocolError)
 
 
+def test_text_and_arrays_over_their_caps_are_refused_naming_the_cap():
+    assert values.text("abc", "t", ProtocolError, longest=3) == "abc"
+    with pytest.raises(ProtocolError, match=r"^t must be at most 3 characters long, got 4$"):
+        values.text("abcd", "t", ProtocolError, longest=3)
+    # each item's length, whatever the total: a long list of short names passes
+    assert values.texts(["ab"] * 10, "tags", ProtocolError, longest=2) == ("ab",) * 10
+    with pytest.raises(ProtocolError, match=r"^tags\[1\] must be at most 2 characters long"):
+        values.texts(["ab", "abc"], "tags", ProtocolError, longest=2)
+    assert values.texts(["a", "b"], "tags", ProtocolError, most=2) == ("a", "b")
+    assert values.numbers([1.0, 2.0], "raw", ProtocolError, most=2) == (1.0, 2.0)
+    for items in (["a", "b", "c"], iter(["a", "b", "c"])):
+        with pytest.raises(ProtocolError, match=r"^tags must have at most 2 items, got 3$"):
+            values.texts(items, "tags", ProtocolError, most=2)
+    for items in ([1.0, 2.0, 3.0], np.zeros(3)):
+        with pytest.raises(ProtocolError, match=r"^raw must have at most 2 items, got 3$"):
+            values.numbers(items, "raw", ProtocolError, most=2)
+
+
+@pytest.mark.parametrize(("cell", "written"), [
+    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1", "'+1"),
+    ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\nx"),
+    ("a\r\n=1+1", "a\n=1+1"), ("rock", "rock"), ("a=b", "a=b"), ("", ""), (None, "")])
+def test_csv_text_keeps_a_spreadsheet_from_reading_station_text_as_a_formula(cell, written):
+    assert values.csv_text(cell) == written
+
+
 def test_a_table_is_a_mapping_and_comes_back_a_copy():
     original = {"options": {"n": [1, 2]}}
     copied = values.table(original, "[model]", ConfigError)

@@ -8,7 +8,9 @@ variable is set, else ``models`` in the user data folder (platformdirs: e.g.
 
 An install never leaves a half-made file: each model is converted and calibrated in a
 scratch folder, then written into the store atomically (``fsutil.atomic_path``); a failure
-leaves the folder as it was.
+leaves the folder as it was. What ``--from`` gives is untrusted: a wheel is checked before a
+byte of it is unpacked (its size, its members' sizes and count, no member outside the folder),
+and the files a conversion reads may not exceed ``MAX_SOURCE_BYTES`` together.
 """
 
 from __future__ import annotations
@@ -22,26 +24,26 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from streamtag import places
 from streamtag.errors import ModelError
 from streamtag.model.manifest import Manifest, read_manifest
 
-HOME_ENV = "STREAMTAG_HOME"
+HOME_ENV = places.HOME_ENV
 SUFFIX = ".pt"
 PACKAGE = "musicnn"
 PACKAGE_REQUIREMENT = "musicnn==0.1.0"  # the release whose checkpoints the converter knows
+# Caps on what an install reads or unpacks: musicnn's wheel is 29 MB of 40-odd files, its
+# unpacked package 36 MB.
+MAX_SOURCE_BYTES = 1024**3  # a wheel, everything it unpacks to, one member, or what is read
+MAX_ARCHIVE_MEMBERS = 10_000
 
 __all__ = ["HOME_ENV", "available_names", "home", "info", "install", "installed",
            "models_folder", "remove", "resolve_model"]
 
 
 def home() -> Path:
-    """``$STREAMTAG_HOME``, else streamtag's folder in the user data folder."""
-    value = os.environ.get(HOME_ENV)
-    if value:
-        return Path(value).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("streamtag", appauthor=False)
+    """``$STREAMTAG_HOME``, else streamtag's folder in the user data folder (streamtag.places)."""
+    return places.home()
 
 
 def models_folder() -> Path:
@@ -145,6 +147,7 @@ def package_from(source: Path, scratch: Path) -> tuple[Path, str | None]:
         target = scratch / "wheel"
         try:
             with zipfile.ZipFile(source) as wheel:
+                _check_archive(source, wheel)
                 wheel.extractall(target)
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise ModelError(f"--from {source}: the wheel cannot be unpacked ({error}); "
@@ -179,6 +182,61 @@ def package_from(source: Path, scratch: Path) -> tuple[Path, str | None]:
     raise ModelError(f"--from {source}: holds no musicnn package (configuration.py and the "
                      "MTT_/MSD_ checkpoint folders), no musicnn/ folder and no checkpoint "
                      "(*.index); give musicnn's wheel, its package folder or a checkpoint folder")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.3g} GiB"
+
+
+def _check_archive(source: Path, wheel: zipfile.ZipFile) -> None:
+    """Refuses, before anything is unpacked, a wheel over the caps or with a member that
+    would land outside the folder it is unpacked into. The sizes checked are the ones zipfile
+    holds each member to while unpacking."""
+    cap = f"the cap of {_gib(MAX_SOURCE_BYTES)} (streamtag.catalog.installed.MAX_SOURCE_BYTES)"
+    size = source.stat().st_size
+    if size > MAX_SOURCE_BYTES:
+        raise ModelError(f"--from {source}: the file is {_gib(size)}, over {cap}; musicnn's "
+                         "wheel is 29 MB")
+    members = wheel.infolist()
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise ModelError(f"--from {source}: the wheel holds {len(members)} files, over the cap "
+                         f"of {MAX_ARCHIVE_MEMBERS}; musicnn's holds about 40")
+    total = 0
+    for member in members:
+        name = member.filename
+        parts = re.split(r"[/\\]", name)
+        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
+            raise ModelError(f"--from {source}: the wheel's member {name!r} would be unpacked "
+                             "outside its folder (an absolute path or ..); it is not musicnn's "
+                             "wheel")
+        if member.file_size > MAX_SOURCE_BYTES:
+            raise ModelError(f"--from {source}: the wheel's member {name!r} unpacks to "
+                             f"{_gib(member.file_size)}, over {cap}")
+        total += member.file_size
+    if total > MAX_SOURCE_BYTES:
+        raise ModelError(f"--from {source}: the wheel unpacks to {_gib(total)}, over {cap}; "
+                         "musicnn's unpacks to 36 MB")
+
+
+def check_source_size(package: Path, names: Sequence[str]) -> None:
+    """Refuses a package whose files that converting ``names`` reads (configuration.py and
+    each checkpoint's index and data files) exceed MAX_SOURCE_BYTES together."""
+    from streamtag.catalog.musicnn import checkpoint_files
+
+    files = {package / "configuration.py"}
+    for name in names:
+        files.update(checkpoint_files(package, name))
+    total = 0
+    for path in sorted(files):
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue  # missing: the conversion names it
+        if total > MAX_SOURCE_BYTES:
+            raise ModelError(f"{package}: the files to convert ({', '.join(names)}) are over the "
+                             f"cap of {_gib(MAX_SOURCE_BYTES)} together (streamtag.catalog."
+                             f"installed.MAX_SOURCE_BYTES), reached at {path}; musicnn's "
+                             "checkpoints take 36 MB")
 
 
 def download_package(scratch: Path, log: Callable[[str], None]) -> Path:
@@ -245,6 +303,7 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
             raise ModelError(f"--from {source} is the checkpoint of {only} only; install "
                              f"{only} from it, or give the whole package or wheel for "
                              f"{', '.join(n for n in names if n != only)}")
+        check_source_size(package, names)
         for name in names:
             converted = scratch / f"{name}{SUFFIX}"
             musicnn_models.convert(package, name, converted)

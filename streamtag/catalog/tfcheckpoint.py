@@ -14,12 +14,16 @@ protobuf library.
     {'dense/kernel': (dtype('float32'), (561, 200)), ...}
     >>> weights = tfcheckpoint.read_checkpoint("model/ckpt")  # doctest: +SKIP
 
-Errors are ``ModelError`` naming the file (and the tensor) and what is wrong.
+Errors are ``ModelError`` naming the file (and the tensor) and what is wrong. What the index
+says is checked before it is used, against caps no real checkpoint comes near and against the
+data that is there: a damaged or forged index cannot make the reader allocate or loop without
+end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import struct
 from pathlib import Path
@@ -36,6 +40,11 @@ _TABLE_MAGIC = 0xDB4775248B80FB57  # LevelDB's table magic number, the footer's 
 _FOOTER_SIZE = 48  # two block handles padded to 40 bytes, then the magic
 _BLOCK_TRAILER_SIZE = 5  # compression type (1 byte) + masked CRC-32C (4 bytes)
 _CRC_MASK_DELTA = 0xA282EAD8
+# Caps on what an index may ask for (musicnn's indexes are a few kB, one shard each).
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+MAX_SHARDS = 4096  # TensorFlow writes one shard per device or partition
+MAX_RANK = 32  # numpy's most dimensions
+MAX_INT64 = 2**63 - 1  # elements and bytes of one tensor
 
 # TensorFlow's DataType enum (types.proto) for the types numpy holds; others are refused.
 _DTYPES: dict[int, np.dtype] = {
@@ -153,12 +162,21 @@ def _shape(message: bytes) -> tuple[int, ...]:
             raise _Corrupt("a tensor of unknown rank")
     if any(d < 0 for d in dims):
         raise _Corrupt(f"a tensor of unknown size {dims}")
+    if len(dims) > MAX_RANK:
+        raise _Corrupt(f"a tensor of {len(dims)} dimensions (at most {MAX_RANK})")
     return tuple(dims)
 
 
-def _read_file(path: Path, what: str) -> bytes:
+def _read_file(path: Path, what: str, most: int | None = None) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            if most is not None:
+                size = os.fstat(file.fileno()).st_size
+                if size > most:
+                    raise ModelError(f"TensorFlow checkpoint {what} {path} is {size} bytes, "
+                                     f"over the {most} this reader takes: it is not a "
+                                     "checkpoint index")
+            return file.read() if most is None else file.read(most + 1)
     except FileNotFoundError:
         raise ModelError(f"TensorFlow checkpoint {what} {path} does not exist; a checkpoint "
                          "with prefix P is P.index plus P.data-*-of-* files") from None
@@ -273,7 +291,7 @@ class _Unsupported(Exception):
 def _index(prefix: str | os.PathLike) -> tuple[int, dict[str, TensorInfo | str]]:
     """The number of shards and every tensor's entry (or why it cannot be read)."""
     path = index_file(prefix)
-    data = _read_file(path, "index")
+    data = _read_file(path, "index", MAX_INDEX_BYTES)
     try:
         pairs = _table(data)
         if not pairs or pairs[0][0] != b"":
@@ -282,8 +300,8 @@ def _index(prefix: str | os.PathLike) -> tuple[int, dict[str, TensorInfo | str]]
         if endianness != 0:
             raise _Corrupt("its tensors are stored big-endian; only little-endian checkpoints "
                            "are supported")
-        if num_shards < 1:
-            raise _Corrupt(f"its header gives {num_shards} shards")
+        if not 1 <= num_shards <= MAX_SHARDS:
+            raise _Corrupt(f"its header gives {num_shards} shards (1 to {MAX_SHARDS})")
         entries: dict[str, TensorInfo | str] = {}
         for key, value in pairs[1:]:
             name = key.decode("utf-8", errors="replace")
@@ -294,7 +312,11 @@ def _index(prefix: str | os.PathLike) -> tuple[int, dict[str, TensorInfo | str]]
                 continue
             if info.shard >= num_shards:
                 raise _Corrupt(f"tensor {name!r} is in shard {info.shard} of {num_shards}")
-            expected = int(np.prod(info.shape, dtype=np.int64)) * info.dtype.itemsize
+            elements = math.prod(info.shape)  # Python's integers: no overflow to hide it
+            if elements > MAX_INT64:
+                raise _Corrupt(f"tensor {name!r} of shape {info.shape} has {elements} "
+                               "elements, more than a 64-bit count holds")
+            expected = elements * info.dtype.itemsize
             if info.size != expected:
                 raise _Corrupt(f"tensor {name!r} of shape {info.shape} and dtype {info.dtype} "
                                f"should take {expected} bytes but its entry says {info.size}")
@@ -342,26 +364,55 @@ def read_checkpoint(prefix: str | os.PathLike,
                          f"{missing[0]!r}; it has {len(entries)}: "
                          f"{', '.join(sorted(entries)[:8])}{', ...' if len(entries) > 8 else ''}")
     shards = data_files(prefix, num_shards)
-    contents: dict[int, bytes] = {}
+    sizes: dict[int, int] = {}
     out: dict[str, np.ndarray] = {}
     for name in wanted:
         info = entries[name]
         if isinstance(info, str):
             raise ModelError(f"TensorFlow checkpoint {index_file(prefix)}: {info}")
-        if info.shard not in contents:
-            contents[info.shard] = _read_file(shards[info.shard], "data file")
-        data = contents[info.shard]
         path = shards[info.shard]
-        if info.offset < 0 or info.offset + info.size > len(data):
+        if info.shard not in sizes:
+            sizes[info.shard] = _file_size(path)
+        # The bytes the index promises must be there before any is read or allocated.
+        if info.offset < 0 or info.offset + info.size > sizes[info.shard]:
             raise ModelError(f"TensorFlow checkpoint data file {path} is truncated: tensor "
                              f"{name!r} lies at bytes {info.offset}..{info.offset + info.size} "
-                             f"but the file has {len(data)}; copy or install the checkpoint "
-                             "again")
-        raw = data[info.offset:info.offset + info.size]
+                             f"but the file has {sizes[info.shard]}; copy or install the "
+                             "checkpoint again")
+        raw = _read_range(path, info.offset, info.size)
         if info.crc32c is not None and _mask(google_crc32c.value(raw)) != info.crc32c:
             raise ModelError(f"TensorFlow checkpoint data file {path}: tensor {name!r} fails "
                              "its CRC-32C check: the file is damaged; copy or install the "
                              "checkpoint again")
-        out[name] = np.frombuffer(raw, dtype=info.dtype).reshape(info.shape).astype(
-            info.dtype.newbyteorder("="), copy=True)
+        try:
+            out[name] = np.frombuffer(raw, dtype=info.dtype).reshape(info.shape).astype(
+                info.dtype.newbyteorder("="), copy=True)
+        except ValueError as error:  # the index's checks should leave none: named all the same
+            raise ModelError(f"TensorFlow checkpoint {index_file(prefix)}: tensor {name!r} of "
+                             f"shape {info.shape} cannot be read: {error}") from None
     return out
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        raise ModelError(f"TensorFlow checkpoint data file {path} does not exist; a checkpoint "
+                         "with prefix P is P.index plus P.data-*-of-* files") from None
+    except OSError as error:
+        raise ModelError(f"cannot read TensorFlow checkpoint data file {path}: "
+                         f"{error.strerror or error}") from None
+
+
+def _read_range(path: Path, offset: int, size: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            raw = file.read(size)
+    except OSError as error:
+        raise ModelError(f"cannot read TensorFlow checkpoint data file {path}: "
+                         f"{error.strerror or error}") from None
+    if len(raw) != size:  # shrank since it was measured
+        raise ModelError(f"TensorFlow checkpoint data file {path} is truncated: it ends "
+                         f"before byte {offset + size}; copy or install the checkpoint again")
+    return raw

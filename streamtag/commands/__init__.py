@@ -1,12 +1,13 @@
 """The command line's terminal code, one module per command; the parser is streamtag.cli.
 
-What every command shares lives here: the exit status of refused input, and stopping on a
-signal.
+What every command shares lives here: the exit status of refused input, stopping on a signal,
+and text from outside made safe to show on a terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -41,3 +42,38 @@ def stop_on_signals(on_repeat: Callable[[], None] | None = None) -> Iterator[thr
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# What a terminal acts on rather than shows, in text from outside (a station's title, a peer's
+# error): escape sequences whole (CSI with its parameters, OSC/DCS/SOS/PM/APC strings up to
+# their terminator, two-character ones; in 7 and 8 bits), then any other C0 control, DEL and
+# the C1 controls.
+_ESCAPE_SEQUENCES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|\x9c|$)"
+    r"|\x1b[ -/]*[0-~]"
+    r"|\x9b[0-?]*[ -/]*[@-~]"
+    r"|[\x90\x98\x9d\x9e\x9f].*?(?:\x07|\x1b\\|\x9c|$)",
+    re.DOTALL)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # but tab and newline
+_LINE_BREAKS = re.compile(r"[\t\n]")
+_C1_AND_DEL = re.compile(r"[\x7f-\x9f]")
+
+
+def terminal_text(text: str, *, one_line: bool = False) -> str:
+    """``text`` as a terminal may show it: without escape sequences, C0 controls other than
+    tab and newline, DEL or C1 controls. ``one_line``: tab and newline become spaces, so text
+    from outside cannot start a line that looks like one of ours."""
+    if text.isprintable():  # the common case: nothing to take out
+        return text
+    text = _ESCAPE_SEQUENCES.sub("", text)
+    if one_line:
+        text = _LINE_BREAKS.sub(" ", text)
+    return _CONTROLS.sub("", text)
+
+
+def terminal_json(text: str) -> str:
+    """JSON text with DEL and the C1 controls written as ``\\u`` escapes (json.dumps escapes
+    C0 but writes these as they are): the same JSON, safe on a terminal. Outside strings JSON
+    is ASCII, so every such character is inside a string, where the escape means it."""
+    return _C1_AND_DEL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)

@@ -1,5 +1,7 @@
 """``streamtag history``: what was recorded in a time range, as text, CSV or JSON on stdout,
-and a timeline picture with ``--plot``."""
+and a timeline picture with ``--plot``. Titles and tags came from stations: the text is shown
+without what a terminal would act on, the JSON with such characters escaped, and the CSV with
+cells a spreadsheet shows as text (history.report)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 
 import sqlalchemy as sa
 
-from streamtag.commands import EXIT_USAGE
+from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.history.plot import plot_history
@@ -57,6 +59,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"streamtag history: wrote {args.plot}"
               + (f" ({len(drawn)} streams; {left} more not drawn: choose them with --stream)"
                  if left > 0 else ""), file=sys.stderr)
-    formatter = format_json if args.json else format_csv if args.csv else format_text
-    sys.stdout.write(formatter(history))
+    if args.json:
+        sys.stdout.write(terminal_json(format_json(history)))
+    elif args.csv:
+        sys.stdout.write(format_csv(history))
+    else:
+        sys.stdout.write(terminal_text(format_text(history)))
     return 0

@@ -2,6 +2,8 @@
 
 `format_message` is the line of one message (``streamtag demo`` prints the same lines);
 `NowPlaying` follows titles and finished tracks for ``--tracks``; `run_listen` is the command.
+Text from outside (titles, tag names, errors, sessions) is shown without the control
+characters and escape sequences a terminal would act on (``terminal_text``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, TextIO
 
 import zmq
 
-from streamtag.commands import EXIT_USAGE
+from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
@@ -38,15 +40,24 @@ def _clock(unix_s: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(unix_s)) + f".{ms:03d}"
 
 
+def _shown(text: str) -> str:
+    """Text from outside as one line of a terminal may hold it."""
+    return terminal_text(text, one_line=True)
+
+
+def _names(names: Iterable[str]) -> str:
+    return _shown(", ".join(names)) or "-"
+
+
 def _title(title: str | None) -> str:
-    return "(untitled)" if title is None else f'"{title}"'
+    return "(untitled)" if title is None else f'"{_shown(title)}"'
 
 
 def _track_summary(body: TrackBody) -> str:
     """Windows, the tags active for most of the track and the top mean smoothed scores."""
     ranked = sorted(zip(body.mean_smoothed, body.tags, strict=True), reverse=True)[:3]
-    top = ", ".join(f"{tag} {score:.2f}" for score, tag in ranked) or "-"
-    return f"{body.windows} windows  mostly: {', '.join(body.active) or '-'}  mean: {top}"
+    top = _shown(", ".join(f"{tag} {score:.2f}" for score, tag in ranked)) or "-"
+    return f"{body.windows} windows  mostly: {_names(body.active)}  mean: {top}"
 
 
 def _span(start_s: float, end_s: float) -> str:
@@ -65,35 +76,35 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
     body = message.body
     if isinstance(body, ScoresBody):
         ranked = sorted(zip(body.smoothed, body.tags, strict=True), reverse=True)[:3]
-        top = ", ".join(f"{tag} {score:.2f}" for score, tag in ranked) or "-"
+        top = _shown(", ".join(f"{tag} {score:.2f}" for score, tag in ranked)) or "-"
         text = (f"{body.start_s:9.2f}-{body.end_s:.2f} s  active: "
-                f"{', '.join(body.active) or '-'}  top: {top}  ({body.latency_ms:.0f} ms)")
+                f"{_names(body.active)}  top: {top}  ({body.latency_ms:.0f} ms)")
     elif isinstance(body, EventBody):
-        text = paint(f">>> {body.tag} {body.state.upper()}", _BOLD,
+        text = paint(f">>> {_shown(body.tag)} {body.state.upper()}", _BOLD,
                      _GREEN if body.state == "on" else _RED)
         text += f"  score {body.score:.2f} at {body.time_s:.2f} s"
     elif isinstance(body, StatusBody):
         text = paint(f"status {body.state}", _BOLD, *([_RED] if body.state == "failed" else []))
         if body.error:
-            text += f"  error: {body.error}"
+            text += f"  error: {_shown(body.error)}"
         if body.title:
-            text += f'  title: "{body.title}"'
+            text += f'  title: "{_shown(body.title)}"'
         if body.source:
-            text += f"  source: {body.source}"
+            text += f"  source: {_shown(body.source)}"
         if body.counters:
-            text += "  " + " ".join(f"{k}={v}" for k, v in sorted(body.counters.items()))
+            text += "  " + _shown(" ".join(f"{k}={v}" for k, v in sorted(body.counters.items())))
     elif isinstance(body, TrackBody):
         text = paint(f"track {_title(body.title)}", _BOLD)
         text += f"  {body.start_s:.2f}-{body.end_s:.2f} s  {_track_summary(body)}  ({body.reason})"
     elif isinstance(body, HeartbeatBody):
-        text = (f"heartbeat  session {message.session[:8]}  up {body.uptime_s:.0f} s  "
+        text = (f"heartbeat  session {_shown(message.session[:8])}  up {body.uptime_s:.0f} s  "
                 f"{body.streams} streams")
     else:  # pragma: no cover - decode only returns the types above
         text = message.msg_type
     if message.gap:
         text += paint(f"  [{message.gap} lost before this]", _RED)
     if message.restarted:
-        text += paint(f"  [publisher restarted: session {message.session[:8]}]", _BOLD)
+        text += paint(f"  [publisher restarted: session {_shown(message.session[:8])}]", _BOLD)
     return head + " " + text
 
 
@@ -136,10 +147,13 @@ class NowPlaying:
                 except (TypeError, ProtocolError):
                     continue  # a daemon of another version: its tracks are not ours to show
                 self.tracks.setdefault(stream, []).append(body)
-                lines.append(f"{'earlier':<12}  {stream:<12} played {_title(body.title)}  "
+                lines.append(f"{'earlier':<12}  {_shown(str(stream)):<12} played "
+                             f"{_title(body.title)}  "
                              f"{_span(body.start_s, body.end_s)}  {_track_summary(body)}")
-            self.titles[stream] = state.get("title")
-            lines.append(f"{'now':<12}  {stream:<12} now playing {_title(state.get('title'))}")
+            title = state.get("title")
+            title = title if isinstance(title, str) else None
+            self.titles[stream] = title
+            lines.append(f"{'now':<12}  {_shown(str(stream)):<12} now playing {_title(title)}")
         return lines
 
 
@@ -195,7 +209,7 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                 if message is None:
                     continue
                 if as_json:
-                    lines = [canonical_json(message.to_dict()).decode("utf-8")]
+                    lines = [terminal_json(canonical_json(message.to_dict()).decode("utf-8"))]
                 elif playing is not None:
                     lines = playing.apply(message)
                 else:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamtag import values
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
@@ -173,18 +174,21 @@ def format_json(results: Sequence[FileTags]) -> str:
 
 
 def format_csv(results: Sequence[FileTags]) -> str:
-    """One row per segment, and one ``track`` row per tag of the summary."""
+    """One row per segment, and one ``track`` row per tag of the summary. Paths, tag names and
+    errors (a decoder's words about a file from anywhere) are written as cells a spreadsheet
+    shows as text (``values.csv_text``); numbers as numbers."""
+    cell = values.csv_text
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["path", "kind", "tag", "start_s", "end_s", "score", "error"])
     for r in results:
         if r.error:
-            writer.writerow([r.path, "error", "", "", "", "", r.error])
+            writer.writerow([cell(r.path), "error", "", "", "", "", cell(r.error)])
             continue
         for s in r.segments:
-            writer.writerow([r.path, "segment", s.tag, f"{s.start_s:.3f}", f"{s.end_s:.3f}",
-                             f"{s.mean_score:.4f}", ""])
+            writer.writerow([cell(r.path), "segment", cell(s.tag), f"{s.start_s:.3f}",
+                             f"{s.end_s:.3f}", f"{s.mean_score:.4f}", ""])
         for t in r.tags:
-            writer.writerow([r.path, "track", t, "0.000", f"{r.duration_s:.3f}",
+            writer.writerow([cell(r.path), "track", cell(t), "0.000", f"{r.duration_s:.3f}",
                              f"{r.mean_scores[t]:.4f}", ""])
     return out.getvalue()

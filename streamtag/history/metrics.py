@@ -20,7 +20,11 @@ _COUNTERS = (
     ("restarts", "streamtag_record_daemon_restarts", "Streams seen under a new daemon session"),
     ("db_errors", "streamtag_record_db_errors", "Transactions that failed and were retried"),
     ("rejected", "streamtag_record_rejected_messages",
-     "Messages the database refused outright (see the log)"),
+     "Messages the database refused outright, each stored as a gap (cause rejected; the log "
+     "names each kind once)"),
+    ("failed", "streamtag_record_failed_messages",
+     "Messages that failed otherwise in writing, each stored as a gap (cause failed; the log "
+     "names each kind once)"),
     ("invalid", "streamtag_record_invalid_messages", "Frames that did not decode"),
     ("snapshots", "streamtag_record_snapshots", "Control snapshots stored"),
 )

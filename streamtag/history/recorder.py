@@ -10,16 +10,21 @@ is dropped, counted, and stored as an "overflow" gap once the database is back. 
 recorder resumes the seq judgement from the database, so what was published while it was down
 is stored as a gap too. Every message row is unique on (stream, session, seq) and inserted with
 ON CONFLICT DO NOTHING, so a batch retried after a commit whose outcome was unknown is stored
-once.
+once. A message that cannot be stored (the database refuses its row, or writing it fails in
+any other way) is counted, logged once per kind of failure, and stored as a gap of one
+message; the writer goes on with the rest. What the recorder remembers per stream, session and
+model is bounded, whatever peers send.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +37,14 @@ from sqlalchemy.engine import Engine
 from streamtag.backoff import Backoff
 from streamtag.history import schema
 from streamtag.wire.control import control_request
-from streamtag.wire.protocol import HEARTBEAT, MSG_TYPES, STREAM_MSG_TYPES, topic_for
+from streamtag.wire.protocol import (
+    HEARTBEAT,
+    MAX_INTEGER,
+    MSG_TYPES,
+    STREAM_MSG_TYPES,
+    topic_for,
+)
+from streamtag.wire.security import ClientCurve
 from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEFAULT_QUEUE_SIZE = 100_000   # messages: 64 streams' scores for about 25 minutes
@@ -44,6 +56,20 @@ _RECV_SLICE_MS = 200
 # A database that is down or unreachable: worth retrying, unlike one that refuses a row.
 RETRYABLE_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 _MESSAGE_TABLE_NAMES = frozenset(t.name for t in schema.MESSAGE_TABLES.values())
+_MSG_TYPE_OF_TABLE = {t.name: msg_type for msg_type, t in schema.MESSAGE_TABLES.items()}
+# What the recorder remembers, bounded against forged sessions and models (the least recently
+# added forgotten first; forgetting costs a database look-up, never a row).
+MAX_REMEMBERED_SESSIONS = 65536    # (stream, session) pairs stored, and each stream's newest
+MAX_REMEMBERED_MODELS = 256
+MAX_REMEMBERED_MODEL_CHARS = 16 * 1024 * 1024  # their names and tag names together
+MAX_FAILURE_KINDS_LOGGED = 100
+# Runs of messages dropped at a full queue kept to be stored as gaps: one per (stream,
+# session, type) with a break in its seqs. Past this (forged sessions while the database is
+# down) the dropped messages are only counted.
+MAX_OVERFLOW_RUNS = 65536
+# Gap causes of messages that reached the recorder but could not be stored.
+REJECTED = "rejected"  # the database refused the row
+FAILED = "failed"      # anything else went wrong in writing it
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +85,8 @@ class RecorderStats:
     missed: int = 0             # messages those gaps say are missing
     restarts: int = 0           # daemon restarts seen (a stream under a new session)
     db_errors: int = 0          # failed transactions (each retried)
-    rejected: int = 0           # messages the database refused outright (logged)
+    rejected: int = 0           # messages the database refused outright (stored as gaps)
+    failed: int = 0             # messages that failed otherwise in writing (stored as gaps)
     snapshots: int = 0          # control snapshots stored
     invalid: int = 0            # frames that did not decode
     db_up: bool = False
@@ -80,9 +107,36 @@ class _Batch:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     models: dict[tuple[str, str, str], None] = field(default_factory=dict)  # keys to resolve
     daemons: dict[str, dict[str, Any]] = field(default_factory=dict)  # session -> latest
+    alone: bool = False  # refused as a whole: written a row at a time, what is done removed
+    failed: int = 0      # its messages that could not be stored
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
+
+
+class _Recent(OrderedDict):
+    """A dict of at most ``most`` entries whose keys weigh at most ``most_weight`` together;
+    the least recently added are forgotten first."""
+
+    def __init__(self, most: int, most_weight: float = math.inf,
+                 weigh: Callable[[Any], int] = lambda key: 0) -> None:
+        super().__init__()
+        self.most, self.most_weight, self.weigh, self.weight = most, most_weight, weigh, 0
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self:
+            self.weight += self.weigh(key)
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.most or (self.weight > self.most_weight and len(self) > 1):
+            old, _ = self.popitem(last=False)
+            self.weight -= self.weigh(old)
+
+
+def _model_weight(key: tuple) -> int:
+    name, hash_, tags = key
+    return len(name) + len(hash_) + (len(tags) if isinstance(tags, str)
+                                     else sum(map(len, tags)))
 
 
 def _text(value: str | None) -> str | None:
@@ -95,13 +149,14 @@ class Recorder:
 
     control: daemons' control endpoints, asked for a snapshot at start.
     queue_size: messages that may wait for the database; more are dropped and counted.
+    curve: this client's CURVE keys and the server's, for a daemon (or proxy) with keys.
     """
 
     def __init__(self, engine: Engine, connect: str | Sequence[str],
                  control: Iterable[str] = (), *, queue_size: int = DEFAULT_QUEUE_SIZE,
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, curve: ClientCurve | None = None):
         if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0:
             raise ValueError("queue_size and batch_size must be >= 1 and max_backoff_s > 0")
         self.engine = engine
@@ -113,16 +168,22 @@ class Recorder:
         self.queue: queue.Queue = queue.Queue(queue_size)
         self._rcvhwm = rcvhwm
         self._context = context
+        self._curve = curve
         self._dialect = engine.dialect.name
-        self._models: dict[tuple[str, str, str], int] = {}
+        self._models: _Recent = _Recent(MAX_REMEMBERED_MODELS, MAX_REMEMBERED_MODEL_CHARS,
+                                        _model_weight)  # packed key -> id
         # (name, hash, tags) as received -> its checked, packed key: once per model, not per
         # message (every scores message carries the model and its tag list)
-        self._model_keys: dict[tuple, tuple[str, str, str]] = {}
-        self._latest_session: dict[str, str] = {}   # stream -> its newest session
-        self._known: set[tuple[str, str]] = set()   # (stream, session) stored
+        self._model_keys: _Recent = _Recent(MAX_REMEMBERED_MODELS, MAX_REMEMBERED_MODEL_CHARS,
+                                            _model_weight)
+        # stream -> its newest session; (stream, session) pairs stored
+        self._latest_session: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
+        self._known: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
+        self._failures_logged: set[tuple[str, str]] = set()  # (cause, kind) logged once
         self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
         self._overflow_done: list[tuple[tuple[str, str, str], int, int]] = []
         self._overflow_lock = threading.Lock()
+        self._overflow_capped = False  # said once per outage
         self._stop_receiving = threading.Event()
         self._abandon = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -134,7 +195,7 @@ class Recorder:
         """Resume from the database (it must be reachable and upgraded) and start recording."""
         last_seq, sessions, restarted = self._resume_state()
         self._subscriber = Subscriber(self.endpoints, context=self._context,
-                                      rcvhwm=self._rcvhwm)
+                                      rcvhwm=self._rcvhwm, curve=self._curve)
         self._subscriber.resume(last_seq, sessions, restarted)
         self._threads = [threading.Thread(target=self._receive, name="streamtag-record-recv",
                                           daemon=True),
@@ -177,7 +238,7 @@ class Recorder:
                                               s.sessions.c.restarted)
                                     .order_by(s.sessions.c.first_sent_at, s.sessions.c.id)):
                 sessions.setdefault(row.stream, set()).add(row.session)
-                self._known.add((row.stream, row.session))
+                self._known[(row.stream, row.session)] = None
                 self._latest_session[row.stream] = row.session
                 if row.restarted:
                     restarted.add(row.session)
@@ -203,7 +264,13 @@ class Recorder:
         subscriber = self._subscriber
         assert subscriber is not None
         while not self._stop_receiving.is_set():
-            message = subscriber.recv(_RECV_SLICE_MS)
+            try:
+                message = subscriber.recv(_RECV_SLICE_MS)
+            except Exception as exc:  # noqa: BLE001 - the receiver must outlive any message
+                self._log_failure(FAILED, exc, "receiving a message")
+                self.stats.failed += 1
+                self._stop_receiving.wait(_RECV_SLICE_MS / 1e3)
+                continue
             self.stats.invalid = subscriber.invalid
             if message is None:
                 continue
@@ -222,6 +289,14 @@ class Recorder:
             if run is not None and run[1] + 1 == message.seq:
                 run[1] = message.seq
                 return
+            if len(self._overflow) + len(self._overflow_done) >= MAX_OVERFLOW_RUNS:
+                if not self._overflow_capped:
+                    self._overflow_capped = True
+                    log.warning("over %d runs of messages dropped at the full queue wait to "
+                                "be stored as gaps; further ones are only counted in "
+                                "streamtag_record_queue_overflow_messages_total",
+                                MAX_OVERFLOW_RUNS)
+                return
             if run is not None:
                 self._overflow_done.append((key, run[0], run[1]))
             self._overflow[key] = [message.seq, message.seq]
@@ -231,6 +306,7 @@ class Recorder:
             runs = self._overflow_done + [(k, r[0], r[1]) for k, r in self._overflow.items()]
             self._overflow_done = []
             self._overflow = {}
+            self._overflow_capped = False
         return runs
 
     def _snapshots(self) -> None:
@@ -239,7 +315,7 @@ class Recorder:
             while not self._stop_receiving.is_set():
                 try:
                     reply = control_request(endpoint, {"cmd": "snapshot"}, SNAPSHOT_TIMEOUT_MS,
-                                            context=self._context)
+                                            context=self._context, curve=self._curve)
                 except (TimeoutError, OSError, ValueError) as exc:
                     wait_s = backoff.next_wait_s()
                     log.info("no snapshot from %s yet (%s); retrying in %.1f s", endpoint, exc,
@@ -274,7 +350,10 @@ class Recorder:
                     continue
                 batch = self._rows(items, runs)
             try:
-                self._write(batch)
+                if batch.alone:
+                    self._write_rows_alone(batch)
+                else:
+                    self._write(batch)
             except RETRYABLE_DB_ERRORS as exc:
                 self.stats.db_errors += 1
                 self.stats.db_up = False
@@ -284,16 +363,23 @@ class Recorder:
                                 "messages wait in the queue", str(exc.orig).strip()[:200])
                 self._abandon.wait(backoff.next_wait_s())
                 continue
-            except sa.exc.DBAPIError:
-                log.warning("the database refused a batch; writing it row by row",
-                            exc_info=True)
-                self._write_rows_alone(batch)
+            except Exception as exc:  # noqa: BLE001 - refused, or a row that cannot be written
+                if batch.alone:  # a row at a time failed as a whole: the last resort
+                    self._log_failure(FAILED, exc, "a batch written a row at a time")
+                    self.stats.failed += batch.messages - batch.failed
+                    batch = None
+                    continue
+                # A row at a time finds the messages at fault; the others are written.
+                log.debug("a batch failed (%s: %s); writing it row by row",
+                          type(exc).__name__, exc)
+                batch.alone = True
+                continue
             if outage_since is not None:
                 log.warning("the database is back after %.1f s",
                             time.monotonic() - outage_since)
                 outage_since = None
             self.stats.db_up = True
-            self.stats.written += batch.messages
+            self.stats.written += batch.messages - batch.failed
             backoff.reset()
             batch = None
 
@@ -314,10 +400,19 @@ class Recorder:
         now = time.time()
         for item in items:
             if isinstance(item, Snapshot):
-                self._snapshot_rows(batch, item)
+                try:
+                    self._snapshot_rows(batch, item)
+                except Exception as exc:  # noqa: BLE001 - a reply from outside
+                    self._log_failure(FAILED, exc, f"a snapshot from {item.control}")
+                continue
+            try:
+                # adds the message's own row last: a failure leaves none of it
+                self._message_rows(batch, item, now)
+            except Exception as exc:  # noqa: BLE001 - one message must not stop the writer
+                self._message_failed(batch, item.msg_type, item.stream, item.session,
+                                     item.seq, FAILED, exc, now)
                 continue
             batch.messages += 1
-            self._message_rows(batch, item, now)
         for (stream, session, msg_type), first, last in runs:
             self._gap(batch, stream, session, msg_type, first, last - first + 1, "overflow",
                       now)
@@ -338,8 +433,7 @@ class Recorder:
             key = (_text(model.name), _text(model.hash),
                    schema.pack_names([_text(t) for t in tags]))
             self._model_keys[received] = key
-        if key not in self._models:
-            batch.models[key] = None
+        batch.models[key] = None  # resolved unless known when written
         return key
 
     def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> None:
@@ -357,7 +451,7 @@ class Recorder:
         if msg_type not in STREAM_MSG_TYPES:
             return  # a type from a newer minor version: nothing to store it in
         key = (header.stream, session)
-        if key not in self._known:
+        if key not in self._known:  # a forgotten one: its row is there, ON CONFLICT keeps it
             previous = self._latest_session.get(header.stream)
             if message.restarted:
                 self.stats.restarts += 1
@@ -365,7 +459,7 @@ class Recorder:
                                    "first_sent_at": header.sent_at,
                                    "previous_session": previous,
                                    "restarted": bool(message.restarted)})
-            self._known.add(key)
+            self._known[key] = None
             self._latest_session[header.stream] = session
         row = {"stream": header.stream, "session": session, "seq": header.seq,
                "sent_at": header.sent_at}
@@ -457,22 +551,79 @@ class Recorder:
         self._models.update(models)
 
     def _write_rows_alone(self, batch: _Batch) -> None:
-        """After a refused batch: each row in its own transaction, refused ones counted."""
+        """After a refused batch: each row in its own transaction; a message whose row is
+        refused or fails is counted and stored as a gap. Rows written are removed from the
+        batch, so a retry after the database went down resumes where this stopped."""
+        now = time.time()
         for name, rows in batch.rows.items():
-            for row in rows:
-                single = _Batch(rows={name: [row]}, models=batch.models)
-                try:
-                    self._write(single)
-                except sa.exc.DBAPIError as exc:
-                    if name in _MESSAGE_TABLE_NAMES:
-                        self.stats.rejected += 1
-                    log.warning("the database refused a %s row of stream %r: %s", name,
-                                row.get("stream"), str(exc.orig).strip()[:200])
+            done = 0
+            try:
+                for row in rows:
+                    models = {row["model_id"]: None} if "model_id" in row else {}
+                    try:
+                        self._write(_Batch(rows={name: [row]}, models=models))
+                    except RETRYABLE_DB_ERRORS:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - this row's fault, not the batch's
+                        self._row_failed(batch, name, row, exc, now)
+                    done += 1
+            finally:
+                del rows[:done]
+        batch.rows = {}
         if batch.daemons:
             try:
                 self._write(_Batch(daemons=batch.daemons))
-            except sa.exc.DBAPIError:
-                log.warning("the database refused a heartbeat row", exc_info=True)
+            except RETRYABLE_DB_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self._log_failure(REJECTED if isinstance(exc, sa.exc.DBAPIError) else FAILED,
+                                  exc, "heartbeat rows")
+            batch.daemons = {}
+
+    def _row_failed(self, batch: _Batch, table: str, row: dict[str, Any], exc: Exception,
+                    now: float) -> None:
+        cause = REJECTED if isinstance(exc, sa.exc.DBAPIError) else FAILED
+        msg_type = _MSG_TYPE_OF_TABLE.get(table)
+        if msg_type is None:  # a gap, session or snapshot row: what it says is lost
+            self._log_failure(cause, exc, f"a {table} row of stream {row.get('stream')!r}")
+            return
+        batch.failed += 1
+        gap = _Batch()
+        self._message_failed(gap, msg_type, row["stream"], row["session"], row["seq"], cause,
+                             exc, now)
+        try:
+            self._write(gap)
+        except Exception as gap_exc:  # noqa: BLE001 - counted and logged: nothing more to do
+            self._log_failure(FAILED, gap_exc, "the gap row of a message that was not stored")
+
+    def _message_failed(self, batch: _Batch, msg_type: str, stream: str, session: str,
+                        seq: int, cause: str, exc: Exception, now: float) -> None:
+        """A message that cannot be stored: counted, logged once per kind of failure, and
+        kept as a gap of one message where its seq fits the database."""
+        if cause == REJECTED:
+            self.stats.rejected += 1
+        else:
+            self.stats.failed += 1
+        self._log_failure(cause, exc, f"a {msg_type} message of stream {stream!r} (seq "
+                                      f"{seq})")
+        if isinstance(seq, int) and 0 <= seq <= MAX_INTEGER:
+            self._gap(batch, stream, _text(session), msg_type, seq, 1, cause, now)
+
+    def _log_failure(self, cause: str, exc: BaseException, what: str) -> None:
+        """The first failure of each kind is logged with what failed; later ones are only
+        counted (a peer can send the same bad message for ever)."""
+        orig = getattr(exc, "orig", None)  # a database error: the driver's kind says more
+        kind = type(orig if orig is not None else exc).__name__
+        if ((cause, kind) in self._failures_logged
+                or len(self._failures_logged) >= MAX_FAILURE_KINDS_LOGGED):
+            return
+        self._failures_logged.add((cause, kind))
+        detail = str(orig if orig is not None else exc).strip()[:200]
+        counter = ("streamtag_record_rejected_messages_total" if cause == REJECTED
+                   else "streamtag_record_failed_messages_total")
+        log.warning("could not store %s (%s: %s); a message that cannot be stored is kept as "
+                    "a gap of cause %r, and further failures of this kind are counted in %s, "
+                    "not logged", what, kind, detail, cause, counter)
 
 
 def start_when_up(engine: Engine, make: Callable[[], Recorder], stop: threading.Event,

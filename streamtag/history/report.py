@@ -6,6 +6,10 @@ Airtime: every scores window of a stream counts once (a daemon publishes one per
 tag's share of a stream's airtime is the share of its windows in the range in which the tag
 was active. Times are wall-clock: a window or event is in the range when it was sent in it, a
 track when it overlaps it.
+
+Titles, tag names and sessions came from stations and peers: the text format keeps each on its
+line (a line break in one becomes a space; the command strips what a terminal would act on),
+and the CSV format writes them as cells a spreadsheet shows as text (``values.csv_text``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from streamtag import values
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 
@@ -241,6 +246,18 @@ def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, u
 
 # ---------------------------------------------------------------- formats
 
+_LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _line(text: Any) -> str:
+    """Text from outside kept on the line it is shown in."""
+    return _LINE_BREAK.sub(" ", str(text))
+
+
+def _names(names: Sequence[str]) -> str:
+    return _line(", ".join(names)) or "-"
+
+
 def format_text(history: History) -> str:
     lines = []
     streams = sorted(set(history.airtime) | {t["stream"] for t in history.tracks}
@@ -250,35 +267,37 @@ def format_text(history: History) -> str:
     for stream in streams:
         a = history.airtime.get(stream, StreamAirtime())
         span = (f"{_clock(a.first_at)} to {_clock(a.last_at)}" if a.windows else "no windows")
-        lines.append(f"{stream}: {a.windows} windows, {span}")
+        lines.append(f"{_line(stream)}: {a.windows} windows, {span}")
         if a.windows:
             ranked = sorted(a.tags, key=lambda t: -a.share(t))
-            lines.append("  airtime: " + "  ".join(f"{t} {100 * a.share(t):.1f}%"
+            lines.append("  airtime: " + "  ".join(f"{_line(t)} {100 * a.share(t):.1f}%"
                                                    for t in ranked))
         tracks = [t for t in history.tracks if t["stream"] == stream]
         if tracks:
             lines.append(f"  tracks ({len(tracks)}):")
         for t in tracks:
-            top = ", ".join(f"{name} {t['tags'][name]['mean_smoothed']:.2f}" for name in t["top"])
+            top = _names([f"{name} {t['tags'][name]['mean_smoothed']:.2f}"
+                          for name in t["top"]])
             # The length is the audio's: a file tagged faster than real time takes less.
             lines.append(f"    {_clock(t['started_at'])}  {t['end_s'] - t['start_s']:7.1f}"
-                         f" s  {t['title'] or '(untitled)'}  active: "
-                         f"{', '.join(t['active']) or '-'}  top: {top or '-'}")
+                         f" s  {_line(t['title'] or '(untitled)')}  active: "
+                         f"{_names(t['active'])}  top: {top}")
         events = [e for e in history.events if e["stream"] == stream]
         if events:
             lines.append(f"  events ({len(events)}):")
         for e in events:
-            lines.append(f"    {_clock(e['sent_at'])}  {e['tag']} {e['state']}  "
+            lines.append(f"    {_clock(e['sent_at'])}  {_line(e['tag'])} {_line(e['state'])}  "
                          f"score {e['score']:.2f} at {e['time_s']:.1f} s")
         for g in (g for g in history.gaps if g["stream"] == stream):
-            lines.append(f"  MISSING {g['missed']} {g['msg_type']} messages (seq "
-                         f"{g['first_seq']}..., {g['cause']}), noticed {_clock(g['detected_at'])}")
+            lines.append(f"  MISSING {g['missed']} {_line(g['msg_type'])} messages (seq "
+                         f"{g['first_seq']}..., {_line(g['cause'])}), noticed "
+                         f"{_clock(g['detected_at'])}")
         for r in (r for r in history.restarts if r["stream"] == stream):
             lines.append(f"  daemon restarted at {_clock(r['first_sent_at'])} (session "
-                         f"{r['session'][:8]}); audio times restart at 0")
+                         f"{_line(r['session'][:8])}); audio times restart at 0")
         for p in (p for p in history.snapshots if p["stream"] == stream):
             lines.append(f"  recorder (re)started at {_clock(p['taken_at'])}; the daemon's tags "
-                         f"then: {', '.join(p['active']) or '-'}")
+                         f"then: {_names(p['active'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -287,28 +306,32 @@ CSV_COLUMNS = ("kind", "stream", "start", "end", "title", "tag", "state", "value
 
 def format_csv(history: History) -> str:
     """Rows of kind airtime (share per tag), track (one per tag: mean smoothed score and active
-    share), event, gap and restart; times in ISO 8601 UTC."""
+    share), event, gap and restart; times in ISO 8601 UTC. Text cells from outside (streams,
+    titles, tags, states, sessions) are written as text a spreadsheet will not evaluate
+    (``values.csv_text``); numbers as numbers."""
+    cell = values.csv_text
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for stream, a in sorted(history.airtime.items()):
         for tag in a.tags:
-            writer.writerow(["airtime", stream, iso(a.first_at), iso(a.last_at), "", tag, "",
-                             a.windows, f"{a.share(tag):.6f}"])
+            writer.writerow(["airtime", cell(stream), iso(a.first_at), iso(a.last_at), "",
+                             cell(tag), "", a.windows, f"{a.share(tag):.6f}"])
     for t in history.tracks:
-        for tag, values in t["tags"].items():
-            writer.writerow(["track", t["stream"], iso(t["started_at"]), iso(t["ended_at"]),
-                             t["title"] or "", tag, "active" if tag in t["active"] else "",
-                             f"{values['mean_smoothed']:.6f}", f"{values['active_share']:.6f}"])
+        for tag, scores in t["tags"].items():
+            writer.writerow(["track", cell(t["stream"]), iso(t["started_at"]),
+                             iso(t["ended_at"]), cell(t["title"]), cell(tag),
+                             "active" if tag in t["active"] else "",
+                             f"{scores['mean_smoothed']:.6f}", f"{scores['active_share']:.6f}"])
     for e in history.events:
-        writer.writerow(["event", e["stream"], iso(e["sent_at"]), "", "", e["tag"], e["state"],
-                         f"{e['score']:.6f}", ""])
+        writer.writerow(["event", cell(e["stream"]), iso(e["sent_at"]), "", "", cell(e["tag"]),
+                         cell(e["state"]), f"{e['score']:.6f}", ""])
     for g in history.gaps:
-        writer.writerow(["gap", g["stream"], iso(g["detected_at"]), "", "", g["msg_type"],
-                         g["cause"], g["missed"], ""])
+        writer.writerow(["gap", cell(g["stream"]), iso(g["detected_at"]), "", "",
+                         cell(g["msg_type"]), cell(g["cause"]), g["missed"], ""])
     for r in history.restarts:
-        writer.writerow(["restart", r["stream"], iso(r["first_sent_at"]), "", "", "", "",
-                         r["session"], ""])
+        writer.writerow(["restart", cell(r["stream"]), iso(r["first_sent_at"]), "", "", "", "",
+                         cell(r["session"]), ""])
     return out.getvalue()
 
 

@@ -45,6 +45,20 @@ TRACK_REASONS = ("title_change", "end")
 STREAM_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 MAX_ID_LENGTH = 128  # msg_id and session are opaque to readers, within this length
 
+# Bounds of what a reader takes (docs/protocol.md, "Bounds"), far above any honest message: a
+# peer that can reach a publisher's or a proxy's socket can send anything, and a reader must
+# neither hold nor store nor show without end what it sends.
+MAX_FRAME_BYTES = 4 * 1024 * 1024  # a header or body frame, checked before parsing its JSON
+MAX_TOPIC_BYTES = 256  # a topic is at most "heartbeat" or a type, ".", a 128-character id
+MAX_INTEGER = 2**63 - 1  # seq, sample indices, windows, counters: what an int64 column holds
+MAX_STREAM_COUNT = 2**31 - 1  # a heartbeat's streams: the recorder's 32-bit column
+MAX_TAGS = 4096  # tag names of one model, so also every per-tag array and list of tags
+MAX_TEXT_LENGTH = 4096  # characters of a title, a tag name, a model name or hash, a counter name
+MAX_DETAIL_LENGTH = 16384  # characters of a status error or source: they hold paths and URLs
+MAX_COUNTERS = 1024  # entries of a status's counters
+MAX_REQUEST_BYTES = 64 * 1024  # a control request frame
+MAX_REPLY_BYTES = 64 * 1024 * 1024  # a control reply frame: a status reply lists every stream
+
 _STREAM_ID = re.compile(STREAM_ID_PATTERN)
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 
@@ -109,6 +123,12 @@ def new_msg_id() -> str:
     bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)  # the RFC 4122 variant
     bits = (bits & ~(0xF000 << 64)) | (4 << 76)  # version 4
     return f"{bits:032x}"
+
+
+def tag_names(names: Any, where: str) -> tuple[str, ...]:
+    """An array of tag names: at most MAX_TAGS, none empty or longer than MAX_TEXT_LENGTH."""
+    return values.texts(names, where, ProtocolError, empty=False, longest=MAX_TEXT_LENGTH,
+                        most=MAX_TAGS)
 
 
 # ---------------------------------------------------------------- logical message
@@ -181,8 +201,8 @@ class Header(_Part):
                                     f"got {values.show(self.stream)}")
         else:
             validate_stream_id(self.stream)
-        values.set_field(self, "seq",
-                         values.integer(self.seq, "header seq", ProtocolError, minimum=0))
+        values.set_field(self, "seq", values.integer(self.seq, "header seq", ProtocolError,
+                                                     minimum=0, maximum=MAX_INTEGER))
         values.set_field(self, "sent_at",
                          values.number(self.sent_at, "header sent_at", ProtocolError, minimum=0))
 
@@ -202,8 +222,8 @@ class ModelRef:
     hash: str
 
     def __post_init__(self) -> None:
-        values.text(self.name, "model name", ProtocolError)
-        values.text(self.hash, "model hash", ProtocolError)
+        values.text(self.name, "model name", ProtocolError, longest=MAX_TEXT_LENGTH)
+        values.text(self.hash, "model hash", ProtocolError, longest=MAX_TEXT_LENGTH)
 
     @classmethod
     def coerce(cls, value: Any, what: str = "scores model") -> ModelRef:
@@ -245,21 +265,22 @@ class ScoresBody(_Part):
         values.set_field(self, "end_s", values.number(self.end_s, "scores end_s", ProtocolError,
                                                       minimum=self.start_s))
         values.set_field(self, "start_sample", values.integer(
-            self.start_sample, "scores start_sample", ProtocolError, minimum=0))
+            self.start_sample, "scores start_sample", ProtocolError, minimum=0,
+            maximum=MAX_INTEGER))
         values.set_field(self, "end_sample", values.integer(
-            self.end_sample, "scores end_sample", ProtocolError, minimum=self.start_sample))
-        values.set_field(self, "tags", values.texts(self.tags, "scores tags", ProtocolError,
-                                                    empty=False))
+            self.end_sample, "scores end_sample", ProtocolError, minimum=self.start_sample,
+            maximum=MAX_INTEGER))
+        values.set_field(self, "tags", tag_names(self.tags, "scores tags"))
         if len(set(self.tags)) != len(self.tags):
             raise ProtocolError("scores tags must not repeat a name")
         for name in ("raw", "smoothed"):
-            checked = values.numbers(getattr(self, name), f"scores {name}", ProtocolError)
+            checked = values.numbers(getattr(self, name), f"scores {name}", ProtocolError,
+                                     most=MAX_TAGS)
             if len(checked) != len(self.tags):
                 raise ProtocolError(f"scores {name} has {len(checked)} values for "
                                     f"{len(self.tags)} tags; they must match one to one")
             values.set_field(self, name, checked)
-        values.set_field(self, "active", values.texts(self.active, "scores active",
-                                                      ProtocolError, empty=False))
+        values.set_field(self, "active", tag_names(self.active, "scores active"))
         unknown = set(self.active) - set(self.tags)
         if unknown:
             raise ProtocolError(f"scores active names tags not in tags: {sorted(unknown)}")
@@ -282,13 +303,14 @@ class EventBody(_Part):
     _what: ClassVar[str] = "event body"
 
     def __post_init__(self) -> None:
-        values.text(self.tag, "event tag", ProtocolError, empty=False)
+        values.text(self.tag, "event tag", ProtocolError, empty=False, longest=MAX_TEXT_LENGTH)
         values.choice(self.state, "event state", ProtocolError, EVENT_STATES)
         values.set_field(self, "score", values.number(self.score, "event score", ProtocolError))
         values.set_field(self, "time_s",
                          values.number(self.time_s, "event time_s", ProtocolError, minimum=0))
         values.set_field(self, "sample",
-                         values.integer(self.sample, "event sample", ProtocolError, minimum=0))
+                         values.integer(self.sample, "event sample", ProtocolError, minimum=0,
+                                        maximum=MAX_INTEGER))
 
 
 @dataclass(frozen=True)
@@ -306,18 +328,23 @@ class StatusBody(_Part):
 
     def __post_init__(self) -> None:
         values.choice(self.state, "status state", ProtocolError, STATUS_STATES)
-        for name in ("error", "title", "source"):
+        for name, longest in (("error", MAX_DETAIL_LENGTH), ("title", MAX_TEXT_LENGTH),
+                              ("source", MAX_DETAIL_LENGTH)):
             if getattr(self, name) is not None:
-                values.text(getattr(self, name), f"status {name}", ProtocolError)
+                values.text(getattr(self, name), f"status {name}", ProtocolError,
+                            longest=longest)
         counters = {} if self.counters is None else self.counters
         if not isinstance(counters, Mapping):
             raise ProtocolError(f"status counters must be an object, got {values.kind(counters)}")
+        if len(counters) > MAX_COUNTERS:
+            raise values.too_many("status counters", ProtocolError, len(counters), MAX_COUNTERS)
         clean: dict[str, int | float] = {}
         for key, value in counters.items():
-            values.text(key, "status counters key", ProtocolError)
+            values.text(key, "status counters key", ProtocolError, longest=MAX_TEXT_LENGTH)
             what = f"status counters[{values.show(key)}]"
             if isinstance(value, Integral) and not isinstance(value, bool):
-                clean[key] = int(value)
+                clean[key] = values.integer(value, what, ProtocolError, minimum=-MAX_INTEGER - 1,
+                                            maximum=MAX_INTEGER)
             else:
                 clean[key] = values.number(value, what, ProtocolError)
         values.set_field(self, "counters", clean)
@@ -337,7 +364,8 @@ class HeartbeatBody(_Part):
         values.set_field(self, "uptime_s", values.number(self.uptime_s, "heartbeat uptime_s",
                                                          ProtocolError, minimum=0))
         values.set_field(self, "streams", values.integer(self.streams, "heartbeat streams",
-                                                         ProtocolError, minimum=0))
+                                                         ProtocolError, minimum=0,
+                                                         maximum=MAX_STREAM_COUNT))
 
 
 @dataclass(frozen=True)
@@ -370,30 +398,33 @@ class TrackBody(_Part):
 
     def __post_init__(self) -> None:
         if self.title is not None:
-            values.text(self.title, "track title", ProtocolError)
+            values.text(self.title, "track title", ProtocolError, longest=MAX_TEXT_LENGTH)
         values.choice(self.reason, "track reason", ProtocolError, TRACK_REASONS)
         values.set_field(self, "start_s", values.number(self.start_s, "track start_s",
                                                         ProtocolError, minimum=0))
         values.set_field(self, "end_s", values.number(self.end_s, "track end_s", ProtocolError,
                                                       minimum=self.start_s))
         values.set_field(self, "start_sample", values.integer(
-            self.start_sample, "track start_sample", ProtocolError, minimum=0))
+            self.start_sample, "track start_sample", ProtocolError, minimum=0,
+            maximum=MAX_INTEGER))
         values.set_field(self, "end_sample", values.integer(
-            self.end_sample, "track end_sample", ProtocolError, minimum=self.start_sample))
+            self.end_sample, "track end_sample", ProtocolError, minimum=self.start_sample,
+            maximum=MAX_INTEGER))
         # Wall clocks may step back (NTP), so the two times are not ordered here.
         for name in ("started_at", "ended_at"):
             values.set_field(self, name, values.number(getattr(self, name), f"track {name}",
                                                        ProtocolError, minimum=0))
         values.set_field(self, "windows",
-                         values.integer(self.windows, "track windows", ProtocolError, minimum=0))
-        values.set_field(self, "tags", values.texts(self.tags, "track tags", ProtocolError,
-                                                    empty=False))
+                         values.integer(self.windows, "track windows", ProtocolError, minimum=0,
+                                        maximum=MAX_INTEGER))
+        values.set_field(self, "tags", tag_names(self.tags, "track tags"))
         if len(set(self.tags)) != len(self.tags):
             raise ProtocolError("track tags must not repeat a name")
         if self.windows == 0 and self.tags:
             raise ProtocolError("a track of 0 windows has no means: its tags must be empty")
         for name in ("mean_raw", "mean_smoothed", "active_share"):
-            checked = values.numbers(getattr(self, name), f"track {name}", ProtocolError)
+            checked = values.numbers(getattr(self, name), f"track {name}", ProtocolError,
+                                     most=MAX_TAGS)
             if len(checked) != len(self.tags):
                 raise ProtocolError(f"track {name} has {len(checked)} values for "
                                     f"{len(self.tags)} tags; they must match one to one")
@@ -402,8 +433,7 @@ class TrackBody(_Part):
             if not 0.0 <= share <= 1.0:
                 raise ProtocolError(f"track active_share of {tag!r} must be in [0, 1], "
                                     f"got {share!r}")
-        values.set_field(self, "active", values.texts(self.active, "track active", ProtocolError,
-                                                      empty=False))
+        values.set_field(self, "active", tag_names(self.active, "track active"))
         most = {tag for tag, share in zip(self.tags, self.active_share, strict=True)
                 if share > TRACK_ACTIVE_SHARE}
         if set(self.active) != most or len(self.active) != len(most):
@@ -526,7 +556,7 @@ class ScoresEncoder:
     object is built (a daemon writes one such frame per window)."""
 
     def __init__(self, tags: Iterable[str], model: ModelRef | Mapping[str, str]) -> None:
-        self.tags = values.texts(tags, "scores tags", ProtocolError, empty=False)
+        self.tags = tag_names(tags, "scores tags")
         if len(set(self.tags)) != len(self.tags):
             raise ProtocolError("scores tags must not repeat a name")
         self.model = ModelRef.coerce(model)
@@ -542,9 +572,10 @@ class ScoresEncoder:
         rounded and written by the C++ core (repr's digits, an eighth of json's cost)."""
         start_s = values.number(start_s, "scores start_s", ProtocolError, minimum=0)
         end_s = values.number(end_s, "scores end_s", ProtocolError, minimum=start_s)
-        start_sample = values.integer(start_sample, "scores start_sample", ProtocolError, minimum=0)
+        start_sample = values.integer(start_sample, "scores start_sample", ProtocolError,
+                                      minimum=0, maximum=MAX_INTEGER)
         end_sample = values.integer(end_sample, "scores end_sample", ProtocolError,
-                                    minimum=start_sample)
+                                    minimum=start_sample, maximum=MAX_INTEGER)
         written = []
         for name, numbers_ in (("raw", raw), ("smoothed", smoothed)):
             text = None
@@ -557,7 +588,8 @@ class ScoresEncoder:
                         numbers_ = np.round(np.asarray(numbers_, dtype=np.float64),
                                             decimals).tolist()
             if text is None:
-                checked = values.numbers(numbers_, f"scores {name}", ProtocolError)
+                checked = values.numbers(numbers_, f"scores {name}", ProtocolError,
+                                         most=MAX_TAGS)
                 if len(checked) != len(self.tags):
                     raise ProtocolError(f"scores {name} has {len(checked)} values for "
                                         f"{len(self.tags)} tags; they must match one to one")
@@ -567,29 +599,61 @@ class ScoresEncoder:
             if isinstance(active, (str, bytes, bytearray, Mapping)):
                 raise TypeError  # not an array of names: the full check says so
             active = tuple(active)  # an iterator is read once, here
+            if len(active) > MAX_TAGS:
+                raise values.too_many("scores active", ProtocolError, len(active), MAX_TAGS)
             active_json = ",".join([self._tag_json[tag] for tag in active])
         except (KeyError, TypeError):  # not a known tag: the full check names it
-            names = values.texts(active, "scores active", ProtocolError, empty=False)
+            names = tag_names(active, "scores active")
             unknown = set(names) - set(self.tags)
             raise ProtocolError(f"scores active names tags not in tags: {sorted(unknown)}") \
                 from None
         latency_ms = values.number(latency_ms, "scores latency_ms", ProtocolError)
         # canonical_json's order (sorted keys) and spelling: floats as float.__repr__
-        return (f'{{"active":[{active_json}],"end_s":{end_s!r},"end_sample":{end_sample},'
-                f'"latency_ms":{latency_ms!r},"model":{self._model_json},"raw":{written[0]},'
-                f'"smoothed":{written[1]},"start_s":{start_s!r},"start_sample":{start_sample},'
-                f'"tags":{self._tags_json}}}').encode()
+        return checked_frame((
+            f'{{"active":[{active_json}],"end_s":{end_s!r},"end_sample":{end_sample},'
+            f'"latency_ms":{latency_ms!r},"model":{self._model_json},"raw":{written[0]},'
+            f'"smoothed":{written[1]},"start_s":{start_s!r},"start_sample":{start_sample},'
+            f'"tags":{self._tags_json}}}').encode(), "scores body")
+
+
+def checked_frame(frame: bytes, what: str, most: int = MAX_FRAME_BYTES) -> bytes:
+    """``frame`` if a reader takes its size, else ProtocolError: a writer refuses what a
+    reader would."""
+    if len(frame) > most:
+        raise ProtocolError(f"{what} would be {len(frame)} bytes, over the {most} a reader "
+                            "takes (docs/protocol.md, Bounds)")
+    return frame
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_json(data: Any, what: str) -> Any:
-    """Decode one UTF-8 JSON frame; ProtocolError for anything else."""
+def _bytes_of(data: Any, what: str, most: int) -> bytes:
+    """The bytes of one frame (bytes, bytearray, zmq.Frame), refused unread when over
+    ``most``: its size is known before a byte of it is copied or parsed."""
+    if type(data) is bytes:  # what recv_multipart gives: nothing to copy
+        if len(data) <= most:
+            return data
+        size = len(data)
+    else:
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise ProtocolError(f"{what} is not bytes but {values.kind(data)}") from None
+        size = view.nbytes
+        if size <= most:
+            return view.tobytes()
+    raise ProtocolError(f"{what} is {size} bytes, over the {most} a reader takes "
+                        "(docs/protocol.md, Bounds)")
+
+
+def parse_json(data: Any, what: str, most: int = MAX_FRAME_BYTES) -> Any:
+    """Decode one UTF-8 JSON frame of at most ``most`` bytes; ProtocolError for anything
+    else."""
     try:
-        text = memoryview(data).tobytes().decode("utf-8")
-    except (TypeError, ValueError) as exc:
+        text = _bytes_of(data, what, most).decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ProtocolError(f"{what} is not UTF-8 text: {exc}") from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
@@ -597,15 +661,18 @@ def parse_json(data: Any, what: str) -> Any:
         raise ProtocolError(f"{what} is not valid JSON: {str(exc)[:200]}") from None
 
 
+_FRAME_NAMES = ("topic frame", "header frame", "body frame")
+_FRAME_CAPS = (MAX_TOPIC_BYTES, MAX_FRAME_BYTES, MAX_FRAME_BYTES)
+
+
 def _frame_bytes(frames: Any) -> list[bytes]:
+    """The first three frames' bytes, each refused over its cap before it is copied; frames
+    past the third are counted, never read."""
     if not isinstance(frames, (list, tuple)):
         raise ProtocolError(f"frames must be a list of bytes, got {values.kind(frames)}")
     out = []
-    for i, frame in enumerate(frames):
-        try:
-            out.append(memoryview(frame).tobytes())  # bytes, bytearray, zmq.Frame
-        except TypeError:
-            raise ProtocolError(f"frame {i} is not bytes but {values.kind(frame)}") from None
+    for frame, name, most in zip(frames, _FRAME_NAMES, _FRAME_CAPS, strict=False):
+        out.append(_bytes_of(frame, name, most))
     return out
 
 
@@ -629,8 +696,9 @@ def encode(message: Message) -> list[bytes]:
     """The frames [topic, header, body] of a message, in canonical JSON."""
     if not isinstance(message, Message):
         raise ProtocolError(f"encode takes a Message, got {values.kind(message)}")
-    return [message.topic.encode("utf-8"), canonical_json(message.header.to_dict()),
-            canonical_json(message.body.to_dict())]
+    return [message.topic.encode("utf-8"),
+            checked_frame(canonical_json(message.header.to_dict()), "header frame"),
+            checked_frame(canonical_json(message.body.to_dict()), "body frame")]
 
 
 def decode(frames: Any) -> Message:
@@ -641,7 +709,7 @@ def decode(frames: Any) -> Message:
     """
     parts = _frame_bytes(frames)
     if len(parts) < 2:
-        raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(parts)}")
+        raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(frames)}")
     try:
         topic = parts[0].decode("utf-8")
     except UnicodeDecodeError:
@@ -650,8 +718,8 @@ def decode(frames: Any) -> Message:
     if not isinstance(header, dict):
         raise ProtocolError(f"header frame must be a JSON object, got {values.kind(header)}")
     check_version(header.get("version"))
-    if len(parts) != 3:
-        raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(parts)}")
+    if len(frames) != 3:
+        raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(frames)}")
     return _from_parts(topic, header, parse_json(parts[2], "body frame"))
 
 
@@ -662,13 +730,13 @@ def encode_request(request: Mapping[str, Any]) -> bytes:
     if not isinstance(request, Mapping) or not isinstance(request.get("cmd"), str):
         raise ProtocolError('a control request is an object with a string "cmd", such as '
                             '{"cmd": "status"}')
-    return canonical_json(dict(request))
+    return checked_frame(canonical_json(dict(request)), "control request", MAX_REQUEST_BYTES)
 
 
 def decode_request(data: Any) -> dict[str, Any]:
     usage = 'a control request is a JSON object with a string "cmd", such as {"cmd": "status"}'
     try:
-        request = parse_json(data, "control request")
+        request = parse_json(data, "control request", MAX_REQUEST_BYTES)
     except ProtocolError as exc:
         raise ProtocolError(f"{exc}; {usage}") from None
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
@@ -686,11 +754,11 @@ def encode_reply(reply: Mapping[str, Any]) -> bytes:
         raise ProtocolError('a control reply is an object with a boolean "ok"')
     if reply["ok"] is False and not isinstance(reply.get("error"), str):
         raise ProtocolError('a control reply with "ok": false needs a string "error"')
-    return canonical_json(dict(reply))
+    return checked_frame(canonical_json(dict(reply)), "control reply", MAX_REPLY_BYTES)
 
 
 def decode_reply(data: Any) -> dict[str, Any]:
-    reply = parse_json(data, "control reply")
+    reply = parse_json(data, "control reply", MAX_REPLY_BYTES)
     if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
         raise ProtocolError('a control reply is a JSON object with a boolean "ok"')
     if reply["ok"] is False and not isinstance(reply.get("error"), str):

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from streamtag.errors import ProtocolError
 from streamtag.wire.protocol import (
     HEARTBEAT,
+    MAX_FRAME_BYTES,
     MSG_TYPES,
     Message,
     decode,
@@ -31,7 +34,29 @@ __all__ = ["ALL_TOPICS", "ReceivedMessage", "Subscriber"]
 
 ALL_TOPICS = MSG_TYPES
 _WAIT_SLICE_MS = 250  # an unbounded wait still wakes up this often, so Ctrl-C is prompt
+# A dropped connection that ZeroMQ does not say it retries within this is connected again.
+_RETRY_GRACE_S = 1.0
 _DEFAULT = object()
+
+# What a subscriber remembers to judge gaps and restarts is bounded, whatever peers send
+# (anyone who reaches a publisher's or proxy's socket can send messages of any session): the
+# most recently heard streams, each with its most recent sessions, and the most recent
+# daemon sessions of heartbeats. Far above what honest daemons use: a stream has one session
+# per daemon start, and one subscriber hears thousands of streams at most.
+MAX_STREAMS = 16384
+MAX_SESSIONS_PER_STREAM = 16
+MAX_HEARTBEAT_SESSIONS = 4096
+MAX_FRESH_SESSIONS = 4096  # sessions seen starting
+
+
+class _Session:
+    """What a subscriber knows of one session of one stream (or of a daemon's heartbeats)."""
+
+    __slots__ = ("fresh", "last")
+
+    def __init__(self, fresh: bool = False) -> None:
+        self.last: dict[str, int] = {}  # msg_type -> the highest seq received
+        self.fresh = fresh  # this stream was seen restarting into this session
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,16 @@ class Subscriber:
     Sequence numbers count per topic within a session, so gaps are judged per (session,
     topic) and a subscription to any subset of topics still sees every loss in that subset.
     A message that cannot be decoded is skipped and counted in `invalid`.
+
+    What it remembers is bounded (``MAX_STREAMS`` streams, ``MAX_SESSIONS_PER_STREAM`` sessions
+    of each, ``MAX_HEARTBEAT_SESSIONS``), the least recently heard forgotten first and counted
+    in `pruned`. A forgotten stream that comes back is judged as one first heard (no gap on its
+    first message, as for a subscriber that joined late), and a forgotten session that comes
+    back on a stream still remembered as a new one (a restart). Honest streams are never
+    forgotten below these bounds, so their judgement is the same. Frames over the protocol's
+    ``MAX_FRAME_BYTES`` are never read: ZeroMQ (``MAXMSGSIZE``) drops the connection that
+    carries one, and the subscriber connects again (ZeroMQ would not), losing what was sent
+    meanwhile, which shows as gaps.
     """
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
@@ -89,27 +124,42 @@ class Subscriber:
         self.missed = 0     # messages known to be missing, summed over gaps
         self.restarts = 0
         self.invalid = 0
-        self._last_seq: dict[tuple[str, str], int] = {}   # (session, topic) -> seq
-        self._sessions: dict[str, set[str]] = {}          # stream -> sessions seen
-        self._fresh: set[str] = set()  # sessions seen from their start: first seq must be 0
+        self.pruned = 0     # streams and sessions forgotten to keep within the bounds
+        # stream -> its sessions, least recently heard first; each session's last seqs
+        self._streams: OrderedDict[str, dict[str, _Session]] = OrderedDict()
+        self._heartbeats: OrderedDict[str, _Session] = OrderedDict()  # daemon session -> ...
+        # Sessions seen from their start (a restart): each topic's first seq must be 0.
+        self._fresh: OrderedDict[str, None] = OrderedDict()
         ctx = context if context is not None else zmq.Context.instance()
         self._socket = ctx.socket(zmq.SUB)
+        self._monitor: zmq.Socket | None = None
+        self._handshaken: set[str] = set()  # endpoints connected now
+        self._dropped: dict[str, float] = {}  # endpoint -> when its connection dropped
         try:
             self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            # A bigger frame is never read: ZeroMQ drops the peer that sends it.
+            self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
             if curve is not None:
                 make_client(self._socket, curve)
             for prefix in self.subscriptions:
                 self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
+            self._monitor = self._socket.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+                | zmq.EVENT_CONNECT_RETRIED)
+            self._monitor.setsockopt(zmq.LINGER, 0)
             for ep in endpoints:
                 try:
                     self._socket.connect(ep)
                 except zmq.ZMQError as exc:
                     raise OSError(exc.errno, f"cannot connect to {ep!r}: {exc}") from None
         except BaseException:
-            self._socket.close(linger=0)
+            self.close()
             raise
         self.endpoints = endpoints
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
 
     def recv(self, timeout_ms: Any = _DEFAULT) -> ReceivedMessage | None:
         """The next message, or None when `timeout_ms` (default: the constructor's) passes."""
@@ -121,7 +171,12 @@ class Subscriber:
                 wait = _WAIT_SLICE_MS
             else:
                 wait = max(0, math.ceil((deadline - time.monotonic()) * 1e3))
-            if self._socket.poll(wait, zmq.POLLIN):
+            if self._dropped:
+                wait = min(wait, self._connect_dropped())
+            ready = dict(self._poller.poll(wait))
+            if self._monitor in ready:
+                self._watch_connections()
+            if self._socket in ready:
                 message = self._accept(self._socket.recv_multipart(zmq.NOBLOCK))
                 if message is not None:
                     return message
@@ -134,6 +189,47 @@ class Subscriber:
             if message is None:
                 return
             yield message
+
+    def _watch_connections(self) -> None:
+        """Notes connections dropped after their handshake. ZeroMQ retries a connection that
+        failed, and says so at once (CONNECT_RETRIED); one it dropped for a frame over
+        MAXMSGSIZE it drops for good, saying nothing more: `_connect_dropped` connects that
+        one again."""
+        assert self._monitor is not None
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            endpoint = event["endpoint"].decode("utf-8", "replace")
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshaken.add(endpoint)
+                self._dropped.pop(endpoint, None)
+            elif event["event"] == zmq.EVENT_DISCONNECTED and endpoint in self._handshaken:
+                self._handshaken.discard(endpoint)
+                self._dropped[endpoint] = time.monotonic()
+            elif event["event"] == zmq.EVENT_CONNECT_RETRIED:
+                self._dropped.pop(endpoint, None)
+
+    def _connect_dropped(self) -> int:
+        """Connects again to each endpoint dropped for good; the milliseconds until the next
+        one is due."""
+        self._watch_connections()  # a retry said since is heard before anything is done
+        now = time.monotonic()
+        due_ms = _WAIT_SLICE_MS
+        for endpoint, since in list(self._dropped.items()):
+            left_s = since + _RETRY_GRACE_S - now
+            if left_s > 0:
+                due_ms = min(due_ms, math.ceil(left_s * 1e3))
+                continue
+            del self._dropped[endpoint]
+            if endpoint in self.endpoints:
+                # ZeroMQ keeps the endpoint, whose session is gone, and would not connect it
+                # again: forgotten first. (Only here: disconnecting a live session whose pipe
+                # still holds messages trips an assertion in libzmq.)
+                try:
+                    self._socket.disconnect(endpoint)
+                except zmq.ZMQError:
+                    pass
+                self._socket.connect(endpoint)
+        return due_ms
 
     def _accept(self, frames: list[bytes]) -> ReceivedMessage | None:
         try:
@@ -148,49 +244,121 @@ class Subscriber:
         return self._judge(message)
 
     def _judge(self, message: Message) -> ReceivedMessage:
-        session, stream, seq = message.session, message.stream, message.seq
+        session, seq = message.session, message.seq
         restarted = False
         # Restarts are judged per stream: behind a proxy, several daemons' heartbeats
         # interleave under the one stream "", so a new heartbeat session proves nothing.
-        if message.msg_type != HEARTBEAT:
-            seen = self._sessions.setdefault(stream, set())
-            if session not in seen:
-                if seen:
+        if message.msg_type == HEARTBEAT:
+            state = self._heartbeat_session(session)
+        else:
+            sessions = self._stream_sessions(message.stream)
+            state = sessions.get(session)
+            if state is None:
+                if sessions:
                     restarted = True
                     self.restarts += 1
-                    self._fresh.add(session)
-                seen.add(session)
-        key = (session, message.topic)
-        last = self._last_seq.get(key)
+                    self._mark_fresh(session)
+                state = self._add_session(sessions, session, fresh=restarted)
+            elif len(sessions) > 1:
+                sessions[session] = sessions.pop(session)  # the most recently heard last
+        last = state.last.get(message.msg_type)
         if last is None:
             # Joining mid-session tells nothing; a session seen starting should begin at 0.
-            gap = seq if session in self._fresh else 0
+            gap = seq if state.fresh or session in self._fresh else 0
         else:
             gap = max(seq - last - 1, 0)
         if last is None or seq > last:
-            self._last_seq[key] = seq
+            state.last[message.msg_type] = seq
         if gap:
             self.gaps += 1
             self.missed += gap
         return ReceivedMessage(message.header, message.body, gap=gap, restarted=restarted)
+
+    # -- the bounded memory of streams and sessions
+
+    def _stream_sessions(self, stream: str) -> dict[str, _Session]:
+        sessions = self._streams.get(stream)
+        if sessions is None:
+            sessions = self._streams[stream] = {}
+            if len(self._streams) > MAX_STREAMS:
+                _, forgotten = self._streams.popitem(last=False)
+                self.pruned += 1
+                for old in forgotten:
+                    self._unfresh(old)
+        else:
+            self._streams.move_to_end(stream)
+        return sessions
+
+    def _add_session(self, sessions: dict[str, _Session], session: str,
+                     fresh: bool = False) -> _Session:
+        state = sessions[session] = _Session(fresh)
+        if len(sessions) > MAX_SESSIONS_PER_STREAM:
+            old = next(iter(sessions))
+            del sessions[old]
+            self.pruned += 1
+            self._unfresh(old)
+        return state
+
+    def _heartbeat_session(self, session: str) -> _Session:
+        state = self._heartbeats.get(session)
+        if state is None:
+            state = self._heartbeats[session] = _Session()
+            if len(self._heartbeats) > MAX_HEARTBEAT_SESSIONS:
+                old, _ = self._heartbeats.popitem(last=False)
+                self.pruned += 1
+                self._unfresh(old)
+        else:
+            self._heartbeats.move_to_end(session)
+        return state
+
+    def _mark_fresh(self, session: str) -> None:
+        self._fresh[session] = None
+        self._fresh.move_to_end(session)
+        if len(self._fresh) > MAX_FRESH_SESSIONS:
+            self._fresh.popitem(last=False)
+
+    def _unfresh(self, session: str) -> None:
+        """A session's seqs were forgotten somewhere: its topics heard again must not be
+        judged from seq 0, which would invent a gap of the whole session so far."""
+        self._fresh.pop(session, None)
 
     def resume(self, last_seq: Mapping[tuple[str, str], int],
                sessions: Mapping[str, Iterable[str]],
                restarted_sessions: Iterable[str] = ()) -> None:
         """Judge on from what an earlier run saw (a recorder restarting from its database):
         the last seq per (session, topic), the sessions seen per stream, and the sessions seen
-        starting (after a restart), whose first seq of a topic should be 0."""
-        for key, seq in last_seq.items():
-            self._last_seq[key] = max(seq, self._last_seq.get(key, -1))
+        starting (after a restart), whose first seq of a topic should be 0. Within the bounds:
+        the sessions that ``last_seq`` names are kept before the others."""
+        restarted = set(restarted_sessions)
         for stream, seen in sessions.items():
-            self._sessions.setdefault(stream, set()).update(seen)
-        self._fresh.update(restarted_sessions)
+            known = self._stream_sessions(stream)
+            for session in seen:
+                if session not in known:
+                    self._add_session(known, session, fresh=session in restarted)
+        for (session, topic), seq in last_seq.items():
+            if topic == HEARTBEAT:
+                state = self._heartbeat_session(session)
+                msg_type = HEARTBEAT
+            else:
+                msg_type, _, stream = topic.partition(".")
+                known = self._stream_sessions(stream)
+                state = known.pop(session, None)
+                if state is None:
+                    state = self._add_session(known, session, fresh=session in restarted)
+                else:
+                    known[session] = state  # the most recently heard last
+            state.last[msg_type] = max(seq, state.last.get(msg_type, -1))
+        for session in restarted:
+            self._mark_fresh(session)
 
     @property
     def closed(self) -> bool:
         return self._socket.closed
 
     def close(self) -> None:
+        if self._monitor is not None and not self._socket.closed:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
         self._socket.close(linger=0)
 
     def __enter__(self) -> Subscriber:
