@@ -8,6 +8,8 @@ the tags on screen are known. The browser test drives Debian's chromium with pla
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
 import re
@@ -22,7 +24,7 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from helpers import free_port  # noqa: E402
+from helpers import free_port, wait_until  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
@@ -274,6 +276,97 @@ def test_port_in_use_is_a_clear_error(endpoints, capsys):
                                   port=taken.getsockname()[1], host="127.0.0.1")
         assert cmd_dashboard(args) == 2
     assert "choose one with --port" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- who may read the page
+
+
+def http_status(port: int, path: str = "/", host: str | None = None,
+                origin: str | None = None) -> int:
+    """The status of a GET naming `host` (and `origin`), sent to the dashboard on loopback:
+    what a browser sends when a name it resolved points at this machine."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    headers = {name: value for name, value in (("Host", host), ("Origin", origin)) if value}
+    try:
+        connection.request("GET", path, headers=headers)
+        with connection.getresponse() as response:
+            response.read()
+            return response.status
+    finally:
+        connection.close()
+
+
+def ws_status(port: int, host: str, origin: str | None = None) -> int:
+    """101 when a websocket naming `host` (and `origin`) opens and says hello, else the
+    status it was refused with."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        with ws_connect(f"ws://{host}/ws", sock=sock, origin=origin, open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+    finally:
+        sock.close()
+
+
+def test_a_page_that_renames_itself_cannot_read_the_dashboard(endpoints, closing):
+    # DNS rebinding: a site's name made to resolve to 127.0.0.1 reaches the dashboard, but
+    # the browser still names the site in Host, and an open page elsewhere names itself in
+    # Origin. Both are refused, for the page and for the feed alike.
+    dashboard = DashboardThread(endpoints[0])
+    closing.append(dashboard)
+    port = dashboard.port
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
+        assert http_status(port, host=host) == 200, host
+    assert ws_status(port, f"localhost:{port}") == 101
+    assert ws_status(port, f"127.0.0.1:{port}", origin=f"http://127.0.0.1:{port}") == 101
+    for path in ("/", "/healthz", "/dashboard.js", "/history.json", "/ws"):
+        assert http_status(port, path, host=f"evil.example:{port}") == 403, path
+    assert ws_status(port, f"evil.example:{port}") == 403
+    assert ws_status(port, f"evil.example:{port}", origin=f"http://evil.example:{port}") == 403
+    assert http_status(port, "/healthz", host=f"localhost:{port}",
+                       origin="http://evil.example") == 403
+    assert ws_status(port, f"localhost:{port}", origin="http://evil.example") == 403
+    assert ws_status(port, f"localhost:{port}", origin="null") == 403
+
+
+def test_a_screen_reached_by_name_is_let_in_with_allow_host(endpoints, closing, capsys):
+    dashboard = DashboardThread(endpoints[0], allow_hosts=["Screen.Venue"])
+    closing.append(dashboard)
+    port = dashboard.port
+    assert http_status(port, host=f"screen.venue:{port}") == 200
+    assert ws_status(port, f"screen.venue:{port}", origin=f"http://screen.venue:{port}") == 101
+    assert http_status(port, host=f"other.venue:{port}") == 403
+    args = argparse.Namespace(connect=[endpoints[0]], control=None, port=0, host="127.0.0.1",
+                              allow_host=["not a name"])
+    assert cmd_dashboard(args) == 2
+    assert "--allow-host 'not a name'" in capsys.readouterr().err
+
+
+def test_pages_past_the_limit_are_refused_until_one_leaves(endpoints, closing):
+    dashboard = DashboardThread(endpoints[0], max_clients=2)
+    closing.append(dashboard)
+    with contextlib.ExitStack() as open_pages:
+        pages = [open_pages.enter_context(ws_connect(dashboard.ws_url, open_timeout=5))
+                 for _ in range(2)]
+        for page in pages:
+            assert json.loads(page.recv(timeout=5))["type"] == "hello"
+        with pytest.raises(InvalidStatus) as refused, \
+                ws_connect(dashboard.ws_url, open_timeout=5):
+            pass
+        assert refused.value.response.status_code == 503
+        assert b"too many pages open" in refused.value.response.body
+        pages[0].close()
+
+        def another_page() -> bool:
+            try:
+                with ws_connect(dashboard.ws_url, open_timeout=5) as page:
+                    return json.loads(page.recv(timeout=5))["type"] == "hello"
+            except InvalidStatus:
+                return False
+
+        wait_until(another_page, WAIT_S, "a page to be let in once another left")
 
 
 # ---------------------------------------------------------------- the bridge

@@ -7,19 +7,32 @@ import errno
 import sys
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.errors import ConfigError
+from streamtag.wire.exposure import optional_client_curve
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """args has connect (str or list), control, port, host and db."""
+    """args has connect (str or list), control, port, host and db; server_key, client_key,
+    allow_host and max_clients."""
     try:
         from streamtag.web.server import run_dashboard
     except ImportError as exc:  # websockets, which only the dashboard needs
         print(f"streamtag dashboard: needs the websockets package ({exc}); install it with "
               "'pip install websockets'", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        curve = optional_client_curve(getattr(args, "server_key", None),
+                                      getattr(args, "client_key", None))
+    except ConfigError as exc:
+        print(f"streamtag dashboard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = {"db": getattr(args, "db", None), "curve": curve,
+               "allow_hosts": getattr(args, "allow_host", None) or ()}
+    if getattr(args, "max_clients", None) is not None:  # else the server's default
+        options["max_clients"] = args.max_clients
     connect = args.connect if args.connect else DEFAULT_FEED_ENDPOINT
     feed = connect if isinstance(connect, str) else ", ".join(connect)
     if args.host not in LOOPBACK:
@@ -33,8 +46,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     with stop_on_signals() as stop:
         try:
-            run_dashboard(connect, args.port, args.host, args.control, ready, stop,
-                          db=getattr(args, "db", None))
+            run_dashboard(connect, args.port, args.host, args.control, ready, stop, **options)
         except (OSError, ValueError) as exc:
             hint = ("; another server uses that port: choose one with --port"
                     if getattr(exc, "errno", None) == errno.EADDRINUSE else "")

@@ -7,13 +7,40 @@ import sys
 import threading
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
-from streamtag.wire.proxy import run_proxy
+from streamtag.errors import ConfigError
+from streamtag.wire.proxy import open_endpoints, run_proxy
+from streamtag.wire.security import is_loopback_endpoint, load_keys
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
+    """args has frontend, backend, upstream, server_key, client_keys, daemon_key, insecure and
+    max_message_bytes."""
+    try:
+        curve = load_keys(args.server_key, need_secret=True) if args.server_key else None
+        daemon_key = load_keys(args.daemon_key, need_secret=False).public \
+            if args.daemon_key else None
+        if args.max_message_bytes < 1:
+            raise ConfigError("--max-message-bytes must be at least 1")
+    except ConfigError as exc:
+        print(f"streamtag proxy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.insecure:
+        for endpoint, can, _ in open_endpoints(args.frontend, args.backend,
+                                               daemon_key=daemon_key is not None,
+                                               client_keys=args.client_keys is not None):
+            print(f"streamtag proxy: WARNING: --insecure: {endpoint} is open without CURVE "
+                  f"keys: anyone who can reach it can {can}", file=sys.stderr)
+    if daemon_key is None:
+        for endpoint in args.upstream or ():
+            if not is_loopback_endpoint(endpoint):
+                print(f"streamtag proxy: WARNING: {endpoint} is reached without CURVE keys: its "
+                      "messages cross the network unencrypted and unauthenticated (give "
+                      "--daemon-key)", file=sys.stderr)
+
     def ready(frontend: str | None, backend: str) -> None:
         print(f"streamtag proxy: daemons publish to {frontend}, subscribers connect to "
-              f"{backend}", file=sys.stderr, flush=True)
+              f"{backend}" + (" (CURVE)" if curve is not None else ""),
+              file=sys.stderr, flush=True)
 
     # The proxy loop runs in libzmq without returning to Python, so it cannot see a signal:
     # it runs in a thread, and SIGTERM (an orchestrator stopping the pod) or Ctrl-C here
@@ -23,7 +50,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         def serve() -> None:
             try:
                 run_proxy(args.frontend, args.backend, stop, upstream=args.upstream or (),
-                          ready=ready)
+                          ready=ready, curve=curve, client_keys=args.client_keys,
+                          daemon_key=daemon_key, insecure=args.insecure,
+                          max_message_bytes=args.max_message_bytes)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 failure.append(exc)
                 stop.set()
@@ -32,6 +61,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         worker.start()
         while worker.is_alive():
             worker.join(0.2)
+    if failure and isinstance(failure[0], ConfigError):  # keys, or an endpoint left open
+        print(f"streamtag proxy: {failure[0]}", file=sys.stderr)
+        return EXIT_USAGE
     if failure and isinstance(failure[0], OSError):  # an endpoint it cannot bind
         print(f"streamtag proxy: {failure[0].strerror or failure[0]}", file=sys.stderr)
         return EXIT_USAGE

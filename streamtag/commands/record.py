@@ -11,11 +11,12 @@ from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.history.recorder import RETRYABLE_DB_ERRORS, Recorder, start_when_up
+from streamtag.wire.exposure import optional_client_curve
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade and verbose."""
+    metrics_port, metrics_address, upgrade, server_key, client_key and verbose."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with stop_on_signals() as stop:
@@ -38,10 +39,12 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
         if not args.connect:
             raise ConfigError("streamtag record needs --connect ENDPOINT (a daemon's or a "
                               "proxy's PUB endpoint); repeat it for several daemons")
+        curve = optional_client_curve(getattr(args, "server_key", None),
+                                      getattr(args, "client_key", None))
         recorder = start_when_up(
             engine, lambda: Recorder(engine, args.connect, args.control or (),
                                      queue_size=args.queue_size, batch_size=args.batch_size,
-                                     max_backoff_s=args.max_backoff_s),
+                                     max_backoff_s=args.max_backoff_s, curve=curve),
             stop, args.max_backoff_s)
         if recorder is None:
             return 0

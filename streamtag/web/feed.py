@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from streamtag.wire.ready_thread import ReadyThread
+from streamtag.wire.security import ClientCurve
 from streamtag.wire.subscriber import Subscriber
 
 DEFAULT_HISTORY_S = 300.0       # the timeline strip: the last five minutes
@@ -221,12 +222,15 @@ class FeedThread:
 
     ZeroMQ reconnects the SUB socket by itself, so a restarted daemon on the same endpoint is
     picked up without help; the Subscriber marks its first messages `restarted`.
+    curve: this client's CURVE keys and the server's, for a daemon (or proxy) with keys.
     """
 
     def __init__(self, endpoints: str | Iterable[str],
-                 deliver: Callable[[dict[str, Any]], None], *, poll_ms: int = 200):
+                 deliver: Callable[[dict[str, Any]], None], *, poll_ms: int = 200,
+                 curve: ClientCurve | None = None):
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self._deliver = deliver
+        self._curve = curve
         self._poll_ms = poll_ms
         self._worker = ReadyThread(self._run, "streamtag-dashboard-feed")
 
@@ -240,7 +244,7 @@ class FeedThread:
 
     def _run(self) -> None:
         try:
-            subscriber = Subscriber(self.endpoints)
+            subscriber = Subscriber(self.endpoints, curve=self._curve)
         except (OSError, ValueError) as exc:
             self._worker.error = exc
             self._worker.ready.set()

@@ -6,6 +6,11 @@ to the loop, where `FeedState` folds them into per-stream views and they are for
 page. With a control endpoint, a `snapshot` (and `status`) is fetched at start and whenever a
 daemon session appears that no snapshot covers, so a page joining late draws at once.
 
+Every request, page or websocket, must name a host the dashboard answers to (`HostCheck`), and
+a browser's ``Origin``, when sent, must be the page's own: a site elsewhere that points its own
+name at this address (DNS rebinding) gets 403, not the feed. At most `max_clients` pages are
+connected at once; the next is refused with 503.
+
 Messages to the page, JSON objects with a ``type``:
     hello      on connecting: every stream's view, the liveness of the daemon, the feed
     message    one received protocol message: ``{topic, header, body, gap, restarted}``
@@ -18,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
+import ipaddress
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -34,12 +41,18 @@ from websockets.http11 import Request, Response
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
 from streamtag.web.history import DEFAULT_HOURS, HistoryView
 from streamtag.wire.control import control_request
+from streamtag.wire.security import ClientCurve
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
 CONTROL_TIMEOUT_MS = 1000
 SNAPSHOT_RETRY_S = 3.0
 MAX_CLIENT_BUFFER = 1 << 20  # a page this far behind is closed; it reconnects to a fresh hello
+DEFAULT_MAX_CLIENTS = 32
+# The names of this machine that no other site can take: a page reached by them is ours.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+_HOST_HEADER = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 # path -> (file in static/, content type)
 PAGES = {
@@ -69,14 +82,64 @@ def load_static() -> dict[str, tuple[bytes, str]]:
             for path, (name, kind) in PAGES.items()}
 
 
-def _same_origin(request: Request) -> bool:
-    """A browser names the page's origin: only our own page may open the feed, so another
-    site open in the same browser cannot read it. Clients that name no origin are not
-    browsers, and the same-origin rule does not apply to them."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc.lower() == request.headers.get("Host", "").lower()
+def host_name(host: str) -> str | None:
+    """The name (or address, without brackets) of a Host header, lower case; None when it is
+    not a plain ``name[:port]`` or ``[v6]:port``."""
+    if not _HOST_HEADER.fullmatch(host):
+        return None
+    name = urlsplit("//" + host).hostname
+    return name.rstrip(".") if name else None
+
+
+class HostCheck:
+    """The hosts the dashboard answers to, against DNS rebinding: a page elsewhere whose name
+    is made to resolve to this address is still asked for under its own name (Host), so it is
+    refused, while the screen reaches the dashboard by loopback, the address it is bound to, or
+    a name given with --allow-host. Bound to every interface (0.0.0.0, ::), any IP address is
+    taken too: a browser names an address in Host only when the page was opened by that
+    address, which no other site can be. Ports are not compared (a tunnel or a Service may map
+    them); the Origin of a browser's request must be the page's own, port and all."""
+
+    def __init__(self, bound_host: str, allow_hosts: Iterable[str] = ()) -> None:
+        names = set(LOCAL_HOSTS)
+        for given in allow_hosts:
+            name = host_name(given.strip())
+            if name is None:
+                raise ValueError(f"--allow-host {given!r} is not a host name or address")
+            names.add(name)
+        self.any_address = bound_host.strip("[]") in WILDCARD_HOSTS
+        if not self.any_address:
+            bound = host_name(bound_host if ":" not in bound_host or bound_host.startswith("[")
+                              else f"[{bound_host}]")
+            if bound is not None:
+                names.add(bound)
+        self.names = frozenset(names)
+
+    def allows(self, host: str) -> bool:
+        name = host_name(host)
+        if name is None:
+            return False
+        if name in self.names:
+            return True
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return self.any_address or address.is_loopback
+
+    def refusal(self, request: Request) -> str | None:
+        """Why `request` is refused, or None when it may go on."""
+        hosts = request.headers.get_all("Host")
+        if len(hosts) != 1 or not self.allows(hosts[0]):
+            shown = hosts[0] if len(hosts) == 1 else f"{len(hosts)} Host headers"
+            return (f"this dashboard does not answer to {shown!r}; start it with --allow-host "
+                    "NAME for a screen that reaches it by another name")
+        origins = request.headers.get_all("Origin")
+        # Clients that name no origin are not browsers; the same-origin rule is a browser's.
+        if origins and (len(origins) != 1
+                        or urlsplit(origins[0]).netloc.lower() != hosts[0].lower()):
+            return "cross-origin request refused: only the dashboard's own page may read it"
+        return None
 
 
 def _dumps(value: Any) -> str:
@@ -89,26 +152,39 @@ def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
     return Response(status.value, status.phrase, headers, body)
 
 
-def _request_snapshot(control: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    snapshot = control_request(control, {"cmd": "snapshot"}, CONTROL_TIMEOUT_MS)
+def _request_snapshot(control: str,
+                      curve: ClientCurve | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    snapshot = control_request(control, {"cmd": "snapshot"}, CONTROL_TIMEOUT_MS, curve=curve)
     try:  # stream states (failed, reconnecting) are a bonus; the snapshot is what counts
-        status = control_request(control, {"cmd": "status"}, CONTROL_TIMEOUT_MS)
+        status = control_request(control, {"cmd": "status"}, CONTROL_TIMEOUT_MS, curve=curve)
     except (TimeoutError, OSError, ValueError):
         status = None
     return snapshot, status if status and status.get("ok") else None
 
 
 class Dashboard:
-    """The bridge: a FeedState, the pages connected to it, and what keeps them current."""
+    """The bridge: a FeedState, the pages connected to it, and what keeps them current.
+
+    curve: this client's CURVE keys and the server's, for the feed and the control requests.
+    allow_hosts: names the page may be reached by besides loopback and the bound address.
+    max_clients: pages connected at once; the next is refused.
+    """
 
     def __init__(self, connect: str | Iterable[str], control: str | None = None, *,
                  history_s: float = DEFAULT_HISTORY_S, tick_s: float = 1.0,
-                 db: str | None = None):
+                 db: str | None = None, curve: ClientCurve | None = None,
+                 allow_hosts: Iterable[str] = (), max_clients: int = DEFAULT_MAX_CLIENTS):
         endpoints = [connect] if isinstance(connect, str) else list(connect)
         if not endpoints:
             raise ValueError("the dashboard needs at least one --connect endpoint")
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be at least 1, got {max_clients}")
         self.state = FeedState(endpoints, control or None, history_s=history_s)
         self.control = control or None
+        self.curve = curve
+        self.allow_hosts = tuple(allow_hosts)
+        self.max_clients = max_clients
+        self.hosts = HostCheck(DEFAULT_HOST, self.allow_hosts)  # run() names the bound one
         self.tick_s = tick_s
         self.clients: set[ServerConnection] = set()
         self.static = load_static()
@@ -123,7 +199,14 @@ class Dashboard:
 
     async def serve_request(self, connection: ServerConnection,
                             request: Request) -> Response | None:
-        """`process_request`, with /history.json answered off the event loop."""
+        """`process_request`, with /history.json answered off the event loop, after the
+        checks every request passes: the host it names and the origin of a browser's."""
+        refused = self.hosts.refusal(request)
+        if refused is not None:
+            log.info("refused %s for Host %r, Origin %r: %s", request.path,
+                     request.headers.get_all("Host"), request.headers.get_all("Origin"), refused)
+            return _response(HTTPStatus.FORBIDDEN, (refused + "\n").encode(),
+                             "text/plain; charset=utf-8")
         path, _, query = request.path.partition("?")
         if path != "/history.json":
             return self.process_request(connection, request)
@@ -146,10 +229,12 @@ class Dashboard:
         return _response(HTTPStatus.OK, _dumps(answer).encode(), "application/json")
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The answer to a request that passed `serve_request`'s checks; None for a websocket
+        handshake that may go on."""
         path = request.path.split("?", 1)[0]
         if path == "/ws":
-            if not _same_origin(request):
-                return _response(HTTPStatus.FORBIDDEN, b"cross-origin websocket refused\n",
+            if len(self.clients) >= self.max_clients:
+                return _response(HTTPStatus.SERVICE_UNAVAILABLE, self._full().encode() + b"\n",
                                  "text/plain; charset=utf-8")
             return None  # go on with the websocket handshake
         if path == "/healthz":
@@ -165,7 +250,14 @@ class Dashboard:
 
     # -- websocket
 
+    def _full(self) -> str:
+        return (f"too many pages open: this dashboard serves {self.max_clients} at once "
+                "(--max-clients); close one or try again later")
+
     async def handle(self, connection: ServerConnection) -> None:
+        if len(self.clients) >= self.max_clients:  # handshakes that passed the check together
+            await connection.close(1013, self._full()[:120])  # a close reason is 123 bytes
+            return
         # Registering and writing the hello without awaiting in between: every message
         # forwarded later is newer than the hello, and none is missed.
         self.clients.add(connection)
@@ -225,7 +317,7 @@ class Dashboard:
     async def _fetch_snapshot(self) -> None:
         try:
             snapshot, status = await asyncio.get_running_loop().run_in_executor(
-                None, _request_snapshot, self.control)
+                None, _request_snapshot, self.control, self.curve)
         except (TimeoutError, OSError, ValueError) as exc:
             log.info("no snapshot from %s yet: %s", self.control, exc)
             return
@@ -243,7 +335,8 @@ class Dashboard:
     async def run(self, host: str, port: int, ready: Callable[[str], None] | None,
                   stop_event: threading.Event | None) -> None:
         self._loop = asyncio.get_running_loop()
-        feed = FeedThread(self.state.endpoints, self.deliver)
+        self.hosts = HostCheck(host, self.allow_hosts)
+        feed = FeedThread(self.state.endpoints, self.deliver, curve=self.curve)
         feed.start()
         try:
             async with serve(self.handle, host, port, process_request=self.serve_request,
@@ -278,14 +371,20 @@ def run_dashboard(connect: str | Iterable[str], port: int = DEFAULT_PORT,
                   host: str = DEFAULT_HOST, control: str | None = None,
                   ready: Callable[[str], None] | None = None,
                   stop_event: threading.Event | None = None, *,
-                  history_s: float = DEFAULT_HISTORY_S, db: str | None = None) -> None:
+                  history_s: float = DEFAULT_HISTORY_S, db: str | None = None,
+                  curve: ClientCurve | None = None, allow_hosts: Iterable[str] = (),
+                  max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
     """Serve the dashboard until `stop_event` is set (for ever without one).
 
     connect: the daemon's (or proxy's) PUB endpoint, or several.
     port: 0 picks a free one; `ready(url)` is called with the address once listening.
     control: the daemon's control endpoint, for a snapshot at start; None for none.
     db: a history database URL (``streamtag record``'s) for the history view; None for none.
+    curve: CURVE keys for the feed and the control requests (a daemon or proxy with keys).
+    allow_hosts: names (Host) the page may be reached by besides loopback and `host`.
+    max_clients: pages connected at once; the next websocket is refused with 503.
     Raises OSError when the port cannot be bound or an endpoint is not valid.
     """
-    dashboard = Dashboard(connect, control, history_s=history_s, db=db)
+    dashboard = Dashboard(connect, control, history_s=history_s, db=db, curve=curve,
+                          allow_hosts=allow_hosts, max_clients=max_clients)
     asyncio.run(dashboard.run(host, port, ready, stop_event))

@@ -6,6 +6,13 @@ Daemons reach the proxy either way round: a daemon whose Publisher binds is list
 connects to `frontend`, which the proxy binds. Subscribers connect to `backend`. Frames pass
 through untouched, so the proxy serves every protocol version; subscriptions flow back up, so
 daemons only send what someone wants.
+
+With keys, the proxy is a CURVE server to its subscribers and a CURVE client of its daemons:
+one key pair of its own serves both sides. Subscribers present keys from `client_keys` (as they
+would to a daemon); the daemons, whether the proxy binds the frontend or connects upstream,
+must prove they hold the secret of `daemon_key` (a daemon's `[security] server_key`), and they
+let the proxy in by its public key in their `client_keys`. Without keys, an endpoint beyond
+loopback is refused unless `insecure` is set.
 """
 
 from __future__ import annotations
@@ -14,13 +21,33 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
+from streamtag.errors import ConfigError
+from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES, refusal
+from streamtag.wire.security import (
+    FEED_DOMAIN,
+    Authenticator,
+    ClientCurve,
+    CurveKeys,
+    is_loopback_endpoint,
+    make_client,
+    make_server,
+)
 from streamtag.wire.sockets import bind_or_connect
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5559"
+# The frontend receives whole feed messages. The largest honest one, a scores message of a
+# 4096-tag model with 64-character tag names, all active, is 0.62 MB (1.15 MB with 128-character
+# names); ZeroMQ disconnects a peer that sends a larger frame, before buffering it. The same as
+# the protocol's MAX_FRAME_BYTES, past which a subscriber refuses a frame anyway (not imported:
+# the parser reads this module, and the protocol's imports are not needed to parse).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+FRONTEND_KEY_FLAGS = "--server-key/--daemon-key"
+BACKEND_KEY_FLAGS = "--server-key/--client-keys"
 _CONTROL_IDS = itertools.count()
 
 
@@ -30,10 +57,27 @@ class ProxyStats:
     subscriptions: int = 0   # (un)subscribe notices, subscribers -> daemons
 
 
+def open_endpoints(frontend: str | None, backend: str, *, daemon_key: bool,
+                   client_keys: bool) -> list[tuple[str, str, str]]:
+    """The endpoints the proxy would bind beyond loopback without keys: (endpoint, what anyone
+    who reaches it can do, the flags that would close it) each."""
+    found = []
+    if frontend is not None and not daemon_key and not is_loopback_endpoint(frontend):
+        found.append((frontend, "publish forged tags to every subscriber (the frontend, where "
+                                "daemons publish)", FRONTEND_KEY_FLAGS))
+    if not client_keys and not is_loopback_endpoint(backend):
+        found.append((backend, "read every stream's tags (the backend, where subscribers "
+                               "connect)", BACKEND_KEY_FLAGS))
+    return found
+
+
 def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BACKEND,
               stop_event: threading.Event | None = None, *, upstream: Sequence[str] = (),
               sndhwm: int = 1000, context: zmq.Context | None = None, poll_ms: int = 100,
-              ready: Callable[[str | None, str], None] | None = None) -> ProxyStats:
+              ready: Callable[[str | None, str], None] | None = None,
+              curve: CurveKeys | None = None, client_keys: str | Path | None = None,
+              daemon_key: bytes | None = None, insecure: bool = False,
+              max_message_bytes: int = MAX_MESSAGE_BYTES) -> ProxyStats:
     """Forward messages until `stop_event` is set (or Ctrl-C when there is none).
 
     frontend: XSUB endpoint to bind for daemons that connect, or None for none.
@@ -42,6 +86,12 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
     ready: called with the bound (frontend, backend) endpoints once they accept connections;
         ``*`` ports come back resolved.
     poll_ms: how often `stop_event` is looked at.
+    curve, client_keys: the proxy's own key pair and the folder of the subscribers' public
+        keys (*.key) it lets in on the backend; they go together.
+    daemon_key: the daemons' public key; the frontend and `upstream` then take only daemons
+        that hold its secret, and present `curve` to them (needs `curve`).
+    insecure: bind beyond loopback without keys; otherwise that is a ConfigError.
+    max_message_bytes: a daemon that sends a larger frame is disconnected (it reconnects).
     Subscribers that do not keep up lose messages at `sndhwm`; the proxy never blocks.
     Messages move in libzmq's own proxy loop (``zmq_proxy_steerable``), not in Python: every
     message of every daemon passes here, and a Python loop moved 1.2-1.7x fewer per second
@@ -49,7 +99,38 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
     """
     if frontend is None and not upstream:
         raise ValueError("the proxy needs a frontend to bind or upstream endpoints to connect to")
-    ctx = context if context is not None else zmq.Context.instance()
+    if (curve is None) != (client_keys is None):
+        raise ConfigError(f"{BACKEND_KEY_FLAGS} go together: the proxy's secret key "
+                          "(NAME.key_secret) and the folder of its subscribers' public keys")
+    if daemon_key is not None and curve is None:
+        raise ConfigError("--daemon-key needs --server-key/--client-keys: the proxy presents "
+                          "its own key pair to the daemons")
+    if not insecure:
+        for endpoint, _, flags in open_endpoints(frontend, backend, daemon_key=bool(daemon_key),
+                                                 client_keys=client_keys is not None):
+            raise ConfigError(refusal(endpoint, flags))
+    # The authenticator answers for a whole context: a context of our own keeps it from
+    # judging other sockets of this process.
+    own_context = context is None and client_keys is not None
+    ctx = zmq.Context() if own_context else (context or zmq.Context.instance())
+    auth = None
+    try:
+        if client_keys is not None:
+            auth = Authenticator(ctx, {FEED_DOMAIN: ("--client-keys", client_keys)})
+        return _serve(ctx, frontend, backend, stop_event, upstream, sndhwm, poll_ms, ready,
+                      curve, daemon_key, max_message_bytes)
+    finally:
+        if auth is not None:
+            auth.stop()
+        if own_context:
+            ctx.term()
+
+
+def _serve(ctx: zmq.Context, frontend: str | None, backend: str,
+           stop_event: threading.Event | None, upstream: Sequence[str], sndhwm: int,
+           poll_ms: int, ready: Callable[[str | None, str], None] | None,
+           curve: CurveKeys | None, daemon_key: bytes | None,
+           max_message_bytes: int) -> ProxyStats:
     xsub = ctx.socket(zmq.XSUB)
     xpub = ctx.socket(zmq.XPUB)
     control = ctx.socket(zmq.REP)  # the steering socket: STATISTICS, then TERMINATE
@@ -59,7 +140,15 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
     try:
         for sock in (xsub, xpub, control):
             sock.setsockopt(zmq.LINGER, 0)
+        # Options are taken at bind/connect: every cap and key is set before either.
+        xsub.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # it receives subscriptions
+        control.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         xpub.setsockopt(zmq.SNDHWM, sndhwm)
+        if curve is not None:
+            make_server(xpub, curve)
+        if daemon_key is not None and curve is not None:
+            make_client(xsub, ClientCurve(daemon_key, curve))
         control.bind(control_endpoint)
         bound_frontend = None
         if frontend is not None:

@@ -17,9 +17,12 @@ import zmq
 
 from streamtag.engine.tracks import SCORE_DECIMALS
 from streamtag.errors import ProtocolError
+from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES
 from streamtag.wire.protocol import (
     HEARTBEAT,
+    MAX_DETAIL_LENGTH,
     MAX_ID_LENGTH,
+    MAX_TEXT_LENGTH,
     SCORES,
     Body,
     EventBody,
@@ -96,6 +99,7 @@ class Publisher:
         self._socket = ctx.socket(zmq.XPUB if refuse else zmq.PUB)
         try:
             self._socket.setsockopt(zmq.SNDHWM, sndhwm)  # must precede bind/connect
+            self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # all it receives
             self._socket.setsockopt(zmq.LINGER, linger_ms)
             if refuse:
                 self._socket.setsockopt(zmq.XPUB_NODROP, 1)
@@ -152,9 +156,12 @@ class Publisher:
     def publish_status(self, stream: str, *, state: str, error: str | None = None,
                        counters: Mapping[str, int | float] | None = None,
                        title: str | None = None, source: str | None = None) -> bool:
-        """A stream's source state: starting, running, reconnecting, ended or failed."""
-        body = StatusBody(state=state, error=error, counters=counters, title=title,
-                          source=source)
+        """A stream's source state: starting, running, reconnecting, ended or failed. Texts
+        longer than the protocol carries are cut (an error that quotes a long response must
+        still be published, not refused)."""
+        body = StatusBody(state=state, error=_cut(error, MAX_DETAIL_LENGTH), counters=counters,
+                          title=_cut(title, MAX_TEXT_LENGTH),
+                          source=_cut(source, MAX_DETAIL_LENGTH))
         return self.publish(stream, body)
 
     def heartbeat(self, streams: int) -> bool:
@@ -310,3 +317,7 @@ class Publisher:
     def __repr__(self) -> str:
         return (f"Publisher({self.endpoint!r}, session={self.session!r}, sent={self.sent}, "
                 f"dropped={self.dropped})")
+
+
+def _cut(text: str | None, longest: int) -> str | None:
+    return text if text is None or len(text) <= longest else text[: longest - 1] + "…"
