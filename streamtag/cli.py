@@ -8,7 +8,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from streamtag.wire.proxy import DEFAULT_BACKEND, DEFAULT_FRONTEND
+from streamtag.wire.proxy import DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_MESSAGE_BYTES
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
 
@@ -35,6 +35,13 @@ def _add_precision(parser: argparse.ArgumentParser, default: str | None) -> None
     parser.add_argument("--precision", default=default, choices=PRECISIONS,
                         help="fp32, or int8: the model file's int8 graph on ONNX Runtime, made "
                              "by `streamtag models quantize` (docs/operations.md)")
+
+
+def _add_client_keys(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument("--server-key", metavar="FILE",
+                        help=f"{whose} public key file (NAME.key), for CURVE")
+    parser.add_argument("--client-key", metavar="FILE",
+                        help="this client's secret key file (NAME.key_secret)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "stream id); auto/N: K from the host name NAME-K (a StatefulSet pod)")
     p.add_argument("--exit-when-done", action="store_true",
                    help="stop once every source has ended (files)")
+    p.add_argument("--insecure", action="store_true",
+                   help="let the publish or control endpoint bind beyond loopback without "
+                        "CURVE keys ([security] insecure = true); a warning names what is open")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_command("run"))
 
@@ -133,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = p.add_subparsers(dest="keys_command", required=True)
     g = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret in DIRECTORY")
     g.add_argument("directory")
-    g.add_argument("--name", default="server", help="the key pair's name (default: server)")
+    g.add_argument("--name", default="server",
+                   help="the key pair's name (default: server, the daemon's); a subscriber's "
+                        "public key goes in [security] client_keys, an administrator's (e.g. "
+                        "--name admin) in admin_keys")
     g.set_defaults(func=_command("keys"))
 
     p = sub.add_parser("dashboard",
@@ -147,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--db", metavar="URL",
                    help="a history database (streamtag record's) for the history view")
+    _add_client_keys(p, "the daemon's (or proxy's)")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="a name the page may be reached by (its Host), besides localhost, "
+                        "loopback addresses and --host; repeatable. Others get 403: a web page "
+                        "elsewhere cannot read the feed by renaming itself (DNS rebinding)")
+    p.add_argument("--max-clients", type=int,
+                   help="pages connected at once (default 32); the next is refused with 503")
     p.set_defaults(func=_command("dashboard"))
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
@@ -155,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=DEFAULT_BACKEND,
                    help="XPUB endpoint subscribers connect to (bound)")
     p.add_argument("--upstream", action="append", help="a daemon PUB endpoint to connect to")
+    p.add_argument("--server-key", metavar="FILE",
+                   help="the proxy's secret key (NAME.key_secret), for CURVE: subscribers see it "
+                        "as the server, daemons as a client (put its NAME.key in their "
+                        "client_keys)")
+    p.add_argument("--client-keys", metavar="DIR",
+                   help="the public keys (*.key) of the subscribers let in on the backend")
+    p.add_argument("--daemon-key", metavar="FILE",
+                   help="the daemons' public key (NAME.key of their [security] server_key): "
+                        "the frontend and --upstream take only daemons holding its secret")
+    p.add_argument("--insecure", action="store_true",
+                   help="bind beyond loopback without keys: unencrypted and open to anyone "
+                        "who can reach it")
+    p.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="N",
+                   help="a daemon sending a larger frame is disconnected (default 4 MiB)")
     p.set_defaults(func=_command("proxy"))
 
     p = sub.add_parser("record", help="write what daemons publish to a history database")
@@ -177,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address of the metrics server (default loopback)")
     p.add_argument("--upgrade", action="store_true",
                    help="create or upgrade the database schema, then exit")
+    _add_client_keys(p, "the daemon's (or proxy's)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_command("record"))
 

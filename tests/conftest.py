@@ -1,12 +1,19 @@
 """Test-wide settings, and the fixtures that component and reliability tests share (real model
 files, media files, a local HTTP audio server, a private Icecast, a private PulseAudio)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Two shared cores: torch's default of one thread per core oversubscribes them when several
 # processes run, which makes small forward passes tens of times slower. One thread per test
 # process keeps the suite's time predictable. (Benchmarks set their own thread counts.)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# streamtag's user folder (installed models, the control token) is this run's own: no test reads
+# or writes the user's, and every daemon and command a test starts finds the same token there.
+os.environ["STREAMTAG_HOME"] = tempfile.mkdtemp(prefix="streamtag-home-")
+atexit.register(shutil.rmtree, os.environ["STREAMTAG_HOME"], True)
 
 from pathlib import Path  # noqa: E402
 

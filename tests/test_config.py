@@ -6,7 +6,13 @@ import os
 import pytest
 from helpers import run_python
 
-from streamtag.daemon.config import DaemonConfig, config_from_dict, load_config, with_overrides
+from streamtag.daemon.config import (
+    DaemonConfig,
+    config_from_dict,
+    exposed_endpoints,
+    load_config,
+    with_overrides,
+)
 from streamtag.errors import ConfigError
 
 GOOD = """
@@ -63,6 +69,52 @@ def test_flags_override_the_file():
     assert changed.engine.hop_seconds == 2.0
     with pytest.raises(ConfigError, match="hop"):
         with_overrides(DaemonConfig(), hop_seconds=-1.0)
+
+
+def test_control_allow_lists_default_to_nothing_and_are_checked():
+    control = DaemonConfig().control
+    assert (control.model_roots, control.file_roots, control.allow_hosts) == ((), (), ())
+    assert control.allow_devices is False and control.allow_private_hosts is False
+    assert control.max_sources == 1024 and control.token_file is None
+    config = config_from_dict({"control": {
+        "token_file": "/run/st/token", "model_roots": ["/srv/models"], "allow_devices": True,
+        "allow_hosts": [".example.org", "203.0.113.0/24"], "deny_hosts": ["bad.example.org"],
+        "allow_private_hosts": True, "max_sources": 10}})
+    assert config.control.model_roots == ("/srv/models",) and config.control.max_sources == 10
+    for key, value, words in (("max_sources", 0, "control.max_sources must be >= 1"),
+                              ("allow_devices", "yes", "control.allow_devices"),
+                              ("model_roots", "/srv", "control.model_roots"),
+                              ("token_file", " ", "control.token_file is empty"),
+                              ("token", "x", "token")):
+        with pytest.raises(ConfigError, match=words):
+            config_from_dict({"control": {key: value}})
+
+
+def test_admin_keys_are_curve_keys_and_insecure_is_a_flag_too():
+    with pytest.raises(ConfigError, match="admin_keys needs security.server_key"):
+        config_from_dict({"security": {"admin_keys": "/etc/st/admins"}})
+    config = config_from_dict({"security": {"server_key": "s.key_secret", "client_keys": "c",
+                                            "admin_keys": "a", "insecure": True}})
+    assert config.security.admin_keys == "a" and config.security.insecure
+    assert with_overrides(DaemonConfig(), insecure=True).security.insecure
+
+
+@pytest.mark.parametrize("publish, control, connect, exposed", [
+    ("tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557", False, []),
+    ("tcp://[::1]:5556", "ipc:///tmp/st-control", False, []),
+    ("tcp://localhost:5556", "", False, []),
+    ("tcp://0.0.0.0:5556", "tcp://127.0.0.1:5557", False, ["publish.endpoint"]),
+    ("tcp://*:5556", "tcp://*:5557", False, ["publish.endpoint", "control.endpoint"]),
+    ("tcp://proxy.example.org:5558", "tcp://127.0.0.1:5557", True, []),  # connects, not binds
+    ("tcp://eth0:5556", "tcp://127.0.0.1:5557", False, ["publish.endpoint"]),
+])
+def test_endpoints_beyond_loopback_without_keys_are_found(publish, control, connect, exposed):
+    config = config_from_dict({"publish": {"endpoint": publish, "connect": connect},
+                               "control": {"endpoint": control}})
+    assert [key for key, _ in exposed_endpoints(config)] == exposed
+    keyed = config_from_dict({"publish": {"endpoint": publish},
+                              "security": {"server_key": "s", "client_keys": "c"}})
+    assert exposed_endpoints(keyed) == []
 
 
 def test_urls_are_not_mistaken_for_ids():

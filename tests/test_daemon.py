@@ -125,7 +125,10 @@ def test_a_subscriber_that_never_reads_does_not_hold_back_the_others(model_path,
 
 def test_control_socket_snapshot_add_source_and_reload(model_path, audio_files, tmp_path):
     other = tiny_model_file(tmp_path / "other.pt", seed=3, name="other")
-    daemon, sub = started(make_config(model_path, tmp_path))
+    config = make_config(model_path, tmp_path)
+    config = dataclasses.replace(config, control=dataclasses.replace(
+        config.control, model_roots=(str(tmp_path),)))  # where reload_model may load from
+    daemon, sub = started(config)
     control = daemon.control.endpoint
     try:
         reply = control_request(control, {"cmd": "add_source", "id": "a",

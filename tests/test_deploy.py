@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from streamtag.cli import build_parser
+from streamtag.wire.proxy import open_endpoints
 from streamtag.daemon.config import config_from_dict
 from streamtag.daemon.daemon import Daemon
 
@@ -280,6 +281,21 @@ def test_every_container_command_parses_with_the_streamtag_parser(command, capsy
                     "recorder's branch adds it)")
     args = parser.parse_args(command[1:])  # exits (fails the test) on an unknown flag
     assert args.command == command[1]
+
+
+def test_the_proxy_as_deployed_starts_and_the_dashboard_answers_its_service_name():
+    # The proxy refuses a non-loopback bind without CURVE keys; the manifest binds the pod's
+    # addresses, so it must either give the keys or say --insecure, else the pod exits 2.
+    objects = base_objects()
+    command = containers(the(objects, "Deployment", "streamtag-proxy"))[0]["command"]
+    args = build_parser().parse_args(command[1:])
+    still_open = open_endpoints(args.frontend, args.backend, daemon_key=bool(args.daemon_key),
+                                client_keys=bool(args.client_keys))
+    assert args.insecure or not still_open, still_open
+    # The dashboard checks Host against its allow-list: the Service's name must be on it.
+    dashboard = containers(the(objects, "Deployment", "streamtag-dashboard"))[0]["command"]
+    service = the(objects, "Service", "streamtag-dashboard")["metadata"]["name"]
+    assert service in build_parser().parse_args(dashboard[1:]).allow_host
 
 
 def test_no_credential_is_written_in_any_manifest():

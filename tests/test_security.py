@@ -14,15 +14,18 @@ from streamtag.wire.subscriber import Subscriber
 
 
 def test_only_authorised_clients_hear_or_control_the_daemon(tmp_path, audio_files):  # noqa: F811
-    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    keys, allowed, admins = tmp_path / "keys", tmp_path / "allowed", tmp_path / "admins"
     server_public, server_secret = generate_keys(keys, "server")
     good_public, good_secret = generate_keys(keys, "listener")
+    admin_public, admin_secret = generate_keys(keys, "admin")
     _, stranger_secret = generate_keys(tmp_path / "elsewhere", "stranger")
     allowed.mkdir()
+    admins.mkdir()
     (allowed / "listener.key").write_bytes(good_public.read_bytes())
+    (admins / "admin.key").write_bytes(admin_public.read_bytes())
     model = tiny_model_file(tmp_path / "tiny.pt")
-    config = make_config(model, tmp_path, security=SecurityConfig(str(server_secret),
-                                                                  str(allowed)))
+    config = make_config(model, tmp_path, security=SecurityConfig(
+        str(server_secret), str(allowed), admin_keys=str(admins)))
     daemon = Daemon(config).start()
     endpoint = daemon.publisher.endpoint
     authorised = Subscriber(endpoint, curve=client_curve(server_public, good_secret))
@@ -40,13 +43,15 @@ def test_only_authorised_clients_hear_or_control_the_daemon(tmp_path, audio_file
         assert sum(m.header.msg_type == "scores" for m in got) > 0
         assert stranger.recv(500) is None and plain.recv(500) is None
         assert control_request(daemon.control.endpoint, {"cmd": "ping"},
-                               curve=client_curve(server_public, good_secret))["ok"]
-        try:
-            control_request(daemon.control.endpoint, {"cmd": "ping"}, timeout_ms=500,
-                            curve=client_curve(server_public, stranger_secret))
-            raise AssertionError("a stranger was answered")
-        except TimeoutError:
-            pass
+                               curve=client_curve(server_public, admin_secret))["ok"]
+        # A subscriber's key listens but never controls; a stranger's does neither.
+        for secret in (good_secret, stranger_secret):
+            try:
+                control_request(daemon.control.endpoint, {"cmd": "ping"}, timeout_ms=500,
+                                curve=client_curve(server_public, secret))
+                raise AssertionError(f"{secret.name} was answered on the control socket")
+            except TimeoutError:
+                pass
     finally:
         for sub in (authorised, stranger, plain):
             sub.close()

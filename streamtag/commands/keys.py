@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from streamtag.commands import EXIT_USAGE
+from streamtag.errors import ConfigError
 from streamtag.wire.security import generate_keys
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    public, secret = generate_keys(args.directory, args.name)
-    print(f"public key: {public}  (give it to the other side)\nsecret key: {secret}  "
-          "(keep it here)")
+    try:
+        public, secret = generate_keys(args.directory, args.name)
+    except ConfigError as exc:
+        print(f"streamtag keys generate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"public key: {public}  (give it to the other side: a subscriber's goes in the "
+          "daemon's [security] client_keys folder, an administrator's in admin_keys)\n"
+          f"secret key: {secret}  (mode 0600; keep it here)")
     return 0

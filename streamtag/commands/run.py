@@ -9,16 +9,40 @@ import sys
 import threading
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.errors import ConfigError
 from streamtag.model.inference import keep_freed_memory
+from streamtag.wire.exposure import refusal
+
+log = logging.getLogger("streamtag.run")
+
+
+KEYS = "[security] server_key and client_keys (docs/operations.md, Keys)"
+REACH = {"publish.endpoint": "reads every message",
+         "control.endpoint": "reaches the control socket, guarded by the token alone, which "
+                             "travels in the clear"}
+
+
+def refuse_or_warn(exposed: list[tuple[str, str]], insecure: bool) -> None:
+    """Sockets that would listen beyond this machine in the clear (``exposed``: key and
+    endpoint) are a ConfigError, unless ``insecure`` accepts them: then a loud warning that
+    names each and what anyone who reaches it can do."""
+    if exposed and not insecure:
+        raise ConfigError("; ".join(f"{key}: {refusal(endpoint, KEYS)}"
+                                    for key, endpoint in exposed)
+                          + " ([security] insecure = true in the config file)")
+    for key, endpoint in exposed:
+        log.warning("INSECURE (--insecure): %s %s is open beyond this machine without "
+                    "encryption or client keys; anyone who reaches it %s", key, endpoint,
+                    REACH[key])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     keep_freed_memory()  # before any thread starts: a thread started earlier keeps its own arena
 
     # Imported after: loading them may start threads.
-    from streamtag.daemon.config import DaemonConfig, load_config, with_overrides
+    from streamtag.daemon.config import DaemonConfig, exposed_endpoints, load_config, with_overrides
     from streamtag.daemon.daemon import Daemon
-    from streamtag.errors import ConfigError, ModelError
+    from streamtag.errors import ModelError
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -28,7 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 sources=args.source, publish=args.publish, control=args.control,
                                 hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
                                 realtime=True if args.realtime else None, shard=args.shard,
-                                backend=args.backend, precision=args.precision)
+                                backend=args.backend, precision=args.precision,
+                                insecure=True if args.insecure else None)
+        refuse_or_warn(exposed_endpoints(config), config.security.insecure)
         daemon = Daemon(config)
         daemon.start()
     except (ConfigError, ModelError) as exc:
@@ -41,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with stop_on_signals(on_repeat=exit_at_once) as stop:
         print(f"streamtag run: publishing on {daemon.publisher.endpoint}"
-              + (f", control on {daemon.control.endpoint}" if daemon.control else "")
+              + (f", control on {daemon.control.endpoint} (its token in {daemon.token_file})"
+                 if daemon.control else "")
               + f"; session {daemon.publisher.session}", file=sys.stderr, flush=True)
         # The first signal drains (the last windows are published) in a thread of its own, so
         # that this one stays free to see a second signal, which exits at once.

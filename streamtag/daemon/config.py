@@ -8,12 +8,15 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
                      (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
     [publish]        endpoint, sndhwm, heartbeat_s
-    [control]        endpoint ("" disables the control socket), file_roots
+    [control]        endpoint ("" disables the control socket), token_file, and what requests
+                     may open or load: file_roots, model_roots, allow_devices, allow_hosts,
+                     deny_hosts, allow_private_hosts, max_sources
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
                      precision, workers, threads, decoders
     [metrics]        port (0: off), address
-    [security]       server_key, client_keys (CURVE encryption and client authentication)
+    [security]       server_key, client_keys, admin_keys (CURVE encryption and client
+                     authentication), insecure (let run bind beyond loopback without keys)
     [shard]          index (K, or "auto": from the host name NAME-K), count (N)
 """
 
@@ -34,6 +37,7 @@ from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
 from streamtag.wire.protocol import STREAM_ID_PATTERN
+from streamtag.wire.security import is_loopback_endpoint
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
 STREAM_ID = re.compile(STREAM_ID_PATTERN)
@@ -117,28 +121,54 @@ class PublishConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ControlConfig:
+    """The control socket, and what its requests may open or load: each an allow-list, empty
+    (nothing) by default. Sources of the config file and the command line are trusted; these
+    rules are for ``add_source`` and ``reload_model`` requests."""
+
     endpoint: str = DEFAULT_CONTROL_ENDPOINT  # "" disables the control socket
+    token_file: str | None = None  # None: control.token in streamtag's folder
     file_roots: tuple[str, ...] = ()  # add_source may only open files below these
+    model_roots: tuple[str, ...] = ()  # reload_model: installed names, and files below these
+    allow_devices: bool = False  # add_source may open an input device (a microphone)
+    allow_hosts: tuple[str, ...] = ()  # http(s) hosts: names, .domains, networks; () any
+    deny_hosts: tuple[str, ...] = ()  # refused even when allowed
+    allow_private_hosts: bool = False  # loopback and private addresses (else list them)
+    max_sources: int = values.field(1024, minimum=1,
+                                    expected=">= 1 (streams add_source may have running)")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "control", ConfigError)
         if self.endpoint:
             check_endpoint("control.endpoint", self.endpoint)
+        if self.token_file is not None and not self.token_file.strip():
+            raise ConfigError("control.token_file is empty; give a path, or leave it out for "
+                              "control.token in streamtag's folder")
 
 
 @dataclasses.dataclass(frozen=True)
 class SecurityConfig:
-    """CURVE for the PUB and control sockets: the daemon's secret certificate and a folder of
-    the public certificates of the clients it lets in (``streamtag keys generate``)."""
+    """CURVE for the PUB and control sockets: the daemon's secret certificate, a folder of
+    the public certificates of the subscribers it lets in on the PUB socket, and one of the
+    administrators it lets in on the control socket (``streamtag keys generate``).
+    ``insecure`` lets ``streamtag run`` bind a socket beyond loopback without keys."""
 
     server_key: str | None = None  # NAME.key_secret
-    client_keys: str | None = None  # folder of NAME.key files
+    client_keys: str | None = None  # folder of subscribers' NAME.key files
+    admin_keys: str | None = None  # folder of control clients' NAME.key files
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         values.check_fields(self, "security", ConfigError)
         if (self.server_key is None) != (self.client_keys is None):
             raise ConfigError("security.server_key and security.client_keys go together: give "
                               "both (encrypted, authenticated) or neither (plain)")
+        if self.admin_keys is not None and self.server_key is None:
+            raise ConfigError("security.admin_keys needs security.server_key and "
+                              "security.client_keys: admin keys are CURVE keys")
+
+    @property
+    def curve(self) -> bool:
+        return self.server_key is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +197,20 @@ class DaemonConfig:
 _SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
              "smoothing": SmoothingConfig, "engine": EngineConfig, "metrics": MetricsConfig,
              "security": SecurityConfig, "shard": ShardConfig}
+
+
+def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:
+    """The sockets that would listen beyond this machine in the clear, as ``(key, endpoint)``:
+    the publish and control endpoints bound to an address that is not loopback, without CURVE
+    keys."""
+    if config.security.curve:
+        return []
+    found = []
+    if not config.publish.connect and not is_loopback_endpoint(config.publish.endpoint):
+        found.append(("publish.endpoint", config.publish.endpoint))
+    if config.control.endpoint and not is_loopback_endpoint(config.control.endpoint):
+        found.append(("control.endpoint", config.control.endpoint))
+    return found
 
 
 def parse_source_line(text: str, index: int) -> SourceConfig:
@@ -224,7 +268,8 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    publish: str | None = None, control: str | None = None,
                    hop_seconds: float | None = None, metrics_port: int | None = None,
                    realtime: bool | None = None, shard: str | None = None,
-                   backend: str | None = None, precision: str | None = None) -> DaemonConfig:
+                   backend: str | None = None, precision: str | None = None,
+                   insecure: bool | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
@@ -261,4 +306,6 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
             raise ConfigError(f"--metrics-port: {exc}") from exc
     if shard is not None:
         changes["shard"] = ShardConfig.parse(shard)
+    if insecure is not None:
+        changes["security"] = dataclasses.replace(config.security, insecure=insecure)
     return dataclasses.replace(config, **changes)

@@ -9,6 +9,13 @@ engine and one thread per source of this daemon's shard (``[shard]``, ``--shard 
 audio is framed, scored and published, every stream publishes its final status (``ended`` or
 ``failed``), then the sockets close with a linger. A failing source reports ``failed`` with
 the reason and never stops the others.
+
+Control requests come from outside: they need the control token (or an admin's CURVE key,
+``streamtag.wire.control``), and what they may open or load is an allow-list
+(``[control]``): ``reload_model`` an installed model's name or a file under ``model_roots``,
+``add_source`` a file under ``file_roots``, a device only with ``allow_devices``, an http(s)
+URL under the host policy, never ``pipe:``, and at most ``max_sources`` running streams. The
+status of the last ``ENDED_KEPT`` ended streams is kept; older ones are forgotten.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import os
+import re
 import socket
 import threading
 import time
@@ -27,21 +36,28 @@ from typing import Any
 
 import zmq
 
-from streamtag.catalog.installed import resolve_model
+from streamtag.catalog.installed import installed, resolve_model
 from streamtag.catalog.shipped import default_model_path
-from streamtag.daemon.config import DaemonConfig, SourceConfig
+from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.smoothing import TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
-from streamtag.sources import AudioChunk, Source, parse_source
+from streamtag.sources import AudioChunk, Source, SourceSpec, parse_source, parse_spec
 from streamtag.sources.decode_turns import Turns
-from streamtag.wire.control import ControlServer
+from streamtag.sources.hosts import HostPolicy, redact_url
+from streamtag.wire.control import ControlServer, default_token_file, ensure_token
 from streamtag.wire.protocol import ModelRef, TrackBody
 from streamtag.wire.publisher import Publisher
-from streamtag.wire.security import Authenticator, CurveKeys, load_keys
+from streamtag.wire.security import (
+    CONTROL_DOMAIN,
+    FEED_DOMAIN,
+    Authenticator,
+    CurveKeys,
+    load_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +67,32 @@ RECENT_TRACKS = 10  # finished tracks per stream that the status reply lists
 # start, so that their first messages are not dropped unseen.
 CONNECTED_WAIT_S = 5.0
 TURN_SLICE_S = 0.002  # a source thread works this long before others get their turn
+ENDED_KEPT = 64  # ended streams whose status (and metrics) are kept, the latest ones
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # a spec that names a kind, not a path
 
 
-def _build_source(source: SourceConfig) -> Source:
-    """The source a config names (not opened yet); ConfigError naming it and the option."""
+def _build_source(source: SourceConfig, spec: SourceSpec | None = None) -> Source:
+    """The source a config names (not opened yet), or the spec already read and checked from
+    it; ConfigError naming it and the option."""
     try:
-        return parse_source(source.spec, **source.options)
+        return parse_source(spec or source.spec, **source.options)
     except SourceError as exc:
         raise ConfigError(f"source {source.id!r}: {exc}") from exc
+
+
+def _under(path: Path, roots: tuple[str, ...]) -> bool:
+    """Whether ``path`` (resolved) lies below one of ``roots`` (resolved, symlinks followed)."""
+    return any(path.is_relative_to(Path(root).expanduser().resolve()) for root in roots)
+
+
+def _resolved(target: str, control: ControlConfig) -> Path | None:
+    """A file path of an ``add_source`` request, resolved (symlinks followed), when it lies
+    below ``control.file_roots``; else None."""
+    try:
+        path = Path(target).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL byte
+        return None
+    return path if _under(path, control.file_roots) else None
 
 
 def _endpoint_error(key: str, flag: str, endpoint: str, exc: OSError, *,
@@ -128,6 +162,21 @@ class _SourceRun:
     recent_tracks: deque = dataclasses.field(
         default_factory=lambda: deque(maxlen=RECENT_TRACKS))
 
+    @property
+    def shown_source(self) -> str:
+        """The source as published and logged: a URL without its secrets."""
+        return redact_url(self.source.description)
+
+    def shown(self, text: str | None) -> str | None:
+        """``text`` (an error) with the source's URL, as the source itself wrote it, replaced
+        by ``shown_source``: a station's error names the URL, query tokens and all."""
+        if text is None:
+            return None
+        for written in {self.source.description, self.config.spec.strip()}:
+            if written and written != redact_url(written):
+                text = text.replace(written, redact_url(written))
+        return text
+
 
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
@@ -138,6 +187,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.metrics = None
         self._runs: dict[str, _SourceRun] = {}
+        self._ended_runs: deque[_SourceRun] = deque()  # in the order they ended
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -150,6 +200,11 @@ class Daemon:
         self._context: zmq.Context | None = None  # own context only with [security]
         self._turns = Turns(config.engine.decoder_turns())  # the source threads take turns
         self._auth: Authenticator | None = None
+        self._token: str | None = None  # the control token, read or made at start
+        self.token_file: Path | None = None
+        self._host_policy = HostPolicy(allow=config.control.allow_hosts,
+                                       deny=config.control.deny_hosts,
+                                       private=config.control.allow_private_hosts)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -159,6 +214,7 @@ class Daemon:
         keep_freed_memory()
         self.serve_health()
         try:
+            self._control_token(cfg)  # a token file open to others stops us before the model
             self.model = InferenceModel.load(path, device=cfg.model.device,
                                              backend=cfg.engine.backend,
                                              threads=cfg.engine.threads,
@@ -175,6 +231,14 @@ class Daemon:
             self.stop()  # release what was taken: sockets, threads, the authenticator
             raise
         return self
+
+    def _control_token(self, cfg: DaemonConfig) -> None:
+        """With a control socket: its token, read from the token file or made in it (a file
+        that group or others may read is a ConfigError naming it)."""
+        if not cfg.control.endpoint:
+            return
+        self.token_file = Path(cfg.control.token_file or default_token_file()).expanduser()
+        self._token = ensure_token(self.token_file)
 
     def serve_health(self) -> None:
         """Opens the metrics port (with ``/healthz`` and ``/readyz``) now, if there is one;
@@ -218,7 +282,9 @@ class Daemon:
         if cfg.control.endpoint:
             try:
                 self.control = ControlServer(cfg.control.endpoint, self._handlers(),
-                                             context=self._context, curve=curve).start()
+                                             context=self._context, curve=curve,
+                                             token=self._token,
+                                             token_file=self.token_file).start()
             except OSError as exc:
                 raise _endpoint_error("control.endpoint", "--control", cfg.control.endpoint,
                                       exc) from exc
@@ -235,12 +301,20 @@ class Daemon:
 
     def _secure(self, cfg: DaemonConfig) -> CurveKeys | None:
         """With [security]: a private ZeroMQ context whose authenticator admits only the
-        configured client keys, and the daemon's CURVE keys for its sockets."""
+        subscribers' keys on the PUB socket and only the administrators' on the control
+        socket, and the daemon's CURVE keys for its sockets."""
         if cfg.security.server_key is None:
             return None
         keys = load_keys(cfg.security.server_key, need_secret=True)
+        if cfg.control.endpoint and cfg.security.admin_keys is None:
+            log.warning("control socket %s admits no CURVE key: security.admin_keys is not "
+                        "set, so no client can make control requests; make an admin key "
+                        "(streamtag keys generate DIR --name admin) and put its .key in a "
+                        "folder named by security.admin_keys", cfg.control.endpoint)
         self._context = zmq.Context()
-        self._auth = Authenticator(self._context, cfg.security.client_keys)
+        self._auth = Authenticator(self._context, {
+            FEED_DOMAIN: ("security.client_keys", cfg.security.client_keys),
+            CONTROL_DOMAIN: ("security.admin_keys", cfg.security.admin_keys)})
         return keys
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -290,9 +364,10 @@ class Daemon:
 
     # -- sources ---------------------------------------------------------------------------
 
-    def add_source(self, source: SourceConfig) -> None:
-        """Starts a source in its own thread. ConfigError for a duplicate id, bad options, or
-        a stream of another shard."""
+    def add_source(self, source: SourceConfig, spec: SourceSpec | None = None) -> None:
+        """Starts a source in its own thread (built from ``spec`` when given: the spec as a
+        control request's checks read it). ConfigError for a duplicate id, bad options, or a
+        stream of another shard."""
         if not self.shard.owns(source.id):
             owner = self.shard.owner(source.id)
             raise ConfigError(f"source {source.id!r} belongs to shard {owner}/{self.shard.count}"
@@ -301,7 +376,7 @@ class Daemon:
         with self._lock:
             if source.id in self._runs and self._runs[source.id].final is None:
                 raise ConfigError(f"a source with id {source.id!r} is already running")
-        run = _SourceRun(source, _build_source(source), threading.Event())
+        run = _SourceRun(source, _build_source(source, spec), threading.Event())
         run.thread = threading.Thread(target=self._run_source, args=(run,),
                                       name=f"streamtag-source-{source.id}", daemon=True)
         with self._lock:
@@ -347,9 +422,9 @@ class Daemon:
 
     def _publish_status(self, run: _SourceRun, state: str, error: str | None) -> None:
         counters = self._counters(run)
-        self.publisher.publish_status(run.config.id, state=state, error=error,
+        self.publisher.publish_status(run.config.id, state=state, error=run.shown(error),
                                       counters=counters, title=run.title,
-                                      source=run.source.description)
+                                      source=run.shown_source)
 
     def _run_source(self, run: _SourceRun) -> None:
         sid = run.config.id
@@ -368,18 +443,35 @@ class Daemon:
         except SourceError as exc:
             final = ("failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - one stream's failure must not stop others
-            log.exception("source %s failed", sid)
+            log.exception("source %s (%s) failed", sid, run.shown_source)
             final = ("failed", f"{type(exc).__name__}: {exc}")
         finally:
             run.source.close()
         run.final = final
         if final[0] == "failed":
-            log.warning("source %s failed: %s", sid, final[1])
+            log.warning("source %s (%s) failed: %s", sid, run.shown_source,
+                        run.shown(final[1]))
         if run.stream_added:
             self.engine.finish_stream(sid)  # on_stream_end publishes the final status
         else:
             run.state, run.error = final
             self._publish_status(run, *final)
+            self._ended(run)
+
+    def _ended(self, run: _SourceRun) -> None:
+        """``run`` published its final status: it is kept for status and metrics among the
+        latest ``ENDED_KEPT`` ended streams, and the oldest beyond them are forgotten."""
+        forgotten = []
+        with self._lock:
+            self._ended_runs.append(run)
+            while len(self._ended_runs) > ENDED_KEPT:
+                old = self._ended_runs.popleft()
+                if self._runs.get(old.config.id) is old:  # not since added again
+                    del self._runs[old.config.id]
+                    forgotten.append(old.config.id)
+        if self.metrics is not None:
+            for sid in forgotten:
+                self.metrics.forget_stream(sid)
 
     def _feed(self, sid: str, chunks: Iterator[AudioChunk]) -> None:
         """A source's chunks into the engine, inside the thread's turn
@@ -441,6 +533,7 @@ class Daemon:
         state, error = run.final or ("ended", None)
         run.state, run.error = state, error
         self._publish_status(run, state, error)
+        self._ended(run)
 
     def _publish_track(self, run: _SourceRun, track: TrackSummary) -> None:
         body = track_body(track)
@@ -460,8 +553,8 @@ class Daemon:
         streams = {}
         for run in runs:
             counters = self._counters(run)
-            streams[run.config.id] = {"state": run.state, "error": run.error,
-                                      "source": run.source.description, "title": run.title,
+            streams[run.config.id] = {"state": run.state, "error": run.shown(run.error),
+                                      "source": run.shown_source, "title": run.title,
                                       "counters": counters, "tracks": list(run.recent_tracks)}
         return {"session": self.publisher.session, "shard": {"index": self.shard.index,
                                                               "count": self.shard.count},
@@ -485,7 +578,8 @@ class Daemon:
     def reload_model(self, path: str) -> InferenceModel:
         """Swaps the model (``path``: a model file or an installed model's name); ModelError
         (old model kept) for an unusable file or one whose sample rate differs (the sources
-        resample to the running rate)."""
+        resample to the running rate). No allow-list here: the caller decides what is allowed
+        (``allowed_model`` for a control request)."""
         from streamtag.model.modelfile import read_manifest
 
         path = resolve_model(path)
@@ -496,13 +590,67 @@ class Daemon:
         self.model = self.engine.reload_model(path)
         return self.model
 
-    def _allowed_file(self, spec: str) -> bool:
-        kind, sep, rest = spec.partition(":")
-        if sep and kind.lower() in ("http", "https", "device", "pipe"):
-            return kind.lower() != "pipe"  # stdin belongs to the daemon, not to a request
-        path = Path(rest if kind.lower() == "file" and sep else spec).resolve()
-        roots = [Path(r).resolve() for r in self.config.control.file_roots]
-        return any(path.is_relative_to(root) for root in roots)
+    def allowed_model(self, text: str) -> str:
+        """The model file a ``reload_model`` request may load: an installed model's name, or a
+        readable file below ``control.model_roots`` (resolved, symlinks followed). Anything else
+        (missing, unreadable, outside, a folder) gets one and the same ModelError, so that the
+        answer tells nothing of the files of this machine. A model file is code: only the
+        places the operator named may provide one."""
+        names = installed()
+        if text in names:
+            return str(names[text])
+        roots = self.config.control.model_roots
+        try:
+            path = Path(text).expanduser().resolve(strict=True)
+            if roots and _under(path, roots) and path.is_file() and os.access(path, os.R_OK):
+                return str(path)
+        except (OSError, RuntimeError, ValueError):  # missing, a loop of links, a NUL byte
+            pass
+        listed = ", ".join(names) or "none"
+        raise ModelError(f"reload_model refuses {text!r}: give an installed model's name "
+                         f"(installed: {listed}) or a model file under control.model_roots")
+
+    def allowed_spec(self, text: str, options: dict[str, Any]) -> tuple[SourceSpec, dict]:
+        """An ``add_source`` request's spec as it will be opened, and its options, once the
+        spec passes ``[control]``'s allow-lists: a file below ``file_roots`` (the resolved path
+        is what is opened), a device only with ``allow_devices``, an http(s) URL whose host
+        the host policy allows (checked now and by the source on every connection and
+        redirect), never ``pipe:``. ConfigError naming the rule otherwise."""
+        control = self.config.control
+
+        def outside_roots(shown: str) -> ConfigError:
+            return ConfigError(f"add_source refuses {shown!r}: files must lie below "
+                               f"control.file_roots ({list(control.file_roots)})")
+
+        try:
+            spec = parse_spec(text)
+        except SourceError as exc:
+            shown = redact_url(text.strip())
+            # A path that is not there: outside the roots, the same answer as a file that is
+            # (the reply does not tell which files exist).
+            if not SCHEME.match(text.strip()) and _resolved(text.strip(), control) is None:
+                raise outside_roots(shown) from None
+            raise ConfigError(f"add_source refuses {shown!r}: {exc}") from None
+        shown = redact_url(spec.text)
+        if spec.kind == "file":
+            path = _resolved(spec.target, control)
+            if path is None:
+                raise outside_roots(shown)
+            return SourceSpec("file", str(path), spec.text), options
+        if spec.kind == "device":
+            if not control.allow_devices:
+                raise ConfigError(f"add_source refuses {shown!r}: input devices are not "
+                                  "available over the control socket unless "
+                                  "control.allow_devices = true")
+            return spec, options
+        if spec.kind == "http":
+            try:
+                self._host_policy.check(spec.target)
+            except SourceError as exc:
+                raise ConfigError(f"add_source refuses {shown!r}: {exc}") from None
+            return spec, {**options, "host_policy": self._host_policy}
+        raise ConfigError(f"add_source refuses {shown!r}: pipe: is not available over the "
+                          "control socket (the daemon's standard input is not the requester's)")
 
     def _handlers(self) -> dict[str, Any]:
         def status(_: dict) -> dict:
@@ -513,15 +661,19 @@ class Daemon:
                     "streams": self.engine.snapshot()}
 
         def add_source(req: dict) -> dict:
-            sid, spec = req.get("id"), req.get("spec")
-            if not isinstance(sid, str) or not isinstance(spec, str):
+            sid, text = req.get("id"), req.get("spec")
+            if not isinstance(sid, str) or not isinstance(text, str):
                 raise ConfigError("add_source needs string fields id and spec")
-            if not self._allowed_file(spec):
-                raise ConfigError(f"add_source refuses {spec!r}: files must lie below "
-                                  f"control.file_roots ({list(self.config.control.file_roots)})"
-                                  " and pipe: is not available over the control socket")
+            limit = self.config.control.max_sources
+            with self._lock:
+                running = sum(1 for r in self._runs.values() if r.final is None)
+            if running >= limit:
+                raise ConfigError(f"add_source refuses {sid!r}: {running} streams run, the "
+                                  f"most control.max_sources ({limit}) allows; remove one, or "
+                                  "raise control.max_sources")
             options = {k: v for k, v in req.items() if k not in ("cmd", "id", "spec", "title")}
-            self.add_source(SourceConfig(sid, spec, options, req.get("title")))
+            spec, options = self.allowed_spec(text, options)
+            self.add_source(SourceConfig(sid, spec.text, options, req.get("title")), spec)
             return {"id": sid}
 
         def remove_source(req: dict) -> dict:
@@ -532,7 +684,7 @@ class Daemon:
             path = req.get("path")
             if not isinstance(path, str):
                 raise ConfigError("reload_model needs a string field path")
-            self.reload_model(path)
+            self.reload_model(self.allowed_model(path))
             return {"model": self._model_info()}
 
         return {"status": status, "snapshot": snapshot, "add_source": add_source,

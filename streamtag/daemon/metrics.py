@@ -2,7 +2,9 @@
 and the orchestrator's probes on the same port.
 
 Counters come from the engine's and the sources' own counts at scrape time; batch sizes,
-forward times and window latencies are histograms observed as they happen.
+forward times and window latencies are histograms observed as they happen. A stream the daemon
+forgets (it keeps the last ended ones, ``daemon.ENDED_KEPT``) leaves the metrics too: its
+counters with its status, its latency histogram by ``forget_stream``.
 
 ``/healthz`` answers 200 whenever the process serves HTTP (a liveness probe: no answer means
 restart it); ``/readyz`` answers 200 once the model is loaded, the sockets are bound and the
@@ -110,6 +112,11 @@ class DaemonMetrics:
 
     def observe_window(self, result: WindowResult) -> None:
         self.latency.labels(result.stream_id).observe(result.latency_ms / 1000.0)
+
+    def forget_stream(self, stream_id: str) -> None:
+        """Drops a stream's latency histogram (if it has one): the daemon no longer lists the
+        stream."""
+        self.latency.remove(stream_id)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -1,9 +1,11 @@
 """Audio inputs, one module per kind; each yields mono float32 chunks at the consumer's rate with
-their absolute sample index. ``parse_source`` turns a spec string into a source:
+their absolute sample index. ``parse_spec`` reads a spec string (its kind and target) and
+``parse_source`` builds the source it names:
 
 - ``file:PATH`` or an existing path: FileSource (options ``realtime``, ``speed``, ``loop``)
 - ``http://…``, ``https://…``: HttpSource (``reconnect``, ``max_backoff_s``,
-  ``initial_backoff_s``, ``read_timeout_s``, ``max_reconnects``)
+  ``initial_backoff_s``, ``read_timeout_s``, ``max_reconnects``; ``host_policy``, a
+  ``HostPolicy``, from Python only: the daemon gives it to sources added at run time)
 - ``device:NAME_OR_INDEX``: DeviceSource (``blocksize``, ``channels``, ``device_rate``,
   ``max_queue_s``, ``stall_timeout_s``, ``reconnect``, ``initial_backoff_s``, ``max_backoff_s``,
   ``max_reconnects``)
@@ -13,6 +15,7 @@ their absolute sample index. ``parse_source`` turns a spec string into a source:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import inspect
@@ -24,39 +27,66 @@ from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source, StatusCallback
 from streamtag.sources.device import DeviceSource, list_input_devices
 from streamtag.sources.file import FileSource
-from streamtag.sources.http import HttpSource, strip_credentials
+from streamtag.sources.hosts import HostPolicy, redact_url
+from streamtag.sources.http import HttpSource
 from streamtag.sources.pipe import PipeSource
 from streamtag.sources.resample import Resampler
 
-__all__ = ["AudioChunk", "DeviceSource", "FileSource", "HttpSource", "PipeSource", "Resampler",
-           "Source", "StatusCallback", "list_input_devices", "parse_source"]
+__all__ = ["AudioChunk", "DeviceSource", "FileSource", "HostPolicy", "HttpSource", "PipeSource",
+           "Resampler", "Source", "SourceSpec", "StatusCallback", "list_input_devices",
+           "parse_source", "parse_spec"]
 
 KNOWN_KINDS = "file:PATH (or an existing file), http(s)://URL, device:NAME_OR_INDEX, pipe:"
 
 
-def parse_source(spec: str, **options) -> Source:
-    """The source a spec names, built with ``options``; SourceError for an unknown scheme, a
-    missing file or an option the kind does not take."""
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """A spec as the parser reads it, and exactly what a source is built from: ``kind`` (file,
+    http, device, pipe), ``target`` (the file's path as written, the URL, the device's name or
+    index; "" for pipe) and ``text`` (the spec without its surrounding blanks). Whoever checks a
+    spec (the daemon, for sources added over the control socket) checks this, so that what is
+    checked is what is opened."""
+
+    kind: str
+    target: str
+    text: str
+
+
+def parse_spec(spec: str) -> SourceSpec:
+    """The kind and target a spec names; SourceError for an unknown scheme or a missing
+    file."""
     text = str(spec).strip()
     scheme, sep, rest = text.partition(":")
     scheme = scheme.lower() if sep else ""
     if scheme == "file":
         if not rest:
             raise SourceError(f"source {text!r} names no file; write file:PATH")
-        return _build(FileSource, "file", options, rest)
+        return SourceSpec("file", rest, text)
     if scheme in ("http", "https"):
-        return _build(HttpSource, "http", options, text)
+        return SourceSpec("http", text, text)
     if scheme == "device":
-        return _build(DeviceSource, "device", options, rest or "default")
+        return SourceSpec("device", rest or "default", text)
     if scheme == "pipe":
         if rest not in ("", "-"):
-            raise SourceError(f"pipe source {strip_credentials(text)!r}: write just 'pipe:' and "
+            raise SourceError(f"pipe source {redact_url(text)!r}: write just 'pipe:' and "
                               f"give format=, rate=, channels= as options")
-        return _build(PipeSource, "pipe", options)
+        return SourceSpec("pipe", "", text)
     if text and Path(text).is_file():
-        return _build(FileSource, "file", options, text)
-    raise SourceError(f"unknown source {strip_credentials(text)!r}: neither an existing file nor "
+        return SourceSpec("file", text, text)
+    raise SourceError(f"unknown source {redact_url(text)!r}: neither an existing file nor "
                       f"a known kind; use one of: {KNOWN_KINDS}")
+
+
+_KINDS: dict[str, type[Source]] = {"file": FileSource, "http": HttpSource,
+                                   "device": DeviceSource, "pipe": PipeSource}
+
+
+def parse_source(spec: str | SourceSpec, **options) -> Source:
+    """The source a spec (text, or as ``parse_spec`` read it) names, built with ``options``;
+    SourceError for an unknown scheme, a missing file or an option the kind does not take."""
+    parsed = spec if isinstance(spec, SourceSpec) else parse_spec(spec)
+    args = () if parsed.kind == "pipe" else (parsed.target,)
+    return _build(_KINDS[parsed.kind], parsed.kind, options, *args)
 
 
 @functools.cache
@@ -71,7 +101,8 @@ def _options_of(cls: type[Source]) -> tuple[list[str], dict]:
 # A source option's number is finite, which the message says.
 _WORDS = values.Words(number="a finite number")
 # Options given from Python only, as objects: no TOML or JSON value is one of them.
-_FROM_PYTHON = {typing.BinaryIO: "a binary stream (given from Python, not in a config)"}
+_FROM_PYTHON = {typing.BinaryIO: "a binary stream (given from Python, not in a config)",
+                HostPolicy: "a HostPolicy (given by the daemon, not in a config or a request)"}
 _DATA = (str, bytes, int, float, list, dict, datetime.date, datetime.time)
 
 

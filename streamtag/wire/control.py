@@ -1,16 +1,37 @@
 """The daemon's control socket, both sides: `ControlServer` answers JSON requests on a ROUTER
-socket in a thread of its own; `control_request` is the client, one request and its reply."""
+socket in a thread of its own; `control_request` is the client, one request and its reply.
+
+Control needs authority, on loopback too: every request carries the daemon's control token
+(``"token"``), a secret in a file only its owner may read (``control.token`` in streamtag's
+folder, ``streamtag.places``; ``[control] token_file``). The daemon makes the file when it is
+missing (``ensure_token``); the client reads it by itself when it talks to a daemon on this
+machine. Under CURVE, the control socket lets in only administrators' keys, and a request from
+one needs no token. Frames are bounded both ways (the protocol's ``MAX_REQUEST_BYTES`` and
+``MAX_REPLY_BYTES``, as ZeroMQ ``MAXMSGSIZE``): libzmq drops a peer that sends a larger frame as
+its size arrives, before any of it is kept.
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
+import os
+import secrets
+import socket
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from streamtag import places
+from streamtag.errors import ConfigError, StreamtagError
 from streamtag.wire.protocol import (
+    MAX_REPLY_BYTES,
+    MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
     decode_reply,
     decode_request,
@@ -19,10 +40,109 @@ from streamtag.wire.protocol import (
     error_reply,
 )
 from streamtag.wire.ready_thread import ReadyThread
-from streamtag.wire.security import ClientCurve, CurveKeys, make_client, make_server
+from streamtag.wire.security import (
+    CONTROL_DOMAIN,
+    ClientCurve,
+    CurveKeys,
+    make_client,
+    make_server,
+)
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, bind_or_connect
 
 log = logging.getLogger(__name__)
+
+TOKEN_FILE = "control.token"  # in streamtag's folder (streamtag.places)
+TOKEN_FIELD = "token"
+TOKEN_BYTES = 32
+MIN_TOKEN_LENGTH = 32  # characters of a token file written by hand
+REFUSAL_LOG_INTERVAL_S = 60.0  # refused requests are logged at most this often
+
+
+def default_token_file() -> Path:
+    """Where the daemon keeps its control token unless ``[control] token_file`` says."""
+    return places.home() / TOKEN_FILE
+
+
+def read_token(path: str | os.PathLike) -> str | None:
+    """The token in ``path``, or None when the file is missing or cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def _create_token(path: Path) -> None:
+    """Writes a new random token to ``path`` unless the file appears first. The token is
+    written whole to a file of mode 0600 made with O_EXCL (mkstemp) beside it, which is then
+    linked to ``path``: a reader never sees half a token, and of two daemons starting at once
+    the first link wins and the other uses its token."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(secrets.token_hex(TOKEN_BYTES) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(temporary)
+
+
+def ensure_token(path: str | os.PathLike) -> str:
+    """The daemon's control token: read from ``path``, made first when the file is missing.
+    ConfigError naming the file when it cannot be made or read, when group or others may read
+    or write it (with the chmod that fixes it), or when it holds too short a token."""
+    path = Path(path).expanduser()
+    try:
+        if not path.exists():
+            _create_token(path)
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"control token file {path}: cannot create or read it "
+                          f"({exc.strerror or exc}); set [control] token_file (or "
+                          f"${places.HOME_ENV}) to a writable place, or turn the control "
+                          "socket off (control.endpoint = \"\")") from exc
+    if mode & 0o077:
+        raise ConfigError(f"control token file {path} is open to group or others (mode "
+                          f"{mode & 0o777:04o}): anyone who reads it controls the daemon; run "
+                          f"`chmod 600 {path}` and start again")
+    token = read_token(path)
+    if token is None or len(token) < MIN_TOKEN_LENGTH or not token.isascii() \
+            or any(c.isspace() for c in token):
+        raise ConfigError(f"control token file {path} holds no usable token (at least "
+                          f"{MIN_TOKEN_LENGTH} ASCII characters without blanks); remove it and "
+                          "the daemon makes a new one")
+    return token
+
+
+def _is_this_machine(endpoint: str) -> bool:
+    """Whether ``endpoint`` is served on this machine (ipc, inproc, or tcp to one of its own
+    addresses): the default token is sent only there, never to another host."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0].rsplit(";", 1)[-1].strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError):
+        return False
+    for family, kind, proto, _, address in infos:
+        if ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+            return True
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind((address[0], 0, *address[2:]))  # only an own address binds
+                return True
+            except OSError:
+                continue
+    return False
 
 
 Handler = Callable[[dict[str, Any]], Mapping[str, Any] | None]
@@ -37,12 +157,18 @@ class ControlServer:
     built-in "ping" (unless a handler takes the name) answers with the protocol version and the
     known commands. Handlers run in the server thread one at a time: keep them short, or hand
     long work (a model reload) to the daemon and reply at once.
+
+    With a ``token`` (the daemon always gives one), a request is served only when its "token"
+    matches, or when it came from a CURVE client that the authenticator let in (in
+    ``curve_domain``); any other gets one refusal and nothing runs, "ping" included. The token
+    never reaches a handler. Without a token (a server in a test) every request is served.
     """
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT,
                  handlers: Mapping[str, Handler] | None = None, *,
                  context: zmq.Context | None = None, poll_ms: int = 100,
-                 curve: CurveKeys | None = None):
+                 curve: CurveKeys | None = None, curve_domain: str = CONTROL_DOMAIN,
+                 token: str | None = None, token_file: str | os.PathLike | None = None):
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         for name, handler in (handlers or {}).items():
             if not isinstance(name, str) or not callable(handler):
@@ -50,10 +176,15 @@ class ControlServer:
             self._handlers[name] = handler
         self._requested = endpoint
         self._curve = curve
+        self._curve_domain = curve_domain
+        self._token = token.encode() if token is not None else None
+        self._token_file = token_file
         self._context = context
         self._poll_ms = poll_ms
         self.endpoint: str | None = None  # the bound endpoint, once started
         self.served = 0
+        self.refused = 0  # requests without authority
+        self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
         self._worker = ReadyThread(self._run, "streamtag-control")
 
     @property
@@ -63,8 +194,30 @@ class ControlServer:
     def _ping(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"protocol": PROTOCOL_VERSION, "commands": self.commands}
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def authorised(self, request: dict[str, Any], curve_client: bool = False) -> bool:
+        """Whether ``request`` may run: it carries the token, or it came from a client that
+        CURVE authenticated (``curve_client``), or this server has no token."""
+        if self._token is None or curve_client:
+            return True
+        given = request.get(TOKEN_FIELD)
+        return isinstance(given, str) and hmac.compare_digest(given.encode(), self._token)
+
+    def _refusal(self) -> dict[str, Any]:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            self._refusal_logged_at = now
+            log.warning("control request refused: no valid token (%d refused so far)",
+                        self.refused)
+        where = f"the file {self._token_file}" if self._token_file else "its token file"
+        return error_reply(f"not authorised: give the daemon's control token ({where}, found "
+                           "by the streamtag commands themselves)")
+
+    def handle(self, request: dict[str, Any], curve_client: bool = False) -> dict[str, Any]:
         """The reply to one decoded request; never raises."""
+        if not self.authorised(request, curve_client):
+            return self._refusal()
+        request = {k: v for k, v in request.items() if k != TOKEN_FIELD}
         cmd = request.get("cmd")
         handler = self._handlers.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
@@ -72,6 +225,9 @@ class ControlServer:
                                f"{', '.join(self.commands)}")
         try:
             result = handler(request)
+        except StreamtagError as exc:  # a request refused with its reason: no traceback
+            log.info("control command %r refused: %s", cmd, exc)
+            return error_reply(f"command {cmd!r} failed: {type(exc).__name__}: {exc}")
         except Exception as exc:  # a failing handler must not take the server down
             log.warning("control command %r failed", cmd, exc_info=True)
             return error_reply(f"command {cmd!r} failed: {type(exc).__name__}: {exc}")
@@ -81,13 +237,13 @@ class ControlServer:
             return error_reply(f"command {cmd!r} returned {type(result).__name__}, not a dict")
         return {"ok": True, **result}
 
-    def handle_bytes(self, data: bytes) -> bytes:
+    def handle_bytes(self, data: bytes, curve_client: bool = False) -> bytes:
         """The reply frame to one request frame; never raises."""
         try:
             request = decode_request(data)
         except ValueError as exc:  # ProtocolError
             return encode_reply(error_reply(str(exc)))
-        reply = self.handle(request)
+        reply = self.handle(request, curve_client)
         try:
             return encode_reply(reply)
         except ValueError as exc:
@@ -111,8 +267,11 @@ class ControlServer:
         sock = ctx.socket(zmq.ROUTER)
         try:
             sock.setsockopt(zmq.LINGER, 0)
+            # A larger frame makes libzmq drop the peer as the frame's size arrives, before
+            # any of it is kept; the client sees no reply.
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
             if self._curve is not None:
-                make_server(sock, self._curve)
+                make_server(sock, self._curve, self._curve_domain)
             try:
                 self.endpoint = bind_or_connect(sock, self._requested, False, "control server")
             except OSError as exc:
@@ -123,12 +282,13 @@ class ControlServer:
             while not self._worker.stopping.is_set():
                 if not sock.poll(self._poll_ms, zmq.POLLIN):
                     continue
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = [part.bytes for part in parts]
                 # A REQ peer sends [identity, b"", request]; a DEALER may omit the delimiter.
                 split = frames.index(b"") + 1 if b"" in frames else 1
                 envelope, payload = frames[:split], frames[split:]
                 if len(payload) == 1:
-                    reply = self.handle_bytes(payload[0])
+                    reply = self.handle_bytes(payload[0], self._curve_client(parts[-1]))
                 else:
                     reply = encode_reply(error_reply(
                         f"a control request is one frame of JSON, got {len(payload)} frames"))
@@ -140,6 +300,16 @@ class ControlServer:
         finally:
             sock.close(linger=0)
 
+    def _curve_client(self, frame: zmq.Frame) -> bool:
+        """Whether the frame came from a client that CURVE and the authenticator let in: such
+        frames carry the client's key as their User-Id."""
+        if self._curve is None:
+            return False
+        try:
+            return bool(frame.get("User-Id"))
+        except zmq.ZMQError:
+            return False
+
     def __enter__(self) -> ControlServer:
         return self if self._worker.started else self.start()
 
@@ -148,18 +318,31 @@ class ControlServer:
 
 
 def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
-                    context: zmq.Context | None = None,
-                    curve: ClientCurve | None = None) -> dict[str, Any]:
+                    context: zmq.Context | None = None, curve: ClientCurve | None = None,
+                    token: str | None = None,
+                    max_reply_bytes: int = MAX_REPLY_BYTES) -> dict[str, Any]:
     """Send one control request and return the reply dict ({"ok": ..., ...}).
+
+    The request carries the daemon's control token: ``token``, else the one in the default
+    token file (``default_token_file``) when the endpoint is on this machine (a token is never
+    sent to another host unasked), unless the request has a "token" already. A reply larger
+    than ``max_reply_bytes`` is dropped by libzmq, which then reads as no reply.
 
     Raises TimeoutError when no reply comes within `timeout_ms`, and ProtocolError for a
     request that is not an object with a string "cmd" or a reply that is not valid.
     """
+    request = dict(request) if isinstance(request, Mapping) else request
+    if isinstance(request, dict) and TOKEN_FIELD not in request:
+        if token is None and _is_this_machine(endpoint):
+            token = read_token(default_token_file())
+        if token is not None:
+            request[TOKEN_FIELD] = token
     payload = encode_request(request)
     ctx = context if context is not None else zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     try:
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_reply_bytes)
         if curve is not None:
             make_client(sock, curve)
         bind_or_connect(sock, endpoint, True, "control client")
@@ -173,6 +356,7 @@ def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int =
                 return decode_reply(sock.recv(zmq.NOBLOCK))
         raise TimeoutError(f"no reply from the control socket at {endpoint} within "
                            f"{timeout_ms} ms; is the daemon running, is that its control "
-                           "endpoint, and (with keys) is this client's key allowed?")
+                           "endpoint, (with keys) is this client's key an admin key, and is the "
+                           f"request under {MAX_REQUEST_BYTES} bytes?")
     finally:
         sock.close(linger=0)

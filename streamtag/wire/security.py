@@ -2,14 +2,21 @@
 
 Keys are ZeroMQ certificate files made by ``streamtag keys generate DIR --name NAME`` (pyzmq's
 ``zmq.auth.create_certificates``): ``NAME.key`` holds the public key, ``NAME.key_secret`` both.
-The daemon reads its own secret certificate and a folder of the public certificates of the
-clients it lets in; a ZAP authenticator thread refuses every other client. Subscribers and
+The daemon reads its own secret certificate and two folders of public certificates: the
+subscribers it lets in on the PUB socket (``client_keys``) and the administrators it lets in on
+the control socket (``admin_keys``); a ZAP authenticator thread refuses every other client, each
+socket in its own ZAP domain, so a screen's key can listen but never control. Subscribers and
 control clients need the server's public certificate and their own secret one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import zmq
@@ -33,12 +40,38 @@ class ClientCurve:
     client: CurveKeys
 
 
+# The ZAP domains of the daemon's sockets: each lets in the keys of its own folder.
+FEED_DOMAIN = "streamtag-feed"
+CONTROL_DOMAIN = "streamtag-control"
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files created inside the block are readable by their owner only (umask 077), from the
+    moment they exist: no window in which a secret could be read by others. The umask is the
+    process's: use it in a command, not in a daemon with threads that create files."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def generate_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
-    """Writes NAME.key (public) and NAME.key_secret in ``directory``; returns their paths."""
+    """Writes NAME.key (public, mode 0644) and NAME.key_secret (mode 0600, never readable by
+    others, not even while it is written) in ``directory``; returns their paths. ConfigError
+    when NAME.key_secret exists already: replacing a key pair is a decision, not a side
+    effect (remove the old files first)."""
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(folder, name)
+    secret_path = folder / f"{name}.key_secret"
+    if secret_path.exists() or secret_path.is_symlink():
+        raise ConfigError(f"{secret_path} exists; keep it, or remove {name}.key and "
+                          f"{name}.key_secret first to make a new pair")
+    with private_files():
+        folder.mkdir(parents=True, exist_ok=True)
+        public, secret = zmq.auth.create_certificates(folder, name)
     Path(secret).chmod(0o600)
+    Path(public).chmod(0o644)  # the public half is meant to be copied
     return Path(public), Path(secret)
 
 
@@ -58,11 +91,13 @@ def client_curve(server_key: str | Path, client_key: str | Path) -> ClientCurve:
     return ClientCurve(load_keys(server_key, False).public, load_keys(client_key, True))
 
 
-def make_server(sock: zmq.Socket, keys: CurveKeys) -> None:
-    """Makes ``sock`` a CURVE server; call before bind."""
+def make_server(sock: zmq.Socket, keys: CurveKeys, domain: str = FEED_DOMAIN) -> None:
+    """Makes ``sock`` a CURVE server whose clients the authenticator checks against
+    ``domain``'s keys; call before bind."""
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_server = True
+    sock.zap_domain = domain.encode()
 
 
 def make_client(sock: zmq.Socket, curve: ClientCurve) -> None:
@@ -72,17 +107,51 @@ def make_client(sock: zmq.Socket, curve: ClientCurve) -> None:
     sock.curve_serverkey = curve.server_public
 
 
-class Authenticator:
-    """Lets in only the clients whose public certificates lie in ``allowed_dir``."""
+def _key_folder(key: str, folder: str | Path) -> str:
+    path = Path(folder)
+    if not path.is_dir() or not any(path.glob("*.key")):
+        raise ConfigError(f"{key}: {path} holds no public key (*.key); copy each client's "
+                          "NAME.key there")
+    return str(path)
 
-    def __init__(self, context: zmq.Context, allowed_dir: str | Path) -> None:
-        folder = Path(allowed_dir)
-        if not folder.is_dir() or not any(folder.glob("*.key")):
-            raise ConfigError(f"security.client_keys: {folder} holds no client public key "
-                              "(*.key); copy each client's NAME.key there")
+
+class Authenticator:
+    """Lets in, socket by socket (by ZAP domain), only the clients whose public certificates
+    lie in that domain's folder: ``domains`` maps a domain to its folder and the config key
+    that named it. A domain with no folder (None) admits no key at all."""
+
+    def __init__(self, context: zmq.Context,
+                 domains: dict[str, tuple[str, str | Path | None]]) -> None:
+        folders = {domain: _key_folder(key, folder)
+                   for domain, (key, folder) in domains.items() if folder is not None}
         self._auth = ThreadAuthenticator(context)
         self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(folder))
+        for domain, folder in folders.items():
+            self._auth.configure_curve(domain=domain, location=folder)
 
     def stop(self) -> None:
         self._auth.stop()
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """Whether only this machine can reach ``endpoint`` when it is bound: ipc and inproc, or tcp
+    on a loopback address (or a name that resolves only to loopback addresses). ``*``, 0.0.0.0,
+    an interface's name or an address of the network are not."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0].rsplit(";", 1)[-1].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host in ("", "*"):
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # an interface name (eth0), or a name that does not resolve
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+                               for info in infos)

@@ -1,0 +1,22 @@
+"""Where streamtag keeps its own files: one folder per user (installed models, the control
+token), ``$STREAMTAG_HOME`` when that variable is set, else streamtag's folder in the user
+data folder (platformdirs: e.g. ``~/.local/share/streamtag`` on Linux)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["HOME_ENV", "home"]
+
+HOME_ENV = "STREAMTAG_HOME"
+
+
+def home() -> Path:
+    """``$STREAMTAG_HOME``, else streamtag's folder in the user data folder."""
+    value = os.environ.get(HOME_ENV)
+    if value:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return platformdirs.user_data_path("streamtag", appauthor=False)
