@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from streamtag.cli import build_parser
-from streamtag.wire.proxy import open_endpoints
 from streamtag.daemon.config import config_from_dict
 from streamtag.daemon.daemon import Daemon
+from streamtag.wire.proxy import open_endpoints
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="install kubernetes-validate (the test extra)")

@@ -47,7 +47,7 @@ from streamtag.wire.security import (
     make_client,
     make_server,
 )
-from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, bind_or_connect
+from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, bind_or_connect, endpoint_host
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,9 @@ def ensure_token(path: str | os.PathLike) -> str:
 def _is_this_machine(endpoint: str) -> bool:
     """Whether ``endpoint`` is served on this machine (ipc, inproc, or tcp to one of its own
     addresses): the default token is sent only there, never to another host."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
+    scheme, host = endpoint_host(endpoint)
     if scheme != "tcp":
-        return False
-    host = rest.rsplit(":", 1)[0].rsplit(";", 1)[-1].strip("[]")
+        return scheme in ("ipc", "inproc")
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
     except (socket.gaierror, UnicodeError):

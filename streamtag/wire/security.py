@@ -24,6 +24,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from streamtag.errors import ConfigError
+from streamtag.wire.sockets import endpoint_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +138,9 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     """Whether only this machine can reach ``endpoint`` when it is bound: ipc and inproc, or tcp
     on a loopback address (or a name that resolves only to loopback addresses). ``*``, 0.0.0.0,
     an interface's name or an address of the network are not."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
+    scheme, host = endpoint_host(endpoint)
     if scheme != "tcp":
-        return False
-    host = rest.rsplit(":", 1)[0].rsplit(";", 1)[-1].strip("[]")
+        return scheme in ("ipc", "inproc")
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

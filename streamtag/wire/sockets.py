@@ -11,6 +11,14 @@ DEFAULT_FEED_ENDPOINT = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 
 
+def endpoint_host(endpoint: str) -> tuple[str, str]:
+    """(scheme, host) of an endpoint: the host of a tcp one without its port, interface part
+    or IPv6 brackets (``*`` stays ``*``); "" for the other schemes."""
+    scheme, _, rest = endpoint.partition("://")
+    host = rest.rsplit(":", 1)[0].rsplit(";", 1)[-1].strip("[]") if scheme == "tcp" else ""
+    return scheme, host
+
+
 def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:
     """Bind (or connect) and return the endpoint actually used (`*` ports resolved)."""
     try:
