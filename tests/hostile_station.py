@@ -29,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -349,8 +350,11 @@ def measure_in_subprocess(url: str, seconds: float, **options) -> dict:
                                                         str(Path(__file__).parent)])}
     code = ("import sys, json, hostile_station; "
             "hostile_station.measure(sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]))")
+    # From outside the source tree, as helpers.run_python: there `python -c` would put the
+    # checkout first on sys.path, whose streamtag has no compiled extension when installed.
     done = subprocess.run([sys.executable, "-c", code, url, str(seconds), json.dumps(options)],
-                          env=env, capture_output=True, text=True, timeout=seconds + 60)
+                          env=env, capture_output=True, text=True, timeout=seconds + 60,
+                          cwd=tempfile.gettempdir())
     lines = done.stdout.strip().splitlines()
     assert lines, f"the measuring process printed nothing: {done.stderr[-2000:]}"
     report = json.loads(lines[-1])
