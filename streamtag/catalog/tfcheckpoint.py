@@ -22,10 +22,12 @@ end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import google_crc32c
@@ -167,22 +169,27 @@ def _shape(message: bytes) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _read_file(path: Path, what: str, most: int | None = None) -> bytes:
+@contextlib.contextmanager
+def _reading(what: str, path: Path) -> Iterator[None]:
+    """A checkpoint file's missing or unreadable file as a ModelError naming it."""
     try:
-        with path.open("rb") as file:
-            if most is not None:
-                size = os.fstat(file.fileno()).st_size
-                if size > most:
-                    raise ModelError(f"TensorFlow checkpoint {what} {path} is {size} bytes, "
-                                     f"over the {most} this reader takes: it is not a "
-                                     "checkpoint index")
-            return file.read() if most is None else file.read(most + 1)
+        yield
     except FileNotFoundError:
         raise ModelError(f"TensorFlow checkpoint {what} {path} does not exist; a checkpoint "
                          "with prefix P is P.index plus P.data-*-of-* files") from None
     except OSError as error:
         raise ModelError(f"cannot read TensorFlow checkpoint {what} {path}: "
                          f"{error.strerror or error}") from None
+
+
+def _read_file(path: Path, what: str, most: int) -> bytes:
+    with _reading(what, path), path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > most:
+            raise ModelError(f"TensorFlow checkpoint {what} {path} is {size} bytes, "
+                             f"over the {most} this reader takes: it is not a "
+                             "checkpoint index")
+        return file.read(most + 1)
 
 
 def _block(data: bytes, offset: int, size: int) -> bytes:
@@ -394,24 +401,14 @@ def read_checkpoint(prefix: str | os.PathLike,
 
 
 def _file_size(path: Path) -> int:
-    try:
+    with _reading("data file", path):
         return path.stat().st_size
-    except FileNotFoundError:
-        raise ModelError(f"TensorFlow checkpoint data file {path} does not exist; a checkpoint "
-                         "with prefix P is P.index plus P.data-*-of-* files") from None
-    except OSError as error:
-        raise ModelError(f"cannot read TensorFlow checkpoint data file {path}: "
-                         f"{error.strerror or error}") from None
 
 
 def _read_range(path: Path, offset: int, size: int) -> bytes:
-    try:
-        with path.open("rb") as file:
-            file.seek(offset)
-            raw = file.read(size)
-    except OSError as error:
-        raise ModelError(f"cannot read TensorFlow checkpoint data file {path}: "
-                         f"{error.strerror or error}") from None
+    with _reading("data file", path), path.open("rb") as file:
+        file.seek(offset)
+        raw = file.read(size)
     if len(raw) != size:  # shrank since it was measured
         raise ModelError(f"TensorFlow checkpoint data file {path} is truncated: it ends "
                          f"before byte {offset + size}; copy or install the checkpoint again")
