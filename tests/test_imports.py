@@ -21,7 +21,8 @@ EXTENSION = "streamtag._core"
 # ``streamtag`` itself (the re-export of the frontend) is only that one module.
 LAYERS: list[tuple[str, ...]] = [
     ("streamtag._core", "streamtag.errors"),
-    ("streamtag.values", "streamtag.fsutil", "streamtag.backoff", "streamtag.places"),
+    ("streamtag.values", "streamtag.fsutil", "streamtag.backoff", "streamtag.places",
+     "streamtag.text"),
     ("streamtag.frontend", "streamtag.audio", "streamtag.nets"),
     ("streamtag.sources", "streamtag.model"),
     ("streamtag.engine",),

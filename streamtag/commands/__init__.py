@@ -12,6 +12,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
+from streamtag.text import without_escape_sequences
+
 # The exit status of a command that refused its input (flags, config, files), as argparse's own.
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -45,16 +47,8 @@ def stop_on_signals(on_repeat: Callable[[], None] | None = None) -> Iterator[thr
 
 
 # What a terminal acts on rather than shows, in text from outside (a station's title, a peer's
-# error): escape sequences whole (CSI with its parameters, OSC/DCS/SOS/PM/APC strings up to
-# their terminator, two-character ones; in 7 and 8 bits), then any other C0 control, DEL and
-# the C1 controls.
-_ESCAPE_SEQUENCES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"
-    r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|\x9c|$)"
-    r"|\x1b[ -/]*[0-~]"
-    r"|\x9b[0-?]*[ -/]*[@-~]"
-    r"|[\x90\x98\x9d\x9e\x9f].*?(?:\x07|\x1b\\|\x9c|$)",
-    re.DOTALL)
+# error): escape sequences whole (streamtag.text), then any other C0 control, DEL and the C1
+# controls.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # but tab and newline
 _LINE_BREAKS = re.compile(r"[\t\n]")
 _C1_AND_DEL = re.compile(r"[\x7f-\x9f]")
@@ -66,7 +60,7 @@ def terminal_text(text: str, *, one_line: bool = False) -> str:
     from outside cannot start a line that looks like one of ours."""
     if text.isprintable():  # the common case: nothing to take out
         return text
-    text = _ESCAPE_SEQUENCES.sub("", text)
+    text = without_escape_sequences(text)
     if one_line:
         text = _LINE_BREAKS.sub(" ", text)
     return _CONTROLS.sub("", text)

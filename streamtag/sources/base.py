@@ -21,6 +21,7 @@ import numpy as np
 from streamtag.errors import SourceError
 from streamtag.sources.decode_turns import Turns
 from streamtag.sources.resample import Resampler
+from streamtag.text import without_escape_sequences
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,6 @@ def _ignore_status(state: str, error: str | None, extra: dict) -> None:
 # -- titles: text from a station, bounded and cleaned where it arrives -------------------------
 
 MAX_TITLE_CHARS = 256  # a title is cut to this many characters (ICY allows 4080 bytes)
-# Terminal escape sequences, removed whole (removing ESC alone would leave "[31m" behind):
-# CSI (ESC [ or C1 0x9b) with its parameters and final byte; the string commands OSC, DCS, SOS,
-# PM and APC up to their terminator (BEL or ST) or the end; any other ESC and what follows it.
-_ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
-                      r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|\Z)"
-                      r"|\x1b[ -/]*[0-~]?", re.DOTALL)
 _BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")  # line and tab breaks: one space
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
@@ -58,7 +53,7 @@ def clean_title(text: str) -> str:
     """A title from outside as it may be shown anywhere: without control characters (C0, DEL,
     C1) and terminal escape sequences, breaks made spaces, at most ``MAX_TITLE_CHARS``
     characters; "" when nothing is left."""
-    text = _ESCAPES.sub("", text[:16 * MAX_TITLE_CHARS])
+    text = without_escape_sequences(text[:16 * MAX_TITLE_CHARS])
     text = _CONTROLS.sub("", _BREAKS.sub(" ", text)).strip()
     return text[:MAX_TITLE_CHARS].rstrip()
 
