@@ -1,12 +1,12 @@
-"""Text from outside (a station's title, a peer's error) that a terminal would act on rather
-than show: escape sequences, removed whole wherever such text is cleaned (a title when it
-arrives, anything printed by a command)."""
+"""Text from outside (a station's title, a peer's error) made safe to show: the escape
+sequences a terminal would act on, removed whole wherever such text is cleaned (a title when it
+arrives, anything printed by a command), and CSV cells a spreadsheet would take for a formula."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["ESCAPE_SEQUENCES", "without_escape_sequences"]
+__all__ = ["CSV_FORMULA_STARTS", "ESCAPE_SEQUENCES", "csv_text", "without_escape_sequences"]
 
 # Removing ESC alone would leave "[31m" behind, so each sequence goes whole, in its 7- and 8-bit
 # forms: CSI (ESC [ or 0x9b) with its parameters and final byte; the string commands OSC, DCS,
@@ -19,3 +19,22 @@ ESCAPE_SEQUENCES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
 
 def without_escape_sequences(text: str) -> str:
     return ESCAPE_SEQUENCES.sub("", text)
+
+
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str | None) -> str:
+    """A text cell of CSV for a value from outside: one that a spreadsheet would read as a
+    formula (``=HYPERLINK(...)``) gets a leading apostrophe, as OWASP advises, so it shows as
+    the text it is; a carriage return becomes a newline, which the csv module quotes (a bare
+    one it writes unquoted, where a spreadsheet starts a row of the sender's making). For text
+    cells only: a number (``-0.5``) is written as it is."""
+    if not value:
+        return ""
+    if value.startswith(CSV_FORMULA_STARTS):
+        value = "'" + value
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return value

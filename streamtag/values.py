@@ -13,8 +13,6 @@ for a float becomes a float, a list given for a tuple a tuple). ``from_table`` b
 TOML table or JSON object, refusing a key it does not have. The single checks (``integer``,
 ``number``, ``text``, ...) serve code that checks values one at a time, as the wire protocol does
 on its hot path: each returns the value in its canonical type, and tries the common case first.
-``csv_text`` writes such a value (a station's title, a tag name) as a CSV cell a spreadsheet
-shows as text.
 """
 
 from __future__ import annotations
@@ -208,25 +206,6 @@ def choice(value: Any, where: str, error: ErrorClass, choices: Sequence[str], *,
         return value
     listed = ", ".join(map(repr, choices) if words.quoted else choices)
     raise must_be(value, where, error, f"one of {listed}")
-
-
-# A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
-CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(value: str | None) -> str:
-    """A text cell of CSV for a value from outside: one that a spreadsheet would read as a
-    formula (``=HYPERLINK(...)``) gets a leading apostrophe, as OWASP advises, so it shows as
-    the text it is; a carriage return becomes a newline, which the csv module quotes (a bare
-    one it writes unquoted, where a spreadsheet starts a row of the sender's making). For text
-    cells only: a number (``-0.5``) is written as it is."""
-    if not value:
-        return ""
-    if value.startswith(CSV_FORMULA_STARTS):
-        value = "'" + value
-    if "\r" in value:
-        value = value.replace("\r\n", "\n").replace("\r", "\n")
-    return value
 
 
 # ---------------------------------------------------------------- arrays and tables

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from streamtag import values
 from streamtag.errors import ConfigError, ProtocolError, SourceError
+from streamtag.text import csv_text
 
 ERRORS = [ConfigError, SourceError, ProtocolError]
 
@@ -168,7 +169,7 @@ def test_text_and_arrays_over_their_caps_are_refused_naming_the_cap():
     ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\nx"),
     ("a\r\n=1+1", "a\n=1+1"), ("rock", "rock"), ("a=b", "a=b"), ("", ""), (None, "")])
 def test_csv_text_keeps_a_spreadsheet_from_reading_station_text_as_a_formula(cell, written):
-    assert values.csv_text(cell) == written
+    assert csv_text(cell) == written
 
 
 def test_a_table_is_a_mapping_and_comes_back_a_copy():

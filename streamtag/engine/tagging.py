@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtag import values
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
 from streamtag.errors import SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import FileSource
+from streamtag.text import csv_text
 
 
 @dataclasses.dataclass
@@ -176,8 +176,8 @@ def format_json(results: Sequence[FileTags]) -> str:
 def format_csv(results: Sequence[FileTags]) -> str:
     """One row per segment, and one ``track`` row per tag of the summary. Paths, tag names and
     errors (a decoder's words about a file from anywhere) are written as cells a spreadsheet
-    shows as text (``values.csv_text``); numbers as numbers."""
-    cell = values.csv_text
+    shows as text (``text.csv_text``); numbers as numbers."""
+    cell = csv_text
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["path", "kind", "tag", "start_s", "end_s", "score", "error"])

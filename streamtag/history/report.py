@@ -9,7 +9,7 @@ track when it overlaps it.
 
 Titles, tag names and sessions came from stations and peers: the text format keeps each on its
 line (a line break in one becomes a space; the command strips what a terminal would act on),
-and the CSV format writes them as cells a spreadsheet shows as text (``values.csv_text``).
+and the CSV format writes them as cells a spreadsheet shows as text (``text.csv_text``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from streamtag import values
 from streamtag.errors import ConfigError
 from streamtag.history import schema
+from streamtag.text import csv_text
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
 _AGO_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -308,8 +308,8 @@ def format_csv(history: History) -> str:
     """Rows of kind airtime (share per tag), track (one per tag: mean smoothed score and active
     share), event, gap and restart; times in ISO 8601 UTC. Text cells from outside (streams,
     titles, tags, states, sessions) are written as text a spreadsheet will not evaluate
-    (``values.csv_text``); numbers as numbers."""
-    cell = values.csv_text
+    (``text.csv_text``); numbers as numbers."""
+    cell = csv_text
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
