@@ -234,7 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "torch":
+            raise
+        # torch is the [torch] extra: training, export, musicnn's install, TorchScript, CUDA
+        from streamtag.commands import EXIT_USAGE
+        from streamtag.model.stored import TORCH_EXTRA
+
+        print(f"streamtag {args.command}: this command needs PyTorch, which is not installed "
+              f"here; install it with {TORCH_EXTRA} (on a CPU machine install a CPU build of "
+              "torch first: PyPI's default on x86-64 Linux is a CUDA build of several GB)",
+              file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from streamtag.daemon.config import ConfigError, EngineConfig
 from streamtag.engine.batching import Engine
 from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.model import modelfile
+from streamtag.model import reuse_export
 from streamtag.model import window_reuse as reuse
 from streamtag.model.inference import InferenceModel
 
@@ -106,7 +107,7 @@ def test_short_chunk_resnet_windows_from_carries_match_whole_windows(resnet_mode
 
 
 def test_every_scheme_the_registry_declares_has_its_steps():
-    assert set(reuse.SCHEMES) == set(nets.WINDOW_REUSE)
+    assert set(reuse_export.SCHEMES) == set(reuse.GEOMETRIES) == set(nets.WINDOW_REUSE)
 
 
 def test_a_model_without_reuse_says_why(tmp_path, default_model):

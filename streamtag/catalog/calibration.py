@@ -37,7 +37,7 @@ import numpy as np
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.errors import ModelError, SourceError
-from streamtag.model import modelfile
+from streamtag.model import stored
 from streamtag.model.inference import InferenceModel
 from streamtag.model.manifest import Manifest, read_manifest
 from streamtag.sources import FileSource
@@ -214,7 +214,7 @@ def write_calibration(path: str | os.PathLike, out: str | os.PathLike,
     ``thresholds`` and the calibration's ``record`` in the manifest's options
     (``options.calibration``)."""
     manifest = read_manifest(path)
-    return modelfile.rewrite(path, out, thresholds=tuple(thresholds),
+    return stored.rewrite(path, out, thresholds=tuple(thresholds),
                              options={**manifest.options, "calibration": record})
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from streamtag.catalog.calibration import file_chunks
 from streamtag.engine.batching import cut_windows
 from streamtag.errors import ModelError, SourceError, first_lines
-from streamtag.model import modelfile
+from streamtag.model import stored
 from streamtag.model.inference import InferenceModel, cpu_name
 from streamtag.model.manifest import Manifest
 from streamtag.model.sessions import onnx_session, session_runner
@@ -155,7 +155,7 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         pick = np.linspace(0, len(calibration) - 1, MAX_CALIBRATION_WINDOWS).round().astype(int)
         calibration = calibration[pick]
     try:
-        graph = int8_graph(modelfile.onnx_graph(model.loaded), calibration)
+        graph = int8_graph(model.graph(), calibration)
         run_int8 = session_runner(onnx_session(graph, 1))
     except ModelError:
         raise
@@ -184,7 +184,7 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
         "decisions_agree": agree,
         "forward_ms": {"fp32": fp32_ms, "int8": int8_ms, "cpu": cpu_name()},
     }
-    manifest = modelfile.add_int8_graph(model_path, graph, record, out)
+    manifest = stored.add_int8_graph(model_path, graph, record, out)
     return Quantized(manifest, len(calibration), len(check), largest, mean, agree, fp32_ms,
                      int8_ms)
 

@@ -580,7 +580,7 @@ class Daemon:
         (old model kept) for an unusable file or one whose sample rate differs (the sources
         resample to the running rate). No allow-list here: the caller decides what is allowed
         (``allowed_model`` for a control request)."""
-        from streamtag.model.modelfile import read_manifest
+        from streamtag.model.manifest import read_manifest
 
         path = resolve_model(path)
         rate = read_manifest(path).frontend.sample_rate

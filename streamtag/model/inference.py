@@ -4,29 +4,41 @@ The only module of the daemon that touches the device (DESIGN.md); the engine ha
 numpy windows and gets per-tag probabilities back. Two backends run the file: ONNX Runtime on
 the graph the file carries (the CPU default, as the daemon serves more streams per core with it
 than with frozen TorchScript: docs/engine-benchmark.md) and TorchScript, frozen and optimised
-for inference (CUDA, and wherever no graph can be had).
+for inference (CUDA, and wherever no graph can be had). ONNX Runtime serves without torch: the
+file is opened with ``streamtag.model.stored`` and torch is imported only where TorchScript
+must run (``needs_torch`` says what to install where it is missing).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 from streamtag.errors import ModelError, first_lines
 from streamtag.frontend import LogMelOptions
-from streamtag.model import BACKENDS, PRECISIONS, graph_passes, modelfile
+from streamtag.model import BACKENDS, PRECISIONS, graph_passes
 from streamtag.model.sessions import onnx_session, session_runner
-from streamtag.model.window_reuse import WindowReuse, window_reuse
+from streamtag.model.stored import (
+    TORCH_EXTRA,
+    StoredModel,
+    needs_torch,
+    open_model,
+    torch_installed,
+)
+from streamtag.model.window_reuse import WindowReuse, from_graphs
 
 log = logging.getLogger(__name__)
 
-CHECK_TOLERANCE = 1e-4  # a backend's probabilities against the file's TorchScript module
+CHECK_TOLERANCE = 1e-4  # a rewritten graph's probabilities against the file's own graph's
 
 # The CPU's batch size, when the config leaves it out, is measured (cheapest_batch): the forward
 # per window at these sizes, within a time budget, smallest first.
@@ -96,44 +108,79 @@ def cheapest_batch(per_window_ms: dict[int, float], gain: float = BATCH_GAIN) ->
     return best
 
 
-def _difference(run: Callable[[np.ndarray], np.ndarray], loaded: modelfile.LoadedModel) -> float:
-    """Largest difference between ``run`` and the file's TorchScript module on a random batch."""
-    batch = modelfile.example_input(loaded.manifest).numpy()
-    with torch.inference_mode():
-        expected = loaded(batch).double().cpu().numpy()
-    return float(np.abs(run(batch) - expected).max())
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """Where a model serves: ``type`` "cpu" or "cuda", ``index`` the CUDA device's number."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
 
 
-def _onnx_runner(loaded: modelfile.LoadedModel, threads: int
-                 ) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
+def cuda_visible() -> bool:
+    """Whether torch is installed and sees a CUDA device. torch is imported only where an
+    NVIDIA driver is there to find (on Linux), so a CPU machine with torch installed serves
+    without loading it."""
+    if not torch_installed():
+        return False
+    if sys.platform.startswith("linux") and not (os.path.exists("/proc/driver/nvidia/version")
+                                                 or glob.glob("/dev/nvidia[0-9]*")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _example(shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed random batch: what a rewritten graph is checked on."""
+    return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+
+
+def _plain_graph(stored: StoredModel, loaded: Callable[[], Any]) -> bytes:
+    """The file's ONNX graph: the one stored in it; for a file of format 1.0, which has none,
+    one exported from its module (with torch, ``modelfile.onnx_graph``)."""
+    graph = stored.graph()
+    if graph is not None:
+        return graph
+    if not torch_installed():
+        raise needs_torch(f"{stored.path} stores no ONNX graph (format "
+                          f"{stored.manifest.format_version}), so one is exported from its "
+                          "module, which")
+    from streamtag.model import modelfile
+
+    return modelfile.onnx_graph(loaded())
+
+
+def _onnx_runner(stored: StoredModel, loaded: Callable[[], Any], threads: int,
+                 shape: tuple[int, ...]) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
     """ONNX Runtime on the file's graph, rewritten by ``graph_passes`` (the plain graph where a
-    rewrite fails or changes the output); returns the runner and the passes applied.
-    ``ModelError`` saying why it cannot serve."""
-    graph = modelfile.onnx_graph(loaded)
+    rewrite fails or changes the output: the rewritten graph's probabilities are checked against
+    the plain graph's, which was checked against the module when the file was written); returns
+    the runner and the passes applied. ``ModelError`` saying why it cannot serve."""
+    graph = _plain_graph(stored, loaded)
+    plain = session_runner(onnx_session(graph, threads))
     try:
         rewritten, passes = graph_passes.optimize(graph)
     except Exception as error:  # noqa: BLE001 - onnx raises many types; the plain graph serves
         log.warning("%s: the ONNX graph is served as exported: its rewrite failed (%s)",
-                    loaded.path, first_lines(error, 1))
-        rewritten, passes = graph, []
+                    stored.path, first_lines(error, 1))
+        return plain, []
     if passes:
         try:
-            return _checked_session(loaded, rewritten, threads), passes
+            run = session_runner(onnx_session(rewritten, threads))
+            batch = _example(shape)
+            difference = float(np.abs(run(batch).astype(np.float64) - plain(batch)).max())
+            if difference <= CHECK_TOLERANCE:  # NaN fails too
+                return run, passes
+            reason = (f"its probabilities differ from the plain graph's by {difference:.3g} "
+                      f"(allowed {CHECK_TOLERANCE:g})")
         except ModelError as error:
-            log.warning("%s: the ONNX graph is served as exported: the rewritten one (%s) %s",
-                        loaded.path, "; ".join(passes), error)
-    return _checked_session(loaded, graph, threads), []
-
-
-def _checked_session(loaded: modelfile.LoadedModel, graph: bytes,
-                     threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A runner of ``graph`` whose probabilities match the file's module's."""
-    run = session_runner(onnx_session(graph, threads))
-    difference = _difference(run, loaded)
-    if not difference <= CHECK_TOLERANCE:  # NaN fails too
-        raise ModelError(f"ONNX Runtime's probabilities differ from TorchScript's by "
-                         f"{difference:.3g} (allowed {CHECK_TOLERANCE:g})")
-    return run
+            reason = str(error)
+        log.warning("%s: the ONNX graph is served as exported: the rewritten one (%s) %s",
+                    stored.path, "; ".join(passes), reason)
+    return plain, []
 
 
 def full_fp32_on_cuda() -> None:
@@ -141,6 +188,8 @@ def full_fp32_on_cuda() -> None:
     torch already keeps so) may not round their inputs to TensorFloat-32. torch lets them by
     default for convolutions, which moves the probabilities far past the CPU's 1e-4 parity
     (docs/engine-benchmark.md, "TensorFloat-32"). Process-wide, as torch's flags are."""
+    import torch
+
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     settings = [b for b in (getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None), matmul)
                 if hasattr(b, "fp32_precision")]  # torch 2.9 on
@@ -150,7 +199,7 @@ def full_fp32_on_cuda() -> None:
         cudnn.allow_tf32 = matmul.allow_tf32 = False
 
 
-def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
+def _torch_runner(loaded: Any, threads: int | None
                   ) -> tuple[Callable[[np.ndarray], np.ndarray], str | None]:
     """The file's module, frozen (weights become constants, so TorchScript folds them) and
     optimised for inference (batch norms folded into convolutions, fused operators); the plain
@@ -159,6 +208,8 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
     ``threads`` is set in every thread that runs it: torch's OpenMP thread count belongs to the
     calling thread, and the idle OpenMP threads of a worker left at the default spin
     (docs/engine-benchmark.md, "OpenMP threads per thread")."""
+    import torch
+
     module = loaded.module
     note = None
     configured = threading.local()
@@ -183,7 +234,12 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
     if frozen is not None:
         run = runner_of(frozen)
         try:
-            difference = _difference(run, loaded)
+            from streamtag.model import modelfile
+
+            batch = modelfile.example_input(loaded.manifest).numpy()
+            with torch.inference_mode():
+                expected = loaded(batch).double().cpu().numpy()
+            difference = float(np.abs(run(batch) - expected).max())
         except Exception as error:  # noqa: BLE001
             difference = float("nan")
             note = f"the frozen module fails ({first_lines(error, 1)})"
@@ -193,15 +249,14 @@ def _torch_runner(loaded: modelfile.LoadedModel, threads: int | None
     return runner_of(module), note
 
 
-def _int8_runner(loaded: modelfile.LoadedModel, threads: int
-                 ) -> Callable[[np.ndarray], np.ndarray]:
+def _int8_runner(stored: StoredModel, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """ONNX Runtime on the file's int8 graph (``streamtag.catalog.quantize``). Its scores differ
     from the FP32 module's by what the manifest's ``onnx_int8`` records, so no 1e-4 check here;
     the warm-up checks its output's shape. ``ModelError`` saying why it cannot serve."""
-    graph = modelfile.stored_int8_graph(loaded)
+    graph = stored.int8_graph()
     if graph is None:
-        raise ModelError(f"{loaded.path} has no int8 graph; make one with `streamtag models "
-                         f"quantize {loaded.path} RECORDING...`, or serve precision fp32")
+        raise ModelError(f"{stored.path} has no int8 graph; make one with `streamtag models "
+                         f"quantize {stored.path} RECORDING...`, or serve precision fp32")
     return session_runner(onnx_session(graph, threads))
 
 
@@ -211,29 +266,34 @@ class InferenceModel:
     ``backend`` is what serves (``"onnxruntime"`` or ``"torch"``); ``backend_note`` says why
     TorchScript serves where ONNX Runtime was wanted (None otherwise). ``precision``:
     ``"fp32"``, or ``"int8"`` for the file's int8 graph on ONNX Runtime, which never falls
-    back: a model that cannot serve it is refused."""
+    back: a model that cannot serve it is refused. ``model`` is the file opened without torch
+    (``stored.StoredModel``) or loaded with it (``modelfile.LoadedModel``, whose device it
+    serves on); ``loaded`` loads the TorchScript module where it was not."""
 
-    def __init__(self, loaded: modelfile.LoadedModel, backend: str = "auto",
+    def __init__(self, model: StoredModel | Any, backend: str = "auto",
                  threads: int | None = None, precision: str = "fp32") -> None:
-        self.loaded = loaded
-        self.tags: tuple[str, ...] = tuple(loaded.tags)
-        self.thresholds = np.asarray(loaded.thresholds, dtype=np.float64)
-        self.input_kind: str = loaded.input_kind
-        self.window: int = int(loaded.window)
-        self.hop: int = int(loaded.hop)
-        self.frontend: LogMelOptions = loaded.frontend_options
-        self.name: str = loaded.name
-        self.hash: str = loaded.manifest.weights_sha256
-        self.device: torch.device = loaded.device
-        self.path = str(loaded.path)
+        if isinstance(model, StoredModel):
+            self.stored, self._loaded = model, None
+            self.device = Device("cpu")
+        else:  # a modelfile.LoadedModel
+            self.stored, self._loaded = StoredModel(model.path, model.manifest), model
+            self.device = Device(model.device.type, model.device.index)
+        stored = self.stored
+        self.tags: tuple[str, ...] = tuple(stored.tags)
+        self.thresholds = np.asarray(stored.thresholds, dtype=np.float64)
+        self.input_kind: str = stored.input_kind
+        self.window: int = int(stored.window)
+        self.hop: int = int(stored.hop)
+        self.frontend: LogMelOptions = stored.frontend_options
+        self.name: str = stored.name
+        self.hash: str = stored.manifest.weights_sha256
+        self.path = str(stored.path)
         if backend not in BACKENDS:
             raise ModelError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; use one of "
                              f"{', '.join(PRECISIONS)}")
         self.precision = precision
-        if threads is not None and threads >= 1 and self.device.type == "cpu":
-            torch.set_num_threads(threads)
         self.backend_note: str | None = None
         self.graph_passes: list[str] = []  # graph_passes' rewrites of the graph that serves
         self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
@@ -246,30 +306,61 @@ class InferenceModel:
                 raise ModelError(f"{self.path}: precision int8 runs on ONNX Runtime on the CPU; "
                                  "use backend auto or onnxruntime and device cpu, or precision "
                                  "fp32")
-            self._run = _int8_runner(loaded, threads or 1)
+            self._run = _int8_runner(stored, threads or 1)
             self.backend = "onnxruntime"
         elif backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
             if self.device.type != "cpu":
                 raise ModelError(f"{self.path}: backend onnxruntime runs on the CPU only here; "
                                  "use device cpu, or backend torch (or auto) on CUDA")
             try:
-                self._run, self.graph_passes = _onnx_runner(loaded, threads or 1)
+                self._run, self.graph_passes = _onnx_runner(
+                    stored, lambda: self.loaded, threads or 1, self.input_shape(2))
                 self.backend = "onnxruntime"
                 if self.graph_passes:
                     log.info("%s: ONNX graph rewritten: %s", self.path,
                              "; ".join(self.graph_passes))
             except ModelError as error:
+                if not torch_installed():
+                    raise ModelError(f"{self.path}: ONNX Runtime cannot serve this model "
+                                     f"({error}); TorchScript would, with PyTorch: "
+                                     f"{TORCH_EXTRA}") from None
                 self.backend_note = f"ONNX Runtime cannot serve this model: {error}"
                 log.warning("%s: %s; TorchScript serves it", self.path, self.backend_note)
         if self._run is None:
-            self._run, frozen_note = _torch_runner(loaded, threads)
+            if not torch_installed():
+                raise needs_torch(f"serving {self.path} with TorchScript (backend torch)")
+            if threads is not None and threads >= 1 and self.device.type == "cpu":
+                import torch
+
+                torch.set_num_threads(threads)
+            self._run, frozen_note = _torch_runner(self.loaded, threads)
             self.backend = "torch"
             if frozen_note is not None:
                 log.warning("%s: TorchScript serves the module as loaded: %s", self.path,
                             frozen_note)
         # A forward on one thread: its CPU time is then the calling thread's (measure_batches).
-        self._one_thread = ((threads or 1) == 1 if self.backend == "onnxruntime"
-                            else (threads or torch.get_num_threads()) == 1)
+        if self.backend == "onnxruntime":
+            self._one_thread = (threads or 1) == 1
+        else:
+            import torch
+
+            self._one_thread = (threads or torch.get_num_threads()) == 1
+
+    def graph(self) -> bytes:
+        """The file's FP32 ONNX graph as it was exported (not rewritten)."""
+        return _plain_graph(self.stored, lambda: self.loaded)
+
+    @property
+    def loaded(self) -> Any:
+        """The file's TorchScript module loaded (``modelfile.LoadedModel``, with torch), on
+        the device it serves on; loaded on first use where ONNX Runtime serves."""
+        if self._loaded is None:
+            if not torch_installed():
+                raise needs_torch(f"loading the TorchScript module of {self.path}")
+            from streamtag.model import modelfile
+
+            self._loaded = modelfile.load(self.path, device=str(self.device))
+        return self._loaded
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", warm_up_batch: int = 2,
@@ -279,13 +370,28 @@ class InferenceModel:
 
         ``backend``: ``"auto"`` (ONNX Runtime on the CPU, TorchScript on CUDA),
         ``"onnxruntime"`` (CPU only; falls back to TorchScript, saying why, where the file's
-        graph cannot be had) or ``"torch"``. ``threads``: intra-op threads of one forward (None:
-        ONNX Runtime 1, torch as it is set). ``precision``: ``"fp32"`` or ``"int8"`` (the
-        file's int8 graph, ONNX Runtime on the CPU)."""
-        if ((backend == "onnxruntime" or precision == "int8")
-                and str(device).strip().lower() == "auto"):
-            device = "cpu"
-        model = cls(modelfile.load(path, device=device), backend, threads, precision)
+        graph cannot be had) or ``"torch"``. ``device``: ``"auto"`` (CUDA where torch is
+        installed and sees one, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        ``threads``: intra-op threads of one forward (None: ONNX Runtime 1, torch as it is
+        set). ``precision``: ``"fp32"`` or ``"int8"`` (the file's int8 graph, ONNX Runtime on
+        the CPU). On the CPU with ONNX Runtime, torch is not imported."""
+        text = str(device).strip().lower()
+        if (backend == "onnxruntime" or precision == "int8") and text == "auto":
+            text = "cpu"
+        if text == "auto":
+            text = "cuda" if cuda_visible() else "cpu"
+        if text == "cpu" and backend != "torch":
+            model = cls(open_model(path), backend, threads, precision)
+        elif text == "cpu" or text == "cuda" or text.startswith("cuda:"):
+            if not torch_installed():
+                raise needs_torch(f"serving {path} on device {device!r} with backend "
+                                  f"{backend!r} (TorchScript)")
+            from streamtag.model import modelfile
+
+            model = cls(modelfile.load(path, device=text), backend, threads, precision)
+        else:
+            raise ModelError(f"cannot load {path}: unknown device {device!r}; use 'auto', "
+                             "'cpu', 'cuda' or 'cuda:N'")
         model.warm_up(warm_up_batch)
         return model
 
@@ -355,19 +461,44 @@ class InferenceModel:
     def window_reuse(self, hop: int) -> tuple[WindowReuse | None, str]:
         """What windows ``hop`` apart can take from the window before
         (``streamtag.model.window_reuse``), or None and why not: only FP32 graphs on ONNX
-        Runtime reuse work. Built once per hop."""
+        Runtime reuse work. Built once per hop: from the steps the file stores for the hop,
+        checked against the file's whole-window graph; for another hop, exported from the
+        module where torch is installed."""
         with self._reuse_lock:
             if hop not in self._reuse:
-                if self.backend != "onnxruntime" or self.precision != "fp32":
-                    found: tuple[WindowReuse | None, str] = (
-                        None, "only FP32 graphs on ONNX Runtime reuse work across windows")
-                else:
-                    found = window_reuse(self.loaded, hop, self._threads)
+                found = self._find_reuse(hop)
                 if found[0] is not None:
                     log.info("%s: windows %d frames apart take the carry of the window %d "
                              "before", self.path, hop, found[0].geometry.lag)
                 self._reuse[hop] = found
             return self._reuse[hop]
+
+    def _find_reuse(self, hop: int) -> tuple[WindowReuse | None, str]:
+        if self.backend != "onnxruntime" or self.precision != "fp32":
+            return None, "only FP32 graphs on ONNX Runtime reuse work across windows"
+        if self.input_kind != "logmel":
+            return None, "only log-mel models reuse work across windows"
+        try:
+            steps = self.stored.reuse_graphs(hop)
+            if steps is not None:
+                reference = session_runner(onnx_session(self.graph(), 1))
+                return from_graphs(*steps, self.window, hop, self.frontend.n_mels,
+                                   self._threads, reference)
+        except ModelError as error:
+            return None, str(error)
+        if torch_installed():
+            from streamtag.model.reuse_export import window_reuse
+
+            return window_reuse(self.loaded, hop, self._threads)
+        record = self.stored.manifest.window_reuse
+        if not record:
+            return None, "the model file stores no window-reuse steps"
+        if "error" in record:
+            return None, f"the model file stores no window-reuse steps: {record['error']}"
+        hops = ", ".join(str(h) for h in self.stored.reuse_hops())
+        return None, (f"the model file stores window reuse's steps for windows {hops} frames "
+                      f"apart; those of {hop} are exported from its module with PyTorch "
+                      f"({TORCH_EXTRA})")
 
     def same_input_as(self, other: InferenceModel) -> bool:
         """True when windows made for ``other`` are valid input for this model."""

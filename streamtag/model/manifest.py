@@ -40,8 +40,10 @@ __all__ = [
 ]
 
 # 1.1: the ONNX graph (ONNX_FILE) beside the TorchScript module; 1.2: optionally an int8 one
-# (INT8_FILE, `streamtag models quantize`)
-FORMAT_VERSION = "1.2"
+# (INT8_FILE, `streamtag models quantize`); 1.3: window reuse's two steps at the manifest's hop
+# (``window_reuse``), so ONNX Runtime serves every part of the file without torch. A reader of
+# 1.2 ignores them (and builds its own steps, with torch).
+FORMAT_VERSION = "1.3"
 MANIFEST_FILE = "streamtag.json"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -97,8 +99,8 @@ class Manifest:
     ``"waveform"``. ``thresholds`` default to 0.5 per tag. ``members`` lists the model files an
     ensemble or a waveform export was built from (their names and weight hashes). ``onnx``
     describes the ONNX graph stored beside the module, or why there is none. ``created``,
-    ``weights_sha256`` and ``onnx`` are filled in by ``save``. See docs/model-file.md for every
-    field.
+    ``weights_sha256``, ``onnx`` and ``window_reuse`` (the steps' graphs stored for windows
+    that share work, by hop) are filled in by ``save``. See docs/model-file.md for every field.
     """
 
     name: str
@@ -115,6 +117,7 @@ class Manifest:
     members: tuple[dict[str, Any], ...] = ()
     onnx: dict[str, Any] = dataclasses.field(default_factory=dict)
     onnx_int8: dict[str, Any] = dataclasses.field(default_factory=dict)
+    window_reuse: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
     weights_sha256: str = ""
     format_version: str = FORMAT_VERSION
@@ -163,7 +166,7 @@ class Manifest:
                 raise ModelError(f"{field} must be a positive whole number of {unit}, "
                                  f"got {value!r}")
             values.set_field(self, field, int(value))
-        for field in ("architecture", "options", "metrics", "onnx", "onnx_int8"):
+        for field in ("architecture", "options", "metrics", "onnx", "onnx_int8", "window_reuse"):
             if not isinstance(getattr(self, field), Mapping):
                 raise ModelError(f"{field} must be a dict, got {getattr(self, field)!r}")
         if not isinstance(self.recipe, (Mapping, str)):
@@ -194,6 +197,7 @@ class Manifest:
             "members": list(self.members),
             "onnx": self.onnx,
             "onnx_int8": self.onnx_int8,
+            "window_reuse": self.window_reuse,
             "created": self.created,
             "weights_sha256": self.weights_sha256,
         })

@@ -3,10 +3,12 @@
 The file is the contract between the trainer and the daemon (docs/model-file.md): its module
 maps a batch of inputs to per-tag PROBABILITIES, and its manifest (``streamtag.model.manifest``)
 says everything needed to feed it and to read its output. This module writes such files (a
-network, an ensemble of files, a log-mel file behind its own frontend), writes them again with
-another manifest or another graph, and loads them: modules with ``torch.jit.load``, everything
-else with ``zipfile``, never with pickle. The ONNX graph it stores is exported and checked by
-``streamtag.model.onnx_export``.
+network, an ensemble of files, a log-mel file behind its own frontend) and loads their modules
+with ``torch.jit.load``; everything else is read with ``zipfile``, never with pickle, and a file
+whose module stays as it is is written again without torch (``streamtag.model.stored``, whose
+``rewrite`` and ``add_int8_graph`` are also found here). The ONNX graph it stores is exported
+and checked by ``streamtag.model.onnx_export``, window reuse's steps by
+``streamtag.model.reuse_export``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from streamtag.frontend import LogMelOptions
 from streamtag.fsutil import atomic_path
 from streamtag.model.manifest import (
     FORMAT_VERSION,
-    INT8_FILE,
     MANIFEST_FILE,
     ONNX_FILE,
     Manifest,
@@ -40,6 +41,8 @@ from streamtag.model.manifest import (
     stored_file,
 )
 from streamtag.model.onnx_export import cached_export, export_onnx
+from streamtag.model.reuse_export import stored_steps
+from streamtag.model.stored import add_int8_graph, rewrite
 from streamtag.model.torch_frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ __all__ = [
     "save",
     "save_ensemble",
     "stored_int8_graph",
+    "upgrade",
     "weights_sha256",
 ]
 
@@ -150,27 +154,32 @@ def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manif
     (the module's ONNX graph) is stored as the extra file ``ONNX_FILE``; without it, one is
     exported here and, where that fails, the manifest's ``onnx`` records why. ``int8`` (an
     int8 graph of the same module, ``add_int8_graph``) is stored as ``INT8_FILE``; without it
-    the manifest's ``onnx_int8`` is emptied."""
+    the manifest's ``onnx_int8`` is emptied. Window reuse's steps at the manifest's hop are
+    exported and stored where the architecture's windows share work (``reuse_export``)."""
     if graph is None:
         graph, record = _export_or_reason(top, example_input(manifest))
     else:
         record = dict(manifest.onnx)
+    reuse, reuse_files = stored_steps(top, manifest)
+    if "error" in reuse:
+        log.warning("no window-reuse steps stored: %s", reuse["error"])
     manifest = dataclasses.replace(
         manifest,
         format_version=FORMAT_VERSION,
         weights_sha256=weights_sha256(top.model),
         onnx=record,
         onnx_int8=dict(manifest.onnx_int8) if int8 is not None else {},
+        window_reuse=reuse,
         created=manifest.created or datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds"),
     )
     data = manifest.to_dict()
     text = json.dumps(data, indent=2, allow_nan=False)
-    extra: dict[str, Any] = {MANIFEST_FILE: text}
+    extra: dict[str, Any] = {MANIFEST_FILE: text, **reuse_files}
     if graph is not None:
         extra[ONNX_FILE] = graph
     if int8 is not None:
-        extra[INT8_FILE] = int8
+        extra[manifest.onnx_int8["file"]] = int8
     path = Path(path)
     with atomic_path(path) as temporary:  # a reader never sees half a file
         torch.jit.save(top, str(temporary), _extra_files=extra)
@@ -232,21 +241,6 @@ def save(module: nn.Module, path: str | os.PathLike,
         got = top(example)
     _check_outputs(got, expected, manifest, _SAVE_TOLERANCE, f"model {model_name}")
     return _write(top, path, manifest)
-
-
-def rewrite(path: str | os.PathLike, out: str | os.PathLike, **changes: Any) -> Manifest:
-    """Writes model file ``path`` again at ``out`` (which may be ``path``: it is replaced
-    atomically) with manifest fields changed, e.g. ``thresholds``; the module and its weights
-    are the file's own, checked against its hash on loading. Returns the manifest written."""
-    fixed = sorted(set(changes) & {"format_version", "weights_sha256"})
-    if fixed:
-        raise ModelError(f"rewrite cannot change {fixed}: they describe the module itself")
-    loaded = load(path, device="cpu")
-    try:
-        manifest = dataclasses.replace(loaded.manifest, **changes)
-    except TypeError as error:
-        raise ModelError(f"rewrite of {loaded.path}: {error}") from None
-    return _write(loaded.module, out, manifest, _kept_graph(loaded), stored_int8_graph(loaded))
 
 
 def _resolve_device(device: str | torch.device, path: Path) -> torch.device:
@@ -381,13 +375,6 @@ def _stored_graph(model: LoadedModel) -> bytes | None:
     return stored_file(model.path, record, "ONNX graph")
 
 
-def _kept_graph(model: LoadedModel) -> bytes | None:
-    """The stored graph of a file written again with its module unchanged: it still holds, so
-    it is kept rather than exported and checked again. None where the file has none or records
-    why none could be exported (``_write`` then exports, or records why, as ``save`` does)."""
-    return None if "error" in model.manifest.onnx else _stored_graph(model)
-
-
 def stored_int8_graph(model: LoadedModel) -> bytes | None:
     """The int8 graph stored in the model file (``add_int8_graph``), checked against the
     manifest's hash; None where the file has none."""
@@ -411,6 +398,18 @@ def onnx_graph(model: LoadedModel) -> bytes:
     return cached_export(model.manifest.weights_sha256, export, model.path)
 
 
+def upgrade(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
+    """Writes a model file again (to ``out``, default in place) in format ``FORMAT_VERSION``:
+    its module, weights and stored graphs kept, window reuse's steps at its hop added where its
+    architecture shares work across windows (format 1.3), so ONNX Runtime serves all of it
+    without torch. A file without an ONNX graph gets one (``add_onnx_graph``)."""
+    model = load(path, device="cpu")
+    graph = _stored_graph(model)
+    if graph is None:
+        return add_onnx_graph(path, out)
+    return _write(model.module, out or path, model.manifest, graph, stored_int8_graph(model))
+
+
 def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
     """Writes a model file again (to ``out``, default in place) with its ONNX graph inside and
     format version ``FORMAT_VERSION``; the module, its weights (and so their hash) and the rest
@@ -419,18 +418,6 @@ def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None
     graph, record = export_onnx(model.module, example_input(model.manifest))
     manifest = dataclasses.replace(model.manifest, onnx=record)
     return _write(model.module, out or path, manifest, graph, stored_int8_graph(model))
-
-
-def add_int8_graph(path: str | os.PathLike, graph: bytes, record: Mapping[str, Any],
-                   out: str | os.PathLike | None = None) -> Manifest:
-    """Writes a model file again (to ``out``, default in place) with ``graph``, an int8 graph of
-    its module (``streamtag.catalog.quantize``), inside as ``INT8_FILE`` and ``record`` (how it
-    was made and measured) with its hash as the manifest's ``onnx_int8``; the module, its
-    weights, its FP32 graph and the rest of the manifest are kept."""
-    model = load(path, device="cpu")
-    full = {**record, "file": INT8_FILE, "sha256": hashlib.sha256(graph).hexdigest()}
-    manifest = dataclasses.replace(model.manifest, onnx_int8=full)
-    return _write(model.module, out or path, manifest, _kept_graph(model), graph)
 
 
 def _first_difference(a: Manifest, b: Manifest) -> str | None:

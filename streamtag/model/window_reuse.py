@@ -20,14 +20,17 @@ pools need past the carry: with the default model's 93 and 31, the second convol
 of its 43 columns and the first on 66 of 91 (what that saves: docs/engine-benchmark.md,
 "Overlapping windows share work").
 
-Two ONNX graphs serve it, both exported from the network and rewritten by ``graph_passes``:
+Two ONNX graphs serve it, both exported from the network (``reuse_export``, with torch, when
+the model file is written; stored in it from format 1.3) and rewritten by ``graph_passes``:
 ``first`` (a whole window → probabilities and its carry) and ``next`` (a window and the carry
 of window k - d → probabilities and this window's carry). The max pool is taken before the
 second layer's ReLU and batch norm (the same numbers while the batch norm's scales are
 positive, which ``graph_passes.pool_first`` also relies on), so a carry holds pooled values
-and the Winograd rewrite takes the row pairs' pool inside its tiles. Both are checked against
-the file's TorchScript module on a run of overlapping windows at load (≤ 1e-4); a model where
-anything here does not hold serves as before, with the reason.
+and the Winograd rewrite takes the row pairs' pool inside its tiles. When the file is written
+the steps are checked against its TorchScript module on a run of overlapping windows; at load
+the rewritten steps are checked against the file's whole-window graph on such a run (≤ 1e-4),
+so no torch is needed to serve them. A model where anything here does not hold serves as
+before, with the reason.
 
 "first_block". ``short_chunk_resnet`` (stride-2 residual blocks of padded 3×3 convolutions)
 reuses its first block, the costliest (a 128 → 128 convolution on 64 × 116 for its 231-frame
@@ -43,28 +46,21 @@ larger (the first block's output on 81 columns: 2.7 MB against the default model
 from __future__ import annotations
 
 import dataclasses
-import functools
-import io
 import logging
-import warnings
 from collections.abc import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from streamtag import nets
 from streamtag.errors import first_lines
-from streamtag.model import graph_passes, modelfile
-from streamtag.model.onnx_export import ONNX_OPSET, ONNX_TOLERANCE
+from streamtag.model import graph_passes
 from streamtag.model.sessions import onnx_session
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Geometry", "ResNetGeometry", "WindowReuse", "geometry", "resnet_geometry",
-           "window_reuse"]
+__all__ = ["GEOMETRIES", "RESNET_MIN_TAKEN", "REUSE_TOLERANCE", "Geometry", "ResNetGeometry",
+           "WindowReuse", "check_windows", "from_graphs", "geometry", "resnet_geometry"]
+
+REUSE_TOLERANCE = 1e-4  # the steps' probabilities against the whole window's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,48 +107,6 @@ def geometry(window: int, hop: int) -> Geometry | None:
     return Geometry(window, hop, lag, shift, carried, lo, hi, (2 * lo, 2 * hi + 8), pooled)
 
 
-def _columns(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``x``'s columns start ... stop - 1 (an even count) paired by a 1×2 max pool; no
-    slice where the pool's own rounding down leaves the same columns."""
-    width = x.shape[-1]
-    if not (start == 0 and stop in (width, width - 1)):
-        x = x[..., start:stop]
-    return F.max_pool2d(x, (1, 2), (1, 2))
-
-
-class _Steps(nn.Module):
-    """``mel_cnn``'s forward in the two steps of a window with and without a carry."""
-
-    def __init__(self, net: nn.Module, g: Geometry, with_carry: bool) -> None:
-        super().__init__()
-        self.net, self.g, self.with_carry = net, g, with_carry
-        # in eval mode before the exporter sees it: the exporter puts a module back in the mode
-        # it found it in, and a module in training mode takes its submodules (the batch norms)
-        # with it
-        self.eval()
-
-    def forward(self, x: torch.Tensor, carry: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        f, g = self.net.features, self.g
-        if self.with_carry:
-            x = x[..., g.frames[0]:g.frames[1]]
-            origin = g.lo  # the second convolution's first column computed here
-        else:
-            origin = 0
-        h = f[3](f[2](f[1](f[0](x.unsqueeze(1)))))
-        rows = F.max_pool2d(f[5](h), (2, 1), (2, 1))  # the row pairs, before ReLU, batch norm
-        own = _columns(rows, g.shift - origin, g.shift - origin + 2 * g.carried)
-        if self.with_carry:
-            pooled = torch.cat([carry, _columns(rows, 2 * g.carried - origin,
-                                                2 * g.pooled_columns - origin)], -1)
-        else:
-            pooled = _columns(rows, 0, 2 * g.pooled_columns)
-        z = f[7](f[6](pooled))
-        for layer in f[10:]:
-            z = layer(z)
-        return torch.sigmoid(self.net.dense(z.flatten(1))), own
-
-
 # a carry of fewer first-block columns than this saves less than its slices and joins cost
 RESNET_MIN_TAKEN = 8
 
@@ -197,83 +151,11 @@ def resnet_geometry(window: int, hop: int) -> ResNetGeometry | None:
     return ResNetGeometry(window, hop, lag, shift, columns, (start, stop))
 
 
-class _Folded(nn.Module):
-    """``bn(conv(x))`` of a convolution and the batch norm after it (eval mode) as one
-    convolution's weights and bias, buffers (the exporter makes them initializers, which the
-    graph passes read)."""
-
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-        super().__init__()
-        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
-                                            bn.running_var, bn.eps, bn.weight, bn.bias)
-        self.register_buffer("weight", weight.detach())
-        self.register_buffer("bias", bias.detach())
-
-
-def _conv_columns(x: torch.Tensor, conv: _Folded, first: int, width: int, start: int,
-                  stop: int, stride: int) -> torch.Tensor:
-    """Output columns start ... stop - 1 of a 3×3 convolution with padding 1 and ``stride``
-    over an input ``width`` columns wide, of which ``x`` holds columns ``first`` on. Zeros
-    pad the input only where the whole input's padding does; every slice is static (shape
-    inference follows it), so one side of padding is had as both, the extra output column
-    cut."""
-    lo, hi = stride * start - 1, stride * (stop - 1) + 2  # the input columns read
-    count, weight, bias = stop - start, conv.weight, conv.bias
-    if lo >= 0 and hi <= width:
-        return F.conv2d(x[..., lo - first:hi - first], weight, bias, stride, (1, 0))
-    if lo >= 0:  # the right edge: one more column in on the left, its output cut
-        begin = lo - (stride - 1)
-        out = F.conv2d(x[..., begin - first:width - first], weight, bias, stride, 1)
-        return out[..., 1:1 + count]
-    return F.conv2d(x[..., -first:min(hi, width) - first], weight, bias, stride, 1)[..., :count]
-
-
-class _ResNetSteps(nn.Module):
-    """``short_chunk_resnet``'s forward in the two steps of a window with and without a carry
-    of its first block's output."""
-
-    def __init__(self, net: nn.Module, g: ResNetGeometry, with_carry: bool) -> None:
-        super().__init__()
-        self.net, self.g, self.with_carry = net, g, with_carry
-        block = net.blocks[0]
-        self.conv1 = _Folded(block.conv1, block.bn1)
-        self.conv2 = _Folded(block.conv2, block.bn2)
-        self.shortcut = _Folded(block.shortcut[0], block.shortcut[1])
-        self.eval()  # before the exporter sees it (``_Steps``)
-
-    def _first_block(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """The first block's output columns start ... stop - 1 from the whole window ``x``."""
-        window, columns = self.g.window, self.g.columns
-        lo, hi = max(start - 1, 0), min(stop + 1, columns)
-        h = F.relu(_conv_columns(x, self.conv1, 0, window, lo, hi, 2))
-        y = _conv_columns(h, self.conv2, lo, columns, start, stop, 1)
-        return F.relu(y + _conv_columns(x, self.shortcut, 0, window, start, stop, 2))
-
-    def forward(self, x: torch.Tensor, carry: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        net, g = self.net, self.g
-        start, stop = g.taken
-        x = net.input_bn(x.unsqueeze(1))
-        if self.with_carry:
-            h = torch.cat([self._first_block(x, 0, start), carry,
-                           self._first_block(x, stop, g.columns)], -1)
-        else:
-            h = net.blocks[0](x)
-        own = h[..., start + g.shift:stop + g.shift]
-        z = net.blocks[1:](h).amax(dim=(2, 3))
-        z = net.dropout(F.relu(net.bn(net.dense1(z))))
-        return torch.sigmoid(net.dense2(z)), own
-
-
-def _export(module: nn.Module, args: tuple, names: list[str]) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation
-        torch.onnx.export(module, args, buffer, opset_version=ONNX_OPSET, input_names=names,
-                          output_names=["probabilities", "carry"], dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in [*names, "probabilities",
-                                                                  "carry"]})
-    return buffer.getvalue()
+# nets.WINDOW_REUSE's schemes: where a scheme's windows find their carry
+GEOMETRIES: dict[str, Callable[[int, int], Geometry | ResNetGeometry | None]] = {
+    "pooled_columns": geometry,
+    "first_block": resnet_geometry,
+}
 
 
 class WindowReuse:
@@ -311,90 +193,33 @@ class WindowReuse:
         return np.stack(out)
 
 
-_Plan = tuple[Geometry | ResNetGeometry | None, Callable[[bool], nn.Module] | None, str]
+def check_windows(n_mels: int, window: int, hop: int, count: int = 6) -> np.ndarray:
+    """A run of ``count`` windows ``hop`` frames apart cut from the same random frames: what
+    the steps are checked on."""
+    frames = np.random.default_rng(0).standard_normal((n_mels, window + (count - 1) * hop),
+                                                      dtype=np.float32)
+    return np.stack([frames[:, i * hop: i * hop + window] for i in range(count)])
 
 
-def _plan_pooled_columns(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
-    """``mel_cnn``'s layout: the second convolution's pooled columns carried (``Geometry``)."""
-    if not bool((net.features[7].weight > 0).all()):
-        return None, None, ("its second batch norm has a scale <= 0, so its max pool cannot be "
-                            "taken first")
-    g = geometry(window, hop)
-    return g, functools.partial(_Steps, net, g), ""
-
-
-def _plan_first_block(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
-    """``short_chunk_resnet``'s layout: the first block's output carried (``ResNetGeometry``)."""
-    if options.get("downsample", "stride") != "stride":
-        return None, None, ('its first block is shared between windows only with '
-                            'downsample = "stride"')
-    g = resnet_geometry(window, hop)
-    return g, functools.partial(_ResNetSteps, net, g), ""
-
-
-# the schemes of nets.WINDOW_REUSE: the geometry of a network's windows and its two steps
-SCHEMES: dict[str, Callable[[nn.Module, dict, int, int], _Plan]] = {
-    "pooled_columns": _plan_pooled_columns,
-    "first_block": _plan_first_block,
-}
-
-
-def _not_reused() -> str:
-    reusing = [name for name in nets.names() if nets.spec(name)["window_reuse"] is not None]
-    return f"only {' and '.join(reusing)} model files reuse work across windows"
-
-
-def _plan(loaded: modelfile.LoadedModel, hop: int) -> _Plan:
-    """The geometry of ``loaded``'s windows ``hop`` frames apart and the maker of its two steps
-    (``with_carry`` → module), from the zoo's eager network with the file's weights; or
-    (None, None, why not)."""
-    options = dict(loaded.manifest.architecture)
-    name = options.pop("name", None)
-    scheme = nets.spec(name)["window_reuse"] if name in nets.names() else None
-    # an ensemble's or a waveform export's module holds other files' modules (``members``)
-    if loaded.manifest.members or scheme is None:
-        return None, None, _not_reused()
+def from_graphs(scheme: str, first_graph: bytes, next_graph: bytes, window: int, hop: int,
+                n_mels: int, threads: int, reference: Callable[[np.ndarray], np.ndarray]
+                ) -> tuple[WindowReuse | None, str]:
+    """Window reuse served from its two steps' graphs (rewritten by ``graph_passes``), checked
+    against ``reference`` (whole windows → probabilities) on a run of overlapping windows;
+    (None, why not) where it cannot serve."""
+    make = GEOMETRIES.get(scheme)
+    g = make(window, hop) if make is not None else None
+    if g is None:
+        return None, f"no geometry of scheme {scheme!r} for windows {hop} frames apart"
     try:
-        net = nets.build(name, len(loaded.tags), **options).eval()
-        net.load_state_dict(loaded.module.model.state_dict())
-    except (TypeError, ValueError, RuntimeError) as error:
-        return None, None, f"its weights do not fit the zoo's {name} ({first_lines(error, 1)})"
-    g, steps, why = SCHEMES[scheme](net, options, int(loaded.window), hop)
-    if g is None and not why:  # no geometry: the windows overlap too little
-        why = f"windows {hop} frames apart overlap too little to share work"
-    return g, steps, why
-
-
-def window_reuse(loaded: modelfile.LoadedModel, hop: int, threads: int,
-                 check_windows: int = 6) -> tuple[WindowReuse | None, str]:
-    """The reuse of ``loaded``'s windows ``hop`` frames apart on ONNX Runtime, checked against
-    its TorchScript module; (None, why not) where it cannot serve."""
-    if loaded.input_kind != "logmel" or loaded.device.type != "cpu":
-        return None, "only log-mel models on the CPU reuse work across windows"
-    g, steps, why = _plan(loaded, hop)
-    if g is None or steps is None:
-        return None, why
-    n_mels = loaded.frontend_options.n_mels
-    example = torch.zeros(1, n_mels, g.window)
-    try:
-        first_graph = _export(steps(False), (example,), ["windows"])
-        with torch.no_grad():
-            _, carry = steps(False)(example)
-        next_graph = _export(steps(True), (example, carry), ["windows", "carried"])
         sessions = [onnx_session(graph_passes.optimize(graph)[0], threads)
                     for graph in (first_graph, next_graph)]
-    except Exception as error:  # noqa: BLE001 - the exporter and onnx raise many types
-        return None, f"its steps cannot be exported ({first_lines(error, 1)})"
+    except Exception as error:  # noqa: BLE001 - onnx and onnxruntime raise many types
+        return None, f"its steps cannot be loaded ({first_lines(error, 1)})"
     reuse = WindowReuse(g, *sessions)
-    # a run of overlapping windows of random frames against the module, window by window
-    generator = torch.Generator().manual_seed(0)
-    frames = torch.randn(n_mels, g.window + (check_windows - 1) * hop, generator=generator)
-    windows = torch.stack([frames[:, i * hop: i * hop + g.window]
-                           for i in range(check_windows)])
-    with torch.inference_mode():
-        expected = loaded(windows).double().cpu().numpy()
-    difference = float(np.abs(reuse.run(windows.numpy()) - expected).max())
-    if not difference <= ONNX_TOLERANCE:  # NaN fails too
-        return None, (f"its steps' probabilities differ from TorchScript's by "
-                      f"{difference:.3g} (allowed {ONNX_TOLERANCE:g})")
+    windows = check_windows(n_mels, window, hop)
+    difference = float(np.abs(reuse.run(windows) - reference(windows)).max())
+    if not difference <= REUSE_TOLERANCE:  # NaN fails too
+        return None, (f"its steps' probabilities differ from the whole window's by "
+                      f"{difference:.3g} (allowed {REUSE_TOLERANCE:g})")
     return reuse, ""

@@ -1,0 +1,223 @@
+"""Serving without torch: every command a CPU deployment runs works where torch cannot be
+imported, with the shipped model's window reuse; those that need torch say which extra to
+install.
+
+The commands run in a child interpreter whose ``torch`` is blocked (``sys.modules["torch"] =
+None``: any import of it fails as if it were not installed). The container tests
+(tests/container/) run the same commands in an image where it truly is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from helpers import free_port, run_streamtag, stop_process, wait_until
+from servers import AudioServer
+
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.catalog.shipped import default_model_path
+from streamtag.model import modelfile
+from streamtag.model.manifest import read_manifest
+from streamtag.wire.control import control_request
+from streamtag.wire.subscriber import Subscriber
+
+BLOCK = "import sys\nsys.modules['torch'] = None\n"
+CLI = BLOCK + "from streamtag.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+RATE = 16000
+
+
+def without_torch(*args: str, popen: bool = False, **kwargs):
+    """``streamtag ARGS`` in an interpreter where torch cannot be imported, run from outside
+    the source tree (``helpers.run_streamtag``)."""
+    command = [sys.executable, "-c", CLI, *args]
+    kwargs.setdefault("cwd", tempfile.gettempdir())
+    kwargs.setdefault("text", True)
+    if popen:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                **kwargs)
+    return subprocess.run(command, capture_output=True, **kwargs)
+
+
+def finish(process: subprocess.Popen) -> str:
+    """Stops a started command (SIGTERM) and returns what it wrote to stderr."""
+    stop_process(process, 15)
+    _, err = process.communicate()
+    return err if isinstance(err, str) else err.decode(errors="replace")
+
+
+def python_without_torch(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", BLOCK + code], capture_output=True, text=True,
+                          cwd=tempfile.gettempdir(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("music")
+    path = folder / "piece.wav"
+    write_audio(path, music_like(12.0, RATE, seed=7), RATE)
+    return path
+
+
+def test_the_block_makes_torch_unimportable():
+    done = subprocess.run([sys.executable, "-c", BLOCK + "import torch"], capture_output=True,
+                          text=True, cwd=tempfile.gettempdir())
+    assert done.returncode != 0 and "ModuleNotFoundError" in done.stderr
+
+
+def test_the_shipped_model_stores_what_onnx_runtime_serves():
+    manifest = read_manifest(default_model_path())
+    assert manifest.format_version == "1.3"
+    assert manifest.window_reuse["scheme"] == "pooled_columns"
+    assert list(manifest.window_reuse["hops"]) == [str(manifest.hop)]
+
+
+def test_window_reuse_serves_from_the_file_without_torch():
+    out = python_without_torch(
+        "import json, numpy as np\n"
+        "from streamtag.catalog.shipped import default_model_path\n"
+        "from streamtag.model.inference import InferenceModel\n"
+        "from streamtag.model.window_reuse import check_windows\n"
+        "m = InferenceModel.load(default_model_path(), threads=1)\n"
+        "reuse, _ = m.window_reuse(m.hop)\n"
+        "w = check_windows(m.frontend.n_mels, m.window, m.hop, 8)\n"
+        "d = float(np.abs(reuse.run(w) - m.forward(w)).max())\n"
+        "other, why = m.window_reuse(m.hop - 1)\n"
+        "print(json.dumps({'backend': m.backend, 'difference': d, 'other': other is None,\n"
+        "                  'why': why, 'torch': 'torch' in sys.modules and\n"
+        "                  sys.modules['torch'] is not None}))\n")
+    result = json.loads(out)
+    assert result["backend"] == "onnxruntime" and not result["torch"]
+    assert result["difference"] <= 1e-4
+    # a hop the file stores no steps for: served whole, saying what would export them
+    assert result["other"] and "streamtag[torch]" in result["why"]
+
+
+def test_demo_and_tag_without_torch_give_the_torch_served_scores(music):
+    demo = without_torch("demo", "--seconds", "8", "--speed", "8", timeout=120)
+    assert demo.returncode == 0, demo.stderr
+    assert "active:" in demo.stdout and "track" in demo.stdout
+    served = without_torch("tag", str(music), "--json", timeout=120)
+    assert served.returncode == 0, served.stderr
+    reference = run_streamtag("tag", str(music), "--json", "--backend", "torch", timeout=120)
+    assert reference.returncode == 0, reference.stderr
+    a, b = json.loads(served.stdout), json.loads(reference.stdout)
+    assert a["error"] is None and sorted(a["mean_scores"]) == sorted(b["mean_scores"])
+    tags = sorted(a["mean_scores"])
+    np.testing.assert_allclose([a["mean_scores"][t] for t in tags],
+                               [b["mean_scores"][t] for t in tags], atol=1e-4)
+    assert [s["tag"] for s in a["segments"]] == [s["tag"] for s in b["segments"]]
+
+
+def test_the_daemon_serves_file_http_and_pipe_sources_without_torch(tmp_path, music):
+    station = AudioServer((music.parent / "piece.wav").read_bytes(), radio=True,
+                          bytes_per_s=RATE * 2 * 2)
+    station.start()
+    feed, control = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    subscriber = Subscriber(feed)
+    daemon = without_torch("run", "--source", f"disk=file:{music}", "--source",
+                           f"radio={station.url()}", "--source", "stdin=pipe:",
+                           "--publish", feed, "--control", control, popen=True,
+                           stdin=subprocess.PIPE, text=False)
+    heard: set[str] = set()
+    try:
+        pcm = (music_like(8.0, 44100, seed=3) * 0.5 * 32767).astype("<i2").tobytes()
+        daemon.stdin.write(pcm)  # the pipe source's default: s16le mono 44.1 kHz
+        daemon.stdin.flush()
+        deadline = time.monotonic() + 90
+        while heard != {"disk", "radio", "stdin"} and time.monotonic() < deadline:
+            message = subscriber.recv(200)
+            if message is not None and message.msg_type == "scores":
+                heard.add(message.stream)
+            assert daemon.poll() is None, finish(daemon)
+        assert heard == {"disk", "radio", "stdin"}
+        status = control_request(control, {"cmd": "status"}, timeout_ms=10000)
+        assert status["model"]["backend"] == "onnxruntime"
+        assert status["engine"]["reused_windows"] > 0  # from the steps the file stores
+    finally:
+        errors = finish(daemon)
+        station.stop()
+        subscriber.close()
+    assert daemon.returncode == 0, errors
+
+
+def test_proxy_record_history_and_dashboard_without_torch(tmp_path, music):
+    upstream, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    frontend = f"tcp://127.0.0.1:{free_port()}"
+    db = f"sqlite:///{tmp_path / 'tags.db'}"
+    port = free_port()
+    processes = [
+        without_torch("run", "--source", f"disk=file:{music}", "--publish", upstream,
+                      "--control", "", popen=True),
+        without_torch("proxy", "--upstream", upstream, "--frontend", frontend, "--backend",
+                      backend, popen=True),
+        without_torch("record", "--connect", backend, "--db", db, popen=True),
+    ]
+    try:
+        wait_until((tmp_path / "tags.db").exists, 60, "the recorder's database")
+        processes.append(without_torch("dashboard", "--connect", backend, "--port", str(port),
+                                       "--db", db, popen=True))
+        def page() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
+                    return answer.status == 200
+            except OSError:
+                return False
+
+        wait_until(page, 60, "the dashboard page")
+        listened = without_torch("listen", backend, "--json", "--count", "5", timeout=90)
+        assert listened.returncode == 0, listened.stderr
+        kinds = {json.loads(line)["header"]["msg_type"] for line in listened.stdout.splitlines()}
+        assert kinds & {"scores", "event", "status", "heartbeat"}
+
+        def recorded() -> bool:
+            done = without_torch("history", "--db", db, "--json", timeout=60)
+            return done.returncode == 0 and "disk" in done.stdout
+
+        wait_until(recorded, 90, "the recorder's rows", interval=1.0)
+    finally:
+        errors = [finish(process) for process in reversed(processes)]
+    assert all(p.returncode == 0 for p in processes), errors
+
+
+def test_calibration_without_torch_writes_a_file_torch_still_loads(tmp_path, music):
+    home = tmp_path / "home"
+    path = home / "models" / "mine.pt"  # an installed model, as `models calibrate` takes
+    path.parent.mkdir(parents=True)
+    shutil.copy(default_model_path(), path)
+    before = read_manifest(path)
+    done = without_torch("models", "calibrate", "mine", str(music), timeout=300,
+                         env={**os.environ, "STREAMTAG_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    after = read_manifest(path)
+    assert after.thresholds != before.thresholds and "calibration" in after.options
+    assert (after.weights_sha256, after.onnx, after.window_reuse) == \
+        (before.weights_sha256, before.onnx, before.window_reuse)
+    loaded = modelfile.load(path, device="cpu")  # TorchScript reads it; the weights hash holds
+    x = modelfile.example_input(after)
+    original = modelfile.load(default_model_path(), device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), original(x), atol=0, rtol=0)
+    with zipfile.ZipFile(path) as a, zipfile.ZipFile(default_model_path()) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+
+
+def test_commands_that_need_torch_name_the_extra(tmp_path, music):
+    install = without_torch("models", "install", "musicnn-msd", timeout=120)
+    assert install.returncode == 2 and "pip install 'streamtag[torch]'" in install.stderr
+    served = without_torch("tag", str(music), "--backend", "torch", timeout=120)
+    assert served.returncode == 2 and "streamtag[torch]" in served.stderr
+    assert "Traceback" not in install.stderr + served.stderr
