@@ -31,7 +31,7 @@ import numpy as np
 from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel
-from streamtag.model.inference import InferenceModel, cheapest_batch
+from streamtag.model.inference import InferenceModel, cheapest_batch, return_freed_memory
 from streamtag.model.window_reuse import WindowReuse
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ class Engine:
         self._model = model
         self._limit = self.batch_limit_for(model)
         self._reuse = self.reuse_for(model)
+        return_freed_memory()  # what the model's checks and measurement built and dropped
         self._pass_s: float | None = None  # the serving model's forward seconds per window
         self._generation = 0
         self._streams: dict[str, _Stream] = {}

@@ -93,6 +93,23 @@ def keep_freed_memory() -> bool:
             and bool(mallopt(_M_ARENA_MAX, 1)))
 
 
+def return_freed_memory() -> bool:
+    """Gives the memory freed so far back to the kernel (glibc's ``malloc_trim``): what loading
+    and checking a model built and dropped (the graphs' rewrites, the sessions they were checked
+    on), which ``keep_freed_memory`` would otherwise keep resident for good. Called once a model
+    is ready to serve; False where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def cheapest_batch(per_window_ms: dict[int, float], gain: float = BATCH_GAIN) -> int:
     """The batch size to serve at, from the forward's milliseconds per window at each size
     measured: the smallest that no larger size beats by ``gain`` or more. Smaller batches wait
