@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import free_port, run_streamtag, stop_process, wait_until
-from servers import AudioServer
+from servers import AudioServer, pulse_session
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -215,9 +215,39 @@ def test_calibration_without_torch_writes_a_file_torch_still_loads(tmp_path, mus
         assert sorted(a.namelist()) == sorted(b.namelist())
 
 
+def test_models_list_names_what_can_be_installed_without_torch(tmp_path):
+    from streamtag.catalog import installed, musicnn
+
+    assert installed.available_names() == musicnn.NAMES
+    done = without_torch("models", "list", env={**os.environ, "STREAMTAG_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "can be installed: musicnn-mtt, musicnn-msd, vgg-mtt, vgg-msd" in done.stdout
+
+
 def test_commands_that_need_torch_name_the_extra(tmp_path, music):
     install = without_torch("models", "install", "musicnn-msd", timeout=120)
     assert install.returncode == 2 and "pip install 'streamtag[torch]'" in install.stderr
     served = without_torch("tag", str(music), "--backend", "torch", timeout=120)
     assert served.returncode == 2 and "streamtag[torch]" in served.stderr
     assert "Traceback" not in install.stderr + served.stderr
+
+
+def test_the_daemon_serves_a_sound_card_without_torch(monkeypatch):
+    feed = f"tcp://127.0.0.1:{free_port()}"
+    with pulse_session(monkeypatch, music=True):  # 30 s of music into the captured sink
+        subscriber = Subscriber(feed)
+        daemon = without_torch("run", "--source", "room=device:pulse", "--publish", feed,
+                               "--control", "", popen=True)
+        scores = 0
+        try:
+            deadline = time.monotonic() + 60
+            while scores < 3 and time.monotonic() < deadline:
+                message = subscriber.recv(200)
+                if message is not None and message.msg_type == "scores":
+                    assert message.header.stream == "room"
+                    scores += 1
+                assert daemon.poll() is None, finish(daemon)
+        finally:
+            errors = finish(daemon)
+            subscriber.close()
+    assert scores == 3, errors

@@ -50,11 +50,14 @@ def models_folder() -> Path:
     return home() / "models"
 
 
-def available_names() -> tuple[str, ...]:
-    """The names ``install`` knows (musicnn's four taggers)."""
-    from streamtag.catalog.musicnn import NAMES
+# what ``install`` converts: musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``, which
+# needs torch; named here too so that listing them does not)
+AVAILABLE = ("musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
 
-    return tuple(NAMES)
+
+def available_names() -> tuple[str, ...]:
+    """The names ``install`` knows (musicnn's four taggers); listed without torch."""
+    return AVAILABLE
 
 
 def installed() -> dict[str, Path]:

@@ -32,10 +32,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         except ModelError as error:
             line = f"UNUSABLE: {error}"
         print(f"  {name:<14s} {line}")
-    try:
-        names = installed.available_names()
-    except ImportError:  # a streamtag without the converter
-        names = ()
+    names = installed.available_names()
     missing = [n for n in names if n not in models]
     if missing:
         print(f"can be installed: {', '.join(missing)} (streamtag models install NAME)")
