@@ -11,6 +11,10 @@ from collections.abc import Callable
 from streamtag.wire.proxy import DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_MESSAGE_BYTES
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
+# Packages of the extras (pyproject.toml) that a command may need: what it is, and the extra.
+OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "torch"),
+            "matplotlib": ("matplotlib", "plot")}
+
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
     """``cmd_NAME`` of streamtag.commands.NAME, imported when the command runs: parsing loads
@@ -237,16 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] != "torch":
+        extra = OPTIONAL.get((error.name or "").split(".")[0])
+        if extra is None:
             raise
-        # torch is the [torch] extra: training, export, musicnn's install, TorchScript, CUDA
         from streamtag.commands import EXIT_USAGE
-        from streamtag.model.stored import TORCH_EXTRA
 
-        print(f"streamtag {args.command}: this command needs PyTorch, which is not installed "
-              f"here; install it with {TORCH_EXTRA} (on a CPU machine install a CPU build of "
-              "torch first: PyPI's default on x86-64 Linux is a CUDA build of several GB)",
-              file=sys.stderr)
+        what, name = extra
+        note = (" (on a CPU machine install a CPU build of torch first: PyPI's default on x86-64 "
+                "Linux is a CUDA build of several GB)" if name == "torch" else "")
+        print(f"streamtag {args.command}: this needs {what}, which is not installed here; "
+              f"install it with pip install 'streamtag[{name}]'{note}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -238,25 +238,90 @@ def daemon_config(objects: list[dict]):
     return config_from_dict(tomllib.loads(configmap["data"]["daemon.toml"]))
 
 
-def test_the_configmaps_toml_loads_and_names_the_model_the_image_ships():
+def test_the_configmaps_toml_loads_and_serves_the_model_inside_the_package():
     config = daemon_config(base_objects())
     assert len(config.sources) >= 1 and config.shard.count == 1  # the shard is the flag's
+    # No [model] path: the default model, which the wheel carries (CMakeLists.txt installs
+    # models/default when the tree has it, so the build stage must copy it).
+    assert config.model.path is None
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    copied = re.search(r"^COPY models/default (\S+)$", dockerfile, re.M).group(1)
-    assert config.model.path == f"{copied}/model.pt"
+    assert re.search(r"^COPY models/default models/default$", dockerfile, re.M)
+    cmake = (DEPLOY.parent / "CMakeLists.txt").read_text()
+    assert re.search(r"install\(FILES models/default/model\.pt[^)]*"
+                     r"DESTINATION streamtag/models/default", cmake)
     assert (DEPLOY.parent / "models" / "default" / "model.pt").is_file()
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """The Dockerfile's stages by name (the last, unnamed one is "runtime")."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    parts = re.split(r"^FROM ", text, flags=re.M)[1:]
+    stages = {}
+    for part in parts:
+        header = part.splitlines()[0].split()
+        stages[header[2] if len(header) == 3 and header[1] == "AS" else "runtime"] = part
+    return stages
 
 
 def test_the_image_runs_as_the_user_the_pods_require_and_takes_a_torch_spec():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    assert re.search(r'^ARG TORCH_SPEC="torch==[\d.]+"$', dockerfile, re.M)
-    assert re.search(r"^ARG TORCH_INDEX_URL=", dockerfile, re.M)
-    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    runtime = dockerfile_stages()["runtime"]
+    # CPU by default: no torch; TORCH_SPEC (and TORCH_INDEX_URL) make the [torch] variant.
+    assert re.search(r'^ARG TORCH_SPEC=""$', runtime, re.M)
+    assert re.search(r"^ARG TORCH_INDEX_URL=", runtime, re.M)
+    assert re.search(r"^#.*--build-arg TORCH_SPEC=torch==[\d.]+", dockerfile, re.M)
+    assert 'extras="postgres,torch${EXTRAS:+,$EXTRAS}"' in runtime
+    assert 'extras="postgres${EXTRAS:+,$EXTRAS}"' in runtime
+    user = re.search(r"^USER (\d+):(\d+)$", runtime, re.M)
     for w in (o for o in base_objects() if o["kind"] in WORKLOADS):
         security = w["spec"]["template"]["spec"]["securityContext"]
         assert (str(security["runAsUser"]), str(security["runAsGroup"])) == user.groups()
     # Nothing machine-specific: no registry host or credential is baked into the build.
     assert "://" not in dockerfile
+
+
+def test_the_image_writes_only_under_tmp_and_has_a_healthcheck():
+    runtime = dockerfile_stages()["runtime"]
+    home = re.search(r"STREAMTAG_HOME=(\S+)", runtime).group(1)
+    assert home.startswith("/tmp/")
+    # The pods mount an emptyDir at /tmp and set the same STREAMTAG_HOME.
+    [daemons] = [o for o in base_objects() if o["kind"] == "StatefulSet"]
+    env = {e["name"]: e.get("value") for e in containers(daemons)[0]["env"]}
+    assert env["STREAMTAG_HOME"] == home
+    assert re.search(r'^HEALTHCHECK .*\n?.*CMD \["streamtag-healthcheck"\]', runtime, re.M)
+    assert re.search(r"^COPY deploy/podman/healthcheck.py /usr/local/bin/streamtag-healthcheck$",
+                     runtime, re.M)
+    # Every pip install leaves no cache in a layer.
+    code = "\n".join(line for line in DEPLOY.joinpath("Dockerfile").read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    installs = re.findall(r"pip (?:install|wheel)\b[^\n]*", code)
+    assert installs and all("--no-cache-dir" in line for line in installs), installs
+
+
+def test_the_healthcheck_parses_each_deployed_command():
+    # The probe reads PID 1's command line with streamtag's parser: every manifest's command
+    # must be one it understands (it raises SystemExit on an unknown flag).
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("healthcheck",
+                                                  DEPLOY / "podman" / "healthcheck.py")
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    assert healthcheck.healthy(["tag", "x.mp3"])  # a one-shot command: nothing to probe
+    assert healthcheck.healthy(["dashboard", "--port", "0"])
+    assert not healthcheck.tcp_ok("tcp://127.0.0.1:1")
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies():
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert "*" in ignore  # an allow-list: the context is only what the build needs
+    copied = set()
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            copied.update(line.split()[1:-1])
+    assert copied <= allowed, copied - allowed
+    assert all((DEPLOY.parent / path).exists() for path in copied)
 
 
 # ---------------------------------------------------------------- command lines

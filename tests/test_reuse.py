@@ -15,8 +15,7 @@ from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import ConfigError, EngineConfig
 from streamtag.engine.batching import Engine
 from streamtag.frontend import LogMelOptions, compute_logmel
-from streamtag.model import modelfile
-from streamtag.model import reuse_export
+from streamtag.model import modelfile, reuse_export
 from streamtag.model import window_reuse as reuse
 from streamtag.model.inference import InferenceModel
 

@@ -251,3 +251,18 @@ def test_the_daemon_serves_a_sound_card_without_torch(monkeypatch):
             errors = finish(daemon)
             subscriber.close()
     assert scores == 3, errors
+
+
+def test_a_plot_without_matplotlib_names_the_plot_extra(tmp_path):
+    db = f"sqlite:///{tmp_path / 'tags.db'}"
+    created = without_torch("record", "--db", db, "--upgrade", timeout=60)
+    assert created.returncode == 0, created.stderr
+    code = ("import sys\nsys.modules['torch'] = sys.modules['matplotlib'] = None\n"
+            "from streamtag.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", code, "history", "--db", db, "--plot",
+                           str(tmp_path / "day.png")], capture_output=True, text=True,
+                          cwd=tempfile.gettempdir(), timeout=60)
+    assert done.returncode == 2 and "pip install 'streamtag[plot]'" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "day.png").exists()
+    report = without_torch("history", "--db", db, timeout=60)  # the text report needs none
+    assert report.returncode == 0, report.stderr
