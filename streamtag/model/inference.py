@@ -69,6 +69,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _glibc_function(name: str) -> Callable[..., int] | None:
+    """glibc's function ``name`` (ctypes), None where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Tells glibc's allocator to keep freed memory in the process (no mmap for large blocks,
     no trimming) in one arena. Without it every forward pass returns its activation buffers to
@@ -78,16 +91,8 @@ def keep_freed_memory() -> bool:
     its buffers mapped and faulted in again every time (docs/engine-benchmark.md, "Malloc
     arenas"). Memory then stays at its peak, which a daemon reaches at once. Returns False
     where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     return (bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
             and bool(mallopt(_M_ARENA_MAX, 1)))
@@ -98,16 +103,8 @@ def return_freed_memory() -> bool:
     and checking a model built and dropped (the graphs' rewrites, the sessions they were checked
     on), which ``keep_freed_memory`` would otherwise keep resident for good. Called once a model
     is ready to serve; False where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    malloc_trim = _glibc_function("malloc_trim")
+    return malloc_trim is not None and bool(malloc_trim(0))
 
 
 def cheapest_batch(per_window_ms: dict[int, float], gain: float = BATCH_GAIN) -> int:
@@ -287,14 +284,15 @@ class InferenceModel:
     (``stored.StoredModel``) or loaded with it (``modelfile.LoadedModel``, whose device it
     serves on); ``loaded`` loads the TorchScript module where it was not."""
 
-    def __init__(self, model: StoredModel | Any, backend: str = "auto",
+    def __init__(self, model: StoredModel, backend: str = "auto",
                  threads: int | None = None, precision: str = "fp32") -> None:
-        if isinstance(model, StoredModel):
-            self.stored, self._loaded = model, None
-            self.device = Device("cpu")
-        else:  # a modelfile.LoadedModel
-            self.stored, self._loaded = StoredModel(model.path, model.manifest), model
-            self.device = Device(model.device.type, model.device.index)
+        self.stored = model
+        module_device = getattr(model, "device", None)  # a modelfile.LoadedModel has one
+        if module_device is None:
+            self._loaded, self.device = None, Device("cpu")
+        else:
+            self._loaded = model
+            self.device = Device(module_device.type, module_device.index)
         stored = self.stored
         self.tags: tuple[str, ...] = tuple(stored.tags)
         self.thresholds = np.asarray(stored.thresholds, dtype=np.float64)

@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from streamtag.errors import ModelError, first_lines
-from streamtag.frontend import LogMelOptions
 from streamtag.fsutil import atomic_path
 from streamtag.model.manifest import (
     FORMAT_VERSION,
@@ -38,11 +37,10 @@ from streamtag.model.manifest import (
     Manifest,
     as_manifest,
     read_manifest,
-    stored_file,
 )
 from streamtag.model.onnx_export import cached_export, export_onnx
 from streamtag.model.reuse_export import stored_steps
-from streamtag.model.stored import add_int8_graph, rewrite
+from streamtag.model.stored import StoredModel, add_int8_graph, rewrite
 from streamtag.model.torch_frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
@@ -266,53 +264,18 @@ def _resolve_device(device: str | torch.device, path: Path) -> torch.device:
     return resolved
 
 
-class LoadedModel:
+class LoadedModel(StoredModel):
     """A model file ready to run: ``model(batch)`` gives probabilities ``(batch, tags)``.
 
-    ``module`` is the scripted module on ``device`` in eval mode; ``manifest`` the file's
-    manifest, whose main fields are also attributes here.
+    ``module`` is the scripted module on ``device`` in eval mode; the manifest, its main fields
+    and the stored graphs are ``StoredModel``'s, as read without torch.
     """
 
     def __init__(self, module: torch.jit.ScriptModule, manifest: Manifest, path: Path,
                  device: torch.device) -> None:
+        super().__init__(path, manifest)
         self.module = module
-        self.manifest = manifest
-        self.path = path
         self.device = device
-        thresholds = np.asarray(manifest.thresholds, dtype=np.float32)
-        thresholds.flags.writeable = False
-        self._thresholds = thresholds
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def frontend_options(self) -> LogMelOptions:
-        return self.manifest.frontend
-
-    @property
-    def tags(self) -> tuple[str, ...]:
-        return self.manifest.tags
-
-    @property
-    def thresholds(self) -> np.ndarray:
-        """Per-tag decision thresholds, float32, in the tags' order (read-only)."""
-        return self._thresholds
-
-    @property
-    def input_kind(self) -> str:
-        return self.manifest.input_kind
-
-    @property
-    def window(self) -> int:
-        """Input length: frames for log-mel models, samples for waveform models."""
-        return self.manifest.window
-
-    @property
-    def hop(self) -> int:
-        """Default step between windows, in the window's unit."""
-        return self.manifest.hop
 
     def __call__(self, batch: Tensor | np.ndarray) -> Tensor:
         """Probabilities ``(batch, tags)`` on ``device`` for ``(batch, n_mels, frames)`` log-mel
@@ -365,20 +328,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Loaded
     return LoadedModel(module, manifest, path, resolved)
 
 
-def _stored_graph(model: LoadedModel) -> bytes | None:
-    """The ONNX graph stored in the model file, checked against the manifest's hash; None
-    where the file has none."""
-    record = model.manifest.onnx
-    if "error" in record:
-        raise ModelError(f"its graph could not be exported when the file was written: "
-                         f"{record['error']}")
-    return stored_file(model.path, record, "ONNX graph")
-
-
-def stored_int8_graph(model: LoadedModel) -> bytes | None:
+def stored_int8_graph(model: StoredModel) -> bytes | None:
     """The int8 graph stored in the model file (``add_int8_graph``), checked against the
     manifest's hash; None where the file has none."""
-    return stored_file(model.path, model.manifest.onnx_int8, "int8 graph")
+    return model.int8_graph()
 
 
 def onnx_graph(model: LoadedModel) -> bytes:
@@ -386,7 +339,7 @@ def onnx_graph(model: LoadedModel) -> bytes:
     one exported now from its TorchScript module (``export_onnx``) and kept in the user cache
     folder under its weights hash, so the next load finds it. ``ModelError`` saying why where
     none can be had; the TorchScript module serves then."""
-    graph = _stored_graph(model)
+    graph = model.graph()
     if graph is not None:
         return graph
 
@@ -404,7 +357,7 @@ def upgrade(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Ma
     architecture shares work across windows (format 1.3), so ONNX Runtime serves all of it
     without torch. A file without an ONNX graph gets one (``add_onnx_graph``)."""
     model = load(path, device="cpu")
-    graph = _stored_graph(model)
+    graph = model.graph()
     if graph is None:
         return add_onnx_graph(path, out)
     return _write(model.module, out or path, model.manifest, graph, stored_int8_graph(model))
