@@ -28,8 +28,9 @@ from servers import AudioServer, pulse_session
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.catalog.shipped import default_model_path
+from streamtag.errors import ModelError
 from streamtag.model import modelfile
-from streamtag.model.manifest import read_manifest
+from streamtag.model.manifest import Manifest, read_manifest
 from streamtag.wire.control import control_request
 from streamtag.wire.subscriber import Subscriber
 
@@ -266,3 +267,18 @@ def test_a_plot_without_matplotlib_names_the_plot_extra(tmp_path):
     assert "Traceback" not in done.stderr and not (tmp_path / "day.png").exists()
     report = without_torch("history", "--db", db, timeout=60)  # the text report needs none
     assert report.returncode == 0, report.stderr
+
+
+@pytest.mark.parametrize("record, named", [
+    ({"scheme": 3, "hops": {}}, "scheme name"),
+    ({"scheme": "pooled_columns", "hops": ["31"]}, "scheme name"),
+    ({"scheme": "pooled_columns", "hops": {"x1": {}}}, "'x1' is not a hop"),
+    ({"scheme": "pooled_columns", "hops": {"²": {}}}, "is not a hop"),
+    ({"scheme": "pooled_columns", "hops": {"31": {"first": {}}}}, "first and next"),
+    ({"scheme": "pooled_columns", "hops": {"31": "reuse.onnx"}}, "first and next"),
+])
+def test_a_forged_window_reuse_record_is_refused_when_the_manifest_is_read(record, named):
+    data = read_manifest(default_model_path()).to_dict()
+    with pytest.raises(ModelError, match="window_reuse") as error:
+        Manifest.from_dict({**data, "window_reuse": record})
+    assert named in str(error.value)

@@ -169,6 +169,7 @@ class Manifest:
         for field in ("architecture", "options", "metrics", "onnx", "onnx_int8", "window_reuse"):
             if not isinstance(getattr(self, field), Mapping):
                 raise ModelError(f"{field} must be a dict, got {getattr(self, field)!r}")
+        _check_reuse_record(self.window_reuse)
         if not isinstance(self.recipe, (Mapping, str)):
             raise ModelError(f"recipe must be a dict or a string, got {self.recipe!r}")
         members = tuple(self.members)
@@ -217,6 +218,25 @@ class Manifest:
         values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
         values["frontend"] = _frontend_from_dict(data["frontend"])
         return cls(**values)
+
+
+def _check_reuse_record(record: Mapping[str, Any]) -> None:
+    """``window_reuse``: empty, ``{"error": why}``, or a scheme and, by hop in frames (a string
+    of digits), the ``first`` and ``next`` steps' file records; ``ModelError`` naming what is
+    wrong, so a damaged or forged manifest stops at reading, not deep in serving."""
+    if not record or "error" in record:
+        return
+    scheme, hops = record.get("scheme"), record.get("hops")
+    if not isinstance(scheme, str) or not isinstance(hops, Mapping):
+        raise ModelError(f"window_reuse must hold a scheme name and its hops, got "
+                         f"{str(record)[:200]}")
+    for hop, steps in hops.items():
+        if not (isinstance(hop, str) and hop.isascii() and hop.isdigit() and len(hop) <= 9):
+            raise ModelError(f"window_reuse.hops: {str(hop)[:40]!r} is not a hop in frames")
+        if not (isinstance(steps, Mapping)
+                and all(isinstance(steps.get(step), Mapping) for step in ("first", "next"))):
+            raise ModelError(f"window_reuse.hops[{hop!r}] must hold the records of its first and "
+                             "next steps' graphs")
 
 
 def _frontend_from_dict(data: Any) -> LogMelOptions:
