@@ -29,8 +29,13 @@ from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.catalog.shipped import default_model_path
 from streamtag.errors import ModelError
-from streamtag.model import modelfile
-from streamtag.model.manifest import Manifest, read_manifest
+from streamtag.model import modelfile, stored
+from streamtag.model.manifest import (
+    MANIFEST_FILE,
+    MAX_INFLATED_ENTRY_BYTES,
+    Manifest,
+    read_manifest,
+)
 from streamtag.wire.control import control_request
 from streamtag.wire.subscriber import Subscriber
 
@@ -282,3 +287,31 @@ def test_a_forged_window_reuse_record_is_refused_when_the_manifest_is_read(recor
     with pytest.raises(ModelError, match="window_reuse") as error:
         Manifest.from_dict({**data, "window_reuse": record})
     assert named in str(error.value)
+
+
+
+def bombed(tmp_path, in_manifest: bool):
+    """The shipped model with a deflated entry that would inflate to 20 MB: its manifest, or a
+    code record beside the real ones."""
+    bomb = b" " * (MAX_INFLATED_ENTRY_BYTES + (4 << 20))
+    path = tmp_path / ("manifest-bomb.pt" if in_manifest else "code-bomb.pt")
+    with zipfile.ZipFile(default_model_path()) as old, zipfile.ZipFile(path, "w") as new:
+        for info in old.infolist():
+            if in_manifest and info.filename.endswith("/extra/" + MANIFEST_FILE):
+                new.writestr(info.filename, bomb, zipfile.ZIP_DEFLATED)
+            else:
+                new.writestr(info, old.read(info))
+        if not in_manifest:
+            new.writestr("model/code/bomb.py", bomb, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 4 << 20  # the file is small; the entry is not
+    return path
+
+
+def test_an_entry_that_inflates_past_the_bound_is_refused_unread(tmp_path):
+    with pytest.raises(ModelError, match="streamtag.json inflates to .* more than"):
+        read_manifest(bombed(tmp_path, in_manifest=True))
+    path = bombed(tmp_path, in_manifest=False)
+    thresholds = read_manifest(path).thresholds  # the manifest itself is fine
+    with pytest.raises(ModelError, match="bomb.py inflates to .* more than"):
+        stored.rewrite(path, tmp_path / "out.pt", thresholds=thresholds)
+    assert not (tmp_path / "out.pt").exists()

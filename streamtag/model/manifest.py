@@ -31,10 +31,12 @@ __all__ = [
     "FORMAT_VERSION",
     "INPUT_KINDS",
     "INT8_FILE",
+    "MAX_INFLATED_ENTRY_BYTES",
     "MANIFEST_FILE",
     "ONNX_FILE",
     "Manifest",
     "as_manifest",
+    "read_entry",
     "read_manifest",
     "stored_file",
 ]
@@ -49,6 +51,9 @@ ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 INPUT_KINDS = ("logmel", "waveform")
 
+# torch.jit.save deflates only its code and debug records (KBs); larger compressed entries are
+# refused (``read_entry``), since a few bytes of deflate can inflate to gigabytes
+MAX_INFLATED_ENTRY_BYTES = 16 << 20
 _REQUIRED_IN_FILE = ("name", "tags", "input_kind", "frontend", "window", "hop", "thresholds",
                      "weights_sha256")
 _MAJOR = int(FORMAT_VERSION.split(".")[0])
@@ -265,6 +270,26 @@ def as_manifest(manifest: Manifest | Mapping[str, Any]) -> Manifest:
     return Manifest(**values)
 
 
+def read_entry(archive: zipfile.ZipFile, entry: str | zipfile.ZipInfo, path: Path) -> bytes:
+    """An entry of a model file's archive, at most the size its directory declares (zipfile
+    stops there). torch.jit.save stores the manifest, the graphs and the weights uncompressed,
+    so their size is bounded by the file's own; it deflates only its code and debug records, a
+    few KB each. A compressed entry declaring more than ``MAX_INFLATED_ENTRY_BYTES`` (which
+    could inflate a small file into any amount of memory) is refused with a ModelError naming
+    the file, as is a damaged one."""
+    info = entry if isinstance(entry, zipfile.ZipInfo) else archive.getinfo(entry)
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_INFLATED_ENTRY_BYTES:
+        raise ModelError(f"model file {path}: {info.filename} inflates to {info.file_size} "
+                         f"bytes, more than the {MAX_INFLATED_ENTRY_BYTES} a compressed entry "
+                         "may (torch.jit.save stores large entries uncompressed); the file was "
+                         "not written by streamtag or was changed since")
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ModelError(f"model file {path} is damaged: {info.filename} cannot be read "
+                         f"({error})") from None
+
+
 def read_manifest(path: str | os.PathLike) -> Manifest:
     """The manifest of a model file, without loading its module. Raises ``ModelError`` naming
     the file: missing, truncated, not a zip, no ``streamtag.json``, bad JSON, unknown major
@@ -290,11 +315,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         if not names:
             raise ModelError(f"model file {path} has no {MANIFEST_FILE} manifest, so it is not a "
                              "streamtag model file; write it with streamtag.model.modelfile.save")
-        try:
-            raw = archive.read(names[0])
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise ModelError(f"model file {path} is damaged: {MANIFEST_FILE} cannot be read "
-                             f"({error})") from None
+        raw = read_entry(archive, names[0], path)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -316,7 +337,7 @@ def stored_file(path: str | os.PathLike, record: Mapping[str, Any], what: str) -
         if not names:
             raise ModelError(f"the manifest names the {what} {record['file']} but the file "
                              "lacks it; write the model file again")
-        data = archive.read(names[0])
+        data = read_entry(archive, names[0], Path(path))
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
         raise ModelError(f"the stored {what} does not match the hash its manifest records; "
                          "the file was changed or damaged after it was saved")

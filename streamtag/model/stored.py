@@ -33,6 +33,7 @@ from streamtag.model.manifest import (
     INT8_FILE,
     MANIFEST_FILE,
     Manifest,
+    read_entry,
     read_manifest,
     stored_file,
 )
@@ -173,7 +174,7 @@ def rewrite_archive(path: str | os.PathLike, out: str | os.PathLike, manifest: M
                     parts = entry.filename.split("/")
                     if parts[1:2] == ["extra"] and len(parts) == 3 and parts[2] in replaced:
                         continue
-                    target.writestr(entry, source.read(entry))
+                    target.writestr(entry, read_entry(source, entry, path))
                 for name, data in replaced.items():
                     if data is not None:
                         target.writestr(f"{prefix}/extra/{name}", data)
