@@ -454,7 +454,7 @@ def test_a_1_0_reader_skips_a_track_message_as_an_unknown_type():
     # ProtocolError, which Subscriber counts as invalid and skips (docs/protocol.md).
     frames = encode(sample_message("track"))
     header = json.loads(frames[1])
-    assert header["version"] == "1.1"
+    assert header["version"] == PROTOCOL_VERSION
     header["msg_type"] = "lyrics"  # a type from a later minor that this reader does not know
     with pytest.raises(ProtocolError, match="unknown msg_type 'lyrics'"):
         decode([b"lyrics.radio-1", json.dumps(header).encode(), frames[2]])
@@ -556,7 +556,7 @@ def test_document_describes_every_field_and_message_type():
 def test_document_examples_match_the_reference_bytes():
     # The examples on the page are the canonical bytes of the stored reference messages.
     text = doc_text()
-    for name in ("scores", "event", "status", "heartbeat", "track"):
+    for name in ("scores", "scores_mood", "event", "status", "heartbeat", "track"):
         frames = json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))["frames"]
         assert frames[2] in text, f"docs/protocol.md shows another {name} body than {name}.json"
     header = json.loads((DATA / "scores.json").read_text(encoding="utf-8"))["frames"][1]

@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -58,6 +58,9 @@ MAX_DETAIL_LENGTH = 16384  # characters of a status error or source: they hold p
 MAX_COUNTERS = 1024  # entries of a status's counters
 MAX_REQUEST_BYTES = 64 * 1024  # a control request frame
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a control reply frame: a status reply lists every stream
+MAX_MOOD_WORDS = 4  # a mood's words (a display shows one or two)
+MAX_MOOD_GENRES = 8  # the genre tags a mood names
+MIN_DBFS = -120.0  # the floor of a level: digital silence
 
 _STREAM_ID = re.compile(STREAM_ID_PATTERN)
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
@@ -137,6 +140,9 @@ class _Part:
     """Shared dict conversion of the header and the bodies (their fields are the wire fields)."""
 
     _what: ClassVar[str] = "part"
+    # Fields added by a later minor that are left out of the bytes when None, so a message
+    # without them is the same bytes an older writer wrote.
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ()
     # Field name -> default (MISSING when required), in wire order; set by _register below,
     # once per class, so that encode and decode need not call dataclasses.fields each time.
     _defaults: ClassVar[dict[str, Any]]
@@ -164,9 +170,11 @@ class _Part:
         out = {}
         for name in self._defaults:
             value = getattr(self, name)
+            if value is None and name in self._omitted_when_none:
+                continue
             if type(value) is tuple:
                 value = list(value)
-            elif type(value) is ModelRef:
+            elif type(value) in (ModelRef, AudioLevel, Mood):
                 value = value.to_dict()
             elif type(value) is dict:
                 value = dict(value)
@@ -241,6 +249,96 @@ class ModelRef:
         return {"name": self.name, "hash": self.hash}
 
 
+def _object_fields(cls: type, value: Any, what: str) -> dict[str, Any]:
+    """The fields of a small JSON object (unknown keys ignored, missing ones an error)."""
+    if not isinstance(value, Mapping):
+        raise ProtocolError(f"{what} must be a JSON object, got {values.kind(value)}")
+    given = {}
+    for f in fields(cls):
+        if f.name in value:
+            given[f.name] = value[f.name]
+        elif f.default is MISSING:
+            raise ProtocolError(f"{what} is missing the field {f.name!r}")
+    return given
+
+
+@dataclass(frozen=True)
+class AudioLevel:
+    """The level and liveliness of a window's audio (protocol 1.2): RMS and peak in dBFS (a
+    full-scale square wave is 0 dBFS, a full-scale sine -3.01 dBFS RMS; digital silence is
+    MIN_DBFS), samples at full scale, onsets per second, and the energy (0 to 1) made of them."""
+
+    rms_dbfs: float
+    peak_dbfs: float
+    clipped: int
+    onset_rate_hz: float
+    energy: float
+
+    def __post_init__(self) -> None:
+        for name in ("rms_dbfs", "peak_dbfs"):
+            values.set_field(self, name, values.number(getattr(self, name), f"scores audio "
+                                                       f"{name}", ProtocolError,
+                                                       minimum=MIN_DBFS))
+        values.set_field(self, "clipped", values.integer(self.clipped, "scores audio clipped",
+                                                         ProtocolError, minimum=0,
+                                                         maximum=MAX_INTEGER))
+        values.set_field(self, "onset_rate_hz", values.number(
+            self.onset_rate_hz, "scores audio onset_rate_hz", ProtocolError, minimum=0))
+        values.set_field(self, "energy", values.number(self.energy, "scores audio energy",
+                                                       ProtocolError, minimum=0, maximum=1))
+
+    @classmethod
+    def coerce(cls, value: Any) -> AudioLevel:
+        if isinstance(value, AudioLevel):
+            return value
+        return cls(**_object_fields(cls, value, "scores audio"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"clipped": self.clipped, "energy": self.energy,
+                "onset_rate_hz": self.onset_rate_hz, "peak_dbfs": self.peak_dbfs,
+                "rms_dbfs": self.rms_dbfs}
+
+
+@dataclass(frozen=True)
+class Mood:
+    """The mood of the music at a window (protocol 1.2): one or two words to show, the point
+    on the valence/arousal plane (each -1 to 1) they were chosen by, the audio time the words
+    have held since, and the active genre tags, strongest first. No words: nothing to judge
+    (silence, or a model with no mood-bearing tags)."""
+
+    words: tuple[str, ...]
+    valence: float
+    arousal: float
+    since_s: float
+    genres: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        values.set_field(self, "words", values.texts(self.words, "scores mood words",
+                                                     ProtocolError, empty=False,
+                                                     longest=MAX_TEXT_LENGTH,
+                                                     most=MAX_MOOD_WORDS))
+        for name in ("valence", "arousal"):
+            values.set_field(self, name, values.number(getattr(self, name), f"scores mood "
+                                                       f"{name}", ProtocolError, minimum=-1,
+                                                       maximum=1))
+        values.set_field(self, "since_s", values.number(self.since_s, "scores mood since_s",
+                                                        ProtocolError, minimum=0))
+        values.set_field(self, "genres", values.texts(self.genres, "scores mood genres",
+                                                      ProtocolError, empty=False,
+                                                      longest=MAX_TEXT_LENGTH,
+                                                      most=MAX_MOOD_GENRES))
+
+    @classmethod
+    def coerce(cls, value: Any) -> Mood:
+        if isinstance(value, Mood):
+            return value
+        return cls(**_object_fields(cls, value, "scores mood"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arousal": self.arousal, "genres": list(self.genres), "since_s": self.since_s,
+                "valence": self.valence, "words": list(self.words)}
+
+
 @dataclass(frozen=True)
 class ScoresBody(_Part):
     """Per-tag scores of one window of audio: samples [start_sample, end_sample)."""
@@ -255,9 +353,12 @@ class ScoresBody(_Part):
     active: tuple[str, ...]
     model: ModelRef
     latency_ms: float
+    audio: AudioLevel | None = None  # since 1.2
+    mood: Mood | None = None  # since 1.2
 
     msg_type: ClassVar[str] = SCORES
     _what: ClassVar[str] = "scores body"
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("audio", "mood")
 
     def __post_init__(self) -> None:
         values.set_field(self, "start_s", values.number(self.start_s, "scores start_s",
@@ -287,6 +388,10 @@ class ScoresBody(_Part):
         values.set_field(self, "model", ModelRef.coerce(self.model))
         values.set_field(self, "latency_ms", values.number(self.latency_ms, "scores latency_ms",
                                                            ProtocolError))
+        if self.audio is not None:
+            values.set_field(self, "audio", AudioLevel.coerce(self.audio))
+        if self.mood is not None:
+            values.set_field(self, "mood", Mood.coerce(self.mood))
 
 
 @dataclass(frozen=True)
@@ -566,7 +671,9 @@ class ScoresEncoder:
 
     def body_frame(self, *, start_s: float, end_s: float, start_sample: int, end_sample: int,
                    raw: Iterable[float], smoothed: Iterable[float], active: Iterable[str],
-                   latency_ms: float, decimals: int | None = None) -> bytes:
+                   latency_ms: float, decimals: int | None = None,
+                   audio: AudioLevel | Mapping[str, Any] | None = None,
+                   mood: Mood | Mapping[str, Any] | None = None) -> bytes:
         """decimals: round raw and smoothed to this many places first, as numpy.round does
         (a publisher's SCORE_DECIMALS). A 1-D float array of one value per tag is then
         rounded and written by the C++ core (repr's digits, an eighth of json's cost)."""
@@ -608,10 +715,17 @@ class ScoresEncoder:
             raise ProtocolError(f"scores active names tags not in tags: {sorted(unknown)}") \
                 from None
         latency_ms = values.number(latency_ms, "scores latency_ms", ProtocolError)
+        audio_json = ("" if audio is None else
+                      '"audio":' + canonical_json(AudioLevel.coerce(audio).to_dict())
+                      .decode("utf-8") + ",")
+        mood_json = ("" if mood is None else
+                     '"mood":' + canonical_json(Mood.coerce(mood).to_dict()).decode("utf-8")
+                     + ",")
         # canonical_json's order (sorted keys) and spelling: floats as float.__repr__
         return checked_frame((
-            f'{{"active":[{active_json}],"end_s":{end_s!r},"end_sample":{end_sample},'
-            f'"latency_ms":{latency_ms!r},"model":{self._model_json},"raw":{written[0]},'
+            f'{{"active":[{active_json}],{audio_json}"end_s":{end_s!r},'
+            f'"end_sample":{end_sample},"latency_ms":{latency_ms!r},'
+            f'"model":{self._model_json},{mood_json}"raw":{written[0]},'
             f'"smoothed":{written[1]},"start_s":{start_s!r},"start_sample":{start_sample},'
             f'"tags":{self._tags_json}}}').encode(), "scores body")
 
