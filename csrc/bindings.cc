@@ -14,12 +14,14 @@
 #include "log_mel_options.h"
 #include "mel_filterbank.h"
 #include "online_log_mel.h"
+#include "window_level.h"
 
 namespace py = pybind11;
 using streamtag::FrameRing;
 using streamtag::LogMelOptions;
 using streamtag::MelFilterbank;
 using streamtag::OnlineLogMel;
+using streamtag::WindowLevel;
 
 namespace {
 
@@ -61,10 +63,83 @@ py::array_t<float> PopFrames(PyOnlineLogMel &self, int64_t max_frames) {
   return out;
 }
 
+py::dict WindowLevelDict(const WindowLevel &w) {
+  py::dict d;
+  d["rms_dbfs"] = w.rms_dbfs;
+  d["peak_dbfs"] = w.peak_dbfs;
+  d["clipped"] = w.clipped;
+  d["samples"] = w.samples;
+  d["onsets"] = w.onsets;
+  d["onset_rate_hz"] = w.onset_rate_hz;
+  return d;
+}
+
+py::array_t<float> FrameLevels(PyOnlineLogMel &self, int64_t end_frame, int64_t length) {
+  if (length < 0) {
+    throw std::invalid_argument("frame_levels: length must be >= 1, got " +
+                                std::to_string(length));
+  }
+  py::array_t<float> out({static_cast<py::ssize_t>(length),
+                          static_cast<py::ssize_t>(streamtag::kFrameLevelSize)});
+  float *dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(self.mutex);
+    self.core.FrameLevels(end_frame, length, dst);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "streamtag C++ core: FFT, mel filterbank, OnlineLogMel, FrameRing";
+  m.doc() =
+      "streamtag C++ core: FFT, mel filterbank, OnlineLogMel (log-mel frames and, when kept, "
+      "per-frame levels and onset flux), WindowLevel (a window's dBFS levels, clipped samples, "
+      "onset rate), FrameRing";
+
+  py::tuple field_names(streamtag::kFrameLevelSize);
+  for (int i = 0; i < streamtag::kFrameLevelSize; ++i) {
+    field_names[i] = streamtag::kFrameLevelNames[i];
+  }
+  m.attr("FRAME_LEVEL_FIELDS") = field_names;
+  m.attr("CLIP_LEVEL") = streamtag::kClipLevel;
+  m.attr("SILENCE_DBFS") = streamtag::kSilenceDbfs;
+
+  py::class_<WindowLevel>(m, "WindowLevel",
+                          "A window's audio level and onset rate (read-only); see "
+                          "streamtag.frontend.")
+      .def_readonly("rms_dbfs", &WindowLevel::rms_dbfs)
+      .def_readonly("peak_dbfs", &WindowLevel::peak_dbfs)
+      .def_readonly("clipped", &WindowLevel::clipped)
+      .def_readonly("samples", &WindowLevel::samples)
+      .def_readonly("onsets", &WindowLevel::onsets)
+      .def_readonly("onset_rate_hz", &WindowLevel::onset_rate_hz)
+      .def("to_dict", &WindowLevelDict)
+      .def("__repr__", [](const WindowLevel &w) {
+        std::string text = w.ToString();  // key=value pairs, one space apart
+        for (size_t i = text.find(' '); i != std::string::npos; i = text.find(' ', i + 2)) {
+          text.replace(i, 1, ", ");
+        }
+        return "WindowLevel(" + text + ")";
+      });
+
+  m.def(
+      "window_level_of",
+      [](const FloatArray &features, int hop_length, double sample_rate) {
+        if (features.ndim() != 2 || features.shape(1) != streamtag::kFrameLevelSize) {
+          throw std::invalid_argument(
+              "features must be a 2-D array (frames, " +
+              std::to_string(streamtag::kFrameLevelSize) + "), as frame_levels returns");
+        }
+        const float *data = features.data();
+        const int64_t n = features.shape(0);
+        py::gil_scoped_release release;
+        streamtag::CheckFrameLevels(data, n);
+        return streamtag::WindowLevelOf(data, n, hop_length, sample_rate);
+      },
+      py::arg("features"), py::arg("hop_length"), py::arg("sample_rate"),
+      "The WindowLevel of per-frame level features (frames x 5, FRAME_LEVEL_FIELDS).");
 
   py::class_<LogMelOptions>(m, "LogMelOptions")
       .def(py::init<>())
@@ -131,7 +206,25 @@ PYBIND11_MODULE(_core, m) {
                              [](PyOnlineLogMel &self) { return self.core.NonfiniteSamples(); })
       .def_property_readonly("is_finished",
                              [](PyOnlineLogMel &self) { return self.core.IsFinished(); })
-      .def_property_readonly("n_mels", [](PyOnlineLogMel &self) { return self.core.NumMels(); });
+      .def_property_readonly("n_mels", [](PyOnlineLogMel &self) { return self.core.NumMels(); })
+      .def(
+          "keep_levels",
+          [](PyOnlineLogMel &self, int64_t frames) {
+            std::lock_guard<std::mutex> lock(self.mutex);
+            self.core.KeepLevels(frames);
+          },
+          py::arg("frames"))
+      .def_property_readonly("level_frames_kept",
+                             [](PyOnlineLogMel &self) { return self.core.LevelFramesKept(); })
+      .def("frame_levels", &FrameLevels, py::arg("end_frame"), py::arg("length"))
+      .def(
+          "window_level",
+          [](PyOnlineLogMel &self, int64_t end_frame, int64_t length) {
+            py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(self.mutex);
+            return self.core.WindowLevel(end_frame, length);
+          },
+          py::arg("end_frame"), py::arg("length"));
 
   m.def(
       "compute_logmel",

@@ -45,6 +45,7 @@ OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
       spec4_re_(mel_.PaddedBins(), simd::V4{}),  // the padding stays 0: Apply4 reads it
       spec4_im_(opts.NumBins()),
       mels4_(opts.n_mels) {
+  block_lead_ = opts.center ? opts.hop_length / 2 : 0;
   // The log as scale * ln(max(floor, gain * x + offset)), decided once.
   magnitude_ = opts.power == 1.0;
   apply_log_ = opts.log != "none";
@@ -57,13 +58,151 @@ OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
     log_offset_ = 1.0f;
     log_floor_ = 1.0f;
   }
+  // dB of power per unit of the log form (decades of the mel are 20 / power dB of power).
+  const double db_per_decade = 20.0 / opts.power;
+  if (opts.log == "db") {
+    flux_db_per_unit_ = static_cast<float>(db_per_decade / opts.db_multiplier);
+  } else if (opts.log == "log1p") {
+    flux_db_per_unit_ = static_cast<float>(db_per_decade);
+  } else if (opts.log == "ln") {
+    flux_db_per_unit_ = static_cast<float>(db_per_decade / std::log(10.0));
+  }
 }
 
 void OnlineLogMel::Reset() {
   buffer_.clear();
-  buffer_start_ = received_ = next_frame_ = frames_popped_ = nonfinite_ = 0;
+  buffer_start_ = received_ = next_frame_ = frames_popped_ = nonfinite_ = level_slot_ = 0;
   finished_ = false;
   pending_.clear();
+}
+
+void OnlineLogMel::KeepLevels(int64_t frames) {
+  if (frames < 0 || frames > kMaxLevelFrames) {
+    throw std::invalid_argument("keep_levels: frames must be in [0, " +
+                                std::to_string(kMaxLevelFrames) + "], got " +
+                                std::to_string(frames));
+  }
+  if (frames == 0) {
+    level_capacity_ = 0;
+    std::vector<float>().swap(levels_);
+    std::vector<float>().swap(prev_mels_);
+    return;
+  }
+  if (level_capacity_ == 0 && next_frame_ > 0) {
+    throw std::runtime_error(
+        "keep_levels: levels must be turned on before the first frame is computed (" +
+        std::to_string(next_frame_) +
+        " frames are: the next frame's onset flux needs the one before it); call reset() first");
+  }
+  std::vector<float> ring(static_cast<size_t>(frames) * kFrameLevelSize, 0.0f);
+  if (level_capacity_ > 0) {  // keep the newest frames that fit
+    for (int64_t t = std::max(FirstLevelKept(), next_frame_ - frames); t < next_frame_; ++t) {
+      const float *from = LevelSlot(t);
+      std::copy(from, from + kFrameLevelSize,
+                ring.data() + static_cast<size_t>(t % frames) * kFrameLevelSize);
+    }
+  }
+  levels_.swap(ring);
+  level_capacity_ = frames;
+  level_slot_ = next_frame_ % frames;
+  prev_mels_.resize(static_cast<size_t>(opts_.n_mels), 0.0f);
+}
+
+int64_t OnlineLogMel::FirstLevelKept() const {
+  return std::max<int64_t>(0, next_frame_ - level_capacity_);
+}
+
+const float *OnlineLogMel::LevelRange(int64_t end_frame, int64_t length, const char *what,
+                                      std::vector<float> &scratch) const {
+  if (level_capacity_ == 0) {
+    throw std::runtime_error(std::string(what) +
+                             ": levels are not kept; call keep_levels(frames) before the first "
+                             "frame to turn them on (they are off by default)");
+  }
+  if (length < 1) {
+    throw std::invalid_argument(std::string(what) + ": length must be >= 1, got " +
+                                std::to_string(length));
+  }
+  const int64_t first = FirstLevelKept();
+  const int64_t begin = end_frame - length;
+  if (end_frame > next_frame_ || begin < first) {
+    std::string why;
+    if (end_frame > next_frame_) {
+      why = "frame " + std::to_string(std::max(begin, next_frame_)) + " is not computed yet";
+      if (!finished_) why += " (the last frames are after input_finished())";
+    } else if (begin < 0) {
+      why = "frames start at 0";
+    } else {
+      why = "frames before " + std::to_string(first) + " are no longer kept (keep_levels(" +
+            std::to_string(level_capacity_) + ") keeps the last " +
+            std::to_string(level_capacity_) + " frames)";
+    }
+    throw std::out_of_range(std::string(what) + ": frames [" + std::to_string(begin) + ", " +
+                            std::to_string(end_frame) + ") asked for, frames [" +
+                            std::to_string(first) + ", " + std::to_string(next_frame_) +
+                            ") kept: " + why);
+  }
+  const int64_t slot = begin % level_capacity_;
+  if (slot + length <= level_capacity_) {
+    return levels_.data() + static_cast<size_t>(slot) * kFrameLevelSize;
+  }
+  scratch.resize(static_cast<size_t>(length) * kFrameLevelSize);
+  const size_t head = static_cast<size_t>(level_capacity_ - slot) * kFrameLevelSize;
+  std::copy(levels_.begin() + static_cast<size_t>(slot) * kFrameLevelSize, levels_.end(),
+            scratch.begin());
+  std::copy(levels_.begin(), levels_.begin() + (scratch.size() - head), scratch.begin() + head);
+  return scratch.data();
+}
+
+void OnlineLogMel::FrameLevels(int64_t end_frame, int64_t length, float *out) const {
+  std::vector<float> scratch;
+  const float *from = LevelRange(end_frame, length, "frame_levels", scratch);
+  std::copy(from, from + static_cast<size_t>(length) * kFrameLevelSize, out);
+}
+
+streamtag::WindowLevel OnlineLogMel::WindowLevel(int64_t end_frame, int64_t length) const {
+  std::vector<float> scratch;
+  const float *from = LevelRange(end_frame, length, "window_level", scratch);
+  return WindowLevelOf(from, length, opts_.hop_length, opts_.sample_rate);
+}
+
+void OnlineLogMel::MeasureFrame(int64_t t, const float *samples, const float *mels,
+                                const float *prev_mels) {
+  // Frames are measured in order, so frame t's slot is level_slot_.
+  float *level = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
+  if (++level_slot_ == level_capacity_) level_slot_ = 0;
+  const int64_t start = FrameStart(t);
+  const int64_t begin = std::max({t * opts_.hop_length - block_lead_, start, int64_t{0}});
+  const int64_t end = std::min({t * opts_.hop_length - block_lead_ + opts_.hop_length,
+                                start + n_fft_, received_});
+  if (end > begin) {
+    MeasureBlock(samples + (begin - start), end - begin, level);
+  } else {
+    std::fill(level, level + kOnsetFlux, 0.0f);
+  }
+  if (t == 0) {
+    level[kOnsetFlux] = 0.0f;
+    return;
+  }
+  level[kOnsetFlux] = MeanRise(mels, prev_mels, opts_.n_mels) * flux_db_per_unit_;
+}
+
+void OnlineLogMel::MeasureSignalTail() {
+  if (level_capacity_ == 0 || next_frame_ == 0 || opts_.hop_length > n_fft_) return;
+  const int64_t t = next_frame_ - 1;
+  const int64_t from = t * opts_.hop_length - block_lead_ + opts_.hop_length;
+  if (from >= received_) return;
+  tail_.resize(static_cast<size_t>(received_ - from));
+  for (size_t i = 0; i < tail_.size(); ++i) {
+    tail_[i] = SampleAt(from + static_cast<int64_t>(i), nullptr, received_);
+  }
+  float tail[kFrameLevelSize];
+  MeasureBlock(tail_.data(), static_cast<int64_t>(tail_.size()), tail);
+  float *level = LevelSlot(t);
+  level[kSumSquares] += tail[kSumSquares];
+  level[kPeak] = std::max(level[kPeak], tail[kPeak]);
+  level[kClipped] += tail[kClipped];
+  level[kRealSamples] += tail[kRealSamples];
 }
 
 int64_t OnlineLogMel::NumFramesFor(int64_t num_samples) const {
@@ -150,15 +289,27 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
                                   stitched_.data() + static_cast<size_t>(i) * n_fft_);
       }
       ComputeFrames4(samples, dst + offset);
+      if (level_capacity_ > 0) {
+        for (int i = 0; i < 4; ++i) {
+          const float *mels = dst + offset + static_cast<size_t>(i) * n_mels;
+          MeasureFrame(next_frame_ + i, samples[i], mels,
+                       offset + i > 0 ? mels - n_mels : prev_mels_.data());
+        }
+      }
       next_frame_ += 4;
       offset += 4 * static_cast<size_t>(n_mels);
     } else {
-      ComputeFrame(FrameSamples(next_frame_, chunk, chunk_start, stitched_.data()),
-                   dst + offset);
+      const float *samples = FrameSamples(next_frame_, chunk, chunk_start, stitched_.data());
+      ComputeFrame(samples, dst + offset);
+      if (level_capacity_ > 0) {
+        MeasureFrame(next_frame_, samples, dst + offset,
+                     offset > 0 ? dst + offset - n_mels : prev_mels_.data());
+      }
       next_frame_ += 1;
       offset += n_mels;
     }
   }
+  if (level_capacity_ > 0) std::copy(dst + offset - n_mels, dst + offset, prev_mels_.begin());
 }
 
 void OnlineLogMel::ComputeFrame(const float *samples, float *out) {
@@ -291,6 +442,7 @@ void OnlineLogMel::InputFinished() {
   if (finished_) return;
   finished_ = true;
   EmitFrames(nullptr, received_, true);
+  MeasureSignalTail();
   buffer_.clear();
   buffer_start_ = received_;
 }

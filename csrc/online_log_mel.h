@@ -4,6 +4,22 @@
 // from differs). Frame t is centred on sample t * hop_length when center is set (librosa's
 // framing, zero or reflect padding at both ends), else it starts there.
 //
+// Levels and onsets, off by default (KeepLevels). Each frame t owns a block of samples, so that
+// consecutive frames' blocks partition the signal: [t * hop - hop / 2, t * hop - hop / 2 + hop)
+// with center (hop / 2 rounded down), [t * hop, t * hop + hop) without, intersected with the real
+// signal [0, n) (padding, zero or reflected, is never counted). For hop <= n_fft the block lies
+// inside the frame's own samples and is read from the very array the frame is computed from, so
+// its numbers are bitwise the same for every chunking. Once the input is finished the last
+// frame's block also takes the rest of the signal (at most hop / 2 samples with center, fewer
+// than n_fft without), so the blocks of a finished signal cover every sample exactly once. When
+// hop > n_fft a block is further clipped to its frame's samples: the samples between frames and
+// after the last one are not counted. Per frame (window_level.h's layout): the block's sum of
+// squares, peak |x|, clipped samples (|x| >= kClipLevel) and real samples, and the onset flux:
+// the mean over mel bands of max(0, m_t[b] - m_{t-1}[b]) of the log-mel frames, in dB (the log
+// form's units times its dB per unit: 10 / db_multiplier for "db", 10 for log10's "log1p",
+// 10 / ln 10 for "ln", each times 2 / power; 1 for "none", which then measures power), 0 for
+// frame 0.
+//
 // Not thread-safe: one instance per stream. Different instances share nothing.
 #ifndef STREAMTAG_ONLINE_LOG_MEL_H_
 #define STREAMTAG_ONLINE_LOG_MEL_H_
@@ -14,6 +30,8 @@
 #include "fft.h"
 #include "log_mel_options.h"
 #include "mel_filterbank.h"
+#include "simd.h"
+#include "window_level.h"
 
 namespace streamtag {
 
@@ -47,8 +65,29 @@ class OnlineLogMel {
   // through the pending queue. Returns the frame count.
   int64_t ComputeAll(const float *samples, int64_t n, float *out);
 
-  // Forgets the signal; the next sample is sample 0 again.
+  // Forgets the signal and the kept levels (keeping levels stays on); the next sample is
+  // sample 0 again.
   void Reset();
+
+  // Turns the level work on and keeps the per-frame features (window_level.h) of the last
+  // `frames` frames; 0, the default, turns it off, and then it costs nothing. Turning it on
+  // must happen before the first frame is computed (the first flux needs the frame before it)
+  // or after Reset(); changing a kept count keeps the newest frames. Throws
+  // std::invalid_argument for frames outside [0, kMaxLevelFrames], std::runtime_error when
+  // turned on after frames were computed.
+  void KeepLevels(int64_t frames);
+  int64_t LevelFramesKept() const { return level_capacity_; }  // 0: off
+  static constexpr int64_t kMaxLevelFrames = int64_t{1} << 22;  // 80 MB; 37 hours at 32 ms
+
+  // Copies the per-frame features of frames [end_frame - length, end_frame) to out
+  // (length x kFrameLevelSize, row-major).
+  void FrameLevels(int64_t end_frame, int64_t length, float *out) const;
+
+  // The level and onset rate of frames [end_frame - length, end_frame) (WindowLevelOf).
+  // Both throw std::runtime_error when levels are not kept, std::invalid_argument for
+  // length < 1, std::out_of_range naming what is kept when a frame asked for is not computed yet
+  // (after InputFinished() the last frames are) or no longer kept.
+  streamtag::WindowLevel WindowLevel(int64_t end_frame, int64_t length) const;
 
   // Number of frames a whole signal of num_samples yields (after InputFinished).
   int64_t NumFramesFor(int64_t num_samples) const;
@@ -65,6 +104,17 @@ class OnlineLogMel {
   void ApplyLog(float *out) const;
   simd::V4 LogForm(simd::V4 x) const;
   void KeepTail(const float *chunk, int64_t chunk_start);
+  // Measures frame t's block (in its samples) and its flux (mels against prev_mels).
+  void MeasureFrame(int64_t t, const float *samples, const float *mels, const float *prev_mels);
+  void MeasureSignalTail();  // at InputFinished: the last frame's block takes the tail
+  float *LevelSlot(int64_t t) {
+    return levels_.data() + static_cast<size_t>(t % level_capacity_) * kFrameLevelSize;
+  }
+  int64_t FirstLevelKept() const;
+  // Where frames [end_frame - length, end_frame) are: a pointer into the ring when they lie
+  // contiguous there, else copied into scratch. Throws as WindowLevel does.
+  const float *LevelRange(int64_t end_frame, int64_t length, const char *what,
+                          std::vector<float> &scratch) const;
 
   LogMelOptions opts_;
   int n_fft_;
@@ -87,6 +137,15 @@ class OnlineLogMel {
 
   bool magnitude_ = false, apply_log_ = true;
   float log_scale_ = 1.0f, log_gain_ = 1.0f, log_offset_ = 0.0f, log_floor_ = 1e-10f;
+
+  // Kept levels: frame t in slot t % level_capacity_ of levels_.
+  int64_t level_capacity_ = 0;
+  int64_t level_slot_ = 0;  // next_frame_ % level_capacity_, kept without a division per frame
+  int64_t block_lead_;  // a block starts this many samples before its frame's centre (or start)
+  float flux_db_per_unit_ = 1.0f;
+  std::vector<float> levels_;
+  std::vector<float> prev_mels_;  // the newest frame: the next frame's flux compares with it
+  std::vector<float> tail_;
 
   // Scratch, reused for every frame.
   std::vector<float> clean_, stitched_, windowed_, spec_re_, spec_im_;

@@ -24,7 +24,7 @@ mkdir -p "$out/corpus" "$out/artifacts"
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -I"$root/csrc" "$root/fuzz/fuzz_online_log_mel.cc" \
   "$root/csrc/fft.cc" "$root/csrc/mel_filterbank.cc" "$root/csrc/log_mel_options.cc" \
-  "$root/csrc/online_log_mel.cc" "$root/csrc/frame_ring.cc" \
+  "$root/csrc/online_log_mel.cc" "$root/csrc/frame_ring.cc" "$root/csrc/window_level.cc" \
   -o "$out/fuzz_online_log_mel" || {
   echo "fuzz/run.sh: build failed; a missing libclang_rt.fuzzer or libclang_rt.asan means the" \
     "runtimes are not installed (apt-get install libclang-rt-dev)" >&2

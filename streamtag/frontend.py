@@ -1,4 +1,5 @@
-"""The log-mel frontend: options, the streaming extractor, the batch call and the frame ring.
+"""The log-mel frontend: options, the streaming extractor, the batch call and the frame ring,
+and the audio's level and onset rate per window, measured as the frames are computed.
 
 A thin layer over the C++ extension ``streamtag._core``. ``LogMelOptions`` is the contract that a
 model file carries (``to_dict``/``from_dict``), so the daemon and the trainer build identical
@@ -13,15 +14,20 @@ from typing import Any
 import numpy as np
 
 from streamtag import _core
-from streamtag._core import FrameRing
+from streamtag._core import CLIP_LEVEL, FRAME_LEVEL_FIELDS, SILENCE_DBFS, FrameRing, WindowLevel
 
 __all__ = [
+    "CLIP_LEVEL",
+    "FRAME_LEVEL_FIELDS",
     "NULLABLE_OPTIONS",
+    "SILENCE_DBFS",
     "FrameRing",
     "LogMelOptions",
     "OnlineLogMel",
+    "WindowLevel",
     "compute_logmel",
     "mel_filterbank",
+    "window_level_of",
 ]
 
 
@@ -128,6 +134,21 @@ class OnlineLogMel(_core.OnlineLogMel):
     returns the ready frames as a fresh ``(n, n_mels)`` float32 array, ``input_finished()``
     applies the tail padding. ``frames_ready`` is the absolute count of frames produced.
     NaN/Inf samples become 0 and are counted in ``nonfinite_samples``.
+
+    Levels (off by default, at no cost): ``keep_levels(frames)``, before the first frame or
+    after ``reset()``, measures every frame as it is computed and keeps the last ``frames``
+    frames' features; ``keep_levels(0)`` turns it off. ``window_level(end_frame, length)``
+    returns the ``WindowLevel`` of frames ``[end_frame - length, end_frame)``: ``rms_dbfs``,
+    ``peak_dbfs`` (dBFS of the float samples, full scale 1.0, floored at -120: a full-scale sine
+    is 0 dBFS peak and -3.01 dBFS RMS), ``clipped`` (samples with ``|x| >= CLIP_LEVEL``),
+    ``samples``, ``onsets`` and ``onset_rate_hz``. ``frame_levels(end_frame, length)`` returns
+    the per-frame features themselves, a fresh ``(length, 5)`` float32 array with the columns
+    ``FRAME_LEVEL_FIELDS``. Frame ``t`` owns the samples ``[t*hop - hop//2, t*hop - hop//2 +
+    hop)`` (``[t*hop, t*hop + hop)`` without ``center``), padding never counted; after
+    ``input_finished()`` the last frame also owns the rest of the signal, so the frames of a
+    finished signal count every sample once (for ``hop_length <= n_fft``). Any chunking gives
+    bitwise the same levels. Asking for frames not computed yet or no longer kept raises
+    ``IndexError`` naming what is kept; with levels off, ``RuntimeError``.
     """
 
     def __init__(self, options: LogMelOptions) -> None:
@@ -140,6 +161,11 @@ class OnlineLogMel(_core.OnlineLogMel):
 def compute_logmel(samples: np.ndarray, options: LogMelOptions) -> np.ndarray:
     """Log-mel frames ``(T, n_mels)`` of a whole signal: exactly what any chunking yields."""
     return _core.compute_logmel(np.asarray(samples, dtype=np.float32), options._core_options())
+
+
+def window_level_of(features: np.ndarray, hop_length: int, sample_rate: float) -> WindowLevel:
+    """The ``WindowLevel`` of per-frame features ``(frames, 5)`` as ``frame_levels`` returns."""
+    return _core.window_level_of(np.asarray(features, dtype=np.float32), hop_length, sample_rate)
 
 
 def mel_filterbank(options: LogMelOptions) -> np.ndarray:

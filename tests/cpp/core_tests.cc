@@ -3,10 +3,12 @@
 // Python tests do, so the sanitizers see the real workload: FFT sizes of every radix, chunkings
 // that split frames everywhere, padding at both ends of short signals, the four-frame path,
 // the frame ring's wrap-around and the error paths.
+#include <algorithm>
 #include <cmath>
 #include <complex>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <stdexcept>
@@ -19,6 +21,7 @@
 #include "log_mel_options.h"
 #include "mel_filterbank.h"
 #include "online_log_mel.h"
+#include "window_level.h"
 
 using namespace streamtag;
 
@@ -249,6 +252,272 @@ void TestJsonNumbers() {
                                      "16 decimals");
 }
 
+// Frames and per-frame levels of x fed in the given chunks (the rest in one), levels kept for
+// every frame.
+struct Fed {
+  std::vector<float> frames, levels;
+};
+
+Fed FeedWithLevels(const LogMelOptions &o, const std::vector<float> &x,
+                   const std::vector<int64_t> &chunks, int64_t keep = 1 << 16) {
+  OnlineLogMel fe(o);
+  fe.KeepLevels(keep);
+  size_t i = 0;
+  for (int64_t c : chunks) {
+    const int64_t n = std::min<int64_t>(c, static_cast<int64_t>(x.size() - i));
+    fe.AcceptWaveform(x.data() + i, n);
+    i += n;
+  }
+  fe.AcceptWaveform(x.data() + i, static_cast<int64_t>(x.size() - i));
+  fe.InputFinished();
+  Fed out;
+  out.frames.resize(static_cast<size_t>(fe.FramesPending()) * o.n_mels);
+  fe.Pop(out.frames.data(), -1);
+  const int64_t t = fe.FramesReady();
+  out.levels.resize(static_cast<size_t>(t) * kFrameLevelSize);
+  if (t > 0) fe.FrameLevels(t, t, out.levels.data());
+  return out;
+}
+
+bool BitwiseEqual(const std::vector<float> &a, const std::vector<float> &b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+}
+
+std::vector<LogMelOptions> LevelVariants() {
+  std::vector<LogMelOptions> variants;
+  for (const auto &name : LogMelOptions::PresetNames()) variants.push_back(LogMelOptions::Preset(name));
+  LogMelOptions o = LogMelOptions::Preset("musicnn");  // the default model's frontend
+  o.n_fft = 2048;
+  o.hop_length = 512;
+  o.n_mels = 192;
+  variants.push_back(o);
+  o = LogMelOptions();
+  o.center = false;
+  o.hop_length = 200;
+  o.n_mels = 40;
+  variants.push_back(o);
+  o = LogMelOptions();
+  o.n_fft = 401;
+  o.win_length = 300;
+  o.hop_length = 97;
+  o.n_mels = 32;
+  o.pad_mode = "reflect";
+  o.power = 1;
+  o.log = "ln";
+  variants.push_back(o);
+  o = LogMelOptions();  // hop > n_fft: blocks clipped to their frames
+  o.n_fft = 256;
+  o.hop_length = 300;
+  o.n_mels = 20;
+  variants.push_back(o);
+  return variants;
+}
+
+// Any chunking, 1-sample chunks included, gives bitwise the whole signal's per-frame levels; the
+// frames are bitwise those computed without levels; the blocks partition the signal.
+void TestLevelChunkInvariance() {
+  std::mt19937 rng(11);
+  const std::vector<LogMelOptions> variants = LevelVariants();
+  for (size_t v = 0; v < variants.size(); ++v) {
+    const LogMelOptions &o = variants[v];
+    for (size_t length : {1, 2, 100, 513, 3001, 20000}) {
+      std::vector<float> x = Noise(length, static_cast<unsigned>(3 * length + v));
+      for (size_t i = 0; i < x.size(); i += 37) x[i] = i % 2 ? 1.0f : -1.5f;  // clipped samples
+      const Fed whole = FeedWithLevels(o, x, {});
+      bool same = BitwiseEqual(whole.frames, Frames(o, x, {}));
+      for (int trial = 0; trial < 5; ++trial) {
+        std::vector<int64_t> chunks;
+        if (trial == 0) {
+          chunks.assign(x.size(), 1);
+        } else {
+          const int64_t sizes[] = {0, 1, 2, 7, 255, 256, 1023, 4097};
+          std::uniform_int_distribution<int> pick(0, 7);
+          for (int k = 0; k < 80; ++k) chunks.push_back(sizes[pick(rng)]);
+        }
+        const Fed got = FeedWithLevels(o, x, chunks);
+        same &= BitwiseEqual(got.levels, whole.levels) && BitwiseEqual(got.frames, whole.frames);
+      }
+      Check(same, "level chunk invariance, variant " + std::to_string(v) + ", length " +
+                      std::to_string(length));
+
+      // Each frame's numbers against its block taken from the definition, in double.
+      const int64_t frames = static_cast<int64_t>(whole.levels.size()) / kFrameLevelSize;
+      const int64_t hop = o.hop_length, lead = o.center ? hop / 2 : 0;
+      const int64_t pad = o.center ? o.n_fft / 2 : 0, n = static_cast<int64_t>(x.size());
+      std::vector<int> owners(x.size(), 0);
+      bool exact = true;
+      for (int64_t t = 0; t < frames; ++t) {
+        int64_t begin = std::max<int64_t>({t * hop - lead, t * hop - pad, 0});
+        int64_t end = std::min<int64_t>({t * hop - lead + hop, t * hop - pad + o.n_fft, n});
+        if (t == frames - 1 && hop <= o.n_fft) end = n;  // the tail goes to the last frame
+        double sum = 0;
+        float peak = 0;
+        int clipped = 0;
+        for (int64_t i = begin; i < end; ++i) {
+          sum += double(x[i]) * x[i];
+          peak = std::max(peak, std::fabs(x[i]));
+          clipped += std::fabs(x[i]) >= kClipLevel;
+          owners[i] += 1;
+        }
+        const float *f = whole.levels.data() + t * kFrameLevelSize;
+        exact &= std::fabs(f[kSumSquares] - sum) <= 1e-5 * sum + 1e-30;
+        exact &= f[kPeak] == peak && f[kClipped] == clipped &&
+                 f[kRealSamples] == std::max<int64_t>(0, end - begin);
+        exact &= f[kOnsetFlux] >= 0 && (t > 0 || f[kOnsetFlux] == 0);
+      }
+      bool partition = true;
+      for (size_t i = 0; i < owners.size(); ++i) {
+        partition &= owners[i] <= 1 && (owners[i] == 1 || frames == 0 || o.hop_length > o.n_fft);
+      }
+      Check(exact && partition, "levels against their blocks, variant " + std::to_string(v) +
+                                    ", length " + std::to_string(length));
+    }
+  }
+}
+
+WindowLevel LevelOf(const LogMelOptions &o, const std::vector<float> &x, int64_t end,
+                    int64_t length) {
+  OnlineLogMel fe(o);
+  fe.KeepLevels(1000);
+  fe.AcceptWaveform(x.data(), static_cast<int64_t>(x.size()));
+  fe.InputFinished();
+  return fe.WindowLevel(end, length);
+}
+
+void TestSineAndSilenceLevels() {
+  const LogMelOptions o = LogMelOptions::Preset("musicnn");
+  std::vector<float> sine(48000), square(48000), silence(48000, 0.0f);
+  for (size_t i = 0; i < sine.size(); ++i) {
+    sine[i] = static_cast<float>(0.5 * std::sin(2 * M_PI * 1000.0 * i / 16000.0));
+    square[i] = (i / 8) % 2 ? 1.0f : -1.0f;
+  }
+  const WindowLevel s = LevelOf(o, sine, 150, 100);
+  Check(std::fabs(s.rms_dbfs + 9.031) < 0.01 && std::fabs(s.peak_dbfs + 6.021) < 0.01 &&
+            s.clipped == 0 && s.samples == 100 * 256 && s.onsets == 0,
+        "sine levels: " + s.ToString());
+  const WindowLevel q = LevelOf(o, square, 150, 100);
+  Check(std::fabs(q.rms_dbfs) < 1e-6 && q.peak_dbfs == 0 && q.clipped == 100 * 256,
+        "full-scale square: " + q.ToString());
+  const WindowLevel z = LevelOf(o, silence, 150, 100);
+  Check(z.rms_dbfs == kSilenceDbfs && z.peak_dbfs == kSilenceDbfs && z.onsets == 0 &&
+            z.onset_rate_hz == 0 && z.clipped == 0,
+        "silence: " + z.ToString());
+}
+
+void TestWindowLevelOf() {
+  // Ten frames of 512 samples at 16 kHz: one clear onset at frame 4, a smaller one at 8.
+  std::vector<float> f(10 * kFrameLevelSize, 0.0f);
+  const float flux[10] = {0, 0.5f, 0.4f, 0.6f, 12, 3, 0.5f, 0.4f, 8, 0.5f};
+  for (int t = 0; t < 10; ++t) {
+    f[t * kFrameLevelSize + kSumSquares] = 8.0f * (t + 1);
+    f[t * kFrameLevelSize + kPeak] = 0.1f * t;
+    f[t * kFrameLevelSize + kClipped] = t == 9 ? 3.0f : 0.0f;
+    f[t * kFrameLevelSize + kRealSamples] = 512;
+    f[t * kFrameLevelSize + kOnsetFlux] = flux[t];
+  }
+  const WindowLevel w = WindowLevelOf(f.data(), 10, 512, 16000.0);
+  const double want_rms = 10 * std::log10(8.0 * 55 / 5120);
+  Check(std::fabs(w.rms_dbfs - want_rms) < 1e-9 &&
+            std::fabs(w.peak_dbfs - 20 * std::log10(0.9f)) < 1e-6 && w.clipped == 3 &&
+            w.samples == 5120 && w.onsets == 2 && std::fabs(w.onset_rate_hz - 2 / 0.32) < 1e-9,
+        "aggregation of a hand-made window: " + w.ToString());
+  // Ties go to the earlier frame; a flat window (everything below 1 dB) has none.
+  f[5 * kFrameLevelSize + kOnsetFlux] = 12;
+  Check(WindowLevelOf(f.data(), 10, 512, 16000.0).onsets == 2, "a tie is one onset");
+  for (int t = 0; t < 10; ++t) f[t * kFrameLevelSize + kOnsetFlux] = 0.1f * (t % 3);
+  Check(WindowLevelOf(f.data(), 10, 512, 16000.0).onsets == 0, "flux below 1 dB: no onsets");
+  // Steady flux: local maxima within 3x the median are not onsets.
+  for (int t = 0; t < 10; ++t) f[t * kFrameLevelSize + kOnsetFlux] = 2.0f + (t % 3);
+  Check(WindowLevelOf(f.data(), 10, 512, 16000.0).onsets == 0, "steady flux: no onsets");
+  std::vector<float> zero(kFrameLevelSize, 0.0f);
+  const WindowLevel z = WindowLevelOf(zero.data(), 1, 512, 16000.0);
+  Check(z.rms_dbfs == kSilenceDbfs && z.peak_dbfs == kSilenceDbfs && z.samples == 0,
+        "a frame owning no samples");
+  CheckThrows<std::invalid_argument>([&] { WindowLevelOf(f.data(), 0, 512, 16000.0); },
+                                     "empty window");
+  CheckThrows<std::invalid_argument>([&] { WindowLevelOf(f.data(), 1, 0, 16000.0); },
+                                     "hop 0");
+  CheckFrameLevels(f.data(), 10);
+  f[kRealSamples] = -1;
+  CheckThrows<std::invalid_argument>([&] { CheckFrameLevels(f.data(), 10); },
+                                     "negative sample count");
+  f[kRealSamples] = 2.5f;
+  CheckThrows<std::invalid_argument>([&] { CheckFrameLevels(f.data(), 10); },
+                                     "fractional sample count");
+  f[kRealSamples] = 512;
+  f[3 * kFrameLevelSize + kOnsetFlux] = NAN;
+  CheckThrows<std::invalid_argument>([&] { CheckFrameLevels(f.data(), 10); }, "NaN flux");
+}
+
+// The AVX2 kernels (where the CPU has them) give bitwise the portable SSE/NEON kernels' numbers,
+// at every length and alignment; the peak is exactly max |x|.
+void TestLevelKernels() {
+  std::vector<float> x = Noise(5000, 21), y = Noise(5000, 22);
+  x[77] = 1.0f, x[300] = -0.9995f, x[301] = 3e-20f;
+  bool same = true, exact = true;
+  for (int64_t n = 0; n <= 600; n += (n < 70 ? 1 : 37)) {
+    for (int64_t offset : {0, 1, 3, 31, 77}) {
+      float wide[kFrameLevelSize], portable[kFrameLevelSize];
+      MeasureBlock(x.data() + offset, n, wide);
+      MeasureBlockPortable(x.data() + offset, n, portable);
+      same &= std::memcmp(wide, portable, 4 * sizeof(float)) == 0;
+      float peak = 0;
+      int clipped = 0;
+      for (int64_t i = offset; i < offset + n; ++i) {
+        peak = std::max(peak, std::fabs(x[i]));
+        clipped += std::fabs(x[i]) >= kClipLevel;
+      }
+      exact &= wide[kPeak] == peak && wide[kClipped] == clipped && wide[kRealSamples] == n;
+      if (n > 0) {
+        const int bands = static_cast<int>(n);
+        const float a = MeanRise(x.data() + offset, y.data(), bands);
+        const float b = MeanRisePortable(x.data() + offset, y.data(), bands);
+        same &= std::memcmp(&a, &b, sizeof a) == 0;
+      }
+    }
+  }
+  Check(same, "wide level kernels equal the portable ones bitwise");
+  Check(exact, "block peak and clipped count exact");
+}
+
+void TestLevelErrors() {
+  const LogMelOptions o = LogMelOptions::Preset("musicnn");
+  const std::vector<float> x = Noise(256 * 60, 5);
+  CheckThrows<std::runtime_error>([&] {
+    OnlineLogMel fe(o);
+    fe.AcceptWaveform(x.data(), 4000);
+    fe.WindowLevel(1, 1);
+  }, "window level with levels off");
+  CheckThrows<std::runtime_error>([&] {
+    OnlineLogMel fe(o);
+    fe.AcceptWaveform(x.data(), 4000);
+    fe.KeepLevels(10);
+  }, "levels turned on after frames");
+  CheckThrows<std::invalid_argument>([&] { OnlineLogMel(o).KeepLevels(-1); }, "keep -1");
+  OnlineLogMel fe(o);
+  fe.KeepLevels(10);
+  fe.AcceptWaveform(x.data(), static_cast<int64_t>(x.size()));  // 60 frames before the end
+  const int64_t ready = fe.FramesReady();
+  Check(ready == 60, "frames ready before the end: " + std::to_string(ready));
+  fe.WindowLevel(ready, 10);
+  CheckThrows<std::out_of_range>([&] { fe.WindowLevel(ready + 1, 2); }, "not computed yet");
+  CheckThrows<std::out_of_range>([&] { fe.WindowLevel(ready, 11); }, "no longer kept");
+  CheckThrows<std::invalid_argument>([&] { fe.WindowLevel(ready, 0); }, "length 0");
+  std::vector<float> before(10 * kFrameLevelSize), after(5 * kFrameLevelSize);
+  fe.FrameLevels(ready, 10, before.data());
+  fe.KeepLevels(5);  // keeps the newest
+  fe.FrameLevels(ready, 5, after.data());
+  Check(std::equal(after.begin(), after.end(), before.begin() + 5 * kFrameLevelSize),
+        "shrinking the ring keeps the newest frames");
+  fe.InputFinished();
+  fe.WindowLevel(fe.FramesReady(), 5);
+  fe.Reset();
+  CheckThrows<std::out_of_range>([&] { fe.WindowLevel(1, 1); }, "reset forgets the levels");
+  fe.AcceptWaveform(x.data(), 2000);
+  Check(fe.LevelFramesKept() == 5 && fe.FramesReady() > 0, "levels stay on after reset");
+  fe.WindowLevel(fe.FramesReady(), 1);
+}
+
 }  // namespace
 
 int main() {
@@ -258,6 +527,11 @@ int main() {
   TestErrors();
   TestFrameRing();
   TestJsonNumbers();
+  TestLevelChunkInvariance();
+  TestSineAndSilenceLevels();
+  TestWindowLevelOf();
+  TestLevelKernels();
+  TestLevelErrors();
   std::printf("core_tests: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

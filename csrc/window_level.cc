@@ -1,0 +1,290 @@
+#include "window_level.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+#include "simd.h"
+
+namespace streamtag {
+
+namespace {
+
+double Dbfs(double power) {
+  if (!(power > 0.0)) return kSilenceDbfs;
+  return std::max(kSilenceDbfs, 10.0 * std::log10(power));
+}
+
+// The onsets of a window (the rule beside the constants in the header), given the sum and the
+// max of its flux values.
+int64_t CountOnsets(const float *features, int64_t n, int hop_length, double sample_rate,
+                    double flux_sum, float flux_max) {
+  if (!(flux_max >= kMinOnsetFluxDb)) return 0;  // nothing rises enough (silence: all 0)
+  const double frames_per_second = sample_rate / hop_length;
+  const int64_t radius = std::max<int64_t>(
+      1, static_cast<int64_t>(std::lround(kOnsetNeighbourhoodSeconds * frames_per_second)));
+  const int64_t min_gap = std::max<int64_t>(
+      1, static_cast<int64_t>(std::ceil(kOnsetMinGapSeconds * frames_per_second - 1e-9)));
+  auto flux = [&](int64_t t) { return features[t * kFrameLevelSize + kOnsetFlux]; };
+  const double mean = flux_sum / static_cast<double>(n);
+  const double threshold =
+      std::max(kMinOnsetFluxDb, mean + kOnsetDelta * (flux_max - mean));
+  double contrast_floor = -1.0;  // kOnsetContrast * the background flux, on first need
+  int64_t onsets = 0, last = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const float f = flux(t);
+    if (!(f >= threshold) || (onsets > 0 && t - last < min_gap)) continue;
+    bool peak = true;
+    for (int64_t u = std::max<int64_t>(0, t - radius); peak && u < t; ++u) peak = f > flux(u);
+    for (int64_t u = t + 1; peak && u <= std::min(n - 1, t + radius); ++u) peak = f >= flux(u);
+    if (!peak) continue;
+    if (contrast_floor < 0.0) {
+      double quiet_sum = 0.0;
+      int64_t quiet = 0;
+      for (int64_t u = 0; u < n; ++u) {
+        const bool below = flux(u) <= mean;
+        quiet_sum += below ? flux(u) : 0.0f;
+        quiet += below;
+      }
+      contrast_floor = kOnsetContrast * (quiet > 0 ? quiet_sum / static_cast<double>(quiet) : 0.0);
+    }
+    if (f < contrast_floor) continue;
+    ++onsets;
+    last = t;
+  }
+  return onsets;
+}
+
+}  // namespace
+
+std::string WindowLevel::ToString() const {
+  char text[256];
+  std::snprintf(text, sizeof text,
+                "rms_dbfs=%.2f peak_dbfs=%.2f clipped=%lld samples=%lld onsets=%lld "
+                "onset_rate_hz=%.3f",
+                rms_dbfs, peak_dbfs, static_cast<long long>(clipped),
+                static_cast<long long>(samples), static_cast<long long>(onsets), onset_rate_hz);
+  return text;
+}
+
+void CheckFrameLevels(const float *features, int64_t n_frames) {
+  for (int64_t t = 0; t < n_frames; ++t) {
+    const float *frame = features + t * kFrameLevelSize;
+    for (int field = 0; field < kFrameLevelSize; ++field) {
+      const float v = frame[field];
+      bool ok = v >= 0.0f && v <= FLT_MAX;  // finite, not negative
+      if (field == kClipped || field == kRealSamples) {
+        ok = ok && v < 16777216.0f && static_cast<float>(static_cast<int32_t>(v)) == v;
+      }
+      if (!ok) {
+        throw std::invalid_argument(
+            "frame " + std::to_string(t) + ": " + kFrameLevelNames[field] + " must be " +
+            (field == kClipped || field == kRealSamples ? "a whole number in [0, 2^24)"
+                                                         : "finite and >= 0") +
+            ", got " + std::to_string(v));
+      }
+    }
+  }
+}
+
+WindowLevel WindowLevelOf(const float *features, int64_t n_frames, int hop_length,
+                          double sample_rate) {
+  if (n_frames < 1) {
+    throw std::invalid_argument("a window level needs at least one frame, got " +
+                                std::to_string(n_frames));
+  }
+  if (hop_length < 1) {
+    throw std::invalid_argument("hop_length must be >= 1, got " + std::to_string(hop_length));
+  }
+  if (!(sample_rate > 0.0) || !std::isfinite(sample_rate)) {
+    throw std::invalid_argument("sample_rate must be positive, got " +
+                                std::to_string(sample_rate));
+  }
+  // Whole numbers below 2^24 in floats: their sums in double are exact.
+  double sum_squares = 0.0, clipped = 0.0, samples = 0.0, flux_sum = 0.0;
+  float peak = 0.0f, flux_max = 0.0f;
+  for (int64_t t = 0; t < n_frames; ++t) {
+    const float *frame = features + t * kFrameLevelSize;
+    sum_squares += frame[kSumSquares];
+    peak = std::max(peak, frame[kPeak]);
+    clipped += frame[kClipped];
+    samples += frame[kRealSamples];
+    flux_sum += frame[kOnsetFlux];
+    flux_max = std::max(flux_max, frame[kOnsetFlux]);
+  }
+  WindowLevel level;
+  level.rms_dbfs = samples > 0 ? Dbfs(sum_squares / samples) : kSilenceDbfs;
+  level.peak_dbfs = Dbfs(static_cast<double>(peak) * peak);
+  level.clipped = static_cast<int64_t>(clipped);
+  level.samples = static_cast<int64_t>(samples);
+  level.onsets = CountOnsets(features, n_frames, hop_length, sample_rate, flux_sum, flux_max);
+  level.onset_rate_hz = static_cast<double>(level.onsets) /
+                        (static_cast<double>(n_frames) * hop_length / sample_rate);
+  return level;
+}
+
+namespace {
+
+// The per-frame kernels work in rounds of kBlockLanes values, lane l of the round taking value
+// l; the lanes' partial sums are then added in one fixed tree (ReduceLanes). The SSE/NEON
+// kernels hold the 32 lanes in eight 4-float vectors, the AVX2 ones in four 8-float vectors:
+// each lane sees the same additions in the same order, so both give bitwise the same sums
+// (-ffp-contract=off: no fused multiply-adds either), and the wider one half the instructions.
+static_assert(kBlockLanes == 32, "the kernels below hold 32 lanes");
+
+float ReduceLanes(const float *lanes) {
+  using simd::V4;
+  V4 s[8];
+  for (int k = 0; k < 8; ++k) s[k] = simd::Load(lanes + 4 * k);
+  const V4 total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  return (total[0] + total[1]) + (total[2] + total[3]);
+}
+
+// a > b ? a : b is one MAXPS (MAX on NEON); simd::Max's bit select is four operations.
+inline simd::V4 Max4(simd::V4 a, simd::V4 b) { return a > b ? a : b; }
+
+// Rounds of x^2 into lanes[32], their max into *peak_squared.
+void SquaresPortable(const float *x, int64_t rounds, float *lanes, float *peak_squared) {
+  using simd::V4;
+  V4 s[8] = {}, p0{}, p1{};
+  for (int64_t r = 0; r < rounds; ++r, x += kBlockLanes) {
+    V4 q[8];
+    for (int k = 0; k < 8; ++k) {
+      const V4 v = simd::Load(x + 4 * k);
+      q[k] = v * v;
+      s[k] += q[k];
+    }
+    p0 = Max4(p0, Max4(Max4(q[0], q[1]), Max4(q[2], q[3])));
+    p1 = Max4(p1, Max4(Max4(q[4], q[5]), Max4(q[6], q[7])));
+  }
+  for (int k = 0; k < 8; ++k) simd::Store(lanes + 4 * k, s[k]);
+  const V4 p = Max4(p0, p1);
+  *peak_squared = std::max(std::max(p[0], p[1]), std::max(p[2], p[3]));
+}
+
+// Rounds of max(0, a - b) into lanes[32].
+void RisesPortable(const float *a, const float *b, int64_t rounds, float *lanes) {
+  using simd::V4;
+  V4 s[8] = {};
+  const V4 zero{};
+  for (int64_t r = 0; r < rounds; ++r, a += kBlockLanes, b += kBlockLanes) {
+    for (int k = 0; k < 8; ++k) s[k] += Max4(simd::Load(a + 4 * k) - simd::Load(b + 4 * k), zero);
+  }
+  for (int k = 0; k < 8; ++k) simd::Store(lanes + 4 * k, s[k]);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define STREAMTAG_HAVE_AVX2_KERNELS 1
+typedef float V8 __attribute__((vector_size(32)));
+
+__attribute__((target("avx2"))) inline V8 Load8(const float *p) {
+  V8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+__attribute__((target("avx2"))) inline V8 Max8(V8 a, V8 b) { return a > b ? a : b; }
+
+__attribute__((target("avx2"))) void SquaresAvx2(const float *x, int64_t rounds, float *lanes,
+                                                 float *peak_squared) {
+  V8 s[4] = {}, p0{}, p1{};
+  for (int64_t r = 0; r < rounds; ++r, x += kBlockLanes) {
+    V8 q[4];
+    for (int k = 0; k < 4; ++k) {
+      const V8 v = Load8(x + 8 * k);
+      q[k] = v * v;
+      s[k] += q[k];
+    }
+    p0 = Max8(p0, Max8(q[0], q[1]));
+    p1 = Max8(p1, Max8(q[2], q[3]));
+  }
+  std::memcpy(lanes, s, sizeof s);
+  const V8 p = Max8(p0, p1);
+  float m = p[0];
+  for (int l = 1; l < 8; ++l) m = std::max(m, p[l]);
+  *peak_squared = m;
+}
+
+__attribute__((target("avx2"))) void RisesAvx2(const float *a, const float *b, int64_t rounds,
+                                               float *lanes) {
+  V8 s[4] = {};
+  const V8 zero{};
+  for (int64_t r = 0; r < rounds; ++r, a += kBlockLanes, b += kBlockLanes) {
+    for (int k = 0; k < 4; ++k) s[k] += Max8(Load8(a + 8 * k) - Load8(b + 8 * k), zero);
+  }
+  std::memcpy(lanes, s, sizeof s);
+}
+
+bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+// The kernels for this CPU: AVX2 where it has it (unless portable is asked for), else SSE/NEON.
+void Squares(const float *x, int64_t rounds, float *lanes, float *peak_squared, bool portable) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) return SquaresAvx2(x, rounds, lanes, peak_squared);
+#endif
+  SquaresPortable(x, rounds, lanes, peak_squared);
+}
+
+void Rises(const float *a, const float *b, int64_t rounds, float *lanes, bool portable) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) return RisesAvx2(a, b, rounds, lanes);
+#endif
+  RisesPortable(a, b, rounds, lanes);
+}
+
+void Measure(const float *x, int64_t n, float *level, bool portable) {
+  // The peak is sqrt(max x^2): exactly max |x| in binary floating point while x^2 neither
+  // underflows nor overflows, and it saves taking |x| of every sample.
+  alignas(32) float lanes[kBlockLanes];
+  float peak_squared = 0.0f;
+  const int64_t rounds = n / kBlockLanes;
+  Squares(x, rounds, lanes, &peak_squared, portable);
+  float sum = ReduceLanes(lanes);
+  for (int64_t i = rounds * kBlockLanes; i < n; ++i) {
+    const float square = x[i] * x[i];
+    sum += square;
+    peak_squared = std::max(peak_squared, square);
+  }
+  const float peak = std::sqrt(peak_squared);
+  int64_t clipped = 0;
+  if (peak >= kClipLevel) {  // rare: count only when something reaches the clip level
+    for (int64_t j = 0; j < n; ++j) clipped += std::fabs(x[j]) >= kClipLevel;
+  }
+  level[kSumSquares] = sum;
+  level[kPeak] = peak;
+  level[kClipped] = static_cast<float>(clipped);
+  level[kRealSamples] = static_cast<float>(n);
+}
+
+float Rise(const float *current, const float *previous, int n, bool portable) {
+  alignas(32) float lanes[kBlockLanes];
+  const int64_t rounds = n / kBlockLanes;
+  Rises(current, previous, rounds, lanes, portable);
+  float sum = ReduceLanes(lanes);
+  for (int64_t b = rounds * kBlockLanes; b < n; ++b) {
+    sum += std::max(0.0f, current[b] - previous[b]);
+  }
+  return sum / static_cast<float>(n);
+}
+
+}  // namespace
+
+void MeasureBlock(const float *x, int64_t n, float *level) { Measure(x, n, level, false); }
+void MeasureBlockPortable(const float *x, int64_t n, float *level) {
+  Measure(x, n, level, true);
+}
+
+float MeanRise(const float *current, const float *previous, int n) {
+  return Rise(current, previous, n, false);
+}
+float MeanRisePortable(const float *current, const float *previous, int n) {
+  return Rise(current, previous, n, true);
+}
+
+}  // namespace streamtag

@@ -1,0 +1,98 @@
+// The audio's level and onset rate over a window of frames: an energy meter's numbers and a
+// broadcast monitor's silence and clipping signs. OnlineLogMel measures each frame as it
+// computes it (kFrameLevelSize floats, layout below) and WindowLevelOf aggregates a window of
+// them; the aggregation is a pure function of those floats, so it can be tested alone.
+//
+// Conventions. Levels are dBFS of the float samples, full scale being |x| = 1:
+// rms_dbfs = 10 log10(mean of x^2) and peak_dbfs = 20 log10(max |x|), both floored at
+// kSilenceDbfs (digital silence gives exactly -120). A full-scale square wave is 0 dBFS RMS and
+// a full-scale sine 0 dBFS peak and -3.01 dBFS RMS (plain mean square, not AES17's +3 dB sine
+// reference).
+#ifndef STREAMTAG_WINDOW_LEVEL_H_
+#define STREAMTAG_WINDOW_LEVEL_H_
+
+#include <cstdint>
+#include <string>
+
+namespace streamtag {
+
+// Per-frame features, kFrameLevelSize floats per frame in this order. The counts are whole
+// numbers held in floats: exact while a frame owns fewer than 2^24 samples.
+enum FrameLevelField : int {
+  kSumSquares = 0,  // sum of x^2 over the samples the frame owns (its block)
+  kPeak = 1,        // max |x| over the block
+  kClipped = 2,     // how many of them have |x| >= kClipLevel
+  kRealSamples = 3,  // how many samples the block holds (padding is never counted)
+  kOnsetFlux = 4,   // spectral flux of the log-mel frame in dB (see OnlineLogMel), 0 for frame 0
+};
+constexpr int kFrameLevelSize = 5;
+constexpr const char *kFrameLevelNames[kFrameLevelSize] = {"sum_squares", "peak", "clipped",
+                                                           "samples", "onset_flux_db"};
+
+// |x| >= 0.999 counts as clipped: a 16-bit full-scale sample decodes to 32767/32768 = 0.99997
+// and a limiter's ceiling sits at -0.01 .. -0.1 dBFS (0.989 .. 0.999), so a sample this close to
+// full scale is at the converter's rail, not music that happens to be loud.
+constexpr float kClipLevel = 0.999f;
+constexpr double kSilenceDbfs = -120.0;  // floor of both levels: below 24-bit's noise floor
+
+// Onset picking over a window's flux values (the frames' kOnsetFlux). A frame is an onset when
+// its flux is the largest within +-kOnsetNeighbourhoodSeconds (at least one frame either side;
+// ties go to the earlier frame), at least mean + kOnsetDelta * (max - mean) of the window's flux,
+// at least kOnsetContrast times the window's background flux (the mean of the values at or
+// below the window's mean), at least kMinOnsetFluxDb, and at least kOnsetMinGapSeconds after the
+// previous onset. Apart from kMinOnsetFluxDb every threshold is relative to the window's own
+// flux, so the log form's scale does not matter.
+constexpr double kOnsetNeighbourhoodSeconds = 0.030;  // a drum hit's attack: one hit, one peak
+constexpr double kOnsetMinGapSeconds = 0.050;  // faster than 20 per second is a roll, not onsets
+constexpr double kOnsetDelta = 0.2;  // peaks in the top 80 % of the window's range above its mean
+// Steady noise or a noisy tone has local flux maxima all the time, but within 2.5x its
+// background; a hit or a note onset stands 5-50x above it.
+constexpr double kOnsetContrast = 3.5;
+// A rise of 1 dB averaged over all mel bands. Note and drum onsets rise 5-30 dB; a pure tone
+// against a -100 dB log floor beats by up to 0.5 dB from frame to frame (997 Hz, dB models), and
+// silence or a constant signal gives 0: neither has onsets.
+constexpr double kMinOnsetFluxDb = 1.0;
+
+struct WindowLevel {
+  double rms_dbfs = kSilenceDbfs;
+  double peak_dbfs = kSilenceDbfs;
+  int64_t clipped = 0;  // samples with |x| >= kClipLevel
+  int64_t samples = 0;  // real samples the window's frames own
+  int64_t onsets = 0;
+  double onset_rate_hz = 0.0;  // onsets / (frames * hop_length / sample_rate)
+
+  // One line, `key=value` pairs.
+  std::string ToString() const;
+};
+
+// Aggregates n_frames >= 1 frames of features (n_frames x kFrameLevelSize, row-major) into the
+// window's level. The features are trusted (OnlineLogMel's, or passed CheckFrameLevels). Throws
+// std::invalid_argument for n_frames < 1, hop_length < 1 or a sample rate that is not positive.
+WindowLevel WindowLevelOf(const float *features, int64_t n_frames, int hop_length,
+                          double sample_rate);
+
+// Checks features from outside: every value finite and >= 0, the counts whole numbers below
+// 2^24. Throws std::invalid_argument naming the frame and the field.
+void CheckFrameLevels(const float *features, int64_t n_frames);
+
+// Measures n >= 0 consecutive samples into level[kSumSquares .. kRealSamples]. The sum of
+// squares is float in a fixed layout counted from x[0], so the same samples give bitwise the
+// same sum wherever they lie in memory and whichever instruction set runs (SSE, AVX2, NEON):
+// x[j] goes to lane j % kBlockLanes while a whole round of lanes is left, the lanes are added in
+// a fixed tree, then the rest one by one. The peak is exactly max |x| for 2^-63 <= max |x| <
+// 2^64 (it is taken as sqrt(max x^2)).
+constexpr int kBlockLanes = 32;
+void MeasureBlock(const float *x, int64_t n, float *level);
+
+// The mean over n >= 1 values of max(0, current[b] - previous[b]), summed in the same fixed
+// layout as MeasureBlock's: the onset flux of a log-mel frame, in the log form's units.
+float MeanRise(const float *current, const float *previous, int n);
+
+// The same with the portable SSE/NEON kernels whatever the CPU has: for tests, which check that
+// the wider kernels give bitwise the same numbers.
+void MeasureBlockPortable(const float *x, int64_t n, float *level);
+float MeanRisePortable(const float *current, const float *previous, int n);
+
+}  // namespace streamtag
+
+#endif  // STREAMTAG_WINDOW_LEVEL_H_
