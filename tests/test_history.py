@@ -522,6 +522,18 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
             windows = sum(m.msg_type == "scores" and m.stream == track.stream for m in heard)
             assert track.windows == windows and track.reason == "end"
         assert table_rows(engine, schema.gaps) == []
+        # protocol 1.2: each window's audio level and the stream's mood, as published
+        published = {(m.stream, m.header.seq): m.body for m in heard if m.msg_type == "scores"}
+        rows = table_rows(engine, schema.scores)
+        assert len(rows) == len(published)
+        for row in rows:
+            body = published[(row.stream, row.seq)]
+            assert (row.rms_dbfs, row.peak_dbfs, row.clipped, row.onset_rate_hz, row.energy) \
+                == (body.audio.rms_dbfs, body.audio.peak_dbfs, body.audio.clipped,
+                    body.audio.onset_rate_hz, body.audio.energy)
+            assert json.loads(row.mood) == list(body.mood.words)
+            assert (row.valence, row.arousal) == (body.mood.valence, body.mood.arousal)
+        assert all(-60 < row.rms_dbfs < 0 and row.mood != "[]" for row in rows)  # music
     finally:
         stop_process(recorder)
         recorder.communicate()

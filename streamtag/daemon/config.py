@@ -12,6 +12,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
                      may open or load: file_roots, model_roots, allow_devices, allow_hosts,
                      deny_hosts, allow_private_hosts, max_sources
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
+    [mood]           enabled, dwell_s, silence_dwell_s, time_constant_s (docs/venue.md)
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
                      precision, workers, threads, decoders
     [metrics]        port (0: off), address
@@ -33,6 +34,7 @@ from typing import Any
 from streamtag import values
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.config import EngineConfig
+from streamtag.engine.mood import MoodConfig
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
@@ -188,6 +190,7 @@ class DaemonConfig:
     publish: PublishConfig = PublishConfig()
     control: ControlConfig = ControlConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
+    mood: MoodConfig = MoodConfig()
     engine: EngineConfig = EngineConfig()
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
@@ -195,8 +198,8 @@ class DaemonConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
-             "smoothing": SmoothingConfig, "engine": EngineConfig, "metrics": MetricsConfig,
-             "security": SecurityConfig, "shard": ShardConfig}
+             "smoothing": SmoothingConfig, "mood": MoodConfig, "engine": EngineConfig,
+             "metrics": MetricsConfig, "security": SecurityConfig, "shard": ShardConfig}
 
 
 def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:

@@ -275,7 +275,7 @@ class Daemon:
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
-        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing)
+        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood)
         if self.metrics is not None:
             self.engine.on_batch = self.metrics.observe_batch
         self.engine.start()
@@ -510,7 +510,7 @@ class Daemon:
             result.stream_id, start_s=result.start_s, end_s=result.end_s,
             start_sample=result.start_sample, end_sample=result.end_sample, tags=result.tags,
             raw=result.raw, smoothed=result.smoothed, active=result.active, model=model,
-            latency_ms=result.latency_ms)
+            latency_ms=result.latency_ms, audio=result.audio, mood=result.mood)
         if self.metrics is not None:
             self.metrics.observe_window(result)
 

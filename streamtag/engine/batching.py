@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel
 from streamtag.model.inference import InferenceModel, cheapest_batch, return_freed_memory
@@ -67,6 +68,10 @@ class WindowResult:
     latency_ms: float  # from the arrival of the window's last sample to the sink call
     model_name: str
     model_hash: str
+    # The level of the window's audio (the protocol's scores ``audio``: RMS and peak dBFS,
+    # clipped samples, onsets per second, energy), None for a model that reads samples
+    audio: dict | None = None
+    mood: dict | None = None  # the stream's mood after this window (``mood``), or None
 
     @property
     def start_s(self) -> float:
@@ -99,6 +104,7 @@ class _Window:
     # None for a window that is not the stream's frames as they stand (a short input repeated)
     end_frame: int | None = None
     dropped: bool = False
+    level: object | None = None  # the frontend's WindowLevel of its frames, for log-mel models
 
 
 @dataclasses.dataclass
@@ -110,8 +116,9 @@ class _Pass:
     seconds: float
 
 
-# A window as the framer cuts it: (data, start sample, end sample, end frame or None)
-_Cut = tuple[np.ndarray, int, int, int | None]
+# A window as the framer cuts it: (data, start sample, end sample, end frame or None, the level
+# of its frames or None)
+_Cut = tuple[np.ndarray, int, int, int | None, object | None]
 
 
 class _Framer:
@@ -139,6 +146,9 @@ class _Framer:
             self.hop_length, self.pad, self.n_fft, width = 1, 0, 1, 1
         self.capacity = self.window + 4 * hop
         self.ring = FrameRing(self.capacity, width)
+        if self.fe is not None:
+            # The level of each window's audio, from what the frontend measured per frame.
+            self.fe.keep_levels(2 * self.capacity)
         self.next_end = self.window
         self.samples = 0
 
@@ -152,6 +162,9 @@ class _Framer:
         w = self.ring.window(end, length, transpose=True)
         return w if self.logmel else w[0]
 
+    def _level(self, end: int, length: int) -> object | None:
+        return None if self.fe is None else self.fe.window_level(end, length)
+
     def _push(self, frames: np.ndarray, out: list[_Cut]) -> None:
         room = self.capacity - self.window  # push no more than can be cut before overwriting
         for i in range(0, len(frames), room):
@@ -159,7 +172,7 @@ class _Framer:
             while self.ring.end_index >= self.next_end:
                 end = self.next_end
                 out.append((self._cut(end, self.window), *self._span(end - self.window, end),
-                            end))
+                            end, self._level(end, self.window)))
                 self.next_end += self.hop
 
     def accept(self, samples: np.ndarray) -> list[_Cut]:
@@ -167,11 +180,15 @@ class _Framer:
         self.samples += len(samples)
         out: list[_Cut] = []
         if self.fe is not None:
-            self.fe.accept_waveform(samples)
-            frames = self.fe.pop()
+            # In pieces of at most the frames the ring takes between cuts, so that the frontend
+            # still keeps the levels of every window cut (the frames are the same in any
+            # chunking, bitwise).
+            step = (self.capacity - self.window) * self.hop_length
+            for i in range(0, len(samples), step):
+                self.fe.accept_waveform(samples[i: i + step])
+                self._push(self.fe.pop(), out)
         else:
-            frames = np.asarray(samples, dtype=np.float32).reshape(-1, 1)
-        self._push(frames, out)
+            self._push(np.asarray(samples, dtype=np.float32).reshape(-1, 1), out)
         return out
 
     def finish(self) -> list[_Cut]:
@@ -183,12 +200,13 @@ class _Framer:
         last_end = self.next_end - self.hop
         if total >= self.window and total > last_end:
             out.append((self._cut(total, self.window), *self._span(total - self.window, total),
-                        total))
+                        total, self._level(total, self.window)))
         elif 0 < total < self.window:
             short = self._cut(total, total)
             reps = -(-self.window // total)
             tiled = np.concatenate([short] * reps, axis=-1)[..., : self.window]
-            out.append((np.ascontiguousarray(tiled), *self._span(0, total), None))
+            out.append((np.ascontiguousarray(tiled), *self._span(0, total), None,
+                        self._level(total, total)))
         return out
 
 
@@ -211,11 +229,13 @@ def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
 
 
 class _Stream:
-    def __init__(self, stream_id: str, live: bool, framer: _Framer, smoother: Smoother) -> None:
+    def __init__(self, stream_id: str, live: bool, framer: _Framer, smoother: Smoother,
+                 mood: MoodTracker | None) -> None:
         self.id = stream_id
         self.live = live
         self.framer = framer
         self.smoother = smoother
+        self.mood = mood
         self.lock = threading.Lock()  # one feeder at a time
         self.pending = 0  # windows queued or being scored
         self.next_index = 0
@@ -242,15 +262,19 @@ class Engine:
 
     def __init__(self, model: InferenceModel, sink: EngineSink,
                  config: EngineConfig | None = None,
-                 smoothing: SmoothingConfig | None = None) -> None:
+                 smoothing: SmoothingConfig | None = None,
+                 mood: MoodConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.smoothing = smoothing or SmoothingConfig()
+        self.mood = mood or MoodConfig()
+        self._mood_table = MoodTable.load() if self.mood.enabled else None
         self.sink = sink
         self._sink_turn: Callable[[], AbstractContextManager] = getattr(
             sink, "turn", contextlib.nullcontext)
         self._model = model
         self._limit = self.batch_limit_for(model)
         self._reuse = self.reuse_for(model)
+        self._mood_plan = self.mood_plan_for(model)
         return_freed_memory()  # what the model's checks and measurement built and dropped
         self._pass_s: float | None = None  # the serving model's forward seconds per window
         self._generation = 0
@@ -325,6 +349,24 @@ class Engine:
             log.debug("%s: windows are computed whole: %s", model.name, why)
         return reuse
 
+    def mood_plan_for(self, model: InferenceModel) -> MoodPlan | None:
+        """What ``model``'s tags say of mood (``streamtag.engine.mood``), None where the
+        config turns moods off."""
+        if self._mood_table is None:
+            return None
+        return self._mood_table.plan(model.tags, model.thresholds)
+
+    @property
+    def mood_plan(self) -> MoodPlan | None:
+        """The mood plan of the model serving now (None: moods are off)."""
+        return self._mood_plan
+
+    def _mood_tracker(self) -> MoodTracker | None:
+        plan = self._mood_plan
+        return None if plan is None else MoodTracker(plan, self.mood.dwell_s,
+                                                     self.mood.silence_dwell_s,
+                                                     self.mood.time_constant_s)
+
     @property
     def window_reuse(self) -> WindowReuse | None:
         """The window reuse serving now, None where every window is computed whole."""
@@ -346,7 +388,7 @@ class Engine:
             model = self._model
             self._streams[stream_id] = _Stream(
                 stream_id, live, _Framer(model, self.hop_for(model), 0),
-                Smoother(model.tags, model.thresholds, self.smoothing))
+                Smoother(model.tags, model.thresholds, self.smoothing), self._mood_tracker())
 
     def stream_ids(self) -> list[str]:
         with self._cond:
@@ -439,9 +481,9 @@ class Engine:
     def _enqueue(self, stream: _Stream, generation: int,
                  windows: Sequence[_Cut], arrival: float, finishing: bool = False) -> None:
         with self._cond:
-            for data, start, end, end_frame in windows:
+            for data, start, end, end_frame, level in windows:
                 self._queue.append(_Window(stream, generation, data, start, end, arrival,
-                                           end_frame))
+                                           end_frame, level=level))
                 stream.pending += 1
             if finishing:
                 stream.finished = True
@@ -474,6 +516,7 @@ class Engine:
                                   precision=self.config.precision)
         limit = self.batch_limit_for(new)
         reuse = self.reuse_for(new)
+        plan = self.mood_plan_for(new)
         with self._cond:
             self._swapping = True
             while self._in_flight:
@@ -482,6 +525,7 @@ class Engine:
             self._model = new
             self._limit = limit
             self._reuse = reuse
+            self._mood_plan = plan
             self._pass_s = None
             same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
             if not same_input:
@@ -493,6 +537,7 @@ class Engine:
                 if not same_input or tuple(s.smoother.tags) != new.tags or not np.array_equal(
                         s.smoother.on_threshold, new.thresholds):
                     s.smoother = Smoother(new.tags, new.thresholds, self.smoothing)
+                s.mood = self._mood_tracker()
             self._swapping = False
             self._cond.notify_all()
         log.info("model %s (%s) replaces %s", new.name, new.path, old.name)
@@ -699,12 +744,21 @@ class Engine:
             return
         end_s = w.end_sample / model.sample_rate
         smoothed, events = stream.smoother.update(probs, end_s)
+        audio = mood = None
+        level = w.level
+        if level is not None:
+            audio = {"rms_dbfs": round(level.rms_dbfs, 2), "peak_dbfs": round(level.peak_dbfs, 2),
+                     "clipped": level.clipped, "onset_rate_hz": round(level.onset_rate_hz, 3),
+                     "energy": energy_of(level.rms_dbfs, level.onset_rate_hz)}
+        if stream.mood is not None:
+            mood = stream.mood.update(end_s, smoothed, None if audio is None else audio["rms_dbfs"],
+                                      None if audio is None else audio["energy"])
         result = WindowResult(
             stream_id=stream.id, index=stream.next_index, start_sample=w.start_sample,
             end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,
             raw=probs, smoothed=smoothed, active=stream.smoother.active_tags(), events=events,
             latency_ms=(time.monotonic() - w.arrival) * 1000.0, model_name=model.name,
-            model_hash=model.hash)
+            model_hash=model.hash, audio=audio, mood=mood)
         stream.next_index += 1
         stream.end_s = max(stream.end_s, end_s)
         stream.counters["windows"] += 1

@@ -471,6 +471,13 @@ class Recorder:
                        smoothed=schema.pack_scores(body.smoothed),
                        active=schema.pack_names([_text(t) for t in body.active]),
                        latency_ms=body.latency_ms)
+            audio, mood = body.audio, body.mood
+            row.update(rms_dbfs=audio and audio.rms_dbfs, peak_dbfs=audio and audio.peak_dbfs,
+                       clipped=audio and audio.clipped,
+                       onset_rate_hz=audio and audio.onset_rate_hz,
+                       energy=audio and audio.energy,
+                       mood=mood and schema.pack_names([_text(w) for w in mood.words]),
+                       valence=mood and mood.valence, arousal=mood and mood.arousal)
         elif msg_type == "event":
             row.update(tag=_text(body.tag), state=body.state, score=body.score,
                        time_s=body.time_s, sample=body.sample)

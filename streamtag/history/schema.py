@@ -58,6 +58,15 @@ scores = sa.Table(
     sa.Column("smoothed", sa.LargeBinary, nullable=False),  # float32 per tag
     sa.Column("active", sa.Text, nullable=False),           # JSON array of tag names
     sa.Column("latency_ms", sa.Float, nullable=False),
+    # since revision 0002 (protocol 1.2): the window's audio and the stream's mood, or NULL
+    sa.Column("rms_dbfs", sa.Float),
+    sa.Column("peak_dbfs", sa.Float),
+    sa.Column("clipped", sa.BigInteger),
+    sa.Column("onset_rate_hz", sa.Float),
+    sa.Column("energy", sa.Float),
+    sa.Column("mood", sa.Text),  # JSON array of the mood's words
+    sa.Column("valence", sa.Float),
+    sa.Column("arousal", sa.Float),
     sa.UniqueConstraint("stream", "session", "seq", name="uq_scores"),
     sa.Index("ix_scores_stream_sent_at", "stream", "sent_at"))
 
