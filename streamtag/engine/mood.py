@@ -207,23 +207,27 @@ class MoodPlan:
     def arousal_span(self) -> tuple[float, float]:
         return (min(p[1] for _, p in self.display), max(p[1] for _, p in self.display))
 
-    def words(self, v: float, a: float, keep: str | None = None) -> tuple[str, ...]:
-        """The one or two display words nearest (v, a); ``keep``, the word shown now, stays
-        first while it is nearly as near as the nearest (so a point on a border does not
-        make the words swap back and forth)."""
+    def words(self, v: float, a: float,
+              shown: Sequence[str] = ()) -> tuple[str, ...]:
+        """The one or two display words nearest (v, a). The words ``shown`` now hold a little
+        longer (hysteresis, so a point near a border does not make them swap back and forth):
+        the first stays first while within KEEP_WORD_RATIO of the nearest, a second stays while
+        within SECOND_WORD_RATIO x KEEP_WORD_RATIO of the first, and a second is added only
+        within SECOND_WORD_RATIO / KEEP_WORD_RATIO."""
         dist = sorted((math.hypot(v - pv, a - pa), word) for word, (pv, pa) in self.display)
-        nearest = dist[0][0]
-        if keep is not None:
-            for d, word in dist:
-                if word == keep and d <= KEEP_WORD_RATIO * nearest + 1e-9:
-                    dist.remove((d, word))
-                    dist.insert(0, (d, word))
-                    break
-        first = dist[0]
-        second = dist[1]
-        if second[0] <= SECOND_WORD_RATIO * max(first[0], 0.05):
-            return first[1], second[1]
-        return (first[1],)
+        near = dict((word, d) for d, word in dist)
+        first_d, first = dist[0]
+        if shown and shown[0] in near and near[shown[0]] <= KEEP_WORD_RATIO * first_d + 1e-9:
+            first, first_d = shown[0], near[shown[0]]
+        scale = max(first_d, 0.05)
+        if len(shown) > 1 and shown[1] != first and shown[1] in near and \
+                near[shown[1]] <= SECOND_WORD_RATIO * KEEP_WORD_RATIO * scale:
+            return first, shown[1]
+        d2, second = next((d, w) for d, w in dist if w != first)
+        limit = SECOND_WORD_RATIO / KEEP_WORD_RATIO if len(shown) == 1 else SECOND_WORD_RATIO
+        if d2 <= limit * scale:
+            return first, second
+        return (first,)
 
     def genres(self, smoothed: np.ndarray) -> tuple[str, ...]:
         """The genre tags at or above their thresholds, strongest (score / threshold) first."""
@@ -282,8 +286,7 @@ class MoodTracker:
         if silent:
             candidate: tuple[str, ...] = ()
         else:
-            keep = self.shown[0] if self.shown else None
-            candidate = self.plan.words(*self._point, keep=keep)
+            candidate = self.plan.words(*self._point, shown=self.shown or ())
         self._decide(candidate, end_s)
         v, a = self._point if self._point is not None else (0.0, 0.0)
         return {"words": list(self.shown or ()), "valence": round(v, 3),
@@ -298,8 +301,11 @@ class MoodTracker:
         if candidate == self.shown:
             self._pending = None
             return
-        if self._pending != candidate:
-            self._pending, self._pending_since = candidate, end_s
+        # The dwell runs while the main word of what would be shown stays the same, so a
+        # second word that wanders during a change does not hold the change back.
+        key = candidate[:1]
+        if self._pending != key:
+            self._pending, self._pending_since = key, end_s
         dwell = self.silence_dwell_s if not candidate else self.dwell_s
         if end_s - self._pending_since >= dwell:
             self.shown, self.since_s, self._pending = candidate, self._pending_since, None
