@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from urllib.parse import quote
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.errors import ConfigError
@@ -16,7 +17,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """args has connect (str or list), control, port, host and db; server_key, client_key,
-    allow_host and max_clients."""
+    allow_host and max_clients; venue (the printed address is the venue page's) and stream
+    (the stream that page shows)."""
     try:
         from streamtag.web.server import run_dashboard
     except ImportError as exc:  # websockets, which only the dashboard needs
@@ -39,8 +41,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"streamtag dashboard: listening on {args.host}: anyone who can reach it sees "
               "the tags; there is no authentication", file=sys.stderr)
 
+    page = ""
+    if getattr(args, "venue", False):
+        stream = getattr(args, "stream", None)
+        if isinstance(stream, list):  # a flag given as append: the first one
+            stream = stream[0] if stream else None
+        page = "venue" + (f"?stream={quote(stream, safe='')}" if stream else "")
+
     def ready(url: str) -> None:
-        print(f"streamtag dashboard: open {url} (feed {feed}"
+        print(f"streamtag dashboard: open {url}{page} (feed {feed}"
               + (f", control {args.control}" if args.control else "") + ")",
               file=sys.stderr, flush=True)
 

@@ -2,9 +2,10 @@
 
 `FeedState` is plain data, fed from one thread (the event loop's); it turns protocol messages
 (as `ReceivedMessage.to_dict()` dicts) and control replies into the views a page draws, so a
-page that connects late gets the current state at once. `FeedThread` runs a
-`streamtag.wire.subscriber.Subscriber` in a background thread and hands each message to a callback.
-Nothing here knows audio, models or HTTP.
+page that connects late gets the current state at once: the tags on, a short timeline of them,
+the last audio level and mood, and the mood's course over the last half hour (the venue page's
+ribbon). `FeedThread` runs a `streamtag.wire.subscriber.Subscriber` in a background thread and
+hands each message to a callback. Nothing here knows audio, models or HTTP.
 """
 
 from __future__ import annotations
@@ -26,18 +27,29 @@ MIN_SILENCE_S = 1.0             # never call a daemon lost sooner than this
 MISSED_HEARTBEATS = 3           # the protocol: three missed intervals mean the daemon is gone
 _BIN_S = 1.0                    # timeline resolution: one column per second
 LAST_TRACKS = 5                 # finished tracks a stream's panel lists
+MOOD_COURSE_S = 30 * 60.0       # the mood's course a venue page can draw: the last half hour
+MOOD_SLICE_S = 5.0              # one point of that course per slice of this many seconds
+# A point for every slice of the course, and a few more: a clock set back cannot grow it.
+MOOD_POINTS = int(MOOD_COURSE_S / MOOD_SLICE_S) + 2
 
 
 def _blank_stream(stream: str) -> dict[str, Any]:
     return {"id": stream, "session": None, "model": None, "tags": [], "smoothed": [],
             "active": [], "thresholds": None, "status": None, "updated_at": None,
-            "gaps": 0, "restarted_at": None, "history": deque(), "tracks": []}
+            "gaps": 0, "restarted_at": None, "history": deque(), "tracks": [],
+            "audio": None, "mood": None, "moods": deque(maxlen=MOOD_POINTS)}
 
 
 def _reset(view: dict[str, Any]) -> None:
-    """Forget a stream's state but keep its timeline, last tracks and loss count."""
+    """Forget a stream's state but keep its timelines (tags and mood), last tracks and loss
+    count."""
     view.update({k: v for k, v in _blank_stream(view["id"]).items()
-                 if k not in ("history", "gaps", "tracks")})
+                 if k not in ("history", "gaps", "tracks", "moods")})
+
+
+def _rounded(value: Any) -> float | None:
+    # Three decimals are more than a colour shows, and keep a page's hello small.
+    return round(float(value), 3) if isinstance(value, (int, float)) else None
 
 
 def _add_tracks(view: dict[str, Any], tracks: Iterable[Mapping[str, Any]]) -> None:
@@ -108,10 +120,14 @@ class FeedState:
 
     def _scores(self, view: dict[str, Any], body: Mapping[str, Any], now: float) -> None:
         model = body.get("model") or {}
+        audio, mood = body.get("audio"), body.get("mood")  # since protocol 1.2; may be absent
         view.update(tags=list(body["tags"]), smoothed=list(body["smoothed"]),
                     active=list(body["active"]), model=dict(model), updated_at=now,
-                    thresholds=self._thresholds_for(model.get("hash"), body["tags"]))
+                    thresholds=self._thresholds_for(model.get("hash"), body["tags"]),
+                    audio=dict(audio) if isinstance(audio, Mapping) else None,
+                    mood=dict(mood) if isinstance(mood, Mapping) else None)
         self._record(view, now)
+        self._record_mood(view, now)
 
     @staticmethod
     def _event(view: dict[str, Any], body: Mapping[str, Any]) -> None:
@@ -132,6 +148,25 @@ class FeedState:
             history.append([start, list(view["active"])])
         while history and history[0][0] < now - self.history_s - _BIN_S:
             history.popleft()
+
+    def _record_mood(self, view: dict[str, Any], now: float) -> None:
+        """One point of the mood's course per slice, the slice's last mood:
+        ``[slice start (wall clock), valence, arousal, energy or None, first word or None]``."""
+        mood = view["mood"]
+        if mood is None:
+            return
+        audio = view["audio"] or {}
+        words = mood.get("words") or []
+        start = math.floor(now / MOOD_SLICE_S) * MOOD_SLICE_S
+        point = [start, _rounded(mood.get("valence")), _rounded(mood.get("arousal")),
+                 _rounded(audio.get("energy")), words[0] if words else None]
+        moods: deque = view["moods"]
+        if moods and moods[-1][0] == start:
+            moods[-1] = point
+        else:
+            moods.append(point)
+        while moods and moods[0][0] < now - MOOD_COURSE_S - MOOD_SLICE_S:
+            moods.popleft()
 
     # -- control replies
 
@@ -194,7 +229,8 @@ class FeedState:
 
     def view(self, stream: str) -> dict[str, Any]:
         view = self.streams[stream]
-        return {**view, "history": [list(entry) for entry in view["history"]]}
+        return {**view, "history": [list(entry) for entry in view["history"]],
+                "moods": [list(point) for point in view["moods"]]}
 
     def liveness(self) -> dict[str, Any]:
         """Whether the daemon is heard from: seen, seconds since, and the limit used."""

@@ -1,10 +1,13 @@
 """The dashboard's server: the page, a websocket bridge from the ZeroMQ feed, a health check.
 
-One asyncio loop serves ``GET /`` (and the page's two files) from the package, ``/ws`` (JSON
-messages, below) and ``/healthz``. A `FeedThread` receives the daemon's messages and hands them
-to the loop, where `FeedState` folds them into per-stream views and they are forwarded to every
-page. With a control endpoint, a `snapshot` (and `status`) is fetched at start and whenever a
-daemon session appears that no snapshot covers, so a page joining late draws at once.
+One asyncio loop serves the pages from the package (`PAGES`): ``GET /``, the dashboard of every
+stream; ``/venue``, one stream's mood full screen for a room's screen (``?stream=ID``,
+``&theme=dark|light``, ``&minutes=10..30`` of the mood's course); ``/history.html``; and their
+files. It also serves ``/ws`` (JSON messages, below) and ``/healthz``. A `FeedThread`
+receives the daemon's messages and hands them to the loop, where `FeedState` folds them into
+per-stream views and they are forwarded to every page. With a control endpoint, a `snapshot`
+(and `status`) is fetched at start and whenever a daemon session appears that no snapshot
+covers, so a page joining late draws at once.
 
 Every request, page or websocket, must name a host the dashboard answers to (`HostCheck`), and
 a browser's ``Origin``, when sent, must be the page's own: a site elsewhere that points its own
@@ -12,7 +15,8 @@ name at this address (DNS rebinding) gets 403, not the feed. At most `max_client
 connected at once; the next is refused with 503.
 
 Messages to the page, JSON objects with a ``type``:
-    hello      on connecting: every stream's view, the liveness of the daemon, the feed
+    hello      on connecting: every stream's view (tags, timeline, last audio level and mood,
+               the mood's course), the liveness of the daemon, the feed
     message    one received protocol message: ``{topic, header, body, gap, restarted}``
     snapshot   stream views taken from a control snapshot
     tick       once a second: the bridge's clock and the daemon's liveness
@@ -62,6 +66,9 @@ PAGES = {
     "/history.html": ("history.html", "text/html; charset=utf-8"),
     "/history.js": ("history.js", "text/javascript; charset=utf-8"),
     "/history.css": ("history.css", "text/css; charset=utf-8"),
+    "/venue": ("venue.html", "text/html; charset=utf-8"),
+    "/venue.js": ("venue.js", "text/javascript; charset=utf-8"),
+    "/venue.css": ("venue.css", "text/css; charset=utf-8"),
 }
 # Everything the page uses is served from here; the browser is told to load nothing else.
 SECURITY_HEADERS = (

@@ -207,6 +207,7 @@
         panel = $("panel-template").content.firstElementChild.cloneNode(true);
         panel.dataset.stream = id;
         panel.querySelector(".stream-name").textContent = id;
+        panel.querySelector(".venue-link").href = "venue?stream=" + encodeURIComponent(id);
         main.appendChild(panel);
       }
       renderPanel(panel, view.streams.get(id));

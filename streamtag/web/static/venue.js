@@ -1,0 +1,430 @@
+// The venue page: one stream's mood, full screen, fed by the bridge at /ws (see server.py for
+// the message types). URL: /venue?stream=ID&theme=dark|light&minutes=10..30. No libraries, no
+// network access beyond this page's own server. Text from the feed (stream ids, titles, words)
+// is only ever set as textContent.
+"use strict";
+
+(() => {
+  const RETRY_MIN_MS = 500;      // reconnecting to the dashboard server: as dashboard.js
+  const RETRY_MAX_MS = 5000;
+  const SILENT_SOCKET_MS = 5000; // no tick for this long: the socket is dead even if open
+  const SLICE_S = 5;             // one point of the mood's course per slice: as the bridge's
+  const COURSE_S = 30 * 60;      // MOOD_SLICE_S and MOOD_COURSE_S (feed.py)
+  const MAX_POINTS = COURSE_S / SLICE_S + 2;
+  const RIBBON_EVERY_MS = 5000;  // the ribbon is slow: redrawn now and then, not per message
+  const BRIDGED_S = 3 * SLICE_S; // a longer hole between two points is drawn as a hole
+  const MAX_WORDS = 2;
+  const MAX_GENRES = 2;
+  const WAITING = "waiting for music";
+
+  const params = new URLSearchParams(location.search);
+  const wanted = params.get("stream") || null;       // null: the page chooses
+  const theme = params.get("theme") === "light" ? "light" : "dark";
+  const asked = Number.parseInt(params.get("minutes") ?? "", 10);
+  const minutes = Number.isFinite(asked) ? Math.min(30, Math.max(10, asked)) : 20;
+  document.documentElement.dataset.theme = theme;
+
+  const view = {
+    streams: new Map(),          // id -> the bridge's view of the stream (FeedState.view)
+    offsetS: 0,                  // bridge clock minus this browser's clock
+    daemon: null,                // liveness from the last hello or tick
+    connected: false,
+    dropped: false,              // the socket closed once: "reconnecting" while it is down
+    greeted: false,              // a hello came: the streams that exist are known
+    chosen: null,                // the stream shown when the URL names none
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const bridgeNow = () => Date.now() / 1000 + view.offsetS;
+  const round3 = (x) => (typeof x === "number" ? Math.round(x * 1000) / 1000 : null);
+
+  // ---------------------------------------------------------------- state
+
+  function blankStream(id) {
+    return { id, session: null, status: null, updated_at: null, audio: null, mood: null,
+             moods: [] };
+  }
+
+  function stream(id) {
+    let s = view.streams.get(id);
+    if (!s) {
+      s = blankStream(id);
+      view.streams.set(id, s);
+    }
+    return s;
+  }
+
+  // As FeedState._record_mood: the slice's last mood wins.
+  function recordMood(s, t) {
+    if (!s.mood) return;
+    const start = Math.floor(t / SLICE_S) * SLICE_S;
+    const words = s.mood.words || [];
+    const point = [start, round3(s.mood.valence), round3(s.mood.arousal),
+      s.audio ? round3(s.audio.energy) : null, words.length ? words[0] : null];
+    const last = s.moods[s.moods.length - 1];
+    if (last && last[0] === start) s.moods[s.moods.length - 1] = point;
+    else s.moods.push(point);
+    const oldest = t - COURSE_S - SLICE_S;
+    while (s.moods.length && s.moods[0][0] < oldest) s.moods.shift();
+    if (s.moods.length > MAX_POINTS) s.moods.splice(0, s.moods.length - MAX_POINTS);
+  }
+
+  // The same rules as FeedState.apply_message, for what this page shows.
+  function applyMessage(m, receivedAt) {
+    const h = m.header;
+    const b = m.body;
+    view.daemon = Object.assign({}, view.daemon, { seen: true, alive: true, age_s: 0 });
+    if (h.msg_type === "heartbeat") return;
+    const s = stream(h.stream);
+    if (m.restarted || (s.session !== null && s.session !== h.session)) {
+      // A new daemon session: its mood is not known until its first scores.
+      Object.assign(s, blankStream(s.id), { moods: s.moods });
+    }
+    s.session = h.session;
+    if (h.msg_type === "scores") {
+      s.audio = b.audio || null;
+      s.mood = b.mood || null;
+      s.updated_at = receivedAt;
+      recordMood(s, receivedAt);
+    } else if (h.msg_type === "status") {
+      s.status = b;
+    }
+  }
+
+  // A hello replaces what the page knew, but a restarted bridge knows less than the page: the
+  // older part of each mood's course, and streams it has not heard from yet, are kept.
+  function applyHello(msg) {
+    const streams = new Map();
+    for (const [id, s] of Object.entries(msg.streams)) {
+      const known = view.streams.get(id);
+      const moods = Array.isArray(s.moods) ? s.moods : [];
+      const first = moods.length ? moods[0][0] : msg.now;
+      const older = known ? known.moods.filter((p) => p[0] < first) : [];
+      streams.set(id, Object.assign(blankStream(id), s, { moods: [...older, ...moods] }));
+    }
+    for (const [id, s] of view.streams) if (!streams.has(id)) streams.set(id, s);
+    view.streams = streams;
+  }
+
+  function handle(msg) {
+    if (msg.type === "hello") {
+      view.offsetS = msg.now - Date.now() / 1000;
+      view.daemon = msg.daemon;
+      applyHello(msg);
+      view.greeted = true;
+      ribbonDue = true;
+    } else if (msg.type === "message") {
+      applyMessage(msg.message, msg.received_at);
+    } else if (msg.type === "snapshot") {
+      // A snapshot carries tags only: it names streams, and their status when there is one.
+      for (const [id, s] of Object.entries(msg.streams)) {
+        const known = stream(id);
+        if (s.status && !known.status) known.status = s.status;
+      }
+    } else if (msg.type === "tick") {
+      view.offsetS = msg.now - Date.now() / 1000;
+      view.daemon = msg.daemon;
+    }
+    scheduleRender();
+  }
+
+  // ---------------------------------------------------------------- the socket
+
+  let socket = null;
+  let retryMs = RETRY_MIN_MS;
+  let lastHeardMs = 0;
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(scheme + "//" + location.host + "/ws");
+    socket.onopen = () => {
+      view.connected = true;
+      retryMs = RETRY_MIN_MS;
+      lastHeardMs = Date.now();
+      scheduleRender();
+    };
+    socket.onmessage = (event) => {
+      lastHeardMs = Date.now();
+      handle(JSON.parse(event.data));
+    };
+    socket.onclose = () => {
+      socket = null;
+      view.connected = false;
+      view.dropped = true;
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+      scheduleRender();
+    };
+  }
+
+  setInterval(() => {
+    if (socket && view.connected && Date.now() - lastHeardMs > SILENT_SOCKET_MS) socket.close();
+  }, 1000);
+
+  // ---------------------------------------------------------------- colours
+
+  // The colour of a mood. The hue says where the mood lies on the valence/arousal plane, by
+  // its angle, blended between four anchors at the quadrants' middles:
+  //   calm and positive (valence > 0, arousal < 0)      teal-green  (hue 165)
+  //   energetic and positive (valence > 0, arousal > 0) amber-orange (hue 35)
+  //   tense, intense and negative (valence < 0, arousal > 0) red-magenta (hue 340)
+  //   sad, low (valence < 0, arousal < 0)               blue-indigo (hue 235)
+  // The saturation says how far from neutral it is (a mood at the centre is grey), the
+  // lightness how much energy the audio has: brighter on the dark theme, deeper on the light.
+  const HUE_ANCHORS = [[-135, 235], [-45, 165], [45, 35], [135, -20], [225, -125]];
+
+  function moodHue(valence, arousal) {
+    let angle = (Math.atan2(arousal, valence) * 180) / Math.PI;
+    if (angle < -135) angle += 360;
+    for (let i = 1; i < HUE_ANCHORS.length; i++) {
+      const [a0, h0] = HUE_ANCHORS[i - 1];
+      const [a1, h1] = HUE_ANCHORS[i];
+      if (angle <= a1) return (((h0 + ((angle - a0) / (a1 - a0)) * (h1 - h0)) % 360) + 360) % 360;
+    }
+    return HUE_ANCHORS[0][1];
+  }
+
+  function moodColor(valence, arousal, energy) {
+    const e = typeof energy === "number" ? Math.min(1, Math.max(0, energy)) : 0.5;
+    const strength = Math.min(1, Math.hypot(valence, arousal));
+    const saturation = 25 + 45 * strength;
+    const lightness = theme === "light" ? 72 - 26 * e : 24 + 30 * e;
+    return `hsl(${moodHue(valence, arousal).toFixed(1)}, ${saturation.toFixed(1)}%, ${lightness.toFixed(1)}%)`;
+  }
+
+  // The accent (the glow, the meter): the mood's hue at a steady lightness, so the bar stands
+  // out from its track whatever the energy; in coarse steps, so that the full-screen glow
+  // repaints when the mood moves, not whenever its last decimal does.
+  function accentColor(mood) {
+    if (!mood || !mood.words || !mood.words.length || typeof mood.valence !== "number" ||
+        typeof mood.arousal !== "number") return "";  // nothing to judge: the neutral colour
+    const strength = Math.round(Math.min(1, Math.hypot(mood.valence, mood.arousal)) * 10) / 10;
+    const hue = Math.round(moodHue(mood.valence, mood.arousal) / 6) * 6;
+    const lightness = theme === "light" ? 42 : 58;
+    return `hsl(${hue}, ${35 + 50 * strength}%, ${lightness}%)`;
+  }
+
+  // ---------------------------------------------------------------- drawing
+
+  let pending = false;
+  function scheduleRender() {
+    if (pending) return;
+    pending = true;
+    const run = () => { pending = false; render(); };
+    if (document.hidden) setTimeout(run, 250); else requestAnimationFrame(run);
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // The stream to show: the URL's, else the first with a mood (and it stays while it has one),
+  // else the one shown so far, else the first.
+  function chosenStream() {
+    if (wanted !== null) return view.streams.get(wanted) || null;
+    const current = view.chosen !== null ? view.streams.get(view.chosen) : undefined;
+    if (current && current.mood) return current;
+    const ids = [...view.streams.keys()].sort();
+    const id = ids.find((i) => view.streams.get(i).mood) ?? (current ? view.chosen : ids[0]);
+    view.chosen = id ?? null;
+    return id === undefined ? null : view.streams.get(id);
+  }
+
+  let shownStream = null;
+  let shownAccent = "";
+
+  function render() {
+    const s = chosenStream();
+    const d = view.daemon;
+    const lost = (view.dropped && !view.connected) || Boolean(d && d.seen && !d.alive);
+    document.body.classList.toggle("lost", lost);
+    $("reconnecting").hidden = !lost;
+
+    let state;
+    if (wanted !== null && !s && view.greeted) {
+      state = "unknown";
+      const ids = [...view.streams.keys()].sort();
+      showLayer("unknown " + ids.join(" "), (layer) => {
+        layer.append(el("p", "message", "no stream " + wanted),
+          el("p", "detail", ids.length ? "streams: " + ids.join(", ") : "no streams yet"));
+      });
+    } else if (!s || (s.updated_at === null && !s.mood)) {
+      state = "waiting";
+      showMessage(WAITING);
+    } else if (!s.mood) {
+      state = "no-mood";
+      showMessage("this model names no moods", "small");
+    } else if (!s.mood.words || !s.mood.words.length) {
+      state = "waiting";
+      showMessage(WAITING);
+    } else {
+      state = "mood";
+      const words = s.mood.words.slice(0, MAX_WORDS);
+      showLayer("words " + JSON.stringify(words), (layer) => {
+        words.forEach((word, i) => {
+          if (i) layer.append(" ");
+          layer.append(el("span", "word", word));
+        });
+      });
+    }
+    document.body.dataset.state = state;
+    document.body.dataset.stream = s ? s.id : "";
+
+    const accent = s ? accentColor(s.mood) : "";
+    if (accent !== shownAccent) {
+      shownAccent = accent;
+      if (accent) document.documentElement.style.setProperty("--mood", accent);
+      else document.documentElement.style.removeProperty("--mood");
+    }
+
+    const meter = $("meter");
+    const energy = s && s.audio && typeof s.audio.energy === "number"
+      ? Math.min(1, Math.max(0, s.audio.energy)) : null;
+    meter.hidden = energy === null;
+    if (energy !== null) {
+      $("meter-fill").style.transform = `scaleX(${energy.toFixed(2)})`;
+      meter.setAttribute("aria-valuenow", energy.toFixed(2));
+    }
+    $("title").textContent = s && s.status && s.status.title ? s.status.title : "";
+    const genres = s && s.mood && Array.isArray(s.mood.genres) ? s.mood.genres.slice(0, MAX_GENRES) : [];
+    $("genres").textContent = genres.join(" / ");
+
+    if (ribbonDue || (s ? s.id : null) !== shownStream) {
+      shownStream = s ? s.id : null;
+      drawRibbon();
+    }
+  }
+
+  function showMessage(text, className) {
+    showLayer("message " + text, (layer) => {
+      layer.append(el("p", "message" + (className ? " " + className : ""), text));
+    });
+  }
+
+  // Cross-fades to new content only when it differs from what is shown.
+  let shownKey = null;
+  function showLayer(key, fill) {
+    if (key === shownKey) return;
+    shownKey = key;
+    const [a, b] = $("stage").querySelectorAll(".words");
+    const [current, next] = a.classList.contains("shown") ? [a, b] : [b, a];
+    next.replaceChildren();
+    fill(next);
+    fitWords(next);
+    current.classList.remove("shown");
+    current.setAttribute("aria-hidden", "true");
+    next.classList.add("shown");
+    next.removeAttribute("aria-hidden");
+  }
+
+  // The words as large as the stage allows: on one line or, for two words, on two lines,
+  // whichever is larger, never wider or taller than the stage. Type is at most 30 % of the
+  // screen's height (landscape) or 40 % of its width (portrait): a single short word could be
+  // larger still, but would no longer read as a word.
+  function fitWords(layer) {
+    const words = layer.querySelectorAll(".word");
+    layer.dataset.fittedFor = window.innerWidth + "x" + window.innerHeight;
+    if (!words.length) {
+      layer.style.fontSize = "";
+      delete layer.dataset.lines;
+      return;
+    }
+    const stage = $("stage");
+    const width = stage.clientWidth * 0.96;
+    const height = stage.clientHeight * 0.9;  // air between the words and the title
+    const landscape = window.innerWidth >= window.innerHeight;
+    const cap = landscape ? window.innerHeight * 0.3 : window.innerWidth * 0.4;
+    const REFERENCE_PX = 100;
+    let best = { px: 0, lines: 1 };
+    for (const lines of words.length > 1 ? [1, 2] : [1]) {
+      layer.dataset.lines = String(lines);
+      layer.style.fontSize = REFERENCE_PX + "px";
+      const box = inkBox(layer);
+      const px = Math.min(cap, (REFERENCE_PX * width) / box.width, (REFERENCE_PX * height) / box.height);
+      if (px > best.px * 1.02) best = { px, lines };  // about equal: one line reads better
+    }
+    layer.dataset.lines = String(best.lines);
+    layer.style.fontSize = Math.floor(best.px) + "px";
+  }
+
+  // The box the words' glyphs may take: their lines' boxes and the font's full height (taller
+  // than the tight line height the two lines are set with).
+  function inkBox(layer) {
+    let { left, top, right, bottom } = layer.getBoundingClientRect();
+    for (const word of layer.querySelectorAll(".word")) {
+      const range = document.createRange();
+      range.selectNodeContents(word);
+      const r = range.getBoundingClientRect();
+      left = Math.min(left, r.left);
+      top = Math.min(top, r.top);
+      right = Math.max(right, r.right);
+      bottom = Math.max(bottom, r.bottom);
+    }
+    return { width: right - left, height: bottom - top };
+  }
+
+  let ribbonDue = true;
+  function drawRibbon() {
+    ribbonDue = false;
+    const canvas = $("ribbon-canvas");
+    const ratio = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth;
+    const h = canvas.clientHeight;
+    if (!w || !h) return;
+    if (canvas.width !== Math.round(w * ratio) || canvas.height !== Math.round(h * ratio)) {
+      canvas.width = Math.round(w * ratio);
+      canvas.height = Math.round(h * ratio);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    const style = getComputedStyle(document.documentElement);
+    ctx.fillStyle = style.getPropertyValue("--track").trim() || "#161b24";
+    ctx.fillRect(0, 0, w, h);
+    $("axis-start").textContent = `\u2212${minutes} min`;
+    const s = shownStream !== null ? view.streams.get(shownStream) : null;
+    if (!s) return;
+    const spanS = minutes * 60;
+    const now = bridgeNow();
+    const start = now - spanS;
+    const x = (t) => ((t - start) / spanS) * w;
+    const points = s.moods;
+    const quiet = style.getPropertyValue("--muted").trim() || "#8d98ab";
+    for (let i = 0; i < points.length; i++) {
+      const [t, valence, arousal, energy, word] = points[i];
+      const next = points[i + 1];
+      const end = next ? Math.min(next[0], t + BRIDGED_S)
+        : Math.max(t + SLICE_S, Math.min(now, t + BRIDGED_S));
+      if (end <= start) continue;
+      const x0 = Math.max(0, Math.floor(x(t)));
+      const x1 = Math.min(w, Math.ceil(x(end)));
+      if (x1 <= x0) continue;
+      if (word === null || typeof valence !== "number" || typeof arousal !== "number") {
+        // Nothing to judge (silence): a thin quiet line, not a colour.
+        ctx.fillStyle = quiet;
+        ctx.globalAlpha = 0.35;
+        ctx.fillRect(x0, h * 0.45, x1 - x0, h * 0.1);
+        ctx.globalAlpha = 1;
+      } else {
+        ctx.fillStyle = moodColor(valence, arousal, energy);
+        ctx.fillRect(x0, 0, x1 - x0, h);
+      }
+    }
+  }
+
+  let resizeTimer = 0;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => {
+      const shown = $("stage").querySelector(".words.shown");
+      if (shown) fitWords(shown);
+      drawRibbon();
+    }, 100);
+  });
+  setInterval(() => { ribbonDue = true; scheduleRender(); }, RIBBON_EVERY_MS);
+
+  connect();
+  render();
+})();
