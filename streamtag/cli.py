@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="let the publish or control endpoint bind beyond loopback without "
                         "CURVE keys ([security] insecure = true); a warning names what is open")
+    p.add_argument("--venue", action="store_true",
+                   help="a screen for the room's mood: the default sound card (unless "
+                        "--source), the installed real-music model (unless --model) and the "
+                        "venue page at /venue (docs/venue.md)")
+    p.add_argument("--dashboard-port", type=int, default=8080,
+                   help="with --venue: the page's HTTP port (default 8080)")
+    p.add_argument("--dashboard-host", default="127.0.0.1",
+                   help="with --venue: the address the page listens on (default loopback)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_command("run"))
 
@@ -171,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "elsewhere cannot read the feed by renaming itself (DNS rebinding)")
     p.add_argument("--max-clients", type=int,
                    help="pages connected at once (default 32); the next is refused with 503")
+    p.add_argument("--venue", action="store_true",
+                   help="open the venue page (/venue): one stream's mood, full screen")
+    p.add_argument("--stream", help="with --venue: the stream the venue page shows")
     p.set_defaults(func=_command("dashboard"))
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")

@@ -46,10 +46,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    venue = getattr(args, "venue", False)
+    model, sources = args.model, args.source
     try:
         config = load_config(args.config) if args.config else DaemonConfig()
-        config = with_overrides(config, model=args.model, device=args.device,
-                                sources=args.source, publish=args.publish, control=args.control,
+        if venue:
+            from streamtag.commands.venue import venue_model, venue_source
+
+            picked, why_model = venue_model(model or (config.model.path if args.config
+                                                      else None))
+            model = model or picked
+            added, why_source = venue_source(sources, len(config.sources))
+            sources = sources or added
+            say(f"venue: {why_source}; {why_model}")
+        config = with_overrides(config, model=model, device=args.device,
+                                sources=sources, publish=args.publish, control=args.control,
                                 hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
                                 realtime=True if args.realtime else None, shard=args.shard,
                                 backend=args.backend, precision=args.precision,
@@ -70,6 +81,24 @@ def cmd_run(args: argparse.Namespace) -> int:
               + (f", control on {daemon.control.endpoint} (its token in {daemon.token_file})"
                  if daemon.control else "")
               + f"; session {daemon.publisher.session}", file=sys.stderr, flush=True)
+        page_stop = threading.Event()
+        if venue:
+            from streamtag.commands.venue import VENUE_STREAM, start_page, watch_sources
+
+            try:
+                url = start_page(daemon.publisher.endpoint,
+                                 daemon.control.endpoint if daemon.control else None,
+                                 args.dashboard_port, args.dashboard_host, page_stop)
+            except OSError as exc:
+                say(str(exc))
+                daemon.stop()
+                return EXIT_USAGE
+            ids = [s.id for s in config.sources]
+            query = f"?stream={VENUE_STREAM}" if VENUE_STREAM in ids else ""
+            say(f"the venue screen: open {url}/venue{query} (full screen; ?theme=light for a "
+                "light room)")
+            threading.Thread(target=watch_sources, args=(daemon.status, page_stop, say),
+                             name="streamtag-venue-watch", daemon=True).start()
         # The first signal drains (the last windows are published) in a thread of its own, so
         # that this one stays free to see a second signal, which exits at once.
         draining = None
@@ -82,4 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 draining.start()
             elif args.exit_when_done and config.sources and daemon.idle():
                 daemon.stop()
+        page_stop.set()
     return 0
+
+
+def say(line: str) -> None:
+    print(f"streamtag run: {line}", file=sys.stderr, flush=True)
