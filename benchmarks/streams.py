@@ -32,6 +32,12 @@ end.
 CPU seconds are still the daemon process's, and ``x real time (wall)`` is what one process
 carries on that box.
 
+``--processes 1 2`` instead compares one daemon process (as above) with ``streamtag run
+--processes N`` (``streamtag.daemon.supervisor``: N worker processes behind an in-process proxy
+and control socket), each N a fresh supervised run whose sources are added by control
+(``add_source``, routed to the worker that owns the stream): CPU time is the workers' (from
+/proc) plus this process's (the proxy, the control socket), over the same span.
+
 ``--precision int8`` quantizes each model first (``streamtag.catalog.quantize``, calibrated on two
 of the MP3s), prints what the quantizer measured, and serves the int8 graph on ONNX Runtime beside
 the FP32 runs.
@@ -73,12 +79,14 @@ from streamtag.daemon.config import (  # noqa: E402
     SourceConfig,
 )
 from streamtag.daemon.daemon import Daemon  # noqa: E402
+from streamtag.daemon.supervisor import Supervisor  # noqa: E402
 from streamtag.engine import batching as engine_module  # noqa: E402
 from streamtag.engine.config import CPU_MAX_BATCH  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.sources import file as file_source  # noqa: E402
+from streamtag.wire.control import control_request  # noqa: E402
 from streamtag.wire.subscriber import Subscriber  # noqa: E402
 
 FILE_RATE = 44100
@@ -224,6 +232,106 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "realtime_x": audio_s / wall}
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
+                   processes: int, folder: Path, max_batch: int | None = None) -> dict:
+    """``run_streams``'s measure for ``streamtag run --processes N``: the sources added by
+    control once every worker serves, the CPU of the workers and of this process (the
+    supervisor: proxy and control socket) from the first add to the last final status."""
+    token_file = folder / f"control-{processes}.token"
+    config = DaemonConfig(
+        model=ModelConfig(path=str(model), device="cpu"),
+        publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
+        control=ControlConfig(endpoint="tcp://127.0.0.1:*", token_file=str(token_file),
+                              file_roots=(str(folder),)),
+        engine=EngineConfig(backend=SERVES.get(backend, backend), hop_seconds=1.0,
+                            max_batch=max_batch))
+    supervisor = Supervisor(config, processes).start()
+    token = token_file.read_text().strip()
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=subscriber, args=(supervisor.endpoint, len(files), child), daemon=True)
+    process.start()
+    try:
+        parent.recv()
+        time.sleep(1.0)  # the subscription reaches the workers through the proxy
+        pids = [w["pid"] for w in supervisor.workers()]
+        workers0 = sum(process_cpu_seconds(pid) for pid in pids)
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        wall0 = time.perf_counter()
+        for i, path in enumerate(files):
+            reply = control_request(supervisor.control.endpoint,
+                                    {"cmd": "add_source", "id": f"s{i:03d}",
+                                     "spec": f"file:{path}"}, 10_000, token=token)
+            if not reply["ok"]:
+                raise RuntimeError(reply["error"])
+        received = parent.recv() if parent.poll(3600) else -1
+        wall = time.perf_counter() - wall0
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        workers1 = sum(process_cpu_seconds(pid) for pid in pids)
+        status = supervisor.status()
+        stats = status["engine"]
+        limits = [w.get("max_batch") for w in status["workers"]]
+    finally:
+        supervisor.stop()
+        process.join(5)
+    supervisor_s = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    workers_s = workers1 - workers0
+    audio_s = seconds * len(files)
+    return {"processes": processes, "streams": len(files), "audio_s": audio_s, "wall_s": wall,
+            "workers_cpu_s": workers_s, "supervisor_cpu_s": supervisor_s,
+            "windows": stats.get("windows", 0), "received": received, "batch_limit": limits,
+            "streams_per_core": audio_s / (workers_s + supervisor_s),
+            "realtime_x": audio_s / wall}
+
+
+def processes_main(args: argparse.Namespace) -> int:
+    """One daemon process against ``--processes N`` for each N, the first model and backend,
+    alternately ``--repeats`` times; the best repeat of each."""
+    backend = args.backends[0]
+    with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as name:
+        folder = Path(name)
+        model = model_files(args.models[:1], folder)[args.models[0]]
+        files = mp3_files(args.streams, args.seconds, folder)
+        runs: dict[int, list[dict]] = {0: [], **{n: [] for n in args.processes}}
+        max_batch = args.max_batch[0] or None
+        for _ in range(args.repeats):
+            one = run_streams(model, backend, files, args.seconds,
+                              EngineConfig(backend=SERVES.get(backend, backend),
+                                           max_batch=max_batch))
+            runs[0].append({**one, "workers_cpu_s": one["user_s"] + one["system_s"],
+                            "supervisor_cpu_s": 0.0})
+            for n in args.processes:
+                runs[n].append(run_supervised(model, backend, files, args.seconds, n, folder,
+                                              max_batch))
+    best = {n: max(r, key=lambda x: x["streams_per_core"]) for n, r in runs.items()}
+    base = best[0]["streams_per_core"]
+    print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second, "
+          f"{args.models[0]} on {backend}; best of {args.repeats}")
+    print("| processes | max_batch | real-time streams per core | x real time (wall) | CPU s: "
+          "workers + supervisor | windows (received) | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for n, r in best.items():
+        shown = "1 (one daemon process, no supervisor)" if n == 0 else \
+            f"{n} (streamtag run --processes {n})"
+        print(f"| {shown} | {r['batch_limit']} | {r['streams_per_core']:.0f} | "
+              f"{r['realtime_x']:.0f} | "
+              f"{r['workers_cpu_s']:.1f} + {r['supervisor_cpu_s']:.1f} | {r['windows']} "
+              f"({r['received']}) | {r['streams_per_core'] / base:.2f} |", flush=True)
+    print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args),
+                                                "processes": {str(n): r for n, r in
+                                                              runs.items()}}, indent=2))
+    return 0
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -332,6 +440,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu",
                         help="cpu, or cuda (with --backends torch torch-as-loaded: ONNX Runtime "
                              "serves on the CPU only); CPU seconds are still the process's")
+    parser.add_argument("--processes", type=int, nargs="+", default=[],
+                        help="instead: one daemon process against `streamtag run --processes "
+                             "N` for each N (e.g. 1 2), the first of --models and --backends")
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
@@ -347,6 +458,8 @@ def main() -> int:
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
+    if args.processes:
+        return processes_main(args)
     with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as folder:
         paths = model_files(args.models, Path(folder))
         files = mp3_files(args.streams, args.seconds, Path(folder))

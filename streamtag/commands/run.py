@@ -64,8 +64,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
                                 realtime=True if args.realtime else None, shard=args.shard,
                                 backend=args.backend, precision=args.precision,
-                                insecure=True if args.insecure else None)
+                                insecure=True if args.insecure else None,
+                                processes=getattr(args, "processes", None))
         refuse_or_warn(exposed_endpoints(config), config.security.insecure)
+        processes = worker_processes(config)
+        if processes > 1:
+            if venue:
+                raise ConfigError(f"--venue with {processes} worker processes: the venue "
+                                  "screen serves one stream in one process; leave out "
+                                  "--processes (or [engine] processes)")
+            return run_supervised(config, processes, args)
         daemon = Daemon(config)
         daemon.start()
     except (ConfigError, ModelError) as exc:
@@ -112,6 +120,59 @@ def cmd_run(args: argparse.Namespace) -> int:
             elif args.exit_when_done and config.sources and daemon.idle():
                 daemon.stop()
         page_stop.set()
+    return 0
+
+
+def worker_processes(config) -> int:
+    """How many worker processes ``config`` asks for; for "auto", from the CPUs this process
+    may use (affinity and cgroup quota, streamtag.daemon.cpus), said on the terminal."""
+    from streamtag.daemon.config import PROCESSES_AUTO
+    from streamtag.daemon.cpus import auto_processes, cgroup_quota, usable_cpus, worker_cores
+
+    if config.processes != PROCESSES_AUTO:
+        return config.processes
+    cpus = usable_cpus()
+    per_worker = worker_cores(config.engine.workers, config.engine.threads)
+    count = auto_processes(cpus, per_worker)
+    quota = cgroup_quota()
+    say(f"--processes auto: {count} worker process{'es' if count > 1 else ''} for "
+        f"{cpus:g} usable CPU{'s' if cpus != 1 else ''} (affinity "
+        f"{len(os.sched_getaffinity(0))}, cgroup quota "
+        f"{'none' if quota is None else f'{quota:g}'}) at {per_worker} cores per worker")
+    return count
+
+
+def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
+    """``processes`` worker daemons behind this process's endpoints, until a signal (each
+    worker drains) or, with --exit-when-done, until every stream has ended."""
+    from streamtag.daemon.supervisor import Supervisor
+    from streamtag.errors import ModelError
+
+    try:
+        supervisor = Supervisor(config, processes, exit_when_done=args.exit_when_done,
+                                log_level=logging.INFO if args.verbose
+                                else logging.WARNING).start()
+    except (ConfigError, ModelError) as exc:
+        print(f"streamtag run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def exit_at_once() -> None:
+        print("streamtag run: second signal, exiting at once (the workers drain by "
+              "themselves)", file=sys.stderr)
+        os._exit(1)
+
+    with stop_on_signals(on_repeat=exit_at_once) as stop:
+        pids = ", ".join(str(w["pid"]) for w in supervisor.workers())
+        say(f"{processes} worker processes (pids {pids}) publishing on {supervisor.endpoint}"
+            + (f", control on {supervisor.control.endpoint} (its token in "
+               f"{supervisor.token_file})" if supervisor.control else "")
+            + f"; supervisor session {supervisor.session}")
+        draining = None
+        while not supervisor.wait(0.2):
+            if draining is None and stop.is_set():
+                draining = threading.Thread(target=supervisor.stop, name="streamtag-shutdown",
+                                            daemon=True)
+                draining.start()
     return 0
 
 

@@ -43,6 +43,21 @@ from streamtag.wire.security import is_loopback_endpoint
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
 STREAM_ID = re.compile(STREAM_ID_PATTERN)
+MAX_PROCESSES = 256
+PROCESSES_AUTO = "auto"
+
+
+def check_processes(key: str, value: Any) -> int | str:
+    """``[engine] processes`` or ``--processes``: a whole number 1-MAX_PROCESSES, or "auto"
+    (as many as the CPUs this process may use carry, streamtag.daemon.cpus)."""
+    if isinstance(value, str) and value.strip().lower() == PROCESSES_AUTO:
+        return PROCESSES_AUTO
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROCESSES:
+        raise ConfigError(f"{key} must be a whole number of worker processes 1-{MAX_PROCESSES} "
+                          f"or \"auto\" (from the CPUs this process may use), got {value!r}")
+    return value
 
 
 ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\*|\d{1,5})"
@@ -195,6 +210,13 @@ class DaemonConfig:
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
     shard: ShardConfig = ShardConfig()
+    # [engine] processes: worker processes of `streamtag run` (kept here: the engine's own
+    # settings are one process's)
+    processes: int | str = 1
+
+    def __post_init__(self) -> None:
+        values.set_field(self, "processes", check_processes("engine.processes",
+                                                            self.processes))
 
 
 _SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
@@ -229,8 +251,13 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]; sections are {', '.join(known)}")
+    processes = 1
+    if isinstance(data.get("engine"), dict) and "processes" in data["engine"]:
+        data = {**data, "engine": dict(data["engine"])}
+        processes = data["engine"].pop("processes")
     parts: dict[str, Any] = {name: values.from_table(cls, data[name], name, ConfigError)
                              for name, cls in _SECTIONS.items() if name in data}
+    parts["processes"] = processes
     sources = []
     raw_sources = data.get("sources", [])
     if not isinstance(raw_sources, list):
@@ -272,7 +299,8 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    hop_seconds: float | None = None, metrics_port: int | None = None,
                    realtime: bool | None = None, shard: str | None = None,
                    backend: str | None = None, precision: str | None = None,
-                   insecure: bool | None = None) -> DaemonConfig:
+                   insecure: bool | None = None,
+                   processes: str | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
@@ -311,4 +339,6 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
         changes["shard"] = ShardConfig.parse(shard)
     if insecure is not None:
         changes["security"] = dataclasses.replace(config.security, insecure=insecure)
+    if processes is not None:
+        changes["processes"] = check_processes("--processes", processes)
     return dataclasses.replace(config, **changes)

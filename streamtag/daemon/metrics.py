@@ -86,6 +86,19 @@ class _Collector:
         failed = CounterMetricFamily("streamtag_failed_batches", "Forward passes that failed")
         failed.add_metric([], float(engine["failed_batches"]))
         yield failed
+        # `streamtag run --processes N`: the supervisor's merged status lists its workers.
+        if "workers" in status:
+            restarts = CounterMetricFamily(
+                "streamtag_worker_restarts", "Worker processes started again after they died",
+                labels=["worker"])
+            up = GaugeMetricFamily("streamtag_worker_up", "1 while the worker process serves",
+                                   labels=["worker"])
+            for worker in status["workers"]:
+                restarts.add_metric([str(worker["index"])], float(worker["restarts"]))
+                up.add_metric([str(worker["index"])], 1.0 if worker["state"] == "running"
+                              else 0.0)
+            yield restarts
+            yield up
         # No metric of dropped messages: the daemon's PUB socket drops a slow subscriber's
         # messages inside ZeroMQ, unseen; the subscriber sees them as gaps in seq.
 

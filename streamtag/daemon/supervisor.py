@@ -1,0 +1,645 @@
+"""Several daemon processes on one machine behind one publish and one control endpoint
+(``streamtag run --processes N``), supervised.
+
+One daemon does its per-window work under one GIL (about 1.8 cores' worth); N worker
+processes each run a ``Daemon`` serving shard K of N of the same source list
+(streamtag.daemon.shard), and this process, the supervisor, holds what subscribers and
+operators reach:
+
+- the publish endpoint, where an XSUB/XPUB proxy (streamtag.wire.proxy, inside libzmq) hands
+  on what the workers publish to an ``ipc://`` socket in a private folder (mode 0700): one
+  feed, each stream from one worker with its own session and unbroken seq. With ``[publish]
+  connect = true`` the workers connect to that endpoint themselves (an external proxy's
+  frontend) and no proxy runs here;
+- the control endpoint, with the daemon's own authority rules (its token, or an admin's CURVE
+  key): ``add_source`` and ``remove_source`` go to the worker whose shard the stream id hashes
+  to, ``reload_model`` to every worker, ``status`` and ``snapshot`` merge theirs. The workers
+  check ``[control]``'s allow-lists themselves; the supervisor reaches their control sockets on
+  ``ipc://`` in the same folder with a token of its own, made for this run;
+- the metrics port, whose ``status`` is the merged one, with the restarts.
+
+A worker that dies is started again after a back-off (0.5 s, doubling to 30 s; afresh after it
+served a minute) and counted; only its streams pause, its sources come back (those of the
+config and those added by control) under a new session. ``stop()`` drains every worker
+(SIGTERM: each publishes its last windows and final statuses) before the proxy stops. Workers
+ignore SIGINT (a Ctrl-C reaches the whole process group; the supervisor decides) and drain by
+themselves when the supervisor goes away.
+
+Processes come from ``multiprocessing`` (spawn), as uvicorn's ``--workers`` does: a fresh
+interpreter per worker, the config handed over pickled, a pipe for its "ready", the process
+sentinel to see it die.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_any
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from streamtag.backoff import Backoff
+from streamtag.daemon.config import DaemonConfig, MetricsConfig, SecurityConfig
+from streamtag.daemon.shard import ShardConfig, shard_of
+from streamtag.errors import ConfigError, ModelError
+from streamtag.wire.control import ControlServer, control_request, default_token_file, ensure_token
+from streamtag.wire.proxy import run_proxy
+from streamtag.wire.security import (
+    CONTROL_DOMAIN,
+    Authenticator,
+    ClientCurve,
+    generate_keys,
+    load_keys,
+)
+
+log = logging.getLogger(__name__)
+
+RESTART_INITIAL_S = 0.5
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0  # a worker that served this long starts its back-off afresh when it dies
+DRAIN_S = 60.0  # from SIGTERM to SIGKILL for a worker that does not finish its drain
+ASK_TIMEOUT_MS = 3000  # a worker's answer to a forwarded control request
+PROXY_GRACE_S = 0.5  # after the last worker: its last messages pass the proxy
+WATCH_S = 0.2
+EXIT_FATAL = 2  # a worker's config or model error: restarting it would not help
+FINAL_STATES = ("ended", "failed")  # as streamtag.daemon.daemon's, which this does not import
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
+                 log_level: int) -> None:
+    """A worker process: the daemon of ``config`` (its shard, its internal endpoints) until
+    SIGTERM, its parent's end, or (``exit_when_done``) its streams' end. Says ``("ready",
+    session)`` on ``conn`` once serving, or ``("error", text)`` and exits EXIT_FATAL for a
+    config or model error."""
+    from streamtag.model.inference import keep_freed_memory
+
+    keep_freed_memory()  # before any thread starts
+    index = config.shard.index
+    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker {index} "
+                                                "%(name)s: %(message)s")
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second SIGTERM: at once
+            os._exit(1)
+        stop.set()
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+    parent = os.getppid()
+    from streamtag.daemon.daemon import Daemon
+
+    try:
+        daemon = Daemon(config).start()
+    except (ConfigError, ModelError) as exc:
+        conn.send(("error", (type(exc).__name__, str(exc))))
+        conn.close()
+        sys.exit(EXIT_FATAL)
+    conn.send(("ready", daemon.publisher.session))
+    draining = None
+    while not daemon.wait(WATCH_S):
+        if draining is not None:
+            continue
+        if stop.is_set() or os.getppid() != parent:
+            draining = threading.Thread(target=daemon.stop, name="streamtag-shutdown",
+                                        daemon=True)
+            draining.start()
+        elif exit_when_done and config.sources and daemon.idle():
+            daemon.stop()
+    conn.close()
+
+
+# -- the supervisor ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Worker:
+    index: int
+    backoff: Backoff
+    process: Any = None  # multiprocessing's Process
+    conn: Connection | None = None
+    state: str = "starting"  # starting, running, restarting, done, stopped
+    session: str | None = None
+    restarts: int = 0
+    served_since: float | None = None  # monotonic, while the current process serves
+    ever_served: bool = False
+    restart_at: float = 0.0
+    error: tuple[str, str] | None = None  # the current process's start error: class, text
+    last_exit: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+class Supervisor:
+    """N worker processes behind one publish and one control endpoint (module docstring).
+
+    ``start()`` returns once every worker serves; a worker whose first start fails with a
+    config or model error stops the rest, and ``start()`` raises that error (ConfigError or
+    ModelError, as ``Daemon.start`` would). ``wait()``, ``stop()``, ``status()`` and
+    ``readiness()`` are the daemon's."""
+
+    def __init__(self, config: DaemonConfig, processes: int, *, exit_when_done: bool = False,
+                 log_level: int = logging.WARNING) -> None:
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        if config.shard.count > 1 or config.shard.index != 0:
+            raise ConfigError(f"--processes {processes} with --shard {config.shard}: a machine "
+                              "that serves a shard of the fleet runs one daemon process; leave "
+                              "out --processes (or [engine] processes), or --shard")
+        self.config = config
+        self.count = processes
+        self.exit_when_done = exit_when_done
+        self.log_level = log_level
+        self.session = uuid.uuid4().hex  # this supervisor's; every worker has its own
+        self.endpoint: str | None = None  # the publish endpoint, bound
+        self.control: ControlServer | None = None
+        self.token_file: Path | None = None
+        self.metrics = None
+        # What the metrics look for before a scrape (Observed): set once every worker serves.
+        self.engine: Any = None
+        self.publisher: Any = None
+        self.restarts = 0
+        self._workers = [_Worker(i, self._backoff(i)) for i in range(processes)]
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._all_ready = threading.Event()
+        self._fatal: BaseException | None = None
+        self._added: dict[str, dict[str, Any]] = {}  # add_source requests, replayed on restart
+        self._folder: Path | None = None
+        self._worker_token: str | None = None
+        self._worker_curve: ClientCurve | None = None  # with keys and [publish] connect
+        self._proxy: threading.Thread | None = None
+        self._proxy_stop = threading.Event()
+        self._proxy_ready = threading.Event()
+        self._proxy_error: BaseException | None = None
+        self._watcher: threading.Thread | None = None
+        self._context: zmq.Context | None = None
+        self._auth: Authenticator | None = None
+        self._started_at = time.monotonic()
+        self._mp = multiprocessing.get_context("spawn")
+
+    @staticmethod
+    def _backoff(index: int) -> Backoff:
+        return Backoff(f"worker {index}", reconnect=True, initial_backoff_s=RESTART_INITIAL_S,
+                       max_backoff_s=RESTART_MAX_S, max_reconnects=None)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> Supervisor:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._folder = Path(tempfile.mkdtemp(prefix="streamtag-run-"))  # mode 0700
+        self._worker_token = ensure_token(self._folder / "workers.token")
+        curve = load_keys(cfg.security.server_key, need_secret=True) \
+            if cfg.security.curve else None
+        if curve is not None and cfg.publish.connect:
+            # The workers publish with the daemon's keys to the peer, so their control sockets
+            # are CURVE servers too: this process is their one admin, with a key of its own.
+            public, secret = generate_keys(self._folder / "supervisor", "supervisor")
+            (self._folder / "admins").mkdir(mode=0o700)
+            shutil.copy(public, self._folder / "admins" / "supervisor.key")
+            self._worker_curve = ClientCurve(curve.public, load_keys(secret, need_secret=True))
+        if cfg.metrics.port:
+            from streamtag.daemon.metrics import DaemonMetrics
+
+            try:
+                self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+            except OSError as exc:
+                raise ConfigError(f"metrics.port {cfg.metrics.port} on {cfg.metrics.address}: "
+                                  f"cannot listen ({exc.strerror or exc}); stop the process "
+                                  "that holds it, or set another metrics.port "
+                                  "(--metrics-port)") from exc
+        if cfg.publish.connect:
+            self.endpoint = cfg.publish.endpoint
+        else:
+            self._start_proxy(curve)
+        if cfg.control.endpoint:
+            self._start_control(curve)
+        self._watcher = threading.Thread(target=self._watch, name="streamtag-supervisor",
+                                         daemon=True)
+        with self._lock:
+            for worker in self._workers:
+                self._spawn(worker)
+        self._watcher.start()
+        while not self._all_ready.wait(0.1):
+            if self._fatal is not None:
+                raise self._fatal
+        self.publisher, self.engine = self.endpoint, self._workers
+
+    def _start_proxy(self, curve) -> None:
+        cfg = self.config
+
+        def ready(frontend: str | None, backend: str) -> None:
+            self.endpoint = backend
+            self._proxy_ready.set()
+
+        def serve() -> None:
+            try:
+                run_proxy(f"ipc://{self._folder}/feed", cfg.publish.endpoint, self._proxy_stop,
+                          sndhwm=cfg.publish.sndhwm, ready=ready, curve=curve,
+                          client_keys=cfg.security.client_keys,
+                          insecure=cfg.security.insecure)
+            except BaseException as exc:  # noqa: BLE001 - handed to start()
+                self._proxy_error = exc
+                self._proxy_ready.set()
+
+        self._proxy = threading.Thread(target=serve, name="streamtag-run-proxy", daemon=True)
+        self._proxy.start()
+        self._proxy_ready.wait()
+        if self._proxy_error is not None:
+            exc = self._proxy_error
+            if isinstance(exc, OSError):
+                raise ConfigError(f"publish.endpoint {cfg.publish.endpoint}: "
+                                  f"{exc.strerror or exc}; stop the process that holds it, or "
+                                  "set another publish.endpoint (--publish)") from exc
+            raise exc
+
+    def _start_control(self, curve) -> None:
+        cfg = self.config
+        self.token_file = Path(cfg.control.token_file or default_token_file()).expanduser()
+        token = ensure_token(self.token_file)
+        if curve is not None:
+            # The workers' sockets are private; only this one needs the admins' keys.
+            self._context = zmq.Context()
+            self._auth = Authenticator(self._context, {
+                CONTROL_DOMAIN: ("security.admin_keys", cfg.security.admin_keys)})
+        try:
+            self.control = ControlServer(cfg.control.endpoint, self._handlers(),
+                                         context=self._context, curve=curve, token=token,
+                                         token_file=self.token_file).start()
+        except OSError as exc:
+            raise ConfigError(f"control.endpoint {cfg.control.endpoint}: "
+                              f"{exc.strerror or exc}; stop the process that holds it, or set "
+                              "another control.endpoint (--control)") from exc
+
+    def worker_config(self, index: int) -> DaemonConfig:
+        """What worker ``index`` serves: shard ``index`` of N of the sources, publishing to the
+        proxy's ipc socket (or the configured peer), its control socket on ipc with the
+        supervisor's token, no metrics port and no keys of its own (nothing of it is reachable
+        but through the folder, mode 0700)."""
+        cfg, folder = self.config, self._folder
+        publish = cfg.publish if cfg.publish.connect else dataclasses.replace(
+            cfg.publish, endpoint=f"ipc://{folder}/feed", connect=True)
+        security = SecurityConfig()
+        if cfg.publish.connect and cfg.security.curve:
+            security = dataclasses.replace(cfg.security, admin_keys=str(folder / "admins"))
+        return dataclasses.replace(
+            cfg, shard=ShardConfig(index, self.count), publish=publish,
+            control=dataclasses.replace(cfg.control, endpoint=f"ipc://{folder}/control-{index}",
+                                        token_file=str(folder / "workers.token")),
+            metrics=MetricsConfig(), security=security, processes=1)
+
+    def _spawn(self, worker: _Worker) -> None:
+        """Starts worker's process (with the lock held)."""
+        if self._stopping.is_set():
+            return
+        receive, send = self._mp.Pipe(duplex=False)
+        process = self._mp.Process(target=serve_worker, name=f"streamtag-worker-{worker.index}",
+                                   args=(self.worker_config(worker.index), send,
+                                         self.exit_when_done, self.log_level), daemon=True)
+        process.start()
+        send.close()
+        worker.process, worker.conn = process, receive
+        worker.state, worker.session, worker.error = "starting", None, None
+        worker.served_since = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks until ``stop()`` has finished (or the timeout); True when stopped."""
+        return self._stopped.wait(timeout)
+
+    def stop(self) -> None:
+        """Drains every worker (SIGTERM, then each publishes its last windows and its streams'
+        final statuses), then closes the endpoints; safe to call twice."""
+        with self._lock:
+            if self._stopping.is_set():
+                first = False
+            else:
+                first = True
+                self._stopping.set()
+                processes = [w.process for w in self._workers if w.process is not None]
+        if not first:
+            if threading.current_thread() is not self._watcher:
+                self._stopped.wait()
+            return
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + DRAIN_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker pid %d did not drain within %.0f s: killed", process.pid,
+                            DRAIN_S)
+                process.kill()
+                process.join(5)
+        if processes and self._proxy is not None:
+            time.sleep(PROXY_GRACE_S)
+        if self.control is not None:
+            self.control.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        self._proxy_stop.set()
+        if self._proxy is not None:
+            self._proxy.join(5)
+        if self._auth is not None:
+            self._auth.stop()
+            self._context.term()
+        if self._watcher is not None and threading.current_thread() is not self._watcher:
+            self._watcher.join(5)
+        with self._lock:
+            for worker in self._workers:
+                if worker.state not in ("done",):
+                    worker.state = "stopped"
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+        self._stopped.set()
+
+    # -- watching the workers ------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                waitables: dict[Any, _Worker] = {}
+                for worker in self._workers:
+                    if worker.conn is not None:
+                        waitables[worker.conn] = worker
+                    if worker.process is not None and worker.state in ("starting", "running"):
+                        waitables[worker.process.sentinel] = worker
+            ready = wait_any(list(waitables), WATCH_S) if waitables else []
+            if not waitables:
+                time.sleep(WATCH_S)
+            for thing in ready:  # messages first: a worker says why before it ends
+                if isinstance(thing, Connection):
+                    self._receive(waitables[thing])
+            for thing in ready:
+                if not isinstance(thing, Connection) and not self._stopping.is_set():
+                    self._exited(waitables[thing])
+            self._restart_due()
+            if self.exit_when_done and all(w.state == "done" for w in self._workers):
+                log.info("every worker's streams have ended")
+                self.stop()
+                return
+
+    def _receive(self, worker: _Worker, replay: bool = True) -> None:
+        try:
+            kind, value = worker.conn.recv()
+        except (EOFError, OSError):
+            worker.conn.close()
+            worker.conn = None
+            return
+        if kind == "error":
+            worker.error = value
+            return
+        requests = []
+        with self._lock:
+            worker.state, worker.session = "running", value
+            worker.served_since = time.monotonic()
+            if worker.ever_served and replay:
+                requests = [request for sid, request in self._added.items()
+                            if shard_of(sid, self.count) == worker.index]
+            worker.ever_served = True
+            if all(w.ever_served for w in self._workers):
+                self._all_ready.set()
+        if worker.restarts:
+            log.warning("worker %d serves again (pid %d, restart %d)", worker.index, worker.pid,
+                        worker.restarts)
+        for request in requests:  # the streams control added to it before it died
+            try:
+                reply = self._ask(worker, request)
+            except TimeoutError as exc:
+                reply = {"ok": False, "error": str(exc)}
+            if not reply.get("ok"):
+                log.warning("worker %d: stream %r could not be added again: %s", worker.index,
+                            request.get("id"), reply.get("error"))
+
+    def _exited(self, worker: _Worker) -> None:
+        process = worker.process
+        process.join(1)
+        if process.exitcode is None:
+            return
+        how = describe_exit(process.exitcode)
+        with self._lock:
+            while worker.conn is not None and worker.conn.poll():  # what it said last
+                self._receive(worker, replay=False)
+            if worker.conn is not None:
+                worker.conn.close()
+                worker.conn = None
+            worker.last_exit = how
+            if not worker.ever_served:  # its first start failed: restarting will not help
+                kind, text = worker.error or ("", f"worker {worker.index} {how} before it "
+                                                  "served; run without --processes to see why")
+                worker.state = "stopped"
+                self._fatal = ModelError(text) if kind == "ModelError" else ConfigError(text)
+                return
+            if process.exitcode == 0 and self.exit_when_done:
+                worker.state = "done"
+                return
+            if worker.served_since is not None and \
+                    time.monotonic() - worker.served_since >= STABLE_S:
+                worker.backoff.reset()
+            wait_s = worker.backoff.next_wait_s()
+            worker.restarts += 1
+            self.restarts += 1
+            worker.state, worker.session, worker.served_since = "restarting", None, None
+            worker.restart_at = time.monotonic() + wait_s
+        log.warning("worker %d (pid %d) %s%s; its streams pause; starting it again in %.1f s "
+                    "(restart %d)", worker.index, process.pid, how,
+                    f" ({worker.error[1]})" if worker.error else "", wait_s, worker.restarts)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for worker in self._workers:
+                if worker.state == "restarting" and now >= worker.restart_at:
+                    self._spawn(worker)
+
+    # -- status and control --------------------------------------------------------------------
+
+    def _ask(self, worker: _Worker, request: dict[str, Any],
+             timeout_ms: int = ASK_TIMEOUT_MS) -> dict[str, Any]:
+        """A control request to ``worker``, with the workers' token; TimeoutError naming it."""
+        try:
+            return control_request(f"ipc://{self._folder}/control-{worker.index}", request,
+                                   timeout_ms, token=self._worker_token,
+                                   curve=self._worker_curve)
+        except TimeoutError:
+            raise TimeoutError(f"worker {worker.index} did not answer within {timeout_ms} ms "
+                               f"(state {worker.state})") from None
+
+    def _serving(self) -> list[_Worker]:
+        with self._lock:
+            return [w for w in self._workers if w.state == "running"]
+
+    def workers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"index": w.index, "pid": w.pid, "state": w.state, "session": w.session,
+                     "restarts": w.restarts, "last_exit": w.last_exit} for w in self._workers]
+
+    def status(self) -> dict[str, Any]:
+        """The workers' ``status`` replies merged: every stream (with the worker serving it),
+        the engines' counts summed, and each worker's process, state and restarts."""
+        workers = self.workers()
+        streams: dict[str, Any] = {}
+        engine: dict[str, float] = {"batches": 0, "failed_batches": 0}
+        model, dropped = None, 0
+        serving = {w.index: w for w in self._serving()}
+        for info in workers:
+            worker = serving.get(info["index"])
+            if worker is None:
+                continue
+            try:
+                reply = self._ask(worker, {"cmd": "status"})
+            except TimeoutError:
+                info["state"] = "not answering"
+                continue
+            if not reply.get("ok"):
+                continue
+            info["streams"] = len(reply.get("streams", {}))
+            # each worker measured its own batch size as its model loaded
+            info["max_batch"] = (reply.get("model") or {}).get("max_batch")
+            for sid, stream in reply.get("streams", {}).items():
+                streams[sid] = {**stream, "worker": info["index"]}
+            for key, value in reply.get("engine", {}).items():
+                if isinstance(value, (int, float)):
+                    engine[key] = engine.get(key, 0) + value
+            model = model or reply.get("model")
+            dropped += reply.get("dropped_messages", 0)
+        return {"session": self.session,
+                "shard": {"index": 0, "count": 1}, "processes": self.count,
+                "uptime_s": time.monotonic() - self._started_at, "model": model,
+                "streams": streams, "engine": engine, "dropped_messages": dropped,
+                "workers": workers, "restarts": self.restarts}
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._stopping.is_set():
+            return False, "draining: stopping, the workers publish their last windows"
+        if not self._all_ready.is_set():
+            return False, "starting the worker processes"
+        serving = self._serving()
+        if not serving:
+            return False, "no worker process serves: every one is being started again"
+        reason = f"ready: {len(serving)} of {self.count} worker processes serve"
+        missing = sorted(set(range(self.count)) - {w.index for w in serving})
+        if missing:
+            reason += f" (worker {', '.join(map(str, missing))} starting again)"
+        return True, reason
+
+    def owner(self, stream_id: str) -> _Worker:
+        """The worker that serves ``stream_id`` (its shard), when it serves now; ConfigError
+        saying so while it is being started again."""
+        worker = self._workers[shard_of(stream_id, self.count)]
+        if worker.state != "running":
+            raise ConfigError(f"stream {stream_id!r} belongs to worker {worker.index}, which is "
+                              f"{worker.state} (restarts: {worker.restarts}); try again in a "
+                              "few seconds")
+        return worker
+
+    def _handlers(self) -> dict[str, Any]:
+        # A worker's reply is returned as it is: the control server puts {"ok": true} first
+        # and the reply's own "ok" (and "error") over it, so a refusal reaches the client in
+        # the worker's own words.
+
+        def status(_: dict) -> dict:
+            return self.status()
+
+        def snapshot(_: dict) -> dict:
+            streams: dict[str, Any] = {}
+            merged: dict[str, Any] = {"session": None, "model": None}
+            for worker in self._serving():
+                reply = self._ask(worker, {"cmd": "snapshot"})
+                if reply.get("ok"):
+                    streams.update(reply.get("streams", {}))
+                    merged["session"] = merged["session"] or reply.get("session")
+                    merged["model"] = merged["model"] or reply.get("model")
+            return {**merged, "streams": streams}
+
+        def add_source(req: dict) -> dict:
+            sid = req.get("id")
+            if not isinstance(sid, str) or not isinstance(req.get("spec"), str):
+                raise ConfigError("add_source needs string fields id and spec")
+            worker = self.owner(sid)
+            limit = self.config.control.max_sources
+            status = self.status()
+            streams = status["streams"]
+            running = sum(1 for s in streams.values() if s.get("state") not in FINAL_STATES)
+            answered = {w["index"] for w in status["workers"] if "streams" in w}
+            with self._lock:  # streams that ended on a serving worker are not added again
+                for old in [old for old in self._added if shard_of(old, self.count) in answered
+                            and streams.get(old, {}).get("state", "ended") in FINAL_STATES]:
+                    del self._added[old]
+            if running >= limit:
+                raise ConfigError(f"add_source refuses {sid!r}: {running} streams run, the "
+                                  f"most control.max_sources ({limit}) allows; remove one, or "
+                                  "raise control.max_sources")
+            reply = self._ask(worker, req)
+            if reply.get("ok"):
+                with self._lock:
+                    self._added[sid] = dict(req)
+            return reply
+
+        def remove_source(req: dict) -> dict:
+            sid = req.get("id")
+            if not isinstance(sid, str):
+                raise ConfigError("remove_source needs a string field id")
+            reply = self._ask(self.owner(sid), req)
+            if reply.get("ok"):
+                with self._lock:
+                    self._added.pop(sid, None)
+            return reply
+
+        def reload_model(req: dict) -> dict:
+            serving = self._serving()
+            if len(serving) < self.count:
+                raise ConfigError("reload_model needs every worker serving (one is being "
+                                  "started again); try again in a few seconds")
+            first = None
+            for worker in serving:
+                reply = self._ask(worker, req, timeout_ms=60_000)  # a model loads
+                if not reply.get("ok"):
+                    return {**reply, "error": f"worker {worker.index}: {reply.get('error')}"}
+                first = first or reply
+            model = (first.get("model") or {}).get("path")
+            if model:  # a worker started again loads what the others serve
+                with self._lock:
+                    self.config = dataclasses.replace(
+                        self.config, model=dataclasses.replace(self.config.model, path=model))
+            return first
+
+        return {"status": status, "snapshot": snapshot, "add_source": add_source,
+                "remove_source": remove_source, "reload_model": reload_model}

@@ -1,0 +1,497 @@
+"""``streamtag run --processes N``: N worker daemons on one machine behind one publish and one
+control endpoint, supervised; real processes, real sockets on 127.0.0.1.
+
+One supervised run (2 workers, 8 looped file sources at real speed) serves the first tests in
+order: every stream comes from exactly one worker, the one its hash names, with its seq
+unbroken; control requests need the token and reach the worker that owns the stream; a worker
+killed with SIGKILL is started again and its streams (those added by control too) resume under
+a new session while the other worker's never pause; SIGTERM drains every worker. Then: `auto`
+under a restricted CPU affinity, the cgroup v2 quota, and refusals.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import free_port, stop_process, tiny_model_file, wait_until
+
+import streamtag
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import DaemonConfig, config_from_dict, with_overrides
+from streamtag.daemon.cpus import auto_processes, cgroup_quota, usable_cpus, worker_cores
+from streamtag.daemon.shard import shard_of
+from streamtag.errors import ConfigError
+from streamtag.wire.control import control_request
+from streamtag.wire.security import client_curve, generate_keys
+from streamtag.wire.subscriber import Subscriber
+
+WORKERS = 2
+STREAMS = [f"radio-{i:02d}" for i in range(8)]
+# A stream of the tiny model publishes every 0.26 s; on this shared 2-core box, a stream that
+# went 5 s without a window paused (as tests/test_scale_out.py judges it).
+MAX_PAUSE_S = 5.0
+
+
+def streamtag_env() -> dict[str, str]:
+    """The environment of a command that runs the streamtag this test imports (the checkout's
+    or the installed one), as tests/hostile_station.py does."""
+    root = Path(streamtag.__file__).resolve().parent.parent
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
+def run(*args: str, popen: bool = False, **kwargs):
+    command = [sys.executable, "-m", "streamtag", *args]
+    kwargs.setdefault("cwd", tempfile.gettempdir())
+    kwargs.setdefault("env", streamtag_env())
+    if popen:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **kwargs)
+    return subprocess.run(command, capture_output=True, text=True, **kwargs)
+
+
+class Feed:
+    """A subscriber read in a thread: every message with its arrival time."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.subscriber = Subscriber(endpoint)
+        self.messages: list[tuple[float, object]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.subscriber.recv(100)
+            if message is not None:
+                with self._lock:
+                    self.messages.append((time.monotonic(), message))
+
+    def of(self, kind: str, since: float = 0.0) -> list[tuple[float, object]]:
+        with self._lock:
+            return [(t, m) for t, m in self.messages
+                    if t >= since and m.header.msg_type == kind]
+
+    def count(self, stream: str, session: str | None = None, since: float = 0.0) -> int:
+        return sum(m.header.stream == stream and (session is None or m.header.session == session)
+                   for _, m in self.of("scores", since))
+
+    def advanced(self, streams, since: float, count: int) -> bool:
+        return all(self.count(s, since=since) >= count for s in streams)
+
+    def longest_pause(self, stream: str, since: float, until: float) -> float:
+        times = [since] + [t for t, m in self.of("scores", since)
+                           if m.header.stream == stream and t <= until] + [until]
+        return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.subscriber.close()
+
+
+class Run:
+    """``streamtag run --processes 2`` with its publish, control and metrics endpoints."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.publish = f"tcp://127.0.0.1:{free_port()}"
+        self.control = f"tcp://127.0.0.1:{free_port()}"
+        self.metrics_port = free_port()
+        self.token_file = root / "control.token"
+        audio = root / "station.flac"
+        config = root / "daemon.toml"
+        config.write_text(
+            f'[model]\npath = "{tiny_model_file(root / "tiny.pt")}"\ndevice = "cpu"\n\n'
+            f'[publish]\nendpoint = "{self.publish}"\nheartbeat_s = 0.2\n\n'
+            f'[control]\nendpoint = "{self.control}"\ntoken_file = "{self.token_file}"\n'
+            f'file_roots = ["{root}"]\n\n'
+            "[engine]\nmax_wait_ms = 5\n\n"
+            + "".join(f'[[sources]]\nid = "{sid}"\nspec = "file:{audio}"\nrealtime = true\n'
+                      "loop = true\n\n" for sid in STREAMS))
+        write_audio(audio, music_like(30.0, 16000, seed=4), 16000)
+        self.audio = audio
+        self.feed = Feed(self.publish)
+        self.process = run("run", "--config", str(config), "--processes", str(WORKERS),
+                           "--metrics-port", str(self.metrics_port), popen=True)
+        wait_until(self.ready, 120, "the supervised run to be ready")
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"streamtag run exited: {self.process.stderr.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz",
+                                        timeout=2) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as reply:
+            return reply.read().decode()
+
+    def ask(self, request: dict, **kwargs) -> dict:
+        kwargs.setdefault("token", self.token_file.read_text().strip())
+        return control_request(self.control, request, 10_000, **kwargs)
+
+    def status(self) -> dict:
+        reply = self.ask({"cmd": "status"})
+        assert reply["ok"], reply
+        return reply
+
+    def sessions(self) -> dict[str, int]:
+        """Each serving worker's session -> its index."""
+        return {w["session"]: w["index"] for w in self.status()["workers"] if w["session"]}
+
+    def close(self) -> None:
+        self.feed.close()
+        stop_process(self.process, timeout=60)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    served = Run(tmp_path_factory.mktemp("processes"))
+    yield served
+    served.close()
+
+
+def owned_by(index: int, prefix: str) -> str:
+    """A stream id with ``prefix`` that the hash gives to worker ``index``."""
+    return next(f"{prefix}-{i}" for i in range(1000) if shard_of(f"{prefix}-{i}", WORKERS) == index)
+
+
+def assert_seq_unbroken(feed: Feed) -> None:
+    by_topic: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+    for _, m in feed.of("scores"):
+        by_topic[m.header.session, m.topic].append(m.header.seq)
+    for (session, topic), seqs in by_topic.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (session[:8], topic)
+    assert feed.subscriber.gaps == 0
+
+
+def test_every_stream_is_served_once_by_the_worker_its_hash_names(supervised):
+    expected = {sid: shard_of(sid, WORKERS) for sid in STREAMS}
+    assert set(expected.values()) == set(range(WORKERS))  # both workers have streams
+    t0 = time.monotonic()
+    wait_until(lambda: supervised.feed.advanced(STREAMS, t0, 4), 60,
+               "every stream to publish on the one endpoint")
+    sessions = supervised.sessions()
+    assert len(sessions) == WORKERS
+    seen: dict[str, set[str]] = collections.defaultdict(set)
+    for _, m in supervised.feed.of("scores", t0):
+        seen[m.header.stream].add(m.header.session)
+    assert set(seen) == set(STREAMS)
+    for stream, its in seen.items():
+        assert len(its) == 1, f"{stream} came from {len(its)} workers"
+    assert {s: sessions[next(iter(its))] for s, its in seen.items()} == expected
+    status = supervised.status()
+    assert {s: status["streams"][s]["worker"] for s in STREAMS} == expected
+    assert all(status["streams"][s]["state"] == "running" for s in STREAMS)
+    assert [w["restarts"] for w in status["workers"]] == [0] * WORKERS
+    assert_seq_unbroken(supervised.feed)
+
+
+def test_control_requests_need_the_token_and_reach_the_worker_that_owns_the_stream(supervised):
+    refused = supervised.ask({"cmd": "status"}, token="not-the-token-" + "x" * 32)
+    assert not refused["ok"] and "not authorised" in refused["error"]
+    sessions = {index: session for session, index in supervised.sessions().items()}
+    added = {index: owned_by(index, "added") for index in range(WORKERS)}
+    for sid in added.values():
+        reply = supervised.ask({"cmd": "add_source", "id": sid,
+                                "spec": f"file:{supervised.audio}", "realtime": True,
+                                "loop": True})
+        assert reply["ok"], reply
+    t0 = time.monotonic()
+    wait_until(lambda: supervised.feed.advanced(added.values(), t0, 3), 60,
+               "the added streams to publish")
+    for index, sid in added.items():  # each from the worker its hash names
+        assert {m.header.session for _, m in supervised.feed.of("scores", t0)
+                if m.header.stream == sid} == {sessions[index]}
+        assert supervised.status()["streams"][sid]["worker"] == index
+    # The worker's allow-list answers, in its own words, through the supervisor.
+    outside = supervised.ask({"cmd": "add_source", "id": "outside", "spec": "file:/etc/passwd"})
+    assert not outside["ok"] and "control.file_roots" in outside["error"]
+    twice = supervised.ask({"cmd": "add_source", "id": STREAMS[0],
+                            "spec": f"file:{supervised.audio}"})
+    assert not twice["ok"] and "already running" in twice["error"]
+    # Removed from worker 0: its stream ends; worker 1 keeps its own for the next test.
+    assert supervised.ask({"cmd": "remove_source", "id": added[0]})["ok"]
+    wait_until(lambda: any(m.header.stream == added[0] and m.body.state == "ended"
+                           for _, m in supervised.feed.of("status", t0)), 30,
+               f"{added[0]} to end")
+
+
+def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised):
+    feed = supervised.feed
+    status = supervised.status()
+    victim = status["workers"][1]
+    theirs = [s for s in STREAMS if shard_of(s, WORKERS) == 1] + [owned_by(1, "added")]
+    others = [s for s in STREAMS if shard_of(s, WORKERS) == 0]
+    t0 = time.monotonic()
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: feed.advanced(theirs, killed_at, 4), 90,
+               "the killed worker's streams to resume")
+    back = supervised.status()["workers"][1]
+    assert back["pid"] != victim["pid"] and back["session"] != victim["session"]
+    assert back["restarts"] == 1 and back["state"] == "running"
+    assert "SIGKILL" in back["last_exit"]
+    for stream in theirs:  # the control-added stream too, under the new session
+        assert feed.count(stream, back["session"], killed_at) >= 4
+    restarted = {m.header.stream for _, m in feed.messages if getattr(m, "restarted", False)}
+    assert restarted == set(theirs)
+    end = time.monotonic()
+    for stream in others:
+        pause = feed.longest_pause(stream, t0, end)
+        assert pause < MAX_PAUSE_S, f"{stream} of the other worker paused {pause:.1f} s"
+    assert supervised.status()["workers"][0]["restarts"] == 0
+    metrics = supervised.metrics()
+    assert 'streamtag_worker_restarts_total{worker="1"} 1.0' in metrics
+    assert 'streamtag_worker_up{worker="1"} 1.0' in metrics
+    assert_seq_unbroken(feed)
+
+
+def test_sigterm_drains_every_worker(supervised):
+    feed = supervised.feed
+    running = [s for s, info in supervised.status()["streams"].items()
+               if info["state"] == "running"]
+    pids = [w["pid"] for w in supervised.status()["workers"]]
+    assert set(STREAMS) <= set(running)  # and, after the tests above, an added stream
+    t0 = time.monotonic()
+    supervised.process.send_signal(signal.SIGTERM)
+    assert supervised.process.wait(90) == 0, supervised.process.stderr.read()
+    wait_until(lambda: {m.header.stream for _, m in feed.of("status", t0)
+                        if m.body.state == "ended"} >= set(running), 10,
+               "every stream's final status")
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert_seq_unbroken(feed)
+
+
+# -- how many: auto -------------------------------------------------------------------------
+
+
+def test_auto_under_a_one_cpu_affinity_runs_one_process(tmp_path):
+    audio = tmp_path / "short.flac"
+    write_audio(audio, music_like(2.0, 16000, seed=1), 16000)
+    done = run("run", "--model", str(tiny_model_file(tmp_path / "tiny.pt")), "--device", "cpu",
+               "--source", f"file:{audio}", "--publish", f"tcp://127.0.0.1:{free_port()}",
+               "--control", "", "--processes", "auto", "--exit-when-done",
+               preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+               timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--processes auto: 1 worker process for 1 usable CPU (affinity 1," in done.stderr
+    assert "worker processes (pids" not in done.stderr  # one process: no supervisor
+
+
+def write_cgroup(root: Path, leaf: str, quotas: dict[str, str]) -> Path:
+    """A cgroup v2 tree below ``root`` with ``cpu.max`` files, and a /proc/self/cgroup."""
+    for path, text in quotas.items():
+        (root / path).mkdir(parents=True, exist_ok=True)
+        (root / path / "cpu.max").write_text(text)
+    membership = root / "proc-self-cgroup"
+    membership.write_text(f"0::/{leaf}\n")
+    return membership
+
+
+def test_the_cgroup_quota_caps_the_usable_cpus_at_the_tightest_level(tmp_path):
+    membership = write_cgroup(tmp_path, "pod/app", {"pod": "150000 100000",
+                                                    "pod/app": "max 100000"})
+    assert cgroup_quota(tmp_path, membership) == 1.5
+    assert usable_cpus(tmp_path, membership) == min(1.5, len(os.sched_getaffinity(0)))
+    membership = write_cgroup(tmp_path / "b", "svc", {"svc": "800000 100000", "": "max"})
+    assert cgroup_quota(tmp_path / "b", membership) == 8.0
+    assert cgroup_quota(tmp_path / "none", tmp_path / "missing") is None
+    (tmp_path / "v1").write_text("12:cpu,cpuacct:/docker/x\n")
+    assert cgroup_quota(tmp_path, tmp_path / "v1") is None
+
+
+def test_auto_counts_two_cores_per_worker_or_what_its_threads_take():
+    assert worker_cores(1, 1) == 2
+    assert worker_cores(2, 2) == 5
+    assert [auto_processes(cpus, 2) for cpus in (1, 1.5, 2, 3, 16, 64)] == [1, 1, 1, 1, 8, 32]
+    assert auto_processes(16, 5) == 3
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def test_processes_in_the_config_and_its_bad_values():
+    assert config_from_dict({"engine": {"processes": "auto"}}).processes == "auto"
+    assert config_from_dict({"engine": {"processes": 4, "workers": 1}}).processes == 4
+    with pytest.raises(ConfigError, match=r"engine.processes must be .* got 0"):
+        config_from_dict({"engine": {"processes": 0}})
+    with pytest.raises(ConfigError, match=r"engine.processes .* got 'many'"):
+        config_from_dict({"engine": {"processes": "many"}})
+    assert with_overrides(DaemonConfig(), processes="3").processes == 3  # the flag: text
+    assert with_overrides(DaemonConfig(), processes="auto").processes == "auto"
+    with pytest.raises(ConfigError, match=r"--processes must be .* got 0"):
+        with_overrides(DaemonConfig(), processes="0")
+
+
+def test_processes_with_a_shard_is_one_line_and_exit_code_2(tmp_path):
+    done = run("run", "--model", str(tiny_model_file(tmp_path / "tiny.pt")), "--processes", "2",
+               "--shard", "1/3", "--control", "", "--publish",
+               f"tcp://127.0.0.1:{free_port()}", timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--shard 1/3" in lines[0] and "--processes" in lines[0]
+
+
+def test_a_model_that_cannot_load_stops_every_worker_with_exit_code_2(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a model file")
+    done = run("run", "--model", str(bad), "--processes", "2", "--control", "",
+               "--publish", f"tcp://127.0.0.1:{free_port()}", timeout=120)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("streamtag run: ") and "broken.pt" in last
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def test_with_keys_only_allowed_clients_hear_the_workers_and_only_admins_control(tmp_path):
+    made = {name: generate_keys(tmp_path / "keys", name) for name in ("daemon", "client",
+                                                                      "stranger")}
+    for folder in ("clients", "admins"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(made["client"][0], tmp_path / folder / "client.key")
+    audio = tmp_path / "station.flac"
+    write_audio(audio, music_like(30.0, 16000, seed=2), 16000)
+    publish, control = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{tiny_model_file(tmp_path / "tiny.pt")}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
+        f'[control]\nendpoint = "{control}"\ntoken_file = "{tmp_path / "token"}"\n\n'
+        f'[security]\nserver_key = "{made["daemon"][1]}"\n'
+        f'client_keys = "{tmp_path / "clients"}"\nadmin_keys = "{tmp_path / "admins"}"\n\n'
+        + "".join(f'[[sources]]\nid = "k{i}"\nspec = "file:{audio}"\nrealtime = true\n\n'
+                  for i in range(4)))
+    allowed = client_curve(made["daemon"][0], made["client"][1])
+    stranger = client_curve(made["daemon"][0], made["stranger"][1])
+    process = run("run", "--config", str(config), "--processes", "2", popen=True)
+    heard = Subscriber(publish, curve=allowed)
+    unheard = Subscriber(publish, curve=stranger)
+    try:
+        streams: set[str] = set()
+
+        def hear() -> bool:
+            message = heard.recv(200)
+            if message is not None and message.header.msg_type == "scores":
+                streams.add(message.header.stream)
+            return streams == {f"k{i}" for i in range(4)}
+
+        wait_until(hear, 120, "the allowed subscriber to hear every stream of both workers")
+        assert all(unheard.recv(100) is None for _ in range(10))
+        # An admin's key is the authority: no token needed; a stranger's gets no answer.
+        reply = control_request(control, {"cmd": "status"}, 10_000, curve=allowed)
+        assert reply["ok"] and set(reply["streams"]) == streams
+        assert [w["state"] for w in reply["workers"]] == ["running", "running"]
+        with pytest.raises(TimeoutError):
+            control_request(control, {"cmd": "status"}, 1500, curve=stranger,
+                            token=(tmp_path / "token").read_text().strip())
+    finally:
+        heard.close()
+        unheard.close()
+        stop_process(process, timeout=60)
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == 0
+
+
+def test_with_keys_the_workers_publish_to_a_keyed_proxy_and_the_supervisor_still_controls_them(
+        tmp_path):
+    # [publish] connect: each worker connects to the proxy's frontend itself, as a CURVE server
+    # with the daemon's keys; its control socket then takes CURVE too, and the supervisor is
+    # its one admin.
+    made = {name: generate_keys(tmp_path / "keys", name) for name in ("daemon", "proxy",
+                                                                      "client")}
+    for folder, names in (("daemon_clients", ("proxy",)), ("admins", ("client",)),
+                          ("proxy_clients", ("client",))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            shutil.copy(made[name][0], tmp_path / folder / f"{name}.key")
+    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    control = f"tcp://127.0.0.1:{free_port()}"
+    audio = tmp_path / "station.flac"
+    write_audio(audio, music_like(30.0, 16000, seed=3), 16000)
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{tiny_model_file(tmp_path / "tiny.pt")}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{frontend}"\nconnect = true\nheartbeat_s = 0.2\n\n'
+        f'[control]\nendpoint = "{control}"\ntoken_file = "{tmp_path / "token"}"\n\n'
+        f'[security]\nserver_key = "{made["daemon"][1]}"\n'
+        f'client_keys = "{tmp_path / "daemon_clients"}"\nadmin_keys = "{tmp_path / "admins"}"\n\n'
+        + "".join(f'[[sources]]\nid = "c{i}"\nspec = "file:{audio}"\nrealtime = true\n\n'
+                  for i in range(4)))
+    proxy = run("proxy", "--frontend", frontend, "--backend", backend, "--server-key",
+                str(made["proxy"][1]), "--client-keys", str(tmp_path / "proxy_clients"),
+                "--daemon-key", str(made["daemon"][0]), popen=True)
+    process = run("run", "--config", str(config), "--processes", "2", popen=True)
+    heard = Subscriber(backend, curve=client_curve(made["proxy"][0], made["client"][1]))
+    try:
+        sessions: dict[str, set[str]] = collections.defaultdict(set)
+
+        def hear() -> bool:
+            message = heard.recv(200)
+            if message is not None and message.header.msg_type == "scores":
+                sessions[message.header.stream].add(message.header.session)
+            return set(sessions) == {f"c{i}" for i in range(4)}
+
+        wait_until(hear, 120, "every stream of both workers through the keyed proxy")
+        reply = control_request(control, {"cmd": "status"}, 10_000,
+                                curve=client_curve(made["daemon"][0], made["client"][1]))
+        assert reply["ok"] and set(reply["streams"]) == set(sessions)
+        assert [w["state"] for w in reply["workers"]] == ["running", "running"]
+        by_worker = {w["session"]: w["index"] for w in reply["workers"]}
+        assert {s: by_worker[next(iter(its))] for s, its in sessions.items()} == \
+            {s: shard_of(s, 2) for s in sessions}
+    finally:
+        heard.close()
+        for started in (process, proxy):
+            stop_process(started, timeout=60)
+            started.stdout.close()
+            started.stderr.close()
+    assert process.returncode == 0
+
+
+def test_exit_when_done_ends_the_run_once_every_workers_streams_have_ended(tmp_path):
+    audio = tmp_path / "short.flac"
+    write_audio(audio, music_like(3.0, 16000, seed=5), 16000)
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    ids = [f"f{i}" for i in range(4)]
+    assert {shard_of(sid, 2) for sid in ids} == {0, 1}
+    feed = Feed(publish)
+    try:
+        done = run("run", "--model", str(tiny_model_file(tmp_path / "tiny.pt")), "--device",
+                   "cpu", *(arg for sid in ids for arg in ("--source", f"{sid}=file:{audio}")),
+                   "--realtime", "--publish", publish, "--control", "", "--processes", "2",
+                   "--exit-when-done", timeout=120)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: {m.header.stream for _, m in feed.of("status")
+                            if m.body.state == "ended"} == set(ids), 10,
+                   "every stream's final status")
+        assert {m.header.session for _, m in feed.of("scores")} == \
+            {m.header.session for _, m in feed.of("status") if m.body.state == "ended"}
+        assert len({m.header.session for _, m in feed.of("scores")}) == 2
+    finally:
+        feed.close()
