@@ -29,6 +29,7 @@ from streamtag.wire.protocol import (
     ModelRef,
     ScoresBody,
     ScoresEncoder,
+    SilenceBody,
     StatusBody,
     TrackBody,
     canonical_json,
@@ -73,6 +74,8 @@ def sample_bodies() -> dict[str, object]:
                            mean_raw=[0.9, 0.1], mean_smoothed=[0.8, 0.2],
                            active_share=[1.0, 0.5], active=["rock"],
                            model=ModelRef("crnn", "sha256:00")),
+        "silence": SilenceBody(state="off", time_s=45.0, sample=720000, start_s=20.0,
+                               start_sample=320000, duration_s=25.0, threshold_dbfs=-50.0),
     }
 
 
@@ -543,7 +546,7 @@ def test_document_states_the_code_protocol_version():
 def test_document_describes_every_field_and_message_type():
     text = doc_text()
     names = [f.name for f in fields(Header)]
-    for body in (ScoresBody, EventBody, StatusBody, HeartbeatBody, TrackBody):
+    for body in (ScoresBody, EventBody, StatusBody, HeartbeatBody, TrackBody, SilenceBody):
         names += [f.name for f in fields(body)]
         assert f"### `{body.msg_type}`" in text
     for name in names:
@@ -556,8 +559,35 @@ def test_document_describes_every_field_and_message_type():
 def test_document_examples_match_the_reference_bytes():
     # The examples on the page are the canonical bytes of the stored reference messages.
     text = doc_text()
-    for name in ("scores", "scores_mood", "event", "status", "heartbeat", "track"):
+    for name in ("scores", "scores_mood", "event", "status", "heartbeat", "track", "silence"):
         frames = json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))["frames"]
         assert frames[2] in text, f"docs/protocol.md shows another {name} body than {name}.json"
     header = json.loads((DATA / "scores.json").read_text(encoding="utf-8"))["frames"][1]
     assert header in text
+
+
+# ---------------------------------------------------------------- silence (1.2)
+
+def test_silence_has_its_own_topic_apart_from_tag_events():
+    # A 1.1 subscriber to "event." never receives one: the topics share no prefix.
+    message = sample_message("silence")
+    assert message.topic == "silence.radio-1"
+    assert not message.topic.startswith("event.")
+    assert subscription_prefix("silence", "radio-1") == b"silence.radio-1"
+    assert subscription_prefix("silence") == b"silence."
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"state": "started"}, "silence state"),
+    ({"sample": 100}, "silence sample"),  # before start_sample
+    ({"time_s": 10.0}, "silence time_s"),  # before start_s
+    ({"duration_s": -1.0}, "silence duration_s"),
+    ({"threshold_dbfs": 3.0}, "silence threshold_dbfs"),
+    ({"threshold_dbfs": -130.0}, "silence threshold_dbfs"),
+    ({"start_sample": -1}, "silence start_sample"),
+])
+def test_silence_body_refuses_what_a_reader_would(change, match):
+    fields_ = {"state": "off", "time_s": 45.0, "sample": 720000, "start_s": 20.0,
+               "start_sample": 320000, "duration_s": 25.0, "threshold_dbfs": -50.0}
+    with pytest.raises(ProtocolError, match=match):
+        SilenceBody(**{**fields_, **change})

@@ -13,8 +13,11 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
                      deny_hosts, allow_private_hosts, max_sources
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [mood]           enabled, dwell_s, silence_dwell_s, time_constant_s (docs/venue.md)
+    [health]         enabled, silence_dbfs, silence_s, clip_samples (dead air and clipping:
+                     streamtag.engine.health, docs/operations.md "Dead air")
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
-                     precision, workers, threads, decoders
+                     precision, workers, threads, decoders, processes (worker processes
+                     of `streamtag run`, a number or "auto": streamtag.daemon.supervisor)
     [metrics]        port (0: off), address
     [security]       server_key, client_keys, admin_keys (CURVE encryption and client
                      authentication), insecure (let run bind beyond loopback without keys)
@@ -34,6 +37,7 @@ from typing import Any
 from streamtag import values
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.config import EngineConfig
+from streamtag.engine.health import HealthConfig
 from streamtag.engine.mood import MoodConfig
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
@@ -206,6 +210,7 @@ class DaemonConfig:
     control: ControlConfig = ControlConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
     mood: MoodConfig = MoodConfig()
+    health: HealthConfig = HealthConfig()
     engine: EngineConfig = EngineConfig()
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
@@ -220,7 +225,8 @@ class DaemonConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
-             "smoothing": SmoothingConfig, "mood": MoodConfig, "engine": EngineConfig,
+             "smoothing": SmoothingConfig, "mood": MoodConfig, "health": HealthConfig,
+             "engine": EngineConfig,
              "metrics": MetricsConfig, "security": SecurityConfig, "shard": ShardConfig}
 
 

@@ -41,6 +41,7 @@ from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.batching import Engine, WindowResult
+from streamtag.engine.health import SilenceEvent
 from streamtag.engine.smoothing import TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
 from streamtag.errors import ConfigError, ModelError, SourceError
@@ -49,7 +50,7 @@ from streamtag.sources import AudioChunk, Source, SourceSpec, parse_source, pars
 from streamtag.sources.decode_turns import Turns
 from streamtag.sources.hosts import HostPolicy, redact_url
 from streamtag.wire.control import ControlServer, default_token_file, ensure_token
-from streamtag.wire.protocol import ModelRef, TrackBody
+from streamtag.wire.protocol import ModelRef, SilenceBody, TrackBody
 from streamtag.wire.publisher import Publisher
 from streamtag.wire.security import (
     CONTROL_DOMAIN,
@@ -155,6 +156,9 @@ class _SourceRun:
     state: str = "starting"
     error: str | None = None
     title: str | None = None
+    station: str | None = None  # the station's name, as the source reports it (icy-name)
+    logged_error: str | None = None  # the reconnecting error last logged, until audio again
+    level: dict | None = None  # the last window's audio level (scores ``audio``), if any
     final: tuple[str, str | None] | None = None
     stream_added: bool = False
     tracks: TrackSummarizer | None = None  # guarded by track_lock: source and engine threads
@@ -275,7 +279,7 @@ class Daemon:
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
-        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood)
+        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health)
         if self.metrics is not None:
             self.engine.on_batch = self.metrics.observe_batch
         self.engine.start()
@@ -502,9 +506,14 @@ class Daemon:
                                                result.model_name, result.model_hash)
             for track in closed:
                 self._publish_track(run, track)
-        # Events first: the scores message that follows already lists their tags as active.
+        # Silence first (its "on" explains the tags' "off"), then events: the scores message
+        # that follows already lists their tags as active.
+        for change in result.silence:
+            self._publish_silence(result.stream_id, change)
         for event in result.events:
             self._publish_event(result.stream_id, event, result.sample_rate)
+        if run is not None and result.audio is not None:
+            run.level = result.audio  # the last window's, for the status reply
         model = {"name": result.model_name, "hash": result.model_hash}
         self.publisher.publish_scores(
             result.stream_id, start_s=result.start_s, end_s=result.end_s,
@@ -539,6 +548,17 @@ class Daemon:
         body = track_body(track)
         self.publisher.publish(run.config.id, body)
         run.recent_tracks.append(body.to_dict())
+
+    def on_silence_end(self, stream_id: str, changes: list[SilenceEvent]) -> None:
+        """The stream ended while silent: its silence ends too (before its final status)."""
+        for change in changes:
+            self._publish_silence(stream_id, change)
+
+    def _publish_silence(self, stream_id: str, change: SilenceEvent) -> None:
+        self.publisher.publish(stream_id, SilenceBody(
+            state=change.state, time_s=change.time_s, sample=change.sample,
+            start_s=change.start_s, start_sample=change.start_sample,
+            duration_s=round(change.duration_s, 6), threshold_dbfs=change.threshold_dbfs))
 
     def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
         self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,

@@ -6,6 +6,11 @@ forward times and window latencies are histograms observed as they happen. A str
 forgets (it keeps the last ended ones, ``daemon.ENDED_KEPT``) leaves the metrics too: its
 counters with its status, its latency histogram by ``forget_stream``.
 
+Audio health per stream (streamtag.engine.health, docs/operations.md "Dead air"): the gauge
+``streamtag_silent`` (1 while the stream is silent), the counters ``streamtag_silent_seconds``
+(audio seconds of confirmed silence), ``streamtag_silences`` (silences begun) and
+``streamtag_clipping_windows`` (windows with samples at full scale), from the stream's counters.
+
 ``/healthz`` answers 200 whenever the process serves HTTP (a liveness probe: no answer means
 restart it); ``/readyz`` answers 200 once the model is loaded, the sockets are bound and the
 sources started, and 503 with the reason before that and from the moment a drain begins.
@@ -69,7 +74,20 @@ class _Collector:
             "nonfinite_windows": CounterMetricFamily(
                 "streamtag_nonfinite_windows",
                 "Windows skipped because the model's scores were not finite", labels=["stream"]),
+            "silent_s": CounterMetricFamily(
+                "streamtag_silent_seconds",
+                "Audio seconds of silence (dead air), counted from each silence's start once "
+                "it has lasted [health] silence_s", labels=["stream"]),
+            "silences": CounterMetricFamily("streamtag_silences",
+                                            "Silences (dead air) begun", labels=["stream"]),
+            "clipping_windows": CounterMetricFamily(
+                "streamtag_clipping_windows",
+                "Windows with at least [health] clip_samples samples at full scale",
+                labels=["stream"]),
         }
+        silent = GaugeMetricFamily("streamtag_silent",
+                                   "1 while the stream is silent (dead air), else 0",
+                                   labels=["stream"])
         state = GaugeMetricFamily("streamtag_stream_state", "1 for the stream's current state",
                                   labels=["stream", "state"])
         for sid, info in status["streams"].items():
@@ -77,8 +95,11 @@ class _Collector:
                 family.add_metric([sid], float(info["counters"].get(key, 0)))
             for s in STATES:
                 state.add_metric([sid, s], 1.0 if info["state"] == s else 0.0)
+            if "silent" in info["counters"]:  # [health] on, the stream's engine part known
+                silent.add_metric([sid], float(info["counters"]["silent"]))
         yield from per_stream.values()
         yield state
+        yield silent
         engine = status["engine"]
         batches = CounterMetricFamily("streamtag_batches", "Forward passes")
         batches.add_metric([], float(engine["batches"]))

@@ -11,6 +11,10 @@ Back-pressure: a stream that is not live (a file, a pipe) waits in ``accept`` wh
 (a device, a network stream) never waits: past that many, its oldest queued windows are dropped
 and counted.
 
+Audio health: each stream has a ``SilenceDetector`` (``[health]``, streamtag.engine.health)
+that reads every window's level; silence that begins or ends comes with the window's result
+(``WindowResult.silence``), and while a stream is silent its smoother turns no tag on.
+
 The engine knows nothing of sockets: results go to an ``EngineSink``.
 """
 
@@ -29,6 +33,12 @@ from typing import Protocol
 import numpy as np
 
 from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.engine.health import (
+    HealthConfig,
+    SilenceDetector,
+    SilenceEvent,
+    level_of_samples,
+)
 from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel
@@ -72,6 +82,10 @@ class WindowResult:
     # clipped samples, onsets per second, energy), None for a model that reads samples
     audio: dict | None = None
     mood: dict | None = None  # the stream's mood after this window (``mood``), or None
+    # silence that began or ended with this window (streamtag.engine.health), and whether the
+    # stream is silent after it
+    silence: list[SilenceEvent] = dataclasses.field(default_factory=list)
+    silent: bool = False
 
     @property
     def start_s(self) -> float:
@@ -90,6 +104,9 @@ class EngineSink(Protocol):
     def on_window(self, result: WindowResult) -> None: ...
 
     def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None: ...
+
+    # A sink may also have ``on_silence_end(stream_id, events)``: the silence under way when a
+    # stream ended, ended (called just before ``on_stream_end``).
 
 
 @dataclasses.dataclass
@@ -230,8 +247,9 @@ def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
 
 class _Stream:
     def __init__(self, stream_id: str, live: bool, framer: _Framer, smoother: Smoother,
-                 mood: MoodTracker | None) -> None:
+                 mood: MoodTracker | None, health: SilenceDetector | None = None) -> None:
         self.id = stream_id
+        self.health = health
         self.live = live
         self.framer = framer
         self.smoother = smoother
@@ -263,10 +281,12 @@ class Engine:
     def __init__(self, model: InferenceModel, sink: EngineSink,
                  config: EngineConfig | None = None,
                  smoothing: SmoothingConfig | None = None,
-                 mood: MoodConfig | None = None) -> None:
+                 mood: MoodConfig | None = None,
+                 health: HealthConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.smoothing = smoothing or SmoothingConfig()
         self.mood = mood or MoodConfig()
+        self.health = health or HealthConfig()
         self._mood_table = MoodTable.load() if self.mood.enabled else None
         self.sink = sink
         self._sink_turn: Callable[[], AbstractContextManager] = getattr(
@@ -365,7 +385,13 @@ class Engine:
         plan = self._mood_plan
         return None if plan is None else MoodTracker(plan, self.mood.dwell_s,
                                                      self.mood.silence_dwell_s,
-                                                     self.mood.time_constant_s)
+                                                     self.mood.time_constant_s,
+                                                     self.health.silence_dbfs)
+
+    def _silence_detector(self, model: InferenceModel) -> SilenceDetector | None:
+        if not self.health.enabled:
+            return None
+        return SilenceDetector(self.health, model.sample_rate)
 
     @property
     def window_reuse(self) -> WindowReuse | None:
@@ -388,24 +414,33 @@ class Engine:
             model = self._model
             self._streams[stream_id] = _Stream(
                 stream_id, live, _Framer(model, self.hop_for(model), 0),
-                Smoother(model.tags, model.thresholds, self.smoothing), self._mood_tracker())
+                Smoother(model.tags, model.thresholds, self.smoothing), self._mood_tracker(),
+                self._silence_detector(model))
 
     def stream_ids(self) -> list[str]:
         with self._cond:
             return list(self._streams)
 
     def stream_counters(self, stream_id: str) -> dict:
+        """The stream's counts; with ``[health]`` also ``silent`` (0/1), ``silent_s``,
+        ``silences`` and ``clipping_windows`` (streamtag.engine.health)."""
         stream = self._stream(stream_id)
-        return {**stream.counters, "pending": stream.pending}
+        health = {} if stream.health is None else stream.health.counters()
+        return {**stream.counters, **health, "pending": stream.pending}
 
     def snapshot(self) -> dict[str, dict]:
-        """Current smoothed scores and active tags of every stream."""
+        """Current smoothed scores and active tags of every stream, and with ``[health]`` its
+        silence under way (``SilenceDetector.current``: None when not silent)."""
         with self._cond:
             streams = list(self._streams.values())
-        return {s.id: {"tags": list(s.smoother.tags),
-                       "smoothed": [float(v) for v in s.smoother.smoothed],
-                       "active": s.smoother.active_tags(),
-                       "windows": s.counters["windows"]} for s in streams}
+        out = {}
+        for s in streams:
+            out[s.id] = {"tags": list(s.smoother.tags),
+                         "smoothed": [float(v) for v in s.smoother.smoothed],
+                         "active": s.smoother.active_tags(), "windows": s.counters["windows"]}
+            if s.health is not None:
+                out[s.id]["silence"] = s.health.current()
+        return out
 
     def _stream(self, stream_id: str) -> _Stream:
         try:
@@ -743,13 +778,27 @@ class Engine:
                             "nonfinite_windows", stream.id, w.end_sample)
             return
         end_s = w.end_sample / model.sample_rate
-        smoothed, events = stream.smoother.update(probs, end_s)
         audio = mood = None
         level = w.level
         if level is not None:
             audio = {"rms_dbfs": round(level.rms_dbfs, 2), "peak_dbfs": round(level.peak_dbfs, 2),
                      "clipped": level.clipped, "onset_rate_hz": round(level.onset_rate_hz, 3),
                      "energy": energy_of(level.rms_dbfs, level.onset_rate_hz)}
+        silence: list[SilenceEvent] = []
+        health = stream.health
+        if health is not None:
+            if level is not None:
+                rms_dbfs, clipped = level.rms_dbfs, level.clipped
+            elif w.data.ndim == 1:  # a model that reads samples: its window is the samples
+                rms_dbfs, _, clipped = level_of_samples(w.data)
+            else:
+                rms_dbfs, clipped = None, 0
+            silence = health.update(w.start_sample, w.end_sample, rms_dbfs, clipped)
+        quiet = health is not None and health.quiet
+        smoothed, events = stream.smoother.update(probs, end_s, quiet)
+        for change in silence:
+            if change.state == "on":  # no tag stays on in dead air
+                events = [*events, *stream.smoother.silence(change.start_s)]
         if stream.mood is not None:
             mood = stream.mood.update(end_s, smoothed, None if audio is None else audio["rms_dbfs"],
                                       None if audio is None else audio["energy"])
@@ -758,7 +807,8 @@ class Engine:
             end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,
             raw=probs, smoothed=smoothed, active=stream.smoother.active_tags(), events=events,
             latency_ms=(time.monotonic() - w.arrival) * 1000.0, model_name=model.name,
-            model_hash=model.hash, audio=audio, mood=mood)
+            model_hash=model.hash, audio=audio, mood=mood, silence=silence,
+            silent=health is not None and health.silent)
         stream.next_index += 1
         stream.end_s = max(stream.end_s, end_s)
         stream.counters["windows"] += 1
@@ -780,7 +830,11 @@ class Engine:
             stream.carries.clear()
         end_s = max(stream.end_s, stream.samples / self._model.sample_rate)
         events = stream.smoother.close(end_s)
+        silence = [] if stream.health is None else stream.health.close()
+        on_silence_end = getattr(self.sink, "on_silence_end", None)
         try:
+            if silence and on_silence_end is not None:
+                on_silence_end(stream.id, silence)
             self.sink.on_stream_end(stream.id, events, end_s)
         except Exception:  # noqa: BLE001
             log.exception("sink failed at the end of stream %s", stream.id)

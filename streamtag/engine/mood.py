@@ -248,10 +248,13 @@ class MoodTracker:
 
     def __init__(self, plan: MoodPlan, dwell_s: float = DWELL_S,
                  silence_dwell_s: float = SILENCE_DWELL_S,
-                 time_constant_s: float = POINT_TIME_CONSTANT_S) -> None:
+                 time_constant_s: float = POINT_TIME_CONSTANT_S,
+                 silence_dbfs: float = SILENCE_DBFS) -> None:
         if dwell_s < 0 or silence_dwell_s < 0 or time_constant_s < 0:
             raise ValueError("mood dwell and time constant must be >= 0")
         self.plan = plan
+        # the [health] section's silence_dbfs, so that the display and the silence event agree
+        self.silence_dbfs = silence_dbfs
         self.dwell_s = dwell_s
         self.silence_dwell_s = silence_dwell_s
         self.time_constant_s = time_constant_s
@@ -269,7 +272,7 @@ class MoodTracker:
                energy: float | None = None) -> dict[str, Any]:
         """The mood after the window ending at ``end_s`` (audio seconds): the fields of the
         protocol's scores ``mood`` object."""
-        silent = rms_dbfs is not None and rms_dbfs < SILENCE_DBFS
+        silent = rms_dbfs is not None and rms_dbfs < self.silence_dbfs
         if silent:
             target: tuple[float, float] | None = None
         else:

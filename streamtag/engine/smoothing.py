@@ -6,6 +6,10 @@ tag's threshold (from the model file) and off when it falls below threshold − 
 (hysteresis), or below half the threshold where that is higher. Once on, a tag stays on at
 least ``min_on_s``; once off, it stays off at least ``min_off_s`` (audio time), so a flicker
 never becomes a pair of events.
+
+Silence (``streamtag.engine.health``): no tag turns on with a quiet window (``update``'s
+``quiet``), and once silence is confirmed every active tag turns off (``silence``), its event
+dated where the silence began, so that no tag is on inside dead air.
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ class Smoother:
         self._level = self.on_threshold.copy()
         self._active_tags: tuple[str, ...] = ()
 
-    def update(self, scores: np.ndarray, time_s: float) -> tuple[np.ndarray, list[TagEvent]]:
+    def update(self, scores: np.ndarray, time_s: float,
+               quiet: bool = False) -> tuple[np.ndarray, list[TagEvent]]:
         """Folds in one window's scores at audio time ``time_s``; returns (smoothed, events).
+        A ``quiet`` window (below the silence level) turns no tag on.
 
         The returned array is the smoother's own and is never changed afterwards (the next
         window makes a new one): read it, don't write it."""
@@ -88,13 +94,13 @@ class Smoother:
         # off threshold. Most windows stop here, a few numpy calls per window in all.
         if not np.not_equal(self.smoothed >= self._level, self.active).any():
             return self.smoothed, []
-        return self.smoothed, self._turn(time_s)
+        return self.smoothed, self._turn(time_s, quiet)
 
-    def _turn(self, time_s: float) -> list[TagEvent]:
+    def _turn(self, time_s: float, quiet: bool = False) -> list[TagEvent]:
         """The tags that cross their level and have held their state long enough turn."""
         held = time_s - self._changed_at
         turn_on = (~self.active & (self.smoothed >= self.on_threshold)
-                   & (held >= self.config.min_off_s))
+                   & (held >= self.config.min_off_s) & (not quiet))
         turn_off = (self.active & (self.smoothed < self.off_threshold)
                     & (held >= self.config.min_on_s))
         changed = turn_on | turn_off
@@ -112,6 +118,19 @@ class Smoother:
     def _states_changed(self) -> None:
         self._level = np.where(self.active, self.off_threshold, self.on_threshold)
         self._active_tags = tuple(self.tags[i] for i in np.flatnonzero(self.active))
+
+    def silence(self, start_s: float) -> list[TagEvent]:
+        """Silence confirmed, begun at audio time ``start_s``: every active tag turns off, at
+        ``start_s`` or, for a tag that turned on after it, at that time (min durations do not
+        apply)."""
+        events = []
+        for i in np.flatnonzero(self.active):
+            at = max(float(start_s), float(self._changed_at[i]))
+            events.append(TagEvent(self.tags[i], "off", float(self.smoothed[i]), at))
+            self._changed_at[i] = at
+        self.active[:] = False
+        self._states_changed()
+        return events
 
     def close(self, time_s: float) -> list[TagEvent]:
         """End of the stream: every active tag turns off (min durations no longer apply)."""

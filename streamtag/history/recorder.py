@@ -495,6 +495,10 @@ class Recorder:
                        mean_smoothed=schema.pack_scores(body.mean_smoothed),
                        active_share=schema.pack_scores(body.active_share),
                        active=schema.pack_names([_text(t) for t in body.active]))
+        elif msg_type == "silence":  # since protocol 1.2 (schema revision 0003)
+            row.update(state=body.state, time_s=body.time_s, sample=body.sample,
+                       start_s=body.start_s, start_sample=body.start_sample,
+                       duration_s=body.duration_s, threshold_dbfs=body.threshold_dbfs)
         batch.add(schema.MESSAGE_TABLES[msg_type].name, row)
 
     def _snapshot_rows(self, batch: _Batch, item: Snapshot) -> None:

@@ -161,7 +161,23 @@ snapshots = sa.Table(
     sa.Column("active", sa.Text, nullable=False),    # JSON array
     sa.Column("windows", sa.BigInteger, nullable=False))
 
-MESSAGE_TABLES = {"scores": scores, "event": events, "status": statuses, "track": tracks}
+# since revision 0003 (protocol 1.2): dead air. One row per silence message: "on" (time_s is
+# where the silence began) and "off" (time_s where it ended); both carry the start, so an "off"
+# row alone is a whole span [start_s, time_s] of the stream's audio time.
+silences = sa.Table(
+    "silences", metadata, *_message_columns(),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("time_s", sa.Float, nullable=False),
+    sa.Column("sample", sa.BigInteger, nullable=False),
+    sa.Column("start_s", sa.Float, nullable=False),
+    sa.Column("start_sample", sa.BigInteger, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("threshold_dbfs", sa.Float, nullable=False),
+    sa.UniqueConstraint("stream", "session", "seq", name="uq_silences"),
+    sa.Index("ix_silences_stream_sent_at", "stream", "sent_at"))
+
+MESSAGE_TABLES = {"scores": scores, "event": events, "status": statuses, "track": tracks,
+                  "silence": silences}
 
 
 # ---------------------------------------------------------------- values

@@ -3,9 +3,10 @@
 `FeedState` is plain data, fed from one thread (the event loop's); it turns protocol messages
 (as `ReceivedMessage.to_dict()` dicts) and control replies into the views a page draws, so a
 page that connects late gets the current state at once: the tags on, a short timeline of them,
-the last audio level and mood, and the mood's course over the last half hour (the venue page's
-ribbon). `FeedThread` runs a `streamtag.wire.subscriber.Subscriber` in a background thread and
-hands each message to a callback. Nothing here knows audio, models or HTTP.
+the last audio level and mood, whether it is silent (dead air) and since when, and the mood's
+course over the last half hour (the venue page's ribbon). `FeedThread` runs a
+`streamtag.wire.subscriber.Subscriber` in a background thread and hands each message to a
+callback. Nothing here knows audio, models or HTTP.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _blank_stream(stream: str) -> dict[str, Any]:
     return {"id": stream, "session": None, "model": None, "tags": [], "smoothed": [],
             "active": [], "thresholds": None, "status": None, "updated_at": None,
             "gaps": 0, "restarted_at": None, "history": deque(), "tracks": [],
-            "audio": None, "mood": None, "moods": deque(maxlen=MOOD_POINTS)}
+            "audio": None, "mood": None, "moods": deque(maxlen=MOOD_POINTS),
+            "silence": None}
 
 
 def _reset(view: dict[str, Any]) -> None:
@@ -108,6 +110,8 @@ class FeedState:
                 view["status"] = dict(body)
             elif msg_type == "track":
                 _add_tracks(view, [body])
+            elif msg_type == "silence":
+                view["silence"] = self._silence(body, now)
         return {"type": "message", "received_at": now, "message": dict(message)}
 
     def _heartbeat(self, session: str) -> None:
@@ -128,6 +132,17 @@ class FeedState:
                     mood=dict(mood) if isinstance(mood, Mapping) else None)
         self._record(view, now)
         self._record_mood(view, now)
+
+    @staticmethod
+    def _silence(body: Mapping[str, Any], now: float) -> dict[str, Any] | None:
+        """A stream's silence (protocol 1.2): None once it ended; while on, when it began by
+        this process's clock (the message arrives ``duration_s`` of audio after the start)."""
+        if body.get("state") != "on":
+            return None
+        duration = body.get("duration_s")
+        duration = float(duration) if isinstance(duration, (int, float)) else 0.0
+        return {"since": now - max(0.0, duration), "start_s": body.get("start_s"),
+                "threshold_dbfs": body.get("threshold_dbfs")}
 
     @staticmethod
     def _event(view: dict[str, Any], body: Mapping[str, Any]) -> None:
@@ -200,6 +215,9 @@ class FeedState:
                         active=list(snap.get("active", [])),
                         model={"name": model.get("name"), "hash": model.get("hash")},
                         thresholds=self._thresholds_for(model.get("hash"), snap.get("tags")))
+            silence = snap.get("silence")  # since protocol 1.2: the silence under way
+            view["silence"] = (self._silence({**silence, "state": "on"}, now)
+                               if isinstance(silence, Mapping) else None)
             state = states.get(stream)
             if isinstance(state, Mapping) and view["status"] is None:
                 view["status"] = {k: state.get(k) for k in

@@ -36,8 +36,9 @@ EVENT = "event"
 STATUS = "status"
 HEARTBEAT = "heartbeat"
 TRACK = "track"  # since 1.1
-MSG_TYPES = (SCORES, EVENT, STATUS, HEARTBEAT, TRACK)
-STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK)
+SILENCE = "silence"  # since 1.2
+MSG_TYPES = (SCORES, EVENT, STATUS, HEARTBEAT, TRACK, SILENCE)
+STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK, SILENCE)
 
 EVENT_STATES = ("on", "off")
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
@@ -548,9 +549,49 @@ class TrackBody(_Part):
         values.set_field(self, "model", ModelRef.coerce(self.model, "track model"))
 
 
-Body = ScoresBody | EventBody | StatusBody | HeartbeatBody | TrackBody
+@dataclass(frozen=True)
+class SilenceBody(_Part):
+    """A stream fell silent (dead air) or sound came back (protocol 1.2).
+
+    "on" is sent once the audio has stayed below ``threshold_dbfs`` for the daemon's
+    ``[health] silence_s``; its ``time_s``/``sample`` are where the silence began. "off" is
+    sent when sound comes back (or the stream ends), its ``time_s``/``sample`` where the
+    silence ended; ``start_s``/``start_sample`` are where it began in both, so either message
+    alone gives the span. ``duration_s``: how long it had lasted ("on"), or in all ("off").
+    """
+
+    state: str
+    time_s: float
+    sample: int
+    start_s: float
+    start_sample: int
+    duration_s: float
+    threshold_dbfs: float
+
+    msg_type: ClassVar[str] = SILENCE
+    _what: ClassVar[str] = "silence body"
+
+    def __post_init__(self) -> None:
+        values.choice(self.state, "silence state", ProtocolError, EVENT_STATES)
+        for name in ("start_s", "duration_s"):
+            values.set_field(self, name, values.number(getattr(self, name), f"silence {name}",
+                                                       ProtocolError, minimum=0))
+        values.set_field(self, "time_s", values.number(self.time_s, "silence time_s",
+                                                       ProtocolError, minimum=self.start_s))
+        values.set_field(self, "start_sample", values.integer(
+            self.start_sample, "silence start_sample", ProtocolError, minimum=0,
+            maximum=MAX_INTEGER))
+        values.set_field(self, "sample", values.integer(
+            self.sample, "silence sample", ProtocolError, minimum=self.start_sample,
+            maximum=MAX_INTEGER))
+        values.set_field(self, "threshold_dbfs", values.number(
+            self.threshold_dbfs, "silence threshold_dbfs", ProtocolError, minimum=MIN_DBFS,
+            maximum=0))
+
+
+Body = ScoresBody | EventBody | StatusBody | HeartbeatBody | TrackBody | SilenceBody
 BODY_TYPES: dict[str, type] = {b.msg_type: b for b in (ScoresBody, EventBody, StatusBody,
-                                                        HeartbeatBody, TrackBody)}
+                                                        HeartbeatBody, TrackBody, SilenceBody)}
 for _part in (Header, *BODY_TYPES.values()):
     _part._register()
 

@@ -1,0 +1,178 @@
+"""Audio health per stream: dead air (silence) and clipping, from each window's level.
+
+The frontend measures every window's RMS and peak level and its samples at full scale
+(``csrc/window_level``); a model that reads samples rather than log-mel frames has no frontend,
+and ``level_of_samples`` measures its windows the same way (without onsets). A
+``SilenceDetector`` per stream reads one level per scored window, in order:
+
+- A window is **quiet** when its RMS level is below ``silence_dbfs``. Consecutive quiet windows
+  make a quiet run, the audio from the first one's start to the last one's end.
+- A quiet run that has lasted ``silence_s`` is **silence** (dead air): a ``SilenceEvent`` "on"
+  whose start is the run's start, sent with the window that confirmed it (``silence_s`` after
+  the start, give or take a hop).
+- The first window that is not quiet ends it: an "off" event at the end of the run's last
+  quiet window. A stream that ends while silent ends its silence at the last quiet window too.
+
+Windows overlap, so a window is quiet only when all of its audio is (music at -20 dBFS in a
+third of a window keeps the window's RMS near -25 dBFS): the run starts within one hop after
+the real silence starts and ends within one hop before it ends.
+
+A window is **clipping** when at least ``clip_samples`` of its samples sit at full scale
+(``|x| >= 0.999``, the frontend's ``CLIP_LEVEL``); they are counted, not announced. What is not
+detected: a stuck tone or a loop (level alone cannot tell them from music), noise above the
+threshold (hiss, hum), one channel silent (sources hand the engine mono), and silence shorter
+than ``silence_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from streamtag import values
+from streamtag.engine.mood import SILENCE_DBFS
+from streamtag.errors import ConfigError
+
+# Broadcast monitors' usual dead-air alarm: 10 s below -50 dBFS (the mood display's silence
+# uses the same level).
+DEFAULT_SILENCE_DBFS = SILENCE_DBFS
+DEFAULT_SILENCE_S = 10.0
+# A window of a few seconds with this many samples at the rail is clipping, not one loud peak
+# of a 16-bit master that happens to touch full scale.
+DEFAULT_CLIP_SAMPLES = 10
+MIN_DBFS = -120.0  # the frontend's floor: digital silence
+CLIP_LEVEL = 0.999  # as csrc/window_level.h's kClipLevel
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthConfig:
+    """The ``[health]`` section of the daemon's config: dead air and clipping."""
+
+    # false: no silence detection (tags then follow the model on silence too)
+    enabled: bool = True
+    # a window whose RMS level is below this is quiet
+    silence_dbfs: float = values.field(DEFAULT_SILENCE_DBFS, minimum=MIN_DBFS, maximum=0)
+    # quiet audio this long is silence (dead air)
+    silence_s: float = values.field(DEFAULT_SILENCE_S, positive=True, maximum=24 * 3600)
+    # samples at full scale that make a window count as clipping
+    clip_samples: int = values.field(DEFAULT_CLIP_SAMPLES, minimum=1)
+
+    def __post_init__(self) -> None:
+        values.check_fields(self, "health", ConfigError)
+
+
+@dataclasses.dataclass(frozen=True)
+class SilenceEvent:
+    """Silence began ("on") or ended ("off"). ``start_sample`` is where it began;
+    ``end_sample`` where it ended ("off"), or for "on" the end of the window that confirmed it."""
+
+    state: str
+    start_sample: int
+    end_sample: int
+    sample_rate: float
+    threshold_dbfs: float
+
+    @property
+    def sample(self) -> int:
+        """Where the change happened: the silence's start ("on") or its end ("off")."""
+        return self.start_sample if self.state == "on" else self.end_sample
+
+    @property
+    def time_s(self) -> float:
+        return self.sample / self.sample_rate
+
+    @property
+    def start_s(self) -> float:
+        return self.start_sample / self.sample_rate
+
+    @property
+    def duration_s(self) -> float:
+        """How long the silence had lasted when confirmed ("on"), or in all ("off")."""
+        return (self.end_sample - self.start_sample) / self.sample_rate
+
+
+def level_of_samples(samples: np.ndarray) -> tuple[float, float, int]:
+    """(RMS dBFS, peak dBFS, samples at full scale) of a window of samples, as the frontend
+    measures its frames (floored at -120 dBFS): for models that read samples."""
+    x = np.asarray(samples, dtype=np.float32).ravel()
+    if x.size == 0:
+        return MIN_DBFS, MIN_DBFS, 0
+    mean_square = float(np.dot(x, x)) / x.size
+    magnitude = np.abs(x)
+    peak = float(magnitude.max())
+    rms_dbfs = 10.0 * math.log10(mean_square) if mean_square > 0 else MIN_DBFS
+    peak_dbfs = 20.0 * math.log10(peak) if peak > 0 else MIN_DBFS
+    rail = np.float32(CLIP_LEVEL)
+    clipped = int(np.count_nonzero(magnitude >= rail)) if peak >= rail else 0
+    return max(MIN_DBFS, rms_dbfs), max(MIN_DBFS, peak_dbfs), clipped
+
+
+class SilenceDetector:
+    """One stream's silence state; ``update`` once per scored window, in order."""
+
+    def __init__(self, config: HealthConfig, sample_rate: float) -> None:
+        self.config = config
+        self.sample_rate = float(sample_rate)
+        self._min_samples = config.silence_s * self.sample_rate
+        self._run_start: int | None = None  # first sample of the quiet run, if in one
+        self._run_end = 0  # one past its last sample
+        self.quiet = False  # the last window was quiet
+        self.silent = False  # the quiet run has lasted silence_s
+        self.silences = 0
+        self.silent_samples = 0  # confirmed silence, from each silence's start
+        self.clipping_windows = 0
+
+    def current(self) -> dict[str, float] | None:
+        """The silence under way, as a snapshot tells it: where it began and how long it has
+        lasted (audio seconds) and the threshold; None while not silent."""
+        if not self.silent or self._run_start is None:
+            return None
+        return {"start_s": self._run_start / self.sample_rate,
+                "duration_s": round((self._run_end - self._run_start) / self.sample_rate, 6),
+                "threshold_dbfs": self.config.silence_dbfs}
+
+    @property
+    def silent_s(self) -> float:
+        return self.silent_samples / self.sample_rate
+
+    def counters(self) -> dict[str, int | float]:
+        """The stream's health counts, for its status and the metrics."""
+        return {"silent": int(self.silent), "silent_s": round(self.silent_s, 3),
+                "silences": self.silences, "clipping_windows": self.clipping_windows}
+
+    def _event(self, state: str, end_sample: int) -> SilenceEvent:
+        return SilenceEvent(state, self._run_start or 0, end_sample, self.sample_rate,
+                            self.config.silence_dbfs)
+
+    def update(self, start_sample: int, end_sample: int, rms_dbfs: float | None,
+               clipped: int = 0) -> list[SilenceEvent]:
+        """Folds in one window's level (None: not measured, never quiet); returns the silence
+        that began or ended with it."""
+        if clipped >= self.config.clip_samples:
+            self.clipping_windows += 1
+        self.quiet = rms_dbfs is not None and rms_dbfs < self.config.silence_dbfs
+        if not self.quiet:
+            events = [self._event("off", self._run_end)] if self.silent else []
+            self._run_start, self.silent = None, False
+            return events
+        if self._run_start is None:
+            self._run_start, self._run_end = start_sample, start_sample
+        grown = max(0, end_sample - self._run_end)
+        self._run_end += grown
+        if self.silent:
+            self.silent_samples += grown
+            return []
+        if self._run_end - self._run_start >= self._min_samples:
+            self.silent = True
+            self.silences += 1
+            self.silent_samples += self._run_end - self._run_start
+            return [self._event("on", self._run_end)]
+        return []
+
+    def close(self) -> list[SilenceEvent]:
+        """End of the stream: a silence under way ends with its last quiet window."""
+        events = [self._event("off", self._run_end)] if self.silent else []
+        self._run_start, self.silent, self.quiet = None, False, False
+        return events

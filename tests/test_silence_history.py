@@ -1,0 +1,66 @@
+"""Dead air in the history database: a real daemon plays real music with silence in the middle,
+the recorder (in process, over real ZeroMQ) stores its silence messages in SQLite, and the
+span reads back from the ``silences`` table as docs/history.md says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from helpers import make_config, started, tiny_model_file, wait_until
+from test_silence import HOP_S, MUSIC, MUSIC_MISSING
+
+from streamtag.audio.files import load_audio, write_audio
+from streamtag.daemon.config import SourceConfig
+from streamtag.history import schema
+from streamtag.history.recorder import Recorder
+
+
+def test_recorded_silence_reads_back_as_a_span(tmp_path):
+    if not MUSIC.exists():
+        pytest.skip(MUSIC_MISSING)
+    audio, _ = load_audio(MUSIC, 16000)
+    path = tmp_path / "gap.flac"
+    write_audio(path, np.concatenate([audio[30 * 16000: 40 * 16000],
+                                      np.zeros(15 * 16000, np.float32),
+                                      audio[60 * 16000: 70 * 16000]]), 16000)
+    model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32,
+                            thresholds=(0.01, 0.01, 0.01, 0.01))
+    engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
+    schema.upgrade(engine)
+    daemon, sub = started(make_config(model, tmp_path))
+    sub.close()
+    recorder = Recorder(engine, daemon.publisher.endpoint).start()
+    try:
+        wait_until(lambda: recorder.stats.received["heartbeat"] > 0, 10,
+                   "the recorder to hear the daemon")
+        daemon.add_source(SourceConfig("radio", f"file:{path}"))
+
+        def ended() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(schema.statuses)
+                                    .where(schema.statuses.c.state == "ended")).scalar() == 1
+        wait_until(ended, 60, "the stream's end to be stored")
+        assert recorder.stop()
+    finally:
+        daemon.stop()
+    s = schema.silences
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(s).order_by(s.c.seq)).all()
+        # The way docs/history.md tells to read spans: each "off" row is one whole span.
+        spans = conn.execute(sa.select(s.c.stream, s.c.start_s, s.c.time_s)
+                             .where(s.c.state == "off")).all()
+        tags_on_inside = conn.execute(sa.select(sa.func.count()).select_from(schema.events).where(
+            schema.events.c.state == "on", schema.events.c.time_s > spans[0].start_s,
+            schema.events.c.time_s < spans[0].time_s)).scalar()
+    engine.dispose()
+    assert [(r.stream, r.state) for r in rows] == [("radio", "on"), ("radio", "off")]
+    on, off = rows
+    assert on.time_s == on.start_s and on.sample == on.start_sample
+    assert on.duration_s >= 10.0 and on.threshold_dbfs == -50.0
+    assert off.start_s == on.start_s and off.duration_s == pytest.approx(off.time_s - off.start_s)
+    ((stream, start_s, end_s),) = spans
+    assert stream == "radio"
+    assert 10.0 - 0.05 <= start_s <= 10.0 + HOP_S + 0.05
+    assert 25.0 - HOP_S - 0.05 <= end_s <= 25.0 + 0.05
+    assert tags_on_inside == 0
