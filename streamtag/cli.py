@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Callable
 
@@ -48,6 +49,55 @@ def _add_client_keys(parser: argparse.ArgumentParser, whose: str) -> None:
                         help="this client's secret key file (NAME.key_secret)")
 
 
+def port_number(text: str) -> int:
+    """A flag's TCP port: an integer 0-65535 (argparse names the flag in its error)."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give a whole number "
+                                         "from 1 to 65535 (0: off, or any free port)")
+    return port
+
+
+def zmq_endpoint(text: str) -> str:
+    """A ZeroMQ endpoint flag, checked where a mistyped one would fail later with a vague
+    error: a tcp:// port must be 1-65535 or *."""
+    scheme, _, rest = text.partition("://")
+    if scheme == "tcp":
+        port = rest.rpartition(":")[2]
+        if not (port == "*" or (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: the port {port!r} is not a TCP port; write tcp://HOST:PORT with "
+                "PORT 1-65535 (or * where the endpoint is bound)")
+    elif scheme not in ("ipc", "inproc") or not rest:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint; write "
+                                         "tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    return text
+
+
+def zmq_endpoint_or_off(text: str) -> str:
+    """``zmq_endpoint``, or "" for off."""
+    return text if text == "" else zmq_endpoint(text)
+
+
+def source_flag(text: str) -> str:
+    """A ``--source`` flag, ``[ID=]SPEC``: an ID that is not a valid stream id (a space in it)
+    is named as such, rather than read as part of a spec of an unknown kind."""
+    from pathlib import Path
+
+    from streamtag.wire.protocol import STREAM_ID_PATTERN
+
+    given, sep, _ = text.partition("=")
+    if (sep and not re.fullmatch(STREAM_ID_PATTERN, given) and "/" not in given
+            and not Path(text).exists()):
+        raise argparse.ArgumentTypeError(
+            f"the stream id {given!r} in {text!r} is not valid: an id is 1 to 128 of the "
+            "characters A-Z a-z 0-9 _ . : - (no spaces), as in my_radio=http://...")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from streamtag.frontend import LogMelOptions
 
@@ -77,16 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="daemon TOML file (flags override it)")
     p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
                    "(default: the shipped model)")
-    p.add_argument("--source", action="append", metavar="[ID=]SPEC",
+    p.add_argument("--source", action="append", metavar="[ID=]SPEC", type=source_flag,
                    help="file:PATH, a path, http(s)://URL, device:NAME or pipe:; repeatable")
-    p.add_argument("--publish", help=f"PUB endpoint (default {DEFAULT_FEED_ENDPOINT})")
-    p.add_argument("--control",
+    p.add_argument("--publish", type=zmq_endpoint,
+                   help=f"PUB endpoint (default {DEFAULT_FEED_ENDPOINT})")
+    p.add_argument("--control", type=zmq_endpoint_or_off,
                    help=f"control endpoint (default {DEFAULT_CONTROL_ENDPOINT}; '' off)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     _add_backend(p, None)
     _add_precision(p, None)
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=port_number,
+                   help="serve Prometheus metrics on this port")
     p.add_argument("--realtime", action="store_true", help="play file sources at real speed")
     p.add_argument("--shard", metavar="K/N",
                    help="serve only shard K of N of the sources (by a stable hash of the "
@@ -104,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a screen for the room's mood: the default sound card (unless "
                         "--source), the installed real-music model (unless --model) and the "
                         "venue page at /venue (docs/venue.md)")
-    p.add_argument("--dashboard-port", type=int, default=8080,
+    p.add_argument("--dashboard-port", type=port_number, default=8080,
                    help="with --venue: the page's HTTP port (default 8080)")
     p.add_argument("--dashboard-host", default="127.0.0.1",
                    help="with --venue: the address the page listens on (default loopback)")
@@ -134,13 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=4.0, help="playback speed (default 4)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the piece")
     p.add_argument("--dashboard", action="store_true", help="also open the web dashboard")
-    p.add_argument("--dashboard-port", type=int, default=8080)
+    p.add_argument("--dashboard-port", type=port_number, default=8080)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_backend(p, "auto")
     p.set_defaults(func=_command("demo"))
 
     p = sub.add_parser("listen", help="print a daemon's messages live")
-    p.add_argument("endpoint", nargs="?", default=DEFAULT_FEED_ENDPOINT)
+    p.add_argument("endpoint", nargs="?", default=DEFAULT_FEED_ENDPOINT, type=zmq_endpoint)
     p.add_argument("--stream", action="append", help="only this stream; repeatable")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--count", type=int, help="stop after this many messages")
@@ -150,10 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracks", action="store_true",
                    help="only what is playing: each title change and each finished track's "
                         "summary")
-    p.add_argument("--control", metavar="ENDPOINT",
+    p.add_argument("--control", metavar="ENDPOINT", type=zmq_endpoint,
                    help="with --tracks: the daemon's control endpoint, to start with its "
                         "current titles and last tracks")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="with --control: how long to wait for a daemon that is not up yet "
+                        "(default 30; 0: ask once)")
     p.set_defaults(func=_command("listen"))
+
+    p = sub.add_parser("status", help="what a running daemon is doing: each stream's state, "
+                                      "title, station, level and counters")
+    p.add_argument("--control", metavar="ENDPOINT", type=zmq_endpoint,
+                   default=DEFAULT_CONTROL_ENDPOINT,
+                   help=f"the daemon's control endpoint (default {DEFAULT_CONTROL_ENDPOINT})")
+    p.add_argument("--stream", action="append", help="only this stream; repeatable")
+    p.add_argument("--json", action="store_true", help="the daemon's reply as one JSON object")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for a daemon that is not up yet (default 0: ask once, "
+                        "for 2 s)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="the daemon's control token file, where it is not the default "
+                        "(control.token in streamtag's folder)")
+    _add_client_keys(p, "the daemon's")
+    p.set_defaults(func=_command("status"))
 
     p = sub.add_parser("keys", help="CURVE key pairs for encrypted, authenticated sockets")
     keys_sub = p.add_subparsers(dest="keys_command", required=True)
@@ -167,12 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard",
                        help="a web page showing the tags live, for a screen in the room")
-    p.add_argument("--connect", action="append", metavar="ENDPOINT",
+    p.add_argument("--connect", action="append", metavar="ENDPOINT", type=zmq_endpoint,
                    help="the daemon's (or a proxy's) PUB endpoint; repeatable "
                         f"(default {DEFAULT_FEED_ENDPOINT})")
-    p.add_argument("--control", metavar="ENDPOINT",
+    p.add_argument("--control", metavar="ENDPOINT", type=zmq_endpoint,
                    help="the daemon's control endpoint: the current state is fetched at start")
-    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any free)")
+    p.add_argument("--port", type=port_number, default=8080,
+                   help="HTTP port (default 8080; 0: any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--db", metavar="URL",
                    help="a history database (streamtag record's) for the history view")
@@ -211,11 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_command("proxy"))
 
     p = sub.add_parser("record", help="write what daemons publish to a history database")
-    p.add_argument("--connect", action="append", metavar="ENDPOINT",
+    p.add_argument("--connect", action="append", metavar="ENDPOINT", type=zmq_endpoint,
                    help="a daemon's (or a proxy's) PUB endpoint; repeatable")
     p.add_argument("--db", default="sqlite:///tags.db",
                    help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
-    p.add_argument("--control", action="append", metavar="ENDPOINT",
+    p.add_argument("--control", action="append", metavar="ENDPOINT", type=zmq_endpoint,
                    help="a daemon's control endpoint, for a snapshot at start; repeatable")
     p.add_argument("--queue-size", type=int, default=100_000,
                    help="messages that may wait for a slow or down database (default 100000)")
@@ -225,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest wait between retries of a down database (default 30)")
     p.add_argument("--drain-timeout-s", type=float, default=10.0,
                    help="on stop, how long to wait for the database to take the queue")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=port_number,
+                   help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",
                    help="address of the metrics server (default loopback)")
     p.add_argument("--upgrade", action="store_true",

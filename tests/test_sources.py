@@ -721,3 +721,44 @@ def test_mono_blocks_end_where_rate_channels_or_format_change_and_keep_what_prec
     for x, _ in blocks:
         assert x.dtype == np.float32 and x.flags.writeable
         x[:1] = 0.0
+
+
+@pytest.mark.parametrize("header", ["icy-name", "ice-name"])
+def test_a_station_s_name_goes_with_its_running_status_and_titles(header, tmp_path):
+    """The server's icy-name (or ice-name) is the station's display name, cleaned as titles
+    are; an Ogg stream's own TITLE/ARTIST comments title its audio."""
+    import http.server
+
+    from test_ogg_titles import PIECES, encode_links
+
+    data = encode_links(tmp_path, "opus")[0].read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ogg")
+            self.send_header(header, "Late\x1b[2J Night\tRadio")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    statuses = []
+    try:
+        source = HttpSource(f"http://127.0.0.1:{server.server_address[1]}/live.ogg",
+                            reconnect=False)
+        source.open(16000, lambda state, error, extra: statuses.append((state, extra)))
+        assert sum(c.samples.size for c in source.chunks(threading.Event())) > 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    running = [extra for state, extra in statuses if state == "running"]
+    assert running and running[0].get("station") == "Late Night Radio"
+    assert {extra["station"] for extra in running if "station" in extra} == {"Late Night Radio"}
+    assert [extra["title"] for extra in running if "title" in extra] == [
+        f"{PIECES[0][0]} - {PIECES[0][1]}"]

@@ -18,8 +18,8 @@ from typing import Any, TextIO
 import zmq
 
 from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
+from streamtag.commands.status import ask_daemon
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
     EventBody,
     HeartbeatBody,
@@ -89,6 +89,8 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
             text += f"  error: {_shown(body.error)}"
         if body.title:
             text += f'  title: "{_shown(body.title)}"'
+        if body.station:
+            text += f'  station: "{_shown(body.station)}"'
         if body.source:
             text += f"  source: {_shown(body.source)}"
         if body.counters:
@@ -161,14 +163,16 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                as_json: bool = False, count: int | None = None, duration: float | None = None,
                out: TextIO | None = None, *, topics: Iterable[str] = ALL_TOPICS,
                context: zmq.Context | None = None, curve: ClientCurve | None = None,
-               tracks: bool = False, control: str | None = None) -> int:
+               tracks: bool = False, control: str | None = None,
+               wait_s: float = 30.0) -> int:
     """Print received messages until `count` or `duration` or Ctrl-C.
 
     One line per message: human-readable, or with `as_json` one JSON object per line with the
     keys topic, header, body, gap and restarted. With `tracks`, only what is playing: a line
     per title change ("now playing") and per finished track, after the daemon's current
-    titles and last tracks when `control` (its control endpoint) is given; `count` then
-    counts those lines. Returns the exit status.
+    titles and last tracks when `control` (its control endpoint) is given, waiting up to
+    `wait_s` seconds for a daemon that does not answer yet; `count` then counts those lines.
+    Returns the exit status.
     """
     if tracks:
         topics = ("status", "track")
@@ -186,8 +190,10 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
         with subscriber:
             if playing is not None and control is not None:
                 try:
-                    reply = control_request(control, {"cmd": "status"}, context=context,
-                                            curve=curve)
+                    reply = ask_daemon(control, {"cmd": "status"}, wait_s, curve=curve,
+                                       context=context,
+                                       on_wait=lambda line: print(f"streamtag listen: {line}",
+                                                                  file=sys.stderr, flush=True))
                 except (TimeoutError, OSError, ProtocolError) as exc:
                     print(f"streamtag listen: no current titles from {control}: {exc}",
                           file=sys.stderr)
@@ -198,6 +204,10 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                             out.write(line + "\n")
                         out.flush()
                         printed += len(lines)
+                    else:
+                        print(f"streamtag listen: no current titles from {control}: the "
+                              f"daemon refused: {_shown(str(reply.get('error')))}",
+                              file=sys.stderr)
             while count is None or printed < count:
                 wait_ms = 500
                 if deadline is not None:
@@ -236,4 +246,4 @@ def cmd_listen(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     return run_listen(args.endpoint, streams=args.stream or None, as_json=args.json,
                       count=args.count, duration=args.duration, curve=curve,
-                      tracks=args.tracks, control=args.control)
+                      tracks=args.tracks, control=args.control, wait_s=args.wait)

@@ -1,4 +1,8 @@
-"""``streamtag record``: the recorder in the foreground until a signal, then a summary."""
+"""``streamtag record``: the recorder in the foreground until a signal, then a summary.
+
+A database that is down is waited for (with back-off); one that can never be used as given (a
+refused login, a missing database or user, an SQLite file that cannot be opened) stops the
+command at once with exit status 2 and the fix."""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ import threading
 from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.errors import ConfigError
 from streamtag.history import schema
-from streamtag.history.recorder import RETRYABLE_DB_ERRORS, Recorder, start_when_up
+from streamtag.history.recorder import (
+    RETRYABLE_DB_ERRORS,
+    Recorder,
+    permanent_db_error,
+    start_when_up,
+)
 from streamtag.wire.exposure import optional_client_curve
 
 
@@ -31,8 +40,9 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
             try:
                 revision = schema.upgrade(engine)
             except RETRYABLE_DB_ERRORS as exc:
-                raise ConfigError(f"cannot reach {schema.describe_url(engine)}: "
-                                  f"{str(exc.orig).strip()[:200]}") from None
+                raise ConfigError(permanent_db_error(exc, engine)
+                                  or f"cannot reach {schema.describe_url(engine)}: "
+                                     f"{str(exc.orig).strip()[:200]}") from None
             print(f"streamtag record: {schema.describe_url(engine)} is at schema revision "
                   f"{revision}", file=sys.stderr)
             return 0

@@ -398,6 +398,7 @@ class Daemon:
 
     def _on_source_status(self, run: _SourceRun, state: str, error: str | None,
                           extra: dict) -> None:
+        run.station = extra.get("station", run.station)
         if "title" in extra and run.config.title is None:  # a configured title wins
             run.title = extra["title"]
             if run.tracks is not None:
@@ -408,6 +409,15 @@ class Daemon:
                     run.tracks.change_title(run.title, sample, extra.get("title_at"))
         if state in FINAL_STATES:
             return  # published by the daemon once the stream's last window is out
+        # Logged once per change (a station down for hours retries hundreds of times).
+        if state == "reconnecting" and error != run.logged_error:
+            run.logged_error = error
+            log.warning("source %s (%s): %s; retrying with back-off (logged again when this "
+                        "changes)", run.config.id, run.shown_source, run.shown(error))
+        elif state == "running" and run.logged_error is not None:
+            run.logged_error = None
+            log.warning("source %s (%s): audio again after %d reconnects", run.config.id,
+                        run.shown_source, run.source.counters.get("reconnects", 0))
         run.state, run.error = state, error
         self._publish_status(run, state, error)
 
@@ -428,7 +438,7 @@ class Daemon:
         counters = self._counters(run)
         self.publisher.publish_status(run.config.id, state=state, error=run.shown(error),
                                       counters=counters, title=run.title,
-                                      source=run.shown_source)
+                                      source=run.shown_source, station=run.station)
 
     def _run_source(self, run: _SourceRun) -> None:
         sid = run.config.id
@@ -576,6 +586,10 @@ class Daemon:
             streams[run.config.id] = {"state": run.state, "error": run.shown(run.error),
                                       "source": run.shown_source, "title": run.title,
                                       "counters": counters, "tracks": list(run.recent_tracks)}
+            if run.station is not None:
+                streams[run.config.id]["station"] = run.station
+            if run.level is not None:
+                streams[run.config.id]["level"] = run.level
         return {"session": self.publisher.session, "shard": {"index": self.shard.index,
                                                               "count": self.shard.count},
                 "uptime_s": time.monotonic() -

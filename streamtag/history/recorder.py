@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import queue
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from streamtag.backoff import Backoff
+from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
@@ -640,17 +642,60 @@ class Recorder:
 def start_when_up(engine: Engine, make: Callable[[], Recorder], stop: threading.Event,
                   max_backoff_s: float) -> Recorder | None:
     """Upgrade the schema and start a recorder (`make()`), which reads where it left off;
-    retried with back-off while the database is down. None when stopped meanwhile."""
+    retried with back-off while the database is down. None when stopped meanwhile.
+    ConfigError for an error that retrying cannot mend (``permanent_db_error``)."""
     backoff = _backoff(max_backoff_s)
     while not stop.is_set():
         try:
             schema.upgrade(engine)
             return make().start()  # reads the database before it subscribes
         except RETRYABLE_DB_ERRORS as exc:
+            permanent = permanent_db_error(exc, engine)
+            if permanent is not None:
+                raise ConfigError(permanent) from None
             wait_s = backoff.next_wait_s()
             log.warning("cannot reach %s (%s); retrying in %.1f s", schema.describe_url(engine),
                         str(exc.orig).strip()[:200], wait_s)
             stop.wait(wait_s)
+    return None
+
+
+# What a PostgreSQL server says (its FATAL message; psycopg gives no SQLSTATE for a failed
+# connection) when the login or the database is wrong: retrying cannot mend it.
+_PG_REFUSED_LOGIN = ("password authentication failed", "authentication failed",
+                     "no pg_hba.conf entry", "no password supplied")
+_PG_MISSING = re.compile(r'(database|role) "[^"]*" does not exist')
+# SQLite's errors for a file that cannot be opened or written at all (a missing folder, no
+# permission, not a database); a locked or busy database is retried.
+_SQLITE_PERMANENT = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_NOTADB",
+                     "SQLITE_AUTH")
+
+
+def permanent_db_error(exc: sa.exc.DBAPIError, engine: Engine) -> str | None:
+    """Why ``exc`` will not go away by retrying, with the fix: a login the server refuses, a
+    database or user that does not exist, an SQLite file that cannot be opened. None for an
+    error worth retrying (the server is down or refuses connections, a busy database)."""
+    url = schema.describe_url(engine)
+    text = str(exc.orig).strip()
+    detail = text.rpartition("FATAL:")[2].strip()[:200] or text[:200]
+    if engine.url.get_backend_name() == "sqlite":
+        if getattr(exc.orig, "sqlite_errorname", None) in _SQLITE_PERMANENT:
+            return (f"cannot use the SQLite file {engine.url.database!r} ({detail}); check that "
+                    "its folder exists and that this user may write there, or give another "
+                    "--db sqlite:///PATH")
+        return None
+    lowered = text.lower()
+    if any(words in lowered for words in _PG_REFUSED_LOGIN):
+        return (f"{url} refused the login ({detail}); check the user name and password in "
+                "--db (postgresql://USER:PASSWORD@HOST:PORT/DATABASE) and the server's "
+                "pg_hba.conf")
+    missing = _PG_MISSING.search(text)
+    if missing:
+        what = missing.group(1)
+        return (f"{url}: {detail}; "
+                + ("create it (createdb NAME) or name an existing database in --db"
+                   if what == "database" else "create the user (createuser NAME) or name an "
+                   "existing one in --db"))
     return None
 
 

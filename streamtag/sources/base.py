@@ -58,6 +58,44 @@ def clean_title(text: str) -> str:
     return text[:MAX_TITLE_CHARS].rstrip()
 
 
+def title_from_tags(*metadata: dict) -> str | None:
+    """"Artist - Title" from the first of ``metadata`` (dicts of tags, any key case) that has a
+    title; just the title without an artist; None without a title. Tags are text from whoever
+    made the file or runs the station: cleaned as a station's titles are (``clean_title``)."""
+    for tags in metadata:
+        lower = {str(k).lower(): str(v) for k, v in tags.items()}
+        title = clean_title(lower.get("title", ""))
+        if title:
+            artist = clean_title(lower.get("artist", ""))
+            return clean_title(f"{artist} - {title}") if artist else title
+    return None
+
+
+# Packet side data that carries a stream's new tags, as FFmpeg packs a dictionary (key NUL
+# value NUL ...): a chained Ogg stream's next link (Vorbis, Opus comments), a metadata update.
+TAG_SIDE_DATA = ("strings_metadata", "metadata_update")
+MAX_TAG_BYTES = 1 << 20  # larger packed tags (cover art in a comment) are not read
+
+
+def packet_tags(packet) -> dict[str, str] | None:
+    """The tags a demuxed PyAV packet brings with it, when the stream's metadata changes at
+    this packet (a new link of a chained Ogg stream); None when it brings none. PyAV shows a
+    stream's ``metadata`` as it was when the container opened, so a change is seen here."""
+    for kind in TAG_SIDE_DATA:
+        if not packet.has_sidedata(kind):
+            continue
+        data = packet.get_sidedata(kind)
+        if data.data_size > MAX_TAG_BYTES:
+            return None
+        parts = bytes(data).split(b"\0")
+        tags = {}
+        for key, value in zip(parts[0::2], parts[1::2], strict=False):
+            if key:
+                tags[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        return tags
+    return None
+
+
 class TitleLimit:
     """At most ``max_changes`` title changes in any ``window_s`` seconds: a station that sends a
     new title in every metadata block would otherwise make a status message, a track and a

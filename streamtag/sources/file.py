@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-from streamtag.audio.files import AudioDecodeError, iter_decoded
+from streamtag.audio.files import AudioDecodeError, mono_blocks
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Source, clean_title
+from streamtag.sources.base import AudioChunk, Source, packet_tags, title_from_tags
 
 # Decoded audio is handed on in blocks of at least this many seconds (an MP3 frame is 26 ms,
 # and each chunk is a pass through Python): as fast as the consumer reads, and at playback
@@ -20,26 +20,14 @@ BLOCK_S = 0.5
 REALTIME_BLOCK_S = 0.1
 
 
-def title_from_tags(*metadata: dict) -> str | None:
-    """"Artist - Title" from the first of ``metadata`` (dicts of tags, any key case) that has a
-    title; just the title without an artist; None without a title. Tags are text from whoever
-    made the file: cleaned as a station's titles are (``clean_title``)."""
-    for tags in metadata:
-        lower = {str(k).lower(): str(v) for k, v in tags.items()}
-        title = clean_title(lower.get("title", ""))
-        if title:
-            artist = clean_title(lower.get("artist", ""))
-            return clean_title(f"{artist} - {title}") if artist else title
-    return None
-
-
 class FileSource(Source):
     """Decodes the first audio stream of a file; its channels, however many, are averaged to
-    mono (``streamtag.audio.files.iter_decoded``) before resampling.
+    mono (``streamtag.audio.files.mono_blocks``) before resampling.
 
     The file's own title and artist tags (container or stream metadata, as FFmpeg reads ID3,
     Vorbis comments, MP4 atoms) name its audio: reported as a "running" status with ``title``
-    and ``title_sample`` when the audio starts.
+    and ``title_sample`` when the audio starts; each link of a chained Ogg file (Vorbis, Opus)
+    names its own audio from its first sample on.
 
     A file that cannot be opened fails in ``open``; one that breaks part way yields what
     decoded and then raises SourceError. A truncated file that FFmpeg reads to a clean end
@@ -59,7 +47,9 @@ class FileSource(Source):
         self.realtime = bool(realtime)
         self.speed = float(speed)  # with realtime: playback speed (2.0 plays twice as fast)
         self.loop = bool(loop)
-        self.title: str | None = None
+        self.title: str | None = None  # the title the file starts with
+        self._playing: str | None = None  # the title last reported
+        self._seconds_decoded = 0.0
         self._container = None  # the file as open() probed it, decoded first by chunks()
 
     def _open(self) -> None:
@@ -89,18 +79,52 @@ class FileSource(Source):
         if container is not None:
             container.close()
 
+    def _frames(self, container, stop: threading.Event) -> Iterator:
+        """The decoded frames of one pass through the file; a new link of a chained Ogg file
+        (or a metadata update) changes the title where its first packet's audio starts."""
+        import av
+
+        if container is None:
+            try:
+                container = av.open(str(self.path))
+            except (av.error.FFmpegError, OSError) as exc:
+                raise AudioDecodeError(f"cannot open {self.path}: {exc}") from exc
+        with container:
+            if not container.streams.audio:
+                raise AudioDecodeError(f"{self.path} has no audio stream")
+            stream = container.streams.audio[0]
+            try:
+                for packet in container.demux(stream):
+                    if stop.is_set():
+                        return
+                    tags = packet_tags(packet)
+                    if tags is not None:
+                        self._change_title(title_from_tags(tags))
+                    for frame in stream.decode(packet):
+                        self._seconds_decoded += frame.samples / frame.sample_rate
+                        yield frame
+            except av.error.FFmpegError as exc:
+                raise AudioDecodeError(f"cannot decode {self.path}: {exc}") from exc
+
+    def _change_title(self, title: str | None) -> None:
+        if title != self._playing:
+            self._playing = title
+            self._status("running", None, title=title,
+                         title_sample=round(self._seconds_decoded * self.sample_rate))
+
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
-        resampler = self._require_open()
-        if self.title is not None:
-            self._status("running", None, title=self.title, title_sample=resampler.samples_out)
+        self._require_open()
+        self._seconds_decoded = 0.0  # input audio decoded so far, every pass
         start = None  # wall clock of audio time 0, for realtime pacing
         seconds_in = 0.0  # input audio time decoded so far
         while not stop.is_set():
             decoded_any = False
+            if self.title is not None:  # each pass starts with the file's first title
+                self._change_title(self.title)
             try:
                 block_s = REALTIME_BLOCK_S if self.realtime else BLOCK_S
                 container, self._container = self._container, None  # None: opened again
-                with closing(iter_decoded(self.path, block_s, container)) as frames:
+                with closing(mono_blocks(self._frames(container, stop), block_s)) as frames:
                     for samples, rate in frames:
                         if stop.is_set():
                             break

@@ -16,7 +16,11 @@ Each new title is reported at once as a "running" status with ``title``, ``title
 sample, in the consumer's stream) and ``title_at`` (wall-clock time the block arrived). The
 title in a connection's first block names the audio from the connection's start: ICY says
 nothing about the bytes before the first block. A stream without ICY metadata reports the
-title tag of its container, if any, once per connection.
+title tag of its container or stream when it opens, and the tags each new link of a chained
+Ogg stream (Vorbis, Opus) or a metadata update brings, which FFmpeg hands on as side data of the
+link's first packet: placed at that packet as an ICY block is. The station's name
+(``icy-name``, or ``ice-name``) goes as ``station`` with the first "running" status that follows
+a change of it, and with every title.
 
 Stations are untrusted, and what one sends harms at most its own stream:
 
@@ -65,7 +69,14 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 from streamtag.audio.files import mono_blocks
 from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
-from streamtag.sources.base import AudioChunk, Source, TitleLimit, clean_title
+from streamtag.sources.base import (
+    AudioChunk,
+    Source,
+    TitleLimit,
+    clean_title,
+    packet_tags,
+    title_from_tags,
+)
 from streamtag.sources.hosts import HostPolicy, redact_url
 from streamtag.sources.icy import MIN_METAINT, IcyBlock, IcyReader, ReadLimitError, parse_metaint
 
@@ -327,7 +338,8 @@ class HttpSource(Source):
         self.host_policy = host_policy
         self.read_timeout_s = float(read_timeout_s)
         self.title: str | None = None
-        self.station: str | None = None
+        self.station: str | None = None  # the station's name: icy-name (or ice-name)
+        self._station_told: str | None = None  # the name a "running" status last carried
         self.metaint: int | None = None  # the last connection's icy-metaint, None without ICY
         self.icy = True  # asks for ICY metadata; False once the station's metaint was too small
         self.counters["titles_ignored"] = 0
@@ -423,7 +435,8 @@ class HttpSource(Source):
             metaint = None
         with closing(response):
             self.metaint = metaint
-            self.station = clean_title(response.headers.get("icy-name") or "") or self.station
+            name = response.headers.get("icy-name") or response.headers.get("ice-name") or ""
+            self.station = clean_title(name) or self.station
             reader = IcyReader(response, metaint, READ_SIZE, waiting=self._waiting,
                                limit=MAX_BYTES_BEFORE_AUDIO)
             fmt = stream_format(response.headers.get("Content-Type"), reader.peek(4))
@@ -450,9 +463,10 @@ class HttpSource(Source):
         stream = container.streams.audio[0]
         first_sample = self._resampler.samples_out  # this connection's first output sample
         decoded_s = 0.0  # input audio decoded on this connection, in seconds
-        if self.metaint is None:
+        tagged = self.metaint is None  # without ICY, titles come in the stream's own tags
+        if tagged:
             titles = (clean_title(container.metadata.get(k, "")) for k in TITLE_KEYS)
-            title = next((t for t in titles if t), None)
+            title = next((t for t in titles if t), None) or title_from_tags(stream.metadata)
             if title is not None:
                 self._offer_title(title, first_sample, None)
         stopped = False
@@ -467,6 +481,10 @@ class HttpSource(Source):
                 block = reader.take_block(packet.pos)
                 if block is not None:
                     self._place(block, here, first_sample)
+                elif tagged and (tags := packet_tags(packet)) is not None:
+                    # A new link of a chained Ogg stream (or a metadata update): its tags name
+                    # the audio from this packet on; a link without a title is untitled.
+                    self._offer_title(title_from_tags(tags), here, time.time())
                 elif self._holding:
                     self._release_held(here)
                 try:
@@ -537,6 +555,9 @@ class HttpSource(Source):
 
     def _running_extra(self) -> dict:
         extra = {}
+        if self.station != self._station_told:  # a name not yet told (a new one)
+            self._station_told = self.station
+            extra["station"] = self.station
         if self.counters["reconnects"]:
             extra["reconnects"] = self.counters["reconnects"]
         if self.counters["titles_ignored"]:

@@ -428,14 +428,16 @@ class StatusBody(_Part):
     counters: dict[str, int | float] | None = None
     title: str | None = None
     source: str | None = None
+    station: str | None = None  # since 1.2: the station's name (icy-name), left out when None
 
     msg_type: ClassVar[str] = STATUS
     _what: ClassVar[str] = "status body"
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("station",)
 
     def __post_init__(self) -> None:
         values.choice(self.state, "status state", ProtocolError, STATUS_STATES)
         for name, longest in (("error", MAX_DETAIL_LENGTH), ("title", MAX_TEXT_LENGTH),
-                              ("source", MAX_DETAIL_LENGTH)):
+                              ("source", MAX_DETAIL_LENGTH), ("station", MAX_TEXT_LENGTH)):
             if getattr(self, name) is not None:
                 values.text(getattr(self, name), f"status {name}", ProtocolError,
                             longest=longest)

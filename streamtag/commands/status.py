@@ -1,0 +1,182 @@
+"""``streamtag status``: what a running daemon is doing, asked of its control socket.
+
+One line for the daemon (session, uptime, model, engine counts) and a few per stream: its
+state, the title playing and the station's name, the source, the audio level where the daemon
+reports one, and the counters. ``--json`` prints the daemon's reply as it came. The request
+carries the control token (read from the token file when the daemon is on this machine) or,
+under CURVE, this client's admin key, as ``streamtag listen --control`` does.
+
+`ask_daemon` is the request with waiting for a daemon that is not up yet, which ``listen
+--control`` shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+import zmq
+
+from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
+from streamtag.errors import ConfigError, ProtocolError
+from streamtag.wire.control import control_request, read_token
+from streamtag.wire.exposure import optional_client_curve
+from streamtag.wire.protocol import canonical_json
+from streamtag.wire.security import ClientCurve
+
+ATTEMPT_MS = 2000  # one request's wait for its reply; ask_daemon asks again until its deadline
+EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the daemon's state
+
+
+def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
+               curve: ClientCurve | None = None, token: str | None = None,
+               on_wait: Callable[[str], None] | None = None,
+               context: zmq.Context | None = None) -> dict[str, Any]:
+    """The daemon's reply to ``request``, asked again (every ``ATTEMPT_MS``) until ``wait_s``
+    seconds have passed: a daemon that is still loading its model answers nothing yet.
+    ``on_wait`` is told once that the command is waiting.
+    Raises the last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
+    deadline = time.monotonic() + max(0.0, wait_s)
+    told = False
+    timeout_ms = ATTEMPT_MS  # the first attempt waits this long, whatever ``wait_s``
+    while True:
+        try:
+            reply = control_request(endpoint, request, timeout_ms=timeout_ms, curve=curve,
+                                    token=token, context=context)
+            if told and not reply.get("ok"):
+                # The daemon came up while we waited: the request may have gone with no token
+                # as the daemon wrote its token file after it was looked for. Once more.
+                reply = control_request(endpoint, request, timeout_ms=ATTEMPT_MS, curve=curve,
+                                        token=token, context=context)
+            return reply
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+            if on_wait is not None and not told:
+                on_wait(f"no answer from the daemon's control socket at {endpoint} yet; "
+                        f"waiting up to {wait_s:g} s (--wait)")
+            told = True
+            timeout_ms = max(200, min(ATTEMPT_MS,
+                                      int(1000 * (deadline - time.monotonic()))))
+
+
+def _shown(value: Any) -> str:
+    return terminal_text(str(value), one_line=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _level(state: Mapping[str, Any]) -> str | None:
+    """The stream's last audio level, where the daemon's reply carries one."""
+    for key in ("level", "audio"):
+        level = state.get(key)
+        if isinstance(level, Mapping) and isinstance(level.get("rms_dbfs"), (int, float)):
+            text = f"level {level['rms_dbfs']:.1f} dBFS"
+            if isinstance(level.get("peak_dbfs"), (int, float)):
+                text += f" (peak {level['peak_dbfs']:.1f})"
+            return text
+    return None
+
+
+def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> list[str]:
+    """The lines ``streamtag status`` prints for a daemon's status reply. Text from the
+    daemon (titles, names, errors) is shown without what a terminal would act on."""
+    model = reply.get("model") or {}
+    engine = reply.get("engine") or {}
+    session = _shown(str(reply.get("session", "?"))[:8])
+    shard = reply.get("shard") or {}
+    lines = [f"daemon   session {session}  up {_duration(float(reply.get('uptime_s', 0)))}"
+             + (f"  shard {shard.get('index')} of {shard.get('count')}"
+                if shard.get("count", 1) != 1 else "")]
+    if model:
+        lines.append(f"model    {_shown(model.get('name', '?'))} "
+                     f"({_shown(str(model.get('hash', '?')).rpartition(':')[2][:12])}), "
+                     f"{len(model.get('tags') or [])} tags, on {_shown(model.get('device', '?'))}"
+                     f" with {_shown(model.get('backend', '?'))} "
+                     f"{_shown(model.get('precision', ''))}".rstrip())
+    if engine:
+        lines.append("engine   " + "  ".join(
+            f"{_shown(key)} {engine[key]}" for key in ("windows", "batches", "dropped_windows",
+                                                       "failed_batches") if key in engine))
+    shown = {sid: state for sid, state in sorted((reply.get("streams") or {}).items())
+             if streams is None or sid in streams}
+    if not shown:
+        lines.append("streams  none" if streams is None else
+                     f"streams  none of {', '.join(sorted(_shown(s) for s in streams))}")
+    for sid, state in shown.items():
+        if not isinstance(state, Mapping):
+            continue
+        head = f"{_shown(sid):<16} {_shown(state.get('state', '?')):<12}"
+        title = state.get("title")
+        head += f'  "{_shown(title)}"' if isinstance(title, str) else "  (untitled)"
+        if isinstance(state.get("station"), str):
+            head += f'  station "{_shown(state["station"])}"'
+        level = _level(state)
+        if level:
+            head += f"  {level}"
+        lines.append(head)
+        if state.get("error"):
+            lines.append(f"{'':16} error: {_shown(state['error'])}")
+        if state.get("source"):
+            lines.append(f"{'':16} source: {_shown(state['source'])}")
+        counters = state.get("counters") or {}
+        if isinstance(counters, Mapping) and counters:
+            lines.append(f"{'':16} " + _shown(" ".join(
+                f"{key}={value}" for key, value in sorted(counters.items()))))
+    return lines
+
+
+def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None = None,
+               wait_s: float = 0.0, curve: ClientCurve | None = None, token: str | None = None,
+               out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Asks the daemon at ``endpoint`` and prints its state; the exit status."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+
+    def say(line: str) -> None:
+        print(f"streamtag status: {line}", file=err, flush=True)
+
+    try:
+        reply = ask_daemon(endpoint, {"cmd": "status"}, wait_s, curve=curve, token=token,
+                           on_wait=say)
+    except (TimeoutError, ProtocolError, OSError) as exc:
+        say(str(exc))
+        return EXIT_UNREACHABLE
+    if not reply.get("ok"):
+        say(f"the daemon refused: {_shown(reply.get('error', 'no reason given'))}")
+        return EXIT_UNREACHABLE
+    if as_json:
+        body = {k: v for k, v in reply.items() if k != "ok"}
+        if streams is not None:
+            body["streams"] = {k: v for k, v in (body.get("streams") or {}).items()
+                               if k in streams}
+        out.write(terminal_json(canonical_json(body).decode("utf-8")) + "\n")
+    else:
+        out.write("\n".join(format_status(reply, streams)) + "\n")
+    out.flush()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        curve = optional_client_curve(args.server_key, args.client_key)
+    except ConfigError as exc:
+        print(f"streamtag status: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    token = None
+    if args.token_file:
+        token = read_token(args.token_file)
+        if token is None:
+            print(f"streamtag status: cannot read a control token from {args.token_file}; "
+                  "give the daemon's [control] token_file", file=sys.stderr)
+            return EXIT_USAGE
+    return run_status(args.control, as_json=args.json, streams=set(args.stream or ()) or None,
+                      wait_s=args.wait, curve=curve, token=token)

@@ -1,0 +1,181 @@
+"""Titles from a chained Ogg stream: each link of a Vorbis or Opus stream carries its own
+comments (TITLE, ARTIST), and each link's audio is one track, titled by them, on the wire and in
+the history database.
+
+The links are encoded by ffmpeg, each with its tags; a source client of the test's own sends
+them one after the other, in real time, to a real Icecast mount, as a playout system that starts
+a new link per piece does (ffmpeg's own Ogg muxer writes one link, so it cannot be the source
+client here); the daemon reads the mount over HTTP and the recorder writes what it publishes
+to SQLite. Files made of the same links are titled per link too.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers import collect, make_config, started, wait_until
+
+from streamtag.daemon.config import SourceConfig
+from streamtag.history import schema
+from streamtag.history.recorder import Recorder
+from streamtag.sources import FileSource
+
+LINK_S = 2.5
+PIECES = (("Alpha Band", "Morning Song"), ("Beta Duo", "It's Noon; \"quoted\""),
+          ("Gamma", "Night Piece"))
+CODECS = {"vorbis": ("libvorbis", 44100), "opus": ("libopus", 48000)}
+STATION = "Chained Test FM"
+
+
+def encode_links(directory: Path, codec: str) -> list[Path]:
+    """One Ogg file per piece, encoded by ffmpeg with the piece's TITLE and ARTIST."""
+    encoder, rate = CODECS[codec]
+    links = []
+    for i, (artist, title) in enumerate(PIECES):
+        path = directory / f"link{i}.ogg"
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+             "-i", f"sine=frequency={220 * (i + 1)}:sample_rate={rate}:duration={LINK_S}",
+             "-f", "lavfi", "-i", f"anoisesrc=amplitude=0.{i + 1}:sample_rate={rate}:"
+             f"duration={LINK_S}", "-filter_complex", "amix=inputs=2", "-ac", "2",
+             "-c:a", encoder, "-metadata", f"TITLE={title}", "-metadata", f"ARTIST={artist}",
+             "-f", "ogg", str(path)], check=True, timeout=60)
+        links.append(path)
+    return links
+
+
+class OggSourceClient:
+    """Sends Ogg links to an Icecast mount one after the other (a chained stream), each at its
+    playing speed, over one source connection (HTTP PUT)."""
+
+    def __init__(self, port: int, password: str, mount: str, links: list[Path]) -> None:
+        self.links = links
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        auth = base64.b64encode(f"source:{password}".encode()).decode()
+        self.sock.sendall((f"PUT {mount} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           f"Authorization: Basic {auth}\r\nContent-Type: application/ogg\r\n"
+                           f"Ice-Name: {STATION}\r\nIce-Public: 0\r\n\r\n").encode())
+        answer = self.sock.recv(1024)
+        assert b" 200 " in answer.split(b"\r\n")[0], answer
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, first_bytes: int) -> None:
+        """Sends ``first_bytes`` of the first link at once (the mount goes live), the rest at
+        playing speed in a thread."""
+        self.sock.sendall(self.links[0].read_bytes()[:first_bytes])
+        self.thread = threading.Thread(target=self._send, args=(first_bytes,), daemon=True)
+        self.thread.start()
+
+    def _send(self, skip: int) -> None:
+        try:
+            for data in (path.read_bytes() for path in self.links):
+                per_s = len(data) / LINK_S
+                start, sent = time.monotonic(), skip
+                skip = 0
+                while sent < len(data):
+                    self.sock.sendall(data[sent:sent + 2048])
+                    sent += 2048
+                    time.sleep(max(0.0, start + sent / per_s - time.monotonic()))
+        except OSError as exc:
+            self.error = exc
+        finally:
+            self.sock.close()  # the mount ends with its source
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join(LINK_S * len(self.links) + 10)
+
+
+def mount_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, model_path,
+                                                                         tmp_path):
+    from servers import icecast_server
+
+    links = encode_links(tmp_path, codec)
+    expected = [f"{artist} - {title}" for artist, title in PIECES]
+    db = schema.create_db_engine(f"sqlite:///{tmp_path / 'history.db'}")
+    schema.upgrade(db)
+    with icecast_server() as (icecast, _log):
+        icecast.mount = "/radio.ogg"
+        client = OggSourceClient(icecast.port, icecast.password, icecast.mount, links)
+        daemon = sub = recorder = None
+        try:
+            client.start(4096)
+            # (Icecast.mount_is_live would clear the link's title: it probes with updinfo.)
+            wait_until(lambda: mount_answers(icecast.url), 10, "the Ogg mount to go live")
+            daemon, sub = started(make_config(model_path, tmp_path))
+            recorder = Recorder(db, daemon.publisher.endpoint).start()
+            session = daemon.publisher.session
+
+            def recording() -> bool:
+                with db.connect() as conn:
+                    return conn.execute(sa.select(schema.daemons.c.session).where(
+                        schema.daemons.c.session == session)).first() is not None
+
+            wait_until(recording, 20, "the recorder to store the daemon's heartbeat")
+            daemon.add_source(SourceConfig("chained", f"{icecast.url}", {"reconnect": False}))
+            got = [m for m in collect(sub, {"chained"}, timeout_s=LINK_S * 3 + 30)
+                   if m.header.stream == "chained"]
+            client.join()
+            assert client.error is None
+
+            def tracks_stored() -> bool:
+                with db.connect() as conn:
+                    return conn.execute(sa.select(sa.func.count()).select_from(
+                        schema.tracks)).scalar() >= len(PIECES)
+
+            wait_until(tracks_stored, 20, "the recorder to store the tracks")
+        finally:
+            if recorder is not None:
+                recorder.stop(5)
+            if daemon is not None:
+                daemon.stop()
+                sub.close()
+    tracks = [m.body for m in got if m.msg_type == "track"]
+    assert [t.title for t in tracks] == expected
+    assert [t.reason for t in tracks] == ["title_change", "title_change", "end"]
+    # Each link is one piece: the middle one lasts the link's length.
+    assert tracks[1].end_s - tracks[1].start_s == pytest.approx(LINK_S, abs=0.3)
+    statuses = [m.body for m in got if m.msg_type == "status" and m.body.state == "running"]
+    assert any(s.station == STATION for s in statuses), statuses
+    with db.connect() as conn:
+        rows = conn.execute(sa.select(schema.tracks.c.title, schema.tracks.c.reason)
+                            .order_by(schema.tracks.c.start_sample)).all()
+    db.dispose()
+    assert [tuple(r) for r in rows] == list(zip(expected, ["title_change", "title_change",
+                                                          "end"], strict=True))
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_a_chained_ogg_file_names_each_link_where_its_audio_starts(codec, tmp_path):
+    links = encode_links(tmp_path, codec)
+    chained = tmp_path / "chained.ogg"
+    chained.write_bytes(b"".join(p.read_bytes() for p in links))
+    rate = 16000
+    titles = []
+    with FileSource(chained) as source:
+        source.open(rate, lambda state, error, extra: titles.append(
+            (extra["title"], extra["title_sample"])) if "title" in extra else None)
+        samples = sum(c.samples.size for c in source.chunks(threading.Event()))
+    assert [t for t, _ in titles] == [f"{a} - {t}" for a, t in PIECES]
+    # Each title is placed where its link's audio starts (to a decoder frame).
+    for i, (_, sample) in enumerate(titles):
+        assert abs(sample - i * LINK_S * rate) <= 0.03 * rate, titles
+    assert samples == pytest.approx(len(PIECES) * LINK_S * rate, abs=0.05 * rate)

@@ -1,0 +1,261 @@
+"""Operating the daemon and the recorder: what a user sees when something is wrong.
+
+- ``streamtag record`` stops at once (exit 2, the fix named) on what retrying cannot mend: a
+  refused PostgreSQL login, a database that does not exist, an SQLite file that cannot be
+  opened; a server that is down is waited for, and recorded into once it is up.
+- The daemon logs a station's failure once per change at default verbosity (a 404 retried
+  many times is one line) and says when its audio is back.
+- ``listen --control`` waits for a daemon that is not up yet.
+- Flags: a stream id and a port that are not valid are named with the allowed form.
+
+Real parts: a PostgreSQL server started by the test, real SQLite files, a real daemon and
+a station of the test's own over HTTP.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import logging
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from helpers import free_port, make_config, started, wait_until
+from test_ogg_titles import encode_links
+
+from streamtag.cli import build_parser, main
+from streamtag.commands.listen import run_listen
+from streamtag.commands.record import record
+from streamtag.daemon.config import SourceConfig
+from streamtag.daemon.daemon import Daemon
+from streamtag.history import schema
+
+# -- the recorder: permanent errors stop it, transient ones are waited out ---------------------
+
+
+def record_in_thread(argv: list[str]) -> tuple[threading.Thread, threading.Event, list[int]]:
+    """``streamtag record ARGV`` in a thread (its exit status lands in the list); the event
+    stops it as a signal would."""
+    args = build_parser().parse_args(["record", *argv])
+    stop, status = threading.Event(), []
+    thread = threading.Thread(target=lambda: status.append(record(args, stop)), daemon=True)
+    thread.start()
+    return thread, stop, status
+
+
+def test_record_stops_at_once_on_an_sqlite_file_it_cannot_open(tmp_path, capsys):
+    db = tmp_path / "no-such-folder" / "tags.db"
+    thread, stop, status = record_in_thread(["--connect", f"tcp://127.0.0.1:{free_port()}",
+                                             "--db", f"sqlite:///{db}"])
+    thread.join(60)
+    stop.set()  # were it retrying, this would end it; the status says it did not
+    thread.join(10)
+    assert status == [2]
+    err = capsys.readouterr().err
+    assert f"cannot use the SQLite file '{db}'" in err
+    assert "check that its folder exists" in err
+    # --upgrade says the same
+    assert main(["record", "--upgrade", "--db", f"sqlite:///{db}"]) == 2
+    assert "check that its folder exists" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    hba = server.data / "pg_hba.conf"
+    # A user that logs in with a password; everyone else is trusted (the test's own user).
+    hba.write_text("host all pwuser 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    server.start()
+    try:
+        engine = sa.create_engine(server.url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE ROLE pwuser LOGIN PASSWORD 'right-password'"))
+        engine.dispose()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("change, says", [
+    (("streamtag@", "pwuser:wrong-password@"), "refused the login (password authentication "
+                                               "failed for user \"pwuser\"); check the user"),
+    (("/postgres", "/no_such_db"), 'database "no_such_db" does not exist; create it'),
+    (("streamtag@", "nobody@"), 'role "nobody" does not exist; create the user'),
+])
+def test_record_stops_at_once_on_a_login_or_database_postgresql_refuses(postgres, change, says,
+                                                                        capsys):
+    url = postgres.url.replace(*change)
+    thread, stop, status = record_in_thread(["--connect", f"tcp://127.0.0.1:{free_port()}",
+                                             "--db", url])
+    thread.join(60)
+    stop.set()
+    thread.join(10)
+    assert status == [2]
+    err = capsys.readouterr().err
+    assert says in err
+    assert "wrong-password" not in err  # the password is not shown
+
+
+def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres, caplog):
+    postgres.stop()
+    try:
+        thread, stop, status = record_in_thread(["--connect", f"tcp://127.0.0.1:{free_port()}",
+                                                 "--db", postgres.url, "--max-backoff-s", "0.5"])
+        with caplog.at_level(logging.WARNING, logger="streamtag.history.recorder"):
+            wait_until(lambda: sum("retrying in" in r.getMessage() for r in caplog.records) >= 3,
+                       30, "the recorder to retry")
+        assert thread.is_alive() and not status
+    finally:
+        postgres.start()
+    engine = sa.create_engine(postgres.url)
+    try:
+        def upgraded() -> bool:
+            with engine.connect() as conn:
+                return schema.current_revision(conn) == schema.head_revision()
+
+        wait_until(upgraded, 30, "the recorder to create its schema once the server is up")
+    finally:
+        engine.dispose()
+        stop.set()
+        thread.join(30)
+    assert status == [0]
+
+
+# -- the daemon's log: a station's failure once per change -------------------------------------
+
+
+class SwitchableStation:
+    """Answers 404 until ``serve`` is set; then plays ``data`` (Ogg) once, in real time."""
+
+    def __init__(self, data: bytes, seconds: float) -> None:
+        owner = self
+        self.serve = threading.Event()
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.requests += 1
+                if not owner.serve.is_set():
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/ogg")
+                self.end_headers()
+                t0, sent = time.monotonic(), 0
+                while sent < len(data):
+                    try:
+                        self.wfile.write(data[sent:sent + 4096])
+                    except OSError:
+                        return
+                    sent += 4096
+                    time.sleep(max(0.0, t0 + sent * seconds / len(data) - time.monotonic()))
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ogg"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_station_s_failure_is_logged_once_per_change(model_path, tmp_path, caplog):
+    link = encode_links(tmp_path, "vorbis")[0]
+    station = SwitchableStation(link.read_bytes(), 2.5)
+    daemon, sub = started(make_config(model_path, tmp_path))
+    try:
+        with caplog.at_level(logging.WARNING, logger="streamtag.daemon.daemon"):
+            daemon.add_source(SourceConfig("flaky", station.url, {
+                "initial_backoff_s": 0.05, "max_backoff_s": 0.1}))
+            daemon.add_source(SourceConfig("nowhere", "http://no-such-host.invalid/live", {
+                "initial_backoff_s": 0.05, "max_backoff_s": 0.1}))
+            wait_until(lambda: station.requests >= 6, 20, "several attempts that get 404")
+            wait_until(lambda: daemon.status()["streams"]["nowhere"]["counters"]["reconnects"]
+                       >= 4, 20, "several attempts at a name that does not resolve")
+            station.serve.set()
+            wait_until(lambda: daemon.status()["streams"]["flaky"]["state"] == "running", 20,
+                       "the audio to come")
+            wait_until(lambda: any("audio again" in r.getMessage() for r in caplog.records), 10,
+                       "the log line that the audio is back")
+    finally:
+        daemon.stop()
+        sub.close()
+        station.close()
+    lines = [r.getMessage() for r in caplog.records if "flaky" in r.getMessage()]
+    failures = [line for line in lines if "the station answered HTTP 404" in line]
+    assert len(failures) == 1, lines
+    assert failures[0].startswith(f"source flaky ({station.url}): the station answered HTTP 404;")
+    assert "retrying with back-off" in failures[0]
+    back = [line for line in lines if "audio again" in line]
+    assert len(back) == 1 and "after" in back[0] and "reconnects" in back[0]
+    nowhere = [r.getMessage() for r in caplog.records if "source nowhere" in r.getMessage()]
+    assert len(nowhere) == 1, nowhere
+    assert "the host name does not resolve" in nowhere[0]
+
+
+# -- listen waits for the daemon --------------------------------------------------------------
+
+
+def test_listen_control_waits_for_a_daemon_that_starts_later(model_path, tmp_path, capsys):
+    link = encode_links(tmp_path, "opus")[0]
+    config = make_config(model_path, tmp_path, sources=(
+        SourceConfig("song", f"file:{link}", {"realtime": True}),))
+    out = io.StringIO()
+    listener = threading.Thread(target=run_listen, kwargs={
+        "endpoint": config.publish.endpoint, "tracks": True, "out": out, "count": 1,
+        "duration": 60.0, "control": config.control.endpoint, "wait_s": 60.0})
+    listener.start()
+    time.sleep(3.0)  # longer than one request's 2 s: the listener has asked again meanwhile
+    daemon = Daemon(config).start()
+    try:
+        listener.join(60)
+    finally:
+        daemon.stop()
+    assert not listener.is_alive()
+    err = capsys.readouterr().err
+    assert f"no answer from the daemon's control socket at {config.control.endpoint} yet; " \
+           "waiting up to 60 s (--wait)" in err
+    assert "no current titles" not in err
+    # The first line is the daemon's answer: what plays now.
+    assert out.getvalue().startswith("now           song         now playing \"Alpha Band - ")
+
+
+# -- flags -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--source", "my radio=http://example.com/live"],
+     "argument --source: the stream id 'my radio' in 'my radio=http://example.com/live' is not "
+     "valid: an id is 1 to 128 of the characters A-Z a-z 0-9 _ . : - (no spaces)"),
+    (["run", "--metrics-port", "99999"],
+     "argument --metrics-port: '99999' is not a TCP port: give a whole number from 1 to 65535"),
+    (["dashboard", "--port", "-1"], "argument --port: '-1' is not a TCP port"),
+    (["record", "--metrics-port", "http"], "argument --metrics-port: 'http' is not a TCP port"),
+    (["listen", "tcp://127.0.0.1:70000"],
+     "'tcp://127.0.0.1:70000': the port '70000' is not a TCP port; write tcp://HOST:PORT"),
+    (["listen", "127.0.0.1:5555"], "'127.0.0.1:5555' is not a ZeroMQ endpoint; write "
+                                   "tcp://HOST:PORT"),
+])
+def test_a_bad_stream_id_or_port_is_named_with_the_allowed_form(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_good_ids_urls_with_equals_and_paths_pass_the_source_check(tmp_path):
+    parser = build_parser()
+    weird = tmp_path / "a b=c.wav"
+    weird.write_bytes(b"")
+    for spec in ("radio-1=http://example.com/live", "http://example.com/live?a=b c",
+                 str(weird), "s:1=file:/x.wav", "pipe:"):
+        assert parser.parse_args(["run", "--source", spec]).source == [spec]

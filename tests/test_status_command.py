@@ -1,0 +1,134 @@
+"""``streamtag status``: a running daemon's state asked of its control socket, with its token,
+as a user reads it on a terminal or as JSON; a daemon that is not there or that refuses the
+token is said, with exit status 1.
+
+A real daemon serves a station of the test's own: an HTTP server that plays a chained Ogg
+stream (ffmpeg's links, looped) in real time and names itself with ``icy-name``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import threading
+import time
+
+import pytest
+from helpers import free_port, make_config, started, wait_until
+from test_ogg_titles import PIECES, encode_links
+
+from streamtag.cli import main
+from streamtag.commands.status import run_status
+from streamtag.daemon.config import SourceConfig
+
+STATION = "Status Test FM"
+
+
+class OggRadio:
+    """Serves ``data`` (a chained Ogg stream) at /live.ogg, looped, paced at real time."""
+
+    def __init__(self, data: bytes, seconds: float) -> None:
+        owner = self
+        self.data, self.bytes_per_s = data, len(data) / seconds
+        self.cut = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/ogg")
+                self.send_header("icy-name", STATION)
+                self.end_headers()
+                t0, sent = time.monotonic(), 0
+                while not owner.cut.is_set():
+                    start = sent % len(owner.data)
+                    piece = owner.data[start:start + 4096]
+                    try:
+                        self.wfile.write(piece)
+                    except OSError:
+                        return
+                    sent += len(piece)
+                    owner.cut.wait(max(0.0, t0 + sent / owner.bytes_per_s - time.monotonic()))
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ogg"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        self.cut.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def radio_daemon(model_path, tmp_path_factory):
+    """A daemon playing the Ogg radio as stream "ogg-radio", once its first title is known."""
+    tmp = tmp_path_factory.mktemp("status")
+    links = encode_links(tmp, "vorbis")
+    radio = OggRadio(b"".join(p.read_bytes() for p in links), 2.5 * len(links))
+    daemon, sub = started(make_config(model_path, tmp))
+    try:
+        daemon.add_source(SourceConfig("ogg-radio", radio.url))
+        wait_until(lambda: (daemon.status()["streams"]["ogg-radio"]["counters"]
+                            .get("windows", 0) > 0), 30, "the radio's first windows")
+        yield daemon
+    finally:
+        daemon.stop()
+        sub.close()
+        radio.close()
+
+
+def test_status_shows_each_stream_s_state_title_station_level_and_counters(radio_daemon):
+    out, err = io.StringIO(), io.StringIO()
+    assert run_status(radio_daemon.control.endpoint, out=out, err=err) == 0, err.getvalue()
+    text = out.getvalue()
+    line = next(row for row in text.splitlines() if row.startswith("ogg-radio"))
+    assert " running " in line
+    assert any(f'"{artist} - {title}"' in line for artist, title in PIECES), line
+    assert f'station "{STATION}"' in line
+    assert " dBFS" in line  # the tiny log-mel model's windows carry their level
+    assert f"source: {radio_daemon.status()['streams']['ogg-radio']['source']}" in text
+    assert "windows=" in text and "samples=" in text
+    model = radio_daemon.model
+    assert text.startswith("daemon   session ")
+    assert f"model    {model.name} " in text
+
+
+def test_status_json_is_the_daemon_s_reply_and_stream_picks_streams(radio_daemon, capsys):
+    assert main(["status", "--control", radio_daemon.control.endpoint, "--json"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    state = reply["streams"]["ogg-radio"]
+    assert state["state"] == "running"
+    assert state["station"] == STATION
+    assert state["title"] in {f"{a} - {t}" for a, t in PIECES}
+    assert state["counters"]["windows"] > 0
+    assert reply["model"]["name"] == radio_daemon.model.name
+    assert main(["status", "--control", radio_daemon.control.endpoint, "--stream", "other"]) == 0
+    assert "streams  none of other" in capsys.readouterr().out
+
+
+def test_status_says_when_no_daemon_answers_or_the_token_is_wrong(radio_daemon, capsys):
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    assert main(["status", "--control", nobody]) == 1
+    err = capsys.readouterr().err
+    assert f"no reply from the control socket at {nobody}" in err
+    assert "is the daemon running" in err
+    err_out = io.StringIO()
+    assert run_status(radio_daemon.control.endpoint, token="x" * 40, out=io.StringIO(),
+                      err=err_out) == 1
+    assert "the daemon refused" in err_out.getvalue()
+    assert "token" in err_out.getvalue()
+
+
+def test_status_flags_are_checked(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--control", "tcp://127.0.0.1:99999"])
+    assert exit_.value.code == 2
+    assert "'99999' is not a TCP port" in capsys.readouterr().err
+    assert main(["status", "--control", "tcp://127.0.0.1:1", "--server-key", "x"]) == 2
+    assert "--server-key and --client-key go together" in capsys.readouterr().err
