@@ -571,7 +571,7 @@ def test_tag_csv_writes_paths_tags_and_errors_as_text_and_numbers_as_numbers():
     rows = list(csv.reader(io.StringIO(format_csv(results))))
     assert rows[1][:3] == ["'=HYPERLINK(\"http://evil\",\"x\").mp3", "segment", "'-2+3"]
     assert rows[2][2] == "'@SUM(A1)"
-    assert rows[3][0] == "'+cmd.mp3" and rows[3][6] == "'\tcannot decode: =1+1"
+    assert rows[3][0] == "'+cmd.mp3" and rows[3][7] == "'\tcannot decode: =1+1"
     assert [float(v) for v in rows[1][3:6]] == [0.0, 1.5, 0.25]
 
 

@@ -44,6 +44,15 @@ def test_segments_follow_events_and_summary_follows_window_means(setup):
         assert seg.tag in model.tags
     assert set(one.tags) == {t for t, th in zip(model.tags, model.thresholds, strict=True)
                              if one.mean_scores[t] >= th}
+    # Each tag's strength is how far its mean stands above its threshold; strongest first.
+    threshold = dict(zip(model.tags, model.thresholds, strict=True))
+    for tag in one.tags:
+        assert one.strength[tag] == pytest.approx(one.mean_scores[tag] / threshold[tag],
+                                                  abs=0.01)
+        assert one.strength[tag] >= 0.99
+    assert list(one.strength.values()) == sorted(one.strength.values(), reverse=True)
+    for seg in one.segments:
+        assert seg.strength == pytest.approx(seg.mean_score / threshold[seg.tag], abs=0.01)
     assert any(s.end_s == pytest.approx(one.duration_s) for s in one.segments) or not any(
         one.segments)
     rows = list(csv.DictReader(io.StringIO(format_csv(results))))

@@ -19,14 +19,18 @@ rule (docs/models.md, "Thresholds"):
    hysteresis and minimum durations included, default ``[smoothing]`` settings) over the
    windows with those thresholds.
 
-Installed models carry the thresholds this rule gives on streamtag's synthetic music (a fixed,
-documented set of pieces); ``streamtag models calibrate NAME AUDIO...`` replaces them with the
-thresholds the same rule gives on the user's own recordings.
+Installed models carry the thresholds this rule gives on real music: fitted at development time
+on freely licensed recordings that Debian ships (``models/thresholds/fit_real_music.py``), of
+which only the numbers are stored (``real_music_thresholds.json``, beside this module), keyed by
+the checkpoints' hashes. Weights without stored thresholds get the rule on streamtag's synthetic
+music (a fixed, documented set of pieces). ``streamtag models calibrate NAME AUDIO...`` replaces
+either with the thresholds the same rule gives on the user's own recordings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -75,7 +79,9 @@ class Calibration:
         """What the model file's ``options.calibration`` keeps of it."""
         return {"rule": "streamtag.catalog.calibration (docs/models.md, Thresholds)",
                 "parameters": rule.to_dict(), "audio": audio, "windows": self.windows,
-                "budget": self.budget, "share_1_to_6_active": round(self.share_in_range, 4),
+                "budget": self.budget,
+                f"share_{rule.min_active}_to_{rule.max_active}_active":
+                    round(self.share_in_range, 4),
                 "mean_active": round(self.mean_active, 3),
                 "share_empty": round(self.empty_share, 4)}
 
@@ -206,6 +212,28 @@ def default_calibration(path: str | os.PathLike, rule: ThresholdRule | None = No
              f"{', '.join(map(str, DEFAULT_SEEDS))}, {DEFAULT_PIECE_SECONDS:g} s each (the "
              "default; run `streamtag models calibrate` on your own recordings)")
     return {"thresholds": result.thresholds.tolist(), "record": result.record(rule, audio)}
+
+
+REAL_MUSIC_THRESHOLDS = Path(__file__).with_name("real_music_thresholds.json")
+
+
+def real_music_calibration(path: str | os.PathLike) -> dict | None:
+    """The thresholds fitted on real music for model file ``path``'s weights (its name, tags
+    and checkpoint hashes as stored), as ``{"thresholds", "record"}``; None for other weights."""
+    manifest = read_manifest(path)
+    entry = json.loads(REAL_MUSIC_THRESHOLDS.read_text(encoding="utf-8")).get(manifest.name)
+    recipe = manifest.recipe if isinstance(manifest.recipe, dict) else {}
+    if (entry is None or entry["tags"] != list(manifest.tags)
+            or entry["checkpoint_sha256"] != recipe.get("checkpoint_sha256")):
+        return None
+    return {"thresholds": [float(t) for t in entry["thresholds"]],
+            "record": {**entry["record"], "check": entry["check"]}}
+
+
+def install_calibration(path: str | os.PathLike) -> dict:
+    """An installed model's default thresholds: fitted on real music where streamtag has them
+    for these weights, else the rule on synthetic music (``default_calibration``)."""
+    return real_music_calibration(path) or default_calibration(path)
 
 
 def write_calibration(path: str | os.PathLike, out: str | os.PathLike,

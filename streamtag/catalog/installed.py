@@ -279,7 +279,7 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
     tensor) leaves the store as it was for that model and the ones after it.
     """
     from streamtag.catalog import musicnn as musicnn_models
-    from streamtag.catalog.calibration import default_calibration, write_calibration
+    from streamtag.catalog.calibration import install_calibration, write_calibration
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     known = available_names()
@@ -310,7 +310,7 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
         for name in names:
             converted = scratch / f"{name}{SUFFIX}"
             musicnn_models.convert(package, name, converted)
-            calibration = default_calibration(converted)  # the documented default
+            calibration = install_calibration(converted)  # the documented default
             target = models_folder() / f"{name}{SUFFIX}"
             target.parent.mkdir(parents=True, exist_ok=True)
             write_calibration(converted, target, calibration["thresholds"],

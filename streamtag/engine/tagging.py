@@ -3,7 +3,9 @@
 Each file becomes a stream of the same ``Engine`` the daemon runs, so windows, smoothing and
 events are the daemon's. Per file the result is the tag segments (a tag's on event to its off
 event, with the mean smoothed score between them) and a track summary: the mean of the window
-probabilities per tag and the tags whose mean reaches the tag's threshold, and the file as one
+probabilities per tag and the tags whose mean reaches the tag's threshold, each with its
+strength (the score over the threshold: 1.0 at it, 2.0 twice it; raw scores mean different
+things for different tags, a sparse tag is sure at 0.06, a frequent one at 0.3), and the file as one
 track, with the fields of the daemon's ``track`` message (``streamtag.engine.tracks``; its title
 from the file's title and artist tags).
 """
@@ -35,6 +37,7 @@ class Segment:
     start_s: float
     end_s: float
     mean_score: float
+    strength: float = 0.0  # mean_score / the tag's threshold: 1 at the threshold
 
 
 @dataclasses.dataclass
@@ -45,6 +48,8 @@ class FileTags:
     segments: list[Segment] = dataclasses.field(default_factory=list)
     mean_scores: dict[str, float] = dataclasses.field(default_factory=dict)
     tags: list[str] = dataclasses.field(default_factory=list)  # mean score >= threshold
+    # of each tag in ``tags``: its mean score / its threshold, the strongest first
+    strength: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str | None = None
     title: str | None = None  # from the file's tags
     track: dict | None = None  # the fields of the daemon's track message for this file
@@ -96,7 +101,9 @@ class _Collector:
             elif e.tag in opened:
                 start, scores = opened.pop(e.tag)
                 mean = float(np.mean(scores)) if scores else e.score
-                self.results[stream_id].segments.append(Segment(e.tag, start, e.time_s, mean))
+                threshold = float(self.model.thresholds[self.model.tags.index(e.tag)])
+                self.results[stream_id].segments.append(
+                    Segment(e.tag, start, e.time_s, mean, ratio(mean, threshold)))
 
     def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
         with self._lock:
@@ -111,8 +118,16 @@ class _Collector:
                 means = np.mean(self._raw[stream_id], axis=0)
                 out.mean_scores = {t: round(float(m), SCORE_DECIMALS)
                                    for t, m in zip(self.model.tags, means, strict=True)}
-                out.tags = [t for t, m, th in zip(self.model.tags, means, self.model.thresholds,
-                                                  strict=True) if m >= th]
+                strength = {t: ratio(float(m), float(th)) for t, m, th in
+                            zip(self.model.tags, means, self.model.thresholds, strict=True)
+                            if m >= th}
+                out.tags = sorted(strength, key=lambda t: -strength[t])
+                out.strength = {t: strength[t] for t in out.tags}
+
+
+def ratio(score: float, threshold: float) -> float:
+    """How far ``score`` stands above ``threshold``, as a multiple (1 at the threshold)."""
+    return round(score / threshold, 2) if threshold > 0 else 0.0
 
 
 def track_fields(track: TrackSummary) -> dict:
@@ -159,13 +174,14 @@ def format_text(results: Sequence[FileTags]) -> str:
         if r.error:
             lines.append(f"{r.path}: ERROR {r.error}")
             continue
-        tags = ", ".join(f"{t} ({r.mean_scores[t]:.2f})" for t in r.tags) or "none"
+        tags = ", ".join(f"{t} {r.strength.get(t, 0.0):.1f}x" for t in r.tags) or "none"
         title = f' "{r.title}"' if r.title else ""
         mostly = ", ".join(r.track["active"]) if r.track and r.track["active"] else "none"
         lines.append(f"{r.path}:{title} {r.duration_s:.1f} s, {r.windows} windows; tags: {tags}; "
                      f"active most of the time: {mostly}")
         for s in r.segments:
-            lines.append(f"  {s.start_s:8.2f} - {s.end_s:8.2f}  {s.tag:<20s} {s.mean_score:.2f}")
+            lines.append(f"  {s.start_s:8.2f} - {s.end_s:8.2f}  {s.tag:<20s} {s.strength:4.1f}x "
+                         f"(score {s.mean_score:.2f})")
     return "\n".join(lines) + "\n"
 
 
@@ -180,15 +196,15 @@ def format_csv(results: Sequence[FileTags]) -> str:
     cell = csv_text
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "kind", "tag", "start_s", "end_s", "score", "error"])
+    writer.writerow(["path", "kind", "tag", "start_s", "end_s", "score", "strength", "error"])
     for r in results:
         if r.error:
-            writer.writerow([cell(r.path), "error", "", "", "", "", cell(r.error)])
+            writer.writerow([cell(r.path), "error", "", "", "", "", "", cell(r.error)])
             continue
         for s in r.segments:
             writer.writerow([cell(r.path), "segment", cell(s.tag), f"{s.start_s:.3f}",
-                             f"{s.end_s:.3f}", f"{s.mean_score:.4f}", ""])
+                             f"{s.end_s:.3f}", f"{s.mean_score:.4f}", f"{s.strength:.2f}", ""])
         for t in r.tags:
             writer.writerow([cell(r.path), "track", cell(t), "0.000", f"{r.duration_s:.3f}",
-                             f"{r.mean_scores[t]:.4f}", ""])
+                             f"{r.mean_scores[t]:.4f}", f"{r.strength.get(t, 0.0):.2f}", ""])
     return out.getvalue()

@@ -34,6 +34,7 @@
     return {
       id, session: null, model: null, tags: [], smoothed: [], active: [], thresholds: null,
       status: null, updated_at: null, gaps: 0, restarted_at: null, history: [], tracks: [],
+      audio: null, silence: null,
     };
   }
 
@@ -86,6 +87,7 @@
       s.smoothed = b.smoothed;
       s.active = b.active;
       s.model = b.model;
+      s.audio = b.audio || null;  // since protocol 1.2
       s.updated_at = receivedAt;
       record(s, receivedAt);
     } else if (h.msg_type === "event") {
@@ -95,6 +97,12 @@
       s.status = b;
     } else if (h.msg_type === "track") {
       s.tracks = [...(s.tracks || []), b].slice(-LAST_TRACKS);
+    } else if (h.msg_type === "silence") {
+      // "on" arrives duration_s of audio after the silence began: its start by this clock
+      s.silence = b.state === "on"
+        ? { since: receivedAt - Math.max(0, b.duration_s || 0), start_s: b.start_s,
+          threshold_dbfs: b.threshold_dbfs }
+        : null;
     }
   }
 
@@ -288,10 +296,39 @@
     if (quietS > QUIET_S) notes.unshift("no scores for " + ago(quietS));
     panel.querySelector(".note").textContent = notes.join(" \u00b7 ");
 
+    renderHealth(panel, s);
     renderTiles(panel.querySelector(".tiles"), s);
     renderBars(panel.querySelector(".bars"), s, MAX_BARS[$("streams").dataset.layout] || 8);
     renderTimeline(panel.querySelector(".timeline"), s);
     renderTracks(panel.querySelector(".recent"), s.tracks || []);
+  }
+
+  const LEVEL_FLOOR_DBFS = -60;  // the meter's empty end; 0 dBFS fills it
+
+  // The last window's level, and dead air: "silent since" by this page's clock.
+  function renderHealth(panel, s) {
+    const level = panel.querySelector(".level");
+    const rms = s.audio && typeof s.audio.rms_dbfs === "number" ? s.audio.rms_dbfs : null;
+    level.hidden = rms === null;
+    if (rms !== null) {
+      const share = Math.max(0, Math.min(1, (rms - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS));
+      level.querySelector(".meter-fill").style.width = (share * 100).toFixed(1) + "%";
+      level.querySelector(".level-value").textContent =
+        rms <= -120 ? "silence" : rms.toFixed(0) + " dBFS";
+      level.classList.toggle("low", Boolean(s.silence) || rms <= -50);
+    }
+    const silence = panel.querySelector(".silence");
+    const silent = Boolean(s.silence);
+    panel.classList.toggle("silent", silent);
+    silence.hidden = !silent;
+    if (silent) {
+      const since = typeof s.silence.since === "number"
+        ? new Date((s.silence.since - view.offsetS) * 1000).toLocaleTimeString([], { hour12: false })
+        : null;
+      const below = typeof s.silence.threshold_dbfs === "number"
+        ? ` (below ${s.silence.threshold_dbfs} dBFS)` : "";
+      silence.textContent = (since ? "Silent since " + since : "Silent") + below;
+    }
   }
 
   function minutesSeconds(seconds) {
@@ -346,8 +383,10 @@
       }
       if (tag !== null) {
         const i = order.get(tag);
-        node.querySelector(".score").textContent =
-          i === undefined || s.smoothed[i] === undefined ? "" : s.smoothed[i].toFixed(2);
+        const ratio = i === undefined ? null : strength(s, i);
+        node.querySelector(".score").textContent = i === undefined || s.smoothed[i] === undefined
+          ? "" : ratio === null ? s.smoothed[i].toFixed(2) : ratio.toFixed(1) + "\u00d7";
+        node.title = i === undefined || s.smoothed[i] === undefined ? "" : scoreNote(s, i);
       }
       nodes.push(node);
     }
@@ -356,10 +395,36 @@
     box.dataset.count = String(Math.min(active.length, 5));
   }
 
+  // How far a smoothed score stands above its tag's threshold (1 = at the threshold): what a
+  // score means differs by tag (a sparse tag is on at 0.06, a frequent one only at 0.3), so
+  // with thresholds known the tiles and bars show this ratio rather than the raw score.
+  function strength(s, i) {
+    const threshold = s.thresholds ? s.thresholds[i] : null;
+    const score = s.smoothed[i];
+    if (typeof threshold !== "number" || !(threshold > 0) || typeof score !== "number") return null;
+    return score / threshold;
+  }
+
+  function scoreNote(s, i) {
+    const threshold = s.thresholds ? s.thresholds[i] : null;
+    const score = (s.smoothed[i] ?? 0).toFixed(3);
+    return typeof threshold === "number"
+      ? `score ${score}, threshold ${threshold.toFixed(3)}` : `score ${score}`;
+  }
+
+  const BAR_SPAN = 3;  // with thresholds: a full bar is 3x the threshold, the mark at a third
+
   function renderBars(box, s, maxBars) {
-    let rows = s.tags.map((tag, i) => ({ tag, score: s.smoothed[i] ?? 0, mark: s.thresholds ? s.thresholds[i] : null }));
+    let rows = s.tags.map((tag, i) => {
+      const ratio = strength(s, i);
+      const score = s.smoothed[i] ?? 0;
+      return ratio === null
+        ? { tag, i, key: score, width: score, mark: null, text: score.toFixed(2) }
+        : { tag, i, key: ratio, width: ratio / BAR_SPAN, mark: 1 / BAR_SPAN,
+            text: ratio.toFixed(1) + "\u00d7" };
+    });
     if (rows.length > maxBars) {
-      rows = rows.slice().sort((a, b) => b.score - a.score).slice(0, maxBars);
+      rows = rows.slice().sort((a, b) => b.key - a.key).slice(0, maxBars);
     }
     const active = new Set(s.active);
     while (box.children.length > rows.length) box.lastChild.remove();
@@ -377,12 +442,13 @@
       node.dataset.tag = row.tag;
       node.querySelector(".name").textContent = row.tag;
       const fill = node.querySelector(".fill");
-      fill.style.width = (Math.max(0, Math.min(1, row.score)) * 100).toFixed(1) + "%";
+      fill.style.width = (Math.max(0, Math.min(1, row.width)) * 100).toFixed(1) + "%";
       fill.style.background = on ? tagColor(row.tag, 50) : "";
       const mark = node.querySelector(".mark");
       mark.hidden = row.mark === null || row.mark === undefined;
       if (!mark.hidden) mark.style.left = (row.mark * 100).toFixed(1) + "%";
-      node.querySelector(".value").textContent = row.score.toFixed(2);
+      node.querySelector(".value").textContent = row.text;
+      node.title = scoreNote(s, row.i);
     });
   }
 
