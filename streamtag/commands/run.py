@@ -149,7 +149,8 @@ def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
     from streamtag.errors import ModelError
 
     try:
-        supervisor = Supervisor(config, processes, exit_when_done=args.exit_when_done,
+        supervisor = Supervisor(config, processes, stop_signals=stop_on_signals,
+                                exit_when_done=args.exit_when_done,
                                 log_level=logging.INFO if args.verbose
                                 else logging.WARNING).start()
     except (ConfigError, ModelError) as exc:

@@ -32,6 +32,7 @@ sentinel to see it die.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -43,6 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
@@ -64,6 +66,9 @@ from streamtag.wire.security import (
     load_keys,
 )
 
+# What a worker stops on: streamtag.commands.stop_on_signals, handed down by the command (a
+# library installs no signal handlers of its own); a module-level function, so spawn pickles it.
+StopSignals = Callable[[], contextlib.AbstractContextManager[threading.Event]]
 log = logging.getLogger(__name__)
 
 RESTART_INITIAL_S = 0.5
@@ -92,7 +97,7 @@ def describe_exit(code: int | None) -> str:
 
 
 def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
-                 log_level: int) -> None:
+                 log_level: int, stop_signals: StopSignals) -> None:
     """A worker process: the daemon of ``config`` (its shard, its internal endpoints) until
     SIGTERM, its parent's end, or (``exit_when_done``) its streams' end. Says ``("ready",
     session)`` on ``conn`` once serving, or ``("error", text)`` and exits EXIT_FATAL for a
@@ -103,15 +108,14 @@ def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
     index = config.shard.index
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker {index} "
                                                 "%(name)s: %(message)s")
-    stop = threading.Event()
+    # SIGTERM from the supervisor (or SIGINT: Ctrl-C reaches the whole process group) drains;
+    # a worker that does not finish is killed by the supervisor after DRAIN_S.
+    with stop_signals() as stop:
+        _serve(config, conn, exit_when_done, stop)
 
-    def on_term(signum: int, frame: object) -> None:
-        if stop.is_set():  # a second SIGTERM: at once
-            os._exit(1)
-        stop.set()
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, on_term)
+def _serve(config: DaemonConfig, conn: Connection, exit_when_done: bool,
+           stop: threading.Event) -> None:
     parent = os.getppid()
     from streamtag.daemon.daemon import Daemon
 
@@ -166,8 +170,8 @@ class Supervisor:
     ModelError, as ``Daemon.start`` would). ``wait()``, ``stop()``, ``status()`` and
     ``readiness()`` are the daemon's."""
 
-    def __init__(self, config: DaemonConfig, processes: int, *, exit_when_done: bool = False,
-                 log_level: int = logging.WARNING) -> None:
+    def __init__(self, config: DaemonConfig, processes: int, *, stop_signals: StopSignals,
+                 exit_when_done: bool = False, log_level: int = logging.WARNING) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
         if config.shard.count > 1 or config.shard.index != 0:
@@ -178,6 +182,7 @@ class Supervisor:
         self.count = processes
         self.exit_when_done = exit_when_done
         self.log_level = log_level
+        self.stop_signals = stop_signals
         self.session = uuid.uuid4().hex  # this supervisor's; every worker has its own
         self.endpoint: str | None = None  # the publish endpoint, bound
         self.control: ControlServer | None = None
@@ -332,7 +337,8 @@ class Supervisor:
         receive, send = self._mp.Pipe(duplex=False)
         process = self._mp.Process(target=serve_worker, name=f"streamtag-worker-{worker.index}",
                                    args=(self.worker_config(worker.index), send,
-                                         self.exit_when_done, self.log_level), daemon=True)
+                                         self.exit_when_done, self.log_level,
+                                         self.stop_signals), daemon=True)
         process.start()
         send.close()
         worker.process, worker.conn = process, receive
