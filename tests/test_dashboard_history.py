@@ -4,15 +4,18 @@ page history.html in a real browser (Debian's chromium, driven by playwright).""
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
 from helpers import free_port  # noqa: E402
+from history_programme import NOT_FOUND, play_session  # noqa: E402
 from history_station import TAGS, Station, await_subscribed, wait_stored  # noqa: E402
 
 # The dashboard tests' fixtures: a browser for the module, and things to close after a test.
@@ -80,7 +83,14 @@ def test_history_json_answers_from_the_database(recorded, closing):  # noqa: F81
         assert sum(strip["counts"]) == WINDOWS
         assert [t["title"] for t in answer["tracks"] if t["stream"] == stream] == titles[stream]
     status, answer = get_json(dashboard.url + "history.json?hours=0")
-    assert status == 400 and "hours" in answer["error"]
+    assert status == 400 and "10 minutes" in answer["error"]
+    status, answer = get_json(dashboard.url + "history.json?minutes=5")
+    assert status == 400 and "10 minutes" in answer["error"]
+    # ten minutes: the strip's bins are never narrower than the hop (one window a second)
+    status, answer = get_json(dashboard.url + "history.json?minutes=10")
+    assert status == 200 and answer["hours"] == 10 / 60
+    for stream in answer["streams"].values():
+        assert len(stream["strip"]["share"][0]) <= 600
 
     without = DashboardThread(f"tcp://127.0.0.1:{free_port()}")
     closing.append(without)
@@ -99,7 +109,7 @@ def test_history_page_shows_airtime_tracks_and_the_strip(
     page.goto(dashboard.url)
     page.locator("a.nav", has_text="history").click()  # from the live view
     page.wait_for_url("**/history.html")
-    page.select_option("#hours", "1")
+    page.select_option("#span", "60")
     expect(page.locator("#updated")).not_to_be_empty(timeout=WAIT_S * 1000)
     for stream in STREAMS:
         panel = page.locator(f'section.hpanel[data-stream="{stream}"]')
@@ -107,8 +117,13 @@ def test_history_page_shows_airtime_tracks_and_the_strip(
         for tag, share in shares[stream].items():
             expect(panel.locator(f'.airtime li[data-tag="{tag}"] .pct')).to_have_text(
                 f"{100 * share:.1f}%")
-        expect(panel.locator(".tracks tbody tr")).to_have_count(len(titles[stream]))
-        expect(panel.locator(".tracks tbody tr").first).to_contain_text(titles[stream][-1])
+        # the titles, and after them the track whose end was never recorded (its stream
+        # stopped sending 20 minutes ago)
+        rows = panel.locator(".tracks tbody tr")
+        expect(rows).to_have_count(len(titles[stream]) + 1)
+        expect(rows.first).to_contain_text(f"{stream} programme")
+        expect(rows.first).to_contain_text("partial: cut")
+        expect(rows.nth(1)).to_contain_text(titles[stream][-1])
         # The strip is drawn: its pixels take more than the background's one colour.
         colours = panel.locator("canvas").evaluate("""c => {
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -118,11 +133,78 @@ def test_history_page_shows_airtime_tracks_and_the_strip(
             }
             return seen.size; }""")
         assert colours > 5
-    shot = tmp_path / "history.png"
+    shot = Path(os.environ.get("STREAMTAG_SCREENSHOTS") or tmp_path) / "history.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nhistory screenshot: {shot}")
     origin = dashboard.url.rstrip("/")
     assert not [u for u in requests if not u.startswith((origin + "/", "data:",
                                                          origin.replace("http", "ws", 1)))]
     # The live view's websocket may be refused while its daemon is absent; nothing else.
+    assert not [e for e in errors if "WebSocket" not in e], errors
+
+
+SONGS = [("Ana Tijoux – 1977", 95), ("Nina Simone – Sinnerman", 145),
+         ("Café Tacvba – Eres", 160), ("Björk – Joga", 120), ("Khruangbin – Maria", 80)]
+
+
+@pytest.fixture(scope="module")
+def radio_session(tmp_path_factory):
+    """Ten minutes of a station ending now, its mount lost (404) for 32 s in the third song,
+    the fifth still playing."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('session') / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint).start()
+    try:
+        await_subscribed(station, engine)
+        played, outage = play_session(station, "radio-1", time.time() - 637, SONGS,
+                                      outage=(300, 32.0))
+        wait_stored(engine, len(station.sent))
+    finally:
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
+    return url, played, outage
+
+
+def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
+        radio_session, browser, closing, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, played, outage = radio_session
+    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
+    closing.append(dashboard)
+    page, requests, errors = watched_page(browser, closing, 1500, 900)
+    page.goto(dashboard.url + "history.html")
+    page.select_option("#span", "10")
+    expect(page.locator("#updated")).not_to_be_empty(timeout=WAIT_S * 1000)
+    panel = page.locator('section.hpanel[data-stream="radio-1"]')
+    expect(panel).to_be_visible(timeout=WAIT_S * 1000)
+    zone = page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+    expect(page.locator("#zone")).to_contain_text(zone)
+    expect(panel.locator(".offair")).to_contain_text("OFF AIR")
+    expect(panel.locator(".offair")).to_contain_text(f"(32 s): {NOT_FOUND}")
+    rows = panel.locator(".tracks tbody tr")
+    expect(rows).to_have_count(len(SONGS))  # ten minutes: every song, the last still playing
+    expect(rows.first).to_contain_text("now playing")
+    expect(rows.first).to_contain_text(SONGS[-1][0])
+    expect(rows.nth(2)).to_contain_text("partial: off air")
+    expect(rows.last).to_contain_text("partial: joined")
+    text = page.locator("body").inner_text()
+    assert " AM" not in text and " PM" not in text  # a 24-hour clock
+    # The strip: the outage in red over the span lost, and the titles above it.
+    red = panel.locator("canvas").evaluate("""c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] > 180 && d[i + 1] < 90 && d[i + 2] < 90) n++;
+        }
+        return n; }""")
+    assert red > 1000
+    folder = Path(os.environ.get("STREAMTAG_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / "history-10-minutes.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nhistory screenshot: {shot}")
     assert not [e for e in errors if "WebSocket" not in e], errors

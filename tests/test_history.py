@@ -425,12 +425,18 @@ def test_history_writes_csv_text_and_a_timeline_png(recorded_hour, tmp_path, cap
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     expected = direct_history(sent, "radio-1", 0, float("inf"))
-    airtime = {r["tag"]: float(r["share"]) for r in rows
-               if r["kind"] == "airtime" and r["stream"] == "radio-1"}
-    assert airtime == pytest.approx(expected["share"], abs=1e-6)
+    (airtime,) = [r for r in rows if r["kind"] == "airtime" and r["stream"] == "radio-1"]
+    assert {tag: float(airtime[f"tag:{tag}"]) for tag in TAGS} == pytest.approx(
+        expected["share"], abs=1e-6)
     assert sum(r["kind"] == "event" for r in rows) == sum(m.msg_type == "event" for m in sent)
-    track_titles = {r["title"] for r in rows if r["kind"] == "track"}
-    assert track_titles == {m.body.title for m in sent if m.msg_type == "track"}
+    # wide: one row per track, its tags' mean smoothed scores in their columns
+    tracks = [r for r in rows if r["kind"] == "track"]
+    sent_tracks = [m.body for m in sent if m.msg_type == "track"]
+    assert sorted(r["title"] for r in tracks) == sorted(b.title for b in sent_tracks)
+    by_title = {r["title"]: r for r in tracks}
+    for body in sent_tracks:
+        assert [float(by_title[body.title][f"tag:{tag}"]) for tag in TAGS] == pytest.approx(
+            body.mean_smoothed, abs=1e-6)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
     text = history(capsys, "--db", url, "--stream", "radio-1", "--since", "3h")
@@ -673,24 +679,27 @@ def test_history_csv_writes_station_text_as_text_and_numbers_as_numbers(evil_his
     result = history(capsys, "--db", evil_history, "--csv")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {r["kind"] for r in rows} == {"airtime", "track", "event"}
+    assert {r["kind"] for r in rows} == {"airtime", "track", "event", "plays", "tag_plays"}
     for row in rows:
-        for column in ("stream", "title", "tag", "state"):
+        for column in ("stream", "title", "detail"):
             assert not row[column].startswith(("=", "+", "-", "@", "\t", "\r")), row
     # Line breaks in a cell are written as newlines, which CSV quotes: a carriage return
     # unquoted would start a row of the attacker's choosing in a spreadsheet.
     assert {r["title"] for r in rows if r["kind"] == "track"} == {
         "'" + EVIL_TITLE.replace("\r\n", "\n")}
-    assert {r["tag"] for r in rows if r["kind"] == "airtime"} == {
-        "'" + tag.replace("\r", "\n") if tag != "rock" else tag for tag in EVIL_TAGS}
+    # a tag's column is named "tag:NAME", on one line: no header cell is a formula
+    header = next(csv.reader(io.StringIO(result.stdout)))
+    assert [h for h in header if h.startswith("tag:")] == [
+        "tag:" + tag.replace("\r", " ") for tag in EVIL_TAGS]
+    assert {r["detail"] for r in rows if r["kind"] == "tag_plays"} == {"'=1+1", "rock"}
     (event,) = [r for r in rows if r["kind"] == "event"]
-    assert (event["tag"], float(event["value"])) == ("'=1+1", -0.5)  # a number stays one
+    assert (event["detail"], float(event["value"])) == ("'=1+1 on", -0.5)  # a number stays one
     assert event["value"] == "-0.500000"
 
 
 def test_history_text_and_json_carry_no_terminal_controls(evil_history, capsys):
     controls = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-    text = history(capsys, "--db", evil_history)
+    text = history(capsys, "--db", evil_history, "--events")
     assert text.returncode == 0, text.stderr
     assert not controls.search(text.stdout), repr(text.stdout)
     # the title stays on its line: it cannot forge a line of the report

@@ -15,23 +15,21 @@ from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.history.plot import plot_history
-from streamtag.history.report import (
-    format_csv,
-    format_json,
-    format_text,
-    load_history,
-    parse_time,
-)
+from streamtag.history.report import format_csv, format_json, format_text, load_history
+from streamtag.history.timeparse import parse_range, zone_named
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """args has db, stream, since, until, json, csv, plot and top."""
+    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events and period."""
     try:
         now = time.time()
-        since = parse_time(args.since, "--since", now) if args.since else None
-        until = parse_time(args.until, "--until", now) if args.until else None
-        if since is not None and until is not None and until < since:
-            raise ConfigError("--until is before --since; swap them")
+        zone = zone_named(args.tz)
+        since, until = parse_range(args.since, args.until, now, zone)
+        tags = args.tags
+        if tags < 1:
+            raise ConfigError(f"--tags {tags}: give the number of tags to list, 1 or more")
+        if args.top < 1:
+            raise ConfigError(f"--top {args.top}: give the number of tags to draw, 1 or more")
         schema.require_existing(args.db)
         engine = schema.create_db_engine(args.db)
     except ConfigError as exc:
@@ -39,7 +37,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         schema.check_readable(engine)
-        history = load_history(engine, args.stream or None, since, until)
+        history = load_history(engine, args.stream or None, since, until, top=tags, zone=zone,
+                               period=args.period, now=now)
+        if args.plot:
+            drawn = plot_history(engine, history, args.plot, top=args.top)
+            left = sum(1 for a in history.airtime.values() if a.windows) - len(drawn)
+            print(f"streamtag history: wrote {args.plot}"
+                  + (f" ({len(drawn)} streams; {left} more not drawn: choose them with "
+                     "--stream)" if left > 0 else ""), file=sys.stderr)
     except ConfigError as exc:
         print(f"streamtag history: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -49,20 +54,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     finally:
         engine.dispose()
-    if args.plot:
-        engine = schema.create_db_engine(args.db)
-        try:
-            drawn = plot_history(engine, history, args.plot, top=args.top)
-        finally:
-            engine.dispose()
-        left = sum(1 for a in history.airtime.values() if a.windows) - len(drawn)
-        print(f"streamtag history: wrote {args.plot}"
-              + (f" ({len(drawn)} streams; {left} more not drawn: choose them with --stream)"
-                 if left > 0 else ""), file=sys.stderr)
+    events = args.events
     if args.json:
-        sys.stdout.write(terminal_json(format_json(history)))
+        sys.stdout.write(terminal_json(format_json(history, events is not False)))
     elif args.csv:
-        sys.stdout.write(format_csv(history))
+        sys.stdout.write(format_csv(history, events is not False))
     else:
-        sys.stdout.write(terminal_text(format_text(history)))
+        sys.stdout.write(terminal_text(format_text(history, bool(events))))
     return 0

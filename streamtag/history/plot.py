@@ -1,19 +1,38 @@
 """The history as a picture: per stream, a heat strip of each leading tag's share of airtime
 over time (the share of the windows in each time bin in which the tag was active), with the
-tracks marked along the top and missing data shaded."""
+tracks marked along the top, and drawn over the span they took: off air (red, hatched), silence
+(white, dotted) and data lost (black, hatched). Grey is a bin without any window. Times are in
+the report's zone, with dates where the range needs them."""
 
 from __future__ import annotations
-
-from datetime import datetime
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from streamtag.history.report import History, tag_share_bins
+from streamtag.history.asrun import Span
+from streamtag.history.report import History, StreamAirtime, tag_share_bins
+from streamtag.history.timeparse import span
 
 MAX_BINS = 240          # columns per strip: enough to see a mood change, few enough to read
 MAX_TRACK_LABELS = 30   # more titles than this would overprint; only lines are drawn then
 MAX_STREAMS = 16        # strips in one picture; more would not be read (choose with --stream)
+# How each kind of span is drawn: face colour, hatch, label.
+SPAN_STYLE = {"off_air": ("#e4202a", "//", "OFF AIR"),
+              "silence": ("#ffffff", "..", "silence"),
+              "not_recorded": ("#111111", "xx", "not recorded")}
+
+
+def hop_s(airtime: StreamAirtime) -> float:
+    """A stream's time between windows, from its windows' span and count."""
+    if airtime.windows < 2 or airtime.last_at is None or airtime.first_at is None:
+        return 1.0
+    return max((airtime.last_at - airtime.first_at) / (airtime.windows - 1), 1e-3)
+
+
+def bin_count(since: float, until: float, hop: float) -> int:
+    """Bins for [since, until]: at most MAX_BINS, never narrower than the hop (a bin
+    narrower than the time between windows would hold none or one: a barcode)."""
+    return int(max(1, min(MAX_BINS, (until - since) // hop)))
 
 
 def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> list[str]:
@@ -23,6 +42,7 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    zone = history.zone
     streams = sorted(s for s, a in history.airtime.items() if a.windows)[:MAX_STREAMS]
     height = sum(1.2 + 0.28 * min(top, len(history.airtime[s].tags)) for s in streams)
     figure = Figure(figsize=(13, max(2.5, height + 0.8)), layout="constrained")
@@ -35,15 +55,25 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
     until = max(history.airtime[s].last_at for s in streams)
     if history.since is not None:
         since = max(since, history.since)
+    spans = [s for s in history.off_air + history.silence + history.not_recorded
+             if s.stream in streams]
+    for s in spans:  # an outage at the edge of what was recorded is drawn whole
+        until = max(until, history.now if s.end is None else s.end)
+    if history.until is not None:
+        until = min(until, history.until)
     if until <= since:
         until = since + 1.0
-    bins = MAX_BINS
+    hop = max(hop_s(history.airtime[s]) for s in streams)
+    bins = bin_count(since, until, hop)
+
+    def x(unix_s: float) -> float:
+        return mdates.date2num(zone.at(unix_s))
+
     ratios = [0.6 + 0.28 * min(top, len(history.airtime[s].tags)) for s in streams]
     axes = figure.subplots(len(streams), 1, sharex=True, squeeze=False,
                            gridspec_kw={"height_ratios": ratios})[:, 0]
     image = None
-    x0, x1 = mdates.date2num(datetime.fromtimestamp(since)), mdates.date2num(
-        datetime.fromtimestamp(until))
+    x0, x1 = x(since), x(until)
     for ax, stream in zip(axes, streams, strict=True):
         airtime = history.airtime[stream]
         tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:top]
@@ -55,36 +85,51 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
         ax.set_ylabel(f"{stream}\n{airtime.windows} windows", fontsize=10,
                       fontweight="bold")
         ax.set_facecolor("#dddddd")  # bins without windows: nothing was recorded
-        tracks = [t for t in history.tracks if t["stream"] == stream
-                  and t["ended_at"] >= since and t["started_at"] <= until]
+        # the as-run log: the finished tracks and the one now playing
+        tracks = [e for e in history.as_run if e.stream == stream
+                  and (e.end is None or e.end >= since) and e.start <= until]
         for t in tracks:
-            if t["started_at"] >= since:
-                ax.axvline(mdates.date2num(datetime.fromtimestamp(t["started_at"])),
-                           color="white", linewidth=1.0, alpha=0.9)
+            if t.start >= since:
+                ax.axvline(x(t.start), color="white", linewidth=1.0, alpha=0.9)
         if len(tracks) <= MAX_TRACK_LABELS:
             # Titles above the strip, on two alternating rows so neighbours do not overprint.
             transform = ax.get_xaxis_transform()
             for n, t in enumerate(tracks):
-                start = max(t["started_at"], since)
-                ax.text(mdates.date2num(datetime.fromtimestamp(start)), 1.02 + 0.09 * (n % 2),
-                        f"\u25b8 {t['title'] or '(untitled)'}", transform=transform,
+                ax.text(x(max(t.start, since)), 1.02 + 0.09 * (n % 2),
+                        f"\u25b8 {t.title or '(untitled)'}"
+                        + (" (now playing)" if t.now_playing else ""), transform=transform,
                         fontsize=7, va="bottom", ha="left", clip_on=False)
-        for gap in (g for g in history.gaps if g["stream"] == stream):
-            at = mdates.date2num(datetime.fromtimestamp(gap["detected_at"]))
-            ax.axvline(at, color="red", linewidth=1.5, linestyle="--")
+        for s in (s for s in spans if s.stream == stream):
+            _draw_span(ax, s, x, since, until, history.now)
         for r in (r for r in history.restarts if r["stream"] == stream):
-            ax.axvline(mdates.date2num(datetime.fromtimestamp(r["first_sent_at"])),
-                       color="orange", linewidth=1.5)
+            ax.axvline(x(r["first_sent_at"]), color="orange", linewidth=1.5)
     axes[-1].set_xlim(x0, x1)
-    axes[-1].xaxis_date()
-    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
-    axes[-1].set_xlabel(f"local time, {datetime.fromtimestamp(since):%Y-%m-%d %H:%M} to "
-                        f"{datetime.fromtimestamp(until):%Y-%m-%d %H:%M}  (white lines: track "
-                        "changes; red dashed: data missing; orange: daemon restart)")
+    locator = mdates.AutoDateLocator(tz=zone.tz, maxticks=12)
     for ax in axes:  # every strip carries its own times: a tall picture is read in parts
+        ax.xaxis.set_major_locator(locator)
+        # 24-hour times; the date where the range crosses one, and in the corner
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone.tz,
+                                                                 show_offset=True))
         ax.tick_params(axis="x", labelbottom=True, labelsize=8)
+    first, last = zone.at(since), zone.at(until)
+    axes[-1].set_xlabel(f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S}, "
+                        f"{zone.label(since)}\nwhite lines: track changes; red "
+                        "hatched: off air; white dotted: silence; black hatched: data not "
+                        "recorded; grey: no windows; orange: daemon restart", fontsize=9)
     # A colour bar about two strips tall, at the top, however many strips there are.
     figure.colorbar(image, ax=list(axes), label="share of windows\nwith the tag active",
                     shrink=min(0.8, 3.0 / figure.get_figheight()), anchor=(0.0, 1.0))
     figure.savefig(path, dpi=110)
     return streams
+
+
+def _draw_span(ax, s: Span, x, since: float, until: float, now: float) -> None:
+    colour, hatch, label = SPAN_STYLE[s.kind]
+    start, end = max(s.start, since), min(now if s.end is None else s.end, until)
+    if end <= start:
+        return
+    ax.axvspan(x(start), x(end), facecolor=colour, alpha=0.75, hatch=hatch,
+               edgecolor="black" if s.kind != "not_recorded" else "white", linewidth=0.0)
+    ax.text(x(start), 0.5, f" {label} {span(s.length(now))}", transform=ax.get_xaxis_transform(),
+            fontsize=8, fontweight="bold", va="center", ha="left", rotation=90,
+            color="white" if s.kind != "silence" else "black", clip_on=True)

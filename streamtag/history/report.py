@@ -1,11 +1,14 @@
-"""What a history database says about a time range (``streamtag history``). Tracks with their
-tags, each tag's share of airtime, the events, and what is known to be missing (gaps, daemon
-restarts), as text, CSV or JSON; `plot.py` draws it.
+"""What a history database says about a time range (``streamtag history``). Per stream: each
+tag's share of airtime, the as-run log (asrun.py: titles with start, end, length, partial,
+leading tags, silence; the track now playing), play counts per title and tag (for the range,
+or per day or week), the spans off air, silent and not recorded, the events, and what is known
+to be missing (gaps, daemon restarts), as text, CSV or JSON; `plot.py` draws it.
 
 Airtime: every scores window of a stream counts once (a daemon publishes one per hop), so a
 tag's share of a stream's airtime is the share of its windows in the range in which the tag
 was active. Times are wall-clock: a window or event is in the range when it was sent in it, a
-track when it overlaps it.
+track when it overlaps it. They are shown with their date in one zone (timeparse.Zone), named
+in the report; the CSV writes ISO 8601 with the zone's offset.
 
 Titles, tag names and sessions came from stations and peers: the text format keeps each on its
 line (a line break in one becomes a space; the command strips what a terminal would act on),
@@ -28,45 +31,20 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from streamtag.errors import ConfigError
-from streamtag.history import schema
+from streamtag.history import asrun, schema
+from streamtag.history.timeparse import Zone, local_zone, parse_time, span
 from streamtag.text import csv_text
 
-_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
-_AGO_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_CLOCK = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
+__all__ = ["History", "StreamAirtime", "format_csv", "format_json", "format_text", "iso",
+           "load_history", "parse_time", "tag_share_bins"]
+
+DEFAULT_TAGS = 5  # tags listed per stream and per track (--tags)
 
 
-def parse_time(text: str, option: str, now: float | None = None) -> float:
-    """Unix seconds from ISO 8601 (local time unless it names an offset), a time of day
-    (today's, local), Unix seconds, or a span ago such as 90s, 30m, 2h, 1d."""
-    value = text.strip()
-    match = _AGO.fullmatch(value)
-    if match:
-        return (time.time() if now is None else now) - float(match[1]) * _AGO_S[match[2]]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    if _CLOCK.fullmatch(value):  # a time of day: today's, as "between 18:00 and 20:00" means
-        base = datetime.fromtimestamp(time.time() if now is None else now)
-        value = f"{base:%Y-%m-%d}T{value}"
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"{option} {text!r} is not a time: use ISO 8601 such as "
-                          "2026-11-22T18:00 (local time) or 2026-11-22T18:00+00:00, a time of "
-                          "day such as 18:00 (today), Unix seconds, or a span ago such as 30m, "
-                          "2h, 1d") from None
-    return when.timestamp()  # a naive time is local, as a person means it
-
-
-def iso(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
-
-
-def _clock(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s).strftime("%Y-%m-%d %H:%M:%S")
+def iso(unix_s: float, zone: Zone | None = None) -> str:
+    """ISO 8601 with the zone's offset (UTC without one)."""
+    return datetime.fromtimestamp(unix_s, UTC if zone is None else zone.tz).isoformat(
+        timespec="milliseconds")
 
 
 @dataclass
@@ -92,14 +70,34 @@ class History:
     restarts: list[dict[str, Any]]
     # Control snapshots the recorder took when it (re)started: the tag states then.
     snapshots: list[dict[str, Any]] = field(default_factory=list)
+    zone: Zone = field(default_factory=local_zone)
+    now: float = field(default_factory=time.time)
+    top: int = DEFAULT_TAGS
+    as_run: list[asrun.Entry] = field(default_factory=list)
+    off_air: list[asrun.Span] = field(default_factory=list)
+    silence: list[asrun.Span] = field(default_factory=list)
+    not_recorded: list[asrun.Span] = field(default_factory=list)
+    period: str | None = None  # plays per "day" or "week"; None: for the whole range
+    plays: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def streams(self) -> list[str]:
+        return sorted(set(self.airtime) | {t["stream"] for t in self.tracks}
+                      | {e.stream for e in self.as_run} | {s.stream for s in self.off_air}
+                      | {e["stream"] for e in self.events})
+
+    def to_dict(self, events: bool = True) -> dict[str, Any]:
         return {
-            "since": self.since, "until": self.until,
+            "since": self.since, "until": self.until, "tz": self.zone.name,
             "streams": {s: {"windows": a.windows, "first_at": a.first_at, "last_at": a.last_at,
                             "airtime": {t: a.share(t) for t in a.tags}}
                         for s, a in sorted(self.airtime.items())},
-            "tracks": self.tracks, "events": self.events, "gaps": self.gaps,
+            "asrun": [e.to_dict() for e in self.as_run],
+            "off_air": [s.to_dict() for s in self.off_air],
+            "silence": [s.to_dict() for s in self.silence],
+            "not_recorded": [s.to_dict() for s in self.not_recorded],
+            "period": self.period, "plays": self.plays,
+            "tracks": self.tracks, **({"events": self.events} if events else {}),
+            "events_total": len(self.events), "gaps": self.gaps,
             "restarts": self.restarts, "snapshots": self.snapshots}
 
 
@@ -122,7 +120,17 @@ def model_tags(conn: sa.Connection) -> dict[int, list[str]]:
 
 
 def load_history(engine: Engine, streams: Sequence[str] | None = None,
-                 since: float | None = None, until: float | None = None) -> History:
+                 since: float | None = None, until: float | None = None, *,
+                 top: int = DEFAULT_TAGS, zone: Zone | None = None, period: str | None = None,
+                 now: float | None = None) -> History:
+    """The history of `streams` (all when None) in [since, until]; `top` tags per track and
+    stream; play counts per `period` ("day", "week") in `zone`, or for the range (None)."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    if period is not None and period not in asrun.PERIODS:
+        raise ValueError(f"period must be one of {', '.join(asrun.PERIODS)}, got {period!r}")
+    zone = zone or local_zone()
+    now = time.time() if now is None else now
     s = schema
     airtime: dict[str, StreamAirtime] = {}
     with engine.connect() as conn:
@@ -167,11 +175,13 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
             share = s.unpack_scores(row.active_share)
             order = np.argsort(-mean_smoothed, kind="stable")
             tracks.append({
-                "stream": row.stream, "title": row.title, "reason": row.reason,
+                "stream": row.stream, "session": row.session, "title": row.title,
+                "reason": row.reason, "start_sample": row.start_sample,
+                "end_sample": row.end_sample,
                 "started_at": row.started_at, "ended_at": row.ended_at,
                 "start_s": row.start_s, "end_s": row.end_s, "windows": row.windows,
                 "active": s.unpack_names(row.active),
-                "top": [names[i] for i in order[:3]],
+                "top": [names[i] for i in order[:top]],
                 "tags": {name: {"mean_raw": round(float(mean_raw[i]), 6),
                                 "mean_smoothed": round(float(mean_smoothed[i]), 6),
                                 "active_share": round(float(share[i]), 6)}
@@ -211,7 +221,14 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                          sa.select(s.snapshots).where(*_streams(pc.stream, streams),
                                                       *_in_range(pc.taken_at, since, until))
                          .order_by(pc.taken_at, pc.id))]
-    return History(since, until, airtime, tracks, events, gaps, restarts, snapshots)
+        off_air = asrun.off_air_spans(conn, streams, since, until)
+        silence = asrun.silence_spans(conn, streams, since, until, now)
+        not_recorded = asrun.gap_spans(conn, gaps)
+    entries = asrun.as_run(engine, tracks, off_air, silence, streams, until, top, now)
+    return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
+                   now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
+                   not_recorded=not_recorded, period=period,
+                   plays=asrun.plays(entries, off_air, zone, period, now))
 
 
 def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, until: float,
@@ -258,82 +275,183 @@ def _names(names: Sequence[str]) -> str:
     return _line(", ".join(names)) or "-"
 
 
-def format_text(history: History) -> str:
-    lines = []
-    streams = sorted(set(history.airtime) | {t["stream"] for t in history.tracks}
-                     | {e["stream"] for e in history.events})
+def _when(history: History, unix_s: float) -> str:
+    return history.zone.at(unix_s).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _until(history: History, unix_s: float | None, start: float) -> str:
+    """An end time: the clock alone when it falls on its start's date."""
+    if unix_s is None:
+        return "now"
+    end, begin = history.zone.at(unix_s), history.zone.at(start)
+    return end.strftime("%H:%M:%S" if end.date() == begin.date() else "%Y-%m-%d %H:%M:%S")
+
+
+def _range(history: History) -> str:
+    if history.since is None and history.until is None:
+        return "everything recorded"
+    since = "the start" if history.since is None else _when(history, history.since)
+    until = "now" if history.until is None else _when(history, history.until)
+    return f"{since} to {until}"
+
+
+def _spans(history: History, lines: list[str], what: str, spans: list[asrun.Span]) -> None:
+    if not spans:
+        return
+    total = sum(s.length(history.now) for s in spans)
+    lines.append(f"  {what} ({len(spans)}, {span(total)} in all):")
+    for s in spans:
+        end = "still" if s.end is None else _until(history, s.end, s.start)
+        lines.append(f"    {_when(history, s.start)} to {end}  {span(s.length(history.now)):>8}"
+                     + (f"  {_line(s.detail)}" if s.detail else ""))
+
+
+def format_text(history: History, events: bool = False) -> str:
+    """The report for a person; `events`: list every tag on/off (else only their count)."""
+    streams = history.streams()
+    lines = [f"times in {history.zone.label(history.now)}; {_range(history)}"]
     if not streams:
-        return "nothing recorded in this range\n"
+        return "\n".join(lines) + "\nnothing recorded in this range\n"
     for stream in streams:
         a = history.airtime.get(stream, StreamAirtime())
-        span = (f"{_clock(a.first_at)} to {_clock(a.last_at)}" if a.windows else "no windows")
-        lines.append(f"{_line(stream)}: {a.windows} windows, {span}")
+        when = (f"{_when(history, a.first_at)} to {_until(history, a.last_at, a.first_at)}"
+                if a.windows else "no windows")
+        lines.append(f"{_line(stream)}: {a.windows} windows, {when}")
         if a.windows:
-            ranked = sorted(a.tags, key=lambda t: -a.share(t))
-            lines.append("  airtime: " + "  ".join(f"{_line(t)} {100 * a.share(t):.1f}%"
-                                                   for t in ranked))
-        tracks = [t for t in history.tracks if t["stream"] == stream]
-        if tracks:
-            lines.append(f"  tracks ({len(tracks)}):")
-        for t in tracks:
-            top = _names([f"{name} {t['tags'][name]['mean_smoothed']:.2f}"
-                          for name in t["top"]])
-            # The length is the audio's: a file tagged faster than real time takes less.
-            lines.append(f"    {_clock(t['started_at'])}  {t['end_s'] - t['start_s']:7.1f}"
-                         f" s  {_line(t['title'] or '(untitled)')}  active: "
-                         f"{_names(t['active'])}  top: {top}")
-        events = [e for e in history.events if e["stream"] == stream]
-        if events:
-            lines.append(f"  events ({len(events)}):")
-        for e in events:
-            lines.append(f"    {_clock(e['sent_at'])}  {_line(e['tag'])} {_line(e['state'])}  "
-                         f"score {e['score']:.2f} at {e['time_s']:.1f} s")
+            heard = [t for t in sorted(a.tags, key=lambda t: -a.share(t))
+                     if a.share(t) >= 0.0005]  # what rounds to 0.0 % says nothing
+            shown = heard[:history.top]
+            lines.append(f"  airtime (top {len(shown)} of {len(a.tags)} tags"
+                         + (f"; {len(a.tags) - len(heard)} never active" if len(heard)
+                            < len(a.tags) else "") + "): "
+                         + ("  ".join(f"{_line(t)} {100 * a.share(t):.1f}%" for t in shown)
+                            or "none active"))
+        entries = [e for e in history.as_run if e.stream == stream]
+        if entries:
+            lines.append(f"  as-run ({len(entries)}):")
+        for e in entries:
+            notes = []
+            if e.now_playing:
+                notes.append("NOW PLAYING")
+            if e.partial:
+                notes.append("partial: " + ", ".join(e.partial))
+            if e.silence_s >= 0.5:
+                notes.append(f"silence {span(e.silence_s)}")
+            # a finished track's mean smoothed scores; the one playing, its tags' shares so far
+            top = _names([f"{name} {value:.2f}" if e.end is not None
+                          else f"{name} {100 * value:.0f}%" for name, value in e.top])
+            length = span((history.now if e.end is None else e.end) - e.start)
+            lines.append(f"    {_when(history, e.start)}  {_until(history, e.end, e.start):>8}"
+                         f"  {length:>8}  {_line(e.title or '(untitled)')}"
+                         + (f"  [{'; '.join(notes)}]" if notes else "") + f"  tags: {top}")
+        _spans(history, lines, "OFF AIR", [s for s in history.off_air if s.stream == stream])
+        _spans(history, lines, "silence", [s for s in history.silence if s.stream == stream])
+        _spans(history, lines, "not recorded (data lost)",
+               [s for s in history.not_recorded if s.stream == stream])
+        for g in (g for g in history.plays if g["stream"] == stream):
+            head = f"  plays{' ' + g['period'] if g['period'] else ''}: {g['tracks']} tracks"
+            if g["off_air"]:
+                head += f", off air {g['off_air']}x ({span(g['off_air_s'])})"
+            if g["silence_s"] >= 0.5:
+                head += f", silence {span(g['silence_s'])}"
+            lines.append(head)
+            if g["titles"]:
+                lines.append("    by title: " + _names(
+                    [f"{title} {n}x" for title, n in g["titles"][:10]])
+                    + (f" (and {len(g['titles']) - 10} more)" if len(g["titles"]) > 10 else ""))
+            if g["tags"]:
+                lines.append("    by tag (tracks it was on for): " + _names(
+                    [f"{tag} {n}" for tag, n in g["tags"][:history.top]]))
+        stream_events = [e for e in history.events if e["stream"] == stream]
+        if stream_events and not events:
+            lines.append(f"  events: {len(stream_events)} tag on/off (list them with --events)")
+        elif stream_events:
+            lines.append(f"  events ({len(stream_events)}):")
+            for e in stream_events:
+                lines.append(f"    {_when(history, e['sent_at'])}  {_line(e['tag'])} "
+                             f"{_line(e['state'])}  score {e['score']:.2f} at "
+                             f"{e['time_s']:.1f} s")
         for g in (g for g in history.gaps if g["stream"] == stream):
             lines.append(f"  MISSING {g['missed']} {_line(g['msg_type'])} messages (seq "
                          f"{g['first_seq']}..., {_line(g['cause'])}), noticed "
-                         f"{_clock(g['detected_at'])}")
+                         f"{_when(history, g['detected_at'])}")
         for r in (r for r in history.restarts if r["stream"] == stream):
-            lines.append(f"  daemon restarted at {_clock(r['first_sent_at'])} (session "
+            lines.append(f"  daemon restarted at {_when(history, r['first_sent_at'])} (session "
                          f"{_line(r['session'][:8])}); audio times restart at 0")
         for p in (p for p in history.snapshots if p["stream"] == stream):
-            lines.append(f"  recorder (re)started at {_clock(p['taken_at'])}; the daemon's tags "
-                         f"then: {_names(p['active'])}")
+            lines.append(f"  recorder (re)started at {_when(history, p['taken_at'])}; the "
+                         f"daemon's tags then: {_names(p['active'])}")
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = ("kind", "stream", "start", "end", "title", "tag", "state", "value", "share")
+CSV_COLUMNS = ("kind", "stream", "start", "end", "duration_s", "title", "partial", "detail",
+               "value")
+TAG_COLUMN = "tag:"  # a tag's column: "tag:calm" (never a fixed column's name, nor a formula)
 
 
-def format_csv(history: History) -> str:
-    """Rows of kind airtime (share per tag), track (one per tag: mean smoothed score and active
-    share), event, gap and restart; times in ISO 8601 UTC. Text cells from outside (streams,
-    titles, tags, states, sessions) are written as text a spreadsheet will not evaluate
-    (``text.csv_text``); numbers as numbers."""
+def csv_tags(history: History) -> list[str]:
+    """Every tag named in the range, in the order first met (airtime, then tracks)."""
+    seen: dict[str, None] = {}
+    for _, a in sorted(history.airtime.items()):
+        seen.update(dict.fromkeys(a.tags))
+    for t in history.tracks:
+        seen.update(dict.fromkeys(t["tags"]))
+    return list(seen)
+
+
+def format_csv(history: History, events: bool = True) -> str:
+    """Wide CSV: one row per track with one column per tag (``tag:NAME``: its mean smoothed
+    score; for the track now playing the share of its windows with the tag on), one airtime
+    row per stream (the tags' shares), and rows of kind off_air, silence, not_recorded, plays
+    (per title), tag_plays, event (with `events`), gap and restart. Times are ISO 8601 with
+    the report's zone offset. Text cells from outside (streams, titles, tags, sessions) are
+    written as text a spreadsheet will not evaluate (``text.csv_text``); numbers as numbers."""
     cell = csv_text
+    tags = csv_tags(history)
+    column = {tag: i for i, tag in enumerate(tags)}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    # "tag:" first: a header cell no spreadsheet takes for a formula; on one line
+    writer.writerow([*CSV_COLUMNS, *(TAG_COLUMN + re.sub(r"[\r\n]", " ", t) for t in tags)])
+    zone = history.zone
+
+    def row(kind, stream, start, end, title="", partial="", detail="", value="", values=None):
+        cells = ["" for _ in tags]
+        for tag, v in (values or {}).items():
+            cells[column[tag]] = f"{v:.6f}"
+        writer.writerow([kind, cell(stream), "" if start is None else iso(start, zone),
+                         "" if end is None else iso(end, zone),
+                         "" if start is None or end is None else f"{end - start:.3f}",
+                         cell(title), partial, detail, value, *cells])
+
     for stream, a in sorted(history.airtime.items()):
-        for tag in a.tags:
-            writer.writerow(["airtime", cell(stream), iso(a.first_at), iso(a.last_at), "",
-                             cell(tag), "", a.windows, f"{a.share(tag):.6f}"])
-    for t in history.tracks:
-        for tag, scores in t["tags"].items():
-            writer.writerow(["track", cell(t["stream"]), iso(t["started_at"]),
-                             iso(t["ended_at"]), cell(t["title"]), cell(tag),
-                             "active" if tag in t["active"] else "",
-                             f"{scores['mean_smoothed']:.6f}", f"{scores['active_share']:.6f}"])
-    for e in history.events:
-        writer.writerow(["event", cell(e["stream"]), iso(e["sent_at"]), "", "", cell(e["tag"]),
-                         cell(e["state"]), f"{e['score']:.6f}", ""])
+        row("airtime", stream, a.first_at, a.last_at, value=a.windows,
+            values={t: a.share(t) for t in a.tags})
+    for e in history.as_run:
+        values = {name: v for name, v in e.scores.items() if name in column}
+        row("now_playing" if e.now_playing else "track", e.stream, e.start, e.end,
+            e.title or "", "; ".join(e.partial), cell("; ".join(e.active)), e.windows, values)
+    for kind, spans in (("off_air", history.off_air), ("silence", history.silence),
+                        ("not_recorded", history.not_recorded)):
+        for s in spans:
+            row(kind, s.stream, s.start, s.end, detail=cell(s.detail))
+    for g in history.plays:
+        for title, n in g["titles"]:
+            row("plays", g["stream"], g["start"], None, title, detail=g["period"] or "",
+                value=n)
+        for tag, n in g["tags"]:
+            row("tag_plays", g["stream"], g["start"], None, detail=cell(tag), value=n)
+    if events:
+        for e in history.events:
+            row("event", e["stream"], e["sent_at"], None, detail=cell(f"{e['tag']} {e['state']}"),
+                value=f"{e['score']:.6f}")
     for g in history.gaps:
-        writer.writerow(["gap", cell(g["stream"]), iso(g["detected_at"]), "", "",
-                         cell(g["msg_type"]), cell(g["cause"]), g["missed"], ""])
+        row("gap", g["stream"], g["detected_at"], None,
+            detail=cell(f"{g['msg_type']} {g['cause']}"), value=g["missed"])
     for r in history.restarts:
-        writer.writerow(["restart", cell(r["stream"]), iso(r["first_sent_at"]), "", "", "", "",
-                         cell(r["session"]), ""])
+        row("restart", r["stream"], r["first_sent_at"], None, detail=cell(r["session"]))
     return out.getvalue()
 
 
-def format_json(history: History) -> str:
-    return json.dumps(history.to_dict(), ensure_ascii=False, indent=1) + "\n"
+def format_json(history: History, events: bool = True) -> str:
+    return json.dumps(history.to_dict(events), ensure_ascii=False, indent=1) + "\n"

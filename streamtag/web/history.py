@@ -1,10 +1,11 @@
-"""The dashboard's history view: the last hours of a history database (written by
+"""The dashboard's history view: the last minutes or hours of a history database (written by
 ``streamtag record``) as one JSON answer for the page history.html.
 
 Per stream: windows, each tag's share of airtime, and a heat strip of the leading tags' shares
-over time; the tracks, the last events, and what is missing (gaps, daemon restarts). Answers
-are cached for a few seconds: a page refreshes every minute, and the query reads every window
-of the range.
+over time (bins never narrower than the stream's hop); the as-run log (the tracks with what cut
+them, and the one now playing), the spans off air, silent and not recorded, the last events,
+and what is missing (gaps, daemon restarts). Answers are cached for a few seconds: a page
+refreshes every minute, and the query reads every window of the range.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from streamtag.history import report, schema
+from streamtag.history.plot import bin_count, hop_s
 
-DEFAULT_HOURS = 6.0
+DEFAULT_HOURS = 1.0
+MIN_HOURS = 10 / 60  # ten minutes: the shortest span the page offers
 MAX_HOURS = 24.0 * 7
 BINS = 180
 TOP_TAGS = 8
@@ -37,8 +40,9 @@ class HistoryView:
         self._cache: dict[float, tuple[float, dict[str, Any]]] = {}
 
     def answer(self, hours: float = DEFAULT_HOURS, now: float | None = None) -> dict[str, Any]:
-        if not 0 < hours <= MAX_HOURS:
-            raise ValueError(f"hours must be in (0, {MAX_HOURS:g}], got {hours:g}")
+        if not MIN_HOURS - 1e-9 <= hours <= MAX_HOURS:
+            raise ValueError(f"the span must be from 10 minutes to {MAX_HOURS:g} hours "
+                             f"(minutes=10..{60 * MAX_HOURS:g} or hours=..), got {hours:g} hours")
         with self._lock:
             cached = self._cache.get(hours)
             if cached and time.monotonic() - cached[0] < CACHE_S and now is None:
@@ -49,12 +53,14 @@ class HistoryView:
 
     def _compute(self, hours: float, now: float) -> dict[str, Any]:
         since = now - hours * 3600.0
-        history = report.load_history(self.engine, since=since, until=now)
+        history = report.load_history(self.engine, since=since, until=now, top=TOP_TAGS,
+                                      now=now)
         streams = {}
         for stream, airtime in sorted(history.airtime.items()):
             tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:TOP_TAGS]
+            bins = min(BINS, bin_count(since, now, hop_s(airtime)))
             edges, counts, share = report.tag_share_bins(self.engine, stream, tags, since, now,
-                                                         BINS)
+                                                         bins)
             streams[stream] = {
                 "windows": airtime.windows, "first_at": airtime.first_at,
                 "last_at": airtime.last_at,
@@ -63,11 +69,15 @@ class HistoryView:
                 "strip": {"tags": tags, "counts": counts.astype(int).tolist(),
                           "share": [[None if np.isnan(v) else round(float(v), 4) for v in row]
                                     for row in share]}}
-        return {"since": since, "until": now, "hours": hours, "bins": BINS,
+        return {"since": since, "until": now, "hours": hours, "bins": BINS,  # at most
                 "database": self.url, "streams": streams,
                 "tracks": [{k: t[k] for k in ("stream", "title", "started_at", "ended_at",
                                               "start_s", "end_s", "windows", "active", "top")}
                            for t in history.tracks],
+                "asrun": [e.to_dict() for e in history.as_run],
+                "off_air": [s.to_dict() for s in history.off_air],
+                "silence": [s.to_dict() for s in history.silence],
+                "not_recorded": [s.to_dict() for s in history.not_recorded],
                 "events": history.events[-MAX_EVENTS:], "events_total": len(history.events),
                 "gaps": history.gaps, "restarts": history.restarts}
 

@@ -2,8 +2,9 @@
 
 One asyncio loop serves the pages from the package (`PAGES`): ``GET /``, the dashboard of every
 stream; ``/venue``, one stream's mood full screen for a room's screen (``?stream=ID``,
-``&theme=dark|light``, ``&minutes=10..30`` of the mood's course); ``/history.html``; and their
-files. It also serves ``/ws`` (JSON messages, below) and ``/healthz``. A `FeedThread`
+``&theme=dark|light``, ``&minutes=10..30`` of the mood's course); ``/history.html`` (its data
+``/history.json?minutes=10..10080`` or ``?hours=H``); and their files. It also serves ``/ws``
+(JSON messages, below) and ``/healthz``. A `FeedThread`
 receives the daemon's messages and hands them to the loop, where `FeedState` folds them into
 per-stream views and they are forwarded to every page. With a control endpoint, a `snapshot`
 (and `status`) is fetched at start and whenever a daemon session appears that no snapshot
@@ -222,7 +223,10 @@ class Dashboard:
                 {"error": "no history database: start the dashboard with --db URL (the "
                           "database streamtag record writes)"}).encode(), "application/json")
         try:
-            hours = float(parse_qs(query).get("hours", [DEFAULT_HOURS])[0])
+            asked = parse_qs(query)
+            # the span as ?minutes=M (the page's) or ?hours=H
+            hours = (float(asked["minutes"][0]) / 60.0 if "minutes" in asked
+                     else float(asked.get("hours", [DEFAULT_HOURS])[0]))
             answer = await asyncio.get_running_loop().run_in_executor(
                 None, self.history.answer, hours)
         except ValueError as exc:

@@ -1,20 +1,40 @@
-// The dashboard's history view: the last hours of the recorder's database, from
+// The dashboard's history view: the last minutes or hours of the recorder's database, from
 // /history.json (see streamtag/web/history.py). No libraries, nothing beyond this server.
+// Times are the browser's zone, named in the bar, on a 24-hour clock.
 "use strict";
 
 (() => {
   const REFRESH_MS = 60000;
   const ROW_PX = 22;
+  const TITLE_PX = 34;  // two rows of titles above the strip
   const LABEL_PX = 110;
   const MAX_TRACK_ROWS = 30;
+  const MAX_TITLES = 40;  // more would overprint: only the lines are drawn then
   const $ = (id) => document.getElementById(id);
+  const H23 = { hourCycle: "h23" };
 
   const clock = (unixS) => new Date(unixS * 1000).toLocaleTimeString([], {
-    hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    hour: "2-digit", minute: "2-digit", second: "2-digit", ...H23 });
   const day = (unixS) => new Date(unixS * 1000).toLocaleString([], {
-    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    ...H23 });
+  // a time with its date when that is not today's
+  const when = (unixS) => {
+    const d = new Date(unixS * 1000);
+    return d.toDateString() === new Date().toDateString() ? clock(unixS)
+      : `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock(unixS)}`;
+  };
   const minutes = (s) => (s >= 60 ? `${Math.floor(s / 60)}:${String(Math.round(s % 60))
     .padStart(2, "0")}` : `${Math.round(s)} s`);
+
+  function zoneName() {
+    const name = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+    const offset = -new Date().getTimezoneOffset();
+    const sign = offset < 0 ? "-" : "+";
+    const hh = String(Math.floor(Math.abs(offset) / 60)).padStart(2, "0");
+    const mm = String(Math.abs(offset) % 60).padStart(2, "0");
+    return `${name} (UTC${sign}${hh}:${mm})`;
+  }
 
   function banner(text) {
     const b = $("banner");
@@ -31,11 +51,15 @@
     const c = RAMP[i].map((v, k) => Math.round(v + (RAMP[i + 1][k] - v) * f));
     return `rgb(${c[0]},${c[1]},${c[2]})`;
   }
+  // spans drawn over the strip, each in its own colour, labelled
+  const SPANS = { off_air: ["rgba(228,32,42,0.85)", "OFF AIR", "#fff"],
+                  silence: ["rgba(255,255,255,0.55)", "silence", "#111"],
+                  not_recorded: ["rgba(10,10,10,0.8)", "not recorded", "#fff"] };
 
-  function drawStrip(canvas, strip, answer, tracks) {
+  function drawStrip(canvas, strip, answer, entries, spans) {
     const rows = strip.tags.length;
     const width = canvas.clientWidth || 800;
-    const height = Math.max(1, rows) * ROW_PX;
+    const height = TITLE_PX + Math.max(1, rows) * ROW_PX;
     const ratio = window.devicePixelRatio || 1;
     canvas.width = width * ratio;
     canvas.height = height * ratio;
@@ -43,30 +67,68 @@
     const g = canvas.getContext("2d");
     g.scale(ratio, ratio);
     g.fillStyle = "#2a3140";  // no windows recorded in a bin: nothing is known
-    g.fillRect(0, 0, width, height);
+    g.fillRect(0, TITLE_PX, width, height - TITLE_PX);
     const plotW = width - LABEL_PX;
-    const binW = plotW / answer.bins;
+    const span = answer.until - answer.since;
+    const xOf = (t) => LABEL_PX + ((Math.max(t, answer.since) - answer.since) / span) * plotW;
     strip.share.forEach((row, r) => {
+      const binW = plotW / row.length;  // never narrower than the stream's hop
       row.forEach((share, b) => {
         if (share === null) return;
         g.fillStyle = color(share);
-        g.fillRect(LABEL_PX + b * binW, r * ROW_PX + 1, Math.ceil(binW), ROW_PX - 2);
+        g.fillRect(LABEL_PX + b * binW, TITLE_PX + r * ROW_PX + 1, Math.ceil(binW), ROW_PX - 2);
       });
       g.fillStyle = "#f2f5fa";
       g.font = "13px system-ui, sans-serif";
       g.textBaseline = "middle";
-      g.fillText(strip.tags[r], 4, r * ROW_PX + ROW_PX / 2, LABEL_PX - 8);
+      g.fillText(strip.tags[r], 4, TITLE_PX + r * ROW_PX + ROW_PX / 2, LABEL_PX - 8);
     });
-    const span = answer.until - answer.since;
-    g.strokeStyle = "rgba(255,255,255,0.85)";
-    for (const t of tracks) {
-      if (t.started_at < answer.since) continue;
-      const x = LABEL_PX + ((t.started_at - answer.since) / span) * plotW;
-      g.beginPath();
-      g.moveTo(x, 0);
-      g.lineTo(x, height);
-      g.stroke();
+    g.font = "bold 12px system-ui, sans-serif";
+    for (const s of spans) {
+      const [fill, label, ink] = SPANS[s.kind];
+      const x0 = xOf(s.start);
+      const x1 = xOf(s.end === null ? answer.until : s.end);
+      if (x1 <= x0) continue;
+      g.fillStyle = fill;
+      g.fillRect(x0, TITLE_PX, Math.max(2, x1 - x0), height - TITLE_PX);
+      const length = (s.end === null ? answer.until : s.end) - s.start;
+      g.save();  // the label runs up the span, as narrow as it may be
+      g.translate(x0 + Math.max(1, (x1 - x0) / 2), height - 4);
+      g.rotate(-Math.PI / 2);
+      g.fillStyle = ink;
+      g.textBaseline = "middle";
+      g.fillText(`${label} ${minutes(length)}`, 0, 0, height - TITLE_PX - 8);
+      g.restore();
     }
+    g.strokeStyle = "rgba(255,255,255,0.85)";
+    const shown = entries.filter((e) => e.end === null || e.end >= answer.since);
+    shown.forEach((e, n) => {
+      const x = xOf(e.start);
+      if (e.start >= answer.since) {
+        g.beginPath();
+        g.moveTo(x, TITLE_PX - 4);
+        g.lineTo(x, height);
+        g.stroke();
+      }
+      if (shown.length > MAX_TITLES) return;
+      // the title over its track, on two alternating rows, up to the next title in its row
+      const next = shown[n + 2];
+      const room = (next ? xOf(next.start) : width) - x - 6;
+      g.fillStyle = e.end === null ? "#3ddc84" : "#f2f5fa";
+      g.font = "12px system-ui, sans-serif";
+      g.textBaseline = "top";
+      if (room > 12) {
+        g.fillText(`\u25b8 ${e.title || "(untitled)"}${e.end === null ? " (now)" : ""}`,
+                   x + 2, (n % 2) * (TITLE_PX / 2) + 2, room);
+      }
+    });
+  }
+
+  function notes(e) {
+    const out = [];
+    if (e.partial.length) out.push(`partial: ${e.partial.join(", ")}`);
+    if (e.silence_s >= 0.5) out.push(`silence ${minutes(e.silence_s)}`);
+    return out.join("; ");
   }
 
   function panel(id, data, answer) {
@@ -74,7 +136,7 @@
     node.dataset.stream = id;
     node.querySelector(".stream-name").textContent = id;
     node.querySelector(".summary").textContent =
-      `${data.windows} windows, ${clock(data.first_at)} to ${clock(data.last_at)}`;
+      `${data.windows} windows, ${when(data.first_at)} to ${when(data.last_at)}`;
     const list = node.querySelector(".airtime");
     for (const [tag, share] of data.airtime.slice(0, 12)) {
       const li = document.createElement("li");
@@ -86,46 +148,63 @@
       li.querySelector(".pct").textContent = `${(100 * share).toFixed(1)}%`;
       list.appendChild(li);
     }
-    const tracks = answer.tracks.filter((t) => t.stream === id);
+    const entries = answer.asrun.filter((e) => e.stream === id);
     const body = node.querySelector(".tracks tbody");
-    for (const t of tracks.slice(-MAX_TRACK_ROWS).reverse()) {
+    for (const e of entries.slice(-MAX_TRACK_ROWS).reverse()) {
       const tr = document.createElement("tr");
-      const cells = [clock(t.started_at), minutes(t.end_s - t.start_s),  // audio length
-                     t.title || "(untitled)", t.active.length ? t.active.join(", ") :
-                     `(none most of the time; top: ${t.top.join(", ")})`];
+      if (e.now_playing) tr.className = "now";
+      const tags = e.active.length ? e.active.join(", ") :
+        `(none most of the time; top: ${e.top.map((t) => t[0]).join(", ")})`;
+      const cells = [when(e.start), e.end === null ? "now playing" : when(e.end),
+                     minutes(e.audio_s), e.title || "(untitled)", tags, notes(e)];
       cells.forEach((text, i) => {
         const td = document.createElement("td");
         td.textContent = text;
-        if (i < 2) td.className = "num";
+        if (i < 3) td.className = "num";
+        if (i === 5) td.className = "note";
         tr.appendChild(td);
       });
       body.appendChild(tr);
     }
-    node.querySelector(".tracks").hidden = tracks.length === 0;
+    node.querySelector(".tracks").hidden = entries.length === 0;
+    const spans = [...answer.off_air, ...answer.silence, ...answer.not_recorded]
+      .filter((s) => s.stream === id);
+    const off = answer.off_air.filter((s) => s.stream === id);
+    const offair = node.querySelector(".offair");
+    offair.textContent = off.map((s) => `OFF AIR ${when(s.start)} to ${
+      s.end === null ? "now" : when(s.end)} (${minutes((s.end === null ? answer.until : s.end)
+      - s.start)})${s.detail ? ": " + s.detail : ""}`).join("; ");
+    offair.hidden = off.length === 0;
     const lost = answer.gaps.filter((g) => g.stream === id);
     const restarts = answer.restarts.filter((r) => r.stream === id);
-    const notes = [];
+    const missing = [];
     if (lost.length) {
       const missed = lost.reduce((n, g) => n + g.missed, 0);
-      notes.push(`${missed} messages missing in ${lost.length} gaps`);
+      missing.push(`${missed} messages missing in ${lost.length} gaps`);
     }
-    if (restarts.length) notes.push(`daemon restarted ${restarts.length}x`);
-    const missing = node.querySelector(".missing");
-    missing.textContent = notes.join("; ");
-    missing.hidden = notes.length === 0;
+    if (restarts.length) missing.push(`daemon restarted ${restarts.length}x`);
+    const note = node.querySelector(".missing");
+    note.textContent = missing.join("; ");
+    note.hidden = missing.length === 0;
     node.querySelector(".axis-start").textContent = day(answer.since);
     node.querySelector(".axis-end").textContent = day(answer.until);
-    return [node, () => drawStrip(node.querySelector("canvas"), data.strip, answer, tracks)];
+    return [node, () => drawStrip(node.querySelector("canvas"), data.strip, answer, entries,
+                                  spans)];
+  }
+
+  function spanText(minutesValue) {
+    const option = [...$("span").options].find((o) => o.value === minutesValue);
+    return option ? option.textContent : `${minutesValue} minutes`;
   }
 
   let timer = null;
   async function load() {
     clearTimeout(timer);
     timer = setTimeout(load, REFRESH_MS);
-    const hours = $("hours").value;
+    const span = $("span").value;
     let answer;
     try {
-      const response = await fetch(`history.json?hours=${encodeURIComponent(hours)}`,
+      const response = await fetch(`history.json?minutes=${encodeURIComponent(span)}`,
                                    { cache: "no-store" });
       answer = await response.json();
       if (!response.ok) {
@@ -138,6 +217,7 @@
     }
     banner("");
     $("source").textContent = answer.database;
+    $("zone").textContent = zoneName();
     $("updated").textContent = `updated ${clock(answer.until)}`;
     const main = $("history");
     main.replaceChildren();
@@ -146,7 +226,7 @@
       const p = document.createElement("p");
       p.id = "empty";
       p.className = "empty";
-      p.textContent = `Nothing recorded in the last ${hours} hours.`;
+      p.textContent = `Nothing recorded in the last ${spanText(span)}.`;
       main.appendChild(p);
       return;
     }
@@ -160,7 +240,7 @@
     document.body.dataset.loaded = String(answer.until);
   }
 
-  $("hours").addEventListener("change", load);
+  $("span").addEventListener("change", load);
   window.addEventListener("resize", () => load());
   load();
 })();

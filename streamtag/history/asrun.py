@@ -1,0 +1,393 @@
+"""What a station aired, as a radio monitor reports it: the as-run log (each title with its
+start, end, length, whether it was heard whole, its leading tags and the silence in it), the
+track now playing, the spans the station was off air or silent, the spans of data lost, and
+play counts per title and per tag, over the whole range or per day or week.
+
+Off air: the source's state changes (the ``statuses`` table). A span runs from the last audio
+received before the source went down (its last scored window; the "reconnecting" or "failed"
+status comes later, when the loss is noticed) to when audio resumed (the next "running"
+status); a stream that ended or whose daemon stopped is not monitored, which is not off air.
+
+Partial: a track is marked partial when it was not heard whole: "joined" (the first track of a
+daemon session on a live source: listening began mid-track), "off air" (an outage inside it),
+"cut" (a live stream ended, or the daemon stopped, mid-track).
+
+Silence: the ``silences`` table (schema revision 0003: dead air the daemon measured), when
+the database has it; none otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from streamtag.history import schema
+from streamtag.history.timeparse import Zone
+
+DOWN_STATES = ("reconnecting", "failed")
+LIVE_SOURCE = re.compile(r"(https?://|device:|pipe:)", re.IGNORECASE)
+MAX_GAP_SPANS = 1000      # gaps looked up for the span they lost; the rest keep their time
+PERIODS = ("day", "week")
+# A track without an end whose stream sent no window for this long is not playing: the
+# recording stopped (the daemon or the recorder went away) and its end is its last window.
+STALE_S = 60.0
+
+
+@dataclass
+class Span:
+    """A stretch of wall-clock time on one stream; `end` None while it lasts."""
+
+    stream: str
+    kind: str                      # "off_air", "silence" or "not_recorded"
+    start: float
+    end: float | None
+    detail: str = ""               # off air: the source's reasons; not recorded: the gap
+    # off air: where in its daemon session's audio the outage fell (the stream's sample count
+    # when audio came back), when the status said so
+    session: str | None = None
+    sample: int | None = None
+
+    def length(self, now: float) -> float:
+        return (now if self.end is None else self.end) - self.start
+
+    def overlaps(self, start: float, end: float | None) -> bool:
+        return (self.end is None or self.end > start) and (end is None or self.start < end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stream": self.stream, "kind": self.kind, "start": self.start, "end": self.end,
+                "detail": self.detail}
+
+
+@dataclass
+class Entry:
+    """One line of the as-run log."""
+
+    stream: str
+    title: str | None
+    start: float
+    end: float | None             # None: now playing
+    audio_s: float                # the audio's length (a file may be tagged faster)
+    windows: int
+    top: list[tuple[str, float]]  # leading tags with their mean smoothed score (or share)
+    active: list[str]
+    partial: list[str] = field(default_factory=list)
+    silence_s: float = 0.0
+    # every tag's mean smoothed score (the track now playing: the share of its windows with
+    # the tag on)
+    scores: dict[str, float] = field(default_factory=dict)
+    # its audio in its daemon session: [start_sample, end_sample); end None while it plays
+    session: str | None = None
+    start_sample: int = 0
+    end_sample: int | None = None
+
+    def cut_by(self, span: Span) -> bool:
+        """Whether an outage fell inside this track: by the audio's sample count where both
+        know it (a track that starts as audio comes back was heard whole), else by time."""
+        if span.stream != self.stream:
+            return False
+        if span.sample is not None and span.session == self.session:
+            return self.start_sample < span.sample and (self.end_sample is None
+                                                        or span.sample <= self.end_sample)
+        return span.overlaps(self.start, self.end)
+
+    @property
+    def now_playing(self) -> bool:
+        return self.end is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stream": self.stream, "title": self.title, "start": self.start,
+                "end": self.end, "duration_s": None if self.end is None
+                else round(self.end - self.start, 3), "audio_s": round(self.audio_s, 3),
+                "windows": self.windows, "now_playing": self.now_playing,
+                "partial": self.partial, "top": [[t, round(v, 6)] for t, v in self.top],
+                "active": self.active, "silence_s": round(self.silence_s, 3)}
+
+
+def live_source(source: str | None) -> bool:
+    return bool(source) and LIVE_SOURCE.match(source) is not None
+
+
+def _streams(column, streams: Sequence[str] | None) -> list:
+    return [column.in_(list(streams))] if streams else []
+
+
+def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                  until: float | None) -> list[Span]:
+    """Spans off air that overlap [since, until], from every status up to `until`."""
+    st = schema.statuses.c
+    # the statuses in the range, and each stream's last one before it (down: an outage that
+    # began earlier)
+    columns = (st.stream, st.session, st.sent_at, st.state, st.error, st.counters, st.seq)
+    in_range = [*_streams(st.stream, streams),
+                *([st.sent_at <= until] if until is not None else [])]
+    if since is not None:
+        before = (sa.select(sa.func.max(st.id)).where(*_streams(st.stream, streams),
+                                                       st.sent_at < since)
+                  .group_by(st.stream))
+        in_range = [sa.or_(sa.and_(st.sent_at >= since, *in_range), st.id.in_(before))]
+    query = sa.select(*columns).where(*in_range).order_by(st.stream, st.sent_at, st.seq)
+    spans: list[Span] = []
+    open_: dict[str, tuple[Span, list[str]]] = {}  # stream -> its span now, with its reasons
+    for row in conn.execute(query):
+        if row.state in DOWN_STATES:
+            if row.stream not in open_:
+                span = Span(row.stream, "off_air", row.sent_at, None)
+                open_[row.stream] = (span, [])
+                spans.append(span)
+            span, reasons = open_[row.stream]
+            if row.error and row.error not in reasons and len(reasons) < 3:
+                reasons.append(row.error)
+                span.detail = "; ".join(reasons)
+        elif row.state == "running" and row.stream in open_:
+            span, _ = open_.pop(row.stream)
+            span.start = _last_audio(conn, span.stream, row.sent_at, span.start)
+            span.end = row.sent_at
+            span.session, span.sample = row.session, _samples(row.counters)
+    for span, _ in open_.values():  # still off air
+        span.start = _last_audio(conn, span.stream, until, span.start)
+    return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
+
+
+def _samples(counters: str | None) -> int | None:
+    try:
+        value = json.loads(counters or "{}").get("samples")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _last_audio(conn: sa.Connection, stream: str, before: float | None,
+                noticed: float) -> float:
+    """When the last audio before an outage was received: its last window (the source's
+    status comes when the loss is noticed, and the windows of what it had may follow it)."""
+    sc = schema.scores.c
+    last = conn.execute(sa.select(sa.func.max(sc.sent_at)).where(
+        sc.stream == stream, *([sc.sent_at < before] if before is not None else []))).scalar()
+    return noticed if last is None else last
+
+
+def has_silences(conn: sa.Connection) -> bool:
+    """Whether the database has the silences table (schema revision 0003 on)."""
+    return sa.inspect(conn).has_table("silences")
+
+
+def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                  until: float | None, now: float) -> list[Span]:
+    """Dead air overlapping [since, until]: each "off" row of `silences` is a whole span,
+    ending at its `sent_at` and `duration_s` long; an "on" row without its "off" (same
+    stream, session and start) is a silence under way, or, when its stream has sent no window
+    for STALE_S, one that lasted as long as the recording did."""
+    if not has_silences(conn):
+        return []
+    table = sa.Table("silences", sa.MetaData(), autoload_with=conn)
+    c, sc = table.c, schema.scores.c
+    # a silence longer than a day that began before the range is left out
+    rows = conn.execute(sa.select(c.stream, c.session, c.sent_at, c.state, c.start_sample,
+                                  c.duration_s)
+                        .where(*_streams(c.stream, streams),
+                               *([c.sent_at >= since - 86400.0] if since is not None else []))
+                        .order_by(c.sent_at, c.seq)).all()
+    ended = {(r.stream, r.session, r.start_sample) for r in rows if r.state == "off"}
+    spans = []
+    for r in rows:
+        start = r.sent_at - r.duration_s
+        if r.state == "off":
+            spans.append(Span(r.stream, "silence", start, r.sent_at))
+        elif r.state == "on" and (r.stream, r.session, r.start_sample) not in ended:
+            last = conn.execute(sa.select(sa.func.max(sc.sent_at)).where(
+                sc.stream == r.stream, sc.session == r.session)).scalar()
+            end = None if last is None or now - last <= STALE_S else max(last, r.sent_at)
+            spans.append(Span(r.stream, "silence", start, end))
+    return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
+
+
+def gap_spans(conn: sa.Connection, gaps: list[dict[str, Any]]) -> list[Span]:
+    """For lost scores messages, the span of audio they covered: from the window before the
+    first one missing to the window after the last (the gap's row says when it was noticed)."""
+    sc = schema.scores.c
+    spans = []
+    for gap in [g for g in gaps if g["msg_type"] == "scores"][:MAX_GAP_SPANS]:
+        def sent(seq: int) -> float | None:
+            return conn.execute(sa.select(sc.sent_at).where(
+                sc.stream == gap["stream"], sc.session == gap["session"],  # noqa: B023
+                sc.seq == seq)).scalar()
+
+        before = sent(gap["first_seq"] - 1)
+        after = sent(gap["first_seq"] + gap["missed"])
+        end = after if after is not None else gap["detected_at"]
+        start = before if before is not None else end
+        spans.append(Span(gap["stream"], "not_recorded", start, end,
+                          f"{gap['missed']} {gap['msg_type']} messages, {gap['cause']}"))
+    return spans
+
+
+def session_sources(conn: sa.Connection, sessions: set[str]) -> dict[tuple, str | None]:
+    """(stream, session) -> the source its statuses name: whether it is live."""
+    st = schema.statuses.c
+    out: dict[tuple, str | None] = {}
+    for row in conn.execute(sa.select(st.stream, st.session, st.source)
+                            .where(st.session.in_(sorted(sessions)), st.source.is_not(None))
+                            .group_by(st.stream, st.session, st.source)):
+        out[(row.stream, row.session)] = row.source
+    return out
+
+
+def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
+           silence: list[Span], streams: Sequence[str] | None, until: float | None,
+           top: int, now: float) -> list[Entry]:
+    """The as-run log: the tracks (load_history's, oldest first) and each stream's track now
+    playing, with what cut them and the silence in them."""
+    with engine.connect() as conn:
+        sources = session_sources(conn, {t["session"] for t in tracks})
+        entries = []
+        for t in tracks:
+            source = sources.get((t["stream"], t["session"]))
+            entry = Entry(t["stream"], t["title"], t["started_at"], t["ended_at"],
+                          t["end_s"] - t["start_s"], t["windows"],
+                          [(name, t["tags"][name]["mean_smoothed"]) for name in t["top"]],
+                          t["active"], scores={name: v["mean_smoothed"]
+                                               for name, v in t["tags"].items()},
+                          session=t["session"], start_sample=t["start_sample"],
+                          end_sample=t["end_sample"])
+            if live_source(source):
+                if t["start_sample"] == 0:
+                    entry.partial.append("joined")
+                if t["reason"] == "end":
+                    entry.partial.append("cut")
+            entries.append(entry)
+        entries += now_playing(conn, streams, until, top, now)
+    for entry in entries:
+        if any(entry.cut_by(s) for s in off_air):
+            entry.partial.append("off air")
+        entry.silence_s = sum(min(entry.end if entry.end is not None else now,
+                                  s.end if s.end is not None else now) - max(entry.start, s.start)
+                              for s in silence
+                              if s.stream == entry.stream and s.overlaps(entry.start, entry.end))
+    entries.sort(key=lambda e: (e.start, e.stream))
+    return entries
+
+
+def now_playing(conn: sa.Connection, streams: Sequence[str] | None, until: float | None,
+                top: int, now: float) -> list[Entry]:
+    """Per stream whose source is up: the track after its last finished one, titled by the
+    latest status, its leading tags by the share of its windows in which they were active;
+    one whose windows stopped over STALE_S ago ends at its last window, cut."""
+    st, tc, sc = schema.statuses.c, schema.tracks.c, schema.scores.c
+    if until is not None and until < now - 1.0:
+        return []  # a range in the past: what played then is in the tracks
+    latest = (sa.select(st.stream, sa.func.max(st.id).label("id"))
+              .where(*_streams(st.stream, streams)).group_by(st.stream).subquery())
+    names = {row.id: schema.unpack_names(row.tags)
+             for row in conn.execute(sa.select(schema.models.c.id, schema.models.c.tags))}
+    out = []
+    for row in conn.execute(sa.select(schema.statuses).join(latest,
+                                                            schema.statuses.c.id == latest.c.id)):
+        if row.state in ("ended", "failed"):
+            continue
+        last = conn.execute(sa.select(tc.ended_at, tc.end_sample).where(
+            tc.stream == row.stream, tc.session == row.session)
+            .order_by(tc.end_sample.desc()).limit(1)).first()
+        # a window belongs to the track its end falls in
+        after = [sc.end_sample > last.end_sample] if last is not None else []
+        start = last.ended_at if last is not None else conn.execute(
+            sa.select(sa.func.min(sc.sent_at)).where(sc.stream == row.stream,
+                                                     sc.session == row.session)).scalar()
+        if start is None:
+            continue
+        counts: Counter[str] = Counter()
+        windows = 0
+        first_s = last_s = last_at = None
+        for agg in conn.execute(
+                sa.select(sc.model_id, sc.active, sa.func.count().label("n"),
+                          sa.func.min(sc.start_s).label("first_s"),
+                          sa.func.max(sc.end_s).label("last_s"),
+                          sa.func.max(sc.sent_at).label("last_at"))
+                .where(sc.stream == row.stream, sc.session == row.session, *after)
+                .group_by(sc.model_id, sc.active)):
+            windows += agg.n
+            for tag in names.get(agg.model_id, ()):
+                counts.setdefault(tag, 0)
+            first_s = agg.first_s if first_s is None else min(first_s, agg.first_s)
+            last_s = agg.last_s if last_s is None else max(last_s, agg.last_s)
+            last_at = agg.last_at if last_at is None else max(last_at, agg.last_at)
+            for tag in schema.unpack_names(agg.active):
+                counts[tag] += agg.n
+        if not windows:
+            continue
+        ranked = [(tag, n / windows) for tag, n in counts.most_common(top) if n]
+        entry = Entry(row.stream, row.title, start, None,
+                      (last_s - first_s) if first_s is not None else 0.0, windows, ranked,
+                      [tag for tag, share in ranked if share > 0.5],
+                      scores={tag: n / windows for tag, n in counts.items()},
+                      session=row.session,
+                      start_sample=last.end_sample if last is not None else 0)
+        if last is None and live_source(row.source):
+            entry.partial.append("joined")
+        if now - last_at > STALE_S:  # no window for a while: its end was never recorded
+            entry.end = last_at
+            entry.partial.append("cut")
+        out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------- play counts
+
+def period_start(zone: Zone, unix_s: float, period: str) -> float:
+    """The start of the day or ISO week (Monday) holding `unix_s`, in `zone`."""
+    day = zone.at(unix_s).date()
+    if period == "week":
+        day -= timedelta(days=day.weekday())
+    return zone.timestamp(day)
+
+
+def period_name(zone: Zone, start: float, period: str) -> str:
+    when = zone.at(start)
+    if period == "week":
+        year, week, _ = when.isocalendar()
+        return f"{year}-W{week:02d} (from {when:%Y-%m-%d})"
+    return f"{when:%Y-%m-%d} ({when:%a})"
+
+
+def plays(entries: list[Entry], off_air: list[Span], zone: Zone, period: str | None,
+          now: float) -> list[dict[str, Any]]:
+    """Per stream and period (the whole range when `period` is None): tracks, plays per
+    title and per tag (tracks in which the tag was active), time off air and silent. A track
+    counts in the period it started in."""
+    groups: dict[tuple[str, float | None], dict[str, Any]] = {}
+
+    def group(stream: str, at: float) -> dict[str, Any]:
+        key = (stream, None if period is None else period_start(zone, at, period))
+        if key not in groups:
+            groups[key] = {"stream": stream, "period": None if key[1] is None
+                           else period_name(zone, key[1], period), "start": key[1],
+                           "tracks": 0, "titles": Counter(), "tags": Counter(),
+                           "off_air_s": 0.0, "off_air": 0, "silence_s": 0.0}
+        return groups[key]
+
+    for e in entries:
+        g = group(e.stream, e.start)
+        g["tracks"] += 1
+        g["titles"][e.title or "(untitled)"] += 1
+        g["tags"].update(e.active)
+        g["silence_s"] += e.silence_s
+    for s in off_air:
+        g = group(s.stream, s.start)
+        g["off_air"] += 1
+        g["off_air_s"] += s.length(now)
+    out = []
+    for (_, _), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
+        g["titles"] = g["titles"].most_common()
+        g["tags"] = g["tags"].most_common()
+        g["off_air_s"] = round(g["off_air_s"], 3)
+        g["silence_s"] = round(g["silence_s"], 3)
+        out.append(g)
+    return out

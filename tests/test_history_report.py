@@ -1,0 +1,331 @@
+"""`streamtag history` as a radio monitor reads it: the as-run log of a scripted session equals
+what was played, an outage where the mount answered 404 shows as off air in the text, the JSON,
+the CSV and the plot (over the span lost), times read and shown in a named zone, the wide CSV,
+events left out on request. The session goes through real parts: streamtag's Publisher on
+127.0.0.1, the recorder, an SQLite file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from history_programme import NOT_FOUND, play_session
+from history_station import TAGS, Station, await_subscribed, wait_stored
+
+from streamtag.cli import main
+from streamtag.errors import ConfigError
+from streamtag.history import schema
+from streamtag.history.asrun import Entry, Span, has_silences, silence_spans
+from streamtag.history.plot import bin_count
+from streamtag.history.recorder import Recorder
+from streamtag.history.report import load_history
+from streamtag.history.timeparse import Zone, parse_range, parse_time, zone_named
+
+SONGS = [("Ana Tijoux – 1977", 95), ("Nina Simone – Sinnerman", 145),
+         ("Café Tacvba – Eres", 160), ("Björk – Joga", 120), ("Khruangbin – Maria", 80)]
+
+
+def record(url: str, script) -> list:
+    """Runs `script(station)` into the database at `url` through a real recorder."""
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint).start()
+    try:
+        await_subscribed(station, engine)
+        result = script(station)
+        wait_stored(engine, len(station.sent))
+    finally:
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
+    return result
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """Ten minutes of one station (600 windows) ending now, its mount lost for 32 s in the
+    third song, 12 s of dead air in the fourth, the fifth still playing; and a second station
+    that played two songs."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('asrun') / 'tags.db'}"
+    now = time.time()
+    t0 = now - 600 - 32 - 5
+
+    def script(station):
+        played, outage = play_session(station, "radio-1", t0, SONGS, outage=(300, 32.0),
+                                      silence=(430, 12))
+        play_session(station, "radio-2", t0, [("Intro", 60), ("Outro", 60)], open_last=False)
+        return played, outage
+
+    played, outage = record(url, script)
+    return url, t0, played, outage
+
+
+def history(capsys, *args: str) -> subprocess.CompletedProcess:
+    capsys.readouterr()
+    code = main(["history", *args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_the_as_run_log_is_what_was_played(session, capsys):
+    url, t0, played, outage = session
+    result = history(capsys, "--db", url, "--json", "--stream", "radio-1", "--tz", "UTC")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    got = [(e["title"], e["start"], e["end"], e["partial"], e["now_playing"])
+           for e in answer["asrun"]]
+    assert got == [(p.title, pytest.approx(p.start), None if p.end is None
+                    else pytest.approx(p.end), p.partial, p.end is None) for p in played]
+    assert [e["partial"] for e in answer["asrun"]] == [["joined"], [], ["off air"], [], []]
+    assert [e["top"][0][0] for e in answer["asrun"]] == [p.tag for p in played]
+    assert answer["asrun"][-1]["windows"] == SONGS[-1][1]
+    # the dead air: a span of its own, and counted in the track it fell in
+    (silence,) = answer["silence"]
+    assert (silence["start"], silence["end"]) == (pytest.approx(played[3].silence.start),
+                                                  pytest.approx(played[3].silence.end))
+    assert [e["silence_s"] for e in answer["asrun"]] == [0, 0, 0, 12, 0]
+    assert answer["tz"] == "UTC"
+    # play counts: each title once; each song's tag on for one track
+    (plays,) = answer["plays"]
+    assert dict(plays["titles"]) == {title: 1 for title, _ in SONGS}
+    assert dict(plays["tags"]) == {tag: 1 for tag in TAGS}
+    assert plays["off_air"] == 1 and plays["off_air_s"] == pytest.approx(32.0)
+
+    # the second station's last track was cut when its stream ended
+    result = history(capsys, "--db", url, "--json", "--stream", "radio-2")
+    entries = json.loads(result.stdout)["asrun"]
+    assert [(e["title"], e["partial"], e["now_playing"]) for e in entries] == [
+        ("Intro", ["joined"], False), ("Outro", ["cut"], False)]
+
+
+def test_a_404_outage_is_off_air_in_text_json_csv_and_plot(session, capsys, tmp_path):
+    url, t0, played, outage = session
+    result = history(capsys, "--db", url, "--json", "--stream", "radio-1")
+    (span,) = json.loads(result.stdout)["off_air"]
+    # over the span lost: from the last audio to its return, not when the loss was noticed
+    assert span["start"] == pytest.approx(outage.start) and span["start"] < outage.noticed
+    assert span["end"] == pytest.approx(outage.end)
+    assert span["end"] - span["start"] == pytest.approx(32.0)
+    assert span["detail"] == NOT_FOUND
+    # a range that begins inside the outage still shows it whole
+    result = history(capsys, "--db", url, "--json", "--stream", "radio-1", "--since",
+                     str(outage.start + 10), "--until", str(outage.end + 60))
+    (inside,) = json.loads(result.stdout)["off_air"]
+    assert (inside["start"], inside["end"]) == (span["start"], span["end"])
+    result = history(capsys, "--db", url, "--json", "--since", str(outage.end + 1))
+    assert json.loads(result.stdout)["off_air"] == []
+
+    text = history(capsys, "--db", url, "--stream", "radio-1", "--tz", "UTC")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("times in UTC")
+    start = datetime.fromtimestamp(span["start"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert "  OFF AIR (1, 32 s in all):" in lines
+    assert any(line.startswith(f"    {start} to ") and line.endswith(f"32 s  {NOT_FOUND}")
+               for line in lines), text.stdout
+    cut = [line for line in lines if SONGS[2][0] in line and "partial: off air" in line]
+    assert len(cut) == 1
+    assert any(SONGS[-1][0] in line and "NOW PLAYING" in line for line in lines)
+    assert "  silence (1, 12 s in all):" in lines
+    assert any(SONGS[3][0] in line and "silence 12 s" in line for line in lines)
+
+    result = history(capsys, "--db", url, "--csv", "--stream", "radio-1")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    (off,) = [r for r in rows if r["kind"] == "off_air"]
+    assert (float(off["duration_s"]), off["detail"]) == (pytest.approx(32.0), NOT_FOUND)
+
+    # The plot draws the outage in its own colour; a range before it has none of that colour.
+    with_outage, before = tmp_path / "with.png", tmp_path / "before.png"
+    assert history(capsys, "--db", url, "--stream", "radio-1", "--plot",
+                   str(with_outage)).returncode == 0
+    assert history(capsys, "--db", url, "--stream", "radio-1", "--until",
+                   str(outage.start - 30), "--plot", str(before)).returncode == 0
+    assert red_columns(with_outage) > 10
+    assert red_columns(before) == 0
+
+
+def red_columns(path) -> int:
+    """Columns of the picture holding the off-air red (strong red, little green or blue)."""
+    from matplotlib import image
+
+    pixels = image.imread(str(path))[..., :3]
+    red = (pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.45) & (pixels[..., 2] < 0.45)
+    return int(np.count_nonzero(red.sum(axis=0) > 20))
+
+
+def test_the_report_reads_the_same_from_postgresql(tmp_path):
+    from postgres_server import PostgresServer
+    from test_history import new_database
+
+    server = PostgresServer()
+    server.start()
+    try:
+        url = new_database(server)
+        t0 = time.time() - 637
+
+        def script(station):
+            return play_session(station, "radio-1", t0, SONGS, outage=(300, 32.0),
+                                silence=(430, 12))
+
+        played, outage = record(url, script)
+        engine = schema.create_db_engine(url)
+        try:
+            answer = load_history(engine, zone=zone_named("UTC"), period="day").to_dict()
+        finally:
+            engine.dispose()
+    finally:
+        server.close()
+    assert [(e["title"], e["start"], e["end"], e["partial"], e["silence_s"])
+            for e in answer["asrun"]] == [
+        (p.title, pytest.approx(p.start), None if p.end is None else pytest.approx(p.end),
+         p.partial, 12 if p.silence else 0) for p in played]
+    (span,) = answer["off_air"]
+    assert (span["start"], span["end"]) == (pytest.approx(outage.start),
+                                            pytest.approx(outage.end))
+
+
+def test_text_lists_top_tags_and_leaves_events_out_unless_asked(session, capsys):
+    url, *_ = session
+    text = history(capsys, "--db", url, "--stream", "radio-1", "--tags", "2")
+    assert text.returncode == 0, text.stderr
+    airtime = next(line for line in text.stdout.splitlines() if "airtime" in line)
+    assert "top 2 of 5 tags" in airtime and airtime.count("%") == 2
+    assert "events: 10 tag on/off (list them with --events)" in text.stdout, text.stdout
+    assert "score 0.90" not in text.stdout
+    listed = history(capsys, "--db", url, "--stream", "radio-1", "--events")
+    assert listed.stdout.count(" on  score 0.90 at ") == len(SONGS)
+    quiet = history(capsys, "--db", url, "--json", "--no-events")
+    assert "events" not in json.loads(quiet.stdout)
+    assert json.loads(quiet.stdout)["events_total"] == 2 * (len(SONGS) + 2)
+    assert history(capsys, "--db", url, "--tags", "0").returncode == 2
+
+
+def test_csv_is_wide_one_row_per_track_with_a_column_per_tag(session, capsys):
+    url, t0, played, _ = session
+    result = history(capsys, "--db", url, "--csv", "--tz", "Europe/Berlin", "--no-events")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    tracks = [r for r in rows if r["kind"] in ("track", "now_playing") and
+              r["stream"] == "radio-1"]
+    assert [r["title"] for r in tracks] == [title for title, _ in SONGS]
+    assert tracks[-1]["kind"] == "now_playing" and tracks[-1]["end"] == ""
+    for row, p in zip(tracks, played, strict=True):
+        scores = {tag: float(row[f"tag:{tag}"]) for tag in TAGS}
+        assert max(scores, key=scores.get) == p.tag
+        # ISO 8601 with the zone's offset: the time it names is the time played
+        assert datetime.fromisoformat(row["start"]).timestamp() == pytest.approx(p.start,
+                                                                               abs=1e-3)
+        assert row["start"].endswith(("+01:00", "+02:00"))
+    assert not [r for r in rows if r["kind"] == "event"]
+    assert {r["kind"] for r in rows} >= {"airtime", "track", "now_playing", "off_air", "plays",
+                                         "tag_plays"}
+
+
+def test_plays_per_day(tmp_path, capsys):
+    # Two days of one station, a title played on both: counted once in each day.
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    zone = zone_named("UTC")
+    day0 = zone.timestamp(datetime(2026, 11, 20).date(), 23, 57)
+
+    def script(station):
+        play_session(station, "radio-1", day0, [("A", 300), ("B", 300), ("A", 300)],
+                     open_last=False)
+
+    record(url, script)
+    engine = schema.create_db_engine(url)
+    try:
+        answer = load_history(engine, zone=zone, period="day")
+    finally:
+        engine.dispose()
+    assert [(g["period"], dict(g["titles"])) for g in answer.plays] == [
+        ("2026-11-20 (Fri)", {"A": 1}), ("2026-11-21 (Sat)", {"B": 1, "A": 1})]
+    text = history(capsys, "--db", url, "--tz", "UTC", "--period", "week")
+    assert "plays 2026-W47 (from 2026-11-16): 3 tracks" in text.stdout
+    assert "by title: A 2x, B 1x" in text.stdout
+
+
+# ---------------------------------------------------------------- time
+
+BERLIN = zone_named("Europe/Berlin")
+
+
+def berlin(*args) -> float:
+    return datetime(*args, tzinfo=BERLIN.tz).timestamp()
+
+
+def test_a_time_of_day_is_the_last_one_there_was():
+    now = berlin(2026, 11, 23, 0, 5)
+    assert parse_time("23:50", "--since", now, BERLIN) == berlin(2026, 11, 22, 23, 50)
+    assert parse_time("00:01", "--since", now, BERLIN) == berlin(2026, 11, 23, 0, 1)
+    # --until follows --since across midnight
+    assert parse_range("23:00", "01:00", berlin(2026, 11, 23, 12, 0), BERLIN) == (
+        berlin(2026, 11, 22, 23, 0), berlin(2026, 11, 23, 1, 0))
+    assert parse_range("18:00", "20:00", berlin(2026, 11, 23, 19, 0), BERLIN) == (
+        berlin(2026, 11, 23, 18, 0), berlin(2026, 11, 23, 20, 0))
+    assert parse_time("yesterday 18:00", "--since", now, BERLIN) == berlin(2026, 11, 22, 18)
+    assert parse_time("today", "--since", now, BERLIN) == berlin(2026, 11, 23)
+    assert parse_time("2h", "--since", now, BERLIN) == now - 7200
+    assert parse_time("1w", "--since", now, BERLIN) == now - 7 * 86400
+    # a naive ISO time is in --tz; one with an offset is that
+    assert parse_time("2026-07-01T12:00", "--since", now, BERLIN) == datetime(
+        2026, 7, 1, 10, 0, tzinfo=UTC).timestamp()
+    assert parse_time("2026-07-01T12:00+00:00", "--since", now, BERLIN) == datetime(
+        2026, 7, 1, 12, 0, tzinfo=UTC).timestamp()
+    # the day clocks go back has 25 hours: "yesterday 00:00" is 25 h before the next midnight
+    after = berlin(2026, 10, 26, 0, 30)
+    assert after - parse_time("yesterday", "--since", after, BERLIN) == 24.5 * 3600 + 3600
+    with pytest.raises(ConfigError, match="time of day"):
+        parse_time("25:00", "--since", now, BERLIN)
+    with pytest.raises(ConfigError, match="swap"):
+        parse_range("20:00", "2026-01-01T00:00", now, BERLIN)
+
+
+def test_the_zone_is_named_and_a_bad_one_refused(capsys, session):
+    assert BERLIN.label(berlin(2026, 1, 1)) == "Europe/Berlin (CET, UTC+01:00)"
+    assert BERLIN.label(berlin(2026, 7, 1)) == "Europe/Berlin (CEST, UTC+02:00)"
+    assert Zone(UTC, "UTC").label(0) == "UTC (UTC+00:00)"
+    url, *_ = session
+    result = history(capsys, "--db", url, "--tz", "Mars/Olympus")
+    assert result.returncode == 2 and "IANA name" in result.stderr
+    text = history(capsys, "--db", url)  # the machine's zone, named
+    assert text.stdout.startswith("times in ") and "UTC" in text.stdout.splitlines()[0]
+
+
+def test_a_track_is_cut_by_an_outage_inside_it_not_by_one_it_follows():
+    outage = Span("r", "off_air", 100.0, 132.0, session="s", sample=1000)
+    cut = Entry("r", "A", 50.0, 133.0, 83.0, 10, [], [], session="s", start_sample=200,
+                end_sample=1000)
+    after = Entry("r", "B", 131.5, 200.0, 68.0, 10, [], [], session="s", start_sample=1000,
+                  end_sample=2000)
+    assert cut.cut_by(outage) and not after.cut_by(outage)
+    # without the sample count (an older daemon), by time
+    outage.sample = None
+    assert cut.cut_by(outage) and after.cut_by(outage)
+    assert not Entry("r", "C", 132.0, 150.0, 18.0, 5, [], []).cut_by(outage)
+
+
+def test_a_database_from_before_silences_has_none(tmp_path):
+    # Revision 0002 had no silences table: the report reads no silence there, and no error.
+    engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        tables = [t for name, t in schema.metadata.tables.items() if name != "silences"]
+        schema.metadata.create_all(engine, tables=tables)
+        with engine.connect() as conn:
+            assert not has_silences(conn)
+            assert silence_spans(conn, None, None, None, time.time()) == []
+    finally:
+        engine.dispose()
+
+
+def test_plot_bins_are_never_narrower_than_the_hop():
+    assert bin_count(0, 120, 1.0) == 120
+    assert bin_count(0, 120, 2.0) == 60
+    assert bin_count(0, 30, 5.0) == 6
+    assert bin_count(0, 86400, 1.0) == 240
+    assert bin_count(0, 0.5, 1.0) == 1
