@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import time
+import uuid
 from datetime import UTC, datetime
 
 import numpy as np
@@ -329,3 +330,47 @@ def test_plot_bins_are_never_narrower_than_the_hop():
     assert bin_count(0, 30, 5.0) == 6
     assert bin_count(0, 86400, 1.0) == 240
     assert bin_count(0, 0.5, 1.0) == 1
+
+
+def restart(station: Station) -> None:
+    """What a daemon restart looks like on the wire: a new session, its seq from 0."""
+    station.session = uuid.uuid4().hex
+    station._seq.clear()
+
+
+def test_a_restart_mid_track_is_one_play_and_a_killed_daemons_track_is_kept(tmp_path, capsys):
+    """A daemon stopped mid-song and started again 5 s later, the song still playing: one play,
+    marked "restart". A daemon killed (no track message for its last song) and started again
+    on another song: its last song is still listed, cut at its last window."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = time.time() - 1000
+
+    def script(station):
+        # stopped cleanly in "Y": its part ends with a "track" message, reason "end"
+        first, _ = play_session(station, "radio-1", t0, [("X", 100), ("Y", 50)],
+                                open_last=False)
+        restart(station)
+        second, _ = play_session(station, "radio-1", t0 + 155, [("Y", 70), ("Z", 60)],
+                                 open_last=False)
+        # killed in "Z2": no track message for it at all
+        restart(station)
+        third, _ = play_session(station, "radio-1", t0 + 300, [("Z2", 40)], open_last=True)
+        restart(station)
+        fourth, _ = play_session(station, "radio-1", t0 + 350, [("W", 30)], open_last=False)
+        return first, second, third, fourth
+
+    first, second, third, fourth = record(url, script)
+    result = history(capsys, "--db", url, "--json", "--stream", "radio-1")
+    assert result.returncode == 0, result.stderr
+    entries = json.loads(result.stdout)["asrun"]
+    assert [(e["title"], e["partial"]) for e in entries] == [
+        ("X", ["joined"]), ("Y", ["restart"]), ("Z", ["cut"]), ("Z2", ["joined", "cut"]),
+        ("W", ["joined", "cut"])]
+    y = entries[1]
+    assert (y["start"], y["end"]) == (pytest.approx(first[1].start),
+                                      pytest.approx(second[0].end))
+    assert y["windows"] == 50 + 70 and y["audio_s"] == pytest.approx(120, abs=1)
+    z2 = entries[3]  # its windows are all that is left of it: it ends at the last one
+    assert z2["windows"] == 40 and z2["end"] == pytest.approx(third[0].start + 40, abs=1.5)
+    (plays,) = json.loads(result.stdout)["plays"]
+    assert dict(plays["titles"])["Y"] == 1

@@ -40,6 +40,8 @@ PERIODS = ("day", "week")
 # A track without an end whose stream sent no window for this long is not playing: the
 # recording stopped (the daemon or the recorder went away) and its end is its last window.
 STALE_S = 60.0
+# A daemon restart shorter than this between two tracks of one title makes them one play.
+RESTART_GAP_S = 120.0
 
 
 @dataclass
@@ -242,10 +244,11 @@ def session_sources(conn: sa.Connection, sessions: set[str]) -> dict[tuple, str 
 
 
 def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
-           silence: list[Span], streams: Sequence[str] | None, until: float | None,
-           top: int, now: float) -> list[Entry]:
-    """The as-run log: the tracks (load_history's, oldest first) and each stream's track now
-    playing, with what cut them and the silence in them."""
+           silence: list[Span], streams: Sequence[str] | None, since: float | None,
+           until: float | None, top: int, now: float) -> list[Entry]:
+    """The as-run log: the tracks (load_history's, oldest first), each session's track after
+    its last finished one (now playing, or cut where its end was never recorded), with what cut
+    them and the silence in them; a play split by a daemon restart is one."""
     with engine.connect() as conn:
         sources = session_sources(conn, {t["session"] for t in tracks})
         entries = []
@@ -264,7 +267,7 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
                 if t["reason"] == "end":
                     entry.partial.append("cut")
             entries.append(entry)
-        entries += now_playing(conn, streams, until, top, now)
+        entries += open_tracks(conn, streams, since, until, top, now)
     for entry in entries:
         if any(entry.cut_by(s) for s in off_air):
             entry.partial.append("off air")
@@ -272,70 +275,110 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
                                   s.end if s.end is not None else now) - max(entry.start, s.start)
                               for s in silence
                               if s.stream == entry.stream and s.overlaps(entry.start, entry.end))
-    entries.sort(key=lambda e: (e.start, e.stream))
-    return entries
+    return merge_restarts(entries)
 
 
-def now_playing(conn: sa.Connection, streams: Sequence[str] | None, until: float | None,
-                top: int, now: float) -> list[Entry]:
-    """Per stream whose source is up: the track after its last finished one, titled by the
-    latest status, its leading tags by the share of its windows in which they were active;
-    one whose windows stopped over STALE_S ago ends at its last window, cut."""
+def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                until: float | None, top: int, now: float) -> list[Entry]:
+    """Per daemon session of each stream with windows in [since, until]: the track after its
+    last finished one (the windows scored after it), titled by the session's latest status,
+    its leading tags by the share of its windows in which they were active. On the stream's
+    latest session, with its source up and windows within STALE_S, it is the track now
+    playing; otherwise its end was never recorded (the daemon was killed, or stopped before the
+    recorder heard its last track) and it ends at its last window, cut."""
     st, tc, sc = schema.statuses.c, schema.tracks.c, schema.scores.c
-    if until is not None and until < now - 1.0:
-        return []  # a range in the past: what played then is in the tracks
-    latest = (sa.select(st.stream, sa.func.max(st.id).label("id"))
-              .where(*_streams(st.stream, streams)).group_by(st.stream).subquery())
     names = {row.id: schema.unpack_names(row.tags)
              for row in conn.execute(sa.select(schema.models.c.id, schema.models.c.tags))}
+    sessions = conn.execute(
+        sa.select(sc.stream, sc.session, sa.func.max(sc.sent_at).label("last_at"))
+        .where(*_streams(sc.stream, streams),
+               *([sc.sent_at <= until] if until is not None else []))
+        .group_by(sc.stream, sc.session)
+        .having(sa.func.max(sc.sent_at) >= (since if since is not None else 0.0))).all()
+    newest: dict[str, float] = {}
+    for row in sessions:
+        newest[row.stream] = max(newest.get(row.stream, row.last_at), row.last_at)
     out = []
-    for row in conn.execute(sa.select(schema.statuses).join(latest,
-                                                            schema.statuses.c.id == latest.c.id)):
-        if row.state in ("ended", "failed"):
-            continue
+    for session in sessions:
+        status = conn.execute(sa.select(st.state, st.title, st.source).where(
+            st.stream == session.stream, st.session == session.session)
+            .order_by(st.id.desc()).limit(1)).first()
         last = conn.execute(sa.select(tc.ended_at, tc.end_sample).where(
-            tc.stream == row.stream, tc.session == row.session)
+            tc.stream == session.stream, tc.session == session.session)
             .order_by(tc.end_sample.desc()).limit(1)).first()
         # a window belongs to the track its end falls in
         after = [sc.end_sample > last.end_sample] if last is not None else []
-        start = last.ended_at if last is not None else conn.execute(
-            sa.select(sa.func.min(sc.sent_at)).where(sc.stream == row.stream,
-                                                     sc.session == row.session)).scalar()
-        if start is None:
-            continue
         counts: Counter[str] = Counter()
         windows = 0
-        first_s = last_s = last_at = None
+        first_s = last_s = first_at = last_at = None
         for agg in conn.execute(
                 sa.select(sc.model_id, sc.active, sa.func.count().label("n"),
                           sa.func.min(sc.start_s).label("first_s"),
                           sa.func.max(sc.end_s).label("last_s"),
+                          sa.func.min(sc.sent_at).label("first_at"),
                           sa.func.max(sc.sent_at).label("last_at"))
-                .where(sc.stream == row.stream, sc.session == row.session, *after)
+                .where(sc.stream == session.stream, sc.session == session.session, *after)
                 .group_by(sc.model_id, sc.active)):
             windows += agg.n
             for tag in names.get(agg.model_id, ()):
                 counts.setdefault(tag, 0)
             first_s = agg.first_s if first_s is None else min(first_s, agg.first_s)
             last_s = agg.last_s if last_s is None else max(last_s, agg.last_s)
+            first_at = agg.first_at if first_at is None else min(first_at, agg.first_at)
             last_at = agg.last_at if last_at is None else max(last_at, agg.last_at)
             for tag in schema.unpack_names(agg.active):
                 counts[tag] += agg.n
         if not windows:
             continue
+        start = last.ended_at if last is not None else first_at
         ranked = [(tag, n / windows) for tag, n in counts.most_common(top) if n]
-        entry = Entry(row.stream, row.title, start, None,
-                      (last_s - first_s) if first_s is not None else 0.0, windows, ranked,
+        entry = Entry(session.stream, status.title if status is not None else None, start,
+                      None, (last_s - first_s) if first_s is not None else 0.0, windows, ranked,
                       [tag for tag, share in ranked if share > 0.5],
                       scores={tag: n / windows for tag, n in counts.items()},
-                      session=row.session,
+                      session=session.session,
                       start_sample=last.end_sample if last is not None else 0)
-        if last is None and live_source(row.source):
+        source = status.source if status is not None else None
+        if last is None and live_source(source):
             entry.partial.append("joined")
-        if now - last_at > STALE_S:  # no window for a while: its end was never recorded
+        playing = (session.last_at == newest[session.stream] and status is not None
+                   and status.state not in ("ended", "failed") and now - last_at <= STALE_S
+                   and (until is None or until >= now - 1.0))
+        if not playing:  # its end was never recorded: it ends at its last window
             entry.end = last_at
             entry.partial.append("cut")
         out.append(entry)
+    return out
+
+
+def merge_restarts(entries: list[Entry]) -> list[Entry]:
+    """One play where a daemon restart split it: a track cut by its session's end followed,
+    on the same stream within RESTART_GAP_S, by the first track of the next session with the
+    same title. The merged play is marked "restart" (the restart's seconds were not heard);
+    its leading tags are those of its longer part."""
+    out: list[Entry] = []
+    last: dict[str, Entry] = {}
+    for entry in sorted(entries, key=lambda e: (e.start, e.stream)):
+        before = last.get(entry.stream)
+        if (before is not None and before.title is not None and entry.title == before.title
+                and before.end is not None and "cut" in before.partial
+                and "joined" in entry.partial and entry.session != before.session
+                and 0.0 <= entry.start - before.end <= RESTART_GAP_S):
+            longer = entry if entry.windows > before.windows else before
+            before.end, before.end_sample = entry.end, entry.end_sample
+            before.session = entry.session
+            before.audio_s += entry.audio_s
+            before.windows += entry.windows
+            # the leading tags of the longer part (a finished part has mean scores, a part
+            # whose end was never recorded the share of its windows with the tag on)
+            before.scores, before.top, before.active = longer.scores, longer.top, longer.active
+            before.silence_s += entry.silence_s
+            before.partial = [p for p in before.partial if p != "cut"] + ["restart"] + [
+                p for p in entry.partial if p not in ("joined", "restart") + tuple(
+                    before.partial)]
+            continue
+        out.append(entry)
+        last[entry.stream] = entry
     return out
 
 

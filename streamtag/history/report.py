@@ -224,7 +224,8 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         off_air = asrun.off_air_spans(conn, streams, since, until)
         silence = asrun.silence_spans(conn, streams, since, until, now)
         not_recorded = asrun.gap_spans(conn, gaps)
-    entries = asrun.as_run(engine, tracks, off_air, silence, streams, until, top, now)
+    entries = asrun.as_run(engine, tracks, off_air, silence, streams, since, until, top,
+                           now)
     return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
                    not_recorded=not_recorded, period=period,
