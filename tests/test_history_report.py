@@ -27,6 +27,7 @@ from streamtag.history.plot import bin_count
 from streamtag.history.recorder import Recorder
 from streamtag.history.report import load_history
 from streamtag.history.timeparse import Zone, parse_range, parse_time, zone_named
+from streamtag.wire.protocol import StatusBody
 
 SONGS = [("Ana Tijoux – 1977", 95), ("Nina Simone – Sinnerman", 145),
          ("Café Tacvba – Eres", 160), ("Björk – Joga", 120), ("Khruangbin – Maria", 80)]
@@ -374,3 +375,25 @@ def test_a_restart_mid_track_is_one_play_and_a_killed_daemons_track_is_kept(tmp_
     assert z2["windows"] == 40 and z2["end"] == pytest.approx(third[0].start + 40, abs=1.5)
     (plays,) = json.loads(result.stdout)["plays"]
     assert dict(plays["titles"])["Y"] == 1
+
+
+def test_the_station_name_is_kept_and_shown(tmp_path, capsys):
+    """A server's icy-name arrives in the status (protocol 1.2 `station`): the recorder keeps
+    it and the report names the station beside its stream id."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = time.time() - 200
+
+    def script(station):
+        play_session(station, "radio-1", t0, [("X", 30)], open_last=False)
+        station.send("radio-1", StatusBody(state="running", title="X",
+                                           source="http://127.0.0.1:8000/live.mp3",
+                                           station="Radio \x1b[31mEins"), t0 + 31)
+        play_session(station, "radio-2", t0, [("Y", 30)], open_last=False)
+
+    record(url, script)
+    result = history(capsys, "--db", url, "--json")
+    streams = json.loads(result.stdout)["streams"]
+    assert streams["radio-1"]["station"] == "Radio \x1b[31mEins"
+    assert streams["radio-2"]["station"] is None
+    text = history(capsys, "--db", url).stdout
+    assert "radio-1 (Radio Eins): 30 windows" in text, text  # the escape sequence dropped

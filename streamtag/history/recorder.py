@@ -485,7 +485,7 @@ class Recorder:
                        time_s=body.time_s, sample=body.sample)
         elif msg_type == "status":
             row.update(state=body.state, error=_text(body.error), title=_text(body.title),
-                       source=_text(body.source),
+                       source=_text(body.source), station=_text(body.station),
                        counters=json.dumps(body.counters, ensure_ascii=False, sort_keys=True))
         elif msg_type == "track":
             row.update(model_id=self._model_key(batch, body.model, body.tags),

@@ -79,6 +79,8 @@ class History:
     not_recorded: list[asrun.Span] = field(default_factory=list)
     period: str | None = None  # plays per "day" or "week"; None: for the whole range
     plays: list[dict[str, Any]] = field(default_factory=list)
+    # stream -> the station's name its latest status gave (icy-name), where it named one
+    stations: dict[str, str] = field(default_factory=dict)
 
     def streams(self) -> list[str]:
         return sorted(set(self.airtime) | {t["stream"] for t in self.tracks}
@@ -89,6 +91,7 @@ class History:
         return {
             "since": self.since, "until": self.until, "tz": self.zone.name,
             "streams": {s: {"windows": a.windows, "first_at": a.first_at, "last_at": a.last_at,
+                            "station": self.stations.get(s),
                             "airtime": {t: a.share(t) for t in a.tags}}
                         for s, a in sorted(self.airtime.items())},
             "asrun": [e.to_dict() for e in self.as_run],
@@ -222,6 +225,7 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                                                       *_in_range(pc.taken_at, since, until))
                          .order_by(pc.taken_at, pc.id))]
         off_air = asrun.off_air_spans(conn, streams, since, until)
+        stations = station_names(conn, streams, until)
         silence = asrun.silence_spans(conn, streams, since, until, now)
         not_recorded = asrun.gap_spans(conn, gaps)
     entries = asrun.as_run(engine, tracks, off_air, silence, streams, since, until, top,
@@ -229,7 +233,23 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
                    not_recorded=not_recorded, period=period,
-                   plays=asrun.plays(entries, off_air, zone, period, now))
+                   plays=asrun.plays(entries, off_air, zone, period, now), stations=stations)
+
+
+def station_names(conn: sa.Connection, streams: Sequence[str] | None,
+                  until: float | None) -> dict[str, str]:
+    """Stream -> the station's name (icy-name) its latest status up to `until` that named one
+    gave; none in a database from before schema revision 0004."""
+    st = schema.statuses.c
+    if "station" not in {c["name"] for c in sa.inspect(conn).get_columns("statuses")}:
+        return {}
+    latest = (sa.select(st.stream, sa.func.max(st.id).label("id"))
+              .where(*_streams(st.stream, streams), st.station.is_not(None),
+                     *([st.sent_at <= until] if until is not None else []))
+              .group_by(st.stream).subquery())
+    rows = conn.execute(sa.select(st.stream, st.station)
+                        .join(latest, schema.statuses.c.id == latest.c.id))
+    return {row.stream: row.station for row in rows}
 
 
 def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, until: float,
@@ -317,7 +337,9 @@ def format_text(history: History, events: bool = False) -> str:
         a = history.airtime.get(stream, StreamAirtime())
         when = (f"{_when(history, a.first_at)} to {_until(history, a.last_at, a.first_at)}"
                 if a.windows else "no windows")
-        lines.append(f"{_line(stream)}: {a.windows} windows, {when}")
+        station = history.stations.get(stream)
+        named = f" ({_line(station)})" if station else ""
+        lines.append(f"{_line(stream)}{named}: {a.windows} windows, {when}")
         if a.windows:
             heard = [t for t in sorted(a.tags, key=lambda t: -a.share(t))
                      if a.share(t) >= 0.0005]  # what rounds to 0.0 % says nothing

@@ -87,6 +87,7 @@ statuses = sa.Table(
     sa.Column("title", sa.Text),
     sa.Column("source", sa.Text),
     sa.Column("counters", sa.Text, nullable=False),  # JSON object
+    sa.Column("station", sa.Text),  # since revision 0004 (protocol 1.2): icy-name
     sa.UniqueConstraint("stream", "session", "seq", name="uq_statuses"),
     sa.Index("ix_statuses_stream_sent_at", "stream", "sent_at"))
 
