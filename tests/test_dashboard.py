@@ -107,9 +107,10 @@ class FakeDaemon:
                                                  time_s=window_end,
                                                  sample=int(window_end * 16000))
 
-    def status(self, state: str, error: str | None = None) -> None:
+    def status(self, state: str, error: str | None = None, station: str | None = None) -> None:
         self.publisher.publish_status("room", state=state, error=error,
-                                      counters={"windows": 1}, source="device:test")
+                                      counters={"windows": 1}, source="device:test",
+                                      station=station)
 
     def _run(self) -> None:
         heartbeat_s, scores_s = self._intervals
@@ -599,8 +600,9 @@ def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_
     daemon.status("reconnecting", "connection reset by peer")
     expect(panel.locator(".problem")).to_contain_text("connection reset by peer",
                                                       timeout=WAIT_S * 1000)
-    daemon.status("running")
+    daemon.status("running", station="Room FM")
     expect(panel.locator(".problem")).to_be_hidden(timeout=WAIT_S * 1000)
+    expect(panel.locator(".station")).to_have_text("Room FM")  # the server's icy-name
 
     # The daemon goes away: a banner says for how long; a new daemon (a new session) on the
     # same endpoint is picked up by itself, its tags start from nothing.

@@ -221,7 +221,8 @@ class FeedState:
             state = states.get(stream)
             if isinstance(state, Mapping) and view["status"] is None:
                 view["status"] = {k: state.get(k) for k in
-                                  ("state", "error", "title", "source", "counters")}
+                                  ("state", "error", "title", "source", "counters",
+                                   "station")}
             if isinstance(state, Mapping) and not view["tracks"]:
                 _add_tracks(view, [t for t in state.get("tracks") or []
                                    if isinstance(t, Mapping)])

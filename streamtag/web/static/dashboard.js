@@ -274,6 +274,10 @@
     pill.textContent = state || "";
     pill.hidden = !state;
     panel.querySelector(".title").textContent = s.status && s.status.title ? s.status.title : "";
+    // The station's own name (its server's icy-name), beside the stream id.
+    const station = panel.querySelector(".station");
+    station.textContent = s.status && s.status.station ? s.status.station : "";
+    station.hidden = !station.textContent;
 
     const problem = panel.querySelector(".problem");
     let problemText = "";
