@@ -63,17 +63,14 @@ def port_number(text: str) -> int:
 
 def zmq_endpoint(text: str) -> str:
     """A ZeroMQ endpoint flag, checked where a mistyped one would fail later with a vague
-    error: a tcp:// port must be 1-65535 or *."""
-    scheme, _, rest = text.partition("://")
-    if scheme == "tcp":
-        port = rest.rpartition(":")[2]
-        if not (port == "*" or (port.isdigit() and 1 <= int(port) <= 65535)):
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: the port {port!r} is not a TCP port; write tcp://HOST:PORT with "
-                "PORT 1-65535 (or * where the endpoint is bound)")
-    elif scheme not in ("ipc", "inproc") or not rest:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint; write "
-                                         "tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    error (the config file's check: a tcp:// port must be 1-65535 or *)."""
+    from streamtag.daemon.config import check_endpoint
+    from streamtag.errors import ConfigError
+
+    try:
+        check_endpoint("the endpoint", text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 

@@ -90,6 +90,14 @@ def test_control_allow_lists_default_to_nothing_and_are_checked():
             config_from_dict({"control": {key: value}})
 
 
+def test_an_endpoint_port_outside_1_to_65535_is_refused_in_the_file_too():
+    for section, value in (("publish", "tcp://127.0.0.1:99999"), ("control", "tcp://[::1]:0")):
+        with pytest.raises(ConfigError, match=f"{section}.endpoint .*the port .* is not a TCP "
+                                              "port; write tcp://HOST:PORT with PORT 1-65535"):
+            config_from_dict({section: {"endpoint": value}})
+    assert config_from_dict({"publish": {"endpoint": "tcp://127.0.0.1:65535"}})
+
+
 def test_admin_keys_are_curve_keys_and_insecure_is_a_flag_too():
     with pytest.raises(ConfigError, match="admin_keys needs security.server_key"):
         config_from_dict({"security": {"admin_keys": "/etc/st/admins"}})

@@ -69,9 +69,16 @@ ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\*|\d{1
 
 
 def check_endpoint(key: str, value: str) -> None:
-    if not ENDPOINT.match(value):
+    """A ZeroMQ endpoint, in a config file or a flag: tcp://HOST:PORT with PORT 1-65535 or *,
+    ipc://PATH or inproc://NAME; ConfigError naming ``key`` otherwise."""
+    found = ENDPOINT.match(value)
+    if not found:
         raise ConfigError(f"{key} {value!r} is not a ZeroMQ endpoint; write tcp://HOST:PORT "
                           "(PORT * for any free port), ipc://PATH or inproc://NAME")
+    port = found.group(3)
+    if port is not None and port != "*" and not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{key} {value!r}: the port {port!r} is not a TCP port; write "
+                          "tcp://HOST:PORT with PORT 1-65535 (or * where the endpoint is bound)")
 
 
 # A DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123).
