@@ -359,3 +359,20 @@ def test_a_model_that_reads_samples_gets_silence_detection_too(tmp_path):
     for tag_spans in active_spans(events, results[-1].end_s).values():
         for on, off in tag_spans:
             assert off <= start + 1e-6 or on >= end - 1e-6
+
+
+def test_listen_prints_a_silence_and_its_end_in_words():
+    from streamtag.commands.listen import format_message
+    from streamtag.wire.protocol import SilenceBody, make_message
+    from streamtag.wire.subscriber import ReceivedMessage
+
+    def line(body: SilenceBody) -> str:
+        message = make_message(body, session="s" * 32, stream="radio-1", seq=0)
+        return format_message(ReceivedMessage(message.header, message.body))
+
+    on = line(SilenceBody(state="on", time_s=20.0, sample=320000, start_s=20.0,
+                          start_sample=320000, duration_s=10.0, threshold_dbfs=-50.0))
+    assert ">>> SILENCE  since 20.00 s (below -50 dBFS for 10.0 s)" in on
+    off = line(SilenceBody(state="off", time_s=45.0, sample=720000, start_s=20.0,
+                           start_sample=320000, duration_s=25.0, threshold_dbfs=-50.0))
+    assert ">>> sound again  at 45.00 s after 25.0 s of silence" in off
