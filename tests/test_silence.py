@@ -376,3 +376,12 @@ def test_listen_prints_a_silence_and_its_end_in_words():
     off = line(SilenceBody(state="off", time_s=45.0, sample=720000, start_s=20.0,
                            start_sample=320000, duration_s=25.0, threshold_dbfs=-50.0))
     assert ">>> sound again  at 45.00 s after 25.0 s of silence" in off
+
+
+def test_a_level_beyond_what_a_float_holds_is_published_finite():
+    from streamtag.engine.health import MAX_DBFS, finite_levels
+
+    assert finite_levels(-20.5, -3.0) == (-20.5, -3.0)  # measured levels pass unchanged
+    assert finite_levels(math.inf, 700.0) == (700.0, 700.0)  # the RMS is at most the peak
+    assert finite_levels(math.nan, math.inf) == (MAX_DBFS, MAX_DBFS)
+    assert 770 < MAX_DBFS < 771

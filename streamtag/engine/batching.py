@@ -37,6 +37,7 @@ from streamtag.engine.health import (
     HealthConfig,
     SilenceDetector,
     SilenceEvent,
+    finite_levels,
     level_of_samples,
 )
 from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
@@ -781,14 +782,15 @@ class Engine:
         audio = mood = None
         level = w.level
         if level is not None:
-            audio = {"rms_dbfs": round(level.rms_dbfs, 2), "peak_dbfs": round(level.peak_dbfs, 2),
+            rms_dbfs, peak_dbfs = finite_levels(level.rms_dbfs, level.peak_dbfs)
+            audio = {"rms_dbfs": round(rms_dbfs, 2), "peak_dbfs": round(peak_dbfs, 2),
                      "clipped": level.clipped, "onset_rate_hz": round(level.onset_rate_hz, 3),
-                     "energy": energy_of(level.rms_dbfs, level.onset_rate_hz)}
+                     "energy": energy_of(rms_dbfs, level.onset_rate_hz)}
         silence: list[SilenceEvent] = []
         health = stream.health
         if health is not None:
             if level is not None:
-                rms_dbfs, clipped = level.rms_dbfs, level.clipped
+                clipped = level.clipped  # rms_dbfs: as published, above
             elif w.data.ndim == 1:  # a model that reads samples: its window is the samples
                 rms_dbfs, _, clipped = level_of_samples(w.data)
             else:

@@ -93,6 +93,22 @@ class SilenceEvent:
         return (self.end_sample - self.start_sample) / self.sample_rate
 
 
+# The loudest level a float32 sample can have: 20·log10(FLT_MAX).
+MAX_DBFS = 20.0 * math.log10(float(np.finfo(np.float32).max))
+
+
+def finite_levels(rms_dbfs: float, peak_dbfs: float) -> tuple[float, float]:
+    """A window's (RMS, peak) level made finite for the wire: audio far beyond full scale
+    (a broken source's 1e30 samples) overflows the frontend's float sums to infinity, which
+    stands for "at least the loudest a float holds"; its RMS is at most its peak."""
+    if math.isfinite(rms_dbfs) and math.isfinite(peak_dbfs):
+        return rms_dbfs, peak_dbfs
+    peak = MAX_DBFS if math.isnan(peak_dbfs) else min(max(peak_dbfs, MIN_DBFS), MAX_DBFS)
+    # only sums of overflowing samples give an infinite or NaN RMS
+    rms = peak if not math.isfinite(rms_dbfs) else min(rms_dbfs, peak)
+    return rms, peak
+
+
 def level_of_samples(samples: np.ndarray) -> tuple[float, float, int]:
     """(RMS dBFS, peak dBFS, samples at full scale) of a window of samples, as the frontend
     measures its frames (floored at -120 dBFS): for models that read samples."""
