@@ -141,7 +141,7 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
                     return conn.execute(sa.select(sa.func.count()).select_from(
                         schema.tracks)).scalar() >= len(PIECES)
 
-            wait_until(tracks_stored, 20, "the recorder to store the tracks")
+            wait_until(tracks_stored, 60, "the recorder to store the tracks")
         finally:
             if recorder is not None:
                 recorder.stop(5)
