@@ -107,10 +107,11 @@ def test_spec_describes_the_input(name):
                                             and info["input_kind"] == "logmel")
 
 
-def test_window_reuse_is_declared_for_the_two_layouts_it_knows():
+def test_window_reuse_is_declared_for_the_layouts_it_knows():
     declared = {n: nets.spec(n)["window_reuse"] for n in nets.names()}
     assert {n: s for n, s in declared.items() if s is not None} == {
-        "mel_cnn": "pooled_columns", "short_chunk_resnet": "first_block"}
+        "mel_cnn": "pooled_columns", "short_chunk_resnet": "first_block",
+        "musicnn": "frontend_columns", "musicnn_vgg": "second_convolution"}
 
 
 def test_names_by_task():

@@ -27,12 +27,19 @@ from streamtag.model.manifest import Manifest
 from streamtag.model.onnx_export import ONNX_OPSET
 from streamtag.model.stored import reuse_file_names
 from streamtag.model.window_reuse import (
+    MUSICNN_BRANCH_FRAMES,
+    MUSICNN_MIDEND_FRAMES,
+    AnyGeometry,
     Geometry,
+    MusicnnGeometry,
     ResNetGeometry,
+    VggGeometry,
     WindowReuse,
     from_graphs,
     geometry,
+    musicnn_geometry,
     resnet_geometry,
+    vgg_geometry,
 )
 
 __all__ = ["SCHEMES", "export_steps", "scheme_of", "stored_steps", "window_reuse"]
@@ -148,6 +155,126 @@ class _ResNetSteps(nn.Module):
         return torch.sigmoid(net.dense2(z)), own
 
 
+class _MusicnnSteps(nn.Module):
+    """musicnn's forward in the two steps of a window with and without a carry of its front
+    end's clean columns (``MusicnnGeometry``)."""
+
+    def __init__(self, net: nn.Module, g: MusicnnGeometry, with_carry: bool) -> None:
+        super().__init__()
+        self.net, self.g, self.with_carry = net, g, with_carry
+        self.branches = [*net.timbral, *net.temporal]
+        # the mid-end's first convolution as the sum of its part over the timbral channels
+        # (carried where it is the same in both windows) and its part over the others
+        self.timbral_channels = sum(block.conv.out_channels for block in net.timbral)
+        conv = net.midend[0].conv
+        weight = conv.weight.detach()
+        self.register_buffer("timbral_weight", weight[:, :self.timbral_channels].clone())
+        self.register_buffer("other_weight", weight[:, self.timbral_channels:].clone())
+        self.register_buffer("midend_bias", conv.bias.detach().clone())
+        self.eval()  # before the exporter sees it (``_Steps``)
+
+    @staticmethod
+    def _pooled(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The block's conv, ReLU, batch norm and maximum over the bands on ``x``, padded
+        already (the order ``graph_passes`` rewrites)."""
+        return block.bn(F.relu(block.conv(x))).amax(dim=3)
+
+    def _columns(self, block: nn.Module, x: torch.Tensor, taken: tuple[int, int]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The branch's output columns before and after ``taken`` (start, stop) from the
+        window ``x`` (batch, 1, frames, bands). Every slice is static, so shape inference
+        (and with it the Winograd rewrite) follows it."""
+        start, stop = taken
+        before, after = block.time_padding
+        frames = before + after + 1
+        left = x[:, :, :start + frames - 1 - before]
+        right = x[:, :, stop - before:]
+        return (self._pooled(block, F.pad(left, (0, 0, before, 0))),
+                self._pooled(block, F.pad(right, (0, 0, 0, after))))
+
+    def forward(self, x: torch.Tensor, carry: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        net, g = self.net, self.g
+        x = net.input_bn(x.transpose(1, 2).unsqueeze(1))
+        maps: list[torch.Tensor] = []
+        offset = 0
+        for block, taken in zip(self.branches, g.taken, strict=True):
+            if carry is None or taken is None:
+                maps.append(block(x))
+                continue
+            width = taken[1] - taken[0]
+            size = block.conv.out_channels * width
+            kept = carry[:, offset:offset + size].reshape(-1, block.conv.out_channels, width)
+            offset += size
+            left, right = self._columns(block, x, taken)
+            maps.append(torch.cat([left, kept, right], 2))
+        # what the window after takes: these columns of each branch it takes from a carry
+        owns = [m[..., t[0] + g.shift:t[1] + g.shift].flatten(1)
+                for m, t in zip(maps, g.taken, strict=True) if t is not None]
+        frontend = torch.cat(maps, 1)
+        timbral = frontend[:, :self.timbral_channels]
+        half = MUSICNN_MIDEND_FRAMES // 2
+        if carry is None or g.midend_taken is None:
+            part = F.conv1d(timbral, self.timbral_weight, self.midend_bias, padding=half)
+        else:
+            start, stop = g.midend_taken
+            kept = carry[:, offset:].reshape(-1, self.timbral_weight.shape[0], stop - start)
+            left = F.conv1d(F.pad(timbral[..., :start + half], (half, 0)),
+                            self.timbral_weight, self.midend_bias)
+            right = F.conv1d(F.pad(timbral[..., stop - half:], (0, half)),
+                             self.timbral_weight, self.midend_bias)
+            part = torch.cat([left, kept, right], 2)
+        if g.midend_taken is not None:
+            start, stop = g.midend_taken
+            owns.append(part[..., start + g.shift:stop + g.shift].flatten(1))
+        other = F.conv1d(frontend[:, self.timbral_channels:], self.other_weight, padding=half)
+        y = net.midend[0].bn(F.relu(part + other))
+        features = [frontend, y]
+        for layer in net.midend[1:]:
+            y = layer(y) + y
+            features.append(y)
+        dense = torch.cat(features, 1)
+        pooled = torch.stack([dense.amax(dim=2), dense.mean(dim=2)], dim=2).flatten(1)
+        hidden = net.dense_bn(F.relu(net.dense(net.dropout(net.pool_bn(pooled)))))
+        return torch.sigmoid(net.output(net.dropout(hidden))), torch.cat(owns, 1)
+
+
+class _VggSteps(nn.Module):
+    """``musicnn_vgg``'s forward in the two steps of a window with and without a carry of its
+    second convolution's output (after its ReLU and batch norm, before its pool)."""
+
+    def __init__(self, net: nn.Module, g: VggGeometry, with_carry: bool) -> None:
+        super().__init__()
+        self.net, self.g, self.with_carry = net, g, with_carry
+        self.eval()  # before the exporter sees it (``_Steps``)
+
+    def forward(self, x: torch.Tensor, carry: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        net, g, f = self.net, self.g, self.net.features
+        start, stop = g.taken
+        x = net.input_bn(x.transpose(1, 2).unsqueeze(1))  # (batch, 1, frames, bands)
+        if carry is None:
+            y = f[7](f[6](f[5](f[3](f[2](f[1](f[0](x)))))))
+        else:
+            # the first pool's columns the second convolution reads around the carry's:
+            # 0 ... start and stop - 1 ... the last, each from the frames they read. The
+            # first convolution's padding falls on a frame the left run's pool leaves out,
+            # and on the right run's first pooled column, which is dropped (no Pad node: the
+            # Winograd rewrite needs every shape known)
+            left = f[3](f[2](f[1](f[0](x[:, :, :2 * start + 5]))))
+            right = f[3](f[2](f[1](f[0](x[:, :, 2 * stop - 4:]))))[:, :, 1:]
+            # those two runs side by side in one convolution (its own padding at the outer
+            # ends); the 2 output columns where they meet read both and are dropped
+            out = f[7](f[6](f[5](torch.cat([left, right], 2))))
+            y = torch.cat([out[:, :, :start], carry, out[:, :, start + 2:]], 2)
+        own = y[:, :, start + g.shift:stop + g.shift]
+        z = f[8](y)
+        for layer in f[9:]:
+            z = layer(z)
+        z = z.permute(0, 2, 3, 1).flatten(1)  # as MusiCNNVGG.forward
+        return torch.sigmoid(net.dense(net.dropout(z))), own
+
+
 def _export(module: nn.Module, args: tuple, names: list[str]) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -159,7 +286,7 @@ def _export(module: nn.Module, args: tuple, names: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-_Plan = tuple[Geometry | ResNetGeometry | None, Callable[[bool], nn.Module] | None, str]
+_Plan = tuple[AnyGeometry | None, Callable[[bool], nn.Module] | None, str]
 
 
 def _plan_pooled_columns(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
@@ -180,10 +307,36 @@ def _plan_first_block(net: nn.Module, options: dict, window: int, hop: int) -> _
     return g, functools.partial(_ResNetSteps, net, g), ""
 
 
+def _plan_frontend_columns(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
+    """musicnn's layout: its front end's clean columns carried (``MusicnnGeometry``)."""
+    frames = tuple(block.conv.kernel_size[0] for block in (*net.timbral, *net.temporal))
+    paddings = tuple(block.time_padding[0] for block in (*net.timbral, *net.temporal))
+    if frames != MUSICNN_BRANCH_FRAMES or paddings != tuple((f - 1) // 2 for f in frames):
+        return None, None, (f"its front end's branches span {frames} frames, not the "
+                            f"{MUSICNN_BRANCH_FRAMES} that window reuse knows")
+    g = musicnn_geometry(window, hop)
+    return g, functools.partial(_MusicnnSteps, net, g), ""
+
+
+def _plan_second_convolution(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
+    """``musicnn_vgg``'s layout: its second convolution's output carried (``VggGeometry``)."""
+    f = net.features
+    layout = [(type(f[i]).__name__, getattr(f[i], "kernel_size", None),
+               getattr(f[i], "stride", None), getattr(f[i], "padding", None)) for i in (0, 3, 5)]
+    if layout != [("Conv2d", (3, 3), (1, 1), (1, 1)), ("MaxPool2d", (4, 1), (2, 2), 0),
+                  ("Conv2d", (3, 3), (1, 1), (1, 1))]:
+        return None, None, ("its first layers are not the 3x3 convolutions and (4, 1) pool "
+                            "that window reuse knows")
+    g = vgg_geometry(window, hop)
+    return g, functools.partial(_VggSteps, net, g), ""
+
+
 # the schemes of nets.WINDOW_REUSE: the geometry of a network's windows and its two steps
 SCHEMES: dict[str, Callable[[nn.Module, dict, int, int], _Plan]] = {
     "pooled_columns": _plan_pooled_columns,
     "first_block": _plan_first_block,
+    "frontend_columns": _plan_frontend_columns,
+    "second_convolution": _plan_second_convolution,
 }
 
 

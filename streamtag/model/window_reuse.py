@@ -41,6 +41,34 @@ the columns between from the carry and computes its first block on the rest only
 (``ResNetGeometry``: 35 of 116 at a hop of 62 frames); the blocks after it run whole, since
 their strides misalign with the hop and their receptive fields reach the padding. Its carry is
 larger (the first block's output on 81 columns: 2.7 MB against the default model's 70 KB).
+
+"frontend_columns". musicnn (187-frame windows every 62) has no pooling over time before its
+back end, so its front end's output at column n is the window before's at column n + hop,
+wherever neither window's padding reaches it. Each front-end branch is a convolution over L
+frames (timbral: 7; temporal: 128, 64 and 32), zero-padded by ``(L - 1) // 2`` frames before
+(``b``) and the rest after; column n reads frames n - b ... n - b + L - 1, so it is clean for
+b <= n <= window - L + b, and a window takes from the carry the columns b ... window - L + b -
+hop (``MusicnnGeometry.taken``; at 187 and 62: timbral 3..121, 119 of 187 columns; temporal 64
+31..92 and 32 15..108; temporal 128 none, its clean columns 63..122 being fewer than the hop).
+It computes those branches on the other columns only (two convolutions each, on the frames the
+left and the right run read): the timbral ones, 73 % of the forward, on 68 of 187 columns, the
+fewest a window can compute (3 padded at the left, the 65 whose frames are new). The mid-end's
+first convolution reads every branch over 7 columns, the 128-frame one too, so its output is
+the same in no two windows; it is linear, though, so it is computed as its part over the timbral
+channels (408 of 561) plus its part over the rest, and the timbral part is carried where the
+timbral columns it reads all are (6..118 at 187 and 62) and computed on the other 74 columns
+only. The later mid-end layers read the first one's output and the back end pools over the
+whole window: they run whole. The carry is those columns of each reused branch and of the
+timbral part, flattened and joined (255 KB for musicnn at 187 and 62).
+
+"second_convolution". musicnn's VGG baseline (``musicnn_vgg``) pads its 3×3 convolutions and
+pools the first one's output by (4, 1) with a stride of 2 over time: its second convolution, 74
+% of its products, gives at column n what the window before gave at column n + hop / 2 (an odd
+hop: the window two before), except where the padding reaches (``VggGeometry``: columns 0, 1
+and 90, 91 of 92 at 187 frames); a window takes columns 2..59 from the carry at a hop of 62 and
+computes that convolution on the other 34 only. Its pool pairs columns, which the hop's shift
+of 31 misaligns, so the carry is the convolution's output after its ReLU and batch norm, before
+the pool (128 × 58 × 48 values, 1.4 MB); the layers after the pool run whole.
 """
 
 from __future__ import annotations
@@ -57,8 +85,10 @@ from streamtag.model.sessions import onnx_session
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GEOMETRIES", "RESNET_MIN_TAKEN", "REUSE_TOLERANCE", "Geometry", "ResNetGeometry",
-           "WindowReuse", "check_windows", "from_graphs", "geometry", "resnet_geometry"]
+__all__ = ["GEOMETRIES", "MUSICNN_BRANCH_FRAMES", "MUSICNN_MIDEND_FRAMES", "MUSICNN_MIN_TAKEN",
+           "RESNET_MIN_TAKEN", "REUSE_TOLERANCE", "VGG_MIN_TAKEN", "AnyGeometry", "Geometry",
+           "MusicnnGeometry", "ResNetGeometry", "VggGeometry", "WindowReuse", "check_windows",
+           "from_graphs", "geometry", "musicnn_geometry", "resnet_geometry", "vgg_geometry"]
 
 REUSE_TOLERANCE = 1e-4  # the steps' probabilities against the whole window's
 
@@ -151,10 +181,97 @@ def resnet_geometry(window: int, hop: int) -> ResNetGeometry | None:
     return ResNetGeometry(window, hop, lag, shift, columns, (start, stop))
 
 
+# the frames of musicnn's front-end branches in its order (nets.musicnn: two timbral of 7, the
+# temporal of TEMPORAL_LENGTHS), each zero-padded by (frames - 1) // 2 before
+MUSICNN_BRANCH_FRAMES = (7, 7, 128, 64, 32)
+MUSICNN_MIDEND_FRAMES = 7  # its mid-end's convolutions over time, padded by 3 each side
+# a branch taking fewer columns than this from the carry is computed whole: its slices and
+# joins would cost about what it saves
+MUSICNN_MIN_TAKEN = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class MusicnnGeometry:
+    """Where a musicnn window of ``window`` frames every ``hop`` finds its carry.
+
+    ``taken``: per front-end branch (``MUSICNN_BRANCH_FRAMES``' order) the columns (start,
+    stop) a window takes from the carry of the window before, or None where it computes the
+    branch whole; ``midend_taken``: the columns of the mid-end's first convolution, its part
+    over the timbral channels, taken from the carry (None: computed whole); ``shift``: the
+    columns between two windows (the hop: nothing pools over time before the back end)."""
+
+    window: int
+    hop: int
+    taken: tuple[tuple[int, int] | None, ...]
+    midend_taken: tuple[int, int] | None
+    lag: int = 1
+
+    @property
+    def shift(self) -> int:
+        return self.hop
+
+    @property
+    def lag_frames(self) -> int:
+        """Frames between the end of a window and the end of the one whose carry it takes."""
+        return self.hop
+
+
+def musicnn_geometry(window: int, hop: int) -> MusicnnGeometry | None:
+    """The reuse of musicnn's front end on windows of ``window`` frames every ``hop``; None
+    where its timbral branches (most of the forward) would take too little."""
+    if hop < 1 or hop >= window:
+        return None
+    taken: list[tuple[int, int] | None] = []
+    for frames in MUSICNN_BRANCH_FRAMES:
+        before = (frames - 1) // 2
+        # clean in both windows: before <= n and n + hop <= window - frames + before
+        start, stop = before, window - frames + before - hop + 1
+        taken.append((start, stop) if stop - start >= MUSICNN_MIN_TAKEN else None)
+    if taken[0] is None:
+        return None
+    # the mid-end's part over the timbral channels at column n reads their columns n - 3 ...
+    # n + 3, zero-padded: the same in both windows where those are all taken from the carry
+    half = MUSICNN_MIDEND_FRAMES // 2
+    start, stop = taken[0][0] + half, taken[0][1] - half
+    midend = (start, stop) if stop - start >= MUSICNN_MIN_TAKEN else None
+    return MusicnnGeometry(window, hop, tuple(taken), midend)
+
+
+@dataclasses.dataclass(frozen=True)
+class VggGeometry(ResNetGeometry):
+    """Where a ``musicnn_vgg`` window of ``window`` frames every ``hop`` finds its carry: the
+    fields of ``ResNetGeometry``, for its second convolution's output (``columns`` frames
+    wide)."""
+
+
+VGG_MIN_TAKEN = 8  # as RESNET_MIN_TAKEN
+
+
+def vgg_geometry(window: int, hop: int) -> VggGeometry | None:
+    """The reuse of the second convolution of ``musicnn_vgg`` windows of ``window`` frames
+    every ``hop``; None where the windows overlap too little."""
+    if hop < 1 or hop >= window:
+        return None
+    lag = 1 if hop % 2 == 0 else 2
+    shift = lag * hop // 2
+    # the first convolution's frame t reads frames t - 1 ... t + 1 (clean for 1 <= t <=
+    # window - 2); its pool's column p frames 2p ... 2p + 3 of it (clean for 1 <= p <=
+    # (window - 5) // 2); the second convolution's column n that pool's n - 1 ... n + 1
+    columns, last_clean = (window - 4) // 2 + 1, (window - 5) // 2 - 1
+    start, stop = 2, last_clean + 1 - shift
+    if stop - start < VGG_MIN_TAKEN:
+        return None
+    return VggGeometry(window, hop, lag, shift, columns, (start, stop))
+
+
+AnyGeometry = Geometry | ResNetGeometry | MusicnnGeometry
+
 # nets.WINDOW_REUSE's schemes: where a scheme's windows find their carry
-GEOMETRIES: dict[str, Callable[[int, int], Geometry | ResNetGeometry | None]] = {
+GEOMETRIES: dict[str, Callable[[int, int], AnyGeometry | None]] = {
     "pooled_columns": geometry,
     "first_block": resnet_geometry,
+    "frontend_columns": musicnn_geometry,
+    "second_convolution": vgg_geometry,
 }
 
 
@@ -163,7 +280,7 @@ class WindowReuse:
     per window: window k's forward given the carry of window k - ``geometry.lag``; the two
     steps' ONNX Runtime sessions."""
 
-    def __init__(self, g: Geometry | ResNetGeometry, first_session, next_session) -> None:
+    def __init__(self, g: AnyGeometry, first_session, next_session) -> None:
         self.geometry = g
         self._first, self._next = first_session, next_session
 

@@ -46,7 +46,8 @@ __all__ = [
 
 TASKS = ("tag", "autoencode")
 LOSSES = ("bce", "two_head_bce", "vq_reconstruction")
-WINDOW_REUSE = ("pooled_columns", "first_block")  # streamtag.model.window_reuse's schemes
+# streamtag.model.window_reuse's schemes
+WINDOW_REUSE = ("pooled_columns", "first_block", "frontend_columns", "second_convolution")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,11 @@ class _Entry:
     "pooled_columns" (unpadded convolutions and 2×2 max pools: a window takes its second
     convolution's first pooled columns from an earlier window) or "first_block" (a first
     residual block of padded stride-2 convolutions: a window takes that block's output, where
-    the padding does not reach it, from an earlier window).
+    the padding does not reach it, from an earlier window) or "frontend_columns" (musicnn's
+    front end, unpooled over time: a window takes its branches' columns that neither window's
+    padding reaches from the window before) or "second_convolution" (musicnn's VGG baseline:
+    a window takes its second convolution's output, where the padding does not reach it, from
+    an earlier window).
     """
 
     cls: type[nn.Module]
@@ -111,9 +116,11 @@ _REGISTRY: dict[str, _Entry] = {
         window_reuse="first_block",
     ),
     "musicnn": _Entry(
-        MusiCNN, "musicnn (Pons & Serra 2019): timbral + temporal front end, dense mid-end"
+        MusiCNN, "musicnn (Pons & Serra 2019): timbral + temporal front end, dense mid-end",
+        window_reuse="frontend_columns",
     ),
-    "musicnn_vgg": _Entry(MusiCNNVGG, "VGG-like baseline published with musicnn, 3 s windows"),
+    "musicnn_vgg": _Entry(MusiCNNVGG, "VGG-like baseline published with musicnn, 3 s windows",
+                          window_reuse="second_convolution"),
 }
 
 
