@@ -70,6 +70,7 @@ from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.audio.testsignals import music_like  # noqa: E402
 from streamtag.catalog.installed import installed, path_of  # noqa: E402
 from streamtag.catalog.shipped import default_model_path  # noqa: E402
+from streamtag.commands import stop_on_signals  # noqa: E402
 from streamtag.daemon.config import (  # noqa: E402
     ControlConfig,
     DaemonConfig,
@@ -252,7 +253,7 @@ def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
                               file_roots=(str(folder),)),
         engine=EngineConfig(backend=SERVES.get(backend, backend), hop_seconds=1.0,
                             max_batch=max_batch))
-    supervisor = Supervisor(config, processes).start()
+    supervisor = Supervisor(config, processes, stop_signals=stop_on_signals).start()
     token = token_file.read_text().strip()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
