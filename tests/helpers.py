@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -285,3 +286,45 @@ def tiny_recipe(name: str, root, cache, **sections: dict) -> str:
         lines.append(f"[{section.replace('_', '.')}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+class Feed:
+    """A subscriber read in a thread: every message with its arrival time (a proxy's feed or a
+    supervisor's, watched for pauses)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.subscriber = Subscriber(endpoint)
+        self.messages: list[tuple[float, object]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.subscriber.recv(100)
+            if message is not None:
+                with self._lock:
+                    self.messages.append((time.monotonic(), message))
+
+    def of(self, kind: str, since: float = 0.0) -> list[tuple[float, object]]:
+        with self._lock:
+            return [(t, m) for t, m in self.messages
+                    if t >= since and m.header.msg_type == kind]
+
+    def count(self, stream: str, session: str | None = None, since: float = 0.0) -> int:
+        return sum(m.header.stream == stream and (session is None or m.header.session == session)
+                   for _, m in self.of("scores", since))
+
+    def advanced(self, streams, since: float, count: int) -> bool:
+        return all(self.count(s, since=since) >= count for s in streams)
+
+    def longest_pause(self, stream: str, since: float, until: float) -> float:
+        times = [since] + [t for t, m in self.of("scores", since)
+                           if m.header.stream == stream and t <= until] + [until]
+        return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.subscriber.close()

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import free_port, run_streamtag, stop_process, tiny_model_file, wait_until
+from helpers import Feed, free_port, run_streamtag, stop_process, tiny_model_file, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -30,39 +30,6 @@ from streamtag.wire.subscriber import Subscriber
 SHARDS = 3
 STREAMS = [f"radio-{i:02d}" for i in range(12)]
 MAX_PAUSE_S = 5.0  # a stream of the tiny model publishes every 0.26 s; 5 s is a pause
-
-
-class Feed:
-    """A subscriber on the proxy, read in a thread: every message with its arrival time."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.subscriber = Subscriber(endpoint)
-        self.messages: list[tuple[float, object]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self.subscriber.recv(100)
-            if message is not None:
-                with self._lock:
-                    self.messages.append((time.monotonic(), message))
-
-    def scores(self, since: float = 0.0) -> list[tuple[float, object]]:
-        with self._lock:
-            return [(t, m) for t, m in self.messages
-                    if t >= since and m.header.msg_type == "scores"]
-
-    def count(self, stream: str, session: str | None = None, since: float = 0.0) -> int:
-        return sum(m.header.stream == stream and (session is None or m.header.session == session)
-                   for _, m in self.scores(since))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.subscriber.close()
 
 
 class Daemon:
@@ -135,7 +102,7 @@ def serving(feed: Feed, daemons: dict[int, Daemon], since: float) -> dict[str, i
     """Which shard each stream's scores came from (by session), checking there is one."""
     sessions = {daemon.status()["session"]: shard for shard, daemon in daemons.items()}
     seen: dict[str, set[str]] = collections.defaultdict(set)
-    for _, m in feed.scores(since):
+    for _, m in feed.of("scores", since):
         seen[m.header.stream].add(m.header.session)
     assert set(seen) == set(STREAMS), f"streams never seen: {set(STREAMS) - set(seen)}"
     for stream, its_sessions in seen.items():
@@ -145,7 +112,7 @@ def serving(feed: Feed, daemons: dict[int, Daemon], since: float) -> dict[str, i
 
 def assert_seq_unbroken(feed: Feed) -> None:
     by_topic: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
-    for _, m in feed.scores():
+    for _, m in feed.of("scores"):
         by_topic[m.header.session, m.topic].append(m.header.seq)
     for (session, topic), seqs in by_topic.items():
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (session[:8], topic)
@@ -153,7 +120,7 @@ def assert_seq_unbroken(feed: Feed) -> None:
 
 
 def longest_pause(feed: Feed, stream: str, since: float, until: float) -> float:
-    times = [since] + [t for t, m in feed.scores(since) if m.header.stream == stream
+    times = [since] + [t for t, m in feed.of("scores", since) if m.header.stream == stream
                        and t <= until] + [until]
     return max(b - a for a, b in zip(times, times[1:], strict=False))
 
@@ -205,7 +172,7 @@ def test_three_shards_serve_every_stream_once_and_a_killed_one_resumes_alone(set
         assert new_session != victim_session
         # Shard 1 now started after 0 and 2 (first it started last but one): same assignment.
         assert serving(feed, daemons, back) == expected
-        assert {m.header.stream for _, m in feed.scores(back)
+        assert {m.header.stream for _, m in feed.of("scores", back)
                 if m.header.session == new_session} == set(theirs)
         restarted = {m.header.stream for _, m in feed.messages
                      if getattr(m, "restarted", False)}
