@@ -147,10 +147,10 @@ SONGS = [("Ana Tijoux – 1977", 95), ("Nina Simone – Sinnerman", 145),
          ("Café Tacvba – Eres", 160), ("Björk – Joga", 120), ("Khruangbin – Maria", 80)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def radio_session(tmp_path_factory):
     """Ten minutes of a station ending now, its mount lost (404) for 32 s in the third song,
-    the fifth still playing."""
+    the fifth still playing (made just before its test: "now" moves)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('session') / 'tags.db'}"
     engine = schema.create_db_engine(url)
     schema.upgrade(engine)
@@ -173,6 +173,9 @@ def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
     from playwright.sync_api import expect
 
     url, played, outage = radio_session
+    # A loaded machine (the whole suite on 2 cores) may take longer than expect's 5 s to
+    # answer and draw ten minutes of history.
+    expect.set_options(timeout=WAIT_S * 3 * 1000)
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
     closing.append(dashboard)
     page, requests, errors = watched_page(browser, closing, 1500, 900)

@@ -38,6 +38,7 @@ def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path,
                                                           synthetic_root) -> None:
     recipe_file = tmp_path / "ddp.toml"

@@ -438,7 +438,9 @@ def test_vqvae_code_map_computed(vq_type, rows):
     assert codes.shape == (1, 256, rows, 512)
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n != "vqvae"])  # vqvae: no tags
+# The MobileNets take ~10 s each here: slow; the other architectures stay in the default run.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith(
+    "mobilenet") else n for n in sorted(SMALL) if n != "vqvae"])  # vqvae: no tags
 def test_every_tagger_becomes_a_model_file_giving_probabilities(name, tmp_path):
     from streamtag.frontend import LogMelOptions
     from streamtag.model import modelfile

@@ -256,6 +256,7 @@ def test_every_paper_recipe_has_a_case() -> None:
     assert SLOW <= names, SLOW - names  # a renamed recipe would silently lose its slow mark
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", _cases())
 def test_recipe_trains_one_epoch_on_a_stand_in(path: Path, tmp_path: Path) -> None:
     if nets.spec(_architecture(path))["task"] == "autoencode":

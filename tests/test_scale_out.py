@@ -129,6 +129,7 @@ def all_streams_advance(feed: Feed, streams: list[str], since: float, count: int
     return all(feed.count(s, since=since) >= count for s in streams)
 
 
+@pytest.mark.slow
 def test_three_shards_serve_every_stream_once_and_a_killed_one_resumes_alone(setup, proxy):
     config, _, _ = setup
     expected = {sid: shard_of(sid, SHARDS) for sid in STREAMS}

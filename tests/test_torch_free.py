@@ -51,16 +51,25 @@ def without_torch(*args: str, popen: bool = False, **kwargs):
     kwargs.setdefault("cwd", tempfile.gettempdir())
     kwargs.setdefault("text", True)
     if popen:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                **kwargs)
+        # Its output goes to a file, not a pipe nobody reads until the end: a command that
+        # logs more than a pipe holds (64 KB) would block on it.
+        log = tempfile.TemporaryFile(mode="w+")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+        process.log = log
+        return process
     return subprocess.run(command, capture_output=True, **kwargs)
 
 
 def finish(process: subprocess.Popen) -> str:
-    """Stops a started command (SIGTERM) and returns what it wrote to stderr."""
+    """Stops a started command (SIGTERM) and returns what it wrote."""
     stop_process(process, 15)
-    _, err = process.communicate()
-    return err if isinstance(err, str) else err.decode(errors="replace")
+    process.wait()
+    if process.stdin is not None:
+        process.stdin.close()
+    process.log.seek(0)
+    text = process.log.read()
+    process.log.close()
+    return text
 
 
 def python_without_torch(code: str) -> str:

@@ -135,6 +135,7 @@ def _train(folder: Path, root: Path, name: str, tracks: list, informative: bool)
     return train(recipe, folder / name, echo=False)
 
 
+@pytest.mark.slow
 def test_training_with_features_uses_them(tracks: tuple[Path, Path, list]) -> None:
     folder, root, all_tracks = tracks
     told = _train(folder, root, "told", all_tracks, informative=True)
@@ -158,6 +159,7 @@ def test_training_with_features_uses_them(tracks: tuple[Path, Path, list]) -> No
     assert "high-level features: 13 per track" in log and "no daemon model file" in log
 
 
+@pytest.mark.slow
 def test_a_track_without_features_is_left_out(tracks: tuple[Path, Path, list]) -> None:
     folder, root, all_tracks = tracks
     features = folder / "partial.json"

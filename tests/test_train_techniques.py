@@ -137,6 +137,7 @@ def test_swa_model_is_exported_and_resumes(recipe_text: str, tmp_path: Path) -> 
 # Snapshot averaging
 
 
+@pytest.mark.slow
 def test_snapshot_average_is_one_file_giving_the_mean_of_its_members(recipe_text: str,
                                                                      tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -234,6 +235,7 @@ def test_per_tag_early_stopping_keeps_each_tags_epoch(recipe_text: str, tmp_path
     assert [p.name for p in (run_dir / PER_TAG_DIR).iterdir()] == ["epoch-4.pt"]
 
 
+@pytest.mark.slow
 def test_per_tag_early_stopping_end_to_end(recipe_text: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run = _run(recipe_text, run_dir, "train.per_tag_best=true", "train.epochs=3")

@@ -149,6 +149,7 @@ class VenueDaemon:
         self.proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home, browser,
                                                                 tmp_path):
     require_pulse()
