@@ -328,3 +328,16 @@ class Feed:
         self._stop.set()
         self._thread.join(5)
         self.subscriber.close()
+
+
+def is_ready(metrics_port: int) -> bool:
+    """Whether a daemon's (or supervisor's) /readyz answers 200 on 127.0.0.1."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz",
+                                    timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False

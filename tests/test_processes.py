@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Feed, free_port, stop_process, tiny_model_file, wait_until
+from helpers import Feed, free_port, is_ready, stop_process, tiny_model_file, wait_until
 
 import streamtag
 from streamtag.audio.files import write_audio
@@ -90,12 +90,7 @@ class Run:
     def ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"streamtag run exited: {self.process.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz",
-                                        timeout=2) as reply:
-                return reply.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        return is_ready(self.metrics_port)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",

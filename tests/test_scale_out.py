@@ -15,11 +15,17 @@ import collections
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from helpers import Feed, free_port, run_streamtag, stop_process, tiny_model_file, wait_until
+from helpers import (
+    Feed,
+    free_port,
+    is_ready,
+    run_streamtag,
+    stop_process,
+    tiny_model_file,
+    wait_until,
+)
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -46,12 +52,7 @@ class Daemon:
     def ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"shard {self.shard} exited: {self.process.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz",
-                                        timeout=2) as reply:
-                return reply.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        return is_ready(self.metrics_port)
 
     def status(self) -> dict:
         return control_request(self.control, {"cmd": "status"}, timeout_ms=5000)
