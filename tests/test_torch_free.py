@@ -174,9 +174,14 @@ def test_proxy_record_history_and_dashboard_without_torch(tmp_path, music):
     frontend = f"tcp://127.0.0.1:{free_port()}"
     db = f"sqlite:///{tmp_path / 'tags.db'}"
     port = free_port()
+    # The file plays in real time and loops: read at full speed it could be over before the
+    # recorder, started beside the daemon, has subscribed (nothing would ever be recorded).
+    config = tmp_path / "streamtag.toml"
+    config.write_text(f'[[sources]]\nid = "disk"\nspec = "file:{music}"\nrealtime = true\n'
+                      'loop = true\n')
     processes = [
-        without_torch("run", "--source", f"disk=file:{music}", "--publish", upstream,
-                      "--control", "", popen=True),
+        without_torch("run", "--config", str(config), "--publish", upstream, "--control", "",
+                      popen=True),
         without_torch("proxy", "--upstream", upstream, "--frontend", frontend, "--backend",
                       backend, popen=True),
         without_torch("record", "--connect", backend, "--db", db, popen=True),

@@ -92,7 +92,8 @@ def home(tmp_path_factory):
     folder = tmp_path_factory.mktemp("home")
     done = subprocess.run([sys.executable, "-m", "streamtag", "models", "install", "musicnn-msd"],
                           env={**os.environ, "STREAMTAG_HOME": str(folder)},
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
     assert done.returncode == 0, done.stderr
     return folder
 
@@ -122,7 +123,8 @@ class VenueDaemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamtag", "run", "--venue", "--config", str(config),
              "--dashboard-port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=tempfile.gettempdir())
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

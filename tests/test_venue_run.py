@@ -44,7 +44,8 @@ def test_without_a_sound_card_run_venue_says_so_and_exits_2(tmp_path):
            "STREAMTAG_HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "streamtag", "run", "--venue", "--control", "",
                            "--publish", f"tcp://127.0.0.1:{free_port()}"],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=120,
+                          cwd=tempfile.gettempdir())
     assert done.returncode == 2, done.stderr
     assert "--venue listens to the default sound card" in done.stderr
     assert "give --source" in done.stderr and "Traceback" not in done.stderr
@@ -62,7 +63,8 @@ def test_run_venue_serves_the_page_and_says_when_the_card_goes_and_comes_back(tm
         [sys.executable, "-m", "streamtag", "run", "--venue", "--dashboard-port", str(port),
          "--publish", f"tcp://127.0.0.1:{free_port()}",
          "--control", f"tcp://127.0.0.1:{free_port()}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tempfile.gettempdir())  # outside the source tree: helpers.run_streamtag says why
     reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in proc.stderr),
                               daemon=True)
     reader.start()
