@@ -404,6 +404,7 @@ def _rss_mb() -> float:
 RSS_GROWTH_BOUND_MB = 48  # the bounds' own worst case is about 20 MB
 
 
+@pytest.mark.slow  # 20 s; test_forgetting_streams_... checks the bounds' logic in the default run
 def test_forged_sessions_leave_a_subscriber_s_memory_bounded(forger):
     # 200,000 forged sessions: 100,000 under a new stream id each, 50,000 restarts of one
     # stream, 50,000 heartbeats of new daemon sessions; ids at their longest. Without bounds

@@ -88,7 +88,8 @@ def test_windows_from_carries_match_whole_windows(default_model, hop):
         np.testing.assert_allclose(probs, expected[start:start + lag], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("hop", [50, 25, 36])
+@pytest.mark.parametrize("hop", [50, pytest.param(25, marks=pytest.mark.slow),
+                                 pytest.param(36, marks=pytest.mark.slow)])  # 4-5 s each
 def test_short_chunk_resnet_windows_from_carries_match_whole_windows(resnet_model, hop):
     r, why = resnet_model.window_reuse(hop)
     assert r is not None, why

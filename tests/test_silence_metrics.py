@@ -21,7 +21,7 @@ from streamtag.engine.health import HealthConfig
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = ROOT / "docs" / "operations.md"
 MUSIC = Path("/usr/share/games/singularity/music/Coherence.ogg")
-SPEED = 5.0  # realtime pacing, five times faster than real time
+SPEED = 10.0  # realtime pacing, ten times faster than real time
 
 
 def scrape(port: int) -> str:
