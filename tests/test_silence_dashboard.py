@@ -13,12 +13,20 @@ import pytest
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
 from helpers import make_config, started, tiny_model_file  # noqa: E402
-from test_dashboard import WAIT_S, DashboardThread, browser, closing  # noqa: E402, F401
+from test_dashboard import (  # noqa: E402, F401
+    WAIT_S,
+    DashboardThread,
+    FakeDaemon,
+    browser,
+    closing,
+    endpoints,
+)
 from test_silence import MUSIC, MUSIC_MISSING  # noqa: E402
 
 from streamtag.audio.files import load_audio, write_audio  # noqa: E402
 from streamtag.daemon.config import SourceConfig  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
+from streamtag.wire.protocol import SilenceBody  # noqa: E402
 
 
 def message(msg_type: str, body: dict, seq: int = 0) -> dict:
@@ -40,12 +48,14 @@ def test_feed_state_knows_since_when_a_stream_is_silent():
     state.apply_message(message("silence", silence_body("on", 10.0)))
     # The "on" arrives once the silence has lasted 10 s: it began 10 s before, by this clock.
     assert state.view("radio")["silence"] == {"since": 990.0, "start_s": 20.0,
-                                              "threshold_dbfs": -50.0}
+                                              "threshold_dbfs": -50.0, "cause": "silence"}
     assert state.hello()["streams"]["radio"]["silence"]["since"] == 990.0  # a late page too
     clock[0] = 1015.0
     state.apply_message(message("silence", silence_body("off", 25.0), seq=1))
     assert state.view("radio")["silence"] is None
-    state.apply_message(message("silence", silence_body("on", 12.5), seq=2))
+    state.apply_message(message("silence", {**silence_body("on", 12.5), "cause": "tone"},
+                                seq=2))
+    assert state.view("radio")["silence"]["cause"] == "tone"  # a stuck tone
     restarted = message("status", {"state": "running", "error": None, "counters": {}})
     restarted["header"]["session"] = "s2"  # a new daemon session: nothing is silent yet
     state.apply_message(restarted)
@@ -114,5 +124,35 @@ def test_a_dashboard_that_starts_during_a_silence_learns_it_from_the_snapshot():
                                       "windows": 40, "silence": None}}}
     forwarded = state.apply_snapshot(snapshot)
     assert forwarded["streams"]["radio"]["silence"] == {"since": 485.5, "start_s": 20.0,
-                                                        "threshold_dbfs": -50.0}
+                                                        "threshold_dbfs": -50.0,
+                                                        "cause": "silence"}
     assert forwarded["streams"]["other"]["silence"] is None
+
+
+def test_page_says_stuck_tone_for_a_tone_s_dead_air(browser, endpoints, closing):  # noqa: F811
+    from playwright.sync_api import expect
+
+    pub, control = endpoints
+    daemon = FakeDaemon(pub, control, active=("calm",))
+    closing.append(daemon)
+    dashboard = DashboardThread(pub, control=control, history_s=60)
+    closing.append(dashboard)
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    closing.append(page)
+    page.goto(dashboard.url)
+    panel = page.locator('section.panel[data-stream="room"]')
+    expect(panel.locator(".tile[data-tag]")).to_have_count(1, timeout=WAIT_S * 1000)
+    silence = panel.locator(".silence")
+    expect(silence).to_be_hidden()
+    fields = dict(time_s=20.0, sample=320000, start_s=20.0, start_sample=320000,
+                  threshold_dbfs=-50.0, cause="tone")
+    with daemon._lock:
+        daemon.publisher.publish("room", SilenceBody(state="on", duration_s=10.0, **fields))
+    expect(silence).to_be_visible(timeout=WAIT_S * 1000)
+    expect(silence).to_have_text(
+        re.compile(r"^Stuck tone since \d\d:\d\d:\d\d \(a steady tone, no music\)$"))
+    with daemon._lock:
+        daemon.publisher.publish("room", SilenceBody(state="off", duration_s=25.0,
+                                                     **{**fields, "time_s": 45.0,
+                                                        "sample": 720000}))
+    expect(silence).to_be_hidden(timeout=WAIT_S * 1000)

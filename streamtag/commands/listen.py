@@ -100,13 +100,16 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
         text = paint(f"track {_title(body.title)}", _BOLD)
         text += f"  {body.start_s:.2f}-{body.end_s:.2f} s  {_track_summary(body)}  ({body.reason})"
     elif isinstance(body, SilenceBody):
+        tone = body.cause == "tone"
         if body.state == "on":
-            text = paint(">>> SILENCE", _BOLD, _RED)
-            text += (f"  since {body.start_s:.2f} s (below {body.threshold_dbfs:g} dBFS for "
-                     f"{body.duration_s:.1f} s)")
+            text = paint(">>> STUCK TONE" if tone else ">>> SILENCE", _BOLD, _RED)
+            text += (f"  since {body.start_s:.2f} s (" + (
+                "a steady tone, no onset" if tone else f"below {body.threshold_dbfs:g} dBFS")
+                + f" for {body.duration_s:.1f} s)")
         else:
             text = paint(">>> sound again", _BOLD, _GREEN)
-            text += f"  at {body.time_s:.2f} s after {body.duration_s:.1f} s of silence"
+            text += (f"  at {body.time_s:.2f} s after {body.duration_s:.1f} s of "
+                     + ("a stuck tone" if tone else "silence"))
     elif isinstance(body, HeartbeatBody):
         text = (f"heartbeat  session {_shown(message.session[:8])}  up {body.uptime_s:.0f} s  "
                 f"{body.streams} streams")

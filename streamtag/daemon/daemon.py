@@ -568,7 +568,8 @@ class Daemon:
         self.publisher.publish(stream_id, SilenceBody(
             state=change.state, time_s=change.time_s, sample=change.sample,
             start_s=change.start_s, start_sample=change.start_sample,
-            duration_s=round(change.duration_s, 6), threshold_dbfs=change.threshold_dbfs))
+            duration_s=round(change.duration_s, 6), threshold_dbfs=change.threshold_dbfs,
+            cause=change.cause))
 
     def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
         self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,

@@ -80,6 +80,9 @@ class _Collector:
                 "it has lasted [health] silence_s", labels=["stream"]),
             "silences": CounterMetricFamily("streamtag_silences",
                                             "Silences (dead air) begun", labels=["stream"]),
+            "tones": CounterMetricFamily(
+                "streamtag_stuck_tones", "Of the silences, those that were a stuck tone",
+                labels=["stream"]),
             "clipping_windows": CounterMetricFamily(
                 "streamtag_clipping_windows",
                 "Windows with at least [health] clip_samples samples at full scale",

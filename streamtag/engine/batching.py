@@ -789,21 +789,24 @@ class Engine:
         silence: list[SilenceEvent] = []
         health = stream.health
         if health is not None:
+            onsets = None  # counted by the frontend only
             if level is not None:
-                clipped = level.clipped  # rms_dbfs: as published, above
+                clipped, onsets = level.clipped, level.onsets  # the levels: as published, above
             elif w.data.ndim == 1:  # a model that reads samples: its window is the samples
-                rms_dbfs, _, clipped = level_of_samples(w.data)
+                rms_dbfs, peak_dbfs, clipped = level_of_samples(w.data)
             else:
-                rms_dbfs, clipped = None, 0
-            silence = health.update(w.start_sample, w.end_sample, rms_dbfs, clipped)
-        quiet = health is not None and health.quiet
+                rms_dbfs, peak_dbfs, clipped = None, None, 0
+            silence = health.update(w.start_sample, w.end_sample, rms_dbfs, clipped, peak_dbfs,
+                                    onsets)
+        quiet = health is not None and health.dead
         smoothed, events = stream.smoother.update(probs, end_s, quiet)
         for change in silence:
             if change.state == "on":  # no tag stays on in dead air
                 events = [*events, *stream.smoother.silence(change.start_s)]
         if stream.mood is not None:
             mood = stream.mood.update(end_s, smoothed, None if audio is None else audio["rms_dbfs"],
-                                      None if audio is None else audio["energy"])
+                                      None if audio is None else audio["energy"],
+                                      dead_air=health is not None and health.silent)
         result = WindowResult(
             stream_id=stream.id, index=stream.next_index, start_sample=w.start_sample,
             end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,

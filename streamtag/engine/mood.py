@@ -269,10 +269,11 @@ class MoodTracker:
         self._pending_since = 0.0
 
     def update(self, end_s: float, smoothed: np.ndarray, rms_dbfs: float | None = None,
-               energy: float | None = None) -> dict[str, Any]:
+               energy: float | None = None, dead_air: bool = False) -> dict[str, Any]:
         """The mood after the window ending at ``end_s`` (audio seconds): the fields of the
-        protocol's scores ``mood`` object."""
-        silent = rms_dbfs is not None and rms_dbfs < self.silence_dbfs
+        protocol's scores ``mood`` object. ``dead_air``: the stream's health found dead air
+        that is not quiet (a stuck tone), which has no mood either."""
+        silent = dead_air or (rms_dbfs is not None and rms_dbfs < self.silence_dbfs)
         if silent:
             target: tuple[float, float] | None = None
         else:

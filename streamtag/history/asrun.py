@@ -52,7 +52,8 @@ class Span:
     kind: str                      # "off_air", "silence" or "not_recorded"
     start: float
     end: float | None
-    detail: str = ""               # off air: the source's reasons; not recorded: the gap
+    detail: str = ""               # off air: the source's reasons; not recorded: the gap;
+    #                                silence: "stuck tone" when the dead air was a tone
     # off air: where in its daemon session's audio the outage fell (the stream's sample count
     # when audio came back), when the status said so
     session: str | None = None
@@ -193,8 +194,9 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     table = sa.Table("silences", sa.MetaData(), autoload_with=conn)
     c, sc = table.c, schema.scores.c
     # a silence longer than a day that began before the range is left out
+    cause = c.cause if "cause" in c else sa.literal("silence")
     rows = conn.execute(sa.select(c.stream, c.session, c.sent_at, c.state, c.start_sample,
-                                  c.duration_s)
+                                  c.duration_s, cause.label("cause"))
                         .where(*_streams(c.stream, streams),
                                *([c.sent_at >= since - 86400.0] if since is not None else []))
                         .order_by(c.sent_at, c.seq)).all()
@@ -202,13 +204,14 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     spans = []
     for r in rows:
         start = r.sent_at - r.duration_s
+        detail = "stuck tone" if r.cause == "tone" else ""
         if r.state == "off":
-            spans.append(Span(r.stream, "silence", start, r.sent_at))
+            spans.append(Span(r.stream, "silence", start, r.sent_at, detail))
         elif r.state == "on" and (r.stream, r.session, r.start_sample) not in ended:
             last = conn.execute(sa.select(sa.func.max(sc.sent_at)).where(
                 sc.stream == r.stream, sc.session == r.session)).scalar()
             end = None if last is None or now - last <= STALE_S else max(last, r.sent_at)
-            spans.append(Span(r.stream, "silence", start, end))
+            spans.append(Span(r.stream, "silence", start, end, detail))
     return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
 
 

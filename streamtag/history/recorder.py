@@ -500,7 +500,8 @@ class Recorder:
         elif msg_type == "silence":  # since protocol 1.2 (schema revision 0003)
             row.update(state=body.state, time_s=body.time_s, sample=body.sample,
                        start_s=body.start_s, start_sample=body.start_sample,
-                       duration_s=body.duration_s, threshold_dbfs=body.threshold_dbfs)
+                       duration_s=body.duration_s, threshold_dbfs=body.threshold_dbfs,
+                       cause=body.cause)
         batch.add(schema.MESSAGE_TABLES[msg_type].name, row)
 
     def _snapshot_rows(self, batch: _Batch, item: Snapshot) -> None:

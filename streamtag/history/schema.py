@@ -164,7 +164,8 @@ snapshots = sa.Table(
 
 # since revision 0003 (protocol 1.2): dead air. One row per silence message: "on" (time_s is
 # where the silence began) and "off" (time_s where it ended); both carry the start, so an "off"
-# row alone is a whole span [start_s, time_s] of the stream's audio time.
+# row alone is a whole span [start_s, time_s] of the stream's audio time. cause: "silence" or
+# "tone" (a stuck tone).
 silences = sa.Table(
     "silences", metadata, *_message_columns(),
     sa.Column("state", sa.String(8), nullable=False),
@@ -174,6 +175,7 @@ silences = sa.Table(
     sa.Column("start_sample", sa.BigInteger, nullable=False),
     sa.Column("duration_s", sa.Float, nullable=False),
     sa.Column("threshold_dbfs", sa.Float, nullable=False),
+    sa.Column("cause", sa.String(16), nullable=False, server_default="silence"),
     sa.UniqueConstraint("stream", "session", "seq", name="uq_silences"),
     sa.Index("ix_silences_stream_sent_at", "stream", "sent_at"))
 

@@ -142,7 +142,8 @@ class FeedState:
         duration = body.get("duration_s")
         duration = float(duration) if isinstance(duration, (int, float)) else 0.0
         return {"since": now - max(0.0, duration), "start_s": body.get("start_s"),
-                "threshold_dbfs": body.get("threshold_dbfs")}
+                "threshold_dbfs": body.get("threshold_dbfs"),
+                "cause": "tone" if body.get("cause") == "tone" else "silence"}
 
     @staticmethod
     def _event(view: dict[str, Any], body: Mapping[str, Any]) -> None:

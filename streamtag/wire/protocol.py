@@ -41,6 +41,7 @@ MSG_TYPES = (SCORES, EVENT, STATUS, HEARTBEAT, TRACK, SILENCE)
 STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK, SILENCE)
 
 EVENT_STATES = ("on", "off")
+SILENCE_CAUSES = ("silence", "tone")  # what a silence message's dead air is made of
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
 TRACK_REASONS = ("title_change", "end")
 STREAM_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
@@ -560,6 +561,8 @@ class SilenceBody(_Part):
     sent when sound comes back (or the stream ends), its ``time_s``/``sample`` where the
     silence ended; ``start_s``/``start_sample`` are where it began in both, so either message
     alone gives the span. ``duration_s``: how long it had lasted ("on"), or in all ("off").
+    ``cause``: "silence" (below the threshold) or "tone" (a stuck tone: a steady tone with
+    no onset for as long, above the threshold; ``[health] tone_crest_db``).
     """
 
     state: str
@@ -569,12 +572,14 @@ class SilenceBody(_Part):
     start_sample: int
     duration_s: float
     threshold_dbfs: float
+    cause: str = "silence"
 
     msg_type: ClassVar[str] = SILENCE
     _what: ClassVar[str] = "silence body"
 
     def __post_init__(self) -> None:
         values.choice(self.state, "silence state", ProtocolError, EVENT_STATES)
+        values.choice(self.cause, "silence cause", ProtocolError, SILENCE_CAUSES)
         for name in ("start_s", "duration_s"):
             values.set_field(self, name, values.number(getattr(self, name), f"silence {name}",
                                                        ProtocolError, minimum=0))

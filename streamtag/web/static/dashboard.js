@@ -101,7 +101,7 @@
       // "on" arrives duration_s of audio after the silence began: its start by this clock
       s.silence = b.state === "on"
         ? { since: receivedAt - Math.max(0, b.duration_s || 0), start_s: b.start_s,
-          threshold_dbfs: b.threshold_dbfs }
+          threshold_dbfs: b.threshold_dbfs, cause: b.cause === "tone" ? "tone" : "silence" }
         : null;
     }
   }
@@ -329,9 +329,14 @@
       const since = typeof s.silence.since === "number"
         ? new Date((s.silence.since - view.offsetS) * 1000).toLocaleTimeString([], { hour12: false })
         : null;
-      const below = typeof s.silence.threshold_dbfs === "number"
-        ? ` (below ${s.silence.threshold_dbfs} dBFS)` : "";
-      silence.textContent = (since ? "Silent since " + since : "Silent") + below;
+      if (s.silence.cause === "tone") {  // dead air above the threshold: a stuck tone
+        silence.textContent = (since ? "Stuck tone since " + since : "Stuck tone") +
+          " (a steady tone, no music)";
+      } else {
+        const below = typeof s.silence.threshold_dbfs === "number"
+          ? ` (below ${s.silence.threshold_dbfs} dBFS)` : "";
+        silence.textContent = (since ? "Silent since " + since : "Silent") + below;
+      }
     }
   }
 

@@ -31,6 +31,7 @@ def upgrade():
         sa.Column("start_sample", sa.BigInteger, nullable=False),
         sa.Column("duration_s", sa.Float, nullable=False),
         sa.Column("threshold_dbfs", sa.Float, nullable=False),
+        sa.Column("cause", sa.String(16), nullable=False, server_default="silence"),
         sa.UniqueConstraint("stream", "session", "seq", name="uq_silences"))
     op.create_index("ix_silences_stream_sent_at", "silences", ["stream", "sent_at"])
 
