@@ -67,16 +67,24 @@ class OggSourceClient:
         assert b" 200 " in answer.split(b"\r\n")[0], answer
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.go = threading.Event()
 
     def start(self, first_bytes: int) -> None:
         """Sends ``first_bytes`` of the first link at once (the mount goes live), the rest at
-        playing speed in a thread."""
+        playing speed in a thread once ``release`` is called: the listener under test hears
+        the first link from its start, however long it took to come (Icecast drops a source
+        that sends nothing for 10 s, so release soon)."""
         self.sock.sendall(self.links[0].read_bytes()[:first_bytes])
         self.thread = threading.Thread(target=self._send, args=(first_bytes,), daemon=True)
         self.thread.start()
 
+    def release(self) -> None:
+        self.go.set()
+
     def _send(self, skip: int) -> None:
         try:
+            if not self.go.wait(30):
+                raise TimeoutError("the test never released the source client")
             for data in (path.read_bytes() for path in self.links):
                 per_s = len(data) / LINK_S
                 start, sent = time.monotonic(), skip
@@ -117,9 +125,8 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
         client = OggSourceClient(icecast.port, icecast.password, icecast.mount, links)
         daemon = sub = recorder = None
         try:
-            client.start(4096)
-            # (Icecast.mount_is_live would clear the link's title: it probes with updinfo.)
-            wait_until(lambda: mount_answers(icecast.url), 10, "the Ogg mount to go live")
+            # The daemon and the recorder first: the links play in real time, and the daemon
+            # must hear the first one from its start.
             daemon, sub = started(make_config(model_path, tmp_path))
             recorder = Recorder(db, daemon.publisher.endpoint).start()
             session = daemon.publisher.session
@@ -130,7 +137,16 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
                         schema.daemons.c.session == session)).first() is not None
 
             wait_until(recording, 20, "the recorder to store the daemon's heartbeat")
+            client.start(4096)
+            # (Icecast.mount_is_live would clear the link's title: it probes with updinfo.)
+            wait_until(lambda: mount_answers(icecast.url), 10, "the Ogg mount to go live")
             daemon.add_source(SourceConfig("chained", f"{icecast.url}", {"reconnect": False}))
+
+            def daemon_listens() -> bool:
+                return "streamtag" in icecast.admin("listclients")  # its User-Agent
+
+            wait_until(daemon_listens, 8, "the daemon to listen to the mount", interval=0.05)
+            client.release()
             got = [m for m in collect(sub, {"chained"}, timeout_s=LINK_S * 3 + 30)
                    if m.header.stream == "chained"]
             client.join()
