@@ -167,6 +167,10 @@ class NowPlaying:
             title = state.get("title")
             title = title if isinstance(title, str) else None
             self.titles[stream] = title
+            if title is None and state.get("state") == "starting":
+                # its source has not opened yet: what it plays is not known, not untitled
+                lines.append(f"{'now':<12}  {_shown(str(stream)):<12} starting")
+                continue
             lines.append(f"{'now':<12}  {_shown(str(stream)):<12} now playing {_title(title)}")
         return lines
 
