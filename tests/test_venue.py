@@ -53,7 +53,7 @@ MODEL = {"name": "venue-test", "hash": "sha256:0123abcd"}
 WAIT_S = 10.0
 LANDSCAPE = (1920, 1080)
 PORTRAIT = (1080, 1920)
-VENUE_FILES = ("/venue", "/venue.js", "/venue.css")
+VENUE_FILES = ("/venue", "/venue.js", "/venue.css", "/feed.js")
 
 
 def mood(words=("calm", "warm"), valence=0.4, arousal=-0.4, genres=("electronic", "chillout"),
@@ -245,7 +245,7 @@ def test_venue_files_are_served_and_refer_to_nothing_outside_the_page(endpoint, 
     assert set(VENUE_FILES) <= set(PAGES)
     parser = _Links()
     parser.feed(files["/venue"][0].decode())
-    assert {"venue.css", "venue.js"} <= set(parser.links)
+    assert {"venue.css", "feed.js", "venue.js"} <= set(parser.links)
     for link in parser.links:
         assert not re.match(r"^([a-z][a-z0-9+.-]*:|//)", link, re.I) or link.startswith("data:"),\
             link

@@ -64,6 +64,7 @@ PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/feed.js": ("feed.js", "text/javascript; charset=utf-8"),
     "/history.html": ("history.html", "text/html; charset=utf-8"),
     "/history.js": ("history.js", "text/javascript; charset=utf-8"),
     "/history.css": ("history.css", "text/css; charset=utf-8"),

@@ -126,37 +126,22 @@
     scheduleRender();
   }
 
-  // ---------------------------------------------------------------- the socket
-
-  let socket = null;
-  let retryMs = RETRY_MIN_MS;
-  let lastHeardMs = 0;
+  // ---------------------------------------------------------------- the socket (feed.js)
 
   function connect() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(scheme + "//" + location.host + "/ws");
-    socket.onopen = () => {
-      view.connected = true;
-      retryMs = RETRY_MIN_MS;
-      lastHeardMs = Date.now();
-      scheduleRender();
-    };
-    socket.onmessage = (event) => {
-      lastHeardMs = Date.now();
-      handle(JSON.parse(event.data));
-    };
-    socket.onclose = () => {
-      socket = null;
-      view.connected = false;
-      view.retryAt = Date.now() + retryMs;
-      setTimeout(connect, retryMs);
-      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
-      scheduleRender();
-    };
+    window.streamtagFeed({
+      retryMinMs: RETRY_MIN_MS, retryMaxMs: RETRY_MAX_MS, silentMs: SILENT_SOCKET_MS,
+      onOpen: () => { view.connected = true; scheduleRender(); },
+      onMessage: handle,
+      onClose: (retryMs) => {
+        view.connected = false;
+        view.retryAt = Date.now() + retryMs;
+        scheduleRender();
+      },
+    });
   }
 
   setInterval(() => {
-    if (socket && view.connected && Date.now() - lastHeardMs > SILENT_SOCKET_MS) socket.close();
     $("clock").textContent = new Date().toLocaleTimeString([], { hour12: false });
     scheduleRender();
   }, 1000);

@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const RETRY_MIN_MS = 500;      // reconnecting to the dashboard server: as dashboard.js
+  const RETRY_MIN_MS = 500;      // reconnecting to the dashboard server (feed.js): as dashboard.js
   const RETRY_MAX_MS = 5000;
   const SILENT_SOCKET_MS = 5000; // no tick for this long: the socket is dead even if open
   const SLICE_S = 5;             // one point of the mood's course per slice: as the bridge's
@@ -128,38 +128,20 @@
     scheduleRender();
   }
 
-  // ---------------------------------------------------------------- the socket
-
-  let socket = null;
-  let retryMs = RETRY_MIN_MS;
-  let lastHeardMs = 0;
+  // ---------------------------------------------------------------- the socket (feed.js)
 
   function connect() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(scheme + "//" + location.host + "/ws");
-    socket.onopen = () => {
-      view.connected = true;
-      retryMs = RETRY_MIN_MS;
-      lastHeardMs = Date.now();
-      scheduleRender();
-    };
-    socket.onmessage = (event) => {
-      lastHeardMs = Date.now();
-      handle(JSON.parse(event.data));
-    };
-    socket.onclose = () => {
-      socket = null;
-      view.connected = false;
-      view.dropped = true;
-      setTimeout(connect, retryMs);
-      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
-      scheduleRender();
-    };
+    window.streamtagFeed({
+      retryMinMs: RETRY_MIN_MS, retryMaxMs: RETRY_MAX_MS, silentMs: SILENT_SOCKET_MS,
+      onOpen: () => { view.connected = true; scheduleRender(); },
+      onMessage: handle,
+      onClose: () => {
+        view.connected = false;
+        view.dropped = true;
+        scheduleRender();
+      },
+    });
   }
-
-  setInterval(() => {
-    if (socket && view.connected && Date.now() - lastHeardMs > SILENT_SOCKET_MS) socket.close();
-  }, 1000);
 
   // ---------------------------------------------------------------- colours
 
