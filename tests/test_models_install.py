@@ -84,7 +84,12 @@ def test_installed_model_records_its_source_and_serves(home, capsys):
     assert "musicnn-msd" in out and "can be installed: musicnn-mtt, vgg-mtt, vgg-msd" in out
 
 
-def test_wheel_folder_and_checkpoint_folder_give_the_same_model(home, tmp_path, monkeypatch):
+@pytest.mark.parametrize("forms", [
+    pytest.param(("wheel", "checkpoints"), id="wheel-and-checkpoint-folder"),
+    pytest.param(("package", "site-packages"), id="package-folders",
+                 marks=pytest.mark.slow)])  # 3 s an install
+def test_wheel_folder_and_checkpoint_folder_give_the_same_model(home, tmp_path, monkeypatch,
+                                                                forms):
     expected = read_manifest(home / "models" / "musicnn-msd.pt").weights_sha256
     package = package_copy(tmp_path / "site-packages")
     wheel = tmp_path / "musicnn-0.1.0-py3-none-any.whl"
@@ -92,7 +97,9 @@ def test_wheel_folder_and_checkpoint_folder_give_the_same_model(home, tmp_path, 
         for file in sorted(package.rglob("*")):
             if file.is_file():
                 archive.write(file, file.relative_to(package.parent))
-    for source in (wheel, package, package.parent, package / "MSD_musicnn"):
+    sources = {"wheel": wheel, "package": package, "site-packages": package.parent,
+               "checkpoints": package / "MSD_musicnn"}
+    for source in (sources[form] for form in forms):
         monkeypatch.setenv(installed.HOME_ENV, str(tmp_path / f"home-{source.name}"))
         [(_, path)] = installed.install(["musicnn-msd"], source=source, log=lambda text: None)
         assert read_manifest(path).weights_sha256 == expected, source

@@ -194,8 +194,14 @@ def test_every_trainable_parameter_gets_a_finite_nonzero_gradient(name):
         assert grad is None or not bool(grad.abs().sum() > 0)
 
 
+# 4-5 s each on 2 cores: in the default run the architectures whose siblings are not (fa_resnet
+# stays for shake_fa_resnet, mobilenet_attn's body is mobilenet's; cp_resnet is short_chunk's kin)
+SLOW_IN_DEFAULT_RUN = {"shake_fa_resnet", "mobilenet", "cp_resnet"}
+
+
 @pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_LEARNERS else name
+    pytest.param(name, marks=pytest.mark.slow)
+    if name in SLOW_LEARNERS | SLOW_IN_DEFAULT_RUN else name
     for name in sorted(SMALL)])
 def test_training_steps_lower_the_loss_clearly(name):
     # Eight Adam steps on a batch of distinct windows with fixed labels: the loss (measured with

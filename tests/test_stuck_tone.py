@@ -167,6 +167,7 @@ REAL_TRACKS = ("Enemy Unknown.ogg", "Coherence.ogg", "Advanced Simulacra.ogg")
 def test_real_music_is_never_a_stuck_tone():
     for name in REAL_TRACKS:
         audio, _ = load_audio(REAL / name, RATE)
+        audio = audio[:150 * RATE]  # the first 2.5 minutes
         for frontend in FRONTENDS:
             events, detector = dead_air(audio, frontend)
             assert detector.tones == 0, (name, frontend, events)
