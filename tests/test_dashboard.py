@@ -532,7 +532,9 @@ def watched_page(browser, closing, width: int, height: int):
     return page, requests, errors
 
 
-def test_page_shows_the_title_and_the_last_tracks(browser, endpoints, closing, tmp_path):
+def fake_room_page(browser, endpoints, closing):
+    """A dashboard page on a fake daemon whose stream "room" has "calm" on, once its panel
+    shows that tag: (the fake daemon, the page, the panel's locator)."""
     from playwright.sync_api import expect
 
     pub, control = endpoints
@@ -545,6 +547,13 @@ def test_page_shows_the_title_and_the_last_tracks(browser, endpoints, closing, t
     page.goto(dashboard.url)
     panel = page.locator('section.panel[data-stream="room"]')
     expect(panel.locator(".tile[data-tag]")).to_have_count(1, timeout=WAIT_S * 1000)
+    return daemon, page, panel
+
+
+def test_page_shows_the_title_and_the_last_tracks(browser, endpoints, closing, tmp_path):
+    from playwright.sync_api import expect
+
+    daemon, page, panel = fake_room_page(browser, endpoints, closing)
     expect(panel.locator(".recent")).to_be_hidden()  # no track has ended yet
     with daemon._lock:
         daemon.publisher.publish_status("room", state="running", title="Artist - Opening")

@@ -19,13 +19,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import sqlalchemy as sa
 import zmq
-from helpers import free_port, run_streamtag, stop_process, tiny_model_file, wait_until
+from helpers import free_port, is_ready, run_streamtag, stop_process, tiny_model_file, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -110,12 +108,7 @@ def daemon(keys, tmp_path_factory):
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"the daemon exited: {process.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz",
-                                        timeout=2) as reply:
-                return reply.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        return is_ready(metrics_port)
 
     try:
         wait_until(ready, 60, "the CURVE daemon to be ready")

@@ -16,10 +16,10 @@ from helpers import make_config, started, tiny_model_file  # noqa: E402
 from test_dashboard import (  # noqa: E402, F401
     WAIT_S,
     DashboardThread,
-    FakeDaemon,
     browser,
     closing,
     endpoints,
+    fake_room_page,
 )
 from test_silence import MUSIC, MUSIC_MISSING  # noqa: E402
 
@@ -132,16 +132,7 @@ def test_a_dashboard_that_starts_during_a_silence_learns_it_from_the_snapshot():
 def test_page_says_stuck_tone_for_a_tone_s_dead_air(browser, endpoints, closing):  # noqa: F811
     from playwright.sync_api import expect
 
-    pub, control = endpoints
-    daemon = FakeDaemon(pub, control, active=("calm",))
-    closing.append(daemon)
-    dashboard = DashboardThread(pub, control=control, history_s=60)
-    closing.append(dashboard)
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    closing.append(page)
-    page.goto(dashboard.url)
-    panel = page.locator('section.panel[data-stream="room"]')
-    expect(panel.locator(".tile[data-tag]")).to_have_count(1, timeout=WAIT_S * 1000)
+    daemon, _, panel = fake_room_page(browser, endpoints, closing)
     silence = panel.locator(".silence")
     expect(silence).to_be_hidden()
     fields = dict(time_s=20.0, sample=320000, start_s=20.0, start_sample=320000,

@@ -16,16 +16,11 @@ from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 
 
-def test_recorded_silence_reads_back_as_a_span(tmp_path):
-    if not MUSIC.exists():
-        pytest.skip(MUSIC_MISSING)
-    audio, _ = load_audio(MUSIC, 16000)
-    path = tmp_path / "gap.flac"
-    write_audio(path, np.concatenate([audio[30 * 16000: 40 * 16000],
-                                      np.zeros(15 * 16000, np.float32),
-                                      audio[60 * 16000: 70 * 16000]]), 16000)
-    model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32,
-                            thresholds=(0.01, 0.01, 0.01, 0.01))
+def record_file(path, tmp_path, thresholds: tuple[float, ...]) -> sa.Engine:
+    """Plays ``path`` as stream "radio" of a real daemon (the tiny model at ``thresholds``)
+    and records what it publishes, over real ZeroMQ, into a new SQLite file until the stream's
+    end is stored; returns the database's engine (disposed by the caller)."""
+    model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32, thresholds=thresholds)
     engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
     schema.upgrade(engine)
     daemon, sub = started(make_config(model, tmp_path))
@@ -44,6 +39,18 @@ def test_recorded_silence_reads_back_as_a_span(tmp_path):
         assert recorder.stop()
     finally:
         daemon.stop()
+    return engine
+
+
+def test_recorded_silence_reads_back_as_a_span(tmp_path):
+    if not MUSIC.exists():
+        pytest.skip(MUSIC_MISSING)
+    audio, _ = load_audio(MUSIC, 16000)
+    path = tmp_path / "gap.flac"
+    write_audio(path, np.concatenate([audio[30 * 16000: 40 * 16000],
+                                      np.zeros(15 * 16000, np.float32),
+                                      audio[60 * 16000: 70 * 16000]]), 16000)
+    engine = record_file(path, tmp_path, (0.01, 0.01, 0.01, 0.01))
     s = schema.silences
     with engine.connect() as conn:
         rows = conn.execute(sa.select(s).order_by(s.c.seq)).all()

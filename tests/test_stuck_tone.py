@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from helpers import make_config, started, tiny_model_file, wait_until
+from helpers import tiny_model_file
 from test_silence import HOP_S, MUSIC, MUSIC_MISSING, RATE, Sink, active_spans
+from test_silence_history import record_file
 
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.audio.testsignals import music_like
-from streamtag.daemon.config import SourceConfig, config_from_dict
+from streamtag.daemon.config import config_from_dict
 from streamtag.engine.batching import Engine
 from streamtag.engine.health import HealthConfig, SilenceDetector
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.frontend import LogMelOptions, OnlineLogMel
 from streamtag.history import schema
-from streamtag.history.recorder import Recorder
 from streamtag.model.inference import InferenceModel
 from streamtag.wire.protocol import SilenceBody
 
@@ -215,26 +215,8 @@ def test_a_stuck_tone_is_published_stored_and_reported(tmp_path, capsys):
 
     path = tmp_path / "tone.flac"
     write_audio(path, tone_in_music(), RATE)
-    model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32, thresholds=THRESHOLDS)
-    url = f"sqlite:///{tmp_path / 'tags.db'}"
-    engine = schema.create_db_engine(url)
-    schema.upgrade(engine)
-    daemon, sub = started(make_config(model, tmp_path))
-    sub.close()
-    recorder = Recorder(engine, daemon.publisher.endpoint).start()
-    try:
-        wait_until(lambda: recorder.stats.received["heartbeat"] > 0, 10,
-                   "the recorder to hear the daemon")
-        daemon.add_source(SourceConfig("radio", f"file:{path}"))
-
-        def ended() -> bool:
-            with engine.connect() as conn:
-                return conn.execute(sa.select(sa.func.count()).select_from(schema.statuses)
-                                    .where(schema.statuses.c.state == "ended")).scalar() == 1
-        wait_until(ended, 60, "the stream's end to be stored")
-        assert recorder.stop()
-    finally:
-        daemon.stop()
+    engine = record_file(path, tmp_path, THRESHOLDS)
+    url = str(engine.url)
     s = schema.silences
     with engine.connect() as conn:
         rows = conn.execute(sa.select(s.c.state, s.c.cause, s.c.start_s).order_by(s.c.seq)).all()
