@@ -54,6 +54,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -288,13 +289,15 @@ def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
     return {"processes": processes, "streams": len(files), "audio_s": audio_s, "wall_s": wall,
             "workers_cpu_s": workers_s, "supervisor_cpu_s": supervisor_s,
             "windows": stats.get("windows", 0), "received": received, "batch_limit": limits,
+            "forward_cpu_s": stats.get("forward_cpu_s"),
+            "scoring_cpu_s": stats.get("scoring_cpu_s"),
             "streams_per_core": audio_s / (workers_s + supervisor_s),
             "realtime_x": audio_s / wall}
 
 
 def processes_main(args: argparse.Namespace) -> int:
     """One daemon process against ``--processes N`` for each N, the first model and backend,
-    alternately ``--repeats`` times; the best repeat of each."""
+    alternately ``--repeats`` times; the best repeat of each, and each repeat's ratios."""
     backend = args.backends[0]
     with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as name:
         folder = Path(name)
@@ -325,6 +328,20 @@ def processes_main(args: argparse.Namespace) -> int:
               f"{r['realtime_x']:.0f} | "
               f"{r['workers_cpu_s']:.1f} + {r['supervisor_cpu_s']:.1f} | {r['windows']} "
               f"({r['received']}) | {r['streams_per_core'] / base:.2f} |", flush=True)
+    # Each repeat runs every configuration back to back, so a repeat's ratios compare runs that
+    # saw about the same machine; on a shared box their median says more than the best runs.
+    print(f"\nPer repeat, against the one daemon process of that repeat ({args.repeats} "
+          "repeats): median [lowest, highest]")
+    print("| processes | real-time streams per core: ratio | x real time (wall): ratio |")
+    print("|---|---|---|")
+    for n in args.processes:
+        for_core = [r["streams_per_core"] / o["streams_per_core"]
+                    for r, o in zip(runs[n], runs[0], strict=True)]
+        for_wall = [r["realtime_x"] / o["realtime_x"] for r, o in zip(runs[n], runs[0],
+                                                                       strict=True)]
+        print(f"| {n} | {statistics.median(for_core):.2f} [{min(for_core):.2f}, "
+              f"{max(for_core):.2f}] | {statistics.median(for_wall):.2f} "
+              f"[{min(for_wall):.2f}, {max(for_wall):.2f}] |", flush=True)
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args),
