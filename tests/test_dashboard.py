@@ -429,6 +429,28 @@ def test_feed_state_keeps_the_last_tracks_across_restarts_and_from_a_status_repl
     assert [t["title"] for t in room["tracks"]] == ["before"] and room["status"]["title"] == "now"
 
 
+def test_a_merged_snapshot_of_worker_processes_keeps_each_stream_under_its_workers_session():
+    # `run --processes 2`: the supervisor's snapshot names each stream's worker session and all
+    # of them. The live messages that follow (each under its own worker's session) are no
+    # restart: the snapshot's tags stay, and no worker's heartbeat asks for another snapshot.
+    state = FeedState(["tcp://127.0.0.1:1"], history_s=60)
+    snapshot = {"session": "w0", "sessions": ["w0", "w1"], "streams": {
+        "east": {"tags": list(TAGS), "active": ["calm"], "session": "w0"},
+        "west": {"tags": list(TAGS), "active": ["loud"], "session": "w1"}}}
+    forwarded = state.apply_snapshot(snapshot)
+    assert forwarded["streams"]["west"]["session"] == "w1"
+    assert state.snapshot_sessions == {"w0", "w1"}
+    for stream, session in (("east", "w0"), ("west", "w1")):
+        state.apply_message({
+            "topic": f"status.{stream}", "gap": 0, "restarted": False,
+            "body": {"state": "running", "title": None},
+            "header": {"msg_type": "status", "session": session, "stream": stream, "seq": 0,
+                       "sent_at": 1.0, "msg_id": "x", "version": "1.2"}})
+    assert state.view("west")["restarted_at"] is None
+    assert state.view("west")["active"] == ["loud"]
+    assert state.view("east")["active"] == ["calm"]
+
+
 def test_websocket_bridge_snapshot_and_late_join(endpoints, closing):
     pub, control = endpoints
     # Heartbeats only: whatever the page shows of the room comes from the snapshot.

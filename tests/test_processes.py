@@ -158,6 +158,11 @@ def test_every_stream_is_served_once_by_the_worker_its_hash_names(supervised):
     assert all(status["streams"][s]["state"] == "running" for s in STREAMS)
     assert [w["restarts"] for w in status["workers"]] == [0] * WORKERS
     assert_seq_unbroken(supervised.feed)
+    # The merged snapshot (what a dashboard starts from) puts each stream under the session
+    # its live messages come with, and names every worker's.
+    snapshot = supervised.ask({"cmd": "snapshot"})
+    assert snapshot["ok"] and set(snapshot["sessions"]) == set(sessions)
+    assert {s: sessions[snapshot["streams"][s]["session"]] for s in STREAMS} == expected
 
 
 def test_control_requests_need_the_token_and_reach_the_worker_that_owns_the_stream(supervised):

@@ -585,15 +585,24 @@ class Supervisor:
             return self.status()
 
         def snapshot(_: dict) -> dict:
+            # Each stream says the session of the worker serving it (its live messages come
+            # under that one), and `sessions` lists them all: a dashboard that took this
+            # snapshot then knows every worker's heartbeats, and resets no stream when its
+            # live messages arrive.
             streams: dict[str, Any] = {}
             merged: dict[str, Any] = {"session": None, "model": None}
+            sessions: list[str] = []
             for worker in self._serving():
                 reply = self._ask(worker, {"cmd": "snapshot"})
                 if reply.get("ok"):
-                    streams.update(reply.get("streams", {}))
-                    merged["session"] = merged["session"] or reply.get("session")
+                    session = reply.get("session")
+                    if isinstance(session, str):
+                        sessions.append(session)
+                    for sid, view in (reply.get("streams") or {}).items():
+                        streams[sid] = {**view, "session": session}
+                    merged["session"] = merged["session"] or session
                     merged["model"] = merged["model"] or reply.get("model")
-            return {**merged, "streams": streams}
+            return {**merged, "sessions": sessions, "streams": streams}
 
         def add_source(req: dict) -> dict:
             sid = req.get("id")

@@ -197,6 +197,10 @@ class FeedState:
         session = snapshot.get("session")
         if isinstance(session, str):
             self.snapshot_sessions.add(session)
+        # `run --processes`: each worker's session, and each stream's own
+        sessions = snapshot.get("sessions")
+        if isinstance(sessions, list):
+            self.snapshot_sessions.update(s for s in sessions if isinstance(s, str))
         model = snapshot.get("model") if isinstance(snapshot.get("model"), Mapping) else {}
         if isinstance(model.get("hash"), str) and isinstance(model.get("thresholds"), list):
             self.thresholds[model["hash"]] = list(model["thresholds"])
@@ -204,14 +208,16 @@ class FeedState:
         changed: dict[str, dict[str, Any]] = {}
         states = (status or {}).get("streams") or {}
         for stream, snap in (snapshot.get("streams") or {}).items():
+            own = snap.get("session")
+            stream_session = own if isinstance(own, str) else session
             view = self.streams.get(stream)
-            if view is not None and view["session"] == session and view["updated_at"]:
+            if view is not None and view["session"] == stream_session and view["updated_at"]:
                 continue
             if view is None:
                 view = self.streams[stream] = _blank_stream(stream)
-            elif view["session"] != session:
+            elif view["session"] != stream_session:
                 _reset(view)
-            view.update(session=session, tags=list(snap.get("tags", [])),
+            view.update(session=stream_session, tags=list(snap.get("tags", [])),
                         smoothed=list(snap.get("smoothed", [])),
                         active=list(snap.get("active", [])),
                         model={"name": model.get("name"), "hash": model.get("hash")},
