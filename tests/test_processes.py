@@ -243,6 +243,34 @@ def test_sigterm_drains_every_worker(supervised):
     assert_seq_unbroken(feed)
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_supervisors_workers_drain_by_themselves_and_remove_its_folder(tmp_path):
+    before = set(Path(tempfile.gettempdir()).glob("streamtag-run-*"))
+    served = Run(tmp_path)
+    try:
+        folders = set(Path(tempfile.gettempdir()).glob("streamtag-run-*")) - before
+        assert len(folders) == 1, folders  # the run's private folder: sockets and token
+        folder = folders.pop()
+        pids = [w["pid"] for w in served.status()["workers"]]
+        t0 = time.monotonic()
+        wait_until(lambda: served.feed.advanced(STREAMS, t0, 2), 60, "every stream to publish")
+        served.process.kill()  # SIGKILL: the supervisor cleans up nothing
+        served.process.wait(10)
+        wait_until(lambda: not any(running(pid) for pid in pids), 90,
+                   "the workers to see the supervisor gone and exit")
+        assert not folder.exists()
+    finally:
+        served.close()
+
+
 # -- how many: auto -------------------------------------------------------------------------
 
 

@@ -97,11 +97,12 @@ def describe_exit(code: int | None) -> str:
 
 
 def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
-                 log_level: int, stop_signals: StopSignals) -> None:
+                 log_level: int, stop_signals: StopSignals, folder: str | None = None) -> None:
     """A worker process: the daemon of ``config`` (its shard, its internal endpoints) until
     SIGTERM, its parent's end, or (``exit_when_done``) its streams' end. Says ``("ready",
     session)`` on ``conn`` once serving, or ``("error", text)`` and exits EXIT_FATAL for a
-    config or model error."""
+    config or model error. A worker that outlives the supervisor removes the run's private
+    ``folder`` once it has drained (the supervisor, killed, could not)."""
     from streamtag.model.inference import keep_freed_memory
 
     keep_freed_memory()  # before any thread starts
@@ -111,12 +112,18 @@ def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
     # SIGTERM from the supervisor (or SIGINT: Ctrl-C reaches the whole process group) drains;
     # a worker that does not finish is killed by the supervisor after DRAIN_S.
     with stop_signals() as stop:
-        _serve(config, conn, exit_when_done, stop)
+        orphaned = _serve(config, conn, exit_when_done, stop)
+    if orphaned and folder is not None:
+        # Every worker sees the supervisor gone; whichever gets here first removes the folder
+        # (the others' sockets in it serve nobody now).
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _serve(config: DaemonConfig, conn: Connection, exit_when_done: bool,
-           stop: threading.Event) -> None:
+           stop: threading.Event) -> bool:
+    """Serves until told to stop; True when it stopped because the supervisor was gone."""
     parent = os.getppid()
+    orphaned = False
     from streamtag.daemon.daemon import Daemon
 
     try:
@@ -131,12 +138,14 @@ def _serve(config: DaemonConfig, conn: Connection, exit_when_done: bool,
         if draining is not None:
             continue
         if stop.is_set() or os.getppid() != parent:
+            orphaned = not stop.is_set()
             draining = threading.Thread(target=daemon.stop, name="streamtag-shutdown",
                                         daemon=True)
             draining.start()
         elif exit_when_done and config.sources and daemon.idle():
             daemon.stop()
     conn.close()
+    return orphaned
 
 
 # -- the supervisor ----------------------------------------------------------------------------
@@ -338,7 +347,7 @@ class Supervisor:
         process = self._mp.Process(target=serve_worker, name=f"streamtag-worker-{worker.index}",
                                    args=(self.worker_config(worker.index), send,
                                          self.exit_when_done, self.log_level,
-                                         self.stop_signals), daemon=True)
+                                         self.stop_signals, str(self._folder)), daemon=True)
         process.start()
         send.close()
         worker.process, worker.conn = process, receive
