@@ -23,6 +23,7 @@ import time
 import pytest
 import sqlalchemy as sa
 from helpers import free_port, make_config, started, wait_until
+from history_station import Station, await_subscribed, keys, stored_count, stored_keys, wait_stored
 from test_ogg_titles import encode_links
 
 from streamtag.cli import build_parser, main
@@ -123,6 +124,61 @@ def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres
         stop.set()
         thread.join(30)
     assert status == [0]
+
+
+def test_a_login_refused_in_mid_run_is_an_error_with_the_fix_and_loses_no_message(postgres,
+                                                                                 caplog):
+    # The recorder logs in as pwuser to a database of its own; then its password is changed
+    # and its connections cut, as an administrator rotating it would.
+    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("CREATE DATABASE pwdb OWNER pwuser"))
+    db = postgres.url.replace("streamtag@", "pwuser:right-password@").replace("/postgres",
+                                                                              "/pwdb")
+    stored = sa.create_engine(postgres.url.replace("/postgres", "/pwdb"))
+    station = Station()
+    thread, stop, status = record_in_thread(["--connect", station.endpoint, "--db", db,
+                                             "--max-backoff-s", "0.5"])
+    try:
+        wait_until(lambda: schema_ready(stored), 30, "the recorder's schema")
+        await_subscribed(station, stored)
+        before = stored_count(stored)
+        station.play("radio", range(0, 5))
+        wait_stored(stored, before + len(station.sent))
+        with admin.connect() as conn:
+            conn.execute(sa.text("ALTER ROLE pwuser PASSWORD 'rotated'"))
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE usename = 'pwuser'"))
+        with caplog.at_level(logging.WARNING, logger="streamtag.history.recorder"):
+            station.play("radio", range(5, 10))
+            wait_until(lambda: any(r.levelno == logging.ERROR and "refused the login" in
+                                   r.getMessage() for r in caplog.records), 30,
+                       "the recorder to say the login is refused")
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(said) == 1  # once, not at every retry
+        assert "check the user name and password" in said[0]
+        assert "until it is mended" in said[0] and "right-password" not in said[0]
+        assert thread.is_alive() and not status  # still waiting, with the messages queued
+        with admin.connect() as conn:
+            conn.execute(sa.text("ALTER ROLE pwuser PASSWORD 'right-password'"))
+        sent = keys(station.sent)
+        wait_until(lambda: not sent - stored_keys(stored), 30,
+                   "every message sent to be stored once the login is mended")
+    finally:
+        stop.set()
+        thread.join(30)
+        station.close()
+        stored.dispose()
+        admin.dispose()
+    assert status == [0]
+
+
+def schema_ready(engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            return schema.current_revision(conn) == schema.head_revision()
+    except sa.exc.OperationalError:
+        return False
 
 
 # -- the daemon's log: a station's failure once per change -------------------------------------

@@ -342,6 +342,7 @@ class Recorder:
         batch: _Batch | None = None
         backoff = _backoff(self.max_backoff_s)
         outage_since: float | None = None
+        outage_cause: str | None = None  # permanent_db_error's words, while they apply
         while not self._abandon.is_set():
             if batch is None:
                 items = self._take()
@@ -359,10 +360,19 @@ class Recorder:
             except RETRYABLE_DB_ERRORS as exc:
                 self.stats.db_errors += 1
                 self.stats.db_up = False
-                if outage_since is None:
-                    outage_since = time.monotonic()
-                    log.warning("the database is unavailable (%s); retrying with back-off, "
-                                "messages wait in the queue", str(exc.orig).strip()[:200])
+                # A login refused in mid-run (a password changed under it) will not pass by
+                # itself: said as an error with the fix, once per change of cause. Retrying
+                # goes on, so that nothing queued is lost once the login is mended.
+                permanent = permanent_db_error(exc, self.engine)
+                if outage_since is None or permanent != outage_cause:
+                    outage_since = outage_since or time.monotonic()
+                    outage_cause = permanent
+                    if permanent is None:
+                        log.warning("the database is unavailable (%s); retrying with back-off, "
+                                    "messages wait in the queue", str(exc.orig).strip()[:200])
+                    else:
+                        log.error("%s; retrying with back-off until it is mended, messages "
+                                  "wait in the queue", permanent)
                 self._abandon.wait(backoff.next_wait_s())
                 continue
             except Exception as exc:  # noqa: BLE001 - refused, or a row that cannot be written
@@ -379,7 +389,7 @@ class Recorder:
             if outage_since is not None:
                 log.warning("the database is back after %.1f s",
                             time.monotonic() - outage_since)
-                outage_since = None
+                outage_since, outage_cause = None, None
             self.stats.db_up = True
             self.stats.written += batch.messages - batch.failed
             backoff.reset()
