@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Feed, free_port, is_ready, stop_process, tiny_model_file, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 import streamtag
 from streamtag.audio.files import write_audio
@@ -193,6 +194,29 @@ def test_control_requests_need_the_token_and_reach_the_worker_that_owns_the_stre
     wait_until(lambda: any(m.header.stream == added[0] and m.body.state == "ended"
                            for _, m in supervised.feed.of("status", t0)), 30,
                f"{added[0]} to end")
+
+
+def test_the_metrics_port_serves_every_workers_histograms(supervised):
+    # Batch sizes and forward times summed over the workers; each stream's window latency
+    # from the worker serving it, as one daemon's port would serve them.
+    t0 = time.monotonic()
+    wait_until(lambda: supervised.feed.advanced(STREAMS, t0, 2), 60, "every stream to publish")
+    families = {f.name: f for f in text_string_to_metric_families(supervised.metrics())}
+    latency = families["streamtag_window_latency_seconds"]
+    counts = {s.labels["stream"]: s.value for s in latency.samples
+              if s.name.endswith("_count")}
+    assert set(STREAMS) <= set(counts) and all(counts[sid] >= 2 for sid in STREAMS)
+    for name in ("streamtag_batch_size", "streamtag_forward_seconds"):
+        samples = families[name].samples
+        count = next(s.value for s in samples if s.name == name + "_count")
+        buckets = [s for s in samples if s.name == name + "_bucket"]
+        assert count > 0 and buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == count
+        assert [s.value for s in buckets] == sorted(s.value for s in buckets)  # cumulative
+    # every window is in one latency histogram, and in one forward pass's batch
+    windows = sum(s.value for s in latency.samples if s.name.endswith("_count"))
+    batched = next(s.value for s in families["streamtag_batch_size"].samples
+                   if s.name == "streamtag_batch_size_sum")
+    assert abs(windows - batched) <= 2 * len(counts)  # windows scored between the two reads
 
 
 def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised):

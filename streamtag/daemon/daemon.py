@@ -183,13 +183,18 @@ class _SourceRun:
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig) -> None:
+    def __init__(self, config: DaemonConfig, keep_histograms: bool = False) -> None:
+        """``keep_histograms``: observe the metrics' histograms even without a metrics port,
+        for the ``status`` requests that ask for them (a worker of ``run --processes``, whose
+        supervisor serves them)."""
         self.config = config
         self.model: InferenceModel | None = None
         self.engine: Engine | None = None
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.metrics = None
+        self.histograms = None  # the metrics port's, or kept for a supervisor
+        self._keep_histograms = keep_histograms
         self._runs: dict[str, _SourceRun] = {}
         self._ended_runs: deque[_SourceRun] = deque()  # in the order they ended
         self._lock = threading.Lock()
@@ -249,7 +254,13 @@ class Daemon:
         ``start()`` calls it before loading the model. ConfigError naming the key when the
         port cannot be had."""
         cfg = self.config
-        if not cfg.metrics.port or self.metrics is not None:
+        if self.metrics is not None or self.histograms is not None:
+            return
+        if not cfg.metrics.port:
+            if self._keep_histograms:
+                from streamtag.daemon.metrics import Histograms
+
+                self.histograms = Histograms()
             return
         from streamtag.daemon.metrics import DaemonMetrics
 
@@ -257,6 +268,7 @@ class Daemon:
             self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
         except OSError as exc:
             raise _metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
+        self.histograms = self.metrics.histograms
 
     def readiness(self) -> tuple[bool, str]:
         """Whether an orchestrator may count on this daemon (``/readyz``), and why (not)."""
@@ -280,8 +292,8 @@ class Daemon:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
         self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health)
-        if self.metrics is not None:
-            self.engine.on_batch = self.metrics.observe_batch
+        if self.histograms is not None:
+            self.engine.on_batch = self.histograms.observe_batch
         self.engine.start()
         if cfg.control.endpoint:
             try:
@@ -483,9 +495,9 @@ class Daemon:
                 if self._runs.get(old.config.id) is old:  # not since added again
                     del self._runs[old.config.id]
                     forgotten.append(old.config.id)
-        if self.metrics is not None:
+        if self.histograms is not None:
             for sid in forgotten:
-                self.metrics.forget_stream(sid)
+                self.histograms.forget_stream(sid)
 
     def _feed(self, sid: str, chunks: Iterator[AudioChunk]) -> None:
         """A source's chunks into the engine, inside the thread's turn
@@ -530,8 +542,8 @@ class Daemon:
             start_sample=result.start_sample, end_sample=result.end_sample, tags=result.tags,
             raw=result.raw, smoothed=result.smoothed, active=result.active, model=model,
             latency_ms=result.latency_ms, audio=result.audio, mood=result.mood)
-        if self.metrics is not None:
-            self.metrics.observe_window(result)
+        if self.histograms is not None:
+            self.histograms.observe_window(result)
 
     def turn(self) -> AbstractContextManager:
         """The engine's hand-out of one turn: its messages leave together (``held``)."""
@@ -688,8 +700,11 @@ class Daemon:
                           "control socket (the daemon's standard input is not the requester's)")
 
     def _handlers(self) -> dict[str, Any]:
-        def status(_: dict) -> dict:
-            return self.status()
+        def status(req: dict) -> dict:
+            reply = self.status()
+            if req.get("histograms") is True and self.histograms is not None:
+                reply["histograms"] = self.histograms.samples()  # for a supervisor
+            return reply
 
         def snapshot(_: dict) -> dict:
             return {"session": self.publisher.session, "model": self._model_info(),

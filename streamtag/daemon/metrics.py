@@ -18,13 +18,15 @@ sources started, and 503 with the reason before that and from the moment a drain
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
@@ -127,21 +129,26 @@ class _Collector:
         # messages inside ZeroMQ, unseen; the subscriber sees them as gaps in seq.
 
 
-class DaemonMetrics:
-    def __init__(self, daemon: Observed, port: int, address: str = "127.0.0.1") -> None:
-        self.registry = CollectorRegistry()
-        self.registry.register(_Collector(daemon))
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Histograms:
+    """The daemon's histograms, observed as things happen: batch sizes, forward times and each
+    stream's window latency. A daemon with a metrics port serves them; a worker of ``run
+    --processes`` (no port of its own) keeps them for the supervisor, which asks for their
+    ``samples()`` at each scrape and serves them merged (``MergedHistograms``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.batch_size = Histogram("streamtag_batch_size", "Windows per forward pass",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-                                    registry=self.registry)
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
         self.forward = Histogram("streamtag_forward_seconds", "Forward pass time",
                                  registry=self.registry)
         self.latency = Histogram("streamtag_window_latency_seconds",
                                  "From a window's last sample to its publication",
                                  labelnames=["stream"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self._server = _serve(address, port, _probes(daemon, make_wsgi_app(self.registry)))
-        self.port = self._server.server_port
+                                 buckets=LATENCY_BUCKETS)
 
     def observe_batch(self, size: int, forward_s: float) -> None:
         self.batch_size.observe(size)
@@ -153,7 +160,71 @@ class DaemonMetrics:
     def forget_stream(self, stream_id: str) -> None:
         """Drops a stream's latency histogram (if it has one): the daemon no longer lists the
         stream."""
-        self.latency.remove(stream_id)
+        with contextlib.suppress(KeyError):
+            self.latency.remove(stream_id)
+
+    def samples(self) -> list[list[Any]]:
+        """Every bucket, count and sum as ``[name, labels, value]`` (JSON), for a supervisor."""
+        return [[sample.name, sample.labels, sample.value]
+                for metric in (self.batch_size, self.forward, self.latency)
+                for family in metric.collect() for sample in family.samples
+                if not sample.name.endswith("_created")]
+
+
+class MergedHistograms:
+    """A collector of the workers' histograms (``Histograms.samples()`` of each), summed bucket
+    by bucket: one batch-size and one forward-time histogram for the whole run, and each
+    stream's latency from the worker that serves it. ``fetch`` returns the workers' samples."""
+
+    HELP = {"streamtag_batch_size": "Windows per forward pass",
+            "streamtag_forward_seconds": "Forward pass time",
+            "streamtag_window_latency_seconds": "From a window's last sample to its publication"}
+
+    def __init__(self, fetch: Callable[[], list[list[list[Any]]]]) -> None:
+        self.fetch = fetch
+
+    def collect(self):
+        # (family, labels without le) -> {"buckets": {le: count}, "sum": total}
+        series: dict[tuple[str, tuple], dict[str, Any]] = {}
+        for samples in self.fetch():
+            for name, labels, value in samples:
+                family = next((f for f in self.HELP if name.startswith(f + "_")), None)
+                if family is None or not isinstance(labels, dict):
+                    continue
+                kind = name[len(family) + 1:]
+                key = (family, tuple(sorted((k, v) for k, v in labels.items() if k != "le")))
+                entry = series.setdefault(key, {"buckets": {}, "sum": 0.0})
+                if kind == "bucket" and "le" in labels:
+                    entry["buckets"][labels["le"]] = entry["buckets"].get(labels["le"], 0.0) \
+                        + float(value)
+                elif kind == "sum":
+                    entry["sum"] += float(value)
+        families: dict[str, HistogramMetricFamily] = {}
+        for (family, labels), entry in sorted(series.items()):
+            names = [k for k, _ in labels]
+            out = families.get(family)
+            if out is None:
+                out = families[family] = HistogramMetricFamily(family, self.HELP[family],
+                                                               labels=names)
+            buckets = sorted(entry["buckets"].items(), key=lambda b: float(b[0]))
+            out.add_metric([v for _, v in labels], buckets, entry["sum"])
+        yield from families.values()
+
+
+class DaemonMetrics:
+    def __init__(self, daemon: Observed, port: int, address: str = "127.0.0.1",
+                 workers: Callable[[], list[list[list[Any]]]] | None = None) -> None:
+        """``workers``: for a supervisor, what fetches its workers' histogram samples; a
+        daemon observes its own (``self.histograms``)."""
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(daemon))
+        self.histograms: Histograms | None = None
+        if workers is None:
+            self.histograms = Histograms(self.registry)
+        else:
+            self.registry.register(MergedHistograms(workers))
+        self._server = _serve(address, port, _probes(daemon, make_wsgi_app(self.registry)))
+        self.port = self._server.server_port
 
     def close(self) -> None:
         self._server.shutdown()

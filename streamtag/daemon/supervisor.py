@@ -127,7 +127,7 @@ def _serve(config: DaemonConfig, conn: Connection, exit_when_done: bool,
     from streamtag.daemon.daemon import Daemon
 
     try:
-        daemon = Daemon(config).start()
+        daemon = Daemon(config, keep_histograms=True).start()  # the supervisor serves them
     except (ConfigError, ModelError) as exc:
         conn.send(("error", (type(exc).__name__, str(exc))))
         conn.close()
@@ -253,7 +253,8 @@ class Supervisor:
             from streamtag.daemon.metrics import DaemonMetrics
 
             try:
-                self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+                self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
+                                             workers=self.worker_histograms)
             except OSError as exc:
                 raise ConfigError(f"metrics.port {cfg.metrics.port} on {cfg.metrics.address}: "
                                   f"cannot listen ({exc.strerror or exc}); stop the process "
@@ -516,6 +517,19 @@ class Supervisor:
         except TimeoutError:
             raise TimeoutError(f"worker {worker.index} did not answer within {timeout_ms} ms "
                                f"(state {worker.state})") from None
+
+    def worker_histograms(self) -> list[list[list[Any]]]:
+        """Each serving worker's histogram samples (``Histograms.samples``), for the metrics
+        port; a worker that does not answer in time is left out of this scrape."""
+        found = []
+        for worker in self._serving():
+            try:
+                reply = self._ask(worker, {"cmd": "status", "histograms": True})
+            except TimeoutError:
+                continue
+            if reply.get("ok") and isinstance(reply.get("histograms"), list):
+                found.append(reply["histograms"])
+        return found
 
     def _serving(self) -> list[_Worker]:
         with self._lock:
