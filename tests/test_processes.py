@@ -5,8 +5,10 @@ One supervised run (2 workers, 8 looped file sources at real speed) serves the f
 order: every stream comes from exactly one worker, the one its hash names, with its seq
 unbroken; control requests need the token and reach the worker that owns the stream; a worker
 killed with SIGKILL is started again and its streams (those added by control too) resume under
-a new session while the other worker's never pause; SIGTERM drains every worker. Then: `auto`
-under a restricted CPU affinity, the cgroup v2 quota, and refusals.
+a new session while the other worker's never pause longer than a heartbeat; the metrics port
+serves every worker's histograms; SIGTERM drains every worker. Then: a killed supervisor's
+workers drain by themselves, `auto` under a restricted CPU affinity, the cgroup v2 quota, and
+refusals.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from prometheus_client.parser import text_string_to_metric_families
 import streamtag
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
-from streamtag.daemon.config import DaemonConfig, config_from_dict, with_overrides
+from streamtag.daemon.config import (
+    DaemonConfig,
+    PublishConfig,
+    config_from_dict,
+    with_overrides,
+)
 from streamtag.daemon.cpus import auto_processes, cgroup_quota, usable_cpus, worker_cores
 from streamtag.daemon.shard import shard_of
 from streamtag.errors import ConfigError
@@ -40,9 +47,11 @@ from streamtag.wire.subscriber import Subscriber
 
 WORKERS = 2
 STREAMS = [f"radio-{i:02d}" for i in range(8)]
-# A stream of the tiny model publishes every 0.26 s; on this shared 2-core box, a stream that
-# went 5 s without a window paused (as tests/test_scale_out.py judges it).
-MAX_PAUSE_S = 5.0
+# A stream of the tiny model publishes every 0.26 s. While a worker is killed and started again,
+# the other worker's streams may not pause longer than that plus a heartbeat interval (the
+# daemon's default, 2 s): measured, they never went past their own 0.29-0.30 s.
+CADENCE_S = 0.26
+MAX_PAUSE_S = CADENCE_S + PublishConfig().heartbeat_s
 
 
 def streamtag_env() -> dict[str, str]:
@@ -241,7 +250,7 @@ def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised)
     end = time.monotonic()
     for stream in others:
         pause = feed.longest_pause(stream, t0, end)
-        assert pause < MAX_PAUSE_S, f"{stream} of the other worker paused {pause:.1f} s"
+        assert pause < MAX_PAUSE_S, f"{stream} of the other worker paused {pause:.2f} s"
     assert supervised.status()["workers"][0]["restarts"] == 0
     metrics = supervised.metrics()
     assert 'streamtag_worker_restarts_total{worker="1"} 1.0' in metrics
