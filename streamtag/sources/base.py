@@ -77,14 +77,26 @@ TAG_SIDE_DATA = ("strings_metadata", "metadata_update")
 MAX_TAG_BYTES = 1 << 20  # larger packed tags (cover art in a comment) are not read
 
 
+def _side_data_kind(data) -> str | None:
+    """A packet side data's kind by PyAV's name, None for a kind its FFmpeg has and PyAV's list
+    does not (PyAV looks the name up by the number, past the end of its list)."""
+    try:
+        return data.data_type
+    except (IndexError, ValueError, KeyError):
+        return None
+
+
 def packet_tags(packet) -> dict[str, str] | None:
     """The tags a demuxed PyAV packet brings with it, when the stream's metadata changes at
     this packet (a new link of a chained Ogg stream); None when it brings none. PyAV shows a
     stream's ``metadata`` as it was when the container opened, so a change is seen here."""
     # iter_sidedata, not has_sidedata per kind: most packets carry none, and the loop over
     # none costs a seventh of the two lookups (they took a tenth of an MP3 source's time)
-    found = {data.data_type: data for data in packet.iter_sidedata()
-             if data.data_type in TAG_SIDE_DATA}
+    found = {}
+    for data in packet.iter_sidedata():
+        kind = _side_data_kind(data)
+        if kind in TAG_SIDE_DATA:
+            found[kind] = data
     for kind in TAG_SIDE_DATA:
         data = found.get(kind)
         if data is None:
