@@ -131,6 +131,10 @@ class _Collector:
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+HISTOGRAM_HELP = {"streamtag_batch_size": "Windows per forward pass",
+                  "streamtag_forward_seconds": "Forward pass time",
+                  "streamtag_window_latency_seconds":
+                      "From a window's last sample to its publication"}
 
 
 class Histograms:
@@ -141,13 +145,12 @@ class Histograms:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.batch_size = Histogram("streamtag_batch_size", "Windows per forward pass",
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.forward = Histogram("streamtag_forward_seconds", "Forward pass time",
-                                 registry=self.registry)
-        self.latency = Histogram("streamtag_window_latency_seconds",
-                                 "From a window's last sample to its publication",
-                                 labelnames=["stream"], registry=self.registry,
+        def histogram(name: str, **options) -> Histogram:
+            return Histogram(name, HISTOGRAM_HELP[name], registry=self.registry, **options)
+
+        self.batch_size = histogram("streamtag_batch_size", buckets=BATCH_BUCKETS)
+        self.forward = histogram("streamtag_forward_seconds")
+        self.latency = histogram("streamtag_window_latency_seconds", labelnames=["stream"],
                                  buckets=LATENCY_BUCKETS)
 
     def observe_batch(self, size: int, forward_s: float) -> None:
@@ -176,10 +179,6 @@ class MergedHistograms:
     by bucket: one batch-size and one forward-time histogram for the whole run, and each
     stream's latency from the worker that serves it. ``fetch`` returns the workers' samples."""
 
-    HELP = {"streamtag_batch_size": "Windows per forward pass",
-            "streamtag_forward_seconds": "Forward pass time",
-            "streamtag_window_latency_seconds": "From a window's last sample to its publication"}
-
     def __init__(self, fetch: Callable[[], list[list[list[Any]]]]) -> None:
         self.fetch = fetch
 
@@ -188,7 +187,7 @@ class MergedHistograms:
         series: dict[tuple[str, tuple], dict[str, Any]] = {}
         for samples in self.fetch():
             for name, labels, value in samples:
-                family = next((f for f in self.HELP if name.startswith(f + "_")), None)
+                family = next((f for f in HISTOGRAM_HELP if name.startswith(f + "_")), None)
                 if family is None or not isinstance(labels, dict):
                     continue
                 kind = name[len(family) + 1:]
@@ -204,7 +203,7 @@ class MergedHistograms:
             names = [k for k, _ in labels]
             out = families.get(family)
             if out is None:
-                out = families[family] = HistogramMetricFamily(family, self.HELP[family],
+                out = families[family] = HistogramMetricFamily(family, HISTOGRAM_HELP[family],
                                                                labels=names)
             buckets = sorted(entry["buckets"].items(), key=lambda b: float(b[0]))
             out.add_metric([v for _, v in labels], buckets, entry["sum"])
