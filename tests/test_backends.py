@@ -48,7 +48,9 @@ N_TAGS = 6
 # vqvae is the autoencoder the vqvae_* taggers are pre-trained from: it does not tag.
 TAGGERS = sorted(name for name in SMALL if name != "vqvae")
 # 5-20 s each on 2 shared cores (TorchScript alone takes seconds to load them): pytest -m slow
-HEAVY = {"vggish", "mobilenet", "mobilenet_attn", "shake_fa_resnet"}
+HEAVY = {"vggish", "mobilenet", "mobilenet_attn", "shake_fa_resnet",
+         # 3-5 s each; left to -m slow to keep the default run short
+         "fa_resnet", "samplecnn", "cp_resnet"}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -196,7 +196,8 @@ def test_every_trainable_parameter_gets_a_finite_nonzero_gradient(name):
 
 # 4-5 s each on 2 cores: in the default run the architectures whose siblings are not (fa_resnet
 # stays for shake_fa_resnet, mobilenet_attn's body is mobilenet's; cp_resnet is short_chunk's kin)
-SLOW_IN_DEFAULT_RUN = {"shake_fa_resnet", "mobilenet", "cp_resnet"}
+SLOW_IN_DEFAULT_RUN = {"shake_fa_resnet", "mobilenet", "cp_resnet", "mel_cnn", "crnn",
+                       "mobilenet_attn"}
 
 
 @pytest.mark.parametrize("name", [

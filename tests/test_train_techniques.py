@@ -269,6 +269,7 @@ def test_ensemble_command_writes_the_mean_of_its_members(tmp_path: Path) -> None
         torch.testing.assert_close(ensemble(x), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # 5-6 s; the default run keeps the ensemble that is written
 def test_ensemble_command_refuses_members_that_do_not_match(tmp_path: Path) -> None:
     a = tiny_model_file(tmp_path / "a.pt", seed=1)
     other = tiny_model_file(tmp_path / "other.pt", seed=2, tags=("x", "y", "z"))
