@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-import numpy as np
 import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
@@ -21,9 +20,9 @@ from test_dashboard import (  # noqa: E402, F401
     endpoints,
     fake_room_page,
 )
-from test_silence import MUSIC, MUSIC_MISSING  # noqa: E402
+from test_silence import RATE, music_with_a_gap  # noqa: E402
 
-from streamtag.audio.files import load_audio, write_audio  # noqa: E402
+from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.daemon.config import SourceConfig  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 from streamtag.wire.protocol import SilenceBody  # noqa: E402
@@ -65,13 +64,8 @@ def test_feed_state_knows_since_when_a_stream_is_silent():
 def test_page_shows_the_level_and_silent_since(browser, closing, tmp_path):  # noqa: F811
     from playwright.sync_api import expect
 
-    if not MUSIC.exists():
-        pytest.skip(MUSIC_MISSING)
-    audio, _ = load_audio(MUSIC, 16000)
     path = tmp_path / "gap.flac"
-    write_audio(path, np.concatenate([audio[30 * 16000: 38 * 16000],
-                                      np.zeros(20 * 16000, np.float32),
-                                      audio[60 * 16000: 70 * 16000]]), 16000)
+    write_audio(path, music_with_a_gap(8, 20, 10), RATE)
     model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32,
                             thresholds=(0.01, 0.01, 0.01, 0.01))
     daemon, sub = started(make_config(model, tmp_path))

@@ -4,13 +4,12 @@ span reads back from the ``silences`` table as docs/history.md says."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 from helpers import make_config, started, tiny_model_file, wait_until
-from test_silence import HOP_S, MUSIC, MUSIC_MISSING
+from test_silence import HOP_S, RATE, music_with_a_gap
 
-from streamtag.audio.files import load_audio, write_audio
+from streamtag.audio.files import write_audio
 from streamtag.daemon.config import SourceConfig
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
@@ -43,13 +42,8 @@ def record_file(path, tmp_path, thresholds: tuple[float, ...]) -> sa.Engine:
 
 
 def test_recorded_silence_reads_back_as_a_span(tmp_path):
-    if not MUSIC.exists():
-        pytest.skip(MUSIC_MISSING)
-    audio, _ = load_audio(MUSIC, 16000)
     path = tmp_path / "gap.flac"
-    write_audio(path, np.concatenate([audio[30 * 16000: 40 * 16000],
-                                      np.zeros(15 * 16000, np.float32),
-                                      audio[60 * 16000: 70 * 16000]]), 16000)
+    write_audio(path, music_with_a_gap(10, 15, 10), RATE)
     engine = record_file(path, tmp_path, (0.01, 0.01, 0.01, 0.01))
     s = schema.silences
     with engine.connect() as conn:

@@ -9,18 +9,17 @@ import tomllib
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from helpers import collect, free_port, make_config, started, tiny_model_file
+from test_silence import RATE, music_with_a_gap
 
-from streamtag.audio.files import load_audio, write_audio
+from streamtag.audio.files import write_audio
 from streamtag.daemon.config import MetricsConfig, SourceConfig, config_from_dict
 from streamtag.engine.health import HealthConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = ROOT / "docs" / "operations.md"
-MUSIC = Path("/usr/share/games/singularity/music/Coherence.ogg")
 SPEED = 10.0  # realtime pacing, ten times faster than real time
 
 
@@ -35,12 +34,8 @@ def metric(text: str, name: str, stream: str) -> float | None:
 
 
 def test_silent_gauge_and_counters_while_a_live_stream_is_silent(tmp_path):
-    if not MUSIC.exists():
-        pytest.skip("needs Debian's singularity-music: apt-get install singularity-music")
-    audio, _ = load_audio(MUSIC, 16000)
     path = tmp_path / "music-then-silence.flac"
-    write_audio(path, np.concatenate([audio[30 * 16000: 36 * 16000],
-                                      np.zeros(30 * 16000, np.float32)]), 16000)
+    write_audio(path, music_with_a_gap(6, 30, 0), RATE)
     model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32)
     port = free_port()
     daemon, sub = started(make_config(model, tmp_path, metrics=MetricsConfig(port=port)))
