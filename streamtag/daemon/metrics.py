@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -44,20 +43,25 @@ class Observed(Protocol):
 
     def status(self) -> dict[str, Any]:
         """The control socket's ``status`` reply: streams with their state and counters, and
-        the engine's counts."""
+        the engine's counts. A supervisor's is asked with ``histograms=True`` (its workers'
+        histograms in the same reply)."""
 
     def readiness(self) -> tuple[bool, str]:
         """Whether ``/readyz`` answers 200, and the reason it gives."""
 
 
 class _Collector:
-    def __init__(self, daemon: Observed) -> None:
+    def __init__(self, daemon: Observed, merge_histograms: bool = False) -> None:
+        """``merge_histograms``: a supervisor's, whose status brings its workers' histograms
+        (one request per worker and scrape serves both)."""
         self.daemon = daemon
+        self.merge_histograms = merge_histograms
 
     def collect(self):
         if self.daemon.engine is None or self.daemon.publisher is None:
             return  # still loading the model: nothing to count yet
-        status = self.daemon.status()
+        status = (self.daemon.status(histograms=True) if self.merge_histograms
+                  else self.daemon.status())
         per_stream = {
             "samples": CounterMetricFamily("streamtag_samples", "Audio samples framed",
                                            labels=["stream"]),
@@ -125,6 +129,8 @@ class _Collector:
                               else 0.0)
             yield restarts
             yield up
+        if self.merge_histograms:
+            yield from merged_histograms(status.get("histograms", []))
         # No metric of dropped messages: the daemon's PUB socket drops a slow subscriber's
         # messages inside ZeroMQ, unseen; the subscriber sees them as gaps in seq.
 
@@ -141,7 +147,7 @@ class Histograms:
     """The daemon's histograms, observed as things happen: batch sizes, forward times and each
     stream's window latency. A daemon with a metrics port serves them; a worker of ``run
     --processes`` (no port of its own) keeps them for the supervisor, which asks for their
-    ``samples()`` at each scrape and serves them merged (``MergedHistograms``)."""
+    ``samples()`` at each scrape and serves them merged (``merged_histograms``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -174,54 +180,46 @@ class Histograms:
                 if not sample.name.endswith("_created")]
 
 
-class MergedHistograms:
-    """A collector of the workers' histograms (``Histograms.samples()`` of each), summed bucket
-    by bucket: one batch-size and one forward-time histogram for the whole run, and each
-    stream's latency from the worker that serves it. ``fetch`` returns the workers' samples."""
-
-    def __init__(self, fetch: Callable[[], list[list[list[Any]]]]) -> None:
-        self.fetch = fetch
-
-    def collect(self):
-        # (family, labels without le) -> {"buckets": {le: count}, "sum": total}
-        series: dict[tuple[str, tuple], dict[str, Any]] = {}
-        for samples in self.fetch():
-            for name, labels, value in samples:
-                family = next((f for f in HISTOGRAM_HELP if name.startswith(f + "_")), None)
-                if family is None or not isinstance(labels, dict):
-                    continue
-                kind = name[len(family) + 1:]
-                key = (family, tuple(sorted((k, v) for k, v in labels.items() if k != "le")))
-                entry = series.setdefault(key, {"buckets": {}, "sum": 0.0})
-                if kind == "bucket" and "le" in labels:
-                    entry["buckets"][labels["le"]] = entry["buckets"].get(labels["le"], 0.0) \
-                        + float(value)
-                elif kind == "sum":
-                    entry["sum"] += float(value)
-        families: dict[str, HistogramMetricFamily] = {}
-        for (family, labels), entry in sorted(series.items()):
-            names = [k for k, _ in labels]
-            out = families.get(family)
-            if out is None:
-                out = families[family] = HistogramMetricFamily(family, HISTOGRAM_HELP[family],
-                                                               labels=names)
-            buckets = sorted(entry["buckets"].items(), key=lambda b: float(b[0]))
-            out.add_metric([v for _, v in labels], buckets, entry["sum"])
-        yield from families.values()
+def merged_histograms(per_worker: list[list[list[Any]]]):
+    """The workers' histograms (``Histograms.samples()`` of each), summed bucket by bucket: one
+    batch-size and one forward-time histogram for the whole run, and each stream's latency
+    from the worker that serves it."""
+    # (family, labels without le) -> {"buckets": {le: count}, "sum": total}
+    series: dict[tuple[str, tuple], dict[str, Any]] = {}
+    for samples in per_worker:
+        for name, labels, value in samples:
+            family = next((f for f in HISTOGRAM_HELP if name.startswith(f + "_")), None)
+            if family is None or not isinstance(labels, dict):
+                continue
+            kind = name[len(family) + 1:]
+            key = (family, tuple(sorted((k, v) for k, v in labels.items() if k != "le")))
+            entry = series.setdefault(key, {"buckets": {}, "sum": 0.0})
+            if kind == "bucket" and "le" in labels:
+                entry["buckets"][labels["le"]] = entry["buckets"].get(labels["le"], 0.0) \
+                    + float(value)
+            elif kind == "sum":
+                entry["sum"] += float(value)
+    families: dict[str, HistogramMetricFamily] = {}
+    for (family, labels), entry in sorted(series.items()):
+        out = families.get(family)
+        if out is None:
+            out = families[family] = HistogramMetricFamily(family, HISTOGRAM_HELP[family],
+                                                           labels=[k for k, _ in labels])
+        buckets = sorted(entry["buckets"].items(), key=lambda b: float(b[0]))
+        out.add_metric([v for _, v in labels], buckets, entry["sum"])
+    yield from families.values()
 
 
 class DaemonMetrics:
     def __init__(self, daemon: Observed, port: int, address: str = "127.0.0.1",
-                 workers: Callable[[], list[list[list[Any]]]] | None = None) -> None:
-        """``workers``: for a supervisor, what fetches its workers' histogram samples; a
-        daemon observes its own (``self.histograms``)."""
+                 merge_histograms: bool = False) -> None:
+        """``merge_histograms``: for a supervisor, which serves its workers' histograms from
+        its status; a daemon observes its own (``self.histograms``)."""
         self.registry = CollectorRegistry()
-        self.registry.register(_Collector(daemon))
+        self.registry.register(_Collector(daemon, merge_histograms))
         self.histograms: Histograms | None = None
-        if workers is None:
+        if not merge_histograms:
             self.histograms = Histograms(self.registry)
-        else:
-            self.registry.register(MergedHistograms(workers))
         self._server = _serve(address, port, _probes(daemon, make_wsgi_app(self.registry)))
         self.port = self._server.server_port
 

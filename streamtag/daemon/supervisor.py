@@ -254,7 +254,7 @@ class Supervisor:
 
             try:
                 self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
-                                             workers=self.worker_histograms)
+                                             merge_histograms=True)
             except OSError as exc:
                 raise ConfigError(f"metrics.port {cfg.metrics.port} on {cfg.metrics.address}: "
                                   f"cannot listen ({exc.strerror or exc}); stop the process "
@@ -518,19 +518,6 @@ class Supervisor:
             raise TimeoutError(f"worker {worker.index} did not answer within {timeout_ms} ms "
                                f"(state {worker.state})") from None
 
-    def worker_histograms(self) -> list[list[list[Any]]]:
-        """Each serving worker's histogram samples (``Histograms.samples``), for the metrics
-        port; a worker that does not answer in time is left out of this scrape."""
-        found = []
-        for worker in self._serving():
-            try:
-                reply = self._ask(worker, {"cmd": "status", "histograms": True})
-            except TimeoutError:
-                continue
-            if reply.get("ok") and isinstance(reply.get("histograms"), list):
-                found.append(reply["histograms"])
-        return found
-
     def _serving(self) -> list[_Worker]:
         with self._lock:
             return [w for w in self._workers if w.state == "running"]
@@ -540,20 +527,23 @@ class Supervisor:
             return [{"index": w.index, "pid": w.pid, "state": w.state, "session": w.session,
                      "restarts": w.restarts, "last_exit": w.last_exit} for w in self._workers]
 
-    def status(self) -> dict[str, Any]:
+    def status(self, histograms: bool = False) -> dict[str, Any]:
         """The workers' ``status`` replies merged: every stream (with the worker serving it),
-        the engines' counts summed, and each worker's process, state and restarts."""
+        the engines' counts summed, and each worker's process, state and restarts; with
+        ``histograms`` (the metrics port's scrape) also ``histograms``, each answering
+        worker's ``Histograms.samples``."""
         workers = self.workers()
         streams: dict[str, Any] = {}
         engine: dict[str, float] = {"batches": 0, "failed_batches": 0}
         model, dropped = None, 0
+        samples: list[list[Any]] = []
         serving = {w.index: w for w in self._serving()}
         for info in workers:
             worker = serving.get(info["index"])
             if worker is None:
                 continue
             try:
-                reply = self._ask(worker, {"cmd": "status"})
+                reply = self._ask(worker, {"cmd": "status", "histograms": histograms})
             except TimeoutError:
                 info["state"] = "not answering"
                 continue
@@ -569,11 +559,14 @@ class Supervisor:
                     engine[key] = engine.get(key, 0) + value
             model = model or reply.get("model")
             dropped += reply.get("dropped_messages", 0)
-        return {"session": self.session,
-                "shard": {"index": 0, "count": 1}, "processes": self.count,
-                "uptime_s": time.monotonic() - self._started_at, "model": model,
-                "streams": streams, "engine": engine, "dropped_messages": dropped,
-                "workers": workers, "restarts": self.restarts}
+            if isinstance(reply.get("histograms"), list):
+                samples.append(reply["histograms"])
+        merged = {"session": self.session,
+                  "shard": {"index": 0, "count": 1}, "processes": self.count,
+                  "uptime_s": time.monotonic() - self._started_at, "model": model,
+                  "streams": streams, "engine": engine, "dropped_messages": dropped,
+                  "workers": workers, "restarts": self.restarts}
+        return {**merged, "histograms": samples} if histograms else merged
 
     def readiness(self) -> tuple[bool, str]:
         if self._stopping.is_set():
