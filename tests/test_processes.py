@@ -228,10 +228,23 @@ def test_the_metrics_port_serves_every_workers_histograms(supervised):
     assert abs(windows - batched) <= 2 * len(counts)  # windows scored between the two reads
 
 
+def run_totals(metrics: str) -> dict[str, float]:
+    """The run-wide counters a scrape serves: forward passes, and the batch-size and forward-time
+    histograms' counts."""
+    totals = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name in ("streamtag_batches_total", "streamtag_batch_size_count",
+                               "streamtag_batch_size_sum", "streamtag_forward_seconds_count"):
+                totals[sample.name] = sample.value
+    return totals
+
+
 def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised):
     feed = supervised.feed
     status = supervised.status()
     victim = status["workers"][1]
+    before = run_totals(supervised.metrics())
     theirs = [s for s in STREAMS if shard_of(s, WORKERS) == 1] + [owned_by(1, "added")]
     others = [s for s in STREAMS if shard_of(s, WORKERS) == 0]
     t0 = time.monotonic()
@@ -252,9 +265,22 @@ def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised)
         pause = feed.longest_pause(stream, t0, end)
         assert pause < MAX_PAUSE_S, f"{stream} of the other worker paused {pause:.2f} s"
     assert supervised.status()["workers"][0]["restarts"] == 0
+    scraped_at = time.monotonic()
     metrics = supervised.metrics()
     assert 'streamtag_worker_restarts_total{worker="1"} 1.0' in metrics
     assert 'streamtag_worker_up{worker="1"} 1.0' in metrics
+    # The run's counters keep what the killed worker had counted (a counter that went down
+    # would read as a reset to Prometheus's rate(): a burst of every pass counted since). Every
+    # window published before the scrape went through a forward pass: only those the killed
+    # worker passed between the scrape before the kill and the kill may be missing.
+    after = run_totals(metrics)
+    assert set(after) == set(before) == {"streamtag_batches_total", "streamtag_batch_size_count",
+                                         "streamtag_batch_size_sum",
+                                         "streamtag_forward_seconds_count"}
+    for name, value in before.items():
+        assert after[name] >= value, (name, value, after[name])
+    published = sum(t <= scraped_at for t, _ in feed.of("scores"))
+    assert after["streamtag_batch_size_sum"] >= published - len(STREAMS), (after, published)
     assert_seq_unbroken(feed)
 
 

@@ -171,6 +171,61 @@ class _Worker:
         return self.process.pid if self.process is not None else None
 
 
+class _RunTotals:
+    """The run-wide counts summed over the workers (the engine's, and the batch-size and
+    forward-time histograms), kept monotone while workers die and start again: each worker
+    counts as last seen (while it is down or not answering too), and what it had counted under
+    a session it no longer has is carried into the totals. Only what a worker counted after
+    its last ``status`` reply is lost with it. Each stream's own counters and latency
+    histogram come from the one worker that serves it and start again with it, as a restarted
+    daemon's would (a reset, to Prometheus)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # worker index -> (session, engine counts, run-wide histogram samples), as last seen
+        self._last: dict[int, tuple[Any, dict[str, Any], list[list[Any]]]] = {}
+        self._retired: list[tuple[dict[str, Any], list[list[Any]]]] = [({}, [])]
+
+    def seen(self, index: int, reply: dict[str, Any]) -> list[list[Any]]:
+        """Worker ``index``'s status reply (its session, engine counts and, from a scrape, its
+        histograms); returns its histograms' per-stream samples."""
+        engine = {k: v for k, v in (reply.get("engine") or {}).items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        samples = reply.get("histograms")
+        samples = [s for s in samples if isinstance(s, list) and len(s) == 3
+                   and isinstance(s[1], dict) and isinstance(s[2], (int, float))
+                   and not isinstance(s[2], bool)] if isinstance(samples, list) else None
+        with self._lock:
+            last = self._last.get(index)
+            if last is not None and last[0] != reply.get("session"):
+                self._retired[0] = _summed([self._retired[0], last[1:]])
+                last = None
+            kept = last[2] if last is not None else []
+            if samples is not None:
+                kept = [s for s in samples if "stream" not in s[1]]
+            self._last[index] = (reply.get("session"), engine, kept)
+        return [s for s in samples or [] if "stream" in s[1]]
+
+    def totals(self) -> tuple[dict[str, Any], list[list[Any]]]:
+        """The engine counts and the run-wide histogram samples of the whole run."""
+        with self._lock:
+            return _summed(self._retired + [last[1:] for last in self._last.values()])
+
+
+def _summed(parts: list[tuple[dict[str, Any], list[list[Any]]]]
+            ) -> tuple[dict[str, Any], list[list[Any]]]:
+    """(engine counts, histogram samples) added key by key and sample by sample."""
+    engine: dict[str, Any] = {}
+    samples: dict[tuple[str, tuple], list[Any]] = {}
+    for counts, histogram in parts:
+        for key, value in counts.items():
+            engine[key] = engine.get(key, 0) + value
+        for name, labels, value in histogram:
+            kept = samples.setdefault((name, tuple(sorted(labels.items()))), [name, labels, 0.0])
+            kept[2] += float(value)
+    return engine, list(samples.values())
+
+
 class Supervisor:
     """N worker processes behind one publish and one control endpoint (module docstring).
 
@@ -202,6 +257,7 @@ class Supervisor:
         self.publisher: Any = None
         self.restarts = 0
         self._workers = [_Worker(i, self._backoff(i)) for i in range(processes)]
+        self._totals = _RunTotals()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -549,18 +605,20 @@ class Supervisor:
                 continue
             if not reply.get("ok"):
                 continue
+            per_stream = self._totals.seen(info["index"], reply)
+            if histograms:
+                samples.append(per_stream)
             info["streams"] = len(reply.get("streams", {}))
             # each worker measured its own batch size as its model loaded
             info["max_batch"] = (reply.get("model") or {}).get("max_batch")
             for sid, stream in reply.get("streams", {}).items():
                 streams[sid] = {**stream, "worker": info["index"]}
-            for key, value in reply.get("engine", {}).items():
-                if isinstance(value, (int, float)):
-                    engine[key] = engine.get(key, 0) + value
             model = model or reply.get("model")
             dropped += reply.get("dropped_messages", 0)
-            if isinstance(reply.get("histograms"), list):
-                samples.append(reply["histograms"])
+        counted, run_wide = self._totals.totals()  # every worker's, earlier sessions' too
+        engine.update(counted)
+        if histograms:
+            samples.append(run_wide)
         merged = {"session": self.session,
                   "shard": {"index": 0, "count": 1}, "processes": self.count,
                   "uptime_s": time.monotonic() - self._started_at, "model": model,
