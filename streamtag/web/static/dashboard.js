@@ -10,9 +10,6 @@
   const LABEL_PX = 150;
   const BIN_S = 1;               // as the bridge's timeline bins
   const RESTART_NOTE_S = 60;
-  const RETRY_MIN_MS = 500;
-  const RETRY_MAX_MS = 5000;
-  const SILENT_SOCKET_MS = 5000; // no tick for this long: the socket is dead even if open
   const LAST_TRACKS = 5;         // as the bridge's FeedState
 
   const view = {
@@ -25,8 +22,27 @@
     retryAt: 0,
   };
 
-  const $ = (id) => document.getElementById(id);
-  const bridgeNow = () => Date.now() / 1000 + view.offsetS;
+  const { $, el } = window.streamtagPage;
+  // The socket, the bridge's clock, the daemon's liveness and batched drawing: feed.js.
+  const { scheduleRender, bridgeNow, stream, connect } = window.streamtagPage.live({
+    view, blankStream, render,
+    onHello: (msg) => {
+      view.historyS = msg.history_s;
+      view.feed = msg.feed;
+      view.streams.clear();
+      for (const [id, s] of Object.entries(msg.streams)) view.streams.set(id, s);
+      $("feed").textContent = "feed " + msg.feed.join(", ");
+    },
+    onSnapshot: (msg) => {
+      for (const [id, s] of Object.entries(msg.streams)) view.streams.set(id, s);
+    },
+    onRestart: (s, receivedAt) => {
+      resetStream(s);
+      s.restarted_at = receivedAt;
+    },
+    onMessage: applyMessage,
+    onClose: (retryMs) => { view.retryAt = Date.now() + retryMs; },
+  });
 
   // ---------------------------------------------------------------- state
 
@@ -43,15 +59,6 @@
     Object.assign(s, blankStream(s.id), keep);
   }
 
-  function stream(id) {
-    let s = view.streams.get(id);
-    if (!s) {
-      s = blankStream(id);
-      view.streams.set(id, s);
-    }
-    return s;
-  }
-
   function record(s, t) {
     const start = Math.floor(t / BIN_S) * BIN_S;
     const last = s.history[s.history.length - 1];
@@ -65,18 +72,8 @@
     while (s.history.length && s.history[0][0] < oldest) s.history.shift();
   }
 
-  // The same rules as FeedState.apply_message, so a page and a late-joining page agree.
-  function applyMessage(m, receivedAt) {
-    const h = m.header;
-    const b = m.body;
-    view.daemon = Object.assign({}, view.daemon, { seen: true, alive: true, age_s: 0 });
-    if (h.msg_type === "heartbeat") return;
-    const s = stream(h.stream);
-    if (m.restarted || (s.session !== null && s.session !== h.session)) {
-      resetStream(s);
-      s.restarted_at = receivedAt;
-    }
-    s.session = h.session;
+  // The rest of FeedState.apply_message (feed.js did the daemon, the session and a restart).
+  function applyMessage(s, h, b, m, receivedAt) {
     s.gaps += m.gap || 0;
     if (h.msg_type === "scores") {
       if (!s.model || !b.model || s.model.hash !== b.model.hash ||
@@ -106,55 +103,12 @@
     }
   }
 
-  function handle(msg) {
-    if (msg.type === "hello") {
-      view.offsetS = msg.now - Date.now() / 1000;
-      view.historyS = msg.history_s;
-      view.daemon = msg.daemon;
-      view.feed = msg.feed;
-      view.streams.clear();
-      for (const [id, s] of Object.entries(msg.streams)) view.streams.set(id, s);
-      $("feed").textContent = "feed " + msg.feed.join(", ");
-    } else if (msg.type === "message") {
-      applyMessage(msg.message, msg.received_at);
-    } else if (msg.type === "snapshot") {
-      for (const [id, s] of Object.entries(msg.streams)) view.streams.set(id, s);
-    } else if (msg.type === "tick") {
-      view.offsetS = msg.now - Date.now() / 1000;
-      view.daemon = msg.daemon;
-    }
-    scheduleRender();
-  }
-
-  // ---------------------------------------------------------------- the socket (feed.js)
-
-  function connect() {
-    window.streamtagFeed({
-      retryMinMs: RETRY_MIN_MS, retryMaxMs: RETRY_MAX_MS, silentMs: SILENT_SOCKET_MS,
-      onOpen: () => { view.connected = true; scheduleRender(); },
-      onMessage: handle,
-      onClose: (retryMs) => {
-        view.connected = false;
-        view.retryAt = Date.now() + retryMs;
-        scheduleRender();
-      },
-    });
-  }
-
   setInterval(() => {
     $("clock").textContent = new Date().toLocaleTimeString([], { hour12: false });
     scheduleRender();
   }, 1000);
 
   // ---------------------------------------------------------------- drawing
-
-  let pending = false;
-  function scheduleRender() {
-    if (pending) return;
-    pending = true;
-    const run = () => { pending = false; render(); };
-    if (document.hidden) setTimeout(run, 250); else requestAnimationFrame(run);
-  }
 
   function tagHue(tag) {
     let hash = 2166136261;  // FNV-1a: the same tag gets the same colour on every screen
@@ -170,13 +124,6 @@
     const hue = tagHue(tag);
     const bright = hue >= 40 && hue <= 200 ? 8 : hue > 200 && hue < 215 ? 4 : 0;
     return `hsl(${hue}, 68%, ${light - bright}%)`;
-  }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
   }
 
   function ago(seconds) {

@@ -5,9 +5,6 @@
 "use strict";
 
 (() => {
-  const RETRY_MIN_MS = 500;      // reconnecting to the dashboard server (feed.js): as dashboard.js
-  const RETRY_MAX_MS = 5000;
-  const SILENT_SOCKET_MS = 5000; // no tick for this long: the socket is dead even if open
   const SLICE_S = 5;             // one point of the mood's course per slice: as the bridge's
   const COURSE_S = 30 * 60;      // MOOD_SLICE_S and MOOD_COURSE_S (feed.py)
   const MAX_POINTS = COURSE_S / SLICE_S + 2;
@@ -34,24 +31,37 @@
     chosen: null,                // the stream shown when the URL names none
   };
 
-  const $ = (id) => document.getElementById(id);
-  const bridgeNow = () => Date.now() / 1000 + view.offsetS;
+  const { $, el } = window.streamtagPage;
   const round3 = (x) => (typeof x === "number" ? Math.round(x * 1000) / 1000 : null);
+
+  // The socket, the bridge's clock, the daemon's liveness and batched drawing: feed.js.
+  const { scheduleRender, bridgeNow, stream, connect } = window.streamtagPage.live({
+    view, blankStream, render,
+    onHello: (msg) => {
+      applyHello(msg);
+      view.greeted = true;
+      ribbonDue = true;
+    },
+    onSnapshot: (msg) => {
+      // A snapshot carries tags only: it names streams, and their status when there is one.
+      for (const [id, s] of Object.entries(msg.streams)) {
+        const known = stream(id);
+        if (s.status && !known.status) known.status = s.status;
+      }
+    },
+    onRestart: (s) => {
+      // A new daemon session: its mood is not known until its first scores.
+      Object.assign(s, blankStream(s.id), { moods: s.moods });
+    },
+    onMessage: applyMessage,
+    onClose: () => { view.dropped = true; },
+  });
 
   // ---------------------------------------------------------------- state
 
   function blankStream(id) {
     return { id, session: null, status: null, updated_at: null, audio: null, mood: null,
              moods: [] };
-  }
-
-  function stream(id) {
-    let s = view.streams.get(id);
-    if (!s) {
-      s = blankStream(id);
-      view.streams.set(id, s);
-    }
-    return s;
   }
 
   // As FeedState._record_mood: the slice's last mood wins.
@@ -69,18 +79,9 @@
     if (s.moods.length > MAX_POINTS) s.moods.splice(0, s.moods.length - MAX_POINTS);
   }
 
-  // The same rules as FeedState.apply_message, for what this page shows.
-  function applyMessage(m, receivedAt) {
-    const h = m.header;
-    const b = m.body;
-    view.daemon = Object.assign({}, view.daemon, { seen: true, alive: true, age_s: 0 });
-    if (h.msg_type === "heartbeat") return;
-    const s = stream(h.stream);
-    if (m.restarted || (s.session !== null && s.session !== h.session)) {
-      // A new daemon session: its mood is not known until its first scores.
-      Object.assign(s, blankStream(s.id), { moods: s.moods });
-    }
-    s.session = h.session;
+  // The rest of FeedState.apply_message, for what this page shows (feed.js did the daemon,
+  // the session and a restart).
+  function applyMessage(s, h, b, m, receivedAt) {
     if (h.msg_type === "scores") {
       s.audio = b.audio || null;
       s.mood = b.mood || null;
@@ -104,43 +105,6 @@
     }
     for (const [id, s] of view.streams) if (!streams.has(id)) streams.set(id, s);
     view.streams = streams;
-  }
-
-  function handle(msg) {
-    if (msg.type === "hello") {
-      view.offsetS = msg.now - Date.now() / 1000;
-      view.daemon = msg.daemon;
-      applyHello(msg);
-      view.greeted = true;
-      ribbonDue = true;
-    } else if (msg.type === "message") {
-      applyMessage(msg.message, msg.received_at);
-    } else if (msg.type === "snapshot") {
-      // A snapshot carries tags only: it names streams, and their status when there is one.
-      for (const [id, s] of Object.entries(msg.streams)) {
-        const known = stream(id);
-        if (s.status && !known.status) known.status = s.status;
-      }
-    } else if (msg.type === "tick") {
-      view.offsetS = msg.now - Date.now() / 1000;
-      view.daemon = msg.daemon;
-    }
-    scheduleRender();
-  }
-
-  // ---------------------------------------------------------------- the socket (feed.js)
-
-  function connect() {
-    window.streamtagFeed({
-      retryMinMs: RETRY_MIN_MS, retryMaxMs: RETRY_MAX_MS, silentMs: SILENT_SOCKET_MS,
-      onOpen: () => { view.connected = true; scheduleRender(); },
-      onMessage: handle,
-      onClose: () => {
-        view.connected = false;
-        view.dropped = true;
-        scheduleRender();
-      },
-    });
   }
 
   // ---------------------------------------------------------------- colours
@@ -187,21 +151,6 @@
   }
 
   // ---------------------------------------------------------------- drawing
-
-  let pending = false;
-  function scheduleRender() {
-    if (pending) return;
-    pending = true;
-    const run = () => { pending = false; render(); };
-    if (document.hidden) setTimeout(run, 250); else requestAnimationFrame(run);
-  }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
 
   // The stream to show: the URL's, else the first with a mood (and it stays while it has one),
   // else the one shown so far, else the first.
