@@ -1,10 +1,11 @@
 """What several test modules share: small real model files (TorchScript files written by
 streamtag.model.modelfile), running the CLI, free ports, waiting, stopping processes, the protocol
-decoder's contract, and a daemon started in process with a subscriber. Fixtures are in
-conftest.py, real servers in servers.py."""
+decoder's contract, a daemon started in process with a subscriber, and an Ogg station over HTTP
+for it to play. Fixtures are in conftest.py, the other real servers in servers.py."""
 
 from __future__ import annotations
 
+import http.server
 import random
 import socket
 import subprocess
@@ -328,6 +329,59 @@ class Feed:
         self._stop.set()
         self._thread.join(5)
         self.subscriber.close()
+
+
+class OggStation:
+    """An HTTP station on 127.0.0.1 that plays ``data`` (Ogg, ``seconds`` long) at ``url``,
+    paced at real time: once, or looped until closed (``loop``), named by ``icy-name`` when
+    given a ``name``. It answers 404 until ``serve`` is set (set at once unless
+    ``serving=False``); ``requests`` counts the GETs."""
+
+    def __init__(self, data: bytes, seconds: float, *, loop: bool = False,
+                 name: str | None = None, serving: bool = True) -> None:
+        owner = self
+        self.serve, self.cut = threading.Event(), threading.Event()
+        if serving:
+            self.serve.set()
+        self.requests = 0
+        bytes_per_s = len(data) / seconds
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.requests += 1
+                if not owner.serve.is_set():
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/ogg")
+                if name is not None:
+                    self.send_header("icy-name", name)
+                self.end_headers()
+                t0, sent = time.monotonic(), 0
+                while not owner.cut.is_set() and (loop or sent < len(data)):
+                    start = sent % len(data)
+                    piece = data[start:start + 4096]
+                    try:
+                        self.wfile.write(piece)
+                    except OSError:
+                        return
+                    sent += len(piece)
+                    owner.cut.wait(max(0.0, t0 + sent / bytes_per_s - time.monotonic()))
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ogg"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        """Stops the server and cuts the plays under way."""
+        self.cut.set()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def is_ready(metrics_port: int) -> bool:

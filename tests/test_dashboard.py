@@ -11,171 +11,43 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import re
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from html.parser import HTMLParser
 
 import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
+from dashboard_parts import (  # noqa: E402
+    MODEL,
+    WAIT_S,
+    DashboardThread,
+    FakeDaemon,
+    chromium,
+    close_all,
+    page_links,
+    requests_outside,
+    tag_scores,
+    watched_page,
+)
 from helpers import free_port, wait_until  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from streamtag.commands.dashboard import cmd_dashboard  # noqa: E402
-from streamtag.web import run_dashboard  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 from streamtag.web.server import PAGES, load_static  # noqa: E402
-from streamtag.wire.control import ControlServer  # noqa: E402
 from streamtag.wire.protocol import TrackBody  # noqa: E402
-from streamtag.wire.publisher import Publisher  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
-BROWSER_MISSING = "needs Debian chromium and playwright: apt-get install chromium; " \
-                  "pip install playwright"
 TAGS = ("calm", "loud", "percussive", "bright")
-THRESHOLDS = (0.5, 0.5, 0.5, 0.5)
-MODEL = {"name": "venue-test", "hash": "sha256:0123abcd"}
-WAIT_S = 10.0
+THRESHOLDS = (0.5, 0.5, 0.5, 0.5)  # what FakeDaemon's snapshot gives
 
 
 def scores_for(active: tuple[str, ...]) -> list[float]:
-    return [0.9 if tag in active else 0.1 for tag in TAGS]
-
-
-class FakeDaemon:
-    """What a daemon publishes for one stream "room", with the active tags set by the test."""
-
-    def __init__(self, endpoint: str, control: str | None = None, *, active=("calm",),
-                 scores: bool = True, heartbeat_s: float = 0.2, scores_s: float = 0.1):
-        self.active = tuple(active)
-        self.scores = scores
-        self.publisher = self._bind(endpoint)
-        self.control = None
-        if control is not None:
-            self.control = ControlServer(control, {"snapshot": self._snapshot,
-                                                   "status": self._status}).start()
-        self._intervals = (heartbeat_s, scores_s)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="fake-daemon", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _bind(endpoint: str) -> Publisher:
-        # The previous publisher's port is released asynchronously by ZeroMQ's I/O thread.
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                return Publisher(endpoint, linger_ms=0)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def _snapshot(self, request: dict) -> dict:
-        with self._lock:
-            active = list(self.active)
-        return {"session": self.publisher.session,
-                "model": {**MODEL, "tags": list(TAGS), "thresholds": list(THRESHOLDS)},
-                "streams": {"room": {"tags": list(TAGS), "smoothed": scores_for(self.active),
-                                     "active": active, "windows": 7}}}
-
-    def _status(self, request: dict) -> dict:
-        return {"session": self.publisher.session,
-                "streams": {"room": {"state": "running", "error": None, "source": "device:test",
-                                     "title": None, "counters": {"windows": 7}}}}
-
-    def set_active(self, *tags: str) -> None:
-        with self._lock:
-            before, self.active = self.active, tuple(tags)
-            window_end = self.publisher.uptime_s
-            for tag in TAGS:
-                if (tag in before) != (tag in tags):
-                    self.publisher.publish_event("room", tag=tag,
-                                                 state="on" if tag in tags else "off",
-                                                 score=0.9 if tag in tags else 0.1,
-                                                 time_s=window_end,
-                                                 sample=int(window_end * 16000))
-
-    def status(self, state: str, error: str | None = None, station: str | None = None) -> None:
-        self.publisher.publish_status("room", state=state, error=error,
-                                      counters={"windows": 1}, source="device:test",
-                                      station=station)
-
-    def _run(self) -> None:
-        heartbeat_s, scores_s = self._intervals
-        next_heartbeat = 0.0
-        while not self._stop.wait(scores_s):
-            with self._lock:
-                if time.monotonic() >= next_heartbeat:
-                    self.publisher.heartbeat(1)
-                    next_heartbeat = time.monotonic() + heartbeat_s
-                if self.scores:
-                    end_s = self.publisher.uptime_s
-                    self.publisher.publish_scores(
-                        "room", start_s=max(0.0, end_s - 1), end_s=end_s,
-                        start_sample=int(max(0.0, end_s - 1) * 16000),
-                        end_sample=int(end_s * 16000), tags=TAGS,
-                        raw=scores_for(self.active), smoothed=scores_for(self.active),
-                        active=self.active, model=MODEL, latency_ms=5.0)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        if self.control is not None:
-            self.control.stop()
-        self.publisher.close(linger_ms=0)
-
-
-class DashboardThread:
-    """run_dashboard in a thread, stopped by `stop()`; `url` once it listens."""
-
-    def __init__(self, connect: str, port: int = 0, control: str | None = None, **options):
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.url = ""
-
-        def ready(url: str) -> None:
-            self.url = url
-            self._ready.set()
-
-        def run() -> None:
-            try:
-                run_dashboard(connect, port, "127.0.0.1", control, ready, self._stop,
-                              **options)
-            except BaseException as exc:  # handed to the test thread
-                self._error = exc
-                self._ready.set()
-
-        self._thread = threading.Thread(target=run, name="dashboard", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(WAIT_S) or self._error is not None:
-            self.stop()
-            raise RuntimeError(f"the dashboard did not start: {self._error!r}")
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rstrip("/").rsplit(":", 1)[1])
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://", 1) + "ws"
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(WAIT_S)
-        assert not self._thread.is_alive(), "the dashboard did not stop"
+    return tag_scores(TAGS, active)
 
 
 @pytest.fixture
@@ -189,8 +61,7 @@ def closing():
     stop(), or functions to call."""
     opened: list = []
     yield opened
-    for thing in reversed(opened):
-        (thing if callable(thing) else getattr(thing, "close", None) or thing.stop)()
+    close_all(opened)
 
 
 def receive_until(ws, predicate, timeout_s: float = WAIT_S) -> dict:
@@ -218,24 +89,13 @@ def room_active(message: dict) -> list[str] | None:
 # ---------------------------------------------------------------- the page's files
 
 
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag, attrs) -> None:
-        self.links += [value for name, value in attrs
-                       if name in ("src", "href", "action", "poster", "srcset") and value]
-
-
 def test_page_files_refer_to_nothing_outside_the_page():
     files = load_static()
     assert set(files) == set(PAGES)
     html = files["/"][0].decode()
-    parser = _Links()
-    parser.feed(html)
-    assert parser.links, "index.html should load its css and js"
-    for link in parser.links:
+    links = page_links(html)
+    assert links, "index.html should load its css and js"
+    for link in links:
         # Relative paths (served by the dashboard) and inline data only.
         assert not re.match(r"^([a-z][a-z0-9+.-]*:|//)", link, re.I) or link.startswith("data:"),\
             link
@@ -454,7 +314,8 @@ def test_a_merged_snapshot_of_worker_processes_keeps_each_stream_under_its_worke
 def test_websocket_bridge_snapshot_and_late_join(endpoints, closing):
     pub, control = endpoints
     # Heartbeats only: whatever the page shows of the room comes from the snapshot.
-    daemon = FakeDaemon(pub, control, active=("calm", "bright"), scores=False)
+    daemon = FakeDaemon(pub, control, tags=TAGS, room={"active": ("calm", "bright"),
+                                                       "scores": False})
     closing.append(daemon)
     dashboard = DashboardThread(pub, control=control)
     closing.append(dashboard)
@@ -468,7 +329,7 @@ def test_websocket_bridge_snapshot_and_late_join(endpoints, closing):
         assert room["thresholds"] == list(THRESHOLDS)
         assert room["status"]["state"] == "running"
 
-        daemon.scores = True
+        daemon.set(scores=True)
         daemon.set_active("loud")
         forwarded = receive_until(ws, lambda m: room_active(m) == ["loud"])["message"]
         assert set(forwarded) == {"topic", "header", "body", "gap", "restarted"}
@@ -527,31 +388,8 @@ def test_bridge_with_a_real_daemon(endpoints, closing, tmp_path):
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(BROWSER_MISSING)
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(BROWSER_MISSING)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                                             headless=True, timeout=30_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def watched_page(browser, closing, width: int, height: int):
-    """A new page, closed with the test, and the URLs it requests and the errors it logs."""
-    page = browser.new_page(viewport={"width": width, "height": height})
-    closing.append(page)
-    requests: list[str] = []
-    errors: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return page, requests, errors
+    with chromium() as launched:
+        yield launched
 
 
 def fake_room_page(browser, endpoints, closing):
@@ -560,7 +398,7 @@ def fake_room_page(browser, endpoints, closing):
     from playwright.sync_api import expect
 
     pub, control = endpoints
-    daemon = FakeDaemon(pub, control, active=("calm",))
+    daemon = FakeDaemon(pub, control, tags=TAGS, room={"active": ("calm",)})
     closing.append(daemon)
     dashboard = DashboardThread(pub, control=control, history_s=60)
     closing.append(dashboard)
@@ -596,7 +434,7 @@ def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_
     from playwright.sync_api import expect
 
     pub, control = endpoints
-    daemon = FakeDaemon(pub, control, active=("calm",))
+    daemon = FakeDaemon(pub, control, tags=TAGS, room={"active": ("calm",)})
     closing.append(daemon)
     dashboard = DashboardThread(pub, control=control, history_s=60)
     closing.append(dashboard)
@@ -641,7 +479,7 @@ def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_
     banner = page.locator("#banner")
     expect(banner).to_contain_text("Daemon not seen for", timeout=WAIT_S * 1000)
     page.screenshot(path=str(tmp_path / "dashboard-daemon-lost.png"))
-    daemon = FakeDaemon(pub, control, active=("bright",))
+    daemon = FakeDaemon(pub, control, tags=TAGS, room={"active": ("bright",)})
     closing.append(daemon)
     expect(banner).to_be_hidden(timeout=WAIT_S * 1000)
     expect(panel.locator(".tile .name")).to_have_text(["bright"], timeout=WAIT_S * 1000)
@@ -657,10 +495,7 @@ def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_
     expect(panel.locator(".tile .name")).to_have_text(["calm", "loud"], timeout=WAIT_S * 1000)
     expect(banner).to_be_hidden()
 
-    origin = dashboard.url.rstrip("/")
-    outside = [url for url in requests
-               if not url.startswith((origin + "/", origin.replace("http", "ws", 1) + "/"))
-               and not url.startswith("data:")]
+    outside = requests_outside(dashboard.url, requests)
     assert not outside, f"the page asked for {outside}"
     # Chromium logs each refused websocket connection while the server was away; nothing else.
     assert not [e for e in errors if "WebSocket connection to" not in e], errors

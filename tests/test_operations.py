@@ -14,7 +14,6 @@ a station of the test's own over HTTP.
 
 from __future__ import annotations
 
-import http.server
 import io
 import logging
 import threading
@@ -22,7 +21,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from helpers import free_port, make_config, started, wait_until
+from helpers import OggStation, free_port, make_config, started, wait_until
 from history_station import Station, await_subscribed, keys, stored_count, stored_keys, wait_stored
 from test_ogg_titles import encode_links
 
@@ -184,49 +183,9 @@ def schema_ready(engine) -> bool:
 # -- the daemon's log: a station's failure once per change -------------------------------------
 
 
-class SwitchableStation:
-    """Answers 404 until ``serve`` is set; then plays ``data`` (Ogg) once, in real time."""
-
-    def __init__(self, data: bytes, seconds: float) -> None:
-        owner = self
-        self.serve = threading.Event()
-        self.requests = 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                owner.requests += 1
-                if not owner.serve.is_set():
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/ogg")
-                self.end_headers()
-                t0, sent = time.monotonic(), 0
-                while sent < len(data):
-                    try:
-                        self.wfile.write(data[sent:sent + 4096])
-                    except OSError:
-                        return
-                    sent += 4096
-                    time.sleep(max(0.0, t0 + sent * seconds / len(data) - time.monotonic()))
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ogg"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_station_s_failure_is_logged_once_per_change(model_path, tmp_path, caplog):
     link = encode_links(tmp_path, "vorbis")[0]
-    station = SwitchableStation(link.read_bytes(), 2.5)
+    station = OggStation(link.read_bytes(), 2.5, serving=False)  # 404 until served
     daemon, sub = started(make_config(model_path, tmp_path))
     try:
         with caplog.at_level(logging.WARNING, logger="streamtag.daemon.daemon"):

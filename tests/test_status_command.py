@@ -8,14 +8,11 @@ stream (ffmpeg's links, looped) in real time and names itself with ``icy-name``.
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
-import threading
-import time
 
 import pytest
-from helpers import free_port, make_config, started, wait_until
+from helpers import OggStation, free_port, make_config, started, wait_until
 from test_ogg_titles import PIECES, encode_links
 
 from streamtag.cli import main
@@ -25,52 +22,13 @@ from streamtag.daemon.config import SourceConfig
 STATION = "Status Test FM"
 
 
-class OggRadio:
-    """Serves ``data`` (a chained Ogg stream) at /live.ogg, looped, paced at real time."""
-
-    def __init__(self, data: bytes, seconds: float) -> None:
-        owner = self
-        self.data, self.bytes_per_s = data, len(data) / seconds
-        self.cut = threading.Event()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/ogg")
-                self.send_header("icy-name", STATION)
-                self.end_headers()
-                t0, sent = time.monotonic(), 0
-                while not owner.cut.is_set():
-                    start = sent % len(owner.data)
-                    piece = owner.data[start:start + 4096]
-                    try:
-                        self.wfile.write(piece)
-                    except OSError:
-                        return
-                    sent += len(piece)
-                    owner.cut.wait(max(0.0, t0 + sent / owner.bytes_per_s - time.monotonic()))
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ogg"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def close(self) -> None:
-        self.cut.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def radio_daemon(model_path, tmp_path_factory):
     """A daemon playing the Ogg radio as stream "ogg-radio", once its first title is known."""
     tmp = tmp_path_factory.mktemp("status")
     links = encode_links(tmp, "vorbis")
-    radio = OggRadio(b"".join(p.read_bytes() for p in links), 2.5 * len(links))
+    radio = OggStation(b"".join(p.read_bytes() for p in links), 2.5 * len(links), loop=True,
+                       name=STATION)
     daemon, sub = started(make_config(model_path, tmp))
     try:
         daemon.add_source(SourceConfig("ogg-radio", radio.url))

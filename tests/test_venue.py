@@ -1,9 +1,9 @@
 """The venue page (/venue): one stream's mood, full screen, for a screen across a room.
 
-A `MoodStation` (a real Publisher on 127.0.0.1, publishing what a daemon would: heartbeats,
-status with the title, and protocol 1.2 scores carrying audio levels and a mood) feeds the real
-dashboard server, and Debian's chromium, driven by playwright, shows the page. The bridge's
-mood course is tested with its own clock; a page joining late draws it.
+A `FakeDaemon` (dashboard_parts: a real Publisher on 127.0.0.1, publishing what a daemon would:
+heartbeats, status with the title, and protocol 1.2 scores carrying audio levels and a mood)
+feeds the real dashboard server, and Debian's chromium, driven by playwright, shows the page.
+The bridge's mood course is tested with its own clock; a page joining late draws it.
 
 Screenshots of the page, dark and light, landscape and portrait, are written to the folder
 named by STREAMTAG_SCREENSHOTS (else the test's tmp_path).
@@ -12,45 +12,42 @@ named by STREAMTAG_SCREENSHOTS (else the test's tmp_path).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
 import re
-import threading
 import time
 import urllib.request
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
+from dashboard_parts import (  # noqa: E402
+    WAIT_S,
+    DashboardThread,
+    FakeDaemon,
+    WatchedPage,
+    chromium,
+    close_all,
+    page_links,
+    scores_body,
+)
 from helpers import free_port  # noqa: E402
 
 from streamtag.commands.dashboard import cmd_dashboard  # noqa: E402
 from streamtag.web.feed import MOOD_COURSE_S, MOOD_POINTS, MOOD_SLICE_S, FeedState  # noqa: E402
-from streamtag.web.server import PAGES, Dashboard, load_static  # noqa: E402
+from streamtag.web.server import PAGES, load_static  # noqa: E402
 from streamtag.wire.protocol import (  # noqa: E402
     AudioLevel,
     Mood,
-    ScoresBody,
     decode,
     encode,
     make_message,
 )
-from streamtag.wire.publisher import Publisher  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
-BROWSER_MISSING = "needs Debian chromium and playwright: apt-get install chromium; " \
-                  "pip install playwright"
 TAGS = ("calm", "happy", "sad", "energetic", "electronic", "chillout")
-MODEL = {"name": "venue-test", "hash": "sha256:0123abcd"}
-WAIT_S = 10.0
 LANDSCAPE = (1920, 1080)
 PORTRAIT = (1080, 1920)
 VENUE_FILES = ("/venue", "/venue.js", "/venue.css", "/feed.js")
@@ -67,62 +64,10 @@ def audio(energy: float) -> AudioLevel:
                       onset_rate_hz=4 * energy, energy=energy)
 
 
-def scores_body(end_s: float, level: AudioLevel | None, feeling: Mood | None) -> ScoresBody:
-    values = [0.1] * len(TAGS)
-    return ScoresBody(start_s=max(0.0, end_s - 1), end_s=end_s,
-                      start_sample=int(max(0.0, end_s - 1) * 16000), end_sample=int(end_s * 16000),
-                      tags=TAGS, raw=values, smoothed=values, active=(), model=MODEL,
-                      latency_ms=4.0, audio=level, mood=feeling)
-
-
-class MoodStation:
-    """What a daemon publishes for its streams: heartbeats, each stream's status (its title)
-    and scores with the audio and mood the test sets (`set`); a stream whose scores are None
-    gets none. A new MoodStation on the same endpoint is a restarted daemon (a new session)."""
-
-    def __init__(self, endpoint: str, **streams: dict):
-        self.publisher = self._bind(endpoint)
-        self.streams = {name: {"scores": True, "audio": None, "mood": None, "title": None,
-                               **state} for name, state in streams.items()}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mood-station", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _bind(endpoint: str) -> Publisher:
-        # The previous publisher's port is released asynchronously by ZeroMQ's I/O thread.
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                return Publisher(endpoint, linger_ms=0)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def set(self, stream: str = "room", **state) -> None:
-        with self._lock:
-            self.streams[stream].update(state)
-
-    def _run(self) -> None:
-        beat = 0
-        while not self._stop.wait(0.1):
-            with self._lock:
-                if beat % 2 == 0:
-                    self.publisher.heartbeat(len(self.streams))
-                for name, state in self.streams.items():
-                    if beat % 5 == 0:  # late subscribers get the title within half a second
-                        self.publisher.publish_status(name, state="running", title=state["title"])
-                    if state["scores"]:
-                        self.publisher.publish(name, scores_body(
-                            self.publisher.uptime_s, state["audio"], state["mood"]))
-                beat += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.publisher.close(linger_ms=0)
+def mood_daemon(endpoint: str, **streams: dict) -> FakeDaemon:
+    """A daemon's feed of the venue's streams (keywords as for FakeDaemon), each stream's
+    title published every half second."""
+    return FakeDaemon(endpoint, tags=TAGS, status_s=0.5, **streams)
 
 
 class Clock:
@@ -135,46 +80,6 @@ class Clock:
         return time.time() if self.at is None else self.at
 
 
-class DashboardThread:
-    """The real dashboard server (`Dashboard.run`, what run_dashboard runs) in a thread;
-    `state`: a FeedState to start from (a bridge that has heard the feed for a while)."""
-
-    def __init__(self, connect: str, port: int = 0, state: FeedState | None = None):
-        self.dashboard = Dashboard(connect)
-        if state is not None:
-            self.dashboard.state = state
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.url = ""
-
-        def ready(url: str) -> None:
-            self.url = url
-            self._ready.set()
-
-        def run() -> None:
-            try:
-                asyncio.run(self.dashboard.run("127.0.0.1", port, ready, self._stop))
-            except BaseException as exc:  # handed to the test thread
-                self._error = exc
-                self._ready.set()
-
-        self._thread = threading.Thread(target=run, name="dashboard", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(WAIT_S) or self._error is not None:
-            self.stop()
-            raise RuntimeError(f"the dashboard did not start: {self._error!r}")
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rstrip("/").rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(WAIT_S)
-        assert not self._thread.is_alive(), "the dashboard did not stop"
-
-
 @pytest.fixture
 def endpoint():
     return f"tcp://127.0.0.1:{free_port()}"
@@ -185,8 +90,7 @@ def closing():
     """Things to stop at the end of the test, last started first."""
     opened: list = []
     yield opened
-    for thing in reversed(opened):
-        (thing if callable(thing) else getattr(thing, "close", None) or thing.stop)()
+    close_all(opened)
 
 
 @pytest.fixture
@@ -209,8 +113,8 @@ def heard_for_a_while(endpoint: str, session: str, course, now: float) -> FeedSt
     for seq, (ago_s, feeling, level) in enumerate(course):
         clock.at = now - ago_s
         state.apply_message(received(make_message(
-            scores_body(1000 + seq, level, feeling), session=session, stream="room", seq=seq,
-            sent_at=clock.at)))
+            scores_body(1000 + seq, TAGS, audio=level, mood=feeling), session=session,
+            stream="room", seq=seq, sent_at=clock.at)))
     clock.at = None
     return state
 
@@ -230,23 +134,12 @@ def a_course(spans, end_ago_s: float = 0.0):
 # ---------------------------------------------------------------- files, server, command
 
 
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag, attrs) -> None:
-        self.links += [value for name, value in attrs
-                       if name in ("src", "href", "action", "poster", "srcset") and value]
-
-
 def test_venue_files_are_served_and_refer_to_nothing_outside_the_page(endpoint, closing):
     files = load_static()
     assert set(VENUE_FILES) <= set(PAGES)
-    parser = _Links()
-    parser.feed(files["/venue"][0].decode())
-    assert {"venue.css", "feed.js", "venue.js"} <= set(parser.links)
-    for link in parser.links:
+    links = page_links(files["/venue"][0].decode())
+    assert {"venue.css", "feed.js", "venue.js"} <= set(links)
+    for link in links:
         assert not re.match(r"^([a-z][a-z0-9+.-]*:|//)", link, re.I) or link.startswith("data:"),\
             link
     for path in VENUE_FILES:
@@ -295,7 +188,8 @@ def test_feed_state_keeps_the_mood_course():
 
     def scores(session: str, at: float, level, feeling, restarted=False, seq=0):
         clock.at = at
-        message = received(make_message(scores_body(1 + abs(at - start), level, feeling),
+        message = received(make_message(scores_body(1 + abs(at - start), TAGS, audio=level,
+                                                     mood=feeling),
                                         session=session, stream="room", seq=seq))
         state.apply_message({**message, "restarted": restarted})
 
@@ -312,8 +206,9 @@ def test_feed_state_keeps_the_mood_course():
     # A new daemon session keeps the course but forgets the mood until its first scores.
     scores("s1", start + 20, audio(0.5), mood(("dark",), -0.5, 0.5))
     clock.at = start + 21
-    state.apply_message(received(make_message(scores_body(1, audio(0.5), None), session="s2",
-                                              stream="room", seq=0)) | {"restarted": True})
+    state.apply_message(received(make_message(scores_body(1, TAGS, audio=audio(0.5)),
+                                              session="s2", stream="room", seq=0))
+                        | {"restarted": True})
     room = state.view("room")
     assert len(room["moods"]) == 3 and room["mood"] is None
     hello = json.loads(json.dumps(state.hello()))  # what a page gets
@@ -338,34 +233,15 @@ def test_feed_state_keeps_the_mood_course():
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(BROWSER_MISSING)
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(BROWSER_MISSING)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                                             headless=True, timeout=30_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as launched:
+        yield launched
 
 
-class Venue:
+class Venue(WatchedPage):
     """A venue page in the browser, with the URLs it requested and the errors it logged."""
 
     def __init__(self, browser, closing, url: str, size=LANDSCAPE, motion="no-preference"):
-        self.page = browser.new_page(viewport={"width": size[0], "height": size[1]},
-                                     reduced_motion=motion)
-        closing.append(self.page)
-        self.requests: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda request: self.requests.append(request.url))
-        self.page.on("console",
-                     lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        super().__init__(browser, closing, *size, reduced_motion=motion)
         self.page.goto(url)
         self.shown = self.page.locator(".words.shown")
 
@@ -425,20 +301,14 @@ class Venue:
         color = self.page.evaluate("getComputedStyle(document.body).backgroundColor")
         return tuple(int(v) for v in re.findall(r"\d+", color)[:3])
 
-    def outside(self, url: str) -> list[str]:
-        origin = url.rstrip("/")
-        return [u for u in self.requests
-                if not u.startswith((origin + "/", origin.replace("http", "ws", 1) + "/"))
-                and not u.startswith("data:")]
-
     def shot(self, path: Path) -> None:
         self.page.screenshot(path=str(path))
         assert path.stat().st_size > 10_000
 
 
 def test_the_mood_is_shown_large_and_follows_the_feed(browser, endpoint, closing):
-    station = MoodStation(endpoint, room={"audio": audio(0.3), "mood": mood(("calm", "warm")),
-                                          "title": "Nils Frahm - Says"})
+    station = mood_daemon(endpoint, room={"audio": audio(0.3), "mood": mood(("calm", "warm")),
+                                           "title": "Nils Frahm - Says"})
     closing.append(station)
     dashboard = DashboardThread(endpoint)
     closing.append(dashboard)
@@ -492,10 +362,10 @@ def test_the_url_picks_the_stream_and_the_theme(browser, endpoint, closing, shot
     from playwright.sync_api import expect
 
     hostile = '<img src="/x" onerror="document.title=1">Title & "quotes"'
-    station = MoodStation(endpoint,
-                          bar={"audio": audio(0.6), "mood": None, "title": hostile},
-                          room={"audio": audio(0.4), "mood": mood(("warm",), 0.5, 0.1)},
-                          yard={"scores": False})
+    station = mood_daemon(endpoint,
+                           bar={"audio": audio(0.6), "mood": None, "title": hostile},
+                           room={"audio": audio(0.4), "mood": mood(("warm",), 0.5, 0.1)},
+                           yard={"scores": False})
     closing.append(station)
     dashboard = DashboardThread(endpoint)
     closing.append(dashboard)
@@ -544,8 +414,8 @@ def test_the_url_picks_the_stream_and_the_theme(browser, endpoint, closing, shot
 def test_a_late_page_draws_the_mood_course(browser, endpoint, closing):
     # The bridge has heard twenty minutes: ten calm, then ten energetic; the page opens now
     # with half an hour's ribbon, so its oldest third is empty.
-    station = MoodStation(endpoint, room={"audio": audio(0.85),
-                                          "mood": mood(("energetic",), 0.6, 0.7)})
+    station = mood_daemon(endpoint, room={"audio": audio(0.85),
+                                           "mood": mood(("energetic",), 0.6, 0.7)})
     closing.append(station)
     course = a_course([(600, ("calm",), 0.5, -0.5, 0.25), (600, ("energetic",), 0.6, 0.7, 0.85)])
     state = heard_for_a_while(endpoint, station.publisher.session, course, time.time())
@@ -582,8 +452,8 @@ def test_a_late_page_draws_the_mood_course(browser, endpoint, closing):
 def test_the_page_keeps_working_across_restarts(browser, endpoint, closing, shots):
     from playwright.sync_api import expect
 
-    station = MoodStation(endpoint, room={"audio": audio(0.5), "mood": mood(("dreamy",), 0.3,
-                                                                             -0.6)})
+    station = mood_daemon(endpoint, room={"audio": audio(0.5), "mood": mood(("dreamy",), 0.3,
+                                                                              -0.6)})
     closing.append(station)
     dashboard = DashboardThread(endpoint)
     closing.append(dashboard)
@@ -601,8 +471,8 @@ def test_the_page_keeps_working_across_restarts(browser, endpoint, closing, shot
         "() => getComputedStyle(document.querySelector('main')).opacity < 0.6")
     venue.shot(shots / "venue-daemon-lost.png")
     # It comes back as a new session with another mood.
-    station = MoodStation(endpoint, room={"audio": audio(0.9), "mood": mood(("fierce",), -0.6,
-                                                                             0.8)})
+    station = mood_daemon(endpoint, room={"audio": audio(0.9), "mood": mood(("fierce",), -0.6,
+                                                                              0.8)})
     closing.append(station)
     venue.expect_words("fierce")
     expect(mark).to_be_hidden(timeout=WAIT_S * 1000)
@@ -624,8 +494,8 @@ def test_the_page_keeps_working_across_restarts(browser, endpoint, closing, shot
 
 def test_screenshots(browser, endpoint, closing, shots):
     """The screen as a room sees it, dark and light, landscape and portrait."""
-    station = MoodStation(endpoint, room={"audio": audio(0.55), "mood": mood(("calm", "warm")),
-                                          "title": "Bonobo - Kerala"})
+    station = mood_daemon(endpoint, room={"audio": audio(0.55), "mood": mood(("calm", "warm")),
+                                           "title": "Bonobo - Kerala"})
     closing.append(station)
     course = a_course([(240, ("sad",), -0.5, -0.5, 0.15), (300, ("calm",), 0.45, -0.5, 0.3),
                        (240, ("happy",), 0.6, 0.4, 0.7), (150, ("tense",), -0.5, 0.6, 0.9),

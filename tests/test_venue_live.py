@@ -27,6 +27,7 @@ import pytest
 
 pytest.importorskip("websockets", reason="the venue page needs websockets")
 
+from dashboard_parts import chromium  # noqa: E402
 from helpers import free_port, wait_until  # noqa: E402
 from servers import PulseServer, require_pulse, stop_process  # noqa: E402
 
@@ -39,10 +40,6 @@ CALM = MUSIC / "Awakening.ogg"  # slow ambient pads, under one onset per second
 BUSY = MUSIC / "A New Journey.ogg"  # driving electronic, about five onsets per second
 MUSIC_MISSING = "needs Debian's singularity-music (freely licensed recordings): " \
                 "apt-get install singularity-music"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 RATE = 48000
 CALM_S, BUSY_S = 50.0, 80.0
 DWELL_S = 8.0  # the test's [mood] dwell, so that a change shows within the test's minutes
@@ -100,19 +97,8 @@ def home(tmp_path_factory):
 
 @pytest.fixture()
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("needs playwright: pip install playwright")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("needs Debian chromium: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                                             headless=True, timeout=30_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium("--autoplay-policy=no-user-gesture-required") as launched:
+        yield launched
 
 
 class VenueDaemon:
