@@ -175,16 +175,15 @@ void OnlineLogMel::MeasureFrame(int64_t t, const float *samples, const float *me
   const int64_t begin = std::max({t * opts_.hop_length - block_lead_, start, int64_t{0}});
   const int64_t end = std::min({t * opts_.hop_length - block_lead_ + opts_.hop_length,
                                 start + n_fft_, received_});
+  const float *previous = t == 0 ? nullptr : prev_mels;  // frame 0 rises from nothing
   if (end > begin) {
-    MeasureBlock(samples + (begin - start), end - begin, level);
-  } else {
-    std::fill(level, level + kOnsetFlux, 0.0f);
-  }
-  if (t == 0) {
-    level[kOnsetFlux] = 0.0f;
+    MeasureFrameLevel(samples + (begin - start), end - begin, mels, previous, opts_.n_mels,
+                      flux_db_per_unit_, level);
     return;
   }
-  level[kOnsetFlux] = MeanRise(mels, prev_mels, opts_.n_mels) * flux_db_per_unit_;
+  std::fill(level, level + kOnsetFlux, 0.0f);
+  level[kOnsetFlux] =
+      previous == nullptr ? 0.0f : MeanRise(mels, previous, opts_.n_mels) * flux_db_per_unit_;
 }
 
 void OnlineLogMel::MeasureSignalTail() {

@@ -7,6 +7,10 @@
 #include <cstring>
 #include <stdexcept>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 #include "simd.h"
 
 namespace streamtag {
@@ -217,6 +221,87 @@ __attribute__((target("avx2"))) void RisesAvx2(const float *a, const float *b, i
   std::memcpy(lanes, s, sizeof s);
 }
 
+// ReduceLanes' tree on lanes held in four 8-float vectors, in registers: its 4-float vectors
+// 2k and 2k + 1 are the low and high halves of s[k], so each first sum is one vector's halves.
+__attribute__((target("avx2"))) inline __m128 Halves(V8 s) {
+  const __m256 v = (__m256)s;
+  return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+}
+__attribute__((target("avx2"))) inline float ReduceLanesAvx2(V8 s0, V8 s1, V8 s2, V8 s3) {
+  const __m128 total = _mm_add_ps(_mm_add_ps(Halves(s0), Halves(s1)),
+                                  _mm_add_ps(Halves(s2), Halves(s3)));
+  const __m128 low = _mm_add_ss(total, _mm_shuffle_ps(total, total, 1));  // t0 + t1
+  const __m128 high = _mm_add_ss(_mm_movehl_ps(total, total), _mm_shuffle_ps(total, total, 3));
+  return _mm_cvtss_f32(_mm_add_ss(low, high));
+}
+
+// One round of SquaresAvx2's: x[0 .. 32)^2 into the lanes s0..s3, their max into p0, p1.
+__attribute__((target("avx2"))) inline void SquaresRound(const float *x, V8 &s0, V8 &s1,
+                                                         V8 &s2, V8 &s3, V8 &p0, V8 &p1) {
+  const V8 v0 = Load8(x), v1 = Load8(x + 8), v2 = Load8(x + 16), v3 = Load8(x + 24);
+  const V8 q0 = v0 * v0, q1 = v1 * v1, q2 = v2 * v2, q3 = v3 * v3;
+  s0 += q0;
+  s1 += q1;
+  s2 += q2;
+  s3 += q3;
+  p0 = Max8(p0, Max8(q0, q1));
+  p1 = Max8(p1, Max8(q2, q3));
+}
+
+// MeasureFrameLevel with the AVX2 kernels: the same additions lane by lane as SquaresAvx2 and
+// RisesAvx2 (two rounds a turn of the loop), reduced in registers.
+__attribute__((target("avx2"))) void FrameLevelAvx2(const float *x, int64_t n,
+                                                    const float *current,
+                                                    const float *previous, int n_mels,
+                                                    float flux_scale, float *level) {
+  const int64_t rounds = n / kBlockLanes;
+  V8 s0{}, s1{}, s2{}, s3{}, p0{}, p1{};
+  const float *px = x, *const paired_end = x + (rounds & ~int64_t{1}) * kBlockLanes;
+  for (; px != paired_end; px += 2 * kBlockLanes) {
+    SquaresRound(px, s0, s1, s2, s3, p0, p1);
+    SquaresRound(px + kBlockLanes, s0, s1, s2, s3, p0, p1);
+  }
+  if (rounds & 1) SquaresRound(px, s0, s1, s2, s3, p0, p1);
+  float sum = ReduceLanesAvx2(s0, s1, s2, s3);
+  const __m256 p = (__m256)Max8(p0, p1);  // the max in any order: it is exact
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(p), _mm256_extractf128_ps(p, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  float peak_squared = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+  for (int64_t i = rounds * kBlockLanes; i < n; ++i) {
+    const float square = x[i] * x[i];
+    sum += square;
+    peak_squared = std::max(peak_squared, square);
+  }
+  const float peak = std::sqrt(peak_squared);
+  int64_t clipped = 0;
+  if (peak >= kClipLevel) {  // rare: count only when something reaches the clip level
+    for (int64_t j = 0; j < n; ++j) clipped += std::fabs(x[j]) >= kClipLevel;
+  }
+  level[kSumSquares] = sum;
+  level[kPeak] = peak;
+  level[kClipped] = static_cast<float>(clipped);
+  level[kRealSamples] = static_cast<float>(n);
+  if (previous == nullptr) {
+    level[kOnsetFlux] = 0.0f;
+    return;
+  }
+  V8 r0{}, r1{}, r2{}, r3{};
+  const V8 zero{};
+  const int rise_rounds = n_mels / kBlockLanes;
+  for (int b = 0; b < rise_rounds; ++b) {
+    const float *a = current + b * kBlockLanes, *c = previous + b * kBlockLanes;
+    r0 += Max8(Load8(a) - Load8(c), zero);
+    r1 += Max8(Load8(a + 8) - Load8(c + 8), zero);
+    r2 += Max8(Load8(a + 16) - Load8(c + 16), zero);
+    r3 += Max8(Load8(a + 24) - Load8(c + 24), zero);
+  }
+  float rises = ReduceLanesAvx2(r0, r1, r2, r3);
+  for (int b = rise_rounds * kBlockLanes; b < n_mels; ++b) {
+    rises += std::max(0.0f, current[b] - previous[b]);
+  }
+  level[kOnsetFlux] = rises / static_cast<float>(n_mels) * flux_scale;
+}
+
 bool HasAvx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
@@ -273,7 +358,29 @@ float Rise(const float *current, const float *previous, int n, bool portable) {
   return sum / static_cast<float>(n);
 }
 
+void FrameLevel(const float *x, int64_t n, const float *current, const float *previous,
+                int n_mels, float flux_scale, float *level, bool portable) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) {
+    return FrameLevelAvx2(x, n, current, previous, n_mels, flux_scale, level);
+  }
+#endif
+  Measure(x, n, level, portable);
+  level[kOnsetFlux] =
+      previous == nullptr ? 0.0f : Rise(current, previous, n_mels, portable) * flux_scale;
+}
+
 }  // namespace
+
+void MeasureFrameLevel(const float *x, int64_t n, const float *current, const float *previous,
+                       int n_mels, float flux_scale, float *level) {
+  FrameLevel(x, n, current, previous, n_mels, flux_scale, level, false);
+}
+void MeasureFrameLevelPortable(const float *x, int64_t n, const float *current,
+                               const float *previous, int n_mels, float flux_scale,
+                               float *level) {
+  FrameLevel(x, n, current, previous, n_mels, flux_scale, level, true);
+}
 
 void MeasureBlock(const float *x, int64_t n, float *level) { Measure(x, n, level, false); }
 void MeasureBlockPortable(const float *x, int64_t n, float *level) {

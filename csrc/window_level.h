@@ -88,10 +88,20 @@ void MeasureBlock(const float *x, int64_t n, float *level);
 // layout as MeasureBlock's: the onset flux of a log-mel frame, in the log form's units.
 float MeanRise(const float *current, const float *previous, int n);
 
+// One frame's features at once: MeasureBlock(x, n, level) and, when previous is not null,
+// level[kOnsetFlux] = MeanRise(current, previous, n_mels) * flux_scale (else 0), bitwise the
+// same, in one call (OnlineLogMel's per-frame path: the AVX2 kernels reduce their lanes in
+// registers instead of through memory).
+void MeasureFrameLevel(const float *x, int64_t n, const float *current, const float *previous,
+                       int n_mels, float flux_scale, float *level);
+
 // The same with the portable SSE/NEON kernels whatever the CPU has: for tests, which check that
 // the wider kernels give bitwise the same numbers.
 void MeasureBlockPortable(const float *x, int64_t n, float *level);
 float MeanRisePortable(const float *current, const float *previous, int n);
+void MeasureFrameLevelPortable(const float *x, int64_t n, const float *current,
+                               const float *previous, int n_mels, float flux_scale,
+                               float *level);
 
 }  // namespace streamtag
 

@@ -473,6 +473,21 @@ void TestLevelKernels() {
         const float a = MeanRise(x.data() + offset, y.data(), bands);
         const float b = MeanRisePortable(x.data() + offset, y.data(), bands);
         same &= std::memcmp(&a, &b, sizeof a) == 0;
+        // One frame's features at once: the block's and the rise, as the two calls give them.
+        const int mels = 1 + static_cast<int>((n * 7 + offset) % 200);
+        const float scale = 4.342945f;
+        float apart[kFrameLevelSize], together[kFrameLevelSize], slow[kFrameLevelSize];
+        std::memcpy(apart, wide, sizeof wide);
+        apart[kOnsetFlux] = MeanRise(y.data() + offset, x.data() + 9, mels) * scale;
+        MeasureFrameLevel(x.data() + offset, n, y.data() + offset, x.data() + 9, mels, scale,
+                          together);
+        MeasureFrameLevelPortable(x.data() + offset, n, y.data() + offset, x.data() + 9, mels,
+                                  scale, slow);
+        same &= std::memcmp(apart, together, sizeof apart) == 0;
+        same &= std::memcmp(apart, slow, sizeof apart) == 0;
+        MeasureFrameLevel(x.data() + offset, n, y.data(), nullptr, mels, scale, together);
+        same &= together[kOnsetFlux] == 0.0f &&
+                std::memcmp(wide, together, 4 * sizeof(float)) == 0;
       }
     }
   }
