@@ -27,6 +27,25 @@ std::vector<float> MakeWindow(const LogMelOptions &o) {
   return w;
 }
 
+// Whether every one of x[0 .. n) is finite: x - x is +0 for a finite x and NaN for an infinite
+// or NaN one, and a sum with a NaN in it is NaN. Three vector operations per four samples,
+// against a compare and a count per sample for counting them (the rare input with a
+// non-finite sample is counted afterwards).
+bool AllFinite(const float *x, int64_t n) {
+  using simd::V4;
+  V4 a{}, b{};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const V4 u = simd::Load(x + i), v = simd::Load(x + i + 4);
+    a += u - u;
+    b += v - v;
+  }
+  const V4 sum = a + b;
+  float rest = (sum[0] + sum[1]) + (sum[2] + sum[3]);
+  for (; i < n; ++i) rest += x[i] - x[i];
+  return rest == 0.0f;
+}
+
 }  // namespace
 
 OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
@@ -422,7 +441,9 @@ void OnlineLogMel::AcceptWaveform(const float *samples, int64_t n) {
   if (n < 0) throw std::invalid_argument("sample count must be >= 0");
   if (n == 0) return;
   int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(samples[i]);
+  if (!AllFinite(samples, n)) {
+    for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(samples[i]);
+  }
   if (bad > 0) {
     clean_.assign(samples, samples + n);
     for (float &v : clean_) {

@@ -171,6 +171,26 @@ void TestNonFiniteInput() {
   fe.Pop(out.data(), -1);
   Check(fe.NonfiniteSamples() == 41, "non-finite samples counted");
   Check(out == Frames(o, clean, {}), "non-finite samples become zeros");
+  // One non-finite sample anywhere in a chunk of any length is found (the check goes eight
+  // samples at a time, then one by one), and huge finite ones are not taken for it.
+  bool found = true;
+  for (int n = 1; n <= 19; ++n) {
+    for (int at = 0; at < n; ++at) {
+      for (float bad : {NAN, INFINITY, -INFINITY}) {
+        std::vector<float> chunk(static_cast<size_t>(n), 3e38f);
+        chunk[static_cast<size_t>(at)] = bad;
+        OnlineLogMel one(o);
+        one.AcceptWaveform(chunk.data(), n);
+        one.AcceptWaveform(chunk.data(), n);
+        found &= one.NonfiniteSamples() == 2;
+      }
+    }
+    std::vector<float> loud(static_cast<size_t>(n), -3e38f);
+    OnlineLogMel none(o);
+    none.AcceptWaveform(loud.data(), n);
+    found &= none.NonfiniteSamples() == 0;
+  }
+  Check(found, "a lone non-finite sample found at every place in a chunk");
 }
 
 void TestErrors() {
