@@ -1,10 +1,12 @@
 """What several test modules share: small real model files (TorchScript files written by
 streamtag.model.modelfile), running the CLI, free ports, waiting, stopping processes, the protocol
-decoder's contract, a daemon started in process with a subscriber, and an Ogg station over HTTP
-for it to play. Fixtures are in conftest.py, the other real servers in servers.py."""
+decoder's contract, a daemon started in process with a subscriber, a daemon's config file for one
+started as a process, a feed watched in a thread, and an Ogg station over HTTP for it to play.
+Fixtures are in conftest.py, the other real servers in servers.py."""
 
 from __future__ import annotations
 
+import collections
 import http.server
 import random
 import socket
@@ -289,6 +291,22 @@ def tiny_recipe(name: str, root, cache, **sections: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cp_resnet_recipe(name: str, synthetic_root, cache, *, n_clips: int, clip_seconds: float,
+                     n_mels: int, window: int, base_channels: int, batch_size: int,
+                     windows_per_track: int) -> str:
+    """``tiny_recipe`` for a small CP-ResNet trained 4 epochs at a learning rate of 3e-3 on
+    ``n_clips`` synthetic clips of ``clip_seconds`` (in the folder that the ``synthetic_root``
+    fixture gives for them), on windows of ``window`` frames every half window."""
+    return tiny_recipe(
+        name, synthetic_root(n_clips, clip_seconds), cache,
+        data={"n_clips": n_clips, "synthetic": {"clip_seconds": clip_seconds}},
+        frontend={"n_mels": n_mels},
+        model={"architecture": "cp_resnet", "window": window, "hop": window // 2},
+        model_options={"base_channels": base_channels},
+        train={"epochs": 4, "batch_size": batch_size, "windows_per_track": windows_per_track,
+               "lr": 3e-3})
+
+
 class Feed:
     """A subscriber read in a thread: every message with its arrival time (a proxy's feed or a
     supervisor's, watched for pauses)."""
@@ -324,6 +342,27 @@ class Feed:
         times = [since] + [t for t, m in self.of("scores", since)
                            if m.header.stream == stream and t <= until] + [until]
         return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+    def sessions_of(self, streams, since: float) -> dict[str, str]:
+        """Each stream's session in the scores since ``since``, checking that exactly the
+        streams of ``streams`` were heard, each under one session (from one daemon)."""
+        seen: dict[str, set[str]] = collections.defaultdict(set)
+        for _, m in self.of("scores", since):
+            seen[m.header.stream].add(m.header.session)
+        assert set(seen) == set(streams), f"streams never seen: {set(streams) - set(seen)}"
+        for stream, its in seen.items():
+            assert len(its) == 1, f"{stream} came under {len(its)} sessions"
+        return {stream: next(iter(its)) for stream, its in seen.items()}
+
+    def assert_seq_unbroken(self) -> None:
+        """Under each session, seq counts up by one per topic of scores; the subscriber saw
+        no gap."""
+        by_topic: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+        for _, m in self.of("scores"):
+            by_topic[m.header.session, m.topic].append(m.header.seq)
+        for (session, topic), seqs in by_topic.items():
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (session[:8], topic)
+        assert self.subscriber.gaps == 0
 
     def close(self) -> None:
         self._stop.set()
@@ -382,6 +421,24 @@ class OggStation:
         self.cut.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def daemon_config_file(path: Path, model: Path, audio: Path, streams, *, publish: str,
+                       connect: bool = False, sections: str = "", max_wait_ms: int | None = 5,
+                       loop: bool = False) -> Path:
+    """A daemon's TOML config written to ``path``: ``model`` on the CPU; publishing on
+    ``publish`` (connecting to it: ``connect``) with a heartbeat every 0.2 s; ``sections``
+    (TOML text) as they are; batches waiting ``max_wait_ms`` at most (None: the default); and
+    for each id in ``streams`` a ``file:`` source of ``audio`` at real speed, ``loop``ed when
+    asked."""
+    path.write_text(
+        f'[model]\npath = "{model}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{publish}"\n' + ("connect = true\n" if connect else "")
+        + "heartbeat_s = 0.2\n\n" + sections
+        + ("" if max_wait_ms is None else f"[engine]\nmax_wait_ms = {max_wait_ms}\n\n")
+        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "file:{audio}"\nrealtime = true\n'
+                  + ("loop = true\n" if loop else "") + "\n" for sid in streams))
+    return path
 
 
 def is_ready(metrics_port: int) -> bool:

@@ -1,17 +1,21 @@
 """A daemon stand-in for the recorder's and the history's tests: a real Publisher sending a
-synthetic radio programme built here, so a test knows every message it sent; and reading back
-what the recorder stored."""
+synthetic radio programme built here, so a test knows every message it sent; recording what it
+sends through a real recorder, reading back what the recorder stored, and `streamtag history`
+run on it."""
 
 from __future__ import annotations
 
 import collections
+import subprocess
 import time
 
 import numpy as np
 import sqlalchemy as sa
 from helpers import wait_until
 
+from streamtag.cli import main
 from streamtag.history import schema
+from streamtag.history.recorder import Recorder
 from streamtag.wire.protocol import (
     EventBody,
     ScoresBody,
@@ -150,3 +154,30 @@ def await_subscribed(station: Station, engine, timeout: float = 20.0) -> None:
 def wait_stored(engine, count: int, timeout: float = 30.0) -> None:
     wait_until(lambda: stored_count(engine) >= count, timeout,
                f"{count} messages in the database", interval=0.1)
+
+
+def record(url: str, script):
+    """Runs `script(station)` into the database at `url` through a real recorder: the
+    database upgraded, the recorder subscribed before the script sends, and everything the
+    station sent stored before this returns what the script did."""
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    station = Station()
+    recorder = Recorder(engine, station.endpoint).start()
+    try:
+        await_subscribed(station, engine)
+        result = script(station)
+        wait_stored(engine, len(station.sent))
+    finally:
+        recorder.stop(5)
+        station.close()
+        engine.dispose()
+    return result
+
+
+def history(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``streamtag history ARGS`` run in this process (its start-up is the slow part)."""
+    capsys.readouterr()
+    code = main(["history", *args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)

@@ -16,7 +16,7 @@ pytest.importorskip("websockets", reason="the dashboard needs websockets: pip in
 
 from helpers import free_port  # noqa: E402
 from history_programme import NOT_FOUND, play_session  # noqa: E402
-from history_station import TAGS, Station, await_subscribed, wait_stored  # noqa: E402
+from history_station import TAGS, record  # noqa: E402
 
 # The dashboard tests' fixtures: a browser for the module, and things to close after a test.
 from test_dashboard import (  # noqa: E402, F401
@@ -27,9 +27,6 @@ from test_dashboard import (  # noqa: E402, F401
     watched_page,
 )
 
-from streamtag.history import schema  # noqa: E402
-from streamtag.history.recorder import Recorder  # noqa: E402
-
 STREAMS = ("radio-1", "radio-2")
 WINDOWS = 600
 
@@ -38,19 +35,12 @@ WINDOWS = 600
 def recorded(tmp_path_factory):
     """Ten minutes of two streams, sent with wall-clock times of the last half hour."""
     url = f"sqlite:///{tmp_path_factory.mktemp('history') / 'tags.db'}"
-    engine = schema.create_db_engine(url)
-    schema.upgrade(engine)
-    station = Station()
-    recorder = Recorder(engine, station.endpoint).start()
-    try:
-        await_subscribed(station, engine)
+
+    def script(station):
         t0 = time.time() - 1800
-        sent = [m for s in STREAMS for m in station.play(s, range(WINDOWS), t0)]
-        wait_stored(engine, len(sent))
-    finally:
-        recorder.stop(5)
-        station.close()
-        engine.dispose()
+        return [m for s in STREAMS for m in station.play(s, range(WINDOWS), t0)]
+
+    sent = record(url, script)
     shares = {s: {tag: sum(tag in m.body.active for m in sent
                            if m.msg_type == "scores" and m.stream == s) / WINDOWS
                   for tag in TAGS} for s in STREAMS}
@@ -152,19 +142,8 @@ def radio_session(tmp_path_factory):
     """Ten minutes of a station ending now, its mount lost (404) for 32 s in the third song,
     the fifth still playing (made just before its test: "now" moves)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('session') / 'tags.db'}"
-    engine = schema.create_db_engine(url)
-    schema.upgrade(engine)
-    station = Station()
-    recorder = Recorder(engine, station.endpoint).start()
-    try:
-        await_subscribed(station, engine)
-        played, outage = play_session(station, "radio-1", time.time() - 637, SONGS,
-                                      outage=(300, 32.0))
-        wait_stored(engine, len(station.sent))
-    finally:
-        recorder.stop(5)
-        station.close()
-        engine.dispose()
+    played, outage = record(url, lambda station: play_session(
+        station, "radio-1", time.time() - 637, SONGS, outage=(300, 32.0)))
     return url, played, outage
 
 

@@ -12,7 +12,6 @@ import logging
 import re
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 import urllib.request
@@ -28,7 +27,9 @@ from history_station import (
     TRACK_WINDOWS,
     Station,
     await_subscribed,
+    history,
     keys,
+    record,
     stored_keys,
     table_rows,
     wait_stored,
@@ -386,14 +387,6 @@ def check_answer(answer: dict, expected: dict, stream: str) -> None:
     assert events == expected["events"]
 
 
-def history(capsys, *args: str) -> subprocess.CompletedProcess:
-    """``streamtag history ARGS`` run in this process (its start-up is the slow part)."""
-    capsys.readouterr()
-    code = main(["history", *args])
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-
 def test_history_answers_match_a_direct_computation_from_the_messages(recorded_hour, capsys):
     url, t0, sent = recorded_hour
     result = history(capsys, "--db", url, "--json")
@@ -647,13 +640,9 @@ def evil_history(tmp_path_factory):
     """A station whose title and tag names are formulas and terminal escape sequences,
     recorded into SQLite; a negative score among its events."""
     url = f"sqlite:///{tmp_path_factory.mktemp('evil') / 'tags.db'}"
-    engine = schema.create_db_engine(url)
-    schema.upgrade(engine)
-    station = Station()
-    recorder = Recorder(engine, station.endpoint).start()
-    try:
-        await_subscribed(station, engine)
-        n = len(EVIL_TAGS)
+    n = len(EVIL_TAGS)
+
+    def script(station):
         station.send("radio-1", StatusBody(state="running", title=EVIL_TITLE))
         station.send("radio-1", ScoresBody(
             start_s=0.0, end_s=3.0, start_sample=0, end_sample=48000, tags=EVIL_TAGS,
@@ -667,11 +656,8 @@ def evil_history(tmp_path_factory):
             tags=EVIL_TAGS, mean_raw=[0.5] * n, mean_smoothed=[0.5] * n,
             active_share=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], active=["=1+1", "rock"],
             model=MODEL))
-        wait_stored(engine, 4)
-    finally:
-        recorder.stop(5)
-        station.close()
-        engine.dispose()
+
+    record(url, script)
     return url
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -17,37 +16,18 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from history_programme import NOT_FOUND, play_session
-from history_station import TAGS, Station, await_subscribed, wait_stored
+from history_station import TAGS, Station, history, record
 
-from streamtag.cli import main
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.history.asrun import Entry, Span, has_silences, silence_spans
 from streamtag.history.plot import bin_count
-from streamtag.history.recorder import Recorder
 from streamtag.history.report import load_history
 from streamtag.history.timeparse import Zone, parse_range, parse_time, zone_named
 from streamtag.wire.protocol import StatusBody
 
 SONGS = [("Ana Tijoux – 1977", 95), ("Nina Simone – Sinnerman", 145),
          ("Café Tacvba – Eres", 160), ("Björk – Joga", 120), ("Khruangbin – Maria", 80)]
-
-
-def record(url: str, script) -> list:
-    """Runs `script(station)` into the database at `url` through a real recorder."""
-    engine = schema.create_db_engine(url)
-    schema.upgrade(engine)
-    station = Station()
-    recorder = Recorder(engine, station.endpoint).start()
-    try:
-        await_subscribed(station, engine)
-        result = script(station)
-        wait_stored(engine, len(station.sent))
-    finally:
-        recorder.stop(5)
-        station.close()
-        engine.dispose()
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +47,6 @@ def session(tmp_path_factory):
 
     played, outage = record(url, script)
     return url, t0, played, outage
-
-
-def history(capsys, *args: str) -> subprocess.CompletedProcess:
-    capsys.readouterr()
-    code = main(["history", *args])
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 def test_the_as_run_log_is_what_was_played(session, capsys):

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from helpers import trained_looking
-from test_reuse import music_windows, serve
+from reuse_parts import (
+    assert_scored_as_whole,
+    music_windows,
+    net_file,
+    onnx_model,
+    reuse_runs_whole,
+    serve,
+)
 
-from streamtag import nets
 from streamtag.audio import testsignals
 from streamtag.catalog import musicnn as musicnn_models
-from streamtag.frontend import LogMelOptions
-from streamtag.model import modelfile
 from streamtag.model import window_reuse as reuse
-from streamtag.model.inference import InferenceModel
 from streamtag.model.stored import open_model
 from streamtag.nets.musicnn import TEMPORAL_LENGTHS
 
@@ -24,21 +25,15 @@ N_MELS = 48  # a small musicnn: half the bands, a sixth of the filters
 
 
 def small_musicnn_file(path, window=187, hop=62):
-    torch.manual_seed(0)
     architecture = {"n_mels": N_MELS, "frontend_width": 0.25, "midend_filters": 16,
                     "backend_units": 20}
-    net = trained_looking(nets.build("musicnn", 5, **architecture))
-    modelfile.save(net, path, {
-        "name": "small-musicnn", "tags": ["a", "b", "c", "d", "e"], "input_kind": "logmel",
-        "frontend": LogMelOptions.preset("musicnn").replace(n_mels=N_MELS), "window": window,
-        "hop": hop, "architecture": {"name": "musicnn", **architecture}})
-    return path
+    return net_file(path, "musicnn", architecture, name="small-musicnn", tags="abcde",
+                    n_mels=N_MELS, window=window, hop=hop)
 
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
-    path = small_musicnn_file(tmp_path_factory.mktemp("musicnn") / "small.pt")
-    return InferenceModel.load(path, backend="onnxruntime", threads=1)
+    return onnx_model(small_musicnn_file(tmp_path_factory.mktemp("musicnn") / "small.pt"))
 
 
 def test_geometry_of_musicnn_s_windows():
@@ -63,11 +58,7 @@ def test_the_model_file_stores_the_steps_at_its_hop(small_model):
 
 @pytest.mark.parametrize("hop", [62, 31, 100, 171])  # 171: timbral columns only
 def test_windows_from_carries_match_whole_windows(small_model, hop):
-    r, why = small_model.window_reuse(hop)
-    assert r is not None, why
-    windows = music_windows(small_model, hop, 6)
-    expected = small_model.loaded(windows).numpy()
-    np.testing.assert_allclose(r.run(windows), expected, atol=1e-4, rtol=0)
+    r, windows, expected = reuse_runs_whole(small_model, hop, 6)
     # batched: windows 1..5 at once, each with the carry of the one before
     _, carries = r.first(windows[:5])
     probs, _ = r.next(windows[1:], carries)
@@ -80,14 +71,9 @@ def test_windows_from_carries_match_whole_windows(small_model, hop):
 
 def test_another_window_and_hop(tmp_path):
     # 150 frames every 45: the 128-frame branch has 23 clean columns, too few to take
-    model = InferenceModel.load(small_musicnn_file(tmp_path / "short.pt", 150, 45),
-                                backend="onnxruntime", threads=1)
-    r, why = model.window_reuse(45)
-    assert r is not None, why
+    model = onnx_model(small_musicnn_file(tmp_path / "short.pt", 150, 45))
+    r, _, _ = reuse_runs_whole(model, 45, 5)
     assert r.geometry.taken == ((3, 102), (3, 102), None, (31, 73), (15, 89))
-    windows = music_windows(model, 45, 5)
-    np.testing.assert_allclose(r.run(windows), model.loaded(windows).numpy(), atol=1e-4,
-                               rtol=0)
 
 
 @pytest.mark.parametrize("max_batch", [1, 3])
@@ -106,12 +92,7 @@ def test_engine_with_reuse_scores_as_whole_windows(small_model, max_batch, hop_s
     # in passes of 3 not those that met the window they need in the same pass
     least = windows - 2 * len(audio) if max_batch == 1 else windows // 3
     assert engine.stats["reused_windows"] >= least
-    for got, want in zip(reused.results, whole.results, strict=True):
-        assert (got.stream_id, got.index, got.end_sample) == (
-            want.stream_id, want.index, want.end_sample)
-        np.testing.assert_allclose(got.raw, want.raw, atol=1e-4, rtol=0)
-        assert [(e.tag, e.state) for e in got.events] == [(e.tag, e.state) for e in want.events]
-    assert sorted(reused.ends) == sorted(whole.ends)
+    assert_scored_as_whole(reused, whole)
 
 
 @pytest.fixture(scope="module", params=["musicnn-msd", "vgg-msd"])
@@ -121,7 +102,7 @@ def installed(request, tmp_path_factory):
         pytest.skip("the musicnn package is not installed: pip install --no-deps musicnn")
     path = tmp_path_factory.mktemp("installed") / f"{request.param}.pt"
     musicnn_models.convert(package, request.param, path)  # as `models install` writes it
-    return InferenceModel.load(path, backend="onnxruntime", threads=1)
+    return onnx_model(path)
 
 
 def test_the_published_models_as_installed_reuse_their_windows(installed):
@@ -135,21 +116,11 @@ def test_the_published_models_as_installed_reuse_their_windows(installed):
     assert expected.max() > 0.05  # music: some tag is clearly on
 
 
-def small_vgg_file(path, hop=62):
-    torch.manual_seed(0)
-    architecture = {"n_mels": 64, "filters": 64}
-    net = trained_looking(nets.build("musicnn_vgg", 5, **architecture))
-    modelfile.save(net, path, {
-        "name": "small-vgg", "tags": ["a", "b", "c", "d", "e"], "input_kind": "logmel",
-        "frontend": LogMelOptions.preset("musicnn").replace(n_mels=64), "window": 187,
-        "hop": hop, "architecture": {"name": "musicnn_vgg", **architecture}})
-    return path
-
-
 @pytest.fixture(scope="module")
 def small_vgg(tmp_path_factory):
-    path = small_vgg_file(tmp_path_factory.mktemp("vgg") / "small-vgg.pt")
-    return InferenceModel.load(path, backend="onnxruntime", threads=1)
+    path = tmp_path_factory.mktemp("vgg") / "small-vgg.pt"
+    return onnx_model(net_file(path, "musicnn_vgg", {"n_mels": 64, "filters": 64},
+                               name="small-vgg", tags="abcde", n_mels=64, window=187, hop=62))
 
 
 def test_geometry_of_musicnn_vgg_s_windows():
@@ -165,11 +136,7 @@ def test_geometry_of_musicnn_vgg_s_windows():
 
 @pytest.mark.parametrize("hop", [62, 31, 40])
 def test_vgg_windows_from_carries_match_whole_windows(small_vgg, hop):
-    r, why = small_vgg.window_reuse(hop)
-    assert r is not None, why
-    windows = music_windows(small_vgg, hop, 6)
-    expected = small_vgg.loaded(windows).numpy()
-    np.testing.assert_allclose(r.run(windows), expected, atol=1e-4, rtol=0)
+    r, windows, _ = reuse_runs_whole(small_vgg, hop, 6)
     start, stop = r.geometry.taken
     _, carries = r.first(windows[:2])
     assert carries.shape == (2, 64, stop - start, 32)  # (channels, frames, bands)

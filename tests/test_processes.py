@@ -26,7 +26,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Feed, free_port, is_ready, stop_process, tiny_model_file, wait_until
+from helpers import (
+    Feed,
+    daemon_config_file,
+    free_port,
+    is_ready,
+    stop_process,
+    tiny_model_file,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 import streamtag
@@ -81,15 +89,11 @@ class Run:
         self.metrics_port = free_port()
         self.token_file = root / "control.token"
         audio = root / "station.flac"
-        config = root / "daemon.toml"
-        config.write_text(
-            f'[model]\npath = "{tiny_model_file(root / "tiny.pt")}"\ndevice = "cpu"\n\n'
-            f'[publish]\nendpoint = "{self.publish}"\nheartbeat_s = 0.2\n\n'
-            f'[control]\nendpoint = "{self.control}"\ntoken_file = "{self.token_file}"\n'
-            f'file_roots = ["{root}"]\n\n'
-            "[engine]\nmax_wait_ms = 5\n\n"
-            + "".join(f'[[sources]]\nid = "{sid}"\nspec = "file:{audio}"\nrealtime = true\n'
-                      "loop = true\n\n" for sid in STREAMS))
+        config = daemon_config_file(
+            root / "daemon.toml", tiny_model_file(root / "tiny.pt"), audio, STREAMS,
+            publish=self.publish, loop=True,
+            sections=f'[control]\nendpoint = "{self.control}"\n'
+                     f'token_file = "{self.token_file}"\nfile_roots = ["{root}"]\n\n')
         write_audio(audio, music_like(30.0, 16000, seed=4), 16000)
         self.audio = audio
         self.feed = Feed(self.publish)
@@ -139,15 +143,6 @@ def owned_by(index: int, prefix: str) -> str:
     return next(f"{prefix}-{i}" for i in range(1000) if shard_of(f"{prefix}-{i}", WORKERS) == index)
 
 
-def assert_seq_unbroken(feed: Feed) -> None:
-    by_topic: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
-    for _, m in feed.of("scores"):
-        by_topic[m.header.session, m.topic].append(m.header.seq)
-    for (session, topic), seqs in by_topic.items():
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (session[:8], topic)
-    assert feed.subscriber.gaps == 0
-
-
 def test_every_stream_is_served_once_by_the_worker_its_hash_names(supervised):
     expected = {sid: shard_of(sid, WORKERS) for sid in STREAMS}
     assert set(expected.values()) == set(range(WORKERS))  # both workers have streams
@@ -156,18 +151,13 @@ def test_every_stream_is_served_once_by_the_worker_its_hash_names(supervised):
                "every stream to publish on the one endpoint")
     sessions = supervised.sessions()
     assert len(sessions) == WORKERS
-    seen: dict[str, set[str]] = collections.defaultdict(set)
-    for _, m in supervised.feed.of("scores", t0):
-        seen[m.header.stream].add(m.header.session)
-    assert set(seen) == set(STREAMS)
-    for stream, its in seen.items():
-        assert len(its) == 1, f"{stream} came from {len(its)} workers"
-    assert {s: sessions[next(iter(its))] for s, its in seen.items()} == expected
+    serving = supervised.feed.sessions_of(STREAMS, t0)
+    assert {s: sessions[session] for s, session in serving.items()} == expected
     status = supervised.status()
     assert {s: status["streams"][s]["worker"] for s in STREAMS} == expected
     assert all(status["streams"][s]["state"] == "running" for s in STREAMS)
     assert [w["restarts"] for w in status["workers"]] == [0] * WORKERS
-    assert_seq_unbroken(supervised.feed)
+    supervised.feed.assert_seq_unbroken()
     # The merged snapshot (what a dashboard starts from) puts each stream under the session
     # its live messages come with, and names every worker's.
     snapshot = supervised.ask({"cmd": "snapshot"})
@@ -281,7 +271,7 @@ def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised)
         assert after[name] >= value, (name, value, after[name])
     published = sum(t <= scraped_at for t, _ in feed.of("scores"))
     assert after["streamtag_batch_size_sum"] >= published - len(STREAMS), (after, published)
-    assert_seq_unbroken(feed)
+    feed.assert_seq_unbroken()
 
 
 def test_sigterm_drains_every_worker(supervised):
@@ -299,7 +289,7 @@ def test_sigterm_drains_every_worker(supervised):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert_seq_unbroken(feed)
+    feed.assert_seq_unbroken()
 
 
 def running(pid: int) -> bool:
@@ -413,6 +403,14 @@ def test_a_model_that_cannot_load_stops_every_worker_with_exit_code_2(tmp_path):
 # -- keys -------------------------------------------------------------------------------------
 
 
+def keyed_control(folder: Path, control: str, server_key, clients: str) -> str:
+    """The [control] and [security] sections of a keyed run: its token in ``folder``, the
+    clients' keys in ``folder``'s ``clients`` folder, the admins' in its admins folder."""
+    return (f'[control]\nendpoint = "{control}"\ntoken_file = "{folder / "token"}"\n\n'
+            f'[security]\nserver_key = "{server_key}"\n'
+            f'client_keys = "{folder / clients}"\nadmin_keys = "{folder / "admins"}"\n\n')
+
+
 def test_with_keys_only_allowed_clients_hear_the_workers_and_only_admins_control(tmp_path):
     made = {name: generate_keys(tmp_path / "keys", name) for name in ("daemon", "client",
                                                                       "stranger")}
@@ -422,15 +420,10 @@ def test_with_keys_only_allowed_clients_hear_the_workers_and_only_admins_control
     audio = tmp_path / "station.flac"
     write_audio(audio, music_like(30.0, 16000, seed=2), 16000)
     publish, control = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    config = tmp_path / "daemon.toml"
-    config.write_text(
-        f'[model]\npath = "{tiny_model_file(tmp_path / "tiny.pt")}"\ndevice = "cpu"\n\n'
-        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
-        f'[control]\nendpoint = "{control}"\ntoken_file = "{tmp_path / "token"}"\n\n'
-        f'[security]\nserver_key = "{made["daemon"][1]}"\n'
-        f'client_keys = "{tmp_path / "clients"}"\nadmin_keys = "{tmp_path / "admins"}"\n\n'
-        + "".join(f'[[sources]]\nid = "k{i}"\nspec = "file:{audio}"\nrealtime = true\n\n'
-                  for i in range(4)))
+    config = daemon_config_file(
+        tmp_path / "daemon.toml", tiny_model_file(tmp_path / "tiny.pt"), audio,
+        [f"k{i}" for i in range(4)], publish=publish, max_wait_ms=None,
+        sections=keyed_control(tmp_path, control, made["daemon"][1], "clients"))
     allowed = client_curve(made["daemon"][0], made["client"][1])
     stranger = client_curve(made["daemon"][0], made["stranger"][1])
     process = run("run", "--config", str(config), "--processes", "2", popen=True)
@@ -479,15 +472,10 @@ def test_with_keys_the_workers_publish_to_a_keyed_proxy_and_the_supervisor_still
     control = f"tcp://127.0.0.1:{free_port()}"
     audio = tmp_path / "station.flac"
     write_audio(audio, music_like(30.0, 16000, seed=3), 16000)
-    config = tmp_path / "daemon.toml"
-    config.write_text(
-        f'[model]\npath = "{tiny_model_file(tmp_path / "tiny.pt")}"\ndevice = "cpu"\n\n'
-        f'[publish]\nendpoint = "{frontend}"\nconnect = true\nheartbeat_s = 0.2\n\n'
-        f'[control]\nendpoint = "{control}"\ntoken_file = "{tmp_path / "token"}"\n\n'
-        f'[security]\nserver_key = "{made["daemon"][1]}"\n'
-        f'client_keys = "{tmp_path / "daemon_clients"}"\nadmin_keys = "{tmp_path / "admins"}"\n\n'
-        + "".join(f'[[sources]]\nid = "c{i}"\nspec = "file:{audio}"\nrealtime = true\n\n'
-                  for i in range(4)))
+    config = daemon_config_file(
+        tmp_path / "daemon.toml", tiny_model_file(tmp_path / "tiny.pt"), audio,
+        [f"c{i}" for i in range(4)], publish=frontend, connect=True, max_wait_ms=None,
+        sections=keyed_control(tmp_path, control, made["daemon"][1], "daemon_clients"))
     proxy = run("proxy", "--frontend", frontend, "--backend", backend, "--server-key",
                 str(made["proxy"][1]), "--client-keys", str(tmp_path / "proxy_clients"),
                 "--daemon-key", str(made["daemon"][0]), popen=True)

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from helpers import tiny_model_file, trained_looking
+from helpers import tiny_model_file
+from reuse_parts import (
+    Sink,
+    assert_scored_as_whole,
+    net_file,
+    onnx_model,
+    reuse_runs_whole,
+    serve,
+)
 
 from streamtag import nets
 from streamtag.audio import testsignals
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import ConfigError, EngineConfig
 from streamtag.engine.batching import Engine
-from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.model import modelfile, reuse_export
 from streamtag.model import window_reuse as reuse
 from streamtag.model.inference import InferenceModel
@@ -22,23 +28,18 @@ from streamtag.model.inference import InferenceModel
 
 @pytest.fixture(scope="module")
 def default_model():
-    return InferenceModel.load(default_model_path(), backend="onnxruntime", threads=1)
+    return onnx_model(default_model_path())
 
 
 def resnet_file(path, window=100, **architecture):
-    torch.manual_seed(0)
-    modelfile.save(trained_looking(nets.build("short_chunk_resnet", 4, **architecture)), path, {
-        "name": "scr", "tags": ["a", "b", "c", "d"], "input_kind": "logmel",
-        "frontend": LogMelOptions.preset("musicnn").replace(n_mels=128), "window": window,
-        "hop": window // 2, "architecture": {"name": "short_chunk_resnet", **architecture}})
-    return path
+    return net_file(path, "short_chunk_resnet", architecture, name="scr", tags="abcd",
+                    n_mels=128, window=window, hop=window // 2)
 
 
 @pytest.fixture(scope="module")
 def resnet_model(tmp_path_factory):
     """short_chunk_resnet with batch norms as trained, on 100-frame windows (1.6 s)."""
-    path = resnet_file(tmp_path_factory.mktemp("resnet") / "scr.pt")
-    return InferenceModel.load(path, backend="onnxruntime", threads=1)
+    return onnx_model(resnet_file(tmp_path_factory.mktemp("resnet") / "scr.pt"))
 
 
 def test_geometry_of_the_default_model_s_windows():
@@ -64,22 +65,9 @@ def test_geometry_of_short_chunk_resnet_s_windows():
     assert reuse.resnet_geometry(100, 90) is None  # 2 columns to take
 
 
-def music_windows(model: InferenceModel, hop: int, count: int) -> np.ndarray:
-    seconds = (model.window + hop * (count - 1)) * model.frontend.hop_length / 16000 + 0.2
-    frames = compute_logmel(testsignals.music_like(seconds, 16000.0, seed=3), model.frontend)
-    frames = np.ascontiguousarray(frames.T)  # (n_mels, frames)
-    assert frames.shape[1] >= model.window + hop * (count - 1)
-    return np.stack([frames[:, i * hop: i * hop + model.window] for i in range(count)])
-
-
 @pytest.mark.parametrize("hop", [31, 30, 7, 60])
 def test_windows_from_carries_match_whole_windows(default_model, hop):
-    r, why = default_model.window_reuse(hop)
-    assert r is not None, why
-    windows = music_windows(default_model, hop, 8)
-    expected = default_model.loaded(windows).numpy()
-    got = r.run(windows)
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    r, windows, expected = reuse_runs_whole(default_model, hop, 8)
     # and the steps batched: windows 2..7 at once, each with the carry of the one 2 before
     lag = r.geometry.lag
     probs, carries = r.first(windows[:lag])
@@ -91,12 +79,8 @@ def test_windows_from_carries_match_whole_windows(default_model, hop):
 @pytest.mark.parametrize("hop", [50, pytest.param(25, marks=pytest.mark.slow),
                                  pytest.param(36, marks=pytest.mark.slow)])  # 4-5 s each
 def test_short_chunk_resnet_windows_from_carries_match_whole_windows(resnet_model, hop):
-    r, why = resnet_model.window_reuse(hop)
-    assert r is not None, why
+    r, windows, expected = reuse_runs_whole(resnet_model, hop, 6)
     assert r.geometry.lag == (1 if hop % 2 == 0 else 2)
-    windows = music_windows(resnet_model, hop, 6)
-    expected = resnet_model.loaded(windows).numpy()
-    np.testing.assert_allclose(r.run(windows), expected, atol=1e-4, rtol=0)
     # a carry is the first block's output on the columns the window lag after takes
     start, stop = r.geometry.taken
     _, carries = r.first(windows[:2])
@@ -126,33 +110,6 @@ def test_a_model_without_reuse_says_why(tmp_path, default_model):
     assert r is None and 'only with downsample = "stride"' in why
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.results, self.ends = [], []
-
-    def on_window(self, result) -> None:
-        self.results.append(result)
-
-    def on_stream_end(self, stream_id, events, end_s) -> None:
-        self.ends.append((stream_id, [(e.tag, e.state) for e in events], end_s))
-
-
-def serve(model: InferenceModel, audio: dict[str, np.ndarray], **config) -> tuple[Sink, Engine]:
-    sink = Sink()
-    engine = Engine(model, sink, EngineConfig(**config))
-    for sid in audio:
-        engine.add_stream(sid)
-    chunk = 7919  # chunks that do not line up with windows or hops
-    for i in range(0, max(len(a) for a in audio.values()), chunk):
-        for sid, a in audio.items():
-            if i < len(a):
-                engine.accept(sid, a[i:i + chunk], wait=False)
-    for sid in audio:
-        engine.finish_stream(sid)
-    engine.drain()
-    return sink, engine
-
-
 @pytest.mark.parametrize(("which", "max_batch"), [
     ("default_model", 1), ("default_model", 3), ("resnet_model", 1), ("resnet_model", 3)])
 def test_engine_with_reuse_scores_as_whole_windows(request, which, max_batch):
@@ -170,12 +127,7 @@ def test_engine_with_reuse_scores_as_whole_windows(request, which, max_batch):
     # it needs in the same pass
     least = windows - 3 * len(audio) if max_batch == 1 else windows // 2
     assert engine.stats["reused_windows"] >= least
-    for got, want in zip(reused.results, whole.results, strict=True):
-        assert (got.stream_id, got.index, got.end_sample) == (
-            want.stream_id, want.index, want.end_sample)
-        np.testing.assert_allclose(got.raw, want.raw, atol=1e-4, rtol=0)
-        assert [(e.tag, e.state) for e in got.events] == [(e.tag, e.state) for e in want.events]
-    assert sorted(reused.ends) == sorted(whole.ends)
+    assert_scored_as_whole(reused, whole)
     # a stream's carries are let go when it closes
     assert all(not engine._stream(sid).carries for sid in audio)
 

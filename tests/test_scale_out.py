@@ -11,7 +11,7 @@ forwarding runs inside libzmq, still stops on SIGTERM and refuses a busy port in
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import signal
 import threading
 import time
@@ -19,6 +19,7 @@ import time
 import pytest
 from helpers import (
     Feed,
+    daemon_config_file,
     free_port,
     is_ready,
     run_streamtag,
@@ -70,13 +71,8 @@ def setup(tmp_path_factory):
     audio = root / "station.flac"
     write_audio(audio, music_like(120.0, 16000, seed=4), 16000)
     frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    config = root / "daemon.toml"
-    config.write_text(
-        f'[model]\npath = "{model}"\ndevice = "cpu"\n\n'
-        f'[publish]\nendpoint = "{frontend}"\nconnect = true\nheartbeat_s = 0.2\n\n'
-        "[engine]\nmax_wait_ms = 5\n\n"
-        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "file:{audio}"\nrealtime = true\n\n'
-                  for sid in STREAMS))
+    config = daemon_config_file(root / "daemon.toml", model, audio, STREAMS, publish=frontend,
+                                connect=True)
     return config, frontend, backend
 
 
@@ -90,44 +86,38 @@ def proxy(setup):
     process.stderr.close()
 
 
-def start(config, order: list[int]) -> dict[int, Daemon]:
-    """Daemons started one after another in `order`, each ready before the next starts."""
-    daemons: dict[int, Daemon] = {}
+def start(config, order: list[int], daemons: dict[int, Daemon]) -> None:
+    """Daemons started one after another in `order` into `daemons`, each ready before the next
+    starts."""
     for shard in order:
         daemons[shard] = Daemon(config, shard)
         wait_until(daemons[shard].ready, 60, f"shard {shard} to be ready")
-    return daemons
+
+
+@contextlib.contextmanager
+def shards(config, proxy: str, order: list[int], windows: int):
+    """The proxy's feed and the daemons started in `order`, once every stream has published
+    `windows` windows through the proxy since then: (feed, daemons, then). Every daemon in
+    `daemons` (one started again too) is stopped after."""
+    feed = Feed(proxy)
+    daemons: dict[int, Daemon] = {}
+    try:
+        start(config, order, daemons)
+        t0 = time.monotonic()
+        wait_until(lambda: feed.advanced(STREAMS, t0, windows), 60,
+                   "every stream to publish through the proxy")
+        yield feed, daemons, t0
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+        feed.close()
 
 
 def serving(feed: Feed, daemons: dict[int, Daemon], since: float) -> dict[str, int]:
     """Which shard each stream's scores came from (by session), checking there is one."""
     sessions = {daemon.status()["session"]: shard for shard, daemon in daemons.items()}
-    seen: dict[str, set[str]] = collections.defaultdict(set)
-    for _, m in feed.of("scores", since):
-        seen[m.header.stream].add(m.header.session)
-    assert set(seen) == set(STREAMS), f"streams never seen: {set(STREAMS) - set(seen)}"
-    for stream, its_sessions in seen.items():
-        assert len(its_sessions) == 1, f"{stream} came from {len(its_sessions)} daemons"
-    return {stream: sessions[next(iter(s))] for stream, s in seen.items()}
-
-
-def assert_seq_unbroken(feed: Feed) -> None:
-    by_topic: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
-    for _, m in feed.of("scores"):
-        by_topic[m.header.session, m.topic].append(m.header.seq)
-    for (session, topic), seqs in by_topic.items():
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (session[:8], topic)
-    assert feed.subscriber.gaps == 0
-
-
-def longest_pause(feed: Feed, stream: str, since: float, until: float) -> float:
-    times = [since] + [t for t, m in feed.of("scores", since) if m.header.stream == stream
-                       and t <= until] + [until]
-    return max(b - a for a, b in zip(times, times[1:], strict=False))
-
-
-def all_streams_advance(feed: Feed, streams: list[str], since: float, count: int) -> bool:
-    return all(feed.count(s, since=since) >= count for s in streams)
+    return {stream: sessions[session]
+            for stream, session in feed.sessions_of(STREAMS, since).items()}
 
 
 @pytest.mark.slow
@@ -135,15 +125,8 @@ def test_three_shards_serve_every_stream_once_and_a_killed_one_resumes_alone(set
     config, _, _ = setup
     expected = {sid: shard_of(sid, SHARDS) for sid in STREAMS}
     assert set(expected.values()) == set(range(SHARDS))  # every daemon has streams to serve
-    feed = Feed(proxy)
-    daemons: dict[int, Daemon] = {}
-    try:
-        daemons = start(config, [2, 0, 1])
-        t0 = time.monotonic()
-        wait_until(lambda: all_streams_advance(feed, STREAMS, t0, 4), 60,
-                   "every stream to publish through the proxy")
-        first = serving(feed, daemons, t0)
-        assert first == expected
+    with shards(config, proxy, [2, 0, 1], 4) as (feed, daemons, t0):
+        assert serving(feed, daemons, t0) == expected
 
         # SIGKILL shard 1: nothing drains, its streams just stop.
         victim = daemons[1]
@@ -155,20 +138,20 @@ def test_three_shards_serve_every_stream_once_and_a_killed_one_resumes_alone(set
         killed_at = time.monotonic()
         # Messages already on the wire may still land; once the others have each published
         # 4 more windows, anything of the killed daemon would have arrived.
-        wait_until(lambda: all_streams_advance(feed, others, killed_at, 4), 30,
+        wait_until(lambda: feed.advanced(others, killed_at, 4), 30,
                    "the other shards' streams to go on")
         frozen = {s: feed.count(s, victim_session) for s in theirs}
         mark = time.monotonic()
-        wait_until(lambda: all_streams_advance(feed, others, mark, 4), 30,
+        wait_until(lambda: feed.advanced(others, mark, 4), 30,
                    "the other shards' streams to go on")
         assert {s: feed.count(s, victim_session) for s in theirs} == frozen
         assert all(feed.count(s, since=mark) == 0 for s in theirs)
 
         # The same shard again: the same streams come back, under a new session.
         victim.stop()
-        daemons[1] = start(config, [1])[1]
+        start(config, [1], daemons)
         back = time.monotonic()
-        wait_until(lambda: all_streams_advance(feed, theirs, back, 4), 60,
+        wait_until(lambda: feed.advanced(theirs, back, 4), 60,
                    "the restarted shard's streams to resume")
         new_session = daemons[1].status()["session"]
         assert new_session != victim_session
@@ -181,31 +164,17 @@ def test_three_shards_serve_every_stream_once_and_a_killed_one_resumes_alone(set
         assert restarted == set(theirs)  # the subscriber saw the new session of those alone
         end = time.monotonic()
         for stream in others:  # they never paused, through the kill and the restart
-            pause = longest_pause(feed, stream, t0 + 1.0, end)
+            pause = feed.longest_pause(stream, t0 + 1.0, end)
             assert pause < MAX_PAUSE_S, f"{stream} paused {pause:.1f} s"
-        assert_seq_unbroken(feed)
-    finally:
-        for daemon in daemons.values():
-            daemon.stop()
-        feed.close()
+        feed.assert_seq_unbroken()
 
 
 @pytest.mark.slow  # the fast test above already starts the shards in two orders
 def test_the_assignment_does_not_depend_on_the_order_the_daemons_start_in(setup, proxy):
     config, _, _ = setup
-    feed = Feed(proxy)
-    daemons: dict[int, Daemon] = {}
-    try:
-        daemons = start(config, [1, 2, 0])
-        t0 = time.monotonic()
-        wait_until(lambda: all_streams_advance(feed, STREAMS, t0, 2), 60,
-                   "every stream to publish through the proxy")
+    with shards(config, proxy, [1, 2, 0], 2) as (feed, daemons, t0):
         assert serving(feed, daemons, t0) == {sid: shard_of(sid, SHARDS) for sid in STREAMS}
-        assert_seq_unbroken(feed)
-    finally:
-        for daemon in daemons.values():
-            daemon.stop()
-        feed.close()
+        feed.assert_seq_unbroken()
 
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_recipe
+from helpers import cp_resnet_recipe
 
 from streamtag.commands.train import main
 from streamtag.errors import ConfigError
@@ -31,21 +31,16 @@ from streamtag.train.optim import lr_for_epoch, optimizer_stage, warmup_linear_l
 from streamtag.train.recipe import AugmentConfig, TrainConfig, parse_recipe
 from streamtag.train.windows import evaluation_starts, training_windows
 
+
 # 100 clips of 4 s (70 train, 15 validation, 15 test), 64 mels at 31 frames per second, 2 s
 # windows; a CP-ResNet with 8 base channels learns the acoustic tags in a few epochs.
-TINY = dict(data={"n_clips": 100, "synthetic": {"clip_seconds": 4.0}},
-            frontend={"n_mels": 64},
-            model={"architecture": "cp_resnet", "window": 64, "hop": 32},
-            model_options={"base_channels": 8},
-            train={"epochs": 4, "batch_size": 16, "windows_per_track": 4, "lr": 3e-3})
-
-
 @pytest.fixture(scope="module")
 def tiny_recipe_file(tmp_path_factory: pytest.TempPathFactory, synthetic_root) -> Path:
     folder = tmp_path_factory.mktemp("trainer")
     path = folder / "tiny.toml"
-    path.write_text(tiny_recipe("tiny", synthetic_root(100, 4.0), folder / "cache", **TINY),
-                    encoding="utf-8")
+    path.write_text(cp_resnet_recipe("tiny", synthetic_root, folder / "cache", n_clips=100,
+                                     clip_seconds=4.0, n_mels=64, window=64, base_channels=8,
+                                     batch_size=16, windows_per_track=4), encoding="utf-8")
     return path
 
 

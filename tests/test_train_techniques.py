@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_streamtag, tiny_model_file, tiny_recipe
+from helpers import cp_resnet_recipe, run_streamtag, tiny_model_file
 from torch import nn
 
 from streamtag.errors import ConfigError
@@ -23,19 +23,15 @@ from streamtag.train.optim import best_epoch_per_tag
 from streamtag.train.recipe import parse_recipe
 from streamtag.train.windows import training_windows
 
+
 # 60 clips of 3 s (42 train, 9 validation, 9 test), 32 mels, 1.5 s windows; a CP-ResNet with 4
 # base channels (batch norm in every block) trains an epoch in about a second.
-TINY = dict(data={"n_clips": 60, "synthetic": {"clip_seconds": 3.0}},
-            frontend={"n_mels": 32},
-            model={"architecture": "cp_resnet", "window": 48, "hop": 24},
-            model_options={"base_channels": 4},
-            train={"epochs": 4, "batch_size": 8, "windows_per_track": 2, "lr": 3e-3})
-
-
 @pytest.fixture(scope="module")
 def recipe_text(tmp_path_factory: pytest.TempPathFactory, synthetic_root) -> str:
-    folder = tmp_path_factory.mktemp("techniques")
-    return tiny_recipe("tiny-techniques", synthetic_root(60, 3.0), folder / "cache", **TINY)
+    return cp_resnet_recipe("tiny-techniques", synthetic_root,
+                            tmp_path_factory.mktemp("techniques") / "cache", n_clips=60,
+                            clip_seconds=3.0, n_mels=32, window=48, base_channels=4,
+                            batch_size=8, windows_per_track=2)
 
 
 def _run(text: str, run_dir: Path, *overrides: str) -> TrainingRun:
