@@ -22,11 +22,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import machine  # noqa: E402 - benchmarks/machine.py, beside this script
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
 from streamtag import nets  # noqa: E402
 from streamtag.catalog.installed import installed, path_of  # noqa: E402
@@ -62,10 +63,9 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["default", "short_chunk_resnet"])
     parser.add_argument("--reps", type=int, default=15)
     args = parser.parse_args()
-    print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print("| model | rewrites | batch | as exported ms/window | rewritten ms/window | ratio "
-          "| max difference |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(machine.machine_line())
+    print(machine.table_head(["model", "rewrites", "batch", "as exported ms/window",
+                              "rewritten ms/window", "ratio", "max difference"], 2))
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             loaded = modelfile.load(model_path(name, Path(folder)), device="cpu")
@@ -78,17 +78,14 @@ def main() -> int:
             for batch in (1, 2, 8):
                 x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
                 outputs = [s.run(None, {"input": x})[0] for s in sessions]  # first-call costs
-                best = [float("inf")] * 2
-                for _ in range(args.reps):
-                    for i, session in enumerate(sessions):
-                        t0 = time.thread_time()
-                        session.run(None, {"input": x})
-                        best[i] = min(best[i], time.thread_time() - t0)
-                print(f"| {name} | {'; '.join(notes) or 'none'} (rewrite {rewrite_s:.2f} s) | "
-                      f"{batch} | {1e3 * best[0] / batch:.2f} | {1e3 * best[1] / batch:.2f} | "
-                      f"{best[0] / best[1]:.2f} | "
-                      f"{np.abs(outputs[0] - outputs[1]).max():.1e} |", flush=True)
-    print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
+                best = machine.best_in_turns({i: partial(s.run, None, {"input": x})
+                                              for i, s in enumerate(sessions)}, args.reps)
+                rewrites = f"{'; '.join(notes) or 'none'} (rewrite {rewrite_s:.2f} s)"
+                print(machine.table_row([name, rewrites, batch, f"{1e3 * best[0] / batch:.2f}",
+                                         f"{1e3 * best[1] / batch:.2f}", f"{best[0] / best[1]:.2f}",
+                                         f"{np.abs(outputs[0] - outputs[1]).max():.1e}"]),
+                      flush=True)
+    print(machine.load_at_end())
     return 0
 
 

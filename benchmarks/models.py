@@ -42,7 +42,7 @@ from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
-from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
+from machine import cpu_name, table_head, table_row  # noqa: E402 - benchmarks/machine.py
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -246,20 +246,19 @@ def _streams(timing: dict[str, Any] | None) -> str:
     return f"{s:.0f}" if s >= 10 else f"{s:.1f}" if s >= 1 else f"{s:.2f}"
 
 
+def _table(head: list[str], text_columns: int, rows: list[list[str]]) -> str:
+    return "\n".join([table_head(head, text_columns), *map(table_row, rows)])
+
+
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| model | input | params | MFLOPs | ms/window b1 | ms/window b32 "
-        "| streams/core b1 | streams/core b32 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for r in results:
         t = r["timings"]["torchscript"]
         one, many = t["1"], t[str(BATCH)]
-        lines.append(
-            f"| {r['name']} | {input_label(r['input_kind'], r['input'])} | {r['params']:,} "
-            f"| {r['mflops']:,.0f} | {_ms(one)} | {_ms(many)} "
-            f"| {_streams(one)} | {_streams(many)} |")
-    return "\n".join(lines)
+        rows.append([r["name"], input_label(r["input_kind"], r["input"]), f"{r['params']:,}",
+                     f"{r['mflops']:,.0f}", _ms(one), _ms(many), _streams(one), _streams(many)])
+    return _table(["model", "input", "params", "MFLOPs", "ms/window b1", "ms/window b32",
+                   "streams/core b1", "streams/core b32"], 2, rows)
 
 
 def _ratio(eager: dict[str, Any] | None, script: dict[str, Any] | None) -> str:
@@ -270,27 +269,19 @@ def _ratio(eager: dict[str, Any] | None, script: dict[str, Any] | None) -> str:
 
 
 def eager_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| model | eager b1 | TorchScript b1 | ratio b1 | eager b32 | TorchScript b32 "
-        "| ratio b32 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for r in results:
         e, s = r["timings"]["eager"], r["timings"]["torchscript"]
-        lines.append(
-            f"| {r['name']} | {_ms(e['1'])} | {_ms(s['1'])} | {_ratio(e['1'], s['1'])} "
-            f"| {_ms(e[str(BATCH)])} | {_ms(s[str(BATCH)])} "
-            f"| {_ratio(e[str(BATCH)], s[str(BATCH)])} |")
-    return "\n".join(lines)
+        rows.append([r["name"], _ms(e["1"]), _ms(s["1"]), _ratio(e["1"], s["1"]),
+                     _ms(e[str(BATCH)]), _ms(s[str(BATCH)]), _ratio(e[str(BATCH)], s[str(BATCH)])])
+    return _table(["model", "eager b1", "TorchScript b1", "ratio b1", "eager b32",
+                   "TorchScript b32", "ratio b32"], 1, rows)
 
 
 def wall_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| model | wall b1 | CPU b1 | system b1 | wall b32 | CPU b32 | system b32 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for r in results:
-        cells = []
+        cells = [r["name"]]
         for timing in (r["timings"]["torchscript"]["1"], r["timings"]["torchscript"][str(BATCH)]):
             if timing is None:
                 cells += ["—"] * 3
@@ -298,8 +289,9 @@ def wall_table(results: list[dict[str, Any]]) -> str:
             wall = timing["wall_ms_per_window"]
             cells += [f"{wall:.1f}" if wall >= 10 else f"{wall:.2f}", _ms(timing),
                       f"{timing['system_share']:.0%}"]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return _table(["model", "wall b1", "CPU b1", "system b1", "wall b32", "CPU b32",
+                   "system b32"], 1, rows)
 
 
 def machine() -> dict[str, Any]:

@@ -23,9 +23,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 
+import machine  # noqa: E402 - benchmarks/machine.py, beside this script
 import numpy as np  # noqa: E402
-from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
 from streamtag.catalog.installed import resolve_model  # noqa: E402
 from streamtag.catalog.shipped import default_model_path  # noqa: E402
@@ -40,10 +41,9 @@ def main() -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
-    print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print("| model | hop | batch | whole window ms | next ms | first ms | whole / next "
-          "| max difference | reuse ready in s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(machine.machine_line())
+    print(machine.table_head(["model", "hop", "batch", "whole window ms", "next ms", "first ms",
+                              "whole / next", "max difference", "reuse ready in s"], 1))
     for name in args.models:
         path = default_model_path() if name == "default" else resolve_model(name)
         model = InferenceModel.load(path, device="cpu", backend="onnxruntime", threads=1)
@@ -52,29 +52,24 @@ def main() -> int:
         reuse, why = model.window_reuse(hop)
         ready_s = time.perf_counter() - started
         if reuse is None:
-            print(f"| {name} | {hop} | | | | | | | no reuse: {why} |")
+            print(machine.table_row([name, hop, *[""] * 6, f"no reuse: {why}"]))
             continue
         for batch in args.batches:
             lag = reuse.geometry.lag
             windows = check_windows(model.frontend.n_mels, model.window, hop, lag + batch)
             before, now = windows[:batch], windows[lag:lag + batch]
             _, carries = reuse.first(before)
-            runs = {"whole": (model.forward, (now,)), "next": (reuse.next, (now, carries)),
-                    "first": (reuse.first, (now,))}
-            for run, inputs in runs.values():
-                run(*inputs)  # first-call costs
-            best = dict.fromkeys(runs, float("inf"))
-            for _ in range(args.reps):
-                for key, (run, inputs) in runs.items():
-                    t0 = time.thread_time()
-                    run(*inputs)
-                    best[key] = min(best[key], time.thread_time() - t0)
+            runs = {"whole": partial(model.forward, now), "next": partial(reuse.next, now, carries),
+                    "first": partial(reuse.first, now)}
+            for run in runs.values():
+                run()  # first-call costs
+            best = machine.best_in_turns(runs, args.reps)
             ms = {key: 1e3 * s / batch for key, s in best.items()}
             difference = np.abs(reuse.next(now, carries)[0] - model.forward(now)).max()
-            print(f"| {name} | {hop} | {batch} | {ms['whole']:.2f} | {ms['next']:.2f} | "
-                  f"{ms['first']:.2f} | {ms['whole'] / ms['next']:.2f} | {difference:.1e} | "
-                  f"{ready_s:.2f} |", flush=True)
-    print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
+            print(machine.table_row([name, hop, batch, f"{ms['whole']:.2f}", f"{ms['next']:.2f}",
+                                     f"{ms['first']:.2f}", f"{ms['whole'] / ms['next']:.2f}",
+                                     f"{difference:.1e}", f"{ready_s:.2f}"]), flush=True)
+    print(machine.load_at_end())
     return 0
 
 

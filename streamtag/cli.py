@@ -26,6 +26,11 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
+                        "(default: the shipped model)")
+
+
 def _add_backend(parser: argparse.ArgumentParser, default: str | None) -> None:
     from streamtag.model import BACKENDS
 
@@ -122,8 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the daemon: tag audio streams and publish over ZeroMQ")
     p.add_argument("--config", help="daemon TOML file (flags override it)")
-    p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
-                   "(default: the shipped model)")
+    _add_model(p)
     p.add_argument("--source", action="append", metavar="[ID=]SPEC", type=source_flag,
                    help="file:PATH, a path, http(s)://URL, device:NAME or pipe:; repeatable")
     p.add_argument("--publish", type=zmq_endpoint,
@@ -162,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tag", help="tag audio files offline: segments and a summary per file")
     p.add_argument("files", nargs="+")
-    p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
-                   "(default: the shipped model)")
+    _add_model(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     _add_backend(p, "auto")
@@ -177,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_command("devices"))
 
     p = sub.add_parser("demo", help="watch the daemon tag a generated piece live")
-    p.add_argument("--model", help="model file or installed model name, e.g. musicnn-msd "
-                   "(default: the shipped model)")
+    _add_model(p)
     p.add_argument("--realtime", action="store_true", help="play at real speed")
     p.add_argument("--speed", type=float, default=4.0, help="playback speed (default 4)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the piece")

@@ -1,13 +1,16 @@
 """Decoding audio files: PyAV decodes, channels are averaged to mono, soxr resamples.
 
-Sources stream with ``iter_decoded``; offline users (features, the trainer's cache) call
-``load_audio`` for a whole file.
+Sources stream with ``mono_blocks`` (the file source over ``first_audio_stream``, as
+``iter_decoded`` does); offline users (features, the trainer's cache) call ``load_audio`` for
+a whole file.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +41,11 @@ def _averaged(planes: list[np.ndarray]) -> np.ndarray:
     return total / np.float32(len(planes))  # what mean(axis=0) gives, without the copies
 
 
-def iter_decoded(path: str | Path, block_s: float = 0.0,
-                 container=None) -> Iterator[tuple[np.ndarray, int]]:
-    """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream,
-    in blocks of at least ``block_s`` seconds (``mono_blocks``). ``container``: ``path`` as
-    the caller already opened it (``av.open``), read from its start and closed here."""
+@contextlib.contextmanager
+def first_audio_stream(path: str | Path, container=None) -> Iterator[tuple[Any, Any]]:
+    """(container, its first audio stream) of ``path``, closed after the block, where PyAV's
+    errors in the block are AudioDecodeError naming the file. ``container``: ``path`` as the
+    caller already opened it (``av.open``)."""
     import av
 
     if container is None:
@@ -53,15 +56,19 @@ def iter_decoded(path: str | Path, block_s: float = 0.0,
     with container:
         if not container.streams.audio:
             raise AudioDecodeError(f"{path} has no audio stream")
-        stream = container.streams.audio[0]
+        try:
+            yield container, container.streams.audio[0]
+        except av.error.FFmpegError as exc:
+            raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
 
-        def frames() -> Iterator[av.AudioFrame]:
-            try:
-                yield from container.decode(stream)
-            except av.error.FFmpegError as exc:
-                raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
 
-        yield from mono_blocks(frames(), block_s)
+def iter_decoded(path: str | Path, block_s: float = 0.0,
+                 container=None) -> Iterator[tuple[np.ndarray, int]]:
+    """Yields (mono float32 chunk, sample rate) as PyAV decodes the first audio stream,
+    in blocks of at least ``block_s`` seconds (``mono_blocks``). ``container``: ``path`` as
+    the caller already opened it (``av.open``), read from its start and closed here."""
+    with first_audio_stream(path, container) as (container, stream):
+        yield from mono_blocks(container.decode(stream), block_s)
 
 
 def mono_blocks(frames: Iterable, block_s: float) -> Iterator[tuple[np.ndarray, int]]:

@@ -1,7 +1,7 @@
 """The command line's terminal code, one module per command; the parser is streamtag.cli.
 
-What every command shares lives here: the exit status of refused input, stopping on a signal,
-and text from outside made safe to show on a terminal.
+What every command shares lives here: refused input's message and exit status, stopping on a
+signal, and text from outside made safe to show on a terminal.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -17,6 +18,12 @@ from streamtag.text import without_escape_sequences
 # The exit status of a command that refused its input (flags, config, files), as argparse's own.
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def refused(command: str, error: Exception | str) -> int:
+    """Says on stderr why ``streamtag COMMAND`` refused its input; returns EXIT_USAGE."""
+    print(f"streamtag {command}: {error}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 @contextlib.contextmanager

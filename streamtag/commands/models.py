@@ -4,17 +4,11 @@ by name (quantize also takes a model file)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from streamtag.commands import EXIT_USAGE
+from streamtag.commands import refused
 from streamtag.model.manifest import read_manifest
 
 __all__ = ["add_models_commands"]
-
-
-def _fail(error: Exception) -> int:
-    print(f"streamtag models: {error}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -46,7 +40,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     try:
         done = installed.install(args.names, source=args.source)
     except ModelError as error:
-        return _fail(error)
+        return refused("models", error)
     for name, _ in done:
         print(f"{name}: installed; use it with --model {name}, e.g. streamtag run --model {name} "
               "--source radio=URL")
@@ -60,7 +54,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         path, manifest = installed.info(args.name)
     except ModelError as error:
-        return _fail(error)
+        return refused("models", error)
     print(f"{args.name}: {path}")
     print(f"  name:        {manifest.name}")
     print(f"  created:     {manifest.created}")
@@ -96,7 +90,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     try:
         path = installed.remove(args.name)
     except ModelError as error:
-        return _fail(error)
+        return refused("models", error)
     print(f"{args.name}: removed {path}")
     return 0
 
@@ -110,7 +104,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         path = installed.path_of(args.name)
         result, _ = calibrate_file(path, args.audio, device=args.device)
     except ModelError as error:
-        return _fail(error)
+        return refused("models", error)
     print(f"{args.name}: thresholds set from {result.windows} windows of {len(args.audio)} "
           f"recording(s): on those, {100 * result.share_in_range:.0f} % of windows have 1 to 6 "
           f"active tags (mean {result.mean_active:.1f}, none on "
@@ -127,7 +121,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         path = resolve_model(args.model)
         done = quantize_file(path, args.audio, args.output)
     except ModelError as error:
-        return _fail(error)
+        return refused("models", error)
     print(f"{args.model}: int8 graph written to {args.output or path}; calibrated on "
           f"{done.calibration_windows} windows, checked on {done.check_windows} others: "
           f"probabilities within {done.max_difference:.3g} of FP32 (mean "

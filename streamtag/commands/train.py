@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from streamtag.commands import EXIT_USAGE
+from streamtag.commands import refused
 
 __all__ = ["add_train_commands", "cmd_ensemble", "cmd_eval", "cmd_pretrain", "cmd_train",
            "main"]
@@ -53,8 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_dir = Path(args.out) if args.out else _default_run_dir(recipe.name)
             result = train(recipe, run_dir)
     except (ConfigError, ModelError) as error:
-        print(f"streamtag train: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused("train", error)
     except KeyboardInterrupt:
         print("streamtag train: interrupted; continue with --resume RUN_DIR (the last finished "
               "epoch is checkpointed)", file=sys.stderr)
@@ -82,8 +81,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out else _default_run_dir(recipe.name)
         result = pretrain(recipe, run_dir)
     except (ConfigError, ModelError) as error:
-        print(f"streamtag pretrain: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused("pretrain", error)
     except KeyboardInterrupt:
         kept = run_dir is not None and (run_dir / PRETRAINED_FILE).is_file()
         print("streamtag pretrain: interrupted" + (f"; {run_dir / PRETRAINED_FILE} holds the "
@@ -111,8 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.set or ())
         result = evaluate_model_file(model, recipe, split=args.split, device=args.device)
     except (ConfigError, ModelError) as error:
-        print(f"streamtag eval: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused("eval", error)
     print(metrics_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -128,21 +125,26 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     try:
         members = [resolve_model(m) for m in args.models]
     except ModelError as error:
-        print(f"streamtag ensemble: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused("ensemble", error)
     if Path(args.out).resolve() in {Path(m).resolve() for m in members}:
-        print(f"streamtag ensemble: --out {args.out} is one of the members; give another path",
-              file=sys.stderr)
-        return EXIT_USAGE
+        return refused("ensemble", f"--out {args.out} is one of the members; give another path")
     try:
         manifest = modelfile.save_ensemble(members, args.out, name=args.name)
     except ModelError as error:
-        print(f"streamtag ensemble: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused("ensemble", error)
     print(f"streamtag ensemble: wrote {args.out}: the mean of the probabilities of "
           f"{len(args.models)} models ({', '.join(m['name'] for m in manifest.members)}), "
           f"{len(manifest.tags)} tags")
     return 0
+
+
+def _add_run_options(parser: argparse.ArgumentParser, data_root: str) -> None:
+    """``--set`` and ``--out`` of a command that trains from a recipe into a run folder;
+    ``data_root``: the help's example data folder."""
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override a recipe value (TOML syntax; bare strings allowed), e.g. "
+                             f"--set data.root={data_root} --set train.epochs=5; repeatable")
+    parser.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP)")
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -154,10 +156,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
                     "model.pt.")
     p.add_argument("recipe", nargs="?", help="recipe TOML (with --resume: default "
                                              "RUN_DIR/recipe.toml)")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="override a recipe value (TOML syntax; bare strings allowed), e.g. "
-                        "--set data.root=/data/mtg --set train.epochs=5; repeatable")
-    p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP)")
+    _add_run_options(p, "/data/mtg")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a stopped run from its last checkpoint")
     p.set_defaults(func=cmd_train)
@@ -170,10 +169,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
                     "recipe, pretrain.log, metrics.json and vqvae.pt; then train vqvae_gru or "
                     "vqvae_cnn with --set model.encoder=RUN_DIR/vqvae.pt.")
     p.add_argument("recipe", help="recipe TOML with model.architecture = \"vqvae\"")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="override a recipe value (TOML syntax; bare strings allowed), e.g. "
-                        "--set data.root=/data/audio --set train.epochs=5; repeatable")
-    p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP)")
+    _add_run_options(p, "/data/audio")
     p.set_defaults(func=cmd_pretrain)
 
     p = subparsers.add_parser(

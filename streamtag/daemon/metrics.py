@@ -50,6 +50,27 @@ class Observed(Protocol):
         """Whether ``/readyz`` answers 200, and the reason it gives."""
 
 
+# A stream's counters (its status's "counters", by key) as Prometheus counters: name, help.
+STREAM_COUNTERS = {
+    "samples": ("streamtag_samples", "Audio samples framed"),
+    "windows": ("streamtag_windows", "Windows scored"),
+    "dropped_windows": ("streamtag_dropped_windows",
+                        "Windows dropped because inference fell behind"),
+    "reconnects": ("streamtag_reconnects", "Source reconnections"),
+    "overflows": ("streamtag_overflows", "Capture overflows"),
+    "nonfinite": ("streamtag_nonfinite_samples", "NaN and infinite audio samples replaced by 0"),
+    "nonfinite_windows": ("streamtag_nonfinite_windows",
+                          "Windows skipped because the model's scores were not finite"),
+    "silent_s": ("streamtag_silent_seconds",
+                 "Audio seconds of silence (dead air), counted from each silence's start once it "
+                 "has lasted [health] silence_s"),
+    "silences": ("streamtag_silences", "Silences (dead air) begun"),
+    "tones": ("streamtag_stuck_tones", "Of the silences, those that were a stuck tone"),
+    "clipping_windows": ("streamtag_clipping_windows",
+                         "Windows with at least [health] clip_samples samples at full scale"),
+}
+
+
 class _Collector:
     def __init__(self, daemon: Observed, merge_histograms: bool = False) -> None:
         """``merge_histograms``: a supervisor's, whose status brings its workers' histograms
@@ -62,38 +83,8 @@ class _Collector:
             return  # still loading the model: nothing to count yet
         status = (self.daemon.status(histograms=True) if self.merge_histograms
                   else self.daemon.status())
-        per_stream = {
-            "samples": CounterMetricFamily("streamtag_samples", "Audio samples framed",
-                                           labels=["stream"]),
-            "windows": CounterMetricFamily("streamtag_windows", "Windows scored",
-                                           labels=["stream"]),
-            "dropped_windows": CounterMetricFamily(
-                "streamtag_dropped_windows", "Windows dropped because inference fell behind",
-                labels=["stream"]),
-            "reconnects": CounterMetricFamily("streamtag_reconnects", "Source reconnections",
-                                              labels=["stream"]),
-            "overflows": CounterMetricFamily("streamtag_overflows", "Capture overflows",
-                                             labels=["stream"]),
-            "nonfinite": CounterMetricFamily(
-                "streamtag_nonfinite_samples", "NaN and infinite audio samples replaced by 0",
-                labels=["stream"]),
-            "nonfinite_windows": CounterMetricFamily(
-                "streamtag_nonfinite_windows",
-                "Windows skipped because the model's scores were not finite", labels=["stream"]),
-            "silent_s": CounterMetricFamily(
-                "streamtag_silent_seconds",
-                "Audio seconds of silence (dead air), counted from each silence's start once "
-                "it has lasted [health] silence_s", labels=["stream"]),
-            "silences": CounterMetricFamily("streamtag_silences",
-                                            "Silences (dead air) begun", labels=["stream"]),
-            "tones": CounterMetricFamily(
-                "streamtag_stuck_tones", "Of the silences, those that were a stuck tone",
-                labels=["stream"]),
-            "clipping_windows": CounterMetricFamily(
-                "streamtag_clipping_windows",
-                "Windows with at least [health] clip_samples samples at full scale",
-                labels=["stream"]),
-        }
+        per_stream = {key: CounterMetricFamily(name, documentation, labels=["stream"])
+                      for key, (name, documentation) in STREAM_COUNTERS.items()}
         silent = GaugeMetricFamily("streamtag_silent",
                                    "1 while the stream is silent (dead air), else 0",
                                    labels=["stream"])

@@ -118,6 +118,14 @@ class Geometry:
         return self.lag * self.hop
 
 
+def _paired_lag(hop: int) -> tuple[int, int]:
+    """(lag, shift) of a layer that pairs frames (a 2×2 pool, a stride of 2) for windows
+    ``hop`` frames apart: the window before pairs them as this one does for an even hop, the
+    window two before for an odd one; ``shift``: that layer's columns between the two."""
+    lag = 1 if hop % 2 == 0 else 2
+    return lag, lag * hop // 2
+
+
 def geometry(window: int, hop: int) -> Geometry | None:
     """The reuse of ``mel_cnn`` windows of ``window`` frames every ``hop``; None where the
     windows overlap too little for one pooled column of the second layer."""
@@ -125,8 +133,7 @@ def geometry(window: int, hop: int) -> Geometry | None:
         return None
     conv2 = (window - 2) // 2 - 2
     pooled = conv2 // 2
-    lag = 1 if hop % 2 == 0 else 2
-    shift = lag * hop // 2
+    lag, shift = _paired_lag(hop)
     # at least one pooled column computed anew (its pool is what the Winograd rewrite takes
     # inside its tiles)
     carried = min((conv2 - shift) // 2, pooled - 1)
@@ -166,19 +173,26 @@ class ResNetGeometry:
 def resnet_geometry(window: int, hop: int) -> ResNetGeometry | None:
     """The reuse of the first block of ``short_chunk_resnet`` windows of ``window`` frames
     every ``hop``; None where the windows overlap too little."""
-    if hop < 1 or hop >= window:
-        return None
-    lag = 1 if hop % 2 == 0 else 2
-    shift = lag * hop // 2
     # the first block's output column n reads frames 2n - 3 ... 2n + 3 through its two
     # convolutions and 2n - 1 ... 2n + 1 through its shortcut; the zero padding of the window
     # (frame -1 and frame `window`, and the first convolution's output at -1 and `columns`)
     # reaches columns 0, 1 and those past (window - 2) // 2 - 1
-    columns, last_clean = (window - 1) // 2 + 1, (window - 2) // 2 - 1
-    start, stop = 2, last_clean + 1 - shift
-    if stop - start < RESNET_MIN_TAKEN:
+    return _halved_geometry(ResNetGeometry, window, hop, (window - 1) // 2 + 1,
+                            (window - 2) // 2 - 1, RESNET_MIN_TAKEN)
+
+
+def _halved_geometry(kind: type[ResNetGeometry], window: int, hop: int, columns: int,
+                     last_clean: int, min_taken: int) -> ResNetGeometry | None:
+    """A ``kind`` for a layer whose output has half the window's frames, ``columns`` wide,
+    where the window's padding reaches columns 0 and 1 and those past ``last_clean``; None
+    where a window would take fewer than ``min_taken`` columns from the carry."""
+    if hop < 1 or hop >= window:
         return None
-    return ResNetGeometry(window, hop, lag, shift, columns, (start, stop))
+    lag, shift = _paired_lag(hop)
+    start, stop = 2, last_clean + 1 - shift
+    if stop - start < min_taken:
+        return None
+    return kind(window, hop, lag, shift, columns, (start, stop))
 
 
 # the frames of musicnn's front-end branches in its order (nets.musicnn: two timbral of 7, the
@@ -250,18 +264,11 @@ VGG_MIN_TAKEN = 8  # as RESNET_MIN_TAKEN
 def vgg_geometry(window: int, hop: int) -> VggGeometry | None:
     """The reuse of the second convolution of ``musicnn_vgg`` windows of ``window`` frames
     every ``hop``; None where the windows overlap too little."""
-    if hop < 1 or hop >= window:
-        return None
-    lag = 1 if hop % 2 == 0 else 2
-    shift = lag * hop // 2
     # the first convolution's frame t reads frames t - 1 ... t + 1 (clean for 1 <= t <=
     # window - 2); its pool's column p frames 2p ... 2p + 3 of it (clean for 1 <= p <=
     # (window - 5) // 2); the second convolution's column n that pool's n - 1 ... n + 1
-    columns, last_clean = (window - 4) // 2 + 1, (window - 5) // 2 - 1
-    start, stop = 2, last_clean + 1 - shift
-    if stop - start < VGG_MIN_TAKEN:
-        return None
-    return VggGeometry(window, hop, lag, shift, columns, (start, stop))
+    return _halved_geometry(VggGeometry, window, hop, (window - 4) // 2 + 1,
+                            (window - 5) // 2 - 1, VGG_MIN_TAKEN)
 
 
 AnyGeometry = Geometry | ResNetGeometry | MusicnnGeometry

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-from streamtag.audio.files import AudioDecodeError, mono_blocks
+from streamtag.audio.files import AudioDecodeError, first_audio_stream, mono_blocks
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source, packet_tags, title_from_tags
 
@@ -82,29 +82,16 @@ class FileSource(Source):
     def _frames(self, container, stop: threading.Event) -> Iterator:
         """The decoded frames of one pass through the file; a new link of a chained Ogg file
         (or a metadata update) changes the title where its first packet's audio starts."""
-        import av
-
-        if container is None:
-            try:
-                container = av.open(str(self.path))
-            except (av.error.FFmpegError, OSError) as exc:
-                raise AudioDecodeError(f"cannot open {self.path}: {exc}") from exc
-        with container:
-            if not container.streams.audio:
-                raise AudioDecodeError(f"{self.path} has no audio stream")
-            stream = container.streams.audio[0]
-            try:
-                for packet in container.demux(stream):
-                    if stop.is_set():
-                        return
-                    tags = packet_tags(packet)
-                    if tags is not None:
-                        self._change_title(title_from_tags(tags))
-                    for frame in stream.decode(packet):
-                        self._seconds_decoded += frame.samples / frame.sample_rate
-                        yield frame
-            except av.error.FFmpegError as exc:
-                raise AudioDecodeError(f"cannot decode {self.path}: {exc}") from exc
+        with first_audio_stream(self.path, container) as (container, stream):
+            for packet in container.demux(stream):
+                if stop.is_set():
+                    return
+                tags = packet_tags(packet)
+                if tags is not None:
+                    self._change_title(title_from_tags(tags))
+                for frame in stream.decode(packet):
+                    self._seconds_decoded += frame.samples / frame.sample_rate
+                    yield frame
 
     def _change_title(self, title: str | None) -> None:
         if title != self._playing:
