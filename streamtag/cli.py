@@ -145,9 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve only shard K of N of the sources (by a stable hash of the "
                         "stream id); auto/N: K from the host name NAME-K (a StatefulSet pod)")
     p.add_argument("--processes", metavar="N|auto",
-                   help="worker processes, each serving its shard of the sources behind the "
-                        "same publish and control endpoints, restarted when one dies; auto: "
-                        "from the CPUs this process may use ([engine] processes; default 1)")
+                   help="worker processes, each serving its part of the sources (of shard K "
+                        "with --shard) behind the same publish and control endpoints, restarted "
+                        "when one dies; auto: from the CPUs this process may use ([engine] "
+                        "processes; default 1)")
     p.add_argument("--exit-when-done", action="store_true",
                    help="stop once every source has ended (files)")
     p.add_argument("--insecure", action="store_true",

@@ -47,7 +47,7 @@ from streamtag.daemon.config import (
     with_overrides,
 )
 from streamtag.daemon.cpus import auto_processes, cgroup_quota, usable_cpus, worker_cores
-from streamtag.daemon.shard import shard_of
+from streamtag.daemon.shard import ShardConfig, WorkerShard, shard_of
 from streamtag.errors import ConfigError
 from streamtag.wire.control import control_request
 from streamtag.wire.security import client_curve, generate_keys
@@ -381,13 +381,57 @@ def test_processes_in_the_config_and_its_bad_values():
         with_overrides(DaemonConfig(), processes="0")
 
 
-def test_processes_with_a_shard_is_one_line_and_exit_code_2(tmp_path):
-    done = run("run", "--model", str(tiny_model_file(tmp_path / "tiny.pt")), "--processes", "2",
-               "--shard", "1/3", "--control", "", "--publish",
-               f"tcp://127.0.0.1:{free_port()}", timeout=60)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--shard 1/3" in lines[0] and "--processes" in lines[0]
+def test_with_a_shard_the_workers_split_that_shard_and_refuse_the_others_streams(tmp_path):
+    # A machine serving shard 1 of a fleet of 2 (`--shard 1/2`) with two worker processes: the
+    # workers split that shard's streams by a second hash (by the fleet's again, shard 1's
+    # streams would all be worker 1's), and a stream of shard 0 is refused with where it goes.
+    machine = ShardConfig(1, 2)
+    ids = [f"fleet-{i:02d}" for i in range(12)]
+    mine = [sid for sid in ids if machine.owns(sid)]
+    worker_of = {sid: WorkerShard(0, WORKERS, within=machine).owner(sid) for sid in mine}
+    assert set(worker_of.values()) == set(range(WORKERS)) and len(mine) < len(ids)
+    assert {shard_of(sid, WORKERS) for sid in mine} == {1}
+    audio = tmp_path / "station.flac"
+    write_audio(audio, music_like(30.0, 16000, seed=4), 16000)
+    publish, control = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    token_file, metrics_port = tmp_path / "control.token", free_port()
+    config = daemon_config_file(
+        tmp_path / "daemon.toml", tiny_model_file(tmp_path / "tiny.pt"), audio, ids,
+        publish=publish, loop=True,
+        sections=f'[control]\nendpoint = "{control}"\ntoken_file = "{token_file}"\n'
+                 f'file_roots = ["{tmp_path}"]\n\n')
+    feed = Feed(publish)
+    process = run("run", "--config", str(config), "--processes", str(WORKERS), "--shard", "1/2",
+                  "--metrics-port", str(metrics_port), popen=True)
+    try:
+        wait_until(lambda: process.poll() is not None or is_ready(metrics_port), 120,
+                   "the supervised shard to be ready")
+        assert process.poll() is None, process.stderr.read()
+
+        def ask(request: dict) -> dict:
+            return control_request(control, request, 10_000, token=token_file.read_text().strip())
+
+        t0 = time.monotonic()
+        wait_until(lambda: feed.advanced(mine, t0, 2), 60, "shard 1's streams to publish")
+        sessions = feed.sessions_of(mine, t0)  # only shard 1's streams, each from one worker
+        assert len(set(sessions.values())) == WORKERS
+        status = ask({"cmd": "status"})
+        assert status["shard"] == {"index": 1, "count": 2}
+        assert {sid: s["worker"] for sid, s in status["streams"].items()} == worker_of
+        other = next(f"x{i}" for i in range(100) if shard_of(f"x{i}", 2) == 0)
+        refused = ask({"cmd": "add_source", "id": other, "spec": f"file:{audio}"})
+        assert not refused["ok"] and "shard 0/2" in refused["error"], refused
+        added = next(f"y{i}" for i in range(100) if machine.owns(f"y{i}"))
+        assert ask({"cmd": "add_source", "id": added, "spec": f"file:{audio}"})["ok"]
+        wait_until(lambda: feed.advanced([added], t0, 1), 60, "the added stream to publish")
+        assert ask({"cmd": "status"})["streams"][added]["worker"] == \
+            WorkerShard(0, WORKERS, within=machine).owner(added)
+        feed.assert_seq_unbroken()
+    finally:
+        feed.close()
+        stop_process(process, timeout=60)
+        process.stdout.close()
+        process.stderr.close()
 
 
 def test_a_model_that_cannot_load_stops_every_worker_with_exit_code_2(tmp_path):

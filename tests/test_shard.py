@@ -24,7 +24,7 @@ from streamtag.daemon.config import (
     with_overrides,
 )
 from streamtag.daemon.daemon import Daemon
-from streamtag.daemon.shard import ShardConfig, index_from_host_name, shard_of
+from streamtag.daemon.shard import ShardConfig, WorkerShard, index_from_host_name, shard_of
 from streamtag.errors import ConfigError
 from streamtag.wire.control import control_request
 
@@ -88,6 +88,25 @@ def test_adding_a_shard_moves_streams_only_to_the_new_shard(seed, count):
     assert all(after[sid] == count for sid in moved)  # nothing moves between old shards
     # About 1/(count+1) move; far fewer than a modulo hash, which moves about count/(count+1).
     assert len(moved) <= 3 * len(ids) / (count + 1) + 10
+
+
+@settings(derandomize=True, max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), machines=st.integers(2, 5), workers=st.integers(2, 8))
+def test_the_worker_processes_of_a_shard_split_it_evenly_and_serve_each_stream_once(
+        seed, machines, workers):
+    # run --shard K/M --processes N: the fleet's assignment is the one a plain daemon has, and
+    # each machine's workers split its share by a second hash, every worker getting its part.
+    ids = random_ids(seed, 3000)
+    for k in range(machines):
+        machine = ShardConfig(k, machines)
+        parts = [WorkerShard(i, workers, within=machine) for i in range(workers)]
+        share = [sid for sid in ids if machine.owns(sid)]
+        for sid in ids:
+            assert sum(part.owns(sid) for part in parts) == (sid in share)
+        counts = [sum(part.owns(sid) for sid in share) for part in parts]
+        assert min(counts) >= 0.5 * len(share) / workers, counts
+        assert max(counts) <= 1.5 * len(share) / workers, counts
+    assert str(WorkerShard(1, 4, within=ShardConfig(2, 3))) == "2/3 (worker 1/4)"
 
 
 # ---------------------------------------------------------------- flag and config

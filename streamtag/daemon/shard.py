@@ -56,6 +56,15 @@ def shard_of(stream_id: str, count: int) -> int:
     return jump_hash(stream_key(stream_id), count)
 
 
+def worker_key(stream_id: str) -> int:
+    """A second 64-bit key of a stream id, the next 8 bytes of its SHA-256: independent of
+    ``stream_key``, so the worker processes of a machine that serves one shard of a fleet
+    (``run --shard K/M --processes N``) split that shard's streams evenly. Splitting by
+    ``stream_key`` again would follow the shard: with M = N = 2, shard 1's streams would all
+    hash to worker 1."""
+    return int.from_bytes(hashlib.sha256(stream_id.encode("utf-8")).digest()[8:16], "big")
+
+
 def host_name() -> str:
     """This host's name: $HOSTNAME (Kubernetes sets it to the pod name), else the system's."""
     return os.environ.get("HOSTNAME") or socket.gethostname()
@@ -129,3 +138,27 @@ class ShardConfig:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerShard(ShardConfig):
+    """Worker ``index`` of the ``count`` worker processes of a machine that serves the fleet's
+    shard ``within`` (``run --shard K/M --processes N``): the streams of that shard whose
+    ``worker_key`` hashes to ``index``. Made by the supervisor, never read from a config."""
+
+    within: ShardConfig = ShardConfig()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.index == AUTO or self.within.index == AUTO:
+            raise ValueError("a worker's shard is a number within a resolved machine shard")
+
+    def owner(self, stream_id: str) -> int:
+        return jump_hash(worker_key(stream_id), self.count)
+
+    def owns(self, stream_id: str) -> bool:
+        return self.within.owns(stream_id) and (self.count == 1
+                                                or self.owner(stream_id) == self.index)
+
+    def __str__(self) -> str:
+        return f"{self.within} (worker {self.index}/{self.count})"

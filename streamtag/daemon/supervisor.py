@@ -54,7 +54,7 @@ import zmq
 
 from streamtag.backoff import Backoff
 from streamtag.daemon.config import DaemonConfig, MetricsConfig, SecurityConfig
-from streamtag.daemon.shard import ShardConfig, shard_of
+from streamtag.daemon.shard import ShardConfig, WorkerShard
 from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.control import ControlServer, control_request, default_token_file, ensure_token
 from streamtag.wire.proxy import run_proxy
@@ -238,11 +238,10 @@ class Supervisor:
                  exit_when_done: bool = False, log_level: int = logging.WARNING) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
-        if config.shard.count > 1 or config.shard.index != 0:
-            raise ConfigError(f"--processes {processes} with --shard {config.shard}: a machine "
-                              "that serves a shard of the fleet runs one daemon process; leave "
-                              "out --processes (or [engine] processes), or --shard")
         self.config = config
+        # The fleet's shard this machine serves ("auto": K from the host name); its workers
+        # split that shard's streams among themselves (streamtag.daemon.shard.WorkerShard).
+        self.shard = config.shard.resolve()
         self.count = processes
         self.exit_when_done = exit_when_done
         self.log_level = log_level
@@ -391,7 +390,7 @@ class Supervisor:
         if cfg.publish.connect and cfg.security.curve:
             security = dataclasses.replace(cfg.security, admin_keys=str(folder / "admins"))
         return dataclasses.replace(
-            cfg, shard=ShardConfig(index, self.count), publish=publish,
+            cfg, shard=self._worker_shard(index), publish=publish,
             control=dataclasses.replace(cfg.control, endpoint=f"ipc://{folder}/control-{index}",
                                         token_file=str(folder / "workers.token")),
             metrics=MetricsConfig(), security=security, processes=1)
@@ -504,7 +503,7 @@ class Supervisor:
             worker.served_since = time.monotonic()
             if worker.ever_served and replay:
                 requests = [request for sid, request in self._added.items()
-                            if shard_of(sid, self.count) == worker.index]
+                            if self._worker_of(sid) == worker.index]
             worker.ever_served = True
             if all(w.ever_served for w in self._workers):
                 self._all_ready.set()
@@ -620,7 +619,8 @@ class Supervisor:
         if histograms:
             samples.append(run_wide)
         merged = {"session": self.session,
-                  "shard": {"index": 0, "count": 1}, "processes": self.count,
+                  "shard": {"index": self.shard.index, "count": self.shard.count},
+                  "processes": self.count,
                   "uptime_s": time.monotonic() - self._started_at, "model": model,
                   "streams": streams, "engine": engine, "dropped_messages": dropped,
                   "workers": workers, "restarts": self.restarts}
@@ -640,10 +640,27 @@ class Supervisor:
             reason += f" (worker {', '.join(map(str, missing))} starting again)"
         return True, reason
 
+    def _worker_shard(self, index: int) -> ShardConfig:
+        """Worker ``index``'s part of the sources: shard ``index`` of N, or with ``--shard
+        K/M`` its part of shard K (a second hash, independent of the fleet's)."""
+        if self.shard.count == 1:
+            return ShardConfig(index, self.count)
+        return WorkerShard(index, self.count, within=self.shard)
+
+    def _worker_of(self, stream_id: str) -> int:
+        """The index of the worker that serves ``stream_id``, of this machine's shard."""
+        return self._worker_shard(0).owner(stream_id)
+
     def owner(self, stream_id: str) -> _Worker:
         """The worker that serves ``stream_id`` (its shard), when it serves now; ConfigError
-        saying so while it is being started again."""
-        worker = self._workers[shard_of(stream_id, self.count)]
+        for a stream of another machine's shard, or while the worker is being started
+        again."""
+        if not self.shard.owns(stream_id):
+            other = self.shard.owner(stream_id)
+            raise ConfigError(f"source {stream_id!r} belongs to shard {other}/{self.shard.count}"
+                              f", not to this machine (shard {self.shard}); add it on the "
+                              f"daemon of shard {other} (pod NAME-{other} in a StatefulSet)")
+        worker = self._workers[self._worker_of(stream_id)]
         if worker.state != "running":
             raise ConfigError(f"stream {stream_id!r} belongs to worker {worker.index}, which is "
                               f"{worker.state} (restarts: {worker.restarts}); try again in a "
@@ -689,7 +706,7 @@ class Supervisor:
             running = sum(1 for s in streams.values() if s.get("state") not in FINAL_STATES)
             answered = {w["index"] for w in status["workers"] if "streams" in w}
             with self._lock:  # streams that ended on a serving worker are not added again
-                for old in [old for old in self._added if shard_of(old, self.count) in answered
+                for old in [old for old in self._added if self._worker_of(old) in answered
                             and streams.get(old, {}).get("state", "ended") in FINAL_STATES]:
                     del self._added[old]
             if running >= limit:
