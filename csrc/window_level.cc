@@ -147,6 +147,26 @@ float ReduceLanes(const float *lanes) {
   return (total[0] + total[1]) + (total[2] + total[3]);
 }
 
+// A block's level from the sum and the max of the squares of its first `whole` samples (the
+// rounds' lanes, reduced): the rest one by one, the peak, the clipped count.
+inline void FinishBlock(const float *x, int64_t n, int64_t whole, float sum, float peak_squared,
+                        float *level) {
+  for (int64_t i = whole; i < n; ++i) {
+    const float square = x[i] * x[i];
+    sum += square;
+    peak_squared = std::max(peak_squared, square);
+  }
+  const float peak = std::sqrt(peak_squared);
+  int64_t clipped = 0;
+  if (peak >= kClipLevel) {  // rare: count only when something reaches the clip level
+    for (int64_t j = 0; j < n; ++j) clipped += std::fabs(x[j]) >= kClipLevel;
+  }
+  level[kSumSquares] = sum;
+  level[kPeak] = peak;
+  level[kClipped] = static_cast<float>(clipped);
+  level[kRealSamples] = static_cast<float>(n);
+}
+
 // a > b ? a : b is one MAXPS (MAX on NEON); simd::Max's bit select is four operations.
 inline simd::V4 Max4(simd::V4 a, simd::V4 b) { return a > b ? a : b; }
 
@@ -262,25 +282,11 @@ __attribute__((target("avx2"))) void FrameLevelAvx2(const float *x, int64_t n,
     SquaresRound(px + kBlockLanes, s0, s1, s2, s3, p0, p1);
   }
   if (rounds & 1) SquaresRound(px, s0, s1, s2, s3, p0, p1);
-  float sum = ReduceLanesAvx2(s0, s1, s2, s3);
   const __m256 p = (__m256)Max8(p0, p1);  // the max in any order: it is exact
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(p), _mm256_extractf128_ps(p, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  float peak_squared = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
-  for (int64_t i = rounds * kBlockLanes; i < n; ++i) {
-    const float square = x[i] * x[i];
-    sum += square;
-    peak_squared = std::max(peak_squared, square);
-  }
-  const float peak = std::sqrt(peak_squared);
-  int64_t clipped = 0;
-  if (peak >= kClipLevel) {  // rare: count only when something reaches the clip level
-    for (int64_t j = 0; j < n; ++j) clipped += std::fabs(x[j]) >= kClipLevel;
-  }
-  level[kSumSquares] = sum;
-  level[kPeak] = peak;
-  level[kClipped] = static_cast<float>(clipped);
-  level[kRealSamples] = static_cast<float>(n);
+  FinishBlock(x, n, rounds * kBlockLanes, ReduceLanesAvx2(s0, s1, s2, s3),
+              _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1))), level);
   if (previous == nullptr) {
     level[kOnsetFlux] = 0.0f;
     return;
@@ -330,21 +336,7 @@ void Measure(const float *x, int64_t n, float *level, bool portable) {
   float peak_squared = 0.0f;
   const int64_t rounds = n / kBlockLanes;
   Squares(x, rounds, lanes, &peak_squared, portable);
-  float sum = ReduceLanes(lanes);
-  for (int64_t i = rounds * kBlockLanes; i < n; ++i) {
-    const float square = x[i] * x[i];
-    sum += square;
-    peak_squared = std::max(peak_squared, square);
-  }
-  const float peak = std::sqrt(peak_squared);
-  int64_t clipped = 0;
-  if (peak >= kClipLevel) {  // rare: count only when something reaches the clip level
-    for (int64_t j = 0; j < n; ++j) clipped += std::fabs(x[j]) >= kClipLevel;
-  }
-  level[kSumSquares] = sum;
-  level[kPeak] = peak;
-  level[kClipped] = static_cast<float>(clipped);
-  level[kRealSamples] = static_cast<float>(n);
+  FinishBlock(x, n, rounds * kBlockLanes, ReduceLanes(lanes), peak_squared, level);
 }
 
 float Rise(const float *current, const float *previous, int n, bool portable) {
