@@ -384,11 +384,7 @@ class Daemon:
         """Starts a source in its own thread (built from ``spec`` when given: the spec as a
         control request's checks read it). ConfigError for a duplicate id, bad options, or a
         stream of another shard."""
-        if not self.shard.owns(source.id):
-            owner = self.shard.owner(source.id)
-            raise ConfigError(f"source {source.id!r} belongs to shard {owner}/{self.shard.count}"
-                              f", not to this daemon (shard {self.shard}); add it on the daemon "
-                              f"of shard {owner} (pod NAME-{owner} in a StatefulSet)")
+        self.shard.check_owns(source.id)
         with self._lock:
             if source.id in self._runs and self._runs[source.id].final is None:
                 raise ConfigError(f"a source with id {source.id!r} is already running")

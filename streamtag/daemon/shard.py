@@ -136,6 +136,16 @@ class ShardConfig:
             raise ValueError("resolve() an auto shard before asking what it owns")
         return self.count == 1 or self.owner(stream_id) == self.index
 
+    def check_owns(self, stream_id: str, holder: str = "daemon") -> None:
+        """ConfigError naming the shard ``stream_id`` belongs to where it is not this one's
+        (``holder``: what serves this shard, a daemon or a machine of worker processes)."""
+        if self.owns(stream_id):
+            return
+        other = self.owner(stream_id)
+        raise ConfigError(f"source {stream_id!r} belongs to shard {other}/{self.count}, not to "
+                          f"this {holder} (shard {self}); add it on the daemon of shard {other} "
+                          f"(pod NAME-{other} in a StatefulSet)")
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 

@@ -655,11 +655,7 @@ class Supervisor:
         """The worker that serves ``stream_id`` (its shard), when it serves now; ConfigError
         for a stream of another machine's shard, or while the worker is being started
         again."""
-        if not self.shard.owns(stream_id):
-            other = self.shard.owner(stream_id)
-            raise ConfigError(f"source {stream_id!r} belongs to shard {other}/{self.shard.count}"
-                              f", not to this machine (shard {self.shard}); add it on the "
-                              f"daemon of shard {other} (pod NAME-{other} in a StatefulSet)")
+        self.shard.check_owns(stream_id, "machine")
         worker = self._workers[self._worker_of(stream_id)]
         if worker.state != "running":
             raise ConfigError(f"stream {stream_id!r} belongs to worker {worker.index}, which is "
