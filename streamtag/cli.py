@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes; default 1)")
     p.add_argument("--exit-when-done", action="store_true",
                    help="stop once every source has ended (files)")
+    p.add_argument("--loudness", action="store_true",
+                   help="measure EBU R128 momentary and short-term loudness (LUFS) of every "
+                        "stream at its own rate and channels ([health] loudness = true)")
     p.add_argument("--insecure", action="store_true",
                    help="let the publish or control endpoint bind beyond loopback without "
                         "CURVE keys ([security] insecure = true); a warning names what is open")

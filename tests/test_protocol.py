@@ -559,7 +559,8 @@ def test_document_describes_every_field_and_message_type():
 def test_document_examples_match_the_reference_bytes():
     # The examples on the page are the canonical bytes of the stored reference messages.
     text = doc_text()
-    for name in ("scores", "scores_mood", "event", "status", "heartbeat", "track", "silence"):
+    for name in ("scores", "scores_mood", "scores_loudness", "event", "status", "heartbeat",
+                 "track", "silence"):
         frames = json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))["frames"]
         assert frames[2] in text, f"docs/protocol.md shows another {name} body than {name}.json"
     header = json.loads((DATA / "scores.json").read_text(encoding="utf-8"))["frames"][1]

@@ -8,7 +8,7 @@ a whole file.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,18 @@ class AudioDecodeError(RuntimeError):
     """A file that cannot be opened or decoded; the message names the file and the cause."""
 
 
-def _mono(frame) -> np.ndarray:
-    """Any decoded frame as mono float32: integer PCM scaled to [-1, 1), channels averaged."""
+# Sees each block's channels before they are averaged: (channels, frames) float32 samples, the
+# sample rate, the channels' names (FFmpeg's: FL, FR, LFE, ...). A loudness meter measures there.
+ChannelsSeen = Callable[[np.ndarray, int, tuple[str, ...]], None]
+
+
+def _channel_names(frame) -> tuple[str, ...]:
+    return tuple(channel.name for channel in frame.layout.channels)
+
+
+def _mono(frame, seen: ChannelsSeen | None = None) -> np.ndarray:
+    """Any decoded frame as mono float32: integer PCM scaled to [-1, 1), channels averaged;
+    ``seen`` gets the channels first."""
     data = frame.to_ndarray()
     if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
         data = data.reshape(-1, len(frame.layout.channels)).T
@@ -29,7 +39,10 @@ def _mono(frame) -> np.ndarray:
         data = (data.astype(np.float32) - middle) / middle
     elif np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
-    return data.astype(np.float32, copy=False).mean(axis=0)
+    data = data.astype(np.float32, copy=False)
+    if seen is not None:
+        seen(np.ascontiguousarray(data), frame.sample_rate, _channel_names(frame))
+    return data.mean(axis=0)
 
 
 def _averaged(planes: list[np.ndarray]) -> np.ndarray:
@@ -71,7 +84,8 @@ def iter_decoded(path: str | Path, block_s: float = 0.0,
         yield from mono_blocks(container.decode(stream), block_s)
 
 
-def mono_blocks(frames: Iterable, block_s: float) -> Iterator[tuple[np.ndarray, int]]:
+def mono_blocks(frames: Iterable, block_s: float,
+                seen: ChannelsSeen | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """Decoded PyAV audio frames as (mono float32 samples, sample rate) in blocks of at least
     ``block_s`` seconds: an MP3 frame is 26 ms, and each chunk costs its consumer a pass through
     Python, so a fast reader takes them in blocks.
@@ -80,41 +94,51 @@ def mono_blocks(frames: Iterable, block_s: float) -> Iterator[tuple[np.ndarray, 
     and joined and averaged once per block: done frame by frame, the numpy calls cost as much
     as the decoding of a stereo MP3. Other formats are made mono frame by frame (``_mono``). A
     change of rate, channels or format, the end and an error (raised again after) hand on what
-    is held."""
+    is held. ``seen``, when given, gets every block's channels before they are averaged (as
+    one (channels, frames) array: the planes are joined into it instead of one by one)."""
     held: list = []  # per frame: its plane views (planar float) or a mono array
-    held_samples, held_key, block_samples = 0, None, 0.0
+    held_samples, held_key, block_samples, names = 0, None, 0.0, ()
     try:
         for frame in frames:
             planes = frame.planes if frame.format.name == "fltp" else None
             key = (frame.sample_rate, 0 if planes is None else len(planes))  # 0: made mono
             if key != held_key:
                 if held:
-                    yield _block(held, held_key), held_key[0]
+                    yield _block(held, held_key, seen, names), held_key[0]
                     held, held_samples = [], 0
                 held_key, block_samples = key, block_s * key[0]
+                names = _channel_names(frame) if seen is not None and planes is not None else ()
             samples = frame.samples
             if planes is not None:  # views of the planes' first samples (a buffer may be longer)
                 held.append([memoryview(plane)[:4 * samples] for plane in planes])
             else:
-                held.append(_mono(frame))
+                held.append(_mono(frame, seen))
             held_samples += samples
             if held_samples >= block_samples:
-                yield _block(held, key), key[0]
+                yield _block(held, key, seen, names), key[0]
                 held, held_samples = [], 0
     except Exception:
         if held:  # what decoded before the error is still delivered
-            yield _block(held, held_key), held_key[0]
+            yield _block(held, held_key, seen, names), held_key[0]
         raise
     if held:
-        yield _block(held, held_key), held_key[0]
+        yield _block(held, held_key, seen, names), held_key[0]
 
 
-def _block(held: list, key: tuple[int, int]) -> np.ndarray:
-    if key[1] == 0:  # mono arrays
+def _block(held: list, key: tuple[int, int], seen: ChannelsSeen | None = None,
+           names: tuple[str, ...] = ()) -> np.ndarray:
+    if key[1] == 0:  # mono arrays (``_mono`` showed ``seen`` their channels)
         return held[0] if len(held) == 1 else np.concatenate(held)
+    channels = key[1]
+    if seen is not None:  # the planes joined channel by channel into one (channels, frames)
+        planar = np.frombuffer(bytearray().join(views[c] for c in range(channels)
+                                                for views in held), np.float32)
+        planar = planar.reshape(channels, -1)
+        seen(planar, key[0], names)
+        return _averaged(list(planar))
     # bytearray: the block is writable, as a numpy array made by concatenating would be
     return _averaged([np.frombuffer(bytearray().join(views[c] for views in held), np.float32)
-                      for c in range(key[1])])
+                      for c in range(channels)])
 
 
 def load_audio(path: str | Path, sample_rate: float | None = None) -> tuple[np.ndarray, float]:

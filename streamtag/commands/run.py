@@ -65,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 realtime=True if args.realtime else None, shard=args.shard,
                                 backend=args.backend, precision=args.precision,
                                 insecure=True if args.insecure else None,
-                                processes=getattr(args, "processes", None))
+                                processes=getattr(args, "processes", None),
+                                loudness=True if args.loudness else None)
         refuse_or_warn(exposed_endpoints(config), config.security.insecure)
         processes = worker_processes(config)
         if processes > 1:

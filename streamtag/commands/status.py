@@ -82,6 +82,8 @@ def _level(state: Mapping[str, Any]) -> str | None:
             text = f"level {level['rms_dbfs']:.1f} dBFS"
             if isinstance(level.get("peak_dbfs"), (int, float)):
                 text += f" (peak {level['peak_dbfs']:.1f})"
+            if isinstance(level.get("short_term_lufs"), (int, float)):  # [health] loudness
+                text += f", {level['short_term_lufs']:.1f} LUFS short-term"
             return text
     return None
 

@@ -13,8 +13,9 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
                      deny_hosts, allow_private_hosts, max_sources
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [mood]           enabled, dwell_s, silence_dwell_s, time_constant_s (docs/venue.md)
-    [health]         enabled, silence_dbfs, silence_s, clip_samples (dead air and clipping:
-                     streamtag.engine.health, docs/operations.md "Dead air")
+    [health]         enabled, silence_dbfs, silence_s, clip_samples, tone_crest_db (dead air
+                     and clipping: streamtag.engine.health, docs/operations.md "Dead air");
+                     loudness (EBU R128: docs/operations.md "Loudness")
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
                      precision, workers, threads, decoders, processes (worker processes
                      of `streamtag run`, a number or "auto": streamtag.daemon.supervisor)
@@ -313,7 +314,8 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    realtime: bool | None = None, shard: str | None = None,
                    backend: str | None = None, precision: str | None = None,
                    insecure: bool | None = None,
-                   processes: str | None = None) -> DaemonConfig:
+                   processes: str | None = None,
+                   loudness: bool | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
@@ -354,4 +356,6 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
         changes["security"] = dataclasses.replace(config.security, insecure=insecure)
     if processes is not None:
         changes["processes"] = check_processes("--processes", processes)
+    if loudness is not None:
+        changes["health"] = dataclasses.replace(config.health, loudness=loudness)
     return dataclasses.replace(config, **changes)

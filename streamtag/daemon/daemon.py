@@ -453,6 +453,7 @@ class Daemon:
         final: tuple[str, str | None] = ("ended", None)
         run.title = run.config.title
         run.tracks = TrackSummarizer(self.model.sample_rate, run.title, time.time())
+        run.source.measure_loudness = self.config.health.loudness
         try:
             run.source.open(self.model.sample_rate,
                             lambda state, error, extra: self._on_source_status(
@@ -503,7 +504,11 @@ class Daemon:
         turns, engine = self._turns, self.engine
         slice_end = time.monotonic() + TURN_SLICE_S
         for chunk in chunks:
-            engine.accept(sid, chunk.samples, chunk.arrival, wait=False)
+            loudness = ()
+            if chunk.loudness:  # dated in the source's samples: as samples before the chunk's end
+                end = chunk.sample_index + len(chunk.samples)
+                loudness = [(end - at, power) for at, power in chunk.loudness]
+            engine.accept(sid, chunk.samples, chunk.arrival, wait=False, loudness=loudness)
             if not engine.has_room(sid):
                 with turns.released():
                     engine.wait_for_room(sid)

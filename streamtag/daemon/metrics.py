@@ -9,7 +9,9 @@ counters with its status, its latency histogram by ``forget_stream``.
 Audio health per stream (streamtag.engine.health, docs/operations.md "Dead air"): the gauge
 ``streamtag_silent`` (1 while the stream is silent), the counters ``streamtag_silent_seconds``
 (audio seconds of confirmed silence), ``streamtag_silences`` (silences begun) and
-``streamtag_clipping_windows`` (windows with samples at full scale), from the stream's counters.
+``streamtag_clipping_windows`` (windows with samples at full scale), from the stream's counters;
+with ``[health] loudness``, the gauge ``streamtag_loudness_lufs`` (EBU R128 momentary and
+short-term loudness at the stream's last window).
 
 ``/healthz`` answers 200 whenever the process serves HTTP (a liveness probe: no answer means
 restart it); ``/readyz`` answers 200 once the model is loaded, the sockets are bound and the
@@ -90,6 +92,10 @@ class _Collector:
                                    labels=["stream"])
         state = GaugeMetricFamily("streamtag_stream_state", "1 for the stream's current state",
                                   labels=["stream", "state"])
+        loudness = GaugeMetricFamily(
+            "streamtag_loudness_lufs",
+            "EBU R128 loudness at the stream's last window, LUFS: momentary (400 ms) and "
+            "short-term (3 s), where [health] loudness is on", labels=["stream", "meter"])
         for sid, info in status["streams"].items():
             for key, family in per_stream.items():
                 family.add_metric([sid], float(info["counters"].get(key, 0)))
@@ -97,9 +103,14 @@ class _Collector:
                 state.add_metric([sid, s], 1.0 if info["state"] == s else 0.0)
             if "silent" in info["counters"]:  # [health] on, the stream's engine part known
                 silent.add_metric([sid], float(info["counters"]["silent"]))
+            level = info.get("level") or {}
+            for meter in ("momentary", "short_term"):
+                if level.get(f"{meter}_lufs") is not None:
+                    loudness.add_metric([sid, meter], float(level[f"{meter}_lufs"]))
         yield from per_stream.values()
         yield state
         yield silent
+        yield loudness
         engine = status["engine"]
         batches = CounterMetricFamily("streamtag_batches", "Forward passes")
         batches.add_metric([], float(engine["batches"]))

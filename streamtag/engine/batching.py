@@ -40,6 +40,7 @@ from streamtag.engine.health import (
     finite_levels,
     level_of_samples,
 )
+from streamtag.engine.loudness import LoudnessTrail
 from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel
@@ -248,9 +249,11 @@ def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
 
 class _Stream:
     def __init__(self, stream_id: str, live: bool, framer: _Framer, smoother: Smoother,
-                 mood: MoodTracker | None, health: SilenceDetector | None = None) -> None:
+                 mood: MoodTracker | None, health: SilenceDetector | None = None,
+                 loudness: LoudnessTrail | None = None) -> None:
         self.id = stream_id
         self.health = health
+        self.loudness = loudness
         self.live = live
         self.framer = framer
         self.smoother = smoother
@@ -416,7 +419,8 @@ class Engine:
             self._streams[stream_id] = _Stream(
                 stream_id, live, _Framer(model, self.hop_for(model), 0),
                 Smoother(model.tags, model.thresholds, self.smoothing), self._mood_tracker(),
-                self._silence_detector(model))
+                self._silence_detector(model),
+                LoudnessTrail(model.sample_rate) if self.health.loudness else None)
 
     def stream_ids(self) -> list[str]:
         with self._cond:
@@ -450,10 +454,13 @@ class Engine:
             raise ValueError(f"no stream named {stream_id!r}") from None
 
     def accept(self, stream_id: str, samples: np.ndarray, arrival: float | None = None,
-               wait: bool = True) -> None:
+               wait: bool = True, loudness: Sequence[tuple[int, float]] = ()) -> None:
         """Feeds audio at the model's sample rate. Blocks a non-live stream while it has
         ``max_pending_windows`` windows queued (only while the worker runs); with ``wait``
-        False the caller does that itself (``has_room``, ``wait_for_room``)."""
+        False the caller does that itself (``has_room``, ``wait_for_room``). ``loudness``: the
+        source's loudness blocks completed with these samples, as (how many samples before
+        the end of ``samples`` the block ends, its power); kept where ``[health] loudness``
+        is on."""
         arrival = time.monotonic() if arrival is None else arrival
         stream = self._stream(stream_id)
         with stream.lock:
@@ -464,6 +471,9 @@ class Engine:
             windows = framer.accept(samples)
             stream.samples += len(samples)
             stream.counters["samples"] = stream.samples
+            if loudness and stream.loudness is not None:
+                stream.loudness.add((stream.samples - before, power)
+                                    for before, power in loudness)
             if framer.fe is not None:
                 stream.counters["nonfinite"] = framer.fe.nonfinite_samples
             self._enqueue(stream, generation, windows, arrival)
@@ -786,6 +796,12 @@ class Engine:
             audio = {"rms_dbfs": round(rms_dbfs, 2), "peak_dbfs": round(peak_dbfs, 2),
                      "clipped": level.clipped, "onset_rate_hz": round(level.onset_rate_hz, 3),
                      "energy": energy_of(rms_dbfs, level.onset_rate_hz)}
+            if stream.loudness is not None:
+                momentary, short_term = stream.loudness.reading(w.end_sample)
+                if momentary is not None:
+                    audio["momentary_lufs"] = round(momentary, 2)
+                if short_term is not None:
+                    audio["short_term_lufs"] = round(short_term, 2)
         silence: list[SilenceEvent] = []
         health = stream.health
         if health is not None:

@@ -83,6 +83,10 @@ class HealthConfig:
     # a window with no onset whose peak is at most this many dB above its RMS is a stuck tone;
     # 0 turns tone detection off
     tone_crest_db: float = values.field(DEFAULT_TONE_CREST_DB, minimum=0, maximum=20)
+    # EBU R128 momentary and short-term loudness per window (LUFS), measured by the sources at
+    # the input's own rate and channels (streamtag.audio.loudness); costs a stream about 5 % of
+    # its CPU (docs/operations.md, "Loudness")
+    loudness: bool = False
 
     def __post_init__(self) -> None:
         values.check_fields(self, "health", ConfigError)

@@ -20,6 +20,7 @@ import numpy as np
 
 from streamtag.errors import SourceError
 from streamtag.sources.decode_turns import Turns
+from streamtag.sources.loudness import StreamLoudness
 from streamtag.sources.resample import Resampler
 from streamtag.text import without_escape_sequences
 
@@ -29,6 +30,9 @@ class AudioChunk:
     samples: np.ndarray  # 1-D float32, mono, at the target rate
     sample_index: int  # absolute index (target rate) of samples[0] in this stream
     arrival: float  # time.monotonic() when the chunk was produced (for latency)
+    # EBU R128 loudness blocks completed since the last chunk, when the source measures it:
+    # (stream sample where the 100 ms block ends, its power); streamtag.sources.loudness
+    loudness: tuple[tuple[int, float], ...] = ()
 
 
 # (state, error text or None, extra such as {"title": ..., "reconnects": n}).
@@ -158,6 +162,10 @@ class Source(abc.ABC):
         # every wait for a clock, a peer or a device goes through ``_waiting`` so others work
         # meanwhile.
         self.turns: Turns | None = None
+        # Set before ``open``: measure EBU R128 loudness at the input's own rate and channels
+        # (the chunks then carry its blocks).
+        self.measure_loudness = False
+        self._loudness: StreamLoudness | None = None
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -169,6 +177,7 @@ class Source(abc.ABC):
         self.sample_rate = float(sample_rate)
         self._on_status = on_status or _ignore_status
         self._resampler = Resampler(self.sample_rate)
+        self._loudness = StreamLoudness(self.sample_rate) if self.measure_loudness else None
         self._status("starting")
         try:
             self._open()
@@ -215,10 +224,26 @@ class Source(abc.ABC):
             raise SourceError(f"{self.description}: call open() before chunks()")
         return self._resampler
 
-    def _chunk(self, samples: np.ndarray, rate: float,
-               arrival: float | None = None) -> AudioChunk | None:
-        """Resamples (frames, channels) or mono input and wraps it; None when no output yet."""
+    def _channels_seen(self):
+        """For ``mono_blocks``: where the channels of each decoded block are measured before
+        they are averaged (None when loudness is not measured)."""
+        loudness = self._loudness
+        if loudness is None:
+            return None
         resampler = self._require_open()
+
+        def seen(planar: np.ndarray, rate: float, names: tuple[str, ...]) -> None:
+            loudness.accept(planar, rate, resampler.samples_out, planar=True, names=names)
+
+        return seen
+
+    def _chunk(self, samples: np.ndarray, rate: float, arrival: float | None = None,
+               measured: bool = False) -> AudioChunk | None:
+        """Resamples (frames, channels) or mono input and wraps it; None when no output yet.
+        ``measured``: its loudness was measured already (``_channels_seen``)."""
+        resampler = self._require_open()
+        if self._loudness is not None and not measured:
+            self._loudness.accept(samples, rate, resampler.samples_out)
         out = resampler.process(samples, rate)
         if resampler.nonfinite:  # NaN/Inf replaced by 0 before resampling
             self.counters["nonfinite"] = resampler.nonfinite
@@ -228,6 +253,8 @@ class Source(abc.ABC):
         """The resampler's tail at the end of the input (or of one connection)."""
         if self._resampler is None:
             return None
+        if self._loudness is not None:
+            self._loudness.reset()  # what follows is another stretch of audio
         return self._wrap(self._resampler.flush(), arrival)
 
     def _end(self, **extra) -> Iterator[AudioChunk]:
@@ -245,4 +272,5 @@ class Source(abc.ABC):
         self.counters["samples"] += int(out.size)
         if self._state != "running":
             self._status("running", None, **self._running_extra())
-        return AudioChunk(out, index, time.monotonic() if arrival is None else arrival)
+        return AudioChunk(out, index, time.monotonic() if arrival is None else arrival,
+                          () if self._loudness is None else self._loudness.take())

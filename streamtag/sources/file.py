@@ -111,7 +111,9 @@ class FileSource(Source):
             try:
                 block_s = REALTIME_BLOCK_S if self.realtime else BLOCK_S
                 container, self._container = self._container, None  # None: opened again
-                with closing(mono_blocks(self._frames(container, stop), block_s)) as frames:
+                seen = self._channels_seen()
+                with closing(mono_blocks(self._frames(container, stop), block_s,
+                                         seen)) as frames:
                     for samples, rate in frames:
                         if stop.is_set():
                             break
@@ -127,7 +129,7 @@ class FileSource(Source):
                                         break
                             elif stop.is_set():
                                 break
-                        chunk = self._chunk(samples, rate)
+                        chunk = self._chunk(samples, rate, measured=seen is not None)
                         if chunk is not None:
                             yield chunk
             except AudioDecodeError as exc:

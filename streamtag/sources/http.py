@@ -500,8 +500,9 @@ class HttpSource(Source):
 
         # Decoded frames (26 ms each for MP3) go on in blocks of BLOCK_S: each chunk is a pass
         # through Python, in the resampler, the engine and the turns.
-        for samples, rate in mono_blocks(frames(), BLOCK_S):
-            chunk = self._chunk(samples, rate)
+        seen = self._channels_seen()
+        for samples, rate in mono_blocks(frames(), BLOCK_S, seen):
+            chunk = self._chunk(samples, rate, measured=seen is not None)
             if chunk is not None:
                 yield chunk
         if stopped:

@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -63,6 +63,8 @@ MAX_REPLY_BYTES = 64 * 1024 * 1024  # a control reply frame: a status reply list
 MAX_MOOD_WORDS = 4  # a mood's words (a display shows one or two)
 MAX_MOOD_GENRES = 8  # the genre tags a mood names
 MIN_DBFS = -120.0  # the floor of a level: digital silence
+# A loudness reading's range: digital silence's floor, and what a float sample can carry
+MIN_LUFS, MAX_LUFS = -120.0, 800.0
 
 _STREAM_ID = re.compile(STREAM_ID_PATTERN)
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
@@ -268,13 +270,17 @@ def _object_fields(cls: type, value: Any, what: str) -> dict[str, Any]:
 class AudioLevel:
     """The level and liveliness of a window's audio (protocol 1.2): RMS and peak in dBFS (a
     full-scale square wave is 0 dBFS, a full-scale sine -3.01 dBFS RMS; digital silence is
-    MIN_DBFS), samples at full scale, onsets per second, and the energy (0 to 1) made of them."""
+    MIN_DBFS), samples at full scale, onsets per second, and the energy (0 to 1) made of them;
+    since 1.3, where the daemon measures it, EBU R128 momentary and short-term loudness in LUFS
+    (left out when None)."""
 
     rms_dbfs: float
     peak_dbfs: float
     clipped: int
     onset_rate_hz: float
     energy: float
+    momentary_lufs: float | None = None  # since 1.3
+    short_term_lufs: float | None = None  # since 1.3
 
     def __post_init__(self) -> None:
         for name in ("rms_dbfs", "peak_dbfs"):
@@ -288,6 +294,11 @@ class AudioLevel:
             self.onset_rate_hz, "scores audio onset_rate_hz", ProtocolError, minimum=0))
         values.set_field(self, "energy", values.number(self.energy, "scores audio energy",
                                                        ProtocolError, minimum=0, maximum=1))
+        for name in ("momentary_lufs", "short_term_lufs"):
+            if getattr(self, name) is not None:
+                values.set_field(self, name, values.number(
+                    getattr(self, name), f"scores audio {name}", ProtocolError,
+                    minimum=MIN_LUFS, maximum=MAX_LUFS))
 
     @classmethod
     def coerce(cls, value: Any) -> AudioLevel:
@@ -296,9 +307,14 @@ class AudioLevel:
         return cls(**_object_fields(cls, value, "scores audio"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"clipped": self.clipped, "energy": self.energy,
-                "onset_rate_hz": self.onset_rate_hz, "peak_dbfs": self.peak_dbfs,
-                "rms_dbfs": self.rms_dbfs}
+        out = {"clipped": self.clipped, "energy": self.energy,
+               "onset_rate_hz": self.onset_rate_hz, "peak_dbfs": self.peak_dbfs,
+               "rms_dbfs": self.rms_dbfs}
+        if self.momentary_lufs is not None:
+            out["momentary_lufs"] = self.momentary_lufs
+        if self.short_term_lufs is not None:
+            out["short_term_lufs"] = self.short_term_lufs
+        return out
 
 
 @dataclass(frozen=True)

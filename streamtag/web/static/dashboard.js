@@ -249,8 +249,11 @@
     if (rms !== null) {
       const share = Math.max(0, Math.min(1, (rms - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS));
       level.querySelector(".meter-fill").style.width = (share * 100).toFixed(1) + "%";
+      // EBU R128 short-term loudness, where the daemon measures it ([health] loudness)
+      const lufs = typeof s.audio.short_term_lufs === "number" ? s.audio.short_term_lufs : null;
       level.querySelector(".level-value").textContent =
-        rms <= -120 ? "silence" : rms.toFixed(0) + " dBFS";
+        (rms <= -120 ? "silence" : rms.toFixed(0) + " dBFS") +
+        (lufs !== null && lufs > -70 ? " · " + lufs.toFixed(1) + " LUFS" : "");
       level.classList.toggle("low", Boolean(s.silence) || rms <= -50);
     }
     const silence = panel.querySelector(".silence");

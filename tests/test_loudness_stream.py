@@ -1,0 +1,249 @@
+"""EBU R128 loudness on a stream's way: measured by the sources at the input's own rate and
+channels, dated on the stream's clock, read by the engine at each window's end, published in
+scores (protocol 1.3), served as a metric and in the status reply. Real files decoded by PyAV,
+a real daemon over ZeroMQ and HTTP."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from helpers import collect, free_port, make_config, started, tiny_model_file
+
+from streamtag.audio.loudness import LoudnessMeter, mean_lufs
+from streamtag.audio.testsignals import music_like
+from streamtag.commands.status import format_status
+from streamtag.daemon.config import MetricsConfig, SourceConfig, with_overrides
+from streamtag.engine.batching import Engine
+from streamtag.engine.health import HealthConfig
+from streamtag.errors import ProtocolError
+from streamtag.model.inference import InferenceModel
+from streamtag.sources import FileSource
+from streamtag.sources.loudness import StreamLoudness
+from streamtag.wire.protocol import AudioLevel
+
+RATE = 48000
+MODEL_RATE = 16000
+BLOCK = MODEL_RATE // 10  # a 100 ms block in stream samples
+
+
+def stereo_music(seconds: float, rate: int = RATE) -> np.ndarray:
+    """(channels, frames): music-like audio, a different piece in each channel, its second
+    half the first one again 12 dB louder, so that the loudness moves."""
+    half = int(round(seconds * rate)) // 2
+    first = np.stack([music_like(half / rate, rate, seed=3) * 0.1,
+                      music_like(half / rate, rate, seed=4) * 0.06])
+    return np.concatenate([first, first * 10 ** (12 / 20)], axis=1).astype(np.float32)
+
+
+def write_stereo(path: Path, planes: np.ndarray, rate: int, codec: str) -> None:
+    """A stereo file of ``planes`` with ``codec``: pcm_f32le writes packed floats (decoded
+    frame by frame, ``flt``), MP3 planar ones (``fltp``, decoded in blocks)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, layout="stereo")
+        if codec == "libmp3lame":
+            stream.codec_context.format = "fltp"  # it takes s32p, s16p or fltp
+        fmt = stream.codec_context.format.name
+        frame_size = stream.codec_context.frame_size or 4096
+        for start in range(0, planes.shape[1], frame_size):
+            part = planes[:, start:start + frame_size]
+            data = part if fmt == "fltp" else np.ascontiguousarray(part.T).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt,
+                                               layout="stereo")
+            frame.sample_rate = rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def decoded_planes(path: Path) -> tuple[np.ndarray, int]:
+    """The file's samples as PyAV decodes them, (channels, frames) float32, and its rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        parts = []
+        for frame in container.decode(stream):
+            data = frame.to_ndarray()
+            if not frame.format.is_planar:
+                data = data.reshape(-1, len(frame.layout.channels)).T
+            parts.append(data.astype(np.float32))
+        return np.concatenate(parts, axis=1), stream.rate
+
+
+def reference_blocks(path: Path) -> np.ndarray:
+    planes, rate = decoded_planes(path)
+    meter = LoudnessMeter()
+    meter.accept(planes, rate, planar=True, names=("FL", "FR"))
+    return meter.pop_blocks()
+
+
+def source_blocks(path: Path) -> tuple[list[tuple[int, float]], int]:
+    """The loudness blocks a file source hands on with its chunks, and its samples."""
+    source = FileSource(path)
+    source.measure_loudness = True
+    source.open(MODEL_RATE)
+    blocks, samples = [], 0
+    for chunk in source.chunks(threading.Event()):
+        blocks += chunk.loudness
+        samples += len(chunk.samples)
+    return blocks, samples
+
+
+@pytest.mark.parametrize("codec", ["pcm_f32le", "libmp3lame"])
+def test_a_file_source_measures_each_channel_at_its_own_rate(tmp_path, codec):
+    # WAV floats reach the meter frame by frame, MP3's planes block by block: the same
+    # blocks as the meter gives the whole decoded file, each dated where it ends.
+    path = tmp_path / ("music.wav" if codec == "pcm_f32le" else "music.mp3")
+    write_stereo(path, stereo_music(12.0), RATE, codec)
+    expected = reference_blocks(path)
+    blocks, samples = source_blocks(path)
+    assert [end for end, _ in blocks] == [BLOCK * (k + 1) for k in range(len(expected))]
+    np.testing.assert_array_equal([power for _, power in blocks], expected)
+    assert len(expected) == 120 and samples == pytest.approx(12.0 * MODEL_RATE, abs=2)
+    # the louder half reads 12 LU louder than the same music before
+    assert mean_lufs(expected[80:110]) - mean_lufs(expected[20:50]) == pytest.approx(
+        12.0, abs=0.05 if codec == "pcm_f32le" else 0.2)
+
+
+def test_without_loudness_a_source_measures_nothing(tmp_path):
+    path = tmp_path / "music.wav"
+    write_stereo(path, stereo_music(3.0), RATE, "pcm_f32le")
+    source = FileSource(path)
+    source.open(MODEL_RATE)
+    assert all(chunk.loudness == () for chunk in source.chunks(threading.Event()))
+
+
+def test_loudness_is_not_the_mono_mix_loudness(tmp_path):
+    # Measured before the downmix: two equal channels read 3 LU louder than one of them, as
+    # BS.1770 sums channels; the mono mix would read the same as one.
+    tone = (0.1 * np.sin(2 * np.pi * 1000 * np.arange(5 * RATE) / RATE)).astype(np.float32)
+    path = tmp_path / "tone.wav"
+    write_stereo(path, np.stack([tone, tone]), RATE, "pcm_f32le")
+    blocks, _ = source_blocks(path)
+    stereo = mean_lufs([p for _, p in blocks][-30:])
+    mono = LoudnessMeter()
+    mono.accept(tone, RATE)
+    assert stereo - mean_lufs(mono.pop_blocks()[-30:]) == pytest.approx(3.01, abs=0.01)
+    # a 1 kHz sine of amplitude -20 dBFS in both channels reads -20 LUFS (EBU Tech 3341)
+    assert stereo == pytest.approx(-20.0, abs=0.1)
+
+
+def test_audio_the_meter_cannot_measure_goes_on_unmeasured():
+    # A station's declared rate is untrusted: 4 kHz is below K-weighting's range. Its audio
+    # passes on (the stream does not fail), unmeasured and counted; measurable audio after
+    # it is measured again.
+    stream = StreamLoudness(MODEL_RATE)
+    stream.accept(np.zeros((4000, 2), np.float32), 4000, 0)
+    assert stream.take() == () and stream.unmeasured_samples == 8000
+    assert "sample rate" in stream.why_unmeasured
+    tone = np.sin(2 * np.pi * 1000 * np.arange(RATE) / RATE).astype(np.float32)
+    stream.accept(np.stack([tone, tone], 1), RATE, 16000)
+    blocks = stream.take()
+    assert [end for end, _ in blocks] == [16000 + BLOCK * (k + 1) for k in range(10)]
+
+
+class Windows:
+    def __init__(self) -> None:
+        self.results = []
+
+    def on_window(self, result) -> None:
+        self.results.append(result)
+
+    def on_stream_end(self, *args) -> None:
+        pass
+
+
+def engine_windows(path: Path, model: InferenceModel, loudness: bool) -> list:
+    sink = Windows()
+    engine = Engine(model, sink, health=HealthConfig(loudness=loudness))
+    engine.add_stream("a")
+    source = FileSource(path)
+    source.measure_loudness = loudness
+    source.open(model.sample_rate)
+    for chunk in source.chunks(threading.Event()):  # in pieces, as the daemon hands them on
+        end = chunk.sample_index + len(chunk.samples)
+        engine.accept("a", chunk.samples,
+                      loudness=[(end - at, power) for at, power in chunk.loudness])
+    engine.finish_stream("a")
+    engine.drain()
+    return sink.results
+
+
+def test_each_window_reads_the_loudness_at_its_end(tmp_path):
+    path = tmp_path / "music.mp3"
+    write_stereo(path, stereo_music(14.0), RATE, "libmp3lame")
+    model = InferenceModel.load(tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16))
+    blocks = reference_blocks(path)
+    results = engine_windows(path, model, loudness=True)
+    checked = 0
+    for r in results:
+        k = int(np.floor(r.end_sample / BLOCK + 0.5))  # the blocks ending by the window's end
+        if k > len(blocks):  # the stream's last window: its last block never completed
+            continue
+        if k < 4:
+            assert "momentary_lufs" not in r.audio
+        else:
+            assert r.audio["momentary_lufs"] == pytest.approx(mean_lufs(blocks[k - 4:k]),
+                                                              abs=0.006)
+        if k < 30:  # short-term only once 3 s have been measured
+            assert "short_term_lufs" not in r.audio
+        else:
+            assert r.audio["short_term_lufs"] == pytest.approx(mean_lufs(blocks[k - 30:k]),
+                                                               abs=0.006)
+            checked += 1
+    assert checked >= 20
+    # the published values pass the protocol's checks
+    AudioLevel.coerce(results[-2].audio)
+    # without [health] loudness the windows carry no loudness
+    plain = engine_windows(path, model, loudness=False)
+    assert all("short_term_lufs" not in r.audio and "momentary_lufs" not in r.audio
+               for r in plain)
+
+
+@pytest.mark.parametrize("value", [-121.0, 801.0, float("nan"), "loud"])
+def test_the_protocol_refuses_loudness_out_of_range(value):
+    with pytest.raises(ProtocolError, match="scores audio short_term_lufs"):
+        AudioLevel(rms_dbfs=-20.0, peak_dbfs=-3.0, clipped=0, onset_rate_hz=1.0, energy=0.5,
+                   short_term_lufs=value)
+
+
+def test_a_daemon_publishes_serves_and_reports_loudness(tmp_path):
+    # [health] loudness on a real daemon: every scores message after the first 3 s carries the
+    # short-term loudness, the metrics port serves it, the status reply carries it.
+    path = tmp_path / "music.mp3"
+    write_stereo(path, stereo_music(10.0), RATE, "libmp3lame")
+    blocks = reference_blocks(path)
+    model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
+    port = free_port()
+    config = with_overrides(make_config(model, tmp_path, metrics=MetricsConfig(port=port)),
+                            loudness=True)
+    daemon, sub = started(config)
+    try:
+        daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True,
+                                                                 "speed": 4.0}))
+        messages = collect(sub, {"radio"})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        level = daemon.status()["streams"]["radio"]["level"]
+    finally:
+        daemon.stop()
+        sub.close()
+    scores = [m.body for m in messages if m.msg_type == "scores"]
+    late = [s for s in scores if s.end_sample >= 30 * BLOCK + BLOCK // 2]
+    assert late and all(s.audio.short_term_lufs is not None for s in late)
+    for s in late:
+        k = int(np.floor(s.end_sample / BLOCK + 0.5))
+        if k <= len(blocks):
+            assert s.audio.short_term_lufs == pytest.approx(mean_lufs(blocks[k - 30:k]),
+                                                            abs=0.006)
+    last = late[-1].audio
+    assert level["short_term_lufs"] == last.short_term_lufs
+    (line,) = [line for line in format_status({"streams": {"radio": {"state": "ended",
+                                                                     "level": level}}})
+               if line.startswith("radio")]
+    assert f"{last.short_term_lufs:.1f} LUFS short-term" in line
+    assert (f'streamtag_loudness_lufs{{meter="short_term",stream="radio"}} '
+            f'{last.short_term_lufs}') in metrics
+    assert 'streamtag_loudness_lufs{meter="momentary",stream="radio"}' in metrics
