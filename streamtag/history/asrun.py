@@ -14,6 +14,14 @@ daemon session on a live source: listening began mid-track), "off air" (an outag
 
 Silence: the ``silences`` table (schema revision 0003: dead air the daemon measured), when
 the database has it; none otherwise.
+
+Loudness: where the daemon measured EBU R128 loudness (``[health] loudness``, schema revision
+0005), a track's loudness is its windows' short-term readings gated and averaged in power as
+BS.1770 gates its 400 ms blocks for integrated loudness (absolute gate -70 LUFS, relative gate
+10 LU below the mean of what passes it). With a window every second or so this is within 0.2 LU
+of the integrated loudness of the track's blocks (8 real tracks, docs/operations.md
+"Loudness"); it is not BS.1770's integrated loudness itself, whose 400 ms blocks the daemon does
+not publish.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS, RELATIVE_GATE_LU, loudness_of_power
 from streamtag.history import schema
 from streamtag.history.timeparse import Zone
 
@@ -91,6 +100,13 @@ class Entry:
     session: str | None = None
     start_sample: int = 0
     end_sample: int | None = None
+    # the short-term loudness (LUFS) of its windows, where the daemon measured it
+    short_term: list[float] = field(default_factory=list)
+
+    @property
+    def loudness_lufs(self) -> float | None:
+        """The track's loudness from its windows' short-term readings (module docstring)."""
+        return gated_loudness(self.short_term)
 
     def cut_by(self, span: Span) -> bool:
         """Whether an outage fell inside this track: by the audio's sample count where both
@@ -112,7 +128,21 @@ class Entry:
                 else round(self.end - self.start, 3), "audio_s": round(self.audio_s, 3),
                 "windows": self.windows, "now_playing": self.now_playing,
                 "partial": self.partial, "top": [[t, round(v, 6)] for t, v in self.top],
-                "active": self.active, "silence_s": round(self.silence_s, 3)}
+                "active": self.active, "silence_s": round(self.silence_s, 3),
+                "loudness_lufs": (None if self.loudness_lufs is None
+                                  else round(self.loudness_lufs, 2))}
+
+
+def gated_loudness(readings: Sequence[float]) -> float | None:
+    """Loudness readings (LUFS) averaged in power after BS.1770's two gates; None when none
+    passes the absolute gate."""
+    lufs = np.asarray(readings, dtype=np.float64)
+    kept = lufs[lufs > ABSOLUTE_GATE_LUFS]
+    if kept.size == 0:
+        return None
+    power = np.power(10.0, (kept + 0.691) / 10.0)
+    relative = loudness_of_power(float(power.mean())) + RELATIVE_GATE_LU
+    return loudness_of_power(float(power[kept > relative].mean()))
 
 
 def live_source(source: str | None) -> bool:
@@ -271,6 +301,7 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
                     entry.partial.append("cut")
             entries.append(entry)
         entries += open_tracks(conn, streams, since, until, top, now)
+        add_loudness(conn, entries)
     for entry in entries:
         if any(entry.cut_by(s) for s in off_air):
             entry.partial.append("off air")
@@ -354,6 +385,31 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
     return out
 
 
+def add_loudness(conn: sa.Connection, entries: list[Entry]) -> None:
+    """Each entry's windows' short-term loudness: one query per stream and session, the
+    windows shared out by where they end (a window belongs to the track its end falls in)."""
+    sc = schema.scores.c
+    if "short_term_lufs" not in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
+        return  # a database from before revision 0005 and not migrated: none measured
+    by_session: dict[tuple[str, str | None], list[Entry]] = {}
+    for entry in entries:
+        by_session.setdefault((entry.stream, entry.session), []).append(entry)
+    for (stream, session), group in by_session.items():
+        rows = conn.execute(
+            sa.select(sc.end_sample, sc.short_term_lufs)
+            .where(sc.stream == stream, sc.session == session,
+                   sc.short_term_lufs.is_not(None))
+            .order_by(sc.end_sample)).all()
+        if not rows:
+            continue
+        ends = np.array([row.end_sample for row in rows])
+        for entry in group:
+            first = int(np.searchsorted(ends, entry.start_sample, side="right"))
+            last = (len(ends) if entry.end_sample is None
+                    else int(np.searchsorted(ends, entry.end_sample, side="right")))
+            entry.short_term = [rows[i].short_term_lufs for i in range(first, last)]
+
+
 def merge_restarts(entries: list[Entry]) -> list[Entry]:
     """One play where a daemon restart split it: a track cut by its session's end followed,
     on the same stream within RESTART_GAP_S, by the first track of the next session with the
@@ -376,6 +432,7 @@ def merge_restarts(entries: list[Entry]) -> list[Entry]:
             # whose end was never recorded the share of its windows with the tag on)
             before.scores, before.top, before.active = longer.scores, longer.top, longer.active
             before.silence_s += entry.silence_s
+            before.short_term = before.short_term + entry.short_term
             before.partial = [p for p in before.partial if p != "cut"] + ["restart"] + [
                 p for p in entry.partial if p not in ("joined", "restart") + tuple(
                     before.partial)]

@@ -489,7 +489,9 @@ class Recorder:
                        onset_rate_hz=audio and audio.onset_rate_hz,
                        energy=audio and audio.energy,
                        mood=mood and schema.pack_names([_text(w) for w in mood.words]),
-                       valence=mood and mood.valence, arousal=mood and mood.arousal)
+                       valence=mood and mood.valence, arousal=mood and mood.arousal,
+                       momentary_lufs=audio and audio.momentary_lufs,
+                       short_term_lufs=audio and audio.short_term_lufs)
         elif msg_type == "event":
             row.update(tag=_text(body.tag), state=body.state, score=body.score,
                        time_s=body.time_s, sample=body.sample)

@@ -360,6 +360,8 @@ def format_text(history: History, events: bool = False) -> str:
                 notes.append("partial: " + ", ".join(e.partial))
             if e.silence_s >= 0.5:
                 notes.append(f"silence {span(e.silence_s)}")
+            if e.loudness_lufs is not None:  # [health] loudness: EBU R128 from the windows
+                notes.append(f"{e.loudness_lufs:.1f} LUFS")
             # a finished track's mean smoothed scores; the one playing, its tags' shares so far
             top = _names([f"{name} {value:.2f}" if e.end is not None
                           else f"{name} {100 * value:.0f}%" for name, value in e.top])
@@ -408,7 +410,7 @@ def format_text(history: History, events: bool = False) -> str:
 
 
 CSV_COLUMNS = ("kind", "stream", "start", "end", "duration_s", "title", "partial", "detail",
-               "value")
+               "value", "loudness_lufs")
 TAG_COLUMN = "tag:"  # a tag's column: "tag:calm" (never a fixed column's name, nor a formula)
 
 
@@ -424,7 +426,8 @@ def csv_tags(history: History) -> list[str]:
 
 def format_csv(history: History, events: bool = True) -> str:
     """Wide CSV: one row per track with one column per tag (``tag:NAME``: its mean smoothed
-    score; for the track now playing the share of its windows with the tag on), one airtime
+    score; for the track now playing the share of its windows with the tag on; its EBU R128
+    loudness in ``loudness_lufs`` where the daemon measured it), one airtime
     row per stream (the tags' shares), and rows of kind off_air, silence, not_recorded, plays
     (per title), tag_plays, event (with `events`), gap and restart. Times are ISO 8601 with
     the report's zone offset. Text cells from outside (streams, titles, tags, sessions) are
@@ -438,14 +441,16 @@ def format_csv(history: History, events: bool = True) -> str:
     writer.writerow([*CSV_COLUMNS, *(TAG_COLUMN + re.sub(r"[\r\n]", " ", t) for t in tags)])
     zone = history.zone
 
-    def row(kind, stream, start, end, title="", partial="", detail="", value="", values=None):
+    def row(kind, stream, start, end, title="", partial="", detail="", value="", values=None,
+            loudness=None):
         cells = ["" for _ in tags]
         for tag, v in (values or {}).items():
             cells[column[tag]] = f"{v:.6f}"
         writer.writerow([kind, cell(stream), "" if start is None else iso(start, zone),
                          "" if end is None else iso(end, zone),
                          "" if start is None or end is None else f"{end - start:.3f}",
-                         cell(title), partial, detail, value, *cells])
+                         cell(title), partial, detail, value,
+                         "" if loudness is None else f"{loudness:.2f}", *cells])
 
     for stream, a in sorted(history.airtime.items()):
         row("airtime", stream, a.first_at, a.last_at, value=a.windows,
@@ -453,7 +458,8 @@ def format_csv(history: History, events: bool = True) -> str:
     for e in history.as_run:
         values = {name: v for name, v in e.scores.items() if name in column}
         row("now_playing" if e.now_playing else "track", e.stream, e.start, e.end,
-            e.title or "", "; ".join(e.partial), cell("; ".join(e.active)), e.windows, values)
+            e.title or "", "; ".join(e.partial), cell("; ".join(e.active)), e.windows, values,
+            e.loudness_lufs)
     for kind, spans in (("off_air", history.off_air), ("silence", history.silence),
                         ("not_recorded", history.not_recorded)):
         for s in spans:

@@ -67,6 +67,9 @@ scores = sa.Table(
     sa.Column("mood", sa.Text),  # JSON array of the mood's words
     sa.Column("valence", sa.Float),
     sa.Column("arousal", sa.Float),
+    # since revision 0005 (protocol 1.3): EBU R128 loudness at the window's end, or NULL
+    sa.Column("momentary_lufs", sa.Float),
+    sa.Column("short_term_lufs", sa.Float),
     sa.UniqueConstraint("stream", "session", "seq", name="uq_scores"),
     sa.Index("ix_scores_stream_sent_at", "stream", "sent_at"))
 

@@ -1,0 +1,99 @@
+"""EBU R128 loudness in the history: the recorder keeps each window's momentary and short-term
+loudness (schema revision 0005), and the as-run log gives each track its loudness, in text,
+JSON and CSV. A real daemon with ``[health] loudness`` on, recorded over real ZeroMQ into
+SQLite."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from helpers import make_config, started, tiny_model_file, wait_until
+from test_loudness_stream import RATE, reference_blocks, stereo_music, write_stereo
+
+from streamtag.audio.loudness import integrated_lufs
+from streamtag.daemon.config import SourceConfig, with_overrides
+from streamtag.history import schema
+from streamtag.history.asrun import gated_loudness
+from streamtag.history.recorder import Recorder
+from streamtag.history.report import format_csv, format_json, format_text, load_history
+
+
+def record(path, tmp_path, loudness: bool) -> sa.Engine:
+    """Plays ``path`` as stream "radio", titled, through a real daemon and records it into a
+    new SQLite file until the stream's end is stored."""
+    model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
+    engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
+    schema.upgrade(engine)
+    daemon, sub = started(with_overrides(make_config(model, tmp_path), loudness=loudness))
+    sub.close()
+    recorder = Recorder(engine, daemon.publisher.endpoint).start()
+    try:
+        wait_until(lambda: recorder.stats.received["heartbeat"] > 0, 10,
+                   "the recorder to hear the daemon")
+        daemon.add_source(SourceConfig("radio", f"file:{path}", title="Loud and quiet"))
+
+        def ended() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(schema.statuses)
+                                    .where(schema.statuses.c.state == "ended")).scalar() == 1
+        wait_until(ended, 60, "the stream's end to be stored")
+        assert recorder.stop()
+    finally:
+        daemon.stop()
+    return engine
+
+
+def test_the_as_run_log_gives_each_track_its_loudness(tmp_path):
+    path = tmp_path / "music.mp3"
+    write_stereo(path, stereo_music(20.0), RATE, "libmp3lame")
+    engine = record(path, tmp_path, loudness=True)
+    with engine.connect() as conn:
+        readings = conn.execute(sa.select(schema.scores.c.short_term_lufs, schema.scores.c
+                                          .momentary_lufs)
+                                .order_by(schema.scores.c.end_sample)).all()
+    history = load_history(engine)
+    engine.dispose()
+    short_term = [r.short_term_lufs for r in readings if r.short_term_lufs is not None]
+    assert len(short_term) >= len(readings) - 14  # all but the first 3 s of windows
+    assert all(r.momentary_lufs is not None for r in readings[8:])
+    (entry,) = history.as_run
+    assert entry.title == "Loud and quiet"
+    assert entry.loudness_lufs == pytest.approx(gated_loudness(short_term), abs=1e-9)
+    # near the integrated loudness of the file's own 400 ms blocks
+    assert entry.loudness_lufs == pytest.approx(integrated_lufs(reference_blocks(path)),
+                                                abs=0.5)
+    (shown,) = json.loads(format_json(history))["asrun"]
+    assert shown["loudness_lufs"] == round(entry.loudness_lufs, 2)
+    assert f"{entry.loudness_lufs:.1f} LUFS" in format_text(history)
+    (track,) = [row for row in csv.DictReader(io.StringIO(format_csv(history)))
+                if row["kind"] == "track"]
+    assert float(track["loudness_lufs"]) == pytest.approx(entry.loudness_lufs, abs=0.005)
+
+
+def test_without_loudness_the_as_run_log_has_none(tmp_path):
+    path = tmp_path / "music.mp3"
+    write_stereo(path, stereo_music(8.0), RATE, "libmp3lame")
+    engine = record(path, tmp_path, loudness=False)
+    history = load_history(engine)
+    engine.dispose()
+    (entry,) = history.as_run
+    assert entry.loudness_lufs is None and "LUFS" not in format_text(history)
+    assert json.loads(format_json(history))["asrun"][0]["loudness_lufs"] is None
+
+
+def test_a_track_loudness_is_its_gated_short_term_readings():
+    # BS.1770's gates on the readings: under -70 LUFS never counts, and of the rest what lies
+    # more than 10 LU under their power mean does not either.
+    assert gated_loudness([]) is None
+    assert gated_loudness([-80.0, -75.0]) is None
+    assert gated_loudness([-20.0, -20.0, -90.0]) == pytest.approx(-20.0, abs=1e-9)
+    # -45 is more than 10 LU under the mean of (-20, -20, -45): left out
+    assert gated_loudness([-20.0, -20.0, -45.0]) == pytest.approx(-20.0, abs=1e-9)
+    # -25 is not: it counts in power
+    expected = 10 * np.log10((2 * 10 ** (-2.0) + 10 ** (-2.5)) / 3)
+    assert gated_loudness([-20.0, -20.0, -25.0]) == pytest.approx(expected, abs=1e-9)
