@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from helpers import collect, free_port, make_config, started, tiny_model_file
 
+from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, mean_lufs
 from streamtag.audio.testsignals import music_like
 from streamtag.commands.status import format_status
@@ -42,21 +43,9 @@ def stereo_music(seconds: float, rate: int = RATE) -> np.ndarray:
 
 def write_stereo(path: Path, planes: np.ndarray, rate: int, codec: str) -> None:
     """A stereo file of ``planes`` with ``codec``: pcm_f32le writes packed floats (decoded
-    frame by frame, ``flt``), MP3 planar ones (``fltp``, decoded in blocks)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate, layout="stereo")
-        if codec == "libmp3lame":
-            stream.codec_context.format = "fltp"  # it takes s32p, s16p or fltp
-        fmt = stream.codec_context.format.name
-        frame_size = stream.codec_context.frame_size or 4096
-        for start in range(0, planes.shape[1], frame_size):
-            part = planes[:, start:start + frame_size]
-            data = part if fmt == "fltp" else np.ascontiguousarray(part.T).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt,
-                                               layout="stereo")
-            frame.sample_rate = rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    frame by frame, ``flt``), libmp3lame MP3, which decodes to planar floats (``fltp``,
+    decoded in blocks)."""
+    write_audio(path, planes, rate, codec)
 
 
 def decoded_planes(path: Path) -> tuple[np.ndarray, int]:

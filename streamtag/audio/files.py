@@ -163,7 +163,8 @@ def load_audio(path: str | Path, sample_rate: float | None = None) -> tuple[np.n
 
 def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int,
                 codec: str | None = None) -> None:
-    """Encodes mono float samples to a file with PyAV (codec from the suffix by default)."""
+    """Encodes float samples to a file with PyAV (codec from the suffix by default): 1-D mono,
+    or (channels, frames) for one or two channels (mono, stereo)."""
     import av
 
     path = Path(path)
@@ -171,16 +172,25 @@ def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int,
                       ".ogg": "libvorbis", ".m4a": "aac"}.get(path.suffix.lower())
     if codec is None:
         raise ValueError(f"no default codec for {path.suffix!r}; pass codec=")
+    x = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
+    x = x[None, :] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[0] not in (1, 2):
+        raise ValueError(f"samples must be 1-D (mono) or (channels, frames) with 1 or 2 "
+                         f"channels, got shape {np.shape(samples)}")
+    layout = "mono" if x.shape[0] == 1 else "stereo"
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=sample_rate, layout="mono")
+        stream = container.add_stream(codec, rate=sample_rate, layout=layout)
         fmt = stream.codec_context.format.name if stream.codec_context.format else "s16"
         dtype, scale = {"s16": (np.int16, 32767.0), "s32": (np.int32, 2147483647.0),
                         "flt": (np.float32, 1.0), "dbl": (np.float64, 1.0)}[fmt.rstrip("p")]
+        planar = fmt.endswith("p")
         block = stream.codec_context.frame_size or 4096
-        x = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
-        for i in range(0, len(x), block):
-            part = (x[i: i + block] * scale).astype(dtype)[None, :]
-            frame = av.AudioFrame.from_ndarray(part, format=fmt, layout="mono")
+        for i in range(0, x.shape[1], block):
+            part = (x[:, i: i + block] * scale).astype(dtype)
+            if not planar:  # packed: one plane, the channels interleaved
+                part = np.ascontiguousarray(part.T).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format=fmt,
+                                               layout=layout)
             frame.sample_rate = sample_rate
             for packet in stream.encode(frame):
                 container.mux(packet)
