@@ -27,6 +27,7 @@ end.
     python benchmarks/streams.py [--streams 8] [--seconds 60] [--repeats 2]
                                  [--models default short_chunk_resnet] [--json out.json]
                                  [--precision fp32 int8] [--block-s 0.5 2]
+                                 [--channels 2 --loudness 0 1]
 
 ``--device cuda`` serves the model on the GPU (TorchScript: ``--backends torch-as-loaded torch``);
 CPU seconds are still the daemon process's, and ``x real time (wall)`` is what one process
@@ -37,6 +38,10 @@ carries on that box.
 and control socket), each N a fresh supervised run whose sources are added by control
 (``add_source``, routed to the worker that owns the stream): CPU time is the workers' (from
 /proc) plus this process's (the proxy, the control socket), over the same span.
+
+``--loudness 0 1`` runs each configuration without and with ``[health] loudness`` (the sources
+measure EBU R128 at the files' rate and channels); ``--channels 2`` makes the MP3s stereo, as
+a radio stream is.
 
 ``--precision int8`` quantizes each model first (``streamtag.catalog.quantize``, calibrated on two
 of the MP3s), prints what the quantizer measured, and serves the int8 graph on ONNX Runtime beside
@@ -84,6 +89,7 @@ from streamtag.daemon.daemon import Daemon  # noqa: E402
 from streamtag.daemon.supervisor import Supervisor  # noqa: E402
 from streamtag.engine import batching as engine_module  # noqa: E402
 from streamtag.engine.config import CPU_MAX_BATCH  # noqa: E402
+from streamtag.engine.health import HealthConfig  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
@@ -131,11 +137,15 @@ def model_files(names: list[str], folder: Path) -> dict[str, Path]:
     return paths
 
 
-def mp3_files(count: int, seconds: float, folder: Path) -> list[Path]:
+def mp3_files(count: int, seconds: float, folder: Path, channels: int = 1) -> list[Path]:
+    """Mono files, or stereo ones whose second channel is another piece (a radio stream)."""
     paths = []
     for i in range(count):
         paths.append(folder / f"stream{i:03d}.mp3")
-        write_audio(paths[-1], music_like(seconds, FILE_RATE, seed=100 + i), FILE_RATE)
+        x = music_like(seconds, FILE_RATE, seed=100 + i)
+        if channels == 2:
+            x = np.stack([x, music_like(seconds, FILE_RATE, seed=500 + i)])
+        write_audio(paths[-1], x, FILE_RATE)
     return paths
 
 
@@ -165,9 +175,11 @@ def cpu_seconds() -> float:
 def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                 engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS,
                 hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3,
-                block_s: float = file_source.BLOCK_S, device: str = "cpu") -> dict:
+                block_s: float = file_source.BLOCK_S, device: str = "cpu",
+                loudness: bool = False) -> dict:
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device=device),
+        health=HealthConfig(loudness=loudness),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
         control=ControlConfig(endpoint=""),
         engine=EngineConfig(**{**engine.__dict__, "backend": SERVES.get(backend, backend),
@@ -445,6 +457,10 @@ def main() -> int:
     parser.add_argument("--block-s", type=float, nargs="+", default=[file_source.BLOCK_S],
                         help="seconds of decoded audio a file source hands on at once, one or "
                              "more")
+    parser.add_argument("--loudness", type=int, nargs="+", default=[0], choices=[0, 1],
+                        help="[health] loudness: EBU R128 measured by the sources (1), or not")
+    parser.add_argument("--channels", type=int, default=1, choices=[1, 2],
+                        help="the MP3s' channels (2: a second piece in the right channel)")
     parser.add_argument("--reuse", type=int, nargs="+", default=[1], choices=[0, 1],
                         help="1: overlapping windows share work (engine.reuse_windows), 0: "
                              "every window computed whole; one or both")
@@ -466,13 +482,14 @@ def main() -> int:
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
     configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold, block_s,
-                precision, reuse)
+                precision, reuse, loudness)
                for precision in args.precision
                for backend in (args.backends if precision == "fp32" else ["onnxruntime"])
                for batch in args.max_batch for workers in args.workers for threads in args.threads
                for decoders in args.decoders for turn in args.turn_windows
                for turn_ms in args.turn_ms
-               for hold in args.hold for block_s in args.block_s for reuse in args.reuse]
+               for hold in args.hold for block_s in args.block_s for reuse in args.reuse
+               for loudness in args.loudness]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -480,7 +497,7 @@ def main() -> int:
         return processes_main(args)
     with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as folder:
         paths = model_files(args.models, Path(folder))
-        files = mp3_files(args.streams, args.seconds, Path(folder))
+        files = mp3_files(args.streams, args.seconds, Path(folder), args.channels)
         quantized = {}
         if "int8" in args.precision:
             from streamtag.catalog.quantize import quantize_file
@@ -504,25 +521,26 @@ def main() -> int:
             for _ in range(args.repeats):
                 for config in configs:
                     backend, batch, workers, threads, decoders, turn, hold, block_s, \
-                        precision, reuse = config
+                        precision, reuse, loudness = config
                     engine = EngineConfig(workers=workers, threads=threads,
                                           max_batch=batch or None, decoders=decoders,
                                           precision=precision, reuse_windows=bool(reuse))
                     served = quantized[name] if precision == "int8" else path
                     runs[config].append(run_streams(served, backend, files, args.seconds, engine,
                                                     turn[0], bool(hold), turn[1], block_s,
-                                                    args.device))
+                                                    args.device, bool(loudness)))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
                 _, batch, workers, threads, decoders, turn, hold, block_s, precision, \
-                    reuse = config
+                    reuse, loudness = config
                 r = best[config]
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
                 shown_decoders = decoders or f"{turns} (default)"
                 shown = f"{r['backend']}{' int8' if precision == 'int8' else ''}"
                 shown += " (windows reused)" if r["reused_windows"] else ""
+                shown += " + loudness" if loudness else ""
                 print(f"| {name} | {shown} | "
                       f"{shown_batch} | {turn[0]}, {turn[1]:g} ms | "
                       f"{hold} | {block_s:g} | "
@@ -533,6 +551,7 @@ def main() -> int:
                       f"{r['streams_per_core'] / base:.2f} |", flush=True)
                 result["streams"].append({"model": name, "max_batch": batch,
                                           "precision": precision, "reuse": reuse,
+                                          "loudness": loudness,
                                           "workers": workers, "threads": threads,
                                           "decoders": decoders, **r, "all": runs[config]})
         print("\nWhere the CPU went, ms per window (best repeat of each): the forward, the rest of "
@@ -551,6 +570,7 @@ def main() -> int:
             shown_batch = row["max_batch"] or f"{row['batch_limit']} (measured)"
             shown_backend = row["backend"] + (" int8" if row["precision"] == "int8" else "")
             shown_backend += " (windows reused)" if row["reused_windows"] else ""
+            shown_backend += " + loudness" if row["loudness"] else ""
             print(f"| {row['model']} | {shown_backend} | {shown_batch} | "
                   f"{row['turn_windows']}, {row['turn_ms']:g} ms | {int(row['hold'])} | "
                   f"{row['block_s']:g} | "
