@@ -5,20 +5,28 @@ a real daemon over ZeroMQ and HTTP."""
 
 from __future__ import annotations
 
+import re
 import threading
+import tomllib
 import urllib.request
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import yaml
 from helpers import collect, free_port, make_config, started, tiny_model_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, mean_lufs
 from streamtag.audio.testsignals import music_like
 from streamtag.commands.status import format_status
-from streamtag.daemon.config import MetricsConfig, SourceConfig, with_overrides
+from streamtag.daemon.config import (
+    MetricsConfig,
+    SourceConfig,
+    config_from_dict,
+    with_overrides,
+)
 from streamtag.engine.batching import Engine
 from streamtag.engine.health import HealthConfig
 from streamtag.errors import ProtocolError
@@ -236,3 +244,20 @@ def test_a_daemon_publishes_serves_and_reports_loudness(tmp_path):
     assert (f'streamtag_loudness_lufs{{meter="short_term",stream="radio"}} '
             f'{last.short_term_lufs}') in metrics
     assert 'streamtag_loudness_lufs{meter="momentary",stream="radio"}' in metrics
+
+
+def test_the_loudness_alert_rules_are_valid_and_read_metrics_the_daemon_serves():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text("utf-8")
+    section = text.split("\n## Loudness\n", 1)[1].split("\n## ", 1)[0]
+    (rules,) = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section,
+                                                               re.S)]
+    alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    assert set(alerts) == {"StreamtagTooLoud", "StreamtagTooQuiet"}
+    served = {"streamtag_loudness_lufs", "streamtag_silent", "streamtag_stream_state"}
+    for rule in alerts.values():
+        names = set(re.findall(r"\bstreamtag_[a-z_]+", rule["expr"]))
+        assert "streamtag_loudness_lufs" in names and names <= served, rule["alert"]
+        assert 'meter="short_term"' in rule["expr"] and re.fullmatch(r"\d+[smh]", rule["for"])
+    # the section's config block turns loudness on, and nothing else
+    config = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    assert config_from_dict(tomllib.loads(config)).health == HealthConfig(loudness=True)
