@@ -15,9 +15,9 @@ from test_loudness_stream import (  # noqa: E402
     RATE,
     reference_blocks,
     stereo_music,
-    write_stereo,
 )
 
+from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.audio.loudness import mean_lufs  # noqa: E402
 from streamtag.daemon.config import SourceConfig, with_overrides  # noqa: E402
 
@@ -26,7 +26,7 @@ def test_page_shows_the_short_term_loudness(browser, closing, tmp_path):  # noqa
     from playwright.sync_api import expect
 
     path = tmp_path / "music.mp3"
-    write_stereo(path, stereo_music(16.0), RATE, "libmp3lame")
+    write_audio(path, stereo_music(16.0), RATE)
     model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
     daemon, sub = started(with_overrides(make_config(model, tmp_path), loudness=True))
     sub.close()

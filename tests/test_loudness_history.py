@@ -19,9 +19,9 @@ from test_loudness_stream import (
     decoded_planes,
     reference_blocks,
     stereo_music,
-    write_stereo,
 )
 
+from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, mean_lufs
 from streamtag.daemon.config import SourceConfig, with_overrides
 from streamtag.history import schema
@@ -57,7 +57,7 @@ def record(path, tmp_path, loudness: bool) -> sa.Engine:
 
 def test_the_as_run_log_gives_each_track_its_loudness(tmp_path):
     path = tmp_path / "music.mp3"
-    write_stereo(path, stereo_music(20.0), RATE, "libmp3lame")
+    write_audio(path, stereo_music(20.0), RATE)
     engine = record(path, tmp_path, loudness=True)
     with engine.connect() as conn:
         readings = conn.execute(sa.select(schema.scores.c.short_term_lufs, schema.scores.c
@@ -105,7 +105,7 @@ def test_gated_short_term_readings_come_within_a_quarter_lu_of_integrated_loudne
 
 def test_without_loudness_the_as_run_log_has_none(tmp_path):
     path = tmp_path / "music.mp3"
-    write_stereo(path, stereo_music(8.0), RATE, "libmp3lame")
+    write_audio(path, stereo_music(8.0), RATE)
     engine = record(path, tmp_path, loudness=False)
     history = load_history(engine)
     engine.dispose()

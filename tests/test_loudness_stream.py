@@ -5,6 +5,7 @@ a real daemon over ZeroMQ and HTTP."""
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 import tomllib
@@ -31,7 +32,7 @@ from streamtag.engine.batching import Engine
 from streamtag.engine.health import HealthConfig
 from streamtag.errors import ProtocolError
 from streamtag.model.inference import InferenceModel
-from streamtag.sources import FileSource
+from streamtag.sources import FileSource, PipeSource
 from streamtag.sources.loudness import StreamLoudness
 from streamtag.wire.protocol import AudioLevel
 
@@ -47,13 +48,6 @@ def stereo_music(seconds: float, rate: int = RATE) -> np.ndarray:
     first = np.stack([music_like(half / rate, rate, seed=3) * 0.1,
                       music_like(half / rate, rate, seed=4) * 0.06])
     return np.concatenate([first, first * 10 ** (12 / 20)], axis=1).astype(np.float32)
-
-
-def write_stereo(path: Path, planes: np.ndarray, rate: int, codec: str) -> None:
-    """A stereo file of ``planes`` with ``codec``: pcm_f32le writes packed floats (decoded
-    frame by frame, ``flt``), libmp3lame MP3, which decodes to planar floats (``fltp``,
-    decoded in blocks)."""
-    write_audio(path, planes, rate, codec)
 
 
 def decoded_planes(path: Path) -> tuple[np.ndarray, int]:
@@ -93,7 +87,7 @@ def test_a_file_source_measures_each_channel_at_its_own_rate(tmp_path, codec):
     # WAV floats reach the meter frame by frame, MP3's planes block by block: the same
     # blocks as the meter gives the whole decoded file, each dated where it ends.
     path = tmp_path / ("music.wav" if codec == "pcm_f32le" else "music.mp3")
-    write_stereo(path, stereo_music(12.0), RATE, codec)
+    write_audio(path, stereo_music(12.0), RATE, codec)
     expected = reference_blocks(path)
     blocks, samples = source_blocks(path)
     assert [end for end, _ in blocks] == [BLOCK * (k + 1) for k in range(len(expected))]
@@ -104,9 +98,25 @@ def test_a_file_source_measures_each_channel_at_its_own_rate(tmp_path, codec):
         12.0, abs=0.05 if codec == "pcm_f32le" else 0.2)
 
 
+def test_a_pipe_source_measures_its_interleaved_channels():
+    # Raw PCM from a pipe reaches the meter as (frames, channels), in blocks of 4096 frames
+    # that do not line up with the 100 ms blocks: the same blocks as one call on the whole.
+    planes = stereo_music(6.0)
+    source = PipeSource(format="f32le", rate=RATE, channels=2,
+                        stream=io.BytesIO(np.ascontiguousarray(planes.T).tobytes()))
+    source.measure_loudness = True
+    source.open(MODEL_RATE)
+    blocks = [b for chunk in source.chunks(threading.Event()) for b in chunk.loudness]
+    meter = LoudnessMeter()
+    meter.accept(planes, RATE, planar=True)
+    expected = meter.pop_blocks()
+    assert [end for end, _ in blocks] == [BLOCK * (k + 1) for k in range(60)]
+    np.testing.assert_array_equal([power for _, power in blocks], expected)
+
+
 def test_without_loudness_a_source_measures_nothing(tmp_path):
     path = tmp_path / "music.wav"
-    write_stereo(path, stereo_music(3.0), RATE, "pcm_f32le")
+    write_audio(path, stereo_music(3.0), RATE, "pcm_f32le")
     source = FileSource(path)
     source.open(MODEL_RATE)
     assert all(chunk.loudness == () for chunk in source.chunks(threading.Event()))
@@ -117,7 +127,7 @@ def test_loudness_is_not_the_mono_mix_loudness(tmp_path):
     # BS.1770 sums channels; the mono mix would read the same as one.
     tone = (0.1 * np.sin(2 * np.pi * 1000 * np.arange(5 * RATE) / RATE)).astype(np.float32)
     path = tmp_path / "tone.wav"
-    write_stereo(path, np.stack([tone, tone]), RATE, "pcm_f32le")
+    write_audio(path, np.stack([tone, tone]), RATE, "pcm_f32le")
     blocks, _ = source_blocks(path)
     stereo = mean_lufs([p for _, p in blocks][-30:])
     mono = LoudnessMeter()
@@ -170,7 +180,7 @@ def engine_windows(path: Path, model: InferenceModel, loudness: bool) -> list:
 
 def test_each_window_reads_the_loudness_at_its_end(tmp_path):
     path = tmp_path / "music.mp3"
-    write_stereo(path, stereo_music(14.0), RATE, "libmp3lame")
+    write_audio(path, stereo_music(14.0), RATE)
     model = InferenceModel.load(tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16))
     blocks = reference_blocks(path)
     results = engine_windows(path, model, loudness=True)
@@ -210,7 +220,7 @@ def test_a_daemon_publishes_serves_and_reports_loudness(tmp_path):
     # [health] loudness on a real daemon: every scores message after the first 3 s carries the
     # short-term loudness, the metrics port serves it, the status reply carries it.
     path = tmp_path / "music.mp3"
-    write_stereo(path, stereo_music(10.0), RATE, "libmp3lame")
+    write_audio(path, stereo_music(10.0), RATE)
     blocks = reference_blocks(path)
     model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
     port = free_port()
