@@ -32,7 +32,7 @@ from streamtag.engine.batching import Engine
 from streamtag.engine.health import HealthConfig
 from streamtag.errors import ProtocolError
 from streamtag.model.inference import InferenceModel
-from streamtag.sources import FileSource, PipeSource
+from streamtag.sources import FileSource, HttpSource, PipeSource
 from streamtag.sources.loudness import StreamLoudness
 from streamtag.wire.protocol import AudioLevel
 
@@ -112,6 +112,31 @@ def test_a_pipe_source_measures_its_interleaved_channels():
     expected = meter.pop_blocks()
     assert [end for end, _ in blocks] == [BLOCK * (k + 1) for k in range(60)]
     np.testing.assert_array_equal([power for _, power in blocks], expected)
+
+
+def test_an_http_source_measures_each_connection_afresh(audio_server, media):
+    # A station that ends the stream after the file: the source reconnects and the audio
+    # starts again. Each connection is measured from a fresh meter (the filters do not run on
+    # across the break), dated from where the stream's samples had reached.
+    server = audio_server(radio=False)
+    source = HttpSource(server.url(), initial_backoff_s=0.05, max_backoff_s=0.1)
+    source.measure_loudness = True
+    source.open(MODEL_RATE)
+    blocks, stop = [], threading.Event()
+    for chunk in source.chunks(stop):
+        blocks += chunk.loudness
+        if server.requests >= 3:  # the second connection has ended
+            stop.set()
+    expected = reference_blocks(media["mp3_44k_stereo"])
+    n = len(expected)
+    assert len(blocks) >= 2 * n
+    first, second = blocks[:n], blocks[n:2 * n]
+    assert [power for _, power in first] == [power for _, power in second] == list(expected)
+    step = 4410 / 44100 * MODEL_RATE
+    assert [end for end, _ in first] == [round((k + 1) * step) for k in range(n)]
+    origin = second[0][0] - round(step)
+    assert origin >= first[-1][0]  # the second connection starts after the first's audio
+    assert [end for end, _ in second] == [origin + round((k + 1) * step) for k in range(n)]
 
 
 def test_without_loudness_a_source_measures_nothing(tmp_path):
