@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-seconds", type=float, help="seconds between windows")
     _add_backend(p, "auto")
     _add_precision(p, "fp32")
+    p.add_argument("--loudness", action="store_true",
+                   help="also each file's EBU R128 integrated loudness (LUFS), measured at its "
+                        "own rate and channels")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per file")
     fmt.add_argument("--csv", action="store_true", help="CSV rows: segments and track tags")

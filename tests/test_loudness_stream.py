@@ -6,6 +6,7 @@ a real daemon over ZeroMQ and HTTP."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 import tomllib
@@ -16,10 +17,10 @@ import av
 import numpy as np
 import pytest
 import yaml
-from helpers import collect, free_port, make_config, started, tiny_model_file
+from helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
 
 from streamtag.audio.files import write_audio
-from streamtag.audio.loudness import LoudnessMeter, mean_lufs
+from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, mean_lufs
 from streamtag.audio.testsignals import music_like
 from streamtag.commands.status import format_status
 from streamtag.daemon.config import (
@@ -296,3 +297,23 @@ def test_the_loudness_alert_rules_are_valid_and_read_metrics_the_daemon_serves()
     # the section's config block turns loudness on, and nothing else
     config = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
     assert config_from_dict(tomllib.loads(config)).health == HealthConfig(loudness=True)
+
+
+def test_streamtag_tag_reports_each_file_s_integrated_loudness(tmp_path):
+    # `streamtag tag --loudness`, as a user runs it: each file's integrated loudness (the
+    # gated BS.1770 value of its blocks) and its loudest short-term reading, in JSON and text;
+    # without the flag, none.
+    path = tmp_path / "music.mp3"
+    write_audio(path, stereo_music(12.0), RATE)
+    model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
+    blocks = reference_blocks(path)
+    done = run_streamtag("tag", str(path), "--model", str(model), "--loudness", "--json")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["loudness_lufs"] == round(integrated_lufs(blocks), 2)
+    loudest = max(mean_lufs(blocks[k - 30:k]) for k in range(30, len(blocks) + 1))
+    assert found["max_short_term_lufs"] == round(loudest, 2)
+    text = run_streamtag("tag", str(path), "--model", str(model), "--loudness").stdout
+    assert f"loudness {found['loudness_lufs']:.1f} LUFS integrated" in text
+    plain = json.loads(run_streamtag("tag", str(path), "--model", str(model), "--json").stdout)
+    assert plain["loudness_lufs"] is None and plain["max_short_term_lufs"] is None

@@ -22,6 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from streamtag.audio.loudness import (
+    SHORT_TERM_BLOCKS,
+    SILENCE_LUFS,
+    integrated_lufs,
+    loudness_of_power,
+)
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
@@ -53,6 +59,10 @@ class FileTags:
     error: str | None = None
     title: str | None = None  # from the file's tags
     track: dict | None = None  # the fields of the daemon's track message for this file
+    # with ``loudness``: EBU R128 integrated loudness of the whole file (BS.1770-4, gated), and
+    # the loudest short-term (3 s) reading, in LUFS; None without it, or for silence
+    loudness_lufs: float | None = None
+    max_short_term_lufs: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,8 +156,10 @@ def track_fields(track: TrackSummary) -> dict:
 
 def tag_files(paths: Sequence[str | Path], model: InferenceModel,
               smoothing: SmoothingConfig | None = None,
-              config: EngineConfig | None = None) -> list[FileTags]:
-    """Tags each file; a file that cannot be decoded gets ``error`` set, the others go on."""
+              config: EngineConfig | None = None, loudness: bool = False) -> list[FileTags]:
+    """Tags each file; a file that cannot be decoded gets ``error`` set, the others go on.
+    ``loudness``: also each file's EBU R128 integrated loudness, measured at its own rate and
+    channels."""
     keep_freed_memory()
     collector = _Collector(model)
     engine = Engine(model, collector, config or EngineConfig(), smoothing)
@@ -156,16 +168,30 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
         collector.start(sid, str(path))
         engine.add_stream(sid)
         try:
+            powers: list[float] = []
             with FileSource(path) as source:
+                source.measure_loudness = loudness
                 source.open(model.sample_rate)
                 collector.name(sid, source.title)
                 for chunk in source.chunks(threading.Event()):
                     engine.accept(sid, chunk.samples)
+                    powers += [power for _, power in chunk.loudness]
+            if loudness:
+                _add_loudness(collector.results[sid], powers)
         except SourceError as exc:
             collector.results[sid].error = str(exc)
         engine.finish_stream(sid)
         engine.drain()
     return [collector.results[f"f{i}"] for i in range(len(paths))]
+
+
+def _add_loudness(out: FileTags, powers: list[float]) -> None:
+    integrated = integrated_lufs(powers)
+    out.loudness_lufs = None if integrated is None else round(integrated, 2)
+    if len(powers) >= SHORT_TERM_BLOCKS:
+        windows = np.convolve(powers, np.ones(SHORT_TERM_BLOCKS) / SHORT_TERM_BLOCKS, "valid")
+        loudest = loudness_of_power(float(windows.max()))
+        out.max_short_term_lufs = None if loudest <= SILENCE_LUFS else round(loudest, 2)
 
 
 def format_text(results: Sequence[FileTags]) -> str:
@@ -177,8 +203,11 @@ def format_text(results: Sequence[FileTags]) -> str:
         tags = ", ".join(f"{t} {r.strength.get(t, 0.0):.1f}x" for t in r.tags) or "none"
         title = f' "{r.title}"' if r.title else ""
         mostly = ", ".join(r.track["active"]) if r.track and r.track["active"] else "none"
+        loud = ("" if r.loudness_lufs is None else
+                f"; loudness {r.loudness_lufs:.1f} LUFS integrated, "
+                f"{r.max_short_term_lufs:.1f} LUFS short-term at most")
         lines.append(f"{r.path}:{title} {r.duration_s:.1f} s, {r.windows} windows; tags: {tags}; "
-                     f"active most of the time: {mostly}")
+                     f"active most of the time: {mostly}{loud}")
         for s in r.segments:
             lines.append(f"  {s.start_s:8.2f} - {s.end_s:8.2f}  {s.tag:<20s} {s.strength:4.1f}x "
                          f"(score {s.mean_score:.2f})")
@@ -190,7 +219,8 @@ def format_json(results: Sequence[FileTags]) -> str:
 
 
 def format_csv(results: Sequence[FileTags]) -> str:
-    """One row per segment, and one ``track`` row per tag of the summary. Paths, tag names and
+    """One row per segment, one ``track`` row per tag of the summary, and with loudness one
+    ``loudness`` row (its integrated loudness in LUFS as the score). Paths, tag names and
     errors (a decoder's words about a file from anywhere) are written as cells a spreadsheet
     shows as text (``text.csv_text``); numbers as numbers."""
     cell = csv_text
@@ -207,4 +237,7 @@ def format_csv(results: Sequence[FileTags]) -> str:
         for t in r.tags:
             writer.writerow([cell(r.path), "track", cell(t), "0.000", f"{r.duration_s:.3f}",
                              f"{r.mean_scores[t]:.4f}", f"{r.strength.get(t, 0.0):.2f}", ""])
+        if r.loudness_lufs is not None:
+            writer.writerow([cell(r.path), "loudness", "", "0.000", f"{r.duration_s:.3f}",
+                             f"{r.loudness_lufs:.2f}", "", ""])
     return out.getvalue()
