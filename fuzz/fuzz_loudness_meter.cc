@@ -21,19 +21,10 @@
 #include <stdexcept>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "loudness_meter.h"
 
 namespace {
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      std::fprintf(stderr, "check failed: %s: ", #cond);   \
-      std::fprintf(stderr, __VA_ARGS__);                   \
-      std::fprintf(stderr, "\n");                          \
-      std::abort();                                        \
-    }                                                      \
-  } while (0)
 
 std::vector<double> Pop(streamtag::LoudnessMeter &meter) {
   std::vector<double> out(static_cast<size_t>(meter.BlocksReady()));

@@ -23,21 +23,12 @@
 #include <string>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "frame_ring.h"
 #include "log_mel_options.h"
 #include "online_log_mel.h"
 
 namespace {
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      std::fprintf(stderr, "check failed: %s: ", #cond);   \
-      std::fprintf(stderr, __VA_ARGS__);                   \
-      std::fprintf(stderr, "\n");                          \
-      std::abort();                                        \
-    }                                                      \
-  } while (0)
 
 int64_t LargestPrimeFactor(int64_t n) {
   int64_t largest = 1;

@@ -34,7 +34,7 @@ mkdir -p "$out/corpus" "$out/artifacts"
 # -ffp-contract=off as in CMakeLists.txt: the one-frame and four-frame paths agree bitwise.
 "$cxx" -std=c++17 -O1 -g -fno-omit-frame-pointer -ffp-contract=off \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  -I"$root/csrc" "$root/fuzz/fuzz_$target.cc" "${sources[@]}" \
+  -I"$root/csrc" -I"$root/fuzz" "$root/fuzz/fuzz_$target.cc" "${sources[@]}" \
   -o "$out/fuzz_$target" || {
   echo "fuzz/run.sh: build failed; a missing libclang_rt.fuzzer or libclang_rt.asan means the" \
     "runtimes are not installed (apt-get install libclang-rt-dev)" >&2

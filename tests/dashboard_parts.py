@@ -205,6 +205,25 @@ class DashboardThread:
         assert not self._thread.is_alive(), "the dashboard did not stop"
 
 
+def real_daemon_page(browser, closing: list, config) -> tuple:
+    """A real daemon of `config` (its sources added by the test), the real dashboard on its
+    feed and a 1600x900 page of it in `browser`, all closed with the test: (the daemon, the
+    page, the errors the page raises)."""
+    from helpers import started
+
+    daemon, sub = started(config)
+    sub.close()
+    closing.append(daemon.stop)
+    dashboard = DashboardThread(daemon.publisher.endpoint, history_s=60)
+    closing.append(dashboard)
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    closing.append(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(dashboard.url)
+    return daemon, page, errors
+
+
 def close_all(opened: list) -> None:
     """Stops what a test opened, last started first: objects with close() or stop(), or
     functions to call."""

@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from helpers import make_config, started, tiny_model_file  # noqa: E402
-from test_dashboard import WAIT_S, DashboardThread, browser, closing  # noqa: E402, F401
+from dashboard_parts import real_daemon_page  # noqa: E402
+from helpers import make_config, tiny_model_file  # noqa: E402
+from test_dashboard import WAIT_S, browser, closing  # noqa: E402, F401
 from test_loudness_stream import (  # noqa: E402
     RATE,
     reference_blocks,
@@ -28,16 +29,8 @@ def test_page_shows_the_short_term_loudness(browser, closing, tmp_path):  # noqa
     path = tmp_path / "music.mp3"
     write_audio(path, stereo_music(16.0), RATE)
     model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
-    daemon, sub = started(with_overrides(make_config(model, tmp_path), loudness=True))
-    sub.close()
-    closing.append(daemon.stop)
-    dashboard = DashboardThread(daemon.publisher.endpoint, history_s=60)
-    closing.append(dashboard)
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    closing.append(page)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(dashboard.url)
+    daemon, page, errors = real_daemon_page(
+        browser, closing, with_overrides(make_config(model, tmp_path), loudness=True))
     daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True, "speed": 2.0}))
     level = page.locator('section.panel[data-stream="radio"] .level-value')
     # the first 3 s have no short-term loudness yet: the level alone, then both

@@ -13,46 +13,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from helpers import make_config, started, tiny_model_file, wait_until
 from test_loudness_stream import (
     RATE,
     decoded_planes,
     reference_blocks,
     stereo_music,
 )
+from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, mean_lufs
-from streamtag.daemon.config import SourceConfig, with_overrides
 from streamtag.history import schema
 from streamtag.history.asrun import gated_loudness
-from streamtag.history.recorder import Recorder
 from streamtag.history.report import format_csv, format_json, format_text, load_history
 
 
 def record(path, tmp_path, loudness: bool) -> sa.Engine:
-    """Plays ``path`` as stream "radio", titled, through a real daemon and records it into a
-    new SQLite file until the stream's end is stored."""
-    model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
-    engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
-    schema.upgrade(engine)
-    daemon, sub = started(with_overrides(make_config(model, tmp_path), loudness=loudness))
-    sub.close()
-    recorder = Recorder(engine, daemon.publisher.endpoint).start()
-    try:
-        wait_until(lambda: recorder.stats.received["heartbeat"] > 0, 10,
-                   "the recorder to hear the daemon")
-        daemon.add_source(SourceConfig("radio", f"file:{path}", title="Loud and quiet"))
-
-        def ended() -> bool:
-            with engine.connect() as conn:
-                return conn.execute(sa.select(sa.func.count()).select_from(schema.statuses)
-                                    .where(schema.statuses.c.state == "ended")).scalar() == 1
-        wait_until(ended, 60, "the stream's end to be stored")
-        assert recorder.stop()
-    finally:
-        daemon.stop()
-    return engine
+    """``path`` played titled through a real daemon and recorded into a new SQLite file."""
+    return record_file(path, tmp_path, window=64, hop=16, title="Loud and quiet",
+                       loudness=loudness)
 
 
 def test_the_as_run_log_gives_each_track_its_loudness(tmp_path):

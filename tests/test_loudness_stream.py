@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
 import threading
 import tomllib
 import urllib.request
@@ -18,9 +20,10 @@ import numpy as np
 import pytest
 import yaml
 from helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
+from test_sources import Consumer
 
 from streamtag.audio.files import write_audio
-from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, mean_lufs
+from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, loudness_of_power, mean_lufs
 from streamtag.audio.testsignals import music_like
 from streamtag.commands.status import format_status
 from streamtag.daemon.config import (
@@ -33,7 +36,7 @@ from streamtag.engine.batching import Engine
 from streamtag.engine.health import HealthConfig
 from streamtag.errors import ProtocolError
 from streamtag.model.inference import InferenceModel
-from streamtag.sources import FileSource, HttpSource, PipeSource
+from streamtag.sources import DeviceSource, FileSource, HttpSource, PipeSource
 from streamtag.sources.loudness import StreamLoudness
 from streamtag.wire.protocol import AudioLevel
 
@@ -317,3 +320,33 @@ def test_streamtag_tag_reports_each_file_s_integrated_loudness(tmp_path):
     assert f"loudness {found['loudness_lufs']:.1f} LUFS integrated" in text
     plain = json.loads(run_streamtag("tag", str(path), "--model", str(model), "--json").stdout)
     assert plain["loudness_lufs"] is None and plain["max_short_term_lufs"] is None
+
+
+def test_a_sound_card_s_stereo_input_is_measured_as_it_is_captured(pulse):
+    # A stereo 1 kHz sine at -20 dBFS played into PulseAudio's null sink and captured from its
+    # monitor, as `run --venue` or a studio feed is: its momentary loudness reads -20 LUFS
+    # (EBU Tech 3341's tone), measured on both channels before the downmix (which would read
+    # it 3 LU quieter).
+    source = DeviceSource("pulse", device_rate=48000, channels=2, blocksize=512)
+    source.measure_loudness = True
+    consumer = Consumer(source, MODEL_RATE)
+    t = np.arange(4 * 48000) / 48000
+    tone = (10 ** (-20 / 20) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    played = np.concatenate([np.zeros(4800, np.float32), tone, np.zeros(4800, np.float32)])
+    try:
+        assert consumer.wait_samples(1, timeout=10.0), consumer.error
+        subprocess.run(["pacat", "--playback", "--raw", "--device=testsink",
+                        "--format=float32le", "--rate=48000", "--channels=2",
+                        "--volume=65536"], input=np.repeat(played, 2).tobytes(),
+                       env={**os.environ, **pulse}, timeout=15, check=True)
+        before = consumer.samples()
+        assert consumer.wait_samples(before + MODEL_RATE // 2, timeout=10.0)
+    finally:
+        consumer.finish()
+    assert consumer.error is None
+    powers = np.array([power for chunk in consumer.chunks for _, power in chunk.loudness])
+    momentary = np.convolve(powers, np.ones(4) / 4, "valid")
+    loud = [loudness_of_power(p) for p in momentary if loudness_of_power(p) > -30]
+    # 4 s of tone: about 37 momentary readings wholly inside it, all at -20
+    inside = [value for value in loud if abs(value + 20.0) <= 0.1]
+    assert len(inside) >= 30, loud

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from helpers import make_config, started, tiny_model_file  # noqa: E402
+from dashboard_parts import real_daemon_page  # noqa: E402
+from helpers import make_config, tiny_model_file  # noqa: E402
 from test_dashboard import (  # noqa: E402, F401
     WAIT_S,
-    DashboardThread,
     browser,
     closing,
     endpoints,
@@ -68,16 +68,7 @@ def test_page_shows_the_level_and_silent_since(browser, closing, tmp_path):  # n
     write_audio(path, music_with_a_gap(8, 20, 10), RATE)
     model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32,
                             thresholds=(0.01, 0.01, 0.01, 0.01))
-    daemon, sub = started(make_config(model, tmp_path))
-    sub.close()
-    closing.append(daemon.stop)
-    dashboard = DashboardThread(daemon.publisher.endpoint, history_s=60)
-    closing.append(dashboard)
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    closing.append(page)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(dashboard.url)
+    daemon, page, errors = real_daemon_page(browser, closing, make_config(model, tmp_path))
     # Real time, four times as fast: 8 s of music, 20 s of silence, 10 s of music in 9.5 s.
     daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True, "speed": 4.0}))
     panel = page.locator('section.panel[data-stream="radio"]')

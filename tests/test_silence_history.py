@@ -10,25 +10,28 @@ from helpers import make_config, started, tiny_model_file, wait_until
 from test_silence import HOP_S, RATE, music_with_a_gap
 
 from streamtag.audio.files import write_audio
-from streamtag.daemon.config import SourceConfig
+from streamtag.daemon.config import SourceConfig, with_overrides
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 
 
-def record_file(path, tmp_path, thresholds: tuple[float, ...]) -> sa.Engine:
-    """Plays ``path`` as stream "radio" of a real daemon (the tiny model at ``thresholds``)
-    and records what it publishes, over real ZeroMQ, into a new SQLite file until the stream's
-    end is stored; returns the database's engine (disposed by the caller)."""
-    model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32, thresholds=thresholds)
+def record_file(path, tmp_path, thresholds: tuple[float, ...] | None = None, *,
+                window: int = 128, hop: int = 32, title: str | None = None,
+                loudness: bool = False) -> sa.Engine:
+    """Plays ``path`` as stream "radio" of a real daemon (the tiny model at ``thresholds``;
+    ``title`` overrides the file's; ``loudness``: [health] loudness) and records what it
+    publishes, over real ZeroMQ, into a new SQLite file until the stream's end is stored;
+    returns the database's engine (disposed by the caller)."""
+    model = tiny_model_file(tmp_path / "tiny.pt", window=window, hop=hop, thresholds=thresholds)
     engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
     schema.upgrade(engine)
-    daemon, sub = started(make_config(model, tmp_path))
+    daemon, sub = started(with_overrides(make_config(model, tmp_path), loudness=loudness))
     sub.close()
     recorder = Recorder(engine, daemon.publisher.endpoint).start()
     try:
         wait_until(lambda: recorder.stats.received["heartbeat"] > 0, 10,
                    "the recorder to hear the daemon")
-        daemon.add_source(SourceConfig("radio", f"file:{path}"))
+        daemon.add_source(SourceConfig("radio", f"file:{path}", title=title))
 
         def ended() -> bool:
             with engine.connect() as conn:
