@@ -572,3 +572,36 @@ def test_exit_when_done_ends_the_run_once_every_workers_streams_have_ended(tmp_p
         assert len({m.header.session for _, m in feed.of("scores")}) == 2
     finally:
         feed.close()
+
+
+def test_with_loudness_every_worker_measures_and_the_supervisor_serves_it(tmp_path):
+    # `run --processes 2 --loudness`: the flag reaches both workers' sources (stereo MP3s at
+    # 44.1 kHz), every stream's scores carry its short-term loudness once 3 s have played,
+    # and the supervisor's one metrics port serves it for the streams of both workers.
+    audio = tmp_path / "stereo.mp3"
+    write_audio(audio, [music_like(6.0, 44100, seed=6) * 0.3,
+                        music_like(6.0, 44100, seed=7) * 0.3], 44100)
+    publish, metrics_port = f"tcp://127.0.0.1:{free_port()}", free_port()
+    ids = [f"f{i}" for i in range(4)]
+    assert {shard_of(sid, 2) for sid in ids} == {0, 1}
+    feed = Feed(publish)
+    process = run("run", "--model", str(tiny_model_file(tmp_path / "tiny.pt")), "--device",
+                  "cpu", *(arg for sid in ids for arg in ("--source", f"{sid}=file:{audio}")),
+                  "--realtime", "--publish", publish, "--control", "", "--processes", "2",
+                  "--loudness", "--metrics-port", str(metrics_port), popen=True)
+    try:
+        def measured() -> set[str]:
+            return {m.header.stream for _, m in feed.of("scores")
+                    if m.body.audio is not None and m.body.audio.short_term_lufs is not None}
+        wait_until(lambda: measured() == set(ids), 60, "every stream's short-term loudness")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                    timeout=5) as reply:
+            metrics = reply.read().decode()
+    finally:
+        stop_process(process, timeout=60)
+        process.stdout.close()
+        process.stderr.close()
+        feed.close()
+    assert len({m.header.session for _, m in feed.of("scores")}) == 2
+    for sid in ids:
+        assert f'streamtag_loudness_lufs{{meter="short_term",stream="{sid}"}}' in metrics
