@@ -25,6 +25,7 @@ from test_sources import Consumer
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, loudness_of_power, mean_lufs
 from streamtag.audio.testsignals import music_like
+from streamtag.commands.listen import format_message
 from streamtag.commands.status import format_status
 from streamtag.daemon.config import (
     MetricsConfig,
@@ -39,6 +40,7 @@ from streamtag.model.inference import InferenceModel
 from streamtag.sources import DeviceSource, FileSource, HttpSource, PipeSource
 from streamtag.sources.loudness import StreamLoudness
 from streamtag.wire.protocol import AudioLevel
+from streamtag.wire.subscriber import ReceivedMessage
 
 RATE = 48000
 MODEL_RATE = 16000
@@ -280,6 +282,10 @@ def test_a_daemon_publishes_serves_and_reports_loudness(tmp_path):
                                                                      "level": level}}})
                if line.startswith("radio")]
     assert f"{last.short_term_lufs:.1f} LUFS short-term" in line
+    # and `streamtag listen` prints it on each scores line
+    (last_message,) = [m for m in messages if m.msg_type == "scores" and m.body is late[-1]]
+    assert f"{last.short_term_lufs:.1f} LUFS" in format_message(
+        ReceivedMessage(last_message.header, last_message.body))
     assert (f'streamtag_loudness_lufs{{meter="short_term",stream="radio"}} '
             f'{last.short_term_lufs}') in metrics
     assert 'streamtag_loudness_lufs{meter="momentary",stream="radio"}' in metrics

@@ -80,6 +80,8 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
         top = _shown(", ".join(f"{tag} {score:.2f}" for score, tag in ranked)) or "-"
         text = (f"{body.start_s:9.2f}-{body.end_s:.2f} s  active: "
                 f"{_names(body.active)}  top: {top}  ({body.latency_ms:.0f} ms)")
+        if body.audio is not None and body.audio.short_term_lufs is not None:
+            text += f"  {body.audio.short_term_lufs:.1f} LUFS"  # [health] loudness
     elif isinstance(body, EventBody):
         text = paint(f">>> {_shown(body.tag)} {body.state.upper()}", _BOLD,
                      _GREEN if body.state == "on" else _RED)
