@@ -8,7 +8,7 @@ a whole file.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +42,20 @@ def _mono(frame, seen: ChannelsSeen | None = None) -> np.ndarray:
     data = data.astype(np.float32, copy=False)
     if seen is not None:
         seen(np.ascontiguousarray(data), frame.sample_rate, _channel_names(frame))
-    return data.mean(axis=0)
+    return mix_down(list(data))
 
 
-def _averaged(planes: list[np.ndarray]) -> np.ndarray:
+def mix_down(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of equal-length float32 channels, added in order and divided once: bitwise
+    what numpy's mean over up to 7 channels gives, without its cost on interleaved samples (a
+    mean over the channel axis of (frames, 2) float32 takes 18 times as long) or the copies of
+    stacking; one channel is returned as it is."""
     if len(planes) == 1:
         return planes[0]
     total = planes[0] + planes[1]
     for plane in planes[2:]:
         total += plane
-    return total / np.float32(len(planes))  # what mean(axis=0) gives, without the copies
+    return total / np.float32(len(planes))
 
 
 @contextlib.contextmanager
@@ -135,10 +139,10 @@ def _block(held: list, key: tuple[int, int], seen: ChannelsSeen | None = None,
                                                 for views in held), np.float32)
         planar = planar.reshape(channels, -1)
         seen(planar, key[0], names)
-        return _averaged(list(planar))
+        return mix_down(list(planar))
     # bytearray: the block is writable, as a numpy array made by concatenating would be
-    return _averaged([np.frombuffer(bytearray().join(views[c] for views in held), np.float32)
-                      for c in range(channels)])
+    return mix_down([np.frombuffer(bytearray().join(views[c] for views in held), np.float32)
+                     for c in range(channels)])
 
 
 def load_audio(path: str | Path, sample_rate: float | None = None) -> tuple[np.ndarray, float]:

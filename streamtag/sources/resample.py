@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamtag.audio.files import mix_down
+
 
 class Resampler:
     """Averages channels to mono and resamples with one ``soxr.ResampleStream``.
@@ -68,8 +70,9 @@ class Resampler:
 
 def _to_mono(samples: np.ndarray) -> np.ndarray:
     x = np.asarray(samples)
-    if x.ndim == 2:
-        x = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
+    if x.ndim == 2:  # (frames, channels): their mean, column by column (audio.files.mix_down)
+        x = np.asarray(x, dtype=np.float32)
+        x = mix_down([x[:, c] for c in range(x.shape[1])])
     elif x.ndim != 1:
         raise ValueError(f"expected 1-D mono or 2-D (frames, channels) samples, got {x.shape}")
     return np.ascontiguousarray(x, dtype=np.float32)
