@@ -180,6 +180,15 @@ def test_audio_the_meter_cannot_measure_goes_on_unmeasured():
     stream.accept(np.stack([tone, tone], 1), RATE, 16000)
     blocks = stream.take()
     assert [end for end, _ in blocks] == [16000 + BLOCK * (k + 1) for k in range(10)]
+    # a source counts it in its status counters: a pipe declaring 4 kHz stereo
+    source = PipeSource(format="f32le", rate=4000, channels=2,
+                        stream=io.BytesIO(np.zeros((4000, 2), np.float32).tobytes()))
+    source.measure_loudness = True
+    source.open(MODEL_RATE)
+    chunks = list(source.chunks(threading.Event()))
+    assert sum(len(c.samples) for c in chunks) == MODEL_RATE  # the audio itself goes on
+    assert source.counters["loudness_unmeasured"] == 8000
+    assert all(c.loudness == () for c in chunks)
 
 
 class Windows:

@@ -272,5 +272,8 @@ class Source(abc.ABC):
         self.counters["samples"] += int(out.size)
         if self._state != "running":
             self._status("running", None, **self._running_extra())
+        loudness = self._loudness
+        if loudness is not None and loudness.unmeasured_samples:  # a rate it cannot measure
+            self.counters["loudness_unmeasured"] = loudness.unmeasured_samples
         return AudioChunk(out, index, time.monotonic() if arrival is None else arrival,
-                          () if self._loudness is None else self._loudness.take())
+                          () if loudness is None else loudness.take())
