@@ -134,15 +134,13 @@ def _block(held: list, key: tuple[int, int], seen: ChannelsSeen | None = None,
     if key[1] == 0:  # mono arrays (``_mono`` showed ``seen`` their channels)
         return held[0] if len(held) == 1 else np.concatenate(held)
     channels = key[1]
-    if seen is not None:  # the planes joined channel by channel into one (channels, frames)
-        planar = np.frombuffer(bytearray().join(views[c] for c in range(channels)
-                                                for views in held), np.float32)
-        planar = planar.reshape(channels, -1)
+    # The planes joined channel by channel into one (channels, frames) block; a bytearray, so
+    # the block is writable, as a numpy array made by concatenating would be.
+    planar = np.frombuffer(bytearray().join(views[c] for c in range(channels) for views in held),
+                           np.float32).reshape(channels, -1)
+    if seen is not None:
         seen(planar, key[0], names)
-        return mix_down(list(planar))
-    # bytearray: the block is writable, as a numpy array made by concatenating would be
-    return mix_down([np.frombuffer(bytearray().join(views[c] for views in held), np.float32)
-                     for c in range(channels)])
+    return mix_down(list(planar))
 
 
 def load_audio(path: str | Path, sample_rate: float | None = None) -> tuple[np.ndarray, float]:

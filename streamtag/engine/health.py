@@ -84,8 +84,8 @@ class HealthConfig:
     # 0 turns tone detection off
     tone_crest_db: float = values.field(DEFAULT_TONE_CREST_DB, minimum=0, maximum=20)
     # EBU R128 momentary and short-term loudness per window (LUFS), measured by the sources at
-    # the input's own rate and channels (streamtag.audio.loudness); costs a stream about 5 % of
-    # its CPU (docs/operations.md, "Loudness")
+    # the input's own rate and channels (streamtag.audio.loudness); a stereo stream of the
+    # default model then costs about 6 % more CPU (docs/operations.md, "Loudness")
     loudness: bool = False
 
     def __post_init__(self) -> None:

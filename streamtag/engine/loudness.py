@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from streamtag.audio.loudness import MOMENTARY_BLOCKS, SHORT_TERM_BLOCKS, mean_lufs
+from streamtag.audio.loudness import BLOCK_S, MOMENTARY_BLOCKS, SHORT_TERM_BLOCKS, mean_lufs
 
 # Blocks a stream holds at most: an hour of windows waiting to be scored would need far fewer
 # (a live stream's queue holds a few windows), so this only bounds a stream nobody reads.
 MAX_BLOCKS = 4096
-BLOCK_S = 0.1
 
 
 class LoudnessTrail:
