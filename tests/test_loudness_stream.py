@@ -365,3 +365,38 @@ def test_a_sound_card_s_stereo_input_is_measured_as_it_is_captured(pulse):
     # 4 s of tone: about 37 momentary readings wholly inside it, all at -20
     inside = [value for value in loud if abs(value + 20.0) <= 0.1]
     assert len(inside) >= 30, loud
+
+
+def test_loudness_blocks_waiting_for_a_reader_are_bounded():
+    # Nothing holds blocks without end, whatever a station sends and however long nobody
+    # reads them: the C++ meter keeps its newest 65,536 unpopped blocks, a source its newest
+    # MAX_HELD_BLOCKS untaken ones (counted as dropped), the engine's trail MAX_BLOCKS.
+    from streamtag import _core
+    from streamtag.engine.loudness import MAX_BLOCKS, LoudnessTrail
+    from streamtag.sources.loudness import MAX_HELD_BLOCKS
+
+    def tone(blocks: int, amplitude: float) -> np.ndarray:  # 1 kHz at 8 kHz: 800 a block
+        return (amplitude * np.sin(np.pi / 4 * np.arange(800 * blocks))).astype(np.float32)
+
+    meter = _core.LoudnessMeter(8000, [1.0])
+    quiet = tone(4096, 0.01)
+    for _ in range(16):
+        meter.accept_waveform(quiet)
+    meter.accept_waveform(tone(10, 0.5))  # the newest 10 blocks 34 dB louder
+    assert meter.blocks_completed == 65536 + 10 and meter.blocks_ready == 65536
+    powers = meter.pop_blocks()
+    assert np.all(powers[-9:] > 1000 * powers[0])  # the oldest were let go, not the newest
+
+    stream = StreamLoudness(MODEL_RATE)
+    for amplitude in (0.01, 0.02, 0.04):  # 2,000 blocks each, none taken
+        stream.accept(tone(2000, amplitude), 8000, 0)
+    held = stream.take()
+    assert len(held) == MAX_HELD_BLOCKS and stream.dropped == 6000 - MAX_HELD_BLOCKS
+    assert held[-1][0] == 6000 * BLOCK  # the newest kept, dated where they end
+    assert held[-1][1] > 10 * held[0][1]
+
+    trail = LoudnessTrail(MODEL_RATE)
+    trail.add((BLOCK * (k + 1), 1e-3) for k in range(3 * MAX_BLOCKS))
+    assert len(trail._blocks) == MAX_BLOCKS
+    momentary, short_term = trail.reading(3 * MAX_BLOCKS * BLOCK)
+    assert momentary == pytest.approx(-30.691) and short_term == pytest.approx(-30.691)
