@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -27,25 +28,6 @@ std::vector<float> MakeWindow(const LogMelOptions &o) {
   return w;
 }
 
-// Whether every one of x[0 .. n) is finite: x - x is +0 for a finite x and NaN for an infinite
-// or NaN one, and a sum with a NaN in it is NaN. Three vector operations per four samples,
-// against a compare and a count per sample for counting them (the rare input with a
-// non-finite sample is counted afterwards).
-bool AllFinite(const float *x, int64_t n) {
-  using simd::V4;
-  V4 a{}, b{};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const V4 u = simd::Load(x + i), v = simd::Load(x + i + 4);
-    a += u - u;
-    b += v - v;
-  }
-  const V4 sum = a + b;
-  float rest = (sum[0] + sum[1]) + (sum[2] + sum[3]);
-  for (; i < n; ++i) rest += x[i] - x[i];
-  return rest == 0.0f;
-}
-
 }  // namespace
 
 OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
@@ -65,6 +47,7 @@ OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
       spec4_im_(opts.NumBins()),
       mels4_(opts.n_mels) {
   block_lead_ = opts.center ? opts.hop_length / 2 : 0;
+  ClearBlocks();
   // The log as scale * ln(max(floor, gain * x + offset)), decided once.
   magnitude_ = opts.power == 1.0;
   apply_log_ = opts.log != "none";
@@ -93,6 +76,14 @@ void OnlineLogMel::Reset() {
   buffer_start_ = received_ = next_frame_ = frames_popped_ = nonfinite_ = level_slot_ = 0;
   finished_ = false;
   pending_.clear();
+  ClearBlocks();
+}
+
+void OnlineLogMel::ClearBlocks() {
+  meter_ = BlockMeter();
+  blocks_.clear();
+  blocks_first_ = 0;
+  block_end_ = opts_.hop_length - block_lead_;
 }
 
 void OnlineLogMel::KeepLevels(int64_t frames) {
@@ -105,6 +96,8 @@ void OnlineLogMel::KeepLevels(int64_t frames) {
     level_capacity_ = 0;
     std::vector<float>().swap(levels_);
     std::vector<float>().swap(prev_mels_);
+    ClearBlocks();
+    blocks_.shrink_to_fit();
     return;
   }
   if (level_capacity_ == 0 && next_frame_ > 0) {
@@ -122,9 +115,55 @@ void OnlineLogMel::KeepLevels(int64_t frames) {
     }
   }
   levels_.swap(ring);
+  const bool turned_on = level_capacity_ == 0;
   level_capacity_ = frames;
   level_slot_ = next_frame_ % frames;
   prev_mels_.resize(static_cast<size_t>(opts_.n_mels), 0.0f);
+  if (turned_on && StreamedBlocks()) {
+    // No frame is computed yet, so the buffer holds every sample so far (from 0): measure them.
+    ClearBlocks();
+    if (buffer_start_ != 0 || buffer_start_ + static_cast<int64_t>(buffer_.size()) != received_) {
+      throw std::logic_error("keep_levels: the buffer does not start at sample 0 (internal error)");
+    }
+    MeasureInput(buffer_.data(), received_, 0);
+  }
+}
+
+bool OnlineLogMel::MeasureInput(const float *x, int64_t n, int64_t first) {
+  constexpr int64_t kSize = kRealSamples + 1;
+  const int64_t hop = opts_.hop_length, end = first + n;
+  const int64_t finishing = end < block_end_ ? 0 : 1 + (end - block_end_) / hop;
+  size_t at = blocks_.size();
+  blocks_.resize(at + static_cast<size_t>(finishing * kSize));
+  bool finite = true;
+  int64_t i = first;
+  if (block_end_ - i < hop || block_end_ > end) {
+    // The block under way: begun in an earlier chunk, block 0 (shorter than a hop with
+    // center), or one this chunk does not complete.
+    const int64_t take = std::min(end, block_end_) - i;
+    meter_.Add(x, take);
+    i += take;
+    if (i < block_end_) return meter_.PartFinite();
+    finite = meter_.Finish(blocks_.data() + at);
+    at += kSize;
+    block_end_ += hop;
+  }
+  const int64_t whole = (end - i) / hop;  // whole blocks from i, in one call
+  if (whole > 0) {
+    finite &= MeasureBlocks(x + (i - first), whole, hop, blocks_.data() + at, kSize);
+    i += whole * hop;
+    block_end_ += whole * hop;
+  }
+  meter_.Add(x + (i - first), end - i);  // the start of the next block
+  return finite && meter_.PartFinite();
+}
+
+void OnlineLogMel::DropMeasuredBlocks() {
+  const int64_t stored = static_cast<int64_t>(blocks_.size()) / (kRealSamples + 1);
+  const int64_t drop = std::min(stored, next_frame_ - blocks_first_);
+  if (drop <= 0) return;
+  blocks_.erase(blocks_.begin(), blocks_.begin() + drop * (kRealSamples + 1));
+  blocks_first_ += drop;
 }
 
 int64_t OnlineLogMel::FirstLevelKept() const {
@@ -190,11 +229,11 @@ void OnlineLogMel::MeasureFrame(int64_t t, const float *samples, const float *me
   // Frames are measured in order, so frame t's slot is level_slot_.
   float *level = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
   if (++level_slot_ == level_capacity_) level_slot_ = 0;
+  const float *previous = t == 0 ? nullptr : prev_mels;  // frame 0 rises from nothing
   const int64_t start = FrameStart(t);
   const int64_t begin = std::max({t * opts_.hop_length - block_lead_, start, int64_t{0}});
   const int64_t end = std::min({t * opts_.hop_length - block_lead_ + opts_.hop_length,
                                 start + n_fft_, received_});
-  const float *previous = t == 0 ? nullptr : prev_mels;  // frame 0 rises from nothing
   if (end > begin) {
     MeasureFrameLevel(samples + (begin - start), end - begin, mels, previous, opts_.n_mels,
                       flux_db_per_unit_, level);
@@ -206,21 +245,19 @@ void OnlineLogMel::MeasureFrame(int64_t t, const float *samples, const float *me
 }
 
 void OnlineLogMel::MeasureSignalTail() {
-  if (level_capacity_ == 0 || next_frame_ == 0 || opts_.hop_length > n_fft_) return;
-  const int64_t t = next_frame_ - 1;
-  const int64_t from = t * opts_.hop_length - block_lead_ + opts_.hop_length;
-  if (from >= received_) return;
-  tail_.resize(static_cast<size_t>(received_ - from));
-  for (size_t i = 0; i < tail_.size(); ++i) {
-    tail_[i] = SampleAt(from + static_cast<int64_t>(i), nullptr, received_);
+  if (!StreamedBlocks() || next_frame_ == 0) return;
+  // Every block after the last frame's: at most hop / 2 samples with center, fewer than n_fft
+  // without.
+  float *level = LevelSlot(next_frame_ - 1);
+  const int64_t size = kRealSamples + 1;
+  for (int64_t k = std::max<int64_t>(0, next_frame_ - blocks_first_) * size;
+       k < static_cast<int64_t>(blocks_.size()); k += size) {
+    const float *tail = blocks_.data() + k;
+    level[kSumSquares] += tail[kSumSquares];
+    level[kPeak] = std::max(level[kPeak], tail[kPeak]);
+    level[kClipped] += tail[kClipped];
+    level[kRealSamples] += tail[kRealSamples];
   }
-  float tail[kFrameLevelSize];
-  MeasureBlock(tail_.data(), static_cast<int64_t>(tail_.size()), tail);
-  float *level = LevelSlot(t);
-  level[kSumSquares] += tail[kSumSquares];
-  level[kPeak] = std::max(level[kPeak], tail[kPeak]);
-  level[kClipped] += tail[kClipped];
-  level[kRealSamples] += tail[kRealSamples];
 }
 
 int64_t OnlineLogMel::NumFramesFor(int64_t num_samples) const {
@@ -298,6 +335,8 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
     pending_.resize(offset + static_cast<size_t>(end - next_frame_) * n_mels);
     dst = pending_.data() + offset;
   }
+  const bool streamed = StreamedBlocks();
+  const int64_t first = next_frame_;
   size_t offset = 0;
   while (next_frame_ < end) {
     if (next_frame_ + 4 <= end) {
@@ -307,7 +346,7 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
                                   stitched_.data() + static_cast<size_t>(i) * n_fft_);
       }
       ComputeFrames4(samples, dst + offset);
-      if (level_capacity_ > 0) {
+      if (level_capacity_ > 0 && !streamed) {
         for (int i = 0; i < 4; ++i) {
           const float *mels = dst + offset + static_cast<size_t>(i) * n_mels;
           MeasureFrame(next_frame_ + i, samples[i], mels,
@@ -319,7 +358,7 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
     } else {
       const float *samples = FrameSamples(next_frame_, chunk, chunk_start, stitched_.data());
       ComputeFrame(samples, dst + offset);
-      if (level_capacity_ > 0) {
+      if (level_capacity_ > 0 && !streamed) {
         MeasureFrame(next_frame_, samples, dst + offset,
                      offset > 0 ? dst + offset - n_mels : prev_mels_.data());
       }
@@ -327,7 +366,28 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
       offset += n_mels;
     }
   }
+  if (streamed) MeasureStreamedFrames(first, end, dst);
   if (level_capacity_ > 0) std::copy(dst + offset - n_mels, dst + offset, prev_mels_.begin());
+}
+
+void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float *out) {
+  constexpr int64_t kSize = kRealSamples + 1;
+  const int n_mels = opts_.n_mels;
+  const float *previous = first == 0 ? nullptr : prev_mels_.data();  // frame 0: no rise
+  const int64_t stored = static_cast<int64_t>(blocks_.size()) / kSize;
+  for (int64_t t = first; t < end; ++t, out += n_mels) {
+    float *level = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
+    if (++level_slot_ == level_capacity_) level_slot_ = 0;
+    const int64_t k = t - blocks_first_;
+    if (k >= 0 && k < stored) {
+      std::memcpy(level, blocks_.data() + k * kSize, kSize * sizeof(float));
+    } else {  // a block after the signal's end: empty
+      std::fill(level, level + kSize, 0.0f);
+    }
+    level[kOnsetFlux] =
+        previous == nullptr ? 0.0f : mean_rise_(out, previous, n_mels) * flux_db_per_unit_;
+    previous = out;
+  }
 }
 
 void OnlineLogMel::ComputeFrame(const float *samples, float *out) {
@@ -440,8 +500,20 @@ void OnlineLogMel::AcceptWaveform(const float *samples, int64_t n) {
   }
   if (n < 0) throw std::invalid_argument("sample count must be >= 0");
   if (n == 0) return;
+  // With levels measured on the input, one pass measures the chunk and checks it; a chunk
+  // with a non-finite sample is measured again, cleaned, from where it started.
+  const bool streamed = StreamedBlocks();
+  BlockMeter meter_before;
+  size_t blocks_before = 0;
+  int64_t block_end_before = 0;
+  if (streamed) {
+    meter_before = meter_;
+    blocks_before = blocks_.size();
+    block_end_before = block_end_;
+  }
+  const int64_t chunk_start = received_;
   int64_t bad = 0;
-  if (!AllFinite(samples, n)) {
+  if (!(streamed ? MeasureInput(samples, n, chunk_start) : AllFinite(samples, n))) {
     for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(samples[i]);
   }
   if (bad > 0) {
@@ -451,18 +523,34 @@ void OnlineLogMel::AcceptWaveform(const float *samples, int64_t n) {
     }
     samples = clean_.data();
     nonfinite_ += bad;
+    if (streamed) {
+      meter_ = meter_before;
+      blocks_.resize(blocks_before);
+      block_end_ = block_end_before;
+      MeasureInput(samples, n, chunk_start);
+    }
   }
-  const int64_t chunk_start = received_;
   received_ += n;
   EmitFrames(samples, chunk_start, false);
+  if (streamed) DropMeasuredBlocks();
   KeepTail(samples, chunk_start);
 }
 
 void OnlineLogMel::InputFinished() {
   if (finished_) return;
   finished_ = true;
+  if (StreamedBlocks() && meter_.Samples() > 0) {  // the last block ends with the signal
+    const size_t at = blocks_.size();
+    blocks_.resize(at + kRealSamples + 1);
+    meter_.Finish(blocks_.data() + at);
+    block_end_ += opts_.hop_length;
+  }
   EmitFrames(nullptr, received_, true);
   MeasureSignalTail();
+  if (StreamedBlocks()) {
+    blocks_first_ += static_cast<int64_t>(blocks_.size()) / (kRealSamples + 1);
+    blocks_.clear();
+  }
   buffer_.clear();
   buffer_start_ = received_;
 }

@@ -7,18 +7,19 @@
 // Levels and onsets, off by default (KeepLevels). Each frame t owns a block of samples, so that
 // consecutive frames' blocks partition the signal: [t * hop - hop / 2, t * hop - hop / 2 + hop)
 // with center (hop / 2 rounded down), [t * hop, t * hop + hop) without, intersected with the real
-// signal [0, n) (padding, zero or reflected, is never counted). For hop <= n_fft the block lies
-// inside the frame's own samples and is read from the very array the frame is computed from, so
-// its numbers are bitwise the same for every chunking. Once the input is finished the last
-// frame's block also takes the rest of the signal (at most hop / 2 samples with center, fewer
-// than n_fft without), so the blocks of a finished signal cover every sample exactly once. When
-// hop > n_fft a block is further clipped to its frame's samples: the samples between frames and
-// after the last one are not counted. Per frame (window_level.h's layout): the block's sum of
-// squares, peak |x|, clipped samples (|x| >= kClipLevel) and real samples, and the onset flux:
-// the mean over mel bands of max(0, m_t[b] - m_{t-1}[b]) of the log-mel frames, in dB (the log
-// form's units times its dB per unit: 10 / db_multiplier for "db", 10 for log10's "log1p",
-// 10 / ln 10 for "ln", each times 2 / power; 1 for "none", which then measures power), 0 for
-// frame 0.
+// signal [0, n) (padding, zero or reflected, is never counted). For hop <= n_fft each block is
+// complete by the time its frame is, so the blocks are measured on the input as it arrives, in
+// the pass that checks every sample is finite (a block split across chunks waits in a
+// BlockMeter): a block's numbers are MeasureBlock's on the whole block, bitwise the same for
+// every chunking. Once the input is finished the last frame's block also takes the rest of the
+// signal (at most hop / 2 samples with center, fewer than n_fft without), so the blocks of a
+// finished signal cover every sample exactly once. When hop > n_fft a block is further clipped
+// to its frame's samples and measured there: the samples between frames and after the last one
+// are not counted. Per frame (window_level.h's layout): the block's sum of squares, peak |x|,
+// clipped samples (|x| >= kClipLevel) and real samples, and the onset flux: the mean over mel
+// bands of max(0, m_t[b] - m_{t-1}[b]) of the log-mel frames, in dB (the log form's units times
+// its dB per unit: 10 / db_multiplier for "db", 10 for log10's "log1p", 10 / ln 10 for "ln",
+// each times 2 / power; 1 for "none", which then measures power), 0 for frame 0.
 //
 // Not thread-safe: one instance per stream. Different instances share nothing.
 #ifndef STREAMTAG_ONLINE_LOG_MEL_H_
@@ -104,9 +105,23 @@ class OnlineLogMel {
   void ApplyLog(float *out) const;
   simd::V4 LogForm(simd::V4 x) const;
   void KeepTail(const float *chunk, int64_t chunk_start);
-  // Measures frame t's block (in its samples) and its flux (mels against prev_mels).
+  // Measures frame t's block in its samples and its flux (mels against prev_mels), where the
+  // blocks are not measured on the input (hop > n_fft).
   void MeasureFrame(int64_t t, const float *samples, const float *mels, const float *prev_mels);
-  void MeasureSignalTail();  // at InputFinished: the last frame's block takes the tail
+  // With hop <= n_fft the blocks partition the signal [0, n) (block t is
+  // [t * hop - block_lead_, (t + 1) * hop - block_lead_) from 0), and each is complete by the
+  // time its frame is: so they are measured on the input as it arrives, in the same pass that
+  // checks it is finite (the frame's samples are not read again).
+  bool StreamedBlocks() const { return level_capacity_ > 0 && opts_.hop_length <= n_fft_; }
+  // Adds x[0 .. n), samples [first, first + n), to the blocks, finishing each block it completes.
+  // Returns whether every square was finite (else the caller counts the samples that are not).
+  bool MeasureInput(const float *x, int64_t n, int64_t first);
+  void ClearBlocks();
+  // The per-frame features of frames [first, end), in out's rows (StreamedBlocks).
+  void MeasureStreamedFrames(int64_t first, int64_t end, const float *out);
+  void DropMeasuredBlocks();  // the blocks of frames computed
+  // At InputFinished: the last frame's block takes the rest of the signal (the blocks after it).
+  void MeasureSignalTail();
   float *LevelSlot(int64_t t) {
     return levels_.data() + static_cast<size_t>(t % level_capacity_) * kFrameLevelSize;
   }
@@ -145,7 +160,11 @@ class OnlineLogMel {
   float flux_db_per_unit_ = 1.0f;
   std::vector<float> levels_;
   std::vector<float> prev_mels_;  // the newest frame: the next frame's flux compares with it
-  std::vector<float> tail_;
+  MeanRiseKernel mean_rise_ = MeanRiseForThisCpu();
+  BlockMeter meter_;  // StreamedBlocks: the block being measured, which ends at block_end_
+  int64_t block_end_ = 0;
+  int64_t blocks_first_ = 0;  // the block whose numbers start blocks_
+  std::vector<float> blocks_;  // finished blocks not yet a computed frame's, 4 floats each
 
   // Scratch, reused for every frame.
   std::vector<float> clean_, stitched_, windowed_, spec_re_, spec_im_;

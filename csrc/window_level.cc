@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -36,26 +37,35 @@ int64_t CountOnsets(const float *features, int64_t n, int hop_length, double sam
   const double mean = flux_sum / static_cast<double>(n);
   const double threshold =
       std::max(kMinOnsetFluxDb, mean + kOnsetDelta * (flux_max - mean));
-  double contrast_floor = -1.0;  // kOnsetContrast * the background flux, on first need
-  int64_t onsets = 0, last = 0;
+  // One pass: the peaks above the threshold (the candidates, in order) and the background (the
+  // mean of the values at or below the window's mean). Then the contrast and the gap, in order:
+  // whether a frame is a peak does not depend on the onsets before it.
+  double quiet_sum = 0.0;
+  int64_t quiet = 0, candidates = 0;
+  // Two peaks are more than radius frames apart (each is above the other otherwise).
+  const int64_t most = n / (radius + 1) + 1;
+  int64_t on_stack[256];
+  std::vector<int64_t> on_heap(most > 256 ? static_cast<size_t>(most) : 0);
+  int64_t *found = most > 256 ? on_heap.data() : on_stack;
   for (int64_t t = 0; t < n; ++t) {
     const float f = flux(t);
-    if (!(f >= threshold) || (onsets > 0 && t - last < min_gap)) continue;
+    if (f <= mean) {
+      quiet_sum += f;
+      ++quiet;
+      continue;  // the threshold is above the mean
+    }
+    if (!(f >= threshold)) continue;
     bool peak = true;
     for (int64_t u = std::max<int64_t>(0, t - radius); peak && u < t; ++u) peak = f > flux(u);
     for (int64_t u = t + 1; peak && u <= std::min(n - 1, t + radius); ++u) peak = f >= flux(u);
-    if (!peak) continue;
-    if (contrast_floor < 0.0) {
-      double quiet_sum = 0.0;
-      int64_t quiet = 0;
-      for (int64_t u = 0; u < n; ++u) {
-        const bool below = flux(u) <= mean;
-        quiet_sum += below ? flux(u) : 0.0f;
-        quiet += below;
-      }
-      contrast_floor = kOnsetContrast * (quiet > 0 ? quiet_sum / static_cast<double>(quiet) : 0.0);
-    }
-    if (f < contrast_floor) continue;
+    if (peak) found[candidates++] = t;
+  }
+  const double contrast_floor =
+      kOnsetContrast * (quiet > 0 ? quiet_sum / static_cast<double>(quiet) : 0.0);
+  int64_t onsets = 0, last = 0;
+  for (int64_t c = 0; c < candidates; ++c) {
+    const int64_t t = found[c];
+    if (flux(t) < contrast_floor || (onsets > 0 && t - last < min_gap)) continue;
     ++onsets;
     last = t;
   }
@@ -170,10 +180,11 @@ inline void FinishBlock(const float *x, int64_t n, int64_t whole, float sum, flo
 // a > b ? a : b is one MAXPS (MAX on NEON); simd::Max's bit select is four operations.
 inline simd::V4 Max4(simd::V4 a, simd::V4 b) { return a > b ? a : b; }
 
-// Rounds of x^2 into lanes[32], their max into *peak_squared.
+// Rounds of x^2 added into lanes[32], their max into *peak_squared (0 for no rounds).
 void SquaresPortable(const float *x, int64_t rounds, float *lanes, float *peak_squared) {
   using simd::V4;
-  V4 s[8] = {}, p0{}, p1{};
+  V4 s[8], p0{}, p1{};
+  for (int k = 0; k < 8; ++k) s[k] = simd::Load(lanes + 4 * k);
   for (int64_t r = 0; r < rounds; ++r, x += kBlockLanes) {
     V4 q[8];
     for (int k = 0; k < 8; ++k) {
@@ -209,36 +220,10 @@ __attribute__((target("avx2"))) inline V8 Load8(const float *p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-__attribute__((target("avx2"))) inline V8 Max8(V8 a, V8 b) { return a > b ? a : b; }
-
-__attribute__((target("avx2"))) void SquaresAvx2(const float *x, int64_t rounds, float *lanes,
-                                                 float *peak_squared) {
-  V8 s[4] = {}, p0{}, p1{};
-  for (int64_t r = 0; r < rounds; ++r, x += kBlockLanes) {
-    V8 q[4];
-    for (int k = 0; k < 4; ++k) {
-      const V8 v = Load8(x + 8 * k);
-      q[k] = v * v;
-      s[k] += q[k];
-    }
-    p0 = Max8(p0, Max8(q[0], q[1]));
-    p1 = Max8(p1, Max8(q[2], q[3]));
-  }
-  std::memcpy(lanes, s, sizeof s);
-  const V8 p = Max8(p0, p1);
-  float m = p[0];
-  for (int l = 1; l < 8; ++l) m = std::max(m, p[l]);
-  *peak_squared = m;
-}
-
-__attribute__((target("avx2"))) void RisesAvx2(const float *a, const float *b, int64_t rounds,
-                                               float *lanes) {
-  V8 s[4] = {};
-  const V8 zero{};
-  for (int64_t r = 0; r < rounds; ++r, a += kBlockLanes, b += kBlockLanes) {
-    for (int k = 0; k < 4; ++k) s[k] += Max8(Load8(a + 8 * k) - Load8(b + 8 * k), zero);
-  }
-  std::memcpy(lanes, s, sizeof s);
+// a > b ? a : b, as one VMAXPS (the vector extension's form compiles to a compare and a mask
+// when b is zero).
+__attribute__((target("avx2"))) inline V8 Max8(V8 a, V8 b) {
+  return (V8)_mm256_max_ps((__m256)a, (__m256)b);
 }
 
 // ReduceLanes' tree on lanes held in four 8-float vectors, in registers: its 4-float vectors
@@ -268,12 +253,46 @@ __attribute__((target("avx2"))) inline void SquaresRound(const float *x, V8 &s0,
   p1 = Max8(p1, Max8(q2, q3));
 }
 
-// MeasureFrameLevel with the AVX2 kernels: the same additions lane by lane as SquaresAvx2 and
-// RisesAvx2 (two rounds a turn of the loop), reduced in registers.
-__attribute__((target("avx2"))) void FrameLevelAvx2(const float *x, int64_t n,
-                                                    const float *current,
-                                                    const float *previous, int n_mels,
-                                                    float flux_scale, float *level) {
+// Rounds of x^2 added into lanes[32], their max into *peak_squared (0 for no rounds):
+// SquaresPortable's additions lane by lane, the lanes held in registers.
+__attribute__((target("avx2"))) void SquaresAvx2(const float *x, int64_t rounds, float *lanes,
+                                                 float *peak_squared) {
+  V8 s0 = Load8(lanes), s1 = Load8(lanes + 8), s2 = Load8(lanes + 16), s3 = Load8(lanes + 24);
+  V8 p0{}, p1{};
+  for (int64_t r = 0; r < rounds; ++r, x += kBlockLanes) SquaresRound(x, s0, s1, s2, s3, p0, p1);
+  std::memcpy(lanes, &s0, sizeof s0);
+  std::memcpy(lanes + 8, &s1, sizeof s1);
+  std::memcpy(lanes + 16, &s2, sizeof s2);
+  std::memcpy(lanes + 24, &s3, sizeof s3);
+  const __m256 p = (__m256)Max8(p0, p1);  // the max in any order: it is exact
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(p), _mm256_extractf128_ps(p, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  *peak_squared = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+// The mean over n values of max(0, current[b] - previous[b]): RisesPortable's lanes in four
+// 8-float vectors, reduced in registers by ReduceLanes' tree, then the rest one by one (Rise's
+// additions, bitwise).
+__attribute__((target("avx2"))) float MeanRiseAvx2(const float *current, const float *previous,
+                                                   int n) {
+  V8 r0{}, r1{}, r2{}, r3{};
+  const V8 zero{};
+  const int rounds = n / kBlockLanes;
+  for (int b = 0; b < rounds; ++b) {
+    const float *a = current + b * kBlockLanes, *c = previous + b * kBlockLanes;
+    r0 += Max8(Load8(a) - Load8(c), zero);
+    r1 += Max8(Load8(a + 8) - Load8(c + 8), zero);
+    r2 += Max8(Load8(a + 16) - Load8(c + 16), zero);
+    r3 += Max8(Load8(a + 24) - Load8(c + 24), zero);
+  }
+  float rises = ReduceLanesAvx2(r0, r1, r2, r3);
+  for (int b = rounds * kBlockLanes; b < n; ++b) rises += std::max(0.0f, current[b] - previous[b]);
+  return rises / static_cast<float>(n);
+}
+
+// MeasureBlock with the AVX2 kernels: the same additions lane by lane as SquaresAvx2 (two
+// rounds a turn of the loop), reduced in registers.
+__attribute__((target("avx2"))) void MeasureBlockAvx2(const float *x, int64_t n, float *level) {
   const int64_t rounds = n / kBlockLanes;
   V8 s0{}, s1{}, s2{}, s3{}, p0{}, p1{};
   const float *px = x, *const paired_end = x + (rounds & ~int64_t{1}) * kBlockLanes;
@@ -287,25 +306,32 @@ __attribute__((target("avx2"))) void FrameLevelAvx2(const float *x, int64_t n,
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   FinishBlock(x, n, rounds * kBlockLanes, ReduceLanesAvx2(s0, s1, s2, s3),
               _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1))), level);
-  if (previous == nullptr) {
-    level[kOnsetFlux] = 0.0f;
-    return;
+}
+
+// MeasureBlocks with MeasureBlockAvx2 inlined in the loop (flatten).
+__attribute__((target("avx2"), flatten)) bool MeasureBlocksAvx2(const float *x, int64_t count,
+                                                       int64_t length, float *out, int stride) {
+  bool finite = true;
+  for (int64_t k = 0; k < count; ++k, x += length, out += stride) {
+    MeasureBlockAvx2(x, length, out);
+    finite &= out[kSumSquares] <= FLT_MAX;
   }
-  V8 r0{}, r1{}, r2{}, r3{};
-  const V8 zero{};
-  const int rise_rounds = n_mels / kBlockLanes;
-  for (int b = 0; b < rise_rounds; ++b) {
-    const float *a = current + b * kBlockLanes, *c = previous + b * kBlockLanes;
-    r0 += Max8(Load8(a) - Load8(c), zero);
-    r1 += Max8(Load8(a + 8) - Load8(c + 8), zero);
-    r2 += Max8(Load8(a + 16) - Load8(c + 16), zero);
-    r3 += Max8(Load8(a + 24) - Load8(c + 24), zero);
+  return finite;
+}
+
+__attribute__((target("avx2"))) bool AllFiniteAvx2(const float *x, int64_t n) {
+  V8 a{}, b{};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const V8 u = Load8(x + i), v = Load8(x + i + 8);
+    a += u - u;
+    b += v - v;
   }
-  float rises = ReduceLanesAvx2(r0, r1, r2, r3);
-  for (int b = rise_rounds * kBlockLanes; b < n_mels; ++b) {
-    rises += std::max(0.0f, current[b] - previous[b]);
-  }
-  level[kOnsetFlux] = rises / static_cast<float>(n_mels) * flux_scale;
+  const V8 sum = a + b;
+  float rest = 0.0f;
+  for (int l = 0; l < 8; ++l) rest += sum[l];
+  for (; i < n; ++i) rest += x[i] - x[i];
+  return rest == 0.0f;
 }
 
 bool HasAvx2() {
@@ -313,6 +339,25 @@ bool HasAvx2() {
   return has;
 }
 #endif
+
+// Whether every one of x[0 .. n) is finite: x - x is +0 for a finite x and NaN for an infinite
+// or NaN one, and a sum with a NaN in it is NaN. Three vector operations per vector of samples,
+// against a compare and a count per sample for counting them (the rare input with a
+// non-finite sample is counted afterwards).
+bool AllFinitePortable(const float *x, int64_t n) {
+  using simd::V4;
+  V4 a{}, b{};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const V4 u = simd::Load(x + i), v = simd::Load(x + i + 4);
+    a += u - u;
+    b += v - v;
+  }
+  const V4 sum = a + b;
+  float rest = (sum[0] + sum[1]) + (sum[2] + sum[3]);
+  for (; i < n; ++i) rest += x[i] - x[i];
+  return rest == 0.0f;
+}
 
 // The kernels for this CPU: AVX2 where it has it (unless portable is asked for), else SSE/NEON.
 void Squares(const float *x, int64_t rounds, float *lanes, float *peak_squared, bool portable) {
@@ -322,17 +367,13 @@ void Squares(const float *x, int64_t rounds, float *lanes, float *peak_squared, 
   SquaresPortable(x, rounds, lanes, peak_squared);
 }
 
-void Rises(const float *a, const float *b, int64_t rounds, float *lanes, bool portable) {
-#ifdef STREAMTAG_HAVE_AVX2_KERNELS
-  if (!portable && HasAvx2()) return RisesAvx2(a, b, rounds, lanes);
-#endif
-  RisesPortable(a, b, rounds, lanes);
-}
-
 void Measure(const float *x, int64_t n, float *level, bool portable) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) return MeasureBlockAvx2(x, n, level);
+#endif
   // The peak is sqrt(max x^2): exactly max |x| in binary floating point while x^2 neither
   // underflows nor overflows, and it saves taking |x| of every sample.
-  alignas(32) float lanes[kBlockLanes];
+  alignas(32) float lanes[kBlockLanes] = {};
   float peak_squared = 0.0f;
   const int64_t rounds = n / kBlockLanes;
   Squares(x, rounds, lanes, &peak_squared, portable);
@@ -340,9 +381,12 @@ void Measure(const float *x, int64_t n, float *level, bool portable) {
 }
 
 float Rise(const float *current, const float *previous, int n, bool portable) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) return MeanRiseAvx2(current, previous, n);
+#endif
   alignas(32) float lanes[kBlockLanes];
   const int64_t rounds = n / kBlockLanes;
-  Rises(current, previous, rounds, lanes, portable);
+  RisesPortable(current, previous, rounds, lanes);
   float sum = ReduceLanes(lanes);
   for (int64_t b = rounds * kBlockLanes; b < n; ++b) {
     sum += std::max(0.0f, current[b] - previous[b]);
@@ -354,7 +398,10 @@ void FrameLevel(const float *x, int64_t n, const float *current, const float *pr
                 int n_mels, float flux_scale, float *level, bool portable) {
 #ifdef STREAMTAG_HAVE_AVX2_KERNELS
   if (!portable && HasAvx2()) {
-    return FrameLevelAvx2(x, n, current, previous, n_mels, flux_scale, level);
+    MeasureBlockAvx2(x, n, level);
+    level[kOnsetFlux] =
+        previous == nullptr ? 0.0f : MeanRiseAvx2(current, previous, n_mels) * flux_scale;
+    return;
   }
 #endif
   Measure(x, n, level, portable);
@@ -375,6 +422,18 @@ void MeasureFrameLevelPortable(const float *x, int64_t n, const float *current,
 }
 
 void MeasureBlock(const float *x, int64_t n, float *level) { Measure(x, n, level, false); }
+
+bool MeasureBlocks(const float *x, int64_t count, int64_t length, float *out, int stride) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (HasAvx2()) return MeasureBlocksAvx2(x, count, length, out, stride);
+#endif
+  bool finite = true;
+  for (int64_t k = 0; k < count; ++k, x += length, out += stride) {
+    Measure(x, length, out, true);
+    finite &= out[kSumSquares] <= FLT_MAX;
+  }
+  return finite;
+}
 void MeasureBlockPortable(const float *x, int64_t n, float *level) {
   Measure(x, n, level, true);
 }
@@ -384,6 +443,87 @@ float MeanRise(const float *current, const float *previous, int n) {
 }
 float MeanRisePortable(const float *current, const float *previous, int n) {
   return Rise(current, previous, n, true);
+}
+
+MeanRiseKernel MeanRiseForThisCpu() {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (HasAvx2()) return MeanRiseAvx2;
+#endif
+  return MeanRisePortable;
+}
+
+bool AllFinite(const float *x, int64_t n) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (HasAvx2()) return AllFiniteAvx2(x, n);
+#endif
+  return AllFinitePortable(x, n);
+}
+
+void BlockMeter::Clear() {
+  std::fill(lanes_, lanes_ + kBlockLanes, 0.0f);
+  waiting_count_ = 0;
+  peak_squared_ = 0.0f;
+  clipped_ = samples_ = 0;
+}
+
+void BlockMeter::Add(const float *x, int64_t n) {
+  if (n <= 0) return;
+  float peak_squared = 0.0f, m;
+  const float *p = x;
+  int64_t left = n;
+  if (waiting_count_ > 0) {  // complete the waiting round first
+    const int64_t take = std::min<int64_t>(kBlockLanes - waiting_count_, left);
+    std::copy(p, p + take, waiting_ + waiting_count_);
+    waiting_count_ += static_cast<int>(take);
+    p += take;
+    left -= take;
+    if (waiting_count_ < kBlockLanes) {
+      for (int64_t i = 0; i < take; ++i) peak_squared = std::max(peak_squared, x[i] * x[i]);
+    } else {
+      Squares(waiting_, 1, lanes_, &m, false);
+      peak_squared = m;  // the round's max: the waiting samples' squares are in it
+      waiting_count_ = 0;
+    }
+  }
+  const int64_t rounds = left / kBlockLanes;
+  if (rounds > 0) {
+    Squares(p, rounds, lanes_, &m, false);
+    peak_squared = std::max(peak_squared, m);
+    p += rounds * kBlockLanes;
+    left -= rounds * kBlockLanes;
+  }
+  for (int64_t i = 0; i < left; ++i) {  // an incomplete round waits (none was waiting)
+    waiting_[i] = p[i];
+    peak_squared = std::max(peak_squared, p[i] * p[i]);
+  }
+  if (left > 0) waiting_count_ = static_cast<int>(left);
+  peak_squared_ = std::max(peak_squared_, peak_squared);
+  if (std::sqrt(peak_squared) >= kClipLevel) {  // rare: count while the samples are at hand
+    for (int64_t i = 0; i < n; ++i) clipped_ += std::fabs(x[i]) >= kClipLevel;
+  }
+  samples_ += n;
+}
+
+bool BlockMeter::Finish(float *level) {
+  // FinishBlock's additions: the lanes reduced, then the waiting samples one by one.
+  float sum = ReduceLanes(lanes_), peak_squared = peak_squared_;
+  for (int i = 0; i < waiting_count_; ++i) {
+    const float square = waiting_[i] * waiting_[i];
+    sum += square;
+    peak_squared = std::max(peak_squared, square);
+  }
+  level[kSumSquares] = sum;
+  level[kPeak] = std::sqrt(peak_squared);
+  level[kClipped] = static_cast<float>(clipped_);
+  level[kRealSamples] = static_cast<float>(samples_);
+  Clear();
+  return sum <= FLT_MAX;
+}
+
+bool BlockMeter::PartFinite() const {
+  float sum = ReduceLanes(lanes_);
+  for (int i = 0; i < waiting_count_; ++i) sum += waiting_[i] * waiting_[i];
+  return sum <= FLT_MAX;
 }
 
 }  // namespace streamtag

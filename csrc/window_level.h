@@ -83,10 +83,17 @@ void CheckFrameLevels(const float *features, int64_t n_frames);
 // 2^64 (it is taken as sqrt(max x^2)).
 constexpr int kBlockLanes = 32;
 void MeasureBlock(const float *x, int64_t n, float *level);
+// MeasureBlock of count consecutive blocks of length samples, block k into
+// out[k * stride .. k * stride + kRealSamples]. Returns whether every sum of squares is finite.
+bool MeasureBlocks(const float *x, int64_t count, int64_t length, float *out, int stride);
 
 // The mean over n >= 1 values of max(0, current[b] - previous[b]), summed in the same fixed
 // layout as MeasureBlock's: the onset flux of a log-mel frame, in the log form's units.
 float MeanRise(const float *current, const float *previous, int n);
+// MeanRise's kernel for this CPU (the AVX2 one where it has it), to call per frame without
+// choosing again.
+typedef float (*MeanRiseKernel)(const float *current, const float *previous, int n);
+MeanRiseKernel MeanRiseForThisCpu();
 
 // One frame's features at once: MeasureBlock(x, n, level) and, when previous is not null,
 // level[kOnsetFlux] = MeanRise(current, previous, n_mels) * flux_scale (else 0), bitwise the
@@ -102,6 +109,37 @@ float MeanRisePortable(const float *current, const float *previous, int n);
 void MeasureFrameLevelPortable(const float *x, int64_t n, const float *current,
                                const float *previous, int n_mels, float flux_scale,
                                float *level);
+
+// Measures one block whose samples arrive in pieces (the stream's chunks), bitwise as
+// MeasureBlock measures the whole block at once: Add the pieces in order, then Finish. The
+// samples of a round not yet complete wait in the meter (at most kBlockLanes - 1), so a round
+// is added to the lanes the same way whichever pieces it came in; clipped samples are counted
+// in a piece whose peak reaches kClipLevel, while its samples are at hand.
+class BlockMeter {
+ public:
+  BlockMeter() { Clear(); }
+  // x[0 .. n) as the block's next samples.
+  void Add(const float *x, int64_t n);
+  // level[kSumSquares .. kRealSamples] of the samples added since the last Finish (all 0 for
+  // none), then empty for the next block. Returns whether its sum of squares is finite (a NaN
+  // or infinite sample makes it not, and so does a square above FLT_MAX).
+  bool Finish(float *level);
+  // Whether the squares added so far sum to a finite number (the lanes and the waiting
+  // samples), without finishing the block.
+  bool PartFinite() const;
+  int64_t Samples() const { return samples_; }
+
+ private:
+  void Clear();
+  alignas(32) float lanes_[kBlockLanes];
+  float waiting_[kBlockLanes];
+  int waiting_count_;
+  float peak_squared_;
+  int64_t clipped_, samples_;
+};
+
+// Whether every one of x[0 .. n) is finite (AVX2 where the CPU has it).
+bool AllFinite(const float *x, int64_t n);
 
 }  // namespace streamtag
 

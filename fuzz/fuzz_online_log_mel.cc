@@ -7,7 +7,10 @@
 //   - any chunking and any pop limits give bitwise the frames of ComputeAll on the whole signal;
 //   - the frame count is NumFramesFor(n), NaN/Inf samples are counted and act as zeros;
 //   - frames are finite whenever the log compression is on, or the signal is at a sane level;
-//   - a FrameRing fed the frames returns each window as it was pushed.
+//   - a FrameRing fed the frames returns each window as it was pushed;
+//   - with levels kept (turned on at the start or after the first chunk, before any frame),
+//     every kept frame's levels equal ComputeAll's bitwise, their counts are whole and not
+//     negative, and with hop <= n_fft the blocks of all frames hold every sample once.
 // A failed check prints what failed and aborts, so libFuzzer saves the input as a crash.
 //
 // Build and run: fuzz/run.sh SECONDS
@@ -141,6 +144,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::vector<int> pop_limits(in.ConsumeIntegralInRange<int>(0, 4));
   for (int &p : pop_limits) p = in.ConsumeIntegralInRange<int>(-1, 8);
   const float scale = in.ConsumeBool() ? 1.0f : in.ConsumeFloatingPoint<float>();
+  const int64_t keep = in.ConsumeBool() ? 0 : in.ConsumeIntegralInRange<int64_t>(1, 5000);
+  const bool keep_late = in.ConsumeBool();  // after the first chunk, when no frame is computed
+  if (keep > 0 && !keep_late) fe[0].KeepLevels(keep);
   const std::vector<uint8_t> bytes = in.ConsumeRemainingBytes<uint8_t>();
   std::vector<float> x(bytes.size() / sizeof(float));
   if (!x.empty()) std::memcpy(x.data(), bytes.data(), x.size() * sizeof(float));
@@ -169,10 +175,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   };
   int64_t at = 0;
   size_t next_limit = 0;
+  bool kept = keep > 0 && !keep_late;
   for (int c : chunks) {
     const int64_t take = std::min<int64_t>(c, n - at);
     fe[0].AcceptWaveform(x.data() + at, take);
     at += take;
+    if (keep > 0 && !kept && fe[0].FramesReady() == 0) {
+      fe[0].KeepLevels(keep);
+      kept = true;
+    }
     pop(pop_limits.empty() ? -1 : pop_limits[next_limit++ % pop_limits.size()]);
   }
   fe[0].AcceptWaveform(x.data() + at, n - at);
@@ -214,6 +225,40 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       CHECK(std::isfinite(whole[i]), "frame %lld mel %lld is %a (peak %g, %s)",
             (long long)(i / n_mels), (long long)(i % n_mels), whole[i], peak,
             opts.ToString().c_str());
+    }
+  }
+
+  // Levels: streamed against the whole signal's, bitwise.
+  if (kept && frames > 0) {
+    std::vector<float> got(static_cast<size_t>(std::min(keep, frames)) *
+                           streamtag::kFrameLevelSize);
+    std::vector<float> want(got.size());
+    const int64_t length = std::min(keep, frames);
+    fe[0].FrameLevels(frames, length, got.data());
+    streamtag::OnlineLogMel levels(opts);
+    levels.KeepLevels(keep);
+    std::vector<float> unused(whole.size());
+    levels.ComputeAll(x.data(), n, unused.data());
+    levels.FrameLevels(frames, length, want.data());
+    for (size_t i = 0; i < got.size(); ++i) {
+      CHECK(SameFloat(got[i], want[i]), "level %zu of frame %lld: streamed %a, whole %a (%s)",
+            i % streamtag::kFrameLevelSize,
+            (long long)(frames - length + i / streamtag::kFrameLevelSize), got[i], want[i],
+            opts.ToString().c_str());
+    }
+    double samples = 0;
+    for (int64_t t = 0; t < length; ++t) {
+      const float *f = got.data() + t * streamtag::kFrameLevelSize;
+      CHECK(f[streamtag::kClipped] >= 0 && f[streamtag::kRealSamples] >= 0 &&
+                f[streamtag::kClipped] <= f[streamtag::kRealSamples] &&
+                f[streamtag::kRealSamples] == std::floor(f[streamtag::kRealSamples]),
+            "frame %lld: clipped %g of %g samples", (long long)(frames - length + t),
+            f[streamtag::kClipped], f[streamtag::kRealSamples]);
+      samples += f[streamtag::kRealSamples];
+    }
+    if (length == frames && opts.hop_length <= opts.n_fft) {
+      CHECK(samples == static_cast<double>(n), "the blocks hold %g samples of %lld", samples,
+            (long long)n);
     }
   }
 

@@ -516,6 +516,93 @@ void TestLevelKernels() {
   Check(exact, "block peak and clipped count exact");
 }
 
+// A block fed to BlockMeter in random pieces gives MeasureBlock's numbers for the whole block,
+// bitwise, clipped samples and waiting rounds included.
+void TestBlockMeterPieces() {
+  std::mt19937 rng(23);
+  bool same = true;
+  for (int trial = 0; trial < 300; ++trial) {
+    const size_t n = std::uniform_int_distribution<size_t>(0, 700)(rng);
+    std::vector<float> x = Noise(n, 100 + trial);
+    if (trial % 3 == 0) {
+      for (size_t i = 0; i < n; i += 29) x[i] = i % 2 ? 0.9995f : -1.0f;
+    }
+    float whole[kFrameLevelSize] = {}, pieces[kFrameLevelSize] = {};
+    MeasureBlock(x.data(), static_cast<int64_t>(n), whole);
+    BlockMeter meter;
+    size_t i = 0;
+    while (i < n) {
+      const size_t take = std::min(n - i, std::uniform_int_distribution<size_t>(0, 70)(rng));
+      meter.Add(x.data() + i, static_cast<int64_t>(take));
+      i += take;
+    }
+    same &= meter.Samples() == static_cast<int64_t>(n) && meter.PartFinite();
+    same &= meter.Finish(pieces);
+    same &= std::memcmp(whole, pieces, kOnsetFlux * sizeof(float)) == 0;
+    same &= meter.Samples() == 0;  // empty for the next block
+  }
+  Check(same, "a block measured in pieces equals MeasureBlock bitwise");
+  for (int64_t length : {1, 31, 32, 97, 256, 512}) {
+    const std::vector<float> x = Noise(static_cast<size_t>(7 * length), 7 + length);
+    std::vector<float> blocks(7 * 6, -1.0f);
+    bool finite = MeasureBlocks(x.data(), 7, length, blocks.data(), 6);
+    for (int64_t k = 0; k < 7; ++k) {
+      float one[kFrameLevelSize];
+      MeasureBlock(x.data() + k * length, length, one);
+      finite &= std::memcmp(one, blocks.data() + 6 * k, kOnsetFlux * sizeof(float)) == 0 &&
+                blocks[6 * k + 4] == -1.0f && blocks[6 * k + 5] == -1.0f;
+    }
+    Check(finite, "MeasureBlocks equals MeasureBlock block by block, length " +
+                      std::to_string(length));
+  }
+  BlockMeter meter;
+  const float bad[] = {0.5f, NAN, 0.25f};
+  meter.Add(bad, 3);
+  Check(!meter.PartFinite(), "a NaN makes the part not finite");
+  float level[kFrameLevelSize];
+  Check(!meter.Finish(level) && meter.PartFinite(), "a NaN makes the block not finite");
+  const float huge[] = {1e20f};
+  meter.Add(huge, 1);
+  Check(!meter.Finish(level) && std::isinf(level[kSumSquares]),
+        "a square above FLT_MAX: an infinite sum, reported as not finite");
+}
+
+// Levels measured on the input: a chunk with NaN or infinite samples is measured cleaned (as
+// the frames are), whatever the chunking; levels turned on after samples arrived but before the
+// first frame measure those samples too.
+void TestStreamedLevelEdges() {
+  std::mt19937 rng(29);
+  for (const LogMelOptions &o : LevelVariants()) {
+    if (o.hop_length > o.n_fft) continue;  // measured in the frames' samples instead
+    std::vector<float> x = Noise(9000, 31), clean = x;
+    for (size_t i = 700; i < 760; ++i) x[i] = NAN, clean[i] = 0.0f;
+    x[4001] = INFINITY, clean[4001] = 0.0f;
+    x[8999] = -INFINITY, clean[8999] = 0.0f;
+    const Fed want = FeedWithLevels(o, clean, {});
+    bool same = true;
+    for (int trial = 0; trial < 4; ++trial) {
+      std::vector<int64_t> chunks;
+      const int64_t sizes[] = {1, 3, 64, 255, 1000};
+      for (int k = 0; k < 60; ++k) chunks.push_back(sizes[rng() % 5]);
+      const Fed got = FeedWithLevels(o, x, chunks);
+      same &= BitwiseEqual(got.levels, want.levels) && BitwiseEqual(got.frames, want.frames);
+    }
+    Check(same, "non-finite samples are measured as 0 in any chunking, n_fft " +
+                    std::to_string(o.n_fft) + " hop " + std::to_string(o.hop_length));
+
+    OnlineLogMel late(o);
+    const int64_t before = std::max<int64_t>(1, o.n_fft / 2 - 1);  // no frame yet
+    late.AcceptWaveform(clean.data(), before);
+    Check(late.FramesReady() == 0, "no frame before the first n_fft / 2 samples");
+    late.KeepLevels(1 << 16);
+    late.AcceptWaveform(clean.data() + before, static_cast<int64_t>(clean.size()) - before);
+    late.InputFinished();
+    std::vector<float> levels(static_cast<size_t>(late.FramesReady()) * kFrameLevelSize);
+    late.FrameLevels(late.FramesReady(), late.FramesReady(), levels.data());
+    Check(BitwiseEqual(levels, want.levels), "levels turned on after the first samples");
+  }
+}
+
 void TestLevelErrors() {
   const LogMelOptions o = LogMelOptions::Preset("musicnn");
   const std::vector<float> x = Noise(256 * 60, 5);
@@ -713,6 +800,8 @@ int main() {
   TestSineAndSilenceLevels();
   TestWindowLevelOf();
   TestLevelKernels();
+  TestBlockMeterPieces();
+  TestStreamedLevelEdges();
   TestLevelErrors();
   TestLoudnessMeter();
   std::printf("core_tests: %d passed, %d failed\n", passed, failed);
