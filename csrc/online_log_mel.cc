@@ -373,9 +373,16 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
 void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float *out) {
   constexpr int64_t kSize = kRealSamples + 1;
   const int n_mels = opts_.n_mels;
-  const float *previous = first == 0 ? nullptr : prev_mels_.data();  // frame 0: no rise
+  const int64_t count = end - first;
+  rises_.resize(static_cast<size_t>(count));
+  if (first == 0) {  // frame 0 rises from nothing
+    rises_[0] = 0.0f;
+    MeanRiseRows(out + n_mels, out, n_mels, count - 1, rises_.data() + 1);
+  } else {
+    MeanRiseRows(out, prev_mels_.data(), n_mels, count, rises_.data());
+  }
   const int64_t stored = static_cast<int64_t>(blocks_.size()) / kSize;
-  for (int64_t t = first; t < end; ++t, out += n_mels) {
+  for (int64_t t = first; t < end; ++t) {
     float *level = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
     if (++level_slot_ == level_capacity_) level_slot_ = 0;
     const int64_t k = t - blocks_first_;
@@ -384,9 +391,7 @@ void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float
     } else {  // a block after the signal's end: empty
       std::fill(level, level + kSize, 0.0f);
     }
-    level[kOnsetFlux] =
-        previous == nullptr ? 0.0f : mean_rise_(out, previous, n_mels) * flux_db_per_unit_;
-    previous = out;
+    level[kOnsetFlux] = rises_[static_cast<size_t>(t - first)] * flux_db_per_unit_;
   }
 }
 

@@ -160,7 +160,7 @@ class OnlineLogMel {
   float flux_db_per_unit_ = 1.0f;
   std::vector<float> levels_;
   std::vector<float> prev_mels_;  // the newest frame: the next frame's flux compares with it
-  MeanRiseKernel mean_rise_ = MeanRiseForThisCpu();
+  std::vector<float> rises_;  // MeasureStreamedFrames' scratch: each frame's mean rise
   BlockMeter meter_;  // StreamedBlocks: the block being measured, which ends at block_end_
   int64_t block_end_ = 0;
   int64_t blocks_first_ = 0;  // the block whose numbers start blocks_

@@ -319,6 +319,15 @@ __attribute__((target("avx2"), flatten)) bool MeasureBlocksAvx2(const float *x, 
   return finite;
 }
 
+// MeanRiseRows with MeanRiseAvx2 inlined in the loop (flatten).
+__attribute__((target("avx2"), flatten)) void MeanRiseRowsAvx2(const float *rows,
+                                                               const float *before, int n,
+                                                               int64_t count, float *out) {
+  for (int64_t r = 0; r < count; ++r, before = rows, rows += n) {
+    out[r] = MeanRiseAvx2(rows, before, n);
+  }
+}
+
 __attribute__((target("avx2"))) bool AllFiniteAvx2(const float *x, int64_t n) {
   V8 a{}, b{};
   int64_t i = 0;
@@ -445,11 +454,13 @@ float MeanRisePortable(const float *current, const float *previous, int n) {
   return Rise(current, previous, n, true);
 }
 
-MeanRiseKernel MeanRiseForThisCpu() {
+void MeanRiseRows(const float *rows, const float *before, int n, int64_t count, float *out) {
 #ifdef STREAMTAG_HAVE_AVX2_KERNELS
-  if (HasAvx2()) return MeanRiseAvx2;
+  if (HasAvx2()) return MeanRiseRowsAvx2(rows, before, n, count, out);
 #endif
-  return MeanRisePortable;
+  for (int64_t r = 0; r < count; ++r, before = rows, rows += n) {
+    out[r] = Rise(rows, before, n, true);
+  }
 }
 
 bool AllFinite(const float *x, int64_t n) {

@@ -90,10 +90,9 @@ bool MeasureBlocks(const float *x, int64_t count, int64_t length, float *out, in
 // The mean over n >= 1 values of max(0, current[b] - previous[b]), summed in the same fixed
 // layout as MeasureBlock's: the onset flux of a log-mel frame, in the log form's units.
 float MeanRise(const float *current, const float *previous, int n);
-// MeanRise's kernel for this CPU (the AVX2 one where it has it), to call per frame without
-// choosing again.
-typedef float (*MeanRiseKernel)(const float *current, const float *previous, int n);
-MeanRiseKernel MeanRiseForThisCpu();
+// MeanRise of count rows of n values (row r at rows + r * n) each against the row before it,
+// row 0 against `before`, into out[0 .. count): bitwise MeanRise's, in one call.
+void MeanRiseRows(const float *rows, const float *before, int n, int64_t count, float *out);
 
 // One frame's features at once: MeasureBlock(x, n, level) and, when previous is not null,
 // level[kOnsetFlux] = MeanRise(current, previous, n_mels) * flux_scale (else 0), bitwise the
