@@ -130,11 +130,10 @@ void OnlineLogMel::KeepLevels(int64_t frames) {
 }
 
 bool OnlineLogMel::MeasureInput(const float *x, int64_t n, int64_t first) {
-  constexpr int64_t kSize = kRealSamples + 1;
   const int64_t hop = opts_.hop_length, end = first + n;
   const int64_t finishing = end < block_end_ ? 0 : 1 + (end - block_end_) / hop;
   size_t at = blocks_.size();
-  blocks_.resize(at + static_cast<size_t>(finishing * kSize));
+  blocks_.resize(at + static_cast<size_t>(finishing * kBlockValues));
   bool finite = true;
   int64_t i = first;
   if (block_end_ - i < hop || block_end_ > end) {
@@ -145,12 +144,12 @@ bool OnlineLogMel::MeasureInput(const float *x, int64_t n, int64_t first) {
     i += take;
     if (i < block_end_) return meter_.PartFinite();
     finite = meter_.Finish(blocks_.data() + at);
-    at += kSize;
+    at += kBlockValues;
     block_end_ += hop;
   }
   const int64_t whole = (end - i) / hop;  // whole blocks from i, in one call
   if (whole > 0) {
-    finite &= MeasureBlocks(x + (i - first), whole, hop, blocks_.data() + at, kSize);
+    finite &= MeasureBlocks(x + (i - first), whole, hop, blocks_.data() + at, kBlockValues);
     i += whole * hop;
     block_end_ += whole * hop;
   }
@@ -159,10 +158,10 @@ bool OnlineLogMel::MeasureInput(const float *x, int64_t n, int64_t first) {
 }
 
 void OnlineLogMel::DropMeasuredBlocks() {
-  const int64_t stored = static_cast<int64_t>(blocks_.size()) / (kRealSamples + 1);
+  const int64_t stored = BlocksStored();
   const int64_t drop = std::min(stored, next_frame_ - blocks_first_);
   if (drop <= 0) return;
-  blocks_.erase(blocks_.begin(), blocks_.begin() + drop * (kRealSamples + 1));
+  blocks_.erase(blocks_.begin(), blocks_.begin() + drop * kBlockValues);
   blocks_first_ += drop;
 }
 
@@ -249,9 +248,8 @@ void OnlineLogMel::MeasureSignalTail() {
   // Every block after the last frame's: at most hop / 2 samples with center, fewer than n_fft
   // without.
   float *level = LevelSlot(next_frame_ - 1);
-  const int64_t size = kRealSamples + 1;
-  for (int64_t k = std::max<int64_t>(0, next_frame_ - blocks_first_) * size;
-       k < static_cast<int64_t>(blocks_.size()); k += size) {
+  for (int64_t k = std::max<int64_t>(0, next_frame_ - blocks_first_) * kBlockValues;
+       k < static_cast<int64_t>(blocks_.size()); k += kBlockValues) {
     const float *tail = blocks_.data() + k;
     level[kSumSquares] += tail[kSumSquares];
     level[kPeak] = std::max(level[kPeak], tail[kPeak]);
@@ -371,7 +369,6 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
 }
 
 void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float *out) {
-  constexpr int64_t kSize = kRealSamples + 1;
   const int n_mels = opts_.n_mels;
   const int64_t count = end - first;
   rises_.resize(static_cast<size_t>(count));
@@ -381,15 +378,15 @@ void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float
   } else {
     MeanRiseRows(out, prev_mels_.data(), n_mels, count, rises_.data());
   }
-  const int64_t stored = static_cast<int64_t>(blocks_.size()) / kSize;
+  const int64_t stored = BlocksStored();
   for (int64_t t = first; t < end; ++t) {
     float *level = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
     if (++level_slot_ == level_capacity_) level_slot_ = 0;
     const int64_t k = t - blocks_first_;
     if (k >= 0 && k < stored) {
-      std::memcpy(level, blocks_.data() + k * kSize, kSize * sizeof(float));
+      std::memcpy(level, blocks_.data() + k * kBlockValues, kBlockValues * sizeof(float));
     } else {  // a block after the signal's end: empty
-      std::fill(level, level + kSize, 0.0f);
+      std::fill(level, level + kBlockValues, 0.0f);
     }
     level[kOnsetFlux] = rises_[static_cast<size_t>(t - first)] * flux_db_per_unit_;
   }
@@ -546,14 +543,14 @@ void OnlineLogMel::InputFinished() {
   finished_ = true;
   if (StreamedBlocks() && meter_.Samples() > 0) {  // the last block ends with the signal
     const size_t at = blocks_.size();
-    blocks_.resize(at + kRealSamples + 1);
+    blocks_.resize(at + kBlockValues);
     meter_.Finish(blocks_.data() + at);
     block_end_ += opts_.hop_length;
   }
   EmitFrames(nullptr, received_, true);
   MeasureSignalTail();
   if (StreamedBlocks()) {
-    blocks_first_ += static_cast<int64_t>(blocks_.size()) / (kRealSamples + 1);
+    blocks_first_ += BlocksStored();
     blocks_.clear();
   }
   buffer_.clear();

@@ -161,10 +161,14 @@ class OnlineLogMel {
   std::vector<float> levels_;
   std::vector<float> prev_mels_;  // the newest frame: the next frame's flux compares with it
   std::vector<float> rises_;  // MeasureStreamedFrames' scratch: each frame's mean rise
-  BlockMeter meter_;  // StreamedBlocks: the block being measured, which ends at block_end_
+  // StreamedBlocks: the block being measured, which ends at block_end_, and the finished blocks'
+  // numbers (kSumSquares .. kRealSamples, kBlockValues floats a block) from blocks_first_ on.
+  static constexpr int64_t kBlockValues = kRealSamples + 1;
+  int64_t BlocksStored() const { return static_cast<int64_t>(blocks_.size()) / kBlockValues; }
+  BlockMeter meter_;
   int64_t block_end_ = 0;
   int64_t blocks_first_ = 0;  // the block whose numbers start blocks_
-  std::vector<float> blocks_;  // finished blocks not yet a computed frame's, 4 floats each
+  std::vector<float> blocks_;  // finished blocks whose frames are not computed yet
 
   // Scratch, reused for every frame.
   std::vector<float> clean_, stitched_, windowed_, spec_re_, spec_im_;
