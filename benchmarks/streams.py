@@ -56,6 +56,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import resource  # noqa: E402
@@ -63,12 +64,14 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor  # noqa: E402
 from contextlib import contextmanager, nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
 from unittest.mock import patch  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import zmq  # noqa: E402
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
 from streamtag import nets  # noqa: E402
@@ -85,6 +88,12 @@ from streamtag.daemon.config import (  # noqa: E402
     PublishConfig,
     SourceConfig,
 )
+from streamtag.daemon.cpus import (  # noqa: E402
+    auto_processes,
+    cgroup_quota,
+    usable_cpus,
+    worker_cores,
+)
 from streamtag.daemon.daemon import Daemon  # noqa: E402
 from streamtag.daemon.supervisor import Supervisor  # noqa: E402
 from streamtag.engine import batching as engine_module  # noqa: E402
@@ -95,7 +104,7 @@ from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.sources import file as file_source  # noqa: E402
 from streamtag.wire.control import control_request  # noqa: E402
-from streamtag.wire.subscriber import Subscriber  # noqa: E402
+from streamtag.wire.protocol import decode  # noqa: E402
 
 FILE_RATE = 44100
 N_TAGS = 50
@@ -137,34 +146,68 @@ def model_files(names: list[str], folder: Path) -> dict[str, Path]:
     return paths
 
 
-def mp3_files(count: int, seconds: float, folder: Path, channels: int = 1) -> list[Path]:
-    """Mono files, or stereo ones whose second channel is another piece (a radio stream)."""
-    paths = []
-    for i in range(count):
-        paths.append(folder / f"stream{i:03d}.mp3")
-        x = music_like(seconds, FILE_RATE, seed=100 + i)
-        if channels == 2:
-            x = np.stack([x, music_like(seconds, FILE_RATE, seed=500 + i)])
-        write_audio(paths[-1], x, FILE_RATE)
-    return paths
+def _write_piece(path: Path, seconds: float, seed: int, channels: int) -> Path:
+    x = music_like(seconds, FILE_RATE, seed=seed)
+    if channels == 2:
+        x = np.stack([x, music_like(seconds, FILE_RATE, seed=400 + seed)])
+    write_audio(path, x, FILE_RATE)
+    return path
+
+
+def mp3_files(count: int, seconds: float, folder: Path, channels: int = 1,
+              distinct: int = 0) -> list[Path]:
+    """Mono files, or stereo ones whose second channel is another piece (a radio stream).
+    ``distinct`` > 0: only that many different files, the streams taking them in turn (each
+    stream still decodes its own copy of the work); they are written by a pool of processes,
+    one per core (about 2.5 s of one core per minute of audio)."""
+    pieces = min(count, distinct) if distinct > 0 else count
+    jobs = [(folder / f"stream{i:03d}.mp3", seconds, 100 + i, channels) for i in range(pieces)]
+    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        written = list(pool.map(_write_piece, *zip(*jobs, strict=True)))
+    return [written[i % pieces] for i in range(count)]
 
 
 def subscriber(endpoint: str, streams: int, conn) -> None:
-    """Counts scores messages until every stream has sent its final status."""
-    sub = Subscriber(endpoint)
-    scores, ended = 0, set()
+    """Counts scores messages until every stream has sent its final status. A scores message
+    is counted by its topic frame alone and only status messages are decoded: a Python
+    subscriber that decodes everything takes a core per ~4,000 scores messages a second
+    (docs/operations.md, the proxy), which a 16-core box outruns, and the wall time would be
+    the subscriber's."""
+    socket = zmq.Context.instance().socket(zmq.SUB)
+    socket.setsockopt(zmq.RCVHWM, 0)
+    for prefix in (b"scores.", b"status."):
+        socket.setsockopt(zmq.SUBSCRIBE, prefix)
+    socket.connect(endpoint)
+    arrived: list[float] = []  # each scores message's time.monotonic()
+    ended: set[str] = set()
+    first_end = None
     conn.send("ready")
     deadline = time.monotonic() + 3600
     while len(ended) < streams and time.monotonic() < deadline:
-        msg = sub.recv(200)
-        if msg is None:
+        if not socket.poll(200):
             continue
-        if msg.header.msg_type == "scores":
-            scores += 1
-        elif msg.header.msg_type == "status" and msg.body.state in ("ended", "failed"):
-            ended.add(msg.header.stream)
-    conn.send(scores)
-    sub.close()
+        frames = socket.recv_multipart()
+        if frames[0].startswith(b"scores."):
+            arrived.append(time.monotonic())
+            continue
+        msg = decode(frames)
+        if msg.msg_type == "status" and msg.body.state in ("ended", "failed"):
+            ended.add(msg.stream)
+            first_end = first_end or time.monotonic()
+    conn.send({"scores": len(arrived), "arrived": arrived, "first_end": first_end})
+    socket.close(0)
+
+
+def steady_rate(heard: dict, added_at: float) -> float:
+    """Scores messages a second from the moment every source was added to the first stream's
+    end: every stream runs all along, so at one window per second of audio this is how many
+    real-time streams the box carries (NaN when that span is under a second)."""
+    first_end = heard["first_end"]
+    if first_end is None or first_end - added_at < 1.0:
+        return float("nan")
+    inside = sum(1 for t in heard["arrived"] if added_at <= t < first_end)
+    return inside / (first_end - added_at)
 
 
 def cpu_seconds() -> float:
@@ -217,11 +260,13 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         wall0 = time.perf_counter()
         for i, path in enumerate(files):
             daemon.add_source(SourceConfig(f"s{i:03d}", f"file:{path}"))
+        added_at = time.monotonic()
         while not daemon.idle():
             time.sleep(0.01)
         wall = time.perf_counter() - wall0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
-        received = parent.recv() if parent.poll(30) else -1
+        heard = parent.recv() if parent.poll(30) else {"scores": -1, "arrived": [],
+                                                        "first_end": None}
         served = AS_LOADED if backend == AS_LOADED else daemon.model.backend
         limit = daemon.engine.batch_limit
         stats = dict(daemon.engine.stats)
@@ -236,9 +281,10 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     audio_s = seconds * len(files)
     return {"backend": served, "streams": len(files), "audio_s": audio_s, "wall_s": wall,
             "user_s": user, "system_s": system, "windows": stats["windows"],
-            "received": received, "forward_s": stats["forward_s"], "batch_limit": limit,
+            "forward_s": stats["forward_s"], "batch_limit": limit,
             "overhead_s": stats["overhead_s"], "batches": stats["batches"],
             "turns": stats["turns"], "turn_windows": turn_windows, "turn_ms": turn_ms,
+            "received": heard["scores"], "steady_streams": steady_rate(heard, added_at),
             "hold": hold, "block_s": block_s, "reused_windows": stats["reused_windows"],
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
             "source_threads_s": sum(source_cpu),
@@ -254,13 +300,14 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
-                   processes: int, folder: Path, max_batch: int | None = None) -> dict:
+                   processes: int, folder: Path, max_batch: int | None = None,
+                   device: str = "cpu") -> dict:
     """``run_streams``'s measure for ``streamtag run --processes N``: the sources added by
     control once every worker serves, the CPU of the workers and of this process (the
     supervisor: proxy and control socket) from the first add to the last final status."""
     token_file = folder / f"control-{processes}.token"
     config = DaemonConfig(
-        model=ModelConfig(path=str(model), device="cpu"),
+        model=ModelConfig(path=str(model), device=device),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
         control=ControlConfig(endpoint="tcp://127.0.0.1:*", token_file=str(token_file),
                               file_roots=(str(folder),)),
@@ -279,13 +326,22 @@ def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
         workers0 = sum(process_cpu_seconds(pid) for pid in pids)
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         wall0 = time.perf_counter()
-        for i, path in enumerate(files):
+
+        def add(i: int) -> None:
             reply = control_request(supervisor.control.endpoint,
                                     {"cmd": "add_source", "id": f"s{i:03d}",
-                                     "spec": f"file:{path}"}, 10_000, token=token)
+                                     "spec": f"file:{files[i]}"}, 10_000, token=token)
             if not reply["ok"]:
                 raise RuntimeError(reply["error"])
-        received = parent.recv() if parent.poll(3600) else -1
+
+        # Several clients at once, as several users or scripts would: one request's connection
+        # and round trip (a few ms) times hundreds of streams would be the wall of a short run.
+        with ThreadPoolExecutor(max_workers=8) as clients:
+            list(clients.map(add, range(len(files))))
+        adding = time.perf_counter() - wall0
+        added_at = time.monotonic()
+        heard = parent.recv() if parent.poll(3600) else {"scores": -1, "arrived": [],
+                                                          "first_end": None}
         wall = time.perf_counter() - wall0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         workers1 = sum(process_cpu_seconds(pid) for pid in pids)
@@ -299,12 +355,25 @@ def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
     workers_s = workers1 - workers0
     audio_s = seconds * len(files)
     return {"processes": processes, "streams": len(files), "audio_s": audio_s, "wall_s": wall,
-            "workers_cpu_s": workers_s, "supervisor_cpu_s": supervisor_s,
-            "windows": stats.get("windows", 0), "received": received, "batch_limit": limits,
+            "workers_cpu_s": workers_s, "supervisor_cpu_s": supervisor_s, "adding_s": adding,
+            "windows": stats.get("windows", 0), "received": heard["scores"],
+            "steady_streams": steady_rate(heard, added_at), "batch_limit": limits,
             "forward_cpu_s": stats.get("forward_cpu_s"),
             "scoring_cpu_s": stats.get("scoring_cpu_s"),
             "streams_per_core": audio_s / (workers_s + supervisor_s),
             "realtime_x": audio_s / wall}
+
+
+def processes_count(value: str) -> int:
+    """A ``--processes`` value: a count, or ``auto`` as ``streamtag run --processes auto`` counts
+    it here (the CPUs this process may use, 2 cores a worker), said once."""
+    if value != "auto":
+        return int(value)
+    cpus = usable_cpus()
+    count = auto_processes(cpus, worker_cores(1, 1))
+    print(f"# --processes auto: {count} for {cpus:g} usable CPUs "
+          f"(affinity {len(os.sched_getaffinity(0))}, cgroup quota {cgroup_quota()})", flush=True)
+    return count
 
 
 def processes_main(args: argparse.Namespace) -> int:
@@ -314,39 +383,47 @@ def processes_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="streamtag-bench-") as name:
         folder = Path(name)
         model = model_files(args.models[:1], folder)[args.models[0]]
-        files = mp3_files(args.streams, args.seconds, folder)
-        runs: dict[int, list[dict]] = {0: [], **{n: [] for n in args.processes}}
+        files = mp3_files(args.streams, args.seconds, folder, distinct=args.files)
+        counts = [processes_count(n) for n in args.processes]
+        runs: dict[int, list[dict]] = {0: [], **{n: [] for n in counts}}
         max_batch = args.max_batch[0] or None
         for _ in range(args.repeats):
             one = run_streams(model, backend, files, args.seconds,
                               EngineConfig(backend=SERVES.get(backend, backend),
-                                           max_batch=max_batch))
+                                           max_batch=max_batch), device=args.device)
             runs[0].append({**one, "workers_cpu_s": one["user_s"] + one["system_s"],
                             "supervisor_cpu_s": 0.0})
-            for n in args.processes:
+            if args.device.startswith("cuda"):  # the baseline's cached blocks, for the workers
+                gc.collect()
+                torch.cuda.empty_cache()
+            for n in counts:
                 runs[n].append(run_supervised(model, backend, files, args.seconds, n, folder,
-                                              max_batch))
+                                              max_batch, args.device))
     best = {n: max(r, key=lambda x: x["streams_per_core"]) for n, r in runs.items()}
     base = best[0]["streams_per_core"]
     print(f"\n{args.streams} MP3 file sources x {args.seconds:g} s, one window per second, "
-          f"{args.models[0]} on {backend}; best of {args.repeats}")
-    print("| processes | max_batch | real-time streams per core | x real time (wall) | CPU s: "
-          "workers + supervisor | windows (received) | ratio |")
-    print("|---|---|---|---|---|---|---|")
+          f"{args.models[0]} on {backend} ({args.device}); best of {args.repeats}")
+    print("| processes | max_batch | real-time streams per core | x real time (wall) | "
+          "real-time streams carried (steady) | CPU s: workers + supervisor | wall s (adding "
+          "the sources) | windows (received) | ratio per core | ratio wall | ratio steady |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n, r in best.items():
         shown = "1 (one daemon process, no supervisor)" if n == 0 else \
             f"{n} (streamtag run --processes {n})"
         print(f"| {shown} | {r['batch_limit']} | {r['streams_per_core']:.0f} | "
-              f"{r['realtime_x']:.0f} | "
-              f"{r['workers_cpu_s']:.1f} + {r['supervisor_cpu_s']:.1f} | {r['windows']} "
-              f"({r['received']}) | {r['streams_per_core'] / base:.2f} |", flush=True)
+              f"{r['realtime_x']:.0f} | {r['steady_streams']:.0f} | "
+              f"{r['workers_cpu_s']:.1f} + {r['supervisor_cpu_s']:.1f} | {r['wall_s']:.1f} "
+              f"({r.get('adding_s', 0.0):.1f}) | {r['windows']} ({r['received']}) | "
+              f"{r['streams_per_core'] / base:.2f} | "
+              f"{r['realtime_x'] / best[0]['realtime_x']:.2f} | "
+              f"{r['steady_streams'] / best[0]['steady_streams']:.2f} |", flush=True)
     # Each repeat runs every configuration back to back, so a repeat's ratios compare runs that
     # saw about the same machine; on a shared box their median says more than the best runs.
     print(f"\nPer repeat, against the one daemon process of that repeat ({args.repeats} "
           "repeats): median [lowest, highest]")
     print("| processes | real-time streams per core: ratio | x real time (wall): ratio |")
     print("|---|---|---|")
-    for n in args.processes:
+    for n in counts:
         for_core = [r["streams_per_core"] / o["streams_per_core"]
                     for r, o in zip(runs[n], runs[0], strict=True)]
         for_wall = [r["realtime_x"] / o["realtime_x"] for r, o in zip(runs[n], runs[0],
@@ -474,9 +551,13 @@ def main() -> int:
     parser.add_argument("--device", default="cpu",
                         help="cpu, or cuda (with --backends torch torch-as-loaded: ONNX Runtime "
                              "serves on the CPU only); CPU seconds are still the process's")
-    parser.add_argument("--processes", type=int, nargs="+", default=[],
+    parser.add_argument("--processes", nargs="+", default=[],
                         help="instead: one daemon process against `streamtag run --processes "
-                             "N` for each N (e.g. 1 2), the first of --models and --backends")
+                             "N` for each N (e.g. 1 2 auto: auto as `run` counts it), the "
+                             "first of --models and --backends, on --device")
+    parser.add_argument("--files", type=int, default=0,
+                        help="distinct MP3 files, the streams taking them in turn (default 0: "
+                             "one per stream)")
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
