@@ -40,15 +40,20 @@ from prometheus_client.parser import text_string_to_metric_families
 import streamtag
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
+from streamtag.commands import stop_on_signals
 from streamtag.daemon.config import (
+    ControlConfig,
     DaemonConfig,
+    ModelConfig,
     PublishConfig,
     config_from_dict,
     with_overrides,
 )
 from streamtag.daemon.cpus import auto_processes, cgroup_quota, usable_cpus, worker_cores
 from streamtag.daemon.shard import ShardConfig, WorkerShard, shard_of
+from streamtag.daemon.supervisor import Supervisor
 from streamtag.errors import ConfigError
+from streamtag.model.inference import cuda_visible, share_the_gpu
 from streamtag.wire.control import control_request
 from streamtag.wire.security import client_curve, generate_keys
 from streamtag.wire.subscriber import Subscriber
@@ -605,3 +610,53 @@ def test_with_loudness_every_worker_measures_and_the_supervisor_serves_it(tmp_pa
     assert len({m.header.session for _, m in feed.of("scores")}) == 2
     for sid in ids:
         assert f'streamtag_loudness_lufs{{meter="short_term",stream="{sid}"}}' in metrics
+
+
+def test_add_source_stops_at_max_sources_counted_over_every_worker(tmp_path):
+    # control.max_sources counts the streams of all the workers. An add under it is accepted
+    # on a count up to a second old plus the adds since (asking every worker's status on each
+    # add made adding hundreds of streams slow); a refusal comes only after the workers were
+    # asked again, so a stream removed a moment ago frees its place for the next add.
+    audio = tmp_path / "station.flac"
+    write_audio(audio, music_like(10.0, 16000, seed=8), 16000)
+    token_file = tmp_path / "control.token"
+    config = DaemonConfig(
+        model=ModelConfig(path=str(tiny_model_file(tmp_path / "tiny.pt")), device="cpu"),
+        publish=PublishConfig(endpoint="tcp://127.0.0.1:*"),
+        control=ControlConfig(endpoint="tcp://127.0.0.1:*", token_file=str(token_file),
+                              file_roots=(str(tmp_path),), max_sources=3))
+    supervisor = Supervisor(config, WORKERS, stop_signals=stop_on_signals).start()
+    try:
+        token = token_file.read_text().strip()
+
+        def ask(request: dict) -> dict:
+            return control_request(supervisor.control.endpoint, request, 10_000, token=token)
+
+        def add(sid: str) -> dict:
+            return ask({"cmd": "add_source", "id": sid, "spec": f"file:{audio}",
+                        "realtime": True, "loop": True})
+
+        ids = [owned_by(0, "a"), owned_by(1, "b"), owned_by(0, "c")]
+        for sid in ids:
+            assert add(sid)["ok"]
+        refused = add(owned_by(1, "d"))
+        assert not refused["ok"]
+        assert "3 streams run, the most control.max_sources (3) allows" in refused["error"]
+        assert ask({"cmd": "remove_source", "id": ids[0]})["ok"]
+        wait_until(lambda: ask({"cmd": "status"})["streams"][ids[0]]["state"] == "ended", 30,
+                   f"{ids[0]} to end")
+        assert add(owned_by(1, "d"))["ok"]  # within the second: the workers asked again
+        assert not add(owned_by(0, "e"))["ok"]
+        running = {sid for sid, s in ask({"cmd": "status"})["streams"].items()
+                   if s["state"] not in ("ended", "failed")}
+        assert running == {ids[1], ids[2], owned_by(1, "d")}
+    finally:
+        supervisor.stop()
+
+
+def test_a_worker_on_the_cpu_leaves_the_gpu_allocator_alone():
+    # share_the_gpu caps torch's CUDA allocator only where the model serves on CUDA (on a GPU
+    # box: tests/test_cuda.py); on the CPU, or with no CUDA device, it sets nothing.
+    assert share_the_gpu("cpu", 0.5) is None
+    if not cuda_visible():
+        assert share_the_gpu("auto", 0.5) is None
