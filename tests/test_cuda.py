@@ -9,6 +9,8 @@ Skipped where ``torch.cuda.is_available()`` is False (CI has no GPU). On a GPU b
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from test_backends import (
     tagged_mean_scores,
 )
 from test_nets import SMALL
+from test_processes import streamtag_env
 
 from streamtag import nets
 from streamtag.audio.files import write_audio
@@ -121,3 +124,24 @@ def test_tag_on_cuda_gives_the_cpu_s_scores(song):
     assert gpu.keys() == cpu.keys()
     for tag, score in gpu.items():
         assert abs(score - cpu[tag]) <= CUDA_TOLERANCE, tag
+
+
+def test_a_worker_s_share_of_the_gpu_caps_its_allocator(tmp_path):
+    # One of 4 workers: its allocator may hold 0.9 / 4 of the device's memory; a tensor past
+    # that fails in this process although the GPU has room, and one under it is allocated.
+    script = tmp_path / "share.py"
+    script.write_text(
+        "import torch\n"
+        "from streamtag.model.inference import share_the_gpu\n"
+        "fraction = share_the_gpu('cuda', 0.25)\n"
+        "total = torch.cuda.get_device_properties(0).total_memory\n"
+        "under = torch.empty(int(total * fraction * 0.5) // 4, device='cuda')\n"
+        "del under\n"
+        "try:\n"
+        "    torch.empty(int(total * fraction * 1.2) // 4, device='cuda')\n"
+        "except torch.cuda.OutOfMemoryError:\n"
+        "    print('capped', fraction)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=streamtag_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["capped", str(0.25 * 0.9)]

@@ -197,6 +197,29 @@ def _onnx_runner(stored: StoredModel, loaded: Callable[[], Any], threads: int,
     return plain, []
 
 
+# Of its share of a GPU, the part a worker process's allocator may hold: the rest is left for
+# the CUDA contexts (a few hundred MB each) outside the allocator.
+GPU_SHARE_MARGIN = 0.9
+
+
+def share_the_gpu(device: str, share: float) -> float | None:
+    """Caps this process's CUDA caching allocator at ``share`` of the device's memory (less
+    ``GPU_SHARE_MARGIN``) when ``device`` ("auto", "cuda", "cuda:N") serves on CUDA; the cap set,
+    or None (the CPU, no torch, no CUDA). For one of N worker processes on one GPU: by default
+    torch's allocator keeps every block it ever held, and cuDNN takes the workspace it is
+    offered, so without a cap musicnn's workers held 19 GB each on an H200 and the last to grow
+    ran out (docs/operations.md, "Workers on one GPU"). Under the cap the allocator frees its
+    cached blocks, and cuDNN takes a smaller workspace, before a batch fails."""
+    if device == "cpu" or not cuda_visible():
+        return None
+    import torch
+
+    index = torch.device("cuda" if device == "auto" else device).index
+    fraction = min(1.0, share) * GPU_SHARE_MARGIN
+    torch.cuda.set_per_process_memory_fraction(fraction, 0 if index is None else index)
+    return fraction
+
+
 def full_fp32_on_cuda() -> None:
     """Precision fp32 on CUDA means IEEE FP32: cuDNN's convolutions and RNNs (and cuBLAS, which
     torch already keeps so) may not round their inputs to TensorFloat-32. torch lets them by
