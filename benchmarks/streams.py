@@ -36,8 +36,15 @@ carries on that box.
 ``--processes 1 2`` instead compares one daemon process (as above) with ``streamtag run
 --processes N`` (``streamtag.daemon.supervisor``: N worker processes behind an in-process proxy
 and control socket), each N a fresh supervised run whose sources are added by control
-(``add_source``, routed to the worker that owns the stream): CPU time is the workers' (from
-/proc) plus this process's (the proxy, the control socket), over the same span.
+(``add_source``, routed to the worker that owns the stream, from 8 clients at once): CPU time
+is the workers' (from /proc) plus this process's (the proxy, the control socket), over the same
+span. ``auto`` is counted as ``streamtag run --processes auto`` counts it; ``--device cuda``
+serves every worker on the GPU. Beside the wall's rate, ``steady`` is the scores messages a
+second from the last add to the first stream's end (every stream running: the real-time
+streams the box carries). The whole-box figures in docs/operations.md came from
+
+    python benchmarks/streams.py --processes auto 16 --files 16 --repeats 1 --streams 256 \
+        --seconds 60 --models default --backends onnxruntime   # torch --device cuda: the GPU
 
 ``--loudness 0 1`` runs each configuration without and with ``[health] loudness`` (the sources
 measure EBU R128 at the files' rate and channels); ``--channels 2`` makes the MP3s stereo, as
