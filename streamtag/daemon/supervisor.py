@@ -110,7 +110,8 @@ def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
 
     keep_freed_memory()  # before any thread starts
     if gpu_share is not None:
-        share_the_gpu(config.model.device, gpu_share)
+        share_the_gpu(config.model.device, gpu_share, config.engine.backend,
+                      config.engine.precision)
     index = config.shard.index
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker {index} "
                                                 "%(name)s: %(message)s")

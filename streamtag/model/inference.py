@@ -202,19 +202,34 @@ def _onnx_runner(stored: StoredModel, loaded: Callable[[], Any], threads: int,
 GPU_SHARE_MARGIN = 0.9
 
 
-def share_the_gpu(device: str, share: float) -> float | None:
+def serving_device(device: str, backend: str = "auto", precision: str = "fp32") -> str:
+    """Where ``InferenceModel.load`` serves a model: "cpu", "cuda" or "cuda:N" ("auto": the CPU
+    for ONNX Runtime and int8, else CUDA where torch sees one); any other text as given."""
+    text = str(device).strip().lower()
+    if (backend == "onnxruntime" or precision == "int8") and text == "auto":
+        text = "cpu"
+    if text == "auto":
+        text = "cuda" if cuda_visible() else "cpu"
+    return text
+
+
+def share_the_gpu(device: str, share: float, backend: str = "auto",
+                  precision: str = "fp32") -> float | None:
     """Caps this process's CUDA caching allocator at ``share`` of the device's memory (less
-    ``GPU_SHARE_MARGIN``) when ``device`` ("auto", "cuda", "cuda:N") serves on CUDA; the cap set,
-    or None (the CPU, no torch, no CUDA). For one of N worker processes on one GPU: by default
-    torch's allocator keeps every block it ever held, and cuDNN takes the workspace it is
-    offered, so without a cap musicnn's workers held 19 GB each on an H200 and the last to grow
-    ran out (docs/operations.md, "Workers on one GPU"). Under the cap the allocator frees its
-    cached blocks, and cuDNN takes a smaller workspace, before a batch fails."""
-    if device == "cpu" or not cuda_visible():
+    ``GPU_SHARE_MARGIN``) when a model of ``device``, ``backend`` and ``precision`` serves on
+    CUDA (``serving_device``); the cap set, or None (the CPU, ONNX Runtime, no CUDA).
+
+    For one of N worker processes on one GPU. By default torch's allocator keeps every block
+    it ever held, and cuDNN takes the workspace it is offered: without a cap musicnn-msd's 8
+    workers held up to 19 GB each on an H200 and the last to grow ran out of memory (docs/
+    operations.md, "Worker processes on one machine"). Under the cap the allocator frees its
+    cached blocks before it gives up on an allocation; with it all 8 served every window."""
+    where = serving_device(device, backend, precision)
+    if not where.startswith("cuda") or not cuda_visible():
         return None
     import torch
 
-    index = torch.device("cuda" if device == "auto" else device).index
+    index = torch.device(where).index
     fraction = min(1.0, share) * GPU_SHARE_MARGIN
     torch.cuda.set_per_process_memory_fraction(fraction, 0 if index is None else index)
     return fraction
@@ -413,11 +428,7 @@ class InferenceModel:
         ``threads``: intra-op threads of one forward (None: ONNX Runtime 1, torch as it is
         set). ``precision``: ``"fp32"`` or ``"int8"`` (the file's int8 graph, ONNX Runtime on
         the CPU). On the CPU with ONNX Runtime, torch is not imported."""
-        text = str(device).strip().lower()
-        if (backend == "onnxruntime" or precision == "int8") and text == "auto":
-            text = "cpu"
-        if text == "auto":
-            text = "cuda" if cuda_visible() else "cpu"
+        text = serving_device(device, backend, precision)
         if text == "cpu" and backend != "torch":
             model = cls(open_model(path), backend, threads, precision)
         elif text == "cpu" or text == "cuda" or text.startswith("cuda:"):
