@@ -87,19 +87,15 @@ from streamtag.audio.testsignals import music_like  # noqa: E402
 from streamtag.catalog.installed import installed, path_of  # noqa: E402
 from streamtag.catalog.shipped import default_model_path  # noqa: E402
 from streamtag.commands import stop_on_signals  # noqa: E402
+from streamtag.commands.run import worker_processes  # noqa: E402
 from streamtag.daemon.config import (  # noqa: E402
+    PROCESSES_AUTO,
     ControlConfig,
     DaemonConfig,
     EngineConfig,
     ModelConfig,
     PublishConfig,
     SourceConfig,
-)
-from streamtag.daemon.cpus import (  # noqa: E402
-    auto_processes,
-    cgroup_quota,
-    usable_cpus,
-    worker_cores,
 )
 from streamtag.daemon.daemon import Daemon  # noqa: E402
 from streamtag.daemon.supervisor import Supervisor  # noqa: E402
@@ -206,6 +202,14 @@ def subscriber(endpoint: str, streams: int, conn) -> None:
     socket.close(0)
 
 
+def heard_from(parent, timeout_s: float) -> dict:
+    """What the subscriber process heard (``subscriber``'s last message), or nothing heard
+    (-1 scores) when it says nothing within ``timeout_s``."""
+    if parent.poll(timeout_s):
+        return parent.recv()
+    return {"scores": -1, "arrived": [], "first_end": None}
+
+
 def steady_rate(heard: dict, added_at: float) -> float:
     """Scores messages a second from the moment every source was added to the first stream's
     end: every stream runs all along, so at one window per second of audio this is how many
@@ -272,8 +276,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             time.sleep(0.01)
         wall = time.perf_counter() - wall0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
-        heard = parent.recv() if parent.poll(30) else {"scores": -1, "arrived": [],
-                                                        "first_end": None}
+        heard = heard_from(parent, 30)
         served = AS_LOADED if backend == AS_LOADED else daemon.model.backend
         limit = daemon.engine.batch_limit
         stats = dict(daemon.engine.stats)
@@ -347,8 +350,7 @@ def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
             list(clients.map(add, range(len(files))))
         adding = time.perf_counter() - wall0
         added_at = time.monotonic()
-        heard = parent.recv() if parent.poll(3600) else {"scores": -1, "arrived": [],
-                                                          "first_end": None}
+        heard = heard_from(parent, 3600)
         wall = time.perf_counter() - wall0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         workers1 = sum(process_cpu_seconds(pid) for pid in pids)
@@ -372,15 +374,11 @@ def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
 
 
 def processes_count(value: str) -> int:
-    """A ``--processes`` value: a count, or ``auto`` as ``streamtag run --processes auto`` counts
-    it here (the CPUs this process may use, 2 cores a worker), said once."""
-    if value != "auto":
+    """A ``--processes`` value: a count, or ``auto`` counted (and said) as ``streamtag run
+    --processes auto`` counts it here."""
+    if value != PROCESSES_AUTO:
         return int(value)
-    cpus = usable_cpus()
-    count = auto_processes(cpus, worker_cores(1, 1))
-    print(f"# --processes auto: {count} for {cpus:g} usable CPUs "
-          f"(affinity {len(os.sched_getaffinity(0))}, cgroup quota {cgroup_quota()})", flush=True)
-    return count
+    return worker_processes(DaemonConfig(processes=PROCESSES_AUTO))
 
 
 def processes_main(args: argparse.Namespace) -> int:

@@ -269,8 +269,8 @@ class Supervisor:
         self._all_ready = threading.Event()
         self._fatal: BaseException | None = None
         self._added: dict[str, dict[str, Any]] = {}  # add_source requests, replayed on restart
-        # add_source's count of running streams: [when asked, count + streams added since]
-        self._running: list[float] | None = None
+        # add_source's count of running streams: (when asked, count + streams added since)
+        self._running: tuple[float, int] | None = None
         self._folder: Path | None = None
         self._worker_token: str | None = None
         self._worker_curve: ClientCurve | None = None  # with keys and [publish] connect
@@ -648,7 +648,7 @@ class Supervisor:
             counted = self._running
         if not fresh and counted is not None \
                 and time.monotonic() - counted[0] < RUNNING_COUNT_S:
-            return int(counted[1])
+            return counted[1]
         asked = time.monotonic()
         status = self.status()
         streams = status["streams"]
@@ -658,7 +658,7 @@ class Supervisor:
             for old in [old for old in self._added if self._worker_of(old) in answered
                         and streams.get(old, {}).get("state", "ended") in FINAL_STATES]:
                 del self._added[old]
-            self._running = [asked, running]
+            self._running = (asked, running)
         return running
 
     def readiness(self) -> tuple[bool, str]:
@@ -744,7 +744,7 @@ class Supervisor:
                 with self._lock:
                     self._added[sid] = dict(req)
                     if self._running is not None:
-                        self._running[1] += 1
+                        self._running = (self._running[0], self._running[1] + 1)
             return reply
 
         def remove_source(req: dict) -> dict:
