@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,7 @@ import streamtag
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.commands import stop_on_signals
+from streamtag.commands.status import format_status
 from streamtag.daemon.config import (
     ControlConfig,
     DaemonConfig,
@@ -162,6 +164,15 @@ def test_every_stream_is_served_once_by_the_worker_its_hash_names(supervised):
     assert {s: status["streams"][s]["worker"] for s in STREAMS} == expected
     assert all(status["streams"][s]["state"] == "running" for s in STREAMS)
     assert [w["restarts"] for w in status["workers"]] == [0] * WORKERS
+    # `streamtag status` as a user reads it: each worker, and the worker serving each stream
+    text = format_status(status)
+    assert f"workers  {WORKERS} processes, 0 restarts" in text
+    for worker in status["workers"]:
+        assert re.search(rf"^ +worker {worker['index']}  running +pid {worker['pid']}  "
+                         rf"{worker['streams']} streams?$", "\n".join(text), re.M), text
+    for sid in STREAMS:
+        source = text[text.index(next(line for line in text if line.startswith(sid))) + 1]
+        assert source.endswith(f"(worker {expected[sid]})"), source
     supervised.feed.assert_seq_unbroken()
     # The merged snapshot (what a dashboard starts from) puts each stream under the session
     # its live messages come with, and names every worker's.
@@ -251,6 +262,10 @@ def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised)
     assert back["pid"] != victim["pid"] and back["session"] != victim["session"]
     assert back["restarts"] == 1 and back["state"] == "running"
     assert "SIGKILL" in back["last_exit"]
+    shown = "\n".join(format_status(supervised.status()))
+    assert f"workers  {WORKERS} processes, 1 restart\n" in shown
+    assert re.search(rf"^ +worker 1  running +pid {back['pid']}  .*1 restart \(the last process "
+                     r"was killed by SIGKILL\)$", shown, re.M), shown
     for stream in theirs:  # the control-added stream too, under the new session
         assert feed.count(stream, back["session"], killed_at) >= 4
     restarted = {m.header.stream for _, m in feed.messages if getattr(m, "restarted", False)}

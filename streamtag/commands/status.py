@@ -88,6 +88,33 @@ def _level(state: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _plural(count: Any, word: str, words: str | None = None) -> str:
+    return f"{_shown(count)} {word if count == 1 else words or word + 's'}"
+
+
+def _worker_lines(reply: Mapping[str, Any]) -> list[str]:
+    """A supervised run's (``run --processes N``) worker processes: each one's state, process
+    id, streams and restarts with how the last process ended; none for a single process."""
+    workers = reply.get("workers")
+    if not isinstance(workers, list) or not workers:
+        return []
+    lines = [f"workers  {_plural(reply.get('processes', len(workers)), 'process', 'processes')}"
+             f", {_plural(reply.get('restarts', 0), 'restart')}"]
+    for worker in workers:
+        if not isinstance(worker, Mapping):
+            continue
+        line = (f"{'':9}worker {_shown(worker.get('index', '?'))}  "
+                f"{_shown(worker.get('state', '?')):<13} pid {_shown(worker.get('pid') or '-')}")
+        if "streams" in worker:
+            line += f"  {_plural(worker['streams'], 'stream')}"
+        if worker.get("restarts"):
+            line += f"  {_plural(worker['restarts'], 'restart')}"
+        if worker.get("last_exit"):
+            line += f" (the last process {_shown(worker['last_exit'])})"
+        lines.append(line)
+    return lines
+
+
 def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> list[str]:
     """The lines ``streamtag status`` prints for a daemon's status reply. Text from the
     daemon (titles, names, errors) is shown without what a terminal would act on."""
@@ -108,6 +135,7 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
         lines.append("engine   " + "  ".join(
             f"{_shown(key)} {engine[key]}" for key in ("windows", "batches", "dropped_windows",
                                                        "failed_batches") if key in engine))
+    lines.extend(_worker_lines(reply))
     shown = {sid: state for sid, state in sorted((reply.get("streams") or {}).items())
              if streams is None or sid in streams}
     if not shown:
@@ -128,7 +156,9 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
         if state.get("error"):
             lines.append(f"{'':16} error: {_shown(state['error'])}")
         if state.get("source"):
-            lines.append(f"{'':16} source: {_shown(state['source'])}")
+            lines.append(f"{'':16} source: {_shown(state['source'])}"
+                         + (f"  (worker {_shown(state['worker'])})" if "worker" in state
+                            else ""))
         counters = state.get("counters") or {}
         if isinstance(counters, Mapping) and counters:
             lines.append(f"{'':16} " + _shown(" ".join(
