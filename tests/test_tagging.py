@@ -13,7 +13,7 @@ from helpers import run_streamtag, tiny_model_file
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.engine.smoothing import SmoothingConfig
-from streamtag.engine.tagging import format_csv, tag_files
+from streamtag.engine.tagging import format_csv, format_text, tag_files
 from streamtag.model.inference import InferenceModel
 
 
@@ -55,6 +55,10 @@ def test_segments_follow_events_and_summary_follows_window_means(setup):
         assert seg.strength == pytest.approx(seg.mean_score / threshold[seg.tag], abs=0.01)
     assert any(s.end_s == pytest.approx(one.duration_s) for s in one.segments) or not any(
         one.segments)
+    # The text's first line names the tags whose mean reaches the threshold, and how far.
+    head = format_text([one]).splitlines()[0]
+    assert ("mean above threshold: " + (", ".join(
+        f"{t} {one.strength[t]:.1f}x" for t in one.tags) or "none") + ";") in head, head
     rows = list(csv.DictReader(io.StringIO(format_csv(results))))
     assert {r["kind"] for r in rows} <= {"segment", "track", "error"}
     assert sum(r["kind"] == "segment" for r in rows) == len(one.segments) + len(two.segments)

@@ -206,7 +206,8 @@ def format_text(results: Sequence[FileTags]) -> str:
         loud = ("" if r.loudness_lufs is None else
                 f"; loudness {r.loudness_lufs:.1f} LUFS integrated, "
                 f"{r.max_short_term_lufs:.1f} LUFS short-term at most")
-        lines.append(f"{r.path}:{title} {r.duration_s:.1f} s, {r.windows} windows; tags: {tags}; "
+        lines.append(f"{r.path}:{title} {r.duration_s:.1f} s, {r.windows} windows; "
+                     f"mean above threshold: {tags}; "
                      f"active most of the time: {mostly}{loud}")
         for s in r.segments:
             lines.append(f"  {s.start_s:8.2f} - {s.end_s:8.2f}  {s.tag:<20s} {s.strength:4.1f}x "
