@@ -57,14 +57,21 @@ def test_a_full_file_loads(tmp_path):
     assert config.control.endpoint.startswith("tcp://127.0.0.1:")  # loopback by default
 
 
-def test_flags_override_the_file():
+def test_flags_override_the_file(tmp_path):
     config = config_from_dict({"sources": [{"id": "a", "spec": "a.mp3"}]})
-    changed = with_overrides(config, model="other.pt", sources=["b.mp3", "live=device:pulse"],
+    there = tmp_path / "c.wav"
+    there.write_bytes(b"")
+    changed = with_overrides(config, model="other.pt",
+                             sources=["b.mp3", "live=device:pulse", f"c={there}", "p=pipe:",
+                                      "radio=http://127.0.0.1:8000/live"],
                              publish="tcp://127.0.0.1:9", hop_seconds=2.0, realtime=True)
     assert changed.model.path == "other.pt"
     assert [(s.id, s.spec) for s in changed.sources] == [
-        ("a", "a.mp3"), ("s1", "b.mp3"), ("live", "device:pulse")]
-    assert changed.sources[1].options == {"realtime": True}
+        ("a", "a.mp3"), ("s1", "b.mp3"), ("live", "device:pulse"), ("c", str(there)),
+        ("p", "pipe:"), ("radio", "http://127.0.0.1:8000/live")]
+    # --realtime plays the files at real speed; live sources take no such option
+    assert [s.options for s in changed.sources] == [{}, {"realtime": True}, {},
+                                                    {"realtime": True}, {}, {}]
     assert changed.publish.endpoint == "tcp://127.0.0.1:9"
     assert changed.engine.hop_seconds == 2.0
     with pytest.raises(ConfigError, match="hop"):

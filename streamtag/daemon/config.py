@@ -307,6 +307,18 @@ def load_config(path: str | Path) -> DaemonConfig:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def _plays_a_file(spec: str) -> bool:
+    """Whether ``spec`` names a file source (or nothing known yet: a path that is not there,
+    whose source then says so), not a live one (http, device, pipe) that plays at its own pace."""
+    from streamtag.errors import SourceError
+    from streamtag.sources import parse_spec
+
+    try:
+        return parse_spec(spec).kind == "file"
+    except SourceError:
+        return True
+
+
 def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    device: str | None = None, sources: list[str] | None = None,
                    publish: str | None = None, control: str | None = None,
@@ -324,9 +336,9 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                              if v is not None})
     if sources:
         extra = [parse_source_line(s, len(config.sources) + i) for i, s in enumerate(sources)]
-        if realtime is not None:
+        if realtime is not None:  # --realtime plays files at real speed; live sources are
             extra = [dataclasses.replace(s, options={**s.options, "realtime": realtime})
-                     for s in extra]
+                     if _plays_a_file(s.spec) else s for s in extra]
         merged = config_from_dict({"sources": [
             {"id": s.id, "spec": s.spec, **s.options,
              **({"title": s.title} if s.title is not None else {})}
