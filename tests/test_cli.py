@@ -39,3 +39,20 @@ def test_features_reports_an_undecodable_file_and_bad_options(tmp_path):
     assert "not_audio.mp3" in done.stderr
     done = run_cli("features", str(bad), "--options", '{"n_mel": 3}')
     assert done.returncode == 2 and "n_mel" in done.stderr
+
+
+def test_the_models_command_s_summary_names_exactly_its_subcommands():
+    """`streamtag --help` lists what `models` does; each word there is a subcommand that runs
+    (it once said "inspect" for what is `models info`)."""
+    import argparse
+    import re
+
+    from streamtag.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    summary = next(c.help for c in commands._choices_actions if c.dest == "models")
+    named = re.sub(r"^[^:]*:\s*", "", summary).split(", ")
+    models = commands.choices["models"]
+    subcommands = next(a for a in models._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(named) == sorted(subcommands.choices), summary
