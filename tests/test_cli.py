@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 
 import numpy as np
@@ -9,6 +11,7 @@ from helpers import run_streamtag
 
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.audio.testsignals import music_like
+from streamtag.cli import build_parser
 from streamtag.frontend import LogMelOptions, compute_logmel
 
 
@@ -44,11 +47,6 @@ def test_features_reports_an_undecodable_file_and_bad_options(tmp_path):
 def test_the_models_command_s_summary_names_exactly_its_subcommands():
     """`streamtag --help` lists what `models` does; each word there is a subcommand that runs
     (it once said "inspect" for what is `models info`)."""
-    import argparse
-    import re
-
-    from streamtag.cli import build_parser
-
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     summary = next(c.help for c in commands._choices_actions if c.dest == "models")
