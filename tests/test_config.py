@@ -108,6 +108,10 @@ def test_an_endpoint_port_outside_1_to_65535_is_refused_in_the_file_too():
 def test_admin_keys_are_curve_keys_and_insecure_is_a_flag_too():
     with pytest.raises(ConfigError, match="admin_keys needs security.server_key"):
         config_from_dict({"security": {"admin_keys": "/etc/st/admins"}})
+    for key in ("client_keys", "admin_keys"):  # a list of key files, as one may guess
+        with pytest.raises(ConfigError, match=f"security.{key} is a folder of public key files"):
+            config_from_dict({"security": {"server_key": "s.key_secret", "client_keys": "c",
+                                           key: ["k/one.key"]}})
     config = config_from_dict({"security": {"server_key": "s.key_secret", "client_keys": "c",
                                             "admin_keys": "a", "insecure": True}})
     assert config.security.admin_keys == "a" and config.security.insecure

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+import zmq
 from helpers import collect, make_config, run_streamtag, tiny_model_file
 
 from streamtag.daemon.config import SecurityConfig, SourceConfig
 from streamtag.daemon.daemon import Daemon
+from streamtag.errors import ConfigError
 from streamtag.wire.control import control_request
-from streamtag.wire.security import client_curve, generate_keys
+from streamtag.wire.security import Authenticator, client_curve, generate_keys
 from streamtag.wire.subscriber import Subscriber
 
 
@@ -63,3 +66,14 @@ def test_keys_generate_command(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "venue.key").is_file() and (tmp_path / "venue.key_secret").is_file()
     assert oct((tmp_path / "venue.key_secret").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_key_folder_that_is_a_file_or_empty_is_refused_with_the_fix(tmp_path):
+    public, _ = generate_keys(tmp_path / "keys", "listener")
+    context = zmq.Context.instance()
+    with pytest.raises(ConfigError, match=r"security.client_keys: .*listener.key is a file; give "
+                                          r"the folder that holds the public keys"):
+        Authenticator(context, {"feed": ("security.client_keys", public)})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"security.admin_keys: .*empty holds no public key"):
+        Authenticator(context, {"control": ("security.admin_keys", tmp_path / "empty")})

@@ -269,6 +269,11 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
     if isinstance(data.get("engine"), dict) and "processes" in data["engine"]:
         data = {**data, "engine": dict(data["engine"])}
         processes = data["engine"].pop("processes")
+    security = data.get("security")
+    for key in ("client_keys", "admin_keys"):
+        if isinstance(security, dict) and isinstance(security.get(key), list):
+            raise ConfigError(f"security.{key} is a folder of public key files (NAME.key), not a "
+                              "list: put the keys it lets in into one folder and give its path")
     parts: dict[str, Any] = {name: values.from_table(cls, data[name], name, ConfigError)
                              for name, cls in _SECTIONS.items() if name in data}
     parts["processes"] = processes
