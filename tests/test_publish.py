@@ -464,6 +464,17 @@ def test_listen_prints_one_line_per_message(ctx):
     assert all("\033[" not in line for line in lines)  # no colour when not a terminal
 
 
+def test_listen_says_nothing_of_silence_while_it_hears_a_daemon(ctx, capsys):
+    out = io.StringIO()
+    with Publisher(ANY_PORT, context=ctx) as pub, Background(pub):
+        assert run_listen(pub.endpoint, ["radio-9"], duration=3.0, out=out, context=ctx,
+                          nothing_heard_s=2.0) == 0
+    # another stream's messages only, but the daemon's heartbeats: it is there
+    assert out.getvalue().startswith(tuple("0123456789")) and "heartbeat" in out.getvalue()
+    assert "radio-1" not in out.getvalue()
+    assert "nothing heard" not in capsys.readouterr().err
+
+
 def test_listen_json_lines_parse(ctx):
     out = io.StringIO()
     with Publisher(ANY_PORT, context=ctx) as pub, Background(pub):
@@ -486,6 +497,13 @@ def test_listen_ends_after_its_duration_and_reports_bad_arguments(ctx, capsys):
     t0 = time.monotonic()
     assert run_listen(endpoint, None, duration=0.2, out=out, context=ctx) == 0
     assert time.monotonic() - t0 < 3 and out.getvalue() == ""
+    assert "nothing heard" not in capsys.readouterr().err  # 0.2 s of silence is not said
+    # Silence past a few heartbeats is said once, with what to check, and listening goes on
+    assert run_listen(endpoint, None, duration=1.0, out=out, context=ctx,
+                      nothing_heard_s=0.3) == 0
+    err = capsys.readouterr().err
+    assert err.count("nothing heard") == 1 and endpoint in err, err
+    assert "--server-key and --client-key" in err and out.getvalue() == ""
     assert run_listen(endpoint, ["no spaces"], count=1, out=out, context=ctx) == 2
     assert run_listen("nonsense", None, count=1, out=out, context=ctx) == 2
     assert "streamtag listen" in capsys.readouterr().err

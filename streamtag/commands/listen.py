@@ -21,6 +21,7 @@ from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.commands.status import ask_daemon
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.wire.protocol import (
+    HEARTBEAT,
     EventBody,
     HeartbeatBody,
     Message,
@@ -32,6 +33,11 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.security import ClientCurve, client_curve
 from streamtag.wire.subscriber import ALL_TOPICS, ReceivedMessage, Subscriber
+
+# Silence this long from an endpoint whose heartbeats are subscribed to is said once: a daemon
+# (or a proxy) sends one every 2 s ([publish] heartbeat_s), so nothing in three of them means
+# nothing publishes there, or CURVE keys that are missing or not let in (which hear nothing).
+NOTHING_HEARD_S = 6.0
 
 _BOLD, _GREEN, _RED, _RESET = "\033[1m", "\033[32m", "\033[31m", "\033[0m"
 
@@ -182,7 +188,7 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                out: TextIO | None = None, *, topics: Iterable[str] = ALL_TOPICS,
                context: zmq.Context | None = None, curve: ClientCurve | None = None,
                tracks: bool = False, control: str | None = None,
-               wait_s: float = 30.0) -> int:
+               wait_s: float = 30.0, nothing_heard_s: float = NOTHING_HEARD_S) -> int:
     """Print received messages until `count` or `duration` or Ctrl-C.
 
     One line per message: human-readable, or with `as_json` one JSON object per line with the
@@ -190,6 +196,8 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     per title change ("now playing") and per finished track, after the daemon's current
     titles and last tracks when `control` (its control endpoint) is given, waiting up to
     `wait_s` seconds for a daemon that does not answer yet; `count` then counts those lines.
+    When heartbeats are among the topics and nothing at all arrives in `nothing_heard_s`
+    seconds, says so once on stderr, with what to check, and goes on listening.
     Returns the exit status.
     """
     if tracks:
@@ -226,7 +234,18 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                         print(f"streamtag listen: no current titles from {control}: the "
                               f"daemon refused: {_shown(str(reply.get('error')))}",
                               file=sys.stderr)
+            started, heard = time.monotonic(), False
+            watch_silence = HEARTBEAT in subscriber.topics
             while count is None or printed < count:
+                if watch_silence and not heard and \
+                        time.monotonic() - started >= nothing_heard_s:
+                    watch_silence = False
+                    where = endpoint if isinstance(endpoint, str) else ", ".join(endpoint)
+                    print(f"streamtag listen: nothing heard from {where} in "
+                          f"{nothing_heard_s:g} s, not even a heartbeat (a daemon sends one "
+                          "every 2 s by default): is one publishing there and, if it uses CURVE "
+                          "keys, are --server-key and --client-key given, with a client key the "
+                          "daemon lets in? Still listening.", file=sys.stderr, flush=True)
                 wait_ms = 500
                 if deadline is not None:
                     left_ms = (deadline - time.monotonic()) * 1e3
@@ -236,6 +255,7 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                 message = subscriber.recv(wait_ms)
                 if message is None:
                     continue
+                heard = True
                 if as_json:
                     lines = [terminal_json(canonical_json(message.to_dict()).decode("utf-8"))]
                 elif playing is not None:
