@@ -72,7 +72,7 @@ def test_a_key_folder_that_is_a_file_or_empty_is_refused_with_the_fix(tmp_path):
     public, _ = generate_keys(tmp_path / "keys", "listener")
     context = zmq.Context.instance()
     with pytest.raises(ConfigError, match=r"security.client_keys: .*listener.key is a file; give "
-                                          r"the folder that holds the public keys"):
+                                          r"a folder that holds the public keys"):
         Authenticator(context, {"feed": ("security.client_keys", public)})
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"security.admin_keys: .*empty holds no public key"):

@@ -35,8 +35,9 @@ from streamtag.wire.security import ClientCurve, client_curve
 from streamtag.wire.subscriber import ALL_TOPICS, ReceivedMessage, Subscriber
 
 # Silence this long from an endpoint whose heartbeats are subscribed to is said once: a daemon
-# (or a proxy) sends one every 2 s ([publish] heartbeat_s), so nothing in three of them means
-# nothing publishes there, or CURVE keys that are missing or not let in (which hear nothing).
+# sends one every 2 s by default ([publish] heartbeat_s; a proxy passes them on), so nothing in
+# three of them means nothing publishes there, or CURVE keys missing or not let in (which hear
+# nothing at all).
 NOTHING_HEARD_S = 6.0
 
 _BOLD, _GREEN, _RED, _RESET = "\033[1m", "\033[32m", "\033[31m", "\033[0m"

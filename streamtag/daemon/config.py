@@ -341,7 +341,7 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                              if v is not None})
     if sources:
         extra = [parse_source_line(s, len(config.sources) + i) for i, s in enumerate(sources)]
-        if realtime is not None:  # --realtime plays files at real speed; live sources are
+        if realtime is not None:  # files at real speed; live sources keep their own pace
             extra = [dataclasses.replace(s, options={**s.options, "realtime": realtime})
                      if _plays_a_file(s.spec) else s for s in extra]
         merged = config_from_dict({"sources": [

@@ -111,8 +111,8 @@ def make_client(sock: zmq.Socket, curve: ClientCurve) -> None:
 def _key_folder(key: str, folder: str | Path) -> str:
     path = Path(folder)
     if path.is_file():
-        raise ConfigError(f"{key}: {path} is a file; give the folder that holds the public keys "
-                          f"(NAME.key) it lets in, e.g. {path.parent}")
+        raise ConfigError(f"{key}: {path} is a file; give a folder that holds the public keys "
+                          "(NAME.key) of the clients it lets in, and only those")
     if not path.is_dir() or not any(path.glob("*.key")):
         raise ConfigError(f"{key}: {path} holds no public key (*.key); copy each client's "
                           "NAME.key there")
