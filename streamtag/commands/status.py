@@ -107,6 +107,8 @@ def _worker_lines(reply: Mapping[str, Any]) -> list[str]:
                 f"{_shown(worker.get('state', '?')):<13} pid {_shown(worker.get('pid') or '-')}")
         if "streams" in worker:
             line += f"  {_plural(worker['streams'], 'stream')}"
+        else:  # it did not answer: its streams are missing from the list below
+            line += "  its streams not listed until it serves"
         if worker.get("restarts"):
             line += f"  {_plural(worker['restarts'], 'restart')}"
         if worker.get("last_exit"):

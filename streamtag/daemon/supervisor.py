@@ -589,8 +589,12 @@ class Supervisor:
 
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [{"index": w.index, "pid": w.pid, "state": w.state, "session": w.session,
-                     "restarts": w.restarts, "last_exit": w.last_exit} for w in self._workers]
+            return [self._described(w) for w in self._workers]
+
+    @staticmethod
+    def _described(w: _Worker) -> dict[str, Any]:
+        return {"index": w.index, "pid": w.pid, "state": w.state, "session": w.session,
+                "restarts": w.restarts, "last_exit": w.last_exit}
 
     def status(self, histograms: bool = False) -> dict[str, Any]:
         """The workers' ``status`` replies merged: every stream (with the worker serving it),
@@ -614,6 +618,10 @@ class Supervisor:
                 continue
             if not reply.get("ok"):
                 continue
+            if reply.get("session") != info["session"]:
+                # it died and its next process answered the request meanwhile: describe that one
+                with self._lock:
+                    info.update(self._described(worker))
             per_stream = self._totals.seen(info["index"], reply)
             if histograms:
                 samples.append(per_stream)
