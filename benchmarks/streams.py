@@ -35,13 +35,15 @@ carries on that box.
 
 ``--processes 1 2`` instead compares one daemon process (as above) with ``streamtag run
 --processes N`` (``streamtag.daemon.supervisor``: N worker processes behind an in-process proxy
-and control socket), each N a fresh supervised run whose sources are added by control
-(``add_source``, routed to the worker that owns the stream, from 8 clients at once): CPU time
-is the workers' (from /proc) plus this process's (the proxy, the control socket), over the same
-span. ``auto`` is counted as ``streamtag run --processes auto`` counts it; ``--device cuda``
-serves every worker on the GPU. Beside the wall's rate, ``steady`` is the scores messages a
-second from the last add to the first stream's end (every stream running: the real-time
-streams the box carries). The whole-box figures in docs/operations.md came from
+and control socket), on the first of ``--models`` and of ``--backends`` (by default what ``run``
+serves: ONNX Runtime on the CPU, TorchScript on CUDA), each N a fresh supervised run whose
+sources are added by control (``add_source``, routed to the worker that owns the stream, from 8
+clients at once): CPU time is the workers' (from /proc) plus this process's (the proxy, the
+control socket), over the same span. ``auto`` is counted as ``streamtag run --processes auto``
+counts it; ``--device cuda`` serves every worker on the GPU. Beside the wall's rate, ``steady``
+is the scores messages a second from the last add to the first stream's end (every stream
+running: the real-time streams the box carries). The whole-box figures in docs/operations.md
+came from
 
     python benchmarks/streams.py --processes auto 16 --files 16 --repeats 1 --streams 256 \
         --seconds 60 --models default --backends onnxruntime   # torch --device cuda: the GPU
@@ -507,8 +509,9 @@ def main() -> int:
     keep_freed_memory()  # as `streamtag run` does, before any thread starts
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["default", "short_chunk_resnet"])
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
-                        choices=[AS_LOADED, "torch", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", choices=[AS_LOADED, "torch", "onnxruntime"],
+                        help="default: torch onnxruntime; with --processes, what `run` serves "
+                             "(backend auto: onnxruntime on the CPU, torch on CUDA)")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per stream")
     parser.add_argument("--repeats", type=int, default=2)
@@ -565,6 +568,9 @@ def main() -> int:
                              "one per stream)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.backends is None:  # --processes measures the daemon as shipped: backend auto
+        args.backends = ((["torch"] if args.device.startswith("cuda") else ["onnxruntime"])
+                         if args.processes else ["torch", "onnxruntime"])
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
     configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold, block_s,
