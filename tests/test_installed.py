@@ -132,6 +132,10 @@ def test_models_list_info_remove(home, capsys):
     assert not (home / "models" / "tiny-b.pt").exists()
     assert main(["models", "info", "tiny-b"]) == 2
     assert "installed: tiny-a;" in capsys.readouterr().err
+    assert main(["models", "remove", "tiny-b"]) == 2  # again: said, without advice to install
+    err = capsys.readouterr().err
+    assert "no model named 'tiny-b' is installed, so nothing was removed" in err
+    assert "installed: tiny-a;" in err and "install it" not in err
 
 
 # ---------------------------------------------------------------- --from is untrusted

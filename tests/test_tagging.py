@@ -75,3 +75,6 @@ def test_tag_command_json_and_exit_code(setup):
     done = run_streamtag("tag", str(root / "broken.mp3"), "--model", str(model_path),
                          "--device", "cpu", timeout=120)
     assert done.returncode == 1 and "ERROR" in done.stdout
+    # FFmpeg's reason in words, with what to check, and not its error number
+    assert "FFmpeg does not recognise it as audio" in done.stdout, done.stdout
+    assert "check that it is an audio file" in done.stdout and "Errno" not in done.stdout

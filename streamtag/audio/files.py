@@ -58,6 +58,18 @@ def mix_down(planes: Sequence[np.ndarray]) -> np.ndarray:
     return total / np.float32(len(planes))
 
 
+def open_failure(exc: BaseException) -> str:
+    """Why ``av.open`` failed, in words: FFmpeg's reason without its error number (``[Errno
+    1094995529] ...`` tells a user nothing), and for data FFmpeg cannot place, what to check."""
+    import av
+
+    reason = getattr(exc, "strerror", None) or str(exc)
+    if isinstance(exc, av.error.InvalidDataError):
+        return (f"FFmpeg does not recognise it as audio ({reason}); check that it is an audio "
+                "file and that it is whole")
+    return reason
+
+
 @contextlib.contextmanager
 def first_audio_stream(path: str | Path, container=None) -> Iterator[tuple[Any, Any]]:
     """(container, its first audio stream) of ``path``, closed after the block, where PyAV's
@@ -69,7 +81,7 @@ def first_audio_stream(path: str | Path, container=None) -> Iterator[tuple[Any, 
         try:
             container = av.open(str(path))
         except (av.error.FFmpegError, OSError) as exc:
-            raise AudioDecodeError(f"cannot open {path}: {exc}") from exc
+            raise AudioDecodeError(f"cannot open {path}: {open_failure(exc)}") from exc
     with container:
         if not container.streams.audio:
             raise AudioDecodeError(f"{path} has no audio stream")

@@ -108,7 +108,11 @@ def path_of(name: str) -> Path:
 
 
 def remove(name: str) -> Path:
-    path = path_of(name)
+    path = installed().get(name)
+    if path is None:  # _unknown_name's advice (install it) is not what remove wants
+        listed = ", ".join(installed()) or "none"
+        raise ModelError(f"no model named {name!r} is installed, so nothing was removed "
+                         f"(installed: {listed}; folder {models_folder()})")
     path.unlink()
     return path
 

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-from streamtag.audio.files import AudioDecodeError, first_audio_stream, mono_blocks
+from streamtag.audio.files import (
+    AudioDecodeError,
+    first_audio_stream,
+    mono_blocks,
+    open_failure,
+)
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source, packet_tags, title_from_tags
 
@@ -64,7 +69,7 @@ class FileSource(Source):
         try:
             container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(f"cannot open {self.path}: {exc}") from exc
+            raise SourceError(f"cannot open {self.path}: {open_failure(exc)}") from exc
         try:
             if not container.streams.audio:
                 raise SourceError(f"cannot open {self.path}: it has no audio stream")
