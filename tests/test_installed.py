@@ -79,6 +79,13 @@ def test_tag_and_ensemble_take_names(home, song, tmp_path):
     assert read_manifest(out).name == "ensemble of tiny a, tiny b"
 
 
+def test_an_ensemble_of_one_model_is_refused(home, tmp_path, capsys):
+    out = tmp_path / "one.pt"
+    assert main(["ensemble", "tiny-a", "--out", str(out)]) == 2
+    assert "an ensemble averages two or more models" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command", [
     ("tag", "song.flac", "--model", "nope"), ("ensemble", "tiny-a", "nope", "--out", "e.pt"),
     ("eval", "nope", "recipe.toml"), ("run", "--model", "nope"), ("demo", "--model", "nope")])

@@ -122,6 +122,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from streamtag.errors import ModelError
     from streamtag.model import modelfile
 
+    if len(args.models) < 2:
+        return refused("ensemble", f"an ensemble averages two or more models; {args.models[0]} "
+                                   "alone is already that model: give the others too")
     try:
         members = [resolve_model(m) for m in args.models]
     except ModelError as error:
