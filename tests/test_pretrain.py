@@ -291,6 +291,25 @@ def test_train_refuses_a_vqvae_recipe_and_unlabeled_data(recipe_file: Path, tmp_
     assert not out.exists()
 
 
+def test_a_run_refused_for_its_data_leaves_no_run_folder(tmp_path: Path, capsys) -> None:
+    out, kept = tmp_path / "run", tmp_path / "kept"
+    kept.mkdir()
+    for folder in (out, kept):
+        assert cli.main(["train", str(RECIPES / "musicnn.toml"), "--out", str(folder),
+                         "--set", f"data.root={tmp_path / 'no-dataset'}"]) == 2
+        assert "annotations_final.csv not found" in capsys.readouterr().err
+    assert not out.exists()  # made by the run that was refused: removed
+    assert kept.is_dir()  # the user's own folder stays, with the log of what was tried
+    assert cli.main(["pretrain", str(RECIPES / "vqvae_pretrain.toml"), "--out", str(out),
+                     "--set", f"data.root={tmp_path / 'no-dataset'}"]) == 2
+    assert "autotagging_moodtheme-train.tsv not found" in capsys.readouterr().err
+    assert not out.exists()
+    nested = tmp_path / "runs" / "one"  # the parent made for it goes too
+    assert cli.main(["train", str(RECIPES / "musicnn.toml"), "--out", str(nested),
+                     "--set", f"data.root={tmp_path / 'no-dataset'}"]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # A folder of audio
 

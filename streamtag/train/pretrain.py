@@ -54,7 +54,13 @@ from streamtag.train.encoder_file import (
 from streamtag.train.epoch import run_epoch
 from streamtag.train.optim import EarlyStopping, Plateau, StagedOptimizer
 from streamtag.train.recipe import Recipe
-from streamtag.train.runtime import RECIPE_FILE, RunLog, determinism, resolve_device
+from streamtag.train.runtime import (
+    RECIPE_FILE,
+    RunLog,
+    determinism,
+    no_folder_left_if_refused,
+    resolve_device,
+)
 from streamtag.train.windows import evaluation_batches
 
 # FILE_FORMAT and PRETRAINED_FILE are encoder_file's, named here too: what ``pretrain`` writes.
@@ -220,12 +226,17 @@ def pretrain(recipe: Recipe, run_dir: str | os.PathLike, echo: bool = True) -> P
     writes). A recipe with another architecture, or a folder that already holds ``vqvae.pt``, is
     a ``ConfigError``."""
     _check_recipe(recipe)
-    r, t = recipe, recipe.train
     run_dir = Path(run_dir)
-    path = run_dir / PRETRAINED_FILE
-    if path.exists():
+    if (run_dir / PRETRAINED_FILE).exists():
         raise ConfigError(f"{run_dir} already holds a pre-trained model ({PRETRAINED_FILE}); "
                           "give another --out")
+    with no_folder_left_if_refused(run_dir, LOG_FILE):
+        return _pretrain(recipe, run_dir, echo)
+
+
+def _pretrain(recipe: Recipe, run_dir: Path, echo: bool) -> PretrainResult:
+    r, t = recipe, recipe.train
+    path = run_dir / PRETRAINED_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / LOG_FILE, echo=echo)
     device = resolve_device(t.device)

@@ -8,8 +8,9 @@ import os
 import torch
 
 from streamtag.train.export import RunResult, export_run
-from streamtag.train.loop import TrainingRun
+from streamtag.train.loop import LOG_FILE, TrainingRun
 from streamtag.train.recipe import Recipe
+from streamtag.train.runtime import no_folder_left_if_refused
 
 __all__ = ["RunResult", "train"]
 
@@ -19,6 +20,12 @@ def train(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool = False,
     """Trains ``recipe`` in ``run_dir`` (or continues there, ``resume=True``), then exports:
     thresholds, test metrics, plots and ``model.pt`` (``streamtag.train.export``). Under
     ``torchrun`` every process trains and rank 0 exports; the others return None."""
+    with no_folder_left_if_refused(run_dir, LOG_FILE):
+        return _train(recipe, run_dir, resume, echo)
+
+
+def _train(recipe: Recipe, run_dir: str | os.PathLike, resume: bool,
+           echo: bool) -> RunResult | None:
     run = TrainingRun(recipe, run_dir, resume=resume, echo=echo)
     try:
         run.setup()

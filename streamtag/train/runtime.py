@@ -59,6 +59,27 @@ class RunLog:
                 f.write(message + "\n")
 
 
+@contextlib.contextmanager
+def no_folder_left_if_refused(run_dir: str | os.PathLike, log_file: str) -> Iterator[None]:
+    """A run folder the block makes is removed again when the block is refused (ConfigError or
+    ModelError: no data there, a model that cannot take the window) while it holds nothing but
+    its log's first lines. A folder that was there before stays, with the log of the attempt."""
+    from streamtag.errors import ModelError
+
+    folder = Path(run_dir).absolute()
+    made = [f for f in (folder, *folder.parents) if not f.exists()]  # deepest first
+    try:
+        yield
+    except (ConfigError, ModelError):
+        # (Under torchrun another process may remove it first: the error raised is the run's.)
+        with contextlib.suppress(OSError):
+            if made and {p.name for p in folder.iterdir()} <= {log_file}:
+                (folder / log_file).unlink(missing_ok=True)
+                for created in made:  # the folder, then the parents made for it (runs/)
+                    created.rmdir()
+        raise
+
+
 # --------------------------------------------------------------------------------------------
 # Device, determinism, checkpoint files and random states
 
