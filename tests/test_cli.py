@@ -42,6 +42,14 @@ def test_features_reports_an_undecodable_file_and_bad_options(tmp_path):
     assert "not_audio.mp3" in done.stderr
     done = run_cli("features", str(bad), "--options", '{"n_mel": 3}')
     assert done.returncode == 2 and "n_mel" in done.stderr
+    audio = tmp_path / "clip.wav"
+    write_audio(audio, music_like(1.0, 16000, seed=7), 16000)
+    done = run_cli("features", str(audio), "--out", str(tmp_path / "no-folder" / "x.npy"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "cannot write" in done.stderr and "a folder that exists" in done.stderr
+    done = run_cli("features", str(audio), "--out", str(tmp_path / "x.frames"))
+    assert done.returncode == 0 and f"wrote {tmp_path / 'x.frames'}" in done.stdout
+    assert np.load(tmp_path / "x.frames").shape[1] > 0  # the name as given, no .npy added
 
 
 def test_the_models_command_s_summary_names_exactly_its_subcommands():

@@ -38,7 +38,13 @@ def cmd_features(args: argparse.Namespace) -> int:
     frames = compute_logmel(audio, options)
     elapsed = time.perf_counter() - t0
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".npy")
-    np.save(out, frames.T if args.mels_first else frames)
+    try:
+        with open(out, "wb") as f:  # the path as given (np.save adds .npy to a name without)
+            np.save(f, frames.T if args.mels_first else frames)
+    except OSError as exc:
+        print(f"streamtag features: cannot write {out}: {exc.strerror}; give --out a path in a "
+              "folder that exists and can be written", file=sys.stderr)
+        return EXIT_USAGE
     seconds = len(audio) / rate
     print(f"{args.file}: {seconds:.1f} s at {rate:g} Hz -> {frames.shape[0]} frames x "
           f"{frames.shape[1]} mels ({args.preset}) in {elapsed * 1e3:.1f} ms "
