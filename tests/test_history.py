@@ -463,6 +463,9 @@ def test_history_refuses_bad_input_naming_the_fix(tmp_path, capsys):
     assert result.returncode == 2 and "ISO 8601" in result.stderr
     result = history(capsys, "--db", "mysql://x/y")
     assert result.returncode == 2 and "PostgreSQL" in result.stderr
+    result = history(capsys, "--db", f"sqlite:///{empty}", "--plot",
+                     str(tmp_path / "no-folder" / "p.png"))
+    assert result.returncode == 2 and "its folder does not exist" in result.stderr
 
 
 @pytest.mark.slow

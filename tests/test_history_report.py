@@ -124,6 +124,13 @@ def test_a_404_outage_is_off_air_in_text_json_csv_and_plot(session, capsys, tmp_
                    str(outage.start - 30), "--plot", str(before)).returncode == 0
     assert red_columns(with_outage) > 10
     assert red_columns(before) == 0
+    # A picture that cannot be written is said, with no traceback: a folder in its place
+    result = history(capsys, "--db", url, "--stream", "radio-1", "--plot", str(tmp_path))
+    assert result.returncode == 2 and f"cannot write {tmp_path}" in result.stderr
+    assert "Traceback" not in result.stderr
+    named = tmp_path / "timeline"  # no suffix: a PNG under that very name
+    assert history(capsys, "--db", url, "--plot", str(named)).returncode == 0
+    assert named.read_bytes().startswith(b"\x89PNG") and not named.with_suffix(".png").exists()
 
 
 def red_columns(path) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -30,6 +31,9 @@ def cmd_history(args: argparse.Namespace) -> int:
             raise ConfigError(f"--tags {tags}: give the number of tags to list, 1 or more")
         if args.top < 1:
             raise ConfigError(f"--top {args.top}: give the number of tags to draw, 1 or more")
+        if args.plot and not Path(args.plot).absolute().parent.is_dir():
+            raise ConfigError(f"--plot {args.plot}: its folder does not exist; give a path in a "
+                              "folder that exists")
         schema.require_existing(args.db)
         engine = schema.create_db_engine(args.db)
     except ConfigError as exc:
@@ -40,7 +44,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         history = load_history(engine, args.stream or None, since, until, top=tags, zone=zone,
                                period=args.period, now=now)
         if args.plot:
-            drawn = plot_history(engine, history, args.plot, top=args.top)
+            try:
+                drawn = plot_history(engine, history, args.plot, top=args.top)
+            except OSError as exc:  # a folder it may not write in, a full disk
+                raise ConfigError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
             left = sum(1 for a in history.airtime.values() if a.windows) - len(drawn)
             print(f"streamtag history: wrote {args.plot}"
                   + (f" ({len(drawn)} streams; {left} more not drawn: choose them with "

@@ -6,6 +6,8 @@ the report's zone, with dates where the range needs them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sqlalchemy.engine import Engine
 
@@ -49,7 +51,7 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
     FigureCanvasAgg(figure)
     if not streams:
         figure.text(0.5, 0.5, "nothing recorded in this range", ha="center", va="center")
-        figure.savefig(path, dpi=110)
+        _save(figure, path)
         return []
     since = min(history.airtime[s].first_at for s in streams)
     until = max(history.airtime[s].last_at for s in streams)
@@ -119,8 +121,16 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
     # A colour bar about two strips tall, at the top, however many strips there are.
     figure.colorbar(image, ax=list(axes), label="share of windows\nwith the tag active",
                     shrink=min(0.8, 3.0 / figure.get_figheight()), anchor=(0.0, 1.0))
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     return streams
+
+
+def _save(figure, path: str) -> None:
+    """The picture under the name given: in the format its suffix names where matplotlib
+    knows it, else PNG (left to itself, matplotlib would add .png to the name)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    known = figure.canvas.get_supported_filetypes()
+    figure.savefig(path, dpi=110, format=suffix if suffix in known else "png")
 
 
 def _draw_span(ax, s: Span, x, since: float, until: float, now: float) -> None:
