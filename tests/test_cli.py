@@ -62,3 +62,18 @@ def test_the_models_command_s_summary_names_exactly_its_subcommands():
     models = commands.choices["models"]
     subcommands = next(a for a in models._actions if isinstance(a, argparse._SubParsersAction))
     assert sorted(named) == sorted(subcommands.choices), summary
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`streamtag demo | head -2`: once the reader has gone, the next line ends the command
+    with exit status 1 and no traceback."""
+    demo = run_streamtag("demo", "--seconds", "20", popen=True)
+    try:
+        for _ in range(2):
+            assert demo.stdout.readline()
+        demo.stdout.close()  # as head does after its lines
+        _, err = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 1, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
