@@ -67,6 +67,42 @@ def port_number(text: str) -> int:
     return port
 
 
+def count_at_least_1(text: str) -> int:
+    """A flag's count: a whole number >= 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number, 1 or "
+                                         "more")
+    return value
+
+
+def seconds_above_0(text: str) -> float:
+    """A flag's span of time: a number of seconds > 0 (argparse names the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a span of time: give a number of "
+                                         "seconds above 0")
+    return value
+
+
+def seconds_from_0(text: str) -> float:
+    """A flag's wait: a number of seconds >= 0 (0: do not wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a span of time: give a number of "
+                                         "seconds, 0 or more")
+    return value
+
+
 def zmq_endpoint(text: str) -> str:
     """A ZeroMQ endpoint flag, checked where a mistyped one would fail later with a vague
     error (the config file's check: a tcp:// port must be 1-65535 or *)."""
@@ -202,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("endpoint", nargs="?", default=DEFAULT_FEED_ENDPOINT, type=zmq_endpoint)
     p.add_argument("--stream", action="append", help="only this stream; repeatable")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--count", type=int, help="stop after this many messages")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--count", type=count_at_least_1, help="stop after this many messages")
+    p.add_argument("--duration", type=seconds_above_0, help="stop after this many seconds")
     p.add_argument("--server-key", help="the daemon's public key file (NAME.key), for CURVE")
     p.add_argument("--client-key", help="this client's secret key file (NAME.key_secret)")
     p.add_argument("--tracks", action="store_true",
@@ -212,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", metavar="ENDPOINT", type=zmq_endpoint,
                    help="with --tracks: the daemon's control endpoint, to start with its "
                         "current titles and last tracks")
-    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--wait", type=seconds_from_0, default=30.0, metavar="SECONDS",
                    help="with --control: how long to wait for a daemon that is not up yet "
                         "(default 30; 0: ask once)")
     p.set_defaults(func=_command("listen"))
@@ -224,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the daemon's control endpoint (default {DEFAULT_CONTROL_ENDPOINT})")
     p.add_argument("--stream", action="append", help="only this stream; repeatable")
     p.add_argument("--json", action="store_true", help="the daemon's reply as one JSON object")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=seconds_from_0, default=0.0, metavar="SECONDS",
                    help="wait this long for a daemon that is not up yet (default 0: ask once, "
                         "for 2 s)")
     p.add_argument("--token-file", metavar="FILE",
@@ -296,13 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
     p.add_argument("--control", action="append", metavar="ENDPOINT", type=zmq_endpoint,
                    help="a daemon's control endpoint, for a snapshot at start; repeatable")
-    p.add_argument("--queue-size", type=int, default=100_000,
+    p.add_argument("--queue-size", type=count_at_least_1, default=100_000,
                    help="messages that may wait for a slow or down database (default 100000)")
-    p.add_argument("--batch-size", type=int, default=2000,
+    p.add_argument("--batch-size", type=count_at_least_1, default=2000,
                    help="messages per transaction at most (default 2000)")
-    p.add_argument("--max-backoff-s", type=float, default=30.0,
+    p.add_argument("--max-backoff-s", type=seconds_above_0, default=30.0,
                    help="longest wait between retries of a down database (default 30)")
-    p.add_argument("--drain-timeout-s", type=float, default=10.0,
+    p.add_argument("--drain-timeout-s", type=seconds_from_0, default=10.0,
                    help="on stop, how long to wait for the database to take the queue")
     p.add_argument("--metrics-port", type=port_number,
                    help="serve Prometheus metrics on this port")

@@ -276,6 +276,17 @@ def test_listen_says_a_stream_is_starting_rather_than_untitled():
      "'tcp://127.0.0.1:70000': the port '70000' is not a TCP port; write tcp://HOST:PORT"),
     (["listen", "127.0.0.1:5555"], "'127.0.0.1:5555' is not a ZeroMQ endpoint; write "
                                    "tcp://HOST:PORT"),
+    # counts and spans of time (a negative --max-backoff-s was a traceback, a negative
+    # --duration or a --count of 0 printed nothing and exited 0)
+    (["record", "--max-backoff-s", "-5"],
+     "argument --max-backoff-s: '-5' is not a span of time: give a number of seconds above 0"),
+    (["record", "--queue-size", "0"], "argument --queue-size: '0' is not a count: give a whole "
+                                      "number, 1 or more"),
+    (["record", "--drain-timeout-s", "-1"], "argument --drain-timeout-s: '-1' is not a span of "
+                                            "time: give a number of seconds, 0 or more"),
+    (["listen", "--duration", "-1"], "argument --duration: '-1' is not a span of time"),
+    (["listen", "--count", "0"], "argument --count: '0' is not a count"),
+    (["status", "--wait", "soon"], "argument --wait: 'soon' is not a span of time"),
 ])
 def test_a_bad_stream_id_or_port_is_named_with_the_allowed_form(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:
