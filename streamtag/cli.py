@@ -116,6 +116,17 @@ def zmq_endpoint(text: str) -> str:
     return text
 
 
+def stream_id(text: str) -> str:
+    """A stream id argument (argparse names the argument in its error)."""
+    from streamtag.errors import ProtocolError
+    from streamtag.wire.protocol import validate_stream_id
+
+    try:
+        return validate_stream_id(text)
+    except ProtocolError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def zmq_endpoint_or_off(text: str) -> str:
     """``zmq_endpoint``, or "" for off."""
     return text if text == "" else zmq_endpoint(text)
@@ -268,6 +279,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "(control.token in streamtag's folder)")
     _add_client_keys(p, "the daemon's")
     p.set_defaults(func=_command("status"))
+
+    p = sub.add_parser("control", help="ask a running daemon to add or remove a stream, or "
+                                       "load another model")
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="start a stream: ID and SPEC as --source takes them")
+    add.add_argument("id", type=stream_id, help="the stream id (1 to 128 of A-Z a-z 0-9 _ . : -)")
+    add.add_argument("spec", help="file:PATH, a path, http(s)://URL or device:NAME, within the "
+                                  "daemon's [control] allow-lists")
+    add.add_argument("--title", help="the stream's fixed title (else its metadata's)")
+    add.add_argument("--option", action="append", metavar="KEY=VALUE",
+                     help="a source option, e.g. reconnect=false, max_backoff_s=60, "
+                          "realtime=true (TOML values); repeatable")
+    remove = actions.add_parser("remove", help="end a stream: its last windows are published")
+    remove.add_argument("id", type=stream_id)
+    reload = actions.add_parser("reload", help="serve another model: an installed model's name "
+                                               "or a file under [control] model_roots")
+    reload.add_argument("model")
+    ping = actions.add_parser("ping", help="whether the daemon answers, and what it knows")
+    for action in (add, remove, reload, ping):
+        action.add_argument("--control", metavar="ENDPOINT", type=zmq_endpoint,
+                            default=DEFAULT_CONTROL_ENDPOINT,
+                            help=f"the daemon's control endpoint (default "
+                                 f"{DEFAULT_CONTROL_ENDPOINT})")
+        action.add_argument("--wait", type=seconds_from_0, default=0.0, metavar="SECONDS",
+                            help="wait this long for a daemon that is not up yet (default 0: "
+                                 "ask once, for 2 s)")
+        action.add_argument("--token-file", metavar="FILE",
+                            help="the daemon's control token file, where it is not the default")
+        _add_client_keys(action, "the daemon's")
+        action.set_defaults(func=_command("control"))
 
     p = sub.add_parser("keys", help="CURVE key pairs for encrypted, authenticated sockets")
     keys_sub = p.add_subparsers(dest="keys_command", required=True)

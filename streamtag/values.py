@@ -23,6 +23,7 @@ import functools
 import math
 import numbers as _numbers
 import reprlib
+import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -363,3 +364,14 @@ def from_table(cls: type, value: Any, section: str, error: ErrorClass, words: Wo
         raise
     except (TypeError, ValueError) as exc:  # a dataclass's own check, in its own error
         raise error(str(exc) if section in str(exc) else f"[{section}]: {exc}") from exc
+
+
+def toml_value(text: str) -> Any:
+    """A value written on the command line (``--set key=VALUE``, ``--option key=VALUE``): TOML
+    (numbers, booleans, quoted strings, arrays), or the text itself where it is not TOML (a bare
+    path or word)."""
+    text = text.strip()
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text

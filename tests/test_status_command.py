@@ -15,6 +15,8 @@ import pytest
 from helpers import OggStation, free_port, make_config, started, wait_until
 from test_ogg_titles import PIECES, encode_links
 
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
 from streamtag.cli import main
 from streamtag.commands.status import run_status
 from streamtag.daemon.config import SourceConfig
@@ -90,3 +92,43 @@ def test_status_flags_are_checked(capsys):
     assert "'99999' is not a TCP port" in capsys.readouterr().err
     assert main(["status", "--control", "tcp://127.0.0.1:1", "--server-key", "x"]) == 2
     assert "--server-key and --client-key go together" in capsys.readouterr().err
+
+
+def test_control_adds_and_removes_a_stream_and_says_what_the_daemon_refused(
+        radio_daemon, tmp_path, capsys):
+    """`streamtag control` against the same daemon: each request as the control socket takes
+    it, with the token found as `status` finds it; the daemon's refusals printed, exit 1."""
+    endpoint = ["--control", radio_daemon.control.endpoint]
+    assert main(["control", "ping", *endpoint]) == 0
+    assert "the daemon answers: protocol" in capsys.readouterr().out
+    song = tmp_path / "song.wav"  # below the daemon's file_roots (the pytest temp root)
+    write_audio(song, music_like(20.0, 16000, seed=4), 16000)
+    assert main(["control", "add", "file-1", str(song), "--title", "Fixed Title", "--option",
+                 "realtime=true", *endpoint]) == 0, capsys.readouterr().err
+    assert f"added file-1: the daemon opens {song}" in capsys.readouterr().out
+    wait_until(lambda: radio_daemon.status()["streams"].get("file-1", {}).get("counters", {})
+               .get("windows", 0) > 0, 30, "the added stream's first windows")
+    assert radio_daemon.status()["streams"]["file-1"]["title"] == "Fixed Title"
+    assert main(["control", "remove", "file-1", *endpoint]) == 0
+    assert "removed file-1" in capsys.readouterr().out
+    wait_until(lambda: radio_daemon.status()["streams"]["file-1"]["state"] == "ended", 30,
+               "the removed stream to end")
+    # refused by the daemon, in its words
+    for argv, says in (
+            (["add", "elsewhere", "/etc/hostname"], "control.file_roots"),
+            (["add", "file-2", str(song), "--option", "realtime=maybe"],
+             "'realtime' must be true or false"),
+            (["remove", "nosuch"], "no source with id 'nosuch'"),
+            (["reload", "no-such-model"], "reload_model refuses 'no-such-model'")):
+        assert main(["control", *argv, *endpoint]) == 1, argv
+        err = capsys.readouterr().err
+        assert "the daemon refused" in err and says in err, err
+    # refused before anything is sent
+    assert main(["control", "add", "x", str(song), "--option", "id=3", *endpoint]) == 2
+    assert "id is not an option" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["control", "add", "bad id", str(song), *endpoint])
+    assert exit_.value.code == 2 and "invalid stream id 'bad id'" in capsys.readouterr().err
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    assert main(["control", "remove", "file-1", "--control", nobody]) == 1
+    assert f"no reply from the control socket at {nobody}" in capsys.readouterr().err

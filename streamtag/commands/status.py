@@ -34,14 +34,16 @@ EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the d
 def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
                curve: ClientCurve | None = None, token: str | None = None,
                on_wait: Callable[[str], None] | None = None,
-               context: zmq.Context | None = None) -> dict[str, Any]:
+               context: zmq.Context | None = None,
+               attempt_ms: int = ATTEMPT_MS) -> dict[str, Any]:
     """The daemon's reply to ``request``, asked again (every ``ATTEMPT_MS``) until ``wait_s``
     seconds have passed: a daemon that is still loading its model answers nothing yet.
-    ``on_wait`` is told once that the command is waiting.
+    ``on_wait`` is told once that the command is waiting. ``attempt_ms``: how long one attempt
+    waits for the reply (a request that takes long, such as loading a model, needs more).
     Raises the last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
     deadline = time.monotonic() + max(0.0, wait_s)
     told = False
-    timeout_ms = ATTEMPT_MS  # the first attempt waits this long, whatever ``wait_s``
+    timeout_ms = attempt_ms  # the first attempt waits this long, whatever ``wait_s``
     while True:
         try:
             reply = control_request(endpoint, request, timeout_ms=timeout_ms, curve=curve,
@@ -49,7 +51,7 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
             if told and not reply.get("ok"):
                 # The daemon came up while we waited: the request may have gone with no token
                 # as the daemon wrote its token file after it was looked for. Once more.
-                reply = control_request(endpoint, request, timeout_ms=ATTEMPT_MS, curve=curve,
+                reply = control_request(endpoint, request, timeout_ms=attempt_ms, curve=curve,
                                         token=token, context=context)
             return reply
         except TimeoutError:
@@ -59,7 +61,7 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
                 on_wait(f"no answer from the daemon's control socket at {endpoint} yet; "
                         f"waiting up to {wait_s:g} s (--wait)")
             told = True
-            timeout_ms = max(200, min(ATTEMPT_MS,
+            timeout_ms = max(200, min(attempt_ms,
                                       int(1000 * (deadline - time.monotonic()))))
 
 

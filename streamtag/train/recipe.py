@@ -671,14 +671,6 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
 _OVERRIDE = re.compile(r"\s*([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\s*=(.*)", re.DOTALL)
 
 
-def _parse_value(text: str) -> Any:
-    text = text.strip()
-    try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare path or word
-
-
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of ``data`` with each ``section.key=value`` (or ``model.options.key=value``, or a
     top-level ``name=value``) set. Values are TOML (numbers, booleans, strings, arrays) or,
@@ -689,7 +681,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         if match is None:
             raise ConfigError(f"--set {override!r}: expected section.key=value, e.g. "
                               "train.epochs=5 or data.root=/data/mtg-jamendo")
-        path, value = match.group(1).split("."), _parse_value(match.group(2))
+        path, value = match.group(1).split("."), values.toml_value(match.group(2))
         if len(path) == 1 and path[0] not in _TOP_LEVEL:
             raise ConfigError(f"--set {override!r}: name a section and a key (section.key=value)"
                               f"; sections: {', '.join(_SECTIONS)}")

@@ -1,0 +1,113 @@
+"""``streamtag control``: the control socket's requests from the command line, as ``status``
+asks for the state: ``add`` a stream, ``remove`` one, ``reload`` the model, ``ping``.
+
+Each request carries the control token (read from the token file when the daemon is on this
+machine, or ``--token-file``) or, under CURVE, this client's admin key. The daemon checks the
+request (its allow-lists, ``max_sources``, the stream's shard) and its refusal is printed as it
+came, with exit status 1; so is a daemon that does not answer. Under ``run --processes`` the
+supervisor hands an add or a remove to the worker that owns the stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from streamtag import values
+from streamtag.commands import EXIT_USAGE, terminal_text
+from streamtag.commands.status import EXIT_UNREACHABLE, ask_daemon
+from streamtag.errors import ConfigError, ProtocolError
+from streamtag.wire.control import read_token
+from streamtag.wire.exposure import optional_client_curve
+
+# What `--option` may not set: the request's own fields.
+RESERVED = ("cmd", "id", "spec", "title", "token")
+# The daemon answers reload_model once the new model has loaded and been checked: musicnn's
+# graphs take seconds, a large model on a busy box longer.
+RELOAD_MS = 300_000
+
+
+def source_options(pairs: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` flags as a source's options (values as TOML, else text);
+    ConfigError for one that is not KEY=VALUE or that names a field of the request."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--option {pair!r}: write KEY=VALUE, e.g. --option "
+                              "reconnect=false or --option max_backoff_s=60")
+        if key in RESERVED:
+            raise ConfigError(f"--option {pair!r}: {key} is not an option (the id and spec are "
+                              "the arguments, the title is --title)")
+        options[key] = values.toml_value(value)
+    return options
+
+
+def request_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The control request ``streamtag control ACTION ...`` sends."""
+    if args.action == "add":
+        request = {"cmd": "add_source", "id": args.id, "spec": args.spec,
+                   **source_options(args.option or [])}
+        if args.title is not None:
+            request["title"] = args.title
+        return request
+    if args.action == "remove":
+        return {"cmd": "remove_source", "id": args.id}
+    if args.action == "reload":
+        return {"cmd": "reload_model", "path": args.model}
+    return {"cmd": "ping"}
+
+
+def said(args: argparse.Namespace, reply: dict[str, Any]) -> str:
+    """The line printed for the daemon's acceptance of the request."""
+    shown = lambda value: terminal_text(str(value), one_line=True)  # noqa: E731
+    if args.action == "add":
+        return f"added {shown(reply.get('id', args.id))}: the daemon opens {shown(args.spec)}"
+    if args.action == "remove":
+        return (f"removed {shown(reply.get('id', args.id))}: its last windows and its ended "
+                "status follow on the feed")
+    if args.action == "reload":
+        model = reply.get("model") or {}
+        return (f"reloaded: {shown(model.get('name', '?'))} "
+                f"({shown(str(model.get('hash', '?'))[:12])}), {len(model.get('tags') or [])} "
+                "tags")
+    return (f"the daemon answers: protocol {shown(reply.get('protocol', '?'))}, commands "
+            f"{shown(', '.join(map(str, reply.get('commands') or [])))}")
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    def say(line: str) -> None:
+        print(f"streamtag control: {line}", file=sys.stderr, flush=True)
+
+    try:
+        curve = optional_client_curve(args.server_key, args.client_key)
+        request = request_of(args)
+    except ConfigError as exc:
+        say(str(exc))
+        return EXIT_USAGE
+    token = None
+    if args.token_file:
+        token = read_token(args.token_file)
+        if token is None:
+            say(f"cannot read a control token from {args.token_file}; give the daemon's "
+                "[control] token_file")
+            return EXIT_USAGE
+    try:
+        if args.action == "reload":  # a daemon that is there (--wait), then its long answer
+            ask_daemon(args.control, {"cmd": "ping"}, args.wait, curve=curve, token=token,
+                       on_wait=say)
+            reply = ask_daemon(args.control, request, 0.0, curve=curve, token=token,
+                               attempt_ms=RELOAD_MS)
+        else:
+            reply = ask_daemon(args.control, request, args.wait, curve=curve, token=token,
+                               on_wait=say)
+    except (TimeoutError, ProtocolError, OSError) as exc:
+        say(str(exc))
+        return EXIT_UNREACHABLE
+    if not reply.get("ok"):
+        say(f"the daemon refused: {terminal_text(str(reply.get('error', 'no reason given')))}")
+        return EXIT_UNREACHABLE
+    print(said(args, reply), flush=True)
+    return 0
