@@ -60,9 +60,13 @@ def request_of(args: argparse.Namespace) -> dict[str, Any]:
     return {"cmd": "ping"}
 
 
+def shown(value: Any) -> str:
+    """Text from the daemon (or echoed to it), without what a terminal would act on."""
+    return terminal_text(str(value), one_line=True)
+
+
 def said(args: argparse.Namespace, reply: dict[str, Any]) -> str:
     """The line printed for the daemon's acceptance of the request."""
-    shown = lambda value: terminal_text(str(value), one_line=True)  # noqa: E731
     if args.action == "add":
         return f"added {shown(reply.get('id', args.id))}: the daemon opens {shown(args.spec)}"
     if args.action == "remove":
