@@ -79,28 +79,28 @@ def count_at_least_1(text: str) -> int:
     return value
 
 
-def seconds_above_0(text: str) -> float:
-    """A flag's span of time: a number of seconds > 0 (argparse names the flag)."""
+def _seconds(text: str, zero_allowed: bool) -> float:
+    """A flag's span of time in seconds: finite, and above 0 or (``zero_allowed``) 0 or more."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value < float("inf"):
+    not_below = 0 <= value if zero_allowed else 0 < value
+    if not (not_below and value < float("inf")):
+        wanted = "seconds, 0 or more" if zero_allowed else "seconds above 0"
         raise argparse.ArgumentTypeError(f"{text!r} is not a span of time: give a number of "
-                                         "seconds above 0")
+                                         f"{wanted}")
     return value
+
+
+def seconds_above_0(text: str) -> float:
+    """A flag's span of time: a number of seconds > 0 (argparse names the flag)."""
+    return _seconds(text, zero_allowed=False)
 
 
 def seconds_from_0(text: str) -> float:
     """A flag's wait: a number of seconds >= 0 (0: do not wait)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a span of time: give a number of "
-                                         "seconds, 0 or more")
-    return value
+    return _seconds(text, zero_allowed=True)
 
 
 def zmq_endpoint(text: str) -> str:

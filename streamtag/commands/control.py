@@ -16,10 +16,8 @@ from typing import Any
 
 from streamtag import values
 from streamtag.commands import EXIT_USAGE, terminal_text
-from streamtag.commands.status import EXIT_UNREACHABLE, ask_daemon
-from streamtag.errors import ConfigError, ProtocolError
-from streamtag.wire.control import read_token
-from streamtag.wire.exposure import optional_client_curve
+from streamtag.commands.status import EXIT_UNREACHABLE, answered, client_credentials
+from streamtag.errors import ConfigError
 
 # What `--option` may not set: the request's own fields.
 RESERVED = ("cmd", "id", "spec", "title", "token")
@@ -85,33 +83,24 @@ def cmd_control(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"streamtag control: {line}", file=sys.stderr, flush=True)
 
+    credentials = client_credentials(args, say)
+    if credentials is None:
+        return EXIT_USAGE
+    curve, token = credentials
     try:
-        curve = optional_client_curve(args.server_key, args.client_key)
         request = request_of(args)
     except ConfigError as exc:
         say(str(exc))
         return EXIT_USAGE
-    token = None
-    if args.token_file:
-        token = read_token(args.token_file)
-        if token is None:
-            say(f"cannot read a control token from {args.token_file}; give the daemon's "
-                "[control] token_file")
-            return EXIT_USAGE
-    try:
-        if args.action == "reload":  # a daemon that is there (--wait), then its long answer
-            ask_daemon(args.control, {"cmd": "ping"}, args.wait, curve=curve, token=token,
-                       on_wait=say)
-            reply = ask_daemon(args.control, request, 0.0, curve=curve, token=token,
-                               attempt_ms=RELOAD_MS)
-        else:
-            reply = ask_daemon(args.control, request, args.wait, curve=curve, token=token,
-                               on_wait=say)
-    except (TimeoutError, ProtocolError, OSError) as exc:
-        say(str(exc))
-        return EXIT_UNREACHABLE
-    if not reply.get("ok"):
-        say(f"the daemon refused: {terminal_text(str(reply.get('error', 'no reason given')))}")
+    if args.action == "reload":  # a daemon that is there (--wait), then its long answer
+        if answered(args.control, {"cmd": "ping"}, args.wait, say, curve=curve,
+                    token=token) is None:
+            return EXIT_UNREACHABLE
+        reply = answered(args.control, request, 0.0, say, curve=curve, token=token,
+                         attempt_ms=RELOAD_MS)
+    else:
+        reply = answered(args.control, request, args.wait, say, curve=curve, token=token)
+    if reply is None:
         return EXIT_UNREACHABLE
     print(said(args, reply), flush=True)
     return 0

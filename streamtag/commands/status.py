@@ -170,6 +170,42 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
     return lines
 
 
+def answered(endpoint: str, request: Mapping[str, Any], wait_s: float,
+             say: Callable[[str], None], *, curve: ClientCurve | None = None,
+             token: str | None = None, attempt_ms: int = ATTEMPT_MS) -> dict[str, Any] | None:
+    """The daemon's reply to ``request`` when it accepted it (``ask_daemon``); else None once
+    ``say`` has told why: no answer, a reply that is not valid, or the daemon's refusal."""
+    try:
+        reply = ask_daemon(endpoint, request, wait_s, curve=curve, token=token, on_wait=say,
+                           attempt_ms=attempt_ms)
+    except (TimeoutError, ProtocolError, OSError) as exc:
+        say(str(exc))
+        return None
+    if not reply.get("ok"):
+        say(f"the daemon refused: {_shown(reply.get('error', 'no reason given'))}")
+        return None
+    return reply
+
+
+def client_credentials(args: argparse.Namespace, say: Callable[[str], None]
+                       ) -> tuple[ClientCurve | None, str | None] | None:
+    """The CURVE keys (``--server-key``, ``--client-key``) and the token (``--token-file``) a
+    control client's flags give; None once ``say`` has told why they cannot be used."""
+    try:
+        curve = optional_client_curve(args.server_key, args.client_key)
+    except ConfigError as exc:
+        say(str(exc))
+        return None
+    token = None
+    if args.token_file:
+        token = read_token(args.token_file)
+        if token is None:
+            say(f"cannot read a control token from {args.token_file}; give the daemon's "
+                "[control] token_file")
+            return None
+    return curve, token
+
+
 def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None = None,
                wait_s: float = 0.0, curve: ClientCurve | None = None, token: str | None = None,
                out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -180,14 +216,8 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
     def say(line: str) -> None:
         print(f"streamtag status: {line}", file=err, flush=True)
 
-    try:
-        reply = ask_daemon(endpoint, {"cmd": "status"}, wait_s, curve=curve, token=token,
-                           on_wait=say)
-    except (TimeoutError, ProtocolError, OSError) as exc:
-        say(str(exc))
-        return EXIT_UNREACHABLE
-    if not reply.get("ok"):
-        say(f"the daemon refused: {_shown(reply.get('error', 'no reason given'))}")
+    reply = answered(endpoint, {"cmd": "status"}, wait_s, say, curve=curve, token=token)
+    if reply is None:
         return EXIT_UNREACHABLE
     if as_json:
         body = {k: v for k, v in reply.items() if k != "ok"}
@@ -202,17 +232,10 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        curve = optional_client_curve(args.server_key, args.client_key)
-    except ConfigError as exc:
-        print(f"streamtag status: {exc}", file=sys.stderr)
+    credentials = client_credentials(
+        args, lambda line: print(f"streamtag status: {line}", file=sys.stderr))
+    if credentials is None:
         return EXIT_USAGE
-    token = None
-    if args.token_file:
-        token = read_token(args.token_file)
-        if token is None:
-            print(f"streamtag status: cannot read a control token from {args.token_file}; "
-                  "give the daemon's [control] token_file", file=sys.stderr)
-            return EXIT_USAGE
+    curve, token = credentials
     return run_status(args.control, as_json=args.json, streams=set(args.stream or ()) or None,
                       wait_s=args.wait, curve=curve, token=token)
