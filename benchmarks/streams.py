@@ -65,7 +65,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import resource  # noqa: E402
@@ -375,6 +374,15 @@ def run_supervised(model: Path, backend: str, files: list[Path], seconds: float,
             "realtime_x": audio_s / wall}
 
 
+def in_own_process(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a spawned process of its own: what the run held goes
+    back with the process before the next run starts. On a GPU the baseline, run in this
+    process, left it holding 19 GB after its daemon stopped and torch's cache was emptied
+    (musicnn-msd on an H100), and the 16 worker processes after it ran out of memory."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
 def processes_count(value: str) -> int:
     """A ``--processes`` value: a count, or ``auto`` counted (and said) as ``streamtag run
     --processes auto`` counts it here."""
@@ -395,14 +403,11 @@ def processes_main(args: argparse.Namespace) -> int:
         runs: dict[int, list[dict]] = {0: [], **{n: [] for n in counts}}
         max_batch = args.max_batch[0] or None
         for _ in range(args.repeats):
-            one = run_streams(model, backend, files, args.seconds,
-                              EngineConfig(backend=SERVES.get(backend, backend),
-                                           max_batch=max_batch), device=args.device)
+            one = in_own_process(run_streams, model, backend, files, args.seconds,
+                                 EngineConfig(backend=SERVES.get(backend, backend),
+                                              max_batch=max_batch), device=args.device)
             runs[0].append({**one, "workers_cpu_s": one["user_s"] + one["system_s"],
                             "supervisor_cpu_s": 0.0})
-            if args.device.startswith("cuda"):  # the baseline's cached blocks, for the workers
-                gc.collect()
-                torch.cuda.empty_cache()
             for n in counts:
                 runs[n].append(run_supervised(model, backend, files, args.seconds, n, folder,
                                               max_batch, args.device))
@@ -438,6 +443,16 @@ def processes_main(args: argparse.Namespace) -> int:
         print(f"| {n} | {statistics.median(for_core):.2f} [{min(for_core):.2f}, "
               f"{max(for_core):.2f}] | {statistics.median(for_wall):.2f} "
               f"[{min(for_wall):.2f}, {max(for_wall):.2f}] |", flush=True)
+    # Every run serves the same files, so every run scores as many windows as the one
+    # process did; fewer means forwards failed (the workers' log says why) and the figures
+    # count audio that was not scored.
+    expected = runs[0][0]["windows"]
+    for n, repeats in runs.items():
+        for i, r in enumerate(repeats):
+            if r["received"] != expected or r["windows"] != expected:
+                print(f"! {n or 'one'} process(es), repeat {i + 1}: {r['windows']} windows "
+                      f"scored, {r['received']} received, of {expected}: its figures count "
+                      "audio that was not scored (the log above says why)", flush=True)
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args),

@@ -106,19 +106,16 @@ def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
     config or model error. A worker that outlives the supervisor removes the run's private
     ``folder`` once it has drained (the supervisor, killed, could not). ``gpu_share``: the part
     of the GPU's memory this worker may hold when its model serves on CUDA (1/N of N workers)."""
-    from streamtag.model.inference import keep_freed_memory, share_the_gpu
+    from streamtag.model.inference import keep_freed_memory
 
     keep_freed_memory()  # before any thread starts
-    if gpu_share is not None:
-        share_the_gpu(config.model.device, gpu_share, config.engine.backend,
-                      config.engine.precision)
     index = config.shard.index
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker {index} "
                                                 "%(name)s: %(message)s")
     # SIGTERM from the supervisor (or SIGINT: Ctrl-C reaches the whole process group) drains;
     # a worker that does not finish is killed by the supervisor after DRAIN_S.
     with stop_signals() as stop:
-        orphaned = _serve(config, conn, exit_when_done, stop)
+        orphaned = _serve(config, conn, exit_when_done, stop, gpu_share)
     if orphaned and folder is not None:
         # Every worker sees the supervisor gone; whichever gets here first removes the folder
         # (the others' sockets in it serve nobody now).
@@ -126,13 +123,17 @@ def serve_worker(config: DaemonConfig, conn: Connection, exit_when_done: bool,
 
 
 def _serve(config: DaemonConfig, conn: Connection, exit_when_done: bool,
-           stop: threading.Event) -> bool:
+           stop: threading.Event, gpu_share: float | None = None) -> bool:
     """Serves until told to stop; True when it stopped because the supervisor was gone."""
     parent = os.getppid()
     orphaned = False
     from streamtag.daemon.daemon import Daemon
+    from streamtag.model.inference import share_the_gpu
 
     try:
+        if gpu_share is not None:  # before the model takes any GPU memory
+            share_the_gpu(config.model.device, gpu_share, config.engine.backend,
+                          config.engine.precision)
         daemon = Daemon(config, keep_histograms=True).start()  # the supervisor serves them
     except (ConfigError, ModelError) as exc:
         conn.send(("error", (type(exc).__name__, str(exc))))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import itertools
 import logging
 import os
 import sys
@@ -197,9 +198,36 @@ def _onnx_runner(stored: StoredModel, loaded: Callable[[], Any], threads: int,
     return plain, []
 
 
-# Of its share of a GPU, the part a worker process's allocator may hold: the rest is left for
-# the CUDA contexts (a few hundred MB each) outside the allocator.
-GPU_SHARE_MARGIN = 0.9
+# Of its share of a GPU (1/N of N workers), the part a worker process may take: the rest is
+# left for processes beside them (a display, a one-off `streamtag tag`).
+GPU_SHARE_MARGIN = 0.95
+# What a CUDA process holds outside torch's caching allocator, so outside its cap: its context,
+# cuDNN's and cuBLAS's handles and workspaces. Measured 0.51 GiB a worker serving musicnn-msd
+# on an H100 (4.96 GiB in use under a 4.45 GiB cap, docs/operations.md); twice that is kept.
+GPU_PROCESS_RESERVE = 1 << 30
+# The least a worker's allocator may hold: under it, N workers do not fit on the GPU.
+GPU_MIN_ALLOCATOR = 1 << 29
+
+
+def allocator_cap(share: float, total: int) -> int:
+    """The bytes a worker's CUDA caching allocator may hold, for ``share`` of a GPU of
+    ``total`` bytes: its part of the GPU (less ``GPU_SHARE_MARGIN``) less what the process holds
+    outside the allocator (``GPU_PROCESS_RESERVE``). ``ModelError`` when that leaves under
+    ``GPU_MIN_ALLOCATOR``: so many workers do not fit on one GPU.
+
+    The reserve is per process: a margin in proportion to the share (0.9 of it, before) left
+    16 workers on an 80 GB H100 0.5 GB each for a context of about that size, and forwards
+    then ran out of memory on a GPU that held no free byte."""
+    allowed = int(min(1.0, share) * GPU_SHARE_MARGIN * total) - GPU_PROCESS_RESERVE
+    if allowed < GPU_MIN_ALLOCATOR:
+        workers = max(1, round(1 / share))
+        raise ModelError(
+            f"{workers} worker processes do not fit on one GPU of {total / 2**30:.1f} GiB: each "
+            f"would have {max(allowed, 0) / 2**30:.2f} GiB for its model beside the "
+            f"{GPU_PROCESS_RESERVE / 2**30:.0f} GiB a CUDA process holds (at least "
+            f"{GPU_MIN_ALLOCATOR / 2**30:.1f} GiB needed); run fewer --processes, or serve "
+            "on the CPU (--device cpu)")
+    return allowed
 
 
 def serving_device(device: str, backend: str = "auto", precision: str = "fp32") -> str:
@@ -215,23 +243,26 @@ def serving_device(device: str, backend: str = "auto", precision: str = "fp32") 
 
 def share_the_gpu(device: str, share: float, backend: str = "auto",
                   precision: str = "fp32") -> float | None:
-    """Caps this process's CUDA caching allocator at ``share`` of the device's memory (less
-    ``GPU_SHARE_MARGIN``) when a model of ``device``, ``backend`` and ``precision`` serves on
-    CUDA (``serving_device``); the cap set, or None (the CPU, ONNX Runtime, no CUDA).
+    """Caps this process's CUDA caching allocator at ``allocator_cap(share, the device's
+    memory)`` when a model of ``device``, ``backend`` and ``precision`` serves on CUDA
+    (``serving_device``); the cap as a fraction of the device's memory, or None (the CPU, ONNX
+    Runtime, no CUDA). ``ModelError`` when ``share`` is too small a part of this GPU.
 
     For one of N worker processes on one GPU. By default torch's allocator keeps every block
     it ever held, and cuDNN takes the workspace it is offered: without a cap musicnn-msd's 8
     workers held up to 19 GB each on an H200 and the last to grow ran out of memory (docs/
     operations.md, "Worker processes on one machine"). Under the cap the allocator frees its
-    cached blocks before it gives up on an allocation; with it all 8 served every window."""
+    cached blocks before it gives up on an allocation."""
     where = serving_device(device, backend, precision)
     if not where.startswith("cuda") or not cuda_visible():
         return None
     import torch
 
     index = torch.device(where).index
-    fraction = min(1.0, share) * GPU_SHARE_MARGIN
-    torch.cuda.set_per_process_memory_fraction(fraction, 0 if index is None else index)
+    index = torch.cuda.current_device() if index is None else index
+    total = torch.cuda.get_device_properties(index).total_memory
+    fraction = allocator_cap(share, total) / total
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
     return fraction
 
 
@@ -249,6 +280,40 @@ def full_fp32_on_cuda() -> None:
         backend.fp32_precision = "ieee"
     if not settings:
         cudnn.allow_tf32 = matmul.allow_tf32 = False
+
+
+def out_of_gpu_memory(error: BaseException) -> bool:
+    """Whether ``error`` is CUDA's out of memory: torch's own type, or the RuntimeError the
+    TorchScript interpreter wraps it in (its text names it)."""
+    return type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(error)
+
+
+_HALVED = itertools.count(1)  # the batches this process ran in halves
+
+
+def halving_when_out_of_memory(run: Callable[[np.ndarray], np.ndarray],
+                               release: Callable[[], None]
+                               ) -> Callable[[np.ndarray], np.ndarray]:
+    """``run``, where a batch that finds the GPU's memory full runs again in halves (each
+    halved again if need be) after ``release`` gives this process's cached blocks back: the
+    GPU is shared (N worker processes, other programs), and its windows are not lost. One
+    window that does not fit raises as before; so does any other error."""
+    def guarded(windows: np.ndarray) -> np.ndarray:
+        try:
+            return run(windows)
+        except RuntimeError as error:
+            if len(windows) < 2 or not out_of_gpu_memory(error):
+                raise
+        release()
+        count = next(_HALVED)
+        if count == 1 or count % 100 == 0:  # the first, then every hundredth
+            log.warning("the GPU had no memory for a batch of %d windows: it ran in halves "
+                        "(%d batches so far in this process); fewer worker processes, a "
+                        "smaller [engine] max_batch or fewer other programs on the GPU avoid "
+                        "that", len(windows), count)
+        half = len(windows) // 2
+        return np.concatenate([guarded(windows[:half]), guarded(windows[half:])])
+    return guarded
 
 
 def _torch_runner(loaded: Any, threads: int | None
@@ -281,7 +346,8 @@ def _torch_runner(loaded: Any, threads: int | None
             x = torch.from_numpy(windows).to(device)
             with torch.inference_mode():
                 return candidate(x).float().cpu().numpy()
-        return run
+        return halving_when_out_of_memory(run, torch.cuda.empty_cache) \
+            if device.type == "cuda" else run
 
     if frozen is not None:
         run = runner_of(frozen)
