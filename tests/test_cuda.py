@@ -9,12 +9,11 @@ Skipped where ``torch.cuda.is_available()`` is False (CI has no GPU). On a GPU b
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_python
 from test_backends import (
     HEAVY,
     N_TAGS,
@@ -126,12 +125,11 @@ def test_tag_on_cuda_gives_the_cpu_s_scores(song):
         assert abs(score - cpu[tag]) <= CUDA_TOLERANCE, tag
 
 
-def test_a_worker_s_share_of_the_gpu_caps_its_allocator(tmp_path):
+def test_a_worker_s_share_of_the_gpu_caps_its_allocator():
     # One of 4 workers: its allocator may hold a quarter of the device's memory less 5 % and
     # less 1 GiB (its CUDA context's room); a tensor past that fails in this process although
     # the GPU has room, and one under it is allocated.
-    script = tmp_path / "share.py"
-    script.write_text(
+    out = run_python(
         "import torch\n"
         "from streamtag.model.inference import share_the_gpu\n"
         "fraction = share_the_gpu('cuda', 0.25)\n"
@@ -141,23 +139,22 @@ def test_a_worker_s_share_of_the_gpu_caps_its_allocator(tmp_path):
         "try:\n"
         "    torch.empty(int(total * fraction * 1.2) // 4, device='cuda')\n"
         "except torch.cuda.OutOfMemoryError:\n"
-        "    print('capped', round(total * fraction), total)\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120, env=streamtag_env())
-    assert done.returncode == 0, done.stderr
-    word, cap, total = done.stdout.split()
+        "    print('capped', round(total * fraction), total)\n",
+        timeout=120, env=streamtag_env())
+    word, cap, total = out.split()
     assert word == "capped"
     assert abs(int(cap) - (int(int(total) * 0.25 * 0.95) - (1 << 30))) <= 1
 
 
-def test_a_batch_the_gpu_cannot_hold_runs_in_halves_with_the_same_scores(tmp_path):
+def test_a_batch_the_gpu_cannot_hold_runs_in_halves_with_the_same_scores():
     # The allocator capped at 3 times what a batch of 8 windows took: a batch of 256 does not
     # fit, a few windows do: the forward runs in halves and scores every window as the CPU does.
-    script = tmp_path / "halves.py"
-    script.write_text(
+    out = run_python(
+        "import logging, sys\n"
         "import numpy as np, torch\n"
         "from streamtag.catalog.shipped import default_model_path\n"
         "from streamtag.model.inference import InferenceModel\n"
+        "logging.basicConfig(stream=sys.stdout, level=logging.WARNING)\n"
         "gpu = InferenceModel.load(default_model_path(), device='cuda')\n"
         "cpu = InferenceModel.load(default_model_path(), device='cpu', threads=1)\n"
         "windows = np.random.default_rng(0).standard_normal(gpu.input_shape(256))"
@@ -171,9 +168,7 @@ def test_a_batch_the_gpu_cannot_hold_runs_in_halves_with_the_same_scores(tmp_pat
         "total = torch.cuda.get_device_properties(0).total_memory\n"
         "torch.cuda.set_per_process_memory_fraction((used + 3 * eight) / total)\n"
         "probs = gpu.forward(windows)\n"
-        "print(float(np.abs(probs - cpu.forward(windows)).max()))\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=180, env=streamtag_env())
-    assert done.returncode == 0, done.stderr
-    assert "it ran in halves" in done.stderr
-    assert float(done.stdout.split()[-1]) <= CUDA_TOLERANCE
+        "print(float(np.abs(probs - cpu.forward(windows)).max()))\n",
+        timeout=180, env=streamtag_env())
+    assert "it ran in halves" in out
+    assert float(out.split()[-1]) <= CUDA_TOLERANCE
