@@ -48,6 +48,11 @@ came from
     python benchmarks/streams.py --processes auto 16 --files 16 --repeats 1 --streams 256 \
         --seconds 60 --models default --backends onnxruntime   # torch --device cuda: the GPU
 
+``--winograd-rows 0 1`` runs each configuration with the graph rewrites as they were before
+musicnn's long temporal filters were cut in parts (``0``: its timbral filters F(4, 7), its temporal
+filters direct convolutions; what issue #37's musicnn-msd figures were measured with) and as
+served (``1``, the default: F(6, 7), and F(5, 5) on parts of the 128- and 64-frame filters).
+
 ``--loudness 0 1`` runs each configuration without and with ``[health] loudness`` (the sources
 measure EBU R128 at the files' rate and channels); ``--channels 2`` makes the MP3s stereo, as
 a radio stream is.
@@ -104,7 +109,7 @@ from streamtag.engine import batching as engine_module  # noqa: E402
 from streamtag.engine.config import CPU_MAX_BATCH  # noqa: E402
 from streamtag.engine.health import HealthConfig  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
-from streamtag.model import modelfile  # noqa: E402
+from streamtag.model import modelfile, winograd  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.sources import file as file_source  # noqa: E402
 from streamtag.wire.control import control_request  # noqa: E402
@@ -231,7 +236,7 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                 engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS,
                 hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3,
                 block_s: float = file_source.BLOCK_S, device: str = "cpu",
-                loudness: bool = False) -> dict:
+                loudness: bool = False, winograd_rows: bool = True) -> dict:
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device=device),
         health=HealthConfig(loudness=loudness),
@@ -242,8 +247,18 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     # hold 0: each message sent as it is published (the engine takes the sink's turn() as the
     # daemon is made)
     unheld = nullcontext() if hold else patch.object(Daemon, "turn", lambda self: nullcontext())
-    with as_loaded() if backend == AS_LOADED else nullcontext(), unheld:
-        daemon = Daemon(config).start()
+    # winograd_rows 0: the rewrites as before F(6, 7) and the long kernels' parts, kept for the
+    # whole run (window reuse rewrites its steps when it is first asked for)
+    earlier_rows = patch.multiple(winograd, WINOGRAD_ROWS_M=4, WINOGRAD_PARTS_MIN_TAPS=sys.maxsize)
+    if not winograd_rows:
+        earlier_rows.start()
+    try:
+        with as_loaded() if backend == AS_LOADED else nullcontext(), unheld:
+            daemon = Daemon(config).start()
+    except BaseException:
+        if not winograd_rows:
+            earlier_rows.stop()
+        raise
     turns = patch.multiple(engine_module, TURN_WINDOWS=turn_windows,
                            TURN_FORWARD_S=turn_ms / 1e3)
     turns.start()
@@ -286,6 +301,8 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         turns.stop()
         blocks.stop()
         timed.stop()
+        if not winograd_rows:
+            earlier_rows.stop()
         process.join(5)
     user = usage1.ru_utime - usage0.ru_utime
     system = usage1.ru_stime - usage0.ru_stime
@@ -557,6 +574,9 @@ def main() -> int:
     parser.add_argument("--block-s", type=float, nargs="+", default=[file_source.BLOCK_S],
                         help="seconds of decoded audio a file source hands on at once, one or "
                              "more")
+    parser.add_argument("--winograd-rows", type=int, nargs="+", default=[1], choices=[0, 1],
+                        help="1: the graph rewrites as served; 0: musicnn's timbral filters "
+                             "F(4, 7) and its temporal ones direct, as before")
     parser.add_argument("--loudness", type=int, nargs="+", default=[0], choices=[0, 1],
                         help="[health] loudness: EBU R128 measured by the sources (1), or not")
     parser.add_argument("--channels", type=int, default=1, choices=[1, 2],
@@ -589,14 +609,14 @@ def main() -> int:
     print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
     configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold, block_s,
-                precision, reuse, loudness)
+                precision, reuse, loudness, rows)
                for precision in args.precision
                for backend in (args.backends if precision == "fp32" else ["onnxruntime"])
                for batch in args.max_batch for workers in args.workers for threads in args.threads
                for decoders in args.decoders for turn in args.turn_windows
                for turn_ms in args.turn_ms
                for hold in args.hold for block_s in args.block_s for reuse in args.reuse
-               for loudness in args.loudness]
+               for loudness in args.loudness for rows in args.winograd_rows]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -628,19 +648,19 @@ def main() -> int:
             for _ in range(args.repeats):
                 for config in configs:
                     backend, batch, workers, threads, decoders, turn, hold, block_s, \
-                        precision, reuse, loudness = config
+                        precision, reuse, loudness, rows = config
                     engine = EngineConfig(workers=workers, threads=threads,
                                           max_batch=batch or None, decoders=decoders,
                                           precision=precision, reuse_windows=bool(reuse))
                     served = quantized[name] if precision == "int8" else path
                     runs[config].append(run_streams(served, backend, files, args.seconds, engine,
                                                     turn[0], bool(hold), turn[1], block_s,
-                                                    args.device, bool(loudness)))
+                                                    args.device, bool(loudness), bool(rows)))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
                 _, batch, workers, threads, decoders, turn, hold, block_s, precision, \
-                    reuse, loudness = config
+                    reuse, loudness, rows = config
                 r = best[config]
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
@@ -648,6 +668,7 @@ def main() -> int:
                 shown = f"{r['backend']}{' int8' if precision == 'int8' else ''}"
                 shown += " (windows reused)" if r["reused_windows"] else ""
                 shown += " + loudness" if loudness else ""
+                shown += "" if rows else " (F(4, 7), temporal direct)"
                 print(f"| {name} | {shown} | "
                       f"{shown_batch} | {turn[0]}, {turn[1]:g} ms | "
                       f"{hold} | {block_s:g} | "
@@ -658,7 +679,7 @@ def main() -> int:
                       f"{r['streams_per_core'] / base:.2f} |", flush=True)
                 result["streams"].append({"model": name, "max_batch": batch,
                                           "precision": precision, "reuse": reuse,
-                                          "loudness": loudness,
+                                          "loudness": loudness, "winograd_rows": rows,
                                           "workers": workers, "threads": threads,
                                           "decoders": decoders, **r, "all": runs[config]})
         print("\nWhere the CPU went, ms per window (best repeat of each): the forward, the rest of "
@@ -678,6 +699,7 @@ def main() -> int:
             shown_backend = row["backend"] + (" int8" if row["precision"] == "int8" else "")
             shown_backend += " (windows reused)" if row["reused_windows"] else ""
             shown_backend += " + loudness" if row["loudness"] else ""
+            shown_backend += "" if row["winograd_rows"] else " (F(4, 7), temporal direct)"
             print(f"| {row['model']} | {shown_backend} | {shown_batch} | "
                   f"{row['turn_windows']}, {row['turn_ms']:g} ms | {int(row['hold'])} | "
                   f"{row['block_s']:g} | "

@@ -246,7 +246,8 @@ PASSES: dict[str, tuple[Callable[[onnx.ModelProto], int], str]] = {
     "batch_norm_forward": (batch_norm_forward, "batch norms folded into the layer after them"),
     "winograd": (winograd, "3x3 convolutions computed as Winograd F(m, 3) along the rows"),
     "winograd_rows": (winograd_rows, "one-channel convolutions with a maximum over the columns "
-                                     "computed as Winograd F(4, r) along the rows"),
+                                     "computed as Winograd F(6, r) along the rows (F(5, 5) on "
+                                     "parts of a long kernel)"),
     # after the Winograd passes: a convolution they rewrote ends in other nodes
     "relu_in_conv": (relu_in_conv, "ReLUs before a max pool computed in the convolution"),
 }

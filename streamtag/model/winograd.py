@@ -28,11 +28,18 @@ by a little more, which the points it evaluates at keep small (``WINOGRAD_POINTS
 - ``winograd_rows``: a convolution of one input channel with a kernel short along the rows
   (axis 2) and long along the columns, whose only reader is a maximum over the columns
   (musicnn's timbral filters: 7 frames × 38 or 67 mel bands, then the maximum over the bands),
-  is computed with F(4, r) along the rows the same way: 10 multiplications for each 4 outputs
-  instead of 28 for r = 7, the long kernel columns the GEMM's inner size. The maximum over the
-  columns is taken before the blocks of 4 are put back in order, so the reordering moves
+  is computed with F(6, r) along the rows the same way: 12 multiplications for each 6 outputs
+  instead of 42 for r = 7, the long kernel columns the GEMM's inner size. The maximum over the
+  columns is taken before the blocks of 6 are put back in order, so the reordering moves
   1/columns of the values, and the bias is added after the maximum (``max(x + b) = max(x) +
   b``, also in floating point).
+  A one-channel kernel long along the rows (musicnn's temporal filters: 128 or 64 frames × 1
+  band, then the same maximum) is cut into parts of m = 5 taps. Output row m·t + i of the
+  correlation is the sum over the parts a of part a's correlation at row m·(t + a) + i, which is
+  F(5, 5) on the input's tile t + a: so the input's tiles are transformed once, and each point's
+  products are a correlation along the tiles with one tap a part (the grouped convolution's
+  kernel is parts × columns), followed by one output transform. 9 multiplications a part for 5
+  outputs instead of 25: for 128 taps, 26 parts, 47 multiplications an output instead of 128.
 """
 
 from __future__ import annotations
@@ -49,12 +56,14 @@ from streamtag.model.graph_edit import Graph, node_attributes, reduced_axes
 __all__ = ["WINOGRAD_POINTS", "rows_tile", "winograd", "winograd_matrices", "winograd_rows"]
 
 # The finite points of Toom-Cook's F(m, r) along the rows, each beside its negative or its
-# reciprocal: F(4, 3) takes the first 5, F(6, 3) 7, F(8, 3) and F(4, 7) all 9. Pairs such as 2
-# and -1/2 rather than ±2 halve the largest float32 error (Barabasz et al., "Error analysis and
-# improving the accuracy of Winograd convolution for deep neural networks", ACM TOMS 2020); as
-# the last two, 3/4 and -4/3 gave F(8, 3) and F(4, 7) about half the error of 3 and -1/3 in
-# float32 simulations (docs/engine-benchmark.md, "F(8, 3) along the rows").
-WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 0.75, -4 / 3)
+# reciprocal: F(4, 3) takes the first 5, F(6, 3) 7, F(5, 5) 8, F(8, 3) and F(4, 7) 9, F(6, 7)
+# all 11. Pairs such as 2 and -1/2 rather than ±2 halve the largest float32 error (Barabasz et
+# al., "Error analysis and improving the accuracy of Winograd convolution for deep neural
+# networks", ACM TOMS 2020); as the 8th and 9th, 3/4 and -4/3 gave F(8, 3) and F(4, 7) about half
+# the error of 3 and -1/3 in float32 simulations (docs/engine-benchmark.md, "F(8, 3) along the
+# rows"); 3 and -1/3 then, as F(6, 7)'s last two, gave it a little less than 4/3 and -3/4
+# (docs/engine-benchmark.md, "musicnn's long kernels in parts").
+WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 0.75, -4 / 3, 3.0, -1 / 3)
 
 # Where F(m, 3) along the rows beats ONNX Runtime's direct convolution, measured one layer at a
 # time: from 32 channels in and 64 out, on maps of a few rows and columns or more; it lost with
@@ -65,14 +74,21 @@ WINOGRAD_MIN_CHANNELS_OUT = 64
 WINOGRAD_MIN_ROWS = 4  # output rows
 WINOGRAD_MIN_POSITIONS = 32  # output rows × columns
 
-# F(4, r) along the rows of a one-channel convolution with a maximum over the columns
-# (``winograd_rows``), measured on musicnn's timbral layers: F(2, 7) did not pay on 7 × 38, and
-# F(6, 7) saved a little more than F(4, 7) with twice its largest error
-# (docs/engine-benchmark.md, "Winograd along the rows").
-WINOGRAD_ROWS_M = 4
-WINOGRAD_ROWS_MAX_TAPS = 7  # rows of the kernel: F(4, 7) takes all of WINOGRAD_POINTS
+# F(6, r) along the rows of a one-channel convolution with a maximum over the columns
+# (``winograd_rows``), measured on musicnn's timbral layers: F(2, 7) did not pay on 7 × 38; F(6, 7)
+# took 0.8-1.0 ms less of musicnn's reused step than F(4, 7) (12.7-14.0 ms), its largest error
+# 3.6 times F(4, 7)'s on the layer and about 1e-6 on the probabilities (docs/engine-benchmark.md,
+# "Winograd along the rows" and "musicnn's long kernels in parts").
+WINOGRAD_ROWS_M = 6
+WINOGRAD_ROWS_MAX_TAPS = 7  # rows of the kernel: F(6, 7) takes all of WINOGRAD_POINTS
 WINOGRAD_ROWS_MIN_COLUMN_TAPS = 32  # the grouped convolution's GEMM sums over these
 WINOGRAD_ROWS_MIN_FILTERS = 128
+# A one-channel kernel longer than that along the rows (musicnn's temporal filters: 128, 64 and
+# 32 frames × 1 band) in parts of 5 taps, F(5, 5) on each part and one transform of the input
+# for them all; measured on musicnn's (51 filters over 96 bands; 16 and 32 filters too): 128
+# taps 3.0 → 2.2 ms, 64 taps 1.16 → 0.99 ms, and 32 taps lost (0.55 → 0.64 ms).
+WINOGRAD_PARTS_M = 5
+WINOGRAD_PARTS_MIN_TAPS = 64
 
 
 def winograd_matrices(m: int, r: int = 3, points: tuple[float, ...] = WINOGRAD_POINTS
@@ -171,18 +187,27 @@ class _RowsWinograd:
 
     def __init__(self, graph: Graph, conv: onnx.NodeProto, weight: np.ndarray,
                  bias: np.ndarray | None, shape: list[int], pads: list[int], m: int,
-                 stem: str) -> None:
+                 stem: str, in_parts: bool = False) -> None:
         channels, height, width = shape
         filters, _, taps, column_taps = weight.shape
-        n = m + taps - 1
-        a_t, g, b_t = winograd_matrices(m, taps)
+        # in parts: the kernel's rows cut into parts of m taps (the last padded with zeros),
+        # part a the correlation of the input tiles a further on (module docstring)
+        r = m if in_parts else taps
+        parts = -(-taps // r)
+        n = m + r - 1
+        a_t, g, b_t = winograd_matrices(m, r)
         self.m, self.filters, self.a_t = m, filters, a_t
         self.out_rows, self.out_columns = _conv_output(shape, pads, weight.shape[2:])
         self.tiles = tiles = -(-self.out_rows // m)
-        padded_h, padded_w = tiles * m + taps - 1, width + pads[1] + pads[3]
+        padded_h, padded_w = tiles * m + parts * r - 1, width + pads[1] + pads[3]
+        in_tiles = tiles + parts - 1  # the input's, transformed
         self._graph, self._stem = graph, stem
-        # G g along each kernel's rows, laid out (point, filter, channel, 1, columns)
-        u = np.einsum("ai,kciw->akcw", g, weight.astype(np.float64))
+        # G g along each part of each kernel's rows, laid out (point, filter, channel, part,
+        # columns)
+        whole = np.zeros((filters, channels, parts * r, column_taps))
+        whole[:, :, :taps] = weight
+        u = np.einsum("pi,kcaiw->pkcaw", g, whole.reshape(filters, channels, parts, r,
+                                                             column_taps))
         flat, by_point, products = (self.value(s) for s in ("flat", "by_point", "products"))
         self.joined = self.value("joined")
         self.nodes = [
@@ -198,23 +223,23 @@ class _RowsWinograd:
             split, swapped, grouped = (self.value(s) for s in ("split", "swapped", "grouped"))
             self.nodes += [
                 helper.make_node("Reshape", [by_point, self.const("shape_split", np.array(
-                    [-1, channels, n, tiles, padded_w], np.int64))], [split]),
+                    [-1, channels, n, in_tiles, padded_w], np.int64))], [split]),
                 helper.make_node("Transpose", [split], [swapped], perm=[0, 2, 1, 3, 4]),
                 helper.make_node("Reshape", [swapped, self.const("shape_grouped", np.array(
-                    [-1, n * channels, tiles, padded_w], np.int64))], [grouped]),
+                    [-1, n * channels, in_tiles, padded_w], np.int64))], [grouped]),
             ]
             by_point = grouped
         products_inputs = [by_point, self.const("u", u.reshape(
-            n * filters, channels, 1, column_taps).astype(np.float32))]
+            n * filters, channels, parts, column_taps).astype(np.float32))]
         if bias is not None:  # β: the least-squares solution of Aᵀβ = 1, exact here
             beta = np.linalg.pinv(a_t) @ np.ones(m)
             products_inputs.append(self.const("bias", np.outer(
                 beta, bias.astype(np.float64)).reshape(-1).astype(np.float32)))
         self.nodes += [
-            # each point's products summed over the channels and the kernel's columns:
-            # (batch, n · filters, tiles, output columns)
+            # each point's products summed over the channels, the kernel's columns and its
+            # parts: (batch, n · filters, tiles, output columns)
             helper.make_node("Conv", products_inputs, [products],
-                             kernel_shape=[1, column_taps], group=n),
+                             kernel_shape=[parts, column_taps], group=n),
             helper.make_node("Reshape", [products, self.const("shape_joined", np.array(
                 [0, n, filters * tiles * self.out_columns], np.int64))], [self.joined]),
         ]
@@ -397,8 +422,9 @@ def _winograd_plan(graph: Graph, conv: onnx.NodeProto, shapes: _Shapes
 
 def winograd_rows(model: onnx.ModelProto) -> int:
     """Each one-channel Conv with a short kernel along the rows whose only reader is a maximum
-    over the columns (module docstring) becomes F(4, r) along the rows with the maximum taken
-    before the output is put in order, in place; returns how many."""
+    over the columns (module docstring) becomes F(6, r) along the rows with the maximum taken
+    before the output is put in order, one with a long kernel F(5, 5) on its parts, in place;
+    returns how many."""
     return _rewrite_convs(model, _winograd_rows_nodes)
 
 
@@ -407,12 +433,13 @@ def _winograd_rows_nodes(graph: Graph, conv: onnx.NodeProto, shapes: _Shapes
     plan = _winograd_rows_plan(graph, conv, shapes)
     if plan is None:
         return None
-    weight, bias, shape, pads, pool, keepdims = plan
+    weight, bias, shape, pads, pool, keepdims, in_parts = plan
     out = pool.output[0]
     # the bias after the maximum, on 1/columns of the values: ONNX Runtime's grouped
     # convolution of one channel a group would add it in a pass of its own over them all
-    rows = _RowsWinograd(graph, conv, weight, None, shape, pads, WINOGRAD_ROWS_M,
-                         out + "_winograd_rows")
+    rows = _RowsWinograd(graph, conv, weight, None, shape, pads,
+                         WINOGRAD_PARTS_M if in_parts else WINOGRAD_ROWS_M,
+                         out + "_winograd_rows", in_parts)
     blocks = rows.blocks()
     maxima, in_order, placed = (rows.value(s) for s in ("maxima", "in_order", "placed"))
     rows.nodes += [
@@ -427,13 +454,15 @@ def _winograd_rows_nodes(graph: Graph, conv: onnx.NodeProto, shapes: _Shapes
                        None if bias is None else bias.reshape(bias_shape)), pool
 
 
-_RowsPlan = tuple[np.ndarray, np.ndarray | None, list[int], list[int], onnx.NodeProto, int]
+_RowsPlan = tuple[np.ndarray, np.ndarray | None, list[int], list[int], onnx.NodeProto, int,
+                  bool]
 
 
 def _winograd_rows_plan(graph: Graph, conv: onnx.NodeProto, shapes: _Shapes
                         ) -> _RowsPlan | None:
-    """(weights, bias, input shape, pads, the maximum's node, its keepdims) of a Conv that
-    F(4, r) along the rows serves with less work, else None."""
+    """(weights, bias, input shape, pads, the maximum's node, its keepdims, whether in parts)
+    of a Conv that F(6, r) along the rows, or F(5, 5) on its parts, serves with less work,
+    else None."""
     # the reader first: only a Conv read by a maximum over the columns has its weights read
     pool = graph.only_reader(conv.output[0]) if conv.op_type == "Conv" else None
     if pool is None or pool.op_type != "ReduceMax" or len(pool.output) != 1:
@@ -446,14 +475,19 @@ def _winograd_rows_plan(graph: Graph, conv: onnx.NodeProto, shapes: _Shapes
         return None
     weight, bias, pads = plain
     filters, channels, taps, column_taps = weight.shape
-    if (channels != 1 or not 2 <= taps <= WINOGRAD_ROWS_MAX_TAPS
-            or column_taps < WINOGRAD_ROWS_MIN_COLUMN_TAPS
-            or filters < WINOGRAD_ROWS_MIN_FILTERS):
+    if channels != 1:
+        return None
+    if (2 <= taps <= WINOGRAD_ROWS_MAX_TAPS and column_taps >= WINOGRAD_ROWS_MIN_COLUMN_TAPS
+            and filters >= WINOGRAD_ROWS_MIN_FILTERS):
+        in_parts = False
+    elif taps >= WINOGRAD_PARTS_MIN_TAPS:
+        in_parts = True
+    else:
         return None
     shape = _conv_input(graph, conv, weight, shapes)
     if shape is None:
         return None
-    return weight, bias, shape, pads, pool, node_attributes(pool).get("keepdims", 1)
+    return weight, bias, shape, pads, pool, node_attributes(pool).get("keepdims", 1), in_parts
 
 
 def _input_shape(graph: Graph, value: str, shapes: dict) -> list[int | None] | None:
