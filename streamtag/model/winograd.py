@@ -76,9 +76,9 @@ WINOGRAD_MIN_POSITIONS = 32  # output rows × columns
 
 # F(6, r) along the rows of a one-channel convolution with a maximum over the columns
 # (``winograd_rows``), measured on musicnn's timbral layers: F(2, 7) did not pay on 7 × 38; F(6, 7)
-# took 0.8-1.0 ms less of musicnn's reused step than F(4, 7) (12.7-14.0 ms), its largest error
-# 3.6 times F(4, 7)'s on the layer and about 1e-6 on the probabilities (docs/engine-benchmark.md,
-# "Winograd along the rows" and "musicnn's long kernels in parts").
+# took about 1 ms less of musicnn's reused step than F(4, 7) (12.7-14.0 ms) in most repeats, its
+# largest error 3.6 times F(4, 7)'s on the layer and about 1e-6 on the probabilities
+# (docs/engine-benchmark.md, "Winograd along the rows" and "musicnn's long kernels in parts").
 WINOGRAD_ROWS_M = 6
 WINOGRAD_ROWS_MAX_TAPS = 7  # rows of the kernel: F(6, 7) takes all of WINOGRAD_POINTS
 WINOGRAD_ROWS_MIN_COLUMN_TAPS = 32  # the grouped convolution's GEMM sums over these
