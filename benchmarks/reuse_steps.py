@@ -26,18 +26,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
 from functools import partial  # noqa: E402
-from unittest.mock import patch  # noqa: E402
 
 import machine  # noqa: E402 - benchmarks/machine.py, beside this script
 import numpy as np  # noqa: E402
 
 from streamtag.catalog.installed import resolve_model  # noqa: E402
 from streamtag.catalog.shipped import default_model_path  # noqa: E402
-from streamtag.model import winograd  # noqa: E402
 from streamtag.model.inference import InferenceModel  # noqa: E402
 from streamtag.model.window_reuse import check_windows  # noqa: E402
 
@@ -45,8 +41,7 @@ from streamtag.model.window_reuse import check_windows  # noqa: E402
 def loaded(path, hop: int | None, rows: int):
     """(model, its hop, its window reuse or None, why not, seconds the reuse took to be ready),
     the graphs rewritten as served (rows 1) or as before the long kernels' parts (rows 0)."""
-    earlier = patch.multiple(winograd, WINOGRAD_ROWS_M=4, WINOGRAD_PARTS_MIN_TAPS=sys.maxsize)
-    with nullcontext() if rows else earlier:
+    with machine.winograd_rows(bool(rows)):
         model = InferenceModel.load(path, device="cpu", backend="onnxruntime", threads=1)
         hop = hop or model.hop
         started = time.perf_counter()

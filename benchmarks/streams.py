@@ -82,10 +82,10 @@ from contextlib import contextmanager, nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
 from unittest.mock import patch  # noqa: E402
 
+import machine  # noqa: E402 - benchmarks/machine.py, beside this script
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import zmq  # noqa: E402
-from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this script
 
 from streamtag import nets  # noqa: E402
 from streamtag.audio.files import write_audio  # noqa: E402
@@ -109,7 +109,7 @@ from streamtag.engine import batching as engine_module  # noqa: E402
 from streamtag.engine.config import CPU_MAX_BATCH  # noqa: E402
 from streamtag.engine.health import HealthConfig  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
-from streamtag.model import modelfile, winograd  # noqa: E402
+from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.sources import file as file_source  # noqa: E402
 from streamtag.wire.control import control_request  # noqa: E402
@@ -247,18 +247,10 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     # hold 0: each message sent as it is published (the engine takes the sink's turn() as the
     # daemon is made)
     unheld = nullcontext() if hold else patch.object(Daemon, "turn", lambda self: nullcontext())
-    # winograd_rows 0: the rewrites as before F(6, 7) and the long kernels' parts, kept for the
-    # whole run (window reuse rewrites its steps when it is first asked for)
-    earlier_rows = patch.multiple(winograd, WINOGRAD_ROWS_M=4, WINOGRAD_PARTS_MIN_TAPS=sys.maxsize)
-    if not winograd_rows:
-        earlier_rows.start()
-    try:
-        with as_loaded() if backend == AS_LOADED else nullcontext(), unheld:
-            daemon = Daemon(config).start()
-    except BaseException:
-        if not winograd_rows:
-            earlier_rows.stop()
-        raise
+    # the daemon's start loads the model and makes its engine: every graph is rewritten there
+    with as_loaded() if backend == AS_LOADED else nullcontext(), unheld, \
+            machine.winograd_rows(winograd_rows):
+        daemon = Daemon(config).start()
     turns = patch.multiple(engine_module, TURN_WINDOWS=turn_windows,
                            TURN_FORWARD_S=turn_ms / 1e3)
     turns.start()
@@ -301,8 +293,6 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         turns.stop()
         blocks.stop()
         timed.stop()
-        if not winograd_rows:
-            earlier_rows.stop()
         process.join(5)
     user = usage1.ru_utime - usage0.ru_utime
     system = usage1.ru_stime - usage0.ru_stime
@@ -606,7 +596,7 @@ def main() -> int:
     if args.backends is None:  # --processes measures the daemon as shipped: backend auto
         args.backends = ((["torch"] if args.device.startswith("cuda") else ["onnxruntime"])
                          if args.processes else ["torch", "onnxruntime"])
-    print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+    print(f"# {machine.cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
     configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold, block_s,
                 precision, reuse, loudness, rows)
