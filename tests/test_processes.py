@@ -51,7 +51,16 @@ from streamtag.daemon.config import (
     config_from_dict,
     with_overrides,
 )
-from streamtag.daemon.cpus import auto_processes, cgroup_quota, usable_cpus, worker_cores
+from streamtag.daemon.cpus import (
+    WORKER_MEMORY,
+    auto_processes,
+    available_memory,
+    cgroup_memory_limit,
+    cgroup_quota,
+    usable_cpus,
+    usable_memory,
+    worker_cores,
+)
 from streamtag.daemon.shard import ShardConfig, WorkerShard, shard_of
 from streamtag.daemon.supervisor import Supervisor
 from streamtag.errors import ConfigError
@@ -389,11 +398,49 @@ def test_the_cgroup_quota_caps_the_usable_cpus_at_the_tightest_level(tmp_path):
     assert cgroup_quota(tmp_path, tmp_path / "v1") is None
 
 
-def test_auto_counts_two_cores_per_worker_or_what_its_threads_take():
-    assert worker_cores(1, 1) == 2
-    assert worker_cores(2, 2) == 5
+def test_auto_counts_a_core_per_worker_on_the_cpu_two_on_a_gpu_or_what_its_threads_take():
+    assert worker_cores(1, 1) == 1
+    assert worker_cores(1, 1, gpu=True) == 2
+    assert worker_cores(2, 2) == 4 and worker_cores(2, 2, gpu=True) == 4
+    assert [auto_processes(cpus, 1) for cpus in (1, 1.5, 2, 3, 16, 64)] == [1, 1, 2, 3, 16, 64]
     assert [auto_processes(cpus, 2) for cpus in (1, 1.5, 2, 3, 16, 64)] == [1, 1, 1, 1, 8, 32]
     assert auto_processes(16, 5) == 3
+
+
+def test_auto_runs_no_more_workers_than_the_memory_holds(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemFree:        1000000 kB\n"
+                       "MemAvailable:    2000000 kB\n")
+    assert available_memory(meminfo) == 2000000 * 1024
+    assert available_memory(tmp_path / "missing") is None
+    membership = write_cgroup(tmp_path / "cg", "pod/app", {"pod": "max 100000",
+                                                          "pod/app": "max 100000"})
+    (tmp_path / "cg" / "pod" / "memory.max").write_text(f"{3 * 2**30}\n")
+    (tmp_path / "cg" / "pod" / "app" / "memory.max").write_text("max\n")
+    assert cgroup_memory_limit(tmp_path / "cg", membership) == 3 * 2**30
+    assert usable_memory(tmp_path / "cg", membership, meminfo) == 2000000 * 1024
+    assert usable_memory(tmp_path / "cg", membership, tmp_path / "missing") == 3 * 2**30
+    assert usable_memory(tmp_path / "none", tmp_path / "missing", tmp_path / "missing") is None
+    # 16 CPUs in a container of 3 GiB: as many workers as 3 GiB holds, at least one
+    assert auto_processes(16, 1, 3 * 2**30) == 3 * 2**30 // WORKER_MEMORY < 16
+    assert auto_processes(16, 1, 100 * 2**20) == 1
+    assert auto_processes(2, 1, 64 * 2**30) == 2
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_auto_under_a_two_cpu_affinity_runs_two_workers(tmp_path):
+    audio = tmp_path / "short.flac"
+    write_audio(audio, music_like(2.0, 16000, seed=1), 16000)
+    two = set(sorted(os.sched_getaffinity(0))[:2])
+    done = run("run", "--model", str(tiny_model_file(tmp_path / "tiny.pt")), "--device", "cpu",
+               "--source", f"file:{audio}", "--publish", f"tcp://127.0.0.1:{free_port()}",
+               "--control", "", "--processes", "auto", "--exit-when-done",
+               preexec_fn=lambda: os.sched_setaffinity(0, two), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert ("--processes auto: 2 worker processes for 2 usable CPUs (affinity 2,"
+            in done.stderr), done.stderr
+    assert "at 1 core per worker" in done.stderr
+    assert "2 worker processes (pids" in done.stderr  # supervised
 
 
 # -- refusals ---------------------------------------------------------------------------------

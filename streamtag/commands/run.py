@@ -125,21 +125,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def worker_processes(config) -> int:
-    """How many worker processes ``config`` asks for; for "auto", from the CPUs this process
-    may use (affinity and cgroup quota, streamtag.daemon.cpus), said on the terminal."""
+    """How many worker processes ``config`` asks for; for "auto", from the CPUs and the memory
+    this process may use (affinity, cgroup quotas, streamtag.daemon.cpus) and where the model
+    serves, said on the terminal."""
     from streamtag.daemon.config import PROCESSES_AUTO
-    from streamtag.daemon.cpus import auto_processes, cgroup_quota, usable_cpus, worker_cores
+    from streamtag.daemon.cpus import (
+        WORKER_MEMORY,
+        auto_processes,
+        cgroup_quota,
+        usable_cpus,
+        usable_memory,
+        worker_cores,
+    )
+    from streamtag.model.inference import serving_device
 
     if config.processes != PROCESSES_AUTO:
         return config.processes
-    cpus = usable_cpus()
-    per_worker = worker_cores(config.engine.workers, config.engine.threads)
-    count = auto_processes(cpus, per_worker)
+    gpu = serving_device(config.model.device, config.engine.backend,
+                         config.engine.precision).startswith("cuda")
+    cpus, memory = usable_cpus(), usable_memory()
+    per_worker = worker_cores(config.engine.workers, config.engine.threads, gpu)
+    count = auto_processes(cpus, per_worker, memory)
     quota = cgroup_quota()
+    by_memory = (memory is not None and count == max(1, memory // WORKER_MEMORY)
+                 and count < auto_processes(cpus, per_worker))
     say(f"--processes auto: {count} worker process{'es' if count > 1 else ''} for "
         f"{cpus:g} usable CPU{'s' if cpus != 1 else ''} (affinity "
         f"{len(os.sched_getaffinity(0))}, cgroup quota "
-        f"{'none' if quota is None else f'{quota:g}'}) at {per_worker} cores per worker")
+        f"{'none' if quota is None else f'{quota:g}'}) at {per_worker} "
+        f"core{'s' if per_worker != 1 else ''} per worker"
+        + (" serving on the GPU" if gpu else "")
+        + (f"; limited by {memory / 2**30:.1f} GiB of usable memory at "
+           f"{WORKER_MEMORY / 2**30:.2g} GiB per worker" if by_memory else ""))
     return count
 
 

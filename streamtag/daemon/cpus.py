@@ -3,9 +3,15 @@
 The core count of the machine says little in a container or under ``taskset``: the CPUs the
 process may run on are its affinity mask (``os.sched_getaffinity``), and a cgroup v2 quota
 (``cpu.max``: QUOTA PERIOD, or ``max``) caps the time it may take on them, in any cgroup from
-its own up to the root. What one worker carries: its per-window work runs under one GIL, about
-1.8 cores' worth (docs/operations.md, "Workers, threads and decoders"), so a worker is counted
-as 2 cores, or its inference threads plus one where ``[engine]`` gives it more.
+its own up to the root. What one worker carries: its per-window work is a GIL-bound part
+(sources, scoring, publishing) and the forward, which releases the GIL; together they keep
+1.15 (musicnn-msd) to 2.2 (the default model) cores busy, neither part alone a whole second
+core. Measured, one worker per usable CPU carried more streams than one per two CPUs for both
+models on 2 and on 16 cores (docs/operations.md, "Worker processes on one machine"), so a
+worker is counted as one core on the CPU (its inference threads where ``[engine]`` gives it
+more). Serving on a GPU it stays at 2 cores a worker, as measured there. The memory the
+process may use caps the count too: the available memory and a cgroup v2 ``memory.max``, at
+``WORKER_MEMORY`` bytes a worker.
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ import math
 import os
 from pathlib import Path
 
-WORKER_CORES = 2  # one process: its GIL-bound work (~1.8 cores) rounded up
+WORKER_CORES = 1  # serving on the CPU: one worker per usable CPU
+GPU_WORKER_CORES = 2  # serving on a GPU: as measured with 8 workers on 16 cores
+# A worker's resident memory with its model loaded: measured 190 MB for the default model and
+# 600 MB for musicnn-msd (ONNX Runtime, 4 streams a worker), plus about 1 MB a stream
+# (docs/engine-benchmark.md, "Memory per stream"): musicnn-msd's with room for 150 streams.
+WORKER_MEMORY = 768 * 2**20
+PROC_MEMINFO = Path("/proc/meminfo")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
 
-def cgroup_quota(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> float | None:
-    """The CPUs' worth of time the cgroup v2 ``cpu.max`` quotas allow this process (the
-    smallest along its cgroup and every parent), or None when there is no quota (``max``, no
-    cgroup v2, files that cannot be read)."""
+def _cgroup_folder(root: Path, membership: Path) -> Path | None:
+    """This process's cgroup v2 folder below ``root``, or None (no cgroup v2, unreadable)."""
     try:
         lines = membership.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -31,7 +41,16 @@ def cgroup_quota(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> fl
     path = next((line[3:] for line in lines if line.startswith("0::")), None)
     if path is None:
         return None
-    folder = (root / path.lstrip("/")).resolve()
+    return (root / path.lstrip("/")).resolve()
+
+
+def cgroup_quota(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> float | None:
+    """The CPUs' worth of time the cgroup v2 ``cpu.max`` quotas allow this process (the
+    smallest along its cgroup and every parent), or None when there is no quota (``max``, no
+    cgroup v2, files that cannot be read)."""
+    folder = _cgroup_folder(root, membership)
+    if folder is None:
+        return None
     quotas = []
     while True:
         quota = _read_cpu_max(folder / "cpu.max")
@@ -64,12 +83,64 @@ def usable_cpus(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> flo
     return min(cpus, quota) if quota is not None else cpus
 
 
-def worker_cores(workers: int, threads: int) -> int:
-    """The cores one worker process carries, with ``[engine] workers`` × ``threads``
-    inference threads: ``WORKER_CORES``, or those threads plus one for its sources."""
-    return max(WORKER_CORES, workers * threads + 1)
+def _read_memory_max(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def auto_processes(cpus: float, per_worker: int) -> int:
-    """Worker processes for ``cpus`` usable CPUs, ``per_worker`` cores each; at least one."""
-    return max(1, math.floor(cpus / per_worker + 1e-9))
+def cgroup_memory_limit(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> int | None:
+    """The smallest cgroup v2 ``memory.max`` along this process's cgroup and its parents, in
+    bytes, or None (``max`` everywhere, no cgroup v2, files that cannot be read)."""
+    folder = _cgroup_folder(root, membership)
+    if folder is None:
+        return None
+    limits = []
+    while True:
+        limit = _read_memory_max(folder / "memory.max")
+        if limit is not None:
+            limits.append(limit)
+        if folder == root.resolve() or root.resolve() not in folder.parents:
+            break
+        folder = folder.parent
+    return min(limits) if limits else None
+
+
+def available_memory(meminfo: Path = PROC_MEMINFO) -> int | None:
+    """``MemAvailable`` from /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        for line in meminfo.read_text(encoding="utf-8").splitlines():
+            name, _, value = line.partition(":")
+            if name == "MemAvailable":
+                fields = value.split()
+                return int(fields[0]) * 1024 if fields and fields[0].isdigit() else None
+    except OSError:
+        return None
+    return None
+
+
+def usable_memory(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP,
+                  meminfo: Path = PROC_MEMINFO) -> int | None:
+    """The memory the workers may take: the machine's available memory, capped by a cgroup v2
+    ``memory.max``; None when neither can be read."""
+    known = [m for m in (available_memory(meminfo), cgroup_memory_limit(root, membership))
+             if m is not None]
+    return min(known) if known else None
+
+
+def worker_cores(workers: int, threads: int, gpu: bool = False) -> int:
+    """The cores one worker process is counted for, with ``[engine] workers`` × ``threads``
+    inference threads: ``WORKER_CORES`` (``GPU_WORKER_CORES`` serving on a GPU), or its
+    inference threads where there are more."""
+    return max(GPU_WORKER_CORES if gpu else WORKER_CORES, workers * threads)
+
+
+def auto_processes(cpus: float, per_worker: int, memory: int | None = None) -> int:
+    """Worker processes for ``cpus`` usable CPUs, ``per_worker`` cores each, and no more than
+    ``memory`` bytes hold at ``WORKER_MEMORY`` each; at least one."""
+    count = math.floor(cpus / per_worker + 1e-9)
+    if memory is not None:
+        count = min(count, memory // WORKER_MEMORY)
+    return max(1, count)
