@@ -169,11 +169,13 @@ def _plain_graph(stored: StoredModel, loaded: Callable[[], Any]) -> bytes:
 
 
 def _onnx_runner(stored: StoredModel, loaded: Callable[[], Any], threads: int,
-                 shape: tuple[int, ...]) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
+                 shape: tuple[int, ...]
+                 ) -> tuple[Callable[[np.ndarray], np.ndarray], list[str], bytes]:
     """ONNX Runtime on the file's graph, rewritten by ``graph_passes`` (the plain graph where a
     rewrite fails or changes the output: the rewritten graph's probabilities are checked against
     the plain graph's, which was checked against the module when the file was written); returns
-    the runner and the passes applied. ``ModelError`` saying why it cannot serve."""
+    the runner, the passes applied and the graph it serves. ``ModelError`` saying why it cannot
+    serve."""
     graph = _plain_graph(stored, loaded)
     plain = session_runner(onnx_session(graph, threads))
     try:
@@ -181,21 +183,21 @@ def _onnx_runner(stored: StoredModel, loaded: Callable[[], Any], threads: int,
     except Exception as error:  # noqa: BLE001 - onnx raises many types; the plain graph serves
         log.warning("%s: the ONNX graph is served as exported: its rewrite failed (%s)",
                     stored.path, first_lines(error, 1))
-        return plain, []
+        return plain, [], graph
     if passes:
         try:
             run = session_runner(onnx_session(rewritten, threads))
             batch = _example(shape)
             difference = float(np.abs(run(batch).astype(np.float64) - plain(batch)).max())
             if difference <= CHECK_TOLERANCE:  # NaN fails too
-                return run, passes
+                return run, passes, rewritten
             reason = (f"its probabilities differ from the plain graph's by {difference:.3g} "
                       f"(allowed {CHECK_TOLERANCE:g})")
         except ModelError as error:
             reason = str(error)
         log.warning("%s: the ONNX graph is served as exported: the rewritten one (%s) %s",
                     stored.path, "; ".join(passes), reason)
-    return plain, []
+    return plain, [], graph
 
 
 # Of its share of a GPU (1/N of N workers), the part a worker process may take: the rest is
@@ -367,15 +369,16 @@ def _torch_runner(loaded: Any, threads: int | None
     return runner_of(module), note
 
 
-def _int8_runner(stored: StoredModel, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """ONNX Runtime on the file's int8 graph (``streamtag.catalog.quantize``). Its scores differ
-    from the FP32 module's by what the manifest's ``onnx_int8`` records, so no 1e-4 check here;
-    the warm-up checks its output's shape. ``ModelError`` saying why it cannot serve."""
+def _int8_graph(stored: StoredModel) -> bytes:
+    """The file's int8 graph (``streamtag.catalog.quantize``), served on ONNX Runtime. Its
+    scores differ from the FP32 module's by what the manifest's ``onnx_int8`` records, so no
+    1e-4 check here; the warm-up checks its output's shape. ``ModelError`` where the file has
+    none."""
     graph = stored.int8_graph()
     if graph is None:
         raise ModelError(f"{stored.path} has no int8 graph; make one with `streamtag models "
                          f"quantize {stored.path} RECORDING...`, or serve precision fp32")
-    return session_runner(onnx_session(graph, threads))
+    return graph
 
 
 class InferenceModel:
@@ -417,6 +420,7 @@ class InferenceModel:
         self.graph_passes: list[str] = []  # graph_passes' rewrites of the graph that serves
         self.batch_ms: dict[int, float] = {}  # measure_batches: ms per window by batch size
         self._run: Callable[[np.ndarray], np.ndarray] | None = None
+        self._served_graph: bytes | None = None  # the ONNX graph self._run serves, if one
         self._threads = threads or 1
         self._reuse: dict[int, tuple[WindowReuse | None, str]] = {}  # by hop (window_reuse)
         self._reuse_lock = threading.Lock()
@@ -425,14 +429,15 @@ class InferenceModel:
                 raise ModelError(f"{self.path}: precision int8 runs on ONNX Runtime on the CPU; "
                                  "use backend auto or onnxruntime and device cpu, or precision "
                                  "fp32")
-            self._run = _int8_runner(stored, threads or 1)
+            self._served_graph = _int8_graph(stored)
+            self._run = session_runner(onnx_session(self._served_graph, threads or 1))
             self.backend = "onnxruntime"
         elif backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"):
             if self.device.type != "cpu":
                 raise ModelError(f"{self.path}: backend onnxruntime runs on the CPU only here; "
                                  "use device cpu, or backend torch (or auto) on CUDA")
             try:
-                self._run, self.graph_passes = _onnx_runner(
+                self._run, self.graph_passes, self._served_graph = _onnx_runner(
                     stored, lambda: self.loaded, threads or 1, self.input_shape(2))
                 self.backend = "onnxruntime"
                 if self.graph_passes:
@@ -563,6 +568,13 @@ class InferenceModel:
                 self.forward(x)
                 best[size] = min(best[size], clock() - t0)
         self.batch_ms = {size: 1000.0 * s / size for size, s in best.items()}
+        if self._served_graph is not None and len(inputs) > 1:
+            # ONNX Runtime's arena keeps what the largest batch measured took (about 300 MB for
+            # musicnn-msd's batch of 8, docs/engine-benchmark.md, "Memory per stream"): the
+            # same graph in a fresh session serves, holding only what its batches take.
+            self._run = session_runner(onnx_session(self._served_graph, self._threads))
+            self._run(inputs[1])  # its first-call costs, here rather than in the first batch
+            self._served_graph = None  # the bytes: a second measure keeps the session it finds
         return self.batch_ms
 
     def forward(self, windows: np.ndarray) -> np.ndarray:
