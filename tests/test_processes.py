@@ -428,19 +428,28 @@ def test_auto_runs_no_more_workers_than_the_memory_holds(tmp_path):
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
-def test_auto_under_a_two_cpu_affinity_runs_two_workers(tmp_path):
+def test_auto_under_a_two_cpu_affinity_runs_two_workers_or_one_per_fixed_stream(tmp_path):
     audio = tmp_path / "short.flac"
     write_audio(audio, music_like(2.0, 16000, seed=1), 16000)
     two = set(sorted(os.sched_getaffinity(0))[:2])
-    done = run("run", "--model", str(tiny_model_file(tmp_path / "tiny.pt")), "--device", "cpu",
-               "--source", f"file:{audio}", "--publish", f"tcp://127.0.0.1:{free_port()}",
-               "--control", "", "--processes", "auto", "--exit-when-done",
-               preexec_fn=lambda: os.sched_setaffinity(0, two), timeout=180)
-    assert done.returncode == 0, done.stderr
-    assert ("--processes auto: 2 worker processes for 2 usable CPUs (affinity 2,"
-            in done.stderr), done.stderr
-    assert "at 1 core per worker" in done.stderr
-    assert "2 worker processes (pids" in done.stderr  # supervised
+    model = str(tiny_model_file(tmp_path / "tiny.pt"))
+    for sources in (["a", "b"], ["a"]):  # no control socket: these streams are all there is
+        done = run("run", "--model", model, "--device", "cpu",
+                   *[arg for sid in sources for arg in ("--source", f"{sid}=file:{audio}")],
+                   "--publish", f"tcp://127.0.0.1:{free_port()}", "--control", "",
+                   "--processes", "auto", "--exit-when-done",
+                   preexec_fn=lambda: os.sched_setaffinity(0, two), timeout=180)
+        assert done.returncode == 0, done.stderr
+        if len(sources) == 2:
+            assert ("--processes auto: 2 worker processes for 2 usable CPUs (affinity 2,"
+                    in done.stderr), done.stderr
+            assert "at 1 core per worker" in done.stderr
+            assert "2 worker processes (pids" in done.stderr  # supervised
+        else:
+            assert ("--processes auto: 1 worker process for 2 usable CPUs (affinity 2,"
+                    in done.stderr), done.stderr
+            assert "one per stream: 1 stream and no control socket to add more" in done.stderr
+            assert "worker processes (pids" not in done.stderr  # one process: no supervisor
 
 
 # -- refusals ---------------------------------------------------------------------------------

@@ -149,6 +149,11 @@ def worker_processes(config) -> int:
     quota = cgroup_quota()
     by_memory = (memory is not None and count == max(1, memory // WORKER_MEMORY)
                  and count < auto_processes(cpus, per_worker))
+    # Without a control socket no stream is added later: a worker beyond one a stream would
+    # hold its model and serve nothing.
+    by_streams = not config.control.endpoint and count > max(1, len(config.sources))
+    if by_streams:
+        count, by_memory = max(1, len(config.sources)), False
     say(f"--processes auto: {count} worker process{'es' if count > 1 else ''} for "
         f"{cpus:g} usable CPU{'s' if cpus != 1 else ''} (affinity "
         f"{len(os.sched_getaffinity(0))}, cgroup quota "
@@ -156,7 +161,10 @@ def worker_processes(config) -> int:
         f"core{'s' if per_worker != 1 else ''} per worker"
         + (" serving on the GPU" if gpu else "")
         + (f"; limited by {memory / 2**30:.1f} GiB of usable memory at "
-           f"{WORKER_MEMORY / 2**30:.2g} GiB per worker" if by_memory else ""))
+           f"{WORKER_MEMORY / 2**30:.2g} GiB per worker" if by_memory else "")
+        + (f"; one per stream: {len(config.sources)} stream"
+           f"{'s' if len(config.sources) != 1 else ''} and no control socket to add more"
+           if by_streams else ""))
     return count
 
 
