@@ -574,7 +574,7 @@ class InferenceModel:
             # same graph in a fresh session serves, holding only what its batches take.
             self._run = session_runner(onnx_session(self._served_graph, self._threads))
             self._run(inputs[1])  # its first-call costs, here rather than in the first batch
-            self._served_graph = None  # the bytes: a second measure keeps the session it finds
+        self._served_graph = None  # its bytes: a later measure keeps the session it finds
         return self.batch_ms
 
     def forward(self, windows: np.ndarray) -> np.ndarray:
