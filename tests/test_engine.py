@@ -409,13 +409,14 @@ print(rss, bool(np.array_equal(model.forward(x), before)))
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
-def test_after_measuring_batches_a_fresh_session_serves_holding_less_memory():
+def test_after_measuring_batches_a_fresh_session_serves_holding_less_memory(tmp_path):
     # ONNX Runtime's arena keeps what the largest batch measured took; the model then serves
     # the same graph from a fresh session, which holds only what served batches take.
     results = {}
     for variant in ("fresh", "kept"):
+        # run from elsewhere: from a checkout, `-c` would import its unbuilt package
         done = subprocess.run([sys.executable, "-c", MEASURED_MEMORY, variant],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         rss_kib, same = done.stdout.split()
         results[variant] = int(rss_kib)
