@@ -128,7 +128,7 @@ def worker_processes(config) -> int:
     """How many worker processes ``config`` asks for; for "auto", from the CPUs and the memory
     this process may use (affinity, cgroup quotas, streamtag.daemon.cpus) and where the model
     serves, said on the terminal."""
-    from streamtag.daemon.config import PROCESSES_AUTO
+    from streamtag.daemon.config import MAX_PROCESSES, PROCESSES_AUTO
     from streamtag.daemon.cpus import (
         WORKER_MEMORY,
         auto_processes,
@@ -145,7 +145,7 @@ def worker_processes(config) -> int:
                          config.engine.precision).startswith("cuda")
     cpus, memory = usable_cpus(), usable_memory()
     per_worker = worker_cores(config.engine.workers, config.engine.threads, gpu)
-    count = auto_processes(cpus, per_worker, memory)
+    count = min(auto_processes(cpus, per_worker, memory), MAX_PROCESSES)
     quota = cgroup_quota()
     by_memory = (memory is not None and count == max(1, memory // WORKER_MEMORY)
                  and count < auto_processes(cpus, per_worker))
