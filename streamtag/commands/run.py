@@ -147,8 +147,7 @@ def worker_processes(config) -> int:
     per_worker = worker_cores(config.engine.workers, config.engine.threads, gpu)
     count = min(auto_processes(cpus, per_worker, memory), MAX_PROCESSES)
     quota = cgroup_quota()
-    by_memory = (memory is not None and count == max(1, memory // WORKER_MEMORY)
-                 and count < auto_processes(cpus, per_worker))
+    by_memory = auto_processes(cpus, per_worker, memory) < auto_processes(cpus, per_worker)
     # Without a control socket no stream is added later: a worker beyond one a stream would
     # hold its model and serve nothing.
     by_streams = not config.control.endpoint and count > max(1, len(config.sources))

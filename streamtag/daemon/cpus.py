@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 WORKER_CORES = 1  # serving on the CPU: one worker per usable CPU
@@ -44,22 +45,29 @@ def _cgroup_folder(root: Path, membership: Path) -> Path | None:
     return (root / path.lstrip("/")).resolve()
 
 
+def _smallest_along(root: Path, membership: Path, name: str,
+                    read: Callable[[Path], float | None]) -> float | None:
+    """The smallest value ``read`` finds in the file ``name`` of this process's cgroup v2
+    folder and of every parent up to ``root``; None where there is none."""
+    folder = _cgroup_folder(root, membership)
+    if folder is None:
+        return None
+    found = []
+    while True:
+        value = read(folder / name)
+        if value is not None:
+            found.append(value)
+        if folder == root.resolve() or root.resolve() not in folder.parents:
+            break
+        folder = folder.parent
+    return min(found) if found else None
+
+
 def cgroup_quota(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> float | None:
     """The CPUs' worth of time the cgroup v2 ``cpu.max`` quotas allow this process (the
     smallest along its cgroup and every parent), or None when there is no quota (``max``, no
     cgroup v2, files that cannot be read)."""
-    folder = _cgroup_folder(root, membership)
-    if folder is None:
-        return None
-    quotas = []
-    while True:
-        quota = _read_cpu_max(folder / "cpu.max")
-        if quota is not None:
-            quotas.append(quota)
-        if folder == root.resolve() or root.resolve() not in folder.parents:
-            break
-        folder = folder.parent
-    return min(quotas) if quotas else None
+    return _smallest_along(root, membership, "cpu.max", _read_cpu_max)
 
 
 def _read_cpu_max(path: Path) -> float | None:
@@ -94,18 +102,8 @@ def _read_memory_max(path: Path) -> int | None:
 def cgroup_memory_limit(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> int | None:
     """The smallest cgroup v2 ``memory.max`` along this process's cgroup and its parents, in
     bytes, or None (``max`` everywhere, no cgroup v2, files that cannot be read)."""
-    folder = _cgroup_folder(root, membership)
-    if folder is None:
-        return None
-    limits = []
-    while True:
-        limit = _read_memory_max(folder / "memory.max")
-        if limit is not None:
-            limits.append(limit)
-        if folder == root.resolve() or root.resolve() not in folder.parents:
-            break
-        folder = folder.parent
-    return min(limits) if limits else None
+    limit = _smallest_along(root, membership, "memory.max", _read_memory_max)
+    return None if limit is None else int(limit)
 
 
 def available_memory(meminfo: Path = PROC_MEMINFO) -> int | None:
