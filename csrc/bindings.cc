@@ -84,18 +84,19 @@ py::dict WindowLevelDict(const WindowLevel &w) {
 }
 
 py::array_t<float> FrameLevels(PyOnlineLogMel &self, int64_t end_frame, int64_t length) {
-  if (length < 0) {
-    throw std::invalid_argument("frame_levels: length must be >= 1, got " +
-                                std::to_string(length));
-  }
-  py::array_t<float> out({static_cast<py::ssize_t>(length),
-                          static_cast<py::ssize_t>(streamtag::kFrameLevelSize)});
-  float *dst = out.mutable_data();
+  std::vector<float> rows;
   {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(self.mutex);
-    self.core.FrameLevels(end_frame, length, dst);
+    // The rows of the level steps ending in the range (throws for a bad range).
+    rows.resize(static_cast<size_t>(self.core.LevelRowCount(end_frame, length)) *
+                streamtag::kFrameLevelSize);
+    self.core.FrameLevels(end_frame, length, rows.data());
   }
+  py::array_t<float> out(
+      {static_cast<py::ssize_t>(rows.size() / streamtag::kFrameLevelSize),
+       static_cast<py::ssize_t>(streamtag::kFrameLevelSize)});
+  std::copy(rows.begin(), rows.end(), out.mutable_data());
   return out;
 }
 
@@ -148,7 +149,8 @@ PYBIND11_MODULE(_core, m) {
         return streamtag::WindowLevelOf(data, n, hop_length, sample_rate);
       },
       py::arg("features"), py::arg("hop_length"), py::arg("sample_rate"),
-      "The WindowLevel of per-frame level features (frames x 5, FRAME_LEVEL_FIELDS).");
+      "The WindowLevel of level rows (rows x 5, FRAME_LEVEL_FIELDS), hop_length samples a row "
+      "(level_step x the frontend's hop_length for frame_levels' rows).");
 
   py::class_<LogMelOptions>(m, "LogMelOptions")
       .def(py::init<>())
@@ -225,6 +227,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("frames"))
       .def_property_readonly("level_frames_kept",
                              [](PyOnlineLogMel &self) { return self.core.LevelFramesKept(); })
+      .def_property_readonly("level_step",
+                             [](PyOnlineLogMel &self) { return self.core.LevelStep(); })
       .def("frame_levels", &FrameLevels, py::arg("end_frame"), py::arg("length"))
       .def(
           "window_level",

@@ -47,6 +47,8 @@ OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
       spec4_im_(opts.NumBins()),
       mels4_(opts.n_mels) {
   block_lead_ = opts.center ? opts.hop_length / 2 : 0;
+  level_step_ = LevelStepFrames(opts.hop_length, opts.n_fft, opts.sample_rate);
+  row_hop_ = static_cast<int64_t>(level_step_) * opts.hop_length;
   ClearBlocks();
   // The log as scale * ln(max(floor, gain * x + offset)), decided once.
   magnitude_ = opts.power == 1.0;
@@ -73,7 +75,8 @@ OnlineLogMel::OnlineLogMel(const LogMelOptions &opts)
 
 void OnlineLogMel::Reset() {
   buffer_.clear();
-  buffer_start_ = received_ = next_frame_ = frames_popped_ = nonfinite_ = level_slot_ = 0;
+  buffer_start_ = received_ = next_frame_ = frames_popped_ = nonfinite_ = 0;
+  rows_done_ = level_slot_ = 0;
   finished_ = false;
   pending_.clear();
   ClearBlocks();
@@ -83,7 +86,7 @@ void OnlineLogMel::ClearBlocks() {
   meter_ = BlockMeter();
   blocks_.clear();
   blocks_first_ = 0;
-  block_end_ = opts_.hop_length - block_lead_;
+  block_end_ = row_hop_ - block_lead_;
 }
 
 void OnlineLogMel::KeepLevels(int64_t frames) {
@@ -93,9 +96,10 @@ void OnlineLogMel::KeepLevels(int64_t frames) {
                                 std::to_string(frames));
   }
   if (frames == 0) {
-    level_capacity_ = 0;
+    level_frames_ = level_capacity_ = 0;
     std::vector<float>().swap(levels_);
     std::vector<float>().swap(prev_mels_);
+    std::vector<float>().swap(newest_mels_);
     ClearBlocks();
     blocks_.shrink_to_fit();
     return;
@@ -106,19 +110,25 @@ void OnlineLogMel::KeepLevels(int64_t frames) {
         std::to_string(next_frame_) +
         " frames are: the next frame's onset flux needs the one before it); call reset() first");
   }
-  std::vector<float> ring(static_cast<size_t>(frames) * kFrameLevelSize, 0.0f);
-  if (level_capacity_ > 0) {  // keep the newest frames that fit
-    for (int64_t t = std::max(FirstLevelKept(), next_frame_ - frames); t < next_frame_; ++t) {
-      const float *from = LevelSlot(t);
+  // Rows enough for any range of `frames` frames up to the newest (its first and last steps
+  // may be cut by it).
+  const int64_t rows = (frames + level_step_ - 1) / level_step_ + 2;
+  std::vector<float> ring(static_cast<size_t>(rows) * kFrameLevelSize, 0.0f);
+  if (level_capacity_ > 0) {  // keep the newest rows that fit
+    for (int64_t g = std::max({int64_t{0}, rows_done_ - level_capacity_, rows_done_ - rows});
+         g < rows_done_; ++g) {
+      const float *from = RowSlot(g);
       std::copy(from, from + kFrameLevelSize,
-                ring.data() + static_cast<size_t>(t % frames) * kFrameLevelSize);
+                ring.data() + static_cast<size_t>(g % rows) * kFrameLevelSize);
     }
   }
   levels_.swap(ring);
   const bool turned_on = level_capacity_ == 0;
-  level_capacity_ = frames;
-  level_slot_ = next_frame_ % frames;
+  level_frames_ = frames;
+  level_capacity_ = rows;
+  level_slot_ = rows_done_ % rows;
   prev_mels_.resize(static_cast<size_t>(opts_.n_mels), 0.0f);
+  newest_mels_.resize(static_cast<size_t>(opts_.n_mels), 0.0f);
   if (turned_on && StreamedBlocks()) {
     // No frame is computed yet, so the buffer holds every sample so far (from 0): measure them.
     ClearBlocks();
@@ -130,7 +140,7 @@ void OnlineLogMel::KeepLevels(int64_t frames) {
 }
 
 bool OnlineLogMel::MeasureInput(const float *x, int64_t n, int64_t first) {
-  const int64_t hop = opts_.hop_length, end = first + n;
+  const int64_t hop = row_hop_, end = first + n;
   const int64_t finishing = end < block_end_ ? 0 : 1 + (end - block_end_) / hop;
   size_t at = blocks_.size();
   blocks_.resize(at + static_cast<size_t>(finishing * kBlockValues));
@@ -159,18 +169,18 @@ bool OnlineLogMel::MeasureInput(const float *x, int64_t n, int64_t first) {
 
 void OnlineLogMel::DropMeasuredBlocks() {
   const int64_t stored = BlocksStored();
-  const int64_t drop = std::min(stored, next_frame_ - blocks_first_);
+  const int64_t drop = std::min(stored, rows_done_ - blocks_first_);
   if (drop <= 0) return;
   blocks_.erase(blocks_.begin(), blocks_.begin() + drop * kBlockValues);
   blocks_first_ += drop;
 }
 
 int64_t OnlineLogMel::FirstLevelKept() const {
-  return std::max<int64_t>(0, next_frame_ - level_capacity_);
+  return std::max<int64_t>(0, next_frame_ - level_frames_);
 }
 
-const float *OnlineLogMel::LevelRange(int64_t end_frame, int64_t length, const char *what,
-                                      std::vector<float> &scratch) const {
+void OnlineLogMel::LevelRows(int64_t end_frame, int64_t length, const char *what,
+                             int64_t *first_row, int64_t *end_row) const {
   if (level_capacity_ == 0) {
     throw std::runtime_error(std::string(what) +
                              ": levels are not kept; call keep_levels(frames) before the first "
@@ -182,6 +192,9 @@ const float *OnlineLogMel::LevelRange(int64_t end_frame, int64_t length, const c
   }
   const int64_t first = FirstLevelKept();
   const int64_t begin = end_frame - length;
+  auto asked = [&] {
+    return "frames [" + std::to_string(begin) + ", " + std::to_string(end_frame) + ")";
+  };
   if (end_frame > next_frame_ || begin < first) {
     std::string why;
     if (end_frame > next_frame_) {
@@ -191,43 +204,62 @@ const float *OnlineLogMel::LevelRange(int64_t end_frame, int64_t length, const c
       why = "frames start at 0";
     } else {
       why = "frames before " + std::to_string(first) + " are no longer kept (keep_levels(" +
-            std::to_string(level_capacity_) + ") keeps the last " +
-            std::to_string(level_capacity_) + " frames)";
+            std::to_string(level_frames_) + ") keeps the last " +
+            std::to_string(level_frames_) + " frames)";
     }
-    throw std::out_of_range(std::string(what) + ": frames [" + std::to_string(begin) + ", " +
-                            std::to_string(end_frame) + ") asked for, frames [" +
+    throw std::out_of_range(std::string(what) + ": " + asked() + " asked for, frames [" +
                             std::to_string(first) + ", " + std::to_string(next_frame_) +
                             ") kept: " + why);
   }
-  const int64_t slot = begin % level_capacity_;
-  if (slot + length <= level_capacity_) {
-    return levels_.data() + static_cast<size_t>(slot) * kFrameLevelSize;
+  // The steps whose last frame is in the range: step g ends at frame g * k + k - 1, the last
+  // step of a finished signal at its last frame.
+  const int64_t k = level_step_;
+  *first_row = begin / k;
+  *end_row = finished_ && end_frame == next_frame_ ? rows_done_ : end_frame / k;
+  if (*end_row <= *first_row) {
+    throw std::invalid_argument(
+        std::string(what) + ": " + asked() + " hold no level step's last frame (levels are kept " +
+        "per step of " + std::to_string(k) + " frames, ending at frames " +
+        std::to_string(k - 1) + ", " + std::to_string(2 * k - 1) + ", ...); ask for at least " +
+        std::to_string(k) + " frames");
   }
-  scratch.resize(static_cast<size_t>(length) * kFrameLevelSize);
-  const size_t head = static_cast<size_t>(level_capacity_ - slot) * kFrameLevelSize;
-  std::copy(levels_.begin() + static_cast<size_t>(slot) * kFrameLevelSize, levels_.end(),
-            scratch.begin());
-  std::copy(levels_.begin(), levels_.begin() + (scratch.size() - head), scratch.begin() + head);
-  return scratch.data();
+}
+
+OnlineLogMel::RowRuns OnlineLogMel::Runs(int64_t first_row, int64_t end_row) const {
+  const int64_t slot = first_row % level_capacity_, n = end_row - first_row;
+  const float *at = levels_.data() + static_cast<size_t>(slot) * kFrameLevelSize;
+  if (slot + n <= level_capacity_) return {at, nullptr, n, 0};
+  return {at, levels_.data(), level_capacity_ - slot, n - (level_capacity_ - slot)};
+}
+
+int64_t OnlineLogMel::LevelRowCount(int64_t end_frame, int64_t length) const {
+  int64_t first_row, end_row;
+  LevelRows(end_frame, length, "frame_levels", &first_row, &end_row);
+  return end_row - first_row;
 }
 
 void OnlineLogMel::FrameLevels(int64_t end_frame, int64_t length, float *out) const {
-  std::vector<float> scratch;
-  const float *from = LevelRange(end_frame, length, "frame_levels", scratch);
-  std::copy(from, from + static_cast<size_t>(length) * kFrameLevelSize, out);
+  int64_t first_row, end_row;
+  LevelRows(end_frame, length, "frame_levels", &first_row, &end_row);
+  const RowRuns runs = Runs(first_row, end_row);
+  out = std::copy(runs.first, runs.first + runs.first_rows * kFrameLevelSize, out);
+  if (runs.second_rows > 0) {
+    std::copy(runs.second, runs.second + runs.second_rows * kFrameLevelSize, out);
+  }
 }
 
 streamtag::WindowLevel OnlineLogMel::WindowLevel(int64_t end_frame, int64_t length) const {
-  std::vector<float> scratch;
-  const float *from = LevelRange(end_frame, length, "window_level", scratch);
-  return WindowLevelOf(from, length, opts_.hop_length, opts_.sample_rate);
+  int64_t first_row, end_row;
+  LevelRows(end_frame, length, "window_level", &first_row, &end_row);
+  const RowRuns runs = Runs(first_row, end_row);
+  return WindowLevelOf(runs.first, runs.first_rows, runs.second, runs.second_rows,
+                       static_cast<int>(row_hop_), opts_.sample_rate);
 }
 
 void OnlineLogMel::MeasureFrame(int64_t t, const float *samples, const float *mels,
                                 const float *prev_mels) {
-  // Frames are measured in order, so frame t's slot is level_slot_.
-  float *level = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
-  if (++level_slot_ == level_capacity_) level_slot_ = 0;
+  // Frames are measured in order, one a step (hop > n_fft), so frame t's row is the next.
+  float *level = NextRow();
   const float *previous = t == 0 ? nullptr : prev_mels;  // frame 0 rises from nothing
   const int64_t start = FrameStart(t);
   const int64_t begin = std::max({t * opts_.hop_length - block_lead_, start, int64_t{0}});
@@ -244,11 +276,11 @@ void OnlineLogMel::MeasureFrame(int64_t t, const float *samples, const float *me
 }
 
 void OnlineLogMel::MeasureSignalTail() {
-  if (!StreamedBlocks() || next_frame_ == 0) return;
-  // Every block after the last frame's: at most hop / 2 samples with center, fewer than n_fft
+  if (!StreamedBlocks() || rows_done_ == 0) return;
+  // Every block after the last step's: at most hop / 2 samples with center, fewer than n_fft
   // without.
-  float *level = LevelSlot(next_frame_ - 1);
-  for (int64_t k = std::max<int64_t>(0, next_frame_ - blocks_first_) * kBlockValues;
+  float *level = RowSlot(rows_done_ - 1);
+  for (int64_t k = std::max<int64_t>(0, rows_done_ - blocks_first_) * kBlockValues;
        k < static_cast<int64_t>(blocks_.size()); k += kBlockValues) {
     const float *tail = blocks_.data() + k;
     level[kSumSquares] += tail[kSumSquares];
@@ -364,32 +396,66 @@ void OnlineLogMel::EmitFrames(const float *chunk, int64_t chunk_start, bool at_e
       offset += n_mels;
     }
   }
-  if (streamed) MeasureStreamedFrames(first, end, dst);
-  if (level_capacity_ > 0) std::copy(dst + offset - n_mels, dst + offset, prev_mels_.begin());
+  if (streamed) {
+    MeasureStreamedFrames(first, end, dst);
+    // The last step of a finished signal may end on this frame without a whole step.
+    if (level_step_ > 1) std::copy(dst + offset - n_mels, dst + offset, newest_mels_.begin());
+  } else if (level_capacity_ > 0) {
+    std::copy(dst + offset - n_mels, dst + offset, prev_mels_.begin());
+  }
 }
 
 void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float *out) {
+  // The steps whose last frame, g * k + k - 1, is among frames [first, end): their last frames
+  // are k rows apart in out, the first of them at or after first (its step was not whole before).
   const int n_mels = opts_.n_mels;
-  const int64_t count = end - first;
-  rises_.resize(static_cast<size_t>(count));
-  if (first == 0) {  // frame 0 rises from nothing
+  const int64_t k = level_step_, g_first = rows_done_, count = end / k - g_first;
+  if (count <= 0) return;
+  if (static_cast<int64_t>(rises_.size()) < count) rises_.resize(static_cast<size_t>(count));
+  const float *last = out + static_cast<size_t>(g_first * k + k - 1 - first) * n_mels;
+  const int64_t stride = k * n_mels;
+  if (g_first == 0) {  // step 0 rises from nothing
     rises_[0] = 0.0f;
-    MeanRiseRows(out + n_mels, out, n_mels, count - 1, rises_.data() + 1);
+    MeanRiseRows(last + stride, last, n_mels, stride, count - 1, rises_.data() + 1);
   } else {
-    MeanRiseRows(out, prev_mels_.data(), n_mels, count, rises_.data());
+    MeanRiseRows(last, prev_mels_.data(), n_mels, stride, count, rises_.data());
   }
-  const int64_t stored = BlocksStored();
-  for (int64_t t = first; t < end; ++t) {
-    float *level = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
-    if (++level_slot_ == level_capacity_) level_slot_ = 0;
-    const int64_t k = t - blocks_first_;
-    if (k >= 0 && k < stored) {
-      std::memcpy(level, blocks_.data() + k * kBlockValues, kBlockValues * sizeof(float));
+  // Each row: its block's numbers (stored from blocks_first_ on) and its flux, in ring order.
+  const int64_t stored = BlocksStored(), b_first = g_first - blocks_first_;
+  const float *const blocks = blocks_.data(), *const rise = rises_.data();
+  const float scale = flux_db_per_unit_;
+  float *const ring = levels_.data();
+  int64_t slot = level_slot_;
+  const int64_t capacity = level_capacity_;
+  for (int64_t r = 0; r < count; ++r) {
+    float *level = ring + slot * kFrameLevelSize;
+    if (++slot == capacity) slot = 0;
+    const int64_t b = b_first + r;
+    if (b >= 0 && b < stored) {
+      std::memcpy(level, blocks + b * kBlockValues, kBlockValues * sizeof(float));
     } else {  // a block after the signal's end: empty
       std::fill(level, level + kBlockValues, 0.0f);
     }
-    level[kOnsetFlux] = rises_[static_cast<size_t>(t - first)] * flux_db_per_unit_;
+    level[kOnsetFlux] = rise[r] * scale;
   }
+  level_slot_ = slot;
+  rows_done_ += count;
+  const float *newest_end = last + static_cast<size_t>((count - 1) * stride);
+  std::copy(newest_end, newest_end + n_mels, prev_mels_.begin());
+}
+
+void OnlineLogMel::FinishLastStep() {
+  if (!StreamedBlocks() || rows_done_ * level_step_ >= next_frame_) return;
+  const int64_t g = rows_done_, b = g - blocks_first_;
+  float *level = NextRow();
+  if (b >= 0 && b < BlocksStored()) {
+    std::memcpy(level, blocks_.data() + b * kBlockValues, kBlockValues * sizeof(float));
+  } else {
+    std::fill(level, level + kBlockValues, 0.0f);
+  }
+  level[kOnsetFlux] =
+      g == 0 ? 0.0f
+             : MeanRise(newest_mels_.data(), prev_mels_.data(), opts_.n_mels) * flux_db_per_unit_;
 }
 
 void OnlineLogMel::ComputeFrame(const float *samples, float *out) {
@@ -545,9 +611,10 @@ void OnlineLogMel::InputFinished() {
     const size_t at = blocks_.size();
     blocks_.resize(at + kBlockValues);
     meter_.Finish(blocks_.data() + at);
-    block_end_ += opts_.hop_length;
+    block_end_ += row_hop_;
   }
   EmitFrames(nullptr, received_, true);
+  FinishLastStep();
   MeasureSignalTail();
   if (StreamedBlocks()) {
     blocks_first_ += BlocksStored();

@@ -4,22 +4,26 @@
 // from differs). Frame t is centred on sample t * hop_length when center is set (librosa's
 // framing, zero or reflect padding at both ends), else it starts there.
 //
-// Levels and onsets, off by default (KeepLevels). Each frame t owns a block of samples, so that
-// consecutive frames' blocks partition the signal: [t * hop - hop / 2, t * hop - hop / 2 + hop)
-// with center (hop / 2 rounded down), [t * hop, t * hop + hop) without, intersected with the real
-// signal [0, n) (padding, zero or reflected, is never counted). For hop <= n_fft each block is
-// complete by the time its frame is, so the blocks are measured on the input as it arrives, in
-// the pass that checks every sample is finite (a block split across chunks waits in a
-// BlockMeter): a block's numbers are MeasureBlock's on the whole block, bitwise the same for
-// every chunking. Once the input is finished the last frame's block also takes the rest of the
+// Levels and onsets, off by default (KeepLevels), per level step: k = LevelStepFrames(...)
+// consecutive frames (window_level.h; 1 for the default model's 32-ms hop, 2 for musicnn's
+// 16-ms hop), row g holding frames [g * k, g * k + k). Each step owns a block of samples, so
+// that consecutive steps' blocks partition the signal: [g * H - lead, g * H - lead + H) with
+// H = k * hop and lead = hop / 2 (rounded down) with center, 0 without, intersected with the
+// real signal [0, n) (padding, zero or reflected, is never counted). For hop <= n_fft each
+// block is complete by the time its step's last frame is, so the blocks are measured on the
+// input as it arrives, in the pass that checks every sample is finite (a block split across
+// chunks waits in a BlockMeter): a block's numbers are MeasureBlock's on the whole block,
+// bitwise the same for every chunking. Once the input is finished the last step (which may
+// hold fewer than k frames) ends with the last frame and its block also takes the rest of the
 // signal (at most hop / 2 samples with center, fewer than n_fft without), so the blocks of a
-// finished signal cover every sample exactly once. When hop > n_fft a block is further clipped
-// to its frame's samples and measured there: the samples between frames and after the last one
-// are not counted. Per frame (window_level.h's layout): the block's sum of squares, peak |x|,
-// clipped samples (|x| >= kClipLevel) and real samples, and the onset flux: the mean over mel
-// bands of max(0, m_t[b] - m_{t-1}[b]) of the log-mel frames, in dB (the log form's units times
-// its dB per unit: 10 / db_multiplier for "db", 10 for log10's "log1p", 10 / ln 10 for "ln",
-// each times 2 / power; 1 for "none", which then measures power), 0 for frame 0.
+// finished signal cover every sample exactly once. When hop > n_fft (k = 1) a block is further
+// clipped to its frame's samples and measured there: the samples between frames and after the
+// last one are not counted. Per step (window_level.h's layout): the block's sum of squares,
+// peak |x|, clipped samples (|x| >= kClipLevel) and real samples, and the onset flux: the mean
+// over mel bands of max(0, m_a[b] - m_p[b]) of the log-mel frames a (the step's last) and p (the
+// last of the step before), in dB (the log form's units times its dB per unit: 10 /
+// db_multiplier for "db", 10 for log10's "log1p", 10 / ln 10 for "ln", each times 2 / power; 1
+// for "none", which then measures power), 0 for step 0.
 //
 // Not thread-safe: one instance per stream. Different instances share nothing.
 #ifndef STREAMTAG_ONLINE_LOG_MEL_H_
@@ -70,24 +74,28 @@ class OnlineLogMel {
   // sample 0 again.
   void Reset();
 
-  // Turns the level work on and keeps the per-frame features (window_level.h) of the last
+  // Turns the level work on and keeps the per-step features (window_level.h) of the last
   // `frames` frames; 0, the default, turns it off, and then it costs nothing. Turning it on
   // must happen before the first frame is computed (the first flux needs the frame before it)
   // or after Reset(); changing a kept count keeps the newest frames. Throws
   // std::invalid_argument for frames outside [0, kMaxLevelFrames], std::runtime_error when
   // turned on after frames were computed.
   void KeepLevels(int64_t frames);
-  int64_t LevelFramesKept() const { return level_capacity_; }  // 0: off
+  int64_t LevelFramesKept() const { return level_frames_; }  // 0: off
   static constexpr int64_t kMaxLevelFrames = int64_t{1} << 22;  // 80 MB; 37 hours at 32 ms
+  int LevelStep() const { return level_step_; }  // frames per level step (row)
 
-  // Copies the per-frame features of frames [end_frame - length, end_frame) to out
-  // (length x kFrameLevelSize, row-major).
+  // The rows of frames [end_frame - length, end_frame): the steps whose last frame is in it.
+  // Throws as WindowLevel does.
+  int64_t LevelRowCount(int64_t end_frame, int64_t length) const;
+  // Copies those rows to out (LevelRowCount x kFrameLevelSize, row-major).
   void FrameLevels(int64_t end_frame, int64_t length, float *out) const;
 
-  // The level and onset rate of frames [end_frame - length, end_frame) (WindowLevelOf).
-  // Both throw std::runtime_error when levels are not kept, std::invalid_argument for
-  // length < 1, std::out_of_range naming what is kept when a frame asked for is not computed yet
-  // (after InputFinished() the last frames are) or no longer kept.
+  // The level and onset rate of frames [end_frame - length, end_frame): of the level steps
+  // whose last frame is in it (WindowLevelOf). Both throw std::runtime_error when levels are not
+  // kept, std::invalid_argument for length < 1 or a range that holds no step's last frame
+  // (length < LevelStep()), std::out_of_range naming what is kept when a frame asked for is not
+  // computed yet (after InputFinished() the last frames are) or no longer kept.
   streamtag::WindowLevel WindowLevel(int64_t end_frame, int64_t length) const;
 
   // Number of frames a whole signal of num_samples yields (after InputFinished).
@@ -106,30 +114,47 @@ class OnlineLogMel {
   simd::V4 LogForm(simd::V4 x) const;
   void KeepTail(const float *chunk, int64_t chunk_start);
   // Measures frame t's block in its samples and its flux (mels against prev_mels), where the
-  // blocks are not measured on the input (hop > n_fft).
+  // blocks are not measured on the input (hop > n_fft, one frame a step).
   void MeasureFrame(int64_t t, const float *samples, const float *mels, const float *prev_mels);
-  // With hop <= n_fft the blocks partition the signal [0, n) (block t is
-  // [t * hop - block_lead_, (t + 1) * hop - block_lead_) from 0), and each is complete by the
-  // time its frame is: so they are measured on the input as it arrives, in the same pass that
-  // checks it is finite (the frame's samples are not read again).
+  // With hop <= n_fft the steps' blocks partition the signal [0, n) (block g is
+  // [g * H - block_lead_, (g + 1) * H - block_lead_) from 0, H = row_hop_), and each is complete
+  // by the time its step's last frame is: so they are measured on the input as it arrives, in
+  // the same pass that checks it is finite (the frame's samples are not read again).
   bool StreamedBlocks() const { return level_capacity_ > 0 && opts_.hop_length <= n_fft_; }
   // Adds x[0 .. n), samples [first, first + n), to the blocks, finishing each block it completes.
   // Returns whether every square was finite (else the caller counts the samples that are not).
   bool MeasureInput(const float *x, int64_t n, int64_t first);
   void ClearBlocks();
-  // The per-frame features of frames [first, end), in out's rows (StreamedBlocks).
+  // The rows of the whole steps that frames [first, end), in out's rows, complete
+  // (StreamedBlocks).
   void MeasureStreamedFrames(int64_t first, int64_t end, const float *out);
-  void DropMeasuredBlocks();  // the blocks of frames computed
-  // At InputFinished: the last frame's block takes the rest of the signal (the blocks after it).
+  // At InputFinished, after the last frames: the last step, if it has fewer than k frames
+  // (StreamedBlocks).
+  void FinishLastStep();
+  void DropMeasuredBlocks();  // the blocks of steps done
+  // At InputFinished: the last step's block takes the rest of the signal (the blocks after it).
   void MeasureSignalTail();
-  float *LevelSlot(int64_t t) {
-    return levels_.data() + static_cast<size_t>(t % level_capacity_) * kFrameLevelSize;
+  // The next row's slot in the ring, the row counted done.
+  float *NextRow() {
+    float *row = levels_.data() + static_cast<size_t>(level_slot_) * kFrameLevelSize;
+    if (++level_slot_ == level_capacity_) level_slot_ = 0;
+    ++rows_done_;
+    return row;
   }
-  int64_t FirstLevelKept() const;
-  // Where frames [end_frame - length, end_frame) are: a pointer into the ring when they lie
-  // contiguous there, else copied into scratch. Throws as WindowLevel does.
-  const float *LevelRange(int64_t end_frame, int64_t length, const char *what,
-                          std::vector<float> &scratch) const;
+  float *RowSlot(int64_t g) {
+    return levels_.data() + static_cast<size_t>(g % level_capacity_) * kFrameLevelSize;
+  }
+  int64_t FirstLevelKept() const;  // the first frame kept
+  // The rows [*first_row, *end_row) of frames [end_frame - length, end_frame). Throws as
+  // WindowLevel does.
+  void LevelRows(int64_t end_frame, int64_t length, const char *what, int64_t *first_row,
+                 int64_t *end_row) const;
+  // Rows [first_row, end_row) as at most two runs in the ring.
+  struct RowRuns {
+    const float *first, *second;
+    int64_t first_rows, second_rows;
+  };
+  RowRuns Runs(int64_t first_row, int64_t end_row) const;
 
   LogMelOptions opts_;
   int n_fft_;
@@ -153,16 +178,22 @@ class OnlineLogMel {
   bool magnitude_ = false, apply_log_ = true;
   float log_scale_ = 1.0f, log_gain_ = 1.0f, log_offset_ = 0.0f, log_floor_ = 1e-10f;
 
-  // Kept levels: frame t in slot t % level_capacity_ of levels_.
-  int64_t level_capacity_ = 0;
-  int64_t level_slot_ = 0;  // next_frame_ % level_capacity_, kept without a division per frame
+  // Kept levels: row (level step) g in slot g % level_capacity_ of levels_.
+  int level_step_ = 1;  // frames per row
+  int64_t row_hop_ = 0;  // samples per row: level_step_ * hop_length
+  int64_t level_frames_ = 0;  // frames kept, as asked (0: off)
+  int64_t level_capacity_ = 0;  // rows in the ring
+  int64_t rows_done_ = 0;  // rows measured
+  int64_t level_slot_ = 0;  // rows_done_ % level_capacity_, kept without a division per row
   int64_t block_lead_;  // a block starts this many samples before its frame's centre (or start)
   float flux_db_per_unit_ = 1.0f;
   std::vector<float> levels_;
-  std::vector<float> prev_mels_;  // the newest frame: the next frame's flux compares with it
-  std::vector<float> rises_;  // MeasureStreamedFrames' scratch: each frame's mean rise
+  std::vector<float> prev_mels_;  // the last frame of the last step done: the next step's flux
+  std::vector<float> newest_mels_;  // the newest frame (the last step's, if it ends early)
+  std::vector<float> rises_;  // MeasureStreamedFrames' scratch: each step's mean rise
   // StreamedBlocks: the block being measured, which ends at block_end_, and the finished blocks'
-  // numbers (kSumSquares .. kRealSamples, kBlockValues floats a block) from blocks_first_ on.
+  // numbers (kSumSquares .. kRealSamples, kBlockValues floats a block; block g is step g's) from
+  // blocks_first_ on.
   static constexpr int64_t kBlockValues = kRealSamples + 1;
   int64_t BlocksStored() const { return static_cast<int64_t>(blocks_.size()) / kBlockValues; }
   BlockMeter meter_;

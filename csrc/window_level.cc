@@ -23,53 +23,18 @@ double Dbfs(double power) {
   return std::max(kSilenceDbfs, 10.0 * std::log10(power));
 }
 
-// The onsets of a window (the rule beside the constants in the header), given the sum and the
-// max of its flux values.
-int64_t CountOnsets(const float *features, int64_t n, int hop_length, double sample_rate,
-                    double flux_sum, float flux_max) {
-  if (!(flux_max >= kMinOnsetFluxDb)) return 0;  // nothing rises enough (silence: all 0)
-  const double frames_per_second = sample_rate / hop_length;
-  const int64_t radius = std::max<int64_t>(
-      1, static_cast<int64_t>(std::lround(kOnsetNeighbourhoodSeconds * frames_per_second)));
-  const int64_t min_gap = std::max<int64_t>(
-      1, static_cast<int64_t>(std::ceil(kOnsetMinGapSeconds * frames_per_second - 1e-9)));
-  auto flux = [&](int64_t t) { return features[t * kFrameLevelSize + kOnsetFlux]; };
-  const double mean = flux_sum / static_cast<double>(n);
-  const double threshold =
-      std::max(kMinOnsetFluxDb, mean + kOnsetDelta * (flux_max - mean));
-  // One pass: the peaks above the threshold (the candidates, in order) and the background (the
-  // mean of the values at or below the window's mean). Then the contrast and the gap, in order:
-  // whether a frame is a peak does not depend on the onsets before it.
-  double quiet_sum = 0.0;
-  int64_t quiet = 0, candidates = 0;
-  // Two peaks are more than radius frames apart (each is above the other otherwise).
-  const int64_t most = n / (radius + 1) + 1;
-  int64_t on_stack[256];
-  std::vector<int64_t> on_heap(most > 256 ? static_cast<size_t>(most) : 0);
-  int64_t *found = most > 256 ? on_heap.data() : on_stack;
-  for (int64_t t = 0; t < n; ++t) {
-    const float f = flux(t);
-    if (f <= mean) {
-      quiet_sum += f;
-      ++quiet;
-      continue;  // the threshold is above the mean
-    }
-    if (!(f >= threshold)) continue;
-    bool peak = true;
-    for (int64_t u = std::max<int64_t>(0, t - radius); peak && u < t; ++u) peak = f > flux(u);
-    for (int64_t u = t + 1; peak && u <= std::min(n - 1, t + radius); ++u) peak = f >= flux(u);
-    if (peak) found[candidates++] = t;
+void CheckWindowArguments(int64_t n_rows, int hop_length, double sample_rate) {
+  if (n_rows < 1) {
+    throw std::invalid_argument("a window level needs at least one frame, got " +
+                                std::to_string(n_rows));
   }
-  const double contrast_floor =
-      kOnsetContrast * (quiet > 0 ? quiet_sum / static_cast<double>(quiet) : 0.0);
-  int64_t onsets = 0, last = 0;
-  for (int64_t c = 0; c < candidates; ++c) {
-    const int64_t t = found[c];
-    if (flux(t) < contrast_floor || (onsets > 0 && t - last < min_gap)) continue;
-    ++onsets;
-    last = t;
+  if (hop_length < 1) {
+    throw std::invalid_argument("hop_length must be >= 1, got " + std::to_string(hop_length));
   }
-  return onsets;
+  if (!(sample_rate > 0.0) || !std::isfinite(sample_rate)) {
+    throw std::invalid_argument("sample_rate must be positive, got " +
+                                std::to_string(sample_rate));
+  }
 }
 
 }  // namespace
@@ -104,40 +69,12 @@ void CheckFrameLevels(const float *features, int64_t n_frames) {
   }
 }
 
-WindowLevel WindowLevelOf(const float *features, int64_t n_frames, int hop_length,
-                          double sample_rate) {
-  if (n_frames < 1) {
-    throw std::invalid_argument("a window level needs at least one frame, got " +
-                                std::to_string(n_frames));
-  }
-  if (hop_length < 1) {
-    throw std::invalid_argument("hop_length must be >= 1, got " + std::to_string(hop_length));
-  }
-  if (!(sample_rate > 0.0) || !std::isfinite(sample_rate)) {
-    throw std::invalid_argument("sample_rate must be positive, got " +
-                                std::to_string(sample_rate));
-  }
-  // Whole numbers below 2^24 in floats: their sums in double are exact.
-  double sum_squares = 0.0, clipped = 0.0, samples = 0.0, flux_sum = 0.0;
-  float peak = 0.0f, flux_max = 0.0f;
-  for (int64_t t = 0; t < n_frames; ++t) {
-    const float *frame = features + t * kFrameLevelSize;
-    sum_squares += frame[kSumSquares];
-    peak = std::max(peak, frame[kPeak]);
-    clipped += frame[kClipped];
-    samples += frame[kRealSamples];
-    flux_sum += frame[kOnsetFlux];
-    flux_max = std::max(flux_max, frame[kOnsetFlux]);
-  }
-  WindowLevel level;
-  level.rms_dbfs = samples > 0 ? Dbfs(sum_squares / samples) : kSilenceDbfs;
-  level.peak_dbfs = Dbfs(static_cast<double>(peak) * peak);
-  level.clipped = static_cast<int64_t>(clipped);
-  level.samples = static_cast<int64_t>(samples);
-  level.onsets = CountOnsets(features, n_frames, hop_length, sample_rate, flux_sum, flux_max);
-  level.onset_rate_hz = static_cast<double>(level.onsets) /
-                        (static_cast<double>(n_frames) * hop_length / sample_rate);
-  return level;
+int LevelStepFrames(int hop_length, int n_fft, double sample_rate) {
+  if (hop_length < 1 || hop_length > n_fft) return 1;  // frames apart: measured one by one
+  const double fit = std::floor(kLevelStepSeconds * sample_rate / hop_length + 1e-9);
+  // A step's samples stay below 2^23, so its counts are exact in floats (any real rate does).
+  const double most = std::max(1, (1 << 23) / hop_length);
+  return static_cast<int>(std::max(1.0, std::min(fit, most)));
 }
 
 namespace {
@@ -320,11 +257,52 @@ __attribute__((target("avx2"), flatten)) bool MeasureBlocksAvx2(const float *x, 
 }
 
 // MeanRiseRows with MeanRiseAvx2 inlined in the loop (flatten).
-__attribute__((target("avx2"), flatten)) void MeanRiseRowsAvx2(const float *rows,
-                                                               const float *before, int n,
-                                                               int64_t count, float *out) {
-  for (int64_t r = 0; r < count; ++r, before = rows, rows += n) {
+__attribute__((target("avx2"), flatten)) void MeanRiseRowsAvx2Any(const float *rows,
+                                                                  const float *before, int n,
+                                                                  int64_t stride,
+                                                                  int64_t count, float *out) {
+  for (int64_t r = 0; r < count; ++r, before = rows, rows += stride) {
     out[r] = MeanRiseAvx2(rows, before, n);
+  }
+}
+
+// The same for n / kBlockLanes == kRounds, the rounds unrolled (MeanRiseAvx2's additions in its
+// order, bitwise).
+template <int kRounds>
+__attribute__((target("avx2"))) void MeanRiseRowsAvx2Fixed(const float *rows,
+                                                           const float *before, int n,
+                                                           int64_t stride, int64_t count,
+                                                           float *out) {
+  const V8 zero{};
+  const float bands = static_cast<float>(n);
+  for (int64_t r = 0; r < count; ++r, before = rows, rows += stride) {
+    V8 r0{}, r1{}, r2{}, r3{};
+#pragma GCC unroll 8
+    for (int b = 0; b < kRounds; ++b) {
+      const float *a = rows + b * kBlockLanes, *c = before + b * kBlockLanes;
+      r0 += Max8(Load8(a) - Load8(c), zero);
+      r1 += Max8(Load8(a + 8) - Load8(c + 8), zero);
+      r2 += Max8(Load8(a + 16) - Load8(c + 16), zero);
+      r3 += Max8(Load8(a + 24) - Load8(c + 24), zero);
+    }
+    float rises = ReduceLanesAvx2(r0, r1, r2, r3);
+    for (int b = kRounds * kBlockLanes; b < n; ++b) rises += std::max(0.0f, rows[b] - before[b]);
+    out[r] = rises / bands;
+  }
+}
+
+void MeanRiseRowsAvx2(const float *rows, const float *before, int n, int64_t stride,
+                      int64_t count, float *out) {
+  switch (n / kBlockLanes) {  // 32 to 287 bands: the common mel counts
+    case 1: return MeanRiseRowsAvx2Fixed<1>(rows, before, n, stride, count, out);
+    case 2: return MeanRiseRowsAvx2Fixed<2>(rows, before, n, stride, count, out);
+    case 3: return MeanRiseRowsAvx2Fixed<3>(rows, before, n, stride, count, out);
+    case 4: return MeanRiseRowsAvx2Fixed<4>(rows, before, n, stride, count, out);
+    case 5: return MeanRiseRowsAvx2Fixed<5>(rows, before, n, stride, count, out);
+    case 6: return MeanRiseRowsAvx2Fixed<6>(rows, before, n, stride, count, out);
+    case 7: return MeanRiseRowsAvx2Fixed<7>(rows, before, n, stride, count, out);
+    case 8: return MeanRiseRowsAvx2Fixed<8>(rows, before, n, stride, count, out);
+    default: return MeanRiseRowsAvx2Any(rows, before, n, stride, count, out);
   }
 }
 
@@ -348,6 +326,192 @@ bool HasAvx2() {
   return has;
 }
 #endif
+
+// A window's rows summed in order: fields 0 .. 3 (the sums of squares, the peak, clipped and
+// real samples) and fields 1 .. 4 (the flux last) each as one 4-double vector of sums and the
+// second also as a 4-float vector of maxima, the flux copied out for the onset picking. Lane by
+// lane these are the additions of one field at a time in row order and the exact maximum, so
+// the portable and AVX2 versions give the same bits.
+typedef float RowV4f __attribute__((vector_size(16)));
+typedef double RowV4d __attribute__((vector_size(32)));
+struct RowTotals {
+  RowV4d head = {0.0, 0.0, 0.0, 0.0}, tail = {0.0, 0.0, 0.0, 0.0};  // fields 0..3, 1..4
+  RowV4f most = {0.0f, 0.0f, 0.0f, 0.0f};                            // fields 1..4
+};
+
+void AddRowsPortable(const float *row, int64_t count, float *flux, RowTotals &totals) {
+  RowV4d head = totals.head, tail = totals.tail;
+  RowV4f most = totals.most;
+  for (int64_t i = 0; i < count; ++i, row += kFrameLevelSize) {
+    RowV4f a, b;
+    std::memcpy(&a, row, sizeof a);
+    std::memcpy(&b, row + 1, sizeof b);
+    head += __builtin_convertvector(a, RowV4d);
+    tail += __builtin_convertvector(b, RowV4d);
+    most = most > b ? most : b;  // MAXPS's rule
+    flux[i] = row[kOnsetFlux];
+  }
+  totals.head = head;
+  totals.tail = tail;
+  totals.most = most;
+}
+
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+__attribute__((target("avx2"))) void AddRowsAvx2(const float *row, int64_t count, float *flux,
+                                                 RowTotals &totals) {
+  __m256d head = (__m256d)totals.head, tail = (__m256d)totals.tail;
+  __m128 most = (__m128)totals.most;
+  for (int64_t i = 0; i < count; ++i, row += kFrameLevelSize) {
+    const __m128 b = _mm_loadu_ps(row + 1);
+    head = _mm256_add_pd(head, _mm256_cvtps_pd(_mm_loadu_ps(row)));
+    tail = _mm256_add_pd(tail, _mm256_cvtps_pd(b));
+    most = _mm_max_ps(most, b);
+    flux[i] = row[kOnsetFlux];
+  }
+  totals.head = (RowV4d)head;
+  totals.tail = (RowV4d)tail;
+  totals.most = (RowV4f)most;
+}
+#endif
+
+void AddRows(const float *row, int64_t count, float *flux, RowTotals &totals, bool portable) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) return AddRowsAvx2(row, count, flux, totals);
+#endif
+  AddRowsPortable(row, count, flux, totals);
+}
+
+// The onset picking's pass over a window's flux: the values at or below the mean (their sum in
+// 8 float lanes, value t in lane t % 8 while whole rounds of 8 are left, then the rest in order
+// into `rest`, and their count) and the peaks at or above the threshold, in order.
+struct OnsetScan {
+  float lanes[8] = {};
+  float rest = 0.0f;
+  int64_t quiet = 0, candidates = 0;
+};
+
+// Whether flux[t] is the largest within +-radius (ties go to the earlier value).
+inline bool IsPeak(const float *flux, int64_t n, int64_t t, int64_t radius) {
+  const float f = flux[t];
+  for (int64_t u = std::max<int64_t>(0, t - radius); u < t; ++u) {
+    if (!(f > flux[u])) return false;
+  }
+  for (int64_t u = t + 1; u <= std::min(n - 1, t + radius); ++u) {
+    if (!(f >= flux[u])) return false;
+  }
+  return true;
+}
+
+// The values after the whole rounds, one by one.
+inline void ScanRest(const float *flux, int64_t from, int64_t n, float at_most_mean,
+                     float at_least, int64_t radius, int64_t *found, OnsetScan &scan) {
+  for (int64_t t = from; t < n; ++t) {
+    const float f = flux[t];
+    if (f <= at_most_mean) {
+      scan.rest += f;
+      ++scan.quiet;
+    } else if (f >= at_least && IsPeak(flux, n, t, radius)) {
+      found[scan.candidates++] = t;
+    }
+  }
+}
+
+void ScanOnsetsPortable(const float *flux, int64_t n, float at_most_mean, float at_least,
+                        int64_t radius, int64_t *found, OnsetScan &scan) {
+  const int64_t whole = n / 8 * 8;
+  for (int64_t t = 0; t < whole; ++t) {
+    const float f = flux[t];
+    const bool quiet = f <= at_most_mean;
+    scan.lanes[t % 8] += quiet ? f : 0.0f;
+    scan.quiet += quiet;
+    if (!quiet && f >= at_least && IsPeak(flux, n, t, radius)) found[scan.candidates++] = t;
+  }
+  ScanRest(flux, whole, n, at_most_mean, at_least, radius, found, scan);
+}
+
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+__attribute__((target("avx2,popcnt"))) void ScanOnsetsAvx2(const float *flux, int64_t n,
+                                                           float at_most_mean, float at_least,
+                                                           int64_t radius, int64_t *found,
+                                                           OnsetScan &scan) {
+  const int64_t whole = n / 8 * 8;
+  const __m256 mean = _mm256_set1_ps(at_most_mean), threshold = _mm256_set1_ps(at_least);
+  __m256 lanes = _mm256_setzero_ps();
+  int64_t quiet = 0, candidates = 0;
+  for (int64_t t = 0; t < whole; t += 8) {
+    const __m256 v = _mm256_loadu_ps(flux + t);
+    const __m256 low = _mm256_cmp_ps(v, mean, _CMP_LE_OQ);
+    lanes = _mm256_add_ps(lanes, _mm256_and_ps(low, v));
+    quiet += __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(low)));
+    // At or above the threshold and not among the quiet ones (as the portable rule has it when
+    // every value is the same).
+    unsigned high = static_cast<unsigned>(_mm256_movemask_ps(
+        _mm256_andnot_ps(low, _mm256_cmp_ps(v, threshold, _CMP_GE_OQ))));
+    while (high != 0) {
+      const int64_t u = t + __builtin_ctz(high);
+      high &= high - 1;
+      if (IsPeak(flux, n, u, radius)) found[candidates++] = u;
+    }
+  }
+  _mm256_storeu_ps(scan.lanes, lanes);
+  scan.quiet = quiet;
+  scan.candidates = candidates;
+  ScanRest(flux, whole, n, at_most_mean, at_least, radius, found, scan);
+}
+#endif
+
+// The onsets of a window's n flux values (the rule beside the constants in the header), given
+// their sum and max; rows_per_second of them.
+int64_t CountOnsets(const float *flux, int64_t n, double rows_per_second, double flux_sum,
+                    float flux_max, bool portable) {
+  if (!(flux_max >= kMinOnsetFluxDb)) return 0;  // nothing rises enough (silence: all 0)
+  const int64_t radius = std::max<int64_t>(
+      1, static_cast<int64_t>(std::lround(kOnsetNeighbourhoodSeconds * rows_per_second)));
+  const int64_t min_gap = std::max<int64_t>(
+      1, static_cast<int64_t>(std::ceil(kOnsetMinGapSeconds * rows_per_second - 1e-9)));
+  const double mean = flux_sum / static_cast<double>(n);
+  const double threshold =
+      std::max(kMinOnsetFluxDb, mean + kOnsetDelta * (flux_max - mean));
+  // The comparisons in float: f <= mean exactly when f <= at_most_mean, the largest float not
+  // above it, and f >= threshold when f >= at_least, the smallest float not below it.
+  float at_most_mean = static_cast<float>(mean), at_least = static_cast<float>(threshold);
+  if (static_cast<double>(at_most_mean) > mean) {
+    at_most_mean = std::nextafter(at_most_mean, -HUGE_VALF);
+  }
+  if (static_cast<double>(at_least) < threshold) at_least = std::nextafter(at_least, HUGE_VALF);
+  // One pass: the peaks above the threshold (the candidates, in order) and the background (the
+  // mean of the values at or below the window's mean). Then the contrast and the gap, in order:
+  // whether a row is a peak does not depend on the onsets before it. Two peaks are more than
+  // radius rows apart (each is above the other otherwise).
+  const int64_t most = n / (radius + 1) + 1;
+  int64_t on_stack[256];
+  std::vector<int64_t> on_heap(most > 256 ? static_cast<size_t>(most) : 0);
+  int64_t *found = most > 256 ? on_heap.data() : on_stack;
+  OnsetScan scan;
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) {
+    ScanOnsetsAvx2(flux, n, at_most_mean, at_least, radius, found, scan);
+  } else {
+    ScanOnsetsPortable(flux, n, at_most_mean, at_least, radius, found, scan);
+  }
+#else
+  ScanOnsetsPortable(flux, n, at_most_mean, at_least, radius, found, scan);
+#endif
+  const float *l = scan.lanes;
+  const float quiet_sum = (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))) +
+                          scan.rest;
+  const double contrast_floor =
+      kOnsetContrast *
+      (scan.quiet > 0 ? static_cast<double>(quiet_sum) / static_cast<double>(scan.quiet) : 0.0);
+  int64_t onsets = 0, last = 0;
+  for (int64_t c = 0; c < scan.candidates; ++c) {
+    const int64_t t = found[c];
+    if (flux[t] < contrast_floor || (onsets > 0 && t - last < min_gap)) continue;
+    ++onsets;
+    last = t;
+  }
+  return onsets;
+}
 
 // Whether every one of x[0 .. n) is finite: x - x is +0 for a finite x and NaN for an infinite
 // or NaN one, and a sum with a NaN in it is NaN. Three vector operations per vector of samples,
@@ -454,11 +618,12 @@ float MeanRisePortable(const float *current, const float *previous, int n) {
   return Rise(current, previous, n, true);
 }
 
-void MeanRiseRows(const float *rows, const float *before, int n, int64_t count, float *out) {
+void MeanRiseRows(const float *rows, const float *before, int n, int64_t stride, int64_t count,
+                  float *out) {
 #ifdef STREAMTAG_HAVE_AVX2_KERNELS
-  if (HasAvx2()) return MeanRiseRowsAvx2(rows, before, n, count, out);
+  if (HasAvx2()) return MeanRiseRowsAvx2(rows, before, n, stride, count, out);
 #endif
-  for (int64_t r = 0; r < count; ++r, before = rows, rows += n) {
+  for (int64_t r = 0; r < count; ++r, before = rows, rows += stride) {
     out[r] = Rise(rows, before, n, true);
   }
 }
@@ -535,6 +700,52 @@ bool BlockMeter::PartFinite() const {
   float sum = ReduceLanes(lanes_);
   for (int i = 0; i < waiting_count_; ++i) sum += waiting_[i] * waiting_[i];
   return sum <= FLT_MAX;
+}
+
+namespace {
+
+WindowLevel LevelOfRuns(const float *first, int64_t first_rows, const float *second,
+                        int64_t second_rows, int hop_length, double sample_rate, bool portable) {
+  const int64_t n = first_rows + second_rows;
+  CheckWindowArguments(n, hop_length, sample_rate);
+  // The flux values laid end to end for the onset picking, while the rows are summed.
+  float on_stack[512];
+  std::vector<float> on_heap(n > 512 ? static_cast<size_t>(n) : 0);
+  float *flux = n > 512 ? on_heap.data() : on_stack;
+  RowTotals totals;
+  AddRows(first, first_rows, flux, totals, portable);
+  if (second_rows > 0) AddRows(second, second_rows, flux + first_rows, totals, portable);
+  // Whole numbers below 2^24 in floats: their sums in double are exact.
+  const double sum_squares = totals.head[kSumSquares], clipped = totals.head[kClipped],
+               samples = totals.head[kRealSamples], flux_sum = totals.tail[kOnsetFlux - 1];
+  const float peak = totals.most[kPeak - 1], flux_max = totals.most[kOnsetFlux - 1];
+  WindowLevel level;
+  level.rms_dbfs = samples > 0 ? Dbfs(sum_squares / samples) : kSilenceDbfs;
+  level.peak_dbfs = Dbfs(static_cast<double>(peak) * peak);
+  level.clipped = static_cast<int64_t>(clipped);
+  level.samples = static_cast<int64_t>(samples);
+  const double rows_per_second = sample_rate / hop_length;
+  level.onsets = CountOnsets(flux, n, rows_per_second, flux_sum, flux_max, portable);
+  level.onset_rate_hz = static_cast<double>(level.onsets) /
+                        (static_cast<double>(n) * hop_length / sample_rate);
+  return level;
+}
+
+}  // namespace
+
+WindowLevel WindowLevelOf(const float *features, int64_t n_frames, int hop_length,
+                          double sample_rate) {
+  return LevelOfRuns(features, n_frames, nullptr, 0, hop_length, sample_rate, false);
+}
+
+WindowLevel WindowLevelOf(const float *first, int64_t first_rows, const float *second,
+                          int64_t second_rows, int hop_length, double sample_rate) {
+  return LevelOfRuns(first, first_rows, second, second_rows, hop_length, sample_rate, false);
+}
+
+WindowLevel WindowLevelOfPortable(const float *features, int64_t n_frames, int hop_length,
+                                  double sample_rate) {
+  return LevelOfRuns(features, n_frames, nullptr, 0, hop_length, sample_rate, true);
 }
 
 }  // namespace streamtag

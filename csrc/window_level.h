@@ -53,6 +53,16 @@ constexpr double kOnsetContrast = 3.5;
 // silence or a constant signal gives 0: neither has onsets.
 constexpr double kMinOnsetFluxDb = 1.0;
 
+// Levels are kept per level step: as many consecutive frames as fit in kLevelStepSeconds, at
+// least one, when frames overlap or touch (hop_length <= n_fft; one frame each otherwise). A
+// step's row holds its frames' blocks as one block and the flux from the last frame of the
+// step before to its own last frame. So every frontend measures onsets on about the same time
+// grid whatever its hop (musicnn's 16-ms frames in steps of two, the default model's 32-ms
+// frames one by one), and the level work is done per step, not per frame.
+constexpr double kLevelStepSeconds = 0.032;
+// Frames per step (at most 2^23 / hop_length: a step owns fewer than 2^23 samples).
+int LevelStepFrames(int hop_length, int n_fft, double sample_rate);
+
 struct WindowLevel {
   double rms_dbfs = kSilenceDbfs;
   double peak_dbfs = kSilenceDbfs;
@@ -65,11 +75,17 @@ struct WindowLevel {
   std::string ToString() const;
 };
 
-// Aggregates n_frames >= 1 frames of features (n_frames x kFrameLevelSize, row-major) into the
-// window's level. The features are trusted (OnlineLogMel's, or passed CheckFrameLevels). Throws
-// std::invalid_argument for n_frames < 1, hop_length < 1 or a sample rate that is not positive.
+// Aggregates n_frames >= 1 rows of features (n_frames x kFrameLevelSize, row-major) into the
+// window's level; hop_length is the samples per row (a level step's). The features are trusted
+// (OnlineLogMel's, or passed CheckFrameLevels). Throws std::invalid_argument for n_frames < 1,
+// hop_length < 1 or a sample rate that is not positive.
 WindowLevel WindowLevelOf(const float *features, int64_t n_frames, int hop_length,
                           double sample_rate);
+// The same of the rows of `first` (first_rows) followed by those of `second` (second_rows, may
+// be 0): a window that wraps around a ring, without copying it. Bitwise WindowLevelOf of the
+// rows laid end to end.
+WindowLevel WindowLevelOf(const float *first, int64_t first_rows, const float *second,
+                          int64_t second_rows, int hop_length, double sample_rate);
 
 // Checks features from outside: every value finite and >= 0, the counts whole numbers below
 // 2^24. Throws std::invalid_argument naming the frame and the field.
@@ -90,9 +106,10 @@ bool MeasureBlocks(const float *x, int64_t count, int64_t length, float *out, in
 // The mean over n >= 1 values of max(0, current[b] - previous[b]), summed in the same fixed
 // layout as MeasureBlock's: the onset flux of a log-mel frame, in the log form's units.
 float MeanRise(const float *current, const float *previous, int n);
-// MeanRise of count rows of n values (row r at rows + r * n) each against the row before it,
-// row 0 against `before`, into out[0 .. count): bitwise MeanRise's, in one call.
-void MeanRiseRows(const float *rows, const float *before, int n, int64_t count, float *out);
+// MeanRise of count rows of n values (row r at rows + r * stride) each against the row before
+// it, row 0 against `before`, into out[0 .. count): bitwise MeanRise's, in one call.
+void MeanRiseRows(const float *rows, const float *before, int n, int64_t stride, int64_t count,
+                  float *out);
 
 // One frame's features at once: MeasureBlock(x, n, level) and, when previous is not null,
 // level[kOnsetFlux] = MeanRise(current, previous, n_mels) * flux_scale (else 0), bitwise the
@@ -108,6 +125,8 @@ float MeanRisePortable(const float *current, const float *previous, int n);
 void MeasureFrameLevelPortable(const float *x, int64_t n, const float *current,
                                const float *previous, int n_mels, float flux_scale,
                                float *level);
+WindowLevel WindowLevelOfPortable(const float *features, int64_t n_frames, int hop_length,
+                                  double sample_rate);
 
 // Measures one block whose samples arrive in pieces (the stream's chunks), bitwise as
 // MeasureBlock measures the whole block at once: Add the pieces in order, then Finish. The

@@ -230,10 +230,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   // Levels: streamed against the whole signal's, bitwise.
   if (kept && frames > 0) {
-    std::vector<float> got(static_cast<size_t>(std::min(keep, frames)) *
-                           streamtag::kFrameLevelSize);
-    std::vector<float> want(got.size());
     const int64_t length = std::min(keep, frames);
+    const int64_t rows = fe[0].LevelRowCount(frames, length);  // one a level step
+    std::vector<float> got(static_cast<size_t>(rows) * streamtag::kFrameLevelSize);
+    std::vector<float> want(got.size());
     fe[0].FrameLevels(frames, length, got.data());
     streamtag::OnlineLogMel levels(opts);
     levels.KeepLevels(keep);
@@ -241,18 +241,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     levels.ComputeAll(x.data(), n, unused.data());
     levels.FrameLevels(frames, length, want.data());
     for (size_t i = 0; i < got.size(); ++i) {
-      CHECK(SameFloat(got[i], want[i]), "level %zu of frame %lld: streamed %a, whole %a (%s)",
-            i % streamtag::kFrameLevelSize,
-            (long long)(frames - length + i / streamtag::kFrameLevelSize), got[i], want[i],
+      CHECK(SameFloat(got[i], want[i]),
+            "level %zu of row %lld of the last %lld: streamed %a, whole %a (%s)",
+            i % streamtag::kFrameLevelSize, (long long)(i / streamtag::kFrameLevelSize),
+            (long long)rows, got[i], want[i],
             opts.ToString().c_str());
     }
     double samples = 0;
-    for (int64_t t = 0; t < length; ++t) {
+    for (int64_t t = 0; t < rows; ++t) {
       const float *f = got.data() + t * streamtag::kFrameLevelSize;
       CHECK(f[streamtag::kClipped] >= 0 && f[streamtag::kRealSamples] >= 0 &&
                 f[streamtag::kClipped] <= f[streamtag::kRealSamples] &&
                 f[streamtag::kRealSamples] == std::floor(f[streamtag::kRealSamples]),
-            "frame %lld: clipped %g of %g samples", (long long)(frames - length + t),
+            "row %lld of the last %lld: clipped %g of %g samples", (long long)t, (long long)rows,
             f[streamtag::kClipped], f[streamtag::kRealSamples]);
       samples += f[streamtag::kRealSamples];
     }

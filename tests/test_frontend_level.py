@@ -1,5 +1,6 @@
 """Audio level and onset rate per window, measured by the log-mel frontend as it computes frames:
-dBFS conventions, clipped samples, chunking invariance, the blocks each frame owns, onsets."""
+dBFS conventions, clipped samples, chunking invariance, the blocks each level step owns (as many
+frames as fit in 32 ms: one for the default model, two for musicnn), onsets."""
 
 from __future__ import annotations
 
@@ -69,14 +70,44 @@ def windows(fe: OnlineLogMel, name: str) -> list:
     return [fe.window_level(end, length) for end in range(length, fe.frames_ready + 1, hop)]
 
 
+def step_of(options: LogMelOptions) -> int:
+    """Frames per level step, from the definition: as many as fit in 32 ms (hop <= n_fft)."""
+    return max(1, int(0.032 * options.sample_rate / options.hop_length + 1e-9))
+
+
 def owned_blocks(options: LogMelOptions, n: int, frames: int) -> list[tuple[int, int]]:
-    """The samples each frame owns, from the definition (hop <= n_fft)."""
-    hop = options.hop_length
-    lead = hop // 2 if options.center else 0
-    blocks = [(max(0, t * hop - lead), min(n, t * hop - lead + hop)) for t in range(frames)]
+    """The samples each level step owns, from the definition (hop <= n_fft), for a finished
+    signal of `frames` frames."""
+    lead = options.hop_length // 2 if options.center else 0
+    hop = step_of(options) * options.hop_length
+    steps = -(-frames // step_of(options))
+    blocks = [(max(0, g * hop - lead), min(n, g * hop - lead + hop)) for g in range(steps)]
     if blocks:
-        blocks[-1] = (blocks[-1][0], n)  # a finished signal's tail goes to the last frame
+        blocks[-1] = (blocks[-1][0], n)  # a finished signal's tail goes to the last step
     return blocks
+
+
+def steps_in(options: LogMelOptions, end: int, length: int, frames: int) -> slice:
+    """The level steps of frames [end - length, end) of a finished signal of `frames` frames:
+    those whose last frame is in it (the last step ends with the last frame)."""
+    k = step_of(options)
+    return slice((end - length) // k, -(-frames // k) if end == frames else end // k)
+
+
+def test_a_level_step_is_as_many_frames_as_fit_in_32_ms():
+    assert OnlineLogMel(DEFAULT_MODEL).level_step == 1  # 512 samples at 16 kHz: 32 ms
+    assert OnlineLogMel(MUSICNN).level_step == 2  # 256 samples: 16 ms
+    assert OnlineLogMel(LogMelOptions.preset("librosa")).level_step == 1  # 23.2 ms
+    assert OnlineLogMel(LogMelOptions.preset("cp_jku")).level_step == 2  # 11.6 ms
+    # Frames that leave samples between them are measured one by one.
+    assert OnlineLogMel(LogMelOptions(n_fft=128, hop_length=160, n_mels=16)).level_step == 1
+    fe, _ = measured(MUSICNN, sine(2.0))
+    assert fe.frames_ready == 126
+    assert fe.frame_levels(126, 126).shape == (63, len(FRAME_LEVEL_FIELDS))
+    assert fe.frame_levels(125, 10).shape == (5, len(FRAME_LEVEL_FIELDS))  # steps end 115..123
+    with pytest.raises(ValueError, match=r"frames \[4, 5\) hold no level step's last frame.*"
+                                         r"ask for at least 2 frames"):
+        fe.window_level(5, 1)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
@@ -115,11 +146,12 @@ def test_clipped_samples_are_counted_exactly(name):
     everything = fe.window_level(fe.frames_ready, fe.frames_ready)
     assert everything.clipped == 777
     assert everything.peak_dbfs == pytest.approx(20 * np.log10(1.5))
-    # Any window: exactly the clipped samples its frames own.
+    # Any window: exactly the clipped samples its steps own.
     blocks = owned_blocks(options, len(x), fe.frames_ready)
     clipped = np.abs(x) >= CLIP_LEVEL
-    for end, length in ((40, 20), (fe.frames_ready, 7), (1, 1)):
-        want = sum(int(clipped[a:b].sum()) for a, b in blocks[end - length:end])
+    for end, length in ((40, 20), (fe.frames_ready, 7), (2, 2), (41, 20)):
+        steps = blocks[steps_in(options, end, length, fe.frames_ready)]
+        want = sum(int(clipped[a:b].sum()) for a, b in steps)
         assert fe.window_level(end, length).clipped == want
 
 
@@ -156,16 +188,17 @@ def test_blocks_partition_the_signal_and_sums_match_numpy(name):
     owners = np.zeros(n, np.int64)
     for a, b in blocks:
         owners[a:b] += 1
-    assert np.all(owners == 1), "every sample is owned by exactly one frame"
+    assert np.all(owners == 1), "every sample is owned by exactly one step"
     assert levels[:, SAMPLES].sum() == n
     assert list(levels[:, SAMPLES]) == [b - a for a, b in blocks]
     squares = x.astype(np.float64) ** 2
     want = np.array([squares[a:b].sum() for a, b in blocks])
     np.testing.assert_allclose(levels[:, SUM], want, rtol=1e-5)
     assert list(levels[:, PEAK]) == [np.abs(x[a:b]).max() for a, b in blocks]
-    # A window's RMS is numpy's over exactly the samples its frames own.
+    # A window's RMS is numpy's over exactly the samples its steps own.
     end, length = 60, 31
-    a, b = blocks[end - length][0], blocks[end - 1][1]
+    steps = blocks[steps_in(options, end, length, fe.frames_ready)]
+    a, b = steps[0][0], steps[-1][1]
     w = fe.window_level(end, length)
     assert w.samples == b - a
     assert w.rms_dbfs == pytest.approx(10 * np.log10(squares[a:b].mean()), abs=1e-4)
@@ -217,6 +250,7 @@ def test_asking_for_frames_not_computed_or_no_longer_kept_says_what_is_kept():
         fe.window_level(ready, 0)
     fe.input_finished()
     fe.window_level(fe.frames_ready, 1)  # the last frames are there once the input is finished
+    # (a step ends at the last frame, whole or not)
     fe.reset()
     with pytest.raises(IndexError, match="not computed yet"):
         fe.window_level(1, 1)
@@ -238,6 +272,7 @@ def test_levels_are_off_by_default_and_say_how_to_turn_them_on():
     fe.reset()
     fe.keep_levels(10)  # after a reset it may be turned on
     fe.accept_waveform(sine(1.0))
+    assert fe.frames_ready % 2 == 0
     assert fe.window_level(fe.frames_ready, 10).samples == 10 * MUSICNN.hop_length
 
 
@@ -261,8 +296,8 @@ def test_window_level_of_aggregates_a_hand_made_feature_array():
         window_level_of(features[:, :4], 512, SR)
     with pytest.raises(ValueError, match="at least one frame"):
         window_level_of(features[:0], 512, SR)
-    # The same numbers as the extractor's own aggregation of its frames.
+    # The same numbers as the extractor's own aggregation of its steps' rows.
     fe, _ = measured(MUSICNN, click_train(4.0))
-    assert repr(window_level_of(fe.frame_levels(150, 100), MUSICNN.hop_length, SR)) == repr(
+    assert repr(window_level_of(fe.frame_levels(150, 100), 2 * MUSICNN.hop_length, SR)) == repr(
         fe.window_level(150, 100))
     assert FRAME_LEVEL_FIELDS == ("sum_squares", "peak", "clipped", "samples", "onset_flux_db")

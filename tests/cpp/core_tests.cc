@@ -273,7 +273,7 @@ void TestJsonNumbers() {
                                      "16 decimals");
 }
 
-// Frames and per-frame levels of x fed in the given chunks (the rest in one), levels kept for
+// Frames and per-step levels of x fed in the given chunks (the rest in one), levels kept for
 // every frame.
 struct Fed {
   std::vector<float> frames, levels;
@@ -295,8 +295,10 @@ Fed FeedWithLevels(const LogMelOptions &o, const std::vector<float> &x,
   out.frames.resize(static_cast<size_t>(fe.FramesPending()) * o.n_mels);
   fe.Pop(out.frames.data(), -1);
   const int64_t t = fe.FramesReady();
-  out.levels.resize(static_cast<size_t>(t) * kFrameLevelSize);
-  if (t > 0) fe.FrameLevels(t, t, out.levels.data());
+  if (t > 0) {
+    out.levels.resize(static_cast<size_t>(fe.LevelRowCount(t, t)) * kFrameLevelSize);
+    fe.FrameLevels(t, t, out.levels.data());
+  }
   return out;
 }
 
@@ -334,7 +336,7 @@ std::vector<LogMelOptions> LevelVariants() {
   return variants;
 }
 
-// Any chunking, 1-sample chunks included, gives bitwise the whole signal's per-frame levels; the
+// Any chunking, 1-sample chunks included, gives bitwise the whole signal's per-step levels; the
 // frames are bitwise those computed without levels; the blocks partition the signal.
 void TestLevelChunkInvariance() {
   std::mt19937 rng(11);
@@ -361,16 +363,29 @@ void TestLevelChunkInvariance() {
       Check(same, "level chunk invariance, variant " + std::to_string(v) + ", length " +
                       std::to_string(length));
 
-      // Each frame's numbers against its block taken from the definition, in double.
+      // Each step's numbers against its block taken from the definition, in double: k frames a
+      // step, as many as fit in 32 ms (one when hop > n_fft), the last step ending with the
+      // last frame.
+      const int64_t frame_count = static_cast<int64_t>(whole.frames.size()) / o.n_mels;
       const int64_t frames = static_cast<int64_t>(whole.levels.size()) / kFrameLevelSize;
-      const int64_t hop = o.hop_length, lead = o.center ? hop / 2 : 0;
+      const int64_t k = o.hop_length > o.n_fft
+                            ? 1
+                            : std::max<int64_t>(1, static_cast<int64_t>(std::floor(
+                                                       0.032 * o.sample_rate / o.hop_length + 1e-9)));
+      Check(frames == (frame_count + k - 1) / k,
+            "one row a step of " + std::to_string(k) + " frames, variant " + std::to_string(v));
+      const int64_t hop = o.hop_length * k, lead = o.center ? o.hop_length / 2 : 0;
       const int64_t pad = o.center ? o.n_fft / 2 : 0, n = static_cast<int64_t>(x.size());
       std::vector<int> owners(x.size(), 0);
       bool exact = true;
       for (int64_t t = 0; t < frames; ++t) {
-        int64_t begin = std::max<int64_t>({t * hop - lead, t * hop - pad, 0});
-        int64_t end = std::min<int64_t>({t * hop - lead + hop, t * hop - pad + o.n_fft, n});
-        if (t == frames - 1 && hop <= o.n_fft) end = n;  // the tail goes to the last frame
+        int64_t begin = std::max<int64_t>(t * hop - lead, 0);
+        int64_t end = std::min<int64_t>(t * hop - lead + hop, n);
+        if (o.hop_length > o.n_fft) {  // clipped to the frame's samples
+          begin = std::max<int64_t>(begin, t * hop - pad);
+          end = std::min<int64_t>(end, t * hop - pad + o.n_fft);
+        }
+        if (t == frames - 1 && o.hop_length <= o.n_fft) end = n;  // the tail: the last step's
         double sum = 0;
         float peak = 0;
         int clipped = 0;
@@ -514,6 +529,114 @@ void TestLevelKernels() {
   }
   Check(same, "wide level kernels equal the portable ones bitwise");
   Check(exact, "block peak and clipped count exact");
+
+  // Rows of rises at a stride (level steps of several frames), every unrolled round count and
+  // the rest: bitwise MeanRise of each row against the row before it.
+  bool rows_same = true;
+  for (int bands : {1, 31, 32, 33, 64, 95, 96, 97, 128, 160, 192, 224, 255, 256, 257, 300}) {
+    for (int64_t stride : {int64_t{bands}, int64_t{2} * bands + 3}) {
+      const int64_t count = 7;
+      std::vector<float> rows = Noise(static_cast<size_t>(stride * count + bands), 40 + bands);
+      const std::vector<float> before = Noise(static_cast<size_t>(bands), 41);
+      std::vector<float> got(count);
+      MeanRiseRows(rows.data(), before.data(), bands, stride, count, got.data());
+      for (int64_t r = 0; r < count; ++r) {
+        const float *previous = r == 0 ? before.data() : rows.data() + (r - 1) * stride;
+        const float want = MeanRisePortable(rows.data() + r * stride, previous, bands);
+        rows_same &= std::memcmp(&want, &got[static_cast<size_t>(r)], sizeof want) == 0;
+      }
+    }
+  }
+  Check(rows_same, "MeanRiseRows at a stride equals MeanRise row by row, bitwise");
+}
+
+// A window's aggregation over rows in two runs (a ring's wrap) equals the same rows in one run
+// and a plain reference: sums in row order, the rule of the header for the onsets.
+void TestWindowLevelRuns() {
+  std::mt19937 rng(17);
+  bool same = true, right = true;
+  int compared = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t n = std::uniform_int_distribution<int64_t>(1, 700)(rng);
+    std::vector<float> f(static_cast<size_t>(n) * kFrameLevelSize);
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    for (int64_t t = 0; t < n; ++t) {
+      float *row = f.data() + t * kFrameLevelSize;
+      row[kSumSquares] = 50.0f * unit(rng);
+      row[kPeak] = unit(rng);
+      row[kClipped] = static_cast<float>(rng() % 3);
+      row[kRealSamples] = 512;
+      // Flux: low noise with spikes, sometimes all equal, sometimes all zero.
+      row[kOnsetFlux] = trial % 10 == 0   ? 0.0f
+                        : trial % 10 == 1 ? 2.0f
+                        : (rng() % 9 == 0 ? 5.0f + 20.0f * unit(rng) : unit(rng));
+    }
+    const WindowLevel whole = WindowLevelOf(f.data(), n, 512, 16000.0);
+    const int64_t split = std::uniform_int_distribution<int64_t>(0, n)(rng);
+    const WindowLevel runs = WindowLevelOf(f.data(), split, f.data() + split * kFrameLevelSize,
+                                           n - split, 512, 16000.0);
+    const WindowLevel portable = WindowLevelOfPortable(f.data(), n, 512, 16000.0);
+    same &= whole.ToString() == runs.ToString() && whole.rms_dbfs == runs.rms_dbfs &&
+            whole.onsets == runs.onsets;
+    same &= whole.ToString() == portable.ToString() && whole.rms_dbfs == portable.rms_dbfs &&
+            whole.peak_dbfs == portable.peak_dbfs;
+    double squares = 0, samples = 0, clipped = 0, flux_sum = 0;
+    float peak = 0, flux_max = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      const float *row = f.data() + t * kFrameLevelSize;
+      squares += row[kSumSquares];
+      samples += row[kRealSamples];
+      clipped += row[kClipped];
+      flux_sum += row[kOnsetFlux];
+      peak = std::max(peak, row[kPeak]);
+      flux_max = std::max(flux_max, row[kOnsetFlux]);
+    }
+    right &= whole.rms_dbfs == std::max(-120.0, 10.0 * std::log10(squares / samples)) &&
+             whole.peak_dbfs == std::max(-120.0, 10.0 * std::log10(double(peak) * peak)) &&
+             whole.clipped == static_cast<int64_t>(clipped) && whole.samples == n * 512;
+    // The onsets by the rule, in double throughout.
+    int64_t onsets = 0;
+    bool ambiguous = false;  // a peak at the contrast floor, which float lanes may round over
+    if (flux_max >= kMinOnsetFluxDb) {
+      const double mean = flux_sum / n;
+      const double threshold = std::max(kMinOnsetFluxDb, mean + kOnsetDelta * (flux_max - mean));
+      double quiet = 0;
+      int64_t quiet_count = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        const float v = f[t * kFrameLevelSize + kOnsetFlux];
+        if (v <= mean) quiet += v, ++quiet_count;
+      }
+      const double floor = kOnsetContrast * (quiet_count > 0 ? quiet / quiet_count : 0.0);
+      int64_t last = 0;
+      for (int64_t t = 0; t < n; ++t) {  // radius 1 and gap 2 at 31.25 rows a second
+        auto at = [&](int64_t u) { return f[u * kFrameLevelSize + kOnsetFlux]; };
+        const float v = at(t);
+        if (v <= mean || v < threshold) continue;
+        if ((t > 0 && !(v > at(t - 1))) || (t + 1 < n && !(v >= at(t + 1)))) continue;
+        ambiguous |= std::fabs(v - floor) < 1e-4 * floor;
+        if (v < floor || (onsets > 0 && t - last < 2)) continue;
+        ++onsets;
+        last = t;
+      }
+    }
+    right &= ambiguous || whole.onsets == onsets;
+    compared += !ambiguous && onsets > 0;
+  }
+  Check(compared > 100, "onsets compared in " + std::to_string(compared) + " windows");
+  // A peak exactly at the threshold (here kMinOnsetFluxDb) is an onset, in the rounds of 8 and
+  // in the rest after them.
+  for (int64_t at : {int64_t{3}, int64_t{21}}) {
+    std::vector<float> g(22 * kFrameLevelSize, 0.0f);
+    for (int64_t t = 0; t < 22; ++t) {
+      g[t * kFrameLevelSize + kRealSamples] = 512;
+      g[t * kFrameLevelSize + kOnsetFlux] = 0.01f;
+    }
+    g[at * kFrameLevelSize + kOnsetFlux] = static_cast<float>(kMinOnsetFluxDb);
+    same &= WindowLevelOf(g.data(), 22, 512, 16000.0).onsets == 1 &&
+            WindowLevelOfPortable(g.data(), 22, 512, 16000.0).onsets == 1;
+  }
+  Check(same, "a window's level over two runs equals one run's, and the portable one's, bitwise");
+  Check(right, "a window's level equals the plain reference");
 }
 
 // A block fed to BlockMeter in random pieces gives MeasureBlock's numbers for the whole block,
@@ -597,7 +720,9 @@ void TestStreamedLevelEdges() {
     late.KeepLevels(1 << 16);
     late.AcceptWaveform(clean.data() + before, static_cast<int64_t>(clean.size()) - before);
     late.InputFinished();
-    std::vector<float> levels(static_cast<size_t>(late.FramesReady()) * kFrameLevelSize);
+    std::vector<float> levels(static_cast<size_t>(late.LevelRowCount(
+                                  late.FramesReady(), late.FramesReady())) *
+                              kFrameLevelSize);
     late.FrameLevels(late.FramesReady(), late.FramesReady(), levels.data());
     Check(BitwiseEqual(levels, want.levels), "levels turned on after the first samples");
   }
@@ -626,19 +751,27 @@ void TestLevelErrors() {
   CheckThrows<std::out_of_range>([&] { fe.WindowLevel(ready + 1, 2); }, "not computed yet");
   CheckThrows<std::out_of_range>([&] { fe.WindowLevel(ready, 11); }, "no longer kept");
   CheckThrows<std::invalid_argument>([&] { fe.WindowLevel(ready, 0); }, "length 0");
-  std::vector<float> before(10 * kFrameLevelSize), after(5 * kFrameLevelSize);
+  // musicnn's 16-ms frames are kept in steps of two: a row ends at every odd frame.
+  Check(fe.LevelStep() == 2 && fe.LevelRowCount(ready, 10) == 5 &&
+            fe.LevelRowCount(ready - 1, 9) == 4 && fe.LevelRowCount(ready - 1, 8) == 4,
+        "musicnn's rows: a step of two frames");
+  CheckThrows<std::invalid_argument>([&] { fe.WindowLevel(ready - 1, 1); },
+                                     "a range holding no step's last frame");
+  std::vector<float> before(5 * kFrameLevelSize), after(3 * kFrameLevelSize);
   fe.FrameLevels(ready, 10, before.data());
   fe.KeepLevels(5);  // keeps the newest
   fe.FrameLevels(ready, 5, after.data());
-  Check(std::equal(after.begin(), after.end(), before.begin() + 5 * kFrameLevelSize),
+  Check(fe.LevelRowCount(ready, 5) == 3 &&
+            std::equal(after.begin(), after.end(), before.begin() + 2 * kFrameLevelSize),
         "shrinking the ring keeps the newest frames");
   fe.InputFinished();
   fe.WindowLevel(fe.FramesReady(), 5);
+  fe.WindowLevel(fe.FramesReady(), 1);  // the last step ends with the last frame
   fe.Reset();
   CheckThrows<std::out_of_range>([&] { fe.WindowLevel(1, 1); }, "reset forgets the levels");
   fe.AcceptWaveform(x.data(), 2000);
   Check(fe.LevelFramesKept() == 5 && fe.FramesReady() > 0, "levels stay on after reset");
-  fe.WindowLevel(fe.FramesReady(), 1);
+  fe.WindowLevel(fe.FramesReady(), 2);
 }
 
 // The block powers of frames x channels samples fed in the given chunk lengths (the rest in
@@ -799,6 +932,7 @@ int main() {
   TestLevelChunkInvariance();
   TestSineAndSilenceLevels();
   TestWindowLevelOf();
+  TestWindowLevelRuns();
   TestLevelKernels();
   TestBlockMeterPieces();
   TestStreamedLevelEdges();
