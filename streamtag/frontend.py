@@ -136,19 +136,25 @@ class OnlineLogMel(_core.OnlineLogMel):
     NaN/Inf samples become 0 and are counted in ``nonfinite_samples``.
 
     Levels (off by default, at no cost): ``keep_levels(frames)``, before the first frame or
-    after ``reset()``, measures every frame as it is computed and keeps the last ``frames``
-    frames' features; ``keep_levels(0)`` turns it off. ``window_level(end_frame, length)``
+    after ``reset()``, measures the audio as frames are computed and keeps what the last
+    ``frames`` frames need; ``keep_levels(0)`` turns it off. ``window_level(end_frame, length)``
     returns the ``WindowLevel`` of frames ``[end_frame - length, end_frame)``: ``rms_dbfs``,
     ``peak_dbfs`` (dBFS of the float samples, full scale 1.0, floored at -120: a full-scale sine
     is 0 dBFS peak and -3.01 dBFS RMS), ``clipped`` (samples with ``|x| >= CLIP_LEVEL``),
-    ``samples``, ``onsets`` and ``onset_rate_hz``. ``frame_levels(end_frame, length)`` returns
-    the per-frame features themselves, a fresh ``(length, 5)`` float32 array with the columns
-    ``FRAME_LEVEL_FIELDS``. Frame ``t`` owns the samples ``[t*hop - hop//2, t*hop - hop//2 +
-    hop)`` (``[t*hop, t*hop + hop)`` without ``center``), padding never counted; after
-    ``input_finished()`` the last frame also owns the rest of the signal, so the frames of a
-    finished signal count every sample once (for ``hop_length <= n_fft``). Any chunking gives
-    bitwise the same levels. Asking for frames not computed yet or no longer kept raises
-    ``IndexError`` naming what is kept; with levels off, ``RuntimeError``.
+    ``samples``, ``onsets`` and ``onset_rate_hz``. Levels are measured per level step of
+    ``level_step`` frames, as many as fit in 32 ms (1 for 32-ms hops such as the default
+    model's, 2 for musicnn's 16-ms hop; 1 when frames leave samples between them): step ``g``
+    holds frames ``[g*k, g*k + k)`` and owns the samples ``[g*k*hop - hop//2, (g + 1)*k*hop -
+    hop//2)`` (no ``hop//2`` without ``center``), padding never counted, and its onset flux is
+    the mean rise of the log-mel bands from the last frame of the step before to its own last
+    frame. A window takes the steps whose last frame is in it (so it holds at least one when
+    ``length >= level_step``). After ``input_finished()`` the last step ends with the last frame
+    and also owns the rest of the signal, so the steps of a finished signal count every sample
+    once (for ``hop_length <= n_fft``). ``frame_levels(end_frame, length)`` returns those steps'
+    features, a fresh ``(steps, 5)`` float32 array with the columns ``FRAME_LEVEL_FIELDS``. Any
+    chunking gives bitwise the same levels. Asking for frames not computed yet or no longer kept
+    raises ``IndexError`` naming what is kept; a range holding no step's last frame
+    ``ValueError``; with levels off, ``RuntimeError``.
     """
 
     def __init__(self, options: LogMelOptions) -> None:
@@ -164,7 +170,8 @@ def compute_logmel(samples: np.ndarray, options: LogMelOptions) -> np.ndarray:
 
 
 def window_level_of(features: np.ndarray, hop_length: int, sample_rate: float) -> WindowLevel:
-    """The ``WindowLevel`` of per-frame features ``(frames, 5)`` as ``frame_levels`` returns."""
+    """The ``WindowLevel`` of level rows ``(steps, 5)`` as ``frame_levels`` returns;
+    ``hop_length`` is the samples per row (``level_step`` times the frontend's hop)."""
     return _core.window_level_of(np.asarray(features, dtype=np.float32), hop_length, sample_rate)
 
 
