@@ -422,7 +422,7 @@ void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float
   }
   // Each row: its block's numbers (stored from blocks_first_ on) and its flux, in ring order.
   const int64_t stored = BlocksStored(), b_first = g_first - blocks_first_;
-  const float *const blocks = blocks_.data(), *const rise = rises_.data();
+  const float *const rise = rises_.data();
   const float scale = flux_db_per_unit_;
   float *const ring = levels_.data();
   int64_t slot = level_slot_;
@@ -430,12 +430,7 @@ void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float
   for (int64_t r = 0; r < count; ++r) {
     float *level = ring + slot * kFrameLevelSize;
     if (++slot == capacity) slot = 0;
-    const int64_t b = b_first + r;
-    if (b >= 0 && b < stored) {
-      std::memcpy(level, blocks + b * kBlockValues, kBlockValues * sizeof(float));
-    } else {  // a block after the signal's end: empty
-      std::fill(level, level + kBlockValues, 0.0f);
-    }
+    CopyBlock(b_first + r, stored, level);
     level[kOnsetFlux] = rise[r] * scale;
   }
   level_slot_ = slot;
@@ -446,13 +441,9 @@ void OnlineLogMel::MeasureStreamedFrames(int64_t first, int64_t end, const float
 
 void OnlineLogMel::FinishLastStep() {
   if (!StreamedBlocks() || rows_done_ * level_step_ >= next_frame_) return;
-  const int64_t g = rows_done_, b = g - blocks_first_;
+  const int64_t g = rows_done_;
   float *level = NextRow();
-  if (b >= 0 && b < BlocksStored()) {
-    std::memcpy(level, blocks_.data() + b * kBlockValues, kBlockValues * sizeof(float));
-  } else {
-    std::fill(level, level + kBlockValues, 0.0f);
-  }
+  CopyBlock(g - blocks_first_, BlocksStored(), level);
   level[kOnsetFlux] =
       g == 0 ? 0.0f
              : MeanRise(newest_mels_.data(), prev_mels_.data(), opts_.n_mels) * flux_db_per_unit_;

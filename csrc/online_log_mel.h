@@ -29,7 +29,9 @@
 #ifndef STREAMTAG_ONLINE_LOG_MEL_H_
 #define STREAMTAG_ONLINE_LOG_MEL_H_
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "fft.h"
@@ -196,6 +198,15 @@ class OnlineLogMel {
   // blocks_first_ on.
   static constexpr int64_t kBlockValues = kRealSamples + 1;
   int64_t BlocksStored() const { return static_cast<int64_t>(blocks_.size()) / kBlockValues; }
+  // Stored block b's numbers (of stored ones) into level[kSumSquares .. kRealSamples]; zeros for
+  // a block not stored (after the signal's end).
+  void CopyBlock(int64_t b, int64_t stored, float *level) const {
+    if (b >= 0 && b < stored) {
+      std::memcpy(level, blocks_.data() + b * kBlockValues, kBlockValues * sizeof(float));
+    } else {
+      std::fill(level, level + kBlockValues, 0.0f);
+    }
+  }
   BlockMeter meter_;
   int64_t block_end_ = 0;
   int64_t blocks_first_ = 0;  // the block whose numbers start blocks_

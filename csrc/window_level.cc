@@ -207,14 +207,14 @@ __attribute__((target("avx2"))) void SquaresAvx2(const float *x, int64_t rounds,
   *peak_squared = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
 }
 
-// The mean over n values of max(0, current[b] - previous[b]): RisesPortable's lanes in four
-// 8-float vectors, reduced in registers by ReduceLanes' tree, then the rest one by one (Rise's
-// additions, bitwise).
-__attribute__((target("avx2"))) float MeanRiseAvx2(const float *current, const float *previous,
-                                                   int n) {
+// The mean over n values of max(0, current[b] - previous[b]), given rounds = n / kBlockLanes:
+// RisesPortable's lanes in four 8-float vectors, reduced in registers by ReduceLanes' tree, then
+// the rest one by one (Rise's additions, bitwise). A constant rounds unrolls the loop.
+__attribute__((target("avx2"), always_inline)) inline float MeanRiseRoundsAvx2(
+    const float *current, const float *previous, int n, int rounds) {
   V8 r0{}, r1{}, r2{}, r3{};
   const V8 zero{};
-  const int rounds = n / kBlockLanes;
+#pragma GCC unroll 8
   for (int b = 0; b < rounds; ++b) {
     const float *a = current + b * kBlockLanes, *c = previous + b * kBlockLanes;
     r0 += Max8(Load8(a) - Load8(c), zero);
@@ -225,6 +225,11 @@ __attribute__((target("avx2"))) float MeanRiseAvx2(const float *current, const f
   float rises = ReduceLanesAvx2(r0, r1, r2, r3);
   for (int b = rounds * kBlockLanes; b < n; ++b) rises += std::max(0.0f, current[b] - previous[b]);
   return rises / static_cast<float>(n);
+}
+
+__attribute__((target("avx2"))) float MeanRiseAvx2(const float *current, const float *previous,
+                                                   int n) {
+  return MeanRiseRoundsAvx2(current, previous, n, n / kBlockLanes);
 }
 
 // MeasureBlock with the AVX2 kernels: the same additions lane by lane as SquaresAvx2 (two
@@ -266,28 +271,14 @@ __attribute__((target("avx2"), flatten)) void MeanRiseRowsAvx2Any(const float *r
   }
 }
 
-// The same for n / kBlockLanes == kRounds, the rounds unrolled (MeanRiseAvx2's additions in its
-// order, bitwise).
+// The same for n / kBlockLanes == kRounds, the rounds unrolled.
 template <int kRounds>
 __attribute__((target("avx2"))) void MeanRiseRowsAvx2Fixed(const float *rows,
                                                            const float *before, int n,
                                                            int64_t stride, int64_t count,
                                                            float *out) {
-  const V8 zero{};
-  const float bands = static_cast<float>(n);
   for (int64_t r = 0; r < count; ++r, before = rows, rows += stride) {
-    V8 r0{}, r1{}, r2{}, r3{};
-#pragma GCC unroll 8
-    for (int b = 0; b < kRounds; ++b) {
-      const float *a = rows + b * kBlockLanes, *c = before + b * kBlockLanes;
-      r0 += Max8(Load8(a) - Load8(c), zero);
-      r1 += Max8(Load8(a + 8) - Load8(c + 8), zero);
-      r2 += Max8(Load8(a + 16) - Load8(c + 16), zero);
-      r3 += Max8(Load8(a + 24) - Load8(c + 24), zero);
-    }
-    float rises = ReduceLanesAvx2(r0, r1, r2, r3);
-    for (int b = kRounds * kBlockLanes; b < n; ++b) rises += std::max(0.0f, rows[b] - before[b]);
-    out[r] = rises / bands;
+    out[r] = MeanRiseRoundsAvx2(rows, before, n, kRounds);
   }
 }
 
@@ -402,31 +393,22 @@ inline bool IsPeak(const float *flux, int64_t n, int64_t t, int64_t radius) {
   return true;
 }
 
-// The values after the whole rounds, one by one.
-inline void ScanRest(const float *flux, int64_t from, int64_t n, float at_most_mean,
-                     float at_least, int64_t radius, int64_t *found, OnsetScan &scan) {
+// The values [from, n) one by one: those before the last whole round (n / 8 * 8) into their
+// lanes, the rest into `rest`. The portable scan is this from 0; the AVX2 one ends with it.
+// (The vector form adds +0 to a lane for a value that is not quiet: the same sum, since a lane
+// is never -0.)
+void ScanValues(const float *flux, int64_t from, int64_t n, float at_most_mean, float at_least,
+                int64_t radius, int64_t *found, OnsetScan &scan) {
+  const int64_t whole = n / 8 * 8;
   for (int64_t t = from; t < n; ++t) {
     const float f = flux[t];
     if (f <= at_most_mean) {
-      scan.rest += f;
+      (t < whole ? scan.lanes[t % 8] : scan.rest) += f;
       ++scan.quiet;
     } else if (f >= at_least && IsPeak(flux, n, t, radius)) {
       found[scan.candidates++] = t;
     }
   }
-}
-
-void ScanOnsetsPortable(const float *flux, int64_t n, float at_most_mean, float at_least,
-                        int64_t radius, int64_t *found, OnsetScan &scan) {
-  const int64_t whole = n / 8 * 8;
-  for (int64_t t = 0; t < whole; ++t) {
-    const float f = flux[t];
-    const bool quiet = f <= at_most_mean;
-    scan.lanes[t % 8] += quiet ? f : 0.0f;
-    scan.quiet += quiet;
-    if (!quiet && f >= at_least && IsPeak(flux, n, t, radius)) found[scan.candidates++] = t;
-  }
-  ScanRest(flux, whole, n, at_most_mean, at_least, radius, found, scan);
 }
 
 #ifdef STREAMTAG_HAVE_AVX2_KERNELS
@@ -456,9 +438,19 @@ __attribute__((target("avx2,popcnt"))) void ScanOnsetsAvx2(const float *flux, in
   _mm256_storeu_ps(scan.lanes, lanes);
   scan.quiet = quiet;
   scan.candidates = candidates;
-  ScanRest(flux, whole, n, at_most_mean, at_least, radius, found, scan);
+  ScanValues(flux, whole, n, at_most_mean, at_least, radius, found, scan);
 }
 #endif
+
+void ScanOnsets(const float *flux, int64_t n, float at_most_mean, float at_least,
+                int64_t radius, int64_t *found, OnsetScan &scan, bool portable) {
+#ifdef STREAMTAG_HAVE_AVX2_KERNELS
+  if (!portable && HasAvx2()) {
+    return ScanOnsetsAvx2(flux, n, at_most_mean, at_least, radius, found, scan);
+  }
+#endif
+  ScanValues(flux, 0, n, at_most_mean, at_least, radius, found, scan);
+}
 
 // The onsets of a window's n flux values (the rule beside the constants in the header), given
 // their sum and max; rows_per_second of them.
@@ -488,15 +480,7 @@ int64_t CountOnsets(const float *flux, int64_t n, double rows_per_second, double
   std::vector<int64_t> on_heap(most > 256 ? static_cast<size_t>(most) : 0);
   int64_t *found = most > 256 ? on_heap.data() : on_stack;
   OnsetScan scan;
-#ifdef STREAMTAG_HAVE_AVX2_KERNELS
-  if (!portable && HasAvx2()) {
-    ScanOnsetsAvx2(flux, n, at_most_mean, at_least, radius, found, scan);
-  } else {
-    ScanOnsetsPortable(flux, n, at_most_mean, at_least, radius, found, scan);
-  }
-#else
-  ScanOnsetsPortable(flux, n, at_most_mean, at_least, radius, found, scan);
-#endif
+  ScanOnsets(flux, n, at_most_mean, at_least, radius, found, scan, portable);
   const float *l = scan.lanes;
   const float quiet_sum = (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))) +
                           scan.rest;
