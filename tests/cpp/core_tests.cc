@@ -635,6 +635,38 @@ void TestWindowLevelRuns() {
     same &= WindowLevelOf(g.data(), 22, 512, 16000.0).onsets == 1 &&
             WindowLevelOfPortable(g.data(), 22, 512, 16000.0).onsets == 1;
   }
+  // The background is summed in the header's layout (8 float lanes, value t in lane t % 8, a
+  // fixed tree), not in order: a peak between the two sums' contrast floors is an onset by the
+  // lanes' floor, in the portable and the AVX2 scan alike.
+  bool split_found = false;
+  std::uniform_real_distribution<float> band(0.30f, 0.31f);
+  for (int trial = 0; trial < 10000 && !split_found; ++trial) {
+    std::vector<float> quiet(31);
+    for (float &v : quiet) v = band(rng);
+    float lanes[8] = {}, in_order = 0.0f;
+    for (int t = 0, q = 0; t < 32; ++t) {
+      if (t == 5) continue;  // the peak's place
+      lanes[t % 8] += quiet[static_cast<size_t>(q)];
+      in_order += quiet[static_cast<size_t>(q++)];
+    }
+    const float tree = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                       ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    const double by_lanes = kOnsetContrast * tree / 31.0, by_order = kOnsetContrast * in_order / 31.0;
+    // The smallest float at or above the lower floor, if it is below the other.
+    float peak = static_cast<float>(std::min(by_lanes, by_order));
+    if (peak < std::min(by_lanes, by_order)) peak = std::nextafter(peak, 2.0f);
+    if (!(peak < std::max(by_lanes, by_order)) || peak < kMinOnsetFluxDb) continue;
+    split_found = true;
+    std::vector<float> g(32 * kFrameLevelSize, 0.0f);
+    for (int t = 0, q = 0; t < 32; ++t) {
+      g[t * kFrameLevelSize + kRealSamples] = 512;
+      g[t * kFrameLevelSize + kOnsetFlux] = t == 5 ? peak : quiet[static_cast<size_t>(q++)];
+    }
+    const int64_t want = peak >= by_lanes ? 1 : 0;
+    same &= WindowLevelOf(g.data(), 32, 512, 16000.0).onsets == want &&
+            WindowLevelOfPortable(g.data(), 32, 512, 16000.0).onsets == want;
+  }
+  Check(split_found, "a window whose background differs summed in lanes and in order");
   Check(same, "a window's level over two runs equals one run's, and the portable one's, bitwise");
   Check(right, "a window's level equals the plain reference");
 }
