@@ -49,6 +49,10 @@ PERIODS = ("day", "week")
 # A track without an end whose stream sent no window for this long is not playing: the
 # recording stopped (the daemon or the recorder went away) and its end is its last window.
 STALE_S = 60.0
+# The windows of audio a source already had are scored within this of its "reconnecting"
+# status (its reader notices the loss first); a window later than this without new audio
+# was scored as the daemon stopped, not as the audio came.
+LATE_WINDOW_S = 2.0
 # A daemon restart shorter than this between two tracks of one title makes them one play.
 RESTART_GAP_S = 120.0
 
@@ -153,9 +157,28 @@ def _streams(column, streams: Sequence[str] | None) -> list:
     return [column.in_(list(streams))] if streams else []
 
 
+@dataclass
+class _Down:
+    """A stream off air while the statuses are read: its span, and what says when it ends."""
+
+    span: Span
+    reasons: list[str]
+    session: str
+    samples: int | None    # the source's sample count when the loss was noticed
+    noticed: float         # the first status that said so
+
+
 def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
                   until: float | None) -> list[Span]:
-    """Spans off air that overlap [since, until], from every status up to `until`."""
+    """Spans off air that overlap [since, until], from every status up to `until`.
+
+    A span opens with a "reconnecting" or "failed" status and starts at the last audio
+    received before it (_last_audio). It ends at the first of: audio back without its
+    "running" status (the recorder was away: the source's sample count grew, in a later
+    status or a window, _resumed); the "running" status of audio back; the daemon's "ended"
+    status (it stopped while the station was off air: off air until then, not after); a
+    status of another daemon session (the daemon was killed or restarted: off air until its
+    last message)."""
     st = schema.statuses.c
     # the statuses in the range, and each stream's last one before it (down: an outage that
     # began earlier)
@@ -169,24 +192,50 @@ def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
         in_range = [sa.or_(sa.and_(st.sent_at >= since, *in_range), st.id.in_(before))]
     query = sa.select(*columns).where(*in_range).order_by(st.stream, st.sent_at, st.seq)
     spans: list[Span] = []
-    open_: dict[str, tuple[Span, list[str]]] = {}  # stream -> its span now, with its reasons
+    open_: dict[str, _Down] = {}  # stream -> its outage now
+
+    def close(down: _Down, end: float, session: str | None, sample: int | None) -> None:
+        down.span.start = _last_audio(conn, down)
+        down.span.end = max(end, down.span.start)
+        down.span.session, down.span.sample = session, sample
+        del open_[down.span.stream]
+
     for row in conn.execute(query):
-        if row.state in DOWN_STATES:
-            if row.stream not in open_:
-                span = Span(row.stream, "off_air", row.sent_at, None)
-                open_[row.stream] = (span, [])
-                spans.append(span)
-            span, reasons = open_[row.stream]
-            if row.error and row.error not in reasons and len(reasons) < 3:
-                reasons.append(row.error)
-                span.detail = "; ".join(reasons)
-        elif row.state == "running" and row.stream in open_:
-            span, _ = open_.pop(row.stream)
-            span.start = _last_audio(conn, span.stream, row.sent_at, span.start)
-            span.end = row.sent_at
-            span.session, span.sample = row.session, _samples(row.counters)
-    for span, _ in open_.values():  # still off air
-        span.start = _last_audio(conn, span.stream, until, span.start)
+        samples = _samples(row.counters)
+        down = open_.get(row.stream)
+        if down is not None:
+            if row.session != down.session:
+                close(down, _session_end(conn, down, row.sent_at), down.session,
+                      down.samples)
+            elif (samples is not None and down.samples is not None
+                  and samples > down.samples):
+                back = _resumed(conn, down, row.sent_at)
+                close(down, row.sent_at if back is None else back, down.session,
+                      down.samples)
+            elif row.state == "running":
+                close(down, row.sent_at, row.session, samples)
+            elif row.state == "ended":
+                close(down, row.sent_at, down.session, down.samples)
+        if row.state not in DOWN_STATES:
+            continue
+        if row.stream not in open_:
+            span = Span(row.stream, "off_air", row.sent_at, None)
+            open_[row.stream] = _Down(span, [], row.session, samples, row.sent_at)
+            spans.append(span)
+        down = open_[row.stream]
+        if row.error and row.error not in down.reasons and len(down.reasons) < 3:
+            down.reasons.append(row.error)
+            down.span.detail = "; ".join(down.reasons)
+    for down in list(open_.values()):  # still off air, unless its windows say otherwise
+        back = _resumed(conn, down, until)
+        if back is not None:
+            close(down, back, down.session, down.samples)
+            continue
+        later = _session_end(conn, down, until, later=True)
+        if later is not None:
+            close(down, later, down.session, down.samples)
+        else:
+            down.span.start = _last_audio(conn, down)
     return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
 
 
@@ -198,14 +247,58 @@ def _samples(counters: str | None) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _last_audio(conn: sa.Connection, stream: str, before: float | None,
-                noticed: float) -> float:
-    """When the last audio before an outage was received: its last window (the source's
-    status comes when the loss is noticed, and the windows of what it had may follow it)."""
+def _last_audio(conn: sa.Connection, down: _Down) -> float:
+    """When the last audio before an outage was received: the last window of its daemon
+    session from before the loss was noticed, or scored within LATE_WINDOW_S of it (the
+    windows of the audio the source already had may follow its status). A window sent later
+    without new audio (the daemon scoring what was left as it stopped) is not audio
+    received then; nor is a window of audio after the loss, once it came back."""
     sc = schema.scores.c
+    before_back = ([sc.end_sample <= down.samples] if down.samples is not None else [])
     last = conn.execute(sa.select(sa.func.max(sc.sent_at)).where(
-        sc.stream == stream, *([sc.sent_at < before] if before is not None else []))).scalar()
-    return noticed if last is None else last
+        sc.stream == down.span.stream, sc.session == down.session,
+        sc.sent_at <= down.noticed + LATE_WINDOW_S, *before_back)).scalar()
+    return down.noticed if last is None else min(last, down.noticed)
+
+
+def _resumed(conn: sa.Connection, down: _Down, before: float | None) -> float | None:
+    """When audio came back after an outage, from its windows where its "running" status
+    was not recorded: the first window of its session with audio past the sample count at
+    the loss, less the audio heard between (a live source's audio comes in real time);
+    None when there is none, or the sample count is unknown."""
+    if down.samples is None:
+        return None
+    sc = schema.scores.c
+    first = conn.execute(sa.select(sc.sent_at, sc.end_s, sc.end_sample).where(
+        sc.stream == down.span.stream, sc.session == down.session,
+        sc.end_sample > down.samples, sc.sent_at > down.noticed,
+        *([sc.sent_at <= before] if before is not None else []))
+        .order_by(sc.sent_at).limit(1)).first()
+    if first is None:
+        return None
+    heard = (first.end_s * (first.end_sample - down.samples) / first.end_sample
+             if first.end_sample > 0 else 0.0)
+    return max(down.noticed, first.sent_at - heard)
+
+
+def _session_end(conn: sa.Connection, down: _Down, before: float | None,
+                 later: bool = False) -> float | None:
+    """The last message (status or window) of an outage's daemon session before `before`:
+    when its monitoring ended, the daemon killed or restarted. With `later`, only when a
+    later session of the stream sent something (else None: the session may still run)."""
+    st, sc = schema.statuses.c, schema.scores.c
+    stream = down.span.stream
+    if later:
+        newer = conn.execute(sa.select(sa.func.min(sc.sent_at)).where(
+            sc.stream == stream, sc.session != down.session, sc.sent_at > down.noticed,
+            *([sc.sent_at <= before] if before is not None else []))).scalar()
+        if newer is None:
+            return None
+        before = newer
+    ends = [conn.execute(sa.select(sa.func.max(t.sent_at)).where(
+        t.stream == stream, t.session == down.session,
+        *([t.sent_at < before] if before is not None else []))).scalar() for t in (st, sc)]
+    return max([down.noticed, *[e for e in ends if e is not None]])
 
 
 def has_silences(conn: sa.Connection) -> bool:
@@ -245,23 +338,37 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
 
 
+GAP_CAUSES = {"seq": "lost on the way", "overflow": "dropped at the recorder's full queue",
+              "rejected": "refused by the database", "failed": "not written"}
+
+
+def gap_cause(cause: str) -> str:
+    """A gap's cause in words (the `gaps` table's code, docs/history.md)."""
+    return GAP_CAUSES.get(cause, cause)
+
+
 def gap_spans(conn: sa.Connection, gaps: list[dict[str, Any]]) -> list[Span]:
-    """For lost scores messages, the span of audio they covered: from the window before the
-    first one missing to the window after the last (the gap's row says when it was noticed)."""
+    """For lost scores messages, the span of audio they covered: up to the window after the
+    last one missing (or when the gap was noticed), from the window before the first one, or
+    later by as much as the audio between the two windows where that is shorter (an outage
+    between them, a live source's audio coming in real time, was not data lost)."""
     sc = schema.scores.c
     spans = []
     for gap in [g for g in gaps if g["msg_type"] == "scores"][:MAX_GAP_SPANS]:
-        def sent(seq: int) -> float | None:
-            return conn.execute(sa.select(sc.sent_at).where(
+        def window(seq: int) -> Any:
+            return conn.execute(sa.select(sc.sent_at, sc.end_s).where(
                 sc.stream == gap["stream"], sc.session == gap["session"],  # noqa: B023
-                sc.seq == seq)).scalar()
+                sc.seq == seq)).first()
 
-        before = sent(gap["first_seq"] - 1)
-        after = sent(gap["first_seq"] + gap["missed"])
-        end = after if after is not None else gap["detected_at"]
-        start = before if before is not None else end
+        before = window(gap["first_seq"] - 1)
+        after = window(gap["first_seq"] + gap["missed"])
+        end = after.sent_at if after is not None else gap["detected_at"]
+        start = before.sent_at if before is not None else end
+        if before is not None and after is not None and after.end_s > before.end_s:
+            start = min(end, max(start, end - (after.end_s - before.end_s)))
         spans.append(Span(gap["stream"], "not_recorded", start, end,
-                          f"{gap['missed']} {gap['msg_type']} messages, {gap['cause']}"))
+                          f"{gap['missed']} {gap['msg_type']} messages "
+                          f"{gap_cause(gap['cause'])}"))
     return spans
 
 
@@ -305,11 +412,34 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
     for entry in entries:
         if any(entry.cut_by(s) for s in off_air):
             entry.partial.append("off air")
+        for s in off_air:
+            clip_to_air(entry, s)
         entry.silence_s = sum(min(entry.end if entry.end is not None else now,
                                   s.end if s.end is not None else now) - max(entry.start, s.start)
                               for s in silence
                               if s.stream == entry.stream and s.overlaps(entry.start, entry.end))
     return merge_restarts(entries)
+
+
+def clip_to_air(entry: Entry, span: Span) -> None:
+    """A track's times within its audio, not an outage at its edge: one whose audio ended
+    where an outage began ends when it began (the daemon closes a track when the stream ends
+    or its title changes, maybe long after its audio stopped); one whose audio began where an
+    outage ended (the station came on air after the daemon started, or came back) starts
+    then. By the audio's sample count where both know it; else, for the end, by time."""
+    if span.stream != entry.stream:
+        return
+    by_sample = span.sample is not None and span.session == entry.session
+    if (by_sample and span.end is not None and entry.start_sample >= span.sample
+            and entry.start < span.end and (entry.end is None or span.end < entry.end)):
+        entry.start = span.end  # its audio began after the outage
+    elif entry.end is not None and entry.start < span.start < entry.end:
+        if by_sample and entry.end_sample is not None:
+            ended_there = entry.end_sample <= span.sample
+        else:
+            ended_there = span.end is None or span.end >= entry.end
+        if ended_there:
+            entry.end = span.start
 
 
 def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
@@ -433,9 +563,9 @@ def merge_restarts(entries: list[Entry]) -> list[Entry]:
             before.scores, before.top, before.active = longer.scores, longer.top, longer.active
             before.silence_s += entry.silence_s
             before.short_term = before.short_term + entry.short_term
-            before.partial = [p for p in before.partial if p != "cut"] + ["restart"] + [
-                p for p in entry.partial if p not in ("joined", "restart") + tuple(
-                    before.partial)]
+            kept = [p for p in before.partial if p != "cut"] + ["restart"]
+            before.partial = kept + [p for p in entry.partial
+                                     if p != "joined" and p not in kept]
             continue
         out.append(entry)
         last[entry.stream] = entry

@@ -1,8 +1,10 @@
 """The history as a picture: per stream, a heat strip of each leading tag's share of airtime
 over time (the share of the windows in each time bin in which the tag was active), with the
 tracks marked along the top, and drawn over the span they took: off air (red, hatched), silence
-(white, dotted) and data lost (black, hatched). Grey is a bin without any window. Times are in
-the report's zone, with dates where the range needs them."""
+(white, dotted) and data lost (black, hatched). Grey is time without any window, longer than
+a network stream's windows may come apart (HELD_GAP_HOPS hops, at least HELD_GAP_S: they come
+in bursts, as the station's server sends its pages); a shorter run of empty bins shows the
+bin before it. Times are in the report's zone, with dates where the range needs them."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from streamtag.history.timeparse import span
 MAX_BINS = 240          # columns per strip: enough to see a mood change, few enough to read
 MAX_TRACK_LABELS = 30   # more titles than this would overprint; only lines are drawn then
 MAX_STREAMS = 16        # strips in one picture; more would not be read (choose with --stream)
+# Runs of empty bins held at the bin before them: at most this many hops, and this long
+HELD_GAP_HOPS = 4.0
+HELD_GAP_S = 5.0
 # How each kind of span is drawn: face colour, hatch, label.
 SPAN_STYLE = {"off_air": ("#e4202a", "//", "OFF AIR"),
               "silence": ("#ffffff", "..", "silence"),
@@ -35,6 +40,19 @@ def bin_count(since: float, until: float, hop: float) -> int:
     """Bins for [since, until]: at most MAX_BINS, never narrower than the hop (a bin
     narrower than the time between windows would hold none or one: a barcode)."""
     return int(max(1, min(MAX_BINS, (until - since) // hop)))
+
+
+def hold_short_gaps(counts: np.ndarray, share: np.ndarray, width: float,
+                    longest: float) -> np.ndarray:
+    """`share` (tags x bins) with each run of empty bins (`counts` 0) that lies between bins
+    with windows and lasts at most `longest` seconds (bins `width` long) showing the bin
+    before it; longer runs, and those at the edges, stay empty (NaN)."""
+    out = share.copy()
+    filled = np.flatnonzero(counts > 0)
+    for before, after in zip(filled[:-1], filled[1:], strict=True):
+        if 1 < after - before and (after - before - 1) * width <= longest:
+            out[:, before + 1:after] = share[:, before:before + 1]
+    return out
 
 
 def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> list[str]:
@@ -80,6 +98,8 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
         airtime = history.airtime[stream]
         tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:top]
         edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins)
+        share = hold_short_gaps(counts, share, (until - since) / bins,
+                                max(HELD_GAP_HOPS * hop, HELD_GAP_S))
         image = ax.imshow(np.ma.masked_invalid(share), aspect="auto", interpolation="nearest",
                           cmap="viridis", vmin=0, vmax=1, extent=(x0, x1, len(tags) - 0.5, -0.5))
         ax.set_yticks(range(len(tags)),

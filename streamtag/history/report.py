@@ -39,6 +39,8 @@ __all__ = ["History", "StreamAirtime", "format_csv", "format_json", "format_text
            "load_history", "parse_time", "tag_share_bins"]
 
 DEFAULT_TAGS = 5  # tags listed per stream and per track (--tags)
+# A track's audio this much shorter than its span (an outage or a restart inside it) is shown
+HEARD_SHOWN_S = 2.0
 
 
 def iso(unix_s: float, zone: Zone | None = None) -> str:
@@ -224,11 +226,16 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                          sa.select(s.snapshots).where(*_streams(pc.stream, streams),
                                                       *_in_range(pc.taken_at, since, until))
                          .order_by(pc.taken_at, pc.id))]
-        off_air = asrun.off_air_spans(conn, streams, since, until)
+        # the outages at the edges of the range's tracks too: they end and cut them
+        lo = min([since, *(t["started_at"] for t in tracks)]) if since is not None else None
+        hi = (max([until, *(t["ended_at"] for t in tracks if t["ended_at"] is not None)])
+              if until is not None else None)
+        around = asrun.off_air_spans(conn, streams, lo, hi)
+        off_air = [s for s in around if s.overlaps(-np.inf if since is None else since, until)]
         stations = station_names(conn, streams, until)
         silence = asrun.silence_spans(conn, streams, since, until, now)
         not_recorded = asrun.gap_spans(conn, gaps)
-    entries = asrun.as_run(engine, tracks, off_air, silence, streams, since, until, top,
+    entries = asrun.as_run(engine, tracks, around, silence, streams, since, until, top,
                            now)
     return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
@@ -366,6 +373,8 @@ def format_text(history: History, events: bool = False) -> str:
             top = _names([f"{name} {value:.2f}" if e.end is not None
                           else f"{name} {100 * value:.0f}%" for name, value in e.top])
             length = span((history.now if e.end is None else e.end) - e.start)
+            if e.end is not None and e.audio_s < e.end - e.start - HEARD_SHOWN_S:
+                notes.append(f"heard {span(e.audio_s)}")  # an outage or a restart inside
             lines.append(f"    {_when(history, e.start)}  {_until(history, e.end, e.start):>8}"
                          f"  {length:>8}  {_line(e.title or '(untitled)')}"
                          + (f"  [{'; '.join(notes)}]" if notes else "") + f"  tags: {top}")
@@ -398,7 +407,7 @@ def format_text(history: History, events: bool = False) -> str:
                              f"{e['time_s']:.1f} s")
         for g in (g for g in history.gaps if g["stream"] == stream):
             lines.append(f"  MISSING {g['missed']} {_line(g['msg_type'])} messages (seq "
-                         f"{g['first_seq']}..., {_line(g['cause'])}), noticed "
+                         f"{g['first_seq']} on, {_line(asrun.gap_cause(g['cause']))}), noticed "
                          f"{_when(history, g['detected_at'])}")
         for r in (r for r in history.restarts if r["stream"] == stream):
             lines.append(f"  daemon restarted at {_when(history, r['first_sent_at'])} (session "
@@ -410,7 +419,7 @@ def format_text(history: History, events: bool = False) -> str:
 
 
 CSV_COLUMNS = ("kind", "stream", "start", "end", "duration_s", "title", "partial", "detail",
-               "value", "loudness_lufs")
+               "value", "loudness_lufs", "audio_s")
 TAG_COLUMN = "tag:"  # a tag's column: "tag:calm" (never a fixed column's name, nor a formula)
 
 
@@ -442,7 +451,7 @@ def format_csv(history: History, events: bool = True) -> str:
     zone = history.zone
 
     def row(kind, stream, start, end, title="", partial="", detail="", value="", values=None,
-            loudness=None):
+            loudness=None, audio=None):
         cells = ["" for _ in tags]
         for tag, v in (values or {}).items():
             cells[column[tag]] = f"{v:.6f}"
@@ -450,7 +459,8 @@ def format_csv(history: History, events: bool = True) -> str:
                          "" if end is None else iso(end, zone),
                          "" if start is None or end is None else f"{end - start:.3f}",
                          cell(title), partial, detail, value,
-                         "" if loudness is None else f"{loudness:.2f}", *cells])
+                         "" if loudness is None else f"{loudness:.2f}",
+                         "" if audio is None else f"{audio:.3f}", *cells])
 
     for stream, a in sorted(history.airtime.items()):
         row("airtime", stream, a.first_at, a.last_at, value=a.windows,
@@ -459,7 +469,7 @@ def format_csv(history: History, events: bool = True) -> str:
         values = {name: v for name, v in e.scores.items() if name in column}
         row("now_playing" if e.now_playing else "track", e.stream, e.start, e.end,
             e.title or "", "; ".join(e.partial), cell("; ".join(e.active)), e.windows, values,
-            e.loudness_lufs)
+            e.loudness_lufs, e.audio_s)
     for kind, spans in (("off_air", history.off_air), ("silence", history.silence),
                         ("not_recorded", history.not_recorded)):
         for s in spans:
@@ -476,7 +486,7 @@ def format_csv(history: History, events: bool = True) -> str:
                 value=f"{e['score']:.6f}")
     for g in history.gaps:
         row("gap", g["stream"], g["detected_at"], None,
-            detail=cell(f"{g['msg_type']} {g['cause']}"), value=g["missed"])
+            detail=cell(f"{g['msg_type']} {asrun.gap_cause(g['cause'])}"), value=g["missed"])
     for r in history.restarts:
         row("restart", r["stream"], r["first_sent_at"], None, detail=cell(r["session"]))
     return out.getvalue()
