@@ -61,6 +61,24 @@ def test_record_stops_at_once_on_an_sqlite_file_it_cannot_open(tmp_path, capsys)
     assert "check that its folder exists" in capsys.readouterr().err
 
 
+def test_a_file_that_is_not_a_database_is_named_not_a_traceback(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    said = f"'{notes}' is not an SQLite database"
+    thread, stop, status = record_in_thread(["--connect", f"tcp://127.0.0.1:{free_port()}",
+                                             "--db", f"sqlite:///{notes}"])
+    thread.join(60)
+    stop.set()
+    thread.join(10)
+    assert status == [2]
+    assert said in capsys.readouterr().err
+    for argv in (["record", "--upgrade"], ["history"]):
+        assert main([*argv, "--db", f"sqlite:///{notes}"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+    assert notes.read_text() == "not a database\n"  # left as it was
+
+
 @pytest.fixture(scope="module")
 def postgres():
     from postgres_server import PostgresServer

@@ -11,6 +11,8 @@ import logging
 import sys
 import threading
 
+import sqlalchemy as sa
+
 from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.errors import ConfigError
 from streamtag.history import schema
@@ -39,7 +41,10 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
         if args.upgrade:
             try:
                 revision = schema.upgrade(engine)
-            except RETRYABLE_DB_ERRORS as exc:
+            except sa.exc.DatabaseError as exc:
+                if not isinstance(exc, RETRYABLE_DB_ERRORS) and not permanent_db_error(
+                        exc, engine):
+                    raise
                 raise ConfigError(permanent_db_error(exc, engine)
                                   or f"cannot reach {schema.describe_url(engine)}: "
                                      f"{str(exc.orig).strip()[:200]}") from None

@@ -662,10 +662,12 @@ def start_when_up(engine: Engine, make: Callable[[], Recorder], stop: threading.
         try:
             schema.upgrade(engine)
             return make().start()  # reads the database before it subscribes
-        except RETRYABLE_DB_ERRORS as exc:
+        except sa.exc.DatabaseError as exc:
             permanent = permanent_db_error(exc, engine)
             if permanent is not None:
                 raise ConfigError(permanent) from None
+            if not isinstance(exc, RETRYABLE_DB_ERRORS):
+                raise
             wait_s = backoff.next_wait_s()
             log.warning("cannot reach %s (%s); retrying in %.1f s", schema.describe_url(engine),
                         str(exc.orig).strip()[:200], wait_s)
@@ -690,6 +692,8 @@ def permanent_db_error(exc: sa.exc.DBAPIError, engine: Engine) -> str | None:
     error worth retrying (the server is down or refuses connections, a busy database)."""
     url = schema.describe_url(engine)
     text = str(exc.orig).strip()
+    if schema.not_a_database(exc, engine):
+        return schema.not_a_database(exc, engine)
     detail = text.rpartition("FATAL:")[2].strip()[:200] or text[:200]
     if engine.url.get_backend_name() == "sqlite":
         if getattr(exc.orig, "sqlite_errorname", None) in _SQLITE_PERMANENT:

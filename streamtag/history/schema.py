@@ -315,15 +315,27 @@ def _refuse_newer(current: str | None, engine: Engine) -> None:
                           "it); upgrade streamtag")
 
 
+def not_a_database(exc: sa.exc.DBAPIError, engine: Engine) -> str | None:
+    """The error, with its fix, when an SQLite --db names a file that is something else;
+    None otherwise."""
+    if (engine.url.get_backend_name() == "sqlite"
+            and getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_NOTADB"):
+        return (f"{engine.url.database!r} is not an SQLite database "
+                f"({str(exc.orig).strip()[:200]}); name a history database, or a file that "
+                "does not exist yet for a new one, in --db sqlite:///PATH")
+    return None
+
+
 def check_readable(engine: Engine) -> None:
     """Raise ConfigError unless the database holds this code's schema revision."""
     head = head_revision()
     try:
         with engine.connect() as connection:
             current = current_revision(connection)
-    except sa.exc.OperationalError as exc:
-        raise ConfigError(f"cannot open the history database {describe_url(engine)}: "
-                          f"{str(exc.orig).strip()}") from None
+    except sa.exc.DatabaseError as exc:
+        raise ConfigError(not_a_database(exc, engine)
+                          or f"cannot open the history database {describe_url(engine)}: "
+                             f"{str(exc.orig).strip()}") from None
     if current == head:
         return
     if current is None:
