@@ -189,6 +189,17 @@ def test_text_lists_top_tags_and_leaves_events_out_unless_asked(session, capsys)
     assert history(capsys, "--db", url, "--tags", "0").returncode == 2
 
 
+def test_a_stream_never_recorded_is_named_not_read_as_an_empty_range(session, capsys):
+    url, *_ = session
+    typo = history(capsys, "--db", url, "--stream", "radio-l", "--stream", "radio-1")
+    assert typo.returncode == 2 and typo.stdout == ""
+    assert "--stream 'radio-l': never recorded in" in typo.stderr
+    assert "its streams: 'radio-1', 'radio-2'" in typo.stderr
+    # a stream recorded, in a range where it has nothing: an empty range, as before
+    empty = history(capsys, "--db", url, "--stream", "radio-2", "--until", "2001-01-01")
+    assert empty.returncode == 0 and "nothing recorded in this range" in empty.stdout
+
+
 def test_csv_is_wide_one_row_per_track_with_a_column_per_tag(session, capsys):
     url, t0, played, _ = session
     result = history(capsys, "--db", url, "--csv", "--tz", "Europe/Berlin", "--no-events")

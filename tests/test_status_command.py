@@ -18,7 +18,7 @@ from test_ogg_titles import PIECES, encode_links
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.cli import main
-from streamtag.commands.status import run_status
+from streamtag.commands.status import format_status, run_status
 from streamtag.daemon.config import SourceConfig
 
 STATION = "Status Test FM"
@@ -68,8 +68,13 @@ def test_status_json_is_the_daemon_s_reply_and_stream_picks_streams(radio_daemon
     assert state["title"] in {f"{a} - {t}" for a, t in PIECES}
     assert state["counters"]["windows"] > 0
     assert reply["model"]["name"] == radio_daemon.model.name
-    assert main(["status", "--control", radio_daemon.control.endpoint, "--stream", "other"]) == 0
-    assert "streams  none of other" in capsys.readouterr().out
+    # a stream the daemon does not serve is an error that names the ones it does
+    assert main(["status", "--control", radio_daemon.control.endpoint, "--stream", "other",
+                 "--stream", "ogg-radio"]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert "--stream 'other': the daemon serves no such stream; its streams: 'ogg-radio'" in \
+        said.err
 
 
 def test_status_says_when_no_daemon_answers_or_the_token_is_wrong(radio_daemon, capsys):
@@ -132,3 +137,15 @@ def test_control_adds_and_removes_a_stream_and_says_what_the_daemon_refused(
     nobody = f"tcp://127.0.0.1:{free_port()}"
     assert main(["control", "remove", "file-1", "--control", nobody]) == 1
     assert f"no reply from the control socket at {nobody}" in capsys.readouterr().err
+
+
+def test_a_stream_that_is_down_shows_no_stale_level():
+    level = {"rms_dbfs": -20.0, "peak_dbfs": -3.0}
+    reply = {"ok": True, "streams": {
+        "up": {"state": "running", "level": level},
+        "down": {"state": "reconnecting", "error": "the station answered HTTP 404",
+                 "level": level}}}
+    lines = {line.split()[0]: line for line in format_status(reply, None)
+             if line.startswith(("up ", "down "))}
+    assert "level -20.0 dBFS" in lines["up"]
+    assert "dBFS" not in lines["down"]

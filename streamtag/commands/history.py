@@ -19,6 +19,8 @@ from streamtag.history.plot import plot_history
 from streamtag.history.report import format_csv, format_json, format_text, load_history
 from streamtag.history.timeparse import parse_range, zone_named
 
+KNOWN_SHOWN = 20  # streams named when one asked for is unknown
+
 
 def cmd_history(args: argparse.Namespace) -> int:
     """args has db, stream, since, until, tz, json, csv, plot, top, tags, events and period."""
@@ -41,6 +43,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         schema.check_readable(engine)
+        if args.stream:
+            require_streams(engine, args.stream)
         history = load_history(engine, args.stream or None, since, until, top=tags, zone=zone,
                                period=args.period, now=now)
         if args.plot:
@@ -69,3 +73,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(terminal_text(format_text(history, bool(events))))
     return 0
+
+
+def require_streams(engine: sa.Engine, streams: list[str]) -> None:
+    """ConfigError naming the streams asked for that the database never recorded (a typo
+    reads as an empty range otherwise), with the streams it has."""
+    c = [t.c.stream for t in (schema.statuses, schema.scores)]
+    with engine.connect() as conn:
+        found = {row.stream for column in c for row in conn.execute(
+            sa.select(column.label("stream")).where(column.in_(streams)).distinct())}
+        unknown = [name for name in dict.fromkeys(streams) if name not in found]
+        if not unknown:
+            return
+        known = sorted({row.stream for column in c for row in conn.execute(
+            sa.select(column.label("stream")).distinct().limit(KNOWN_SHOWN + 1))})
+    listed = ", ".join(terminal_text(repr(name)) for name in known[:KNOWN_SHOWN]) or "none yet"
+    more = " and more" if len(known) > KNOWN_SHOWN else ""
+    raise ConfigError(f"--stream {', '.join(terminal_text(repr(n)) for n in unknown)}: "
+                      f"never recorded in {schema.describe_url(engine)}; its streams: "
+                      f"{listed}{more}")

@@ -28,6 +28,7 @@ from streamtag.wire.protocol import canonical_json
 from streamtag.wire.security import ClientCurve
 
 ATTEMPT_MS = 2000  # one request's wait for its reply; ask_daemon asks again until its deadline
+DOWN_STATES = ("reconnecting", "failed", "ended")
 EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the daemon's state
 
 
@@ -143,8 +144,7 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
     shown = {sid: state for sid, state in sorted((reply.get("streams") or {}).items())
              if streams is None or sid in streams}
     if not shown:
-        lines.append("streams  none" if streams is None else
-                     f"streams  none of {', '.join(sorted(_shown(s) for s in streams))}")
+        lines.append("streams  none")
     for sid, state in shown.items():
         if not isinstance(state, Mapping):
             continue
@@ -153,7 +153,8 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
         head += f'  "{_shown(title)}"' if isinstance(title, str) else "  (untitled)"
         if isinstance(state.get("station"), str):
             head += f'  station "{_shown(state["station"])}"'
-        level = _level(state)
+        # the level of audio now: none while the source is down (the last one is stale)
+        level = _level(state) if state.get("state") not in DOWN_STATES else None
         if level:
             head += f"  {level}"
         lines.append(head)
@@ -219,6 +220,16 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
     reply = answered(endpoint, {"cmd": "status"}, wait_s, say, curve=curve, token=token)
     if reply is None:
         return EXIT_UNREACHABLE
+    if streams is not None:
+        served = reply.get("streams") if isinstance(reply.get("streams"), Mapping) else {}
+        unknown = sorted(streams - set(served))
+        if unknown:
+            names = sorted(served)
+            say(f"--stream {', '.join(_shown(repr(s)) for s in unknown)}: the daemon serves "
+                "no such stream; its streams: "
+                + (", ".join(_shown(repr(s)) for s in names[:20]) or "none")
+                + (" and more" if len(names) > 20 else ""))
+            return EXIT_USAGE
     if as_json:
         body = {k: v for k, v in reply.items() if k != "ok"}
         if streams is not None:
