@@ -245,6 +245,12 @@ def test_add_source_opens_what_it_checked_no_file_outside_the_roots(model_path, 
         reply = control_request(control, {"cmd": "add_source", "id": "ok", "realtime": True,
                                           "spec": "\tfile:song.flac"})
         assert reply["ok"], reply
+        # the same id again while it plays (4 s): refused for the id first, whatever else is
+        # wrong with the spec
+        for spec in ("\tfile:song.flac", f"file:{secret}"):
+            reply = control_request(control, {"cmd": "add_source", "id": "ok", "spec": spec})
+            assert refused(reply, "'ok': a stream with that id is already running; remove it "
+                                  "first"), reply
         source = daemon.status()["streams"]["ok"]["source"]
         assert source == str(inside)  # the resolved path that was checked is what is opened
     finally:

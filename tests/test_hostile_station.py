@@ -307,3 +307,14 @@ def test_a_host_policy_connects_only_to_an_address_it_checked():
 ])
 def test_urls_are_shown_without_their_secrets(url, shown):
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("url, why", [("http://127.0.0.1:99999/live.mp3", "out of range"),
+                                      ("http://127.0.0.1:http/live.mp3", "integer")])
+def test_a_url_with_a_bad_port_says_what_is_wrong_and_the_form(url, why):
+    for make in (lambda: HttpSource(url), lambda: HostPolicy().check_name(url)):
+        with pytest.raises(SourceError) as error:
+            make()
+        said = str(error.value)
+        assert f"{url} is not a valid URL" in said and why in said
+        assert "PORT from 1 to 65535" in said

@@ -718,6 +718,11 @@ class Daemon:
             limit = self.config.control.max_sources
             with self._lock:
                 running = sum(1 for r in self._runs.values() if r.final is None)
+                taken = sid in self._runs and self._runs[sid].final is None
+            if taken:  # said before the spec's checks, which would name another problem
+                raise ConfigError(f"add_source refuses {sid!r}: a stream with that id is "
+                                  f"already running; remove it first (streamtag control "
+                                  f"remove {sid}) or choose another id")
             if running >= limit:
                 raise ConfigError(f"add_source refuses {sid!r}: {running} streams run, the "
                                   f"most control.max_sources ({limit}) allows; remove one, or "

@@ -100,11 +100,7 @@ class HostPolicy:
     def check_name(self, url: str) -> tuple[str, int]:
         """The host and port of ``url``, once its scheme and its name may be opened (before
         any address is known); SourceError otherwise. Resolves nothing."""
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise SourceError(f"{redact_url(url)} is not a valid URL") from None
+        parts, port = split_url(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise SourceError(f"{redact_url(url)}: only http and https URLs are opened")
@@ -134,7 +130,8 @@ class HostPolicy:
         if _is_private(address) and not self.private and not listed:
             raise SourceError(f"host {host} resolves to {address}, a loopback or private "
                               "address, which sources added at run time may not reach; "
-                              "list it in allow_hosts to allow it")
+                              "list it in [control] allow_hosts (or set "
+                              "allow_private_hosts = true) to allow it")
 
     def addresses(self, host: str, port: int) -> list[str]:
         """The addresses ``host`` resolves to; SourceError when it does not resolve."""
@@ -173,6 +170,17 @@ class HostPolicy:
 
 # user:password@ in a string that urlsplit refuses (an unclosed IPv6 bracket, a bad port).
 _USERINFO = re.compile(r"(://[^/?#@:]*):[^/?#@]*@")
+
+
+def split_url(url: str) -> tuple[urllib.parse.SplitResult, int | None]:
+    """``url``'s parts and port; SourceError saying what is wrong with it otherwise (a port
+    out of range or not a number, a bracket left open)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts, parts.port
+    except ValueError as exc:
+        raise SourceError(f"{redact_url(url)} is not a valid URL ({exc}); give "
+                          "http(s)://HOST[:PORT]/PATH with a PORT from 1 to 65535") from None
 
 
 def redact_url(url: str) -> str:

@@ -77,7 +77,7 @@ from streamtag.sources.base import (
     packet_tags,
     title_from_tags,
 )
-from streamtag.sources.hosts import HostPolicy, redact_url
+from streamtag.sources.hosts import HostPolicy, redact_url, split_url
 from streamtag.sources.icy import MIN_METAINT, IcyBlock, IcyReader, ReadLimitError, parse_metaint
 
 log = logging.getLogger(__name__)
@@ -312,11 +312,7 @@ class HttpSource(Source):
                  host_policy: HostPolicy | None = None) -> None:
         super().__init__()
         self.description = redact_url(url)
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            raise SourceError(f"{self.description}: not a valid URL") from None
+        parts, _ = split_url(url)
         if parts.scheme.lower() not in ("http", "https"):
             raise SourceError(f"{self.description}: not an http(s) URL")
         # Checked (and the back-off state built) per iteration of chunks(); here to fail early.
