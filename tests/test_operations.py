@@ -279,6 +279,14 @@ def test_listen_says_a_stream_is_starting_rather_than_untitled():
                      'now           song         now playing "Artist - Song"']
 
 
+def test_a_track_s_times_read_as_a_clock_a_minute_never_60_seconds():
+    from streamtag.commands.listen import _span
+
+    assert _span(0.0, 59.9987) == "0:00.0-1:00.0"
+    assert _span(59.94, 119.96) == "0:59.9-2:00.0"
+    assert _span(61.04, 3599.99) == "1:01.0-60:00.0"
+
+
 # -- flags -----------------------------------------------------------------------------------
 
 

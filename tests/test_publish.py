@@ -504,6 +504,10 @@ def test_listen_ends_after_its_duration_and_reports_bad_arguments(ctx, capsys):
     err = capsys.readouterr().err
     assert err.count("nothing heard") == 1 and endpoint in err, err
     assert "--server-key and --client-key" in err and out.getvalue() == ""
+    # a --duration that ends before that wait, past a heartbeat's, says it as it stops
+    assert run_listen(endpoint, None, duration=3.2, out=out, context=ctx) == 0
+    err = capsys.readouterr().err
+    assert err.count("nothing heard") == 1 and "in 3.2 s" in err and "Stopped (--duration)" in err
     assert run_listen(endpoint, ["no spaces"], count=1, out=out, context=ctx) == 2
     assert run_listen("nonsense", None, count=1, out=out, context=ctx) == 2
     assert "streamtag listen" in capsys.readouterr().err

@@ -39,6 +39,9 @@ from streamtag.wire.subscriber import ALL_TOPICS, ReceivedMessage, Subscriber
 # three of them means nothing publishes there, or CURVE keys missing or not let in (which hear
 # nothing at all).
 NOTHING_HEARD_S = 6.0
+# A --duration at least this long that heard nothing at all says so as it ends (a heartbeat
+# every 2 s, and a moment to connect)
+NOTHING_HEARD_MIN_S = 3.0
 
 _BOLD, _GREEN, _RED, _RESET = "\033[1m", "\033[32m", "\033[31m", "\033[0m"
 
@@ -70,8 +73,9 @@ def _track_summary(body: TrackBody) -> str:
 
 def _span(start_s: float, end_s: float) -> str:
     def clock(seconds: float) -> str:
-        minutes, secs = divmod(seconds, 60.0)
-        return f"{int(minutes)}:{secs:04.1f}"
+        # rounded to tenths first: 59.9987 s reads 1:00.0, not 0:60.0
+        minutes, tenths = divmod(round(max(0.0, seconds) * 10), 600)
+        return f"{minutes}:{tenths / 10:04.1f}"
     return f"{clock(start_s)}-{clock(end_s)}"
 
 
@@ -237,20 +241,27 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                               file=sys.stderr)
             started, heard = time.monotonic(), False
             watch_silence = HEARTBEAT in subscriber.topics
+            where = endpoint if isinstance(endpoint, str) else ", ".join(endpoint)
+
+            def nothing_heard(seconds: float, then: str) -> None:
+                print(f"streamtag listen: nothing heard from {where} in {seconds:g} s, not "
+                      "even a heartbeat (a daemon sends one every 2 s by default): is one "
+                      "publishing there and, if it uses CURVE keys, are --server-key and "
+                      "--client-key given, with a client key the daemon lets in? " + then,
+                      file=sys.stderr, flush=True)
+
             while count is None or printed < count:
                 if watch_silence and not heard and \
                         time.monotonic() - started >= nothing_heard_s:
                     watch_silence = False
-                    where = endpoint if isinstance(endpoint, str) else ", ".join(endpoint)
-                    print(f"streamtag listen: nothing heard from {where} in "
-                          f"{nothing_heard_s:g} s, not even a heartbeat (a daemon sends one "
-                          "every 2 s by default): is one publishing there and, if it uses CURVE "
-                          "keys, are --server-key and --client-key given, with a client key the "
-                          "daemon lets in? Still listening.", file=sys.stderr, flush=True)
+                    nothing_heard(nothing_heard_s, "Still listening.")
                 wait_ms = 500
                 if deadline is not None:
                     left_ms = (deadline - time.monotonic()) * 1e3
                     if left_ms <= 0:
+                        # a --duration shorter than the warning's wait, past a heartbeat's
+                        if watch_silence and not heard and duration >= NOTHING_HEARD_MIN_S:
+                            nothing_heard(round(duration, 1), "Stopped (--duration).")
                         break
                     wait_ms = min(wait_ms, math.ceil(left_ms))
                 message = subscriber.recv(wait_ms)
