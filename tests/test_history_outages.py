@@ -149,6 +149,11 @@ def test_tracks_end_and_start_where_their_audio_did(outages, capsys):
         ("A", 0.0, 60.0, ["joined", "cut", "off air"], 60),
         # started with the daemon's session, but its audio began when the station came on
         ("B", 111.0, 201.0, ["joined", "off air"], 60)]
+    # a track without a track message (its daemon killed, or still playing): its audio
+    # began a window's audio before its first window was sent
+    (_, d) = report(capsys, url, "k")["asrun"]
+    assert (d["title"], d["start"] - t0, d["partial"]) == ("D", pytest.approx(103.5),
+                                                           ["joined", "cut"])
     text = history(capsys, "--db", url, "--stream", "r", "--since", str(t0 - 5)).stdout
     (b_line,) = [line for line in text.splitlines() if "  B  " in line]
     assert "1:30  B" in b_line and "heard 1:00" in b_line  # 30 s of it off air

@@ -474,11 +474,12 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
         after = [sc.end_sample > last.end_sample] if last is not None else []
         counts: Counter[str] = Counter()
         windows = 0
-        first_s = last_s = first_at = last_at = None
+        first_s = last_s = first_at = last_at = first_end_s = None
         for agg in conn.execute(
                 sa.select(sc.model_id, sc.active, sa.func.count().label("n"),
                           sa.func.min(sc.start_s).label("first_s"),
                           sa.func.max(sc.end_s).label("last_s"),
+                          sa.func.min(sc.end_s).label("first_end_s"),
                           sa.func.min(sc.sent_at).label("first_at"),
                           sa.func.max(sc.sent_at).label("last_at"))
                 .where(sc.stream == session.stream, sc.session == session.session, *after)
@@ -489,12 +490,21 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
             first_s = agg.first_s if first_s is None else min(first_s, agg.first_s)
             last_s = agg.last_s if last_s is None else max(last_s, agg.last_s)
             first_at = agg.first_at if first_at is None else min(first_at, agg.first_at)
+            first_end_s = (agg.first_end_s if first_end_s is None
+                           else min(first_end_s, agg.first_end_s))
             last_at = agg.last_at if last_at is None else max(last_at, agg.last_at)
             for tag in schema.unpack_names(agg.active):
                 counts[tag] += agg.n
         if not windows:
             continue
-        start = last.ended_at if last is not None else first_at
+        if last is not None:
+            start = last.ended_at
+        else:  # the session's first track: its audio began a window before its first window
+            began = conn.execute(sa.select(sa.func.min(st.sent_at)).where(
+                st.stream == session.stream, st.session == session.session)).scalar()
+            start = first_at - max(0.0, first_end_s or 0.0)
+            if began is not None:  # not before the session (a file is read faster)
+                start = max(start, min(began, first_at))
         ranked = [(tag, n / windows) for tag, n in counts.most_common(top) if n]
         entry = Entry(session.stream, status.title if status is not None else None, start,
                       None, (last_s - first_s) if first_s is not None else 0.0, windows, ranked,
