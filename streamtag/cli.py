@@ -212,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-port", type=port_number, default=8080,
                    help="with --venue: the page's HTTP port (default 8080)")
     p.add_argument("--dashboard-host", default="127.0.0.1",
-                   help="with --venue: the address the page listens on (default loopback)")
+                   help="with --venue: the address the page listens on (default loopback; "
+                        "0.0.0.0 for a screen on another machine)")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="with --venue: a name the page may be reached by (its Host), besides "
+                        "localhost and IP addresses; repeatable (as for streamtag dashboard)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_command("run"))
 
@@ -262,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=seconds_from_0, default=30.0, metavar="SECONDS",
                    help="with --control: how long to wait for a daemon that is not up yet "
                         "(default 30; 0: ask once)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="with --control: the daemon's control token file, where it is not "
+                        "the default (control.token in streamtag's folder)")
     p.set_defaults(func=_command("listen"))
 
     p = sub.add_parser("status", help="what a running daemon is doing: each stream's state, "
@@ -327,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_FEED_ENDPOINT})")
     p.add_argument("--control", metavar="ENDPOINT", type=zmq_endpoint,
                    help="the daemon's control endpoint: the current state is fetched at start")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="with --control: the daemon's control token file, where it is not "
+                        "the default (control.token in streamtag's folder)")
     p.add_argument("--port", type=port_number, default=8080,
                    help="HTTP port (default 8080; 0: any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")

@@ -53,7 +53,8 @@ class FakeDaemon:
     `set_active`, `status`): heartbeats, each stream's scores for `tags` and, every `status_s`
     (never when None), each stream's status with its title. Each keyword names a stream and
     its state: active (tags), scores (False: none published), audio (AudioLevel), mood (Mood),
-    title. With `control`, a ControlServer answers snapshot and status as a daemon would.
+    title, state and error (its status: "running" and None unless set). With `control`, a
+    ControlServer answers snapshot and status as a daemon would.
     A new FakeDaemon on the same endpoints is a restarted daemon (a new session)."""
 
     def __init__(self, endpoint: str, control: str | None = None, *, tags: tuple[str, ...],
@@ -98,7 +99,8 @@ class FakeDaemon:
     def _status(self, request: dict) -> dict:
         with self._lock:
             return {"session": self.publisher.session,
-                    "streams": {name: {"state": "running", "error": None,
+                    "streams": {name: {"state": state.get("state", "running"),
+                                       "error": state.get("error"),
                                        "source": "device:test", "title": state["title"],
                                        "counters": {"windows": 7}}
                                 for name, state in self.streams.items()}}
@@ -142,7 +144,9 @@ class FakeDaemon:
                     next_status = time.monotonic() + status_s
                 for name, state in self.streams.items():
                     if titles:
-                        self.publisher.publish_status(name, state="running", title=state["title"])
+                        self.publisher.publish_status(name, state=state.get("state", "running"),
+                                                      error=state.get("error"),
+                                                      title=state["title"])
                     if state["scores"]:
                         self.publisher.publish(name, scores_body(
                             self.publisher.uptime_s, self.tags, state["active"], state["audio"],

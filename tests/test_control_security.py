@@ -12,6 +12,7 @@ others could read while it was written.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -473,3 +474,31 @@ print(json.dumps(masks))
     again = run_streamtag("keys", "generate", str(tmp_path / "cli"), "--name", "admin",
                           timeout=60)
     assert again.returncode == 2 and "admin.key_secret exists" in again.stderr
+
+
+def test_pages_and_listen_reach_a_daemon_whose_token_file_is_elsewhere(model_path, tmp_path,
+                                                                      home, capsys):
+    # [control] token_file = ...: the venue page run beside the daemon read the default file
+    # and was refused every 4 s; `dashboard` and `listen --control` could not name the file.
+    from streamtag.cli import main
+    from streamtag.commands.listen import run_listen
+    from streamtag.web.server import _request_snapshot
+
+    token_file = tmp_path / "elsewhere" / "control.token"
+    daemon = start(model_path, tmp_path, token_file=str(token_file))
+    try:
+        control = daemon.control.endpoint
+        snapshot, status = _request_snapshot(control, None, str(token_file))
+        assert snapshot["ok"] and status is not None, snapshot
+        refused_snapshot, _ = _request_snapshot(control, None)  # the default file: refused
+        assert refused(refused_snapshot, REFUSED)
+        out = io.StringIO()
+        assert run_listen(daemon.publisher.endpoint, tracks=True, control=control, count=1,
+                          duration=1, out=out, token=token_file.read_text().strip()) == 0
+        assert "no current titles" not in capsys.readouterr().err
+        for argv in (["dashboard", "--control", control], ["listen", "--tracks", "--control",
+                                                            control]):
+            assert main([*argv, "--token-file", str(tmp_path / "missing.token")]) == 2
+            assert "cannot read a control token from" in capsys.readouterr().err
+    finally:
+        daemon.stop()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import ipaddress
 import json
 import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -205,6 +207,34 @@ def test_a_screen_reached_by_name_is_let_in_with_allow_host(endpoints, closing, 
     assert "--allow-host 'not a name'" in capsys.readouterr().err
 
 
+def test_bound_to_every_interface_it_names_an_address_a_screen_can_open(endpoints, capsys):
+    # `--host 0.0.0.0` printed http://0.0.0.0:PORT/, which no screen elsewhere can open
+    import threading
+
+    from streamtag.web.server import run_dashboard
+
+    said, stop = [], threading.Event()
+    thread = threading.Thread(target=run_dashboard, args=(endpoints[0], 0, "0.0.0.0", None,
+                                                          said.append, stop), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: said, WAIT_S, "the dashboard's address")
+        (url,) = said
+        where = urllib.parse.urlsplit(url)
+        assert where.hostname not in ("0.0.0.0", "") and \
+            ipaddress.ip_address(where.hostname).version == 4, url
+        connection = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        try:  # by that address, and the page answers to it
+            connection.request("GET", "/healthz")
+            with connection.getresponse() as reply:
+                assert reply.status == 200
+        finally:
+            connection.close()
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+
+
 def test_pages_past_the_limit_are_refused_until_one_leaves(endpoints, closing):
     dashboard = DashboardThread(endpoints[0], max_clients=2)
     closing.append(dashboard)
@@ -287,6 +317,19 @@ def test_feed_state_keeps_the_last_tracks_across_restarts_and_from_a_status_repl
     late.apply_snapshot({"session": "s1", "streams": {"room": {"tags": list(TAGS)}}}, status)
     room = late.view("room")
     assert [t["title"] for t in room["tracks"]] == ["before"] and room["status"]["title"] == "now"
+
+
+def test_a_stream_that_failed_before_the_page_is_known_by_its_state():
+    # The sound card was missing when the daemon started: the stream failed before this
+    # bridge heard the feed, scored nothing, and the daemon's snapshot has no tags for it.
+    state = FeedState(["tcp://127.0.0.1:1"], history_s=60)
+    status = {"streams": {"venue": {"state": "failed", "error": "no input device matches 'x'",
+                                    "source": "device:x"}}}
+    forwarded = state.apply_snapshot({"session": "s1", "streams": {}}, status)
+    assert forwarded["streams"]["venue"]["status"]["state"] == "failed"
+    assert state.view("venue")["status"]["error"] == "no input device matches 'x'"
+    # asked again: nothing new to forward
+    assert state.apply_snapshot({"session": "s1", "streams": {}}, status) is None
 
 
 def test_a_merged_snapshot_of_worker_processes_keeps_each_stream_under_its_workers_session():

@@ -376,7 +376,7 @@ def test_the_url_picks_the_stream_and_the_theme(browser, endpoint, closing, shot
     # A model that names no moods: the energy and the title, and a line that says so.
     bar = Venue(browser, closing, dashboard.url + "venue?stream=bar&theme=light",
                 motion="reduce")
-    bar.expect_message("this model names no moods")
+    bar.expect_message("no mood to show")
     expect(bar.page.locator("#title")).to_have_text(hostile, timeout=WAIT_S * 1000)
     expect(bar.page.locator("#meter")).to_be_visible()
     bar.energy_shown(0.6)
@@ -490,6 +490,57 @@ def test_the_page_keeps_working_across_restarts(browser, endpoint, closing, shot
     assert not venue.outside(dashboard.url), venue.requests
     # Chromium logs each refused websocket connection while the server was away; nothing else.
     assert not [e for e in venue.errors if "WebSocket connection to" not in e], venue.errors
+
+
+def test_the_page_says_when_the_input_is_lost_or_the_music_stops(browser, endpoint, closing,
+                                                                 shots):
+    from playwright.sync_api import expect
+
+    station = mood_daemon(endpoint, room={"audio": audio(0.5), "mood": mood(("calm", "warm")),
+                                           "title": "Nils Frahm - Says"})
+    closing.append(station)
+    dashboard = DashboardThread(endpoint)
+    closing.append(dashboard)
+    venue = Venue(browser, closing, dashboard.url + "venue?stream=room", motion="reduce")
+    page = venue.page
+    mark, body, meter = page.locator("#reconnecting"), page.locator("body"), page.locator("#meter")
+    venue.expect_words("calm", "warm")
+    assert mark.is_hidden()
+
+    # The sound card goes away (the daemon lives on): the last mood stays, dimmed, marked.
+    station.set(state="reconnecting", error="the device stopped delivering audio", scores=False)
+    expect(mark).to_have_text("input lost \u2014 reconnecting", timeout=WAIT_S * 1000)
+    expect(body).to_have_class("lost")
+    venue.expect_words("calm", "warm")
+    venue.shot(shots / "venue-input-lost.png")
+    station.set(state="running", error=None, scores=True)
+    expect(mark).to_be_hidden(timeout=WAIT_S * 1000)
+    expect(body).not_to_have_class("lost")
+
+    # The stream ends (a file played out) or fails: said, not its last mood as if it played.
+    station.set(state="ended", scores=False)
+    venue.expect_message("the music stopped")
+    expect(meter).to_be_hidden()
+    assert mark.is_hidden()
+    station.set(state="failed", error="no input device matches 'bar'")
+    venue.expect_message("no input")
+    expect(venue.shown.locator(".detail")).to_have_text(
+        "stream room failed: no input device matches 'bar'")
+    assert not venue.errors, venue.errors
+
+
+def test_the_page_waits_for_the_daemon_and_says_so(browser, endpoint, closing):
+    dashboard = DashboardThread(endpoint)  # nothing publishes there
+    closing.append(dashboard)
+    venue = Venue(browser, closing, dashboard.url + "venue")
+    venue.expect_message("waiting for the daemon")
+    from playwright.sync_api import expect
+
+    expect(venue.shown.locator(".detail")).to_have_text(endpoint)
+    # the daemon starts: its mood is shown
+    station = mood_daemon(endpoint, room={"audio": audio(0.5), "mood": mood(("calm", "warm"))})
+    closing.append(station)
+    venue.expect_words("calm", "warm")
 
 
 def test_screenshots(browser, endpoint, closing, shots):

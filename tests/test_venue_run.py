@@ -80,6 +80,7 @@ def test_run_venue_serves_the_page_and_says_when_the_card_goes_and_comes_back(tm
         assert "no real-music model is installed" in text and INSTALL_HINT in text
         url = re.search(r"open (http\S+)", text).group(1)
         assert url == f"http://127.0.0.1:{port}/venue?stream=venue"
+        assert "add &theme=light for a light room" in text  # a query to add to, not start
         with urllib.request.urlopen(url, timeout=10) as reply:
             assert reply.status == 200 and b"venue.js" in reply.read()
         pulse.kill()  # the sound server dies: the card is gone

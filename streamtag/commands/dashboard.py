@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.errors import ConfigError
+from streamtag.wire.control import read_token
 from streamtag.wire.exposure import optional_client_curve
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 
@@ -31,8 +32,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"streamtag dashboard: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    token_file = getattr(args, "token_file", None)
+    if token_file and read_token(token_file) is None:
+        print(f"streamtag dashboard: cannot read a control token from {token_file}; give the "
+              "daemon's [control] token_file", file=sys.stderr)
+        return EXIT_USAGE
     options = {"db": getattr(args, "db", None), "curve": curve,
-               "allow_hosts": getattr(args, "allow_host", None) or ()}
+               "allow_hosts": getattr(args, "allow_host", None) or (),
+               "token_file": token_file}
     if getattr(args, "max_clients", None) is not None:  # else the server's default
         options["max_clients"] = args.max_clients
     connect = args.connect if args.connect else DEFAULT_FEED_ENDPOINT

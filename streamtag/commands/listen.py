@@ -20,6 +20,7 @@ import zmq
 from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.commands.status import ask_daemon
 from streamtag.errors import ConfigError, ProtocolError
+from streamtag.wire.control import read_token
 from streamtag.wire.protocol import (
     HEARTBEAT,
     EventBody,
@@ -193,7 +194,8 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                out: TextIO | None = None, *, topics: Iterable[str] = ALL_TOPICS,
                context: zmq.Context | None = None, curve: ClientCurve | None = None,
                tracks: bool = False, control: str | None = None,
-               wait_s: float = 30.0, nothing_heard_s: float = NOTHING_HEARD_S) -> int:
+               wait_s: float = 30.0, nothing_heard_s: float = NOTHING_HEARD_S,
+               token: str | None = None) -> int:
     """Print received messages until `count` or `duration` or Ctrl-C.
 
     One line per message: human-readable, or with `as_json` one JSON object per line with the
@@ -222,7 +224,7 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
             if playing is not None and control is not None:
                 try:
                     reply = ask_daemon(control, {"cmd": "status"}, wait_s, curve=curve,
-                                       context=context,
+                                       context=context, token=token,
                                        on_wait=lambda line: print(f"streamtag listen: {line}",
                                                                   file=sys.stderr, flush=True))
                 except (TimeoutError, OSError, ProtocolError) as exc:
@@ -294,6 +296,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"streamtag listen: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    token = None
+    if getattr(args, "token_file", None):
+        token = read_token(args.token_file)
+        if token is None:
+            print(f"streamtag listen: cannot read a control token from {args.token_file}; "
+                  "give the daemon's [control] token_file", file=sys.stderr)
+            return EXIT_USAGE
     return run_listen(args.endpoint, streams=args.stream or None, as_json=args.json,
                       count=args.count, duration=args.duration, curve=curve,
-                      tracks=args.tracks, control=args.control, wait_s=args.wait)
+                      tracks=args.tracks, control=args.control, wait_s=args.wait, token=token)

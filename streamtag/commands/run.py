@@ -97,15 +97,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 url = start_page(daemon.publisher.endpoint,
                                  daemon.control.endpoint if daemon.control else None,
-                                 args.dashboard_port, args.dashboard_host, page_stop)
+                                 args.dashboard_port, args.dashboard_host, page_stop,
+                                 token_file=str(daemon.token_file) if daemon.control else None,
+                                 allow_hosts=tuple(args.allow_host or ()))
             except OSError as exc:
                 say(str(exc))
                 daemon.stop()
                 return EXIT_USAGE
+            if args.dashboard_host not in ("127.0.0.1", "localhost", "::1"):
+                say(f"the venue page listens on {args.dashboard_host}: anyone who can reach "
+                    "it sees the tags; there is no authentication")
             ids = [s.id for s in config.sources]
             query = f"?stream={VENUE_STREAM}" if VENUE_STREAM in ids else ""
-            say(f"the venue screen: open {url}/venue{query} (full screen; ?theme=light for a "
-                "light room)")
+            say(f"the venue screen: open {url}/venue{query} (full screen; add "
+                f"{'&' if query else '?'}theme=light for a light room)")
             threading.Thread(target=watch_sources, args=(daemon.status, page_stop, say),
                              name="streamtag-venue-watch", daemon=True).start()
         # The first signal drains (the last windows are published) in a thread of its own, so

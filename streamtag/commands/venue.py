@@ -22,8 +22,9 @@ VENUE_STREAM = "venue"
 # Real-music models in the order a venue wants them: the Last.fm tags (MSD) name moods (happy,
 # sad, mellow, chill, party, ...); MagnaTagATune's name tempo and loudness only.
 VENUE_MODELS = ("musicnn-msd", "vgg-msd", "musicnn-mtt", "vgg-mtt")
-INSTALL_HINT = ("pip install 'streamtag[torch]' musicnn==0.1.0 && "
-                "streamtag models install musicnn-msd")
+# `models install` fetches musicnn's wheel itself (without its dependencies: musicnn 0.1.0
+# pins a numpy and TensorFlow that Python 3.11 cannot install)
+INSTALL_HINT = "pip install 'streamtag[torch]' && streamtag models install musicnn-msd"
 PAGE_WAIT_S = 10.0
 WATCH_S = 0.5
 
@@ -59,8 +60,11 @@ def venue_source(given: list[str] | None, configured: int) -> tuple[list[str] | 
 
 
 def start_page(connect: str, control: str | None, port: int, host: str,
-               stop: threading.Event) -> str:
-    """Serves the dashboard (and its venue page) in a thread; its address, or OSError."""
+               stop: threading.Event, *, token_file: str | None = None,
+               allow_hosts: tuple[str, ...] = ()) -> str:
+    """Serves the dashboard (and its venue page) in a thread; its address, or OSError.
+    `token_file`: the daemon's control token file; `allow_hosts`: names the page answers to
+    (its Host) besides loopback and IP addresses."""
     from streamtag.web import run_dashboard
 
     ready = threading.Event()
@@ -72,7 +76,8 @@ def start_page(connect: str, control: str | None, port: int, host: str,
 
     def serve() -> None:
         try:
-            run_dashboard(connect, port, host, control, on_ready, stop)
+            run_dashboard(connect, port, host, control, on_ready, stop,
+                          token_file=token_file, allow_hosts=allow_hosts)
         except (OSError, ValueError) as exc:
             found["error"] = exc
             ready.set()

@@ -235,6 +235,20 @@ class FeedState:
                                    if isinstance(t, Mapping)])
             self._record(view, now)
             changed[stream] = self.view(stream)
+        # Streams with a state but no scores to snapshot (a source that failed, or never got
+        # audio, before this bridge heard the feed): known by their state.
+        for stream, state in states.items():
+            if stream in changed or not isinstance(state, Mapping) or not isinstance(stream, str):
+                continue
+            view = self.streams.get(stream)
+            if view is None:
+                view = self.streams[stream] = _blank_stream(stream)
+                view["session"] = session
+            if view["status"] is not None:
+                continue
+            view["status"] = {k: state.get(k) for k in
+                              ("state", "error", "title", "source", "counters", "station")}
+            changed[stream] = self.view(stream)
         if not changed:
             return None
         return {"type": "snapshot", "received_at": now, "session": session, "streams": changed}

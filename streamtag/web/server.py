@@ -32,6 +32,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -45,7 +46,7 @@ from websockets.http11 import Request, Response
 
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
 from streamtag.web.history import DEFAULT_HOURS, HistoryView
-from streamtag.wire.control import control_request
+from streamtag.wire.control import control_request, read_token
 from streamtag.wire.security import ClientCurve
 
 DEFAULT_PORT = 8080
@@ -151,6 +152,20 @@ class HostCheck:
         return None
 
 
+def reachable_address(wildcard: str) -> str:
+    """For a server bound to every interface, an address of this machine that another one
+    can reach (the one its route out leaves by; no packet is sent), else loopback."""
+    family, probe, loopback = ((socket.AF_INET6, "2001:db8::1", "::1") if ":" in wildcard
+                               else (socket.AF_INET, "192.0.2.1", "127.0.0.1"))
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))  # documentation addresses: a route is chosen, no traffic
+            address = sock.getsockname()[0]
+    except OSError:  # no route out: this machine alone
+        return loopback
+    return address if address not in WILDCARD_HOSTS else loopback
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -161,11 +176,16 @@ def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
     return Response(status.value, status.phrase, headers, body)
 
 
-def _request_snapshot(control: str,
-                      curve: ClientCurve | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    snapshot = control_request(control, {"cmd": "snapshot"}, CONTROL_TIMEOUT_MS, curve=curve)
+def _request_snapshot(control: str, curve: ClientCurve | None, token_file: str | None = None,
+                      ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    # the daemon's token from its own file, read each time (the daemon may make a new one);
+    # without one, control_request reads the default file
+    token = read_token(token_file) if token_file else None
+    snapshot = control_request(control, {"cmd": "snapshot"}, CONTROL_TIMEOUT_MS, curve=curve,
+                               token=token)
     try:  # stream states (failed, reconnecting) are a bonus; the snapshot is what counts
-        status = control_request(control, {"cmd": "status"}, CONTROL_TIMEOUT_MS, curve=curve)
+        status = control_request(control, {"cmd": "status"}, CONTROL_TIMEOUT_MS, curve=curve,
+                                 token=token)
     except (TimeoutError, OSError, ValueError):
         status = None
     return snapshot, status if status and status.get("ok") else None
@@ -177,12 +197,14 @@ class Dashboard:
     curve: this client's CURVE keys and the server's, for the feed and the control requests.
     allow_hosts: names the page may be reached by besides loopback and the bound address.
     max_clients: pages connected at once; the next is refused.
+    token_file: the daemon's control token file, where it is not the default one.
     """
 
     def __init__(self, connect: str | Iterable[str], control: str | None = None, *,
                  history_s: float = DEFAULT_HISTORY_S, tick_s: float = 1.0,
                  db: str | None = None, curve: ClientCurve | None = None,
-                 allow_hosts: Iterable[str] = (), max_clients: int = DEFAULT_MAX_CLIENTS):
+                 allow_hosts: Iterable[str] = (), max_clients: int = DEFAULT_MAX_CLIENTS,
+                 token_file: str | None = None):
         endpoints = [connect] if isinstance(connect, str) else list(connect)
         if not endpoints:
             raise ValueError("the dashboard needs at least one --connect endpoint")
@@ -191,6 +213,7 @@ class Dashboard:
         self.state = FeedState(endpoints, control or None, history_s=history_s)
         self.control = control or None
         self.curve = curve
+        self.token_file = token_file
         self.allow_hosts = tuple(allow_hosts)
         self.max_clients = max_clients
         self.hosts = HostCheck(DEFAULT_HOST, self.allow_hosts)  # run() names the bound one
@@ -329,7 +352,7 @@ class Dashboard:
     async def _fetch_snapshot(self) -> None:
         try:
             snapshot, status = await asyncio.get_running_loop().run_in_executor(
-                None, _request_snapshot, self.control, self.curve)
+                None, _request_snapshot, self.control, self.curve, self.token_file)
         except (TimeoutError, OSError, ValueError) as exc:
             log.info("no snapshot from %s yet: %s", self.control, exc)
             return
@@ -354,7 +377,9 @@ class Dashboard:
             async with serve(self.handle, host, port, process_request=self.serve_request,
                              max_size=1 << 16) as server:
                 bound = server.sockets[0].getsockname()
-                shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+                address = (reachable_address(bound[0]) if bound[0] in WILDCARD_HOSTS
+                           else bound[0])  # every interface: one a screen elsewhere can use
+                shown = f"[{address}]" if ":" in address else address
                 self.fetch_snapshot()
                 if ready is not None:
                     ready(f"http://{shown}:{bound[1]}/")
@@ -385,7 +410,7 @@ def run_dashboard(connect: str | Iterable[str], port: int = DEFAULT_PORT,
                   stop_event: threading.Event | None = None, *,
                   history_s: float = DEFAULT_HISTORY_S, db: str | None = None,
                   curve: ClientCurve | None = None, allow_hosts: Iterable[str] = (),
-                  max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+                  max_clients: int = DEFAULT_MAX_CLIENTS, token_file: str | None = None) -> None:
     """Serve the dashboard until `stop_event` is set (for ever without one).
 
     connect: the daemon's (or proxy's) PUB endpoint, or several.
@@ -395,8 +420,10 @@ def run_dashboard(connect: str | Iterable[str], port: int = DEFAULT_PORT,
     curve: CURVE keys for the feed and the control requests (a daemon or proxy with keys).
     allow_hosts: names (Host) the page may be reached by besides loopback and `host`.
     max_clients: pages connected at once; the next websocket is refused with 503.
+    token_file: the daemon's control token file, where it is not the default one.
     Raises OSError when the port cannot be bound or an endpoint is not valid.
     """
     dashboard = Dashboard(connect, control, history_s=history_s, db=db, curve=curve,
-                          allow_hosts=allow_hosts, max_clients=max_clients)
+                          allow_hosts=allow_hosts, max_clients=max_clients,
+                          token_file=token_file)
     asyncio.run(dashboard.run(host, port, ready, stop_event))

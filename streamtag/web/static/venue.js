@@ -27,6 +27,7 @@
     daemon: null,                // liveness from the last hello or tick
     connected: false,
     dropped: false,              // the socket closed once: "reconnecting" while it is down
+    feed: [],                    // the daemon's publish endpoints, from the hello
     greeted: false,              // a hello came: the streams that exist are known
     chosen: null,                // the stream shown when the URL names none
   };
@@ -38,6 +39,7 @@
   const { scheduleRender, bridgeNow, stream, connect } = window.streamtagPage.live({
     view, blankStream, render,
     onHello: (msg) => {
+      view.feed = Array.isArray(msg.feed) ? msg.feed : [];
       applyHello(msg);
       view.greeted = true;
       ribbonDue = true;
@@ -170,24 +172,47 @@
   function render() {
     const s = chosenStream();
     const d = view.daemon;
-    const lost = (view.dropped && !view.connected) || Boolean(d && d.seen && !d.alive);
+    // The source's own state: a sound card gone, a station down (its last mood kept, dimmed),
+    // a stream that ended or failed (said instead of a mood that no longer plays).
+    const source = s && s.status ? s.status.state : null;
+    const sourceDown = source === "reconnecting";
+    const lost = (view.dropped && !view.connected) || Boolean(d && d.seen && !d.alive) ||
+      sourceDown;
     document.body.classList.toggle("lost", lost);
     $("reconnecting").hidden = !lost;
+    $("reconnecting").textContent = sourceDown && !(view.dropped && !view.connected) &&
+      !(d && d.seen && !d.alive) ? "input lost — reconnecting" : "reconnecting";
 
     let state;
-    if (wanted !== null && !s && view.greeted) {
+    if (view.greeted && d && !d.seen && !s) {
+      state = "no-daemon";
+      showLayer("no-daemon " + view.feed.join(" "), (layer) => {
+        layer.append(el("p", "message small", "waiting for the daemon"),
+          el("p", "detail", view.feed.join(", ")));
+      });
+    } else if (wanted !== null && !s && view.greeted) {
       state = "unknown";
       const ids = [...view.streams.keys()].sort();
       showLayer("unknown " + ids.join(" "), (layer) => {
         layer.append(el("p", "message", "no stream " + wanted),
           el("p", "detail", ids.length ? "streams: " + ids.join(", ") : "no streams yet"));
       });
+    } else if (source === "ended" || source === "failed") {
+      state = source;
+      const why = source === "failed" && s.status.error ? String(s.status.error) : "";
+      showLayer(`${source} ${s.id} ${why}`, (layer) => {
+        layer.append(el("p", "message small", source === "ended" ? "the music stopped"
+          : "no input"), el("p", "detail", `stream ${s.id} ${source}` + (why ? ": " + why : "")));
+      });
     } else if (!s || (s.updated_at === null && !s.mood)) {
       state = "waiting";
       showMessage(WAITING);
     } else if (!s.mood) {
       state = "no-mood";
-      showMessage("this model names no moods", "small");
+      showLayer("no-mood", (layer) => {
+        layer.append(el("p", "message small", "no mood to show"),
+          el("p", "detail", "the model names no moods, or the daemon's [mood] is off"));
+      });
     } else if (!s.mood.words || !s.mood.words.length) {
       state = "waiting";
       showMessage(WAITING);
@@ -204,7 +229,8 @@
     document.body.dataset.state = state;
     document.body.dataset.stream = s ? s.id : "";
 
-    const accent = s ? accentColor(s.mood) : "";
+    const playing = state !== "ended" && state !== "failed";
+    const accent = s && state === "mood" ? accentColor(s.mood) : "";
     if (accent !== shownAccent) {
       shownAccent = accent;
       if (accent) document.documentElement.style.setProperty("--mood", accent);
@@ -212,7 +238,7 @@
     }
 
     const meter = $("meter");
-    const energy = s && s.audio && typeof s.audio.energy === "number"
+    const energy = s && playing && s.audio && typeof s.audio.energy === "number"
       ? Math.min(1, Math.max(0, s.audio.energy)) : null;
     meter.hidden = energy === null;
     if (energy !== null) {
