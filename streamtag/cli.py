@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "when one dies; auto: from the CPUs this process may use ([engine] "
                         "processes; default 1)")
     p.add_argument("--exit-when-done", action="store_true",
-                   help="stop once every source has ended (files)")
+                   help="stop once every source has ended (files); exit status 1 when one "
+                        "failed (with one process; its error is said)")
     p.add_argument("--loudness", action="store_true",
                    help="measure EBU R128 momentary and short-term loudness (LUFS) of every "
                         "stream at its own rate and channels ([health] loudness = true)")

@@ -287,6 +287,16 @@ def test_a_track_s_times_read_as_a_clock_a_minute_never_60_seconds():
     assert _span(61.04, 3599.99) == "1:01.0-60:00.0"
 
 
+def test_exit_when_done_fails_when_a_stream_failed(tmp_path, capsys):
+    notes = tmp_path / "notes.mp3"
+    notes.write_text("not audio\n")
+    argv = ["run", "--source", str(notes), "--exit-when-done", "--control", "",
+            "--publish", f"tcp://127.0.0.1:{free_port()}"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 of 1 streams failed: s0 (cannot open" in err and "not recognise it as audio" in err
+
+
 # -- flags -----------------------------------------------------------------------------------
 
 

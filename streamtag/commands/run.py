@@ -124,9 +124,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                                             daemon=True)
                 draining.start()
             elif args.exit_when_done and config.sources and daemon.idle():
+                failed = failed_streams(daemon.status())
                 daemon.stop()
+                if failed:
+                    say(f"{len(failed)} of {len(config.sources)} streams failed: "
+                        + "; ".join(f"{sid} ({error})" for sid, error in failed[:10])
+                        + (" ..." if len(failed) > 10 else ""))
+                    page_stop.set()
+                    return EXIT_FAILED
         page_stop.set()
     return 0
+
+
+def failed_streams(status: dict) -> list[tuple[str, str]]:
+    """The streams of a daemon's status reply whose source failed, with why."""
+    return [(sid, str(s.get("error") or "no reason given"))
+            for sid, s in sorted((status.get("streams") or {}).items())
+            if isinstance(s, dict) and s.get("state") == "failed"]
 
 
 def worker_processes(config) -> int:
@@ -205,6 +219,9 @@ def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
                                             daemon=True)
                 draining.start()
     return 0
+
+
+EXIT_FAILED = 1  # --exit-when-done: a stream's source failed (its files were not all tagged)
 
 
 def say(line: str) -> None:
