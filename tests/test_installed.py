@@ -93,7 +93,20 @@ def test_an_unknown_name_lists_the_installed_models(home, command, capsys):
     assert main(list(command)) == 2
     error = capsys.readouterr().err
     assert "no model named 'nope' is installed (installed: tiny-a, tiny-b" in error
-    assert "streamtag models install nope" in error
+    # not a name `models install` knows: no advice to install it, the names it knows instead
+    assert "streamtag models install nope" not in error
+    assert "musicnn-msd, vgg-mtt, vgg-msd after `streamtag models install NAME`" in error
+
+
+@pytest.mark.parametrize("typed, said", [
+    ("tiny_a", "did you mean 'tiny-a'? (installed)"),
+    ("Tiny-B", "did you mean 'tiny-b'? (installed)"),
+    ("musicnn_msd", "did you mean 'musicnn-msd'? install it with `streamtag models install "
+                    "musicnn-msd`"),
+    ("vgg-mtt", "; install it with `streamtag models install vgg-mtt`")])
+def test_a_mistyped_name_gets_the_name_meant(home, typed, said, capsys):
+    assert main(["tag", "song.flac", "--model", typed]) == 2
+    assert said in capsys.readouterr().err
 
 
 def test_toml_model_path_and_reload_model_take_names(home, tmp_path):

@@ -15,6 +15,7 @@ and the files a conversion reads may not exceed ``MAX_SOURCE_BYTES`` together.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import subprocess
@@ -72,9 +73,20 @@ def installed() -> dict[str, Path]:
 def _unknown_name(name: str) -> ModelError:
     names = installed()
     listed = ", ".join(names) if names else "none"
+    known = sorted(set(names) | set(AVAILABLE))
+    # the names are lower case with hyphens: compare the name so written first
+    close = difflib.get_close_matches(name.lower().replace("_", "-"), known, n=1, cutoff=0.6)
+    if close and close[0] in names:
+        fix = f"did you mean {close[0]!r}? (installed)"
+    elif close or name in AVAILABLE:
+        target = close[0] if close else name
+        fix = (("did you mean " + repr(target) + "? " if target != name else "")
+               + f"install it with `streamtag models install {target}`")
+    else:
+        fix = ("give an installed model's name, the path of a model file, or one of "
+               f"{', '.join(AVAILABLE)} after `streamtag models install NAME`")
     return ModelError(f"no model named {name!r} is installed (installed: {listed}; folder "
-                      f"{models_folder()}); install it with `streamtag models install {name}` "
-                      "or give the path of a model file")
+                      f"{models_folder()}); {fix}")
 
 
 def _looks_like_path(spec: str) -> bool:
