@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="play at real speed")
     p.add_argument("--speed", type=float, default=4.0, help="playback speed (default 4)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the piece")
-    p.add_argument("--dashboard", action="store_true", help="also open the web dashboard")
+    p.add_argument("--dashboard", action="store_true",
+                   help="also serve the web dashboard and open it in a browser where there is "
+                        "one; it stays up after the piece until Ctrl-C")
     p.add_argument("--dashboard-port", type=port_number, default=8080)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_backend(p, "auto")

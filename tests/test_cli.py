@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import http.client
+import os
 import re
 import subprocess
 
 import numpy as np
-from helpers import run_streamtag
+from helpers import free_port, run_streamtag
 
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.audio.testsignals import music_like
@@ -77,3 +79,34 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
         demo.kill()
     assert demo.returncode == 1, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_the_demo_s_dashboard_stays_up_after_the_piece_until_ctrl_c(tmp_path):
+    """`streamtag demo --dashboard`: the page was gone once the piece ended, seconds after its
+    address was printed. It stays until Ctrl-C, which ends the demo cleanly."""
+    import signal
+    import urllib.parse
+
+    port = free_port()
+    env = {**os.environ, "BROWSER": "true"}  # webbrowser's choice: a program that does nothing
+    demo = run_streamtag("demo", "--seconds", "6", "--speed", "20", "--dashboard",
+                         "--dashboard-port", str(port), popen=True, env=env)
+    try:
+        lines = []
+        while "stays up until Ctrl-C" not in (line := demo.stdout.readline()):
+            assert line, (lines, demo.stderr.read())
+            lines.append(line)
+        address = next(line.split("dashboard: ", 1)[1].strip() for line in lines
+                       if "dashboard: " in line)
+        where = urllib.parse.urlsplit(address)
+        connection = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        connection.request("GET", "/healthz")
+        with connection.getresponse() as reply:
+            assert reply.status == 200
+        connection.close()
+        demo.send_signal(signal.SIGINT)
+        _, err = demo.communicate(timeout=60)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, err
+    assert "Traceback" not in err, err

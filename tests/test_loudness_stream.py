@@ -337,6 +337,28 @@ def test_streamtag_tag_reports_each_file_s_integrated_loudness(tmp_path):
     assert plain["loudness_lufs"] is None and plain["max_short_term_lufs"] is None
 
 
+def test_tag_says_what_a_short_or_silent_file_s_loudness_is(tmp_path, capsys):
+    # A file under 3 s has no short-term reading (the text was a traceback); one of digital
+    # silence has no loudness at all (it said nothing); one shorter than a window gets a note.
+    from streamtag.cli import main
+
+    short, silent = tmp_path / "short.wav", tmp_path / "silent.wav"
+    write_audio(short, stereo_music(2.0), RATE)
+    write_audio(silent, np.zeros((2, 5 * RATE), np.float32), RATE)
+    assert main(["tag", "--loudness", str(short), str(silent)]) == 0
+    out = capsys.readouterr().out
+    (short_line,) = [line for line in out.splitlines() if line.startswith(str(short))]
+    assert "LUFS integrated, no short-term reading (under 3 s)" in short_line
+    assert "note: shorter than the model's 3.07 s window" in out
+    (silent_line,) = [line for line in out.splitlines() if line.startswith(str(silent))]
+    assert "loudness: none, silence (nothing above the -70 LUFS gate)" in silent_line
+    assert main(["tag", "--loudness", "--json", str(short), str(silent)]) == 0
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [f["loudness_measured"] for f in found] == [True, True]
+    assert found[0]["max_short_term_lufs"] is None and found[1]["loudness_lufs"] is None
+    assert found[0]["note"].startswith("shorter than") and found[1]["note"] is None
+
+
 def test_a_sound_card_s_stereo_input_is_measured_as_it_is_captured(pulse):
     # A stereo 1 kHz sine at -20 dBFS played into PulseAudio's null sink and captured from its
     # monitor, as `run --venue` or a studio feed is: its momentary loudness reads -20 LUFS

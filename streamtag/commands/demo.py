@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from streamtag.audio.files import write_audio
-from streamtag.commands import EXIT_USAGE
+from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.commands.listen import format_message
 from streamtag.daemon.config import (
     ControlConfig,
@@ -80,6 +80,11 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
                 daemon.add_source(SourceConfig("demo", str(piece), {
                     "realtime": True, "speed": 1.0 if realtime else speed}))
                 _print_until_ended(sub, out, color)
+            if dashboard:  # the page stays for a look at the piece's course
+                print("  the piece has ended; the dashboard stays up until Ctrl-C", file=out,
+                      flush=True)
+                with stop_on_signals() as stop:
+                    stop.wait()
         finally:
             stop_dashboard.set()
             daemon.stop()

@@ -18,6 +18,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not devices:
         print("no audio input devices found")
+        print("streamtag devices: check that a sound card or microphone is connected and that "
+              "this user may use it (the audio group; with PulseAudio or PipeWire, that its "
+              "server runs for this user: pactl info)", file=sys.stderr)
     for d in devices:
         mark = "*" if d["default"] else " "
         print(f"{mark}{d['index']:3d}  {d['name']}  [{d['hostapi']}] "

@@ -63,6 +63,9 @@ class FileTags:
     # the loudest short-term (3 s) reading, in LUFS; None without it, or for silence
     loudness_lufs: float | None = None
     max_short_term_lufs: float | None = None
+    loudness_measured: bool = False  # asked for (None above then: silence, or too short)
+    # said where the file cannot be tagged as a model's windows usually are (shorter than one)
+    note: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,6 +124,10 @@ class _Collector:
             out = self.results[stream_id]
             out.segments.sort(key=lambda s: (s.start_s, s.tag))
             out.duration_s = end_s
+            window_s = window_seconds(self.model)
+            if out.error is None and 0.0 < end_s < window_s:
+                out.note = (f"shorter than the model's {window_s:.2f} s window: its one "
+                            "window is padded with silence, so its tags say little")
             (track,) = self._tracks[stream_id].end(round(end_s * self.model.sample_rate))
             if out.error is None:
                 out.track = track_fields(track)
@@ -185,7 +192,14 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
     return [collector.results[f"f{i}"] for i in range(len(paths))]
 
 
+def window_seconds(model: InferenceModel) -> float:
+    """The audio one window of the model covers."""
+    frontend = model.frontend
+    return ((model.window - 1) * frontend.hop_length + frontend.n_fft) / frontend.sample_rate
+
+
 def _add_loudness(out: FileTags, powers: list[float]) -> None:
+    out.loudness_measured = True
     integrated = integrated_lufs(powers)
     out.loudness_lufs = None if integrated is None else round(integrated, 2)
     if len(powers) >= SHORT_TERM_BLOCKS:
@@ -203,12 +217,18 @@ def format_text(results: Sequence[FileTags]) -> str:
         tags = ", ".join(f"{t} {r.strength.get(t, 0.0):.1f}x" for t in r.tags) or "none"
         title = f' "{r.title}"' if r.title else ""
         mostly = ", ".join(r.track["active"]) if r.track and r.track["active"] else "none"
-        loud = ("" if r.loudness_lufs is None else
-                f"; loudness {r.loudness_lufs:.1f} LUFS integrated, "
-                f"{r.max_short_term_lufs:.1f} LUFS short-term at most")
+        loud = ""
+        if r.loudness_lufs is not None:
+            loud = f"; loudness {r.loudness_lufs:.1f} LUFS integrated, " + (
+                f"{r.max_short_term_lufs:.1f} LUFS short-term at most"
+                if r.max_short_term_lufs is not None else "no short-term reading (under 3 s)")
+        elif r.loudness_measured:
+            loud = "; loudness: none, silence (nothing above the -70 LUFS gate)"
         lines.append(f"{r.path}:{title} {r.duration_s:.1f} s, {r.windows} windows; "
                      f"mean above threshold: {tags}; "
                      f"active most of the time: {mostly}{loud}")
+        if r.note:
+            lines.append(f"  note: {r.note}")
         for s in r.segments:
             lines.append(f"  {s.start_s:8.2f} - {s.end_s:8.2f}  {s.tag:<20s} {s.strength:4.1f}x "
                          f"(score {s.mean_score:.2f})")
