@@ -352,11 +352,15 @@ def test_tag_says_what_a_short_or_silent_file_s_loudness_is(tmp_path, capsys):
     assert "note: shorter than the model's 3.07 s window" in out
     (silent_line,) = [line for line in out.splitlines() if line.startswith(str(silent))]
     assert "loudness: none, silence (nothing above the -70 LUFS gate)" in silent_line
+    assert "mean above threshold: none;" in silent_line
     assert main(["tag", "--loudness", "--json", str(short), str(silent)]) == 0
     found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [f["loudness_measured"] for f in found] == [True, True]
     assert found[0]["max_short_term_lufs"] is None and found[1]["loudness_lufs"] is None
-    assert found[0]["note"].startswith("shorter than") and found[1]["note"] is None
+    assert found[0]["note"].startswith("shorter than")
+    # digital silence: no tag listed, whatever the model says of it
+    assert found[1]["note"] == "every window was below -50 dBFS (silence): no tags"
+    assert found[1]["tags"] == [] and found[1]["segments"] == []
 
 
 def test_a_sound_card_s_stereo_input_is_measured_as_it_is_captured(pulse):

@@ -28,7 +28,7 @@ from streamtag.wire.protocol import canonical_json
 from streamtag.wire.security import ClientCurve
 
 ATTEMPT_MS = 2000  # one request's wait for its reply; ask_daemon asks again until its deadline
-DOWN_STATES = ("reconnecting", "failed", "ended")
+DOWN_STATES = ("reconnecting", "failed")  # its source down: no level of audio now
 EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the daemon's state
 
 

@@ -29,6 +29,7 @@ from streamtag.audio.loudness import (
     loudness_of_power,
 )
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.health import HealthConfig
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
 from streamtag.errors import SourceError
@@ -74,12 +75,14 @@ class FileTags:
 class _Collector:
     """Engine sink that turns one stream's windows and events into segments."""
 
-    def __init__(self, model: InferenceModel) -> None:
+    def __init__(self, model: InferenceModel, silence_dbfs: float) -> None:
         self.model = model
+        self.silence_dbfs = silence_dbfs
         self.results: dict[str, FileTags] = {}
         self._raw: dict[str, list[np.ndarray]] = {}
         self._open: dict[str, dict[str, tuple[float, list[float]]]] = {}
         self._tracks: dict[str, TrackSummarizer] = {}
+        self._sounding: dict[str, int] = {}  # windows not quiet nor silent ([health])
         self._lock = threading.Lock()
 
     def start(self, stream_id: str, path: str) -> None:
@@ -87,6 +90,7 @@ class _Collector:
         self._raw[stream_id] = []
         self._open[stream_id] = {}
         self._tracks[stream_id] = TrackSummarizer(self.model.sample_rate)
+        self._sounding[stream_id] = 0
 
     def name(self, stream_id: str, title: str | None) -> None:
         """The file's title, from its tags: the title of its one track."""
@@ -97,6 +101,9 @@ class _Collector:
         with self._lock:
             out = self.results[result.stream_id]
             out.windows += 1
+            rms = (result.audio or {}).get("rms_dbfs")
+            if not result.silent and (rms is None or rms >= self.silence_dbfs):
+                self._sounding[result.stream_id] += 1
             self._raw[result.stream_id].append(result.raw)
             self._tracks[result.stream_id].add_window(
                 result.end_sample, result.tags, result.raw, result.smoothed, result.active,
@@ -140,6 +147,10 @@ class _Collector:
                             if m >= th}
                 out.tags = sorted(strength, key=lambda t: -strength[t])
                 out.strength = {t: strength[t] for t in out.tags}
+                if not self._sounding[stream_id]:  # dead air: what the model says means nothing
+                    out.tags, out.strength = [], {}
+                    out.note = (f"every window was below {self.silence_dbfs:g} dBFS "
+                                "(silence): no tags")
 
 
 def ratio(score: float, threshold: float) -> float:
@@ -168,8 +179,10 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
     ``loudness``: also each file's EBU R128 integrated loudness, measured at its own rate and
     channels."""
     keep_freed_memory()
-    collector = _Collector(model)
-    engine = Engine(model, collector, config or EngineConfig(), smoothing)
+    # as the daemon: no tag turns on in quiet audio or dead air
+    health = HealthConfig()
+    collector = _Collector(model, health.silence_dbfs)
+    engine = Engine(model, collector, config or EngineConfig(), smoothing, health=health)
     for i, path in enumerate(paths):
         sid = f"f{i}"
         collector.start(sid, str(path))
