@@ -208,6 +208,8 @@ def tag_files(paths: Sequence[str | Path], model: InferenceModel,
 def window_seconds(model: InferenceModel) -> float:
     """The audio one window of the model covers."""
     frontend = model.frontend
+    if model.input_kind != "logmel":  # a model that reads samples: its window is samples
+        return model.window / model.sample_rate
     return ((model.window - 1) * frontend.hop_length + frontend.n_fft) / frontend.sample_rate
 
 
