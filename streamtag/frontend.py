@@ -9,6 +9,7 @@ frontends from it.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import numpy as np
@@ -102,8 +103,10 @@ class LogMelOptions:
             value = getattr(self, field.name)
             if value is None:
                 value = _UNSET_IN_CORE[field.name][0]
-            # cast to the C++ field's own type (a float option given as an int, ...)
-            setattr(o, field.name, type(getattr(o, field.name))(value))
+            # cast to the C++ field's own type (a float option given as an int, ...), once
+            # the value is of that kind: True is not a count, "no" not a truth value
+            kind = type(getattr(o, field.name))
+            setattr(o, field.name, kind(_checked(field.name, value, kind)))
         return o
 
     @classmethod
@@ -114,6 +117,24 @@ class LogMelOptions:
             unset = _UNSET_IN_CORE.get(field.name)
             values[field.name] = None if unset is not None and unset[1](value) else value
         return cls(**values)
+
+
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number",
+               str: "a string"}
+
+
+def _checked(name: str, value: Any, kind: type) -> Any:
+    """``value`` when it is of the kind the C++ option takes (an int for a float too), else
+    ValueError naming the option and what it takes."""
+    fits = (isinstance(value, bool) if kind is bool
+            else isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if kind is int
+            else isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if kind is float else isinstance(value, kind))
+    if not fits:
+        raise ValueError(f"frontend option {name} must be {_KIND_WORDS.get(kind, kind.__name__)}"
+                         f", got {value!r}")
+    return value
 
 
 # The fields of LogMelOptions are the table that drives the conversions to and from the C++

@@ -52,6 +52,17 @@ def test_features_reports_an_undecodable_file_and_bad_options(tmp_path):
     done = run_cli("features", str(audio), "--out", str(tmp_path / "x.frames"))
     assert done.returncode == 0 and f"wrote {tmp_path / 'x.frames'}" in done.stdout
     assert np.load(tmp_path / "x.frames").shape[1] > 0  # the name as given, no .npy added
+    # options of the wrong kind were cast (center "no" read as true, n_mels true as 1 band),
+    # or a traceback; now each is named with what it takes
+    for options, said in (('{"center": "no"}', "center must be true or false, got 'no'"),
+                          ('{"n_mels": true}', "n_mels must be a whole number, got True"),
+                          ('{"n_mels": 1.5}', "n_mels must be a whole number, got 1.5"),
+                          ('[1]', "--options must be a JSON object"),
+                          ('{"n_mels": 400, "n_fft": 256}', "covers no FFT bin")):
+        done = run_cli("features", str(audio), "--options", options,
+                       "--out", str(tmp_path / "y.npy"))
+        assert done.returncode == 2 and said in done.stderr, (options, done.stderr)
+        assert "Traceback" not in done.stderr
 
 
 def test_the_models_command_s_summary_names_exactly_its_subcommands():

@@ -23,6 +23,9 @@ def frontend_options(preset: str, changes_json: str | None) -> LogMelOptions:
             changes = json.loads(changes_json)
         except json.JSONDecodeError as exc:
             raise ValueError(f"--options is not valid JSON: {exc}") from exc
+        if not isinstance(changes, dict):
+            raise ValueError(f"--options must be a JSON object of options, such as "
+                             f"'{{\"n_mels\": 64}}', got {changes_json!r}")
         options = LogMelOptions.from_dict({**options.to_dict(), **changes})
     return options
 
@@ -35,7 +38,11 @@ def cmd_features(args: argparse.Namespace) -> int:
         print(f"streamtag features: {exc}", file=sys.stderr)
         return EXIT_USAGE
     t0 = time.perf_counter()
-    frames = compute_logmel(audio, options)
+    try:
+        frames = compute_logmel(audio, options)
+    except ValueError as exc:  # options valid one by one that do not fit together
+        print(f"streamtag features: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     elapsed = time.perf_counter() - t0
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".npy")
     try:
