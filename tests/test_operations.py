@@ -297,6 +297,41 @@ def test_exit_when_done_fails_when_a_stream_failed(tmp_path, capsys):
     assert "1 of 1 streams failed: s0 (cannot open" in err and "not recognise it as audio" in err
 
 
+def test_a_pipe_source_runs_in_one_process(capsys):
+    # Under --processes the workers do not have this command's standard input: the stream
+    # ended at once with no audio, and the run exited 0.
+    from streamtag.commands.run import worker_processes
+    from streamtag.daemon.config import PROCESSES_AUTO, DaemonConfig, SourceConfig
+
+    argv = ["run", "--source", "a=pipe:", "--control", "",
+            "--publish", f"tcp://127.0.0.1:{free_port()}"]
+    assert main([*argv, "--processes", "2"]) == 2
+    assert ("source 'a' reads pipe: (this command's standard input), which none of 2 worker "
+            "processes has") in capsys.readouterr().err
+    config = DaemonConfig(sources=(SourceConfig("a", "pipe:"), SourceConfig("b", "x.mp3")),
+                          processes=PROCESSES_AUTO)
+    assert worker_processes(config) == 1
+    assert "1 worker process: source 'a' reads pipe:" in capsys.readouterr().err
+
+
+def test_a_config_or_recipe_not_in_utf8_is_named(tmp_path, capsys):
+    latin = tmp_path / "daemon.toml"
+    latin.write_bytes(b'[model]\npath = "caf\xe9"\n')
+    assert main(["run", "--config", str(latin)]) == 2
+    assert f"config file {latin} is not UTF-8 text (byte 0xe9 at offset 19)" in \
+        capsys.readouterr().err
+    recipe = tmp_path / "r.toml"
+    recipe.write_bytes(b"\xff\xfe[train]\n")
+    assert main(["train", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert f"recipe {recipe} is not UTF-8 text (byte 0xff at offset 0)" in \
+        capsys.readouterr().err
+    from streamtag.daemon.config import load_config
+
+    bom = tmp_path / "bom.toml"  # a byte order mark is read past
+    bom.write_bytes(b'\xef\xbb\xbf[publish]\nendpoint = "tcp://127.0.0.1:5999"\n')
+    assert load_config(bom).publish.endpoint == "tcp://127.0.0.1:5999"
+
+
 # -- flags -----------------------------------------------------------------------------------
 
 

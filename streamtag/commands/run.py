@@ -9,7 +9,7 @@ import sys
 import threading
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
-from streamtag.errors import ConfigError
+from streamtag.errors import ConfigError, SourceError
 from streamtag.model.inference import keep_freed_memory
 from streamtag.wire.exposure import refusal
 
@@ -143,6 +143,15 @@ def failed_streams(status: dict) -> list[tuple[str, str]]:
             if isinstance(s, dict) and s.get("state") == "failed"]
 
 
+def _reads_stdin(spec: str) -> bool:
+    from streamtag.sources import parse_spec
+
+    try:
+        return parse_spec(spec).kind == "pipe"
+    except SourceError:
+        return False  # said when the source is built
+
+
 def worker_processes(config) -> int:
     """How many worker processes ``config`` asks for; for "auto", from the CPUs and the memory
     this process may use (affinity, cgroup quotas, streamtag.daemon.cpus) and where the model
@@ -158,8 +167,17 @@ def worker_processes(config) -> int:
     )
     from streamtag.model.inference import serving_device
 
+    piped = [src.id for src in config.sources if _reads_stdin(src.spec)]
+    if piped and config.processes != PROCESSES_AUTO and config.processes > 1:
+        raise ConfigError(f"source {piped[0]!r} reads pipe: (this command's standard input), "
+                          f"which none of {config.processes} worker processes has; run it "
+                          "in one process: leave out --processes (or [engine] processes)")
     if config.processes != PROCESSES_AUTO:
         return config.processes
+    if piped:
+        say(f"--processes auto: 1 worker process: source {piped[0]!r} reads pipe: (this "
+            "command's standard input), which only one process can")
+        return 1
     gpu = serving_device(config.model.device, config.engine.backend,
                          config.engine.precision).startswith("cuda")
     cpus, memory = usable_cpus(), usable_memory()

@@ -302,6 +302,11 @@ def load_config(path: str | Path) -> DaemonConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x}"
+                          f" at offset {exc.start}); save it as UTF-8") from None
+    if text.startswith("\ufeff"):  # a byte order mark some editors write: not TOML's
+        text = text[1:]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

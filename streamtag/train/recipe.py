@@ -665,7 +665,12 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         raise ConfigError(f"recipe {path} not found") from None
     except OSError as error:
         raise ConfigError(f"recipe {path} cannot be read: {error}") from None
-    return parse_recipe(text, overrides, name=path.stem, source=str(path))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte "
+                          f"{error.object[error.start]:#04x} at offset {error.start}); save it "
+                          "as UTF-8") from None
+    return parse_recipe(text.removeprefix("\ufeff"), overrides, name=path.stem,
+                        source=str(path))
 
 
 _OVERRIDE = re.compile(r"\s*([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\s*=(.*)", re.DOTALL)
