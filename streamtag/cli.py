@@ -358,11 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_command("dashboard"))
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
-    p.add_argument("--frontend", default=DEFAULT_FRONTEND,
+    p.add_argument("--frontend", default=DEFAULT_FRONTEND, type=zmq_endpoint,
                    help="XSUB endpoint daemons publish to (bound)")
-    p.add_argument("--backend", default=DEFAULT_BACKEND,
+    p.add_argument("--backend", default=DEFAULT_BACKEND, type=zmq_endpoint,
                    help="XPUB endpoint subscribers connect to (bound)")
-    p.add_argument("--upstream", action="append", help="a daemon PUB endpoint to connect to")
+    p.add_argument("--upstream", action="append", type=zmq_endpoint,
+                   help="a daemon PUB endpoint to connect to")
     p.add_argument("--server-key", metavar="FILE",
                    help="the proxy's secret key (NAME.key_secret), for CURVE: subscribers see it "
                         "as the server, daemons as a client (put its NAME.key in their "

@@ -491,7 +491,7 @@ def test_pages_and_listen_reach_a_daemon_whose_token_file_is_elsewhere(model_pat
         snapshot, status = _request_snapshot(control, None, str(token_file))
         assert snapshot["ok"] and status is not None, snapshot
         refused_snapshot, _ = _request_snapshot(control, None)  # the default file: refused
-        assert refused(refused_snapshot, REFUSED)
+        assert refused(refused_snapshot, f"pass --token-file {token_file}")
         out = io.StringIO()
         assert run_listen(daemon.publisher.endpoint, tracks=True, control=control, count=1,
                           duration=1, out=out, token=token_file.read_text().strip()) == 0

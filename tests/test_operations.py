@@ -314,6 +314,20 @@ def test_a_pipe_source_runs_in_one_process(capsys):
     assert "1 worker process: source 'a' reads pipe:" in capsys.readouterr().err
 
 
+def test_keys_generate_names_a_bad_folder_or_name(tmp_path, capsys):
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    for argv, said in (([str(taken)], "is a file, not a folder"),
+                       ([str(tmp_path / "k"), "--name", "../evil"], "key name '../evil'"),
+                       ([str(tmp_path / "k"), "--name", ""], "key name ''")):
+        assert main(["keys", "generate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+    assert not (tmp_path / "evil.key").exists() and not (tmp_path / "k").exists()
+    assert main(["keys", "generate", str(tmp_path / "k"), "--name", "screen-1"]) == 0
+    assert (tmp_path / "k" / "screen-1.key_secret").stat().st_mode & 0o777 == 0o600
+
+
 def test_a_config_or_recipe_not_in_utf8_is_named(tmp_path, capsys):
     latin = tmp_path / "daemon.toml"
     latin.write_bytes(b'[model]\npath = "caf\xe9"\n')
@@ -347,6 +361,10 @@ def test_a_config_or_recipe_not_in_utf8_is_named(tmp_path, capsys):
      "'tcp://127.0.0.1:70000': the port '70000' is not a TCP port; write tcp://HOST:PORT"),
     (["listen", "127.0.0.1:5555"], "'127.0.0.1:5555' is not a ZeroMQ endpoint; write "
                                    "tcp://HOST:PORT"),
+    (["proxy", "--frontend", "127.0.0.1:6031"], "argument --frontend: the endpoint "
+                                                "'127.0.0.1:6031' is not a ZeroMQ endpoint"),
+    (["proxy", "--backend", "tcp://127.0.0.1"], "argument --backend: the endpoint "
+                                                "'tcp://127.0.0.1' is not a ZeroMQ endpoint"),
     # counts and spans of time (a negative --max-backoff-s was a traceback, a negative
     # --duration or a --count of 0 printed nothing and exited 0)
     (["record", "--max-backoff-s", "-5"],

@@ -206,9 +206,14 @@ class ControlServer:
             self._refusal_logged_at = now
             log.warning("control request refused: no valid token (%d refused so far)",
                         self.refused)
-        where = f"the file {self._token_file}" if self._token_file else "its token file"
-        return error_reply(f"not authorised: give the daemon's control token ({where}, found "
-                           "by the streamtag commands themselves)")
+        if self._token_file is None:
+            return error_reply("not authorised: give the daemon's control token (its token "
+                               "file)")
+        found = Path(self._token_file).expanduser() == default_token_file()
+        return error_reply(
+            f"not authorised: give the daemon's control token (the file {self._token_file}"
+            + (", found by the streamtag commands themselves: run them as the daemon's user)"
+               if found else f"; pass --token-file {self._token_file})"))
 
     def handle(self, request: dict[str, Any], curve_client: bool = False) -> dict[str, Any]:
         """The reply to one decoded request; never raises."""

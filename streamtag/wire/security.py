@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,14 +64,23 @@ def generate_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
     others, not even while it is written) in ``directory``; returns their paths. ConfigError
     when NAME.key_secret exists already: replacing a key pair is a decision, not a side
     effect (remove the old files first)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise ConfigError(f"key name {name!r}: use letters, digits, _, - and . (not first), "
+                          "no folders (the folder is the DIRECTORY argument)")
     folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, not a folder; give the folder the keys go in")
     secret_path = folder / f"{name}.key_secret"
     if secret_path.exists() or secret_path.is_symlink():
         raise ConfigError(f"{secret_path} exists; keep it, or remove {name}.key and "
                           f"{name}.key_secret first to make a new pair")
-    with private_files():
-        folder.mkdir(parents=True, exist_ok=True)
-        public, secret = zmq.auth.create_certificates(folder, name)
+    try:
+        with private_files():
+            folder.mkdir(parents=True, exist_ok=True)
+            public, secret = zmq.auth.create_certificates(folder, name)
+    except OSError as exc:
+        raise ConfigError(f"cannot write keys in {folder}: {exc.strerror or exc}; give a "
+                          "folder this user may create and write") from None
     Path(secret).chmod(0o600)
     Path(public).chmod(0o644)  # the public half is meant to be copied
     return Path(public), Path(secret)
