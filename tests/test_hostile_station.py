@@ -309,6 +309,14 @@ def test_urls_are_shown_without_their_secrets(url, shown):
     assert redact_url(url) == shown
 
 
+@pytest.mark.parametrize("url, why", [("https://", "the URL names no host"),
+                                      ("http://exa mple.org/x.mp3", "a URL holds no spaces")])
+def test_a_url_without_a_host_or_with_a_space_is_refused_at_once(url, why):
+    with pytest.raises(SourceError) as error:
+        HttpSource(url)
+    assert why in str(error.value)
+
+
 @pytest.mark.parametrize("url, why", [("http://127.0.0.1:99999/live.mp3", "out of range"),
                                       ("http://127.0.0.1:http/live.mp3", "integer")])
 def test_a_url_with_a_bad_port_says_what_is_wrong_and_the_form(url, why):

@@ -313,6 +313,12 @@ class HttpSource(Source):
         super().__init__()
         self.description = redact_url(url)
         parts, _ = split_url(url)
+        if not parts.hostname:
+            raise SourceError(f"{self.description}: the URL names no host; write "
+                              "http(s)://HOST[:PORT]/PATH")
+        if any(c.isspace() for c in url):
+            raise SourceError(f"{self.description}: a URL holds no spaces; write %20 for a "
+                              "space in its path")
         if parts.scheme.lower() not in ("http", "https"):
             raise SourceError(f"{self.description}: not an http(s) URL")
         # Checked (and the back-off state built) per iteration of chunks(); here to fail early.
