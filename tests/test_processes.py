@@ -213,6 +213,11 @@ def test_control_requests_need_the_token_and_reach_the_worker_that_owns_the_stre
     twice = supervised.ask({"cmd": "add_source", "id": STREAMS[0],
                             "spec": f"file:{supervised.audio}"})
     assert not twice["ok"] and "already running" in twice["error"]
+    # An id no worker serves: the refusal names every worker's streams, not one worker's.
+    missing = supervised.ask({"cmd": "remove_source", "id": "no-such-stream"})
+    assert not missing["ok"] and "no source with id 'no-such-stream'" in missing["error"]
+    for sid in added.values():
+        assert sid in missing["error"], missing
     # Removed from worker 0: its stream ends; worker 1 keeps its own for the next test.
     assert supervised.ask({"cmd": "remove_source", "id": added[0]})["ok"]
     wait_until(lambda: any(m.header.stream == added[0] and m.body.state == "ended"

@@ -143,7 +143,7 @@ class ShardConfig:
             return
         other = self.owner(stream_id)
         raise ConfigError(f"source {stream_id!r} belongs to shard {other}/{self.count}, not to "
-                          f"this {holder} (shard {self}); add it on the daemon of shard {other} "
+                          f"this {holder} (shard {self}); ask the daemon of shard {other} "
                           f"(pod NAME-{other} in a StatefulSet)")
 
     def __str__(self) -> str:

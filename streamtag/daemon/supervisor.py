@@ -764,6 +764,11 @@ class Supervisor:
             if reply.get("ok"):
                 with self._lock:
                     self._added.pop(sid, None)
+            elif "no source with id" in str(reply.get("error", "")):
+                # the worker names its own streams: name every worker's
+                names = sorted(self.status()["streams"])
+                return {**reply, "error": f"no source with id {sid!r}; running: "
+                                          f"{', '.join(names) or 'none'}"}
             return reply
 
         def reload_model(req: dict) -> dict:
