@@ -4,6 +4,7 @@ ensemble, the TOML [model] path, and the control socket's reload_model."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from helpers import free_port, run_streamtag, tiny_model_file
@@ -202,3 +203,39 @@ def test_a_wheel_of_too_many_files_is_refused(tmp_path):
     with pytest.raises(ModelError, match=f"holds {installed.MAX_ARCHIVE_MEMBERS + 1} files, "
                                          f"over the cap of {installed.MAX_ARCHIVE_MEMBERS}"):
         installed.package_from(wheel, tmp_path)
+
+
+def _with_changed_weights(path, out):
+    """A copy of the model file with one weight tensor's bytes changed (the archive whole)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("/data/0"):
+                data = bytes(b ^ 0x55 for b in data)
+            dst.writestr(item, data)
+    return out
+
+
+def test_model_and_output_mistakes_are_named_not_tracebacks(home, tmp_path, capsys):
+    model = tiny_model_file(tmp_path / "m.pt")
+    other = tiny_model_file(tmp_path / "o.pt", seed=2)
+    audio = tmp_path / "a.wav"
+    write_audio(audio, music_like(4.0, 16000, seed=1), 16000)
+    damaged = _with_changed_weights(model, tmp_path / "damaged.pt")
+    recipe = str(Path(__file__).resolve().parents[1] / "models" / "recipes" / "synthetic_lstm.toml")
+    runs_file = tmp_path / "taken"
+    runs_file.write_text("")
+    for argv, said in (
+            (["tag", "--model", str(damaged), str(audio)], "weights hash mismatch"),
+            (["eval", str(model), recipe, "--json", str(tmp_path / "no" / "e.json")],
+             "--json " + str(tmp_path / "no" / "e.json") + ": its folder does not exist"),
+            (["ensemble", str(model), str(other), "--out", str(tmp_path / "no" / "e.pt")],
+             "its folder does not exist"),
+            (["train", recipe, "--out", str(runs_file)], "is a file; give a run folder"),
+            (["train", recipe, "--set", "data.synthetic.clip_seconds=x", "--out",
+              str(tmp_path / "run")], "synthetic.clip_seconds must be a number, got 'x'")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, (argv, err)

@@ -112,6 +112,16 @@ class SyntheticConfig:
         values.set_field(self, "tags", tuple(self.tags))
         values.set_field(self, "tempo_range_bpm", tuple(self.tempo_range_bpm))
         values.set_field(self, "level_range_dbfs", tuple(self.level_range_dbfs))
+        for name in ("clip_seconds", "drum_probability", "noise_floor_dbfs",
+                     "tempo_range_bpm", "level_range_dbfs"):
+            value = getattr(self, name)
+            pair = isinstance(value, tuple)
+            if (pair and len(value) != 2) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool)
+                    for v in (value if pair else (value,))):
+                raise ConfigError(f"synthetic.{name} must be "
+                                  + ("two numbers, [low, high]" if pair else "a number")
+                                  + f", got {value!r}")
         unknown = [t for t in self.tags if t not in TAGS]
         if unknown or not self.tags:
             raise ConfigError(f"synthetic.tags must be a non-empty subset of {list(TAGS)}; "

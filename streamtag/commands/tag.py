@@ -23,7 +23,11 @@ def cmd_tag(args: argparse.Namespace) -> int:
     except (ModelError, ValueError) as exc:
         print(f"streamtag tag: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    results = tag_files(args.files, model, config=config, loudness=args.loudness)
+    try:
+        results = tag_files(args.files, model, config=config, loudness=args.loudness)
+    except ModelError as exc:  # found as the engine prepares the model (its window reuse)
+        print(f"streamtag tag: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     formatter = format_json if args.json else format_csv if args.csv else format_text
     sys.stdout.write(formatter(results))
     return 1 if any(r.error for r in results) else 0

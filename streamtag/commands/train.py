@@ -51,6 +51,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ConfigError("under torchrun give --out RUN_DIR: every process must name "
                                   "the same run folder")
             run_dir = Path(args.out) if args.out else _default_run_dir(recipe.name)
+            if run_dir.exists() and not run_dir.is_dir():
+                raise ConfigError(f"--out {run_dir} is a file; give a run folder (new, or one "
+                                  "to continue with --resume)")
             result = train(recipe, run_dir)
     except (ConfigError, ModelError) as error:
         return refused("train", error)
@@ -105,6 +108,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from streamtag.train.recipe import load_recipe
 
     try:
+        if args.json and not Path(args.json).absolute().parent.is_dir():
+            raise ConfigError(f"--json {args.json}: its folder does not exist; give a path in "
+                              "a folder that exists")
         model = resolve_model(args.model)
         recipe = load_recipe(args.recipe, args.set or ())
         result = evaluate_model_file(model, recipe, split=args.split, device=args.device)
@@ -131,6 +137,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         return refused("ensemble", error)
     if Path(args.out).resolve() in {Path(m).resolve() for m in members}:
         return refused("ensemble", f"--out {args.out} is one of the members; give another path")
+    if not Path(args.out).absolute().parent.is_dir():
+        return refused("ensemble", f"--out {args.out}: its folder does not exist; give a path "
+                                   "in a folder that exists")
     try:
         manifest = modelfile.save_ensemble(members, args.out, name=args.name)
     except ModelError as error:
