@@ -62,3 +62,33 @@ def test_no_windows_is_an_error_saying_what_to_give():
     empty = Track(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
     with pytest.raises(ModelError, match="longer recordings"):
         choose_thresholds([empty])
+
+
+def test_too_little_sound_sets_no_thresholds_and_leaves_the_file(tmp_path):
+    # 2 s of music gave one window and all thresholds from it; 30 s of digital silence gave
+    # 29 windows of what a model says of nothing. Both are refused, the model file unchanged.
+    import shutil
+
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
+    from streamtag.catalog.calibration import calibrate_file
+    from streamtag.catalog.shipped import default_model_path
+
+    model = tmp_path / "mine.pt"
+    shutil.copy(default_model_path(), model)
+    before = model.read_bytes()
+    short, silent, music = tmp_path / "short.wav", tmp_path / "silent.wav", tmp_path / "m.wav"
+    write_audio(short, music_like(2.0, 16000, seed=1), 16000)
+    write_audio(silent, np.zeros(30 * 16000, np.float32), 16000)
+    write_audio(music, music_like(14.0, 16000, seed=2), 16000)
+    with pytest.raises(ModelError, match=r"on 1 window\(s\) of sound: it needs at least 8"):
+        calibrate_file(model, [short])
+    with pytest.raises(ModelError, match=r"on 0 window\(s\) of sound \(\d+ quiet or silent, "
+                                         r"below -50 dBFS, left out\)"):
+        calibrate_file(model, [silent])
+    assert model.read_bytes() == before
+    # silence beside music: its windows are left out, the music's set the thresholds
+    result, _ = calibrate_file(model, [music, silent])
+    alone, _ = calibrate_file(model, [music])
+    assert result.windows == alone.windows
+    np.testing.assert_array_equal(result.thresholds, alone.thresholds)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.health import HealthConfig
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.errors import ModelError, SourceError
 from streamtag.model import stored
@@ -50,6 +51,11 @@ from streamtag.sources import FileSource
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_PIECE_SECONDS = 30.0
 THRESHOLD_RANGE = (1e-4, 0.99)
+
+
+# Fewer windows of sound than this set no thresholds (a 2-s clip gave one window, and all 50
+# thresholds from it); an hour or so of music is what the rule is meant for.
+MIN_CALIBRATION_WINDOWS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,12 +149,19 @@ _default_tracks: dict[str, list[Track]] = {}  # weights hash -> its tracks of DE
 class _Windows:
     """Engine sink keeping each stream's window scores and times."""
 
-    def __init__(self) -> None:
+    def __init__(self, silence_dbfs: float | None = None) -> None:
         self.windows: dict[str, list[tuple[np.ndarray, np.ndarray, float]]] = {}
+        self.silence_dbfs = silence_dbfs  # set: quiet and silent windows are left out
+        self.quiet = 0
         self.lock = threading.Lock()
 
     def on_window(self, result: WindowResult) -> None:
         with self.lock:
+            if self.silence_dbfs is not None:
+                rms = (result.audio or {}).get("rms_dbfs")
+                if result.silent or (rms is not None and rms < self.silence_dbfs):
+                    self.quiet += 1
+                    return
             self.windows.setdefault(result.stream_id, []).append(
                 (result.raw, result.smoothed, result.end_s))
 
@@ -157,11 +170,14 @@ class _Windows:
 
 
 def score_tracks(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
-                 smoothing: SmoothingConfig | None = None) -> list[Track]:
+                 smoothing: SmoothingConfig | None = None,
+                 sink: _Windows | None = None) -> list[Track]:
     """Each piece of ``audio`` (an iterable of mono float32 chunks at the model's rate) run
-    through the daemon's engine: its window scores, smoothed scores and times."""
-    sink = _Windows()
-    engine = Engine(model, sink, EngineConfig(), smoothing)
+    through the daemon's engine: its window scores, smoothed scores and times. With a sink
+    that leaves quiet windows out, the engine measures silence as the daemon does."""
+    sink = sink or _Windows()
+    health = HealthConfig() if sink.silence_dbfs is not None else None
+    engine = Engine(model, sink, EngineConfig(), smoothing, health=health)
     ids = []
     for i, chunks in enumerate(audio):
         ids.append(f"c{i}")
@@ -173,8 +189,9 @@ def score_tracks(model: InferenceModel, audio: Iterable[Iterable[np.ndarray]],
     tracks = []
     for stream_id in ids:
         rows = sink.windows.get(stream_id, [])
-        tracks.append(Track(np.array([r[0] for r in rows]).reshape(len(rows), -1),
-                            np.array([r[1] for r in rows]).reshape(len(rows), -1),
+        width = len(model.tags)  # a piece of silence alone keeps no window
+        tracks.append(Track(np.array([r[0] for r in rows]).reshape(len(rows), width),
+                            np.array([r[1] for r in rows]).reshape(len(rows), width),
                             np.array([r[2] for r in rows], dtype=np.float64)))
     return tracks
 
@@ -257,11 +274,20 @@ def calibrate_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os
         raise ModelError("calibration needs at least one recording")
     model = InferenceModel.load(model_path, device=device)
     pieces = (file_chunks(Path(path), model.sample_rate) for path in audio_paths)
+    sink = _Windows(silence_dbfs=HealthConfig().silence_dbfs)  # no thresholds from dead air
     try:
-        tracks = score_tracks(model, pieces)
+        tracks = score_tracks(model, pieces, sink=sink)
     except SourceError as error:  # names the file
         raise ModelError(f"cannot calibrate {model_path}: {error}; the model file is "
                          "unchanged") from None
+    heard = sum(len(t.times_s) for t in tracks)
+    if heard < MIN_CALIBRATION_WINDOWS:
+        raise ModelError(
+            f"cannot calibrate {model_path} on {heard} window(s) of sound"
+            + (f" ({sink.quiet} quiet or silent, below {sink.silence_dbfs:g} dBFS, left out)"
+               if sink.quiet else "")
+            + f": it needs at least {MIN_CALIBRATION_WINDOWS}, and an hour or so of the music "
+            "you will tag sets them well; give longer recordings. The model file is unchanged")
     result = choose_thresholds(tracks, rule)
     names = ", ".join(Path(p).name for p in audio_paths[:5])
     more = f" and {len(audio_paths) - 5} more" if len(audio_paths) > 5 else ""

@@ -4,6 +4,7 @@ by name (quantize also takes a model file)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from streamtag.commands import refused
 from streamtag.model.manifest import read_manifest
@@ -97,7 +98,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.catalog.calibration import calibrate_file
+    from streamtag.catalog.calibration import ThresholdRule, calibrate_file
     from streamtag.errors import ModelError
 
     try:
@@ -109,6 +110,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"recording(s): on those, {100 * result.share_in_range:.0f} % of windows have 1 to 6 "
           f"active tags (mean {result.mean_active:.1f}, none on "
           f"{100 * result.empty_share:.0f} %); written to {path}")
+    rarest = ThresholdRule().min_share
+    if result.windows * rarest < 1:
+        print(f"{args.name}: note: {result.windows} windows are few: a tag active on fewer than "
+              f"1 window in {round(1 / rarest)} got its threshold from too little; an hour or "
+              "so of the music you will tag sets them well", file=sys.stderr)
     return 0
 
 
