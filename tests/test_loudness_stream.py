@@ -358,6 +358,8 @@ def test_tag_says_what_a_short_or_silent_file_s_loudness_is(tmp_path, capsys):
     assert [f["loudness_measured"] for f in found] == [True, True]
     assert found[0]["max_short_term_lufs"] is None and found[1]["loudness_lufs"] is None
     assert found[0]["note"].startswith("shorter than")
+    # its one window ends where the file does: no segment of no length
+    assert all(seg["end_s"] > seg["start_s"] for f in found for seg in f["segments"])
     # digital silence: no tag listed, whatever the model says of it
     assert found[1]["note"] == "every window was below -50 dBFS (silence): no tags"
     assert found[1]["tags"] == [] and found[1]["segments"] == []

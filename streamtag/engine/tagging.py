@@ -120,6 +120,8 @@ class _Collector:
                 opened[e.tag] = (e.time_s, [])
             elif e.tag in opened:
                 start, scores = opened.pop(e.tag)
+                if e.time_s <= start:  # on at the last window, off as the file ended: no time
+                    continue
                 mean = float(np.mean(scores)) if scores else e.score
                 threshold = float(self.model.thresholds[self.model.tags.index(e.tag)])
                 self.results[stream_id].segments.append(
