@@ -92,3 +92,23 @@ def test_too_little_sound_sets_no_thresholds_and_leaves_the_file(tmp_path):
     alone, _ = calibrate_file(model, [music])
     assert result.windows == alone.windows
     np.testing.assert_array_equal(result.thresholds, alone.thresholds)
+
+
+def test_info_and_calibrate_take_a_model_file_s_path(tmp_path, capsys):
+    import shutil
+
+    from streamtag.audio.files import write_audio
+    from streamtag.audio.testsignals import music_like
+    from streamtag.catalog.shipped import default_model_path
+    from streamtag.cli import main
+
+    model = tmp_path / "mine.pt"
+    shutil.copy(default_model_path(), model)
+    assert main(["models", "info", str(model)]) == 0
+    assert capsys.readouterr().out.startswith(f"{model}: {model}")
+    music = tmp_path / "m.wav"
+    write_audio(music, music_like(14.0, 16000, seed=2), 16000)
+    assert main(["models", "calibrate", str(model), str(music)]) == 0
+    assert f"written to {model}" in capsys.readouterr().out
+    assert main(["models", "info", str(tmp_path / "none.pt")]) == 2
+    assert "no such model file" in capsys.readouterr().err

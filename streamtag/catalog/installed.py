@@ -129,8 +129,18 @@ def remove(name: str) -> Path:
     return path
 
 
+def model_file(spec: str) -> Path:
+    """The file an installed model's name or a model file's path names; ModelError when it
+    names neither."""
+    path = Path(resolve_model(spec))
+    if not path.is_file():
+        raise ModelError(f"{spec}: no such model file; give an installed model's name "
+                         "(streamtag models list) or a model file's path")
+    return path
+
+
 def info(name: str) -> tuple[Path, Manifest]:
-    path = path_of(name)
+    path = model_file(name)
     return path, read_manifest(path)
 
 

@@ -102,7 +102,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from streamtag.errors import ModelError
 
     try:
-        path = installed.path_of(args.name)
+        path = installed.model_file(args.name)
         result, _ = calibrate_file(path, args.audio, device=args.device)
     except ModelError as error:
         return refused("models", error)
@@ -170,8 +170,9 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
                         "musicnn/, or one checkpoint folder (e.g. MSD_musicnn)")
     q.set_defaults(func=cmd_install)
 
-    q = sub.add_parser("info", help="an installed model's source, licence, tags, thresholds")
-    q.add_argument("name")
+    q = sub.add_parser("info", help="an installed model's (or a model file's) source, licence, "
+                                    "tags, thresholds")
+    q.add_argument("name", help="an installed model's name or a model file's path")
     q.set_defaults(func=cmd_info)
 
     q = sub.add_parser("remove", help="delete an installed model")
@@ -184,7 +185,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
                     "tag's threshold so that, on them, most windows have 1 to 6 active tags "
                     "(the rule: docs/models.md, Thresholds). The model file is rewritten in "
                     "place, atomically.")
-    q.add_argument("name", help="an installed model's name")
+    q.add_argument("name", help="an installed model's name, or a model file's path (that file "
+                                "is rewritten)")
     _add_recordings(q)
     q.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N (default cpu)")
     q.set_defaults(func=cmd_calibrate)
