@@ -92,6 +92,10 @@ def test_control_allow_lists_default_to_nothing_and_are_checked():
                               ("allow_devices", "yes", "control.allow_devices"),
                               ("model_roots", "/srv", "control.model_roots"),
                               ("token_file", " ", "control.token_file is empty"),
+                              ("allow_hosts", ["not a host!!"],
+                               "control.allow_hosts: 'not a host!!' is neither a host name"),
+                              ("deny_hosts", ["300.1.1.1/99"],
+                               "control.deny_hosts: '300.1.1.1/99' is neither"),
                               ("token", "x", "token")):
         with pytest.raises(ConfigError, match=words):
             config_from_dict({"control": {key: value}})

@@ -68,6 +68,14 @@ def test_keys_generate_command(tmp_path):
     assert oct((tmp_path / "venue.key_secret").stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_key_file_that_does_not_exist_is_said_so(tmp_path):
+    from streamtag.wire.security import load_keys
+
+    with pytest.raises(ConfigError, match=r"the key file .*nowhere.key does not exist; make "
+                                          r"keys with `streamtag keys generate DIR`"):
+        load_keys(tmp_path / "nowhere.key", need_secret=False)
+
+
 def test_a_key_folder_that_is_a_file_or_empty_is_refused_with_the_fix(tmp_path):
     public, _ = generate_keys(tmp_path / "keys", "listener")
     context = zmq.Context.instance()

@@ -172,6 +172,32 @@ class ControlConfig:
         if self.token_file is not None and not self.token_file.strip():
             raise ConfigError("control.token_file is empty; give a path, or leave it out for "
                               "control.token in streamtag's folder")
+        for key in ("allow_hosts", "deny_hosts"):
+            for entry in getattr(self, key):
+                if not _host_pattern(entry):
+                    raise ConfigError(
+                        f"control.{key}: {entry!r} is neither a host name (radio.example.org), "
+                        "a domain (.example.org), an address nor a network (10.0.0.0/8); a "
+                        "typo here would allow or deny nothing")
+
+
+_HOST_NAME = re.compile(r"\.?(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _host_pattern(entry: str) -> bool:
+    """Whether a host policy entry is a name, a .domain, an address or a network."""
+    if not isinstance(entry, str) or not entry.strip():
+        return False
+    try:
+        ipaddress.ip_network(entry.strip(), strict=False)
+        return True
+    except ValueError:
+        pass
+    text = entry.strip()
+    if re.fullmatch(r"[0-9./:]+", text):  # digits and dots: meant as an address, and is not
+        return False
+    return _HOST_NAME.fullmatch(text) is not None
 
 
 @dataclasses.dataclass(frozen=True)

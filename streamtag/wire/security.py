@@ -88,6 +88,9 @@ def generate_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
 
 def load_keys(path: str | Path, need_secret: bool) -> CurveKeys:
     """A certificate file; ConfigError naming the file when it is missing or lacks a key."""
+    if not Path(path).is_file():
+        raise ConfigError(f"the key file {path} does not exist; make keys with `streamtag keys "
+                          "generate DIR`, or give the path of one")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
