@@ -363,6 +363,11 @@ def test_tag_says_what_a_short_or_silent_file_s_loudness_is(tmp_path, capsys):
     # digital silence: no tag listed, whatever the model says of it
     assert found[1]["note"] == "every window was below -50 dBFS (silence): no tags"
     assert found[1]["tags"] == [] and found[1]["segments"] == []
+    # in CSV too, the silent file has its row, saying why it has no tags
+    assert main(["tag", "--csv", str(silent)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1] == (f"{silent},note,,0.000,5.000,,,every window was below -50 dBFS "
+                       "(silence): no tags"), rows
 
 
 def test_a_sound_card_s_stereo_input_is_measured_as_it_is_captured(pulse):

@@ -257,8 +257,9 @@ def format_json(results: Sequence[FileTags]) -> str:
 
 
 def format_csv(results: Sequence[FileTags]) -> str:
-    """One row per segment, one ``track`` row per tag of the summary, and with loudness one
-    ``loudness`` row (its integrated loudness in LUFS as the score). Paths, tag names and
+    """One row per segment, one ``track`` row per tag of the summary, with loudness one
+    ``loudness`` row (its integrated loudness in LUFS as the score), and a ``note`` row (the
+    note in ``error``) for a file with a note or nothing else to show. Paths, tag names and
     errors (a decoder's words about a file from anywhere) are written as cells a spreadsheet
     shows as text (``text.csv_text``); numbers as numbers."""
     cell = csv_text
@@ -278,4 +279,8 @@ def format_csv(results: Sequence[FileTags]) -> str:
         if r.loudness_lufs is not None:
             writer.writerow([cell(r.path), "loudness", "", "0.000", f"{r.duration_s:.3f}",
                              f"{r.loudness_lufs:.2f}", "", ""])
+        if r.note or not (r.segments or r.tags or r.loudness_lufs is not None):
+            # every file has a row: one with no tag (silence, too short) says why in `error`
+            writer.writerow([cell(r.path), "note", "", "0.000", f"{r.duration_s:.3f}", "", "",
+                             cell(r.note or "no tag over its threshold")])
     return out.getvalue()
