@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes; default 1)")
     p.add_argument("--exit-when-done", action="store_true",
                    help="stop once every source has ended (files); exit status 1 when one "
-                        "failed (with one process; its error is said)")
+                        "failed (its error is said)")
     p.add_argument("--loudness", action="store_true",
                    help="measure EBU R128 momentary and short-term loudness (LUFS) of every "
                         "stream at its own rate and channels ([health] loudness = true)")

@@ -25,6 +25,8 @@ from helpers import OggStation, free_port, make_config, started, wait_until
 from history_station import Station, await_subscribed, keys, stored_count, stored_keys, wait_stored
 from test_ogg_titles import encode_links
 
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
 from streamtag.cli import build_parser, main
 from streamtag.commands.listen import run_listen
 from streamtag.commands.record import record
@@ -295,6 +297,12 @@ def test_exit_when_done_fails_when_a_stream_failed(tmp_path, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "1 of 1 streams failed: s0 (cannot open" in err and "not recognise it as audio" in err
+    # the same under worker processes, beside a stream that played
+    music = tmp_path / "music.wav"
+    write_audio(music, music_like(4.0, 16000, seed=3), 16000)
+    assert main([*argv, "--source", str(music), "--processes", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 streams failed: s0 (cannot open" in err
 
 
 def test_a_pipe_source_runs_in_one_process(capsys):

@@ -236,6 +236,12 @@ def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
                 draining = threading.Thread(target=supervisor.stop, name="streamtag-shutdown",
                                             daemon=True)
                 draining.start()
+    failed = sorted(supervisor.failed_streams)
+    if args.exit_when_done and failed:
+        say(f"{len(failed)} of {len(config.sources)} streams failed: "
+            + "; ".join(f"{sid} ({error})" for sid, error in failed[:10])
+            + (" ..." if len(failed) > 10 else ""))
+        return EXIT_FAILED
     return 0
 
 

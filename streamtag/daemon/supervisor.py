@@ -150,7 +150,12 @@ def _serve(config: DaemonConfig, conn: Connection, exit_when_done: bool,
                                         daemon=True)
             draining.start()
         elif exit_when_done and config.sources and daemon.idle():
+            failed = [(sid, str(state.get("error") or "no reason given"))
+                      for sid, state in sorted(daemon.status()["streams"].items())
+                      if state.get("state") == "failed"]
             daemon.stop()
+            if failed:  # for the supervisor's exit status
+                conn.send(("failed", failed))
     conn.close()
     return orphaned
 
@@ -251,6 +256,9 @@ class Supervisor:
         self.shard = config.shard.resolve()
         self.count = processes
         self.exit_when_done = exit_when_done
+        # with exit_when_done: (stream, why) of each stream whose source failed, as the
+        # workers said when their streams had ended
+        self.failed_streams: list[tuple[str, str]] = []
         self.log_level = log_level
         self.stop_signals = stop_signals
         self.session = uuid.uuid4().hex  # this supervisor's; every worker has its own
@@ -507,6 +515,10 @@ class Supervisor:
             return
         if kind == "error":
             worker.error = value
+            return
+        if kind == "failed":  # --exit-when-done: its streams whose source failed
+            with self._lock:
+                self.failed_streams.extend(tuple(item) for item in value)
             return
         requests = []
         with self._lock:
