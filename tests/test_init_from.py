@@ -125,6 +125,14 @@ def test_a_different_architecture_or_options_is_refused(recipe_text, tmp_path):
                     tmp_path / "run3").setup()
     with pytest.raises(ConfigError, match="freeze_body_epochs needs model.init"):
         parse_recipe(recipe_text, ["model.freeze_body_epochs=2"], name="tiny")
+    # an ensemble has no one body: said, not "set model.architecture = 'ensemble'"
+    from streamtag.model import modelfile
+
+    ensemble = tmp_path / "ensemble.pt"
+    modelfile.save_ensemble([narrow, narrow], ensemble)
+    recipe = parse_recipe(recipe_text, [f"model.init={ensemble}"], name="tiny")
+    with pytest.raises(ConfigError, match="it is an ensemble of 2 models, which has no one body"):
+        TrainingRun(recipe, tmp_path / "run4").setup()
 
 
 def test_freeing_the_body_leaves_what_the_model_froze_itself():

@@ -52,6 +52,10 @@ def load_body(model: nn.Module, init: str | os.PathLike, architecture: str,
     except ModelError as error:
         raise ConfigError(f"model.init: {error}") from None
     theirs = loaded.manifest.architecture.get("name")
+    if theirs == "ensemble":
+        raise ConfigError(f"model.init {path}: it is an ensemble of {len(loaded.manifest.members)}"
+                          " models, which has no one body to fine-tune; start from one of its "
+                          "members' model files")
     if theirs != architecture:
         raise ConfigError(f"model.init {path}: it is a {theirs!r} model but the recipe builds "
                           f"{architecture!r}; fine-tuning needs the same architecture (set "
