@@ -121,14 +121,22 @@ def test_record_stops_at_once_on_a_login_or_database_postgresql_refuses(postgres
 
 
 def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres, caplog):
+    # Started with its database down, the recorder subscribes at once: what the daemon
+    # publishes meanwhile waits for it and is stored once the server is up (it was lost, and
+    # the recorder logged each retry).
     postgres.stop()
+    station = Station()
     try:
-        thread, stop, status = record_in_thread(["--connect", f"tcp://127.0.0.1:{free_port()}",
-                                                 "--db", postgres.url, "--max-backoff-s", "0.5"])
-        with caplog.at_level(logging.WARNING, logger="streamtag.history.recorder"):
-            wait_until(lambda: sum("retrying in" in r.getMessage() for r in caplog.records) >= 3,
-                       30, "the recorder to retry")
+        with caplog.at_level(logging.DEBUG, logger="streamtag.history.recorder"):
+            thread, stop, status = record_in_thread(["--connect", station.endpoint,
+                                                     "--db", postgres.url,
+                                                     "--max-backoff-s", "0.5"])
+            wait_until(lambda: sum("retrying in" in r.getMessage() for r in caplog.records)
+                       >= 3, 30, "the recorder to retry")
+            said = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert thread.is_alive() and not status
+        assert len(said) == 1 and "waiting for it" in said[0].getMessage(), said
+        sent = station.play("radio-1", range(40))  # while the database is down
     finally:
         postgres.start()
     engine = sa.create_engine(postgres.url)
@@ -138,10 +146,13 @@ def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres
                 return schema.current_revision(conn) == schema.head_revision()
 
         wait_until(upgraded, 30, "the recorder to create its schema once the server is up")
+        wait_stored(engine, len(sent))
+        assert stored_keys(engine) == keys(sent)  # every one, none twice
     finally:
         engine.dispose()
         stop.set()
         thread.join(30)
+        station.close()
     assert status == [0]
 
 

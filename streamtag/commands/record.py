@@ -56,13 +56,11 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                               "proxy's PUB endpoint); repeat it for several daemons")
         curve = optional_client_curve(getattr(args, "server_key", None),
                                       getattr(args, "client_key", None))
-        recorder = start_when_up(
-            engine, lambda: Recorder(engine, args.connect, args.control or (),
-                                     queue_size=args.queue_size, batch_size=args.batch_size,
-                                     max_backoff_s=args.max_backoff_s, curve=curve),
-            stop, args.max_backoff_s)
-        if recorder is None:
-            return 0
+        # subscribed at once (what is published while the database is still down waits for
+        # it), its metrics served meanwhile (streamtag_record_db_up 0)
+        waiting = Recorder(engine, args.connect, args.control or (),
+                           queue_size=args.queue_size, batch_size=args.batch_size,
+                           max_backoff_s=args.max_backoff_s, curve=curve).connect()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -72,13 +70,20 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
             from streamtag.history.metrics import RecorderMetrics  # prometheus, only if asked
 
             try:
-                metrics = RecorderMetrics(recorder, args.metrics_port, args.metrics_address)
+                metrics = RecorderMetrics(waiting, args.metrics_port, args.metrics_address)
             except OSError as exc:
                 print(f"streamtag record: cannot serve metrics on {args.metrics_address}:"
                       f"{args.metrics_port}: {exc}; choose another --metrics-port",
                       file=sys.stderr)
-                recorder.stop(0)
+                waiting.stop(0)
                 return EXIT_USAGE
+        try:
+            recorder = start_when_up(engine, waiting, stop, args.max_backoff_s)
+        except (ConfigError, ValueError, OSError) as exc:
+            print(f"streamtag record: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if recorder is None:
+            return 0
         print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
               f"{schema.describe_url(engine)}"
               + (f"; metrics on port {metrics.port}" if metrics else ""),

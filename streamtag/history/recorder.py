@@ -193,11 +193,20 @@ class Recorder:
 
     # -- life
 
+    def connect(self) -> Recorder:
+        """Subscribe now: what the daemons publish waits in the socket (up to its receive
+        high-water mark; beyond it, seen later as a gap) until ``start``, as while the database
+        is still down."""
+        if self._subscriber is None:
+            self._subscriber = Subscriber(self.endpoints, context=self._context,
+                                          rcvhwm=self._rcvhwm, curve=self._curve)
+        return self
+
     def start(self) -> Recorder:
-        """Resume from the database (it must be reachable and upgraded) and start recording."""
+        """Resume from the database (it must be reachable and upgraded) and start recording
+        (subscribing, unless ``connect`` did already)."""
         last_seq, sessions, restarted = self._resume_state()
-        self._subscriber = Subscriber(self.endpoints, context=self._context,
-                                      rcvhwm=self._rcvhwm, curve=self._curve)
+        self.connect()
         self._subscriber.resume(last_seq, sessions, restarted)
         self._threads = [threading.Thread(target=self._receive, name="streamtag-record-recv",
                                           daemon=True),
@@ -652,16 +661,32 @@ class Recorder:
                     "not logged", what, kind, detail, cause, counter)
 
 
-def start_when_up(engine: Engine, make: Callable[[], Recorder], stop: threading.Event,
-                  max_backoff_s: float) -> Recorder | None:
-    """Upgrade the schema and start a recorder (`make()`), which reads where it left off;
-    retried with back-off while the database is down. None when stopped meanwhile.
-    ConfigError for an error that retrying cannot mend (``permanent_db_error``)."""
+def start_when_up(engine: Engine, make: Callable[[], Recorder] | Recorder,
+                  stop: threading.Event, max_backoff_s: float) -> Recorder | None:
+    """Upgrade the schema and start a recorder (``make`` or ``make()``), which reads where it
+    left off; retried with back-off while the database is down. The recorder subscribes
+    first, so what is published meanwhile waits for it. None when stopped meanwhile (the
+    recorder then closed). ConfigError for an error that retrying cannot mend
+    (``permanent_db_error``)."""
     backoff = _backoff(max_backoff_s)
+    recorder = (make if isinstance(make, Recorder) else make()).connect()
+    try:
+        started = _start_when_up(engine, recorder, stop, backoff)
+    except BaseException:
+        recorder.stop(0)
+        raise
+    if started is None:
+        recorder.stop(0)
+    return started
+
+
+def _start_when_up(engine: Engine, recorder: Recorder, stop: threading.Event,
+                   backoff: Backoff) -> Recorder | None:
+    told = False
     while not stop.is_set():
         try:
             schema.upgrade(engine)
-            return make().start()  # reads the database before it subscribes
+            return recorder.start()
         except sa.exc.DatabaseError as exc:
             permanent = permanent_db_error(exc, engine)
             if permanent is not None:
@@ -669,8 +694,18 @@ def start_when_up(engine: Engine, make: Callable[[], Recorder], stop: threading.
             if not isinstance(exc, RETRYABLE_DB_ERRORS):
                 raise
             wait_s = backoff.next_wait_s()
-            log.warning("cannot reach %s (%s); retrying in %.1f s", schema.describe_url(engine),
-                        str(exc.orig).strip()[:200], wait_s)
+            recorder.stats.db_up = False
+            recorder.stats.db_errors += 1
+            reason = str(exc.orig).strip().splitlines()[0][:200] if str(exc.orig).strip() \
+                else type(exc.orig).__name__
+            if not told:  # once, then at debug level: the retries say nothing new
+                log.warning("cannot reach %s (%s); waiting for it, retrying with back-off up "
+                            "to %g s; what the daemons publish meanwhile waits",
+                            schema.describe_url(engine), reason, backoff.max_backoff_s)
+                told = True
+            else:
+                log.debug("cannot reach %s (%s); retrying in %.1f s",
+                          schema.describe_url(engine), reason, wait_s)
             stop.wait(wait_s)
     return None
 
