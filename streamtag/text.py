@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CSV_FORMULA_STARTS", "ESCAPE_SEQUENCES", "csv_text", "without_escape_sequences"]
+from streamtag.errors import ConfigError
+
+__all__ = ["CSV_FORMULA_STARTS", "ESCAPE_SEQUENCES", "csv_text", "utf8_file_text",
+           "without_escape_sequences"]
 
 # Removing ESC alone would leave "[31m" behind, so each sequence goes whole, in its 7- and 8-bit
 # forms: CSI (ESC [ or 0x9b) with its parameters and final byte; the string commands OSC, DCS,
@@ -38,3 +41,14 @@ def csv_text(value: str | None) -> str:
     if "\r" in value:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
     return value
+
+
+def utf8_file_text(data: bytes, what: str) -> str:
+    """A text file's bytes (a config, a recipe) as text: UTF-8, a byte order mark some editors
+    write read past; ConfigError naming ``what`` and the first byte that is not UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                          f"{exc.start}); save it as UTF-8") from None
+    return text.removeprefix("\ufeff")

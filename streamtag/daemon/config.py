@@ -43,6 +43,7 @@ from streamtag.engine.mood import MoodConfig
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
+from streamtag.text import utf8_file_text
 from streamtag.wire.protocol import STREAM_ID_PATTERN
 from streamtag.wire.security import is_loopback_endpoint
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
@@ -181,23 +182,19 @@ class ControlConfig:
                         "typo here would allow or deny nothing")
 
 
-_HOST_NAME = re.compile(r"\.?(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
-
-
 def _host_pattern(entry: str) -> bool:
-    """Whether a host policy entry is a name, a .domain, an address or a network."""
-    if not isinstance(entry, str) or not entry.strip():
+    """Whether a host policy entry is a name, a .domain, an address or a network (a name as
+    check_listen_address reads one: HOST_NAME, not ending in a number)."""
+    text = entry.strip() if isinstance(entry, str) else ""
+    if not text:
         return False
     try:
-        ipaddress.ip_network(entry.strip(), strict=False)
+        ipaddress.ip_network(text, strict=False)
         return True
     except ValueError:
         pass
-    text = entry.strip()
-    if re.fullmatch(r"[0-9./:]+", text):  # digits and dots: meant as an address, and is not
-        return False
-    return _HOST_NAME.fullmatch(text) is not None
+    name = text.removeprefix(".")
+    return bool(HOST_NAME.match(name)) and not name.rstrip(".").rsplit(".", 1)[-1].isdigit()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,14 +322,10 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
 def load_config(path: str | Path) -> DaemonConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x}"
-                          f" at offset {exc.start}); save it as UTF-8") from None
-    if text.startswith("\ufeff"):  # a byte order mark some editors write: not TOML's
-        text = text[1:]
+    text = utf8_file_text(data, f"config file {path}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -34,6 +34,7 @@ from typing import Any
 from streamtag import values
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
+from streamtag.text import utf8_file_text
 
 __all__ = [
     "AugmentConfig",
@@ -660,16 +661,12 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
     (``models/recipes/crnn.toml`` is ``crnn``)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"recipe {path} not found") from None
     except OSError as error:
         raise ConfigError(f"recipe {path} cannot be read: {error}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"recipe {path} is not UTF-8 text (byte "
-                          f"{error.object[error.start]:#04x} at offset {error.start}); save it "
-                          "as UTF-8") from None
-    return parse_recipe(text.removeprefix("\ufeff"), overrides, name=path.stem,
+    return parse_recipe(utf8_file_text(data, f"recipe {path}"), overrides, name=path.stem,
                         source=str(path))
 
 
