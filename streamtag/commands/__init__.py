@@ -11,13 +11,24 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from streamtag.text import without_escape_sequences
 
 # The exit status of a command that refused its input (flags, config, files), as argparse's own.
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+# Names listed where one asked for is unknown (streams a database or a daemon has)
+NAMES_SHOWN = 20
+
+
+def names_listed(names: Sequence[str], none: str = "none") -> str:
+    """Names from outside, sorted as given, quoted and safe for a terminal: the first
+    NAMES_SHOWN, then "and more"; ``none`` when there are none."""
+    shown = ", ".join(terminal_text(repr(name)) for name in names[:NAMES_SHOWN]) or none
+    return shown + (" and more" if len(names) > NAMES_SHOWN else "")
 
 
 def refused(command: str, error: Exception | str) -> int:

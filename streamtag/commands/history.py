@@ -12,14 +12,18 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
+from streamtag.commands import (
+    EXIT_USAGE,
+    NAMES_SHOWN,
+    names_listed,
+    terminal_json,
+    terminal_text,
+)
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.history.plot import plot_history
 from streamtag.history.report import format_csv, format_json, format_text, load_history
 from streamtag.history.timeparse import parse_range, zone_named
-
-KNOWN_SHOWN = 20  # streams named when one asked for is unknown
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -86,9 +90,7 @@ def require_streams(engine: sa.Engine, streams: list[str]) -> None:
         if not unknown:
             return
         known = sorted({row.stream for column in c for row in conn.execute(
-            sa.select(column.label("stream")).distinct().limit(KNOWN_SHOWN + 1))})
-    listed = ", ".join(terminal_text(repr(name)) for name in known[:KNOWN_SHOWN]) or "none yet"
-    more = " and more" if len(known) > KNOWN_SHOWN else ""
+            sa.select(column.label("stream")).distinct().limit(NAMES_SHOWN + 1))})
     raise ConfigError(f"--stream {', '.join(terminal_text(repr(n)) for n in unknown)}: "
                       f"never recorded in {schema.describe_url(engine)}; its streams: "
-                      f"{listed}{more}")
+                      f"{names_listed(known, none='none yet')}")

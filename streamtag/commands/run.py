@@ -124,23 +124,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                                             daemon=True)
                 draining.start()
             elif args.exit_when_done and config.sources and daemon.idle():
-                failed = failed_streams(daemon.status())
+                failed = daemon.failed_streams()
                 daemon.stop()
                 if failed:
-                    say(f"{len(failed)} of {len(config.sources)} streams failed: "
-                        + "; ".join(f"{sid} ({error})" for sid, error in failed[:10])
-                        + (" ..." if len(failed) > 10 else ""))
+                    say_failed(failed, len(config.sources))
                     page_stop.set()
                     return EXIT_FAILED
         page_stop.set()
     return 0
 
 
-def failed_streams(status: dict) -> list[tuple[str, str]]:
-    """The streams of a daemon's status reply whose source failed, with why."""
-    return [(sid, str(s.get("error") or "no reason given"))
-            for sid, s in sorted((status.get("streams") or {}).items())
-            if isinstance(s, dict) and s.get("state") == "failed"]
+def say_failed(failed: list[tuple[str, str]], streams: int) -> None:
+    """--exit-when-done: the streams whose source failed, with why (the first ten)."""
+    say(f"{len(failed)} of {streams} streams failed: "
+        + "; ".join(f"{sid} ({error})" for sid, error in failed[:10])
+        + (" ..." if len(failed) > 10 else ""))
 
 
 def _reads_stdin(spec: str) -> bool:
@@ -238,9 +236,7 @@ def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
                 draining.start()
     failed = sorted(supervisor.failed_streams)
     if args.exit_when_done and failed:
-        say(f"{len(failed)} of {len(config.sources)} streams failed: "
-            + "; ".join(f"{sid} ({error})" for sid, error in failed[:10])
-            + (" ..." if len(failed) > 10 else ""))
+        say_failed(failed, len(config.sources))
         return EXIT_FAILED
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import zmq
 
-from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
+from streamtag.commands import EXIT_USAGE, names_listed, terminal_json, terminal_text
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.wire.control import control_request, read_token
 from streamtag.wire.exposure import optional_client_curve
@@ -224,11 +224,8 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
         served = reply.get("streams") if isinstance(reply.get("streams"), Mapping) else {}
         unknown = sorted(streams - set(served))
         if unknown:
-            names = sorted(served)
             say(f"--stream {', '.join(_shown(repr(s)) for s in unknown)}: the daemon serves "
-                "no such stream; its streams: "
-                + (", ".join(_shown(repr(s)) for s in names[:20]) or "none")
-                + (" and more" if len(names) > 20 else ""))
+                f"no such stream; its streams: {names_listed(sorted(served))}")
             return EXIT_USAGE
     if as_json:
         body = {k: v for k, v in reply.items() if k != "ok"}

@@ -337,6 +337,13 @@ class Daemon:
         """Blocks until ``stop()`` has finished (or the timeout); True when stopped."""
         return self._stopped.wait(timeout)
 
+    def failed_streams(self) -> list[tuple[str, str]]:
+        """(stream, why) of each stream whose source failed, by id: what ``--exit-when-done``
+        reports when they have all ended."""
+        return [(sid, str(state.get("error") or "no reason given"))
+                for sid, state in sorted(self.status()["streams"].items())
+                if state.get("state") == "failed"]
+
     def idle(self) -> bool:
         """True when every stream has published its final status (nothing more will come):
         not merely its source ended, since its last windows are scored after that."""

@@ -150,9 +150,7 @@ def _serve(config: DaemonConfig, conn: Connection, exit_when_done: bool,
                                         daemon=True)
             draining.start()
         elif exit_when_done and config.sources and daemon.idle():
-            failed = [(sid, str(state.get("error") or "no reason given"))
-                      for sid, state in sorted(daemon.status()["streams"].items())
-                      if state.get("state") == "failed"]
+            failed = daemon.failed_streams()
             daemon.stop()
             if failed:  # for the supervisor's exit status
                 conn.send(("failed", failed))
