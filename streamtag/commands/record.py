@@ -42,12 +42,11 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
             try:
                 revision = schema.upgrade(engine)
             except sa.exc.DatabaseError as exc:
-                if not isinstance(exc, RETRYABLE_DB_ERRORS) and not permanent_db_error(
-                        exc, engine):
+                permanent = permanent_db_error(exc, engine)
+                if permanent is None and not isinstance(exc, RETRYABLE_DB_ERRORS):
                     raise
-                raise ConfigError(permanent_db_error(exc, engine)
-                                  or f"cannot reach {schema.describe_url(engine)}: "
-                                     f"{str(exc.orig).strip()[:200]}") from None
+                raise ConfigError(permanent or f"cannot reach {schema.describe_url(engine)}: "
+                                               f"{str(exc.orig).strip()[:200]}") from None
             print(f"streamtag record: {schema.describe_url(engine)} is at schema revision "
                   f"{revision}", file=sys.stderr)
             return 0

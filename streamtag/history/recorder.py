@@ -716,9 +716,9 @@ _PG_REFUSED_LOGIN = ("password authentication failed", "authentication failed",
                      "no pg_hba.conf entry", "no password supplied")
 _PG_MISSING = re.compile(r'(database|role) "[^"]*" does not exist')
 # SQLite's errors for a file that cannot be opened or written at all (a missing folder, no
-# permission, not a database); a locked or busy database is retried.
-_SQLITE_PERMANENT = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_NOTADB",
-                     "SQLITE_AUTH")
+# permission; a file that is not a database: schema.not_a_database); a locked or busy database
+# is retried.
+_SQLITE_PERMANENT = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
 
 
 def permanent_db_error(exc: sa.exc.DBAPIError, engine: Engine) -> str | None:
@@ -727,8 +727,9 @@ def permanent_db_error(exc: sa.exc.DBAPIError, engine: Engine) -> str | None:
     error worth retrying (the server is down or refuses connections, a busy database)."""
     url = schema.describe_url(engine)
     text = str(exc.orig).strip()
-    if schema.not_a_database(exc, engine):
-        return schema.not_a_database(exc, engine)
+    not_sqlite = schema.not_a_database(exc, engine)
+    if not_sqlite:
+        return not_sqlite
     detail = text.rpartition("FATAL:")[2].strip()[:200] or text[:200]
     if engine.url.get_backend_name() == "sqlite":
         if getattr(exc.orig, "sqlite_errorname", None) in _SQLITE_PERMANENT:

@@ -145,6 +145,17 @@ def _is_this_machine(endpoint: str) -> bool:
 Handler = Callable[[dict[str, Any]], Mapping[str, Any] | None]
 
 
+def _refusal_text(token_file: str | os.PathLike | None) -> str:
+    """What a request without the token is told: where the token is, and how a client finds
+    it (by itself in the default file, else with --token-file)."""
+    if token_file is None:
+        return "not authorised: give the daemon's control token (its token file)"
+    found = Path(token_file).expanduser() == default_token_file()
+    return (f"not authorised: give the daemon's control token (the file {token_file}"
+            + (", found by the streamtag commands themselves: run them as the daemon's user)"
+               if found else f"; pass --token-file {token_file})"))
+
+
 class ControlServer:
     """Answers control requests on a ROUTER socket, in its own thread.
 
@@ -175,7 +186,7 @@ class ControlServer:
         self._curve = curve
         self._curve_domain = curve_domain
         self._token = token.encode() if token is not None else None
-        self._token_file = token_file
+        self._refusal_text = _refusal_text(token_file)  # the same for every refusal
         self._context = context
         self._poll_ms = poll_ms
         self.endpoint: str | None = None  # the bound endpoint, once started
@@ -206,14 +217,7 @@ class ControlServer:
             self._refusal_logged_at = now
             log.warning("control request refused: no valid token (%d refused so far)",
                         self.refused)
-        if self._token_file is None:
-            return error_reply("not authorised: give the daemon's control token (its token "
-                               "file)")
-        found = Path(self._token_file).expanduser() == default_token_file()
-        return error_reply(
-            f"not authorised: give the daemon's control token (the file {self._token_file}"
-            + (", found by the streamtag commands themselves: run them as the daemon's user)"
-               if found else f"; pass --token-file {self._token_file})"))
+        return error_reply(self._refusal_text)
 
     def handle(self, request: dict[str, Any], curve_client: bool = False) -> dict[str, Any]:
         """The reply to one decoded request; never raises."""
