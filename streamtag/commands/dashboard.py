@@ -8,9 +8,7 @@ import sys
 from urllib.parse import quote
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
-from streamtag.errors import ConfigError
-from streamtag.wire.control import read_token
-from streamtag.wire.exposure import optional_client_curve
+from streamtag.commands.status import client_credentials
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -26,17 +24,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"streamtag dashboard: needs the websockets package ({exc}); install it with "
               "'pip install websockets'", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        curve = optional_client_curve(getattr(args, "server_key", None),
-                                      getattr(args, "client_key", None))
-    except ConfigError as exc:
-        print(f"streamtag dashboard: {exc}", file=sys.stderr)
+    credentials = client_credentials(
+        args, lambda line: print(f"streamtag dashboard: {line}", file=sys.stderr))
+    if credentials is None:
         return EXIT_USAGE
+    # the token file checked here; the page reads it on each request (a new daemon, a new one)
+    curve, _ = credentials
     token_file = getattr(args, "token_file", None)
-    if token_file and read_token(token_file) is None:
-        print(f"streamtag dashboard: cannot read a control token from {token_file}; give the "
-              "daemon's [control] token_file", file=sys.stderr)
-        return EXIT_USAGE
     options = {"db": getattr(args, "db", None), "curve": curve,
                "allow_hosts": getattr(args, "allow_host", None) or (),
                "token_file": token_file}

@@ -18,9 +18,8 @@ from typing import Any, TextIO
 import zmq
 
 from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
-from streamtag.commands.status import ask_daemon
-from streamtag.errors import ConfigError, ProtocolError
-from streamtag.wire.control import read_token
+from streamtag.commands.status import ask_daemon, client_credentials
+from streamtag.errors import ProtocolError
 from streamtag.wire.protocol import (
     HEARTBEAT,
     EventBody,
@@ -32,7 +31,7 @@ from streamtag.wire.protocol import (
     TrackBody,
     canonical_json,
 )
-from streamtag.wire.security import ClientCurve, client_curve
+from streamtag.wire.security import ClientCurve
 from streamtag.wire.subscriber import ALL_TOPICS, ReceivedMessage, Subscriber
 
 # Silence this long from an endpoint whose heartbeats are subscribed to is said once: a daemon
@@ -286,23 +285,11 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    curve = None
-    if args.server_key or args.client_key:
-        if not (args.server_key and args.client_key):
-            print("streamtag listen: --server-key and --client-key go together", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            curve = client_curve(args.server_key, args.client_key)
-        except ConfigError as exc:
-            print(f"streamtag listen: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    token = None
-    if getattr(args, "token_file", None):
-        token = read_token(args.token_file)
-        if token is None:
-            print(f"streamtag listen: cannot read a control token from {args.token_file}; "
-                  "give the daemon's [control] token_file", file=sys.stderr)
-            return EXIT_USAGE
+    credentials = client_credentials(
+        args, lambda line: print(f"streamtag listen: {line}", file=sys.stderr))
+    if credentials is None:
+        return EXIT_USAGE
+    curve, token = credentials
     return run_listen(args.endpoint, streams=args.stream or None, as_json=args.json,
                       count=args.count, duration=args.duration, curve=curve,
                       tracks=args.tracks, control=args.control, wait_s=args.wait, token=token)

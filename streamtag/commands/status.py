@@ -191,17 +191,20 @@ def answered(endpoint: str, request: Mapping[str, Any], wait_s: float,
 def client_credentials(args: argparse.Namespace, say: Callable[[str], None]
                        ) -> tuple[ClientCurve | None, str | None] | None:
     """The CURVE keys (``--server-key``, ``--client-key``) and the token (``--token-file``) a
-    control client's flags give; None once ``say`` has told why they cannot be used."""
+    control client's flags give, those it has (listen, dashboard and status share them); None
+    once ``say`` has told why they cannot be used."""
     try:
-        curve = optional_client_curve(args.server_key, args.client_key)
+        curve = optional_client_curve(getattr(args, "server_key", None),
+                                      getattr(args, "client_key", None))
     except ConfigError as exc:
         say(str(exc))
         return None
     token = None
-    if args.token_file:
-        token = read_token(args.token_file)
+    token_file = getattr(args, "token_file", None)
+    if token_file:
+        token = read_token(token_file)
         if token is None:
-            say(f"cannot read a control token from {args.token_file}; give the daemon's "
+            say(f"cannot read a control token from {token_file}; give the daemon's "
                 "[control] token_file")
             return None
     return curve, token
