@@ -157,11 +157,9 @@ class _Windows:
 
     def on_window(self, result: WindowResult) -> None:
         with self.lock:
-            if self.silence_dbfs is not None:
-                rms = (result.audio or {}).get("rms_dbfs")
-                if result.silent or (rms is not None and rms < self.silence_dbfs):
-                    self.quiet += 1
-                    return
+            if result.quiet:  # only with silence_dbfs: the engine then measures it
+                self.quiet += 1
+                return
             self.windows.setdefault(result.stream_id, []).append(
                 (result.raw, result.smoothed, result.end_s))
 

@@ -88,6 +88,8 @@ class WindowResult:
     # stream is silent after it
     silence: list[SilenceEvent] = dataclasses.field(default_factory=list)
     silent: bool = False
+    # no tag could turn on in it: its audio quiet, or inside dead air ([health]; False without)
+    quiet: bool = False
 
     @property
     def start_s(self) -> float:
@@ -829,7 +831,7 @@ class Engine:
             raw=probs, smoothed=smoothed, active=stream.smoother.active_tags(), events=events,
             latency_ms=(time.monotonic() - w.arrival) * 1000.0, model_name=model.name,
             model_hash=model.hash, audio=audio, mood=mood, silence=silence,
-            silent=health is not None and health.silent)
+            silent=health is not None and health.silent, quiet=quiet)
         stream.next_index += 1
         stream.end_s = max(stream.end_s, end_s)
         stream.counters["windows"] += 1

@@ -101,8 +101,7 @@ class _Collector:
         with self._lock:
             out = self.results[result.stream_id]
             out.windows += 1
-            rms = (result.audio or {}).get("rms_dbfs")
-            if not result.silent and (rms is None or rms >= self.silence_dbfs):
+            if not result.quiet:
                 self._sounding[result.stream_id] += 1
             self._raw[result.stream_id].append(result.raw)
             self._tracks[result.stream_id].add_window(
