@@ -175,13 +175,11 @@
     // The source's own state: a sound card gone, a station down (its last mood kept, dimmed),
     // a stream that ended or failed (said instead of a mood that no longer plays).
     const source = s && s.status ? s.status.state : null;
-    const sourceDown = source === "reconnecting";
-    const lost = (view.dropped && !view.connected) || Boolean(d && d.seen && !d.alive) ||
-      sourceDown;
+    const feedLost = (view.dropped && !view.connected) || Boolean(d && d.seen && !d.alive);
+    const lost = feedLost || source === "reconnecting";
     document.body.classList.toggle("lost", lost);
     $("reconnecting").hidden = !lost;
-    $("reconnecting").textContent = sourceDown && !(view.dropped && !view.connected) &&
-      !(d && d.seen && !d.alive) ? "input lost — reconnecting" : "reconnecting";
+    $("reconnecting").textContent = feedLost ? "reconnecting" : "input lost — reconnecting";
 
     let state;
     if (view.greeted && d && !d.seen && !s) {
