@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               + f"; session {daemon.publisher.session}", file=sys.stderr, flush=True)
         page_stop = threading.Event()
         if venue:
+            from streamtag.commands.dashboard import LOOPBACK
             from streamtag.commands.venue import VENUE_STREAM, start_page, watch_sources
 
             try:
@@ -104,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 say(str(exc))
                 daemon.stop()
                 return EXIT_USAGE
-            if args.dashboard_host not in ("127.0.0.1", "localhost", "::1"):
+            if args.dashboard_host not in LOOPBACK:  # as streamtag dashboard warns
                 say(f"the venue page listens on {args.dashboard_host}: anyone who can reach "
                     "it sees the tags; there is no authentication")
             ids = [s.id for s in config.sources]
