@@ -24,11 +24,10 @@ from streamtag.commands import EXIT_USAGE, names_listed, terminal_json, terminal
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.wire.control import control_request, read_token
 from streamtag.wire.exposure import optional_client_curve
-from streamtag.wire.protocol import canonical_json
+from streamtag.wire.protocol import DOWN_STATES, canonical_json
 from streamtag.wire.security import ClientCurve
 
 ATTEMPT_MS = 2000  # one request's wait for its reply; ask_daemon asks again until its deadline
-DOWN_STATES = ("reconnecting", "failed")  # its source down: no level of audio now
 EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the daemon's state
 
 

@@ -41,8 +41,8 @@ from sqlalchemy.engine import Engine
 from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS, RELATIVE_GATE_LU, loudness_of_power
 from streamtag.history import schema
 from streamtag.history.timeparse import Zone
+from streamtag.wire.protocol import DOWN_STATES
 
-DOWN_STATES = ("reconnecting", "failed")
 LIVE_SOURCE = re.compile(r"(https?://|device:|pipe:)", re.IGNORECASE)
 MAX_GAP_SPANS = 1000      # gaps looked up for the span they lost; the rest keep their time
 PERIODS = ("day", "week")

@@ -43,6 +43,7 @@ STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK, SILENCE)
 EVENT_STATES = ("on", "off")
 SILENCE_CAUSES = ("silence", "tone")  # what a silence message's dead air is made of
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
+DOWN_STATES = ("reconnecting", "failed")  # the source is down: no audio comes
 TRACK_REASONS = ("title_change", "end")
 STREAM_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 MAX_ID_LENGTH = 128  # msg_id and session are opaque to readers, within this length
