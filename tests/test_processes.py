@@ -442,7 +442,7 @@ def test_auto_under_a_two_cpu_affinity_runs_two_workers_or_one_per_fixed_stream(
         done = run("run", "--model", model, "--device", "cpu",
                    *[arg for sid in sources for arg in ("--source", f"{sid}=file:{audio}")],
                    "--publish", f"tcp://127.0.0.1:{free_port()}", "--control", "",
-                   "--processes", "auto", "--exit-when-done",
+                   "--processes", "auto", "--exit-when-done", "--verbose",
                    preexec_fn=lambda: os.sched_setaffinity(0, two), timeout=180)
         assert done.returncode == 0, done.stderr
         if len(sources) == 2:
@@ -450,6 +450,8 @@ def test_auto_under_a_two_cpu_affinity_runs_two_workers_or_one_per_fixed_stream(
                     in done.stderr), done.stderr
             assert "at 1 core per worker" in done.stderr
             assert "2 worker processes (pids" in done.stderr  # supervised
+            # each worker names its part as a worker of this machine, not a shard of a fleet
+            assert "worker 0/2: serving" in done.stderr and "shard 0/2" not in done.stderr
         else:
             assert ("--processes auto: 1 worker process for 2 usable CPUs (affinity 2,"
                     in done.stderr), done.stderr

@@ -107,6 +107,18 @@ def test_the_worker_processes_of_a_shard_split_it_evenly_and_serve_each_stream_o
         assert min(counts) >= 0.5 * len(share) / workers, counts
         assert max(counts) <= 1.5 * len(share) / workers, counts
     assert str(WorkerShard(1, 4, within=ShardConfig(2, 3))) == "2/3 (worker 1/4)"
+    assert WorkerShard(1, 4, within=ShardConfig(2, 3)).name == "shard 2/3 (worker 1/4)"
+
+
+def test_the_workers_of_a_machine_that_serves_every_source_are_named_workers_not_shards():
+    # run --processes 2 alone: its workers' logs and readiness said "shard 0/2", as if the
+    # fleet had two machines. They split the sources as shards of N would.
+    ids = random_ids(7, 500)
+    parts = [WorkerShard(i, 2) for i in range(2)]
+    for sid in ids:
+        assert [part.owns(sid) for part in parts] == [shard_of(sid, 2) == i for i in range(2)]
+    assert parts[1].name == str(parts[1]) == "worker 1/2"
+    assert ShardConfig(1, 2).name == "shard 1/2"
 
 
 # ---------------------------------------------------------------- flag and config

@@ -25,7 +25,6 @@ import errno
 import logging
 import os
 import re
-import socket
 import threading
 import time
 from collections import deque
@@ -108,28 +107,6 @@ def _endpoint_error(key: str, flag: str, endpoint: str, exc: OSError, *,
                "machine (* for all), an ipc path's directory must exist")
     verb = "connect to" if connect else "bind"
     return ConfigError(f"{key} {endpoint}: cannot {verb} it ({reason}); {fix}")
-
-
-def _metrics_error(address: str, port: int, exc: OSError) -> ConfigError:
-    """The metrics HTTP server could not listen, as a one-line ConfigError naming the key."""
-    where = f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
-    if isinstance(exc, socket.gaierror):
-        return ConfigError(f"metrics.address {address!r} does not resolve ({exc.strerror}); "
-                           "give an IP address of this machine (e.g. 127.0.0.1) or a host "
-                           "name that resolves")
-    if exc.errno == errno.EADDRINUSE:
-        return ConfigError(f"metrics.port {port}: {where} is already in use; stop the process "
-                           "that holds it, or set another metrics.port (--metrics-port)")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return ConfigError(f"metrics.address {address!r} is not an address of this machine "
-                           f"({exc.strerror}); use one of its addresses, 127.0.0.1, or 0.0.0.0 "
-                           "for every interface")
-    if exc.errno == errno.EACCES:
-        return ConfigError(f"metrics.port {port}: not allowed to listen on {where} "
-                           f"({exc.strerror}); ports below 1024 need privileges, use 1024 or "
-                           "above (--metrics-port)")
-    return ConfigError(f"metrics.address {address!r}, metrics.port {port}: cannot listen on "
-                       f"{where} ({exc.strerror or exc}); check both")
 
 
 def track_body(track: TrackSummary) -> TrackBody:
@@ -262,12 +239,12 @@ class Daemon:
 
                 self.histograms = Histograms()
             return
-        from streamtag.daemon.metrics import DaemonMetrics
+        from streamtag.daemon.metrics import DaemonMetrics, metrics_error
 
         try:
             self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
         except OSError as exc:
-            raise _metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
+            raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         self.histograms = self.metrics.histograms
 
     def readiness(self) -> tuple[bool, str]:
@@ -280,7 +257,7 @@ class Daemon:
             return False, "binding sockets and starting sources"
         with self._lock:
             streams = len(self._runs)
-        return True, f"ready: shard {self.shard}, {streams} streams, model {self.model.name}"
+        return True, f"ready: {self.shard.name}, {streams} streams, model {self.model.name}"
 
     def _start_serving(self, cfg: DaemonConfig) -> None:
         curve = self._secure(cfg)
@@ -309,7 +286,7 @@ class Daemon:
         self._heartbeat.start()
         mine = [source for source in cfg.sources if self.shard.owns(source.id)]
         if self.shard.count > 1:
-            log.info("shard %s: serving %d of the %d sources", self.shard, len(mine),
+            log.info("%s: serving %d of the %d sources", self.shard.name, len(mine),
                      len(cfg.sources))
         for source in mine:
             self.add_source(source)

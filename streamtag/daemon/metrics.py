@@ -21,6 +21,7 @@ sources started, and 503 with the reason before that and from the moment a drain
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,10 +31,34 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from streamtag.errors import ConfigError
+
 if TYPE_CHECKING:
     from streamtag.engine.batching import WindowResult
 
 STATES = ("starting", "running", "reconnecting", "ended", "failed")
+
+
+def metrics_error(address: str, port: int, exc: OSError) -> ConfigError:
+    """The metrics HTTP server could not listen, as a one-line ConfigError naming the key."""
+    where = f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"metrics.address {address!r} does not resolve ({exc.strerror}); "
+                           "give an IP address of this machine (e.g. 127.0.0.1) or a host "
+                           "name that resolves")
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"metrics.port {port}: {where} is already in use; stop the process "
+                           "that holds it, or set another metrics.port (--metrics-port)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"metrics.address {address!r} is not an address of this machine "
+                           f"({exc.strerror}); use one of its addresses, 127.0.0.1, or 0.0.0.0 "
+                           "for every interface")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"metrics.port {port}: not allowed to listen on {where} "
+                           f"({exc.strerror}); ports below 1024 need privileges, use 1024 or "
+                           "above (--metrics-port)")
+    return ConfigError(f"metrics.address {address!r}, metrics.port {port}: cannot listen on "
+                       f"{where} ({exc.strerror or exc}); check both")
 
 
 class Observed(Protocol):

@@ -149,12 +149,19 @@ class ShardConfig:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
+    @property
+    def name(self) -> str:
+        """What this part is called in logs and readiness: ``shard K/N``."""
+        return f"shard {self}"
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerShard(ShardConfig):
     """Worker ``index`` of the ``count`` worker processes of a machine that serves the fleet's
     shard ``within`` (``run --shard K/M --processes N``): the streams of that shard whose
-    ``worker_key`` hashes to ``index``. Made by the supervisor, never read from a config."""
+    ``worker_key`` hashes to ``index``; on a machine that serves every source (``within`` 0 of
+    1), the streams whose ``stream_key`` does, as a shard of N would. Made by the supervisor,
+    never read from a config."""
 
     within: ShardConfig = ShardConfig()
 
@@ -164,6 +171,8 @@ class WorkerShard(ShardConfig):
             raise ValueError("a worker's shard is a number within a resolved machine shard")
 
     def owner(self, stream_id: str) -> int:
+        if self.within.count == 1:
+            return shard_of(stream_id, self.count)
         return jump_hash(worker_key(stream_id), self.count)
 
     def owns(self, stream_id: str) -> bool:
@@ -171,4 +180,10 @@ class WorkerShard(ShardConfig):
                                                 or self.owner(stream_id) == self.index)
 
     def __str__(self) -> str:
-        return f"{self.within} (worker {self.index}/{self.count})"
+        worker = f"worker {self.index}/{self.count}"
+        return worker if self.within.count == 1 else f"{self.within} ({worker})"
+
+    @property
+    def name(self) -> str:
+        """``worker K/N``, or ``shard K/M (worker K/N)`` on a machine that serves one shard."""
+        return str(self) if self.within.count == 1 else f"shard {self}"

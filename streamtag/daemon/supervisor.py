@@ -320,16 +320,13 @@ class Supervisor:
             shutil.copy(public, self._folder / "admins" / "supervisor.key")
             self._worker_curve = ClientCurve(curve.public, load_keys(secret, need_secret=True))
         if cfg.metrics.port:
-            from streamtag.daemon.metrics import DaemonMetrics
+            from streamtag.daemon.metrics import DaemonMetrics, metrics_error
 
             try:
                 self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
                                              merge_histograms=True)
             except OSError as exc:
-                raise ConfigError(f"metrics.port {cfg.metrics.port} on {cfg.metrics.address}: "
-                                  f"cannot listen ({exc.strerror or exc}); stop the process "
-                                  "that holds it, or set another metrics.port "
-                                  "(--metrics-port)") from exc
+                raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         if cfg.publish.connect:
             self.endpoint = cfg.publish.endpoint
         else:
@@ -697,8 +694,6 @@ class Supervisor:
     def _worker_shard(self, index: int) -> ShardConfig:
         """Worker ``index``'s part of the sources: shard ``index`` of N, or with ``--shard
         K/M`` its part of shard K (a second hash, independent of the fleet's)."""
-        if self.shard.count == 1:
-            return ShardConfig(index, self.count)
         return WorkerShard(index, self.count, within=self.shard)
 
     def _worker_of(self, stream_id: str) -> int:

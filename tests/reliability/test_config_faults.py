@@ -201,3 +201,20 @@ def test_a_metrics_address_not_of_this_machine_is_refused_at_start(model_path, t
         assert name in str(info.value)
     for endpoint in endpoints_of(config)[:2]:
         wait_until(lambda e=endpoint: port_is_free(e), 5, f"{endpoint} to be released")
+
+
+def test_run_processes_names_a_metrics_address_not_of_this_machine_as_one_process_does(
+        model_path, tmp_path):
+    # Under --processes the supervisor serves the metrics; it reported any failure to listen
+    # as a port in use, where one process names the address and the fix.
+    path = tmp_path / "daemon.toml"
+    path.write_text(f'[metrics]\nport = {free_port()}\naddress = "192.0.2.1"\n')
+    done = run_streamtag("run", "--config", str(path), "--model", str(model_path),
+                         "--device", "cpu", "--processes", "2",
+                         "--publish", f"tcp://127.0.0.1:{free_port()}",
+                         "--control", f"tcp://127.0.0.1:{free_port()}", timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "metrics.address '192.0.2.1'" in lines[0]
+    assert "not an address of this machine" in lines[0] and "in use" not in lines[0]
