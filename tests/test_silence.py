@@ -81,6 +81,11 @@ def test_silence_until_the_end_ends_with_the_stream():
     closing = got[-1][2]
     assert [e.state for e in closing] == ["off"] and closing[0].time_s == 40.0
     assert closing[0].start_s == 20.0
+    # no sound came back: the "off" says the stream ended; one from sound says it did not
+    assert closing[0].ended
+    ended_by_sound = run_detector((20.0, 30.0), 40.0, HealthConfig(silence_s=5.0))
+    offs = [e for _, _, events in ended_by_sound for e in events if e.state == "off"]
+    assert len(offs) == 1 and not offs[0].ended
 
 
 def test_counters_say_silent_seconds_silences_and_clipping():
@@ -260,7 +265,7 @@ def test_silence_at_the_end_of_a_stream_ends_with_it(model_path):
     engine.drain()
     assert engine.snapshot()["radio"]["silence"] is None
     assert [e.state for r in sink.results for e in r.silence] == ["on"]
-    assert [e.state for e in sink.ended] == ["off"]
+    assert [e.state for e in sink.ended] == ["off"] and sink.ended[0].ended
     assert sink.ended[0].time_s == pytest.approx(22.0, abs=HOP_S + EDGE_S)
 
 
@@ -308,7 +313,7 @@ def test_silence_in_a_real_stream_through_the_daemon(model_path, tmp_path):
     check_silence_and_tags(silence, tag_events, scores, (20.0, 45.0), scores[-1][1])
     on, off = by_type["silence"]
     assert on.sample == round(on.time_s * RATE) and on.duration_s >= 10.0
-    assert off.start_s == on.start_s
+    assert off.start_s == on.start_s and not off.ended  # sound came back
     assert math.isclose(off.duration_s, off.time_s - off.start_s, abs_tol=1e-6)
     # The "on" comes before the tags' "off" events it causes, in the daemon's sending order.
     order = [(m.msg_type, m.body) for m in messages if m.msg_type in ("silence", "event")]
@@ -376,6 +381,12 @@ def test_listen_prints_a_silence_and_its_end_in_words():
     off = line(SilenceBody(state="off", time_s=45.0, sample=720000, start_s=20.0,
                            start_sample=320000, duration_s=25.0, threshold_dbfs=-50.0))
     assert ">>> sound again  at 45.00 s after 25.0 s of silence" in off
+    # A stream that ended while silent: no sound came back, and listen does not say it did.
+    end = line(SilenceBody(state="off", time_s=45.0, sample=720000, start_s=20.0,
+                           start_sample=320000, duration_s=25.0, threshold_dbfs=-50.0,
+                           ended=True))
+    assert ">>> stream ended  silent from 20.00 s to its end at 45.00 s (25.0 s)" in end
+    assert "sound again" not in end
 
 
 def test_a_level_beyond_what_a_float_holds_is_published_finite():

@@ -210,6 +210,45 @@ def test_no_tag_is_on_in_a_stuck_tone(tmp_path):
     assert engine.stream_counters("radio")["tones"] == 1
 
 
+def test_a_file_of_a_steady_tone_is_dead_air_to_its_end(tmp_path):
+    # The last window, cut as the input ends, holds the frontend's end padding, where the
+    # reflected tone reads as an onset: it raised a false "sound again" just before the end.
+    model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32)
+    for seconds in (30.0, 30.37, 31.9):  # the end at, and between, the model's hops
+        engine = Engine(InferenceModel.load(str(model), device="cpu"), sink := Sink())
+        engine.add_stream("tone")
+        audio = sine(seconds, 440.0, 0.3)
+        for i in range(0, len(audio), 4000):
+            engine.accept("tone", audio[i:i + 4000])
+        engine.finish_stream("tone")
+        engine.drain()
+        changes = [(e.state, e.cause) for r in sink.results for e in r.silence]
+        assert changes == [("on", "tone")], (seconds, changes)
+        assert [(e.state, e.cause, e.ended) for e in sink.ended] == [("off", "tone", True)]
+        assert sink.ended[0].time_s == pytest.approx(seconds, abs=HOP_S + 0.05)
+        # the tail window's onset is the padding's: it is measured and published as it is
+        assert sink.results[-1].audio["onset_rate_hz"] > 0
+
+
+def test_a_tail_window_s_onsets_end_no_tone_but_its_level_still_does():
+    detector = SilenceDetector(HealthConfig(silence_s=5.0), RATE)
+    events = []
+    for start in range(0, 10):
+        events += detector.update(start * RATE, (start + 3) * RATE, -20.0, 0, -17.0, 0)
+    assert [e.state for e in events] == ["on"]
+    # an onset in the tail window: the tone goes on
+    assert detector.update(10 * RATE, 13 * RATE, -20.0, 0, -17.0, 2, tail=True) == []
+    # music's crest in the tail window is music whatever its onsets
+    off = detector.update(11 * RATE, 14 * RATE, -20.0, 0, -8.0, 2, tail=True)
+    assert [(e.state, e.ended) for e in off] == [("off", False)]
+    # a window that is not the tail: its onset ends the tone as before
+    detector = SilenceDetector(HealthConfig(silence_s=5.0), RATE)
+    for start in range(0, 10):
+        detector.update(start * RATE, (start + 3) * RATE, -20.0, 0, -17.0, 0)
+    assert [e.state for e in detector.update(10 * RATE, 13 * RATE, -20.0, 0, -17.0, 2)] \
+        == ["off"]
+
+
 def test_a_stuck_tone_is_published_stored_and_reported(tmp_path, capsys):
     from streamtag.cli import main
 
@@ -237,6 +276,13 @@ def test_the_cause_is_checked_and_defaults_to_silence():
     assert SilenceBody.from_dict(fields).cause == "silence"  # an older 1.2 writer's message
     with pytest.raises(ProtocolError, match="silence cause"):
         SilenceBody(**fields, cause="hum")
+    assert SilenceBody.from_dict(fields).ended is None  # an "on", or from before 1.4
+    assert "ended" not in SilenceBody(**fields).to_dict()
+    assert SilenceBody(**{**fields, "state": "off"}, ended=False).to_dict()["ended"] is False
+    with pytest.raises(ProtocolError, match="ended must be true or false"):
+        SilenceBody(**{**fields, "state": "off"}, ended="yes")
+    with pytest.raises(ProtocolError, match='only in an "off" message'):
+        SilenceBody(**fields, ended=True)
 
 
 def test_listen_says_stuck_tone():

@@ -119,6 +119,10 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
             text += (f"  since {body.start_s:.2f} s (" + (
                 "a steady tone, no onset" if tone else f"below {body.threshold_dbfs:g} dBFS")
                 + f" for {body.duration_s:.1f} s)")
+        elif body.ended:  # no sound came back: the stream ended in the dead air
+            text = paint(">>> stream ended", _BOLD)
+            text += (f"  {'stuck tone' if tone else 'silent'} from {body.start_s:.2f} s to its "
+                     f"end at {body.time_s:.2f} s ({body.duration_s:.1f} s)")
         else:
             text = paint(">>> sound again", _BOLD, _GREEN)
             text += (f"  at {body.time_s:.2f} s after {body.duration_s:.1f} s of "

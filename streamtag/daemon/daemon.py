@@ -566,7 +566,8 @@ class Daemon:
             state=change.state, time_s=change.time_s, sample=change.sample,
             start_s=change.start_s, start_sample=change.start_sample,
             duration_s=round(change.duration_s, 6), threshold_dbfs=change.threshold_dbfs,
-            cause=change.cause))
+            cause=change.cause,
+            ended=change.ended if change.state == "off" else None))
 
     def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
         self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,

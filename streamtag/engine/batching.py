@@ -126,6 +126,8 @@ class _Window:
     end_frame: int | None = None
     dropped: bool = False
     level: object | None = None  # the frontend's WindowLevel of its frames, for log-mel models
+    # cut at the end of the input: its last frames may be the frontend's end padding
+    tail: bool = False
 
 
 @dataclasses.dataclass
@@ -531,7 +533,7 @@ class Engine:
         with self._cond:
             for data, start, end, end_frame, level in windows:
                 self._queue.append(_Window(stream, generation, data, start, end, arrival,
-                                           end_frame, level=level))
+                                           end_frame, level=level, tail=finishing))
                 stream.pending += 1
             if finishing:
                 stream.finished = True
@@ -815,7 +817,7 @@ class Engine:
             else:
                 rms_dbfs, peak_dbfs, clipped = None, None, 0
             silence = health.update(w.start_sample, w.end_sample, rms_dbfs, clipped, peak_dbfs,
-                                    onsets)
+                                    onsets, tail=w.tail)
         quiet = health is not None and health.dead
         smoothed, events = stream.smoother.update(probs, end_s, quiet)
         for change in silence:

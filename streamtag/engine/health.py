@@ -96,7 +96,8 @@ class HealthConfig:
 class SilenceEvent:
     """Dead air began ("on") or ended ("off"). ``start_sample`` is where it began;
     ``end_sample`` where it ended ("off"), or for "on" the end of the window that confirmed it.
-    ``cause``: "silence" (below ``threshold_dbfs``) or "tone" (a stuck tone)."""
+    ``cause``: "silence" (below ``threshold_dbfs``) or "tone" (a stuck tone). ``ended``: an
+    "off" because the stream ended while silent, not because sound came back."""
 
     state: str
     start_sample: int
@@ -104,6 +105,7 @@ class SilenceEvent:
     sample_rate: float
     threshold_dbfs: float
     cause: str = "silence"
+    ended: bool = False
 
     @property
     def sample(self) -> int:
@@ -192,9 +194,9 @@ class SilenceDetector:
                 "silences": self.silences, "tones": self.tones,
                 "clipping_windows": self.clipping_windows}
 
-    def _event(self, state: str, end_sample: int) -> SilenceEvent:
+    def _event(self, state: str, end_sample: int, ended: bool = False) -> SilenceEvent:
         return SilenceEvent(state, self._run_start or 0, end_sample, self.sample_rate,
-                            self.config.silence_dbfs, self.cause)
+                            self.config.silence_dbfs, self.cause, ended)
 
     def _kind(self, rms_dbfs: float | None, peak_dbfs: float | None,
               onsets: int | None) -> str | None:
@@ -218,11 +220,16 @@ class SilenceDetector:
 
     def update(self, start_sample: int, end_sample: int, rms_dbfs: float | None,
                clipped: int = 0, peak_dbfs: float | None = None,
-               onsets: int | None = None) -> list[SilenceEvent]:
+               onsets: int | None = None, tail: bool = False) -> list[SilenceEvent]:
         """Folds in one window's level (None: not measured, never quiet; ``onsets`` None: not
-        counted, never a tone); returns the dead air that began or ended with it."""
+        counted, never a tone); returns the dead air that began or ended with it. ``tail``: a
+        window cut as the input ended, whose last frames are the frontend's end padding; a
+        tone reflected there reads as an onset, so its onsets do not end a tone under way (a
+        file of a steady tone stays dead air to its end)."""
         if clipped >= self.config.clip_samples:
             self.clipping_windows += 1
+        if tail and onsets and self._run_start is not None and self.cause == "tone":
+            onsets = 0
         kind = self._kind(rms_dbfs, peak_dbfs, onsets)
         self.quiet = kind == "silence"
         events: list[SilenceEvent] = []
@@ -249,6 +256,6 @@ class SilenceDetector:
 
     def close(self) -> list[SilenceEvent]:
         """End of the stream: a silence under way ends with its last quiet window."""
-        events = [self._event("off", self._run_end)] if self.silent else []
+        events = [self._event("off", self._run_end, ended=True)] if self.silent else []
         self._run_start, self.silent, self.quiet = None, False, False
         return events

@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.3"
+PROTOCOL_VERSION = "1.4"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -579,7 +579,9 @@ class SilenceBody(_Part):
     silence ended; ``start_s``/``start_sample`` are where it began in both, so either message
     alone gives the span. ``duration_s``: how long it had lasted ("on"), or in all ("off").
     ``cause``: "silence" (below the threshold) or "tone" (a stuck tone: a steady tone with
-    no onset for as long, above the threshold; ``[health] tone_crest_db``).
+    no onset for as long, above the threshold; ``[health] tone_crest_db``). ``ended`` (1.4,
+    "off" only): true when the stream ended while silent, false when sound came back (None:
+    an "on", or a writer from before 1.4).
     """
 
     state: str
@@ -590,13 +592,22 @@ class SilenceBody(_Part):
     duration_s: float
     threshold_dbfs: float
     cause: str = "silence"
+    ended: bool | None = None  # since 1.4, in "off" only
 
     msg_type: ClassVar[str] = SILENCE
     _what: ClassVar[str] = "silence body"
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("ended",)
 
     def __post_init__(self) -> None:
         values.choice(self.state, "silence state", ProtocolError, EVENT_STATES)
         values.choice(self.cause, "silence cause", ProtocolError, SILENCE_CAUSES)
+        if self.ended is not None:
+            if not isinstance(self.ended, bool):
+                raise ProtocolError(f"silence ended must be true or false, got "
+                                    f"{self.ended!r}")
+            if self.state != "off":
+                raise ProtocolError("silence ended is only in an \"off\" message: whether "
+                                    "the stream ended while silent")
         for name in ("start_s", "duration_s"):
             values.set_field(self, name, values.number(getattr(self, name), f"silence {name}",
                                                        ProtocolError, minimum=0))
