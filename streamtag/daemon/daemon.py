@@ -693,8 +693,17 @@ class Daemon:
             return reply
 
         def snapshot(_: dict) -> dict:
+            streams = self.engine.snapshot()
+            with self._lock:
+                runs = dict(self._runs)
+            for sid, view in streams.items():
+                # what a late subscriber's status messages would have told: its source's
+                # state, what is playing, from where
+                run = runs.get(sid)
+                if run is not None:
+                    view.update(state=run.state, title=run.title, source=run.shown_source)
             return {"session": self.publisher.session, "model": self._model_info(),
-                    "streams": self.engine.snapshot()}
+                    "streams": streams}
 
         def add_source(req: dict) -> dict:
             sid, text = req.get("id"), req.get("spec")

@@ -442,6 +442,23 @@ def clip_to_air(entry: Entry, span: Span) -> None:
             entry.end = span.start
 
 
+def _latest_status(conn: sa.Connection, stream: str, session: str) -> sa.Row | None:
+    """The session's latest (state, title, source): from its last status message, or from a
+    recorder's snapshot taken after it (a recorder started in the middle of a track missed the
+    status that titled it; snapshots carry them since revision 0006)."""
+    st, pc = schema.statuses.c, schema.snapshots.c
+    status = conn.execute(sa.select(st.state, st.title, st.source, st.sent_at.label("at"))
+                          .where(st.stream == stream, st.session == session)
+                          .order_by(st.id.desc()).limit(1)).first()
+    snapshot = conn.execute(sa.select(pc.state, pc.title, pc.source, pc.taken_at.label("at"))
+                            .where(pc.stream == stream, pc.session == session,
+                                   pc.state.is_not(None))
+                            .order_by(pc.taken_at.desc()).limit(1)).first()
+    if snapshot is not None and (status is None or snapshot.at > status.at):
+        return snapshot
+    return status
+
+
 def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
                 until: float | None, top: int, now: float) -> list[Entry]:
     """Per daemon session of each stream with windows in [since, until]: the track after its
@@ -464,9 +481,7 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
         newest[row.stream] = max(newest.get(row.stream, row.last_at), row.last_at)
     out = []
     for session in sessions:
-        status = conn.execute(sa.select(st.state, st.title, st.source).where(
-            st.stream == session.stream, st.session == session.session)
-            .order_by(st.id.desc()).limit(1)).first()
+        status = _latest_status(conn, session.stream, session.session)
         last = conn.execute(sa.select(tc.ended_at, tc.end_sample).where(
             tc.stream == session.stream, tc.session == session.session)
             .order_by(tc.end_sample.desc()).limit(1)).first()

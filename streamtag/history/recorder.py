@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from streamtag.backoff import Backoff
-from streamtag.errors import ConfigError
+from streamtag.errors import ConfigError, ProtocolError
 from streamtag.history import schema
 from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
@@ -44,6 +44,7 @@ from streamtag.wire.protocol import (
     MAX_INTEGER,
     MSG_TYPES,
     STREAM_MSG_TYPES,
+    StatusBody,
     topic_for,
 )
 from streamtag.wire.security import ClientCurve
@@ -531,15 +532,27 @@ class Recorder:
         streams = reply.get("streams") or {}
         for stream, state in streams.items():
             try:
+                # the source's state, title and source, checked as a status message's are
+                # (None: a daemon from before they were sent)
+                source = None if state.get("state") is None else StatusBody(
+                    state=state["state"], title=state.get("title"),
+                    source=state.get("source"))
                 batch.add("snapshots", {
-                    "taken_at": item.taken_at, "control": item.control, "session": session,
+                    "taken_at": item.taken_at, "control": item.control,
+                    # under run --processes each stream's worker session, the one its
+                    # messages come with
+                    "session": str(state.get("session") or session),
                     "stream": str(stream),
                     "tags": schema.pack_names([str(t) for t in state["tags"]]),
                     "smoothed": schema.pack_scores(state["smoothed"]),
                     "active": schema.pack_names([str(t) for t in state["active"]]),
-                    "windows": int(state.get("windows", 0))})
-            except (KeyError, TypeError, ValueError):
-                log.warning("snapshot from %s has an unreadable stream %r", item.control, stream)
+                    "windows": int(state.get("windows", 0)),
+                    "state": None if source is None else source.state,
+                    "title": None if source is None else source.title,
+                    "source": None if source is None else source.source})
+            except (KeyError, TypeError, ValueError, AttributeError, ProtocolError):
+                log.warning("snapshot from %s has an unreadable stream %r", item.control,
+                            str(stream)[:200])
         self.stats.snapshots += 1
 
     def _insert(self, table: sa.Table):

@@ -163,7 +163,11 @@ snapshots = sa.Table(
     sa.Column("tags", sa.Text, nullable=False),      # JSON array
     sa.Column("smoothed", sa.LargeBinary, nullable=False),
     sa.Column("active", sa.Text, nullable=False),    # JSON array
-    sa.Column("windows", sa.BigInteger, nullable=False))
+    sa.Column("windows", sa.BigInteger, nullable=False),
+    # since revision 0006: the stream's source state, title and source then, or NULL
+    sa.Column("state", sa.String(16)),
+    sa.Column("title", sa.Text),
+    sa.Column("source", sa.Text))
 
 # since revision 0003 (protocol 1.2): dead air. One row per silence message: "on" (time_s is
 # where the silence began) and "off" (time_s where it ended); both carry the start, so an "off"

@@ -1,0 +1,63 @@
+"""A recorder started in the middle of a track: the ``running`` status that titled it was
+published before the recorder listened, so the track now playing read "(untitled)" until its
+track message, minutes later. The recorder's snapshot at start now carries each stream's
+source state, title and source, and ``history`` titles the track from it. Real daemon (a file
+played at real speed), real recorder and SQLite file."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from helpers import make_config, started, wait_until
+from history_station import history
+
+from streamtag.audio.files import write_audio
+from streamtag.audio.testsignals import music_like
+from streamtag.daemon.config import SourceConfig
+from streamtag.history import schema
+from streamtag.history.recorder import Recorder
+
+
+def count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+
+def test_a_recorder_started_mid_track_titles_the_track_now_playing(model_path, tmp_path,
+                                                                   capsys):
+    audio = tmp_path / "show.flac"
+    write_audio(audio, music_like(120.0, 16000, seed=5), 16000)
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    daemon, sub = started(make_config(model_path, tmp_path))
+    recorder = None
+    try:
+        daemon.add_source(SourceConfig("radio", f"file:{audio}", {"realtime": True},
+                                       "Morning Show"))
+        wait_until(lambda: daemon.engine.snapshot().get("radio", {}).get("windows", 0) >= 2,
+                   60, "the daemon to score the stream's first windows")
+        # the recorder starts now: the "running" status with the title is gone by
+        recorder = Recorder(engine, daemon.publisher.endpoint,
+                            control=[daemon.control.endpoint]).start()
+        wait_until(lambda: count(engine, schema.snapshots) >= 1
+                   and count(engine, schema.scores) >= 3, 60,
+                   "the recorder to store its snapshot and some windows")
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(schema.statuses)
+                                ).scalar() == 0  # the title came with no status message
+            row = conn.execute(sa.select(schema.snapshots)).one()
+        assert (row.state, row.title, row.source) == ("running", "Morning Show", str(audio))
+        result = history(capsys, "--db", url, "--json", "--stream", "radio")
+        assert result.returncode == 0, result.stderr
+        tracks = json.loads(result.stdout)["asrun"]
+        assert [(t["title"], t["now_playing"]) for t in tracks] == [("Morning Show", True)]
+        text = history(capsys, "--db", url, "--stream", "radio", "--tz", "UTC").stdout
+        assert "Morning Show" in text and "(untitled)" not in text, text
+    finally:
+        if recorder is not None:
+            recorder.stop()
+        sub.close()
+        daemon.stop()
+        engine.dispose()
