@@ -207,6 +207,17 @@ def test_each_data_kind_reaches_its_adapter(tmp_path: Path) -> None:
     data = prepare_data(_recipe_text(*base, "data.kind=folder_csv", f"data.root={tmp_path}"),
                         log=lambda _: None)
     assert data.tags == ["a", "b"] and data.lengths["test"].tolist() == [63]
+    # 1-s tracks for a window of 100 frames (1.6 s at this frontend's 16-ms hop): said
+    said: list[str] = []
+    prepare_data(_recipe_text(*base[1:], "model.window=100", "data.kind=folder_csv",
+                              f"data.root={tmp_path}", "augment.wrap_pad=false"),
+                 log=said.append)
+    notes = [line for line in said if "shorter than the model's window" in line]
+    assert notes == ["note: 3 of 3 tracks are shorter than the model's window (100 frames, "
+                     "1.60 s; the shortest 1.01 s): each window of them is the track padded "
+                     "with silence to fill it; use longer clips (for the synthetic data, "
+                     "data.synthetic.clip_seconds) or a shorter model.window"], said
+    assert not [line for line in said if "shorter" in line and "50 frames" in line]
 
     # MagnaTagATune: tab-separated annotations, the folder split.
     (tmp_path / "annotations_final.csv").write_text("clip_id\ta\tb\tmp3_path\n" + "".join(

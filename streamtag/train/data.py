@@ -141,6 +141,26 @@ def load_dataset(recipe: Recipe, splits: Sequence[str], tags: Sequence[str] | No
     return datasets.load_synthetic(synthetic_root(recipe, log), splits=splits)
 
 
+def _note_short_tracks(lengths: dict[str, np.ndarray], window: int, input_kind: str,
+                       options: LogMelOptions, wrap: bool, log: Callable[[str], None]) -> None:
+    """Says how many tracks are shorter than the model's window: each of their windows is the
+    track repeated (``augment.wrap_pad``) or padded with silence, so the model learns from
+    fewer distinct seconds than the window holds (synthetic clips of 2 s for a window of 3 s
+    trained without a word)."""
+    short = sum(int((frames < window).sum()) for frames in lengths.values())
+    if not short:
+        return
+    total = sum(len(frames) for frames in lengths.values())
+    step = 1 if input_kind == "waveform" else options.hop_length
+    shortest = min(int(frames.min()) for frames in lengths.values() if len(frames))
+    unit = "samples" if input_kind == "waveform" else "frames"
+    log(f"note: {short} of {total} tracks are shorter than the model's window ({window} "
+        f"{unit}, {window * step / options.sample_rate:.2f} s; the shortest "
+        f"{shortest * step / options.sample_rate:.2f} s): each window of them is the track "
+        + ("repeated" if wrap else "padded with silence") + " to fill it; use longer clips "
+        "(for the synthetic data, data.synthetic.clip_seconds) or a shorter model.window")
+
+
 def prepare_data(recipe: Recipe, *, options: LogMelOptions | None = None,
                  input_kind: str | None = None, tags: Sequence[str] | None = None,
                  splits: Sequence[str] = SPLITS, log: Callable[[str], None] = print,
@@ -188,6 +208,8 @@ def prepare_data(recipe: Recipe, *, options: LogMelOptions | None = None,
               for split, tracks in by_split.items()}
     lengths = {split: np.array([store.n_frames(t.id) for t in tracks], dtype=np.int64)
                for split, tracks in by_split.items()}
+    _note_short_tracks(lengths, recipe.model.window, input_kind, options,
+                       recipe.augment.wrap_pad, log)
     fill = 0.0 if input_kind == "waveform" else silence_value(options)
     data = TrackData(tags=columns, tracks=by_split, labels=labels, lengths=lengths, store=store,
                      input_kind=input_kind, fill=fill, wrap=recipe.augment.wrap_pad)
