@@ -194,6 +194,29 @@ def test_quantize_refuses_short_or_unreadable_recordings_and_leaves_the_file(fil
     assert target.read_bytes() == path.read_bytes()
 
 
+def test_quantize_refuses_a_file_whose_torchscript_weights_were_changed(tmp_path, capsys):
+    # Its ONNX graph, the part quantized, is intact; the TorchScript weights the file keeps
+    # beside it were changed after it was saved. The file was written with the int8 graph
+    # added, for a later load to refuse.
+    import zipfile
+
+    path = tiny_model_file(tmp_path / "tiny.pt")
+    changed = tmp_path / "changed.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(changed, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("/data/0"):
+                data = bytes(b ^ 0x55 for b in data)
+            dst.writestr(item, data)
+    before = changed.read_bytes()
+    piece = tmp_path / "piece.flac"
+    write_audio(piece, music_like(6.0, 44100, seed=4), 44100)
+    assert main(["models", "quantize", str(changed), str(piece)]) == 2
+    err = capsys.readouterr().err
+    assert "weights hash mismatch" in err and "changed or damaged" in err, err
+    assert changed.read_bytes() == before
+
+
 def test_the_command_says_whether_int8_pays_from_the_times_it_recorded(tmp_path, capsys):
     """Whether int8 pays depends on the model and the CPU: the command says which, from the
     times it measured and wrote into the file."""

@@ -146,6 +146,13 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
     if not audio_paths:
         raise ModelError("quantizing needs at least one recording")
     model = InferenceModel.load(model_path, device="cpu", backend="onnxruntime", threads=1)
+    if stored.torch_installed():
+        # ONNX Runtime read the file's graph, checked against its hash; the TorchScript weights
+        # beside it, which the file written keeps, are checked where torch can read them (a
+        # torch-free install never serves them, and a later load checks them again)
+        from streamtag.model.modelfile import load as load_module
+
+        load_module(model_path, device="cpu")
     if model.backend != "onnxruntime":
         raise ModelError(f"{model_path}: ONNX Runtime cannot serve this model "
                          f"({model.backend_note}), so it has no graph to quantize")
