@@ -289,8 +289,15 @@ def test_ensemble_refuses_members_that_disagree(tmp_path):
     paths = save_members(tmp_path, 1)
     other_tags = tmp_path / "other_tags.pt"
     modelfile.save(tiny(5), other_tags, manifest_fields(tags=["rock", "calm", "sad"]))
-    with pytest.raises(ModelError, match=r"other_tags\.pt with .*member0\.pt.*differ in tags"):
+    # the files named in the order of their values: the first member's, then the other's
+    with pytest.raises(ModelError, match=r"member0\.pt with .*other_tags\.pt: they differ in "
+                                         r"tags \(3 vs 3; not in both: 'piano', 'sad'\)"):
         modelfile.save_ensemble([paths[0], other_tags], tmp_path / "e.pt")
+    unlike = tmp_path / "unlike.pt"
+    modelfile.save(tiny(5), unlike, manifest_fields(tags=["a", "b", "c"]))
+    with pytest.raises(ModelError, match=r"not in both: 'a', 'b', 'c', 'calm', 'piano' and 1 "
+                                         r"more\)"):
+        modelfile.save_ensemble([paths[0], unlike], tmp_path / "e.pt")
     reordered = tmp_path / "reordered.pt"
     modelfile.save(tiny(5), reordered, manifest_fields(tags=["calm", "rock", "piano"]))
     with pytest.raises(ModelError, match="different order"):

@@ -379,7 +379,9 @@ def _first_difference(a: Manifest, b: Manifest) -> str | None:
         if set(a.tags) == set(b.tags):
             return "tags (the same names in a different order)"
         only = sorted(set(a.tags) ^ set(b.tags))
-        return f"tags ({len(a.tags)} vs {len(b.tags)}; not in both: {only[:5]})"
+        more = f" and {len(only) - 5} more" if len(only) > 5 else ""
+        return (f"tags ({len(a.tags)} vs {len(b.tags)}; not in both: "
+                f"{', '.join(map(repr, only[:5]))}{more})")
     if a.input_kind != b.input_kind:
         return f"input_kind ({a.input_kind!r} vs {b.input_kind!r})"
     if a.frontend != b.frontend:
@@ -407,7 +409,8 @@ def save_ensemble(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
     for member in members[1:]:
         difference = _first_difference(first.manifest, member.manifest)
         if difference is not None:
-            raise ModelError(f"cannot ensemble {member.path} with {first.path}: they differ in "
+            # the values in the order the files are named: the first member's, then this one's
+            raise ModelError(f"cannot ensemble {first.path} with {member.path}: they differ in "
                              f"{difference}; members must share tags (in order), input_kind, "
                              "frontend options, window and hop")
     try:
