@@ -86,9 +86,17 @@ def test_run_venue_serves_the_page_and_says_when_the_card_goes_and_comes_back(tm
         pulse.kill()  # the sound server dies: the card is gone
         wait_until(lambda: said(r"stream venue: the input is gone"), 60, "the loss said")
         assert proc.poll() is None, "\n".join(lines)
+        wait_until(lambda: said(r"cannot open device"), 60, "a reopen attempt that fails")
         pulse.start()
         wait_until(lambda: said(r"stream venue: the input is back"), 90, "the return said")
         assert proc.poll() is None, "\n".join(lines)
+        # The reopen attempts while the card was gone wrote nothing of ALSA's or PortAudio's
+        # own to the terminal (they did, a few lines on every attempt); only PortAudio's
+        # capture thread, as the stream died, may have, before the loss was said.
+        gone = next(i for i, line in enumerate(lines) if "the input is gone" in line)
+        assert not [line for line in lines if line.startswith("ALSA lib ")], "\n".join(lines)
+        assert not [line for line in lines[gone:] if "failed in 'src/hostapi" in line], \
+            "\n".join(lines)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -8,7 +8,13 @@ else (mono, resampling, chunks) happens in the consumer's thread, in ``chunks()`
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import queue
+import re
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +28,64 @@ from streamtag.sources.base import AudioChunk, Source
 PORTAUDIO_HINT = ("the PortAudio library is missing; install it (Debian/Ubuntu: "
                   "apt-get install libportaudio2)")
 
+log = logging.getLogger(__name__)
+
+# What the C libraries under PortAudio write to the process's stderr as they probe or open a
+# device that is gone (a sound server killed, a card unplugged), on every reopen attempt:
+# ALSA's own lines (and the blank line its PulseAudio plugin adds), PortAudio's ALSA host API's
+# failed expressions, JACK's client library looking for a server.
+_C_LIBRARY_LINE = re.compile(
+    r"ALSA lib |Expression '.*' failed in '|Cannot connect to server (socket|request channel)|"
+    r"jack server is not running|JackShmReadWritePtr|\s*$")
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _c_library_lines():
+    """While PortAudio starts, probes, opens or closes a device: what is written to the
+    process's stderr (file descriptor 2, where C libraries write) is caught; the C libraries'
+    lines go to this module's debug log, and anything else written meanwhile (another thread's
+    log line) is passed on to stderr once the call returns or fails. One call at a time."""
+    with _STDERR_LOCK:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+            caught = tempfile.TemporaryFile()
+        except OSError:  # no stderr to guard, or nowhere to catch it: as it is
+            yield
+            return
+        try:
+            os.dup2(caught.fileno(), 2)
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            with caught:
+                caught.seek(0)
+                _pass_on(caught.read().decode("utf-8", "replace"))
+
+
+def _pass_on(text: str) -> None:
+    """The C libraries' lines of ``text`` to the debug log, the rest to stderr."""
+    passed = []
+    for line in text.splitlines(keepends=True):
+        if _C_LIBRARY_LINE.match(line):
+            if line.strip():
+                log.debug("PortAudio/ALSA: %s", line.strip())
+        else:
+            passed.append(line)
+    if passed:
+        with contextlib.suppress(OSError):
+            os.write(2, "".join(passed).encode("utf-8", "replace"))
+
 
 def _sounddevice():
     try:
-        import sounddevice
+        with _c_library_lines():  # importing it starts PortAudio, which probes every device
+            import sounddevice
     except ImportError as exc:
         raise SourceError("cannot use audio devices: the 'sounddevice' package is missing; "
                           "install it with: pip install sounddevice") from exc
@@ -38,9 +98,10 @@ def list_input_devices() -> list[dict]:
     """Every capture device PortAudio sees: index, name, host API, channels, default rate."""
     sd = _sounddevice()
     try:
-        default_input = sd.default.device[0]
-        hostapis = sd.query_hostapis()
-        devices = sd.query_devices()
+        with _c_library_lines():
+            default_input = sd.default.device[0]
+            hostapis = sd.query_hostapis()
+            devices = sd.query_devices()
     except sd.PortAudioError as exc:
         raise SourceError(f"cannot list audio devices: {exc}") from exc
     return [{"index": int(d["index"]), "name": d["name"],
@@ -130,9 +191,10 @@ class DeviceSource(Source):
         rate = float(self.device_rate or info["default_samplerate"])
         self._max_blocks = max(8, int(self.max_queue_s * rate / (self.blocksize or 1024)))
         try:
-            self._stream = sd.InputStream(samplerate=rate, blocksize=self.blocksize,
-                                          device=info["index"], channels=channels,
-                                          dtype="float32", callback=self._callback)
+            with _c_library_lines():
+                self._stream = sd.InputStream(samplerate=rate, blocksize=self.blocksize,
+                                              device=info["index"], channels=channels,
+                                              dtype="float32", callback=self._callback)
         except (sd.PortAudioError, ValueError) as exc:
             raise SourceError(f"cannot open {self.description} at {rate:g} Hz, {channels} "
                               f"channel(s): {exc}") from exc
@@ -257,10 +319,11 @@ class DeviceSource(Source):
     def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            try:
-                stream.abort()
-            finally:
-                stream.close()
+            with _c_library_lines():
+                try:
+                    stream.abort()
+                finally:
+                    stream.close()
 
     def _close_stream(self) -> None:
         """Closes a lost stream; the device may already be gone, so errors are ignored."""
