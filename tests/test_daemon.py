@@ -149,6 +149,17 @@ def test_control_socket_snapshot_add_source_and_reload(model_path, audio_files, 
         got = [m for m in collect(sub, {"a"}) if m.header.stream == "a"]
         status = control_request(control, {"cmd": "status"})
         assert status["streams"]["a"]["state"] == "ended"
+        # A refusal is said in its own words, not with the exception's class name.
+        assert not bad["ok"] and "Error:" not in bad["error"], bad
+        unknown = control_request(control, {"cmd": "remove_source", "id": "nosuch"})
+        assert unknown == {"ok": False, "error": "no source with id 'nosuch'; the daemon's "
+                                                 "streams: a"}  # ended, and listed as that
+        assert control_request(control, {"cmd": "remove_source"}) == {
+            "ok": False, "error": "remove_source needs a string field id"}
+        # Removing an ended stream forgets it: it leaves status (it did nothing, said ok).
+        assert control_request(control, {"cmd": "remove_source", "id": "a"}) == {
+            "ok": True, "id": "a", "removed": "ended"}
+        assert "a" not in control_request(control, {"cmd": "status"})["streams"]
     finally:
         daemon.stop()
         sub.close()

@@ -13,7 +13,7 @@ import zmq
 from helpers import run_python
 
 from streamtag.commands.listen import run_listen
-from streamtag.errors import ProtocolError
+from streamtag.errors import ModelError, ProtocolError
 from streamtag.wire.control import ControlServer, control_request
 from streamtag.wire.protocol import (
     PROTOCOL_VERSION,
@@ -359,10 +359,14 @@ def control(ctx):
     def boom(request):
         raise RuntimeError("model file is corrupt")
 
+    def refuse(request):
+        raise ModelError("reload_model refuses 'x.pt': give a model")
+
     handlers = {
         "status": lambda request: {"streams": ["radio-1"], "uptime_s": 1.0},
         "snapshot": lambda request: {"snapshot": snapshots[request.get("stream", "radio-1")]},
         "reload_model": boom,
+        "refuse": refuse,
     }
     server = ControlServer(ANY_PORT, handlers, context=ctx, poll_ms=20).start()
     yield server
@@ -383,10 +387,13 @@ def test_control_errors_keep_the_server_serving(control, ctx):
     reply = control_request(control.endpoint, {"cmd": "dance"}, context=ctx)
     assert reply["ok"] is False
     assert "unknown command 'dance'" in reply["error"]
-    assert "ping, reload_model, snapshot, status" in reply["error"]
+    assert "ping, refuse, reload_model, snapshot, status" in reply["error"]
     reply = control_request(control.endpoint, {"cmd": "reload_model"}, context=ctx)
     assert reply == {"ok": False, "error": "command 'reload_model' failed: RuntimeError: "
-                                           "model file is corrupt"}
+                                           "model file is corrupt"}  # not expected: named so
+    # A request refused (a StreamtagError) is said in its own words.
+    reply = control_request(control.endpoint, {"cmd": "refuse"}, context=ctx)
+    assert reply == {"ok": False, "error": "reload_model refuses 'x.pt': give a model"}
     reply = control_request(control.endpoint, {"cmd": "snapshot", "stream": "nope"},
                             context=ctx)
     assert reply["ok"] is False and "KeyError" in reply["error"]

@@ -118,6 +118,10 @@ def test_control_adds_and_removes_a_stream_and_says_what_the_daemon_refused(
     assert "removed file-1" in capsys.readouterr().out
     wait_until(lambda: radio_daemon.status()["streams"]["file-1"]["state"] == "ended", 30,
                "the removed stream to end")
+    # removed again, once ended: status forgets it
+    assert main(["control", "remove", "file-1", *endpoint]) == 0
+    assert "removed file-1: it had ended; status no longer lists it" in capsys.readouterr().out
+    assert "file-1" not in radio_daemon.status()["streams"]
     # refused by the daemon, in its words
     for argv, says in (
             (["add", "elsewhere", "/etc/hostname"], "control.file_roots"),

@@ -68,6 +68,10 @@ def said(args: argparse.Namespace, reply: dict[str, Any]) -> str:
     if args.action == "add":
         return f"added {shown(reply.get('id', args.id))}: the daemon opens {shown(args.spec)}"
     if args.action == "remove":
+        removed = reply.get("removed", "stopping")
+        if removed != "stopping":  # it had already ended or failed: status forgets it
+            return (f"removed {shown(reply.get('id', args.id))}: it had {shown(removed)}; "
+                    "status no longer lists it")
         return (f"removed {shown(reply.get('id', args.id))}: its last windows and its ended "
                 "status follow on the feed")
     if args.action == "reload":

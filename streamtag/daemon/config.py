@@ -32,6 +32,7 @@ import dataclasses
 import ipaddress
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,11 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
     if loudness is not None:
         changes["health"] = dataclasses.replace(config.health, loudness=loudness)
     return dataclasses.replace(config, **changes)
+
+
+def unknown_stream(stream_id: str, streams: Iterable[str]) -> str:
+    """The refusal of a request for a stream the daemon does not have, naming those it has
+    (running, ended or failed: all that status lists)."""
+    names = sorted(streams)
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return f"no source with id {stream_id!r}; the daemon's streams: {shown or 'none'}"

@@ -37,7 +37,7 @@ import zmq
 
 from streamtag.catalog.installed import installed, resolve_model
 from streamtag.catalog.shipped import default_model_path
-from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig
+from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig, unknown_stream
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.health import SilenceEvent
@@ -379,14 +379,26 @@ class Daemon:
             self._runs[source.id] = run
         run.thread.start()
 
-    def remove_source(self, stream_id: str) -> None:
-        """Stops a source; its stream ends normally (last windows scored, ``ended``)."""
+    def remove_source(self, stream_id: str) -> str:
+        """Stops a source; its stream ends normally (last windows scored, ``ended``). A stream
+        that has already ended or failed is forgotten instead (it leaves status and the
+        metrics). Returns what was done: "stopping", or the forgotten stream's final state."""
+        forgotten = None
         with self._lock:
             run = self._runs.get(stream_id)
-        if run is None:
-            raise ConfigError(f"no source with id {stream_id!r}; running: "
-                              f"{', '.join(sorted(self._runs)) or 'none'}")
-        run.stop.set()
+            if run is None:
+                raise ConfigError(unknown_stream(stream_id, self._runs))
+            if run.final is not None:
+                del self._runs[stream_id]
+                if run in self._ended_runs:
+                    self._ended_runs.remove(run)
+                forgotten = run.final[0]
+        if forgotten is None:
+            run.stop.set()
+            return "stopping"
+        if self.histograms is not None:
+            self.histograms.forget_stream(stream_id)
+        return forgotten
 
     def _on_source_status(self, run: _SourceRun, state: str, error: str | None,
                           extra: dict) -> None:
@@ -727,8 +739,10 @@ class Daemon:
             return {"id": sid}
 
         def remove_source(req: dict) -> dict:
-            self.remove_source(str(req.get("id")))
-            return {"id": req.get("id")}
+            sid = req.get("id")
+            if not isinstance(sid, str):
+                raise ConfigError("remove_source needs a string field id")
+            return {"id": sid, "removed": self.remove_source(sid)}
 
         def reload_model(req: dict) -> dict:
             path = req.get("path")

@@ -53,7 +53,7 @@ from typing import Any
 import zmq
 
 from streamtag.backoff import Backoff
-from streamtag.daemon.config import DaemonConfig, MetricsConfig, SecurityConfig
+from streamtag.daemon.config import DaemonConfig, MetricsConfig, SecurityConfig, unknown_stream
 from streamtag.daemon.shard import ShardConfig, WorkerShard
 from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.control import ControlServer, control_request, default_token_file, ensure_token
@@ -771,9 +771,7 @@ class Supervisor:
                     self._added.pop(sid, None)
             elif "no source with id" in str(reply.get("error", "")):
                 # the worker names its own streams: name every worker's
-                names = sorted(self.status()["streams"])
-                return {**reply, "error": f"no source with id {sid!r}; running: "
-                                          f"{', '.join(names) or 'none'}"}
+                return {**reply, "error": unknown_stream(sid, self.status()["streams"])}
             return reply
 
         def reload_model(req: dict) -> dict:

@@ -231,9 +231,9 @@ class ControlServer:
                                f"{', '.join(self.commands)}")
         try:
             result = handler(request)
-        except StreamtagError as exc:  # a request refused with its reason: no traceback
+        except StreamtagError as exc:  # a request refused with its reason, said as it is
             log.info("control command %r refused: %s", cmd, exc)
-            return error_reply(f"command {cmd!r} failed: {type(exc).__name__}: {exc}")
+            return error_reply(str(exc))
         except Exception as exc:  # a failing handler must not take the server down
             log.warning("control command %r failed", cmd, exc_info=True)
             return error_reply(f"command {cmd!r} failed: {type(exc).__name__}: {exc}")
