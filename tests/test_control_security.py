@@ -109,6 +109,12 @@ def test_a_request_without_the_right_token_is_refused_and_nothing_runs(model_pat
                 assert set(reply) == {"ok", "error"}  # one refusal, nothing else
         assert "x" not in daemon.status()["streams"] and daemon.model.name == "tiny"
         assert daemon.control.refused == 20
+        # A client in another language sends the token file's text as it reads it, with its
+        # newline: that is the token. A lone surrogate is refused, not a failure.
+        as_read = (home / "control.token").read_text()
+        assert as_read.endswith("\n")
+        assert raw_request(control, {"cmd": "ping", "token": as_read})["ok"]
+        assert refused(raw_request(control, {"cmd": "ping", "token": "\ud800"}), REFUSED)
         # The streamtag client finds the token by itself; the token never reaches a handler
         # (it would be an unknown source option).
         assert control_request(control, {"cmd": "ping"})["ok"]

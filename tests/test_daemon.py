@@ -137,6 +137,10 @@ def test_control_socket_snapshot_add_source_and_reload(model_path, audio_files, 
         outside = control_request(control, {"cmd": "add_source", "id": "x",
                                             "spec": "/etc/passwd"})
         assert not outside["ok"] and "file_roots" in outside["error"]
+        missing = control_request(control, {"cmd": "add_source", "id": "m",
+                                            "spec": str(tmp_path / "missing.flac")})
+        assert not missing["ok"] and "no such file below control.file_roots" in \
+            missing["error"] and "pipe:" not in missing["error"], missing
         time.sleep(1.5)
         snap = control_request(control, {"cmd": "snapshot"})
         assert snap["ok"] and snap["streams"]["a"]["windows"] > 0

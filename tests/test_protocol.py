@@ -333,7 +333,8 @@ def test_reference_messages_carry_the_fields_a_plain_reader_expects():
     scores = decode(frames_of(json.loads((DATA / "scores.json").read_text())["frames"]))
     assert scores.body.tags == ("rock", "calm", "vocal")
     assert scores.body.end_sample - scores.body.start_sample == 48000
-    assert scores.body.model == ModelRef("crnn-moodtheme", "sha256:3b2f9c0e")
+    assert scores.body.model == ModelRef(
+        "crnn-moodtheme", "05a8b52dba23368bb6ac27569cfdc8baedb6fa91d1d2639a2c02072dbf5a199c")
     status = decode(frames_of(json.loads((DATA / "status.json").read_text())["frames"]))
     assert status.body.title == "Café Tacvba – Eres" and status.body.error is None
     track = decode(frames_of(json.loads((DATA / "track.json").read_text())["frames"]))

@@ -468,6 +468,16 @@ def test_the_first_title_names_the_first_track_and_short_tracks_have_no_means():
     assert [(t.title, t.end_sample) for t in s.end(90)] == [("next", 90)]
 
 
+def test_a_stream_that_ended_before_any_audio_has_no_track():
+    # a source that failed before any audio came published a track of 0 s and no windows
+    assert TrackSummarizer(100.0, title="never heard").end(0) == []
+    # one that ended right after a title change: the tracks before it, none of no length
+    s = TrackSummarizer(100.0)
+    window(s, 50)
+    s.change_title("too late", 50)
+    assert [(t.title, t.start_sample, t.end_sample) for t in s.end(50)] == [(None, 0, 50)]
+
+
 def test_the_engine_s_track_rules_are_the_wire_s():
     # The daemon rounds the means for the wire, and `streamtag tag` rounds them alike.
     s = TrackSummarizer(100.0, "one", started_at=10.0)

@@ -673,8 +673,13 @@ class Daemon:
             shown = redact_url(text.strip())
             # A path that is not there: outside the roots, the same answer as a file that is
             # (the reply does not tell which files exist).
-            if not SCHEME.match(text.strip()) and _resolved(text.strip(), control) is None:
-                raise outside_roots(shown) from None
+            if not SCHEME.match(text.strip()):
+                if _resolved(text.strip(), control) is None:
+                    raise outside_roots(shown) from None
+                # below the roots, where the requester may read: it is not there
+                raise ConfigError(f"add_source refuses {shown!r}: there is no such file below "
+                                  "control.file_roots; give an existing audio file's path, "
+                                  "file:PATH, an http(s) URL or device:NAME") from None
             raise ConfigError(f"add_source refuses {shown!r}: {exc}") from None
         shown = redact_url(spec.text)
         if spec.kind == "file":

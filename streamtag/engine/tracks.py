@@ -135,7 +135,11 @@ class TrackSummarizer:
             closed.append(self._next(self._changes.popleft(), "title_change"))
         self._changes.clear()
         at = time.time() if at is None else at
-        closed.append(self._close(max(int(end_sample), self._open.last_end), at, "end"))
+        end_sample = max(int(end_sample), self._open.last_end)
+        if end_sample > self._open.start_sample or self._open.windows:
+            closed.append(self._close(end_sample, at, "end"))
+        # else no audio since the last track began (a source that failed before any came):
+        # no track of no length
         self.ended = True
         return closed
 

@@ -208,7 +208,10 @@ class ControlServer:
         if self._token is None or curve_client:
             return True
         given = request.get(TOKEN_FIELD)
-        return isinstance(given, str) and hmac.compare_digest(given.encode(), self._token)
+        # the token file's text as read, its newline too, is the token (a client in another
+        # language reads the file whole)
+        return isinstance(given, str) and hmac.compare_digest(
+            given.strip().encode("utf-8", "replace"), self._token)
 
     def _refusal(self) -> dict[str, Any]:
         self.refused += 1
