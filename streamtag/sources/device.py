@@ -83,6 +83,9 @@ def _pass_on(text: str) -> None:
 
 
 def _sounddevice():
+    loaded = sys.modules.get("sounddevice")
+    if loaded is not None:
+        return loaded
     try:
         with _c_library_lines():  # importing it starts PortAudio, which probes every device
             import sounddevice
