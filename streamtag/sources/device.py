@@ -44,8 +44,9 @@ _STDERR_LOCK = threading.Lock()
 def _c_library_lines():
     """While PortAudio starts, probes, opens or closes a device: what is written to the
     process's stderr (file descriptor 2, where C libraries write) is caught; the C libraries'
-    lines go to this module's debug log, and anything else written meanwhile (another thread's
-    log line) is passed on to stderr once the call returns or fails. One call at a time."""
+    lines go to this module's log at info level (run -v shows them), and anything else
+    written meanwhile (another thread's log line) is passed on to stderr once the call returns
+    or fails. One call at a time."""
     with _STDERR_LOCK:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
@@ -69,12 +70,12 @@ def _c_library_lines():
 
 
 def _pass_on(text: str) -> None:
-    """The C libraries' lines of ``text`` to the debug log, the rest to stderr."""
+    """The C libraries' lines of ``text`` to the log, the rest to stderr."""
     passed = []
     for line in text.splitlines(keepends=True):
         if _C_LIBRARY_LINE.match(line):
             if line.strip():
-                log.debug("PortAudio/ALSA: %s", line.strip())
+                log.info("PortAudio/ALSA: %s", line.strip())
         else:
             passed.append(line)
     if passed:
