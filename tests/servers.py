@@ -152,7 +152,9 @@ class Icecast:
         manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
         manager.add_password(None, f"http://127.0.0.1:{self.port}/", "admin", self.password)
         opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(manager))
-        with opener.open(request, timeout=5) as response:
+        # Icecast answers its admin requests in its one client thread, behind the streams it
+        # serves: 5 s once ran out on a busy machine (a killclient in test_sources)
+        with opener.open(request, timeout=20) as response:
             return response.read().decode()
 
     def mount_is_live(self) -> bool:
