@@ -8,8 +8,8 @@ import re
 
 from streamtag.errors import ConfigError
 
-__all__ = ["CSV_FORMULA_STARTS", "ESCAPE_SEQUENCES", "csv_text", "utf8_file_text",
-           "without_escape_sequences"]
+__all__ = ["CSV_FORMULA_STARTS", "ESCAPE_SEQUENCES", "HIDDEN_FORMATTING", "csv_text",
+           "utf8_file_text", "without_escape_sequences"]
 
 # Removing ESC alone would leave "[31m" behind, so each sequence goes whole, in its 7- and 8-bit
 # forms: CSI (ESC [ or 0x9b) with its parameters and final byte; the string commands OSC, DCS,
@@ -20,8 +20,17 @@ ESCAPE_SEQUENCES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
                               r"|\x1b[ -/]*[0-~]?", re.DOTALL)
 
 
+# Invisible formatting characters that make shown text lie: the bidirectional overrides,
+# embeddings, isolates and marks ("Song \u202etxt.exe" shows as "Song exe.txt") and the
+# zero-width space, word joiner and byte order mark that hide inside a name. The zero-width
+# joiner and non-joiner, which scripts and emoji need, stay.
+HIDDEN_FORMATTING = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064"
+                               "\u2066-\u2069\ufeff]")
+
+
 def without_escape_sequences(text: str) -> str:
-    return ESCAPE_SEQUENCES.sub("", text)
+    """``text`` without terminal escape sequences and without ``HIDDEN_FORMATTING``."""
+    return HIDDEN_FORMATTING.sub("", ESCAPE_SEQUENCES.sub("", text))
 
 
 # A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").

@@ -115,6 +115,7 @@ def test_a_request_without_the_right_token_is_refused_and_nothing_runs(model_pat
         assert as_read.endswith("\n")
         assert raw_request(control, {"cmd": "ping", "token": as_read})["ok"]
         assert refused(raw_request(control, {"cmd": "ping", "token": "\ud800"}), REFUSED)
+        assert raw_request(control, {"cmd": "ping", "token": as_read})["ok"]  # still serving
         # The streamtag client finds the token by itself; the token never reaches a handler
         # (it would be an unknown source option).
         assert control_request(control, {"cmd": "ping"})["ok"]

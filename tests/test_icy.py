@@ -217,6 +217,12 @@ def test_the_reader_ends_with_a_read_limit_error_past_its_limit_until_it_is_lift
     ("\x1bcReset", "Reset"),
     ("\x1b", ""),
     ("x" * 5000, "x" * MAX_TITLE_CHARS),
+    # bidirectional overrides and invisible characters that make a title show another text
+    ("Song 0 \u202etxt.exe\u2066\u200b\ufeff", "Song 0 txt.exe"),
+    ("\u2067Left\u2069 \u200eRight\u200f \u2060x", "Left Right x"),
+    # the joiners scripts and emoji need stay
+    ("\U0001f469\u200d\U0001f3a4 \u0645\u200c\u06cc",
+     "\U0001f469\u200d\U0001f3a4 \u0645\u200c\u06cc"),
 ])
 def test_titles_lose_control_characters_and_escape_sequences_and_are_capped(raw, title):
     assert clean_title(raw) == title
@@ -341,5 +347,5 @@ def test_the_metadata_parser_takes_linear_time_on_hostile_blocks(raw):
 def test_any_title_is_clean_and_capped(raw):
     title = clean_title(raw)
     assert len(title) <= MAX_TITLE_CHARS
-    assert not re.search(r"[\x00-\x1f\x7f-\x9f]", title)
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", title)
     assert title == title.strip()

@@ -252,7 +252,12 @@ class ControlServer:
             request = decode_request(data)
         except ValueError as exc:  # ProtocolError
             return encode_reply(error_reply(str(exc)))
-        reply = self.handle(request, curve_client)
+        try:
+            reply = self.handle(request, curve_client)
+        except Exception:  # noqa: BLE001 - whatever a request does, the server serves on
+            log.warning("control request could not be answered", exc_info=True)
+            return encode_reply(error_reply("the control server could not answer this "
+                                            "request; its log says why"))
         try:
             return encode_reply(reply)
         except ValueError as exc:
