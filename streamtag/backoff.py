@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from streamtag.errors import SourceError
 
+# The longest wait a back-off may take: longer ones overflow the clock's waits.
+MAX_BACKOFF_S = 86400.0
+
 
 class Backoff:
     """Exponential back-off, in one place for everything that retries (the live sources'
@@ -14,9 +17,10 @@ class Backoff:
 
     def __init__(self, owner: str, *, reconnect: bool, initial_backoff_s: float,
                  max_backoff_s: float, max_reconnects: int | None) -> None:
-        if not 0 < initial_backoff_s <= max_backoff_s:
-            raise SourceError(f"{owner}: need 0 < initial_backoff_s <= max_backoff_s, got "
-                              f"{initial_backoff_s} and {max_backoff_s}")
+        if not 0 < initial_backoff_s <= max_backoff_s <= MAX_BACKOFF_S:
+            raise SourceError(f"{owner}: need 0 < initial_backoff_s <= max_backoff_s <= "
+                              f"{MAX_BACKOFF_S:g} (a day), got {initial_backoff_s} and "
+                              f"{max_backoff_s}")
         if max_reconnects is not None and max_reconnects < 0:
             raise SourceError(f"{owner}: max_reconnects must be >= 0 (leave it out to retry "
                               f"forever), got {max_reconnects!r}")

@@ -224,6 +224,11 @@ DEVICE, HTTP, PIPE = "device:pulse", "http://127.0.0.1:9/live.mp3", "pipe:"
     (HTTP, {"max_backoff_s": -1}, ["max_backoff_s"]),
     (HTTP, {"read_timeout_s": 0}, ["read_timeout_s", "> 0"]),
     (HTTP, {"read_timeout_s": -1.5}, ["read_timeout_s", "-1.5"]),
+    # beyond what the clock's waits take: refused at once, not a traceback in the source later
+    (HTTP, {"read_timeout_s": 1e308}, ["read_timeout_s", "at most 3600"]),
+    (HTTP, {"max_backoff_s": 1e308}, ["max_backoff_s <= 86400"]),
+    (DEVICE, {"stall_timeout_s": 1e308}, ["stall_timeout_s", "<= 3600"]),
+    (DEVICE, {"max_queue_s": 1e9}, ["max_queue_s", "<= 600"]),
     (HTTP, {"max_reconnects": -1}, ["max_reconnects", ">= 0"]),
     (HTTP, {"max_reconnects": 2.5}, ["'max_reconnects'", "integer"]),
     (HTTP, {"stall_timeout_s": 5}, ["'stall_timeout_s'", "read_timeout_s"]),

@@ -167,8 +167,9 @@ class DeviceSource(Source):
                 ("blocksize", blocksize, blocksize >= 0, ">= 0 frames (0: PortAudio chooses)"),
                 ("channels", channels, channels is None or channels >= 1, ">= 1"),
                 ("device_rate", device_rate, device_rate is None or device_rate > 0, "> 0 Hz"),
-                ("max_queue_s", max_queue_s, max_queue_s > 0, "> 0 seconds"),
-                ("stall_timeout_s", stall_timeout_s, stall_timeout_s > 0, "> 0 seconds")):
+                ("max_queue_s", max_queue_s, 0 < max_queue_s <= 600, "> 0 and <= 600 seconds"),
+                ("stall_timeout_s", stall_timeout_s, 0 < stall_timeout_s <= 3600,
+                 "> 0 and <= 3600 seconds")):
             if not ok:
                 raise SourceError(f"device:{device}: {name} must be {rule}, got {value!r}")
         self.device = str(device)

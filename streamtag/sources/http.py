@@ -291,6 +291,9 @@ def failure_reason(exc: BaseException, read_timeout_s: float) -> str:
     return f"the connection failed ({type(cause).__name__})"
 
 
+MAX_READ_TIMEOUT_S = 3600.0  # longer ones overflow the socket's clock
+
+
 class HttpSource(Source):
     """Reads an audio URL; on error or end of stream reconnects after a backoff that starts at
     ``initial_backoff_s``, doubles on each attempt that brings no audio and is capped at
@@ -325,9 +328,9 @@ class HttpSource(Source):
         self.backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
                                      max_backoff_s=max_backoff_s, max_reconnects=max_reconnects)
         Backoff(self.description, **self.backoff_options)
-        if not read_timeout_s > 0:
-            raise SourceError(f"{self.description}: read_timeout_s must be > 0 seconds, "
-                              f"got {read_timeout_s!r}")
+        if not 0 < read_timeout_s <= MAX_READ_TIMEOUT_S:
+            raise SourceError(f"{self.description}: read_timeout_s must be > 0 and at most "
+                              f"{MAX_READ_TIMEOUT_S:g} seconds, got {read_timeout_s!r}")
         if host_policy is not None:
             if not isinstance(host_policy, HostPolicy):
                 raise SourceError(f"{self.description}: host_policy must be a HostPolicy "
