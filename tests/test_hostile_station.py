@@ -326,3 +326,15 @@ def test_a_url_with_a_bad_port_says_what_is_wrong_and_the_form(url, why):
         said = str(error.value)
         assert f"{url} is not a valid URL" in said and why in said
         assert "PORT from 1 to 65535" in said
+
+
+def test_a_station_that_sends_a_moment_of_audio_and_ends_backs_off_more_each_time(station):
+    # /stream sends 3 s of MP3 and ends, as fast as it is read: a station in a storm of short
+    # connections. Each came with audio, which reset the back-off: the source reconnected every
+    # initial_backoff_s, for ever. Only 10 s of audio on a connection resets it now.
+    run = Run(HttpSource(station.url("/stream"), initial_backoff_s=0.05, max_backoff_s=0.4),
+              seconds=3.0)
+    waits = [extra["backoff_s"] for state, _, extra in run.calls if state == "reconnecting"]
+    assert waits[:4] == [0.05, 0.1, 0.2, 0.4], waits
+    assert set(waits[3:]) == {0.4}
+    assert run.samples > TARGET  # audio came with each connection

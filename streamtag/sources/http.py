@@ -292,6 +292,8 @@ def failure_reason(exc: BaseException, read_timeout_s: float) -> str:
 
 
 MAX_READ_TIMEOUT_S = 3600.0  # longer ones overflow the socket's clock
+# A connection that brought this much audio resets the reconnect back-off.
+SUSTAINED_AUDIO_S = 10.0
 
 
 class HttpSource(Source):
@@ -360,10 +362,10 @@ class HttpSource(Source):
         self._require_open()
         backoff = Backoff(self.description, **self.backoff_options)
         while not stop.is_set():
-            got_audio, error = False, None
+            samples, error = 0, None
             try:
                 for chunk in self._connection(stop):
-                    got_audio = True
+                    samples += len(chunk.samples)
                     yield chunk
             except SourceError as exc:
                 self._status("failed", str(exc))
@@ -376,7 +378,9 @@ class HttpSource(Source):
             if tail is not None:
                 yield tail
             reason = error or "the server ended the stream"
-            if got_audio:
+            # Only a connection that played a while starts the back-off afresh: a station that
+            # sends a moment of audio and then fails reconnected every half second, for ever.
+            if samples >= SUSTAINED_AUDIO_S * self.sample_rate:
                 backoff.reset()
             if backoff.exhausted():
                 if error is None and not backoff.reconnect:
