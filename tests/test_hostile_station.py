@@ -338,3 +338,18 @@ def test_a_station_that_sends_a_moment_of_audio_and_ends_backs_off_more_each_tim
     assert waits[:4] == [0.05, 0.1, 0.2, 0.4], waits
     assert set(waits[3:]) == {0.4}
     assert run.samples > TARGET  # audio came with each connection
+
+
+def test_a_station_faster_than_real_time_is_read_at_real_time(station, monkeypatch):
+    # /escapes sends its MP3 over and over as fast as it is read; a station plays in real time.
+    # Once the audio runs AHEAD_S ahead of the time the connection has been open, the source
+    # reads at real time (it scored 100 times the windows of a real station before).
+    import streamtag.sources.http as http_source
+
+    monkeypatch.setattr(http_source, "AHEAD_S", 1.0)
+    paced = Run(HttpSource(station.url("/escapes")), seconds=3.0)
+    assert paced.error is None and paced.source.counters["paced"] > 0
+    assert 2.0 * TARGET < paced.samples <= (3.0 + 1.0 + 1.0) * TARGET, paced.samples / TARGET
+    # realtime=false, for a server one trusts: as fast as it comes
+    fast = Run(HttpSource(station.url("/escapes"), realtime=False), seconds=3.0)
+    assert fast.samples > 10 * paced.samples and fast.source.counters["paced"] == 0
