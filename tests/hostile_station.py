@@ -60,6 +60,16 @@ def title_block(n: int) -> bytes:
     return bytes([FULL_BLOCK // 16]) + text.ljust(FULL_BLOCK, b"\0")
 
 
+def wav_header(rate: int, channels: int, bits: int, data_bytes: int = 0xFFFFFFFF - 36) -> bytes:
+    """A RIFF/WAVE header of PCM at ``rate`` Hz (any rate, as a hostile file may declare)."""
+    import struct
+
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
 def bare_mp3(path: Path, seconds: float = 3.0, sample_rate: int = 44100) -> bytes:
     """A bare CBR MP3 byte stream of music-like sound (no Xing frame, no ID3), as radio servers
     send, written by PyAV to ``path``."""
@@ -177,6 +187,12 @@ class HostileStation:
                     self.send(path, piece)
                     sent += len(piece)
                     self.pace(t0, sent)
+
+            def route_rate1(self, path):
+                # a WAV (u8, mono) whose header says 1 Hz, its bytes as fast as read: each
+                # byte would be a second of audio
+                self.head("audio/wav")
+                self.send(path, wav_header(1, 1, 8) + bytes(range(256)) * 64)
 
             def route_flood(self, path):
                 self.icy(path, 256, title_block)

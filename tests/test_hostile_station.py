@@ -11,7 +11,14 @@ import threading
 
 import av
 import pytest
-from hostile_station import BANNER, HostileStation, Listener, bare_mp3, measure_in_subprocess
+from hostile_station import (
+    BANNER,
+    HostileStation,
+    Listener,
+    bare_mp3,
+    measure_in_subprocess,
+    wav_header,
+)
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -353,3 +360,19 @@ def test_a_station_faster_than_real_time_is_read_at_real_time(station, monkeypat
     # realtime=false, for a server one trusts: as fast as it comes
     fast = Run(HttpSource(station.url("/escapes"), realtime=False), seconds=3.0)
     assert fast.samples > 10 * paced.samples and fast.source.counters["paced"] == 0
+
+
+def test_audio_that_declares_an_absurd_sample_rate_is_refused(station, tmp_path):
+    # A WAV header of 1 Hz made every byte a second of audio: hundreds of MB of resampler and
+    # thousands of windows a second from one station. Refused, from a station and in a file.
+    run = Run(HttpSource(station.url("/rate1")), seconds=10.0)
+    assert "the audio declares a sample rate of 1 Hz; streamtag reads 1-768 kHz" in str(
+        run.error)
+    assert run.calls[-1][0] == "failed" and run.samples == 0
+    from streamtag.audio.files import AudioDecodeError, load_audio
+
+    path = tmp_path / "huge-rate.wav"
+    path.write_bytes(wav_header(2_000_000_000, 1, 8, 4096) + bytes(4096))
+    with pytest.raises(AudioDecodeError, match=f"{path}: the audio declares a sample rate of "
+                                               "2000000000 Hz"):
+        load_audio(path)

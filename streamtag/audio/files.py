@@ -19,6 +19,13 @@ class AudioDecodeError(RuntimeError):
     """A file that cannot be opened or decoded; the message names the file and the cause."""
 
 
+# The sample rates audio may declare: a header of 1 Hz made every byte a second of audio (a
+# resampler of hundreds of MB and thousands of windows a second from one hostile station), one
+# of 2 GHz a resampler that never caught up. The loudness meter takes the same top.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768000
+
+
 # Sees each block's channels before they are averaged: (channels, frames) float32 samples, the
 # sample rate, the channels' names (FFmpeg's: FL, FR, LFE, ...). A loudness meter measures there.
 ChannelsSeen = Callable[[np.ndarray, int, tuple[str, ...]], None]
@@ -97,7 +104,12 @@ def iter_decoded(path: str | Path, block_s: float = 0.0,
     in blocks of at least ``block_s`` seconds (``mono_blocks``). ``container``: ``path`` as
     the caller already opened it (``av.open``), read from its start and closed here."""
     with first_audio_stream(path, container) as (container, stream):
-        yield from mono_blocks(container.decode(stream), block_s)
+        try:
+            yield from mono_blocks(container.decode(stream), block_s)
+        except AudioDecodeError as exc:  # one the blocks found (a rate out of range)
+            if str(path) in str(exc):
+                raise
+            raise AudioDecodeError(f"{path}: {exc}") from None
 
 
 def mono_blocks(frames: Iterable, block_s: float,
@@ -119,6 +131,11 @@ def mono_blocks(frames: Iterable, block_s: float,
             planes = frame.planes if frame.format.name == "fltp" else None
             key = (frame.sample_rate, 0 if planes is None else len(planes))  # 0: made mono
             if key != held_key:
+                if not MIN_SAMPLE_RATE <= frame.sample_rate <= MAX_SAMPLE_RATE:
+                    raise AudioDecodeError(
+                        f"the audio declares a sample rate of {frame.sample_rate} Hz; "
+                        f"streamtag reads {MIN_SAMPLE_RATE // 1000}-"
+                        f"{MAX_SAMPLE_RATE // 1000} kHz")
                 if held:
                     yield _block(held, held_key, seen, names), held_key[0]
                     held, held_samples = [], 0

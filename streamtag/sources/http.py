@@ -66,7 +66,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
-from streamtag.audio.files import mono_blocks
+from streamtag.audio.files import AudioDecodeError, mono_blocks
 from streamtag.backoff import Backoff
 from streamtag.errors import SourceError
 from streamtag.sources.base import (
@@ -382,6 +382,10 @@ class HttpSource(Source):
             except SourceError as exc:
                 self._status("failed", str(exc))
                 raise
+            except AudioDecodeError as exc:  # audio that cannot be read as it says it is
+                message = f"{self.description}: {exc}"
+                self._status("failed", message)
+                raise SourceError(message) from None
             except (av.error.FFmpegError, OSError, http.client.HTTPException) as exc:
                 error = self._reason(exc)
             if stop.is_set():
