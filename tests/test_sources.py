@@ -32,6 +32,7 @@ from streamtag.sources import (
     Resampler,
     parse_source,
 )
+from streamtag.sources.resample import SAMPLE_LIMIT
 
 soxr = pytest.importorskip("soxr")
 av = pytest.importorskip("av")
@@ -164,6 +165,27 @@ def test_resampler_averages_channels_passes_through_and_follows_rate_changes():
     assert abs(total - 2 * TARGET) <= 4
     expected_a = soxr.resample(a, 44100, TARGET, quality="HQ")
     np.testing.assert_allclose(np.concatenate(out)[: expected_a.size], expected_a, atol=1e-4)
+
+
+@pytest.mark.parametrize("rate", [TARGET, 44100])  # passed through, and resampled
+def test_overflowing_float_audio_is_a_blast_not_silence(rate):
+    # Float channels of ±3e38 sum to infinity when averaged; made 0 with NaN, a blasting
+    # station read as dead air. Beyond ±SAMPLE_LIMIT (and infinity) is now the limit.
+    square = np.where(np.sin(2 * np.pi * 100 * np.arange(rate) / rate) >= 0, 3e38, -3e38)
+    x = np.repeat(square[:, None], 2, axis=1).astype(np.float32)  # a 100 Hz square wave
+    x[10, :] = np.nan
+    r = Resampler(TARGET)
+    out = np.concatenate([r.process(x, rate), r.flush()])
+    assert np.isfinite(out).all() and np.abs(out).max() <= SAMPLE_LIMIT * 1.2
+    assert np.sqrt(np.mean(out ** 2)) > 1.0  # loud, not silent
+    assert (r.nonfinite, r.beyond_limit) == (rate, 0)  # every average infinite, one NaN
+    sane = music_like(1.0, rate, seed=3)
+    r = Resampler(TARGET)
+    assert r.process(sane, rate).size and (r.nonfinite, r.beyond_limit) == (0, 0)
+    huge = np.full(rate, 100.0, np.float32)  # finite, beyond the limit
+    r = Resampler(TARGET)
+    r.process(huge, rate)
+    assert (r.nonfinite, r.beyond_limit) == (0, rate)
 
 
 # -- FileSource ------------------------------------------------------------------------------

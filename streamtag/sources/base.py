@@ -245,8 +245,10 @@ class Source(abc.ABC):
         if self._loudness is not None and not measured:
             self._loudness.accept(samples, rate, resampler.samples_out)
         out = resampler.process(samples, rate)
-        if resampler.nonfinite:  # NaN/Inf replaced by 0 before resampling
+        if resampler.nonfinite:  # NaN made 0, infinity the limit (Resampler)
             self.counters["nonfinite"] = resampler.nonfinite
+        if resampler.beyond_limit:
+            self.counters["beyond_limit"] = resampler.beyond_limit
         return self._wrap(out, arrival)
 
     def _flush(self, arrival: float | None = None) -> AudioChunk | None:

@@ -6,6 +6,10 @@ import numpy as np
 
 from streamtag.audio.files import mix_down
 
+# The largest sample magnitude passed on: 18 dB over full scale, more than any real audio's
+# overs (decoded MP3 reaches about 1.2); a float stream may declare anything up to 3.4e38.
+SAMPLE_LIMIT = 8.0
+
 
 class Resampler:
     """Averages channels to mono and resamples with one ``soxr.ResampleStream``.
@@ -14,8 +18,11 @@ class Resampler:
     ``samples_out`` counts every output sample, so it is the absolute index of the next one.
     When the input rate changes mid-stream the current stream is flushed (its delayed tail is
     returned) and a new one is started at the new rate. Input at the target rate passes through
-    untouched, sample for sample. Input that is resampled has its NaN and infinite samples
-    replaced by 0 first (counted in ``nonfinite``): soxr would smear each over its filter.
+    untouched, sample for sample, as long as it is finite and within ``SAMPLE_LIMIT``. NaN
+    samples are replaced by 0 (soxr would smear each over its filter), infinite ones and any
+    beyond the limit by the limit of their sign: audio that overflowed (float channels of
+    ±3e38 sum to infinity when averaged) is a blast, not silence. Both are counted in
+    ``nonfinite`` (NaN and infinity) or ``beyond_limit``.
     """
 
     def __init__(self, target_rate: float, quality: str = "HQ") -> None:
@@ -25,6 +32,7 @@ class Resampler:
         self.quality = quality
         self.samples_out = 0
         self.nonfinite = 0
+        self.beyond_limit = 0
         self._rate: float | None = None
         self._stream = None
 
@@ -43,18 +51,30 @@ class Resampler:
 
                 self._stream = soxr.ResampleStream(rate, self.target_rate, 1, dtype="float32",
                                                    quality=self.quality)
+        mono = self._within_limit(mono)
         if self._stream is None:
             body = mono.copy()
         else:
-            finite = np.isfinite(mono)
-            if not finite.all():
-                self.nonfinite += int(mono.size - np.count_nonzero(finite))
-                mono = np.where(finite, mono, np.float32(0))
             body = np.asarray(self._stream.resample_chunk(mono), dtype=np.float32)
         self.samples_out += body.size
         if head is not None and head.size:
             return np.concatenate([head, body])
         return body
+
+    def _within_limit(self, mono: np.ndarray) -> np.ndarray:
+        """``mono``, or a copy with NaN made 0 and what lies beyond ±SAMPLE_LIMIT (infinity
+        included) made the limit; one pass over sane audio."""
+        if not mono.size:
+            return mono
+        low, high = float(mono.min()), float(mono.max())  # NaN propagates into both
+        if -SAMPLE_LIMIT <= low and high <= SAMPLE_LIMIT:
+            return mono
+        nan = np.isnan(mono)
+        self.nonfinite += int(np.count_nonzero(nan) + np.count_nonzero(np.isinf(mono)))
+        self.beyond_limit += int(np.count_nonzero(np.abs(mono) > SAMPLE_LIMIT)
+                                 - np.count_nonzero(np.isinf(mono)))
+        return np.clip(np.where(nan, np.float32(0), mono), -SAMPLE_LIMIT,
+                       SAMPLE_LIMIT).astype(np.float32)
 
     def flush(self) -> np.ndarray:
         """Ends the current input: returns the resampler's delayed tail, starts afresh."""
