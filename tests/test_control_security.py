@@ -152,6 +152,23 @@ def test_the_token_file_is_made_private_and_one_others_can_read_stops_the_daemon
         daemon.stop()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_token_file_another_user_planted_stops_the_daemon(model_path, tmp_path):
+    # Another user (nobody) made the token file first, mode 0600, with a token it knows, in a
+    # folder open to all: the daemon took it and that user controlled it.
+    planted = tmp_path / "shared" / "control.token"
+    planted.parent.mkdir()
+    planted.parent.chmod(0o1777)
+    planted.write_text("e" * 64 + "\n")
+    planted.chmod(0o600)
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(ConfigError) as refusal:
+        start(model_path, tmp_path, token_file=str(planted))
+    message = str(refusal.value)
+    assert str(planted) in message and "belongs to another user (uid 65534" in message
+    assert "remove it" in message
+
+
 # -- what reload_model may load ---------------------------------------------------------------
 
 

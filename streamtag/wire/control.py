@@ -95,18 +95,26 @@ def _create_token(path: Path) -> None:
 
 def ensure_token(path: str | os.PathLike) -> str:
     """The daemon's control token: read from ``path``, made first when the file is missing.
-    ConfigError naming the file when it cannot be made or read, when group or others may read
-    or write it (with the chmod that fixes it), or when it holds too short a token."""
+    ConfigError naming the file when it cannot be made or read, when another user owns it (who
+    may have planted it, knowing the token), when group or others may read or write it (with
+    the chmod that fixes it), or when it holds too short a token."""
     path = Path(path).expanduser()
     try:
         if not path.exists():
             _create_token(path)
-        mode = path.stat().st_mode
+        status = path.stat()
+        mode = status.st_mode
     except OSError as exc:
         raise ConfigError(f"control token file {path}: cannot create or read it "
                           f"({exc.strerror or exc}); set [control] token_file (or "
                           f"${places.HOME_ENV}) to a writable place, or turn the control "
                           "socket off (control.endpoint = \"\")") from exc
+    if status.st_uid != os.geteuid():
+        raise ConfigError(f"control token file {path} belongs to another user (uid "
+                          f"{status.st_uid}, not this daemon's {os.geteuid()}): whoever made "
+                          "it knows the token and would control the daemon; remove it (the "
+                          "daemon makes a new one) or set [control] token_file to a file of "
+                          "your own")
     if mode & 0o077:
         raise ConfigError(f"control token file {path} is open to group or others (mode "
                           f"{mode & 0o777:04o}): anyone who reads it controls the daemon; run "
