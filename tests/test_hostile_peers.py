@@ -591,3 +591,56 @@ def test_bodies_of_the_review_round_trip_at_their_caps():
     for b in (body, status, event):
         message = make_message(b, session=SESSION, stream="radio-1", seq=MAX_INTEGER)
         assert decode(encode(message)) == message
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_a_peer_s_huge_subscriptions_do_not_grow_the_publisher_and_honest_ones_work():
+    # libzmq keeps every distinct subscription in a trie at ~73 bytes per topic byte, for
+    # good: any local process that reached the feed port grew the daemon by 4.6 GB with 1,000
+    # subscriptions of 60 KB (each under the old 64 KiB cap). Past 512 bytes the peer is now
+    # dropped before anything is kept. The attacker is another process: its own XSUB keeps
+    # its subscriptions too.
+    import subprocess
+    import sys
+
+    from streamtag.wire.publisher import Publisher
+    from streamtag.wire.subscriber import Subscriber
+
+    ctx = zmq.Context()
+    publisher = Publisher("tcp://127.0.0.1:*", context=ctx)
+    longest = "s" * 128  # the longest stream id: a topic of 135 bytes
+    honest = Subscriber(publisher.endpoint, streams=[longest], context=ctx)
+    attacker = subprocess.Popen([sys.executable, "-c", (
+        "import random, time, zmq\n"
+        "x = zmq.Context().socket(zmq.XSUB)\n"
+        f"x.connect({publisher.endpoint!r})\n"
+        "time.sleep(0.3)\n"
+        "rng = random.Random(1)\n"
+        "for i in range(300):\n"
+        "    x.send(b'\\x01' + bytes(rng.randrange(97, 123) for _ in range(60000)))\n"
+        "time.sleep(2)\n")])
+    try:
+        before = _rss_mb()
+        while attacker.poll() is None:
+            publisher.heartbeat(streams=0)
+            time.sleep(0.05)
+        assert attacker.returncode == 0
+        grown = _rss_mb() - before
+        assert grown < 100, f"the publisher grew {grown:.0f} MB"  # 300 of them: ~1.3 GB before
+
+        def heard() -> bool:
+            publisher.publish_event(longest, tag="rock", state="on", score=0.9, time_s=1.0,
+                                    sample=16000)
+            got = honest.recv(timeout_ms=100)
+            return got is not None and got.header.stream == longest
+        wait_until(heard, 10, "the honest subscriber's longest topic to be served")
+    finally:
+        if attacker.poll() is None:
+            attacker.kill()
+        honest.close()
+        publisher.close()
+        ctx.term()
