@@ -19,6 +19,10 @@ in ``requests``):
   part in the URL, and to ``ftp_url``.
 - ``/missing``: 404 with a reason phrase and a body that carry ``BANNER``.
 - ``/garbage``: 200 audio/mpeg and text that is not audio, up to ``garbage_bytes``.
+- ``/drip``, ``/continue``, ``/trailer``: an answer that never brings audio although every
+  read gets a byte in time: a head sent a byte at a time, "100 Continue" for ever, 3 s of MP3
+  then a chunked trailer that never ends.
+- ``/rate1``: a WAV whose header says 1 Hz.
 """
 
 from __future__ import annotations
@@ -187,6 +191,28 @@ class HostileStation:
                     self.send(path, piece)
                     sent += len(piece)
                     self.pace(t0, sent)
+
+            def route_drip(self, path):
+                # the answer's head a byte at a time, each within any read timeout, never done
+                self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\nX-Drip: ")
+                while True:
+                    self.wfile.write(b"x")
+                    time.sleep(0.2)
+
+            def route_continue(self, path):
+                # "100 Continue" for ever: http.client reads past each to the real answer
+                while True:
+                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    time.sleep(0.2)
+
+            def route_trailer(self, path):
+                # a chunked answer: 3 s of MP3, the last chunk, then a trailer that never ends
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n")
+                self.wfile.write(b"%x\r\n" % len(owner.mp3) + owner.mp3 + b"\r\n0\r\n")
+                while True:
+                    self.wfile.write(b"X-Trailer: more\r\n")
+                    time.sleep(0.2)
 
             def route_rate1(self, path):
                 # a WAV (u8, mono) whose header says 1 Hz, its bytes as fast as read: each

@@ -376,3 +376,18 @@ def test_audio_that_declares_an_absurd_sample_rate_is_refused(station, tmp_path)
     with pytest.raises(AudioDecodeError, match=f"{path}: the audio declares a sample rate of "
                                                "2000000000 Hz"):
         load_audio(path)
+
+
+@pytest.mark.parametrize("path", ["/drip", "/continue", "/trailer"])
+def test_a_connection_that_brings_nothing_to_play_is_cut_and_made_again(station, monkeypatch,
+                                                                       path):
+    # Every read got a byte within read_timeout_s, so the source waited on these for ever,
+    # "starting" or "running" with no audio, and a stopping daemon waited for the read.
+    import streamtag.sources.http as http_source
+
+    monkeypatch.setattr(http_source, "NO_AUDIO_S", 1.5)
+    run = Run(HttpSource(station.url(path), initial_backoff_s=0.1, max_backoff_s=0.2),
+              seconds=6.0)
+    reasons = [error for state, error, _ in run.calls if state == "reconnecting"]
+    assert reasons and all(r.startswith("no audio for 1.5 s") for r in reasons), run.calls
+    assert station.paths().count(path) >= 2  # cut, and made again

@@ -62,8 +62,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, suppress
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from streamtag.audio.files import AudioDecodeError, mono_blocks
@@ -137,13 +137,21 @@ class _IcyResponse(http.client.HTTPResponse):
 
 class _Checked:
     """A connection that, under a host policy, connects through ``HostPolicy.connect``: each
-    address the host resolves to is checked, and the connection goes to one of those."""
+    address the host resolves to is checked, and the connection goes to one of those. Its
+    socket, once made, is handed to ``on_socket`` (the source's watch, which can cut it)."""
 
-    def __init__(self, *args, host_policy: HostPolicy | None = None, **kwargs) -> None:
+    def __init__(self, *args, host_policy: HostPolicy | None = None,
+                 on_socket: Callable[[socket.socket], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self._on_socket = on_socket
         if host_policy is not None:
             # http.client makes its socket through this attribute, kept replaceable for that.
             self._create_connection = host_policy.connect
+
+    def connect(self) -> None:
+        super().connect()
+        if self._on_socket is not None:
+            self._on_socket(self.sock)
 
 
 class _IcyConnection(_Checked, http.client.HTTPConnection):
@@ -155,23 +163,66 @@ class _IcyTlsConnection(_Checked, http.client.HTTPSConnection):
 
 
 class _HttpHandler(urllib.request.HTTPHandler):
-    def __init__(self, host_policy: HostPolicy | None) -> None:
+    def __init__(self, host_policy: HostPolicy | None, on_socket=None) -> None:
         super().__init__()
-        self.host_policy = host_policy
+        self.host_policy, self.on_socket = host_policy, on_socket
 
     def http_open(self, req):
-        return self.do_open(functools.partial(_IcyConnection, host_policy=self.host_policy),
-                            req)
+        return self.do_open(functools.partial(_IcyConnection, host_policy=self.host_policy,
+                                              on_socket=self.on_socket), req)
 
 
 class _HttpsHandler(urllib.request.HTTPSHandler):
-    def __init__(self, host_policy: HostPolicy | None) -> None:
+    def __init__(self, host_policy: HostPolicy | None, on_socket=None) -> None:
         super().__init__()
-        self.host_policy = host_policy
+        self.host_policy, self.on_socket = host_policy, on_socket
 
     def https_open(self, req):
-        return self.do_open(functools.partial(_IcyTlsConnection, host_policy=self.host_policy),
-                            req)
+        return self.do_open(functools.partial(_IcyTlsConnection, host_policy=self.host_policy,
+                                              on_socket=self.on_socket), req)
+
+
+class _Watch:
+    """One connection's watch: a thread that cuts the connection's sockets when it has brought
+    no audio for NO_AUDIO_S past what it brought would take to play (``tripped``), or when the
+    source stops. Each read stays within read_timeout_s when a station sends a byte a second,
+    answers "100 Continue" for ever or never ends a chunked trailer: the connection brought
+    nothing to play, for ever, and a stopping daemon waited for the read."""
+
+    def __init__(self, stop: threading.Event, no_audio_s: float) -> None:
+        self._stop, self._no_audio_s = stop, no_audio_s
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._until = time.monotonic() + no_audio_s
+        self._done = threading.Event()
+        self.tripped = False
+        self._thread = threading.Thread(target=self._run, name="streamtag-http-watch",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+
+    def fed(self, audio_end: float) -> None:
+        """Audio came that plays until ``audio_end`` (monotonic time at real speed)."""
+        self._until = max(time.monotonic(), audio_end) + self._no_audio_s
+
+    def _run(self) -> None:
+        while not self._done.wait(0.25):
+            stopping = self._stop.is_set()
+            if stopping or time.monotonic() > self._until:
+                self.tripped = not stopping
+                with self._lock:
+                    for sock in self._sockets:
+                        with suppress(OSError):
+                            # the plain socket's shutdown (an SSL socket's would change its
+                            # state under the reading thread): the blocked read ends
+                            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                return
+
+    def close(self) -> None:
+        self._done.set()
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -232,12 +283,15 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-def build_opener(url: str, host_policy: HostPolicy | None) -> urllib.request.OpenerDirector:
+def build_opener(url: str, host_policy: HostPolicy | None,
+                 on_socket: Callable[[socket.socket], None] | None = None,
+                 ) -> urllib.request.OpenerDirector:
     """urllib's opener for one source's URL, with only what a station needs: http and https
-    (through the environment's proxy, if any), the redirects above, no ftp:, file: or data:."""
+    (through the environment's proxy, if any), the redirects above, no ftp:, file: or data:.
+    ``on_socket`` gets each connection's socket as it is made."""
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-                    _HttpHandler(host_policy), _HttpsHandler(host_policy),
+                    _HttpHandler(host_policy, on_socket), _HttpsHandler(host_policy, on_socket),
                     urllib.request.HTTPDefaultErrorHandler(),
                     _Redirects(origin(url), host_policy), urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
@@ -294,6 +348,9 @@ def failure_reason(exc: BaseException, read_timeout_s: float) -> str:
 MAX_READ_TIMEOUT_S = 3600.0  # longer ones overflow the socket's clock
 # A connection that brought this much audio resets the reconnect back-off.
 SUSTAINED_AUDIO_S = 10.0
+# A connection that brings no audio for this long (past what it brought would take to play) is
+# cut and made again (_Watch).
+NO_AUDIO_S = 30.0
 # How far a connection's audio may run ahead of the time it has been open before it is read
 # at real time: servers burst some seconds on connect (Icecast: 64 KB by default, 4 s at 128
 # kbit/s) so that a player starts at once.
@@ -364,7 +421,12 @@ class HttpSource(Source):
         self._holding = False  # a title is held back by the limit: ``_held_title``
         self._held_title: str | None = None
         self._told_held = False  # a status said titles are being held back
-        self._opener = build_opener(url, host_policy)
+        self._watch: _Watch | None = None  # the current connection's
+        self._opener = build_opener(url, host_policy, self._watched)
+
+    def _watched(self, sock: socket.socket) -> None:
+        if self._watch is not None:
+            self._watch.add(sock)
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         import av
@@ -373,9 +435,11 @@ class HttpSource(Source):
         backoff = Backoff(self.description, **self.backoff_options)
         while not stop.is_set():
             samples, error, started = 0, None, time.monotonic()
+            watch = self._watch = _Watch(stop, NO_AUDIO_S)
             try:
                 for chunk in self._connection(stop):
                     samples += len(chunk.samples)
+                    watch.fed(started + samples / self.sample_rate)
                     yield chunk
                     if self.realtime and self._ahead(samples, started, stop):
                         break
@@ -388,8 +452,13 @@ class HttpSource(Source):
                 raise SourceError(message) from None
             except (av.error.FFmpegError, OSError, http.client.HTTPException) as exc:
                 error = self._reason(exc)
+            finally:
+                watch.close()
             if stop.is_set():
                 break
+            if watch.tripped:  # cut by the watch: whatever the read then said
+                error = (f"no audio for {NO_AUDIO_S:g} s (the station sent nothing to play: "
+                         "its answer too slowly, or no audio)")
             tail = self._flush()  # the next connection's audio is not continuous with this
             if tail is not None:
                 yield tail
