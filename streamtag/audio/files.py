@@ -56,14 +56,18 @@ def mix_down(planes: Sequence[np.ndarray]) -> np.ndarray:
     """The mean of equal-length float32 channels, added in order and divided once: bitwise
     what numpy's mean over up to 7 channels gives, without its cost on interleaved samples (a
     mean over the channel axis of (frames, 2) float32 takes 18 times as long) or the copies of
-    stacking; one channel is returned as it is."""
+    stacking; one channel is returned as it is. Channels whose sum overflows float32 (a float
+    stream of ±3e38) are averaged in float64: their mean is finite, as theirs are."""
     if len(planes) == 1:
         return planes[0]
-    with np.errstate(over="ignore", invalid="ignore"):  # absurd samples: the resampler's
+    with np.errstate(over="ignore", invalid="ignore"):
         total = planes[0] + planes[1]
         for plane in planes[2:]:
             total += plane
-        return total / np.float32(len(planes))
+        mean = total / np.float32(len(planes))
+    if np.isinf(mean).any():  # finite channels whose sum overflowed (±3e38 each): in float64
+        mean = np.stack(planes).astype(np.float64).mean(axis=0).astype(np.float32)
+    return mean
 
 
 def open_failure(exc: BaseException) -> str:

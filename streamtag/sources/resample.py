@@ -18,11 +18,11 @@ class Resampler:
     ``samples_out`` counts every output sample, so it is the absolute index of the next one.
     When the input rate changes mid-stream the current stream is flushed (its delayed tail is
     returned) and a new one is started at the new rate. Input at the target rate passes through
-    untouched, sample for sample, as long as it is finite and within ``SAMPLE_LIMIT``. NaN
-    samples are replaced by 0 (soxr would smear each over its filter), infinite ones and any
-    beyond the limit by the limit of their sign: audio that overflowed (float channels of
-    ±3e38 sum to infinity when averaged) is a blast, not silence. Both are counted in
-    ``nonfinite`` (NaN and infinity) or ``beyond_limit``.
+    untouched, sample for sample, as long as it is finite and within ``SAMPLE_LIMIT``. NaN and
+    infinite samples are replaced by 0 (soxr would smear each over its filter; a decoder's
+    glitch is a dropout), counted in ``nonfinite``; finite ones beyond the limit by the limit
+    of their sign, counted in ``beyond_limit``: a float stream of ±3e38 is a blast, not
+    silence (``mix_down`` averages such channels without overflowing).
     """
 
     def __init__(self, target_rate: float, quality: str = "HQ") -> None:
@@ -62,19 +62,18 @@ class Resampler:
         return body
 
     def _within_limit(self, mono: np.ndarray) -> np.ndarray:
-        """``mono``, or a copy with NaN made 0 and what lies beyond ±SAMPLE_LIMIT (infinity
-        included) made the limit; one pass over sane audio."""
+        """``mono``, or a copy with NaN and infinity made 0 and what lies beyond ±SAMPLE_LIMIT
+        made the limit; two reductions over sane audio."""
         if not mono.size:
             return mono
         low, high = float(mono.min()), float(mono.max())  # NaN propagates into both
         if -SAMPLE_LIMIT <= low and high <= SAMPLE_LIMIT:
             return mono
-        nan = np.isnan(mono)
-        self.nonfinite += int(np.count_nonzero(nan) + np.count_nonzero(np.isinf(mono)))
-        self.beyond_limit += int(np.count_nonzero(np.abs(mono) > SAMPLE_LIMIT)
-                                 - np.count_nonzero(np.isinf(mono)))
-        return np.clip(np.where(nan, np.float32(0), mono), -SAMPLE_LIMIT,
-                       SAMPLE_LIMIT).astype(np.float32)
+        finite = np.isfinite(mono)
+        self.nonfinite += int(mono.size - np.count_nonzero(finite))
+        clean = np.where(finite, mono, np.float32(0))
+        self.beyond_limit += int(np.count_nonzero(np.abs(clean) > SAMPLE_LIMIT))
+        return np.clip(clean, -SAMPLE_LIMIT, SAMPLE_LIMIT).astype(np.float32)
 
     def flush(self) -> np.ndarray:
         """Ends the current input: returns the resampler's delayed tail, starts afresh."""

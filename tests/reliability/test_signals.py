@@ -8,8 +8,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+import torch
 from faultkit import PipeWriter, expected_windows, final_statuses, load_model, of_stream
 from helpers import TAGS, TinyTagger, assert_no_gaps, collect, free_port, make_config, started
+from torch import nn
 
 from streamtag.audio.testsignals import music_like
 from streamtag.daemon.config import MetricsConfig, SourceConfig
@@ -127,11 +129,35 @@ def test_minutes_of_digital_silence_give_steady_scores(run):
     assert len(events) <= 2 * len(TAGS)  # no flapping: at most on once, off at the end
 
 
+class NanWhenLoud(nn.Module):
+    """A model that misbehaves on loud input: NaN scores for a window whose power mel passes
+    LOUD (music reaches about 57; noise at ±8, the most a sample may be, about 3,500)."""
+
+    def __init__(self, n_mels: int, n_tags: int) -> None:
+        super().__init__()
+        self.inner = TinyTagger(n_mels, n_tags)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        loud = (x.amax(dim=2).amax(dim=1) > 1000.0).unsqueeze(1)  # LOUD
+        return torch.where(loud, torch.full_like(out, float("nan")), out)
+
+
+LOUD = 1000.0
+
+
+def loud_burst(x: np.ndarray, start: int, stop: int) -> None:
+    """Samples of 1e30 with a noise's signs, in place: what a stream may send; the source
+    passes them on as noise at ±8 (SAMPLE_LIMIT), which the model above cannot take."""
+    signs = np.where(np.random.default_rng(start).standard_normal(stop - start) > 0, 1, -1)
+    x[start:stop] = np.float32(1e30) * signs
+
+
 def overflowing_model(path) -> str:
-    """A valid model whose frontend has no log compression: power mel of a 1e30 signal
-    overflows float32, so its features (and scores) are not finite there."""
+    """A valid model whose frontend has no log compression, and which gives NaN where its
+    power mel is loud (NanWhenLoud): its scores are not finite there."""
     frontend = LogMelOptions.preset("musicnn").replace(log="none")
-    modelfile.save(TinyTagger(frontend.n_mels, len(TAGS)), path, {
+    modelfile.save(NanWhenLoud(frontend.n_mels, len(TAGS)), path, {
         "name": "no-log", "tags": list(TAGS), "input_kind": "logmel", "frontend": frontend,
         "window": 32, "hop": 16, "thresholds": [0.5] * len(TAGS),
         "architecture": {"name": "tiny"}})
@@ -139,13 +165,13 @@ def overflowing_model(path) -> str:
 
 
 def test_non_finite_scores_skip_their_windows_only(tmp_path):
-    """A model that gives NaN for some windows (here: its features overflow) must not poison
+    """A model that gives NaN for some windows (here: loud ones) must not poison
     the stream's smoother: those windows are counted and skipped, every other one is
     published with finite scores."""
     model_path = overflowing_model(tmp_path / "no_log.pt")
     config = make_config(model_path, tmp_path, smoothing=SmoothingConfig())
     x = music_like(12.0, RATE, seed=33)
-    x[4 * RATE: 5 * RATE] = np.float32(1e30)
+    loud_burst(x, 4 * RATE, 5 * RATE)
     daemon, sub = started(config)
     writer = PipeWriter(x.astype("<f4").tobytes())
     try:
@@ -182,7 +208,7 @@ def test_non_finite_samples_and_windows_are_exported_to_prometheus_per_stream(tm
     port = free_port()
     config = make_config(model_path, tmp_path, metrics=MetricsConfig(port=port))
     hot = music_like(8.0, RATE, seed=34)
-    hot[3 * RATE: 4 * RATE] = np.float32(1e30)  # features overflow: windows skipped
+    loud_burst(hot, 3 * RATE, 4 * RATE)  # the model gives NaN: windows skipped
     hot[6 * RATE: 6 * RATE + 700] = np.nan
     hot[7 * RATE: 7 * RATE + 11] = -np.inf
     clean = music_like(8.0, RATE, seed=35)
@@ -202,6 +228,7 @@ def test_non_finite_samples_and_windows_are_exported_to_prometheus_per_stream(tm
             writer.close()
     final = final_statuses(got)
     assert final["hot"].counters["nonfinite"] == 711
+    assert final["hot"].counters["beyond_limit"] == RATE  # the loud second, at ±8
     assert final["hot"].counters["nonfinite_windows"] > 0
     for sid in writers:
         for metric, counter in (("streamtag_nonfinite_samples_total", "nonfinite"),
