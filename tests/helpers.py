@@ -81,6 +81,20 @@ def tiny_model_file(path: Path, *, seed: int = 0, preset: str = "musicnn", windo
     return path
 
 
+def with_changed_weights(path: Path, out: Path) -> Path:
+    """A copy of the model file with one weight tensor's bytes changed (the archive whole): a
+    file changed after it was saved, its manifest's weights hash no longer theirs."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("/data/0"):
+                data = bytes(b ^ 0x55 for b in data)
+            dst.writestr(item, data)
+    return out
+
+
 def run_streamtag(*args: str, popen: bool = False, **kwargs):
     """Runs ``python -m streamtag ARGS`` as a user would, from outside the source tree: ``-m``
     puts the working directory first on sys.path, and the source tree's streamtag/ (which lacks

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_streamtag, tiny_model_file
+from helpers import free_port, run_streamtag, tiny_model_file, with_changed_weights
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -205,25 +205,12 @@ def test_a_wheel_of_too_many_files_is_refused(tmp_path):
         installed.package_from(wheel, tmp_path)
 
 
-def _with_changed_weights(path, out):
-    """A copy of the model file with one weight tensor's bytes changed (the archive whole)."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename.endswith("/data/0"):
-                data = bytes(b ^ 0x55 for b in data)
-            dst.writestr(item, data)
-    return out
-
-
 def test_model_and_output_mistakes_are_named_not_tracebacks(home, tmp_path, capsys):
     model = tiny_model_file(tmp_path / "m.pt")
     other = tiny_model_file(tmp_path / "o.pt", seed=2)
     audio = tmp_path / "a.wav"
     write_audio(audio, music_like(4.0, 16000, seed=1), 16000)
-    damaged = _with_changed_weights(model, tmp_path / "damaged.pt")
+    damaged = with_changed_weights(model, tmp_path / "damaged.pt")
     recipe = str(Path(__file__).resolve().parents[1] / "models" / "recipes" / "synthetic_lstm.toml")
     runs_file = tmp_path / "taken"
     runs_file.write_text("")

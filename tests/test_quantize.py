@@ -9,7 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import collect, make_config, run_streamtag, started, tiny_model_file
+from helpers import (
+    collect,
+    make_config,
+    run_streamtag,
+    started,
+    tiny_model_file,
+    with_changed_weights,
+)
 from torch import nn
 
 from streamtag.audio.files import write_audio
@@ -198,16 +205,7 @@ def test_quantize_refuses_a_file_whose_torchscript_weights_were_changed(tmp_path
     # Its ONNX graph, the part quantized, is intact; the TorchScript weights the file keeps
     # beside it were changed after it was saved. The file was written with the int8 graph
     # added, for a later load to refuse.
-    import zipfile
-
-    path = tiny_model_file(tmp_path / "tiny.pt")
-    changed = tmp_path / "changed.pt"
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(changed, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename.endswith("/data/0"):
-                data = bytes(b ^ 0x55 for b in data)
-            dst.writestr(item, data)
+    changed = with_changed_weights(tiny_model_file(tmp_path / "tiny.pt"), tmp_path / "changed.pt")
     before = changed.read_bytes()
     piece = tmp_path / "piece.flac"
     write_audio(piece, music_like(6.0, 44100, seed=4), 44100)
