@@ -61,3 +61,40 @@ def test_a_recorder_started_mid_track_titles_the_track_now_playing(model_path, t
         sub.close()
         daemon.stop()
         engine.dispose()
+
+
+def test_a_hostile_snapshot_stores_only_what_a_status_message_could_carry(tmp_path):
+    # What a daemon's snapshot reply says of its streams is stored as a status message's
+    # fields would be: a NUL (PostgreSQL text cannot hold one) becomes U+FFFD, and a stream id
+    # or session a message could not carry, or a title past the status cap, leaves that
+    # stream's row out (logged); the others are stored.
+    from helpers import free_port
+
+    from streamtag.wire.control import ControlServer
+    from streamtag.wire.protocol import MAX_TEXT_LENGTH
+
+    def view(**more):
+        return {"tags": ["a"], "smoothed": [0.5], "active": [], "windows": 3,
+                "state": "running", "source": "http://radio.example/live", **more}
+
+    streams = {"good": view(title="A\x00B"), "bad id": view(), "x" * 129: view(),
+               "long-session": view(session="s" * 129),
+               "long-title": view(title="t" * (MAX_TEXT_LENGTH + 1))}
+    control = ControlServer("tcp://127.0.0.1:*", {"snapshot": lambda _: {
+        "session": "s" * 32, "model": {}, "streams": streams}}).start()
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    recorder = Recorder(engine, f"tcp://127.0.0.1:{free_port()}",
+                        control=[control.endpoint]).start()
+    try:
+        wait_until(lambda: recorder.stats.snapshots >= 1 and count(engine, schema.snapshots),
+                   30, "the snapshot to be stored")
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(schema.snapshots)).all()
+    finally:
+        recorder.stop()
+        control.stop()
+        engine.dispose()
+    assert [(r.stream, r.session, r.title, r.source) for r in rows] == [
+        ("good", "s" * 32, "A\ufffdB", "http://radio.example/live")]

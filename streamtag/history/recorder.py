@@ -35,17 +35,20 @@ import zmq
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.history import schema
 from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
     HEARTBEAT,
+    MAX_ID_LENGTH,
     MAX_INTEGER,
     MSG_TYPES,
     STREAM_MSG_TYPES,
     StatusBody,
     topic_for,
+    validate_stream_id,
 )
 from streamtag.wire.security import ClientCurve
 from streamtag.wire.subscriber import ReceivedMessage, Subscriber
@@ -537,19 +540,22 @@ class Recorder:
                 source = None if state.get("state") is None else StatusBody(
                     state=state["state"], title=state.get("title"),
                     source=state.get("source"))
+                # under run --processes each stream's worker session, the one its messages
+                # come with; checked as a header's session is, and the stream as an id
+                stream_session = values.text(state.get("session") or session,
+                                             "snapshot session", ProtocolError, empty=False,
+                                             longest=MAX_ID_LENGTH)
                 batch.add("snapshots", {
                     "taken_at": item.taken_at, "control": item.control,
-                    # under run --processes each stream's worker session, the one its
-                    # messages come with
-                    "session": str(state.get("session") or session),
-                    "stream": str(stream),
+                    "session": _text(stream_session),
+                    "stream": validate_stream_id(stream),
                     "tags": schema.pack_names([str(t) for t in state["tags"]]),
                     "smoothed": schema.pack_scores(state["smoothed"]),
                     "active": schema.pack_names([str(t) for t in state["active"]]),
                     "windows": int(state.get("windows", 0)),
                     "state": None if source is None else source.state,
-                    "title": None if source is None else source.title,
-                    "source": None if source is None else source.source})
+                    "title": None if source is None else _text(source.title),
+                    "source": None if source is None else _text(source.source)})
             except (KeyError, TypeError, ValueError, AttributeError, ProtocolError):
                 log.warning("snapshot from %s has an unreadable stream %r", item.control,
                             str(stream)[:200])

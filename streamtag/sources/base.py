@@ -245,7 +245,7 @@ class Source(abc.ABC):
         if self._loudness is not None and not measured:
             self._loudness.accept(samples, rate, resampler.samples_out)
         out = resampler.process(samples, rate)
-        if resampler.nonfinite:  # NaN made 0, infinity the limit (Resampler)
+        if resampler.nonfinite:  # NaN and infinity made 0; beyond the limit, the limit
             self.counters["nonfinite"] = resampler.nonfinite
         if resampler.beyond_limit:
             self.counters["beyond_limit"] = resampler.beyond_limit
