@@ -403,9 +403,14 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
     return dataclasses.replace(config, **changes)
 
 
+# How unknown_stream's refusal begins: the supervisor knows a worker's by it, and names every
+# worker's streams instead of that worker's.
+UNKNOWN_STREAM = "no source with id"
+
+
 def unknown_stream(stream_id: str, streams: Iterable[str]) -> str:
     """The refusal of a request for a stream the daemon does not have, naming those it has
     (running, ended or failed: all that status lists)."""
     names = sorted(streams)
     shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-    return f"no source with id {stream_id!r}; the daemon's streams: {shown or 'none'}"
+    return f"{UNKNOWN_STREAM} {stream_id!r}; the daemon's streams: {shown or 'none'}"

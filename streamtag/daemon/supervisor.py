@@ -53,7 +53,13 @@ from typing import Any
 import zmq
 
 from streamtag.backoff import Backoff
-from streamtag.daemon.config import DaemonConfig, MetricsConfig, SecurityConfig, unknown_stream
+from streamtag.daemon.config import (
+    UNKNOWN_STREAM,
+    DaemonConfig,
+    MetricsConfig,
+    SecurityConfig,
+    unknown_stream,
+)
 from streamtag.daemon.shard import ShardConfig, WorkerShard
 from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.control import ControlServer, control_request, default_token_file, ensure_token
@@ -769,7 +775,7 @@ class Supervisor:
             if reply.get("ok"):
                 with self._lock:
                     self._added.pop(sid, None)
-            elif "no source with id" in str(reply.get("error", "")):
+            elif str(reply.get("error", "")).startswith(UNKNOWN_STREAM):
                 # the worker names its own streams: name every worker's
                 return {**reply, "error": unknown_stream(sid, self.status()["streams"])}
             return reply
