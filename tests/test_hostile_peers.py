@@ -593,11 +593,6 @@ def test_bodies_of_the_review_round_trip_at_their_caps():
         assert decode(encode(message)) == message
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
-
-
 def test_a_peer_s_huge_subscriptions_do_not_grow_the_publisher_and_honest_ones_work():
     # libzmq keeps every distinct subscription in a trie at ~46 bytes per topic byte, for
     # good: any local process that reached the feed port grew the daemon by 2.7 GB with 1,000

@@ -60,7 +60,7 @@ from streamtag.daemon.config import (
     SecurityConfig,
     unknown_stream,
 )
-from streamtag.daemon.shard import ShardConfig, WorkerShard
+from streamtag.daemon.shard import WorkerShard
 from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.control import ControlServer, control_request, default_token_file, ensure_token
 from streamtag.wire.proxy import run_proxy
@@ -697,7 +697,7 @@ class Supervisor:
             reason += f" (worker {', '.join(map(str, missing))} starting again)"
         return True, reason
 
-    def _worker_shard(self, index: int) -> ShardConfig:
+    def _worker_shard(self, index: int) -> WorkerShard:
         """Worker ``index``'s part of the sources: shard ``index`` of N, or with ``--shard
         K/M`` its part of shard K (a second hash, independent of the fleet's)."""
         return WorkerShard(index, self.count, within=self.shard)
