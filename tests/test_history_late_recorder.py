@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import json
 
-import sqlalchemy as sa
 from helpers import make_config, started, wait_until
-from history_station import history
+from history_station import history, table_rows
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.daemon.config import SourceConfig
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
-
-
-def count(engine, table) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
 
 
 def test_a_recorder_started_mid_track_titles_the_track_now_playing(model_path, tmp_path,
@@ -41,13 +35,11 @@ def test_a_recorder_started_mid_track_titles_the_track_now_playing(model_path, t
         # the recorder starts now: the "running" status with the title is gone by
         recorder = Recorder(engine, daemon.publisher.endpoint,
                             control=[daemon.control.endpoint]).start()
-        wait_until(lambda: count(engine, schema.snapshots) >= 1
-                   and count(engine, schema.scores) >= 3, 60,
+        wait_until(lambda: table_rows(engine, schema.snapshots)
+                   and len(table_rows(engine, schema.scores)) >= 3, 60,
                    "the recorder to store its snapshot and some windows")
-        with engine.connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(schema.statuses)
-                                ).scalar() == 0  # the title came with no status message
-            row = conn.execute(sa.select(schema.snapshots)).one()
+        assert table_rows(engine, schema.statuses) == []  # the title came with no status
+        (row,) = table_rows(engine, schema.snapshots)
         assert (row.state, row.title, row.source) == ("running", "Morning Show", str(audio))
         result = history(capsys, "--db", url, "--json", "--stream", "radio")
         assert result.returncode == 0, result.stderr
@@ -88,10 +80,10 @@ def test_a_hostile_snapshot_stores_only_what_a_status_message_could_carry(tmp_pa
     recorder = Recorder(engine, f"tcp://127.0.0.1:{free_port()}",
                         control=[control.endpoint]).start()
     try:
-        wait_until(lambda: recorder.stats.snapshots >= 1 and count(engine, schema.snapshots),
+        wait_until(lambda: recorder.stats.snapshots >= 1 and table_rows(engine,
+                                                                         schema.snapshots),
                    30, "the snapshot to be stored")
-        with engine.connect() as conn:
-            rows = conn.execute(sa.select(schema.snapshots)).all()
+        rows = table_rows(engine, schema.snapshots)
     finally:
         recorder.stop()
         control.stop()
