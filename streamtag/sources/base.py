@@ -211,6 +211,15 @@ class Source(abc.ABC):
         """Around a wait: the thread's turn (when it takes turns) is given up meanwhile."""
         return self.turns.released() if self.turns is not None else nullcontext()
 
+    def _play_until(self, due: float, stop: threading.Event) -> bool:
+        """Real-time pacing: waits, giving up the thread's turn, until ``time.monotonic()``
+        reaches ``due`` (when the audio read so far has played); True when ``stop`` is set."""
+        wait_s = due - time.monotonic()
+        if wait_s <= 0:
+            return stop.is_set()
+        with self._waiting():
+            return stop.wait(wait_s)
+
     def _status(self, state: str, error: str | None = None, **extra) -> None:
         self._state = state
         self._on_status(state, error, extra)

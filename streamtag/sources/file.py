@@ -127,12 +127,7 @@ class FileSource(Source):
                         if self.realtime:
                             start = time.monotonic() if start is None else start
                             # A chunk exists once its last sample has "played".
-                            due = start + seconds_in / self.speed
-                            if due > time.monotonic():
-                                with self._waiting():
-                                    if stop.wait(due - time.monotonic()):
-                                        break
-                            elif stop.is_set():
+                            if self._play_until(start + seconds_in / self.speed, stop):
                                 break
                         chunk = self._chunk(samples, rate, measured=seen is not None)
                         if chunk is not None:

@@ -487,15 +487,14 @@ class HttpSource(Source):
     def _ahead(self, samples: int, started: float, stop: threading.Event) -> bool:
         """Waits while this connection's audio is more than AHEAD_S ahead of the time it has
         been open (the station sends faster than it plays); True when stopped meanwhile."""
-        ahead_s = samples / self.sample_rate - (time.monotonic() - started) - AHEAD_S
-        if ahead_s <= 0:
+        due = started + samples / self.sample_rate - AHEAD_S
+        if due <= time.monotonic():
             return False
         if not self.counters["paced"]:
             log.info("%s: the station sends faster than real time; read at real time",
                      self.description)
         self.counters["paced"] += 1
-        with self._waiting():
-            return stop.wait(ahead_s)
+        return self._play_until(due, stop)
 
     def _reason(self, exc: BaseException) -> str:
         """Why a connection was lost, in one line of our words (``failure_reason``); what the
