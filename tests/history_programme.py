@@ -46,13 +46,16 @@ class Outage:
 def play_session(station: Station, stream: str, t0: float, songs: list[tuple[str, int]],
                  outage: tuple[int, float] | None = None, open_last: bool = True,
                  silence: tuple[int, int] | None = None,
+                 heard: list[bool | None] | None = None,
                  ) -> tuple[list[Played], Outage | None]:
     """Plays `songs` (title, seconds of audio) from wall-clock `t0`, one window a second.
     `outage`: (audio second, seconds off air): the source loses the mount after that second's
     window and gets audio again that long after it. `silence`: (audio second, seconds) of dead
     air, announced as the daemon does (on once confirmed, off when sound is back; the span is
     the `silence` of the song it fell in). The last song is left playing when `open_last`.
-    Each song has one tag on throughout (TAGS in turn)."""
+    Each song has one tag on throughout (TAGS in turn). `heard`: per song, whether the source
+    knew it heard the song from its start (protocol 1.5's heard_from_start; None: not known),
+    sent with its title's status and its track."""
     played: list[Played] = []
     lag = 0.0  # wall clock minus audio time: grows by each outage
     found: Outage | None = None
@@ -60,12 +63,14 @@ def play_session(station: Station, stream: str, t0: float, songs: list[tuple[str
     audio = 0
     for n, (title, seconds) in enumerate(songs):
         start_wall = t0 + audio + lag
-        station.send(stream, StatusBody(state="running", title=title, source=SOURCE),
-                     start_wall)
+        from_start = heard[n] if heard is not None else None
+        station.send(stream, StatusBody(state="running", title=title, source=SOURCE,
+                                        heard_from_start=from_start), start_wall)
         tag = TAGS[n % len(TAGS)]
         station.send(stream, EventBody(tag=tag, state="on", score=0.9, time_s=audio + WINDOW_S,
                                        sample=int((audio + WINDOW_S) * RATE)), start_wall)
-        part = Played(title, start_wall, None, [] if n else ["joined"], tag)
+        joined = from_start is False or (from_start is None and n == 0)
+        part = Played(title, start_wall, None, ["joined"] if joined else [], tag)
         sums = np.zeros(len(TAGS))
         first_audio = audio
         for i in range(audio, audio + seconds):
@@ -121,8 +126,8 @@ def play_session(station: Station, stream: str, t0: float, songs: list[tuple[str
             title=title, reason="end" if last else "title_change", start_s=float(first_audio),
             end_s=float(audio), start_sample=first_audio * RATE, end_sample=audio * RATE,
             started_at=start_wall, ended_at=end_wall, windows=windows, tags=TAGS,
-            mean_raw=mean, mean_smoothed=mean, active_share=share, active=[tag], model=MODEL),
-            end_wall + WINDOW_S)
+            mean_raw=mean, mean_smoothed=mean, active_share=share, active=[tag], model=MODEL,
+            heard_from_start=from_start), end_wall + WINDOW_S)
         if last:
             part.partial.append("cut")
         played.append(part)

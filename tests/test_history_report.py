@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from history_programme import NOT_FOUND, play_session
 from history_station import TAGS, Station, history, record
 
@@ -367,6 +368,36 @@ def test_a_restart_mid_track_is_one_play_and_a_killed_daemons_track_is_kept(tmp_
     (plays,) = json.loads(result.stdout)["plays"]
     assert dict(plays["titles"])["Y"] == 1
 
+
+
+def test_joined_is_what_the_source_knew_where_it_knew(tmp_path, capsys):
+    """Protocol 1.5's heard_from_start: a session's first track that the source heard from its
+    start (an Ogg link the daemon met at its first page) is whole, now playing or finished; a
+    track the source says it met midway (a reconnect into the middle of a link) is joined
+    wherever it falls; where the source did not know (MP3), the first track of a session is
+    joined, as before."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = time.time() - 200
+
+    def script(station):
+        play_session(station, "ogg-now", time.time() - 62, [("A", 60)], heard=[True])
+        play_session(station, "ogg-done", t0, [("A", 60), ("B", 40), ("C", 30)],
+                     heard=[True, False, True], open_last=False)
+        return play_session(station, "mp3", t0, [("A", 60), ("B", 40)], heard=[None, True],
+                            open_last=False)
+
+    record(url, script)
+    result = history(capsys, "--db", url, "--json")
+    assert result.returncode == 0, result.stderr
+    got = {(e["stream"], e["title"]): e["partial"] for e in json.loads(result.stdout)["asrun"]}
+    assert got == {("ogg-now", "A"): [], ("ogg-done", "A"): [],
+                   ("ogg-done", "B"): ["joined"], ("ogg-done", "C"): ["cut"],
+                   ("mp3", "A"): ["joined"], ("mp3", "B"): ["cut"]}
+    with schema.create_db_engine(url).connect() as conn:
+        stored = conn.execute(sa.select(schema.tracks.c.title, schema.tracks.c.heard_from_start)
+                              .where(schema.tracks.c.stream == "ogg-done")
+                              .order_by(schema.tracks.c.start_sample)).all()
+    assert [tuple(r) for r in stored] == [("A", True), ("B", False), ("C", True)]
 
 def test_the_station_name_is_kept_and_shown(tmp_path, capsys):
     """A server's icy-name arrives in the status (protocol 1.2 `station`): the recorder keeps

@@ -170,16 +170,59 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
     tracks = [m.body for m in got if m.msg_type == "track"]
     assert [t.title for t in tracks] == expected
     assert [t.reason for t in tracks] == ["title_change", "title_change", "end"]
+    # The daemon listened from the mount's first page: every link was heard from its start
+    # (an Ogg link's granule position says so; protocol 1.5), its own title's status too.
+    assert [t.heard_from_start for t in tracks] == [True, True, True]
     # Each link is one piece: the middle one lasts the link's length.
     assert tracks[1].end_s - tracks[1].start_s == pytest.approx(LINK_S, abs=0.3)
     statuses = [m.body for m in got if m.msg_type == "status" and m.body.state == "running"]
     assert any(s.station == STATION for s in statuses), statuses
     with db.connect() as conn:
-        rows = conn.execute(sa.select(schema.tracks.c.title, schema.tracks.c.reason)
+        rows = conn.execute(sa.select(schema.tracks.c.title, schema.tracks.c.reason,
+                                      schema.tracks.c.heard_from_start)
                             .order_by(schema.tracks.c.start_sample)).all()
     db.dispose()
     assert [tuple(r) for r in rows] == list(zip(expected, ["title_change", "title_change",
-                                                          "end"], strict=True))
+                                                          "end"], [True] * 3, strict=True))
+
+
+def test_a_link_joined_midway_is_said_to_be_and_the_next_is_heard_from_its_start(
+        model_path, tmp_path):
+    """The daemon connects when the mount's first link has played for a while: Icecast's
+    burst starts at a page inside that link, whose granule position is past the link's start,
+    so its track is one the daemon joined midway (its title's status and its track say
+    heard_from_start false); the next link begins while the daemon listens (true)."""
+    from servers import icecast_server
+
+    links = encode_links(tmp_path, "vorbis")
+    with icecast_server() as (icecast, _log):
+        icecast.mount = "/radio.ogg"
+        client = OggSourceClient(icecast.port, icecast.password, icecast.mount, links)
+        daemon = sub = None
+        try:
+            daemon, sub = started(make_config(model_path, tmp_path))
+            client.start(4096)
+            wait_until(lambda: mount_answers(icecast.url), 10, "the Ogg mount to go live")
+            client.release()
+            time.sleep(LINK_S * 0.6)  # past the test server's burst (8 KB, under a second)
+            daemon.add_source(SourceConfig("joined", f"{icecast.url}", {"reconnect": False}))
+            got = [m for m in collect(sub, {"joined"}, timeout_s=LINK_S * 3 + 30)
+                   if m.header.stream == "joined"]
+            client.join()
+            assert client.error is None
+        finally:
+            if daemon is not None:
+                daemon.stop()
+                sub.close()
+    tracks = [m.body for m in got if m.msg_type == "track"]
+    titled = [(m.body.title, m.body.heard_from_start) for m in got
+              if m.msg_type == "status" and m.body.state == "running" and m.body.title]
+    first, *rest = [f"{artist} - {title}" for artist, title in PIECES]
+    assert [(t.title, t.heard_from_start) for t in tracks] == [
+        (first, False), *((title, True) for title in rest)]
+    assert titled[0] == (first, False) and (rest[0], True) in titled, titled
+    # joined midway: less than the link was heard of it
+    assert tracks[0].end_s - tracks[0].start_s < LINK_S * 0.7
 
 
 @pytest.mark.parametrize("codec", sorted(CODECS))

@@ -342,6 +342,9 @@ def test_reference_messages_carry_the_fields_a_plain_reader_expects():
     assert track.body.windows == 80 and track.body.active == ("rock",)
     assert (track.body.end_sample - track.body.start_sample) / 16000 == pytest.approx(
         track.body.end_s - track.body.start_s)
+    assert track.body.heard_from_start is None  # 1.1: not told
+    joined = decode(frames_of(json.loads((DATA / "track_joined.json").read_text())["frames"]))
+    assert joined.header.version == "1.5" and joined.body.heard_from_start is False
 
 
 INVALID = json.loads((DATA / "invalid.json").read_text(encoding="utf-8"))["cases"]
@@ -382,6 +385,15 @@ def test_optional_status_fields_may_be_absent():
     del body["title"], body["source"]
     message = decode([frames[0], frames[1], json.dumps(body).encode()])
     assert message.body.title is None and message.body.source is None
+    assert message.body.heard_from_start is None and "heard_from_start" not in body
+
+
+def test_a_status_tells_whether_its_title_was_heard_from_its_start_as_a_boolean_only():
+    told = StatusBody(state="running", title="Next", heard_from_start=True)
+    assert json.loads(encode(make_message(told, session=SESSION, stream="radio-1", seq=1,
+                                          sent_at=1.0))[2])["heard_from_start"] is True
+    with pytest.raises(ProtocolError, match="status heard_from_start must be true or false"):
+        StatusBody(state="running", title="Next", heard_from_start=0)
 
 
 @pytest.mark.parametrize("frames", [
@@ -439,6 +451,8 @@ def track_fields(**change) -> dict:
     ({"started_at": "yesterday"}, "track started_at must be a number"),
     ({"title": 5}, "track title must be a string"),
     ({"model": "crnn"}, "track model must be an object"),
+    ({"heard_from_start": 1}, "track heard_from_start must be true or false"),
+    ({"heard_from_start": "yes"}, "track heard_from_start must be true or false"),
 ])
 def test_invalid_track_bodies_cannot_be_built(change, error):
     with pytest.raises(ProtocolError, match=re.escape(error)):

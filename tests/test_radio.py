@@ -468,6 +468,19 @@ def test_the_first_title_names_the_first_track_and_short_tracks_have_no_means():
     assert [(t.title, t.end_sample) for t in s.end(90)] == [("next", 90)]
 
 
+def test_a_track_carries_whether_it_was_heard_from_its_start_where_its_place_held():
+    s = TrackSummarizer(100.0)
+    s.change_title("opened midway", 0, heard_from_start=False)  # names the open track
+    s.change_title("next link", 60, heard_from_start=True)
+    closed = window(s, 80)
+    assert [(t.title, t.heard_from_start) for t in closed] == [("opened midway", False)]
+    # a change placed before a window already counted moves after it: where its track
+    # began is then not known
+    s.change_title("late", 70, heard_from_start=True)
+    assert [(t.title, t.heard_from_start) for t in window(s, 90)] == [("next link", True)]
+    assert [(t.title, t.start_sample, t.heard_from_start) for t in s.end(100)] == [
+        ("late", 80, None)]
+
 def test_a_stream_that_ended_before_any_audio_has_no_track():
     # a source that failed before any audio came published a track of 0 s and no windows
     assert TrackSummarizer(100.0, title="never heard").end(0) == []

@@ -421,12 +421,15 @@ def test_icecast_stream_yields_audio_and_the_stream_title(icecast):
         titled = next(c for c in status.calls if c[2].get("title"))
         assert titled[2].get("station") == "streamtag test"
         assert titled[2]["title_sample"] == 0  # the first block names the audio from 0
+        # MP3 does not say where in the song listening began: not told (protocol 1.5)
+        assert "heard_from_start" not in titled[2]
         # A title change mid-connection is seen as it arrives, placed further on.
         icecast.admin("metadata", mode="updinfo", song="Second Song")
         assert status.wait_for(lambda c: c[2].get("title") == "Second Song", timeout=5.0), \
             status.calls
         second = next(c for c in status.calls if c[2].get("title") == "Second Song")
         assert 0 < second[2]["title_sample"] <= consumer.samples() + TARGET
+        assert second[2]["heard_from_start"] is True  # it began while the source listened
         assert source.counters["reconnects"] == 0
         # Kick our listener: the source reconnects, and the unchanged title is not repeated.
         ids = listener_ids(icecast.admin("listclients"))

@@ -121,7 +121,8 @@ def track_body(track: TrackSummary) -> TrackBody:
                      ended_at=track.ended_at, windows=track.windows, tags=track.tags,
                      mean_raw=rounded(track.mean_raw), mean_smoothed=rounded(track.mean_smoothed),
                      active_share=track.active_share, active=track.active,
-                     model=ModelRef(track.model_name, track.model_hash))
+                     model=ModelRef(track.model_name, track.model_hash),
+                     heard_from_start=track.heard_from_start)
 
 
 @dataclasses.dataclass
@@ -133,6 +134,7 @@ class _SourceRun:
     state: str = "starting"
     error: str | None = None
     title: str | None = None
+    heard_from_start: bool | None = None  # of the title's track, where the source knows
     station: str | None = None  # the station's name, as the source reports it (icy-name)
     logged_error: str | None = None  # the reconnecting error last logged, until audio again
     level: dict | None = None  # the last window's audio level (scores ``audio``), if any
@@ -405,12 +407,14 @@ class Daemon:
         run.station = extra.get("station", run.station)
         if "title" in extra and run.config.title is None:  # a configured title wins
             run.title = extra["title"]
+            run.heard_from_start = extra.get("heard_from_start")
             if run.tracks is not None:
                 sample = extra.get("title_sample")
                 if sample is None:  # a source that does not place its titles: now
                     sample = run.source.counters.get("samples", 0)
                 with run.track_lock:
-                    run.tracks.change_title(run.title, sample, extra.get("title_at"))
+                    run.tracks.change_title(run.title, sample, extra.get("title_at"),
+                                            run.heard_from_start)
         if state in FINAL_STATES:
             return  # published by the daemon once the stream's last window is out
         # Logged once per change (a station down for hours retries hundreds of times).
@@ -442,7 +446,8 @@ class Daemon:
         counters = self._counters(run)
         self.publisher.publish_status(run.config.id, state=state, error=run.shown(error),
                                       counters=counters, title=run.title,
-                                      source=run.shown_source, station=run.station)
+                                      source=run.shown_source, station=run.station,
+                                      heard_from_start=run.heard_from_start)
 
     def _run_source(self, run: _SourceRun) -> None:
         sid = run.config.id

@@ -4,7 +4,9 @@ A track is the audio between two title changes, ``[start_sample, end_sample)``. 
 to the track its end falls in (``start_sample < window end <= end_sample``), so every window
 counts once, for the title that was playing when its last sample played. Title changes arrive
 from the source as soon as they are read, before the windows around them are scored; they wait
-here until the first window that ends past them, which closes the track before it. The daemon
+here until the first window that ends past them, which closes the track before it. A title may
+come with whether its track was heard from its start (`heard_from_start`, where the source
+knows: sources/http.py); the track carries it on. The daemon
 publishes each closed `TrackSummary` as a ``track`` message; ``streamtag tag`` makes one per file.
 """
 
@@ -29,7 +31,9 @@ class TrackSummary:
     """One closed track: the audio ``[start_sample, end_sample)`` between two title changes
     (`reason`: "title_change" or "end"), with the means over its `windows` windows, one value
     per tag in the order of `tags` (none for a track shorter than a window), the share of its
-    windows in which each tag was active, and the tags `active` for the track."""
+    windows in which each tag was active, and the tags `active` for the track.
+    `heard_from_start`: whether its audio began at the track's start, where the source knew
+    (None: not known)."""
 
     title: str | None
     reason: str
@@ -47,6 +51,7 @@ class TrackSummary:
     active: tuple[str, ...]
     model_name: str
     model_hash: str
+    heard_from_start: bool | None = None
 
 
 @dataclasses.dataclass
@@ -64,6 +69,7 @@ class _Open:
     active_count: np.ndarray | None = None
     model_name: str = ""
     model_hash: str = ""
+    heard_from_start: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +77,7 @@ class _Change:
     sample: int
     title: str | None
     at: float
+    heard_from_start: bool | None = None
 
 
 class TrackSummarizer:
@@ -90,19 +97,24 @@ class TrackSummarizer:
         """The latest title, whether or not the windows have reached it yet."""
         return self._changes[-1].title if self._changes else self._open.title
 
-    def change_title(self, title: str | None, sample: int, at: float | None = None) -> None:
-        """The title changes at stream sample ``sample`` (wall-clock ``at``). A change at or
-        before the open track's start (a stream's first title) names that track instead."""
+    def change_title(self, title: str | None, sample: int, at: float | None = None,
+                     heard_from_start: bool | None = None) -> None:
+        """The title changes at stream sample ``sample`` (wall-clock ``at``); whether its
+        track was heard from its start, where the source knows. A change at or before the open
+        track's start (a stream's first title) names that track instead."""
         at = time.time() if at is None else at
-        # A window already counted past `sample` stays where it is: the change moves after it.
-        sample = max(int(sample), self._open.last_end)
+        # A window already counted past `sample` stays where it is: the change moves after it
+        # (and then its track's start was not where the source placed it).
+        if int(sample) < self._open.last_end:
+            sample, heard_from_start = self._open.last_end, None
+        sample = int(sample)
         if self._changes and sample <= self._changes[-1].sample:
             last = self._changes.pop()  # two changes at one place: the later title wins
-            self._changes.append(_Change(last.sample, title, last.at))
+            self._changes.append(_Change(last.sample, title, last.at, heard_from_start))
         elif not self._changes and sample <= self._open.start_sample:
-            self._open.title = title
+            self._open.title, self._open.heard_from_start = title, heard_from_start
         elif title != self.title:
-            self._changes.append(_Change(sample, title, at))
+            self._changes.append(_Change(sample, title, at, heard_from_start))
 
     def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
                    active: Sequence[str], model_name: str, model_hash: str) -> list[TrackSummary]:
@@ -145,7 +157,8 @@ class TrackSummarizer:
 
     def _next(self, change: _Change, reason: str) -> TrackSummary:
         track = self._close(change.sample, change.at, reason)
-        self._open = _Open(change.title, change.sample, change.at, change.sample)
+        self._open = _Open(change.title, change.sample, change.at, change.sample,
+                           heard_from_start=change.heard_from_start)
         return track
 
     def _close(self, end_sample: int, at: float, reason: str) -> TrackSummary:
@@ -165,7 +178,8 @@ class TrackSummarizer:
                             end_sample=end_sample, started_at=t.started_at, ended_at=at,
                             windows=t.windows, tags=tags, mean_raw=mean_raw,
                             mean_smoothed=mean_smoothed, active_share=share, active=active,
-                            model_name=t.model_name, model_hash=t.model_hash)
+                            model_name=t.model_name, model_hash=t.model_hash,
+                            heard_from_start=t.heard_from_start)
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:

@@ -8,9 +8,10 @@ received before the source went down (its last scored window; the "reconnecting"
 status comes later, when the loss is noticed) to when audio resumed (the next "running"
 status); a stream that ended or whose daemon stopped is not monitored, which is not off air.
 
-Partial: a track is marked partial when it was not heard whole: "joined" (the first track of a
-daemon session on a live source: listening began mid-track), "off air" (an outage inside it),
-"cut" (a live stream ended, or the daemon stopped, mid-track).
+Partial: a track is marked partial when it was not heard whole: "joined" (listening began
+mid-track: as the source knew it, where it did (``heard_from_start``, protocol 1.5: an Ogg
+link's first page tells), else the first track of a daemon session on a live source), "off
+air" (an outage inside it), "cut" (a live stream ended, or the daemon stopped, mid-track).
 
 Silence: the ``silences`` table (schema revision 0003: dead air the daemon measured), when
 the database has it; none otherwise.
@@ -402,7 +403,7 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
                           session=t["session"], start_sample=t["start_sample"],
                           end_sample=t["end_sample"])
             if live_source(source):
-                if t["start_sample"] == 0:
+                if joined(t["start_sample"] == 0, t["heard_from_start"]):
                     entry.partial.append("joined")
                 if t["reason"] == "end":
                     entry.partial.append("cut")
@@ -442,12 +443,22 @@ def clip_to_air(entry: Entry, span: Span) -> None:
             entry.end = span.start
 
 
-def _latest_status(conn: sa.Connection, stream: str, session: str) -> sa.Row | None:
+@dataclass
+class _Status:
+    state: str
+    title: str | None
+    source: str | None
+    heard_from_start: bool | None
+
+
+def _latest_status(conn: sa.Connection, stream: str, session: str) -> _Status | None:
     """The session's latest (state, title, source): from its last status message, or from a
     recorder's snapshot taken after it (a recorder started in the middle of a track missed the
-    status that titled it; snapshots carry them since revision 0006)."""
+    status that titled it; snapshots carry them since revision 0006); whether the title's
+    track was heard from its start, as the status told it (a snapshot does not)."""
     st, pc = schema.statuses.c, schema.snapshots.c
-    status = conn.execute(sa.select(st.state, st.title, st.source, st.sent_at.label("at"))
+    status = conn.execute(sa.select(st.state, st.title, st.source, st.sent_at.label("at"),
+                                    st.heard_from_start)
                           .where(st.stream == stream, st.session == session)
                           .order_by(st.id.desc()).limit(1)).first()
     snapshot = conn.execute(sa.select(pc.state, pc.title, pc.source, pc.taken_at.label("at"))
@@ -455,8 +466,18 @@ def _latest_status(conn: sa.Connection, stream: str, session: str) -> sa.Row | N
                                    pc.state.is_not(None))
                             .order_by(pc.taken_at.desc()).limit(1)).first()
     if snapshot is not None and (status is None or snapshot.at > status.at):
-        return snapshot
-    return status
+        same = status is not None and status.title == snapshot.title
+        return _Status(snapshot.state, snapshot.title, snapshot.source,
+                       status.heard_from_start if same else None)
+    return None if status is None else _Status(status.state, status.title, status.source,
+                                               status.heard_from_start)
+
+
+def joined(first_of_session: bool, heard_from_start: bool | None) -> bool:
+    """Whether listening began after a track's start: as its source knew it, where it did;
+    else for the first track of a daemon session (it began before the daemon listened, as far
+    as anyone can tell)."""
+    return heard_from_start is False or (heard_from_start is None and first_of_session)
 
 
 def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
@@ -528,7 +549,8 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
                       session=session.session,
                       start_sample=last.end_sample if last is not None else 0)
         source = status.source if status is not None else None
-        if last is None and live_source(source):
+        if live_source(source) and joined(last is None, status.heard_from_start
+                                          if status is not None else None):
             entry.partial.append("joined")
         playing = (session.last_at == newest[session.stream] and status is not None
                    and status.state not in ("ended", "failed") and now - last_at <= STALE_S

@@ -511,6 +511,7 @@ class Recorder:
         elif msg_type == "status":
             row.update(state=body.state, error=_text(body.error), title=_text(body.title),
                        source=_text(body.source), station=_text(body.station),
+                       heard_from_start=body.heard_from_start,
                        counters=json.dumps(body.counters, ensure_ascii=False, sort_keys=True))
         elif msg_type == "track":
             row.update(model_id=self._model_key(batch, body.model, body.tags),
@@ -521,7 +522,8 @@ class Recorder:
                        mean_raw=schema.pack_scores(body.mean_raw),
                        mean_smoothed=schema.pack_scores(body.mean_smoothed),
                        active_share=schema.pack_scores(body.active_share),
-                       active=schema.pack_names([_text(t) for t in body.active]))
+                       active=schema.pack_names([_text(t) for t in body.active]),
+                       heard_from_start=body.heard_from_start)
         elif msg_type == "silence":  # since protocol 1.2 (schema revision 0003)
             row.update(state=body.state, time_s=body.time_s, sample=body.sample,
                        start_s=body.start_s, start_sample=body.start_sample,

@@ -182,7 +182,7 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
             tracks.append({
                 "stream": row.stream, "session": row.session, "title": row.title,
                 "reason": row.reason, "start_sample": row.start_sample,
-                "end_sample": row.end_sample,
+                "end_sample": row.end_sample, "heard_from_start": row.heard_from_start,
                 "started_at": row.started_at, "ended_at": row.ended_at,
                 "start_s": row.start_s, "end_s": row.end_s, "windows": row.windows,
                 "active": s.unpack_names(row.active),

@@ -91,6 +91,9 @@ statuses = sa.Table(
     sa.Column("source", sa.Text),
     sa.Column("counters", sa.Text, nullable=False),  # JSON object
     sa.Column("station", sa.Text),  # since revision 0004 (protocol 1.2): icy-name
+    # since revision 0007 (protocol 1.5): whether the title's track was heard from its start,
+    # where the source knew (NULL: not known)
+    sa.Column("heard_from_start", sa.Boolean),
     sa.UniqueConstraint("stream", "session", "seq", name="uq_statuses"),
     sa.Index("ix_statuses_stream_sent_at", "stream", "sent_at"))
 
@@ -110,6 +113,7 @@ tracks = sa.Table(
     sa.Column("mean_smoothed", sa.LargeBinary, nullable=False),  # float32 per tag
     sa.Column("active_share", sa.LargeBinary, nullable=False),   # float32 per tag
     sa.Column("active", sa.Text, nullable=False),                # JSON array of tag names
+    sa.Column("heard_from_start", sa.Boolean),  # since revision 0007, as in statuses
     sa.UniqueConstraint("stream", "session", "seq", name="uq_tracks"),
     sa.Index("ix_tracks_stream_started_at", "stream", "started_at"))
 

@@ -18,7 +18,15 @@ title in a connection's first block names the audio from the connection's start:
 nothing about the bytes before the first block. A stream without ICY metadata reports the
 title tag of its container or stream when it opens, and the tags each new link of a chained
 Ogg stream (Vorbis, Opus) or a metadata update brings, which FFmpeg hands on as side data of the
-link's first packet: placed at that packet as an ICY block is. The station's name
+link's first packet: placed at that packet as an ICY block is. A title's status also says
+whether the track it names was heard from its start (``heard_from_start``): a title that
+changes while the connection plays began there; the title a connection opens with began
+before it unless the stream says otherwise. An Ogg stream does: its first page's granule
+position is the link's own sample count, so a first packet at or before the link's sample 0
+(Vorbis and Opus start below it, by their decoder delay) is the link's start; later, it was
+joined midway (a server's burst on connect starts at a page of the current link). MP3 and
+AAC tell nothing of the kind: their opening title's ``heard_from_start`` is left out. The
+station's name
 (``icy-name``, or ``ice-name``) goes as ``station`` with the first "running" status that follows
 a change of it, and with every title.
 
@@ -419,6 +427,10 @@ class HttpSource(Source):
         self.counters["paced"] = 0  # waits to read a station faster than real time at real time
         self._title_limit = TitleLimit(MAX_TITLE_CHANGES, TITLE_WINDOW_S)
         self._holding = False  # a title is held back by the limit: ``_held_title``
+        # The connection's first output sample, and whether its audio began at its track's
+        # start (an Ogg link's first page says; None: not known).
+        self._first_sample = 0
+        self._opening_from_start: bool | None = None
         self._held_title: str | None = None
         self._told_held = False  # a status said titles are being held back
         self._watch: _Watch | None = None  # the current connection's
@@ -570,19 +582,27 @@ class HttpSource(Source):
         first_sample = self._resampler.samples_out  # this connection's first output sample
         decoded_s = 0.0  # input audio decoded on this connection, in seconds
         tagged = self.metaint is None  # without ICY, titles come in the stream's own tags
+        opening_title = None
         if tagged:
             titles = (clean_title(container.metadata.get(k, "")) for k in TITLE_KEYS)
-            title = next((t for t in titles if t), None) or title_from_tags(stream.metadata)
-            if title is not None:
-                self._offer_title(title, first_sample, None)
+            opening_title = (next((t for t in titles if t), None)
+                             or title_from_tags(stream.metadata))
+        ogg = container.format.name == "ogg"
+        self._first_sample, self._opening_from_start = first_sample, None
         stopped = False
 
         def frames() -> Iterator[av.AudioFrame]:
             nonlocal decoded_s, stopped
-            for packet in container.demux(stream):
+            for n, packet in enumerate(container.demux(stream)):
                 if stop.is_set():
                     stopped = True
                     return
+                if n == 0:  # what the connection opens with: known at its first packet
+                    if ogg:
+                        self._opening_from_start = (packet.pts is not None
+                                                    and packet.pts * packet.time_base <= 0)
+                    if opening_title is not None:
+                        self._offer_title(opening_title, first_sample, None)
                 here = first_sample + round(decoded_s * self.sample_rate)
                 block = reader.take_block(packet.pos)
                 if block is not None:
@@ -643,15 +663,21 @@ class HttpSource(Source):
 
     def _release_held(self, sample: int) -> None:
         """Reports the title held back, at ``sample`` (where the audio is now), once the rate
-        allows."""
+        allows: where its track began is not known."""
         if self._holding and self._title_limit.allow():
             self._holding = False
-            self._report_title(self._held_title, sample, time.time())
+            self._report_title(self._held_title, sample, time.time(), held=True)
 
-    def _report_title(self, title: str | None, sample: int, arrival: float | None) -> None:
+    def _report_title(self, title: str | None, sample: int, arrival: float | None,
+                      held: bool = False) -> None:
         self.title = title
         self._told_held = False
         extra = {"title": title, "title_sample": sample}
+        # Whether the title's track was heard from its start: one that began as the
+        # connection played was; the connection's opening one as its stream tells (Ogg).
+        heard = None if held else (sample > self._first_sample or self._opening_from_start)
+        if heard is not None:
+            extra["heard_from_start"] = heard
         if arrival is not None:
             extra["title_at"] = arrival
         if self.station:

@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.4"
+PROTOCOL_VERSION = "1.5"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -437,6 +437,11 @@ class EventBody(_Part):
                                         maximum=MAX_INTEGER))
 
 
+def _optional_flag(value: Any, where: str) -> None:
+    if value is not None:
+        values.boolean(value, where, ProtocolError)
+
+
 @dataclass(frozen=True)
 class StatusBody(_Part):
     """The state of one stream's source, sent on every change."""
@@ -447,13 +452,17 @@ class StatusBody(_Part):
     title: str | None = None
     source: str | None = None
     station: str | None = None  # since 1.2: the station's name (icy-name), left out when None
+    # since 1.5: whether the track `title` names was heard from its start, where the source
+    # knows (an Ogg link's first page tells; MP3 does not): left out when not known
+    heard_from_start: bool | None = None
 
     msg_type: ClassVar[str] = STATUS
     _what: ClassVar[str] = "status body"
-    _omitted_when_none: ClassVar[tuple[str, ...]] = ("station",)
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("station", "heard_from_start")
 
     def __post_init__(self) -> None:
         values.choice(self.state, "status state", ProtocolError, STATUS_STATES)
+        _optional_flag(self.heard_from_start, "status heard_from_start")
         for name, longest in (("error", MAX_DETAIL_LENGTH), ("title", MAX_TEXT_LENGTH),
                               ("source", MAX_DETAIL_LENGTH), ("station", MAX_TEXT_LENGTH)):
             if getattr(self, name) is not None:
@@ -518,11 +527,16 @@ class TrackBody(_Part):
     active_share: tuple[float, ...]
     active: tuple[str, ...]
     model: ModelRef
+    # since 1.5: whether the track's audio began at its start (False: listening began midway),
+    # where the source knew; left out when not known
+    heard_from_start: bool | None = None
 
     msg_type: ClassVar[str] = TRACK
     _what: ClassVar[str] = "track body"
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("heard_from_start",)
 
     def __post_init__(self) -> None:
+        _optional_flag(self.heard_from_start, "track heard_from_start")
         if self.title is not None:
             values.text(self.title, "track title", ProtocolError, longest=MAX_TEXT_LENGTH)
         values.choice(self.reason, "track reason", ProtocolError, TRACK_REASONS)

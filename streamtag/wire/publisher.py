@@ -160,14 +160,16 @@ class Publisher:
     def publish_status(self, stream: str, *, state: str, error: str | None = None,
                        counters: Mapping[str, int | float] | None = None,
                        title: str | None = None, source: str | None = None,
-                       station: str | None = None) -> bool:
+                       station: str | None = None,
+                       heard_from_start: bool | None = None) -> bool:
         """A stream's source state: starting, running, reconnecting, ended or failed. Texts
         longer than the protocol carries are cut (an error that quotes a long response must
         still be published, not refused)."""
         body = StatusBody(state=state, error=_cut(error, MAX_DETAIL_LENGTH), counters=counters,
                           title=_cut(title, MAX_TEXT_LENGTH),
                           source=_cut(source, MAX_DETAIL_LENGTH),
-                          station=_cut(station, MAX_TEXT_LENGTH))
+                          station=_cut(station, MAX_TEXT_LENGTH),
+                          heard_from_start=heard_from_start)
         return self.publish(stream, body)
 
     def heartbeat(self, streams: int) -> bool:
