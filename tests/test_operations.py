@@ -292,6 +292,23 @@ def test_listen_says_a_stream_is_starting_rather_than_untitled():
                      'now           song         now playing "Artist - Song"']
 
 
+
+def test_listen_shows_a_newer_daemon_s_last_tracks_leaving_out_fields_it_does_not_know():
+    # A minor version only adds fields; the tracks of a status reply were once built with
+    # TrackBody(**fields), which refused an added field and left every such track out.
+    from streamtag.commands.listen import NowPlaying
+
+    track = {"title": "Artist - Song", "reason": "title_change", "start_s": 0.0, "end_s": 60.0,
+             "start_sample": 0, "end_sample": 960000, "started_at": 1.0, "ended_at": 61.0,
+             "windows": 2, "tags": ["rock"], "mean_raw": [0.8], "mean_smoothed": [0.8],
+             "active_share": [1.0], "active": ["rock"],
+             "model": {"name": "m", "hash": "0" * 64}, "heard_from_start": True,
+             "added_in_a_later_minor": {"any": "thing"}}
+    lines = NowPlaying().apply_status_reply({"streams": {"r": {
+        "state": "running", "title": "Next", "tracks": [track, {"title": "broken"}]}}})
+    assert lines[0].startswith('earlier       r            played "Artist - Song"  0:00.0-1:00.0')
+    assert len(lines) == 2 and lines[1].endswith('now playing "Next"')
+
 def test_a_track_s_times_read_as_a_clock_a_minute_never_60_seconds():
     from streamtag.commands.listen import _span
 

@@ -173,10 +173,10 @@ class NowPlaying:
             if self.streams is not None and stream not in self.streams:
                 continue
             for fields in (state.get("tracks") or [])[-self.keep:]:
-                try:
-                    body = TrackBody(**fields)
-                except (TypeError, ProtocolError):
-                    continue  # a daemon of another version: its tracks are not ours to show
+                try:  # fields this reader does not know (a newer daemon's) are left out
+                    body = TrackBody.from_dict(fields)
+                except ProtocolError:
+                    continue  # not a track as this protocol reads one: not ours to show
                 self.tracks.setdefault(stream, []).append(body)
                 lines.append(f"{'earlier':<12}  {_shown(str(stream)):<12} played "
                              f"{_title(body.title)}  "
