@@ -20,8 +20,8 @@ title tag of its container or stream when it opens, and the tags each new link o
 Ogg stream (Vorbis, Opus) or a metadata update brings, which FFmpeg hands on as side data of the
 link's first packet: placed at that packet as an ICY block is. A title's status also says
 whether the track it names was heard from its start (``heard_from_start``): a title that
-changes while the connection plays began there; the title a connection opens with began
-before it unless the stream says otherwise. An Ogg stream does: its first page's granule
+changes while the connection plays began there; of the title a connection opens with, only
+the stream can tell. An Ogg stream does: its first page's granule
 position is the link's own sample count, so a first packet at or before the link's sample 0
 (Vorbis and Opus start below it, by their decoder delay) is the link's start; later, it was
 joined midway (a server's burst on connect starts at a page of the current link). MP3 and
@@ -599,8 +599,8 @@ class HttpSource(Source):
                     return
                 if n == 0:  # what the connection opens with: known at its first packet
                     if ogg:
-                        self._opening_from_start = (packet.pts is not None
-                                                    and packet.pts * packet.time_base <= 0)
+                        self._opening_from_start = (None if packet.pts is None
+                                                    else packet.pts * packet.time_base <= 0)
                     if opening_title is not None:
                         self._offer_title(opening_title, first_sample, None)
                 here = first_sample + round(decoded_s * self.sample_rate)
