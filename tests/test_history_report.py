@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,13 @@ from streamtag.history import schema
 from streamtag.history.asrun import Entry, Span, has_silences, silence_spans
 from streamtag.history.plot import bin_count
 from streamtag.history.report import load_history
-from streamtag.history.timeparse import Zone, parse_range, parse_time, zone_named
+from streamtag.history.timeparse import (
+    Zone,
+    local_zone,
+    parse_range,
+    parse_time,
+    zone_named,
+)
 from streamtag.wire.protocol import StatusBody
 
 SONGS = [("Ana Tijoux – 1977", 95), ("Nina Simone – Sinnerman", 145),
@@ -279,6 +286,94 @@ def test_a_time_of_day_is_the_last_one_there_was():
     with pytest.raises(ConfigError, match="swap"):
         parse_range("20:00", "2026-01-01T00:00", now, BERLIN)
 
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e20", "99999999999w",
+                                  "1795732888000", "0001-01-01", "9999-12-31T23:00", "-5"])
+def test_a_time_out_of_range_is_refused_not_read_years_away(text):
+    # nan and inf were read as times; a date past 9999 raised from datetime
+    with pytest.raises(ConfigError, match=r"out of range.*1970 to the year 3000.*milliseconds"):
+        parse_time(text, "--since", berlin(2026, 11, 23), BERLIN)
+
+
+def test_clock_changes_a_skipped_time_is_refused_a_repeated_one_is_the_first():
+    now = berlin(2026, 11, 23)
+    for text in ("2026-03-29T02:30", "2026-03-29 02:00:30"):
+        with pytest.raises(ConfigError, match="02:.. does not exist on 2026-03-29 in "
+                                              "Europe/Berlin: its clocks went forward by 60"):
+            parse_time(text, "--since", now, BERLIN)
+    with pytest.raises(ConfigError, match="does not exist"):  # a time of day in the gap
+        parse_time("02:30", "--since", berlin(2026, 3, 29, 12, 0), BERLIN)
+    # the hour repeated when clocks go back: the first of the two (still summer time)
+    assert parse_time("2026-10-25T02:30", "--since", now, BERLIN) == datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()
+    # shown times carry the abbreviation where the offset is not the named one
+    reference = datetime(2026, 10, 25, 3, 0, tzinfo=UTC).timestamp()  # winter time
+    first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()
+    assert BERLIN.mark(first, reference) == " CEST" and BERLIN.mark(first + 3600, reference) == ""
+    assert BERLIN.label_span(first, reference) == (
+        "Europe/Berlin (CEST, UTC+02:00 to CET, UTC+01:00)")
+    assert BERLIN.label_span(reference, reference + 60) == "Europe/Berlin (CET, UTC+01:00)"
+
+
+@pytest.fixture
+def tz_environment(monkeypatch):
+    """Sets $TZ as the machine's zone for the C library too, and restores it after."""
+    def set_tz(value: str) -> None:
+        monkeypatch.setenv("TZ", value)
+        time.tzset()
+    yield set_tz
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("tz", ["CET-1CEST,M3.5.0,M10.5.0/3", ":/usr/share/zoneinfo/Europe/Berlin",
+                                "/usr/share/zoneinfo/Europe/Berlin", "Europe/Berlin"])
+def test_the_machine_s_zone_is_what_tz_says_in_any_of_its_forms(tz, tz_environment):
+    # a POSIX rule and a zone file's path were ignored for /etc/localtime's zone
+    if "/usr/share/zoneinfo" in tz and not Path("/usr/share/zoneinfo/Europe/Berlin").exists():
+        pytest.skip("this machine has no zone files (Debian's tzdata)")
+    tz_environment(tz)
+    zone = local_zone()
+    assert zone.name in (tz, "Europe/Berlin")
+    # the same offsets, names and readings as Berlin's own zone, over both changes of 2026
+    for day, hour in ((3, 29), (10, 25)):
+        for minutes in range(-120, 240, 15):
+            moment = datetime(2026, day, hour, 1, 0, tzinfo=UTC).timestamp() + 60 * minutes
+            assert zone.at(moment).strftime("%H:%M %Z %z") == BERLIN.at(moment).strftime(
+                "%H:%M %Z %z"), (tz, moment)
+    now = berlin(2026, 11, 23)
+    for text in ("2026-10-25T02:30", "2026-10-25T03:30", "2026-03-29T03:00", "2026-07-01T12:00"):
+        assert parse_time(text, "--since", now, zone) == parse_time(text, "--since", now,
+                                                                     BERLIN), text
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_time("2026-03-29T02:30", "--since", now, zone)
+
+
+def test_a_report_across_a_clock_change_shows_which_hour_each_time_is_in(tmp_path, capsys):
+    """Berlin's clocks went back at 2026-10-25 01:00 UTC (03:00 CEST became 02:00 CET): the
+    first line names the offset at the range's end, and the times in the other offset carry
+    their abbreviation, so the two 02:30s read apart."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = datetime(2026, 10, 25, 0, 20, tzinfo=UTC).timestamp()  # 02:20 CEST
+
+    def script(station):
+        play_session(station, "radio-1", t0, [("Before", 600), ("Over", 3600), ("After", 600)],
+                     open_last=False)
+
+    record(url, script)
+    result = history(capsys, "--db", url, "--tz", "Europe/Berlin", "--since",
+                     "2026-10-25T02:00", "--until", "2026-10-25T04:00")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("times in Europe/Berlin (CET, UTC+01:00); 2026-10-25 02:00:00 CEST to "
+                        "2026-10-25 04:00:00")
+    rows = [line.split() for line in lines if line.startswith("    2026-10-25")]
+    # start date, start clock, its mark where CEST; end clock, its mark; length; title
+    assert [r[:4] for r in rows[:2]] == [["2026-10-25", "02:20:00", "CEST", "02:30:00"],
+                                         ["2026-10-25", "02:30:00", "CEST", "02:30:00"]]
+    assert rows[0][4] == "CEST" and rows[1][4] == "1:00:00" and "Over" in rows[1]
+    assert rows[2][:4] == ["2026-10-25", "02:30:00", "02:40:00", "10:00"]
 
 def test_the_zone_is_named_and_a_bad_one_refused(capsys, session):
     assert BERLIN.label(berlin(2026, 1, 1)) == "Europe/Berlin (CET, UTC+01:00)"

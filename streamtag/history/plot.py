@@ -8,6 +8,9 @@ bin before it. Times are in the report's zone, with dates where the range needs 
 
 from __future__ import annotations
 
+import logging
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,9 @@ from sqlalchemy.engine import Engine
 from streamtag.history.asrun import Span
 from streamtag.history.report import History, StreamAirtime, tag_share_bins
 from streamtag.history.timeparse import span
+
+log = logging.getLogger(__name__)
+_NO_GLYPH = re.compile(r"Glyph \d+ .* missing from font")
 
 MAX_BINS = 240          # columns per strip: enough to see a mood change, few enough to read
 MAX_TRACK_LABELS = 30   # more titles than this would overprint; only lines are drawn then
@@ -135,7 +141,7 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
         ax.tick_params(axis="x", labelbottom=True, labelsize=8)
     first, last = zone.at(since), zone.at(until)
     axes[-1].set_xlabel(f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S}, "
-                        f"{zone.label(since)}\nwhite lines: track changes; red "
+                        f"{zone.label_span(since, until)}\nwhite lines: track changes; red "
                         "hatched: off air; white dotted: silence; black hatched: data not "
                         "recorded; grey: no windows; orange: daemon restart", fontsize=9)
     # A colour bar about two strips tall, at the top, however many strips there are.
@@ -147,10 +153,24 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
 
 def _save(figure, path: str) -> None:
     """The picture under the name given: in the format its suffix names where matplotlib
-    knows it, else PNG (left to itself, matplotlib would add .png to the name)."""
+    knows it, else PNG (left to itself, matplotlib would add .png to the name). Characters of
+    titles that matplotlib's fonts lack are drawn as boxes: one line says so, in place of
+    matplotlib's warning per character."""
     suffix = Path(path).suffix.lower().lstrip(".")
     known = figure.canvas.get_supported_filetypes()
-    figure.savefig(path, dpi=110, format=suffix if suffix in known else "png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure.savefig(path, dpi=110, format=suffix if suffix in known else "png")
+    missing = 0
+    for w in caught:
+        if _NO_GLYPH.search(str(w.message)):
+            missing += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        log.warning("%d characters of the titles are drawn as boxes: matplotlib's fonts have "
+                    "no glyph for them (install a font that has them, such as Debian's "
+                    "fonts-noto-cjk for Chinese, Japanese and Korean)", missing)
 
 
 def _draw_span(ax, s: Span, x, since: float, until: float, now: float) -> None:

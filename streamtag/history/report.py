@@ -303,8 +303,16 @@ def _names(names: Sequence[str]) -> str:
     return _line(", ".join(names)) or "-"
 
 
+def _reference(history: History) -> float:
+    """The moment whose offset the report's first line names: the range's end."""
+    return history.now if history.until is None else history.until
+
+
 def _when(history: History, unix_s: float) -> str:
-    return history.zone.at(unix_s).strftime("%Y-%m-%d %H:%M:%S")
+    """A time with its date; with its zone's abbreviation where the offset is not the one the
+    first line names (clocks changed in the range)."""
+    return (history.zone.at(unix_s).strftime("%Y-%m-%d %H:%M:%S")
+            + history.zone.mark(unix_s, _reference(history)))
 
 
 def _until(history: History, unix_s: float | None, start: float) -> str:
@@ -312,7 +320,8 @@ def _until(history: History, unix_s: float | None, start: float) -> str:
     if unix_s is None:
         return "now"
     end, begin = history.zone.at(unix_s), history.zone.at(start)
-    return end.strftime("%H:%M:%S" if end.date() == begin.date() else "%Y-%m-%d %H:%M:%S")
+    return (end.strftime("%H:%M:%S" if end.date() == begin.date() else "%Y-%m-%d %H:%M:%S")
+            + history.zone.mark(unix_s, _reference(history)))
 
 
 def _range(history: History) -> str:
@@ -337,7 +346,7 @@ def _spans(history: History, lines: list[str], what: str, spans: list[asrun.Span
 def format_text(history: History, events: bool = False) -> str:
     """The report for a person; `events`: list every tag on/off (else only their count)."""
     streams = history.streams()
-    lines = [f"times in {history.zone.label(history.now)}; {_range(history)}"]
+    lines = [f"times in {history.zone.label(_reference(history))}; {_range(history)}"]
     if not streams:
         return "\n".join(lines) + "\nnothing recorded in this range\n"
     for stream in streams:

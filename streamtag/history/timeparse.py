@@ -5,10 +5,22 @@ one named time zone (``--tz``, default the machine's), which every report states
 A time of day is the last one there was: ``--since 23:50`` run at 00:05 means yesterday's. An
 ``--until`` time of day is the first one after ``--since`` when that is given (``--since 23:00
 --until 01:00`` spans midnight), else the last one there was.
+
+Clock changes: a wall-clock time that a change skips (02:30 on the night clocks go forward) is
+refused, naming the gap; one that happens twice (the hour repeated when they go back) is the
+first. Times are read only from 1970 to the year 3000 (a Unix time in milliseconds, or
+``nan``, is refused, not read as a date thousands of years away). Shown times carry their
+zone's abbreviation where its offset differs from the one the report names (the hour
+repeated when clocks go back reads "02:30:00 CEST" and then "02:30:00").
+
+The machine's zone is ``$TZ`` (a zone name, a zone file's path, or a POSIX rule such as
+``CET-1CEST,M3.5.0,M10.5.0/3``, which the C library reads), else what /etc/localtime links to.
 """
 
 from __future__ import annotations
 
+import calendar
+import math
 import os
 import re
 import time
@@ -23,6 +35,9 @@ _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _AGO_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d+)?))?")
 _DAY_WORD = re.compile(r"(today|yesterday)(?:\s+(.+))?", re.IGNORECASE)
+# The times read: from the Unix epoch to the year 3000 (a datetime reaches 9999, but a zone's
+# offset added to its last second does not fit, and nothing recorded is that late).
+LATEST_S = 32503680000.0  # 3000-01-01T00:00:00Z
 FORMS = ("ISO 8601 such as 2026-11-22T18:00 (in --tz) or 2026-11-22T18:00+00:00, a time of day "
          "such as 23:50 (the last one there was), today or yesterday with an optional time "
          "(yesterday 18:00), Unix seconds, or a span ago such as 90s, 30m, 2h, 1d, 1w")
@@ -49,23 +64,117 @@ class Zone:
             else offset
         return f"{self.name} ({inner})"
 
+    def label_span(self, start_s: float, end_s: float) -> str:
+        """`label` of a span: both ends' where the offset changes inside it."""
+        first, last = self.label(start_s), self.label(end_s)
+        if first == last:
+            return first
+        return f"{first[:-1]} to {last.removeprefix(self.name + ' (')}"
+
+    def mark(self, unix_s: float, reference_s: float) -> str:
+        """" CEST" (the abbreviation, else the offset) where the offset at `unix_s` is not
+        the one at `reference_s` (the one a report names); "" where it is."""
+        when, reference = self.at(unix_s), self.at(reference_s)
+        if when.utcoffset() == reference.utcoffset():
+            return ""
+        name = when.tzname() or ""
+        if not name or name[0] in "+-":
+            offset = when.strftime("%z")
+            name = f"UTC{offset[:3]}:{offset[3:]}"
+        return f" {name}"
+
     def timestamp(self, day: date, hour: int = 0, minute: int = 0, second: float = 0.0) -> float:
+        """The wall-clock time in this zone (the first of two that a change repeats);
+        NonexistentTime for one that a change skips."""
         whole = int(second)
-        when = datetime(day.year, day.month, day.day, hour, minute, whole, tzinfo=self.tz)
-        return when.timestamp() + (second - whole)
+        return self.wall(datetime(day.year, day.month, day.day, hour, minute, whole)) + (
+            second - whole)
+
+    def wall(self, naive: datetime) -> float:
+        """Unix seconds of a naive wall-clock time in this zone, as `timestamp` reads it."""
+        when = naive.replace(tzinfo=self.tz, fold=0)
+        unix_s = when.timestamp()
+        if self.at(unix_s).replace(tzinfo=None) != naive:
+            raise NonexistentTime(naive, self)
+        return unix_s
+
+
+class NonexistentTime(ValueError):
+    """A wall-clock time that a change of the clocks skips in a zone."""
+
+    def __init__(self, naive: datetime, zone: Zone) -> None:
+        before = zone.at(naive.replace(tzinfo=zone.tz, fold=0).timestamp() - 7200)
+        after = zone.at(naive.replace(tzinfo=zone.tz, fold=0).timestamp() + 7200)
+        gap = after.utcoffset() - before.utcoffset()
+        super().__init__(
+            f"{naive:%H:%M} does not exist on {naive:%Y-%m-%d} in {zone.name}: its clocks "
+            f"went forward by {gap.total_seconds() / 60:g} minutes then; use a time before "
+            "or after the gap")
+
+
+class _SystemZone(tzinfo):
+    """The zone the C library makes of ``$TZ`` where no zone file is named by it (a POSIX
+    rule such as CET-1CEST,M3.5.0,M10.5.0/3): offsets and names as time.localtime gives them
+    at each moment. A wall-clock time repeated when clocks go back is the first with fold 0
+    and the second with fold 1, as with ZoneInfo; one skipped has the offset before the gap."""
+
+    @staticmethod
+    def _instants(dt: datetime) -> list[float]:
+        """The Unix seconds that show the wall-clock time `dt` here, earliest first (two in
+        a repeated hour, none in a gap): offsets a day either side cover any one change."""
+        wall = calendar.timegm(dt.replace(tzinfo=None).timetuple())
+        offsets = {time.localtime(wall + d).tm_gmtoff for d in (-86400, 0, 86400)}
+        return sorted(wall - o for o in offsets if time.localtime(wall - o).tm_gmtoff == o)
+
+    def _moment(self, dt: datetime) -> time.struct_time:
+        instants = self._instants(dt)
+        if not instants:  # in a gap: the offset before it
+            wall = calendar.timegm(dt.replace(tzinfo=None).timetuple())
+            return time.localtime(wall - time.localtime(wall - 86400).tm_gmtoff - 86400)
+        return time.localtime(instants[-1] if dt.fold and len(instants) > 1 else instants[0])
+
+    def fromutc(self, dt: datetime) -> datetime:
+        unix_s = calendar.timegm(dt.replace(tzinfo=None).timetuple())  # dt is UTC here
+        local = (dt + timedelta(seconds=time.localtime(unix_s).tm_gmtoff)).replace(tzinfo=self)
+        instants = self._instants(local)
+        return local.replace(fold=int(len(instants) > 1 and unix_s == instants[-1]))
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        moment = time.localtime() if dt is None else self._moment(dt)
+        return timedelta(seconds=moment.tm_gmtoff)
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str:
+        return (time.localtime() if dt is None else self._moment(dt)).tm_zone
 
 
 def local_zone() -> Zone:
-    """The machine's zone: $TZ, else what /etc/localtime links to, else its fixed offset now."""
-    for name in (os.environ.get("TZ", "").lstrip(":"), _linked_zone_name()):
-        if name:
-            try:
-                return Zone(ZoneInfo(name), name)
-            except (ZoneInfoNotFoundError, ValueError):
-                pass
-    tz = datetime.now().astimezone().tzinfo
-    assert tz is not None
-    return Zone(tz, "local time")
+    """The machine's zone: $TZ (a zone name, a zone file, or a rule the C library reads), else
+    what /etc/localtime links to, else the C library's local time."""
+    given = os.environ.get("TZ", "").strip()
+    name = given.lstrip(":")
+    if name.startswith("/"):  # a zone file: named as the zone it is where it says
+        _, found, key = name.partition("zoneinfo/")
+        try:
+            with open(name, "rb") as file:
+                return Zone(ZoneInfo.from_file(file, key=key if found else name),
+                            key if found else name)
+        except (OSError, ValueError):
+            pass
+    elif name:
+        try:
+            return Zone(ZoneInfo(name), name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return Zone(_SystemZone(), given)  # a POSIX rule: the C library reads it
+    linked = _linked_zone_name()
+    if linked:
+        try:
+            return Zone(ZoneInfo(linked), linked)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return Zone(_SystemZone(), "local time")
 
 
 def _linked_zone_name() -> str | None:
@@ -95,6 +204,21 @@ def parse_time(text: str, option: str, now: float | None = None, zone: Zone | No
     with `after`, the first one after it."""
     zone = zone or local_zone()
     now = time.time() if now is None else now
+    try:
+        when = _parse(text, option, now, zone, after)
+    except NonexistentTime as exc:
+        raise ConfigError(f"{option} {text!r}: {exc}") from None
+    except ConfigError:
+        raise
+    except (OverflowError, OSError, ValueError):  # past what datetime or the platform take
+        when = math.inf
+    if not 0.0 <= when <= LATEST_S:  # nan included
+        raise ConfigError(f"{option} {text!r} is out of range: streamtag reads times from 1970 "
+                          "to the year 3000 (Unix times in seconds, not milliseconds)")
+    return when
+
+
+def _parse(text: str, option: str, now: float, zone: Zone, after: float | None) -> float:
     value = text.strip()
     match = _AGO.fullmatch(value)
     if match:
@@ -127,7 +251,7 @@ def parse_time(text: str, option: str, now: float | None = None, zone: Zone | No
     except ValueError:
         raise _not_a_time(text, option) from None
     if when.tzinfo is None:  # a naive time is in the zone the report is in
-        when = when.replace(tzinfo=zone.tz)
+        return zone.wall(when)
     return when.timestamp()
 
 
