@@ -27,6 +27,8 @@ from test_dashboard import (  # noqa: E402, F401
     watched_page,
 )
 
+from streamtag.history.timeparse import span  # noqa: E402
+
 STREAMS = ("radio-1", "radio-2")
 WINDOWS = 600
 
@@ -76,6 +78,11 @@ def test_history_json_answers_from_the_database(recorded, closing):  # noqa: F81
     assert status == 400 and "10 minutes" in answer["error"]
     status, answer = get_json(dashboard.url + "history.json?minutes=5")
     assert status == 400 and "10 minutes" in answer["error"]
+    for query in ("hours=abc", "minutes=ten"):  # Python's own float() words before
+        status, answer = get_json(dashboard.url + "history.json?" + query)
+        key, _, value = query.partition("=")
+        assert status == 400 and answer["error"] == (
+            f"{key}={value!r} is not a number: give the span as minutes=10..10080 or hours=H")
     # ten minutes: the strip's bins are never narrower than the hop (one window a second)
     status, answer = get_json(dashboard.url + "history.json?minutes=10")
     assert status == 200 and answer["hours"] == 10 / 60
@@ -173,6 +180,11 @@ def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
     expect(rows.first).to_contain_text(SONGS[-1][0])
     expect(rows.nth(2)).to_contain_text("partial: off air")
     expect(rows.last).to_contain_text("partial: joined")
+    # a track's length is from its start to its end, as the CLI gives it, and the audio heard
+    # of the one the outage fell in is said apart (the page gave the audio as its length)
+    cut = played[2]
+    expect(rows.nth(2).locator("td").nth(2)).to_have_text(span(cut.end - cut.start))
+    expect(rows.nth(2).locator("td.note")).to_contain_text(f"heard {span(SONGS[2][1])}")
     text = page.locator("body").inner_text()
     assert " AM" not in text and " PM" not in text  # a 24-hour clock
     # The strip: the outage in red over the span lost, and the titles above it.
@@ -189,4 +201,38 @@ def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
     shot = folder / "history-10-minutes.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nhistory screenshot: {shot}")
+    assert not [e for e in errors if "WebSocket" not in e], errors
+
+
+def test_history_page_says_how_many_tracks_it_leaves_out_and_reads_lengths_as_the_cli(
+        browser, closing, tmp_path):  # noqa: F811
+    """35 tracks in the span: the page lists the last 30 and says so (it left the rest out
+    without a word); a length of 119.6 s reads 2:00, as the CLI writes it (it read 1:60), and
+    the audio heard of it apart."""
+    from playwright.sync_api import expect
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    songs = [(f"Short {i}", 4) for i in range(34)] + [("Long", 79)]
+    # the last one off air for 40.6 s inside it: 119.6 s from its start to its end
+    played, _ = record(url, lambda station: play_session(
+        station, "many", time.time() - 320, songs, outage=(34 * 4 + 50, 40.6),
+        open_last=False))
+    long = played[-1]
+    assert long.end - long.start == pytest.approx(119.6)
+    expect.set_options(timeout=WAIT_S * 3 * 1000)
+    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
+    closing.append(dashboard)
+    page, _requests, errors = watched_page(browser, closing, 1500, 900)
+    page.goto(dashboard.url + "history.html")
+    page.select_option("#span", "10")
+    panel = page.locator('section.hpanel[data-stream="many"]')
+    expect(panel).to_be_visible(timeout=WAIT_S * 1000)
+    rows = panel.locator(".tracks tbody tr")
+    expect(rows).to_have_count(30)
+    expect(panel.locator(".more-tracks")).to_have_text(
+        "the last 30 of 35 tracks in this span; streamtag history --db URL lists them all")
+    expect(rows.first.locator("td").nth(2)).to_have_text("2:00")
+    expect(rows.first.locator("td.note")).to_contain_text("heard 1:19")
+    assert span(long.end - long.start) == "2:00"
+    expect(rows.nth(1).locator("td").nth(2)).to_have_text("4 s")
     assert not [e for e in errors if "WebSocket" not in e], errors

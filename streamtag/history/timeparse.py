@@ -280,10 +280,9 @@ def _not_a_time(text: str, option: str) -> ConfigError:
 
 def span(seconds: float) -> str:
     """A duration as a person reads it: 45 s, 4:02, 1:04:02."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    whole = round(seconds)
+    whole = round(max(0.0, seconds))  # whole seconds first: 59.6 s reads 1:00
+    if whole < 60:
+        return f"{whole} s"
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

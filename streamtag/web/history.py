@@ -70,6 +70,8 @@ class HistoryView:
                           "share": [[None if np.isnan(v) else round(float(v), 4) for v in row]
                                     for row in share]}}
         return {"since": since, "until": now, "hours": hours, "bins": BINS,  # at most
+                # a track's heard audio shorter than its length by more than this is said
+                "heard_shown_s": report.HEARD_SHOWN_S,
                 "database": self.url, "streams": streams,
                 "tracks": [{k: t[k] for k in ("stream", "title", "started_at", "ended_at",
                                               "start_s", "end_s", "windows", "active", "top")}

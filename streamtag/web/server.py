@@ -249,8 +249,13 @@ class Dashboard:
         try:
             asked = parse_qs(query)
             # the span as ?minutes=M (the page's) or ?hours=H
-            hours = (float(asked["minutes"][0]) / 60.0 if "minutes" in asked
-                     else float(asked.get("hours", [DEFAULT_HOURS])[0]))
+            key = "minutes" if "minutes" in asked else "hours"
+            given = asked.get(key, [str(DEFAULT_HOURS)])[0]
+            try:
+                hours = float(given) / (60.0 if key == "minutes" else 1.0)
+            except ValueError:
+                raise ValueError(f"{key}={given!r} is not a number: give the span as "
+                                 "minutes=10..10080 or hours=H") from None
             answer = await asyncio.get_running_loop().run_in_executor(
                 None, self.history.answer, hours)
         except ValueError as exc:

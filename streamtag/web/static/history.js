@@ -24,8 +24,14 @@
     return d.toDateString() === new Date().toDateString() ? clock(unixS)
       : `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock(unixS)}`;
   };
-  const minutes = (s) => (s >= 60 ? `${Math.floor(s / 60)}:${String(Math.round(s % 60))
-    .padStart(2, "0")}` : `${Math.round(s)} s`);
+  // a length as the CLI writes it: 45 s, 4:02, 1:04:02 (whole seconds first: never 1:60)
+  const minutes = (s) => {
+    const whole = Math.round(Math.max(0, s));
+    if (whole < 60) return `${whole} s`;
+    const [h, m, sec] = [Math.floor(whole / 3600), Math.floor(whole / 60) % 60, whole % 60];
+    const pad = (n) => String(n).padStart(2, "0");
+    return h ? `${h}:${pad(m)}:${pad(sec)}` : `${m}:${pad(sec)}`;
+  };
 
   function zoneName() {
     const name = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
@@ -124,10 +130,14 @@
     });
   }
 
-  function notes(e) {
+  function notes(e, answer) {
     const out = [];
     if (e.partial.length) out.push(`partial: ${e.partial.join(", ")}`);
     if (e.silence_s >= 0.5) out.push(`silence ${minutes(e.silence_s)}`);
+    // an outage or a restart inside: less heard than its length, as the CLI says it
+    if (e.end !== null && e.audio_s < e.end - e.start - answer.heard_shown_s) {
+      out.push(`heard ${minutes(e.audio_s)}`);
+    }
     return out.join("; ");
   }
 
@@ -155,8 +165,10 @@
       if (e.now_playing) tr.className = "now";
       const tags = e.active.length ? e.active.join(", ") :
         `(none most of the time; top: ${e.top.map((t) => t[0]).join(", ")})`;
+      // its length from start to end (or now), as the CLI's report gives it
+      const length = (e.end === null ? answer.until : e.end) - e.start;
       const cells = [when(e.start), e.end === null ? "now playing" : when(e.end),
-                     minutes(e.audio_s), e.title || "(untitled)", tags, notes(e)];
+                     minutes(length), e.title || "(untitled)", tags, notes(e, answer)];
       cells.forEach((text, i) => {
         const td = document.createElement("td");
         td.textContent = text;
@@ -167,6 +179,11 @@
       body.appendChild(tr);
     }
     node.querySelector(".tracks").hidden = entries.length === 0;
+    const more = node.querySelector(".more-tracks");
+    more.textContent = entries.length > MAX_TRACK_ROWS
+      ? `the last ${MAX_TRACK_ROWS} of ${entries.length} tracks in this span; ` +
+        "streamtag history --db URL lists them all" : "";
+    more.hidden = entries.length <= MAX_TRACK_ROWS;
     const spans = [...answer.off_air, ...answer.silence, ...answer.not_recorded]
       .filter((s) => s.stream === id);
     const off = answer.off_air.filter((s) => s.stream === id);
