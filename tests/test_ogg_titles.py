@@ -241,3 +241,17 @@ def test_a_chained_ogg_file_names_each_link_where_its_audio_starts(codec, tmp_pa
     for i, (_, sample) in enumerate(titles):
         assert abs(sample - i * LINK_S * rate) <= 0.03 * rate, titles
     assert samples == pytest.approx(len(PIECES) * LINK_S * rate, abs=0.05 * rate)
+
+
+def test_an_ogg_link_s_start_is_its_first_packet_within_a_few_ms_of_its_sample_0():
+    from fractions import Fraction
+
+    from streamtag.sources.http import ogg_link_start
+
+    # the reference Vorbis encoder starts 128 samples before, Opus by its pre-skip (312 at
+    # 48 kHz), ffmpeg's libvorbis of a cut file 284 samples past: all heard from the start
+    for pts, rate in ((-128, 44100), (-312, 48000), (284, 44100), (0, 44100)):
+        assert ogg_link_start(pts, Fraction(1, rate)) is True, (pts, rate)
+    # joined at a later page (Icecast's burst): 0.85 s in, the smallest seen here
+    assert ogg_link_start(37568, Fraction(1, 44100)) is False
+    assert ogg_link_start(None, Fraction(1, 44100)) is None

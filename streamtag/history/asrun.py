@@ -47,6 +47,9 @@ from streamtag.wire.protocol import DOWN_STATES
 LIVE_SOURCE = re.compile(r"(https?://|device:|pipe:)", re.IGNORECASE)
 MAX_GAP_SPANS = 1000      # gaps looked up for the span they lost; the rest keep their time
 PERIODS = ("day", "week")
+# From a period's start, a time inside the next one: a day is 23 to 25 hours long, a week 167
+# to 169, where clocks change.
+PERIOD_STEP_S = {"day": 25.5 * 3600, "week": (7 * 24 + 1.5) * 3600}
 # A track without an end whose stream sent no window for this long is not playing: the
 # recording stopped (the daemon or the recorder went away) and its end is its last window.
 STALE_S = 60.0
@@ -56,6 +59,9 @@ STALE_S = 60.0
 LATE_WINDOW_S = 2.0
 # A daemon restart shorter than this between two tracks of one title makes them one play.
 RESTART_GAP_S = 120.0
+# Statuses read past --until to find the end of an outage under way there (a station down
+# for days repeats its "reconnecting" status on every change of reason, not on every try).
+MAX_STATUSES_AFTER = 1000
 
 
 @dataclass
@@ -107,6 +113,9 @@ class Entry:
     end_sample: int | None = None
     # the short-term loudness (LUFS) of its windows, where the daemon measured it
     short_term: list[float] = field(default_factory=list)
+    # `top` and `scores` are shares of its windows with the tag on, not mean scores: no
+    # track message summed it (it plays, or its end was never recorded)
+    shares: bool = False
 
     @property
     def loudness_lufs(self) -> float | None:
@@ -131,7 +140,7 @@ class Entry:
         return {"stream": self.stream, "title": self.title, "start": self.start,
                 "end": self.end, "duration_s": None if self.end is None
                 else round(self.end - self.start, 3), "audio_s": round(self.audio_s, 3),
-                "windows": self.windows, "now_playing": self.now_playing,
+                "windows": self.windows, "now_playing": self.now_playing, "shares": self.shares,
                 "partial": self.partial, "top": [[t, round(v, 6)] for t, v in self.top],
                 "active": self.active, "silence_s": round(self.silence_s, 3),
                 "loudness_lufs": (None if self.loudness_lufs is None
@@ -170,8 +179,10 @@ class _Down:
 
 
 def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-                  until: float | None) -> list[Span]:
-    """Spans off air that overlap [since, until], from every status up to `until`.
+                  until: float | None, now: float | None = None) -> list[Span]:
+    """Spans off air that overlap [since, until], from every status up to `until`, and for
+    one still under way at `until`, what ended it after (an --until inside an outage does not
+    make it one still going).
 
     A span opens with a "reconnecting" or "failed" status and starts at the last audio
     received before it (_last_audio). It ends at the first of: audio back without its
@@ -179,7 +190,8 @@ def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     status or a window, _resumed); the "running" status of audio back; the daemon's "ended"
     status (it stopped while the station was off air: off air until then, not after); a
     status of another daemon session (the daemon was killed or restarted: off air until its
-    last message)."""
+    last message); with `now`, its daemon session's silence for STALE_S (the daemon was
+    killed and none followed: off air until its last message)."""
     st = schema.statuses.c
     # the statuses in the range, and each stream's last one before it (down: an outage that
     # began earlier)
@@ -201,22 +213,27 @@ def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
         down.span.session, down.span.sample = session, sample
         del open_[down.span.stream]
 
+    def ended_by(down: _Down, row: sa.Row) -> bool:
+        """Whether the status `row` ends the outage `down` (closed where it does)."""
+        samples = _samples(row.counters)
+        if row.session != down.session:
+            close(down, _session_end(conn, down, row.sent_at), down.session, down.samples)
+        elif samples is not None and down.samples is not None and samples > down.samples:
+            back = _resumed(conn, down, row.sent_at)
+            close(down, row.sent_at if back is None else back, down.session, down.samples)
+        elif row.state == "running":
+            close(down, row.sent_at, row.session, samples)
+        elif row.state == "ended":
+            close(down, row.sent_at, down.session, down.samples)
+        else:
+            return False
+        return True
+
     for row in conn.execute(query):
         samples = _samples(row.counters)
         down = open_.get(row.stream)
         if down is not None:
-            if row.session != down.session:
-                close(down, _session_end(conn, down, row.sent_at), down.session,
-                      down.samples)
-            elif (samples is not None and down.samples is not None
-                  and samples > down.samples):
-                back = _resumed(conn, down, row.sent_at)
-                close(down, row.sent_at if back is None else back, down.session,
-                      down.samples)
-            elif row.state == "running":
-                close(down, row.sent_at, row.session, samples)
-            elif row.state == "ended":
-                close(down, row.sent_at, down.session, down.samples)
+            ended_by(down, row)
         if row.state not in DOWN_STATES:
             continue
         if row.stream not in open_:
@@ -227,17 +244,32 @@ def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
         if row.error and row.error not in down.reasons and len(down.reasons) < 3:
             down.reasons.append(row.error)
             down.span.detail = "; ".join(down.reasons)
-    for down in list(open_.values()):  # still off air, unless its windows say otherwise
-        back = _resumed(conn, down, until)
+    for down in list(open_.values()):  # off air at `until`: what ended it since, if anything
+        if until is not None and any(ended_by(down, row) for row in conn.execute(
+                sa.select(*columns).where(st.stream == down.span.stream, st.sent_at > until)
+                .order_by(st.sent_at, st.seq).limit(MAX_STATUSES_AFTER))):
+            continue
+        back = _resumed(conn, down, None)
         if back is not None:
             close(down, back, down.session, down.samples)
             continue
-        later = _session_end(conn, down, until, later=True)
-        if later is not None:
-            close(down, later, down.session, down.samples)
+        later = _session_end(conn, down, None, later=True)
+        gone = None if later is not None or now is None else _gone(conn, down, now)
+        if later is not None or gone is not None:
+            close(down, later if later is not None else gone, down.session, down.samples)
         else:
             down.span.start = _last_audio(conn, down)
     return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
+
+
+def _gone(conn: sa.Connection, down: _Down, now: float) -> float | None:
+    """When an outage's daemon session was last heard from (its last heartbeat, else its
+    last message for the stream), where that was over STALE_S before `now`: the daemon was
+    killed, and monitoring ended then; None while it may still run."""
+    dc = schema.daemons.c
+    last = conn.execute(sa.select(dc.last_sent_at).where(dc.session == down.session)).scalar()
+    last = max(last or 0.0, _session_end(conn, down, None))
+    return last if now - last > STALE_S else None
 
 
 def _samples(counters: str | None) -> int | None:
@@ -506,8 +538,11 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
         last = conn.execute(sa.select(tc.ended_at, tc.end_sample).where(
             tc.stream == session.stream, tc.session == session.session)
             .order_by(tc.end_sample.desc()).limit(1)).first()
-        # a window belongs to the track its end falls in
+        if until is not None and last is not None and last.ended_at > until:
+            continue  # the track under way at `until` was finished: it is a track row
+        # a window belongs to the track its end falls in; those up to `until` only
         after = [sc.end_sample > last.end_sample] if last is not None else []
+        after += [sc.sent_at <= until] if until is not None else []
         counts: Counter[str] = Counter()
         windows = 0
         first_s = last_s = first_at = last_at = first_end_s = None
@@ -547,7 +582,7 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
                       [tag for tag, share in ranked if share > 0.5],
                       scores={tag: n / windows for tag, n in counts.items()},
                       session=session.session,
-                      start_sample=last.end_sample if last is not None else 0)
+                      start_sample=last.end_sample if last is not None else 0, shares=True)
         source = status.source if status is not None else None
         if live_source(source) and joined(last is None, status.heard_from_start
                                           if status is not None else None):
@@ -608,6 +643,7 @@ def merge_restarts(entries: list[Entry]) -> list[Entry]:
             # the leading tags of the longer part (a finished part has mean scores, a part
             # whose end was never recorded the share of its windows with the tag on)
             before.scores, before.top, before.active = longer.scores, longer.top, longer.active
+            before.shares = longer.shares
             before.silence_s += entry.silence_s
             before.short_term = before.short_term + entry.short_term
             kept = [p for p in before.partial if p != "cut"] + ["restart"]
@@ -626,7 +662,7 @@ def period_start(zone: Zone, unix_s: float, period: str) -> float:
     day = zone.at(unix_s).date()
     if period == "week":
         day -= timedelta(days=day.weekday())
-    return zone.timestamp(day)
+    return zone.day_start(day)
 
 
 def period_name(zone: Zone, start: float, period: str) -> str:
@@ -641,7 +677,8 @@ def plays(entries: list[Entry], off_air: list[Span], zone: Zone, period: str | N
           now: float) -> list[dict[str, Any]]:
     """Per stream and period (the whole range when `period` is None): tracks, plays per
     title and per tag (tracks in which the tag was active), time off air and silent. A track
-    counts in the period it started in."""
+    and an outage count in the period they started in; an outage's time is shared out over
+    the periods it spans."""
     groups: dict[tuple[str, float | None], dict[str, Any]] = {}
 
     def group(stream: str, at: float) -> dict[str, Any]:
@@ -660,9 +697,14 @@ def plays(entries: list[Entry], off_air: list[Span], zone: Zone, period: str | N
         g["tags"].update(e.active)
         g["silence_s"] += e.silence_s
     for s in off_air:
-        g = group(s.stream, s.start)
-        g["off_air"] += 1
-        g["off_air_s"] += s.length(now)
+        group(s.stream, s.start)["off_air"] += 1  # counted where it began
+        # its time shared out over the periods it spans (an outage over midnight: some in each)
+        at, end = s.start, s.start + s.length(now)
+        while at < end:
+            upto = end if period is None else min(end, period_start(
+                zone, period_start(zone, at, period) + PERIOD_STEP_S[period], period))
+            group(s.stream, at)["off_air_s"] += upto - at
+            at = upto
     out = []
     for (_, _), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
         g["titles"] = g["titles"].most_common()

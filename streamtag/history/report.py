@@ -230,7 +230,7 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         lo = min([since, *(t["started_at"] for t in tracks)]) if since is not None else None
         hi = (max([until, *(t["ended_at"] for t in tracks if t["ended_at"] is not None)])
               if until is not None else None)
-        around = asrun.off_air_spans(conn, streams, lo, hi)
+        around = asrun.off_air_spans(conn, streams, lo, hi, now)
         off_air = [s for s in around if s.overlaps(-np.inf if since is None else since, until)]
         stations = station_names(conn, streams, until)
         silence = asrun.silence_spans(conn, streams, since, until, now)
@@ -378,9 +378,10 @@ def format_text(history: History, events: bool = False) -> str:
                 notes.append(f"silence {span(e.silence_s)}")
             if e.loudness_lufs is not None:  # [health] loudness: EBU R128 from the windows
                 notes.append(f"{e.loudness_lufs:.1f} LUFS")
-            # a finished track's mean smoothed scores; the one playing, its tags' shares so far
-            top = _names([f"{name} {value:.2f}" if e.end is not None
-                          else f"{name} {100 * value:.0f}%" for name, value in e.top])
+            # a finished track's mean smoothed scores; one no track message summed (playing,
+            # or cut where its daemon was killed), its tags' shares of its windows
+            top = _names([f"{name} {100 * value:.0f}%" if e.shares else f"{name} {value:.2f}"
+                          for name, value in e.top])
             length = span((history.now if e.end is None else e.end) - e.start)
             if e.end is not None and e.audio_s < e.end - e.start - HEARD_SHOWN_S:
                 notes.append(f"heard {span(e.audio_s)}")  # an outage or a restart inside
@@ -444,7 +445,8 @@ def csv_tags(history: History) -> list[str]:
 
 def format_csv(history: History, events: bool = True) -> str:
     """Wide CSV: one row per track with one column per tag (``tag:NAME``: its mean smoothed
-    score; for the track now playing the share of its windows with the tag on; its EBU R128
+    score; for the track now playing, and one whose end was never recorded (kind
+    "unfinished"), the share of its windows with the tag on; its EBU R128
     loudness in ``loudness_lufs`` where the daemon measured it), one airtime
     row per stream (the tags' shares), and rows of kind off_air, silence, not_recorded, plays
     (per title), tag_plays, event (with `events`), gap and restart. Times are ISO 8601 with
@@ -476,7 +478,8 @@ def format_csv(history: History, events: bool = True) -> str:
             values={t: a.share(t) for t in a.tags})
     for e in history.as_run:
         values = {name: v for name, v in e.scores.items() if name in column}
-        row("now_playing" if e.now_playing else "track", e.stream, e.start, e.end,
+        kind = "now_playing" if e.now_playing else "unfinished" if e.shares else "track"
+        row(kind, e.stream, e.start, e.end,
             e.title or "", "; ".join(e.partial), cell("; ".join(e.active)), e.windows, values,
             e.loudness_lufs, e.audio_s)
     for kind, spans in (("off_air", history.off_air), ("silence", history.silence),

@@ -8,7 +8,8 @@ A time of day is the last one there was: ``--since 23:50`` run at 00:05 means ye
 
 Clock changes: a wall-clock time that a change skips (02:30 on the night clocks go forward) is
 refused, naming the gap; one that happens twice (the hour repeated when they go back) is the
-first. Times are read only from 1970 to the year 3000 (a Unix time in milliseconds, or
+first, but for a time of day, which is the last one there was (or the first after --since)
+of either. Times are read only from 1970 to the year 3000 (a Unix time in milliseconds, or
 ``nan``, is refused, not read as a date thousands of years away). Shown times carry their
 zone's abbreviation where its offset differs from the one the report names (the hour
 repeated when clocks go back reads "02:30:00 CEST" and then "02:30:00").
@@ -33,6 +34,7 @@ from streamtag.errors import ConfigError
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _AGO_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_BASIC_DATE = re.compile(r"\d{8}")
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d+)?))?")
 _DAY_WORD = re.compile(r"(today|yesterday)(?:\s+(.+))?", re.IGNORECASE)
 # The times read: from the Unix epoch to the year 3000 (a datetime reaches 9999, but a zone's
@@ -89,6 +91,24 @@ class Zone:
         whole = int(second)
         return self.wall(datetime(day.year, day.month, day.day, hour, minute, whole)) + (
             second - whole)
+
+    def walls(self, day: date, hour: int, minute: int, second: float) -> list[float]:
+        """Every moment the clock shows this time on `day`: two in the hour repeated when
+        clocks go back, earliest first; NonexistentTime for one a change skips."""
+        first = self.timestamp(day, hour, minute, second)
+        whole = int(second)
+        later = datetime(day.year, day.month, day.day, hour, minute, whole, tzinfo=self.tz,
+                         fold=1).timestamp() + (second - whole)
+        return [first, later] if later != first else [first]
+
+    def day_start(self, day: date) -> float:
+        """The first moment of `day` in this zone: midnight, or where a change skips it (as
+        in zones that move their clocks at 00:00), the end of the gap."""
+        midnight = datetime(day.year, day.month, day.day)
+        try:
+            return self.wall(midnight)
+        except NonexistentTime:
+            return midnight.replace(tzinfo=self.tz, fold=0).timestamp()
 
     def wall(self, naive: datetime) -> float:
         """Unix seconds of a naive wall-clock time in this zone, as `timestamp` reads it."""
@@ -220,11 +240,13 @@ def parse_time(text: str, option: str, now: float | None = None, zone: Zone | No
 
 def _parse(text: str, option: str, now: float, zone: Zone, after: float | None) -> float:
     value = text.strip()
+    if not value:
+        raise _not_a_time(text, option)
     match = _AGO.fullmatch(value)
     if match:
         return now - float(match[1]) * _AGO_S[match[2]]
-    try:
-        return float(value)
+    try:  # Unix seconds; eight digits are ISO 8601's basic date (20261126), not 1970
+        return float(value) if not _BASIC_DATE.fullmatch(value) else _parse_iso(value, zone)
     except ValueError:
         pass
     today = zone.at(now).date()
@@ -232,35 +254,54 @@ def _parse(text: str, option: str, now: float, zone: Zone, after: float | None) 
     if match:
         day = today if match[1].lower() == "today" else today - timedelta(days=1)
         if match[2] is None:
-            return zone.timestamp(day)
+            return zone.day_start(day)
         clock = _CLOCK.fullmatch(match[2].strip())
         if clock is None:
             raise _not_a_time(text, option)
         return zone.timestamp(day, *_clock_parts(clock, text, option))
     clock = _CLOCK.fullmatch(value)
-    if clock:
+    if clock:  # the last one there was, or the first after `after` (of a repeated one too)
         parts = _clock_parts(clock, text, option)
         if after is not None:
             day = zone.at(after).date()
-            when = zone.timestamp(day, *parts)
-            return when if when > after else zone.timestamp(day + timedelta(days=1), *parts)
-        when = zone.timestamp(today, *parts)
-        return when if when <= now else zone.timestamp(today - timedelta(days=1), *parts)
+            return min(_moments(zone, (day, day + timedelta(days=1)), parts, lambda t: t > after))
+        return max(_moments(zone, (today - timedelta(days=1), today), parts, lambda t: t <= now))
     try:
-        when = datetime.fromisoformat(value)
+        return _parse_iso(value, zone)
+    except NonexistentTime:
+        raise
     except ValueError:
         raise _not_a_time(text, option) from None
+
+
+def _parse_iso(value: str, zone: Zone) -> float:
+    when = datetime.fromisoformat(value)
     if when.tzinfo is None:  # a naive time is in the zone the report is in
         return zone.wall(when)
     return when.timestamp()
+
+
+def _moments(zone: Zone, days: tuple[date, date], parts: tuple[int, int, float],
+             wanted) -> list[float]:
+    """The moments the clock shows `parts` on either day that are `wanted`; a day the time
+    does not exist on has none (NonexistentTime where neither has one)."""
+    found, skipped = [], None
+    for day in days:
+        try:
+            found += [t for t in zone.walls(day, *parts) if wanted(t)]
+        except NonexistentTime as exc:
+            skipped = exc
+    if not found and skipped is not None:
+        raise skipped
+    return found
 
 
 def parse_range(since: str | None, until: str | None, now: float | None = None,
                 zone: Zone | None = None) -> tuple[float | None, float | None]:
     """`--since` and `--until` together: an --until time of day follows --since."""
     now = time.time() if now is None else now
-    start = parse_time(since, "--since", now, zone) if since else None
-    end = parse_time(until, "--until", now, zone, after=start) if until else None
+    start = parse_time(since, "--since", now, zone) if since is not None else None
+    end = parse_time(until, "--until", now, zone, after=start) if until is not None else None
     if start is not None and end is not None and end < start:
         raise ConfigError("--until is before --since; swap them")
     return start, end

@@ -20,14 +20,14 @@ title tag of its container or stream when it opens, and the tags each new link o
 Ogg stream (Vorbis, Opus) or a metadata update brings, which FFmpeg hands on as side data of the
 link's first packet: placed at that packet as an ICY block is. A title's status also says
 whether the track it names was heard from its start (``heard_from_start``): a title that
-changes while the connection plays began there; of the title a connection opens with, only
-the stream can tell. An Ogg stream does: its first page's granule
-position is the link's own sample count, so a first packet at or before the link's sample 0
-(Vorbis and Opus start below it, by their decoder delay) is the link's start; later, it was
-joined midway (a server's burst on connect starts at a page of the current link). MP3 and
-AAC tell nothing of the kind: their opening title's ``heard_from_start`` is left out. The
-station's name
-(``icy-name``, or ``ice-name``) goes as ``station`` with the first "running" status that follows
+changes while the connection plays began there; of the title a connection opens with, only the
+stream can tell. An Ogg stream does: its first page's granule position is the link's own
+sample count, so a first packet within OGG_START_TOLERANCE_S of the link's sample 0 (Vorbis
+and Opus start below it, by their decoder delay, or a few ms past it, by the encoder's) is
+the link's start; later, it was joined midway (a server's burst on connect starts at a page of
+the current link). MP3 and AAC tell nothing of the kind: their opening title's
+``heard_from_start`` is left out. The station's name (``icy-name``, or ``ice-name``) goes as
+``station`` with the first "running" status that follows
 a change of it, and with every title.
 
 Stations are untrusted, and what one sends harms at most its own stream:
@@ -122,8 +122,19 @@ OPEN_OPTIONS = {
     "analyzeduration": ANALYZE_US,
 }
 MAX_REDIRECTS = 10
+# An Ogg link's first packet at most this far past its sample 0 is its start: encoders differ
+# in where their first granule puts it (libvorbis by ffmpeg: 284 samples past, 6.4 ms; the
+# reference encoder: 128 before), while a listener that joined midway starts at a later page,
+# which holds far more audio than this.
+OGG_START_TOLERANCE_S = 0.05
 MAX_TITLE_CHANGES = 12  # title changes reported per TITLE_WINDOW_S; more are counted
 TITLE_WINDOW_S = 60.0
+
+
+def ogg_link_start(pts: int | None, time_base) -> bool | None:
+    """Whether an Ogg connection's first packet, at `pts` (FFmpeg's, from the page's granule
+    position: the link's own samples), is its link's start; None where it has no time."""
+    return None if pts is None else float(pts * time_base) <= OGG_START_TOLERANCE_S
 
 
 class StationError(OSError):
@@ -599,8 +610,8 @@ class HttpSource(Source):
                     return
                 if n == 0:  # what the connection opens with: known at its first packet
                     if ogg:
-                        self._opening_from_start = (None if packet.pts is None
-                                                    else packet.pts * packet.time_base <= 0)
+                        self._opening_from_start = ogg_link_start(packet.pts,
+                                                                  packet.time_base)
                     if opening_title is not None:
                         self._offer_title(opening_title, first_sample, None)
                 here = first_sample + round(decoded_s * self.sample_rate)
