@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from history_programme import NOT_FOUND, play_session
+from history_programme import NOT_FOUND, SOURCE, play_session
 from history_station import TAGS, Station, history, record
 
 from streamtag.errors import ConfigError
@@ -302,11 +302,20 @@ def test_clock_changes_a_skipped_time_is_refused_a_repeated_one_is_the_first():
         with pytest.raises(ConfigError, match="02:.. does not exist on 2026-03-29 in "
                                               "Europe/Berlin: its clocks went forward by 60"):
             parse_time(text, "--since", now, BERLIN)
-    with pytest.raises(ConfigError, match="does not exist"):  # a time of day in the gap
-        parse_time("02:30", "--since", berlin(2026, 3, 29, 12, 0), BERLIN)
-    # the hour repeated when clocks go back: the first of the two (still summer time)
-    assert parse_time("2026-10-25T02:30", "--since", now, BERLIN) == datetime(
-        2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()
+    # a time of day is the last one there was: that day had none, the day before did
+    assert parse_time("02:30", "--since", berlin(2026, 3, 29, 12, 0), BERLIN) == berlin(
+        2026, 3, 28, 2, 30)
+    # the hour repeated when clocks go back: a date's is the first of the two (summer time)
+    utc = [datetime(2026, 10, 25, h, 30, tzinfo=UTC).timestamp() for h in (0, 1)]
+    assert parse_time("2026-10-25T02:30", "--since", now, BERLIN) == utc[0]
+    # a time of day the last one there was of either; an --until one the first after --since
+    assert parse_time("02:30", "--since", utc[1] + 900, BERLIN) == utc[1]
+    assert parse_time("02:30", "--since", utc[1] - 900, BERLIN) == utc[0]
+    assert parse_range("02:10", "02:40", utc[1] + 900, BERLIN) == (utc[1] - 1200, utc[1] + 600)
+    # eight digits are a basic ISO date, not Unix seconds of 1970; nothing is not a time
+    assert parse_time("20261126", "--since", now, BERLIN) == berlin(2026, 11, 26)
+    with pytest.raises(ConfigError, match="is not a time"):
+        parse_range("", None, now, BERLIN)
     # shown times carry the abbreviation where the offset is not the named one
     reference = datetime(2026, 10, 25, 3, 0, tzinfo=UTC).timestamp()  # winter time
     first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()
@@ -374,6 +383,59 @@ def test_a_report_across_a_clock_change_shows_which_hour_each_time_is_in(tmp_pat
                                          ["2026-10-25", "02:30:00", "CEST", "02:30:00"]]
     assert rows[0][4] == "CEST" and rows[1][4] == "1:00:00" and "Over" in rows[1]
     assert rows[2][:4] == ["2026-10-25", "02:30:00", "02:40:00", "10:00"]
+
+
+def test_an_outage_at_until_ends_where_it_ended_and_a_killed_daemon_s_ends_at_its_last_word(
+        tmp_path, capsys):
+    """A 40 s outage over UTC midnight; the third song left open, its station then lost and
+    its daemon killed (nothing more from it). An --until inside the first outage read it as
+    still going (and growing); the last one never ended; a track after --until was listed; the
+    killed daemon's last track gave its shares as mean scores; a day's summary took the whole
+    outage over midnight."""
+    midnight = (time.time() // 86400 - 3) * 86400
+    t0 = midnight - 171  # the outage: from 20 s before midnight to 20 s after
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+
+    def script(station):
+        played, outage = play_session(station, "r", t0, [("A", 100), ("B", 100), ("C", 100)],
+                                      outage=(150, 40.0))
+        station.send("r", StatusBody(state="reconnecting", error=NOT_FOUND, title="C",
+                                     source=SOURCE), t0 + 342)
+        return played, outage
+
+    played, outage = record(url, script)
+    # the stand-in's heartbeats were sent now, to see the recorder listening; a killed daemon's
+    # last one was sent as it died
+    engine = schema.create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema.daemons).values(last_sent_at=t0 + 342))
+    engine.dispose()
+    assert outage.start == pytest.approx(midnight - 20)
+    inside = history(capsys, "--db", url, "--json", "--since", str(outage.start - 30),
+                     "--until", str(outage.start + 10))
+    (span,) = json.loads(inside.stdout)["off_air"]
+    assert span["end"] == pytest.approx(outage.end)
+    answer = json.loads(history(capsys, "--db", url, "--json", "--tz", "UTC").stdout)
+    first, last = answer["off_air"]
+    assert last["start"] == pytest.approx(t0 + 340) and last["end"] == pytest.approx(t0 + 342)
+    c = answer["asrun"][-1]
+    assert (c["title"], c["partial"], c["shares"], c["now_playing"]) == ("C", ["cut"], True,
+                                                                        False)
+    assert [e["shares"] for e in answer["asrun"][:2]] == [False, False]
+    text = history(capsys, "--db", url, "--tz", "UTC").stdout
+    (line,) = [x for x in text.splitlines() if x.endswith("%") and "  C  " in x]
+    assert "tags: " in line and f"{TAGS[2]} 100%" in line
+    csv_kinds = [r[0] for r in csv.reader(io.StringIO(
+        history(capsys, "--db", url, "--csv", "--no-events").stdout))]
+    assert csv_kinds.count("unfinished") == 1 and csv_kinds.count("track") == 2
+    # a range that ends before C began: C is not in it
+    before_c = history(capsys, "--db", url, "--json", "--until", str(played[2].start - 5))
+    assert [e["title"] for e in json.loads(before_c.stdout)["asrun"]] == ["A", "B"]
+    # per day: the outage over midnight counted once, where it began; its time shared out
+    days = json.loads(history(capsys, "--db", url, "--json", "--tz", "UTC", "--period",
+                              "day").stdout)["plays"]
+    assert [(d["off_air"], d["off_air_s"]) for d in days] == [
+        (1, pytest.approx(20.0)), (1, pytest.approx(20.0 + 2.0))]
 
 def test_the_zone_is_named_and_a_bad_one_refused(capsys, session):
     assert BERLIN.label(berlin(2026, 1, 1)) == "Europe/Berlin (CET, UTC+01:00)"

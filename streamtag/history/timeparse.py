@@ -246,7 +246,8 @@ def _parse(text: str, option: str, now: float, zone: Zone, after: float | None) 
     if match:
         return now - float(match[1]) * _AGO_S[match[2]]
     try:  # Unix seconds; eight digits are ISO 8601's basic date (20261126), not 1970
-        return float(value) if not _BASIC_DATE.fullmatch(value) else _parse_iso(value, zone)
+        return (float(value) if not _BASIC_DATE.fullmatch(value)
+                else _iso_timestamp(datetime.fromisoformat(value), zone))
     except ValueError:
         pass
     today = zone.at(now).date()
@@ -267,18 +268,23 @@ def _parse(text: str, option: str, now: float, zone: Zone, after: float | None) 
             return min(_moments(zone, (day, day + timedelta(days=1)), parts, lambda t: t > after))
         return max(_moments(zone, (today - timedelta(days=1), today), parts, lambda t: t <= now))
     try:
-        return _parse_iso(value, zone)
-    except NonexistentTime:
-        raise
+        when = datetime.fromisoformat(value)
     except ValueError:
         raise _not_a_time(text, option) from None
+    return _iso_timestamp(when, zone)
 
 
-def _parse_iso(value: str, zone: Zone) -> float:
-    when = datetime.fromisoformat(value)
-    if when.tzinfo is None:  # a naive time is in the zone the report is in
-        return zone.wall(when)
-    return when.timestamp()
+def _iso_timestamp(when: datetime, zone: Zone) -> float:
+    """Unix seconds of a date and time read as ISO 8601 (inf for one past what the platform
+    takes, as the year 1 in a zone west of UTC)."""
+    try:
+        if when.tzinfo is None:  # a naive time is in the zone the report is in
+            return zone.wall(when)
+        return when.timestamp()
+    except NonexistentTime:
+        raise
+    except (OverflowError, OSError, ValueError):
+        return math.inf
 
 
 def _moments(zone: Zone, days: tuple[date, date], parts: tuple[int, int, float],
