@@ -93,6 +93,83 @@ def test_migrations_build_exactly_the_tables_the_code_writes(engine):
     schema.check_readable(engine)
 
 
+
+def _at_revision(url: str, revision: str) -> sa.Engine:
+    """A new database built up to an older revision, as an older streamtag left it."""
+    from alembic import command
+
+    engine = schema.create_db_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(schema._alembic_config(conn), revision)
+    return engine
+
+
+def test_an_upgrade_that_fails_midway_leaves_the_database_as_it_was(db_url):
+    """Each revision's ALTERs and its version are one transaction (on SQLite too, where the
+    driver committed each ALTER on its own: an upgrade killed midway left columns of a
+    revision the database did not say it had, and no upgrade could go on from there)."""
+    engine = _at_revision(db_url, "0005")
+    count = {"n": 0}
+
+    def fail_at_the_second_alter(conn, cursor, statement, *_):
+        if statement.lstrip().upper().startswith("ALTER TABLE"):
+            count["n"] += 1
+            if count["n"] == 2:
+                raise RuntimeError("killed")
+
+    sa.event.listen(sa.engine.Engine, "after_cursor_execute", fail_at_the_second_alter)
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            schema.upgrade(engine)
+    finally:
+        sa.event.remove(sa.engine.Engine, "after_cursor_execute", fail_at_the_second_alter)
+    with engine.connect() as conn:
+        assert schema.current_revision(conn) == "0005"
+        assert "state" not in {c["name"] for c in sa.inspect(conn).get_columns("snapshots")}
+    assert schema.upgrade(engine) == schema.head_revision()
+    engine.dispose()
+
+
+def test_two_upgraders_at_once_one_upgrades_the_other_finds_it_done(db_url):
+    engine = _at_revision(db_url, "0003")
+    engine.dispose()
+    results, errors = [], []
+
+    def upgrade() -> None:
+        own = schema.create_db_engine(db_url)
+        try:
+            results.append(schema.upgrade(own))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=upgrade) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and results == [schema.head_revision()] * 2
+
+
+def test_a_database_whose_silences_lack_the_cause_column_gets_it(tmp_path):
+    """Revision 0003 gained silences.cause after databases were made with it; those kept a
+    silences table without it, where the recorder could store no silence (on SQLite it
+    stopped storing anything)."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = _at_revision(url, "0006")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE silences DROP COLUMN cause")
+    schema.upgrade(engine)
+    with engine.connect() as conn:
+        assert "cause" in {c["name"] for c in sa.inspect(conn).get_columns("silences")}
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+    engine.dispose()
+
 def test_every_message_is_stored_exactly_once_even_when_received_twice(engine):
     # The recorder hears the station directly and through a proxy: every message arrives
     # twice, and the database must still hold each exactly once, with its values.

@@ -13,8 +13,9 @@ of its JSON, and the daemon publishes scores with six decimals, which float32 ke
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -297,17 +298,51 @@ def current_revision(connection: sa.Connection) -> str | None:
 
 
 def upgrade(engine: Engine) -> str:
-    """Create the schema, or migrate it to this code's revision; returns that revision."""
+    """Create the schema, or migrate it to this code's revision; returns that revision. The
+    whole upgrade is one transaction, one upgrader at a time: one killed midway leaves the
+    database as it was, and a second recorder starting meanwhile waits, then finds it done."""
     from alembic import command
 
     head = head_revision()
-    with engine.begin() as connection:
+    with _migrating(engine) as connection:
         current = current_revision(connection)
         if current == head:
             return head
         _refuse_newer(current, engine)
         command.upgrade(_alembic_config(connection), "head")
     return head
+
+
+# The PostgreSQL advisory lock upgraders take (any number of this database's own: "stag").
+UPGRADE_LOCK = 0x73746167
+
+
+@contextlib.contextmanager
+def _migrating(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection in a transaction that holds the schema: on PostgreSQL under an advisory
+    lock; on SQLite begun with BEGIN IMMEDIATE by the driver's connection left to us (Python's
+    sqlite3 commits before DDL on its own, so each ALTER of an upgrade killed midway stayed
+    while the revision it belonged to did not)."""
+    if engine.url.get_backend_name() != "sqlite":
+        with engine.begin() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": UPGRADE_LOCK})
+            yield connection
+        return
+    own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    sa.event.listen(own, "connect", _sqlite_pragmas)
+    sa.event.listen(own, "connect", _sqlite_manual_transactions)
+    sa.event.listen(own, "begin", lambda connection: connection.exec_driver_sql(
+        "BEGIN IMMEDIATE"))
+    try:
+        with own.begin() as connection:
+            yield connection
+    finally:
+        own.dispose()
+
+
+def _sqlite_manual_transactions(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # no BEGIN or COMMIT of the driver's own
 
 
 def _refuse_newer(current: str | None, engine: Engine) -> None:

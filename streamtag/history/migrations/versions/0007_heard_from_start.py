@@ -4,6 +4,10 @@ nothing): the as-run log then marks a track "joined" by what the source knew rat
 its place in the session. Nullable columns, empty for rows recorded before, from daemons
 before 1.5 and where the source did not know.
 
+It also adds silences.cause where it is missing: revision 0003 gained that column after
+databases had been made with it (by streamtag between the silences' arrival and the stuck
+tone's), and those kept a silences table without it, where no silence could be stored.
+
 Revision ID: 0007
 Revises: 0006
 """
@@ -20,12 +24,17 @@ TABLES = ("statuses", "tracks")
 
 
 def upgrade():
+    silences = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("silences")}
+    if "cause" not in silences:
+        with op.batch_alter_table("silences") as batch:
+            batch.add_column(sa.Column("cause", sa.String(16), nullable=False,
+                                       server_default="silence"))
     for table in TABLES:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("heard_from_start", sa.Boolean, nullable=True))
 
 
-def downgrade():
+def downgrade():  # silences.cause stays: revision 0003 has it
     for table in reversed(TABLES):
         with op.batch_alter_table(table) as batch:
             batch.drop_column("heard_from_start")
