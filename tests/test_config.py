@@ -69,9 +69,13 @@ def test_flags_override_the_file(tmp_path):
     assert [(s.id, s.spec) for s in changed.sources] == [
         ("a", "a.mp3"), ("s1", "b.mp3"), ("live", "device:pulse"), ("c", str(there)),
         ("p", "pipe:"), ("radio", "http://127.0.0.1:8000/live")]
-    # --realtime plays the files at real speed; live sources take no such option
-    assert [s.options for s in changed.sources] == [{}, {"realtime": True}, {},
+    # --realtime plays the files at real speed, the config file's too (it left those as
+    # fast as they decode); live sources take no such option
+    assert [s.options for s in changed.sources] == [{"realtime": True}, {"realtime": True}, {},
                                                     {"realtime": True}, {}, {}]
+    # with no --source at all
+    assert [s.options for s in with_overrides(config, realtime=True).sources] == [
+        {"realtime": True}]
     assert changed.publish.endpoint == "tcp://127.0.0.1:9"
     assert changed.engine.hop_seconds == 2.0
     with pytest.raises(ConfigError, match="hop"):

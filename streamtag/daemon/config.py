@@ -358,21 +358,24 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    insecure: bool | None = None,
                    processes: str | None = None,
                    loudness: bool | None = None) -> DaemonConfig:
-    """Command-line flags override the file; ``--source`` flags add to its sources."""
+    """Command-line flags override the file; ``--source`` flags add to its sources, and
+    ``--realtime`` plays every file source at real speed, the file's and the flags' alike."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
         changes["model"] = dataclasses.replace(
             config.model, **{k: v for k, v in (("path", model), ("device", device))
                              if v is not None})
-    if sources:
-        extra = [parse_source_line(s, len(config.sources) + i) for i, s in enumerate(sources)]
+    if sources or realtime is not None:
+        extra = [parse_source_line(s, len(config.sources) + i)
+                 for i, s in enumerate(sources or [])]
+        every = [*config.sources, *extra]
         if realtime is not None:  # files at real speed; live sources keep their own pace
-            extra = [dataclasses.replace(s, options={**s.options, "realtime": realtime})
-                     if _plays_a_file(s.spec) else s for s in extra]
+            every = [dataclasses.replace(s, options={**s.options, "realtime": realtime})
+                     if _plays_a_file(s.spec) else s for s in every]
         merged = config_from_dict({"sources": [
             {"id": s.id, "spec": s.spec, **s.options,
              **({"title": s.title} if s.title is not None else {})}
-            for s in (*config.sources, *extra)]}).sources
+            for s in every]}).sources
         changes["sources"] = merged
     if publish is not None:
         changes["publish"] = dataclasses.replace(config.publish, endpoint=publish)
