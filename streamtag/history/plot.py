@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from streamtag.history.asrun import Span
-from streamtag.history.report import History, StreamAirtime, tag_share_bins
+from streamtag.history.report import History, StreamAirtime, one_line, tag_share_bins
 from streamtag.history.timeparse import span
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
             transform = ax.get_xaxis_transform()
             for n, t in enumerate(tracks):
                 ax.text(x(max(t.start, since)), 1.02 + 0.09 * (n % 2),
-                        f"\u25b8 {t.title or '(untitled)'}"
+                        f"\u25b8 {one_line(t.title or '(untitled)')}"
                         + (" (now playing)" if t.now_playing else ""), transform=transform,
                         fontsize=7, va="bottom", ha="left", clip_on=False)
         for s in (s for s in spans if s.stream == stream):
@@ -132,7 +132,10 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
         for r in (r for r in history.restarts if r["stream"] == stream):
             ax.axvline(x(r["first_sent_at"]), color="orange", linewidth=1.5)
     axes[-1].set_xlim(x0, x1)
-    locator = mdates.AutoDateLocator(tz=zone.tz, maxticks=12)
+    # Ticks placed in UTC and labelled in the zone: matplotlib's locator in a zone whose
+    # offset changes in the range tried tens of thousands of ticks and drew a smear (whole
+    # hours and minutes are the same in both, but in a zone of half-hour offsets)
+    locator = mdates.AutoDateLocator(maxticks=12)
     for ax in axes:  # every strip carries its own times: a tall picture is read in parts
         ax.xaxis.set_major_locator(locator)
         # 24-hour times; the date where the range crosses one, and in the corner
@@ -140,7 +143,8 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
                                                                  show_offset=True))
         ax.tick_params(axis="x", labelbottom=True, labelsize=8)
     first, last = zone.at(since), zone.at(until)
-    axes[-1].set_xlabel(f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S}, "
+    axes[-1].set_xlabel(f"{first:%Y-%m-%d %H:%M:%S}{zone.mark(since, until)} to "
+                        f"{last:%Y-%m-%d %H:%M:%S}, "
                         f"{zone.label_span(since, until)}\nwhite lines: track changes; red "
                         "hatched: off air; white dotted: silence; black hatched: data not "
                         "recorded; grey: no windows; orange: daemon restart", fontsize=9)

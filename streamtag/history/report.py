@@ -294,13 +294,13 @@ def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, u
 _LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
-def _line(text: Any) -> str:
+def one_line(text: Any) -> str:
     """Text from outside kept on the line it is shown in."""
     return _LINE_BREAK.sub(" ", str(text))
 
 
 def _names(names: Sequence[str]) -> str:
-    return _line(", ".join(names)) or "-"
+    return one_line(", ".join(names)) or "-"
 
 
 def _reference(history: History) -> float:
@@ -340,7 +340,7 @@ def _spans(history: History, lines: list[str], what: str, spans: list[asrun.Span
     for s in spans:
         end = "still" if s.end is None else _until(history, s.end, s.start)
         lines.append(f"    {_when(history, s.start)} to {end}  {span(s.length(history.now)):>8}"
-                     + (f"  {_line(s.detail)}" if s.detail else ""))
+                     + (f"  {one_line(s.detail)}" if s.detail else ""))
 
 
 def format_text(history: History, events: bool = False) -> str:
@@ -354,8 +354,8 @@ def format_text(history: History, events: bool = False) -> str:
         when = (f"{_when(history, a.first_at)} to {_until(history, a.last_at, a.first_at)}"
                 if a.windows else "no windows")
         station = history.stations.get(stream)
-        named = f" ({_line(station)})" if station else ""
-        lines.append(f"{_line(stream)}{named}: {a.windows} windows, {when}")
+        named = f" ({one_line(station)})" if station else ""
+        lines.append(f"{one_line(stream)}{named}: {a.windows} windows, {when}")
         if a.windows:
             heard = [t for t in sorted(a.tags, key=lambda t: -a.share(t))
                      if a.share(t) >= 0.0005]  # what rounds to 0.0 % says nothing
@@ -363,7 +363,7 @@ def format_text(history: History, events: bool = False) -> str:
             lines.append(f"  airtime (top {len(shown)} of {len(a.tags)} tags"
                          + (f"; {len(a.tags) - len(heard)} never active" if len(heard)
                             < len(a.tags) else "") + "): "
-                         + ("  ".join(f"{_line(t)} {100 * a.share(t):.1f}%" for t in shown)
+                         + ("  ".join(f"{one_line(t)} {100 * a.share(t):.1f}%" for t in shown)
                             or "none active"))
         entries = [e for e in history.as_run if e.stream == stream]
         if entries:
@@ -386,7 +386,7 @@ def format_text(history: History, events: bool = False) -> str:
             if e.end is not None and e.audio_s < e.end - e.start - HEARD_SHOWN_S:
                 notes.append(f"heard {span(e.audio_s)}")  # an outage or a restart inside
             lines.append(f"    {_when(history, e.start)}  {_until(history, e.end, e.start):>8}"
-                         f"  {length:>8}  {_line(e.title or '(untitled)')}"
+                         f"  {length:>8}  {one_line(e.title or '(untitled)')}"
                          + (f"  [{'; '.join(notes)}]" if notes else "") + f"  tags: {top}")
         _spans(history, lines, "OFF AIR", [s for s in history.off_air if s.stream == stream])
         _spans(history, lines, "silence", [s for s in history.silence if s.stream == stream])
@@ -412,16 +412,16 @@ def format_text(history: History, events: bool = False) -> str:
         elif stream_events:
             lines.append(f"  events ({len(stream_events)}):")
             for e in stream_events:
-                lines.append(f"    {_when(history, e['sent_at'])}  {_line(e['tag'])} "
-                             f"{_line(e['state'])}  score {e['score']:.2f} at "
+                lines.append(f"    {_when(history, e['sent_at'])}  {one_line(e['tag'])} "
+                             f"{one_line(e['state'])}  score {e['score']:.2f} at "
                              f"{e['time_s']:.1f} s")
         for g in (g for g in history.gaps if g["stream"] == stream):
-            lines.append(f"  MISSING {g['missed']} {_line(g['msg_type'])} messages (seq "
-                         f"{g['first_seq']} on, {_line(asrun.gap_cause(g['cause']))}), noticed "
+            lines.append(f"  MISSING {g['missed']} {one_line(g['msg_type'])} messages (seq "
+                         f"{g['first_seq']} on, {one_line(asrun.gap_cause(g['cause']))}), noticed "
                          f"{_when(history, g['detected_at'])}")
         for r in (r for r in history.restarts if r["stream"] == stream):
             lines.append(f"  daemon restarted at {_when(history, r['first_sent_at'])} (session "
-                         f"{_line(r['session'][:8])}); audio times restart at 0")
+                         f"{one_line(r['session'][:8])}); audio times restart at 0")
         for p in (p for p in history.snapshots if p["stream"] == stream):
             lines.append(f"  recorder (re)started at {_when(history, p['taken_at'])}; the "
                          f"daemon's tags then: {_names(p['active'])}")
