@@ -170,6 +170,50 @@ def test_a_database_whose_silences_lack_the_cause_column_gets_it(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
     engine.dispose()
 
+
+def test_readers_write_nothing_and_read_an_archive_on_a_read_only_disk(tmp_path, capsys):
+    """history and the dashboard open SQLite read-only: they set WAL mode on every connection
+    (a write), so an archive on a read-only disk, or a file they may not write, did not open."""
+    import hashlib
+    import subprocess
+
+    from streamtag.cli import main
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    path = folder / "tags.db"
+    engine = schema.create_db_engine(f"sqlite:///{path}")
+    schema.upgrade(engine)
+    engine.dispose()
+    sqlite = sqlite3_connect(path)
+    sqlite.execute("PRAGMA journal_mode=DELETE")  # as an archive made by VACUUM INTO
+    sqlite.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert main(["history", "--db", f"sqlite:///{path}"]) == 0
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["tags.db"]  # no -wal, no -shm
+    # On a read-only mount, in WAL mode too (where SQLite cannot make its shared memory file)
+    sqlite = sqlite3_connect(path)
+    sqlite.execute("PRAGMA journal_mode=WAL")
+    sqlite.close()
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(mounted)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only mount here (needs root)")
+    try:
+        capsys.readouterr()
+        assert main(["history", "--db", f"sqlite:///{mounted / 'tags.db'}"]) == 0, \
+            capsys.readouterr().err
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+
+
+def sqlite3_connect(path):
+    import sqlite3
+
+    return sqlite3.connect(path, isolation_level=None)
+
 def test_every_message_is_stored_exactly_once_even_when_received_twice(engine):
     # The recorder hears the station directly and through a proxy: every message arrives
     # twice, and the database must still hold each exactly once, with its values.

@@ -41,7 +41,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             raise ConfigError(f"--plot {args.plot}: its folder does not exist; give a path in a "
                               "folder that exists")
         schema.require_existing(args.db)
-        engine = schema.create_db_engine(args.db)
+        engine = schema.create_db_engine(args.db, reader=True)
     except ConfigError as exc:
         print(f"streamtag history: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -242,8 +242,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def create_db_engine(url: str) -> Engine:
-    """An SQLAlchemy engine for a history URL (nothing is connected yet)."""
+def create_db_engine(url: str, reader: bool = False) -> Engine:
+    """An SQLAlchemy engine for a history URL (nothing is connected yet). A `reader` (history,
+    the dashboard) opens an SQLite file read-only and writes nothing to it, not even its
+    journal mode: an archive on a read-only disk or a file without write permission reads."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "postgresql":
         try:
@@ -253,9 +255,31 @@ def create_db_engine(url: str) -> Engine:
                               "'streamtag[postgres]' (or psycopg[binary])") from None
         # pre-ping: a connection from before a server restart is noticed and replaced.
         return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    if reader and parsed.database not in (None, "", ":memory:"):
+        path = parsed.database
+        return sa.create_engine("sqlite://", creator=lambda: _read_only_sqlite(path))
     engine = sa.create_engine(parsed)
     sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _read_only_sqlite(path: str):
+    """A connection that cannot write: read-only (mode=ro); where even that cannot open the
+    file (a database in WAL mode whose folder no one may write: SQLite cannot make its shared
+    memory file), as an immutable file, which no one can be writing then either."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+    try:
+        connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc) and "readonly" not in str(exc):
+            raise
+        connection = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection
 
 
 def require_existing(url: str) -> None:

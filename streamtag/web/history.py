@@ -33,7 +33,7 @@ class HistoryView:
 
     def __init__(self, url: str) -> None:
         schema.require_existing(url)
-        self.engine = schema.create_db_engine(url)
+        self.engine = schema.create_db_engine(url, reader=True)
         schema.check_readable(self.engine)  # ConfigError naming the fix
         self.url = schema.describe_url(self.engine)
         self._lock = threading.Lock()
