@@ -209,6 +209,31 @@ def test_readers_write_nothing_and_read_an_archive_on_a_read_only_disk(tmp_path,
         subprocess.run(["umount", str(mounted)], check=True)
 
 
+
+def test_the_recorder_refuses_a_database_it_may_not_write_at_once(tmp_path):
+    """A file at this code's revision that this user may not write: the recorder said it was
+    recording, and failed at the first message, retrying for ever."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    path = tmp_path / "tags.db"
+    engine = schema.create_db_engine(f"sqlite:///{path}")
+    schema.upgrade(engine)
+    engine.dispose()
+    path.chmod(0o444)
+    command = [sys.executable, "-m", "streamtag", "record", "--db", f"sqlite:///{path}",
+               "--connect", "tcp://127.0.0.1:9"]
+    if os.geteuid() == 0:  # root writes any file: drop the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop the right to write any file")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "readonly database" in result.stderr and "may write there" in result.stderr
+
 def sqlite3_connect(path):
     import sqlite3
 

@@ -360,6 +360,10 @@ def _migrating(engine: Engine) -> Iterator[sa.Connection]:
         "BEGIN IMMEDIATE"))
     try:
         with own.begin() as connection:
+            # a write that changes nothing: a file this process may not write is refused now,
+            # not at the first message (SQLite opens it read-only without a word)
+            version = connection.exec_driver_sql("PRAGMA user_version").scalar()
+            connection.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
             yield connection
     finally:
         own.dispose()
