@@ -42,7 +42,14 @@ from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 from streamtag.history.report import parse_time
 from streamtag.wire.control import ControlServer
-from streamtag.wire.protocol import EventBody, ScoresBody, StatusBody, TrackBody, make_message
+from streamtag.wire.protocol import (
+    EventBody,
+    ScoresBody,
+    SilenceBody,
+    StatusBody,
+    TrackBody,
+    make_message,
+)
 from streamtag.wire.proxy import run_proxy
 from streamtag.wire.subscriber import ReceivedMessage
 
@@ -177,15 +184,13 @@ def test_readers_write_nothing_and_read_an_archive_on_a_read_only_disk(tmp_path,
     import hashlib
     import subprocess
 
-    from streamtag.cli import main
-
     folder = tmp_path / "archive"
     folder.mkdir()
     path = folder / "tags.db"
     engine = schema.create_db_engine(f"sqlite:///{path}")
     schema.upgrade(engine)
     engine.dispose()
-    sqlite = sqlite3_connect(path)
+    sqlite = sqlite3.connect(path, isolation_level=None)
     sqlite.execute("PRAGMA journal_mode=DELETE")  # as an archive made by VACUUM INTO
     sqlite.close()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -193,7 +198,7 @@ def test_readers_write_nothing_and_read_an_archive_on_a_read_only_disk(tmp_path,
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in folder.iterdir()) == ["tags.db"]  # no -wal, no -shm
     # On a read-only mount, in WAL mode too (where SQLite cannot make its shared memory file)
-    sqlite = sqlite3_connect(path)
+    sqlite = sqlite3.connect(path, isolation_level=None)
     sqlite.execute("PRAGMA journal_mode=WAL")
     sqlite.close()
     mounted = tmp_path / "mounted"
@@ -234,10 +239,39 @@ def test_the_recorder_refuses_a_database_it_may_not_write_at_once(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "readonly database" in result.stderr and "may write there" in result.stderr
 
-def sqlite3_connect(path):
-    import sqlite3
+def test_a_table_that_lacks_a_column_refuses_those_messages_and_stores_the_others(tmp_path):
+    """SQLite says a missing column as an operational error: the recorder took it for the
+    database being down and retried that batch for ever, storing nothing more. It is a
+    refusal of those messages, kept as gaps, as PostgreSQL's UndefinedColumn is."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE silences DROP COLUMN cause")
+    station = Station()
+    recorder = Recorder(engine, station.endpoint).start()
+    try:
+        await_subscribed(station, engine)
+        now = time.time()
+        station.send("r", SilenceBody(state="on", time_s=10.0, sample=160000, start_s=10.0,
+                                      start_sample=160000, duration_s=10.0,
+                                      threshold_dbfs=-50.0), now)
+        station.send("r", StatusBody(state="running", title="after the silence"), now + 1)
 
-    return sqlite3.connect(path, isolation_level=None)
+        def stored() -> bool:
+            with engine.connect() as conn:
+                return (conn.execute(sa.select(sa.func.count()).select_from(
+                    schema.statuses)).scalar() == 1 and conn.execute(sa.select(
+                        sa.func.count()).select_from(schema.gaps)).scalar() == 1)
+
+        wait_until(stored, 30, "the status stored and the silence kept as a gap")
+    finally:
+        recorder.stop(5)
+        station.close()
+    with engine.connect() as conn:
+        gap = conn.execute(sa.select(schema.gaps.c.msg_type, schema.gaps.c.cause)).one()
+    engine.dispose()
+    assert tuple(gap) == ("silence", "rejected")
 
 def test_every_message_is_stored_exactly_once_even_when_received_twice(engine):
     # The recorder hears the station directly and through a proxy: every message arrives

@@ -61,6 +61,9 @@ SNAPSHOT_TIMEOUT_MS = 2000
 _RECV_SLICE_MS = 200
 # A database that is down or unreachable: worth retrying, unlike one that refuses a row.
 RETRYABLE_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+# SQLite's words for a table or column the code writes that the database lacks (one whose
+# schema is not what its revision says): no retry mends that
+_SQLITE_SCHEMA_MISMATCH = re.compile(r"no such (table|column)|has no column named")
 _MESSAGE_TABLE_NAMES = frozenset(t.name for t in schema.MESSAGE_TABLES.values())
 _MSG_TYPE_OF_TABLE = {t.name: msg_type for msg_type, t in schema.MESSAGE_TABLES.items()}
 # What the recorder remembers, bounded against forged sessions and models (the least recently
@@ -588,6 +591,17 @@ class Recorder:
                  or models[row["model_id"]]} for row in rows]
 
     def _write(self, batch: _Batch) -> None:
+        try:
+            self._write_batch(batch)
+        except sa.exc.OperationalError as exc:
+            if not _SQLITE_SCHEMA_MISMATCH.search(str(exc.orig)):
+                raise
+            # SQLite says a column or table the code writes is missing as an operational
+            # error, which would be retried for ever with everything queued behind it:
+            # PostgreSQL's UndefinedColumn, a refusal of these rows, is what it is
+            raise sa.exc.ProgrammingError(exc.statement, exc.params, exc.orig) from exc
+
+    def _write_batch(self, batch: _Batch) -> None:
         with self.engine.begin() as conn:
             models = self._resolve_models(conn, batch)
             for name, rows in batch.rows.items():
