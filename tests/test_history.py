@@ -137,6 +137,24 @@ def test_an_upgrade_that_fails_midway_leaves_the_database_as_it_was(db_url):
     engine.dispose()
 
 
+
+def test_a_database_an_older_upgrade_left_half_done_is_refused_naming_the_fix(tmp_path,
+                                                                              capsys):
+    # Older streamtags' SQLite upgrades committed each ALTER on its own: one killed midway
+    # left a column of a revision the database did not claim, and every upgrade after failed
+    # on it with "cannot reach" (and the recorder waited for ever)
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = _at_revision(url, "0005")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE snapshots ADD COLUMN state VARCHAR(16)")
+    engine.dispose()
+    for args in (["--upgrade"], ["--connect", "tcp://127.0.0.1:9"]):
+        capsys.readouterr()
+        assert main(["record", "--db", url, *args]) == 2
+        err = capsys.readouterr().err
+        assert "was left half-upgraded (duplicate column name: state)" in err, err
+        assert "restore the database from a backup, or drop that column" in err
+
 def test_two_upgraders_at_once_one_upgrades_the_other_finds_it_done(db_url):
     engine = _at_revision(db_url, "0003")
     engine.dispose()

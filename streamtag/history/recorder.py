@@ -767,6 +767,12 @@ def permanent_db_error(exc: sa.exc.DBAPIError, engine: Engine) -> str | None:
         return not_sqlite
     detail = text.rpartition("FATAL:")[2].strip()[:200] or text[:200]
     if engine.url.get_backend_name() == "sqlite":
+        if "duplicate column name" in text:  # an upgrade before they were one transaction
+            return (f"{url} was left half-upgraded ({detail}): an upgrade by an older "
+                    "streamtag was stopped midway, and its first changes stayed while its "
+                    "revision did not; restore the database from a backup, or drop that "
+                    "column (sqlite3 FILE 'ALTER TABLE name DROP COLUMN name') and run "
+                    "'streamtag record --db URL --upgrade' again")
         if getattr(exc.orig, "sqlite_errorname", None) in _SQLITE_PERMANENT:
             return (f"cannot use the SQLite file {engine.url.database!r} ({detail}); check that "
                     "its folder exists and that this user may write there, or give another "
