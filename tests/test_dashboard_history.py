@@ -154,22 +154,31 @@ def radio_session(tmp_path_factory):
     return url, played, outage
 
 
-def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
-        radio_session, browser, closing, tmp_path):  # noqa: F811
+
+def ten_minutes_page(browser, closing, url: str, stream: str):  # noqa: F811
+    """The history page of a dashboard on the database at `url`, its span ten minutes, once
+    `stream`'s panel shows: (page, panel, errors)."""
     from playwright.sync_api import expect
 
-    url, played, outage = radio_session
     # A loaded machine (the whole suite on 2 cores) may take longer than expect's 5 s to
     # answer and draw ten minutes of history.
     expect.set_options(timeout=WAIT_S * 3 * 1000)
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
     closing.append(dashboard)
-    page, requests, errors = watched_page(browser, closing, 1500, 900)
+    page, _requests, errors = watched_page(browser, closing, 1500, 900)
     page.goto(dashboard.url + "history.html")
     page.select_option("#span", "10")
-    expect(page.locator("#updated")).not_to_be_empty(timeout=WAIT_S * 1000)
-    panel = page.locator('section.hpanel[data-stream="radio-1"]')
+    panel = page.locator(f'section.hpanel[data-stream="{stream}"]')
     expect(panel).to_be_visible(timeout=WAIT_S * 1000)
+    return page, panel, errors
+
+def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
+        radio_session, browser, closing, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, played, outage = radio_session
+    page, panel, errors = ten_minutes_page(browser, closing, url, "radio-1")
+    expect(page.locator("#updated")).not_to_be_empty(timeout=WAIT_S * 1000)
     zone = page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
     expect(page.locator("#zone")).to_contain_text(zone)
     expect(panel.locator(".offair")).to_contain_text("OFF AIR")
@@ -219,14 +228,7 @@ def test_history_page_says_how_many_tracks_it_leaves_out_and_reads_lengths_as_th
         open_last=False))
     long = played[-1]
     assert long.end - long.start == pytest.approx(119.6)
-    expect.set_options(timeout=WAIT_S * 3 * 1000)
-    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
-    closing.append(dashboard)
-    page, _requests, errors = watched_page(browser, closing, 1500, 900)
-    page.goto(dashboard.url + "history.html")
-    page.select_option("#span", "10")
-    panel = page.locator('section.hpanel[data-stream="many"]')
-    expect(panel).to_be_visible(timeout=WAIT_S * 1000)
+    _page, panel, errors = ten_minutes_page(browser, closing, url, "many")
     rows = panel.locator(".tracks tbody tr")
     expect(rows).to_have_count(30)
     expect(panel.locator(".more-tracks")).to_have_text(
