@@ -257,7 +257,8 @@ def create_db_engine(url: str, reader: bool = False) -> Engine:
         return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
     if reader and parsed.database not in (None, "", ":memory:"):
         path = parsed.database
-        return sa.create_engine("sqlite://", creator=lambda: _read_only_sqlite(path))
+        # the URL names the file in messages; the creator opens it
+        return sa.create_engine(parsed, creator=lambda: _read_only_sqlite(path))
     engine = sa.create_engine(parsed)
     sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
