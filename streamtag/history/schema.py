@@ -354,6 +354,10 @@ def _migrating(engine: Engine) -> Iterator[sa.Connection]:
                                {"key": UPGRADE_LOCK})
             yield connection
         return
+    if engine.url.database in (None, "", ":memory:"):  # a database of this engine's own
+        with engine.begin() as connection:
+            yield connection
+        return
     own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
     sa.event.listen(own, "connect", _sqlite_pragmas)
     sa.event.listen(own, "connect", _sqlite_manual_transactions)
