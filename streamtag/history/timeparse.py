@@ -148,9 +148,8 @@ class _SystemZone(tzinfo):
 
     def _moment(self, dt: datetime) -> time.struct_time:
         instants = self._instants(dt)
-        if not instants:  # in a gap: the offset before it
-            wall = calendar.timegm(dt.replace(tzinfo=None).timetuple())
-            return time.localtime(wall - time.localtime(wall - 86400).tm_gmtoff - 86400)
+        if not instants:  # in a gap: the offset before it, as a day before had it
+            return time.localtime(calendar.timegm(dt.replace(tzinfo=None).timetuple()) - 86400)
         return time.localtime(instants[-1] if dt.fold and len(instants) > 1 else instants[0])
 
     def fromutc(self, dt: datetime) -> datetime:
