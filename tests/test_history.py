@@ -252,7 +252,10 @@ def test_the_recorder_refuses_a_database_it_may_not_write_at_once(tmp_path):
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv to drop the right to write any file")
         caps = "-dac_override,-dac_read_search,-fowner"
-        command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--", *command]
+        setpriv = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"]
+        if subprocess.run([*setpriv, "true"], capture_output=True).returncode != 0:
+            pytest.skip("setpriv cannot drop capabilities here")
+        command = [*setpriv, *command]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "readonly database" in result.stderr and "may write there" in result.stderr
