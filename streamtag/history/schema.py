@@ -231,6 +231,17 @@ def normalise_url(url: str) -> sa.URL:
     return parsed
 
 
+# How long an SQLite connection waits for another's lock (the recorder's, an upgrader's).
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def sqlite_file(url: sa.URL) -> str | None:
+    """The file an SQLite URL names; None for an in-memory database or another backend."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers (history, the dashboard) read while the recorder writes; NORMAL
     # synchronous is durable across a process crash (not an OS crash) and much faster.
@@ -238,7 +249,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -255,8 +266,8 @@ def create_db_engine(url: str, reader: bool = False) -> Engine:
                               "'streamtag[postgres]' (or psycopg[binary])") from None
         # pre-ping: a connection from before a server restart is noticed and replaced.
         return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
-    if reader and parsed.database not in (None, "", ":memory:"):
-        path = parsed.database
+    path = sqlite_file(parsed)
+    if reader and path is not None:
         # the URL names the file in messages; the creator opens it
         return sa.create_engine(parsed, creator=lambda: _read_only_sqlite(path))
     engine = sa.create_engine(parsed)
@@ -279,14 +290,14 @@ def _read_only_sqlite(path: str):
         if "unable to open" not in str(exc) and "readonly" not in str(exc):
             raise
         connection = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
-    connection.execute("PRAGMA busy_timeout=5000")
+    connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     return connection
 
 
 def require_existing(url: str) -> None:
     """Readers must not create an SQLite file where a mistyped path points."""
     parsed = normalise_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if sqlite_file(parsed) is not None:
         if not Path(parsed.database).exists():
             raise ConfigError(f"there is no history database at {parsed.database}; check the "
                               "path, or record one with 'streamtag record --connect ENDPOINT "
@@ -354,7 +365,7 @@ def _migrating(engine: Engine) -> Iterator[sa.Connection]:
                                {"key": UPGRADE_LOCK})
             yield connection
         return
-    if engine.url.database in (None, "", ":memory:"):  # a database of this engine's own
+    if sqlite_file(engine.url) is None:  # in memory: a database of this engine's own
         with engine.begin() as connection:
             yield connection
         return
