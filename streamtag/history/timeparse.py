@@ -59,8 +59,7 @@ class Zone:
         """The zone's name with its abbreviation and offset at `unix_s` (now by default):
         "Europe/Berlin (CET, UTC+01:00)"."""
         when = self.at(time.time() if unix_s is None else unix_s)
-        offset = when.strftime("%z")
-        offset = f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
+        offset = _utc_offset(when)
         abbreviation = when.tzname() or ""
         inner = f"{abbreviation}, {offset}" if abbreviation and abbreviation != self.name \
             else offset
@@ -80,10 +79,7 @@ class Zone:
         if when.utcoffset() == reference.utcoffset():
             return ""
         name = when.tzname() or ""
-        if not name or name[0] in "+-":
-            offset = when.strftime("%z")
-            name = f"UTC{offset[:3]}:{offset[3:]}"
-        return f" {name}"
+        return f" {_utc_offset(when) if not name or name[0] in '+-' else name}"
 
     def timestamp(self, day: date, hour: int = 0, minute: int = 0, second: float = 0.0) -> float:
         """The wall-clock time in this zone (the first of two that a change repeats);
@@ -117,6 +113,12 @@ class Zone:
         if self.at(unix_s).replace(tzinfo=None) != naive:
             raise NonexistentTime(naive, self)
         return unix_s
+
+
+def _utc_offset(when: datetime) -> str:
+    """"UTC+01:00": a time's offset as the reports write it."""
+    offset = when.strftime("%z")
+    return f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
 
 
 class NonexistentTime(ValueError):
