@@ -242,6 +242,7 @@ def test_the_recorder_refuses_a_database_it_may_not_write_at_once(tmp_path):
     import shutil
     import subprocess
     import sys
+    import tempfile
 
     path = tmp_path / "tags.db"
     engine = schema.create_db_engine(f"sqlite:///{path}")
@@ -258,9 +259,12 @@ def test_the_recorder_refuses_a_database_it_may_not_write_at_once(tmp_path):
         if subprocess.run([*setpriv, "true"], capture_output=True).returncode != 0:
             pytest.skip("setpriv cannot drop capabilities here")
         command = [*setpriv, *command]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    # from outside the source tree, as helpers.run_streamtag does (it says why)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                            cwd=tempfile.gettempdir())
     assert result.returncode == 2, result.stderr
     assert "readonly database" in result.stderr and "may write there" in result.stderr
+
 
 def test_a_table_that_lacks_a_column_refuses_those_messages_and_stores_the_others(tmp_path):
     """SQLite says a missing column as an operational error: the recorder took it for the
