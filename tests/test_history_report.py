@@ -20,11 +20,13 @@ import pytest
 import sqlalchemy as sa
 from history_programme import NOT_FOUND, SOURCE, play_session
 from history_station import TAGS, Station, history, record
+from matplotlib.colors import to_rgb
+from matplotlib.text import Text
 
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.history.asrun import Entry, Span, has_silences, silence_spans
-from streamtag.history.plot import bin_count
+from streamtag.history.plot import LABEL_COLOUR, SPAN_STYLE, bin_count, draw_history
 from streamtag.history.report import load_history
 from streamtag.history.timeparse import (
     Zone,
@@ -481,6 +483,83 @@ def test_a_database_from_before_silences_has_none(tmp_path):
             assert silence_spans(conn, None, None, None, time.time()) == []
     finally:
         engine.dispose()
+
+
+def test_a_range_wholly_off_air_is_drawn_as_its_outage(session, capsys, tmp_path):
+    """A range inside an outage has no windows: the plot said "nothing recorded in this
+    range", where the text report listed the outage."""
+    url, t0, played, outage = session
+    inside = ("--since", str(outage.start + 5), "--until", str(outage.end - 5))
+    picture = tmp_path / "inside.png"
+    result = history(capsys, "--db", url, "--stream", "radio-1", *inside, "--plot",
+                     str(picture))
+    assert result.returncode == 0, result.stderr
+    assert "OFF AIR" in history(capsys, "--db", url, "--stream", "radio-1", *inside).stdout
+    assert red_columns(picture) > 100  # the whole strip
+    engine = schema.create_db_engine(url)
+    try:
+        figure, streams = draw_history(engine, load_history(
+            engine, ["radio-1"], since=outage.start + 5, until=outage.end - 5))
+    finally:
+        engine.dispose()
+    assert streams == ["radio-1"]
+    shown = [t.get_text() for t in figure.findobj(Text)]
+    assert "nothing recorded in this range" not in shown
+    assert "no windows" in shown and "OFF AIR 32 s" in shown
+    # its label on an opaque box of the off-air red (test_span_labels_stand_out_from_their_span)
+    (label,) = [t for t in figure.findobj(Text) if t.get_text() == "OFF AIR 32 s"]
+    box = label.get_bbox_patch()
+    assert box.get_alpha() == 1.0
+    assert box.get_facecolor()[:3] == pytest.approx(to_rgb(SPAN_STYLE["off_air"][0]))
+    assert to_rgb(label.get_color()) == to_rgb(LABEL_COLOUR["off_air"])
+
+
+def test_track_titles_never_overprint(tmp_path):
+    """Twenty short tracks with long titles: the two rows of titles above the strip ran into
+    each other. Each is cut short (with an ellipsis) where it would reach the next on its row,
+    and one with room is whole."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    songs = [(f"Artist number {i} with a long name – A rather long song title {i}",
+              12 + 6 * (i % 3)) for i in range(20)] + [("Last", 200)]
+    t0 = time.time() - sum(seconds for _, seconds in songs) - 2  # the last still playing
+    record(url, lambda station: play_session(station, "radio-1", t0, songs))
+    engine = schema.create_db_engine(url)
+    try:
+        figure, streams = draw_history(engine, load_history(engine))
+    finally:
+        engine.dispose()
+    renderer = figure.canvas.get_renderer()
+    titles = [t for t in figure.findobj(Text) if t.get_text().startswith("\u25b8")]
+    assert len(titles) == len(songs)
+    (ax,) = {t.axes for t in titles}
+    right = ax.get_window_extent(renderer).x1
+    rows: dict[float, list] = {}
+    for t in titles:
+        rows.setdefault(t.get_position()[1], []).append(t.get_window_extent(renderer))
+    assert len(rows) == 2
+    for boxes in rows.values():
+        boxes.sort(key=lambda b: b.x0)
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False))
+        assert boxes[-1].x1 <= right
+    texts = [t.get_text() for t in titles]
+    assert sum(t.endswith("\u2026") for t in texts) >= 10
+    assert texts[-1] == "\u25b8 Last (now playing)"
+    for text, (title, _) in zip(texts[:-1], songs, strict=False):  # a cut: the title's start
+        assert title.startswith(text[2:].rstrip("\u2026")), (text, title)
+
+
+def test_span_labels_stand_out_from_their_span():
+    """Off-air's label was white on red drawn three-quarters opaque over the strip: faint.
+    Each label sits on an opaque box of its span's colour, at a contrast of 4.5 or more (WCAG
+    AA for small text)."""
+    def luminance(colour) -> float:
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+                  for c in to_rgb(colour)]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    for kind, (face, _, _) in SPAN_STYLE.items():
+        light, dark = sorted((luminance(face), luminance(LABEL_COLOUR[kind])), reverse=True)
+        assert (light + 0.05) / (dark + 0.05) >= 4.5, kind
 
 
 def test_plot_bins_are_never_narrower_than_the_hop():

@@ -1,10 +1,12 @@
 """The history as a picture: per stream, a heat strip of each leading tag's share of airtime
 over time (the share of the windows in each time bin in which the tag was active), with the
-tracks marked along the top, and drawn over the span they took: off air (red, hatched), silence
-(white, dotted) and data lost (black, hatched). Grey is time without any window, longer than
-a network stream's windows may come apart (HELD_GAP_HOPS hops, at least HELD_GAP_S: they come
-in bursts, as the station's server sends its pages); a shorter run of empty bins shows the
-bin before it. Times are in the report's zone, with dates where the range needs them."""
+tracks marked along the top (titles cut short where they would overprint), and drawn over the
+span they took: off air (red, hatched), silence (white, dotted) and data lost (black,
+hatched). Grey is time without any window, longer than a network stream's windows may come
+apart (HELD_GAP_HOPS hops, at least HELD_GAP_S: they come in bursts, as the station's server
+sends its pages); a shorter run of empty bins shows the bin before it. A stream with no
+windows in the range (off air throughout) is a strip of what it had. Times are in the
+report's zone, with dates where the range needs them."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ HELD_GAP_S = 5.0
 SPAN_STYLE = {"off_air": ("#e4202a", "//", "OFF AIR"),
               "silence": ("#ffffff", "..", "silence"),
               "not_recorded": ("#111111", "xx", "not recorded")}
+# Each span's label, on its own colour: a contrast of at least 4.5 (WCAG AA for small text)
+LABEL_COLOUR = {"off_air": "#ffffff", "silence": "#000000", "not_recorded": "#ffffff"}
 
 
 def hop_s(airtime: StreamAirtime) -> float:
@@ -64,69 +68,96 @@ def hold_short_gaps(counts: np.ndarray, share: np.ndarray, width: float,
 def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> list[str]:
     """Write the timeline to `path` (PNG, or any format matplotlib knows by the suffix);
     returns the streams drawn (at most MAX_STREAMS, in order of their names)."""
+    figure, streams = draw_history(engine, history, top=top)
+    _save(figure, path)
+    return streams
+
+
+def draw_history(engine: Engine, history: History, *, top: int = 8):
+    """The timeline as a matplotlib Figure, and the streams drawn: each stream with windows,
+    tracks or spans in the range (a stream off air throughout is a strip of its outage)."""
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     zone = history.zone
-    streams = sorted(s for s, a in history.airtime.items() if a.windows)[:MAX_STREAMS]
-    height = sum(1.2 + 0.28 * min(top, len(history.airtime[s].tags)) for s in streams)
+    streams = history.streams()[:MAX_STREAMS]
+
+    def airtime_of(stream: str) -> StreamAirtime:
+        return history.airtime.get(stream) or StreamAirtime()
+
+    def rows(stream: str) -> int:  # a stream without windows: one row saying so
+        return max(1, min(top, len(airtime_of(stream).tags)))
+
+    height = sum(1.2 + 0.28 * rows(s) for s in streams)
     figure = Figure(figsize=(13, max(2.5, height + 0.8)), layout="constrained")
     FigureCanvasAgg(figure)
     if not streams:
         figure.text(0.5, 0.5, "nothing recorded in this range", ha="center", va="center")
-        _save(figure, path)
-        return []
-    since = min(history.airtime[s].first_at for s in streams)
-    until = max(history.airtime[s].last_at for s in streams)
-    if history.since is not None:
-        since = max(since, history.since)
+        return figure, []
     spans = [s for s in history.off_air + history.silence + history.not_recorded
              if s.stream in streams]
-    for s in spans:  # an outage at the edge of what was recorded is drawn whole
-        until = max(until, history.now if s.end is None else s.end)
+    entries = [e for e in history.as_run if e.stream in streams]
+    heard = [airtime_of(s) for s in streams if airtime_of(s).windows]
+    # from the first thing recorded to the last, within the range; an outage or a track at
+    # the edge of what was recorded is drawn whole
+    since = min([a.first_at for a in heard] + [s.start for s in spans]
+                + [e.start for e in entries])
+    until = max([a.last_at for a in heard] + [history.now if s.end is None else s.end
+                                              for s in spans]
+                + [history.now if e.end is None else e.end for e in entries])
+    if history.since is not None:
+        since = max(since, history.since)
     if history.until is not None:
         until = min(until, history.until)
     if until <= since:
         until = since + 1.0
-    hop = max(hop_s(history.airtime[s]) for s in streams)
+    hop = max([hop_s(a) for a in heard], default=1.0)
     bins = bin_count(since, until, hop)
 
     def x(unix_s: float) -> float:
         return mdates.date2num(zone.at(unix_s))
 
-    ratios = [0.6 + 0.28 * min(top, len(history.airtime[s].tags)) for s in streams]
     axes = figure.subplots(len(streams), 1, sharex=True, squeeze=False,
-                           gridspec_kw={"height_ratios": ratios})[:, 0]
-    image = None
+                           gridspec_kw={"height_ratios": [0.6 + 0.28 * rows(s)
+                                                          for s in streams]})[:, 0]
     x0, x1 = x(since), x(until)
+    titles = []
     for ax, stream in zip(axes, streams, strict=True):
-        airtime = history.airtime[stream]
+        airtime = airtime_of(stream)
         tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:top]
-        edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins)
-        share = hold_short_gaps(counts, share, (until - since) / bins,
-                                max(HELD_GAP_HOPS * hop, HELD_GAP_S))
-        image = ax.imshow(np.ma.masked_invalid(share), aspect="auto", interpolation="nearest",
-                          cmap="viridis", vmin=0, vmax=1, extent=(x0, x1, len(tags) - 0.5, -0.5))
-        ax.set_yticks(range(len(tags)),
-                      [f"{t}  {100 * airtime.share(t):.0f}%" for t in tags], fontsize=9)
-        ax.set_ylabel(f"{stream}\n{airtime.windows} windows", fontsize=10,
-                      fontweight="bold")
         ax.set_facecolor("#dddddd")  # bins without windows: nothing was recorded
+        if tags:
+            edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins)
+            share = hold_short_gaps(counts, share, (until - since) / bins,
+                                    max(HELD_GAP_HOPS * hop, HELD_GAP_S))
+            ax.imshow(np.ma.masked_invalid(share), aspect="auto", interpolation="nearest",
+                      cmap="viridis", vmin=0, vmax=1, extent=(x0, x1, len(tags) - 0.5, -0.5))
+            ax.set_yticks(range(len(tags)),
+                          [f"{t}  {100 * airtime.share(t):.0f}%" for t in tags], fontsize=9)
+        else:
+            ax.set_ylim(0.5, -0.5)
+            ax.set_yticks([0], ["no windows"], fontsize=9)
+        ax.set_ylabel(f"{stream}\n{airtime.windows} windows" if tags else stream,
+                      fontsize=10, fontweight="bold")
         # the as-run log: the finished tracks and the one now playing
-        tracks = [e for e in history.as_run if e.stream == stream
+        tracks = [e for e in entries if e.stream == stream
                   and (e.end is None or e.end >= since) and e.start <= until]
         for t in tracks:
             if t.start >= since:
                 ax.axvline(x(t.start), color="white", linewidth=1.0, alpha=0.9)
         if len(tracks) <= MAX_TRACK_LABELS:
-            # Titles above the strip, on two alternating rows so neighbours do not overprint.
+            # Titles above the strip, on two alternating rows; each is cut short where it
+            # would reach the next title on its row (fit_titles, once laid out)
             transform = ax.get_xaxis_transform()
-            for n, t in enumerate(tracks):
-                ax.text(x(max(t.start, since)), 1.02 + 0.09 * (n % 2),
-                        f"\u25b8 {one_line(t.title or '(untitled)')}"
-                        + (" (now playing)" if t.now_playing else ""), transform=transform,
-                        fontsize=7, va="bottom", ha="left", clip_on=False)
+            titles.append([ax.text(x(max(t.start, since)), 1.02 + 0.09 * (n % 2),
+                                   f"\u25b8 {one_line(t.title or '(untitled)')}"
+                                   + (" (now playing)" if t.now_playing else ""),
+                                   transform=transform, fontsize=7, va="bottom", ha="left",
+                                   clip_on=False)
+                           for n, t in enumerate(tracks)])
         for s in (s for s in spans if s.stream == stream):
             _draw_span(ax, s, x, since, until, history.now)
         for r in (r for r in history.restarts if r["stream"] == stream):
@@ -149,10 +180,38 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
                         "hatched: off air; white dotted: silence; black hatched: data not "
                         "recorded; grey: no windows; orange: daemon restart", fontsize=9)
     # A colour bar about two strips tall, at the top, however many strips there are.
-    figure.colorbar(image, ax=list(axes), label="share of windows\nwith the tag active",
+    figure.colorbar(ScalarMappable(Normalize(0, 1), "viridis"), ax=list(axes),
+                    label="share of windows\nwith the tag active",
                     shrink=min(0.8, 3.0 / figure.get_figheight()), anchor=(0.0, 1.0))
-    _save(figure, path)
-    return streams
+    figure.draw_without_rendering()  # lays the strips out: the titles' room is known
+    for row in titles:
+        fit_titles(row)
+    return figure, streams
+
+
+def fit_titles(texts: list, pad_px: float = 4.0) -> None:
+    """Cuts each title (on rows alternating with its neighbours') short, with an ellipsis,
+    where it would reach the next title on its row or the strip's right edge; a title with no
+    room for a character past its marker is the marker alone."""
+    if not texts:
+        return
+    renderer = texts[0].axes.figure.canvas.get_renderer()
+    right = texts[0].axes.get_window_extent(renderer).x1
+    for n, text in enumerate(texts):
+        limit = (texts[n + 2].get_window_extent(renderer).x0 if n + 2 < len(texts)
+                 else right) - pad_px
+        whole = text.get_text()
+        if text.get_window_extent(renderer).x1 <= limit:
+            continue
+        low, high = 0, len(whole) - 2  # characters kept after "\u25b8 "
+        while low < high:  # the most characters that fit, by bisection
+            middle = (low + high + 1) // 2
+            text.set_text(whole[:2 + middle] + "\u2026")
+            if text.get_window_extent(renderer).x1 <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        text.set_text(whole[:2 + low].rstrip() + "\u2026" if low else whole[0])
 
 
 def _save(figure, path: str) -> None:
@@ -184,6 +243,9 @@ def _draw_span(ax, s: Span, x, since: float, until: float, now: float) -> None:
         return
     ax.axvspan(x(start), x(end), facecolor=colour, alpha=0.75, hatch=hatch,
                edgecolor="black" if s.kind != "not_recorded" else "white", linewidth=0.0)
-    ax.text(x(start), 0.5, f" {label} {span(s.length(now))}", transform=ax.get_xaxis_transform(),
+    # on a box of the span's own colour, opaque: over the hatching and the strip beneath, a
+    # bare label was faint (white on pale red)
+    ax.text(x(start), 0.5, f"{label} {span(s.length(now))}", transform=ax.get_xaxis_transform(),
             fontsize=8, fontweight="bold", va="center", ha="left", rotation=90,
-            color="white" if s.kind != "silence" else "black", clip_on=True)
+            color=LABEL_COLOUR[s.kind], clip_on=True,
+            bbox={"facecolor": colour, "edgecolor": "none", "alpha": 1.0, "pad": 1.5})
