@@ -8,14 +8,16 @@ import os
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
+from dashboard_parts import WatchedPage  # noqa: E402
 from helpers import free_port  # noqa: E402
-from history_programme import NOT_FOUND, play_session  # noqa: E402
+from history_programme import NOT_FOUND, SOURCE, play_session  # noqa: E402
 from history_station import TAGS, record  # noqa: E402
 
 # The dashboard tests' fixtures: a browser for the module, and things to close after a test.
@@ -154,6 +156,15 @@ def radio_session(tmp_path_factory):
     return url, played, outage
 
 
+# the canvas' pixels of the off-air red
+RED_PIXELS = """c => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+        if (d[i] > 180 && d[i + 1] < 90 && d[i + 2] < 90) n++;
+    }
+    return n; }"""
+
 
 def ten_minutes_page(browser, closing, url: str, stream: str):  # noqa: F811
     """The history page of a dashboard on the database at `url`, its span ten minutes, once
@@ -197,13 +208,7 @@ def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
     text = page.locator("body").inner_text()
     assert " AM" not in text and " PM" not in text  # a 24-hour clock
     # The strip: the outage in red over the span lost, and the titles above it.
-    red = panel.locator("canvas").evaluate("""c => {
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0;
-        for (let i = 0; i < d.length; i += 4) {
-            if (d[i] > 180 && d[i + 1] < 90 && d[i + 2] < 90) n++;
-        }
-        return n; }""")
+    red = panel.locator("canvas").evaluate(RED_PIXELS)
     assert red > 1000
     folder = Path(os.environ.get("STREAMTAG_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -238,3 +243,79 @@ def test_history_page_says_how_many_tracks_it_leaves_out_and_reads_lengths_as_th
     assert span(long.end - long.start) == "2:00"
     expect(rows.nth(1).locator("td").nth(2)).to_have_text("4 s")
     assert not [e for e in errors if "WebSocket" not in e], errors
+
+
+def test_a_station_off_air_throughout_the_span_has_its_panel(
+        browser, closing, tmp_path):  # noqa: F811
+    """A station whose mount has answered 404 for the last 14 minutes, its source retrying:
+    the page's ten minutes said "Nothing recorded", the very moment a monitor must see it."""
+    from playwright.sync_api import expect
+
+    from streamtag.wire.protocol import StatusBody
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    now = time.time()
+
+    def script(station):
+        play_session(station, "down", now - 900, [("Before", 30)])
+        for k in range(0, 860, 20):  # the source's retries, each saying why
+            station.send("down", StatusBody(state="reconnecting", error=NOT_FOUND,
+                                            title="Before", source=SOURCE), now - 860 + k)
+
+    record(url, script)
+    page, panel, errors = ten_minutes_page(browser, closing, url, "down")
+    expect(panel.locator(".summary")).to_have_text("no windows in this span")
+    # the outage whole: from the last audio, 14:30 before the records' now, to now
+    expect(panel.locator(".offair")).to_contain_text("OFF AIR")
+    expect(panel.locator(".offair")).to_contain_text("to now (14:")
+    expect(panel.locator(".offair")).to_contain_text(NOT_FOUND)
+    expect(page.locator("#empty")).to_have_count(0)
+    red = panel.locator("canvas").evaluate(RED_PIXELS)
+    assert red > 1000
+    assert not [e for e in errors if "WebSocket" not in e], errors
+
+
+def test_a_past_span_across_a_clock_change_says_each_times_offset(
+        browser, closing, tmp_path):  # noqa: F811
+    """history.html?until=T shows the hour ending at T. In Europe/Berlin the clocks went back
+    at 01:00 UTC on 2026-10-25 (03:00 summer time became 02:00): a time before the change
+    says its offset, as the CLI's report does (the page wrote 02:35 and 02:05 alike, an hour
+    apart read as half an hour the other way); the bar names the offset at the span's end."""
+    from playwright.sync_api import expect
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    change = datetime(2026, 10, 25, 1, 0, tzinfo=UTC).timestamp()
+    t0 = change - 25 * 60  # 00:35 UTC: 02:35 summer time
+    songs = [("Before", 15 * 60), ("Across", 15 * 60), ("After", 10 * 60)]
+    record(url, lambda station: play_session(station, "dst", t0, songs, open_last=False))
+    until = int(t0 + 41 * 60)  # 01:16 UTC: 02:16 winter time
+    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
+    closing.append(dashboard)
+
+    status, answer = get_json(f"{dashboard.url}history.json?minutes=60&until={until}")
+    assert status == 200 and (answer["since"], answer["until"]) == (until - 3600, until)
+    assert [e["title"] for e in answer["asrun"]] == ["Before", "Across", "After"]
+    status, answer = get_json(f"{dashboard.url}history.json?minutes=60")  # not that cached
+    assert status == 200 and answer["until"] > time.time() - 60
+    status, answer = get_json(f"{dashboard.url}history.json?minutes=60&until=soon")
+    assert status == 400 and "until=" in answer["error"] and "soon" in answer["error"]
+
+    page = WatchedPage(browser, closing, 1500, 900, timezone_id="Europe/Berlin",
+                       locale="en-US")
+    page.page.goto(f"{dashboard.url}history.html?until={until}")
+    panel = page.page.locator('section.hpanel[data-stream="dst"]')
+    expect(panel).to_be_visible(timeout=WAIT_S * 1000)
+    expect(page.page.locator("#zone")).to_have_text("Europe/Berlin (UTC+01:00)")
+    expect(page.page.locator("#updated")).to_contain_text("ending Oct 25, 2026")
+    expect(page.page.locator("#updated")).to_contain_text("02:16")
+    rows = panel.locator(".tracks tbody tr")  # the newest first
+    expect(rows).to_have_count(3)
+    cells = [[rows.nth(r).locator("td").nth(c) for c in (0, 1)] for r in range(3)]
+    expect(cells[2][0]).to_have_text("Oct 25 02:35:00 (UTC+02:00)")
+    expect(cells[2][1]).to_have_text("Oct 25 02:50:00 (UTC+02:00)")
+    expect(cells[1][0]).to_have_text("Oct 25 02:50:00 (UTC+02:00)")
+    expect(cells[1][1]).to_have_text("Oct 25 02:05:00")
+    expect(cells[0][0]).to_have_text("Oct 25 02:05:00")
+    expect(panel.locator(".axis-start")).to_contain_text("02:16 (UTC+02:00)")
+    expect(panel.locator(".axis-end")).not_to_contain_text("UTC")
+    assert not [e for e in page.errors if "WebSocket" not in e], page.errors

@@ -1,11 +1,12 @@
 """The dashboard's history view: the last minutes or hours of a history database (written by
 ``streamtag record``) as one JSON answer for the page history.html.
 
-Per stream: windows, each tag's share of airtime, and a heat strip of the leading tags' shares
-over time (bins never narrower than the stream's hop); the as-run log (the tracks with what cut
-them, and the one now playing), the spans off air, silent and not recorded, the last events,
-and what is missing (gaps, daemon restarts). Answers are cached for a few seconds: a page
-refreshes every minute, and the query reads every window of the range.
+Per stream (each with windows, tracks or spans in the range: a station off air throughout is
+listed, with no windows): windows, each tag's share of airtime, and a heat strip of the leading
+tags' shares over time (bins never narrower than the stream's hop); the as-run log (the tracks
+with what cut them, and the one now playing), the spans off air, silent and not recorded, the
+last events, and what is missing (gaps, daemon restarts). Answers are cached for a few
+seconds: a page refreshes every minute, and the query reads every window of the range.
 """
 
 from __future__ import annotations
@@ -40,14 +41,17 @@ class HistoryView:
         self._cache: dict[float, tuple[float, dict[str, Any]]] = {}
 
     def answer(self, hours: float = DEFAULT_HOURS, now: float | None = None) -> dict[str, Any]:
+        """The `hours` up to now, or up to `now` where given (no later than the clock's)."""
         if not MIN_HOURS - 1e-9 <= hours <= MAX_HOURS:
             raise ValueError(f"the span must be from 10 minutes to {MAX_HOURS:g} hours "
                              f"(minutes=10..{60 * MAX_HOURS:g} or hours=..), got {hours:g} hours")
         with self._lock:
+            if now is not None:  # a span of the past (the page's ?until=): not cached
+                return self._compute(hours, min(now, time.time()))
             cached = self._cache.get(hours)
-            if cached and time.monotonic() - cached[0] < CACHE_S and now is None:
+            if cached and time.monotonic() - cached[0] < CACHE_S:
                 return cached[1]
-            result = self._compute(hours, time.time() if now is None else now)
+            result = self._compute(hours, time.time())
             self._cache = {hours: (time.monotonic(), result)}
             return result
 
@@ -69,6 +73,11 @@ class HistoryView:
                 "strip": {"tags": tags, "counts": counts.astype(int).tolist(),
                           "share": [[None if np.isnan(v) else round(float(v), 4) for v in row]
                                     for row in share]}}
+        for stream in history.streams():  # off air throughout, or tracks without windows
+            streams.setdefault(stream, {"windows": 0, "first_at": None, "last_at": None,
+                                        "airtime": [],
+                                        "strip": {"tags": [], "counts": [], "share": []}})
+        streams = dict(sorted(streams.items()))
         return {"since": since, "until": now, "hours": hours, "bins": BINS,  # at most
                 # a track's heard audio shorter than its length by more than this is said
                 "heard_shown_s": report.HEARD_SHOWN_S,

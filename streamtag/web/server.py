@@ -3,12 +3,13 @@
 One asyncio loop serves the pages from the package (`PAGES`): ``GET /``, the dashboard of every
 stream; ``/venue``, one stream's mood full screen for a room's screen (``?stream=ID``,
 ``&theme=dark|light``, ``&minutes=10..30`` of the mood's course); ``/history.html`` (its data
-``/history.json?minutes=10..10080`` or ``?hours=H``); and their files. It also serves ``/ws``
-(JSON messages, below) and ``/healthz``. A `FeedThread`
-receives the daemon's messages and hands them to the loop, where `FeedState` folds them into
-per-stream views and they are forwarded to every page. With a control endpoint, a `snapshot`
-(and `status`) is fetched at start and whenever a daemon session appears that no snapshot
-covers, so a page joining late draws at once.
+``/history.json?minutes=10..10080`` or ``?hours=H``, and ``&until=T`` for a span of the past,
+as ``/history.html?until=T`` shows it); and their files. It also serves ``/ws`` (JSON
+messages, below) and ``/healthz``. A `FeedThread` receives the daemon's messages and hands
+them to the loop, where `FeedState` folds them into per-stream views and they are forwarded to
+every page. With a control endpoint, a `snapshot` (and `status`) is fetched at start and
+whenever a daemon session appears that no snapshot covers, so a page joining late draws at
+once.
 
 Every request, page or websocket, must name a host the dashboard answers to (`HostCheck`), and
 a browser's ``Origin``, when sent, must be the page's own: a site elsewhere that points its own
@@ -44,6 +45,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from streamtag.errors import ConfigError
+from streamtag.history.timeparse import parse_time, zone_named
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
 from streamtag.web.history import DEFAULT_HOURS, HistoryView
 from streamtag.wire.control import control_request, read_token
@@ -256,9 +259,13 @@ class Dashboard:
             except ValueError:
                 raise ValueError(f"{key}={given!r} is not a number: give the span as "
                                  "minutes=10..10080 or hours=H") from None
+            # ?until=T: the span ending then (Unix seconds, or an ISO 8601 time: UTC where
+            # it gives no offset), as a link to a past span gives it; else the span up to now
+            until = (parse_time(asked["until"][0], "until=", zone=zone_named("UTC"))
+                     if "until" in asked else None)
             answer = await asyncio.get_running_loop().run_in_executor(
-                None, self.history.answer, hours)
-        except ValueError as exc:
+                None, self.history.answer, hours, until)
+        except (ValueError, ConfigError) as exc:
             return _response(HTTPStatus.BAD_REQUEST, _dumps({"error": str(exc)}).encode(),
                              "application/json")
         except Exception as exc:  # the database went away; the live view keeps going

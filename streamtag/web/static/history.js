@@ -1,6 +1,7 @@
 // The dashboard's history view: the last minutes or hours of the recorder's database, from
 // /history.json (see streamtag/web/history.py). No libraries, nothing beyond this server.
-// Times are the browser's zone, named in the bar, on a 24-hour clock.
+// Times are the browser's zone, named in the bar, on a 24-hour clock; ?until=T shows the span
+// ending at T (a link to a past outage) in place of the last minutes.
 "use strict";
 
 (() => {
@@ -13,16 +14,33 @@
   const $ = (id) => document.getElementById(id);
   const H23 = { hourCycle: "h23" };
 
+  // ?until=T (Unix seconds or an ISO 8601 time) shows the span ending then, not now
+  const UNTIL = new URLSearchParams(window.location.search).get("until");
+
+  // The zone's offset from UTC at a time, in minutes east, and as written: UTC+01:00
+  const offsetOf = (unixS) => -new Date(unixS * 1000).getTimezoneOffset();
+  const utc = (offset) => {
+    const sign = offset < 0 ? "-" : "+";
+    const hh = String(Math.floor(Math.abs(offset) / 60)).padStart(2, "0");
+    const mm = String(Math.abs(offset) % 60).padStart(2, "0");
+    return `UTC${sign}${hh}:${mm}`;
+  };
+  // The offset the bar names: the span's end's. A time at another offset (the span crosses a
+  // change of daylight-saving time) says its own, as the CLI's report does.
+  let reference = Date.now() / 1000;
+  const mark = (unixS) =>
+    offsetOf(unixS) === offsetOf(reference) ? "" : ` (${utc(offsetOf(unixS))})`;
   const clock = (unixS) => new Date(unixS * 1000).toLocaleTimeString([], {
     hour: "2-digit", minute: "2-digit", second: "2-digit", ...H23 });
   const day = (unixS) => new Date(unixS * 1000).toLocaleString([], {
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
-    ...H23 });
+    ...H23 }) + mark(unixS);
   // a time with its date when that is not today's
   const when = (unixS) => {
     const d = new Date(unixS * 1000);
-    return d.toDateString() === new Date().toDateString() ? clock(unixS)
-      : `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock(unixS)}`;
+    return (d.toDateString() === new Date().toDateString() ? clock(unixS)
+      : `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock(unixS)}`)
+      + mark(unixS);
   };
   // a length as the CLI writes it: 45 s, 4:02, 1:04:02 (whole seconds first: never 1:60)
   const minutes = (s) => {
@@ -35,11 +53,7 @@
 
   function zoneName() {
     const name = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
-    const offset = -new Date().getTimezoneOffset();
-    const sign = offset < 0 ? "-" : "+";
-    const hh = String(Math.floor(Math.abs(offset) / 60)).padStart(2, "0");
-    const mm = String(Math.abs(offset) % 60).padStart(2, "0");
-    return `${name} (UTC${sign}${hh}:${mm})`;
+    return `${name} (${utc(offsetOf(reference))})`;
   }
 
   function banner(text) {
@@ -145,8 +159,9 @@
     const node = $("history-template").content.firstElementChild.cloneNode(true);
     node.dataset.stream = id;
     node.querySelector(".stream-name").textContent = id;
-    node.querySelector(".summary").textContent =
-      `${data.windows} windows, ${when(data.first_at)} to ${when(data.last_at)}`;
+    node.querySelector(".summary").textContent = data.windows
+      ? `${data.windows} windows, ${when(data.first_at)} to ${when(data.last_at)}`
+      : "no windows in this span";
     const list = node.querySelector(".airtime");
     for (const [tag, share] of data.airtime.slice(0, 12)) {
       const li = document.createElement("li");
@@ -221,7 +236,8 @@
     const span = $("span").value;
     let answer;
     try {
-      const response = await fetch(`history.json?minutes=${encodeURIComponent(span)}`,
+      const until = UNTIL === null ? "" : `&until=${encodeURIComponent(UNTIL)}`;
+      const response = await fetch(`history.json?minutes=${encodeURIComponent(span)}${until}`,
                                    { cache: "no-store" });
       answer = await response.json();
       if (!response.ok) {
@@ -233,9 +249,11 @@
       return;
     }
     banner("");
+    reference = answer.until;
     $("source").textContent = answer.database;
     $("zone").textContent = zoneName();
-    $("updated").textContent = `updated ${clock(answer.until)}`;
+    $("updated").textContent = UNTIL === null ? `updated ${clock(answer.until)}`
+      : `ending ${day(answer.until)}`;
     const main = $("history");
     main.replaceChildren();
     const ids = Object.keys(answer.streams);
@@ -243,7 +261,8 @@
       const p = document.createElement("p");
       p.id = "empty";
       p.className = "empty";
-      p.textContent = `Nothing recorded in the last ${spanText(span)}.`;
+      p.textContent = UNTIL === null ? `Nothing recorded in the last ${spanText(span)}.`
+        : `Nothing recorded in the ${spanText(span)} ending ${day(answer.until)}.`;
       main.appendChild(p);
       return;
     }
@@ -257,6 +276,7 @@
     document.body.dataset.loaded = String(answer.until);
   }
 
+  if (UNTIL !== null) $("span").parentElement.firstChild.textContent = "the ";
   $("span").addEventListener("change", load);
   window.addEventListener("resize", () => load());
   load();
