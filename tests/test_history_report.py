@@ -514,6 +514,28 @@ def test_a_range_wholly_off_air_is_drawn_as_its_outage(session, capsys, tmp_path
     assert to_rgb(label.get_color()) == to_rgb(LABEL_COLOUR["off_air"])
 
 
+def test_the_plot_says_how_many_streams_it_left_out(tmp_path, capsys):
+    """Seventeen stations, one of them off air throughout the range: the picture holds 16, and
+    the command says one more was not drawn (it counted only streams with windows)."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = time.time() - 100
+
+    def script(station):
+        for n in range(16):
+            play_session(station, f"s{n:02d}", t0, [("Song", 5)])
+        play_session(station, "z-down", t0 - 300, [("Before", 5)], outage=(2, 400.0))
+
+    record(url, script)
+    result = history(capsys, "--db", url, "--since", str(t0 - 10), "--plot",
+                     str(tmp_path / "many.png"))
+    assert result.returncode == 0, result.stderr
+    assert "(16 streams; 1 more not drawn: choose them with --stream)" in result.stderr
+    result = history(capsys, "--db", url, "--since", str(t0 - 10), "--stream", "z-down",
+                     "--plot", str(tmp_path / "down.png"))
+    assert result.returncode == 0 and "more not drawn" not in result.stderr
+    assert red_columns(tmp_path / "down.png") > 100
+
+
 def test_track_titles_never_overprint(tmp_path):
     """Twenty short tracks with long titles: the two rows of titles above the strip ran into
     each other. Each is cut short (with an ellipsis) where it would reach the next on its row,

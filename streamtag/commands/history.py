@@ -56,7 +56,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                 drawn = plot_history(engine, history, args.plot, top=args.top)
             except OSError as exc:  # a folder it may not write in, a full disk
                 raise ConfigError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
-            left = sum(1 for a in history.airtime.values() if a.windows) - len(drawn)
+            left = len(history.streams()) - len(drawn)
             print(f"streamtag history: wrote {args.plot}"
                   + (f" ({len(drawn)} streams; {left} more not drawn: choose them with "
                      "--stream)" if left > 0 else ""), file=sys.stderr)
