@@ -526,12 +526,12 @@ def test_the_plot_says_how_many_streams_it_left_out(tmp_path, capsys):
         play_session(station, "z-down", t0 - 300, [("Before", 5)], outage=(2, 400.0))
 
     record(url, script)
-    result = history(capsys, "--db", url, "--since", str(t0 - 10), "--plot",
-                     str(tmp_path / "many.png"))
+    inside = ("--since", str(t0 - 10), "--until", str(t0 + 50))  # z-down's outage throughout
+    result = history(capsys, "--db", url, *inside, "--plot", str(tmp_path / "many.png"))
     assert result.returncode == 0, result.stderr
     assert "(16 streams; 1 more not drawn: choose them with --stream)" in result.stderr
-    result = history(capsys, "--db", url, "--since", str(t0 - 10), "--stream", "z-down",
-                     "--plot", str(tmp_path / "down.png"))
+    result = history(capsys, "--db", url, *inside, "--stream", "z-down", "--plot",
+                     str(tmp_path / "down.png"))
     assert result.returncode == 0 and "more not drawn" not in result.stderr
     assert red_columns(tmp_path / "down.png") > 100
 
