@@ -536,6 +536,26 @@ def test_the_plot_says_how_many_streams_it_left_out(tmp_path, capsys):
     assert red_columns(tmp_path / "down.png") > 100
 
 
+def test_the_plot_draws_the_range_asked_for_with_readable_times(session):
+    """`--since 24h` and `--since 10m` drew the same picture, over what was recorded only,
+    and ticks a minute apart read "10", "20": bare seconds."""
+    from matplotlib.dates import date2num
+
+    url, t0, played, outage = session
+    engine = schema.create_db_engine(url)
+    try:
+        for since in (t0 - 3600, played[-1].start - 30):
+            history = load_history(engine, ["radio-1"], since=since, zone=zone_named("UTC"))
+            figure, _ = draw_history(engine, history)
+            (ax,) = [a for a in figure.axes if a.get_label() != "<colorbar>"]
+            assert ax.get_xlim() == pytest.approx((date2num(history.zone.at(since)),
+                                                   date2num(history.zone.at(history.now))))
+            labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+            assert labels and all(":" in text for text in labels), labels
+    finally:
+        engine.dispose()
+
+
 def test_track_titles_never_overprint(tmp_path):
     """Twenty short tracks with long titles: the two rows of titles above the strip ran into
     each other. Each is cut short (with an ellipsis) where it would reach the next on its row,

@@ -101,16 +101,17 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
              if s.stream in streams]
     entries = [e for e in history.as_run if e.stream in streams]
     heard = [airtime_of(s) for s in streams if airtime_of(s).windows]
-    # from the first thing recorded to the last, within the range; an outage or a track at
-    # the edge of what was recorded is drawn whole
+    # The range asked for (--since up to --until, or up to now); an open end is the first or
+    # last thing recorded, an outage or a track at the edge of what was recorded drawn whole
     since = min([a.first_at for a in heard] + [s.start for s in spans]
                 + [e.start for e in entries])
     until = max([a.last_at for a in heard] + [history.now if s.end is None else s.end
                                               for s in spans]
                 + [history.now if e.end is None else e.end for e in entries])
     if history.since is not None:
-        since = max(since, history.since)
-    if history.until is not None:
+        since = history.since
+        until = history.now if history.until is None else history.until
+    elif history.until is not None:
         until = min(until, history.until)
     if until <= since:
         until = since + 1.0
@@ -170,8 +171,10 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     for ax in axes:  # every strip carries its own times: a tall picture is read in parts
         ax.xaxis.set_major_locator(locator)
         # 24-hour times; the date where the range crosses one, and in the corner
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone.tz,
-                                                                 show_offset=True))
+        # (seconds as 01:43:10, not matplotlib's bare "10")
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(
+            locator, tz=zone.tz, show_offset=True,
+            formats=["%Y", "%b", "%d", "%H:%M", "%H:%M", "%H:%M:%S"]))
         ax.tick_params(axis="x", labelbottom=True, labelsize=8)
     first, last = zone.at(since), zone.at(until)
     axes[-1].set_xlabel(f"{first:%Y-%m-%d %H:%M:%S}{zone.mark(since, until)} to "
