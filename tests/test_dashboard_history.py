@@ -299,6 +299,9 @@ def test_a_past_span_across_a_clock_change_says_each_times_offset(
     assert status == 200 and answer["until"] > time.time() - 60
     status, answer = get_json(f"{dashboard.url}history.json?minutes=60&until=soon")
     assert status == 400 and "until=" in answer["error"] and "soon" in answer["error"]
+    assert "(in UTC)" in answer["error"] and "--tz" not in answer["error"]  # no --tz here
+    status, answer = get_json(f"{dashboard.url}history.json?minutes=5")
+    assert status == 400 and "(minutes=10..10080 or hours=0.17..168)" in answer["error"]
 
     page = WatchedPage(browser, closing, 1500, 900, timezone_id="Europe/Berlin",
                        locale="en-US")

@@ -323,7 +323,9 @@ def _clock_parts(match: re.Match, text: str, option: str) -> tuple[int, int, flo
 
 
 def _not_a_time(text: str, option: str) -> ConfigError:
-    return ConfigError(f"{option} {text!r} is not a time: use {FORMS}")
+    # a URL's parameter (until=) reads a time without an offset in UTC: the page has no --tz
+    forms = FORMS.replace("(in --tz)", "(in UTC)") if option.endswith("=") else FORMS
+    return ConfigError(f"{option} {text!r} is not a time: use {forms}")
 
 
 def span(seconds: float) -> str:

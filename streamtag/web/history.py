@@ -44,7 +44,8 @@ class HistoryView:
         """The `hours` up to now, or up to `now` where given (no later than the clock's)."""
         if not MIN_HOURS - 1e-9 <= hours <= MAX_HOURS:
             raise ValueError(f"the span must be from 10 minutes to {MAX_HOURS:g} hours "
-                             f"(minutes=10..{60 * MAX_HOURS:g} or hours=..), got {hours:g} hours")
+                             f"(minutes=10..{60 * MAX_HOURS:g} or "
+                             f"hours={MIN_HOURS:.2g}..{MAX_HOURS:g}), got {hours:g} hours")
         with self._lock:
             if now is not None:  # a span of the past (the page's ?until=): not cached
                 return self._compute(hours, min(now, time.time()))
