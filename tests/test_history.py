@@ -137,7 +137,6 @@ def test_an_upgrade_that_fails_midway_leaves_the_database_as_it_was(db_url):
     engine.dispose()
 
 
-
 def test_a_database_an_older_upgrade_left_half_done_is_refused_naming_the_fix(tmp_path,
                                                                               capsys):
     # Older streamtags' SQLite upgrades committed each ALTER on its own: one killed midway
@@ -154,6 +153,10 @@ def test_a_database_an_older_upgrade_left_half_done_is_refused_naming_the_fix(tm
         err = capsys.readouterr().err
         assert "was left half-upgraded (duplicate column name: state)" in err, err
         assert "restore the database from a backup, or drop that column" in err
+        # the command to run, whole: this file, that table and column, this URL
+        assert (f"(sqlite3 {tmp_path / 'tags.db'} 'ALTER TABLE snapshots DROP COLUMN state') "
+                f"and run 'streamtag record --db {url} --upgrade' again") in err, err
+
 
 def test_two_upgraders_at_once_one_upgrades_the_other_finds_it_done(db_url):
     engine = _at_revision(db_url, "0003")

@@ -7,6 +7,7 @@ played at real speed), real recorder and SQLite file."""
 from __future__ import annotations
 
 import json
+import time
 
 from helpers import make_config, started, wait_until
 from history_station import history, table_rows
@@ -90,3 +91,35 @@ def test_a_hostile_snapshot_stores_only_what_a_status_message_could_carry(tmp_pa
         engine.dispose()
     assert [(r.stream, r.session, r.title, r.source) for r in rows] == [
         ("good", "s" * 32, "A\ufffdB", "http://radio.example/live")]
+
+
+def test_a_recorder_started_before_the_daemons_first_start_gets_its_snapshot(tmp_path,
+                                                                            monkeypatch):
+    """The recorder asked for a snapshot before the daemon had ever started: there was no
+    token file, ZeroMQ held the request (without a token) until the daemon bound, the daemon
+    refused it as not authorised, and the recorder never asked again."""
+    from helpers import free_port
+
+    from streamtag.wire.control import ControlServer, default_token_file, ensure_token
+
+    monkeypatch.setenv("STREAMTAG_HOME", str(tmp_path / "home"))
+    assert not default_token_file().exists()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+    recorder = Recorder(engine, f"tcp://127.0.0.1:{free_port()}", control=[endpoint]).start()
+    control = None
+    try:
+        wait_until(lambda: recorder.stats.snapshots == 0, 5, "the recorder to start")
+        time.sleep(0.5)  # its first request waits, without a token, for the daemon
+        token = ensure_token(default_token_file())  # the daemon's first start
+        control = ControlServer(endpoint, {"snapshot": lambda _: {
+            "session": "s" * 32, "model": {}, "streams": {}}}, token=token,
+            token_file=default_token_file()).start()
+        wait_until(lambda: recorder.stats.snapshots >= 1, 30, "the snapshot")
+    finally:
+        recorder.stop()
+        if control is not None:
+            control.stop()
+        engine.dispose()

@@ -23,6 +23,7 @@ import logging
 import math
 import queue
 import re
+import shlex
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +40,7 @@ from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.history import schema
-from streamtag.wire.control import control_request
+from streamtag.wire.control import control_request, default_token_file, read_token
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_ID_LENGTH,
@@ -331,6 +332,7 @@ class Recorder:
         for endpoint in self.control:
             backoff = _backoff(self.max_backoff_s)
             while not self._stop_receiving.is_set():
+                had_token = read_token(default_token_file()) is not None
                 try:
                     reply = control_request(endpoint, {"cmd": "snapshot"}, SNAPSHOT_TIMEOUT_MS,
                                             context=self._context, curve=self._curve)
@@ -341,6 +343,12 @@ class Recorder:
                     self._stop_receiving.wait(wait_s)
                     continue
                 if not reply.get("ok"):
+                    if not had_token and read_token(default_token_file()) is not None:
+                        # asked before the daemon's first start made its token file: ZeroMQ
+                        # held the request, without a token, until the daemon bound
+                        log.info("%s refused a snapshot asked before its token file was "
+                                 "made; asking again with the token", endpoint)
+                        continue
                     log.warning("%s refused the snapshot: %s", endpoint, reply.get("error"))
                     break
                 item = Snapshot(endpoint, reply, time.time())
@@ -753,6 +761,9 @@ _PG_MISSING = re.compile(r'(database|role) "[^"]*" does not exist')
 # SQLite's errors for a file that cannot be opened or written at all (a missing folder, no
 # permission; a file that is not a database: schema.not_a_database); a locked or busy database
 # is retried.
+# the table and column of the ALTER that found its column already there
+_ADDED_COLUMN = re.compile(r"ALTER\s+TABLE\s+\"?(\w+)\"?\s+ADD\s+(?:COLUMN\s+)?\"?(\w+)",
+                           re.IGNORECASE)
 _SQLITE_PERMANENT = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
 
 
@@ -768,11 +779,14 @@ def permanent_db_error(exc: sa.exc.DBAPIError, engine: Engine) -> str | None:
     detail = text.rpartition("FATAL:")[2].strip()[:200] or text[:200]
     if engine.url.get_backend_name() == "sqlite":
         if "duplicate column name" in text:  # an upgrade before they were one transaction
+            added = _ADDED_COLUMN.search(str(getattr(exc, "statement", "") or ""))
+            table, column = added.groups() if added else ("TABLE", "COLUMN")
             return (f"{url} was left half-upgraded ({detail}): an upgrade by an older "
                     "streamtag was stopped midway, and its first changes stayed while its "
                     "revision did not; restore the database from a backup, or drop that "
-                    "column (sqlite3 FILE 'ALTER TABLE name DROP COLUMN name') and run "
-                    "'streamtag record --db URL --upgrade' again")
+                    f"column (sqlite3 {shlex.quote(engine.url.database or 'FILE')} "
+                    f"'ALTER TABLE {table} DROP COLUMN {column}') and run 'streamtag record "
+                    f"--db {shlex.quote(str(engine.url))} --upgrade' again")
         if getattr(exc.orig, "sqlite_errorname", None) in _SQLITE_PERMANENT:
             return (f"cannot use the SQLite file {engine.url.database!r} ({detail}); check that "
                     "its folder exists and that this user may write there, or give another "
