@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--model", default="musicnn-msd")
     ap.add_argument("--start", type=float, default=20.0, help="seconds skipped at the start")
-    ap.add_argument("--seconds", type=float, default=90.0, help="seconds tagged per file")
+    ap.add_argument("--seconds", type=float, default=60.0, help="seconds tagged per file")
     args = ap.parse_args()
     model = InferenceModel.load(resolve_model(args.model), backend="onnxruntime")
     rate = int(model.sample_rate)
