@@ -188,6 +188,27 @@ def test_a_broken_checkpoint_names_file_and_tensor_and_changes_nothing(home, tmp
     assert after == before  # the installed model as it was, no temporary file left
 
 
+def test_a_broken_checkpoint_is_named_where_the_user_gave_it(home, tmp_path):
+    """A lone checkpoint folder (--from FOLDER) or a wheel is read through a temporary copy:
+    the error named /tmp/streamtag-install-.../package/MSD_musicnn/..., a path the user never
+    gave and that is gone once the command ends."""
+    lone = tmp_path / "mine" / "MSD_musicnn"
+    shutil.copytree(PACKAGE / "MSD_musicnn", lone)
+    break_truncated(lone)
+    with pytest.raises(ModelError) as raised:
+        installed.install(["musicnn-msd"], source=lone, log=lambda text: None)
+    assert f"{lone}/.data-00000-of-00001" in str(raised.value)
+    assert "streamtag-install-" not in str(raised.value)
+    package = package_copy(tmp_path / "site-packages")
+    break_truncated(package / "MSD_musicnn")
+    wheel = wheel_with_metadata(tmp_path, package)
+    with pytest.raises(ModelError) as raised:
+        installed.install(["musicnn-msd"], source=wheel, log=lambda text: None)
+    assert "streamtag-install-" not in str(raised.value)
+    assert "musicnn/MSD_musicnn/.data-00000-of-00001" in str(raised.value)
+    assert str(raised.value).endswith(f"(in the wheel {wheel})")
+
+
 def test_a_checkpoint_past_the_size_cap_is_refused_before_it_is_read(home, tmp_path):
     # A data file of over 1 GiB (sparse: no disk is used), its tensors where the index says.
     package = package_copy(tmp_path / "site-packages")

@@ -305,7 +305,6 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
     tensor) leaves the store as it was for that model and the ones after it.
     """
     from streamtag.catalog import musicnn as musicnn_models
-    from streamtag.catalog.calibration import install_calibration, write_calibration
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     known = available_names()
@@ -332,16 +331,39 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
             raise ModelError(f"--from {source} is the checkpoint of {only} only; install "
                              f"{only} from it, or give the whole package or wheel for "
                              f"{', '.join(n for n in names if n != only)}")
-        check_source_size(package, names)
-        for name in names:
-            converted = scratch / f"{name}{SUFFIX}"
-            musicnn_models.convert(package, name, converted)
-            calibration = install_calibration(converted)  # the documented default
-            target = models_folder() / f"{name}{SUFFIX}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_calibration(converted, target, calibration["thresholds"],
-                              calibration["record"])
-            done.append((name, target))
-            log(f"streamtag models: installed {name} -> {target}")
+        try:
+            check_source_size(package, names)
+            for name in names:
+                converted = scratch / f"{name}{SUFFIX}"
+                musicnn_models.convert(package, name, converted)
+                _install_converted(name, converted, done, log)
+        except ModelError as exc:  # its paths as the user gave them, not the scratch copy's
+            raise ModelError(_as_given(str(exc), scratch, source, only)) from None
     return done
+
+
+def _install_converted(name: str, converted: Path, done: list, log) -> None:
+    """Moves a converted and checked model into the store with its default thresholds."""
+    from streamtag.catalog.calibration import install_calibration, write_calibration
+
+    calibration = install_calibration(converted)  # the documented default
+    target = models_folder() / f"{name}{SUFFIX}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_calibration(converted, target, calibration["thresholds"], calibration["record"])
+    done.append((name, target))
+    log(f"streamtag models: installed {name} -> {target}")
+
+
+def _as_given(text: str, scratch: Path, source, only: str | None) -> str:
+    """An error's text with the temporary copy's paths as the user gave them: a lone
+    checkpoint folder's own path, a wheel's member named in the wheel."""
+    if source is None:
+        return text
+    given = Path(source).expanduser()
+    if only is not None:  # package/NAME is a link to the folder given
+        return text.replace(str(scratch / "package" / given.name), str(given))
+    unpacked = f"{scratch / 'wheel'}{os.sep}"
+    if unpacked in text:
+        return text.replace(unpacked, "") + f" (in the wheel {given})"
+    return text
 
