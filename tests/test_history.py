@@ -422,6 +422,8 @@ def test_a_killed_recorder_loses_only_what_was_published_while_down_and_stores_i
         told = history(capsys, "--db", url, "--stream", "radio-1")
         assert told.returncode == 0
         assert f"MISSING {lost[('radio-1', 'scores')]} scores messages" in told.stdout
+        # what a stopped recorder missed is not said to be lost on the network
+        assert "or sent while the recorder was stopped" in told.stdout
         assert "the daemon's tags then: calm" in told.stdout
 
         # The daemon restarts: a new session on the same endpoint, stored with its predecessor.

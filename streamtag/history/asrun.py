@@ -371,7 +371,9 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
 
 
-GAP_CAUSES = {"seq": "lost on the way", "overflow": "dropped at the recorder's full queue",
+# "seq": a jump in seq, which says only that messages were published and not received
+GAP_CAUSES = {"seq": "not received (lost on the way, or sent while the recorder was stopped)",
+              "overflow": "dropped at the recorder's full queue",
               "rejected": "refused by the database", "failed": "not written"}
 
 
