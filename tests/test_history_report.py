@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +360,22 @@ def test_the_machine_s_zone_is_what_tz_says_in_any_of_its_forms(tz, tz_environme
                                                                      BERLIN), text
     with pytest.raises(ConfigError, match="does not exist"):
         parse_time("2026-03-29T02:30", "--since", now, zone)
+
+
+@pytest.mark.parametrize("tz", ["Nowhere/Zone", "Europe/Berln", "cet"])
+def test_a_tz_that_is_no_zone_is_said(tz, tz_environment, caplog):
+    """$TZ=Nowhere/Zone: the C library reads it as UTC, and the report said "times in
+    Nowhere/Zone" without a word."""
+    tz_environment(tz)
+    with caplog.at_level(logging.WARNING, logger="streamtag.history.timeparse"):
+        zone = local_zone()
+    assert zone.at(0).utcoffset() == timedelta(0)
+    assert f"$TZ {tz!r} is neither a time zone" in caplog.text
+    caplog.clear()
+    tz_environment("EST5EDT,M3.2.0,M11.1.0")  # a rule: no word
+    with caplog.at_level(logging.WARNING, logger="streamtag.history.timeparse"):
+        local_zone()
+    assert caplog.text == ""
 
 
 def test_a_report_across_a_clock_change_shows_which_hour_each_time_is_in(tmp_path, capsys,

@@ -21,6 +21,7 @@ The machine's zone is ``$TZ`` (a zone name, a zone file's path, or a POSIX rule 
 from __future__ import annotations
 
 import calendar
+import logging
 import math
 import os
 import re
@@ -32,6 +33,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streamtag.errors import ConfigError
 
+log = logging.getLogger(__name__)
+# A POSIX TZ rule begins with its standard time's name and its offset: CET-1CEST..., EST5EDT,
+# <+0330>-3:30. What is neither this nor a zone the C library reads as UTC.
+_POSIX_RULE = re.compile(r"(<[^>]+>|[A-Za-z]{3,})[+-]?\d")
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _AGO_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _BASIC_DATE = re.compile(r"\d{8}")
@@ -188,6 +193,10 @@ def local_zone() -> Zone:
         try:
             return Zone(ZoneInfo(name), name)
         except (ZoneInfoNotFoundError, ValueError):
+            if not _POSIX_RULE.match(name):
+                log.warning("$TZ %r is neither a time zone this machine has nor a POSIX rule: "
+                            "the C library reads it as UTC, as here; set TZ to a zone name "
+                            "such as Europe/Berlin, or give --tz", given)
             return Zone(_SystemZone(), given)  # a POSIX rule: the C library reads it
     linked = _linked_zone_name()
     if linked:
