@@ -61,3 +61,8 @@ def utf8_file_text(data: bytes, what: str) -> str:
         raise ConfigError(f"{what} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
                           f"{exc.start}); save it as UTF-8") from None
     return text.removeprefix("\ufeff")
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural (an added s) unless ``n`` is 1: "1 window", "3 windows"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

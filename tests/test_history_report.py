@@ -722,3 +722,13 @@ def test_the_station_name_is_kept_and_shown(tmp_path, capsys):
     assert streams["radio-2"]["station"] is None
     text = history(capsys, "--db", url).stdout
     assert "radio-1 (Radio Eins): 30 windows" in text, text  # the escape sequence dropped
+
+
+def test_one_of_a_thing_is_not_plural(tmp_path, capsys):
+    """A report of a one-second song read "1 windows" and "1 tracks"."""
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    record(url, lambda station: play_session(station, "one", time.time() - 60, [("Only", 1)],
+                                             open_last=False))
+    text = history(capsys, "--db", url, "--tz", "UTC").stdout
+    assert "one: 1 window, " in text and "  plays: 1 track" in text, text
+    assert "1 windows" not in text and "1 tracks" not in text

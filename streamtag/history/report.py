@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from streamtag.history import asrun, schema
 from streamtag.history.timeparse import Zone, local_zone, parse_time, span
-from streamtag.text import csv_text
+from streamtag.text import counted, csv_text
 
 __all__ = ["History", "StreamAirtime", "format_csv", "format_json", "format_text", "iso",
            "load_history", "parse_time", "tag_share_bins"]
@@ -355,7 +355,7 @@ def format_text(history: History, events: bool = False) -> str:
                 if a.windows else "no windows")
         station = history.stations.get(stream)
         named = f" ({one_line(station)})" if station else ""
-        lines.append(f"{one_line(stream)}{named}: {a.windows} windows, {when}")
+        lines.append(f"{one_line(stream)}{named}: {counted(a.windows, 'window')}, {when}")
         if a.windows:
             heard = [t for t in sorted(a.tags, key=lambda t: -a.share(t))
                      if a.share(t) >= 0.0005]  # what rounds to 0.0 % says nothing
@@ -393,7 +393,8 @@ def format_text(history: History, events: bool = False) -> str:
         _spans(history, lines, "not recorded (data lost)",
                [s for s in history.not_recorded if s.stream == stream])
         for g in (g for g in history.plays if g["stream"] == stream):
-            head = f"  plays{' ' + g['period'] if g['period'] else ''}: {g['tracks']} tracks"
+            period = f" {g['period']}" if g["period"] else ""
+            head = f"  plays{period}: {counted(g['tracks'], 'track')}"
             if g["off_air"]:
                 head += f", off air {g['off_air']}x ({span(g['off_air_s'])})"
             if g["silence_s"] >= 0.5:
@@ -416,7 +417,8 @@ def format_text(history: History, events: bool = False) -> str:
                              f"{one_line(e['state'])}  score {e['score']:.2f} at "
                              f"{e['time_s']:.1f} s")
         for g in (g for g in history.gaps if g["stream"] == stream):
-            lines.append(f"  MISSING {g['missed']} {one_line(g['msg_type'])} messages (seq "
+            lines.append(f"  MISSING {g['missed']} {one_line(g['msg_type'])} "
+                         f"{'message' if g['missed'] == 1 else 'messages'} (seq "
                          f"{g['first_seq']} on, {one_line(asrun.gap_cause(g['cause']))}), noticed "
                          f"{_when(history, g['detected_at'])}")
         for r in (r for r in history.restarts if r["stream"] == stream):
