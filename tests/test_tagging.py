@@ -78,3 +78,11 @@ def test_tag_command_json_and_exit_code(setup):
     # FFmpeg's reason in words, with what to check, and not its error number
     assert "FFmpeg does not recognise it as audio" in done.stdout, done.stdout
     assert "check that it is an audio file" in done.stdout and "Errno" not in done.stdout
+    assert "Traceback" not in done.stderr and "sink failed" not in done.stderr, done.stderr
+    # a file that is not there: said, the other file tagged, and no traceback for it
+    done = run_streamtag("tag", str(root / "missing.mp3"), str(root / "two.flac"), "--model",
+                         str(model_path), "--device", "cpu", "--json", timeout=120)
+    assert done.returncode == 1
+    missing, two = (json.loads(line) for line in done.stdout.splitlines())
+    assert "no such file" in missing["error"] and two["windows"] > 0
+    assert "Traceback" not in done.stderr and "sink failed" not in done.stderr, done.stderr

@@ -136,9 +136,10 @@ class _Collector:
             if out.error is None and 0.0 < end_s < window_s:
                 out.note = (f"shorter than the model's {window_s:.2f} s window: its one "
                             "window is padded with silence, so its tags say little")
-            (track,) = self._tracks[stream_id].end(round(end_s * self.model.sample_rate))
-            if out.error is None:
-                out.track = track_fields(track)
+            # no track where no audio came (a file that could not be opened)
+            closed = self._tracks[stream_id].end(round(end_s * self.model.sample_rate))
+            if out.error is None and closed:
+                out.track = track_fields(closed[-1])
             if self._raw[stream_id]:
                 means = np.mean(self._raw[stream_id], axis=0)
                 out.mean_scores = {t: round(float(m), SCORE_DECIMALS)
