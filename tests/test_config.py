@@ -276,3 +276,11 @@ def test_parsing_a_config_does_not_import_torch(tmp_path):
             "('streamtag.engine.batching', 'streamtag.model.inference')))")
     out = run_python(code).split(maxsplit=1)
     assert out == ["onnxruntime", "[]\n"], out
+
+
+def test_an_unknown_engine_key_lists_processes_among_the_allowed():
+    """`[engine] processes` works, but a typo's error left it out of the keys it listed."""
+    with pytest.raises(ConfigError, match=r"unknown key engine.procesess; allowed keys in "
+                                          r"\[engine\]: .*\bprocesses\b"):
+        config_from_dict({"engine": {"procesess": 2}})
+    assert config_from_dict({"engine": {"processes": 2}}).processes == 2

@@ -526,3 +526,17 @@ def test_pages_and_listen_reach_a_daemon_whose_token_file_is_elsewhere(model_pat
             assert "cannot read a control token from" in capsys.readouterr().err
     finally:
         daemon.stop()
+
+
+def test_the_refusal_names_the_keys_each_socket_takes():
+    """The control socket admits the keys in [security] admin_keys: its refusal named
+    client_keys, which admit subscribers only."""
+    from streamtag.commands.run import refuse_or_warn
+    from streamtag.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        refuse_or_warn([("control.endpoint", "tcp://0.0.0.0:5557")], insecure=False)
+    assert "give [security] server_key and admin_keys" in str(refused.value)
+    assert "client_keys" not in str(refused.value)
+    with pytest.raises(ConfigError, match=r"give \[security\] server_key and client_keys"):
+        refuse_or_warn([("publish.endpoint", "tcp://0.0.0.0:5556")], insecure=False)

@@ -51,8 +51,8 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                   f"{revision}", file=sys.stderr)
             return 0
         if not args.connect:
-            raise ConfigError("streamtag record needs --connect ENDPOINT (a daemon's or a "
-                              "proxy's PUB endpoint); repeat it for several daemons")
+            raise ConfigError("give --connect ENDPOINT, the PUB endpoint of a daemon or a "
+                              "proxy to record from; repeat it for several daemons")
         curve = optional_client_curve(getattr(args, "server_key", None),
                                       getattr(args, "client_key", None))
         # subscribed at once (what is published while the database is still down waits for

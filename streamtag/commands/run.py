@@ -16,7 +16,9 @@ from streamtag.wire.exposure import refusal
 log = logging.getLogger("streamtag.run")
 
 
-KEYS = "[security] server_key and client_keys (docs/operations.md, Keys)"
+# what each socket needs to listen beyond this machine: the control socket admits admin_keys
+KEYS = {"publish.endpoint": "[security] server_key and client_keys (docs/operations.md, Keys)",
+        "control.endpoint": "[security] server_key and admin_keys (docs/operations.md, Keys)"}
 REACH = {"publish.endpoint": "reads every message",
          "control.endpoint": "reaches the control socket, guarded by the token alone, which "
                              "travels in the clear"}
@@ -27,7 +29,7 @@ def refuse_or_warn(exposed: list[tuple[str, str]], insecure: bool) -> None:
     endpoint) are a ConfigError, unless ``insecure`` accepts them: then a loud warning that
     names each and what anyone who reaches it can do."""
     if exposed and not insecure:
-        raise ConfigError("; ".join(f"{key}: {refusal(endpoint, KEYS)}"
+        raise ConfigError("; ".join(f"{key}: {refusal(endpoint, KEYS[key])}"
                                     for key, endpoint in exposed)
                           + " ([security] insecure = true in the config file)")
     for key, endpoint in exposed:

@@ -290,6 +290,9 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]; sections are {', '.join(known)}")
     processes = 1
+    if isinstance(data.get("engine"), dict):  # processes among the keys an unknown one lists
+        values.check_keys(data["engine"], [*(f.name for f in dataclasses.fields(EngineConfig)),
+                                           "processes"], "engine", ConfigError)
     if isinstance(data.get("engine"), dict) and "processes" in data["engine"]:
         data = {**data, "engine": dict(data["engine"])}
         processes = data["engine"].pop("processes")
