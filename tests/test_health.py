@@ -94,6 +94,7 @@ def test_readyz_turns_not_ready_as_soon_as_the_drain_begins(model_path):
             {"reconnect": False, "read_timeout_s": 60}))
         connection, _ = server.accept()
         assert get(port, "/readyz")[0] == 200
+        assert ", 1 stream, model " in get(port, "/readyz")[1]  # not "1 streams"
         stopper.start()
         wait_until(lambda: get(port, "/readyz")[0] == 503, 10, "readyz to turn 503")
         assert "draining" in get(port, "/readyz")[1]

@@ -20,6 +20,7 @@ import zmq
 from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.commands.status import ask_daemon, client_credentials
 from streamtag.errors import ProtocolError
+from streamtag.text import counted
 from streamtag.wire.protocol import (
     HEARTBEAT,
     EventBody,
@@ -129,7 +130,7 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
                      + ("a stuck tone" if tone else "silence"))
     elif isinstance(body, HeartbeatBody):
         text = (f"heartbeat  session {_shown(message.session[:8])}  up {body.uptime_s:.0f} s  "
-                f"{body.streams} streams")
+                f"{counted(body.streams, 'stream')}")
     else:  # pragma: no cover - decode only returns the types above
         text = message.msg_type
     if message.gap:

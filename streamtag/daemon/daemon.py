@@ -48,6 +48,7 @@ from streamtag.model.inference import InferenceModel, keep_freed_memory
 from streamtag.sources import AudioChunk, Source, SourceSpec, parse_source, parse_spec
 from streamtag.sources.decode_turns import Turns
 from streamtag.sources.hosts import HostPolicy, redact_url
+from streamtag.text import counted
 from streamtag.wire.control import ControlServer, default_token_file, ensure_token
 from streamtag.wire.protocol import ModelRef, SilenceBody, TrackBody
 from streamtag.wire.publisher import Publisher
@@ -259,7 +260,8 @@ class Daemon:
             return False, "binding sockets and starting sources"
         with self._lock:
             streams = len(self._runs)
-        return True, f"ready: {self.shard.name}, {streams} streams, model {self.model.name}"
+        return True, (f"ready: {self.shard.name}, {counted(streams, 'stream')}, model "
+                      f"{self.model.name}")
 
     def _start_serving(self, cfg: DaemonConfig) -> None:
         curve = self._secure(cfg)
