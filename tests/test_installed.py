@@ -49,6 +49,18 @@ def test_names_resolve_to_installed_files_and_paths_pass_through(home, tmp_path)
     assert "tiny-a, tiny-b" in message and "streamtag models install musicnn-msd" in message
 
 
+def test_default_names_the_shipped_model(home, capsys):
+    """`status` and `demo` call the shipped model "default", but `--model default` and
+    `models info default` said no model of that name was installed."""
+    from streamtag.catalog.shipped import default_model_path
+
+    assert installed.resolve_model("default") == str(default_model_path())
+    assert main(["models", "info", "default"]) == 0
+    assert "name:        default" in capsys.readouterr().out
+    with pytest.raises(ModelError, match=r"'default' \(the model shipped with streamtag\)"):
+        installed.resolve_model("nothing-like-it")
+
+
 def test_an_unfinished_install_is_not_listed(home):
     (home / "models" / ".musicnn-msd.pt.tmp").mkdir()  # what a killed install leaves
     assert list(installed.installed()) == ["tiny-a", "tiny-b"]

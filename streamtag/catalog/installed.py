@@ -41,6 +41,9 @@ MAX_ARCHIVE_MEMBERS = 10_000
 __all__ = ["HOME_ENV", "available_names", "home", "info", "install", "installed",
            "models_folder", "remove", "resolve_model"]
 
+# The shipped model's name where a model is named: `status`, `demo` and `info` call it so
+SHIPPED = "default"
+
 
 def home() -> Path:
     """``$STREAMTAG_HOME``, else streamtag's folder in the user data folder (streamtag.places)."""
@@ -83,8 +86,9 @@ def _unknown_name(name: str) -> ModelError:
         fix = (("did you mean " + repr(target) + "? " if target != name else "")
                + f"install it with `streamtag models install {target}`")
     else:
-        fix = ("give an installed model's name, the path of a model file, or one of "
-               f"{', '.join(AVAILABLE)} after `streamtag models install NAME`")
+        fix = (f"give an installed model's name, the path of a model file, {SHIPPED!r} (the "
+               f"model shipped with streamtag), or one of {', '.join(AVAILABLE)} after "
+               "`streamtag models install NAME`")
     return ModelError(f"no model named {name!r} is installed (installed: {listed}; folder "
                       f"{models_folder()}); {fix}")
 
@@ -96,7 +100,8 @@ def _looks_like_path(spec: str) -> bool:
 
 def resolve_model(spec: str | os.PathLike | None) -> str | None:
     """The model file a ``--model`` value (or ``[model] path``, ``model.init``, a
-    ``reload_model`` request) means: an existing file, a path, or an installed model's name.
+    ``reload_model`` request) means: an existing file, a path, an installed model's name, or
+    ``default``: the model shipped with streamtag, as ``status`` and ``demo`` name it.
     ``None`` stays ``None`` (the caller's default). A bare word that is neither an existing file
     nor an installed name raises ``ModelError`` listing the installed models and how to
     install."""
@@ -105,6 +110,10 @@ def resolve_model(spec: str | os.PathLike | None) -> str | None:
     text = os.fspath(spec)
     if Path(text).exists() or _looks_like_path(text):
         return text
+    if text == SHIPPED and SHIPPED not in installed():
+        from streamtag.catalog.shipped import default_model_path
+
+        return str(default_model_path())
     path = installed().get(text)
     if path is None:
         raise _unknown_name(text)
