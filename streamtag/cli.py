@@ -359,9 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
     p.add_argument("--frontend", default=DEFAULT_FRONTEND, type=zmq_endpoint,
-                   help="XSUB endpoint daemons publish to (bound)")
+                   help="XSUB endpoint daemons publish to (bound; default %(default)s)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, type=zmq_endpoint,
-                   help="XPUB endpoint subscribers connect to (bound)")
+                   help="XPUB endpoint subscribers connect to (bound; default %(default)s)")
     p.add_argument("--upstream", action="append", type=zmq_endpoint,
                    help="a daemon PUB endpoint to connect to")
     p.add_argument("--server-key", metavar="FILE",

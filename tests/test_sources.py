@@ -803,3 +803,19 @@ def test_mixing_down_is_numpys_mean_bitwise(channels):
     assert mix_down(list(x.T)).tobytes() == mean.tobytes()
     resampler = Resampler(44100)  # at its own rate: the mono samples pass untouched
     assert resampler.process(x, 44100).tobytes() == mean.tobytes()
+
+
+@pytest.mark.parametrize(("spec", "listed", "hidden"), [
+    ("pipe:", "format, rate, channels, block_frames", "stream"),
+    ("http://radio.example/live", "reconnect, ", "host_policy"),
+    ("file:song.flac", "realtime, loop, speed", None),
+])
+def test_an_unknown_option_lists_only_those_a_user_may_give(spec, listed, hidden):
+    """The list named `stream` (pipe) and `host_policy` (http): objects only Python gives."""
+    from streamtag.sources import parse_source
+
+    with pytest.raises(SourceError) as refused:
+        parse_source(spec, bogus=1)
+    text = str(refused.value)
+    assert "take no option 'bogus'" in text and listed in text, text
+    assert hidden is None or hidden not in text

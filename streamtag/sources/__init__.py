@@ -111,16 +111,22 @@ def _build(cls: type[Source], kind: str, options: dict, *args) -> Source:
     otherwise fail later with a TypeError that does not name the option."""
     accepted, hints = _options_of(cls)
     unknown = sorted(set(options) - set(accepted))
-    if unknown:
+    if unknown:  # the options a config or a request may give (not those given from Python)
+        shown = [name for name in accepted if not _from_python(hints.get(name, typing.Any))]
         raise SourceError(f"{kind} sources take no option {', '.join(map(repr, unknown))}; "
-                          f"their options are: {', '.join(accepted)}")
+                          f"their options are: {', '.join(shown)}")
     for name, value in options.items():
         where = f"{kind} source option {name!r}"
         annotation = hints.get(name, typing.Any)
-        objects = [_FROM_PYTHON[t] for t in (annotation, *typing.get_args(annotation))
-                   if t in _FROM_PYTHON]
+        objects = _from_python(annotation)
         if not objects:
             values.coerce(value, annotation, where, SourceError, words=_WORDS)
         elif isinstance(value, _DATA):
             raise values.must_be(value, where, SourceError, objects[0])
     return cls(*args, **options)
+
+
+def _from_python(annotation) -> list[str]:
+    """What an option of this type must be where only Python gives it; empty for the others."""
+    return [_FROM_PYTHON[t] for t in (annotation, *typing.get_args(annotation))
+            if t in _FROM_PYTHON]
