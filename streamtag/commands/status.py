@@ -54,9 +54,13 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
                 reply = control_request(endpoint, request, timeout_ms=attempt_ms, curve=curve,
                                         token=token, context=context)
             return reply
-        except TimeoutError:
+        except TimeoutError as exc:
             if time.monotonic() >= deadline:
-                raise
+                if not told:
+                    raise
+                # the whole wait, not the last attempt's share of it
+                raise TimeoutError(str(exc).replace(
+                    f"within {timeout_ms} ms", f"within {wait_s:g} s (--wait)", 1)) from None
             if on_wait is not None and not told:
                 on_wait(f"no answer from the daemon's control socket at {endpoint} yet; "
                         f"waiting up to {wait_s:g} s (--wait)")
