@@ -223,3 +223,17 @@ def test_a_proxy_endpoint_in_use_is_one_line_and_exit_code_2():
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("streamtag proxy: ")
     assert frontend in lines[0] and "in use" in lines[0]
+
+
+def test_the_proxy_says_the_daemons_it_connects_to():
+    """With --upstream, its start line named only the frontend it binds by default."""
+    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    upstream = f"tcp://127.0.0.1:{free_port()}"
+    proxy = run_streamtag("proxy", "--frontend", frontend, "--backend", backend, "--upstream",
+                          upstream, popen=True)
+    try:
+        assert (f"daemons publish to {frontend} and it connects to {upstream}, subscribers "
+                f"connect to {backend}") in proxy.stderr.readline()
+    finally:
+        proxy.terminate()
+        proxy.communicate(timeout=30)

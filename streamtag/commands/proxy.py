@@ -38,8 +38,10 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                       "--daemon-key)", file=sys.stderr)
 
     def ready(frontend: str | None, backend: str) -> None:
-        print(f"streamtag proxy: daemons publish to {frontend}, subscribers connect to "
-              f"{backend}" + (" (CURVE)" if curve is not None else ""),
+        upstream = ", ".join(args.upstream or ())
+        print(f"streamtag proxy: daemons publish to {frontend}"
+              + (f" and it connects to {upstream}" if upstream else "")
+              + f", subscribers connect to {backend}" + (" (CURVE)" if curve is not None else ""),
               file=sys.stderr, flush=True)
 
     # The proxy loop runs in libzmq without returning to Python, so it cannot see a signal:
