@@ -732,3 +732,16 @@ def test_one_of_a_thing_is_not_plural(tmp_path, capsys):
     text = history(capsys, "--db", url, "--tz", "UTC").stdout
     assert "one: 1 window, " in text and "  plays: 1 track" in text, text
     assert "1 windows" not in text and "1 tracks" not in text
+
+
+def test_a_stream_with_events_alone_is_drawn():
+    """A range holding a stream's tag event and nothing else (no window, track or span)."""
+    from streamtag.history.report import History
+
+    event = {"stream": "x", "tag": "calm", "state": "on", "score": 0.9, "time_s": 3.0,
+             "sent_at": 1_000.0}
+    history = History(since=None, until=None, airtime={}, tracks=[], events=[event], gaps=[],
+                      restarts=[], zone=zone_named("UTC"), now=1_010.0)
+    figure, streams = draw_history(None, history)
+    assert streams == ["x"]
+    assert "no windows" in [t.get_text() for t in figure.findobj(Text)]

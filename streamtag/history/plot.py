@@ -103,11 +103,14 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     heard = [airtime_of(s) for s in streams if airtime_of(s).windows]
     # The range asked for (--since up to --until, or up to now); an open end is the first or
     # last thing recorded, an outage or a track at the edge of what was recorded drawn whole
+    # (a stream with events alone, no window, track or span: the range, else now)
     since = min([a.first_at for a in heard] + [s.start for s in spans]
-                + [e.start for e in entries])
+                + [e.start for e in entries],
+                default=history.now if history.since is None else history.since)
     until = max([a.last_at for a in heard] + [history.now if s.end is None else s.end
                                               for s in spans]
-                + [history.now if e.end is None else e.end for e in entries])
+                + [history.now if e.end is None else e.end for e in entries],
+                default=history.now)
     if history.since is not None:
         since = history.since
         until = history.now if history.until is None else history.until
