@@ -46,14 +46,10 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
     timeout_ms = attempt_ms  # the first attempt waits this long, whatever ``wait_s``
     while True:
         try:
-            reply = control_request(endpoint, request, timeout_ms=timeout_ms, curve=curve,
-                                    token=token, context=context)
-            if told and not reply.get("ok"):
-                # The daemon came up while we waited: the request may have gone with no token
-                # as the daemon wrote its token file after it was looked for. Once more.
-                reply = control_request(endpoint, request, timeout_ms=attempt_ms, curve=curve,
-                                        token=token, context=context)
-            return reply
+            # (a daemon that came up while we waited, its token file made after the request
+            # looked for it: control_request asks once more with it)
+            return control_request(endpoint, request, timeout_ms=timeout_ms, curve=curve,
+                                   token=token, context=context)
         except TimeoutError as exc:
             if time.monotonic() >= deadline:
                 if not told:

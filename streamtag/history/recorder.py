@@ -40,7 +40,7 @@ from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.history import schema
-from streamtag.wire.control import control_request, default_token_file, read_token
+from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_ID_LENGTH,
@@ -332,7 +332,6 @@ class Recorder:
         for endpoint in self.control:
             backoff = _backoff(self.max_backoff_s)
             while not self._stop_receiving.is_set():
-                had_token = read_token(default_token_file()) is not None
                 try:
                     reply = control_request(endpoint, {"cmd": "snapshot"}, SNAPSHOT_TIMEOUT_MS,
                                             context=self._context, curve=self._curve)
@@ -343,12 +342,6 @@ class Recorder:
                     self._stop_receiving.wait(wait_s)
                     continue
                 if not reply.get("ok"):
-                    if not had_token and read_token(default_token_file()) is not None:
-                        # asked before the daemon's first start made its token file: ZeroMQ
-                        # held the request, without a token, until the daemon bound
-                        log.info("%s refused a snapshot asked before its token file was "
-                                 "made; asking again with the token", endpoint)
-                        continue
                     log.warning("%s refused the snapshot: %s", endpoint, reply.get("error"))
                     break
                 item = Snapshot(endpoint, reply, time.time())

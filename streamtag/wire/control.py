@@ -347,19 +347,37 @@ def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int =
 
     The request carries the daemon's control token: ``token``, else the one in the default
     token file (``default_token_file``) when the endpoint is on this machine (a token is never
-    sent to another host unasked), unless the request has a "token" already. A reply larger
+    sent to another host unasked), unless the request has a "token" already; a request that
+    went without one, the file not made yet, and was refused is sent once more if the file has
+    appeared meanwhile (a daemon's first start makes it just before binding). A reply larger
     than ``max_reply_bytes`` is dropped by libzmq, which then reads as no reply.
 
     Raises TimeoutError when no reply comes within `timeout_ms`, and ProtocolError for a
     request that is not an object with a string "cmd" or a reply that is not valid.
     """
     request = dict(request) if isinstance(request, Mapping) else request
+    looked_up = False  # the token, if any, came from the default token file
     if isinstance(request, dict) and TOKEN_FIELD not in request:
         if token is None and _is_this_machine(endpoint):
             token = read_token(default_token_file())
+            looked_up = True
         if token is not None:
             request[TOKEN_FIELD] = token
-    payload = encode_request(request)
+    reply = _ask(endpoint, encode_request(request), timeout_ms, context, curve, max_reply_bytes)
+    if looked_up and token is None and not reply.get("ok"):
+        # Asked before a daemon's first start made its token file: ZeroMQ held the request,
+        # without a token, until the daemon bound, and it was refused. Once more, with it.
+        token = read_token(default_token_file())
+        if token is not None:
+            request[TOKEN_FIELD] = token
+            reply = _ask(endpoint, encode_request(request), timeout_ms, context, curve,
+                         max_reply_bytes)
+    return reply
+
+
+def _ask(endpoint: str, payload: bytes, timeout_ms: int, context: zmq.Context | None,
+         curve: ClientCurve | None, max_reply_bytes: int) -> dict[str, Any]:
+    """One request on a socket of its own: the reply, or TimeoutError."""
     ctx = context if context is not None else zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     try:
