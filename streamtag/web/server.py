@@ -287,8 +287,7 @@ class Dashboard:
         if path == "/healthz":
             health = {"ok": True, "feed": self.state.endpoints, "control": self.control,
                       "history": self.history.url if self.history else None,
-                      "pages": len(self.clients), "max_pages": self.max_clients,
-                      "streams": sorted(self.state.streams),
+                      "pages": len(self.clients), "streams": sorted(self.state.streams),
                       "daemon": self.state.liveness()}
             return _response(HTTPStatus.OK, _dumps(health).encode(), "application/json")
         page = self.static.get(path)

@@ -174,8 +174,7 @@
     let info = false;
     if (!view.connected) {
       const wait = Math.max(0, Math.ceil((view.retryAt - Date.now()) / 1000));
-      text = `${view.refused || "Dashboard server unreachable"} \u2014 reconnecting${
-        wait ? " in " + wait + " s" : ""}`;
+      text = `Dashboard server unreachable \u2014 reconnecting${wait ? " in " + wait + " s" : ""}`;
       pill.textContent = "offline";
       pill.className = "pill down";
     } else if (d && !d.seen) {

@@ -12,10 +12,7 @@
   // RETRY_MIN_MS, doubling to RETRY_MAX_MS, reset once open), and closed when nothing came for
   // SILENT_SOCKET_MS while open (the server ticks every second: a silent socket is a dead link,
   // even if the browser thinks it open). Each message is parsed JSON handed to onMessage.
-  // A socket that closes before it opened may have been refused because the dashboard serves
-  // as many pages as it may (--max-clients, 503 to the handshake, which a page cannot read):
-  // /healthz says so, and onRefused gets the words (null when that was not why).
-  function openFeed({ onOpen, onMessage, onClose, onRefused }) {
+  function openFeed({ onOpen, onMessage, onClose }) {
     let socket = null;
     let open = false;
     let retryMs = RETRY_MIN_MS;
@@ -35,16 +32,8 @@
         onMessage(JSON.parse(event.data));
       };
       socket.onclose = () => {
-        const opened = open;
         socket = null;
         open = false;
-        if (!opened) {
-          fetch("/healthz", { cache: "no-store" }).then((r) => r.json()).then((h) => {
-            onRefused(h.max_pages && h.pages >= h.max_pages
-              ? `too many pages open: this dashboard serves ${h.max_pages} at once ` +
-                "(--max-clients); close one, or wait" : null);
-          }).catch(() => onRefused(null));
-        }
         setTimeout(connect, retryMs);
         onClose(retryMs);  // how long until the next try
         retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
@@ -118,8 +107,7 @@
 
     function connect() {
       openFeed({
-        onOpen: () => { view.connected = true; view.refused = null; scheduleRender(); },
-        onRefused: (why) => { view.refused = why; scheduleRender(); },
+        onOpen: () => { view.connected = true; scheduleRender(); },
         onMessage: handle,
         onClose: (retryMs) => {
           view.connected = false;
