@@ -1,6 +1,6 @@
 """Overlapping windows share work: what a window's forward can take from the window before.
 
-The nets registry declares which architectures share work, and by which of the two schemes
+The nets registry declares which architectures share work, and by which of the four schemes
 below (``nets.spec(name)["window_reuse"]``); a model file names its architecture in its
 manifest.
 
