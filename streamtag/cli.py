@@ -14,8 +14,9 @@ from streamtag.wire.proxy import DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_MESSAGE_
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
 # Packages of the extras (pyproject.toml) that a command may need: what it is, and the extra.
-OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "torch"),
-            "matplotlib": ("matplotlib", "plot")}
+# a module a command may miss → (what it is, the pip requirement that brings it)
+OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "scikit-learn"),
+            "matplotlib": ("matplotlib", "matplotlib")}
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -451,12 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             raise
         from streamtag.commands import EXIT_USAGE
+        from streamtag.model.stored import TORCH_EXTRA
 
-        what, name = extra
-        note = (" (on a CPU machine install a CPU build of torch first: PyPI's default on x86-64 "
-                "Linux is a CUDA build of several GB)" if name == "torch" else "")
-        print(f"streamtag {args.command}: this needs {what}, which is not installed here; "
-              f"install it with pip install 'streamtag[{name}]'{note}", file=sys.stderr)
+        what, requirement = extra
+        how = TORCH_EXTRA if requirement == "torch" else f"pip install {requirement}"
+        print(f"streamtag {args.command}: this needs {what}, which is not installed here: "
+              f"{how}", file=sys.stderr)
         return EXIT_USAGE
 
 
