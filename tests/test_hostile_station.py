@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 import av
 import pytest
+from helpers import Feed, free_port, stop_process, wait_until
 from hostile_station import (
     BANNER,
     HostileStation,
@@ -524,3 +530,70 @@ def test_honest_streams_at_their_highest_bitrates_fit_the_bounds(tmp_path, name,
         server.stop()
     assert run.error is None, run.calls
     assert run.samples > 5.5 * TARGET
+
+
+def proc_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_hostile_stations_are_cut_in_a_daemon_and_the_honest_one_plays_on(station, vorbis,
+                                                                          model_path,
+                                                                          tmp_path):
+    # One daemon, three stations: an honest MP3 radio, a chained Ogg stream whose next link
+    # brings a 96 MB comment packet, and an MP3 radio that starts padding its audio with zero
+    # bytes. All three play until the attacks begin; then each hostile stream is cut with its
+    # reason and tries again, the daemon's memory stays where it was, and the honest stream
+    # keeps publishing its windows.
+    station.attack_after_s = float("inf")  # until go
+    station.comment_bytes = 96 << 20
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    streams = {"honest": "/radio", "comment": "/ogg-comment", "padded": "/padded"}
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{model_path}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
+        f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+        f'token_file = "{tmp_path / "control.token"}"\n\n'
+        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "{station.url(path)}"\n'
+                  "initial_backoff_s = 0.2\n\n" for sid, path in streams.items()))
+    feed = Feed(publish)
+    log = tmp_path / "daemon.log"
+    # as helpers.run_streamtag does, from outside the source tree; its log to a file, which
+    # a pipe nobody reads would not take for long
+    with log.open("w") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "streamtag", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tempfile.gettempdir(),
+            env={**os.environ, "STREAMTAG_HOME": str(tmp_path / "home")})
+    try:
+        wait_until(lambda: daemon.poll() is not None or all(feed.count(s) for s in streams),
+                   90, "every stream's first windows")
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        rss, peak = proc_kib(daemon.pid, "VmRSS"), proc_kib(daemon.pid, "VmHWM")
+        t_go = time.monotonic()
+        station.go.set()
+
+        def reasons(stream: str) -> list[str]:
+            return [m.body.error for _, m in feed.of("status", t_go)
+                    if m.header.stream == stream and m.body.state == "reconnecting"]
+
+        wait_until(lambda: reasons("comment") and reasons("padded"), 60,
+                   "both hostile streams to be cut")
+        cut = time.monotonic()
+        wait_until(lambda: feed.count("honest", since=cut) >= 8, 30,
+                   "the honest stream's windows after the cuts")
+        grown_mb = (proc_kib(daemon.pid, "VmRSS") - rss) / 1024
+        peak_grown_mb = (proc_kib(daemon.pid, "VmHWM") - peak) / 1024
+    finally:
+        stop_process(daemon, timeout=10)
+        feed.close()
+    assert reasons("comment")[0].startswith("an Ogg packet of more than 2048 KiB")
+    assert "(max_bytes_per_audio_s)" in reasons("padded")[0]
+    assert reasons("honest") == []
+    assert feed.longest_pause("honest", t_go, cut) < 2.0  # no pause beyond a second's windows
+    assert grown_mb < GROWTH_MB and peak_grown_mb < GROWTH_MB, (grown_mb, peak_grown_mb)
+    connections = station.paths().count("/padded")
+    assert station.sent["/padded"] < connections * CONNECTION_SLACK + 2 * (1 << 20)
