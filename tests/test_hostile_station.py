@@ -35,7 +35,7 @@ from hostile_station import (
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.errors import SourceError
-from streamtag.sources import HttpSource
+from streamtag.sources import HttpSource, parse_source
 from streamtag.sources.base import MAX_TITLE_CHARS
 from streamtag.sources.bounds import ByteLimitError, OggPages, ogg_crc
 from streamtag.sources.hosts import HostPolicy, redact_url
@@ -501,6 +501,23 @@ def test_mp3_padded_with_zero_bytes_is_cut_and_its_bytes_stay_bounded(station):
     assert station.sent["/padded"] < connections * CONNECTION_SLACK, (station.sent,
                                                                        connections)
     assert report["counters"]["reconnects"] >= 1, report  # it backs off and tries again
+
+
+def test_the_bound_of_bytes_per_second_of_audio_is_a_source_option(station, monkeypatch):
+    # A 128 kbit/s MP3 station (16 kB per second of audio) under a bound of 8 KiB: cut once
+    # the leeway (made small here) is spent, with the bound and the option named.
+    import streamtag.sources.http as http_source
+
+    monkeypatch.setattr(http_source, "LEEWAY_BYTES", 64 << 10)
+    run = Run(HttpSource(station.url("/escapes"), reconnect=False, realtime=False,
+                         max_bytes_per_audio_s=8192))
+    assert "the station sent more than 8 KiB per second of the audio it decodes to" in str(
+        run.error)
+    assert str(run.error).endswith("(max_bytes_per_audio_s)") and run.samples > 4 * TARGET
+    with pytest.raises(SourceError, match="max_bytes_per_audio_s must be at least 1024"):
+        parse_source(station.url("/radio"), max_bytes_per_audio_s=100)
+    with pytest.raises(SourceError, match="'max_bytes_per_audio_s'"):
+        parse_source(station.url("/radio"), max_bytes_per_audio_s="lots")
 
 
 def encoded(tmp_path, name: str, source: list[str], codec: list[str]) -> bytes:
