@@ -21,10 +21,12 @@ import pytest
 from helpers import Feed, free_port, stop_process, wait_until
 from hostile_station import (
     BANNER,
+    OGG_FIRST,
     HostileStation,
     Listener,
     bare_mp3,
     measure_in_subprocess,
+    ogg_page,
     ogg_pages,
     relinked,
     slow_ogg_crc,
@@ -463,6 +465,14 @@ def test_ogg_pages_are_read_as_the_demuxer_reads_them(vorbis):
             walker.feed(page)
             fed += len(page)
     assert MAX_OGG_PACKET_BYTES - (64 << 10) < fed < MAX_OGG_PACKET_BYTES + (64 << 10)
+    # FFmpeg adds a stream for each new serial number while no stream's latest page brought
+    # data (up to its 1000 streams: 28 MB): a first page again, then new ones, each counted
+    walker = OggPages(MAX_OGG_PACKET_BYTES, MAX_OGG_STREAMS)
+    for flags in (OGG_FIRST, 0, OGG_FIRST):
+        walker.feed(ogg_page(flags, 0, 1, 0, b"\x05", b"audio"))
+    with pytest.raises(ByteLimitError, match=f"more than {MAX_OGG_STREAMS} logical streams"):
+        for serial in range(2, 1000):
+            walker.feed(ogg_page(OGG_FIRST, 0, serial, 0, b"\x05", b"audio"))
 
 
 def test_a_chained_link_with_a_huge_comment_packet_is_cut_in_bounded_memory(station, vorbis):

@@ -77,20 +77,20 @@ class OggPages:
     together), or its logical streams pass ``max_streams``.
 
     As the demuxer does: a page is found by its capture pattern, and one whose checksum or
-    version is wrong is passed over (the search goes on inside it); streams are added while no
-    page has brought data, and a new one after that replaces the single stream (a chained
-    link), keeping what it held. A packet ends at a lacing value below 255: a page without the
-    continued flag is taken to continue it all the same, which counts no fewer bytes than the
-    demuxer holds.
+    version is wrong is passed over (the search goes on inside it); a new serial number adds a
+    stream while no stream's latest page has brought data (a first page does not), and
+    replaces the single stream after that (a chained link), keeping what it held. A packet
+    ends at a lacing value below 255: a page without the continued flag is taken to continue
+    it all the same, which counts no fewer bytes than the demuxer holds.
     """
 
     def __init__(self, max_packet_bytes: int, max_streams: int) -> None:
         self.max_packet_bytes, self.max_streams = max_packet_bytes, max_streams
         self.pending: dict[int, int] = {}  # serial -> bytes of its packet not yet ended
+        self._data: dict[int, bool] = {}  # serial -> whether its latest page brought data
         self.pages = 0  # pages read whole, checksum right
         self.skipped = 0  # bytes passed over between pages
         self.bad_pages = 0  # captures whose page failed its checksum or version
-        self._data_seen = False
         self._buffer = bytearray()  # from the start of a page not yet whole (or a search)
 
     def feed(self, data: bytes) -> None:
@@ -131,9 +131,9 @@ class OggPages:
 
     def _page(self, flags: int, serial: int, lacing: bytes) -> None:
         self.pages += 1
-        pending = self.pending
+        pending, data = self.pending, self._data
         if serial not in pending:
-            if not self._data_seen:
+            if not any(data.values()):
                 if len(pending) >= self.max_streams:
                     raise ByteLimitError(f"the Ogg stream holds more than {self.max_streams} "
                                          "logical streams")
@@ -141,11 +141,11 @@ class OggPages:
             elif len(pending) == 1:  # a chained link: it replaces the stream, keeping its state
                 (held,) = pending.values()
                 pending.clear()
+                data.clear()
                 pending[serial] = held
             else:
                 return  # the demuxer cannot take a new stream here and fails
-        if not flags & OGG_FIRST:
-            self._data_seen = True
+        data[serial] = not flags & OGG_FIRST
         ended = lacing.rstrip(b"\xff")
         open_bytes = 255 * (len(lacing) - len(ended))  # after the last packet that ends here
         pending[serial] = open_bytes if ended else pending[serial] + open_bytes
