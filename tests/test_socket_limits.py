@@ -6,14 +6,15 @@ dashboard's per-address cap on pages; /history.json's quantised, cached, bounded
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
 import resource
 import socket
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from helpers import (
 import streamtag
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
+
+pytest.importorskip("websockets", reason="the listeners need websockets: pip install websockets")
+
+from streamtag.web.server import DEFAULT_MAX_CLIENTS_PER_ADDRESS  # noqa: E402
 
 FILES_LIMIT = 256  # the daemon's open-files limit (RLIMIT_NOFILE) in the flood test
 FLOOD = FILES_LIMIT + 64  # half-sent requests: more than the daemon could hold open
@@ -163,3 +168,133 @@ def test_a_flood_of_half_sent_requests_leaves_probes_control_and_stations_servin
     assert "EMFILE" not in stderr and "Too many open files" not in stderr, stderr[-3000:]
     # one line for the flood, not one per connection
     assert 1 <= stderr.count("connections closed or refused") <= 2, stderr[-3000:]
+
+
+# ---------------------------------------------------------------- the dashboard
+
+
+@pytest.fixture
+def dashboards():
+    """Dashboards (DashboardThread) stopped at the end of the test."""
+    started: list = []
+    yield started
+    for dashboard in reversed(started):
+        dashboard.stop()
+
+
+def page_from(url: str, source: str):
+    """A websocket to the dashboard's /ws from `source` (a loopback address)."""
+    from websockets.sync.client import connect
+
+    where = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((where.hostname, where.port), timeout=5,
+                                    source_address=(source, 0))
+    return connect(url, sock=sock, open_timeout=5)
+
+
+def test_pages_from_one_address_past_its_cap_are_refused_and_another_address_is_served(
+        dashboards):
+    from dashboard_parts import DashboardThread
+    from websockets.exceptions import InvalidStatus
+
+    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}")  # the default caps
+    dashboards.append(dashboard)
+    with contextlib.ExitStack() as pages:
+        admitted, refused = 0, 0
+        for _ in range(40):  # idle pages from one address
+            try:
+                page = pages.enter_context(page_from(dashboard.ws_url, "127.0.0.1"))
+            except InvalidStatus as exc:
+                assert exc.response.status_code == 503
+                assert b"per address" in exc.response.body
+                refused += 1
+            else:
+                assert json.loads(page.recv(timeout=5))["type"] == "hello"
+                admitted += 1
+        assert admitted == DEFAULT_MAX_CLIENTS_PER_ADDRESS and refused == 40 - admitted
+        # another screen, from another address, is let in while they stay
+        with page_from(dashboard.ws_url, "127.0.0.2") as screen:
+            assert json.loads(screen.recv(timeout=5))["type"] == "hello"
+
+
+def test_half_sent_requests_to_the_dashboard_are_closed_and_its_pages_still_load(dashboards):
+    from dashboard_parts import DashboardThread
+
+    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}",
+                                header_timeout_s=HEADER_TIMEOUT_S)
+    dashboards.append(dashboard)
+    before = descriptors(os.getpid())  # the dashboard serves in this process
+    flood = [s for i in range(300)
+             if (s := half_sent(dashboard.port, f"127.0.0.{2 + i % 8}")) is not None]
+    try:
+        status, body = get(dashboard.port, "/healthz")
+        assert status == 200
+        # the server's ends of the flood: no more than its pages and their spare
+        held = descriptors(os.getpid()) - before - len(flood)
+        assert held <= 32 + 64 + 4, held
+        assert json.loads(body)["connections"] <= 32 + 64
+        assert get(dashboard.port, "/")[0] == 200
+        wait_until(lambda: all(closed_by_peer(s) for s in flood), HEADER_TIMEOUT_S + 15,
+                   "the half-sent requests to be closed")
+        assert json.loads(get(dashboard.port, "/healthz")[1])["connections"] <= 1
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+# ---------------------------------------------------------------- /history.json
+
+
+@pytest.fixture(scope="module")
+def history_db(tmp_path_factory):
+    """Two minutes of two streams, recorded by a real recorder ten minutes ago."""
+    from history_station import record
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('history') / 'tags.db'}"
+    record(url, lambda station: [m for s in ("radio-1", "radio-2")
+                                 for m in station.play(s, range(120), time.time() - 600)])
+    return url
+
+
+def test_history_answers_any_float_span_from_a_few_cached_ones(history_db, dashboards):
+    from dashboard_parts import DashboardThread
+
+    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=history_db)
+    dashboards.append(dashboard)
+    answers = []
+    for i in range(40):  # a new float each time, all within one minute of an hour
+        status, body = get(dashboard.port, f"/history.json?hours={1 + i * 1e-5:.6f}")
+        assert status == 200
+        answers.append(json.loads(body))
+    assert {a["hours"] for a in answers} == {1.0}
+    assert len({a["until"] for a in answers}) == 1  # one reading of the database
+    assert set(answers[0]["streams"]) == {"radio-1", "radio-2"}
+    counts = json.loads(get(dashboard.port, "/healthz")[1])["history_answers"]
+    assert counts["computed"] == 1 and counts["cached"] == 39
+
+
+def test_history_spans_past_the_waiting_bound_are_refused_at_once(history_db, dashboards):
+    """Many spans asked together: a few are read, one at a time, the rest refused with 503
+    at once; what was read before is still answered from the cache meanwhile."""
+    from dashboard_parts import DashboardThread
+
+    dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=history_db)
+    dashboards.append(dashboard)
+    assert get(dashboard.port, "/history.json?minutes=60")[0] == 200  # the screen's span
+    results: list[int] = []
+
+    def ask(minutes: int) -> None:
+        results.append(get(dashboard.port, f"/history.json?minutes={minutes}")[0])
+
+    askers = [threading.Thread(target=ask, args=(10 + i,)) for i in range(24)]
+    for asker in askers:
+        asker.start()
+    screen = get(dashboard.port, "/history.json?minutes=60")[0]
+    for asker in askers:
+        asker.join(60)
+    assert screen == 200
+    assert set(results) <= {200, 503} and len(results) == 24
+    counts = json.loads(get(dashboard.port, "/healthz")[1])["history_answers"]
+    assert counts["computed"] == 1 + results.count(200)
+    assert counts["busy"] == results.count(503)
+    assert counts["cached"] >= 1
