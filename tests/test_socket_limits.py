@@ -98,7 +98,10 @@ def lower_files_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (FILES_LIMIT, FILES_LIMIT))
 
 
-def test_a_flood_of_half_sent_requests_leaves_probes_control_and_stations_serving(tmp_path):
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_a_flood_of_half_sent_requests_leaves_probes_control_and_stations_serving(
+        tmp_path, processes):
+    """One daemon, or a supervisor of two workers (its port serves what one daemon's would)."""
     publish = f"tcp://127.0.0.1:{free_port()}"
     control = f"tcp://127.0.0.1:{free_port()}"
     port = free_port()
@@ -113,8 +116,8 @@ def test_a_flood_of_half_sent_requests_leaves_probes_control_and_stations_servin
                  f"max_connections_per_address = {PER_ADDRESS}\n"
                  f"header_timeout_s = {HEADER_TIMEOUT_S}\n\n")
     env = {**streamtag_env(), "STREAMTAG_HOME": str(tmp_path / "home")}
-    daemon = run_streamtag("run", "--config", str(config), popen=True, env=env,
-                           preexec_fn=lower_files_limit)
+    daemon = run_streamtag("run", "--config", str(config), "--processes", str(processes),
+                           popen=True, env=env, preexec_fn=lower_files_limit)
     feed = Feed(publish)
     flood: list[socket.socket] = []
     try:
