@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -171,6 +172,39 @@ def test_a_flood_of_half_sent_requests_leaves_probes_control_and_stations_servin
     assert "EMFILE" not in stderr and "Too many open files" not in stderr, stderr[-3000:]
     # one line for the flood, not one per connection
     assert 1 <= stderr.count("connections closed or refused") <= 2, stderr[-3000:]
+
+
+def test_scrapes_dropped_by_their_clients_log_no_traceback(tmp_path, capfd, caplog):
+    """Clients that send part of a request, or a whole one, and reset the connection: the
+    port goes on, and neither stderr nor the log gets a traceback for them."""
+    from streamtag.daemon.config import (
+        ControlConfig,
+        DaemonConfig,
+        MetricsConfig,
+        ModelConfig,
+        PublishConfig,
+    )
+    from streamtag.daemon.daemon import Daemon
+
+    daemon = Daemon(DaemonConfig(
+        model=ModelConfig(path=str(tiny_model_file(tmp_path / "tiny.pt")), device="cpu"),
+        publish=PublishConfig(endpoint="tcp://127.0.0.1:*"),
+        control=ControlConfig(endpoint="tcp://127.0.0.1:*"),
+        metrics=MetricsConfig(port=free_port()))).start()
+    port = daemon.config.metrics.port
+    try:
+        for i in range(40):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(HALF_SENT if i % 2 else HALF_SENT + b"\r\n\r\n")
+                time.sleep(0.01)  # the server is reading it
+                # close with a reset (no linger): the answer has nowhere to go
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert get(port, "/healthz") == (200, "serving\n")
+        assert "streamtag_batches_total" in get(port, "/metrics")[1]
+    finally:
+        daemon.stop()
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.exc_info], caplog.text[-2000:]
 
 
 # ---------------------------------------------------------------- the dashboard
