@@ -174,6 +174,33 @@ def test_a_flood_of_half_sent_requests_leaves_probes_control_and_stations_servin
     assert 1 <= stderr.count("connections closed or refused") <= 2, stderr[-3000:]
 
 
+def test_past_the_caps_the_oldest_unanswered_connection_makes_room():
+    from http import HTTPStatus
+
+    from streamtag.wire.listener import HttpListener, ListenerLimits, plain
+
+    async def answer(request):
+        return plain(HTTPStatus.OK, "serving\n")
+
+    listener = HttpListener("127.0.0.1", 0, answer, ListenerLimits(
+        max_connections=6, max_per_address=3, header_timeout_s=30.0), "test port")
+    try:
+        first = [half_sent(listener.port, "127.0.0.2") for _ in range(3)]
+        # a fourth from the same address: its oldest is closed, the others stay
+        fourth = half_sent(listener.port, "127.0.0.2")
+        wait_until(lambda: closed_by_peer(first[0]), 5, "the oldest to be closed")
+        others = [half_sent(listener.port, "127.0.0.3") for _ in range(3)]
+        # the port is full (6): a probe from a third address closes the oldest of all
+        assert get(listener.port, "/healthz") == (200, "serving\n")
+        wait_until(lambda: closed_by_peer(first[1]), 5, "the oldest of all to be closed")
+        assert not any(closed_by_peer(s) for s in [first[2], fourth, *others])
+        assert listener.limiter.closed() == {"room_per_address": 1, "room": 1}
+        for sock in [*first, fourth, *others]:
+            sock.close()
+    finally:
+        listener.close()
+
+
 def test_scrapes_dropped_by_their_clients_log_no_traceback(tmp_path, capfd, caplog):
     """Clients that send part of a request, or a whole one, and reset the connection: the
     port goes on, and neither stderr nor the log gets a traceback for them."""

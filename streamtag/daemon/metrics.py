@@ -283,7 +283,7 @@ class ClosedConnections:
             "streamtag_http_closed_connections",
             "Connections to this port closed or refused by its bounds (request head late, "
             "room made past the connection caps, refused)", labels=["reason"])
-        for reason, count in sorted(dict(self.limiter.counts).items()):
+        for reason, count in sorted(self.limiter.closed().items()):
             closed.add_metric([reason], float(count))
         yield closed
 

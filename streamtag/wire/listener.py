@@ -17,7 +17,7 @@ kilobytes, never a thread, and a plain HTTP request is answered by its ``process
   covers the head and the answer together), and a client has ``CLOSE_TIMEOUT_S`` to close
   after it.
 
-Connections closed so are counted (`ConnectionLimiter.counts`) and logged as one line a minute
+Connections closed so are counted (`ConnectionLimiter.closed`) and logged as one line a minute
 at most, never a traceback each.
 """
 
@@ -90,8 +90,10 @@ class ConnectionLimiter:
         # connection -> its peer's address, oldest first
         self._open: collections.OrderedDict[LimitedConnection, str] = collections.OrderedDict()
         self._per_address: collections.Counter[str] = collections.Counter()
-        # why connections were closed or refused: since the start, and since the last report
-        self.counts: collections.Counter[str] = collections.Counter()
+        # why connections were closed or refused: since the start (read by a scrape's thread,
+        # `closed`), and since the last report
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._counts_lock = threading.Lock()
         self._unreported: collections.Counter[str] = collections.Counter()
         self._report: asyncio.TimerHandle | None = None
         self._last_report = -float("inf")
@@ -102,6 +104,12 @@ class ConnectionLimiter:
     @property
     def open(self) -> int:
         return len(self._open)
+
+    def closed(self) -> dict[str, int]:
+        """Connections closed or refused since the start, by reason (REASONS); from any
+        thread."""
+        with self._counts_lock:
+            return dict(self._counts)
 
     def admit(self, connection: LimitedConnection, address: str) -> bool:
         """Whether `connection` may go on; room is made by closing the oldest exchange where
@@ -137,7 +145,8 @@ class ConnectionLimiter:
     def note(self, why: str) -> None:
         """Counts a connection closed or refused (`why`, a key of REASONS), for the next
         report line."""
-        self.counts[why] += 1
+        with self._counts_lock:
+            self._counts[why] += 1
         self._unreported[why] += 1
         if self._report is None:
             loop = asyncio.get_running_loop()
@@ -236,37 +245,44 @@ Answer = Callable[[Request], Awaitable[Response]]
 class HttpListener:
     """Serves ``answer(request)`` (a coroutine function, run on the listener's own loop) on
     address:port from a thread of its own, within `limits`. The address family follows the
-    address (IPv6 needs AF_INET6). Raises OSError (socket.gaierror for a name that does not
-    resolve) when it cannot listen."""
+    address (IPv6 needs AF_INET6; "::" takes IPv4 too where the system can). Raises OSError
+    (socket.gaierror for a name that does not resolve) when it cannot listen."""
 
     def __init__(self, address: str, port: int, answer: Answer, limits: ListenerLimits,
                  name: str) -> None:
         family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
                                                        flags=socket.AI_PASSIVE)[0]
+        dual = (family == socket.AF_INET6 and sockaddr[0] == "::"
+                and socket.has_dualstack_ipv6())
+        self._socket = socket.create_server((sockaddr[0], port), family=family,
+                                            dualstack_ipv6=dual)
+        self.port = self._socket.getsockname()[1]
         self.limiter = ConnectionLimiter(limits, name)
         self._answer = answer
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(quiet_exception_handler(name))
         self._stop: asyncio.Event | None = None
-        bound: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, args=(family, sockaddr[0], port, bound),
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(started,),
                                         name=f"streamtag-{name}", daemon=True)
         self._thread.start()
-        self.port = bound.result()  # raises what binding raised
+        try:
+            started.result()
+        except BaseException:
+            self._socket.close()
+            raise
 
-    def _run(self, family: int, host: str, port: int,
-             bound: concurrent.futures.Future[int]) -> None:
+    def _run(self, started: concurrent.futures.Future[None]) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self._serve(family, host, port, bound))
-        except BaseException as exc:  # binding failed: the caller raises it
-            if not bound.done():
-                bound.set_exception(exc)
+            self._loop.run_until_complete(self._serve(started))
+        except BaseException as exc:  # it could not start: the caller raises it
+            if not started.done():
+                started.set_exception(exc)
         finally:
             self._loop.close()
 
-    async def _serve(self, family: int, host: str, port: int,
-                     bound: concurrent.futures.Future[int]) -> None:
+    async def _serve(self, started: concurrent.futures.Future[None]) -> None:
         self._stop = asyncio.Event()
         limits = self.limiter.limits
 
@@ -281,11 +297,11 @@ class HttpListener:
                             exc)
                 return plain(HTTPStatus.INTERNAL_SERVER_ERROR, f"failed: {exc}\n")
 
-        async with serve(nothing, host, port, family=family, process_request=process_request,
+        async with serve(nothing, sock=self._socket, process_request=process_request,
                          create_connection=self.limiter.connection_factory,
                          open_timeout=limits.open_timeout_s, close_timeout=CLOSE_TIMEOUT_S,
                          server_header=None, logger=QUIET, max_size=1 << 12) as server:
-            bound.set_result(server.sockets[0].getsockname()[1])
+            started.set_result(None)
             await self._stop.wait()
             server.close()
             await server.wait_closed()
