@@ -208,13 +208,16 @@ class LimitedConnection(ServerConnection):
 
 
 def quiet_exception_handler(name: str) -> Callable[[asyncio.AbstractEventLoop, dict], None]:
-    """An event loop's exception handler that logs one line a minute at most: the loop's
-    own report (``socket.accept() out of system resource`` when descriptors run out) comes
-    with a traceback each time."""
+    """An event loop's exception handler that says socket errors (``socket.accept() out of
+    system resource`` when descriptors run out, which the loop retries every second) in one
+    line a minute at most, not a traceback each; anything else as the loop would."""
     last = [-float("inf")]
     missed = [0]
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if not isinstance(context.get("exception"), OSError):
+            loop.default_exception_handler(context)
+            return
         now = time.monotonic()
         if now - last[0] < REPORT_EVERY_S:
             missed[0] += 1
