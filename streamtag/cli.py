@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "elsewhere cannot read the feed by renaming itself (DNS rebinding)")
     p.add_argument("--max-clients", type=int,
                    help="pages connected at once (default 32); the next is refused with 503")
+    p.add_argument("--max-clients-per-address", type=int, metavar="N",
+                   help="pages connected at once from one address (default 8); behind a "
+                        "reverse proxy every page comes from its address: raise it there")
     p.add_argument("--venue", action="store_true",
                    help="open the venue page (/venue): one stream's mood, full screen")
     p.add_argument("--stream", help="with --venue: the stream the venue page shows")

@@ -330,7 +330,7 @@ class Supervisor:
 
             try:
                 self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
-                                             merge_histograms=True)
+                                             merge_histograms=True, limits=cfg.metrics.limits)
             except OSError as exc:
                 raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         if cfg.publish.connect:
