@@ -4,9 +4,10 @@ by name (quantize also takes a model file)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from streamtag.commands import refused
+from streamtag.commands import failed, refused, terminal_json
 from streamtag.model.manifest import read_manifest
 
 __all__ = ["add_models_commands"]
@@ -17,6 +18,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     from streamtag.errors import ModelError
 
     models = installed.installed()
+    names = installed.available_names()
+    missing = [n for n in names if n not in models]
+    if args.json:
+        listed = []
+        for name, path in models.items():
+            entry = {"name": name, "path": str(path)}
+            try:
+                manifest = read_manifest(path)
+                entry.update(model=manifest.name, tags=len(manifest.tags))
+            except ModelError as error:
+                entry["error"] = str(error)
+            listed.append(entry)
+        print(terminal_json(json.dumps({"folder": str(installed.models_folder()),
+                                        "installed": listed, "installable": missing})))
+        return 0
     print(f"installed models in {installed.models_folder()}:")
     if not models:
         print("  none")
@@ -27,8 +43,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         except ModelError as error:
             line = f"UNUSABLE: {error}"
         print(f"  {name:<14s} {line}")
-    names = installed.available_names()
-    missing = [n for n in names if n not in models]
     if missing:
         print(f"can be installed: {', '.join(missing)} (streamtag models install NAME)")
     return 0
@@ -43,6 +57,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     except ModelError as error:
         return refused("models", error)
     for name, _ in done:
+        if args.quiet:
+            continue
         print(f"{name}: installed; use it with --model {name}, e.g. streamtag run --model {name} "
               "--source radio=URL")
     return 0
@@ -55,7 +71,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         path, manifest = installed.info(args.name)
     except ModelError as error:
-        return refused("models", error)
+        return failed("models info", error)
+    if args.json:
+        print(terminal_json(json.dumps({"name": args.name, "path": str(path),
+                                        "manifest": manifest.to_dict()}, default=str)))
+        return 0
     print(f"{args.name}: {path}")
     print(f"  name:        {manifest.name}")
     print(f"  created:     {manifest.created}")
@@ -91,7 +111,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     try:
         path = installed.remove(args.name)
     except ModelError as error:
-        return refused("models", error)
+        return failed("models remove", error)
     print(f"{args.name}: removed {path}")
     return 0
 
@@ -111,7 +131,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"active tags (mean {result.mean_active:.1f}, none on "
           f"{100 * result.empty_share:.0f} %); written to {path}")
     rarest = ThresholdRule().min_share
-    if result.windows * rarest < 1:
+    if result.windows * rarest < 1 and not args.quiet:
         print(f"{args.name}: note: {result.windows} windows are few: a tag active on fewer than "
               f"1 window in {round(1 / rarest)} got its threshold from too little; an hour or "
               "so of the music you will tag sets them well", file=sys.stderr)
@@ -156,6 +176,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="models_command", required=True)
 
     q = sub.add_parser("list", help="installed models and the ones that can be installed")
+    q.add_argument("--json", action="store_true",
+                   help="one JSON object: the folder, the installed models, those installable")
     q.set_defaults(func=cmd_list)
 
     q = sub.add_parser(
@@ -173,6 +195,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("info", help="an installed model's (or a model file's) source, licence, "
                                     "tags, thresholds")
     q.add_argument("name", help="an installed model's name or a model file's path")
+    q.add_argument("--json", action="store_true",
+                   help="the path and the model file's manifest as one JSON object")
     q.set_defaults(func=cmd_info)
 
     q = sub.add_parser("remove", help="delete an installed model")
