@@ -468,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the key pair's name (default: server, the daemon's); a subscriber's "
                         "public key goes in [security] client_keys, an administrator's (e.g. "
                         "--name admin) in admin_keys")
+    g.add_argument("--json", action="store_true",
+                   help="the two files written, as one JSON object")
     g.set_defaults(func=_command("keys"))
 
     p = sub.add_parser("features", help="log-mel frames of an audio file, saved as .npy")
@@ -490,13 +492,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for _, command in commands(parser):
         add_common_flags(command)
+        command.set_defaults(command_parser=command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from streamtag.commands import log_level
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the command's own usage line, not the top level's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=log_level(args),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(log_level(args))

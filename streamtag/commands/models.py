@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from streamtag.commands import failed, refused, terminal_json
+from streamtag.commands import refused, terminal_json
 from streamtag.model.manifest import read_manifest
 
 __all__ = ["add_models_commands"]
@@ -71,7 +71,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         path, manifest = installed.info(args.name)
     except ModelError as error:
-        return failed("models info", error)
+        return refused("models", error)
     if args.json:
         print(terminal_json(json.dumps({"name": args.name, "path": str(path),
                                         "manifest": manifest.to_dict()}, default=str)))
@@ -111,7 +111,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     try:
         path = installed.remove(args.name)
     except ModelError as error:
-        return failed("models remove", error)
+        return refused("models", error)
     print(f"{args.name}: removed {path}")
     return 0
 
