@@ -472,15 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the two files written, as one JSON object")
     g.set_defaults(func=_command("keys"))
 
-    p = sub.add_parser("features", help="log-mel frames of an audio file, saved as .npy")
-    p.add_argument("file", help="any audio file PyAV decodes; - reads standard input")
+    p = sub.add_parser("features", help="log-mel frames of audio files, saved as .npy")
+    p.add_argument("file", nargs="+", metavar="FILE",
+                   help="audio files PyAV decodes, each saved beside it as NAME.npy; - reads "
+                        "standard input (with --out)")
     p.add_argument("--preset", default="musicnn", choices=LogMelOptions.preset_names())
     p.add_argument("--options", help='JSON object of option changes, e.g. \'{"n_mels": 128}\'')
-    p.add_argument("--out", help="output .npy (default: the input's name with .npy)")
+    p.add_argument("--out", help="output .npy of one input (default: the input's name with "
+                                 ".npy)")
     p.add_argument("--mels-first", action="store_true",
                    help="save (n_mels, frames) instead of (frames, n_mels)")
     p.add_argument("--json", action="store_true",
-                   help="what was written, as one JSON object on stdout")
+                   help="what was written, one JSON object a file on stdout")
     p.set_defaults(func=_command("features"))
 
 

@@ -12,6 +12,7 @@ import http.server
 import io
 import json
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -334,6 +335,20 @@ def test_colour_only_on_a_terminal_and_never_under_no_color(monkeypatch):
     shown = Terminal()
     assert run_demo(seconds=12.0, speed=20.0, device="cpu", out=shown) == 0
     assert "\x1b[" in shown.getvalue()  # the same demo on a terminal: painted
+
+
+def test_tag_over_several_files_shows_progress_on_a_terminal_unless_quiet(
+        music, monkeypatch, capsys):
+    shown = Terminal()
+    monkeypatch.setattr(sys, "stderr", shown)
+    assert main(["tag", str(music), str(music)]) == 0
+    assert "tagging" in shown.getvalue() and "file" in shown.getvalue()
+    assert capsys.readouterr().out.count(f"{music}:") == 2  # the data, on stdout
+    for quiet in (["-q"], []):  # -q, or stderr not a terminal: no bar
+        stderr = Terminal() if quiet else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert main(["tag", str(music), str(music), *quiet]) == 0
+        assert stderr.getvalue() == ""
 
 
 def test_quiet_leaves_only_the_data(music, tmp_path):
