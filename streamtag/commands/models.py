@@ -4,10 +4,12 @@ by name (quantize also takes a model file)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
-from streamtag.commands import refused, terminal_json
+from streamtag.commands import STDIN, refused, stdin_as_file, terminal_json
+from streamtag.errors import ModelError
 from streamtag.model.manifest import read_manifest
 
 __all__ = ["add_models_commands"]
@@ -15,7 +17,6 @@ __all__ = ["add_models_commands"]
 
 def cmd_list(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
     models = installed.installed()
     names = installed.available_names()
@@ -50,7 +51,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
     try:
         done = installed.install(args.names, source=args.source)
@@ -66,7 +66,6 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
     try:
         path, manifest = installed.info(args.name)
@@ -106,7 +105,6 @@ def _print_fields(fields: dict, indent: str) -> None:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
     try:
         path = installed.remove(args.name)
@@ -119,11 +117,11 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
     from streamtag.catalog.calibration import ThresholdRule, calibrate_file
-    from streamtag.errors import ModelError
 
     try:
         path = installed.model_file(args.name)
-        result, _ = calibrate_file(path, args.audio, device=args.device)
+        with recordings(args.audio) as audio:
+            result, _ = calibrate_file(path, audio, device=args.device)
     except ModelError as error:
         return refused("models", error)
     print(f"{args.name}: thresholds set from {result.windows} windows of {len(args.audio)} "
@@ -141,11 +139,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from streamtag.catalog.installed import resolve_model
     from streamtag.catalog.quantize import quantize_file
-    from streamtag.errors import ModelError
 
     try:
         path = resolve_model(args.model)
-        done = quantize_file(path, args.audio, args.output)
+        with recordings(args.audio) as audio:
+            done = quantize_file(path, audio, args.output)
     except ModelError as error:
         return refused("models", error)
     print(f"{args.model}: int8 graph written to {args.output or path}; calibrated on "
@@ -160,9 +158,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def recordings(names: list[str]):
+    """The paths to read for the recordings given, ``-`` (once) as standard input's copy."""
+    if names.count(STDIN) > 1:
+        raise ModelError("- (standard input) is given more than once; it can be read once")
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(stdin_as_file(name)) for name in names]
+
+
 def _add_recordings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", nargs="+", metavar="AUDIO",
-                        help="recordings (any format PyAV decodes)")
+                        help="recordings (any format PyAV decodes; - reads standard input)")
 
 
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
