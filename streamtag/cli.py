@@ -506,9 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said with the command's own usage line, not the top level's
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    # (a no-op where the host process set up logging already, as pytest does)
     logging.basicConfig(level=log_level(args),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(log_level(args))
     try:
         return args.func(args)
     except BrokenPipeError:
