@@ -15,8 +15,9 @@ from streamtag.wire.proxy import DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_MESSAGE_
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
 # Packages of the extras (pyproject.toml) that a command may need: what it is, and the extra.
-OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "torch"),
-            "matplotlib": ("matplotlib", "plot")}
+# a module a command may miss → (what it is, the pip requirement that brings it)
+OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "scikit-learn"),
+            "matplotlib": ("matplotlib", "matplotlib")}
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "elsewhere cannot read the feed by renaming itself (DNS rebinding)")
     p.add_argument("--max-clients", type=int,
                    help="pages connected at once (default 32); the next is refused with 503")
+    p.add_argument("--max-clients-per-address", type=int, metavar="N",
+                   help="pages connected at once from one address (default 8); behind a "
+                        "reverse proxy every page comes from its address: raise it there")
     p.add_argument("--venue", action="store_true",
                    help="open the venue page (/venue): one stream's mood, full screen")
     p.add_argument("--stream", help="with --venue: the stream the venue page shows")
@@ -521,12 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             raise
         from streamtag.commands import EXIT_USAGE
+        from streamtag.model.stored import TORCH_EXTRA
 
-        what, name = extra
-        note = (" (on a CPU machine install a CPU build of torch first: PyPI's default on x86-64 "
-                "Linux is a CUDA build of several GB)" if name == "torch" else "")
-        print(f"streamtag {args.command}: this needs {what}, which is not installed here; "
-              f"install it with pip install 'streamtag[{name}]'{note}", file=sys.stderr)
+        what, requirement = extra
+        how = TORCH_EXTRA if requirement == "torch" else f"pip install {requirement}"
+        print(f"streamtag {args.command}: this needs {what}, which is not installed here: "
+              f"{how}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -41,11 +41,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         try:
             manifest = read_manifest(path)
             line = f"{manifest.name}, {len(manifest.tags)} tags"
+            recipe = manifest.recipe if isinstance(manifest.recipe, dict) else {}
+            if recipe.get("made_of"):
+                line += f": {' + '.join(recipe['made_of'])} on one input"
         except ModelError as error:
             line = f"UNUSABLE: {error}"
         print(f"  {name:<14s} {line}")
     if missing:
-        print(f"can be installed: {', '.join(missing)} (streamtag models install NAME)")
+        named = [f"{n} (recommended)" if n == installed.RECOMMENDED else n for n in missing]
+        print(f"can be installed: {', '.join(named)} (streamtag models install NAME)")
     return 0
 
 

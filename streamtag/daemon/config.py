@@ -19,7 +19,9 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
                      precision, workers, threads, decoders, processes (worker processes
                      of `streamtag run`, a number or "auto": streamtag.daemon.supervisor)
-    [metrics]        port (0: off), address
+    [metrics]        port (0: off), address, and the port's bounds: max_connections,
+                     max_connections_per_address, header_timeout_s, answer_timeout_s
+                     (streamtag.wire.listener)
     [security]       server_key, client_keys, admin_keys (CURVE encryption and client
                      authentication), insecure (let run bind beyond loopback without keys)
     [shard]          index (K, or "auto": from the host name NAME-K), count (N)
@@ -226,12 +228,29 @@ class SecurityConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MetricsConfig:
+    """The metrics and probe port, and its bounds (docs/security.md, "Listener limits"): at
+    most ``max_connections`` connections at once and ``max_connections_per_address`` from one
+    address (past either the oldest unanswered one is closed), a request head within
+    ``header_timeout_s`` of connecting, the answer under way within ``answer_timeout_s``."""
+
     port: int = values.field(0, minimum=0, maximum=65535, expected="0 (off) or a TCP port 1-65535")
     address: str = "127.0.0.1"
+    max_connections: int = values.field(64, minimum=1, maximum=4096)
+    max_connections_per_address: int = values.field(16, minimum=1, maximum=4096)
+    header_timeout_s: float = values.field(10.0, minimum=0.1, maximum=600.0)
+    answer_timeout_s: float = values.field(30.0, minimum=0.1, maximum=600.0)
 
     def __post_init__(self) -> None:
         values.check_fields(self, "metrics", ConfigError)
         check_listen_address("metrics.address", self.address)
+
+    @property
+    def limits(self):
+        """The port's bounds, as streamtag.wire.listener takes them."""
+        from streamtag.wire.listener import ListenerLimits  # websockets: only with a port
+
+        return ListenerLimits(self.max_connections, self.max_connections_per_address,
+                              self.header_timeout_s, self.answer_timeout_s)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -245,7 +245,8 @@ class Daemon:
         from streamtag.daemon.metrics import DaemonMetrics, metrics_error
 
         try:
-            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
+                                         limits=cfg.metrics.limits)
         except OSError as exc:
             raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         self.histograms = self.metrics.histograms
