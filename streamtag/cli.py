@@ -490,7 +490,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what was written, one JSON object a file on stdout")
     p.set_defaults(func=_command("features"))
 
-
     from streamtag.commands.train import (
         add_train_commands,  # only argparse: the trainer loads lazily
     )
