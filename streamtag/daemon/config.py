@@ -379,9 +379,11 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    backend: str | None = None, precision: str | None = None,
                    insecure: bool | None = None,
                    processes: str | None = None,
-                   loudness: bool | None = None) -> DaemonConfig:
+                   loudness: bool | None = None,
+                   file_roots: list[str] | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources, and
-    ``--realtime`` plays every file source at real speed, the file's and the flags' alike."""
+    ``--realtime`` plays every file source at real speed, the file's and the flags' alike;
+    ``--allow-file-root`` adds to ``[control] file_roots``."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
         changes["model"] = dataclasses.replace(
@@ -401,8 +403,10 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
         changes["sources"] = merged
     if publish is not None:
         changes["publish"] = dataclasses.replace(config.publish, endpoint=publish)
-    if control is not None:
-        changes["control"] = dataclasses.replace(config.control, endpoint=control)
+    if control is not None or file_roots:
+        changes["control"] = dataclasses.replace(
+            config.control, endpoint=config.control.endpoint if control is None else control,
+            file_roots=(*config.control.file_roots, *(file_roots or ())))
     for flag, key, value in (("--hop-seconds", "hop_seconds", hop_seconds),
                              ("--backend", "backend", backend),
                              ("--precision", "precision", precision)):
@@ -426,6 +430,31 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
     if loudness is not None:
         changes["health"] = dataclasses.replace(config.health, loudness=loudness)
     return dataclasses.replace(config, **changes)
+
+
+# Under ``run --exit-when-done`` a live source that reconnects for ever would keep the command
+# from ending: one that brings no audio in this many reconnects in a row has failed for good.
+EXIT_WHEN_DONE_RECONNECTS = 5
+
+
+def ending_sources(config: DaemonConfig) -> DaemonConfig:
+    """``config`` for ``run --exit-when-done``: each live source (http, device) that sets
+    neither ``max_reconnects`` nor ``reconnect`` gives up after EXIT_WHEN_DONE_RECONNECTS
+    reconnects without audio (a station answering 404 for ever), and fails."""
+    from streamtag.errors import SourceError
+    from streamtag.sources import parse_spec
+
+    def live(spec: str) -> bool:
+        try:
+            return parse_spec(spec).kind in ("http", "device")
+        except SourceError:
+            return False  # said when the source is built
+
+    sources = tuple(
+        dataclasses.replace(s, options={**s.options, "max_reconnects": EXIT_WHEN_DONE_RECONNECTS})
+        if live(s.spec) and not {"max_reconnects", "reconnect"} & set(s.options) else s
+        for s in config.sources)
+    return dataclasses.replace(config, sources=sources)
 
 
 # How unknown_stream's refusal begins: the supervisor knows a worker's by it, and names every

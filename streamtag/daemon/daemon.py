@@ -673,7 +673,9 @@ class Daemon:
 
         def outside_roots(shown: str) -> ConfigError:
             return ConfigError(f"add_source refuses {shown!r}: files must lie below "
-                               f"control.file_roots ({list(control.file_roots)})")
+                               f"control.file_roots ({list(control.file_roots)}): set "
+                               "[control] file_roots in the daemon's config file, or start it "
+                               "with streamtag run --allow-file-root DIR")
 
         try:
             spec = parse_spec(text)
