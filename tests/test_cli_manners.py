@@ -22,7 +22,7 @@ from helpers import free_port, run_streamtag, stop_process, wait_until
 from streamtag import __version__
 from streamtag.audio.files import write_audio
 from streamtag.audio.synthetic import SyntheticConfig, generate_clip
-from streamtag.catalog.shipped import default_model_path
+from streamtag.catalog.shipped import SYNTHETIC_NOTE, default_model_path
 from streamtag.cli import build_parser, commands, main
 from streamtag.commands import use_color
 from streamtag.commands.demo import run_demo
@@ -348,7 +348,9 @@ def test_tag_over_several_files_shows_progress_on_a_terminal_unless_quiet(
         stderr = Terminal() if quiet else io.StringIO()
         monkeypatch.setattr(sys, "stderr", stderr)
         assert main(["tag", str(music), str(music), *quiet]) == 0
-        assert stderr.getvalue() == ""
+        # no bar; off a terminal, only the note on what the shipped model knows
+        assert stderr.getvalue() == ("" if quiet else
+                                     f"streamtag tag: note: {SYNTHETIC_NOTE}\n")
 
 
 def test_quiet_leaves_only_the_data(music, tmp_path):
@@ -395,3 +397,18 @@ def test_the_demo_switches_on_every_tag_of_its_piece_and_marks_the_model_s_mista
 def test_the_help_and_the_docs_say_the_conventions():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     assert "NO_COLOR" in docs and "exit status 2" in docs and "--allow-file-root" in docs
+
+
+# -- the shipped model on audio a user brings ----------------------------------------------------
+
+def test_tag_and_run_with_the_shipped_model_say_once_what_it_knows(music, tmp_path):
+    done = run_streamtag("tag", str(music), str(music))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("knows synthetic acoustics only") == 1, done.stderr
+    assert "streamtag models install music" in done.stderr
+    named = run_streamtag("tag", str(music), "--model", str(default_model_path()))
+    assert named.returncode == 0 and "synthetic acoustics" not in named.stderr, named.stderr
+    run = run_streamtag("run", "--source", str(music), "--exit-when-done", "--control", "",
+                        "--publish", "tcp://127.0.0.1:*", timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("knows synthetic acoustics only") == 1, run.stderr

@@ -76,6 +76,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 file_roots=getattr(args, "allow_file_root", None))
         if args.exit_when_done:
             config = ending_sources(config)
+        if config.model.path is None and not args.quiet:
+            from streamtag.catalog.shipped import SYNTHETIC_NOTE
+
+            say(f"note: {SYNTHETIC_NOTE}")
         refuse_or_warn(exposed_endpoints(config), config.security.insecure)
         processes = worker_processes(config)
         if processes > 1:

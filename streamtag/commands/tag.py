@@ -9,7 +9,7 @@ import re
 import sys
 
 from streamtag.catalog.installed import resolve_model
-from streamtag.catalog.shipped import default_model_path
+from streamtag.catalog.shipped import SYNTHETIC_NOTE, default_model_path
 from streamtag.commands import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -45,6 +45,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
     except (ModelError, ValueError) as exc:
         print(f"streamtag tag: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.model is None and not args.quiet:
+        print(f"streamtag tag: note: {SYNTHETIC_NOTE}", file=sys.stderr)
     with contextlib.ExitStack() as stack:
         paths = [stack.enter_context(stdin_as_file(f)) for f in args.files]
         try:
