@@ -146,13 +146,13 @@ def ensure_token(path: str | os.PathLike, *, pin: bool = False) -> str:
     refused file is never written over, since whoever planted it may be watching it."""
     path = Path(path).expanduser()
     try:
-        own_folder(path.parent, what=f"streamtag's folder (${places.HOME_ENV})"
-                   if path.parent == places.home() else "the control token's folder")
         exists = os.path.lexists(path)
         if exists:
             token = load_token(path)  # refuses a link, another user's file, one open to others
-            if pin:
-                return token
+        own_folder(path.parent, what=f"streamtag's folder (${places.HOME_ENV})"
+                   if path.parent == places.home() else "the control token's folder")
+        if exists and pin:
+            return token
         _write_token(path, replace=exists)
     except NotOursError as exc:
         raise ConfigError(str(exc)) from None
@@ -266,20 +266,20 @@ Handler = Callable[[dict[str, Any]], Mapping[str, Any] | None]
 
 
 def _refusal_text(token_file: str | os.PathLike | None) -> str:
-    """What a request without authority is told: where the token is, and how a client finds
-    it (by itself in the default file, else with --token-file)."""
+    """What a request without authority is told: where the token is, how a client finds it
+    (by itself in the default file, else with --token-file), and that it is never sent."""
+    never_sent = ("; the token itself is never sent: ask for a challenge and sign the request "
+                  "with it (docs/protocol.md, Control socket)")
     if token_file is None:
-        return "not authorised: sign the request with the daemon's control token (its token file)"
+        return ("not authorised: sign the request with the daemon's control token (its token "
+                "file)" + never_sent)
     found = Path(token_file).expanduser() == default_token_file()
     return (f"not authorised: sign the request with the daemon's control token (the file "
             f"{token_file}"
             + (", found by the streamtag commands themselves: run them as the daemon's user)"
-               if found else f"; pass --token-file {token_file})"))
+               if found else f"; pass --token-file {token_file})") + never_sent)
 
 
-CLEAR_TOKEN_REFUSAL = ("not authorised: the control token is never sent in clear (protocol "
-                       "1.6): ask for a challenge and sign the request with the token "
-                       "(docs/protocol.md, Control socket)")
 STALE_NONCE_REFUSAL = ("not authorised: the challenge's nonce is unknown, used or older than "
                        f"{NONCE_LIFETIME_S:g} s; ask for a new challenge on this connection and "
                        "sign with it")
@@ -357,7 +357,7 @@ class ControlServer:
         """The reply to one decoded request, which ran only when ``signed`` (its mac was
         checked) or from an admitted CURVE client; never raises."""
         if not (signed or curve_client):
-            return self._refusal(CLEAR_TOKEN_REFUSAL if TOKEN_FIELD in request else None)
+            return self._refusal()
         cmd = request.get("cmd")
         handler = self._handlers.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
