@@ -16,7 +16,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
     from streamtag.errors import ModelError
 
-    models = installed.installed()
+    try:
+        models = installed.installed()
+    except ModelError as error:  # a store that is not this user's alone
+        return refused("models", error)
     print(f"installed models in {installed.models_folder()}:")
     if not models:
         print("  none")

@@ -209,8 +209,8 @@ class _Nonces:
     its old), each good once within NONCE_LIFETIME_S, at most MAX_NONCES (the oldest given up
     first)."""
 
-    def __init__(self, limit: int = MAX_NONCES, lifetime_s: float = NONCE_LIFETIME_S):
-        self.limit, self.lifetime_s = limit, lifetime_s
+    def __init__(self) -> None:
+        self.limit, self.lifetime_s = MAX_NONCES, NONCE_LIFETIME_S
         self._waiting: collections.OrderedDict[bytes, tuple[str, float]] = \
             collections.OrderedDict()
 
@@ -398,7 +398,7 @@ class ControlServer:
 
     def _challenge(self, peer: bytes) -> bytes:
         return encode_reply({"ok": True, "nonce": self._nonces.issue(peer),
-                             "expires_s": NONCE_LIFETIME_S, "protocol": PROTOCOL_VERSION})
+                             "expires_s": self._nonces.lifetime_s, "protocol": PROTOCOL_VERSION})
 
     def _signed(self, peer: bytes, auth: bytes, data: bytes,
                 curve_client: bool) -> list[bytes]:
