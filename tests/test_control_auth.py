@@ -249,6 +249,26 @@ def test_a_nonce_serves_once_its_own_connection_and_briefly_and_few_wait(monkeyp
         server.stop()
 
 
+def test_the_protocol_page_s_client_in_plain_pyzmq_is_served(home):
+    # docs/protocol.md shows the exchange in a few lines for clients in other languages: they
+    # are run as written, against a real server.
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    block = text.split("The same in a few lines of plain pyzmq", 1)[1]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/protocol.md", "exec"), namespace)
+    token = "k" * 64
+    server = ControlServer("tcp://127.0.0.1:*", {"status": lambda _: {"streams": {}}},
+                           token=token, poll_ms=20).start()
+    try:
+        assert namespace["ask"](server.endpoint, {"cmd": "status"}, token) == {
+            "ok": True, "streams": {}}
+        refused = namespace["ask"](server.endpoint, {"cmd": "status"}, "x" * 64)
+        assert refused["ok"] is False and REFUSED in refused["error"]
+    finally:
+        server.stop()
+
+
 # -- folders and files that are ours -------------------------------------------------------------
 
 
