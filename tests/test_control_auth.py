@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 import zmq
-from helpers import free_port, make_config, run_streamtag, stop_process, tiny_model_file
+from helpers import (
+    free_port,
+    make_config,
+    run_streamtag,
+    stop_process,
+    tiny_model_file,
+    wait_until,
+)
 
 from streamtag.catalog import installed
 from streamtag.daemon.daemon import Daemon
@@ -266,6 +273,26 @@ def test_the_protocol_page_s_client_in_plain_pyzmq_is_served(home):
         refused = namespace["ask"](server.endpoint, {"cmd": "status"}, "x" * 64)
         assert refused["ok"] is False and REFUSED in refused["error"]
     finally:
+        server.stop()
+
+
+def test_record_says_where_its_unasked_snapshot_requests_go_and_signs_them(tmp_path, home):
+    asked = []
+    server = ControlServer("tcp://127.0.0.1:*", {"snapshot": lambda request: asked.append(
+        request) or {"session": "s" * 32, "model": {}, "streams": {}}}, poll_ms=20).start()
+    recorder = run_streamtag("record", "--connect", f"tcp://127.0.0.1:{free_port()}",
+                             "--control", server.endpoint, "--db",
+                             f"sqlite:///{tmp_path / 'tags.db'}", popen=True,
+                             env={**os.environ, installed.HOME_ENV: str(home)})
+    try:
+        line = recorder.stderr.readline()
+        assert f"snapshots from {server.endpoint}, signed with the token in " \
+               f"{home / 'control.token'}" in line, line
+        wait_until(lambda: asked, 30, "the recorder's snapshot request")
+        assert asked == [{"cmd": "snapshot"}] and server.refused == 0
+    finally:
+        stop_process(recorder, timeout=15)
+        recorder.communicate()
         server.stop()
 
 
