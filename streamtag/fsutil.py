@@ -10,9 +10,10 @@ folder inside its archive after the file.
 
 streamtag's own folders and the secrets and code kept in them (the control token, installed
 models) must be this user's alone, as ssh wants ``~/.ssh``: a folder is made 0700 and refused
-when another user owns it or group or others may write it (``own_folder``); a file is opened
-without following a link (``O_NOFOLLOW``) and checked on the opened descriptor, so what is
-checked is what is read (``read_own_file``, ``check_own_file``). Each refusal is a
+when another user owns it (root aside, as for ssh: a store baked into an image) or group or
+others may write it (``own_folder``); a file is opened without following a link
+(``O_NOFOLLOW``) and checked on the opened descriptor, so what is checked is what is read
+(``read_own_file``, ``check_own_file``). Each refusal is a
 ``NotOursError`` naming the path and the fix.
 """
 
@@ -84,10 +85,11 @@ class NotOursError(PermissionError):
 
 
 def _checked(status: os.stat_result, path: Path, what: str, private: bool) -> None:
-    """Refuses ``status`` (of ``path``) unless this user owns it and group and others may not
-    write it (nor read it, when ``private``)."""
+    """Refuses ``status`` (of ``path``) unless this user owns it (or root, as ssh allows, but
+    not for a ``private`` file: a secret is its user's) and group and others may not write it
+    (nor read it, when ``private``)."""
     me = os.geteuid()
-    if status.st_uid != me:
+    if status.st_uid != me and (private or status.st_uid != 0):
         raise NotOursError(
             f"{what} {path} belongs to another user (uid {status.st_uid}, not {me}): whoever "
             "owns it could read or replace what streamtag keeps there; remove it, or choose "
