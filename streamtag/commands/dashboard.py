@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.commands.status import client_credentials
+from streamtag.wire.control import default_token_file
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -52,8 +53,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         page = "venue" + (f"?stream={quote(stream, safe='')}" if stream else "")
 
     def ready(url: str) -> None:
+        # the page's snapshot requests go unasked, signed with the token: say where
         print(f"streamtag dashboard: open {url}{page} (feed {feed}"
-              + (f", control {args.control}" if args.control else "") + ")",
+              + (f", control {args.control}, signed with "
+                 + ("the admin key" if curve else
+                    f"the token in {token_file or default_token_file()}")
+                 if args.control else "") + ")",
               file=sys.stderr, flush=True)
 
     with stop_on_signals() as stop:

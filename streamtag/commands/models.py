@@ -18,7 +18,10 @@ __all__ = ["add_models_commands"]
 def cmd_list(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
 
-    models = installed.installed()
+    try:
+        models = installed.installed()
+    except ModelError as error:  # a store that is not this user's alone
+        return refused("models", error)
     names = installed.available_names()
     missing = [n for n in names if n not in models]
     if args.json:
@@ -27,12 +30,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             entry = {"name": name, "path": str(path)}
             try:
                 manifest = read_manifest(path)
-                entry.update(model=manifest.name, tags=len(manifest.tags))
+                recipe = manifest.recipe if isinstance(manifest.recipe, dict) else {}
+                entry.update(model=manifest.name, tags=len(manifest.tags),
+                             made_of=recipe.get("made_of"))
             except ModelError as error:
                 entry["error"] = str(error)
             listed.append(entry)
         print(terminal_json(json.dumps({"folder": str(installed.models_folder()),
-                                        "installed": listed, "installable": missing})))
+                                        "installed": listed, "installable": missing,
+                                        "recommended": installed.RECOMMENDED})))
         return 0
     print(f"installed models in {installed.models_folder()}:")
     if not models:

@@ -21,6 +21,7 @@ from streamtag.history.recorder import (
     permanent_db_error,
     start_when_up,
 )
+from streamtag.wire.control import default_token_file
 from streamtag.wire.exposure import optional_client_curve
 
 
@@ -82,8 +83,12 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
         if recorder is None:
             return 0
         if not args.quiet:
+            # the snapshots it asks for unasked are signed with the token: say where they go
             print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
                   f"{schema.describe_url(engine)}"
+                  + (f"; snapshots from {', '.join(args.control)}, signed with "
+                     + ("the admin key" if curve else f"the token in {default_token_file()}")
+                     if args.control else "")
                   + (f"; metrics on port {metrics.port}" if metrics else ""),
                   file=sys.stderr, flush=True)
         stop.wait()

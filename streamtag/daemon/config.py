@@ -8,9 +8,9 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
                      (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
     [publish]        endpoint, sndhwm, heartbeat_s
-    [control]        endpoint ("" disables the control socket), token_file, and what requests
-                     may open or load: file_roots, model_roots, allow_devices, allow_hosts,
-                     deny_hosts, allow_private_hosts, max_sources
+    [control]        endpoint ("" disables the control socket), token_file, pin_token, and
+                     what requests may open or load: file_roots, model_roots, allow_devices,
+                     allow_hosts, deny_hosts, allow_private_hosts, max_sources
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [mood]           enabled, dwell_s, silence_dwell_s, time_constant_s (docs/venue.md)
     [health]         enabled, silence_dbfs, silence_s, clip_samples, tone_crest_db (dead air
@@ -160,6 +160,7 @@ class ControlConfig:
 
     endpoint: str = DEFAULT_CONTROL_ENDPOINT  # "" disables the control socket
     token_file: str | None = None  # None: control.token in streamtag's folder
+    pin_token: bool = False  # keep the token the file holds; else a new one at every start
     file_roots: tuple[str, ...] = ()  # add_source may only open files below these
     model_roots: tuple[str, ...] = ()  # reload_model: installed names, and files below these
     allow_devices: bool = False  # add_source may open an input device (a microphone)

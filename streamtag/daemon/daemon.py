@@ -35,7 +35,7 @@ from typing import Any
 
 import zmq
 
-from streamtag.catalog.installed import installed, resolve_model
+from streamtag.catalog.installed import installed, path_of, resolve_model
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig, unknown_stream
 from streamtag.daemon.shard import ShardConfig
@@ -189,7 +189,6 @@ class Daemon:
         self._context: zmq.Context | None = None  # own context only with [security]
         self._turns = Turns(config.engine.decoder_turns())  # the source threads take turns
         self._auth: Authenticator | None = None
-        self._token: str | None = None  # the control token, read or made at start
         self.token_file: Path | None = None
         self._host_policy = HostPolicy(allow=config.control.allow_hosts,
                                        deny=config.control.deny_hosts,
@@ -222,12 +221,13 @@ class Daemon:
         return self
 
     def _control_token(self, cfg: DaemonConfig) -> None:
-        """With a control socket: its token, read from the token file or made in it (a file
-        that group or others may read is a ConfigError naming it)."""
+        """With a control socket: a new token in the token file, or the one it holds with
+        ``[control] pin_token`` (a file or folder that others may read or write, or that is
+        a link, is a ConfigError naming it)."""
         if not cfg.control.endpoint:
             return
         self.token_file = Path(cfg.control.token_file or default_token_file()).expanduser()
-        self._token = ensure_token(self.token_file)
+        ensure_token(self.token_file, pin=cfg.control.pin_token)
 
     def serve_health(self) -> None:
         """Opens the metrics port (with ``/healthz`` and ``/readyz``) now, if there is one;
@@ -281,7 +281,6 @@ class Daemon:
             try:
                 self.control = ControlServer(cfg.control.endpoint, self._handlers(),
                                              context=self._context, curve=curve,
-                                             token=self._token,
                                              token_file=self.token_file).start()
             except OSError as exc:
                 raise _endpoint_error("control.endpoint", "--control", cfg.control.endpoint,
@@ -651,7 +650,7 @@ class Daemon:
         places the operator named may provide one."""
         names = installed()
         if text in names:
-            return str(names[text])
+            return str(path_of(text))  # refused when not this user's alone
         roots = self.config.control.model_roots
         try:
             path = Path(text).expanduser().resolve(strict=True)
