@@ -6,7 +6,10 @@ play counts per title and per tag, over the whole range or per day or week.
 Off air: the source's state changes (the ``statuses`` table). A span runs from the last audio
 received before the source went down (its last scored window; the "reconnecting" or "failed"
 status comes later, when the loss is noticed) to when audio resumed (the next "running"
-status); a stream that ended or whose daemon stopped is not monitored, which is not off air.
+status: the first audio heard again); a stream that ended or whose daemon stopped is not
+monitored, which is not off air. A network source says how long before that audio the station
+may have come back (``back_within_s``: the time since its last attempt found it off air; it
+asks about once a second for an outage's first minute, sources/http.py).
 
 Partial: a track is marked partial when it was not heard whole: "joined" (listening began
 mid-track: as the source knew it, where it did (``heard_from_start``, protocol 1.5: an Ogg
@@ -78,6 +81,10 @@ class Span:
     # when audio came back), when the status said so
     session: str | None = None
     sample: int | None = None
+    # off air: its end is the first audio heard again; the station came back at most this
+    # long before it (the time since the source's last attempt found it off air), where the
+    # source said so (its "running" status's ``back_within_ms`` counter)
+    back_within_s: float | None = None
 
     def length(self, now: float) -> float:
         return (now if self.end is None else self.end) - self.start
@@ -86,8 +93,11 @@ class Span:
         return (self.end is None or self.end > start) and (end is None or self.start < end)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stream": self.stream, "kind": self.kind, "start": self.start, "end": self.end,
-                "detail": self.detail}
+        out = {"stream": self.stream, "kind": self.kind, "start": self.start, "end": self.end,
+               "detail": self.detail}
+        if self.kind == "off_air":
+            out["back_within_s"] = self.back_within_s
+        return out
 
 
 @dataclass
@@ -223,6 +233,8 @@ def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
             close(down, row.sent_at if back is None else back, down.session, down.samples)
         elif row.state == "running":
             close(down, row.sent_at, row.session, samples)
+            within = _counter(row.counters, "back_within_ms")
+            down.span.back_within_s = None if within is None else within / 1000.0
         elif row.state == "ended":
             close(down, row.sent_at, down.session, down.samples)
         else:
@@ -273,8 +285,13 @@ def _gone(conn: sa.Connection, down: _Down, now: float) -> float | None:
 
 
 def _samples(counters: str | None) -> int | None:
+    return _counter(counters, "samples")
+
+
+def _counter(counters: str | None, name: str) -> int | None:
+    """An integer counter of a status's stored counters; None where it has none."""
     try:
-        value = json.loads(counters or "{}").get("samples")
+        value = json.loads(counters or "{}").get(name)
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None

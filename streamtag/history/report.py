@@ -339,8 +339,12 @@ def _spans(history: History, lines: list[str], what: str, spans: list[asrun.Span
     lines.append(f"  {what} ({len(spans)}, {span(total)} in all):")
     for s in spans:
         end = "still" if s.end is None else _until(history, s.end, s.start)
+        back = ""
+        if s.back_within_s is not None and s.end is not None:  # off air: how sure its end is
+            back = (f"  back at {_until(history, s.end, s.start)} (first audio heard; on air "
+                    f"again within {s.back_within_s:.1f} s before)")
         lines.append(f"    {_when(history, s.start)} to {end}  {span(s.length(history.now)):>8}"
-                     + (f"  {one_line(s.detail)}" if s.detail else ""))
+                     + (f"  {one_line(s.detail)}" if s.detail else "") + back)
 
 
 def format_text(history: History, events: bool = False) -> str:
