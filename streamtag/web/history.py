@@ -16,7 +16,9 @@ import time
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
+from streamtag.errors import ConfigError
 from streamtag.history import report, schema
 from streamtag.history.plot import bin_count, hop_s
 
@@ -29,16 +31,41 @@ MAX_EVENTS = 200
 CACHE_S = 10.0
 
 
+class HistoryNotYet(ConfigError):
+    """The database is not there yet (the recorder makes it when it starts): asked again on
+    the next request."""
+
+
 class HistoryView:
-    """Reads a history database for the page; safe to call from several threads."""
+    """Reads a history database for the page; safe to call from several threads. A database
+    that does not exist yet, or holds no history yet, is waited for: the dashboard may start
+    before the recorder that makes it (``not_yet`` says why it waits; each request looks
+    again). Any other problem with it is a ConfigError naming the fix, at once."""
 
     def __init__(self, url: str) -> None:
-        schema.require_existing(url)
+        self._given = url
         self.engine = schema.create_db_engine(url, reader=True)
-        schema.check_readable(self.engine)  # ConfigError naming the fix
         self.url = schema.describe_url(self.engine)
         self._lock = threading.Lock()
         self._cache: dict[float, tuple[float, dict[str, Any]]] = {}
+        self.not_yet = self._check()
+
+    def _check(self) -> str | None:
+        """None once the database holds this code's history; else what it waits for."""
+        try:
+            schema.require_existing(self._given)
+        except ConfigError as exc:
+            return f"{exc} (waiting for it: the page shows it once the recorder made it)"
+        try:
+            with self.engine.connect() as connection:
+                empty = schema.current_revision(connection) is None
+        except sa.exc.DatabaseError:
+            empty = False  # check_readable names what is wrong with it
+        if empty:
+            return (f"{self.url} holds no streamtag history yet; waiting for 'streamtag "
+                    "record --db URL' to write it")
+        schema.check_readable(self.engine)  # ConfigError naming the fix
+        return None
 
     def answer(self, hours: float = DEFAULT_HOURS, now: float | None = None) -> dict[str, Any]:
         """The `hours` up to now, or up to `now` where given (no later than the clock's)."""
@@ -47,6 +74,10 @@ class HistoryView:
                              f"(minutes=10..{60 * MAX_HOURS:g} or "
                              f"hours={MIN_HOURS:.2g}..{MAX_HOURS:g}), got {hours:g} hours")
         with self._lock:
+            if self.not_yet is not None:
+                self.not_yet = self._check()
+                if self.not_yet is not None:
+                    raise HistoryNotYet(self.not_yet)
             if now is not None:  # a span of the past (the page's ?until=): not cached
                 return self._compute(hours, min(now, time.time()))
             cached = self._cache.get(hours)

@@ -48,7 +48,7 @@ from websockets.http11 import Request, Response
 from streamtag.errors import ConfigError
 from streamtag.history.timeparse import parse_time, zone_named
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
-from streamtag.web.history import DEFAULT_HOURS, HistoryView
+from streamtag.web.history import DEFAULT_HOURS, HistoryNotYet, HistoryView
 from streamtag.wire.control import control_request, read_token
 from streamtag.wire.security import ClientCurve
 
@@ -265,6 +265,9 @@ class Dashboard:
                      if "until" in asked else None)
             answer = await asyncio.get_running_loop().run_in_executor(
                 None, self.history.answer, hours, until)
+        except HistoryNotYet as exc:  # the recorder has not made it yet: asked again later
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE,
+                             _dumps({"error": str(exc)}).encode(), "application/json")
         except (ValueError, ConfigError) as exc:
             return _response(HTTPStatus.BAD_REQUEST, _dumps({"error": str(exc)}).encode(),
                              "application/json")
