@@ -19,13 +19,20 @@ air" (an outage inside it), "cut" (a live stream ended, or the daemon stopped, m
 Silence: the ``silences`` table (schema revision 0003: dead air the daemon measured), when
 the database has it; none otherwise.
 
+Dead air: a track that was dead air (silence or a stuck tone) for more than half its length
+has no leading tags: what a model says of a tone or of silence names no music. The stuck tone
+is said as such (``tone_s``), apart from silence.
+
 Loudness: where the daemon measured EBU R128 loudness (``[health] loudness``, schema revision
-0005), a track's loudness is its windows' short-term readings gated and averaged in power as
+0005), a track's loudness is the short-term readings of its windows whose 3 s lie inside the
+track (a reading near its start would measure the track before), gated and averaged in power as
 BS.1770 gates its 400 ms blocks for integrated loudness (absolute gate -70 LUFS, relative gate
 10 LU below the mean of what passes it). With a window every second or so this is within 0.25
 LU of the integrated loudness of the track's blocks (0.01-0.21 LU on 8 real tracks,
 tests/test_loudness_history.py); it is not BS.1770's integrated loudness itself, whose 400 ms
-blocks the daemon does not publish.
+blocks the daemon does not publish. A track with readings none of which passes the absolute
+gate (digital silence, or quieter than -70 LUFS) is "below -70 LUFS": no number
+(``loudness_lufs`` None, ``loudness_below_gate`` True).
 """
 
 from __future__ import annotations
@@ -42,7 +49,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS, RELATIVE_GATE_LU, loudness_of_power
+from streamtag.audio.loudness import (
+    ABSOLUTE_GATE_LUFS,
+    BLOCK_S,
+    RELATIVE_GATE_LU,
+    SHORT_TERM_BLOCKS,
+    loudness_of_power,
+)
 from streamtag.history import schema
 from streamtag.history.timeparse import Zone
 from streamtag.wire.protocol import DOWN_STATES
@@ -60,6 +73,8 @@ STALE_S = 60.0
 # status (its reader notices the loss first); a window later than this without new audio
 # was scored as the daemon stopped, not as the audio came.
 LATE_WINDOW_S = 2.0
+# A silence span's detail when its dead air was a stuck tone
+STUCK_TONE = "stuck tone"
 # A daemon restart shorter than this between two tracks of one title makes them one play.
 RESTART_GAP_S = 120.0
 # Statuses read past --until to find the end of an outage under way there (a station down
@@ -126,6 +141,12 @@ class Entry:
     # `top` and `scores` are shares of its windows with the tag on, not mean scores: no
     # track message summed it (it plays, or its end was never recorded)
     shares: bool = False
+    tone_s: float = 0.0  # of `silence_s`, the stuck tone's
+
+    @property
+    def loudness_below_gate(self) -> bool:
+        """Measured, and no reading above the absolute gate: "below -70 LUFS"."""
+        return bool(self.short_term) and self.loudness_lufs is None
 
     @property
     def loudness_lufs(self) -> float | None:
@@ -153,8 +174,10 @@ class Entry:
                 "windows": self.windows, "now_playing": self.now_playing, "shares": self.shares,
                 "partial": self.partial, "top": [[t, round(v, 6)] for t, v in self.top],
                 "active": self.active, "silence_s": round(self.silence_s, 3),
+                "tone_s": round(self.tone_s, 3),
                 "loudness_lufs": (None if self.loudness_lufs is None
-                                  else round(self.loudness_lufs, 2))}
+                                  else round(self.loudness_lufs, 2)),
+                "loudness_below_gate": self.loudness_below_gate}
 
 
 def gated_loudness(readings: Sequence[float]) -> float | None:
@@ -377,7 +400,7 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     spans = []
     for r in rows:
         start = r.sent_at - r.duration_s
-        detail = "stuck tone" if r.cause == "tone" else ""
+        detail = STUCK_TONE if r.cause == "tone" else ""
         if r.state == "off":
             spans.append(Span(r.stream, "silence", start, r.sent_at, detail))
         elif r.state == "on" and (r.stream, r.session, r.start_sample) not in ended:
@@ -466,10 +489,15 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
             entry.partial.append("off air")
         for s in off_air:
             clip_to_air(entry, s)
-        entry.silence_s = sum(min(entry.end if entry.end is not None else now,
-                                  s.end if s.end is not None else now) - max(entry.start, s.start)
-                              for s in silence
-                              if s.stream == entry.stream and s.overlaps(entry.start, entry.end))
+        dead = [(s, min(entry.end if entry.end is not None else now,
+                        s.end if s.end is not None else now) - max(entry.start, s.start))
+                for s in silence
+                if s.stream == entry.stream and s.overlaps(entry.start, entry.end)]
+        entry.silence_s = sum(inside for _, inside in dead)
+        entry.tone_s = sum(inside for s, inside in dead if s.detail == STUCK_TONE)
+        length = (entry.end if entry.end is not None else now) - entry.start
+        if entry.silence_s > 0.5 * length:  # dead air most of it: no music to name
+            entry.top, entry.active = [], []
     return merge_restarts(entries)
 
 
@@ -627,15 +655,18 @@ def add_loudness(conn: sa.Connection, entries: list[Entry]) -> None:
         by_session.setdefault((entry.stream, entry.session), []).append(entry)
     for (stream, session), group in by_session.items():
         rows = conn.execute(
-            sa.select(sc.end_sample, sc.short_term_lufs)
+            sa.select(sc.end_sample, sc.end_s, sc.short_term_lufs)
             .where(sc.stream == stream, sc.session == session,
                    sc.short_term_lufs.is_not(None))
             .order_by(sc.end_sample)).all()
         if not rows:
             continue
         ends = np.array([row.end_sample for row in rows])
+        # a reading covers the 3 s before its window's end: one of a track lies inside it
+        rate = next((row.end_sample / row.end_s for row in rows if row.end_s > 0), 0.0)
+        reach = round(SHORT_TERM_BLOCKS * BLOCK_S * rate)
         for entry in group:
-            first = int(np.searchsorted(ends, entry.start_sample, side="right"))
+            first = int(np.searchsorted(ends, entry.start_sample + reach, side="left"))
             last = (len(ends) if entry.end_sample is None
                     else int(np.searchsorted(ends, entry.end_sample, side="right")))
             entry.short_term = [rows[i].short_term_lufs for i in range(first, last)]

@@ -105,7 +105,9 @@
     });
     g.font = "bold 12px system-ui, sans-serif";
     for (const s of spans) {
-      const [fill, label, ink] = SPANS[s.kind];
+      const [fill, named, ink] = SPANS[s.kind];
+      // dead air that was a steady tone is said to be one, not silence
+      const label = s.kind === "silence" && s.detail === "stuck tone" ? "stuck tone" : named;
       const x0 = xOf(s.start);
       const x1 = xOf(s.end === null ? answer.until : s.end);
       if (x1 <= x0) continue;
@@ -147,7 +149,9 @@
   function notes(e, answer) {
     const out = [];
     if (e.partial.length) out.push(`partial: ${e.partial.join(", ")}`);
-    if (e.silence_s >= 0.5) out.push(`silence ${minutes(e.silence_s)}`);
+    const tone = e.tone_s || 0;
+    if (e.silence_s - tone >= 0.5) out.push(`silence ${minutes(e.silence_s - tone)}`);
+    if (tone >= 0.5) out.push(`stuck tone ${minutes(tone)}`);
     // an outage or a restart inside: less heard than its length, as the CLI says it
     if (e.end !== null && e.audio_s < e.end - e.start - answer.heard_shown_s) {
       out.push(`heard ${minutes(e.audio_s)}`);
