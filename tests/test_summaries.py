@@ -6,6 +6,7 @@ passes the absolute gate. Files written here, tagged by the shipped default mode
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -92,3 +93,87 @@ def test_loudness_is_gated_integrated_and_below_the_gate_is_said(files, capsys):
     assert "loudness below -70 LUFS" in text, text
     csv_rows = tag(capsys, "--csv", "--loudness", files["silence"]).splitlines()
     assert any(row.endswith(",loudness,,0.000,30.000,,,below -70 LUFS") for row in csv_rows)
+
+
+# -- the as-run log's per-track loudness ------------------------------------------------------
+
+def test_a_track_s_loudness_is_its_own_audio_s_not_the_track_before_it_s(tmp_path):
+    """Three tracks as a daemon with [health] loudness publishes them (each window's
+    short-term reading from the blocks of the real audio, through the engine's own trail):
+    music, then digital silence, then -60 dBFS noise. Each track's loudness is its own: the
+    silence "below -70 LUFS", the noise its level, neither the music's read across the change."""
+    import sqlalchemy as sa  # noqa: F401 - the recorder's
+    from history_station import MODEL, TAGS, Station, record  # noqa: F401
+
+    from streamtag.audio.loudness import integrated_lufs
+    from streamtag.engine.loudness import LoudnessTrail
+    from streamtag.history.report import format_json, format_text, load_history
+    from streamtag.sources.loudness import StreamLoudness
+    from streamtag.wire.protocol import AudioLevel, ScoresBody, StatusBody, TrackBody
+
+    rate, seconds = 16000, 20
+    parts = [demo_piece(seconds, seed=5, sample_rate=rate)[0],
+             np.zeros(seconds * rate),
+             10 ** (-60 / 20) * np.random.default_rng(1).standard_normal(seconds * rate)]
+    audio = np.concatenate(parts).astype(np.float32)
+    measured = StreamLoudness(rate)
+    measured.accept(audio, rate, position=0)
+    blocks = measured.take()
+    trail = LoudnessTrail(rate)
+    trail.add(blocks)
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = time.time() - 300
+    n = len(TAGS)
+    titles = ("Music", "Dead air", "Hiss")
+
+    def script(station):
+        station.send("r", StatusBody(state="running", title=titles[0], source="file:x",
+                                     counters={"samples": 0}), t0)
+        for end_s in range(3, 3 * seconds + 1):
+            end = end_s * rate
+            track = (end - 1) // (seconds * rate)
+            if end_s > 3 and (end_s - 1) % seconds == 0 and track > 0:  # the track before ends
+                start = (track - 1) * seconds
+                station.send("r", TrackBody(
+                    title=titles[track - 1], reason="title_change", start_s=float(start),
+                    end_s=float(start + seconds), start_sample=start * rate,
+                    end_sample=(start + seconds) * rate, started_at=t0 + start,
+                    ended_at=t0 + start + seconds, windows=seconds - 1, tags=TAGS,
+                    mean_raw=[0.1] * n, mean_smoothed=[0.1] * n, active_share=[0.0] * n,
+                    active=[], model=MODEL), t0 + start + seconds)
+            momentary, short_term = trail.reading(end)
+            level = AudioLevel(rms_dbfs=-20.0, peak_dbfs=-10.0, clipped=0, onset_rate_hz=1.0,
+                               energy=0.5, momentary_lufs=momentary, short_term_lufs=short_term)
+            station.send("r", ScoresBody(start_s=end_s - 3.0, end_s=float(end_s),
+                                         start_sample=end - 3 * rate, end_sample=end, tags=TAGS,
+                                         raw=[0.1] * n, smoothed=[0.1] * n, active=[],
+                                         model=MODEL, latency_ms=1.0, audio=level), t0 + end_s)
+        station.send("r", TrackBody(
+            title=titles[2], reason="end", start_s=40.0, end_s=60.0, start_sample=40 * rate,
+            end_sample=60 * rate, started_at=t0 + 40, ended_at=t0 + 60, windows=seconds,
+            tags=TAGS, mean_raw=[0.1] * n, mean_smoothed=[0.1] * n, active_share=[0.0] * n,
+            active=[], model=MODEL), t0 + 60)
+
+    record(url, script)
+    engine = schema_engine(url)
+    history = load_history(engine)
+    engine.dispose()
+    music, dead, hiss = history.as_run
+    assert (music.title, dead.title, hiss.title) == titles
+    powers = np.array([p for _, p in blocks])
+    own = [integrated_lufs(powers[k * 10 * seconds:(k + 1) * 10 * seconds]) for k in range(3)]
+    assert own[1] is None  # digital silence: nothing passes the absolute gate
+    assert music.loudness_lufs == pytest.approx(own[0], abs=0.5)
+    assert dead.loudness_lufs is None and dead.loudness_below_gate
+    assert hiss.loudness_lufs == pytest.approx(own[2], abs=0.5)
+    text = format_text(history)
+    (line,) = [row for row in text.splitlines() if "Dead air" in row and "tags:" in row]
+    assert "below -70 LUFS" in line, line
+    shown = json.loads(format_json(history))["asrun"]
+    assert shown[1]["loudness_lufs"] is None and shown[1]["loudness_below_gate"] is True
+
+
+def schema_engine(url: str):
+    from streamtag.history import schema
+
+    return schema.create_db_engine(url)
