@@ -177,3 +177,56 @@ def schema_engine(url: str):
     from streamtag.history import schema
 
     return schema.create_db_engine(url)
+
+
+# -- silence spans in the history, dated by the audio -------------------------------------------
+
+def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
+    """A file played at real speed through a real daemon and recorded: 4.3 s of music, 4 s of
+    digital silence, 3 s of music. The silence span's start, in wall-clock time, is within a
+    hop of where the silence began, dated by the audio's own clock (when its sample 0 played,
+    from the first window: sent at its end's time, less its end)."""
+    import sqlalchemy as sa
+    from helpers import make_config, started, tiny_model_file, wait_until
+
+    from streamtag.audio.testsignals import music_like
+    from streamtag.daemon.config import SourceConfig
+    from streamtag.engine.health import HealthConfig
+    from streamtag.history import schema
+    from streamtag.history.recorder import Recorder
+    from streamtag.history.report import load_history
+
+    rate, music_s, gap_s = 16000, 4.3, 4.0
+    path = tmp_path / "gap.flac"
+    write_audio(path, np.concatenate([music_like(music_s, rate, seed=1),
+                                      np.zeros(round(gap_s * rate)),
+                                      music_like(3.0, rate, seed=2)]).astype(np.float32), rate)
+    model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
+    hop_s = 16 * 256 / rate
+    engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
+    schema.upgrade(engine)
+    daemon, sub = started(make_config(model, tmp_path, health=HealthConfig(silence_s=1.5)))
+    sub.close()
+    recorder = Recorder(engine, daemon.publisher.endpoint).start()
+    try:
+        wait_until(lambda: recorder.stats.received["heartbeat"] > 0, 10,
+                   "the recorder to hear the daemon")
+        daemon.add_source(SourceConfig("radio", f"file:{path}", options={"realtime": True}))
+
+        def ended() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(schema.statuses)
+                                    .where(schema.statuses.c.state == "ended")).scalar() == 1
+        wait_until(ended, 60, "the stream's end to be stored")
+        assert recorder.stop()
+    finally:
+        daemon.stop()
+    sc = schema.scores.c
+    with engine.connect() as conn:
+        played_at = conn.execute(sa.select(sa.func.min(sc.sent_at - sc.end_s))).scalar()
+    history = load_history(engine)
+    engine.dispose()
+    (span,) = history.silence
+    began = played_at + music_s
+    assert 0.0 <= span.start - began <= hop_s, (span.start - began, hop_s)
+    assert span.end - span.start == pytest.approx(gap_s, abs=2 * hop_s)

@@ -382,7 +382,8 @@ def has_silences(conn: sa.Connection) -> bool:
 def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
                   until: float | None, now: float) -> list[Span]:
     """Dead air overlapping [since, until]: each "off" row of `silences` is a whole span,
-    ending at its `sent_at` and `duration_s` long; an "on" row without its "off" (same
+    `duration_s` long from where its "on" row dates its start (else ending at its own
+    `sent_at`); an "on" row without its "off" (same
     stream, session and start) is a silence under way, or, when its stream has sent no window
     for STALE_S, one that lasted as long as the recording did."""
     if not has_silences(conn):
@@ -397,12 +398,19 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
                                *([c.sent_at >= since - 86400.0] if since is not None else []))
                         .order_by(c.sent_at, c.seq)).all()
     ended = {(r.stream, r.session, r.start_sample) for r in rows if r.state == "off"}
+    # Where each silence began by its "on": sent with the window that ends where the silence
+    # had lasted duration_s. An "off" comes a window after the silence's last quiet window
+    # ends, so dating the start from it would put it a hop (and more) late.
+    began = {(r.stream, r.session, r.start_sample): r.sent_at - r.duration_s
+             for r in rows if r.state == "on"}
     spans = []
     for r in rows:
         start = r.sent_at - r.duration_s
         detail = STUCK_TONE if r.cause == "tone" else ""
         if r.state == "off":
-            spans.append(Span(r.stream, "silence", start, r.sent_at, detail))
+            start = began.get((r.stream, r.session, r.start_sample), start)
+            spans.append(Span(r.stream, "silence", start, min(r.sent_at, start + r.duration_s),
+                              detail))
         elif r.state == "on" and (r.stream, r.session, r.start_sample) not in ended:
             last = conn.execute(sa.select(sa.func.max(sc.sent_at)).where(
                 sc.stream == r.stream, sc.session == r.session)).scalar()
