@@ -14,7 +14,10 @@ asks about once a second for an outage's first minute, sources/http.py).
 Partial: a track is marked partial when it was not heard whole: "joined" (listening began
 mid-track: as the source knew it, where it did (``heard_from_start``, protocol 1.5: an Ogg
 link's first page tells), else the first track of a daemon session on a live source), "off
-air" (an outage inside it), "cut" (a live stream ended, or the daemon stopped, mid-track).
+air" (an outage inside it, or at its end), "cut" (the daemon stopped, or the source was
+removed, mid-track). The last track of a live stream that ended by itself (its daemon went on)
+or whose audio ended as the station went off air is not "cut": its audio ended with the
+stream's.
 
 Silence: the ``silences`` table (schema revision 0003: dead air the daemon measured), when
 the database has it; none otherwise.
@@ -73,6 +76,9 @@ STALE_S = 60.0
 # status (its reader notices the loss first); a window later than this without new audio
 # was scored as the daemon stopped, not as the audio came.
 LATE_WINDOW_S = 2.0
+# A daemon heard from this long after one of its streams ended did not stop with it: that
+# stream's last track ended with the stream (its audio ended), not cut by monitoring ending.
+STREAM_ENDED_ALONE_S = 10.0
 # A silence span's detail when its dead air was a stuck tone
 STUCK_TONE = "stuck tone"
 # A daemon restart shorter than this between two tracks of one title makes them one play.
@@ -162,6 +168,14 @@ class Entry:
             return self.start_sample < span.sample and (self.end_sample is None
                                                         or span.sample <= self.end_sample)
         return span.overlaps(self.start, self.end)
+
+    def ended_into(self, span: Span) -> bool:
+        """Whether its audio ended where an outage began (by the sample count): the station
+        went off air at its end, and whatever ended the track later did not cut its audio."""
+        return (span.stream == self.stream and span.sample is not None
+                and span.session == self.session and self.end_sample is not None
+                and self.start_sample < span.sample and self.end_sample <= span.sample
+                and self.end is not None and span.start < self.end)
 
     @property
     def now_playing(self) -> bool:
@@ -374,6 +388,19 @@ def _session_end(conn: sa.Connection, down: _Down, before: float | None,
     return max([down.noticed, *[e for e in ends if e is not None]])
 
 
+def _went_on(conn: sa.Connection, session: str, ended_at: float) -> bool:
+    """Whether a daemon session went on after one of its streams ended: a window of any of
+    its streams sent over STREAM_ENDED_ALONE_S later. Then the stream ended by itself, not as
+    the daemon stopped."""
+    st, sc = schema.statuses.c, schema.scores.c
+    streams = conn.execute(sa.select(st.stream).where(st.session == session)
+                           .group_by(st.stream)).scalars().all()
+    later = ended_at + STREAM_ENDED_ALONE_S
+    return any(conn.execute(sa.select(sc.id).where(sc.stream == stream, sc.sent_at > later,
+                                                   sc.session == session).limit(1)).first()
+               for stream in streams)
+
+
 def has_silences(conn: sa.Connection) -> bool:
     """Whether the database has the silences table (schema revision 0003 on)."""
     return sa.inspect(conn).has_table("silences")
@@ -487,12 +514,14 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
             if live_source(source):
                 if joined(t["start_sample"] == 0, t["heard_from_start"]):
                     entry.partial.append("joined")
-                if t["reason"] == "end":
+                if t["reason"] == "end" and not _went_on(conn, t["session"], t["ended_at"]):
                     entry.partial.append("cut")
             entries.append(entry)
         entries += open_tracks(conn, streams, since, until, top, now)
         add_loudness(conn, entries)
     for entry in entries:
+        if "cut" in entry.partial and any(entry.ended_into(s) for s in off_air):
+            entry.partial.remove("cut")  # its audio ended as the station went off air
         if any(entry.cut_by(s) for s in off_air):
             entry.partial.append("off air")
         for s in off_air:
