@@ -209,7 +209,11 @@
     const offair = node.querySelector(".offair");
     offair.textContent = off.map((s) => `OFF AIR ${when(s.start)} to ${
       s.end === null ? "now" : when(s.end)} (${minutes((s.end === null ? answer.until : s.end)
-      - s.start)})${s.detail ? ": " + s.detail : ""}`).join("; ");
+      - s.start)})${s.detail ? ": " + s.detail : ""}${
+      // its end is the first audio heard; the station came back at most this long before it
+      typeof s.back_within_s === "number" && s.end !== null
+        ? `, back at ${when(s.end)} (first audio heard; on air again within ` +
+          `${s.back_within_s.toFixed(1)} s before)` : ""}`).join("; ");
     offair.hidden = off.length === 0;
     const lost = answer.gaps.filter((g) => g.stream === id);
     const restarts = answer.restarts.filter((r) => r.stream === id);
