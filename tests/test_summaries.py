@@ -230,3 +230,23 @@ def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
     began = played_at + music_s
     assert 0.0 <= span.start - began <= hop_s, (span.start - began, hop_s)
     assert span.end - span.start == pytest.approx(gap_s, abs=2 * hop_s)
+
+
+def test_dead_air_confirmed_late_takes_back_the_tags_its_first_windows_counted():
+    from streamtag.engine.tracks import TrackSummarizer
+
+    tracks = TrackSummarizer(16000, "Tone")
+    args = (("rock", "calm"), (0.9, 0.1), (0.9, 0.1))
+    for end_s in range(1, 11):  # a tone from 0 s, its tags on until it is confirmed at 10 s
+        tracks.add_window(end_s * 16000, *args, ("rock",), "m", "h",
+                          dead_air_from=0 if end_s == 10 else None)
+    for end_s in range(11, 16):  # confirmed: no tag on
+        tracks.add_window(end_s * 16000, *args, (), "m", "h")
+    (track,) = tracks.end(15 * 16000)
+    assert track.active == () and track.active_share == (0.0, 0.0)
+    # speech (where windows say what they are) counts as dead air does: no tag of it counts
+    speech = TrackSummarizer(16000, "News")
+    for end_s in range(1, 11):
+        speech.add_window(end_s * 16000, *args, ("rock",), "m", "h", music=end_s > 8)
+    (news,) = speech.end(10 * 16000)
+    assert news.active == () and news.active_share == (0.2, 0.0)
