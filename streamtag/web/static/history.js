@@ -182,7 +182,8 @@
     for (const e of entries.slice(-MAX_TRACK_ROWS).reverse()) {
       const tr = document.createElement("tr");
       if (e.now_playing) tr.className = "now";
-      const tags = e.active.length ? e.active.join(", ") :
+      // a track of dead air leads with no tag at all
+      const tags = e.active.length ? e.active.join(", ") : !e.top.length ? "none" :
         `(none most of the time; top: ${e.top.map((t) => t[0]).join(", ")})`;
       // its length from start to end (or now), as the CLI's report gives it
       const length = (e.end === null ? answer.until : e.end) - e.start;
