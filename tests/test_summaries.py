@@ -5,6 +5,8 @@ passes the absolute gate. Files written here, tagged by the shipped default mode
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 
@@ -250,3 +252,28 @@ def test_dead_air_confirmed_late_takes_back_the_tags_its_first_windows_counted()
         speech.add_window(end_s * 16000, *args, ("rock",), "m", "h", music=end_s > 8)
     (news,) = speech.end(10 * 16000)
     assert news.active == () and news.active_share == (0.2, 0.0)
+
+
+def test_a_track_that_was_dead_air_has_no_leading_tags_in_the_as_run_log(tmp_path):
+    """A station's second song was dead air throughout (its windows' tags, as a model scores
+    silence, still there): the as-run log, its JSON and CSV list no tags for it."""
+    from history_programme import play_session
+    from history_station import record
+
+    from streamtag.history.report import format_csv, format_json, load_history
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = time.time() - 200
+    record(url, lambda station: play_session(station, "radio", t0, [("Song", 40), ("Dead", 40)],
+                                             silence=(40, 40), open_last=False))
+    engine = schema_engine(url)
+    history = load_history(engine)
+    engine.dispose()
+    song, dead = history.as_run
+    assert song.active and song.top
+    assert dead.silence_s > 0.5 * (dead.end - dead.start)
+    assert dead.active == [] and dead.top == []
+    assert json.loads(format_json(history))["asrun"][1]["active"] == []
+    (row,) = [r for r in csv.DictReader(io.StringIO(format_csv(history)))
+              if r["kind"] == "track" and r["title"] == "Dead"]
+    assert row["detail"] == "", row  # no tags
