@@ -98,8 +98,10 @@ def test_an_outage_ends_in_the_log_within_its_stated_bound_of_the_station_s_retu
     # before that the station may have returned: a window that holds the feeder's return
     assert outage.end is not None and outage.back_within_s is not None
     assert outage.end >= restarted_at, (outage.end - restarted_at)
-    assert outage.end - outage.back_within_s <= live_at, (outage.end, outage.back_within_s,
-                                                          live_at)
+    # (the source notes its failed attempt a moment after the server's 404: a loaded machine
+    # may take a little while to get there)
+    assert outage.end - outage.back_within_s <= live_at + 0.25, (
+        outage.end, outage.back_within_s, live_at)
     # probed about once a second: the end is logged within 2 s of the return
     assert outage.back_within_s <= 2.0, outage.back_within_s
     # it began when the audio stopped coming, not before the feeder went
