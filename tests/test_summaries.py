@@ -184,8 +184,8 @@ def schema_engine(url: str):
 # -- silence spans in the history, dated by the audio -------------------------------------------
 
 def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
-    """A file played at real speed through a real daemon and recorded: 4.3 s of music, 4 s of
-    digital silence, 3 s of music. The silence span's start, in wall-clock time, is within a
+    """A file played at real speed through a real daemon and recorded: 2.25 s of music, 3 s of
+    digital silence, 1.5 s of music. The silence span's start, in wall-clock time, is within a
     hop of where the silence began, dated by the audio's own clock (when its sample 0 played,
     from the first window: sent at its end's time, less its end)."""
     import sqlalchemy as sa
@@ -198,13 +198,14 @@ def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
     from streamtag.history.recorder import Recorder
     from streamtag.history.report import load_history
 
-    rate, music_s, gap_s = 16000, 4.3, 4.0
+    rate, music_s, gap_s = 16000, 2.25, 3.0
     path = tmp_path / "gap.flac"
     write_audio(path, np.concatenate([music_like(music_s, rate, seed=1),
                                       np.zeros(round(gap_s * rate)),
-                                      music_like(3.0, rate, seed=2)]).astype(np.float32), rate)
+                                      music_like(1.5, rate, seed=2)]).astype(np.float32), rate)
     model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
     hop_s = 16 * 256 / rate
+    edge_s = 0.05  # a window's frames reach n_fft / 2 before its first hop (test_silence)
     engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
     schema.upgrade(engine)
     daemon, sub = started(make_config(model, tmp_path, health=HealthConfig(silence_s=1.5)))
@@ -230,7 +231,7 @@ def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
     engine.dispose()
     (span,) = history.silence
     began = played_at + music_s
-    assert 0.0 <= span.start - began <= hop_s, (span.start - began, hop_s)
+    assert 0.0 <= span.start - began <= hop_s + edge_s, (span.start - began, hop_s)
     assert span.end - span.start == pytest.approx(gap_s, abs=2 * hop_s)
 
 
