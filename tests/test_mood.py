@@ -18,7 +18,7 @@ from streamtag.engine.mood import (
     MoodTracker,
     energy_of,
 )
-from streamtag.errors import ConfigError, ModelError, ProtocolError
+from streamtag.errors import ConfigError, ProtocolError
 from streamtag.model.stored import open_model
 from streamtag.wire.protocol import (
     AudioLevel,
@@ -37,11 +37,9 @@ DEFAULT_MODEL = open_model(ROOT / "models" / "default" / "model.pt")
 
 def musicnn_labels(name: str) -> tuple[str, ...]:
     """The tags of an installable real-music model, from the musicnn package (CI installs it)."""
-    try:
-        package = find_installed_package()
-    except ModelError as exc:
-        pytest.skip(f"needs the musicnn package's tag lists: pip install --no-deps "
-                    f"musicnn==0.1.0 ({exc})")
+    package = find_installed_package()
+    if package is None:
+        pytest.skip("needs the musicnn package's tag lists: pip install --no-deps musicnn==0.1.0")
     return read_labels(package, name)
 
 

@@ -74,10 +74,10 @@ def test_tag_command_json_and_exit_code(setup):
     assert set(record["mean_scores"]) == {"calm", "loud", "bright", "dark"}
     done = run_streamtag("tag", str(root / "broken.mp3"), "--model", str(model_path),
                          "--device", "cpu", timeout=120)
-    assert done.returncode == 1 and "ERROR" in done.stdout
+    assert done.returncode == 1 and done.stdout == ""  # the error is said on stderr
     # FFmpeg's reason in words, with what to check, and not its error number
-    assert "FFmpeg does not recognise it as audio" in done.stdout, done.stdout
-    assert "check that it is an audio file" in done.stdout and "Errno" not in done.stdout
+    assert "FFmpeg does not recognise it as audio" in done.stderr, done.stderr
+    assert "check that it is an audio file" in done.stderr and "Errno" not in done.stderr
     assert "Traceback" not in done.stderr and "sink failed" not in done.stderr, done.stderr
     # a file that is not there: said, the other file tagged, and no traceback for it
     done = run_streamtag("tag", str(root / "missing.mp3"), str(root / "two.flac"), "--model",

@@ -54,14 +54,24 @@ def models_folder() -> Path:
     return home() / "models"
 
 
-# what ``install`` converts: musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``, which
-# needs torch; named here too so that listing them does not)
-AVAILABLE = ("musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
+# what ``install`` converts: ``music``, the recommended real-music tagger
+# (``streamtag.catalog.music``), and musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``;
+# both need torch, so the names are here too, for listing them without it)
+RECOMMENDED = "music"
+AVAILABLE = (RECOMMENDED, "musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
+# what each name is made of: the musicnn taggers whose checkpoints it reads
+MADE_OF = {RECOMMENDED: ("musicnn-msd", "musicnn-mtt")}
 
 
 def available_names() -> tuple[str, ...]:
-    """The names ``install`` knows (musicnn's four taggers); listed without torch."""
+    """The names ``install`` knows (``music`` and musicnn's four taggers); listed without
+    torch."""
     return AVAILABLE
+
+
+def checkpoints_of(name: str) -> tuple[str, ...]:
+    """The musicnn taggers whose checkpoints installing ``name`` reads."""
+    return MADE_OF.get(name, (name,))
 
 
 def installed() -> dict[str, Path]:
@@ -263,7 +273,8 @@ def check_source_size(package: Path, names: Sequence[str]) -> None:
 
     files = {package / "configuration.py"}
     for name in names:
-        files.update(checkpoint_files(package, name))
+        for member in checkpoints_of(name):
+            files.update(checkpoint_files(package, member))
     total = 0
     for path in sorted(files):
         try:
@@ -344,7 +355,12 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
             check_source_size(package, names)
             for name in names:
                 converted = scratch / f"{name}{SUFFIX}"
-                musicnn_models.convert(package, name, converted)
+                if name == RECOMMENDED:
+                    from streamtag.catalog import music
+
+                    music.convert(package, converted)
+                else:
+                    musicnn_models.convert(package, name, converted)
                 _install_converted(name, converted, done, log)
         except ModelError as exc:  # its paths as the user gave them, not the scratch copy's
             raise ModelError(_as_given(str(exc), scratch, source, only)) from None

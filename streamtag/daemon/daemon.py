@@ -245,7 +245,8 @@ class Daemon:
         from streamtag.daemon.metrics import DaemonMetrics, metrics_error
 
         try:
-            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
+                                         limits=cfg.metrics.limits)
         except OSError as exc:
             raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         self.histograms = self.metrics.histograms
@@ -674,7 +675,9 @@ class Daemon:
 
         def outside_roots(shown: str) -> ConfigError:
             return ConfigError(f"add_source refuses {shown!r}: files must lie below "
-                               f"control.file_roots ({list(control.file_roots)})")
+                               f"control.file_roots ({list(control.file_roots)}): set "
+                               "[control] file_roots in the daemon's config file, or start it "
+                               "with streamtag run --allow-file-root DIR")
 
         try:
             spec = parse_spec(text)

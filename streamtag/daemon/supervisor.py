@@ -1,7 +1,7 @@
 """Several daemon processes on one machine behind one publish and one control endpoint
 (``streamtag run --processes N``), supervised.
 
-One daemon does its per-window work under one GIL (about 1.8 cores' worth); N worker
+One daemon does its per-window work under one GIL (about 1.15-2.2 cores busy, by model); N worker
 processes each run a ``Daemon`` serving shard K of N of the same source list
 (streamtag.daemon.shard), and this process, the supervisor, holds what subscribers and
 operators reach:
@@ -330,7 +330,7 @@ class Supervisor:
 
             try:
                 self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
-                                             merge_histograms=True)
+                                             merge_histograms=True, limits=cfg.metrics.limits)
             except OSError as exc:
                 raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         if cfg.publish.connect:

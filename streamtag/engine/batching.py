@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # TURN_WINDOWS of them, runs them in passes of ``batch_limit`` and only then hands the results
 # out. The turn's own work (waking, taking the windows, the hand-out in order, and above all the
 # caches each forward evicts, which the first scoring after it pays for) is then shared by every
-# window of the turn while the forward keeps its cheapest size (docs/engine-benchmark.md, "turns
+# window of the turn while the forward keeps its cheapest size (docs/benchmarks/, "turns
 # of forward passes"). A turn takes only windows already queued, and the first of them then
 # waits for the turn's later passes no longer than the last of them waited before;
 # TURN_FORWARD_S bounds that wait, a quarter of the usual one-second hop.
