@@ -527,9 +527,11 @@ class Daemon:
         if run is not None and run.tracks is not None:
             # Tracks this window closes go first: the window is already the next track's.
             with run.track_lock:
-                closed = run.tracks.add_window(result.end_sample, result.tags, result.raw,
-                                               result.smoothed, result.active,
-                                               result.model_name, result.model_hash)
+                # dead air confirmed here takes back the tags its first windows counted
+                closed = run.tracks.add_window(
+                    result.end_sample, result.tags, result.raw, result.smoothed, result.active,
+                    result.model_name, result.model_hash, dead_air_from=next(
+                        (c.start_sample for c in result.silence if c.state == "on"), None))
             for track in closed:
                 self._publish_track(run, track)
         # Silence first (its "on" explains the tags' "off"), then events: the scores message

@@ -14,6 +14,10 @@ spans; the last `MAX_CACHED` answers are kept for `CACHE_S`; requests for a span
 computed wait for that one; the spans computed one at a time on a thread of their own, at most
 `MOST_WAITING` waiting, and past them a request is refused at once (`HistoryBusy`, 503) rather
 than queued behind them.
+
+The dashboard may start before the recorder that makes its database: a database that does not
+exist yet, or holds no history yet, is waited for (`HistoryNotYet`, 503, looked for again on
+each request); any other problem with it is a ConfigError naming the fix, at once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import time
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
+from streamtag.errors import ConfigError
 from streamtag.history import report, schema
 from streamtag.history.plot import bin_count, hop_s
 
@@ -61,16 +67,21 @@ def span_key(hours: float, until: float | None = None) -> SpanKey:
     return minutes, math.floor(min(until, time.time()) / 60.0) * 60.0
 
 
+class HistoryNotYet(ConfigError):
+    """The database is not there yet (the recorder makes it when it starts): asked again on
+    the next request."""
+
+
 class HistoryView:
     """Reads a history database for the page: `answer` on the dashboard's event loop, the
     queries on a thread of their own. ``counts``: answers computed, from the cache, joined to
     one being computed, and refused as busy."""
 
     def __init__(self, url: str, most_waiting: int = MOST_WAITING) -> None:
-        schema.require_existing(url)
+        self._given = url
         self.engine = schema.create_db_engine(url, reader=True)
-        schema.check_readable(self.engine)  # ConfigError naming the fix
         self.url = schema.describe_url(self.engine)
+        self.not_yet = self._check()  # why it waits for the database; None once there
         self.most_waiting = most_waiting
         self.counts: collections.Counter[str] = collections.Counter()
         self._cache: collections.OrderedDict[SpanKey, tuple[float, dict[str, Any]]] = \
@@ -85,6 +96,11 @@ class HistoryView:
         quantised (`span_key`). ValueError for a span past the bounds, HistoryBusy when too
         many others wait."""
         key = span_key(hours, until)
+        if self.not_yet is not None:
+            self.not_yet = await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                                            self._check)
+            if self.not_yet is not None:
+                raise HistoryNotYet(self.not_yet)
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < CACHE_S:
             self._cache.move_to_end(key)
@@ -103,6 +119,23 @@ class HistoryView:
             self._flights[key] = flight
             flight.add_done_callback(functools.partial(self._landed, key))
         return await asyncio.shield(flight)
+
+    def _check(self) -> str | None:
+        """None once the database holds this code's history; else what it waits for."""
+        try:
+            schema.require_existing(self._given)
+        except ConfigError as exc:
+            return f"{exc} (waiting for it: the page shows it once the recorder made it)"
+        try:
+            with self.engine.connect() as connection:
+                empty = schema.current_revision(connection) is None
+        except sa.exc.DatabaseError:
+            empty = False  # check_readable names what is wrong with it
+        if empty:
+            return (f"{self.url} holds no streamtag history yet; waiting for 'streamtag "
+                    "record --db URL' to write it")
+        schema.check_readable(self.engine)  # ConfigError naming the fix
+        return None
 
     def _read(self, key: SpanKey) -> dict[str, Any]:
         minutes, until = key

@@ -52,7 +52,7 @@ from websockets.http11 import Request, Response
 from streamtag.errors import ConfigError
 from streamtag.history.timeparse import parse_time, zone_named
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
-from streamtag.web.history import DEFAULT_HOURS, HistoryBusy, HistoryView
+from streamtag.web.history import DEFAULT_HOURS, HistoryBusy, HistoryNotYet, HistoryView
 from streamtag.wire.control import control_request, read_token
 from streamtag.wire.listener import (
     QUIET,
@@ -294,7 +294,7 @@ class Dashboard:
             until = (parse_time(asked["until"][0], "until=", zone=zone_named("UTC"))
                      if "until" in asked else None)
             answer = await self.history.answer(hours, until)
-        except HistoryBusy as exc:
+        except (HistoryBusy, HistoryNotYet) as exc:  # busy, or no database yet: ask again
             return _response(HTTPStatus.SERVICE_UNAVAILABLE, _dumps({"error": str(exc)}).encode(),
                              "application/json")
         except (ValueError, ConfigError) as exc:
