@@ -337,12 +337,14 @@ class MoodTracker:
         self.genres_shown: tuple[str, ...] = ()
         self._genres_since: float | None = None  # None: the track's genres are not shown yet
         self._genre_start: float | None = None  # the audio time the track's genres began
+        self._new_track = False  # new_track() was called: the next window starts a track
         self._genre_pending: tuple[str, ...] | None = None
         self._genre_pending_since = 0.0
 
     def new_track(self) -> None:
-        """The track changed (a new title): its genre is shown afresh, without the hold."""
-        self._genres_since, self._genre_start, self._genre_avg = None, None, None
+        """The track changed (a new title): its genre is shown afresh, without the hold, from
+        the next window on. Safe to call from another thread than ``update``'s."""
+        self._new_track = True
 
     def update(self, end_s: float, smoothed: np.ndarray, rms_dbfs: float | None = None,
                energy: float | None = None, dead_air: bool = False,
@@ -355,6 +357,9 @@ class MoodTracker:
                  and not (rms_dbfs is not None and rms_dbfs < self.silence_dbfs))
         step = 0.0 if self._last_end is None else max(0.0, end_s - self._last_end)
         self._last_end = end_s
+        if self._new_track:
+            self._new_track = False
+            self._genres_since, self._genre_start, self._genre_avg = None, None, None
         if not music:
             # What the music was is forgotten: the next music starts afresh.
             self._point, self._slow, self._music_since, self._settled = None, None, None, False
