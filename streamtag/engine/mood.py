@@ -46,7 +46,7 @@ SILENCE_DBFS = -50.0  # a window quieter than this has no music to judge (broadc
 DWELL_S = 3.0  # a new main word is shown once it has held this much audio (a clear change) ...
 BORDER_DWELL_S = 30.0  # ... this much where the point only wavers at a border (or the second
 # word alone changes)
-CLEAR_MOVE = 0.4  # a change is clear when the point moved this far from where the words fit
+CLEAR_MOVE = 0.3  # a change is clear when the point moved this far from where the words fit
 BORDER_TIME_CONSTANT_S = 15.0  # the slow average that decides the other changes ...
 BORDER_MOVE = 0.1  # ... once it has moved this far from where the words were shown
 SILENCE_DWELL_S = 6.0  # "no music" is shown once the music has been gone this long
@@ -330,7 +330,8 @@ class MoodTracker:
         self._pending: tuple[str, ...] | None = None
         self._pending_since = 0.0
         self._left_since: float | None = None  # since when the point is clearly elsewhere
-        self._anchor: tuple[float, float] | None = None  # the point the shown words fit
+        # where the shown words fit: the slow average while they are the nearest
+        self._anchor: tuple[float, float] | None = None
         self._slow: tuple[float, float] | None = None  # the point's slow average
         self._slow_anchor: tuple[float, float] | None = None  # ... when the words were shown
         self._genre_avg: np.ndarray | None = None
@@ -398,6 +399,9 @@ class MoodTracker:
         if self.shown is None or (not self.shown and candidate):
             self._show(candidate, end_s)
             return
+        if candidate[:1] == self.shown[:1] and candidate:
+            # The main word fits: where it fits follows the music's slow average.
+            self._anchor = self._slow
         if candidate == self.shown:
             self._pending, self._left_since = None, None
             return
@@ -431,12 +435,11 @@ class MoodTracker:
     def _show(self, words: tuple[str, ...], since_s: float) -> None:
         self.shown, self.since_s = words, since_s
         self._pending, self._left_since = None, None
-        self._anchor = self._point if words else None
-        self._slow_anchor = self._slow if words else None
+        self._anchor = self._slow_anchor = self._slow if words else None
 
     def _clearly_moved(self) -> bool:
-        """The point lies CLEAR_MOVE or more from where it was when the shown words were
-        chosen: the music changed, not the noise of one piece (docs/venue.md)."""
+        """The point lies CLEAR_MOVE or more from where the shown words last fitted: the music
+        changed, not the noise of one piece (docs/venue.md)."""
         if self._anchor is None or self._point is None:
             return True
         return math.dist(self._point, self._anchor) >= CLEAR_MOVE
