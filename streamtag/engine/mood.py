@@ -21,6 +21,7 @@ Nothing here knows sockets or pages: the daemon puts the result in its scores me
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import math
 import tomllib
@@ -189,7 +190,7 @@ class MoodPlan:
     def mood_tags(self) -> tuple[str, ...]:
         return tuple(self.tags[i] for i in self.mood_index)
 
-    @property
+    @functools.cached_property
     def genre_tags(self) -> tuple[str, ...]:
         return tuple(self.tags[i] for i in self.genre_index)
 
@@ -221,12 +222,12 @@ class MoodPlan:
         tags_share = TAG_SHARE_OF_AROUSAL * evidence
         return _clip(v), _clip(tags_share * a_tags + (1.0 - tags_share) * a_audio)
 
-    @property
+    @functools.cached_property
     def centre(self) -> tuple[float, float]:
         return (float(np.mean([p[0] for _, p in self.display])),
                 float(np.mean([p[1] for _, p in self.display])))
 
-    @property
+    @functools.cached_property
     def arousal_span(self) -> tuple[float, float]:
         return (min(p[1] for _, p in self.display), max(p[1] for _, p in self.display))
 
@@ -262,7 +263,7 @@ class MoodPlan:
         GENRE_KEEP_RATIO."""
         if not len(self.genre_index):
             return ()
-        names = [self.tags[i] for i in self.genre_index]
+        names = self.genre_tags
         kept = [g for g in keep if g in names and ratio[names.index(g)] >= GENRE_KEEP_RATIO]
         order = np.argsort(-ratio, kind="stable")
         new = [names[i] for i in order if ratio[i] >= GENRE_RATIO and names[i] not in kept]
