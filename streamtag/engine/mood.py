@@ -426,7 +426,9 @@ class MoodTracker:
             if candidate == self.shown or math.dist(self._slow, self._slow_anchor) < BORDER_MOVE:
                 self._pending, self._left_since = None, None
                 return
-            key, dwell = candidate, self.border_dwell_s
+            # (while the main word differs, the second may come and go meanwhile)
+            key = candidate[:1] if candidate[0] != self.shown[0] else candidate
+            dwell = self.border_dwell_s
         self._left_since = None
         if self._pending != key:
             self._pending, self._pending_since = key, end_s
