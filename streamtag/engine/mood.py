@@ -301,9 +301,10 @@ class MoodTracker:
     genre line's hold.
 
     A window without music (quiet, dead air, or a content other than music) ends the music:
-    what was measured of it is forgotten, so the music after it is judged on its own. Its
-    first ``SETTLE_S`` are not shown (the windows that straddle the gap mix the two); then its
-    words and genres are shown at once, and from there on they change only as below."""
+    what was measured of it is forgotten, so the music after it is judged on its own. That
+    music's first ``SETTLE_S`` are not shown (the windows that straddle the gap mix the two);
+    then its words are shown at once (its genres once it has played GENRE_DWELL_S), and from
+    there on they change only as ``_decide`` and ``_hold_genres`` say."""
 
     def __init__(self, plan: MoodPlan, dwell_s: float = DWELL_S,
                  silence_dwell_s: float = SILENCE_DWELL_S,
