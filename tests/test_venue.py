@@ -462,7 +462,7 @@ def test_the_page_keeps_working_across_restarts(browser, endpoint, closing, shot
     mark = venue.page.locator("#reconnecting")
     assert mark.is_hidden()
 
-    # The daemon goes away: the last mood stays, dimmed, with a discreet mark.
+    # The daemon goes away: the last mood stays, dimmed, with a mark across the top.
     station.close()
     expect(mark).to_be_visible(timeout=WAIT_S * 1000)
     expect(venue.page.locator("body")).to_have_class("lost")
