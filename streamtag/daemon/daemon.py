@@ -408,6 +408,8 @@ class Daemon:
                           extra: dict) -> None:
         run.station = extra.get("station", run.station)
         if "title" in extra and run.config.title is None:  # a configured title wins
+            if extra["title"] != run.title and self.engine is not None:
+                self.engine.new_track(run.config.id)  # the venue's genre line starts afresh
             run.title = extra["title"]
             run.heard_from_start = extra.get("heard_from_start")
             if run.tracks is not None:
