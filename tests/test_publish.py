@@ -476,9 +476,9 @@ def test_listen_says_nothing_of_silence_while_it_hears_a_daemon(ctx, capsys):
     with Publisher(ANY_PORT, context=ctx) as pub, Background(pub):
         assert run_listen(pub.endpoint, ["radio-9"], duration=3.0, out=out, context=ctx,
                           nothing_heard_s=2.0) == 0
-    # another stream's messages only, but the daemon's heartbeats: it is there
-    assert out.getvalue().startswith(tuple("0123456789")) and "heartbeat" in out.getvalue()
-    assert "radio-1" not in out.getvalue()
+    # another stream's messages only: nothing printed (heartbeats are not the stream's), yet
+    # the daemon's heartbeats were heard, so nothing is said of silence
+    assert out.getvalue() == ""
     assert "nothing heard" not in capsys.readouterr().err
 
 
