@@ -33,6 +33,7 @@ from streamtag.wire import subscriber as subscriber_module
 from streamtag.wire.protocol import (
     MAX_COUNTERS,
     MAX_DETAIL_LENGTH,
+    MAX_BODY_BYTES,
     MAX_FRAME_BYTES,
     MAX_INTEGER,
     MAX_REPLY_BYTES,
@@ -231,7 +232,8 @@ def test_writers_refuse_what_readers_refuse():
     body = ScoresBody(start_s=0.0, end_s=1.0, start_sample=0, end_sample=1, tags=big,
                       raw=[0.5] * MAX_TAGS, smoothed=[0.5] * MAX_TAGS, active=[], model=MODEL,
                       latency_ms=1.0)
-    with pytest.raises(ProtocolError, match=f"body frame would be .* over the {MAX_FRAME_BYTES}"):
+    with pytest.raises(ProtocolError, match=f"scores body frame would be .* over the "
+                                            f"{MAX_BODY_BYTES['scores']}"):
         encode(make_message(body, session=SESSION, stream="radio-1", seq=0))
     with pytest.raises(ProtocolError, match="scores body would be"):
         ScoresEncoder(big, MODEL).body_frame(

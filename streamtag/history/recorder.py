@@ -55,6 +55,13 @@ from streamtag.wire.security import ClientCurve
 from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEFAULT_QUEUE_SIZE = 100_000   # messages: 64 streams' scores for about 25 minutes
+# ... and their bytes on the wire: 43,000 honest messages of 3 kB (a 56-tag model's scores),
+# but only 128 forged ones of the 1 MiB a scores frame may hold. The subscriber's own queue in
+# front of it is bounded too (wire.subscriber.DEFAULT_QUEUE_BYTES).
+DEFAULT_QUEUE_BYTES = 128 * 1024 * 1024
+# A status's counters as stored: a daemon reports a dozen (about 300 characters); past this
+# the rest are left out, the cut said once in the log.
+MAX_STORED_COUNTERS_CHARS = 16 * 1024
 DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
 DEFAULT_MAX_BACKOFF_S = 30.0
 FIRST_BACKOFF_S = 0.25
@@ -158,7 +165,8 @@ class Recorder:
     """Records the messages of `connect` endpoints into `engine`'s database.
 
     control: daemons' control endpoints, asked for a snapshot at start.
-    queue_size: messages that may wait for the database; more are dropped and counted.
+    queue_size, queue_bytes: messages, and their bytes on the wire, that may wait for the
+        database; more are dropped and counted (and stored as gaps).
     curve: this client's CURVE keys and the server's, for a daemon (or proxy) with keys.
     """
 
@@ -166,9 +174,11 @@ class Recorder:
                  control: Iterable[str] = (), *, queue_size: int = DEFAULT_QUEUE_SIZE,
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
-                 context: zmq.Context | None = None, curve: ClientCurve | None = None):
-        if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0:
-            raise ValueError("queue_size and batch_size must be >= 1 and max_backoff_s > 0")
+                 context: zmq.Context | None = None, curve: ClientCurve | None = None,
+                 queue_bytes: int = DEFAULT_QUEUE_BYTES):
+        if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1:
+            raise ValueError("queue_size, queue_bytes and batch_size must be >= 1 and "
+                             "max_backoff_s > 0")
         self.engine = engine
         self.endpoints = [connect] if isinstance(connect, str) else list(connect)
         self.control = list(control)
@@ -176,6 +186,10 @@ class Recorder:
         self.max_backoff_s = max_backoff_s
         self.stats = RecorderStats()
         self.queue: queue.Queue = queue.Queue(queue_size)
+        self.queue_bytes = queue_bytes
+        self._queued_bytes = 0  # wire bytes of the messages in the queue
+        self._queued_lock = threading.Lock()
+        self._counters_cut = False  # said once
         self._rcvhwm = rcvhwm
         self._context = context
         self._curve = curve
@@ -295,9 +309,18 @@ class Recorder:
                 continue
             self.stats.received[message.msg_type] = (
                 self.stats.received.get(message.msg_type, 0) + 1)
+            with self._queued_lock:
+                fits = self._queued_bytes + message.size <= self.queue_bytes
+                if fits:
+                    self._queued_bytes += message.size
+            if not fits:
+                self._count_overflow(message)
+                continue
             try:
                 self.queue.put_nowait(message)
             except queue.Full:
+                with self._queued_lock:
+                    self._queued_bytes -= message.size
                 self._count_overflow(message)
 
     def _count_overflow(self, message: ReceivedMessage) -> None:
@@ -422,7 +445,31 @@ class Recorder:
                 items.append(self.queue.get_nowait())
             except queue.Empty:
                 break
+        taken = sum(item.size for item in items if isinstance(item, ReceivedMessage))
+        with self._queued_lock:
+            self._queued_bytes -= taken
         return items
+
+    def _stored_counters(self, stream: str, counters: dict[str, int | float] | None) -> str:
+        """A status's counters as JSON, within MAX_STORED_COUNTERS_CHARS (the first by name)."""
+        text = json.dumps(counters, ensure_ascii=False, sort_keys=True)
+        if len(text) <= MAX_STORED_COUNTERS_CHARS:
+            return text
+        kept: dict[str, int | float] = {}
+        used = 2
+        for key in sorted(counters or {}):
+            entry = len(json.dumps({key: counters[key]}, ensure_ascii=False))
+            if used + entry > MAX_STORED_COUNTERS_CHARS:
+                break
+            kept[key] = counters[key]
+            used += entry - 1  # the braces once, a comma between entries
+        if not self._counters_cut:
+            self._counters_cut = True
+            log.warning("a status of stream %s carried %d characters of counters; %d of its "
+                        "%d counters were stored (at most %d characters are; further cuts "
+                        "are not logged)", stream, len(text), len(kept), len(counters or {}),
+                        MAX_STORED_COUNTERS_CHARS)
+        return json.dumps(kept, ensure_ascii=False, sort_keys=True)
 
     def _rows(self, items: list[Any], runs) -> _Batch:
         batch = _Batch()
@@ -516,7 +563,7 @@ class Recorder:
             row.update(state=body.state, error=_text(body.error), title=_text(body.title),
                        source=_text(body.source), station=_text(body.station),
                        heard_from_start=body.heard_from_start,
-                       counters=json.dumps(body.counters, ensure_ascii=False, sort_keys=True))
+                       counters=self._stored_counters(message.stream, body.counters))
         elif msg_type == "track":
             row.update(model_id=self._model_key(batch, body.model, body.tags),
                        title=_text(body.title), reason=body.reason, start_s=body.start_s,
