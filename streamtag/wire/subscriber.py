@@ -53,8 +53,8 @@ MAX_FRESH_SESSIONS = 4096  # sessions seen starting
 # at most MAX_FRAME_BYTES); each `recv` moves what ZeroMQ holds into the subscriber's own
 # queue, bounded by `max_queue_bytes` (and `rcvhwm` messages), and past either stops reading,
 # so the publisher's queue fills instead and drops what we cannot take: gaps, as ever.
-DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # 20,000 of the largest honest messages (3 kB)
-SOCKET_RCVHWM = 16
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # 5,000 of the largest honest messages (3 kB)
+SOCKET_RCVHWM = 8
 
 
 class _Session:
