@@ -917,3 +917,81 @@ def test_a_forged_feed_cannot_grow_the_recorder_or_its_database(forged_feed, tmp
             assert err.read_text().count("characters of counters") == 1
     finally:
         engine.dispose()
+
+
+def test_the_dashboard_s_views_stay_within_bounds(monkeypatch, caplog):
+    # The same bounds as the dashboard's, made small: past MAX_STREAMS or MAX_KEPT_BYTES the
+    # least recently heard streams are forgotten (counted, said once), the one just heard
+    # kept; a page's hello comes in pieces holding every view kept.
+    from streamtag.web import feed
+
+    monkeypatch.setattr(feed, "MAX_STREAMS", 50)
+    monkeypatch.setattr(feed, "MAX_KEPT_BYTES", 2_000_000)
+    state = feed.FeedState(["tcp://127.0.0.1:1"])
+
+    def message(msg_type: str, stream: str, body: dict) -> dict:
+        frames = _forged_frames(msg_type, stream, body)
+        decoded = decode(frames)
+        received = ReceivedMessage(decoded.header, decoded.body, size=sum(map(len, frames)))
+        return {**received.to_dict(), "size": received.size}
+
+    honest = message("scores", "honest", bodies()["scores"])
+    for i in range(500):
+        state.apply_message(message("status", f"forged-{i}", {"state": "running"}))
+        if i % 10 == 0:
+            assert state.apply_message(honest) is not None
+    assert len(state.streams) == 50 and "honest" in state.streams
+    assert state.forgotten == 451
+    tags = [f"t{i:03d}" + "x" * 40 for i in range(500)]
+    wide = {**bodies()["scores"], "tags": tags, "raw": [0.5] * 500, "smoothed": [0.5] * 500,
+            "active": tags}  # 50 kB: kept, and every tag in its second's bin
+    for i in range(60):
+        state.apply_message(message("scores", f"wide-{i}", wide))
+        state.apply_message(honest)
+        assert state.kept_bytes <= feed.MAX_KEPT_BYTES
+    assert "honest" in state.streams and len(state.streams) < 20
+    too_big = {**wide, "tags": tags + [t + "y" for t in tags]}  # 75 kB: over the 64 KiB kept
+    too_big.update(raw=[0.5] * 1000, smoothed=[0.5] * 1000, active=too_big["tags"])
+    assert state.apply_message(message("scores", "huge", too_big)) is None
+    assert state.oversized == 1 and "huge" not in state.streams
+    assert sum("forgot stream" in r.message for r in caplog.records) == 1
+    pieces = [json.loads(p) for p in state.hello_pieces(piece_bytes=50_000)]
+    assert len(pieces) > 2 and all(p["more"] for p in pieces[:-1]) and not pieces[-1]["more"]
+    assert [p["type"] for p in pieces] == ["hello"] + ["streams"] * (len(pieces) - 1)
+    views = {k: v for p in pieces for k, v in p["streams"].items()}
+    assert views == json.loads(json.dumps(state.hello()["streams"]))
+
+
+def test_a_subscriber_s_queue_is_bounded_in_bytes():
+    # Forged scores of 0.85 MB, as fast as a socket takes them: ZeroMQ holds a few
+    # (SOCKET_RCVHWM) and the subscriber reads ahead at most max_queue_bytes (and one
+    # message more); the rest waits at the publisher, which drops what it cannot hold. The
+    # same messages of 3 kB (the largest honest ones) all fit.
+    tags = [f"{i:04d}" + "t" * 196 for i in range(MAX_TAGS)]
+    wide = {**bodies()["scores"], "tags": tags, "raw": [0.5] * MAX_TAGS,
+            "smoothed": [0.5] * MAX_TAGS, "active": tags[:8]}
+    frames = _forged_frames("scores", "forged", wide)
+    size = sum(map(len, frames))
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = Subscriber(f"tcp://127.0.0.1:{port}", context=ctx, max_queue_bytes=4 * size)
+    try:
+        def heard() -> bool:
+            pub.send_multipart(_forged_frames("status", "probe", {"state": "running"}))
+            return sub.recv(50) is not None
+        wait_until(heard, 10, "the subscription to be active")
+        for _ in range(60):
+            pub.send_multipart(frames)
+        most = 0
+        for _ in range(20):
+            got = sub.recv(2000)
+            assert got is not None and got.size == size
+            most = max(most, sub.waiting_bytes)
+            time.sleep(0.02)  # a slow reader: ZeroMQ fills meanwhile
+        assert 0 < most <= 5 * size, most
+    finally:
+        sub.close()
+        pub.close(linger=0)
+        ctx.term()

@@ -46,8 +46,9 @@ MAX_STREAMS = 4096
 MAX_KEPT_MESSAGE_BYTES = 64 * 1024  # a model of about 1,000 tags
 MAX_KEPT_BYTES = 256 * 1024 * 1024
 KEPT_WEIGHT = 4  # a decoded body takes some 4 times its JSON in memory
+_VIEW_WEIGHT = 2048  # a view's dict, deques and numbers
 _BIN_WEIGHT = 160  # a timeline bin: its lists and start time, before its tags (8 bytes each)
-_MOODS_WEIGHT = MOOD_POINTS * 120
+_MOOD_WEIGHT = 120  # a point of the mood's course
 # A page's hello is sent in pieces of about this many bytes, each made as it is sent.
 HELLO_PIECE_BYTES = 256 * 1024
 
@@ -64,7 +65,7 @@ def _blank_stream(stream: str) -> dict[str, Any]:
 
 class _Weight:
     """What one stream's view weighs (FeedState's bounds): its latest body of each type and
-    its tracks by their wire bytes, its timeline by its bins and the tags in them."""
+    its tracks by their wire bytes, its timelines by their bins and the tags in them."""
 
     __slots__ = ("bodies", "tracks", "history")
 
@@ -75,7 +76,7 @@ class _Weight:
 
     def total(self) -> int:
         return (KEPT_WEIGHT * (sum(self.bodies.values()) + sum(self.tracks)) + self.history
-                + _MOODS_WEIGHT)
+                + _VIEW_WEIGHT)
 
 
 def _dumps(value: Any) -> str:
@@ -182,7 +183,8 @@ class FeedState:
                 weight.tracks.append(size)
             elif msg_type == "silence":
                 view["silence"] = self._silence(body, now)
-            weight.history = sum(_bin_weight(tags) for _, tags in view["history"])
+            weight.history = (sum(_bin_weight(tags) for _, tags in view["history"])
+                              + _MOOD_WEIGHT * len(view["moods"]))
             self._weigh(stream, weight.total() - before)
         return {"type": "message", "received_at": now, "message": dict(message)}
 
