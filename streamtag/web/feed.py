@@ -401,7 +401,7 @@ class FeedState:
                 "daemon": self.liveness(),
                 "streams": {stream: self.view(stream) for stream in sorted(self.streams)}}
 
-    def hello_pieces(self, piece_bytes: int = HELLO_PIECE_BYTES) -> Iterator[str]:
+    def hello_pieces(self, piece_bytes: int | None = None) -> Iterator[str]:
         """The hello as JSON texts of about `piece_bytes` each, so that none is built whole
         on the event loop: the hello with the first streams' views, then ``{"type":
         "streams", "streams": {...}, "more": bool}`` for the rest (the hello's ``more`` says
@@ -410,6 +410,7 @@ class FeedState:
         head = {"type": "hello", "now": self._clock(), "feed": self.endpoints,
                 "control": self.control, "history_s": self.history_s,
                 "daemon": self.liveness()}
+        piece_bytes = HELLO_PIECE_BYTES if piece_bytes is None else piece_bytes
         pending = deque(sorted(self.streams))
         first = True
         while first or pending:

@@ -939,10 +939,11 @@ def decode(frames: Any) -> Message:
     if len(frames) != 3:
         raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(frames)}")
     msg_type = header.get("msg_type")
-    most = MAX_BODY_BYTES.get(msg_type, MAX_FRAME_BYTES) if isinstance(msg_type, str) \
-        else MAX_FRAME_BYTES  # an unknown type is refused by name below
-    what = f"{msg_type} body frame" if msg_type in MAX_BODY_BYTES else "body frame"
-    return _from_parts(topic, header, parse_json(parts[2], what, most))
+    if isinstance(msg_type, str) and msg_type in MAX_BODY_BYTES:
+        body = parse_json(parts[2], f"{msg_type} body frame", MAX_BODY_BYTES[msg_type])
+    else:  # an unknown type: refused by name below
+        body = parse_json(parts[2], "body frame")
+    return _from_parts(topic, header, body)
 
 
 # ---------------------------------------------------------------- control socket
