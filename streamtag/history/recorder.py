@@ -216,13 +216,21 @@ class Recorder:
     # -- life
 
     def connect(self) -> Recorder:
-        """Subscribe now: what the daemons publish waits in the socket (up to its receive
-        high-water mark; beyond it, seen later as a gap) until ``start``, as while the database
-        is still down."""
+        """Subscribe now: what the daemons publish waits (``hold`` reads it, up to the queue's
+        bounds; beyond them, seen later as a gap) until ``start``, as while the database is
+        still down."""
         if self._subscriber is None:
+            # what waits before `start` waits in the subscriber, bounded as the queue is
             self._subscriber = Subscriber(self.endpoints, context=self._context,
-                                          rcvhwm=self._rcvhwm, curve=self._curve)
+                                          rcvhwm=self._rcvhwm, curve=self._curve,
+                                          max_queue_bytes=self.queue_bytes)
         return self
+
+    def hold(self) -> None:
+        """Before ``start``: keeps reading what the daemons publish (undecoded, within the
+        queue's bounds), so that it waits here rather than being dropped by the publishers."""
+        if self._subscriber is not None and not self._threads:
+            self._subscriber.read_ahead()
 
     def start(self) -> Recorder:
         """Resume from the database (it must be reachable and upgraded) and start recording
@@ -789,7 +797,10 @@ def _start_when_up(engine: Engine, recorder: Recorder, stop: threading.Event,
             else:
                 log.debug("cannot reach %s (%s); retrying in %.1f s",
                           schema.describe_url(engine), reason, wait_s)
-            stop.wait(wait_s)
+            until = time.monotonic() + wait_s
+            while not stop.is_set() and time.monotonic() < until:
+                recorder.hold()
+                stop.wait(min(_RECV_SLICE_MS / 1e3, max(0.0, until - time.monotonic())))
     return None
 
 

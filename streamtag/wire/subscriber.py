@@ -191,7 +191,7 @@ class Subscriber:
             timeout_ms = self.timeout_ms
         deadline = None if timeout_ms is None else time.monotonic() + max(timeout_ms, 0) / 1e3
         while True:
-            self._read_ahead()
+            self.read_ahead()
             while self._waiting:
                 frames, size = self._waiting.popleft()
                 self.waiting_bytes -= size
@@ -211,8 +211,10 @@ class Subscriber:
                     and time.monotonic() >= deadline:
                 return None
 
-    def _read_ahead(self) -> None:
-        """Moves the messages ZeroMQ holds into the subscriber's queue, within its bounds."""
+    def read_ahead(self) -> None:
+        """Moves the messages ZeroMQ holds into the subscriber's queue, within its bounds,
+        without decoding them (`recv` does this first). A caller that will not call `recv`
+        for a while (a recorder waiting for its database) calls this to keep reading."""
         socket = self._socket
         while (len(self._waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
                and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN):
