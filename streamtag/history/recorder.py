@@ -52,6 +52,7 @@ from streamtag.wire.protocol import (
     validate_stream_id,
 )
 from streamtag.wire.security import ClientCurve
+from streamtag.wire.subscriber import DEFAULT_QUEUE_BYTES as SUBSCRIBER_QUEUE_BYTES
 from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEFAULT_QUEUE_SIZE = 100_000   # messages: 64 streams' scores for about 25 minutes
@@ -238,6 +239,8 @@ class Recorder:
         last_seq, sessions, restarted = self._resume_state()
         self.connect()
         self._subscriber.resume(last_seq, sessions, restarted)
+        # from now on the queue holds what waits; the subscriber only reads ahead of it
+        self._subscriber.max_queue_bytes = min(self.queue_bytes, SUBSCRIBER_QUEUE_BYTES)
         self._threads = [threading.Thread(target=self._receive, name="streamtag-record-recv",
                                           daemon=True),
                          threading.Thread(target=self._write_loop,
