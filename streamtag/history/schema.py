@@ -263,7 +263,7 @@ def create_db_engine(url: str, reader: bool = False) -> Engine:
             import psycopg  # noqa: F401
         except ImportError:
             raise ConfigError(f"--db {url!r} needs the psycopg driver: pip install "
-                              "'streamtag[postgres]' (or psycopg[binary])") from None
+                              "'psycopg[binary]'") from None
         # pre-ping: a connection from before a server restart is noticed and replaced.
         return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
     path = sqlite_file(parsed)

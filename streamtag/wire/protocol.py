@@ -3,7 +3,7 @@
 docs/protocol.md is the authoritative description and carries the same PROTOCOL_VERSION; this
 module implements it. A logical `Message` (a `Header` and a typed body) is kept apart from its
 frames: `encode` and `decode` are pure functions between the two, and sockets live elsewhere
-(publish.py, client.py). Every check a reader makes is also made when a message is built, so a
+(publisher.py, subscriber.py). Every check a reader makes is also made when a message is built, so a
 publisher cannot put on the wire what a subscriber would refuse.
 """
 
@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.5"
+PROTOCOL_VERSION = "1.6"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -120,7 +120,7 @@ def subscription_prefix(msg_type: str, stream: str | None = None) -> bytes:
     """The ZeroMQ subscription prefix for one message type, for one stream or all of them.
 
     Prefix matching is by bytes, so ``scores.radio1`` also matches ``scores.radio10``: a
-    subscriber to one stream must still compare the header's stream (client.py does).
+    subscriber to one stream must still compare the header's stream (subscriber.py does).
     """
     values.choice(msg_type, "message type", ProtocolError, MSG_TYPES)
     if msg_type == HEARTBEAT:
