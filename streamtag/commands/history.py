@@ -41,6 +41,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.plot and not Path(args.plot).absolute().parent.is_dir():
             raise ConfigError(f"--plot {args.plot}: its folder does not exist; give a path in a "
                               "folder that exists")
+        schema.normalise_url(args.db)  # a URL streamtag cannot use: a usage error
     except ConfigError as exc:
         print(f"streamtag history: {exc}", file=sys.stderr)
         return EXIT_USAGE
