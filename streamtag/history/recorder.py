@@ -1,8 +1,9 @@
 """The recorder behind ``streamtag record``: subscribe to daemons (or a proxy) and write what
 they publish to the history database, losing nothing silently.
 
-Three threads and a queue bounded in messages and bytes: the receiver decodes messages (a `Subscriber`, which judges
-seq gaps and daemon restarts) and puts them in the queue; the one writer takes whatever has
+Three threads and a queue bounded in messages and bytes: the receiver decodes messages (a
+`Subscriber`, which judges seq gaps and daemon restarts) and puts them in the queue; the one
+writer takes whatever has
 queued, up to a batch, and writes it in one transaction; at start a snapshot thread asks each
 daemon's control socket for its current tag states. When the database is down the writer keeps
 its batch and retries with back-off while the queue fills; a message that finds the queue full
