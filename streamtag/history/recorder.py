@@ -3,18 +3,17 @@ they publish to the history database, losing nothing silently.
 
 Three threads and a queue bounded in messages and bytes: the receiver decodes messages (a
 `Subscriber`, which judges seq gaps and daemon restarts) and puts them in the queue; the one
-writer takes whatever has
-queued, up to a batch, and writes it in one transaction; at start a snapshot thread asks each
-daemon's control socket for its current tag states. When the database is down the writer keeps
-its batch and retries with back-off while the queue fills; a message that finds the queue full
-is dropped, counted, and stored as an "overflow" gap once the database is back. A restarted
-recorder resumes the seq judgement from the database, so what was published while it was down
-is stored as a gap too. Every message row is unique on (stream, session, seq) and inserted with
-ON CONFLICT DO NOTHING, so a batch retried after a commit whose outcome was unknown is stored
-once. A message that cannot be stored (the database refuses its row, or writing it fails in
-any other way) is counted, logged once per kind of failure, and stored as a gap of one
-message; the writer goes on with the rest. What the recorder remembers per stream, session and
-model is bounded, whatever peers send.
+writer takes whatever has queued, up to a batch, and writes it in one transaction; at start a
+snapshot thread asks each daemon's control socket for its current tag states. When the database
+is down the writer keeps its batch and retries with back-off while the queue fills; a message
+that finds the queue full is dropped, counted, and stored as an "overflow" gap once the
+database is back. A restarted recorder resumes the seq judgement from the database, so what was
+published while it was down is stored as a gap too. Every message row is unique on (stream,
+session, seq) and inserted with ON CONFLICT DO NOTHING, so a batch retried after a commit whose
+outcome was unknown is stored once. A message that cannot be stored (the database refuses its
+row, or writing it fails in any other way) is counted, logged once per kind of failure, and
+stored as a gap of one message; the writer goes on with the rest. What the recorder remembers
+per stream, session and model is bounded, whatever peers send.
 """
 
 from __future__ import annotations
