@@ -284,3 +284,16 @@ def test_an_unknown_engine_key_lists_processes_among_the_allowed():
                                           r"\[engine\]: .*\bprocesses\b"):
         config_from_dict({"engine": {"procesess": 2}})
     assert config_from_dict({"engine": {"processes": 2}}).processes == 2
+
+
+def test_a_config_file_past_the_size_cap_is_refused_unparsed(tmp_path):
+    # Parsed whole, a config file costs some 5 bytes of memory a byte: 4 MiB holds some
+    # 25,000 sources, and a bigger file is refused by its size, naming it, its size and the cap.
+    from streamtag.daemon.config import MAX_CONFIG_BYTES
+
+    path = tmp_path / "huge.toml"
+    lines = b'[[sources]]\nid = "s"\nspec = "x.wav"\n' + b"# padding\n" * (MAX_CONFIG_BYTES // 10)
+    path.write_bytes(lines)
+    with pytest.raises(ConfigError, match=rf"config file {path} is {len(lines)} bytes, over the "
+                                          rf"{MAX_CONFIG_BYTES} bytes"):
+        load_config(path)

@@ -543,3 +543,36 @@ def test_page_shows_tags_and_survives_restarts(browser, endpoints, closing, tmp_
     # Chromium logs each refused websocket connection while the server was away; nothing else.
     assert not [e for e in errors if "WebSocket connection to" not in e], errors
     assert shot.stat().st_size > 10_000
+
+
+def test_a_hello_in_pieces_draws_every_stream(browser, endpoints, closing, monkeypatch):
+    # A bridge that knows many streams sends a page its hello in pieces (here of 2 kB, a
+    # stream or two each), live messages between them; the page draws every stream once.
+    from playwright.sync_api import expect
+
+    from streamtag.web import feed
+
+    monkeypatch.setattr(feed, "HELLO_PIECE_BYTES", 2000)
+    pub, control = endpoints
+    names = [f"room{i:02d}" for i in range(30)]
+    daemon = FakeDaemon(pub, control, tags=TAGS, **{n: {"active": ("calm",)} for n in names})
+    closing.append(daemon)
+    dashboard = DashboardThread(pub, control=control, history_s=60)
+    closing.append(dashboard)
+
+    def known() -> int:
+        with urllib.request.urlopen(dashboard.url + "healthz", timeout=5) as response:
+            return len(json.load(response)["streams"])
+    wait_until(lambda: known() == len(names), WAIT_S, "the bridge to hear every stream")
+    with ws_connect(dashboard.ws_url, open_timeout=5) as ws:
+        first = json.loads(ws.recv(timeout=5))
+    assert first["type"] == "hello" and first["more"] is True
+    assert len(first["streams"]) < len(names)
+    page, requests, errors = watched_page(browser, closing, 1600, 900)
+    page.goto(dashboard.url)
+    panels = page.locator("section.panel[data-stream]")
+    expect(panels).to_have_count(len(names), timeout=WAIT_S * 1000)
+    for name in names:
+        expect(page.locator(f'section.panel[data-stream="{name}"] .tile[data-tag]')) \
+            .to_have_count(1, timeout=WAIT_S * 1000)
+    assert errors == []

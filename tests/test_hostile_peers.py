@@ -8,12 +8,14 @@ by property tests (docs/protocol.md, "Bounds")."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import re
 import threading
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -31,6 +33,7 @@ from streamtag.history import schema
 from streamtag.history.recorder import Recorder
 from streamtag.wire import subscriber as subscriber_module
 from streamtag.wire.protocol import (
+    MAX_BODY_BYTES,
     MAX_COUNTERS,
     MAX_DETAIL_LENGTH,
     MAX_FRAME_BYTES,
@@ -231,7 +234,8 @@ def test_writers_refuse_what_readers_refuse():
     body = ScoresBody(start_s=0.0, end_s=1.0, start_sample=0, end_sample=1, tags=big,
                       raw=[0.5] * MAX_TAGS, smoothed=[0.5] * MAX_TAGS, active=[], model=MODEL,
                       latency_ms=1.0)
-    with pytest.raises(ProtocolError, match=f"body frame would be .* over the {MAX_FRAME_BYTES}"):
+    with pytest.raises(ProtocolError, match=f"scores body frame would be .* over the "
+                                            f"{MAX_BODY_BYTES['scores']}"):
         encode(make_message(body, session=SESSION, stream="radio-1", seq=0))
     with pytest.raises(ProtocolError, match="scores body would be"):
         ScoresEncoder(big, MODEL).body_frame(
@@ -638,4 +642,356 @@ def test_a_peer_s_huge_subscriptions_do_not_grow_the_publisher_and_honest_ones_w
             attacker.kill()
         honest.close()
         publisher.close()
+        ctx.term()
+
+
+# ---------------------------------------------------------------- memory bounded by bytes
+#
+# A forged publisher on a proxy's frontend (no CURVE keys), beside a real daemon publishing
+# there, against the real reader processes on the proxy's backend: statuses of 4 MB (over
+# the 256 KiB a status body may be), statuses of 240 kB (within it, their counters past what a
+# reader keeps), scores of 0.85 MB for 4,096 tags (within the 1 MiB a scores body may be, over
+# what the dashboard keeps), and thousands of forged streams. Each reader's peak RSS (VmHWM in
+# /proc) and the database's growth stay within bounds, and the daemon's own messages after
+# the flood are still shown or stored. Before these bounds, the first three grew the
+# dashboard, `listen --tracks` and `record` by their whole size.
+
+BIG_STATUSES = 60        # of 4.1 MB: 246 MB
+MID_STATUSES = 100       # of 240 kB
+WIDE_SCORES = 20         # of 0.85 MB
+FORGED_STREAMS = 6000    # small statuses, each of its own stream
+GROWTH_BOUND_MB = 150    # what a reader's peak RSS may grow by, over what it had before
+
+
+def _proc_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _forged_frames(msg_type: str, stream: str, body: dict) -> list[bytes]:
+    header = {"version": PROTOCOL_VERSION, "msg_type": msg_type, "msg_id": uuid.uuid4().hex,
+              "session": uuid.uuid4().hex, "stream": stream, "seq": 0,
+              "sent_at": time.time()}
+    return [f"{msg_type}.{stream}".encode(), json.dumps(header).encode(),
+            json.dumps(body).encode()]
+
+
+def _flood() -> list[list[bytes]]:
+    big = {"state": "running", "counters": {f"{i:04d}" + "c" * 3996: i for i in range(1024)}}
+    mid = {"state": "running", "counters": {f"{i:02d}" + "m" * 3998: i for i in range(60)}}
+    tags = [f"{i:04d}" + "t" * 196 for i in range(MAX_TAGS)]
+    wide = {**bodies()["scores"], "tags": tags, "raw": [0.5] * MAX_TAGS,
+            "smoothed": [0.5] * MAX_TAGS, "active": tags[:8]}
+    frames = [_forged_frames("status", f"forged-big-{i}", big) for i in range(BIG_STATUSES)]
+    frames += [_forged_frames("status", f"forged-mid-{i}", mid) for i in range(MID_STATUSES)]
+    frames += [_forged_frames("scores", f"forged-wide-{i}", wide) for i in range(WIDE_SCORES)]
+    frames += [_forged_frames("status", f"forged-{i}", {"state": "running", "title": "x"})
+               for i in range(FORGED_STREAMS)]
+    assert len(frames[0][2]) > 4_000_000 and 200_000 < len(frames[BIG_STATUSES][2]) < 262_144
+    return frames
+
+
+class _Feed:
+    """A real `streamtag proxy` process; a daemon in this process publishing to its frontend;
+    a forged publisher (an XPUB, so it hears the readers' subscriptions) connected there."""
+
+    def __init__(self, tmp_path) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        from helpers import free_port, make_config, tiny_model_file
+
+        from streamtag.audio.files import write_audio
+        from streamtag.audio.testsignals import music_like
+        from streamtag.daemon.config import PublishConfig
+        from streamtag.daemon.daemon import Daemon
+
+        self.frontend = f"tcp://127.0.0.1:{free_port()}"
+        self.backend = f"tcp://127.0.0.1:{free_port()}"
+        self.proxy = subprocess.Popen(
+            [sys.executable, "-m", "streamtag", "proxy", "--frontend", self.frontend,
+             "--backend", self.backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=tempfile.gettempdir())
+        self.audio = tmp_path / "honest.flac"
+        write_audio(self.audio, music_like(3.0, 44100, seed=3), 44100)
+        config = make_config(tiny_model_file(tmp_path / "tiny.pt"), tmp_path,
+                             publish=PublishConfig(endpoint=self.frontend, connect=True,
+                                                   heartbeat_s=0.1))
+        self.daemon = Daemon(config).start()
+        self.ctx = zmq.Context()
+        self.forger = self.ctx.socket(zmq.XPUB)
+        self.forger.setsockopt(zmq.SNDHWM, 0)
+        self.forger.setsockopt(zmq.LINGER, 0)
+        self.forger.connect(self.frontend)
+
+    def add_source(self, stream: str) -> None:
+        """A stream of three seconds of music at real speed, titled by its id."""
+        from streamtag.wire.control import control_request
+
+        reply = control_request(self.daemon.control.endpoint, {
+            "cmd": "add_source", "id": stream, "spec": str(self.audio), "title": stream,
+            "realtime": True})
+        assert reply["ok"], reply
+
+    def until_heard(self, heard, what: str, timeout_s: float = 60.0) -> None:
+        """Adds a stream `honest-N` every 4 s (a reader just started may miss the first)
+        until `heard(id)` is true for one."""
+        deadline = time.monotonic() + timeout_s
+        for n in range(1000):
+            stream = f"honest-{n}"
+            self.add_source(stream)
+            until = min(deadline, time.monotonic() + 4)
+            while time.monotonic() < until:
+                if heard(stream):
+                    return
+                time.sleep(0.1)
+            if time.monotonic() >= deadline:
+                break
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+    def forge(self) -> None:
+        """Waits for a reader's subscriptions to reach the forger, then sends the flood."""
+        wait_until(lambda: self.forger.poll(0) and self.forger.recv(), 10,
+                   "a reader's subscription to reach the forged publisher")
+        time.sleep(0.3)  # the rest of its subscriptions
+        # Paced a little, so that the proxy's queue (1,000 messages a reader) drops few.
+        for n, frames in enumerate(_flood()):
+            self.forger.send_multipart(frames)
+            if n % 200 == 199:
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        from helpers import stop_process
+
+        self.forger.close()
+        self.ctx.term()
+        self.daemon.stop()
+        stop_process(self.proxy)
+
+
+@pytest.fixture
+def forged_feed(tmp_path):
+    feed = _Feed(tmp_path)
+    yield feed
+    feed.close()
+
+
+@contextlib.contextmanager
+def _reader(tmp_path, name: str, *args: str):
+    """A real `streamtag ARGS` process, its output in files: (process, stdout path, stderr
+    path); stopped on leaving."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from helpers import stop_process
+
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    with out.open("w") as out_file, err.open("w") as err_file:
+        proc = subprocess.Popen([sys.executable, "-m", "streamtag", *args], stdout=out_file,
+                                stderr=err_file, cwd=tempfile.gettempdir())
+        try:
+            yield proc, out, err
+        finally:
+            stop_process(proc)
+
+
+def _grown_mb(proc, before_kb: int) -> float:
+    return (_proc_kb(proc.pid, "VmHWM") - before_kb) / 1024
+
+
+def test_a_forged_feed_cannot_grow_the_dashboard_past_its_bounds(forged_feed, tmp_path):
+    import urllib.request
+
+    from helpers import free_port
+    from websockets.sync.client import connect as ws_connect
+
+    from streamtag.web.feed import HELLO_PIECE_BYTES, MAX_STREAMS
+
+    port = free_port()
+
+    def health() -> dict:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return json.load(r)
+        except OSError:
+            return {}
+
+    with _reader(tmp_path, "dashboard", "dashboard", "--connect", forged_feed.backend,
+                 "--port", str(port)) as (proc, _, err):
+        forged_feed.until_heard(lambda stream: stream in health().get("streams", []),
+                                "the dashboard to show the daemon's stream")
+        before = _proc_kb(proc.pid, "VmRSS")
+        forged_feed.forge()
+        forged_feed.add_source("honest-after")
+        wait_until(lambda: "honest-after" in health().get("streams", []), 60,
+                   "the dashboard to show the daemon's stream after the flood", interval=0.2)
+        grown = _grown_mb(proc, before)
+        state = health()
+        assert grown < GROWTH_BOUND_MB, f"the dashboard's peak RSS grew {grown:.0f} MB"
+        assert len(state["streams"]) <= MAX_STREAMS
+        # The loss is seen: messages too big to keep are counted and said once in the log
+        # (streams forgotten for the caps too: test_the_dashboard_s_views_stay_within_bounds).
+        assert state["dropped"]["oversized"] >= 1, state["dropped"]
+        assert err.read_text().count("over the 65536 the dashboard keeps") == 1
+        # A page gets the hello in pieces, the daemon's stream with its tags among them.
+        def page() -> tuple[dict, list[int]]:
+            with ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+                text = ws.recv(timeout=10)
+                first = json.loads(text)
+                assert first["type"] == "hello" and first["more"] is True
+                views, sizes, more = dict(first["streams"]), [len(text)], True
+                while more:
+                    text = ws.recv(timeout=10)
+                    piece = json.loads(text)
+                    if piece["type"] != "streams":
+                        continue  # a live message between pieces
+                    views.update(piece["streams"])
+                    sizes.append(len(text))
+                    more = piece["more"]
+            return views, sizes
+
+        wait_until(lambda: page()[0]["honest-after"]["tags"], 30,
+                   "a page to show the daemon's scores after the flood", interval=0.5)
+        views, sizes = page()
+        assert len(sizes) > 1 and max(sizes) < 2 * HELLO_PIECE_BYTES, sizes
+        assert len(views) <= MAX_STREAMS
+
+
+def test_a_forged_feed_cannot_grow_listen_tracks(forged_feed, tmp_path):
+    with _reader(tmp_path, "listen", "listen", forged_feed.backend,
+                 "--tracks") as (proc, out, _):
+        forged_feed.until_heard(lambda stream: stream in out.read_text(),
+                                "listen --tracks to print the daemon's title")
+        before = _proc_kb(proc.pid, "VmRSS")
+        forged_feed.forge()
+        forged_feed.add_source("honest-after")
+        wait_until(lambda: re.search(r"honest-after +played", out.read_text()), 60,
+                   "listen --tracks to print the daemon's track after the flood",
+                   interval=0.2)
+        grown = _grown_mb(proc, before)
+        assert grown < GROWTH_BOUND_MB, f"listen --tracks' peak RSS grew {grown:.0f} MB"
+        assert re.search(r"honest-after +now playing \"honest-after\"", out.read_text())
+
+
+def test_a_forged_feed_cannot_grow_the_recorder_or_its_database(forged_feed, tmp_path):
+    db = tmp_path / "history.db"
+    url = f"sqlite:///{db}"
+    engine = schema.create_db_engine(url)
+    schema.upgrade(engine)
+
+    def stored(stream: str, table=schema.statuses) -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)
+                                .where(table.c.stream == stream)).scalar()
+
+    def db_bytes() -> int:
+        return sum(p.stat().st_size for p in tmp_path.glob("history.db*"))
+
+    try:
+        with _reader(tmp_path, "record", "record", "--connect", forged_feed.backend,
+                     "--db", url) as (proc, _, err):
+            forged_feed.until_heard(stored, "the recorder to store the daemon's stream")
+            before, size_before = _proc_kb(proc.pid, "VmRSS"), db_bytes()
+            forged_feed.forge()
+            forged_feed.add_source("honest-after")
+            wait_until(lambda: stored("honest-after", schema.tracks), 60,
+                       "the recorder to store the daemon's track after the flood",
+                       interval=0.2)
+            grown = _grown_mb(proc, before)
+            db_grown = (db_bytes() - size_before) / 1e6
+            assert grown < GROWTH_BOUND_MB, f"the recorder's peak RSS grew {grown:.0f} MB"
+            # The forged streams' sessions and small statuses are stored, a few MB; the 4 MB
+            # statuses are refused and the counters of those of 240 kB cut.
+            assert db_grown < 20, f"the database grew {db_grown:.0f} MB"
+            assert stored("honest-after", schema.scores) >= 1
+            assert stored("forged-big-0") == 0
+            with engine.connect() as conn:
+                longest = conn.execute(sa.select(sa.func.max(sa.func.length(
+                    schema.statuses.c.counters)))).scalar()
+            assert longest <= 16 * 1024
+            assert err.read_text().count("characters of counters") == 1
+    finally:
+        engine.dispose()
+
+
+def test_the_dashboard_s_views_stay_within_bounds(monkeypatch, caplog):
+    # The same bounds as the dashboard's, made small: past MAX_STREAMS or MAX_KEPT_BYTES the
+    # least recently heard streams are forgotten (counted, said once), the one just heard
+    # kept; a page's hello comes in pieces holding every view kept.
+    from streamtag.web import feed
+
+    monkeypatch.setattr(feed, "MAX_STREAMS", 50)
+    monkeypatch.setattr(feed, "MAX_KEPT_BYTES", 2_000_000)
+    state = feed.FeedState(["tcp://127.0.0.1:1"])
+
+    def message(msg_type: str, stream: str, body: dict) -> dict:
+        frames = _forged_frames(msg_type, stream, body)
+        decoded = decode(frames)
+        received = ReceivedMessage(decoded.header, decoded.body, size=sum(map(len, frames)))
+        return {**received.to_dict(), "size": received.size}
+
+    honest = message("scores", "honest", bodies()["scores"])
+    for i in range(500):
+        state.apply_message(message("status", f"forged-{i}", {"state": "running"}))
+        if i % 10 == 0:
+            assert state.apply_message(honest) is not None
+    assert len(state.streams) == 50 and "honest" in state.streams
+    assert state.forgotten == 451
+    tags = [f"t{i:03d}" + "x" * 40 for i in range(500)]
+    wide = {**bodies()["scores"], "tags": tags, "raw": [0.5] * 500, "smoothed": [0.5] * 500,
+            "active": tags}  # 50 kB: kept, and every tag in its second's bin
+    for i in range(60):
+        state.apply_message(message("scores", f"wide-{i}", wide))
+        state.apply_message(honest)
+        assert state.kept_bytes <= feed.MAX_KEPT_BYTES
+    assert "honest" in state.streams and len(state.streams) < 20
+    too_big = {**wide, "tags": tags + [t + "y" for t in tags]}  # 75 kB: over the 64 KiB kept
+    too_big.update(raw=[0.5] * 1000, smoothed=[0.5] * 1000, active=too_big["tags"])
+    assert state.apply_message(message("scores", "huge", too_big)) is None
+    assert state.oversized == 1 and "huge" not in state.streams
+    assert sum("forgot stream" in r.message for r in caplog.records) == 1
+    pieces = [json.loads(p) for p in state.hello_pieces(piece_bytes=50_000)]
+    assert len(pieces) > 2 and all(p["more"] for p in pieces[:-1]) and not pieces[-1]["more"]
+    assert [p["type"] for p in pieces] == ["hello"] + ["streams"] * (len(pieces) - 1)
+    views = {k: v for p in pieces for k, v in p["streams"].items()}
+    assert views == json.loads(json.dumps(state.hello()["streams"]))
+
+
+def test_a_subscriber_s_queue_is_bounded_in_bytes():
+    # Forged scores of 0.85 MB, as fast as a socket takes them: ZeroMQ holds a few
+    # (SOCKET_RCVHWM) and the subscriber reads ahead at most max_queue_bytes (and one
+    # message more); the rest waits at the publisher, which drops what it cannot hold. The
+    # same messages of 3 kB (the largest honest ones) all fit.
+    tags = [f"{i:04d}" + "t" * 196 for i in range(MAX_TAGS)]
+    wide = {**bodies()["scores"], "tags": tags, "raw": [0.5] * MAX_TAGS,
+            "smoothed": [0.5] * MAX_TAGS, "active": tags[:8]}
+    frames = _forged_frames("scores", "forged", wide)
+    size = sum(map(len, frames))
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = Subscriber(f"tcp://127.0.0.1:{port}", context=ctx, max_queue_bytes=4 * size)
+    try:
+        def heard() -> bool:
+            pub.send_multipart(_forged_frames("status", "probe", {"state": "running"}))
+            return sub.recv(50) is not None
+        wait_until(heard, 10, "the subscription to be active")
+        for _ in range(60):
+            pub.send_multipart(frames)
+        most = 0
+        for _ in range(20):
+            got = sub.recv(2000)
+            assert got is not None and got.size == size
+            most = max(most, sub.waiting_bytes)
+            time.sleep(0.02)  # a slow reader: ZeroMQ fills meanwhile
+        assert 0 < most <= 5 * size, most
+    finally:
+        sub.close()
+        pub.close(linger=0)
         ctx.term()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import struct
 import zipfile
@@ -221,6 +222,41 @@ def test_a_checkpoint_past_the_size_cap_is_refused_before_it_is_read(home, tmp_p
                                          r".*\.data-00000-of-00001"):
         installed.install(["musicnn-msd"], source=package, log=lambda text: None)
     assert {p.name: p.read_bytes() for p in (home / "models").iterdir()} == before
+
+
+def test_a_wheel_whose_configuration_is_a_16_mb_list_is_refused_unparsed(home, tmp_path):
+    # A 17 KB wheel whose configuration.py is a 16 MB list: parsed, it took 2 GB and ended in
+    # a MemoryError. Its size is now read before a byte is parsed.
+    from streamtag.catalog.musicnn import MAX_CONFIGURATION_BYTES
+
+    package = package_copy(tmp_path / "site-packages")
+    hostile = b"MSD_LABELS = [" + b"0," * (8 * 1024 * 1024) + b"]\n"
+    (package / "configuration.py").write_bytes(hostile)
+    wheel = tmp_path / "musicnn-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(package.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(package.parent))
+    before = {p.name: p.read_bytes() for p in (home / "models").iterdir()}
+    with pytest.raises(ModelError, match=rf"configuration\.py is {len(hostile)} bytes, over "
+                                         rf"the {MAX_CONFIGURATION_BYTES}"):
+        installed.install(["musicnn-msd"], source=wheel, log=lambda text: None)
+    assert {p.name: p.read_bytes() for p in (home / "models").iterdir()} == before
+
+
+def test_checkpoint_files_past_their_caps_are_refused_before_they_are_read(home, tmp_path):
+    # Far below the 1 GiB that a whole package may hold, far above musicnn's (an index of
+    # 5 kB, a data file of 9.5 MB); sparse files, so no disk is used.
+    from streamtag.catalog.tfcheckpoint import MAX_DATA_BYTES, MAX_INDEX_BYTES
+
+    for name, cap in ((".data-00000-of-00001", MAX_DATA_BYTES), (".index", MAX_INDEX_BYTES)):
+        package = package_copy(tmp_path / name / "site-packages")
+        path = package / "MSD_musicnn" / name
+        with path.open("r+b") as file:
+            file.truncate(cap + 1)
+        with pytest.raises(ModelError, match=rf"MSD_musicnn/{re.escape(name)} is {cap + 1} "
+                                             rf"bytes, over the {cap}"):
+            installed.install(["musicnn-msd"], source=package, log=lambda text: None)
 
 
 def test_a_failed_first_install_leaves_no_folder(tmp_path, monkeypatch):

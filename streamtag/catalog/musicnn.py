@@ -47,6 +47,9 @@ LICENCE = "ISC"
 CITATION = ("Jordi Pons and Xavier Serra. musicnn: pre-trained convolutional neural networks "
             "for music audio tagging. ISMIR 2019 late-breaking/demo session.")
 URL = "https://github.com/jordipons/musicnn"
+# configuration.py is parsed (never imported) for the tag lists; musicnn 0.1.0's is 1,229
+# bytes, and parsing costs some 256 bytes of memory a byte, so a bigger one is refused unread.
+MAX_CONFIGURATION_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +112,14 @@ def read_labels(package_dir: Path, name: str) -> tuple[str, ...]:
     path = Path(package_dir) / "configuration.py"
     wanted = _model(name).labels
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_CONFIGURATION_BYTES:  # parsing costs some 256 bytes a byte
+                raise ModelError(f"{path} is {size} bytes, over the {MAX_CONFIGURATION_BYTES} "
+                                 "this reader parses (musicnn's is 1229): it is not musicnn's "
+                                 "configuration.py; install from musicnn's own package")
+            text = file.read(MAX_CONFIGURATION_BYTES + 1).decode("utf-8")
+        tree = ast.parse(text, filename=str(path))
     except FileNotFoundError:
         raise ModelError(f"{path} does not exist: {package_dir} is not a musicnn package "
                          "folder (it holds configuration.py and the MTT_*/MSD_* checkpoint "

@@ -42,8 +42,10 @@ _TABLE_MAGIC = 0xDB4775248B80FB57  # LevelDB's table magic number, the footer's 
 _FOOTER_SIZE = 48  # two block handles padded to 40 bytes, then the magic
 _BLOCK_TRAILER_SIZE = 5  # compression type (1 byte) + masked CRC-32C (4 bytes)
 _CRC_MASK_DELTA = 0xA282EAD8
-# Caps on what an index may ask for (musicnn's indexes are a few kB, one shard each).
-MAX_INDEX_BYTES = 64 * 1024 * 1024
+# Caps on what a checkpoint may hold, checked before a byte is parsed: musicnn 0.1.0's
+# indexes are 2,994 and 4,948 bytes, one shard each, its data files 7.3 and 9.5 MB.
+MAX_INDEX_BYTES = 1024 * 1024
+MAX_DATA_BYTES = 64 * 1024 * 1024
 MAX_SHARDS = 4096  # TensorFlow writes one shard per device or partition
 MAX_RANK = 32  # numpy's most dimensions
 MAX_INT64 = 2**63 - 1  # elements and bytes of one tensor
@@ -402,7 +404,12 @@ def read_checkpoint(prefix: str | os.PathLike,
 
 def _file_size(path: Path) -> int:
     with _reading("data file", path):
-        return path.stat().st_size
+        size = path.stat().st_size
+    if size > MAX_DATA_BYTES:
+        raise ModelError(f"TensorFlow checkpoint data file {path} is {size} bytes, over the "
+                         f"{MAX_DATA_BYTES} this reader takes (musicnn's are under 10 MB): "
+                         "install from musicnn's own package")
+    return size
 
 
 def _read_range(path: Path, offset: int, size: int) -> bytes:

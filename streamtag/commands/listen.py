@@ -12,6 +12,7 @@ import argparse
 import math
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -45,6 +46,13 @@ NOTHING_HEARD_S = 6.0
 NOTHING_HEARD_MIN_S = 3.0
 
 _BOLD, _GREEN, _RED, _RESET = "\033[1m", "\033[32m", "\033[31m", "\033[0m"
+
+# What --tracks remembers is bounded whatever a feed without CURVE keys carries: the titles of
+# the MAX_STREAMS most recently heard streams, and their last tracks only where a track is at
+# most MAX_KEPT_TRACK_BYTES on the wire (a 56-tag model's is 3 kB); bigger ones are printed,
+# not kept.
+MAX_STREAMS = 4096
+MAX_KEPT_TRACK_BYTES = 64 * 1024
 
 
 def _clock(unix_s: float) -> str:
@@ -147,22 +155,37 @@ class NowPlaying:
     def __init__(self, keep: int = 5, streams: frozenset[str] | None = None) -> None:
         self.keep = keep
         self.streams = streams  # None: every stream
-        self.titles: dict[str, str | None] = {}
+        # the least recently heard first; both forget the same streams (MAX_STREAMS)
+        self.titles: OrderedDict[str, str | None] = OrderedDict()
         self.tracks: dict[str, list[TrackBody]] = {}
+        self.forgotten = 0  # streams forgotten to stay within MAX_STREAMS
+
+    def _heard(self, stream: str) -> None:
+        if stream in self.titles:
+            self.titles.move_to_end(stream)
+            return
+        self.titles[stream] = None
+        if len(self.titles) > MAX_STREAMS:
+            old, _ = self.titles.popitem(last=False)
+            self.tracks.pop(old, None)
+            self.forgotten += 1
 
     def apply(self, message: Message) -> list[str]:
         """Lines to print for one message: a new title, a finished track, or nothing."""
         body, stream = message.body, message.stream
+        if isinstance(body, (StatusBody, TrackBody)):
+            known = self.titles.get(stream)
+            self._heard(stream)
         if isinstance(body, StatusBody):
-            if self.titles.get(stream) == body.title:
-                self.titles[stream] = body.title
+            if known == body.title:
                 return []  # no title yet, or the same one
             self.titles[stream] = body.title
             return [f"{_clock(message.sent_at)}  {stream:<12} now playing {_title(body.title)}"]
         if isinstance(body, TrackBody):
-            last = self.tracks.setdefault(stream, [])
-            last.append(body)
-            del last[:-self.keep]
+            if getattr(message, "size", 0) <= MAX_KEPT_TRACK_BYTES:
+                last = self.tracks.setdefault(stream, [])
+                last.append(body)
+                del last[:-self.keep]
             return [f"{_clock(message.sent_at)}  {stream:<12} played {_title(body.title)}  "
                     f"{_span(body.start_s, body.end_s)}  {_track_summary(body)}"]
         return []
@@ -178,12 +201,14 @@ class NowPlaying:
                     body = TrackBody.from_dict(fields)
                 except ProtocolError:
                     continue  # not a track as this protocol reads one: not ours to show
+                self._heard(stream)
                 self.tracks.setdefault(stream, []).append(body)
                 lines.append(f"{'earlier':<12}  {_shown(str(stream)):<12} played "
                              f"{_title(body.title)}  "
                              f"{_span(body.start_s, body.end_s)}  {_track_summary(body)}")
             title = state.get("title")
             title = title if isinstance(title, str) else None
+            self._heard(stream)
             self.titles[stream] = title
             if title is None and state.get("state") == "starting":
                 # its source has not opened yet: what it plays is not known, not untitled

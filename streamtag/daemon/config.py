@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Iterable
@@ -53,6 +54,9 @@ from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOI
 
 STREAM_ID = re.compile(STREAM_ID_PATTERN)
 MAX_PROCESSES = 256
+# A config file is read whole and parsed (tomllib takes some 5 bytes of memory a byte): 4 MiB
+# holds some 25,000 sources, beyond any one daemon's or shard set's list.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 PROCESSES_AUTO = "auto"
 
 
@@ -346,9 +350,15 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
 def load_config(path: str | Path) -> DaemonConfig:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = file.read(MAX_CONFIG_BYTES + 1) if size <= MAX_CONFIG_BYTES else b""
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if size > MAX_CONFIG_BYTES or len(data) > MAX_CONFIG_BYTES:  # a pipe tells no size
+        told = f"{size} bytes" if size > MAX_CONFIG_BYTES else "longer"
+        raise ConfigError(f"config file {path} is {told}, over the {MAX_CONFIG_BYTES} bytes "
+                          "streamtag reads (some 25,000 sources): is it the right file?")
     text = utf8_file_text(data, f"config file {path}")
     try:
         data = tomllib.loads(text)

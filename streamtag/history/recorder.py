@@ -1,19 +1,19 @@
 """The recorder behind ``streamtag record``: subscribe to daemons (or a proxy) and write what
 they publish to the history database, losing nothing silently.
 
-Three threads and a bounded queue: the receiver decodes messages (a `Subscriber`, which judges
-seq gaps and daemon restarts) and puts them in the queue; the one writer takes whatever has
-queued, up to a batch, and writes it in one transaction; at start a snapshot thread asks each
-daemon's control socket for its current tag states. When the database is down the writer keeps
-its batch and retries with back-off while the queue fills; a message that finds the queue full
-is dropped, counted, and stored as an "overflow" gap once the database is back. A restarted
-recorder resumes the seq judgement from the database, so what was published while it was down
-is stored as a gap too. Every message row is unique on (stream, session, seq) and inserted with
-ON CONFLICT DO NOTHING, so a batch retried after a commit whose outcome was unknown is stored
-once. A message that cannot be stored (the database refuses its row, or writing it fails in
-any other way) is counted, logged once per kind of failure, and stored as a gap of one
-message; the writer goes on with the rest. What the recorder remembers per stream, session and
-model is bounded, whatever peers send.
+Three threads and a queue bounded in messages and bytes: the receiver decodes messages (a
+`Subscriber`, which judges seq gaps and daemon restarts) and puts them in the queue; the one
+writer takes whatever has queued, up to a batch, and writes it in one transaction; at start a
+snapshot thread asks each daemon's control socket for its current tag states. When the database
+is down the writer keeps its batch and retries with back-off while the queue fills; a message
+that finds the queue full is dropped, counted, and stored as an "overflow" gap once the
+database is back. A restarted recorder resumes the seq judgement from the database, so what was
+published while it was down is stored as a gap too. Every message row is unique on (stream,
+session, seq) and inserted with ON CONFLICT DO NOTHING, so a batch retried after a commit whose
+outcome was unknown is stored once. A message that cannot be stored (the database refuses its
+row, or writing it fails in any other way) is counted, logged once per kind of failure, and
+stored as a gap of one message; the writer goes on with the rest. What the recorder remembers
+per stream, session and model is bounded, whatever peers send.
 """
 
 from __future__ import annotations
@@ -52,9 +52,17 @@ from streamtag.wire.protocol import (
     validate_stream_id,
 )
 from streamtag.wire.security import ClientCurve
+from streamtag.wire.subscriber import DEFAULT_QUEUE_BYTES as SUBSCRIBER_QUEUE_BYTES
 from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEFAULT_QUEUE_SIZE = 100_000   # messages: 64 streams' scores for about 25 minutes
+# ... and their bytes on the wire: 43,000 honest messages of 3 kB (a 56-tag model's scores),
+# but only 128 forged ones of the 1 MiB a scores frame may hold. The subscriber's own queue in
+# front of it is bounded too (wire.subscriber.DEFAULT_QUEUE_BYTES).
+DEFAULT_QUEUE_BYTES = 128 * 1024 * 1024
+# A status's counters as stored: a daemon reports a dozen (about 300 characters); past this
+# the rest are left out, the cut said once in the log.
+MAX_STORED_COUNTERS_CHARS = 16 * 1024
 DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
 DEFAULT_MAX_BACKOFF_S = 30.0
 FIRST_BACKOFF_S = 0.25
@@ -158,7 +166,8 @@ class Recorder:
     """Records the messages of `connect` endpoints into `engine`'s database.
 
     control: daemons' control endpoints, asked for a snapshot at start.
-    queue_size: messages that may wait for the database; more are dropped and counted.
+    queue_size, queue_bytes: messages, and their bytes on the wire, that may wait for the
+        database; more are dropped and counted (and stored as gaps).
     curve: this client's CURVE keys and the server's, for a daemon (or proxy) with keys.
     """
 
@@ -166,9 +175,11 @@ class Recorder:
                  control: Iterable[str] = (), *, queue_size: int = DEFAULT_QUEUE_SIZE,
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
-                 context: zmq.Context | None = None, curve: ClientCurve | None = None):
-        if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0:
-            raise ValueError("queue_size and batch_size must be >= 1 and max_backoff_s > 0")
+                 context: zmq.Context | None = None, curve: ClientCurve | None = None,
+                 queue_bytes: int = DEFAULT_QUEUE_BYTES):
+        if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1:
+            raise ValueError("queue_size, queue_bytes and batch_size must be >= 1 and "
+                             "max_backoff_s > 0")
         self.engine = engine
         self.endpoints = [connect] if isinstance(connect, str) else list(connect)
         self.control = list(control)
@@ -176,6 +187,10 @@ class Recorder:
         self.max_backoff_s = max_backoff_s
         self.stats = RecorderStats()
         self.queue: queue.Queue = queue.Queue(queue_size)
+        self.queue_bytes = queue_bytes
+        self._queued_bytes = 0  # wire bytes of the messages in the queue
+        self._queued_lock = threading.Lock()
+        self._counters_cut = False  # said once
         self._rcvhwm = rcvhwm
         self._context = context
         self._curve = curve
@@ -202,13 +217,21 @@ class Recorder:
     # -- life
 
     def connect(self) -> Recorder:
-        """Subscribe now: what the daemons publish waits in the socket (up to its receive
-        high-water mark; beyond it, seen later as a gap) until ``start``, as while the database
-        is still down."""
+        """Subscribe now: what the daemons publish waits (``hold`` reads it, up to the queue's
+        bounds; beyond them, seen later as a gap) until ``start``, as while the database is
+        still down."""
         if self._subscriber is None:
+            # what waits before `start` waits in the subscriber, bounded as the queue is
             self._subscriber = Subscriber(self.endpoints, context=self._context,
-                                          rcvhwm=self._rcvhwm, curve=self._curve)
+                                          rcvhwm=self._rcvhwm, curve=self._curve,
+                                          max_queue_bytes=self.queue_bytes)
         return self
+
+    def hold(self) -> None:
+        """Before ``start``: keeps reading what the daemons publish (undecoded, within the
+        queue's bounds), so that it waits here rather than being dropped by the publishers."""
+        if self._subscriber is not None and not self._threads:
+            self._subscriber.read_ahead()
 
     def start(self) -> Recorder:
         """Resume from the database (it must be reachable and upgraded) and start recording
@@ -216,6 +239,8 @@ class Recorder:
         last_seq, sessions, restarted = self._resume_state()
         self.connect()
         self._subscriber.resume(last_seq, sessions, restarted)
+        # from now on the queue holds what waits; the subscriber only reads ahead of it
+        self._subscriber.max_queue_bytes = min(self.queue_bytes, SUBSCRIBER_QUEUE_BYTES)
         self._threads = [threading.Thread(target=self._receive, name="streamtag-record-recv",
                                           daemon=True),
                          threading.Thread(target=self._write_loop,
@@ -295,9 +320,18 @@ class Recorder:
                 continue
             self.stats.received[message.msg_type] = (
                 self.stats.received.get(message.msg_type, 0) + 1)
+            with self._queued_lock:
+                fits = self._queued_bytes + message.size <= self.queue_bytes
+                if fits:
+                    self._queued_bytes += message.size
+            if not fits:
+                self._count_overflow(message)
+                continue
             try:
                 self.queue.put_nowait(message)
             except queue.Full:
+                with self._queued_lock:
+                    self._queued_bytes -= message.size
                 self._count_overflow(message)
 
     def _count_overflow(self, message: ReceivedMessage) -> None:
@@ -422,7 +456,31 @@ class Recorder:
                 items.append(self.queue.get_nowait())
             except queue.Empty:
                 break
+        taken = sum(item.size for item in items if isinstance(item, ReceivedMessage))
+        with self._queued_lock:
+            self._queued_bytes -= taken
         return items
+
+    def _stored_counters(self, stream: str, counters: dict[str, int | float] | None) -> str:
+        """A status's counters as JSON, within MAX_STORED_COUNTERS_CHARS (the first by name)."""
+        text = json.dumps(counters, ensure_ascii=False, sort_keys=True)
+        if len(text) <= MAX_STORED_COUNTERS_CHARS:
+            return text
+        kept: dict[str, int | float] = {}
+        used = 2
+        for key in sorted(counters or {}):
+            entry = len(json.dumps({key: counters[key]}, ensure_ascii=False))
+            if used + entry > MAX_STORED_COUNTERS_CHARS:
+                break
+            kept[key] = counters[key]
+            used += entry - 1  # the braces once, a comma between entries
+        if not self._counters_cut:
+            self._counters_cut = True
+            log.warning("a status of stream %s carried %d characters of counters; %d of its "
+                        "%d counters were stored (at most %d characters are; further cuts "
+                        "are not logged)", stream, len(text), len(kept), len(counters or {}),
+                        MAX_STORED_COUNTERS_CHARS)
+        return json.dumps(kept, ensure_ascii=False, sort_keys=True)
 
     def _rows(self, items: list[Any], runs) -> _Batch:
         batch = _Batch()
@@ -516,7 +574,7 @@ class Recorder:
             row.update(state=body.state, error=_text(body.error), title=_text(body.title),
                        source=_text(body.source), station=_text(body.station),
                        heard_from_start=body.heard_from_start,
-                       counters=json.dumps(body.counters, ensure_ascii=False, sort_keys=True))
+                       counters=self._stored_counters(message.stream, body.counters))
         elif msg_type == "track":
             row.update(model_id=self._model_key(batch, body.model, body.tags),
                        title=_text(body.title), reason=body.reason, start_s=body.start_s,
@@ -742,7 +800,10 @@ def _start_when_up(engine: Engine, recorder: Recorder, stop: threading.Event,
             else:
                 log.debug("cannot reach %s (%s); retrying in %.1f s",
                           schema.describe_url(engine), reason, wait_s)
-            stop.wait(wait_s)
+            until = time.monotonic() + wait_s
+            while not stop.is_set() and time.monotonic() < until:
+                recorder.hold()
+                stop.wait(min(_RECV_SLICE_MS / 1e3, max(0.0, until - time.monotonic())))
     return None
 
 

@@ -11,11 +11,13 @@ callback. Nothing here knows audio, models or HTTP.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import statistics
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from streamtag.wire.ready_thread import ReadyThread
@@ -33,6 +35,25 @@ MOOD_SLICE_S = 5.0              # one point of that course per slice of this man
 # A point for every slice of the course, and a few more: a clock set back cannot grow it.
 MOOD_POINTS = int(MOOD_COURSE_S / MOOD_SLICE_S) + 2
 
+# What the dashboard keeps is bounded, whatever a feed without CURVE keys carries (anyone who
+# reaches a proxy's frontend can publish there): at most MAX_STREAMS streams, each message
+# kept at most MAX_KEPT_MESSAGE_BYTES on the wire, and MAX_KEPT_BYTES of views in all (bodies
+# weighed at KEPT_WEIGHT times their wire bytes, timelines at what their lists take); past a
+# bound the least recently heard streams are forgotten, and a page learns them again from
+# their next message. Honest views are small: a 56-tag model's scores are 3 kB on the wire, a
+# stream's five-minute timeline some 45 kB, so 1,024 streams weigh about 80 MB.
+MAX_STREAMS = 4096
+MAX_KEPT_MESSAGE_BYTES = 64 * 1024  # a model of about 1,000 tags
+MAX_KEPT_BYTES = 256 * 1024 * 1024
+KEPT_WEIGHT = 4  # a decoded body takes some 4 times its JSON in memory
+_VIEW_WEIGHT = 2048  # a view's dict, deques and numbers
+_BIN_WEIGHT = 160  # a timeline bin: its lists and start time, before its tags (8 bytes each)
+_MOOD_WEIGHT = 120  # a point of the mood's course
+# A page's hello is sent in pieces of about this many bytes, each made as it is sent.
+HELLO_PIECE_BYTES = 256 * 1024
+
+log = logging.getLogger(__name__)
+
 
 def _blank_stream(stream: str) -> dict[str, Any]:
     return {"id": stream, "session": None, "model": None, "tags": [], "smoothed": [],
@@ -40,6 +61,30 @@ def _blank_stream(stream: str) -> dict[str, Any]:
             "gaps": 0, "restarted_at": None, "history": deque(), "tracks": [],
             "audio": None, "mood": None, "moods": deque(maxlen=MOOD_POINTS),
             "silence": None}
+
+
+class _Weight:
+    """What one stream's view weighs (FeedState's bounds): its latest body of each type and
+    its tracks by their wire bytes, its timelines by their bins and the tags in them."""
+
+    __slots__ = ("bodies", "tracks", "history")
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, int] = {}
+        self.tracks: deque[int] = deque(maxlen=LAST_TRACKS)
+        self.history = 0
+
+    def total(self) -> int:
+        return (KEPT_WEIGHT * (sum(self.bodies.values()) + sum(self.tracks)) + self.history
+                + _VIEW_WEIGHT)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _bin_weight(tags: list[str]) -> int:
+    return _BIN_WEIGHT + 8 * len(tags)
 
 
 def _reset(view: dict[str, Any]) -> None:
@@ -74,7 +119,12 @@ class FeedState:
         self.endpoints = list(endpoints)
         self.control = control
         self.history_s = float(history_s)
-        self.streams: dict[str, dict[str, Any]] = {}
+        # stream -> its view, the least recently heard first
+        self.streams: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._weights: dict[str, _Weight] = {}
+        self.kept_bytes = 0       # what the views weigh together (MAX_KEPT_BYTES)
+        self.oversized = 0        # messages too big to keep, neither kept nor forwarded
+        self.forgotten = 0        # streams forgotten to keep within the bounds
         self.snapshot_sessions: set[str] = set()   # daemon sessions a snapshot was taken of
         self.thresholds: dict[str, list[float]] = {}  # model hash -> per-tag thresholds
         self._clock = clock
@@ -86,33 +136,79 @@ class FeedState:
 
     # -- messages
 
-    def apply_message(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply one received message (ReceivedMessage.to_dict()); returns what to forward."""
+    def apply_message(self, message: Mapping[str, Any],
+                      size: int = 0) -> dict[str, Any] | None:
+        """Apply one received message (ReceivedMessage.to_dict(), and its bytes on the wire,
+        `size` or the dict's "size" as FeedThread gives it); returns what to forward, or None
+        for a message too big to keep."""
         now = self._clock()
         self._last_seen = self._monotonic()
+        if "size" in message:  # as FeedThread hands it on: not for the page
+            size = size or int(message["size"])
+            message = {k: v for k, v in message.items() if k != "size"}
         header, body = message["header"], message["body"]
         msg_type = header["msg_type"]
+        if size > MAX_KEPT_MESSAGE_BYTES and msg_type != "heartbeat":
+            self.oversized += 1
+            if self.oversized == 1:
+                log.warning("a %s message of stream %s is %d bytes, over the %d the dashboard "
+                            "keeps: not kept nor shown (no model an honest daemon serves comes "
+                            "near; a feed without CURVE keys can be forged). Further ones are "
+                            "counted in /healthz, not logged", msg_type, header["stream"],
+                            size, MAX_KEPT_MESSAGE_BYTES)
+            return None
         if msg_type == "heartbeat":
             self._heartbeat(header["session"])
         else:
-            view = self._stream(header["stream"])
+            stream = header["stream"]
+            view = self._stream(stream)
+            weight = self._weights[stream]
             if message.get("restarted") or view["session"] not in (None, header["session"]):
                 # A new daemon session: tag states start again, all off (the protocol says so).
                 _reset(view)
                 view["restarted_at"] = now
             view["session"] = header["session"]
             view["gaps"] += int(message.get("gap", 0))
+            before = weight.total()
             if msg_type == "scores":
                 self._scores(view, body, now)
+                weight.bodies[msg_type] = size
             elif msg_type == "event":
                 self._event(view, body)
             elif msg_type == "status":
                 view["status"] = dict(body)
+                weight.bodies[msg_type] = size
             elif msg_type == "track":
                 _add_tracks(view, [body])
+                weight.tracks.append(size)
             elif msg_type == "silence":
                 view["silence"] = self._silence(body, now)
+            weight.history = (sum(_bin_weight(tags) for _, tags in view["history"])
+                              + _MOOD_WEIGHT * len(view["moods"]))
+            self._weigh(stream, weight.total() - before)
         return {"type": "message", "received_at": now, "message": dict(message)}
+
+    def _weigh(self, stream: str, change: int) -> None:
+        """Adds a view's change of weight; forgets the least recently heard other streams
+        while the views weigh more than MAX_KEPT_BYTES."""
+        self.kept_bytes += change
+        while self.kept_bytes > MAX_KEPT_BYTES and len(self.streams) > 1:
+            oldest = next(iter(self.streams))
+            if oldest == stream:  # heard just now: the next oldest goes
+                self.streams.move_to_end(stream)
+                continue
+            self._forget(oldest, "the dashboard's views would weigh more than "
+                                 f"{MAX_KEPT_BYTES // (1024 * 1024)} MiB")
+
+    def _forget(self, stream: str, why: str) -> None:
+        self.streams.pop(stream)
+        self.kept_bytes -= self._weights.pop(stream).total()
+        self.forgotten += 1
+        if self.forgotten == 1:
+            log.warning("forgot stream %s, the least recently heard: %s (a feed without CURVE "
+                        "keys can be forged); a stream forgotten is shown again from its next "
+                        "message. Further ones are counted in /healthz, not logged", stream,
+                        why)
 
     def _heartbeat(self, session: str) -> None:
         arrival = self._monotonic()
@@ -125,8 +221,12 @@ class FeedState:
     def _scores(self, view: dict[str, Any], body: Mapping[str, Any], now: float) -> None:
         model = body.get("model") or {}
         audio, mood = body.get("audio"), body.get("mood")  # since protocol 1.2; may be absent
-        view.update(tags=list(body["tags"]), smoothed=list(body["smoothed"]),
-                    active=list(body["active"]), model=dict(model), updated_at=now,
+        # The same tags as before keep the same strings, which the timeline's bins share.
+        tags = view["tags"] if view["tags"] == body["tags"] else list(body["tags"])
+        names = {tag: tag for tag in tags}
+        view.update(tags=tags, smoothed=list(body["smoothed"]),
+                    active=[names.get(tag, tag) for tag in body["active"]], model=dict(model),
+                    updated_at=now,
                     thresholds=self._thresholds_for(model.get("hash"), body["tags"]),
                     audio=dict(audio) if isinstance(audio, Mapping) else None,
                     mood=dict(mood) if isinstance(mood, Mapping) else None)
@@ -214,7 +314,7 @@ class FeedState:
             if view is not None and view["session"] == stream_session and view["updated_at"]:
                 continue
             if view is None:
-                view = self.streams[stream] = _blank_stream(stream)
+                view = self._stream(stream)
             elif view["session"] != stream_session:
                 _reset(view)
             view.update(session=stream_session, tags=list(snap.get("tags", [])),
@@ -242,7 +342,7 @@ class FeedState:
                 continue
             view = self.streams.get(stream)
             if view is None:
-                view = self.streams[stream] = _blank_stream(stream)
+                view = self._stream(stream)
                 view["session"] = session
             if view["status"] is not None:
                 continue
@@ -262,9 +362,18 @@ class FeedState:
     # -- what a page gets
 
     def _stream(self, stream: str) -> dict[str, Any]:
+        """A stream's view, the most recently heard now; a new one forgets the least
+        recently heard past MAX_STREAMS."""
         view = self.streams.get(stream)
         if view is None:
+            if len(self.streams) >= MAX_STREAMS:
+                self._forget(next(iter(self.streams)),
+                             f"the dashboard keeps at most {MAX_STREAMS} streams")
             view = self.streams[stream] = _blank_stream(stream)
+            weight = self._weights[stream] = _Weight()
+            self.kept_bytes += weight.total()
+        else:
+            self.streams.move_to_end(stream)
         return view
 
     def view(self, stream: str) -> dict[str, Any]:
@@ -292,9 +401,35 @@ class FeedState:
                 "daemon": self.liveness(),
                 "streams": {stream: self.view(stream) for stream in sorted(self.streams)}}
 
+    def hello_pieces(self, piece_bytes: int | None = None) -> Iterator[str]:
+        """The hello as JSON texts of about `piece_bytes` each, so that none is built whole
+        on the event loop: the hello with the first streams' views, then ``{"type":
+        "streams", "streams": {...}, "more": bool}`` for the rest (the hello's ``more`` says
+        whether any follow). Each piece's views are taken when it is made, so messages sent
+        before it are already in it; the page sets aside messages until the last piece."""
+        head = {"type": "hello", "now": self._clock(), "feed": self.endpoints,
+                "control": self.control, "history_s": self.history_s,
+                "daemon": self.liveness()}
+        piece_bytes = HELLO_PIECE_BYTES if piece_bytes is None else piece_bytes
+        pending = deque(sorted(self.streams))
+        first = True
+        while first or pending:
+            parts: list[str] = []
+            size = 0
+            while pending and size < piece_bytes:
+                stream = pending.popleft()
+                if stream in self.streams:  # else forgotten since the hello began
+                    parts.append(f"{_dumps(stream)}:{_dumps(self.view(stream))}")
+                    size += len(parts[-1])
+            fields = _dumps({**head, "more": bool(pending)}) if first else \
+                f'{{"more":{_dumps(bool(pending))},"type":"streams"}}'
+            yield f'{fields[:-1]},"streams":{{{",".join(parts)}}}}}'
+            first = False
+
 
 class FeedThread:
-    """Runs a Subscriber in a background thread, calling `deliver(message_dict)` per message.
+    """Runs a Subscriber in a background thread, calling `deliver(message_dict)` per message
+    (its ``to_dict()``, and its bytes on the wire as ``"size"``).
 
     ZeroMQ reconnects the SUB socket by itself, so a restarted daemon on the same endpoint is
     picked up without help; the Subscriber marks its first messages `restarted`.
@@ -330,4 +465,4 @@ class FeedThread:
             while not self._worker.stopping.is_set():
                 message = subscriber.recv(self._poll_ms)
                 if message is not None:
-                    self._deliver(message.to_dict())
+                    self._deliver({**message.to_dict(), "size": message.size})

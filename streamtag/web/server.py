@@ -22,7 +22,9 @@ not a page closed to make room; a page that does not answer a ping within `PING_
 
 Messages to the page, JSON objects with a ``type``:
     hello      on connecting: every stream's view (tags, timeline, last audio level and mood,
-               the mood's course), the liveness of the daemon, the feed
+               the mood's course), the liveness of the daemon, the feed; with ``more``,
+               the rest of the views follow in ``streams`` messages, the last with ``more``
+               false
     message    one received protocol message: ``{topic, header, body, gap, restarted}``
     snapshot   stream views taken from a control snapshot
     tick       once a second: the bridge's clock and the daemon's liveness
@@ -67,6 +69,7 @@ DEFAULT_HOST = "127.0.0.1"
 CONTROL_TIMEOUT_MS = 1000
 SNAPSHOT_RETRY_S = 3.0
 MAX_CLIENT_BUFFER = 1 << 20  # a page this far behind is closed; it reconnects to a fresh hello
+MAX_BACKLOG_BYTES = 32 * 1024 * 1024  # feed messages waiting for the loop, on the wire
 DEFAULT_MAX_CLIENTS = 32
 # One screen is one page; a few per address leave room for a room's screens behind one NAT. A
 # dashboard behind a reverse proxy sees every page from the proxy's address: raise it there.
@@ -257,6 +260,10 @@ class Dashboard:
         self._fetching = False
         self._last_fetch = -float("inf")
         self._tasks: set[asyncio.Task] = set()
+        # feed messages handed to the loop and not yet applied: their wire bytes
+        self.backlog_bytes = 0
+        self.behind = 0  # messages dropped for that
+        self._backlog_lock = threading.Lock()
         # The history view (history.html) reads a recorder's database, when given one.
         self.history = HistoryView(db) if db else None
 
@@ -322,6 +329,9 @@ class Dashboard:
                       "history": self.history.url if self.history else None,
                       "pages": len(self.clients), "connections": self.limiter.open,
                       "streams": sorted(self.state.streams),
+                      "dropped": {"oversized": self.state.oversized,
+                                  "forgotten_streams": self.state.forgotten,
+                                  "behind": self.behind},
                       "daemon": self.state.liveness()}
             if self.history is not None:
                 health["history_answers"] = dict(self.history.counts)
@@ -356,11 +366,16 @@ class Dashboard:
         if full is not None:
             await connection.close(1013, full[:120])  # a close reason is 123 bytes
             return
-        # Registering and writing the hello without awaiting in between: every message
-        # forwarded later is newer than the hello, and none is missed.
+        # Registering and writing the hello's first piece without awaiting in between: none
+        # of the messages forwarded later is missed. The rest of the hello follows in pieces,
+        # each made as it is sent, the loop free in between; the page sets aside what comes
+        # meanwhile (static/feed.js).
         self.clients.add(connection)
-        broadcast([connection], _dumps(self.state.hello()))
+        pieces = self.state.hello_pieces()
+        broadcast([connection], next(pieces))
         try:
+            for piece in pieces:
+                await connection.send(piece)
             async for _ in connection:
                 pass  # the page has nothing to say; reading notices its going away
         except ConnectionClosed:
@@ -387,15 +402,30 @@ class Dashboard:
     # -- the feed
 
     def deliver(self, message: dict[str, Any]) -> None:
-        """Called in the feed thread; hands the message to the loop."""
+        """Called in the feed thread; hands the message to the loop, unless those waiting for
+        it weigh MAX_BACKLOG_BYTES already (then it is dropped, counted, logged once)."""
         loop = self._loop
         if loop is None:
             return
+        size = int(message.get("size", 0))
+        with self._backlog_lock:
+            if self.backlog_bytes + size > MAX_BACKLOG_BYTES:
+                self.behind += 1
+                if self.behind == 1:
+                    log.warning("the page bridge fell %d bytes behind the feed: messages are "
+                                "dropped until it catches up (counted in /healthz)",
+                                self.backlog_bytes)
+                return
+            self.backlog_bytes += size
         with contextlib.suppress(RuntimeError):  # the loop closed: we are shutting down
             loop.call_soon_threadsafe(self._on_message, message)
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        self.send_all(self.state.apply_message(message))
+        with self._backlog_lock:
+            self.backlog_bytes -= int(message.get("size", 0))
+        forward = self.state.apply_message(message)
+        if forward is not None:
+            self.send_all(forward)
         session = message["header"]["session"]
         if (self.control and message["header"]["msg_type"] == "heartbeat"
                 and session not in self.state.snapshot_sessions):

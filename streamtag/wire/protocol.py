@@ -51,7 +51,19 @@ MAX_ID_LENGTH = 128  # msg_id and session are opaque to readers, within this len
 # Bounds of what a reader takes (docs/protocol.md, "Bounds"), far above any honest message: a
 # peer that can reach a publisher's or a proxy's socket can send anything, and a reader must
 # neither hold nor store nor show without end what it sends.
-MAX_FRAME_BYTES = 4 * 1024 * 1024  # a header or body frame, checked before parsing its JSON
+MAX_FRAME_BYTES = 4 * 1024 * 1024  # any frame a socket takes (ZeroMQ MAXMSGSIZE)
+# Tighter caps per frame, checked before its JSON is parsed: what the largest honest frame of
+# each kind needs, with room (docs/protocol.md, Bounds), so a forged one costs a reader little
+# to hold, parse (about 25 times a frame's size for a moment) and keep.
+MAX_HEADER_BYTES = 4 * 1024  # seven short fields: about 250 bytes
+MAX_BODY_BYTES = {
+    "scores": 1024 * 1024,  # 4096 tags of 64 characters, all active: about 0.62 MB
+    "track": 1024 * 1024,   # the same tags, three means each: about 0.66 MB
+    "status": 256 * 1024,   # error and source at 16384 characters, title and station at 4096
+    "event": 32 * 1024,     # one tag name of 4096 characters
+    "silence": 4 * 1024,    # numbers and two words: about 250 bytes
+    "heartbeat": 4 * 1024,  # two numbers
+}
 MAX_TOPIC_BYTES = 256  # a topic is at most "heartbeat" or a type, ".", a 128-character id
 MAX_INTEGER = 2**63 - 1  # seq, sample indices, windows, counters: what an int64 column holds
 MAX_STREAM_COUNT = 2**31 - 1  # a heartbeat's streams: the recorder's 32-bit column
@@ -817,7 +829,7 @@ class ScoresEncoder:
             f'"end_sample":{end_sample},"latency_ms":{latency_ms!r},'
             f'"model":{self._model_json},{mood_json}"raw":{written[0]},'
             f'"smoothed":{written[1]},"start_s":{start_s!r},"start_sample":{start_sample},'
-            f'"tags":{self._tags_json}}}').encode(), "scores body")
+            f'"tags":{self._tags_json}}}').encode(), "scores body", MAX_BODY_BYTES[SCORES])
 
 
 def checked_frame(frame: bytes, what: str, most: int = MAX_FRAME_BYTES) -> bytes:
@@ -870,8 +882,8 @@ _FRAME_CAPS = (MAX_TOPIC_BYTES, MAX_FRAME_BYTES, MAX_FRAME_BYTES)
 
 
 def _frame_bytes(frames: Any) -> list[bytes]:
-    """The first three frames' bytes, each refused over its cap before it is copied; frames
-    past the third are counted, never read."""
+    """The first three frames' bytes, each refused over the socket's cap before it is copied;
+    frames past the third are counted, never read."""
     if not isinstance(frames, (list, tuple)):
         raise ProtocolError(f"frames must be a list of bytes, got {values.kind(frames)}")
     out = []
@@ -901,8 +913,10 @@ def encode(message: Message) -> list[bytes]:
     if not isinstance(message, Message):
         raise ProtocolError(f"encode takes a Message, got {values.kind(message)}")
     return [message.topic.encode("utf-8"),
-            checked_frame(canonical_json(message.header.to_dict()), "header frame"),
-            checked_frame(canonical_json(message.body.to_dict()), "body frame")]
+            checked_frame(canonical_json(message.header.to_dict()), "header frame",
+                          MAX_HEADER_BYTES),
+            checked_frame(canonical_json(message.body.to_dict()),
+                          f"{message.msg_type} body frame", MAX_BODY_BYTES[message.msg_type])]
 
 
 def decode(frames: Any) -> Message:
@@ -918,13 +932,18 @@ def decode(frames: Any) -> Message:
         topic = parts[0].decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("topic frame is not UTF-8 text") from None
-    header = parse_json(parts[1], "header frame")
+    header = parse_json(parts[1], "header frame", MAX_HEADER_BYTES)
     if not isinstance(header, dict):
         raise ProtocolError(f"header frame must be a JSON object, got {values.kind(header)}")
     check_version(header.get("version"))
     if len(frames) != 3:
         raise ProtocolError(f"expected 3 frames [topic, header, body], got {len(frames)}")
-    return _from_parts(topic, header, parse_json(parts[2], "body frame"))
+    msg_type = header.get("msg_type")
+    if isinstance(msg_type, str) and msg_type in MAX_BODY_BYTES:
+        body = parse_json(parts[2], f"{msg_type} body frame", MAX_BODY_BYTES[msg_type])
+    else:  # an unknown type: refused by name below
+        body = parse_json(parts[2], "body frame")
+    return _from_parts(topic, header, body)
 
 
 # ---------------------------------------------------------------- control socket

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +48,14 @@ MAX_SESSIONS_PER_STREAM = 16
 MAX_HEARTBEAT_SESSIONS = 4096
 MAX_FRESH_SESSIONS = 4096  # sessions seen starting
 
+# What waits to be read is bounded in bytes as well as messages. ZeroMQ's own queue counts
+# only messages, whatever their size, so it is kept short (SOCKET_RCVHWM messages, each frame
+# at most MAX_FRAME_BYTES); each `recv` moves what ZeroMQ holds into the subscriber's own
+# queue, bounded by `max_queue_bytes` (and `rcvhwm` messages), and past either stops reading,
+# so the publisher's queue fills instead and drops what we cannot take: gaps, as ever.
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # 5,000 of the largest honest messages (3 kB)
+SOCKET_RCVHWM = 8
+
 
 class _Session:
     """What a subscriber knows of one session of one stream (or of a daemon's heartbeats)."""
@@ -65,10 +73,12 @@ class ReceivedMessage(Message):
 
     gap: how many messages of this topic (same session) went missing just before this one.
     restarted: the first message of a new session for a stream seen under another session.
+    size: its bytes on the wire (its frames together), what a reader weighs it by.
     """
 
     gap: int = 0
     restarted: bool = False
+    size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "gap": self.gap, "restarted": self.restarted}
@@ -88,6 +98,11 @@ class Subscriber:
     topic) and a subscription to any subset of topics still sees every loss in that subset.
     A message that cannot be decoded is skipped and counted in `invalid`.
 
+    rcvhwm, max_queue_bytes: the messages, and their bytes on the wire, that may wait to be
+        read, at most (one message may pass the bytes); past them nothing more is read until
+        the caller takes some, and the publisher drops what does not fit in its own queue
+        (seen here as gaps). ZeroMQ holds at most ``SOCKET_RCVHWM`` messages more per endpoint.
+
     What it remembers is bounded (``MAX_STREAMS`` streams, ``MAX_SESSIONS_PER_STREAM`` sessions
     of each, ``MAX_HEARTBEAT_SESSIONS``), the least recently heard forgotten first and counted
     in `pruned`. A forgotten stream that comes back is judged as one first heard (no gap on its
@@ -102,7 +117,8 @@ class Subscriber:
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                  topics: Iterable[str] = ALL_TOPICS, timeout_ms: int | None = None, *,
                  rcvhwm: int = 10000, context: zmq.Context | None = None,
-                 curve: ClientCurve | None = None):
+                 curve: ClientCurve | None = None,
+                 max_queue_bytes: int = DEFAULT_QUEUE_BYTES):
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         if not endpoints:
             raise ValueError("Subscriber needs at least one endpoint")
@@ -114,6 +130,14 @@ class Subscriber:
             validate_stream_id(s) for s in ([streams] if isinstance(streams, str) else streams))
         self.topics = topics
         self.timeout_ms = timeout_ms
+        if rcvhwm < 1 or max_queue_bytes < 1:
+            raise ValueError(f"rcvhwm and max_queue_bytes must be at least 1, got {rcvhwm} "
+                             f"and {max_queue_bytes}")
+        self.rcvhwm = rcvhwm
+        self.max_queue_bytes = max_queue_bytes
+        # frames read from ZeroMQ and their bytes, waiting to be decoded
+        self._waiting: deque[tuple[list[bytes], int]] = deque()
+        self.waiting_bytes = 0
         self.subscriptions = sorted({
             subscription_prefix(t, s)
             for t in topics
@@ -137,7 +161,7 @@ class Subscriber:
         self._dropped: dict[str, float] = {}  # endpoint -> when its connection dropped
         try:
             self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            self._socket.setsockopt(zmq.RCVHWM, min(rcvhwm, SOCKET_RCVHWM))
             # A bigger frame is never read: ZeroMQ drops the peer that sends it.
             self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
             if curve is not None:
@@ -167,6 +191,13 @@ class Subscriber:
             timeout_ms = self.timeout_ms
         deadline = None if timeout_ms is None else time.monotonic() + max(timeout_ms, 0) / 1e3
         while True:
+            self.read_ahead()
+            while self._waiting:
+                frames, size = self._waiting.popleft()
+                self.waiting_bytes -= size
+                message = self._accept(frames, size)
+                if message is not None:
+                    return message
             if deadline is None:
                 wait = _WAIT_SLICE_MS
             else:
@@ -176,12 +207,25 @@ class Subscriber:
             ready = dict(self._poller.poll(wait))
             if self._monitor in ready:
                 self._watch_connections()
-            if self._socket in ready:
-                message = self._accept(self._socket.recv_multipart(zmq.NOBLOCK))
-                if message is not None:
-                    return message
-            elif deadline is not None and time.monotonic() >= deadline:
+            if self._socket not in ready and deadline is not None \
+                    and time.monotonic() >= deadline:
                 return None
+
+    def read_ahead(self) -> None:
+        """Moves the messages ZeroMQ holds into the subscriber's queue, within its bounds,
+        without decoding them (`recv` does this first). A caller that will not call `recv`
+        for a while (a recorder waiting for its database) calls this to keep reading."""
+        socket = self._socket
+        while (len(self._waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
+               and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN):
+            frames = [socket.recv(zmq.NOBLOCK)]
+            while socket.getsockopt(zmq.RCVMORE):
+                part = socket.recv(copy=False)
+                if len(frames) < 4:  # a fourth makes it malformed; more are never kept
+                    frames.append(part.bytes if len(frames) < 3 else b"")
+            size = sum(map(len, frames))
+            self._waiting.append((frames, size))
+            self.waiting_bytes += size
 
     def __iter__(self) -> Iterator[ReceivedMessage]:
         while True:
@@ -231,7 +275,7 @@ class Subscriber:
                 self._socket.connect(endpoint)
         return due_ms
 
-    def _accept(self, frames: list[bytes]) -> ReceivedMessage | None:
+    def _accept(self, frames: list[bytes], size: int = 0) -> ReceivedMessage | None:
         try:
             message = decode(frames)
         except ProtocolError:
@@ -241,9 +285,9 @@ class Subscriber:
                 and message.stream not in self.streams):
             return None  # a longer stream id that shares the subscribed prefix
         self.received += 1
-        return self._judge(message)
+        return self._judge(message, size)
 
-    def _judge(self, message: Message) -> ReceivedMessage:
+    def _judge(self, message: Message, size: int = 0) -> ReceivedMessage:
         session, seq = message.session, message.seq
         restarted = False
         # Restarts are judged per stream: behind a proxy, several daemons' heartbeats
@@ -272,7 +316,8 @@ class Subscriber:
         if gap:
             self.gaps += 1
             self.missed += gap
-        return ReceivedMessage(message.header, message.body, gap=gap, restarted=restarted)
+        return ReceivedMessage(message.header, message.body, gap=gap, restarted=restarted,
+                               size=size)
 
     # -- the bounded memory of streams and sessions
 

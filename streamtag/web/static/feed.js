@@ -94,7 +94,38 @@
       onMessage(s, h, m.body, m, receivedAt);
     }
 
+    // A hello in pieces (the bridge sends a big one so): the views gathered until the last
+    // piece, the messages that come meanwhile set aside. A piece's views already hold what
+    // was sent before it, so what was set aside for its streams is dropped; the rest is
+    // applied after the hello.
+    let gathering = null;
+
+    function gather(msg) {
+      if (msg.type === "streams") {
+        Object.assign(gathering.hello.streams, msg.streams);
+        gathering.held = gathering.held.filter((m) =>
+          m.type !== "message" || !Object.hasOwn(msg.streams, m.message.header.stream));
+        for (const m of gathering.held) {
+          if (m.type === "snapshot") for (const id of Object.keys(msg.streams)) delete m.streams[id];
+        }
+        if (msg.more) return;
+        const { hello, held } = gathering;
+        gathering = null;
+        handle(hello);
+        for (const m of held) handle(m);
+      } else if (msg.type === "message" || msg.type === "snapshot") {
+        gathering.held.push(msg);
+      } else {
+        handle(msg);
+      }
+    }
+
     function handle(msg) {
+      if (gathering) { gather(msg); return; }
+      if (msg.type === "hello" && msg.more) {
+        gathering = { hello: Object.assign({}, msg, { more: false }), held: [] };
+        return;
+      }
       if (msg.type === "hello" || msg.type === "tick") {
         view.offsetS = msg.now - Date.now() / 1000;
         view.daemon = msg.daemon;
@@ -110,6 +141,7 @@
         onOpen: () => { view.connected = true; scheduleRender(); },
         onMessage: handle,
         onClose: (retryMs) => {
+          gathering = null;  // a new socket starts with a new hello
           view.connected = false;
           onClose(retryMs);
           scheduleRender();
