@@ -1,5 +1,5 @@
-"""``streamtag models list | install | info | remove | calibrate | quantize``: installed models
-by name (quantize also takes a model file)."""
+"""``streamtag models list | install | complete | info | remove | calibrate | quantize``:
+installed models by name (quantize also takes a model file)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,18 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_complete(args: argparse.Namespace) -> int:
+    from streamtag.catalog import installed
+    from streamtag.errors import ModelError
+
+    try:
+        path, _ = installed.complete(args.name)
+    except ModelError as error:
+        return refused("models", error)
+    print(f"{args.name}: TorchScript module added to {path}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
     from streamtag.errors import ModelError
@@ -67,6 +79,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  input:       {manifest.input_kind}, window {manifest.window}, hop {manifest.hop}, "
           f"{manifest.frontend.sample_rate:g} Hz, {manifest.frontend.n_mels} mels")
     print(f"  architecture: {manifest.architecture}")
+    if not manifest.torchscript:
+        print("  module:      none: installed without torch, served by ONNX Runtime on the CPU "
+              "only, whole windows (no window reuse); `streamtag models complete "
+              f"{args.name}` adds it once torch is installed")
     if isinstance(manifest.recipe, dict):  # a converted model: its source, licence, citation
         _print_fields(manifest.recipe, "  ")
     elif manifest.recipe:
@@ -164,15 +180,27 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser(
         "install", help="convert musicnn's published taggers into model files",
-        description="Converts musicnn's trained checkpoints (musicnn-mtt, musicnn-msd, vgg-mtt, "
-                    "vgg-msd) into model files. The weights come from --from, else an "
-                    "installed musicnn package, else `pip download --no-deps musicnn==0.1.0`.")
+        description="Converts musicnn's trained checkpoints (music, musicnn-mtt, musicnn-msd, "
+                    "vgg-mtt, vgg-msd) into model files. The weights come from --from, else an "
+                    "installed musicnn package, else `pip download --no-deps musicnn==0.1.0`. "
+                    "Without torch, music and musicnn-* are written as their ONNX graph only "
+                    "(`streamtag models complete NAME` adds the TorchScript module later).")
     q.add_argument("names", nargs="+", metavar="NAME",
                    help="musicnn-mtt, musicnn-msd, vgg-mtt or vgg-msd")
     q.add_argument("--from", dest="source", metavar="PATH",
                    help="musicnn's wheel (.whl), its unpacked package folder, a folder holding "
                         "musicnn/, or one checkpoint folder (e.g. MSD_musicnn)")
     q.set_defaults(func=cmd_install)
+
+    q = sub.add_parser(
+        "complete", help="add the TorchScript module to a model installed without torch",
+        description="A model installed where torch was not holds the ONNX graph the CPU serves "
+                    "and no TorchScript module, which CUDA, --backend torch, training, "
+                    "quantize's checks and window reuse need. With torch installed, this "
+                    "rebuilds the module from the file's own weights, checks it against the "
+                    "graph and writes the file again in place, thresholds kept.")
+    q.add_argument("name", help="an installed model's name or a model file's path")
+    q.set_defaults(func=cmd_complete)
 
     q = sub.add_parser("info", help="an installed model's (or a model file's) source, licence, "
                                     "tags, thresholds")
