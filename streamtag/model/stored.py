@@ -86,7 +86,7 @@ def no_torchscript(path: str | os.PathLike, what: str) -> ModelError:
     return ModelError(f"{what} needs the TorchScript module of {path}, which the file does not "
                       "have: it was installed without torch and holds the ONNX graph that ONNX "
                       "Runtime serves on the CPU. With torch installed, "
-                      f"`{COMPLETE_COMMAND} {name}` adds the module ({TORCH_EXTRA})")
+                      f"`{COMPLETE_COMMAND} {name}` adds the module; for torch: {TORCH_EXTRA}")
 
 
 def state_sha256(state: Mapping[str, np.ndarray]) -> str:
