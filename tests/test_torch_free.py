@@ -399,10 +399,12 @@ def test_installed_without_torch_serves_what_the_torch_made_file_serves(torch_fr
     for field in ("tags", "thresholds", "recipe", "architecture", "options", "frontend",
                   "window", "hop", "input_kind"):
         assert getattr(made, field) == getattr(full, field), field
-    assert "TorchScript module" in made.window_reuse["error"]
-    with zipfile.ZipFile(path) as archive:  # the manifest and the graph, nothing of torch's
+    assert made.window_reuse["scheme"] == full.window_reuse["scheme"] == "frontend_columns"
+    assert list(made.window_reuse["hops"]) == list(full.window_reuse["hops"]) == ["62"]
+    with zipfile.ZipFile(path) as archive:  # the manifest and the graphs, nothing of torch's
         assert sorted(n.split("/", 1)[1] for n in archive.namelist()) == [
-            "extra/model.onnx", "extra/streamtag.json"]
+            "extra/model.onnx", "extra/reuse.hop62.first.onnx", "extra/reuse.hop62.next.onnx",
+            "extra/streamtag.json"]
     windows = np.random.default_rng(3).standard_normal((6, 96, 187), dtype=np.float32) * 4
     served, probabilities = forward(path, windows)
     reference_served, expected = forward(reference, windows)
@@ -412,6 +414,13 @@ def test_installed_without_torch_serves_what_the_torch_made_file_serves(torch_fr
     assert any("Winograd" in p for p in served.graph_passes)
     _, torchscript = forward(reference, windows, backend="torch")
     np.testing.assert_allclose(probabilities, torchscript, atol=1e-4, rtol=0)
+    # overlapping windows from the steps the file stores: the torch-made file's whole windows
+    from streamtag.model.window_reuse import check_windows
+
+    reuse, why = served.window_reuse(made.hop)
+    assert reuse is not None, why
+    run = check_windows(made.frontend.n_mels, made.window, made.hop, 6)
+    np.testing.assert_allclose(reuse.run(run), reference_served.forward(run), atol=1e-4, rtol=0)
 
 
 @NEEDS_MUSICNN
@@ -462,7 +471,7 @@ def test_what_needs_the_module_says_so_and_names_models_complete(torch_free_home
     assert "Traceback" not in served.stderr
     info = without_torch("models", "info", "musicnn-msd", timeout=60, env=env)
     assert info.returncode == 0, info.stderr
-    assert "whole windows" in info.stdout and "models complete musicnn-msd" in info.stdout
+    assert "module:      none" in info.stdout and "models complete musicnn-msd" in info.stdout
     done = without_torch("models", "complete", "musicnn-msd", timeout=60, env=env)
     assert done.returncode == 2 and "pip install torch" in done.stderr
     with pytest.MonkeyPatch.context() as patch:

@@ -10,9 +10,12 @@ window)`` and output ``probabilities``. So the daemon's graph passes (``graph_pa
 Winograd rewrites of musicnn's long filters among them) find what they look for, and
 ``modelfile.add_module`` can rebuild the TorchScript half from the graph's own weights.
 
-The file written (format 1.4, docs/model-file.md) holds the manifest and this graph, and no
-TorchScript module (``Manifest.torchscript`` false); its ``weights_sha256`` is the hash the
-TorchScript module's weights have (``stored.state_sha256``), so the files written with and
+Window reuse's two steps (``step_graphs``) are built the same way from the arithmetic of
+``reuse_export._MusicnnSteps`` and checked, as they will serve, against the whole-window graph.
+
+The file written (format 1.4, docs/model-file.md) holds the manifest, this graph and the steps,
+and no TorchScript module (``Manifest.torchscript`` false); its ``weights_sha256`` is the hash
+the TorchScript module's weights have (``stored.state_sha256``), so the files written with and
 without torch name the same weights.
 """
 
@@ -38,9 +41,10 @@ from streamtag.errors import ModelError, first_lines
 from streamtag.fsutil import atomic_path
 from streamtag.model.manifest import FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, Manifest
 from streamtag.model.sessions import onnx_session
-from streamtag.model.stored import COMPLETE_COMMAND, state_sha256
+from streamtag.model.stored import reuse_file_names, state_sha256
 
-__all__ = ["NAMES", "OPSET", "convert", "musicnn_graph", "pair_graph", "write_graph_file"]
+__all__ = ["NAMES", "OPSET", "convert", "step_graphs", "stored_steps", "whole_graph",
+           "write_graph_file"]
 
 # What ``convert`` builds: the musicnn-architecture taggers and ``music`` (made of two)
 NAMES = (music.NAME, "musicnn-msd", "musicnn-mtt")
@@ -48,15 +52,17 @@ OPSET = 17  # streamtag.model.onnx_export.ONNX_OPSET, the exporter's (that modul
 _BN_EPS = 1e-3  # tf.layers.batch_normalization's, as streamtag.nets.musicnn
 _TEMPORAL_LENGTHS = (128, 64, 32)
 _PAIR_EPS = 1e-7  # MusicnnPair keeps the merged probabilities this far from 0 and 1
+_SCHEME = "frontend_columns"  # window reuse's scheme of musicnn (reuse_export.SCHEMES)
 
 
 class _Builder:
     """Nodes and initializers of one graph, each value named once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *inputs: str) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self._names: set[str] = set()
+        self._names: set[str] = set(inputs)
+        self._weights: dict[str, tuple[np.ndarray, str]] = {}
 
     def name(self, stem: str) -> str:
         name, n = stem, 0
@@ -67,7 +73,13 @@ class _Builder:
         return name
 
     def constant(self, stem: str, value: np.ndarray) -> str:
+        """An initializer; the same array under the same stem is stored once (a step reads a
+        branch's weights on both sides of its carry)."""
+        known = self._weights.get(stem)
+        if known is not None and known[0] is value:
+            return known[1]
         name = self.name(stem)
+        self._weights[stem] = (value, name)
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
@@ -96,33 +108,54 @@ def _conv(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str, k
                   pads=pads, strides=[1] * rank, dilations=[1] * rank, group=1)
 
 
-def _musicnn(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str) -> str:
-    """streamtag.nets.musicnn.MusiCNN.forward on ``x`` (batch, mels, frames): its logits."""
+def _branches() -> list[tuple[str, tuple[int, int]]]:
+    """The front end's branches (``MUSICNN_BRANCH_FRAMES``' order) and their time padding."""
+    blocks = [(f"timbral.{i}", (3, 3)) for i in range(2)]
+    return blocks + [(f"temporal.{i}", ((n - 1) // 2, n - 1 - (n - 1) // 2))
+                     for i, n in enumerate(_TEMPORAL_LENGTHS)]
+
+
+def _input(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str) -> str:
+    """(batch, mels, frames) -> (batch, 1, frames, mels), input batch norm."""
     x = b.node("Transpose", [x], f"/{prefix}", perm=[0, 2, 1])
     x = b.node("Unsqueeze", [x, b.constant(f"/{prefix}axis1", np.array([1], np.int64))],
                f"/{prefix}")
-    x = _batch_norm(b, x, weights, prefix, "input_bn")
-    blocks = [(f"timbral.{i}", (3, 3)) for i in range(2)]
-    blocks += [(f"temporal.{i}", ((n - 1) // 2, n - 1 - (n - 1) // 2))
-               for i, n in enumerate(_TEMPORAL_LENGTHS)]
-    pads: dict[tuple[int, int], str] = {}
-    maps = []
-    for key, (before, after) in blocks:
-        if (before, after) not in pads:  # the exporter pads once for both timbral blocks
-            amounts = b.constant(f"/{prefix}{key}/pads",
-                                 np.array([0, 0, before, 0, 0, 0, after, 0], np.int64))
-            pads[before, after] = b.node("Pad", [x, amounts], f"/{prefix}{key}", mode="constant")
-        y = _conv(b, pads[before, after], weights, prefix, f"{key}.conv", [0, 0, 0, 0])
-        y = b.node("Relu", [y], f"/{prefix}{key}")
-        y = _batch_norm(b, y, weights, prefix, f"{key}.bn")
-        maps.append(b.node("ReduceMax", [y], f"/{prefix}{key}", axes=[3], keepdims=0))
-    frontend = b.node("Concat", maps, f"/{prefix}frontend", axis=1)
-    features, y = [frontend], frontend
-    for i in range(3):
+    return _batch_norm(b, x, weights, prefix, "input_bn")
+
+
+def _pad(b: _Builder, x: str, before: int, after: int, axis: int, rank: int, stem: str) -> str:
+    amounts = np.zeros(2 * rank, np.int64)
+    amounts[axis], amounts[rank + axis] = before, after
+    return b.node("Pad", [x, b.constant(f"{stem}/pads", amounts)], stem, mode="constant")
+
+
+def _slice(b: _Builder, x: str, axis: int, start: int, stop: int, stem: str) -> str:
+    ends = np.iinfo(np.int64).max if stop is None else stop
+    return b.node("Slice", [x, b.constant(f"{stem}/starts", np.array([start], np.int64)),
+                            b.constant(f"{stem}/ends", np.array([ends], np.int64)),
+                            b.constant(f"{stem}/axes", np.array([axis], np.int64))], stem)
+
+
+def _pooled(b: _Builder, padded: str, weights: Mapping[str, np.ndarray], prefix: str,
+            key: str) -> str:
+    """A branch's conv, ReLU, batch norm and maximum over the bands (the order
+    ``graph_passes`` rewrites) on its padded input."""
+    y = _conv(b, padded, weights, prefix, f"{key}.conv", [0, 0, 0, 0])
+    y = b.node("Relu", [y], f"/{prefix}{key}")
+    y = _batch_norm(b, y, weights, prefix, f"{key}.bn")
+    return b.node("ReduceMax", [y], f"/{prefix}{key}", axes=[3], keepdims=0)
+
+
+def _back(b: _Builder, frontend: str, y: str, weights: Mapping[str, np.ndarray],
+          prefix: str) -> str:
+    """From the mid-end's first layer's output ``y`` on: its other two layers, the dense
+    connection, the pooling over time and the back end; the logits."""
+    features = [frontend, y]
+    for i in (1, 2):
         out = _conv(b, y, weights, prefix, f"midend.{i}.conv", [3, 3])
         out = b.node("Relu", [out], f"/{prefix}midend.{i}")
         out = _batch_norm(b, out, weights, prefix, f"midend.{i}.bn")
-        y = out if i == 0 else b.node("Add", [out, y], f"/{prefix}midend.{i}")
+        y = b.node("Add", [out, y], f"/{prefix}midend.{i}")
         features.append(y)
     dense = b.node("Concat", features, f"/{prefix}dense", axis=1)
     most = b.node("ReduceMax", [dense], f"/{prefix}pool", axes=[2], keepdims=0)
@@ -139,18 +172,107 @@ def _musicnn(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str
     return _gemm(b, x, weights, prefix, "output")
 
 
+def _musicnn(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str) -> str:
+    """streamtag.nets.musicnn.MusiCNN.forward on ``x`` (batch, mels, frames): its logits."""
+    x = _input(b, x, weights, prefix)
+    pads: dict[tuple[int, int], str] = {}
+    maps = []
+    for key, (before, after) in _branches():
+        if (before, after) not in pads:  # the exporter pads once for both timbral blocks
+            amounts = b.constant(f"/{prefix}{key}/pads",
+                                 np.array([0, 0, before, 0, 0, 0, after, 0], np.int64))
+            pads[before, after] = b.node("Pad", [x, amounts], f"/{prefix}{key}", mode="constant")
+        maps.append(_pooled(b, pads[before, after], weights, prefix, key))
+    frontend = b.node("Concat", maps, f"/{prefix}frontend", axis=1)
+    y = _conv(b, frontend, weights, prefix, "midend.0.conv", [3, 3])
+    y = b.node("Relu", [y], f"/{prefix}midend.0")
+    y = _batch_norm(b, y, weights, prefix, "midend.0.bn")
+    return _back(b, frontend, y, weights, prefix)
+
+
+def _musicnn_steps(b: _Builder, x: str, carry: str | None, weights: Mapping[str, np.ndarray],
+                   prefix: str, g: Any) -> tuple[str, str]:
+    """Window reuse's step of musicnn (``reuse_export._MusicnnSteps``, the same arithmetic):
+    with ``carry`` None a whole window, else a window and the carry of the one before
+    (``MusicnnGeometry`` ``g``); its logits and its own carry."""
+    x = _input(b, x, weights, prefix)
+    maps, owns, offset = [], [], 0
+    for (key, (before, after)), taken in zip(_branches(), g.taken, strict=True):
+        stem = f"/{prefix}{key}"
+        if carry is None or taken is None:
+            maps.append(_pooled(b, _pad(b, x, before, after, 2, 4, stem), weights, prefix, key))
+            continue
+        start, stop = taken
+        channels, frames = weights[f"{key}.conv.weight"].shape[0], before + after + 1
+        width = stop - start
+        kept = _slice(b, carry, 1, offset, offset + channels * width, f"{stem}/kept")
+        kept = b.node("Reshape", [kept, b.constant(f"{stem}/kept_shape", np.array(
+            [-1, channels, width], np.int64))], f"{stem}/kept")
+        offset += channels * width
+        left = _slice(b, x, 2, 0, start + frames - 1 - before, f"{stem}/left")
+        right = _slice(b, x, 2, stop - before, None, f"{stem}/right")
+        left = _pooled(b, _pad(b, left, before, 0, 2, 4, f"{stem}/left"), weights, prefix, key)
+        right = _pooled(b, _pad(b, right, 0, after, 2, 4, f"{stem}/right"), weights, prefix,
+                        key)
+        maps.append(b.node("Concat", [left, kept, right], stem, axis=2))
+    for m, (key, _), taken in zip(maps, _branches(), g.taken, strict=True):
+        if taken is not None:  # what the window after takes from this one
+            own = _slice(b, m, 2, taken[0] + g.shift, taken[1] + g.shift, f"/{prefix}{key}/own")
+            owns.append(b.node("Flatten", [own], f"/{prefix}{key}/own", axis=1))
+    frontend = b.node("Concat", maps, f"/{prefix}frontend", axis=1)
+    weight = weights["midend.0.conv.weight"]
+    timbral_channels = sum(weights[f"timbral.{i}.conv.weight"].shape[0] for i in range(2))
+    timbral = _slice(b, frontend, 1, 0, timbral_channels, f"/{prefix}frontend/timbral")
+    other = _slice(b, frontend, 1, timbral_channels, None, f"/{prefix}frontend/other")
+    part_weights = {"timbral.weight": weight[:, :timbral_channels],
+                    "timbral.bias": weights["midend.0.conv.bias"],
+                    "other.weight": weight[:, timbral_channels:]}
+    half = 3  # MUSICNN_MIDEND_FRAMES // 2
+    stem = f"/{prefix}midend.0"
+
+    def timbral_conv(y: str, pads: list[int]) -> str:
+        return _conv(b, y, part_weights, f"{prefix}midend.0.conv.", "timbral", pads)
+
+    if carry is None or g.midend_taken is None:
+        part = timbral_conv(timbral, [half, half])
+    else:
+        start, stop = g.midend_taken
+        kept = _slice(b, carry, 1, offset, None, f"{stem}/kept")
+        kept = b.node("Reshape", [kept, b.constant(f"{stem}/kept_shape", np.array(
+            [-1, weight.shape[0], stop - start], np.int64))], f"{stem}/kept")
+        left = _pad(b, _slice(b, timbral, 2, 0, start + half, f"{stem}/left"), half, 0, 2, 3,
+                    f"{stem}/left")
+        right = _pad(b, _slice(b, timbral, 2, stop - half, None, f"{stem}/right"), 0, half, 2,
+                     3, f"{stem}/right")
+        part = b.node("Concat", [timbral_conv(left, [0, 0]), kept,
+                                 timbral_conv(right, [0, 0])], stem, axis=2)
+    if g.midend_taken is not None:
+        start, stop = g.midend_taken
+        own = _slice(b, part, 2, start + g.shift, stop + g.shift, f"{stem}/own")
+        owns.append(b.node("Flatten", [own], f"{stem}/own", axis=1))
+    other = b.node("Conv", [other, b.constant(f"{prefix}midend.0.conv.other.weight",
+                                               part_weights["other.weight"])], f"{stem}/other",
+                   kernel_shape=[7], pads=[half, half], strides=[1], dilations=[1], group=1)
+    y = b.node("Relu", [b.node("Add", [part, other], stem)], stem)
+    y = _batch_norm(b, y, weights, prefix, "midend.0.bn")
+    return _back(b, frontend, y, weights, prefix), b.node("Concat", owns, f"/{prefix}carry",
+                                                          axis=1)
+
+
 def _gemm(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str, key: str) -> str:
     inputs = [x, b.constant(f"{prefix}{key}.weight", weights[f"{key}.weight"]),
               b.constant(f"{prefix}{key}.bias", weights[f"{key}.bias"])]
     return b.node("Gemm", inputs, f"/{prefix}{key}", alpha=1.0, beta=1.0, transB=1)
 
 
-def _model(b: _Builder, output: str, n_mels: int, window: int, n_tags: int) -> bytes:
-    graph = helper.make_graph(
-        b.nodes, "streamtag",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_mels, window])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", n_tags])],
-        b.initializers)
+def _model(b: _Builder, inputs: list[tuple[str, list]], outputs: list[tuple[str, list]]
+           ) -> bytes:
+    def values(pairs: list[tuple[str, list]]) -> list[onnx.ValueInfoProto]:
+        return [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+                for name, shape in pairs]
+
+    graph = helper.make_graph(b.nodes, "streamtag", values(inputs), values(outputs),
+                              b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="streamtag.catalog.onnx_build",
                               ir_version=8)  # the exporter's, which older runtimes read
@@ -158,28 +280,25 @@ def _model(b: _Builder, output: str, n_mels: int, window: int, n_tags: int) -> b
     return model.SerializeToString()
 
 
-def musicnn_graph(weights: Mapping[str, np.ndarray], n_mels: int, window: int) -> bytes:
-    """The ONNX graph of a model file of the zoo's ``musicnn`` with ``weights`` (its
-    state-dict arrays): probabilities ``(batch, tags)`` of ``(batch, n_mels, window)``."""
-    b = _Builder()
-    b.name("input")
-    logits = _musicnn(b, "input", weights, "model.")
-    b.nodes.append(helper.make_node("Sigmoid", [logits], ["probabilities"], name="/Sigmoid"))
-    return _model(b, "probabilities", n_mels, window, len(weights["output.bias"]))
+def _members(weights: Mapping[str, np.ndarray]) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The networks a state dict holds: ("", all of it) for ``musicnn``; ("first.", ...) and
+    ("second.", ...) for ``musicnn_pair``."""
+    if "first_mix" not in weights:
+        return [("", dict(weights))]
+    return [(f"{member}.", {k.removeprefix(f"{member}."): v for k, v in weights.items()
+                            if k.startswith(f"{member}.")}) for member in ("first", "second")]
 
 
-def pair_graph(weights: Mapping[str, np.ndarray], n_mels: int, window: int) -> bytes:
-    """The ONNX graph of a model file of the zoo's ``musicnn_pair``: each network's
-    probabilities times its mixing matrix, summed, kept ``_PAIR_EPS`` from 0 and 1 (what
-    ``sigmoid(logit(p, eps))`` gives, up to rounding)."""
-    b = _Builder()
-    b.name("input")
+def _probabilities(b: _Builder, logits: list[str], weights: Mapping[str, np.ndarray]) -> None:
+    """The file's output ``probabilities`` from each member's logits: their sigmoid, or for a
+    pair each network's probabilities times its mixing matrix, summed and kept ``_PAIR_EPS``
+    from 0 and 1 (what the pair's ``sigmoid(logit(p, eps))`` gives, up to rounding)."""
+    if len(logits) == 1:
+        b.nodes.append(helper.make_node("Sigmoid", logits, ["probabilities"], name="/Sigmoid"))
+        return
     mixed = []
-    for member in ("first", "second"):
-        own = {k.removeprefix(f"{member}."): v for k, v in weights.items()
-               if k.startswith(f"{member}.")}
-        logits = _musicnn(b, "input", own, f"model.{member}.")
-        p = b.node("Sigmoid", [logits], f"/model.{member}")
+    for member, x in zip(("first", "second"), logits, strict=True):
+        p = b.node("Sigmoid", [x], f"/model.{member}")
         mix = b.constant(f"model.{member}_mix", weights[f"{member}_mix"])
         mixed.append(b.node("MatMul", [p, mix], f"/model.{member}_mix"))
     merged = b.node("Add", mixed, "/model/merge")
@@ -187,7 +306,94 @@ def pair_graph(weights: Mapping[str, np.ndarray], n_mels: int, window: int) -> b
     high = b.constant("/model/one_less_eps", np.array(1.0 - _PAIR_EPS, np.float32))
     b.nodes.append(helper.make_node("Clip", [merged, low, high], ["probabilities"],
                                     name="/model/Clip"))
-    return _model(b, "probabilities", n_mels, window, weights["first_mix"].shape[1])
+
+
+def _n_tags(weights: Mapping[str, np.ndarray]) -> int:
+    return (weights["first_mix"].shape[1] if "first_mix" in weights
+            else len(weights["output.bias"]))
+
+
+def whole_graph(weights: Mapping[str, np.ndarray], n_mels: int, window: int) -> bytes:
+    """The ONNX graph of a model file of the zoo's ``musicnn`` or ``musicnn_pair`` with
+    ``weights`` (its state-dict arrays): probabilities ``(batch, tags)`` of ``(batch, n_mels,
+    window)``."""
+    b = _Builder("input")
+    logits = [_musicnn(b, "input", own, f"model.{member}")
+              for member, own in _members(weights)]
+    _probabilities(b, logits, weights)
+    return _model(b, [("input", ["batch", n_mels, window])],
+                  [("probabilities", ["batch", _n_tags(weights)])])
+
+
+def _carry_width(own: Mapping[str, np.ndarray], g: Any) -> int:
+    """The columns one window of a network hands the next (``_musicnn_steps``' carry)."""
+    width = sum(own[f"{key}.conv.weight"].shape[0] * (taken[1] - taken[0])
+                for (key, _), taken in zip(_branches(), g.taken, strict=True) if taken)
+    if g.midend_taken is not None:
+        width += own["midend.0.conv.weight"].shape[0] * (g.midend_taken[1] - g.midend_taken[0])
+    return width
+
+
+def step_graphs(weights: Mapping[str, np.ndarray], n_mels: int, window: int,
+                hop: int) -> tuple[bytes, bytes] | str:
+    """Window reuse's two steps (scheme ``frontend_columns``) at ``hop`` frames: the graphs
+    ``reuse_export`` exports with torch, from the same arithmetic; or why there are none."""
+    from streamtag.model.window_reuse import musicnn_geometry
+
+    g = musicnn_geometry(window, hop)
+    if g is None:
+        return f"windows {hop} frames apart overlap too little to share work"
+    members = _members(weights)
+    widths = [_carry_width(own, g) for _, own in members]
+    graphs = []
+    for with_carry in (False, True):
+        b = _Builder("windows", "carried")
+        logits, carries, offset = [], [], 0
+        for (member, own), width in zip(members, widths, strict=True):
+            carry = None
+            if with_carry:
+                carry = "carried" if len(members) == 1 else _slice(
+                    b, "carried", 1, offset, offset + width, f"/model.{member}carried")
+                offset += width
+            x, own_carry = _musicnn_steps(b, "windows", carry, own, f"model.{member}", g)
+            logits.append(x)
+            carries.append(own_carry)
+        _probabilities(b, logits, weights)
+        b.nodes.append(helper.make_node("Concat", carries, ["carry"], name="/carry", axis=1))
+        inputs = [("windows", ["batch", n_mels, window])]
+        if with_carry:
+            inputs.append(("carried", ["batch", sum(widths)]))
+        graphs.append(_model(b, inputs, [("probabilities", ["batch", _n_tags(weights)]),
+                                         ("carry", ["batch", sum(widths)])]))
+    return graphs[0], graphs[1]
+
+
+def stored_steps(graph: bytes, weights: Mapping[str, np.ndarray], manifest: Manifest
+                 ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest's ``window_reuse`` record and the steps' graphs at its hop, checked as
+    they will serve against ``graph`` (whole windows) on a run of overlapping windows, as
+    ``reuse_export.stored_steps`` checks them against the module; a record of why where
+    they cannot be had."""
+    from streamtag.model.sessions import session_runner
+    from streamtag.model.window_reuse import from_graphs
+
+    hop, n_mels = manifest.hop, manifest.frontend.n_mels
+    try:
+        steps = step_graphs(weights, n_mels, manifest.window, hop)
+    except Exception as error:  # noqa: BLE001 - onnx's checker raises its own types
+        steps = f"its steps cannot be built ({first_lines(error, 1)})"
+    if isinstance(steps, str):
+        return {"error": steps}, {}
+    first, after = steps
+    reference = session_runner(onnx_session(graph, threads=1))
+    _, why = from_graphs(_SCHEME, first, after, manifest.window, hop, n_mels, 1, reference)
+    if why:
+        return {"error": why}, {}
+    names = reuse_file_names(hop)
+    record = {"scheme": _SCHEME, "hops": {str(hop): {
+        step: {"file": name, "sha256": hashlib.sha256(data).hexdigest()}
+        for step, name, data in zip(("first", "next"), names, (first, after), strict=True)}}}
+    return record, dict(zip(names, (first, after), strict=True))
 
 
 def _with_counters(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -228,6 +434,7 @@ def write_graph_file(graph: bytes, manifest: Manifest, weights: Mapping[str, np.
               "exporter": f"streamtag.catalog.onnx_build (onnx {onnx.__version__} helper API, "
                           "without torch)",
               "build_s": round(build_s, 3), **_check(graph, manifest)}
+    reuse, reuse_files = stored_steps(graph, weights, manifest)
     manifest = dataclasses.replace(
         manifest,
         format_version=FORMAT_VERSION,
@@ -235,9 +442,7 @@ def write_graph_file(graph: bytes, manifest: Manifest, weights: Mapping[str, np.
         weights_sha256=state_sha256(_with_counters(weights)),
         onnx=record,
         onnx_int8={},
-        window_reuse={"error": "the file has no TorchScript module to export window reuse's "
-                               "steps from, so it serves whole windows (`"
-                               f"{COMPLETE_COMMAND} {manifest.name}` adds both)"},
+        window_reuse=reuse,
         created=manifest.created or datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds"),
     )
@@ -248,6 +453,8 @@ def write_graph_file(graph: bytes, manifest: Manifest, weights: Mapping[str, np.
                                                         zipfile.ZIP_STORED) as archive:
         archive.writestr(f"{prefix}/extra/{MANIFEST_FILE}", text)
         archive.writestr(f"{prefix}/extra/{ONNX_FILE}", graph)
+        for name, data in reuse_files.items():
+            archive.writestr(f"{prefix}/extra/{name}", data)
     return Manifest.from_dict(manifest.to_dict())
 
 
@@ -265,11 +472,11 @@ def convert(package_dir: Path, name: str, out: Path) -> Manifest:
         weights = {**{f"first.{k}": v for k, v in first.items()},
                    **{f"second.{k}": v for k, v in second.items()},
                    "first_mix": first_mix, "second_mix": second_mix}
-        graph = pair_graph(weights, n_mels, window)
+        graph = whole_graph(weights, n_mels, window)
         manifest = music.manifest(package_dir, first_tags, second_tags, tags)
     elif name in NAMES:
         weights, tags = musicnn.read_weights(package_dir, name)
-        graph = musicnn_graph(weights, n_mels, window)
+        graph = whole_graph(weights, n_mels, window)
         manifest = musicnn.manifest(package_dir, name, tags)
     else:
         raise ModelError(f"{name} is converted with torch; without it streamtag converts "

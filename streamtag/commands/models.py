@@ -80,9 +80,11 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"{manifest.frontend.sample_rate:g} Hz, {manifest.frontend.n_mels} mels")
     print(f"  architecture: {manifest.architecture}")
     if not manifest.torchscript:
+        reuse = ("" if manifest.window_reuse.get("hops")
+                 else ", whole windows (no window-reuse steps)")
         print("  module:      none: installed without torch, served by ONNX Runtime on the CPU "
-              "only, whole windows (no window reuse); `streamtag models complete "
-              f"{args.name}` adds it once torch is installed")
+              f"only{reuse}; `streamtag models complete {args.name}` adds the TorchScript "
+              "module once torch is installed")
     if isinstance(manifest.recipe, dict):  # a converted model: its source, licence, citation
         _print_fields(manifest.recipe, "  ")
     elif manifest.recipe:
