@@ -53,7 +53,8 @@ def merge_matrices(first: tuple[str, ...], second: tuple[str, ...]
     return tuple(tags), first_mix, second_mix
 
 
-def merged_tags(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[tuple[str, ...], Any, Any]:
+def merged_tags(first: tuple[str, ...], second: tuple[str, ...]
+                ) -> tuple[tuple[str, ...], Any, Any]:
     """``merge_matrices`` with the matrices as torch tensors."""
     import torch
 
