@@ -6,10 +6,9 @@ the name too, through ``resolve_model``. The folder is ``$STREAMTAG_HOME/models`
 variable is set, else ``models`` in the user data folder (platformdirs: e.g.
 ``~/.local/share/streamtag`` on Linux).
 
-Without torch, ``music``, ``musicnn-msd`` and ``musicnn-mtt`` are written as their ONNX graph
-built straight from the checkpoint (``streamtag.catalog.onnx_build``: a model file of format 1.4
-without its TorchScript module, which ``streamtag models complete NAME`` adds once torch is
-installed); the VGG taggers need torch.
+Without torch, each is written as its ONNX graph built straight from the checkpoint
+(``streamtag.catalog.onnx_build``: a model file of format 1.4 without its TorchScript module,
+which ``streamtag models complete NAME`` adds once torch is installed).
 
 An install never leaves a half-made file: each model is converted and calibrated in a
 scratch folder, then written into the store atomically (``fsutil.atomic_path``); a failure
@@ -340,14 +339,6 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
     if not names:
         raise ModelError(f"name the model(s) to install: {', '.join(known)}")
     with_torch = torch_installed()
-    if not with_torch:
-        from streamtag.catalog.onnx_build import NAMES as WITHOUT_TORCH
-
-        needing = [n for n in names if n not in WITHOUT_TORCH]
-        if needing:  # before anything is downloaded
-            raise needs_torch(f"installing {', '.join(needing)} (without torch streamtag "
-                              f"installs {', '.join(WITHOUT_TORCH)}; the VGG taggers' networks "
-                              "are built with torch)")
     done = []
     with tempfile.TemporaryDirectory(prefix="streamtag-install-") as folder:
         scratch = Path(folder)

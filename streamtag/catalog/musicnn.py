@@ -40,6 +40,11 @@ NAMES: tuple[str, ...] = ("musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
 # manifest's architecture records them; stated here so that they are known without torch
 MUSICNN_OPTIONS = {"n_mels": 96, "frontend_width": 1.6, "midend_filters": 64,
                    "backend_units": 200, "dropout": 0.5}
+# and of the zoo's ``musicnn_vgg`` (its defaults) for the published VGG taggers
+VGG_OPTIONS = {"n_mels": 96, "n_frames": 187, "filters": 128, "dropout": 0.25,
+               "dense_dropout": 0.5}
+VGG_POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))  # (frames, mels), as streamtag.nets.musicnn
+VGG_STRIDES = ((2, 2), (2, 2), (2, 2), (2, 2), (4, 4))
 
 WINDOW_FRAMES = 187  # 3 s at 16 kHz with a 256-sample hop, the input musicnn was trained on
 # The default step between windows: 62 frames (~1 s), so tags update every second and each
@@ -198,13 +203,15 @@ def _musicnn_mapping(model: object) -> _Mapping:
     return mapping
 
 
-def _vgg_mapping(model: Any) -> _Mapping:
-    from torch import nn
+def vgg_layers(blocks: int = len(VGG_POOLS)) -> list[tuple[int, int]]:
+    """The indices of each block's convolution and batch norm in ``MusiCNNVGG.features``
+    (conv, ReLU, batch norm, max pool, with a dropout before every block but the first)."""
+    return [(5 * i, 5 * i + 2) for i in range(blocks)]
 
+
+def _vgg_mapping(model: Any) -> _Mapping:
     mapping = _batch_norm("input_bn", _bn_name(0))
-    convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
-    norms = [i for i, m in enumerate(model.features) if isinstance(m, nn.BatchNorm2d)]
-    for n, (conv, norm) in enumerate(zip(convs, norms, strict=True), start=1):
+    for n, (conv, norm) in enumerate(vgg_layers(), start=1):
         mapping += _conv(f"features.{conv}", f"{n}CNN", _conv2d)
         mapping += _batch_norm(f"features.{norm}", _bn_name(n))
     mapping += _conv("dense", "dense", _dense)
@@ -257,6 +264,26 @@ def musicnn_shapes(n_tags: int, n_mels: int = 96, frontend_width: float = 1.6,
     return shapes
 
 
+def vgg_shapes(n_tags: int, n_mels: int = 96, n_frames: int = 187, filters: int = 128,
+               dropout: float = 0.25, dense_dropout: float = 0.5) -> dict[str, tuple[int, ...]]:
+    """The shape of each weight of the zoo's ``musicnn_vgg`` (batch norms' step counters left
+    out), computed without torch as its constructor lays them out."""
+    shapes: dict[str, tuple[int, ...]] = {f"input_bn.{part}": (1,) for part in
+                                          ("weight", "bias", "running_mean", "running_var")}
+    frames, mels, channels = n_frames, n_mels, 1
+    for (conv, norm), (pool_t, pool_f), (stride_t, stride_f) in zip(
+            vgg_layers(), VGG_POOLS, VGG_STRIDES, strict=True):
+        shapes[f"features.{conv}.weight"] = (filters, channels, 3, 3)
+        shapes[f"features.{conv}.bias"] = (filters,)
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"features.{norm}.{part}"] = (filters,)
+        frames, mels = (frames - pool_t) // stride_t + 1, (mels - pool_f) // stride_f + 1
+        channels = filters
+    shapes["dense.weight"] = (n_tags, filters * frames * mels)
+    shapes["dense.bias"] = (n_tags,)
+    return shapes
+
+
 def _read_mapped(mapping: _Mapping, prefix: str,
                  shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """The checkpoint's tensors that ``mapping`` names, in our layout, checked against the
@@ -305,16 +332,16 @@ def _load_weights(model: Any, mapping: _Mapping, prefix: str) -> None:
 def read_weights(package_dir: Path, name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
     """Without torch: model ``name``'s weights as float32 arrays named and laid out as the
     zoo network's ``state_dict()`` (its batch norms' step counters left out), and its tags.
-    Only the ``musicnn`` architecture (musicnn-msd, musicnn-mtt); errors as ``convert``'s."""
+    Errors as ``convert``'s."""
     package_dir = Path(package_dir)
     spec = _model(name)
-    if spec.architecture != "musicnn":
-        raise ModelError(f"{name} is read into its network with torch; only "
-                         f"{', '.join(n for n in NAMES if _MODELS[n].architecture == 'musicnn')} "
-                         "are converted without it")
     tags = read_labels(package_dir, name)
-    shapes = musicnn_shapes(len(tags), **MUSICNN_OPTIONS)
-    return _read_mapped(_musicnn_mapping(None), _prefix(package_dir, name), shapes), tags
+    if spec.architecture == "musicnn":
+        shapes = musicnn_shapes(len(tags), **MUSICNN_OPTIONS)
+    else:
+        shapes = vgg_shapes(len(tags), **VGG_OPTIONS)
+    mapping = _MAPPINGS[spec.architecture](None)
+    return _read_mapped(mapping, _prefix(package_dir, name), shapes), tags
 
 
 def _sha256(path: Path) -> str:
@@ -361,12 +388,7 @@ def manifest(package_dir: Path, name: str, tags: tuple[str, ...]) -> Manifest:
     """The manifest of musicnn model ``name`` before it is written: frontend the ``musicnn``
     preset, window 187 frames, hop ``HOP_FRAMES``, thresholds the default, the recipe."""
     spec = _model(name)
-    if spec.architecture == "musicnn":
-        options: dict[str, Any] = dict(MUSICNN_OPTIONS)
-    else:
-        from streamtag import nets
-
-        options = nets.spec(spec.architecture)["options"]
+    options = dict(MUSICNN_OPTIONS if spec.architecture == "musicnn" else VGG_OPTIONS)
     return Manifest(
         name=name,
         tags=tags,

@@ -46,13 +46,15 @@ from streamtag.model.stored import reuse_file_names, state_sha256
 __all__ = ["NAMES", "OPSET", "convert", "step_graphs", "stored_steps", "whole_graph",
            "write_graph_file"]
 
-# What ``convert`` builds: the musicnn-architecture taggers and ``music`` (made of two)
-NAMES = (music.NAME, "musicnn-msd", "musicnn-mtt")
+# What ``convert`` builds: music (made of two musicnn taggers) and musicnn's four taggers
+NAMES = (music.NAME, *musicnn.NAMES)
 OPSET = 17  # streamtag.model.onnx_export.ONNX_OPSET, the exporter's (that module needs torch)
 _BN_EPS = 1e-3  # tf.layers.batch_normalization's, as streamtag.nets.musicnn
 _TEMPORAL_LENGTHS = (128, 64, 32)
 _PAIR_EPS = 1e-7  # MusicnnPair keeps the merged probabilities this far from 0 and 1
-_SCHEME = "frontend_columns"  # window reuse's scheme of musicnn (reuse_export.SCHEMES)
+# window reuse's scheme of each architecture (the nets registry's, reuse_export.SCHEMES)
+_SCHEMES = {"musicnn": "frontend_columns", "musicnn_pair": "frontend_columns",
+            "musicnn_vgg": "second_convolution"}
 
 
 class _Builder:
@@ -190,6 +192,63 @@ def _musicnn(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str
     return _back(b, frontend, y, weights, prefix)
 
 
+def _vgg_block(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str, i: int,
+               pool: bool = True) -> str:
+    """Block ``i`` of ``MusiCNNVGG.features``: its 3x3 convolution, ReLU, batch norm and (with
+    ``pool``) max pool."""
+    conv, norm = musicnn.vgg_layers()[i]
+    x = _conv(b, x, weights, prefix, f"features.{conv}", [1, 1, 1, 1])
+    x = b.node("Relu", [x], f"/{prefix}features.{conv}")
+    x = _batch_norm(b, x, weights, prefix, f"features.{norm}")
+    return _vgg_pool(b, x, prefix, i) if pool else x
+
+
+def _vgg_pool(b: _Builder, x: str, prefix: str, i: int) -> str:
+    return b.node("MaxPool", [x], f"/{prefix}features.{musicnn.vgg_layers()[i][1] + 1}",
+                  kernel_shape=list(musicnn.VGG_POOLS[i]), strides=list(musicnn.VGG_STRIDES[i]),
+                  pads=[0, 0, 0, 0], ceil_mode=0)
+
+
+def _vgg_tail(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str,
+              first: int) -> str:
+    """Blocks ``first`` on, the flatten in TensorFlow's (batch, frames, mels, channels) order
+    and the dense layer: the logits."""
+    for i in range(first, len(musicnn.VGG_POOLS)):
+        x = _vgg_block(b, x, weights, prefix, i)
+    x = b.node("Transpose", [x], f"/{prefix}flatten", perm=[0, 2, 3, 1])
+    x = b.node("Flatten", [x], f"/{prefix}flatten", axis=1)
+    return _gemm(b, x, weights, prefix, "dense")
+
+
+def _vgg(b: _Builder, x: str, weights: Mapping[str, np.ndarray], prefix: str) -> str:
+    """streamtag.nets.musicnn.MusiCNNVGG.forward on ``x`` (batch, mels, frames): its logits."""
+    return _vgg_tail(b, _input(b, x, weights, prefix), weights, prefix, 0)
+
+
+def _vgg_steps(b: _Builder, x: str, carry: str | None, weights: Mapping[str, np.ndarray],
+               prefix: str, g: Any) -> tuple[str, str]:
+    """Window reuse's step of musicnn_vgg (``reuse_export._VggSteps``, the same arithmetic):
+    the second convolution's output (after its ReLU and batch norm) carried."""
+    x = _input(b, x, weights, prefix)
+    start, stop = g.taken
+    if carry is None:
+        y = _vgg_block(b, _vgg_block(b, x, weights, prefix, 0), weights, prefix, 1, pool=False)
+    else:
+        stem = f"/{prefix}steps"
+        left = _vgg_block(b, _slice(b, x, 2, 0, 2 * start + 5, f"{stem}/left"), weights,
+                          prefix, 0)
+        right = _vgg_block(b, _slice(b, x, 2, 2 * stop - 4, None, f"{stem}/right"), weights,
+                           prefix, 0)
+        right = _slice(b, right, 2, 1, None, f"{stem}/right_pooled")
+        out = _vgg_block(b, b.node("Concat", [left, right], f"{stem}/runs", axis=2), weights,
+                         prefix, 1, pool=False)
+        y = b.node("Concat", [_slice(b, out, 2, 0, start, f"{stem}/before"), carry,
+                              _slice(b, out, 2, start + 2, None, f"{stem}/after")],
+                   f"{stem}/joined", axis=2)
+    own = _slice(b, y, 2, start + g.shift, stop + g.shift, f"/{prefix}own")
+    return _vgg_tail(b, _vgg_pool(b, y, prefix, 1), weights, prefix, 2), own
+
+
 def _musicnn_steps(b: _Builder, x: str, carry: str | None, weights: Mapping[str, np.ndarray],
                    prefix: str, g: Any) -> tuple[str, str]:
     """Window reuse's step of musicnn (``reuse_export._MusicnnSteps``, the same arithmetic):
@@ -309,8 +368,9 @@ def _probabilities(b: _Builder, logits: list[str], weights: Mapping[str, np.ndar
 
 
 def _n_tags(weights: Mapping[str, np.ndarray]) -> int:
-    return (weights["first_mix"].shape[1] if "first_mix" in weights
-            else len(weights["output.bias"]))
+    if "first_mix" in weights:
+        return weights["first_mix"].shape[1]
+    return len(weights["dense.bias" if "features.0.weight" in weights else "output.bias"])
 
 
 def whole_graph(weights: Mapping[str, np.ndarray], n_mels: int, window: int) -> bytes:
@@ -318,7 +378,8 @@ def whole_graph(weights: Mapping[str, np.ndarray], n_mels: int, window: int) -> 
     ``weights`` (its state-dict arrays): probabilities ``(batch, tags)`` of ``(batch, n_mels,
     window)``."""
     b = _Builder("input")
-    logits = [_musicnn(b, "input", own, f"model.{member}")
+    network = _vgg if "features.0.weight" in weights else _musicnn
+    logits = [network(b, "input", own, f"model.{member}")
               for member, own in _members(weights)]
     _probabilities(b, logits, weights)
     return _model(b, [("input", ["batch", n_mels, window])],
@@ -334,12 +395,41 @@ def _carry_width(own: Mapping[str, np.ndarray], g: Any) -> int:
     return width
 
 
+def _vgg_step_graphs(weights: Mapping[str, np.ndarray], n_mels: int, window: int,
+                     hop: int) -> tuple[bytes, bytes] | str:
+    from streamtag.model.window_reuse import vgg_geometry
+
+    g = vgg_geometry(window, hop)
+    if g is None:
+        return f"windows {hop} frames apart overlap too little to share work"
+    # the carry: the second convolution's output columns taken, over the first pool's bands
+    pool, stride = musicnn.VGG_POOLS[0][1], musicnn.VGG_STRIDES[0][1]
+    bands = (n_mels - pool) // stride + 1
+    shape = ["batch", weights["features.5.bias"].shape[0], g.taken[1] - g.taken[0], bands]
+    graphs = []
+    for with_carry in (False, True):
+        b = _Builder("windows", "carried")
+        logits, own = _vgg_steps(b, "windows", "carried" if with_carry else None, weights,
+                                 "model.", g)
+        _probabilities(b, [logits], weights)
+        b.nodes.append(helper.make_node("Identity", [own], ["carry"], name="/carry"))
+        inputs = [("windows", ["batch", n_mels, window])]
+        if with_carry:
+            inputs.append(("carried", shape))
+        graphs.append(_model(b, inputs, [("probabilities", ["batch", _n_tags(weights)]),
+                                         ("carry", shape)]))
+    return graphs[0], graphs[1]
+
+
 def step_graphs(weights: Mapping[str, np.ndarray], n_mels: int, window: int,
                 hop: int) -> tuple[bytes, bytes] | str:
-    """Window reuse's two steps (scheme ``frontend_columns``) at ``hop`` frames: the graphs
-    ``reuse_export`` exports with torch, from the same arithmetic; or why there are none."""
+    """Window reuse's two steps at ``hop`` frames (scheme ``frontend_columns`` of musicnn and
+    its pair, ``second_convolution`` of musicnn_vgg): the graphs ``reuse_export`` exports with
+    torch, from the same arithmetic; or why there are none."""
     from streamtag.model.window_reuse import musicnn_geometry
 
+    if "features.0.weight" in weights:
+        return _vgg_step_graphs(weights, n_mels, window, hop)
     g = musicnn_geometry(window, hop)
     if g is None:
         return f"windows {hop} frames apart overlap too little to share work"
@@ -378,6 +468,7 @@ def stored_steps(graph: bytes, weights: Mapping[str, np.ndarray], manifest: Mani
     from streamtag.model.window_reuse import from_graphs
 
     hop, n_mels = manifest.hop, manifest.frontend.n_mels
+    scheme = _SCHEMES[manifest.architecture["name"]]
     try:
         steps = step_graphs(weights, n_mels, manifest.window, hop)
     except Exception as error:  # noqa: BLE001 - onnx's checker raises its own types
@@ -386,11 +477,11 @@ def stored_steps(graph: bytes, weights: Mapping[str, np.ndarray], manifest: Mani
         return {"error": steps}, {}
     first, after = steps
     reference = session_runner(onnx_session(graph, threads=1))
-    _, why = from_graphs(_SCHEME, first, after, manifest.window, hop, n_mels, 1, reference)
+    _, why = from_graphs(scheme, first, after, manifest.window, hop, n_mels, 1, reference)
     if why:
         return {"error": why}, {}
     names = reuse_file_names(hop)
-    record = {"scheme": _SCHEME, "hops": {str(hop): {
+    record = {"scheme": scheme, "hops": {str(hop): {
         step: {"file": name, "sha256": hashlib.sha256(data).hexdigest()}
         for step, name, data in zip(("first", "next"), names, (first, after), strict=True)}}}
     return record, dict(zip(names, (first, after), strict=True))

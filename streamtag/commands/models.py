@@ -171,7 +171,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``models`` and its subcommands to the ``streamtag`` command line."""
     p = subparsers.add_parser(
         "models",
-        help="trained real-music models: install, list, info, calibrate, quantize, remove",
+        help="trained real-music models: install, complete, list, info, calibrate, quantize, "
+             "remove",
         description="Installed models live in $STREAMTAG_HOME/models (default: the user data "
                     "folder), one NAME.pt each; every --model takes their names. See "
                     "docs/models.md.")
