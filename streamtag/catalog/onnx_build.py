@@ -3,15 +3,17 @@
 ``streamtag models install`` where torch is not installed (docs/models.md, "Without torch")
 reads musicnn's checkpoint as ``streamtag.catalog.musicnn.read_weights`` lays it out (the zoo
 network's state-dict names and shapes) and writes the graph that torch's exporter gives for the
-zoo's ``musicnn`` and ``musicnn_pair``, node for node where it matters: the same operators in
-the same order (pad, convolution, ReLU, batch norm, maximum over the mel bands, ...), the
-initializers named ``model.`` and the state-dict name, input ``input`` ``(batch, n_mels,
-window)`` and output ``probabilities``. So the daemon's graph passes (``graph_passes``, the
-Winograd rewrites of musicnn's long filters among them) find what they look for, and
-``modelfile.add_module`` can rebuild the TorchScript half from the graph's own weights.
+zoo's ``musicnn``, ``musicnn_pair`` and ``musicnn_vgg``, node for node where it matters: the
+same operators in the same order (pad, convolution, ReLU, batch norm, maximum over the mel
+bands, ...), the initializers named ``model.`` and the state-dict name, input ``input``
+``(batch, n_mels, window)`` and output ``probabilities``. So the daemon's graph passes
+(``graph_passes``, the Winograd rewrites of musicnn's long filters among them) find what they
+look for, and ``modelfile.add_module`` can rebuild the TorchScript half from the graph's own
+weights.
 
 Window reuse's two steps (``step_graphs``) are built the same way from the arithmetic of
-``reuse_export._MusicnnSteps`` and checked, as they will serve, against the whole-window graph.
+``reuse_export._MusicnnSteps`` and ``_VggSteps`` and checked, as they will serve, against the
+whole-window graph.
 
 The file written (format 1.4, docs/model-file.md) holds the manifest, this graph and the steps,
 and no TorchScript module (``Manifest.torchscript`` false); its ``weights_sha256`` is the hash

@@ -186,8 +186,9 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Converts musicnn's trained checkpoints (music, musicnn-mtt, musicnn-msd, "
                     "vgg-mtt, vgg-msd) into model files. The weights come from --from, else an "
                     "installed musicnn package, else `pip download --no-deps musicnn==0.1.0`. "
-                    "Without torch, music and musicnn-* are written as their ONNX graph only "
-                    "(`streamtag models complete NAME` adds the TorchScript module later).")
+                    "Without torch, each is written as the ONNX graphs ONNX Runtime serves, "
+                    "without its TorchScript module (`streamtag models complete NAME` adds it "
+                    "later).")
     q.add_argument("names", nargs="+", metavar="NAME",
                    help="musicnn-mtt, musicnn-msd, vgg-mtt or vgg-msd")
     q.add_argument("--from", dest="source", metavar="PATH",
