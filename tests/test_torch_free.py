@@ -509,3 +509,31 @@ def test_models_complete_adds_the_module_install_with_torch_writes(torch_free_ho
     capsys.readouterr()
     assert main(["models", "complete", "musicnn-msd"]) == 2
     assert "already has its TorchScript module" in capsys.readouterr().err
+
+
+@NEEDS_MUSICNN
+def test_weights_without_stored_thresholds_get_the_synthetic_rule_without_torch(
+        torch_free_home, tmp_path):
+    """The real-music thresholds belong to musicnn 0.1.0's checkpoints; other weights get the
+    rule on synthetic music, scored by ONNX Runtime without torch. And window reuse at a hop
+    the file stores no steps for names the command that adds the module."""
+    path = torch_free_home / "models" / "musicnn-msd.pt"
+    out = python_without_torch(
+        "import json\n"
+        "from streamtag.catalog.calibration import install_calibration\n"
+        "from streamtag.model import stored\n"
+        "from streamtag.model.inference import InferenceModel\n"
+        f"path, other = {str(path)!r}, {str(tmp_path / 'other.pt')!r}\n"
+        "m = stored.open_model(path).manifest\n"
+        "hashes = {k: '0' * 64 for k in m.recipe['checkpoint_sha256']}\n"
+        "stored.rewrite(path, other, recipe={**m.recipe, 'checkpoint_sha256': hashes})\n"
+        "done = install_calibration(other)\n"
+        "model = InferenceModel.load(path, device='cpu', threads=1)\n"
+        "reuse, why = model.window_reuse(m.hop - 1)\n"
+        "print(json.dumps({'audio': done['record']['audio'], 'n': len(done['thresholds']),\n"
+        "                  'stored': model.window_reuse(m.hop)[0] is not None,\n"
+        "                  'other': reuse is None, 'why': why}))\n")
+    result = json.loads(out)
+    assert result["audio"].startswith("synthetic music") and result["n"] == 50
+    assert result["stored"] and result["other"]
+    assert "streamtag models complete musicnn-msd" in result["why"]

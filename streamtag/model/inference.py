@@ -631,6 +631,9 @@ class InferenceModel:
         if "error" in record:
             return None, f"the model file stores no window-reuse steps: {record['error']}"
         hops = ", ".join(str(h) for h in self.stored.reuse_hops())
+        if not self.stored.manifest.torchscript:
+            return None, str(no_torchscript(self.path, f"window reuse at {hop} frames (the file "
+                                                       f"stores its steps at {hops})"))
         return None, (f"the model file stores window reuse's steps for windows {hops} frames "
                       f"apart; those of {hop} are exported from its module with PyTorch "
                       f"({TORCH_EXTRA})")
