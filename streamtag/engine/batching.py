@@ -430,6 +430,12 @@ class Engine:
         with self._cond:
             return list(self._streams)
 
+    def new_track(self, stream_id: str) -> None:
+        """A new title on the stream: its genre line starts afresh (streamtag.engine.mood)."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.mood is not None:
+            stream.mood.new_track()
+
     def stream_counters(self, stream_id: str) -> dict:
         """The stream's counts; with ``[health]`` also ``silent`` (0/1), ``silent_s``,
         ``silences`` and ``clipping_windows`` (streamtag.engine.health)."""

@@ -19,11 +19,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# A tag active on more than this share of a track's windows is active for the track.
+# A tag active on more than this share of a track's windows is active for the track: its
+# headline tags are what played most of it. (A tag's mean score over its threshold is almost
+# never true of a whole track: a tag on for 70 % of a track has a mean pulled down by the rest.)
 TRACK_ACTIVE_SHARE = 0.5
+# The rule in words, as `streamtag tag` names it beside the tags it gives
+HEADLINE_RULE = "on in more than half of its windows"
 # Decimals that scores are reported with, on the wire and by `streamtag tag`: they need no
 # more, and a 56-tag message stays small.
 SCORE_DECIMALS = 6
+# Windows of the open track remembered with their active tags, so that dead air confirmed
+# after it began (``silence_s`` later) takes back the tags its first windows counted: far more
+# than a dead-air check's usual 10 s needs, and a bound on a stream's memory.
+RECENT_WINDOWS = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +78,8 @@ class _Open:
     model_name: str = ""
     model_hash: str = ""
     heard_from_start: bool | None = None
+    # its last windows: (end sample, the places of the tags they counted as active)
+    recent: deque = dataclasses.field(default_factory=lambda: deque(maxlen=RECENT_WINDOWS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +127,15 @@ class TrackSummarizer:
             self._changes.append(_Change(sample, title, at, heard_from_start))
 
     def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
-                   active: Sequence[str], model_name: str, model_hash: str) -> list[TrackSummary]:
-        """Counts one window for the track its end falls in; returns the tracks it closed."""
+                   active: Sequence[str], model_name: str, model_hash: str,
+                   music: bool = True,
+                   dead_air_from: int | None = None) -> list[TrackSummary]:
+        """Counts one window for the track its end falls in; returns the tracks it closed.
+        ``music`` False: the window is not music (dead air; speech, where the window's content
+        says so): it counts as a window of the track with no tag active, so a track that is
+        mostly not music has no headline tag. ``dead_air_from``: dead air confirmed with this
+        window began at this stream sample; the open track's windows that end after it count
+        no tag either (a stuck tone keeps the model's tags on until it is confirmed)."""
         closed = []
         while self._changes and end_sample > self._changes[0].sample:
             closed.append(self._next(self._changes.popleft(), "title_change"))
@@ -130,11 +147,21 @@ class TrackSummarizer:
             track.smoothed_sum = np.zeros(len(tags))
             track.active_count = np.zeros(len(tags), dtype=np.int64)
             self._index = {tag: i for i, tag in enumerate(tags)}
+            track.recent.clear()
         track.windows += 1
         track.raw_sum += np.asarray(raw, dtype=np.float64)
         track.smoothed_sum += np.asarray(smoothed, dtype=np.float64)
-        for tag in active:  # a few of the tags at a time
-            track.active_count[self._index[tag]] += 1
+        counted = [self._index[tag] for tag in active] if music else []  # a few at a time
+        for i in counted:
+            track.active_count[i] += 1
+        track.recent.append((int(end_sample), counted))
+        if dead_air_from is not None:
+            for end, places in reversed(track.recent):
+                if end <= dead_air_from:
+                    break
+                for i in places:
+                    track.active_count[i] -= 1
+                places.clear()
         track.model_name, track.model_hash = model_name, model_hash
         track.last_end = max(track.last_end, int(end_sample))
         return closed

@@ -383,6 +383,10 @@ def failure_reason(exc: BaseException, read_timeout_s: float) -> str:
 MAX_READ_TIMEOUT_S = 3600.0  # longer ones overflow the socket's clock
 # A connection that brought this much audio resets the reconnect back-off.
 SUSTAINED_AUDIO_S = 10.0
+# While a station is off air it is asked again at least this often for the first PROBE_FOR_S
+# (then the back-off doubles on to its cap), so that its return is heard within about a second.
+PROBE_S = 1.0
+PROBE_FOR_S = 60.0
 # A connection that brings no audio for this long (past what it brought would take to play) is
 # cut and made again (_Watch).
 NO_AUDIO_S = 30.0
@@ -466,6 +470,7 @@ class HttpSource(Source):
         self._held_title: str | None = None
         self._told_held = False  # a status said titles are being held back
         self._watch: _Watch | None = None  # the current connection's
+        self._down_at: float | None = None  # when the last connection ended or failed
         self._opener = build_opener(url, host_policy, self._watched)
 
     def _watched(self, sock: socket.socket) -> None:
@@ -476,7 +481,8 @@ class HttpSource(Source):
         import av
 
         self._require_open()
-        backoff = Backoff(self.description, **self.backoff_options)
+        backoff = Backoff(self.description, **self.backoff_options, probe_s=PROBE_S,
+                          probe_for_s=PROBE_FOR_S)
         while not stop.is_set():
             samples, error, started = 0, None, time.monotonic()
             watch = self._watch = _Watch(stop, NO_AUDIO_S)
@@ -498,6 +504,8 @@ class HttpSource(Source):
                 error = self._reason(exc)
             finally:
                 watch.close()
+                # the station was last found without audio now: its return comes after
+                self._down_at = time.time()
             if stop.is_set():
                 break
             if watch.tripped:  # cut by the watch: whatever the read then said
@@ -722,6 +730,14 @@ class HttpSource(Source):
         if self.counters["titles_ignored"]:
             extra["titles_ignored"] = self.counters["titles_ignored"]
         self._status("running", None, **extra)
+
+    def _status(self, state: str, error: str | None = None, **extra) -> None:
+        # Audio back after a connection ended or failed: the station came back at most this
+        # long before its first audio was heard (the time since the last attempt found none).
+        if state == "running" and self._down_at is not None:
+            self.counters["back_within_ms"] = round((time.time() - self._down_at) * 1000)
+            self._down_at = None
+        super()._status(state, error, **extra)
 
     def _running_extra(self) -> dict:
         extra = {}

@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.5"
+PROTOCOL_VERSION = "1.6"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
