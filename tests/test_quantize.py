@@ -77,7 +77,7 @@ def test_quantize_stores_an_int8_graph_measured_on_windows_it_was_not_calibrated
     path, recordings, quantized = files
     before, after = read_manifest(path), read_manifest(quantized)
     assert before.onnx_int8 == {}  # -o: the original is left as it was
-    assert after.format_version == FORMAT_VERSION == "1.3"
+    assert after.format_version == FORMAT_VERSION == "1.4"
     assert after.onnx == before.onnx  # the FP32 graph is kept, byte for byte (its hash)
     assert after.weights_sha256 == before.weights_sha256
     record = after.onnx_int8

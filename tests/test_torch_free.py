@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.request
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from servers import AudioServer, pulse_session
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
+from streamtag.catalog.musicnn import find_installed_package
 from streamtag.catalog.shipped import default_model_path
 from streamtag.errors import ModelError
 from streamtag.model import modelfile, stored
@@ -246,7 +248,8 @@ def test_models_list_names_what_can_be_installed_without_torch(tmp_path):
 
 
 def test_commands_that_need_torch_name_the_extra(tmp_path, music):
-    install = without_torch("models", "install", "musicnn-msd", timeout=120)
+    # adding a TorchScript module to a file (of a model installed without torch) needs torch
+    install = without_torch("models", "complete", str(default_model_path()), timeout=120)
     assert install.returncode == 2 and "pip install torch" in install.stderr
     assert "PyTorch's CPU wheel index" in install.stderr
     served = without_torch("tag", str(music), "--backend", "torch", timeout=120)
@@ -331,3 +334,206 @@ def test_an_entry_that_inflates_past_the_bound_is_refused_unread(tmp_path):
     with pytest.raises(ModelError, match="bomb.py inflates to .* more than"):
         stored.rewrite(path, tmp_path / "out.pt", thresholds=thresholds)
     assert not (tmp_path / "out.pt").exists()
+
+
+# -- real tags without torch: musicnn's taggers installed as their ONNX graph ---------------------
+
+MUSICNN = find_installed_package()
+NEEDS_MUSICNN = pytest.mark.skipif(
+    MUSICNN is None, reason="needs musicnn's checkpoints: pip install --no-deps musicnn==0.1.0")
+SINGULARITY = Path("/usr/share/games/singularity/music")  # Debian's singularity-music
+PIECE = SINGULARITY / "Awakening.ogg"
+
+
+@pytest.fixture(scope="module")
+def torch_free_home(tmp_path_factory):
+    """A $STREAMTAG_HOME where musicnn-msd and music were installed without torch."""
+    home = tmp_path_factory.mktemp("torch-free")
+    done = without_torch("models", "install", "musicnn-msd", "music", timeout=300,
+                         env={**os.environ, "STREAMTAG_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    assert "written as the ONNX graph" in done.stderr
+    return home
+
+
+def install_with_torch(home: Path, name: str) -> Path:
+    from streamtag.catalog import installed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(installed.HOME_ENV, str(home))
+        installed.install([name], log=lambda text: None)
+    return home
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """A $STREAMTAG_HOME where musicnn-msd was installed with torch, as before."""
+    return install_with_torch(tmp_path_factory.mktemp("with-torch"), "musicnn-msd")
+
+
+def forward(path: Path, windows: np.ndarray, backend: str = "onnxruntime"):
+    from streamtag.model.inference import InferenceModel
+
+    model = InferenceModel.load(path, device="cpu", backend=backend, threads=1)
+    return model, model.forward(windows)
+
+
+@NEEDS_MUSICNN
+@pytest.mark.parametrize("name", ["musicnn-msd", *(pytest.param(name, marks=pytest.mark.slow)
+                                                   for name in ("music", "vgg-msd"))])
+def test_installed_without_torch_serves_what_the_torch_made_file_serves(torch_free_home,
+                                                                        torch_home, name,
+                                                                        tmp_path):
+    path = torch_free_home / "models" / f"{name}.pt"
+    if name != "musicnn-msd":  # 25 s more with torch
+        torch_home = install_with_torch(tmp_path, name)
+    if not path.exists():
+        done = without_torch("models", "install", name, timeout=300,
+                             env={**os.environ, "STREAMTAG_HOME": str(tmp_path / "free")})
+        assert done.returncode == 0, done.stderr
+        path = tmp_path / "free" / "models" / f"{name}.pt"
+    reference = torch_home / "models" / f"{name}.pt"
+    made, full = read_manifest(path), read_manifest(reference)
+    assert made.format_version == "1.4" and not made.torchscript and full.torchscript
+    # the same weights (their hash as the TorchScript module's), tags, thresholds fitted on
+    # real music, recipe and contract
+    assert made.weights_sha256 == full.weights_sha256
+    assert made.options["calibration"]["audio"].startswith("real music")
+    for field in ("tags", "thresholds", "recipe", "architecture", "options", "frontend",
+                  "window", "hop", "input_kind"):
+        assert getattr(made, field) == getattr(full, field), field
+    assert made.window_reuse["scheme"] == full.window_reuse["scheme"]
+    assert list(made.window_reuse["hops"]) == list(full.window_reuse["hops"]) == ["62"]
+    with zipfile.ZipFile(path) as archive:  # the manifest and the graphs, nothing of torch's
+        assert sorted(n.split("/", 1)[1] for n in archive.namelist()) == [
+            "extra/model.onnx", "extra/reuse.hop62.first.onnx", "extra/reuse.hop62.next.onnx",
+            "extra/streamtag.json"]
+    windows = np.random.default_rng(3).standard_normal((6, 96, 187), dtype=np.float32) * 4
+    served, probabilities = forward(path, windows)
+    reference_served, expected = forward(reference, windows)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4, rtol=0)
+    # the daemon's rewrites (the Winograd ones of musicnn's long filters among them) apply
+    assert served.graph_passes == reference_served.graph_passes
+    assert any("Winograd" in p for p in served.graph_passes)
+    assert made.onnx["exporter"].startswith("streamtag.catalog.onnx_build")
+    _, torchscript = forward(reference, windows, backend="torch")
+    np.testing.assert_allclose(probabilities, torchscript, atol=1e-4, rtol=0)
+    # overlapping windows from the steps the file stores: the torch-made file's whole windows
+    from streamtag.model.window_reuse import check_windows
+
+    reuse, why = served.window_reuse(made.hop)
+    assert reuse is not None, why
+    run = check_windows(made.frontend.n_mels, made.window, made.hop, 6)
+    np.testing.assert_allclose(reuse.run(run), reference_served.forward(run), atol=1e-4, rtol=0)
+
+
+@NEEDS_MUSICNN
+@pytest.mark.skipif(not PIECE.is_file(), reason="needs real recordings: apt-get install "
+                                                "singularity-music")
+def test_tag_without_torch_gives_the_torch_made_files_tags_on_real_music(torch_free_home,
+                                                                         torch_home, tmp_path):
+    from streamtag.catalog.calibration import file_chunks
+
+    audio = []
+    for chunk in file_chunks(PIECE, RATE):  # 25 s of a real piece, from 1:00
+        audio.append(chunk)
+        if sum(map(len, audio)) >= 85 * RATE:
+            break
+    excerpt = tmp_path / "excerpt.wav"
+    write_audio(excerpt, np.concatenate(audio)[60 * RATE:85 * RATE], RATE)
+    served = without_torch("tag", str(excerpt), "--model", "musicnn-msd", "--json", timeout=300,
+                           env={**os.environ, "STREAMTAG_HOME": str(torch_free_home)})
+    assert served.returncode == 0, served.stderr
+    reference = run_streamtag("tag", str(excerpt), "--model",
+                              str(torch_home / "models" / "musicnn-msd.pt"), "--json",
+                              timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    a, b = json.loads(served.stdout), json.loads(reference.stdout)
+    assert a["error"] is None and a["windows"] == b["windows"] and a["segments"]
+    assert [(s["tag"], s["start_s"], s["end_s"]) for s in a["segments"]] == \
+        [(s["tag"], s["start_s"], s["end_s"]) for s in b["segments"]]
+    tags = sorted(b["mean_scores"])
+    assert sorted(a["mean_scores"]) == tags
+    np.testing.assert_allclose([a["mean_scores"][t] for t in tags],
+                               [b["mean_scores"][t] for t in tags], atol=1e-4)
+
+
+@NEEDS_MUSICNN
+def test_what_needs_the_module_says_so_and_names_models_complete(torch_free_home, music):
+    from streamtag.cli import main
+    from streamtag.model.inference import InferenceModel
+
+    env = {**os.environ, "STREAMTAG_HOME": str(torch_free_home)}
+    path = torch_free_home / "models" / "musicnn-msd.pt"
+    for attempt in (lambda: modelfile.load(path, device="cpu"),
+                    lambda: InferenceModel.load(path, device="cpu", backend="torch")):
+        with pytest.raises(ModelError, match="`streamtag models complete musicnn-msd`"):
+            attempt()
+    served = without_torch("tag", str(music), "--model", "musicnn-msd", "--backend", "torch",
+                           timeout=120, env=env)
+    assert served.returncode == 2 and "streamtag models complete musicnn-msd" in served.stderr
+    assert "Traceback" not in served.stderr
+    info = without_torch("models", "info", "musicnn-msd", timeout=60, env=env)
+    assert info.returncode == 0, info.stderr
+    assert "module:      none" in info.stdout and "models complete musicnn-msd" in info.stdout
+    done = without_torch("models", "complete", "musicnn-msd", timeout=60, env=env)
+    assert done.returncode == 2 and "pip install torch" in done.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAMTAG_HOME", str(torch_free_home))
+        assert main(["models", "complete", str(path.parent / "absent.pt")]) == 2
+
+
+@NEEDS_MUSICNN
+def test_models_complete_adds_the_module_install_with_torch_writes(torch_free_home, torch_home,
+                                                                   tmp_path, monkeypatch,
+                                                                   capsys):
+    from streamtag.cli import main
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    path = home / "models" / "musicnn-msd.pt"
+    shutil.copy(torch_free_home / "models" / "musicnn-msd.pt", path)
+    monkeypatch.setenv("STREAMTAG_HOME", str(home))
+    before = read_manifest(path)
+    assert main(["models", "complete", "musicnn-msd"]) == 0
+    after, full = read_manifest(path), read_manifest(torch_home / "models" / "musicnn-msd.pt")
+    assert after.torchscript and after.format_version == "1.4"
+    assert (after.weights_sha256, after.thresholds, after.options, after.recipe) == \
+        (before.weights_sha256, before.thresholds, before.options, before.recipe)
+    assert after.window_reuse == full.window_reuse  # window reuse's steps, as with torch
+    loaded = modelfile.load(path, device="cpu")
+    x = modelfile.example_input(after)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), modelfile.load(
+            torch_home / "models" / "musicnn-msd.pt", device="cpu")(x), atol=1e-6, rtol=0)
+    capsys.readouterr()
+    assert main(["models", "complete", "musicnn-msd"]) == 2
+    assert "already has its TorchScript module" in capsys.readouterr().err
+
+
+@NEEDS_MUSICNN
+def test_weights_without_stored_thresholds_get_the_synthetic_rule_without_torch(
+        torch_free_home, tmp_path):
+    """The real-music thresholds belong to musicnn 0.1.0's checkpoints; other weights get the
+    rule on synthetic music, scored by ONNX Runtime without torch. And window reuse at a hop
+    the file stores no steps for names the command that adds the module."""
+    path = torch_free_home / "models" / "musicnn-msd.pt"
+    out = python_without_torch(
+        "import json\n"
+        "from streamtag.catalog.calibration import install_calibration\n"
+        "from streamtag.model import stored\n"
+        "from streamtag.model.inference import InferenceModel\n"
+        f"path, other = {str(path)!r}, {str(tmp_path / 'other.pt')!r}\n"
+        "m = stored.open_model(path).manifest\n"
+        "hashes = {k: '0' * 64 for k in m.recipe['checkpoint_sha256']}\n"
+        "stored.rewrite(path, other, recipe={**m.recipe, 'checkpoint_sha256': hashes})\n"
+        "done = install_calibration(other)\n"
+        "model = InferenceModel.load(path, device='cpu', threads=1)\n"
+        "reuse, why = model.window_reuse(m.hop - 1)\n"
+        "print(json.dumps({'audio': done['record']['audio'], 'n': len(done['thresholds']),\n"
+        "                  'stored': model.window_reuse(m.hop)[0] is not None,\n"
+        "                  'other': reuse is None, 'why': why}))\n")
+    result = json.loads(out)
+    assert result["audio"].startswith("synthetic music") and result["n"] == 50
+    assert result["stored"] and result["other"]
+    assert "streamtag models complete musicnn-msd" in result["why"]

@@ -6,6 +6,10 @@ the name too, through ``resolve_model``. The folder is ``$STREAMTAG_HOME/models`
 variable is set, else ``models`` in the user data folder (platformdirs: e.g.
 ``~/.local/share/streamtag`` on Linux).
 
+Without torch, each is written as its ONNX graph built straight from the checkpoint
+(``streamtag.catalog.onnx_build``: a model file of format 1.4 without its TorchScript module,
+which ``streamtag models complete NAME`` adds once torch is installed).
+
 A model file is code, so the store is this user's alone: the folder and streamtag's folder above
 it are made 0700 and refused when another user owns them or others may write them, and a model
 is taken by name only when it is a file of this user's that others may not write, never a link
@@ -34,6 +38,7 @@ from streamtag import places
 from streamtag.errors import ModelError
 from streamtag.fsutil import NotOursError, check_own_file, own_folder
 from streamtag.model.manifest import Manifest, read_manifest
+from streamtag.model.stored import COMPLETE_COMMAND, needs_torch, torch_installed
 
 HOME_ENV = places.HOME_ENV
 SUFFIX = ".pt"
@@ -44,7 +49,7 @@ PACKAGE_REQUIREMENT = "musicnn==0.1.0"  # the release whose checkpoints the conv
 MAX_SOURCE_BYTES = 1024**3  # a wheel, everything it unpacks to, one member, or what is read
 MAX_ARCHIVE_MEMBERS = 10_000
 
-__all__ = ["HOME_ENV", "available_names", "home", "info", "install", "installed",
+__all__ = ["HOME_ENV", "available_names", "complete", "home", "info", "install", "installed",
            "models_folder", "own_models_folder", "path_of", "remove", "resolve_model"]
 
 # The shipped model's name where a model is named: `status`, `demo` and `info` call it so
@@ -85,8 +90,7 @@ def _own_model(name: str, path: Path) -> Path:
 
 
 # what ``install`` converts: ``music``, the recommended real-music tagger
-# (``streamtag.catalog.music``), and musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``;
-# both need torch, so the names are here too, for listing them without it)
+# (``streamtag.catalog.music``), and musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``)
 RECOMMENDED = "music"
 AVAILABLE = (RECOMMENDED, "musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
 # what each name is made of: the musicnn taggers whose checkpoints it reads
@@ -362,6 +366,7 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
                          f"{', '.join(known)}")
     if not names:
         raise ModelError(f"name the model(s) to install: {', '.join(known)}")
+    with_torch = torch_installed()
     done = []
     with tempfile.TemporaryDirectory(prefix="streamtag-install-") as folder:
         scratch = Path(folder)
@@ -383,7 +388,15 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
             check_source_size(package, names)
             for name in names:
                 converted = scratch / f"{name}{SUFFIX}"
-                if name == RECOMMENDED:
+                if not with_torch:
+                    from streamtag.catalog import onnx_build
+
+                    log(f"streamtag models: torch is not installed, so {name} is written as "
+                        "the ONNX graph that ONNX Runtime serves on the CPU, without its "
+                        f"TorchScript module (`{COMPLETE_COMMAND} {name}` adds it once torch "
+                        "is installed)")
+                    onnx_build.convert(package, name, converted)
+                elif name == RECOMMENDED:
                     from streamtag.catalog import music
 
                     music.convert(package, converted)
@@ -393,6 +406,18 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
         except ModelError as exc:  # its paths as the user gave them, not the scratch copy's
             raise ModelError(_as_given(str(exc), scratch, source, only)) from None
     return done
+
+
+def complete(name: str) -> tuple[Path, Manifest]:
+    """Adds the TorchScript module to installed model ``name`` (or the model file it names)
+    that was installed without torch (``modelfile.add_module``; in place, atomically). Needs
+    torch; ModelError where the file has its module already."""
+    path = model_file(name)
+    if not torch_installed():
+        raise needs_torch(f"adding the TorchScript module to {path} ({COMPLETE_COMMAND})")
+    from streamtag.model import modelfile
+
+    return path, modelfile.add_module(path)
 
 
 def _install_converted(name: str, converted: Path, done: list, log) -> None:

@@ -15,16 +15,16 @@ harpsichord, vocals, no vocals, fast, slow, loud, quiet). The file's architectur
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
 
-from streamtag import nets
 from streamtag.catalog import musicnn
 from streamtag.frontend import LogMelOptions
-from streamtag.model import modelfile
 from streamtag.model.manifest import Manifest
 
-__all__ = ["MEMBERS", "NAME", "checkpoint_files", "convert", "merged_tags"]
+__all__ = ["MEMBERS", "NAME", "checkpoint_files", "convert", "manifest", "merge_matrices",
+           "merged_tags"]
 
 NAME = "music"
 MEMBERS = ("musicnn-msd", "musicnn-mtt")  # the first's spelling wins for a tag both name
@@ -33,18 +33,18 @@ DESCRIPTION = ("musicnn's MSD and MTT taggers on one input: genres, moods, instr
                "voices in one tag list")
 
 
-def merged_tags(first: tuple[str, ...], second: tuple[str, ...]
-                ) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor]:
+def merge_matrices(first: tuple[str, ...], second: tuple[str, ...]
+                   ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """The merged tag list (``first``'s tags, then ``second``'s that ``first`` does not name,
-    compared without case) and the two mixing matrices of ``nets.MusicnnPair``."""
+    compared without case) and the two mixing matrices of ``nets.MusicnnPair`` (float32)."""
     index = {tag.lower(): i for i, tag in enumerate(first)}
     tags = list(first)
     for tag in second:
         if tag.lower() not in index:
             index[tag.lower()] = len(tags)
             tags.append(tag)
-    first_mix = torch.zeros(len(first), len(tags))
-    second_mix = torch.zeros(len(second), len(tags))
+    first_mix = np.zeros((len(first), len(tags)), dtype=np.float32)
+    second_mix = np.zeros((len(second), len(tags)), dtype=np.float32)
     shared = {tag.lower() for tag in first} & {tag.lower() for tag in second}
     for i, tag in enumerate(first):
         first_mix[i, i] = 0.5 if tag.lower() in shared else 1.0
@@ -53,37 +53,34 @@ def merged_tags(first: tuple[str, ...], second: tuple[str, ...]
     return tuple(tags), first_mix, second_mix
 
 
+def merged_tags(first: tuple[str, ...], second: tuple[str, ...]
+                ) -> tuple[tuple[str, ...], Any, Any]:
+    """``merge_matrices`` with the matrices as torch tensors."""
+    import torch
+
+    tags, first_mix, second_mix = merge_matrices(first, second)
+    return tags, torch.from_numpy(first_mix), torch.from_numpy(second_mix)
+
+
 def checkpoint_files(package_dir: Path) -> list[Path]:
     """Every checkpoint file that ``convert`` reads."""
     return [path for member in MEMBERS for path in musicnn.checkpoint_files(package_dir, member)]
 
 
-def convert(package_dir: Path, out: Path) -> Manifest:
-    """Writes ``music`` from the musicnn package folder ``package_dir`` as the model file
-    ``out`` (atomically). Its manifest's recipe says what it is made of (``made_of``), with
-    each member's source, licence, citation and checkpoint hashes; errors as
-    ``musicnn.convert``'s."""
-    package_dir, out = Path(package_dir), Path(out)
-    (first, first_tags), (second, second_tags) = (musicnn.build(package_dir, m) for m in MEMBERS)
-    tags, first_mix, second_mix = merged_tags(first_tags, second_tags)
-    options = {key: value for key, value in nets.spec(ARCHITECTURE)["options"].items()
-               if key not in ("first_tags", "second_tags")}
-    pair = nets.build(ARCHITECTURE, len(tags), first_tags=len(first_tags),
-                      second_tags=len(second_tags), **options)
-    pair.first.load_state_dict(first.state_dict())
-    pair.second.load_state_dict(second.state_dict())
-    pair.first_mix.copy_(first_mix)
-    pair.second_mix.copy_(second_mix)
+def manifest(package_dir: Path, first_tags: tuple[str, ...], second_tags: tuple[str, ...],
+             tags: tuple[str, ...]) -> Manifest:
+    """The manifest of ``music`` before it is written: its recipe says what it is made of
+    (``made_of``), with each member's source, licence, citation and checkpoint hashes."""
     members = [musicnn.recipe(package_dir, m) for m in MEMBERS]
-    manifest = Manifest(
+    return Manifest(
         name=NAME,
         tags=tags,
         input_kind="logmel",
         frontend=LogMelOptions.preset("musicnn"),
         window=musicnn.WINDOW_FRAMES,
         hop=musicnn.HOP_FRAMES,
-        architecture={"name": ARCHITECTURE, **options, "first_tags": len(first_tags),
-                      "second_tags": len(second_tags)},
+        architecture={"name": ARCHITECTURE, **musicnn.MUSICNN_OPTIONS,
+                      "first_tags": len(first_tags), "second_tags": len(second_tags)},
         options={"window_seconds": musicnn.WINDOW_FRAMES * 256 / 16000},
         recipe={
             "description": DESCRIPTION,
@@ -100,5 +97,24 @@ def convert(package_dir: Path, out: Path) -> Manifest:
                                   for k, v in m["checkpoint_sha256"].items()},
         },
     )
+
+
+def convert(package_dir: Path, out: Path) -> Manifest:
+    """Writes ``music`` from the musicnn package folder ``package_dir`` as the model file
+    ``out`` (atomically), with torch; the manifest is ``manifest``'s. Errors as
+    ``musicnn.convert``'s."""
+    from streamtag import nets
+    from streamtag.model import modelfile
+
+    package_dir, out = Path(package_dir), Path(out)
+    (first, first_tags), (second, second_tags) = (musicnn.build(package_dir, m) for m in MEMBERS)
+    tags, first_mix, second_mix = merged_tags(first_tags, second_tags)
+    pair = nets.build(ARCHITECTURE, len(tags), first_tags=len(first_tags),
+                      second_tags=len(second_tags), **musicnn.MUSICNN_OPTIONS)
+    pair.first.load_state_dict(first.state_dict())
+    pair.second.load_state_dict(second.state_dict())
+    pair.first_mix.copy_(first_mix)
+    pair.second_mix.copy_(second_mix)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return modelfile.save(pair.eval(), out, manifest)  # atomic: a temporary file, then a rename
+    # atomic: a temporary file, then a rename
+    return modelfile.save(pair.eval(), out, manifest(package_dir, first_tags, second_tags, tags))

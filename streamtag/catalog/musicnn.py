@@ -3,8 +3,10 @@
 The ``musicnn`` package (Pons & Serra 2019, ISC licence) ships four trained TensorFlow 1
 checkpoints. ``convert`` reads one with ``streamtag.catalog.tfcheckpoint`` (no TensorFlow), loads
 the weights into ``streamtag.nets``' ``musicnn`` or ``musicnn_vgg`` and writes a model file whose
-manifest says where it came from. The package's weights and tag lists are read on the user's
-machine; nothing of them is part of streamtag.
+manifest says where it came from. ``read_weights`` reads a musicnn-architecture checkpoint
+without torch, in the zoo network's state-dict layout, for ``streamtag.catalog.onnx_build``.
+The package's weights and tag lists are read on the user's machine; nothing of them is part of
+streamtag.
 
     >>> from streamtag import musicnn_models
     >>> package = musicnn_models.find_installed_package()           # doctest: +SKIP
@@ -20,22 +22,29 @@ import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from streamtag import nets
 from streamtag.catalog import tfcheckpoint
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions
-from streamtag.model import modelfile
 from streamtag.model.manifest import Manifest
 
-__all__ = ["HOP_FRAMES", "NAMES", "WINDOW_FRAMES", "build", "checkpoint_files", "convert",
-           "find_installed_package", "read_labels", "recipe"]
+__all__ = ["HOP_FRAMES", "MUSICNN_OPTIONS", "NAMES", "WINDOW_FRAMES", "build",
+           "checkpoint_files", "convert", "find_installed_package", "manifest", "musicnn_shapes",
+           "read_labels", "read_weights", "recipe"]
 
 NAMES: tuple[str, ...] = ("musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
+# The published musicnn taggers' options of the zoo's ``musicnn`` (its defaults), as the
+# manifest's architecture records them; stated here so that they are known without torch
+MUSICNN_OPTIONS = {"n_mels": 96, "frontend_width": 1.6, "midend_filters": 64,
+                   "backend_units": 200, "dropout": 0.5}
+# and of the zoo's ``musicnn_vgg`` (its defaults) for the published VGG taggers
+VGG_OPTIONS = {"n_mels": 96, "n_frames": 187, "filters": 128, "dropout": 0.25,
+               "dense_dropout": 0.5}
+VGG_POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))  # (frames, mels), as streamtag.nets.musicnn
+VGG_STRIDES = ((2, 2), (2, 2), (2, 2), (2, 2), (4, 4))
 
 WINDOW_FRAMES = 187  # 3 s at 16 kHz with a 256-sample hop, the input musicnn was trained on
 # The default step between windows: 62 frames (~1 s), so tags update every second and each
@@ -187,7 +196,7 @@ def _conv_name(index: int) -> str:
     return "conv2d" if index == 0 else f"conv2d_{index}"
 
 
-def _musicnn_mapping(model: nn.Module) -> _Mapping:
+def _musicnn_mapping(model: object) -> _Mapping:
     """Our ``MusiCNN`` state-dict names against the checkpoint's, in musicnn's layer order."""
     mapping = _batch_norm("input_bn", _bn_name(0))
     blocks = ["timbral.0", "timbral.1", "temporal.0", "temporal.1", "temporal.2"]
@@ -204,11 +213,15 @@ def _musicnn_mapping(model: nn.Module) -> _Mapping:
     return mapping
 
 
-def _vgg_mapping(model: nn.Module) -> _Mapping:
+def vgg_layers(blocks: int = len(VGG_POOLS)) -> list[tuple[int, int]]:
+    """The indices of each block's convolution and batch norm in ``MusiCNNVGG.features``
+    (conv, ReLU, batch norm, max pool, with a dropout before every block but the first)."""
+    return [(5 * i, 5 * i + 2) for i in range(blocks)]
+
+
+def _vgg_mapping(model: Any) -> _Mapping:
     mapping = _batch_norm("input_bn", _bn_name(0))
-    convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
-    norms = [i for i, m in enumerate(model.features) if isinstance(m, nn.BatchNorm2d)]
-    for n, (conv, norm) in enumerate(zip(convs, norms, strict=True), start=1):
+    for n, (conv, norm) in enumerate(vgg_layers(), start=1):
         mapping += _conv(f"features.{conv}", f"{n}CNN", _conv2d)
         mapping += _batch_norm(f"features.{norm}", _bn_name(n))
     mapping += _conv("dense", "dense", _dense)
@@ -216,7 +229,7 @@ def _vgg_mapping(model: nn.Module) -> _Mapping:
 
 
 # Each architecture the importer fills: how our state-dict names meet the checkpoint's.
-_MAPPINGS: dict[str, Callable[[nn.Module], _Mapping]] = {
+_MAPPINGS: dict[str, Callable[[Any], _Mapping]] = {
     "musicnn": _musicnn_mapping, "musicnn_vgg": _vgg_mapping}
 
 
@@ -225,13 +238,70 @@ def _is_model_variable(name: str) -> bool:
     return not (name.endswith(("/Adam", "/Adam_1")) or name in ("beta1_power", "beta2_power"))
 
 
-def _load_weights(model: nn.Module, mapping: _Mapping, prefix: str) -> None:
+def musicnn_shapes(n_tags: int, n_mels: int = 96, frontend_width: float = 1.6,
+                   midend_filters: int = 64, backend_units: int = 200,
+                   dropout: float = 0.5) -> dict[str, tuple[int, ...]]:
+    """The shape of each weight of the zoo's ``musicnn`` (``streamtag.nets.musicnn.MusiCNN``;
+    batch norms' step counters left out), computed without torch as its constructor lays them
+    out."""
+    heights = [int(fraction * n_mels) for fraction in (0.4, 0.7)]
+    timbral, temporal = int(frontend_width * 128), int(frontend_width * 32)
+    frontend = len(heights) * timbral + 3 * temporal
+    pooled = 2 * (frontend + 3 * midend_filters)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def norm(name: str, channels: int) -> None:
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{name}.{part}"] = (channels,)
+
+    norm("input_bn", 1)
+    for i, height in enumerate(heights):
+        shapes[f"timbral.{i}.conv.weight"] = (timbral, 1, 7, height)
+        shapes[f"timbral.{i}.conv.bias"] = (timbral,)
+        norm(f"timbral.{i}.bn", timbral)
+    for i, length in enumerate((128, 64, 32)):
+        shapes[f"temporal.{i}.conv.weight"] = (temporal, 1, length, 1)
+        shapes[f"temporal.{i}.conv.bias"] = (temporal,)
+        norm(f"temporal.{i}.bn", temporal)
+    for i, inputs in enumerate((frontend, midend_filters, midend_filters)):
+        shapes[f"midend.{i}.conv.weight"] = (midend_filters, inputs, 7)
+        shapes[f"midend.{i}.conv.bias"] = (midend_filters,)
+        norm(f"midend.{i}.bn", midend_filters)
+    norm("pool_bn", pooled)
+    shapes["dense.weight"], shapes["dense.bias"] = (backend_units, pooled), (backend_units,)
+    norm("dense_bn", backend_units)
+    shapes["output.weight"], shapes["output.bias"] = (n_tags, backend_units), (n_tags,)
+    return shapes
+
+
+def vgg_shapes(n_tags: int, n_mels: int = 96, n_frames: int = 187, filters: int = 128,
+               dropout: float = 0.25, dense_dropout: float = 0.5) -> dict[str, tuple[int, ...]]:
+    """The shape of each weight of the zoo's ``musicnn_vgg`` (batch norms' step counters left
+    out), computed without torch as its constructor lays them out."""
+    shapes: dict[str, tuple[int, ...]] = {f"input_bn.{part}": (1,) for part in
+                                          ("weight", "bias", "running_mean", "running_var")}
+    frames, mels, channels = n_frames, n_mels, 1
+    for (conv, norm), (pool_t, pool_f), (stride_t, stride_f) in zip(
+            vgg_layers(), VGG_POOLS, VGG_STRIDES, strict=True):
+        shapes[f"features.{conv}.weight"] = (filters, channels, 3, 3)
+        shapes[f"features.{conv}.bias"] = (filters,)
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"features.{norm}.{part}"] = (filters,)
+        frames, mels = (frames - pool_t) // stride_t + 1, (mels - pool_f) // stride_f + 1
+        channels = filters
+    shapes["dense.weight"] = (n_tags, filters * frames * mels)
+    shapes["dense.bias"] = (n_tags,)
+    return shapes
+
+
+def _read_mapped(mapping: _Mapping, prefix: str,
+                 shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The checkpoint's tensors that ``mapping`` names, in our layout, checked against the
+    network's ``shapes`` (state-dict name -> shape)."""
     index = tfcheckpoint.index_file(prefix)
-    state = model.state_dict()
-    expected = {k for k in state if not k.endswith("num_batches_tracked")}
     mapped = {ours for ours, _, _ in mapping}
-    if mapped != expected:  # a programming error, not a user's
-        raise AssertionError(f"mapping and model disagree: {sorted(mapped ^ expected)}")
+    if mapped != set(shapes):  # a programming error, not a user's
+        raise AssertionError(f"mapping and model disagree: {sorted(mapped ^ set(shapes))}")
     available = tfcheckpoint.list_tensors(prefix)
     theirs = [name for _, name, _ in mapping]
     missing = [name for name in theirs if name not in available]
@@ -245,20 +315,43 @@ def _load_weights(model: nn.Module, mapping: _Mapping, prefix: str) -> None:
                          "model has no place for: it is not the musicnn checkpoint this model "
                          "needs")
     weights = tfcheckpoint.read_checkpoint(prefix, theirs)
-    loaded: dict[str, torch.Tensor] = {}
+    loaded: dict[str, np.ndarray] = {}
     for ours, name, transform in mapping:
         value = np.ascontiguousarray(transform(weights[name]))
-        target = state[ours]
-        if tuple(value.shape) != tuple(target.shape):
+        if tuple(value.shape) != tuple(shapes[ours]):
             raise ModelError(f"TensorFlow checkpoint {index}: tensor {name!r} has shape "
                              f"{tuple(weights[name].shape)}, which does not fit {ours} of shape "
-                             f"{tuple(target.shape)}: it is not the musicnn checkpoint this "
+                             f"{tuple(shapes[ours])}: it is not the musicnn checkpoint this "
                              "model needs")
         if value.dtype != np.float32:
             raise ModelError(f"TensorFlow checkpoint {index}: tensor {name!r} is {value.dtype}, "
                              "expected float32")
-        loaded[ours] = torch.from_numpy(value)
-    model.load_state_dict(loaded, strict=False)
+        loaded[ours] = value
+    return loaded
+
+
+def _load_weights(model: Any, mapping: _Mapping, prefix: str) -> None:
+    import torch
+
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    loaded = _read_mapped(mapping, prefix, shapes)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in loaded.items()}, strict=False)
+
+
+def read_weights(package_dir: Path, name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Without torch: model ``name``'s weights as float32 arrays named and laid out as the
+    zoo network's ``state_dict()`` (its batch norms' step counters left out), and its tags.
+    Errors as ``convert``'s."""
+    package_dir = Path(package_dir)
+    spec = _model(name)
+    tags = read_labels(package_dir, name)
+    if spec.architecture == "musicnn":
+        shapes = musicnn_shapes(len(tags), **MUSICNN_OPTIONS)
+    else:
+        shapes = vgg_shapes(len(tags), **VGG_OPTIONS)
+    mapping = _MAPPINGS[spec.architecture](None)
+    return _read_mapped(mapping, _prefix(package_dir, name), shapes), tags
 
 
 def _sha256(path: Path) -> str:
@@ -269,8 +362,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build(package_dir: Path, name: str) -> tuple[nn.Module, tuple[str, ...]]:
-    """Model ``name``'s network with its weights loaded (eval mode), and its tags."""
+def build(package_dir: Path, name: str) -> tuple[Any, tuple[str, ...]]:
+    """Model ``name``'s network (a torch module) with its weights loaded (eval mode), and its
+    tags."""
+    from streamtag import nets
+
     package_dir = Path(package_dir)
     spec = _model(name)
     tags = read_labels(package_dir, name)
@@ -298,28 +394,37 @@ def recipe(package_dir: Path, name: str) -> dict[str, object]:
     }
 
 
-def convert(package_dir: Path, name: str, out: Path) -> Manifest:
-    """Writes musicnn model ``name`` from the musicnn package folder ``package_dir`` as the
-    model file ``out`` (atomically: on an error nothing is written at ``out``).
-
-    The manifest: frontend the ``musicnn`` preset, window 187 frames, hop ``HOP_FRAMES``,
-    thresholds the default; ``recipe`` records the source, licence, citation, tag source and
-    the SHA-256 of each checkpoint file. Raises ``ModelError`` naming the file and tensor for a
-    missing, truncated or corrupt checkpoint, a missing tensor or a shape mismatch.
-    """
-    package_dir, out = Path(package_dir), Path(out)
+def manifest(package_dir: Path, name: str, tags: tuple[str, ...]) -> Manifest:
+    """The manifest of musicnn model ``name`` before it is written: frontend the ``musicnn``
+    preset, window 187 frames, hop ``HOP_FRAMES``, thresholds the default, the recipe."""
     spec = _model(name)
-    model, tags = build(package_dir, name)
-    manifest = Manifest(
+    options = dict(MUSICNN_OPTIONS if spec.architecture == "musicnn" else VGG_OPTIONS)
+    return Manifest(
         name=name,
         tags=tags,
         input_kind="logmel",
         frontend=LogMelOptions.preset("musicnn"),
         window=WINDOW_FRAMES,
         hop=HOP_FRAMES,
-        architecture={"name": spec.architecture, **nets.spec(spec.architecture)["options"]},
+        architecture={"name": spec.architecture, **options},
         options={"window_seconds": WINDOW_FRAMES * 256 / 16000},
         recipe=recipe(package_dir, name),
     )
+
+
+def convert(package_dir: Path, name: str, out: Path) -> Manifest:
+    """Writes musicnn model ``name`` from the musicnn package folder ``package_dir`` as the
+    model file ``out`` (atomically: on an error nothing is written at ``out``), with torch.
+
+    The manifest is ``manifest``'s: ``recipe`` records the source, licence, citation, tag
+    source and the SHA-256 of each checkpoint file. Raises ``ModelError`` naming the file and
+    tensor for a missing, truncated or corrupt checkpoint, a missing tensor or a shape
+    mismatch.
+    """
+    from streamtag.model import modelfile
+
+    package_dir, out = Path(package_dir), Path(out)
+    model, tags = build(package_dir, name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return modelfile.save(model, out, manifest)  # atomic: a temporary file, then a rename
+    # atomic: a temporary file, then a rename
+    return modelfile.save(model, out, manifest(package_dir, name, tags))

@@ -146,7 +146,7 @@ def quantize_file(model_path: str | os.PathLike, audio_paths: Sequence[str | os.
     if not audio_paths:
         raise ModelError("quantizing needs at least one recording")
     model = InferenceModel.load(model_path, device="cpu", backend="onnxruntime", threads=1)
-    if stored.torch_installed():
+    if stored.torch_installed() and model.stored.manifest.torchscript:
         # ONNX Runtime read the file's graph, checked against its hash; the TorchScript weights
         # beside it, which the file written keeps, are checked where torch can read them (a
         # torch-free install never serves them, and a later load checks them again)

@@ -1,5 +1,5 @@
-"""``streamtag models list | install | info | remove | calibrate | quantize``: installed models
-by name (quantize also takes a model file)."""
+"""``streamtag models list | install | complete | info | remove | calibrate | quantize``:
+installed models by name (quantize also takes a model file)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,18 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_complete(args: argparse.Namespace) -> int:
+    from streamtag.catalog import installed
+    from streamtag.errors import ModelError
+
+    try:
+        path, _ = installed.complete(args.name)
+    except ModelError as error:
+        return refused("models", error)
+    print(f"{args.name}: TorchScript module added to {path}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
 
@@ -92,6 +104,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  input:       {manifest.input_kind}, window {manifest.window}, hop {manifest.hop}, "
           f"{manifest.frontend.sample_rate:g} Hz, {manifest.frontend.n_mels} mels")
     print(f"  architecture: {manifest.architecture}")
+    if not manifest.torchscript:
+        reuse = ("" if manifest.window_reuse.get("hops")
+                 else ", whole windows (no window-reuse steps)")
+        print("  module:      none: installed without torch, served by ONNX Runtime on the CPU "
+              f"only{reuse}; `streamtag models complete {args.name}` adds the TorchScript "
+              "module once torch is installed")
     if isinstance(manifest.recipe, dict):  # a converted model: its source, licence, citation
         _print_fields(manifest.recipe, "  ")
     elif manifest.recipe:
@@ -186,7 +204,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``models`` and its subcommands to the ``streamtag`` command line."""
     p = subparsers.add_parser(
         "models",
-        help="trained real-music models: install, list, info, calibrate, quantize, remove",
+        help="trained real-music models: install, complete, list, info, calibrate, quantize, "
+             "remove",
         description="Installed models live in $STREAMTAG_HOME/models (default: the user data "
                     "folder), one NAME.pt each; every --model takes their names. See "
                     "docs/models.md.")
@@ -199,15 +218,28 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser(
         "install", help="convert musicnn's published taggers into model files",
-        description="Converts musicnn's trained checkpoints (musicnn-mtt, musicnn-msd, vgg-mtt, "
-                    "vgg-msd) into model files. The weights come from --from, else an "
-                    "installed musicnn package, else `pip download --no-deps musicnn==0.1.0`.")
+        description="Converts musicnn's trained checkpoints (music, musicnn-mtt, musicnn-msd, "
+                    "vgg-mtt, vgg-msd) into model files. The weights come from --from, else an "
+                    "installed musicnn package, else `pip download --no-deps musicnn==0.1.0`. "
+                    "Without torch, each is written as the ONNX graphs ONNX Runtime serves, "
+                    "without its TorchScript module (`streamtag models complete NAME` adds it "
+                    "later).")
     q.add_argument("names", nargs="+", metavar="NAME",
                    help="musicnn-mtt, musicnn-msd, vgg-mtt or vgg-msd")
     q.add_argument("--from", dest="source", metavar="PATH",
                    help="musicnn's wheel (.whl), its unpacked package folder, a folder holding "
                         "musicnn/, or one checkpoint folder (e.g. MSD_musicnn)")
     q.set_defaults(func=cmd_install)
+
+    q = sub.add_parser(
+        "complete", help="add the TorchScript module to a model installed without torch",
+        description="A model installed where torch was not holds the ONNX graph the CPU serves "
+                    "and no TorchScript module, which CUDA, --backend torch, training, "
+                    "quantize's checks and window reuse need. With torch installed, this "
+                    "rebuilds the module from the file's own weights, checks it against the "
+                    "graph and writes the file again in place, thresholds kept.")
+    q.add_argument("name", help="an installed model's name or a model file's path")
+    q.set_defaults(func=cmd_complete)
 
     q = sub.add_parser("info", help="an installed model's (or a model file's) source, licence, "
                                     "tags, thresholds")

@@ -32,6 +32,7 @@ from streamtag.model.stored import (
     TORCH_EXTRA,
     StoredModel,
     needs_torch,
+    no_torchscript,
     open_model,
     torch_installed,
 )
@@ -500,8 +501,15 @@ class InferenceModel:
         set). ``precision``: ``"fp32"`` or ``"int8"`` (the file's int8 graph, ONNX Runtime on
         the CPU). On the CPU with ONNX Runtime, torch is not imported."""
         text = serving_device(device, backend, precision)
+        stored = open_model(path)
+        if not stored.manifest.torchscript:  # made without torch: ONNX Runtime on the CPU only
+            if str(device).strip().lower() == "auto" and backend != "torch":
+                text = "cpu"
+            elif text != "cpu" or backend == "torch":
+                raise no_torchscript(path, f"serving it on device {device!r} with backend "
+                                           f"{backend!r} (TorchScript)")
         if text == "cpu" and backend != "torch":
-            model = cls(open_model(path), backend, threads, precision)
+            model = cls(stored, backend, threads, precision)
         elif text == "cpu" or text == "cuda" or text.startswith("cuda:"):
             if not torch_installed():
                 raise needs_torch(f"serving {path} on device {device!r} with backend "
@@ -613,7 +621,7 @@ class InferenceModel:
                                    self._threads, reference)
         except ModelError as error:
             return None, str(error)
-        if torch_installed():
+        if torch_installed() and self.stored.manifest.torchscript:
             from streamtag.model.reuse_export import window_reuse
 
             return window_reuse(self.loaded, hop, self._threads)
@@ -623,6 +631,9 @@ class InferenceModel:
         if "error" in record:
             return None, f"the model file stores no window-reuse steps: {record['error']}"
         hops = ", ".join(str(h) for h in self.stored.reuse_hops())
+        if not self.stored.manifest.torchscript:
+            return None, str(no_torchscript(self.path, f"window reuse at {hop} frames (the file "
+                                                       f"stores its steps at {hops})"))
         return None, (f"the model file stores window reuse's steps for windows {hops} frames "
                       f"apart; those of {hop} are exported from its module with PyTorch "
                       f"({TORCH_EXTRA})")

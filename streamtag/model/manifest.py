@@ -44,8 +44,10 @@ __all__ = [
 # 1.1: the ONNX graph (ONNX_FILE) beside the TorchScript module; 1.2: optionally an int8 one
 # (INT8_FILE, `streamtag models quantize`); 1.3: window reuse's two steps at the manifest's hop
 # (``window_reuse``), so ONNX Runtime serves every part of the file without torch. A reader of
-# 1.2 ignores them (and builds its own steps, with torch).
-FORMAT_VERSION = "1.3"
+# 1.2 ignores them (and builds its own steps, with torch). 1.4: the TorchScript module may be
+# absent (``torchscript`` false: a file made without torch, `streamtag models install`), the
+# manifest and the ONNX graph then the whole file; `streamtag models complete` adds the module.
+FORMAT_VERSION = "1.4"
 MANIFEST_FILE = "streamtag.json"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -103,7 +105,9 @@ class Manifest:
     ``window`` and ``hop`` count frames for ``input_kind="logmel"`` and samples for
     ``"waveform"``. ``thresholds`` default to 0.5 per tag. ``members`` lists the model files an
     ensemble or a waveform export was built from (their names and weight hashes). ``onnx``
-    describes the ONNX graph stored beside the module, or why there is none. ``created``,
+    describes the ONNX graph stored beside the module, or why there is none; ``torchscript``
+    is false where the file has no TorchScript module (format 1.4, made without torch: the ONNX
+    graph is then the model). ``created``,
     ``weights_sha256``, ``onnx`` and ``window_reuse`` (the steps' graphs stored for windows
     that share work, by hop) are filled in by ``save``. See docs/model-file.md for every field.
     """
@@ -123,6 +127,7 @@ class Manifest:
     onnx: dict[str, Any] = dataclasses.field(default_factory=dict)
     onnx_int8: dict[str, Any] = dataclasses.field(default_factory=dict)
     window_reuse: dict[str, Any] = dataclasses.field(default_factory=dict)
+    torchscript: bool = True
     created: str = ""
     weights_sha256: str = ""
     format_version: str = FORMAT_VERSION
@@ -181,6 +186,8 @@ class Manifest:
         if not all(isinstance(m, Mapping) for m in members):
             raise ModelError(f"members must be a list of dicts, got {self.members!r}")
         values.set_field(self, "members", members)
+        if not isinstance(self.torchscript, bool):
+            raise ModelError(f"torchscript must be true or false, got {self.torchscript!r}")
         for field in ("created", "weights_sha256"):
             if not isinstance(getattr(self, field), str):
                 raise ModelError(f"{field} must be a string, got {getattr(self, field)!r}")
@@ -204,6 +211,7 @@ class Manifest:
             "onnx": self.onnx,
             "onnx_int8": self.onnx_int8,
             "window_reuse": self.window_reuse,
+            "torchscript": self.torchscript,
             "created": self.created,
             "weights_sha256": self.weights_sha256,
         })

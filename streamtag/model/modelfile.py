@@ -38,9 +38,20 @@ from streamtag.model.manifest import (
     as_manifest,
     read_manifest,
 )
-from streamtag.model.onnx_export import cached_export, export_onnx
+from streamtag.model.onnx_export import (
+    ONNX_TOLERANCE,
+    cached_export,
+    export_onnx,
+    onnx_difference,
+)
 from streamtag.model.reuse_export import stored_steps
-from streamtag.model.stored import StoredModel, add_int8_graph, rewrite
+from streamtag.model.stored import (
+    StoredModel,
+    add_int8_graph,
+    no_torchscript,
+    open_model,
+    rewrite,
+)
 from streamtag.model.torch_frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
@@ -49,6 +60,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LoadedModel",
     "add_int8_graph",
+    "add_module",
     "add_onnx_graph",
     "example_input",
     "export_waveform",
@@ -164,6 +176,7 @@ def _write(top: torch.jit.ScriptModule, path: str | os.PathLike, manifest: Manif
     manifest = dataclasses.replace(
         manifest,
         format_version=FORMAT_VERSION,
+        torchscript=True,
         weights_sha256=weights_sha256(top.model),
         onnx=record,
         onnx_int8=dict(manifest.onnx_int8) if int8 is not None else {},
@@ -307,6 +320,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Loaded
     """
     path = Path(path)
     manifest = read_manifest(path)
+    if not manifest.torchscript:
+        raise no_torchscript(path, "loading it with torch (CUDA, --backend torch, training, "
+                                   "exporting)")
     resolved = _resolve_device(device, path)
     try:
         module = torch.jit.load(str(path), map_location=resolved)
@@ -371,6 +387,67 @@ def add_onnx_graph(path: str | os.PathLike, out: str | os.PathLike | None = None
     graph, record = export_onnx(model.module, example_input(model.manifest))
     manifest = dataclasses.replace(model.manifest, onnx=record)
     return _write(model.module, out or path, manifest, graph, stored_int8_graph(model))
+
+
+def add_module(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
+    """Writes a model file that has no TorchScript module (``Manifest.torchscript`` false: made
+    without torch, ``streamtag.catalog.onnx_build``) again with one, to ``out`` (default in
+    place, atomically): the network its manifest's architecture names (a ``streamtag.nets``
+    name and options), filled with the weights of the file's ONNX graph (named ``model.`` and
+    the state-dict name). The weights must hash to the manifest's ``weights_sha256`` and the
+    module must give the graph's probabilities within ``ONNX_TOLERANCE``; the file is then
+    written as ``save`` writes it (the graph exported again, window reuse's steps), keeping the
+    manifest's thresholds, options and recipe, and its int8 graph. Returns the manifest
+    written."""
+    from onnx import load_from_string, numpy_helper
+
+    from streamtag import nets
+
+    stored = open_model(path)
+    manifest = stored.manifest
+    if manifest.torchscript:
+        raise ModelError(f"model file {stored.path} already has its TorchScript module")
+    graph = stored.graph()
+    if graph is None:
+        raise ModelError(f"model file {stored.path} has neither a TorchScript module nor an "
+                         "ONNX graph; install it again")
+    options = dict(manifest.architecture)
+    architecture = options.pop("name", None)
+    try:
+        network = nets.build(architecture, len(manifest.tags), **options).eval()
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"model file {stored.path}: its architecture {architecture!r} cannot "
+                         f"be built ({error}), so no module can be made for it") from None
+    arrays = {init.name.removeprefix("model."): numpy_helper.to_array(init)
+              for init in load_from_string(graph).graph.initializer
+              if init.name.startswith("model.")}
+    state = network.state_dict()
+    loaded = {}
+    for key, tensor in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        value = arrays.get(key)
+        if value is None or tuple(value.shape) != tuple(tensor.shape):
+            raise ModelError(f"model file {stored.path}: its ONNX graph holds no weight "
+                             f"model.{key} of shape {tuple(tensor.shape)}, so the module cannot "
+                             "be rebuilt from it; install the model again with torch")
+        loaded[key] = torch.from_numpy(value.copy())
+    network.load_state_dict(loaded, strict=False)
+    if weights_sha256(network) != manifest.weights_sha256:
+        raise ModelError(f"model file {stored.path}: the weights of its ONNX graph do not hash to "
+                         "the manifest's weights_sha256; the file was changed or damaged")
+    top = torch.jit.script(_Probabilities(network))
+    difference = onnx_difference(graph, top, example_input(manifest))
+    if not difference <= ONNX_TOLERANCE:  # NaN fails too
+        raise ModelError(f"model file {stored.path}: the module rebuilt from its graph's weights "
+                         f"differs from the graph by {difference:.3g} (allowed "
+                         f"{ONNX_TOLERANCE:g}); install the model again with torch")
+    int8 = stored.int8_graph()
+    written = save(network, out or stored.path, dataclasses.replace(
+        manifest, torchscript=True, onnx={}, onnx_int8={}, window_reuse={}))
+    if int8 is not None:
+        written = add_int8_graph(out or stored.path, int8, manifest.onnx_int8)
+    return written
 
 
 def _first_difference(a: Manifest, b: Manifest) -> str | None:

@@ -7,6 +7,10 @@ onnxruntime and this module, and torch is loaded only where its TorchScript modu
 CUDA, the ``torch`` backend, a file of format 1.0 without a graph, window reuse at a hop the
 file stores no steps for.
 
+A file of format 1.4 may have no TorchScript module at all (``Manifest.torchscript`` false:
+``streamtag models install`` without torch writes the manifest and the ONNX graph only); what
+needs the module then says so and names the command that adds it (``no_torchscript``).
+
 A file is also written again without torch where its module stays as it is (new thresholds, an
 int8 graph): the archive's entries are copied as they are and the extra files replaced
 (``rewrite_archive``); TorchScript reads the result as it read the original, which
@@ -41,12 +45,15 @@ from streamtag.model.manifest import (
 __all__ = [
     "TORCH_EXTRA",
     "StoredModel",
+    "COMPLETE_COMMAND",
     "add_int8_graph",
     "needs_torch",
+    "no_torchscript",
     "open_model",
     "reuse_file_names",
     "rewrite",
     "rewrite_archive",
+    "state_sha256",
     "torch_installed",
 ]
 
@@ -66,6 +73,35 @@ def torch_installed() -> bool:
 def needs_torch(what: str) -> ModelError:
     """The error of a part that needs torch where it is not installed."""
     return ModelError(f"{what} needs PyTorch, which is not installed here: {TORCH_EXTRA}")
+
+
+# the one command that adds the TorchScript module to a file made without torch
+COMPLETE_COMMAND = "streamtag models complete"
+
+
+def no_torchscript(path: str | os.PathLike, what: str) -> ModelError:
+    """The error of a part that needs the TorchScript module of a file that has none."""
+    path = Path(path)
+    name = path.stem if path.suffix == ".pt" else str(path)
+    return ModelError(f"{what} needs the TorchScript module of {path}, which the file does not "
+                      "have: it was installed without torch and holds the ONNX graph that ONNX "
+                      "Runtime serves on the CPU. With torch installed, "
+                      f"`{COMPLETE_COMMAND} {name}` adds the module; for torch: {TORCH_EXTRA}")
+
+
+def state_sha256(state: Mapping[str, np.ndarray]) -> str:
+    """``modelfile.weights_sha256`` without torch, of a state dict as numpy arrays: for each
+    entry in order of name, the name (UTF-8), NUL, the dtype name (``float32``), NUL, the shape
+    (``96,3,3``), NUL and the array's bytes (C order, little-endian)."""
+    digest = hashlib.sha256()
+    for name, array in sorted(state.items()):
+        a = np.asarray(array)  # not ascontiguousarray, which makes a 0-d counter 1-d
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(a.dtype.name.encode("ascii") + b"\0")
+        digest.update(",".join(str(s) for s in a.shape).encode("ascii") + b"\0")
+        digest.update(a.tobytes(order="C"))
+    return digest.hexdigest()
 
 
 def reuse_file_names(hop: int) -> tuple[str, str]:
