@@ -29,6 +29,7 @@ from streamtag.audio.loudness import (
     loudness_of_power,
 )
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.content import MUSIC
 from streamtag.engine.health import HealthConfig
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
@@ -106,7 +107,7 @@ class _Collector:
             self._raw[result.stream_id].append(result.raw)
             self._tracks[result.stream_id].add_window(
                 result.end_sample, result.tags, result.raw, result.smoothed, result.active,
-                result.model_name, result.model_hash)
+                result.model_name, result.model_hash, music=result.content in (None, MUSIC))
             opened = self._open[result.stream_id]
             self._events(result.stream_id, result.events)
             for tag, (_, scores) in opened.items():

@@ -6,7 +6,9 @@ counts once, for the title that was playing when its last sample played. Title c
 from the source as soon as they are read, before the windows around them are scored; they wait
 here until the first window that ends past them, which closes the track before it. A title may
 come with whether its track was heard from its start (`heard_from_start`, where the source
-knows: sources/http.py); the track carries it on. The daemon
+knows: sources/http.py); the track carries it on. Windows that are not music (speech, dead
+air, noise: streamtag.engine.content) close tracks as any window does but count in no track's
+means or shares, so a track of speech has no tags. The daemon
 publishes each closed `TrackSummary` as a ``track`` message; ``streamtag tag`` makes one per file.
 """
 
@@ -29,7 +31,7 @@ SCORE_DECIMALS = 6
 @dataclasses.dataclass(frozen=True)
 class TrackSummary:
     """One closed track: the audio ``[start_sample, end_sample)`` between two title changes
-    (`reason`: "title_change" or "end"), with the means over its `windows` windows, one value
+    (`reason`: "title_change" or "end"), with the means over its `windows` music windows, one value
     per tag in the order of `tags` (none for a track shorter than a window), the share of its
     windows in which each tag was active, and the tags `active` for the track.
     `heard_from_start`: whether its audio began at the track's start, where the source knew
@@ -117,12 +119,17 @@ class TrackSummarizer:
             self._changes.append(_Change(sample, title, at, heard_from_start))
 
     def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
-                   active: Sequence[str], model_name: str, model_hash: str) -> list[TrackSummary]:
-        """Counts one window for the track its end falls in; returns the tracks it closed."""
+                   active: Sequence[str], model_name: str, model_hash: str,
+                   music: bool = True) -> list[TrackSummary]:
+        """Counts one window for the track its end falls in (not ``music``: only its end);
+        returns the tracks it closed."""
         closed = []
         while self._changes and end_sample > self._changes[0].sample:
             closed.append(self._next(self._changes.popleft(), "title_change"))
         track = self._open
+        if not music:
+            track.last_end = max(track.last_end, int(end_sample))
+            return closed
         tags = tuple(tags)
         if tags != track.tags:  # the first window, or a model reload with other tags
             track.tags, track.windows = tags, 0
