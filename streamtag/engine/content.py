@@ -10,24 +10,29 @@ model's frontend is) and decides each scored window's content:
   detector's quiet windows; the level is the one the engine already measured);
 - **tone**: a steady tone by the silence detector's rule (no onset, crest factor at most
   ``[health] tone_crest_db``) where onsets are measured, else by the classifier below;
-- **music**, **speech**, **noise** (or **tone**): a multinomial logistic regression on ten
-  features of the window's frames (``window_features``) after Scheirer and Slaney (1997) and
-  the broadcast speech/music segmenters: speech is syllables at about 4 Hz with pauses
+- **music**, **speech**, **noise** (or **tone**): a small neural network (ten inputs, sixteen
+  tanh units, a softmax over the four classes) on ten features of the window's frames
+  (``window_features``) after Scheirer and Slaney (1997) and the broadcast speech/music
+  segmenters: speech is syllables at about 4 Hz with pauses
   between words (modulation energy at 2.5-7 Hz, the share of low-energy frames), its formants
   glide (spectral peaks that do not persist); music holds pitches (peaks that persist) and
   keeps its level; noise is flat and stable in spectrum. The weights
   (``content_weights.json`` beside this file) are fitted by ``benchmarks/content_fit.py`` on
   audio from Debian packages; docs/models.md ("Content") has the material and the confusion.
 
-Speech over a music bed counts as whichever dominates; sung vocals were not in the material
-the weights were judged on. Content is decided per window at the model's hop; a run of
-non-music windows that lasts ``min_s`` turns every tag off where the run began (as confirmed
-dead air does), and no tag turns on in a non-music window (streamtag.engine.batching).
+Speech over a music bed is whichever is louder (speech 10 dB over music is speech, music
+10 dB over speech is music, on equal terms mostly speech); there is no class of its own for
+it, and sung vocals were not in the material the weights were judged on. A decision is made
+at most every ``DECISION_S`` of audio (every other window at a one-second hop), and the
+windows between take it. A run of non-music windows that lasts ``min_s`` turns every tag off
+where the run began (as confirmed dead air does), and no tag turns on in a non-music window
+(streamtag.engine.batching).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from importlib import resources
@@ -49,6 +54,10 @@ FRAME_S = 0.032
 # resolution needs a few syllables, and longer windows would only cost more.
 MAX_SPAN_S = 4.0
 MIN_FRAMES = 16  # fewer frames than this (a window under half a second): no decision
+# A decision at most this often (audio seconds between the ends of the windows classified);
+# the windows between take the last one's. At the usual one-second hop every other window is
+# classified, which halves the cost; windows of three seconds still leave no audio unheard.
+DECISION_S = 1.5
 FEATURES = ("mod4_share", "low_energy_share", "flux_mean", "flux_cv", "flatness_mean",
             "flatness_std", "peak_persistence", "level_std_db", "centroid_std", "pause_share")
 
@@ -75,66 +84,68 @@ def content_options(sample_rate: float) -> LogMelOptions:
                          db_multiplier=10.0, amin=1e-10)
 
 
-def _smooth_bands(x: np.ndarray, width: int = 5) -> np.ndarray:
-    """Each frame's spectrum smoothed across bands (a moving mean of ``width`` bands)."""
-    pad = width // 2
-    padded = np.pad(x, ((0, 0), (pad, pad)), mode="edge")
-    c = np.cumsum(padded, axis=1, dtype=np.float64)
-    c = np.concatenate([np.zeros((x.shape[0], 1)), c], axis=1)
-    return (c[:, width:] - c[:, :-width]) / width
+@functools.lru_cache(maxsize=8)
+def _modulation_plan(frames: int, frame_rate: float) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """The Hann taper of a window of ``frames`` and its modulation spectrum's syllable band
+    (2.5-7 Hz) and whole band (0.5-15 Hz)."""
+    freqs = np.fft.rfftfreq(frames, 1.0 / frame_rate)
+    return (np.hanning(frames), (freqs >= 2.5) & (freqs <= 7.0),
+            (freqs >= 0.5) & (freqs <= 15.0))
 
 
 def window_features(frames_db: np.ndarray, frame_rate: float) -> np.ndarray:
-    """The ``FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel band)."""
+    """The ``FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel band).
+    Written for few numpy calls: the arrays are small, and the calls' own cost is most of it."""
     x = np.asarray(frames_db, dtype=np.float64)
-    power = np.power(10.0, x / 10.0)
+    power = np.power(10.0, x * 0.1)
     total = power.sum(axis=1) + 1e-12
     level = 10.0 * np.log10(total)  # frame energy, dB
     # Frames within 40 dB of the window's loudest decide the shape features: the rest is the
     # floor between words, where the spectrum is whatever the noise is.
     loud = level > level.max() - 40.0
     # 4-Hz modulation: the share of the level contour's variation at syllable rates
-    contour = level - level.mean()
-    spectrum = np.abs(np.fft.rfft(contour * np.hanning(len(contour)))) ** 2
-    freqs = np.fft.rfftfreq(len(contour), 1.0 / frame_rate)
-    band = (freqs >= 2.5) & (freqs <= 7.0)
-    whole = (freqs >= 0.5) & (freqs <= 15.0)
+    taper, band, whole = _modulation_plan(len(level), frame_rate)
+    spectrum = np.abs(np.fft.rfft((level - level.mean()) * taper)) ** 2
     mod4 = spectrum[band].sum() / (spectrum[whole].sum() + 1e-12)
     # Scheirer-Slaney: frames below half the window's mean power (pauses between words)
-    low_energy = float(np.mean(total < 0.5 * total.mean()))
-    pause = float(np.mean(level < np.median(level) - 15.0))
+    low_energy = np.count_nonzero(total < 0.5 * total.mean()) / len(total)
+    pause = np.count_nonzero(level < np.median(level) - 15.0) / len(level)
     # spectral flux: the mean change of the bands from frame to frame, and how it varies
     flux = np.abs(np.diff(x, axis=0)).mean(axis=1)
-    flux_mean = float(flux.mean())
-    flux_cv = float(flux.std() / (flux_mean + 1e-6))
-    # flatness in power: 1 for white noise, near 0 for a few strong partials
-    flat = np.exp(np.log(power + 1e-20).mean(axis=1)) / (power.mean(axis=1) + 1e-20)
-    flat = flat[loud] if loud.any() else flat
-    # spectral peaks (3 dB above the bands around them) that are still there 8 frames on:
+    flux_mean = flux.mean()
+    flux_cv = flux.std() / (flux_mean + 1e-6)
+    # flatness in power (geometric over arithmetic mean): 1 for white noise, near 0 for a few
+    # strong partials; the frontend floors power at 1e-10, so the log is finite
+    flat = (np.power(10.0, x.mean(axis=1) * 0.1) / power.mean(axis=1))[loud]
+    # spectral peaks (3 dB above the 5 bands around them) that are still there 8 frames on:
     # held notes keep theirs, gliding formants and noise do not
-    peaks = (x - _smooth_bands(x)) > 3.0
-    lag = 8
-    held = peaks[:-lag] & peaks[lag:]
-    both = loud[:-lag] & loud[lag:]
-    counts = peaks[:-lag][both].sum()
-    persistence = float(held[both].sum() / counts) if counts else 0.0
-    bands = np.arange(x.shape[1], dtype=np.float64)
-    centroid = (power * bands).sum(axis=1) / total
-    centroid = centroid[loud] if loud.any() else centroid
-    return np.array([mod4, low_energy, flux_mean, flux_cv, float(flat.mean()),
-                     float(flat.std()), persistence, float(level[loud].std()),
-                     float(centroid.std()), pause])
+    edge = np.concatenate([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], axis=1)
+    around = (edge[:, :-4] + edge[:, 1:-3] + edge[:, 2:-2] + edge[:, 3:-1] + edge[:, 4:]) * 0.2
+    peaks = (x - around) > 3.0
+    peaks &= loud[:, np.newaxis]
+    counts = np.count_nonzero(peaks[:-8])
+    persistence = np.count_nonzero(peaks[:-8] & peaks[8:]) / counts if counts else 0.0
+    centroid = (power @ _BANDS[: x.shape[1]] / total)[loud]
+    return np.array([mod4, low_energy, flux_mean, flux_cv, flat.mean(), flat.std(),
+                     persistence, level[loud].std(), centroid.std(), pause])
+
+
+_BANDS = np.arange(256, dtype=np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
 class ContentModel:
-    """The classifier: standardized features, one linear score per class, softmax."""
+    """The classifier: standardized features, a layer of tanh units, one score per class,
+    softmax."""
 
     classes: tuple[str, ...]
     features: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
-    weights: np.ndarray  # (classes, features)
+    hidden_weights: np.ndarray  # (features, hidden)
+    hidden_bias: np.ndarray  # (hidden,)
+    weights: np.ndarray  # (hidden, classes)
     bias: np.ndarray  # (classes,)
 
     @classmethod
@@ -143,9 +154,9 @@ class ContentModel:
         if text is None:
             text = resources.files("streamtag.engine").joinpath(WEIGHTS_FILE).read_text()
         data = json.loads(text)
-        model = cls(tuple(data["classes"]), tuple(data["features"]),
-                    np.asarray(data["mean"], np.float64), np.asarray(data["scale"], np.float64),
-                    np.asarray(data["weights"], np.float64), np.asarray(data["bias"], np.float64))
+        arrays = [np.asarray(data[name], np.float64) for name in
+                  ("mean", "scale", "hidden_weights", "hidden_bias", "weights", "bias")]
+        model = cls(tuple(data["classes"]), tuple(data["features"]), *arrays)
         if model.features != FEATURES or set(model.classes) != set(CLASSES):
             raise ConfigError(f"{WEIGHTS_FILE} was fitted for features {model.features} and "
                               f"classes {model.classes}, not {FEATURES} and {CLASSES}: "
@@ -157,13 +168,15 @@ class ContentModel:
             return np.round(a, 6).tolist()
         return json.dumps({"classes": list(self.classes), "features": list(self.features),
                            "mean": rounded(self.mean), "scale": rounded(self.scale),
-                           "weights": rounded(self.weights), "bias": rounded(self.bias)},
-                          indent=1) + "\n"
+                           "hidden_weights": rounded(self.hidden_weights),
+                           "hidden_bias": rounded(self.hidden_bias),
+                           "weights": rounded(self.weights), "bias": rounded(self.bias)}) + "\n"
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (in ``classes`` order) of feature rows ``(n, F)`` or one row."""
         z = (np.asarray(features, np.float64) - self.mean) / self.scale
-        logits = z @ self.weights.T + self.bias
+        hidden = np.tanh(z @ self.hidden_weights + self.hidden_bias)
+        logits = hidden @ self.weights + self.bias
         logits -= logits.max(axis=-1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=-1, keepdims=True)
@@ -201,6 +214,8 @@ class ContentTracker:
         # room for the longest span and the frames that arrive with one chunk of audio
         self.ring = FrameRing(4 * self.span, self.options.n_mels)
         self.sample_offset = sample_offset  # stream sample of this frontend's sample 0
+        self.every = round(DECISION_S * sample_rate)
+        self._last: tuple[int, str] | None = None  # (end sample, class) of the last decision
 
     def accept(self, samples: np.ndarray) -> None:
         self.frontend.accept_waveform(samples)
@@ -217,7 +232,11 @@ class ContentTracker:
 
     def classify(self, start_sample: int, end_sample: int) -> str | None:
         """The classifier's class for stream samples ``[start_sample, end_sample)`` from the
-        frames centred in it (at most the last ``MAX_SPAN_S``), None when too few are here."""
+        frames centred in it (at most the last ``MAX_SPAN_S``), None when too few are here;
+        within ``DECISION_S`` of the last decision, that decision."""
+        last = self._last
+        if last is not None and 0 <= end_sample - last[0] < self.every:
+            return last[1]
         hop = self.options.hop_length
         # frame f is centred on sample f * hop (the frontend centres its frames)
         first = -(-(start_sample - self.sample_offset) // hop)
@@ -226,4 +245,6 @@ class ContentTracker:
         if end - first < MIN_FRAMES:
             return None
         frames = self.ring.window(end, end - first)
-        return self.model.classify(window_features(frames, self.frame_rate))
+        kind = self.model.classify(window_features(frames, self.frame_rate))
+        self._last = (end_sample, kind)
+        return kind

@@ -7,8 +7,9 @@ from the source as soon as they are read, before the windows around them are sco
 here until the first window that ends past them, which closes the track before it. A title may
 come with whether its track was heard from its start (`heard_from_start`, where the source
 knows: sources/http.py); the track carries it on. Windows that are not music (speech, dead
-air, noise: streamtag.engine.content) close tracks as any window does but count in no track's
-means or shares, so a track of speech has no tags. The daemon
+air, noise: streamtag.engine.content) count in a track's windows but not in its means, and no
+tag is active in them: a track mostly of speech has no tags, and one wholly of speech no
+means either. The daemon
 publishes each closed `TrackSummary` as a ``track`` message; ``streamtag tag`` makes one per file.
 """
 
@@ -31,7 +32,7 @@ SCORE_DECIMALS = 6
 @dataclasses.dataclass(frozen=True)
 class TrackSummary:
     """One closed track: the audio ``[start_sample, end_sample)`` between two title changes
-    (`reason`: "title_change" or "end"), with the means over its `windows` music windows, one value
+    (`reason`: "title_change" or "end"), with the means over its music windows, one value
     per tag in the order of `tags` (none for a track shorter than a window), the share of its
     windows in which each tag was active, and the tags `active` for the track.
     `heard_from_start`: whether its audio began at the track's start, where the source knew
@@ -65,6 +66,7 @@ class _Open:
     started_at: float
     last_end: int  # end of its last window (or its start)
     windows: int = 0
+    music_windows: int = 0  # those its means are over
     tags: tuple[str, ...] = ()
     raw_sum: np.ndarray | None = None
     smoothed_sum: np.ndarray | None = None
@@ -127,23 +129,23 @@ class TrackSummarizer:
         while self._changes and end_sample > self._changes[0].sample:
             closed.append(self._next(self._changes.popleft(), "title_change"))
         track = self._open
-        if not music:
-            track.last_end = max(track.last_end, int(end_sample))
-            return closed
         tags = tuple(tags)
         if tags != track.tags:  # the first window, or a model reload with other tags
-            track.tags, track.windows = tags, 0
+            track.tags, track.windows, track.music_windows = tags, 0, 0
             track.raw_sum = np.zeros(len(tags))
             track.smoothed_sum = np.zeros(len(tags))
             track.active_count = np.zeros(len(tags), dtype=np.int64)
             self._index = {tag: i for i, tag in enumerate(tags)}
         track.windows += 1
+        track.model_name, track.model_hash = model_name, model_hash
+        track.last_end = max(track.last_end, int(end_sample))
+        if not music:
+            return closed
+        track.music_windows += 1
         track.raw_sum += np.asarray(raw, dtype=np.float64)
         track.smoothed_sum += np.asarray(smoothed, dtype=np.float64)
         for tag in active:  # a few of the tags at a time
             track.active_count[self._index[tag]] += 1
-        track.model_name, track.model_hash = model_name, model_hash
-        track.last_end = max(track.last_end, int(end_sample))
         return closed
 
     def end(self, end_sample: int, at: float | None = None) -> list[TrackSummary]:
@@ -170,12 +172,12 @@ class TrackSummarizer:
 
     def _close(self, end_sample: int, at: float, reason: str) -> TrackSummary:
         t = self._open
-        if t.windows:
+        if t.music_windows:
             tags = t.tags
-            mean_raw = _floats(t.raw_sum / t.windows)
-            mean_smoothed = _floats(t.smoothed_sum / t.windows)
+            mean_raw = _floats(t.raw_sum / t.music_windows)
+            mean_smoothed = _floats(t.smoothed_sum / t.music_windows)
             share = tuple(float(c) / t.windows for c in t.active_count)
-        else:  # shorter than a window: no means
+        else:  # shorter than a window, or no music in it: no means
             tags = mean_raw = mean_smoothed = share = ()
         active = tuple(tag for tag, s in zip(tags, share, strict=True) if s > TRACK_ACTIVE_SHARE)
         end_sample = max(end_sample, t.start_sample)
