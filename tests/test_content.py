@@ -20,8 +20,10 @@ from content_material import (
     require,
     sox_signal,
 )
-from helpers import tiny_model_file
+from helpers import collect, make_config, started, tiny_model_file
 
+from streamtag.audio.files import write_audio
+from streamtag.daemon.config import SourceConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.content import (
     CONTENT_KINDS,
@@ -213,3 +215,27 @@ def test_a_track_of_speech_has_no_tags(tmp_path, programme):
     assert news.windows >= 20 and news.active == ()
     assert all(share <= 0.2 for share in news.active_share)
     assert by_title["music"].active == by_title["music again"].active == results[0].tags
+
+
+def test_scores_over_zeromq_say_speech_and_list_no_tag_during_it(tmp_path, programme):
+    """The programme as a FLAC file source of a real daemon: its scores messages carry the
+    content (protocol 1.6), and those inside the speech list no active tag."""
+    audio, speech_start, speech_end = programme
+    model = tiny_model_file(tmp_path / "tiny.pt", window=187, hop=62,
+                            thresholds=(0.01, 0.01, 0.01, 0.01))
+    path = tmp_path / "programme.flac"
+    write_audio(path, audio, RATE)
+    daemon, sub = started(make_config(model, tmp_path))
+    try:
+        daemon.add_source(SourceConfig("radio", f"file:{path}"))
+        messages = collect(sub, {"radio"})
+    finally:
+        sub.close()
+        daemon.stop()
+    scores = [m.body for m in messages if m.msg_type == "scores"]
+    assert scores and all(b.content in protocol.CONTENT_KINDS for b in scores)
+    inside = [b for b in scores if speech_start + 3.5 <= b.start_s and b.end_s <= speech_end]
+    assert inside and all(b.content == "speech" and b.active == () for b in inside)
+    before = [b for b in scores if b.end_s <= speech_start]
+    assert sum(b.content == "music" for b in before) >= 0.9 * len(before)
+    assert any(b.active for b in before)
