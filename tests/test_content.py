@@ -5,11 +5,13 @@ the music tags off, with the content on every result and in the tracks."""
 from __future__ import annotations
 
 import collections
+import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from content_material import (
     RATE,
     espeak_speech,
@@ -21,6 +23,7 @@ from content_material import (
     sox_signal,
 )
 from helpers import collect, make_config, started, tiny_model_file
+from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
 from streamtag.daemon.config import SourceConfig
@@ -36,6 +39,8 @@ from streamtag.engine.content import (
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
+from streamtag.history import schema
+from streamtag.history.report import format_json, format_text, load_history
 from streamtag.model.inference import InferenceModel
 from streamtag.wire import protocol
 
@@ -239,3 +244,28 @@ def test_scores_over_zeromq_say_speech_and_list_no_tag_during_it(tmp_path, progr
     before = [b for b in scores if b.end_s <= speech_start]
     assert sum(b.content == "music" for b in before) >= 0.9 * len(before)
     assert any(b.active for b in before)
+
+
+def test_the_history_stores_content_and_reports_the_speech_share(tmp_path, programme):
+    """Recorded from a real daemon over ZeroMQ into SQLite (schema revision 0008): each
+    window's content is kept, and the report gives the station's music and speech shares."""
+    audio, speech_start, speech_end = programme
+    path = tmp_path / "programme.flac"
+    write_audio(path, audio, RATE)
+    engine = record_file(path, tmp_path, (0.01, 0.01, 0.01, 0.01), window=187, hop=62,
+                         title="Programme")
+    try:
+        sc = schema.scores.c
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(sc.start_s, sc.end_s, sc.content, sc.active)).all()
+        inside = [r for r in rows if speech_start + 3.5 <= r.start_s and r.end_s <= speech_end]
+        assert inside and all(r.content == "speech" and r.active == "[]" for r in inside)
+        history = load_history(engine)
+        shares = history.airtime["radio"].content_share()
+        speech_part = (speech_end - speech_start) / (len(audio) / RATE)
+        assert abs(shares["speech"] - speech_part) < 0.1, (shares, speech_part)
+        assert abs(shares["music"] - (1 - speech_part)) < 0.1, shares
+        assert "content: music " in format_text(history) and "speech" in format_text(history)
+        assert json.loads(format_json(history))["streams"]["radio"]["content"] == shares
+    finally:
+        engine.dispose()

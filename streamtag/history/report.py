@@ -56,9 +56,18 @@ class StreamAirtime:
     last_at: float | None = None
     active: dict[str, int] = field(default_factory=dict)  # tag -> windows active
     tags: list[str] = field(default_factory=list)         # every tag its models name
+    # what its windows were (protocol 1.6's content: music, speech, ...) -> windows; the
+    # windows of daemons that did not say are in none
+    content: dict[str, int] = field(default_factory=dict)
 
     def share(self, tag: str) -> float:
         return self.active.get(tag, 0) / self.windows if self.windows else 0.0
+
+    def content_share(self) -> dict[str, float]:
+        """Each content's share of the windows whose content is known, most first."""
+        known = sum(self.content.values())
+        return {kind: n / known for kind, n in sorted(self.content.items(),
+                                                      key=lambda kv: (-kv[1], kv[0]))}
 
 
 @dataclass
@@ -94,7 +103,8 @@ class History:
             "since": self.since, "until": self.until, "tz": self.zone.name,
             "streams": {s: {"windows": a.windows, "first_at": a.first_at, "last_at": a.last_at,
                             "station": self.stations.get(s),
-                            "airtime": {t: a.share(t) for t in a.tags}}
+                            "airtime": {t: a.share(t) for t in a.tags},
+                            "content": a.content_share()}
                         for s, a in sorted(self.airtime.items())},
             "asrun": [e.to_dict() for e in self.as_run],
             "off_air": [s.to_dict() for s in self.off_air],
@@ -163,6 +173,15 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                     a.tags.append(tag)
             for tag in schema.unpack_names(row.active):
                 a.active[tag] += row.n
+        # a database not upgraded to revision 0008 has no content to count
+        if "content" in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
+            for row in conn.execute(
+                    sa.select(sc.stream, sc.content, sa.func.count().label("n"))
+                    .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until),
+                           sc.content.is_not(None))
+                    .group_by(sc.stream, sc.content)):
+                if row.stream in airtime:
+                    airtime[row.stream].content[row.content] = row.n
 
         tc = s.tracks.c
         overlap = []
@@ -365,6 +384,9 @@ def format_text(history: History, events: bool = False) -> str:
                             < len(a.tags) else "") + "): "
                          + ("  ".join(f"{one_line(t)} {100 * a.share(t):.1f}%" for t in shown)
                             or "none active"))
+        if a.content:
+            lines.append("  content: " + "  ".join(f"{one_line(kind)} {100 * share:.1f}%"
+                                                   for kind, share in a.content_share().items()))
         entries = [e for e in history.as_run if e.stream == stream]
         if entries:
             lines.append(f"  as-run ({len(entries)}):")
