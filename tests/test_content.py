@@ -40,7 +40,7 @@ from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
 from streamtag.history import schema
-from streamtag.history.report import format_json, format_text, load_history
+from streamtag.history.report import format_csv, format_json, format_text, load_history
 from streamtag.model.inference import InferenceModel
 from streamtag.wire import protocol
 
@@ -267,5 +267,10 @@ def test_the_history_stores_content_and_reports_the_speech_share(tmp_path, progr
         assert abs(shares["music"] - (1 - speech_part)) < 0.1, shares
         assert "content: music " in format_text(history) and "speech" in format_text(history)
         assert json.loads(format_json(history))["streams"]["radio"]["content"] == shares
+        # one speech span, as long as the speech (wall clock: the file plays faster than
+        # real time, so its length is the windows' sending times, not checked here)
+        assert [s.kind for s in history.speech] == ["speech"]
+        assert "  speech (1, " in format_text(history)
+        assert "speech," in format_csv(history)
     finally:
         engine.dispose()

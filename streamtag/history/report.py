@@ -87,6 +87,7 @@ class History:
     as_run: list[asrun.Entry] = field(default_factory=list)
     off_air: list[asrun.Span] = field(default_factory=list)
     silence: list[asrun.Span] = field(default_factory=list)
+    speech: list[asrun.Span] = field(default_factory=list)  # windows of speech (1.6)
     not_recorded: list[asrun.Span] = field(default_factory=list)
     period: str | None = None  # plays per "day" or "week"; None: for the whole range
     plays: list[dict[str, Any]] = field(default_factory=list)
@@ -109,6 +110,7 @@ class History:
             "asrun": [e.to_dict() for e in self.as_run],
             "off_air": [s.to_dict() for s in self.off_air],
             "silence": [s.to_dict() for s in self.silence],
+            "speech": [s.to_dict() for s in self.speech],
             "not_recorded": [s.to_dict() for s in self.not_recorded],
             "period": self.period, "plays": self.plays,
             "tracks": self.tracks, **({"events": self.events} if events else {}),
@@ -253,11 +255,13 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         off_air = [s for s in around if s.overlaps(-np.inf if since is None else since, until)]
         stations = station_names(conn, streams, until)
         silence = asrun.silence_spans(conn, streams, since, until, now)
+        speech = asrun.speech_spans(conn, streams, since, until)
         not_recorded = asrun.gap_spans(conn, gaps)
     entries = asrun.as_run(engine, tracks, around, silence, streams, since, until, top,
                            now)
     return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
+                   speech=speech,
                    not_recorded=not_recorded, period=period,
                    plays=asrun.plays(entries, off_air, zone, period, now), stations=stations)
 
@@ -412,6 +416,7 @@ def format_text(history: History, events: bool = False) -> str:
                          + (f"  [{'; '.join(notes)}]" if notes else "") + f"  tags: {top}")
         _spans(history, lines, "OFF AIR", [s for s in history.off_air if s.stream == stream])
         _spans(history, lines, "silence", [s for s in history.silence if s.stream == stream])
+        _spans(history, lines, "speech", [s for s in history.speech if s.stream == stream])
         _spans(history, lines, "not recorded (data lost)",
                [s for s in history.not_recorded if s.stream == stream])
         for g in (g for g in history.plays if g["stream"] == stream):
@@ -472,10 +477,11 @@ def format_csv(history: History, events: bool = True) -> str:
     score; for the track now playing, and one whose end was never recorded (kind
     "unfinished"), the share of its windows with the tag on; its EBU R128
     loudness in ``loudness_lufs`` where the daemon measured it), one airtime
-    row per stream (the tags' shares), and rows of kind off_air, silence, not_recorded, plays
-    (per title), tag_plays, event (with `events`), gap and restart. Times are ISO 8601 with
-    the report's zone offset. Text cells from outside (streams, titles, tags, sessions) are
-    written as text a spreadsheet will not evaluate (``text.csv_text``); numbers as numbers."""
+    row per stream (the tags' shares), and rows of kind off_air, silence, speech,
+    not_recorded, plays (per title), tag_plays, event (with `events`), gap and restart.
+    Times are ISO 8601 with the report's zone offset. Text cells from outside (streams,
+    titles, tags, sessions) are written as text a spreadsheet will not evaluate
+    (``text.csv_text``); numbers as numbers."""
     cell = csv_text
     tags = csv_tags(history)
     column = {tag: i for i, tag in enumerate(tags)}
@@ -507,7 +513,7 @@ def format_csv(history: History, events: bool = True) -> str:
             e.title or "", "; ".join(e.partial), cell("; ".join(e.active)), e.windows, values,
             e.loudness_lufs, e.audio_s)
     for kind, spans in (("off_air", history.off_air), ("silence", history.silence),
-                        ("not_recorded", history.not_recorded)):
+                        ("speech", history.speech), ("not_recorded", history.not_recorded)):
         for s in spans:
             row(kind, s.stream, s.start, s.end, detail=cell(s.detail))
     for g in history.plays:
