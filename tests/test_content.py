@@ -26,6 +26,7 @@ from helpers import collect, make_config, started, tiny_model_file
 from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
+from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import SourceConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.content import (
@@ -199,6 +200,17 @@ def test_music_tags_are_off_during_speech_and_back_after_it(tmp_path, programme)
     assert all(r.content is None for r in plain)
     assert all(r.active == r.tags for r in plain
                if speech_start + 3.5 <= r.start_s and r.end_s <= speech_end)
+
+
+def test_with_the_shipped_default_model_speech_is_speech_and_tagless(programme):
+    """Content is the model's own business nowhere: the default model (2.98-s windows every
+    0.99 s, its own frontend) gets the same decisions."""
+    audio, speech_start, speech_end = programme
+    results = run_engine(default_model_path(), audio)
+    inside = [r for r in results if speech_start + 3.5 <= r.start_s and r.end_s <= speech_end]
+    music = [r for r in results if r.end_s <= speech_start or r.start_s >= speech_end]
+    assert inside and all(r.content == "speech" and r.active == () for r in inside)
+    assert sum(r.content == "music" for r in music) >= 0.9 * len(music)
 
 
 def test_a_track_of_speech_has_no_tags(tmp_path, programme):

@@ -12,6 +12,7 @@ from the file's title and artist tags).
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
@@ -29,7 +30,7 @@ from streamtag.audio.loudness import (
     loudness_of_power,
 )
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
-from streamtag.engine.content import MUSIC
+from streamtag.engine.content import MUSIC, SILENCE
 from streamtag.engine.health import HealthConfig
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
@@ -83,7 +84,9 @@ class _Collector:
         self._raw: dict[str, list[np.ndarray]] = {}
         self._open: dict[str, dict[str, tuple[float, list[float]]]] = {}
         self._tracks: dict[str, TrackSummarizer] = {}
-        self._sounding: dict[str, int] = {}  # windows not quiet nor silent ([health])
+        self._sounding: dict[str, int] = {}  # music windows not quiet nor silent ([health])
+        # windows per content (streamtag.engine.content); only music's scores are kept
+        self._content: dict[str, collections.Counter] = {}
         self._lock = threading.Lock()
 
     def start(self, stream_id: str, path: str) -> None:
@@ -92,6 +95,7 @@ class _Collector:
         self._open[stream_id] = {}
         self._tracks[stream_id] = TrackSummarizer(self.model.sample_rate)
         self._sounding[stream_id] = 0
+        self._content[stream_id] = collections.Counter()
 
     def name(self, stream_id: str, title: str | None) -> None:
         """The file's title, from its tags: the title of its one track."""
@@ -102,12 +106,14 @@ class _Collector:
         with self._lock:
             out = self.results[result.stream_id]
             out.windows += 1
-            if not result.quiet:
-                self._sounding[result.stream_id] += 1
-            self._raw[result.stream_id].append(result.raw)
+            music = result.content in (None, MUSIC)
+            self._content[result.stream_id][result.content] += 1
+            if music:
+                self._sounding[result.stream_id] += not result.quiet
+                self._raw[result.stream_id].append(result.raw)
             self._tracks[result.stream_id].add_window(
                 result.end_sample, result.tags, result.raw, result.smoothed, result.active,
-                result.model_name, result.model_hash, music=result.content in (None, MUSIC))
+                result.model_name, result.model_hash, music=music)
             opened = self._open[result.stream_id]
             self._events(result.stream_id, result.events)
             for tag, (_, scores) in opened.items():
@@ -150,8 +156,16 @@ class _Collector:
                             if m >= th}
                 out.tags = sorted(strength, key=lambda t: -strength[t])
                 out.strength = {t: strength[t] for t in out.tags}
-                if not self._sounding[stream_id]:  # dead air: what the model says means nothing
-                    out.tags, out.strength = [], {}
+            other = {kind: n for kind, n in self._content[stream_id].items()
+                     if kind not in (None, MUSIC)}
+            if out.windows and not self._sounding[stream_id]:
+                # dead air or speech: what the model says means nothing
+                out.tags, out.strength = [], {}
+                if set(other) - {SILENCE}:
+                    out.note = "no music in it (" + ", ".join(
+                        f"{kind} {100 * n / out.windows:.0f}%" for kind, n in sorted(
+                            other.items(), key=lambda kv: -kv[1])) + "): no tags"
+                else:
                     out.note = (f"every window was below {self.silence_dbfs:g} dBFS "
                                 "(silence): no tags")
 
