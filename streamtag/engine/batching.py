@@ -507,9 +507,9 @@ class Engine:
             if stream.finished:
                 raise ValueError(f"stream {stream_id!r} has finished; add a new stream")
             with self._cond:
-                framer, generation = stream.framer, self._generation
+                framer, generation, content = stream.framer, self._generation, stream.content
             windows = framer.accept(samples)
-            kinds = self._classify(stream, windows, samples)
+            kinds = self._classify(content, windows, samples)
             stream.samples += len(samples)
             stream.counters["samples"] = stream.samples
             if loudness and stream.loudness is not None:
@@ -548,9 +548,9 @@ class Engine:
             if stream.finished:
                 return
             with self._cond:
-                framer, generation = stream.framer, self._generation
+                framer, generation, content = stream.framer, self._generation, stream.content
             windows = framer.finish()
-            kinds = self._classify(stream, windows, None)
+            kinds = self._classify(content, windows, None)
             self._enqueue(stream, generation, windows, time.monotonic(), finishing=True,
                           kinds=kinds)
         self._maybe_close(stream)
@@ -568,11 +568,10 @@ class Engine:
             self._cond.notify_all()
 
     @staticmethod
-    def _classify(stream: _Stream, windows: Sequence[_Cut],
+    def _classify(content: ContentTracker | None, windows: Sequence[_Cut],
                   samples: np.ndarray | None) -> list[str | None]:
         """The content class of each window cut from ``samples`` (None: the input ended),
         fed to the stream's content frontend first."""
-        content = stream.content
         if content is None:
             return [None] * len(windows)
         if samples is None:
