@@ -13,7 +13,7 @@ from streamtag.frontend import (
     mel_filterbank,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place of the version: pyproject.toml reads it
 
 __all__ = [
     "FrameRing",

@@ -1,6 +1,9 @@
 """Where streamtag keeps its own files: one folder per user (installed models, the control
 token), ``$STREAMTAG_HOME`` when that variable is set, else streamtag's folder in the user
-data folder (platformdirs: e.g. ``~/.local/share/streamtag`` on Linux)."""
+data folder (platformdirs: e.g. ``~/.local/share/streamtag`` on Linux). The folder is this
+user's alone, since what it holds is a secret (the token) and code (models): whoever makes or
+uses it checks it with ``fsutil.own_folder`` (made 0700, refused when another user owns it or
+others may write it)."""
 
 from __future__ import annotations
 
@@ -20,3 +23,4 @@ def home() -> Path:
     import platformdirs
 
     return platformdirs.user_data_path("streamtag", appauthor=False)
+

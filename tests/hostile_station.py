@@ -23,6 +23,16 @@ in ``requests``):
   read gets a byte in time: a head sent a byte at a time, "100 Continue" for ever, 3 s of MP3
   then a chunked trailer that never ends.
 - ``/rate1``: a WAV whose header says 1 Hz.
+- ``/radio``: the MP3 repeated at real time (an honest station, beside the hostile ones).
+- ``/padded``: the MP3 at real time with zero bytes between its pieces, as many as the client
+  takes (once the connection has played ``attack_after_s`` or ``go`` is set; the MP3 alone
+  before).
+- ``/ogg-comment``: a chained Ogg stream: ``vorbis`` (its first link) at real time, and then
+  (as for /padded) a second link whose comment packet holds ``comment_bytes``, sent as fast as
+  read, made page by page as it goes (its pages all alike), then that link's audio.
+- ``/ogg-beside``: an Ogg stream of two logical streams, as fast as read: ``vorbis`` and,
+  beside it, a header packet of a second stream that never ends, ``beside_bytes_per_s`` of it
+  per second of the audio (within what the audio allows).
 """
 
 from __future__ import annotations
@@ -74,6 +84,111 @@ def wav_header(rate: int, channels: int, bits: int, data_bytes: int = 0xFFFFFFFF
             + b"data" + struct.pack("<I", data_bytes))
 
 
+# -- Ogg pages, written here apart from streamtag's reader of them ------------------------------
+
+OGG_CONTINUED, OGG_FIRST, OGG_LAST = 0x01, 0x02, 0x04
+NO_GRANULE = -1  # a page on which no packet ends
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        r = byte << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else r << 1
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_CRC = _crc_table()
+
+
+def slow_ogg_crc(data: bytes) -> int:
+    """Ogg's page checksum as its specification writes it (CRC-32, polynomial 0x04C11DB7,
+    most significant bit first, start 0, no final XOR), a byte at a time: for a few pages."""
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC[(crc >> 24) ^ byte]
+    return crc
+
+
+def ogg_page(flags: int, granule: int, serial: int, seq: int, lacing: bytes,
+             body: bytes) -> bytes:
+    import struct
+
+    head = struct.pack("<4sBBqIIIB", b"OggS", 0, flags, granule, serial, seq, 0, len(lacing))
+    page = bytearray(head + lacing + body)
+    page[22:26] = struct.pack("<I", slow_ogg_crc(bytes(page)))
+    return bytes(page)
+
+
+def ogg_pages(data: bytes) -> list[tuple[int, int, int, bytes, bytes]]:
+    """The pages of a well-made Ogg stream: (flags, granule, serial, lacing, body) each."""
+    import struct
+
+    pages, at = [], 0
+    while at < len(data):
+        _, _, flags, granule, serial, _, _, count = struct.unpack_from("<4sBBqIIIB", data, at)
+        lacing = data[at + 27:at + 27 + count]
+        end = at + 27 + count + sum(lacing)
+        pages.append((flags, granule, serial, lacing, data[at + 27 + count:end]))
+        at = end
+    return pages
+
+
+def vorbis_ogg(seconds: float, sample_rate: int = 44100) -> bytes:
+    """An Ogg Vorbis stream (mono, music-like: a tone in noise), as a station sends one link,
+    encoded by ffmpeg's libvorbis."""
+    done = subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+         f"sine=frequency=330:sample_rate={sample_rate}:duration={seconds}", "-f", "lavfi",
+         "-i", f"anoisesrc=amplitude=0.2:sample_rate={sample_rate}:duration={seconds}",
+         "-filter_complex", "amix=inputs=2", "-ac", "1", "-c:a", "libvorbis", "-f", "ogg",
+         "-"], check=True, capture_output=True, timeout=60)
+    return done.stdout
+
+
+def relinked(vorbis: bytes, serial: int, comment_bytes: int = 0):
+    """The pages of ``vorbis`` again as another link (``serial``), its comment packet replaced
+    by one of ``comment_bytes`` when given: yields the link's bytes piece by piece, the huge
+    packet as pages alike (Ogg's demuxers read no page numbers), made as they are taken."""
+    import struct
+
+    pages = ogg_pages(vorbis)
+    first, headers, *audio = pages
+    flags, granule, _, lacing, body = first
+    yield ogg_page(flags, granule, serial, 0, lacing, body)
+    h_flags, h_granule, _, h_lacing, h_body = headers
+    if not comment_bytes:
+        yield ogg_page(h_flags, h_granule, serial, 1, h_lacing, h_body)
+    else:
+        # the original comment packet (its first lacing value < 255) is dropped; the setup
+        # packet that follows it on the page goes on a page of its own
+        comment_size = 0
+        for n, value in enumerate(h_lacing):
+            comment_size += value
+            if value < 255:
+                setup_lacing, setup_body = h_lacing[n + 1:], h_body[comment_size:]
+                break
+        text = b"TITLE="
+        head = (b"\x03vorbis" + struct.pack("<I", 9) + b"streamtag" + struct.pack("<I", 1)
+                + struct.pack("<I", len(text) + comment_bytes) + text)
+        full = b"\xff" * 255
+        page_body = 255 * 255
+        yield ogg_page(0, NO_GRANULE, serial, 1, full, head.ljust(page_body, b"x"))
+        middle = ogg_page(OGG_CONTINUED, NO_GRANULE, serial, 2, full, b"x" * page_body)
+        left = len(head) + comment_bytes + 1 - page_body  # the framing bit ends the packet
+        while left >= page_body:
+            yield middle
+            left -= page_body
+        tail = b"x" * (left - 1) + b"\x01"
+        last_lacing = b"\xff" * (len(tail) // 255) + bytes([len(tail) % 255])
+        yield ogg_page(OGG_CONTINUED, 0, serial, 3, last_lacing, tail)
+        yield ogg_page(0, 0, serial, 4, setup_lacing, setup_body)
+    for seq, (a_flags, a_granule, _, a_lacing, a_body) in enumerate(audio, 5):
+        yield ogg_page(a_flags, a_granule, serial, seq, a_lacing, a_body)
+
+
 def bare_mp3(path: Path, seconds: float = 3.0, sample_rate: int = 44100) -> bytes:
     """A bare CBR MP3 byte stream of music-like sound (no Xing frame, no ID3), as radio servers
     send, written by PyAV to ``path``."""
@@ -101,6 +216,14 @@ class HostileStation:
         self.ftp_url: str | None = None
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.sent: dict[str, int] = {}  # bytes of body sent per path
+        # /padded and /ogg-comment attack once a connection has played attack_after_s, or
+        # once go is set
+        self.go = threading.Event()
+        self.attack_after_s = 1.0
+        self.vorbis: bytes | None = None  # the first link of /ogg-comment, and /ogg-beside's
+        self.vorbis_s = 0.0
+        self.comment_bytes = 64 << 20
+        self.beside_bytes_per_s = 1.8 * (1 << 20)  # /ogg-beside's second stream, per audio s
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -220,6 +343,62 @@ class HostileStation:
                 self.head("audio/wav")
                 self.send(path, wav_header(1, 1, 8) + bytes(range(256)) * 64)
 
+            def route_radio(self, path):
+                self.head("audio/mpeg")
+                t0, sent = time.monotonic(), 0
+                while True:
+                    for at in range(0, len(owner.mp3), 1600):  # 0.1 s of 128 kbit/s
+                        self.send(path, owner.mp3[at:at + 1600])
+                        sent += 1600
+                        time.sleep(max(0.0, t0 + sent / 16000 - time.monotonic()))
+
+            def route_padded(self, path):
+                self.head("audio/mpeg")
+                t0, sent, zeros = time.monotonic(), 0, bytes(1 << 16)
+                while True:
+                    for at in range(0, len(owner.mp3), 1600):
+                        self.send(path, owner.mp3[at:at + 1600])
+                        sent += 1600
+                        due = t0 + sent / 16000
+                        while owner.attacking(t0) and time.monotonic() < due:
+                            self.send(path, zeros)  # as fast as the client reads
+                        time.sleep(max(0.0, due - time.monotonic()))
+
+            def route_ogg_comment(self, path):
+                self.head("application/ogg")
+                link = owner.vorbis
+                t0, sent, links = time.monotonic(), 0, 0
+                while not owner.attacking(t0):  # the first link, again, at real time
+                    links += 1
+                    for page in relinked(link, 0x1000 + links):
+                        if owner.attacking(t0):  # the next link begins at a page, as at a
+                            break              # source switch of an Icecast mount
+                        self.send(path, page)
+                        sent += len(page)
+                        time.sleep(max(0.0, t0 + sent * owner.vorbis_s / len(link)
+                                       - time.monotonic()))
+                for page in relinked(link, 0x2000, owner.comment_bytes):
+                    self.send(path, page)
+
+            def route_ogg_beside(self, path):
+                self.head("application/ogg")
+                pages = ogg_pages(owner.vorbis)
+                other = 0x3000
+                flags, granule, serial, lacing, body = pages[0]
+                self.send(path, ogg_page(flags, granule, serial, 0, lacing, body))
+                # the second stream's first page: a Vorbis header that begins and never ends
+                full = b"\xff" * 255
+                self.send(path, ogg_page(OGG_FIRST, NO_GRANULE, other, 0, full,
+                                         b"\x01vorbis".ljust(255 * 255, b"y")))
+                beside = ogg_page(OGG_CONTINUED, NO_GRANULE, other, 1, full, b"y" * 255 * 255)
+                beside_sent = 0
+                for seq, (flags, granule, serial, lacing, body) in enumerate(pages[1:], 1):
+                    self.send(path, ogg_page(flags, granule, serial, seq, lacing, body))
+                    # as fast as read: its first 30 s of audio come at once
+                    while beside_sent < owner.beside_bytes_per_s * max(0, granule) / 44100:
+                        self.send(path, beside)
+                        beside_sent += len(beside)
+
             def route_flood(self, path):
                 self.icy(path, 256, title_block)
 
@@ -270,6 +449,9 @@ class HostileStation:
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
+
+    def attacking(self, t0: float) -> bool:
+        return self.go.is_set() or time.monotonic() - t0 >= self.attack_after_s
 
     def url(self, path: str, credentials: str = "") -> str:
         return f"http://{credentials}127.0.0.1:{self.port}{path}"
@@ -340,15 +522,15 @@ def _kib(field: str) -> int:
 def measure(url: str, seconds: float, options: dict) -> dict:
     """Runs an HttpSource on ``url`` for ``seconds`` in this process (meant to be a fresh one)
     and says what it took: peak resident memory above the baseline (after imports), samples,
-    titles reported, the last error and the counters. Ends the process (a source stuck in
-    FFmpeg does not stop)."""
+    titles reported, the last error, the first errors and the counters. Ends the process (a
+    source stuck in FFmpeg does not stop)."""
     import soxr  # noqa: F401 - loaded before the baseline (av and numpy are, above)
 
     from streamtag.sources.http import HttpSource
 
     source = HttpSource(url, **options)
     report = {"titles": 0, "samples": 0, "statuses": 0, "error": None, "last_title": None,
-              "titles_ignored_extra": 0}
+              "titles_ignored_extra": 0, "reasons": []}
 
     def on_status(state, error, extra):
         report["statuses"] += 1
@@ -359,6 +541,8 @@ def measure(url: str, seconds: float, options: dict) -> dict:
                                              extra.get("titles_ignored", 0))
         if error:
             report["error"] = error[:500]
+            if len(report["reasons"]) < 32:  # why each connection was lost
+                report["reasons"].append(error[:500])
 
     baseline = _kib("VmRSS")
     source.open(16000, on_status)

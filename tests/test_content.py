@@ -236,7 +236,7 @@ def test_a_track_of_speech_has_no_tags(tmp_path, programme):
 
 def test_scores_over_zeromq_say_speech_and_list_no_tag_during_it(tmp_path, programme):
     """The programme as a FLAC file source of a real daemon: its scores messages carry the
-    content (protocol 1.6), and those inside the speech list no active tag."""
+    content (protocol 1.7), and those inside the speech list no active tag."""
     audio, speech_start, speech_end = programme
     model = tiny_model_file(tmp_path / "tiny.pt", window=187, hop=62,
                             thresholds=(0.01, 0.01, 0.01, 0.01))

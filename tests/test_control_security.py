@@ -12,6 +12,8 @@ others could read while it was written.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -82,6 +84,33 @@ def raw_request(endpoint: str, payload: dict | bytes, timeout_ms: int = 2000) ->
         sock.close(linger=0)
 
 
+def signed_request(endpoint: str, request: dict, token: str, nonce: str | None = None,
+                   timeout_ms: int = 2000) -> dict:
+    """One request signed as docs/protocol.md says, on a plain REQ socket: a challenge, then
+    [{"nonce", "mac"}, request]; ``nonce`` replaces the one the daemon gave."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(b'{"cmd":"challenge"}')
+        assert sock.poll(timeout_ms, zmq.POLLIN), "no challenge"
+        given = json.loads(sock.recv())["nonce"]
+        nonce = nonce or given
+        data = json.dumps(request).encode()
+        mac = hmac.new(token.encode(), nonce.encode() + data, hashlib.sha256).hexdigest()
+        sock.send_multipart([json.dumps({"nonce": nonce, "mac": mac}).encode(), data])
+        assert sock.poll(timeout_ms, zmq.POLLIN), "no reply"
+        frames = sock.recv_multipart()
+        if len(frames) == 2:  # signed back: over the nonce, our mac and the reply's bytes
+            expected = hmac.new(token.encode(), nonce.encode() + mac.encode() + frames[1],
+                                hashlib.sha256).hexdigest()
+            assert json.loads(frames[0])["mac"] == expected
+        return json.loads(frames[-1])
+    finally:
+        sock.close(linger=0)
+
+
 def refused(reply: dict, words: str) -> bool:
     return reply["ok"] is False and words in reply["error"]
 
@@ -97,27 +126,28 @@ def test_a_request_without_the_right_token_is_refused_and_nothing_runs(model_pat
     daemon = start(model_path, tmp_path, model_roots=(str(roots),))
     control = daemon.control.endpoint
     try:
+        as_read = (home / "control.token").read_text()
         requests = [{"cmd": "ping"}, {"cmd": "status"},
                     {"cmd": "add_source", "id": "x", "spec": str(audio_files["a"])},
                     {"cmd": "reload_model", "path": str(other)}]
-        for token in (None, "", "0" * 64, 12345, ["a"]):
+        # the right token in clear is refused too: it is never to travel
+        for token in (None, "", "0" * 64, 12345, ["a"], as_read, as_read.strip(), "\ud800"):
             for request in requests:
                 sent = request if token is None else {**request, "token": token}
                 reply = raw_request(control, sent)
                 assert refused(reply, REFUSED), (sent, reply)
                 assert str(home / "control.token") in reply["error"]
+                assert "never sent" in reply["error"]
                 assert set(reply) == {"ok", "error"}  # one refusal, nothing else
+        # signed with another token, or over a nonce the daemon did not give: refused
+        assert refused(control_request(control, {"cmd": "ping"}, token="0" * 64), REFUSED)
+        assert refused(signed_request(control, {"cmd": "ping"}, as_read.strip(),
+                                      nonce="a" * 64), "nonce is unknown")
         assert "x" not in daemon.status()["streams"] and daemon.model.name == "tiny"
-        assert daemon.control.refused == 20
-        # A client in another language sends the token file's text as it reads it, with its
-        # newline: that is the token. A lone surrogate is refused, not a failure.
-        as_read = (home / "control.token").read_text()
-        assert as_read.endswith("\n")
-        assert raw_request(control, {"cmd": "ping", "token": as_read})["ok"]
-        assert refused(raw_request(control, {"cmd": "ping", "token": "\ud800"}), REFUSED)
-        assert raw_request(control, {"cmd": "ping", "token": as_read})["ok"]  # still serving
-        # The streamtag client finds the token by itself; the token never reaches a handler
-        # (it would be an unknown source option).
+        assert daemon.control.refused == 34
+        # The streamtag client finds the token by itself and signs; a client in another
+        # language signs with the file's text as it reads it, blanks around it taken off.
+        assert signed_request(control, {"cmd": "ping"}, as_read.strip())["ok"]
         assert control_request(control, {"cmd": "ping"})["ok"]
         reply = control_request(control, {"cmd": "add_source", "id": "x",
                                           "spec": str(audio_files["b"])})
@@ -126,30 +156,42 @@ def test_a_request_without_the_right_token_is_refused_and_nothing_runs(model_pat
         daemon.stop()
 
 
-def test_the_token_file_is_made_private_and_one_others_can_read_stops_the_daemon(
-        model_path, tmp_path, home):
+def test_the_token_file_is_made_private_new_at_each_start_unless_pinned(model_path, tmp_path,
+                                                                        home):
     daemon = start(model_path, tmp_path)
     daemon.stop()
     made = home / "control.token"
     assert made.stat().st_mode & 0o777 == 0o600
-    assert re.fullmatch(r"[0-9a-f]{64}\n", made.read_text())
+    assert home.stat().st_mode & 0o777 == 0o700
+    first = made.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}\n", first)
     assert not list(home.glob(".*.tmp"))  # the temporary file it was written through is gone
+    daemon = start(model_path, tmp_path)
+    try:  # a new start, a new token: one learnt before is worth nothing now
+        assert made.read_text() != first
+        assert refused(control_request(daemon.control.endpoint, {"cmd": "ping"},
+                                       token=first.strip()), REFUSED)
+        assert control_request(daemon.control.endpoint, {"cmd": "ping"})["ok"]
+    finally:
+        daemon.stop()
 
     chosen = tmp_path / "etc" / "streamtag.token"
     chosen.parent.mkdir()
     chosen.write_text("f" * 64 + "\n")
     chosen.chmod(0o644)
-    with pytest.raises(ConfigError) as refusal:
-        start(model_path, tmp_path, token_file=str(chosen))
-    assert str(chosen) in str(refusal.value) and f"chmod 600 {chosen}" in str(refusal.value)
+    for pin in (False, True):
+        with pytest.raises(ConfigError) as refusal:
+            start(model_path, tmp_path, token_file=str(chosen), pin_token=pin)
+        assert str(chosen) in str(refusal.value) and f"chmod 600 {chosen}" in str(refusal.value)
     chosen.chmod(0o600)
-    daemon = start(model_path, tmp_path, token_file=str(chosen))
+    daemon = start(model_path, tmp_path, token_file=str(chosen), pin_token=True)
     try:  # the token in the file is the one: given explicitly, it is served
         endpoint = daemon.control.endpoint
         assert control_request(endpoint, {"cmd": "ping"}, token="f" * 64)["ok"]
         assert refused(control_request(endpoint, {"cmd": "ping"}), REFUSED)  # home's is not
     finally:
         daemon.stop()
+    assert chosen.read_text() == "f" * 64 + "\n"  # pinned: kept across starts
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")

@@ -145,8 +145,9 @@ def test_tracks_end_and_start_where_their_audio_did(outages, capsys):
     got = [(e["title"], round(e["start"] - t0, 1), None if e["end"] is None
             else round(e["end"] - t0, 1), e["partial"], round(e["audio_s"])) for e in entries]
     assert got[:2] == [
-        # its track message came as the daemon stopped, 38 s after its audio ended
-        ("A", 0.0, 60.0, ["joined", "cut", "off air"], 60),
+        # its track message came as the daemon stopped, 38 s after its audio ended: its audio
+        # ended as the station went off air, which the daemon's stop did not cut
+        ("A", 0.0, 60.0, ["joined", "off air"], 60),
         # started with the daemon's session, but its audio began when the station came on
         ("B", 111.0, 201.0, ["joined", "off air"], 60)]
     # a track without a track message (its daemon killed, or still playing): its audio

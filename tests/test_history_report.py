@@ -84,11 +84,12 @@ def test_the_as_run_log_is_what_was_played(session, capsys):
     assert dict(plays["tags"]) == {tag: 1 for tag in TAGS}
     assert plays["off_air"] == 1 and plays["off_air_s"] == pytest.approx(32.0)
 
-    # the second station's last track was cut when its stream ended
+    # the second station's stream ended with its last track while the daemon went on: the
+    # track ended with the stream, it was not cut
     result = history(capsys, "--db", url, "--json", "--stream", "radio-2")
     entries = json.loads(result.stdout)["asrun"]
     assert [(e["title"], e["partial"], e["now_playing"]) for e in entries] == [
-        ("Intro", ["joined"], False), ("Outro", ["cut"], False)]
+        ("Intro", ["joined"], False), ("Outro", [], False)]
 
 
 def test_a_404_outage_is_off_air_in_text_json_csv_and_plot(session, capsys, tmp_path):
@@ -694,8 +695,8 @@ def test_joined_is_what_the_source_knew_where_it_knew(tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     got = {(e["stream"], e["title"]): e["partial"] for e in json.loads(result.stdout)["asrun"]}
     assert got == {("ogg-now", "A"): [], ("ogg-done", "A"): [],
-                   ("ogg-done", "B"): ["joined"], ("ogg-done", "C"): ["cut"],
-                   ("mp3", "A"): ["joined"], ("mp3", "B"): ["cut"]}
+                   ("ogg-done", "B"): ["joined"], ("ogg-done", "C"): [],
+                   ("mp3", "A"): ["joined"], ("mp3", "B"): []}
     with schema.create_db_engine(url).connect() as conn:
         stored = conn.execute(sa.select(schema.tracks.c.title, schema.tracks.c.heard_from_start)
                               .where(schema.tracks.c.stream == "ogg-done")

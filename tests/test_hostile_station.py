@@ -7,26 +7,48 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 import av
 import pytest
+from helpers import Feed, free_port, stop_process, wait_until
 from hostile_station import (
     BANNER,
+    OGG_FIRST,
     HostileStation,
     Listener,
     bare_mp3,
     measure_in_subprocess,
+    ogg_page,
+    ogg_pages,
+    relinked,
+    slow_ogg_crc,
+    vorbis_ogg,
     wav_header,
 )
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.errors import SourceError
-from streamtag.sources import HttpSource
+from streamtag.sources import HttpSource, parse_source
 from streamtag.sources.base import MAX_TITLE_CHARS
+from streamtag.sources.bounds import ByteLimitError, OggPages, ogg_crc
 from streamtag.sources.hosts import HostPolicy, redact_url
-from streamtag.sources.http import MAX_BYTES_BEFORE_AUDIO, MAX_TITLE_CHANGES, OPEN_OPTIONS
+from streamtag.sources.http import (
+    LEEWAY_BYTES,
+    MAX_BYTES_PER_AUDIO_S,
+    MAX_OGG_PACKET_BYTES,
+    MAX_OGG_STREAMS,
+    MAX_TITLE_CHANGES,
+    OPEN_OPTIONS,
+)
 
 TARGET = 16000
 GROWTH_MB = 50  # what one hostile station may add to the daemon's resident memory
@@ -37,9 +59,21 @@ def mp3(tmp_path_factory) -> bytes:
     return bare_mp3(tmp_path_factory.mktemp("hostile") / "station.mp3")
 
 
+VORBIS_S = 40.0
+
+
+@pytest.fixture(scope="module")
+def vorbis() -> bytes:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg (Debian package ffmpeg) makes the Ogg Vorbis links")
+    return vorbis_ogg(VORBIS_S)
+
+
 @pytest.fixture
-def station(mp3):
+def station(mp3, request):
     server = HostileStation(mp3)
+    if "vorbis" in request.fixturenames:
+        server.vorbis, server.vorbis_s = request.getfixturevalue("vorbis"), VORBIS_S
     yield server
     server.stop()
 
@@ -111,7 +145,7 @@ def test_a_stream_that_is_not_audio_is_dropped_after_a_bound(station):
     assert run.samples == 0
     assert run.error is not None and "no audio in the first 4096 KiB" in str(run.error)
     # What the server got out before the source hung up (socket buffers included).
-    assert station.sent["/garbage"] < MAX_BYTES_BEFORE_AUDIO + (12 << 20)
+    assert station.sent["/garbage"] < LEEWAY_BYTES + (12 << 20)
     assert BANNER not in run.published()
 
 
@@ -392,3 +426,201 @@ def test_a_connection_that_brings_nothing_to_play_is_cut_and_made_again(station,
     reasons = [error for state, error, _ in run.calls if state == "reconnecting"]
     assert reasons and all(r.startswith("no audio for 1.5 s") for r in reasons), run.calls
     assert station.paths().count(path) >= 2  # cut, and made again
+
+
+# -- bytes bounded by audio -------------------------------------------------------------------
+
+# What one connection may cost past its audio: the leeway, what FFmpeg had asked for and the
+# sockets' buffers on both sides (loopback: a few MB).
+CONNECTION_SLACK = LEEWAY_BYTES + (8 << 20)
+
+
+def test_ogg_pages_are_read_as_the_demuxer_reads_them(vorbis):
+    pages = ogg_pages(vorbis)
+    at = 0
+    for _ in range(4):  # ffmpeg's checksums, and ours
+        count = vorbis[at + 26]
+        end = at + 27 + count + sum(vorbis[at + 27:at + 27 + count])
+        page = bytearray(vorbis[at:end])
+        stored = int.from_bytes(page[22:26], "little")
+        page[22:26] = bytes(4)
+        assert ogg_crc(bytes(page)) == slow_ogg_crc(bytes(page)) == stored
+        at = end
+    # a chained stream of three links, in pieces of any size: no bound is reached, and a
+    # page whose checksum fails is passed over as FFmpeg passes it over
+    chained = b"".join(b"".join(relinked(vorbis, serial)) for serial in (7, 8, 9))
+    damaged = bytearray(chained)
+    damaged[len(vorbis) + 100] ^= 0xFF
+    for data, bad in ((chained, 0), (bytes(damaged), 1)):
+        walker = OggPages(MAX_OGG_PACKET_BYTES, MAX_OGG_STREAMS)
+        for at in range(0, len(data), 1000):
+            walker.feed(data[at:at + 1000])
+        assert walker.pages == 3 * len(pages) - bad and walker.bad_pages >= bad
+        assert walker.pending == {9: 0}  # the links replaced one another, and ended
+    # a comment packet of any size is cut within a page of the bound, wherever it comes
+    walker = OggPages(MAX_OGG_PACKET_BYTES, MAX_OGG_STREAMS)
+    fed = 0
+    with pytest.raises(ByteLimitError, match="an Ogg packet of more than 2048 KiB"):
+        for page in relinked(vorbis, 5, comment_bytes=64 << 20):
+            walker.feed(page)
+            fed += len(page)
+    assert MAX_OGG_PACKET_BYTES - (64 << 10) < fed < MAX_OGG_PACKET_BYTES + (64 << 10)
+    # FFmpeg adds a stream for each new serial number while no stream's latest page brought
+    # data (up to its 1000 streams: 28 MB): a first page again, then new ones, each counted
+    walker = OggPages(MAX_OGG_PACKET_BYTES, MAX_OGG_STREAMS)
+    for flags in (OGG_FIRST, 0, OGG_FIRST):
+        walker.feed(ogg_page(flags, 0, 1, 0, b"\x05", b"audio"))
+    with pytest.raises(ByteLimitError, match=f"more than {MAX_OGG_STREAMS} logical streams"):
+        for serial in range(2, 1000):
+            walker.feed(ogg_page(OGG_FIRST, 0, serial, 0, b"\x05", b"audio"))
+
+
+def test_a_chained_link_with_a_huge_comment_packet_is_cut_in_bounded_memory(station, vorbis):
+    # The second link's comment packet is 256 MB. FFmpeg's demuxer holds a packet whole until
+    # it ends, and the 4 MiB no-audio bound was lifted for good at the first frame: the
+    # daemon grew by the packet's size (1.3 GB here), never given back.
+    station.comment_bytes = 256 << 20
+    report = measure_in_subprocess(station.url("/ogg-comment"), 4.0)
+    assert report["growth_mb"] < GROWTH_MB, report
+    assert report["samples"] > 0.5 * TARGET, report  # the first link played
+    assert report["reasons"][0].startswith("an Ogg packet of more than 2048 KiB"), report
+    connections = station.paths().count("/ogg-comment")
+    assert station.sent["/ogg-comment"] < connections * CONNECTION_SLACK, station.sent
+
+
+def test_a_packet_beside_the_audio_that_never_ends_is_cut_in_bounded_memory(station, vorbis):
+    # Two logical streams: the audio plays while the second one's packet grows by 1.8 MB per
+    # second of audio, within what the audio allows; its 30 s of audio came at once, and the
+    # demuxer held the packet: +73 MB, growing as long as the station plays.
+    report = measure_in_subprocess(station.url("/ogg-beside"), 4.0)
+    assert report["growth_mb"] < GROWTH_MB, report
+    assert report["samples"] > 0, report
+    assert report["reasons"][0].startswith("an Ogg packet of more than 2048 KiB"), report
+
+
+def test_mp3_padded_with_zero_bytes_is_cut_and_its_bytes_stay_bounded(station):
+    # Real-time MP3 with zero bytes between its pieces, as many as the source reads: pacing
+    # counted decoded audio only, so the source read 40-240 MB/s, a core busy, "running".
+    report = measure_in_subprocess(station.url("/padded"), 4.0)
+    per_s = MAX_BYTES_PER_AUDIO_S >> 10
+    assert report["reasons"], report
+    assert report["reasons"][0].startswith(f"the station sent more than {per_s} KiB per "
+                                           "second of the audio it decodes to"), report
+    assert report["reasons"][0].endswith("(max_bytes_per_audio_s)")
+    connections = station.paths().count("/padded")
+    assert station.sent["/padded"] < connections * CONNECTION_SLACK, (station.sent,
+                                                                       connections)
+    assert report["counters"]["reconnects"] >= 1, report  # it backs off and tries again
+
+
+def test_the_bound_of_bytes_per_second_of_audio_is_a_source_option(station, monkeypatch):
+    # A 128 kbit/s MP3 station (16 kB per second of audio) under a bound of 8 KiB: cut once
+    # the leeway (made small here) is spent, with the bound and the option named.
+    import streamtag.sources.http as http_source
+
+    monkeypatch.setattr(http_source, "LEEWAY_BYTES", 64 << 10)
+    run = Run(HttpSource(station.url("/escapes"), reconnect=False, realtime=False,
+                         max_bytes_per_audio_s=8192))
+    assert "the station sent more than 8 KiB per second of the audio it decodes to" in str(
+        run.error)
+    assert str(run.error).endswith("(max_bytes_per_audio_s)") and run.samples > 4 * TARGET
+    with pytest.raises(SourceError, match="max_bytes_per_audio_s must be at least 1024"):
+        parse_source(station.url("/radio"), max_bytes_per_audio_s=100)
+    with pytest.raises(SourceError, match="'max_bytes_per_audio_s'"):
+        parse_source(station.url("/radio"), max_bytes_per_audio_s="lots")
+
+
+def encoded(tmp_path, name: str, source: list[str], codec: list[str]) -> bytes:
+    out = tmp_path / name
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+                    "-i", *source, *codec, str(out)], check=True, timeout=60)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize(("name", "rate", "codec"), [
+    ("320k.mp3", 44100, ["-ac", "2", "-c:a", "libmp3lame", "-b:a", "320k"]),
+    ("510k.opus", 48000, ["-ac", "2", "-c:a", "libopus", "-b:a", "510k"]),
+    ("q10.ogg", 48000, ["-ac", "2", "-c:a", "libvorbis", "-q:a", "10"]),
+    ("flac-96k-24.oga", 96000, ["-ac", "2", "-c:a", "flac", "-sample_fmt", "s32"]),
+    ("pcm-192k-24.wav", 192000, ["-ac", "2", "-c:a", "pcm_s24le"]),
+])
+def test_honest_streams_at_their_highest_bitrates_fit_the_bounds(tmp_path, name, rate, codec):
+    # Full-scale noise, the hardest to compress, read as fast as it comes (realtime=false):
+    # the bound counts audio decoded, not time.
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg (Debian package ffmpeg) encodes the streams")
+    data = encoded(tmp_path, name, [f"anoisesrc=d=6:c=white:r={rate}:a=1.0"], codec)
+    server = HostileStation(data)
+    try:
+        run = Run(HttpSource(server.url("/stream"), reconnect=False, realtime=False))
+    finally:
+        server.stop()
+    assert run.error is None, run.calls
+    assert run.samples > 5.5 * TARGET
+
+
+def proc_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_hostile_stations_are_cut_in_a_daemon_and_the_honest_one_plays_on(station, vorbis,
+                                                                          model_path,
+                                                                          tmp_path):
+    # One daemon, three stations: an honest MP3 radio, a chained Ogg stream whose next link
+    # brings a 96 MB comment packet, and an MP3 radio that starts padding its audio with zero
+    # bytes. All three play until the attacks begin; then each hostile stream is cut with its
+    # reason and tries again, the daemon's memory stays where it was, and the honest stream
+    # keeps publishing its windows.
+    station.attack_after_s = float("inf")  # until go
+    station.comment_bytes = 96 << 20
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    streams = {"honest": "/radio", "comment": "/ogg-comment", "padded": "/padded"}
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{model_path}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
+        f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+        f'token_file = "{tmp_path / "control.token"}"\n\n'
+        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "{station.url(path)}"\n'
+                  "initial_backoff_s = 0.2\n\n" for sid, path in streams.items()))
+    feed = Feed(publish)
+    log = tmp_path / "daemon.log"
+    # as helpers.run_streamtag does, from outside the source tree; its log to a file, which
+    # a pipe nobody reads would not take for long
+    with log.open("w") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "streamtag", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tempfile.gettempdir(),
+            env={**os.environ, "STREAMTAG_HOME": str(tmp_path / "home")})
+    try:
+        wait_until(lambda: daemon.poll() is not None or all(feed.count(s) for s in streams),
+                   90, "every stream's first windows")
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        rss, peak = proc_kib(daemon.pid, "VmRSS"), proc_kib(daemon.pid, "VmHWM")
+        t_go = time.monotonic()
+        station.go.set()
+
+        def reasons(stream: str) -> list[str]:
+            return [m.body.error for _, m in feed.of("status", t_go)
+                    if m.header.stream == stream and m.body.state == "reconnecting"]
+
+        wait_until(lambda: reasons("comment") and reasons("padded"), 60,
+                   "both hostile streams to be cut")
+        cut = time.monotonic()
+        wait_until(lambda: feed.count("honest", since=cut) >= 8, 30,
+                   "the honest stream's windows after the cuts")
+        grown_mb = (proc_kib(daemon.pid, "VmRSS") - rss) / 1024
+        peak_grown_mb = (proc_kib(daemon.pid, "VmHWM") - peak) / 1024
+    finally:
+        stop_process(daemon, timeout=10)
+        feed.close()
+    assert reasons("comment")[0].startswith("an Ogg packet of more than 2048 KiB")
+    assert "(max_bytes_per_audio_s)" in reasons("padded")[0]
+    assert reasons("honest") == []
+    assert feed.longest_pause("honest", t_go, cut) < 2.0  # no pause beyond a second's windows
+    assert grown_mb < GROWTH_MB and peak_grown_mb < GROWTH_MB, (grown_mb, peak_grown_mb)
+    connections = station.paths().count("/padded")
+    assert station.sent["/padded"] < connections * CONNECTION_SLACK + 2 * (1 << 20)

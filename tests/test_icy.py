@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamtag.sources.base import MAX_TITLE_CHARS, TitleLimit, clean_title
+from streamtag.sources.bounds import ByteBudget, ByteLimitError
 from streamtag.sources.icy import (
     MAX_BLOCK,
     IcyReader,
     IcySplitter,
-    ReadLimitError,
     decode_text,
     parse_metadata,
     parse_metaint,
@@ -187,19 +187,27 @@ def test_the_reader_gives_audio_only_and_keeps_a_network_error_for_later():
     assert reader.take_block() is None
 
 
-def test_the_reader_ends_with_a_read_limit_error_past_its_limit_until_it_is_lifted():
-    reader = IcyReader(Pieces(b"not audio " * 1000, 100), None, read_size=100, limit=1000)
+def test_the_reader_ends_with_a_byte_limit_error_past_its_budget_until_audio_earns_more():
+    reader = IcyReader(Pieces(b"not audio " * 1000, 100), None, read_size=100,
+                       budget=ByteBudget(100, 1000))
     read = 0
     while piece := reader.read(100):
         read += len(piece)
-    assert read == 1000 and isinstance(reader.error, ReadLimitError)
+    assert read == 1000 and isinstance(reader.error, ByteLimitError)
     assert "no audio in the first" in str(reader.error)
-    lifted = IcyReader(Pieces(b"audio" * 1000, 100), None, read_size=100, limit=1000)
-    lifted.read(100)
-    lifted.limit = None  # the caller decoded audio
-    while lifted.read(100):
-        pass
-    assert lifted.error is None and lifted.splitter.audio_bytes == 5000
+    earning = IcyReader(Pieces(b"audio" * 1000, 100), None, read_size=100,
+                        budget=ByteBudget(100, 1000))
+    while earning.read(100):
+        earning.budget.earn(1.0)  # the caller decoded a second of audio per read: 100 bytes
+    assert earning.error is None and earning.splitter.audio_bytes == 5000
+    padded = IcyReader(Pieces(b"audio" * 1000, 100), None, read_size=100,
+                       budget=ByteBudget(100, 1000))
+    while padded.read(100):
+        padded.budget.earn(0.5)  # half the bytes are more than the audio allows
+    assert isinstance(padded.error, ByteLimitError)
+    assert "more than 0.0976562 KiB per second" in str(padded.error)
+    # 19 reads: each spent 50 bytes of the leeway's 1000 past what its audio allowed
+    assert padded.splitter.audio_bytes == 1900
 
 
 # -- titles as they arrive ---------------------------------------------------------------------

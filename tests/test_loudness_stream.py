@@ -351,12 +351,13 @@ def test_tag_says_what_a_short_or_silent_file_s_loudness_is(tmp_path, capsys):
     assert "LUFS integrated, no short-term reading (under 3 s)" in short_line
     assert "note: shorter than the model's 3.07 s window" in out
     (silent_line,) = [line for line in out.splitlines() if line.startswith(str(silent))]
-    assert "loudness: none, silence (nothing above the -70 LUFS gate)" in silent_line
-    assert "mean above threshold: none;" in silent_line
+    assert "loudness below -70 LUFS" in silent_line
+    assert "tags (on in more than half of its windows): none;" in silent_line
     assert main(["tag", "--loudness", "--json", str(short), str(silent)]) == 0
     found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [f["loudness_measured"] for f in found] == [True, True]
     assert found[0]["max_short_term_lufs"] is None and found[1]["loudness_lufs"] is None
+    assert found[1]["loudness_below_gate"] and not found[0]["loudness_below_gate"]
     assert found[0]["note"].startswith("shorter than")
     # its one window ends where the file does: no segment of no length
     assert all(seg["end_s"] > seg["start_s"] for f in found for seg in f["segments"])

@@ -81,7 +81,8 @@ def test_installed_model_records_its_source_and_serves(home, capsys):
     assert "licence: ISC" in out and "checkpoint_sha256" in out and "rock " in out
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "musicnn-msd" in out and "can be installed: musicnn-mtt, vgg-mtt, vgg-msd" in out
+    assert "musicnn-msd" in out and (
+        "can be installed: music (recommended), musicnn-mtt, vgg-mtt, vgg-msd") in out
 
 
 @pytest.mark.parametrize("forms", [

@@ -35,6 +35,8 @@ SMALL: dict[str, tuple[dict, tuple[int, ...]]] = {
     "short_chunk_resnet": ({}, (64, 32)),
     "musicnn": ({"frontend_width": 0.25, "midend_filters": 8, "backend_units": 32}, (96, 40)),
     "musicnn_vgg": ({"n_mels": 64, "n_frames": 66, "filters": 8}, (64, 66)),
+    "musicnn_pair": ({"first_tags": 4, "second_tags": 3, "frontend_width": 0.25,
+                      "midend_filters": 8, "backend_units": 32}, (96, 40)),
 }
 
 
@@ -111,7 +113,8 @@ def test_window_reuse_is_declared_for_the_layouts_it_knows():
     declared = {n: nets.spec(n)["window_reuse"] for n in nets.names()}
     assert {n: s for n, s in declared.items() if s is not None} == {
         "mel_cnn": "pooled_columns", "short_chunk_resnet": "first_block",
-        "musicnn": "frontend_columns", "musicnn_vgg": "second_convolution"}
+        "musicnn": "frontend_columns", "musicnn_vgg": "second_convolution",
+        "musicnn_pair": "frontend_columns"}
 
 
 def test_names_by_task():

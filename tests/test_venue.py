@@ -462,7 +462,7 @@ def test_the_page_keeps_working_across_restarts(browser, endpoint, closing, shot
     mark = venue.page.locator("#reconnecting")
     assert mark.is_hidden()
 
-    # The daemon goes away: the last mood stays, dimmed, with a discreet mark.
+    # The daemon goes away: the last mood stays, dimmed, with a mark across the top.
     station.close()
     expect(mark).to_be_visible(timeout=WAIT_S * 1000)
     expect(venue.page.locator("body")).to_have_class("lost")
@@ -490,6 +490,69 @@ def test_the_page_keeps_working_across_restarts(browser, endpoint, closing, shot
     assert not venue.outside(dashboard.url), venue.requests
     # Chromium logs each refused websocket connection while the server was away; nothing else.
     assert not [e for e in venue.errors if "WebSocket connection to" not in e], venue.errors
+
+
+def contrast(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours."""
+    def luminance(rgb):
+        c = [v / 255 for v in rgb[:3]]
+        c = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# The reconnecting mark read from across a room, at 1920x1080: text at least 5 % of the
+# screen's height (54 px; on a 40-inch screen about 25 mm, the cap height a sign read at 8-10 m
+# needs) and at least WCAG's AAA contrast (7:1) against its own opaque background.
+MARK_FONT_SHARE = 0.05
+MARK_CONTRAST = 7.0
+
+
+def test_the_genre_line_can_be_hidden_and_the_reconnecting_mark_reads_across_the_room(
+        browser, endpoint, closing, shots):
+    from playwright.sync_api import expect
+
+    station = mood_daemon(endpoint, room={"audio": audio(0.5), "mood": mood(("calm", "warm")),
+                                           "title": "Nils Frahm - Says"})
+    closing.append(station)
+    dashboard = DashboardThread(endpoint)
+    closing.append(dashboard)
+    pages = {}
+    for theme in ("dark", "light"):
+        pages[theme, "1"] = Venue(browser, closing,
+                                  dashboard.url + f"venue?stream=room&theme={theme}",
+                                  motion="reduce")
+        pages[theme, "0"] = Venue(browser, closing,
+                                  dashboard.url + f"venue?stream=room&theme={theme}&genre=0",
+                                  motion="reduce")
+    for (_, genre), venue in pages.items():
+        venue.expect_words("calm", "warm")
+        expect(venue.page.locator("#title")).to_have_text("Nils Frahm - Says",
+                                                          timeout=WAIT_S * 1000)
+        if genre == "1":
+            expect(venue.page.locator("#genres")).to_have_text("electronic / chillout")
+        else:
+            expect(venue.page.locator("#genres")).to_be_hidden()
+            assert venue.page.locator("#about").inner_text().strip() == "Nils Frahm - Says"
+
+    station.close()  # the daemon goes away: every page marks it
+    for (theme, genre), venue in pages.items():
+        mark = venue.page.locator("#reconnecting")
+        expect(mark).to_be_visible(timeout=WAIT_S * 1000)
+        style = mark.evaluate("""(n) => { const s = getComputedStyle(n);
+            const r = n.getBoundingClientRect();
+            return {font: parseFloat(s.fontSize), color: s.color, background: s.backgroundColor,
+                    left: r.left, right: r.right, top: r.top, width: innerWidth}; }""")
+        assert style["font"] >= MARK_FONT_SHARE * LANDSCAPE[1], (theme, style)
+        fg = tuple(int(v) for v in re.findall(r"[\d.]+", style["color"])[:3])
+        bg_values = re.findall(r"[\d.]+", style["background"])
+        assert len(bg_values) == 3 or float(bg_values[3]) == 1.0, style  # opaque
+        bg = tuple(int(float(v)) for v in bg_values[:3])
+        assert contrast(fg, bg) >= MARK_CONTRAST, (theme, style, contrast(fg, bg))
+        assert 0 <= style["left"] and style["right"] <= style["width"] and style["top"] >= 0
+        if genre == "1":
+            venue.shot(shots / f"venue-reconnecting-{theme}.png")
 
 
 def test_the_page_says_when_the_input_is_lost_or_the_music_stops(browser, endpoint, closing,

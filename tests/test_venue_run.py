@@ -30,8 +30,10 @@ def test_the_installed_real_music_model_is_picked_by_its_place_in_the_list(tmp_p
     name, why = venue_model(None)
     assert name is None and INSTALL_HINT in why and "synthetic" in why
     (tmp_path / "models").mkdir()
-    for installed in ("musicnn-mtt", "musicnn-msd"):
+    for installed in ("musicnn-mtt", "musicnn-msd", "music"):
         shutil.copy(DEFAULT_MODEL, tmp_path / "models" / f"{installed}.pt")
+    assert venue_model(None)[0] == "music"  # the recommended one: MSD's moods and MTT's tags
+    (tmp_path / "models" / "music.pt").unlink()
     assert venue_model(None)[0] == "musicnn-msd"  # its tags name moods; MTT's do not
     (tmp_path / "models" / "musicnn-msd.pt").unlink()
     assert venue_model(None)[0] == "musicnn-mtt"

@@ -15,6 +15,8 @@ soundtracks, chiptune-like and children's music):
         hyperrogue-music
     python models/thresholds/fit_real_music.py musicnn-msd musicnn-mtt vgg-msd vgg-mtt \
         --write streamtag/catalog/real_music_thresholds.json
+    python models/thresholds/fit_real_music.py music --max-active 5 \
+        --write streamtag/catalog/real_music_thresholds.json   # 92 tags: room for five
 
 From each package at most ``--per-package`` recordings of at least 40 s (evenly spread over
 its sorted file list) give one excerpt of ``--seconds`` from 0:15 each. Fret's on Fire songs

@@ -560,16 +560,21 @@ _DEMO_ORDER = ("calm", "build", "energetic")
 
 
 def demo_piece(seconds: float = 60.0, seed: int = 0, sample_rate: int = 16000,
+               changes: Mapping[str, Mapping[str, Any]] | None = None,
                ) -> tuple[np.ndarray, list[tuple[float, float, list[str]]]]:
     """A piece that moves between calm passages (slow, soft, dark, sustained, sparse) and loud,
     dense, percussive ones, for demos of the live tagger.
 
     Returns (mono float32 audio, segments); each segment is (start_s, end_s, tags) and the
     segments tile the piece. Sections last 8-12 s and share one key; neighbours cross-fade over
-    0.5 s, centred on the segment boundary.
+    0.5 s, centred on the segment boundary. ``changes``: parameters of a section kind ("calm",
+    "build", "energetic") set otherwise than by default, e.g. ``{"calm": {"drums": True}}``.
     """
     if seconds <= 0:
         raise ConfigError(f"seconds must be > 0, got {seconds!r}")
+    unknown = sorted(set(changes or {}) - set(_DEMO_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section kind(s) {unknown}; known: {list(_DEMO_SECTIONS)}")
     rng = np.random.default_rng([seed, 3])
     root_midi = int(rng.integers(45, 57))
     lengths: list[float] = []
@@ -590,7 +595,8 @@ def demo_piece(seconds: float = 60.0, seed: int = 0, sample_rate: int = 16000,
         # Each section renders half a fade before and after its segment.
         config = SyntheticConfig(sample_rate=sample_rate, clip_seconds=length + fade_s)
         audio, tags, _ = generate_clip(int(rng.integers(2**31)), config,
-                                       {**_DEMO_SECTIONS[kind], "root_midi": root_midi})
+                                       {**_DEMO_SECTIONS[kind], **(changes or {}).get(kind, {}),
+                                        "root_midi": root_midi})
         audio = audio.astype(np.float64)
         ramp = np.sin(0.5 * np.pi * (np.arange(n_fade) + 0.5) / n_fade) ** 2
         if i > 0:

@@ -6,6 +6,11 @@ the name too, through ``resolve_model``. The folder is ``$STREAMTAG_HOME/models`
 variable is set, else ``models`` in the user data folder (platformdirs: e.g.
 ``~/.local/share/streamtag`` on Linux).
 
+A model file is code, so the store is this user's alone: the folder and streamtag's folder above
+it are made 0700 and refused when another user owns them or others may write them, and a model
+is taken by name only when it is a file of this user's that others may not write, never a link
+(``fsutil``); a model another user planted there is refused, not loaded.
+
 An install never leaves a half-made file: each model is converted and calibrated in a
 scratch folder, then written into the store atomically (``fsutil.atomic_path``); a failure
 leaves the folder as it was. What ``--from`` gives is untrusted: a wheel is checked before a
@@ -27,6 +32,7 @@ from pathlib import Path
 
 from streamtag import places
 from streamtag.errors import ModelError
+from streamtag.fsutil import NotOursError, check_own_file, own_folder
 from streamtag.model.manifest import Manifest, read_manifest
 
 HOME_ENV = places.HOME_ENV
@@ -39,7 +45,7 @@ MAX_SOURCE_BYTES = 1024**3  # a wheel, everything it unpacks to, one member, or 
 MAX_ARCHIVE_MEMBERS = 10_000
 
 __all__ = ["HOME_ENV", "available_names", "home", "info", "install", "installed",
-           "models_folder", "remove", "resolve_model"]
+           "models_folder", "own_models_folder", "path_of", "remove", "resolve_model"]
 
 # The shipped model's name where a model is named: `status`, `demo` and `info` call it so
 SHIPPED = "default"
@@ -54,20 +60,54 @@ def models_folder() -> Path:
     return home() / "models"
 
 
-# what ``install`` converts: musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``, which
-# needs torch; named here too so that listing them does not)
-AVAILABLE = ("musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
+def own_models_folder(create: bool = False) -> Path | None:
+    """The store's folder, checked with streamtag's folder above it (``fsutil.own_folder``),
+    made 0700 with ``create``; None when it does not exist (and not ``create``). ModelError
+    naming the folder and the fix when either is another user's or open to others."""
+    folder = models_folder()
+    if not create and not folder.is_dir():
+        return None
+    try:
+        own_folder(home(), create=create, what=f"streamtag's folder (${HOME_ENV})")
+        return own_folder(folder, create=create, what="the model store")
+    except NotOursError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def _own_model(name: str, path: Path) -> Path:
+    """``path``, the file of installed model ``name``, when it is this user's and others may
+    not write it and it is not a link; ModelError saying so otherwise."""
+    try:
+        return check_own_file(path, what=f"the file of installed model {name!r},")
+    except NotOursError as exc:
+        raise ModelError(f"{exc} (a model file is code: it is loaded only from a file of "
+                         "your own)") from None
+
+
+# what ``install`` converts: ``music``, the recommended real-music tagger
+# (``streamtag.catalog.music``), and musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``;
+# both need torch, so the names are here too, for listing them without it)
+RECOMMENDED = "music"
+AVAILABLE = (RECOMMENDED, "musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
+# what each name is made of: the musicnn taggers whose checkpoints it reads
+MADE_OF = {RECOMMENDED: ("musicnn-msd", "musicnn-mtt")}
 
 
 def available_names() -> tuple[str, ...]:
-    """The names ``install`` knows (musicnn's four taggers); listed without torch."""
+    """The names ``install`` knows (``music`` and musicnn's four taggers); listed without
+    torch."""
     return AVAILABLE
+
+
+def checkpoints_of(name: str) -> tuple[str, ...]:
+    """The musicnn taggers whose checkpoints installing ``name`` reads."""
+    return MADE_OF.get(name, (name,))
 
 
 def installed() -> dict[str, Path]:
     """Installed models by name, sorted; temporary files of an install in progress are not."""
-    folder = models_folder()
-    if not folder.is_dir():
+    folder = own_models_folder()
+    if folder is None:
         return {}
     return {p.stem: p for p in sorted(folder.glob(f"*{SUFFIX}"))
             if p.is_file() and not p.name.startswith(".")}
@@ -114,18 +154,16 @@ def resolve_model(spec: str | os.PathLike | None) -> str | None:
         from streamtag.catalog.shipped import default_model_path
 
         return str(default_model_path())
-    path = installed().get(text)
-    if path is None:
-        raise _unknown_name(text)
-    return str(path)
+    return str(path_of(text))
 
 
 def path_of(name: str) -> Path:
-    """The file of installed model ``name``; ModelError when it is not installed."""
+    """The file of installed model ``name``; ModelError when it is not installed, or when the
+    file is not this user's alone (``_own_model``)."""
     path = installed().get(name)
     if path is None:
         raise _unknown_name(name)
-    return path
+    return _own_model(name, path)
 
 
 def remove(name: str) -> Path:
@@ -263,7 +301,8 @@ def check_source_size(package: Path, names: Sequence[str]) -> None:
 
     files = {package / "configuration.py"}
     for name in names:
-        files.update(checkpoint_files(package, name))
+        for member in checkpoints_of(name):
+            files.update(checkpoint_files(package, member))
     total = 0
     for path in sorted(files):
         try:
@@ -344,7 +383,12 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
             check_source_size(package, names)
             for name in names:
                 converted = scratch / f"{name}{SUFFIX}"
-                musicnn_models.convert(package, name, converted)
+                if name == RECOMMENDED:
+                    from streamtag.catalog import music
+
+                    music.convert(package, converted)
+                else:
+                    musicnn_models.convert(package, name, converted)
                 _install_converted(name, converted, done, log)
         except ModelError as exc:  # its paths as the user gave them, not the scratch copy's
             raise ModelError(_as_given(str(exc), scratch, source, only)) from None
@@ -356,8 +400,7 @@ def _install_converted(name: str, converted: Path, done: list, log) -> None:
     from streamtag.catalog.calibration import install_calibration, write_calibration
 
     calibration = install_calibration(converted)  # the documented default
-    target = models_folder() / f"{name}{SUFFIX}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = own_models_folder(create=True) / f"{name}{SUFFIX}"
     write_calibration(converted, target, calibration["thresholds"], calibration["record"])
     done.append((name, target))
     log(f"streamtag models: installed {name} -> {target}")

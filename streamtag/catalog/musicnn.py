@@ -33,7 +33,7 @@ from streamtag.model import modelfile
 from streamtag.model.manifest import Manifest
 
 __all__ = ["HOP_FRAMES", "NAMES", "WINDOW_FRAMES", "build", "checkpoint_files", "convert",
-           "find_installed_package", "read_labels"]
+           "find_installed_package", "read_labels", "recipe"]
 
 NAMES: tuple[str, ...] = ("musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
 
@@ -271,6 +271,23 @@ def build(package_dir: Path, name: str) -> tuple[nn.Module, tuple[str, ...]]:
     return model.eval(), tags
 
 
+def recipe(package_dir: Path, name: str) -> dict[str, object]:
+    """What a converted model's manifest records of where it came from: the source, licence,
+    citation, tag source and the SHA-256 of each checkpoint file."""
+    spec = _model(name)
+    files = checkpoint_files(Path(package_dir), name)
+    return {
+        "converted_from": SOURCE,
+        "source": SOURCE,
+        "url": URL,
+        "licence": LICENCE,
+        "citation": CITATION,
+        "tag_source": spec.tag_source,
+        "checkpoint": spec.folder,
+        "checkpoint_sha256": {f"{spec.folder}/{p.name}": _sha256(p) for p in files},
+    }
+
+
 def convert(package_dir: Path, name: str, out: Path) -> Manifest:
     """Writes musicnn model ``name`` from the musicnn package folder ``package_dir`` as the
     model file ``out`` (atomically: on an error nothing is written at ``out``).
@@ -283,7 +300,6 @@ def convert(package_dir: Path, name: str, out: Path) -> Manifest:
     package_dir, out = Path(package_dir), Path(out)
     spec = _model(name)
     model, tags = build(package_dir, name)
-    files = checkpoint_files(package_dir, name)
     manifest = Manifest(
         name=name,
         tags=tags,
@@ -293,16 +309,7 @@ def convert(package_dir: Path, name: str, out: Path) -> Manifest:
         hop=HOP_FRAMES,
         architecture={"name": spec.architecture, **nets.spec(spec.architecture)["options"]},
         options={"window_seconds": WINDOW_FRAMES * 256 / 16000},
-        recipe={
-            "converted_from": SOURCE,
-            "source": SOURCE,
-            "url": URL,
-            "licence": LICENCE,
-            "citation": CITATION,
-            "tag_source": spec.tag_source,
-            "checkpoint": spec.folder,
-            "checkpoint_sha256": {f"{spec.folder}/{p.name}": _sha256(p) for p in files},
-        },
+        recipe=recipe(package_dir, name),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     return modelfile.save(model, out, manifest)  # atomic: a temporary file, then a rename

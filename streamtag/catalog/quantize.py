@@ -11,7 +11,7 @@ forward time of both graphs on one thread. The graph goes into the model file wi
 (``onnx_int8`` in the manifest, docs/model-file.md); ``[engine] precision = "int8"`` serves it.
 
 It pays for wide convolutions and not for small ones: short_chunk_resnet's forward got faster,
-the default model's slower (docs/engine-benchmark.md, "int8 as an opt-in"). The record keeps
+the default model's slower (docs/benchmarks/, "int8 as an opt-in"). The record keeps
 both times so the file says which it is.
 """
 

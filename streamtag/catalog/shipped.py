@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamtag.errors import ModelError
 
-__all__ = ["default_model_path"]
+__all__ = ["SYNTHETIC_NOTE", "default_model_path"]
 
 
 def default_model_path() -> Path:
@@ -18,3 +18,11 @@ def default_model_path() -> Path:
             return candidate
     raise ModelError("no --model given and the default model is not installed "
                      "(models/default/model.pt); pass --model PATH")
+
+
+# said once where the shipped model tags audio a user brought (tag, run): its tags describe
+# streamtag's synthetic music, and a station's genre or mood is not among them
+SYNTHETIC_NOTE = ("the shipped default model knows synthetic acoustics only (fast, slow, major, "
+                  "minor, loud, soft, ...), not the genres, moods or instruments of real "
+                  "music; for those: streamtag models install music (needs torch), then "
+                  "--model music")

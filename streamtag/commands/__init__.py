@@ -1,22 +1,35 @@
 """The command line's terminal code, one module per command; the parser is streamtag.cli.
 
-What every command shares lives here: refused input's message and exit status, stopping on a
-signal, and text from outside made safe to show on a terminal.
+What every command shares lives here: refused input's message and exit status (2 for a
+command line or config that cannot work, 1 for work that failed), whether to paint and whether
+to show progress (``NO_COLOR``, a terminal, ``-q``), standard input read as a file (``-``),
+stopping on a signal, and text from outside made safe to show on a terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 from streamtag.text import without_escape_sequences
 
-# The exit status of a command that refused its input (flags, config, files), as argparse's own.
+# The exit status of a command that refused its input (flags, config), as argparse's own.
 EXIT_USAGE = 2
+# The exit status of a command whose work failed: a file it could not read, a daemon that did
+# not answer or refused, a stream that failed.
+EXIT_FAILED = 1
+# What a file argument of "-" means: standard input.
+STDIN = "-"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -35,6 +48,58 @@ def refused(command: str, error: Exception | str) -> int:
     """Says on stderr why ``streamtag COMMAND`` refused its input; returns EXIT_USAGE."""
     print(f"streamtag {command}: {error}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def failed(command: str, error: Exception | str) -> int:
+    """Says on stderr why ``streamtag COMMAND`` failed; returns EXIT_FAILED."""
+    print(f"streamtag {command}: {error}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def log_level(args: Any) -> int:
+    """The logging level of ``-q`` (errors only), none, ``-v`` (info) or ``-vv`` (debug)."""
+    if getattr(args, "quiet", False):
+        return logging.ERROR
+    verbose = getattr(args, "verbose", 0) or 0
+    return logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+
+
+def use_color(stream: TextIO) -> bool:
+    """Whether to paint text written to ``stream``: only on a terminal, and never where the
+    ``NO_COLOR`` environment variable is set to anything (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+T = TypeVar("T")
+
+
+def progress(items: Sequence[T], quiet: bool = False, **kwargs: Any) -> Iterable[T]:
+    """``items`` with a tqdm bar on stderr while they are worked through, where stderr is a
+    terminal and ``-q`` is not given; else ``items`` as they are. The bar has a length, so a
+    caller that takes ``len`` of a sequence may take this instead."""
+    if quiet or len(items) < 2 or not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, file=sys.stderr, leave=False, dynamic_ncols=True, **kwargs)
+
+
+@contextlib.contextmanager
+def stdin_as_file(name: str) -> Iterator[str]:
+    """The path to read for a file argument: ``name`` itself, or for ``-`` standard input
+    copied to a temporary file, removed after the block (PyAV probes a file by seeking, which
+    a pipe cannot)."""
+    if name != STDIN:
+        yield name
+        return
+    with tempfile.TemporaryDirectory(prefix="streamtag-stdin-") as folder:
+        path = Path(folder) / "stdin"
+        with open(path, "wb") as copy:
+            shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
+        yield str(path)
 
 
 @contextlib.contextmanager

@@ -15,9 +15,10 @@ import sys
 from typing import Any
 
 from streamtag import values
-from streamtag.commands import EXIT_USAGE, terminal_text
+from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.commands.status import EXIT_UNREACHABLE, answered, client_credentials
 from streamtag.errors import ConfigError
+from streamtag.wire.protocol import canonical_json
 
 # What `--option` may not set: the request's own fields.
 RESERVED = ("cmd", "id", "spec", "title", "token")
@@ -106,5 +107,9 @@ def cmd_control(args: argparse.Namespace) -> int:
         reply = answered(args.control, request, args.wait, say, curve=curve, token=token)
     if reply is None:
         return EXIT_UNREACHABLE
+    if args.json:
+        body = {k: v for k, v in reply.items() if k != "ok"}
+        print(terminal_json(canonical_json(body).decode("utf-8")), flush=True)
+        return 0
     print(said(args, reply), flush=True)
     return 0

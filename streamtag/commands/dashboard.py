@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.commands.status import client_credentials
+from streamtag.wire.control import default_token_file
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -16,8 +17,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """args has connect (str or list), control, port, host and db; server_key, client_key,
-    allow_host and max_clients; venue (the printed address is the venue page's) and stream
-    (the stream that page shows)."""
+    allow_host, max_clients and max_clients_per_address; venue (the printed address is the
+    venue page's) and stream (the stream that page shows)."""
     try:
         from streamtag.web.server import run_dashboard
     except ImportError as exc:  # websockets, which only the dashboard needs
@@ -36,6 +37,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                "token_file": token_file}
     if getattr(args, "max_clients", None) is not None:  # else the server's default
         options["max_clients"] = args.max_clients
+    if getattr(args, "max_clients_per_address", None) is not None:
+        options["max_clients_per_address"] = args.max_clients_per_address
     connect = args.connect if args.connect else DEFAULT_FEED_ENDPOINT
     feed = connect if isinstance(connect, str) else ", ".join(connect)
     if args.host not in LOOPBACK:
@@ -50,8 +53,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         page = "venue" + (f"?stream={quote(stream, safe='')}" if stream else "")
 
     def ready(url: str) -> None:
+        # the page's snapshot requests go unasked, signed with the token: say where
         print(f"streamtag dashboard: open {url}{page} (feed {feed}"
-              + (f", control {args.control}" if args.control else "") + ")",
+              + (f", control {args.control}, signed with "
+                 + ("the admin key" if curve else
+                    f"the token in {token_file or default_token_file()}")
+                 if args.control else "") + ")",
               file=sys.stderr, flush=True)
 
     with stop_on_signals() as stop:

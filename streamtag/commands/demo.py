@@ -5,6 +5,12 @@ dense, percussive ones) is written to a temporary file; a daemon tags it with th
 (or ``--model``), publishing on a free loopback port, and a subscriber in this process prints
 the messages as they arrive: tag events stand out, scores lines show the active tags. By default
 the piece plays at four times real speed; ``--realtime`` plays it at real speed.
+
+The piece's truth (the tags each section was made with) is printed at the start and again as
+each section begins, and a tag that switches on where the piece is not so is marked as the
+model's mistake, so that what is shown never contradicts the truth unsaid. The calm sections
+carry a soft drum kit: tempo is heard from a marked beat, and without one the shipped model
+never hears `slow`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from streamtag.audio.files import write_audio
-from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.commands import EXIT_USAGE, stop_on_signals, use_color
 from streamtag.commands.listen import format_message
 from streamtag.daemon.config import (
     ControlConfig,
@@ -30,10 +36,18 @@ from streamtag.daemon.config import (
 )
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError, ModelError
-from streamtag.wire.protocol import HeartbeatBody, StatusBody
-from streamtag.wire.subscriber import Subscriber
+from streamtag.wire.protocol import EventBody, HeartbeatBody, ScoresBody, StatusBody
+from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEMO_RATE = 16000
+# How the demo's piece differs from streamtag.audio.synthetic's default: a marked beat in the
+# calm sections, so that their `slow` is heard.
+PIECE_CHANGES = {"calm": {"drums": True, "drum_gain_db": -6.0}}
+# A tag that switches on this soon after a section begins may still be hearing the one before:
+# a window of the shipped model is 3 s long.
+CARRY_OVER_S = 3.0
+
+Segments = list[tuple[float, float, list[str]]]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -55,8 +69,8 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
     from streamtag.audio.synthetic import demo_piece
 
     out = out or sys.stdout
-    color = out.isatty()
-    audio, segments = demo_piece(seconds, seed=0, sample_rate=DEMO_RATE)
+    color = use_color(out)
+    audio, segments = demo_piece(seconds, seed=0, sample_rate=DEMO_RATE, changes=PIECE_CHANGES)
     with tempfile.TemporaryDirectory(prefix="streamtag-demo-") as folder:
         piece = Path(folder) / "demo.wav"
         write_audio(piece, audio, DEMO_RATE)
@@ -79,7 +93,7 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
                 _wait_for_heartbeat(sub)
                 daemon.add_source(SourceConfig("demo", str(piece), {
                     "realtime": True, "speed": 1.0 if realtime else speed}))
-                _print_until_ended(sub, out, color)
+                _print_until_ended(sub, out, color, segments)
             if dashboard:  # the page stays for a look at the piece's course
                 print("  the piece has ended; the dashboard stays up until Ctrl-C", file=out,
                       flush=True)
@@ -100,14 +114,49 @@ def _wait_for_heartbeat(sub: Subscriber, timeout_s: float = 10.0) -> None:
     raise RuntimeError("the demo daemon publishes no heartbeat")
 
 
-def _print_until_ended(sub: Subscriber, out: TextIO, color: bool) -> None:
+def _print_until_ended(sub: Subscriber, out: TextIO, color: bool, segments: Segments) -> None:
+    announced = 0  # the sections whose start has been printed
     while True:
         msg = sub.recv(1000)
         if msg is None or isinstance(msg.body, HeartbeatBody):
             continue
-        print(format_message(msg, color=color), file=out, flush=True)
+        heard_to = _audio_time(msg)
+        while (heard_to is not None and announced < len(segments)
+               and segments[announced][0] <= heard_to):
+            start, end, tags = segments[announced]
+            print(f"  -- {start:.0f}-{end:.0f} s of the piece: {', '.join(tags)}", file=out,
+                  flush=True)
+            announced += 1
+        print(format_message(msg, color=color) + truth_note(msg, segments), file=out,
+              flush=True)
         if isinstance(msg.body, StatusBody) and msg.body.state in ("ended", "failed"):
             return
+
+
+def _audio_time(msg: ReceivedMessage) -> float | None:
+    """The audio time a message speaks of: a window's end, an event's time."""
+    if isinstance(msg.body, ScoresBody):
+        return msg.body.end_s
+    if isinstance(msg.body, EventBody):
+        return msg.body.time_s
+    return None
+
+
+def truth_note(msg: ReceivedMessage, segments: Segments) -> str:
+    """For a tag switching on where the piece is not so (in the section playing, or in the one
+    before within CARRY_OVER_S, which the window may still hear): a note saying so; else ""."""
+    from streamtag.audio.synthetic import TAGS
+
+    body = msg.body
+    if not isinstance(body, EventBody) or body.state != "on" or body.tag not in TAGS:
+        return ""
+    heard = {tag for start, end, tags in segments
+             if start < body.time_s and end > body.time_s - CARRY_OVER_S for tag in tags}
+    if body.tag in heard:
+        return ""
+    now = next((tags for start, end, tags in segments if start <= body.time_s < end),
+               segments[-1][2])
+    return f"  (the model errs: the piece here is {', '.join(now)})"
 
 
 def _start_dashboard(daemon: Daemon, port: int, stop: threading.Event, out: TextIO) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from streamtag.commands import EXIT_USAGE
+from streamtag.commands import failed, terminal_json
 from streamtag.errors import SourceError
 from streamtag.sources import list_input_devices
 
@@ -14,13 +15,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
     try:
         devices = list_input_devices()
     except SourceError as exc:
-        print(f"streamtag devices: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return failed("devices", exc)
+    if args.json:
+        print(terminal_json(json.dumps(devices)))
+        return 0
     if not devices:
-        print("no audio input devices found")
-        print("streamtag devices: check that a sound card or microphone is connected and that "
-              "this user may use it (the audio group; with PulseAudio or PipeWire, that its "
-              "server runs for this user: pactl info)", file=sys.stderr)
+        print("streamtag devices: no audio input devices found; check that a sound card or "
+              "microphone is connected and that this user may use it (the audio group; with "
+              "PulseAudio or PipeWire, that its server runs for this user: pactl info)",
+              file=sys.stderr)
     for d in devices:
         mark = "*" if d["default"] else " "
         print(f"{mark}{d['index']:3d}  {d['name']}  [{d['hostapi']}] "

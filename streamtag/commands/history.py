@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from streamtag.commands import (
     EXIT_USAGE,
     NAMES_SHOWN,
+    failed,
     names_listed,
     terminal_json,
     terminal_text,
@@ -40,7 +41,15 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.plot and not Path(args.plot).absolute().parent.is_dir():
             raise ConfigError(f"--plot {args.plot}: its folder does not exist; give a path in a "
                               "folder that exists")
-        schema.require_existing(args.db)
+        schema.normalise_url(args.db)  # a URL streamtag cannot use: a usage error
+    except ConfigError as exc:
+        print(f"streamtag history: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        schema.require_existing(args.db)  # a database not there: nothing to report from
+    except ConfigError as exc:
+        return failed("history", exc)
+    try:
         engine = schema.create_db_engine(args.db, reader=True)
     except ConfigError as exc:
         print(f"streamtag history: {exc}", file=sys.stderr)
@@ -64,9 +73,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"streamtag history: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except sa.exc.OperationalError as exc:
-        print(f"streamtag history: cannot read {schema.describe_url(engine)}: "
-              f"{str(exc.orig).strip()}", file=sys.stderr)
-        return EXIT_USAGE
+        return failed("history", f"cannot read {schema.describe_url(engine)}: "
+                                 f"{str(exc.orig).strip()}")
     finally:
         engine.dispose()
     events = args.events

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 
-from streamtag.commands import EXIT_USAGE
+from streamtag.commands import refused
 from streamtag.errors import ConfigError
 from streamtag.wire.security import generate_keys
 
@@ -14,8 +14,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         public, secret = generate_keys(args.directory, args.name)
     except ConfigError as exc:
-        print(f"streamtag keys generate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused("keys generate", exc)
+    if args.json:
+        print(json.dumps({"public": str(public), "secret": str(secret)}))
+        return 0
     print(f"public key: {public}  (give it to the other side: a subscriber's goes in the "
           "daemon's [security] client_keys folder, an administrator's in admin_keys)\n"
           f"secret key: {secret}  (mode 0600; keep it here)")

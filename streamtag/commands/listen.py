@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import zmq
 
-from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
+from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text, use_color
 from streamtag.commands.status import ask_daemon, client_credentials
 from streamtag.errors import ProtocolError
 from streamtag.text import counted
@@ -208,13 +208,14 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     titles and last tracks when `control` (its control endpoint) is given, waiting up to
     `wait_s` seconds for a daemon that does not answer yet; `count` then counts those lines.
     When heartbeats are among the topics and nothing at all arrives in `nothing_heard_s`
-    seconds, says so once on stderr, with what to check, and goes on listening.
+    seconds, says so once on stderr, with what to check, and goes on listening. With
+    `streams`, the daemon's heartbeats are listened for (that check) but not printed.
     Returns the exit status.
     """
     if tracks:
         topics = ("status", "track")
     out = sys.stdout if out is None else out
-    color = not as_json and bool(getattr(out, "isatty", lambda: False)())
+    color = not as_json and use_color(out)
     deadline = None if duration is None else time.monotonic() + duration
     printed = 0
     try:
@@ -274,6 +275,8 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                 if message is None:
                     continue
                 heard = True
+                if subscriber.streams is not None and isinstance(message.body, HeartbeatBody):
+                    continue  # the daemon's, not the streams asked for: heard, not shown
                 if as_json:
                     lines = [terminal_json(canonical_json(message.to_dict()).decode("utf-8"))]
                 elif playing is not None:

@@ -4,9 +4,12 @@ by name (quantize also takes a model file)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 
-from streamtag.commands import refused
+from streamtag.commands import STDIN, refused, stdin_as_file, terminal_json
+from streamtag.errors import ModelError
 from streamtag.model.manifest import read_manifest
 
 __all__ = ["add_models_commands"]
@@ -14,9 +17,29 @@ __all__ = ["add_models_commands"]
 
 def cmd_list(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
-    models = installed.installed()
+    try:
+        models = installed.installed()
+    except ModelError as error:  # a store that is not this user's alone
+        return refused("models", error)
+    names = installed.available_names()
+    missing = [n for n in names if n not in models]
+    if args.json:
+        listed = []
+        for name, path in models.items():
+            entry = {"name": name, "path": str(path)}
+            try:
+                manifest = read_manifest(path)
+                recipe = manifest.recipe if isinstance(manifest.recipe, dict) else {}
+                entry.update(model=manifest.name, tags=len(manifest.tags),
+                             made_of=recipe.get("made_of"))
+            except ModelError as error:
+                entry["error"] = str(error)
+            listed.append(entry)
+        print(terminal_json(json.dumps({"folder": str(installed.models_folder()),
+                                        "installed": listed, "installable": missing,
+                                        "recommended": installed.RECOMMENDED})))
+        return 0
     print(f"installed models in {installed.models_folder()}:")
     if not models:
         print("  none")
@@ -24,25 +47,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         try:
             manifest = read_manifest(path)
             line = f"{manifest.name}, {len(manifest.tags)} tags"
+            recipe = manifest.recipe if isinstance(manifest.recipe, dict) else {}
+            if recipe.get("made_of"):
+                line += f": {' + '.join(recipe['made_of'])} on one input"
         except ModelError as error:
             line = f"UNUSABLE: {error}"
         print(f"  {name:<14s} {line}")
-    names = installed.available_names()
-    missing = [n for n in names if n not in models]
     if missing:
-        print(f"can be installed: {', '.join(missing)} (streamtag models install NAME)")
+        named = [f"{n} (recommended)" if n == installed.RECOMMENDED else n for n in missing]
+        print(f"can be installed: {', '.join(named)} (streamtag models install NAME)")
     return 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
     try:
         done = installed.install(args.names, source=args.source)
     except ModelError as error:
         return refused("models", error)
     for name, _ in done:
+        if args.quiet:
+            continue
         print(f"{name}: installed; use it with --model {name}, e.g. streamtag run --model {name} "
               "--source radio=URL")
     return 0
@@ -50,12 +76,15 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
     try:
         path, manifest = installed.info(args.name)
     except ModelError as error:
         return refused("models", error)
+    if args.json:
+        print(terminal_json(json.dumps({"name": args.name, "path": str(path),
+                                        "manifest": manifest.to_dict()}, default=str)))
+        return 0
     print(f"{args.name}: {path}")
     print(f"  name:        {manifest.name}")
     print(f"  created:     {manifest.created}")
@@ -86,7 +115,6 @@ def _print_fields(fields: dict, indent: str) -> None:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
-    from streamtag.errors import ModelError
 
     try:
         path = installed.remove(args.name)
@@ -99,11 +127,11 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
     from streamtag.catalog.calibration import ThresholdRule, calibrate_file
-    from streamtag.errors import ModelError
 
     try:
         path = installed.model_file(args.name)
-        result, _ = calibrate_file(path, args.audio, device=args.device)
+        with recordings(args.audio) as audio:
+            result, _ = calibrate_file(path, audio, device=args.device)
     except ModelError as error:
         return refused("models", error)
     print(f"{args.name}: thresholds set from {result.windows} windows of {len(args.audio)} "
@@ -111,7 +139,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"active tags (mean {result.mean_active:.1f}, none on "
           f"{100 * result.empty_share:.0f} %); written to {path}")
     rarest = ThresholdRule().min_share
-    if result.windows * rarest < 1:
+    if result.windows * rarest < 1 and not args.quiet:
         print(f"{args.name}: note: {result.windows} windows are few: a tag active on fewer than "
               f"1 window in {round(1 / rarest)} got its threshold from too little; an hour or "
               "so of the music you will tag sets them well", file=sys.stderr)
@@ -121,11 +149,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from streamtag.catalog.installed import resolve_model
     from streamtag.catalog.quantize import quantize_file
-    from streamtag.errors import ModelError
 
     try:
         path = resolve_model(args.model)
-        done = quantize_file(path, args.audio, args.output)
+        with recordings(args.audio) as audio:
+            done = quantize_file(path, audio, args.output)
     except ModelError as error:
         return refused("models", error)
     print(f"{args.model}: int8 graph written to {args.output or path}; calibrated on "
@@ -140,9 +168,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def recordings(names: list[str]):
+    """The paths to read for the recordings given, ``-`` (once) as standard input's copy."""
+    if names.count(STDIN) > 1:
+        raise ModelError("- (standard input) is given more than once; it can be read once")
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(stdin_as_file(name)) for name in names]
+
+
 def _add_recordings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", nargs="+", metavar="AUDIO",
-                        help="recordings (any format PyAV decodes)")
+                        help="recordings (any format PyAV decodes; - reads standard input)")
 
 
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -156,6 +193,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="models_command", required=True)
 
     q = sub.add_parser("list", help="installed models and the ones that can be installed")
+    q.add_argument("--json", action="store_true",
+                   help="one JSON object: the folder, the installed models, those installable")
     q.set_defaults(func=cmd_list)
 
     q = sub.add_parser(
@@ -173,6 +212,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("info", help="an installed model's (or a model file's) source, licence, "
                                     "tags, thresholds")
     q.add_argument("name", help="an installed model's name or a model file's path")
+    q.add_argument("--json", action="store_true",
+                   help="the path and the model file's manifest as one JSON object")
     q.set_defaults(func=cmd_info)
 
     q = sub.add_parser("remove", help="delete an installed model")

@@ -38,6 +38,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                       "--daemon-key)", file=sys.stderr)
 
     def ready(frontend: str | None, backend: str) -> None:
+        if args.quiet:
+            return
         upstream = ", ".join(args.upstream or ())
         print(f"streamtag proxy: daemons publish to {frontend}"
               + (f" and it connects to {upstream}" if upstream else "")

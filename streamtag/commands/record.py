@@ -7,7 +7,6 @@ command at once with exit status 2 and the fix."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import threading
 
@@ -22,14 +21,14 @@ from streamtag.history.recorder import (
     permanent_db_error,
     start_when_up,
 )
+from streamtag.wire.control import default_token_file
 from streamtag.wire.exposure import optional_client_curve
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade, server_key, client_key and verbose."""
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics_port, metrics_address, upgrade, server_key, client_key, quiet and verbose (the
+    logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
         return record(args, stop)
 
@@ -83,10 +82,15 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
             return EXIT_USAGE
         if recorder is None:
             return 0
-        print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
-              f"{schema.describe_url(engine)}"
-              + (f"; metrics on port {metrics.port}" if metrics else ""),
-              file=sys.stderr, flush=True)
+        if not args.quiet:
+            # the snapshots it asks for unasked are signed with the token: say where they go
+            print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
+                  f"{schema.describe_url(engine)}"
+                  + (f"; snapshots from {', '.join(args.control)}, signed with "
+                     + ("the admin key" if curve else f"the token in {default_token_file()}")
+                     if args.control else "")
+                  + (f"; metrics on port {metrics.port}" if metrics else ""),
+                  file=sys.stderr, flush=True)
         stop.wait()
         complete = recorder.stop(args.drain_timeout_s)
         stats = recorder.stats

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 
-from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.commands import EXIT_FAILED, EXIT_USAGE, log_level, stop_on_signals
 from streamtag.errors import ConfigError, SourceError
 from streamtag.model.inference import keep_freed_memory
 from streamtag.wire.exposure import refusal
@@ -42,12 +42,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     keep_freed_memory()  # before any thread starts: a thread started earlier keeps its own arena
 
     # Imported after: loading them may start threads.
-    from streamtag.daemon.config import DaemonConfig, exposed_endpoints, load_config, with_overrides
+    from streamtag.daemon.config import (
+        DaemonConfig,
+        ending_sources,
+        exposed_endpoints,
+        load_config,
+        with_overrides,
+    )
     from streamtag.daemon.daemon import Daemon
     from streamtag.errors import ModelError
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     venue = getattr(args, "venue", False)
     model, sources = args.model, args.source
     try:
@@ -68,7 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 backend=args.backend, precision=args.precision,
                                 insecure=True if args.insecure else None,
                                 processes=getattr(args, "processes", None),
-                                loudness=True if args.loudness else None)
+                                loudness=True if args.loudness else None,
+                                file_roots=getattr(args, "allow_file_root", None))
+        if args.exit_when_done:
+            config = ending_sources(config)
+        if config.model.path is None and not args.quiet:
+            from streamtag.catalog.shipped import SYNTHETIC_NOTE
+
+            say(f"note: {SYNTHETIC_NOTE}")
         refuse_or_warn(exposed_endpoints(config), config.security.insecure)
         processes = worker_processes(config)
         if processes > 1:
@@ -88,10 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         os._exit(1)
 
     with stop_on_signals(on_repeat=exit_at_once) as stop:
-        print(f"streamtag run: publishing on {daemon.publisher.endpoint}"
-              + (f", control on {daemon.control.endpoint} (its token in {daemon.token_file})"
-                 if daemon.control else "")
-              + f"; session {daemon.publisher.session}", file=sys.stderr, flush=True)
+        if not args.quiet:
+            say(f"publishing on {daemon.publisher.endpoint}"
+                + (f", control on {daemon.control.endpoint} (its token in {daemon.token_file})"
+                   if daemon.control else "")
+                + f"; session {daemon.publisher.session}")
         page_stop = threading.Event()
         if venue:
             from streamtag.commands.dashboard import LOOPBACK
@@ -214,8 +226,7 @@ def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
     try:
         supervisor = Supervisor(config, processes, stop_signals=stop_on_signals,
                                 exit_when_done=args.exit_when_done,
-                                log_level=logging.INFO if args.verbose
-                                else logging.WARNING).start()
+                                log_level=log_level(args)).start()
     except (ConfigError, ModelError) as exc:
         print(f"streamtag run: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -227,10 +238,11 @@ def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
 
     with stop_on_signals(on_repeat=exit_at_once) as stop:
         pids = ", ".join(str(w["pid"]) for w in supervisor.workers())
-        say(f"{processes} worker processes (pids {pids}) publishing on {supervisor.endpoint}"
-            + (f", control on {supervisor.control.endpoint} (its token in "
-               f"{supervisor.token_file})" if supervisor.control else "")
-            + f"; supervisor session {supervisor.session}")
+        if not args.quiet:
+            say(f"{processes} worker processes (pids {pids}) publishing on {supervisor.endpoint}"
+                + (f", control on {supervisor.control.endpoint} (its token in "
+                   f"{supervisor.token_file})" if supervisor.control else "")
+                + f"; supervisor session {supervisor.session}")
         draining = None
         while not supervisor.wait(0.2):
             if draining is None and stop.is_set():
@@ -242,9 +254,6 @@ def run_supervised(config, processes: int, args: argparse.Namespace) -> int:
         say_failed(failed, len(config.sources))
         return EXIT_FAILED
     return 0
-
-
-EXIT_FAILED = 1  # --exit-when-done: a stream's source failed (its files were not all tagged)
 
 
 def say(line: str) -> None:

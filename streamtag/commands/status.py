@@ -22,7 +22,7 @@ import zmq
 
 from streamtag.commands import EXIT_USAGE, names_listed, terminal_json, terminal_text
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.wire.control import control_request, read_token
+from streamtag.wire.control import control_request, load_token
 from streamtag.wire.exposure import optional_client_curve
 from streamtag.wire.protocol import DOWN_STATES, canonical_json
 from streamtag.wire.security import ClientCurve
@@ -46,8 +46,8 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
     timeout_ms = attempt_ms  # the first attempt waits this long, whatever ``wait_s``
     while True:
         try:
-            # (a daemon that came up while we waited, its token file made after the request
-            # looked for it: control_request asks once more with it)
+            # (a daemon that came up while we waited: control_request reads the default
+            # token file once the daemon has answered its challenge)
             return control_request(endpoint, request, timeout_ms=timeout_ms, curve=curve,
                                    token=token, context=context)
         except TimeoutError as exc:
@@ -201,9 +201,10 @@ def client_credentials(args: argparse.Namespace, say: Callable[[str], None]
     token = None
     token_file = getattr(args, "token_file", None)
     if token_file:
-        token = read_token(token_file)
-        if token is None:
-            say(f"cannot read a control token from {token_file}; give the daemon's "
+        try:  # refused unless the file is this user's alone and not a link
+            token = load_token(token_file)
+        except ConfigError as exc:
+            say(f"cannot read a control token from {token_file} ({exc}); give the daemon's "
                 "[control] token_file")
             return None
     return curve, token

@@ -19,12 +19,14 @@ from streamtag.errors import ConfigError, SourceError
 from streamtag.sources import list_input_devices
 
 VENUE_STREAM = "venue"
-# Real-music models in the order a venue wants them: the Last.fm tags (MSD) name moods (happy,
-# sad, mellow, chill, party, ...); MagnaTagATune's name tempo and loudness only.
-VENUE_MODELS = ("musicnn-msd", "vgg-msd", "musicnn-mtt", "vgg-mtt")
+# Real-music models in the order a venue wants them: `music` (the recommended one: MSD's moods
+# and genres with MTT's instruments), then the Last.fm tags (MSD) that name moods (happy, sad,
+# mellow, chill, party, ...); MagnaTagATune's name tempo and loudness only.
+VENUE_MODELS = ("music", "musicnn-msd", "vgg-msd", "musicnn-mtt", "vgg-mtt")
 # `models install` fetches musicnn's wheel itself (without its dependencies: musicnn 0.1.0
 # pins a numpy and TensorFlow that Python 3.11 cannot install)
-INSTALL_HINT = "pip install 'streamtag[torch]' && streamtag models install musicnn-msd"
+INSTALL_HINT = ("pip install torch (its CPU build: README, Install) && "
+                "streamtag models install music")
 PAGE_WAIT_S = 10.0
 WATCH_S = 0.5
 

@@ -8,9 +8,9 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
                      (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
     [publish]        endpoint, sndhwm, heartbeat_s
-    [control]        endpoint ("" disables the control socket), token_file, and what requests
-                     may open or load: file_roots, model_roots, allow_devices, allow_hosts,
-                     deny_hosts, allow_private_hosts, max_sources
+    [control]        endpoint ("" disables the control socket), token_file, pin_token, and
+                     what requests may open or load: file_roots, model_roots, allow_devices,
+                     allow_hosts, deny_hosts, allow_private_hosts, max_sources
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
     [mood]           enabled, dwell_s, silence_dwell_s, time_constant_s (docs/venue.md)
     [health]         enabled, silence_dbfs, silence_s, clip_samples, tone_crest_db (dead air
@@ -21,7 +21,9 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
                      precision, workers, threads, decoders, processes (worker processes
                      of `streamtag run`, a number or "auto": streamtag.daemon.supervisor)
-    [metrics]        port (0: off), address
+    [metrics]        port (0: off), address, and the port's bounds: max_connections,
+                     max_connections_per_address, header_timeout_s, answer_timeout_s
+                     (streamtag.wire.listener)
     [security]       server_key, client_keys, admin_keys (CURVE encryption and client
                      authentication), insecure (let run bind beyond loopback without keys)
     [shard]          index (K, or "auto": from the host name NAME-K), count (N)
@@ -161,6 +163,7 @@ class ControlConfig:
 
     endpoint: str = DEFAULT_CONTROL_ENDPOINT  # "" disables the control socket
     token_file: str | None = None  # None: control.token in streamtag's folder
+    pin_token: bool = False  # keep the token the file holds; else a new one at every start
     file_roots: tuple[str, ...] = ()  # add_source may only open files below these
     model_roots: tuple[str, ...] = ()  # reload_model: installed names, and files below these
     allow_devices: bool = False  # add_source may open an input device (a microphone)
@@ -229,12 +232,29 @@ class SecurityConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MetricsConfig:
+    """The metrics and probe port, and its bounds (docs/security.md, "Listener limits"): at
+    most ``max_connections`` connections at once and ``max_connections_per_address`` from one
+    address (past either the oldest unanswered one is closed), a request head within
+    ``header_timeout_s`` of connecting, the answer under way within ``answer_timeout_s``."""
+
     port: int = values.field(0, minimum=0, maximum=65535, expected="0 (off) or a TCP port 1-65535")
     address: str = "127.0.0.1"
+    max_connections: int = values.field(64, minimum=1, maximum=4096)
+    max_connections_per_address: int = values.field(16, minimum=1, maximum=4096)
+    header_timeout_s: float = values.field(10.0, minimum=0.1, maximum=600.0)
+    answer_timeout_s: float = values.field(30.0, minimum=0.1, maximum=600.0)
 
     def __post_init__(self) -> None:
         values.check_fields(self, "metrics", ConfigError)
         check_listen_address("metrics.address", self.address)
+
+    @property
+    def limits(self):
+        """The port's bounds, as streamtag.wire.listener takes them."""
+        from streamtag.wire.listener import ListenerLimits  # websockets: only with a port
+
+        return ListenerLimits(self.max_connections, self.max_connections_per_address,
+                              self.header_timeout_s, self.answer_timeout_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,9 +384,11 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
                    backend: str | None = None, precision: str | None = None,
                    insecure: bool | None = None,
                    processes: str | None = None,
-                   loudness: bool | None = None) -> DaemonConfig:
+                   loudness: bool | None = None,
+                   file_roots: list[str] | None = None) -> DaemonConfig:
     """Command-line flags override the file; ``--source`` flags add to its sources, and
-    ``--realtime`` plays every file source at real speed, the file's and the flags' alike."""
+    ``--realtime`` plays every file source at real speed, the file's and the flags' alike;
+    ``--allow-file-root`` adds to ``[control] file_roots``."""
     changes: dict[str, Any] = {}
     if model is not None or device is not None:
         changes["model"] = dataclasses.replace(
@@ -386,8 +408,10 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
         changes["sources"] = merged
     if publish is not None:
         changes["publish"] = dataclasses.replace(config.publish, endpoint=publish)
-    if control is not None:
-        changes["control"] = dataclasses.replace(config.control, endpoint=control)
+    if control is not None or file_roots:
+        changes["control"] = dataclasses.replace(
+            config.control, endpoint=config.control.endpoint if control is None else control,
+            file_roots=(*config.control.file_roots, *(file_roots or ())))
     for flag, key, value in (("--hop-seconds", "hop_seconds", hop_seconds),
                              ("--backend", "backend", backend),
                              ("--precision", "precision", precision)):
@@ -411,6 +435,31 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
     if loudness is not None:
         changes["health"] = dataclasses.replace(config.health, loudness=loudness)
     return dataclasses.replace(config, **changes)
+
+
+# Under ``run --exit-when-done`` a live source that reconnects for ever would keep the command
+# from ending: one that brings no audio in this many reconnects in a row has failed for good.
+EXIT_WHEN_DONE_RECONNECTS = 5
+
+
+def ending_sources(config: DaemonConfig) -> DaemonConfig:
+    """``config`` for ``run --exit-when-done``: each live source (http, device) that sets
+    neither ``max_reconnects`` nor ``reconnect`` gives up after EXIT_WHEN_DONE_RECONNECTS
+    reconnects without audio (a station answering 404 for ever), and fails."""
+    from streamtag.errors import SourceError
+    from streamtag.sources import parse_spec
+
+    def live(spec: str) -> bool:
+        try:
+            return parse_spec(spec).kind in ("http", "device")
+        except SourceError:
+            return False  # said when the source is built
+
+    sources = tuple(
+        dataclasses.replace(s, options={**s.options, "max_reconnects": EXIT_WHEN_DONE_RECONNECTS})
+        if live(s.spec) and not {"max_reconnects", "reconnect"} & set(s.options) else s
+        for s in config.sources)
+    return dataclasses.replace(config, sources=sources)
 
 
 # How unknown_stream's refusal begins: the supervisor knows a worker's by it, and names every

@@ -25,7 +25,7 @@ WORKER_CORES = 1  # serving on the CPU: one worker per usable CPU
 GPU_WORKER_CORES = 2  # serving on a GPU: as measured with 8 workers on 16 cores
 # A worker's resident memory with its model loaded: measured 155 MB for the default model and
 # 330 MB for musicnn-msd (ONNX Runtime, 4 streams a worker), plus about 1 MB a stream
-# (docs/engine-benchmark.md, "Memory per stream"): musicnn-msd's with room for 150 streams.
+# (docs/benchmarks/, "Memory per stream"): musicnn-msd's with room for 150 streams.
 WORKER_MEMORY = 512 * 2**20
 PROC_MEMINFO = Path("/proc/meminfo")
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -35,7 +35,7 @@ from typing import Any
 
 import zmq
 
-from streamtag.catalog.installed import installed, resolve_model
+from streamtag.catalog.installed import installed, path_of, resolve_model
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig, unknown_stream
 from streamtag.daemon.shard import ShardConfig
@@ -190,7 +190,6 @@ class Daemon:
         self._context: zmq.Context | None = None  # own context only with [security]
         self._turns = Turns(config.engine.decoder_turns())  # the source threads take turns
         self._auth: Authenticator | None = None
-        self._token: str | None = None  # the control token, read or made at start
         self.token_file: Path | None = None
         self._host_policy = HostPolicy(allow=config.control.allow_hosts,
                                        deny=config.control.deny_hosts,
@@ -223,12 +222,13 @@ class Daemon:
         return self
 
     def _control_token(self, cfg: DaemonConfig) -> None:
-        """With a control socket: its token, read from the token file or made in it (a file
-        that group or others may read is a ConfigError naming it)."""
+        """With a control socket: a new token in the token file, or the one it holds with
+        ``[control] pin_token`` (a file or folder that others may read or write, or that is
+        a link, is a ConfigError naming it)."""
         if not cfg.control.endpoint:
             return
         self.token_file = Path(cfg.control.token_file or default_token_file()).expanduser()
-        self._token = ensure_token(self.token_file)
+        ensure_token(self.token_file, pin=cfg.control.pin_token)
 
     def serve_health(self) -> None:
         """Opens the metrics port (with ``/healthz`` and ``/readyz``) now, if there is one;
@@ -246,7 +246,8 @@ class Daemon:
         from streamtag.daemon.metrics import DaemonMetrics, metrics_error
 
         try:
-            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address)
+            self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
+                                         limits=cfg.metrics.limits)
         except OSError as exc:
             raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         self.histograms = self.metrics.histograms
@@ -282,7 +283,6 @@ class Daemon:
             try:
                 self.control = ControlServer(cfg.control.endpoint, self._handlers(),
                                              context=self._context, curve=curve,
-                                             token=self._token,
                                              token_file=self.token_file).start()
             except OSError as exc:
                 raise _endpoint_error("control.endpoint", "--control", cfg.control.endpoint,
@@ -410,6 +410,8 @@ class Daemon:
                           extra: dict) -> None:
         run.station = extra.get("station", run.station)
         if "title" in extra and run.config.title is None:  # a configured title wins
+            if extra["title"] != run.title and self.engine is not None:
+                self.engine.new_track(run.config.id)  # the venue's genre line starts afresh
             run.title = extra["title"]
             run.heard_from_start = extra.get("heard_from_start")
             if run.tracks is not None:
@@ -529,10 +531,13 @@ class Daemon:
         if run is not None and run.tracks is not None:
             # Tracks this window closes go first: the window is already the next track's.
             with run.track_lock:
-                closed = run.tracks.add_window(result.end_sample, result.tags, result.raw,
-                                               result.smoothed, result.active,
-                                               result.model_name, result.model_hash,
-                                               music=result.content in (None, MUSIC))
+                # dead air confirmed here takes back the tags its first windows counted;
+                # windows that are not music count for no tag
+                closed = run.tracks.add_window(
+                    result.end_sample, result.tags, result.raw, result.smoothed, result.active,
+                    result.model_name, result.model_hash,
+                    music=result.content in (None, MUSIC), dead_air_from=next(
+                        (c.start_sample for c in result.silence if c.state == "on"), None))
             for track in closed:
                 self._publish_track(run, track)
         # Silence first (its "on" explains the tags' "off"), then events: the scores message
@@ -654,7 +659,7 @@ class Daemon:
         places the operator named may provide one."""
         names = installed()
         if text in names:
-            return str(names[text])
+            return str(path_of(text))  # refused when not this user's alone
         roots = self.config.control.model_roots
         try:
             path = Path(text).expanduser().resolve(strict=True)
@@ -676,7 +681,9 @@ class Daemon:
 
         def outside_roots(shown: str) -> ConfigError:
             return ConfigError(f"add_source refuses {shown!r}: files must lie below "
-                               f"control.file_roots ({list(control.file_roots)})")
+                               f"control.file_roots ({list(control.file_roots)}): set "
+                               "[control] file_roots in the daemon's config file, or start it "
+                               "with streamtag run --allow-file-root DIR")
 
         try:
             spec = parse_spec(text)

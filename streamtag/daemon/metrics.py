@@ -16,6 +16,12 @@ short-term loudness at the stream's last window).
 ``/healthz`` answers 200 whenever the process serves HTTP (a liveness probe: no answer means
 restart it); ``/readyz`` answers 200 once the model is loaded, the sockets are bound and the
 sources started, and 503 with the reason before that and from the moment a drain begins.
+
+The port is a `streamtag.wire.listener.HttpListener` with ``[metrics]``'s bounds: no thread per
+connection, a request head within ``header_timeout_s``, at most ``max_connections`` at once
+(``max_connections_per_address`` from one address), the oldest unanswered one closed to make
+room, so the probes are answered while the port is flooded. Connections it closed or refused
+are counted in ``streamtag_http_closed_connections{reason}``.
 """
 
 from __future__ import annotations
@@ -23,15 +29,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-import threading
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer
+from websockets.http11 import Request, Response
 
 from streamtag.errors import ConfigError
+from streamtag.wire.listener import (
+    ConnectionLimiter,
+    HttpListener,
+    ListenerLimits,
+    MetricsExposition,
+    plain,
+)
 
 if TYPE_CHECKING:
     from streamtag.engine.batching import WindowResult
@@ -239,52 +252,51 @@ def merged_histograms(per_worker: list[list[list[Any]]]):
 
 class DaemonMetrics:
     def __init__(self, daemon: Observed, port: int, address: str = "127.0.0.1",
-                 merge_histograms: bool = False) -> None:
+                 merge_histograms: bool = False, limits: ListenerLimits | None = None) -> None:
         """``merge_histograms``: for a supervisor, which serves its workers' histograms from
-        its status; a daemon observes its own (``self.histograms``)."""
+        its status; a daemon observes its own (``self.histograms``). ``limits``: the port's
+        connection bounds and timeouts (``[metrics]``; streamtag.wire.listener)."""
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(daemon, merge_histograms))
         self.histograms: Histograms | None = None
         if not merge_histograms:
             self.histograms = Histograms(self.registry)
-        self._server = _serve(address, port, _probes(daemon, make_wsgi_app(self.registry)))
-        self.port = self._server.server_port
+        self._exposition = MetricsExposition(self.registry)
+        self._server = HttpListener(address, port, _probes(daemon, self._exposition),
+                                    limits or ListenerLimits(), f"metrics port {port}")
+        self.port = self._server.port
+        self.registry.register(ClosedConnections(self._server.limiter))
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
+        self._exposition.close()
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args) -> None:
-        pass  # a probe every few seconds would flood the daemon's log
+class ClosedConnections:
+    """A collector of the connections a listener closed or refused, by reason."""
+
+    def __init__(self, limiter: ConnectionLimiter) -> None:
+        self.limiter = limiter
+
+    def collect(self):
+        closed = CounterMetricFamily(
+            "streamtag_http_closed_connections",
+            "Connections to this port closed or refused by its bounds (request head late, "
+            "room made past the connection caps, refused)", labels=["reason"])
+        for reason, count in sorted(self.limiter.closed().items()):
+            closed.add_metric([reason], float(count))
+        yield closed
 
 
-def _probes(daemon: Observed, metrics_app):
-    """A WSGI app: /healthz and /readyz, everything else the Prometheus exposition."""
+def _probes(daemon: Observed, exposition: MetricsExposition):
+    """The port's answers: /healthz and /readyz on the loop at once (no scrape waits before
+    them), everything else the Prometheus exposition."""
 
-    def app(environ, start_response):
-        path = environ.get("PATH_INFO", "")
+    async def answer(request: Request) -> Response:
+        path = urlsplit(request.path).path
         if path not in ("/healthz", "/readyz"):
-            return metrics_app(environ, start_response)
+            return await exposition.answer(request)
         ok, reason = (True, "serving") if path == "/healthz" else daemon.readiness()
-        start_response("200 OK" if ok else "503 Service Unavailable",
-                       [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"{reason}\n".encode()]
+        return plain(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, f"{reason}\n")
 
-    return app
-
-
-def _serve(address: str, port: int, app) -> ThreadingWSGIServer:
-    """Serves `app` on address:port in a daemon thread; the address family follows the
-    address (IPv6 needs AF_INET6). OSError (socket.gaierror for a name that does not resolve)
-    when it cannot listen."""
-    family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
-                                                   flags=socket.AI_PASSIVE)[0]
-
-    class Server(ThreadingWSGIServer):
-        address_family = family
-
-    server = make_server(sockaddr[0], port, app, Server, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="streamtag-metrics", daemon=True).start()
-    return server
+    return answer

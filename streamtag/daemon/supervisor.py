@@ -1,7 +1,7 @@
 """Several daemon processes on one machine behind one publish and one control endpoint
 (``streamtag run --processes N``), supervised.
 
-One daemon does its per-window work under one GIL (about 1.8 cores' worth); N worker
+One daemon does its per-window work under one GIL (about 1.15-2.2 cores busy, by model); N worker
 processes each run a ``Daemon`` serving shard K of N of the same source list
 (streamtag.daemon.shard), and this process, the supervisor, holds what subscribers and
 operators reach:
@@ -330,7 +330,7 @@ class Supervisor:
 
             try:
                 self.metrics = DaemonMetrics(self, cfg.metrics.port, cfg.metrics.address,
-                                             merge_histograms=True)
+                                             merge_histograms=True, limits=cfg.metrics.limits)
             except OSError as exc:
                 raise metrics_error(cfg.metrics.address, cfg.metrics.port, exc) from exc
         if cfg.publish.connect:
@@ -381,7 +381,7 @@ class Supervisor:
     def _start_control(self, curve) -> None:
         cfg = self.config
         self.token_file = Path(cfg.control.token_file or default_token_file()).expanduser()
-        token = ensure_token(self.token_file)
+        ensure_token(self.token_file, pin=cfg.control.pin_token)
         if curve is not None:
             # The workers' sockets are private; only this one needs the admins' keys.
             self._context = zmq.Context()
@@ -389,7 +389,7 @@ class Supervisor:
                 CONTROL_DOMAIN: ("security.admin_keys", cfg.security.admin_keys)})
         try:
             self.control = ControlServer(cfg.control.endpoint, self._handlers(),
-                                         context=self._context, curve=curve, token=token,
+                                         context=self._context, curve=curve,
                                          token_file=self.token_file).start()
         except OSError as exc:
             raise ConfigError(f"control.endpoint {cfg.control.endpoint}: "
@@ -410,7 +410,8 @@ class Supervisor:
         return dataclasses.replace(
             cfg, shard=self._worker_shard(index), publish=publish,
             control=dataclasses.replace(cfg.control, endpoint=f"ipc://{folder}/control-{index}",
-                                        token_file=str(folder / "workers.token")),
+                                        token_file=str(folder / "workers.token"),
+                                        pin_token=True),  # made once, by this process
             metrics=MetricsConfig(), security=security, processes=1)
 
     def _spawn(self, worker: _Worker) -> None:

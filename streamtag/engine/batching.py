@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 # TURN_WINDOWS of them, runs them in passes of ``batch_limit`` and only then hands the results
 # out. The turn's own work (waking, taking the windows, the hand-out in order, and above all the
 # caches each forward evicts, which the first scoring after it pays for) is then shared by every
-# window of the turn while the forward keeps its cheapest size (docs/engine-benchmark.md, "turns
+# window of the turn while the forward keeps its cheapest size (docs/benchmarks/, "turns
 # of forward passes"). A turn takes only windows already queued, and the first of them then
 # waits for the turn's later passes no longer than the last of them waited before;
 # TURN_FORWARD_S bounds that wait, a quarter of the usual one-second hop.
@@ -465,6 +465,12 @@ class Engine:
     def stream_ids(self) -> list[str]:
         with self._cond:
             return list(self._streams)
+
+    def new_track(self, stream_id: str) -> None:
+        """A new title on the stream: its genre line starts afresh (streamtag.engine.mood)."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.mood is not None:
+            stream.mood.new_track()
 
     def stream_counters(self, stream_id: str) -> dict:
         """The stream's counts; with ``[health]`` also ``silent`` (0/1), ``silent_s``,

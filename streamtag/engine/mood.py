@@ -3,13 +3,17 @@ two words a screen can show, by a table in the package (``moods.toml``, docs/ven
 
 Each tag that describes how music feels (the table's ``[tags]``) stands for a rated English word
 whose valence and arousal are published norms (Warriner, Kuperman & Brysbaert 2013). A window's
-point on the valence/arousal plane is the mean of those words' points, each weighted by how far
-its tag's score stands above half its threshold, pulled towards the display words' centre while
-the evidence is weak; arousal is shared with the audio's energy (level and onset rate), which a
-model without mood tags then decides alone. The words shown are the display words nearest the
-point. The point moves smoothly (an exponential average over audio time) and new words are shown
-only once they have held for a dwell time, so a screen changes with the music, not with each
-window.
+valence is the mean of those words' valences, each weighted by how far its tag's score stands
+above half its threshold, pulled towards the display words' centre while the evidence is weak.
+Its arousal is mostly the audio's energy (level and onset rate), which places it on the display
+words' arousal span, so that loud, busy music reaches the lively words and quiet, still music
+the calm ones whatever a model's tags say; the tags move it by at most a quarter. The words
+shown are the display words nearest the point. The point moves smoothly (an exponential average
+over audio time); a new main word is shown once it has held for a short dwell where the point
+has clearly left the shown word, a long one where it only wavers at a border, so a screen
+follows a change of music within seconds and stays put on steady music. Music after silence
+(or anything else that is not music) is judged afresh; the genre line changes at most once a
+minute within a track.
 
 Nothing here knows sockets or pages: the daemon puts the result in its scores messages.
 """
@@ -17,6 +21,7 @@ Nothing here knows sockets or pages: the daemon puts the result in its scores me
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import math
 import tomllib
@@ -39,14 +44,29 @@ ENERGY_BUSY_ONSETS_HZ = 5.0
 ENERGY_LEVEL_SHARE = 0.4
 
 SILENCE_DBFS = -50.0  # a window quieter than this has no music to judge (broadcast practice)
-DWELL_S = 20.0  # new words are shown once they have held for this much audio
-SILENCE_DWELL_S = 6.0  # ... and "no music" once it has lasted this long
-POINT_TIME_CONSTANT_S = 8.0  # the valence/arousal point's exponential average
+DWELL_S = 3.0  # a new main word is shown once it has held this much audio (a clear change) ...
+BORDER_DWELL_S = 30.0  # ... this much where the point only wavers at a border (or the second
+# word alone changes)
+CLEAR_MOVE = 0.3  # a change is clear when the point moved this far from where the words fit
+BORDER_TIME_CONSTANT_S = 15.0  # the slow average that decides the other changes ...
+BORDER_MOVE = 0.1  # ... once it has moved this far from where the words were shown
+SILENCE_DWELL_S = 6.0  # "no music" is shown once the music has been gone this long
+SETTLE_S = 3.0  # music after a gap is first judged this long after it began (a window's length)
+POINT_TIME_CONSTANT_S = 3.0  # the valence/arousal point's exponential average
 PRIOR_WEIGHT = 1.0  # the evidence (summed tag weights) at which tags are trusted by half
 MAX_TAG_WEIGHT = 2.5  # one tag far above its threshold counts this much at most
-TAG_SHARE_OF_AROUSAL = 0.5  # with full tag evidence; the audio's energy gives the rest
+TAG_SHARE_OF_AROUSAL = 0.25  # with full tag evidence; the audio's energy gives the rest
+# The energies placed at the calmest and the most aroused display word: real recordings span
+# about 0.1 (quiet, slow) to 0.8 (loud, dense, fast), docs/venue.md.
+AROUSAL_ENERGY_LOW = 0.1
+AROUSAL_ENERGY_HIGH = 0.75
 SECOND_WORD_RATIO = 1.3  # a second word is shown when it is this close, relative to the first
 KEEP_WORD_RATIO = 1.15  # the shown first word stays while within this of the nearest
+GENRE_TIME_CONSTANT_S = 20.0  # the genre scores' average over the track
+GENRE_HOLD_S = 60.0  # the genre line changes at most this often within a track
+GENRE_DWELL_S = 10.0  # ... and only to genres that have held this long
+GENRE_RATIO = 1.0  # a genre is shown once its averaged score reaches its threshold ...
+GENRE_KEEP_RATIO = 0.75  # ... and kept while it stays above this share of it
 MAX_GENRES = 2
 
 
@@ -55,9 +75,10 @@ class MoodConfig:
     """The ``[mood]`` section of the daemon's config."""
 
     enabled: bool = True  # false: scores carry no mood
-    # audio seconds new words must hold before they are shown
+    # audio seconds a new main word must hold before it is shown, where the music clearly
+    # changed (a change at a border holds BORDER_DWELL_S, or this if longer)
     dwell_s: float = values.field(DWELL_S, minimum=0, maximum=3600)
-    # ... and silence before "no music" is shown
+    # ... and silence (or anything not music) before "no music" is shown
     silence_dwell_s: float = values.field(SILENCE_DWELL_S, minimum=0, maximum=3600)
     # the valence/arousal point's exponential average
     time_constant_s: float = values.field(POINT_TIME_CONSTANT_S, minimum=0, maximum=3600)
@@ -169,7 +190,7 @@ class MoodPlan:
     def mood_tags(self) -> tuple[str, ...]:
         return tuple(self.tags[i] for i in self.mood_index)
 
-    @property
+    @functools.cached_property
     def genre_tags(self) -> tuple[str, ...]:
         return tuple(self.tags[i] for i in self.genre_index)
 
@@ -178,8 +199,9 @@ class MoodPlan:
 
         Without evidence the point is the display words' centre (the prior: music of no
         particular mood), and the energy alone places arousal within the display words' span
-        (0 at the calmest word, 1 at the most aroused); mood tags pull the point towards their
-        words as their scores rise above half their thresholds."""
+        (AROUSAL_ENERGY_LOW or less at the calmest word, AROUSAL_ENERGY_HIGH or more at the
+        most aroused); mood tags pull the point towards their words as their scores rise above
+        half their thresholds, the arousal by at most TAG_SHARE_OF_AROUSAL."""
         v, a_tags = self.centre
         evidence = 0.0
         if len(self.mood_index):
@@ -194,16 +216,18 @@ class MoodPlan:
         if energy is None:
             return _clip(v), _clip(a_tags)
         low, high = self.arousal_span
-        a_audio = low + (high - low) * min(1.0, max(0.0, energy))
-        share = TAG_SHARE_OF_AROUSAL * evidence
-        return _clip(v), _clip(share * a_tags + (1.0 - share) * a_audio)
+        share = (min(1.0, max(0.0, energy)) - AROUSAL_ENERGY_LOW) \
+            / (AROUSAL_ENERGY_HIGH - AROUSAL_ENERGY_LOW)
+        a_audio = low + (high - low) * min(1.0, max(0.0, share))
+        tags_share = TAG_SHARE_OF_AROUSAL * evidence
+        return _clip(v), _clip(tags_share * a_tags + (1.0 - tags_share) * a_audio)
 
-    @property
+    @functools.cached_property
     def centre(self) -> tuple[float, float]:
         return (float(np.mean([p[0] for _, p in self.display])),
                 float(np.mean([p[1] for _, p in self.display])))
 
-    @property
+    @functools.cached_property
     def arousal_span(self) -> tuple[float, float]:
         return (min(p[1] for _, p in self.display), max(p[1] for _, p in self.display))
 
@@ -229,22 +253,58 @@ class MoodPlan:
             return first, second
         return (first,)
 
-    def genres(self, smoothed: np.ndarray) -> tuple[str, ...]:
-        """The genre tags at or above their thresholds, strongest (score / threshold) first."""
+    def genre_ratios(self, smoothed: np.ndarray) -> np.ndarray:
+        """Each genre tag's score over its threshold."""
+        return np.asarray(smoothed, dtype=np.float64)[self.genre_index] / self.genre_thresholds
+
+    def genres_of(self, ratio: np.ndarray, keep: Sequence[str] = ()) -> tuple[str, ...]:
+        """The genre tags whose ``ratio`` is at least GENRE_RATIO, strongest first; those in
+        ``keep`` (the genres shown) come first, in their order, while at least
+        GENRE_KEEP_RATIO."""
         if not len(self.genre_index):
             return ()
-        ratio = np.asarray(smoothed, dtype=np.float64)[self.genre_index] / self.genre_thresholds
+        names = self.genre_tags
+        kept = [g for g in keep if g in names and ratio[names.index(g)] >= GENRE_KEEP_RATIO]
         order = np.argsort(-ratio, kind="stable")
-        return tuple(self.tags[self.genre_index[i]] for i in order[:MAX_GENRES]
-                     if ratio[i] >= 1.0)
+        new = [names[i] for i in order if ratio[i] >= GENRE_RATIO and names[i] not in kept]
+        return tuple((kept + new)[:MAX_GENRES])
+
+    def genres(self, smoothed: np.ndarray) -> tuple[str, ...]:
+        """The genre tags at or above their thresholds, strongest (score / threshold) first."""
+        return self.genres_of(self.genre_ratios(smoothed))
+
+
+def _average(point: tuple[float, float] | None, target: tuple[float, float], step: float,
+             time_constant_s: float) -> tuple[float, float]:
+    """One step of an exponential average over audio time (the first value: the target)."""
+    if point is None or time_constant_s == 0:
+        return target
+    k = 1.0 - math.exp(-step / time_constant_s)
+    return (point[0] + k * (target[0] - point[0]), point[1] + k * (target[1] - point[1]))
 
 
 def _clip(x: float) -> float:
     return min(1.0, max(-1.0, float(x)))
 
 
+
+def is_music(content: str | None) -> bool:
+    """Whether a window's content (the engine's music/speech/silence/tone/noise, None where
+    the engine says nothing) is music, the only content that has a mood and a genre. Anything
+    else is handled as silence: the mood shown goes after its dwell, and the music after it
+    starts afresh."""
+    return content is None or content == "music"
+
+
 class MoodTracker:
-    """One stream's mood, window after window: the point's average and the words' dwell."""
+    """One stream's mood, window after window: the point's average, the words' dwell and the
+    genre line's hold.
+
+    A window without music (quiet, dead air, or a content other than music) ends the music:
+    what was measured of it is forgotten, so the music after it is judged on its own. That
+    music's first ``SETTLE_S`` are not shown (the windows that straddle the gap mix the two);
+    then its words are shown at once (its genres once it has played GENRE_DWELL_S), and from
+    there on they change only as ``_decide`` and ``_hold_genres`` say."""
 
     def __init__(self, plan: MoodPlan, dwell_s: float = DWELL_S,
                  silence_dwell_s: float = SILENCE_DWELL_S,
@@ -256,6 +316,7 @@ class MoodTracker:
         # the [health] section's silence_dbfs, so that the display and the silence event agree
         self.silence_dbfs = silence_dbfs
         self.dwell_s = dwell_s
+        self.border_dwell_s = max(BORDER_DWELL_S, dwell_s)
         self.silence_dwell_s = silence_dwell_s
         self.time_constant_s = time_constant_s
         self.reset()
@@ -263,54 +324,155 @@ class MoodTracker:
     def reset(self) -> None:
         self._point: tuple[float, float] | None = None
         self._last_end: float | None = None
+        self._music_since: float | None = None  # the audio time the music began; None: none
+        self._after_gap = False  # the music since _music_since came after a window without
+        self._settled = False  # the music since _music_since has been shown
         self.shown: tuple[str, ...] | None = None  # None: nothing shown yet
         self.since_s = 0.0
         self._pending: tuple[str, ...] | None = None
         self._pending_since = 0.0
+        self._left_since: float | None = None  # since when the point is clearly elsewhere
+        # where the shown words fit: the slow average while they are the nearest
+        self._anchor: tuple[float, float] | None = None
+        self._slow: tuple[float, float] | None = None  # the point's slow average
+        self._slow_anchor: tuple[float, float] | None = None  # ... when the words were shown
+        self._genre_avg: np.ndarray | None = None
+        self.genres_shown: tuple[str, ...] = ()
+        self._genres_since: float | None = None  # None: the track's genres are not shown yet
+        self._genre_start: float | None = None  # the audio time the track's genres began
+        self._new_track = False  # new_track() was called: the next window starts a track
+        self._genre_pending: tuple[str, ...] | None = None
+        self._genre_pending_since = 0.0
+
+    def new_track(self) -> None:
+        """The track changed (a new title): its genre is shown afresh, without the hold, from
+        the next window on. Safe to call from another thread than ``update``'s."""
+        self._new_track = True
 
     def update(self, end_s: float, smoothed: np.ndarray, rms_dbfs: float | None = None,
-               energy: float | None = None, dead_air: bool = False) -> dict[str, Any]:
+               energy: float | None = None, dead_air: bool = False,
+               content: str | None = None) -> dict[str, Any]:
         """The mood after the window ending at ``end_s`` (audio seconds): the fields of the
         protocol's scores ``mood`` object. ``dead_air``: the stream's health found dead air
-        that is not quiet (a stuck tone), which has no mood either."""
-        silent = dead_air or (rms_dbfs is not None and rms_dbfs < self.silence_dbfs)
-        if silent:
-            target: tuple[float, float] | None = None
-        else:
-            target = self.plan.point(smoothed, energy)
-        if target is not None:
-            if self._point is None or self._last_end is None or self.time_constant_s == 0:
-                self._point = target
-            else:
-                step = max(0.0, end_s - self._last_end)
-                k = 1.0 - math.exp(-step / self.time_constant_s)
-                self._point = (self._point[0] + k * (target[0] - self._point[0]),
-                               self._point[1] + k * (target[1] - self._point[1]))
+        that is not quiet (a stuck tone), which has no mood either; ``content``: what the
+        window is (``is_music`` decides)."""
+        music = (not dead_air and is_music(content)
+                 and not (rms_dbfs is not None and rms_dbfs < self.silence_dbfs))
+        step = 0.0 if self._last_end is None else max(0.0, end_s - self._last_end)
         self._last_end = end_s
-        if silent:
-            candidate: tuple[str, ...] = ()
-        else:
-            candidate = self.plan.words(*self._point, shown=self.shown or ())
+        if self._new_track:
+            self._new_track = False
+            self._genres_since, self._genre_start, self._genre_avg = None, None, None
+        if not music:
+            # What the music was is forgotten: the next music starts afresh.
+            self._point, self._slow, self._music_since, self._settled = None, None, None, False
+            self._genre_avg, self._genres_since, self._genre_start = None, None, None
+            self.genres_shown, self._genre_pending = (), None
+            self._after_gap = True
+            self._decide((), end_s)
+            return self._result()
+        target = self.plan.point(smoothed, energy)
+        if self._music_since is None:
+            self._music_since = end_s
+        self._point = _average(self._point, target, step, self.time_constant_s)
+        self._slow = _average(self._slow, target, step,
+                              max(BORDER_TIME_CONSTANT_S, self.time_constant_s))
+        if not self._settled:
+            if self._after_gap and end_s - self._music_since < SETTLE_S:
+                # Windows that straddle the gap: measured, not shown.
+                self._point = self._slow = target
+                return self._result()
+            # The music's first words: from this window alone, shown at once.
+            self._point = self._slow = target
+            self._settled, self._after_gap = True, False
+            self.shown = None
+        candidate = self.plan.words(*self._point, shown=self.shown or ())
         self._decide(candidate, end_s)
+        self._hold_genres(smoothed, step, end_s)
+        return self._result()
+
+    def _result(self) -> dict[str, Any]:
         v, a = self._point if self._point is not None else (0.0, 0.0)
         return {"words": list(self.shown or ()), "valence": round(v, 3),
                 "arousal": round(a, 3), "since_s": round(self.since_s, 3),
-                "genres": [] if silent else list(self.plan.genres(smoothed))}
+                "genres": list(self.genres_shown)}
 
     def _decide(self, candidate: tuple[str, ...], end_s: float) -> None:
         if self.shown is None or (not self.shown and candidate):
-            # The first words, and music after silence, are shown at once.
-            self.shown, self.since_s, self._pending = candidate, end_s, None
+            self._show(candidate, end_s)
             return
+        if candidate[:1] == self.shown[:1] and candidate:
+            # The main word fits: where it fits follows the music's slow average.
+            self._anchor = self._slow
         if candidate == self.shown:
-            self._pending = None
+            self._pending, self._left_since = None, None
             return
-        # The dwell runs while the main word of what would be shown stays the same, so a
-        # second word that wanders during a change does not hold the change back.
-        key = candidate[:1]
+        if not candidate:  # the music is gone: "no music" after its own dwell
+            key, dwell = (), self.silence_dwell_s
+        elif candidate[0] != self.shown[0] and self._clearly_moved():
+            # The music changed: the words that fit now are shown once the point has stayed
+            # far from where the shown words were chosen for the short dwell, whichever words
+            # it passes on the way.
+            if self._left_since is None:
+                self._left_since = end_s
+            if end_s - self._left_since >= self.dwell_s:
+                self._slow = self._point  # the music before the change counts no more
+                self._show(candidate, self._left_since)
+            return
+        else:
+            # A point that wavers at a border, or a second word alone: judged on the slow
+            # average, which must have moved BORDER_MOVE from where the shown words were chosen
+            # and have the same other words nearest for the long dwell.
+            candidate = self.plan.words(*self._slow, shown=self.shown)
+            if candidate == self.shown or math.dist(self._slow, self._slow_anchor) < BORDER_MOVE:
+                self._pending, self._left_since = None, None
+                return
+            # (while the main word differs, the second may come and go meanwhile)
+            key = candidate[:1] if candidate[0] != self.shown[0] else candidate
+            dwell = self.border_dwell_s
+        self._left_since = None
         if self._pending != key:
             self._pending, self._pending_since = key, end_s
-        dwell = self.silence_dwell_s if not candidate else self.dwell_s
         if end_s - self._pending_since >= dwell:
-            self.shown, self.since_s, self._pending = candidate, self._pending_since, None
+            self._show(candidate, self._pending_since)
 
+    def _show(self, words: tuple[str, ...], since_s: float) -> None:
+        self.shown, self.since_s = words, since_s
+        self._pending, self._left_since = None, None
+        self._anchor = self._slow_anchor = self._slow if words else None
+
+    def _clearly_moved(self) -> bool:
+        """The point lies CLEAR_MOVE or more from where the shown words last fitted: the music
+        changed, not the noise of one piece (docs/venue.md)."""
+        if self._anchor is None or self._point is None:
+            return True
+        return math.dist(self._point, self._anchor) >= CLEAR_MOVE
+
+    def _hold_genres(self, smoothed: np.ndarray, step: float, end_s: float) -> None:
+        """The genre line: the genres of the scores averaged over GENRE_TIME_CONSTANT_S of the
+        track; the first shown after GENRE_DWELL_S of it, then a change at most every
+        GENRE_HOLD_S, to genres that held GENRE_DWELL_S."""
+        ratio = self.plan.genre_ratios(smoothed)
+        if self._genre_avg is None:
+            self._genre_avg = ratio
+        else:
+            k = 1.0 - math.exp(-step / GENRE_TIME_CONSTANT_S)
+            self._genre_avg = self._genre_avg + k * (ratio - self._genre_avg)
+        candidate = self.plan.genres_of(self._genre_avg, keep=self.genres_shown)
+        if self._genres_since is None:
+            # A new track's genres, once heard long enough to average over.
+            if self._genre_start is None:
+                self._genre_start = end_s
+            if end_s - self._genre_start >= GENRE_DWELL_S and candidate:
+                self.genres_shown, self._genres_since = candidate, end_s
+                self._genre_pending = None
+            return
+        if not candidate or candidate == self.genres_shown:
+            # Within a track the line keeps its genres until others replace them.
+            self._genre_pending = None
+            return
+        if self._genre_pending != candidate:
+            self._genre_pending, self._genre_pending_since = candidate, end_s
+        if (end_s - self._genre_pending_since >= GENRE_DWELL_S
+                and end_s - self._genres_since >= GENRE_HOLD_S):
+            self.genres_shown, self._genres_since, self._genre_pending = candidate, end_s, None

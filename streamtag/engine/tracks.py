@@ -6,10 +6,7 @@ counts once, for the title that was playing when its last sample played. Title c
 from the source as soon as they are read, before the windows around them are scored; they wait
 here until the first window that ends past them, which closes the track before it. A title may
 come with whether its track was heard from its start (`heard_from_start`, where the source
-knows: sources/http.py); the track carries it on. Windows that are not music (speech, dead
-air, noise: streamtag.engine.content) count in a track's windows but not in its means, and no
-tag is active in them: a track mostly of speech has no tags, and one wholly of speech no
-means either. The daemon
+knows: sources/http.py); the track carries it on. The daemon
 publishes each closed `TrackSummary` as a ``track`` message; ``streamtag tag`` makes one per file.
 """
 
@@ -22,17 +19,25 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# A tag active on more than this share of a track's windows is active for the track.
+# A tag active on more than this share of a track's windows is active for the track: its
+# headline tags are what played most of it. (A tag's mean score over its threshold is almost
+# never true of a whole track: a tag on for 70 % of a track has a mean pulled down by the rest.)
 TRACK_ACTIVE_SHARE = 0.5
+# The rule in words, as `streamtag tag` names it beside the tags it gives
+HEADLINE_RULE = "on in more than half of its windows"
 # Decimals that scores are reported with, on the wire and by `streamtag tag`: they need no
 # more, and a 56-tag message stays small.
 SCORE_DECIMALS = 6
+# Windows of the open track remembered with their active tags, so that dead air confirmed
+# after it began (``silence_s`` later) takes back the tags its first windows counted: far more
+# than a dead-air check's usual 10 s needs, and a bound on a stream's memory.
+RECENT_WINDOWS = 512
 
 
 @dataclasses.dataclass(frozen=True)
 class TrackSummary:
     """One closed track: the audio ``[start_sample, end_sample)`` between two title changes
-    (`reason`: "title_change" or "end"), with the means over its music windows, one value
+    (`reason`: "title_change" or "end"), with the means over its `windows` windows, one value
     per tag in the order of `tags` (none for a track shorter than a window), the share of its
     windows in which each tag was active, and the tags `active` for the track.
     `heard_from_start`: whether its audio began at the track's start, where the source knew
@@ -66,7 +71,6 @@ class _Open:
     started_at: float
     last_end: int  # end of its last window (or its start)
     windows: int = 0
-    music_windows: int = 0  # those its means are over
     tags: tuple[str, ...] = ()
     raw_sum: np.ndarray | None = None
     smoothed_sum: np.ndarray | None = None
@@ -74,6 +78,8 @@ class _Open:
     model_name: str = ""
     model_hash: str = ""
     heard_from_start: bool | None = None
+    # its last windows: (end sample, the places of the tags they counted as active)
+    recent: deque = dataclasses.field(default_factory=lambda: deque(maxlen=RECENT_WINDOWS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,30 +128,42 @@ class TrackSummarizer:
 
     def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
                    active: Sequence[str], model_name: str, model_hash: str,
-                   music: bool = True) -> list[TrackSummary]:
-        """Counts one window for the track its end falls in (not ``music``: only its end);
-        returns the tracks it closed."""
+                   music: bool = True,
+                   dead_air_from: int | None = None) -> list[TrackSummary]:
+        """Counts one window for the track its end falls in; returns the tracks it closed.
+        ``music`` False: the window is not music (dead air; speech, where the window's content
+        says so): it counts as a window of the track with no tag active, so a track that is
+        mostly not music has no headline tag. ``dead_air_from``: dead air confirmed with this
+        window began at this stream sample; the open track's windows that end after it count
+        no tag either (a stuck tone keeps the model's tags on until it is confirmed)."""
         closed = []
         while self._changes and end_sample > self._changes[0].sample:
             closed.append(self._next(self._changes.popleft(), "title_change"))
         track = self._open
         tags = tuple(tags)
         if tags != track.tags:  # the first window, or a model reload with other tags
-            track.tags, track.windows, track.music_windows = tags, 0, 0
+            track.tags, track.windows = tags, 0
             track.raw_sum = np.zeros(len(tags))
             track.smoothed_sum = np.zeros(len(tags))
             track.active_count = np.zeros(len(tags), dtype=np.int64)
             self._index = {tag: i for i, tag in enumerate(tags)}
+            track.recent.clear()
         track.windows += 1
-        track.model_name, track.model_hash = model_name, model_hash
-        track.last_end = max(track.last_end, int(end_sample))
-        if not music:
-            return closed
-        track.music_windows += 1
         track.raw_sum += np.asarray(raw, dtype=np.float64)
         track.smoothed_sum += np.asarray(smoothed, dtype=np.float64)
-        for tag in active:  # a few of the tags at a time
-            track.active_count[self._index[tag]] += 1
+        counted = [self._index[tag] for tag in active] if music else []  # a few at a time
+        for i in counted:
+            track.active_count[i] += 1
+        track.recent.append((int(end_sample), counted))
+        if dead_air_from is not None:
+            for end, places in reversed(track.recent):
+                if end <= dead_air_from:
+                    break
+                for i in places:
+                    track.active_count[i] -= 1
+                places.clear()
+        track.model_name, track.model_hash = model_name, model_hash
+        track.last_end = max(track.last_end, int(end_sample))
         return closed
 
     def end(self, end_sample: int, at: float | None = None) -> list[TrackSummary]:
@@ -172,12 +190,12 @@ class TrackSummarizer:
 
     def _close(self, end_sample: int, at: float, reason: str) -> TrackSummary:
         t = self._open
-        if t.music_windows:
+        if t.windows:
             tags = t.tags
-            mean_raw = _floats(t.raw_sum / t.music_windows)
-            mean_smoothed = _floats(t.smoothed_sum / t.music_windows)
+            mean_raw = _floats(t.raw_sum / t.windows)
+            mean_smoothed = _floats(t.smoothed_sum / t.windows)
             share = tuple(float(c) / t.windows for c in t.active_count)
-        else:  # shorter than a window, or no music in it: no means
+        else:  # shorter than a window: no means
             tags = mean_raw = mean_smoothed = share = ()
         active = tuple(tag for tag, s in zip(tags, share, strict=True) if s > TRACK_ACTIVE_SHARE)
         end_sample = max(end_sample, t.start_sample)

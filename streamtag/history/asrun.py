@@ -6,23 +6,36 @@ play counts per title and per tag, over the whole range or per day or week.
 Off air: the source's state changes (the ``statuses`` table). A span runs from the last audio
 received before the source went down (its last scored window; the "reconnecting" or "failed"
 status comes later, when the loss is noticed) to when audio resumed (the next "running"
-status); a stream that ended or whose daemon stopped is not monitored, which is not off air.
+status: the first audio heard again); a stream that ended or whose daemon stopped is not
+monitored, which is not off air. A network source says how long before that audio the station
+may have come back (``back_within_s``: the time since its last attempt found it off air; it
+asks about once a second for an outage's first minute, sources/http.py).
 
 Partial: a track is marked partial when it was not heard whole: "joined" (listening began
 mid-track: as the source knew it, where it did (``heard_from_start``, protocol 1.5: an Ogg
 link's first page tells), else the first track of a daemon session on a live source), "off
-air" (an outage inside it), "cut" (a live stream ended, or the daemon stopped, mid-track).
+air" (an outage inside it, or at its end), "cut" (the daemon stopped, or the source was
+removed, mid-track). The last track of a live stream that ended by itself (its daemon went on)
+or whose audio ended as the station went off air is not "cut": its audio ended with the
+stream's.
 
 Silence: the ``silences`` table (schema revision 0003: dead air the daemon measured), when
 the database has it; none otherwise.
 
+Dead air: a track that was dead air (silence or a stuck tone) for more than half its length
+has no leading tags: what a model says of a tone or of silence names no music. The stuck tone
+is said as such (``tone_s``), apart from silence.
+
 Loudness: where the daemon measured EBU R128 loudness (``[health] loudness``, schema revision
-0005), a track's loudness is its windows' short-term readings gated and averaged in power as
+0005), a track's loudness is the short-term readings of its windows whose 3 s lie inside the
+track (a reading near its start would measure the track before), gated and averaged in power as
 BS.1770 gates its 400 ms blocks for integrated loudness (absolute gate -70 LUFS, relative gate
 10 LU below the mean of what passes it). With a window every second or so this is within 0.25
 LU of the integrated loudness of the track's blocks (0.01-0.21 LU on 8 real tracks,
 tests/test_loudness_history.py); it is not BS.1770's integrated loudness itself, whose 400 ms
-blocks the daemon does not publish.
+blocks the daemon does not publish. A track with readings none of which passes the absolute
+gate (digital silence, or quieter than -70 LUFS) is "below -70 LUFS": no number
+(``loudness_lufs`` None, ``loudness_below_gate`` True).
 """
 
 from __future__ import annotations
@@ -39,7 +52,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS, RELATIVE_GATE_LU, loudness_of_power
+from streamtag.audio.loudness import (
+    ABSOLUTE_GATE_LUFS,
+    BLOCK_S,
+    RELATIVE_GATE_LU,
+    SHORT_TERM_BLOCKS,
+    loudness_of_power,
+)
 from streamtag.history import schema
 from streamtag.history.timeparse import Zone
 from streamtag.wire.protocol import DOWN_STATES
@@ -57,6 +76,11 @@ STALE_S = 60.0
 # status (its reader notices the loss first); a window later than this without new audio
 # was scored as the daemon stopped, not as the audio came.
 LATE_WINDOW_S = 2.0
+# A daemon heard from this long after one of its streams ended did not stop with it: that
+# stream's last track ended with the stream (its audio ended), not cut by monitoring ending.
+STREAM_ENDED_ALONE_S = 10.0
+# A silence span's detail when its dead air was a stuck tone
+STUCK_TONE = "stuck tone"
 # A daemon restart shorter than this between two tracks of one title makes them one play.
 RESTART_GAP_S = 120.0
 # Statuses read past --until to find the end of an outage under way there (a station down
@@ -78,6 +102,10 @@ class Span:
     # when audio came back), when the status said so
     session: str | None = None
     sample: int | None = None
+    # off air: its end is the first audio heard again; the station came back at most this
+    # long before it (the time since the source's last attempt found it off air), where the
+    # source said so (its "running" status's ``back_within_ms`` counter)
+    back_within_s: float | None = None
 
     def length(self, now: float) -> float:
         return (now if self.end is None else self.end) - self.start
@@ -86,8 +114,11 @@ class Span:
         return (self.end is None or self.end > start) and (end is None or self.start < end)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stream": self.stream, "kind": self.kind, "start": self.start, "end": self.end,
-                "detail": self.detail}
+        out = {"stream": self.stream, "kind": self.kind, "start": self.start, "end": self.end,
+               "detail": self.detail}
+        if self.kind == "off_air":
+            out["back_within_s"] = self.back_within_s
+        return out
 
 
 @dataclass
@@ -116,6 +147,12 @@ class Entry:
     # `top` and `scores` are shares of its windows with the tag on, not mean scores: no
     # track message summed it (it plays, or its end was never recorded)
     shares: bool = False
+    tone_s: float = 0.0  # of `silence_s`, the stuck tone's
+
+    @property
+    def loudness_below_gate(self) -> bool:
+        """Measured, and no reading above the absolute gate: "below -70 LUFS"."""
+        return bool(self.short_term) and self.loudness_lufs is None
 
     @property
     def loudness_lufs(self) -> float | None:
@@ -132,6 +169,14 @@ class Entry:
                                                         or span.sample <= self.end_sample)
         return span.overlaps(self.start, self.end)
 
+    def ended_into(self, span: Span) -> bool:
+        """Whether its audio ended where an outage began (by the sample count): the station
+        went off air at its end, and whatever ended the track later did not cut its audio."""
+        return (span.stream == self.stream and span.sample is not None
+                and span.session == self.session and self.end_sample is not None
+                and self.start_sample < span.sample and self.end_sample <= span.sample
+                and self.end is not None and span.start < self.end)
+
     @property
     def now_playing(self) -> bool:
         return self.end is None
@@ -143,8 +188,10 @@ class Entry:
                 "windows": self.windows, "now_playing": self.now_playing, "shares": self.shares,
                 "partial": self.partial, "top": [[t, round(v, 6)] for t, v in self.top],
                 "active": self.active, "silence_s": round(self.silence_s, 3),
+                "tone_s": round(self.tone_s, 3),
                 "loudness_lufs": (None if self.loudness_lufs is None
-                                  else round(self.loudness_lufs, 2))}
+                                  else round(self.loudness_lufs, 2)),
+                "loudness_below_gate": self.loudness_below_gate}
 
 
 def gated_loudness(readings: Sequence[float]) -> float | None:
@@ -223,6 +270,8 @@ def off_air_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
             close(down, row.sent_at if back is None else back, down.session, down.samples)
         elif row.state == "running":
             close(down, row.sent_at, row.session, samples)
+            within = _counter(row.counters, "back_within_ms")
+            down.span.back_within_s = None if within is None else within / 1000.0
         elif row.state == "ended":
             close(down, row.sent_at, down.session, down.samples)
         else:
@@ -273,8 +322,13 @@ def _gone(conn: sa.Connection, down: _Down, now: float) -> float | None:
 
 
 def _samples(counters: str | None) -> int | None:
+    return _counter(counters, "samples")
+
+
+def _counter(counters: str | None, name: str) -> int | None:
+    """An integer counter of a status's stored counters; None where it has none."""
     try:
-        value = json.loads(counters or "{}").get("samples")
+        value = json.loads(counters or "{}").get(name)
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -334,6 +388,19 @@ def _session_end(conn: sa.Connection, down: _Down, before: float | None,
     return max([down.noticed, *[e for e in ends if e is not None]])
 
 
+def _went_on(conn: sa.Connection, session: str, ended_at: float) -> bool:
+    """Whether a daemon session went on after one of its streams ended: a window of any of
+    its streams sent over STREAM_ENDED_ALONE_S later. Then the stream ended by itself, not as
+    the daemon stopped."""
+    st, sc = schema.statuses.c, schema.scores.c
+    streams = conn.execute(sa.select(st.stream).where(st.session == session)
+                           .group_by(st.stream)).scalars().all()
+    later = ended_at + STREAM_ENDED_ALONE_S
+    return any(conn.execute(sa.select(sc.id).where(sc.stream == stream, sc.sent_at > later,
+                                                   sc.session == session).limit(1)).first()
+               for stream in streams)
+
+
 def has_silences(conn: sa.Connection) -> bool:
     """Whether the database has the silences table (schema revision 0003 on)."""
     return sa.inspect(conn).has_table("silences")
@@ -342,7 +409,8 @@ def has_silences(conn: sa.Connection) -> bool:
 def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
                   until: float | None, now: float) -> list[Span]:
     """Dead air overlapping [since, until]: each "off" row of `silences` is a whole span,
-    ending at its `sent_at` and `duration_s` long; an "on" row without its "off" (same
+    `duration_s` long from where its "on" row dates its start (else ending at its own
+    `sent_at`); an "on" row without its "off" (same
     stream, session and start) is a silence under way, or, when its stream has sent no window
     for STALE_S, one that lasted as long as the recording did."""
     if not has_silences(conn):
@@ -357,12 +425,19 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
                                *([c.sent_at >= since - 86400.0] if since is not None else []))
                         .order_by(c.sent_at, c.seq)).all()
     ended = {(r.stream, r.session, r.start_sample) for r in rows if r.state == "off"}
+    # Where each silence began by its "on": sent with the window that ends where the silence
+    # had lasted duration_s. An "off" comes a window after the silence's last quiet window
+    # ends, so dating the start from it would put it a hop (and more) late.
+    began = {(r.stream, r.session, r.start_sample): r.sent_at - r.duration_s
+             for r in rows if r.state == "on"}
     spans = []
     for r in rows:
         start = r.sent_at - r.duration_s
-        detail = "stuck tone" if r.cause == "tone" else ""
+        detail = STUCK_TONE if r.cause == "tone" else ""
         if r.state == "off":
-            spans.append(Span(r.stream, "silence", start, r.sent_at, detail))
+            start = began.get((r.stream, r.session, r.start_sample), start)
+            spans.append(Span(r.stream, "silence", start, min(r.sent_at, start + r.duration_s),
+                              detail))
         elif r.state == "on" and (r.stream, r.session, r.start_sample) not in ended:
             last = conn.execute(sa.select(sa.func.max(sc.sent_at)).where(
                 sc.stream == r.stream, sc.session == r.session)).scalar()
@@ -476,20 +551,27 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
             if live_source(source):
                 if joined(t["start_sample"] == 0, t["heard_from_start"]):
                     entry.partial.append("joined")
-                if t["reason"] == "end":
+                if t["reason"] == "end" and not _went_on(conn, t["session"], t["ended_at"]):
                     entry.partial.append("cut")
             entries.append(entry)
         entries += open_tracks(conn, streams, since, until, top, now)
         add_loudness(conn, entries)
     for entry in entries:
+        if "cut" in entry.partial and any(entry.ended_into(s) for s in off_air):
+            entry.partial.remove("cut")  # its audio ended as the station went off air
         if any(entry.cut_by(s) for s in off_air):
             entry.partial.append("off air")
         for s in off_air:
             clip_to_air(entry, s)
-        entry.silence_s = sum(min(entry.end if entry.end is not None else now,
-                                  s.end if s.end is not None else now) - max(entry.start, s.start)
-                              for s in silence
-                              if s.stream == entry.stream and s.overlaps(entry.start, entry.end))
+        dead = [(s, min(entry.end if entry.end is not None else now,
+                        s.end if s.end is not None else now) - max(entry.start, s.start))
+                for s in silence
+                if s.stream == entry.stream and s.overlaps(entry.start, entry.end)]
+        entry.silence_s = sum(inside for _, inside in dead)
+        entry.tone_s = sum(inside for s, inside in dead if s.detail == STUCK_TONE)
+        length = (entry.end if entry.end is not None else now) - entry.start
+        if entry.silence_s > 0.5 * length:  # dead air most of it: no music to name
+            entry.top, entry.active = [], []
     return merge_restarts(entries)
 
 
@@ -647,15 +729,18 @@ def add_loudness(conn: sa.Connection, entries: list[Entry]) -> None:
         by_session.setdefault((entry.stream, entry.session), []).append(entry)
     for (stream, session), group in by_session.items():
         rows = conn.execute(
-            sa.select(sc.end_sample, sc.short_term_lufs)
+            sa.select(sc.end_sample, sc.end_s, sc.short_term_lufs)
             .where(sc.stream == stream, sc.session == session,
                    sc.short_term_lufs.is_not(None))
             .order_by(sc.end_sample)).all()
         if not rows:
             continue
         ends = np.array([row.end_sample for row in rows])
+        # a reading covers the 3 s before its window's end: one of a track lies inside it
+        rate = next((row.end_sample / row.end_s for row in rows if row.end_s > 0), 0.0)
+        reach = round(SHORT_TERM_BLOCKS * BLOCK_S * rate)
         for entry in group:
-            first = int(np.searchsorted(ends, entry.start_sample, side="right"))
+            first = int(np.searchsorted(ends, entry.start_sample + reach, side="left"))
             last = (len(ends) if entry.end_sample is None
                     else int(np.searchsorted(ends, entry.end_sample, side="right")))
             entry.short_term = [rows[i].short_term_lufs for i in range(first, last)]

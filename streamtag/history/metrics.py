@@ -1,12 +1,16 @@
 """Prometheus metrics of ``streamtag record`` (``--metrics-port``), served on loopback by
-default, read from the recorder's counts at scrape time like the daemon's."""
+default, read from the recorder's counts at scrape time like the daemon's. The port has the
+daemon's metrics port's bounds at their defaults (streamtag.wire.listener): no thread per
+connection, a request head within 10 s, 64 connections at once, 16 from one address."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from streamtag.wire.listener import HttpListener, ListenerLimits, MetricsExposition
 
 if TYPE_CHECKING:
     from streamtag.history.recorder import Recorder
@@ -63,10 +67,11 @@ class RecorderMetrics:
     def __init__(self, recorder: Recorder, port: int, address: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(recorder))
-        self._server, self._thread = start_http_server(port, addr=address,
-                                                       registry=self.registry)
-        self.port = self._server.server_port
+        self._exposition = MetricsExposition(self.registry)
+        self._server = HttpListener(address, port, self._exposition.answer, ListenerLimits(),
+                                    f"record's metrics port {port}")
+        self.port = self._server.port
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
+        self._exposition.close()

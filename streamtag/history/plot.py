@@ -1,11 +1,12 @@
 """The history as a picture: per stream, a heat strip of each leading tag's share of airtime
 over time (the share of the windows in each time bin in which the tag was active), with the
 tracks marked along the top (titles cut short where they would overprint), and drawn over the
-span they took: off air (red, hatched), silence (white, dotted) and data lost (black,
-hatched). Grey is time without any window, longer than a network stream's windows may come
-apart (HELD_GAP_HOPS hops, at least HELD_GAP_S: they come in bursts, as the station's server
-sends its pages); a shorter run of empty bins shows the bin before it. A stream with no
-windows in the range (off air throughout) is a strip of what it had. Times are in the
+span they took: off air (red, hatched), silence and stuck tones (white, dotted, each
+labelled as what it was) and data lost (black, hatched). Grey is time without any window,
+longer than a network stream's windows may come apart (HELD_GAP_HOPS hops, at least
+HELD_GAP_S: they come in bursts, as the station's server sends its pages); a shorter run of
+empty bins shows the bin before it. A stream with no windows in the range (off air
+throughout) is a strip of what it had. Times are in the
 report's zone, with dates where the range needs them."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from streamtag.history.asrun import Span
+from streamtag.history.asrun import STUCK_TONE, Span
 from streamtag.history.report import History, StreamAirtime, one_line, tag_share_bins
 from streamtag.history.timeparse import span
 
@@ -183,8 +184,9 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     axes[-1].set_xlabel(f"{first:%Y-%m-%d %H:%M:%S}{zone.mark(since, until)} to "
                         f"{last:%Y-%m-%d %H:%M:%S}, "
                         f"{zone.label_span(since, until)}\nwhite lines: track changes; red "
-                        "hatched: off air; white dotted: silence; black hatched: data not "
-                        "recorded; grey: no windows; orange: daemon restart", fontsize=9)
+                        "hatched: off air; white dotted: silence or stuck tone; black hatched: "
+                        "data not recorded; grey: no windows; orange: daemon restart",
+                        fontsize=9)
     # A colour bar about two strips tall, at the top, however many strips there are.
     figure.colorbar(ScalarMappable(Normalize(0, 1), "viridis"), ax=list(axes),
                     label="share of windows\nwith the tag active",
@@ -244,6 +246,8 @@ def _save(figure, path: str) -> None:
 
 def _draw_span(ax, s: Span, x, since: float, until: float, now: float) -> None:
     colour, hatch, label = SPAN_STYLE[s.kind]
+    if s.kind == "silence" and s.detail == STUCK_TONE:  # dead air, but a tone: said so
+        label = STUCK_TONE
     start, end = max(s.start, since), min(now if s.end is None else s.end, until)
     if end <= start:
         return

@@ -31,6 +31,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS
 from streamtag.history import asrun, schema
 from streamtag.history.timeparse import Zone, local_zone, parse_time, span
 from streamtag.text import counted, csv_text
@@ -56,7 +57,7 @@ class StreamAirtime:
     last_at: float | None = None
     active: dict[str, int] = field(default_factory=dict)  # tag -> windows active
     tags: list[str] = field(default_factory=list)         # every tag its models name
-    # what its windows were (protocol 1.6's content: music, speech, ...) -> windows; the
+    # what its windows were (protocol 1.7's content: music, speech, ...) -> windows; the
     # windows of daemons that did not say are in none
     content: dict[str, int] = field(default_factory=dict)
 
@@ -87,7 +88,7 @@ class History:
     as_run: list[asrun.Entry] = field(default_factory=list)
     off_air: list[asrun.Span] = field(default_factory=list)
     silence: list[asrun.Span] = field(default_factory=list)
-    speech: list[asrun.Span] = field(default_factory=list)  # windows of speech (1.6)
+    speech: list[asrun.Span] = field(default_factory=list)  # windows of speech (1.7)
     not_recorded: list[asrun.Span] = field(default_factory=list)
     period: str | None = None  # plays per "day" or "week"; None: for the whole range
     plays: list[dict[str, Any]] = field(default_factory=list)
@@ -362,8 +363,12 @@ def _spans(history: History, lines: list[str], what: str, spans: list[asrun.Span
     lines.append(f"  {what} ({len(spans)}, {span(total)} in all):")
     for s in spans:
         end = "still" if s.end is None else _until(history, s.end, s.start)
+        back = ""
+        if s.back_within_s is not None and s.end is not None:  # off air: how sure its end is
+            back = (f"  back at {_until(history, s.end, s.start)} (first audio heard; on air "
+                    f"again within {s.back_within_s:.1f} s before)")
         lines.append(f"    {_when(history, s.start)} to {end}  {span(s.length(history.now)):>8}"
-                     + (f"  {one_line(s.detail)}" if s.detail else ""))
+                     + (f"  {one_line(s.detail)}" if s.detail else "") + back)
 
 
 def format_text(history: History, events: bool = False) -> str:
@@ -400,10 +405,14 @@ def format_text(history: History, events: bool = False) -> str:
                 notes.append("NOW PLAYING")
             if e.partial:
                 notes.append("partial: " + ", ".join(e.partial))
-            if e.silence_s >= 0.5:
-                notes.append(f"silence {span(e.silence_s)}")
+            if e.silence_s - e.tone_s >= 0.5:
+                notes.append(f"silence {span(e.silence_s - e.tone_s)}")
+            if e.tone_s >= 0.5:
+                notes.append(f"stuck tone {span(e.tone_s)}")
             if e.loudness_lufs is not None:  # [health] loudness: EBU R128 from the windows
                 notes.append(f"{e.loudness_lufs:.1f} LUFS")
+            elif e.loudness_below_gate:
+                notes.append(f"below {ABSOLUTE_GATE_LUFS:g} LUFS")
             # a finished track's mean smoothed scores; one no track message summed (playing,
             # or cut where its daemon was killed), its tags' shares of its windows
             top = _names([f"{name} {100 * value:.0f}%" if e.shares else f"{name} {value:.2f}"
@@ -415,7 +424,11 @@ def format_text(history: History, events: bool = False) -> str:
                          f"  {length:>8}  {one_line(e.title or '(untitled)')}"
                          + (f"  [{'; '.join(notes)}]" if notes else "") + f"  tags: {top}")
         _spans(history, lines, "OFF AIR", [s for s in history.off_air if s.stream == stream])
-        _spans(history, lines, "silence", [s for s in history.silence if s.stream == stream])
+        _spans(history, lines, "silence", [s for s in history.silence if s.stream == stream
+                                           and s.detail != asrun.STUCK_TONE])
+        _spans(history, lines, "stuck tone (a steady tone, no music)",
+               [s for s in history.silence if s.stream == stream
+                and s.detail == asrun.STUCK_TONE])
         _spans(history, lines, "speech", [s for s in history.speech if s.stream == stream])
         _spans(history, lines, "not recorded (data lost)",
                [s for s in history.not_recorded if s.stream == stream])

@@ -71,7 +71,7 @@ scores = sa.Table(
     # since revision 0005 (protocol 1.3): EBU R128 loudness at the window's end, or NULL
     sa.Column("momentary_lufs", sa.Float),
     sa.Column("short_term_lufs", sa.Float),
-    # since revision 0008 (protocol 1.6): music, speech, silence, tone or noise, or NULL
+    # since revision 0008 (protocol 1.7): music, speech, silence, tone or noise, or NULL
     sa.Column("content", sa.String(16)),
     sa.UniqueConstraint("stream", "session", "seq", name="uq_scores"),
     sa.Index("ix_scores_stream_sent_at", "stream", "sent_at"))
@@ -265,7 +265,7 @@ def create_db_engine(url: str, reader: bool = False) -> Engine:
             import psycopg  # noqa: F401
         except ImportError:
             raise ConfigError(f"--db {url!r} needs the psycopg driver: pip install "
-                              "'streamtag[postgres]' (or psycopg[binary])") from None
+                              "'psycopg[binary]'") from None
         # pre-ping: a connection from before a server restart is noticed and replaced.
         return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
     path = sqlite_file(parsed)

@@ -3,7 +3,7 @@
 The only module of the daemon that touches the device (DESIGN.md); the engine hands it stacked
 numpy windows and gets per-tag probabilities back. Two backends run the file: ONNX Runtime on
 the graph the file carries (the CPU default, as the daemon serves more streams per core with it
-than with frozen TorchScript: docs/engine-benchmark.md) and TorchScript, frozen and optimised
+than with frozen TorchScript: docs/benchmarks/) and TorchScript, frozen and optimised
 for inference (CUDA, and wherever no graph can be had). ONNX Runtime serves without torch: the
 file is opened with ``streamtag.model.stored`` and torch is imported only where TorchScript
 must run (``needs_torch`` says what to install where it is missing).
@@ -50,7 +50,7 @@ MEASURE_REPS = 3  # rounds of one timed forward per size, after one untimed; the
 # A larger batch is chosen only where its forward costs this much less per window, measured at
 # load: that measurement varies from load to load, and while serving a larger batch's
 # activations contend with the decoding on the other core for the shared caches, which an idle
-# measurement cannot see (docs/engine-benchmark.md, "the batch chosen with a 10 % margin").
+# measurement cannot see (docs/benchmarks/, "the batch chosen with a 10 % margin").
 BATCH_GAIN = 0.10
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters
@@ -89,7 +89,7 @@ def keep_freed_memory() -> bool:
     the kernel and faults them in again, which makes batching slower per window than single
     windows (docs/models.md). One arena: glibc gives other threads arenas of their own, whose
     heaps cannot hold a block over 64 MB, so a large forward in the inference thread would have
-    its buffers mapped and faulted in again every time (docs/engine-benchmark.md, "Malloc
+    its buffers mapped and faulted in again every time (docs/benchmarks/, "Malloc
     arenas"). Memory then stays at its peak, which a daemon reaches at once. Returns False
     where the C library is not glibc."""
     mallopt = _glibc_function("mallopt")
@@ -272,7 +272,7 @@ def full_fp32_on_cuda() -> None:
     """Precision fp32 on CUDA means IEEE FP32: cuDNN's convolutions and RNNs (and cuBLAS, which
     torch already keeps so) may not round their inputs to TensorFloat-32. torch lets them by
     default for convolutions, which moves the probabilities far past the CPU's 1e-4 parity
-    (docs/engine-benchmark.md, "TensorFloat-32"). Process-wide, as torch's flags are."""
+    (docs/benchmarks/, "TensorFloat-32"). Process-wide, as torch's flags are."""
     import torch
 
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
@@ -326,7 +326,7 @@ def _torch_runner(loaded: Any, threads: int | None
 
     ``threads`` is set in every thread that runs it: torch's OpenMP thread count belongs to the
     calling thread, and the idle OpenMP threads of a worker left at the default spin
-    (docs/engine-benchmark.md, "OpenMP threads per thread")."""
+    (docs/benchmarks/, "OpenMP threads per thread")."""
     import torch
 
     module = loaded.module
@@ -570,7 +570,7 @@ class InferenceModel:
         self.batch_ms = {size: 1000.0 * s / size for size, s in best.items()}
         if self._served_graph is not None and len(inputs) > 1:
             # ONNX Runtime's arena keeps what the largest batch measured took (about 300 MB for
-            # musicnn-msd's batch of 8, docs/engine-benchmark.md, "Memory per stream"): the
+            # musicnn-msd's batch of 8, docs/benchmarks/, "Memory per stream"): the
             # same graph in a fresh session serves, holding only what its batches take.
             self._run = session_runner(onnx_session(self._served_graph, self._threads))
             self._run(inputs[1])  # its first-call costs, here rather than in the first batch

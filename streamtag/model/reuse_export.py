@@ -307,8 +307,39 @@ def _plan_first_block(net: nn.Module, options: dict, window: int, hop: int) -> _
     return g, functools.partial(_ResNetSteps, net, g), ""
 
 
+class _PairSteps(nn.Module):
+    """``musicnn_pair``'s two networks each in their two steps, on one window: their
+    probabilities merged as the pair merges them, their carries side by side in one (the
+    first network's first ``split`` columns)."""
+
+    def __init__(self, net: nn.Module, first: nn.Module, second: nn.Module, split: int) -> None:
+        super().__init__()
+        self.net, self.first, self.second, self.split = net, first, second, split
+        self.eval()  # before the exporter sees it (``_Steps``)
+
+    def forward(self, x: torch.Tensor, carry: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if carry is None:
+            p1, c1 = self.first(x)
+            p2, c2 = self.second(x)
+        else:
+            p1, c1 = self.first(x, carry[:, :self.split])
+            p2, c2 = self.second(x, carry[:, self.split:])
+        return self.net.merge(p1, p2), torch.cat([c1, c2], 1)
+
+
 def _plan_frontend_columns(net: nn.Module, options: dict, window: int, hop: int) -> _Plan:
-    """musicnn's layout: its front end's clean columns carried (``MusicnnGeometry``)."""
+    """musicnn's layout: its front end's clean columns carried (``MusicnnGeometry``); for
+    ``musicnn_pair``, each of its two networks' (``_PairSteps``)."""
+    if hasattr(net, "merge"):
+        g, first, why = _plan_frontend_columns(net.first, options, window, hop)
+        _, second, _ = _plan_frontend_columns(net.second, options, window, hop)
+        if g is None or first is None or second is None:
+            return g, None, why
+        with torch.no_grad():  # the first network's carry's width
+            split = int(first(False)(torch.zeros(1, options.get("n_mels", 96), window))[1].shape[1])
+        return g, lambda with_carry: _PairSteps(net, first(with_carry), second(with_carry),
+                                                split), ""
     frames = tuple(block.conv.kernel_size[0] for block in (*net.timbral, *net.temporal))
     paddings = tuple(block.time_padding[0] for block in (*net.timbral, *net.temporal))
     if frames != MUSICNN_BRANCH_FRAMES or paddings != tuple((f - 1) // 2 for f in frames):

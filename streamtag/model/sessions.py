@@ -3,7 +3,7 @@ gets, whichever graph it is (a model file's, its rewrite, its int8 graph, window
 
 Sessions run on the CPU with a set number of intra-op threads and no spinning, and without ONNX
 Runtime's memory pattern; why each setting, and what it cost where it was not so, is told below
-and measured in docs/engine-benchmark.md.
+and measured in docs/benchmarks/.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def onnx_session(graph: bytes, threads: int):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # The memory-pattern planner re-plans for each new batch size and maps fresh pages for it,
     # which the engine's batches of varying size paid for in system time; without it no case
-    # was slower (docs/engine-benchmark.md, "ONNX Runtime's memory pattern"). The arena still
+    # was slower (docs/benchmarks/, "ONNX Runtime's memory pattern"). The arena still
     # reuses the buffers.
     options.enable_mem_pattern = False
     try:

@@ -50,8 +50,10 @@ __all__ = [
     "torch_installed",
 ]
 
-# what a user installs for the parts that need torch
-TORCH_EXTRA = "pip install 'streamtag[torch]'"
+# what a user installs for the parts that need torch (streamtag is installed from a clone, so
+# its [torch] extra is torch itself; the README's "Install" says which build to take)
+TORCH_EXTRA = ("pip install torch (its CPU build from PyTorch's CPU wheel index on a machine "
+               "without a GPU: README, \"Install\")")
 
 
 def torch_installed() -> bool:
@@ -63,9 +65,7 @@ def torch_installed() -> bool:
 
 def needs_torch(what: str) -> ModelError:
     """The error of a part that needs torch where it is not installed."""
-    return ModelError(f"{what} needs PyTorch, which is not installed here; install it with "
-                      f"{TORCH_EXTRA} (or `pip install torch` first, for a CPU build where "
-                      "PyPI's default is a CUDA one)")
+    return ModelError(f"{what} needs PyTorch, which is not installed here: {TORCH_EXTRA}")
 
 
 def reuse_file_names(hop: int) -> tuple[str, str]:

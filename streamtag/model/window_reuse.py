@@ -1,6 +1,6 @@
 """Overlapping windows share work: what a window's forward can take from the window before.
 
-The nets registry declares which architectures share work, and by which of the two schemes
+The nets registry declares which architectures share work, and by which of the four schemes
 below (``nets.spec(name)["window_reuse"]``); a model file names its architecture in its
 manifest.
 
@@ -17,7 +17,7 @@ convolution's first 2Q columns' pool from nothing; it takes them from what windo
 the same convolution's columns s ... s + 2Q - 1 of window k - d, pooled in the pairs window k
 uses (the "carry"). So a served window computes the first two layers only on the columns its
 pools need past the carry: with the default model's 93 and 31, the second convolution on 31
-of its 43 columns and the first on 66 of 91 (what that saves: docs/engine-benchmark.md,
+of its 43 columns and the first on 66 of 91 (what that saves: docs/benchmarks/,
 "Overlapping windows share work").
 
 Two ONNX graphs serve it, both exported from the network (``reuse_export``, with torch, when

@@ -60,14 +60,14 @@ __all__ = ["WINOGRAD_POINTS", "rows_tile", "winograd", "winograd_matrices", "win
 # all 11. Pairs such as 2 and -1/2 rather than ±2 halve the largest float32 error (Barabasz et
 # al., "Error analysis and improving the accuracy of Winograd convolution for deep neural
 # networks", ACM TOMS 2020); as the 8th and 9th, 3/4 and -4/3 gave F(8, 3) and F(4, 7) about half
-# the error of 3 and -1/3 in float32 simulations (docs/engine-benchmark.md, "F(8, 3) along the
+# the error of 3 and -1/3 in float32 simulations (docs/benchmarks/, "F(8, 3) along the
 # rows"); 3 and -1/3 then, as F(6, 7)'s last two, gave it a little less than 4/3 and -3/4
-# (docs/engine-benchmark.md, "musicnn's long kernels in parts").
+# (docs/benchmarks/, "musicnn's long kernels in parts").
 WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5, 0.5, -2.0, 0.75, -4 / 3, 3.0, -1 / 3)
 
 # Where F(m, 3) along the rows beats ONNX Runtime's direct convolution, measured one layer at a
 # time: from 32 channels in and 64 out, on maps of a few rows and columns or more; it lost with
-# 16 channels or one channel in and on a map of 2 × 4 (docs/engine-benchmark.md, "Winograd
+# 16 channels or one channel in and on a map of 2 × 4 (docs/benchmarks/, "Winograd
 # along the rows").
 WINOGRAD_MIN_CHANNELS_IN = 32
 WINOGRAD_MIN_CHANNELS_OUT = 64
@@ -78,7 +78,7 @@ WINOGRAD_MIN_POSITIONS = 32  # output rows × columns
 # (``winograd_rows``), measured on musicnn's timbral layers: F(2, 7) did not pay on 7 × 38; F(6, 7)
 # took about 1 ms less of musicnn's reused step than F(4, 7) (12.7-14.0 ms) in most repeats, its
 # largest error 3.6 times F(4, 7)'s on the layer and about 1e-6 on the probabilities
-# (docs/engine-benchmark.md, "Winograd along the rows" and "musicnn's long kernels in parts").
+# (docs/benchmarks/, "Winograd along the rows" and "musicnn's long kernels in parts").
 WINOGRAD_ROWS_M = 6
 WINOGRAD_ROWS_MAX_TAPS = 7  # rows of the kernel: F(6, 7) takes all of WINOGRAD_POINTS
 WINOGRAD_ROWS_MIN_COLUMN_TAPS = 32  # the grouped convolution's GEMM sums over these

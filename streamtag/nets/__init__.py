@@ -25,7 +25,7 @@ from .crnn import CRNN
 from .lstm import LSTMTagger
 from .mel_cnn import MelCNN
 from .mobilenet import MobileNetV2Attention, MobileNetV2Tagger, two_head_loss
-from .musicnn import MusiCNN, MusiCNNVGG
+from .musicnn import MusiCNN, MusicnnPair, MusiCNNVGG
 from .samplecnn import SampleCNN
 from .short_chunk_resnet import ShortChunkResNet
 from .vggish import VGGish
@@ -121,6 +121,10 @@ _REGISTRY: dict[str, _Entry] = {
     ),
     "musicnn_vgg": _Entry(MusiCNNVGG, "VGG-like baseline published with musicnn, 3 s windows",
                           window_reuse="second_convolution"),
+    "musicnn_pair": _Entry(
+        MusicnnPair, "two musicnn networks on one input, their tag lists merged (`music`)",
+        window_reuse="frontend_columns",
+    ),
 }
 
 

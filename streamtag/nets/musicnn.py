@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MusiCNN", "MusiCNNVGG"]
+__all__ = ["MusiCNN", "MusicnnPair", "MusiCNNVGG"]
 
 _BN_EPS = 1e-3  # tf.layers.batch_normalization's default
 _BN_MOMENTUM = 0.01  # PyTorch's convention for TensorFlow's momentum 0.99
@@ -219,3 +219,46 @@ class MusiCNNVGG(nn.Module):
         x = x.permute(0, 2, 3, 1).flatten(1)
         return self.dense(self.dropout(x))
 
+
+
+class MusicnnPair(nn.Module):
+    """Two musicnn networks on one input, their tag lists merged into one: a tag both name
+    scores the mean of their probabilities, every other tag its own network's.
+
+    ``first`` and ``second`` are ``MusiCNN`` networks of ``first_tags`` and ``second_tags``
+    outputs with the same options; ``first_mix`` (``first_tags`` × ``n_tags``) and
+    ``second_mix`` place their probabilities in the merged list (weights 1, or 1/2 for a tag
+    of both), set by whoever loads the weights. Returns the merged probabilities' logits, so
+    that the model file's sigmoid gives them back (within float32 rounding).
+    """
+
+    input_kind = "logmel"
+    default_input = MusiCNN.default_input
+    min_input = MusiCNN.min_input
+
+    def __init__(self, n_tags: int, first_tags: int = 50, second_tags: int = 50,
+                 n_mels: int = 96, frontend_width: float = 1.6, midend_filters: int = 64,
+                 backend_units: int = 200, dropout: float = 0.5) -> None:
+        super().__init__()
+        options = {"n_mels": n_mels, "frontend_width": frontend_width,
+                   "midend_filters": midend_filters, "backend_units": backend_units,
+                   "dropout": dropout}
+        self.first = MusiCNN(first_tags, **options)
+        self.second = MusiCNN(second_tags, **options)
+        # until loaded: the first network's tags, then the second's, as far as n_tags goes
+        first_mix, second_mix = torch.zeros(first_tags, n_tags), torch.zeros(second_tags, n_tags)
+        for i in range(min(first_tags, n_tags)):
+            first_mix[i, i] = 1.0
+        for i in range(min(second_tags, max(0, n_tags - first_tags))):
+            second_mix[i, first_tags + i] = 1.0
+        self.register_buffer("first_mix", first_mix)
+        self.register_buffer("second_mix", second_mix)
+
+    def merge(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The merged probabilities of the two networks' probabilities."""
+        return first @ self.first_mix + second @ self.second_mix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        merged = self.merge(torch.sigmoid(self.first(x)), torch.sigmoid(self.second(x)))
+        # kept 1e-7 from 0 and 1 so that the logit is finite (as MeanOfProbabilities)
+        return torch.logit(merged, eps=1e-7)

@@ -4,8 +4,9 @@ their absolute sample index. ``parse_spec`` reads a spec string (its kind and ta
 
 - ``file:PATH`` or an existing path: FileSource (options ``realtime``, ``speed``, ``loop``)
 - ``http://…``, ``https://…``: HttpSource (``reconnect``, ``max_backoff_s``,
-  ``initial_backoff_s``, ``read_timeout_s``, ``max_reconnects``; ``host_policy``, a
-  ``HostPolicy``, from Python only: the daemon gives it to sources added at run time)
+  ``initial_backoff_s``, ``read_timeout_s``, ``max_reconnects``, ``realtime``,
+  ``max_bytes_per_audio_s``; ``host_policy``, a ``HostPolicy``, from Python only: the daemon
+  gives it to sources added at run time)
 - ``device:NAME_OR_INDEX``: DeviceSource (``blocksize``, ``channels``, ``device_rate``,
   ``max_queue_s``, ``stall_timeout_s``, ``reconnect``, ``initial_backoff_s``, ``max_backoff_s``,
   ``max_reconnects``)

@@ -35,8 +35,13 @@ Stations are untrusted, and what one sends harms at most its own stream:
 - PyAV opens the body with a whitelist of demuxers (``STREAM_FORMATS``, the audio formats
   stations send) and no protocol at all (``OPEN_OPTIONS``): a body that is a playlist (ffconcat,
   HLS) naming files of this machine or other URLs is refused, not followed. FFmpeg's probe is
-  bounded (``probesize``, ``analyzeduration``) and a stream that gives
-  ``MAX_BYTES_BEFORE_AUDIO`` bytes without a decoded frame is dropped (and tried again).
+  bounded (``probesize``, ``analyzeduration``).
+- A connection's bytes are bounded by the audio they decode to (sources/bounds.py): over any
+  stretch of it, at most ``LEEWAY_BYTES`` more than ``max_bytes_per_audio_s`` per second of
+  audio decoded in it, so a stream that gives no audio, pads its audio or sends metadata
+  between it is cut (and tried again) with a status that says so, before FFmpeg holds more.
+  In an Ogg stream, the packets not yet ended (a chained link's comment header) are bounded
+  too (``MAX_OGG_PACKET_BYTES``), as FFmpeg holds them whole while the audio plays on.
 - Redirects are followed only to http(s) URLs (SourceError otherwise), at most
   ``MAX_REDIRECTS``, without reading their bodies. The URL's credentials (sent as an
   Authorization header) go only to the origin (scheme, host, port) they were given for; the
@@ -85,8 +90,9 @@ from streamtag.sources.base import (
     packet_tags,
     title_from_tags,
 )
+from streamtag.sources.bounds import OGG_CAPTURE, ByteBudget, ByteLimitError, OggPages
 from streamtag.sources.hosts import HostPolicy, redact_url, split_url
-from streamtag.sources.icy import MIN_METAINT, IcyBlock, IcyReader, ReadLimitError, parse_metaint
+from streamtag.sources.icy import MIN_METAINT, IcyBlock, IcyReader, parse_metaint
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +120,17 @@ HEADER_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM", b"\x1aE\xdf\xa3", b"
 STREAM_FORMATS = ("mp3", "aac", "ogg", "flac", "wav", "aiff", "caf", "matroska", "mov")
 FORMAT_NAMES = "MP3, AAC, Ogg, FLAC, WAV, AIFF, CAF, Matroska/WebM, MP4"  # for messages
 PROBE_BYTES = 1 << 18  # FFmpeg's probesize: at most this much is read to learn the parameters
-MAX_BYTES_BEFORE_AUDIO = 4 << 20  # a stream that gives no audio in this many bytes is dropped
+# What a connection may read beyond what its audio allows: all of it before the first decoded
+# frame (a header with cover art, FFmpeg's probe), and any burst of metadata later.
+LEEWAY_BYTES = 4 << 20
+# Bytes a station may send per second of the audio they decode to (docs/security.md has the
+# codecs' figures): the highest lossy bitrates need 30-56 kB/s, lossless 192 kHz/24-bit
+# stereo PCM 1,152 kB/s; past it, the bytes are padding or metadata between the audio.
+MAX_BYTES_PER_AUDIO_S = 2 << 20
+# An Ogg packet not yet ended, all logical streams together (a chained link's comment header
+# with cover art is the largest honest one), and the logical streams of an Ogg stream.
+MAX_OGG_PACKET_BYTES = 2 << 20
+MAX_OGG_STREAMS = 16
 OPEN_OPTIONS = {
     "format_whitelist": ",".join(STREAM_FORMATS),
     "protocol_whitelist": "",  # none: the only bytes FFmpeg reads are those the reader hands in
@@ -337,7 +353,7 @@ def failure_reason(exc: BaseException, read_timeout_s: float) -> str:
         cause = exc.reason
     if isinstance(cause, TimeoutError):
         return f"no data for {read_timeout_s:g} s (read_timeout_s)"
-    if isinstance(cause, (StationError, ReadLimitError)):
+    if isinstance(cause, (StationError, ByteLimitError)):
         return str(cause)
     if isinstance(cause, urllib.error.HTTPError):
         if 300 <= cause.code < 400:
@@ -367,6 +383,10 @@ def failure_reason(exc: BaseException, read_timeout_s: float) -> str:
 MAX_READ_TIMEOUT_S = 3600.0  # longer ones overflow the socket's clock
 # A connection that brought this much audio resets the reconnect back-off.
 SUSTAINED_AUDIO_S = 10.0
+# While a station is off air it is asked again at least this often for the first PROBE_FOR_S
+# (then the back-off doubles on to its cap), so that its return is heard within about a second.
+PROBE_S = 1.0
+PROBE_FOR_S = 60.0
 # A connection that brings no audio for this long (past what it brought would take to play) is
 # cut and made again (_Watch).
 NO_AUDIO_S = 30.0
@@ -394,7 +414,8 @@ class HttpSource(Source):
     def __init__(self, url: str, *, reconnect: bool = True, max_backoff_s: float = 30.0,
                  initial_backoff_s: float = 0.5, read_timeout_s: float = 10.0,
                  max_reconnects: int | None = None,
-                 host_policy: HostPolicy | None = None, realtime: bool = True) -> None:
+                 host_policy: HostPolicy | None = None, realtime: bool = True,
+                 max_bytes_per_audio_s: float = MAX_BYTES_PER_AUDIO_S) -> None:
         super().__init__()
         # A station plays in real time; one that sends faster (up to AHEAD_S of audio ahead,
         # a server's burst on connect) is read at real time: 100 times faster would score 100
@@ -415,6 +436,10 @@ class HttpSource(Source):
         self.backoff_options = dict(reconnect=reconnect, initial_backoff_s=initial_backoff_s,
                                      max_backoff_s=max_backoff_s, max_reconnects=max_reconnects)
         Backoff(self.description, **self.backoff_options)
+        if not 1024 <= max_bytes_per_audio_s < float("inf"):
+            raise SourceError(f"{self.description}: max_bytes_per_audio_s must be at least "
+                              f"1024 (bytes per second of audio), got {max_bytes_per_audio_s!r}")
+        self.max_bytes_per_audio_s = float(max_bytes_per_audio_s)
         if not 0 < read_timeout_s <= MAX_READ_TIMEOUT_S:
             raise SourceError(f"{self.description}: read_timeout_s must be > 0 and at most "
                               f"{MAX_READ_TIMEOUT_S:g} seconds, got {read_timeout_s!r}")
@@ -445,6 +470,7 @@ class HttpSource(Source):
         self._held_title: str | None = None
         self._told_held = False  # a status said titles are being held back
         self._watch: _Watch | None = None  # the current connection's
+        self._down_at: float | None = None  # when the last connection ended or failed
         self._opener = build_opener(url, host_policy, self._watched)
 
     def _watched(self, sock: socket.socket) -> None:
@@ -455,7 +481,8 @@ class HttpSource(Source):
         import av
 
         self._require_open()
-        backoff = Backoff(self.description, **self.backoff_options)
+        backoff = Backoff(self.description, **self.backoff_options, probe_s=PROBE_S,
+                          probe_for_s=PROBE_FOR_S)
         while not stop.is_set():
             samples, error, started = 0, None, time.monotonic()
             watch = self._watch = _Watch(stop, NO_AUDIO_S)
@@ -477,6 +504,8 @@ class HttpSource(Source):
                 error = self._reason(exc)
             finally:
                 watch.close()
+                # the station was last found without audio now: its return comes after
+                self._down_at = time.time()
             if stop.is_set():
                 break
             if watch.tripped:  # cut by the watch: whatever the read then said
@@ -566,9 +595,13 @@ class HttpSource(Source):
             self.metaint = metaint
             name = response.headers.get("icy-name") or response.headers.get("ice-name") or ""
             self.station = clean_title(name) or self.station
+            budget = ByteBudget(self.max_bytes_per_audio_s, LEEWAY_BYTES)
             reader = IcyReader(response, metaint, READ_SIZE, waiting=self._waiting,
-                               limit=MAX_BYTES_BEFORE_AUDIO)
-            fmt = stream_format(response.headers.get("Content-Type"), reader.peek(4))
+                               budget=budget)
+            head = reader.peek(4)
+            if head.startswith(OGG_CAPTURE):
+                reader.walk(OggPages(MAX_OGG_PACKET_BYTES, MAX_OGG_STREAMS))
+            fmt = stream_format(response.headers.get("Content-Type"), head)
             try:
                 container = av.open(reader, mode="r", format=fmt, buffer_size=READ_SIZE,
                                     container_options=OPEN_OPTIONS)
@@ -631,8 +664,9 @@ class HttpSource(Source):
                     self.counters["decode_errors"] += 1
                     continue
                 for frame in decoded:
-                    reader.limit = None  # audio: the stream may now run as long as it plays
-                    decoded_s += frame.samples / frame.sample_rate
+                    seconds = frame.samples / frame.sample_rate
+                    decoded_s += seconds
+                    reader.budget.earn(seconds)  # the bytes this audio allows
                     yield frame
 
         # Decoded frames (26 ms each for MP3) go on in blocks of BLOCK_S: each chunk is a pass
@@ -696,6 +730,14 @@ class HttpSource(Source):
         if self.counters["titles_ignored"]:
             extra["titles_ignored"] = self.counters["titles_ignored"]
         self._status("running", None, **extra)
+
+    def _status(self, state: str, error: str | None = None, **extra) -> None:
+        # Audio back after a connection ended or failed: the station came back at most this
+        # long before its first audio was heard (the time since the last attempt found none).
+        if state == "running" and self._down_at is not None:
+            self.counters["back_within_ms"] = round((time.time() - self._down_at) * 1000)
+            self._down_at = None
+        super()._status(state, error, **extra)
 
     def _running_extra(self) -> dict:
         extra = {}

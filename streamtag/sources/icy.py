@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamtag.sources.base import clean_title
+from streamtag.sources.bounds import ByteBudget, ByteLimitError, OggPages
 
 BLOCK_UNIT = 16  # a block's length byte counts units of 16 bytes
 MAX_BLOCK = 255 * BLOCK_UNIT  # the largest block a length byte can announce
@@ -210,29 +211,27 @@ class IcySplitter:
         self._audio_left = self.metaint
 
 
-class ReadLimitError(OSError):
-    """The stream gave more bytes than its reader's ``limit`` before audio was found."""
-
-
 class IcyReader:
     """A read-only, unseekable file over an HTTP response for PyAV: audio bytes only.
 
     ``read`` returns what the network has (at least one byte, or b"" at the end), so a live
     stream's metadata is parsed as soon as it arrives. An error while reading (a timeout, a
     reset) ends the file and is kept in ``error`` for the caller to raise once the demuxer has
-    stopped: FFmpeg would otherwise replace it with a vaguer error of its own. ``limit``: audio
-    bytes the file gives before it ends with a ``ReadLimitError`` (None: no limit), which the
-    caller lifts once it has decoded audio, so a stream that is not audio ends soon.
+    stopped: FFmpeg would otherwise replace it with a vaguer error of its own. Every byte read
+    from the network, metadata included, is spent from ``budget`` (sources/bounds.py), and
+    the audio bytes, when an Ogg stream, are walked by ``pages``: past either's bound, the file
+    ends with its ``ByteLimitError`` before FFmpeg is handed the bytes that passed it.
     """
 
     def __init__(self, response: Any, metaint: int | None, read_size: int = 8192,
                  waiting: Callable[[], AbstractContextManager] = nullcontext,
-                 limit: int | None = None) -> None:
+                 budget: ByteBudget | None = None) -> None:
         self.response = response
         self.waiting = waiting  # around each read from the network
         self.splitter = IcySplitter(metaint)
         self.read_size = read_size
-        self.limit = limit
+        self.budget = budget
+        self.pages: OggPages | None = None  # ``walk``
         self.error: BaseException | None = None
         self.ended = False
         self._peeked = b""
@@ -246,6 +245,15 @@ class IcyReader:
             self._peeked += more
         return self._peeked
 
+    def walk(self, pages: OggPages) -> None:
+        """Walks the audio bytes as Ogg pages from the start (the caller peeked at them and saw
+        an Ogg stream)."""
+        self.pages = pages
+        try:
+            pages.feed(self._peeked)
+        except ByteLimitError as exc:
+            self.error, self.ended, self._peeked = exc, True, b""
+
     def read(self, size: int = -1) -> bytes:
         if self._peeked:
             take = len(self._peeked) if size is None or size < 0 else max(1, size)
@@ -255,11 +263,6 @@ class IcyReader:
 
     def _read_network(self, size: int) -> bytes:
         while not self.ended:
-            if self.limit is not None and self.splitter.audio_bytes >= self.limit:
-                self.error = ReadLimitError(f"no audio in the first {self.limit >> 10} KiB of "
-                                            "the stream")
-                self.ended = True
-                return b""
             want = self.read_size if size is None or size < 0 else max(1, size)
             try:
                 with self.waiting():
@@ -270,7 +273,15 @@ class IcyReader:
             if not data:
                 self.ended = True
                 return b""
-            audio = self.splitter.feed(data)
+            try:
+                if self.budget is not None:
+                    self.budget.spend(len(data))
+                audio = self.splitter.feed(data)
+                if audio and self.pages is not None:
+                    self.pages.feed(audio)
+            except ByteLimitError as exc:
+                self.error, self.ended = exc, True
+                return b""
             if audio:
                 return audio
         return b""

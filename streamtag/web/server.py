@@ -14,7 +14,11 @@ once.
 Every request, page or websocket, must name a host the dashboard answers to (`HostCheck`), and
 a browser's ``Origin``, when sent, must be the page's own: a site elsewhere that points its own
 name at this address (DNS rebinding) gets 403, not the feed. At most `max_clients` pages are
-connected at once; the next is refused with 503.
+connected at once, `max_clients_per_address` from one address; the next is refused with 503.
+Every connection is admitted by streamtag.wire.listener's `ConnectionLimiter`: its request
+head within `header_timeout_s`, at most `max_clients` + `SPARE_CONNECTIONS` connections at
+once (`max_clients_per_address` + `SPARE_PER_ADDRESS` from one address), the oldest that is
+not a page closed to make room; a page that does not answer a ping within `PING_S` is closed.
 
 Messages to the page, JSON objects with a ``type``:
     hello      on connecting: every stream's view (tags, timeline, last audio level and mood,
@@ -48,8 +52,14 @@ from websockets.http11 import Request, Response
 from streamtag.errors import ConfigError
 from streamtag.history.timeparse import parse_time, zone_named
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
-from streamtag.web.history import DEFAULT_HOURS, HistoryView
+from streamtag.web.history import DEFAULT_HOURS, HistoryBusy, HistoryNotYet, HistoryView
 from streamtag.wire.control import control_request, read_token
+from streamtag.wire.listener import (
+    QUIET,
+    ConnectionLimiter,
+    ListenerLimits,
+    quiet_exception_handler,
+)
 from streamtag.wire.security import ClientCurve
 
 DEFAULT_PORT = 8080
@@ -58,6 +68,15 @@ CONTROL_TIMEOUT_MS = 1000
 SNAPSHOT_RETRY_S = 3.0
 MAX_CLIENT_BUFFER = 1 << 20  # a page this far behind is closed; it reconnects to a fresh hello
 DEFAULT_MAX_CLIENTS = 32
+# One screen is one page; a few per address leave room for a room's screens behind one NAT. A
+# dashboard behind a reverse proxy sees every page from the proxy's address: raise it there.
+DEFAULT_MAX_CLIENTS_PER_ADDRESS = 8
+# Connections beyond the pages: the page's files, /history.json and /healthz, each one request
+SPARE_CONNECTIONS = 64
+SPARE_PER_ADDRESS = 16
+HEADER_TIMEOUT_S = 10.0
+ANSWER_TIMEOUT_S = 30.0  # /history.json of a week waits its turn behind a few others
+PING_S = 20.0  # websockets' keepalive: a ping every PING_S, closed when unanswered in PING_S
 # The names of this machine that no other site can take: a page reached by them is ours.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
@@ -200,25 +219,36 @@ class Dashboard:
     curve: this client's CURVE keys and the server's, for the feed and the control requests.
     allow_hosts: names the page may be reached by besides loopback and the bound address.
     max_clients: pages connected at once; the next is refused.
+    max_clients_per_address: pages connected at once from one address.
     token_file: the daemon's control token file, where it is not the default one.
+    header_timeout_s: how long a connection may take to send its request head.
     """
 
     def __init__(self, connect: str | Iterable[str], control: str | None = None, *,
                  history_s: float = DEFAULT_HISTORY_S, tick_s: float = 1.0,
                  db: str | None = None, curve: ClientCurve | None = None,
                  allow_hosts: Iterable[str] = (), max_clients: int = DEFAULT_MAX_CLIENTS,
-                 token_file: str | None = None):
+                 token_file: str | None = None,
+                 max_clients_per_address: int = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+                 header_timeout_s: float = HEADER_TIMEOUT_S):
         endpoints = [connect] if isinstance(connect, str) else list(connect)
         if not endpoints:
             raise ValueError("the dashboard needs at least one --connect endpoint")
         if max_clients < 1:
             raise ValueError(f"max_clients must be at least 1, got {max_clients}")
+        if max_clients_per_address < 1:
+            raise ValueError("max_clients_per_address must be at least 1, got "
+                             f"{max_clients_per_address}")
         self.state = FeedState(endpoints, control or None, history_s=history_s)
         self.control = control or None
         self.curve = curve
         self.token_file = token_file
         self.allow_hosts = tuple(allow_hosts)
         self.max_clients = max_clients
+        self.max_clients_per_address = min(max_clients_per_address, max_clients)
+        self.limiter = ConnectionLimiter(ListenerLimits(
+            max_clients + SPARE_CONNECTIONS, self.max_clients_per_address + SPARE_PER_ADDRESS,
+            header_timeout_s, ANSWER_TIMEOUT_S), "dashboard")
         self.hosts = HostCheck(DEFAULT_HOST, self.allow_hosts)  # run() names the bound one
         self.tick_s = tick_s
         self.clients: set[ServerConnection] = set()
@@ -263,8 +293,10 @@ class Dashboard:
             # it gives no offset), as a link to a past span gives it; else the span up to now
             until = (parse_time(asked["until"][0], "until=", zone=zone_named("UTC"))
                      if "until" in asked else None)
-            answer = await asyncio.get_running_loop().run_in_executor(
-                None, self.history.answer, hours, until)
+            answer = await self.history.answer(hours, until)
+        except (HistoryBusy, HistoryNotYet) as exc:  # busy, or no database yet: ask again
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE, _dumps({"error": str(exc)}).encode(),
+                             "application/json")
         except (ValueError, ConfigError) as exc:
             return _response(HTTPStatus.BAD_REQUEST, _dumps({"error": str(exc)}).encode(),
                              "application/json")
@@ -280,15 +312,19 @@ class Dashboard:
         handshake that may go on."""
         path = request.path.split("?", 1)[0]
         if path == "/ws":
-            if len(self.clients) >= self.max_clients:
-                return _response(HTTPStatus.SERVICE_UNAVAILABLE, self._full().encode() + b"\n",
+            full = self._full(connection)
+            if full is not None:
+                return _response(HTTPStatus.SERVICE_UNAVAILABLE, full.encode() + b"\n",
                                  "text/plain; charset=utf-8")
             return None  # go on with the websocket handshake
         if path == "/healthz":
             health = {"ok": True, "feed": self.state.endpoints, "control": self.control,
                       "history": self.history.url if self.history else None,
-                      "pages": len(self.clients), "streams": sorted(self.state.streams),
+                      "pages": len(self.clients), "connections": self.limiter.open,
+                      "streams": sorted(self.state.streams),
                       "daemon": self.state.liveness()}
+            if self.history is not None:
+                health["history_answers"] = dict(self.history.counts)
             return _response(HTTPStatus.OK, _dumps(health).encode(), "application/json")
         page = self.static.get(path)
         if page is None:
@@ -297,13 +333,28 @@ class Dashboard:
 
     # -- websocket
 
-    def _full(self) -> str:
-        return (f"too many pages open: this dashboard serves {self.max_clients} at once "
-                "(--max-clients); close one or try again later")
+    @staticmethod
+    def _address(connection: ServerConnection) -> str:
+        peer = connection.remote_address
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+
+    def _full(self, connection: ServerConnection) -> str | None:
+        """Why one more page from `connection`'s address is refused, or None."""
+        if len(self.clients) >= self.max_clients:
+            return (f"too many pages open: this dashboard serves {self.max_clients} at once "
+                    "(--max-clients); close one or try again later")
+        address = self._address(connection)
+        if sum(self._address(c) == address for c in self.clients) \
+                >= self.max_clients_per_address:
+            return (f"too many pages open from {address}: this dashboard serves "
+                    f"{self.max_clients_per_address} per address (--max-clients-per-address); "
+                    "close one or try again later")
+        return None
 
     async def handle(self, connection: ServerConnection) -> None:
-        if len(self.clients) >= self.max_clients:  # handshakes that passed the check together
-            await connection.close(1013, self._full()[:120])  # a close reason is 123 bytes
+        full = self._full(connection)  # handshakes that passed the check together
+        if full is not None:
+            await connection.close(1013, full[:120])  # a close reason is 123 bytes
             return
         # Registering and writing the hello without awaiting in between: every message
         # forwarded later is newer than the hello, and none is missed.
@@ -382,12 +433,16 @@ class Dashboard:
     async def run(self, host: str, port: int, ready: Callable[[str], None] | None,
                   stop_event: threading.Event | None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(quiet_exception_handler("dashboard"))
         self.hosts = HostCheck(host, self.allow_hosts)
         feed = FeedThread(self.state.endpoints, self.deliver, curve=self.curve)
         feed.start()
         try:
+            limits = self.limiter.limits
             async with serve(self.handle, host, port, process_request=self.serve_request,
-                             max_size=1 << 16) as server:
+                             max_size=1 << 16, create_connection=self.limiter.connection_factory,
+                             open_timeout=limits.open_timeout_s, ping_interval=PING_S,
+                             ping_timeout=PING_S, logger=QUIET) as server:
                 bound = server.sockets[0].getsockname()
                 address = (reachable_address(bound[0]) if bound[0] in WILDCARD_HOSTS
                            else bound[0])  # every interface: one a screen elsewhere can use
@@ -400,6 +455,7 @@ class Dashboard:
                 await server.wait_closed()
         finally:
             feed.stop()
+            self.limiter.close()
             if self.history is not None:
                 self.history.close()
             self._loop = None
@@ -422,7 +478,9 @@ def run_dashboard(connect: str | Iterable[str], port: int = DEFAULT_PORT,
                   stop_event: threading.Event | None = None, *,
                   history_s: float = DEFAULT_HISTORY_S, db: str | None = None,
                   curve: ClientCurve | None = None, allow_hosts: Iterable[str] = (),
-                  max_clients: int = DEFAULT_MAX_CLIENTS, token_file: str | None = None) -> None:
+                  max_clients: int = DEFAULT_MAX_CLIENTS, token_file: str | None = None,
+                  max_clients_per_address: int = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+                  header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
     """Serve the dashboard until `stop_event` is set (for ever without one).
 
     connect: the daemon's (or proxy's) PUB endpoint, or several.
@@ -432,10 +490,13 @@ def run_dashboard(connect: str | Iterable[str], port: int = DEFAULT_PORT,
     curve: CURVE keys for the feed and the control requests (a daemon or proxy with keys).
     allow_hosts: names (Host) the page may be reached by besides loopback and `host`.
     max_clients: pages connected at once; the next websocket is refused with 503.
+    max_clients_per_address: the same, from one address.
     token_file: the daemon's control token file, where it is not the default one.
+    header_timeout_s: how long a connection may take to send its request head.
     Raises OSError when the port cannot be bound or an endpoint is not valid.
     """
     dashboard = Dashboard(connect, control, history_s=history_s, db=db, curve=curve,
                           allow_hosts=allow_hosts, max_clients=max_clients,
-                          token_file=token_file)
+                          token_file=token_file, max_clients_per_address=max_clients_per_address,
+                          header_timeout_s=header_timeout_s)
     asyncio.run(dashboard.run(host, port, ready, stop_event))

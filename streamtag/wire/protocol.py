@@ -3,7 +3,7 @@
 docs/protocol.md is the authoritative description and carries the same PROTOCOL_VERSION; this
 module implements it. A logical `Message` (a `Header` and a typed body) is kept apart from its
 frames: `encode` and `decode` are pure functions between the two, and sockets live elsewhere
-(publish.py, client.py). Every check a reader makes is also made when a message is built, so a
+(publisher.py, subscriber.py). Every check a reader makes is also made when a message is built, so a
 publisher cannot put on the wire what a subscriber would refuse.
 """
 
@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.6"
+PROTOCOL_VERSION = "1.7"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -42,7 +42,7 @@ STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK, SILENCE)
 
 EVENT_STATES = ("on", "off")
 SILENCE_CAUSES = ("silence", "tone")  # what a silence message's dead air is made of
-# what a window's audio is (since 1.6), as streamtag.engine.content decides it
+# what a window's audio is (since 1.7), as streamtag.engine.content decides it
 CONTENT_KINDS = ("music", "speech", "silence", "tone", "noise")
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
 DOWN_STATES = ("reconnecting", "failed")  # the source is down: no audio comes
@@ -110,7 +110,7 @@ def subscription_prefix(msg_type: str, stream: str | None = None) -> bytes:
     """The ZeroMQ subscription prefix for one message type, for one stream or all of them.
 
     Prefix matching is by bytes, so ``scores.radio1`` also matches ``scores.radio10``: a
-    subscriber to one stream must still compare the header's stream (client.py does).
+    subscriber to one stream must still compare the header's stream (subscriber.py does).
     """
     values.choice(msg_type, "message type", ProtocolError, MSG_TYPES)
     if msg_type == HEARTBEAT:
@@ -376,7 +376,7 @@ class ScoresBody(_Part):
     latency_ms: float
     audio: AudioLevel | None = None  # since 1.2
     mood: Mood | None = None  # since 1.2
-    content: str | None = None  # since 1.6: one of CONTENT_KINDS, left out when None
+    content: str | None = None  # since 1.7: one of CONTENT_KINDS, left out when None
 
     msg_type: ClassVar[str] = SCORES
     _what: ClassVar[str] = "scores body"

@@ -232,7 +232,7 @@ class Publisher:
         """Messages published inside (by any thread) leave together at its end, in the order
         they were published; nested, at the outermost end. ZeroMQ wakes its I/O thread for a
         message sent while that thread sleeps: a burst wakes it once, not once a message (the
-        daemon holds each engine turn's messages: docs/engine-benchmark.md). Publishing a
+        daemon holds each engine turn's messages: docs/benchmarks/). Publishing a
         held message returns True; where the ``refuse`` policy drops it at the end, ``dropped``
         counts it then."""
         with self._lock:  # closed: what is published inside raises as it would outside

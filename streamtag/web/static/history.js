@@ -105,7 +105,9 @@
     });
     g.font = "bold 12px system-ui, sans-serif";
     for (const s of spans) {
-      const [fill, label, ink] = SPANS[s.kind];
+      const [fill, named, ink] = SPANS[s.kind];
+      // dead air that was a steady tone is said to be one, not silence
+      const label = s.kind === "silence" && s.detail === "stuck tone" ? "stuck tone" : named;
       const x0 = xOf(s.start);
       const x1 = xOf(s.end === null ? answer.until : s.end);
       if (x1 <= x0) continue;
@@ -147,7 +149,9 @@
   function notes(e, answer) {
     const out = [];
     if (e.partial.length) out.push(`partial: ${e.partial.join(", ")}`);
-    if (e.silence_s >= 0.5) out.push(`silence ${minutes(e.silence_s)}`);
+    const tone = e.tone_s || 0;
+    if (e.silence_s - tone >= 0.5) out.push(`silence ${minutes(e.silence_s - tone)}`);
+    if (tone >= 0.5) out.push(`stuck tone ${minutes(tone)}`);
     // an outage or a restart inside: less heard than its length, as the CLI says it
     if (e.end !== null && e.audio_s < e.end - e.start - answer.heard_shown_s) {
       out.push(`heard ${minutes(e.audio_s)}`);
@@ -178,7 +182,8 @@
     for (const e of entries.slice(-MAX_TRACK_ROWS).reverse()) {
       const tr = document.createElement("tr");
       if (e.now_playing) tr.className = "now";
-      const tags = e.active.length ? e.active.join(", ") :
+      // a track of dead air leads with no tag at all
+      const tags = e.active.length ? e.active.join(", ") : !e.top.length ? "none" :
         `(none most of the time; top: ${e.top.map((t) => t[0]).join(", ")})`;
       // its length from start to end (or now), as the CLI's report gives it
       const length = (e.end === null ? answer.until : e.end) - e.start;
@@ -205,7 +210,11 @@
     const offair = node.querySelector(".offair");
     offair.textContent = off.map((s) => `OFF AIR ${when(s.start)} to ${
       s.end === null ? "now" : when(s.end)} (${minutes((s.end === null ? answer.until : s.end)
-      - s.start)})${s.detail ? ": " + s.detail : ""}`).join("; ");
+      - s.start)})${s.detail ? ": " + s.detail : ""}${
+      // its end is the first audio heard; the station came back at most this long before it
+      typeof s.back_within_s === "number" && s.end !== null
+        ? `, back at ${when(s.end)} (first audio heard; on air again within ` +
+          `${s.back_within_s.toFixed(1)} s before)` : ""}`).join("; ");
     offair.hidden = off.length === 0;
     const lost = answer.gaps.filter((g) => g.stream === id);
     const restarts = answer.restarts.filter((r) => r.stream === id);

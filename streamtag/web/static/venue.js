@@ -19,6 +19,8 @@
   const theme = params.get("theme") === "light" ? "light" : "dark";
   const asked = Number.parseInt(params.get("minutes") ?? "", 10);
   const minutes = Number.isFinite(asked) ? Math.min(30, Math.max(10, asked)) : 20;
+  // &genre=0 hides the genre line (a room whose model names genres it does not play)
+  const showGenres = !["0", "off", "no", "false"].includes((params.get("genre") ?? "").toLowerCase());
   document.documentElement.dataset.theme = theme;
 
   const view = {
@@ -244,7 +246,9 @@
       meter.setAttribute("aria-valuenow", energy.toFixed(2));
     }
     $("title").textContent = s && s.status && s.status.title ? s.status.title : "";
-    const genres = s && s.mood && Array.isArray(s.mood.genres) ? s.mood.genres.slice(0, MAX_GENRES) : [];
+    const genres = showGenres && s && s.mood && Array.isArray(s.mood.genres)
+      ? s.mood.genres.slice(0, MAX_GENRES) : [];
+    $("genres").hidden = !showGenres;
     $("genres").textContent = genres.join(" / ");
 
     if (ribbonDue || (s ? s.id : null) !== shownStream) {

@@ -1,4 +1,4 @@
-"""Scores keep what their window's audio was (protocol 1.6's ``content``: music, speech,
+"""Scores keep what their window's audio was (protocol 1.7's ``content``: music, speech,
 silence, tone or noise): a nullable column, empty for scores recorded before and for daemons
 whose ``[content]`` is off.
 
