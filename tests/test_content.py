@@ -210,6 +210,8 @@ def test_with_the_shipped_default_model_speech_is_speech_and_tagless(programme):
     inside = [r for r in results if speech_start + 3.5 <= r.start_s and r.end_s <= speech_end]
     music = [r for r in results if r.end_s <= speech_start or r.start_s >= speech_end]
     assert inside and all(r.content == "speech" and r.active == () for r in inside)
+    # the venue's mood shows no genre over speech (the mood is told the content)
+    assert all(r.mood is not None and r.mood["genres"] == [] for r in inside)
     assert sum(r.content == "music" for r in music) >= 0.9 * len(music)
 
 

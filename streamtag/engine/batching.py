@@ -893,8 +893,8 @@ class Engine:
         if stream.mood is not None:
             mood = stream.mood.update(end_s, smoothed, None if audio is None else audio["rms_dbfs"],
                                       None if audio is None else audio["energy"],
-                                      dead_air=(health is not None and health.silent)
-                                      or stream.content_muted)
+                                      dead_air=health is not None and health.silent,
+                                      content=content)
         result = WindowResult(
             stream_id=stream.id, index=stream.next_index, start_sample=w.start_sample,
             end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,
