@@ -103,7 +103,8 @@ class WindowResult:
     # stream is silent after it
     silence: list[SilenceEvent] = dataclasses.field(default_factory=list)
     silent: bool = False
-    # no tag could turn on in it: its audio quiet, or inside dead air ([health]; False without)
+    # no tag could turn on in it: its audio quiet, inside dead air ([health]; False without),
+    # or not music ([content])
     quiet: bool = False
     # what its audio is (streamtag.engine.content): music, speech, silence, tone or noise;
     # None where [content] is off or the window is too short to tell
