@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import logging
 import re
 import sys
 import threading
@@ -412,3 +413,38 @@ def test_tag_and_run_with_the_shipped_model_say_once_what_it_knows(music, tmp_pa
                         "--publish", "tcp://127.0.0.1:*", timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("knows synthetic acoustics only") == 1, run.stderr
+
+
+def test_the_trainer_s_bars_show_on_a_terminal_unless_quiet(monkeypatch):
+    from streamtag.train.progress import progress
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.WARNING)  # as a command without -q sets it
+    bar = progress(total=3)
+    assert not bar.disable
+    bar.close()
+    monkeypatch.setattr(root, "level", logging.ERROR)  # as -q sets it
+    assert progress(total=3).disable
+
+
+def test_dashboard_quiet_says_nothing_while_it_serves():
+    import urllib.request
+
+    port = free_port()
+    proc = run_streamtag("dashboard", "-q", "--port", str(port), "--connect",
+                         f"tcp://127.0.0.1:{free_port()}", popen=True)
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, 60, "the dashboard's /healthz")
+    finally:
+        stop_process(proc)
+    out, err = proc.communicate(timeout=30)
+    assert out == "" and err == "", err

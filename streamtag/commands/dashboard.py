@@ -53,6 +53,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         page = "venue" + (f"?stream={quote(stream, safe='')}" if stream else "")
 
     def ready(url: str) -> None:
+        if args.quiet:
+            return
         # the page's snapshot requests go unasked, signed with the token: say where
         print(f"streamtag dashboard: open {url}{page} (feed {feed}"
               + (f", control {args.control}, signed with "

@@ -3,6 +3,7 @@ benchmark and the cache tools use alone) does not load torch for its bar."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -11,8 +12,10 @@ __all__ = ["progress"]
 
 
 def progress(enabled: bool = True, **kwargs: Any):
-    """A tqdm bar on a terminal, for the first process of a ``torchrun`` job only."""
+    """A tqdm bar on a terminal, for the first process of a ``torchrun`` job only, and not
+    under ``-q`` (which sets the log level above warnings)."""
     from tqdm import tqdm
 
-    quiet = not enabled or not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0"
+    quiet = (not enabled or not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0"
+             or logging.getLogger().getEffectiveLevel() > logging.WARNING)
     return tqdm(disable=quiet, leave=False, dynamic_ncols=True, **kwargs)
