@@ -53,6 +53,9 @@ musicnn's long temporal filters were cut in parts (``0``: its timbral filters F(
 filters direct convolutions; what issue #37's musicnn-msd figures were measured with) and as
 served (``1``, the default: F(6, 7), and F(5, 5) on parts of the 128- and 64-frame filters).
 
+``--content 0 1`` runs each configuration without and with ``[content]`` (each window's music,
+speech, silence, tone or noise: streamtag.engine.content; on by default, as served).
+
 ``--loudness 0 1`` runs each configuration without and with ``[health] loudness`` (the sources
 measure EBU R128 at the files' rate and channels); ``--channels 2`` makes the MP3s stereo, as
 a radio stream is.
@@ -107,6 +110,7 @@ from streamtag.daemon.daemon import Daemon  # noqa: E402
 from streamtag.daemon.supervisor import Supervisor  # noqa: E402
 from streamtag.engine import batching as engine_module  # noqa: E402
 from streamtag.engine.config import CPU_MAX_BATCH  # noqa: E402
+from streamtag.engine.content import ContentConfig  # noqa: E402
 from streamtag.engine.health import HealthConfig  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
@@ -236,10 +240,11 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                 engine: EngineConfig, turn_windows: int = engine_module.TURN_WINDOWS,
                 hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3,
                 block_s: float = file_source.BLOCK_S, device: str = "cpu",
-                loudness: bool = False, winograd_rows: bool = True) -> dict:
+                loudness: bool = False, winograd_rows: bool = True,
+                content: bool = True) -> dict:
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device=device),
-        health=HealthConfig(loudness=loudness),
+        health=HealthConfig(loudness=loudness), content=ContentConfig(enabled=content),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
         control=ControlConfig(endpoint=""),
         engine=EngineConfig(**{**engine.__dict__, "backend": SERVES.get(backend, backend),
@@ -569,6 +574,8 @@ def main() -> int:
                              "F(4, 7) and its temporal ones direct, as before")
     parser.add_argument("--loudness", type=int, nargs="+", default=[0], choices=[0, 1],
                         help="[health] loudness: EBU R128 measured by the sources (1), or not")
+    parser.add_argument("--content", type=int, nargs="+", default=[1], choices=[0, 1],
+                        help="[content]: what each window's audio is (1, as served), or off (0)")
     parser.add_argument("--channels", type=int, default=1, choices=[1, 2],
                         help="the MP3s' channels (2: a second piece in the right channel)")
     parser.add_argument("--reuse", type=int, nargs="+", default=[1], choices=[0, 1],
@@ -599,14 +606,15 @@ def main() -> int:
     print(f"# {machine.cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}", flush=True)
     configs = [(backend, batch, workers, threads, decoders, (turn, turn_ms), hold, block_s,
-                precision, reuse, loudness, rows)
+                precision, reuse, loudness, rows, content)
                for precision in args.precision
                for backend in (args.backends if precision == "fp32" else ["onnxruntime"])
                for batch in args.max_batch for workers in args.workers for threads in args.threads
                for decoders in args.decoders for turn in args.turn_windows
                for turn_ms in args.turn_ms
                for hold in args.hold for block_s in args.block_s for reuse in args.reuse
-               for loudness in args.loudness for rows in args.winograd_rows]
+               for loudness in args.loudness for rows in args.winograd_rows
+               for content in args.content]
     result: dict = {"args": vars(args), "streams": [], "forward": []}
     if args.memory:
         return memory_main(args)
@@ -638,19 +646,20 @@ def main() -> int:
             for _ in range(args.repeats):
                 for config in configs:
                     backend, batch, workers, threads, decoders, turn, hold, block_s, \
-                        precision, reuse, loudness, rows = config
+                        precision, reuse, loudness, rows, content = config
                     engine = EngineConfig(workers=workers, threads=threads,
                                           max_batch=batch or None, decoders=decoders,
                                           precision=precision, reuse_windows=bool(reuse))
                     served = quantized[name] if precision == "int8" else path
                     runs[config].append(run_streams(served, backend, files, args.seconds, engine,
                                                     turn[0], bool(hold), turn[1], block_s,
-                                                    args.device, bool(loudness), bool(rows)))
+                                                    args.device, bool(loudness), bool(rows),
+                                                    bool(content)))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
                 _, batch, workers, threads, decoders, turn, hold, block_s, precision, \
-                    reuse, loudness, rows = config
+                    reuse, loudness, rows, content = config
                 r = best[config]
                 shown_batch = batch or f"{r['batch_limit']} (measured)"
                 turns = EngineConfig(workers=workers, threads=threads).decoder_turns()
@@ -658,6 +667,7 @@ def main() -> int:
                 shown = f"{r['backend']}{' int8' if precision == 'int8' else ''}"
                 shown += " (windows reused)" if r["reused_windows"] else ""
                 shown += " + loudness" if loudness else ""
+                shown += "" if content else " (no content)"
                 shown += "" if rows else " (F(4, 7), temporal direct)"
                 print(f"| {name} | {shown} | "
                       f"{shown_batch} | {turn[0]}, {turn[1]:g} ms | "
@@ -670,6 +680,7 @@ def main() -> int:
                 result["streams"].append({"model": name, "max_batch": batch,
                                           "precision": precision, "reuse": reuse,
                                           "loudness": loudness, "winograd_rows": rows,
+                                          "content": content,
                                           "workers": workers, "threads": threads,
                                           "decoders": decoders, **r, "all": runs[config]})
         print("\nWhere the CPU went, ms per window (best repeat of each): the forward, the rest of "
@@ -689,6 +700,7 @@ def main() -> int:
             shown_backend = row["backend"] + (" int8" if row["precision"] == "int8" else "")
             shown_backend += " (windows reused)" if row["reused_windows"] else ""
             shown_backend += " + loudness" if row["loudness"] else ""
+            shown_backend += "" if row["content"] else " (no content)"
             shown_backend += "" if row["winograd_rows"] else " (F(4, 7), temporal direct)"
             print(f"| {row['model']} | {shown_backend} | {shown_batch} | "
                   f"{row['turn_windows']}, {row['turn_ms']:g} ms | {int(row['hold'])} | "

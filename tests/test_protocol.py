@@ -19,6 +19,7 @@ from streamtag import _core
 from streamtag.engine.tracks import SCORE_DECIMALS
 from streamtag.errors import ProtocolError
 from streamtag.wire.protocol import (
+    CONTENT_KINDS,
     HEADER_FIELDS,
     MSG_TYPES,
     PROTOCOL_VERSION,
@@ -223,7 +224,8 @@ def test_scores_encoder_writes_the_bytes_of_the_encoded_body(data):
                   end_sample=np.int64(start_sample + data.draw(st.integers(0, 10**6))),
                   raw=data.draw(numbers), smoothed=np.array(data.draw(numbers)),
                   active=data.draw(st.lists(st.sampled_from(tags), max_size=n)),
-                  latency_ms=data.draw(_finite))
+                  latency_ms=data.draw(_finite),
+                  content=data.draw(st.none() | st.sampled_from(CONTENT_KINDS)))
     model = {"name": data.draw(st.text(max_size=5)), "hash": "sha256:ab"}
     encoder = ScoresEncoder(tuple(tags), model)
     expected = encode(make_message(ScoresBody(tags=tags, model=model, **values),
@@ -288,6 +290,8 @@ def test_scores_encoder_with_decimals_refuses_an_array_with_the_words_of_its_lis
     {"end_s": 0.5},
     {"start_sample": 1.5},
     {"latency_ms": float("nan")},
+    {"content": "jingle"},
+    {"content": 5},
 ])
 def test_scores_encoder_refuses_what_a_scores_body_refuses_with_its_words(change):
     body = sample_bodies()["scores"]
@@ -574,8 +578,8 @@ def test_document_describes_every_field_and_message_type():
 def test_document_examples_match_the_reference_bytes():
     # The examples on the page are the canonical bytes of the stored reference messages.
     text = doc_text()
-    for name in ("scores", "scores_mood", "scores_loudness", "event", "status", "heartbeat",
-                 "track", "silence"):
+    for name in ("scores", "scores_mood", "scores_loudness", "scores_content", "event",
+                 "status", "heartbeat", "track", "silence"):
         frames = json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))["frames"]
         assert frames[2] in text, f"docs/protocol.md shows another {name} body than {name}.json"
     header = json.loads((DATA / "scores.json").read_text(encoding="utf-8"))["frames"][1]

@@ -16,6 +16,8 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [health]         enabled, silence_dbfs, silence_s, clip_samples, tone_crest_db (dead air
                      and clipping: streamtag.engine.health, docs/operations.md "Dead air");
                      loudness (EBU R128: docs/operations.md "Loudness")
+    [content]        enabled, min_s (music, speech, silence, tone or noise per window:
+                     streamtag.engine.content, docs/models.md "Content")
     [engine]         max_batch, max_wait_ms, hop_seconds, max_pending_windows, backend,
                      precision, workers, threads, decoders, processes (worker processes
                      of `streamtag run`, a number or "auto": streamtag.daemon.supervisor)
@@ -42,6 +44,7 @@ from typing import Any
 from streamtag import values
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.config import EngineConfig
+from streamtag.engine.content import ContentConfig
 from streamtag.engine.health import HealthConfig
 from streamtag.engine.mood import MoodConfig
 from streamtag.engine.smoothing import SmoothingConfig
@@ -267,6 +270,7 @@ class DaemonConfig:
     smoothing: SmoothingConfig = SmoothingConfig()
     mood: MoodConfig = MoodConfig()
     health: HealthConfig = HealthConfig()
+    content: ContentConfig = ContentConfig()
     engine: EngineConfig = EngineConfig()
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
@@ -282,7 +286,7 @@ class DaemonConfig:
 
 _SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
              "smoothing": SmoothingConfig, "mood": MoodConfig, "health": HealthConfig,
-             "engine": EngineConfig,
+             "content": ContentConfig, "engine": EngineConfig,
              "metrics": MetricsConfig, "security": SecurityConfig, "shard": ShardConfig}
 
 

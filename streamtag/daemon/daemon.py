@@ -40,6 +40,7 @@ from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig, unknown_stream
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.batching import Engine, WindowResult
+from streamtag.engine.content import MUSIC
 from streamtag.engine.health import SilenceEvent
 from streamtag.engine.smoothing import TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
@@ -273,7 +274,8 @@ class Daemon:
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
-        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health)
+        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
+                             cfg.content)
         if self.histograms is not None:
             self.engine.on_batch = self.histograms.observe_batch
         self.engine.start()
@@ -529,10 +531,12 @@ class Daemon:
         if run is not None and run.tracks is not None:
             # Tracks this window closes go first: the window is already the next track's.
             with run.track_lock:
-                # dead air confirmed here takes back the tags its first windows counted
+                # dead air confirmed here takes back the tags its first windows counted;
+                # windows that are not music count for no tag
                 closed = run.tracks.add_window(
                     result.end_sample, result.tags, result.raw, result.smoothed, result.active,
-                    result.model_name, result.model_hash, dead_air_from=next(
+                    result.model_name, result.model_hash,
+                    music=result.content in (None, MUSIC), dead_air_from=next(
                         (c.start_sample for c in result.silence if c.state == "on"), None))
             for track in closed:
                 self._publish_track(run, track)
@@ -549,7 +553,8 @@ class Daemon:
             result.stream_id, start_s=result.start_s, end_s=result.end_s,
             start_sample=result.start_sample, end_sample=result.end_sample, tags=result.tags,
             raw=result.raw, smoothed=result.smoothed, active=result.active, model=model,
-            latency_ms=result.latency_ms, audio=result.audio, mood=result.mood)
+            latency_ms=result.latency_ms, audio=result.audio, mood=result.mood,
+            content=result.content)
         if self.histograms is not None:
             self.histograms.observe_window(result)
 

@@ -15,6 +15,11 @@ Audio health: each stream has a ``SilenceDetector`` (``[health]``, streamtag.eng
 that reads every window's level; silence that begins or ends comes with the window's result
 (``WindowResult.silence``), and while a stream is silent its smoother turns no tag on.
 
+Content (``[content]``, streamtag.engine.content): each stream's ``ContentTracker`` reads the
+same samples and says what each window is (``WindowResult.content``: music, speech, silence,
+tone or noise). No tag turns on in a window that is not music, and a run of speech, noise or
+tone that lasts ``min_s`` turns every tag off where the run began, as confirmed dead air does.
+
 The engine knows nothing of sockets: results go to an ``EngineSink``.
 """
 
@@ -33,7 +38,17 @@ from typing import Protocol
 import numpy as np
 
 from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.engine.content import (
+    MUSIC,
+    SILENCE,
+    TONE,
+    ContentConfig,
+    ContentModel,
+    ContentTracker,
+    window_kind,
+)
 from streamtag.engine.health import (
+    SQUARE_CREST_DB,
     HealthConfig,
     SilenceDetector,
     SilenceEvent,
@@ -88,8 +103,12 @@ class WindowResult:
     # stream is silent after it
     silence: list[SilenceEvent] = dataclasses.field(default_factory=list)
     silent: bool = False
-    # no tag could turn on in it: its audio quiet, or inside dead air ([health]; False without)
+    # no tag could turn on in it: its audio quiet, inside dead air ([health]; False without),
+    # or not music ([content])
     quiet: bool = False
+    # what its audio is (streamtag.engine.content): music, speech, silence, tone or noise;
+    # None where [content] is off or the window is too short to tell
+    content: str | None = None
 
     @property
     def start_s(self) -> float:
@@ -128,6 +147,7 @@ class _Window:
     level: object | None = None  # the frontend's WindowLevel of its frames, for log-mel models
     # cut at the end of the input: its last frames may be the frontend's end padding
     tail: bool = False
+    content: str | None = None  # the content classifier's class, None where none ran
 
 
 @dataclasses.dataclass
@@ -254,8 +274,15 @@ def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
 class _Stream:
     def __init__(self, stream_id: str, live: bool, framer: _Framer, smoother: Smoother,
                  mood: MoodTracker | None, health: SilenceDetector | None = None,
-                 loudness: LoudnessTrail | None = None) -> None:
+                 loudness: LoudnessTrail | None = None,
+                 content: ContentTracker | None = None) -> None:
         self.id = stream_id
+        self.content = content
+        # the run of windows that are not music: where it began (stream sample), whether it
+        # has turned the tags off, and whether anything but silence is in it
+        self.content_run_start: int | None = None
+        self.content_muted = False
+        self.content_sound = False
         self.health = health
         self.loudness = loudness
         self.live = live
@@ -290,8 +317,11 @@ class Engine:
                  config: EngineConfig | None = None,
                  smoothing: SmoothingConfig | None = None,
                  mood: MoodConfig | None = None,
-                 health: HealthConfig | None = None) -> None:
+                 health: HealthConfig | None = None,
+                 content: ContentConfig | None = None) -> None:
         self.config = config or EngineConfig()
+        self.content = content or ContentConfig()
+        self._content_model = ContentModel.load() if self.content.enabled else None
         self.smoothing = smoothing or SmoothingConfig()
         self.mood = mood or MoodConfig()
         self.health = health or HealthConfig()
@@ -396,6 +426,12 @@ class Engine:
                                                      self.mood.time_constant_s,
                                                      self.health.silence_dbfs)
 
+    def _content_tracker(self, model: InferenceModel,
+                         sample_offset: int = 0) -> ContentTracker | None:
+        if self._content_model is None:
+            return None
+        return ContentTracker(self._content_model, model.sample_rate, sample_offset)
+
     def _silence_detector(self, model: InferenceModel) -> SilenceDetector | None:
         if not self.health.enabled:
             return None
@@ -424,7 +460,8 @@ class Engine:
                 stream_id, live, _Framer(model, self.hop_for(model), 0),
                 Smoother(model.tags, model.thresholds, self.smoothing), self._mood_tracker(),
                 self._silence_detector(model),
-                LoudnessTrail(model.sample_rate) if self.health.loudness else None)
+                LoudnessTrail(model.sample_rate) if self.health.loudness else None,
+                self._content_tracker(model))
 
     def stream_ids(self) -> list[str]:
         with self._cond:
@@ -477,8 +514,9 @@ class Engine:
             if stream.finished:
                 raise ValueError(f"stream {stream_id!r} has finished; add a new stream")
             with self._cond:
-                framer, generation = stream.framer, self._generation
+                framer, generation, content = stream.framer, self._generation, stream.content
             windows = framer.accept(samples)
+            kinds = self._classify(content, windows, samples)
             stream.samples += len(samples)
             stream.counters["samples"] = stream.samples
             if loudness and stream.loudness is not None:
@@ -486,7 +524,7 @@ class Engine:
                                     for before, power in loudness)
             if framer.fe is not None:
                 stream.counters["nonfinite"] = framer.fe.nonfinite_samples
-            self._enqueue(stream, generation, windows, arrival)
+            self._enqueue(stream, generation, windows, arrival, kinds=kinds)
         if wait:
             self.wait_for_room(stream_id)
 
@@ -517,9 +555,11 @@ class Engine:
             if stream.finished:
                 return
             with self._cond:
-                framer, generation = stream.framer, self._generation
+                framer, generation, content = stream.framer, self._generation, stream.content
             windows = framer.finish()
-            self._enqueue(stream, generation, windows, time.monotonic(), finishing=True)
+            kinds = self._classify(content, windows, None)
+            self._enqueue(stream, generation, windows, time.monotonic(), finishing=True,
+                          kinds=kinds)
         self._maybe_close(stream)
 
     def remove_stream(self, stream_id: str) -> None:
@@ -534,12 +574,27 @@ class Engine:
             stream.closed = True
             self._cond.notify_all()
 
+    @staticmethod
+    def _classify(content: ContentTracker | None, windows: Sequence[_Cut],
+                  samples: np.ndarray | None) -> list[str | None]:
+        """The content class of each window cut from ``samples`` (None: the input ended),
+        fed to the stream's content frontend first."""
+        if content is None:
+            return [None] * len(windows)
+        if samples is None:
+            content.finish()
+        else:
+            content.accept(samples)
+        return [content.classify(start, end) for _, start, end, _, _ in windows]
+
     def _enqueue(self, stream: _Stream, generation: int,
-                 windows: Sequence[_Cut], arrival: float, finishing: bool = False) -> None:
+                 windows: Sequence[_Cut], arrival: float, finishing: bool = False,
+                 kinds: Sequence[str | None] = ()) -> None:
         with self._cond:
-            for data, start, end, end_frame, level in windows:
+            for i, (data, start, end, end_frame, level) in enumerate(windows):
                 self._queue.append(_Window(stream, generation, data, start, end, arrival,
-                                           end_frame, level=level, tail=finishing))
+                                           end_frame, level=level, tail=finishing,
+                                           content=kinds[i] if kinds else None))
                 stream.pending += 1
             if finishing:
                 stream.finished = True
@@ -590,6 +645,9 @@ class Engine:
                 s.carries.clear()  # the old model's
                 if not same_input:
                     s.framer = _Framer(new, self.hop_for(new), s.samples)
+                    if s.content is not None and s.content.options.sample_rate != \
+                            new.sample_rate:
+                        s.content = self._content_tracker(new, s.samples)
                 if not same_input or tuple(s.smoother.tags) != new.tags or not np.array_equal(
                         s.smoother.on_threshold, new.thresholds):
                     s.smoother = Smoother(new.tags, new.thresholds, self.smoothing)
@@ -824,22 +882,27 @@ class Engine:
                 rms_dbfs, peak_dbfs, clipped = None, None, 0
             silence = health.update(w.start_sample, w.end_sample, rms_dbfs, clipped, peak_dbfs,
                                     onsets, tail=w.tail)
-        quiet = health is not None and health.dead
+        content = self._content_of(w, level, audio)
+        quiet = (health is not None and health.dead) or content not in (None, MUSIC)
         smoothed, events = stream.smoother.update(probs, end_s, quiet)
         for change in silence:
             if change.state == "on":  # no tag stays on in dead air
                 events = [*events, *stream.smoother.silence(change.start_s)]
+        muted_at = self._content_run(stream, w, content, model.sample_rate)
+        if muted_at is not None:  # speech or noise: no music tag stays on
+            events = [*events, *stream.smoother.silence(muted_at)]
         if stream.mood is not None:
             mood = stream.mood.update(end_s, smoothed, None if audio is None else audio["rms_dbfs"],
                                       None if audio is None else audio["energy"],
-                                      dead_air=health is not None and health.silent)
+                                      dead_air=health is not None and health.silent,
+                                      content=content)
         result = WindowResult(
             stream_id=stream.id, index=stream.next_index, start_sample=w.start_sample,
             end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,
             raw=probs, smoothed=smoothed, active=stream.smoother.active_tags(), events=events,
             latency_ms=(time.monotonic() - w.arrival) * 1000.0, model_name=model.name,
             model_hash=model.hash, audio=audio, mood=mood, silence=silence,
-            silent=health is not None and health.silent, quiet=quiet)
+            silent=health is not None and health.silent, quiet=quiet, content=content)
         stream.next_index += 1
         stream.end_s = max(stream.end_s, end_s)
         stream.counters["windows"] += 1
@@ -852,6 +915,43 @@ class Engine:
             self.sink.on_window(result)
         except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
             log.exception("sink failed on window %d of stream %s", result.index, stream.id)
+
+    def _content_of(self, w: _Window, level: object | None, audio: dict | None) -> str | None:
+        """The window's content: silence or a steady tone by its level, as the silence
+        detector reads it, else the classifier's class (None: [content] is off)."""
+        if w.stream.content is None:
+            return None
+        cfg = self.health
+        if audio is not None:
+            by_level = window_kind(audio["rms_dbfs"], audio["peak_dbfs"], level.onsets,
+                                   cfg.silence_dbfs, cfg.tone_crest_db, SQUARE_CREST_DB)
+        elif w.data.ndim == 1:  # a model that reads samples: no onsets, silence only
+            by_level = window_kind(level_of_samples(w.data)[0], None, None, cfg.silence_dbfs,
+                                   cfg.tone_crest_db, SQUARE_CREST_DB)
+        else:
+            by_level = None
+        return by_level or w.content
+
+    def _content_run(self, stream: _Stream, w: _Window, content: str | None,
+                     sample_rate: float) -> float | None:
+        """Follows the stream's run of windows that are not music; returns the audio time
+        where the run began once it holds speech, noise or a tone and has lasted ``min_s``
+        (every tag then turns off there, once per run), else None. A run of speech or noise
+        begins half way into its first window (a window is speech when most of it is), one
+        of silence or a tone at its start (the whole window is)."""
+        if content in (None, MUSIC):
+            stream.content_run_start, stream.content_muted = None, False
+            stream.content_sound = False
+            return None
+        if stream.content_run_start is None:  # a quiet or steady window is so all through
+            stream.content_run_start = (w.start_sample if content in (SILENCE, TONE)
+                                        else (w.start_sample + w.end_sample) // 2)
+        stream.content_sound |= content != SILENCE
+        lasted = (w.end_sample - stream.content_run_start) / sample_rate
+        if stream.content_muted or not stream.content_sound or lasted < self.content.min_s:
+            return None
+        stream.content_muted = True
+        return stream.content_run_start / sample_rate
 
     def _maybe_close(self, stream: _Stream) -> None:
         with self._cond:

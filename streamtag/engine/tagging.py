@@ -20,6 +20,7 @@ number: ``loudness_lufs`` is None and ``loudness_below_gate`` True, said "below 
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
@@ -38,6 +39,7 @@ from streamtag.audio.loudness import (
     loudness_of_power,
 )
 from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.content import MUSIC, SILENCE
 from streamtag.engine.health import HealthConfig, SilenceEvent
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
 from streamtag.engine.tracks import (
@@ -120,6 +122,8 @@ class _Collector:
         self._open: dict[str, dict[str, tuple[float, list[float]]]] = {}
         self._tracks: dict[str, TrackSummarizer] = {}
         self._sounding: dict[str, int] = {}  # windows not quiet nor silent ([health])
+        # windows per content (streamtag.engine.content), to say what a tagless file was
+        self._content: dict[str, collections.Counter] = {}
         self._lock = threading.Lock()
 
     def start(self, stream_id: str, path: str) -> None:
@@ -128,6 +132,7 @@ class _Collector:
         self._open[stream_id] = {}
         self._tracks[stream_id] = TrackSummarizer(self.model.sample_rate)
         self._sounding[stream_id] = 0
+        self._content[stream_id] = collections.Counter()
 
     def name(self, stream_id: str, title: str | None) -> None:
         """The file's title, from its tags: the title of its one track."""
@@ -140,9 +145,10 @@ class _Collector:
             out.windows += 1
             if not result.quiet:
                 self._sounding[result.stream_id] += 1
+            self._content[result.stream_id][result.content] += 1
             self._raw[result.stream_id].append(result.raw)
-            # dead air is not music: its windows count for no tag (where windows carry their
-            # content, speech joins it here)
+            # dead air is not music, nor is speech or noise (streamtag.engine.content): their
+            # windows are quiet to the smoother and count for no tag
             self._tracks[result.stream_id].add_window(
                 result.end_sample, result.tags, result.raw, result.smoothed, result.active,
                 result.model_name, result.model_hash, music=not result.quiet,
@@ -204,8 +210,15 @@ class _Collector:
                                 for t in out.tags if t in threshold}
             if self._raw[stream_id] and not self._sounding[stream_id]:
                 out.tags, out.tag_share, out.strength = [], {}, {}
-                out.note = (f"every window was below {self.silence_dbfs:g} dBFS "
-                            "(silence): no tags")
+                other = {kind: n for kind, n in self._content[stream_id].items()
+                         if kind not in (None, MUSIC)}
+                if set(other) - {SILENCE}:  # speech, noise or a tone: say what it was
+                    out.note = "no music in it (" + ", ".join(
+                        f"{kind} {100 * n / out.windows:.0f}%" for kind, n in sorted(
+                            other.items(), key=lambda kv: -kv[1])) + "): no tags"
+                else:
+                    out.note = (f"every window was below {self.silence_dbfs:g} dBFS "
+                                "(silence): no tags")
 
 
 def dead_air_start(changes: list[SilenceEvent]) -> int | None:

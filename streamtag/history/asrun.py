@@ -93,7 +93,7 @@ class Span:
     """A stretch of wall-clock time on one stream; `end` None while it lasts."""
 
     stream: str
-    kind: str                      # "off_air", "silence" or "not_recorded"
+    kind: str                      # "off_air", "silence", "speech" or "not_recorded"
     start: float
     end: float | None
     detail: str = ""               # off air: the source's reasons; not recorded: the gap;
@@ -444,6 +444,43 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
             end = None if last is None or now - last <= STALE_S else max(last, r.sent_at)
             spans.append(Span(r.stream, "silence", start, end, detail))
     return [s for s in spans if s.overlaps(since if since is not None else -np.inf, until)]
+
+
+# Speech shorter than this is no span: the daemon's [content] min_s, the speech that turns
+# the tags off.
+SPEECH_MIN_S = 2.0
+
+
+def speech_spans(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                 until: float | None) -> list[Span]:
+    """Speech overlapping [since, until], from the windows whose content was speech
+    (schema revision 0008): overlapping speech windows of one session make one span, from
+    half way into its first window (where the daemon dates the speech's start) to its last
+    window's end, in wall-clock time by when each window was sent; those of at least
+    SPEECH_MIN_S of audio."""
+    sc = schema.scores.c
+    if "content" not in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
+        return []
+    rows = conn.execute(sa.select(sc.stream, sc.session, sc.sent_at, sc.start_s, sc.end_s)
+                        .where(*_streams(sc.stream, streams), sc.content == "speech",
+                               *([sc.sent_at >= since - 86400.0] if since is not None else []),
+                               *([sc.sent_at <= until + 86400.0] if until is not None else []))
+                        .order_by(sc.stream, sc.session, sc.start_s)).all()
+    spans: list[Span] = []
+    audio: list[float] = []  # each span's audio seconds, from its start to its last window's end
+    last = None  # (stream, session, end_s) of the span being grown
+    for r in rows:
+        if last is not None and (r.stream, r.session) == last[:2] and r.start_s < last[2]:
+            spans[-1].end = max(spans[-1].end, r.sent_at)
+            audio[-1] += max(0.0, r.end_s - last[2])
+            last = (r.stream, r.session, max(last[2], r.end_s))
+        else:
+            spans.append(Span(r.stream, "speech", r.sent_at - (r.end_s - r.start_s) / 2,
+                              r.sent_at))
+            audio.append((r.end_s - r.start_s) / 2)
+            last = (r.stream, r.session, r.end_s)
+    return [s for s, heard in zip(spans, audio, strict=True) if heard >= SPEECH_MIN_S
+            and s.overlaps(since if since is not None else -np.inf, until)]
 
 
 # "seq": a jump in seq, which says only that messages were published and not received

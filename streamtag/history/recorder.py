@@ -566,7 +566,8 @@ class Recorder:
                        mood=mood and schema.pack_names([_text(w) for w in mood.words]),
                        valence=mood and mood.valence, arousal=mood and mood.arousal,
                        momentary_lufs=audio and audio.momentary_lufs,
-                       short_term_lufs=audio and audio.short_term_lufs)
+                       short_term_lufs=audio and audio.short_term_lufs,
+                       content=body.content)
         elif msg_type == "event":
             row.update(tag=_text(body.tag), state=body.state, score=body.score,
                        time_s=body.time_s, sample=body.sample)

@@ -57,9 +57,18 @@ class StreamAirtime:
     last_at: float | None = None
     active: dict[str, int] = field(default_factory=dict)  # tag -> windows active
     tags: list[str] = field(default_factory=list)         # every tag its models name
+    # what its windows were (protocol 1.7's content: music, speech, ...) -> windows; the
+    # windows of daemons that did not say are in none
+    content: dict[str, int] = field(default_factory=dict)
 
     def share(self, tag: str) -> float:
         return self.active.get(tag, 0) / self.windows if self.windows else 0.0
+
+    def content_share(self) -> dict[str, float]:
+        """Each content's share of the windows whose content is known, most first."""
+        known = sum(self.content.values())
+        return {kind: n / known for kind, n in sorted(self.content.items(),
+                                                      key=lambda kv: (-kv[1], kv[0]))}
 
 
 @dataclass
@@ -79,6 +88,7 @@ class History:
     as_run: list[asrun.Entry] = field(default_factory=list)
     off_air: list[asrun.Span] = field(default_factory=list)
     silence: list[asrun.Span] = field(default_factory=list)
+    speech: list[asrun.Span] = field(default_factory=list)  # windows of speech (1.7)
     not_recorded: list[asrun.Span] = field(default_factory=list)
     period: str | None = None  # plays per "day" or "week"; None: for the whole range
     plays: list[dict[str, Any]] = field(default_factory=list)
@@ -95,11 +105,13 @@ class History:
             "since": self.since, "until": self.until, "tz": self.zone.name,
             "streams": {s: {"windows": a.windows, "first_at": a.first_at, "last_at": a.last_at,
                             "station": self.stations.get(s),
-                            "airtime": {t: a.share(t) for t in a.tags}}
+                            "airtime": {t: a.share(t) for t in a.tags},
+                            "content": a.content_share()}
                         for s, a in sorted(self.airtime.items())},
             "asrun": [e.to_dict() for e in self.as_run],
             "off_air": [s.to_dict() for s in self.off_air],
             "silence": [s.to_dict() for s in self.silence],
+            "speech": [s.to_dict() for s in self.speech],
             "not_recorded": [s.to_dict() for s in self.not_recorded],
             "period": self.period, "plays": self.plays,
             "tracks": self.tracks, **({"events": self.events} if events else {}),
@@ -164,6 +176,15 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                     a.tags.append(tag)
             for tag in schema.unpack_names(row.active):
                 a.active[tag] += row.n
+        # a database not upgraded to revision 0008 has no content to count
+        if "content" in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
+            for row in conn.execute(
+                    sa.select(sc.stream, sc.content, sa.func.count().label("n"))
+                    .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until),
+                           sc.content.is_not(None))
+                    .group_by(sc.stream, sc.content)):
+                if row.stream in airtime:
+                    airtime[row.stream].content[row.content] = row.n
 
         tc = s.tracks.c
         overlap = []
@@ -235,11 +256,13 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         off_air = [s for s in around if s.overlaps(-np.inf if since is None else since, until)]
         stations = station_names(conn, streams, until)
         silence = asrun.silence_spans(conn, streams, since, until, now)
+        speech = asrun.speech_spans(conn, streams, since, until)
         not_recorded = asrun.gap_spans(conn, gaps)
     entries = asrun.as_run(engine, tracks, around, silence, streams, since, until, top,
                            now)
     return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
+                   speech=speech,
                    not_recorded=not_recorded, period=period,
                    plays=asrun.plays(entries, off_air, zone, period, now), stations=stations)
 
@@ -370,6 +393,9 @@ def format_text(history: History, events: bool = False) -> str:
                             < len(a.tags) else "") + "): "
                          + ("  ".join(f"{one_line(t)} {100 * a.share(t):.1f}%" for t in shown)
                             or "none active"))
+        if a.content:
+            lines.append("  content: " + "  ".join(f"{one_line(kind)} {100 * share:.1f}%"
+                                                   for kind, share in a.content_share().items()))
         entries = [e for e in history.as_run if e.stream == stream]
         if entries:
             lines.append(f"  as-run ({len(entries)}):")
@@ -403,6 +429,7 @@ def format_text(history: History, events: bool = False) -> str:
         _spans(history, lines, "stuck tone (a steady tone, no music)",
                [s for s in history.silence if s.stream == stream
                 and s.detail == asrun.STUCK_TONE])
+        _spans(history, lines, "speech", [s for s in history.speech if s.stream == stream])
         _spans(history, lines, "not recorded (data lost)",
                [s for s in history.not_recorded if s.stream == stream])
         for g in (g for g in history.plays if g["stream"] == stream):
@@ -463,10 +490,11 @@ def format_csv(history: History, events: bool = True) -> str:
     score; for the track now playing, and one whose end was never recorded (kind
     "unfinished"), the share of its windows with the tag on; its EBU R128
     loudness in ``loudness_lufs`` where the daemon measured it), one airtime
-    row per stream (the tags' shares), and rows of kind off_air, silence, not_recorded, plays
-    (per title), tag_plays, event (with `events`), gap and restart. Times are ISO 8601 with
-    the report's zone offset. Text cells from outside (streams, titles, tags, sessions) are
-    written as text a spreadsheet will not evaluate (``text.csv_text``); numbers as numbers."""
+    row per stream (the tags' shares), and rows of kind off_air, silence, speech,
+    not_recorded, plays (per title), tag_plays, event (with `events`), gap and restart.
+    Times are ISO 8601 with the report's zone offset. Text cells from outside (streams,
+    titles, tags, sessions) are written as text a spreadsheet will not evaluate
+    (``text.csv_text``); numbers as numbers."""
     cell = csv_text
     tags = csv_tags(history)
     column = {tag: i for i, tag in enumerate(tags)}
@@ -498,7 +526,7 @@ def format_csv(history: History, events: bool = True) -> str:
             e.title or "", "; ".join(e.partial), cell("; ".join(e.active)), e.windows, values,
             e.loudness_lufs, e.audio_s)
     for kind, spans in (("off_air", history.off_air), ("silence", history.silence),
-                        ("not_recorded", history.not_recorded)):
+                        ("speech", history.speech), ("not_recorded", history.not_recorded)):
         for s in spans:
             row(kind, s.stream, s.start, s.end, detail=cell(s.detail))
     for g in history.plays:

@@ -71,6 +71,8 @@ scores = sa.Table(
     # since revision 0005 (protocol 1.3): EBU R128 loudness at the window's end, or NULL
     sa.Column("momentary_lufs", sa.Float),
     sa.Column("short_term_lufs", sa.Float),
+    # since revision 0008 (protocol 1.7): music, speech, silence, tone or noise, or NULL
+    sa.Column("content", sa.String(16)),
     sa.UniqueConstraint("stream", "session", "seq", name="uq_scores"),
     sa.Index("ix_scores_stream_sent_at", "stream", "sent_at"))
 

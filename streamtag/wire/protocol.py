@@ -27,7 +27,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.6"
+PROTOCOL_VERSION = "1.7"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -42,6 +42,8 @@ STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK, SILENCE)
 
 EVENT_STATES = ("on", "off")
 SILENCE_CAUSES = ("silence", "tone")  # what a silence message's dead air is made of
+# what a window's audio is (since 1.7), as streamtag.engine.content decides it
+CONTENT_KINDS = ("music", "speech", "silence", "tone", "noise")
 STATUS_STATES = ("starting", "running", "reconnecting", "ended", "failed")
 DOWN_STATES = ("reconnecting", "failed")  # the source is down: no audio comes
 TRACK_REASONS = ("title_change", "end")
@@ -386,10 +388,11 @@ class ScoresBody(_Part):
     latency_ms: float
     audio: AudioLevel | None = None  # since 1.2
     mood: Mood | None = None  # since 1.2
+    content: str | None = None  # since 1.7: one of CONTENT_KINDS, left out when None
 
     msg_type: ClassVar[str] = SCORES
     _what: ClassVar[str] = "scores body"
-    _omitted_when_none: ClassVar[tuple[str, ...]] = ("audio", "mood")
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("audio", "mood", "content")
 
     def __post_init__(self) -> None:
         values.set_field(self, "start_s", values.number(self.start_s, "scores start_s",
@@ -423,6 +426,8 @@ class ScoresBody(_Part):
             values.set_field(self, "audio", AudioLevel.coerce(self.audio))
         if self.mood is not None:
             values.set_field(self, "mood", Mood.coerce(self.mood))
+        if self.content is not None:
+            values.choice(self.content, "scores content", ProtocolError, CONTENT_KINDS)
 
 
 @dataclass(frozen=True)
@@ -775,7 +780,8 @@ class ScoresEncoder:
                    raw: Iterable[float], smoothed: Iterable[float], active: Iterable[str],
                    latency_ms: float, decimals: int | None = None,
                    audio: AudioLevel | Mapping[str, Any] | None = None,
-                   mood: Mood | Mapping[str, Any] | None = None) -> bytes:
+                   mood: Mood | Mapping[str, Any] | None = None,
+                   content: str | None = None) -> bytes:
         """decimals: round raw and smoothed to this many places first, as numpy.round does
         (a publisher's SCORE_DECIMALS). A 1-D float array of one value per tag is then
         rounded and written by the C++ core (repr's digits, an eighth of json's cost)."""
@@ -823,9 +829,13 @@ class ScoresEncoder:
         mood_json = ("" if mood is None else
                      '"mood":' + canonical_json(Mood.coerce(mood).to_dict()).decode("utf-8")
                      + ",")
+        content_json = ""
+        if content is not None:
+            values.choice(content, "scores content", ProtocolError, CONTENT_KINDS)
+            content_json = f'"content":"{content}",'
         # canonical_json's order (sorted keys) and spelling: floats as float.__repr__
         return checked_frame((
-            f'{{"active":[{active_json}],{audio_json}"end_s":{end_s!r},'
+            f'{{"active":[{active_json}],{audio_json}{content_json}"end_s":{end_s!r},'
             f'"end_sample":{end_sample},"latency_ms":{latency_ms!r},'
             f'"model":{self._model_json},{mood_json}"raw":{written[0]},'
             f'"smoothed":{written[1]},"start_s":{start_s!r},"start_sample":{start_sample},'

@@ -122,16 +122,18 @@ class Publisher:
                        smoothed: Iterable[float], active: Iterable[str],
                        model: ModelRef | Mapping[str, str], latency_ms: float,
                        audio: Mapping[str, Any] | None = None,
-                       mood: Mapping[str, Any] | None = None) -> bool:
+                       mood: Mapping[str, Any] | None = None,
+                       content: str | None = None) -> bool:
         """Scores of one window. raw/smoothed: one value per tag, in the order of `tags`;
-        audio and mood: the protocol's optional objects (1.2), left out when None.
+        audio and mood: the protocol's optional objects (1.2), content what the audio is
+        (1.6), left out when None.
 
         The message is what ``publish(stream, ScoresBody(...))`` sends, written by the model's
         ``ScoresEncoder``, which checks and writes the tags and the model once."""
         body = self._scores_encoder(tags, model).body_frame(
             start_s=start_s, end_s=end_s, start_sample=start_sample, end_sample=end_sample,
             raw=raw, smoothed=smoothed, active=active, latency_ms=round(float(latency_ms), 3),
-            decimals=SCORE_DECIMALS, audio=audio, mood=mood)
+            decimals=SCORE_DECIMALS, audio=audio, mood=mood, content=content)
         return self._publish_frame(SCORES, stream, body)
 
     def _scores_encoder(self, tags: Iterable[str],

@@ -1,0 +1,250 @@
+"""What a window's audio is, whatever the model: music, speech, silence, tone or noise.
+
+A tagging model answers "which of my tags fit", never "is this music at all": fed a news
+bulletin, a music tagger finds its nearest genre (Hip-Hop, say) with confidence. So every
+stream also gets a ``ContentTracker`` that reads the same samples through a small log-mel
+frontend of its own (``content_options``: 64 mel bands to 8 kHz, 32-ms hops, whatever the
+model's frontend is) and decides each scored window's content:
+
+- **silence**: the window's RMS level is below ``[health] silence_dbfs`` (as the silence
+  detector's quiet windows; the level is the one the engine already measured);
+- **tone**: a steady tone by the silence detector's rule (no onset, crest factor at most
+  ``[health] tone_crest_db``) where onsets are measured, else by the classifier below;
+- **music**, **speech**, **noise** (or **tone**): a small neural network (ten inputs, sixteen
+  tanh units, a softmax over the four classes) on ten features of the window's frames
+  (``window_features``) after Scheirer and Slaney (1997) and the broadcast speech/music
+  segmenters: speech is syllables at about 4 Hz with pauses
+  between words (modulation energy at 2.5-7 Hz, the share of low-energy frames), its formants
+  glide (spectral peaks that do not persist); music holds pitches (peaks that persist) and
+  keeps its level; noise is flat and stable in spectrum. The weights
+  (``content_weights.json`` beside this file) are fitted by ``benchmarks/content_fit.py`` on
+  audio from Debian packages; docs/models.md ("Content") has the material and the confusion.
+
+Speech over a music bed is whichever is louder (speech 10 dB over music is speech, music
+10 dB over speech is music, on equal terms mostly speech); there is no class of its own for
+it, and sung vocals were not in the material the weights were judged on. A decision is made
+at most every ``DECISION_S`` of audio (every other window at a one-second hop), and the
+windows between take it. A run of non-music windows that lasts ``min_s`` turns every tag off
+where the run began (as confirmed dead air does), and no tag turns on in a non-music window
+(streamtag.engine.batching).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from importlib import resources
+
+import numpy as np
+
+from streamtag import values
+from streamtag.errors import ConfigError
+from streamtag.frontend import FrameRing, LogMelOptions, OnlineLogMel
+
+MUSIC, SPEECH, SILENCE, TONE, NOISE = "music", "speech", "silence", "tone", "noise"
+CONTENT_KINDS = (MUSIC, SPEECH, SILENCE, TONE, NOISE)
+# The classes the classifier tells apart (silence comes from the level alone).
+CLASSES = (MUSIC, SPEECH, NOISE, TONE)
+WEIGHTS_FILE = "content_weights.json"
+# The frontend's frames per second at any rate (hop 512 at 16 kHz): 4-Hz syllables need 8.
+FRAME_S = 0.032
+# Features are taken over at most this much of a window's end: the modulation spectrum's
+# resolution needs a few syllables, and longer windows would only cost more.
+MAX_SPAN_S = 4.0
+MIN_FRAMES = 16  # fewer frames than this (a window under half a second): no decision
+# A decision at most this often (audio seconds between the ends of the windows classified);
+# the windows between take the last one's. At the usual one-second hop every other window is
+# classified, which halves the cost; windows of three seconds still leave no audio unheard.
+DECISION_S = 1.5
+FEATURES = ("mod4_share", "low_energy_share", "flux_mean", "flux_cv", "flatness_mean",
+            "flatness_std", "peak_persistence", "level_std_db", "centroid_std", "pause_share")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentConfig:
+    """The ``[content]`` section of the daemon's config: what each window's audio is."""
+
+    # false: no content decision (tags then follow the model over speech too)
+    enabled: bool = True
+    # speech or noise this long turns every tag off where it began
+    min_s: float = values.field(2.0, minimum=0, maximum=3600)
+
+    def __post_init__(self) -> None:
+        values.check_fields(self, "content", ConfigError)
+
+
+def content_options(sample_rate: float) -> LogMelOptions:
+    """The content frontend at ``sample_rate``: about 64-ms frames every 32 ms, 64 mel bands
+    from 60 Hz to 8 kHz (or the Nyquist rate), power in dB."""
+    hop = max(64, 2 ** round(math.log2(FRAME_S * sample_rate)))
+    return LogMelOptions(sample_rate=float(sample_rate), n_fft=2 * hop, hop_length=hop,
+                         n_mels=64, fmin=60.0, fmax=min(8000.0, sample_rate / 2), log="db",
+                         db_multiplier=10.0, amin=1e-10)
+
+
+@functools.lru_cache(maxsize=8)
+def _modulation_plan(frames: int, frame_rate: float) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """The Hann taper of a window of ``frames`` and its modulation spectrum's syllable band
+    (2.5-7 Hz) and whole band (0.5-15 Hz)."""
+    freqs = np.fft.rfftfreq(frames, 1.0 / frame_rate)
+    return (np.hanning(frames), (freqs >= 2.5) & (freqs <= 7.0),
+            (freqs >= 0.5) & (freqs <= 15.0))
+
+
+def window_features(frames_db: np.ndarray, frame_rate: float) -> np.ndarray:
+    """The ``FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel band).
+    Written for few numpy calls: the arrays are small, and the calls' own cost is most of it."""
+    x = np.asarray(frames_db, dtype=np.float64)
+    power = np.power(10.0, x * 0.1)
+    total = power.sum(axis=1) + 1e-12
+    level = 10.0 * np.log10(total)  # frame energy, dB
+    # Frames within 40 dB of the window's loudest decide the shape features: the rest is the
+    # floor between words, where the spectrum is whatever the noise is.
+    loud = level > level.max() - 40.0
+    # 4-Hz modulation: the share of the level contour's variation at syllable rates
+    taper, band, whole = _modulation_plan(len(level), frame_rate)
+    spectrum = np.abs(np.fft.rfft((level - level.mean()) * taper)) ** 2
+    mod4 = spectrum[band].sum() / (spectrum[whole].sum() + 1e-12)
+    # Scheirer-Slaney: frames below half the window's mean power (pauses between words)
+    low_energy = np.count_nonzero(total < 0.5 * total.mean()) / len(total)
+    pause = np.count_nonzero(level < np.median(level) - 15.0) / len(level)
+    # spectral flux: the mean change of the bands from frame to frame, and how it varies
+    flux = np.abs(np.diff(x, axis=0)).mean(axis=1)
+    flux_mean = flux.mean()
+    flux_cv = flux.std() / (flux_mean + 1e-6)
+    # flatness in power (geometric over arithmetic mean): 1 for white noise, near 0 for a few
+    # strong partials; the frontend floors power at 1e-10, so the log is finite
+    flat = (np.power(10.0, x.mean(axis=1) * 0.1) / power.mean(axis=1))[loud]
+    # spectral peaks (3 dB above the 5 bands around them) that are still there 8 frames on:
+    # held notes keep theirs, gliding formants and noise do not
+    edge = np.concatenate([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], axis=1)
+    around = (edge[:, :-4] + edge[:, 1:-3] + edge[:, 2:-2] + edge[:, 3:-1] + edge[:, 4:]) * 0.2
+    peaks = (x - around) > 3.0
+    peaks &= loud[:, np.newaxis]
+    counts = np.count_nonzero(peaks[:-8])
+    persistence = np.count_nonzero(peaks[:-8] & peaks[8:]) / counts if counts else 0.0
+    centroid = (power @ _BANDS[: x.shape[1]] / total)[loud]
+    return np.array([mod4, low_energy, flux_mean, flux_cv, flat.mean(), flat.std(),
+                     persistence, level[loud].std(), centroid.std(), pause])
+
+
+_BANDS = np.arange(256, dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentModel:
+    """The classifier: standardized features, a layer of tanh units, one score per class,
+    softmax."""
+
+    classes: tuple[str, ...]
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    hidden_weights: np.ndarray  # (features, hidden)
+    hidden_bias: np.ndarray  # (hidden,)
+    weights: np.ndarray  # (hidden, classes)
+    bias: np.ndarray  # (classes,)
+
+    @classmethod
+    def load(cls, text: str | None = None) -> ContentModel:
+        """The shipped weights (``content_weights.json``), or those in ``text``."""
+        if text is None:
+            text = resources.files("streamtag.engine").joinpath(WEIGHTS_FILE).read_text()
+        data = json.loads(text)
+        arrays = [np.asarray(data[name], np.float64) for name in
+                  ("mean", "scale", "hidden_weights", "hidden_bias", "weights", "bias")]
+        model = cls(tuple(data["classes"]), tuple(data["features"]), *arrays)
+        if model.features != FEATURES or set(model.classes) != set(CLASSES):
+            raise ConfigError(f"{WEIGHTS_FILE} was fitted for features {model.features} and "
+                              f"classes {model.classes}, not {FEATURES} and {CLASSES}: "
+                              f"refit it with benchmarks/content_fit.py")
+        return model
+
+    def to_json(self) -> str:
+        def rounded(a: np.ndarray) -> list:
+            return np.round(a, 6).tolist()
+        return json.dumps({"classes": list(self.classes), "features": list(self.features),
+                           "mean": rounded(self.mean), "scale": rounded(self.scale),
+                           "hidden_weights": rounded(self.hidden_weights),
+                           "hidden_bias": rounded(self.hidden_bias),
+                           "weights": rounded(self.weights), "bias": rounded(self.bias)}) + "\n"
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (in ``classes`` order) of feature rows ``(n, F)`` or one row."""
+        z = (np.asarray(features, np.float64) - self.mean) / self.scale
+        hidden = np.tanh(z @ self.hidden_weights + self.hidden_bias)
+        logits = hidden @ self.weights + self.bias
+        logits -= logits.max(axis=-1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def classify(self, features: np.ndarray) -> str:
+        return self.classes[int(np.argmax(self.probabilities(features)))]
+
+
+def window_kind(rms_dbfs: float | None, peak_dbfs: float | None, onsets: int | None,
+                silence_dbfs: float, tone_crest_db: float, square_crest_db: float) -> str | None:
+    """Silence or a steady tone from a window's level alone (the silence detector's rule,
+    streamtag.engine.health), or None where the level does not tell."""
+    if rms_dbfs is None:
+        return None
+    if rms_dbfs < silence_dbfs:
+        return SILENCE
+    if tone_crest_db == 0 or peak_dbfs is None or onsets is None:
+        return None
+    crest = peak_dbfs - rms_dbfs
+    if crest <= tone_crest_db and (onsets == 0 or crest <= square_crest_db):
+        return TONE
+    return None
+
+
+class ContentTracker:
+    """One stream's content frontend: ``accept`` the samples the engine's framer takes,
+    then ``classify`` each window the framer cut from them."""
+
+    def __init__(self, model: ContentModel, sample_rate: float, sample_offset: int = 0) -> None:
+        self.model = model
+        self.options = content_options(sample_rate)
+        self.frontend = OnlineLogMel(self.options)
+        self.frame_rate = sample_rate / self.options.hop_length
+        self.span = max(MIN_FRAMES, round(MAX_SPAN_S * self.frame_rate))
+        # room for the longest span and the frames that arrive with one chunk of audio
+        self.ring = FrameRing(4 * self.span, self.options.n_mels)
+        self.sample_offset = sample_offset  # stream sample of this frontend's sample 0
+        self.every = round(DECISION_S * sample_rate)
+        self._last: tuple[int, str] | None = None  # (end sample, class) of the last decision
+
+    def accept(self, samples: np.ndarray) -> None:
+        self.frontend.accept_waveform(samples)
+        self._push(self.frontend.pop())
+
+    def finish(self) -> None:
+        self.frontend.input_finished()
+        self._push(self.frontend.pop())
+
+    def _push(self, frames: np.ndarray) -> None:
+        room = self.ring.capacity - self.span
+        for i in range(0, len(frames), room):
+            self.ring.push(frames[i: i + room])
+
+    def classify(self, start_sample: int, end_sample: int) -> str | None:
+        """The classifier's class for stream samples ``[start_sample, end_sample)`` from the
+        frames centred in it (at most the last ``MAX_SPAN_S``), None when too few are here;
+        within ``DECISION_S`` of the last decision, that decision."""
+        last = self._last
+        if last is not None and 0 <= end_sample - last[0] < self.every:
+            return last[1]
+        hop = self.options.hop_length
+        # frame f is centred on sample f * hop (the frontend centres its frames)
+        first = -(-(start_sample - self.sample_offset) // hop)
+        end = min(self.ring.end_index, (end_sample - self.sample_offset - 1) // hop + 1)
+        first = max(first, end - self.span, self.ring.end_index - self.ring.capacity, 0)
+        if end - first < MIN_FRAMES:
+            return None
+        frames = self.ring.window(end, end - first)
+        kind = self.model.classify(window_features(frames, self.frame_rate))
+        self._last = (end_sample, kind)
+        return kind

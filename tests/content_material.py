@@ -1,0 +1,92 @@
+"""Speech, music, noise and tones from Debian packages, none of them in the content
+classifier's fit (benchmarks/content_fit.py takes the other pieces, voices and texts): a
+second synthesiser (festival), an espeak-ng voice and text the fit never heard, a real
+person (alsa-utils' channel names), held-out game music and MIDI rendered with FluidR3."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamtag.audio.files import load_audio
+
+RATE = 16000
+SINGULARITY = Path("/usr/share/games/singularity/music")
+OPENMSX = Path("/usr/share/games/openttd/baseset/openmsx")
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
+LICENSES = Path("/usr/share/common-licenses")
+PACKAGES = ("singularity-music openttd-openmsx fluidsynth fluid-soundfont-gm espeak-ng festival "
+            "festvox-kallpc16k alsa-utils sox")
+MISSING = f"needs Debian's {PACKAGES}: apt-get install {PACKAGES}"
+
+
+def require() -> None:
+    tools = ("espeak-ng", "text2wave", "fluidsynth", "sox")
+    paths = (SINGULARITY, OPENMSX, SOUNDFONT, ALSA_SOUNDS / "Front_Center.wav")
+    if any(shutil.which(t) is None for t in tools) or not all(p.exists() for p in paths):
+        pytest.skip(MISSING)
+
+
+def run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=120)
+
+
+def _text(name: str, start: int, length: int) -> str:
+    return " ".join((LICENSES / name).read_text().split())[start: start + length]
+
+
+def festival_speech(folder: Path) -> np.ndarray:
+    text = folder / "mpl.txt"
+    text.write_text(_text("MPL-2.0", 0, 700))
+    run("text2wave", str(text), "-o", str(folder / "festival.wav"))
+    return load_audio(folder / "festival.wav", RATE)[0]
+
+
+def espeak_speech(folder: Path, voice: str = "fr", start: int = 0) -> np.ndarray:
+    """espeak-ng in a voice the fit did not use (fr, it, en-gb-scotland), Apache-2.0's text."""
+    out = folder / f"espeak-{voice}-{start}.wav"
+    run("espeak-ng", "-v", voice, "-s", "165", "-w", str(out), _text("Apache-2.0", start, 500))
+    return load_audio(out, RATE)[0]
+
+
+def real_voice() -> np.ndarray:
+    """A person saying the channel names, twice, with short gaps (about 20 s)."""
+    clips = [load_audio(p, RATE)[0] for p in sorted(ALSA_SOUNDS.glob("*.wav"))
+             if p.name != "Noise.wav"]
+    gap = np.zeros(int(0.3 * RATE), np.float32)
+    return np.concatenate([np.concatenate([c, gap]) for c in clips * 2])
+
+
+def held_out_pieces() -> list[Path]:
+    """The singularity-music pieces the fit did not take (every other one)."""
+    return sorted(SINGULARITY.rglob("*.ogg"))[1::2]
+
+
+def game_music(index: int, seconds: float, start_s: float = 5.0) -> np.ndarray:
+    audio, _ = load_audio(held_out_pieces()[index], RATE)
+    return audio[round(start_s * RATE): round((start_s + seconds) * RATE)]
+
+
+def midi_music(folder: Path, index: int, seconds: float) -> np.ndarray:
+    """A held-out openttd-openmsx MIDI file rendered with FluidR3 GM."""
+    path = sorted(OPENMSX.glob("*.mid"))[1::2][index]
+    out = folder / f"{path.stem}.wav"
+    run("fluidsynth", "-ni", "-g", "0.6", "-r", str(RATE), "-F", str(out), str(SOUNDFONT),
+        str(path))
+    return load_audio(out, RATE)[0][2 * RATE: round((2 + seconds) * RATE)]
+
+
+def sox_signal(folder: Path, name: str, *synth: str, level_dbfs: float | None = None
+               ) -> np.ndarray:
+    out = folder / f"{name}.wav"
+    run("sox", "-n", "-r", str(RATE), str(out), "synth", *synth)
+    audio = load_audio(out, RATE)[0]
+    if level_dbfs is not None:
+        audio = audio / np.sqrt(np.mean(audio ** 2)) * 10 ** (level_dbfs / 20)
+    return audio.astype(np.float32)
