@@ -67,14 +67,31 @@ class Rule:
 _RULE = "streamtag.values"  # the key of a field's Rule in its metadata
 
 
+_HELP = "help"
+_FLAG = "flag"
+
+
 def field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
           minimum: float | None = None, maximum: float | None = None, positive: bool = False,
-          choices: Sequence[str] | None = None, expected: str | None = None) -> Any:
-    """A dataclass field with its rule, which ``check_fields`` applies."""
+          choices: Sequence[str] | None = None, expected: str | None = None,
+          help: str = "", flag: str | None = None) -> Any:  # noqa: A002 - argparse's word
+    """A dataclass field with its rule, which ``check_fields`` applies, and what a reader of
+    the settings is told of it: ``help`` (its meaning) and ``flag`` (the command-line flag that
+    overrides it, if any). The configuration reference (docs/config.md) is made from these."""
     rule = Rule(minimum, maximum, positive, tuple(choices) if choices is not None else None,
                 expected)
     return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={_RULE: rule})
+                             metadata={_RULE: rule, _HELP: help, _FLAG: flag})
+
+
+def help_of(declared: dataclasses.Field) -> str:
+    """A field's meaning, as ``field(help=...)`` declared it ("" where it declared none)."""
+    return declared.metadata.get(_HELP, "")
+
+
+def flag_of(declared: dataclasses.Field) -> str | None:
+    """The command-line flag that overrides a field, as ``field(flag=...)`` declared it."""
+    return declared.metadata.get(_FLAG)
 
 
 def set_field(obj: Any, name: str, value: Any) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from streamtag import values
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "CONTRIBUTING.md",
                 *(ROOT / "docs").rglob("*.md")])
@@ -177,3 +179,16 @@ def test_every_module_and_file_the_code_names_exists():
                     if not module_exists(dotted):
                         stale.append(f"{path.relative_to(ROOT)}:{lineno}: {dotted}")
     assert not stale, "names of modules or files that do not exist:\n" + "\n".join(stale)
+
+
+def test_the_configuration_reference_is_made_from_the_code():
+    from streamtag.daemon.reference import missing_help, reference, settings
+
+    assert not missing_help(), f"settings that declare no help=: {missing_help()}"
+    page = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    assert page == reference(), ("docs/config.md is not current: python -m "
+                                 "streamtag.daemon.reference > docs/config.md")
+    flags = {values.flag_of(f) for _, f in settings()} - {None}
+    run_help = help_text("run")
+    for flag in sorted(flags):
+        assert re.search(re.escape(flag) + r"\b", run_help), f"{flag} is not a flag of run"

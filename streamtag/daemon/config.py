@@ -116,8 +116,11 @@ def check_listen_address(key: str, value: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    path: str | None = None  # None: the shipped default model
-    device: str = "auto"
+    path: str | None = values.field(
+        None, flag="--model", help="an installed model's name (streamtag models list) or a "
+                                   "model file; left out: the shipped default model")
+    device: str = values.field(
+        "auto", flag="--device", help="cpu, cuda or cuda:N; auto: the GPU where there is one")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "model", ConfigError)
@@ -149,10 +152,15 @@ class SourceConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PublishConfig:
-    endpoint: str = DEFAULT_FEED_ENDPOINT
-    sndhwm: int = values.field(1000, minimum=0, expected=">= 0 (0: no limit)")
-    heartbeat_s: float = values.field(2.0, positive=True, expected="> 0 seconds")
-    connect: bool = False  # connect to the endpoint (a proxy's frontend) instead of binding
+    endpoint: str = values.field(DEFAULT_FEED_ENDPOINT, flag="--publish",
+                                 help="the ZeroMQ PUB endpoint subscribers connect to")
+    sndhwm: int = values.field(
+        1000, minimum=0, expected=">= 0 (0: no limit)",
+        help="messages queued per subscriber before a slow one loses them (0: no limit)")
+    heartbeat_s: float = values.field(2.0, positive=True, expected="> 0 seconds",
+                                      help="seconds between heartbeat messages")
+    connect: bool = values.field(
+        False, help="connect to the endpoint (a proxy's frontend) instead of binding it")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "publish", ConfigError)
@@ -165,17 +173,28 @@ class ControlConfig:
     (nothing) by default. Sources of the config file and the command line are trusted; these
     rules are for ``add_source`` and ``reload_model`` requests."""
 
-    endpoint: str = DEFAULT_CONTROL_ENDPOINT  # "" disables the control socket
-    token_file: str | None = None  # None: control.token in streamtag's folder
-    pin_token: bool = False  # keep the token the file holds; else a new one at every start
-    file_roots: tuple[str, ...] = ()  # add_source may only open files below these
-    model_roots: tuple[str, ...] = ()  # reload_model: installed names, and files below these
-    allow_devices: bool = False  # add_source may open an input device (a microphone)
-    allow_hosts: tuple[str, ...] = ()  # http(s) hosts: names, .domains, networks; () any
-    deny_hosts: tuple[str, ...] = ()  # refused even when allowed
-    allow_private_hosts: bool = False  # loopback and private addresses (else list them)
+    endpoint: str = values.field(DEFAULT_CONTROL_ENDPOINT, flag="--control",
+                                 help="the control socket's endpoint; \"\" disables it")
+    token_file: str | None = values.field(
+        None, help="the control token's file; left out: control.token in streamtag's folder")
+    pin_token: bool = values.field(
+        False, help="keep the token the file holds; false: a new token at every start")
+    file_roots: tuple[str, ...] = values.field(
+        (), flag="--allow-file-root", help="add_source may open only files below these folders")
+    model_roots: tuple[str, ...] = values.field(
+        (), help="reload_model loads installed names, and model files below these folders")
+    allow_devices: bool = values.field(
+        False, help="add_source may open an input device (a microphone)")
+    allow_hosts: tuple[str, ...] = values.field(
+        (), help="http(s) hosts add_source may reach: names, .domains, addresses, networks; "
+                 "empty: any public host")
+    deny_hosts: tuple[str, ...] = values.field((), help="hosts refused even when allowed")
+    allow_private_hosts: bool = values.field(
+        False, help="add_source may reach loopback and private addresses (else list them in "
+                    "allow_hosts)")
     max_sources: int = values.field(1024, minimum=1,
-                                    expected=">= 1 (streams add_source may have running)")
+                                    expected=">= 1 (streams add_source may have running)",
+                                    help="streams running at most; add_source past it is refused")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "control", ConfigError)
@@ -215,10 +234,16 @@ class SecurityConfig:
     administrators it lets in on the control socket (``streamtag keys generate``).
     ``insecure`` lets ``streamtag run`` bind a socket beyond loopback without keys."""
 
-    server_key: str | None = None  # NAME.key_secret
-    client_keys: str | None = None  # folder of subscribers' NAME.key files
-    admin_keys: str | None = None  # folder of control clients' NAME.key files
-    insecure: bool = False
+    server_key: str | None = values.field(
+        None, help="the daemon's secret CURVE certificate (NAME.key_secret, from streamtag "
+                   "keys generate)")
+    client_keys: str | None = values.field(
+        None, help="a folder of the public keys (NAME.key) of the subscribers let in")
+    admin_keys: str | None = values.field(
+        None, help="a folder of the public keys of the control clients let in (no token)")
+    insecure: bool = values.field(
+        False, flag="--insecure",
+        help="let run bind the publish or control endpoint beyond loopback without keys")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "security", ConfigError)
@@ -241,12 +266,19 @@ class MetricsConfig:
     address (past either the oldest unanswered one is closed), a request head within
     ``header_timeout_s`` of connecting, the answer under way within ``answer_timeout_s``."""
 
-    port: int = values.field(0, minimum=0, maximum=65535, expected="0 (off) or a TCP port 1-65535")
-    address: str = "127.0.0.1"
-    max_connections: int = values.field(64, minimum=1, maximum=4096)
-    max_connections_per_address: int = values.field(16, minimum=1, maximum=4096)
-    header_timeout_s: float = values.field(10.0, minimum=0.1, maximum=600.0)
-    answer_timeout_s: float = values.field(30.0, minimum=0.1, maximum=600.0)
+    port: int = values.field(0, minimum=0, maximum=65535, expected="0 (off) or a TCP port 1-65535",
+                             flag="--metrics-port",
+                             help="the Prometheus metrics and /healthz, /readyz port; 0: off")
+    address: str = values.field("127.0.0.1", help="the address the metrics port listens on")
+    max_connections: int = values.field(64, minimum=1, maximum=4096,
+                                        help="connections at once")
+    max_connections_per_address: int = values.field(
+        16, minimum=1, maximum=4096, help="connections at once from one address")
+    header_timeout_s: float = values.field(
+        10.0, minimum=0.1, maximum=600.0,
+        help="seconds a connection has to send its request head")
+    answer_timeout_s: float = values.field(
+        30.0, minimum=0.1, maximum=600.0, help="seconds within which an answer is under way")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "metrics", ConfigError)
@@ -275,16 +307,18 @@ class DaemonConfig:
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
     shard: ShardConfig = ShardConfig()
-    # [engine] processes: worker processes of `streamtag run` (kept here: the engine's own
-    # settings are one process's)
-    processes: int | str = 1
+    # [engine] processes (kept here: the engine's own settings are one process's)
+    processes: int | str = values.field(
+        1, flag="--processes",
+        help="worker processes of streamtag run behind one endpoint, or \"auto\": as many as "
+             "the CPUs this process may use (and its memory) carry")
 
     def __post_init__(self) -> None:
         values.set_field(self, "processes", check_processes("engine.processes",
                                                             self.processes))
 
 
-_SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
+SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,
              "smoothing": SmoothingConfig, "mood": MoodConfig, "health": HealthConfig,
              "content": ContentConfig, "engine": EngineConfig,
              "metrics": MetricsConfig, "security": SecurityConfig, "shard": ShardConfig}
@@ -313,7 +347,7 @@ def parse_source_line(text: str, index: int) -> SourceConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
-    known = ["sources", *_SECTIONS]
+    known = ["sources", *SECTIONS]
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]; sections are {', '.join(known)}")
@@ -330,7 +364,7 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
             raise ConfigError(f"security.{key} is a folder of public key files (NAME.key), not a "
                               "list: put the keys it lets in into one folder and give its path")
     parts: dict[str, Any] = {name: values.from_table(cls, data[name], name, ConfigError)
-                             for name, cls in _SECTIONS.items() if name in data}
+                             for name, cls in SECTIONS.items() if name in data}
     parts["processes"] = processes
     sources = []
     raw_sources = data.get("sources", [])

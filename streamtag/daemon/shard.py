@@ -24,6 +24,7 @@ import os
 import re
 import socket
 
+from streamtag import values
 from streamtag.errors import ConfigError
 
 MAX_SHARDS = 65536
@@ -91,8 +92,11 @@ class ShardConfig:
     """``[shard]``: this daemon is shard ``index`` of ``count``; ``index = "auto"`` reads it
     from the host name (``resolve``). The default, 0 of 1, serves every source."""
 
-    index: int | str = 0
-    count: int = 1
+    index: int | str = values.field(
+        0, flag="--shard", help="this daemon's shard K, 0 to count - 1, or \"auto\": from the "
+                                "host name's trailing number (NAME-K)")
+    count: int = values.field(1, flag="--shard", help="the shards N the source list is split "
+                                                      "into (--shard K/N sets both)")
 
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) \

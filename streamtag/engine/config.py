@@ -29,38 +29,45 @@ MAX_THREADS = 256  # workers, threads and decoders each
 class EngineConfig:
     """How the engine batches windows and runs the model."""
 
-    # Windows per forward pass; None: 64 on CUDA, and on the CPU the size up to 8 at which this
-    # model's forward costs least per window, measured as it loads (1-2 for the default model on
-    # ONNX Runtime, whose forward per window grows with the batch; 4-8 for an LSTM's, which
-    # shrinks), so batching serves where it pays.
     max_batch: int | None = values.field(
         None, minimum=1, expected=f"an integer >= 1 (or left out: on the CPU measured up to "
-                                  f"{CPU_MAX_BATCH}, {CUDA_MAX_BATCH} on CUDA)")
-    # how long a due window may wait for others to fill a batch
-    max_wait_ms: float = values.field(10.0, minimum=0, maximum=MAX_WAIT_MS)
-    # overrides the model file's default hop
-    hop_seconds: float | None = values.field(None, positive=True, maximum=MAX_HOP_SECONDS)
-    # per stream: queued windows before waiting or dropping
-    max_pending_windows: int = values.field(16, minimum=1)
-    # auto: ONNX Runtime on the CPU, TorchScript on CUDA
-    backend: str = values.field("auto", choices=BACKENDS)
-    # int8: the model file's int8 graph on ONNX Runtime (opt-in)
-    precision: str = values.field("fp32", choices=PRECISIONS)
-    # inference threads, each running whole batches (one model shared)
-    workers: int = values.field(1, minimum=1, maximum=MAX_THREADS,
-                                expected=f"an integer from 1 to {MAX_THREADS}")
-    # intra-op threads of one forward pass
-    threads: int = values.field(1, minimum=1, maximum=MAX_THREADS,
-                                expected=f"an integer from 1 to {MAX_THREADS}")
-    # Source threads working at once, taking turns (streamtag.sources.decode_turns); 0: one per
-    # core left over from the inference threads, at least one and at most DEFAULT_DECODERS.
-    decoders: int = values.field(0, minimum=0, maximum=MAX_THREADS,
-                                 expected=f"an integer from 0 (one per core left over from the "
-                                          f"workers) to {MAX_THREADS}")
-    # Overlapping windows share work: a window's forward takes what an earlier window of its
-    # stream computed for the frames they share (streamtag.model.window_reuse; the default model
-    # on ONNX Runtime). The same probabilities within 1e-4; false computes every window whole.
-    reuse_windows: bool = True
+                                  f"{CPU_MAX_BATCH}, {CUDA_MAX_BATCH} on CUDA)",
+        help=f"windows per forward pass; left out: {CUDA_MAX_BATCH} on CUDA, and on the CPU the "
+             f"size up to {CPU_MAX_BATCH} at which this model's forward costs least per window, "
+             "measured as it loads")
+    max_wait_ms: float = values.field(
+        10.0, minimum=0, maximum=MAX_WAIT_MS,
+        help="how long a due window may wait for others to fill a batch")
+    hop_seconds: float | None = values.field(
+        None, positive=True, maximum=MAX_HOP_SECONDS, flag="--hop-seconds",
+        help="seconds between a stream's windows; left out: the model file's hop")
+    max_pending_windows: int = values.field(
+        16, minimum=1, help="per stream: windows queued before its source waits (or, live, "
+                            "they are dropped)")
+    backend: str = values.field(
+        "auto", choices=BACKENDS, flag="--backend",
+        help="auto: ONNX Runtime on the CPU, TorchScript on CUDA")
+    precision: str = values.field(
+        "fp32", choices=PRECISIONS, flag="--precision",
+        help="int8: the model file's int8 graph on ONNX Runtime (opt-in; streamtag models "
+             "quantize makes it)")
+    workers: int = values.field(
+        1, minimum=1, maximum=MAX_THREADS, expected=f"an integer from 1 to {MAX_THREADS}",
+        help="inference threads, each running whole batches of one shared model")
+    threads: int = values.field(
+        1, minimum=1, maximum=MAX_THREADS, expected=f"an integer from 1 to {MAX_THREADS}",
+        help="intra-op threads of one forward pass")
+    # (streamtag.sources.decode_turns)
+    decoders: int = values.field(
+        0, minimum=0, maximum=MAX_THREADS,
+        expected=f"an integer from 0 (one per core left over from the workers) to {MAX_THREADS}",
+        help=f"source threads decoding at once, taking turns; 0: one per core left over from "
+             f"the inference threads, at least 1 and at most {DEFAULT_DECODERS}")
+    # (streamtag.model.window_reuse)
+    reuse_windows: bool = values.field(
+        True, help="overlapping windows share work: a window's forward takes what an earlier "
+                   "window of its stream computed for the frames they share (the same "
+                   "probabilities within 1e-4); false computes every window whole")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "engine", ConfigError)

@@ -66,10 +66,11 @@ FEATURES = ("mod4_share", "low_energy_share", "flux_mean", "flux_cv", "flatness_
 class ContentConfig:
     """The ``[content]`` section of the daemon's config: what each window's audio is."""
 
-    # false: no content decision (tags then follow the model over speech too)
-    enabled: bool = True
-    # speech or noise this long turns every tag off where it began
-    min_s: float = values.field(2.0, minimum=0, maximum=3600)
+    enabled: bool = values.field(
+        True, help="false: no content decision (tags then follow the model over speech too)")
+    min_s: float = values.field(
+        2.0, minimum=0, maximum=3600,
+        help="speech, noise or a tone this long (seconds) turns every tag off where it began")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "content", ConfigError)

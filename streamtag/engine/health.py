@@ -72,21 +72,26 @@ CLIP_LEVEL = 0.999  # as csrc/window_level.h's kClipLevel
 class HealthConfig:
     """The ``[health]`` section of the daemon's config: dead air and clipping."""
 
-    # false: no silence detection (tags then follow the model on silence too)
-    enabled: bool = True
-    # a window whose RMS level is below this is quiet
-    silence_dbfs: float = values.field(DEFAULT_SILENCE_DBFS, minimum=MIN_DBFS, maximum=0)
-    # quiet audio this long is silence (dead air)
-    silence_s: float = values.field(DEFAULT_SILENCE_S, positive=True, maximum=24 * 3600)
-    # samples at full scale that make a window count as clipping
-    clip_samples: int = values.field(DEFAULT_CLIP_SAMPLES, minimum=1)
-    # a window with no onset whose peak is at most this many dB above its RMS is a stuck tone;
-    # 0 turns tone detection off
-    tone_crest_db: float = values.field(DEFAULT_TONE_CREST_DB, minimum=0, maximum=20)
-    # EBU R128 momentary and short-term loudness per window (LUFS), measured by the sources at
-    # the input's own rate and channels (streamtag.audio.loudness); a stereo stream of the
-    # default model then costs about 6 % more CPU (docs/operations.md, "Loudness")
-    loudness: bool = False
+    enabled: bool = values.field(
+        True, help="false: no dead-air detection (tags then follow the model on silence too)")
+    silence_dbfs: float = values.field(
+        DEFAULT_SILENCE_DBFS, minimum=MIN_DBFS, maximum=0,
+        help="a window whose RMS level is below this (dBFS) is quiet")
+    silence_s: float = values.field(
+        DEFAULT_SILENCE_S, positive=True, maximum=24 * 3600,
+        help="quiet audio this long (seconds) is silence: dead air")
+    clip_samples: int = values.field(
+        DEFAULT_CLIP_SAMPLES, minimum=1,
+        help="samples at full scale that make a window count as clipping")
+    tone_crest_db: float = values.field(
+        DEFAULT_TONE_CREST_DB, minimum=0, maximum=20,
+        help="a window with no onset whose peak is at most this many dB above its RMS is a "
+             "stuck tone; 0 turns tone detection off")
+    # measured by the sources at the input's own rate and channels (streamtag.audio.loudness)
+    loudness: bool = values.field(
+        False, flag="--loudness",
+        help="EBU R128 momentary and short-term loudness (LUFS) per window; a stereo stream "
+             "of the default model then costs about 6 % more CPU")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "health", ConfigError)

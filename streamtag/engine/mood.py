@@ -74,14 +74,17 @@ MAX_GENRES = 2
 class MoodConfig:
     """The ``[mood]`` section of the daemon's config."""
 
-    enabled: bool = True  # false: scores carry no mood
-    # audio seconds a new main word must hold before it is shown, where the music clearly
-    # changed (a change at a border holds BORDER_DWELL_S, or this if longer)
-    dwell_s: float = values.field(DWELL_S, minimum=0, maximum=3600)
-    # ... and silence (or anything not music) before "no music" is shown
-    silence_dwell_s: float = values.field(SILENCE_DWELL_S, minimum=0, maximum=3600)
-    # the valence/arousal point's exponential average
-    time_constant_s: float = values.field(POINT_TIME_CONSTANT_S, minimum=0, maximum=3600)
+    enabled: bool = values.field(True, help="false: scores carry no mood")
+    dwell_s: float = values.field(
+        DWELL_S, minimum=0, maximum=3600,
+        help="audio seconds a new main word must hold before it is shown, where the music "
+             "clearly changed (a change at a border between words holds longer)")
+    silence_dwell_s: float = values.field(
+        SILENCE_DWELL_S, minimum=0, maximum=3600,
+        help="audio seconds of silence (or anything not music) before \"no music\" is shown")
+    time_constant_s: float = values.field(
+        POINT_TIME_CONSTANT_S, minimum=0, maximum=3600,
+        help="the valence/arousal point's exponential average, seconds")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "mood", ConfigError)

@@ -21,7 +21,7 @@ from helpers import decodes_or_refuses, feed
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from streamtag.daemon.config import _SECTIONS, DaemonConfig, config_from_dict
+from streamtag.daemon.config import SECTIONS, DaemonConfig, config_from_dict
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel
@@ -242,13 +242,13 @@ toml_scalars = (st.text(max_size=20) | st.integers(-(2**63), 2**63 - 1) | st.boo
 toml_values = st.recursive(toml_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                            max_leaves=12)
-FIELDS = sorted({f for cls in _SECTIONS.values() for f in cls.__dataclass_fields__}
+FIELDS = sorted({f for cls in SECTIONS.values() for f in cls.__dataclass_fields__}
                 | {"id", "spec", "realtime", "loop", "speed", "format", "rate", "channels",
                    "reconnect", "max_reconnects", "read_timeout_s", "blocksize"})
 sections = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), toml_values,
                            max_size=5)
 documents = st.dictionaries(
-    st.sampled_from([*_SECTIONS, "sources"]) | st.text(max_size=8),
+    st.sampled_from([*SECTIONS, "sources"]) | st.text(max_size=8),
     sections | st.lists(sections, max_size=3) | toml_values, max_size=5)
 
 
