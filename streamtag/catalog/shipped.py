@@ -24,5 +24,4 @@ def default_model_path() -> Path:
 # streamtag's synthetic music, and a station's genre or mood is not among them
 SYNTHETIC_NOTE = ("the shipped default model knows synthetic acoustics only (fast, slow, major, "
                   "minor, loud, soft, ...), not the genres, moods or instruments of real "
-                  "music; for those: streamtag models install music (needs torch), then "
-                  "--model music")
+                  "music; for those: streamtag models install music, then --model music")

@@ -25,8 +25,7 @@ VENUE_STREAM = "venue"
 VENUE_MODELS = ("music", "musicnn-msd", "vgg-msd", "musicnn-mtt", "vgg-mtt")
 # `models install` fetches musicnn's wheel itself (without its dependencies: musicnn 0.1.0
 # pins a numpy and TensorFlow that Python 3.11 cannot install)
-INSTALL_HINT = ("pip install torch (its CPU build: README, Install) && "
-                "streamtag models install music")
+INSTALL_HINT = "streamtag models install music"
 PAGE_WAIT_S = 10.0
 WATCH_S = 0.5
 
