@@ -12,7 +12,7 @@ import pytest
 from faultkit import port_is_free
 from helpers import free_port, make_config, run_streamtag, wait_until
 
-from streamtag.daemon.config import _SECTIONS, MetricsConfig, SourceConfig, load_config
+from streamtag.daemon.config import SECTIONS, MetricsConfig, SourceConfig, load_config
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError
 
@@ -74,7 +74,7 @@ def test_a_bad_value_is_refused_naming_its_key(tmp_path, text, names):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("section, key", [(name, f.name) for name, cls in _SECTIONS.items()
+@pytest.mark.parametrize("section, key", [(name, f.name) for name, cls in SECTIONS.items()
                                           for f in dataclasses.fields(cls)])
 def test_every_key_of_every_section_refuses_a_table(tmp_path, section, key):
     path = tmp_path / "bad.toml"
