@@ -21,6 +21,7 @@ import collections
 import os
 
 import numpy as np
+from moods import Collect  # benchmarks/moods.py, beside this script
 
 from streamtag.audio.files import load_audio
 from streamtag.audio.synthetic import SyntheticConfig, generate_clip
@@ -35,15 +36,6 @@ QUIET_SPARSE = {"drums": False, "tempo_bpm": 66.0, "level_dbfs": -34.0, "density
                 "brightness": 0.2, "articulation": "sustained", "mode": "major"}
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.results = []
-
-    def on_window(self, result) -> None:
-        self.results.append(result)
-
-    def on_stream_end(self, stream_id, events, end_s) -> None:
-        pass
 
 
 def run(model: InferenceModel, audio: np.ndarray) -> list[tuple[float, tuple, tuple]]:
