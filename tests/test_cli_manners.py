@@ -35,7 +35,8 @@ VALID = {
     "run": [], "listen": [], "tag": ["a.wav"], "dashboard": [], "record": [], "history": [],
     "status": [], "control add": ["s1", "a.wav"], "control remove": ["s1"],
     "control reload": ["default"], "control ping": [], "models list": [],
-    "models install": ["musicnn-msd"], "models info": ["default"], "models remove": ["x"],
+    "models install": ["musicnn-msd"], "models complete": ["default"],
+    "models info": ["default"], "models remove": ["x"],
     "models calibrate": ["default", "a.wav"], "models quantize": ["default", "a.wav"],
     "demo": [], "devices": [], "proxy": [], "keys generate": ["keys"], "features": ["a.wav"],
     "train": ["recipe.toml"], "pretrain": ["recipe.toml"], "eval": ["m.pt", "recipe.toml"],
@@ -198,7 +199,8 @@ FAILING = {
     "demo": None,  # plays a piece it makes
     "devices": None,  # lists what there is, or none
     # refusals of their arguments (unknown names, files that cannot be used): exit 2
-    "models list": None, "models install": None, "models info": None, "models remove": None,
+    "models list": None, "models install": None, "models complete": None, "models info": None,
+    "models remove": None,
     "models calibrate": None, "models quantize": None, "keys generate": None, "train": None,
     "pretrain": None, "eval": None, "ensemble": None,
 }

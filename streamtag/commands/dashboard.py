@@ -53,7 +53,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         page = "venue" + (f"?stream={quote(stream, safe='')}" if stream else "")
 
     def ready(url: str) -> None:
-        if args.quiet:
+        if getattr(args, "quiet", False):
             return
         # the page's snapshot requests go unasked, signed with the token: say where
         print(f"streamtag dashboard: open {url}{page} (feed {feed}"
