@@ -96,6 +96,12 @@ def test_train_writes_a_servable_model(tiny_recipe_file: Path, tmp_path: Path,
     evaluated = json.loads(scores.read_text(encoding="utf-8"))
     assert evaluated["roc_auc_macro"] == pytest.approx(test["roc_auc_macro"], abs=1e-6)
     assert evaluated["f1_macro"] == pytest.approx(test["f1_macro"], abs=1e-6)
+    # --json - prints the same metrics alone on standard output, for a pipe
+    capsys.readouterr()
+    assert main(["eval", str(run / "model.pt"), str(tiny_recipe_file), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("{"), (captured.out[:300], captured.err[:300])
+    assert json.loads(captured.out) == evaluated
 
 
 def test_resume_continues_exactly(tiny_recipe_file: Path, tmp_path: Path) -> None:

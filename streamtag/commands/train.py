@@ -13,12 +13,15 @@ streamtag.commands.train train ...`` runs them on their own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
 from pathlib import Path
 
 from streamtag.commands import refused
+
+STDOUT = "-"  # --json - : the metrics on standard output
 
 __all__ = ["add_train_commands", "cmd_ensemble", "cmd_eval", "cmd_pretrain", "cmd_train",
            "main"]
@@ -108,14 +111,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from streamtag.train.recipe import load_recipe
 
     try:
-        if args.json and not Path(args.json).absolute().parent.is_dir():
+        if args.json and args.json != STDOUT and not Path(args.json).absolute().parent.is_dir():
             raise ConfigError(f"--json {args.json}: its folder does not exist; give a path in "
                               "a folder that exists")
         model = resolve_model(args.model)
         recipe = load_recipe(args.recipe, args.set or ())
-        result = evaluate_model_file(model, recipe, split=args.split, device=args.device)
+        # with --json -, standard output holds the JSON alone: the feature cache's lines go
+        # to stderr
+        with contextlib.redirect_stdout(sys.stderr if args.json == STDOUT else sys.stdout):
+            result = evaluate_model_file(model, recipe, split=args.split, device=args.device)
     except (ConfigError, ModelError) as error:
         return refused("eval", error)
+    if args.json == STDOUT:  # the data alone, for a pipe
+        print(json.dumps(result, indent=2))
+        return 0
     print(metrics_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -194,7 +203,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a recipe value, e.g. --set data.root=/data/mtg; repeatable")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    p.add_argument("--json", metavar="OUT",
+                   help="also write the metrics as JSON to OUT; - prints only the JSON, on "
+                        "standard output")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser(
