@@ -597,6 +597,7 @@ def test_bodies_of_the_review_round_trip_at_their_caps():
         assert decode(encode(message)) == message
 
 
+@pytest.mark.slow  # 15 s: 20,000 subscriptions
 def test_a_peer_s_huge_subscriptions_do_not_grow_the_publisher_and_honest_ones_work():
     # libzmq keeps every distinct subscription in a trie at ~46 bytes per topic byte, for
     # good: any local process that reached the feed port grew the daemon by 2.7 GB with 1,000
@@ -862,6 +863,7 @@ def test_a_forged_feed_cannot_grow_the_dashboard_past_its_bounds(forged_feed, tm
         assert len(views) <= MAX_STREAMS
 
 
+@pytest.mark.slow  # 9 s; the dashboard's and the recorder's run by default
 def test_a_forged_feed_cannot_grow_listen_tracks(forged_feed, tmp_path):
     with _reader(tmp_path, "listen", "listen", forged_feed.backend,
                  "--tracks") as (proc, out, _):

@@ -186,6 +186,7 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
                                                           "end"], [True] * 3, strict=True))
 
 
+@pytest.mark.slow  # 10 s live; the chained mount's test covers heard_from_start by default
 def test_a_link_joined_midway_is_said_to_be_and_the_next_is_heard_from_its_start(
         model_path, tmp_path):
     """The daemon connects when the mount's first link has played for a while: Icecast's

@@ -668,6 +668,7 @@ def test_exit_when_done_ends_the_run_once_every_workers_streams_have_ended(tmp_p
         feed.close()
 
 
+@pytest.mark.slow  # 7 s; one process's loudness is tested by default
 def test_with_loudness_every_worker_measures_and_the_supervisor_serves_it(tmp_path):
     # `run --processes 2 --loudness`: the flag reaches both workers' sources (stereo MP3s at
     # 44.1 kHz), every stream's scores carry its short-term loudness once 3 s have played,

@@ -430,6 +430,7 @@ def test_installed_without_torch_serves_what_the_torch_made_file_serves(torch_fr
 @NEEDS_MUSICNN
 @pytest.mark.skipif(not PIECE.is_file(), reason="needs real recordings: apt-get install "
                                                 "singularity-music")
+@pytest.mark.slow  # 7 s; the probabilities' parity is checked by default on musicnn-msd
 def test_tag_without_torch_gives_the_torch_made_files_tags_on_real_music(torch_free_home,
                                                                          torch_home, tmp_path):
     from streamtag.catalog.calibration import file_chunks
@@ -512,6 +513,7 @@ def test_models_complete_adds_the_module_install_with_torch_writes(torch_free_ho
 
 
 @NEEDS_MUSICNN
+@pytest.mark.slow  # 5 s: every musicnn model has thresholds fitted on real music
 def test_weights_without_stored_thresholds_get_the_synthetic_rule_without_torch(
         torch_free_home, tmp_path):
     """The real-music thresholds belong to musicnn 0.1.0's checkpoints; other weights get the
