@@ -41,6 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 from streamtag.catalog import music, musicnn
 from streamtag.errors import ModelError, first_lines
 from streamtag.fsutil import atomic_path
+from streamtag.model.graph_edit import unique_name
 from streamtag.model.manifest import FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, Manifest
 from streamtag.model.sessions import onnx_session
 from streamtag.model.stored import reuse_file_names, state_sha256
@@ -69,12 +70,7 @@ class _Builder:
         self._weights: dict[str, tuple[np.ndarray, str]] = {}
 
     def name(self, stem: str) -> str:
-        name, n = stem, 0
-        while name in self._names:
-            n += 1
-            name = f"{stem}_{n}"
-        self._names.add(name)
-        return name
+        return unique_name(self._names, stem)
 
     def constant(self, stem: str, value: np.ndarray) -> str:
         """An initializer; the same array under the same stem is stored once (a step reads a

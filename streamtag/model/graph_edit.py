@@ -8,7 +8,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["Graph", "node_attributes", "reduced_axes"]
+__all__ = ["Graph", "node_attributes", "reduced_axes", "unique_name"]
+
+
+def unique_name(names: set[str], stem: str) -> str:
+    """``stem``, or ``stem_N`` with the first N not in ``names``; added to ``names``."""
+    name, k = stem, 0
+    while name in names:
+        k += 1
+        name = f"{stem}_{k}"
+    names.add(name)
+    return name
 
 
 class Graph:
@@ -43,12 +53,7 @@ class Graph:
         return None if tensor is None else numpy_helper.to_array(tensor)
 
     def new_name(self, stem: str) -> str:
-        name, k = stem, 0
-        while name in self._names:
-            k += 1
-            name = f"{stem}_{k}"
-        self._names.add(name)
-        return name
+        return unique_name(self._names, stem)
 
     def add_constant(self, stem: str, value: np.ndarray) -> str:
         name = self.new_name(stem)
