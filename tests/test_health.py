@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import socket
 import threading
-import urllib.error
-import urllib.request
 
 import pytest
 from helpers import free_port, tiny_model_file, wait_until
+from helpers import http_get as get
 
 from streamtag.daemon.config import (
     ControlConfig,
@@ -22,16 +21,6 @@ from streamtag.daemon.config import (
 )
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    """The status code and body of GET http://127.0.0.1:PORT/PATH (503 is an answer too)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode()
 
 
 def refused(port: int) -> bool:

@@ -30,6 +30,7 @@ from helpers import (
     tiny_model_file,
     wait_until,
 )
+from helpers import http_get as get
 
 import streamtag
 from streamtag.audio.files import write_audio
@@ -50,16 +51,6 @@ HALF_SENT = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow"  # n
 def streamtag_env() -> dict[str, str]:
     """The environment of a command that runs the streamtag this test imports."""
     return {**os.environ, "PYTHONPATH": str(Path(streamtag.__file__).resolve().parent.parent)}
-
-
-def get(port: int, path: str, source: str = "127.0.0.1") -> tuple[int, str]:
-    """The status and body of GET http://127.0.0.1:PORT/PATH (503 is an answer too)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode()
 
 
 def descriptors(pid: int) -> int:
