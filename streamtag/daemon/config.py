@@ -43,19 +43,21 @@ from typing import Any
 
 from streamtag import values
 from streamtag.daemon.shard import ShardConfig
-from streamtag.engine.config import EngineConfig
-from streamtag.engine.content import ContentConfig
-from streamtag.engine.health import HealthConfig
-from streamtag.engine.mood import MoodConfig
-from streamtag.engine.smoothing import SmoothingConfig
+from streamtag.engine.config import (
+    ContentConfig,
+    EngineConfig,
+    HealthConfig,
+    MoodConfig,
+    SmoothingConfig,
+)
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
 from streamtag.text import utf8_file_text
-from streamtag.wire.protocol import STREAM_ID_PATTERN
-from streamtag.wire.security import is_loopback_endpoint
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
-STREAM_ID = re.compile(STREAM_ID_PATTERN)
+# The command line's parser reads this module (the settings' flags): what it imports stays free
+# of numpy and zmq, and the wire's protocol and keys are imported where they are used.
+
 MAX_PROCESSES = 256
 # A config file is read whole and parsed (tomllib takes some 5 bytes of memory a byte): 4 MiB
 # holds some 25,000 sources, beyond any one daemon's or shard set's list.
@@ -137,7 +139,9 @@ class SourceConfig:
     title: str | None = None  # the stream's fixed title; None: the titles the source reports
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not STREAM_ID.fullmatch(self.id):
+        from streamtag.wire.protocol import STREAM_ID_PATTERN
+
+        if not isinstance(self.id, str) or not re.fullmatch(STREAM_ID_PATTERN, self.id):
             raise ConfigError(f"sources.id {self.id!r} is not a valid stream id: use 1-128 of "
                               "A-Z a-z 0-9 _ . : -")
         if not self.spec:
@@ -328,6 +332,8 @@ def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:
     """The sockets that would listen beyond this machine in the clear, as ``(key, endpoint)``:
     the publish and control endpoints bound to an address that is not loopback, without CURVE
     keys."""
+    from streamtag.wire.security import is_loopback_endpoint
+
     if config.security.curve:
         return []
     found = []
@@ -340,6 +346,8 @@ def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:
 
 def parse_source_line(text: str, index: int) -> SourceConfig:
     """A ``--source`` flag: ``SPEC`` or ``ID=SPEC`` (an id is made from the position)."""
+    from streamtag.wire.protocol import STREAM_ID_PATTERN
+
     match = re.match(rf"^({STREAM_ID_PATTERN})=(.+)$", text)
     if match and "://" not in match.group(1) and not match.group(1).endswith(":"):
         return SourceConfig(id=match.group(1), spec=match.group(2))
