@@ -1,4 +1,5 @@
-"""The command line's terminal code, one module per command; the parser is streamtag.cli.
+"""The command line, one module per command: its parser (``add_commands``) and its terminal
+code; streamtag.cli lists the modules and dispatches.
 
 What every command shares lives here: refused input's message and exit status (2 for a
 command line or config that cannot work, 1 for work that failed), whether to paint and whether

@@ -454,6 +454,7 @@ class SettingFlag:
         return typing.get_origin(self.annotation) is tuple
 
     def help(self) -> str:
+        """The flag's help: the setting's meaning, then its key and default."""
         section, name = self.key.split(".")
         if self.annotation is bool:
             where = f"[{section}] {name} = true"
@@ -480,7 +481,8 @@ def setting_flags() -> list[SettingFlag]:
         for declared in dataclasses.fields(cls):
             flag = values.flag_of(declared)
             if flag is not None:
-                key = f"{holder or 'engine'}.{declared.name}"  # [engine] processes: see above
+                # [engine] processes is a field of DaemonConfig itself
+                key = f"{holder or 'engine'}.{declared.name}"
                 found.append(SettingFlag(flag, key, holder, declared, hints[declared.name]))
     counts = collections.Counter(s.flag for s in found)
     return [s for s in found if counts[s.flag] == 1]
