@@ -12,11 +12,6 @@ import os
 import sys
 from collections.abc import Iterator
 
-# Packages of the extras (pyproject.toml) that a command may need: what it is, and the extra.
-# a module a command may miss → (what it is, the pip requirement that brings it)
-OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "scikit-learn"),
-            "matplotlib": ("matplotlib", "matplotlib")}
-
 # The modules of streamtag.commands, in help order: daily commands first, then the demo and
 # tools, training and development last (train adds train, pretrain, eval and ensemble).
 COMMANDS = ("run", "listen", "tag", "dashboard", "record", "history", "status", "control",
@@ -75,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamtag.commands import log_level
+    from streamtag.commands import log_level, missing_extra
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -92,17 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except ModuleNotFoundError as error:
-        extra = OPTIONAL.get((error.name or "").split(".")[0])
-        if extra is None:
+        status = missing_extra(args.command, error)
+        if status is None:
             raise
-        from streamtag.commands import EXIT_USAGE
-        from streamtag.model.stored import TORCH_EXTRA
-
-        what, requirement = extra
-        how = TORCH_EXTRA if requirement == "torch" else f"pip install {requirement}"
-        print(f"streamtag {args.command}: this needs {what}, which is not installed here: "
-              f"{how}", file=sys.stderr)
-        return EXIT_USAGE
+        return status
 
 
 if __name__ == "__main__":

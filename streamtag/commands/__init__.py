@@ -45,6 +45,27 @@ def names_listed(names: Sequence[str], none: str = "none") -> str:
     return shown + (" and more" if len(names) > NAMES_SHOWN else "")
 
 
+# Packages of the extras (pyproject.toml) that a command may need: what it is, and the extra.
+# a module a command may miss → (what it is, the pip requirement that brings it)
+OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "scikit-learn"),
+            "matplotlib": ("matplotlib", "matplotlib")}
+
+
+def missing_extra(command: str, error: ModuleNotFoundError) -> int | None:
+    """For a command that needs an extra not installed here (``OPTIONAL``): says which, and
+    how to install it, on stderr, and returns EXIT_USAGE; None for any other missing module."""
+    extra = OPTIONAL.get((error.name or "").split(".")[0])
+    if extra is None:
+        return None
+    from streamtag.model.stored import TORCH_EXTRA
+
+    what, requirement = extra
+    how = TORCH_EXTRA if requirement == "torch" else f"pip install {requirement}"
+    print(f"streamtag {command}: this needs {what}, which is not installed here: {how}",
+          file=sys.stderr)
+    return EXIT_USAGE
+
+
 def refused(command: str, error: Exception | str) -> int:
     """Says on stderr why ``streamtag COMMAND`` refused its input; returns EXIT_USAGE."""
     print(f"streamtag {command}: {error}", file=sys.stderr)

@@ -144,9 +144,11 @@ def add_daemon_client_flags(parser: argparse.ArgumentParser, *, control: str | N
     else:
         parser.add_argument("--control", metavar="ENDPOINT", type=zmq_endpoint, help=control)
     if wait is not None:
+        default = "default 0: ask once, for 2 s" if wait == 0 else \
+            f"default {wait:g}; 0: ask once, for 2 s"
         parser.add_argument("--wait", type=seconds_from_0, default=wait, metavar="SECONDS",
                             help=f"{given}how long to wait for a daemon that is not up yet "
-                                 f"(default {wait:g}; 0: ask once, for 2 s)")
+                                 f"({default})")
     parser.add_argument("--token-file", metavar="FILE",
                         help=f"{given}the daemon's control token file, where it is not the "
                              "default (control.token in streamtag's folder)")
