@@ -29,15 +29,14 @@ from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import SourceConfig
 from streamtag.engine.batching import Engine, WindowResult
+from streamtag.engine.config import ContentConfig, SmoothingConfig
 from streamtag.engine.content import (
     CONTENT_KINDS,
     FEATURES,
-    ContentConfig,
     ContentModel,
     ContentTracker,
     window_kind,
 )
-from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
 from streamtag.history import schema

@@ -471,7 +471,7 @@ def test_processes_in_the_config_and_its_bad_values():
         config_from_dict({"engine": {"processes": "many"}})
     assert with_overrides(DaemonConfig(), processes="3").processes == 3  # the flag: text
     assert with_overrides(DaemonConfig(), processes="auto").processes == "auto"
-    with pytest.raises(ConfigError, match=r"--processes must be .* got 0"):
+    with pytest.raises(ConfigError, match=r"--processes: engine.processes must be .* got 0"):
         with_overrides(DaemonConfig(), processes="0")
 
 

@@ -21,10 +21,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from streamtag.audio.files import write_audio
 from streamtag.commands import EXIT_USAGE, stop_on_signals, use_color
+from streamtag.commands.flags import add_backend, add_model, port_number
 from streamtag.commands.listen import format_message
 from streamtag.daemon.config import (
     ControlConfig,
@@ -34,10 +34,11 @@ from streamtag.daemon.config import (
     PublishConfig,
     SourceConfig,
 )
-from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError, ModelError
-from streamtag.wire.protocol import EventBody, HeartbeatBody, ScoresBody, StatusBody
-from streamtag.wire.subscriber import ReceivedMessage, Subscriber
+
+if TYPE_CHECKING:
+    from streamtag.daemon.daemon import Daemon
+    from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEMO_RATE = 16000
 # How the demo's piece differs from streamtag.audio.synthetic's default: a marked beat in the
@@ -48,6 +49,21 @@ PIECE_CHANGES = {"calm": {"drums": True, "drum_gain_db": -6.0}}
 CARRY_OVER_S = 3.0
 
 Segments = list[tuple[float, float, list[str]]]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="watch the daemon tag a generated piece live")
+    add_model(p)
+    p.add_argument("--realtime", action="store_true", help="play at real speed")
+    p.add_argument("--speed", type=float, default=4.0, help="playback speed (default 4)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the piece")
+    p.add_argument("--dashboard", action="store_true",
+                   help="also serve the web dashboard and open it in a browser where there is "
+                        "one; it stays up after the piece until Ctrl-C")
+    p.add_argument("--dashboard-port", type=port_number, default=8080)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_backend(p, "auto")
+    p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -66,7 +82,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def run_demo(model: str | None = None, *, realtime: bool = False, speed: float = 4.0,
              seconds: float = 60.0, dashboard: bool = False, dashboard_port: int = 8080,
              device: str = "auto", backend: str = "auto", out: TextIO | None = None) -> int:
+    from streamtag.audio.files import write_audio
     from streamtag.audio.synthetic import demo_piece
+    from streamtag.daemon.daemon import Daemon
+    from streamtag.wire.subscriber import Subscriber
 
     out = out or sys.stdout
     color = use_color(out)
@@ -106,6 +125,8 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
 
 
 def _wait_for_heartbeat(sub: Subscriber, timeout_s: float = 10.0) -> None:
+    from streamtag.wire.protocol import HeartbeatBody
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         msg = sub.recv(100)
@@ -115,6 +136,8 @@ def _wait_for_heartbeat(sub: Subscriber, timeout_s: float = 10.0) -> None:
 
 
 def _print_until_ended(sub: Subscriber, out: TextIO, color: bool, segments: Segments) -> None:
+    from streamtag.wire.protocol import HeartbeatBody, StatusBody
+
     announced = 0  # the sections whose start has been printed
     while True:
         msg = sub.recv(1000)
@@ -135,6 +158,8 @@ def _print_until_ended(sub: Subscriber, out: TextIO, color: bool, segments: Segm
 
 def _audio_time(msg: ReceivedMessage) -> float | None:
     """The audio time a message speaks of: a window's end, an event's time."""
+    from streamtag.wire.protocol import EventBody, ScoresBody
+
     if isinstance(msg.body, ScoresBody):
         return msg.body.end_s
     if isinstance(msg.body, EventBody):
@@ -146,6 +171,7 @@ def truth_note(msg: ReceivedMessage, segments: Segments) -> str:
     """For a tag switching on where the piece is not so (in the section playing, or in the one
     before within CARRY_OVER_S, which the window may still hear): a note saying so; else ""."""
     from streamtag.audio.synthetic import TAGS
+    from streamtag.wire.protocol import EventBody
 
     body = msg.body
     if not isinstance(body, EventBody) or body.state != "on" or body.tag not in TAGS:

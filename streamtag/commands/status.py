@@ -16,16 +16,16 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
-
-import zmq
+from typing import TYPE_CHECKING, Any, TextIO
 
 from streamtag.commands import EXIT_USAGE, names_listed, terminal_json, terminal_text
+from streamtag.commands.flags import add_daemon_client_flags
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.wire.control import control_request, load_token
-from streamtag.wire.exposure import optional_client_curve
-from streamtag.wire.protocol import DOWN_STATES, canonical_json
-from streamtag.wire.security import ClientCurve
+
+if TYPE_CHECKING:
+    import zmq
+
+    from streamtag.wire.security import ClientCurve
 
 ATTEMPT_MS = 2000  # one request's wait for its reply; ask_daemon asks again until its deadline
 EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the daemon's state
@@ -41,6 +41,8 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
     ``on_wait`` is told once that the command is waiting. ``attempt_ms``: how long one attempt
     waits for the reply (a request that takes long, such as loading a model, needs more).
     Raises the last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
+    from streamtag.wire.control import control_request
+
     deadline = time.monotonic() + max(0.0, wait_s)
     told = False
     timeout_ms = attempt_ms  # the first attempt waits this long, whatever ``wait_s``
@@ -122,6 +124,8 @@ def _worker_lines(reply: Mapping[str, Any]) -> list[str]:
 def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> list[str]:
     """The lines ``streamtag status`` prints for a daemon's status reply. Text from the
     daemon (titles, names, errors) is shown without what a terminal would act on."""
+    from streamtag.wire.protocol import DOWN_STATES
+
     model = reply.get("model") or {}
     engine = reply.get("engine") or {}
     session = _shown(str(reply.get("session", "?"))[:8])
@@ -192,6 +196,9 @@ def client_credentials(args: argparse.Namespace, say: Callable[[str], None]
     """The CURVE keys (``--server-key``, ``--client-key``) and the token (``--token-file``) a
     control client's flags give, those it has (listen, dashboard and status share them); None
     once ``say`` has told why they cannot be used."""
+    from streamtag.wire.control import load_token
+    from streamtag.wire.exposure import optional_client_curve
+
     try:
         curve = optional_client_curve(getattr(args, "server_key", None),
                                       getattr(args, "client_key", None))
@@ -214,6 +221,8 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
                wait_s: float = 0.0, curve: ClientCurve | None = None, token: str | None = None,
                out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Asks the daemon at ``endpoint`` and prints its state; the exit status."""
+    from streamtag.wire.protocol import canonical_json
+
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
 
@@ -240,6 +249,15 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
         out.write("\n".join(format_status(reply, streams)) + "\n")
     out.flush()
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="what a running daemon is doing: each stream's state, "
+                                      "title, station, level and counters")
+    add_daemon_client_flags(p)
+    p.add_argument("--stream", action="append", help="only this stream; repeatable")
+    p.add_argument("--json", action="store_true", help="the daemon's reply as one JSON object")
+    p.set_defaults(func=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

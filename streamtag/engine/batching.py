@@ -37,27 +37,32 @@ from typing import Protocol
 
 import numpy as np
 
-from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.engine.config import (
+    CPU_MAX_BATCH,
+    ContentConfig,
+    EngineConfig,
+    HealthConfig,
+    MoodConfig,
+    SmoothingConfig,
+)
 from streamtag.engine.content import (
     MUSIC,
     SILENCE,
     TONE,
-    ContentConfig,
     ContentModel,
     ContentTracker,
     window_kind,
 )
 from streamtag.engine.health import (
     SQUARE_CREST_DB,
-    HealthConfig,
     SilenceDetector,
     SilenceEvent,
     finite_levels,
     level_of_samples,
 )
 from streamtag.engine.loudness import LoudnessTrail
-from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
-from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
+from streamtag.engine.mood import MoodPlan, MoodTable, MoodTracker, energy_of
+from streamtag.engine.smoothing import Smoother, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel
 from streamtag.model.inference import InferenceModel, cheapest_batch, return_freed_memory
 from streamtag.model.window_reuse import WindowReuse

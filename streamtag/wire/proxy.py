@@ -36,16 +36,13 @@ from streamtag.wire.security import (
     make_client,
     make_server,
 )
-from streamtag.wire.sockets import bind_or_connect
+from streamtag.wire.sockets import (
+    DEFAULT_BACKEND,
+    DEFAULT_FRONTEND,
+    MAX_MESSAGE_BYTES,
+    bind_or_connect,
+)
 
-DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
-DEFAULT_BACKEND = "tcp://127.0.0.1:5559"
-# The frontend receives whole feed messages. The largest honest one, a scores message of a
-# 4096-tag model with 64-character tag names, all active, is 0.62 MB (1.15 MB with 128-character
-# names); ZeroMQ disconnects a peer that sends a larger frame, before buffering it. The same as
-# the protocol's MAX_FRAME_BYTES, past which a subscriber refuses a frame anyway (not imported:
-# the parser reads this module, and the protocol's imports are not needed to parse).
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 FRONTEND_KEY_FLAGS = "--server-key/--daemon-key"
 BACKEND_KEY_FLAGS = "--server-key/--client-keys"
 _CONTROL_IDS = itertools.count()
