@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="daemon TOML file (flags override it)")
     _add_model(p)
     p.add_argument("--source", action="append", metavar="[ID=]SPEC", type=source_flag,
-                   help="file:PATH, a path, http(s)://URL, device:NAME or pipe:; repeatable")
+                   help="file:PATH or a path, http(s)://URL, device:NAME_OR_INDEX or pipe:; "
+                        "repeatable")
     p.add_argument("--publish", type=zmq_endpoint,
                    help=f"PUB endpoint (default {DEFAULT_FEED_ENDPOINT})")
     p.add_argument("--control", type=zmq_endpoint_or_off,
@@ -393,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="start a stream: ID and SPEC as --source takes them")
     add.add_argument("id", type=stream_id, help="the stream id (1 to 128 of A-Z a-z 0-9 _ . : -)")
-    add.add_argument("spec", help="file:PATH, a path, http(s)://URL or device:NAME, within the "
-                                  "daemon's [control] allow-lists")
+    add.add_argument("spec", help="file:PATH or a path, http(s)://URL or device:NAME_OR_INDEX, "
+                                  "within the daemon's [control] allow-lists")
     add.add_argument("--title", help="the stream's fixed title (else its metadata's)")
     add.add_argument("--option", action="append", metavar="KEY=VALUE",
                      help="a source option, e.g. reconnect=false, max_backoff_s=60, "
