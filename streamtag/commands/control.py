@@ -19,9 +19,10 @@ from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
 from streamtag.commands.status import EXIT_UNREACHABLE, answered, client_credentials
 from streamtag.errors import ConfigError
 from streamtag.wire.protocol import canonical_json
+from streamtag.wire.requests import AddSource, ClientRequest, Ping, ReloadModel, RemoveSource
 
 # What `--option` may not set: the request's own fields.
-RESERVED = ("cmd", "id", "spec", "title", "token")
+RESERVED = (*AddSource.FIELDS, "token")
 # The daemon answers reload_model once the new model has loaded and been checked: musicnn's
 # graphs take seconds, a large model on a busy box longer.
 RELOAD_MS = 300_000
@@ -44,19 +45,15 @@ def source_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def request_of(args: argparse.Namespace) -> dict[str, Any]:
+def request_of(args: argparse.Namespace) -> ClientRequest:
     """The control request ``streamtag control ACTION ...`` sends."""
     if args.action == "add":
-        request = {"cmd": "add_source", "id": args.id, "spec": args.spec,
-                   **source_options(args.option or [])}
-        if args.title is not None:
-            request["title"] = args.title
-        return request
+        return AddSource(args.id, args.spec, args.title, source_options(args.option or []))
     if args.action == "remove":
-        return {"cmd": "remove_source", "id": args.id}
+        return RemoveSource(args.id)
     if args.action == "reload":
-        return {"cmd": "reload_model", "path": args.model}
-    return {"cmd": "ping"}
+        return ReloadModel(args.model)
+    return Ping()
 
 
 def shown(value: Any) -> str:
@@ -98,7 +95,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         say(str(exc))
         return EXIT_USAGE
     if args.action == "reload":  # a daemon that is there (--wait), then its long answer
-        if answered(args.control, {"cmd": "ping"}, args.wait, say, curve=curve,
+        if answered(args.control, Ping(), args.wait, say, curve=curve,
                     token=token) is None:
             return EXIT_UNREACHABLE
         reply = answered(args.control, request, 0.0, say, curve=curve, token=token,

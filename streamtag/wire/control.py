@@ -52,6 +52,15 @@ from streamtag.wire.protocol import (
     error_reply,
 )
 from streamtag.wire.ready_thread import ReadyThread
+from streamtag.wire.requests import (
+    AddSource,
+    ClientRequest,
+    Ping,
+    ReloadModel,
+    RemoveSource,
+    Snapshot,
+    Status,
+)
 from streamtag.wire.security import (
     CONTROL_DOMAIN,
     ClientCurve,
@@ -588,6 +597,73 @@ def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int =
         return decode_reply(frames[1])
     finally:
         sock.close(linger=0)
+
+
+class ControlClient:
+    """A daemon's control socket as methods, one per request, each returning the reply dict
+    (``{"ok": ...}``; a refusal is ``"ok": false`` with the daemon's ``"error"``).
+
+    Every request goes as ``control_request`` sends it (signed with ``token`` or the default
+    token file's, or under ``curve``), waiting ``attempt_ms`` for its reply. With ``wait_s``
+    it is asked again until that many seconds have passed (a daemon that is still loading its
+    model answers nothing yet), and ``on_wait`` is told once that the client waits. Raises the
+    last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
+
+    def __init__(self, endpoint: str, *, curve: ClientCurve | None = None,
+                 token: str | None = None, context: zmq.Context | None = None,
+                 attempt_ms: int = 2000, wait_s: float = 0.0,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        self.endpoint = endpoint
+        self.curve, self.token, self.context = curve, token, context
+        self.attempt_ms, self.wait_s, self.on_wait = attempt_ms, wait_s, on_wait
+
+    def ping(self) -> dict[str, Any]:
+        return self.ask(Ping())
+
+    def status(self, *, histograms: bool = False) -> dict[str, Any]:
+        return self.ask(Status(histograms))
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.ask(Snapshot())
+
+    def add_source(self, stream_id: str, spec: str, *, title: str | None = None,
+                   options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.ask(AddSource(stream_id, spec, title, dict(options or {})))
+
+    def remove_source(self, stream_id: str) -> dict[str, Any]:
+        return self.ask(RemoveSource(stream_id))
+
+    def reload_model(self, path: str) -> dict[str, Any]:
+        return self.ask(ReloadModel(path))
+
+    def ask(self, request: ClientRequest | Mapping[str, Any]) -> dict[str, Any]:
+        """The reply to ``request`` (typed, or a request object as the wire carries it)."""
+        payload = request if isinstance(request, Mapping) else request.to_dict()
+        deadline = time.monotonic() + max(0.0, self.wait_s)
+        told = False
+        timeout_ms = self.attempt_ms  # the first attempt waits this long, whatever wait_s
+        while True:
+            try:
+                # (a daemon that came up while we waited: control_request reads the default
+                # token file once the daemon has answered its challenge)
+                return control_request(self.endpoint, payload, timeout_ms=timeout_ms,
+                                       curve=self.curve, token=self.token,
+                                       context=self.context)
+            except TimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    if not told:
+                        raise
+                    # the whole wait, not the last attempt's share of it
+                    raise TimeoutError(str(exc).replace(
+                        f"within {timeout_ms} ms", f"within {self.wait_s:g} s (--wait)",
+                        1)) from None
+                if self.on_wait is not None and not told:
+                    self.on_wait(f"no answer from the daemon's control socket at "
+                                 f"{self.endpoint} yet; waiting up to {self.wait_s:g} s "
+                                 "(--wait)")
+                told = True
+                timeout_ms = max(200, min(self.attempt_ms,
+                                          int(1000 * (deadline - time.monotonic()))))
 
 
 def _reply_signed(key: bytes, nonce: str, mac: str, frames: list[bytes]) -> bool:
