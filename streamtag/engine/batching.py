@@ -120,16 +120,24 @@ class WindowResult:
 
 
 class EngineSink(Protocol):
-    """Where results go. A sink may also have ``turn()``, a context manager the engine enters
-    around each turn's hand-out (the daemon holds its publishing there, so that a turn's
-    messages leave in one burst)."""
+    """Where results go: every call the engine makes on its sink. A class that subclasses it
+    takes the defaults of the last two (no hold on a turn, silence ends ignored)."""
 
-    def on_window(self, result: WindowResult) -> None: ...
+    def on_window(self, result: WindowResult) -> None:
+        """One scored window, in its stream's order."""
+        ...
 
-    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None: ...
+    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
+        """The stream's last window is out: its closing tag events, and where it ended."""
+        ...
 
-    # A sink may also have ``on_silence_end(stream_id, events)``: the silence under way when a
-    # stream ended, ended (called just before ``on_stream_end``).
+    def on_silence_end(self, stream_id: str, changes: list[SilenceEvent]) -> None:
+        """The silence under way when a stream ended, ended (just before ``on_stream_end``)."""
+
+    def turn(self) -> AbstractContextManager[object]:
+        """What the engine enters around each turn's hand-out (the daemon holds its publishing
+        there, so that a turn's messages leave in one burst)."""
+        return contextlib.nullcontext()
 
 
 @dataclasses.dataclass
@@ -327,8 +335,6 @@ class Engine:
         self.health = health or HealthConfig()
         self._mood_table = MoodTable.load() if self.mood.enabled else None
         self.sink = sink
-        self._sink_turn: Callable[[], AbstractContextManager] = getattr(
-            sink, "turn", contextlib.nullcontext)
         self._model = model
         self._limit = self.batch_limit_for(model)
         self._reuse = self.reuse_for(model)
@@ -834,7 +840,7 @@ class Engine:
             per_window = p.seconds / len(p.windows)
             self._pass_s = per_window if self._pass_s is None else (
                 0.8 * self._pass_s + 0.2 * per_window)
-        with self._sink_turn():
+        with self.sink.turn():
             for p in passes:
                 if p.probs is not None:
                     for w, probs in zip(p.windows, p.probs, strict=True):
@@ -962,10 +968,9 @@ class Engine:
         end_s = max(stream.end_s, stream.samples / self._model.sample_rate)
         events = stream.smoother.close(end_s)
         silence = [] if stream.health is None else stream.health.close()
-        on_silence_end = getattr(self.sink, "on_silence_end", None)
         try:
-            if silence and on_silence_end is not None:
-                on_silence_end(stream.id, silence)
+            if silence:
+                self.sink.on_silence_end(stream.id, silence)
             self.sink.on_stream_end(stream.id, events, end_s)
         except Exception:  # noqa: BLE001
             log.exception("sink failed at the end of stream %s", stream.id)
