@@ -408,11 +408,11 @@ def load_config(path: str | Path) -> DaemonConfig:
                           "streamtag reads (some 25,000 sources): is it the right file?")
     text = utf8_file_text(data, f"config file {path}")
     try:
-        data = tomllib.loads(text)
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     try:
-        return config_from_dict(data)
+        return config_from_dict(table)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

@@ -29,10 +29,10 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -78,6 +78,9 @@ from streamtag.wire.security import (
     CurveKeys,
     load_keys,
 )
+
+if TYPE_CHECKING:  # imported where the metrics port opens: a worker has none
+    from streamtag.daemon.metrics import DaemonMetrics, Histograms
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +196,8 @@ class Daemon:
         self.engine: Engine | None = None
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
-        self.metrics = None
-        self.histograms = None  # the metrics port's, or kept for a supervisor
+        self.metrics: DaemonMetrics | None = None
+        self.histograms: Histograms | None = None  # the metrics port's, or kept for a supervisor
         self._keep_histograms = keep_histograms
         self._runs: dict[str, _SourceRun] = {}
         self._ended_runs: deque[_SourceRun] = deque()  # in the order they ended
@@ -294,8 +297,8 @@ class Daemon:
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
-        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
-                             cfg.content)
+        self.engine = Engine(self.model, self,  # type: ignore[arg-type]  # start() loaded it
+                             cfg.engine, cfg.smoothing, cfg.mood, cfg.health, cfg.content)
         if self.histograms is not None:
             self.engine.on_batch = self.histograms.observe_batch
         self.engine.start()
@@ -531,7 +534,7 @@ class Daemon:
         turns, engine = self._turns, self.engine
         slice_end = time.monotonic() + TURN_SLICE_S
         for chunk in chunks:
-            loudness = ()
+            loudness: Sequence[tuple[int, float]] = ()
             if chunk.loudness:  # dated in the source's samples: as samples before the chunk's end
                 end = chunk.sample_index + len(chunk.samples)
                 loudness = [(end - at, power) for at, power in chunk.loudness]
@@ -663,7 +666,7 @@ class Daemon:
         (``allowed_model`` for a control request)."""
         from streamtag.model.manifest import read_manifest
 
-        path = resolve_model(path)
+        path = resolve_model(path) or path  # a text is never None
         rate = read_manifest(path).frontend.sample_rate
         if rate != self.model.sample_rate:
             raise ModelError(f"{path}: sample rate {rate:g} Hz differs from the running "

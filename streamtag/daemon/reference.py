@@ -73,7 +73,8 @@ def missing_help() -> list[str]:
 def _default(f: dataclasses.Field) -> str:
     value: Any = f.default
     if value is dataclasses.MISSING:
-        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        factory = f.default_factory
+        value = factory() if callable(factory) else None  # MISSING: neither
     if value is None:
         return "(none)"
     if isinstance(value, bool):

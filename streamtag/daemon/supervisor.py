@@ -48,7 +48,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -85,6 +85,9 @@ from streamtag.wire.security import (
 # What a worker stops on: streamtag.commands.stop_on_signals, handed down by the command (a
 # library installs no signal handlers of its own); a module-level function, so spawn pickles it.
 StopSignals = Callable[[], contextlib.AbstractContextManager[threading.Event]]
+if TYPE_CHECKING:  # imported where the metrics port opens
+    from streamtag.daemon.metrics import DaemonMetrics
+
 log = logging.getLogger(__name__)
 
 RESTART_INITIAL_S = 0.5
@@ -279,7 +282,7 @@ class Supervisor:
         self.endpoint: str | None = None  # the publish endpoint, bound
         self.control: ControlServer | None = None
         self.token_file: Path | None = None
-        self.metrics = None
+        self.metrics: DaemonMetrics | None = None
         # What the metrics look for before a scrape (Observed): set once every worker serves.
         self.engine: Any = None
         self.publisher: Any = None
@@ -327,7 +330,7 @@ class Supervisor:
         self._folder = Path(tempfile.mkdtemp(prefix="streamtag-run-"))  # mode 0700
         self._worker_token = ensure_token(self._folder / "workers.token")
         curve = load_keys(cfg.security.server_key, need_secret=True) \
-            if cfg.security.curve else None
+            if cfg.security.server_key is not None else None  # security.curve
         if curve is not None and cfg.publish.connect:
             # The workers publish with the daemon's keys to the peer, so their control sockets
             # are CURVE servers too: this process is their one admin, with a key of its own.
@@ -412,6 +415,8 @@ class Supervisor:
         supervisor's token, no metrics port and no keys of its own (nothing of it is reachable
         but through the folder, mode 0700)."""
         cfg, folder = self.config, self._folder
+        if folder is None:
+            raise RuntimeError("a worker's config is made once start() has made the folder")
         publish = cfg.publish if cfg.publish.connect else dataclasses.replace(
             cfg.publish, endpoint=f"ipc://{folder}/feed", connect=True)
         security = SecurityConfig()

@@ -58,7 +58,7 @@ from streamtag.engine.health import (
 from streamtag.engine.loudness import LoudnessTrail
 from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
-from streamtag.frontend import FrameRing, OnlineLogMel
+from streamtag.frontend import FrameRing, OnlineLogMel, WindowLevel
 from streamtag.model.inference import InferenceModel, cheapest_batch, return_freed_memory
 from streamtag.model.window_reuse import WindowReuse
 
@@ -152,7 +152,7 @@ class _Window:
     # None for a window that is not the stream's frames as they stand (a short input repeated)
     end_frame: int | None = None
     dropped: bool = False
-    level: object | None = None  # the frontend's WindowLevel of its frames, for log-mel models
+    level: WindowLevel | None = None  # the frontend's, of its frames, for log-mel models
     # cut at the end of the input: its last frames may be the frontend's end padding
     tail: bool = False
     content: str | None = None  # the content classifier's class, None where none ran
@@ -169,7 +169,7 @@ class _Pass:
 
 # A window as the framer cuts it: (data, start sample, end sample, end frame or None, the level
 # of its frames or None)
-_Cut = tuple[np.ndarray, int, int, int | None, object | None]
+_Cut = tuple[np.ndarray, int, int, int | None, WindowLevel | None]
 
 
 class _Framer:
@@ -213,7 +213,7 @@ class _Framer:
         w = self.ring.window(end, length, transpose=True)
         return w if self.logmel else w[0]
 
-    def _level(self, end: int, length: int) -> object | None:
+    def _level(self, end: int, length: int) -> WindowLevel | None:
         return None if self.fe is None else self.fe.window_level(end, length)
 
     def _push(self, frames: np.ndarray, out: list[_Cut]) -> None:
@@ -795,7 +795,8 @@ class Engine:
                 continue
             stacked = _stacked([windows[i] for i in chosen])
             if with_carry:
-                out, carries = reuse.next(stacked, np.stack([taken[i] for i in chosen]))
+                carried = [c for c in taken if c is not None]  # the chosen, in order
+                out, carries = reuse.next(stacked, np.stack(carried))
                 self.stats["reused_windows"] += len(chosen)
             else:
                 out, carries = reuse.first(stacked)
@@ -864,6 +865,8 @@ class Engine:
             return
         end_s = w.end_sample / model.sample_rate
         audio = mood = None
+        rms_dbfs: float | None
+        peak_dbfs: float | None
         level = w.level
         if level is not None:
             rms_dbfs, peak_dbfs = finite_levels(level.rms_dbfs, level.peak_dbfs)
@@ -922,13 +925,14 @@ class Engine:
         except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
             log.exception("sink failed on window %d of stream %s", result.index, stream.id)
 
-    def _content_of(self, w: _Window, level: object | None, audio: dict | None) -> str | None:
+    def _content_of(self, w: _Window, level: WindowLevel | None,
+                    audio: dict | None) -> str | None:
         """The window's content: silence or a steady tone by its level, as the silence
         detector reads it, else the classifier's class (None: [content] is off)."""
         if w.stream.content is None:
             return None
         cfg = self.health
-        if audio is not None:
+        if audio is not None and level is not None:  # audio: the level's, as published
             by_level = window_kind(audio["rms_dbfs"], audio["peak_dbfs"], level.onsets,
                                    cfg.silence_dbfs, cfg.tone_crest_db, SQUARE_CREST_DB)
         elif w.data.ndim == 1:  # a model that reads samples: no onsets, silence only

@@ -17,7 +17,7 @@ from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
 from streamtag.sources.hosts import redact_url
 
-FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+FORMATS: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
 
 class PipeSource(Source):

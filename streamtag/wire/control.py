@@ -93,7 +93,7 @@ def default_token_file() -> Path:
     return places.home() / TOKEN_FILE
 
 
-def load_token(path: str | os.PathLike) -> str:
+def load_token(path: str | os.PathLike[str]) -> str:
     """The token in ``path``: the file's text with the blanks around it taken off, opened
     without following a link and checked on the opened file (this user's, read and written by
     no one else). ConfigError naming the file, the reason and the fix otherwise."""
@@ -115,7 +115,7 @@ def load_token(path: str | os.PathLike) -> str:
     return token
 
 
-def read_token(path: str | os.PathLike) -> str | None:
+def read_token(path: str | os.PathLike[str]) -> str | None:
     """The token in ``path`` (``load_token``), or None when it cannot be had."""
     try:
         return load_token(path)
@@ -147,7 +147,7 @@ def _write_token(path: Path, replace: bool) -> None:
             os.unlink(temporary)
 
 
-def ensure_token(path: str | os.PathLike, *, pin: bool = False) -> str:
+def ensure_token(path: str | os.PathLike[str], *, pin: bool = False) -> str:
     """The daemon's control token, in ``path``: a new one at every call (every start), unless
     ``pin`` keeps the one the file holds (made when missing). The folder is made 0700 when
     missing. ConfigError naming the place and the fix when the folder or an existing file is
@@ -178,10 +178,10 @@ class TokenSource:
     now, read again whenever the file changes (daemons that share a token file share the token
     of the latest start). A file that cannot be read keeps the last token read."""
 
-    def __init__(self, token: str | None = None, path: str | os.PathLike | None = None):
+    def __init__(self, token: str | None = None, path: str | os.PathLike[str] | None = None):
         self._fixed = token.encode() if token is not None else None
         self.path = Path(path).expanduser() if path is not None else None
-        self._seen: tuple | None = None
+        self._seen: tuple[int, int, int, int] | None = None
         self._token: bytes | None = None
         self._lock = threading.Lock()
 
@@ -260,7 +260,7 @@ def _is_this_machine(endpoint: str) -> bool:
     except (socket.gaierror, UnicodeError):
         return False
     for family, kind, proto, _, address in infos:
-        if ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+        if ipaddress.ip_address(str(address[0]).split("%")[0]).is_loopback:
             return True
         with socket.socket(family, kind, proto) as probe:
             try:
@@ -274,7 +274,7 @@ def _is_this_machine(endpoint: str) -> bool:
 Handler = Callable[[dict[str, Any]], Mapping[str, Any] | None]
 
 
-def _refusal_text(token_file: str | os.PathLike | None) -> str:
+def _refusal_text(token_file: str | os.PathLike[str] | None) -> str:
     """What a request without authority is told: where the token is, how a client finds it
     (by itself in the default file, else with --token-file), and that it is never sent."""
     never_sent = ("; the token itself is never sent: ask for a challenge and sign the request "
@@ -314,9 +314,9 @@ class ControlServer:
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT,
                  handlers: Mapping[str, Handler] | None = None, *,
-                 context: zmq.Context | None = None, poll_ms: int = 100,
+                 context: zmq.Context[Any] | None = None, poll_ms: int = 100,
                  curve: CurveKeys | None = None, curve_domain: str = CONTROL_DOMAIN,
-                 token: str | None = None, token_file: str | os.PathLike | None = None):
+                 token: str | None = None, token_file: str | os.PathLike[str] | None = None):
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         for name, handler in (handlers or {}).items():
             if not isinstance(name, str) or not callable(handler):
@@ -533,7 +533,7 @@ def _announce(endpoint: str, token_file: Path, cmd: Any) -> None:
 
 
 def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
-                    context: zmq.Context | None = None, curve: ClientCurve | None = None,
+                    context: zmq.Context[Any] | None = None, curve: ClientCurve | None = None,
                     token: str | None = None,
                     max_reply_bytes: int = MAX_REPLY_BYTES) -> dict[str, Any]:
     """Send one control request and return the reply dict ({"ok": ..., ...}).
@@ -610,7 +610,7 @@ class ControlClient:
     last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
 
     def __init__(self, endpoint: str, *, curve: ClientCurve | None = None,
-                 token: str | None = None, context: zmq.Context | None = None,
+                 token: str | None = None, context: zmq.Context[Any] | None = None,
                  attempt_ms: int = 2000, wait_s: float = 0.0,
                  on_wait: Callable[[str], None] | None = None) -> None:
         self.endpoint = endpoint
@@ -684,7 +684,7 @@ def _not_signed(endpoint: str) -> dict[str, Any]:
                        "(the daemon restarting?), or the token is not this daemon's")
 
 
-def _round_trip(sock: zmq.Socket, frames: list[bytes], deadline: float, endpoint: str,
+def _round_trip(sock: zmq.Socket[Any], frames: list[bytes], deadline: float, endpoint: str,
                 timeout_ms: int) -> list[bytes]:
     """Sends ``frames`` as one message on the REQ socket and returns the reply's frames, or
     TimeoutError once ``deadline`` has passed."""

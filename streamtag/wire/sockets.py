@@ -4,6 +4,8 @@ the publisher, the control server and client, and the proxy."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import zmq
 
 # Loopback by default: a daemon is reachable from this host only unless told otherwise.
@@ -19,7 +21,7 @@ def endpoint_host(endpoint: str) -> tuple[str, str]:
     return scheme, host
 
 
-def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:
+def bind_or_connect(sock: zmq.Socket[Any], endpoint: str, connect: bool, what: str) -> str:
     """Bind (or connect) and return the endpoint actually used (`*` ports resolved)."""
     try:
         if connect:
