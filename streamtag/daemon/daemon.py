@@ -227,10 +227,10 @@ class Daemon:
         self.serve_health()
         try:
             self._control_token(cfg)  # a token file open to others stops us before the model
-            self.model = InferenceModel.load(path, device=cfg.model.device,
-                                             backend=cfg.engine.backend,
-                                             threads=cfg.engine.threads,
-                                             precision=cfg.engine.precision)
+            self.model = model = InferenceModel.load(path, device=cfg.model.device,
+                                                     backend=cfg.engine.backend,
+                                                     threads=cfg.engine.threads,
+                                                     precision=cfg.engine.precision)
         except BaseException:
             self.stop()  # release the metrics port
             raise
@@ -238,7 +238,7 @@ class Daemon:
                  self.model.name, len(self.model.tags), self.model.input_kind, self.model.window,
                  self.model.hop, self.model.device, self.model.backend)
         try:
-            self._start_serving(cfg)
+            self._start_serving(cfg, model)
         except BaseException:
             self.stop()  # release what was taken: sockets, threads, the authenticator
             raise
@@ -288,7 +288,7 @@ class Daemon:
         return True, (f"ready: {self.shard.name}, {counted(streams, 'stream')}, model "
                       f"{self.model.name}")
 
-    def _start_serving(self, cfg: DaemonConfig) -> None:
+    def _start_serving(self, cfg: DaemonConfig, model: InferenceModel) -> None:
         curve = self._secure(cfg)
         try:
             self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
@@ -297,8 +297,8 @@ class Daemon:
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
-        self.engine = Engine(self.model, self,  # type: ignore[arg-type]  # start() loaded it
-                             cfg.engine, cfg.smoothing, cfg.mood, cfg.health, cfg.content)
+        self.engine = Engine(model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
+                             cfg.content)
         if self.histograms is not None:
             self.engine.on_batch = self.histograms.observe_batch
         self.engine.start()
