@@ -88,12 +88,12 @@ def field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclas
                                        _METAVAR: metavar})
 
 
-def help_of(declared: dataclasses.Field) -> str:
+def help_of(declared: dataclasses.Field[Any]) -> str:
     """A field's meaning, as ``field(help=...)`` declared it ("" where it declared none)."""
-    return declared.metadata.get(_HELP, "")
+    return str(declared.metadata.get(_HELP, ""))
 
 
-def flag_of(declared: dataclasses.Field) -> str | None:
+def flag_of(declared: dataclasses.Field[Any]) -> str | None:
     """The command-line flag that overrides a field, as ``field(flag=...)`` declared it."""
     return declared.metadata.get(_FLAG)
 
@@ -237,7 +237,7 @@ def choice(value: Any, where: str, error: ErrorClass, choices: Sequence[str], *,
 
 # ---------------------------------------------------------------- arrays and tables
 
-def array(value: Any, where: str, error: ErrorClass, *, most: int | None = None) -> list:
+def array(value: Any, where: str, error: ErrorClass, *, most: int | None = None) -> list[Any]:
     """The items of a list, a tuple or any other iterable but a string, bytes or a mapping
     (a publisher may give a numpy array), at most ``most`` of them."""
     if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
@@ -344,7 +344,9 @@ def coerce(value: Any, annotation: Any, where: str, error: ErrorClass, *, rule: 
                      for i, v in enumerate(value))
     rule = rule or Rule()
     if annotation is int:
-        return integer(value, where, error, minimum=rule.minimum, maximum=rule.maximum,
+        # an int field's rule has whole bounds (Rule holds both kinds as floats)
+        return integer(value, where, error, minimum=rule.minimum,  # type: ignore[arg-type]
+                       maximum=rule.maximum,  # type: ignore[arg-type]
                        expected=rule.range_words(words.integer), words=words)
     if annotation is float:
         return number(value, where, error, minimum=rule.minimum, maximum=rule.maximum,
@@ -369,7 +371,7 @@ def _declared(cls: type) -> tuple[tuple[str, Any, Rule | None], ...]:
 def check_fields(obj: Any, section: str, error: ErrorClass, words: Words = WORDS) -> None:
     """Checks every field of a dataclass (``section.name``) against its annotation and rule and
     keeps it in its canonical type: for ``__post_init__``."""
-    for name, annotation, rule in _declared(type(obj)):
+    for name, annotation, rule in _declared(type(obj)):  # type: ignore[arg-type]  # a class hashes
         value = getattr(obj, name)
         checked = coerce(value, annotation, f"{section}.{name}", error, rule=rule, words=words)
         if checked is not value:

@@ -46,7 +46,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     # each setting that declares a flag (values.field(flag=...)): --model, --publish, ...
     add_setting_flags(p)
     p.add_argument("--source", action="append", metavar="[ID=]SPEC", type=source_flag,
-                   help="file:PATH, a path, http(s)://URL, device:NAME or pipe:; repeatable")
+                   help="file:PATH or a path, http(s)://URL, device:NAME_OR_INDEX or pipe:; "
+                        "repeatable")
     p.add_argument("--realtime", action="store_true", help="play file sources at real speed")
     p.add_argument("--shard", metavar="K/N",
                    help="serve only shard K of N of the sources (by a stable hash of the "

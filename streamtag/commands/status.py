@@ -6,15 +6,14 @@ reports one, and the counters. ``--json`` prints the daemon's reply as it came. 
 carries the control token (read from the token file when the daemon is on this machine) or,
 under CURVE, this client's admin key, as ``streamtag listen --control`` does.
 
-`ask_daemon` is the request with waiting for a daemon that is not up yet, which ``listen
---control`` shares.
+`ask_daemon` is the request with waiting for a daemon that is not up yet
+(``streamtag.wire.control.ControlClient``), which ``listen --control`` shares.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -25,13 +24,14 @@ from streamtag.errors import ConfigError, ProtocolError
 if TYPE_CHECKING:
     import zmq
 
+    from streamtag.wire.requests import ClientRequest
     from streamtag.wire.security import ClientCurve
 
 ATTEMPT_MS = 2000  # one request's wait for its reply; ask_daemon asks again until its deadline
 EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the daemon's state
 
 
-def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
+def ask_daemon(endpoint: str, request: ClientRequest | Mapping[str, Any], wait_s: float, *,
                curve: ClientCurve | None = None, token: str | None = None,
                on_wait: Callable[[str], None] | None = None,
                context: zmq.Context | None = None,
@@ -41,30 +41,10 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
     ``on_wait`` is told once that the command is waiting. ``attempt_ms``: how long one attempt
     waits for the reply (a request that takes long, such as loading a model, needs more).
     Raises the last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
-    from streamtag.wire.control import control_request
+    from streamtag.wire.control import ControlClient
 
-    deadline = time.monotonic() + max(0.0, wait_s)
-    told = False
-    timeout_ms = attempt_ms  # the first attempt waits this long, whatever ``wait_s``
-    while True:
-        try:
-            # (a daemon that came up while we waited: control_request reads the default
-            # token file once the daemon has answered its challenge)
-            return control_request(endpoint, request, timeout_ms=timeout_ms, curve=curve,
-                                   token=token, context=context)
-        except TimeoutError as exc:
-            if time.monotonic() >= deadline:
-                if not told:
-                    raise
-                # the whole wait, not the last attempt's share of it
-                raise TimeoutError(str(exc).replace(
-                    f"within {timeout_ms} ms", f"within {wait_s:g} s (--wait)", 1)) from None
-            if on_wait is not None and not told:
-                on_wait(f"no answer from the daemon's control socket at {endpoint} yet; "
-                        f"waiting up to {wait_s:g} s (--wait)")
-            told = True
-            timeout_ms = max(200, min(attempt_ms,
-                                      int(1000 * (deadline - time.monotonic()))))
+    return ControlClient(endpoint, curve=curve, token=token, context=context,
+                         attempt_ms=attempt_ms, wait_s=wait_s, on_wait=on_wait).ask(request)
 
 
 def _shown(value: Any) -> str:
@@ -174,7 +154,7 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
     return lines
 
 
-def answered(endpoint: str, request: Mapping[str, Any], wait_s: float,
+def answered(endpoint: str, request: ClientRequest | Mapping[str, Any], wait_s: float,
              say: Callable[[str], None], *, curve: ClientCurve | None = None,
              token: str | None = None, attempt_ms: int = ATTEMPT_MS) -> dict[str, Any] | None:
     """The daemon's reply to ``request`` when it accepted it (``ask_daemon``); else None once
@@ -222,6 +202,7 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
                out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Asks the daemon at ``endpoint`` and prints its state; the exit status."""
     from streamtag.wire.protocol import canonical_json
+    from streamtag.wire.requests import Status
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -229,7 +210,7 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
     def say(line: str) -> None:
         print(f"streamtag status: {line}", file=err, flush=True)
 
-    reply = answered(endpoint, {"cmd": "status"}, wait_s, say, curve=curve, token=token)
+    reply = answered(endpoint, Status(), wait_s, say, curve=curve, token=token)
     if reply is None:
         return EXIT_UNREACHABLE
     if streams is not None:

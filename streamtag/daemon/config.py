@@ -4,7 +4,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
 ``section.key`` and what is allowed; nothing starts half-configured. Defaults bind to loopback.
 
     [model]          path, device
-    [[sources]]      id, spec (file:PATH | PATH | http(s)://... | device:NAME | pipe:), title
+    [[sources]]      id, spec (as --source takes it: streamtag.sources.KINDS), title
                      (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
     [publish]        endpoint, sndhwm, heartbeat_s
@@ -147,8 +147,9 @@ class SourceConfig:
             raise ConfigError(f"sources.id {self.id!r} is not a valid stream id: use 1-128 of "
                               "A-Z a-z 0-9 _ . : -")
         if not self.spec:
-            raise ConfigError(f"sources.spec of {self.id!r} is empty; give file:PATH, a path, "
-                              "an http(s) URL, device:NAME or pipe:")
+            from streamtag.sources import KNOWN_KINDS
+
+            raise ConfigError(f"sources.spec of {self.id!r} is empty; give {KNOWN_KINDS}")
         if self.title is not None and (not isinstance(self.title, str)
                                        or not self.title.strip()):
             raise ConfigError(f"sources.title of {self.id!r} must be a non-empty string (leave "
@@ -217,6 +218,14 @@ class ControlConfig:
                         f"control.{key}: {entry!r} is neither a host name (radio.example.org), "
                         "a domain (.example.org), an address nor a network (10.0.0.0/8); a "
                         "typo here would allow or deny nothing")
+
+    def check_room(self, stream_id: str, running: int) -> None:
+        """ConfigError naming ``max_sources`` when ``running`` streams leave no room for an
+        ``add_source`` of ``stream_id``."""
+        if running >= self.max_sources:
+            raise ConfigError(f"add_source refuses {stream_id!r}: {running} streams run, the "
+                              f"most control.max_sources ({self.max_sources}) allows; remove "
+                              "one, or raise control.max_sources")
 
 
 def _host_pattern(entry: str) -> bool:
@@ -411,11 +420,11 @@ def load_config(path: str | Path) -> DaemonConfig:
                           "streamtag reads (some 25,000 sources): is it the right file?")
     text = utf8_file_text(data, f"config file {path}")
     try:
-        data = tomllib.loads(text)
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     try:
-        return config_from_dict(data)
+        return config_from_dict(table)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
@@ -581,11 +590,13 @@ def ending_sources(config: DaemonConfig) -> DaemonConfig:
     neither ``max_reconnects`` nor ``reconnect`` gives up after EXIT_WHEN_DONE_RECONNECTS
     reconnects without audio (a station answering 404 for ever), and fails."""
     from streamtag.errors import SourceError
-    from streamtag.sources import parse_spec
+    from streamtag.sources import KINDS, parse_spec
+
+    live_kinds = {cls.kind for cls in KINDS if cls.live}
 
     def live(spec: str) -> bool:
         try:
-            return parse_spec(spec).kind in ("http", "device")
+            return parse_spec(spec).kind in live_kinds
         except SourceError:
             return False  # said when the source is built
 

@@ -138,7 +138,7 @@ class SilenceDetector:
         self.silent_samples = 0  # confirmed silence, from each silence's start
         self.clipping_windows = 0
 
-    def current(self) -> dict[str, float] | None:
+    def current(self) -> dict[str, float | str] | None:
         """The silence under way, as a snapshot tells it: where it began and how long it has
         lasted (audio seconds) and the threshold; None while not silent."""
         if not self.silent or self._run_start is None:

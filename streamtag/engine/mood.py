@@ -141,7 +141,8 @@ class MoodTable:
             raise ConfigError("mood table: [display] names no words")
         return cls(points, tags, genres, display)
 
-    def plan(self, tags: Sequence[str], thresholds: Sequence[float] | None) -> MoodPlan:
+    def plan(self, tags: Sequence[str],
+             thresholds: Sequence[float] | np.ndarray | None) -> MoodPlan:
         """What one model's tags say of mood: its mood tags, their points and thresholds, and
         its genre tags. A model without thresholds counts 0.5 as each tag's."""
         th = (np.full(len(tags), 0.5, np.float64) if thresholds is None

@@ -34,7 +34,7 @@ class TagEvent:
 class Smoother:
     """Smoothing state of one stream. ``update`` is called once per scored window, in order."""
 
-    def __init__(self, tags: Sequence[str], thresholds: Sequence[float],
+    def __init__(self, tags: Sequence[str], thresholds: Sequence[float] | np.ndarray,
                  config: SmoothingConfig | None = None) -> None:
         if len(tags) != len(thresholds):
             raise ValueError(f"{len(tags)} tags but {len(thresholds)} thresholds")

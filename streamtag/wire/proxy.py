@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -70,7 +71,7 @@ def open_endpoints(frontend: str | None, backend: str, *, daemon_key: bool,
 
 def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BACKEND,
               stop_event: threading.Event | None = None, *, upstream: Sequence[str] = (),
-              sndhwm: int = 1000, context: zmq.Context | None = None, poll_ms: int = 100,
+              sndhwm: int = 1000, context: zmq.Context[Any] | None = None, poll_ms: int = 100,
               ready: Callable[[str | None, str], None] | None = None,
               curve: CurveKeys | None = None, client_keys: str | Path | None = None,
               daemon_key: bytes | None = None, insecure: bool = False,
@@ -123,7 +124,7 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
             ctx.term()
 
 
-def _serve(ctx: zmq.Context, frontend: str | None, backend: str,
+def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
            stop_event: threading.Event | None, upstream: Sequence[str], sndhwm: int,
            poll_ms: int, ready: Callable[[str | None, str], None] | None,
            curve: CurveKeys | None, daemon_key: bytes | None,
@@ -168,7 +169,7 @@ def _serve(ctx: zmq.Context, frontend: str | None, backend: str,
     return stats
 
 
-def _steer(ctx: zmq.Context, control_endpoint: str, stop_event: threading.Event, poll_ms: int,
+def _steer(ctx: zmq.Context[Any], control_endpoint: str, stop_event: threading.Event, poll_ms: int,
            stats: ProxyStats) -> None:
     """Waits for `stop_event`, reads the proxy's counters into `stats`, and stops it."""
     while not stop_event.wait(poll_ms / 1000.0):

@@ -5,7 +5,7 @@ the defaults, so zmq loads only when a socket is bound."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import zmq
@@ -33,7 +33,7 @@ def endpoint_host(endpoint: str) -> tuple[str, str]:
     return scheme, host
 
 
-def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:
+def bind_or_connect(sock: zmq.Socket[Any], endpoint: str, connect: bool, what: str) -> str:
     """Bind (or connect) and return the endpoint actually used (`*` ports resolved)."""
     import zmq
 
