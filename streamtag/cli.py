@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object")
     fmt.add_argument("--csv", action="store_true",
-                     help="CSV: one row per track with a column per tag, airtime, off air, "
-                          "silence, plays, events, gaps")
+                     help="CSV: one row per track with a column per tag, airtime, content, "
+                          "off air, silence, speech, plays, events, gaps")
     p.add_argument("--events", action=argparse.BooleanOptionalAction, default=None,
                    help="list every tag on/off event (default: counted in the text, listed in "
                         "--json and --csv)")
@@ -368,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tags listed per stream and per track (default 5; the CSV has all)")
     p.add_argument("--period", choices=("day", "week"),
                    help="play counts per day or week (default: for the whole range)")
+    p.add_argument("--content-by", choices=("hour", "day"),
+                   help="music, speech, silence, tone and noise shares per hour or day of "
+                        "--tz (default: for the whole range only)")
     p.add_argument("--plot", metavar="FILE.png", help="draw a timeline of tag shares per stream")
     p.add_argument("--top", type=int, default=8, help="tags drawn per stream (default 8)")
     p.set_defaults(func=_command("history"))

@@ -28,7 +28,8 @@ from streamtag.history.timeparse import parse_range, zone_named
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events and period."""
+    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events, period and
+    content_by."""
     try:
         now = time.time()
         zone = zone_named(args.tz)
@@ -59,7 +60,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.stream:
             require_streams(engine, args.stream)
         history = load_history(engine, args.stream or None, since, until, top=tags, zone=zone,
-                               period=args.period, now=now)
+                               period=args.period, now=now,
+                               content_by=args.content_by)
         if args.plot:
             try:
                 drawn = plot_history(engine, history, args.plot, top=args.top)

@@ -1,0 +1,114 @@
+"""What the audio was, in `streamtag history` as a radio monitor reads it: the speech, music
+and dead-air shares per hour and per day of the zone asked for (text, JSON, CSV), and no tag
+counted as on over speech or dead air. An evening scripted through a real Publisher, a real
+recorder and an SQLite file (content_programme)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from content_programme import ZONE, recorded, start
+from history_station import history
+
+from streamtag.history import schema
+from streamtag.history.report import load_history
+
+HOURS = ["2026-11-20 22:00", "2026-11-20 23:00", "2026-11-21 00:00", "2026-11-21 01:00"]
+
+
+@pytest.fixture(scope="module")
+def evening(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('content') / 'tags.db'}"
+    return url, recorded(url)
+
+
+def test_speech_and_music_shares_per_hour_of_the_zone(evening, capsys):
+    url, sent = evening
+    result = history(capsys, "--db", url, "--json", "--tz", "Europe/Berlin",
+                     "--content-by", "hour")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["content_by"] == "hour"
+    rows = answer["content_periods"]
+    assert [r["period"] for r in rows] == HOURS
+    assert [r["windows"] for r in rows] == [180, 360, 360, 180]
+    # the bulletins on the hour, the dead air after midnight's, the hours begun in Berlin
+    assert [r["content"] for r in rows] == [
+        {"music": 1.0}, {"music": 0.9, "speech": 0.1},
+        {"music": pytest.approx(300 / 360, abs=1e-6), "speech": 0.1,
+         "silence": pytest.approx(24 / 360, abs=1e-6)}, {"music": 1.0}]
+    assert [r["start"] for r in rows] == [start() - 1800 + 3600 * h for h in range(4)]
+    assert all(r["end"] - r["start"] == 3600 for r in rows)
+
+    text = history(capsys, "--db", url, "--tz", "Europe/Berlin", "--content-by", "hour")
+    lines = text.stdout.splitlines()
+    head = lines.index("  content per hour (share of the windows whose content is known):")
+    assert lines[head + 1].split() == ["hour", "music", "speech", "silence", "windows"]
+    assert [line.split() for line in lines[head + 2: head + 6]] == [
+        [*HOURS[0].split(), "100.0%", "-", "-", "180"],
+        [*HOURS[1].split(), "90.0%", "10.0%", "-", "360"],
+        [*HOURS[2].split(), "83.3%", "10.0%", "6.7%", "360"],
+        [*HOURS[3].split(), "100.0%", "-", "-", "180"]]
+
+    rows = list(csv.DictReader(io.StringIO(history(capsys, "--db", url, "--csv", "--tz",
+                                                   "Europe/Berlin", "--content-by",
+                                                   "hour").stdout)))
+    per_hour = [(r["start"][:16], r["detail"], float(r["value"])) for r in rows
+                if r["kind"] == "content_hour"]
+    assert ("2026-11-21T00:00", "speech", 0.1) in per_hour
+    assert ("2026-11-20T23:00", "music", 0.9) in per_hour
+    assert all(r["start"].endswith("+01:00") for r in rows if r["kind"] == "content_hour")
+    whole = {r["detail"]: float(r["value"]) for r in rows if r["kind"] == "content"}
+    assert whole == pytest.approx({"music": 984 / 1080, "speech": 72 / 1080,
+                                   "silence": 24 / 1080}, abs=1e-6)
+
+
+def test_days_are_the_days_of_the_zone_asked_for(evening, capsys):
+    url, _ = evening
+    berlin = json.loads(history(capsys, "--db", url, "--json", "--tz", "Europe/Berlin",
+                                "--content-by", "day").stdout)["content_periods"]
+    assert [(r["period"], r["windows"]) for r in berlin] == [("2026-11-20 (Fri)", 540),
+                                                             ("2026-11-21 (Sat)", 540)]
+    assert berlin[1]["counts"] == {"music": 480, "speech": 36, "silence": 24}
+    # 22:30 to 01:30 in Berlin is 21:30 to 00:30 in UTC: most of it on the Friday
+    utc = json.loads(history(capsys, "--db", url, "--json", "--tz", "UTC",
+                             "--content-by", "day").stdout)["content_periods"]
+    assert [(r["period"], r["windows"]) for r in utc] == [("2026-11-20 (Fri)", 900),
+                                                          ("2026-11-21 (Sat)", 180)]
+    text = history(capsys, "--db", url, "--tz", "UTC", "--content-by", "day").stdout
+    assert "  content per day (share of the windows whose content is known):" in text
+    # without --content-by: the range's shares alone
+    plain = json.loads(history(capsys, "--db", url, "--json").stdout)
+    assert plain["content_by"] is None and plain["content_periods"] == []
+    assert "content per" not in history(capsys, "--db", url).stdout
+
+
+def test_a_period_that_is_not_hour_or_day_is_refused(evening, capsys):
+    url, _ = evening
+    with pytest.raises(SystemExit) as exit_:
+        history(capsys, "--db", url, "--content-by", "week")
+    assert exit_.value.code == 2
+    assert "--content-by: invalid choice: 'week'" in capsys.readouterr().err
+
+
+def test_speech_and_dead_air_are_no_tag_s_airtime(evening, capsys):
+    """Every window listed "calm" as active, the bulletins and the dead air too: its airtime
+    is the music's alone, in the JSON, the text and the CSV."""
+    url, sent = evening
+    music = sum(kind == "music" for _, kind in sent)
+    answer = json.loads(history(capsys, "--db", url, "--json").stdout)
+    assert answer["streams"]["radio-1"]["airtime"]["calm"] == pytest.approx(music / len(sent))
+    assert "calm 91.1%" in history(capsys, "--db", url).stdout
+    engine = schema.create_db_engine(url)
+    try:
+        # the range of the first bulletin alone: no tag on at all
+        bulletin = [at for at, kind in sent if kind == "speech"][:36]
+        during = load_history(engine, since=bulletin[0], until=bulletin[-1], zone=ZONE)
+    finally:
+        engine.dispose()
+    assert during.airtime["radio-1"].windows == 36
+    assert during.airtime["radio-1"].share("calm") == 0.0
+    assert during.airtime["radio-1"].content_share() == {"speech": 1.0}
