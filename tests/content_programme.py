@@ -16,7 +16,7 @@ from streamtag.wire.protocol import ScoresBody, StatusBody
 
 TAGS = ("calm", "dark")
 HOP_S = 10.0  # one window every 10 s: three hours in 1,080 messages
-WINDOW_S = 3.0
+WINDOW_S = 12.0  # windows overlap, as a daemon's do: speech makes spans
 ZONE = zone_named("Europe/Berlin")
 DAY = date(2026, 11, 20)  # UTC+01:00 all evening
 

@@ -8,13 +8,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import timedelta
 
+import numpy as np
 import pytest
-from content_programme import ZONE, recorded, start
+from content_programme import DAY, ZONE, recorded, start
 from history_station import history
+from matplotlib import colormaps
 
 from streamtag.history import schema
+from streamtag.history.plot import CONTENT_COLOUR, draw_history
 from streamtag.history.report import load_history
+
+viridis = colormaps["viridis"]
 
 HOURS = ["2026-11-20 22:00", "2026-11-20 23:00", "2026-11-21 00:00", "2026-11-21 01:00"]
 
@@ -112,3 +118,43 @@ def test_speech_and_dead_air_are_no_tag_s_airtime(evening, capsys):
     assert during.airtime["radio-1"].windows == 36
     assert during.airtime["radio-1"].share("calm") == 0.0
     assert during.airtime["radio-1"].content_share() == {"speech": 1.0}
+
+
+def test_the_plot_draws_what_the_audio_was_and_no_tag_over_speech_or_dead_air(evening):
+    """The picture, pixel by pixel: the content row above the tags shows the bulletin as
+    speech and the dead air as silence, and the tag's row is off over both (it was listed as
+    active in every window), on over the music."""
+    from matplotlib import dates as mdates
+    from matplotlib.colors import to_rgb
+
+    url, sent = evening
+    engine = schema.create_db_engine(url)
+    try:
+        figure, streams = draw_history(engine, load_history(engine, zone=ZONE))
+    finally:
+        engine.dispose()
+    assert streams == ["radio-1"]
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].astype(float) / 255
+    ax = figure.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "content" and labels[1].startswith("calm  91%")
+
+    def colour(clock: tuple[int, int], day: int, row: int) -> np.ndarray:
+        at = ZONE.timestamp(DAY + timedelta(days=day), *clock)
+        x, y = ax.transData.transform((mdates.date2num(ZONE.at(at)), row))
+        return pixels[round(pixels.shape[0] - y), round(x)]
+
+    def near(got, want) -> bool:
+        return bool(np.abs(got - np.asarray(to_rgb(want))).max() < 0.05)
+
+    bulletin, dead_air, music = ((23, 3), 0), ((0, 8), 1), ((22, 45), 0)
+    assert near(colour(*bulletin, -1), CONTENT_COLOUR["speech"])
+    assert near(colour(*dead_air, -1), CONTENT_COLOUR["silence"])
+    assert near(colour(*music, -1), CONTENT_COLOUR["music"])
+    off, on = viridis(0.0), viridis(1.0)
+    assert near(colour(*bulletin, 0), off) and near(colour(*dead_air, 0), off)
+    assert near(colour(*music, 0), on)
+    # the legend names each content's colour
+    legend = figure.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == list(CONTENT_COLOUR)
