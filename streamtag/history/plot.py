@@ -98,8 +98,8 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
-    from matplotlib.patches import Patch
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     zone = history.zone
     streams = history.streams()[:MAX_STREAMS]
