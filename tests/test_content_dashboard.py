@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
 from content_programme import recorded, start  # noqa: E402
-from dashboard_parts import FakeDaemon  # noqa: E402
+from dashboard_parts import FakeDaemon, WatchedPage  # noqa: E402
 from helpers import free_port  # noqa: E402
 from test_dashboard import (  # noqa: E402, F401
     TAGS,
@@ -25,7 +25,6 @@ from test_dashboard import (  # noqa: E402, F401
     browser,
     closing,
     endpoints,
-    watched_page,
 )
 
 from streamtag.web.feed import FeedState  # noqa: E402
@@ -150,7 +149,10 @@ def test_the_history_page_gives_content_shares_and_no_tag_over_the_bulletins(
 
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=evening)
     closing.append(dashboard)
-    page, _requests, errors = watched_page(browser, closing, 1500, 900)
+    # in Berlin, as the evening was scripted: its hours are the page's
+    watched = WatchedPage(browser, closing, 1500, 900, timezone_id="Europe/Berlin",
+                          locale="en-US")
+    page, errors = watched.page, watched.errors
     until = start() + 3 * 3600
     page.goto(dashboard.url + f"history.html?until={until:.0f}")
     page.select_option("#span", "180")
@@ -170,6 +172,19 @@ def test_the_history_page_gives_content_shares_and_no_tag_over_the_bulletins(
     assert near(page.evaluate(PIXEL, [bulletin, 1]), [68, 1, 84])  # the tag off
     assert near(page.evaluate(PIXEL, [dead_air, 1]), [68, 1, 84])
     assert near(page.evaluate(PIXEL, [music, 1]), [253, 231, 37])  # on
+    # per hour of the page's zone: the bulletins on the hour, the dead air after midnight's
+    hours = panel.locator(".content-hours")
+    expect(hours.locator("summary")).to_have_text("content per hour (4 hours)")
+    hours.locator("summary").click()
+    expect(hours.locator("thead th")).to_have_text(
+        ["hour", "music", "speech", "dead air", "windows"])
+    rows = hours.locator("tbody tr")
+    expect(rows).to_have_count(4)
+    assert [rows.nth(i).locator("td").all_text_contents() for i in range(4)] == [
+        ["Nov 20, 2026, 22:00", "100.0%", "-", "-", "180"],
+        ["Nov 20, 2026, 23:00", "90.0%", "10.0%", "-", "360"],
+        ["Nov 21, 2026, 00:00", "83.3%", "10.0%", "6.7%", "360"],
+        ["Nov 21, 2026, 01:00", "100.0%", "-", "-", "180"]]
     shot = screenshots(tmp_path) / "history-content.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nhistory screenshot: {shot}")

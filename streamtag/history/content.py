@@ -24,8 +24,8 @@ from streamtag.engine.content import CONTENT_KINDS, MUSIC
 from streamtag.history import schema
 from streamtag.history.timeparse import Zone
 
-__all__ = ["CONTENT_KINDS", "PERIODS", "by_period", "carries_tags", "content_bins",
-           "content_columns", "counts", "has_content", "period_label", "shares"]
+__all__ = ["CONTENT_KINDS", "PERIODS", "by_period", "by_quarter", "carries_tags",
+           "content_bins", "content_columns", "counts", "has_content", "period_label", "shares"]
 
 PERIODS = ("hour", "day")
 # Windows are grouped in the database by quarter hour (UTC), then each quarter is given to the
@@ -107,6 +107,33 @@ def period_label(zone: Zone, start: float, period: str, reference: float) -> str
     return f"{when:%Y-%m-%d} ({when:%a})"
 
 
+def _quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+              until: float | None):
+    """(stream, quarter hour (Unix seconds / QUARTER_S), content or None, windows) of the
+    windows sent in [since, until], counted by the database."""
+    sc = schema.scores.c
+    quarter = floor_of(conn.dialect.name, sc.sent_at / QUARTER_S).label("quarter")
+    kinds = content_columns(conn)
+    for row in conn.execute(sa.select(sc.stream, quarter, *kinds, sa.func.count().label("n"))
+                            .where(*_where(streams, since, until))
+                            .group_by(sc.stream, quarter, *kinds)):
+        yield row.stream, int(row.quarter), getattr(row, "content", None), row.n
+
+
+def by_quarter(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+               until: float | None) -> dict[str, list[list[Any]]]:
+    """Stream -> ``[start (Unix seconds), {content: windows}]`` per quarter hour (UTC) with
+    windows of known content in [since, until], in time order: what a reader in any zone of
+    whole quarter-hour offsets adds up into its own hours."""
+    out: dict[str, dict[int, dict[str, int]]] = {}
+    for stream, q, kind, n in _quarters(conn, streams, since, until):
+        if kind is not None:
+            counted = out.setdefault(stream, {}).setdefault(q, {})
+            counted[kind] = counted.get(kind, 0) + n
+    return {stream: [[q * QUARTER_S, counted] for q, counted in sorted(quarters.items())]
+            for stream, quarters in out.items()}
+
+
 def by_period(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
               until: float | None, zone: Zone, period: str,
               reference: float) -> list[dict[str, Any]]:
@@ -116,24 +143,17 @@ def by_period(conn: sa.Connection, streams: Sequence[str] | None, since: float |
     counts the windows per quarter hour and content."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
-    sc = schema.scores.c
-    quarter = floor_of(conn.dialect.name, sc.sent_at / QUARTER_S).label("quarter")
-    kinds = content_columns(conn)
     groups: dict[tuple[str, float], dict[str, Any]] = {}
     starts: dict[int, float] = {}
-    for row in conn.execute(sa.select(sc.stream, quarter, *kinds, sa.func.count().label("n"))
-                            .where(*_where(streams, since, until))
-                            .group_by(sc.stream, quarter, *kinds)):
-        q = int(row.quarter)
+    for stream, q, kind, n in _quarters(conn, streams, since, until):
         if q not in starts:
             starts[q] = period_start(zone, q * QUARTER_S, period)
-        group = groups.setdefault((row.stream, starts[q]),
-                                  {"stream": row.stream, "start": starts[q], "windows": 0,
+        group = groups.setdefault((stream, starts[q]),
+                                  {"stream": stream, "start": starts[q], "windows": 0,
                                    "counts": Counter()})
-        group["windows"] += row.n
-        kind = getattr(row, "content", None)
+        group["windows"] += n
         if kind is not None:
-            group["counts"][kind] += row.n
+            group["counts"][kind] += n
     out = []
     for (_, start), group in sorted(groups.items()):
         end = period_start(zone, start + _STEP_S[period], period)

@@ -4,7 +4,8 @@
 Per stream (each with windows, tracks or spans in the range: a station off air throughout is
 listed, with no windows): windows, each tag's share of airtime (speech and dead air are no
 tag's), what the audio was (its music, speech, silence, tone and noise shares, and per bin of
-the strip the content most of its windows had), and a heat strip of the leading tags' shares
+the strip the content most of its windows had, and its windows per content and quarter hour,
+which the page adds up per hour of its zone), and a heat strip of the leading tags' shares
 over time (bins never narrower than the stream's hop); the as-run log (the tracks
 with what cut them, and the one now playing), the spans off air, silent and not recorded, the
 last events, and what is missing (gaps, daemon restarts).
@@ -157,6 +158,8 @@ class HistoryView:
         since = now - hours * 3600.0
         history = report.load_history(self.engine, since=since, until=now, top=TOP_TAGS,
                                       now=now)
+        with self.engine.connect() as conn:
+            quarters = content.by_quarter(conn, None, since, now)
         streams = {}
         for stream, airtime in sorted(history.airtime.items()):
             tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:TOP_TAGS]
@@ -172,6 +175,9 @@ class HistoryView:
                             for t in sorted(airtime.tags, key=lambda t: -airtime.share(t))],
                 "content": [[kind, round(value, 6)]
                             for kind, value in airtime.content_share().items()],
+                # windows per content and quarter hour: the page adds them up per hour of
+                # its own zone
+                "content_quarters": quarters.get(stream, []),
                 "strip": {"tags": tags, "counts": counts.astype(int).tolist(),
                           "share": [[None if np.isnan(v) else round(float(v), 4) for v in row]
                                     for row in share],
@@ -182,6 +188,7 @@ class HistoryView:
         for stream in history.streams():  # off air throughout, or tracks without windows
             streams.setdefault(stream, {"windows": 0, "first_at": None, "last_at": None,
                                         "airtime": [], "content": [],
+                                        "content_quarters": [],
                                         "strip": {"tags": [], "counts": [], "share": [],
                                                   "content": []}})
         streams = dict(sorted(streams.items()))

@@ -167,6 +167,44 @@
     });
   }
 
+  // Each hour of this browser's zone: the quarter hours' windows per content added up (every
+  // zone's offset is whole quarter hours), as shares of those whose content is known.
+  function contentHours(details, quarters) {
+    const hours = new Map();
+    for (const [startS, counts] of quarters) {
+      const hour = new Date(startS * 1000);
+      hour.setMinutes(0, 0, 0);
+      const key = hour.getTime() / 1000;
+      const sum = hours.get(key) || {};
+      for (const [kind, n] of Object.entries(counts)) sum[kind] = (sum[kind] || 0) + n;
+      hours.set(key, sum);
+    }
+    details.hidden = hours.size === 0;
+    if (!hours.size) return;
+    const kinds = Object.keys(CONTENT).filter((k) => [...hours.values()].some((c) => c[k]));
+    details.querySelector("summary").textContent =
+      `content per hour (${hours.size} ${hours.size === 1 ? "hour" : "hours"})`;
+    const head = details.querySelector("thead tr");
+    head.replaceChildren(...["hour", ...kinds.map((k) => CONTENT_WORDS[k]), "windows"]
+      .map((text) => Object.assign(document.createElement("th"), { textContent: text })));
+    const rows = [...hours.entries()].sort((a, b) => a[0] - b[0]).map(([startS, counts]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.start = String(startS);
+      const known = Object.values(counts).reduce((a, b) => a + b, 0);
+      const cells = [day(startS), ...kinds.map((k) => counts[k]
+        ? `${(100 * counts[k] / known).toFixed(1)}%` : "-"), String(known)];
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i > 0) td.className = "num";
+        if (i > 0 && i <= kinds.length) td.dataset.content = kinds[i - 1];
+        tr.appendChild(td);
+      });
+      return tr;
+    });
+    details.querySelector("tbody").replaceChildren(...rows);
+  }
+
   function notes(e, answer) {
     const out = [];
     if (e.partial.length) out.push(`partial: ${e.partial.join(", ")}`);
@@ -198,6 +236,7 @@
       shares.appendChild(item);
     }
     shares.hidden = !(data.content || []).length;
+    contentHours(node.querySelector(".content-hours"), data.content_quarters || []);
     const list = node.querySelector(".airtime");
     for (const [tag, share] of data.airtime.slice(0, 12)) {
       const li = document.createElement("li");
