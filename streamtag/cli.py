@@ -371,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content-by", choices=("hour", "day"),
                    help="music, speech, silence, tone and noise shares per hour or day of "
                         "--tz (default: for the whole range only)")
-    p.add_argument("--plot", metavar="FILE.png", help="draw a timeline of tag shares per stream")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw a timeline of tag shares per stream, under what the audio was")
     p.add_argument("--top", type=int, default=8, help="tags drawn per stream (default 8)")
     p.set_defaults(func=_command("history"))
 

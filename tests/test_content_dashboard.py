@@ -11,13 +11,15 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
+from content_material import RATE, festival_speech, game_music, require  # noqa: E402
 from content_programme import recorded, start  # noqa: E402
-from dashboard_parts import FakeDaemon, WatchedPage  # noqa: E402
-from helpers import free_port  # noqa: E402
+from dashboard_parts import FakeDaemon, WatchedPage, real_daemon_page  # noqa: E402
+from helpers import free_port, make_config, tiny_model_file  # noqa: E402
 from test_dashboard import (  # noqa: E402, F401
     TAGS,
     WAIT_S,
@@ -27,6 +29,8 @@ from test_dashboard import (  # noqa: E402, F401
     endpoints,
 )
 
+from streamtag.audio.files import write_audio  # noqa: E402
+from streamtag.daemon.config import SourceConfig  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 
 # The alpha of the live timeline's pixel in the "calm" row (its first) about two seconds ago
@@ -189,3 +193,33 @@ def test_the_history_page_gives_content_shares_and_no_tag_over_the_bulletins(
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nhistory screenshot: {shot}")
     assert not [e for e in errors if "WebSocket" not in e], errors
+
+
+@pytest.mark.slow  # 20 s: the programme in real time; the page's part runs by default above
+def test_a_real_daemon_s_bulletin_is_speech_on_the_page_with_no_tag(
+        browser, closing, tmp_path):  # noqa: F811
+    """Music, a spoken bulletin (festival, held out of the classifier's fit) and music again
+    through a real daemon, in real time four times as fast: the page says "speech" with no
+    tag on over the bulletin, and "music" with its tags around it."""
+    from playwright.sync_api import expect
+
+    require()
+    speech = festival_speech(tmp_path)[: 24 * RATE]
+    audio = np.concatenate([game_music(1, 12), speech / np.abs(speech).max() * 0.5,
+                            game_music(4, 16)])
+    path = tmp_path / "programme.flac"
+    write_audio(path, audio.astype(np.float32), RATE)
+    model = tiny_model_file(tmp_path / "tiny.pt", window=187, hop=62,
+                            thresholds=(0.01, 0.01, 0.01, 0.01))
+    daemon, page, errors = real_daemon_page(browser, closing, make_config(model, tmp_path))
+    daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True, "speed": 4.0}))
+    panel = page.locator('section.panel[data-stream="radio"]')
+    word = panel.locator(".content-now")
+    expect(word).to_have_text("music", timeout=WAIT_S * 1000)
+    expect(panel.locator(".tile[data-tag]")).not_to_have_count(0)
+    expect(word).to_have_text("speech", timeout=WAIT_S * 2000)
+    expect(panel.locator(".tile[data-tag]")).to_have_count(0)
+    expect(panel.locator(".tile.none")).to_have_text("no active tag")
+    expect(word).to_have_text("music", timeout=WAIT_S * 2000)
+    expect(panel.locator(".tile[data-tag]")).not_to_have_count(0, timeout=WAIT_S * 1000)
+    assert errors == []
