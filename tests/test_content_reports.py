@@ -158,3 +158,32 @@ def test_the_plot_draws_what_the_audio_was_and_no_tag_over_speech_or_dead_air(ev
     # the legend names each content's colour
     legend = figure.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == list(CONTENT_COLOUR)
+
+
+def test_postgresql_gives_the_same_shares_per_hour_and_bin(evening, tmp_path):
+    """The database does the counting, spelled per dialect: PostgreSQL's answer is SQLite's."""
+    from postgres_server import PostgresServer
+    from test_history import new_database
+
+    from streamtag.history.content import content_bins
+
+    def read(url: str):
+        engine = schema.create_db_engine(url)
+        try:
+            history = load_history(engine, zone=ZONE, content_by="hour")
+            bins = content_bins(engine, "radio-1", start(), start() + 3 * 3600, 240)
+            return (history.content_periods, history.airtime["radio-1"].share("calm"),
+                    [b.tolist() for b in bins])
+        finally:
+            engine.dispose()
+
+    server = PostgresServer()
+    server.start()
+    try:
+        url = new_database(server)
+        recorded(url)
+        got = read(url)
+    finally:
+        server.close()
+    assert got == read(evening[0])
+    assert [r["period"] for r in got[0]] == HOURS
