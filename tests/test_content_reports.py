@@ -8,12 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
-from content_programme import DAY, ZONE, recorded, start
-from history_station import history
+from content_programme import DAY, ZONE, Part, play, recorded, start
+from history_station import history, record
 from matplotlib import colormaps
 
 from streamtag.history import schema
@@ -187,3 +187,18 @@ def test_postgresql_gives_the_same_shares_per_hour_and_bin(evening, tmp_path):
         server.close()
     assert got == read(evening[0])
     assert [r["period"] for r in got[0]] == HOURS
+
+
+def test_the_hour_repeated_when_clocks_go_back_is_two_rows(tmp_path, capsys):
+    # Berlin, 2026-10-25: 02:00 to 03:00 happens twice, in CEST and then in CET
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    t0 = ZONE.timestamp(date(2026, 10, 25), 1, 30)
+    record(url, lambda station: play(station, "radio-1", t0, [Part("speech", 6),
+                                                               Part("music", 174)]))
+    rows = json.loads(history(capsys, "--db", url, "--json", "--tz", "Europe/Berlin",
+                              "--content-by", "hour").stdout)["content_periods"]
+    assert [(r["period"], r["windows"]) for r in rows] == [
+        ("2026-10-25 01:00 CEST", 180), ("2026-10-25 02:00 CEST", 360),
+        ("2026-10-25 02:00", 360), ("2026-10-25 03:00", 180)]
+    assert rows[0]["counts"] == {"music": 144, "speech": 36}
+    assert [r["end"] - r["start"] for r in rows] == [3600] * 4
