@@ -98,7 +98,7 @@ def flag_of(declared: dataclasses.Field[Any]) -> str | None:
     return declared.metadata.get(_FLAG)
 
 
-def metavar_of(declared: dataclasses.Field) -> str | None:
+def metavar_of(declared: dataclasses.Field[Any]) -> str | None:
     """The name of a flag's value in the usage, as ``field(metavar=...)`` declared it."""
     return declared.metadata.get(_METAVAR)
 

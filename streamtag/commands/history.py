@@ -43,8 +43,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object")
     fmt.add_argument("--csv", action="store_true",
-                     help="CSV: one row per track with a column per tag, airtime, off air, "
-                          "silence, plays, events, gaps")
+                     help="CSV: one row per track with a column per tag, airtime, content, "
+                          "off air, silence, speech, plays, events, gaps")
     p.add_argument("--events", action=argparse.BooleanOptionalAction, default=None,
                    help="list every tag on/off event (default: counted in the text, listed in "
                         "--json and --csv)")
@@ -52,13 +52,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="tags listed per stream and per track (default 5; the CSV has all)")
     p.add_argument("--period", choices=("day", "week"),
                    help="play counts per day or week (default: for the whole range)")
-    p.add_argument("--plot", metavar="FILE.png", help="draw a timeline of tag shares per stream")
+    p.add_argument("--content-by", choices=("hour", "day"),
+                   help="music, speech, silence, tone and noise shares per hour or day of "
+                        "--tz (default: for the whole range only)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw a timeline of tag shares per stream, under what the audio was")
     p.add_argument("--top", type=int, default=8, help="tags drawn per stream (default 8)")
     p.set_defaults(func=cmd_history)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events and period."""
+    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events, period and
+    content_by."""
     import sqlalchemy as sa
 
     from streamtag.history import schema
@@ -96,7 +101,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.stream:
             require_streams(engine, args.stream)
         history = load_history(engine, args.stream or None, since, until, top=tags, zone=zone,
-                               period=args.period, now=now)
+                               period=args.period, now=now,
+                               content_by=args.content_by)
         if args.plot:
             try:
                 drawn = plot_history(engine, history, args.plot, top=args.top)

@@ -539,7 +539,7 @@ def overridden(config: DaemonConfig, setting: SettingFlag, value: Any) -> Daemon
     if setting.repeatable:
         value = (*getattr(holder, name), *value)
     try:
-        changed = dataclasses.replace(holder, **{name: value})
+        changed: Any = dataclasses.replace(holder, **{name: value})
     except (ConfigError, ValueError) as exc:
         raise ConfigError(f"{setting.flag}: {exc}") from exc
     if setting.holder is None:
