@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals, use_color
 from streamtag.commands.flags import add_backend, add_model, port_number
@@ -49,7 +49,7 @@ DEMO_RATE = 16000
 # the shipped model's training clips: a marked beat in the calm sections (their `slow` is heard
 # from it); i-iv-i-v progressions; soft chords under the calm melody (a bare melody's mode is
 # ambiguous); the energetic sections a little quieter, with softer drums and sustained notes.
-PIECE_CHANGES = {
+PIECE_CHANGES: dict[str, dict[str, Any]] = {
     "calm": {"drums": True, "drum_gain_db": -6.0, "density": 0.3, "progression": 3},
     "build": {"progression": 3, "density": 0.45},
     "energetic": {"progression": 3, "level_dbfs": -17.0, "drum_gain_db": -6.0,
