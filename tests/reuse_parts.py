@@ -14,7 +14,7 @@ from helpers import trained_looking
 from streamtag import nets
 from streamtag.audio import testsignals
 from streamtag.daemon.config import EngineConfig
-from streamtag.engine.batching import Engine
+from streamtag.engine.batching import Engine, EngineSink
 from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
@@ -62,7 +62,7 @@ def reuse_runs_whole(model: InferenceModel, hop: int,
     return r, windows, expected
 
 
-class Sink:
+class Sink(EngineSink):
     def __init__(self) -> None:
         self.results, self.ends = [], []
 

@@ -33,7 +33,7 @@ from streamtag.daemon.config import (
     with_overrides,
 )
 from streamtag.daemon.daemon import Daemon
-from streamtag.engine.batching import Engine
+from streamtag.engine.batching import Engine, EngineSink
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
@@ -257,7 +257,7 @@ def published_events(messages) -> list[tuple]:
             if m.header.msg_type == "event"]
 
 
-class Collect:
+class Collect(EngineSink):
     def __init__(self) -> None:
         self.windows: dict[str, list] = {}
         self.lock = threading.Lock()

@@ -28,16 +28,15 @@ from test_silence_history import record_file
 from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import SourceConfig
-from streamtag.engine.batching import Engine, WindowResult
+from streamtag.engine.batching import Engine, EngineSink, WindowResult
+from streamtag.engine.config import ContentConfig, SmoothingConfig
 from streamtag.engine.content import (
     CONTENT_KINDS,
     FEATURES,
-    ContentConfig,
     ContentModel,
     ContentTracker,
     window_kind,
 )
-from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
 from streamtag.history import schema
@@ -141,7 +140,7 @@ def test_config_is_checked():
 
 # ---------------------------------------------------------------- through the engine
 
-class Sink:
+class Sink(EngineSink):
     def __init__(self) -> None:
         self.results: list[WindowResult] = []
         self.lock = threading.Lock()

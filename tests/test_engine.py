@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from torch import nn
 
 from streamtag.audio.testsignals import music_like
 from streamtag.engine import batching as engine_module
-from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.batching import Engine, EngineConfig, EngineSink, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions, compute_logmel
@@ -24,7 +25,7 @@ from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel, cheapest_batch
 
 
-class Collect:
+class Collect(EngineSink):
     def __init__(self) -> None:
         self.windows: dict[str, list[WindowResult]] = {}
         self.ended: dict[str, tuple[list, float]] = {}
@@ -422,3 +423,37 @@ def test_after_measuring_batches_a_fresh_session_serves_holding_less_memory(tmp_
         results[variant] = int(rss_kib)
         assert same == "True"  # the same graph: the same probabilities, bitwise
     assert results["fresh"] <= results["kept"] - 16 * 1024, results
+
+
+SINK_CALLS = sorted(name for name, member in vars(EngineSink).items()
+                    if callable(member) and not name.startswith("_"))
+
+
+def test_the_engine_calls_on_its_sink_only_what_engine_sink_names():
+    called = set()
+    for path in Path(engine_module.__file__).parent.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"getattr\(\s*(self\.)?sink\b", text), f"{path.name} probes its sink"
+        called |= set(re.findall(r"\bsink\.(\w+)\(", text))
+    assert called and called <= set(SINK_CALLS), called - set(SINK_CALLS)
+    assert SINK_CALLS == ["on_silence_end", "on_stream_end", "on_window", "turn"]
+
+
+def test_the_daemon_answers_every_call_the_engine_makes_on_its_sink():
+    from streamtag.daemon.daemon import Daemon
+
+    for name in SINK_CALLS:  # its own, not the defaults
+        assert getattr(Daemon, name) is not getattr(EngineSink, name), name
+
+
+def test_a_sink_that_subclasses_engine_sink_takes_the_defaults(model):
+    sink = Collect()
+    with sink.turn():
+        sink.on_silence_end("a", [])
+    engine = Engine(model, sink, EngineConfig(max_batch=2))
+    engine.add_stream("a")
+    feed(engine, "a", np.zeros(int(3 * model.sample_rate), np.float32), chunk=4000)
+    engine.drain()
+    engine.finish_stream("a")
+    engine.drain()
+    assert "a" in sink.ended

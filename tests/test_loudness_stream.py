@@ -33,7 +33,7 @@ from streamtag.daemon.config import (
     config_from_dict,
     with_overrides,
 )
-from streamtag.engine.batching import Engine
+from streamtag.engine.batching import Engine, EngineSink
 from streamtag.engine.health import HealthConfig
 from streamtag.errors import ProtocolError
 from streamtag.model.inference import InferenceModel
@@ -191,7 +191,7 @@ def test_audio_the_meter_cannot_measure_goes_on_unmeasured():
     assert all(c.loudness == () for c in chunks)
 
 
-class Windows:
+class Windows(EngineSink):
     def __init__(self) -> None:
         self.results = []
 

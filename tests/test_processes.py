@@ -246,6 +246,15 @@ def test_the_metrics_port_serves_every_workers_histograms(supervised):
     batched = next(s.value for s in families["streamtag_batch_size"].samples
                    if s.name == "streamtag_batch_size_sum")
     assert abs(windows - batched) <= 2 * len(counts)  # windows scored between the two reads
+    # what each stream hears, from the worker serving it: one content now, and its windows
+    # counted by content as the latency counted them (a window may land between the reads)
+    now = families["streamtag_stream_content"].samples
+    by_content = collections.Counter()
+    for sample in families["streamtag_content_windows"].samples:
+        by_content[sample.labels["stream"]] += sample.value
+    for sid in STREAMS:
+        assert sum(s.value for s in now if s.labels["stream"] == sid) == 1.0
+        assert abs(by_content[sid] - counts[sid]) <= 2
 
 
 def run_totals(metrics: str) -> dict[str, float]:
@@ -471,7 +480,7 @@ def test_processes_in_the_config_and_its_bad_values():
         config_from_dict({"engine": {"processes": "many"}})
     assert with_overrides(DaemonConfig(), processes="3").processes == 3  # the flag: text
     assert with_overrides(DaemonConfig(), processes="auto").processes == "auto"
-    with pytest.raises(ConfigError, match=r"--processes must be .* got 0"):
+    with pytest.raises(ConfigError, match=r"--processes: engine.processes must be .* got 0"):
         with_overrides(DaemonConfig(), processes="0")
 
 

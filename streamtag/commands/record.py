@@ -10,19 +10,42 @@ import argparse
 import sys
 import threading
 
-import sqlalchemy as sa
-
 from streamtag.commands import EXIT_USAGE, stop_on_signals
-from streamtag.errors import ConfigError
-from streamtag.history import schema
-from streamtag.history.recorder import (
-    RETRYABLE_DB_ERRORS,
-    Recorder,
-    permanent_db_error,
-    start_when_up,
+from streamtag.commands.flags import (
+    add_client_keys,
+    count_at_least_1,
+    port_number,
+    seconds_above_0,
+    seconds_from_0,
+    zmq_endpoint,
 )
-from streamtag.wire.control import default_token_file
-from streamtag.wire.exposure import optional_client_curve
+from streamtag.errors import ConfigError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="write what daemons publish to a history database")
+    p.add_argument("--connect", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="a daemon's (or a proxy's) PUB endpoint; repeatable")
+    p.add_argument("--db", default="sqlite:///tags.db",
+                   help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
+    p.add_argument("--control", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="a daemon's control endpoint, for a snapshot at start; repeatable")
+    p.add_argument("--queue-size", type=count_at_least_1, default=100_000,
+                   help="messages that may wait for a slow or down database (default 100000)")
+    p.add_argument("--batch-size", type=count_at_least_1, default=2000,
+                   help="messages per transaction at most (default 2000)")
+    p.add_argument("--max-backoff-s", type=seconds_above_0, default=30.0,
+                   help="longest wait between retries of a down database (default 30)")
+    p.add_argument("--drain-timeout-s", type=seconds_from_0, default=10.0,
+                   help="on stop, how long to wait for the database to take the queue")
+    p.add_argument("--metrics-port", type=port_number,
+                   help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-address", default="127.0.0.1",
+                   help="address of the metrics server (default loopback)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="create or upgrade the database schema, then exit")
+    add_client_keys(p, "the daemon's (or proxy's)")
+    p.set_defaults(func=cmd_record)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -35,6 +58,18 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def record(args: argparse.Namespace, stop: threading.Event) -> int:
     """Records until `stop` is set; the exit status."""
+    import sqlalchemy as sa
+
+    from streamtag.history import schema
+    from streamtag.history.recorder import (
+        RETRYABLE_DB_ERRORS,
+        Recorder,
+        permanent_db_error,
+        start_when_up,
+    )
+    from streamtag.wire.control import default_token_file
+    from streamtag.wire.exposure import optional_client_curve
+
     try:
         engine = schema.create_db_engine(args.db)
         if args.upgrade:

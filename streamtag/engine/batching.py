@@ -37,28 +37,33 @@ from typing import Protocol
 
 import numpy as np
 
-from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
+from streamtag.engine.config import (
+    CPU_MAX_BATCH,
+    ContentConfig,
+    EngineConfig,
+    HealthConfig,
+    MoodConfig,
+    SmoothingConfig,
+)
 from streamtag.engine.content import (
     MUSIC,
     SILENCE,
     TONE,
-    ContentConfig,
     ContentModel,
     ContentTracker,
     window_kind,
 )
 from streamtag.engine.health import (
     SQUARE_CREST_DB,
-    HealthConfig,
     SilenceDetector,
     SilenceEvent,
     finite_levels,
     level_of_samples,
 )
 from streamtag.engine.loudness import LoudnessTrail
-from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
-from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
-from streamtag.frontend import FrameRing, OnlineLogMel
+from streamtag.engine.mood import MoodPlan, MoodTable, MoodTracker, energy_of
+from streamtag.engine.smoothing import Smoother, TagEvent
+from streamtag.frontend import FrameRing, OnlineLogMel, WindowLevel
 from streamtag.model.inference import InferenceModel, cheapest_batch, return_freed_memory
 from streamtag.model.window_reuse import WindowReuse
 
@@ -120,16 +125,24 @@ class WindowResult:
 
 
 class EngineSink(Protocol):
-    """Where results go. A sink may also have ``turn()``, a context manager the engine enters
-    around each turn's hand-out (the daemon holds its publishing there, so that a turn's
-    messages leave in one burst)."""
+    """Where results go: every call the engine makes on its sink. A class that subclasses it
+    takes the defaults of the last two (no hold on a turn, silence ends ignored)."""
 
-    def on_window(self, result: WindowResult) -> None: ...
+    def on_window(self, result: WindowResult) -> None:
+        """One scored window, in its stream's order."""
+        ...
 
-    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None: ...
+    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
+        """The stream's last window is out: its closing tag events, and where it ended."""
+        ...
 
-    # A sink may also have ``on_silence_end(stream_id, events)``: the silence under way when a
-    # stream ended, ended (called just before ``on_stream_end``).
+    def on_silence_end(self, stream_id: str, changes: list[SilenceEvent]) -> None:
+        """The silence under way when a stream ended, ended (just before ``on_stream_end``)."""
+
+    def turn(self) -> AbstractContextManager[object]:
+        """What the engine enters around each turn's hand-out (the daemon holds its publishing
+        there, so that a turn's messages leave in one burst)."""
+        return contextlib.nullcontext()
 
 
 @dataclasses.dataclass
@@ -144,7 +157,7 @@ class _Window:
     # None for a window that is not the stream's frames as they stand (a short input repeated)
     end_frame: int | None = None
     dropped: bool = False
-    level: object | None = None  # the frontend's WindowLevel of its frames, for log-mel models
+    level: WindowLevel | None = None  # the frontend's, of its frames, for log-mel models
     # cut at the end of the input: its last frames may be the frontend's end padding
     tail: bool = False
     content: str | None = None  # the content classifier's class, None where none ran
@@ -161,7 +174,7 @@ class _Pass:
 
 # A window as the framer cuts it: (data, start sample, end sample, end frame or None, the level
 # of its frames or None)
-_Cut = tuple[np.ndarray, int, int, int | None, object | None]
+_Cut = tuple[np.ndarray, int, int, int | None, WindowLevel | None]
 
 
 class _Framer:
@@ -205,7 +218,7 @@ class _Framer:
         w = self.ring.window(end, length, transpose=True)
         return w if self.logmel else w[0]
 
-    def _level(self, end: int, length: int) -> object | None:
+    def _level(self, end: int, length: int) -> WindowLevel | None:
         return None if self.fe is None else self.fe.window_level(end, length)
 
     def _push(self, frames: np.ndarray, out: list[_Cut]) -> None:
@@ -327,8 +340,6 @@ class Engine:
         self.health = health or HealthConfig()
         self._mood_table = MoodTable.load() if self.mood.enabled else None
         self.sink = sink
-        self._sink_turn: Callable[[], AbstractContextManager] = getattr(
-            sink, "turn", contextlib.nullcontext)
         self._model = model
         self._limit = self.batch_limit_for(model)
         self._reuse = self.reuse_for(model)
@@ -789,7 +800,8 @@ class Engine:
                 continue
             stacked = _stacked([windows[i] for i in chosen])
             if with_carry:
-                out, carries = reuse.next(stacked, np.stack([taken[i] for i in chosen]))
+                carried = [c for c in taken if c is not None]  # the chosen, in order
+                out, carries = reuse.next(stacked, np.stack(carried))
                 self.stats["reused_windows"] += len(chosen)
             else:
                 out, carries = reuse.first(stacked)
@@ -834,7 +846,7 @@ class Engine:
             per_window = p.seconds / len(p.windows)
             self._pass_s = per_window if self._pass_s is None else (
                 0.8 * self._pass_s + 0.2 * per_window)
-        with self._sink_turn():
+        with self.sink.turn():
             for p in passes:
                 if p.probs is not None:
                     for w, probs in zip(p.windows, p.probs, strict=True):
@@ -858,6 +870,8 @@ class Engine:
             return
         end_s = w.end_sample / model.sample_rate
         audio = mood = None
+        rms_dbfs: float | None
+        peak_dbfs: float | None
         level = w.level
         if level is not None:
             rms_dbfs, peak_dbfs = finite_levels(level.rms_dbfs, level.peak_dbfs)
@@ -916,13 +930,14 @@ class Engine:
         except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
             log.exception("sink failed on window %d of stream %s", result.index, stream.id)
 
-    def _content_of(self, w: _Window, level: object | None, audio: dict | None) -> str | None:
+    def _content_of(self, w: _Window, level: WindowLevel | None,
+                    audio: dict | None) -> str | None:
         """The window's content: silence or a steady tone by its level, as the silence
         detector reads it, else the classifier's class (None: [content] is off)."""
         if w.stream.content is None:
             return None
         cfg = self.health
-        if audio is not None:
+        if audio is not None and level is not None:  # audio: the level's, as published
             by_level = window_kind(audio["rms_dbfs"], audio["peak_dbfs"], level.onsets,
                                    cfg.silence_dbfs, cfg.tone_crest_db, SQUARE_CREST_DB)
         elif w.data.ndim == 1:  # a model that reads samples: no onsets, silence only
@@ -962,10 +977,9 @@ class Engine:
         end_s = max(stream.end_s, stream.samples / self._model.sample_rate)
         events = stream.smoother.close(end_s)
         silence = [] if stream.health is None else stream.health.close()
-        on_silence_end = getattr(self.sink, "on_silence_end", None)
         try:
-            if silence and on_silence_end is not None:
-                on_silence_end(stream.id, silence)
+            if silence:
+                self.sink.on_silence_end(stream.id, silence)
             self.sink.on_stream_end(stream.id, events, end_s)
         except Exception:  # noqa: BLE001
             log.exception("sink failed at the end of stream %s", stream.id)

@@ -40,7 +40,7 @@ from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.history import schema
-from streamtag.wire.control import control_request
+from streamtag.wire.control import ControlClient
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_ID_LENGTH,
@@ -367,8 +367,8 @@ class Recorder:
             backoff = _backoff(self.max_backoff_s)
             while not self._stop_receiving.is_set():
                 try:
-                    reply = control_request(endpoint, {"cmd": "snapshot"}, SNAPSHOT_TIMEOUT_MS,
-                                            context=self._context, curve=self._curve)
+                    reply = ControlClient(endpoint, context=self._context, curve=self._curve,
+                                          attempt_ms=SNAPSHOT_TIMEOUT_MS).snapshot()
                 except (TimeoutError, OSError, ValueError) as exc:
                     wait_s = backoff.next_wait_s()
                     log.info("no snapshot from %s yet (%s); retrying in %.1f s", endpoint, exc,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from json.encoder import encode_basestring as _json_str  # json.dumps' str, non-ASCII kept
 from numbers import Integral
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -104,13 +104,13 @@ def parse_version(version: Any) -> tuple[int, int]:
 
 def check_version(version: Any) -> str:
     """Return `version` if this code reads it (a known major, any minor), else ProtocolError."""
-    major, _ = parse_version(version)
+    major, _ = parse_version(version)  # so a string
     if major not in READABLE_MAJORS:
         readable = ", ".join(str(m) for m in READABLE_MAJORS)
         raise ProtocolError(f"protocol version {version} is not supported: this reader reads "
                             f"major version {readable} (it speaks {PROTOCOL_VERSION}); upgrade "
                             "the subscriber or run a daemon that speaks that major version")
-    return version
+    return str(version)
 
 
 def topic_for(msg_type: str, stream: str) -> str:
@@ -168,10 +168,11 @@ class _Part:
 
     @classmethod
     def _register(cls) -> None:
-        cls._defaults = {f.name: f.default for f in fields(cls)}
+        cls._defaults = {f.name: f.default
+                         for f in fields(cls)}  # type: ignore[arg-type]  # each part is a dataclass
 
     @classmethod
-    def from_dict(cls, data: Any):
+    def from_dict(cls, data: Any) -> Self:
         """Build from a decoded JSON object; unknown keys are ignored, missing ones an error."""
         if not isinstance(data, Mapping):
             raise ProtocolError(f"{cls._what} must be a JSON object, got {values.kind(data)}")
@@ -465,7 +466,7 @@ class StatusBody(_Part):
 
     state: str
     error: str | None = None
-    counters: dict[str, int | float] | None = None
+    counters: Mapping[str, int | float] | None = None
     title: str | None = None
     source: str | None = None
     station: str | None = None  # since 1.2: the station's name (icy-name), left out when None
@@ -656,7 +657,7 @@ class SilenceBody(_Part):
 
 
 Body = ScoresBody | EventBody | StatusBody | HeartbeatBody | TrackBody | SilenceBody
-BODY_TYPES: dict[str, type] = {b.msg_type: b for b in (ScoresBody, EventBody, StatusBody,
+BODY_TYPES: dict[str, type[Body]] = {b.msg_type: b for b in (ScoresBody, EventBody, StatusBody,
                                                         HeartbeatBody, TrackBody, SilenceBody)}
 for _part in (Header, *BODY_TYPES.values()):
     _part._register()

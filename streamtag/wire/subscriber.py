@@ -116,7 +116,7 @@ class Subscriber:
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                  topics: Iterable[str] = ALL_TOPICS, timeout_ms: int | None = None, *,
-                 rcvhwm: int = 10000, context: zmq.Context | None = None,
+                 rcvhwm: int = 10000, context: zmq.Context[Any] | None = None,
                  curve: ClientCurve | None = None,
                  max_queue_bytes: int = DEFAULT_QUEUE_BYTES):
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
@@ -156,7 +156,7 @@ class Subscriber:
         self._fresh: OrderedDict[str, None] = OrderedDict()
         ctx = context if context is not None else zmq.Context.instance()
         self._socket = ctx.socket(zmq.SUB)
-        self._monitor: zmq.Socket | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._handshaken: set[str] = set()  # endpoints connected now
         self._dropped: dict[str, float] = {}  # endpoint -> when its connection dropped
         try:
@@ -296,15 +296,17 @@ class Subscriber:
             state = self._heartbeat_session(session)
         else:
             sessions = self._stream_sessions(message.stream)
-            state = sessions.get(session)
-            if state is None:
+            found = sessions.get(session)
+            if found is None:
                 if sessions:
                     restarted = True
                     self.restarts += 1
                     self._mark_fresh(session)
                 state = self._add_session(sessions, session, fresh=restarted)
-            elif len(sessions) > 1:
-                sessions[session] = sessions.pop(session)  # the most recently heard last
+            else:
+                state = found
+                if len(sessions) > 1:
+                    sessions[session] = sessions.pop(session)  # the most recently heard last
         last = state.last.get(message.msg_type)
         if last is None:
             # Joining mid-session tells nothing; a session seen starting should begin at 0.
@@ -387,18 +389,18 @@ class Subscriber:
             else:
                 msg_type, _, stream = topic.partition(".")
                 known = self._stream_sessions(stream)
-                state = known.pop(session, None)
-                if state is None:
+                popped = known.pop(session, None)
+                if popped is None:
                     state = self._add_session(known, session, fresh=session in restarted)
                 else:
-                    known[session] = state  # the most recently heard last
+                    state = known[session] = popped  # the most recently heard last
             state.last[msg_type] = max(seq, state.last.get(msg_type, -1))
         for session in restarted:
             self._mark_fresh(session)
 
     @property
     def closed(self) -> bool:
-        return self._socket.closed
+        return bool(self._socket.closed)
 
     def close(self) -> None:
         if self._monitor is not None and not self._socket.closed:
