@@ -1,5 +1,6 @@
-# The types of streamtag._core, the C++ extension (csrc/bindings.cc); tests/test_typing.py
-# checks that every name here is one the built module has, and the other way round.
+# The types of streamtag._core, the C++ extension (csrc/python/, one binding file per header);
+# tests/test_typing.py checks that every name here is one the built module has, and the other
+# way round.
 
 import numpy as np
 import numpy.typing as npt
