@@ -40,11 +40,6 @@ class Collect(EngineSink):
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
 def model(model_path):
     return InferenceModel.load(model_path, device="cpu")
 

@@ -30,7 +30,6 @@ from helpers import (
     make_config,
     started,
     stop_process,
-    tiny_model_file,
     wait_until,
 )
 
@@ -69,11 +68,6 @@ def encode_mp3(x: np.ndarray, path: Path) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
 
 
 def icy_block(text: str) -> bytes:
