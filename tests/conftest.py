@@ -1,5 +1,5 @@
-"""Test-wide settings, and the fixtures that component and reliability tests share (real model
-files, media files, a local HTTP audio server, a private Icecast, a private PulseAudio)."""
+"""Test-wide settings, and the fixtures that several test files share (real model files, media
+files, a local HTTP audio server, a private Icecast, a private PulseAudio, a browser)."""
 
 import atexit
 import os
@@ -19,7 +19,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from helpers import tiny_model_file  # noqa: E402
+from helpers import free_port, tiny_model_file  # noqa: E402
 from servers import AudioServer, Feeder, icecast_server, pulse_session, write_media  # noqa: E402
 
 from streamtag.audio.files import write_audio  # noqa: E402
@@ -90,3 +90,29 @@ def synthetic_root(tmp_path_factory):
     those settings reads the same folder."""
     base = tmp_path_factory.mktemp("synthetic")
     return lambda n_clips, clip_seconds: base / f"{n_clips}-clips-of-{clip_seconds:g}s"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by playwright, one for the module (skips when missing)."""
+    from dashboard_parts import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def closing():
+    """Things to stop at the end of the test, last started first: objects with close() or
+    stop(), or functions to call."""
+    from dashboard_parts import close_all
+
+    opened: list = []
+    yield opened
+    close_all(opened)
+
+
+@pytest.fixture
+def endpoints():
+    """A feed and a control endpoint on free ports of 127.0.0.1."""
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"

@@ -29,8 +29,6 @@ from dashboard_parts import (  # noqa: E402
     DashboardThread,
     FakeDaemon,
     WatchedPage,
-    chromium,
-    close_all,
     page_links,
     scores_body,
 )
@@ -83,14 +81,6 @@ class Clock:
 @pytest.fixture
 def endpoint():
     return f"tcp://127.0.0.1:{free_port()}"
-
-
-@pytest.fixture
-def closing():
-    """Things to stop at the end of the test, last started first."""
-    opened: list = []
-    yield opened
-    close_all(opened)
 
 
 @pytest.fixture
@@ -229,12 +219,6 @@ def test_feed_state_keeps_the_mood_course():
 
 
 # ---------------------------------------------------------------- the page in a browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 class Venue(WatchedPage):
