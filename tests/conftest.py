@@ -76,6 +76,19 @@ def icecast(media):
             feeder.stop()
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server for the module (``PostgresServer``), started."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def pulse(monkeypatch):
     """The environment of a private PulseAudio server (``PulseServer``) this process uses."""

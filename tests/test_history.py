@@ -55,16 +55,6 @@ from streamtag.wire.subscriber import ReceivedMessage
 
 # ---------------------------------------------------------------- databases
 
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":
