@@ -46,6 +46,14 @@ def audio_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def song(tmp_path_factory) -> Path:
+    """12 s of music as a 44.1 kHz MP3."""
+    path = tmp_path_factory.mktemp("audio") / "song.mp3"
+    write_audio(path, music_like(12.0, 44100, seed=3), 44100)
+    return path
+
+
+@pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
     return write_media(tmp_path_factory.mktemp("media"))
 
@@ -87,6 +95,23 @@ def postgres():
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module, the previous count restored after it: on tiny inputs a
+    second thread only adds start-up and contention. Use with ``usefixtures``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A user cache folder of the test's own (graphs exported at load go there). Use with
+    ``usefixtures``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture
