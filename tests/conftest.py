@@ -19,8 +19,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from helpers import free_port, tiny_model_file  # noqa: E402
-from servers import AudioServer, Feeder, icecast_server, pulse_session, write_media  # noqa: E402
+from support.helpers import free_port, tiny_model_file  # noqa: E402
+from support.servers import AudioServer, Feeder, icecast_server, pulse_session, write_media  # noqa: E402
 
 from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.audio.testsignals import music_like  # noqa: E402
@@ -87,7 +87,7 @@ def icecast(media):
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server for the module (``PostgresServer``), started."""
-    from postgres_server import PostgresServer
+    from support.postgres import PostgresServer
 
     server = PostgresServer()
     try:
@@ -133,7 +133,7 @@ def synthetic_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     """Debian's chromium driven by playwright, one for the module (skips when missing)."""
-    from dashboard_parts import chromium
+    from support.dashboard import chromium
 
     with chromium() as launched:
         yield launched
@@ -143,7 +143,7 @@ def browser():
 def closing():
     """Things to stop at the end of the test, last started first: objects with close() or
     stop(), or functions to call."""
-    from dashboard_parts import close_all
+    from support.dashboard import close_all
 
     opened: list = []
     yield opened

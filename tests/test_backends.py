@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, run_streamtag, tiny_model_file, wait_until
+from support.helpers import free_port, run_streamtag, tiny_model_file, wait_until
 from test_nets import SMALL
 from torch import nn
 

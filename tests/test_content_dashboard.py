@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from content_material import RATE, festival_speech, game_music, require  # noqa: E402
-from content_programme import recorded, start  # noqa: E402
-from dashboard_parts import FakeDaemon, WatchedPage, real_daemon_page  # noqa: E402
-from helpers import free_port, make_config, tiny_model_file  # noqa: E402
+from support.content_material import RATE, festival_speech, game_music, require  # noqa: E402
+from support.content_programme import recorded, start  # noqa: E402
+from support.dashboard import FakeDaemon, WatchedPage, real_daemon_page  # noqa: E402
+from support.helpers import free_port, make_config, tiny_model_file  # noqa: E402
 from test_dashboard import (  # noqa: E402
     TAGS,
     WAIT_S,

@@ -1,7 +1,7 @@
 """What the audio was, in `streamtag history` as a radio monitor reads it: the speech, music
 and dead-air shares per hour and per day of the zone asked for (text, JSON, CSV), and no tag
 counted as on over speech or dead air. An evening scripted through a real Publisher, a real
-recorder and an SQLite file (content_programme)."""
+recorder and an SQLite file (support.content_programme)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from datetime import date, timedelta
 
 import numpy as np
 import pytest
-from content_programme import DAY, ZONE, Part, play, recorded, start
-from history_station import history, record
 from matplotlib import colormaps
+from support.content_programme import DAY, ZONE, Part, play, recorded, start
+from support.history_station import history, record
 
 from streamtag.history import schema
 from streamtag.history.plot import CONTENT_COLOUR, draw_history

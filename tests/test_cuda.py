@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import run_python
+from support.helpers import run_python
 from test_backends import (
     HEAVY,
     N_TAGS,

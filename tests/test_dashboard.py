@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import (  # noqa: E402
+from support.dashboard import (  # noqa: E402
     MODEL,
     WAIT_S,
     DashboardThread,
@@ -33,7 +33,7 @@ from dashboard_parts import (  # noqa: E402
     tag_scores,
     watched_page,
 )
-from helpers import wait_until  # noqa: E402
+from support.helpers import wait_until  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
@@ -372,8 +372,8 @@ def test_websocket_bridge_snapshot_and_late_join(endpoints, closing):
 
 
 def test_bridge_with_a_real_daemon(endpoints, closing, tmp_path):
-    from helpers import TAGS as MODEL_TAGS
-    from helpers import tiny_model_file
+    from support.helpers import TAGS as MODEL_TAGS
+    from support.helpers import tiny_model_file
 
     from streamtag.audio.files import write_audio
     from streamtag.audio.testsignals import music_like

@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import WatchedPage  # noqa: E402
-from helpers import free_port  # noqa: E402
-from history_programme import NOT_FOUND, SOURCE, play_session  # noqa: E402
-from history_station import TAGS, record  # noqa: E402
+from support.dashboard import WatchedPage  # noqa: E402
+from support.helpers import free_port  # noqa: E402
+from support.history_programme import NOT_FOUND, SOURCE, play_session  # noqa: E402
+from support.history_station import TAGS, record  # noqa: E402
 from test_dashboard import (  # noqa: E402
     WAIT_S,
     DashboardThread,

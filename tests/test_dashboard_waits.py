@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from helpers import free_port  # noqa: E402
+from support.helpers import free_port  # noqa: E402
 from test_dashboard import DashboardThread  # noqa: E402
 from test_dashboard_history import get_json  # noqa: E402
 

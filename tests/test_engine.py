@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TAGS, tiny_model_file
+from support.helpers import TAGS, tiny_model_file
 from torch import nn
 
 from streamtag.audio.testsignals import music_like

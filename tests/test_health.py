@@ -8,8 +8,8 @@ import socket
 import threading
 
 import pytest
-from helpers import free_port, wait_until
-from helpers import http_get as get
+from support.helpers import free_port, wait_until
+from support.helpers import http_get as get
 
 from streamtag.daemon.config import (
     ControlConfig,

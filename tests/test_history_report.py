@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from history_programme import NOT_FOUND, SOURCE, play_session
-from history_station import TAGS, Station, history, record
 from matplotlib.colors import to_rgb
 from matplotlib.text import Text
+from support.history_programme import NOT_FOUND, SOURCE, play_session
+from support.history_station import TAGS, Station, history, record
 
 from streamtag.errors import ConfigError
 from streamtag.history import schema

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import real_daemon_page  # noqa: E402
-from helpers import make_config, tiny_model_file  # noqa: E402
+from support.dashboard import real_daemon_page  # noqa: E402
+from support.helpers import make_config, tiny_model_file  # noqa: E402
 from test_dashboard import WAIT_S  # noqa: E402
 from test_loudness_stream import (  # noqa: E402
     RATE,

@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import (
+from support.helpers import (
     TAGS,
     assert_no_gaps,
     collect,
@@ -581,7 +581,7 @@ PIECE_S = 2.5
 
 
 def test_icecast_fed_by_ffmpeg_titles_and_tracks(model_path, tmp_path):
-    from servers import icecast_server
+    from support.servers import icecast_server
 
     playlist = ["ffconcat version 1.0"]
     for i in range(len(ICECAST_PIECES)):

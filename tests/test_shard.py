@@ -9,9 +9,9 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_python, run_streamtag
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.helpers import free_port, run_python, run_streamtag
 
 from streamtag.cli import build_parser
 from streamtag.daemon.config import (

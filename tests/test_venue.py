@@ -1,6 +1,6 @@
 """The venue page (/venue): one stream's mood, full screen, for a screen across a room.
 
-A `FakeDaemon` (dashboard_parts: a real Publisher on 127.0.0.1, publishing what a daemon would:
+A `FakeDaemon` (support.dashboard: a real Publisher on 127.0.0.1, publishing what a daemon would:
 heartbeats, status with the title, and protocol 1.2 scores carrying audio levels and a mood)
 feeds the real dashboard server, and Debian's chromium, driven by playwright, shows the page.
 The bridge's mood course is tested with its own clock; a page joining late draws it.
@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import (  # noqa: E402
+from support.dashboard import (  # noqa: E402
     WAIT_S,
     DashboardThread,
     FakeDaemon,
@@ -32,7 +32,7 @@ from dashboard_parts import (  # noqa: E402
     page_links,
     scores_body,
 )
-from helpers import free_port  # noqa: E402
+from support.helpers import free_port  # noqa: E402
 
 from streamtag.commands.dashboard import cmd_dashboard  # noqa: E402
 from streamtag.web.feed import MOOD_COURSE_S, MOOD_POINTS, MOOD_SLICE_S, FeedState  # noqa: E402

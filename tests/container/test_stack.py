@@ -17,8 +17,8 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 from conftest import readable
-from helpers import free_port, wait_until
 from podman import podman
+from support.helpers import free_port, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
