@@ -219,7 +219,7 @@ def main() -> int:
             else:
                 sys.path.insert(0, str(ROOT / "tests"))
                 try:
-                    from postgres_server import PostgresServer
+                    from support.postgres import PostgresServer
 
                     server = PostgresServer()
                     server.start()

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_python, run_streamtag, stop_process, wait_until
+from support.helpers import free_port, run_python, run_streamtag, stop_process, wait_until
 
 from streamtag import __version__
 from streamtag.audio.files import write_audio

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from helpers import run_python
+from support.helpers import run_python
 
 from streamtag.daemon.config import (
     DaemonConfig,

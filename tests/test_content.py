@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from content_material import (
+from support.content_material import (
     RATE,
     espeak_speech,
     festival_speech,
@@ -22,7 +22,7 @@ from content_material import (
     require,
     sox_signal,
 )
-from helpers import collect, make_config, started, tiny_model_file
+from support.helpers import collect, make_config, started, tiny_model_file
 from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio

@@ -16,17 +16,14 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from content_material import RATE, festival_speech, game_music, require  # noqa: E402
-from content_programme import recorded, start  # noqa: E402
-from dashboard_parts import FakeDaemon, WatchedPage, real_daemon_page  # noqa: E402
-from helpers import free_port, make_config, tiny_model_file  # noqa: E402
-from test_dashboard import (  # noqa: E402, F401
+from support.content_material import RATE, festival_speech, game_music, require  # noqa: E402
+from support.content_programme import recorded, start  # noqa: E402
+from support.dashboard import FakeDaemon, WatchedPage, real_daemon_page  # noqa: E402
+from support.helpers import free_port, make_config, tiny_model_file  # noqa: E402
+from test_dashboard import (  # noqa: E402
     TAGS,
     WAIT_S,
     DashboardThread,
-    browser,
-    closing,
-    endpoints,
 )
 
 from streamtag.audio.files import write_audio  # noqa: E402
@@ -75,7 +72,7 @@ def screenshots(tmp_path) -> Path:
 
 
 def test_the_live_page_says_what_each_stream_hears_and_shows_no_tag_over_speech(
-        browser, endpoints, closing, tmp_path):  # noqa: F811
+        browser, endpoints, closing, tmp_path):
     from playwright.sync_api import expect
 
     pub, control = endpoints
@@ -148,7 +145,7 @@ def near(got: list[int], want: list[int]) -> bool:
 
 
 def test_the_history_page_gives_content_shares_and_no_tag_over_the_bulletins(
-        evening, browser, closing, tmp_path):  # noqa: F811
+        evening, browser, closing, tmp_path):
     from playwright.sync_api import expect
 
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=evening)
@@ -197,7 +194,7 @@ def test_the_history_page_gives_content_shares_and_no_tag_over_the_bulletins(
 
 @pytest.mark.slow  # 20 s: the programme in real time; the page's part runs by default above
 def test_a_real_daemon_s_bulletin_is_speech_on_the_page_with_no_tag(
-        browser, closing, tmp_path):  # noqa: F811
+        browser, closing, tmp_path):
     """Music, a spoken bulletin (festival, held out of the classifier's fit) and music again
     through a real daemon, in real time four times as fast: the page says "speech" with no
     tag on over the bulletin, and "music" with its tags around it."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from content_material import RATE, festival_speech, game_music, require
-from helpers import collect, free_port, make_config, started, tiny_model_file
+from support.content_material import RATE, festival_speech, game_music, require
+from support.helpers import collect, free_port, make_config, started, tiny_model_file
 
 from streamtag.audio.files import write_audio
 from streamtag.daemon.config import MetricsConfig, SourceConfig

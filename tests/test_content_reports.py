@@ -1,7 +1,7 @@
 """What the audio was, in `streamtag history` as a radio monitor reads it: the speech, music
 and dead-air shares per hour and per day of the zone asked for (text, JSON, CSV), and no tag
 counted as on over speech or dead air. An evening scripted through a real Publisher, a real
-recorder and an SQLite file (content_programme)."""
+recorder and an SQLite file (support.content_programme)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from datetime import date, timedelta
 
 import numpy as np
 import pytest
-from content_programme import DAY, ZONE, Part, play, recorded, start
-from history_station import history, record
 from matplotlib import colormaps
+from support.content_programme import DAY, ZONE, Part, play, recorded, start
+from support.history_station import history, record
 
 from streamtag.history import schema
 from streamtag.history.plot import CONTENT_COLOUR, draw_history
@@ -160,9 +160,8 @@ def test_the_plot_draws_what_the_audio_was_and_no_tag_over_speech_or_dead_air(ev
     assert [t.get_text() for t in legend.get_texts()] == list(CONTENT_COLOUR)
 
 
-def test_postgresql_gives_the_same_shares_per_hour_and_bin(evening, tmp_path):
+def test_postgresql_gives_the_same_shares_per_hour_and_bin(evening, tmp_path, postgres):
     """The database does the counting, spelled per dialect: PostgreSQL's answer is SQLite's."""
-    from postgres_server import PostgresServer
     from test_history import new_database
 
     from streamtag.history.content import content_bins
@@ -177,14 +176,9 @@ def test_postgresql_gives_the_same_shares_per_hour_and_bin(evening, tmp_path):
         finally:
             engine.dispose()
 
-    server = PostgresServer()
-    server.start()
-    try:
-        url = new_database(server)
-        recorded(url)
-        got = read(url)
-    finally:
-        server.close()
+    url = new_database(postgres)
+    recorded(url)
+    got = read(url)
     assert got == read(evening[0])
     assert [r["period"] for r in got[0]] == HOURS
 

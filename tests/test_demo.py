@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import tiny_model_file
+from support.helpers import tiny_model_file
 
 from streamtag.audio.synthetic import SyntheticConfig, demo_piece, generate_clip
 from streamtag.commands.demo import make_piece, run_demo

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TAGS, tiny_model_file
+from support.helpers import TAGS, tiny_model_file
 from torch import nn
 
 from streamtag.audio.testsignals import music_like
@@ -37,11 +37,6 @@ class Collect(EngineSink):
 
     def on_stream_end(self, stream_id, events, end_s) -> None:
         self.ended[stream_id] = (events, end_s)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

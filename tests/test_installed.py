@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_streamtag, tiny_model_file, with_changed_weights
+from support.helpers import free_port, run_streamtag, tiny_model_file, with_changed_weights
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like

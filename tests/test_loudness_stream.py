@@ -19,7 +19,7 @@ import av
 import numpy as np
 import pytest
 import yaml
-from helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
+from support.helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
 from test_sources import Consumer
 
 from streamtag.audio.files import write_audio

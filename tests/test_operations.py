@@ -21,8 +21,15 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from helpers import OggStation, free_port, make_config, started, wait_until
-from history_station import Station, await_subscribed, keys, stored_count, stored_keys, wait_stored
+from support.helpers import OggStation, free_port, make_config, started, wait_until
+from support.history_station import (
+    Station,
+    await_subscribed,
+    keys,
+    stored_count,
+    stored_keys,
+    wait_stored,
+)
 from test_ogg_titles import encode_links
 
 from streamtag.audio.files import write_audio
@@ -83,7 +90,7 @@ def test_a_file_that_is_not_a_database_is_named_not_a_traceback(tmp_path, capsys
 
 @pytest.fixture(scope="module")
 def postgres():
-    from postgres_server import PostgresServer
+    from support.postgres import PostgresServer
 
     server = PostgresServer()
     hba = server.data / "pg_hba.conf"

@@ -27,7 +27,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import (
+from prometheus_client.parser import text_string_to_metric_families
+from support.helpers import (
     Feed,
     daemon_config_file,
     free_port,
@@ -36,7 +37,6 @@ from helpers import (
     tiny_model_file,
     wait_until,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 import streamtag
 from streamtag.audio.files import write_audio
@@ -80,7 +80,7 @@ MAX_PAUSE_S = CADENCE_S + PublishConfig().heartbeat_s
 
 def streamtag_env() -> dict[str, str]:
     """The environment of a command that runs the streamtag this test imports (the checkout's
-    or the installed one), as tests/hostile_station.py does."""
+    or the installed one), as tests/support/hostile_station.py does."""
     root = Path(streamtag.__file__).resolve().parent.parent
     return {**os.environ, "PYTHONPATH": str(root)}
 

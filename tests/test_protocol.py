@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import decodes_or_refuses
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.helpers import decodes_or_refuses
 
 from streamtag import _core
 from streamtag.engine.tracks import SCORE_DECIMALS

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import collect, make_config, started, tiny_model_file
+from support.helpers import collect, make_config, started, tiny_model_file
 
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.daemon.config import SourceConfig, config_from_dict

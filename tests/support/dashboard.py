@@ -217,7 +217,7 @@ def real_daemon_page(browser, closing: list, config) -> tuple:
     """A real daemon of `config` (its sources added by the test), the real dashboard on its
     feed and a 1600x900 page of it in `browser`, all closed with the test: (the daemon, the
     page, the errors the page raises)."""
-    from helpers import started
+    from support.helpers import started
 
     daemon, sub = started(config)
     sub.close()
