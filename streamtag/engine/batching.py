@@ -38,7 +38,6 @@ from typing import Protocol
 import numpy as np
 
 from streamtag.engine.config import (
-    CPU_MAX_BATCH,
     ContentConfig,
     EngineConfig,
     HealthConfig,
@@ -62,9 +61,10 @@ from streamtag.engine.health import (
 )
 from streamtag.engine.loudness import LoudnessTrail
 from streamtag.engine.mood import MoodPlan, MoodTable, MoodTracker, energy_of
+from streamtag.engine.plan import ServingPlan
 from streamtag.engine.smoothing import Smoother, TagEvent
 from streamtag.frontend import FrameRing, OnlineLogMel, WindowLevel
-from streamtag.model.inference import InferenceModel, cheapest_batch, return_freed_memory
+from streamtag.model.inference import InferenceModel, return_freed_memory
 from streamtag.model.window_reuse import WindowReuse
 
 log = logging.getLogger(__name__)
@@ -341,9 +341,7 @@ class Engine:
         self._mood_table = MoodTable.load() if self.mood.enabled else None
         self.sink = sink
         self._model = model
-        self._limit = self.batch_limit_for(model)
-        self._reuse = self.reuse_for(model)
-        self._mood_plan = self.mood_plan_for(model)
+        self._plan = self._decide(model)
         return_freed_memory()  # what the model's checks and measurement built and dropped
         self._pass_s: float | None = None  # the serving model's forward seconds per window
         self._generation = 0
@@ -375,73 +373,41 @@ class Engine:
         return self._model
 
     @property
+    def plan(self) -> ServingPlan:
+        """How the model serving now is served (decided when it was loaded)."""
+        return self._plan
+
+    @property
     def batch_limit(self) -> int:
         """Windows per forward pass, at most, for the model serving now."""
-        return self._limit
+        return self._plan.batch_limit
 
     @property
     def turn_limit(self) -> int:
         """Windows a worker takes in one turn, at most: whole passes of ``batch_limit``, up to
         TURN_WINDOWS windows whose forwards take TURN_FORWARD_S or less (at the forward's
         wall time per window so far; one pass until the model's first has run)."""
-        limit, per_window = self._limit, self._pass_s
+        limit, per_window = self._plan.batch_limit, self._pass_s
         if per_window is None or limit >= TURN_WINDOWS:
             return limit
         passes = min(TURN_WINDOWS // limit,
                      int(TURN_FORWARD_S / max(per_window * limit, 1e-9)))
         return max(1, passes) * limit
 
-    def batch_limit_for(self, model: InferenceModel) -> int:
-        """``engine.max_batch``; left out, CUDA_MAX_BATCH on CUDA and on the CPU the cheapest
-        batch size up to CPU_MAX_BATCH, measured on ``model`` (``cheapest_batch``): the
-        forward per window grows with the batch for some models there and shrinks for
-        others, so batching serves where it pays and nowhere else."""
-        cfg = self.config
-        if cfg.max_batch is not None or model.device.type != "cpu":
-            return cfg.batch_limit(model.device.type)
-        measured = bool(model.batch_ms)
-        limit = cheapest_batch(model.batch_ms or model.measure_batches(CPU_MAX_BATCH))
-        if not measured:
-            log.info("%s on %s: forward ms per window by batch size %s; serving at up to %d",
-                     model.name, model.backend,
-                     ", ".join(f"{b}: {ms:.3g}" for b, ms in model.batch_ms.items()), limit)
-        return limit
-
-    def reuse_for(self, model: InferenceModel) -> WindowReuse | None:
-        """The window reuse that serves ``model`` at this engine's hop
-        (``streamtag.model.window_reuse``), None where the config turns it off or the model has
-        none."""
-        if not self.config.reuse_windows:
-            return None
-        reuse, why = model.window_reuse(self.hop_for(model))
-        if reuse is None:
-            log.debug("%s: windows are computed whole: %s", model.name, why)
-        return reuse
-
-    def mood_plan_for(self, model: InferenceModel) -> MoodPlan | None:
-        """What ``model``'s tags say of mood (``streamtag.engine.mood``), None where the
-        config turns moods off."""
-        if self._mood_table is None:
-            return None
-        return self._mood_table.plan(model.tags, model.thresholds)
+    def _decide(self, model: InferenceModel) -> ServingPlan:
+        return ServingPlan.decide(model, self.config, self._mood_table, self._content_model)
 
     @property
     def mood_plan(self) -> MoodPlan | None:
         """The mood plan of the model serving now (None: moods are off)."""
-        return self._mood_plan
+        return self._plan.mood
 
     def _mood_tracker(self) -> MoodTracker | None:
-        plan = self._mood_plan
+        plan = self._plan.mood
         return None if plan is None else MoodTracker(plan, self.mood.dwell_s,
                                                      self.mood.silence_dwell_s,
                                                      self.mood.time_constant_s,
                                                      self.health.silence_dbfs)
-
-    def _content_tracker(self, model: InferenceModel,
-                         sample_offset: int = 0) -> ContentTracker | None:
-        if self._content_model is None:
-            return None
-        return ContentTracker(self._content_model, model.sample_rate, sample_offset)
 
     def _silence_detector(self, model: InferenceModel) -> SilenceDetector | None:
         if not self.health.enabled:
@@ -451,13 +417,7 @@ class Engine:
     @property
     def window_reuse(self) -> WindowReuse | None:
         """The window reuse serving now, None where every window is computed whole."""
-        return self._reuse
-
-    def hop_for(self, model: InferenceModel) -> int:
-        if self.config.hop_seconds is None:
-            return model.hop
-        unit = model.frontend.hop_length if model.input_kind == "logmel" else 1
-        return max(1, round(self.config.hop_seconds * model.sample_rate / unit))
+        return self._plan.reuse
 
     def add_stream(self, stream_id: str, live: bool = False) -> None:
         with self._cond:
@@ -466,13 +426,13 @@ class Engine:
             # under the id of one that ended or failed continues its stream.
             if existing is not None and not existing.closed:
                 raise ValueError(f"a stream named {stream_id!r} already exists")
-            model = self._model
+            model, plan = self._model, self._plan
             self._streams[stream_id] = _Stream(
-                stream_id, live, _Framer(model, self.hop_for(model), 0),
+                stream_id, live, _Framer(model, plan.hop, 0),
                 Smoother(model.tags, model.thresholds, self.smoothing), self._mood_tracker(),
                 self._silence_detector(model),
                 LoudnessTrail(model.sample_rate) if self.health.loudness else None,
-                self._content_tracker(model))
+                None if plan.content is None else plan.content.tracker())
 
     def stream_ids(self) -> list[str]:
         with self._cond:
@@ -636,29 +596,24 @@ class Engine:
         new = InferenceModel.load(path, device=device or str(self._model.device),
                                   backend=self.config.backend, threads=self.config.threads,
                                   precision=self.config.precision)
-        limit = self.batch_limit_for(new)
-        reuse = self.reuse_for(new)
-        plan = self.mood_plan_for(new)
+        plan = self._decide(new)
         with self._cond:
             self._swapping = True
             while self._in_flight:
                 self._cond.wait(0.5)
-            old = self._model
-            self._model = new
-            self._limit = limit
-            self._reuse = reuse
-            self._mood_plan = plan
+            old, old_plan = self._model, self._plan
+            self._model, self._plan = new, plan
             self._pass_s = None
-            same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
+            same_input = new.same_input_as(old) and plan.hop == old_plan.hop
             if not same_input:
                 self._generation += 1
             for s in self._streams.values():
                 s.carries.clear()  # the old model's
                 if not same_input:
-                    s.framer = _Framer(new, self.hop_for(new), s.samples)
+                    s.framer = _Framer(new, plan.hop, s.samples)
                     if s.content is not None and s.content.options.sample_rate != \
                             new.sample_rate:
-                        s.content = self._content_tracker(new, s.samples)
+                        s.content = plan.content.tracker(s.samples)
                 if not same_input or tuple(s.smoother.tags) != new.tags or not np.array_equal(
                         s.smoother.on_threshold, new.thresholds):
                     s.smoother = Smoother(new.tags, new.thresholds, self.smoothing)
@@ -706,9 +661,9 @@ class Engine:
             self._score(*taken)
 
     def _take_turn(self, wait: bool
-                    ) -> tuple[int, list[_Window], InferenceModel, int, int] | None:
-        """The next turn's windows with its ticket, and the model, generation and forward pass
-        size that score them; None when stopping with nothing left (``wait``) or nothing is
+                    ) -> tuple[int, list[_Window], InferenceModel, int, ServingPlan] | None:
+        """The next turn's windows with its ticket, and the model, generation and plan that
+        score them; None when stopping with nothing left (``wait``) or nothing is
         queued (not ``wait``). A worker waits up to ``max_wait_ms`` for one pass to fill, then
         takes what is queued up to ``turn_limit``."""
         cfg = self.config
@@ -721,7 +676,7 @@ class Engine:
                 if not self._live_queue():
                     return None  # stopping and nothing left
                 deadline = time.monotonic() + cfg.max_wait_ms / 1000.0
-                while len(self._queue) < self._limit and not self._stopping:
+                while len(self._queue) < self._plan.batch_limit and not self._stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -739,7 +694,7 @@ class Engine:
             ticket = self._next_ticket
             self._next_ticket += 1
             self._in_flight += 1
-            return ticket, windows, self._model, self._generation, self._limit
+            return ticket, windows, self._model, self._generation, self._plan
 
     def _live_queue(self) -> bool:
         while self._queue and self._queue[0].dropped:
@@ -747,17 +702,18 @@ class Engine:
         return bool(self._queue)
 
     def _score(self, ticket: int, turn: list[_Window], model: InferenceModel,
-               generation: int, limit: int) -> int:
+               generation: int, plan: ServingPlan) -> int:
         t_start, cpu_start = time.perf_counter(), time.thread_time()
         current = [w for w in turn if w.generation == generation]
         passes: list[_Pass] = []
         forward_cpu_s = 0.0
+        limit = plan.batch_limit
         try:
             for first in range(0, len(current), limit):
                 windows = current[first:first + limit]
                 t0, cpu0 = time.perf_counter(), time.thread_time()
                 try:
-                    probs = self._forward(model, windows)
+                    probs = self._forward(model, plan.reuse, windows)
                 except Exception:  # noqa: BLE001 - a failing pass must not stop the engine
                     log.exception("forward pass failed for a batch of %d windows", len(windows))
                     probs = None
@@ -783,11 +739,11 @@ class Engine:
             self.stats["scoring_cpu_s"] += time.thread_time() - cpu_start
         return len(turn)
 
-    def _forward(self, model: InferenceModel, windows: list[_Window]) -> np.ndarray:
+    def _forward(self, model: InferenceModel, reuse: WindowReuse | None,
+                 windows: list[_Window]) -> np.ndarray:
         """One pass's probabilities. With window reuse, the windows whose stream holds the
         carry they take run the reuse's ``next`` step on it, the others its ``first``, and
         each leaves its own carry for the window ``lag`` after it."""
-        reuse = self._reuse
         if reuse is None:
             return model.forward(_stacked(windows))
         lag = reuse.lag_frames
