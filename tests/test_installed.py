@@ -238,3 +238,30 @@ def test_model_and_output_mistakes_are_named_not_tracebacks(home, tmp_path, caps
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err, (argv, err)
+
+
+class _CopyImporter:
+    """A second family of published weights: its "conversion" copies a model file."""
+
+    names = ("tiny-copy",)
+
+    def __init__(self, made: Path) -> None:
+        self.made = made
+
+    def convert_all(self, names, source, scratch, log, install) -> None:
+        for name in names:
+            converted = scratch / f"{name}.pt"
+            converted.write_bytes(self.made.read_bytes())
+            install(name, converted)
+
+
+def test_a_second_importer_is_one_entry_that_models_install_serves(home, tmp_path, monkeypatch):
+    made = tiny_model_file(tmp_path / "made.pt", seed=3, name="tiny copy")
+    monkeypatch.setattr(installed, "IMPORTERS", (*installed.IMPORTERS, _CopyImporter(made)))
+    assert installed.available_names()[-1] == "tiny-copy"
+    [(name, path)] = installed.install(["tiny-copy"], log=lambda text: None)
+    assert (name, path) == ("tiny-copy", home / "models" / "tiny-copy.pt")
+    assert installed.resolve_model("tiny-copy") == str(path)
+    assert "calibration" in read_manifest(path).options  # the store gave it its thresholds
+    with pytest.raises(ModelError, match="streamtag can install music, .*, tiny-copy"):
+        installed.install(["tiny-other"])
