@@ -203,10 +203,11 @@ class MusicnnImporter:
         if source is not None:
             package, only = package_from(Path(source), scratch)
         else:
-            package = musicnn.find_installed_package()
-            if package is None:
+            found = musicnn.find_installed_package()
+            if found is None:
                 package = download_package(scratch, log)
             else:
+                package = found
                 log(f"streamtag models: converting the checkpoints of the installed musicnn "
                     f"package ({package})")
         if only is not None and set(names) != {only}:
