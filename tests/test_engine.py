@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import subprocess
 import sys
@@ -365,6 +366,21 @@ def test_max_batch_left_out_is_measured_on_the_model_and_batches_follow_it(model
     sizes = list(engine.batch_sizes)
     assert sum(sizes) == len(sink.windows["a"]) > 8
     assert max(sizes) == 4 and sizes.count(4) >= 2
+
+
+def test_the_serving_plan_is_decided_once_when_a_model_loads(model_path, tmp_path):
+    model = InferenceModel.load(model_path, device="cpu")
+    model.batch_ms = {1: 2.0, 2: 1.0, 4: 0.5, 8: 0.6}
+    engine = Engine(model, Collect(), EngineConfig(hop_seconds=0.5))
+    plan = engine.plan
+    hop = round(0.5 * model.sample_rate / model.frontend.hop_length)
+    assert (plan.batch_limit, plan.hop, plan.reuse) == (4, hop, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.hop = 1
+    model.batch_ms = {1: 0.5, 2: 1.0}  # what the model says later serves nothing
+    assert engine.batch_limit == 4 and engine.plan is plan
+    engine.reload_model(str(tiny_model_file(tmp_path / "other.pt", seed=7, name="other")))
+    assert engine.plan is not plan and engine.plan.hop == hop
 
 
 def test_an_explicit_max_batch_is_not_measured(model_path):

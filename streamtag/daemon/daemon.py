@@ -650,7 +650,7 @@ class Daemon:
         m = self.engine.model
         return {"name": m.name, "hash": m.hash, "path": m.path, "tags": list(m.tags),
                 "thresholds": [float(t) for t in m.thresholds], "input_kind": m.input_kind,
-                "window": m.window, "hop": self.engine.hop_for(m),
+                "window": m.window, "hop": self.engine.plan.hop,
                 "sample_rate": m.sample_rate, "device": str(m.device), "backend": m.backend,
                 "precision": m.precision, "backend_note": m.backend_note,
                 "graph_passes": list(m.graph_passes),

@@ -100,7 +100,7 @@ class EngineConfig:
     def batch_limit(self, device_type: str) -> int:
         """``max_batch``, or its largest default for a model on ``device_type`` ("cpu",
         "cuda"); on the CPU the engine measures the model for a smaller one
-        (``Engine.batch_limit_for``)."""
+        (``streamtag.engine.plan``)."""
         if self.max_batch is not None:
             return self.max_batch
         return CUDA_MAX_BATCH if device_type == "cuda" else CPU_MAX_BATCH
