@@ -23,8 +23,8 @@ from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_FRAME_BYTES,
     MSG_TYPES,
+    Decoder,
     Message,
-    decode,
     subscription_prefix,
     validate_stream_id,
 )
@@ -55,6 +55,9 @@ MAX_FRESH_SESSIONS = 4096  # sessions seen starting
 # so the publisher's queue fills instead and drops what we cannot take: gaps, as ever.
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # 5,000 of the largest honest messages (3 kB)
 SOCKET_RCVHWM = 8
+# as plain ints: pyzmq's enum members cost more than the call they are passed to
+_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class _Session:
@@ -149,6 +152,7 @@ class Subscriber:
         self.restarts = 0
         self.invalid = 0
         self.pruned = 0     # streams and sessions forgotten to keep within the bounds
+        self._decoder = Decoder()
         # stream -> its sessions, least recently heard first; each session's last seqs
         self._streams: OrderedDict[str, dict[str, _Session]] = OrderedDict()
         self._heartbeats: OrderedDict[str, _Session] = OrderedDict()  # daemon session -> ...
@@ -215,16 +219,19 @@ class Subscriber:
         """Moves the messages ZeroMQ holds into the subscriber's queue, within its bounds,
         without decoding them (`recv` does this first). A caller that will not call `recv`
         for a while (a recorder waiting for its database) calls this to keep reading."""
-        socket = self._socket
-        while (len(self._waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
-               and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN):
-            frames = [socket.recv(zmq.NOBLOCK)]
-            while socket.getsockopt(zmq.RCVMORE):
-                part = socket.recv(copy=False)
-                if len(frames) < 4:  # a fourth makes it malformed; more are never kept
-                    frames.append(part.bytes if len(frames) < 3 else b"")
+        socket, waiting = self._socket, self._waiting
+        while (len(waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
+               and socket.getsockopt(_EVENTS) & _POLLIN):
+            frames = [socket.recv(_NOBLOCK)]
+            while socket.getsockopt(_RCVMORE):
+                if len(frames) < 3:
+                    frames.append(socket.recv())
+                else:  # a fourth makes it malformed; more are never kept (nor copied)
+                    socket.recv(copy=False)
+                    if len(frames) < 4:
+                        frames.append(b"")
             size = sum(map(len, frames))
-            self._waiting.append((frames, size))
+            waiting.append((frames, size))
             self.waiting_bytes += size
 
     def __iter__(self) -> Iterator[ReceivedMessage]:
@@ -277,7 +284,7 @@ class Subscriber:
 
     def _accept(self, frames: list[bytes], size: int = 0) -> ReceivedMessage | None:
         try:
-            message = decode(frames)
+            message = self._decoder.decode(frames)
         except ProtocolError:
             self.invalid += 1
             return None
