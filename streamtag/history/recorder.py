@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.history import schema
+from streamtag.history import bulk, schema
 from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
     HEARTBEAT,
@@ -665,11 +665,10 @@ class Recorder:
         with self.engine.begin() as conn:
             models = self._resolve_models(conn, batch)
             for name, rows in batch.rows.items():
-                table = schema.metadata.tables[name]
-                statement = self._insert(table)
-                if name != "snapshots":  # the one table without a natural key
-                    statement = statement.on_conflict_do_nothing()
-                conn.execute(statement, self._with_model_ids(rows, models))
+                # snapshots: the one table without a natural key
+                bulk.insert_rows(conn, schema.metadata.tables[name],
+                                 self._with_model_ids(rows, models),
+                                 skip_conflicts=name != "snapshots")
             if batch.daemons:
                 d = schema.daemons
                 statement = self._insert(d)
