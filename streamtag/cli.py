@@ -339,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address of the metrics server (default loopback)")
     p.add_argument("--upgrade", action="store_true",
                    help="create or upgrade the database schema, then exit")
+    p.add_argument("--shard", metavar="K/N",
+                   help="record only the streams of shard K of N (the stable hash of run "
+                        "--shard and run --processes), beside recorders of the other shards "
+                        "writing the same database; shard 0 also records the heartbeats. "
+                        "auto/N: K from the host name NAME-K (a StatefulSet pod)")
     _add_client_keys(p, "the daemon's (or proxy's)")
     p.set_defaults(func=_command("record"))
 

@@ -13,6 +13,7 @@ import threading
 import sqlalchemy as sa
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.daemon.shard import ShardConfig
 from streamtag.errors import ConfigError
 from streamtag.history import schema
 from streamtag.history.recorder import (
@@ -27,7 +28,7 @@ from streamtag.wire.exposure import optional_client_curve
 
 def cmd_record(args: argparse.Namespace) -> int:
     """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade, server_key, client_key, quiet and verbose (the
+    metrics_port, metrics_address, upgrade, shard, server_key, client_key, quiet and verbose (the
     logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
         return record(args, stop)
@@ -54,11 +55,15 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                               "proxy to record from; repeat it for several daemons")
         curve = optional_client_curve(getattr(args, "server_key", None),
                                       getattr(args, "client_key", None))
+        shard = ShardConfig.parse(args.shard).resolve() if getattr(args, "shard", None) \
+            else ShardConfig()
         # subscribed at once (what is published while the database is still down waits for
         # it), its metrics served meanwhile (streamtag_record_db_up 0)
         waiting = Recorder(engine, args.connect, args.control or (),
                            queue_size=args.queue_size, batch_size=args.batch_size,
-                           max_backoff_s=args.max_backoff_s, curve=curve).connect()
+                           max_backoff_s=args.max_backoff_s, curve=curve,
+                           owns=None if shard.count == 1 else shard.owns,
+                           heartbeats=shard.index == 0).connect()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -89,7 +94,10 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                   + (f"; snapshots from {', '.join(args.control)}, signed with "
                      + ("the admin key" if curve else f"the token in {default_token_file()}")
                      if args.control else "")
-                  + (f"; metrics on port {metrics.port}" if metrics else ""),
+                  + (f"; metrics on port {metrics.port}" if metrics else "")
+                  + (f"; only the streams of {shard.name}"
+                     + (" and the heartbeats" if shard.index == 0 else "")
+                     if shard.count > 1 else ""),
                   file=sys.stderr, flush=True)
         stop.wait()
         complete = recorder.stop(args.drain_timeout_s)

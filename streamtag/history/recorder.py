@@ -169,6 +169,12 @@ class Recorder:
     queue_size, queue_bytes: messages, and their bytes on the wire, that may wait for the
         database; more are dropped and counted (and stored as gaps).
     curve: this client's CURVE keys and the server's, for a daemon (or proxy) with keys.
+    owns: which streams to record, by stream id (None: all): a recorder of one shard of a
+        fleet (``record --shard K/N``), beside the recorders of the other shards writing the
+        same database. What it resumes from the database, and its snapshot rows, are of
+        these streams only; the others' messages are skipped unread.
+    heartbeats: whether to record the daemons' heartbeats (the `daemons` table and their
+        gaps): one recorder of a shard set does (shard 0), so each is stored once.
     """
 
     def __init__(self, engine: Engine, connect: str | Sequence[str],
@@ -176,7 +182,8 @@ class Recorder:
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
                  context: zmq.Context | None = None, curve: ClientCurve | None = None,
-                 queue_bytes: int = DEFAULT_QUEUE_BYTES):
+                 queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 owns: Callable[[str], bool] | None = None, heartbeats: bool = True):
         if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1:
             raise ValueError("queue_size, queue_bytes and batch_size must be >= 1 and "
                              "max_backoff_s > 0")
@@ -195,6 +202,8 @@ class Recorder:
         self._context = context
         self._curve = curve
         self._dialect = engine.dialect.name
+        self._owns = owns
+        self._heartbeats = heartbeats
         self._models: _Recent = _Recent(MAX_REMEMBERED_MODELS, MAX_REMEMBERED_MODEL_CHARS,
                                         _model_weight)  # packed key -> id
         # (name, hash, tags) as received -> its checked, packed key: once per model, not per
@@ -222,9 +231,11 @@ class Recorder:
         still down."""
         if self._subscriber is None:
             # what waits before `start` waits in the subscriber, bounded as the queue is
-            self._subscriber = Subscriber(self.endpoints, context=self._context,
-                                          rcvhwm=self._rcvhwm, curve=self._curve,
-                                          max_queue_bytes=self.queue_bytes)
+            topics = MSG_TYPES if self._heartbeats else STREAM_MSG_TYPES
+            self._subscriber = Subscriber(self.endpoints, topics=topics,
+                                          context=self._context, rcvhwm=self._rcvhwm,
+                                          curve=self._curve, max_queue_bytes=self.queue_bytes,
+                                          owns=self._owns)
         return self
 
     def hold(self) -> None:
@@ -281,6 +292,8 @@ class Recorder:
             for row in conn.execute(sa.select(s.sessions.c.stream, s.sessions.c.session,
                                               s.sessions.c.restarted)
                                     .order_by(s.sessions.c.first_sent_at, s.sessions.c.id)):
+                if self._owns is not None and not self._owns(row.stream):
+                    continue  # another shard's recorder resumes it
                 sessions.setdefault(row.stream, set()).add(row.session)
                 self._known[(row.stream, row.session)] = None
                 self._latest_session[row.stream] = row.session
@@ -297,7 +310,8 @@ class Recorder:
                     seen = [v for v in (top, gap_top) if v is not None]
                     if seen:
                         last_seq[(session, topic_for(msg_type, stream))] = int(max(seen))
-            for row in conn.execute(sa.select(s.daemons.c.session, s.daemons.c.last_seq)):
+            for row in (conn.execute(sa.select(s.daemons.c.session, s.daemons.c.last_seq))
+                        if self._heartbeats else ()):
                 last_seq[(row.session, HEARTBEAT)] = int(row.last_seq)
         self.stats.db_up = True  # it answered; an idle feed is no reason to report it down
         return last_seq, sessions, restarted
@@ -599,6 +613,8 @@ class Recorder:
         session = str(reply.get("session", ""))
         streams = reply.get("streams") or {}
         for stream, state in streams.items():
+            if self._owns is not None and not (isinstance(stream, str) and self._owns(stream)):
+                continue  # another shard's recorder stores it
             try:
                 # the source's state, title and source, checked as a status message's are
                 # (None: a daemon from before they were sent)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ MAX_STREAMS = 16384
 MAX_SESSIONS_PER_STREAM = 16
 MAX_HEARTBEAT_SESSIONS = 4096
 MAX_FRESH_SESSIONS = 4096  # sessions seen starting
+MAX_OWNED_TOPICS = 6 * MAX_STREAMS  # topics judged by `owns`: each stream's message types
 
 # What waits to be read is bounded in bytes as well as messages. ZeroMQ's own queue counts
 # only messages, whatever their size, so it is kept short (SOCKET_RCVHWM messages, each frame
@@ -94,6 +95,9 @@ class Subscriber:
     streams: stream ids to receive, or None for all. ZeroMQ filters by topic prefix; messages
         of other streams that share the prefix (``radio1`` vs ``radio10``) are dropped here.
     topics: which message types to subscribe to.
+    owns: which streams' messages to take, by stream id (a recorder's shard of a fleet), or
+        None for all. ZeroMQ cannot filter by it: the others are read and skipped by their
+        topic, never decoded, nor counted anywhere.
     timeout_ms: how long `recv()` and iteration wait for a message; None waits for ever, and
         iteration ends at the first timeout otherwise.
 
@@ -121,7 +125,8 @@ class Subscriber:
                  topics: Iterable[str] = ALL_TOPICS, timeout_ms: int | None = None, *,
                  rcvhwm: int = 10000, context: zmq.Context | None = None,
                  curve: ClientCurve | None = None,
-                 max_queue_bytes: int = DEFAULT_QUEUE_BYTES):
+                 max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 owns: Callable[[str], bool] | None = None):
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         if not endpoints:
             raise ValueError("Subscriber needs at least one endpoint")
@@ -153,6 +158,8 @@ class Subscriber:
         self.invalid = 0
         self.pruned = 0     # streams and sessions forgotten to keep within the bounds
         self._decoder = Decoder()
+        self._owns = owns
+        self._owned_topics: dict[bytes, bool] = {}  # topic -> taken (owns asked once)
         # stream -> its sessions, least recently heard first; each session's last seqs
         self._streams: OrderedDict[str, dict[str, _Session]] = OrderedDict()
         self._heartbeats: OrderedDict[str, _Session] = OrderedDict()  # daemon session -> ...
@@ -283,6 +290,8 @@ class Subscriber:
         return due_ms
 
     def _accept(self, frames: list[bytes], size: int = 0) -> ReceivedMessage | None:
+        if self._owns is not None and not self._takes(frames[0]):
+            return None
         try:
             message = self._decoder.decode(frames)
         except ProtocolError:
@@ -293,6 +302,21 @@ class Subscriber:
             return None  # a longer stream id that shares the subscribed prefix
         self.received += 1
         return self._judge(message, size)
+
+    def _takes(self, topic: Any) -> bool:
+        """Whether a message of this topic is of a stream ``owns`` takes; a topic without a
+        stream (a heartbeat) or that is no topic at all is taken, for decode to judge."""
+        taken = self._owned_topics.get(topic) if type(topic) is bytes else None
+        if taken is None:
+            try:
+                _, dot, stream = bytes(topic).decode("utf-8").partition(".")
+            except (TypeError, ValueError):
+                return True
+            taken = not dot or bool(self._owns(stream))
+            if len(self._owned_topics) >= MAX_OWNED_TOPICS:
+                self._owned_topics.clear()
+            self._owned_topics[bytes(topic)] = taken
+        return taken
 
     def _judge(self, message: Message, size: int = 0) -> ReceivedMessage:
         session, seq = message.session, message.seq
