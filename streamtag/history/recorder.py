@@ -81,6 +81,8 @@ MAX_REMEMBERED_SESSIONS = 65536    # (stream, session) pairs stored, and each st
 MAX_REMEMBERED_MODELS = 256
 MAX_REMEMBERED_MODEL_CHARS = 16 * 1024 * 1024  # their names and tag names together
 MAX_FAILURE_KINDS_LOGGED = 100
+MAX_REMEMBERED_ACTIVE = 4096  # sets of active tags packed ...
+MAX_REMEMBERED_ACTIVE_CHARS = 1024  # ... each of at most this many characters packed
 # Runs of messages dropped at a full queue kept to be stored as gaps: one per (stream,
 # session, type) with a break in its seqs. Past this (forged sessions while the database is
 # down) the dropped messages are only counted.
@@ -214,6 +216,7 @@ class Recorder:
         self._latest_session: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         self._known: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         self._failures_logged: set[tuple[str, str]] = set()  # (cause, kind) logged once
+        self._active_packed: dict[tuple[str, ...], str] = {}  # active tags -> as stored
         self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
         self._overflow_done: list[tuple[tuple[str, str, str], int, int]] = []
         self._overflow_lock = threading.Lock()
@@ -537,6 +540,19 @@ class Recorder:
         batch.models[key] = None  # resolved unless known when written
         return key
 
+    def _packed_active(self, active: tuple[str, ...]) -> str:
+        """A window's active tags as stored: packed once per set of them, not per window
+        (a stream's active tags change far less often than every window)."""
+        packed = self._active_packed.get(active)
+        if packed is None:
+            packed = schema.pack_names([_text(t) for t in active])
+            if len(packed) > MAX_REMEMBERED_ACTIVE_CHARS:
+                return packed  # a forged or huge one: not kept
+            if len(self._active_packed) >= MAX_REMEMBERED_ACTIVE:
+                self._active_packed.clear()
+            self._active_packed[active] = packed
+        return packed
+
     def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> None:
         header, body, msg_type = message.header, message.body, message.msg_type
         session = _text(header.session)  # opaque to readers: any string up to 128 characters
@@ -570,7 +586,7 @@ class Recorder:
                        start_sample=body.start_sample, end_sample=body.end_sample,
                        raw=schema.pack_scores(body.raw),
                        smoothed=schema.pack_scores(body.smoothed),
-                       active=schema.pack_names([_text(t) for t in body.active]),
+                       active=self._packed_active(body.active),
                        latency_ms=body.latency_ms)
             audio, mood = body.audio, body.mood
             row.update(rms_dbfs=audio and audio.rms_dbfs, peak_dbfs=audio and audio.peak_dbfs,
