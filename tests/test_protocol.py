@@ -589,6 +589,10 @@ def decoded_or_error(decoder, frames) -> Message | str:
          drop=set(), topic=None)
 @example(msg_type="event", header_changes={"session": "\ud800"}, body_changes={},
          item_changes={}, drop=set(), topic=None)
+@example(msg_type="event", header_changes={}, body_changes={"time_s": -1.0},
+         item_changes={}, drop=set(), topic=None)
+@example(msg_type="event", header_changes={}, body_changes={"tag": ""}, item_changes={},
+         drop=set(), topic=None)
 def test_the_decoder_of_many_messages_decodes_as_decode_does(
         msg_type, header_changes, body_changes, item_changes, drop, topic):
     """A subscriber's Decoder, which checks what repeats once, gives the same Message or the

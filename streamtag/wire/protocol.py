@@ -965,7 +965,6 @@ _ORJSON_MOST_BRACKETS = 64
 DECODER_MOST_HEADERS = 65536  # (version, type, session, stream) checked: 10,000 streams' 5 types
 DECODER_MOST_MODELS = 256  # (tags, name, hash) of scores checked ...
 DECODER_MOST_MODEL_CHARS = 16 * 1024 * 1024  # ... and their characters together
-_SCORES_NUMBERS = ("start_s", "end_s", "latency_ms")
 
 
 def _built(cls: type, fields_: dict[str, Any]):
@@ -1034,10 +1033,12 @@ class Decoder:
             return None
         if msg_type == SCORES:
             body = self._scores(body)
-            if body is None:
-                return None
+        elif msg_type == EVENT:
+            body = _event(body)
         else:
             body = BODY_TYPES[msg_type].from_dict(body)
+        if body is None:
+            return None
         return _built(Message, {"header": _built(Header, {
             "version": key[0], "msg_type": msg_type, "msg_id": msg_id, "session": key[2],
             "stream": key[3], "seq": seq, "sent_at": sent_at}), "body": body})
@@ -1053,7 +1054,8 @@ class Decoder:
             self._remember_model(key, checked)
             return checked
         tags_, tag_set, model_ref = known
-        start_s, end_s, latency_ms = (body.get(name) for name in _SCORES_NUMBERS)
+        start_s, end_s = body.get("start_s"), body.get("end_s")
+        latency_ms = body.get("latency_ms")
         start_sample, end_sample = body.get("start_sample"), body.get("end_sample")
         raw, smoothed, active = body.get("raw"), body.get("smoothed"), body.get("active")
         audio, mood, content = body.get("audio"), body.get("mood"), body.get("content")
@@ -1084,6 +1086,21 @@ class Decoder:
             self._model_chars = 0
         self._models[key] = (checked.tags, frozenset(checked.tags), checked.model)
         self._model_chars += chars
+
+
+def _event(body: dict) -> EventBody | None:
+    """An event body of the types a publisher writes, checked as EventBody checks it (a string
+    orjson gives is valid Unicode); None for anything else."""
+    tag, state, score = body.get("tag"), body.get("state"), body.get("score")
+    time_s, sample = body.get("time_s"), body.get("sample")
+    if not (type(tag) is str and 0 < len(tag) <= MAX_TEXT_LENGTH
+            and type(state) is str and state in EVENT_STATES
+            and type(score) is float and math.isfinite(score)
+            and type(time_s) is float and 0 <= time_s < math.inf
+            and type(sample) is int and 0 <= sample <= MAX_INTEGER):
+        return None
+    return _built(EventBody, {"tag": tag, "state": state, "score": score, "time_s": time_s,
+                              "sample": sample})
 
 
 def _orjson_object(frame: bytes) -> dict | None:
