@@ -29,7 +29,8 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
     if len(keys) < 2 or any(row.keys() != keys for row in rows):  # SQLAlchemy's way
         conn.execute(_insert(conn, table, skip_conflicts), list(rows))
         return
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" \
+            and _may_stage(conn):
         _copy_rows(conn, table, list(keys), rows, skip_conflicts)
         return
     # the dialect's own SQL with positional parameters, compiled once per call
@@ -46,6 +47,19 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
 def _insert(conn: sa.Connection, table: sa.Table, skip_conflicts: bool):
     statement = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
     return statement.on_conflict_do_nothing() if skip_conflicts else statement
+
+
+def _may_stage(conn: sa.Connection) -> bool:
+    """Whether this login may create the temporary staging tables (a database can refuse
+    TEMPORARY to PUBLIC): asked once per connection; without it, rows go by executemany."""
+    info = conn.connection.info
+    if _MAY_STAGE not in info:
+        info[_MAY_STAGE] = bool(conn.exec_driver_sql(
+            "SELECT has_database_privilege(current_database(), 'TEMPORARY')").scalar())
+    return info[_MAY_STAGE]
+
+
+_MAY_STAGE = "streamtag.bulk.may_stage"
 
 
 def _copy_rows(conn: sa.Connection, table: sa.Table, columns: list[str],
