@@ -48,6 +48,9 @@ MAX_SESSIONS_PER_STREAM = 16
 MAX_HEARTBEAT_SESSIONS = 4096
 MAX_FRESH_SESSIONS = 4096  # sessions seen starting
 MAX_OWNED_TOPICS = 6 * MAX_STREAMS  # topics judged by `owns`: each stream's message types
+# Messages of streams `owns` refuses skipped by one read-ahead at most: a flood of them never
+# holds back the caller's own.
+MAX_SKIPS_PER_READ = 1024
 
 # What waits to be read is bounded in bytes as well as messages. ZeroMQ's own queue counts
 # only messages, whatever their size, so it is kept short (SOCKET_RCVHWM messages, each frame
@@ -97,7 +100,7 @@ class Subscriber:
     topics: which message types to subscribe to.
     owns: which streams' messages to take, by stream id (a recorder's shard of a fleet), or
         None for all. ZeroMQ cannot filter by it: the others are read and skipped by their
-        topic, never decoded, nor counted anywhere.
+        topic frame, their other frames never copied nor decoded, and not counted anywhere.
     timeout_ms: how long `recv()` and iteration wait for a message; None waits for ever, and
         iteration ends at the first timeout otherwise.
 
@@ -227,16 +230,22 @@ class Subscriber:
         without decoding them (`recv` does this first). A caller that will not call `recv`
         for a while (a recorder waiting for its database) calls this to keep reading."""
         socket, waiting = self._socket, self._waiting
+        skips = 0
         while (len(waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
-               and socket.getsockopt(_EVENTS) & _POLLIN):
+               and skips < MAX_SKIPS_PER_READ and socket.getsockopt(_EVENTS) & _POLLIN):
             frames = [socket.recv(_NOBLOCK)]
+            # another shard's message: its other frames are never copied, nor kept
+            skipped = self._owns is not None and not self._takes(frames[0])
             while socket.getsockopt(_RCVMORE):
-                if len(frames) < 3:
+                if len(frames) < 3 and not skipped:
                     frames.append(socket.recv())
                 else:  # a fourth makes it malformed; more are never kept (nor copied)
                     socket.recv(copy=False)
-                    if len(frames) < 4:
+                    if len(frames) < 4 and not skipped:
                         frames.append(b"")
+            if skipped:
+                skips += 1
+                continue
             size = sum(map(len, frames))
             waiting.append((frames, size))
             self.waiting_bytes += size
@@ -290,8 +299,6 @@ class Subscriber:
         return due_ms
 
     def _accept(self, frames: list[bytes], size: int = 0) -> ReceivedMessage | None:
-        if self._owns is not None and not self._takes(frames[0]):
-            return None
         try:
             message = self._decoder.decode(frames)
         except ProtocolError:
