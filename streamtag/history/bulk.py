@@ -59,7 +59,7 @@ def _may_stage(conn: sa.Connection) -> bool:
     return info[_MAY_STAGE]
 
 
-_MAY_STAGE = "streamtag.bulk.may_stage"
+_MAY_STAGE = "may_stage_for_copy"  # a key of the connection's info
 
 
 def _copy_rows(conn: sa.Connection, table: sa.Table, columns: list[str],
