@@ -44,13 +44,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="address of the metrics server (default loopback)")
     p.add_argument("--upgrade", action="store_true",
                    help="create or upgrade the database schema, then exit")
+    p.add_argument("--shard", metavar="K/N",
+                   help="record only the streams of shard K of N (the stable hash of run "
+                        "--shard and run --processes), beside recorders of the other shards "
+                        "writing the same database; shard 0 also records the heartbeats. "
+                        "auto/N: K from the host name NAME-K (a StatefulSet pod)")
     add_client_keys(p, "the daemon's (or proxy's)")
     p.set_defaults(func=cmd_record)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade, server_key, client_key, quiet and verbose (the
+    metrics_port, metrics_address, upgrade, shard, server_key, client_key, quiet and verbose (the
     logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
         return record(args, stop)
@@ -60,6 +65,7 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
     """Records until `stop` is set; the exit status."""
     import sqlalchemy as sa
 
+    from streamtag.daemon.shard import ShardConfig
     from streamtag.history import schema
     from streamtag.history.recorder import (
         RETRYABLE_DB_ERRORS,
@@ -89,11 +95,15 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                               "proxy to record from; repeat it for several daemons")
         curve = optional_client_curve(getattr(args, "server_key", None),
                                       getattr(args, "client_key", None))
+        shard = ShardConfig.parse(args.shard).resolve() if getattr(args, "shard", None) \
+            else ShardConfig()
         # subscribed at once (what is published while the database is still down waits for
         # it), its metrics served meanwhile (streamtag_record_db_up 0)
         waiting = Recorder(engine, args.connect, args.control or (),
                            queue_size=args.queue_size, batch_size=args.batch_size,
-                           max_backoff_s=args.max_backoff_s, curve=curve).connect()
+                           max_backoff_s=args.max_backoff_s, curve=curve,
+                           owns=None if shard.count == 1 else shard.owns,
+                           heartbeats=shard.index == 0).connect()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -124,7 +134,10 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                   + (f"; snapshots from {', '.join(args.control)}, signed with "
                      + ("the admin key" if curve else f"the token in {default_token_file()}")
                      if args.control else "")
-                  + (f"; metrics on port {metrics.port}" if metrics else ""),
+                  + (f"; metrics on port {metrics.port}" if metrics else "")
+                  + (f"; only the streams of {shard.name}"
+                     + (" and the heartbeats" if shard.index == 0 else "")
+                     if shard.count > 1 else ""),
                   file=sys.stderr, flush=True)
         stop.wait()
         complete = recorder.stop(args.drain_timeout_s)
