@@ -23,7 +23,7 @@ from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, mean_lufs
-from streamtag.history import schema
+from streamtag.history import blocks
 from streamtag.history.asrun import gated_loudness
 from streamtag.history.report import format_csv, format_json, format_text, load_history
 
@@ -39,9 +39,9 @@ def test_the_as_run_log_gives_each_track_its_loudness(tmp_path):
     write_audio(path, stereo_music(20.0), RATE)
     engine = record(path, tmp_path, loudness=True)
     with engine.connect() as conn:
-        readings = conn.execute(sa.select(schema.scores.c.short_term_lufs, schema.scores.c
-                                          .momentary_lufs)
-                                .order_by(schema.scores.c.end_sample)).all()
+        sc = blocks.windows(conn).c
+        readings = conn.execute(sa.select(sc.short_term_lufs, sc.momentary_lufs)
+                                .order_by(sc.end_sample)).all()
     history = load_history(engine)
     engine.dispose()
     short_term = [r.short_term_lufs for r in readings if r.short_term_lufs is not None]

@@ -90,7 +90,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def require_streams(engine: sa.Engine, streams: list[str]) -> None:
     """ConfigError naming the streams asked for that the database never recorded (a typo
     reads as an empty range otherwise), with the streams it has."""
-    c = [t.c.stream for t in (schema.statuses, schema.scores)]
+    c = [t.c.stream for t in (schema.statuses, schema.sessions)]
     with engine.connect() as conn:
         found = {row.stream for column in c for row in conn.execute(
             sa.select(column.label("stream")).where(column.in_(streams)).distinct())}

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS
-from streamtag.history import asrun, schema
+from streamtag.history import asrun, blocks, schema
 from streamtag.history.timeparse import Zone, local_zone, parse_time, span
 from streamtag.text import counted, csv_text
 
@@ -153,7 +153,7 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     airtime: dict[str, StreamAirtime] = {}
     with engine.connect() as conn:
         tags_of = model_tags(conn)
-        sc = s.scores.c
+        sc = blocks.windows(conn, streams, since, until).c
         # The database counts the windows per set of active tags; there are few such sets,
         # so a day of 64 stations is aggregated where it lies rather than row by row here.
         query = (sa.select(sc.stream, sc.model_id, sc.active, sa.func.count().label("n"),
@@ -176,15 +176,13 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                     a.tags.append(tag)
             for tag in schema.unpack_names(row.active):
                 a.active[tag] += row.n
-        # a database not upgraded to revision 0008 has no content to count
-        if "content" in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
-            for row in conn.execute(
-                    sa.select(sc.stream, sc.content, sa.func.count().label("n"))
-                    .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until),
-                           sc.content.is_not(None))
-                    .group_by(sc.stream, sc.content)):
-                if row.stream in airtime:
-                    airtime[row.stream].content[row.content] = row.n
+        for row in conn.execute(
+                sa.select(sc.stream, sc.content, sa.func.count().label("n"))
+                .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until),
+                       sc.content.is_not(None))
+                .group_by(sc.stream, sc.content)):
+            if row.stream in airtime:
+                airtime[row.stream].content[row.content] = row.n
 
         tc = s.tracks.c
         overlap = []
@@ -292,16 +290,16 @@ def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, u
     active = np.zeros((len(tags), bins))
     counts = np.zeros(bins)
     index = {tag: i for i, tag in enumerate(tags)}
-    sc = schema.scores.c
-    offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
-    # floor, spelled per dialect: SQLite's CAST truncates (the same for offsets >= 0),
-    # PostgreSQL's rounds.
-    bin_of = (sa.func.floor(offset) if engine.dialect.name == "postgresql"
-              else sa.cast(offset, sa.Integer)).label("bin")
-    query = (sa.select(bin_of, sc.active, sa.func.count().label("n"))
-             .where(sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until)
-             .group_by(bin_of, sc.active))
     with engine.connect() as conn:
+        sc = blocks.windows(conn, [stream], since, until).c
+        offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
+        # floor, spelled per dialect: SQLite's CAST truncates (the same for offsets >= 0),
+        # PostgreSQL's rounds.
+        bin_of = (sa.func.floor(offset) if engine.dialect.name == "postgresql"
+                  else sa.cast(offset, sa.Integer)).label("bin")
+        query = (sa.select(bin_of, sc.active, sa.func.count().label("n"))
+                 .where(sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until)
+                 .group_by(bin_of, sc.active))
         for row in conn.execute(query):
             b = min(max(int(row.bin), 0), bins - 1)
             counts[b] += row.n
