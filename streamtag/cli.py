@@ -105,6 +105,15 @@ def seconds_from_0(text: str) -> float:
     return _seconds(text, zero_allowed=True)
 
 
+def block_seconds(text: str) -> float:
+    """record --block-s: seconds above 0, at most a minute (a block holds one)."""
+    value = _seconds(text, zero_allowed=False)
+    if value > 60:
+        raise argparse.ArgumentTypeError(f"{text!r}: a block holds at most a minute of a "
+                                         "stream; give 60 seconds or fewer")
+    return value
+
+
 def zmq_endpoint(text: str) -> str:
     """A ZeroMQ endpoint flag, checked where a mistyped one would fail later with a vague
     error (the config file's check: a tcp:// port must be 1-65535 or *)."""
@@ -333,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest wait between retries of a down database (default 30)")
     p.add_argument("--drain-timeout-s", type=seconds_from_0, default=10.0,
                    help="on stop, how long to wait for the database to take the queue")
+    p.add_argument("--block-s", type=block_seconds, default=60.0,
+                   help="the longest a window waits in memory, packed with its stream's "
+                        "minute, before it is written (default 60, at most 60; a crash "
+                        "loses that much of each stream, stored as a gap)")
+    p.add_argument("--keep", metavar="KIND=SPAN,...", default="",
+                   help="how long to keep what, e.g. windows=30d,rollups=400d (the "
+                        "defaults); also tracks, events, statuses, silences, gaps, snapshots "
+                        "(kept for ever unless given); a span is a number and s, m, h or d, "
+                        "or 'forever'")
     p.add_argument("--metrics-port", type=port_number,
                    help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",

@@ -519,8 +519,8 @@ def test_what_overflows_the_queue_is_counted_reported_and_stored_as_a_gap(postgr
                        "every message to reach the recorder")
         finally:
             postgres.start()
-        wait_until(lambda: recorder.queue.empty() and recorder.stats.db_up, 60,
-                   "the queue to drain")
+        wait_until(lambda: recorder.queue.empty() and recorder.stats.db_up
+                   and recorder.open_blocks == 0, 60, "the queue to drain")
         time.sleep(0.5)
         stored = stored_keys(engine)
         missing = keys(sent) - stored

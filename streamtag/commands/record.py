@@ -21,14 +21,15 @@ from streamtag.history.recorder import (
     permanent_db_error,
     start_when_up,
 )
+from streamtag.history.retention import parse_keep
 from streamtag.wire.control import default_token_file
 from streamtag.wire.exposure import optional_client_curve
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade, server_key, client_key, quiet and verbose (the
-    logging level, set by streamtag.cli)."""
+    metrics_port, metrics_address, upgrade, block_s, keep, server_key, client_key, quiet and
+    verbose (the logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
         return record(args, stop)
 
@@ -36,6 +37,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def record(args: argparse.Namespace, stop: threading.Event) -> int:
     """Records until `stop` is set; the exit status."""
     try:
+        retention = parse_keep(args.keep)
         engine = schema.create_db_engine(args.db)
         if args.upgrade:
             try:
@@ -58,7 +60,9 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
         # it), its metrics served meanwhile (streamtag_record_db_up 0)
         waiting = Recorder(engine, args.connect, args.control or (),
                            queue_size=args.queue_size, batch_size=args.batch_size,
-                           max_backoff_s=args.max_backoff_s, curve=curve).connect()
+                           max_backoff_s=args.max_backoff_s, curve=curve,
+                           max_block_age_s=args.block_s,
+                           retention=retention).connect()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -293,8 +293,8 @@ class OpenBlocks:
     loses at most these (a minute of each stream), which the recorder started again stores as
     a seq gap, since it resumes from the last seq written."""
 
-    def __init__(self, most: int) -> None:
-        self.most = most
+    def __init__(self, most: int, max_age_s: float = MAX_BLOCK_AGE_S) -> None:
+        self.most, self.max_age_s = most, max_age_s
         self.open: dict[str, Block] = {}
         self.hop_s: dict[str, float] = {}  # a stream's spacing of windows, from its last block
         self.last_seq: dict[tuple[str, str], int] = {}  # seq high-water of written blocks
@@ -328,8 +328,8 @@ class OpenBlocks:
     def due(self, now: float) -> list[Block]:
         out = []
         for stream, block in list(self.open.items()):
-            quiet = max(IDLE_S, 2.5 * self.hop_s.get(stream, 0.0))
-            if now - block.opened >= MAX_BLOCK_AGE_S or now - block.last_added >= quiet:
+            quiet = min(self.max_age_s, max(IDLE_S, 2.5 * self.hop_s.get(stream, 0.0)))
+            if now - block.opened >= self.max_age_s or now - block.last_added >= quiet:
                 out.append(self._close(stream))
         return out
 

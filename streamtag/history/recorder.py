@@ -41,6 +41,7 @@ from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.history import blocks, schema
+from streamtag.history.retention import DEFAULT_EVERY_S, Retention, expire
 from streamtag.wire.control import control_request
 from streamtag.wire.protocol import (
     HEARTBEAT,
@@ -170,6 +171,9 @@ class Recorder:
     queue_size, queue_bytes: messages, and their bytes on the wire, that may wait for the
         database; more are dropped and counted (and stored as gaps).
     curve: this client's CURVE keys and the server's, for a daemon (or proxy) with keys.
+    retention: what expires and when (history.retention); None keeps everything.
+    max_block_age_s: the longest a window waits in its stream's block before it is written
+        (a crash loses at most that much of each stream, stored as a gap when it restarts).
     """
 
     def __init__(self, engine: Engine, connect: str | Sequence[str],
@@ -177,10 +181,14 @@ class Recorder:
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
                  context: zmq.Context | None = None, curve: ClientCurve | None = None,
-                 queue_bytes: int = DEFAULT_QUEUE_BYTES):
-        if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1:
-            raise ValueError("queue_size, queue_bytes and batch_size must be >= 1 and "
-                             "max_backoff_s > 0")
+                 queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 max_block_age_s: float = blocks.MAX_BLOCK_AGE_S,
+                 retention: Retention | None = None,
+                 retention_every_s: float = DEFAULT_EVERY_S):
+        if (queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1
+                or not 0 < max_block_age_s <= blocks.BLOCK_S):
+            raise ValueError("queue_size, queue_bytes and batch_size must be >= 1, "
+                             "max_backoff_s > 0 and max_block_age_s in (0, 60]")
         self.engine = engine
         self.endpoints = [connect] if isinstance(connect, str) else list(connect)
         self.control = list(control)
@@ -206,7 +214,8 @@ class Recorder:
         self._latest_session: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         self._known: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         # each stream's windows of the minute under way, written as a block when due
-        self._blocks = blocks.OpenBlocks(MAX_REMEMBERED_SESSIONS)
+        self._blocks = blocks.OpenBlocks(MAX_REMEMBERED_SESSIONS, max_block_age_s)
+        self.retention, self.retention_every_s = retention, retention_every_s
         self._session_ids: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)  # (stream, session)
         self._failures_logged: set[tuple[str, str]] = set()  # (cause, kind) logged once
         self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
@@ -252,6 +261,9 @@ class Recorder:
         if self.control:
             self._threads.append(threading.Thread(target=self._snapshots, daemon=True,
                                                   name="streamtag-record-snapshot"))
+        if self.retention is not None:
+            self._threads.append(threading.Thread(target=self._expire, daemon=True,
+                                                  name="streamtag-record-retention"))
         for thread in self._threads:
             thread.start()
         return self
@@ -271,6 +283,11 @@ class Recorder:
         if self._subscriber is not None:
             self._subscriber.close()
         return self.queue.empty() and (writer is None or not writer.is_alive())
+
+    @property
+    def open_blocks(self) -> int:
+        """Streams whose windows wait in a block not yet written."""
+        return len(self._blocks.open)
 
     # -- resuming
 
@@ -396,6 +413,20 @@ class Recorder:
                     except queue.Full:
                         continue
                 break
+
+    def _expire(self) -> None:
+        """Deletes what its retention says is old, at start and every retention_every_s."""
+        assert self.retention is not None
+        while not self._stop_receiving.is_set():
+            try:
+                deleted = expire(self.engine, self.retention, time.time(),
+                                 self._stop_receiving)
+                if any(deleted.values()):
+                    log.info("retention: deleted %s", ", ".join(
+                        f"{n} {name} rows" for name, n in deleted.items() if n))
+            except sa.exc.DBAPIError as exc:  # down: the writer says so; next time, then
+                log.debug("retention could not run (%s)", str(exc.orig).strip()[:200])
+            self._stop_receiving.wait(self.retention_every_s)
 
     # -- writing
 
