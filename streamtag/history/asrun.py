@@ -392,13 +392,10 @@ def _went_on(conn: sa.Connection, session: str, ended_at: float) -> bool:
     """Whether a daemon session went on after one of its streams ended: a window of any of
     its streams sent over STREAM_ENDED_ALONE_S later. Then the stream ended by itself, not as
     the daemon stopped."""
-    st, sc = schema.statuses.c, blocks.windows(conn).c
+    st = schema.statuses.c
     streams = conn.execute(sa.select(st.stream).where(st.session == session)
                            .group_by(st.stream)).scalars().all()
-    later = ended_at + STREAM_ENDED_ALONE_S
-    return any(conn.execute(sa.select(sc.id).where(sc.stream == stream, sc.sent_at > later,
-                                                   sc.session == session).limit(1)).first()
-               for stream in streams)
+    return blocks.sent_after(conn, streams, session, ended_at + STREAM_ENDED_ALONE_S)
 
 
 def has_silences(conn: sa.Connection) -> bool:

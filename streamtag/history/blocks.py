@@ -406,6 +406,16 @@ def block_rows(conn: sa.Connection, streams: Sequence[str] | None = None,
     return conn.execute(query)
 
 
+def sent_after(conn: sa.Connection, streams: Sequence[str], session: str, at: float) -> bool:
+    """Whether a window of `streams` under `session` was sent after `at` (its block's last
+    window tells, whatever range `windows` loaded)."""
+    b, s = schema.window_blocks.c, schema.sessions.c
+    return conn.execute(sa.select(b.id).join_from(
+        schema.window_blocks, schema.sessions, b.session_id == s.id).where(
+        s.stream.in_(list(streams)), s.session == session, b.last_sent_at > at)
+        .limit(1)).first() is not None
+
+
 def decoded_windows(conn: sa.Connection, streams: Sequence[str] | None = None,
                     since: float | None = None, until: float | None = None,
                     scores: bool = False) -> list[dict[str, Any]]:
