@@ -4,8 +4,8 @@ get windows back (`windows`).
 
 A block holds the windows of one stream, daemon session and model whose `sent_at` falls in one
 minute, column by column, then zlib-compressed: seq, times and sample positions as deltas
-(a constant hop packs to almost nothing), scores quantised to a byte per tag (1/255) with the
-smoothed ones as deltas along time, the active tags, mood and content as small per-block
+(a constant hop packs to almost nothing), scores quantised to a byte per tag (1/255) as deltas
+along time, the active tags, mood and content as small per-block
 dictionaries, and the audio figures as integers at the precision the daemon measures them to.
 What a block keeps, and to what precision (docs/history.md says the same):
 
@@ -148,9 +148,8 @@ def encode(windows: Sequence[Window], n_tags: int) -> bytes:
                         dtype=np.int32)
         parts.append(_shuffled(ints))
     if kind == _U8:
-        q_raw, q_smoothed = _quantised(raw).T, _quantised(smoothed).T  # tag by tag
-        parts.append(q_raw.tobytes())
-        parts.append(np.diff(q_smoothed, axis=1, prepend=np.uint8(0)).tobytes())
+        for q in (_quantised(raw).T, _quantised(smoothed).T):  # tag by tag, along time
+            parts.append(np.diff(q, axis=1, prepend=np.uint8(0)).tobytes())
     else:
         parts.append(_shuffled(raw.T.astype(schema.SCORE_DTYPE).ravel()))
         parts.append(_shuffled(smoothed.T.astype(schema.SCORE_DTYPE).ravel()))
@@ -205,9 +204,9 @@ def decode(data: bytes) -> Columns:
         out[column] = [None if v == _I32_NONE else v / scale for v in ints.tolist()]
     if kind == _U8:
         count = n * n_tags
-        q_raw = np.frombuffer(payload, np.uint8, count, at).reshape(n_tags, n)
-        q_smoothed = np.cumsum(np.frombuffer(payload, np.uint8, count, at + count)
-                               .reshape(n_tags, n), axis=1, dtype=np.uint8)
+        q_raw, q_smoothed = (np.cumsum(np.frombuffer(payload, np.uint8, count, start)
+                                       .reshape(n_tags, n), axis=1, dtype=np.uint8)
+                             for start in (at, at + count))
         raw, smoothed = q_raw.T / 255.0, q_smoothed.T / 255.0
     else:
         raw = _unshuffled(payload[at:], "<f4", n * n_tags).reshape(n_tags, n).T
