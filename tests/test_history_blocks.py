@@ -158,6 +158,13 @@ def _old_database(url: str, recorded: sa.Engine, sent: list) -> sa.Engine:
     return engine
 
 
+def _old_sent_after(conn: sa.Connection, streams, session: str, at: float) -> bool:
+    sc = schema.legacy_scores.c
+    return any(conn.execute(sa.select(sc.id).where(sc.stream == stream, sc.sent_at > at,
+                                                   sc.session == session).limit(1)).first()
+               for stream in streams)
+
+
 def _reports(engine: sa.Engine, since: float, until: float, now: float) -> dict:
     history = load_history(engine, None, since, until, now=now, period="day")
     bins = {stream: [a.tolist() for a in tag_share_bins(engine, stream, list(TAGS), since,
@@ -198,6 +205,7 @@ def test_reports_from_blocks_equal_those_from_the_old_rows(new_url, monkeypatch)
     since, until = t0 - 60, t0 + 1200
     with monkeypatch.context() as patch:  # the reports as they read `scores` before
         patch.setattr(blocks, "windows", lambda conn, *a, **k: schema.legacy_scores)
+        patch.setattr(blocks, "sent_after", _old_sent_after)
         before = _reports(old, since, until, now)
     assert before["json"]["asrun"] and before["json"]["streams"]["radio-3"]["content"]
     _assert_close(before, _reports(recorded, since, until, now))
