@@ -9,6 +9,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -39,9 +40,8 @@ def test_the_as_run_log_gives_each_track_its_loudness(tmp_path):
     write_audio(path, stereo_music(20.0), RATE)
     engine = record(path, tmp_path, loudness=True)
     with engine.connect() as conn:
-        sc = blocks.windows(conn).c
-        readings = conn.execute(sa.select(sc.short_term_lufs, sc.momentary_lufs)
-                                .order_by(sc.end_sample)).all()
+        readings = sorted((SimpleNamespace(**w) for w in blocks.decoded_windows(conn)),
+                          key=lambda w: w.end_sample)
     history = load_history(engine)
     engine.dispose()
     short_term = [r.short_term_lufs for r in readings if r.short_term_lufs is not None]

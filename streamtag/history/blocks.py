@@ -142,10 +142,9 @@ def encode(windows: Sequence[Window], n_tags: int) -> bytes:
               _shuffled(np.array([-1 if w.clipped is None else w.clipped for w in windows],
                                  dtype=np.int64))]
     for column, scale in _SCALED:
-        values = [getattr(w, column) for w in windows]
-        ints = np.array([_I32_NONE if v is None else
-                         int(np.clip(round(v * scale), -_I32_MAX, _I32_MAX)) for v in values],
-                        dtype=np.int32)
+        values = np.array([getattr(w, column) for w in windows], dtype=np.float64)  # None: nan
+        scaled = np.clip(np.rint(values * scale), -_I32_MAX, _I32_MAX)
+        ints = np.where(np.isnan(scaled), _I32_NONE, scaled).astype(np.int32)
         parts.append(_shuffled(ints))
     if kind == _U8:
         for q in (_quantised(raw).T, _quantised(smoothed).T):  # tag by tag, along time
@@ -355,16 +354,16 @@ class OpenBlocks:
 # The windows decoded for a reader, in a temporary table of the old `scores` columns that
 # readers use, so that their queries stay what they were.
 WINDOW_COLUMNS = ("stream", "session", "seq", "sent_at", "model_id", "start_s", "end_s",
-                  "start_sample", "end_sample", "active", "latency_ms", "rms_dbfs",
-                  "peak_dbfs", "clipped", "onset_rate_hz", "energy", "mood", "valence",
-                  "arousal", "momentary_lufs", "short_term_lufs", "content")
+                  "start_sample", "end_sample", "active", "short_term_lufs", "content")
+_DECODED = ("seq", "sent_at", "start_s", "end_s", "start_sample", "end_sample", "active",
+            "latency_ms", "rms_dbfs", "peak_dbfs", "clipped", "onset_rate_hz", "energy", "mood",
+            "valence", "arousal", "momentary_lufs", "short_term_lufs", "content")
 # A reader's range is widened by this much: its queries look a day around it (a silence that
 # began the day before, the window after a gap).
 READ_MARGIN_S = 86400.0
 _read_meta = sa.MetaData()
 window_rows = sa.Table(
     "streamtag_windows", _read_meta,
-    sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("stream", sa.String(128), nullable=False),
     sa.Column("session", sa.String(128), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
@@ -375,16 +374,6 @@ window_rows = sa.Table(
     sa.Column("start_sample", sa.BigInteger, nullable=False),
     sa.Column("end_sample", sa.BigInteger, nullable=False),
     sa.Column("active", sa.Text, nullable=False),
-    sa.Column("latency_ms", sa.Float),
-    sa.Column("rms_dbfs", sa.Float),
-    sa.Column("peak_dbfs", sa.Float),
-    sa.Column("clipped", sa.BigInteger),
-    sa.Column("onset_rate_hz", sa.Float),
-    sa.Column("energy", sa.Float),
-    sa.Column("mood", sa.Text),
-    sa.Column("valence", sa.Float),
-    sa.Column("arousal", sa.Float),
-    sa.Column("momentary_lufs", sa.Float),
     sa.Column("short_term_lufs", sa.Float),
     sa.Column("content", sa.String(16)),
     sa.Index("ix_streamtag_windows_stream_sent_at", "stream", "session", "sent_at"),
@@ -430,20 +419,34 @@ def decoded_windows(conn: sa.Connection, streams: Sequence[str] | None = None,
             if (since is not None and at < since) or (until is not None and at > until):
                 continue
             window = {"stream": row.stream, "session": row.session, "model_id": row.model_id,
-                      **{name: values[name][i] for name in WINDOW_COLUMNS[2:]
-                         if name != "model_id"}}
+                      **{name: values[name][i] for name in _DECODED}}
             if scores:
                 window["raw"], window["smoothed"] = columns.raw[i], columns.smoothed[i]
             out.append(window)
     return out
 
 
+def _window_tuples(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                   until: float | None) -> list[tuple]:
+    """The reader's table's rows (WINDOW_COLUMNS) of the windows sent in [since, until]."""
+    out: list[tuple] = []
+    for row in block_rows(conn, streams, since, until):
+        values = decode(row.data).values
+        n = len(values["seq"])
+        rows = zip([row.stream] * n, [row.session] * n, values["seq"], values["sent_at"],
+                   [row.model_id] * n, *(values[name] for name in WINDOW_COLUMNS[5:]),
+                   strict=True)
+        out += [r for r in rows if (since is None or r[3] >= since)
+                and (until is None or r[3] <= until)]
+    return out
+
+
 def windows(conn: sa.Connection, streams: Sequence[str] | None = None,
             since: float | None = None, until: float | None = None) -> sa.Table:
-    """The one way readers read windows: a table of the old `scores` columns (less the score
-    arrays) holding the windows of `streams` sent within READ_MARGIN_S of [since, until],
-    decoded from their blocks into a temporary table of this connection. Called again with
-    no range, it is the table loaded last on this connection (or every window, if none)."""
+    """The one way readers read windows: a table of the old `scores` columns that readers use,
+    holding the windows of `streams` sent within READ_MARGIN_S of [since, until], decoded from
+    their blocks into a temporary table of this connection. Called again with no range, it is
+    the table loaded last on this connection (or every window, if none was)."""
     asked = (tuple(streams) if streams else None, since, until)
     loaded = _loaded.get(conn)
     if loaded is not None and (loaded == asked or asked == (None, None, None)):
@@ -452,8 +455,16 @@ def windows(conn: sa.Connection, streams: Sequence[str] | None = None,
     hi = None if until is None else until + READ_MARGIN_S
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {window_rows.name}")
     window_rows.create(conn)
-    rows = decoded_windows(conn, streams, lo, hi)
-    if rows:
-        conn.execute(window_rows.insert(), rows)
+    rows = _window_tuples(conn, streams, lo, hi)
+    names = ", ".join(WINDOW_COLUMNS)
+    if rows and conn.dialect.name == "postgresql":
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(
+                f"COPY {window_rows.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    elif rows:
+        marks = ", ".join("?" * len(WINDOW_COLUMNS))
+        conn.connection.driver_connection.executemany(
+            f"INSERT INTO {window_rows.name} ({names}) VALUES ({marks})", rows)
     _loaded[conn] = asked
     return window_rows
