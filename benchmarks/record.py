@@ -278,8 +278,8 @@ def bytes_before_after(make_url, streams: int, windows: int) -> list[dict]:
                     if layout == "before":
                         conn.execute(schema.legacy_scores.insert(), [{
                             "stream": f"station-{k:02d}", "session": "s" * 32, "model_id": 1,
-                            **{name: getattr(w, name) for name in blocks.WINDOW_COLUMNS[2:]
-                               if name != "model_id"},
+                            **{c.name: getattr(w, c.name) for c in schema.legacy_scores.columns
+                               if hasattr(w, c.name)},
                             "raw": schema.pack_scores(w.raw),
                             "smoothed": schema.pack_scores(w.smoothed)} for w in rows])
                         continue
