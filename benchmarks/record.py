@@ -12,6 +12,11 @@ Measured per database:
 - real time: `--realtime-s` seconds at the real load (64 windows a second); the share of one
   core the recorder used, and the headroom (how many times the load that core would take).
 - size: bytes on disk per window, scaled to a stream-day (86,400 windows and their events).
+- bytes per window before and after: the same windows (`--size-streams` streams of a 50-tag
+  model with loudness on, an hour each) written one row per window as schema revision 0008
+  stored them, and packed in blocks with their rollups as the recorder stores them now. Two
+  materials: tagger-like scores (each tag's logit a slow random walk around its own level,
+  as overlapping windows give) and uniform random scores (nothing to compress: the worst case).
 
 - windows per CPU-second: the burst's scores messages (one per window) per CPU-second of the
   recorder, the figure a fleet's recorders are sized by.
@@ -19,6 +24,7 @@ Measured per database:
     python benchmarks/record.py                      # SQLite and a throwaway PostgreSQL
     python benchmarks/record.py --postgres postgresql://user@host/db --json
     python benchmarks/record.py --databases sqlite --windows 60
+    python benchmarks/record.py --sizes-only         # the before/after table alone
 
 Before and after a change, side by side in one run: --compare PATH runs the recorder of the
 streamtag checkout at PATH as well (e.g. ``git worktree add /tmp/main main``), alternating the
@@ -49,7 +55,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streamtag.history import schema  # noqa: E402
+from streamtag.history import blocks, schema  # noqa: E402
 from streamtag.wire.protocol import EventBody, ScoresBody, make_message  # noqa: E402
 from streamtag.wire.publisher import Publisher  # noqa: E402
 
@@ -189,7 +195,8 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
 
         with engine.connect() as conn:
             stored = sum(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
-                         for t in (schema.scores, schema.events))
+                         for t in (schema.events,)) + (conn.execute(sa.select(
+                sa.func.sum(schema.window_blocks.c.windows))).scalar() or 0)
             gaps = conn.execute(sa.select(sa.func.count()).select_from(schema.gaps)).scalar()
         sent = len(burst) + len(live)
         scores_sent = sum(m.msg_type == "scores" for m in burst + live)
@@ -225,6 +232,98 @@ def fresh_postgres(server_url: str) -> str:
     admin.dispose()
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
+SIZE_TAGS = tuple(f"tag{i:02d}" for i in range(50))
+
+
+def size_material(streams: int, windows: int, kind: str, t0: float) -> list[list]:
+    """Per stream, its windows (blocks.Window) of a 50-tag model with loudness on."""
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(streams):
+        level = rng.normal(-3.0, 1.5, len(SIZE_TAGS))
+        logit = level.copy()
+        smoothed = np.zeros(len(SIZE_TAGS))
+        rows = []
+        for i in range(windows):
+            if kind == "tagger-like":
+                logit = 0.9 * logit + 0.1 * level + rng.normal(0, 0.35, len(SIZE_TAGS))
+                raw = 1 / (1 + np.exp(-logit))
+            else:
+                raw = rng.random(len(SIZE_TAGS))
+            raw = np.round(raw, 6)
+            smoothed = np.round(0.7 * smoothed + 0.3 * raw, 6)
+            active = [t for t, v in zip(SIZE_TAGS, smoothed, strict=True) if v > 0.5]
+            rms = round(float(-18 + 4 * np.sin(i / 40) + rng.normal(0, 1)), 2)
+            rows.append(blocks.Window(
+                seq=i, sent_at=t0 + i + float(rng.random()) * 0.01, start_s=float(i),
+                end_s=i + 3.0, start_sample=i * 16000, end_sample=(i + 3) * 16000, raw=raw,
+                smoothed=smoothed, active=schema.pack_names(active),
+                latency_ms=round(float(rng.gamma(2, 6)), 3), rms_dbfs=rms,
+                peak_dbfs=round(rms + 12 + float(rng.random()) * 3, 2), clipped=0,
+                onset_rate_hz=round(float(rng.random()) * 4, 3), energy=float(rng.random()),
+                mood=schema.pack_names(["calm"] if i % 300 < 200 else ["lively"]),
+                valence=round(float(np.sin(i / 100)), 3), arousal=round(float(np.cos(i / 90)), 3),
+                momentary_lufs=round(rms + 2.5 + float(rng.normal(0, 1)), 2),
+                short_term_lufs=round(rms + 2.0, 2), content="music"))
+        out.append(rows)
+    return out
+
+
+def _size_db(make_url, name: str, revision: str | None) -> tuple[sa.Engine, str]:
+    from alembic import command
+
+    url = make_url(name)
+    engine = schema.create_db_engine(url)
+    if revision is None:
+        schema.upgrade(engine)
+    else:
+        with engine.begin() as conn:
+            command.upgrade(schema._alembic_config(conn), revision)
+    return engine, url
+
+
+def bytes_before_after(make_url, streams: int, windows: int) -> list[dict]:
+    """Bytes per window, one row per window (revision 0008) and in blocks (now)."""
+    out = []
+    t0 = time.time() - windows - 3600
+    for kind in ("tagger-like", "uniform"):
+        material = size_material(streams, windows, kind, t0)
+        result = {"material": kind, "tags": len(SIZE_TAGS), "windows": streams * windows}
+        for layout in ("before", "after"):
+            engine, url = _size_db(make_url, f"{kind}-{layout}", "0008" if layout == "before"
+                                   else None)
+            empty = db_bytes(engine, url)
+            with engine.begin() as conn:
+                conn.execute(schema.models.insert(), {"id": 1, "name": "size", "hash": "x",
+                                                      "tags": schema.pack_names(SIZE_TAGS)})
+                conn.execute(schema.sessions.insert(), [
+                    {"id": k + 1, "stream": f"station-{k:02d}", "session": "s" * 32,
+                     "first_sent_at": t0, "restarted": False} for k in range(streams)])
+            for k, rows in enumerate(material):
+                with engine.begin() as conn:
+                    if layout == "before":
+                        conn.execute(schema.legacy_scores.insert(), [{
+                            "stream": f"station-{k:02d}", "session": "s" * 32, "model_id": 1,
+                            **{c.name: getattr(w, c.name) for c in schema.legacy_scores.columns
+                               if hasattr(w, c.name)},
+                            "raw": schema.pack_scores(w.raw),
+                            "smoothed": schema.pack_scores(w.smoothed)} for w in rows])
+                        continue
+                    store = blocks.OpenBlocks(1)
+                    closed = [b for w in rows
+                              for b in store.add(f"station-{k:02d}", "s", 1, SIZE_TAGS, w, 0)]
+                    closed += store.close_all()
+                    pairs = [b.rows() for b in closed]
+                    conn.execute(schema.window_blocks.insert(),
+                                 [{**p[0], "session_id": k + 1} for p in pairs])
+                    conn.execute(schema.window_rollups.insert(),
+                                 [{**p[1], "session_id": k + 1} for p in pairs])
+            result[layout] = round((db_bytes(engine, url) - empty) / (streams * windows), 1)
+            result["database"] = engine.dialect.name
+            engine.dispose()
+        out.append(result)
+    return out
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -240,9 +339,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="runs of each recorder per database (default 1)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--size-streams", type=int, default=8,
+                        help="streams of an hour each for the before/after sizes (default 8)")
+    parser.add_argument("--sizes-only", action="store_true",
+                        help="only the bytes per window before and after")
     args = parser.parse_args()
     codes = [ROOT] if args.compare is None else [args.compare.resolve(), ROOT]
-    results, notes, server = [], [], None
+    results, notes, server, sizes = [], [], None, []
     try:
         for name in args.databases.split(","):
             if name == "postgresql" and not args.postgres:
@@ -255,6 +358,10 @@ def main() -> int:
                 except Exception as exc:  # pytest's Skipped names what to install
                     notes.append(f"postgresql skipped: {exc}")
                     continue
+            sizes_url = "" if name == "sqlite" else args.postgres or server.url
+            sizes += bytes_before_after(_url_maker(name, sizes_url), args.size_streams, 3600)
+            if args.sizes_only:
+                continue
             for _ in range(args.rounds):
                 for code in codes:
                     if name == "sqlite":
@@ -267,7 +374,8 @@ def main() -> int:
             server.close()
     if args.json:
         print(json.dumps({"load_msgs_per_s": LOAD_PER_S, "target_x": TARGET,
-                          "results": results, "notes": notes}, indent=1))
+                          "results": results, "bytes_per_window": sizes, "notes": notes},
+                         indent=1))
     else:
         print(f"load: {STREAMS} streams x 1 window/s = {LOAD_PER_S} scores/s, {N_TAGS} tags; "
               f"target {TARGET}x = {TARGET * LOAD_PER_S} msgs/s on one core")
@@ -289,10 +397,34 @@ def main() -> int:
                            for c in codes]
                 print(f"{name:>10}: {codes[0].name} {medians[0]:.0f}, {codes[1].name} "
                       f"{medians[1]:.0f} ({medians[1] / medians[0]:.2f}x)")
+        print(f"bytes per window, one row each (revision 0008) | packed in blocks with rollups "
+              f"(now); {args.size_streams} streams x 3600 windows, {len(SIZE_TAGS)} tags, "
+              "loudness on:")
+        for r in sizes:
+            print(f"{r['database']:>10} {r['material']:>12}: {r['before']:>7} B | "
+                  f"{r['after']:>6} B  ({r['before'] / r['after']:.1f}x smaller; "
+                  f"{r['after'] * 86400 / 1e6:.1f} MB per stream-day)")
         for note in notes:
             print(note)
     ok = all(r["stored"] == r["messages"] and r["gaps"] == 0 for r in results)
     return 0 if ok else 1
+
+
+def _url_maker(name: str, url: str):
+    """New databases for the size runs: files beside each other, or PostgreSQL databases
+    made on the server of `url`."""
+    if name == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="streamtag-size-"))
+        return lambda label: f"sqlite:///{folder / label}.db"
+
+    def make(label: str) -> str:
+        database = f"size_{label.replace('-', '_')}_{time.monotonic_ns()}"
+        admin = sa.create_engine(schema.normalise_url(url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {database}"))
+        admin.dispose()
+        return url.rsplit("/", 1)[0] + f"/{database}"
+    return make
 
 
 if __name__ == "__main__":

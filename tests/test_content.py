@@ -39,7 +39,7 @@ from streamtag.engine.content import (
 )
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
-from streamtag.history import schema
+from streamtag.history import blocks
 from streamtag.history.report import format_csv, format_json, format_text, load_history
 from streamtag.model.inference import InferenceModel
 from streamtag.wire import protocol
@@ -268,8 +268,8 @@ def test_the_history_stores_content_and_reports_the_speech_share(tmp_path, progr
     engine = record_file(path, tmp_path, (0.01, 0.01, 0.01, 0.01), window=187, hop=62,
                          title="Programme")
     try:
-        sc = schema.scores.c
         with engine.connect() as conn:
+            sc = blocks.windows(conn).c
             rows = conn.execute(sa.select(sc.start_s, sc.end_s, sc.content, sc.active)).all()
         inside = [r for r in rows if speech_start + 3.5 <= r.start_s and r.end_s <= speech_end]
         assert inside and all(r.content == "speech" and r.active == "[]" for r in inside)

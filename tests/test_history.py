@@ -31,6 +31,7 @@ from support.history_station import (
     keys,
     record,
     stored_keys,
+    stored_windows,
     table_rows,
     wait_stored,
 )
@@ -318,17 +319,17 @@ def test_every_message_is_stored_exactly_once_even_when_received_twice(engine):
         assert set(stored.values()) == {1}
         assert {m.msg_type for m in sent} == {"scores", "event", "status", "track"}
         assert table_rows(engine, schema.gaps) == []
-        # Values come back as sent (scores as float32 of six-decimal numbers).
+        # Values come back as sent (scores to 1/255, as history.blocks stores them).
         by_key = {(m.stream, m.seq): m.body for m in sent if m.msg_type == "scores"}
-        rows = table_rows(engine, schema.scores)
+        rows = stored_windows(engine)
         model_tags = {r.id: schema.unpack_names(r.tags) for r in table_rows(engine,
                                                                            schema.models)}
         for row in rows:
             body = by_key[(row.stream, row.seq)]
             assert model_tags[row.model_id] == list(body.tags)
-            np.testing.assert_allclose(schema.unpack_scores(row.raw), body.raw, atol=1e-7)
-            np.testing.assert_allclose(schema.unpack_scores(row.smoothed), body.smoothed,
-                                       atol=1e-7)
+            np.testing.assert_allclose(row.raw, body.raw, rtol=0, atol=0.5 / 255 + 1e-9)
+            np.testing.assert_allclose(row.smoothed, body.smoothed, rtol=0,
+                                       atol=0.5 / 255 + 1e-9)
             assert schema.unpack_names(row.active) == list(body.active)
             assert (row.start_sample, row.end_sample) == (body.start_sample, body.end_sample)
         tracks = {(r.stream, r.seq): r for r in table_rows(engine, schema.tracks)}
@@ -508,8 +509,8 @@ def test_what_overflows_the_queue_is_counted_reported_and_stored_as_a_gap(postgr
                        "every message to reach the recorder")
         finally:
             postgres.start()
-        wait_until(lambda: recorder.queue.empty() and recorder.stats.db_up, 60,
-                   "the queue to drain")
+        wait_until(lambda: recorder.queue.empty() and recorder.stats.db_up
+                   and recorder.open_blocks == 0, 60, "the queue to drain")
         time.sleep(0.5)
         stored = stored_keys(engine)
         missing = keys(sent) - stored
@@ -729,13 +730,15 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
         assert table_rows(engine, schema.gaps) == []
         # protocol 1.2: each window's audio level and the stream's mood, as published
         published = {(m.stream, m.header.seq): m.body for m in heard if m.msg_type == "scores"}
-        rows = table_rows(engine, schema.scores)
+        rows = stored_windows(engine)
         assert len(rows) == len(published)
         for row in rows:
             body = published[(row.stream, row.seq)]
-            assert (row.rms_dbfs, row.peak_dbfs, row.clipped, row.onset_rate_hz, row.energy) \
+            # the daemon's precision (0.01 dB, 0.001 Hz) is kept exactly; energy to 1e-6
+            assert (row.rms_dbfs, row.peak_dbfs, row.clipped, row.onset_rate_hz) \
                 == (body.audio.rms_dbfs, body.audio.peak_dbfs, body.audio.clipped,
-                    body.audio.onset_rate_hz, body.audio.energy)
+                    body.audio.onset_rate_hz)
+            assert row.energy == pytest.approx(body.audio.energy, abs=5e-7)
             assert json.loads(row.mood) == list(body.mood.words)
             assert (row.valence, row.arousal) == (body.mood.valence, body.mood.arousal)
         assert all(-60 < row.rms_dbfs < 0 and row.mood != "[]" for row in rows)  # music

@@ -10,7 +10,7 @@ import json
 import time
 
 from support.helpers import make_config, started, wait_until
-from support.history_station import history, table_rows
+from support.history_station import history, stored_windows, table_rows
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -35,9 +35,9 @@ def test_a_recorder_started_mid_track_titles_the_track_now_playing(model_path, t
                    60, "the daemon to score the stream's first windows")
         # the recorder starts now: the "running" status with the title is gone by
         recorder = Recorder(engine, daemon.publisher.endpoint,
-                            control=[daemon.control.endpoint]).start()
+                            control=[daemon.control.endpoint], max_block_age_s=2).start()
         wait_until(lambda: table_rows(engine, schema.snapshots)
-                   and len(table_rows(engine, schema.scores)) >= 3, 60,
+                   and len(stored_windows(engine)) >= 3, 60,
                    "the recorder to store its snapshot and some windows")
         assert table_rows(engine, schema.statuses) == []  # the title came with no status
         (row,) = table_rows(engine, schema.snapshots)

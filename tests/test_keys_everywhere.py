@@ -242,13 +242,15 @@ def test_record_with_keys_writes_what_a_curve_daemon_publishes(keys, daemon, tmp
     schema.upgrade(engine)
     recorder = run_streamtag("record", "--connect", feed, "--control", control, "--db", url,
                              "--server-key", str(keys["daemon_public"]),
-                             "--client-key", str(keys["client_secret"]), popen=True)
-    scores = schema.MESSAGE_TABLES["scores"]
+                             "--client-key", str(keys["client_secret"]), "--block-s", "1",
+                             popen=True)
 
     def stored() -> int:
+        blocks, sessions = schema.window_blocks.c, schema.sessions.c
         with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(scores)
-                                .where(scores.c.stream == STREAM)).scalar()
+            return conn.execute(sa.select(sa.func.sum(blocks.windows))
+                                .join_from(schema.window_blocks, schema.sessions)
+                                .where(sessions.stream == STREAM)).scalar() or 0
 
     try:
         read_line(recorder, "recording")

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, mean_lufs
-from streamtag.history import schema
+from streamtag.history import blocks
 from streamtag.history.asrun import gated_loudness
 from streamtag.history.report import format_csv, format_json, format_text, load_history
 
@@ -39,9 +40,8 @@ def test_the_as_run_log_gives_each_track_its_loudness(tmp_path):
     write_audio(path, stereo_music(20.0), RATE)
     engine = record(path, tmp_path, loudness=True)
     with engine.connect() as conn:
-        readings = conn.execute(sa.select(schema.scores.c.short_term_lufs, schema.scores.c
-                                          .momentary_lufs)
-                                .order_by(schema.scores.c.end_sample)).all()
+        readings = sorted((SimpleNamespace(**w) for w in blocks.decoded_windows(conn)),
+                          key=lambda w: w.end_sample)
     history = load_history(engine)
     engine.dispose()
     short_term = [r.short_term_lufs for r in readings if r.short_term_lufs is not None]

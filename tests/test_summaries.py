@@ -194,7 +194,7 @@ def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
     from streamtag.audio.testsignals import music_like
     from streamtag.daemon.config import SourceConfig
     from streamtag.engine.health import HealthConfig
-    from streamtag.history import schema
+    from streamtag.history import blocks, schema
     from streamtag.history.recorder import Recorder
     from streamtag.history.report import load_history
 
@@ -224,8 +224,8 @@ def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
         assert recorder.stop()
     finally:
         daemon.stop()
-    sc = schema.scores.c
     with engine.connect() as conn:
+        sc = blocks.windows(conn).c
         played_at = conn.execute(sa.select(sa.func.min(sc.sent_at - sc.end_s))).scalar()
     history = load_history(engine)
     engine.dispose()

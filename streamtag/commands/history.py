@@ -137,7 +137,7 @@ def require_streams(engine: sa.Engine, streams: list[str]) -> None:
 
     from streamtag.history import schema
 
-    c = [t.c.stream for t in (schema.statuses, schema.scores)]
+    c = [t.c.stream for t in (schema.statuses, schema.sessions)]
     with engine.connect() as conn:
         found = {row.stream for column in c for row in conn.execute(
             sa.select(column.label("stream")).where(column.in_(streams)).distinct())}

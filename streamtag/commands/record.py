@@ -38,6 +38,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="longest wait between retries of a down database (default 30)")
     p.add_argument("--drain-timeout-s", type=seconds_from_0, default=10.0,
                    help="on stop, how long to wait for the database to take the queue")
+    p.add_argument("--block-s", type=block_seconds, default=60.0,
+                   help="the longest a window waits in memory, packed with its stream's "
+                        "minute, before it is written (default 60, at most 60; a crash "
+                        "loses that much of each stream, stored as a gap)")
+    p.add_argument("--keep", metavar="KIND=SPAN,...", default="",
+                   help="how long to keep what, e.g. windows=30d,rollups=400d (the "
+                        "defaults); also tracks, events, statuses, silences, gaps, snapshots "
+                        "(kept for ever unless given); a span is a number and s, m, h or d, "
+                        "or 'forever'")
     p.add_argument("--metrics-port", type=port_number,
                    help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",
@@ -53,10 +62,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_record)
 
 
+def block_seconds(text: str) -> float:
+    """record --block-s: seconds above 0, at most a minute (a block holds one)."""
+    value = seconds_above_0(text)
+    if value > 60:
+        raise argparse.ArgumentTypeError(f"{text!r}: a block holds at most a minute of a "
+                                         "stream; give 60 seconds or fewer")
+    return value
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade, shard, server_key, client_key, quiet and verbose (the
-    logging level, set by streamtag.cli)."""
+    metrics_port, metrics_address, upgrade, shard, block_s, keep, server_key, client_key, quiet
+    and verbose (the logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
         return record(args, stop)
 
@@ -73,10 +91,12 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
         permanent_db_error,
         start_when_up,
     )
+    from streamtag.history.retention import parse_keep
     from streamtag.wire.control import default_token_file
     from streamtag.wire.exposure import optional_client_curve
 
     try:
+        retention = parse_keep(args.keep)
         engine = schema.create_db_engine(args.db)
         if args.upgrade:
             try:
@@ -103,7 +123,8 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                            queue_size=args.queue_size, batch_size=args.batch_size,
                            max_backoff_s=args.max_backoff_s, curve=curve,
                            owns=None if shard.count == 1 else shard.owns,
-                           heartbeats=shard.index == 0).connect()
+                           heartbeats=shard.index == 0, max_block_age_s=args.block_s,
+                           retention=retention).connect()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,7 +2,9 @@
 PostgreSQL, through SQLAlchemy Core), and ``streamtag history`` and the dashboard read it.
 
 schema.py holds the tables and the schema versions (Alembic migrations in migrations/),
-recorder.py the recorder, report.py the queries and their text forms, plot.py the timeline
-(it reads report's `History`; report never imports it), metrics.py the recorder's Prometheus
-metrics. The commands are streamtag.commands.record and streamtag.commands.history.
+blocks.py the packed windows (their format, rollups, and the one way readers read windows),
+retention.py what expires when, recorder.py the recorder, report.py the queries and their
+text forms, plot.py the timeline (it reads report's `History`; report never imports it),
+metrics.py the recorder's Prometheus metrics. The commands are streamtag.commands.record
+and streamtag.commands.history.
 """

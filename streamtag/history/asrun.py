@@ -59,7 +59,7 @@ from streamtag.audio.loudness import (
     SHORT_TERM_BLOCKS,
     loudness_of_power,
 )
-from streamtag.history import content, schema
+from streamtag.history import blocks, content, schema
 from streamtag.history.timeparse import Zone
 from streamtag.wire.protocol import DOWN_STATES
 
@@ -340,7 +340,7 @@ def _last_audio(conn: sa.Connection, down: _Down) -> float:
     windows of the audio the source already had may follow its status). A window sent later
     without new audio (the daemon scoring what was left as it stopped) is not audio
     received then; nor is a window of audio after the loss, once it came back."""
-    sc = schema.scores.c
+    sc = blocks.windows(conn).c
     before_back = ([sc.end_sample <= down.samples] if down.samples is not None else [])
     last = conn.execute(sa.select(sa.func.max(sc.sent_at)).where(
         sc.stream == down.span.stream, sc.session == down.session,
@@ -355,7 +355,7 @@ def _resumed(conn: sa.Connection, down: _Down, before: float | None) -> float | 
     None when there is none, or the sample count is unknown."""
     if down.samples is None:
         return None
-    sc = schema.scores.c
+    sc = blocks.windows(conn).c
     first = conn.execute(sa.select(sc.sent_at, sc.end_s, sc.end_sample).where(
         sc.stream == down.span.stream, sc.session == down.session,
         sc.end_sample > down.samples, sc.sent_at > down.noticed,
@@ -373,7 +373,7 @@ def _session_end(conn: sa.Connection, down: _Down, before: float | None,
     """The last message (status or window) of an outage's daemon session before `before`:
     when its monitoring ended, the daemon killed or restarted. With `later`, only when a
     later session of the stream sent something (else None: the session may still run)."""
-    st, sc = schema.statuses.c, schema.scores.c
+    st, sc = schema.statuses.c, blocks.windows(conn).c
     stream = down.span.stream
     if later:
         newer = conn.execute(sa.select(sa.func.min(sc.sent_at)).where(
@@ -392,13 +392,10 @@ def _went_on(conn: sa.Connection, session: str, ended_at: float) -> bool:
     """Whether a daemon session went on after one of its streams ended: a window of any of
     its streams sent over STREAM_ENDED_ALONE_S later. Then the stream ended by itself, not as
     the daemon stopped."""
-    st, sc = schema.statuses.c, schema.scores.c
+    st = schema.statuses.c
     streams = conn.execute(sa.select(st.stream).where(st.session == session)
                            .group_by(st.stream)).scalars().all()
-    later = ended_at + STREAM_ENDED_ALONE_S
-    return any(conn.execute(sa.select(sc.id).where(sc.stream == stream, sc.sent_at > later,
-                                                   sc.session == session).limit(1)).first()
-               for stream in streams)
+    return blocks.sent_after(conn, streams, session, ended_at + STREAM_ENDED_ALONE_S)
 
 
 def has_silences(conn: sa.Connection) -> bool:
@@ -416,7 +413,7 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     if not has_silences(conn):
         return []
     table = sa.Table("silences", sa.MetaData(), autoload_with=conn)
-    c, sc = table.c, schema.scores.c
+    c, sc = table.c, blocks.windows(conn, streams, since, until).c
     # a silence longer than a day that began before the range is left out
     cause = c.cause if "cause" in c else sa.literal("silence")
     rows = conn.execute(sa.select(c.stream, c.session, c.sent_at, c.state, c.start_sample,
@@ -458,9 +455,7 @@ def speech_spans(conn: sa.Connection, streams: Sequence[str] | None, since: floa
     half way into its first window (where the daemon dates the speech's start) to its last
     window's end, in wall-clock time by when each window was sent; those of at least
     SPEECH_MIN_S of audio."""
-    sc = schema.scores.c
-    if not content.has_content(conn):
-        return []
+    sc = blocks.windows(conn, streams, since, until).c
     rows = conn.execute(sa.select(sc.stream, sc.session, sc.sent_at, sc.start_s, sc.end_s)
                         .where(*_streams(sc.stream, streams), sc.content == "speech",
                                *([sc.sent_at >= since - 86400.0] if since is not None else []),
@@ -499,7 +494,7 @@ def gap_spans(conn: sa.Connection, gaps: list[dict[str, Any]]) -> list[Span]:
     last one missing (or when the gap was noticed), from the window before the first one, or
     later by as much as the audio between the two windows where that is shorter (an outage
     between them, a live source's audio coming in real time, was not data lost)."""
-    sc = schema.scores.c
+    sc = blocks.windows(conn).c
     spans = []
     for gap in [g for g in gaps if g["msg_type"] == "scores"][:MAX_GAP_SPANS]:
         def window(seq: int) -> Any:
@@ -537,6 +532,7 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
     its last finished one (now playing, or cut where its end was never recorded), with what cut
     them and the silence in them; a play split by a daemon restart is one."""
     with engine.connect() as conn:
+        blocks.windows(conn, streams, since, until)
         sources = session_sources(conn, {t["session"] for t in tracks})
         entries = []
         for t in tracks:
@@ -641,7 +637,8 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
     latest session, with its source up and windows within STALE_S, it is the track now
     playing; otherwise its end was never recorded (the daemon was killed, or stopped before the
     recorder heard its last track) and it ends at its last window, cut."""
-    st, tc, sc = schema.statuses.c, schema.tracks.c, schema.scores.c
+    st, tc, sc = schema.statuses.c, schema.tracks.c, blocks.windows(conn, streams, since,
+                                                                    until).c
     names = {row.id: schema.unpack_names(row.tags)
              for row in conn.execute(sa.select(schema.models.c.id, schema.models.c.tags))}
     sessions = conn.execute(
@@ -653,7 +650,7 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
     newest: dict[str, float] = {}
     for row in sessions:
         newest[row.stream] = max(newest.get(row.stream, row.last_at), row.last_at)
-    kinds = content.content_columns(conn)
+    kinds = [sc.content]
     out = []
     for session in sessions:
         status = _latest_status(conn, session.stream, session.session)
@@ -724,9 +721,7 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
 def add_loudness(conn: sa.Connection, entries: list[Entry]) -> None:
     """Each entry's windows' short-term loudness: one query per stream and session, the
     windows shared out by where they end (a window belongs to the track its end falls in)."""
-    sc = schema.scores.c
-    if "short_term_lufs" not in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
-        return  # a database from before revision 0005 and not migrated: none measured
+    sc = blocks.windows(conn).c
     by_session: dict[tuple[str, str | None], list[Entry]] = {}
     for entry in entries:
         by_session.setdefault((entry.stream, entry.session), []).append(entry)

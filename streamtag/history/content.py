@@ -1,8 +1,8 @@
 """What each recorded window's audio was (protocol 1.7's content: music, speech, silence, tone
-or noise), as the history reads it. It is kept in the ``scores`` table's ``content`` column
-since schema revision 0008 (NULL for daemons that did not say, absent before); every read of
-it goes through this module, so the reports, the plot and the dashboard do not know where it
-lies.
+or noise), as the history reads it. It is kept with each window in its block (history.blocks;
+NULL for daemons that did not say, and for windows recorded before schema revision 0008);
+every read of it goes through this module, so the reports, the plot and the dashboard do not
+know where it lies.
 
 A window carries tags only where it was music or its content is not known (a daemon without
 ``[content]``, a database from before 0008): speech and dead air show no music tag in any
@@ -21,11 +21,11 @@ import numpy as np
 import sqlalchemy as sa
 
 from streamtag.engine.content import CONTENT_KINDS, MUSIC
-from streamtag.history import schema
+from streamtag.history import blocks
 from streamtag.history.timeparse import Zone
 
 __all__ = ["CONTENT_KINDS", "PERIODS", "by_period", "by_quarter", "carries_tags",
-           "content_bins", "content_columns", "counts", "has_content", "period_label", "shares"]
+           "content_bins", "counts", "period_label", "shares"]
 
 PERIODS = ("hour", "day")
 # Windows are grouped in the database by quarter hour (UTC), then each quarter is given to the
@@ -33,17 +33,6 @@ PERIODS = ("hour", "day")
 # (+05:45, +12:45), so no quarter straddles a local hour.
 QUARTER_S = 900.0
 _STEP_S = {"hour": 3600.0, "day": 25.5 * 3600}
-
-
-def has_content(conn: sa.Connection) -> bool:
-    """Whether the database keeps each window's content (schema revision 0008 and on)."""
-    return "content" in {c["name"] for c in sa.inspect(conn).get_columns("scores")}
-
-
-def content_columns(conn: sa.Connection) -> list:
-    """The content column to select and group scores by where the database has one, else
-    none (read each row's with ``getattr(row, "content", None)``)."""
-    return [schema.scores.c.content] if has_content(conn) else []
 
 
 def carries_tags(content: str | None) -> bool:
@@ -59,8 +48,8 @@ def shares(counted: dict[str, int]) -> dict[str, float]:
         else {}
 
 
-def _where(streams: Sequence[str] | None, since: float | None, until: float | None) -> list:
-    sc = schema.scores.c
+def _where(sc: Any, streams: Sequence[str] | None, since: float | None,
+           until: float | None) -> list:
     out: list[sa.ColumnElement[bool]] = [sc.stream.in_(list(streams))] if streams else []
     if since is not None:
         out.append(sc.sent_at >= since)
@@ -78,12 +67,10 @@ def floor_of(dialect: str, value) -> Any:
 def counts(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
            until: float | None) -> dict[str, dict[str, int]]:
     """Stream -> content -> windows sent in [since, until] (those whose content is known)."""
-    if not has_content(conn):
-        return {}
-    sc = schema.scores.c
+    sc = blocks.windows(conn, streams, since, until).c
     out: dict[str, dict[str, int]] = {}
     for row in conn.execute(sa.select(sc.stream, sc.content, sa.func.count().label("n"))
-                            .where(*_where(streams, since, until), sc.content.is_not(None))
+                            .where(*_where(sc, streams, since, until), sc.content.is_not(None))
                             .group_by(sc.stream, sc.content)):
         out.setdefault(row.stream, {})[row.content] = row.n
     return out
@@ -111,13 +98,12 @@ def _quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float |
               until: float | None):
     """(stream, quarter hour (Unix seconds / QUARTER_S), content or None, windows) of the
     windows sent in [since, until], counted by the database."""
-    sc = schema.scores.c
+    sc = blocks.windows(conn, streams, since, until).c
     quarter = floor_of(conn.dialect.name, sc.sent_at / QUARTER_S).label("quarter")
-    kinds = content_columns(conn)
-    for row in conn.execute(sa.select(sc.stream, quarter, *kinds, sa.func.count().label("n"))
-                            .where(*_where(streams, since, until))
-                            .group_by(sc.stream, quarter, *kinds)):
-        yield row.stream, int(row.quarter), getattr(row, "content", None), row.n
+    for row in conn.execute(sa.select(sc.stream, quarter, sc.content, sa.func.count().label("n"))
+                            .where(*_where(sc, streams, since, until))
+                            .group_by(sc.stream, quarter, sc.content)):
+        yield row.stream, int(row.quarter), row.content, row.n
 
 
 def by_quarter(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
@@ -170,15 +156,13 @@ def by_period(conn: sa.Connection, streams: Sequence[str] | None, since: float |
 def content_bins(engine: sa.Engine, stream: str, since: float, until: float,
                  bins: int) -> tuple[np.ndarray, np.ndarray]:
     """(windows per bin, windows per CONTENT_KINDS kind and bin) of `stream` in [since, until]
-    cut into `bins` equal bins; all zero where the database keeps no content."""
+    cut into `bins` equal bins (no kind counted where the windows' content is not known)."""
     counted = np.zeros((len(CONTENT_KINDS), bins))
     windows = np.zeros(bins)
     index = {kind: i for i, kind in enumerate(CONTENT_KINDS)}
-    sc = schema.scores.c
     width = (until - since) / bins
     with engine.connect() as conn:
-        if not has_content(conn):
-            return windows, counted
+        sc = blocks.windows(conn, [stream], since, until).c
         bin_of = floor_of(engine.dialect.name, (sc.sent_at - sa.literal(since, sa.Float))
                           / sa.literal(width, sa.Float)).label("bin")
         for row in conn.execute(sa.select(bin_of, sc.content, sa.func.count().label("n"))

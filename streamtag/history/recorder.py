@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 import zmq
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,7 +40,8 @@ from sqlalchemy.engine import Engine
 from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.history import bulk, schema
+from streamtag.history import blocks, bulk, schema
+from streamtag.history.retention import DEFAULT_EVERY_S, Retention, expire
 from streamtag.wire.control import ControlClient
 from streamtag.wire.protocol import (
     HEARTBEAT,
@@ -73,16 +75,14 @@ RETRYABLE_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 # SQLite's words for a table or column the code writes that the database lacks (one whose
 # schema is not what its revision says): no retry mends that
 _SQLITE_SCHEMA_MISMATCH = re.compile(r"no such (table|column)|has no column named")
-_MESSAGE_TABLE_NAMES = frozenset(t.name for t in schema.MESSAGE_TABLES.values())
 _MSG_TYPE_OF_TABLE = {t.name: msg_type for msg_type, t in schema.MESSAGE_TABLES.items()}
+_BLOCKS = frozenset((schema.window_blocks.name, schema.window_rollups.name))
 # What the recorder remembers, bounded against forged sessions and models (the least recently
 # added forgotten first; forgetting costs a database look-up, never a row).
 MAX_REMEMBERED_SESSIONS = 65536    # (stream, session) pairs stored, and each stream's newest
 MAX_REMEMBERED_MODELS = 256
 MAX_REMEMBERED_MODEL_CHARS = 16 * 1024 * 1024  # their names and tag names together
 MAX_FAILURE_KINDS_LOGGED = 100
-MAX_REMEMBERED_ACTIVE = 4096  # sets of active tags packed ...
-MAX_REMEMBERED_ACTIVE_CHARS = 1024  # ... each of at most this many characters packed
 # Runs of messages dropped at a full queue kept to be stored as gaps: one per (stream,
 # session, type) with a break in its seqs. Past this (forged sessions while the database is
 # down) the dropped messages are only counted.
@@ -177,6 +177,9 @@ class Recorder:
         these streams only; the others' messages are skipped unread.
     heartbeats: whether to record the daemons' heartbeats (the `daemons` table and their
         gaps): one recorder of a shard set does (shard 0), so each is stored once.
+    retention: what expires and when (history.retention); None keeps everything.
+    max_block_age_s: the longest a window waits in its stream's block before it is written
+        (a crash loses at most that much of each stream, stored as a gap when it restarts).
     """
 
     def __init__(self, engine: Engine, connect: str | Sequence[str],
@@ -185,10 +188,14 @@ class Recorder:
                  max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
                  context: zmq.Context | None = None, curve: ClientCurve | None = None,
                  queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 max_block_age_s: float = blocks.MAX_BLOCK_AGE_S,
+                 retention: Retention | None = None,
+                 retention_every_s: float = DEFAULT_EVERY_S,
                  owns: Callable[[str], bool] | None = None, heartbeats: bool = True):
-        if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1:
-            raise ValueError("queue_size, queue_bytes and batch_size must be >= 1 and "
-                             "max_backoff_s > 0")
+        if (queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1
+                or not 0 < max_block_age_s <= blocks.BLOCK_S):
+            raise ValueError("queue_size, queue_bytes and batch_size must be >= 1, "
+                             "max_backoff_s > 0 and max_block_age_s in (0, 60]")
         self.engine = engine
         self.endpoints = [connect] if isinstance(connect, str) else list(connect)
         self.control = list(control)
@@ -215,8 +222,11 @@ class Recorder:
         # stream -> its newest session; (stream, session) pairs stored
         self._latest_session: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         self._known: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
+        # each stream's windows of the minute under way, written as a block when due
+        self._blocks = blocks.OpenBlocks(MAX_REMEMBERED_SESSIONS, max_block_age_s)
+        self.retention, self.retention_every_s = retention, retention_every_s
+        self._session_ids: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)  # (stream, session)
         self._failures_logged: set[tuple[str, str]] = set()  # (cause, kind) logged once
-        self._active_packed: dict[tuple[str, ...], str] = {}  # active tags -> as stored
         self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
         self._overflow_done: list[tuple[tuple[str, str, str], int, int]] = []
         self._overflow_lock = threading.Lock()
@@ -262,6 +272,9 @@ class Recorder:
         if self.control:
             self._threads.append(threading.Thread(target=self._snapshots, daemon=True,
                                                   name="streamtag-record-snapshot"))
+        if self.retention is not None:
+            self._threads.append(threading.Thread(target=self._expire, daemon=True,
+                                                  name="streamtag-record-retention"))
         for thread in self._threads:
             thread.start()
         return self
@@ -281,6 +294,11 @@ class Recorder:
         if self._subscriber is not None:
             self._subscriber.close()
         return self.queue.empty() and (writer is None or not writer.is_alive())
+
+    @property
+    def open_blocks(self) -> int:
+        """Streams whose windows wait in a block not yet written."""
+        return len(self._blocks.open)
 
     # -- resuming
 
@@ -302,10 +320,16 @@ class Recorder:
                 self._latest_session[row.stream] = row.session
                 if row.restarted:
                     restarted.add(row.session)
+            wb, ses = s.window_blocks.c, s.sessions.c
             for stream, session in self._latest_session.items():
-                for msg_type, table in s.MESSAGE_TABLES.items():
-                    top = conn.execute(sa.select(sa.func.max(table.c.seq)).where(
-                        table.c.stream == stream, table.c.session == session)).scalar()
+                for msg_type, table in [*s.MESSAGE_TABLES.items(), ("scores", None)]:
+                    if table is None:  # the windows: their blocks' last seqs
+                        top = conn.execute(sa.select(sa.func.max(wb.last_seq)).join_from(
+                            s.window_blocks, s.sessions, wb.session_id == ses.id).where(
+                            ses.stream == stream, ses.session == session)).scalar()
+                    else:
+                        top = conn.execute(sa.select(sa.func.max(table.c.seq)).where(
+                            table.c.stream == stream, table.c.session == session)).scalar()
                     gap_top = conn.execute(sa.select(
                         sa.func.max(s.gaps.c.first_seq + s.gaps.c.missed - 1)).where(
                         s.gaps.c.stream == stream, s.gaps.c.session == session,
@@ -404,6 +428,20 @@ class Recorder:
                         continue
                 break
 
+    def _expire(self) -> None:
+        """Deletes what its retention says is old, at start and every retention_every_s."""
+        assert self.retention is not None
+        while not self._stop_receiving.is_set():
+            try:
+                deleted = expire(self.engine, self.retention, time.time(),
+                                 self._stop_receiving)
+                if any(deleted.values()):
+                    log.info("retention: deleted %s", ", ".join(
+                        f"{n} {name} rows" for name, n in deleted.items() if n))
+            except sa.exc.DBAPIError as exc:  # down: the writer says so; next time, then
+                log.debug("retention could not run (%s)", str(exc.orig).strip()[:200])
+            self._stop_receiving.wait(self.retention_every_s)
+
     # -- writing
 
     def _write_loop(self) -> None:
@@ -415,11 +453,17 @@ class Recorder:
             if batch is None:
                 items = self._take()
                 runs = self._take_overflow()
-                if not items and not runs:
-                    if self._stop_receiving.is_set() and self.queue.empty():
+                ending = not items and self._stop_receiving.is_set() and self.queue.empty()
+                batch = self._rows(items, runs)
+                # the blocks due, and on stop every block under way
+                for block in (self._blocks.close_all() if ending
+                              else self._blocks.due(time.monotonic())):
+                    self._block_rows(batch, block)
+                if not batch.rows and not batch.daemons:
+                    batch = None
+                    if ending:
                         return
                     continue
-                batch = self._rows(items, runs)
             try:
                 if batch.alone:
                     self._write_rows_alone(batch)
@@ -511,12 +555,12 @@ class Recorder:
                 continue
             try:
                 # adds the message's own row last: a failure leaves none of it
-                self._message_rows(batch, item, now)
+                stored = self._message_rows(batch, item, now)
             except Exception as exc:  # noqa: BLE001 - one message must not stop the writer
                 self._message_failed(batch, item.msg_type, item.stream, item.session,
                                      item.seq, FAILED, exc, now)
                 continue
-            batch.messages += 1
+            batch.messages += stored  # a window counts when its block is written
         for (stream, session, msg_type), first, last in runs:
             self._gap(batch, stream, session, msg_type, first, last - first + 1, "overflow",
                       now)
@@ -540,20 +584,14 @@ class Recorder:
         batch.models[key] = None  # resolved unless known when written
         return key
 
-    def _packed_active(self, active: tuple[str, ...]) -> str:
-        """A window's active tags as stored: packed once per set of them, not per window
-        (a stream's active tags change far less often than every window)."""
-        packed = self._active_packed.get(active)
-        if packed is None:
-            packed = schema.pack_names([_text(t) for t in active])
-            if len(packed) > MAX_REMEMBERED_ACTIVE_CHARS:
-                return packed  # a forged or huge one: not kept
-            if len(self._active_packed) >= MAX_REMEMBERED_ACTIVE:
-                self._active_packed.clear()
-            self._active_packed[active] = packed
-        return packed
+    def _block_rows(self, batch: _Batch, block: blocks.Block) -> None:
+        block_row, rollup_row = block.rows()
+        batch.add(schema.window_blocks.name, block_row)
+        batch.add(schema.window_rollups.name, rollup_row)
+        batch.messages += len(block.windows)
 
-    def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> None:
+    def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> bool:
+        """Adds the message's rows; False where it waits in its stream's block."""
         header, body, msg_type = message.header, message.body, message.msg_type
         session = _text(header.session)  # opaque to readers: any string up to 128 characters
         if message.gap:
@@ -564,9 +602,9 @@ class Recorder:
                 "session": session, "first_sent_at": header.sent_at,
                 "last_sent_at": header.sent_at, "last_seq": header.seq,
                 "uptime_s": body.uptime_s, "streams": body.streams}
-            return
+            return True
         if msg_type not in STREAM_MSG_TYPES:
-            return  # a type from a newer minor version: nothing to store it in
+            return True  # a type from a newer minor version: nothing to store it in
         key = (header.stream, session)
         if key not in self._known:  # a forgotten one: its row is there, ON CONFLICT keeps it
             previous = self._latest_session.get(header.stream)
@@ -581,24 +619,27 @@ class Recorder:
         row = {"stream": header.stream, "session": session, "seq": header.seq,
                "sent_at": header.sent_at}
         if msg_type == "scores":
-            row.update(model_id=self._model_key(batch, body.model, body.tags),
-                       start_s=body.start_s, end_s=body.end_s,
-                       start_sample=body.start_sample, end_sample=body.end_sample,
-                       raw=schema.pack_scores(body.raw),
-                       smoothed=schema.pack_scores(body.smoothed),
-                       active=self._packed_active(body.active),
-                       latency_ms=body.latency_ms)
             audio, mood = body.audio, body.mood
-            row.update(rms_dbfs=audio and audio.rms_dbfs, peak_dbfs=audio and audio.peak_dbfs,
-                       clipped=audio and audio.clipped,
-                       onset_rate_hz=audio and audio.onset_rate_hz,
-                       energy=audio and audio.energy,
-                       mood=mood and schema.pack_names([_text(w) for w in mood.words]),
-                       valence=mood and mood.valence, arousal=mood and mood.arousal,
-                       momentary_lufs=audio and audio.momentary_lufs,
-                       short_term_lufs=audio and audio.short_term_lufs,
-                       content=body.content)
-        elif msg_type == "event":
+            window = blocks.Window(
+                seq=header.seq, sent_at=header.sent_at, start_s=body.start_s, end_s=body.end_s,
+                start_sample=body.start_sample, end_sample=body.end_sample,
+                raw=np.asarray(body.raw, dtype=np.float64),
+                smoothed=np.asarray(body.smoothed, dtype=np.float64),
+                active=schema.pack_names([_text(t) for t in body.active]),
+                latency_ms=body.latency_ms,
+                rms_dbfs=audio and audio.rms_dbfs, peak_dbfs=audio and audio.peak_dbfs,
+                clipped=audio and audio.clipped, onset_rate_hz=audio and audio.onset_rate_hz,
+                energy=audio and audio.energy,
+                mood=mood and schema.pack_names([_text(w) for w in mood.words]),
+                valence=mood and mood.valence, arousal=mood and mood.arousal,
+                momentary_lufs=audio and audio.momentary_lufs,
+                short_term_lufs=audio and audio.short_term_lufs, content=body.content)
+            model = self._model_key(batch, body.model, body.tags)
+            for block in self._blocks.add(header.stream, session, model, body.tags, window,
+                                          time.monotonic()):
+                self._block_rows(batch, block)
+            return False
+        if msg_type == "event":
             row.update(tag=_text(body.tag), state=body.state, score=body.score,
                        time_s=body.time_s, sample=body.sample)
         elif msg_type == "status":
@@ -623,6 +664,7 @@ class Recorder:
                        duration_s=body.duration_s, threshold_dbfs=body.threshold_dbfs,
                        cause=body.cause)
         batch.add(schema.MESSAGE_TABLES[msg_type].name, row)
+        return True
 
     def _snapshot_rows(self, batch: _Batch, item: Snapshot) -> None:
         reply = item.reply
@@ -682,6 +724,23 @@ class Recorder:
         return [{**row, "model_id": self._models.get(row["model_id"])
                  or models[row["model_id"]]} for row in rows]
 
+    def _resolve_sessions(self, conn: sa.Connection, rows: list[dict]) -> dict:
+        """Session ids of blocks' (stream, session) pairs; the row is there unless its
+        message failed (then one is made, as for a session met after a restart)."""
+        found: dict[tuple[str, str], int] = {}
+        ses = schema.sessions
+        for row in rows:
+            key = row["session_id"]
+            if key in self._session_ids or key in found:
+                continue
+            stream, session = key
+            conn.execute(self._insert(ses).on_conflict_do_nothing(), {
+                "stream": stream, "session": session, "first_sent_at": row["first_sent_at"],
+                "previous_session": None, "restarted": False})
+            found[key] = conn.execute(sa.select(ses.c.id).where(
+                ses.c.stream == stream, ses.c.session == session)).scalar_one()
+        return found
+
     def _write(self, batch: _Batch) -> None:
         try:
             self._write_batch(batch)
@@ -696,10 +755,16 @@ class Recorder:
     def _write_batch(self, batch: _Batch) -> None:
         with self.engine.begin() as conn:
             models = self._resolve_models(conn, batch)
-            for name, rows in batch.rows.items():
+            sessions: dict = {}
+            # blocks last: their sessions' rows first
+            for name, rows in sorted(batch.rows.items(), key=lambda item: item[0] in _BLOCKS):
+                rows = self._with_model_ids(rows, models)
+                if name in _BLOCKS:
+                    sessions.update(self._resolve_sessions(conn, rows))
+                    rows = [{**row, "session_id": self._session_ids.get(row["session_id"])
+                             or sessions[row["session_id"]]} for row in rows]
                 # snapshots: the one table without a natural key
-                bulk.insert_rows(conn, schema.metadata.tables[name],
-                                 self._with_model_ids(rows, models),
+                bulk.insert_rows(conn, schema.metadata.tables[name], rows,
                                  skip_conflicts=name != "snapshots")
             if batch.daemons:
                 d = schema.daemons
@@ -710,6 +775,7 @@ class Recorder:
                           for c in ("last_sent_at", "last_seq", "uptime_s", "streams")})
                 conn.execute(statement, list(batch.daemons.values()))
         self._models.update(models)
+        self._session_ids.update(sessions)
 
     def _write_rows_alone(self, batch: _Batch) -> None:
         """After a refused batch: each row in its own transaction; a message whose row is
@@ -744,6 +810,9 @@ class Recorder:
     def _row_failed(self, batch: _Batch, table: str, row: dict[str, Any], exc: Exception,
                     now: float) -> None:
         cause = REJECTED if isinstance(exc, sa.exc.DBAPIError) else FAILED
+        if table == schema.window_blocks.name:  # its windows are lost: a gap per run of seqs
+            self._block_failed(batch, row, cause, exc, now)
+            return
         msg_type = _MSG_TYPE_OF_TABLE.get(table)
         if msg_type is None:  # a gap, session or snapshot row: what it says is lost
             self._log_failure(cause, exc, f"a {table} row of stream {row.get('stream')!r}")
@@ -756,6 +825,30 @@ class Recorder:
             self._write(gap)
         except Exception as gap_exc:  # noqa: BLE001 - counted and logged: nothing more to do
             self._log_failure(FAILED, gap_exc, "the gap row of a message that was not stored")
+
+    def _block_failed(self, batch: _Batch, row: dict[str, Any], cause: str, exc: Exception,
+                      now: float) -> None:
+        stream, session = row["session_id"]
+        seqs = sorted(blocks.decode(row["data"]).values["seq"])
+        batch.failed += len(seqs)
+        if cause == REJECTED:
+            self.stats.rejected += len(seqs)
+        else:
+            self.stats.failed += len(seqs)
+        self._log_failure(cause, exc, f"a block of {len(seqs)} scores messages of stream "
+                                      f"{stream!r} (seq {seqs[0]} on)")
+        gap = _Batch()
+        first = previous = seqs[0]
+        for seq in [*seqs[1:], None]:
+            if seq is None or seq != previous + 1:
+                self._gap(gap, stream, session, "scores", first, previous - first + 1, cause,
+                          now)
+                first = seq
+            previous = seq
+        try:
+            self._write(gap)
+        except Exception as gap_exc:  # noqa: BLE001 - counted and logged: nothing more to do
+            self._log_failure(FAILED, gap_exc, "the gap rows of a block that was not stored")
 
     def _message_failed(self, batch: _Batch, msg_type: str, stream: str, session: str,
                         seq: int, cause: str, exc: Exception, now: float) -> None:

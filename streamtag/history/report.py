@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS
-from streamtag.history import asrun, content, schema
+from streamtag.history import asrun, blocks, content, schema
 from streamtag.history.timeparse import Zone, local_zone, parse_time, span
 from streamtag.text import counted, csv_text
 
@@ -159,11 +159,11 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     airtime: dict[str, StreamAirtime] = {}
     with engine.connect() as conn:
         tags_of = model_tags(conn)
-        sc = s.scores.c
+        sc = blocks.windows(conn, streams, since, until).c
         # The database counts the windows per set of active tags (and content); there are
         # few such sets, so a day of 64 stations is aggregated where it lies rather than row
         # by row here.
-        kinds = content.content_columns(conn)
+        kinds = [sc.content]
         query = (sa.select(sc.stream, sc.model_id, sc.active, *kinds,
                            sa.func.count().label("n"),
                            sa.func.min(sc.sent_at).label("first_at"),
@@ -301,11 +301,11 @@ def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, u
     active = np.zeros((len(tags), bins))
     counts = np.zeros(bins)
     index = {tag: i for i, tag in enumerate(tags)}
-    sc = schema.scores.c
-    offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
-    bin_of = content.floor_of(engine.dialect.name, offset).label("bin")
     with engine.connect() as conn:
-        kinds = content.content_columns(conn)
+        sc = blocks.windows(conn, [stream], since, until).c
+        offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
+        bin_of = content.floor_of(engine.dialect.name, offset).label("bin")
+        kinds = [sc.content]
         query = (sa.select(bin_of, sc.active, *kinds, sa.func.count().label("n"))
                  .where(sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until)
                  .group_by(bin_of, sc.active, *kinds))

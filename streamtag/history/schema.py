@@ -6,9 +6,11 @@ recorder upgrades a database it opens; readers (``streamtag history``, the dashb
 database whose schema is older or newer than this code's and say what to run. docs/history.md
 documents every table.
 
-Scores are stored as float32 arrays (little-endian bytes) in the order of their model's tags,
-which the `models` table holds once per model: a 56-tag window takes 448 bytes, not the ~1 KB
-of its JSON, and the daemon publishes scores with six decimals, which float32 keeps.
+Windows (scores messages) are stored packed per stream and minute in `window_blocks`
+(history.blocks: the format, its precision, and the one function readers read them through),
+with a per-minute rollup of each in `window_rollups`. Tracks' and snapshots' scores are
+float32 arrays (little-endian bytes) in the order of their model's tags, which the `models`
+table holds once per model.
 """
 
 from __future__ import annotations
@@ -47,34 +49,6 @@ models = sa.Table(
     sa.Column("hash", sa.Text, nullable=False),
     sa.Column("tags", sa.Text, nullable=False),  # JSON array: the order of every score array
     sa.UniqueConstraint("name", "hash", "tags", name="uq_models"))
-
-scores = sa.Table(
-    "scores", metadata, *_message_columns(),
-    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
-    sa.Column("start_s", sa.Float, nullable=False),
-    sa.Column("end_s", sa.Float, nullable=False),
-    sa.Column("start_sample", sa.BigInteger, nullable=False),
-    sa.Column("end_sample", sa.BigInteger, nullable=False),
-    sa.Column("raw", sa.LargeBinary, nullable=False),       # float32 per tag
-    sa.Column("smoothed", sa.LargeBinary, nullable=False),  # float32 per tag
-    sa.Column("active", sa.Text, nullable=False),           # JSON array of tag names
-    sa.Column("latency_ms", sa.Float, nullable=False),
-    # since revision 0002 (protocol 1.2): the window's audio and the stream's mood, or NULL
-    sa.Column("rms_dbfs", sa.Float),
-    sa.Column("peak_dbfs", sa.Float),
-    sa.Column("clipped", sa.BigInteger),
-    sa.Column("onset_rate_hz", sa.Float),
-    sa.Column("energy", sa.Float),
-    sa.Column("mood", sa.Text),  # JSON array of the mood's words
-    sa.Column("valence", sa.Float),
-    sa.Column("arousal", sa.Float),
-    # since revision 0005 (protocol 1.3): EBU R128 loudness at the window's end, or NULL
-    sa.Column("momentary_lufs", sa.Float),
-    sa.Column("short_term_lufs", sa.Float),
-    # since revision 0008 (protocol 1.7): music, speech, silence, tone or noise, or NULL
-    sa.Column("content", sa.String(16)),
-    sa.UniqueConstraint("stream", "session", "seq", name="uq_scores"),
-    sa.Index("ix_scores_stream_sent_at", "stream", "sent_at"))
 
 events = sa.Table(
     "events", metadata, *_message_columns(),
@@ -193,8 +167,79 @@ silences = sa.Table(
     sa.UniqueConstraint("stream", "session", "seq", name="uq_silences"),
     sa.Index("ix_silences_stream_sent_at", "stream", "sent_at"))
 
-MESSAGE_TABLES = {"scores": scores, "event": events, "status": statuses, "track": tracks,
-                  "silence": silences}
+
+# since revision 0009: a stream's windows (scores messages) packed per minute, one row per
+# stream, daemon session, model and minute (history.blocks holds the format and its precision).
+window_blocks = sa.Table(
+    "window_blocks", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("session_id", sa.Integer, sa.ForeignKey("sessions.id"), nullable=False),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("windows", sa.Integer, nullable=False),
+    sa.Column("first_sent_at", sa.Float, nullable=False),
+    sa.Column("last_sent_at", sa.Float, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("session_id", "first_seq", name="uq_window_blocks"),
+    sa.Index("ix_window_blocks_first_sent_at", "first_sent_at"))
+
+# since revision 0009: per block (so per stream and minute, more than one where a session or
+# model changed, or the recorder wrote a quiet stream's block early), what reports over months
+# need: each tag's mean smoothed score (a byte, 1/255) and the windows it was active in.
+window_rollups = sa.Table(
+    "window_rollups", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("session_id", sa.Integer, sa.ForeignKey("sessions.id"), nullable=False),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("minute_at", sa.Float, nullable=False),   # the minute's start, Unix seconds
+    sa.Column("windows", sa.Integer, nullable=False),
+    sa.Column("first_sent_at", sa.Float, nullable=False),
+    sa.Column("last_sent_at", sa.Float, nullable=False),
+    sa.Column("mean_smoothed", sa.LargeBinary, nullable=False),   # uint8 per tag, x/255
+    sa.Column("active_windows", sa.LargeBinary, nullable=False),  # uint16 per tag
+    sa.Column("rms_dbfs", sa.Float),         # mean
+    sa.Column("peak_dbfs", sa.Float),        # highest
+    sa.Column("short_term_lufs", sa.Float),  # power mean
+    sa.Column("content", sa.Text),           # JSON object: windows per content
+    sa.UniqueConstraint("session_id", "first_seq", name="uq_window_rollups"),
+    sa.Index("ix_window_rollups_minute_at", "minute_at"))
+
+MESSAGE_TABLES = {"event": events, "status": statuses, "track": tracks, "silence": silences}
+# What a table of blocks stores, by message type
+BLOCK_TABLES = {"scores": window_blocks}
+
+# The windows' table before revision 0009, one row per window: what 0009 moves into blocks.
+legacy_metadata = sa.MetaData()
+legacy_scores = sa.Table(
+    "scores", legacy_metadata, *_message_columns(),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("start_s", sa.Float, nullable=False),
+    sa.Column("end_s", sa.Float, nullable=False),
+    sa.Column("start_sample", sa.BigInteger, nullable=False),
+    sa.Column("end_sample", sa.BigInteger, nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),       # float32 per tag
+    sa.Column("smoothed", sa.LargeBinary, nullable=False),  # float32 per tag
+    sa.Column("active", sa.Text, nullable=False),           # JSON array of tag names
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    # since revision 0002 (protocol 1.2): the window's audio and the stream's mood, or NULL
+    sa.Column("rms_dbfs", sa.Float),
+    sa.Column("peak_dbfs", sa.Float),
+    sa.Column("clipped", sa.BigInteger),
+    sa.Column("onset_rate_hz", sa.Float),
+    sa.Column("energy", sa.Float),
+    sa.Column("mood", sa.Text),  # JSON array of the mood's words
+    sa.Column("valence", sa.Float),
+    sa.Column("arousal", sa.Float),
+    # since revision 0005 (protocol 1.3): EBU R128 loudness at the window's end, or NULL
+    sa.Column("momentary_lufs", sa.Float),
+    sa.Column("short_term_lufs", sa.Float),
+    # since revision 0008 (protocol 1.7): music, speech, silence, tone or noise, or NULL
+    sa.Column("content", sa.String(16)),
+    sa.UniqueConstraint("stream", "session", "seq", name="uq_scores"),
+    sa.Index("ix_scores_stream_sent_at", "stream", "sent_at"))
+
 
 
 # ---------------------------------------------------------------- values

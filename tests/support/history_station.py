@@ -8,12 +8,13 @@ from __future__ import annotations
 import collections
 import subprocess
 import time
+import types
 
 import numpy as np
 import sqlalchemy as sa
 
 from streamtag.cli import main
-from streamtag.history import schema
+from streamtag.history import blocks, schema
 from streamtag.history.recorder import Recorder
 from streamtag.wire.protocol import (
     EventBody,
@@ -123,13 +124,22 @@ def stored_keys(engine) -> collections.Counter:
         for msg_type, table in schema.MESSAGE_TABLES.items():
             for row in conn.execute(sa.select(table.c.stream, table.c.session, table.c.seq)):
                 out[(msg_type, row.stream, row.session, row.seq)] += 1
+        for window in blocks.decoded_windows(conn):
+            out[("scores", window["stream"], window["session"], window["seq"])] += 1
     return out
 
 
 def stored_count(engine) -> int:
     with engine.connect() as conn:
         return sum(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
-                   for t in schema.MESSAGE_TABLES.values())
+                   for t in schema.MESSAGE_TABLES.values()) + (conn.execute(
+                       sa.select(sa.func.sum(schema.window_blocks.c.windows))).scalar() or 0)
+
+
+def stored_windows(engine) -> list:
+    """The windows stored, as rows of the old `scores` table (scores as float arrays)."""
+    with engine.connect() as conn:
+        return [types.SimpleNamespace(**w) for w in blocks.decoded_windows(conn, scores=True)]
 
 
 def table_rows(engine, table) -> list:

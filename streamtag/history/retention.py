@@ -1,0 +1,109 @@
+"""How long the history keeps what: ``streamtag record --keep windows=30d,rollups=400d``.
+
+Windows (their blocks) are kept 30 days and their per-minute rollups 400 days by default;
+tracks, events, statuses, silences, gaps, sessions and snapshots for ever unless a `--keep`
+entry names them. Expiry deletes whole rows by time (a block is a stream's minute), a few
+hundred at a time, each batch its own short transaction, so the recorder's writes go on
+between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, fields
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from streamtag.errors import ConfigError
+from streamtag.history import schema
+
+DAY_S = 86400.0
+DELETE_BATCH = 500          # rows per transaction
+DEFAULT_EVERY_S = 300.0     # how often the recorder expires what is due
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S}
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+FOREVER = ("forever", "never")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Seconds each kind of row is kept (None: for ever)."""
+
+    windows: float | None = 30 * DAY_S
+    rollups: float | None = 400 * DAY_S
+    tracks: float | None = None
+    events: float | None = None
+    statuses: float | None = None
+    silences: float | None = None
+    gaps: float | None = None
+    snapshots: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.windows is not None and self.rollups is not None and \
+                self.rollups < self.windows:
+            raise ConfigError("--keep: rollups must be kept at least as long as windows "
+                              "(they are what is left of the windows)")
+
+
+def parse_keep(text: str) -> Retention:
+    """``windows=30d,rollups=400d,events=90d``: a span (a number and s, m, h or d) or
+    "forever" per kind; kinds left out keep their defaults."""
+    given: dict[str, float | None] = {}
+    kinds = [f.name for f in fields(Retention)]
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip().lower()
+        if not sep or name not in kinds:
+            raise ConfigError(f"--keep {text!r}: {part!r} is not KIND=SPAN; the kinds are "
+                              f"{', '.join(kinds)}, e.g. --keep windows=30d,rollups=400d")
+        if value in FOREVER:
+            given[name] = None
+            continue
+        span = _SPAN.match(value)
+        if span is None or float(span.group(1)) <= 0:
+            raise ConfigError(f"--keep {text!r}: {value!r} is not a span of time; give a "
+                              "number and a unit (s, m, h, d), e.g. 30d, or 'forever'")
+        given[name] = float(span.group(1)) * _UNITS[span.group(2)]
+    return Retention(**given)
+
+
+def _expiring(retention: Retention) -> list[tuple[sa.Table, sa.Column, float]]:
+    """(table, its time column, seconds kept) of what expires."""
+    out = []
+    for table, column, kept in (
+            (schema.window_blocks, schema.window_blocks.c.last_sent_at, retention.windows),
+            (schema.window_rollups, schema.window_rollups.c.last_sent_at, retention.rollups),
+            (schema.tracks, schema.tracks.c.ended_at, retention.tracks),
+            (schema.events, schema.events.c.sent_at, retention.events),
+            (schema.statuses, schema.statuses.c.sent_at, retention.statuses),
+            (schema.silences, schema.silences.c.sent_at, retention.silences),
+            (schema.gaps, schema.gaps.c.detected_at, retention.gaps),
+            (schema.snapshots, schema.snapshots.c.taken_at, retention.snapshots)):
+        if kept is not None:
+            out.append((table, column, kept))
+    return out
+
+
+def expire(engine: Engine, retention: Retention, now: float,
+           stop: threading.Event | None = None) -> dict[str, int]:
+    """Deletes what is older than its kind is kept, DELETE_BATCH rows per transaction;
+    returns the rows deleted per table."""
+    deleted: dict[str, int] = {}
+    for table, column, kept in _expiring(retention):
+        cutoff = now - kept
+        while stop is None or not stop.is_set():
+            with engine.begin() as conn:
+                ids = conn.execute(sa.select(table.c.id).where(column < cutoff)
+                                   .limit(DELETE_BATCH)).scalars().all()
+                if ids:
+                    conn.execute(sa.delete(table).where(table.c.id.in_(ids)))
+            deleted[table.name] = deleted.get(table.name, 0) + len(ids)
+            if len(ids) < DELETE_BATCH:
+                break
+    return deleted
+
