@@ -368,6 +368,19 @@ def test_keep_reads_spans_and_refuses_what_it_cannot_read():
             parse_keep(bad)
 
 
+def test_record_refuses_a_keep_or_block_s_it_cannot_use_naming_the_fix(tmp_path, capsys):
+    from streamtag.cli import main
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    assert main(["record", "--db", url, "--keep", "windows=3 weeks", "--upgrade"]) == 2
+    assert "give a number and a unit (s, m, h, d), e.g. 30d" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["record", "--db", url, "--block-s", "90"])
+    assert exited.value.code == 2
+    assert "a block holds at most a minute" in capsys.readouterr().err
+    assert not (tmp_path / "tags.db").exists()
+
+
 def test_retention_while_the_recorder_writes_deletes_only_what_is_old(tmp_path):
     """Windows are kept an hour and rollups two: a stream three hours old loses both, one
     ninety minutes old its windows only, a recent one nothing; tracks and events stay. Expiry

@@ -28,7 +28,7 @@ import json
 import struct
 import weakref
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,6 +361,7 @@ _DECODED = ("seq", "sent_at", "start_s", "end_s", "start_sample", "end_sample", 
 # A reader's range is widened by this much: its queries look a day around it (a silence that
 # began the day before, the window after a gap).
 READ_MARGIN_S = 86400.0
+READ_BLOCKS = 256  # blocks fetched at a time
 _read_meta = sa.MetaData()
 window_rows = sa.Table(
     "streamtag_windows", _read_meta,
@@ -427,18 +428,30 @@ def decoded_windows(conn: sa.Connection, streams: Sequence[str] | None = None,
 
 
 def _window_tuples(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-                   until: float | None) -> list[tuple]:
-    """The reader's table's rows (WINDOW_COLUMNS) of the windows sent in [since, until]."""
-    out: list[tuple] = []
-    for row in block_rows(conn, streams, since, until):
-        values = decode(row.data).values
-        n = len(values["seq"])
-        rows = zip([row.stream] * n, [row.session] * n, values["seq"], values["sent_at"],
-                   [row.model_id] * n, *(values[name] for name in WINDOW_COLUMNS[5:]),
-                   strict=True)
-        out += [r for r in rows if (since is None or r[3] >= since)
-                and (until is None or r[3] <= until)]
-    return out
+                   until: float | None) -> Iterator[list[tuple]]:
+    """The reader's table's rows (WINDOW_COLUMNS) of the windows sent in [since, until],
+    READ_BLOCKS blocks' at a time (a day of many stations does not fit in memory at once)."""
+    b, s = schema.window_blocks.c, schema.sessions.c
+    found = conn.execute(
+        sa.select(b.id, s.stream, s.session, b.model_id)
+        .join_from(schema.window_blocks, schema.sessions, b.session_id == s.id)
+        .where(*([s.stream.in_(list(streams))] if streams else []),
+               *([b.last_sent_at >= since] if since is not None else []),
+               *([b.first_sent_at <= until] if until is not None else []))).all()
+    for start in range(0, len(found), READ_BLOCKS):
+        part = found[start:start + READ_BLOCKS]
+        data = dict(conn.execute(sa.select(b.id, b.data).where(
+            b.id.in_([row.id for row in part]))).all())
+        out: list[tuple] = []
+        for row in part:
+            values = decode(data[row.id]).values
+            n = len(values["seq"])
+            rows = zip([row.stream] * n, [row.session] * n, values["seq"], values["sent_at"],
+                       [row.model_id] * n, *(values[name] for name in WINDOW_COLUMNS[5:]),
+                       strict=True)
+            out += [r for r in rows if (since is None or r[3] >= since)
+                    and (until is None or r[3] <= until)]
+        yield out
 
 
 def windows(conn: sa.Connection, streams: Sequence[str] | None = None,
@@ -455,18 +468,18 @@ def windows(conn: sa.Connection, streams: Sequence[str] | None = None,
     hi = None if until is None else until + READ_MARGIN_S
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {window_rows.name}")
     window_rows.create(conn)
-    rows = _window_tuples(conn, streams, lo, hi)
     names = ", ".join(WINDOW_COLUMNS)
     driver = conn.connection.driver_connection
     assert driver is not None  # a Connection's own driver connection while it is open
-    if rows and conn.dialect.name == "postgresql":
-        with driver.cursor() as cursor, cursor.copy(
-                f"COPY {window_rows.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    elif rows:
-        marks = ", ".join("?" * len(WINDOW_COLUMNS))
-        driver.executemany(
-            f"INSERT INTO {window_rows.name} ({names}) VALUES ({marks})", rows)
+    for rows in _window_tuples(conn, streams, lo, hi):  # a part read, then written
+        if conn.dialect.name == "postgresql":
+            with driver.cursor() as cursor, cursor.copy(
+                    f"COPY {window_rows.name} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        elif rows:
+            marks = ", ".join("?" * len(WINDOW_COLUMNS))
+            driver.executemany(f"INSERT INTO {window_rows.name} ({names}) VALUES ({marks})",
+                               rows)
     _loaded[conn] = asked
     return window_rows
