@@ -269,6 +269,9 @@ class SourceClient:
             start, done, sent = time.monotonic(), 0.0, self.START_BYTES
             for data, seconds in self.pieces:
                 per_s = len(data) / seconds
+                # a tenth of a second at a time: Vorbis of silence is a few hundred bytes a
+                # second, and a larger piece would leave a listener without a page for long
+                chunk = max(64, min(2048, round(per_s / 10)))
                 while sent < len(data) and not self.quit.is_set():
                     at = done + sent / per_s  # the programme second going out
                     while self.titles and self.titles[0][0] <= at:
@@ -276,8 +279,8 @@ class SourceClient:
                     if self.stop_at is not None and at >= self.stop_at[0]:
                         start += self._stop_and_come_back(self.stop_at[1])
                         self.stop_at = None
-                    self.sock.sendall(data[sent: sent + 2048])
-                    sent += 2048
+                    self.sock.sendall(data[sent: sent + chunk])
+                    sent += chunk
                     time.sleep(max(0.0, start + done + sent / per_s - self.AHEAD_S
                                    - time.monotonic()))
                 done += seconds

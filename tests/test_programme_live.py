@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from helpers import Feed, free_port, run_streamtag, stop_process, wait_until
 from programme_parts import (
@@ -39,8 +40,10 @@ from programme_parts import (
     encode,
     require,
     short_programme,
+    whole_programme,
 )
 
+from streamtag.audio.files import load_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs
 from streamtag.history import schema
 
@@ -103,7 +106,7 @@ def play(tmp_path: Path, items: list[Item], model: str, home: Path,
     programme second ``stop_at``) into `streamtag run --model MODEL --loudness`, with
     `streamtag record`, and reads `streamtag history` once the programme has played;
     ``sections``: more of the daemon's config (TOML)."""
-    from servers import icecast_server
+    from servers import icecast_server, port_open
 
     starts = np.cumsum([0.0] + [i.seconds for i in items])
     mp3 = encode(tmp_path, items, "mp3")
@@ -115,7 +118,7 @@ def play(tmp_path: Path, items: list[Item], model: str, home: Path,
     schema.upgrade(db)
     daemon = recorder = feed = None
     clients: dict[str, SourceClient] = {}
-    with icecast_server() as (icecast, _log):
+    with icecast_server() as (icecast, log):
         try:
             config = tmp_path / "daemon.toml"  # control may add streams of this machine
             config.write_text(f'[control]\nendpoint = "{control}"\nallow_hosts = ["127.0.0.1"]\n'
@@ -131,6 +134,7 @@ def play(tmp_path: Path, items: list[Item], model: str, home: Path,
             wait_until(lambda: heard(db) or recorder.poll() is not None, 60,
                        "the recorder to store the daemon's heartbeat", interval=0.2)
             assert recorder.poll() is None, recorder.communicate()[1]
+            assert port_open(icecast.port), f"icecast stopped: {icecast_log(icecast, log)}"
             clients["radio"] = SourceClient(
                 icecast, *STREAMS["radio"], mp3, titles=list(zip(starts, (i.title for i in items),
                                                                  strict=False)),
@@ -160,6 +164,9 @@ def play(tmp_path: Path, items: list[Item], model: str, home: Path,
             result = history(env, url, "--json")
             text = history(env, url, "--tz", "UTC").stdout
             rows = list(csv.DictReader(io.StringIO(history(env, url, "--csv").stdout)))
+            # kept with the test's files, for a look after a failure
+            (tmp_path / "history.json").write_text(result.stdout)
+            (tmp_path / "history.txt").write_text(text)
         finally:
             for client in clients.values():
                 client.close()
@@ -175,6 +182,14 @@ def play(tmp_path: Path, items: list[Item], model: str, home: Path,
             db.dispose()
     messages = [m for _, m in feed.messages]
     return Aired(items, messages, json.loads(result.stdout), text, rows, clients["radio"])
+
+
+def icecast_log(icecast, log) -> str:
+    """What Icecast and its clients said, for a failure's message."""
+    log.flush()
+    return " | ".join(path.read_text(errors="replace")[-2000:]
+                      for path in (Path(log.name), icecast.directory / "error.log")
+                      if path.exists())
 
 
 def heard(db) -> bool:
@@ -220,7 +235,9 @@ def assert_no_music_tags(aired: Aired, stream: str, item: Item, silence_s: float
     assert track.active == (), (stream, item.title, track.active)
     entry = aired.entry(stream, item.title)
     assert entry["top"] == [] and entry["active"] == [], entry
-    assert aired.row(stream, item.title)["detail"] == ""
+    row = aired.row(stream, item.title)
+    assert row["detail"] == "" and not [v for k, v in row.items()
+                                        if k.startswith("tag:") and v], row
     lines = [line for line in aired.text.splitlines() if f"  {item.title}  " in line
              and "tags:" in line]
     assert len(lines) == len(STREAMS) and all(line.endswith("tags: -") for line in lines), lines
@@ -250,3 +267,132 @@ def test_a_short_live_programme_is_speech_silence_and_music_where_they_played(tm
         assert first.content == "music", first
     # speech is counted as such in the history: a span per stream
     assert {s["stream"] for s in aired.history["speech"]} == set(STREAMS)
+
+
+def music_home(home: Path) -> str:
+    """The recommended model installed in ``home`` when musicnn's checkpoints are here (its
+    name), else the shipped model's name."""
+    from streamtag.catalog.musicnn import find_installed_package
+
+    if find_installed_package() is None:
+        return "default"
+    done = run_streamtag("models", "install", "music", env={**os.environ,
+                                                            "STREAMTAG_HOME": str(home)},
+                         timeout=600)
+    assert done.returncode == 0, done.stderr
+    return "music"
+
+
+class Verdicts:
+    """Each item's checks, run to the end: the programme takes minutes, so one run says which
+    items held and which did not, then fails with all that did not."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def check(self, what: str, check, *args) -> None:
+        try:
+            check(*args)
+        except AssertionError as exc:
+            self.failed.append(f"{what}: {exc}")
+
+    def done(self) -> None:
+        assert not self.failed, "\n".join(self.failed)
+
+
+def aired_lufs(tmp_path: Path, stream: str, items: list[Item], title: str) -> float | None:
+    """The EBU R128 loudness of an item as its stream carried it (decoded from what was sent:
+    the codec changes quiet noise's level), the same audio in both channels."""
+    n = [i.title for i in items].index(title)
+    if stream == "radio":
+        start = round(sum(i.seconds for i in items[:n]) * RATE)
+        audio = load_audio(tmp_path / "programme.mp3", RATE)[0][start: start
+                                                                 + len(items[n].audio)]
+    else:
+        audio = load_audio(tmp_path / f"link{n}.ogg", RATE)[0]
+    # a second off each end: a few ms of the music beside it would pass the gates and
+    # outweigh the quiet item (the stream's readings of it lie inside it too)
+    return offline_lufs(audio[RATE:-RATE])
+
+
+@pytest.mark.slow
+def test_the_issue_s_programme_played_live_is_reported_truthfully_item_by_item(tmp_path):
+    """About 7 minutes of real recordings, a bulletin, dead air, quiet noise, a stuck tone and
+    a 20 s encoder stop, with the recommended model where musicnn's checkpoints are installed
+    (pip install --no-deps musicnn==0.1.0): every item as a user would check it."""
+    require()
+    items = whole_programme(tmp_path)
+    by_title = {i.title: i for i in items}
+    starts = dict(zip((i.title for i in items), np.cumsum([0.0] + [i.seconds for i in items]),
+                      strict=False))
+    home = tmp_path / "home"
+    model = music_home(home)
+    stopped = "Frontiers"  # the encoder stops 25 s into it, for 20 s
+    aired = play(tmp_path, items, model, home, stop_at=starts[stopped] + 25.0)
+    silence_s = 10.0  # the daemon's default [health] silence_s
+    verdicts = Verdicts()
+    check = verdicts.check
+
+    def quiet_noise_is_its_own(stream: str) -> None:
+        measured = aired.entry(stream, "Quiet noise")["loudness_lufs"]
+        expected = aired_lufs(tmp_path, stream, items, "Quiet noise")
+        assert measured is not None and abs(measured - expected) <= 1.0, (measured, expected)
+
+    def tone_is_a_tone(stream: str) -> None:
+        tone = aired.entry(stream, "Stuck tone")
+        assert tone["tone_s"] >= 0.5 * by_title["Stuck tone"].seconds, tone
+        assert any(s["stream"] == stream and s["detail"] == "stuck tone"
+                   for s in aired.history["silence"]), aired.history["silence"]
+
+    def piano_is_piano(stream: str) -> None:
+        assert "piano" in aired.track(stream, "Greensleeves").active
+
+    def orchestral_leads_with_classical(stream: str, title: str) -> None:
+        top = {name for name, _ in aired.entry(stream, title)["top"]}
+        assert top & CLASSICAL, top
+
+    for stream in STREAMS:
+        for title in ("News bulletin", "Dead air", "Quiet noise", "Stuck tone"):
+            check(f"{stream} {title}: no music tags", assert_no_music_tags, aired, stream,
+                  by_title[title], silence_s)
+        # digital silence has no loudness; quiet noise its own, not the music's around it
+        check(f"{stream} Dead air: below the gate", assert_loudness_below_gate, aired, stream,
+              "Dead air")
+        check(f"{stream} Quiet noise: its loudness", quiet_noise_is_its_own, stream)
+        check(f"{stream} Stuck tone: a tone", tone_is_a_tone, stream)
+        if model == "music":
+            check(f"{stream} Greensleeves: piano", piano_is_piano, stream)
+            for title in ("Battle theme", "Legends of the north"):
+                check(f"{stream} {title}: classical leading tags",
+                      orchestral_leads_with_classical, stream, title)
+
+    def stop_is_logged_within_its_bound() -> None:
+        # off air from the last audio before the stop to the first audio after it, ended in
+        # the log within the stated bound of the station's return
+        radio = aired.radio
+        (outage,) = [s for s in aired.history["off_air"] if s["stream"] == "radio"
+                     and s["start"] < radio.back_at]
+        assert outage["start"] == pytest.approx(radio.stopped_at, abs=2.0), outage
+        assert outage["back_within_s"] is not None and outage["back_within_s"] <= 2.0, outage
+        assert radio.back_at <= outage["end"] <= (radio.back_at + outage["back_within_s"]
+                                                  + 0.25), (outage, radio.back_at)
+        # the track it fell in was played whole: heard all but what the bound let pass, and
+        # said to be cut by the outage
+        entry = aired.entry("radio", stopped)
+        assert "off air" in entry["partial"], entry
+        assert entry["audio_s"] >= (by_title[stopped].seconds - outage["back_within_s"]
+                                    - 1.0), entry
+
+    def chained_heard_it_whole() -> None:
+        whole = aired.entry("chained", stopped)
+        assert whole["partial"] == [] and whole["audio_s"] == pytest.approx(
+            by_title[stopped].seconds, abs=0.5), whole
+
+    check("radio: the encoder stop", stop_is_logged_within_its_bound)
+    check("chained: the track the stop fell in", chained_heard_it_whole)
+
+    def text_names_the_tone() -> None:
+        assert "stuck tone" in aired.text
+
+    check("the text names the stuck tone", text_names_the_tone)
+    verdicts.done()

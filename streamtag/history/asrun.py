@@ -24,10 +24,10 @@ the database has it; none otherwise.
 
 Dead air and other audio that is not music: a track that was dead air (silence or a stuck
 tone) for more than half its length, or most of whose windows were not music (speech, silence,
-a tone or noise: their ``content``, schema revision 0008), has no leading tags: what a model
-says of a voice, a tone or silence names no music, and a track's means are of its music
-windows only (often one at its edge). The stuck tone is said as such (``tone_s``), apart from
-silence.
+a tone or noise: their ``content``, schema revision 0008), has no leading tags and no scores:
+what a model says of a voice, a tone or silence names no music, and a track's means are of its
+music windows only (often one at its edge). The stuck tone is said as such (``tone_s``), apart
+from silence.
 
 Loudness: where the daemon measured EBU R128 loudness (``[health] loudness``, schema revision
 0005), a track's loudness is the short-term readings of its windows whose 3 s lie inside the
@@ -579,7 +579,7 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
         length = (entry.end if entry.end is not None else now) - entry.start
         mostly_not_music = entry.music_windows <= 0.5 * entry.said_windows
         if entry.silence_s > 0.5 * length or (entry.said_windows and mostly_not_music):
-            entry.top, entry.active = [], []
+            entry.top, entry.active, entry.scores = [], [], {}
     return merge_restarts(entries)
 
 
