@@ -199,9 +199,24 @@ def whole_programme(folder: Path) -> list[Item]:
     ]
 
 
-def encode(folder: Path, items: list[Item], kind: str) -> list[tuple[bytes, float]]:
-    """The items as one MP3 stream at 128 kb/s (one piece), or as Vorbis links titled by
-    their TITLE comments (a piece per item, for a chained Ogg stream): (bytes, seconds)."""
+def ogg_pages(data: bytes, rate: int) -> list[tuple[int, float]]:
+    """(the byte where each page ends, the audio second its page ends at) of an Ogg link; the
+    header pages end at second 0."""
+    marks, at = [], 0
+    while at < len(data):
+        if data[at: at + 4] != b"OggS":
+            raise ValueError(f"no Ogg page at byte {at}")
+        granule = struct.unpack("<q", data[at + 6: at + 14])[0]
+        segments = data[at + 27: at + 27 + data[at + 26]]
+        at += 27 + len(segments) + sum(segments)
+        marks.append((at, max(granule, 0) / rate))
+    return marks
+
+
+def encode(folder: Path, items: list[Item], kind: str) -> list[Piece]:
+    """The items as one MP3 stream at 128 kb/s (one piece, paced by its constant bitrate), or
+    as Vorbis links titled by their TITLE comments (a piece per item, for a chained Ogg stream,
+    each page sent as its audio is due)."""
     def ffmpeg(audio: np.ndarray, out: Path, *codec: str) -> bytes:
         wav = out.with_suffix(".wav")
         write_audio(wav, audio, RATE)
@@ -212,14 +227,31 @@ def encode(folder: Path, items: list[Item], kind: str) -> list[tuple[bytes, floa
         audio = np.concatenate([i.audio for i in items])
         data = ffmpeg(audio, folder / "programme.mp3", "-c:a", "libmp3lame", "-b:a", "128k",
                       "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3")
-        return [(data, len(audio) / RATE)]
-    return [(ffmpeg(i.audio, folder / f"link{n}.ogg", "-c:a", "libvorbis", "-q:a", "4",
-                    "-metadata", f"TITLE={i.title}", "-f", "ogg"), i.seconds)
-            for n, i in enumerate(items)]
+        seconds = len(audio) / RATE
+        step = 1600  # a tenth of a second at 128 kb/s
+        return [Piece(data, seconds, [(min(end, len(data)), min(end, len(data)) / len(data)
+                                       * seconds)
+                                      for end in range(step, len(data) + step, step)])]
+    pieces = []
+    for n, item in enumerate(items):
+        data = ffmpeg(item.audio, folder / f"link{n}.ogg", "-c:a", "libvorbis", "-q:a", "4",
+                      "-metadata", f"TITLE={item.title}", "-f", "ogg")
+        pieces.append(Piece(data, item.seconds, ogg_pages(data, RATE)))
+    return pieces
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Bytes a source client sends, ``seconds`` of audio, in parts: (the byte a part ends at,
+    the programme second it is due at, from the piece's start)."""
+
+    data: bytes
+    seconds: float
+    parts: list[tuple[int, float]]
 
 
 class SourceClient:
-    """A source client sending ``pieces`` (bytes, seconds) to an Icecast mount in real time
+    """A source client sending ``pieces`` to an Icecast mount in real time
     over HTTP PUT, a second ahead as an encoder's buffer is. For an MP3 mount it announces
     each title in ``titles`` (programme second, title) as its audio goes out, as a playout
     system does. ``stop_at`` (programme second, seconds): the encoder stops there and comes
@@ -230,7 +262,7 @@ class SourceClient:
     AHEAD_S = 1.0
 
     def __init__(self, icecast, mount: str, content_type: str,
-                 pieces: list[tuple[bytes, float]], titles: list[tuple[float, str]] = (),
+                 pieces: list[Piece], titles: list[tuple[float, str]] = (),
                  stop_at: tuple[float, float] | None = None) -> None:
         self.icecast, self.mount, self.content_type = icecast, mount, content_type
         self.pieces, self.titles, self.stop_at = pieces, list(titles), stop_at
@@ -240,7 +272,7 @@ class SourceClient:
         self.error: BaseException | None = None
         self.go, self.quit = threading.Event(), threading.Event()
         self.sock = self._connect()
-        self.sock.sendall(pieces[0][0][: self.START_BYTES])
+        self.sock.sendall(pieces[0].data[: self.START_BYTES])
         self.thread = threading.Thread(target=self._send, daemon=True)
         self.thread.start()
 
@@ -267,23 +299,21 @@ class SourceClient:
             if not self.go.wait(60):
                 raise TimeoutError("the test never released the source client")
             start, done, sent = time.monotonic(), 0.0, self.START_BYTES
-            for data, seconds in self.pieces:
-                per_s = len(data) / seconds
-                # a tenth of a second at a time: Vorbis of silence is a few hundred bytes a
-                # second, and a larger piece would leave a listener without a page for long
-                chunk = max(64, min(2048, round(per_s / 10)))
-                while sent < len(data) and not self.quit.is_set():
-                    at = done + sent / per_s  # the programme second going out
+            for piece in self.pieces:
+                for end, due_s in piece.parts:
+                    if self.quit.is_set():
+                        return
+                    at = done + due_s  # the programme second this part ends at
                     while self.titles and self.titles[0][0] <= at:
                         self._announce(self.titles.pop(0)[1])
                     if self.stop_at is not None and at >= self.stop_at[0]:
                         start += self._stop_and_come_back(self.stop_at[1])
                         self.stop_at = None
-                    self.sock.sendall(data[sent: sent + chunk])
-                    sent += chunk
-                    time.sleep(max(0.0, start + done + sent / per_s - self.AHEAD_S
-                                   - time.monotonic()))
-                done += seconds
+                    if end > sent:
+                        self.sock.sendall(piece.data[sent: end])
+                        sent = end
+                    time.sleep(max(0.0, start + at - self.AHEAD_S - time.monotonic()))
+                done += piece.seconds
                 sent = 0
         except BaseException as exc:  # noqa: BLE001 - said by join()
             self.error = exc

@@ -96,10 +96,6 @@ class Aired:
         return row
 
 
-def stream_ends(pieces: list[tuple[bytes, float]]) -> float:
-    return sum(seconds for _, seconds in pieces)
-
-
 def play(tmp_path: Path, items: list[Item], model: str, home: Path,
          stop_at: float | None = None, sections: str = "") -> Aired:
     """Plays ``items`` live (both mounts; the MP3 encoder stopped for ENCODER_STOP_S at
@@ -150,7 +146,7 @@ def play(tmp_path: Path, items: list[Item], model: str, home: Path,
                        "the daemon to listen to both mounts", interval=0.1)
             for client in clients.values():
                 client.release()
-            playing_s = stream_ends(mp3) + (0 if stop_at is None else ENCODER_STOP_S)
+            playing_s = sum(p.seconds for p in mp3) + (0 if stop_at is None else ENCODER_STOP_S)
             for client in clients.values():
                 client.join(playing_s + 60)
             ended = time.monotonic()
@@ -228,9 +224,12 @@ def assert_no_music_tags(aired: Aired, stream: str, item: Item, silence_s: float
     assert confirmed and all(b.active == () for b in confirmed), (
         stream, item.title, [(b.start_s, b.active) for b in confirmed])
     track = aired.track(stream, item.title)
-    window_s = inside[0].end_s - inside[0].start_s  # an event's time is its window's end
+    # an event's time is its window's end; a window reaching past the item's edges may take
+    # its neighbour's decision
+    window_s = inside[0].end_s - inside[0].start_s
     ons = [e for e in aired.of(stream, "event") if e.state == "on"
-           and track.start_s + INSIDE_START_S + window_s <= e.time_s <= track.end_s]
+           and track.start_s + INSIDE_START_S + window_s <= e.time_s
+           <= track.end_s - INSIDE_END_S]
     assert ons == [], (stream, item.title, ons)
     assert track.active == (), (stream, item.title, track.active)
     entry = aired.entry(stream, item.title)
