@@ -99,7 +99,7 @@ from machine import cpu_name  # noqa: E402 - benchmarks/machine.py, beside this 
 
 from streamtag import nets  # noqa: E402
 from streamtag.audio.testsignals import music_like  # noqa: E402
-from streamtag.engine.batching import Engine, EngineConfig, WindowResult  # noqa: E402
+from streamtag.engine.batching import Engine, EngineConfig, EngineSink, WindowResult  # noqa: E402
 from streamtag.engine.smoothing import TagEvent  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
@@ -191,7 +191,7 @@ def first_window_samples(model: InferenceModel) -> int:
 # -- 1. throughput -------------------------------------------------------------------------
 
 
-class CountingSink:
+class CountingSink(EngineSink):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.windows = 0
@@ -331,7 +331,7 @@ def overhead(stats: dict, batches: BatchLog, costs: list[FeedCost],
 # -- 2. latency ----------------------------------------------------------------------------
 
 
-class PublishingSink:
+class PublishingSink(EngineSink):
     """What the daemon's sink does with a result: events first, then the scores."""
 
     def __init__(self, publisher: Publisher) -> None:

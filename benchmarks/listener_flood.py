@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import Feed, daemon_config_file, free_port, is_ready, tiny_model_file  # noqa: E402
+from support.helpers import Feed, daemon_config_file, free_port, is_ready, tiny_model_file  # noqa: E402
 
 from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.audio.testsignals import music_like  # noqa: E402

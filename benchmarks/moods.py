@@ -21,12 +21,12 @@ import numpy as np
 
 from streamtag.audio.files import AudioDecodeError, load_audio
 from streamtag.catalog.installed import resolve_model
-from streamtag.engine.batching import Engine
+from streamtag.engine.batching import Engine, EngineSink
 from streamtag.engine.config import EngineConfig
 from streamtag.model.inference import InferenceModel
 
 
-class Collect:
+class Collect(EngineSink):
     def __init__(self) -> None:
         self.results = []
 

@@ -13,9 +13,18 @@ Measured per database:
   core the recorder used, and the headroom (how many times the load that core would take).
 - size: bytes on disk per window, scaled to a stream-day (86,400 windows and their events).
 
+- windows per CPU-second: the burst's scores messages (one per window) per CPU-second of the
+  recorder, the figure a fleet's recorders are sized by.
+
     python benchmarks/record.py                      # SQLite and a throwaway PostgreSQL
     python benchmarks/record.py --postgres postgresql://user@host/db --json
     python benchmarks/record.py --databases sqlite --windows 60
+
+Before and after a change, side by side in one run: --compare PATH runs the recorder of the
+streamtag checkout at PATH as well (e.g. ``git worktree add /tmp/main main``), alternating the
+two ``--rounds`` times per database, and prints each one's median:
+
+    python benchmarks/record.py --compare /tmp/main --rounds 3 --realtime-s 0
 
 PostgreSQL: without --postgres, a cluster is started from Debian's server binaries (as in
 the tests); without them, PostgreSQL is skipped with a note.
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,17 +132,22 @@ def db_bytes(engine: sa.Engine, url: str) -> int:
                    .scalar())
 
 
-def bench(url: str, windows: int, realtime_s: float, core: int | None) -> dict:
+def bench(url: str, windows: int, realtime_s: float, core: int | None,
+          code: Path = ROOT) -> dict:
+    """One recorder (of the streamtag checkout at ``code``) into a fresh database at ``url``."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    # the recorder's own code makes its schema (another checkout's may differ)
+    # (run in its folder: ``python -m`` puts the working folder first on the path)
+    subprocess.run([sys.executable, "-m", "streamtag", "record", "--db", url, "--upgrade"],
+                   env=env, cwd=code, check=True, capture_output=True)
     engine = schema.create_db_engine(url)
-    schema.upgrade(engine)
     empty_bytes = db_bytes(engine, url)
     publisher = Publisher("tcp://127.0.0.1:*", sndhwm=0)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     preexec = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     recorder = subprocess.Popen(
         [sys.executable, "-m", "streamtag", "record", "--connect", publisher.endpoint,
-         "--db", url, "--metrics-port", str(port)], env=env, preexec_fn=preexec,
+         "--db", url, "--metrics-port", str(port)], env=env, cwd=code, preexec_fn=preexec,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seq: dict[str, int] = {}
     active = [set() for _ in range(STREAMS)]
@@ -170,7 +185,7 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None) -> dict:
                 publisher.send_message(message)
         wait_written(port, baseline + len(burst) + len(live), 60)
         elapsed = time.perf_counter() - start
-        cpu_live = cpu_seconds(recorder.pid) - cpu0
+        cpu_live = cpu_seconds(recorder.pid) - cpu0 if live else 0.0
 
         with engine.connect() as conn:
             stored = sum(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
@@ -186,17 +201,29 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None) -> dict:
         engine.dispose()
     burst_rate = len(burst) / (t1 - t0)
     burst_cpu_rate = len(burst) / cpu_burst
+    burst_windows = sum(m.msg_type == "scores" for m in burst)
     return {
-        "database": engine.dialect.name, "messages": sent, "stored": stored,
+        "database": engine.dialect.name, "code": str(code), "messages": sent, "stored": stored,
+        "burst_windows_per_cpu_s": round(burst_windows / cpu_burst),
         "gaps": gaps, "burst_messages": len(burst),
         "burst_msgs_per_s": round(burst_rate), "burst_msgs_per_cpu_s": round(burst_cpu_rate),
         "burst_x_load": round(burst_rate / LOAD_PER_S, 1),
         "cpu_x_load": round(burst_cpu_rate / LOAD_PER_S, 1),
-        "realtime_core_share": round(cpu_live / elapsed, 4),
+        "realtime_core_share": round(cpu_live / elapsed, 4) if live else None,
         "realtime_headroom_x": round(elapsed / cpu_live, 1) if cpu_live else None,
         "bytes_per_window": round(size / scores_sent, 1),
         "mb_per_stream_day": round(size / scores_sent * 86400 / 1e6, 1),
     }
+
+
+def fresh_postgres(server_url: str) -> str:
+    """A new database on the server at ``server_url`` (its own for each run)."""
+    name = f"bench_{time.monotonic_ns()}"
+    admin = sa.create_engine(schema.normalise_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def main() -> int:
@@ -205,29 +232,36 @@ def main() -> int:
     parser.add_argument("--postgres", help="a PostgreSQL URL (default: a throwaway cluster)")
     parser.add_argument("--windows", type=int, default=300,
                         help="windows per stream in the burst (default 300: 19,200 scores)")
-    parser.add_argument("--realtime-s", type=float, default=10.0)
+    parser.add_argument("--realtime-s", type=float, default=10.0,
+                        help="seconds at the real load after the burst (0: none)")
     parser.add_argument("--core", type=int, default=0, help="CPU core for the recorder")
+    parser.add_argument("--compare", type=Path, metavar="PATH",
+                        help="another streamtag checkout whose recorder runs too, alternated")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of each recorder per database (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    codes = [ROOT] if args.compare is None else [args.compare.resolve(), ROOT]
     results, notes, server = [], [], None
     try:
         for name in args.databases.split(","):
-            if name == "sqlite":
-                url = f"sqlite:///{tempfile.mkdtemp(prefix='streamtag-bench-')}/tags.db"
-            elif args.postgres:
-                url = args.postgres
-            else:
+            if name == "postgresql" and not args.postgres:
                 sys.path.insert(0, str(ROOT / "tests"))
                 try:
-                    from postgres_server import PostgresServer
+                    from support.postgres import PostgresServer
 
                     server = PostgresServer()
                     server.start()
-                    url = server.url
                 except Exception as exc:  # pytest's Skipped names what to install
                     notes.append(f"postgresql skipped: {exc}")
                     continue
-            results.append(bench(url, args.windows, args.realtime_s, args.core))
+            for _ in range(args.rounds):
+                for code in codes:
+                    if name == "sqlite":
+                        url = f"sqlite:///{tempfile.mkdtemp(prefix='streamtag-bench-')}/tags.db"
+                    else:
+                        url = args.postgres or fresh_postgres(server.url)
+                    results.append(bench(url, args.windows, args.realtime_s, args.core, code))
     finally:
         if server is not None:
             server.close()
@@ -238,12 +272,23 @@ def main() -> int:
         print(f"load: {STREAMS} streams x 1 window/s = {LOAD_PER_S} scores/s, {N_TAGS} tags; "
               f"target {TARGET}x = {TARGET * LOAD_PER_S} msgs/s on one core")
         for r in results:
-            print(f"{r['database']:>10}: burst {r['burst_msgs_per_s']} msgs/s wall "
-                  f"({r['burst_x_load']}x load), {r['burst_msgs_per_cpu_s']} msgs per CPU-s "
-                  f"({r['cpu_x_load']}x); real time uses {100 * r['realtime_core_share']:.1f}% "
-                  f"of a core ({r['realtime_headroom_x']}x headroom); "
-                  f"{r['bytes_per_window']} B/window = {r['mb_per_stream_day']} MB per "
+            print(f"{r['database']:>10} ({Path(r['code']).name}): burst "
+                  f"{r['burst_windows_per_cpu_s']} windows per CPU-s; "
+                  f"{r['burst_msgs_per_s']} msgs/s wall ({r['burst_x_load']}x load), "
+                  f"{r['burst_msgs_per_cpu_s']} msgs per CPU-s ({r['cpu_x_load']}x)"
+                  + (f"; real time uses {100 * r['realtime_core_share']:.1f}% of a core "
+                     f"({r['realtime_headroom_x']}x headroom)"
+                     if r["realtime_core_share"] is not None else "")
+                  + f"; {r['bytes_per_window']} B/window = {r['mb_per_stream_day']} MB per "
                   f"stream-day; stored {r['stored']}/{r['messages']}, gaps {r['gaps']}")
+        if args.compare is not None:
+            print("median windows per CPU-second of one recorder:")
+            for name in dict.fromkeys(r["database"] for r in results):
+                medians = [statistics.median(r["burst_windows_per_cpu_s"] for r in results
+                                             if r["database"] == name and r["code"] == str(c))
+                           for c in codes]
+                print(f"{name:>10}: {codes[0].name} {medians[0]:.0f}, {codes[1].name} "
+                      f"{medians[1]:.0f} ({medians[1] / medians[0]:.2f}x)")
         for note in notes:
             print(note)
     ok = all(r["stored"] == r["messages"] and r["gaps"] == 0 for r in results)

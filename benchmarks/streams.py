@@ -109,9 +109,7 @@ from streamtag.daemon.config import (  # noqa: E402
 from streamtag.daemon.daemon import Daemon  # noqa: E402
 from streamtag.daemon.supervisor import Supervisor  # noqa: E402
 from streamtag.engine import batching as engine_module  # noqa: E402
-from streamtag.engine.config import CPU_MAX_BATCH  # noqa: E402
-from streamtag.engine.content import ContentConfig  # noqa: E402
-from streamtag.engine.health import HealthConfig  # noqa: E402
+from streamtag.engine.config import CPU_MAX_BATCH, ContentConfig, HealthConfig  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402

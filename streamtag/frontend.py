@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from streamtag import _core
 from streamtag._core import CLIP_LEVEL, FRAME_LEVEL_FIELDS, SILENCE_DBFS, FrameRing, WindowLevel
+
+if TYPE_CHECKING:  # numpy loads with the first signal (the command line's parser needs none)
+    import numpy as np
 
 __all__ = [
     "CLIP_LEVEL",
@@ -187,12 +188,16 @@ class OnlineLogMel(_core.OnlineLogMel):
 
 def compute_logmel(samples: np.ndarray, options: LogMelOptions) -> np.ndarray:
     """Log-mel frames ``(T, n_mels)`` of a whole signal: exactly what any chunking yields."""
+    import numpy as np
+
     return _core.compute_logmel(np.asarray(samples, dtype=np.float32), options._core_options())
 
 
 def window_level_of(features: np.ndarray, hop_length: int, sample_rate: float) -> WindowLevel:
     """The ``WindowLevel`` of level rows ``(steps, 5)`` as ``frame_levels`` returns;
     ``hop_length`` is the samples per row (``level_step`` times the frontend's hop)."""
+    import numpy as np
+
     return _core.window_level_of(np.asarray(features, dtype=np.float32), hop_length, sample_rate)
 
 

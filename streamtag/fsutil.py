@@ -38,7 +38,7 @@ TEMPORARY_GLOB = ".*.tmp"  # what atomic_path leaves behind when its process die
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path to write ``path``'s new contents to; moved onto ``path`` when the block
     ends without an error, removed either way."""
     path = Path(path)
@@ -51,19 +51,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """``path`` holds ``text`` (UTF-8), written atomically (``atomic_path``)."""
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any, *, allow_nan: bool = False) -> None:
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, allow_nan: bool = False) -> None:
     """``path`` holds ``data`` as indented JSON, written atomically; NaN and infinities are
     refused unless ``allow_nan`` (they are not JSON)."""
     write_text_atomic(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n")
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 3600.0) -> None:
+def remove_stale_temporaries(folder: str | os.PathLike[str], older_than_s: float = 3600.0) -> None:
     """Removes what interrupted writes left in ``folder`` more than ``older_than_s`` ago (a
     younger one may belong to a writer still at work)."""
     now = time.time()
@@ -104,7 +104,7 @@ def _checked(status: os.stat_result, path: Path, what: str, private: bool) -> No
                            f"could {harm}; run `{fix} {path}` and try again")
 
 
-def own_folder(path: str | os.PathLike, *, create: bool = True,
+def own_folder(path: str | os.PathLike[str], *, create: bool = True,
                what: str = "streamtag's folder") -> Path:
     """``path``, made with mode 0700 (and its missing parents) when missing and ``create``;
     NotOursError when another user owns it, group or others may write it, or it is not a
@@ -142,7 +142,7 @@ def _open_own(path: Path, what: str, private: bool) -> int:
     return descriptor
 
 
-def read_own_file(path: str | os.PathLike, limit: int, *, private: bool = True,
+def read_own_file(path: str | os.PathLike[str], limit: int, *, private: bool = True,
                   what: str = "the file") -> bytes:
     """The bytes of ``path``, opened without following a link and checked on the descriptor
     (``_open_own``); NotOursError, or OSError when it cannot be read; ValueError past
@@ -156,7 +156,7 @@ def read_own_file(path: str | os.PathLike, limit: int, *, private: bool = True,
     return data
 
 
-def check_own_file(path: str | os.PathLike, *, what: str = "the file") -> Path:
+def check_own_file(path: str | os.PathLike[str], *, what: str = "the file") -> Path:
     """``path``, once its opened descriptor shows a regular file of this user's that group and
     others may not write (``_open_own``); NotOursError otherwise. For files loaded by path
     afterwards: in a folder checked by ``own_folder``, no one else can replace it meanwhile."""

@@ -64,34 +64,43 @@ class Rule:
         return f"{noun} {bounds(self.minimum, self.maximum, self.positive)}"
 
 
-_RULE = "streamtag.values"  # the key of a field's Rule in its metadata
+RULE = "streamtag.values"  # the key of a field's Rule in its metadata
 
 
 _HELP = "help"
 _FLAG = "flag"
+_METAVAR = "metavar"
 
 
 def field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
           minimum: float | None = None, maximum: float | None = None, positive: bool = False,
           choices: Sequence[str] | None = None, expected: str | None = None,
-          help: str = "", flag: str | None = None) -> Any:  # noqa: A002 - argparse's word
+          help: str = "", flag: str | None = None,  # noqa: A002 - argparse's word
+          metavar: str | None = None) -> Any:
     """A dataclass field with its rule, which ``check_fields`` applies, and what a reader of
     the settings is told of it: ``help`` (its meaning) and ``flag`` (the command-line flag that
-    overrides it, if any). The configuration reference (docs/config.md) is made from these."""
+    overrides it, if any, with its value's name in the usage, ``metavar``). The configuration
+    reference (docs/config.md) and ``run``'s flags are made from these."""
     rule = Rule(minimum, maximum, positive, tuple(choices) if choices is not None else None,
                 expected)
     return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={_RULE: rule, _HELP: help, _FLAG: flag})
+                             metadata={RULE: rule, _HELP: help, _FLAG: flag,
+                                       _METAVAR: metavar})
 
 
-def help_of(declared: dataclasses.Field) -> str:
+def help_of(declared: dataclasses.Field[Any]) -> str:
     """A field's meaning, as ``field(help=...)`` declared it ("" where it declared none)."""
-    return declared.metadata.get(_HELP, "")
+    return str(declared.metadata.get(_HELP, ""))
 
 
-def flag_of(declared: dataclasses.Field) -> str | None:
+def flag_of(declared: dataclasses.Field[Any]) -> str | None:
     """The command-line flag that overrides a field, as ``field(flag=...)`` declared it."""
     return declared.metadata.get(_FLAG)
+
+
+def metavar_of(declared: dataclasses.Field[Any]) -> str | None:
+    """The name of a flag's value in the usage, as ``field(metavar=...)`` declared it."""
+    return declared.metadata.get(_METAVAR)
 
 
 def set_field(obj: Any, name: str, value: Any) -> None:
@@ -228,7 +237,7 @@ def choice(value: Any, where: str, error: ErrorClass, choices: Sequence[str], *,
 
 # ---------------------------------------------------------------- arrays and tables
 
-def array(value: Any, where: str, error: ErrorClass, *, most: int | None = None) -> list:
+def array(value: Any, where: str, error: ErrorClass, *, most: int | None = None) -> list[Any]:
     """The items of a list, a tuple or any other iterable but a string, bytes or a mapping
     (a publisher may give a numpy array), at most ``most`` of them."""
     if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
@@ -335,7 +344,9 @@ def coerce(value: Any, annotation: Any, where: str, error: ErrorClass, *, rule: 
                      for i, v in enumerate(value))
     rule = rule or Rule()
     if annotation is int:
-        return integer(value, where, error, minimum=rule.minimum, maximum=rule.maximum,
+        # an int field's rule has whole bounds (Rule holds both kinds as floats)
+        return integer(value, where, error, minimum=rule.minimum,  # type: ignore[arg-type]
+                       maximum=rule.maximum,  # type: ignore[arg-type]
                        expected=rule.range_words(words.integer), words=words)
     if annotation is float:
         return number(value, where, error, minimum=rule.minimum, maximum=rule.maximum,
@@ -354,13 +365,13 @@ def coerce(value: Any, annotation: Any, where: str, error: ErrorClass, *, rule: 
 def _declared(cls: type) -> tuple[tuple[str, Any, Rule | None], ...]:
     """Each field's name, annotation and rule, found once per class."""
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, hints[f.name], f.metadata.get(_RULE)) for f in dataclasses.fields(cls))
+    return tuple((f.name, hints[f.name], f.metadata.get(RULE)) for f in dataclasses.fields(cls))
 
 
 def check_fields(obj: Any, section: str, error: ErrorClass, words: Words = WORDS) -> None:
     """Checks every field of a dataclass (``section.name``) against its annotation and rule and
     keeps it in its canonical type: for ``__post_init__``."""
-    for name, annotation, rule in _declared(type(obj)):
+    for name, annotation, rule in _declared(type(obj)):  # type: ignore[arg-type]  # a class hashes
         value = getattr(obj, name)
         checked = coerce(value, annotation, f"{section}.{name}", error, rule=rule, words=words)
         if checked is not value:
@@ -381,6 +392,24 @@ def from_table(cls: type, value: Any, section: str, error: ErrorClass, words: Wo
         raise
     except (TypeError, ValueError) as exc:  # a dataclass's own check, in its own error
         raise error(str(exc) if section in str(exc) else f"[{section}]: {exc}") from exc
+
+
+def from_text(text: str, annotation: Any) -> Any:
+    """A value written on the command line for a field of ``annotation``: an integer or a
+    number where the field takes one and the text is one, else the text itself (which the
+    field's check then refuses, naming what it takes)."""
+    options = (typing.get_args(annotation)
+               if typing.get_origin(annotation) in (typing.Union, types.UnionType, tuple)
+               else (annotation,))
+    for option in options:
+        try:
+            if option is int:
+                return int(text, 10)
+            if option is float:
+                return float(text)
+        except ValueError:
+            pass
+    return text
 
 
 def toml_value(text: str) -> Any:

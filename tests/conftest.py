@@ -1,5 +1,5 @@
-"""Test-wide settings, and the fixtures that component and reliability tests share (real model
-files, media files, a local HTTP audio server, a private Icecast, a private PulseAudio)."""
+"""Test-wide settings, and the fixtures that several test files share (real model files, media
+files, a local HTTP audio server, a private Icecast, a private PulseAudio, a browser)."""
 
 import atexit
 import os
@@ -19,8 +19,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from helpers import tiny_model_file  # noqa: E402
-from servers import AudioServer, Feeder, icecast_server, pulse_session, write_media  # noqa: E402
+from support.helpers import free_port, tiny_model_file  # noqa: E402
+from support.servers import AudioServer, Feeder, icecast_server, pulse_session, write_media  # noqa: E402
 
 from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.audio.testsignals import music_like  # noqa: E402
@@ -43,6 +43,14 @@ def audio_files(tmp_path_factory):
     files["corrupt"] = root / "corrupt.mp3"
     files["corrupt"].write_bytes(b"ID3" + os.urandom(5000))
     return files
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory) -> Path:
+    """12 s of music as a 44.1 kHz MP3."""
+    path = tmp_path_factory.mktemp("audio") / "song.mp3"
+    write_audio(path, music_like(12.0, 44100, seed=3), 44100)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +84,36 @@ def icecast(media):
             feeder.stop()
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server for the module (``PostgresServer``), started."""
+    from support.postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module, the previous count restored after it: on tiny inputs a
+    second thread only adds start-up and contention. Use with ``usefixtures``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A user cache folder of the test's own (graphs exported at load go there). Use with
+    ``usefixtures``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def pulse(monkeypatch):
     """The environment of a private PulseAudio server (``PulseServer``) this process uses."""
@@ -90,3 +128,29 @@ def synthetic_root(tmp_path_factory):
     those settings reads the same folder."""
     base = tmp_path_factory.mktemp("synthetic")
     return lambda n_clips, clip_seconds: base / f"{n_clips}-clips-of-{clip_seconds:g}s"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by playwright, one for the module (skips when missing)."""
+    from support.dashboard import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def closing():
+    """Things to stop at the end of the test, last started first: objects with close() or
+    stop(), or functions to call."""
+    from support.dashboard import close_all
+
+    opened: list = []
+    yield opened
+    close_all(opened)
+
+
+@pytest.fixture
+def endpoints():
+    """A feed and a control endpoint on free ports of 127.0.0.1."""
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"

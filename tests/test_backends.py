@@ -15,12 +15,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, run_streamtag, tiny_model_file, wait_until
+from support.helpers import free_port, run_streamtag, tiny_model_file, wait_until
 from test_nets import SMALL
 from torch import nn
 
 from streamtag import nets
-from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import (
@@ -33,7 +32,7 @@ from streamtag.daemon.config import (
     with_overrides,
 )
 from streamtag.daemon.daemon import Daemon
-from streamtag.engine.batching import Engine
+from streamtag.engine.batching import Engine, EngineSink
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ConfigError
 from streamtag.frontend import LogMelOptions
@@ -53,18 +52,7 @@ HEAVY = {"vggish", "mobilenet", "mobilenet_attn", "shake_fa_resnet",
          "fa_resnet", "samplecnn", "cp_resnet"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny inputs: a second thread only adds contention
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    # Graphs exported at load go to the user cache folder: each test gets its own.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "own_cache")
 
 
 def _manifest(shape: tuple[int, ...], name: str) -> dict:
@@ -175,13 +163,6 @@ def _as_format_1_0(source, out) -> None:
     torch.jit.save(module, str(out), _extra_files={MANIFEST_FILE: json.dumps(data)})
 
 
-@pytest.fixture(scope="module")
-def song(tmp_path_factory):
-    path = tmp_path_factory.mktemp("audio") / "song.mp3"
-    write_audio(path, music_like(12.0, 44100, seed=3), 44100)
-    return path
-
-
 def _published(model_path, song, backend: str, tmp_path, device: str = "cpu"
                ) -> tuple[list, dict]:
     """Every scores and event message the daemon publishes for the song, and its status."""
@@ -257,7 +238,7 @@ def published_events(messages) -> list[tuple]:
             if m.header.msg_type == "event"]
 
 
-class Collect:
+class Collect(EngineSink):
     def __init__(self) -> None:
         self.windows: dict[str, list] = {}
         self.lock = threading.Lock()

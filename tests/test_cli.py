@@ -9,7 +9,7 @@ import re
 import subprocess
 
 import numpy as np
-from helpers import free_port, run_streamtag
+from support.helpers import free_port, run_streamtag
 
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.audio.testsignals import music_like

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_streamtag, stop_process, wait_until
+from support.helpers import free_port, run_python, run_streamtag, stop_process, wait_until
 
 from streamtag import __version__
 from streamtag.audio.files import write_audio
@@ -102,6 +102,32 @@ def test_the_help_lists_the_daily_commands_first_and_training_last():
     daily = ["run", "listen", "tag", "dashboard", "record", "history", "status"]
     assert listed[:len(daily)] == daily
     assert set(listed[-5:]) == {"features", "train", "pretrain", "eval", "ensemble"}
+
+
+HEAVY = ("numpy", "zmq", "torch", "onnxruntime", "sqlalchemy", "av")
+# What a Python process holds after the code given, of HEAVY: one JSON list on stdout.
+LOADED = "\nimport json, sys\nprint(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+
+
+@pytest.mark.parametrize("code", [
+    "import streamtag.cli",
+    "import streamtag.cli\nstreamtag.cli.build_parser()",
+    # the whole help of every command, as a user's --help or a shell's completion reads it
+    "import contextlib, io\nfrom streamtag.cli import build_parser, commands\n"
+    "with contextlib.redirect_stdout(io.StringIO()):\n"
+    "    for _, command in commands(build_parser()):\n        command.format_help()",
+])
+def test_parsing_the_command_line_loads_no_command_s_dependencies(code):
+    loaded = json.loads(run_python(code + LOADED.format(heavy=HEAVY)))
+    assert loaded == [], f"{code!r} loaded {loaded}: import them where the command runs"
+
+
+def test_the_help_loads_no_command_s_dependencies():
+    code = ("import runpy, sys\nsys.argv = ['streamtag', '--help']\ntry:\n"
+            "    runpy.run_module('streamtag', run_name='__main__')\nexcept SystemExit:\n"
+            "    pass")
+    loaded = json.loads(run_python(code + LOADED.format(heavy=HEAVY)).splitlines()[-1])
+    assert loaded == [], f"streamtag --help loaded {loaded}"
 
 
 # -- a daemon to ask ---------------------------------------------------------------------------

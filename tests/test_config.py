@@ -4,13 +4,15 @@ import json
 import os
 
 import pytest
-from helpers import run_python
+from support.helpers import run_python
 
 from streamtag.daemon.config import (
     DaemonConfig,
     config_from_dict,
     exposed_endpoints,
+    flag_values,
     load_config,
+    setting_flags,
     with_overrides,
 )
 from streamtag.errors import ConfigError
@@ -297,3 +299,45 @@ def test_a_config_file_past_the_size_cap_is_refused_unparsed(tmp_path):
     with pytest.raises(ConfigError, match=rf"config file {path} is {len(lines)} bytes, over the "
                                           rf"{MAX_CONFIG_BYTES} bytes"):
         load_config(path)
+
+
+def test_run_s_setting_flags_are_the_declared_ones_and_reach_their_keys():
+    from streamtag.cli import build_parser
+
+    assert {s.flag for s in setting_flags()} == {
+        "--model", "--device", "--publish", "--control", "--allow-file-root", "--loudness",
+        "--hop-seconds", "--backend", "--precision", "--metrics-port", "--insecure",
+        "--processes"}
+    args = build_parser().parse_args([
+        "run", "--model", "m.pt", "--device", "cpu", "--publish", "tcp://127.0.0.1:9",
+        "--control", "", "--allow-file-root", "/a", "--allow-file-root", "/b", "--loudness",
+        "--hop-seconds", "0.5", "--backend", "torch", "--precision", "fp32",
+        "--metrics-port", "9100", "--insecure", "--processes", "auto"])
+    file = config_from_dict({"control": {"file_roots": ["/srv"]}})
+    config = with_overrides(file, **flag_values(args))
+    assert (config.model.path, config.model.device) == ("m.pt", "cpu")
+    assert (config.publish.endpoint, config.control.endpoint) == ("tcp://127.0.0.1:9", "")
+    assert config.control.file_roots == ("/srv", "/a", "/b")  # added to the file's
+    assert config.health.loudness and config.security.insecure
+    assert (config.engine.hop_seconds, config.engine.backend) == (0.5, "torch")
+    assert (config.metrics.port, config.processes) == (9100, "auto")
+    # a flag left out leaves the file's value, a true one included
+    file = config_from_dict({"security": {"insecure": True}, "health": {"loudness": True},
+                             "engine": {"hop_seconds": 2.0}})
+    kept = with_overrides(file, **flag_values(build_parser().parse_args(["run"])))
+    assert kept == file
+
+
+@pytest.mark.parametrize("flag, value, key", [
+    ("--hop-seconds", "-1", "engine.hop_seconds"), ("--metrics-port", "70000", "metrics.port"),
+    ("--processes", "0", "engine.processes"), ("--device", "gpu", "model.device"),
+    ("--publish", "tcp://127.0.0.1:0", "publish.endpoint")])
+def test_a_setting_flag_s_bad_value_is_a_usage_error_naming_the_flag_and_key(
+        flag, value, key, capsys):
+    from streamtag.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["run", flag, value])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {key}" in err, err

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from content_material import (
+from support.content_material import (
     RATE,
     espeak_speech,
     festival_speech,
@@ -22,22 +22,21 @@ from content_material import (
     require,
     sox_signal,
 )
-from helpers import collect, make_config, started, tiny_model_file
+from support.helpers import collect, make_config, started, tiny_model_file
 from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import SourceConfig
-from streamtag.engine.batching import Engine, WindowResult
+from streamtag.engine.batching import Engine, EngineSink, WindowResult
+from streamtag.engine.config import ContentConfig, SmoothingConfig
 from streamtag.engine.content import (
     CONTENT_KINDS,
     FEATURES,
-    ContentConfig,
     ContentModel,
     ContentTracker,
     window_kind,
 )
-from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError
 from streamtag.history import schema
@@ -141,7 +140,7 @@ def test_config_is_checked():
 
 # ---------------------------------------------------------------- through the engine
 
-class Sink:
+class Sink(EngineSink):
     def __init__(self) -> None:
         self.results: list[WindowResult] = []
         self.lock = threading.Lock()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from content_material import RATE, festival_speech, game_music, require
-from helpers import make_config, started, stop_process, wait_until
+from support.content_material import RATE, festival_speech, game_music, require
+from support.helpers import make_config, started, stop_process, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
@@ -35,7 +35,7 @@ def programme(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_live_bulletin_between_music_has_no_music_tags(tmp_path):
-    from servers import icecast_server
+    from support.servers import icecast_server
 
     require()
     path = programme(tmp_path)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from helpers import (
+from support.helpers import (
     free_port,
     make_config,
     run_streamtag,

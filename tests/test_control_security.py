@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 import zmq
-from helpers import (
+from support.helpers import (
     free_port,
     make_config,
     run_python,

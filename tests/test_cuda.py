@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import run_python
+from support.helpers import run_python
 from test_backends import (
     HEAVY,
     N_TAGS,
@@ -28,32 +28,18 @@ from test_nets import SMALL
 from test_processes import streamtag_env
 
 from streamtag import nets
-from streamtag.audio.files import write_audio
-from streamtag.audio.testsignals import music_like
 from streamtag.catalog.shipped import default_model_path
 from streamtag.errors import ModelError
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="no CUDA device here (torch.cuda.is_available() is False)")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="no CUDA device here (torch.cuda.is_available() is False)"),
+              pytest.mark.usefixtures("own_cache")]
 
 # what the forward on CUDA may differ from the CPU's by: the same bound as ONNX Runtime against
 # TorchScript on the CPU (precision fp32 keeps TF32 off, streamtag.model.inference)
 CUDA_TOLERANCE = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def song(tmp_path_factory):
-    path = tmp_path_factory.mktemp("audio") / "song.mp3"
-    write_audio(path, music_like(12.0, 44100, seed=3), 44100)
-    return path
 
 
 def _windows(model: InferenceModel, batch: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import urllib.request
 
 import numpy as np
 import zmq
-from helpers import (
+from support.helpers import (
     assert_no_gaps,
     collect,
     free_port,

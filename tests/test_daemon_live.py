@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import numpy as np
-from helpers import collect, make_config, started
+from support.helpers import collect, make_config, started
 
 from streamtag.audio.testsignals import music_like
 from streamtag.daemon.config import SourceConfig

@@ -23,19 +23,17 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import (  # noqa: E402
+from support.dashboard import (  # noqa: E402
     MODEL,
     WAIT_S,
     DashboardThread,
     FakeDaemon,
-    chromium,
-    close_all,
     page_links,
     requests_outside,
     tag_scores,
     watched_page,
 )
-from helpers import free_port, wait_until  # noqa: E402
+from support.helpers import wait_until  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
@@ -50,20 +48,6 @@ THRESHOLDS = (0.5, 0.5, 0.5, 0.5)  # what FakeDaemon's snapshot gives
 
 def scores_for(active: tuple[str, ...]) -> list[float]:
     return tag_scores(TAGS, active)
-
-
-@pytest.fixture
-def endpoints():
-    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-
-
-@pytest.fixture
-def closing():
-    """Things to stop at the end of the test, last started first: objects with close() or
-    stop(), or functions to call."""
-    opened: list = []
-    yield opened
-    close_all(opened)
 
 
 def receive_until(ws, predicate, timeout_s: float = WAIT_S) -> dict:
@@ -388,8 +372,8 @@ def test_websocket_bridge_snapshot_and_late_join(endpoints, closing):
 
 
 def test_bridge_with_a_real_daemon(endpoints, closing, tmp_path):
-    from helpers import TAGS as MODEL_TAGS
-    from helpers import tiny_model_file
+    from support.helpers import TAGS as MODEL_TAGS
+    from support.helpers import tiny_model_file
 
     from streamtag.audio.files import write_audio
     from streamtag.audio.testsignals import music_like
@@ -427,12 +411,6 @@ def test_bridge_with_a_real_daemon(endpoints, closing, tmp_path):
 
 
 # ---------------------------------------------------------------- the page in a browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 def fake_room_page(browser, endpoints, closing):

@@ -15,17 +15,13 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import WatchedPage  # noqa: E402
-from helpers import free_port  # noqa: E402
-from history_programme import NOT_FOUND, SOURCE, play_session  # noqa: E402
-from history_station import TAGS, record  # noqa: E402
-
-# The dashboard tests' fixtures: a browser for the module, and things to close after a test.
-from test_dashboard import (  # noqa: E402, F401
+from support.dashboard import WatchedPage  # noqa: E402
+from support.helpers import free_port  # noqa: E402
+from support.history_programme import NOT_FOUND, SOURCE, play_session  # noqa: E402
+from support.history_station import TAGS, record  # noqa: E402
+from test_dashboard import (  # noqa: E402
     WAIT_S,
     DashboardThread,
-    browser,
-    closing,
     watched_page,
 )
 
@@ -62,7 +58,7 @@ def get_json(url: str) -> tuple[int, dict]:
             return error.code, json.load(error)
 
 
-def test_history_json_answers_from_the_database(recorded, closing):  # noqa: F811
+def test_history_json_answers_from_the_database(recorded, closing):
     url, shares, titles = recorded
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)
     closing.append(dashboard)
@@ -98,7 +94,7 @@ def test_history_json_answers_from_the_database(recorded, closing):  # noqa: F81
 
 
 def test_history_page_shows_airtime_tracks_and_the_strip(
-        recorded, browser, closing, tmp_path):  # noqa: F811
+        recorded, browser, closing, tmp_path):
     from playwright.sync_api import expect
 
     url, shares, titles = recorded
@@ -166,7 +162,7 @@ RED_PIXELS = """c => {
     return n; }"""
 
 
-def ten_minutes_page(browser, closing, url: str, stream: str):  # noqa: F811
+def ten_minutes_page(browser, closing, url: str, stream: str):
     """The history page of a dashboard on the database at `url`, its span ten minutes, once
     `stream`'s panel shows: (page, panel, errors)."""
     from playwright.sync_api import expect
@@ -184,7 +180,7 @@ def ten_minutes_page(browser, closing, url: str, stream: str):  # noqa: F811
     return page, panel, errors
 
 def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
-        radio_session, browser, closing, tmp_path):  # noqa: F811
+        radio_session, browser, closing, tmp_path):
     from playwright.sync_api import expect
 
     url, played, outage = radio_session
@@ -219,7 +215,7 @@ def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
 
 
 def test_history_page_says_how_many_tracks_it_leaves_out_and_reads_lengths_as_the_cli(
-        browser, closing, tmp_path):  # noqa: F811
+        browser, closing, tmp_path):
     """35 tracks in the span: the page lists the last 30 and says so (it left the rest out
     without a word); a length of 119.6 s reads 2:00, as the CLI writes it (it read 1:60), and
     the audio heard of it apart."""
@@ -246,7 +242,7 @@ def test_history_page_says_how_many_tracks_it_leaves_out_and_reads_lengths_as_th
 
 
 def test_a_station_off_air_throughout_the_span_has_its_panel(
-        browser, closing, tmp_path):  # noqa: F811
+        browser, closing, tmp_path):
     """A station whose mount has answered 404 for the last 14 minutes, its source retrying:
     the page's ten minutes said "Nothing recorded", the very moment a monitor must see it."""
     from playwright.sync_api import expect
@@ -276,7 +272,7 @@ def test_a_station_off_air_throughout_the_span_has_its_panel(
 
 
 def test_a_past_span_across_a_clock_change_says_each_times_offset(
-        browser, closing, tmp_path):  # noqa: F811
+        browser, closing, tmp_path):
     """history.html?until=T shows the hour ending at T. In Europe/Berlin the clocks went back
     at 01:00 UTC on 2026-10-25 (03:00 summer time became 02:00): a time before the change
     says its offset, as the CLI's report does (the page wrote 02:35 and 02:05 alike, an hour

@@ -10,14 +10,14 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from helpers import free_port  # noqa: E402
-from test_dashboard import DashboardThread, closing  # noqa: E402, F401
+from support.helpers import free_port  # noqa: E402
+from test_dashboard import DashboardThread  # noqa: E402
 from test_dashboard_history import get_json  # noqa: E402
 
 from streamtag.history import schema  # noqa: E402
 
 
-def test_the_dashboard_waits_for_the_recorder_s_database(tmp_path, closing):  # noqa: F811
+def test_the_dashboard_waits_for_the_recorder_s_database(tmp_path, closing):
     path = tmp_path / "tags.db"
     url = f"sqlite:///{path}"
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamtag.catalog.shipped import default_model_path
@@ -39,6 +40,14 @@ def test_the_card_states_the_files_test_metrics_and_the_command():
     metrics = modelfile.load(MODEL, device="cpu").manifest.metrics
     assert f"{metrics['roc_auc_macro']:.3f}" in card
     assert f"{metrics['pr_auc_macro']:.3f}" in card
+    # the figures that depend on the thresholds
+    assert (f"| F1 (the file's thresholds) | {metrics['f1_macro']:.3f} | "
+            f"{metrics['f1_micro']:.3f} |") in card
+    assert f"| precision | {metrics['precision_macro']:.3f} | {metrics['precision_micro']:.3f} |" \
+        in card
+    assert f"| recall | {metrics['recall_macro']:.3f} | {metrics['recall_micro']:.3f} |" in card
+    assert [row["threshold"] for row in metrics["per_tag"]] == pytest.approx(
+        modelfile.load(MODEL, device="cpu").thresholds)  # the metrics are the file's own
     assert "streamtag train models/recipes/default.toml" in card
 
 
@@ -52,3 +61,24 @@ def test_it_reproduces_its_cards_test_metrics_on_regenerated_data(tmp_path):
     expected = modelfile.load(MODEL, device="cpu").manifest.metrics
     assert result["roc_auc_macro"] == pytest.approx(expected["roc_auc_macro"], abs=1e-3)
     assert result["pr_auc_macro"] == pytest.approx(expected["pr_auc_macro"], abs=1e-3)
+
+
+def test_major_and_minor_are_never_both_on():
+    """Every clip is in one mode and the two scores sum to about 1 (0.92-1.06 on the validation
+    split's windows), so thresholds of 0.5 call an unsure window one or the other; lower ones
+    would call it both."""
+    from streamtag.audio.synthetic import demo_piece
+    from streamtag.catalog.calibration import score_tracks
+    from streamtag.model.inference import InferenceModel
+
+    model = InferenceModel.load(MODEL, device="cpu")
+    tags = list(model.tags)
+    major, minor = tags.index("major"), tags.index("minor")
+    track = score_tracks(model, [[demo_piece(30.0, seed=1)[0]]])[0]
+    np.testing.assert_allclose(track.raw[:, major] + track.raw[:, minor], 1.0, atol=0.1)
+    unsure = np.abs(track.raw[:, major] - 0.5) < 0.13  # both on under thresholds near 0.37
+    assert unsure.any()
+    both = ((track.raw[:, major] >= model.thresholds[major])
+            & (track.raw[:, minor] >= model.thresholds[minor]))
+    assert not both.any()
+    assert model.thresholds[major] == model.thresholds[minor] == 0.5

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
 import subprocess
 import sys
 import threading
@@ -11,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TAGS, tiny_model_file
+from support.helpers import TAGS, tiny_model_file
 from torch import nn
 
 from streamtag.audio.testsignals import music_like
 from streamtag.engine import batching as engine_module
-from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.batching import Engine, EngineConfig, EngineSink, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ModelError
 from streamtag.frontend import LogMelOptions, compute_logmel
@@ -24,7 +26,7 @@ from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel, cheapest_batch
 
 
-class Collect:
+class Collect(EngineSink):
     def __init__(self) -> None:
         self.windows: dict[str, list[WindowResult]] = {}
         self.ended: dict[str, tuple[list, float]] = {}
@@ -36,11 +38,6 @@ class Collect:
 
     def on_stream_end(self, stream_id, events, end_s) -> None:
         self.ended[stream_id] = (events, end_s)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -371,6 +368,21 @@ def test_max_batch_left_out_is_measured_on_the_model_and_batches_follow_it(model
     assert max(sizes) == 4 and sizes.count(4) >= 2
 
 
+def test_the_serving_plan_is_decided_once_when_a_model_loads(model_path, tmp_path):
+    model = InferenceModel.load(model_path, device="cpu")
+    model.batch_ms = {1: 2.0, 2: 1.0, 4: 0.5, 8: 0.6}
+    engine = Engine(model, Collect(), EngineConfig(hop_seconds=0.5))
+    plan = engine.plan
+    hop = round(0.5 * model.sample_rate / model.frontend.hop_length)
+    assert (plan.batch_limit, plan.hop, plan.reuse) == (4, hop, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.hop = 1
+    model.batch_ms = {1: 0.5, 2: 1.0}  # what the model says later serves nothing
+    assert engine.batch_limit == 4 and engine.plan is plan
+    engine.reload_model(str(tiny_model_file(tmp_path / "other.pt", seed=7, name="other")))
+    assert engine.plan is not plan and engine.plan.hop == hop
+
+
 def test_an_explicit_max_batch_is_not_measured(model_path):
     model = InferenceModel.load(model_path, device="cpu")
     engine = Engine(model, Collect(), EngineConfig(max_batch=3))
@@ -422,3 +434,37 @@ def test_after_measuring_batches_a_fresh_session_serves_holding_less_memory(tmp_
         results[variant] = int(rss_kib)
         assert same == "True"  # the same graph: the same probabilities, bitwise
     assert results["fresh"] <= results["kept"] - 16 * 1024, results
+
+
+SINK_CALLS = sorted(name for name, member in vars(EngineSink).items()
+                    if callable(member) and not name.startswith("_"))
+
+
+def test_the_engine_calls_on_its_sink_only_what_engine_sink_names():
+    called = set()
+    for path in Path(engine_module.__file__).parent.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"getattr\(\s*(self\.)?sink\b", text), f"{path.name} probes its sink"
+        called |= set(re.findall(r"\bsink\.(\w+)\(", text))
+    assert called and called <= set(SINK_CALLS), called - set(SINK_CALLS)
+    assert SINK_CALLS == ["on_silence_end", "on_stream_end", "on_window", "turn"]
+
+
+def test_the_daemon_answers_every_call_the_engine_makes_on_its_sink():
+    from streamtag.daemon.daemon import Daemon
+
+    for name in SINK_CALLS:  # its own, not the defaults
+        assert getattr(Daemon, name) is not getattr(EngineSink, name), name
+
+
+def test_a_sink_that_subclasses_engine_sink_takes_the_defaults(model):
+    sink = Collect()
+    with sink.turn():
+        sink.on_silence_end("a", [])
+    engine = Engine(model, sink, EngineConfig(max_batch=2))
+    engine.add_stream("a")
+    feed(engine, "a", np.zeros(int(3 * model.sample_rate), np.float32), chunk=4000)
+    engine.drain()
+    engine.finish_stream("a")
+    engine.drain()
+    assert "a" in sink.ended

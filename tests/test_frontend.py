@@ -8,9 +8,9 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import feed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import feed
 
 from streamtag import _core
 from streamtag.audio.testsignals import music_like

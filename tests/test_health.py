@@ -8,8 +8,8 @@ import socket
 import threading
 
 import pytest
-from helpers import free_port, tiny_model_file, wait_until
-from helpers import http_get as get
+from support.helpers import free_port, wait_until
+from support.helpers import http_get as get
 
 from streamtag.daemon.config import (
     ControlConfig,
@@ -26,11 +26,6 @@ from streamtag.errors import ModelError
 def refused(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
 
 
 def config_for(model_path) -> DaemonConfig:

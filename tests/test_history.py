@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from helpers import free_port, run_streamtag, stop_process, wait_until
-from history_station import (
+from support.helpers import free_port, run_streamtag, stop_process, wait_until
+from support.history_station import (
     MODEL,
     TAGS,
     TRACK_WINDOWS,
@@ -34,7 +34,7 @@ from history_station import (
     table_rows,
     wait_stored,
 )
-from postgres_server import PostgresServer
+from support.postgres import PostgresServer
 
 from streamtag import values
 from streamtag.cli import main
@@ -54,16 +54,6 @@ from streamtag.wire.proxy import run_proxy
 from streamtag.wire.subscriber import ReceivedMessage
 
 # ---------------------------------------------------------------- databases
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
@@ -686,7 +676,7 @@ def test_the_recorder_stores_what_a_real_daemon_publishes(tmp_path):
     """The daemon (in this process, two file sources added over its control socket once both
     listeners hear it) and a `streamtag record` process: the database holds exactly the stream
     messages a subscriber received, a track per file among them."""
-    from helpers import make_config, tiny_model_file, wait_for_heartbeat
+    from support.helpers import make_config, tiny_model_file, wait_for_heartbeat
 
     from streamtag.audio.files import write_audio
     from streamtag.audio.testsignals import music_like

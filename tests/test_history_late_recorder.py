@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import time
 
-from helpers import make_config, started, wait_until
-from history_station import history, table_rows
+from support.helpers import make_config, started, wait_until
+from support.history_station import history, table_rows
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -61,7 +61,7 @@ def test_a_hostile_snapshot_stores_only_what_a_status_message_could_carry(tmp_pa
     # fields would be: a NUL (PostgreSQL text cannot hold one) becomes U+FFFD, and a stream id
     # or session a message could not carry, or a title past the status cap, leaves that
     # stream's row out (logged); the others are stored.
-    from helpers import free_port
+    from support.helpers import free_port
 
     from streamtag.wire.control import ControlServer
     from streamtag.wire.protocol import MAX_TEXT_LENGTH
@@ -98,7 +98,7 @@ def test_a_recorder_started_before_the_daemons_first_start_gets_its_snapshot(tmp
     """The recorder asked for a snapshot before the daemon had ever started: there was no
     token file, ZeroMQ held the request (without a token) until the daemon bound, the daemon
     refused it as not authorised, and the recorder never asked again."""
-    from helpers import free_port
+    from support.helpers import free_port
 
     from streamtag.wire.control import ControlServer, default_token_file, ensure_token
 

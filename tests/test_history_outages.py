@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from history_station import MODEL, RATE, TAGS, WINDOW_S, history, record
+from support.history_station import MODEL, RATE, TAGS, WINDOW_S, history, record
 from test_history_report import restart
 
 from streamtag.history.asrun import Entry, Span, clip_to_air, merge_restarts

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from history_programme import NOT_FOUND, SOURCE, play_session
-from history_station import TAGS, Station, history, record
 from matplotlib.colors import to_rgb
 from matplotlib.text import Text
+from support.history_programme import NOT_FOUND, SOURCE, play_session
+from support.history_station import TAGS, Station, history, record
 
 from streamtag.errors import ConfigError
 from streamtag.history import schema
@@ -154,28 +154,22 @@ def red_columns(path) -> int:
     return int(np.count_nonzero(red.sum(axis=0) > 20))
 
 
-def test_the_report_reads_the_same_from_postgresql(tmp_path):
-    from postgres_server import PostgresServer
+def test_the_report_reads_the_same_from_postgresql(tmp_path, postgres):
     from test_history import new_database
 
-    server = PostgresServer()
-    server.start()
+    url = new_database(postgres)
+    t0 = time.time() - 637
+
+    def script(station):
+        return play_session(station, "radio-1", t0, SONGS, outage=(300, 32.0),
+                            silence=(430, 12))
+
+    played, outage = record(url, script)
+    engine = schema.create_db_engine(url)
     try:
-        url = new_database(server)
-        t0 = time.time() - 637
-
-        def script(station):
-            return play_session(station, "radio-1", t0, SONGS, outage=(300, 32.0),
-                                silence=(430, 12))
-
-        played, outage = record(url, script)
-        engine = schema.create_db_engine(url)
-        try:
-            answer = load_history(engine, zone=zone_named("UTC"), period="day").to_dict()
-        finally:
-            engine.dispose()
+        answer = load_history(engine, zone=zone_named("UTC"), period="day").to_dict()
     finally:
-        server.close()
+        engine.dispose()
     assert [(e["title"], e["start"], e["end"], e["partial"], e["silence_s"])
             for e in answer["asrun"]] == [
         (p.title, pytest.approx(p.start), None if p.end is None else pytest.approx(p.end),

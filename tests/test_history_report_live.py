@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import make_config, started, stop_process, tiny_model_file, wait_until
+from support.helpers import make_config, started, stop_process, tiny_model_file, wait_until
 from test_history_report import red_columns
 
 from streamtag.cli import main
@@ -85,7 +85,7 @@ class Playout:
 
 @pytest.mark.slow
 def test_a_real_ten_minute_session_s_as_run_log_is_what_was_played(tmp_path, capsys):
-    from servers import icecast_server
+    from support.servers import icecast_server
 
     if not all((MUSIC / f"{name}.ogg").exists() for name in PIECES):
         pytest.skip("needs Debian's singularity-music (freely licensed recordings): "

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import zmq
-from helpers import decodes_or_refuses, wait_until
-from history_station import stored_keys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import decodes_or_refuses, wait_until
+from support.history_station import stored_keys
 
 from streamtag.commands.listen import format_message, run_listen
 from streamtag.engine.tagging import FileTags, Segment, format_csv
@@ -704,7 +704,7 @@ class _Feed:
         import sys
         import tempfile
 
-        from helpers import free_port, make_config, tiny_model_file
+        from support.helpers import free_port, make_config, tiny_model_file
 
         from streamtag.audio.files import write_audio
         from streamtag.audio.testsignals import music_like
@@ -766,7 +766,7 @@ class _Feed:
                 time.sleep(0.05)
 
     def close(self) -> None:
-        from helpers import stop_process
+        from support.helpers import stop_process
 
         self.forger.close()
         self.ctx.term()
@@ -789,7 +789,7 @@ def _reader(tmp_path, name: str, *args: str):
     import sys
     import tempfile
 
-    from helpers import stop_process
+    from support.helpers import stop_process
 
     out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
     with out.open("w") as out_file, err.open("w") as err_file:
@@ -808,7 +808,7 @@ def _grown_mb(proc, before_kb: int) -> float:
 def test_a_forged_feed_cannot_grow_the_dashboard_past_its_bounds(forged_feed, tmp_path):
     import urllib.request
 
-    from helpers import free_port
+    from support.helpers import free_port
     from websockets.sync.client import connect as ws_connect
 
     from streamtag.web.feed import HELLO_PIECE_BYTES, MAX_STREAMS

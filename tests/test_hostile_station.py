@@ -1,5 +1,5 @@
 """A hostile station against the HTTP source (issue "Untrusted streams and peers"): each attack
-of tests/hostile_station.py is a test of what the source must not do. Real HTTP servers on
+of tests/support/hostile_station.py is a test of what the source must not do. Real HTTP servers on
 127.0.0.1, real decoding with PyAV; the memory attacks run the source in a process of its own
 and bound how far its resident memory grows."""
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import av
 import pytest
-from helpers import Feed, free_port, stop_process, wait_until
-from hostile_station import (
+from support.helpers import Feed, free_port, stop_process, wait_until
+from support.hostile_station import (
     BANNER,
     OGG_FIRST,
     HostileStation,

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_streamtag, tiny_model_file, with_changed_weights
+from support.helpers import free_port, run_streamtag, tiny_model_file, with_changed_weights
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
-from streamtag.catalog import installed
+from streamtag.catalog import installed, musicnn_import
 from streamtag.cli import main
 from streamtag.daemon.config import (
     ControlConfig,
@@ -190,7 +190,7 @@ def test_a_wheel_member_that_would_land_outside_its_folder_is_refused(tmp_path, 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     with pytest.raises(ModelError, match="would be unpacked outside its folder"):
-        installed.package_from(wheel, scratch)
+        musicnn_import.package_from(wheel, scratch)
     assert list(scratch.iterdir()) == []  # nothing was unpacked
 
 
@@ -205,7 +205,7 @@ def test_a_wheel_past_the_size_cap_is_refused_before_unpacking(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     with pytest.raises(ModelError, match=r"unpacks to 2 GiB, over the cap of 1 GiB"):
-        installed.package_from(wheel, scratch)
+        musicnn_import.package_from(wheel, scratch)
     assert list(scratch.iterdir()) == []
 
 
@@ -214,7 +214,7 @@ def test_a_wheel_of_too_many_files_is_refused(tmp_path):
         installed.MAX_ARCHIVE_MEMBERS + 1)})
     with pytest.raises(ModelError, match=f"holds {installed.MAX_ARCHIVE_MEMBERS + 1} files, "
                                          f"over the cap of {installed.MAX_ARCHIVE_MEMBERS}"):
-        installed.package_from(wheel, tmp_path)
+        musicnn_import.package_from(wheel, tmp_path)
 
 
 def test_model_and_output_mistakes_are_named_not_tracebacks(home, tmp_path, capsys):
@@ -238,3 +238,30 @@ def test_model_and_output_mistakes_are_named_not_tracebacks(home, tmp_path, caps
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err, (argv, err)
+
+
+class _CopyImporter:
+    """A second family of published weights: its "conversion" copies a model file."""
+
+    names = ("tiny-copy",)
+
+    def __init__(self, made: Path) -> None:
+        self.made = made
+
+    def convert_all(self, names, source, scratch, log, install) -> None:
+        for name in names:
+            converted = scratch / f"{name}.pt"
+            converted.write_bytes(self.made.read_bytes())
+            install(name, converted)
+
+
+def test_a_second_importer_is_one_entry_that_models_install_serves(home, tmp_path, monkeypatch):
+    made = tiny_model_file(tmp_path / "made.pt", seed=3, name="tiny copy")
+    monkeypatch.setattr(installed, "IMPORTERS", (*installed.IMPORTERS, _CopyImporter(made)))
+    assert installed.available_names()[-1] == "tiny-copy"
+    [(name, path)] = installed.install(["tiny-copy"], log=lambda text: None)
+    assert (name, path) == ("tiny-copy", home / "models" / "tiny-copy.pt")
+    assert installed.resolve_model("tiny-copy") == str(path)
+    assert "calibration" in read_manifest(path).options  # the store gave it its thresholds
+    with pytest.raises(ModelError, match="streamtag can install music, .*, tiny-copy"):
+        installed.install(["tiny-other"])

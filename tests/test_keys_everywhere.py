@@ -23,7 +23,14 @@ import time
 import pytest
 import sqlalchemy as sa
 import zmq
-from helpers import free_port, is_ready, run_streamtag, stop_process, tiny_model_file, wait_until
+from support.helpers import (
+    free_port,
+    is_ready,
+    run_streamtag,
+    stop_process,
+    tiny_model_file,
+    wait_until,
+)
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like

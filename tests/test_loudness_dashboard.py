@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import real_daemon_page  # noqa: E402
-from helpers import make_config, tiny_model_file  # noqa: E402
-from test_dashboard import WAIT_S, browser, closing  # noqa: E402, F401
+from support.dashboard import real_daemon_page  # noqa: E402
+from support.helpers import make_config, tiny_model_file  # noqa: E402
+from test_dashboard import WAIT_S  # noqa: E402
 from test_loudness_stream import (  # noqa: E402
     RATE,
     reference_blocks,
@@ -23,7 +23,7 @@ from streamtag.audio.loudness import mean_lufs  # noqa: E402
 from streamtag.daemon.config import SourceConfig, with_overrides  # noqa: E402
 
 
-def test_page_shows_the_short_term_loudness(browser, closing, tmp_path):  # noqa: F811
+def test_page_shows_the_short_term_loudness(browser, closing, tmp_path):
     from playwright.sync_api import expect
 
     path = tmp_path / "music.mp3"

@@ -19,7 +19,7 @@ import av
 import numpy as np
 import pytest
 import yaml
-from helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
+from support.helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
 from test_sources import Consumer
 
 from streamtag.audio.files import write_audio
@@ -33,7 +33,7 @@ from streamtag.daemon.config import (
     config_from_dict,
     with_overrides,
 )
-from streamtag.engine.batching import Engine
+from streamtag.engine.batching import Engine, EngineSink
 from streamtag.engine.health import HealthConfig
 from streamtag.errors import ProtocolError
 from streamtag.model.inference import InferenceModel
@@ -191,7 +191,7 @@ def test_audio_the_meter_cannot_measure_goes_on_unmeasured():
     assert all(c.loudness == () for c in chunks)
 
 
-class Windows:
+class Windows(EngineSink):
     def __init__(self) -> None:
         self.results = []
 

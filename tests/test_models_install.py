@@ -326,12 +326,12 @@ def test_without_a_package_pip_downloads_it(home, tmp_path, monkeypatch, capfd):
 
 def active_counts(model_path: Path, audio, sample_rate: int = 16000) -> list[int]:
     """Active tags per window of the daemon's engine (smoothing and hysteresis included)."""
-    from streamtag.engine.batching import Engine
+    from streamtag.engine.batching import Engine, EngineSink
     from streamtag.model.inference import InferenceModel
 
     counts: list[int] = []
 
-    class Sink:
+    class Sink(EngineSink):
         def on_window(self, result) -> None:
             counts.append(len(result.active))
 

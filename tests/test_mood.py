@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from streamtag.catalog.musicnn import find_installed_package, read_labels
+from streamtag.engine.config import MoodConfig
 from streamtag.engine.mood import (
     DWELL_S,
     SILENCE_DBFS,
-    MoodConfig,
     MoodTable,
     MoodTracker,
     energy_of,

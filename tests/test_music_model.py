@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from reuse_parts import (
+from support.reuse import (
     assert_scored_as_whole,
     music_windows,
     net_file,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reuse_parts import (
+from support.reuse import (
     assert_scored_as_whole,
     music_windows,
     net_file,

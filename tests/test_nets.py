@@ -11,7 +11,8 @@ from streamtag.nets.cp_resnet import FreqAwareConv2d, shake
 from streamtag.nets.samplecnn import BLOCK_CHANNELS
 
 # TorchScript is how streamtag ships models; torch >= 2.9 marks torch.jit deprecated.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 N_TAGS = 5
 
@@ -38,16 +39,6 @@ SMALL: dict[str, tuple[dict, tuple[int, ...]]] = {
     "musicnn_pair": ({"first_tags": 4, "second_tags": 3, "frontend_width": 0.25,
                       "midend_filters": 8, "backend_units": 32}, (96, 40)),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On tiny inputs a second thread only adds start-up and contention (25x slower on 2 shared
-    # cores); restored afterwards so that other test modules keep their setting.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _small(name: str, **extra) -> tuple[torch.nn.Module, torch.Tensor]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
-from helpers import make_config, started, tiny_model_file, wait_until
-from servers import Feeder, icecast_server
+from support.helpers import make_config, started, tiny_model_file, wait_until
+from support.servers import Feeder, icecast_server
 
 from streamtag.backoff import Backoff
 from streamtag.daemon.config import SourceConfig

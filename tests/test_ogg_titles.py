@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import collect, make_config, started, wait_until
+from support.helpers import collect, make_config, started, wait_until
 
 from streamtag.daemon.config import SourceConfig
 from streamtag.history import schema
@@ -117,7 +117,7 @@ def mount_answers(url: str) -> bool:
                                    for c in sorted(CODECS)])
 def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, model_path,
                                                                          tmp_path):
-    from servers import icecast_server
+    from support.servers import icecast_server
 
     links = encode_links(tmp_path, codec)
     expected = [f"{artist} - {title}" for artist, title in PIECES]
@@ -193,7 +193,7 @@ def test_a_link_joined_midway_is_said_to_be_and_the_next_is_heard_from_its_start
     burst starts at a page inside that link, whose granule position is past the link's start,
     so its track is one the daemon joined midway (its title's status and its track say
     heard_from_start false); the next link begins while the daemon listens (true)."""
-    from servers import icecast_server
+    from support.servers import icecast_server
 
     links = encode_links(tmp_path, "vorbis")
     with icecast_server() as (icecast, _log):

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import trained_looking
 from onnx import TensorProto, helper, numpy_helper
+from support.helpers import trained_looking
 
 from streamtag import nets
 from streamtag.frontend import LogMelOptions

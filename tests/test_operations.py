@@ -21,8 +21,15 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from helpers import OggStation, free_port, make_config, started, wait_until
-from history_station import Station, await_subscribed, keys, stored_count, stored_keys, wait_stored
+from support.helpers import OggStation, free_port, make_config, started, wait_until
+from support.history_station import (
+    Station,
+    await_subscribed,
+    keys,
+    stored_count,
+    stored_keys,
+    wait_stored,
+)
 from test_ogg_titles import encode_links
 
 from streamtag.audio.files import write_audio
@@ -83,7 +90,7 @@ def test_a_file_that_is_not_a_database_is_named_not_a_traceback(tmp_path, capsys
 
 @pytest.fixture(scope="module")
 def postgres():
-    from postgres_server import PostgresServer
+    from support.postgres import PostgresServer
 
     server = PostgresServer()
     hba = server.data / "pg_hba.conf"
@@ -389,8 +396,8 @@ def test_a_config_or_recipe_not_in_utf8_is_named(tmp_path, capsys):
     (["run", "--source", "my radio=http://example.com/live"],
      "argument --source: the stream id 'my radio' in 'my radio=http://example.com/live' is not "
      "valid: an id is 1 to 128 of the characters A-Z a-z 0-9 _ . : - (no spaces)"),
-    (["run", "--metrics-port", "99999"],
-     "argument --metrics-port: '99999' is not a TCP port: give a whole number from 1 to 65535"),
+    (["run", "--metrics-port", "99999"],  # the setting's own rule, naming its key
+     "argument --metrics-port: metrics.port must be 0 (off) or a TCP port 1-65535, got 99999"),
     (["dashboard", "--port", "-1"], "argument --port: '-1' is not a TCP port"),
     (["record", "--metrics-port", "http"], "argument --metrics-port: 'http' is not a TCP port"),
     (["listen", "tcp://127.0.0.1:70000"],

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_recipe
+from support.helpers import tiny_recipe
 
 from streamtag import cli, nets
 from streamtag.errors import ConfigError

@@ -27,7 +27,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import (
+from prometheus_client.parser import text_string_to_metric_families
+from support.helpers import (
     Feed,
     daemon_config_file,
     free_port,
@@ -36,7 +37,6 @@ from helpers import (
     tiny_model_file,
     wait_until,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 import streamtag
 from streamtag.audio.files import write_audio
@@ -80,7 +80,7 @@ MAX_PAUSE_S = CADENCE_S + PublishConfig().heartbeat_s
 
 def streamtag_env() -> dict[str, str]:
     """The environment of a command that runs the streamtag this test imports (the checkout's
-    or the installed one), as tests/hostile_station.py does."""
+    or the installed one), as tests/support/hostile_station.py does."""
     root = Path(streamtag.__file__).resolve().parent.parent
     return {**os.environ, "PYTHONPATH": str(root)}
 
@@ -246,6 +246,15 @@ def test_the_metrics_port_serves_every_workers_histograms(supervised):
     batched = next(s.value for s in families["streamtag_batch_size"].samples
                    if s.name == "streamtag_batch_size_sum")
     assert abs(windows - batched) <= 2 * len(counts)  # windows scored between the two reads
+    # what each stream hears, from the worker serving it: one content now, and its windows
+    # counted by content as the latency counted them (a window may land between the reads)
+    now = families["streamtag_stream_content"].samples
+    by_content = collections.Counter()
+    for sample in families["streamtag_content_windows"].samples:
+        by_content[sample.labels["stream"]] += sample.value
+    for sid in STREAMS:
+        assert sum(s.value for s in now if s.labels["stream"] == sid) == 1.0
+        assert abs(by_content[sid] - counts[sid]) <= 2
 
 
 def run_totals(metrics: str) -> dict[str, float]:
@@ -471,7 +480,7 @@ def test_processes_in_the_config_and_its_bad_values():
         config_from_dict({"engine": {"processes": "many"}})
     assert with_overrides(DaemonConfig(), processes="3").processes == 3  # the flag: text
     assert with_overrides(DaemonConfig(), processes="auto").processes == "auto"
-    with pytest.raises(ConfigError, match=r"--processes must be .* got 0"):
+    with pytest.raises(ConfigError, match=r"--processes: engine.processes must be .* got 0"):
         with_overrides(DaemonConfig(), processes="0")
 
 

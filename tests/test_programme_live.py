@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from helpers import Feed, free_port, run_streamtag, stop_process, wait_until
-from programme_parts import (
+from support.helpers import Feed, free_port, run_streamtag, stop_process, wait_until
+from support.programme import (
     RATE,
     Item,
     SourceClient,
@@ -102,7 +102,7 @@ def play(tmp_path: Path, items: list[Item], model: str, home: Path,
     programme second ``stop_at``) into `streamtag run --model MODEL --loudness`, with
     `streamtag record`, and reads `streamtag history` once the programme has played;
     ``sections``: more of the daemon's config (TOML)."""
-    from servers import icecast_server, port_open
+    from support.servers import icecast_server, port_open
 
     starts = np.cumsum([0.0] + [i.seconds for i in items])
     mp3 = encode(tmp_path, items, "mp3")

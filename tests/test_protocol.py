@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields
@@ -11,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import decodes_or_refuses
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.helpers import decodes_or_refuses
 
 from streamtag import _core
 from streamtag.engine.tracks import SCORE_DECIMALS
@@ -21,8 +23,10 @@ from streamtag.errors import ProtocolError
 from streamtag.wire.protocol import (
     CONTENT_KINDS,
     HEADER_FIELDS,
+    MAX_BODY_BYTES,
     MSG_TYPES,
     PROTOCOL_VERSION,
+    Decoder,
     EventBody,
     Header,
     HeartbeatBody,
@@ -550,6 +554,96 @@ def test_decode_of_mutated_messages_gives_a_message_or_protocol_error(
                json.dumps(body).encode("utf-8", "surrogatepass")]
     decodes_or_refuses(mutated)
 
+
+
+def decoded_or_error(decoder, frames) -> Message | str:
+    try:
+        return decoder(frames)
+    except ProtocolError as exc:
+        return f"ProtocolError: {exc}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(msg_type=st.sampled_from(["scores", "scores", "event", "heartbeat", *MSG_TYPES]),
+       header_changes=st.dictionaries(st.sampled_from([*HEADER_FIELDS, "extra"]), json_values,
+                                      max_size=2),
+       body_changes=st.dictionaries(st.sampled_from(
+           ["start_s", "end_s", "start_sample", "end_sample", "tags", "raw", "smoothed",
+            "active", "model", "latency_ms", "audio", "mood", "content", "tag", "state",
+            "score", "time_s", "sample", "uptime_s", "streams", "extra"]), json_values,
+           max_size=2),
+       item_changes=st.dictionaries(st.sampled_from(["raw", "smoothed", "active", "tags"]),
+                                    json_values, max_size=2),
+       drop=st.sets(st.sampled_from([*HEADER_FIELDS, "tags", "raw", "active", "model",
+                                     "state", "streams"]), max_size=1),
+       topic=st.none() | st.sampled_from(["scores.radio-2", "event.radio-1", "heartbeat"]))
+@example(msg_type="scores", header_changes={}, body_changes={"active": ["jazz"]},
+         item_changes={}, drop=set(), topic=None)
+@example(msg_type="scores", header_changes={}, body_changes={"active": [["rock"]]},
+         item_changes={}, drop=set(), topic=None)
+@example(msg_type="scores", header_changes={}, body_changes={}, item_changes={"raw": 1},
+         drop=set(), topic=None)
+@example(msg_type="scores", header_changes={}, body_changes={"latency_ms": 1e400},
+         item_changes={}, drop=set(), topic=None)
+@example(msg_type="scores", header_changes={"seq": 2**64}, body_changes={}, item_changes={},
+         drop=set(), topic=None)
+@example(msg_type="event", header_changes={"session": "\ud800"}, body_changes={},
+         item_changes={}, drop=set(), topic=None)
+@example(msg_type="event", header_changes={}, body_changes={"time_s": -1.0},
+         item_changes={}, drop=set(), topic=None)
+@example(msg_type="event", header_changes={}, body_changes={"tag": ""}, item_changes={},
+         drop=set(), topic=None)
+def test_the_decoder_of_many_messages_decodes_as_decode_does(
+        msg_type, header_changes, body_changes, item_changes, drop, topic):
+    """A subscriber's Decoder, which checks what repeats once, gives the same Message or the
+    same ProtocolError as decode for every message, after honest ones of the same stream and
+    model taught it what to remember."""
+    decoder = Decoder()
+    honest = encode(sample_message(msg_type))
+    assert decoder.decode(honest) == decode(honest)
+    header = {**json.loads(honest[1]), **header_changes}
+    body = {**json.loads(honest[2]), **body_changes}
+    for name, value in item_changes.items():  # one item of an array changed
+        if isinstance(body.get(name), list) and body[name]:
+            body[name] = [value, *body[name][1:]]
+    for key in drop:
+        header.pop(key, None)
+        body.pop(key, None)
+    topic_bytes = honest[0] if topic is None else topic.encode()
+    mutated = [topic_bytes, json.dumps(header).encode("utf-8", "surrogatepass"),
+               json.dumps(body).encode("utf-8", "surrogatepass")]
+    expected = decoded_or_error(decode, mutated)
+    assert decoded_or_error(decoder.decode, mutated) == expected
+    assert decoded_or_error(Decoder().decode, mutated) == expected
+
+
+def test_the_decoder_reads_a_stream_of_reference_messages_as_decode_does():
+    decoder = Decoder()
+    for path in REFERENCE_FILES * 2:
+        frames = frames_of(json.loads(path.read_text(encoding="utf-8"))["frames"])
+        assert decoder.decode(frames) == decode(frames)
+
+
+def test_a_deeply_nested_body_is_refused_without_harm():
+    """A forged scores body of half a million nested arrays, within the body's byte cap: the
+    Decoder refuses it as decode does (orjson, which it parses with, would crash the process
+    on it)."""
+    depth = MAX_BODY_BYTES["scores"] // 2 - 16
+    frames = encode(sample_message("scores"))
+    program = (
+        "import sys\n"
+        "from streamtag.errors import ProtocolError\n"
+        "from streamtag.wire.protocol import Decoder\n"
+        f"frames = [{frames[0]!r}, {frames[1]!r}, b'[' * {depth} + b']' * {depth}]\n"
+        "decoder = Decoder()\n"
+        "try:\n"
+        "    decoder.decode(frames)\n"
+        "except ProtocolError as exc:\n"
+        "    print('refused:', exc)\n")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: scores body frame is not valid JSON" in result.stdout
 
 # ---------------------------------------------------------------- the document
 

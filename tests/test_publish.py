@@ -10,7 +10,7 @@ import time
 
 import pytest
 import zmq
-from helpers import run_python
+from support.helpers import run_python
 
 from streamtag.commands.listen import run_listen
 from streamtag.errors import ModelError, ProtocolError

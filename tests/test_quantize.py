@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import (
+from support.helpers import (
     collect,
     make_config,
     run_streamtag,

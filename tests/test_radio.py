@@ -23,14 +23,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import (
+from support.helpers import (
     TAGS,
     assert_no_gaps,
     collect,
     make_config,
     started,
     stop_process,
-    tiny_model_file,
     wait_until,
 )
 
@@ -69,11 +68,6 @@ def encode_mp3(x: np.ndarray, path: Path) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
 
 
 def icy_block(text: str) -> bytes:
@@ -587,7 +581,7 @@ PIECE_S = 2.5
 
 
 def test_icecast_fed_by_ffmpeg_titles_and_tracks(model_path, tmp_path):
-    from servers import icecast_server
+    from support.servers import icecast_server
 
     playlist = ["ffconcat version 1.0"]
     for i in range(len(ICECAST_PIECES)):

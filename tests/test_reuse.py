@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import tiny_model_file
-from reuse_parts import (
+from support.helpers import tiny_model_file
+from support.reuse import (
     Sink,
     assert_scored_as_whole,
     net_file,

@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from helpers import (
+from support.helpers import (
     Feed,
     daemon_config_file,
     free_port,

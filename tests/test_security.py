@@ -6,7 +6,7 @@ import time
 
 import pytest
 import zmq
-from helpers import collect, make_config, run_streamtag, tiny_model_file
+from support.helpers import collect, make_config, run_streamtag, tiny_model_file
 
 from streamtag.daemon.config import SecurityConfig, SourceConfig
 from streamtag.daemon.daemon import Daemon

@@ -9,9 +9,9 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_python, run_streamtag, tiny_model_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.helpers import free_port, run_python, run_streamtag
 
 from streamtag.cli import build_parser
 from streamtag.daemon.config import (
@@ -200,11 +200,6 @@ def test_auto_takes_the_pod_name_kubernetes_puts_in_hostname(model_path, monkeyp
 
 
 # ---------------------------------------------------------------- a daemon serves its share
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt")
-
 
 @pytest.fixture(scope="module")
 def long_file(tmp_path_factory):

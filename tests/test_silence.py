@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import collect, make_config, started, tiny_model_file
+from support.helpers import collect, make_config, started, tiny_model_file
 
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.daemon.config import SourceConfig, config_from_dict
-from streamtag.engine.batching import Engine, WindowResult
+from streamtag.engine.batching import Engine, EngineSink, WindowResult
 from streamtag.engine.health import HealthConfig, SilenceDetector, level_of_samples
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.errors import ConfigError
@@ -173,7 +173,7 @@ def model_path(tmp_path_factory) -> Path:
                            hop=HOP, thresholds=THRESHOLDS)
 
 
-class Sink:
+class Sink(EngineSink):
     def __init__(self) -> None:
         self.results: list[WindowResult] = []
         self.ended: list = []

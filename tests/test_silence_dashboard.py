@@ -11,13 +11,10 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import real_daemon_page  # noqa: E402
-from helpers import make_config, tiny_model_file  # noqa: E402
-from test_dashboard import (  # noqa: E402, F401
+from support.dashboard import real_daemon_page  # noqa: E402
+from support.helpers import make_config, tiny_model_file  # noqa: E402
+from test_dashboard import (  # noqa: E402
     WAIT_S,
-    browser,
-    closing,
-    endpoints,
     fake_room_page,
 )
 from test_silence import RATE, music_with_a_gap  # noqa: E402
@@ -61,7 +58,7 @@ def test_feed_state_knows_since_when_a_stream_is_silent():
     assert state.view("radio")["silence"] is None
 
 
-def test_page_shows_the_level_and_silent_since(browser, closing, tmp_path):  # noqa: F811
+def test_page_shows_the_level_and_silent_since(browser, closing, tmp_path):
     from playwright.sync_api import expect
 
     path = tmp_path / "gap.flac"
@@ -114,7 +111,7 @@ def test_a_dashboard_that_starts_during_a_silence_learns_it_from_the_snapshot():
     assert forwarded["streams"]["other"]["silence"] is None
 
 
-def test_page_says_stuck_tone_for_a_tone_s_dead_air(browser, endpoints, closing):  # noqa: F811
+def test_page_says_stuck_tone_for_a_tone_s_dead_air(browser, endpoints, closing):
     from playwright.sync_api import expect
 
     daemon, _, panel = fake_room_page(browser, endpoints, closing)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from helpers import make_config, started, tiny_model_file, wait_until
+from support.helpers import make_config, started, tiny_model_file, wait_until
 from test_silence import HOP_S, RATE, music_with_a_gap
 
 from streamtag.audio.files import write_audio

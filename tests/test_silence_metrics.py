@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import collect, free_port, make_config, started, tiny_model_file
+from support.helpers import collect, free_port, make_config, started, tiny_model_file
 from test_silence import RATE, music_with_a_gap
 
 from streamtag.audio.files import write_audio

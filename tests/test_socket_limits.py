@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import (
+from support.helpers import (
     Feed,
     daemon_config_file,
     free_port,
@@ -30,7 +30,7 @@ from helpers import (
     tiny_model_file,
     wait_until,
 )
-from helpers import http_get as get
+from support.helpers import http_get as get
 
 import streamtag
 from streamtag.audio.files import write_audio
@@ -249,7 +249,7 @@ def page_from(url: str, source: str):
 
 def test_pages_from_one_address_past_its_cap_are_refused_and_another_address_is_served(
         dashboards):
-    from dashboard_parts import DashboardThread
+    from support.dashboard import DashboardThread
     from websockets.exceptions import InvalidStatus
 
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}")  # the default caps
@@ -273,7 +273,7 @@ def test_pages_from_one_address_past_its_cap_are_refused_and_another_address_is_
 
 
 def test_half_sent_requests_to_the_dashboard_are_closed_and_its_pages_still_load(dashboards):
-    from dashboard_parts import DashboardThread
+    from support.dashboard import DashboardThread
 
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}",
                                 header_timeout_s=HEADER_TIMEOUT_S)
@@ -303,7 +303,7 @@ def test_half_sent_requests_to_the_dashboard_are_closed_and_its_pages_still_load
 @pytest.fixture(scope="module")
 def history_db(tmp_path_factory):
     """Two minutes of two streams, recorded by a real recorder ten minutes ago."""
-    from history_station import record
+    from support.history_station import record
 
     url = f"sqlite:///{tmp_path_factory.mktemp('history') / 'tags.db'}"
     record(url, lambda station: [m for s in ("radio-1", "radio-2")
@@ -312,7 +312,7 @@ def history_db(tmp_path_factory):
 
 
 def test_history_answers_any_float_span_from_a_few_cached_ones(history_db, dashboards):
-    from dashboard_parts import DashboardThread
+    from support.dashboard import DashboardThread
 
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=history_db)
     dashboards.append(dashboard)
@@ -331,7 +331,7 @@ def test_history_answers_any_float_span_from_a_few_cached_ones(history_db, dashb
 def test_history_spans_past_the_waiting_bound_are_refused_at_once(history_db, dashboards):
     """Many spans asked together: a few are read, one at a time, the rest refused with 503
     at once; what was read before is still answered from the cache meanwhile."""
-    from dashboard_parts import DashboardThread
+    from support.dashboard import DashboardThread
 
     dashboard = DashboardThread(f"tcp://127.0.0.1:{free_port()}", db=history_db)
     dashboards.append(dashboard)

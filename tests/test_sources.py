@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 import pytest
-from helpers import free_port, stop_process
-from servers import listener_ids, stereo_signal
+from support.helpers import free_port, stop_process
+from support.servers import listener_ids, stereo_signal
 
 from streamtag.audio.files import iter_decoded, load_audio, mix_down, mono_blocks
 from streamtag.audio.testsignals import music_like

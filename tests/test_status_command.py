@@ -12,7 +12,7 @@ import io
 import json
 
 import pytest
-from helpers import OggStation, free_port, make_config, started, wait_until
+from support.helpers import OggStation, free_port, make_config, started, wait_until
 from test_ogg_titles import PIECES, encode_links
 
 from streamtag.audio.files import write_audio

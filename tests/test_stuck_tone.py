@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from helpers import tiny_model_file
+from support.helpers import tiny_model_file
 from test_silence import HOP_S, MUSIC, MUSIC_MISSING, RATE, Sink, active_spans
 from test_silence_history import record_file
 

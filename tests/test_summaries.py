@@ -105,7 +105,7 @@ def test_a_track_s_loudness_is_its_own_audio_s_not_the_track_before_it_s(tmp_pat
     music, then digital silence, then -60 dBFS noise. Each track's loudness is its own: the
     silence "below -70 LUFS", the noise its level, neither the music's read across the change."""
     import sqlalchemy as sa  # noqa: F401 - the recorder's
-    from history_station import MODEL, TAGS, Station, record  # noqa: F401
+    from support.history_station import MODEL, TAGS, Station, record  # noqa: F401
 
     from streamtag.audio.loudness import integrated_lufs
     from streamtag.engine.loudness import LoudnessTrail
@@ -189,7 +189,7 @@ def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
     hop of where the silence began, dated by the audio's own clock (when its sample 0 played,
     from the first window: sent at its end's time, less its end)."""
     import sqlalchemy as sa
-    from helpers import make_config, started, tiny_model_file, wait_until
+    from support.helpers import make_config, started, tiny_model_file, wait_until
 
     from streamtag.audio.testsignals import music_like
     from streamtag.daemon.config import SourceConfig
@@ -258,8 +258,8 @@ def test_dead_air_confirmed_late_takes_back_the_tags_its_first_windows_counted()
 def test_a_track_that_was_dead_air_has_no_leading_tags_in_the_as_run_log(tmp_path):
     """A station's second song was dead air throughout (its windows' tags, as a model scores
     silence, still there): the as-run log, its JSON and CSV list no tags for it."""
-    from history_programme import play_session
-    from history_station import record
+    from support.history_programme import play_session
+    from support.history_station import record
 
     from streamtag.history.report import format_csv, format_json, load_history
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import run_streamtag, tiny_model_file
+from support.helpers import run_streamtag, tiny_model_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like

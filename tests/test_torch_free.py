@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, run_streamtag, stop_process, wait_until
-from servers import AudioServer, pulse_session
+from support.helpers import free_port, run_streamtag, stop_process, wait_until
+from support.servers import AudioServer, pulse_session
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cp_resnet_recipe
+from support.helpers import cp_resnet_recipe
 
 from streamtag.commands.train import main
 from streamtag.errors import ConfigError

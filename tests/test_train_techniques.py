@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cp_resnet_recipe, run_streamtag, tiny_model_file
+from support.helpers import cp_resnet_recipe, run_streamtag, tiny_model_file
 from torch import nn
 
 from streamtag.errors import ConfigError

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from helpers import wait_until
+from support.helpers import wait_until
 
 from streamtag.sources.decode_turns import Turns
 

@@ -1,6 +1,6 @@
 """The venue page (/venue): one stream's mood, full screen, for a screen across a room.
 
-A `FakeDaemon` (dashboard_parts: a real Publisher on 127.0.0.1, publishing what a daemon would:
+A `FakeDaemon` (support.dashboard: a real Publisher on 127.0.0.1, publishing what a daemon would:
 heartbeats, status with the title, and protocol 1.2 scores carrying audio levels and a mood)
 feeds the real dashboard server, and Debian's chromium, driven by playwright, shows the page.
 The bridge's mood course is tested with its own clock; a page joining late draws it.
@@ -24,17 +24,15 @@ import pytest
 
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
-from dashboard_parts import (  # noqa: E402
+from support.dashboard import (  # noqa: E402
     WAIT_S,
     DashboardThread,
     FakeDaemon,
     WatchedPage,
-    chromium,
-    close_all,
     page_links,
     scores_body,
 )
-from helpers import free_port  # noqa: E402
+from support.helpers import free_port  # noqa: E402
 
 from streamtag.commands.dashboard import cmd_dashboard  # noqa: E402
 from streamtag.web.feed import MOOD_COURSE_S, MOOD_POINTS, MOOD_SLICE_S, FeedState  # noqa: E402
@@ -83,14 +81,6 @@ class Clock:
 @pytest.fixture
 def endpoint():
     return f"tcp://127.0.0.1:{free_port()}"
-
-
-@pytest.fixture
-def closing():
-    """Things to stop at the end of the test, last started first."""
-    opened: list = []
-    yield opened
-    close_all(opened)
 
 
 @pytest.fixture
@@ -229,12 +219,6 @@ def test_feed_state_keeps_the_mood_course():
 
 
 # ---------------------------------------------------------------- the page in a browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 class Venue(WatchedPage):

@@ -27,9 +27,9 @@ import pytest
 
 pytest.importorskip("websockets", reason="the venue page needs websockets")
 
-from dashboard_parts import chromium  # noqa: E402
-from helpers import free_port, wait_until  # noqa: E402
-from servers import PulseServer, require_pulse, stop_process  # noqa: E402
+from support.dashboard import chromium  # noqa: E402
+from support.helpers import free_port, wait_until  # noqa: E402
+from support.servers import PulseServer, require_pulse, stop_process  # noqa: E402
 
 from streamtag.audio.files import load_audio  # noqa: E402
 from streamtag.wire.protocol import ScoresBody  # noqa: E402

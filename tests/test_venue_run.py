@@ -15,8 +15,8 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from helpers import free_port, wait_until
-from servers import PulseServer, require_pulse, stop_process
+from support.helpers import free_port, wait_until
+from support.servers import PulseServer, require_pulse, stop_process
 
 from streamtag.commands.venue import INSTALL_HINT, venue_model
 

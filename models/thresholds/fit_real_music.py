@@ -41,9 +41,15 @@ import av
 import numpy as np
 
 from streamtag.catalog import installed
-from streamtag.catalog.calibration import (ThresholdRule, Track, active_counts,
-                                           choose_thresholds, default_calibration, file_chunks,
-                                           score_tracks)
+from streamtag.catalog.calibration import (
+    ThresholdRule,
+    Track,
+    active_counts,
+    choose_thresholds,
+    default_calibration,
+    file_chunks,
+    score_tracks,
+)
 from streamtag.model.inference import InferenceModel
 from streamtag.model.manifest import read_manifest
 

@@ -561,6 +561,7 @@ _DEMO_ORDER = ("calm", "build", "energetic")
 
 def demo_piece(seconds: float = 60.0, seed: int = 0, sample_rate: int = 16000,
                changes: Mapping[str, Mapping[str, Any]] | None = None,
+               phrase_seconds: float | None = None,
                ) -> tuple[np.ndarray, list[tuple[float, float, list[str]]]]:
     """A piece that moves between calm passages (slow, soft, dark, sustained, sparse) and loud,
     dense, percussive ones, for demos of the live tagger.
@@ -569,9 +570,16 @@ def demo_piece(seconds: float = 60.0, seed: int = 0, sample_rate: int = 16000,
     segments tile the piece. Sections last 8-12 s and share one key; neighbours cross-fade over
     0.5 s, centred on the segment boundary. ``changes``: parameters of a section kind ("calm",
     "build", "energetic") set otherwise than by default, e.g. ``{"calm": {"drums": True}}``.
+
+    ``phrase_seconds``: each section plays as consecutive phrases of equal length, at most this
+    long, each a clip of its own that starts on the tonic as a data set's clips of that length
+    do; a section's phrases share its parameters and instruments, and its tags are those every
+    phrase has. None (the default): one clip a section.
     """
     if seconds <= 0:
         raise ConfigError(f"seconds must be > 0, got {seconds!r}")
+    if phrase_seconds is not None and not 1.0 <= phrase_seconds <= 600.0:
+        raise ConfigError(f"phrase_seconds must be in [1, 600] or None, got {phrase_seconds!r}")
     unknown = sorted(set(changes or {}) - set(_DEMO_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown section kind(s) {unknown}; known: {list(_DEMO_SECTIONS)}")
@@ -590,24 +598,39 @@ def demo_piece(seconds: float = 60.0, seed: int = 0, sample_rate: int = 16000,
     out = np.zeros(n_total)
     segments = []
     start_s = 0.0
-    for i, length in enumerate(lengths):
-        kind = _DEMO_ORDER[i % len(_DEMO_ORDER)]
-        # Each section renders half a fade before and after its segment.
-        config = SyntheticConfig(sample_rate=sample_rate, clip_seconds=length + fade_s)
-        audio, tags, _ = generate_clip(int(rng.integers(2**31)), config,
-                                       {**_DEMO_SECTIONS[kind], **(changes or {}).get(kind, {}),
-                                        "root_midi": root_midi})
+    ramp = np.sin(0.5 * np.pi * (np.arange(n_fade) + 0.5) / n_fade) ** 2
+
+    def place(audio: np.ndarray, at_s: float, first: bool, last: bool) -> None:
+        # A clip renders half a fade before and after its place.
         audio = audio.astype(np.float64)
-        ramp = np.sin(0.5 * np.pi * (np.arange(n_fade) + 0.5) / n_fade) ** 2
-        if i > 0:
+        if not first:
             audio[:n_fade] *= ramp
-        if i < len(lengths) - 1:
+        if not last:
             audio[-n_fade:] *= ramp[::-1]
-        i0 = int(round((start_s - fade_s / 2) * sample_rate))
+        i0 = int(round((at_s - fade_s / 2) * sample_rate))
         skip = max(0, -i0)
         i0 = max(0, i0)
         n = min(len(audio) - skip, n_total - i0)
         out[i0: i0 + n] += audio[skip: skip + n]
+
+    for i, length in enumerate(lengths):
+        kind = _DEMO_ORDER[i % len(_DEMO_ORDER)]
+        overrides = {**_DEMO_SECTIONS[kind], **(changes or {}).get(kind, {}),
+                     "root_midi": root_midi}
+        phrases = 1 if phrase_seconds is None else math.ceil(length / phrase_seconds - 1e-9)
+        phrase_s = length / phrases
+        config = SyntheticConfig(sample_rate=sample_rate, clip_seconds=phrase_s + fade_s)
+        tags: list[str] = []
+        for j in range(phrases):
+            audio, phrase_tags, params = generate_clip(int(rng.integers(2**31)), config,
+                                                       overrides)
+            if j == 0:  # the later phrases keep the first one's instruments and progression
+                overrides = {name: params[name] for name in PARAMETERS}
+                tags = phrase_tags
+            else:
+                tags = [t for t in tags if t in phrase_tags]
+            place(audio, start_s + j * phrase_s, first=i == 0 and j == 0,
+                  last=i == len(lengths) - 1 and j == phrases - 1)
         end_s = min(seconds, start_s + length)
         segments.append((round(start_s, 6), round(end_s, 6), tags))
         start_s = end_s

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.batching import Engine, EngineConfig, EngineSink, WindowResult
 from streamtag.engine.health import HealthConfig
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.errors import ModelError, SourceError
@@ -146,7 +146,7 @@ def choose_thresholds(tracks: Sequence[Track], rule: ThresholdRule | None = None
 _default_tracks: dict[str, list[Track]] = {}  # weights hash -> its tracks of DEFAULT_SEEDS
 
 
-class _Windows:
+class _Windows(EngineSink):
     """Engine sink keeping each stream's window scores and times."""
 
     def __init__(self, silence_dbfs: float | None = None) -> None:

@@ -1,14 +1,15 @@
 """Installed models: model files under ``$STREAMTAG_HOME/models/``, found by name.
 
 ``streamtag models install musicnn-msd`` converts one of musicnn's published taggers into
-``models/musicnn-msd.pt`` (docs/models.md); every command that takes a model file then takes
-the name too, through ``resolve_model``. The folder is ``$STREAMTAG_HOME/models`` when that
-variable is set, else ``models`` in the user data folder (platformdirs: e.g.
-``~/.local/share/streamtag`` on Linux).
+``models/musicnn-msd.pt`` (docs/models.md) through the importer that knows the name
+(``IMPORTERS``: a family of published weights is one module holding an ``Importer``,
+``streamtag.catalog.importer``; musicnn's is ``streamtag.catalog.musicnn_import``). Every
+command that takes a model file then takes the name too, through ``resolve_model``. The folder
+is ``$STREAMTAG_HOME/models`` when that variable is set, else ``models`` in the user data
+folder (platformdirs: e.g. ``~/.local/share/streamtag`` on Linux).
 
-Without torch, each is written as its ONNX graph built straight from the checkpoint
-(``streamtag.catalog.onnx_build``: a model file of format 1.4 without its TorchScript module,
-which ``streamtag models complete NAME`` adds once torch is installed).
+A model installed without torch is written without its TorchScript module, which
+``streamtag models complete NAME`` adds once torch is installed.
 
 A model file is code, so the store is this user's alone: the folder and streamtag's folder above
 it are made 0700 and refused when another user owns them or others may write them, and a model
@@ -17,24 +18,22 @@ is taken by name only when it is a file of this user's that others may not write
 
 An install never leaves a half-made file: each model is converted and calibrated in a
 scratch folder, then written into the store atomically (``fsutil.atomic_path``); a failure
-leaves the folder as it was. What ``--from`` gives is untrusted: a wheel is checked before a
-byte of it is unpacked (its size, its members' sizes and count, no member outside the folder),
-and the files a conversion reads may not exceed ``MAX_SOURCE_BYTES`` together.
+leaves the folder as it was. What ``--from`` gives is untrusted: the importer reads it within
+the caps of ``streamtag.catalog.importer`` (``MAX_SOURCE_BYTES``, ``MAX_ARCHIVE_MEMBERS``).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import re
-import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from streamtag import places
+from streamtag.catalog import musicnn_import
+from streamtag.catalog.importer import MAX_ARCHIVE_MEMBERS, MAX_SOURCE_BYTES, Importer
 from streamtag.errors import ModelError
 from streamtag.fsutil import NotOursError, check_own_file, own_folder
 from streamtag.model.manifest import Manifest, read_manifest
@@ -42,15 +41,13 @@ from streamtag.model.stored import COMPLETE_COMMAND, needs_torch, torch_installe
 
 HOME_ENV = places.HOME_ENV
 SUFFIX = ".pt"
-PACKAGE = "musicnn"
-PACKAGE_REQUIREMENT = "musicnn==0.1.0"  # the release whose checkpoints the converter knows
-# Caps on what an install reads or unpacks: musicnn's wheel is 29 MB of 40-odd files, its
-# unpacked package 36 MB.
-MAX_SOURCE_BYTES = 1024**3  # a wheel, everything it unpacks to, one member, or what is read
-MAX_ARCHIVE_MEMBERS = 10_000
 
-__all__ = ["HOME_ENV", "available_names", "complete", "home", "info", "install", "installed",
+__all__ = ["HOME_ENV", "IMPORTERS", "MAX_ARCHIVE_MEMBERS", "MAX_SOURCE_BYTES",
+           "available_names", "complete", "home", "info", "install", "installed",
            "models_folder", "own_models_folder", "path_of", "remove", "resolve_model"]
+
+# The importers ``install`` knows, in the order ``streamtag models list`` shows their names.
+IMPORTERS: tuple[Importer, ...] = (musicnn_import.IMPORTER,)
 
 # The shipped model's name where a model is named: `status`, `demo` and `info` call it so
 SHIPPED = "default"
@@ -89,23 +86,13 @@ def _own_model(name: str, path: Path) -> Path:
                          "your own)") from None
 
 
-# what ``install`` converts: ``music``, the recommended real-music tagger
-# (``streamtag.catalog.music``), and musicnn's four taggers (``streamtag.catalog.musicnn.NAMES``)
-RECOMMENDED = "music"
-AVAILABLE = (RECOMMENDED, "musicnn-mtt", "musicnn-msd", "vgg-mtt", "vgg-msd")
-# what each name is made of: the musicnn taggers whose checkpoints it reads
-MADE_OF = {RECOMMENDED: ("musicnn-msd", "musicnn-mtt")}
+# the real-music tagger ``streamtag models list`` recommends (``streamtag.catalog.music``)
+RECOMMENDED = musicnn_import.MUSIC
 
 
 def available_names() -> tuple[str, ...]:
-    """The names ``install`` knows (``music`` and musicnn's four taggers); listed without
-    torch."""
-    return AVAILABLE
-
-
-def checkpoints_of(name: str) -> tuple[str, ...]:
-    """The musicnn taggers whose checkpoints installing ``name`` reads."""
-    return MADE_OF.get(name, (name,))
+    """The names ``install`` knows, each importer's in turn; listed without torch."""
+    return tuple(name for importer in IMPORTERS for name in importer.names)
 
 
 def installed() -> dict[str, Path]:
@@ -120,18 +107,19 @@ def installed() -> dict[str, Path]:
 def _unknown_name(name: str) -> ModelError:
     names = installed()
     listed = ", ".join(names) if names else "none"
-    known = sorted(set(names) | set(AVAILABLE))
+    available = available_names()
+    known = sorted(set(names) | set(available))
     # the names are lower case with hyphens: compare the name so written first
     close = difflib.get_close_matches(name.lower().replace("_", "-"), known, n=1, cutoff=0.6)
     if close and close[0] in names:
         fix = f"did you mean {close[0]!r}? (installed)"
-    elif close or name in AVAILABLE:
+    elif close or name in available:
         target = close[0] if close else name
         fix = (("did you mean " + repr(target) + "? " if target != name else "")
                + f"install it with `streamtag models install {target}`")
     else:
         fix = (f"give an installed model's name, the path of a model file, {SHIPPED!r} (the "
-               f"model shipped with streamtag), or one of {', '.join(AVAILABLE)} after "
+               f"model shipped with streamtag), or one of {', '.join(available)} after "
                "`streamtag models install NAME`")
     return ModelError(f"no model named {name!r} is installed (installed: {listed}; folder "
                       f"{models_folder()}); {fix}")
@@ -195,169 +183,16 @@ def info(name: str) -> tuple[Path, Manifest]:
     return path, read_manifest(path)
 
 
-# -- where the weights come from ----------------------------------------------------------------
-
-def _is_package(folder: Path) -> bool:
-    return (folder / "configuration.py").is_file() and any(
-        (folder / d).is_dir() for d in ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg"))
-
-
-def _is_checkpoint(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob("*.index"))
-
-
-def _name_of_checkpoint(folder: Path) -> str | None:
-    """``MSD_musicnn`` -> ``musicnn-msd``: musicnn's folder names, data set then model."""
-    match = re.fullmatch(r"(MTT|MSD)_(musicnn|vgg)", folder.name)
-    return f"{match.group(2)}-{match.group(1).lower()}" if match else None
-
-
-def package_from(source: Path, scratch: Path) -> tuple[Path, str | None]:
-    """The musicnn package folder that ``--from SOURCE`` holds, and the one model name when
-    SOURCE is a single checkpoint folder. A wheel is unpacked into ``scratch``."""
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise ModelError(f"--from {source}: no such file or folder; give musicnn's wheel "
-                         "(musicnn-0.1.0-py3-none-any.whl), its unpacked package folder or "
-                         "one checkpoint folder such as MSD_musicnn")
-    if source.is_file():
-        if not zipfile.is_zipfile(source):
-            raise ModelError(f"--from {source}: not a wheel (a wheel is a zip archive); give "
-                             "musicnn's .whl file, its package folder or a checkpoint folder")
-        target = scratch / "wheel"
-        try:
-            with zipfile.ZipFile(source) as wheel:
-                _check_archive(source, wheel)
-                wheel.extractall(target)
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise ModelError(f"--from {source}: the wheel cannot be unpacked ({error}); "
-                             "download it again") from None
-        source = target
-    for candidate in (source, source / PACKAGE):
-        if _is_package(candidate):
-            return candidate, None
-    if _is_checkpoint(source):
-        name = _name_of_checkpoint(source)
-        if _is_package(source.parent) and name is not None:
-            return source.parent, name
-        if name is None:
-            raise ModelError(f"--from {source}: a checkpoint folder must keep musicnn's name "
-                             "(MTT_musicnn, MSD_musicnn, MTT_vgg or MSD_vgg) so streamtag "
-                             "knows which model it holds")
-        # A lone checkpoint folder: its tag names are in musicnn's configuration.py, taken
-        # from the installed package beside it in a package folder of its own.
-        from streamtag.catalog.musicnn import find_installed_package
-
-        installed_package = find_installed_package()
-        if installed_package is None:
-            raise ModelError(f"--from {source}: a lone checkpoint folder lacks the tag names, "
-                             "which are in musicnn's configuration.py; give the whole package "
-                             "folder or the wheel, or install musicnn (pip install --no-deps "
-                             f"{PACKAGE_REQUIREMENT}) for its configuration.py")
-        package = scratch / "package"
-        package.mkdir(parents=True, exist_ok=True)
-        (package / "configuration.py").symlink_to(installed_package / "configuration.py")
-        (package / source.name).symlink_to(source.resolve(), target_is_directory=True)
-        return package, name
-    raise ModelError(f"--from {source}: holds no musicnn package (configuration.py and the "
-                     "MTT_/MSD_ checkpoint folders), no musicnn/ folder and no checkpoint "
-                     "(*.index); give musicnn's wheel, its package folder or a checkpoint folder")
-
-
-def _gib(size: int) -> str:
-    return f"{size / 1024**3:.3g} GiB"
-
-
-def _check_archive(source: Path, wheel: zipfile.ZipFile) -> None:
-    """Refuses, before anything is unpacked, a wheel over the caps or with a member that
-    would land outside the folder it is unpacked into. The sizes checked are the ones zipfile
-    holds each member to while unpacking."""
-    cap = f"the cap of {_gib(MAX_SOURCE_BYTES)} (streamtag.catalog.installed.MAX_SOURCE_BYTES)"
-    size = source.stat().st_size
-    if size > MAX_SOURCE_BYTES:
-        raise ModelError(f"--from {source}: the file is {_gib(size)}, over {cap}; musicnn's "
-                         "wheel is 29 MB")
-    members = wheel.infolist()
-    if len(members) > MAX_ARCHIVE_MEMBERS:
-        raise ModelError(f"--from {source}: the wheel holds {len(members)} files, over the cap "
-                         f"of {MAX_ARCHIVE_MEMBERS}; musicnn's holds about 40")
-    total = 0
-    for member in members:
-        name = member.filename
-        parts = re.split(r"[/\\]", name)
-        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
-            raise ModelError(f"--from {source}: the wheel's member {name!r} would be unpacked "
-                             "outside its folder (an absolute path or ..); it is not musicnn's "
-                             "wheel")
-        if member.file_size > MAX_SOURCE_BYTES:
-            raise ModelError(f"--from {source}: the wheel's member {name!r} unpacks to "
-                             f"{_gib(member.file_size)}, over {cap}")
-        total += member.file_size
-    if total > MAX_SOURCE_BYTES:
-        raise ModelError(f"--from {source}: the wheel unpacks to {_gib(total)}, over {cap}; "
-                         "musicnn's unpacks to 36 MB")
-
-
-def check_source_size(package: Path, names: Sequence[str]) -> None:
-    """Refuses a package whose files that converting ``names`` reads (configuration.py and
-    each checkpoint's index and data files) exceed MAX_SOURCE_BYTES together."""
-    from streamtag.catalog.musicnn import checkpoint_files
-
-    files = {package / "configuration.py"}
-    for name in names:
-        for member in checkpoints_of(name):
-            files.update(checkpoint_files(package, member))
-    total = 0
-    for path in sorted(files):
-        try:
-            total += path.stat().st_size
-        except OSError:
-            continue  # missing: the conversion names it
-        if total > MAX_SOURCE_BYTES:
-            raise ModelError(f"{package}: the files to convert ({', '.join(names)}) are over the "
-                             f"cap of {_gib(MAX_SOURCE_BYTES)} together (streamtag.catalog."
-                             f"installed.MAX_SOURCE_BYTES), reached at {path}; musicnn's "
-                             "checkpoints take 36 MB")
-
-
-def download_package(scratch: Path, log: Callable[[str], None]) -> Path:
-    """``pip download --no-deps musicnn==0.1.0`` into ``scratch``, pip's progress shown; the
-    unpacked package folder. ModelError saying how to install from a file when it fails."""
-    log(f"streamtag models: no musicnn package installed; downloading {PACKAGE_REQUIREMENT} "
-        "(a 29 MB wheel from PyPI) with pip into a temporary folder")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--dest", str(scratch / "download"), PACKAGE_REQUIREMENT]
-    try:
-        # pip's progress goes to our stderr (fd 2): stdout stays for the command's result.
-        done = subprocess.run(command, stdout=2, check=False)
-    except OSError as error:
-        done = None
-        reason = str(error)
-    if done is None or done.returncode != 0:
-        reason = reason if done is None else f"pip exited with status {done.returncode}"
-        raise ModelError(f"cannot download {PACKAGE_REQUIREMENT} ({reason}; offline?). On a "
-                         "machine with a connection run `pip download --no-deps "
-                         f"{PACKAGE_REQUIREMENT}`, copy the .whl here and run `streamtag models "
-                         "install NAME --from musicnn-0.1.0-py3-none-any.whl`")
-    wheels = sorted((scratch / "download").glob("*.whl"))
-    if not wheels:
-        raise ModelError(f"pip download of {PACKAGE_REQUIREMENT} gave no wheel; install from a "
-                         "file with --from")
-    package, _ = package_from(wheels[0], scratch)
-    return package
-
-
 def install(names: Sequence[str], source: str | os.PathLike | None = None,
             log: Callable[[str], None] | None = None) -> list[tuple[str, Path]]:
     """Converts each of ``names`` into ``models/NAME.pt``; returns (name, path) pairs.
 
-    Weights come from ``source`` (``--from``), else the installed musicnn package, else a pip
-    download. Each model is converted, checked and given its default thresholds in a temporary
-    folder, then moved into the store in one step: an error (ModelError naming the file and
-    tensor) leaves the store as it was for that model and the ones after it.
+    The importer that knows a name (``IMPORTERS``) fetches its weights (from ``source``,
+    ``--from``, when given) and converts it in a temporary folder; each model is checked and
+    given its default thresholds there, then moved into the store in one step: an error
+    (ModelError naming the file and tensor) leaves the store as it was for that model and the
+    ones after it.
     """
-    from streamtag.catalog import musicnn as musicnn_models
-
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     known = available_names()
     unknown = [n for n in names if n not in known]
@@ -366,45 +201,16 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
                          f"{', '.join(known)}")
     if not names:
         raise ModelError(f"name the model(s) to install: {', '.join(known)}")
-    with_torch = torch_installed()
-    done = []
-    with tempfile.TemporaryDirectory(prefix="streamtag-install-") as folder:
-        scratch = Path(folder)
-        only = None
-        if source is not None:
-            package, only = package_from(Path(source), scratch)
-        else:
-            package = musicnn_models.find_installed_package()
-            if package is None:
-                package = download_package(scratch, log)
-            else:
-                log(f"streamtag models: converting the checkpoints of the installed musicnn "
-                    f"package ({package})")
-        if only is not None and set(names) != {only}:
-            raise ModelError(f"--from {source} is the checkpoint of {only} only; install "
-                             f"{only} from it, or give the whole package or wheel for "
-                             f"{', '.join(n for n in names if n != only)}")
-        try:
-            check_source_size(package, names)
-            for name in names:
-                converted = scratch / f"{name}{SUFFIX}"
-                if not with_torch:
-                    from streamtag.catalog import onnx_build
+    done: list[tuple[str, Path]] = []
 
-                    log(f"streamtag models: torch is not installed, so {name} is written as "
-                        "the ONNX graph that ONNX Runtime serves on the CPU, without its "
-                        f"TorchScript module (`{COMPLETE_COMMAND} {name}` adds it once torch "
-                        "is installed)")
-                    onnx_build.convert(package, name, converted)
-                elif name == RECOMMENDED:
-                    from streamtag.catalog import music
+    def take(name: str, converted: Path) -> None:
+        _install_converted(name, converted, done, log)
 
-                    music.convert(package, converted)
-                else:
-                    musicnn_models.convert(package, name, converted)
-                _install_converted(name, converted, done, log)
-        except ModelError as exc:  # its paths as the user gave them, not the scratch copy's
-            raise ModelError(_as_given(str(exc), scratch, source, only)) from None
+    for importer in IMPORTERS:
+        mine = [n for n in names if n in importer.names]
+        if mine:
+            with tempfile.TemporaryDirectory(prefix="streamtag-install-") as folder:
+                importer.convert_all(mine, source, Path(folder), log, take)
     return done
 
 
@@ -429,18 +235,3 @@ def _install_converted(name: str, converted: Path, done: list, log) -> None:
     write_calibration(converted, target, calibration["thresholds"], calibration["record"])
     done.append((name, target))
     log(f"streamtag models: installed {name} -> {target}")
-
-
-def _as_given(text: str, scratch: Path, source, only: str | None) -> str:
-    """An error's text with the temporary copy's paths as the user gave them: a lone
-    checkpoint folder's own path, a wheel's member named in the wheel."""
-    if source is None:
-        return text
-    given = Path(source).expanduser()
-    if only is not None:  # package/NAME is a link to the folder given
-        return text.replace(str(scratch / "package" / given.name), str(given))
-    unpacked = f"{scratch / 'wheel'}{os.sep}"
-    if unpacked in text:
-        return text.replace(unpacked, "") + f" (in the wheel {given})"
-    return text
-

@@ -1,4 +1,5 @@
-"""The command line's terminal code, one module per command; the parser is streamtag.cli.
+"""The command line, one module per command: its parser (``add_commands``) and its terminal
+code; streamtag.cli lists the modules and dispatches.
 
 What every command shares lives here: refused input's message and exit status (2 for a
 command line or config that cannot work, 1 for work that failed), whether to paint and whether
@@ -42,6 +43,27 @@ def names_listed(names: Sequence[str], none: str = "none") -> str:
     NAMES_SHOWN, then "and more"; ``none`` when there are none."""
     shown = ", ".join(terminal_text(repr(name)) for name in names[:NAMES_SHOWN]) or none
     return shown + (" and more" if len(names) > NAMES_SHOWN else "")
+
+
+# Packages of the extras (pyproject.toml) that a command may need: what it is, and the extra.
+# a module a command may miss → (what it is, the pip requirement that brings it)
+OPTIONAL = {"torch": ("PyTorch", "torch"), "sklearn": ("scikit-learn", "scikit-learn"),
+            "matplotlib": ("matplotlib", "matplotlib")}
+
+
+def missing_extra(command: str, error: ModuleNotFoundError) -> int | None:
+    """For a command that needs an extra not installed here (``OPTIONAL``): says which, and
+    how to install it, on stderr, and returns EXIT_USAGE; None for any other missing module."""
+    extra = OPTIONAL.get((error.name or "").split(".")[0])
+    if extra is None:
+        return None
+    from streamtag.model.stored import TORCH_EXTRA
+
+    what, requirement = extra
+    how = TORCH_EXTRA if requirement == "torch" else f"pip install {requirement}"
+    print(f"streamtag {command}: this needs {what}, which is not installed here: {how}",
+          file=sys.stderr)
+    return EXIT_USAGE
 
 
 def refused(command: str, error: Exception | str) -> int:

@@ -16,12 +16,13 @@ from typing import Any
 
 from streamtag import values
 from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text
+from streamtag.commands.flags import add_daemon_client_flags, stream_id
 from streamtag.commands.status import EXIT_UNREACHABLE, answered, client_credentials
 from streamtag.errors import ConfigError
-from streamtag.wire.protocol import canonical_json
+from streamtag.wire.requests import AddSource, ClientRequest, Ping, ReloadModel, RemoveSource
 
 # What `--option` may not set: the request's own fields.
-RESERVED = ("cmd", "id", "spec", "title", "token")
+RESERVED = (*AddSource.FIELDS, "token")
 # The daemon answers reload_model once the new model has loaded and been checked: musicnn's
 # graphs take seconds, a large model on a busy box longer.
 RELOAD_MS = 300_000
@@ -44,19 +45,15 @@ def source_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def request_of(args: argparse.Namespace) -> dict[str, Any]:
+def request_of(args: argparse.Namespace) -> ClientRequest:
     """The control request ``streamtag control ACTION ...`` sends."""
     if args.action == "add":
-        request = {"cmd": "add_source", "id": args.id, "spec": args.spec,
-                   **source_options(args.option or [])}
-        if args.title is not None:
-            request["title"] = args.title
-        return request
+        return AddSource(args.id, args.spec, args.title, source_options(args.option or []))
     if args.action == "remove":
-        return {"cmd": "remove_source", "id": args.id}
+        return RemoveSource(args.id)
     if args.action == "reload":
-        return {"cmd": "reload_model", "path": args.model}
-    return {"cmd": "ping"}
+        return ReloadModel(args.model)
+    return Ping()
 
 
 def shown(value: Any) -> str:
@@ -84,7 +81,34 @@ def said(args: argparse.Namespace, reply: dict[str, Any]) -> str:
             f"{shown(', '.join(map(str, reply.get('commands') or [])))}")
 
 
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("control", help="ask a running daemon to add or remove a stream, or "
+                                       "load another model")
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="start a stream: ID and SPEC as --source takes them")
+    add.add_argument("id", type=stream_id, help="the stream id (1 to 128 of A-Z a-z 0-9 _ . : -)")
+    add.add_argument("spec", help="file:PATH or a path, http(s)://URL or device:NAME_OR_INDEX, "
+                                  "within the daemon's [control] allow-lists")
+    add.add_argument("--title", help="the stream's fixed title (else its metadata's)")
+    add.add_argument("--option", action="append", metavar="KEY=VALUE",
+                     help="a source option, e.g. reconnect=false, max_backoff_s=60, "
+                          "realtime=true (TOML values); repeatable")
+    remove = actions.add_parser("remove", help="end a stream: its last windows are published")
+    remove.add_argument("id", type=stream_id)
+    reload = actions.add_parser("reload", help="serve another model: an installed model's name "
+                                               "or a file under [control] model_roots")
+    reload.add_argument("model")
+    ping = actions.add_parser("ping", help="whether the daemon answers, and what it knows")
+    for action in (add, remove, reload, ping):
+        add_daemon_client_flags(action)
+        action.add_argument("--json", action="store_true",
+                            help="the daemon's reply as one JSON object")
+        action.set_defaults(func=cmd_control)
+
+
 def cmd_control(args: argparse.Namespace) -> int:
+    from streamtag.wire.protocol import canonical_json
+
     def say(line: str) -> None:
         print(f"streamtag control: {line}", file=sys.stderr, flush=True)
 
@@ -98,7 +122,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         say(str(exc))
         return EXIT_USAGE
     if args.action == "reload":  # a daemon that is there (--wait), then its long answer
-        if answered(args.control, {"cmd": "ping"}, args.wait, say, curve=curve,
+        if answered(args.control, Ping(), args.wait, say, curve=curve,
                     token=token) is None:
             return EXIT_UNREACHABLE
         reply = answered(args.control, request, 0.0, say, curve=curve, token=token,

@@ -8,17 +8,48 @@ import sys
 from urllib.parse import quote
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.commands.flags import add_daemon_client_flags, port_number, zmq_endpoint
 from streamtag.commands.status import client_credentials
-from streamtag.wire.control import default_token_file
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard",
+                       help="a web page showing the tags live, for a screen in the room")
+    p.add_argument("--connect", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="the daemon's (or a proxy's) PUB endpoint; repeatable "
+                        f"(default {DEFAULT_FEED_ENDPOINT})")
+    add_daemon_client_flags(
+        p, control="the daemon's control endpoint: the current state is fetched at start",
+        wait=None, whose="the daemon's (or proxy's)")
+    p.add_argument("--port", type=port_number, default=8080,
+                   help="HTTP port (default 8080; 0: any free)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--db", metavar="URL",
+                   help="a history database (streamtag record's) for the history view")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="a name the page may be reached by (its Host), besides localhost, "
+                        "loopback addresses and --host; repeatable. Others get 403: a web page "
+                        "elsewhere cannot read the feed by renaming itself (DNS rebinding)")
+    p.add_argument("--max-clients", type=int,
+                   help="pages connected at once (default 32); the next is refused with 503")
+    p.add_argument("--max-clients-per-address", type=int, metavar="N",
+                   help="pages connected at once from one address (default 8); behind a "
+                        "reverse proxy every page comes from its address: raise it there")
+    p.add_argument("--venue", action="store_true",
+                   help="open the venue page (/venue): one stream's mood, full screen")
+    p.add_argument("--stream", help="with --venue: the stream the venue page shows")
+    p.set_defaults(func=cmd_dashboard)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """args has connect (str or list), control, port, host and db; server_key, client_key,
     allow_host, max_clients and max_clients_per_address; venue (the printed address is the
     venue page's) and stream (the stream that page shows)."""
+    from streamtag.wire.control import default_token_file
+
     try:
         from streamtag.web.server import run_dashboard
     except ImportError as exc:  # websockets, which only the dashboard needs

@@ -1,16 +1,18 @@
 """``streamtag demo``: the daemon tagging a generated piece, watched live from the terminal.
 
-The piece (about a minute of synthetic music moving between calm, sparse passages and loud,
-dense, percussive ones) is written to a temporary file; a daemon tags it with the default model
+The piece (about a minute of synthetic music moving between calm, soft, slow passages and
+loud, dense, fast ones) is written to a temporary file; a daemon tags it with the default model
 (or ``--model``), publishing on a free loopback port, and a subscriber in this process prints
 the messages as they arrive: tag events stand out, scores lines show the active tags. By default
 the piece plays at four times real speed; ``--realtime`` plays it at real speed.
 
 The piece's truth (the tags each section was made with) is printed at the start and again as
 each section begins, and a tag that switches on where the piece is not so is marked as the
-model's mistake, so that what is shown never contradicts the truth unsaid. The calm sections
-carry a soft drum kit: tempo is heard from a marked beat, and without one the shipped model
-never hears `slow`.
+model's mistake, so that what is shown never contradicts the truth unsaid. The piece is made
+to sound like the shipped model's training clips (PIECE_CHANGES, PHRASE_SECONDS). With no
+``--seed`` it is one on which that model agrees with the truth in every section (after the few
+seconds a window and the smoothing need to leave the section before); ``--seed N`` plays others,
+where it may err, and the marks say where.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from streamtag.audio.files import write_audio
 from streamtag.commands import EXIT_USAGE, stop_on_signals, use_color
+from streamtag.commands.flags import add_backend, add_model, port_number
 from streamtag.commands.listen import format_message
 from streamtag.daemon.config import (
     ControlConfig,
@@ -34,15 +36,31 @@ from streamtag.daemon.config import (
     PublishConfig,
     SourceConfig,
 )
-from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError, ModelError
-from streamtag.wire.protocol import EventBody, HeartbeatBody, ScoresBody, StatusBody
-from streamtag.wire.subscriber import ReceivedMessage, Subscriber
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from streamtag.daemon.daemon import Daemon
+    from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 DEMO_RATE = 16000
-# How the demo's piece differs from streamtag.audio.synthetic's default: a marked beat in the
-# calm sections, so that their `slow` is heard.
-PIECE_CHANGES = {"calm": {"drums": True, "drum_gain_db": -6.0}}
+# How the demo's piece differs from streamtag.audio.synthetic's default, so that it sounds like
+# the shipped model's training clips: a marked beat in the calm sections (their `slow` is heard
+# from it); i-iv-i-v progressions; soft chords under the calm melody (a bare melody's mode is
+# ambiguous); the energetic sections a little quieter, with softer drums and sustained notes.
+PIECE_CHANGES: dict[str, dict[str, Any]] = {
+    "calm": {"drums": True, "drum_gain_db": -6.0, "density": 0.3, "progression": 3},
+    "build": {"progression": 3, "density": 0.45},
+    "energetic": {"progression": 3, "level_dbfs": -17.0, "drum_gain_db": -6.0,
+                  "envelope": 1.0, "articulation": "sustained"},
+}
+# Each section plays as phrases as long as the training clips, each starting on the home chord:
+# the mode is heard from where a phrase starts and comes back to.
+PHRASE_SECONDS = 6.0
+# The piece played when no seed is given: one on which the shipped model agrees with the truth
+# throughout (tests/test_demo.py); 10 of seeds 0-23 are such pieces.
+DEFAULT_SEED = 0
 # A tag that switches on this soon after a section begins may still be hearing the one before:
 # a window of the shipped model is 3 s long.
 CARRY_OVER_S = 3.0
@@ -50,10 +68,28 @@ CARRY_OVER_S = 3.0
 Segments = list[tuple[float, float, list[str]]]
 
 
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="watch the daemon tag a generated piece live")
+    add_model(p)
+    p.add_argument("--realtime", action="store_true", help="play at real speed")
+    p.add_argument("--speed", type=float, default=4.0, help="playback speed (default 4)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the piece")
+    p.add_argument("--seed", type=int, default=None,
+                   help="another piece (a non-negative integer); the default piece is one the "
+                        "shipped model gets right throughout")
+    p.add_argument("--dashboard", action="store_true",
+                   help="also serve the web dashboard and open it in a browser where there is "
+                        "one; it stays up after the piece until Ctrl-C")
+    p.add_argument("--dashboard-port", type=port_number, default=8080)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_backend(p, "auto")
+    p.set_defaults(func=cmd_demo)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return run_demo(args.model, realtime=args.realtime, speed=args.speed,
-                        seconds=args.seconds, dashboard=args.dashboard,
+                        seconds=args.seconds, seed=args.seed, dashboard=args.dashboard,
                         dashboard_port=args.dashboard_port, device=args.device,
                         backend=args.backend)
     except (ConfigError, ModelError) as exc:
@@ -64,13 +100,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def run_demo(model: str | None = None, *, realtime: bool = False, speed: float = 4.0,
-             seconds: float = 60.0, dashboard: bool = False, dashboard_port: int = 8080,
-             device: str = "auto", backend: str = "auto", out: TextIO | None = None) -> int:
-    from streamtag.audio.synthetic import demo_piece
+             seconds: float = 60.0, seed: int | None = None, dashboard: bool = False,
+             dashboard_port: int = 8080, device: str = "auto", backend: str = "auto",
+             out: TextIO | None = None) -> int:
+    from streamtag.audio.files import write_audio
+    from streamtag.daemon.daemon import Daemon
+    from streamtag.wire.subscriber import Subscriber
 
     out = out or sys.stdout
+    seed = DEFAULT_SEED if seed is None else seed
+    if seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
     color = use_color(out)
-    audio, segments = demo_piece(seconds, seed=0, sample_rate=DEMO_RATE, changes=PIECE_CHANGES)
+    audio, segments = make_piece(seconds, seed)
     with tempfile.TemporaryDirectory(prefix="streamtag-demo-") as folder:
         piece = Path(folder) / "demo.wav"
         write_audio(piece, audio, DEMO_RATE)
@@ -105,7 +147,17 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
     return 0
 
 
+def make_piece(seconds: float = 60.0, seed: int = DEFAULT_SEED) -> tuple[np.ndarray, Segments]:
+    """The demo's piece: (audio at DEMO_RATE, its sections as (start_s, end_s, tags))."""
+    from streamtag.audio.synthetic import demo_piece
+
+    return demo_piece(seconds, seed=seed, sample_rate=DEMO_RATE, changes=PIECE_CHANGES,
+                      phrase_seconds=PHRASE_SECONDS)
+
+
 def _wait_for_heartbeat(sub: Subscriber, timeout_s: float = 10.0) -> None:
+    from streamtag.wire.protocol import HeartbeatBody
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         msg = sub.recv(100)
@@ -115,6 +167,8 @@ def _wait_for_heartbeat(sub: Subscriber, timeout_s: float = 10.0) -> None:
 
 
 def _print_until_ended(sub: Subscriber, out: TextIO, color: bool, segments: Segments) -> None:
+    from streamtag.wire.protocol import HeartbeatBody, StatusBody
+
     announced = 0  # the sections whose start has been printed
     while True:
         msg = sub.recv(1000)
@@ -135,6 +189,8 @@ def _print_until_ended(sub: Subscriber, out: TextIO, color: bool, segments: Segm
 
 def _audio_time(msg: ReceivedMessage) -> float | None:
     """The audio time a message speaks of: a window's end, an event's time."""
+    from streamtag.wire.protocol import EventBody, ScoresBody
+
     if isinstance(msg.body, ScoresBody):
         return msg.body.end_s
     if isinstance(msg.body, EventBody):
@@ -146,6 +202,7 @@ def truth_note(msg: ReceivedMessage, segments: Segments) -> str:
     """For a tag switching on where the piece is not so (in the section playing, or in the one
     before within CARRY_OVER_S, which the window may still hear): a note saying so; else ""."""
     from streamtag.audio.synthetic import TAGS
+    from streamtag.wire.protocol import EventBody
 
     body = msg.body
     if not isinstance(body, EventBody) or body.state != "on" or body.tag not in TAGS:

@@ -8,10 +8,17 @@ import sys
 
 from streamtag.commands import failed, terminal_json
 from streamtag.errors import SourceError
-from streamtag.sources import list_input_devices
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("devices", help="list audio input devices")
+    p.add_argument("--json", action="store_true", help="one JSON list of the devices")
+    p.set_defaults(func=cmd_devices)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    from streamtag.sources import list_input_devices
+
     try:
         devices = list_input_devices()
     except SourceError as exc:

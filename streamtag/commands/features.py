@@ -7,9 +7,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from streamtag.audio.files import AudioDecodeError, load_audio
 from streamtag.commands import STDIN, failed, progress, refused, stdin_as_file
 from streamtag.frontend import LogMelOptions, compute_logmel
 
@@ -29,7 +26,25 @@ def frontend_options(preset: str, changes_json: str | None) -> LogMelOptions:
     return options
 
 
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="log-mel frames of audio files, saved as .npy")
+    p.add_argument("file", nargs="+", metavar="FILE",
+                   help="audio files PyAV decodes, each saved beside it as NAME.npy; - reads "
+                        "standard input (with --out)")
+    p.add_argument("--preset", default="musicnn", choices=LogMelOptions.preset_names())
+    p.add_argument("--options", help='JSON object of option changes, e.g. \'{"n_mels": 128}\'')
+    p.add_argument("--out", help="output .npy of one input (default: the input's name with "
+                                 ".npy)")
+    p.add_argument("--mels-first", action="store_true",
+                   help="save (n_mels, frames) instead of (frames, n_mels)")
+    p.add_argument("--json", action="store_true",
+                   help="what was written, one JSON object a file on stdout")
+    p.set_defaults(func=cmd_features)
+
+
 def cmd_features(args: argparse.Namespace) -> int:
+    from streamtag.audio.files import AudioDecodeError
+
     files = args.file
     if args.out and len(files) > 1:
         return refused("features", f"--out names one file, and {len(files)} inputs are given; "
@@ -70,6 +85,10 @@ def write_features(name: str, out: Path, options: LogMelOptions,
     sample rate, frames x mels, seconds spent computing). AudioDecodeError for audio that
     cannot be read, OSError (its words, the path and the fix) for an output that cannot be
     written, ValueError for options that do not fit together."""
+    import numpy as np
+
+    from streamtag.audio.files import AudioDecodeError, load_audio
+
     with stdin_as_file(name) as path:
         try:
             audio, rate = load_audio(path, options.sample_rate)

@@ -9,8 +9,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from streamtag.commands import (
     EXIT_USAGE,
@@ -21,14 +20,57 @@ from streamtag.commands import (
     terminal_text,
 )
 from streamtag.errors import ConfigError
-from streamtag.history import schema
-from streamtag.history.plot import plot_history
-from streamtag.history.report import format_csv, format_json, format_text, load_history
-from streamtag.history.timeparse import parse_range, zone_named
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("history", help="what was recorded: as-run log, plays, tag airtime, "
+                                       "off air, events")
+    p.add_argument("--db", default="sqlite:///tags.db",
+                   help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
+    p.add_argument("--stream", action="append", help="only this stream; repeatable")
+    p.add_argument("--since", help="from this time: ISO 8601 (in --tz unless it has an "
+                                   "offset), a time of day (the last one there was: 23:50 at "
+                                   "00:05 is yesterday's), today or yesterday [HH:MM], Unix "
+                                   "seconds, or ago as 90s, 30m, 2h, 1d, 1w")
+    p.add_argument("--until", help="up to this time (same forms; a time of day is the first "
+                                   "one after --since)")
+    p.add_argument("--tz", metavar="ZONE",
+                   help="the time zone times are read and shown in, an IANA name such as "
+                        "Europe/Berlin or UTC (default: this machine's; the report names it)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object")
+    fmt.add_argument("--csv", action="store_true",
+                     help="CSV: one row per track with a column per tag, airtime, content, "
+                          "off air, silence, speech, plays, events, gaps")
+    p.add_argument("--events", action=argparse.BooleanOptionalAction, default=None,
+                   help="list every tag on/off event (default: counted in the text, listed in "
+                        "--json and --csv)")
+    p.add_argument("--tags", type=int, default=5, metavar="N",
+                   help="tags listed per stream and per track (default 5; the CSV has all)")
+    p.add_argument("--period", choices=("day", "week"),
+                   help="play counts per day or week (default: for the whole range)")
+    p.add_argument("--content-by", choices=("hour", "day"),
+                   help="music, speech, silence, tone and noise shares per hour or day of "
+                        "--tz (default: for the whole range only)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw a timeline of tag shares per stream, under what the audio was")
+    p.add_argument("--top", type=int, default=8, help="tags drawn per stream (default 8)")
+    p.set_defaults(func=cmd_history)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events and period."""
+    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events, period and
+    content_by."""
+    import sqlalchemy as sa
+
+    from streamtag.history import schema
+    from streamtag.history.plot import plot_history
+    from streamtag.history.report import format_csv, format_json, format_text, load_history
+    from streamtag.history.timeparse import parse_range, zone_named
+
     try:
         now = time.time()
         zone = zone_named(args.tz)
@@ -59,7 +101,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.stream:
             require_streams(engine, args.stream)
         history = load_history(engine, args.stream or None, since, until, top=tags, zone=zone,
-                               period=args.period, now=now)
+                               period=args.period, now=now,
+                               content_by=args.content_by)
         if args.plot:
             try:
                 drawn = plot_history(engine, history, args.plot, top=args.top)
@@ -90,6 +133,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 def require_streams(engine: sa.Engine, streams: list[str]) -> None:
     """ConfigError naming the streams asked for that the database never recorded (a typo
     reads as an empty range otherwise), with the streams it has."""
+    import sqlalchemy as sa
+
+    from streamtag.history import schema
+
     c = [t.c.stream for t in (schema.statuses, schema.scores)]
     with engine.connect() as conn:
         found = {row.stream for column in c for row in conn.execute(

@@ -14,27 +14,26 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
-
-import zmq
+from typing import TYPE_CHECKING, Any, TextIO
 
 from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text, use_color
+from streamtag.commands.flags import (
+    add_daemon_client_flags,
+    count_at_least_1,
+    seconds_above_0,
+    zmq_endpoint,
+)
 from streamtag.commands.status import ask_daemon, client_credentials
 from streamtag.errors import ProtocolError
 from streamtag.text import counted
-from streamtag.wire.protocol import (
-    HEARTBEAT,
-    EventBody,
-    HeartbeatBody,
-    Message,
-    ScoresBody,
-    SilenceBody,
-    StatusBody,
-    TrackBody,
-    canonical_json,
-)
-from streamtag.wire.security import ClientCurve
-from streamtag.wire.subscriber import ALL_TOPICS, ReceivedMessage, Subscriber
+from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
+
+if TYPE_CHECKING:
+    import zmq
+
+    from streamtag.wire.protocol import Message, TrackBody
+    from streamtag.wire.security import ClientCurve
+    from streamtag.wire.subscriber import ReceivedMessage
 
 # Silence this long from an endpoint whose heartbeats are subscribed to is said once: a daemon
 # sends one every 2 s by default ([publish] heartbeat_s; a proxy passes them on), so nothing in
@@ -90,6 +89,15 @@ def _span(start_s: float, end_s: float) -> str:
 
 def format_message(message: ReceivedMessage, color: bool = False) -> str:
     """One human-readable line for a message."""
+    from streamtag.wire.protocol import (
+        EventBody,
+        HeartbeatBody,
+        ScoresBody,
+        SilenceBody,
+        StatusBody,
+        TrackBody,
+    )
+
     def paint(text: str, *codes: str) -> str:
         return "".join(codes) + text + _RESET if color else text
 
@@ -172,6 +180,8 @@ class NowPlaying:
 
     def apply(self, message: Message) -> list[str]:
         """Lines to print for one message: a new title, a finished track, or nothing."""
+        from streamtag.wire.protocol import StatusBody, TrackBody
+
         body, stream = message.body, message.stream
         if isinstance(body, (StatusBody, TrackBody)):
             known = self.titles.get(stream)
@@ -192,6 +202,8 @@ class NowPlaying:
 
     def apply_status_reply(self, reply: dict[str, Any]) -> list[str]:
         """The daemon's view at the start: current titles and the last tracks it lists."""
+        from streamtag.wire.protocol import TrackBody
+
         lines = []
         for stream, state in sorted((reply.get("streams") or {}).items()):
             if self.streams is not None and stream not in self.streams:
@@ -220,7 +232,7 @@ class NowPlaying:
 
 def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                as_json: bool = False, count: int | None = None, duration: float | None = None,
-               out: TextIO | None = None, *, topics: Iterable[str] = ALL_TOPICS,
+               out: TextIO | None = None, *, topics: Iterable[str] | None = None,
                context: zmq.Context | None = None, curve: ClientCurve | None = None,
                tracks: bool = False, control: str | None = None,
                wait_s: float = 30.0, nothing_heard_s: float = NOTHING_HEARD_S,
@@ -235,10 +247,15 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     When heartbeats are among the topics and nothing at all arrives in `nothing_heard_s`
     seconds, says so once on stderr, with what to check, and goes on listening. With
     `streams`, the daemon's heartbeats are listened for (that check) but not printed.
-    Returns the exit status.
+    ``topics``: those subscribed to (default: all). Returns the exit status.
     """
+    from streamtag.wire.protocol import HEARTBEAT, HeartbeatBody, canonical_json
+    from streamtag.wire.subscriber import ALL_TOPICS, Subscriber
+
     if tracks:
         topics = ("status", "track")
+    elif topics is None:
+        topics = ALL_TOPICS
     out = sys.stdout if out is None else out
     color = not as_json and use_color(out)
     deadline = None if duration is None else time.monotonic() + duration
@@ -315,6 +332,21 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     except KeyboardInterrupt:
         pass  # the usual way to end a live view
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("listen", help="print a daemon's messages live")
+    p.add_argument("endpoint", nargs="?", default=DEFAULT_FEED_ENDPOINT, type=zmq_endpoint)
+    p.add_argument("--stream", action="append", help="only this stream; repeatable")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--count", type=count_at_least_1, help="stop after this many messages")
+    p.add_argument("--duration", type=seconds_above_0, help="stop after this many seconds")
+    p.add_argument("--tracks", action="store_true",
+                   help="only what is playing: each title change and each finished track's "
+                        "summary")
+    add_daemon_client_flags(p, control="with --tracks: the daemon's control endpoint, to start "
+                                       "with its current titles and last tracks", wait=30.0)
+    p.set_defaults(func=cmd_listen)
 
 
 def cmd_listen(args: argparse.Namespace) -> int:

@@ -10,13 +10,13 @@ import sys
 
 from streamtag.commands import STDIN, refused, stdin_as_file, terminal_json
 from streamtag.errors import ModelError
-from streamtag.model.manifest import read_manifest
 
-__all__ = ["add_models_commands"]
+__all__ = ["add_commands"]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from streamtag.catalog import installed
+    from streamtag.model.manifest import read_manifest
 
     try:
         models = installed.installed()
@@ -200,7 +200,7 @@ def _add_recordings(parser: argparse.ArgumentParser) -> None:
                         help="recordings (any format PyAV decodes; - reads standard input)")
 
 
-def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``models`` and its subcommands to the ``streamtag`` command line."""
     p = subparsers.add_parser(
         "models",

@@ -7,14 +7,42 @@ import sys
 import threading
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
+from streamtag.commands.flags import zmq_endpoint
 from streamtag.errors import ConfigError
-from streamtag.wire.proxy import open_endpoints, run_proxy
-from streamtag.wire.security import is_loopback_endpoint, load_keys
+from streamtag.wire.sockets import DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_MESSAGE_BYTES
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("proxy", help="XSUB/XPUB proxy: many daemons, one subscriber endpoint")
+    p.add_argument("--frontend", default=DEFAULT_FRONTEND, type=zmq_endpoint,
+                   help="XSUB endpoint daemons publish to (bound; default %(default)s)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, type=zmq_endpoint,
+                   help="XPUB endpoint subscribers connect to (bound; default %(default)s)")
+    p.add_argument("--upstream", action="append", type=zmq_endpoint,
+                   help="a daemon PUB endpoint to connect to")
+    p.add_argument("--server-key", metavar="FILE",
+                   help="the proxy's secret key (NAME.key_secret), for CURVE: subscribers see it "
+                        "as the server, daemons as a client (put its NAME.key in their "
+                        "client_keys)")
+    p.add_argument("--client-keys", metavar="DIR",
+                   help="the public keys (*.key) of the subscribers let in on the backend")
+    p.add_argument("--daemon-key", metavar="FILE",
+                   help="the daemons' public key (NAME.key of their [security] server_key): "
+                        "the frontend and --upstream take only daemons holding its secret")
+    p.add_argument("--insecure", action="store_true",
+                   help="bind beyond loopback without keys: unencrypted and open to anyone "
+                        "who can reach it")
+    p.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="N",
+                   help="a daemon sending a larger frame is disconnected (default 4 MiB)")
+    p.set_defaults(func=cmd_proxy)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
     """args has frontend, backend, upstream, server_key, client_keys, daemon_key, insecure and
     max_message_bytes."""
+    from streamtag.wire.proxy import open_endpoints, run_proxy
+    from streamtag.wire.security import is_loopback_endpoint, load_keys
+
     try:
         curve = load_keys(args.server_key, need_secret=True) if args.server_key else None
         daemon_key = load_keys(args.daemon_key, need_secret=False).public \

@@ -10,24 +10,52 @@ import argparse
 import sys
 import threading
 
-import sqlalchemy as sa
-
 from streamtag.commands import EXIT_USAGE, stop_on_signals
-from streamtag.errors import ConfigError
-from streamtag.history import schema
-from streamtag.history.recorder import (
-    RETRYABLE_DB_ERRORS,
-    Recorder,
-    permanent_db_error,
-    start_when_up,
+from streamtag.commands.flags import (
+    add_client_keys,
+    count_at_least_1,
+    port_number,
+    seconds_above_0,
+    seconds_from_0,
+    zmq_endpoint,
 )
-from streamtag.wire.control import default_token_file
-from streamtag.wire.exposure import optional_client_curve
+from streamtag.errors import ConfigError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="write what daemons publish to a history database")
+    p.add_argument("--connect", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="a daemon's (or a proxy's) PUB endpoint; repeatable")
+    p.add_argument("--db", default="sqlite:///tags.db",
+                   help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
+    p.add_argument("--control", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="a daemon's control endpoint, for a snapshot at start; repeatable")
+    p.add_argument("--queue-size", type=count_at_least_1, default=100_000,
+                   help="messages that may wait for a slow or down database (default 100000)")
+    p.add_argument("--batch-size", type=count_at_least_1, default=2000,
+                   help="messages per transaction at most (default 2000)")
+    p.add_argument("--max-backoff-s", type=seconds_above_0, default=30.0,
+                   help="longest wait between retries of a down database (default 30)")
+    p.add_argument("--drain-timeout-s", type=seconds_from_0, default=10.0,
+                   help="on stop, how long to wait for the database to take the queue")
+    p.add_argument("--metrics-port", type=port_number,
+                   help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-address", default="127.0.0.1",
+                   help="address of the metrics server (default loopback)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="create or upgrade the database schema, then exit")
+    p.add_argument("--shard", metavar="K/N",
+                   help="record only the streams of shard K of N (the stable hash of run "
+                        "--shard and run --processes), beside recorders of the other shards "
+                        "writing the same database; shard 0 also records the heartbeats. "
+                        "auto/N: K from the host name NAME-K (a StatefulSet pod)")
+    add_client_keys(p, "the daemon's (or proxy's)")
+    p.set_defaults(func=cmd_record)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade, server_key, client_key, quiet and verbose (the
+    metrics_port, metrics_address, upgrade, shard, server_key, client_key, quiet and verbose (the
     logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
         return record(args, stop)
@@ -35,6 +63,19 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def record(args: argparse.Namespace, stop: threading.Event) -> int:
     """Records until `stop` is set; the exit status."""
+    import sqlalchemy as sa
+
+    from streamtag.daemon.shard import ShardConfig
+    from streamtag.history import schema
+    from streamtag.history.recorder import (
+        RETRYABLE_DB_ERRORS,
+        Recorder,
+        permanent_db_error,
+        start_when_up,
+    )
+    from streamtag.wire.control import default_token_file
+    from streamtag.wire.exposure import optional_client_curve
+
     try:
         engine = schema.create_db_engine(args.db)
         if args.upgrade:
@@ -54,11 +95,15 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                               "proxy to record from; repeat it for several daemons")
         curve = optional_client_curve(getattr(args, "server_key", None),
                                       getattr(args, "client_key", None))
+        shard = ShardConfig.parse(args.shard).resolve() if getattr(args, "shard", None) \
+            else ShardConfig()
         # subscribed at once (what is published while the database is still down waits for
         # it), its metrics served meanwhile (streamtag_record_db_up 0)
         waiting = Recorder(engine, args.connect, args.control or (),
                            queue_size=args.queue_size, batch_size=args.batch_size,
-                           max_backoff_s=args.max_backoff_s, curve=curve).connect()
+                           max_backoff_s=args.max_backoff_s, curve=curve,
+                           owns=None if shard.count == 1 else shard.owns,
+                           heartbeats=shard.index == 0).connect()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -89,7 +134,10 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                   + (f"; snapshots from {', '.join(args.control)}, signed with "
                      + ("the admin key" if curve else f"the token in {default_token_file()}")
                      if args.control else "")
-                  + (f"; metrics on port {metrics.port}" if metrics else ""),
+                  + (f"; metrics on port {metrics.port}" if metrics else "")
+                  + (f"; only the streams of {shard.name}"
+                     + (" and the heartbeats" if shard.index == 0 else "")
+                     if shard.count > 1 else ""),
                   file=sys.stderr, flush=True)
         stop.wait()
         complete = recorder.stop(args.drain_timeout_s)

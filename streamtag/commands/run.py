@@ -9,9 +9,9 @@ import sys
 import threading
 
 from streamtag.commands import EXIT_FAILED, EXIT_USAGE, log_level, stop_on_signals
+from streamtag.commands.flags import port_number, source_flag
+from streamtag.daemon.config import add_setting_flags
 from streamtag.errors import ConfigError, SourceError
-from streamtag.model.inference import keep_freed_memory
-from streamtag.wire.exposure import refusal
 
 log = logging.getLogger("streamtag.run")
 
@@ -28,6 +28,8 @@ def refuse_or_warn(exposed: list[tuple[str, str]], insecure: bool) -> None:
     """Sockets that would listen beyond this machine in the clear (``exposed``: key and
     endpoint) are a ConfigError, unless ``insecure`` accepts them: then a loud warning that
     names each and what anyone who reaches it can do."""
+    from streamtag.wire.exposure import refusal
+
     if exposed and not insecure:
         raise ConfigError("; ".join(f"{key}: {refusal(endpoint, KEYS[key])}"
                                     for key, endpoint in exposed)
@@ -38,7 +40,41 @@ def refuse_or_warn(exposed: list[tuple[str, str]], insecure: bool) -> None:
                     REACH[key])
 
 
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the daemon: tag audio streams and publish over ZeroMQ")
+    p.add_argument("--config", help="daemon TOML file (flags override it)")
+    # each setting that declares a flag (values.field(flag=...)): --model, --publish, ...
+    add_setting_flags(p)
+    p.add_argument("--source", action="append", metavar="[ID=]SPEC", type=source_flag,
+                   help="file:PATH or a path, http(s)://URL, device:NAME_OR_INDEX or pipe:; "
+                        "repeatable")
+    p.add_argument("--realtime", action="store_true", help="play file sources at real speed")
+    p.add_argument("--shard", metavar="K/N",
+                   help="serve only shard K of N of the sources (by a stable hash of the "
+                        "stream id); auto/N: K from the host name NAME-K (a StatefulSet pod)")
+    p.add_argument("--exit-when-done", action="store_true",
+                   help="stop once every source has ended or failed for good (a live source "
+                        "that sets neither max_reconnects nor reconnect gives up after 5 "
+                        "reconnects without audio); exit status 1 when one failed (its error "
+                        "is said)")
+    p.add_argument("--venue", action="store_true",
+                   help="a screen for the room's mood: the default sound card (unless "
+                        "--source), the installed real-music model (unless --model) and the "
+                        "venue page at /venue (docs/venue.md)")
+    p.add_argument("--dashboard-port", type=port_number, default=8080,
+                   help="with --venue: the page's HTTP port (default 8080)")
+    p.add_argument("--dashboard-host", default="127.0.0.1",
+                   help="with --venue: the address the page listens on (default loopback; "
+                        "0.0.0.0 for a screen on another machine)")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="with --venue: a name the page may be reached by (its Host), besides "
+                        "localhost and IP addresses; repeatable (as for streamtag dashboard)")
+    p.set_defaults(func=cmd_run)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from streamtag.model.inference import keep_freed_memory
+
     keep_freed_memory()  # before any thread starts: a thread started earlier keeps its own arena
 
     # Imported after: loading them may start threads.
@@ -46,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         DaemonConfig,
         ending_sources,
         exposed_endpoints,
+        flag_values,
         load_config,
         with_overrides,
     )
@@ -65,15 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             added, why_source = venue_source(sources, len(config.sources))
             sources = sources or added
             say(f"venue: {why_source}; {why_model}")
-        config = with_overrides(config, model=model, device=args.device,
-                                sources=sources, publish=args.publish, control=args.control,
-                                hop_seconds=args.hop_seconds, metrics_port=args.metrics_port,
-                                realtime=True if args.realtime else None, shard=args.shard,
-                                backend=args.backend, precision=args.precision,
-                                insecure=True if args.insecure else None,
-                                processes=getattr(args, "processes", None),
-                                loudness=True if args.loudness else None,
-                                file_roots=getattr(args, "allow_file_root", None))
+        config = with_overrides(config, **{**flag_values(args), "model": model},
+                                sources=sources, realtime=True if args.realtime else None,
+                                shard=args.shard)
         if args.exit_when_done:
             config = ending_sources(config)
         if config.model.path is None and not args.quiet:

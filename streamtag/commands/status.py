@@ -6,32 +6,32 @@ reports one, and the counters. ``--json`` prints the daemon's reply as it came. 
 carries the control token (read from the token file when the daemon is on this machine) or,
 under CURVE, this client's admin key, as ``streamtag listen --control`` does.
 
-`ask_daemon` is the request with waiting for a daemon that is not up yet, which ``listen
---control`` shares.
+`ask_daemon` is the request with waiting for a daemon that is not up yet
+(``streamtag.wire.control.ControlClient``), which ``listen --control`` shares.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
-
-import zmq
+from typing import TYPE_CHECKING, Any, TextIO
 
 from streamtag.commands import EXIT_USAGE, names_listed, terminal_json, terminal_text
+from streamtag.commands.flags import add_daemon_client_flags
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.wire.control import control_request, load_token
-from streamtag.wire.exposure import optional_client_curve
-from streamtag.wire.protocol import DOWN_STATES, canonical_json
-from streamtag.wire.security import ClientCurve
+
+if TYPE_CHECKING:
+    import zmq
+
+    from streamtag.wire.requests import ClientRequest
+    from streamtag.wire.security import ClientCurve
 
 ATTEMPT_MS = 2000  # one request's wait for its reply; ask_daemon asks again until its deadline
 EXIT_UNREACHABLE = 1  # no answer, or a refusal: the command could not say the daemon's state
 
 
-def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
+def ask_daemon(endpoint: str, request: ClientRequest | Mapping[str, Any], wait_s: float, *,
                curve: ClientCurve | None = None, token: str | None = None,
                on_wait: Callable[[str], None] | None = None,
                context: zmq.Context | None = None,
@@ -41,28 +41,10 @@ def ask_daemon(endpoint: str, request: Mapping[str, Any], wait_s: float, *,
     ``on_wait`` is told once that the command is waiting. ``attempt_ms``: how long one attempt
     waits for the reply (a request that takes long, such as loading a model, needs more).
     Raises the last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
-    deadline = time.monotonic() + max(0.0, wait_s)
-    told = False
-    timeout_ms = attempt_ms  # the first attempt waits this long, whatever ``wait_s``
-    while True:
-        try:
-            # (a daemon that came up while we waited: control_request reads the default
-            # token file once the daemon has answered its challenge)
-            return control_request(endpoint, request, timeout_ms=timeout_ms, curve=curve,
-                                   token=token, context=context)
-        except TimeoutError as exc:
-            if time.monotonic() >= deadline:
-                if not told:
-                    raise
-                # the whole wait, not the last attempt's share of it
-                raise TimeoutError(str(exc).replace(
-                    f"within {timeout_ms} ms", f"within {wait_s:g} s (--wait)", 1)) from None
-            if on_wait is not None and not told:
-                on_wait(f"no answer from the daemon's control socket at {endpoint} yet; "
-                        f"waiting up to {wait_s:g} s (--wait)")
-            told = True
-            timeout_ms = max(200, min(attempt_ms,
-                                      int(1000 * (deadline - time.monotonic()))))
+    from streamtag.wire.control import ControlClient
+
+    return ControlClient(endpoint, curve=curve, token=token, context=context,
+                         attempt_ms=attempt_ms, wait_s=wait_s, on_wait=on_wait).ask(request)
 
 
 def _shown(value: Any) -> str:
@@ -122,6 +104,8 @@ def _worker_lines(reply: Mapping[str, Any]) -> list[str]:
 def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> list[str]:
     """The lines ``streamtag status`` prints for a daemon's status reply. Text from the
     daemon (titles, names, errors) is shown without what a terminal would act on."""
+    from streamtag.wire.protocol import DOWN_STATES
+
     model = reply.get("model") or {}
     engine = reply.get("engine") or {}
     session = _shown(str(reply.get("session", "?"))[:8])
@@ -170,7 +154,7 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
     return lines
 
 
-def answered(endpoint: str, request: Mapping[str, Any], wait_s: float,
+def answered(endpoint: str, request: ClientRequest | Mapping[str, Any], wait_s: float,
              say: Callable[[str], None], *, curve: ClientCurve | None = None,
              token: str | None = None, attempt_ms: int = ATTEMPT_MS) -> dict[str, Any] | None:
     """The daemon's reply to ``request`` when it accepted it (``ask_daemon``); else None once
@@ -192,6 +176,9 @@ def client_credentials(args: argparse.Namespace, say: Callable[[str], None]
     """The CURVE keys (``--server-key``, ``--client-key``) and the token (``--token-file``) a
     control client's flags give, those it has (listen, dashboard and status share them); None
     once ``say`` has told why they cannot be used."""
+    from streamtag.wire.control import load_token
+    from streamtag.wire.exposure import optional_client_curve
+
     try:
         curve = optional_client_curve(getattr(args, "server_key", None),
                                       getattr(args, "client_key", None))
@@ -214,13 +201,16 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
                wait_s: float = 0.0, curve: ClientCurve | None = None, token: str | None = None,
                out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Asks the daemon at ``endpoint`` and prints its state; the exit status."""
+    from streamtag.wire.protocol import canonical_json
+    from streamtag.wire.requests import Status
+
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
 
     def say(line: str) -> None:
         print(f"streamtag status: {line}", file=err, flush=True)
 
-    reply = answered(endpoint, {"cmd": "status"}, wait_s, say, curve=curve, token=token)
+    reply = answered(endpoint, Status(), wait_s, say, curve=curve, token=token)
     if reply is None:
         return EXIT_UNREACHABLE
     if streams is not None:
@@ -240,6 +230,15 @@ def run_status(endpoint: str, *, as_json: bool = False, streams: set[str] | None
         out.write("\n".join(format_status(reply, streams)) + "\n")
     out.flush()
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="what a running daemon is doing: each stream's state, "
+                                      "title, station, level and counters")
+    add_daemon_client_flags(p)
+    p.add_argument("--stream", action="append", help="only this stream; repeatable")
+    p.add_argument("--json", action="store_true", help="the daemon's reply as one JSON object")
+    p.set_defaults(func=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -8,8 +8,6 @@ import contextlib
 import re
 import sys
 
-from streamtag.catalog.installed import resolve_model
-from streamtag.catalog.shipped import SYNTHETIC_NOTE, default_model_path
 from streamtag.commands import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -19,16 +17,40 @@ from streamtag.commands import (
     stdin_as_file,
     terminal_text,
 )
-from streamtag.engine.batching import EngineConfig
-from streamtag.engine.tagging import format_csv, format_json, format_text, tag_files
+from streamtag.commands.flags import add_backend, add_model, add_precision
 from streamtag.errors import ModelError
-from streamtag.model.inference import InferenceModel
 
 # A stream's address, which `tag` (files) cannot read: `run --source URL` tags it live.
 STREAM_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tag", help="tag audio files offline: segments and a summary per file")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="audio files (any format PyAV decodes); - reads standard input to its "
+                        "end. A stream (http://...) is tagged live by streamtag run --source "
+                        "URL")
+    add_model(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--hop-seconds", type=float, help="seconds between windows")
+    add_backend(p, "auto")
+    add_precision(p, "fp32")
+    p.add_argument("--loudness", action="store_true",
+                   help="also each file's EBU R128 integrated loudness (LUFS), measured at its "
+                        "own rate and channels")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per file")
+    fmt.add_argument("--csv", action="store_true", help="CSV rows: segments and track tags")
+    p.set_defaults(func=cmd_tag)
+
+
 def cmd_tag(args: argparse.Namespace) -> int:
+    from streamtag.catalog.installed import resolve_model
+    from streamtag.catalog.shipped import SYNTHETIC_NOTE, default_model_path
+    from streamtag.engine.config import EngineConfig
+    from streamtag.engine.tagging import format_csv, format_json, format_text, tag_files
+    from streamtag.model.inference import InferenceModel
+
     urls = [f for f in args.files if STREAM_URL.match(f) and not f.lower().startswith("file:")]
     if urls:
         return refused("tag", f"{terminal_text(urls[0], one_line=True)} is a stream's address: "

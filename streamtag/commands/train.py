@@ -1,6 +1,6 @@
 """``streamtag train`` and ``streamtag eval``.
 
-``streamtag.cli`` adds them with ``add_train_commands(subparsers)``; ``python -m
+``streamtag.cli`` adds them with ``add_commands(subparsers)``; ``python -m
 streamtag.commands.train train ...`` runs them on their own.
 
     streamtag train RECIPE.toml [--set section.key=value ...] [--out RUN_DIR]
@@ -23,7 +23,7 @@ from streamtag.commands import refused
 
 STDOUT = "-"  # --json - : the metrics on standard output
 
-__all__ = ["add_train_commands", "cmd_ensemble", "cmd_eval", "cmd_pretrain", "cmd_train",
+__all__ = ["add_commands", "cmd_ensemble", "cmd_eval", "cmd_pretrain", "cmd_train",
            "main"]
 
 
@@ -168,7 +168,7 @@ def _add_run_options(parser: argparse.ArgumentParser, data_root: str) -> None:
     parser.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP)")
 
 
-def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``train`` and ``eval`` to the ``streamtag`` command line's subparsers."""
     p = subparsers.add_parser(
         "train", help="train a zoo model from a recipe; writes a run folder with model.pt",
@@ -223,7 +223,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streamtag", description="streamtag trainer")
-    add_train_commands(parser.add_subparsers(dest="command", required=True))
+    add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

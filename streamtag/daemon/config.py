@@ -4,7 +4,7 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
 ``section.key`` and what is allowed; nothing starts half-configured. Defaults bind to loopback.
 
     [model]          path, device
-    [[sources]]      id, spec (file:PATH | PATH | http(s)://... | device:NAME | pipe:), title
+    [[sources]]      id, spec (as --source takes it: streamtag.sources.KINDS), title
                      (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
     [publish]        endpoint, sndhwm, heartbeat_s
@@ -31,31 +31,35 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
 
 from __future__ import annotations
 
+import argparse
 import collections
 import dataclasses
 import ipaddress
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from streamtag import values
 from streamtag.daemon.shard import ShardConfig
-from streamtag.engine.config import EngineConfig
-from streamtag.engine.content import ContentConfig
-from streamtag.engine.health import HealthConfig
-from streamtag.engine.mood import MoodConfig
-from streamtag.engine.smoothing import SmoothingConfig
+from streamtag.engine.config import (
+    ContentConfig,
+    EngineConfig,
+    HealthConfig,
+    MoodConfig,
+    SmoothingConfig,
+)
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
 from streamtag.text import utf8_file_text
-from streamtag.wire.protocol import STREAM_ID_PATTERN
-from streamtag.wire.security import is_loopback_endpoint
 from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
 
-STREAM_ID = re.compile(STREAM_ID_PATTERN)
+# The command line's parser reads this module (the settings' flags): what it imports stays free
+# of numpy and zmq, and the wire's protocol and keys are imported where they are used.
+
 MAX_PROCESSES = 256
 # A config file is read whole and parsed (tomllib takes some 5 bytes of memory a byte): 4 MiB
 # holds some 25,000 sources, beyond any one daemon's or shard set's list.
@@ -137,12 +141,15 @@ class SourceConfig:
     title: str | None = None  # the stream's fixed title; None: the titles the source reports
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not STREAM_ID.fullmatch(self.id):
+        from streamtag.wire.protocol import STREAM_ID_PATTERN
+
+        if not isinstance(self.id, str) or not re.fullmatch(STREAM_ID_PATTERN, self.id):
             raise ConfigError(f"sources.id {self.id!r} is not a valid stream id: use 1-128 of "
                               "A-Z a-z 0-9 _ . : -")
         if not self.spec:
-            raise ConfigError(f"sources.spec of {self.id!r} is empty; give file:PATH, a path, "
-                              "an http(s) URL, device:NAME or pipe:")
+            from streamtag.sources import KNOWN_KINDS
+
+            raise ConfigError(f"sources.spec of {self.id!r} is empty; give {KNOWN_KINDS}")
         if self.title is not None and (not isinstance(self.title, str)
                                        or not self.title.strip()):
             raise ConfigError(f"sources.title of {self.id!r} must be a non-empty string (leave "
@@ -180,7 +187,8 @@ class ControlConfig:
     pin_token: bool = values.field(
         False, help="keep the token the file holds; false: a new token at every start")
     file_roots: tuple[str, ...] = values.field(
-        (), flag="--allow-file-root", help="add_source may open only files below these folders")
+        (), flag="--allow-file-root", metavar="DIR",
+        help="add_source may open only files below these folders")
     model_roots: tuple[str, ...] = values.field(
         (), help="reload_model loads installed names, and model files below these folders")
     allow_devices: bool = values.field(
@@ -210,6 +218,14 @@ class ControlConfig:
                         f"control.{key}: {entry!r} is neither a host name (radio.example.org), "
                         "a domain (.example.org), an address nor a network (10.0.0.0/8); a "
                         "typo here would allow or deny nothing")
+
+    def check_room(self, stream_id: str, running: int) -> None:
+        """ConfigError naming ``max_sources`` when ``running`` streams leave no room for an
+        ``add_source`` of ``stream_id``."""
+        if running >= self.max_sources:
+            raise ConfigError(f"add_source refuses {stream_id!r}: {running} streams run, the "
+                              f"most control.max_sources ({self.max_sources}) allows; remove "
+                              "one, or raise control.max_sources")
 
 
 def _host_pattern(entry: str) -> bool:
@@ -309,9 +325,10 @@ class DaemonConfig:
     shard: ShardConfig = ShardConfig()
     # [engine] processes (kept here: the engine's own settings are one process's)
     processes: int | str = values.field(
-        1, flag="--processes",
-        help="worker processes of streamtag run behind one endpoint, or \"auto\": as many as "
-             "the CPUs this process may use (and its memory) carry")
+        1, flag="--processes", metavar="N|auto",
+        help="worker processes of streamtag run, each serving its part of the sources behind "
+             "the same publish and control endpoints, restarted when one dies; or \"auto\": as "
+             "many as the CPUs this process may use (and its memory) carry")
 
     def __post_init__(self) -> None:
         values.set_field(self, "processes", check_processes("engine.processes",
@@ -328,6 +345,8 @@ def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:
     """The sockets that would listen beyond this machine in the clear, as ``(key, endpoint)``:
     the publish and control endpoints bound to an address that is not loopback, without CURVE
     keys."""
+    from streamtag.wire.security import is_loopback_endpoint
+
     if config.security.curve:
         return []
     found = []
@@ -340,6 +359,8 @@ def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:
 
 def parse_source_line(text: str, index: int) -> SourceConfig:
     """A ``--source`` flag: ``SPEC`` or ``ID=SPEC`` (an id is made from the position)."""
+    from streamtag.wire.protocol import STREAM_ID_PATTERN
+
     match = re.match(rf"^({STREAM_ID_PATTERN})=(.+)$", text)
     if match and "://" not in match.group(1) and not match.group(1).endswith(":"):
         return SourceConfig(id=match.group(1), spec=match.group(2))
@@ -399,11 +420,11 @@ def load_config(path: str | Path) -> DaemonConfig:
                           "streamtag reads (some 25,000 sources): is it the right file?")
     text = utf8_file_text(data, f"config file {path}")
     try:
-        data = tomllib.loads(text)
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     try:
-        return config_from_dict(data)
+        return config_from_dict(table)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
@@ -420,24 +441,128 @@ def _plays_a_file(spec: str) -> bool:
         return True
 
 
-def with_overrides(config: DaemonConfig, *, model: str | None = None,
-                   device: str | None = None, sources: list[str] | None = None,
-                   publish: str | None = None, control: str | None = None,
-                   hop_seconds: float | None = None, metrics_port: int | None = None,
+@dataclasses.dataclass(frozen=True)
+class SettingFlag:
+    """A setting that declares its command-line flag (``values.field(flag=...)``): ``--flag``
+    overrides ``[section] key`` of the config file."""
+
+    flag: str
+    key: str  # as the file names it: "engine.hop_seconds"
+    holder: str | None  # the DaemonConfig field holding it ("engine"); None: DaemonConfig's own
+    declared: dataclasses.Field
+    annotation: Any
+
+    @property
+    def dest(self) -> str:
+        """Its name in the parsed arguments and as a keyword of ``with_overrides``."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def repeatable(self) -> bool:
+        """A list setting: each flag given adds to the file's list."""
+        return typing.get_origin(self.annotation) is tuple
+
+    def help(self) -> str:
+        """The flag's help: the setting's meaning, then its key and default."""
+        section, name = self.key.split(".")
+        if self.annotation is bool:
+            where = f"[{section}] {name} = true"
+        else:
+            shown = self.declared.default
+            where = f"[{section}] {name}" + ("; repeatable" if self.repeatable else "") + (
+                f"; default {shown}" if shown not in (None, (), "") else "")
+        return f"{values.help_of(self.declared)} ({where})".replace("%", "%%")  # argparse's %
+
+    def value(self, text: str) -> Any:
+        """The flag's text in the setting's type, checked by the setting's own rule with the
+        other settings at their defaults (so that argparse names the flag in the error)."""
+        value = values.from_text(text, self.annotation)
+        overridden(DaemonConfig(), self, (value,) if self.repeatable else value)
+        return value
+
+
+def setting_flags() -> list[SettingFlag]:
+    """Every setting with a flag of its own, in the file's order. A flag that sets several
+    keys at once (``--shard K/N``) is not among them: ``run``'s parser writes it by hand."""
+    found = []
+    for holder, cls in [*SECTIONS.items(), (None, DaemonConfig)]:
+        hints = typing.get_type_hints(cls)
+        for declared in dataclasses.fields(cls):
+            flag = values.flag_of(declared)
+            if flag is not None:
+                # [engine] processes is a field of DaemonConfig itself
+                key = f"{holder or 'engine'}.{declared.name}"
+                found.append(SettingFlag(flag, key, holder, declared, hints[declared.name]))
+    counts = collections.Counter(s.flag for s in found)
+    return [s for s in found if counts[s.flag] == 1]
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds each setting's flag (``setting_flags``) to ``parser``: its help is the setting's,
+    naming its key; a flag not given is None, so the file's value stands."""
+    for s in setting_flags():
+        rule = s.declared.metadata.get(values.RULE)
+        extra: dict[str, Any] = {}
+        if s.annotation is bool:
+            extra["action"] = "store_true"
+        else:
+            extra["type"] = _flag_type(s)
+            extra["action"] = "append" if s.repeatable else "store"
+            if rule is not None and rule.choices is not None:
+                extra["choices"] = rule.choices
+        if values.metavar_of(s.declared):
+            extra["metavar"] = values.metavar_of(s.declared)
+        parser.add_argument(s.flag, dest=s.dest, default=None, help=s.help(), **extra)
+
+
+def _flag_type(setting: SettingFlag) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return setting.value(text)
+        except ConfigError as exc:  # argparse names the flag itself
+            raise argparse.ArgumentTypeError(str(exc.__cause__ or exc)) from None
+
+    parse.__name__ = setting.flag  # what argparse says when the type refuses without a message
+    return parse
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings' flags in parsed arguments, by dest, for ``with_overrides``."""
+    return {s.dest: getattr(args, s.dest, None) for s in setting_flags()}
+
+
+def overridden(config: DaemonConfig, setting: SettingFlag, value: Any) -> DaemonConfig:
+    """``config`` with one setting set by its flag; a list setting adds to the file's list. A
+    value the setting's rule refuses is a ConfigError naming the flag and the key."""
+    name = setting.declared.name
+    holder = getattr(config, setting.holder) if setting.holder else config
+    if setting.repeatable:
+        value = (*getattr(holder, name), *value)
+    try:
+        changed: Any = dataclasses.replace(holder, **{name: value})
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"{setting.flag}: {exc}") from exc
+    if setting.holder is None:
+        return changed
+    return dataclasses.replace(config, **{setting.holder: changed})
+
+
+def with_overrides(config: DaemonConfig, *, sources: list[str] | None = None,
                    realtime: bool | None = None, shard: str | None = None,
-                   backend: str | None = None, precision: str | None = None,
-                   insecure: bool | None = None,
-                   processes: str | None = None,
-                   loudness: bool | None = None,
-                   file_roots: list[str] | None = None) -> DaemonConfig:
-    """Command-line flags override the file; ``--source`` flags add to its sources, and
-    ``--realtime`` plays every file source at real speed, the file's and the flags' alike;
-    ``--allow-file-root`` adds to ``[control] file_roots``."""
+                   **flags: Any) -> DaemonConfig:
+    """Command-line flags override the file: each keyword of ``flags`` is a setting's flag by
+    its dest (``hop_seconds=2.0``, as ``flag_values`` gives them), None where not given.
+    ``--source`` flags add to the file's sources, and ``--realtime`` plays every file source at
+    real speed, the file's and the flags' alike; ``--shard K/N`` sets the shard."""
+    by_dest = {s.dest: s for s in setting_flags()}
+    unknown = sorted(set(flags) - set(by_dest))
+    if unknown:
+        raise TypeError(f"with_overrides: {unknown[0]!r} is no setting's flag; they are "
+                        f"{', '.join(by_dest)}")
+    for dest, value in flags.items():
+        if value is not None:
+            config = overridden(config, by_dest[dest], value)
     changes: dict[str, Any] = {}
-    if model is not None or device is not None:
-        changes["model"] = dataclasses.replace(
-            config.model, **{k: v for k, v in (("path", model), ("device", device))
-                             if v is not None})
     if sources or realtime is not None:
         extra = [parse_source_line(s, len(config.sources) + i)
                  for i, s in enumerate(sources or [])]
@@ -450,34 +575,8 @@ def with_overrides(config: DaemonConfig, *, model: str | None = None,
              **({"title": s.title} if s.title is not None else {})}
             for s in every]}).sources
         changes["sources"] = merged
-    if publish is not None:
-        changes["publish"] = dataclasses.replace(config.publish, endpoint=publish)
-    if control is not None or file_roots:
-        changes["control"] = dataclasses.replace(
-            config.control, endpoint=config.control.endpoint if control is None else control,
-            file_roots=(*config.control.file_roots, *(file_roots or ())))
-    for flag, key, value in (("--hop-seconds", "hop_seconds", hop_seconds),
-                             ("--backend", "backend", backend),
-                             ("--precision", "precision", precision)):
-        if value is not None:
-            try:
-                changes["engine"] = dataclasses.replace(changes.get("engine", config.engine),
-                                                        **{key: value})
-            except ValueError as exc:
-                raise ConfigError(f"{flag}: {exc}") from exc
-    if metrics_port is not None:
-        try:
-            changes["metrics"] = dataclasses.replace(config.metrics, port=metrics_port)
-        except ConfigError as exc:
-            raise ConfigError(f"--metrics-port: {exc}") from exc
     if shard is not None:
         changes["shard"] = ShardConfig.parse(shard)
-    if insecure is not None:
-        changes["security"] = dataclasses.replace(config.security, insecure=insecure)
-    if processes is not None:
-        changes["processes"] = check_processes("--processes", processes)
-    if loudness is not None:
-        changes["health"] = dataclasses.replace(config.health, loudness=loudness)
     return dataclasses.replace(config, **changes)
 
 
@@ -491,11 +590,13 @@ def ending_sources(config: DaemonConfig) -> DaemonConfig:
     neither ``max_reconnects`` nor ``reconnect`` gives up after EXIT_WHEN_DONE_RECONNECTS
     reconnects without audio (a station answering 404 for ever), and fails."""
     from streamtag.errors import SourceError
-    from streamtag.sources import parse_spec
+    from streamtag.sources import KINDS, parse_spec
+
+    live_kinds = {cls.kind for cls in KINDS if cls.live}
 
     def live(spec: str) -> bool:
         try:
-            return parse_spec(spec).kind in ("http", "device")
+            return parse_spec(spec).kind in live_kinds
         except SourceError:
             return False  # said when the source is built
 

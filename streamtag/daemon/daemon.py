@@ -14,7 +14,8 @@ Control requests come from outside: they need the control token (or an admin's C
 ``streamtag.wire.control``), and what they may open or load is an allow-list
 (``[control]``): ``reload_model`` an installed model's name or a file under ``model_roots``,
 ``add_source`` a file under ``file_roots``, a device only with ``allow_devices``, an http(s)
-URL under the host policy, never ``pipe:``, and at most ``max_sources`` running streams. The
+URL under the host policy, no other kind (never ``pipe:``), and at most ``max_sources``
+running streams. The
 status of the last ``ENDED_KEPT`` ended streams is kept; older ones are forgotten.
 """
 
@@ -28,10 +29,10 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -46,13 +47,30 @@ from streamtag.engine.smoothing import TagEvent
 from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
-from streamtag.sources import AudioChunk, Source, SourceSpec, parse_source, parse_spec
+from streamtag.sources import (
+    KINDS,
+    AudioChunk,
+    Source,
+    SourceSpec,
+    parse_source,
+    parse_spec,
+    spec_help,
+)
 from streamtag.sources.decode_turns import Turns
 from streamtag.sources.hosts import HostPolicy, redact_url
 from streamtag.text import counted
 from streamtag.wire.control import ControlServer, default_token_file, ensure_token
 from streamtag.wire.protocol import ModelRef, SilenceBody, TrackBody
 from streamtag.wire.publisher import Publisher
+from streamtag.wire.requests import (
+    AddSource,
+    ReloadModel,
+    RemoveSource,
+    Reply,
+    Snapshot,
+    Status,
+    handlers_for,
+)
 from streamtag.wire.security import (
     CONTROL_DOMAIN,
     FEED_DOMAIN,
@@ -60,6 +78,9 @@ from streamtag.wire.security import (
     CurveKeys,
     load_keys,
 )
+
+if TYPE_CHECKING:  # imported where the metrics port opens: a worker has none
+    from streamtag.daemon.metrics import DaemonMetrics, Histograms
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +92,8 @@ CONNECTED_WAIT_S = 5.0
 TURN_SLICE_S = 0.002  # a source thread works this long before others get their turn
 ENDED_KEPT = 64  # ended streams whose status (and metrics) are kept, the latest ones
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # a spec that names a kind, not a path
+# Why a kind of source is never opened for a control request (Daemon.allowed_spec).
+NOT_OVER_CONTROL = {"pipe": "the daemon's standard input is not the requester's"}
 
 
 def _build_source(source: SourceConfig, spec: SourceSpec | None = None) -> Source:
@@ -173,8 +196,8 @@ class Daemon:
         self.engine: Engine | None = None
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
-        self.metrics = None
-        self.histograms = None  # the metrics port's, or kept for a supervisor
+        self.metrics: DaemonMetrics | None = None
+        self.histograms: Histograms | None = None  # the metrics port's, or kept for a supervisor
         self._keep_histograms = keep_histograms
         self._runs: dict[str, _SourceRun] = {}
         self._ended_runs: deque[_SourceRun] = deque()  # in the order they ended
@@ -204,10 +227,10 @@ class Daemon:
         self.serve_health()
         try:
             self._control_token(cfg)  # a token file open to others stops us before the model
-            self.model = InferenceModel.load(path, device=cfg.model.device,
-                                             backend=cfg.engine.backend,
-                                             threads=cfg.engine.threads,
-                                             precision=cfg.engine.precision)
+            self.model = model = InferenceModel.load(path, device=cfg.model.device,
+                                                     backend=cfg.engine.backend,
+                                                     threads=cfg.engine.threads,
+                                                     precision=cfg.engine.precision)
         except BaseException:
             self.stop()  # release the metrics port
             raise
@@ -215,7 +238,7 @@ class Daemon:
                  self.model.name, len(self.model.tags), self.model.input_kind, self.model.window,
                  self.model.hop, self.model.device, self.model.backend)
         try:
-            self._start_serving(cfg)
+            self._start_serving(cfg, model)
         except BaseException:
             self.stop()  # release what was taken: sockets, threads, the authenticator
             raise
@@ -265,7 +288,7 @@ class Daemon:
         return True, (f"ready: {self.shard.name}, {counted(streams, 'stream')}, model "
                       f"{self.model.name}")
 
-    def _start_serving(self, cfg: DaemonConfig) -> None:
+    def _start_serving(self, cfg: DaemonConfig, model: InferenceModel) -> None:
         curve = self._secure(cfg)
         try:
             self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
@@ -274,14 +297,14 @@ class Daemon:
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
-        self.engine = Engine(self.model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
+        self.engine = Engine(model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
                              cfg.content)
         if self.histograms is not None:
             self.engine.on_batch = self.histograms.observe_batch
         self.engine.start()
         if cfg.control.endpoint:
             try:
-                self.control = ControlServer(cfg.control.endpoint, self._handlers(),
+                self.control = ControlServer(cfg.control.endpoint, handlers_for(self),
                                              context=self._context, curve=curve,
                                              token_file=self.token_file).start()
             except OSError as exc:
@@ -511,7 +534,7 @@ class Daemon:
         turns, engine = self._turns, self.engine
         slice_end = time.monotonic() + TURN_SLICE_S
         for chunk in chunks:
-            loudness = ()
+            loudness: Sequence[tuple[int, float]] = ()
             if chunk.loudness:  # dated in the source's samples: as samples before the chunk's end
                 end = chunk.sample_index + len(chunk.samples)
                 loudness = [(end - at, power) for at, power in chunk.loudness]
@@ -627,7 +650,7 @@ class Daemon:
         m = self.engine.model
         return {"name": m.name, "hash": m.hash, "path": m.path, "tags": list(m.tags),
                 "thresholds": [float(t) for t in m.thresholds], "input_kind": m.input_kind,
-                "window": m.window, "hop": self.engine.hop_for(m),
+                "window": m.window, "hop": self.engine.plan.hop,
                 "sample_rate": m.sample_rate, "device": str(m.device), "backend": m.backend,
                 "precision": m.precision, "backend_note": m.backend_note,
                 "graph_passes": list(m.graph_passes),
@@ -643,7 +666,7 @@ class Daemon:
         (``allowed_model`` for a control request)."""
         from streamtag.model.manifest import read_manifest
 
-        path = resolve_model(path)
+        path = resolve_model(path) or path  # a text is never None
         rate = read_manifest(path).frontend.sample_rate
         if rate != self.model.sample_rate:
             raise ModelError(f"{path}: sample rate {rate:g} Hz differs from the running "
@@ -673,18 +696,13 @@ class Daemon:
 
     def allowed_spec(self, text: str, options: dict[str, Any]) -> tuple[SourceSpec, dict]:
         """An ``add_source`` request's spec as it will be opened, and its options, once the
-        spec passes ``[control]``'s allow-lists: a file below ``file_roots`` (the resolved path
-        is what is opened), a device only with ``allow_devices``, an http(s) URL whose host
-        the host policy allows (checked now and by the source on every connection and
-        redirect), never ``pipe:``. ConfigError naming the rule otherwise."""
+        spec passes the rule ``[control]`` has for its kind (``admissions``): a file below
+        ``file_roots`` (the resolved path is what is opened), a device only with
+        ``allow_devices``, an http(s) URL whose host the host policy allows (checked now and by
+        the source on every connection and redirect). A kind with no rule (``pipe:``) is never
+        opened. ConfigError naming the rule otherwise."""
         control = self.config.control
-
-        def outside_roots(shown: str) -> ConfigError:
-            return ConfigError(f"add_source refuses {shown!r}: files must lie below "
-                               f"control.file_roots ({list(control.file_roots)}): set "
-                               "[control] file_roots in the daemon's config file, or start it "
-                               "with streamtag run --allow-file-root DIR")
-
+        admissions = self.admissions()
         try:
             spec = parse_spec(text)
         except SourceError as exc:
@@ -693,86 +711,95 @@ class Daemon:
             # (the reply does not tell which files exist).
             if not SCHEME.match(text.strip()):
                 if _resolved(text.strip(), control) is None:
-                    raise outside_roots(shown) from None
+                    raise self._outside_roots(shown) from None
                 # below the roots, where the requester may read: it is not there
+                allowed = spec_help(tuple(k for k in KINDS if k.kind in admissions))
                 raise ConfigError(f"add_source refuses {shown!r}: there is no such file below "
-                                  "control.file_roots; give an existing audio file's path, "
-                                  "file:PATH, an http(s) URL or device:NAME") from None
+                                  f"control.file_roots; give an existing audio file's path, "
+                                  f"or {allowed}") from None
             raise ConfigError(f"add_source refuses {shown!r}: {exc}") from None
-        shown = redact_url(spec.text)
-        if spec.kind == "file":
-            path = _resolved(spec.target, control)
-            if path is None:
-                raise outside_roots(shown)
-            return SourceSpec("file", str(path), spec.text), options
-        if spec.kind == "device":
-            if not control.allow_devices:
-                raise ConfigError(f"add_source refuses {shown!r}: input devices are not "
-                                  "available over the control socket unless "
-                                  "control.allow_devices = true")
-            return spec, options
-        if spec.kind == "http":
-            try:
-                self._host_policy.check(spec.target)
-            except SourceError as exc:
-                raise ConfigError(f"add_source refuses {shown!r}: {exc}") from None
-            return spec, {**options, "host_policy": self._host_policy}
-        raise ConfigError(f"add_source refuses {shown!r}: pipe: is not available over the "
-                          "control socket (the daemon's standard input is not the requester's)")
+        admit = admissions.get(spec.kind)
+        if admit is None:
+            written = next(k.spec_help for k in KINDS if k.kind == spec.kind)
+            why = NOT_OVER_CONTROL.get(spec.kind, f"[control] has no rule for {spec.kind} "
+                                                  "sources")
+            raise ConfigError(f"add_source refuses {redact_url(spec.text)!r}: {written} is not "
+                              f"available over the control socket ({why})")
+        return admit(spec, options)
 
-    def _handlers(self) -> dict[str, Any]:
-        def status(req: dict) -> dict:
-            reply = self.status()
-            if req.get("histograms") is True and self.histograms is not None:
-                reply["histograms"] = self.histograms.samples()  # for a supervisor
-            return reply
+    def admissions(self) -> dict[str, Callable[[SourceSpec, dict[str, Any]],
+                                                tuple[SourceSpec, dict[str, Any]]]]:
+        """The rule of ``[control]`` for each kind of source a request may open, by kind."""
+        return {"file": self._admit_file, "http": self._admit_http,
+                "device": self._admit_device}
 
-        def snapshot(_: dict) -> dict:
-            streams = self.engine.snapshot()
-            with self._lock:
-                runs = dict(self._runs)
-            for sid, view in streams.items():
-                # what a late subscriber's status messages would have told: its source's
-                # state, what is playing, from where
-                run = runs.get(sid)
-                if run is not None:
-                    view.update(state=run.state, title=run.title, source=run.shown_source)
-            return {"session": self.publisher.session, "model": self._model_info(),
-                    "streams": streams}
+    def _outside_roots(self, shown: str) -> ConfigError:
+        return ConfigError(f"add_source refuses {shown!r}: files must lie below "
+                           f"control.file_roots ({list(self.config.control.file_roots)}): set "
+                           "[control] file_roots in the daemon's config file, or start it "
+                           "with streamtag run --allow-file-root DIR")
 
-        def add_source(req: dict) -> dict:
-            sid, text = req.get("id"), req.get("spec")
-            if not isinstance(sid, str) or not isinstance(text, str):
-                raise ConfigError("add_source needs string fields id and spec")
-            limit = self.config.control.max_sources
-            with self._lock:
-                running = sum(1 for r in self._runs.values() if r.final is None)
-                taken = sid in self._runs and self._runs[sid].final is None
-            if taken:  # said before the spec's checks, which would name another problem
-                raise ConfigError(f"add_source refuses {sid!r}: a stream with that id is "
-                                  f"already running; remove it first (streamtag control "
-                                  f"remove {sid}) or choose another id")
-            if running >= limit:
-                raise ConfigError(f"add_source refuses {sid!r}: {running} streams run, the "
-                                  f"most control.max_sources ({limit}) allows; remove one, or "
-                                  "raise control.max_sources")
-            options = {k: v for k, v in req.items() if k not in ("cmd", "id", "spec", "title")}
-            spec, options = self.allowed_spec(text, options)
-            self.add_source(SourceConfig(sid, spec.text, options, req.get("title")), spec)
-            return {"id": sid}
+    def _admit_file(self, spec: SourceSpec, options: dict[str, Any]
+                    ) -> tuple[SourceSpec, dict[str, Any]]:
+        path = _resolved(spec.target, self.config.control)
+        if path is None:
+            raise self._outside_roots(redact_url(spec.text))
+        return SourceSpec(spec.kind, str(path), spec.text), options
 
-        def remove_source(req: dict) -> dict:
-            sid = req.get("id")
-            if not isinstance(sid, str):
-                raise ConfigError("remove_source needs a string field id")
-            return {"id": sid, "removed": self.remove_source(sid)}
+    def _admit_device(self, spec: SourceSpec, options: dict[str, Any]
+                      ) -> tuple[SourceSpec, dict[str, Any]]:
+        if not self.config.control.allow_devices:
+            raise ConfigError(f"add_source refuses {redact_url(spec.text)!r}: input devices "
+                              "are not available over the control socket unless "
+                              "control.allow_devices = true")
+        return spec, options
 
-        def reload_model(req: dict) -> dict:
-            path = req.get("path")
-            if not isinstance(path, str):
-                raise ConfigError("reload_model needs a string field path")
-            self.reload_model(self.allowed_model(path))
-            return {"model": self._model_info()}
+    def _admit_http(self, spec: SourceSpec, options: dict[str, Any]
+                    ) -> tuple[SourceSpec, dict[str, Any]]:
+        try:
+            self._host_policy.check(spec.target)
+        except SourceError as exc:
+            raise ConfigError(f"add_source refuses {redact_url(spec.text)!r}: {exc}") from None
+        return spec, {**options, "host_policy": self._host_policy}
 
-        return {"status": status, "snapshot": snapshot, "add_source": add_source,
-                "remove_source": remove_source, "reload_model": reload_model}
+    # -- control requests (streamtag.wire.requests.ControlHandler) ------------------------
+
+    def handle_status(self, request: Status) -> Reply:
+        reply = self.status()
+        if request.histograms and self.histograms is not None:
+            reply["histograms"] = self.histograms.samples()  # for a supervisor
+        return reply
+
+    def handle_snapshot(self, request: Snapshot) -> Reply:
+        streams = self.engine.snapshot()
+        with self._lock:
+            runs = dict(self._runs)
+        for sid, view in streams.items():
+            # what a late subscriber's status messages would have told: its source's state,
+            # what is playing, from where
+            run = runs.get(sid)
+            if run is not None:
+                view.update(state=run.state, title=run.title, source=run.shown_source)
+        return {"session": self.publisher.session, "model": self._model_info(),
+                "streams": streams}
+
+    def handle_add_source(self, request: AddSource) -> Reply:
+        sid = request.id
+        with self._lock:
+            running = sum(1 for r in self._runs.values() if r.final is None)
+            taken = sid in self._runs and self._runs[sid].final is None
+        if taken:  # said before the spec's checks, which would name another problem
+            raise ConfigError(f"add_source refuses {sid!r}: a stream with that id is already "
+                              f"running; remove it first (streamtag control remove {sid}) or "
+                              "choose another id")
+        self.config.control.check_room(sid, running)
+        spec, options = self.allowed_spec(request.spec, dict(request.options))
+        self.add_source(SourceConfig(sid, spec.text, options, request.title), spec)
+        return {"id": sid}
+
+    def handle_remove_source(self, request: RemoveSource) -> Reply:
+        return {"id": request.id, "removed": self.remove_source(request.id)}
+
+    def handle_reload_model(self, request: ReloadModel) -> Reply:
+        self.reload_model(self.allowed_model(request.path))
+        return {"model": self._model_info()}

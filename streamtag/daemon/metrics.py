@@ -13,6 +13,11 @@ Audio health per stream (streamtag.engine.health, docs/operations.md "Dead air")
 with ``[health] loudness``, the gauge ``streamtag_loudness_lufs`` (EBU R128 momentary and
 short-term loudness at the stream's last window).
 
+What each stream's audio is (``[content]``, streamtag.engine.content): the gauge
+``streamtag_stream_content{stream,content}`` (1 for the content of its last window: music,
+speech, silence, tone or noise) and the counter ``streamtag_content_windows{stream,content}``
+(windows published of each content), observed as windows are published, as the latency is.
+
 ``/healthz`` answers 200 whenever the process serves HTTP (a liveness probe: no answer means
 restart it); ``/readyz`` answers 200 once the model is loaded, the sockets are bound and the
 sources started, and 503 with the reason before that and from the moment a drain begins.
@@ -29,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import threading
+from collections import Counter
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -37,6 +44,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from websockets.http11 import Request, Response
 
+from streamtag.engine.content import CONTENT_KINDS
 from streamtag.errors import ConfigError
 from streamtag.wire.listener import (
     ConnectionLimiter,
@@ -170,7 +178,10 @@ class _Collector:
             yield restarts
             yield up
         if self.merge_histograms:
-            yield from merged_histograms(status.get("histograms", []))
+            per_worker = status.get("histograms", [])
+            yield from merged_histograms(per_worker)
+            yield from content_families([s for samples in per_worker for s in samples
+                                         if isinstance(s, list) and len(s) == 3])
         # No metric of dropped messages: the daemon's PUB socket drops a slow subscriber's
         # messages inside ZeroMQ, unseen; the subscriber sees them as gaps in seq.
 
@@ -181,6 +192,12 @@ HISTOGRAM_HELP = {"streamtag_batch_size": "Windows per forward pass",
                   "streamtag_forward_seconds": "Forward pass time",
                   "streamtag_window_latency_seconds":
                       "From a window's last sample to its publication"}
+CONTENT_NOW = "streamtag_stream_content"
+CONTENT_WINDOWS = "streamtag_content_windows"
+CONTENT_HELP = {CONTENT_NOW: "1 for what the stream's last window was (music, speech, silence, "
+                             "tone or noise), 0 for the other contents; none without [content]",
+                CONTENT_WINDOWS: "Windows published, by what their audio was (music, speech, "
+                                 "silence, tone or noise)"}
 
 
 class Histograms:
@@ -198,6 +215,10 @@ class Histograms:
         self.forward = histogram("streamtag_forward_seconds")
         self.latency = histogram("streamtag_window_latency_seconds", labelnames=["stream"],
                                  buckets=LATENCY_BUCKETS)
+        # stream -> windows per content, and its last window's content
+        self._content_lock = threading.Lock()
+        self._content_windows: dict[str, Counter[str]] = {}
+        self._content_now: dict[str, str] = {}
 
     def observe_batch(self, size: int, forward_s: float) -> None:
         self.batch_size.observe(size)
@@ -205,19 +226,57 @@ class Histograms:
 
     def observe_window(self, result: WindowResult) -> None:
         self.latency.labels(result.stream_id).observe(result.latency_ms / 1000.0)
+        if result.content is not None:
+            with self._content_lock:
+                self._content_windows.setdefault(result.stream_id, Counter())[
+                    result.content] += 1
+                self._content_now[result.stream_id] = result.content
 
     def forget_stream(self, stream_id: str) -> None:
-        """Drops a stream's latency histogram (if it has one): the daemon no longer lists the
-        stream."""
+        """Drops a stream's latency histogram and contents (if it has them): the daemon no
+        longer lists the stream."""
         with contextlib.suppress(KeyError):
             self.latency.remove(stream_id)
+        with self._content_lock:
+            self._content_windows.pop(stream_id, None)
+            self._content_now.pop(stream_id, None)
+
+    def content_samples(self) -> list[list[Any]]:
+        """The contents' gauge and counters as ``[name, labels, value]``: every content of
+        each stream that has one, so a content not heard yet reads 0."""
+        with self._content_lock:
+            counted = {sid: dict(c) for sid, c in self._content_windows.items()}
+            now = dict(self._content_now)
+        return [sample for sid in sorted(counted) for kind in CONTENT_KINDS for sample in (
+            [CONTENT_NOW, {"stream": sid, "content": kind}, 1.0 if now.get(sid) == kind
+             else 0.0],
+            [CONTENT_WINDOWS + "_total", {"stream": sid, "content": kind},
+             float(counted[sid].get(kind, 0))])]
 
     def samples(self) -> list[list[Any]]:
-        """Every bucket, count and sum as ``[name, labels, value]`` (JSON), for a supervisor."""
+        """Every bucket, count and sum as ``[name, labels, value]`` (JSON), and the
+        contents' samples, for a supervisor."""
         return [[sample.name, sample.labels, sample.value]
                 for metric in (self.batch_size, self.forward, self.latency)
                 for family in metric.collect() for sample in family.samples
-                if not sample.name.endswith("_created")]
+                if not sample.name.endswith("_created")] + self.content_samples()
+
+
+def content_families(samples: list[list[Any]]):
+    """The contents' gauge and counter families from ``Histograms.content_samples`` (of one
+    daemon, or of every worker: each stream's come from the worker serving it)."""
+    now = GaugeMetricFamily(CONTENT_NOW, CONTENT_HELP[CONTENT_NOW], labels=["stream", "content"])
+    windows = CounterMetricFamily(CONTENT_WINDOWS, CONTENT_HELP[CONTENT_WINDOWS],
+                                  labels=["stream", "content"])
+    for name, labels, value in samples:
+        if not isinstance(labels, dict) or set(labels) != {"stream", "content"}:
+            continue
+        family = now if name == CONTENT_NOW else windows if name == CONTENT_WINDOWS + "_total" \
+            else None
+        if family is not None:
+            family.add_metric([str(labels["stream"]), str(labels["content"])], float(value))
+    yield now
+    yield windows
 
 
 def merged_histograms(per_worker: list[list[list[Any]]]):
@@ -261,6 +320,7 @@ class DaemonMetrics:
         self.histograms: Histograms | None = None
         if not merge_histograms:
             self.histograms = Histograms(self.registry)
+            self.registry.register(_Contents(self.histograms))
         self._exposition = MetricsExposition(self.registry)
         self._server = HttpListener(address, port, _probes(daemon, self._exposition),
                                     limits or ListenerLimits(), f"metrics port {port}")
@@ -270,6 +330,17 @@ class DaemonMetrics:
     def close(self) -> None:
         self._server.close()
         self._exposition.close()
+
+
+class _Contents:
+    """A collector of a daemon's contents (a supervisor serves its workers' from their
+    samples, with the histograms)."""
+
+    def __init__(self, histograms: Histograms) -> None:
+        self.histograms = histograms
+
+    def collect(self):
+        yield from content_families(self.histograms.content_samples())
 
 
 class ClosedConnections:

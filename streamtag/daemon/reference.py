@@ -14,6 +14,7 @@ from typing import Any
 
 from streamtag import values
 from streamtag.daemon.config import SECTIONS, DaemonConfig
+from streamtag.sources import spec_help
 
 __all__ = ["missing_help", "reference", "settings"]
 
@@ -42,8 +43,7 @@ SOURCE_KEYS = (
     ("id", "--source ID=SPEC", "`sN` (N: its place in the list)",
      "the stream's id: 1-128 of A-Z a-z 0-9 _ . : -"),
     ("spec", "--source SPEC", "(required)",
-     "`file:PATH` or a path, `http(s)://...`, `device:NAME_OR_INDEX` or `pipe:` "
-     "([daemon.md](daemon.md#sources))"),
+     f"{spec_help(code=True)} ([daemon.md](daemon.md#sources))"),
     ("title", "", "(the source's)",
      "the stream's fixed title, instead of the titles the source reports"),
 )
@@ -73,7 +73,8 @@ def missing_help() -> list[str]:
 def _default(f: dataclasses.Field) -> str:
     value: Any = f.default
     if value is dataclasses.MISSING:
-        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        factory = f.default_factory
+        value = factory() if callable(factory) else None  # MISSING: neither
     if value is None:
         return "(none)"
     if isinstance(value, bool):

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -62,8 +62,18 @@ from streamtag.daemon.config import (
 )
 from streamtag.daemon.shard import WorkerShard
 from streamtag.errors import ConfigError, ModelError
-from streamtag.wire.control import ControlServer, control_request, default_token_file, ensure_token
+from streamtag.wire.control import ControlClient, ControlServer, default_token_file, ensure_token
 from streamtag.wire.proxy import run_proxy
+from streamtag.wire.requests import (
+    AddSource,
+    ControlRequest,
+    ReloadModel,
+    RemoveSource,
+    Reply,
+    Snapshot,
+    Status,
+    handlers_for,
+)
 from streamtag.wire.security import (
     CONTROL_DOMAIN,
     Authenticator,
@@ -75,6 +85,9 @@ from streamtag.wire.security import (
 # What a worker stops on: streamtag.commands.stop_on_signals, handed down by the command (a
 # library installs no signal handlers of its own); a module-level function, so spawn pickles it.
 StopSignals = Callable[[], contextlib.AbstractContextManager[threading.Event]]
+if TYPE_CHECKING:  # imported where the metrics port opens
+    from streamtag.daemon.metrics import DaemonMetrics
+
 log = logging.getLogger(__name__)
 
 RESTART_INITIAL_S = 0.5
@@ -269,7 +282,7 @@ class Supervisor:
         self.endpoint: str | None = None  # the publish endpoint, bound
         self.control: ControlServer | None = None
         self.token_file: Path | None = None
-        self.metrics = None
+        self.metrics: DaemonMetrics | None = None
         # What the metrics look for before a scrape (Observed): set once every worker serves.
         self.engine: Any = None
         self.publisher: Any = None
@@ -281,7 +294,7 @@ class Supervisor:
         self._stopped = threading.Event()
         self._all_ready = threading.Event()
         self._fatal: BaseException | None = None
-        self._added: dict[str, dict[str, Any]] = {}  # add_source requests, replayed on restart
+        self._added: dict[str, AddSource] = {}  # add_source requests, replayed on restart
         # add_source's count of running streams: (when asked, count + streams added since)
         self._running: tuple[float, int] | None = None
         self._folder: Path | None = None
@@ -317,7 +330,7 @@ class Supervisor:
         self._folder = Path(tempfile.mkdtemp(prefix="streamtag-run-"))  # mode 0700
         self._worker_token = ensure_token(self._folder / "workers.token")
         curve = load_keys(cfg.security.server_key, need_secret=True) \
-            if cfg.security.curve else None
+            if cfg.security.server_key is not None else None  # security.curve
         if curve is not None and cfg.publish.connect:
             # The workers publish with the daemon's keys to the peer, so their control sockets
             # are CURVE servers too: this process is their one admin, with a key of its own.
@@ -388,7 +401,7 @@ class Supervisor:
             self._auth = Authenticator(self._context, {
                 CONTROL_DOMAIN: ("security.admin_keys", cfg.security.admin_keys)})
         try:
-            self.control = ControlServer(cfg.control.endpoint, self._handlers(),
+            self.control = ControlServer(cfg.control.endpoint, handlers_for(self),
                                          context=self._context, curve=curve,
                                          token_file=self.token_file).start()
         except OSError as exc:
@@ -402,6 +415,8 @@ class Supervisor:
         supervisor's token, no metrics port and no keys of its own (nothing of it is reachable
         but through the folder, mode 0700)."""
         cfg, folder = self.config, self._folder
+        if folder is None:
+            raise RuntimeError("a worker's config is made once start() has made the folder")
         publish = cfg.publish if cfg.publish.connect else dataclasses.replace(
             cfg.publish, endpoint=f"ipc://{folder}/feed", connect=True)
         security = SecurityConfig()
@@ -522,7 +537,7 @@ class Supervisor:
             with self._lock:
                 self.failed_streams.extend(tuple(item) for item in value)
             return
-        requests = []
+        requests: list[AddSource] = []
         with self._lock:
             worker.state, worker.session = "running", value
             worker.served_since = time.monotonic()
@@ -542,7 +557,7 @@ class Supervisor:
                 reply = {"ok": False, "error": str(exc)}
             if not reply.get("ok"):
                 log.warning("worker %d: stream %r could not be added again: %s", worker.index,
-                            request.get("id"), reply.get("error"))
+                            request.id, reply.get("error"))
 
     def _exited(self, worker: _Worker) -> None:
         process = worker.process
@@ -587,13 +602,13 @@ class Supervisor:
 
     # -- status and control --------------------------------------------------------------------
 
-    def _ask(self, worker: _Worker, request: dict[str, Any],
+    def _ask(self, worker: _Worker, request: ControlRequest,
              timeout_ms: int = ASK_TIMEOUT_MS) -> dict[str, Any]:
         """A control request to ``worker``, with the workers' token; TimeoutError naming it."""
         try:
-            return control_request(f"ipc://{self._folder}/control-{worker.index}", request,
-                                   timeout_ms, token=self._worker_token,
-                                   curve=self._worker_curve)
+            return ControlClient(f"ipc://{self._folder}/control-{worker.index}",
+                                 token=self._worker_token, curve=self._worker_curve,
+                                 attempt_ms=timeout_ms).ask(request)
         except TimeoutError:
             raise TimeoutError(f"worker {worker.index} did not answer within {timeout_ms} ms "
                                f"(state {worker.state})") from None
@@ -627,7 +642,7 @@ class Supervisor:
             if worker is None:
                 continue
             try:
-                reply = self._ask(worker, {"cmd": "status", "histograms": histograms})
+                reply = self._ask(worker, Status(histograms))
             except TimeoutError:
                 info["state"] = "not answering"
                 continue
@@ -719,85 +734,72 @@ class Supervisor:
                               "few seconds")
         return worker
 
-    def _handlers(self) -> dict[str, Any]:
-        # A worker's reply is returned as it is: the control server puts {"ok": true} first
-        # and the reply's own "ok" (and "error") over it, so a refusal reaches the client in
-        # the worker's own words.
+    # -- control requests (streamtag.wire.requests.ControlHandler) ----------------------------
+    # A worker's reply is returned as it is: the control server puts {"ok": true} first and
+    # the reply's own "ok" (and "error") over it, so a refusal reaches the client in the
+    # worker's own words.
 
-        def status(_: dict) -> dict:
-            return self.status()
+    def handle_status(self, request: Status) -> Reply:
+        return self.status()
 
-        def snapshot(_: dict) -> dict:
-            # Each stream says the session of the worker serving it (its live messages come
-            # under that one), and `sessions` lists them all: a dashboard that took this
-            # snapshot then knows every worker's heartbeats, and resets no stream when its
-            # live messages arrive.
-            streams: dict[str, Any] = {}
-            merged: dict[str, Any] = {"session": None, "model": None}
-            sessions: list[str] = []
-            for worker in self._serving():
-                reply = self._ask(worker, {"cmd": "snapshot"})
-                if reply.get("ok"):
-                    session = reply.get("session")
-                    if isinstance(session, str):
-                        sessions.append(session)
-                    for sid, view in (reply.get("streams") or {}).items():
-                        streams[sid] = {**view, "session": session}
-                    merged["session"] = merged["session"] or session
-                    merged["model"] = merged["model"] or reply.get("model")
-            return {**merged, "sessions": sessions, "streams": streams}
-
-        def add_source(req: dict) -> dict:
-            sid = req.get("id")
-            if not isinstance(sid, str) or not isinstance(req.get("spec"), str):
-                raise ConfigError("add_source needs string fields id and spec")
-            worker = self.owner(sid)
-            limit = self.config.control.max_sources
-            running = self._running_streams(fresh=False)
-            if running >= limit:  # refused only on a count just asked of the workers
-                running = self._running_streams(fresh=True)
-            if running >= limit:
-                raise ConfigError(f"add_source refuses {sid!r}: {running} streams run, the "
-                                  f"most control.max_sources ({limit}) allows; remove one, or "
-                                  "raise control.max_sources")
-            reply = self._ask(worker, req)
+    def handle_snapshot(self, request: Snapshot) -> Reply:
+        # Each stream says the session of the worker serving it (its live messages come under
+        # that one), and `sessions` lists them all: a dashboard that took this snapshot then
+        # knows every worker's heartbeats, and resets no stream when its live messages arrive.
+        streams: dict[str, Any] = {}
+        merged: dict[str, Any] = {"session": None, "model": None}
+        sessions: list[str] = []
+        for worker in self._serving():
+            reply = self._ask(worker, request)
             if reply.get("ok"):
-                with self._lock:
-                    self._added[sid] = dict(req)
-                    if self._running is not None:
-                        self._running = (self._running[0], self._running[1] + 1)
-            return reply
+                session = reply.get("session")
+                if isinstance(session, str):
+                    sessions.append(session)
+                for sid, view in (reply.get("streams") or {}).items():
+                    streams[sid] = {**view, "session": session}
+                merged["session"] = merged["session"] or session
+                merged["model"] = merged["model"] or reply.get("model")
+        return {**merged, "sessions": sessions, "streams": streams}
 
-        def remove_source(req: dict) -> dict:
-            sid = req.get("id")
-            if not isinstance(sid, str):
-                raise ConfigError("remove_source needs a string field id")
-            reply = self._ask(self.owner(sid), req)
-            if reply.get("ok"):
-                with self._lock:
-                    self._added.pop(sid, None)
-            elif str(reply.get("error", "")).startswith(UNKNOWN_STREAM):
-                # the worker names its own streams: name every worker's
-                return {**reply, "error": unknown_stream(sid, self.status()["streams"])}
-            return reply
+    def handle_add_source(self, request: AddSource) -> Reply:
+        sid = request.id
+        worker = self.owner(sid)
+        running = self._running_streams(fresh=False)
+        if running >= self.config.control.max_sources:  # refused only on a fresh count
+            self.config.control.check_room(sid, self._running_streams(fresh=True))
+        reply = self._ask(worker, request)
+        if reply.get("ok"):
+            with self._lock:
+                self._added[sid] = request
+                if self._running is not None:
+                    self._running = (self._running[0], self._running[1] + 1)
+        return reply
 
-        def reload_model(req: dict) -> dict:
-            serving = self._serving()
-            if len(serving) < self.count:
-                raise ConfigError("reload_model needs every worker serving (one is being "
-                                  "started again); try again in a few seconds")
-            first = None
-            for worker in serving:
-                reply = self._ask(worker, req, timeout_ms=60_000)  # a model loads
-                if not reply.get("ok"):
-                    return {**reply, "error": f"worker {worker.index}: {reply.get('error')}"}
-                first = first or reply
-            model = (first.get("model") or {}).get("path")
-            if model:  # a worker started again loads what the others serve
-                with self._lock:
-                    self.config = dataclasses.replace(
-                        self.config, model=dataclasses.replace(self.config.model, path=model))
-            return first
+    def handle_remove_source(self, request: RemoveSource) -> Reply:
+        sid = request.id
+        reply = self._ask(self.owner(sid), request)
+        if reply.get("ok"):
+            with self._lock:
+                self._added.pop(sid, None)
+        elif str(reply.get("error", "")).startswith(UNKNOWN_STREAM):
+            # the worker names its own streams: name every worker's
+            return {**reply, "error": unknown_stream(sid, self.status()["streams"])}
+        return reply
 
-        return {"status": status, "snapshot": snapshot, "add_source": add_source,
-                "remove_source": remove_source, "reload_model": reload_model}
+    def handle_reload_model(self, request: ReloadModel) -> Reply:
+        serving = self._serving()
+        if len(serving) < self.count:
+            raise ConfigError("reload_model needs every worker serving (one is being started "
+                              "again); try again in a few seconds")
+        first: dict[str, Any] = {}
+        for worker in serving:
+            reply = self._ask(worker, request, timeout_ms=60_000)  # a model loads
+            if not reply.get("ok"):
+                return {**reply, "error": f"worker {worker.index}: {reply.get('error')}"}
+            first = first or reply
+        model = (first.get("model") or {}).get("path")
+        if model:  # a worker started again loads what the others serve
+            with self._lock:
+                self.config = dataclasses.replace(
+                    self.config, model=dataclasses.replace(self.config.model, path=model))
+        return first

@@ -11,14 +11,10 @@ Back-pressure: a stream that is not live (a file, a pipe) waits in ``accept`` wh
 (a device, a network stream) never waits: past that many, its oldest queued windows are dropped
 and counted.
 
-Audio health: each stream has a ``SilenceDetector`` (``[health]``, streamtag.engine.health)
-that reads every window's level; silence that begins or ends comes with the window's result
-(``WindowResult.silence``), and while a stream is silent its smoother turns no tag on.
-
-Content (``[content]``, streamtag.engine.content): each stream's ``ContentTracker`` reads the
-same samples and says what each window is (``WindowResult.content``: music, speech, silence,
-tone or noise). No tag turns on in a window that is not music, and a run of speech, noise or
-tone that lasts ``min_s`` turns every tag off where the run began, as confirmed dead air does.
+What follows from each scored window (levels, loudness, silence, content, smoothing, mood:
+the ``WindowResult``) is the stream's ``WindowScorer`` (streamtag.engine.scoring); the engine
+feeds each stream's content classifier (``[content]``, streamtag.engine.content) the samples
+it frames, so that each window comes with its class.
 
 The engine knows nothing of sockets: results go to an ``EngineSink``.
 """
@@ -37,29 +33,21 @@ from typing import Protocol
 
 import numpy as np
 
-from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
-from streamtag.engine.content import (
-    MUSIC,
-    SILENCE,
-    TONE,
+from streamtag.engine.config import (
     ContentConfig,
-    ContentModel,
-    ContentTracker,
-    window_kind,
-)
-from streamtag.engine.health import (
-    SQUARE_CREST_DB,
+    EngineConfig,
     HealthConfig,
-    SilenceDetector,
-    SilenceEvent,
-    finite_levels,
-    level_of_samples,
+    MoodConfig,
+    SmoothingConfig,
 )
-from streamtag.engine.loudness import LoudnessTrail
-from streamtag.engine.mood import MoodConfig, MoodPlan, MoodTable, MoodTracker, energy_of
-from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
-from streamtag.frontend import FrameRing, OnlineLogMel
-from streamtag.model.inference import InferenceModel, cheapest_batch, return_freed_memory
+from streamtag.engine.content import ContentModel, ContentTracker
+from streamtag.engine.health import SilenceEvent
+from streamtag.engine.mood import MoodPlan, MoodTable
+from streamtag.engine.plan import ServingPlan
+from streamtag.engine.scoring import WindowResult, WindowScorer
+from streamtag.engine.smoothing import TagEvent
+from streamtag.frontend import FrameRing, OnlineLogMel, WindowLevel
+from streamtag.model.inference import InferenceModel, return_freed_memory
 from streamtag.model.window_reuse import WindowReuse
 
 log = logging.getLogger(__name__)
@@ -78,58 +66,25 @@ TURN_FORWARD_S = 0.25
 __all__ = ["Engine", "EngineConfig", "EngineSink", "WindowResult"]
 
 
-@dataclasses.dataclass
-class WindowResult:
-    """One scored window of one stream, as the sink receives it."""
-
-    stream_id: str
-    index: int  # the window's number in its stream, from 0
-    start_sample: int  # first sample the window covers (stream samples at the model's rate)
-    end_sample: int  # one past the last sample it covers
-    sample_rate: float
-    tags: tuple[str, ...]
-    raw: np.ndarray  # the model's probabilities
-    smoothed: np.ndarray
-    active: tuple[str, ...]
-    events: list[TagEvent]
-    latency_ms: float  # from the arrival of the window's last sample to the sink call
-    model_name: str
-    model_hash: str
-    # The level of the window's audio (the protocol's scores ``audio``: RMS and peak dBFS,
-    # clipped samples, onsets per second, energy), None for a model that reads samples
-    audio: dict | None = None
-    mood: dict | None = None  # the stream's mood after this window (``mood``), or None
-    # silence that began or ended with this window (streamtag.engine.health), and whether the
-    # stream is silent after it
-    silence: list[SilenceEvent] = dataclasses.field(default_factory=list)
-    silent: bool = False
-    # no tag could turn on in it: its audio quiet, inside dead air ([health]; False without),
-    # or not music ([content])
-    quiet: bool = False
-    # what its audio is (streamtag.engine.content): music, speech, silence, tone or noise;
-    # None where [content] is off or the window is too short to tell
-    content: str | None = None
-
-    @property
-    def start_s(self) -> float:
-        return self.start_sample / self.sample_rate
-
-    @property
-    def end_s(self) -> float:
-        return self.end_sample / self.sample_rate
-
-
 class EngineSink(Protocol):
-    """Where results go. A sink may also have ``turn()``, a context manager the engine enters
-    around each turn's hand-out (the daemon holds its publishing there, so that a turn's
-    messages leave in one burst)."""
+    """Where results go: every call the engine makes on its sink. A class that subclasses it
+    takes the defaults of the last two (no hold on a turn, silence ends ignored)."""
 
-    def on_window(self, result: WindowResult) -> None: ...
+    def on_window(self, result: WindowResult) -> None:
+        """One scored window, in its stream's order."""
+        ...
 
-    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None: ...
+    def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
+        """The stream's last window is out: its closing tag events, and where it ended."""
+        ...
 
-    # A sink may also have ``on_silence_end(stream_id, events)``: the silence under way when a
-    # stream ended, ended (called just before ``on_stream_end``).
+    def on_silence_end(self, stream_id: str, changes: list[SilenceEvent]) -> None:
+        """The silence under way when a stream ended, ended (just before ``on_stream_end``)."""
+
+    def turn(self) -> AbstractContextManager[object]:
+        """What the engine enters around each turn's hand-out (the daemon holds its publishing
+        there, so that a turn's messages leave in one burst)."""
+        return contextlib.nullcontext()
 
 
 @dataclasses.dataclass
@@ -144,7 +99,7 @@ class _Window:
     # None for a window that is not the stream's frames as they stand (a short input repeated)
     end_frame: int | None = None
     dropped: bool = False
-    level: object | None = None  # the frontend's WindowLevel of its frames, for log-mel models
+    level: WindowLevel | None = None  # the frontend's, of its frames, for log-mel models
     # cut at the end of the input: its last frames may be the frontend's end padding
     tail: bool = False
     content: str | None = None  # the content classifier's class, None where none ran
@@ -161,7 +116,7 @@ class _Pass:
 
 # A window as the framer cuts it: (data, start sample, end sample, end frame or None, the level
 # of its frames or None)
-_Cut = tuple[np.ndarray, int, int, int | None, object | None]
+_Cut = tuple[np.ndarray, int, int, int | None, WindowLevel | None]
 
 
 class _Framer:
@@ -205,7 +160,7 @@ class _Framer:
         w = self.ring.window(end, length, transpose=True)
         return w if self.logmel else w[0]
 
-    def _level(self, end: int, length: int) -> object | None:
+    def _level(self, end: int, length: int) -> WindowLevel | None:
         return None if self.fe is None else self.fe.window_level(end, length)
 
     def _push(self, frames: np.ndarray, out: list[_Cut]) -> None:
@@ -272,30 +227,18 @@ def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
 
 
 class _Stream:
-    def __init__(self, stream_id: str, live: bool, framer: _Framer, smoother: Smoother,
-                 mood: MoodTracker | None, health: SilenceDetector | None = None,
-                 loudness: LoudnessTrail | None = None,
+    def __init__(self, stream_id: str, live: bool, framer: _Framer, scorer: WindowScorer,
                  content: ContentTracker | None = None) -> None:
         self.id = stream_id
         self.content = content
-        # the run of windows that are not music: where it began (stream sample), whether it
-        # has turned the tags off, and whether anything but silence is in it
-        self.content_run_start: int | None = None
-        self.content_muted = False
-        self.content_sound = False
-        self.health = health
-        self.loudness = loudness
         self.live = live
         self.framer = framer
-        self.smoother = smoother
-        self.mood = mood
+        self.scorer = scorer  # what follows from each scored window, in order
         self.lock = threading.Lock()  # one feeder at a time
         self.pending = 0  # windows queued or being scored
-        self.next_index = 0
         self.samples = 0
         self.finished = False
         self.closed = False
-        self.end_s = 0.0
         # window reuse: the carry each scored window left, by its end frame (the later
         # windows that take one look it up by theirs less the reuse's lag)
         self.carries: dict[int, np.ndarray] = {}
@@ -327,12 +270,8 @@ class Engine:
         self.health = health or HealthConfig()
         self._mood_table = MoodTable.load() if self.mood.enabled else None
         self.sink = sink
-        self._sink_turn: Callable[[], AbstractContextManager] = getattr(
-            sink, "turn", contextlib.nullcontext)
         self._model = model
-        self._limit = self.batch_limit_for(model)
-        self._reuse = self.reuse_for(model)
-        self._mood_plan = self.mood_plan_for(model)
+        self._plan = self._decide(model)
         return_freed_memory()  # what the model's checks and measurement built and dropped
         self._pass_s: float | None = None  # the serving model's forward seconds per window
         self._generation = 0
@@ -364,89 +303,39 @@ class Engine:
         return self._model
 
     @property
+    def plan(self) -> ServingPlan:
+        """How the model serving now is served (decided when it was loaded)."""
+        return self._plan
+
+    @property
     def batch_limit(self) -> int:
         """Windows per forward pass, at most, for the model serving now."""
-        return self._limit
+        return self._plan.batch_limit
 
     @property
     def turn_limit(self) -> int:
         """Windows a worker takes in one turn, at most: whole passes of ``batch_limit``, up to
         TURN_WINDOWS windows whose forwards take TURN_FORWARD_S or less (at the forward's
         wall time per window so far; one pass until the model's first has run)."""
-        limit, per_window = self._limit, self._pass_s
+        limit, per_window = self._plan.batch_limit, self._pass_s
         if per_window is None or limit >= TURN_WINDOWS:
             return limit
         passes = min(TURN_WINDOWS // limit,
                      int(TURN_FORWARD_S / max(per_window * limit, 1e-9)))
         return max(1, passes) * limit
 
-    def batch_limit_for(self, model: InferenceModel) -> int:
-        """``engine.max_batch``; left out, CUDA_MAX_BATCH on CUDA and on the CPU the cheapest
-        batch size up to CPU_MAX_BATCH, measured on ``model`` (``cheapest_batch``): the
-        forward per window grows with the batch for some models there and shrinks for
-        others, so batching serves where it pays and nowhere else."""
-        cfg = self.config
-        if cfg.max_batch is not None or model.device.type != "cpu":
-            return cfg.batch_limit(model.device.type)
-        measured = bool(model.batch_ms)
-        limit = cheapest_batch(model.batch_ms or model.measure_batches(CPU_MAX_BATCH))
-        if not measured:
-            log.info("%s on %s: forward ms per window by batch size %s; serving at up to %d",
-                     model.name, model.backend,
-                     ", ".join(f"{b}: {ms:.3g}" for b, ms in model.batch_ms.items()), limit)
-        return limit
-
-    def reuse_for(self, model: InferenceModel) -> WindowReuse | None:
-        """The window reuse that serves ``model`` at this engine's hop
-        (``streamtag.model.window_reuse``), None where the config turns it off or the model has
-        none."""
-        if not self.config.reuse_windows:
-            return None
-        reuse, why = model.window_reuse(self.hop_for(model))
-        if reuse is None:
-            log.debug("%s: windows are computed whole: %s", model.name, why)
-        return reuse
-
-    def mood_plan_for(self, model: InferenceModel) -> MoodPlan | None:
-        """What ``model``'s tags say of mood (``streamtag.engine.mood``), None where the
-        config turns moods off."""
-        if self._mood_table is None:
-            return None
-        return self._mood_table.plan(model.tags, model.thresholds)
+    def _decide(self, model: InferenceModel) -> ServingPlan:
+        return ServingPlan.decide(model, self.config, self._mood_table, self._content_model)
 
     @property
     def mood_plan(self) -> MoodPlan | None:
         """The mood plan of the model serving now (None: moods are off)."""
-        return self._mood_plan
-
-    def _mood_tracker(self) -> MoodTracker | None:
-        plan = self._mood_plan
-        return None if plan is None else MoodTracker(plan, self.mood.dwell_s,
-                                                     self.mood.silence_dwell_s,
-                                                     self.mood.time_constant_s,
-                                                     self.health.silence_dbfs)
-
-    def _content_tracker(self, model: InferenceModel,
-                         sample_offset: int = 0) -> ContentTracker | None:
-        if self._content_model is None:
-            return None
-        return ContentTracker(self._content_model, model.sample_rate, sample_offset)
-
-    def _silence_detector(self, model: InferenceModel) -> SilenceDetector | None:
-        if not self.health.enabled:
-            return None
-        return SilenceDetector(self.health, model.sample_rate)
+        return self._plan.mood
 
     @property
     def window_reuse(self) -> WindowReuse | None:
         """The window reuse serving now, None where every window is computed whole."""
-        return self._reuse
-
-    def hop_for(self, model: InferenceModel) -> int:
-        if self.config.hop_seconds is None:
-            return model.hop
-        unit = model.frontend.hop_length if model.input_kind == "logmel" else 1
-        return max(1, round(self.config.hop_seconds * model.sample_rate / unit))
+        return self._plan.reuse
 
     def add_stream(self, stream_id: str, live: bool = False) -> None:
         with self._cond:
@@ -455,13 +344,12 @@ class Engine:
             # under the id of one that ended or failed continues its stream.
             if existing is not None and not existing.closed:
                 raise ValueError(f"a stream named {stream_id!r} already exists")
-            model = self._model
+            model, plan = self._model, self._plan
+            scorer = WindowScorer(stream_id, model, plan.mood, self.smoothing, self.health,
+                                  self.mood, self.content)
             self._streams[stream_id] = _Stream(
-                stream_id, live, _Framer(model, self.hop_for(model), 0),
-                Smoother(model.tags, model.thresholds, self.smoothing), self._mood_tracker(),
-                self._silence_detector(model),
-                LoudnessTrail(model.sample_rate) if self.health.loudness else None,
-                self._content_tracker(model))
+                stream_id, live, _Framer(model, plan.hop, 0), scorer,
+                None if plan.content is None else plan.content.tracker())
 
     def stream_ids(self) -> list[str]:
         with self._cond:
@@ -470,14 +358,15 @@ class Engine:
     def new_track(self, stream_id: str) -> None:
         """A new title on the stream: its genre line starts afresh (streamtag.engine.mood)."""
         stream = self._streams.get(stream_id)
-        if stream is not None and stream.mood is not None:
-            stream.mood.new_track()
+        if stream is not None and stream.scorer.mood is not None:
+            stream.scorer.mood.new_track()
 
     def stream_counters(self, stream_id: str) -> dict:
         """The stream's counts; with ``[health]`` also ``silent`` (0/1), ``silent_s``,
         ``silences`` and ``clipping_windows`` (streamtag.engine.health)."""
         stream = self._stream(stream_id)
-        health = {} if stream.health is None else stream.health.counters()
+        detector = stream.scorer.health
+        health = {} if detector is None else detector.counters()
         return {**stream.counters, **health, "pending": stream.pending}
 
     def snapshot(self) -> dict[str, dict]:
@@ -487,11 +376,12 @@ class Engine:
             streams = list(self._streams.values())
         out = {}
         for s in streams:
-            out[s.id] = {"tags": list(s.smoother.tags),
-                         "smoothed": [float(v) for v in s.smoother.smoothed],
-                         "active": s.smoother.active_tags(), "windows": s.counters["windows"]}
-            if s.health is not None:
-                out[s.id]["silence"] = s.health.current()
+            smoother, health = s.scorer.smoother, s.scorer.health
+            out[s.id] = {"tags": list(smoother.tags),
+                         "smoothed": [float(v) for v in smoother.smoothed],
+                         "active": smoother.active_tags(), "windows": s.counters["windows"]}
+            if health is not None:
+                out[s.id]["silence"] = health.current()
         return out
 
     def _stream(self, stream_id: str) -> _Stream:
@@ -519,8 +409,8 @@ class Engine:
             kinds = self._classify(content, windows, samples)
             stream.samples += len(samples)
             stream.counters["samples"] = stream.samples
-            if loudness and stream.loudness is not None:
-                stream.loudness.add((stream.samples - before, power)
+            if loudness and stream.scorer.loudness is not None:
+                stream.scorer.loudness.add((stream.samples - before, power)
                                     for before, power in loudness)
             if framer.fe is not None:
                 stream.counters["nonfinite"] = framer.fe.nonfinite_samples
@@ -625,33 +515,25 @@ class Engine:
         new = InferenceModel.load(path, device=device or str(self._model.device),
                                   backend=self.config.backend, threads=self.config.threads,
                                   precision=self.config.precision)
-        limit = self.batch_limit_for(new)
-        reuse = self.reuse_for(new)
-        plan = self.mood_plan_for(new)
+        plan = self._decide(new)
         with self._cond:
             self._swapping = True
             while self._in_flight:
                 self._cond.wait(0.5)
-            old = self._model
-            self._model = new
-            self._limit = limit
-            self._reuse = reuse
-            self._mood_plan = plan
+            old, old_plan = self._model, self._plan
+            self._model, self._plan = new, plan
             self._pass_s = None
-            same_input = new.same_input_as(old) and self.hop_for(new) == self.hop_for(old)
+            same_input = new.same_input_as(old) and plan.hop == old_plan.hop
             if not same_input:
                 self._generation += 1
             for s in self._streams.values():
                 s.carries.clear()  # the old model's
                 if not same_input:
-                    s.framer = _Framer(new, self.hop_for(new), s.samples)
-                    if s.content is not None and s.content.options.sample_rate != \
-                            new.sample_rate:
-                        s.content = self._content_tracker(new, s.samples)
-                if not same_input or tuple(s.smoother.tags) != new.tags or not np.array_equal(
-                        s.smoother.on_threshold, new.thresholds):
-                    s.smoother = Smoother(new.tags, new.thresholds, self.smoothing)
-                s.mood = self._mood_tracker()
+                    s.framer = _Framer(new, plan.hop, s.samples)
+                    if plan.content is not None and s.content is not None and \
+                            s.content.options.sample_rate != new.sample_rate:
+                        s.content = plan.content.tracker(s.samples)
+                s.scorer.serve(new, plan.mood, same_input)
             self._swapping = False
             self._cond.notify_all()
         log.info("model %s (%s) replaces %s", new.name, new.path, old.name)
@@ -695,9 +577,9 @@ class Engine:
             self._score(*taken)
 
     def _take_turn(self, wait: bool
-                    ) -> tuple[int, list[_Window], InferenceModel, int, int] | None:
-        """The next turn's windows with its ticket, and the model, generation and forward pass
-        size that score them; None when stopping with nothing left (``wait``) or nothing is
+                    ) -> tuple[int, list[_Window], InferenceModel, int, ServingPlan] | None:
+        """The next turn's windows with its ticket, and the model, generation and plan that
+        score them; None when stopping with nothing left (``wait``) or nothing is
         queued (not ``wait``). A worker waits up to ``max_wait_ms`` for one pass to fill, then
         takes what is queued up to ``turn_limit``."""
         cfg = self.config
@@ -710,7 +592,7 @@ class Engine:
                 if not self._live_queue():
                     return None  # stopping and nothing left
                 deadline = time.monotonic() + cfg.max_wait_ms / 1000.0
-                while len(self._queue) < self._limit and not self._stopping:
+                while len(self._queue) < self._plan.batch_limit and not self._stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -728,7 +610,7 @@ class Engine:
             ticket = self._next_ticket
             self._next_ticket += 1
             self._in_flight += 1
-            return ticket, windows, self._model, self._generation, self._limit
+            return ticket, windows, self._model, self._generation, self._plan
 
     def _live_queue(self) -> bool:
         while self._queue and self._queue[0].dropped:
@@ -736,17 +618,18 @@ class Engine:
         return bool(self._queue)
 
     def _score(self, ticket: int, turn: list[_Window], model: InferenceModel,
-               generation: int, limit: int) -> int:
+               generation: int, plan: ServingPlan) -> int:
         t_start, cpu_start = time.perf_counter(), time.thread_time()
         current = [w for w in turn if w.generation == generation]
         passes: list[_Pass] = []
         forward_cpu_s = 0.0
+        limit = plan.batch_limit
         try:
             for first in range(0, len(current), limit):
                 windows = current[first:first + limit]
                 t0, cpu0 = time.perf_counter(), time.thread_time()
                 try:
-                    probs = self._forward(model, windows)
+                    probs = self._forward(model, plan.reuse, windows)
                 except Exception:  # noqa: BLE001 - a failing pass must not stop the engine
                     log.exception("forward pass failed for a batch of %d windows", len(windows))
                     probs = None
@@ -772,11 +655,11 @@ class Engine:
             self.stats["scoring_cpu_s"] += time.thread_time() - cpu_start
         return len(turn)
 
-    def _forward(self, model: InferenceModel, windows: list[_Window]) -> np.ndarray:
+    def _forward(self, model: InferenceModel, reuse: WindowReuse | None,
+                 windows: list[_Window]) -> np.ndarray:
         """One pass's probabilities. With window reuse, the windows whose stream holds the
         carry they take run the reuse's ``next`` step on it, the others its ``first``, and
         each leaves its own carry for the window ``lag`` after it."""
-        reuse = self._reuse
         if reuse is None:
             return model.forward(_stacked(windows))
         lag = reuse.lag_frames
@@ -789,7 +672,8 @@ class Engine:
                 continue
             stacked = _stacked([windows[i] for i in chosen])
             if with_carry:
-                out, carries = reuse.next(stacked, np.stack([taken[i] for i in chosen]))
+                carried = [c for c in taken if c is not None]  # the chosen, in order
+                out, carries = reuse.next(stacked, np.stack(carried))
                 self.stats["reused_windows"] += len(chosen)
             else:
                 out, carries = reuse.first(stacked)
@@ -834,7 +718,7 @@ class Engine:
             per_window = p.seconds / len(p.windows)
             self._pass_s = per_window if self._pass_s is None else (
                 0.8 * self._pass_s + 0.2 * per_window)
-        with self._sink_turn():
+        with self.sink.turn():
             for p in passes:
                 if p.probs is not None:
                     for w, probs in zip(p.windows, p.probs, strict=True):
@@ -856,55 +740,7 @@ class Engine:
                             "at sample %d; such windows are skipped and counted in "
                             "nonfinite_windows", stream.id, w.end_sample)
             return
-        end_s = w.end_sample / model.sample_rate
-        audio = mood = None
-        level = w.level
-        if level is not None:
-            rms_dbfs, peak_dbfs = finite_levels(level.rms_dbfs, level.peak_dbfs)
-            audio = {"rms_dbfs": round(rms_dbfs, 2), "peak_dbfs": round(peak_dbfs, 2),
-                     "clipped": level.clipped, "onset_rate_hz": round(level.onset_rate_hz, 3),
-                     "energy": energy_of(rms_dbfs, level.onset_rate_hz)}
-            if stream.loudness is not None:
-                momentary, short_term = stream.loudness.reading(w.end_sample)
-                if momentary is not None:
-                    audio["momentary_lufs"] = round(momentary, 2)
-                if short_term is not None:
-                    audio["short_term_lufs"] = round(short_term, 2)
-        silence: list[SilenceEvent] = []
-        health = stream.health
-        if health is not None:
-            onsets = None  # counted by the frontend only
-            if level is not None:
-                clipped, onsets = level.clipped, level.onsets  # the levels: as published, above
-            elif w.data.ndim == 1:  # a model that reads samples: its window is the samples
-                rms_dbfs, peak_dbfs, clipped = level_of_samples(w.data)
-            else:
-                rms_dbfs, peak_dbfs, clipped = None, None, 0
-            silence = health.update(w.start_sample, w.end_sample, rms_dbfs, clipped, peak_dbfs,
-                                    onsets, tail=w.tail)
-        content = self._content_of(w, level, audio)
-        quiet = (health is not None and health.dead) or content not in (None, MUSIC)
-        smoothed, events = stream.smoother.update(probs, end_s, quiet)
-        for change in silence:
-            if change.state == "on":  # no tag stays on in dead air
-                events = [*events, *stream.smoother.silence(change.start_s)]
-        muted_at = self._content_run(stream, w, content, model.sample_rate)
-        if muted_at is not None:  # speech or noise: no music tag stays on
-            events = [*events, *stream.smoother.silence(muted_at)]
-        if stream.mood is not None:
-            mood = stream.mood.update(end_s, smoothed, None if audio is None else audio["rms_dbfs"],
-                                      None if audio is None else audio["energy"],
-                                      dead_air=health is not None and health.silent,
-                                      content=content)
-        result = WindowResult(
-            stream_id=stream.id, index=stream.next_index, start_sample=w.start_sample,
-            end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,
-            raw=probs, smoothed=smoothed, active=stream.smoother.active_tags(), events=events,
-            latency_ms=(time.monotonic() - w.arrival) * 1000.0, model_name=model.name,
-            model_hash=model.hash, audio=audio, mood=mood, silence=silence,
-            silent=health is not None and health.silent, quiet=quiet, content=content)
-        stream.next_index += 1
-        stream.end_s = max(stream.end_s, end_s)
+        result = stream.scorer.score(w, probs, model)
         stream.counters["windows"] += 1
         self.stats["windows"] += 1
         with self._cond:
@@ -916,56 +752,17 @@ class Engine:
         except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
             log.exception("sink failed on window %d of stream %s", result.index, stream.id)
 
-    def _content_of(self, w: _Window, level: object | None, audio: dict | None) -> str | None:
-        """The window's content: silence or a steady tone by its level, as the silence
-        detector reads it, else the classifier's class (None: [content] is off)."""
-        if w.stream.content is None:
-            return None
-        cfg = self.health
-        if audio is not None:
-            by_level = window_kind(audio["rms_dbfs"], audio["peak_dbfs"], level.onsets,
-                                   cfg.silence_dbfs, cfg.tone_crest_db, SQUARE_CREST_DB)
-        elif w.data.ndim == 1:  # a model that reads samples: no onsets, silence only
-            by_level = window_kind(level_of_samples(w.data)[0], None, None, cfg.silence_dbfs,
-                                   cfg.tone_crest_db, SQUARE_CREST_DB)
-        else:
-            by_level = None
-        return by_level or w.content
-
-    def _content_run(self, stream: _Stream, w: _Window, content: str | None,
-                     sample_rate: float) -> float | None:
-        """Follows the stream's run of windows that are not music; returns the audio time
-        where the run began once it holds speech, noise or a tone and has lasted ``min_s``
-        (every tag then turns off there, once per run), else None. A run of speech or noise
-        begins half way into its first window (a window is speech when most of it is), one
-        of silence or a tone at its start (the whole window is)."""
-        if content in (None, MUSIC):
-            stream.content_run_start, stream.content_muted = None, False
-            stream.content_sound = False
-            return None
-        if stream.content_run_start is None:  # a quiet or steady window is so all through
-            stream.content_run_start = (w.start_sample if content in (SILENCE, TONE)
-                                        else (w.start_sample + w.end_sample) // 2)
-        stream.content_sound |= content != SILENCE
-        lasted = (w.end_sample - stream.content_run_start) / sample_rate
-        if stream.content_muted or not stream.content_sound or lasted < self.content.min_s:
-            return None
-        stream.content_muted = True
-        return stream.content_run_start / sample_rate
-
     def _maybe_close(self, stream: _Stream) -> None:
         with self._cond:
             if not stream.finished or stream.pending > 0 or stream.closed:
                 return
             stream.closed = True
             stream.carries.clear()
-        end_s = max(stream.end_s, stream.samples / self._model.sample_rate)
-        events = stream.smoother.close(end_s)
-        silence = [] if stream.health is None else stream.health.close()
-        on_silence_end = getattr(self.sink, "on_silence_end", None)
+        end_s = max(stream.scorer.end_s, stream.samples / self._model.sample_rate)
+        events, silence = stream.scorer.close(end_s)
         try:
-            if silence and on_silence_end is not None:
-                on_silence_end(stream.id, silence)
+            if silence:
+                self.sink.on_silence_end(stream.id, silence)
             self.sink.on_stream_end(stream.id, events, end_s)
         except Exception:  # noqa: BLE001
             log.exception("sink failed at the end of stream %s", stream.id)

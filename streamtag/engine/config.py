@@ -1,6 +1,7 @@
-"""The engine's settings, the ``[engine]`` section of the daemon's config: how it batches windows
-and runs the model. Free of torch, so that reading a config stays cheap; the engine itself is in
-streamtag.engine.batching."""
+"""The engine's settings, the daemon config's ``[engine]``, ``[smoothing]``, ``[mood]``,
+``[health]`` and ``[content]`` sections. Free of numpy and torch, so that reading a config or
+building the command line's parser stays cheap; the engine itself is in streamtag.engine.batching,
+and each section's work in the module of its name (smoothing, mood, health, content)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ DEFAULT_DECODERS = 2
 MAX_WAIT_MS = 60_000.0
 MAX_HOP_SECONDS = 60.0
 MAX_THREADS = 256  # workers, threads and decoders each
+
+SILENCE_DBFS = -50.0  # a window quieter than this has no music to judge (broadcast practice)
+# The mood's words (streamtag.engine.mood): a new main word is shown once it has held this much
+# audio (a clear change); "no music" once the music has been gone this long; the
+# valence/arousal point's exponential average.
+DWELL_S = 3.0
+SILENCE_DWELL_S = 6.0
+POINT_TIME_CONSTANT_S = 3.0
+
+# Broadcast monitors' usual dead-air alarm: 10 s below -50 dBFS (the mood display's silence
+# uses the same level).
+DEFAULT_SILENCE_DBFS = SILENCE_DBFS
+DEFAULT_SILENCE_S = 10.0
+# A window of a few seconds with this many samples at the rail is clipping, not one loud peak
+# of a 16-bit master that happens to touch full scale.
+DEFAULT_CLIP_SAMPLES = 10
+# A crest factor this low with no onsets is a stuck tone (sine 3.01 dB, triangle 4.77 dB), not
+# music (8-20 dB over a window of seconds).
+DEFAULT_TONE_CREST_DB = 5.0
+MIN_DBFS = -120.0  # the frontend's floor: digital silence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +100,7 @@ class EngineConfig:
     def batch_limit(self, device_type: str) -> int:
         """``max_batch``, or its largest default for a model on ``device_type`` ("cpu",
         "cuda"); on the CPU the engine measures the model for a smaller one
-        (``Engine.batch_limit_for``)."""
+        (``streamtag.engine.plan``)."""
         if self.max_batch is not None:
             return self.max_batch
         return CUDA_MAX_BATCH if device_type == "cuda" else CPU_MAX_BATCH
@@ -91,3 +112,80 @@ class EngineConfig:
             return self.decoders
         spare = len(os.sched_getaffinity(0)) - self.workers * self.threads
         return max(1, min(DEFAULT_DECODERS, spare))
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothingConfig:
+    time_constant_s: float = values.field(
+        2.0, minimum=0, help="the scores' exponential moving average, seconds; 0: no smoothing")
+    margin: float = values.field(
+        0.1, minimum=0, help="a tag turns off below its threshold less this (or below half "
+                             "the threshold, whichever is higher)")
+    min_on_s: float = values.field(2.0, minimum=0, help="a tag stays on at least this long")
+    min_off_s: float = values.field(2.0, minimum=0, help="a tag stays off at least this long")
+
+    def __post_init__(self) -> None:
+        values.check_fields(self, "smoothing", ConfigError)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoodConfig:
+    """The ``[mood]`` section of the daemon's config."""
+
+    enabled: bool = values.field(True, help="false: scores carry no mood")
+    dwell_s: float = values.field(
+        DWELL_S, minimum=0, maximum=3600,
+        help="audio seconds a new main word must hold before it is shown, where the music "
+             "clearly changed (a change at a border between words holds longer)")
+    silence_dwell_s: float = values.field(
+        SILENCE_DWELL_S, minimum=0, maximum=3600,
+        help="audio seconds of silence (or anything not music) before \"no music\" is shown")
+    time_constant_s: float = values.field(
+        POINT_TIME_CONSTANT_S, minimum=0, maximum=3600,
+        help="the valence/arousal point's exponential average, seconds")
+
+    def __post_init__(self) -> None:
+        values.check_fields(self, "mood", ConfigError)
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthConfig:
+    """The ``[health]`` section of the daemon's config: dead air and clipping."""
+
+    enabled: bool = values.field(
+        True, help="false: no dead-air detection (tags then follow the model on silence too)")
+    silence_dbfs: float = values.field(
+        DEFAULT_SILENCE_DBFS, minimum=MIN_DBFS, maximum=0,
+        help="a window whose RMS level is below this (dBFS) is quiet")
+    silence_s: float = values.field(
+        DEFAULT_SILENCE_S, positive=True, maximum=24 * 3600,
+        help="quiet audio this long (seconds) is silence: dead air")
+    clip_samples: int = values.field(
+        DEFAULT_CLIP_SAMPLES, minimum=1,
+        help="samples at full scale that make a window count as clipping")
+    tone_crest_db: float = values.field(
+        DEFAULT_TONE_CREST_DB, minimum=0, maximum=20,
+        help="a window with no onset whose peak is at most this many dB above its RMS is a "
+             "stuck tone; 0 turns tone detection off")
+    # measured by the sources at the input's own rate and channels (streamtag.audio.loudness)
+    loudness: bool = values.field(
+        False, flag="--loudness",
+        help="EBU R128 momentary and short-term loudness (LUFS) per window; a stereo stream "
+             "of the default model then costs about 6 % more CPU")
+
+    def __post_init__(self) -> None:
+        values.check_fields(self, "health", ConfigError)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentConfig:
+    """The ``[content]`` section of the daemon's config: what each window's audio is."""
+
+    enabled: bool = values.field(
+        True, help="false: no content decision (tags then follow the model over speech too)")
+    min_s: float = values.field(
+        2.0, minimum=0, maximum=3600,
+        help="speech, noise or a tone this long (seconds) turns every tag off where it began")
+
+    def __post_init__(self) -> None:
+        values.check_fields(self, "content", ConfigError)

@@ -39,7 +39,6 @@ from importlib import resources
 
 import numpy as np
 
-from streamtag import values
 from streamtag.errors import ConfigError
 from streamtag.frontend import FrameRing, LogMelOptions, OnlineLogMel
 
@@ -60,20 +59,6 @@ MIN_FRAMES = 16  # fewer frames than this (a window under half a second): no dec
 DECISION_S = 1.5
 FEATURES = ("mod4_share", "low_energy_share", "flux_mean", "flux_cv", "flatness_mean",
             "flatness_std", "peak_persistence", "level_std_db", "centroid_std", "pause_share")
-
-
-@dataclasses.dataclass(frozen=True)
-class ContentConfig:
-    """The ``[content]`` section of the daemon's config: what each window's audio is."""
-
-    enabled: bool = values.field(
-        True, help="false: no content decision (tags then follow the model over speech too)")
-    min_s: float = values.field(
-        2.0, minimum=0, maximum=3600,
-        help="speech, noise or a tone this long (seconds) turns every tag off where it began")
-
-    def __post_init__(self) -> None:
-        values.check_fields(self, "content", ConfigError)
 
 
 def content_options(sample_rate: float) -> LogMelOptions:

@@ -45,56 +45,14 @@ import math
 
 import numpy as np
 
-from streamtag import values
-from streamtag.engine.mood import SILENCE_DBFS
-from streamtag.errors import ConfigError
+from streamtag.engine.config import MIN_DBFS, HealthConfig
 
-# Broadcast monitors' usual dead-air alarm: 10 s below -50 dBFS (the mood display's silence
-# uses the same level).
-DEFAULT_SILENCE_DBFS = SILENCE_DBFS
-DEFAULT_SILENCE_S = 10.0
-# A window of a few seconds with this many samples at the rail is clipping, not one loud peak
-# of a 16-bit master that happens to touch full scale.
-DEFAULT_CLIP_SAMPLES = 10
-# A crest factor this low with no onsets is a stuck tone (sine 3.01 dB, triangle 4.77 dB), not
-# music (8-20 dB over a window of seconds).
-DEFAULT_TONE_CREST_DB = 5.0
 # A window whose every sample is about as loud as its peak is a square or pulse wave whatever
 # the onset counter says: the harmonics of a square leave mel bands nearly empty between them,
 # whose log values jump from frame to frame and read as onsets. Music never stays this flat.
 SQUARE_CREST_DB = 1.0
 CAUSES = ("silence", "tone")
-MIN_DBFS = -120.0  # the frontend's floor: digital silence
 CLIP_LEVEL = 0.999  # as csrc/window_level.h's kClipLevel
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthConfig:
-    """The ``[health]`` section of the daemon's config: dead air and clipping."""
-
-    enabled: bool = values.field(
-        True, help="false: no dead-air detection (tags then follow the model on silence too)")
-    silence_dbfs: float = values.field(
-        DEFAULT_SILENCE_DBFS, minimum=MIN_DBFS, maximum=0,
-        help="a window whose RMS level is below this (dBFS) is quiet")
-    silence_s: float = values.field(
-        DEFAULT_SILENCE_S, positive=True, maximum=24 * 3600,
-        help="quiet audio this long (seconds) is silence: dead air")
-    clip_samples: int = values.field(
-        DEFAULT_CLIP_SAMPLES, minimum=1,
-        help="samples at full scale that make a window count as clipping")
-    tone_crest_db: float = values.field(
-        DEFAULT_TONE_CREST_DB, minimum=0, maximum=20,
-        help="a window with no onset whose peak is at most this many dB above its RMS is a "
-             "stuck tone; 0 turns tone detection off")
-    # measured by the sources at the input's own rate and channels (streamtag.audio.loudness)
-    loudness: bool = values.field(
-        False, flag="--loudness",
-        help="EBU R128 momentary and short-term loudness (LUFS) per window; a stereo stream "
-             "of the default model then costs about 6 % more CPU")
-
-    def __post_init__(self) -> None:
-        values.check_fields(self, "health", ConfigError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +138,7 @@ class SilenceDetector:
         self.silent_samples = 0  # confirmed silence, from each silence's start
         self.clipping_windows = 0
 
-    def current(self) -> dict[str, float] | None:
+    def current(self) -> dict[str, float | str] | None:
         """The silence under way, as a snapshot tells it: where it began and how long it has
         lasted (audio seconds) and the threshold; None while not silent."""
         if not self.silent or self._run_start is None:

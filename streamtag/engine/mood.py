@@ -30,7 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from streamtag import values
+from streamtag.engine.config import (
+    DWELL_S,
+    POINT_TIME_CONSTANT_S,
+    SILENCE_DBFS,
+    SILENCE_DWELL_S,
+)
 from streamtag.errors import ConfigError
 
 TABLE_FILE = "moods.toml"
@@ -43,16 +48,13 @@ ENERGY_LOUD_DBFS = -10.0
 ENERGY_BUSY_ONSETS_HZ = 5.0
 ENERGY_LEVEL_SHARE = 0.4
 
-SILENCE_DBFS = -50.0  # a window quieter than this has no music to judge (broadcast practice)
-DWELL_S = 3.0  # a new main word is shown once it has held this much audio (a clear change) ...
-BORDER_DWELL_S = 30.0  # ... this much where the point only wavers at a border (or the second
-# word alone changes)
+# A new main word is shown once it has held DWELL_S of audio where the music clearly changed,
+# this much where the point only wavers at a border (or the second word alone changes).
+BORDER_DWELL_S = 30.0
 CLEAR_MOVE = 0.3  # a change is clear when the point moved this far from where the words fit
 BORDER_TIME_CONSTANT_S = 15.0  # the slow average that decides the other changes ...
 BORDER_MOVE = 0.1  # ... once it has moved this far from where the words were shown
-SILENCE_DWELL_S = 6.0  # "no music" is shown once the music has been gone this long
 SETTLE_S = 3.0  # music after a gap is first judged this long after it began (a window's length)
-POINT_TIME_CONSTANT_S = 3.0  # the valence/arousal point's exponential average
 PRIOR_WEIGHT = 1.0  # the evidence (summed tag weights) at which tags are trusted by half
 MAX_TAG_WEIGHT = 2.5  # one tag far above its threshold counts this much at most
 TAG_SHARE_OF_AROUSAL = 0.25  # with full tag evidence; the audio's energy gives the rest
@@ -68,26 +70,6 @@ GENRE_DWELL_S = 10.0  # ... and only to genres that have held this long
 GENRE_RATIO = 1.0  # a genre is shown once its averaged score reaches its threshold ...
 GENRE_KEEP_RATIO = 0.75  # ... and kept while it stays above this share of it
 MAX_GENRES = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class MoodConfig:
-    """The ``[mood]`` section of the daemon's config."""
-
-    enabled: bool = values.field(True, help="false: scores carry no mood")
-    dwell_s: float = values.field(
-        DWELL_S, minimum=0, maximum=3600,
-        help="audio seconds a new main word must hold before it is shown, where the music "
-             "clearly changed (a change at a border between words holds longer)")
-    silence_dwell_s: float = values.field(
-        SILENCE_DWELL_S, minimum=0, maximum=3600,
-        help="audio seconds of silence (or anything not music) before \"no music\" is shown")
-    time_constant_s: float = values.field(
-        POINT_TIME_CONSTANT_S, minimum=0, maximum=3600,
-        help="the valence/arousal point's exponential average, seconds")
-
-    def __post_init__(self) -> None:
-        values.check_fields(self, "mood", ConfigError)
 
 
 def energy_of(rms_dbfs: float, onset_rate_hz: float) -> float:
@@ -159,7 +141,8 @@ class MoodTable:
             raise ConfigError("mood table: [display] names no words")
         return cls(points, tags, genres, display)
 
-    def plan(self, tags: Sequence[str], thresholds: Sequence[float] | None) -> MoodPlan:
+    def plan(self, tags: Sequence[str],
+             thresholds: Sequence[float] | np.ndarray | None) -> MoodPlan:
         """What one model's tags say of mood: its mood tags, their points and thresholds, and
         its genre tags. A model without thresholds counts 0.5 as each tag's."""
         th = (np.full(len(tags), 0.5, np.float64) if thresholds is None

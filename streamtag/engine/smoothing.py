@@ -20,22 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamtag import values
-from streamtag.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class SmoothingConfig:
-    time_constant_s: float = values.field(
-        2.0, minimum=0, help="the scores' exponential moving average, seconds; 0: no smoothing")
-    margin: float = values.field(
-        0.1, minimum=0, help="a tag turns off below its threshold less this (or below half "
-                             "the threshold, whichever is higher)")
-    min_on_s: float = values.field(2.0, minimum=0, help="a tag stays on at least this long")
-    min_off_s: float = values.field(2.0, minimum=0, help="a tag stays off at least this long")
-
-    def __post_init__(self) -> None:
-        values.check_fields(self, "smoothing", ConfigError)
+from streamtag.engine.config import SmoothingConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +34,7 @@ class TagEvent:
 class Smoother:
     """Smoothing state of one stream. ``update`` is called once per scored window, in order."""
 
-    def __init__(self, tags: Sequence[str], thresholds: Sequence[float],
+    def __init__(self, tags: Sequence[str], thresholds: Sequence[float] | np.ndarray,
                  config: SmoothingConfig | None = None) -> None:
         if len(tags) != len(thresholds):
             raise ValueError(f"{len(tags)} tags but {len(thresholds)} thresholds")

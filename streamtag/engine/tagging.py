@@ -38,7 +38,7 @@ from streamtag.audio.loudness import (
     integrated_lufs,
     loudness_of_power,
 )
-from streamtag.engine.batching import Engine, EngineConfig, WindowResult
+from streamtag.engine.batching import Engine, EngineConfig, EngineSink, WindowResult
 from streamtag.engine.content import MUSIC, SILENCE
 from streamtag.engine.health import HealthConfig, SilenceEvent
 from streamtag.engine.smoothing import SmoothingConfig, TagEvent
@@ -111,7 +111,7 @@ class FileTags:
         return dataclasses.asdict(self)
 
 
-class _Collector:
+class _Collector(EngineSink):
     """Engine sink that turns one stream's windows and events into segments."""
 
     def __init__(self, model: InferenceModel, silence_dbfs: float) -> None:

@@ -62,7 +62,7 @@ from streamtag.audio.loudness import (
     SHORT_TERM_BLOCKS,
     loudness_of_power,
 )
-from streamtag.history import schema
+from streamtag.history import content, schema
 from streamtag.history.timeparse import Zone
 from streamtag.wire.protocol import DOWN_STATES
 
@@ -465,7 +465,7 @@ def speech_spans(conn: sa.Connection, streams: Sequence[str] | None, since: floa
     window's end, in wall-clock time by when each window was sent; those of at least
     SPEECH_MIN_S of audio."""
     sc = schema.scores.c
-    if "content" not in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
+    if not content.has_content(conn):
         return []
     rows = conn.execute(sa.select(sc.stream, sc.session, sc.sent_at, sc.start_s, sc.end_s)
                         .where(*_streams(sc.stream, streams), sc.content == "speech",
@@ -661,6 +661,7 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
     newest: dict[str, float] = {}
     for row in sessions:
         newest[row.stream] = max(newest.get(row.stream, row.last_at), row.last_at)
+    kinds = content.content_columns(conn)
     out = []
     for session in sessions:
         status = _latest_status(conn, session.stream, session.session)
@@ -676,14 +677,14 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
         windows = 0
         first_s = last_s = first_at = last_at = first_end_s = None
         for agg in conn.execute(
-                sa.select(sc.model_id, sc.active, sa.func.count().label("n"),
+                sa.select(sc.model_id, sc.active, *kinds, sa.func.count().label("n"),
                           sa.func.min(sc.start_s).label("first_s"),
                           sa.func.max(sc.end_s).label("last_s"),
                           sa.func.min(sc.end_s).label("first_end_s"),
                           sa.func.min(sc.sent_at).label("first_at"),
                           sa.func.max(sc.sent_at).label("last_at"))
                 .where(sc.stream == session.stream, sc.session == session.session, *after)
-                .group_by(sc.model_id, sc.active)):
+                .group_by(sc.model_id, sc.active, *kinds)):
             windows += agg.n
             for tag in names.get(agg.model_id, ()):
                 counts.setdefault(tag, 0)
@@ -693,6 +694,8 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
             first_end_s = (agg.first_end_s if first_end_s is None
                            else min(first_end_s, agg.first_end_s))
             last_at = agg.last_at if last_at is None else max(last_at, agg.last_at)
+            if not content.carries_tags(getattr(agg, "content", None)):
+                continue  # speech and dead air count for no tag
             for tag in schema.unpack_names(agg.active):
                 counts[tag] += agg.n
         if not windows:
@@ -758,7 +761,7 @@ def add_content(conn: sa.Connection, entries: list[Entry]) -> None:
     """How many of each entry's windows were music, of those whose content the daemon said:
     one query per stream and session, the windows shared out by where they end."""
     sc = schema.scores.c
-    if "content" not in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
+    if not content.has_content(conn):
         return  # a database from before revision 0008: nothing said
     by_session: dict[tuple[str, str | None], list[Entry]] = {}
     for entry in entries:

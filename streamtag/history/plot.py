@@ -1,6 +1,8 @@
 """The history as a picture: per stream, a heat strip of each leading tag's share of airtime
-over time (the share of the windows in each time bin in which the tag was active), with the
-tracks marked along the top (titles cut short where they would overprint), and drawn over the
+over time (the share of the windows in each time bin in which the tag was active; a window of
+speech or dead air has no tag on), under a row of what the audio was in each bin (the content
+most of its windows had: music, speech, silence, tone or noise), with the tracks marked along
+the top (titles cut short where they would overprint), and drawn over the
 span they took: off air (red, hatched), silence and stuck tones (white, dotted, each
 labelled as what it was) and data lost (black, hatched). Grey is time without any window,
 longer than a network stream's windows may come apart (HELD_GAP_HOPS hops, at least
@@ -20,6 +22,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from streamtag.history.asrun import STUCK_TONE, Span
+from streamtag.history.content import CONTENT_KINDS, content_bins
 from streamtag.history.report import History, StreamAirtime, one_line, tag_share_bins
 from streamtag.history.timeparse import span
 
@@ -38,6 +41,10 @@ SPAN_STYLE = {"off_air": ("#e4202a", "//", "OFF AIR"),
               "not_recorded": ("#111111", "xx", "not recorded")}
 # Each span's label, on its own colour: a contrast of at least 4.5 (WCAG AA for small text)
 LABEL_COLOUR = {"off_air": "#ffffff", "silence": "#000000", "not_recorded": "#ffffff"}
+# The content row's colours, apart from viridis (the tags') and the spans' red, white, black
+CONTENT_COLOUR = {"music": "#1b9e77", "speech": "#e6861a", "silence": "#f2f2f2",
+                  "tone": "#b05cc6", "noise": "#8c6d46"}
+CONTENT_ROW = "content"
 
 
 def hop_s(airtime: StreamAirtime) -> float:
@@ -66,6 +73,16 @@ def hold_short_gaps(counts: np.ndarray, share: np.ndarray, width: float,
     return out
 
 
+def content_row(engine: Engine, stream: str, since: float, until: float, bins: int,
+                held_s: float) -> np.ndarray:
+    """(1, bins): per bin the index in CONTENT_KINDS of the content most of its windows had,
+    NaN where none was known; short runs of empty bins held as the tags' are."""
+    windows, counted = content_bins(engine, stream, since, until, bins)
+    known = counted.sum(axis=0)
+    row = np.where(known > 0, counted.argmax(axis=0).astype(float), np.nan)[np.newaxis, :]
+    return hold_short_gaps(known, row, (until - since) / bins, held_s)
+
+
 def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> list[str]:
     """Write the timeline to `path` (PNG, or any format matplotlib knows by the suffix);
     returns the streams drawn (at most MAX_STREAMS, in order of their names)."""
@@ -80,8 +97,9 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     zone = history.zone
     streams = history.streams()[:MAX_STREAMS]
@@ -90,7 +108,8 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
         return history.airtime.get(stream) or StreamAirtime()
 
     def rows(stream: str) -> int:  # a stream without windows: one row saying so
-        return max(1, min(top, len(airtime_of(stream).tags)))
+        return (max(1, min(top, len(airtime_of(stream).tags)))
+                + (1 if airtime_of(stream).content else 0))
 
     height = sum(1.2 + 0.28 * rows(s) for s in streams)
     figure = Figure(figsize=(13, max(2.5, height + 0.8)), layout="constrained")
@@ -130,18 +149,28 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
                                                           for s in streams]})[:, 0]
     x0, x1 = x(since), x(until)
     titles = []
+    content_map = ListedColormap([CONTENT_COLOUR[k] for k in CONTENT_KINDS])
     for ax, stream in zip(axes, streams, strict=True):
         airtime = airtime_of(stream)
         tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:top]
         ax.set_facecolor("#dddddd")  # bins without windows: nothing was recorded
         if tags:
             edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins)
-            share = hold_short_gaps(counts, share, (until - since) / bins,
-                                    max(HELD_GAP_HOPS * hop, HELD_GAP_S))
+            held = max(HELD_GAP_HOPS * hop, HELD_GAP_S)
+            share = hold_short_gaps(counts, share, (until - since) / bins, held)
             ax.imshow(np.ma.masked_invalid(share), aspect="auto", interpolation="nearest",
                       cmap="viridis", vmin=0, vmax=1, extent=(x0, x1, len(tags) - 0.5, -0.5))
-            ax.set_yticks(range(len(tags)),
-                          [f"{t}  {100 * airtime.share(t):.0f}%" for t in tags], fontsize=9)
+            labels = [f"{t}  {100 * airtime.share(t):.0f}%" for t in tags]
+            if airtime.content:  # what the audio was, a row above the tags
+                ax.imshow(np.ma.masked_invalid(content_row(engine, stream, since, until, bins,
+                                                           held)),
+                          aspect="auto", interpolation="nearest", cmap=content_map,
+                          vmin=-0.5, vmax=len(CONTENT_KINDS) - 0.5,
+                          extent=(x0, x1, -0.5, -1.5))
+                ax.axhline(-0.5, color="black", linewidth=0.8)
+                labels.insert(0, CONTENT_ROW)
+            ax.set_ylim(len(tags) - 0.5, -1.5 if airtime.content else -0.5)
+            ax.set_yticks(range(-1 if airtime.content else 0, len(tags)), labels, fontsize=9)
         else:
             ax.set_ylim(0.5, -0.5)
             ax.set_yticks([0], ["no windows"], fontsize=9)
@@ -187,6 +216,11 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
                         "hatched: off air; white dotted: silence or stuck tone; black hatched: "
                         "data not recorded; grey: no windows; orange: daemon restart",
                         fontsize=9)
+    if any(airtime_of(s).content for s in streams):
+        figure.legend(handles=[Patch(facecolor=CONTENT_COLOUR[k], edgecolor="#555555",
+                                     label=k) for k in CONTENT_KINDS],
+                      title="content row", loc="outside lower center", ncols=5, fontsize=8,
+                      title_fontsize=8, frameon=False)
     # A colour bar about two strips tall, at the top, however many strips there are.
     figure.colorbar(ScalarMappable(Normalize(0, 1), "viridis"), ax=list(axes),
                     label="share of windows\nwith the tag active",

@@ -39,8 +39,8 @@ from sqlalchemy.engine import Engine
 from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.history import schema
-from streamtag.wire.control import control_request
+from streamtag.history import bulk, schema
+from streamtag.wire.control import ControlClient
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_ID_LENGTH,
@@ -81,6 +81,8 @@ MAX_REMEMBERED_SESSIONS = 65536    # (stream, session) pairs stored, and each st
 MAX_REMEMBERED_MODELS = 256
 MAX_REMEMBERED_MODEL_CHARS = 16 * 1024 * 1024  # their names and tag names together
 MAX_FAILURE_KINDS_LOGGED = 100
+MAX_REMEMBERED_ACTIVE = 4096  # sets of active tags packed ...
+MAX_REMEMBERED_ACTIVE_CHARS = 1024  # ... each of at most this many characters packed
 # Runs of messages dropped at a full queue kept to be stored as gaps: one per (stream,
 # session, type) with a break in its seqs. Past this (forged sessions while the database is
 # down) the dropped messages are only counted.
@@ -169,6 +171,12 @@ class Recorder:
     queue_size, queue_bytes: messages, and their bytes on the wire, that may wait for the
         database; more are dropped and counted (and stored as gaps).
     curve: this client's CURVE keys and the server's, for a daemon (or proxy) with keys.
+    owns: which streams to record, by stream id (None: all): a recorder of one shard of a
+        fleet (``record --shard K/N``), beside the recorders of the other shards writing the
+        same database. What it resumes from the database, and its snapshot rows, are of
+        these streams only; the others' messages are skipped unread.
+    heartbeats: whether to record the daemons' heartbeats (the `daemons` table and their
+        gaps): one recorder of a shard set does (shard 0), so each is stored once.
     """
 
     def __init__(self, engine: Engine, connect: str | Sequence[str],
@@ -176,7 +184,8 @@ class Recorder:
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  max_backoff_s: float = DEFAULT_MAX_BACKOFF_S, rcvhwm: int = 100_000,
                  context: zmq.Context | None = None, curve: ClientCurve | None = None,
-                 queue_bytes: int = DEFAULT_QUEUE_BYTES):
+                 queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 owns: Callable[[str], bool] | None = None, heartbeats: bool = True):
         if queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1:
             raise ValueError("queue_size, queue_bytes and batch_size must be >= 1 and "
                              "max_backoff_s > 0")
@@ -195,6 +204,8 @@ class Recorder:
         self._context = context
         self._curve = curve
         self._dialect = engine.dialect.name
+        self._owns = owns
+        self._heartbeats = heartbeats
         self._models: _Recent = _Recent(MAX_REMEMBERED_MODELS, MAX_REMEMBERED_MODEL_CHARS,
                                         _model_weight)  # packed key -> id
         # (name, hash, tags) as received -> its checked, packed key: once per model, not per
@@ -205,6 +216,7 @@ class Recorder:
         self._latest_session: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         self._known: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         self._failures_logged: set[tuple[str, str]] = set()  # (cause, kind) logged once
+        self._active_packed: dict[tuple[str, ...], str] = {}  # active tags -> as stored
         self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
         self._overflow_done: list[tuple[tuple[str, str, str], int, int]] = []
         self._overflow_lock = threading.Lock()
@@ -222,9 +234,11 @@ class Recorder:
         still down."""
         if self._subscriber is None:
             # what waits before `start` waits in the subscriber, bounded as the queue is
-            self._subscriber = Subscriber(self.endpoints, context=self._context,
-                                          rcvhwm=self._rcvhwm, curve=self._curve,
-                                          max_queue_bytes=self.queue_bytes)
+            topics = MSG_TYPES if self._heartbeats else STREAM_MSG_TYPES
+            self._subscriber = Subscriber(self.endpoints, topics=topics,
+                                          context=self._context, rcvhwm=self._rcvhwm,
+                                          curve=self._curve, max_queue_bytes=self.queue_bytes,
+                                          owns=self._owns)
         return self
 
     def hold(self) -> None:
@@ -281,6 +295,8 @@ class Recorder:
             for row in conn.execute(sa.select(s.sessions.c.stream, s.sessions.c.session,
                                               s.sessions.c.restarted)
                                     .order_by(s.sessions.c.first_sent_at, s.sessions.c.id)):
+                if self._owns is not None and not self._owns(row.stream):
+                    continue  # another shard's recorder resumes it
                 sessions.setdefault(row.stream, set()).add(row.session)
                 self._known[(row.stream, row.session)] = None
                 self._latest_session[row.stream] = row.session
@@ -297,7 +313,8 @@ class Recorder:
                     seen = [v for v in (top, gap_top) if v is not None]
                     if seen:
                         last_seq[(session, topic_for(msg_type, stream))] = int(max(seen))
-            for row in conn.execute(sa.select(s.daemons.c.session, s.daemons.c.last_seq)):
+            for row in (conn.execute(sa.select(s.daemons.c.session, s.daemons.c.last_seq))
+                        if self._heartbeats else ()):
                 last_seq[(row.session, HEARTBEAT)] = int(row.last_seq)
         self.stats.db_up = True  # it answered; an idle feed is no reason to report it down
         return last_seq, sessions, restarted
@@ -367,8 +384,8 @@ class Recorder:
             backoff = _backoff(self.max_backoff_s)
             while not self._stop_receiving.is_set():
                 try:
-                    reply = control_request(endpoint, {"cmd": "snapshot"}, SNAPSHOT_TIMEOUT_MS,
-                                            context=self._context, curve=self._curve)
+                    reply = ControlClient(endpoint, context=self._context, curve=self._curve,
+                                          attempt_ms=SNAPSHOT_TIMEOUT_MS).snapshot()
                 except (TimeoutError, OSError, ValueError) as exc:
                     wait_s = backoff.next_wait_s()
                     log.info("no snapshot from %s yet (%s); retrying in %.1f s", endpoint, exc,
@@ -523,6 +540,19 @@ class Recorder:
         batch.models[key] = None  # resolved unless known when written
         return key
 
+    def _packed_active(self, active: tuple[str, ...]) -> str:
+        """A window's active tags as stored: packed once per set of them, not per window
+        (a stream's active tags change far less often than every window)."""
+        packed = self._active_packed.get(active)
+        if packed is None:
+            packed = schema.pack_names([_text(t) for t in active])
+            if len(packed) > MAX_REMEMBERED_ACTIVE_CHARS:
+                return packed  # a forged or huge one: not kept
+            if len(self._active_packed) >= MAX_REMEMBERED_ACTIVE:
+                self._active_packed.clear()
+            self._active_packed[active] = packed
+        return packed
+
     def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> None:
         header, body, msg_type = message.header, message.body, message.msg_type
         session = _text(header.session)  # opaque to readers: any string up to 128 characters
@@ -556,7 +586,7 @@ class Recorder:
                        start_sample=body.start_sample, end_sample=body.end_sample,
                        raw=schema.pack_scores(body.raw),
                        smoothed=schema.pack_scores(body.smoothed),
-                       active=schema.pack_names([_text(t) for t in body.active]),
+                       active=self._packed_active(body.active),
                        latency_ms=body.latency_ms)
             audio, mood = body.audio, body.mood
             row.update(rms_dbfs=audio and audio.rms_dbfs, peak_dbfs=audio and audio.peak_dbfs,
@@ -599,6 +629,8 @@ class Recorder:
         session = str(reply.get("session", ""))
         streams = reply.get("streams") or {}
         for stream, state in streams.items():
+            if self._owns is not None and not (isinstance(stream, str) and self._owns(stream)):
+                continue  # another shard's recorder stores it
             try:
                 # the source's state, title and source, checked as a status message's are
                 # (None: a daemon from before they were sent)
@@ -665,11 +697,10 @@ class Recorder:
         with self.engine.begin() as conn:
             models = self._resolve_models(conn, batch)
             for name, rows in batch.rows.items():
-                table = schema.metadata.tables[name]
-                statement = self._insert(table)
-                if name != "snapshots":  # the one table without a natural key
-                    statement = statement.on_conflict_do_nothing()
-                conn.execute(statement, self._with_model_ids(rows, models))
+                # snapshots: the one table without a natural key
+                bulk.insert_rows(conn, schema.metadata.tables[name],
+                                 self._with_model_ids(rows, models),
+                                 skip_conflicts=name != "snapshots")
             if batch.daemons:
                 d = schema.daemons
                 statement = self._insert(d)

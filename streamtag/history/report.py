@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS
-from streamtag.history import asrun, schema
+from streamtag.history import asrun, content, schema
 from streamtag.history.timeparse import Zone, local_zone, parse_time, span
 from streamtag.text import counted, csv_text
 
@@ -66,9 +66,7 @@ class StreamAirtime:
 
     def content_share(self) -> dict[str, float]:
         """Each content's share of the windows whose content is known, most first."""
-        known = sum(self.content.values())
-        return {kind: n / known for kind, n in sorted(self.content.items(),
-                                                      key=lambda kv: (-kv[1], kv[0]))}
+        return content.shares(self.content)
 
 
 @dataclass
@@ -94,6 +92,9 @@ class History:
     plays: list[dict[str, Any]] = field(default_factory=list)
     # stream -> the station's name its latest status gave (icy-name), where it named one
     stations: dict[str, str] = field(default_factory=dict)
+    # content shares per "hour" or "day" (content.by_period's rows); None: not asked for
+    content_by: str | None = None
+    content_periods: list[dict[str, Any]] = field(default_factory=list)
 
     def streams(self) -> list[str]:
         return sorted(set(self.airtime) | {t["stream"] for t in self.tracks}
@@ -114,6 +115,7 @@ class History:
             "speech": [s.to_dict() for s in self.speech],
             "not_recorded": [s.to_dict() for s in self.not_recorded],
             "period": self.period, "plays": self.plays,
+            "content_by": self.content_by, "content_periods": self.content_periods,
             "tracks": self.tracks, **({"events": self.events} if events else {}),
             "events_total": len(self.events), "gaps": self.gaps,
             "restarts": self.restarts, "snapshots": self.snapshots}
@@ -140,13 +142,17 @@ def model_tags(conn: sa.Connection) -> dict[int, list[str]]:
 def load_history(engine: Engine, streams: Sequence[str] | None = None,
                  since: float | None = None, until: float | None = None, *,
                  top: int = DEFAULT_TAGS, zone: Zone | None = None, period: str | None = None,
-                 now: float | None = None) -> History:
+                 now: float | None = None, content_by: str | None = None) -> History:
     """The history of `streams` (all when None) in [since, until]; `top` tags per track and
-    stream; play counts per `period` ("day", "week") in `zone`, or for the range (None)."""
+    stream; play counts per `period` ("day", "week") in `zone`, or for the range (None);
+    content shares per `content_by` ("hour", "day") in `zone` too, where asked."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     if period is not None and period not in asrun.PERIODS:
         raise ValueError(f"period must be one of {', '.join(asrun.PERIODS)}, got {period!r}")
+    if content_by is not None and content_by not in content.PERIODS:
+        raise ValueError(f"content_by must be one of {', '.join(content.PERIODS)}, got "
+                         f"{content_by!r}")
     zone = zone or local_zone()
     now = time.time() if now is None else now
     s = schema
@@ -154,13 +160,16 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     with engine.connect() as conn:
         tags_of = model_tags(conn)
         sc = s.scores.c
-        # The database counts the windows per set of active tags; there are few such sets,
-        # so a day of 64 stations is aggregated where it lies rather than row by row here.
-        query = (sa.select(sc.stream, sc.model_id, sc.active, sa.func.count().label("n"),
+        # The database counts the windows per set of active tags (and content); there are
+        # few such sets, so a day of 64 stations is aggregated where it lies rather than row
+        # by row here.
+        kinds = content.content_columns(conn)
+        query = (sa.select(sc.stream, sc.model_id, sc.active, *kinds,
+                           sa.func.count().label("n"),
                            sa.func.min(sc.sent_at).label("first_at"),
                            sa.func.max(sc.sent_at).label("last_at"))
                  .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until))
-                 .group_by(sc.stream, sc.model_id, sc.active)
+                 .group_by(sc.stream, sc.model_id, sc.active, *kinds)
                  .order_by(sc.stream, sc.model_id, sc.active))
         for row in conn.execute(query):
             a = airtime.get(row.stream)
@@ -174,17 +183,15 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                 if tag not in a.active:
                     a.active[tag] = 0
                     a.tags.append(tag)
+            if not content.carries_tags(getattr(row, "content", None)):
+                continue  # speech and dead air are no tag's airtime
             for tag in schema.unpack_names(row.active):
                 a.active[tag] += row.n
-        # a database not upgraded to revision 0008 has no content to count
-        if "content" in {c["name"] for c in sa.inspect(conn).get_columns("scores")}:
-            for row in conn.execute(
-                    sa.select(sc.stream, sc.content, sa.func.count().label("n"))
-                    .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until),
-                           sc.content.is_not(None))
-                    .group_by(sc.stream, sc.content)):
-                if row.stream in airtime:
-                    airtime[row.stream].content[row.content] = row.n
+        for stream, counted in content.counts(conn, streams, since, until).items():
+            if stream in airtime:
+                airtime[stream].content = counted
+        content_periods = ([] if content_by is None else content.by_period(
+            conn, streams, since, until, zone, content_by, now if until is None else until))
 
         tc = s.tracks.c
         overlap = []
@@ -264,7 +271,8 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
                    speech=speech,
                    not_recorded=not_recorded, period=period,
-                   plays=asrun.plays(entries, off_air, zone, period, now), stations=stations)
+                   plays=asrun.plays(entries, off_air, zone, period, now), stations=stations,
+                   content_by=content_by, content_periods=content_periods)
 
 
 def station_names(conn: sa.Connection, streams: Sequence[str] | None,
@@ -286,7 +294,8 @@ def station_names(conn: sa.Connection, streams: Sequence[str] | None,
 def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, until: float,
                    bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bin edges in Unix seconds, windows per bin, share active per tag and bin); the
-    database counts the windows per bin and set of active tags."""
+    database counts the windows per bin and set of active tags (and content: a window of
+    speech or dead air has no tag on)."""
     edges = np.linspace(since, until, bins + 1)
     width = (until - since) / bins
     active = np.zeros((len(tags), bins))
@@ -294,17 +303,17 @@ def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, u
     index = {tag: i for i, tag in enumerate(tags)}
     sc = schema.scores.c
     offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
-    # floor, spelled per dialect: SQLite's CAST truncates (the same for offsets >= 0),
-    # PostgreSQL's rounds.
-    bin_of = (sa.func.floor(offset) if engine.dialect.name == "postgresql"
-              else sa.cast(offset, sa.Integer)).label("bin")
-    query = (sa.select(bin_of, sc.active, sa.func.count().label("n"))
-             .where(sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until)
-             .group_by(bin_of, sc.active))
+    bin_of = content.floor_of(engine.dialect.name, offset).label("bin")
     with engine.connect() as conn:
+        kinds = content.content_columns(conn)
+        query = (sa.select(bin_of, sc.active, *kinds, sa.func.count().label("n"))
+                 .where(sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until)
+                 .group_by(bin_of, sc.active, *kinds))
         for row in conn.execute(query):
             b = min(max(int(row.bin), 0), bins - 1)
             counts[b] += row.n
+            if not content.carries_tags(getattr(row, "content", None)):
+                continue
             for tag in schema.unpack_names(row.active):
                 if tag in index:
                     active[index[tag], b] += row.n
@@ -371,6 +380,25 @@ def _spans(history: History, lines: list[str], what: str, spans: list[asrun.Span
                      + (f"  {one_line(s.detail)}" if s.detail else "") + back)
 
 
+def _content_table(history: History, lines: list[str], stream: str) -> None:
+    """The stream's content shares per hour or day, one row each, a column per content
+    heard (of the windows whose content is known) and the windows."""
+    rows = [r for r in history.content_periods if r["stream"] == stream]
+    if not rows:
+        return
+    kinds = [k for k in content.CONTENT_KINDS if any(k in r["counts"] for r in rows)]
+    label = max(len(r["period"]) for r in rows)
+    lines.append(f"  content per {history.content_by} (share of the windows whose content "
+                 "is known):")
+    lines.append(f"    {history.content_by:<{label}}" + "".join(f"  {k:>7}" for k in kinds)
+                 + "  windows")
+    for r in rows:
+        cells = [f"{100 * r['content'][k]:6.1f}%" if k in r["content"] else f"{'-':>7}"
+                 for k in kinds]
+        lines.append(f"    {r['period']:<{label}}" + "".join(f"  {c}" for c in cells)
+                     + f"  {r['windows']:>7}")
+
+
 def format_text(history: History, events: bool = False) -> str:
     """The report for a person; `events`: list every tag on/off (else only their count)."""
     streams = history.streams()
@@ -396,6 +424,7 @@ def format_text(history: History, events: bool = False) -> str:
         if a.content:
             lines.append("  content: " + "  ".join(f"{one_line(kind)} {100 * share:.1f}%"
                                                    for kind, share in a.content_share().items()))
+        _content_table(history, lines, stream)
         entries = [e for e in history.as_run if e.stream == stream]
         if entries:
             lines.append(f"  as-run ({len(entries)}):")
@@ -490,7 +519,9 @@ def format_csv(history: History, events: bool = True) -> str:
     score; for the track now playing, and one whose end was never recorded (kind
     "unfinished"), the share of its windows with the tag on; its EBU R128
     loudness in ``loudness_lufs`` where the daemon measured it), one airtime
-    row per stream (the tags' shares), and rows of kind off_air, silence, speech,
+    row per stream (the tags' shares), a content row per stream and content heard (``detail``
+    the content, ``value`` its share), with ``content_by`` one per hour or day too (kind
+    ``content_hour`` or ``content_day``), and rows of kind off_air, silence, speech,
     not_recorded, plays (per title), tag_plays, event (with `events`), gap and restart.
     Times are ISO 8601 with the report's zone offset. Text cells from outside (streams,
     titles, tags, sessions) are written as text a spreadsheet will not evaluate
@@ -519,6 +550,14 @@ def format_csv(history: History, events: bool = True) -> str:
     for stream, a in sorted(history.airtime.items()):
         row("airtime", stream, a.first_at, a.last_at, value=a.windows,
             values={t: a.share(t) for t in a.tags})
+    for stream, a in sorted(history.airtime.items()):
+        for kind, share in a.content_share().items():
+            row("content", stream, a.first_at, a.last_at, detail=cell(kind),
+                value=f"{share:.6f}")
+    for r in history.content_periods:
+        for kind, share in r["content"].items():
+            row(f"content_{history.content_by}", r["stream"], r["start"], r["end"],
+                detail=cell(kind), value=f"{share:.6f}")
     for e in history.as_run:
         values = {name: v for name, v in e.scores.items() if name in column}
         kind = "now_playing" if e.now_playing else "unfinished" if e.shares else "track"

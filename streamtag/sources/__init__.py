@@ -1,6 +1,8 @@
 """Audio inputs, one module per kind; each yields mono float32 chunks at the consumer's rate with
-their absolute sample index. ``parse_spec`` reads a spec string (its kind and target) and
-``parse_source`` builds the source it names:
+their absolute sample index. Each kind's class declares its ``kind``, the ``schemes`` of the
+specs that name it and its ``spec_help``; ``KINDS`` lists them, and the spec parser, the
+kind table and the help texts are made from it. ``parse_spec`` reads a spec string (its kind
+and target) and ``parse_source`` builds the source it names:
 
 - ``file:PATH`` or an existing path: FileSource (options ``realtime``, ``speed``, ``loop``)
 - ``http://…``, ``https://…``: HttpSource (``reconnect``, ``max_backoff_s``,
@@ -12,6 +14,10 @@ their absolute sample index. ``parse_spec`` reads a spec string (its kind and ta
   ``max_reconnects``)
 - ``pipe:``: PipeSource, raw PCM on standard input (``format``, ``rate``, ``channels``,
   ``block_frames``; ``stream`` from Python only)
+
+A new kind is its module, with a ``Source`` class that declares those three, and one entry in
+``KINDS``; what the daemon's control socket may open of it is the daemon's policy
+(``Daemon.allowed_spec``), which refuses a kind it has no rule for.
 """
 
 from __future__ import annotations
@@ -33,20 +39,35 @@ from streamtag.sources.http import HttpSource
 from streamtag.sources.pipe import PipeSource
 from streamtag.sources.resample import Resampler
 
-__all__ = ["AudioChunk", "DeviceSource", "FileSource", "HostPolicy", "HttpSource", "PipeSource",
-           "Resampler", "Source", "SourceSpec", "StatusCallback", "list_input_devices",
-           "parse_source", "parse_spec"]
+__all__ = ["KINDS", "AudioChunk", "DeviceSource", "FileSource", "HostPolicy", "HttpSource",
+           "PipeSource", "Resampler", "Source", "SourceSpec", "StatusCallback",
+           "list_input_devices", "parse_source", "parse_spec", "spec_help"]
 
-KNOWN_KINDS = "file:PATH (or an existing file), http(s)://URL, device:NAME_OR_INDEX, pipe:"
+# Every kind, in the order help texts name them.
+KINDS: tuple[type[Source], ...] = (FileSource, HttpSource, DeviceSource, PipeSource)
+PATH_KIND: type[Source] = FileSource  # what a spec of no known scheme names, when it is a file
+_KINDS: dict[str, type[Source]] = {cls.kind: cls for cls in KINDS}
+_SCHEMES: dict[str, type[Source]] = {scheme: cls for cls in KINDS for scheme in cls.schemes}
+
+
+def spec_help(kinds: tuple[type[Source], ...] = KINDS, *, code: bool = False) -> str:
+    """How specs of ``kinds`` are written, as help texts and errors list them (``code``: each
+    in Markdown's backticks)."""
+    written = [(f"`{cls.spec_help}`" if code else cls.spec_help)
+               + (" or a path" if cls is PATH_KIND else "") for cls in kinds]
+    return written[0] if len(written) == 1 else f"{', '.join(written[:-1])} or {written[-1]}"
+
+
+KNOWN_KINDS = spec_help()
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
-    """A spec as the parser reads it, and exactly what a source is built from: ``kind`` (file,
-    http, device, pipe), ``target`` (the file's path as written, the URL, the device's name or
-    index; "" for pipe) and ``text`` (the spec without its surrounding blanks). Whoever checks a
-    spec (the daemon, for sources added over the control socket) checks this, so that what is
-    checked is what is opened."""
+    """A spec as the parser reads it, and exactly what a source is built from: ``kind`` (a
+    ``KINDS`` class's), ``target`` (as the kind's ``target_of`` reads it: the file's path as
+    written, the URL, the device's name or index; "" for pipe) and ``text`` (the spec without
+    its surrounding blanks). Whoever checks a spec (the daemon, for sources added over the
+    control socket) checks this, so that what is checked is what is opened."""
 
     kind: str
     target: str
@@ -58,36 +79,21 @@ def parse_spec(spec: str) -> SourceSpec:
     file."""
     text = str(spec).strip()
     scheme, sep, rest = text.partition(":")
-    scheme = scheme.lower() if sep else ""
-    if scheme == "file":
-        if not rest:
-            raise SourceError(f"source {text!r} names no file; write file:PATH")
-        return SourceSpec("file", rest, text)
-    if scheme in ("http", "https"):
-        return SourceSpec("http", text, text)
-    if scheme == "device":
-        return SourceSpec("device", rest or "default", text)
-    if scheme == "pipe":
-        if rest not in ("", "-"):
-            raise SourceError(f"pipe source {redact_url(text)!r}: write just 'pipe:' and "
-                              f"give format=, rate=, channels= as options")
-        return SourceSpec("pipe", "", text)
+    cls = _SCHEMES.get(scheme.lower()) if sep else None
+    if cls is not None:
+        return SourceSpec(cls.kind, cls.target_of(rest, text), text)
     if text and Path(text).is_file():
-        return SourceSpec("file", text, text)
+        return SourceSpec(PATH_KIND.kind, text, text)
     raise SourceError(f"unknown source {redact_url(text)!r}: neither an existing file nor "
                       f"a known kind; use one of: {KNOWN_KINDS}")
-
-
-_KINDS: dict[str, type[Source]] = {"file": FileSource, "http": HttpSource,
-                                   "device": DeviceSource, "pipe": PipeSource}
 
 
 def parse_source(spec: str | SourceSpec, **options) -> Source:
     """The source a spec (text, or as ``parse_spec`` read it) names, built with ``options``;
     SourceError for an unknown scheme, a missing file or an option the kind does not take."""
     parsed = spec if isinstance(spec, SourceSpec) else parse_spec(spec)
-    args = () if parsed.kind == "pipe" else (parsed.target,)
-    return _build(_KINDS[parsed.kind], parsed.kind, options, *args)
+    cls = _KINDS[parsed.kind]
+    return _build(cls, parsed.kind, options, *cls.arguments(parsed.target))
 
 
 @functools.cache

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -147,9 +148,26 @@ class Source(abc.ABC):
     (file, pipe) are simply paced by the consumer.
     """
 
-    kind: str = ""
+    # What a kind declares (streamtag.sources.KINDS lists the kinds): its name, the schemes
+    # of the specs that name it ("SCHEME:..."), and how such a spec is written, for help texts
+    # and errors.
+    kind: ClassVar[str] = ""
+    schemes: ClassVar[tuple[str, ...]] = ()
+    spec_help: ClassVar[str] = ""
     live: bool = False
     description: str = ""
+
+    @classmethod
+    def target_of(cls, rest: str, text: str) -> str:
+        """The target a spec of this kind names (what follows the scheme's colon, ``rest``, of
+        the whole spec ``text``), as ``SourceSpec.target``; SourceError for a spec that is not
+        written as the kind takes it."""
+        return rest
+
+    @classmethod
+    def arguments(cls, target: str) -> tuple[str, ...]:
+        """The source's positional arguments for a spec's target (its options are keywords)."""
+        return (target,)
 
     def __init__(self) -> None:
         self.counters: dict = {"chunks": 0, "samples": 0, "overflows": 0, "reconnects": 0,

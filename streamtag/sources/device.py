@@ -152,7 +152,13 @@ class DeviceSource(Source):
     """
 
     kind = "device"
+    schemes = ("device",)
+    spec_help = "device:NAME_OR_INDEX"
     live = True
+
+    @classmethod
+    def target_of(cls, rest: str, text: str) -> str:
+        return rest or "default"
 
     def __init__(self, device: str | int = "default", *, blocksize: int = 1024,
                  channels: int | None = None, device_rate: float | None = None,

@@ -40,7 +40,15 @@ class FileSource(Source):
     """
 
     kind = "file"
+    schemes = ("file",)  # and a path to an existing file (streamtag.sources.PATH_KIND)
+    spec_help = "file:PATH"
     live = False
+
+    @classmethod
+    def target_of(cls, rest: str, text: str) -> str:
+        if not rest:
+            raise SourceError(f"source {text!r} names no file; write file:PATH")
+        return rest
 
     def __init__(self, path: str | Path, *, realtime: bool = False, loop: bool = False,
                  speed: float = 1.0) -> None:

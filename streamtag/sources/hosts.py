@@ -139,7 +139,7 @@ class HostPolicy:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise SourceError(f"host {host!r} does not resolve ({exc}); check the URL") from None
-        return sorted({info[4][0] for info in infos})
+        return sorted({str(info[4][0]) for info in infos})
 
     def check(self, url: str) -> None:
         """Raises SourceError unless ``url``'s host may be opened under this policy: its name,
@@ -157,11 +157,11 @@ class HostPolicy:
         host, port = address[0], address[1]
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         for info in infos:
-            self.check_address(host, info[4][0])
+            self.check_address(host, str(info[4][0]))
         error: OSError = OSError(f"host {host} has no address")
         for *_, sockaddr in infos:
             try:
-                return socket.create_connection((sockaddr[0], sockaddr[1]), timeout,
+                return socket.create_connection((str(sockaddr[0]), int(sockaddr[1])), timeout,
                                                 source_address)
             except OSError as exc:
                 error = exc

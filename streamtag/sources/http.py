@@ -409,7 +409,13 @@ class HttpSource(Source):
     """
 
     kind = "http"
+    schemes = ("http", "https")
+    spec_help = "http(s)://URL"
     live = True
+
+    @classmethod
+    def target_of(cls, rest: str, text: str) -> str:
+        return text  # the whole URL
 
     def __init__(self, url: str, *, reconnect: bool = True, max_backoff_s: float = 30.0,
                  initial_backoff_s: float = 0.5, read_timeout_s: float = 10.0,

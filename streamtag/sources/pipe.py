@@ -15,8 +15,9 @@ import numpy as np
 
 from streamtag.errors import SourceError
 from streamtag.sources.base import AudioChunk, Source
+from streamtag.sources.hosts import redact_url
 
-FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+FORMATS: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
 
 class PipeSource(Source):
@@ -30,7 +31,20 @@ class PipeSource(Source):
     """
 
     kind = "pipe"
+    schemes = ("pipe",)
+    spec_help = "pipe:"
     live = False
+
+    @classmethod
+    def target_of(cls, rest: str, text: str) -> str:
+        if rest not in ("", "-"):
+            raise SourceError(f"pipe source {redact_url(text)!r}: write just 'pipe:' and give "
+                              "format=, rate=, channels= as options")
+        return ""
+
+    @classmethod
+    def arguments(cls, target: str) -> tuple[str, ...]:
+        return ()  # standard input, or the stream= option
 
     def __init__(self, *, format: str = "s16le", rate: float = 44100, channels: int = 1,
                  stream: BinaryIO | None = None, block_frames: int = 4096) -> None:

@@ -3,7 +3,8 @@
 `FeedState` is plain data, fed from one thread (the event loop's); it turns protocol messages
 (as `ReceivedMessage.to_dict()` dicts) and control replies into the views a page draws, so a
 page that connects late gets the current state at once: the tags on, a short timeline of them,
-the last audio level and mood, whether it is silent (dead air) and since when, and the mood's
+what the audio is (protocol 1.7's content: while it is not music, no tag is shown on), the
+last audio level and mood, whether it is silent (dead air) and since when, and the mood's
 course over the last half hour (the venue page's ribbon). `FeedThread` runs a
 `streamtag.wire.subscriber.Subscriber` in a background thread and hands each message to a
 callback. Nothing here knows audio, models or HTTP.
@@ -20,6 +21,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from streamtag.engine.content import MUSIC
+from streamtag.wire.protocol import CONTENT_KINDS
 from streamtag.wire.ready_thread import ReadyThread
 from streamtag.wire.security import ClientCurve
 from streamtag.wire.subscriber import Subscriber
@@ -60,7 +63,13 @@ def _blank_stream(stream: str) -> dict[str, Any]:
             "active": [], "thresholds": None, "status": None, "updated_at": None,
             "gaps": 0, "restarted_at": None, "history": deque(), "tracks": [],
             "audio": None, "mood": None, "moods": deque(maxlen=MOOD_POINTS),
-            "silence": None}
+            "silence": None, "content": None}
+
+
+def carries_tags(content: str | None) -> bool:
+    """Whether a window of this content shows its tags: music, or not known (a daemon
+    without [content]); speech and dead air show none, whatever the window lists."""
+    return content is None or content == MUSIC
 
 
 class _Weight:
@@ -224,8 +233,11 @@ class FeedState:
         # The same tags as before keep the same strings, which the timeline's bins share.
         tags = view["tags"] if view["tags"] == body["tags"] else list(body["tags"])
         names = {tag: tag for tag in tags}
+        content = body.get("content")  # since protocol 1.7
+        content = content if content in CONTENT_KINDS else None
         view.update(tags=tags, smoothed=list(body["smoothed"]),
-                    active=[names.get(tag, tag) for tag in body["active"]], model=dict(model),
+                    active=[names.get(tag, tag) for tag in body["active"]]
+                    if carries_tags(content) else [], model=dict(model), content=content,
                     updated_at=now,
                     thresholds=self._thresholds_for(model.get("hash"), body["tags"]),
                     audio=dict(audio) if isinstance(audio, Mapping) else None,
@@ -250,7 +262,7 @@ class FeedState:
         # Events are folded into the active set so a page shows a change at once, before the
         # next scores message confirms it.
         active = [t for t in view["active"] if t != body["tag"]]
-        if body["state"] == "on":
+        if body["state"] == "on" and carries_tags(view["content"]):
             active.append(body["tag"])
         view["active"] = active
 

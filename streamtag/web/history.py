@@ -2,8 +2,11 @@
 ``streamtag record``) as one JSON answer for the page history.html.
 
 Per stream (each with windows, tracks or spans in the range: a station off air throughout is
-listed, with no windows): windows, each tag's share of airtime, and a heat strip of the leading
-tags' shares over time (bins never narrower than the stream's hop); the as-run log (the tracks
+listed, with no windows): windows, each tag's share of airtime (speech and dead air are no
+tag's), what the audio was (its music, speech, silence, tone and noise shares, and per bin of
+the strip the content most of its windows had, and its windows per content and quarter hour,
+which the page adds up per hour of its zone), and a heat strip of the leading tags' shares
+over time (bins never narrower than the stream's hop); the as-run log (the tracks
 with what cut them, and the one now playing), the spans off air, silent and not recorded, the
 last events, and what is missing (gaps, daemon restarts).
 
@@ -34,7 +37,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from streamtag.errors import ConfigError
-from streamtag.history import report, schema
+from streamtag.history import content, report, schema
 from streamtag.history.plot import bin_count, hop_s
 
 DEFAULT_HOURS = 1.0
@@ -155,24 +158,39 @@ class HistoryView:
         since = now - hours * 3600.0
         history = report.load_history(self.engine, since=since, until=now, top=TOP_TAGS,
                                       now=now)
+        with self.engine.connect() as conn:
+            quarters = content.by_quarter(conn, None, since, now)
         streams = {}
         for stream, airtime in sorted(history.airtime.items()):
             tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:TOP_TAGS]
             bins = min(BINS, bin_count(since, now, hop_s(airtime)))
             edges, counts, share = report.tag_share_bins(self.engine, stream, tags, since, now,
                                                          bins)
+            _, kinds = content.content_bins(self.engine, stream, since, now, bins)
+            known = kinds.sum(axis=0)
             streams[stream] = {
                 "windows": airtime.windows, "first_at": airtime.first_at,
                 "last_at": airtime.last_at,
                 "airtime": [[t, round(airtime.share(t), 6)]
                             for t in sorted(airtime.tags, key=lambda t: -airtime.share(t))],
+                "content": [[kind, round(value, 6)]
+                            for kind, value in airtime.content_share().items()],
+                # windows per content and quarter hour: the page adds them up per hour of
+                # its own zone
+                "content_quarters": quarters.get(stream, []),
                 "strip": {"tags": tags, "counts": counts.astype(int).tolist(),
                           "share": [[None if np.isnan(v) else round(float(v), 4) for v in row]
-                                    for row in share]}}
+                                    for row in share],
+                          # per bin the content most of its windows had; None: not known
+                          "content": [content.CONTENT_KINDS[int(k)] if n else None
+                                      for k, n in zip(kinds.argmax(axis=0), known,
+                                                      strict=True)]}}
         for stream in history.streams():  # off air throughout, or tracks without windows
             streams.setdefault(stream, {"windows": 0, "first_at": None, "last_at": None,
-                                        "airtime": [],
-                                        "strip": {"tags": [], "counts": [], "share": []}})
+                                        "airtime": [], "content": [],
+                                        "content_quarters": [],
+                                        "strip": {"tags": [], "counts": [], "share": [],
+                                                  "content": []}})
         streams = dict(sorted(streams.items()))
         return {"since": since, "until": now, "hours": hours, "bins": BINS,  # at most
                 # a track's heard audio shorter than its length by more than this is said

@@ -55,7 +55,7 @@ from streamtag.errors import ConfigError
 from streamtag.history.timeparse import parse_time, zone_named
 from streamtag.web.feed import DEFAULT_HISTORY_S, FeedState, FeedThread
 from streamtag.web.history import DEFAULT_HOURS, HistoryBusy, HistoryNotYet, HistoryView
-from streamtag.wire.control import control_request, read_token
+from streamtag.wire.control import ControlClient, read_token
 from streamtag.wire.listener import (
     QUIET,
     ConnectionLimiter,
@@ -204,13 +204,12 @@ def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
 def _request_snapshot(control: str, curve: ClientCurve | None, token_file: str | None = None,
                       ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     # the daemon's token from its own file, read each time (the daemon may make a new one);
-    # without one, control_request reads the default file
+    # without one, the client reads the default file
     token = read_token(token_file) if token_file else None
-    snapshot = control_request(control, {"cmd": "snapshot"}, CONTROL_TIMEOUT_MS, curve=curve,
-                               token=token)
+    client = ControlClient(control, curve=curve, token=token, attempt_ms=CONTROL_TIMEOUT_MS)
+    snapshot = client.snapshot()
     try:  # stream states (failed, reconnecting) are a bonus; the snapshot is what counts
-        status = control_request(control, {"cmd": "status"}, CONTROL_TIMEOUT_MS, curve=curve,
-                                 token=token)
+        status = client.status()
     except (TimeoutError, OSError, ValueError):
         status = None
     return snapshot, status if status and status.get("ok") else None

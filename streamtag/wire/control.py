@@ -52,6 +52,15 @@ from streamtag.wire.protocol import (
     error_reply,
 )
 from streamtag.wire.ready_thread import ReadyThread
+from streamtag.wire.requests import (
+    AddSource,
+    ClientRequest,
+    Ping,
+    ReloadModel,
+    RemoveSource,
+    Snapshot,
+    Status,
+)
 from streamtag.wire.security import (
     CONTROL_DOMAIN,
     ClientCurve,
@@ -84,7 +93,7 @@ def default_token_file() -> Path:
     return places.home() / TOKEN_FILE
 
 
-def load_token(path: str | os.PathLike) -> str:
+def load_token(path: str | os.PathLike[str]) -> str:
     """The token in ``path``: the file's text with the blanks around it taken off, opened
     without following a link and checked on the opened file (this user's, read and written by
     no one else). ConfigError naming the file, the reason and the fix otherwise."""
@@ -106,7 +115,7 @@ def load_token(path: str | os.PathLike) -> str:
     return token
 
 
-def read_token(path: str | os.PathLike) -> str | None:
+def read_token(path: str | os.PathLike[str]) -> str | None:
     """The token in ``path`` (``load_token``), or None when it cannot be had."""
     try:
         return load_token(path)
@@ -138,7 +147,7 @@ def _write_token(path: Path, replace: bool) -> None:
             os.unlink(temporary)
 
 
-def ensure_token(path: str | os.PathLike, *, pin: bool = False) -> str:
+def ensure_token(path: str | os.PathLike[str], *, pin: bool = False) -> str:
     """The daemon's control token, in ``path``: a new one at every call (every start), unless
     ``pin`` keeps the one the file holds (made when missing). The folder is made 0700 when
     missing. ConfigError naming the place and the fix when the folder or an existing file is
@@ -169,10 +178,10 @@ class TokenSource:
     now, read again whenever the file changes (daemons that share a token file share the token
     of the latest start). A file that cannot be read keeps the last token read."""
 
-    def __init__(self, token: str | None = None, path: str | os.PathLike | None = None):
+    def __init__(self, token: str | None = None, path: str | os.PathLike[str] | None = None):
         self._fixed = token.encode() if token is not None else None
         self.path = Path(path).expanduser() if path is not None else None
-        self._seen: tuple | None = None
+        self._seen: tuple[int, int, int, int] | None = None
         self._token: bytes | None = None
         self._lock = threading.Lock()
 
@@ -251,7 +260,7 @@ def _is_this_machine(endpoint: str) -> bool:
     except (socket.gaierror, UnicodeError):
         return False
     for family, kind, proto, _, address in infos:
-        if ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+        if ipaddress.ip_address(str(address[0]).split("%")[0]).is_loopback:
             return True
         with socket.socket(family, kind, proto) as probe:
             try:
@@ -265,7 +274,7 @@ def _is_this_machine(endpoint: str) -> bool:
 Handler = Callable[[dict[str, Any]], Mapping[str, Any] | None]
 
 
-def _refusal_text(token_file: str | os.PathLike | None) -> str:
+def _refusal_text(token_file: str | os.PathLike[str] | None) -> str:
     """What a request without authority is told: where the token is, how a client finds it
     (by itself in the default file, else with --token-file), and that it is never sent."""
     never_sent = ("; the token itself is never sent: ask for a challenge and sign the request "
@@ -305,9 +314,9 @@ class ControlServer:
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT,
                  handlers: Mapping[str, Handler] | None = None, *,
-                 context: zmq.Context | None = None, poll_ms: int = 100,
+                 context: zmq.Context[Any] | None = None, poll_ms: int = 100,
                  curve: CurveKeys | None = None, curve_domain: str = CONTROL_DOMAIN,
-                 token: str | None = None, token_file: str | os.PathLike | None = None):
+                 token: str | None = None, token_file: str | os.PathLike[str] | None = None):
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         for name, handler in (handlers or {}).items():
             if not isinstance(name, str) or not callable(handler):
@@ -524,7 +533,7 @@ def _announce(endpoint: str, token_file: Path, cmd: Any) -> None:
 
 
 def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int = 2000, *,
-                    context: zmq.Context | None = None, curve: ClientCurve | None = None,
+                    context: zmq.Context[Any] | None = None, curve: ClientCurve | None = None,
                     token: str | None = None,
                     max_reply_bytes: int = MAX_REPLY_BYTES) -> dict[str, Any]:
     """Send one control request and return the reply dict ({"ok": ..., ...}).
@@ -590,6 +599,73 @@ def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int =
         sock.close(linger=0)
 
 
+class ControlClient:
+    """A daemon's control socket as methods, one per request, each returning the reply dict
+    (``{"ok": ...}``; a refusal is ``"ok": false`` with the daemon's ``"error"``).
+
+    Every request goes as ``control_request`` sends it (signed with ``token`` or the default
+    token file's, or under ``curve``), waiting ``attempt_ms`` for its reply. With ``wait_s``
+    it is asked again until that many seconds have passed (a daemon that is still loading its
+    model answers nothing yet), and ``on_wait`` is told once that the client waits. Raises the
+    last attempt's TimeoutError; ProtocolError for a reply that is not valid."""
+
+    def __init__(self, endpoint: str, *, curve: ClientCurve | None = None,
+                 token: str | None = None, context: zmq.Context[Any] | None = None,
+                 attempt_ms: int = 2000, wait_s: float = 0.0,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        self.endpoint = endpoint
+        self.curve, self.token, self.context = curve, token, context
+        self.attempt_ms, self.wait_s, self.on_wait = attempt_ms, wait_s, on_wait
+
+    def ping(self) -> dict[str, Any]:
+        return self.ask(Ping())
+
+    def status(self, *, histograms: bool = False) -> dict[str, Any]:
+        return self.ask(Status(histograms))
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.ask(Snapshot())
+
+    def add_source(self, stream_id: str, spec: str, *, title: str | None = None,
+                   options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.ask(AddSource(stream_id, spec, title, dict(options or {})))
+
+    def remove_source(self, stream_id: str) -> dict[str, Any]:
+        return self.ask(RemoveSource(stream_id))
+
+    def reload_model(self, path: str) -> dict[str, Any]:
+        return self.ask(ReloadModel(path))
+
+    def ask(self, request: ClientRequest | Mapping[str, Any]) -> dict[str, Any]:
+        """The reply to ``request`` (typed, or a request object as the wire carries it)."""
+        payload = request if isinstance(request, Mapping) else request.to_dict()
+        deadline = time.monotonic() + max(0.0, self.wait_s)
+        told = False
+        timeout_ms = self.attempt_ms  # the first attempt waits this long, whatever wait_s
+        while True:
+            try:
+                # (a daemon that came up while we waited: control_request reads the default
+                # token file once the daemon has answered its challenge)
+                return control_request(self.endpoint, payload, timeout_ms=timeout_ms,
+                                       curve=self.curve, token=self.token,
+                                       context=self.context)
+            except TimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    if not told:
+                        raise
+                    # the whole wait, not the last attempt's share of it
+                    raise TimeoutError(str(exc).replace(
+                        f"within {timeout_ms} ms", f"within {self.wait_s:g} s (--wait)",
+                        1)) from None
+                if self.on_wait is not None and not told:
+                    self.on_wait(f"no answer from the daemon's control socket at "
+                                 f"{self.endpoint} yet; waiting up to {self.wait_s:g} s "
+                                 "(--wait)")
+                told = True
+                timeout_ms = max(200, min(self.attempt_ms,
+                                          int(1000 * (deadline - time.monotonic()))))
+
+
 def _reply_signed(key: bytes, nonce: str, mac: str, frames: list[bytes]) -> bool:
     """Whether ``frames`` ([auth, reply]) carry the mac of the daemon that holds ``key``."""
     try:
@@ -608,7 +684,7 @@ def _not_signed(endpoint: str) -> dict[str, Any]:
                        "(the daemon restarting?), or the token is not this daemon's")
 
 
-def _round_trip(sock: zmq.Socket, frames: list[bytes], deadline: float, endpoint: str,
+def _round_trip(sock: zmq.Socket[Any], frames: list[bytes], deadline: float, endpoint: str,
                 timeout_ms: int) -> list[bytes]:
     """Sends ``frames`` as one message on the REQ socket and returns the reply's frames, or
     TimeoutError once ``deadline`` has passed."""

@@ -207,14 +207,15 @@ class LimitedConnection(ServerConnection):
         super().connection_lost(exc)
 
 
-def quiet_exception_handler(name: str) -> Callable[[asyncio.AbstractEventLoop, dict], None]:
+def quiet_exception_handler(name: str
+                            ) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
     """An event loop's exception handler that says socket errors (``socket.accept() out of
     system resource`` when descriptors run out, which the loop retries every second) in one
     line a minute at most, not a traceback each; anything else as the loop would."""
     last = [-float("inf")]
     missed = [0]
 
-    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if not isinstance(context.get("exception"), OSError):
             loop.default_exception_handler(context)
             return
@@ -301,7 +302,8 @@ class HttpListener:
                 return plain(HTTPStatus.INTERNAL_SERVER_ERROR, f"failed: {exc}\n")
 
         async with serve(nothing, sock=self._socket, process_request=process_request,
-                         create_connection=self.limiter.connection_factory,
+                         # websockets calls it as it would the class: a factory serves
+                         create_connection=self.limiter.connection_factory,  # type: ignore[arg-type]
                          open_timeout=limits.open_timeout_s, close_timeout=CLOSE_TIMEOUT_S,
                          server_header=None, logger=QUIET, max_size=1 << 12) as server:
             started.set_result(None)

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from json.encoder import encode_basestring as _json_str  # json.dumps' str, non-ASCII kept
 from numbers import Integral
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
+import orjson
 
 from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
@@ -104,13 +105,13 @@ def parse_version(version: Any) -> tuple[int, int]:
 
 def check_version(version: Any) -> str:
     """Return `version` if this code reads it (a known major, any minor), else ProtocolError."""
-    major, _ = parse_version(version)
+    major, _ = parse_version(version)  # so a string
     if major not in READABLE_MAJORS:
         readable = ", ".join(str(m) for m in READABLE_MAJORS)
         raise ProtocolError(f"protocol version {version} is not supported: this reader reads "
                             f"major version {readable} (it speaks {PROTOCOL_VERSION}); upgrade "
                             "the subscriber or run a daemon that speaks that major version")
-    return version
+    return str(version)
 
 
 def topic_for(msg_type: str, stream: str) -> str:
@@ -168,10 +169,11 @@ class _Part:
 
     @classmethod
     def _register(cls) -> None:
-        cls._defaults = {f.name: f.default for f in fields(cls)}
+        cls._defaults = {f.name: f.default
+                         for f in fields(cls)}  # type: ignore[arg-type]  # each part is a dataclass
 
     @classmethod
-    def from_dict(cls, data: Any):
+    def from_dict(cls, data: Any) -> Self:
         """Build from a decoded JSON object; unknown keys are ignored, missing ones an error."""
         if not isinstance(data, Mapping):
             raise ProtocolError(f"{cls._what} must be a JSON object, got {values.kind(data)}")
@@ -465,7 +467,7 @@ class StatusBody(_Part):
 
     state: str
     error: str | None = None
-    counters: dict[str, int | float] | None = None
+    counters: Mapping[str, int | float] | None = None
     title: str | None = None
     source: str | None = None
     station: str | None = None  # since 1.2: the station's name (icy-name), left out when None
@@ -656,7 +658,7 @@ class SilenceBody(_Part):
 
 
 Body = ScoresBody | EventBody | StatusBody | HeartbeatBody | TrackBody | SilenceBody
-BODY_TYPES: dict[str, type] = {b.msg_type: b for b in (ScoresBody, EventBody, StatusBody,
+BODY_TYPES: dict[str, type[Body]] = {b.msg_type: b for b in (ScoresBody, EventBody, StatusBody,
                                                         HeartbeatBody, TrackBody, SilenceBody)}
 for _part in (Header, *BODY_TYPES.values()):
     _part._register()
@@ -955,6 +957,168 @@ def decode(frames: Any) -> Message:
         body = parse_json(parts[2], "body frame")
     return _from_parts(topic, header, body)
 
+
+
+# Opening brackets a frame may hold for orjson to parse it: some versions recurse without a
+# bound (a frame of a million "[" crashes them), so a frame that could nest deeper goes to the
+# standard library's parser, which refuses deep nesting. Honest frames hold a handful.
+_ORJSON_MOST_BRACKETS = 64
+DECODER_MOST_HEADERS = 65536  # (version, type, session, stream) checked: 10,000 streams' 5 types
+DECODER_MOST_MODELS = 256  # (tags, name, hash) of scores checked ...
+DECODER_MOST_MODEL_CHARS = 16 * 1024 * 1024  # ... and their characters together
+
+
+_T = TypeVar("_T")
+
+
+def _built(cls: type[_T], fields_: dict[str, Any]) -> _T:
+    """A frozen dataclass of fields already checked as its ``__post_init__`` would."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields_)
+    return obj
+
+
+class Decoder:
+    """``decode`` for a reader of many messages (a subscriber): the same Message for the same
+    frames and the same ProtocolError for malformed ones, in a fraction of the time. What
+    repeats from message to message is checked once and remembered: a stream's header fields
+    (version, type, session, stream id and so its topic) and a model's tags, name and hash.
+    Scores, events and heartbeats whose every field has the type a publisher writes are parsed
+    by orjson and built from those checks; anything else, and anything the short way doubts,
+    takes ``decode``. What it remembers is bounded (``DECODER_MOST_*``), whatever peers send:
+    past a bound it forgets everything and checks anew."""
+
+    def __init__(self) -> None:
+        self._topics: dict[tuple[str, str, str, str], str] = {}  # header key -> its topic
+        self._models: dict[tuple[Any, ...],
+                           tuple[tuple[str, ...], frozenset[str], ModelRef]] = {}
+        self._model_chars = 0
+
+    def decode(self, frames: Any) -> Message:
+        if type(frames) is list and len(frames) == 3:
+            try:
+                message = self._short(frames)
+            except Exception:  # noqa: BLE001 - doubts only: decode says what is wrong
+                message = None
+            if message is not None:
+                return message
+        return decode(frames)
+
+    def _short(self, frames: list[Any]) -> Message | None:
+        topic, header_frame_, body_frame = frames
+        if (type(topic) is not bytes or type(header_frame_) is not bytes
+                or type(body_frame) is not bytes or len(topic) > MAX_TOPIC_BYTES
+                or len(header_frame_) > MAX_HEADER_BYTES):
+            return None
+        header = _orjson_object(header_frame_)
+        if header is None:
+            return None
+        key: tuple[Any, Any, Any, Any] = (header.get("version"), header.get("msg_type"),
+                                          header.get("session"), header.get("stream"))
+        expected_topic = self._topics.get(key)
+        msg_id, seq, sent_at = header.get("msg_id"), header.get("seq"), header.get("sent_at")
+        if not (type(msg_id) is str and 0 < len(msg_id) <= MAX_ID_LENGTH and msg_id.isascii()
+                and type(seq) is int and 0 <= seq <= MAX_INTEGER
+                and type(sent_at) is float and 0 <= sent_at < math.inf):
+            return None
+        msg_type = key[1]
+        if msg_type not in (SCORES, EVENT, HEARTBEAT) \
+                or len(body_frame) > MAX_BODY_BYTES[msg_type]:
+            return None
+        if expected_topic is None:
+            Header(*key[:2], msg_id, *key[2:], seq, sent_at)  # ProtocolError: doubted
+            expected_topic = topic_for(msg_type, key[3])
+            if len(self._topics) >= DECODER_MOST_HEADERS:
+                self._topics.clear()
+            self._topics[key] = expected_topic
+        if topic.decode("utf-8") != expected_topic:
+            return None
+        fields_ = _orjson_object(body_frame)
+        if fields_ is None:
+            return None
+        body: Body | None
+        if msg_type == SCORES:
+            body = self._scores(fields_)
+        elif msg_type == EVENT:
+            body = _event(fields_)
+        else:
+            body = BODY_TYPES[msg_type].from_dict(fields_)
+        if body is None:
+            return None
+        return _built(Message, {"header": _built(Header, {
+            "version": key[0], "msg_type": msg_type, "msg_id": msg_id, "session": key[2],
+            "stream": key[3], "seq": seq, "sent_at": sent_at}), "body": body})
+
+    def _scores(self, body: dict[str, Any]) -> ScoresBody | None:
+        tags, model = body.get("tags"), body.get("model")
+        if type(tags) is not list or type(model) is not dict:
+            return None
+        key = (tuple(tags), model.get("name"), model.get("hash"))  # TypeError: doubted
+        known = self._models.get(key)
+        if known is None:
+            checked = ScoresBody.from_dict(body)  # ProtocolError: doubted
+            self._remember_model(key, checked)
+            return checked
+        tags_, tag_set, model_ref = known
+        start_s, end_s = body.get("start_s"), body.get("end_s")
+        latency_ms = body.get("latency_ms")
+        start_sample, end_sample = body.get("start_sample"), body.get("end_sample")
+        raw, smoothed, active = body.get("raw"), body.get("smoothed"), body.get("active")
+        audio, mood, content = body.get("audio"), body.get("mood"), body.get("content")
+        if not (type(start_s) is float and type(end_s) is float and type(latency_ms) is float
+                and 0 <= start_s <= end_s < math.inf and math.isfinite(latency_ms)
+                and type(start_sample) is int and type(end_sample) is int
+                and 0 <= start_sample <= end_sample <= MAX_INTEGER
+                and type(raw) is list and type(smoothed) is list and type(active) is list
+                and len(raw) == len(smoothed) == len(tags_) > 0
+                and set(map(type, raw)) == {float} and set(map(type, smoothed)) == {float}
+                and math.isfinite(sum(raw)) and math.isfinite(sum(smoothed))
+                and tag_set.issuperset(active)
+                and (content is None or content in CONTENT_KINDS)):
+            return None
+        return _built(ScoresBody, {
+            "start_s": start_s, "end_s": end_s, "start_sample": start_sample,
+            "end_sample": end_sample, "tags": tags_, "raw": tuple(raw),
+            "smoothed": tuple(smoothed), "active": tuple(active), "model": model_ref,
+            "latency_ms": latency_ms,
+            "audio": None if audio is None else AudioLevel.coerce(audio),
+            "mood": None if mood is None else Mood.coerce(mood), "content": content})
+
+    def _remember_model(self, key: tuple[Any, ...], checked: ScoresBody) -> None:
+        chars = len(str(key[1])) + len(str(key[2])) + sum(map(len, checked.tags))
+        if (len(self._models) >= DECODER_MOST_MODELS
+                or self._model_chars + chars > DECODER_MOST_MODEL_CHARS):
+            self._models.clear()
+            self._model_chars = 0
+        self._models[key] = (checked.tags, frozenset(checked.tags), checked.model)
+        self._model_chars += chars
+
+
+def _event(body: dict[str, Any]) -> EventBody | None:
+    """An event body of the types a publisher writes, checked as EventBody checks it (a string
+    orjson gives is valid Unicode); None for anything else."""
+    tag, state, score = body.get("tag"), body.get("state"), body.get("score")
+    time_s, sample = body.get("time_s"), body.get("sample")
+    if not (type(tag) is str and 0 < len(tag) <= MAX_TEXT_LENGTH
+            and type(state) is str and state in EVENT_STATES
+            and type(score) is float and math.isfinite(score)
+            and type(time_s) is float and 0 <= time_s < math.inf
+            and type(sample) is int and 0 <= sample <= MAX_INTEGER):
+        return None
+    return _built(EventBody, {"tag": tag, "state": state, "score": score, "time_s": time_s,
+                              "sample": sample})
+
+
+def _orjson_object(frame: bytes) -> dict[str, Any] | None:
+    """A JSON object parsed by orjson, or None for anything else (and for a frame that might
+    nest deeper than orjson is trusted with)."""
+    if frame.count(b"[") + frame.count(b"{") > _ORJSON_MOST_BRACKETS:
+        return None
+    try:
+        value = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    return value if type(value) is dict else None
 
 # ---------------------------------------------------------------- control socket
 

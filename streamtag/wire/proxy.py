@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -36,16 +37,13 @@ from streamtag.wire.security import (
     make_client,
     make_server,
 )
-from streamtag.wire.sockets import bind_or_connect
+from streamtag.wire.sockets import (
+    DEFAULT_BACKEND,
+    DEFAULT_FRONTEND,
+    MAX_MESSAGE_BYTES,
+    bind_or_connect,
+)
 
-DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
-DEFAULT_BACKEND = "tcp://127.0.0.1:5559"
-# The frontend receives whole feed messages. The largest honest one, a scores message of a
-# 4096-tag model with 64-character tag names, all active, is 0.62 MB (1.15 MB with 128-character
-# names); ZeroMQ disconnects a peer that sends a larger frame, before buffering it. The same as
-# the protocol's MAX_FRAME_BYTES, past which a subscriber refuses a frame anyway (not imported:
-# the parser reads this module, and the protocol's imports are not needed to parse).
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 FRONTEND_KEY_FLAGS = "--server-key/--daemon-key"
 BACKEND_KEY_FLAGS = "--server-key/--client-keys"
 _CONTROL_IDS = itertools.count()
@@ -73,7 +71,7 @@ def open_endpoints(frontend: str | None, backend: str, *, daemon_key: bool,
 
 def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BACKEND,
               stop_event: threading.Event | None = None, *, upstream: Sequence[str] = (),
-              sndhwm: int = 1000, context: zmq.Context | None = None, poll_ms: int = 100,
+              sndhwm: int = 1000, context: zmq.Context[Any] | None = None, poll_ms: int = 100,
               ready: Callable[[str | None, str], None] | None = None,
               curve: CurveKeys | None = None, client_keys: str | Path | None = None,
               daemon_key: bytes | None = None, insecure: bool = False,
@@ -126,7 +124,7 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
             ctx.term()
 
 
-def _serve(ctx: zmq.Context, frontend: str | None, backend: str,
+def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
            stop_event: threading.Event | None, upstream: Sequence[str], sndhwm: int,
            poll_ms: int, ready: Callable[[str | None, str], None] | None,
            curve: CurveKeys | None, daemon_key: bytes | None,
@@ -171,7 +169,7 @@ def _serve(ctx: zmq.Context, frontend: str | None, backend: str,
     return stats
 
 
-def _steer(ctx: zmq.Context, control_endpoint: str, stop_event: threading.Event, poll_ms: int,
+def _steer(ctx: zmq.Context[Any], control_endpoint: str, stop_event: threading.Event, poll_ms: int,
            stats: ProxyStats) -> None:
     """Waits for `stop_event`, reads the proxy's counters into `stats`, and stops it."""
     while not stop_event.wait(poll_ms / 1000.0):

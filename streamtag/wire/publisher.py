@@ -72,7 +72,7 @@ class Publisher:
 
     def __init__(self, endpoint: str = DEFAULT_FEED_ENDPOINT, sndhwm: int = 1000,
                  session: str | None = None, *, connect: bool = False, linger_ms: int = 1000,
-                 hwm_policy: str = "per_subscriber", context: zmq.Context | None = None,
+                 hwm_policy: str = "per_subscriber", context: zmq.Context[Any] | None = None,
                  curve: CurveKeys | None = None, connected_wait_s: float = 0.0):
         if hwm_policy not in HWM_POLICIES:
             raise ValueError(f"hwm_policy must be one of {', '.join(HWM_POLICIES)}, "
@@ -89,7 +89,7 @@ class Publisher:
         self._linger_ms = linger_ms
         self._seq: dict[bytes, int] = {}  # next seq per topic
         self._topics: dict[tuple[str, str], bytes] = {}  # (type, checked stream id) -> topic
-        self._scores: dict[tuple, ScoresEncoder] = {}  # by (tags, model name, model hash)
+        self._scores: dict[tuple[Any, ...], ScoresEncoder] = {}  # by (tags, model name, model hash)
         self._lock = threading.Lock()
         self._holds = 0  # held() contexts open; while any is, messages wait in _held
         self._held: list[list[bytes]] = []
@@ -270,7 +270,7 @@ class Publisher:
         self.sent += 1
         return True
 
-    def _wait_connected(self, monitor: zmq.Socket, timeout_s: float) -> None:
+    def _wait_connected(self, monitor: zmq.Socket[Any], timeout_s: float) -> None:
         """A connecting PUB drops what it sends before its peer is there and has sent the
         subscriptions it forwards (ZeroMQ's slow joiner): after a restart behind a proxy, a
         stream's first status would be lost and its subscribers would see a gap. So wait,

@@ -19,6 +19,7 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -105,7 +106,7 @@ def client_curve(server_key: str | Path, client_key: str | Path) -> ClientCurve:
     return ClientCurve(load_keys(server_key, False).public, load_keys(client_key, True))
 
 
-def make_server(sock: zmq.Socket, keys: CurveKeys, domain: str = FEED_DOMAIN) -> None:
+def make_server(sock: zmq.Socket[Any], keys: CurveKeys, domain: str = FEED_DOMAIN) -> None:
     """Makes ``sock`` a CURVE server whose clients the authenticator checks against
     ``domain``'s keys; call before bind."""
     sock.curve_secretkey = keys.secret
@@ -114,7 +115,7 @@ def make_server(sock: zmq.Socket, keys: CurveKeys, domain: str = FEED_DOMAIN) ->
     sock.zap_domain = domain.encode()
 
 
-def make_client(sock: zmq.Socket, curve: ClientCurve) -> None:
+def make_client(sock: zmq.Socket[Any], curve: ClientCurve) -> None:
     """Makes ``sock`` a CURVE client of the server; call before connect."""
     sock.curve_secretkey = curve.client.secret
     sock.curve_publickey = curve.client.public
@@ -137,7 +138,7 @@ class Authenticator:
     lie in that domain's folder: ``domains`` maps a domain to its folder and the config key
     that named it. A domain with no folder (None) admits no key at all."""
 
-    def __init__(self, context: zmq.Context,
+    def __init__(self, context: zmq.Context[Any],
                  domains: dict[str, tuple[str, str | Path | None]]) -> None:
         folders = {domain: _key_folder(key, folder)
                    for domain, (key, folder) in domains.items() if folder is not None}
@@ -167,5 +168,5 @@ def is_loopback_endpoint(endpoint: str) -> bool:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         return False  # an interface name (eth0), or a name that does not resolve
-    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback
                                for info in infos)

@@ -1,14 +1,28 @@
 """What every ZeroMQ endpoint of streamtag shares: binding or connecting with an error that
 says what to check, and the default endpoints every command and the daemon agree on. Used by
-the publisher, the control server and client, and the proxy."""
+the publisher, the control server and client, and the proxy; the command line's parser reads
+the defaults, so zmq loads only when a socket is bound."""
 
 from __future__ import annotations
 
-import zmq
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import zmq
 
 # Loopback by default: a daemon is reachable from this host only unless told otherwise.
 DEFAULT_FEED_ENDPOINT = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
+# The proxy's (streamtag.wire.proxy)
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
+DEFAULT_BACKEND = "tcp://127.0.0.1:5559"
+# The proxy's frontend receives whole feed messages. The largest honest one, a scores message of
+# a 4096-tag model with 64-character tag names, all active, is 0.62 MB (1.15 MB with
+# 128-character names); ZeroMQ disconnects a peer that sends a larger frame, before buffering
+# it. The same as the protocol's MAX_FRAME_BYTES, past which a subscriber refuses a frame anyway
+# (not imported: the parser reads this module, and the protocol's imports are not needed to
+# parse).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 def endpoint_host(endpoint: str) -> tuple[str, str]:
@@ -19,8 +33,10 @@ def endpoint_host(endpoint: str) -> tuple[str, str]:
     return scheme, host
 
 
-def bind_or_connect(sock: zmq.Socket, endpoint: str, connect: bool, what: str) -> str:
+def bind_or_connect(sock: zmq.Socket[Any], endpoint: str, connect: bool, what: str) -> str:
     """Bind (or connect) and return the endpoint actually used (`*` ports resolved)."""
+    import zmq
+
     try:
         if connect:
             sock.connect(endpoint)

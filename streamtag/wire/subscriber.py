@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,8 @@ from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_FRAME_BYTES,
     MSG_TYPES,
+    Decoder,
     Message,
-    decode,
     subscription_prefix,
     validate_stream_id,
 )
@@ -47,6 +47,10 @@ MAX_STREAMS = 16384
 MAX_SESSIONS_PER_STREAM = 16
 MAX_HEARTBEAT_SESSIONS = 4096
 MAX_FRESH_SESSIONS = 4096  # sessions seen starting
+MAX_OWNED_TOPICS = 6 * MAX_STREAMS  # topics judged by `owns`: each stream's message types
+# Messages of streams `owns` refuses skipped by one read-ahead at most: a flood of them never
+# holds back the caller's own.
+MAX_SKIPS_PER_READ = 1024
 
 # What waits to be read is bounded in bytes as well as messages. ZeroMQ's own queue counts
 # only messages, whatever their size, so it is kept short (SOCKET_RCVHWM messages, each frame
@@ -55,6 +59,9 @@ MAX_FRESH_SESSIONS = 4096  # sessions seen starting
 # so the publisher's queue fills instead and drops what we cannot take: gaps, as ever.
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # 5,000 of the largest honest messages (3 kB)
 SOCKET_RCVHWM = 8
+# as plain ints: pyzmq's enum members cost more than the call they are passed to
+_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class _Session:
@@ -91,6 +98,9 @@ class Subscriber:
     streams: stream ids to receive, or None for all. ZeroMQ filters by topic prefix; messages
         of other streams that share the prefix (``radio1`` vs ``radio10``) are dropped here.
     topics: which message types to subscribe to.
+    owns: which streams' messages to take, by stream id (a recorder's shard of a fleet), or
+        None for all. ZeroMQ cannot filter by it: the others are read and skipped by their
+        topic frame, their other frames never copied nor decoded, and not counted anywhere.
     timeout_ms: how long `recv()` and iteration wait for a message; None waits for ever, and
         iteration ends at the first timeout otherwise.
 
@@ -116,9 +126,10 @@ class Subscriber:
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                  topics: Iterable[str] = ALL_TOPICS, timeout_ms: int | None = None, *,
-                 rcvhwm: int = 10000, context: zmq.Context | None = None,
+                 rcvhwm: int = 10000, context: zmq.Context[Any] | None = None,
                  curve: ClientCurve | None = None,
-                 max_queue_bytes: int = DEFAULT_QUEUE_BYTES):
+                 max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 owns: Callable[[str], bool] | None = None):
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         if not endpoints:
             raise ValueError("Subscriber needs at least one endpoint")
@@ -149,6 +160,9 @@ class Subscriber:
         self.restarts = 0
         self.invalid = 0
         self.pruned = 0     # streams and sessions forgotten to keep within the bounds
+        self._decoder = Decoder()
+        self._owns = owns
+        self._owned_topics: dict[bytes, bool] = {}  # topic -> taken (owns asked once)
         # stream -> its sessions, least recently heard first; each session's last seqs
         self._streams: OrderedDict[str, dict[str, _Session]] = OrderedDict()
         self._heartbeats: OrderedDict[str, _Session] = OrderedDict()  # daemon session -> ...
@@ -156,7 +170,7 @@ class Subscriber:
         self._fresh: OrderedDict[str, None] = OrderedDict()
         ctx = context if context is not None else zmq.Context.instance()
         self._socket = ctx.socket(zmq.SUB)
-        self._monitor: zmq.Socket | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._handshaken: set[str] = set()  # endpoints connected now
         self._dropped: dict[str, float] = {}  # endpoint -> when its connection dropped
         try:
@@ -215,16 +229,25 @@ class Subscriber:
         """Moves the messages ZeroMQ holds into the subscriber's queue, within its bounds,
         without decoding them (`recv` does this first). A caller that will not call `recv`
         for a while (a recorder waiting for its database) calls this to keep reading."""
-        socket = self._socket
-        while (len(self._waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
-               and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN):
-            frames = [socket.recv(zmq.NOBLOCK)]
-            while socket.getsockopt(zmq.RCVMORE):
-                part = socket.recv(copy=False)
-                if len(frames) < 4:  # a fourth makes it malformed; more are never kept
-                    frames.append(part.bytes if len(frames) < 3 else b"")
+        socket, waiting = self._socket, self._waiting
+        skips = 0
+        while (len(waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
+               and skips < MAX_SKIPS_PER_READ and socket.getsockopt(_EVENTS) & _POLLIN):
+            frames = [socket.recv(_NOBLOCK)]
+            # another shard's message: its other frames are never copied, nor kept
+            skipped = self._owns is not None and not self._takes(frames[0])
+            while socket.getsockopt(_RCVMORE):
+                if len(frames) < 3 and not skipped:
+                    frames.append(socket.recv())
+                else:  # a fourth makes it malformed; more are never kept (nor copied)
+                    socket.recv(copy=False)
+                    if len(frames) < 4 and not skipped:
+                        frames.append(b"")
+            if skipped:
+                skips += 1
+                continue
             size = sum(map(len, frames))
-            self._waiting.append((frames, size))
+            waiting.append((frames, size))
             self.waiting_bytes += size
 
     def __iter__(self) -> Iterator[ReceivedMessage]:
@@ -277,7 +300,7 @@ class Subscriber:
 
     def _accept(self, frames: list[bytes], size: int = 0) -> ReceivedMessage | None:
         try:
-            message = decode(frames)
+            message = self._decoder.decode(frames)
         except ProtocolError:
             self.invalid += 1
             return None
@@ -286,6 +309,21 @@ class Subscriber:
             return None  # a longer stream id that shares the subscribed prefix
         self.received += 1
         return self._judge(message, size)
+
+    def _takes(self, topic: Any) -> bool:
+        """Whether a message of this topic is of a stream ``owns`` takes; a topic without a
+        stream (a heartbeat) or that is no topic at all is taken, for decode to judge."""
+        taken = self._owned_topics.get(topic) if type(topic) is bytes else None
+        if taken is None:
+            try:
+                _, dot, stream = bytes(topic).decode("utf-8").partition(".")
+            except (TypeError, ValueError):
+                return True
+            taken = not dot or self._owns is None or bool(self._owns(stream))
+            if len(self._owned_topics) >= MAX_OWNED_TOPICS:
+                self._owned_topics.clear()
+            self._owned_topics[bytes(topic)] = taken
+        return taken
 
     def _judge(self, message: Message, size: int = 0) -> ReceivedMessage:
         session, seq = message.session, message.seq
@@ -296,15 +334,17 @@ class Subscriber:
             state = self._heartbeat_session(session)
         else:
             sessions = self._stream_sessions(message.stream)
-            state = sessions.get(session)
-            if state is None:
+            found = sessions.get(session)
+            if found is None:
                 if sessions:
                     restarted = True
                     self.restarts += 1
                     self._mark_fresh(session)
                 state = self._add_session(sessions, session, fresh=restarted)
-            elif len(sessions) > 1:
-                sessions[session] = sessions.pop(session)  # the most recently heard last
+            else:
+                state = found
+                if len(sessions) > 1:
+                    sessions[session] = sessions.pop(session)  # the most recently heard last
         last = state.last.get(message.msg_type)
         if last is None:
             # Joining mid-session tells nothing; a session seen starting should begin at 0.
@@ -387,18 +427,18 @@ class Subscriber:
             else:
                 msg_type, _, stream = topic.partition(".")
                 known = self._stream_sessions(stream)
-                state = known.pop(session, None)
-                if state is None:
+                popped = known.pop(session, None)
+                if popped is None:
                     state = self._add_session(known, session, fresh=session in restarted)
                 else:
-                    known[session] = state  # the most recently heard last
+                    state = known[session] = popped  # the most recently heard last
             state.last[msg_type] = max(seq, state.last.get(msg_type, -1))
         for session in restarted:
             self._mark_fresh(session)
 
     @property
     def closed(self) -> bool:
-        return self._socket.closed
+        return bool(self._socket.closed)
 
     def close(self) -> None:
         if self._monitor is not None and not self._socket.closed:

@@ -1,6 +1,7 @@
-"""The [torch] variant of deploy/Dockerfile builds and imports torch. The GPU image is this
-variant with PyPI's CUDA torch (GBs); here TORCH_SPEC names the CPU torch wheel that pip finds
-on this machine, which proves the same Dockerfile path without the CUDA download."""
+"""The [torch] variant of deploy/Dockerfile builds and imports torch, and gives the models
+baked into it their TorchScript module (CUDA serves it). The GPU image is this variant with
+PyPI's CUDA torch (GBs); here TORCH_SPEC names the CPU torch wheel that pip finds on this
+machine, which proves the same Dockerfile path without the CUDA download."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import pytest
 from conftest import DOCKERFILE, record_figure
 from podman import build, host_find_links, image_size, podman
+from test_baked_models import TORCHSCRIPT
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -36,18 +38,23 @@ def torch_wheel(tmp_path_factory):
     return wheel
 
 
-def test_the_torch_variant_builds_and_imports_torch(base, cpu_image, torch_wheel):
+def test_the_torch_variant_imports_torch_and_completes_baked_models(base, cpu_image,
+                                                                    torch_wheel):
     started = time.monotonic()
     build(TORCH_IMAGE, dockerfile=DOCKERFILE, wheels=[torch_wheel.parent, *host_find_links()],
           build_args={"PYTHON_IMAGE": base,
-                      "TORCH_SPEC": f"/mnt/wheels/0/{torch_wheel.name}"})
+                      "TORCH_SPEC": f"/mnt/wheels/0/{torch_wheel.name}",
+                      "MODELS": "musicnn-msd"})
     seconds = time.monotonic() - started
     try:
         out = podman("run", "--rm", "--read-only", "--tmpfs", "/tmp:rw,mode=1777",
                      TORCH_IMAGE, "python", "-c",
                      "import torch, streamtag.model.inference; print(torch.__version__)")
         assert out.stdout.strip().startswith("2.13.0"), out.stdout
-        record_figure(f"[torch] variant ({torch_wheel.name}): built in {seconds:.0f} s, "
+        module = podman("run", "--rm", TORCH_IMAGE, "python", "-c", TORCHSCRIPT)
+        assert module.stdout.strip() == "True"  # `models complete` ran on the baked file
+        record_figure(f"[torch] variant ({torch_wheel.name}) with musicnn-msd baked in: "
+                      f"built in {seconds:.0f} s, "
                       f"{image_size(TORCH_IMAGE) / MB:.0f} MB, "
                       f"{(image_size(TORCH_IMAGE) - image_size(base)) / MB:.0f} MB above base, "
                       f"{(image_size(TORCH_IMAGE) - image_size(cpu_image)) / MB:.0f} MB above "

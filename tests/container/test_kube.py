@@ -13,8 +13,8 @@ import json
 import pytest
 import yaml
 from conftest import record_figure
-from helpers import wait_until
 from podman import REPO, podman
+from support.helpers import wait_until
 
 pytestmark = pytest.mark.container
 

@@ -17,9 +17,8 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 from conftest import readable
-from helpers import free_port, wait_until
 from podman import podman
-from postgres_server import PostgresServer
+from support.helpers import free_port, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -73,16 +72,6 @@ def wait_for_http(name: str, url: str) -> None:
         return http_status(url) == 200
 
     wait_until(up, START_TIMEOUT_S, f"{url} of {name}", interval=0.5)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

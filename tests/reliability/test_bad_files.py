@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 from faultkit import expected_windows, ffmpeg_encode, final_statuses, load_model, of_stream
-from helpers import assert_no_gaps, collect, make_config, offline, started
+from support.helpers import assert_no_gaps, collect, make_config, offline, started
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 from faultkit import port_is_free
-from helpers import free_port, make_config, run_streamtag, wait_until
+from support.helpers import free_port, make_config, run_streamtag, wait_until
 
 from streamtag.daemon.config import SECTIONS, MetricsConfig, SourceConfig, load_config
 from streamtag.daemon.daemon import Daemon

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 from faultkit import of_stream
-from helpers import assert_no_gaps, make_config, started, wait_until
-from servers import pulse_session
+from support.helpers import assert_no_gaps, make_config, started, wait_until
+from support.servers import pulse_session
 from test_network import Watcher
 
 from streamtag.daemon.config import SourceConfig

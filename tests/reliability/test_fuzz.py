@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 import zmq
-from helpers import decodes_or_refuses, feed
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from support.helpers import decodes_or_refuses, feed
 
 from streamtag.daemon.config import SECTIONS, DaemonConfig, config_from_dict
 from streamtag.daemon.daemon import Daemon

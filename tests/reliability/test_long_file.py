@@ -9,7 +9,7 @@ import time
 
 import pytest
 from faultkit import expected_windows, load_model, require_tools, rss_kib
-from helpers import make_config, started
+from support.helpers import make_config, started
 
 from streamtag.daemon.config import SourceConfig
 

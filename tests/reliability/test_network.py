@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 from faultkit import ffmpeg_encode, of_stream
-from helpers import assert_no_gaps, free_port, make_config, started, wait_until
-from servers import AudioServer, Feeder, icecast_server
+from support.helpers import assert_no_gaps, free_port, make_config, started, wait_until
+from support.servers import AudioServer, Feeder, icecast_server
 from test_sources import TARGET, read_all
 
 from streamtag.audio.testsignals import music_like

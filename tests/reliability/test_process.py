@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from faultkit import final_statuses, of_stream, port_is_free
-from helpers import (
+from support.helpers import (
     assert_no_gaps,
     collect,
     free_port,

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 from faultkit import PipeWriter, expected_windows, final_statuses, load_model, of_stream
-from helpers import TAGS, TinyTagger, assert_no_gaps, collect, free_port, make_config, started
+from support.helpers import (
+    TAGS,
+    TinyTagger,
+    assert_no_gaps,
+    collect,
+    free_port,
+    make_config,
+    started,
+)
 from torch import nn
 
 from streamtag.audio.testsignals import music_like

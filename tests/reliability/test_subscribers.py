@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zmq
 from faultkit import final_statuses, of_stream
-from helpers import collect, free_port, make_config, started, wait_for_heartbeat, wait_until
+from support.helpers import collect, free_port, make_config, started, wait_for_heartbeat, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like

@@ -11,6 +11,13 @@
   const BIN_S = 1;               // as the bridge's timeline bins
   const RESTART_NOTE_S = 60;
   const LAST_TRACKS = 5;         // as the bridge's FeedState
+  // What the audio is (protocol 1.7's content), in the words a monitor uses; the class colours
+  // it as the history's plot does.
+  const CONTENT_WORDS = { music: "music", speech: "speech", silence: "dead air",
+                          tone: "stuck tone", noise: "noise" };
+  // As FeedState.carries_tags: while the audio is not music, no tag is shown on.
+  const carriesTags = (content) => content === null || content === undefined ||
+    content === "music";
 
   const view = {
     streams: new Map(),          // id -> stream state, as the bridge's FeedState views
@@ -50,7 +57,7 @@
     return {
       id, session: null, model: null, tags: [], smoothed: [], active: [], thresholds: null,
       status: null, updated_at: null, gaps: 0, restarted_at: null, history: [], tracks: [],
-      audio: null, silence: null,
+      audio: null, silence: null, content: null,
     };
   }
 
@@ -82,14 +89,15 @@
       }
       s.tags = b.tags;
       s.smoothed = b.smoothed;
-      s.active = b.active;
+      s.content = Object.hasOwn(CONTENT_WORDS, b.content) ? b.content : null;  // since 1.7
+      s.active = carriesTags(s.content) ? b.active : [];
       s.model = b.model;
       s.audio = b.audio || null;  // since protocol 1.2
       s.updated_at = receivedAt;
       record(s, receivedAt);
     } else if (h.msg_type === "event") {
       s.active = s.active.filter((tag) => tag !== b.tag);
-      if (b.state === "on") s.active.push(b.tag);
+      if (b.state === "on" && carriesTags(s.content)) s.active.push(b.tag);
     } else if (h.msg_type === "status") {
       s.status = b;
     } else if (h.msg_type === "track") {
@@ -210,6 +218,14 @@
     const station = panel.querySelector(".station");
     station.textContent = s.status && s.status.station ? s.status.station : "";
     station.hidden = !station.textContent;
+    // what it hears now: music, speech, dead air, a stuck tone or noise
+    const content = panel.querySelector(".content-now");
+    const word = s.content && state !== "ended" ? CONTENT_WORDS[s.content] : "";
+    content.textContent = word;
+    content.dataset.content = word ? s.content : "";
+    content.hidden = !word;
+    // the scores' bars say what the model makes of the audio; not music, they are dimmed
+    panel.classList.toggle("not-music", !carriesTags(s.content));
 
     const problem = panel.querySelector(".problem");
     let problemText = "";

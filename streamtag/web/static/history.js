@@ -71,13 +71,21 @@
     const c = RAMP[i].map((v, k) => Math.round(v + (RAMP[i + 1][k] - v) * f));
     return `rgb(${c[0]},${c[1]},${c[2]})`;
   }
+  // the content row's colours, as the CLI's plot draws them
+  const CONTENT = { music: "#1b9e77", speech: "#e6861a", silence: "#f2f2f2", tone: "#b05cc6",
+                    noise: "#8c6d46" };
+  const CONTENT_WORDS = { music: "music", speech: "speech", silence: "dead air",
+                          tone: "stuck tone", noise: "noise" };
   // spans drawn over the strip, each in its own colour, labelled
   const SPANS = { off_air: ["rgba(228,32,42,0.85)", "OFF AIR", "#fff"],
                   silence: ["rgba(255,255,255,0.55)", "silence", "#111"],
                   not_recorded: ["rgba(10,10,10,0.8)", "not recorded", "#fff"] };
 
   function drawStrip(canvas, strip, answer, entries, spans) {
-    const rows = strip.tags.length;
+    // what the audio was, a row above the tags, where the database knows it
+    const kinds = (strip.content || []).some((k) => k !== null) ? strip.content : null;
+    const top = kinds ? 1 : 0;
+    const rows = strip.tags.length + top;
     const width = canvas.clientWidth || 800;
     const height = TITLE_PX + Math.max(1, rows) * ROW_PX;
     const ratio = window.devicePixelRatio || 1;
@@ -91,17 +99,30 @@
     const plotW = width - LABEL_PX;
     const span = answer.until - answer.since;
     const xOf = (t) => LABEL_PX + ((Math.max(t, answer.since) - answer.since) / span) * plotW;
-    strip.share.forEach((row, r) => {
+    const label = (text, r) => {
+      g.fillStyle = "#f2f5fa";
+      g.font = "13px system-ui, sans-serif";
+      g.textBaseline = "middle";
+      g.fillText(text, 4, TITLE_PX + r * ROW_PX + ROW_PX / 2, LABEL_PX - 8);
+    };
+    if (kinds) {
+      const binW = plotW / kinds.length;
+      kinds.forEach((kind, b) => {
+        if (!Object.hasOwn(CONTENT, kind)) return;
+        g.fillStyle = CONTENT[kind];
+        g.fillRect(LABEL_PX + b * binW, TITLE_PX + 1, Math.ceil(binW), ROW_PX - 2);
+      });
+      label("content", 0);
+    }
+    strip.share.forEach((row, i) => {
+      const r = i + top;
       const binW = plotW / row.length;  // never narrower than the stream's hop
       row.forEach((share, b) => {
         if (share === null) return;
         g.fillStyle = color(share);
         g.fillRect(LABEL_PX + b * binW, TITLE_PX + r * ROW_PX + 1, Math.ceil(binW), ROW_PX - 2);
       });
-      g.fillStyle = "#f2f5fa";
-      g.font = "13px system-ui, sans-serif";
-      g.textBaseline = "middle";
-      g.fillText(strip.tags[r], 4, TITLE_PX + r * ROW_PX + ROW_PX / 2, LABEL_PX - 8);
+      label(strip.tags[i], r);
     });
     g.font = "bold 12px system-ui, sans-serif";
     for (const s of spans) {
@@ -146,6 +167,44 @@
     });
   }
 
+  // Each hour of this browser's zone: the quarter hours' windows per content added up (every
+  // zone's offset is whole quarter hours), as shares of those whose content is known.
+  function contentHours(details, quarters) {
+    const hours = new Map();
+    for (const [startS, counts] of quarters) {
+      const hour = new Date(startS * 1000);
+      hour.setMinutes(0, 0, 0);
+      const key = hour.getTime() / 1000;
+      const sum = hours.get(key) || {};
+      for (const [kind, n] of Object.entries(counts)) sum[kind] = (sum[kind] || 0) + n;
+      hours.set(key, sum);
+    }
+    details.hidden = hours.size === 0;
+    if (!hours.size) return;
+    const kinds = Object.keys(CONTENT).filter((k) => [...hours.values()].some((c) => c[k]));
+    details.querySelector("summary").textContent =
+      `content per hour (${hours.size} ${hours.size === 1 ? "hour" : "hours"})`;
+    const head = details.querySelector("thead tr");
+    head.replaceChildren(...["hour", ...kinds.map((k) => CONTENT_WORDS[k]), "windows"]
+      .map((text) => Object.assign(document.createElement("th"), { textContent: text })));
+    const rows = [...hours.entries()].sort((a, b) => a[0] - b[0]).map(([startS, counts]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.start = String(startS);
+      const known = Object.values(counts).reduce((a, b) => a + b, 0);
+      const cells = [day(startS), ...kinds.map((k) => counts[k]
+        ? `${(100 * counts[k] / known).toFixed(1)}%` : "-"), String(known)];
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i > 0) td.className = "num";
+        if (i > 0 && i <= kinds.length) td.dataset.content = kinds[i - 1];
+        tr.appendChild(td);
+      });
+      return tr;
+    });
+    details.querySelector("tbody").replaceChildren(...rows);
+  }
+
   function notes(e, answer) {
     const out = [];
     if (e.partial.length) out.push(`partial: ${e.partial.join(", ")}`);
@@ -166,6 +225,18 @@
     node.querySelector(".summary").textContent = data.windows
       ? `${data.windows} windows, ${when(data.first_at)} to ${when(data.last_at)}`
       : "no windows in this span";
+    // what the audio was: each content's share, coloured as in the strip's content row
+    const shares = node.querySelector(".content-shares");
+    for (const [kind, share] of data.content || []) {
+      const item = document.createElement("span");
+      item.className = "content-share";
+      item.dataset.content = kind;
+      item.textContent = `${CONTENT_WORDS[kind] || kind} ${(100 * share).toFixed(1)}%`;
+      if (Object.hasOwn(CONTENT, kind)) item.style.borderColor = CONTENT[kind];
+      shares.appendChild(item);
+    }
+    shares.hidden = !(data.content || []).length;
+    contentHours(node.querySelector(".content-hours"), data.content_quarters || []);
     const list = node.querySelector(".airtime");
     for (const [tag, share] of data.airtime.slice(0, 12)) {
       const li = document.createElement("li");

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from helpers import trained_looking
 
 from streamtag import nets
 from streamtag.audio import testsignals
 from streamtag.daemon.config import EngineConfig
-from streamtag.engine.batching import Engine
+from streamtag.engine.batching import Engine, EngineSink
 from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
+from support.helpers import trained_looking
 
 if TYPE_CHECKING:
     from streamtag.model.window_reuse import WindowReuse
@@ -62,7 +62,7 @@ def reuse_runs_whole(model: InferenceModel, hop: int,
     return r, windows, expected
 
 
-class Sink:
+class Sink(EngineSink):
     def __init__(self) -> None:
         self.results, self.ends = [], []
 

@@ -573,8 +573,8 @@ def measure_in_subprocess(url: str, seconds: float, **options) -> dict:
 
     package_root = Path(streamtag.__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root),
-                                                        str(Path(__file__).parent)])}
-    code = ("import sys, json, hostile_station; "
+                                                        str(Path(__file__).parent.parent)])}
+    code = ("import sys, json; from support import hostile_station; "
             "hostile_station.measure(sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]))")
     # From outside the source tree, as helpers.run_python: there `python -c` would put the
     # checkout first on sys.path, whose streamtag has no compiled extension when installed.

@@ -39,13 +39,15 @@ def tag_scores(tags: tuple[str, ...], active: tuple[str, ...]) -> list[float]:
 
 
 def scores_body(end_s: float, tags: tuple[str, ...], active: tuple[str, ...] = (),
-                audio: AudioLevel | None = None, mood: Mood | None = None) -> ScoresBody:
-    """The window of a second ending at `end_s`: 0.9 for the active tags, 0.1 for the others."""
+                audio: AudioLevel | None = None, mood: Mood | None = None,
+                content: str | None = None) -> ScoresBody:
+    """The window of a second ending at `end_s`: 0.9 for the active tags, 0.1 for the others;
+    `content` what its audio is (protocol 1.7)."""
     values = tag_scores(tags, active)
     return ScoresBody(start_s=max(0.0, end_s - 1), end_s=end_s,
                       start_sample=int(max(0.0, end_s - 1) * 16000), end_sample=int(end_s * 16000),
                       tags=tags, raw=values, smoothed=values, active=active, model=MODEL,
-                      latency_ms=5.0, audio=audio, mood=mood)
+                      latency_ms=5.0, audio=audio, mood=mood, content=content)
 
 
 class FakeDaemon:
@@ -53,8 +55,9 @@ class FakeDaemon:
     `set_active`, `status`): heartbeats, each stream's scores for `tags` and, every `status_s`
     (never when None), each stream's status with its title. Each keyword names a stream and
     its state: active (tags), scores (False: none published), audio (AudioLevel), mood (Mood),
-    title, state and error (its status: "running" and None unless set). With `control`, a
-    ControlServer answers snapshot and status as a daemon would.
+    content (what the audio is: music, speech, ...; None: not said), title, state and error
+    (its status: "running" and None unless set). With `control`, a ControlServer answers
+    snapshot and status as a daemon would.
     A new FakeDaemon on the same endpoints is a restarted daemon (a new session)."""
 
     def __init__(self, endpoint: str, control: str | None = None, *, tags: tuple[str, ...],
@@ -62,7 +65,8 @@ class FakeDaemon:
                  **streams: dict):
         self.tags = tuple(tags)
         self.streams = {name: {"active": (), "scores": True, "audio": None, "mood": None,
-                               "title": None, **state} for name, state in streams.items()}
+                               "content": None, "title": None, **state}
+                        for name, state in streams.items()}
         self.publisher = self._bind(endpoint)
         self.control = None
         if control is not None:
@@ -150,7 +154,7 @@ class FakeDaemon:
                     if state["scores"]:
                         self.publisher.publish(name, scores_body(
                             self.publisher.uptime_s, self.tags, state["active"], state["audio"],
-                            state["mood"]))
+                            state["mood"], state["content"]))
 
     def close(self) -> None:
         self._stop.set()
@@ -213,7 +217,7 @@ def real_daemon_page(browser, closing: list, config) -> tuple:
     """A real daemon of `config` (its sources added by the test), the real dashboard on its
     feed and a 1600x900 page of it in `browser`, all closed with the test: (the daemon, the
     page, the errors the page raises)."""
-    from helpers import started
+    from support.helpers import started
 
     daemon, sub = started(config)
     sub.close()

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import sqlalchemy as sa
-from helpers import wait_until
 
 from streamtag.cli import main
 from streamtag.history import schema
@@ -25,6 +24,7 @@ from streamtag.wire.protocol import (
     topic_for,
 )
 from streamtag.wire.publisher import Publisher
+from support.helpers import wait_until
 
 TAGS = ("calm", "energetic", "vocal", "dark", "bright")
 MODEL = {"name": "tiny", "hash": "sha256:0123abcd"}

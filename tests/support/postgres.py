@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+
+from support.helpers import free_port
 
 SERVER_USER = "postgres"  # the Debian package's system user
 
