@@ -22,9 +22,12 @@ stream's.
 Silence: the ``silences`` table (schema revision 0003: dead air the daemon measured), when
 the database has it; none otherwise.
 
-Dead air: a track that was dead air (silence or a stuck tone) for more than half its length
-has no leading tags: what a model says of a tone or of silence names no music. The stuck tone
-is said as such (``tone_s``), apart from silence.
+Dead air and other audio that is not music: a track that was dead air (silence or a stuck
+tone) for more than half its length, or most of whose windows were not music (speech, silence,
+a tone or noise: their ``content``, schema revision 0008), has no leading tags and no scores:
+what a model says of a voice, a tone or silence names no music, and a track's means are of its
+music windows only (often one at its edge). The stuck tone is said as such (``tone_s``), apart
+from silence.
 
 Loudness: where the daemon measured EBU R128 loudness (``[health] loudness``, schema revision
 0005), a track's loudness is the short-term readings of its windows whose 3 s lie inside the
@@ -148,6 +151,9 @@ class Entry:
     # track message summed it (it plays, or its end was never recorded)
     shares: bool = False
     tone_s: float = 0.0  # of `silence_s`, the stuck tone's
+    # of its windows whose content the daemon said, those that were music, and all
+    music_windows: int = 0
+    said_windows: int = 0
 
     @property
     def loudness_below_gate(self) -> bool:
@@ -552,6 +558,7 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
             entries.append(entry)
         entries += open_tracks(conn, streams, since, until, top, now)
         add_loudness(conn, entries)
+        add_content(conn, entries)
     for entry in entries:
         if "cut" in entry.partial and any(entry.ended_into(s) for s in off_air):
             entry.partial.remove("cut")  # its audio ended as the station went off air
@@ -566,8 +573,9 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
         entry.silence_s = sum(inside for _, inside in dead)
         entry.tone_s = sum(inside for s, inside in dead if s.detail == STUCK_TONE)
         length = (entry.end if entry.end is not None else now) - entry.start
-        if entry.silence_s > 0.5 * length:  # dead air most of it: no music to name
-            entry.top, entry.active = [], []
+        mostly_not_music = entry.music_windows <= 0.5 * entry.said_windows
+        if entry.silence_s > 0.5 * length or (entry.said_windows and mostly_not_music):
+            entry.top, entry.active, entry.scores = [], [], {}
     return merge_restarts(entries)
 
 
@@ -742,6 +750,32 @@ def add_loudness(conn: sa.Connection, entries: list[Entry]) -> None:
             last = (len(ends) if entry.end_sample is None
                     else int(np.searchsorted(ends, entry.end_sample, side="right")))
             entry.short_term = [rows[i].short_term_lufs for i in range(first, last)]
+
+
+def add_content(conn: sa.Connection, entries: list[Entry]) -> None:
+    """How many of each entry's windows were music, of those whose content the daemon said:
+    one query per stream and session, the windows shared out by where they end."""
+    sc = schema.scores.c
+    if not content.has_content(conn):
+        return  # a database from before revision 0008: nothing said
+    by_session: dict[tuple[str, str | None], list[Entry]] = {}
+    for entry in entries:
+        by_session.setdefault((entry.stream, entry.session), []).append(entry)
+    for (stream, session), group in by_session.items():
+        rows = conn.execute(
+            sa.select(sc.end_sample, sc.content)
+            .where(sc.stream == stream, sc.session == session, sc.content.is_not(None))
+            .order_by(sc.end_sample)).all()
+        if not rows:
+            continue
+        ends = np.array([row.end_sample for row in rows])
+        music = np.cumsum([0] + [row.content == "music" for row in rows])
+        for entry in group:
+            first = int(np.searchsorted(ends, entry.start_sample, side="right"))
+            last = (len(ends) if entry.end_sample is None
+                    else int(np.searchsorted(ends, entry.end_sample, side="right")))
+            entry.said_windows = max(0, last - first)
+            entry.music_windows = int(music[last] - music[first]) if last > first else 0
 
 
 def merge_restarts(entries: list[Entry]) -> list[Entry]:
