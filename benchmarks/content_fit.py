@@ -1,15 +1,18 @@
 """Fits the content classifier (streamtag/engine/content_weights.json) on audio from Debian
 packages and prints its confusion on material held out from the fit.
 
-    apt-get install singularity-music openttd-openmsx fluidsynth fluid-soundfont-gm \
-        espeak-ng festival festvox-kallpc16k alsa-utils sox
+    apt-get install singularity-music openttd-openmsx fretsonfire-songs-muldjord \
+        fretsonfire-songs-sectoid fluidsynth fluid-soundfont-gm espeak-ng festival \
+        festvox-kallpc16k alsa-utils sox
     python benchmarks/content_fit.py [--cache DIR] [--write]
 
 Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 
-- music: singularity-music's recordings (orchestral, electronic, ambient game music) and
-  openttd-openmsx's MIDI files rendered with FluidR3 GM; the fit takes every other piece of
-  each, the evaluation the rest;
+- music: singularity-music's recordings (orchestral, electronic, ambient game music),
+  openttd-openmsx's MIDI files rendered with FluidR3 GM, and the metal and rock songs of
+  fretsonfire-songs-muldjord and -sectoid (each song's backing and guitar tracks mixed as the
+  game plays them: dense, distorted guitars); the fit takes every other piece of each, the
+  evaluation the rest (``chaos_god`` among them);
 - speech: espeak-ng reading the GPL-3 text in four voices (fit) and the Apache-2.0 text in
   three others (held out); festival's diphone voice (held out: another synthesiser); the
   person saying the channel names in alsa-utils' test sounds (held out: a real voice);
@@ -21,8 +24,8 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 ``--write`` stores the fitted weights; without it only the confusion is printed. The fit is
 a network of sixteen tanh units (numpy, full-batch Adam from a fixed seed, a small L2 penalty,
 each class weighted equally): ten features need nothing larger (a logistic regression on them
-called 0.8 % of held-out music windows speech, this none), and its weights are a JSON of
-about 270 numbers.
+called 0.8 % of the held-out game and MIDI music's windows speech; this calls 0.2 % of all
+held-out music's speech), and its weights are a JSON of about 270 numbers.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ RATE = 16000
 WINDOW_S, HOP_S = 3.0, 1.0
 SINGULARITY = Path("/usr/share/games/singularity/music")
 OPENMSX = Path("/usr/share/games/openttd/baseset/openmsx")
+FRETSONFIRE = Path("/usr/share/games/fretsonfire/data/songs")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 LICENSES = Path("/usr/share/common-licenses")
@@ -96,6 +100,17 @@ def material(cache: Path) -> list[tuple[str, str, str, np.ndarray]]:
             str(p)))
         audio = audio[int(2 * RATE): int((2 + MUSIC_SECONDS) * RATE)]
         items.append(("music", "fit" if i % 2 == 0 else "held", path.name, audio))
+    # Dense, distorted rock and metal: each song's stems (backing, guitar, any rhythm part)
+    # mixed as the game plays them, all of it, as the other music has little of this kind.
+    for i, song in enumerate(sorted(p.parent for p in FRETSONFIRE.rglob("song.ogg"))):
+        stems = [song / f"{stem}.ogg" for stem in ("song", "guitar", "rhythm")
+                 if (song / f"{stem}.ogg").is_file()]
+        audio = cached(cache, f"fretsonfire:{song}", lambda wav, st=stems: run(
+            "ffmpeg", "-v", "error", *[a for f in st for a in ("-i", str(f))], "-filter_complex",
+            f"amix=inputs={len(st)}:duration=shortest", "-ac", "1", "-ar", str(RATE),
+            str(wav)))
+        items.append(("music", "fit" if i % 2 == 0 else "held",
+                      f"{song.parent.name}: {song.name}", audio[int(5 * RATE):]))
     speeds = (140, 170, 200)
     for split, voices, source in (("fit", FIT_VOICES, "GPL-3"), ("held", HELD_VOICES,
                                                                   "Apache-2.0")):

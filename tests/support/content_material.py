@@ -20,14 +20,17 @@ OPENMSX = Path("/usr/share/games/openttd/baseset/openmsx")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 LICENSES = Path("/usr/share/common-licenses")
+FRETSONFIRE = Path("/usr/share/games/fretsonfire/data/songs")
 PACKAGES = ("singularity-music openttd-openmsx fluidsynth fluid-soundfont-gm espeak-ng festival "
-            "festvox-kallpc16k alsa-utils sox")
+            "festvox-kallpc16k alsa-utils sox fretsonfire-songs-muldjord "
+            "fretsonfire-songs-sectoid")
 MISSING = f"needs Debian's {PACKAGES}: apt-get install {PACKAGES}"
 
 
 def require() -> None:
     tools = ("espeak-ng", "text2wave", "fluidsynth", "sox")
-    paths = (SINGULARITY, OPENMSX, SOUNDFONT, ALSA_SOUNDS / "Front_Center.wav")
+    paths = (SINGULARITY, OPENMSX, SOUNDFONT, ALSA_SOUNDS / "Front_Center.wav",
+             FRETSONFIRE / "muldjord", FRETSONFIRE / "sectoid")
     if any(shutil.which(t) is None for t in tools) or not all(p.exists() for p in paths):
         pytest.skip(MISSING)
 
@@ -71,6 +74,18 @@ def held_out_pieces() -> list[Path]:
 def game_music(index: int, seconds: float, start_s: float = 5.0) -> np.ndarray:
     audio, _ = load_audio(held_out_pieces()[index], RATE)
     return audio[round(start_s * RATE): round((start_s + seconds) * RATE)]
+
+
+def held_out_song(name: str, seconds: float, start_s: float) -> np.ndarray:
+    """A fretsonfire song the fit did not take (every other one), its backing and guitar
+    tracks together as the game plays them."""
+    song = next(p for p in sorted(q.parent for q in FRETSONFIRE.rglob("song.ogg"))[1::2]
+                if p.name == name)
+    parts = [load_audio(song / f"{part}.ogg", RATE)[0][round(start_s * RATE):
+                                                       round((start_s + seconds) * RATE)]
+             for part in ("song", "guitar")]
+    n = min(len(p) for p in parts)
+    return (parts[0][:n] + parts[1][:n]) / 2
 
 
 def midi_music(folder: Path, index: int, seconds: float) -> np.ndarray:
