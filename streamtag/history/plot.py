@@ -74,10 +74,10 @@ def hold_short_gaps(counts: np.ndarray, share: np.ndarray, width: float,
 
 
 def content_row(engine: Engine, stream: str, since: float, until: float, bins: int,
-                held_s: float) -> np.ndarray:
+                held_s: float, tier: str | None = None) -> np.ndarray:
     """(1, bins): per bin the index in CONTENT_KINDS of the content most of its windows had,
     NaN where none was known; short runs of empty bins held as the tags' are."""
-    windows, counted = content_bins(engine, stream, since, until, bins)
+    windows, counted = content_bins(engine, stream, since, until, bins, tier)
     known = counted.sum(axis=0)
     row = np.where(known > 0, counted.argmax(axis=0).astype(float), np.nan)[np.newaxis, :]
     return hold_short_gaps(known, row, (until - since) / bins, held_s)
@@ -155,7 +155,8 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
         tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:top]
         ax.set_facecolor("#dddddd")  # bins without windows: nothing was recorded
         if tags:
-            edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins)
+            edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins,
+                                                  history.tier)
             held = max(HELD_GAP_HOPS * hop, HELD_GAP_S)
             share = hold_short_gaps(counts, share, (until - since) / bins, held)
             ax.imshow(np.ma.masked_invalid(share), aspect="auto", interpolation="nearest",
@@ -163,7 +164,7 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
             labels = [f"{t}  {100 * airtime.share(t):.0f}%" for t in tags]
             if airtime.content:  # what the audio was, a row above the tags
                 ax.imshow(np.ma.masked_invalid(content_row(engine, stream, since, until, bins,
-                                                           held)),
+                                                           held, history.tier)),
                           aspect="auto", interpolation="nearest", cmap=content_map,
                           vmin=-0.5, vmax=len(CONTENT_KINDS) - 0.5,
                           extent=(x0, x1, -0.5, -1.5))
