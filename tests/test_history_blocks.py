@@ -31,7 +31,7 @@ from history_station import (
 )
 from postgres_server import PostgresServer
 
-from streamtag.history import blocks, schema
+from streamtag.history import blocks, schema, tiers
 from streamtag.history.recorder import Recorder
 from streamtag.history.report import format_json, load_history, tag_share_bins
 from streamtag.history.retention import Retention, expire, parse_keep
@@ -206,6 +206,7 @@ def test_reports_from_blocks_equal_those_from_the_old_rows(new_url, monkeypatch)
     with monkeypatch.context() as patch:  # the reports as they read `scores` before
         patch.setattr(blocks, "windows", lambda conn, *a, **k: schema.legacy_scores)
         patch.setattr(blocks, "sent_after", _old_sent_after)
+        patch.setattr(tiers, "choose", lambda *a, **k: tiers.WINDOWS)
         before = _reports(old, since, until, now)
     assert before["json"]["asrun"] and before["json"]["streams"]["radio-3"]["content"]
     _assert_close(before, _reports(recorded, since, until, now))

@@ -120,6 +120,9 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     spans = [s for s in history.off_air + history.silence + history.not_recorded
              if s.stream in streams]
     entries = [e for e in history.as_run if e.stream in streams]
+    by_stream: dict[str, list] = {}
+    for e in entries:
+        by_stream.setdefault(e.stream, []).append(e)
     heard = [airtime_of(s) for s in streams if airtime_of(s).windows]
     # The range asked for (--since up to --until, or up to now); an open end is the first or
     # last thing recorded, an outage or a track at the edge of what was recorded drawn whole
@@ -178,11 +181,12 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
         ax.set_ylabel(f"{stream}\n{airtime.windows} windows" if tags else stream,
                       fontsize=10, fontweight="bold")
         # the as-run log: the finished tracks and the one now playing
-        tracks = [e for e in entries if e.stream == stream
-                  and (e.end is None or e.end >= since) and e.start <= until]
-        for t in tracks:
-            if t.start >= since:
-                ax.axvline(x(t.start), color="white", linewidth=1.0, alpha=0.9)
+        tracks = [e for e in by_stream.get(stream, [])
+                  if (e.end is None or e.end >= since) and e.start <= until]
+        starts = [x(t.start) for t in tracks if t.start >= since]
+        if starts:  # one collection: a day of a station is some 360 tracks
+            ax.vlines(starts, 0, 1, transform=ax.get_xaxis_transform(), color="white",
+                      linewidth=1.0, alpha=0.9)
         if len(tracks) <= MAX_TRACK_LABELS:
             # Titles above the strip, on two alternating rows; each is cut short where it
             # would reach the next title on its row (fit_titles, once laid out)

@@ -229,10 +229,12 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                 "start_s": row.start_s, "end_s": row.end_s, "windows": row.windows,
                 "active": s.unpack_names(row.active),
                 "top": [names[i] for i in order[:top]],
-                "tags": {name: {"mean_raw": round(float(mean_raw[i]), 6),
-                                "mean_smoothed": round(float(mean_smoothed[i]), 6),
-                                "active_share": round(float(share[i]), 6)}
-                         for i, name in enumerate(names)}})
+                # rounded by numpy at once: a day of 100 stations has 36,000 tracks
+                "tags": {name: {"mean_raw": r, "mean_smoothed": m, "active_share": a}
+                         for name, r, m, a in zip(names, *(np.round(v.astype(np.float64), 6)
+                                                           .tolist() for v in (
+                                                               mean_raw, mean_smoothed, share)),
+                                                  strict=False)}})
 
         ec = s.events.c
         events = [{"stream": r.stream, "sent_at": r.sent_at, "time_s": r.time_s, "tag": r.tag,
@@ -450,6 +452,9 @@ def format_text(history: History, events: bool = False) -> str:
                      "loudness per track")
     if not streams:
         return "\n".join(lines) + "\nnothing recorded in this range\n"
+    as_run: dict[str, list[asrun.Entry]] = {}
+    for e in history.as_run:
+        as_run.setdefault(e.stream, []).append(e)
     for stream in streams:
         a = history.airtime.get(stream, StreamAirtime())
         when = (f"{_when(history, a.first_at)} to {_until(history, a.last_at, a.first_at)}"
@@ -470,7 +475,7 @@ def format_text(history: History, events: bool = False) -> str:
             lines.append("  content: " + "  ".join(f"{one_line(kind)} {100 * share:.1f}%"
                                                    for kind, share in a.content_share().items()))
         _content_table(history, lines, stream)
-        entries = [e for e in history.as_run if e.stream == stream]
+        entries = as_run.get(stream, [])
         if entries:
             lines.append(f"  as-run ({len(entries)}):")
         for e in entries:

@@ -22,6 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from streamtag.history import schema
+from streamtag.history.blocks import BLOCK_S
 
 WINDOWS = "windows"
 ROLLUPS = "rollups"
@@ -29,12 +30,16 @@ TIERS = (WINDOWS, ROLLUPS)
 WINDOWS_AT_MOST = 250_000
 
 
-def _where(streams: Sequence[str] | None, first: Any, last: Any, since: float | None,
+def _where(table: sa.Table, streams: Sequence[str] | None, since: float | None,
            until: float | None) -> list:
-    s = schema.sessions.c
+    """A block's or rollup's windows sent in [since, until]; its indexed time column bounds
+    the search on both sides (a block or rollup holds one minute of sent_at)."""
+    c, s = table.c, schema.sessions.c
+    indexed = c.minute_at if "minute_at" in c else c.first_sent_at
     return [*([s.stream.in_(list(streams))] if streams else []),
-            *([last >= since] if since is not None else []),
-            *([first <= until] if until is not None else [])]
+            *([c.last_sent_at >= since, indexed >= since - 2 * BLOCK_S]
+              if since is not None else []),
+            *([c.first_sent_at <= until, indexed <= until] if until is not None else [])]
 
 
 def _windows_in(conn: sa.Connection, table: sa.Table, streams: Sequence[str] | None,
@@ -43,7 +48,7 @@ def _windows_in(conn: sa.Connection, table: sa.Table, streams: Sequence[str] | N
     return int(conn.execute(
         sa.select(sa.func.coalesce(sa.func.sum(c.windows), 0))
         .join_from(table, schema.sessions, c.session_id == s.id)
-        .where(*_where(streams, c.first_sent_at, c.last_sent_at, since, until))).scalar())
+        .where(*_where(table, streams, since, until))).scalar())
 
 
 def choose(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
@@ -67,29 +72,37 @@ def rollup_rows(conn: sa.Connection, streams: Sequence[str] | None, since: float
         sa.select(s.stream, r.model_id, r.minute_at, r.windows, r.first_sent_at,
                   r.last_sent_at, *(r[name] for name in columns))
         .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
-        .where(*_where(streams, r.first_sent_at, r.last_sent_at, since, until))
+        .where(*_where(schema.window_rollups, streams, since, until))
         .order_by(s.stream, r.minute_at))
 
 
 def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
             until: float | None) -> dict[str, dict[str, Any]]:
     """Stream -> {windows, first_at, last_at, active {model_id: windows active per tag},
-    content {content: windows}} from the rollups."""
+    content {content: windows}} from the rollups; the database adds up all but the tags."""
+    r, s = schema.window_rollups.c, schema.sessions.c
+
+    def select(*columns):
+        return (sa.select(s.stream, *columns)
+                .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+                .where(*_where(schema.window_rollups, streams, since, until)))
+
     out: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(select(sa.func.sum(r.windows).label("windows"),
+                                   sa.func.min(r.first_sent_at).label("first_at"),
+                                   sa.func.max(r.last_sent_at).label("last_at"))
+                            .group_by(s.stream)):
+        out[row.stream] = {"windows": int(row.windows), "first_at": row.first_at,
+                           "last_at": row.last_at, "active": {}, "content": {}}
+    # a minute's content counts repeat (60 windows of music): each text is read once
+    for row in conn.execute(select(r.content, sa.func.count().label("n"))
+                            .where(r.content.is_not(None)).group_by(s.stream, r.content)):
+        counted = out[row.stream]["content"]
+        for kind, n in json.loads(row.content).items():
+            counted[kind] = counted.get(kind, 0) + n * row.n
     parts: dict[tuple[str, int], list[bytes]] = {}
-    for row in rollup_rows(conn, streams, since, until, "active_windows", "content"):
-        a = out.get(row.stream)
-        if a is None:
-            a = out[row.stream] = {"windows": 0, "first_at": row.first_sent_at,
-                                   "last_at": row.last_sent_at, "active": {}, "content": {}}
-        a["windows"] += row.windows
-        a["first_at"] = min(a["first_at"], row.first_sent_at)
-        a["last_at"] = max(a["last_at"], row.last_sent_at)
+    for row in conn.execute(select(r.model_id, r.active_windows)):
         parts.setdefault((row.stream, row.model_id), []).append(row.active_windows)
-        if row.content:
-            counted = a["content"]
-            for kind, n in json.loads(row.content).items():
-                counted[kind] = counted.get(kind, 0) + n
     for (stream, model_id), blobs in parts.items():
         n = len(blobs[0]) // 2
         joined = np.frombuffer(b"".join(b for b in blobs if len(b) == 2 * n), "<u2")
@@ -100,14 +113,24 @@ def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | N
 def quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
              until: float | None, quarter_s: float):
     """(stream, quarter hour (Unix seconds / quarter_s), content or None, windows) from the
-    rollups, as history.content counts windows (a minute lies in one quarter hour)."""
+    rollups, as history.content counts windows (a minute lies in one quarter hour). The
+    database groups the minutes by quarter and content text (a year is 35,000 quarters)."""
+    r, s = schema.window_rollups.c, schema.sessions.c
+    ratio = r.minute_at / quarter_s
+    quarter = (sa.func.floor(ratio) if conn.dialect.name == "postgresql"
+               else sa.cast(ratio, sa.Integer)).label("quarter")
     counted: dict[tuple[str, int, str | None], int] = {}
-    for row in rollup_rows(conn, streams, since, until, "content"):
-        q = int(row.minute_at // quarter_s)
+    for row in conn.execute(
+            sa.select(s.stream, quarter, r.content, sa.func.sum(r.windows).label("windows"),
+                      sa.func.count().label("n"))
+            .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+            .where(*_where(schema.window_rollups, streams, since, until))
+            .group_by(s.stream, quarter, r.content)):
+        q = int(row.quarter)
         kinds = json.loads(row.content) if row.content else {}
         for kind, n in kinds.items():
-            counted[(row.stream, q, kind)] = counted.get((row.stream, q, kind), 0) + n
-        unknown = row.windows - sum(kinds.values())
+            counted[(row.stream, q, kind)] = counted.get((row.stream, q, kind), 0) + n * row.n
+        unknown = int(row.windows) - row.n * sum(kinds.values())
         if unknown:
             counted[(row.stream, q, None)] = counted.get((row.stream, q, None), 0) + unknown
     for (stream, q, kind), n in counted.items():
