@@ -194,9 +194,13 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
         cpu_live = cpu_seconds(recorder.pid) - cpu0 if live else 0.0
 
         with engine.connect() as conn:
-            stored = sum(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
-                         for t in (schema.events,)) + (conn.execute(sa.select(
-                sa.func.sum(schema.window_blocks.c.windows))).scalar() or 0)
+            events = conn.execute(sa.select(sa.func.count()).select_from(schema.events))
+            if sa.inspect(conn).has_table(schema.window_blocks.name):
+                windows = conn.execute(sa.select(sa.func.sum(schema.window_blocks.c.windows)))
+            else:  # a --compare checkout from before blocks: a row per window
+                windows = conn.execute(sa.select(sa.func.count()).select_from(
+                    schema.legacy_scores))
+            stored = events.scalar() + (windows.scalar() or 0)
             gaps = conn.execute(sa.select(sa.func.count()).select_from(schema.gaps)).scalar()
         sent = len(burst) + len(live)
         scores_sent = sum(m.msg_type == "scores" for m in burst + live)

@@ -533,12 +533,16 @@ def session_sources(conn: sa.Connection, sessions: set[str]) -> dict[tuple, str 
 
 def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
            silence: list[Span], streams: Sequence[str] | None, since: float | None,
-           until: float | None, top: int, now: float) -> list[Entry]:
+           until: float | None, top: int, now: float, tier: str = "windows") -> list[Entry]:
     """The as-run log: the tracks (load_history's, oldest first), each session's track after
     its last finished one (now playing, or cut where its end was never recorded), with what cut
-    them and the silence in them; a play split by a daemon restart is one."""
+    them and the silence in them; a play split by a daemon restart is one. With `tier`
+    "rollups" (history.tiers), no window is read: no track under way, no loudness."""
     with engine.connect() as conn:
-        blocks.windows(conn, streams, since, until)
+        if tier == "rollups":
+            blocks.load_none(conn, streams, since, until)
+        else:
+            blocks.windows(conn, streams, since, until)
         sources = session_sources(conn, {t["session"] for t in tracks})
         entries = []
         for t in tracks:

@@ -18,7 +18,8 @@ What a block keeps, and to what precision (docs/history.md says the same):
   onset_rate_hz, valence, arousal: to 0.001; energy: to 1e-6; latency_ms: to 0.01 ms.
 
 A rollup (`window_rollups`, one per block) keeps per tag the mean smoothed score (1/255) and
-the number of windows it was active in (exact), the windows counted per content, the mean RMS
+the number of windows it was active in (exact; a window of speech or dead air counts for no
+tag), the windows counted per content, the mean RMS
 level, the highest peak and the mean short-term loudness (power mean, as loudness adds up).
 """
 
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from streamtag.engine.content import MUSIC
 from streamtag.history import schema
 
 FORMAT = 1
@@ -224,6 +226,8 @@ def rollup(windows: Sequence[Window], tags: Sequence[str]) -> dict[str, Any]:
     position = {tag: i for i, tag in enumerate(tags)}
     active = np.zeros(len(tags), dtype=np.int64)
     for w in windows:
+        if w.content not in (None, MUSIC):
+            continue  # speech and dead air are no tag's airtime (history.content)
         for tag in json.loads(w.active):
             if tag in position:
                 active[position[tag]] += 1
@@ -482,4 +486,14 @@ def windows(conn: sa.Connection, streams: Sequence[str] | None = None,
             driver.executemany(f"INSERT INTO {window_rows.name} ({names}) VALUES ({marks})",
                                rows)
     _loaded[conn] = asked
+    return window_rows
+
+
+def load_none(conn: sa.Connection, streams: Sequence[str] | None = None,
+              since: float | None = None, until: float | None = None) -> sa.Table:
+    """The reader's table empty, as `windows` for this range would give it: for a report read
+    from rollups (history.tiers), whose window-level details are left out."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {window_rows.name}")
+    window_rows.create(conn)
+    _loaded[conn] = (tuple(streams) if streams else None, since, until)
     return window_rows

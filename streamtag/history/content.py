@@ -21,7 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from streamtag.engine.content import CONTENT_KINDS, MUSIC
-from streamtag.history import blocks
+from streamtag.history import blocks, tiers
 from streamtag.history.timeparse import Zone
 
 __all__ = ["CONTENT_KINDS", "PERIODS", "by_period", "by_quarter", "carries_tags",
@@ -95,9 +95,13 @@ def period_label(zone: Zone, start: float, period: str, reference: float) -> str
 
 
 def _quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-              until: float | None):
+              until: float | None, tier: str = tiers.WINDOWS):
     """(stream, quarter hour (Unix seconds / QUARTER_S), content or None, windows) of the
-    windows sent in [since, until], counted by the database."""
+    windows sent in [since, until], counted by the database (from their rollups' minutes with
+    `tier` "rollups")."""
+    if tier == tiers.ROLLUPS:
+        yield from tiers.quarters(conn, streams, since, until, QUARTER_S)
+        return
     sc = blocks.windows(conn, streams, since, until).c
     quarter = floor_of(conn.dialect.name, sc.sent_at / QUARTER_S).label("quarter")
     for row in conn.execute(sa.select(sc.stream, quarter, sc.content, sa.func.count().label("n"))
@@ -107,12 +111,12 @@ def _quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float |
 
 
 def by_quarter(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-               until: float | None) -> dict[str, list[list[Any]]]:
+               until: float | None, tier: str = tiers.WINDOWS) -> dict[str, list[list[Any]]]:
     """Stream -> ``[start (Unix seconds), {content: windows}]`` per quarter hour (UTC) with
     windows of known content in [since, until], in time order: what a reader in any zone of
-    whole quarter-hour offsets adds up into its own hours."""
+    whole quarter-hour offsets adds up into its own hours (from `tier`)."""
     out: dict[str, dict[int, dict[str, int]]] = {}
-    for stream, q, kind, n in _quarters(conn, streams, since, until):
+    for stream, q, kind, n in _quarters(conn, streams, since, until, tier):
         if kind is not None:
             counted = out.setdefault(stream, {}).setdefault(q, {})
             counted[kind] = counted.get(kind, 0) + n
@@ -121,17 +125,17 @@ def by_quarter(conn: sa.Connection, streams: Sequence[str] | None, since: float 
 
 
 def by_period(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-              until: float | None, zone: Zone, period: str,
-              reference: float) -> list[dict[str, Any]]:
+              until: float | None, zone: Zone, period: str, reference: float,
+              tier: str = tiers.WINDOWS) -> list[dict[str, Any]]:
     """Per stream and hour or day of `zone` with windows in [since, until]: ``{stream,
     period (its label), start, end (Unix seconds), windows (all), counts {content: windows},
     content {content: share of those known}}``, in order of stream and time. The database
-    counts the windows per quarter hour and content."""
+    counts the windows per quarter hour and content (from `tier`, "windows" or "rollups")."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
     groups: dict[tuple[str, float], dict[str, Any]] = {}
     starts: dict[int, float] = {}
-    for stream, q, kind, n in _quarters(conn, streams, since, until):
+    for stream, q, kind, n in _quarters(conn, streams, since, until, tier):
         if q not in starts:
             starts[q] = period_start(zone, q * QUARTER_S, period)
         group = groups.setdefault((stream, starts[q]),
@@ -154,14 +158,22 @@ def by_period(conn: sa.Connection, streams: Sequence[str] | None, since: float |
 
 
 def content_bins(engine: sa.Engine, stream: str, since: float, until: float,
-                 bins: int) -> tuple[np.ndarray, np.ndarray]:
+                 bins: int, tier: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(windows per bin, windows per CONTENT_KINDS kind and bin) of `stream` in [since, until]
-    cut into `bins` equal bins (no kind counted where the windows' content is not known)."""
+    cut into `bins` equal bins (no kind counted where the windows' content is not known), from
+    `tier` (None: as history.tiers.choose says)."""
     counted = np.zeros((len(CONTENT_KINDS), bins))
     windows = np.zeros(bins)
     index = {kind: i for i, kind in enumerate(CONTENT_KINDS)}
     width = (until - since) / bins
     with engine.connect() as conn:
+        if (tier or tiers.choose(conn, [stream], since, until)) == tiers.ROLLUPS:
+            windows, _, kinds = tiers.bins(conn, stream, since, until, bins)
+            for b, counted_b in enumerate(kinds):
+                for kind, n in counted_b.items():
+                    if kind in index:
+                        counted[index[kind], b] += n
+            return windows, counted
         sc = blocks.windows(conn, [stream], since, until).c
         bin_of = floor_of(engine.dialect.name, (sc.sent_at - sa.literal(since, sa.Float))
                           / sa.literal(width, sa.Float)).label("bin")

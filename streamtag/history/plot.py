@@ -74,10 +74,10 @@ def hold_short_gaps(counts: np.ndarray, share: np.ndarray, width: float,
 
 
 def content_row(engine: Engine, stream: str, since: float, until: float, bins: int,
-                held_s: float) -> np.ndarray:
+                held_s: float, tier: str | None = None) -> np.ndarray:
     """(1, bins): per bin the index in CONTENT_KINDS of the content most of its windows had,
     NaN where none was known; short runs of empty bins held as the tags' are."""
-    windows, counted = content_bins(engine, stream, since, until, bins)
+    windows, counted = content_bins(engine, stream, since, until, bins, tier)
     known = counted.sum(axis=0)
     row = np.where(known > 0, counted.argmax(axis=0).astype(float), np.nan)[np.newaxis, :]
     return hold_short_gaps(known, row, (until - since) / bins, held_s)
@@ -120,6 +120,9 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     spans = [s for s in history.off_air + history.silence + history.not_recorded
              if s.stream in streams]
     entries = [e for e in history.as_run if e.stream in streams]
+    by_stream: dict[str, list] = {}
+    for e in entries:
+        by_stream.setdefault(e.stream, []).append(e)
     heard = [airtime_of(s) for s in streams if airtime_of(s).windows]
     # The range asked for (--since up to --until, or up to now); an open end is the first or
     # last thing recorded, an outage or a track at the edge of what was recorded drawn whole
@@ -155,7 +158,8 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
         tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:top]
         ax.set_facecolor("#dddddd")  # bins without windows: nothing was recorded
         if tags:
-            edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins)
+            edges, counts, share = tag_share_bins(engine, stream, tags, since, until, bins,
+                                                  history.tier)
             held = max(HELD_GAP_HOPS * hop, HELD_GAP_S)
             share = hold_short_gaps(counts, share, (until - since) / bins, held)
             ax.imshow(np.ma.masked_invalid(share), aspect="auto", interpolation="nearest",
@@ -163,7 +167,7 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
             labels = [f"{t}  {100 * airtime.share(t):.0f}%" for t in tags]
             if airtime.content:  # what the audio was, a row above the tags
                 ax.imshow(np.ma.masked_invalid(content_row(engine, stream, since, until, bins,
-                                                           held)),
+                                                           held, history.tier)),
                           aspect="auto", interpolation="nearest", cmap=content_map,
                           vmin=-0.5, vmax=len(CONTENT_KINDS) - 0.5,
                           extent=(x0, x1, -0.5, -1.5))
@@ -177,11 +181,12 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
         ax.set_ylabel(f"{stream}\n{airtime.windows} windows" if tags else stream,
                       fontsize=10, fontweight="bold")
         # the as-run log: the finished tracks and the one now playing
-        tracks = [e for e in entries if e.stream == stream
-                  and (e.end is None or e.end >= since) and e.start <= until]
-        for t in tracks:
-            if t.start >= since:
-                ax.axvline(x(t.start), color="white", linewidth=1.0, alpha=0.9)
+        tracks = [e for e in by_stream.get(stream, [])
+                  if (e.end is None or e.end >= since) and e.start <= until]
+        starts = [x(t.start) for t in tracks if t.start >= since]
+        if starts:  # one collection: a day of a station is some 360 tracks
+            ax.vlines(starts, 0, 1, transform=ax.get_xaxis_transform(), color="white",
+                      linewidth=1.0, alpha=0.9)
         if len(tracks) <= MAX_TRACK_LABELS:
             # Titles above the strip, on two alternating rows; each is cut short where it
             # would reach the next title on its row (fit_titles, once laid out)

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from streamtag.audio.loudness import ABSOLUTE_GATE_LUFS
-from streamtag.history import asrun, blocks, content, schema
+from streamtag.history import asrun, blocks, content, schema, tiers
 from streamtag.history.timeparse import Zone, local_zone, parse_time, span
 from streamtag.text import counted, csv_text
 
@@ -95,6 +95,8 @@ class History:
     # content shares per "hour" or "day" (content.by_period's rows); None: not asked for
     content_by: str | None = None
     content_periods: list[dict[str, Any]] = field(default_factory=list)
+    # what it was read from: "windows", or "rollups" (per minute; history.tiers)
+    tier: str = tiers.WINDOWS
 
     def streams(self) -> list[str]:
         return sorted(set(self.airtime) | {t["stream"] for t in self.tracks}
@@ -103,7 +105,7 @@ class History:
 
     def to_dict(self, events: bool = True) -> dict[str, Any]:
         return {
-            "since": self.since, "until": self.until, "tz": self.zone.name,
+            "since": self.since, "until": self.until, "tz": self.zone.name, "tier": self.tier,
             "streams": {s: {"windows": a.windows, "first_at": a.first_at, "last_at": a.last_at,
                             "station": self.stations.get(s),
                             "airtime": {t: a.share(t) for t in a.tags},
@@ -142,10 +144,12 @@ def model_tags(conn: sa.Connection) -> dict[int, list[str]]:
 def load_history(engine: Engine, streams: Sequence[str] | None = None,
                  since: float | None = None, until: float | None = None, *,
                  top: int = DEFAULT_TAGS, zone: Zone | None = None, period: str | None = None,
-                 now: float | None = None, content_by: str | None = None) -> History:
+                 now: float | None = None, content_by: str | None = None,
+                 tier: str | None = None) -> History:
     """The history of `streams` (all when None) in [since, until]; `top` tags per track and
     stream; play counts per `period` ("day", "week") in `zone`, or for the range (None);
-    content shares per `content_by` ("hour", "day") in `zone` too, where asked."""
+    content shares per `content_by` ("hour", "day") in `zone` too, where asked. Read from
+    `tier` ("windows" or "rollups"; None: as history.tiers.choose says)."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     if period is not None and period not in asrun.PERIODS:
@@ -157,9 +161,16 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     now = time.time() if now is None else now
     s = schema
     airtime: dict[str, StreamAirtime] = {}
+    if tier is not None and tier not in tiers.TIERS:
+        raise ValueError(f"tier must be one of {', '.join(tiers.TIERS)}, got {tier!r}")
     with engine.connect() as conn:
         tags_of = model_tags(conn)
-        sc = blocks.windows(conn, streams, since, until).c
+        tier = tier or tiers.choose(conn, streams, since, until)
+        if tier == tiers.ROLLUPS:
+            airtime = rollup_airtime(conn, streams, since, until, tags_of)
+            sc = blocks.load_none(conn, streams, since, until).c
+        else:
+            sc = blocks.windows(conn, streams, since, until).c
         # The database counts the windows per set of active tags (and content); there are
         # few such sets, so a day of 64 stations is aggregated where it lies rather than row
         # by row here.
@@ -171,7 +182,7 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                  .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until))
                  .group_by(sc.stream, sc.model_id, sc.active, *kinds)
                  .order_by(sc.stream, sc.model_id, sc.active))
-        for row in conn.execute(query):
+        for row in conn.execute(query) if tier == tiers.WINDOWS else ():
             a = airtime.get(row.stream)
             if a is None:
                 a = airtime[row.stream] = StreamAirtime(first_at=row.first_at,
@@ -187,11 +198,13 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                 continue  # speech and dead air are no tag's airtime
             for tag in schema.unpack_names(row.active):
                 a.active[tag] += row.n
-        for stream, counted in content.counts(conn, streams, since, until).items():
-            if stream in airtime:
-                airtime[stream].content = counted
+        if tier == tiers.WINDOWS:
+            for stream, counted in content.counts(conn, streams, since, until).items():
+                if stream in airtime:
+                    airtime[stream].content = counted
         content_periods = ([] if content_by is None else content.by_period(
-            conn, streams, since, until, zone, content_by, now if until is None else until))
+            conn, streams, since, until, zone, content_by, now if until is None else until,
+            tier))
 
         tc = s.tracks.c
         overlap = []
@@ -216,10 +229,12 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                 "start_s": row.start_s, "end_s": row.end_s, "windows": row.windows,
                 "active": s.unpack_names(row.active),
                 "top": [names[i] for i in order[:top]],
-                "tags": {name: {"mean_raw": round(float(mean_raw[i]), 6),
-                                "mean_smoothed": round(float(mean_smoothed[i]), 6),
-                                "active_share": round(float(share[i]), 6)}
-                         for i, name in enumerate(names)}})
+                # rounded by numpy at once: a day of 100 stations has 36,000 tracks
+                "tags": {name: {"mean_raw": r, "mean_smoothed": m, "active_share": a}
+                         for name, r, m, a in zip(names, *(np.round(v.astype(np.float64), 6)
+                                                           .tolist() for v in (
+                                                               mean_raw, mean_smoothed, share)),
+                                                  strict=False)}})
 
         ec = s.events.c
         events = [{"stream": r.stream, "sent_at": r.sent_at, "time_s": r.time_s, "tag": r.tag,
@@ -266,13 +281,30 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         speech = asrun.speech_spans(conn, streams, since, until)
         not_recorded = asrun.gap_spans(conn, gaps)
     entries = asrun.as_run(engine, tracks, around, silence, streams, since, until, top,
-                           now)
+                           now, tier)
     return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
                    speech=speech,
                    not_recorded=not_recorded, period=period,
                    plays=asrun.plays(entries, off_air, zone, period, now), stations=stations,
-                   content_by=content_by, content_periods=content_periods)
+                   content_by=content_by, content_periods=content_periods, tier=tier)
+
+
+def rollup_airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                   until: float | None, tags_of: dict[int, list[str]]) -> dict[str,
+                                                                              StreamAirtime]:
+    """Each stream's airtime and content from its rollups (history.tiers)."""
+    out = {}
+    for stream, a in tiers.airtime(conn, streams, since, until).items():
+        air = out[stream] = StreamAirtime(windows=a["windows"], first_at=a["first_at"],
+                                          last_at=a["last_at"], content=a["content"])
+        for model_id, counts in sorted(a["active"].items()):
+            for tag, n in zip(tags_of[model_id], counts.tolist(), strict=False):
+                if tag not in air.active:
+                    air.active[tag] = 0
+                    air.tags.append(tag)
+                air.active[tag] += n
+    return out
 
 
 def station_names(conn: sa.Connection, streams: Sequence[str] | None,
@@ -292,16 +324,27 @@ def station_names(conn: sa.Connection, streams: Sequence[str] | None,
 
 
 def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, until: float,
-                   bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   bins: int, tier: str | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
     """(bin edges in Unix seconds, windows per bin, share active per tag and bin); the
     database counts the windows per bin and set of active tags (and content: a window of
-    speech or dead air has no tag on)."""
+    speech or dead air has no tag on). From `tier` (None: as history.tiers.choose says)."""
     edges = np.linspace(since, until, bins + 1)
     width = (until - since) / bins
     active = np.zeros((len(tags), bins))
     counts = np.zeros(bins)
     index = {tag: i for i, tag in enumerate(tags)}
     with engine.connect() as conn:
+        if (tier or tiers.choose(conn, [stream], since, until)) == tiers.ROLLUPS:
+            windows, by_model, _ = tiers.bins(conn, stream, since, until, bins)
+            tags_of = model_tags(conn)
+            for model_id, table in by_model.items():
+                for j, tag in enumerate(tags_of[model_id][:table.shape[1]]):
+                    if tag in index:
+                        active[index[tag]] += table[:, j]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = np.where(windows > 0, active / np.maximum(windows, 1), np.nan)
+            return edges, windows, share
         sc = blocks.windows(conn, [stream], since, until).c
         offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
         bin_of = content.floor_of(engine.dialect.name, offset).label("bin")
@@ -403,8 +446,15 @@ def format_text(history: History, events: bool = False) -> str:
     """The report for a person; `events`: list every tag on/off (else only their count)."""
     streams = history.streams()
     lines = [f"times in {history.zone.label(_reference(history))}; {_range(history)}"]
+    if history.tier == tiers.ROLLUPS:
+        lines.append("read from per-minute rollups (the range's windows are too many or no "
+                     "longer kept): shares to the minute; no track under way, speech or "
+                     "loudness per track")
     if not streams:
         return "\n".join(lines) + "\nnothing recorded in this range\n"
+    as_run: dict[str, list[asrun.Entry]] = {}
+    for e in history.as_run:
+        as_run.setdefault(e.stream, []).append(e)
     for stream in streams:
         a = history.airtime.get(stream, StreamAirtime())
         when = (f"{_when(history, a.first_at)} to {_until(history, a.last_at, a.first_at)}"
@@ -425,7 +475,7 @@ def format_text(history: History, events: bool = False) -> str:
             lines.append("  content: " + "  ".join(f"{one_line(kind)} {100 * share:.1f}%"
                                                    for kind, share in a.content_share().items()))
         _content_table(history, lines, stream)
-        entries = [e for e in history.as_run if e.stream == stream]
+        entries = as_run.get(stream, [])
         if entries:
             lines.append(f"  as-run ({len(entries)}):")
         for e in entries:

@@ -159,14 +159,14 @@ class HistoryView:
         history = report.load_history(self.engine, since=since, until=now, top=TOP_TAGS,
                                       now=now)
         with self.engine.connect() as conn:
-            quarters = content.by_quarter(conn, None, since, now)
+            quarters = content.by_quarter(conn, None, since, now, history.tier)
         streams = {}
         for stream, airtime in sorted(history.airtime.items()):
             tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:TOP_TAGS]
             bins = min(BINS, bin_count(since, now, hop_s(airtime)))
             edges, counts, share = report.tag_share_bins(self.engine, stream, tags, since, now,
-                                                         bins)
-            _, kinds = content.content_bins(self.engine, stream, since, now, bins)
+                                                         bins, history.tier)
+            _, kinds = content.content_bins(self.engine, stream, since, now, bins, history.tier)
             known = kinds.sum(axis=0)
             streams[stream] = {
                 "windows": airtime.windows, "first_at": airtime.first_at,

@@ -1,0 +1,222 @@
+"""Generated history at fleet scale, and how long the reports over it take.
+
+`write_history` writes what a recorder would have written for STATIONS streams over DAYS days
+at a window a second: per stream and minute a rollup (the last WINDOW_DAYS days also with its
+block of windows, packed as the recorder packs them; older windows expired), a track every
+four minutes, a silence a day, a "running" status, speech for the first three minutes of each
+hour. Tests use a small version; this script runs it at scale and times the reports:
+
+    python benchmarks/history_year.py                       # SQLite in a temporary folder
+    python benchmarks/history_year.py --db postgresql://...  # an empty PostgreSQL database
+
+It writes 100 stations' last day with windows and one station's year of rollups, then times
+a day of 100 stations' as-run log, airtime and plot, and a year of one station's daily
+airtime (with content per day).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from streamtag.history import blocks, schema  # noqa: E402
+
+TAGS = tuple(f"tag{i:02d}" for i in range(50))
+TRACK_S = 240
+MINUTE_S = 60
+SPEECH_MINUTES = 3  # of each hour: the news
+SAMPLE_RATE = 16000
+
+
+def _minute_windows(minute_at: float, seq0: int, track: int, speech: bool,
+                    rng: np.random.Generator) -> list[blocks.Window]:
+    """A minute's 60 windows: the track's two tags on; over speech, none but in the first
+    minute of each hour's speech (the daemon turns tags off once speech lasted [content]
+    min_s, so a run's first windows still list them)."""
+    on = [TAGS[track % len(TAGS)], TAGS[(3 * track + 1) % len(TAGS)]]
+    level = np.full(len(TAGS), 0.1)
+    level[[TAGS.index(t) for t in on]] = 0.8
+    out = []
+    noisy = np.clip(level + rng.normal(0, 0.02, (MINUTE_S, len(TAGS))), 0, 1)
+    active = json.dumps([] if speech and minute_at % 3600 >= MINUTE_S else on)
+    for i in range(MINUTE_S):
+        start_s = minute_at + i - 3.0
+        out.append(blocks.Window(
+            seq=seq0 + i, sent_at=minute_at + i + 0.5, start_s=start_s, end_s=start_s + 3.0,
+            start_sample=int(start_s * SAMPLE_RATE), end_sample=int((start_s + 3) * SAMPLE_RATE),
+            raw=noisy[i], smoothed=noisy[i], active=active, latency_ms=2.0,
+            rms_dbfs=-20.0, peak_dbfs=-3.0, clipped=0, short_term_lufs=-16.0,
+            content="speech" if speech else "music"))
+    return out
+
+
+def _rollup(minute_at: float, track: int, speech: bool) -> dict:
+    """The rollup `blocks.rollup` gives of `_minute_windows`, without making the windows."""
+    active = np.zeros(len(TAGS), dtype="<u2")
+    mean = np.full(len(TAGS), 0.1)
+    on = [track % len(TAGS), (3 * track + 1) % len(TAGS)]
+    mean[on] = 0.8
+    if not speech:
+        active[on] = MINUTE_S
+    return {"windows": MINUTE_S, "first_sent_at": minute_at + 0.5,
+            "last_sent_at": minute_at + MINUTE_S - 0.5,
+            "mean_smoothed": np.rint(mean * 255).astype(np.uint8).tobytes(),
+            "active_windows": active.tobytes(), "rms_dbfs": -20.0, "peak_dbfs": -3.0,
+            "short_term_lufs": -16.0,
+            "content": json.dumps({"speech" if speech else "music": MINUTE_S})}
+
+
+def _track(stream: str, session: str, k: int, started: float, model_id: int) -> dict:
+    on = [k % len(TAGS), (3 * k + 1) % len(TAGS)]
+    mean = np.full(len(TAGS), 0.1, dtype=schema.SCORE_DTYPE)
+    mean[on] = 0.8
+    share = np.zeros(len(TAGS), dtype=schema.SCORE_DTYPE)
+    share[on] = 1.0
+    start_s = started - 0.0
+    return {"stream": stream, "session": session, "seq": k, "sent_at": started + TRACK_S,
+            "model_id": model_id, "title": f"{stream} track {k}", "reason": "title",
+            "start_s": start_s, "end_s": start_s + TRACK_S,
+            "start_sample": int(start_s * SAMPLE_RATE),
+            "end_sample": int((start_s + TRACK_S) * SAMPLE_RATE),
+            "started_at": started, "ended_at": started + TRACK_S, "windows": TRACK_S,
+            "mean_raw": mean.tobytes(), "mean_smoothed": mean.tobytes(),
+            "active_share": share.tobytes(),
+            "active": json.dumps([TAGS[i] for i in on]), "heard_from_start": True}
+
+
+def write_history(engine: sa.Engine, stations: list[str], days: float, window_days: float,
+                  end: float, seed: int = 0) -> dict[str, int]:
+    """Writes `stations`' history for `days` days up to `end` (a whole minute), the last
+    `window_days` of it with windows too; the rows written per table."""
+    schema.upgrade(engine)
+    rng = np.random.default_rng(seed)
+    minutes = int(days * 1440)
+    first = end - minutes * MINUTE_S
+    windows_from = end - window_days * 86400.0
+    written = {"window_blocks": 0, "window_rollups": 0, "tracks": 0, "silences": 0}
+    with engine.begin() as conn:
+        mc = schema.models.c
+        model_id = conn.execute(sa.select(mc.id).where(mc.name == "generated")).scalar()
+        if model_id is None:
+            model_id = conn.execute(schema.models.insert().values(
+                name="generated", hash="0", tags=json.dumps(TAGS))).inserted_primary_key[0]
+    for stream in stations:
+        session = f"gen-{stream}"
+        with engine.begin() as conn:
+            session_id = conn.execute(schema.sessions.insert().values(
+                stream=stream, session=session, first_sent_at=first,
+                restarted=False)).inserted_primary_key[0]
+            conn.execute(schema.statuses.insert().values(
+                stream=stream, session=session, seq=0, sent_at=first, state="running",
+                title=None, source=f"http://radio.example/{stream}", counters="{}",
+                station=f"Station {stream}", heard_from_start=True))
+            block_rows, rollup_rows, track_rows = [], [], []
+            for m in range(minutes):
+                minute_at = first + m * MINUTE_S
+                track = int((minute_at - first) // TRACK_S)
+                speech = (minute_at % 3600) < SPEECH_MINUTES * MINUTE_S
+                key = {"session_id": session_id, "model_id": model_id,
+                       "first_seq": m * MINUTE_S}
+                if minute_at >= windows_from:
+                    ws = _minute_windows(minute_at, m * MINUTE_S, track, speech, rng)
+                    block_rows.append({**key, "last_seq": ws[-1].seq, "windows": len(ws),
+                                       "first_sent_at": ws[0].sent_at,
+                                       "last_sent_at": ws[-1].sent_at,
+                                       "data": blocks.encode(ws, len(TAGS))})
+                    rollup_rows.append({**key, "minute_at": minute_at,
+                                        **blocks.rollup(ws, TAGS)})
+                else:
+                    rollup_rows.append({**key, "minute_at": minute_at,
+                                        **_rollup(minute_at, track, speech)})
+                if (minute_at - first) % TRACK_S == 0 and minute_at + TRACK_S <= end:
+                    track_rows.append(_track(stream, session, track, minute_at, model_id))
+                for rows, table in ((block_rows, schema.window_blocks),
+                                    (rollup_rows, schema.window_rollups),
+                                    (track_rows, schema.tracks)):
+                    if len(rows) >= 20_000 or (m == minutes - 1 and rows):
+                        conn.execute(table.insert(), rows)
+                        written[table.name] += len(rows)
+                        rows.clear()
+            silences = []
+            for d in range(int(np.ceil(days))):
+                at = first + d * 86400.0 + 7200.0 + 30.0
+                if at + 12 > end:
+                    break
+                common = {"stream": stream, "session": session, "time_s": at - first,
+                          "sample": 0, "start_s": at - first,
+                          "start_sample": int((at - first) * SAMPLE_RATE),
+                          "threshold_dbfs": -60.0, "cause": "silence"}
+                silences += [{**common, "seq": 2 * d, "sent_at": at + 8.0, "state": "on",
+                              "duration_s": 8.0},
+                             {**common, "seq": 2 * d + 1, "sent_at": at + 12.5, "state": "off",
+                              "duration_s": 12.0}]
+            if silences:
+                conn.execute(schema.silences.insert(), silences)
+                written["silences"] += len(silences)
+    return written
+
+
+def timed(what: str, fn) -> float:
+    began = time.perf_counter()
+    fn()
+    took = time.perf_counter() - began
+    print(f"{what}: {took:.2f} s", flush=True)
+    return took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", help="an empty database (default: SQLite in a temporary folder)")
+    parser.add_argument("--stations", type=int, default=100)
+    parser.add_argument("--year-days", type=float, default=365.0)
+    parser.add_argument("--reports-only", action="store_true",
+                        help="time the reports of a --db this script wrote before (today)")
+    args = parser.parse_args()
+    from streamtag.history import report
+    from streamtag.history.plot import plot_history
+    from streamtag.history.timeparse import zone_named
+
+    folder = tempfile.mkdtemp(prefix="streamtag-year-")
+    url = args.db or f"sqlite:///{os.path.join(folder, 'year.db')}"
+    engine = schema.create_db_engine(url)
+    end = float(int(time.time() // 86400 * 86400))
+    fleet = [f"radio-{i:03d}" for i in range(args.stations)]
+    if not args.reports_only:
+        timed(f"write {args.stations} stations' day (windows and rollups)",
+              lambda: print(write_history(engine, fleet, 1.0, 1.0, end)))
+        timed(f"write one station's {args.year_days:g} days (windows of its last day)",
+              lambda: print(write_history(engine, ["year"], args.year_days, 1.0, end, seed=1)))
+    zone = zone_named("UTC")
+    day = (end - 86400.0, end)
+    holder: dict = {}
+
+    def day_report() -> None:
+        holder["h"] = report.load_history(engine, fleet, *day, zone=zone, now=end)
+        report.format_text(holder["h"])
+
+    timed(f"a day of {args.stations} stations: as-run log and airtime", day_report)
+    print(f"  read from {holder['h'].tier}; {len(holder['h'].as_run)} as-run entries")
+    timed(f"a day of {args.stations} stations: plot (16 streams a picture)",
+          lambda: plot_history(engine, holder["h"], os.path.join(folder, "day.png")))
+    year = (end - args.year_days * 86400.0, end)
+
+    def year_report() -> None:
+        holder["y"] = report.load_history(engine, ["year"], *year, zone=zone, now=end,
+                                          content_by="day", period="day")
+
+    timed("a year of one station: airtime, as-run, plays and content per day", year_report)
+    print(f"  read from {holder['y'].tier}; {len(holder['y'].content_periods)} days")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

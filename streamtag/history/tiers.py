@@ -1,0 +1,157 @@
+"""Which store a report reads, windows or per-minute rollups, and the rollups' readers.
+
+The rule: a report reads the windows (history.blocks) where every window of its range is still
+kept and there are at most WINDOWS_AT_MOST of them (100 stations for 40 minutes, one station
+for 2.9 days at a window a second); otherwise the rollups (`window_rollups`, a row per stream
+and minute). From rollups, a report's airtime and content shares, its content per hour or day
+and its plot are those of whole minutes: a minute counts where any of its windows was sent in
+the range, so the range's two edges are read to the minute (at most a minute of each stream
+more, at each edge); shares within that are exact (windows counted, not sampled), and a plot
+bin takes each minute whole, in the bin its start falls in. What only windows tell (the track
+under way, speech spans, loudness per track, the span of lost windows) is left out, and the
+report says it was read from rollups.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from streamtag.history import schema
+from streamtag.history.blocks import BLOCK_S
+
+WINDOWS = "windows"
+ROLLUPS = "rollups"
+TIERS = (WINDOWS, ROLLUPS)
+WINDOWS_AT_MOST = 250_000
+
+
+def _where(table: sa.Table, streams: Sequence[str] | None, since: float | None,
+           until: float | None) -> list:
+    """A block's or rollup's windows sent in [since, until]; its indexed time column bounds
+    the search on both sides (a block or rollup holds one minute of sent_at)."""
+    c, s = table.c, schema.sessions.c
+    indexed = c.minute_at if "minute_at" in c else c.first_sent_at
+    return [*([s.stream.in_(list(streams))] if streams else []),
+            *([c.last_sent_at >= since, indexed >= since - 2 * BLOCK_S]
+              if since is not None else []),
+            *([c.first_sent_at <= until, indexed <= until] if until is not None else [])]
+
+
+def _windows_in(conn: sa.Connection, table: sa.Table, streams: Sequence[str] | None,
+                since: float | None, until: float | None) -> int:
+    c, s = table.c, schema.sessions.c
+    return int(conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(c.windows), 0))
+        .join_from(table, schema.sessions, c.session_id == s.id)
+        .where(*_where(table, streams, since, until))).scalar())
+
+
+def choose(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+           until: float | None) -> str:
+    """WINDOWS or ROLLUPS for a report of `streams` over [since, until] (the module's rule):
+    both counts come from the blocks' and rollups' headers, nothing is decoded."""
+    kept = _windows_in(conn, schema.window_blocks, streams, since, until)
+    if kept > WINDOWS_AT_MOST:
+        return ROLLUPS
+    return ROLLUPS if _windows_in(conn, schema.window_rollups, streams, since,
+                                  until) > kept else WINDOWS
+
+
+def rollup_rows(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                until: float | None, *columns: str):
+    """The rollups of `streams` with a window sent in [since, until]: stream, model_id,
+    minute_at, windows, first_sent_at, last_sent_at and `columns`, in order of stream and
+    minute."""
+    r, s = schema.window_rollups.c, schema.sessions.c
+    return conn.execute(
+        sa.select(s.stream, r.model_id, r.minute_at, r.windows, r.first_sent_at,
+                  r.last_sent_at, *(r[name] for name in columns))
+        .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+        .where(*_where(schema.window_rollups, streams, since, until))
+        .order_by(s.stream, r.minute_at))
+
+
+def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+            until: float | None) -> dict[str, dict[str, Any]]:
+    """Stream -> {windows, first_at, last_at, active {model_id: windows active per tag},
+    content {content: windows}} from the rollups; the database adds up all but the tags."""
+    r, s = schema.window_rollups.c, schema.sessions.c
+
+    def select(*columns):
+        return (sa.select(s.stream, *columns)
+                .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+                .where(*_where(schema.window_rollups, streams, since, until)))
+
+    out: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(select(sa.func.sum(r.windows).label("windows"),
+                                   sa.func.min(r.first_sent_at).label("first_at"),
+                                   sa.func.max(r.last_sent_at).label("last_at"))
+                            .group_by(s.stream)):
+        out[row.stream] = {"windows": int(row.windows), "first_at": row.first_at,
+                           "last_at": row.last_at, "active": {}, "content": {}}
+    # a minute's content counts repeat (60 windows of music): each text is read once
+    for row in conn.execute(select(r.content, sa.func.count().label("n"))
+                            .where(r.content.is_not(None)).group_by(s.stream, r.content)):
+        counted = out[row.stream]["content"]
+        for kind, n in json.loads(row.content).items():
+            counted[kind] = counted.get(kind, 0) + n * row.n
+    parts: dict[tuple[str, int], list[bytes]] = {}
+    for row in conn.execute(select(r.model_id, r.active_windows)):
+        parts.setdefault((row.stream, row.model_id), []).append(row.active_windows)
+    for (stream, model_id), blobs in parts.items():
+        n = len(blobs[0]) // 2
+        joined = np.frombuffer(b"".join(b for b in blobs if len(b) == 2 * n), "<u2")
+        out[stream]["active"][model_id] = joined.reshape(-1, n).sum(axis=0, dtype=np.int64)
+    return out
+
+
+def quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+             until: float | None, quarter_s: float):
+    """(stream, quarter hour (Unix seconds / quarter_s), content or None, windows) from the
+    rollups, as history.content counts windows (a minute lies in one quarter hour). The
+    database groups the minutes by quarter and content text (a year is 35,000 quarters)."""
+    r, s = schema.window_rollups.c, schema.sessions.c
+    ratio = r.minute_at / quarter_s
+    quarter = (sa.func.floor(ratio) if conn.dialect.name == "postgresql"
+               else sa.cast(ratio, sa.Integer)).label("quarter")
+    counted: dict[tuple[str, int, str | None], int] = {}
+    for row in conn.execute(
+            sa.select(s.stream, quarter, r.content, sa.func.sum(r.windows).label("windows"),
+                      sa.func.count().label("n"))
+            .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+            .where(*_where(schema.window_rollups, streams, since, until))
+            .group_by(s.stream, quarter, r.content)):
+        q = int(row.quarter)
+        kinds = json.loads(row.content) if row.content else {}
+        for kind, n in kinds.items():
+            counted[(row.stream, q, kind)] = counted.get((row.stream, q, kind), 0) + n * row.n
+        unknown = int(row.windows) - row.n * sum(kinds.values())
+        if unknown:
+            counted[(row.stream, q, None)] = counted.get((row.stream, q, None), 0) + unknown
+    for (stream, q, kind), n in counted.items():
+        yield stream, q, kind, n
+
+
+def bins(conn: sa.Connection, stream: str, since: float, until: float,
+         n_bins: int) -> tuple[np.ndarray, dict[int, np.ndarray], list[dict[str, int]]]:
+    """(windows per bin, model_id -> windows active per bin and tag (bins, tags), content
+    counts per bin) of `stream` from its rollups, each minute in the bin its start is in."""
+    width = (until - since) / n_bins
+    windows = np.zeros(n_bins)
+    active: dict[int, np.ndarray] = {}
+    kinds: list[dict[str, int]] = [{} for _ in range(n_bins)]
+    for row in rollup_rows(conn, [stream], since, until, "active_windows", "content"):
+        b = min(max(int((max(row.minute_at, since) - since) // width), 0), n_bins - 1)
+        windows[b] += row.windows
+        counts = np.frombuffer(row.active_windows, "<u2")
+        table = active.setdefault(row.model_id, np.zeros((n_bins, counts.size)))
+        if table.shape[1] == counts.size:
+            table[b] += counts
+        for kind, n in (json.loads(row.content) if row.content else {}).items():
+            kinds[b][kind] = kinds[b].get(kind, 0) + n
+    return windows, active, kinds
