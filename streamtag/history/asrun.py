@@ -759,9 +759,7 @@ def add_loudness(conn: sa.Connection, entries: list[Entry]) -> None:
 def add_content(conn: sa.Connection, entries: list[Entry]) -> None:
     """How many of each entry's windows were music, of those whose content the daemon said:
     one query per stream and session, the windows shared out by where they end."""
-    sc = schema.scores.c
-    if not content.has_content(conn):
-        return  # a database from before revision 0008: nothing said
+    sc = blocks.windows(conn).c
     by_session: dict[tuple[str, str | None], list[Entry]] = {}
     for entry in entries:
         by_session.setdefault((entry.stream, entry.session), []).append(entry)

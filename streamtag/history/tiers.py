@@ -45,7 +45,7 @@ def _where(table: sa.Table, streams: Sequence[str] | None, since: float | None,
 def _windows_in(conn: sa.Connection, table: sa.Table, streams: Sequence[str] | None,
                 since: float | None, until: float | None) -> int:
     c, s = table.c, schema.sessions.c
-    return int(conn.execute(
+    return int(conn.execute(  # type: ignore[arg-type]  # coalesce: never NULL
         sa.select(sa.func.coalesce(sa.func.sum(c.windows), 0))
         .join_from(table, schema.sessions, c.session_id == s.id)
         .where(*_where(table, streams, since, until))).scalar())
