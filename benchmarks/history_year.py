@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # run from a checkout; imported by a test, the package is there
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamtag.history import blocks, schema  # noqa: E402
 
 TAGS = tuple(f"tag{i:02d}" for i in range(50))

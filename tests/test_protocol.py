@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields
@@ -640,8 +641,9 @@ def test_a_deeply_nested_body_is_refused_without_harm():
         "    decoder.decode(frames)\n"
         "except ProtocolError as exc:\n"
         "    print('refused:', exc)\n")
+    # from outside the checkout: its streamtag/ (without the built extension) would come first
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, cwd=tempfile.gettempdir())
     assert result.returncode == 0, result.stderr[-2000:]
     assert "refused: scores body frame is not valid JSON" in result.stdout
 

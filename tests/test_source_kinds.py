@@ -4,6 +4,7 @@ added there, or one a text forgets, fails here."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -23,8 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_help(*command: str) -> str:
     done = subprocess.run([sys.executable, "-m", "streamtag", *command, "--help"],
                           capture_output=True, text=True, cwd=tempfile.gettempdir(),
-                          env={"COLUMNS": "400", "PATH": "/usr/bin:/bin",
-                               "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "COLUMNS": "400"})
     assert done.returncode == 0, done.stderr
     return " ".join(done.stdout.split())
 
