@@ -64,12 +64,7 @@ def db_url(request, tmp_path):
 
 
 def new_database(server: PostgresServer) -> str:
-    name = f"t{time.monotonic_ns()}"
-    admin = sa.create_engine(schema.normalise_url(server.url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
+    return server.new_database()
 
 
 @pytest.fixture

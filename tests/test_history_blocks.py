@@ -29,7 +29,6 @@ from support.history_station import (
     table_rows,
     wait_stored,
 )
-from support.postgres import PostgresServer
 
 from streamtag.history import blocks, schema, tiers
 from streamtag.history.recorder import Recorder
@@ -41,26 +40,10 @@ REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
 SCORE_STEP = 0.5 / 255 + 1e-9  # a score's precision in a block
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def _new_url(request, tmp_path, name: str) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / name}"
-    server = request.getfixturevalue("postgres")
-    database = f"t{time.monotonic_ns()}"
-    admin = sa.create_engine(schema.normalise_url(server.url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {database}"))
-    admin.dispose()
-    return server.url.rsplit("/", 1)[0] + f"/{database}"
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -3,35 +3,17 @@ the login may create one, plain inserts where the database refuses it TEMPORARY.
 
 from __future__ import annotations
 
-import time
-
-import pytest
 import sqlalchemy as sa
 from support.history_station import keys, record, stored_keys
-from support.postgres import PostgresServer
 
 from streamtag.history import schema
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_a_login_without_temporary_tables_records_everything(postgres):
     """A database that refuses TEMPORARY to PUBLIC (a locked-down server): the recorder's
     login cannot stage rows for COPY, and every message is stored all the same."""
-    name = f"t{time.monotonic_ns()}"
-    admin = sa.create_engine(schema.normalise_url(postgres.url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    owner_url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    owner_url = postgres.new_database()
+    name = owner_url.rsplit("/", 1)[1]
     owner = schema.create_db_engine(owner_url)
     schema.upgrade(owner)
     with owner.begin() as conn:

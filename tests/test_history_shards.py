@@ -11,10 +11,8 @@ import time
 import urllib.request
 
 import pytest
-import sqlalchemy as sa
 from support.helpers import free_port, run_streamtag, stop_process, wait_until
 from support.history_station import Station, keys, stored_keys, table_rows
-from support.postgres import PostgresServer
 
 from streamtag.daemon.shard import ShardConfig, shard_of
 from streamtag.history import schema
@@ -24,27 +22,11 @@ from streamtag.wire.protocol import STREAM_MSG_TYPES, StatusBody, topic_for
 SHARDS = 3
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'tags.db'}"
-    server = request.getfixturevalue("postgres")
-    name = f"t{time.monotonic_ns()}"
-    admin = sa.create_engine(schema.normalise_url(server.url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
+    return request.getfixturevalue("postgres").new_database()
 
 
 def streams_per_shard(prefix: str, each: int) -> dict[int, list[str]]:

@@ -70,6 +70,21 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
                   "-o", options, "-w", "-t", "60", "start")
 
+    def new_database(self) -> str:
+        """The URL of a new, empty database on this server (one per test keeps them apart)."""
+        import time
+
+        import sqlalchemy as sa
+
+        from streamtag.history import schema
+
+        name = f"t{time.monotonic_ns()}"
+        admin = sa.create_engine(schema.normalise_url(self.url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
 
