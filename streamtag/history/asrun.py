@@ -730,14 +730,19 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
     return out
 
 
+def _by_session(entries: list[Entry]) -> dict[tuple[str, str | None], list[Entry]]:
+    """Entries grouped by stream and session, the unit each window query reads."""
+    groups: dict[tuple[str, str | None], list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault((entry.stream, entry.session), []).append(entry)
+    return groups
+
+
 def add_loudness(conn: sa.Connection, entries: list[Entry]) -> None:
     """Each entry's windows' short-term loudness: one query per stream and session, the
     windows shared out by where they end (a window belongs to the track its end falls in)."""
     sc = blocks.windows(conn).c
-    by_session: dict[tuple[str, str | None], list[Entry]] = {}
-    for entry in entries:
-        by_session.setdefault((entry.stream, entry.session), []).append(entry)
-    for (stream, session), group in by_session.items():
+    for (stream, session), group in _by_session(entries).items():
         rows = conn.execute(
             sa.select(sc.end_sample, sc.end_s, sc.short_term_lufs)
             .where(sc.stream == stream, sc.session == session,
@@ -760,10 +765,7 @@ def add_content(conn: sa.Connection, entries: list[Entry]) -> None:
     """How many of each entry's windows were music, of those whose content the daemon said:
     one query per stream and session, the windows shared out by where they end."""
     sc = blocks.windows(conn).c
-    by_session: dict[tuple[str, str | None], list[Entry]] = {}
-    for entry in entries:
-        by_session.setdefault((entry.stream, entry.session), []).append(entry)
-    for (stream, session), group in by_session.items():
+    for (stream, session), group in _by_session(entries).items():
         rows = conn.execute(
             sa.select(sc.end_sample, sc.content)
             .where(sc.stream == stream, sc.session == session, sc.content.is_not(None))
