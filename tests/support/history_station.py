@@ -173,7 +173,7 @@ def record(url: str, script):
     engine = schema.create_db_engine(url)
     schema.upgrade(engine)
     station = Station()
-    recorder = Recorder(engine, station.endpoint).start()
+    recorder = Recorder(engine, station.endpoint, max_block_age_s=1.0).start()
     try:
         await_subscribed(station, engine)
         result = script(station)
