@@ -161,9 +161,11 @@ def test_the_recorder_writes_every_stream_to_postgresql(stack):
                 raise AssertionError(logs("streamtag-test-recorder"))
             with engine.connect() as connection:
                 return {row[0] for row in connection.execute(
-                    sa.text("SELECT DISTINCT stream FROM scores"))}
+                    sa.text("SELECT DISTINCT s.stream FROM window_blocks b "
+                            "JOIN sessions s ON b.session_id = s.id"))}
 
-        wait_until(lambda: recorded() == set(STREAMS), 120, "scores of every stream in the "
+        # a stream's windows are written a minute at a time (record --block-s)
+        wait_until(lambda: recorded() == set(STREAMS), 180, "windows of every stream in the "
                    "database", interval=1.0)
     finally:
         engine.dispose()
