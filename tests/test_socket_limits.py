@@ -341,14 +341,16 @@ def test_history_spans_past_the_waiting_bound_are_refused_at_once(history_db, da
     def ask(minutes: int) -> None:
         results.append(get(dashboard.port, f"/history.json?minutes={minutes}")[0])
 
-    askers = [threading.Thread(target=ask, args=(10 + i,)) for i in range(24)]
+    # 20 at once, and the screen's: under the 24 connections one address may hold, so that
+    # every refusal here is the waiting bound's
+    askers = [threading.Thread(target=ask, args=(10 + i,)) for i in range(20)]
     for asker in askers:
         asker.start()
     screen = get(dashboard.port, "/history.json?minutes=60")[0]
     for asker in askers:
         asker.join(60)
     assert screen == 200
-    assert set(results) <= {200, 503} and len(results) == 24
+    assert set(results) <= {200, 503} and len(results) == 20
     counts = json.loads(get(dashboard.port, "/healthz")[1])["history_answers"]
     assert counts["computed"] == 1 + results.count(200)
     assert counts["busy"] == results.count(503)
