@@ -180,9 +180,9 @@ def ten_minutes_page(browser, closing, url: str, stream: str):
     return page, panel, errors
 
 
-# slow: in the whole default run its strip drew the outage's red over less than half the span
-# lost (452 pixels, not over 1,000) once the store packed windows in blocks, while it passes
-# alone; until that is understood it runs with the slow tests (docs/history.md, the page)
+# slow: in the whole default run its strip can draw the outage's red over less than half the
+# span lost (452 pixels, not over 1,000) while it passes alone; it runs with the slow tests
+# until that is understood
 @pytest.mark.slow
 def test_history_page_shows_titles_off_air_and_a_24_hour_clock_in_its_zone(
         radio_session, browser, closing, tmp_path):
