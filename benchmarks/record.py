@@ -227,9 +227,9 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
     }
 
 
-def fresh_postgres(server_url: str) -> str:
+def fresh_postgres(server_url: str, prefix: str = "bench") -> str:
     """A new database on the server at ``server_url`` (its own for each run)."""
-    name = f"bench_{time.monotonic_ns()}"
+    name = f"{prefix}_{time.monotonic_ns()}"
     admin = sa.create_engine(schema.normalise_url(server_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
@@ -421,14 +421,7 @@ def _url_maker(name: str, url: str):
         folder = Path(tempfile.mkdtemp(prefix="streamtag-size-"))
         return lambda label: f"sqlite:///{folder / label}.db"
 
-    def make(label: str) -> str:
-        database = f"size_{label.replace('-', '_')}_{time.monotonic_ns()}"
-        admin = sa.create_engine(schema.normalise_url(url), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {database}"))
-        admin.dispose()
-        return url.rsplit("/", 1)[0] + f"/{database}"
-    return make
+    return lambda label: fresh_postgres(url, f"size_{label.replace('-', '_')}")
 
 
 if __name__ == "__main__":
