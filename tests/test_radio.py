@@ -36,8 +36,8 @@ from support.helpers import (
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.commands.listen import run_listen
+from streamtag.daemon.broadcast import track_body
 from streamtag.daemon.config import SourceConfig, config_from_dict
-from streamtag.daemon.daemon import track_body
 from streamtag.engine.tagging import format_text, tag_files, track_fields
 from streamtag.engine.tracks import TrackSummarizer
 from streamtag.errors import ConfigError

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streamtag.daemon.config import DaemonConfig
-from streamtag.daemon.daemon import Daemon
+from streamtag.daemon.config import ControlConfig
+from streamtag.daemon.policy import ControlPolicy
 from streamtag.errors import ConfigError, SourceError
 from streamtag.sources import KINDS, KNOWN_KINDS, PATH_KIND, parse_source, parse_spec, spec_help
 
@@ -73,7 +73,8 @@ def test_a_spec_builds_its_kinds_source_with_its_options():
 def test_help_texts_and_the_configuration_reference_name_every_kind():
     assert spec_help() == "file:PATH or a path, http(s)://URL, device:NAME_OR_INDEX or pipe:"
     assert spec_help() in run_help("run")
-    admitted = tuple(cls for cls in KINDS if cls.kind in Daemon(DaemonConfig()).admissions())
+    rules = ControlPolicy(ControlConfig()).admissions()
+    admitted = tuple(cls for cls in KINDS if cls.kind in rules)
     assert spec_help(admitted) in run_help("control", "add")
     assert spec_help(code=True) in (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
     daemon_page = (ROOT / "docs" / "daemon.md").read_text(encoding="utf-8")
@@ -82,9 +83,9 @@ def test_help_texts_and_the_configuration_reference_name_every_kind():
 
 
 def test_a_kind_the_control_policy_has_no_rule_for_is_refused_by_name(tmp_path):
-    daemon = Daemon(DaemonConfig())
-    assert set(daemon.admissions()) == {"file", "http", "device"}
+    policy = ControlPolicy(ControlConfig())
+    assert set(policy.admissions()) == {"file", "http", "device"}
     with pytest.raises(ConfigError, match=re.escape(
             "pipe: is not available over the control socket (the daemon's standard input is "
             "not the requester's)")):
-        daemon.allowed_spec("pipe:", {})
+        policy.allowed_spec("pipe:", {})

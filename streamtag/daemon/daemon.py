@@ -10,13 +10,12 @@ audio is framed, scored and published, every stream publishes its final status (
 ``failed``), then the sockets close with a linger. A failing source reports ``failed`` with
 the reason and never stops the others.
 
-Control requests come from outside: they need the control token (or an admin's CURVE key,
-``streamtag.wire.control``), and what they may open or load is an allow-list
-(``[control]``): ``reload_model`` an installed model's name or a file under ``model_roots``,
-``add_source`` a file under ``file_roots``, a device only with ``allow_devices``, an http(s)
-URL under the host policy, no other kind (never ``pipe:``), and at most ``max_sources``
-running streams. The
-status of the last ``ENDED_KEPT`` ended streams is kept; older ones are forgotten.
+The daemon composes its parts: what subscribers hear goes through its `Broadcast`
+(``daemon/broadcast.py``: messages in order, the heartbeat); what a control request may open or
+load is its `ControlPolicy` (``daemon/policy.py``: the allow-list of ``[control]``), and control
+requests need the control token (or an admin's CURVE key, ``streamtag.wire.control``) and leave
+room for at most ``max_sources`` running streams. The status of the last ``ENDED_KEPT`` ended
+streams is kept; older ones are forgotten.
 """
 
 from __future__ import annotations
@@ -24,43 +23,34 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import os
-import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from streamtag.catalog.installed import installed, path_of, resolve_model
+from streamtag.catalog.installed import resolve_model
 from streamtag.catalog.shipped import default_model_path
-from streamtag.daemon.config import ControlConfig, DaemonConfig, SourceConfig, unknown_stream
+from streamtag.daemon.broadcast import Broadcast
+from streamtag.daemon.config import DaemonConfig, SourceConfig, unknown_stream
+from streamtag.daemon.policy import ControlPolicy
 from streamtag.daemon.shard import ShardConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.content import MUSIC
 from streamtag.engine.health import SilenceEvent
 from streamtag.engine.smoothing import TagEvent
-from streamtag.engine.tracks import SCORE_DECIMALS, TrackSummarizer, TrackSummary
+from streamtag.engine.tracks import TrackSummarizer, TrackSummary
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
-from streamtag.sources import (
-    KINDS,
-    AudioChunk,
-    Source,
-    SourceSpec,
-    parse_source,
-    parse_spec,
-    spec_help,
-)
+from streamtag.sources import AudioChunk, Source, SourceSpec, parse_source
 from streamtag.sources.decode_turns import Turns
-from streamtag.sources.hosts import HostPolicy, redact_url
+from streamtag.sources.hosts import redact_url
 from streamtag.text import counted
 from streamtag.wire.control import ControlServer, default_token_file, ensure_token
-from streamtag.wire.protocol import ModelRef, SilenceBody, TrackBody
 from streamtag.wire.publisher import Publisher
 from streamtag.wire.requests import (
     AddSource,
@@ -91,9 +81,6 @@ RECENT_TRACKS = 10  # finished tracks per stream that the status reply lists
 CONNECTED_WAIT_S = 5.0
 TURN_SLICE_S = 0.002  # a source thread works this long before others get their turn
 ENDED_KEPT = 64  # ended streams whose status (and metrics) are kept, the latest ones
-SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # a spec that names a kind, not a path
-# Why a kind of source is never opened for a control request (Daemon.allowed_spec).
-NOT_OVER_CONTROL = {"pipe": "the daemon's standard input is not the requester's"}
 
 
 def _build_source(source: SourceConfig, spec: SourceSpec | None = None) -> Source:
@@ -103,21 +90,6 @@ def _build_source(source: SourceConfig, spec: SourceSpec | None = None) -> Sourc
         return parse_source(spec or source.spec, **source.options)
     except SourceError as exc:
         raise ConfigError(f"source {source.id!r}: {exc}") from exc
-
-
-def _under(path: Path, roots: tuple[str, ...]) -> bool:
-    """Whether ``path`` (resolved) lies below one of ``roots`` (resolved, symlinks followed)."""
-    return any(path.is_relative_to(Path(root).expanduser().resolve()) for root in roots)
-
-
-def _resolved(target: str, control: ControlConfig) -> Path | None:
-    """A file path of an ``add_source`` request, resolved (symlinks followed), when it lies
-    below ``control.file_roots``; else None."""
-    try:
-        path = Path(target).expanduser().resolve()
-    except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL byte
-        return None
-    return path if _under(path, control.file_roots) else None
 
 
 def _endpoint_error(key: str, flag: str, endpoint: str, exc: OSError, *,
@@ -132,22 +104,6 @@ def _endpoint_error(key: str, flag: str, endpoint: str, exc: OSError, *,
                "machine (* for all), an ipc path's directory must exist")
     verb = "connect to" if connect else "bind"
     return ConfigError(f"{key} {endpoint}: cannot {verb} it ({reason}); {fix}")
-
-
-def track_body(track: TrackSummary) -> TrackBody:
-    """The ``track`` message's body of a track the engine closed, its means rounded as every
-    published score is (SCORE_DECIMALS)."""
-    def rounded(values: tuple[float, ...]) -> tuple[float, ...]:
-        return tuple(round(v, SCORE_DECIMALS) for v in values)
-
-    return TrackBody(title=track.title, reason=track.reason, start_s=track.start_s,
-                     end_s=track.end_s, start_sample=track.start_sample,
-                     end_sample=track.end_sample, started_at=track.started_at,
-                     ended_at=track.ended_at, windows=track.windows, tags=track.tags,
-                     mean_raw=rounded(track.mean_raw), mean_smoothed=rounded(track.mean_smoothed),
-                     active_share=track.active_share, active=track.active,
-                     model=ModelRef(track.model_name, track.model_hash),
-                     heard_from_start=track.heard_from_start)
 
 
 @dataclasses.dataclass
@@ -194,7 +150,9 @@ class Daemon:
         self.config = config
         self.model: InferenceModel | None = None
         self.engine: Engine | None = None
-        self.publisher: Publisher | None = None
+        self.publisher: Publisher | None = None  # the broadcast's, once bound
+        self.broadcast: Broadcast | None = None
+        self.policy = ControlPolicy(config.control)
         self.control: ControlServer | None = None
         self.metrics: DaemonMetrics | None = None
         self.histograms: Histograms | None = None  # the metrics port's, or kept for a supervisor
@@ -203,7 +161,6 @@ class Daemon:
         self._ended_runs: deque[_SourceRun] = deque()  # in the order they ended
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._heartbeat: threading.Thread | None = None
         self._started_at = time.monotonic()
         self.shard: ShardConfig = config.shard.resolve()  # "auto": K from the host name
         self._serving = False  # model loaded, sockets bound, sources started
@@ -214,9 +171,6 @@ class Daemon:
         self._turns = Turns(config.engine.decoder_turns())  # the source threads take turns
         self._auth: Authenticator | None = None
         self.token_file: Path | None = None
-        self._host_policy = HostPolicy(allow=config.control.allow_hosts,
-                                       deny=config.control.deny_hosts,
-                                       private=config.control.allow_private_hosts)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -297,6 +251,7 @@ class Daemon:
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
+        self.broadcast = Broadcast(self.publisher)
         self.engine = Engine(model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
                              cfg.content)
         if self.histograms is not None:
@@ -310,9 +265,7 @@ class Daemon:
             except OSError as exc:
                 raise _endpoint_error("control.endpoint", "--control", cfg.control.endpoint,
                                       exc) from exc
-        self._heartbeat = threading.Thread(target=self._beat, name="streamtag-heartbeat",
-                                           daemon=True)
-        self._heartbeat.start()
+        self.broadcast.start_heartbeat(cfg.publish.heartbeat_s, self._running_streams)
         mine = [source for source in cfg.sources if self.shard.owns(source.id)]
         if self.shard.count > 1:
             log.info("%s: serving %d of the %d sources", self.shard.name, len(mine),
@@ -376,20 +329,16 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.close()
         self._stopped.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join(2.0)
-        if self.publisher is not None:
-            self.publisher.close()
+        if self.broadcast is not None:
+            self.broadcast.close()
         if self._auth is not None:
             self._auth.stop()
             self._context.term()
 
-    def _beat(self) -> None:
-        period = self.config.publish.heartbeat_s
-        while not self._stopped.wait(period):
-            with self._lock:
-                streams = sum(1 for r in self._runs.values() if r.final is None)
-            self.publisher.heartbeat(streams)
+    def _running_streams(self) -> int:
+        """Streams whose source still runs: the heartbeat's count."""
+        with self._lock:
+            return sum(1 for r in self._runs.values() if r.final is None)
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -472,11 +421,10 @@ class Daemon:
         return counters
 
     def _publish_status(self, run: _SourceRun, state: str, error: str | None) -> None:
-        counters = self._counters(run)
-        self.publisher.publish_status(run.config.id, state=state, error=run.shown(error),
-                                      counters=counters, title=run.title,
-                                      source=run.shown_source, station=run.station,
-                                      heard_from_start=run.heard_from_start)
+        self.broadcast.status(run.config.id, state=state, error=run.shown(error),
+                              counters=self._counters(run), title=run.title,
+                              source=run.shown_source, station=run.station,
+                              heard_from_start=run.heard_from_start)
 
     def _run_source(self, run: _SourceRun) -> None:
         sid = run.config.id
@@ -551,8 +499,8 @@ class Daemon:
     def on_window(self, result: WindowResult) -> None:
         with self._lock:
             run = self._runs.get(result.stream_id)
+        closed: list[TrackSummary] = []
         if run is not None and run.tracks is not None:
-            # Tracks this window closes go first: the window is already the next track's.
             with run.track_lock:
                 # dead air confirmed here takes back the tags its first windows counted;
                 # windows that are not music count for no tag
@@ -561,33 +509,20 @@ class Daemon:
                     result.model_name, result.model_hash,
                     music=result.content in (None, MUSIC), dead_air_from=next(
                         (c.start_sample for c in result.silence if c.state == "on"), None))
-            for track in closed:
-                self._publish_track(run, track)
-        # Silence first (its "on" explains the tags' "off"), then events: the scores message
-        # that follows already lists their tags as active.
-        for change in result.silence:
-            self._publish_silence(result.stream_id, change)
-        for event in result.events:
-            self._publish_event(result.stream_id, event, result.sample_rate)
         if run is not None and result.audio is not None:
             run.level = result.audio  # the last window's, for the status reply
-        model = {"name": result.model_name, "hash": result.model_hash}
-        self.publisher.publish_scores(
-            result.stream_id, start_s=result.start_s, end_s=result.end_s,
-            start_sample=result.start_sample, end_sample=result.end_sample, tags=result.tags,
-            raw=result.raw, smoothed=result.smoothed, active=result.active, model=model,
-            latency_ms=result.latency_ms, audio=result.audio, mood=result.mood,
-            content=result.content)
+        tracks = self.broadcast.window(result, closed)
+        if run is not None:
+            run.recent_tracks.extend(body.to_dict() for body in tracks)
         if self.histograms is not None:
             self.histograms.observe_window(result)
 
     def turn(self) -> AbstractContextManager:
         """The engine's hand-out of one turn: its messages leave together (``held``)."""
-        return self.publisher.held()
+        return self.broadcast.held()
 
     def on_stream_end(self, stream_id: str, events: list[TagEvent], end_s: float) -> None:
-        for event in events:
-            self._publish_event(stream_id, event, self.model.sample_rate)
+        self.broadcast.events(stream_id, events, self.model.sample_rate)
         with self._lock:
             run = self._runs.get(stream_id)
         if run is None:
@@ -595,35 +530,16 @@ class Daemon:
         if run.tracks is not None and not run.tracks.ended:
             with run.track_lock:
                 closed = run.tracks.end(round(end_s * self.model.sample_rate))
-            for track in closed:
-                self._publish_track(run, track)
+            tracks = self.broadcast.tracks(stream_id, closed)
+            run.recent_tracks.extend(body.to_dict() for body in tracks)
         state, error = run.final or ("ended", None)
         run.state, run.error = state, error
         self._publish_status(run, state, error)
         self._ended(run)
 
-    def _publish_track(self, run: _SourceRun, track: TrackSummary) -> None:
-        body = track_body(track)
-        self.publisher.publish(run.config.id, body)
-        run.recent_tracks.append(body.to_dict())
-
     def on_silence_end(self, stream_id: str, changes: list[SilenceEvent]) -> None:
         """The stream ended while silent: its silence ends too (before its final status)."""
-        for change in changes:
-            self._publish_silence(stream_id, change)
-
-    def _publish_silence(self, stream_id: str, change: SilenceEvent) -> None:
-        self.publisher.publish(stream_id, SilenceBody(
-            state=change.state, time_s=change.time_s, sample=change.sample,
-            start_s=change.start_s, start_sample=change.start_sample,
-            duration_s=round(change.duration_s, 6), threshold_dbfs=change.threshold_dbfs,
-            cause=change.cause,
-            ended=change.ended if change.state == "off" else None))
-
-    def _publish_event(self, stream_id: str, event: TagEvent, sample_rate: float) -> None:
-        self.publisher.publish_event(stream_id, tag=event.tag, state=event.state,
-                                     score=event.score, time_s=event.time_s,
-                                     sample=round(event.time_s * sample_rate))
+        self.broadcast.silence(stream_id, changes)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -663,7 +579,7 @@ class Daemon:
         """Swaps the model (``path``: a model file or an installed model's name); ModelError
         (old model kept) for an unusable file or one whose sample rate differs (the sources
         resample to the running rate). No allow-list here: the caller decides what is allowed
-        (``allowed_model`` for a control request)."""
+        (``ControlPolicy.allowed_model`` for a control request)."""
         from streamtag.model.manifest import read_manifest
 
         path = resolve_model(path) or path  # a text is never None
@@ -673,94 +589,6 @@ class Daemon:
                              f"{self.model.sample_rate:g} Hz; restart the daemon to change it")
         self.model = self.engine.reload_model(path)
         return self.model
-
-    def allowed_model(self, text: str) -> str:
-        """The model file a ``reload_model`` request may load: an installed model's name, or a
-        readable file below ``control.model_roots`` (resolved, symlinks followed). Anything else
-        (missing, unreadable, outside, a folder) gets one and the same ModelError, so that the
-        answer tells nothing of the files of this machine. A model file is code: only the
-        places the operator named may provide one."""
-        names = installed()
-        if text in names:
-            return str(path_of(text))  # refused when not this user's alone
-        roots = self.config.control.model_roots
-        try:
-            path = Path(text).expanduser().resolve(strict=True)
-            if roots and _under(path, roots) and path.is_file() and os.access(path, os.R_OK):
-                return str(path)
-        except (OSError, RuntimeError, ValueError):  # missing, a loop of links, a NUL byte
-            pass
-        listed = ", ".join(names) or "none"
-        raise ModelError(f"reload_model refuses {text!r}: give an installed model's name "
-                         f"(installed: {listed}) or a model file under control.model_roots")
-
-    def allowed_spec(self, text: str, options: dict[str, Any]) -> tuple[SourceSpec, dict]:
-        """An ``add_source`` request's spec as it will be opened, and its options, once the
-        spec passes the rule ``[control]`` has for its kind (``admissions``): a file below
-        ``file_roots`` (the resolved path is what is opened), a device only with
-        ``allow_devices``, an http(s) URL whose host the host policy allows (checked now and by
-        the source on every connection and redirect). A kind with no rule (``pipe:``) is never
-        opened. ConfigError naming the rule otherwise."""
-        control = self.config.control
-        admissions = self.admissions()
-        try:
-            spec = parse_spec(text)
-        except SourceError as exc:
-            shown = redact_url(text.strip())
-            # A path that is not there: outside the roots, the same answer as a file that is
-            # (the reply does not tell which files exist).
-            if not SCHEME.match(text.strip()):
-                if _resolved(text.strip(), control) is None:
-                    raise self._outside_roots(shown) from None
-                # below the roots, where the requester may read: it is not there
-                allowed = spec_help(tuple(k for k in KINDS if k.kind in admissions))
-                raise ConfigError(f"add_source refuses {shown!r}: there is no such file below "
-                                  f"control.file_roots; give an existing audio file's path, "
-                                  f"or {allowed}") from None
-            raise ConfigError(f"add_source refuses {shown!r}: {exc}") from None
-        admit = admissions.get(spec.kind)
-        if admit is None:
-            written = next(k.spec_help for k in KINDS if k.kind == spec.kind)
-            why = NOT_OVER_CONTROL.get(spec.kind, f"[control] has no rule for {spec.kind} "
-                                                  "sources")
-            raise ConfigError(f"add_source refuses {redact_url(spec.text)!r}: {written} is not "
-                              f"available over the control socket ({why})")
-        return admit(spec, options)
-
-    def admissions(self) -> dict[str, Callable[[SourceSpec, dict[str, Any]],
-                                                tuple[SourceSpec, dict[str, Any]]]]:
-        """The rule of ``[control]`` for each kind of source a request may open, by kind."""
-        return {"file": self._admit_file, "http": self._admit_http,
-                "device": self._admit_device}
-
-    def _outside_roots(self, shown: str) -> ConfigError:
-        return ConfigError(f"add_source refuses {shown!r}: files must lie below "
-                           f"control.file_roots ({list(self.config.control.file_roots)}): set "
-                           "[control] file_roots in the daemon's config file, or start it "
-                           "with streamtag run --allow-file-root DIR")
-
-    def _admit_file(self, spec: SourceSpec, options: dict[str, Any]
-                    ) -> tuple[SourceSpec, dict[str, Any]]:
-        path = _resolved(spec.target, self.config.control)
-        if path is None:
-            raise self._outside_roots(redact_url(spec.text))
-        return SourceSpec(spec.kind, str(path), spec.text), options
-
-    def _admit_device(self, spec: SourceSpec, options: dict[str, Any]
-                      ) -> tuple[SourceSpec, dict[str, Any]]:
-        if not self.config.control.allow_devices:
-            raise ConfigError(f"add_source refuses {redact_url(spec.text)!r}: input devices "
-                              "are not available over the control socket unless "
-                              "control.allow_devices = true")
-        return spec, options
-
-    def _admit_http(self, spec: SourceSpec, options: dict[str, Any]
-                    ) -> tuple[SourceSpec, dict[str, Any]]:
-        try:
-            self._host_policy.check(spec.target)
-        except SourceError as exc:
-            raise ConfigError(f"add_source refuses {redact_url(spec.text)!r}: {exc}") from None
-        return spec, {**options, "host_policy": self._host_policy}
 
     # -- control requests (streamtag.wire.requests.ControlHandler) ------------------------
 
@@ -793,7 +621,7 @@ class Daemon:
                               f"running; remove it first (streamtag control remove {sid}) or "
                               "choose another id")
         self.config.control.check_room(sid, running)
-        spec, options = self.allowed_spec(request.spec, dict(request.options))
+        spec, options = self.policy.allowed_spec(request.spec, dict(request.options))
         self.add_source(SourceConfig(sid, spec.text, options, request.title), spec)
         return {"id": sid}
 
@@ -801,5 +629,5 @@ class Daemon:
         return {"id": request.id, "removed": self.remove_source(request.id)}
 
     def handle_reload_model(self, request: ReloadModel) -> Reply:
-        self.reload_model(self.allowed_model(request.path))
+        self.reload_model(self.policy.allowed_model(request.path))
         return {"model": self._model_info()}

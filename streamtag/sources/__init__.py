@@ -17,7 +17,7 @@ and target) and ``parse_source`` builds the source it names:
 
 A new kind is its module, with a ``Source`` class that declares those three, and one entry in
 ``KINDS``; what the daemon's control socket may open of it is the daemon's policy
-(``Daemon.allowed_spec``), which refuses a kind it has no rule for.
+(``streamtag.daemon.policy.ControlPolicy``), which refuses a kind it has no rule for.
 """
 
 from __future__ import annotations
