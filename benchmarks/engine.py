@@ -104,6 +104,7 @@ from streamtag.engine.smoothing import TagEvent  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel  # noqa: E402
+from streamtag.wire.protocol import HeartbeatBody  # noqa: E402
 from streamtag.wire.publisher import Publisher  # noqa: E402
 from streamtag.wire.subscriber import Subscriber  # noqa: E402
 
@@ -374,7 +375,7 @@ def subscribe(endpoint: str, conn: Connection) -> None:
                 if message is None:
                     continue
                 mono, wall = time.monotonic(), time.time()
-                if message.msg_type == "heartbeat":
+                if isinstance(message.body, HeartbeatBody):
                     if not heard:
                         conn.send("heard")
                         heard = True

@@ -203,7 +203,7 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
             stored = events.scalar() + (windows.scalar() or 0)
             gaps = conn.execute(sa.select(sa.func.count()).select_from(schema.gaps)).scalar()
         sent = len(burst) + len(live)
-        scores_sent = sum(m.msg_type == "scores" for m in burst + live)
+        scores_sent = sum(isinstance(m.body, ScoresBody) for m in burst + live)
         size = db_bytes(engine, url) - empty_bytes
     finally:
         recorder.terminate()
@@ -212,7 +212,7 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
         engine.dispose()
     burst_rate = len(burst) / (t1 - t0)
     burst_cpu_rate = len(burst) / cpu_burst
-    burst_windows = sum(m.msg_type == "scores" for m in burst)
+    burst_windows = sum(isinstance(m.body, ScoresBody) for m in burst)
     return {
         "database": engine.dialect.name, "code": str(code), "messages": sent, "stored": stored,
         "burst_windows_per_cpu_s": round(burst_windows / cpu_burst),

@@ -145,13 +145,14 @@ class PipeFeeder:
 
 def subscriber_main(endpoint: str, ids: list[str], timeout_s: float) -> int:
     """Counts what arrives until every stream published its final status; prints JSON."""
+    from streamtag.wire.protocol import HeartbeatBody, ScoresBody, StatusBody
     from streamtag.wire.subscriber import Subscriber
 
     sub = Subscriber(endpoint, rcvhwm=100000)
     deadline = time.monotonic() + 30
     while True:  # subscribed once a heartbeat arrives
         msg = sub.recv(200)
-        if msg is not None and msg.header.msg_type == "heartbeat":
+        if msg is not None and isinstance(msg.body, HeartbeatBody):
             break
         if time.monotonic() > deadline:
             print(json.dumps({"error": "no heartbeat"}), flush=True)
@@ -166,14 +167,14 @@ def subscriber_main(endpoint: str, ids: list[str], timeout_s: float) -> int:
         if msg is None or msg.header.stream not in streams:
             continue
         s = streams[msg.header.stream]
-        if msg.header.msg_type == "scores":
-            s["scores"] += 1
-            s["first_seq"] = msg.header.seq if s["first_seq"] is None else s["first_seq"]
-            s["last_seq"] = msg.header.seq
-        elif msg.header.msg_type == "status" and msg.body.state in ("ended", "failed"):
-            s["final"] = {"state": msg.body.state, "error": msg.body.error,
-                          "counters": dict(msg.body.counters or {})}
-            done.add(msg.header.stream)
+        match msg.body:
+            case ScoresBody():
+                s["scores"] += 1
+                s["first_seq"] = msg.header.seq if s["first_seq"] is None else s["first_seq"]
+                s["last_seq"] = msg.header.seq
+            case StatusBody(state="ended" | "failed" as state, error=error, counters=counters):
+                s["final"] = {"state": state, "error": error, "counters": dict(counters or {})}
+                done.add(msg.header.stream)
     print(json.dumps({"streams": streams, "gaps": sub.gaps, "missed": sub.missed,
                       "invalid": sub.invalid, "restarts": sub.restarts,
                       "received": sub.received, "complete": done == set(ids)}), flush=True)

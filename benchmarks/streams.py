@@ -115,7 +115,7 @@ from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
 from streamtag.sources import file as file_source  # noqa: E402
 from streamtag.wire.control import control_request  # noqa: E402
-from streamtag.wire.protocol import decode  # noqa: E402
+from streamtag.wire.protocol import StatusBody, decode  # noqa: E402
 
 FILE_RATE = 44100
 N_TAGS = 50
@@ -203,9 +203,10 @@ def subscriber(endpoint: str, streams: int, conn) -> None:
             arrived.append(time.monotonic())
             continue
         msg = decode(frames)
-        if msg.msg_type == "status" and msg.body.state in ("ended", "failed"):
-            ended.add(msg.stream)
-            first_end = first_end or time.monotonic()
+        match msg.body:
+            case StatusBody(state="ended" | "failed"):
+                ended.add(msg.stream)
+                first_end = first_end or time.monotonic()
     conn.send({"scores": len(arrived), "arrived": arrived, "first_end": first_end})
     socket.close(0)
 

@@ -191,11 +191,13 @@ def _audio_time(msg: ReceivedMessage) -> float | None:
     """The audio time a message speaks of: a window's end, an event's time."""
     from streamtag.wire.protocol import EventBody, ScoresBody
 
-    if isinstance(msg.body, ScoresBody):
-        return msg.body.end_s
-    if isinstance(msg.body, EventBody):
-        return msg.body.time_s
-    return None
+    match msg.body:
+        case ScoresBody(end_s=end_s):
+            return end_s
+        case EventBody(time_s=time_s):
+            return time_s
+        case _:
+            return None
 
 
 def truth_note(msg: ReceivedMessage, segments: Segments) -> str:

@@ -13,8 +13,8 @@ import math
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, assert_never
 
 from streamtag.commands import EXIT_USAGE, terminal_json, terminal_text, use_color
 from streamtag.commands.flags import (
@@ -31,7 +31,7 @@ from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 if TYPE_CHECKING:
     import zmq
 
-    from streamtag.wire.protocol import Message, TrackBody
+    from streamtag.wire.protocol import Message, SilenceBody, TrackBody
     from streamtag.wire.security import ClientCurve
     from streamtag.wire.subscriber import ReceivedMessage
 
@@ -102,58 +102,64 @@ def format_message(message: ReceivedMessage, color: bool = False) -> str:
         return "".join(codes) + text + _RESET if color else text
 
     head = f"{_clock(message.sent_at)}  {message.stream or '-':<12} #{message.seq:<6}"
-    body = message.body
-    if isinstance(body, ScoresBody):
-        ranked = sorted(zip(body.smoothed, body.tags, strict=True), reverse=True)[:3]
-        top = _shown(", ".join(f"{tag} {score:.2f}" for score, tag in ranked)) or "-"
-        text = (f"{body.start_s:9.2f}-{body.end_s:.2f} s  active: "
-                f"{_names(body.active)}  top: {top}  ({body.latency_ms:.0f} ms)")
-        if body.audio is not None and body.audio.short_term_lufs is not None:
-            text += f"  {body.audio.short_term_lufs:.1f} LUFS"  # [health] loudness
-    elif isinstance(body, EventBody):
-        text = paint(f">>> {_shown(body.tag)} {body.state.upper()}", _BOLD,
-                     _GREEN if body.state == "on" else _RED)
-        text += f"  score {body.score:.2f} at {body.time_s:.2f} s"
-    elif isinstance(body, StatusBody):
-        text = paint(f"status {body.state}", _BOLD, *([_RED] if body.state == "failed" else []))
-        if body.error:
-            text += f"  error: {_shown(body.error)}"
-        if body.title:
-            text += f'  title: "{_shown(body.title)}"'
-        if body.station:
-            text += f'  station: "{_shown(body.station)}"'
-        if body.source:
-            text += f"  source: {_shown(body.source)}"
-        if body.counters:
-            text += "  " + _shown(" ".join(f"{k}={v}" for k, v in sorted(body.counters.items())))
-    elif isinstance(body, TrackBody):
-        text = paint(f"track {_title(body.title)}", _BOLD)
-        text += f"  {body.start_s:.2f}-{body.end_s:.2f} s  {_track_summary(body)}  ({body.reason})"
-    elif isinstance(body, SilenceBody):
-        tone = body.cause == "tone"
-        if body.state == "on":
-            text = paint(">>> STUCK TONE" if tone else ">>> SILENCE", _BOLD, _RED)
-            text += (f"  since {body.start_s:.2f} s (" + (
-                "a steady tone, no onset" if tone else f"below {body.threshold_dbfs:g} dBFS")
-                + f" for {body.duration_s:.1f} s)")
-        elif body.ended:  # no sound came back: the stream ended in the dead air
-            text = paint(">>> stream ended", _BOLD)
-            text += (f"  {'stuck tone' if tone else 'silent'} from {body.start_s:.2f} s to its "
-                     f"end at {body.time_s:.2f} s ({body.duration_s:.1f} s)")
-        else:
-            text = paint(">>> sound again", _BOLD, _GREEN)
-            text += (f"  at {body.time_s:.2f} s after {body.duration_s:.1f} s of "
-                     + ("a stuck tone" if tone else "silence"))
-    elif isinstance(body, HeartbeatBody):
-        text = (f"heartbeat  session {_shown(message.session[:8])}  up {body.uptime_s:.0f} s  "
-                f"{counted(body.streams, 'stream')}")
-    else:  # pragma: no cover - decode only returns the types above
-        text = message.msg_type
+    match message.body:
+        case ScoresBody() as body:
+            ranked = sorted(zip(body.smoothed, body.tags, strict=True), reverse=True)[:3]
+            top = _shown(", ".join(f"{tag} {score:.2f}" for score, tag in ranked)) or "-"
+            text = (f"{body.start_s:9.2f}-{body.end_s:.2f} s  active: "
+                    f"{_names(body.active)}  top: {top}  ({body.latency_ms:.0f} ms)")
+            if body.audio is not None and body.audio.short_term_lufs is not None:
+                text += f"  {body.audio.short_term_lufs:.1f} LUFS"  # [health] loudness
+        case EventBody() as body:
+            text = paint(f">>> {_shown(body.tag)} {body.state.upper()}", _BOLD,
+                         _GREEN if body.state == "on" else _RED)
+            text += f"  score {body.score:.2f} at {body.time_s:.2f} s"
+        case StatusBody() as body:
+            text = paint(f"status {body.state}", _BOLD,
+                         *([_RED] if body.state == "failed" else []))
+            if body.error:
+                text += f"  error: {_shown(body.error)}"
+            if body.title:
+                text += f'  title: "{_shown(body.title)}"'
+            if body.station:
+                text += f'  station: "{_shown(body.station)}"'
+            if body.source:
+                text += f"  source: {_shown(body.source)}"
+            if body.counters:
+                text += "  " + _shown(" ".join(f"{k}={v}"
+                                               for k, v in sorted(body.counters.items())))
+        case TrackBody() as body:
+            text = paint(f"track {_title(body.title)}", _BOLD)
+            text += (f"  {body.start_s:.2f}-{body.end_s:.2f} s  {_track_summary(body)}  "
+                     f"({body.reason})")
+        case SilenceBody() as body:
+            text = _silence_text(body, paint)
+        case HeartbeatBody() as body:
+            text = (f"heartbeat  session {_shown(message.session[:8])}  up "
+                    f"{body.uptime_s:.0f} s  {counted(body.streams, 'stream')}")
+        case unknown:
+            assert_never(unknown)  # a Message holds one of the bodies above
     if message.gap:
         text += paint(f"  [{message.gap} lost before this]", _RED)
     if message.restarted:
         text += paint(f"  [publisher restarted: session {_shown(message.session[:8])}]", _BOLD)
     return head + " " + text
+
+
+def _silence_text(body: SilenceBody, paint: Callable[..., str]) -> str:
+    tone = body.cause == "tone"
+    if body.state == "on":
+        return paint(">>> STUCK TONE" if tone else ">>> SILENCE", _BOLD, _RED) + (
+            f"  since {body.start_s:.2f} s (" + (
+                "a steady tone, no onset" if tone else f"below {body.threshold_dbfs:g} dBFS")
+            + f" for {body.duration_s:.1f} s)")
+    if body.ended:  # no sound came back: the stream ended in the dead air
+        return paint(">>> stream ended", _BOLD) + (
+            f"  {'stuck tone' if tone else 'silent'} from {body.start_s:.2f} s to its "
+            f"end at {body.time_s:.2f} s ({body.duration_s:.1f} s)")
+    return paint(">>> sound again", _BOLD, _GREEN) + (
+        f"  at {body.time_s:.2f} s after {body.duration_s:.1f} s of "
+        + ("a stuck tone" if tone else "silence"))
 
 
 class NowPlaying:
@@ -182,23 +188,26 @@ class NowPlaying:
         """Lines to print for one message: a new title, a finished track, or nothing."""
         from streamtag.wire.protocol import StatusBody, TrackBody
 
-        body, stream = message.body, message.stream
-        if isinstance(body, (StatusBody, TrackBody)):
-            known = self.titles.get(stream)
-            self._heard(stream)
-        if isinstance(body, StatusBody):
-            if known == body.title:
-                return []  # no title yet, or the same one
-            self.titles[stream] = body.title
-            return [f"{_clock(message.sent_at)}  {stream:<12} now playing {_title(body.title)}"]
-        if isinstance(body, TrackBody):
-            if getattr(message, "size", 0) <= MAX_KEPT_TRACK_BYTES:
-                last = self.tracks.setdefault(stream, [])
-                last.append(body)
-                del last[:-self.keep]
-            return [f"{_clock(message.sent_at)}  {stream:<12} played {_title(body.title)}  "
-                    f"{_span(body.start_s, body.end_s)}  {_track_summary(body)}"]
-        return []
+        stream = message.stream
+        match message.body:
+            case StatusBody() as body:
+                known = self.titles.get(stream)
+                self._heard(stream)
+                if known == body.title:
+                    return []  # no title yet, or the same one
+                self.titles[stream] = body.title
+                return [f"{_clock(message.sent_at)}  {stream:<12} now playing "
+                        f"{_title(body.title)}"]
+            case TrackBody() as body:
+                self._heard(stream)
+                if getattr(message, "size", 0) <= MAX_KEPT_TRACK_BYTES:
+                    last = self.tracks.setdefault(stream, [])
+                    last.append(body)
+                    del last[:-self.keep]
+                return [f"{_clock(message.sent_at)}  {stream:<12} played {_title(body.title)}  "
+                        f"{_span(body.start_s, body.end_s)}  {_track_summary(body)}"]
+            case _:
+                return []
 
     def apply_status_reply(self, reply: dict[str, Any]) -> list[str]:
         """The daemon's view at the start: current titles and the last tracks it lists."""
@@ -305,7 +314,7 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                     watch_silence = False
                     nothing_heard(nothing_heard_s, "Still listening.")
                 wait_ms = 500
-                if deadline is not None:
+                if deadline is not None and duration is not None:
                     left_ms = (deadline - time.monotonic()) * 1e3
                     if left_ms <= 0:
                         # a --duration shorter than the warning's wait, past a heartbeat's

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from streamtag.engine.content import MUSIC
-from streamtag.wire.protocol import CONTENT_KINDS
+from streamtag.wire.protocol import CONTENT_KINDS, MsgType
 from streamtag.wire.ready_thread import ReadyThread
 from streamtag.wire.security import ClientCurve
 from streamtag.wire.subscriber import Subscriber
@@ -157,7 +157,7 @@ class FeedState:
             message = {k: v for k, v in message.items() if k != "size"}
         header, body = message["header"], message["body"]
         msg_type = header["msg_type"]
-        if size > MAX_KEPT_MESSAGE_BYTES and msg_type != "heartbeat":
+        if size > MAX_KEPT_MESSAGE_BYTES and msg_type != MsgType.HEARTBEAT:
             self.oversized += 1
             if self.oversized == 1:
                 log.warning("a %s message of stream %s is %d bytes, over the %d the dashboard "
@@ -166,7 +166,7 @@ class FeedState:
                             "counted in /healthz, not logged", msg_type, header["stream"],
                             size, MAX_KEPT_MESSAGE_BYTES)
             return None
-        if msg_type == "heartbeat":
+        if msg_type == MsgType.HEARTBEAT:
             self._heartbeat(header["session"])
         else:
             stream = header["stream"]
@@ -179,19 +179,20 @@ class FeedState:
             view["session"] = header["session"]
             view["gaps"] += int(message.get("gap", 0))
             before = weight.total()
-            if msg_type == "scores":
-                self._scores(view, body, now)
-                weight.bodies[msg_type] = size
-            elif msg_type == "event":
-                self._event(view, body)
-            elif msg_type == "status":
-                view["status"] = dict(body)
-                weight.bodies[msg_type] = size
-            elif msg_type == "track":
-                _add_tracks(view, [body])
-                weight.tracks.append(size)
-            elif msg_type == "silence":
-                view["silence"] = self._silence(body, now)
+            match msg_type:
+                case MsgType.SCORES:
+                    self._scores(view, body, now)
+                    weight.bodies[msg_type] = size
+                case MsgType.EVENT:
+                    self._event(view, body)
+                case MsgType.STATUS:
+                    view["status"] = dict(body)
+                    weight.bodies[msg_type] = size
+                case MsgType.TRACK:
+                    _add_tracks(view, [body])
+                    weight.tracks.append(size)
+                case MsgType.SILENCE:
+                    view["silence"] = self._silence(body, now)
             weight.history = (sum(_bin_weight(tags) for _, tags in view["history"])
                               + _MOOD_WEIGHT * len(view["moods"]))
             self._weigh(stream, weight.total() - before)

@@ -62,6 +62,7 @@ from streamtag.wire.listener import (
     ListenerLimits,
     quiet_exception_handler,
 )
+from streamtag.wire.protocol import MsgType
 from streamtag.wire.security import ClientCurve
 
 DEFAULT_PORT = 8080
@@ -426,7 +427,7 @@ class Dashboard:
         if forward is not None:
             self.send_all(forward)
         session = message["header"]["session"]
-        if (self.control and message["header"]["msg_type"] == "heartbeat"
+        if (self.control and message["header"]["msg_type"] == MsgType.HEARTBEAT
                 and session not in self.state.snapshot_sessions):
             self.fetch_snapshot()
 

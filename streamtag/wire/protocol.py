@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
+from enum import StrEnum
 from json.encoder import encode_basestring as _json_str  # json.dumps' str, non-ASCII kept
 from numbers import Integral
 from typing import Any, ClassVar, Self, TypeVar
@@ -32,12 +33,23 @@ PROTOCOL_VERSION = "1.7"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
-SCORES = "scores"
-EVENT = "event"
-STATUS = "status"
-HEARTBEAT = "heartbeat"
-TRACK = "track"  # since 1.1
-SILENCE = "silence"  # since 1.2
+
+class MsgType(StrEnum):
+    """The message types. A consumer dispatches on a message with one ``match``: on its body's
+    class where it holds a decoded `Message` (``case ScoresBody():``), on this where it holds
+    the message's JSON (``match header["msg_type"]: case MsgType.SCORES:``)."""
+
+    SCORES = "scores"
+    EVENT = "event"
+    STATUS = "status"
+    HEARTBEAT = "heartbeat"
+    TRACK = "track"  # since 1.1
+    SILENCE = "silence"  # since 1.2
+
+
+# The same as plain strings, which headers carry and the writers' fast paths expect.
+SCORES, EVENT, STATUS = MsgType.SCORES.value, MsgType.EVENT.value, MsgType.STATUS.value
+HEARTBEAT, TRACK, SILENCE = MsgType.HEARTBEAT.value, MsgType.TRACK.value, MsgType.SILENCE.value
 MSG_TYPES = (SCORES, EVENT, STATUS, HEARTBEAT, TRACK, SILENCE)
 STREAM_MSG_TYPES = (SCORES, EVENT, STATUS, TRACK, SILENCE)
 

@@ -82,32 +82,38 @@
   // The rest of FeedState.apply_message (feed.js did the daemon, the session and a restart).
   function applyMessage(s, h, b, m, receivedAt) {
     s.gaps += m.gap || 0;
-    if (h.msg_type === "scores") {
-      if (!s.model || !b.model || s.model.hash !== b.model.hash ||
-          (s.thresholds && s.thresholds.length !== b.tags.length)) {
-        s.thresholds = null;
-      }
-      s.tags = b.tags;
-      s.smoothed = b.smoothed;
-      s.content = Object.hasOwn(CONTENT_WORDS, b.content) ? b.content : null;  // since 1.7
-      s.active = carriesTags(s.content) ? b.active : [];
-      s.model = b.model;
-      s.audio = b.audio || null;  // since protocol 1.2
-      s.updated_at = receivedAt;
-      record(s, receivedAt);
-    } else if (h.msg_type === "event") {
-      s.active = s.active.filter((tag) => tag !== b.tag);
-      if (b.state === "on" && carriesTags(s.content)) s.active.push(b.tag);
-    } else if (h.msg_type === "status") {
-      s.status = b;
-    } else if (h.msg_type === "track") {
-      s.tracks = [...(s.tracks || []), b].slice(-LAST_TRACKS);
-    } else if (h.msg_type === "silence") {
-      // "on" arrives duration_s of audio after the silence began: its start by this clock
-      s.silence = b.state === "on"
-        ? { since: receivedAt - Math.max(0, b.duration_s || 0), start_s: b.start_s,
-          threshold_dbfs: b.threshold_dbfs, cause: b.cause === "tone" ? "tone" : "silence" }
-        : null;
+    switch (h.msg_type) {
+      case "scores":
+        if (!s.model || !b.model || s.model.hash !== b.model.hash ||
+            (s.thresholds && s.thresholds.length !== b.tags.length)) {
+          s.thresholds = null;
+        }
+        s.tags = b.tags;
+        s.smoothed = b.smoothed;
+        s.content = Object.hasOwn(CONTENT_WORDS, b.content) ? b.content : null;  // since 1.7
+        s.active = carriesTags(s.content) ? b.active : [];
+        s.model = b.model;
+        s.audio = b.audio || null;  // since protocol 1.2
+        s.updated_at = receivedAt;
+        record(s, receivedAt);
+        break;
+      case "event":
+        s.active = s.active.filter((tag) => tag !== b.tag);
+        if (b.state === "on" && carriesTags(s.content)) s.active.push(b.tag);
+        break;
+      case "status":
+        s.status = b;
+        break;
+      case "track":
+        s.tracks = [...(s.tracks || []), b].slice(-LAST_TRACKS);
+        break;
+      case "silence":
+        // "on" arrives duration_s of audio after the silence began: its start by this clock
+        s.silence = b.state === "on"
+          ? { since: receivedAt - Math.max(0, b.duration_s || 0), start_s: b.start_s,
+            threshold_dbfs: b.threshold_dbfs, cause: b.cause === "tone" ? "tone" : "silence" }
+          : null;
+        break;
     }
   }
 

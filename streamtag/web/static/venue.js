@@ -86,13 +86,16 @@
   // The rest of FeedState.apply_message, for what this page shows (feed.js did the daemon,
   // the session and a restart).
   function applyMessage(s, h, b, m, receivedAt) {
-    if (h.msg_type === "scores") {
-      s.audio = b.audio || null;
-      s.mood = b.mood || null;
-      s.updated_at = receivedAt;
-      recordMood(s, receivedAt);
-    } else if (h.msg_type === "status") {
-      s.status = b;
+    switch (h.msg_type) {
+      case "scores":
+        s.audio = b.audio || null;
+        s.mood = b.mood || null;
+        s.updated_at = receivedAt;
+        recordMood(s, receivedAt);
+        break;
+      case "status":
+        s.status = b;
+        break;
     }
   }
 
