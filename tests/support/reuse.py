@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from support.helpers import trained_looking
 
 from streamtag import nets
 from streamtag.audio import testsignals
@@ -17,7 +18,6 @@ from streamtag.engine.batching import Engine, EngineSink
 from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
-from support.helpers import trained_looking
 
 if TYPE_CHECKING:
     from streamtag.model.window_reuse import WindowReuse

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.helpers import free_port, stop_process, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
-from support.helpers import free_port, stop_process, wait_until
 
 
 def stereo_signal(seconds: float, sample_rate: int) -> np.ndarray:
