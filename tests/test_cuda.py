@@ -25,13 +25,13 @@ from test_backends import (
     tagged_mean_scores,
 )
 from test_nets import SMALL
-from test_processes import streamtag_env
 
 from streamtag import nets
 from streamtag.catalog.shipped import default_model_path
 from streamtag.errors import ModelError
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
+from tests.daemon.test_supervisor import streamtag_env
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(),
                                  reason="no CUDA device here (torch.cuda.is_available() is False)"),

@@ -12,7 +12,7 @@ import pytest
 from streamtag.catalog import tfcheckpoint
 from streamtag.errors import ModelError
 
-DATA = Path(__file__).parent / "data" / "tfcheckpoint"
+DATA = Path(__file__).parents[1] / "data" / "tfcheckpoint"
 EXPECTED = dict(np.load(DATA / "expected.npz"))
 
 

@@ -1,5 +1,5 @@
 """The threshold rule (streamtag.catalog.calibration) on score tables with known properties; the
-rule on a real model and real decoding is tested in test_models_install.py."""
+rule on a real model and real decoding is tested in tests/catalog/test_importer.py."""
 
 from __future__ import annotations
 

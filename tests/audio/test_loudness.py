@@ -26,7 +26,7 @@ from streamtag.audio.loudness import (
 )
 from streamtag.audio.testsignals import music_like
 
-DATA = Path(__file__).parent / "data" / "loudness"
+DATA = Path(__file__).parents[1] / "data" / "loudness"
 M_BLOCKS, S_BLOCKS = 4, 30  # momentary: 400 ms; short-term: 3 s
 
 

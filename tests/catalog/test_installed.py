@@ -223,7 +223,7 @@ def test_model_and_output_mistakes_are_named_not_tracebacks(home, tmp_path, caps
     audio = tmp_path / "a.wav"
     write_audio(audio, music_like(4.0, 16000, seed=1), 16000)
     damaged = with_changed_weights(model, tmp_path / "damaged.pt")
-    recipe = str(Path(__file__).resolve().parents[1] / "models" / "recipes" / "synthetic_lstm.toml")
+    recipe = str(Path(__file__).resolve().parents[2] / "models" / "recipes" / "synthetic_lstm.toml")
     runs_file = tmp_path / "taken"
     runs_file.write_text("")
     for argv, said in (

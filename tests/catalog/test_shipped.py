@@ -12,7 +12,7 @@ import pytest
 from streamtag.catalog.shipped import default_model_path
 from streamtag.model import modelfile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "default" / "model.pt"
 CARD = ROOT / "models" / "default" / "MODEL_CARD.md"
 RECIPE = ROOT / "models" / "recipes" / "default.toml"

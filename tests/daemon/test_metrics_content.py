@@ -61,7 +61,7 @@ def test_the_metrics_say_what_each_stream_hears_and_count_its_windows(tmp_path):
 
 
 def test_the_documented_content_rules_are_valid_and_read_metrics_the_daemon_serves():
-    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(
         encoding="utf-8")
     section = text.split("\n## Speech and the rest: what a stream is playing\n", 1)[1]
     section = section.split("\n## ", 1)[0]

@@ -28,7 +28,7 @@ from streamtag.daemon.shard import ShardConfig, WorkerShard, index_from_host_nam
 from streamtag.errors import ConfigError
 from streamtag.wire.control import control_request
 
-TABLE = Path(__file__).parent / "data" / "shard_table.json"
+TABLE = Path(__file__).parents[1] / "data" / "shard_table.json"
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"
 
 

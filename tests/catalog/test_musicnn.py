@@ -25,7 +25,7 @@ from streamtag.frontend import LogMelOptions
 from streamtag.model import modelfile
 from streamtag.model.manifest import read_manifest
 
-DATA = Path(__file__).parent / "data" / "musicnn"
+DATA = Path(__file__).parents[1] / "data" / "musicnn"
 REFERENCE = {  # our name -> musicnn's
     "musicnn-mtt": "MTT_musicnn",
     "musicnn-msd": "MSD_musicnn",

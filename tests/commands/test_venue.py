@@ -20,7 +20,7 @@ from support.servers import PulseServer, require_pulse, stop_process
 
 from streamtag.commands.venue import INSTALL_HINT, venue_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default" / "model.pt"
 
 

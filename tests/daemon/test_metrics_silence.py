@@ -18,7 +18,7 @@ from streamtag.audio.files import write_audio
 from streamtag.daemon.config import MetricsConfig, SourceConfig, config_from_dict
 from streamtag.engine.health import HealthConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = ROOT / "docs" / "operations.md"
 SPEED = 10.0  # realtime pacing, ten times faster than real time
 

@@ -15,7 +15,7 @@ import pytest
 
 from streamtag.commands import EXIT_USAGE, STOP_SIGNALS, stop_on_signals
 
-PACKAGE = Path(__file__).resolve().parent.parent / "streamtag"
+PACKAGE = Path(__file__).resolve().parents[2] / "streamtag"
 COMMANDS_INIT = PACKAGE / "commands" / "__init__.py"
 
 
