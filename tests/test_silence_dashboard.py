@@ -17,12 +17,12 @@ from test_dashboard import (  # noqa: E402
     WAIT_S,
     fake_room_page,
 )
-from test_silence import RATE, music_with_a_gap  # noqa: E402
 
 from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.daemon.config import SourceConfig  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 from streamtag.wire.protocol import SilenceBody  # noqa: E402
+from tests.engine.test_health import RATE, music_with_a_gap  # noqa: E402
 
 
 def message(msg_type: str, body: dict, seq: int = 0) -> dict:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from support.helpers import make_config, started, tiny_model_file, wait_until
-from test_silence import HOP_S, RATE, music_with_a_gap
 
 from streamtag.audio.files import write_audio
 from streamtag.daemon.config import SourceConfig, with_overrides
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
+from tests.engine.test_health import HOP_S, RATE, music_with_a_gap
 
 
 def record_file(path, tmp_path, thresholds: tuple[float, ...] | None = None, *,

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from support.helpers import collect, free_port, make_config, started, tiny_model_file
-from test_silence import RATE, music_with_a_gap
 
 from streamtag.audio.files import write_audio
 from streamtag.daemon.config import MetricsConfig, SourceConfig, config_from_dict
 from streamtag.engine.health import HealthConfig
+from tests.engine.test_health import RATE, music_with_a_gap
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = ROOT / "docs" / "operations.md"

@@ -33,7 +33,7 @@ from streamtag.wire.protocol import (
 )
 
 TABLE = MoodTable.load()
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = open_model(ROOT / "models" / "default" / "model.pt")
 
 

@@ -316,7 +316,7 @@ def test_smoothing_and_events_are_consistent_with_the_scores(model):
 def test_the_protocol_document_lists_every_engine_counter_of_the_status_reply(model):
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     row = next(line for line in doc.splitlines() if line.startswith("| `status` |"))
     engine = Engine(model, Collect(), EngineConfig())
     for key in engine.stats:
