@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from support.helpers import make_config, started, stop_process, tiny_model_file, wait_until
-from test_history_report import red_columns
 
 from streamtag.cli import main
 from streamtag.daemon.config import SourceConfig
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
+from tests.history.test_report import red_columns
 
 MUSIC = Path("/usr/share/games/singularity/music")
 PIECES = ("A New Journey", "Aberrations", "Awakening", "Coherence", "Deprecation")

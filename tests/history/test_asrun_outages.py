@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 from support.history_station import MODEL, RATE, TAGS, WINDOW_S, history, record
-from test_history_report import restart
 
 from streamtag.history.asrun import Entry, Span, clip_to_air, merge_restarts
 from streamtag.history.plot import hold_short_gaps
 from streamtag.wire.protocol import ScoresBody, StatusBody, TrackBody, topic_for
+from tests.history.test_report import restart
 
 SOURCE = "http://127.0.0.1:8000/live.ogg"
 GONE = "the station answered HTTP 404"

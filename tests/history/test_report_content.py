@@ -162,9 +162,8 @@ def test_the_plot_draws_what_the_audio_was_and_no_tag_over_speech_or_dead_air(ev
 
 def test_postgresql_gives_the_same_shares_per_hour_and_bin(evening, tmp_path, postgres):
     """The database does the counting, spelled per dialect: PostgreSQL's answer is SQLite's."""
-    from test_history import new_database
-
     from streamtag.history.content import content_bins
+    from tests.history.test_recorder import new_database
 
     def read(url: str):
         engine = schema.create_db_engine(url)

@@ -155,7 +155,7 @@ def red_columns(path) -> int:
 
 
 def test_the_report_reads_the_same_from_postgresql(tmp_path, postgres):
-    from test_history import new_database
+    from tests.history.test_recorder import new_database
 
     url = new_database(postgres)
     t0 = time.time() - 637

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from history_year import MINUTE_S, write_history  # noqa: E402
 
 from streamtag.history import content, report, schema, tiers  # noqa: E402
