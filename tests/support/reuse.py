@@ -1,4 +1,4 @@
-"""What the window reuse tests (test_reuse.py, test_musicnn_reuse.py) share: small real model
+"""What the window reuse tests (tests/model/test_window_reuse.py, tests/model/test_window_reuse_musicnn.py) share: small real model
 files of a reusing network, windows of music, the engine run over whole streams, and the checks
 that reused windows give the probabilities of whole windows."""
 

@@ -2,7 +2,7 @@
 beside it, and a batch that finds the GPU full runs in halves instead of being lost.
 
 The arithmetic and the halving run everywhere; the cap set on a real GPU is in
-tests/test_cuda.py (skipped without one).
+tests/model/test_inference_cuda.py (skipped without one).
 """
 
 from __future__ import annotations

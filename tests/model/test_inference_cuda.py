@@ -1,7 +1,7 @@
 """On a CUDA device: TorchScript serves, frozen and optimised, and scores as the CPU does.
 
 Skipped where ``torch.cuda.is_available()`` is False (CI has no GPU). On a GPU box:
-``python -m pytest -m "" tests/test_cuda.py``. Real model files written by
+``python -m pytest -m "" tests/model/test_inference_cuda.py``. Real model files written by
 ``streamtag.model.modelfile``, the daemon end to end on a real MP3 over real ZeroMQ sockets, and
 ``streamtag tag`` as a user runs it; the CPU side is ONNX Runtime, what serves there.
 """
@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 import torch
 from support.helpers import run_python
-from test_backends import (
+from test_nets import SMALL
+
+from streamtag import nets
+from streamtag.catalog.shipped import default_model_path
+from streamtag.errors import ModelError
+from streamtag.model import modelfile
+from streamtag.model.inference import InferenceModel
+from tests.daemon.test_supervisor import streamtag_env
+from tests.model.test_sessions import (
     HEAVY,
     N_TAGS,
     TAGGERS,
@@ -24,14 +32,6 @@ from test_backends import (
     published_scores,
     tagged_mean_scores,
 )
-from test_nets import SMALL
-
-from streamtag import nets
-from streamtag.catalog.shipped import default_model_path
-from streamtag.errors import ModelError
-from streamtag.model import modelfile
-from streamtag.model.inference import InferenceModel
-from tests.daemon.test_supervisor import streamtag_env
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(),
                                  reason="no CUDA device here (torch.cuda.is_available() is False)"),
