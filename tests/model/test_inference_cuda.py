@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from support.helpers import run_python
-from test_nets import SMALL
 
 from streamtag import nets
 from streamtag.catalog.shipped import default_model_path
@@ -32,6 +31,7 @@ from tests.model.test_sessions import (
     published_scores,
     tagged_mean_scores,
 )
+from tests.nets.test_nets import SMALL
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(),
                                  reason="no CUDA device here (torch.cuda.is_available() is False)"),

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from support.helpers import free_port, run_streamtag, tiny_model_file, wait_until
-from test_nets import SMALL
 from torch import nn
 
 from streamtag import nets
@@ -42,6 +41,7 @@ from streamtag.model.manifest import MANIFEST_FILE, ONNX_FILE, read_manifest
 from streamtag.model.sessions import onnx_session
 from streamtag.wire.control import control_request
 from streamtag.wire.subscriber import Subscriber
+from tests.nets.test_nets import SMALL
 
 N_TAGS = 6
 # vqvae is the autoencoder the vqvae_* taggers are pre-trained from: it does not tag.
