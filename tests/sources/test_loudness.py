@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import yaml
 from support.helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
-from test_sources import Consumer
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, loudness_of_power, mean_lufs
@@ -41,6 +40,7 @@ from streamtag.sources import DeviceSource, FileSource, HttpSource, PipeSource
 from streamtag.sources.loudness import StreamLoudness
 from streamtag.wire.protocol import AudioLevel
 from streamtag.wire.subscriber import ReceivedMessage
+from tests.sources.test_sources import Consumer
 
 RATE = 48000
 MODEL_RATE = 16000
@@ -301,7 +301,7 @@ def test_a_daemon_publishes_serves_and_reports_loudness(tmp_path):
 
 
 def test_the_loudness_alert_rules_are_valid_and_read_metrics_the_daemon_serves():
-    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text("utf-8")
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text("utf-8")
     section = text.split("\n## Loudness\n", 1)[1].split("\n## ", 1)[0]
     (rules,) = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section,
                                                                re.S)]

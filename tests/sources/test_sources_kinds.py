@@ -18,7 +18,7 @@ from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError, SourceError
 from streamtag.sources import KINDS, KNOWN_KINDS, PATH_KIND, parse_source, parse_spec, spec_help
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_help(*command: str) -> str:
