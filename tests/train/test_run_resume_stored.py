@@ -16,7 +16,7 @@ from streamtag.train.recipe import load_recipe
 from streamtag.train.run import train
 from streamtag.train.runtime import RECIPE_FILE
 
-STORED = Path(__file__).resolve().parent / "data" / "resume_run"
+STORED = Path(__file__).resolve().parents[1] / "data" / "resume_run"
 
 # TorchScript is how streamtag ships models; torch >= 2.9 marks torch.jit deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")

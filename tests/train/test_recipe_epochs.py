@@ -32,7 +32,7 @@ from streamtag.train.run import train
 
 pytest.importorskip("av", reason="the stand-in audio is written and decoded with PyAV")
 
-RECIPES = Path(__file__).resolve().parent.parent / "models" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "models" / "recipes"
 PAPER_RECIPES = sorted(p for p in RECIPES.glob("*.toml") if not p.stem.startswith("synthetic_"))
 # One epoch takes more than about 20 s on two shared cores (CP-ResNets at 256 mels x 862 frames
 # with 128 channels, MobileNetV2 + attention over 4096 frames); so does pre-training any VQ-VAE

@@ -30,7 +30,7 @@ from streamtag.train.windows import evaluation_starts
 # TorchScript is how streamtag ships models; torch >= 2.9 marks torch.jit deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")
 
-RECIPES = Path(__file__).resolve().parent.parent / "models" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "models" / "recipes"
 
 # 40 clips of 3 s (28 train, 6 validation, 6 test), 80 mels (the fewest vq_type 1 takes) at
 # 31 frames per second, 1 s windows; 8 channels and 16 codes: a few seconds an epoch on 2 cores.

@@ -11,7 +11,7 @@ from streamtag import nets
 from streamtag.errors import ConfigError
 from streamtag.train.recipe import Recipe, apply_overrides, load_recipe, parse_recipe
 
-RECIPES = Path(__file__).resolve().parent.parent / "models" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "models" / "recipes"
 RECIPE_FILES = sorted(RECIPES.glob("*.toml"))
 # Forward passes that take about a second or more on one core.
 HEAVY = {"cp_resnet", "fa_resnet", "mobilenet_attn", "vqvae_pretrain"}
