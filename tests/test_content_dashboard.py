@@ -20,15 +20,15 @@ from support.content_material import RATE, festival_speech, game_music, require 
 from support.content_programme import recorded, start  # noqa: E402
 from support.dashboard import FakeDaemon, WatchedPage, real_daemon_page  # noqa: E402
 from support.helpers import free_port, make_config, tiny_model_file  # noqa: E402
-from test_dashboard import (  # noqa: E402
-    TAGS,
-    WAIT_S,
-    DashboardThread,
-)
 
 from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.daemon.config import SourceConfig  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
+from tests.web.test_server import (  # noqa: E402
+    TAGS,
+    WAIT_S,
+    DashboardThread,
+)
 
 # The alpha of the live timeline's pixel in the "calm" row (its first) about two seconds ago
 # (the page's timeline: 150 px of labels, rows of 34 px from y 4, one bin a second of 60 s).

@@ -11,7 +11,6 @@ pytest.importorskip("websockets", reason="the dashboard needs websockets: pip in
 
 from support.dashboard import real_daemon_page  # noqa: E402
 from support.helpers import make_config, tiny_model_file  # noqa: E402
-from test_dashboard import WAIT_S  # noqa: E402
 
 from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.audio.loudness import mean_lufs  # noqa: E402
@@ -21,6 +20,7 @@ from tests.sources.test_loudness import (  # noqa: E402
     reference_blocks,
     stereo_music,
 )
+from tests.web.test_server import WAIT_S  # noqa: E402
 
 
 def test_page_shows_the_short_term_loudness(browser, closing, tmp_path):

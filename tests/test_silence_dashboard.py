@@ -13,16 +13,16 @@ pytest.importorskip("websockets", reason="the dashboard needs websockets: pip in
 
 from support.dashboard import real_daemon_page  # noqa: E402
 from support.helpers import make_config, tiny_model_file  # noqa: E402
-from test_dashboard import (  # noqa: E402
-    WAIT_S,
-    fake_room_page,
-)
 
 from streamtag.audio.files import write_audio  # noqa: E402
 from streamtag.daemon.config import SourceConfig  # noqa: E402
 from streamtag.web.feed import FeedState  # noqa: E402
 from streamtag.wire.protocol import SilenceBody  # noqa: E402
 from tests.engine.test_health import RATE, music_with_a_gap  # noqa: E402
+from tests.web.test_server import (  # noqa: E402
+    WAIT_S,
+    fake_room_page,
+)
 
 
 def message(msg_type: str, body: dict, seq: int = 0) -> dict:

@@ -19,13 +19,13 @@ from support.dashboard import WatchedPage  # noqa: E402
 from support.helpers import free_port  # noqa: E402
 from support.history_programme import NOT_FOUND, SOURCE, play_session  # noqa: E402
 from support.history_station import TAGS, record  # noqa: E402
-from test_dashboard import (  # noqa: E402
+
+from streamtag.history.timeparse import span  # noqa: E402
+from tests.web.test_server import (  # noqa: E402
     WAIT_S,
     DashboardThread,
     watched_page,
 )
-
-from streamtag.history.timeparse import span  # noqa: E402
 
 STREAMS = ("radio-1", "radio-2")
 WINDOWS = 600

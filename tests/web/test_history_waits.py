@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("websockets", reason="the dashboard needs websockets: pip install websockets")
 
 from support.helpers import free_port  # noqa: E402
-from test_dashboard import DashboardThread  # noqa: E402
-from test_dashboard_history import get_json  # noqa: E402
 
 from streamtag.history import schema  # noqa: E402
+from tests.web.test_history import get_json  # noqa: E402
+from tests.web.test_server import DashboardThread  # noqa: E402
 
 
 def test_the_dashboard_waits_for_the_recorder_s_database(tmp_path, closing):
