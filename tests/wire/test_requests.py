@@ -27,7 +27,7 @@ from streamtag.wire.requests import (
 )
 
 TOKEN = "t" * 64
-PROTOCOL_DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
 class Recording:

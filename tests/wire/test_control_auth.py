@@ -259,7 +259,7 @@ def test_a_nonce_serves_once_its_own_connection_and_briefly_and_few_wait(monkeyp
 def test_the_protocol_page_s_client_in_plain_pyzmq_is_served(home):
     # docs/protocol.md shows the exchange in a few lines for clients in other languages: they
     # are run as written, against a real server.
-    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     block = text.split("The same in a few lines of plain pyzmq", 1)[1]
     code = block.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict = {}

@@ -53,8 +53,8 @@ from streamtag.wire.protocol import (
     validate_stream_id,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data" / "protocol"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[1] / "data" / "protocol"
 DOC = ROOT / "docs" / "protocol.md"
 REFERENCE_FILES = sorted(p for p in DATA.glob("*.json") if p.name != "invalid.json")
 SESSION = "5f0c6a2e9d1b4c7e8a3f2b1d0e9c8a7b"
