@@ -13,13 +13,13 @@ import json
 
 import pytest
 from support.helpers import OggStation, free_port, make_config, started, wait_until
-from test_ogg_titles import PIECES, encode_links
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.cli import main
 from streamtag.commands.status import format_status, run_status
 from streamtag.daemon.config import SourceConfig
+from tests.scenarios.test_ogg_titles import PIECES, encode_links
 
 STATION = "Status Test FM"
 

@@ -24,7 +24,6 @@ from support.content_material import (
     sox_signal,
 )
 from support.helpers import collect, make_config, started, tiny_model_file
-from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
@@ -44,6 +43,7 @@ from streamtag.history import blocks
 from streamtag.history.report import format_csv, format_json, format_text, load_history
 from streamtag.model.inference import InferenceModel
 from streamtag.wire import protocol
+from tests.scenarios.test_silence_history import record_file
 
 CHUNK = 4000  # samples fed at a time, as a source's blocks come
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from support.helpers import tiny_model_file
-from test_silence_history import record_file
 
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.audio.testsignals import music_like
@@ -24,6 +23,7 @@ from streamtag.history import schema
 from streamtag.model.inference import InferenceModel
 from streamtag.wire.protocol import SilenceBody
 from tests.engine.test_health import HOP_S, MUSIC, MUSIC_MISSING, RATE, Sink, active_spans
+from tests.scenarios.test_silence_history import record_file
 
 # The two frontends the served models use: the default model's and musicnn's, with their
 # windows and hops in frames.

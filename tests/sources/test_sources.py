@@ -756,7 +756,7 @@ def test_a_station_s_name_goes_with_its_running_status_and_titles(header, tmp_pa
     are; an Ogg stream's own TITLE/ARTIST comments title its audio."""
     import http.server
 
-    from test_ogg_titles import PIECES, encode_links
+    from tests.scenarios.test_ogg_titles import PIECES, encode_links
 
     data = encode_links(tmp_path, "opus")[0].read_bytes()
 

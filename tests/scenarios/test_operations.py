@@ -30,7 +30,6 @@ from support.history_station import (
     stored_keys,
     wait_stored,
 )
-from test_ogg_titles import encode_links
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -40,6 +39,7 @@ from streamtag.commands.record import record
 from streamtag.daemon.config import SourceConfig
 from streamtag.daemon.daemon import Daemon
 from streamtag.history import schema
+from tests.scenarios.test_ogg_titles import encode_links
 
 # -- the recorder: permanent errors stop it, transient ones are waited out ---------------------
 

@@ -14,13 +14,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from test_silence_history import record_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, mean_lufs
 from streamtag.history import blocks
 from streamtag.history.asrun import gated_loudness
 from streamtag.history.report import format_csv, format_json, format_text, load_history
+from tests.scenarios.test_silence_history import record_file
 from tests.sources.test_loudness import (
     RATE,
     decoded_planes,
