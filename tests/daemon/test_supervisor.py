@@ -755,8 +755,8 @@ def test_add_source_stops_at_max_sources_counted_over_every_worker(tmp_path):
 
 def test_a_worker_on_the_cpu_leaves_the_gpu_allocator_alone():
     # share_the_gpu caps torch's CUDA allocator only where the model serves on CUDA (on a GPU
-    # box: tests/model/test_inference_cuda.py); on the CPU, on ONNX Runtime, or with no CUDA device, it sets
-    # nothing.
+    # box: tests/model/test_inference_cuda.py); on the CPU, on ONNX Runtime, or with no CUDA
+    # device, it sets nothing.
     assert share_the_gpu("cpu", 0.5) is None
     # ONNX Runtime and int8 serve on the CPU whatever GPU the box has: no CUDA context either
     assert share_the_gpu("auto", 0.5, backend="onnxruntime") is None

@@ -1,6 +1,7 @@
-"""What the window reuse tests (tests/model/test_window_reuse.py, tests/model/test_window_reuse_musicnn.py) share: small real model
-files of a reusing network, windows of music, the engine run over whole streams, and the checks
-that reused windows give the probabilities of whole windows."""
+"""What the window reuse tests (tests/model/test_window_reuse.py,
+tests/model/test_window_reuse_musicnn.py) share: small real model files of a reusing network,
+windows of music, the engine run over whole streams, and the checks that reused windows give
+the probabilities of whole windows."""
 
 from __future__ import annotations
 
