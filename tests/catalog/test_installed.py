@@ -75,15 +75,15 @@ def test_the_default_folder_is_the_user_data_folder(monkeypatch):
 
 
 @pytest.fixture
-def song(tmp_path):
+def short_flac(tmp_path):
     path = tmp_path / "song.flac"
     write_audio(path, music_like(4.0, 16000, seed=4), 16000)
     return path
 
 
-def test_tag_and_ensemble_take_names(home, song, tmp_path):
+def test_tag_and_ensemble_take_names(home, short_flac, tmp_path):
     env = {**os.environ, installed.HOME_ENV: str(home)}
-    done = run_streamtag("tag", str(song), "--model", "tiny-a", "--device", "cpu", "--json",
+    done = run_streamtag("tag", str(short_flac), "--model", "tiny-a", "--device", "cpu", "--json",
                          env=env)
     assert done.returncode == 0, done.stderr
     assert '"path"' in done.stdout

@@ -168,7 +168,7 @@ def music_with_a_gap(before_s: float, gap_s: float, after_s: float) -> np.ndarra
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
+def silence_model(tmp_path_factory) -> Path:
     return tiny_model_file(tmp_path_factory.mktemp("silence") / "tiny.pt", window=WINDOW,
                            hop=HOP, thresholds=THRESHOLDS)
 
@@ -224,9 +224,9 @@ def check_silence_and_tags(silence: list[tuple[str, float]], tag_events, scores,
     assert inside and all(active == [] and rms == -120.0 for active, rms in inside)
 
 
-def test_silence_in_real_music_through_the_engine(model_path):
+def test_silence_in_real_music_through_the_engine(silence_model):
     audio = music_with_a_gap(15.0, 25.0, 15.0)
-    model = InferenceModel.load(str(model_path), device="cpu")
+    model = InferenceModel.load(str(silence_model), device="cpu")
     sink = Sink()
     engine = Engine(model, sink, smoothing=SmoothingConfig(time_constant_s=0, margin=0,
                                                            min_on_s=0, min_off_s=0))
@@ -249,9 +249,9 @@ def test_silence_in_real_music_through_the_engine(model_path):
     assert counters["silent_s"] == pytest.approx(25.0, abs=HOP_S + EDGE_S)
 
 
-def test_silence_at_the_end_of_a_stream_ends_with_it(model_path):
+def test_silence_at_the_end_of_a_stream_ends_with_it(silence_model):
     audio = music_with_a_gap(10.0, 12.0, 0.0)
-    model = InferenceModel.load(str(model_path), device="cpu")
+    model = InferenceModel.load(str(silence_model), device="cpu")
     sink = Sink()
     engine = Engine(model, sink)
     engine.add_stream("radio")
@@ -269,9 +269,9 @@ def test_silence_at_the_end_of_a_stream_ends_with_it(model_path):
     assert sink.ended[0].time_s == pytest.approx(22.0, abs=HOP_S + EDGE_S)
 
 
-def test_health_off_leaves_tags_on_in_dead_air(model_path):
+def test_health_off_leaves_tags_on_in_dead_air(silence_model):
     audio = music_with_a_gap(5.0, 12.0, 0.0)
-    model = InferenceModel.load(str(model_path), device="cpu")
+    model = InferenceModel.load(str(silence_model), device="cpu")
     sink = Sink()
     engine = Engine(model, sink, health=HealthConfig(enabled=False))
     engine.add_stream("radio")
@@ -285,7 +285,7 @@ def test_health_off_leaves_tags_on_in_dead_air(model_path):
 
 # ---------------------------------------------------------------- a real daemon over ZeroMQ
 
-def test_silence_in_a_real_stream_through_the_daemon(model_path, tmp_path):
+def test_silence_in_a_real_stream_through_the_daemon(silence_model, tmp_path):
     """A real recording with 25 s of digital silence in the middle, served by the daemon from
     a FLAC file (44.1 kHz, resampled by the source) and received over ZeroMQ."""
     audio = music_with_a_gap(20.0, 25.0, 20.0)
@@ -297,7 +297,7 @@ def test_silence_in_a_real_stream_through_the_daemon(model_path, tmp_path):
     path = tmp_path / "gap.flac"
     write_audio(path, np.concatenate(parts), 44100)
     assert len(audio) == 65 * RATE
-    daemon, sub = started(make_config(model_path, tmp_path))
+    daemon, sub = started(make_config(silence_model, tmp_path))
     try:
         daemon.add_source(SourceConfig("radio", f"file:{path}"))
         messages = collect(sub, {"radio"})

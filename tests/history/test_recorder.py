@@ -56,13 +56,6 @@ from streamtag.wire.subscriber import ReceivedMessage
 
 # ---------------------------------------------------------------- databases
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tags.db'}"
-    return new_database(request.getfixturevalue("postgres"))
-
-
 def new_database(server: PostgresServer) -> str:
     return server.new_database()
 

@@ -22,13 +22,6 @@ from streamtag.wire.protocol import STREAM_MSG_TYPES, StatusBody, topic_for
 SHARDS = 3
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tags.db'}"
-    return request.getfixturevalue("postgres").new_database()
-
-
 def streams_per_shard(prefix: str, each: int) -> dict[int, list[str]]:
     """``each`` stream ids of every shard of SHARDS, named prefix-0, prefix-1, ..."""
     found: dict[int, list[str]] = {k: [] for k in range(SHARDS)}

@@ -89,7 +89,7 @@ def test_a_file_that_is_not_a_database_is_named_not_a_traceback(tmp_path, capsys
 
 
 @pytest.fixture(scope="module")
-def postgres():
+def postgres_pw():
     from support.postgres import PostgresServer
 
     server = PostgresServer()
@@ -113,9 +113,9 @@ def postgres():
     (("/postgres", "/no_such_db"), 'database "no_such_db" does not exist; create it'),
     (("streamtag@", "nobody@"), 'role "nobody" does not exist; create the user'),
 ])
-def test_record_stops_at_once_on_a_login_or_database_postgresql_refuses(postgres, change, says,
+def test_record_stops_at_once_on_a_login_or_database_postgresql_refuses(postgres_pw, change, says,
                                                                         capsys):
-    url = postgres.url.replace(*change)
+    url = postgres_pw.url.replace(*change)
     thread, stop, status = record_in_thread(["--connect", f"tcp://127.0.0.1:{free_port()}",
                                              "--db", url])
     thread.join(60)
@@ -127,16 +127,16 @@ def test_record_stops_at_once_on_a_login_or_database_postgresql_refuses(postgres
     assert "wrong-password" not in err  # the password is not shown
 
 
-def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres, caplog):
+def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres_pw, caplog):
     # Started with its database down, the recorder subscribes at once: what the daemon
     # publishes meanwhile waits for it and is stored once the server is up (it was lost, and
     # the recorder logged each retry).
-    postgres.stop()
+    postgres_pw.stop()
     station = Station()
     try:
         with caplog.at_level(logging.DEBUG, logger="streamtag.history.recorder"):
             thread, stop, status = record_in_thread(["--connect", station.endpoint,
-                                                     "--db", postgres.url,
+                                                     "--db", postgres_pw.url,
                                                      "--max-backoff-s", "0.5"])
             wait_until(lambda: sum("retrying in" in r.getMessage() for r in caplog.records)
                        >= 3, 30, "the recorder to retry")
@@ -145,8 +145,8 @@ def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres
         assert len(said) == 1 and "waiting for it" in said[0].getMessage(), said
         sent = station.play("radio-1", range(40))  # while the database is down
     finally:
-        postgres.start()
-    engine = sa.create_engine(postgres.url)
+        postgres_pw.start()
+    engine = sa.create_engine(postgres_pw.url)
     try:
         def upgraded() -> bool:
             with engine.connect() as conn:
@@ -163,16 +163,16 @@ def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres
     assert status == [0]
 
 
-def test_a_login_refused_in_mid_run_is_an_error_with_the_fix_and_loses_no_message(postgres,
+def test_a_login_refused_in_mid_run_is_an_error_with_the_fix_and_loses_no_message(postgres_pw,
                                                                                  caplog):
     # The recorder logs in as pwuser to a database of its own; then its password is changed
     # and its connections cut, as an administrator rotating it would.
-    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(postgres_pw.url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text("CREATE DATABASE pwdb OWNER pwuser"))
-    db = postgres.url.replace("streamtag@", "pwuser:right-password@").replace("/postgres",
+    db = postgres_pw.url.replace("streamtag@", "pwuser:right-password@").replace("/postgres",
                                                                               "/pwdb")
-    stored = sa.create_engine(postgres.url.replace("/postgres", "/pwdb"))
+    stored = sa.create_engine(postgres_pw.url.replace("/postgres", "/pwdb"))
     station = Station()
     thread, stop, status = record_in_thread(["--connect", station.endpoint, "--db", db,
                                              "--max-backoff-s", "0.5"])

@@ -95,7 +95,7 @@ def home(tmp_path_factory):
 
 
 @pytest.fixture()
-def browser():
+def autoplay_browser():
     with chromium("--autoplay-policy=no-user-gesture-required") as launched:
         yield launched
 
@@ -137,7 +137,7 @@ class VenueDaemon:
 
 
 @pytest.mark.slow
-def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home, browser,
+def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home, autoplay_browser,
                                                                 tmp_path):
     require_pulse()
     pulse_dir = Path(tempfile.mkdtemp(prefix="st-pa-"))
@@ -168,7 +168,7 @@ def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home,
         assert url.endswith("/venue?stream=venue"), url
         said = "\n".join(daemon.lines)
         assert "the sound card" in said and "musicnn-msd, the installed real-music model" in said
-        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        page = autoplay_browser.new_page(viewport={"width": 1920, "height": 1080})
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
         page.goto(url)
