@@ -205,7 +205,7 @@ def test_a_silence_span_starts_within_a_hop_of_the_silence(tmp_path):
                                       music_like(1.5, rate, seed=2)]).astype(np.float32), rate)
     model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
     hop_s = 16 * 256 / rate
-    edge_s = 0.05  # a window's frames reach n_fft / 2 before its first hop (test_silence)
+    edge_s = 0.05  # a window's frames reach n_fft / 2 before its first hop (engine/test_health.py)
     engine = schema.create_db_engine(f"sqlite:///{tmp_path / 'tags.db'}")
     schema.upgrade(engine)
     daemon, sub = started(make_config(model, tmp_path, health=HealthConfig(silence_s=1.5)))
