@@ -59,7 +59,7 @@ PIECE_CHANGES: dict[str, dict[str, Any]] = {
 # the mode is heard from where a phrase starts and comes back to.
 PHRASE_SECONDS = 6.0
 # The piece played when no seed is given: one on which the shipped model agrees with the truth
-# throughout (tests/test_demo.py); 10 of seeds 0-23 are such pieces.
+# throughout (tests/commands/test_demo.py); 10 of seeds 0-23 are such pieces.
 DEFAULT_SEED = 0
 # A tag that switches on this soon after a section begins may still be hearing the one before:
 # a window of the shipped model is 3 s long.

@@ -35,8 +35,8 @@ track (a reading near its start would measure the track before), gated and avera
 BS.1770 gates its 400 ms blocks for integrated loudness (absolute gate -70 LUFS, relative gate
 10 LU below the mean of what passes it). With a window every second or so this is within 0.25
 LU of the integrated loudness of the track's blocks (0.01-0.21 LU on 8 real tracks,
-tests/test_loudness_history.py); it is not BS.1770's integrated loudness itself, whose 400 ms
-blocks the daemon does not publish. A track with readings none of which passes the absolute
+tests/scenarios/test_loudness_history.py); it is not BS.1770's integrated loudness itself, whose
+400 ms blocks the daemon does not publish. A track with readings none of which passes the absolute
 gate (digital silence, or quieter than -70 LUFS) is "below -70 LUFS": no number
 (``loudness_lufs`` None, ``loudness_below_gate`` True).
 """

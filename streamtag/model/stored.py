@@ -14,7 +14,7 @@ needs the module then says so and names the command that adds it (``no_torchscri
 A file is also written again without torch where its module stays as it is (new thresholds, an
 int8 graph): the archive's entries are copied as they are and the extra files replaced
 (``rewrite_archive``); TorchScript reads the result as it read the original, which
-tests/test_torch_free.py checks with ``torch.jit.load``.
+tests/scenarios/test_torch_free.py checks with ``torch.jit.load``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from podman import REPO, base_image, build, host_find_links, podman, skip_unless_podman
+
+from tests.container.podman import (
+    REPO,
+    base_image,
+    build,
+    host_find_links,
+    podman,
+    skip_unless_podman,
+)
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 CPU_IMAGE = "localhost/streamtag:test-cpu"

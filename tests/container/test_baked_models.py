@@ -9,11 +9,11 @@ import json
 import time
 
 import pytest
-from conftest import DOCKERFILE, readable, record_figure
-from podman import build, host_find_links, image_size, podman
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
+from tests.container.conftest import DOCKERFILE, readable, record_figure
+from tests.container.podman import build, host_find_links, image_size, podman
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
-from conftest import DOCKERFILE, record_figure
-from podman import build, host_find_links, image_size, podman
-from test_baked_models import TORCHSCRIPT
+
+from tests.container.conftest import DOCKERFILE, record_figure
+from tests.container.podman import build, host_find_links, image_size, podman
+from tests.container.test_baked_models import TORCHSCRIPT
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import readable, record_figure
-from podman import image_size, podman
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
+from tests.container.conftest import readable, record_figure
+from tests.container.podman import image_size, podman
 
 pytestmark = pytest.mark.container
 

@@ -12,9 +12,10 @@ import json
 
 import pytest
 import yaml
-from conftest import record_figure
-from podman import REPO, podman
 from support.helpers import wait_until
+
+from tests.container.conftest import record_figure
+from tests.container.podman import REPO, podman
 
 pytestmark = pytest.mark.container
 

@@ -16,14 +16,14 @@ import urllib.request
 
 import pytest
 import sqlalchemy as sa
-from conftest import readable
-from podman import podman
 from support.helpers import free_port, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.daemon.shard import shard_of
 from streamtag.wire.subscriber import Subscriber
+from tests.container.conftest import readable
+from tests.container.podman import podman
 
 pytestmark = pytest.mark.container
 

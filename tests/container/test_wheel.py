@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import readable, record_figure
-from podman import REPO, podman
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
 from streamtag.frontend import LogMelOptions, compute_logmel
+from tests.container.conftest import readable, record_figure
+from tests.container.podman import REPO, podman
 
 pytestmark = pytest.mark.container
 

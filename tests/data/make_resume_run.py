@@ -1,5 +1,5 @@
 """Makes ``tests/data/resume_run/``: a run folder written by the trainer as it was before the
-trainer's restructure (issue 16), which ``tests/test_resume_stored_run.py`` resumes with the
+trainer's restructure (issue 16), which ``tests/train/test_run_resume_stored.py`` resumes with the
 current code. Run once from the repository root: ``PYTHONPATH=$PWD python
 tests/data/make_resume_run.py``.
 

@@ -1,6 +1,6 @@
 """Writes shard_table.json: which shard serves each of a fixed list of stream ids, for 1 to 16
-shards. Run once; tests/test_shard.py checks that streamtag.daemon.shard still agrees, so a change
-of the hash (which would move streams between running daemons) cannot pass unnoticed.
+shards. Run once; tests/daemon/test_shard.py checks that streamtag.daemon.shard still agrees, so a
+change of the hash (which would move streams between running daemons) cannot pass unnoticed.
 
     PYTHONPATH=. python tests/data/make_shard_table.py
 """

@@ -8,7 +8,6 @@ import threading
 
 import numpy as np
 import pytest
-from faultkit import expected_windows, ffmpeg_encode, final_statuses, load_model, of_stream
 from support.helpers import assert_no_gaps, collect, make_config, offline, started
 
 from streamtag.audio.files import write_audio
@@ -16,6 +15,13 @@ from streamtag.audio.testsignals import music_like
 from streamtag.daemon.config import SourceConfig
 from streamtag.frontend import compute_logmel
 from streamtag.sources import FileSource
+from tests.reliability.faultkit import (
+    expected_windows,
+    ffmpeg_encode,
+    final_statuses,
+    load_model,
+    of_stream,
+)
 
 RATE = 16000  # the tiny model's rate
 SECONDS = 2.0

@@ -9,12 +9,12 @@ import socket
 import threading
 
 import pytest
-from faultkit import port_is_free
 from support.helpers import free_port, make_config, run_streamtag, wait_until
 
 from streamtag.daemon.config import SECTIONS, MetricsConfig, SourceConfig, load_config
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError
+from tests.reliability.faultkit import port_is_free
 
 CONFIG_PY = "config.py does not check this value"
 

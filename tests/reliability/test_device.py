@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 import pytest
-from faultkit import of_stream
 from support.helpers import assert_no_gaps, make_config, started, wait_until
 from support.servers import pulse_session
-from test_network import Watcher
 
 from streamtag.daemon.config import SourceConfig
+from tests.reliability.faultkit import of_stream
+from tests.reliability.test_network import Watcher
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 (any chunking, any finite or non-finite samples, extreme options), the wire decoder (any frames
 give a Message or ProtocolError; the control server answers anything) and the config loader
 (any TOML-able document gives a DaemonConfig or ConfigError; a Daemon built from it raises
-nothing else and binds nothing). tests/test_protocol.py already fuzzes short byte frames and
+nothing else and binds nothing). tests/wire/test_protocol.py already fuzzes short byte frames and
 mutated valid messages; these add arbitrary objects, arbitrary JSON documents, the control
 request/reply decoders and a subscriber on a real socket."""
 

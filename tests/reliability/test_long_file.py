@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
-from faultkit import expected_windows, load_model, require_tools, rss_kib
 from support.helpers import make_config, started
 
 from streamtag.daemon.config import SourceConfig
+from tests.reliability.faultkit import expected_windows, load_model, require_tools, rss_kib
 
 HOURS = 10
 RATE = 8000  # a low rate keeps the file small; the source resamples it to the model's 16 kHz

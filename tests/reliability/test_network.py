@@ -10,14 +10,14 @@ import time
 
 import numpy as np
 import pytest
-from faultkit import ffmpeg_encode, of_stream
 from support.helpers import assert_no_gaps, free_port, make_config, started, wait_until
 from support.servers import AudioServer, Feeder, icecast_server
-from test_sources import TARGET, read_all
 
 from streamtag.audio.testsignals import music_like
 from streamtag.daemon.config import SourceConfig
 from streamtag.sources import HttpSource
+from tests.reliability.faultkit import ffmpeg_encode, of_stream
+from tests.sources.test_sources import TARGET, read_all
 
 FAST = {"initial_backoff_s": 0.05, "max_backoff_s": 0.3}
 

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-from faultkit import final_statuses, of_stream, port_is_free
 from support.helpers import (
     assert_no_gaps,
     collect,
@@ -25,7 +24,6 @@ from support.helpers import (
     wait_for_heartbeat,
     wait_until,
 )
-from test_network import Watcher
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -33,6 +31,8 @@ from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ModelError
 from streamtag.wire.control import control_request
 from streamtag.wire.subscriber import Subscriber
+from tests.reliability.faultkit import final_statuses, of_stream, port_is_free
+from tests.reliability.test_network import Watcher
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from faultkit import PipeWriter, expected_windows, final_statuses, load_model, of_stream
 from support.helpers import (
     TAGS,
     TinyTagger,
@@ -26,6 +25,13 @@ from streamtag.daemon.config import MetricsConfig, SourceConfig
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.frontend import LogMelOptions
 from streamtag.model import modelfile
+from tests.reliability.faultkit import (
+    PipeWriter,
+    expected_windows,
+    final_statuses,
+    load_model,
+    of_stream,
+)
 
 RATE = 16000
 SILENCE_S = 300.0  # five minutes of digital zeros, as fast as the engine goes

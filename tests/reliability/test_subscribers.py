@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 import zmq
-from faultkit import final_statuses, of_stream
 from support.helpers import collect, free_port, make_config, started, wait_for_heartbeat, wait_until
 
 from streamtag.audio.files import write_audio
@@ -23,6 +22,7 @@ from streamtag.engine.batching import EngineConfig
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.wire.control import control_request
 from streamtag.wire.subscriber import Subscriber
+from tests.reliability.faultkit import final_statuses, of_stream
 
 
 @pytest.fixture(scope="module")

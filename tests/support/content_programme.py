@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from support.history_station import MODEL, RATE, Station, record
+
 from streamtag.history.timeparse import Zone, zone_named
 from streamtag.wire.protocol import ScoresBody, StatusBody
-from support.history_station import MODEL, RATE, Station, record
 
 TAGS = ("calm", "dark")
 HOP_S = 10.0  # one window every 10 s: three hours in 1,080 messages

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from support.history_station import MODEL, RATE, TAGS, WINDOW_S, Station
 
 from streamtag.wire.protocol import EventBody, ScoresBody, SilenceBody, StatusBody, TrackBody
-from support.history_station import MODEL, RATE, TAGS, WINDOW_S, Station
 
 SOURCE = "http://127.0.0.1:8000/live.mp3"
 NOT_FOUND = "HTTP 404"

@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import sqlalchemy as sa
+from support.helpers import wait_until
 
 from streamtag.cli import main
 from streamtag.history import blocks, schema
@@ -25,7 +26,6 @@ from streamtag.wire.protocol import (
     topic_for,
 )
 from streamtag.wire.publisher import Publisher
-from support.helpers import wait_until
 
 TAGS = ("calm", "energetic", "vocal", "dark", "bright")
 MODEL = {"name": "tiny", "hash": "sha256:0123abcd"}

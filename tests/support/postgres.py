@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from support.helpers import free_port
 
 SERVER_USER = "postgres"  # the Debian package's system user

@@ -1,6 +1,7 @@
-"""What the window reuse tests (test_reuse.py, test_musicnn_reuse.py) share: small real model
-files of a reusing network, windows of music, the engine run over whole streams, and the checks
-that reused windows give the probabilities of whole windows."""
+"""What the window reuse tests (tests/model/test_window_reuse.py,
+tests/model/test_window_reuse_musicnn.py) share: small real model files of a reusing network,
+windows of music, the engine run over whole streams, and the checks that reused windows give
+the probabilities of whole windows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from support.helpers import trained_looking
 
 from streamtag import nets
 from streamtag.audio import testsignals
@@ -17,7 +19,6 @@ from streamtag.engine.batching import Engine, EngineSink
 from streamtag.frontend import LogMelOptions, compute_logmel
 from streamtag.model import modelfile
 from streamtag.model.inference import InferenceModel
-from support.helpers import trained_looking
 
 if TYPE_CHECKING:
     from streamtag.model.window_reuse import WindowReuse

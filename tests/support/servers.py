@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.helpers import free_port, stop_process, wait_until
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
-from support.helpers import free_port, stop_process, wait_until
 
 
 def stereo_signal(seconds: float, sample_rate: int) -> np.ndarray:
@@ -153,7 +153,7 @@ class Icecast:
         manager.add_password(None, f"http://127.0.0.1:{self.port}/", "admin", self.password)
         opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(manager))
         # Icecast answers its admin requests in its one client thread, behind the streams it
-        # serves: 5 s once ran out on a busy machine (a killclient in test_sources)
+        # serves: 5 s once ran out on a busy machine (a killclient in sources/test_sources.py)
         with opener.open(request, timeout=20) as response:
             return response.read().decode()
 

@@ -1,4 +1,4 @@
-"""Reference loudness from FFmpeg's ``ebur128`` filter, for tests/test_loudness.py.
+"""Reference loudness from FFmpeg's ``ebur128`` filter, for tests/audio/test_loudness.py.
 
 Run once, with the ``ffmpeg`` command installed (Debian's ``ffmpeg`` package):
 

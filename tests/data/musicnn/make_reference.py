@@ -1,4 +1,4 @@
-"""Reference outputs of musicnn's own TensorFlow graphs, for tests/test_musicnn.py.
+"""Reference outputs of musicnn's own TensorFlow graphs, for tests/catalog/test_musicnn.py.
 
 Run once, with TensorFlow 2, tf-keras, librosa and ``pip install --no-deps musicnn==0.1.0``
 installed (TensorFlow 2 runs musicnn's TF1 graph through tf.compat.v1):

@@ -1,4 +1,4 @@
-"""Tiny TensorFlow checkpoints of known contents, for tests/test_tfcheckpoint.py.
+"""Tiny TensorFlow checkpoints of known contents, for tests/catalog/test_tfcheckpoint.py.
 
 Run once with TensorFlow 2 installed:
 

@@ -1,0 +1,102 @@
+"""Reports from rollups: `history` and the history page read the per-minute rollups where the
+range's windows are too many or expired (history.tiers), and what they give equals what the
+windows give, to the minute at the range's edges. The history is benchmarks/history_year.py's
+generator, small."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from history_year import MINUTE_S, write_history  # noqa: E402
+
+from streamtag.history import content, report, schema, tiers  # noqa: E402
+from streamtag.history.retention import Retention, expire  # noqa: E402
+from streamtag.history.timeparse import zone_named  # noqa: E402
+
+STATIONS = ["north", "south"]
+HOURS = 3
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('tiers') / 'tags.db'}"
+    engine = schema.create_db_engine(url)
+    end = float(int(time.time() // 3600 * 3600))
+    write_history(engine, STATIONS, HOURS / 24, HOURS / 24, end)
+    return engine, end - HOURS * 3600.0, end
+
+
+def _both(engine, since, until, **kwargs):
+    return [report.load_history(engine, None, since, until, zone=zone_named("UTC"), now=until,
+                                tier=tier, **kwargs) for tier in tiers.TIERS]
+
+
+def test_reports_from_rollups_equal_those_from_windows(recorded):
+    engine, since, until = recorded
+    windows, rollups = _both(engine, since, until - 0.001, content_by="hour")
+    assert (windows.tier, rollups.tier) == ("windows", "rollups")
+    assert windows.airtime.keys() == rollups.airtime.keys() == set(STATIONS)
+    for stream in STATIONS:
+        w, r = windows.airtime[stream], rollups.airtime[stream]
+        assert w.windows == r.windows == HOURS * 3600
+        assert (w.first_at, w.last_at) == (r.first_at, r.last_at)
+        assert w.tags == r.tags
+        assert {t: w.share(t) for t in w.tags} == {t: r.share(t) for t in r.tags}
+        assert w.content == r.content and r.content["speech"] == HOURS * 3 * MINUTE_S
+    assert windows.content_periods == rollups.content_periods
+    assert len(rollups.content_periods) == HOURS * len(STATIONS)
+    assert [(e.stream, e.title, e.start) for e in rollups.as_run if e.end is not None] == \
+        [(e.stream, e.title, e.start) for e in windows.as_run if e.end is not None]
+    text = report.format_text(rollups)
+    assert "read from per-minute rollups" in text and "north" in text
+    tags = ["tag00", "tag01", "tag03", "tag04"]
+    for stream in STATIONS:  # bins of 10 minutes: whole minutes, the same either way
+        got = [report.tag_share_bins(engine, stream, tags, since, until, HOURS * 6, tier)
+               for tier in tiers.TIERS]
+        np.testing.assert_array_equal(got[0][1], got[1][1])
+        np.testing.assert_allclose(got[0][2], got[1][2], rtol=0, atol=1e-12)
+        kinds = [content.content_bins(engine, stream, since, until, HOURS * 6, tier)[1]
+                 for tier in tiers.TIERS]
+        np.testing.assert_array_equal(kinds[0], kinds[1])
+
+
+def test_rollups_read_edges_to_the_minute(recorded):
+    """A range that cuts minutes: the rollups count each cut minute whole, no more."""
+    engine, since, until = recorded
+    windows, rollups = _both(engine, since + 1810.0, until - 1234.0)
+    for stream in STATIONS:
+        w, r = windows.airtime[stream], rollups.airtime[stream]
+        assert 0 <= r.windows - w.windows <= 2 * MINUTE_S
+        for tag in w.tags:
+            assert abs(w.share(tag) - r.share(tag)) <= 2 * MINUTE_S / w.windows
+
+
+def test_reports_read_rollups_where_windows_expired(recorded, tmp_path):
+    engine, since, until = recorded
+    with engine.connect() as conn:
+        assert tiers.choose(conn, None, since, until) == "windows"
+        assert tiers.choose(conn, ["north"], until - 3600, until) == "windows"
+    # a copy of the database whose windows older than an hour expired
+    copy = schema.create_db_engine(f"sqlite:///{tmp_path / 'expired.db'}")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"VACUUM INTO '{tmp_path / 'expired.db'}'")
+    expire(copy, Retention(windows=3600.0, rollups=None), until)
+    with copy.connect() as conn:
+        assert tiers.choose(conn, None, since, until) == "rollups"
+        assert tiers.choose(conn, None, until - 1800, until) == "windows"
+    before = report.load_history(engine, None, since, until - 0.001, tier="windows",
+                                 zone=zone_named("UTC"), now=until)
+    after = report.load_history(copy, None, since, until - 0.001, zone=zone_named("UTC"),
+                                now=until)
+    assert after.tier == "rollups"
+    for stream in STATIONS:
+        b, a = before.airtime[stream], after.airtime[stream]
+        assert a.windows == b.windows
+        assert {t: a.share(t) for t in a.tags} == {t: b.share(t) for t in b.tags}
+        assert a.content == b.content
