@@ -40,8 +40,8 @@ from sqlalchemy.engine import Engine
 from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.history import blocks, bulk, schema
-from streamtag.history.retention import DEFAULT_EVERY_S, Retention, expire
+from streamtag.history import blocks, bulk, partitions, schema
+from streamtag.history.retention import DEFAULT_EVERY_S, Retention, expire, kept_by_table
 from streamtag.wire.control import ControlClient
 from streamtag.wire.protocol import (
     HEARTBEAT,
@@ -272,7 +272,7 @@ class Recorder:
         if self.control:
             self._threads.append(threading.Thread(target=self._snapshots, daemon=True,
                                                   name="streamtag-record-snapshot"))
-        if self.retention is not None:
+        if self.retention is not None or partitions.partitioned(self.engine):
             self._threads.append(threading.Thread(target=self._expire, daemon=True,
                                                   name="streamtag-record-retention"))
         for thread in self._threads:
@@ -429,12 +429,15 @@ class Recorder:
                 break
 
     def _expire(self) -> None:
-        """Deletes what its retention says is old, at start and every retention_every_s."""
-        assert self.retention is not None
+        """Makes the partitions of the days ahead (PostgreSQL) and deletes what its retention
+        says is old, at start and every retention_every_s."""
         while not self._stop_receiving.is_set():
             try:
-                deleted = expire(self.engine, self.retention, time.time(),
-                                 self._stop_receiving)
+                now = time.time()
+                partitions.ensure(self.engine, now, self.retention
+                                  and kept_by_table(self.retention))
+                deleted = {} if self.retention is None else expire(
+                    self.engine, self.retention, now, self._stop_receiving)
                 if any(deleted.values()):
                     log.info("retention: deleted %s", ", ".join(
                         f"{n} {name} rows" for name, n in deleted.items() if n))

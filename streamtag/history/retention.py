@@ -4,12 +4,15 @@ Windows (their blocks) are kept 30 days and their per-minute rollups 400 days by
 tracks, events, statuses, silences, gaps, sessions and snapshots for ever unless a `--keep`
 entry names them. Expiry deletes whole rows by time (a block is a stream's minute), a few
 hundred at a time, each batch its own short transaction, so the recorder's writes go on
-between them.
+between them. In PostgreSQL, windows and rollups are partitioned by time (history.partitions):
+their expiry drops whole partitions, and deletes rows only from the default partition, where
+rows without a partition of their own wait.
 """
 
 from __future__ import annotations
 
 import logging
+import dataclasses
 import re
 import threading
 from dataclasses import dataclass, fields
@@ -18,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from streamtag.errors import ConfigError
-from streamtag.history import schema
+from streamtag.history import partitions, schema
 
 DAY_S = 86400.0
 DELETE_BATCH = 500          # rows per transaction
@@ -72,9 +75,23 @@ def parse_keep(text: str) -> Retention:
     return Retention(**given)
 
 
-def _expiring(retention: Retention) -> list[tuple[sa.Table, sa.Column, float]]:
-    """(table, its time column, seconds kept) of what expires."""
-    out = []
+def kept_by_table(retention: Retention) -> dict[str, float | None]:
+    """Seconds kept of the partitioned tables' rows, by table name."""
+    return {schema.window_blocks.name: retention.windows,
+            schema.window_rollups.name: retention.rollups}
+
+
+def _expiring(retention: Retention, engine: Engine) -> list[tuple[sa.Table, sa.Column, float]]:
+    """(table, its time column, seconds kept) of what expires row by row: of a partitioned
+    table, its default partition."""
+    out: list = []
+    if partitions.partitioned(engine):
+        for scheme in partitions.SCHEMES:
+            kept = kept_by_table(retention)[scheme.table]
+            if kept is not None:
+                default = partitions.partition_table(scheme, ("id", "last_sent_at"))
+                out.append((default, default.c.last_sent_at, kept))
+        retention = dataclasses.replace(retention, windows=None, rollups=None)
     for table, column, kept in (
             (schema.window_blocks, schema.window_blocks.c.last_sent_at, retention.windows),
             (schema.window_rollups, schema.window_rollups.c.last_sent_at, retention.rollups),
@@ -91,10 +108,16 @@ def _expiring(retention: Retention) -> list[tuple[sa.Table, sa.Column, float]]:
 
 def expire(engine: Engine, retention: Retention, now: float,
            stop: threading.Event | None = None) -> dict[str, int]:
-    """Deletes what is older than its kind is kept, DELETE_BATCH rows per transaction;
-    returns the rows deleted per table."""
+    """Deletes what is older than its kind is kept: whole partitions where the table is
+    partitioned, else DELETE_BATCH rows per transaction; returns the rows deleted per table."""
     deleted: dict[str, int] = {}
-    for table, column, kept in _expiring(retention):
+    for scheme in partitions.SCHEMES:
+        kept = kept_by_table(retention)[scheme.table]
+        if kept is not None and partitions.partitioned(engine):
+            _, rows = partitions.drop_expired(engine, scheme, now - kept)
+            if rows:
+                deleted[scheme.table] = rows
+    for table, column, kept in _expiring(retention, engine):
         cutoff = now - kept
         while stop is None or not stop.is_set():
             with engine.begin() as conn:

@@ -170,6 +170,9 @@ silences = sa.Table(
 
 # since revision 0009: a stream's windows (scores messages) packed per minute, one row per
 # stream, daemon session, model and minute (history.blocks holds the format and its precision).
+# Since 0010, in PostgreSQL this table is partitioned by day of first_sent_at and
+# window_rollups by month of minute_at (history.partitions), their primary and unique keys
+# holding that column too.
 window_blocks = sa.Table(
     "window_blocks", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
@@ -204,7 +207,8 @@ window_rollups = sa.Table(
     sa.Column("short_term_lufs", sa.Float),  # power mean
     sa.Column("content", sa.Text),           # JSON object: windows per content
     sa.UniqueConstraint("session_id", "first_seq", name="uq_window_rollups"),
-    sa.Index("ix_window_rollups_minute_at", "minute_at"))
+    sa.Index("ix_window_rollups_minute_at", "minute_at"),
+    sa.Index("ix_window_rollups_session_minute", "session_id", "minute_at"))  # since 0010
 
 MESSAGE_TABLES = {"event": events, "status": statuses, "track": tracks, "silence": silences}
 # What a table of blocks stores, by message type
