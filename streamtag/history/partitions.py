@@ -55,19 +55,19 @@ class Scheme:
         """The start of the range that holds `at`."""
         if self.unit == "day":
             return math.floor(at / DAY_S) * DAY_S
-        day = dt.datetime.fromtimestamp(math.floor(at / DAY_S) * DAY_S, dt.timezone.utc)
+        day = dt.datetime.fromtimestamp(math.floor(at / DAY_S) * DAY_S, dt.UTC)
         return float(calendar.timegm((day.year, day.month, 1, 0, 0, 0)))
 
     def end(self, start: float) -> float:
         """The end of the range that begins at `start` (exclusive)."""
         if self.unit == "day":
             return start + DAY_S
-        day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+        day = dt.datetime.fromtimestamp(start, dt.UTC)
         year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
         return float(calendar.timegm((year, month, 1, 0, 0, 0)))
 
     def name(self, start: float) -> str:
-        day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+        day = dt.datetime.fromtimestamp(start, dt.UTC)
         return f"{self.table}_p{day:%Y%m%d}" if self.unit == "day" \
             else f"{self.table}_p{day:%Y%m}"
 

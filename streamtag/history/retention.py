@@ -11,8 +11,8 @@ rows without a partition of their own wait.
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 import re
 import threading
 from dataclasses import dataclass, fields
@@ -81,16 +81,18 @@ def kept_by_table(retention: Retention) -> dict[str, float | None]:
             schema.window_rollups.name: retention.rollups}
 
 
-def _expiring(retention: Retention, engine: Engine) -> list[tuple[sa.Table, sa.Column, float]]:
-    """(table, its time column, seconds kept) of what expires row by row: of a partitioned
-    table, its default partition."""
+def _expiring(retention: Retention, engine: Engine, now: float
+              ) -> list[tuple[sa.Table | sa.TableClause, sa.ColumnElement, float]]:
+    """(table, its time column, the cut) of what expires row by row. A partitioned table's
+    rows go with their partition, once its whole range is older than the cut; of those
+    waiting in its default partition, likewise the rows whose range is."""
     out: list = []
     if partitions.partitioned(engine):
         for scheme in partitions.SCHEMES:
             kept = kept_by_table(retention)[scheme.table]
             if kept is not None:
-                default = partitions.partition_table(scheme, ("id", "last_sent_at"))
-                out.append((default, default.c.last_sent_at, kept))
+                default = partitions.partition_table(scheme, ("id", scheme.column))
+                out.append((default, default.c[scheme.column], scheme.start(now - kept)))
         retention = dataclasses.replace(retention, windows=None, rollups=None)
     for table, column, kept in (
             (schema.window_blocks, schema.window_blocks.c.last_sent_at, retention.windows),
@@ -102,7 +104,7 @@ def _expiring(retention: Retention, engine: Engine) -> list[tuple[sa.Table, sa.C
             (schema.gaps, schema.gaps.c.detected_at, retention.gaps),
             (schema.snapshots, schema.snapshots.c.taken_at, retention.snapshots)):
         if kept is not None:
-            out.append((table, column, kept))
+            out.append((table, column, now - kept))
     return out
 
 
@@ -117,8 +119,7 @@ def expire(engine: Engine, retention: Retention, now: float,
             _, rows = partitions.drop_expired(engine, scheme, now - kept)
             if rows:
                 deleted[scheme.table] = rows
-    for table, column, kept in _expiring(retention, engine):
-        cutoff = now - kept
+    for table, column, cutoff in _expiring(retention, engine, now):
         while stop is None or not stop.is_set():
             with engine.begin() as conn:
                 ids = conn.execute(sa.select(table.c.id).where(column < cutoff)
@@ -129,4 +130,3 @@ def expire(engine: Engine, retention: Retention, now: float,
             if len(ids) < DELETE_BATCH:
                 break
     return deleted
-
