@@ -151,7 +151,8 @@ def ensure(engine: Engine, now: float, kept: dict[str, float | None] | None = No
                 f"SELECT DISTINCT floor({scheme.column} / {DAY_S!r}) * {DAY_S!r} "
                 f"FROM {scheme.default} WHERE {scheme.column} >= :since "
                 f"AND {scheme.column} < :until"),
-                {"since": max(since, -1e15), "until": now + AHEAD_DAYS * DAY_S}).scalars().all()
+                {"since": scheme.start(max(since, 0.0)),  # none before 1970
+                 "until": now + AHEAD_DAYS * DAY_S}).scalars().all()
         waiting_starts = sorted({scheme.start(day) for day in waiting}, reverse=True)
         for start in sorted(set(wanted) | set(waiting_starts[:MOST_FROM_DEFAULT])):
             if keep is not None and scheme.end(start) <= since:
