@@ -386,6 +386,16 @@ window_rows = sa.Table(
 _loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> range
 
 
+def _overlapping(since: float | None, until: float | None) -> list:
+    """Conditions on blocks that hold windows sent in [since, until]. A block's windows share
+    a minute, so its first one is less than BLOCK_S before its last: the bound on
+    first_sent_at lets PostgreSQL read only the partitions of the days asked for."""
+    b = schema.window_blocks.c
+    return [*([b.last_sent_at >= since, b.first_sent_at > since - BLOCK_S]
+              if since is not None else []),
+            *([b.first_sent_at <= until] if until is not None else [])]
+
+
 def block_rows(conn: sa.Connection, streams: Sequence[str] | None = None,
                since: float | None = None, until: float | None = None):
     """`window_blocks` rows with their stream and session, overlapping [since, until]."""
@@ -393,8 +403,7 @@ def block_rows(conn: sa.Connection, streams: Sequence[str] | None = None,
     query = (sa.select(s.stream, s.session, b.model_id, b.first_seq, b.windows, b.data)
              .join_from(schema.window_blocks, schema.sessions, b.session_id == s.id)
              .where(*([s.stream.in_(list(streams))] if streams else []),
-                    *([b.last_sent_at >= since] if since is not None else []),
-                    *([b.first_sent_at <= until] if until is not None else []))
+                    *_overlapping(since, until))
              .order_by(s.stream, s.session, b.first_sent_at))
     return conn.execute(query)
 
@@ -440,12 +449,11 @@ def _window_tuples(conn: sa.Connection, streams: Sequence[str] | None, since: fl
         sa.select(b.id, s.stream, s.session, b.model_id)
         .join_from(schema.window_blocks, schema.sessions, b.session_id == s.id)
         .where(*([s.stream.in_(list(streams))] if streams else []),
-               *([b.last_sent_at >= since] if since is not None else []),
-               *([b.first_sent_at <= until] if until is not None else []))).all()
+               *_overlapping(since, until))).all()
     for start in range(0, len(found), READ_BLOCKS):
         part = found[start:start + READ_BLOCKS]
         data = dict(conn.execute(sa.select(b.id, b.data).where(
-            b.id.in_([row.id for row in part]))).all())
+            b.id.in_([row.id for row in part]), *_overlapping(since, until))).all())
         out: list[tuple] = []
         for row in part:
             values = decode(data[row.id]).values
