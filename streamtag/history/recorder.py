@@ -434,8 +434,8 @@ class Recorder:
         while not self._stop_receiving.is_set():
             try:
                 now = time.time()
-                partitions.ensure(self.engine, now, self.retention
-                                  and kept_by_table(self.retention))
+                partitions.ensure(self.engine, now, None if self.retention is None
+                                  else kept_by_table(self.retention))
                 deleted = {} if self.retention is None else expire(
                     self.engine, self.retention, now, self._stop_receiving)
                 if any(deleted.values()):
