@@ -6,6 +6,7 @@ while the recorder writes drops whole expired partitions and deletes no row of o
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -20,12 +21,12 @@ from support.history_station import (
     stored_keys,
     stored_windows,
 )
-from test_history_blocks import REVISIONS, _at_revision, _windows_at
 
 from streamtag.history import partitions, schema
 from streamtag.history.partitions import BLOCKS, DAY_S, ROLLUPS
 from streamtag.history.recorder import Recorder
 from streamtag.history.retention import Retention, expire
+from tests.history.test_blocks import REVISIONS, _at_revision, _windows_at
 
 
 @pytest.fixture
@@ -166,6 +167,43 @@ def test_a_recorder_across_midnights_keeps_each_day_in_its_partition(pg_url):
     assert _names(engine, BLOCKS) == _expected(BLOCKS, sent, now)
     assert _misplaced(engine) == []
     engine.dispose()
+
+
+def test_a_login_that_may_not_make_partitions_loses_nothing_and_is_told_so(pg_url, caplog):
+    """A recorder whose login may write the tables but not make partitions (not their owner):
+    windows of a day without a partition wait in the default one, every one stored, and the
+    log says once what to do."""
+    owner = schema.create_db_engine(pg_url)
+    schema.upgrade(owner)
+    with owner.begin() as conn:
+        for statement in (
+                "CREATE ROLE writer LOGIN", "GRANT USAGE ON SCHEMA public TO writer",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO writer",
+                "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO writer",
+                "GRANT TEMPORARY ON DATABASE " + pg_url.rsplit("/", 1)[1] + " TO writer"):
+            conn.exec_driver_sql(statement)
+    engine = schema.create_db_engine(pg_url.replace("//streamtag@", "//writer@"))
+    past = BLOCKS.start(time.time()) - 5 * DAY_S
+    station = Station()
+    caplog.set_level(logging.WARNING, "streamtag.history.partitions")
+    recorder = Recorder(engine, station.endpoint, retention_every_s=0.1).start()
+    try:
+        await_subscribed(station, engine)
+        station.play("radio-1", range(0, 200), past + 600)
+        wait_until(lambda: stored_keys(engine) == keys(station.sent), 30,
+                   "every window stored")
+        wait_until(lambda: "cannot make the partition" in caplog.text, 10, "the warning")
+    finally:
+        assert recorder.stop(10)
+        station.close()
+    assert BLOCKS.name(past) not in _names(owner, BLOCKS)
+    waiting = {part for part, _ in _misplaced(owner)}
+    assert "window_blocks_default" in waiting
+    assert waiting <= {"window_blocks_default", "window_rollups_default"}
+    warnings = [r.getMessage() for r in caplog.records if "cannot make" in r.getMessage()]
+    assert len(warnings) == 1 and "run the recorder as the tables' owner" in warnings[0]
+    engine.dispose()
+    owner.dispose()
 
 
 # ---------------------------------------------------------------- retention
