@@ -157,13 +157,31 @@ def ensure(engine: Engine, now: float, kept: dict[str, float | None] | None = No
         for start in sorted(set(wanted) | set(waiting_starts[:MOST_FROM_DEFAULT])):
             if keep is not None and scheme.end(start) <= since:
                 continue
-            with engine.begin() as conn:
-                _locked(conn)
-                if create(conn, scheme, start):
-                    made.append(scheme.name(start))
+            try:
+                with engine.begin() as conn:
+                    _locked(conn)
+                    if create(conn, scheme, start):
+                        made.append(scheme.name(start))
+            except sa.exc.ProgrammingError as exc:  # a login that may not: nothing is lost
+                _refused(engine, scheme.name(start), exc)
+                return made
     if made:
         log.info("partitions made: %s", ", ".join(made))
     return made
+
+
+_told: set[str] = set()  # the databases a refusal was logged for, once each
+
+
+def _refused(engine: Engine, name: str, exc: sa.exc.ProgrammingError) -> None:
+    where = engine.url.render_as_string(hide_password=True)
+    if where in _told:
+        return
+    _told.add(where)
+    log.warning("cannot make the partition %s in %s (%s): rows of days without a partition "
+                "wait in the default partition, which grows, and expire row by row; run the "
+                "recorder as the tables' owner (the login that upgraded the database)", name,
+                where, str(exc.orig).strip().splitlines()[0][:200])
 
 
 def drop_expired(engine: Engine, scheme: Scheme, cutoff: float) -> tuple[int, int]:
