@@ -414,7 +414,8 @@ def sent_after(conn: sa.Connection, streams: Sequence[str], session: str, at: fl
     b, s = schema.window_blocks.c, schema.sessions.c
     return conn.execute(sa.select(b.id).join_from(
         schema.window_blocks, schema.sessions, b.session_id == s.id).where(
-        s.stream.in_(list(streams)), s.session == session, b.last_sent_at > at)
+        s.stream.in_(list(streams)), s.session == session, b.last_sent_at > at,
+        b.first_sent_at > at - BLOCK_S)  # the partitions from at's day on
         .limit(1)).first() is not None
 
 
