@@ -163,25 +163,27 @@ def ensure(engine: Engine, now: float, kept: dict[str, float | None] | None = No
                     if create(conn, scheme, start):
                         made.append(scheme.name(start))
             except sa.exc.ProgrammingError as exc:  # a login that may not: nothing is lost
-                _refused(engine, scheme.name(start), exc)
+                _refused(engine, "make", scheme.name(start), exc)
                 return made
     if made:
         log.info("partitions made: %s", ", ".join(made))
     return made
 
 
-_told: set[str] = set()  # the databases a refusal was logged for, once each
+_told: set[tuple[str, str]] = set()  # (what, database) refused, logged once each
 
 
-def _refused(engine: Engine, name: str, exc: sa.exc.ProgrammingError) -> None:
+def _refused(engine: Engine, verb: str, name: str, exc: sa.exc.ProgrammingError) -> None:
     where = engine.url.render_as_string(hide_password=True)
-    if where in _told:
+    if (verb, where) in _told:
         return
-    _told.add(where)
-    log.warning("cannot make the partition %s in %s (%s): rows of days without a partition "
-                "wait in the default partition, which grows, and expire row by row; run the "
-                "recorder as the tables' owner (the login that upgraded the database)", name,
-                where, str(exc.orig).strip().splitlines()[0][:200])
+    _told.add((verb, where))
+    log.warning("cannot %s the partition %s in %s (%s): %s; run the recorder as the tables' "
+                "owner (the login that upgraded the database)", verb, name, where,
+                str(exc.orig).strip().splitlines()[0][:200],
+                "rows of days without a partition wait in the default partition, which grows, "
+                "and expire row by row" if verb == "make" else
+                "expired windows and rollups stay until it can")
 
 
 def drop_expired(engine: Engine, scheme: Scheme, cutoff: float) -> tuple[int, int]:
@@ -194,14 +196,18 @@ def drop_expired(engine: Engine, scheme: Scheme, cutoff: float) -> tuple[int, in
                          if scheme.end(start) <= cutoff)
     dropped = rows = 0
     for name in expired:
-        with engine.begin() as conn:
-            _locked(conn)
-            if conn.execute(sa.text("SELECT to_regclass(:name)"),
-                            {"name": name}).scalar() is None:
-                continue  # another recorder dropped it
-            conn.exec_driver_sql(f"ALTER TABLE {scheme.table} DETACH PARTITION {name}")
-            rows += conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() or 0
-            conn.exec_driver_sql(f"DROP TABLE {name}")
+        try:
+            with engine.begin() as conn:
+                _locked(conn)
+                if conn.execute(sa.text("SELECT to_regclass(:name)"),
+                                {"name": name}).scalar() is None:
+                    continue  # another recorder dropped it
+                conn.exec_driver_sql(f"ALTER TABLE {scheme.table} DETACH PARTITION {name}")
+                rows += conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() or 0
+                conn.exec_driver_sql(f"DROP TABLE {name}")
+        except sa.exc.ProgrammingError as exc:  # a login that may not; the rest expires
+            _refused(engine, "drop", name, exc)
+            break
         dropped += 1
     return dropped, rows
 

@@ -170,11 +170,14 @@ def test_a_recorder_across_midnights_keeps_each_day_in_its_partition(pg_url):
 
 
 def test_a_login_that_may_not_make_partitions_loses_nothing_and_is_told_so(pg_url, caplog):
-    """A recorder whose login may write the tables but not make partitions (not their owner):
-    windows of a day without a partition wait in the default one, every one stored, and the
-    log says once what to do."""
+    """A recorder whose login may write the tables but not make or drop partitions (it does
+    not own them), windows kept two days: windows of a day without a partition wait in the
+    default one, kept; an expired partition stays; windows in the default partition older
+    than two days go row by row. The log says once each what to do."""
     owner = schema.create_db_engine(pg_url)
     schema.upgrade(owner)
+    now = time.time()
+    partitions.ensure(owner, now - 100 * DAY_S)  # as a recorder running then made them
     with owner.begin() as conn:
         for statement in (
                 "CREATE ROLE writer LOGIN", "GRANT USAGE ON SCHEMA public TO writer",
@@ -183,25 +186,31 @@ def test_a_login_that_may_not_make_partitions_loses_nothing_and_is_told_so(pg_ur
                 "GRANT TEMPORARY ON DATABASE " + pg_url.rsplit("/", 1)[1] + " TO writer"):
             conn.exec_driver_sql(statement)
     engine = schema.create_db_engine(pg_url.replace("//streamtag@", "//writer@"))
-    past = BLOCKS.start(time.time()) - 5 * DAY_S
+    late = BLOCKS.start(now) - DAY_S + 600  # yesterday: no partition, within two days
     station = Station()
     caplog.set_level(logging.WARNING, "streamtag.history.partitions")
-    recorder = Recorder(engine, station.endpoint, retention_every_s=0.1).start()
+    recorder = Recorder(engine, station.endpoint, retention=Retention(
+        windows=2 * DAY_S, rollups=60 * DAY_S), retention_every_s=0.1).start()
     try:
         await_subscribed(station, engine)
-        station.play("radio-1", range(0, 200), past + 600)
-        wait_until(lambda: stored_keys(engine) == keys(station.sent), 30,
-                   "every window stored")
-        wait_until(lambda: "cannot make the partition" in caplog.text, 10, "the warning")
+        for stream, t0 in (("late", late), ("old", now - 5 * DAY_S),
+                           ("ancient", now - 100 * DAY_S)):
+            station.play(stream, range(0, 200), t0)
+        kept = {k for k in keys(station.sent) if k[0] == "scores" and k[1] != "old"}
+        wait_until(lambda: {k for k in stored_keys(engine) if k[0] == "scores"} == kept
+                   and "cannot make" in caplog.text and "cannot drop" in caplog.text, 30,
+                   "the windows kept stored, the old ones gone, and the warnings")
     finally:
         assert recorder.stop(10)
         station.close()
-    assert BLOCKS.name(past) not in _names(owner, BLOCKS)
+    assert BLOCKS.name(BLOCKS.start(late)) not in _names(owner, BLOCKS)
+    assert BLOCKS.name(BLOCKS.start(now - 100 * DAY_S)) in _names(owner, BLOCKS)
     waiting = {part for part, _ in _misplaced(owner)}
     assert "window_blocks_default" in waiting
     assert waiting <= {"window_blocks_default", "window_rollups_default"}
-    warnings = [r.getMessage() for r in caplog.records if "cannot make" in r.getMessage()]
-    assert len(warnings) == 1 and "run the recorder as the tables' owner" in warnings[0]
+    warnings = [r.getMessage() for r in caplog.records if "cannot " in r.getMessage()]
+    assert sorted(w.split()[1] for w in warnings) == ["drop", "make"]
+    assert all("run the recorder as the tables' owner" in w for w in warnings)
     engine.dispose()
     owner.dispose()
 
