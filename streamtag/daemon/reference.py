@@ -7,6 +7,7 @@ flag=)``). streamtag.commands.reference prints the whole page, record's file wit
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from streamtag import values
@@ -88,7 +89,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\\\|")
 
 
-def section_tables(sections: dict[str, type], found: list[tuple[str, dataclasses.Field]],
+def section_tables(sections: Mapping[str, type], found: list[tuple[str, dataclasses.Field]],
                    level: str = "##") -> list[str]:
     """Each section's table of keys (its flag, default and meaning) under a heading of
     ``level``, with the section class's docstring above it."""
