@@ -4,6 +4,7 @@ every module or file the package's docstrings and comments name exists."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import subprocess
@@ -182,13 +183,29 @@ def test_every_module_and_file_the_code_names_exists():
 
 
 def test_the_configuration_reference_is_made_from_the_code():
-    from streamtag.daemon.reference import missing_help, reference, settings
+    from streamtag.commands.reference import reference
+    from streamtag.daemon.reference import missing_help, settings
 
     assert not missing_help(), f"settings that declare no help=: {missing_help()}"
     page = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
     assert page == reference(), ("docs/config.md is not current: python -m "
-                                 "streamtag.daemon.reference > docs/config.md")
+                                 "streamtag.commands.reference > docs/config.md")
     flags = {values.flag_of(f) for _, f in settings()} - {None}
     run_help = help_text("run")
     for flag in sorted(flags):
         assert re.search(re.escape(flag) + r"\b", run_help), f"{flag} is not a flag of run"
+
+
+def test_the_reference_of_records_file_is_made_from_its_declarations():
+    """Each [retention] key declares its meaning, and its flag ``--keep KEY=SPAN``, which
+    record takes and whose kinds are the keys."""
+    from streamtag.history import config, retention
+
+    record_help = help_text("record")
+    assert "--config" in record_help and "--keep" in record_help
+    kinds = [f.name for f in dataclasses.fields(retention.Retention)]
+    for section, declared in config.settings():
+        assert values.help_of(declared), f"{section}.{declared.name} declares no help="
+        assert values.flag_of(declared) == f"--keep {declared.name}=SPAN"
+        assert declared.name in kinds
+    assert [f.name for _, f in config.settings()] == kinds

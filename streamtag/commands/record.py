@@ -42,11 +42,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="the longest a window waits in memory, packed with its stream's "
                         "minute, before it is written (default 60, at most 60; a crash "
                         "loses that much of each stream, stored as a gap)")
+    p.add_argument("--config", metavar="FILE",
+                   help="record's TOML file: [retention] (docs/config.md); flags override it")
     p.add_argument("--keep", metavar="KIND=SPAN,...", default="",
-                   help="how long to keep what, e.g. windows=30d,rollups=400d (the "
-                        "defaults); also tracks, events, statuses, silences, gaps, snapshots "
-                        "(kept for ever unless given); a span is a number and s, m, h or d, "
-                        "or 'forever'")
+                   help="how long to keep what, over the file's [retention], e.g. "
+                        "windows=30d,rollups=400d (the defaults); also tracks, events, "
+                        "statuses, silences, gaps, snapshots (kept for ever unless given); a "
+                        "span is a number and s, m, h, d, w or y, or 'forever'")
     p.add_argument("--metrics-port", type=port_number,
                    help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",
@@ -72,9 +74,9 @@ def block_seconds(text: str) -> float:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    """args has connect, control, db, queue_size, batch_size, max_backoff_s, drain_timeout_s,
-    metrics_port, metrics_address, upgrade, shard, block_s, keep, server_key, client_key, quiet
-    and verbose (the logging level, set by streamtag.cli)."""
+    """args has config, connect, control, db, queue_size, batch_size, max_backoff_s,
+    drain_timeout_s, metrics_port, metrics_address, upgrade, shard, block_s, keep, server_key,
+    client_key, quiet and verbose (the logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
         return record(args, stop)
 
@@ -85,18 +87,19 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
 
     from streamtag.daemon.shard import ShardConfig
     from streamtag.history import schema
+    from streamtag.history.config import RecordConfig, load_config
     from streamtag.history.recorder import (
         RETRYABLE_DB_ERRORS,
         Recorder,
         permanent_db_error,
         start_when_up,
     )
-    from streamtag.history.retention import parse_keep
     from streamtag.wire.control import default_token_file
     from streamtag.wire.exposure import optional_client_curve
 
     try:
-        retention = parse_keep(args.keep)
+        config = load_config(args.config) if getattr(args, "config", None) else RecordConfig()
+        retention = config.retention.with_keep(args.keep).retention()
         engine = schema.create_db_engine(args.db)
         if args.upgrade:
             try:

@@ -1,30 +1,29 @@
-"""The configuration reference, docs/config.md, made from the settings' declarations: every
-``[section] key`` of the daemon's TOML file with the flag that overrides it, its default and
-its meaning, as each dataclass field declares them (``values.field(help=, flag=)``).
-
-    python -m streamtag.daemon.reference > docs/config.md
-
-A test compares docs/config.md with what this prints, so the page cannot drift from the code.
+"""The daemon's part of the configuration reference, docs/config.md, made from the settings'
+declarations: every ``[section] key`` of the daemon's TOML file with the flag that overrides
+it, its default and its meaning, as each dataclass field declares them (``values.field(help=,
+flag=)``). streamtag.commands.reference prints the whole page, record's file with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from streamtag import values
 from streamtag.daemon.config import SECTIONS, DaemonConfig
 from streamtag.sources import spec_help
 
-__all__ = ["missing_help", "reference", "settings"]
+__all__ = ["missing_help", "reference", "section_tables", "settings"]
 
 HEAD = """# Configuration reference
 
 `streamtag run --config daemon.toml` reads these settings; a flag given on the command line
 overrides the file's value. An unknown key, or a value its rule refuses, is an error naming
 `section.key` and what is allowed; nothing starts half-configured. This page is made from the
-settings' declarations in the code (`python -m streamtag.daemon.reference > docs/config.md`),
-and a test checks that it is current.
+settings' declarations in the code (`python -m streamtag.commands.reference > docs/config.md`),
+and a test checks that it is current. `streamtag record --config record.toml` reads
+[its own file](#streamtag-record---config-recordtoml).
 
 ```toml
 [model]
@@ -90,18 +89,20 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\\\|")
 
 
-def reference() -> str:
-    """docs/config.md's text."""
-    out = [HEAD]
+def section_tables(sections: Mapping[str, type], found: list[tuple[str, dataclasses.Field]],
+                   level: str = "##") -> list[str]:
+    """Each section's table of keys (its flag, default and meaning) under a heading of
+    ``level``, with the section class's docstring above it."""
+    out = []
     by_section: dict[str, list[dataclasses.Field]] = {}
-    for section, f in settings():
+    for section, f in found:
         by_section.setdefault(section, []).append(f)
     for section, fields in by_section.items():
         if section == "publish":  # the file's order: [model], [[sources]], [publish], ...
             out.append(SOURCES)
-        out.append(f"## `[{section}]`\n")
-        doc = (SECTIONS[section].__doc__ or "").strip()
-        if doc and not doc.startswith(SECTIONS[section].__name__ + "("):
+        out.append(f"{level} `[{section}]`\n")
+        doc = (sections[section].__doc__ or "").strip()
+        if doc and not doc.startswith(sections[section].__name__ + "("):
             out.append(" ".join(doc.replace("``", "`").split()) + "\n")
         out.append("| key | flag | default | meaning |\n|---|---|---|---|")
         for f in fields:
@@ -109,8 +110,9 @@ def reference() -> str:
             out.append(f"| `{f.name}` | {f'`{flag}`' if flag else ''} | {_default(f)} | "
                        f"{_cell(values.help_of(f))} |")
         out.append("")
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
-if __name__ == "__main__":
-    print(reference(), end="")
+def reference() -> str:
+    """The daemon's part of docs/config.md (streamtag.commands.reference adds record's)."""
+    return "\n".join([HEAD, *section_tables(SECTIONS, settings())]).rstrip() + "\n"

@@ -228,7 +228,8 @@ class Recorder:
         self._session_ids: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)  # (stream, session)
         self._failures_logged: set[tuple[str, str]] = set()  # (cause, kind) logged once
         self._overflow: dict[tuple[str, str, str], list[int]] = {}  # key -> [first, last]
-        self._overflow_done: list[tuple[tuple[str, str, str], int, int]] = []
+        self._overflow_done: list[tuple[tuple[str, str, str], int, int, str]] = []
+        self._restarts_dropped: set[tuple[str, str]] = set()  # first messages of a restart
         self._overflow_lock = threading.Lock()
         self._overflow_capped = False  # said once per outage
         self._stop_receiving = threading.Event()
@@ -392,12 +393,19 @@ class Recorder:
                                 MAX_OVERFLOW_RUNS)
                 return
             if run is not None:
-                self._overflow_done.append((key, run[0], run[1]))
+                self._overflow_done.append((key, run[0], run[1], "overflow"))
             self._overflow[key] = [message.seq, message.seq]
+            # what it told of loss before it is kept: the seq gap it ended, the restart it began
+            if message.gap:
+                self._overflow_done.append((key, message.seq - message.gap, message.seq - 1,
+                                            "seq"))
+            if message.restarted and len(self._restarts_dropped) < MAX_OVERFLOW_RUNS:
+                self._restarts_dropped.add((message.stream, message.session))
 
-    def _take_overflow(self) -> list[tuple[tuple[str, str, str], int, int]]:
+    def _take_overflow(self) -> list[tuple[tuple[str, str, str], int, int, str]]:
         with self._overflow_lock:
-            runs = self._overflow_done + [(k, r[0], r[1]) for k, r in self._overflow.items()]
+            runs = self._overflow_done + [(k, r[0], r[1], "overflow")
+                                          for k, r in self._overflow.items()]
             self._overflow_done = []
             self._overflow = {}
             self._overflow_capped = False
@@ -564,9 +572,8 @@ class Recorder:
                                      item.seq, FAILED, exc, now)
                 continue
             batch.messages += stored  # a window counts when its block is written
-        for (stream, session, msg_type), first, last in runs:
-            self._gap(batch, stream, session, msg_type, first, last - first + 1, "overflow",
-                      now)
+        for (stream, session, msg_type), first, last, cause in runs:
+            self._gap(batch, stream, session, msg_type, first, last - first + 1, cause, now)
         return batch
 
     def _gap(self, batch: _Batch, stream: str, session: str, msg_type: str, first_seq: int,
@@ -611,12 +618,16 @@ class Recorder:
         key = (header.stream, session)
         if key not in self._known:  # a forgotten one: its row is there, ON CONFLICT keeps it
             previous = self._latest_session.get(header.stream)
-            if message.restarted:
+            with self._overflow_lock:  # its first message may have been dropped at the queue
+                restarted = message.restarted or (header.stream, session) in \
+                    self._restarts_dropped
+                self._restarts_dropped.discard((header.stream, session))
+            if restarted:
                 self.stats.restarts += 1
             batch.add("sessions", {"stream": header.stream, "session": session,
                                    "first_sent_at": header.sent_at,
                                    "previous_session": previous,
-                                   "restarted": bool(message.restarted)})
+                                   "restarted": bool(restarted)})
             self._known[key] = None
             self._latest_session[header.stream] = session
         row = {"stream": header.stream, "session": session, "seq": header.seq,

@@ -1,4 +1,5 @@
-"""How long the history keeps what: ``streamtag record --keep windows=30d,rollups=400d``.
+"""How long the history keeps what: ``[retention]`` in record's file
+(streamtag.history.config), overridden by ``streamtag record --keep windows=30d,rollups=400d``.
 
 Windows (their blocks) are kept 30 days and their per-minute rollups 400 days by default;
 tracks, events, statuses, silences, gaps, sessions and snapshots for ever unless a `--keep`
@@ -26,8 +27,9 @@ from streamtag.history import partitions, schema
 DAY_S = 86400.0
 DELETE_BATCH = 500          # rows per transaction
 DEFAULT_EVERY_S = 300.0     # how often the recorder expires what is due
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S}
-_SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S, "w": 7 * DAY_S, "y": 365 * DAY_S}
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhdwy])$")
+SPAN_WORDS = "a number and a unit (s, m, h, d, w or y: 365 days), e.g. 30d, or 'forever'"
 FOREVER = ("forever", "never")
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,27 @@ class Retention:
     def __post_init__(self) -> None:
         if self.windows is not None and self.rollups is not None and \
                 self.rollups < self.windows:
-            raise ConfigError("--keep: rollups must be kept at least as long as windows "
-                              "(they are what is left of the windows)")
+            raise ConfigError("rollups must be kept at least as long as windows (they are "
+                              "what is left of the windows): lengthen rollups or shorten "
+                              "windows")
 
 
-def parse_keep(text: str) -> Retention:
-    """``windows=30d,rollups=400d,events=90d``: a span (a number and s, m, h or d) or
-    "forever" per kind; kinds left out keep their defaults."""
-    given: dict[str, float | None] = {}
+def span_seconds(text: str) -> float | None:
+    """A span of time as --keep and [retention] write it ("30d", "5y", "forever"): seconds, or
+    None for ever; ValueError naming SPAN_WORDS otherwise."""
+    value = text.strip().lower()
+    if value in FOREVER:
+        return None
+    span = _SPAN.match(value)
+    if span is None or float(span.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a span of time; give {SPAN_WORDS}")
+    return float(span.group(1)) * _UNITS[span.group(2)]
+
+
+def keep_entries(text: str) -> dict[str, str]:
+    """``windows=30d,rollups=400d,events=90d`` (``record --keep``): each kind named and its
+    span as written, each span checked (``span_seconds``)."""
+    given: dict[str, str] = {}
     kinds = [f.name for f in fields(Retention)]
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -64,15 +79,21 @@ def parse_keep(text: str) -> Retention:
         if not sep or name not in kinds:
             raise ConfigError(f"--keep {text!r}: {part!r} is not KIND=SPAN; the kinds are "
                               f"{', '.join(kinds)}, e.g. --keep windows=30d,rollups=400d")
-        if value in FOREVER:
-            given[name] = None
-            continue
-        span = _SPAN.match(value)
-        if span is None or float(span.group(1)) <= 0:
-            raise ConfigError(f"--keep {text!r}: {value!r} is not a span of time; give a "
-                              "number and a unit (s, m, h, d), e.g. 30d, or 'forever'")
-        given[name] = float(span.group(1)) * _UNITS[span.group(2)]
-    return Retention(**given)
+        try:
+            span_seconds(value)
+        except ValueError as exc:
+            raise ConfigError(f"--keep {text!r}: {exc}") from None
+        given[name] = value
+    return given
+
+
+def parse_keep(text: str) -> Retention:
+    """``--keep`` alone: the kinds it names, the others at their defaults."""
+    given = {name: span_seconds(value) for name, value in keep_entries(text).items()}
+    try:
+        return Retention(**given)
+    except ConfigError as exc:
+        raise ConfigError(f"--keep: {exc}") from None
 
 
 def kept_by_table(retention: Retention) -> dict[str, float | None]:

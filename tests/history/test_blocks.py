@@ -358,7 +358,8 @@ def test_record_refuses_a_keep_or_block_s_it_cannot_use_naming_the_fix(tmp_path,
 
     url = f"sqlite:///{tmp_path / 'tags.db'}"
     assert main(["record", "--db", url, "--keep", "windows=3 weeks", "--upgrade"]) == 2
-    assert "give a number and a unit (s, m, h, d), e.g. 30d" in capsys.readouterr().err
+    assert "give a number and a unit (s, m, h, d, w or y: 365 days), e.g. 30d" in \
+        capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         main(["record", "--db", url, "--block-s", "90"])
     assert exited.value.code == 2
