@@ -18,13 +18,14 @@ and the CSV format writes them as cells a spreadsheet shows as text (``text.csv_
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,50 @@ class StreamAirtime:
         return content.shares(self.content)
 
 
+def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
+                top: int) -> list[dict[str, Any]]:
+    """`tracks` rows as the report's track dicts, in their order; the score arrays of each
+    model's tracks unpacked, rounded and ranked at once."""
+    figures: dict[int, tuple[list[str], asrun.TrackTags]] = {}
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault((row.model_id, len(row.mean_raw), len(row.mean_smoothed),
+                           len(row.active_share)), []).append(i)
+    for members in groups.values():
+        table = np.stack([np.frombuffer(b"".join([getattr(rows[i], name) for i in members]),
+                                        schema.SCORE_DTYPE).reshape(len(members), -1)
+                          for name in ("mean_raw", "mean_smoothed", "active_share")]
+                         ).astype(np.float64)  # (3, tracks, tags)
+        order = np.argsort(-table[1], axis=1, kind="stable")[:, :top]
+        table = np.round(table, 6)
+        values = np.take_along_axis(table[1], order, axis=1).tolist()
+        table = table.transpose(1, 0, 2)  # (tracks, 3, tags)
+        names = tags_of[rows[members[0]].model_id]
+        index = {name: j for j, name in enumerate(names[:table.shape[2]])}
+        for k, (i, ranked) in enumerate(zip(members, order.tolist(), strict=True)):
+            leading = [names[j] for j in ranked]
+            figures[i] = (leading, asrun.TrackTags(index, table[k],
+                                                   list(zip(leading, values[k], strict=True))))
+    names_of: dict[str, list[str]] = {}  # the active lists repeat: each text read once
+    out = []
+    for i, (stream, session, title, reason, start_sample, end_sample, heard_from_start,
+            started_at, ended_at, start_s, end_s, windows, active_text) in enumerate(
+            (r.stream, r.session, r.title, r.reason, r.start_sample, r.end_sample,
+             r.heard_from_start, r.started_at, r.ended_at, r.start_s, r.end_s, r.windows,
+             r.active) for r in rows):
+        leading, figure = figures[i]
+        active = names_of.get(active_text)
+        if active is None:
+            active = names_of[active_text] = schema.unpack_names(active_text)
+        out.append({
+            "stream": stream, "session": session, "title": title, "reason": reason,
+            "start_sample": start_sample, "end_sample": end_sample,
+            "heard_from_start": heard_from_start, "started_at": started_at,
+            "ended_at": ended_at, "start_s": start_s, "end_s": end_s, "windows": windows,
+            "active": list(active), "top": leading, "tags": figure})
+    return out
+
+
 @dataclass
 class History:
     since: float | None
@@ -98,6 +143,11 @@ class History:
     # what it was read from: "windows", or "rollups" (per minute; history.tiers)
     tier: str = tiers.WINDOWS
 
+    @functools.cached_property
+    def reference_offset(self) -> timedelta | None:
+        """The zone's offset at the range's end, which the text report's first line names."""
+        return self.zone.at(_reference(self)).utcoffset()
+
     def streams(self) -> list[str]:
         return sorted(set(self.airtime) | {t["stream"] for t in self.tracks}
                       | {e.stream for e in self.as_run} | {s.stream for s in self.off_air}
@@ -118,7 +168,8 @@ class History:
             "not_recorded": [s.to_dict() for s in self.not_recorded],
             "period": self.period, "plays": self.plays,
             "content_by": self.content_by, "content_periods": self.content_periods,
-            "tracks": self.tracks, **({"events": self.events} if events else {}),
+            "tracks": [{**t, "tags": {tag: t["tags"][tag] for tag in t["tags"]}}
+                       for t in self.tracks], **({"events": self.events} if events else {}),
             "events_total": len(self.events), "gaps": self.gaps,
             "restarts": self.restarts, "snapshots": self.snapshots}
 
@@ -212,29 +263,9 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
             overlap.append(tc.ended_at >= since)
         if until is not None:
             overlap.append(tc.started_at <= until)
-        tracks = []
-        for row in conn.execute(sa.select(s.tracks).where(*_streams(tc.stream, streams),
-                                                          *overlap)
-                                .order_by(tc.started_at, tc.stream)):
-            names = tags_of[row.model_id]
-            mean_raw = s.unpack_scores(row.mean_raw)
-            mean_smoothed = s.unpack_scores(row.mean_smoothed)
-            share = s.unpack_scores(row.active_share)
-            order = np.argsort(-mean_smoothed, kind="stable")
-            tracks.append({
-                "stream": row.stream, "session": row.session, "title": row.title,
-                "reason": row.reason, "start_sample": row.start_sample,
-                "end_sample": row.end_sample, "heard_from_start": row.heard_from_start,
-                "started_at": row.started_at, "ended_at": row.ended_at,
-                "start_s": row.start_s, "end_s": row.end_s, "windows": row.windows,
-                "active": s.unpack_names(row.active),
-                "top": [names[i] for i in order[:top]],
-                # rounded by numpy at once: a day of 100 stations has 36,000 tracks
-                "tags": {name: {"mean_raw": r, "mean_smoothed": m, "active_share": a}
-                         for name, r, m, a in zip(names, *(np.round(v.astype(np.float64), 6)
-                                                           .tolist() for v in (
-                                                               mean_raw, mean_smoothed, share)),
-                                                  strict=False)}})
+        tracks = track_dicts(conn.execute(
+            sa.select(s.tracks).where(*_streams(tc.stream, streams), *overlap)
+            .order_by(tc.started_at, tc.stream)).all(), tags_of, top)
 
         ec = s.events.c
         events = [{"stream": r.stream, "sent_at": r.sent_at, "time_s": r.time_s, "tag": r.tag,
@@ -384,11 +415,20 @@ def _reference(history: History) -> float:
     return history.now if history.until is None else history.until
 
 
+def _mark(history: History, when: datetime, unix_s: float) -> str:
+    """The zone's mark of a time (Zone.mark against the range's end), the end's offset found
+    once per report: an as-run log of a day of 100 stations shows 72,000 times."""
+    reference = history.reference_offset
+    if when.utcoffset() == reference:
+        return ""
+    return history.zone.mark(unix_s, _reference(history))
+
+
 def _when(history: History, unix_s: float) -> str:
     """A time with its date; with its zone's abbreviation where the offset is not the one the
     first line names (clocks changed in the range)."""
-    return (history.zone.at(unix_s).strftime("%Y-%m-%d %H:%M:%S")
-            + history.zone.mark(unix_s, _reference(history)))
+    when = history.zone.at(unix_s)
+    return when.strftime("%Y-%m-%d %H:%M:%S") + _mark(history, when, unix_s)
 
 
 def _until(history: History, unix_s: float | None, start: float) -> str:
@@ -397,7 +437,7 @@ def _until(history: History, unix_s: float | None, start: float) -> str:
         return "now"
     end, begin = history.zone.at(unix_s), history.zone.at(start)
     return (end.strftime("%H:%M:%S" if end.date() == begin.date() else "%Y-%m-%d %H:%M:%S")
-            + history.zone.mark(unix_s, _reference(history)))
+            + _mark(history, end, unix_s))
 
 
 def _range(history: History) -> str:

@@ -55,11 +55,13 @@ def choose(conn: sa.Connection, streams: Sequence[str] | None, since: float | No
            until: float | None) -> str:
     """WINDOWS or ROLLUPS for a report of `streams` over [since, until] (the module's rule):
     both counts come from the blocks' and rollups' headers, nothing is decoded."""
-    kept = _windows_in(conn, schema.window_blocks, streams, since, until)
-    if kept > WINDOWS_AT_MOST:
+    # the rollups first: their rows are small, and past WINDOWS_AT_MOST of them the rule says
+    # rollups whatever is kept (rollups above it, or windows above it)
+    rolled = _windows_in(conn, schema.window_rollups, streams, since, until)
+    if rolled > WINDOWS_AT_MOST:
         return ROLLUPS
-    return ROLLUPS if _windows_in(conn, schema.window_rollups, streams, since,
-                                  until) > kept else WINDOWS
+    kept = _windows_in(conn, schema.window_blocks, streams, since, until)
+    return ROLLUPS if kept > WINDOWS_AT_MOST or rolled > kept else WINDOWS
 
 
 def rollup_rows(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
@@ -101,8 +103,8 @@ def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | N
         for kind, n in json.loads(row.content).items():
             counted[kind] = counted.get(kind, 0) + n * row.n
     parts: dict[tuple[str, int], list[bytes]] = {}
-    for row in conn.execute(select(r.model_id, r.active_windows)):
-        parts.setdefault((row.stream, row.model_id), []).append(row.active_windows)
+    for stream, model_id, active in conn.execute(select(r.model_id, r.active_windows)).all():
+        parts.setdefault((stream, model_id), []).append(active)
     for (stream, model_id), blobs in parts.items():
         n = len(blobs[0]) // 2
         joined = np.frombuffer(b"".join(b for b in blobs if len(b) == 2 * n), "<u2")
@@ -145,13 +147,31 @@ def bins(conn: sa.Connection, stream: str, since: float, until: float,
     windows = np.zeros(n_bins)
     active: dict[int, np.ndarray] = {}
     kinds: list[dict[str, int]] = [{} for _ in range(n_bins)]
-    for row in rollup_rows(conn, [stream], since, until, "active_windows", "content"):
-        b = min(max(int((max(row.minute_at, since) - since) // width), 0), n_bins - 1)
-        windows[b] += row.windows
-        counts = np.frombuffer(row.active_windows, "<u2")
-        table = active.setdefault(row.model_id, np.zeros((n_bins, counts.size)))
-        if table.shape[1] == counts.size:
-            table[b] += counts
-        for kind, n in (json.loads(row.content) if row.content else {}).items():
-            kinds[b][kind] = kinds[b].get(kind, 0) + n
+    rows = rollup_rows(conn, [stream], since, until, "active_windows", "content").all()
+    if not rows:
+        return windows, active, kinds
+    minute_at = np.array([row.minute_at for row in rows], dtype=np.float64)
+    counts = np.array([row.windows for row in rows], dtype=np.float64)
+    where = np.clip(((np.maximum(minute_at, since) - since) // width).astype(np.int64), 0,
+                    n_bins - 1)
+    np.add.at(windows, where, counts)
+    by_model: dict[tuple[int, int], list[int]] = {}
+    for i, row in enumerate(rows):
+        by_model.setdefault((row.model_id, len(row.active_windows)), []).append(i)
+    for (model_id, size), members in by_model.items():
+        table = active.setdefault(model_id, np.zeros((n_bins, size // 2)))
+        if table.shape[1] != size // 2:
+            continue  # a model's rows of another size than its first: not its tags
+        joined = np.frombuffer(b"".join([rows[i].active_windows for i in members]), "<u2")
+        np.add.at(table, where[members], joined.reshape(len(members), -1))
+    # a minute's content repeats (60 windows of music): each text is read once
+    texts: dict[str, dict[str, int]] = {}
+    for b, row in zip(where.tolist(), rows, strict=True):
+        if row.content:
+            counted = texts.get(row.content)
+            if counted is None:
+                counted = texts[row.content] = json.loads(row.content)
+            into = kinds[b]
+            for kind, n in counted.items():
+                into[kind] = into.get(kind, 0) + n
     return windows, active, kinds
