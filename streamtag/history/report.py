@@ -142,6 +142,9 @@ class History:
     content_periods: list[dict[str, Any]] = field(default_factory=list)
     # what it was read from: "windows", or "rollups" (per minute; history.tiers)
     tier: str = tiers.WINDOWS
+    # each tag's airtime per "hour" or "day" (airtime_by_period's rows); None: not asked for
+    airtime_by: str | None = None
+    airtime_periods: list[dict[str, Any]] = field(default_factory=list)
 
     @functools.cached_property
     def reference_offset(self) -> timedelta | None:
@@ -168,6 +171,7 @@ class History:
             "not_recorded": [s.to_dict() for s in self.not_recorded],
             "period": self.period, "plays": self.plays,
             "content_by": self.content_by, "content_periods": self.content_periods,
+            "airtime_by": self.airtime_by, "airtime_periods": self.airtime_periods,
             "tracks": [{**t, "tags": {tag: t["tags"][tag] for tag in t["tags"]}}
                        for t in self.tracks], **({"events": self.events} if events else {}),
             "events_total": len(self.events), "gaps": self.gaps,
@@ -196,10 +200,11 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                  since: float | None = None, until: float | None = None, *,
                  top: int = DEFAULT_TAGS, zone: Zone | None = None, period: str | None = None,
                  now: float | None = None, content_by: str | None = None,
-                 tier: str | None = None) -> History:
+                 tier: str | None = None, airtime_by: str | None = None) -> History:
     """The history of `streams` (all when None) in [since, until]; `top` tags per track and
     stream; play counts per `period` ("day", "week") in `zone`, or for the range (None);
-    content shares per `content_by` ("hour", "day") in `zone` too, where asked. Read from
+    content shares per `content_by` ("hour", "day") in `zone` too, where asked, and each
+    tag's airtime per `airtime_by` ("hour", "day") likewise. Read from
     `tier` ("windows" or "rollups"; None: as history.tiers.choose says)."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
@@ -208,6 +213,9 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     if content_by is not None and content_by not in content.PERIODS:
         raise ValueError(f"content_by must be one of {', '.join(content.PERIODS)}, got "
                          f"{content_by!r}")
+    if airtime_by is not None and airtime_by not in content.PERIODS:
+        raise ValueError(f"airtime_by must be one of {', '.join(content.PERIODS)}, got "
+                         f"{airtime_by!r}")
     zone = zone or local_zone()
     now = time.time() if now is None else now
     s = schema
@@ -256,6 +264,9 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         content_periods = ([] if content_by is None else content.by_period(
             conn, streams, since, until, zone, content_by, now if until is None else until,
             tier))
+        airtime_periods = ([] if airtime_by is None else airtime_by_period(
+            conn, streams, since, until, zone, airtime_by, now if until is None else until,
+            tier, tags_of, airtime))
 
         tc = s.tracks.c
         overlap = []
@@ -318,7 +329,8 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
                    speech=speech,
                    not_recorded=not_recorded, period=period,
                    plays=asrun.plays(entries, off_air, zone, period, now), stations=stations,
-                   content_by=content_by, content_periods=content_periods, tier=tier)
+                   content_by=content_by, content_periods=content_periods, tier=tier,
+                   airtime_by=airtime_by, airtime_periods=airtime_periods)
 
 
 def rollup_airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
@@ -335,6 +347,64 @@ def rollup_airtime(conn: sa.Connection, streams: Sequence[str] | None, since: fl
                     air.active[tag] = 0
                     air.tags.append(tag)
                 air.active[tag] += n
+    return out
+
+
+def airtime_by_period(conn: sa.Connection, streams: Sequence[str] | None,
+                      since: float | None, until: float | None, zone: Zone, period: str,
+                      reference: float, tier: str, tags_of: dict[int, list[str]],
+                      airtime: dict[str, StreamAirtime]) -> list[dict[str, Any]]:
+    """Per stream and hour or day of `zone` with windows in [since, until]: ``{stream,
+    period (its label), start, end (Unix seconds), windows, airtime {tag: share}}`` (every
+    tag of the stream's `airtime`, in its order), in order of stream and time: each tag's
+    share of the period's windows, as the range's airtime counts them. Windows are counted
+    per quarter hour (UTC) and each quarter given to the period it begins in
+    (history.content); from the rollups, as `tier` says, a minute lies in one quarter."""
+    starts: dict[int, float] = {}
+    windows: dict[tuple[str, float], int] = {}
+    active: dict[tuple[str, float], dict[str, int]] = {}
+
+    def period_of(q: int) -> float:
+        start = starts.get(q)
+        if start is None:
+            start = starts[q] = content.period_start(zone, q * content.QUARTER_S, period)
+        return start
+
+    if tier == tiers.ROLLUPS:
+        for stream, model_id, q, n, counts in tiers.active_quarters(
+                conn, streams, since, until, content.QUARTER_S):
+            key = (stream, period_of(q))
+            windows[key] = windows.get(key, 0) + n
+            summed = active.get(key)
+            if summed is None:
+                summed = active[key] = {}
+            for tag, m in zip(tags_of[model_id], counts.tolist(), strict=False):
+                summed[tag] = summed.get(tag, 0) + m
+    else:
+        sc = blocks.windows(conn, streams, since, until).c
+        quarter = content.floor_of(conn.dialect.name,
+                                   sc.sent_at / content.QUARTER_S).label("quarter")
+        for row in conn.execute(
+                sa.select(sc.stream, quarter, sc.active, sc.content,
+                          sa.func.count().label("n"))
+                .where(*_streams(sc.stream, streams), *_in_range(sc.sent_at, since, until))
+                .group_by(sc.stream, quarter, sc.active, sc.content)):
+            key = (row.stream, period_of(int(row.quarter)))
+            windows[key] = windows.get(key, 0) + row.n
+            summed = active.setdefault(key, {})
+            if content.carries_tags(row.content):  # speech and dead air: no tag's airtime
+                for tag in schema.unpack_names(row.active):
+                    summed[tag] = summed.get(tag, 0) + row.n
+    out = []
+    for (stream, start), n in sorted(windows.items()):
+        tags = airtime[stream].tags if stream in airtime else []
+        counted = active.get((stream, start), {})
+        out.append({"stream": stream, "period": content.period_label(zone, start, period,
+                                                                     reference),
+                    "start": start, "end": content.period_end(zone, start, period),
+                    "windows": n,
+                    "airtime": {tag: round(counted.get(tag, 0) / n, 6) if n else 0.0
+                                for tag in tags}})
     return out
 
 
@@ -482,6 +552,29 @@ def _content_table(history: History, lines: list[str], stream: str) -> None:
                      + f"  {r['windows']:>7}")
 
 
+def _airtime_table(history: History, lines: list[str], stream: str) -> None:
+    """The stream's airtime per hour or day: one row each, a column per leading tag of the
+    range (--tags of them) and the windows."""
+    rows = [r for r in history.airtime_periods if r["stream"] == stream]
+    a = history.airtime.get(stream)
+    if not rows or a is None:
+        return
+    tags = [t for t in sorted(a.tags, key=lambda t: -a.share(t))
+            if a.share(t) >= 0.0005][:history.top]
+    label = max(len(r["period"]) for r in rows)
+    width = [max(7, len(one_line(t))) for t in tags]
+    lines.append(f"  airtime per {history.airtime_by} (share of the windows; the range's "
+                 f"top {len(tags)} tags):")
+    lines.append(f"    {history.airtime_by:<{label}}"
+                 + "".join(f"  {one_line(t):>{w}}" for t, w in zip(tags, width, strict=True))
+                 + "  windows")
+    for r in rows:
+        lines.append(f"    {r['period']:<{label}}"
+                     + "".join(f"  {100 * r['airtime'].get(t, 0.0):{w - 1}.1f}%"
+                               for t, w in zip(tags, width, strict=True))
+                     + f"  {r['windows']:>7}")
+
+
 def format_text(history: History, events: bool = False) -> str:
     """The report for a person; `events`: list every tag on/off (else only their count)."""
     streams = history.streams()
@@ -515,6 +608,7 @@ def format_text(history: History, events: bool = False) -> str:
             lines.append("  content: " + "  ".join(f"{one_line(kind)} {100 * share:.1f}%"
                                                    for kind, share in a.content_share().items()))
         _content_table(history, lines, stream)
+        _airtime_table(history, lines, stream)
         entries = as_run.get(stream, [])
         if entries:
             lines.append(f"  as-run ({len(entries)}):")
@@ -611,7 +705,9 @@ def format_csv(history: History, events: bool = True) -> str:
     loudness in ``loudness_lufs`` where the daemon measured it), one airtime
     row per stream (the tags' shares), a content row per stream and content heard (``detail``
     the content, ``value`` its share), with ``content_by`` one per hour or day too (kind
-    ``content_hour`` or ``content_day``), and rows of kind off_air, silence, speech,
+    ``content_hour`` or ``content_day``), with ``airtime_by`` one per stream and hour or
+    day (kind ``airtime_hour`` or ``airtime_day``: ``value`` its windows, each tag's share
+    in its column), and rows of kind off_air, silence, speech,
     not_recorded, plays (per title), tag_plays, event (with `events`), gap and restart.
     Times are ISO 8601 with the report's zone offset. Text cells from outside (streams,
     titles, tags, sessions) are written as text a spreadsheet will not evaluate
@@ -648,6 +744,9 @@ def format_csv(history: History, events: bool = True) -> str:
         for kind, share in r["content"].items():
             row(f"content_{history.content_by}", r["stream"], r["start"], r["end"],
                 detail=cell(kind), value=f"{share:.6f}")
+    for r in history.airtime_periods:
+        row(f"airtime_{history.airtime_by}", r["stream"], r["start"], r["end"],
+            value=r["windows"], values=r["airtime"])
     for e in history.as_run:
         values = {name: v for name, v in e.scores.items() if name in column}
         kind = "now_playing" if e.now_playing else "unfinished" if e.shares else "track"

@@ -102,14 +102,50 @@ def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | N
         counted = out[row.stream]["content"]
         for kind, n in json.loads(row.content).items():
             counted[kind] = counted.get(kind, 0) + n * row.n
-    parts: dict[tuple[str, int], list[bytes]] = {}
-    for stream, model_id, active in conn.execute(select(r.model_id, r.active_windows)).all():
-        parts.setdefault((stream, model_id), []).append(active)
-    for (stream, model_id), blobs in parts.items():
-        n = len(blobs[0]) // 2
-        joined = np.frombuffer(b"".join(b for b in blobs if len(b) == 2 * n), "<u2")
-        out[stream]["active"][model_id] = joined.reshape(-1, n).sum(axis=0, dtype=np.int64)
+    for (stream, model_id), (_, _, active) in active_minutes(conn, streams, since,
+                                                             until).items():
+        out[stream]["active"][model_id] = active.sum(axis=0, dtype=np.int64)
     return out
+
+
+def active_minutes(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                   until: float | None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray]]:
+    """(stream, model_id) -> (minute_at, windows, windows active per tag (minutes, tags)) of
+    the rollups with a window sent in [since, until], in one read; a model's rows of another
+    size than its first are left out (not its tags)."""
+    r, s = schema.window_rollups.c, schema.sessions.c
+    parts: dict[tuple[str, int], list[tuple[float, int, bytes]]] = {}
+    for stream, model_id, minute_at, windows, active in conn.execute(
+            sa.select(s.stream, r.model_id, r.minute_at, r.windows, r.active_windows)
+            .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+            .where(*_where(schema.window_rollups, streams, since, until))).all():
+        parts.setdefault((stream, model_id), []).append((minute_at, windows, active))
+    out = {}
+    for key, rows in parts.items():
+        size = len(rows[0][2])
+        kept = [row for row in rows if len(row[2]) == size]
+        minute_at, windows, blobs = zip(*kept, strict=True)
+        out[key] = (np.array(minute_at, dtype=np.float64), np.array(windows, dtype=np.int64),
+                    np.frombuffer(b"".join(blobs), "<u2").reshape(len(kept), size // 2))
+    return out
+
+
+def active_quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                    until: float | None, quarter_s: float):
+    """(stream, model_id, quarter hour (Unix seconds / quarter_s), windows, windows active
+    per tag) from the rollups, as `quarters` counts them (a minute lies in one quarter
+    hour); windows counts all of the stream's windows of that model."""
+    for (stream, model_id), (minute_at, windows, active) in active_minutes(
+            conn, streams, since, until).items():
+        quarter = np.floor(minute_at / quarter_s).astype(np.int64)
+        order = np.argsort(quarter, kind="stable")
+        quarter = quarter[order]
+        starts = np.flatnonzero(np.r_[True, quarter[1:] != quarter[:-1]])
+        summed = np.add.reduceat(active[order], starts, axis=0, dtype=np.int64)
+        counted = np.add.reduceat(windows[order], starts)
+        for q, n, row in zip(quarter[starts].tolist(), counted.tolist(), summed, strict=True):
+            yield stream, model_id, q, n, row
 
 
 def quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
