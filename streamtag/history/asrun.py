@@ -43,6 +43,7 @@ gate (digital silence, or quieter than -70 LUFS) is "below -70 LUFS": no number
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections import Counter
@@ -613,6 +614,7 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
         add_loudness(conn, entries)
         add_content(conn, entries)
     outages, dead_air = _by_stream(off_air), _by_stream(silence)
+    silent = {stream: _Spans(spans) for stream, spans in dead_air.items()}
     for entry in entries:
         down = outages.get(entry.stream, [])
         if "cut" in entry.partial and any(entry.ended_into(s) for s in down):
@@ -623,8 +625,8 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
             clip_to_air(entry, s)
         dead = [(s, min(entry.end if entry.end is not None else now,
                         s.end if s.end is not None else now) - max(entry.start, s.start))
-                for s in dead_air.get(entry.stream, ())
-                if s.overlaps(entry.start, entry.end)]
+                for s in (silent[entry.stream].overlapping(entry.start, entry.end)
+                          if entry.stream in silent else ())]
         entry.silence_s = sum(inside for _, inside in dead)
         entry.tone_s = sum(inside for s, inside in dead if s.detail == STUCK_TONE)
         length = (entry.end if entry.end is not None else now) - entry.start
@@ -632,6 +634,28 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
         if entry.silence_s > 0.5 * length or (entry.said_windows and mostly_not_music):
             entry.top, entry.active, entry.scores = [], [], {}
     return merge_restarts(entries)
+
+
+class _Spans:
+    """One stream's spans, found by the time they overlap without a look at each: a year of
+    a station has 130,000 tracks and a silence or more a day."""
+
+    def __init__(self, spans: list[Span]) -> None:
+        self.spans = sorted(spans, key=lambda s: s.start)
+        self.starts = [s.start for s in self.spans]
+        # the latest end of the spans up to each (an open span: for ever)
+        self.reach = np.maximum.accumulate(
+            [np.inf if s.end is None else s.end for s in self.spans]).tolist()
+
+    def overlapping(self, start: float, end: float | None) -> list[Span]:
+        """The spans that overlap [start, end] (Span.overlaps), in order of their start."""
+        j = len(self.spans) if end is None else bisect.bisect_left(self.starts, end)
+        found = []
+        while j > 0 and self.reach[j - 1] > start:  # none before j-1 reaches past `start`
+            j -= 1
+            if self.spans[j].overlaps(start, end):
+                found.append(self.spans[j])
+        return found[::-1]
 
 
 def _by_stream(spans: list[Span]) -> dict[str, list[Span]]:
@@ -898,9 +922,19 @@ def plays(entries: list[Entry], off_air: list[Span], zone: Zone, period: str | N
     and an outage count in the period they started in; an outage's time is shared out over
     the periods it spans."""
     groups: dict[tuple[str, float | None], dict[str, Any]] = {}
+    starts: dict[Any, float] = {}  # a day's start, found once (a year has 130,000 tracks)
+
+    def start_of(at: float) -> float:
+        day = zone.at(at).date()
+        if period == "week":
+            day -= timedelta(days=day.weekday())
+        start = starts.get(day)
+        if start is None:
+            start = starts[day] = zone.day_start(day)
+        return start
 
     def group(stream: str, at: float) -> dict[str, Any]:
-        key = (stream, None if period is None else period_start(zone, at, period))
+        key = (stream, None if period is None else start_of(at))
         if key not in groups:
             groups[key] = {"stream": stream, "period": None if key[1] is None
                            else period_name(zone, key[1], period), "start": key[1],

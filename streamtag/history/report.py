@@ -70,10 +70,16 @@ class StreamAirtime:
         return content.shares(self.content)
 
 
+# the `tracks` columns track_dicts reads, in this order
+TRACK_COLUMNS = ("stream", "session", "title", "reason", "start_sample", "end_sample",
+                 "heard_from_start", "started_at", "ended_at", "start_s", "end_s", "windows",
+                 "active", "model_id", "mean_raw", "mean_smoothed", "active_share")
+
+
 def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
                 top: int) -> list[dict[str, Any]]:
-    """`tracks` rows as the report's track dicts, in their order; the score arrays of each
-    model's tracks unpacked, rounded and ranked at once."""
+    """`tracks` rows (TRACK_COLUMNS) as the report's track dicts, in their order; the score
+    arrays of each model's tracks unpacked, rounded and ranked at once."""
     figures: dict[int, tuple[list[str], asrun.TrackTags]] = {}
     groups: dict[tuple[int, int, int, int], list[int]] = {}
     for i, row in enumerate(rows):
@@ -97,10 +103,8 @@ def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
     names_of: dict[str, list[str]] = {}  # the active lists repeat: each text read once
     out = []
     for i, (stream, session, title, reason, start_sample, end_sample, heard_from_start,
-            started_at, ended_at, start_s, end_s, windows, active_text) in enumerate(
-            (r.stream, r.session, r.title, r.reason, r.start_sample, r.end_sample,
-             r.heard_from_start, r.started_at, r.ended_at, r.start_s, r.end_s, r.windows,
-             r.active) for r in rows):
+            started_at, ended_at, start_s, end_s, windows, active_text, *_) in enumerate(
+            rows):
         leading, figure = figures[i]
         active = names_of.get(active_text)
         if active is None:
@@ -225,8 +229,10 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
     with engine.connect() as conn:
         tags_of = model_tags(conn)
         tier = tier or tiers.choose(conn, streams, since, until)
+        minutes = None  # the rollups' tags, read once for the airtime and per period
         if tier == tiers.ROLLUPS:
-            airtime = rollup_airtime(conn, streams, since, until, tags_of)
+            minutes = tiers.active_minutes(conn, streams, since, until)
+            airtime = rollup_airtime(conn, streams, since, until, tags_of, minutes)
             sc = blocks.load_none(conn, streams, since, until).c
         else:
             sc = blocks.windows(conn, streams, since, until).c
@@ -266,7 +272,7 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
             tier))
         airtime_periods = ([] if airtime_by is None else airtime_by_period(
             conn, streams, since, until, zone, airtime_by, now if until is None else until,
-            tier, tags_of, airtime))
+            tier, tags_of, airtime, minutes))
 
         tc = s.tracks.c
         overlap = []
@@ -275,7 +281,8 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         if until is not None:
             overlap.append(tc.started_at <= until)
         tracks = track_dicts(conn.execute(
-            sa.select(s.tracks).where(*_streams(tc.stream, streams), *overlap)
+            sa.select(*(tc[name] for name in TRACK_COLUMNS))
+            .where(*_streams(tc.stream, streams), *overlap)
             .order_by(tc.started_at, tc.stream)).all(), tags_of, top)
 
         ec = s.events.c
@@ -334,11 +341,12 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
 
 
 def rollup_airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-                   until: float | None, tags_of: dict[int, list[str]]) -> dict[str,
-                                                                              StreamAirtime]:
-    """Each stream's airtime and content from its rollups (history.tiers)."""
+                   until: float | None, tags_of: dict[int, list[str]],
+                   minutes: tiers.Minutes | None = None) -> dict[str, StreamAirtime]:
+    """Each stream's airtime and content from its rollups (history.tiers; `minutes`: their
+    tags, where read already)."""
     out = {}
-    for stream, a in tiers.airtime(conn, streams, since, until).items():
+    for stream, a in tiers.airtime(conn, streams, since, until, minutes).items():
         air = out[stream] = StreamAirtime(windows=a["windows"], first_at=a["first_at"],
                                           last_at=a["last_at"], content=a["content"])
         for model_id, counts in sorted(a["active"].items()):
@@ -353,13 +361,15 @@ def rollup_airtime(conn: sa.Connection, streams: Sequence[str] | None, since: fl
 def airtime_by_period(conn: sa.Connection, streams: Sequence[str] | None,
                       since: float | None, until: float | None, zone: Zone, period: str,
                       reference: float, tier: str, tags_of: dict[int, list[str]],
-                      airtime: dict[str, StreamAirtime]) -> list[dict[str, Any]]:
+                      airtime: dict[str, StreamAirtime],
+                      minutes: tiers.Minutes | None = None) -> list[dict[str, Any]]:
     """Per stream and hour or day of `zone` with windows in [since, until]: ``{stream,
     period (its label), start, end (Unix seconds), windows, airtime {tag: share}}`` (every
     tag of the stream's `airtime`, in its order), in order of stream and time: each tag's
     share of the period's windows, as the range's airtime counts them. Windows are counted
     per quarter hour (UTC) and each quarter given to the period it begins in
-    (history.content); from the rollups, as `tier` says, a minute lies in one quarter."""
+    (history.content); from the rollups, as `tier` says, a minute lies in one quarter
+    (`minutes`: tiers.active_minutes of the range, where read already)."""
     starts: dict[int, float] = {}
     windows: dict[tuple[str, float], int] = {}
     active: dict[tuple[str, float], dict[str, int]] = {}
@@ -371,15 +381,22 @@ def airtime_by_period(conn: sa.Connection, streams: Sequence[str] | None,
         return start
 
     if tier == tiers.ROLLUPS:
-        for stream, model_id, q, n, counts in tiers.active_quarters(
-                conn, streams, since, until, content.QUARTER_S):
-            key = (stream, period_of(q))
-            windows[key] = windows.get(key, 0) + n
-            summed = active.get(key)
-            if summed is None:
-                summed = active[key] = {}
-            for tag, m in zip(tags_of[model_id], counts.tolist(), strict=False):
-                summed[tag] = summed.get(tag, 0) + m
+        if minutes is None:
+            minutes = tiers.active_minutes(conn, streams, since, until)
+        for (stream, model_id), (quarters, counted, summed) in tiers.active_quarters(
+                minutes, content.QUARTER_S).items():
+            # the quarters in order, so each period's are a run: added up at once
+            periods = np.array([period_of(q) for q in quarters.tolist()])
+            runs = np.flatnonzero(np.r_[True, periods[1:] != periods[:-1]])
+            for start, n, counts in zip(periods[runs].tolist(),
+                                        np.add.reduceat(counted, runs).tolist(),
+                                        np.add.reduceat(summed, runs, axis=0).tolist(),
+                                        strict=True):
+                key = (stream, start)
+                windows[key] = windows.get(key, 0) + n
+                into = active.setdefault(key, {})
+                for tag, m in zip(tags_of[model_id], counts, strict=False):
+                    into[tag] = into.get(tag, 0) + m
     else:
         sc = blocks.windows(conn, streams, since, until).c
         quarter = content.floor_of(conn.dialect.name,

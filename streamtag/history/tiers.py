@@ -28,6 +28,8 @@ WINDOWS = "windows"
 ROLLUPS = "rollups"
 TIERS = (WINDOWS, ROLLUPS)
 WINDOWS_AT_MOST = 250_000
+# (stream, model_id) -> (minute_at, windows, windows active per tag (minutes, tags))
+Minutes = dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _where(table: sa.Table, streams: Sequence[str] | None, since: float | None,
@@ -79,9 +81,10 @@ def rollup_rows(conn: sa.Connection, streams: Sequence[str] | None, since: float
 
 
 def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-            until: float | None) -> dict[str, dict[str, Any]]:
+            until: float | None, minutes: Minutes | None = None) -> dict[str, dict[str, Any]]:
     """Stream -> {windows, first_at, last_at, active {model_id: windows active per tag},
-    content {content: windows}} from the rollups; the database adds up all but the tags."""
+    content {content: windows}} from the rollups; the database adds up all but the tags
+    (`minutes`: active_minutes of the same range, where the caller read them)."""
     r, s = schema.window_rollups.c, schema.sessions.c
 
     def select(*columns):
@@ -102,15 +105,15 @@ def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | N
         counted = out[row.stream]["content"]
         for kind, n in json.loads(row.content).items():
             counted[kind] = counted.get(kind, 0) + n * row.n
-    for (stream, model_id), (_, _, active) in active_minutes(conn, streams, since,
-                                                             until).items():
+    if minutes is None:
+        minutes = active_minutes(conn, streams, since, until)
+    for (stream, model_id), (_, _, active) in minutes.items():
         out[stream]["active"][model_id] = active.sum(axis=0, dtype=np.int64)
     return out
 
 
 def active_minutes(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-                   until: float | None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray,
-                                                                     np.ndarray]]:
+                   until: float | None) -> Minutes:
     """(stream, model_id) -> (minute_at, windows, windows active per tag (minutes, tags)) of
     the rollups with a window sent in [since, until], in one read; a model's rows of another
     size than its first are left out (not its tags)."""
@@ -131,21 +134,20 @@ def active_minutes(conn: sa.Connection, streams: Sequence[str] | None, since: fl
     return out
 
 
-def active_quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-                    until: float | None, quarter_s: float):
-    """(stream, model_id, quarter hour (Unix seconds / quarter_s), windows, windows active
-    per tag) from the rollups, as `quarters` counts them (a minute lies in one quarter
-    hour); windows counts all of the stream's windows of that model."""
-    for (stream, model_id), (minute_at, windows, active) in active_minutes(
-            conn, streams, since, until).items():
+def active_quarters(minutes: Minutes, quarter_s: float) -> Minutes:
+    """active_minutes' `minutes` added up per quarter hour, as `quarters` counts them (a
+    minute lies in one quarter hour): (stream, model_id) -> (quarter hours (Unix seconds /
+    quarter_s) in order, windows, windows active per tag)."""
+    out = {}
+    for key, (minute_at, windows, active) in minutes.items():
         quarter = np.floor(minute_at / quarter_s).astype(np.int64)
         order = np.argsort(quarter, kind="stable")
         quarter = quarter[order]
         starts = np.flatnonzero(np.r_[True, quarter[1:] != quarter[:-1]])
         summed = np.add.reduceat(active[order], starts, axis=0, dtype=np.int64)
         counted = np.add.reduceat(windows[order], starts)
-        for q, n, row in zip(quarter[starts].tolist(), counted.tolist(), summed, strict=True):
-            yield stream, model_id, q, n, row
+        out[key] = (quarter[starts], counted, summed)
+    return out
 
 
 def quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
