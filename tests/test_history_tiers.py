@@ -67,6 +67,11 @@ def test_reports_from_rollups_equal_those_from_windows(recorded):
         kinds = [content.content_bins(engine, stream, since, until, HOURS * 6, tier)[1]
                  for tier in tiers.TIERS]
         np.testing.assert_array_equal(kinds[0], kinds[1])
+        for tier, got_tier, kinds_tier in zip(tiers.TIERS, got, kinds, strict=True):
+            strip = report.strip_bins(engine, stream, tags, since, until, HOURS * 6, tier)
+            np.testing.assert_array_equal(strip[1], got_tier[1])
+            np.testing.assert_array_equal(strip[2], got_tier[2])
+            np.testing.assert_array_equal(strip[3], kinds_tier)  # the plot's content row
 
 
 def test_rollups_read_edges_to_the_minute(recorded):

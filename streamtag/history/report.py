@@ -38,7 +38,7 @@ from streamtag.history.timeparse import Zone, local_zone, parse_time, span
 from streamtag.text import counted, csv_text
 
 __all__ = ["History", "StreamAirtime", "format_csv", "format_json", "format_text", "iso",
-           "load_history", "parse_time", "tag_share_bins"]
+           "load_history", "parse_time", "strip_bins", "tag_share_bins"]
 
 DEFAULT_TAGS = 5  # tags listed per stream and per track (--tags)
 # A track's audio this much shorter than its span (an outage or a restart inside it) is shown
@@ -447,40 +447,54 @@ def tag_share_bins(engine: Engine, stream: str, tags: list[str], since: float, u
     """(bin edges in Unix seconds, windows per bin, share active per tag and bin); the
     database counts the windows per bin and set of active tags (and content: a window of
     speech or dead air has no tag on). From `tier` (None: as history.tiers.choose says)."""
+    edges, counts, share, _ = strip_bins(engine, stream, tags, since, until, bins, tier)
+    return edges, counts, share
+
+
+def strip_bins(engine: Engine, stream: str, tags: list[str], since: float, until: float,
+               bins: int, tier: str | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                            np.ndarray, np.ndarray]:
+    """A stream's strip, in one read: tag_share_bins' (edges, windows per bin, share active
+    per tag and bin) and content_bins' windows per CONTENT_KINDS kind and bin."""
     edges = np.linspace(since, until, bins + 1)
     width = (until - since) / bins
     active = np.zeros((len(tags), bins))
     counts = np.zeros(bins)
+    kinds = np.zeros((len(content.CONTENT_KINDS), bins))
+    kind_of = {kind: i for i, kind in enumerate(content.CONTENT_KINDS)}
     index = {tag: i for i, tag in enumerate(tags)}
     with engine.connect() as conn:
         if (tier or tiers.choose(conn, [stream], since, until)) == tiers.ROLLUPS:
-            windows, by_model, _ = tiers.bins(conn, stream, since, until, bins)
+            counts, by_model, per_bin = tiers.bins(conn, stream, since, until, bins)
             tags_of = model_tags(conn)
             for model_id, table in by_model.items():
                 for j, tag in enumerate(tags_of[model_id][:table.shape[1]]):
                     if tag in index:
                         active[index[tag]] += table[:, j]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = np.where(windows > 0, active / np.maximum(windows, 1), np.nan)
-            return edges, windows, share
-        sc = blocks.windows(conn, [stream], since, until).c
-        offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
-        bin_of = content.floor_of(engine.dialect.name, offset).label("bin")
-        kinds = [sc.content]
-        query = (sa.select(bin_of, sc.active, *kinds, sa.func.count().label("n"))
-                 .where(sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until)
-                 .group_by(bin_of, sc.active, *kinds))
-        for row in conn.execute(query):
-            b = min(max(int(row.bin), 0), bins - 1)
-            counts[b] += row.n
-            if not content.carries_tags(getattr(row, "content", None)):
-                continue
-            for tag in schema.unpack_names(row.active):
-                if tag in index:
-                    active[index[tag], b] += row.n
+            for b, counted in enumerate(per_bin):
+                for kind, n in counted.items():
+                    if kind in kind_of:
+                        kinds[kind_of[kind], b] += n
+        else:
+            sc = blocks.windows(conn, [stream], since, until).c
+            offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
+            bin_of = content.floor_of(engine.dialect.name, offset).label("bin")
+            query = (sa.select(bin_of, sc.active, sc.content, sa.func.count().label("n"))
+                     .where(sc.stream == stream, sc.sent_at >= since, sc.sent_at <= until)
+                     .group_by(bin_of, sc.active, sc.content))
+            for row in conn.execute(query):
+                b = min(max(int(row.bin), 0), bins - 1)
+                counts[b] += row.n
+                if row.content in kind_of:
+                    kinds[kind_of[row.content], b] += row.n
+                if not content.carries_tags(row.content):
+                    continue
+                for tag in schema.unpack_names(row.active):
+                    if tag in index:
+                        active[index[tag], b] += row.n
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(counts > 0, active / np.maximum(counts, 1), np.nan)
-    return edges, counts, share
+    return edges, counts, share, kinds
 
 
 # ---------------------------------------------------------------- formats
