@@ -270,7 +270,10 @@ def _save(figure, path: str) -> None:
     known = figure.canvas.get_supported_filetypes()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        figure.savefig(path, dpi=110, format=suffix if suffix in known else "png")
+        kind = suffix if suffix in known else "png"
+        # zlib's fastest level: a file about twice the size, written in half the time
+        figure.savefig(path, dpi=110, format=kind,
+                       **({"pil_kwargs": {"compress_level": 1}} if kind == "png" else {}))
     missing = 0
     for w in caught:
         if _NO_GLYPH.search(str(w.message)):
