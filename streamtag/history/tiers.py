@@ -118,19 +118,39 @@ def active_minutes(conn: sa.Connection, streams: Sequence[str] | None, since: fl
     the rollups with a window sent in [since, until], in one read; a model's rows of another
     size than its first are left out (not its tags)."""
     r, s = schema.window_rollups.c, schema.sessions.c
-    parts: dict[tuple[str, int], list[tuple[float, int, bytes]]] = {}
-    for stream, model_id, minute_at, windows, active in conn.execute(
-            sa.select(s.stream, r.model_id, r.minute_at, r.windows, r.active_windows)
-            .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
-            .where(*_where(schema.window_rollups, streams, since, until))).all():
-        parts.setdefault((stream, model_id), []).append((minute_at, windows, active))
-    out = {}
-    for key, rows in parts.items():
-        size = len(rows[0][2])
-        kept = [row for row in rows if len(row[2]) == size]
-        minute_at, windows, blobs = zip(*kept, strict=True)
-        out[key] = (np.array(minute_at, dtype=np.float64), np.array(windows, dtype=np.int64),
-                    np.frombuffer(b"".join(blobs), "<u2").reshape(len(kept), size // 2))
+    rows = conn.execute(
+        sa.select(r.session_id, r.model_id, r.minute_at, r.windows, r.active_windows)
+        .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+        .where(*_where(schema.window_rollups, streams, since, until))).all()
+    if not rows:
+        return {}
+    # column by column, and grouped by numbers (a year of a station is 525,600 rows)
+    session_id, model_id, minute_at, windows, active = zip(*rows, strict=True)
+    sizes = np.fromiter(map(len, active), dtype=np.int64, count=len(active))
+    key = (np.array(session_id, dtype=np.int64) << 32) | np.array(model_id, dtype=np.int64)
+    stream_of = dict(conn.execute(sa.select(s.id, s.stream).where(
+        s.id.in_(sorted(set(session_id))))).all())
+    minute_at_all = np.array(minute_at, dtype=np.float64)
+    windows_all = np.array(windows, dtype=np.int64)
+    # a model's rows: those of its first row's size
+    firsts: dict[tuple[str, int], int] = {}
+    chosen: dict[tuple[str, int], list[np.ndarray]] = {}
+    found, first_at, where = np.unique(key, return_index=True, return_inverse=True)
+    grouped = np.split(np.argsort(where, kind="stable"),
+                       np.cumsum(np.bincount(where, minlength=found.size))[:-1])
+    for g in np.argsort(first_at, kind="stable").tolist():  # in order of first appearance
+        k = int(found[g])
+        name = (stream_of[k >> 32], k & 0xFFFFFFFF)
+        members = grouped[g]
+        size = firsts.setdefault(name, int(sizes[first_at[g]]))
+        chosen.setdefault(name, []).append(members[sizes[members] == size])
+    out: Minutes = {}
+    for name, parts in chosen.items():
+        members = np.sort(np.concatenate(parts))
+        size = firsts[name]
+        blob = b"".join([active[i] for i in members.tolist()])
+        out[name] = (minute_at_all[members], windows_all[members],
+                     np.frombuffer(blob, "<u2").reshape(members.size, size // 2))
     return out
 
 
