@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -468,10 +469,11 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     for STALE_S, one that lasted as long as the recording did."""
     if not has_silences(conn):
         return []
-    table = sa.Table("silences", sa.MetaData(), autoload_with=conn)
-    c, sc = table.c, blocks.windows(conn, streams, since, until).c
-    # a silence longer than a day that began before the range is left out
-    cause = c.cause if "cause" in c else sa.literal("silence")
+    c, sc = schema.silences.c, blocks.windows(conn, streams, since, until).c
+    # a silence longer than a day that began before the range is left out; `cause` only
+    # where the database has it (revision 0007 adds it where 0003 lacked it)
+    kept = {column["name"] for column in sa.inspect(conn).get_columns("silences")}
+    cause = c.cause if "cause" in kept else sa.literal("silence")
     rows = conn.execute(sa.select(c.stream, c.session, c.sent_at, c.state, c.start_sample,
                                   c.duration_s, cause.label("cause"))
                         .where(*_streams(c.stream, streams),
@@ -871,7 +873,7 @@ def merge_restarts(entries: list[Entry]) -> list[Entry]:
     its leading tags are those of its longer part."""
     out: list[Entry] = []
     last: dict[str, Entry] = {}
-    for entry in sorted(entries, key=lambda e: (e.start, e.stream)):
+    for entry in sorted(entries, key=operator.attrgetter("start", "stream")):
         before = last.get(entry.stream)
         if (before is not None and before.title is not None and entry.title == before.title
                 and before.end is not None and "cut" in before.partial

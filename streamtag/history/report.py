@@ -96,8 +96,8 @@ def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
         table = table.transpose(1, 0, 2)  # (tracks, 3, tags)
         names = tags_of[rows[members[0]].model_id]
         index = {name: j for j, name in enumerate(names[:table.shape[2]])}
-        for k, (i, ranked) in enumerate(zip(members, order.tolist(), strict=True)):
-            leading = [names[j] for j in ranked]
+        ranked = np.array(names, dtype=object)[order].tolist()
+        for k, (i, leading) in enumerate(zip(members, ranked, strict=True)):
             figures[i] = (leading, asrun.TrackTags(index, table[k],
                                                    list(zip(leading, values[k], strict=True))))
     names_of: dict[str, list[str]] = {}  # the active lists repeat: each text read once
