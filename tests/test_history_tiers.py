@@ -169,3 +169,22 @@ def test_history_command_gives_airtime_per_day(recorded, capsys):
     rows = list(csv.DictReader(io.StringIO(history(capsys, *args, "--csv").stdout)))
     assert [r["kind"] for r in rows].count("airtime_day") == 1
     assert "airtime per day" in history(capsys, *args).stdout
+
+
+def test_airtime_per_hour_on_postgresql(postgres):
+    """The same per-hour airtime from either store on PostgreSQL, where the database's
+    arithmetic (quarter hours, floor) and its drivers' types differ from SQLite's."""
+    engine = schema.create_db_engine(postgres.new_database())
+    try:
+        end = float(int(time.time() // 3600 * 3600))
+        write_history(engine, ["east"], 2 / 24, 2 / 24, end)
+        windows, rollups = _both(engine, end - 7200.0, end - 0.001, airtime_by="hour")
+        assert windows.airtime_periods == rollups.airtime_periods
+        assert [r["windows"] for r in rollups.airtime_periods] == [3600, 3600]
+        assert windows.airtime["east"].active == rollups.airtime["east"].active
+        strips = [report.strip_bins(engine, "east", ["tag00", "tag01"], end - 7200.0, end, 12,
+                                    tier) for tier in tiers.TIERS]
+        for a, b in zip(strips[0][1:], strips[1][1:], strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        engine.dispose()
