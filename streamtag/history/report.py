@@ -80,32 +80,39 @@ def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
                 top: int) -> list[dict[str, Any]]:
     """`tracks` rows (TRACK_COLUMNS) as the report's track dicts, in their order; the score
     arrays of each model's tracks unpacked, rounded and ranked at once."""
-    figures: dict[int, tuple[list[str], asrun.TrackTags]] = {}
+    if not rows:
+        return []
+    columns = list(zip(*rows, strict=True))  # column by column: 130,000 tracks a year
+    models, blobs = columns[13], columns[14:17]
+    sizes = [np.fromiter(map(len, column), dtype=np.int64, count=len(rows)) for column in blobs]
     groups: dict[tuple[int, int, int, int], list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault((row.model_id, len(row.mean_raw), len(row.mean_smoothed),
-                           len(row.active_share)), []).append(i)
-    for members in groups.values():
-        table = np.stack([np.frombuffer(b"".join([getattr(rows[i], name) for i in members]),
+    if len(set(models)) == 1 and all((size == size[0]).all() for size in sizes):
+        groups[(models[0], *(int(size[0]) for size in sizes))] = list(range(len(rows)))
+    else:
+        for i, key in enumerate(zip(models, *(size.tolist() for size in sizes), strict=True)):
+            groups.setdefault(key, []).append(i)
+    leading: list[Any] = [None] * len(rows)
+    figures: list[Any] = [None] * len(rows)
+    for (model_id, *_), members in groups.items():
+        table = np.stack([np.frombuffer(b"".join([column[i] for i in members]),
                                         schema.SCORE_DTYPE).reshape(len(members), -1)
-                          for name in ("mean_raw", "mean_smoothed", "active_share")]
-                         ).astype(np.float64)  # (3, tracks, tags)
+                          for column in blobs]).astype(np.float64)  # (3, tracks, tags)
         order = np.argsort(-table[1], axis=1, kind="stable")[:, :top]
         table = np.round(table, 6)
         values = np.take_along_axis(table[1], order, axis=1).tolist()
         table = table.transpose(1, 0, 2)  # (tracks, 3, tags)
-        names = tags_of[rows[members[0]].model_id]
+        names = tags_of[model_id]
         index = {name: j for j, name in enumerate(names[:table.shape[2]])}
         ranked = np.array(names, dtype=object)[order].tolist()
-        for k, (i, leading) in enumerate(zip(members, ranked, strict=True)):
-            figures[i] = (leading, asrun.TrackTags(index, table[k],
-                                                   list(zip(leading, values[k], strict=True))))
+        for k, i in enumerate(members):
+            leading[i] = ranked[k]
+            figures[i] = asrun.TrackTags(index, table[k],
+                                         list(zip(ranked[k], values[k], strict=True)))
     names_of: dict[str, list[str]] = {}  # the active lists repeat: each text read once
     out = []
-    for i, (stream, session, title, reason, start_sample, end_sample, heard_from_start,
-            started_at, ended_at, start_s, end_s, windows, active_text, *_) in enumerate(
-            rows):
-        leading, figure = figures[i]
+    for (stream, session, title, reason, start_sample, end_sample, heard_from_start,
+         started_at, ended_at, start_s, end_s, windows, active_text, top_tags,
+         figure) in zip(*columns[:13], leading, figures, strict=True):
         active = names_of.get(active_text)
         if active is None:
             active = names_of[active_text] = schema.unpack_names(active_text)
@@ -114,7 +121,7 @@ def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
             "start_sample": start_sample, "end_sample": end_sample,
             "heard_from_start": heard_from_start, "started_at": started_at,
             "ended_at": ended_at, "start_s": start_s, "end_s": end_s, "windows": windows,
-            "active": list(active), "top": leading, "tags": figure})
+            "active": list(active), "top": top_tags, "tags": figure})
     return out
 
 
