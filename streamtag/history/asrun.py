@@ -145,7 +145,7 @@ class TagValues(Mapping):
     def __len__(self) -> int:
         return len(self._index)
 
-    def items(self):  # type: ignore[override]  # one conversion, not one per tag
+    def items(self):  # one conversion, not one per tag
         return zip(self._index, self._values.tolist(), strict=False)
 
 

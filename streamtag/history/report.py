@@ -390,14 +390,14 @@ def airtime_by_period(conn: sa.Connection, streams: Sequence[str] | None,
     if tier == tiers.ROLLUPS:
         if minutes is None:
             minutes = tiers.active_minutes(conn, streams, since, until)
-        for (stream, model_id), (quarters, counted, summed) in tiers.active_quarters(
+        for (stream, model_id), (quarters, per_quarter, totals) in tiers.active_quarters(
                 minutes, content.QUARTER_S).items():
             # the quarters in order, so each period's are a run: added up at once
             periods = np.array([period_of(q) for q in quarters.tolist()])
             runs = np.flatnonzero(np.r_[True, periods[1:] != periods[:-1]])
             for start, n, counts in zip(periods[runs].tolist(),
-                                        np.add.reduceat(counted, runs).tolist(),
-                                        np.add.reduceat(summed, runs, axis=0).tolist(),
+                                        np.add.reduceat(per_quarter, runs).tolist(),
+                                        np.add.reduceat(totals, runs, axis=0).tolist(),
                                         strict=True):
                 key = (stream, start)
                 windows[key] = windows.get(key, 0) + n
