@@ -214,7 +214,7 @@ class Entry:
     @property
     def loudness_lufs(self) -> float | None:
         """The track's loudness from its windows' short-term readings (module docstring)."""
-        return gated_loudness(self.short_term)
+        return gated_loudness(self.short_term) if self.short_term else None
 
     def cut_by(self, span: Span) -> bool:
         """Whether an outage fell inside this track: by the audio's sample count where both
@@ -612,9 +612,10 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
                 if t["reason"] == "end" and not _went_on(conn, t["session"], t["ended_at"]):
                     entry.partial.append("cut")
             entries.append(entry)
-        entries += open_tracks(conn, streams, since, until, top, now)
-        add_loudness(conn, entries)
-        add_content(conn, entries)
+        if tier != "rollups":  # what only windows tell
+            entries += open_tracks(conn, streams, since, until, top, now)
+            add_loudness(conn, entries)
+            add_content(conn, entries)
     outages, dead_air = _by_stream(off_air), _by_stream(silence)
     silent = {stream: _Spans(spans) for stream, spans in dead_air.items()}
     for entry in entries:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +144,10 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
     hop = max([hop_s(a) for a in heard], default=1.0)
     bins = bin_count(since, until, hop)
 
-    def x(unix_s: float) -> float:
-        return mdates.date2num(zone.at(unix_s))
+    epoch_day = mdates.date2num(datetime(1970, 1, 1, tzinfo=UTC))
+
+    def x(unix_s: float) -> float:  # matplotlib's days: the same for any zone
+        return epoch_day + unix_s / 86400.0
 
     axes = figure.subplots(len(streams), 1, sharex=True, squeeze=False,
                            gridspec_kw={"height_ratios": [0.6 + 0.28 * rows(s)
