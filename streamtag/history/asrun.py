@@ -55,7 +55,6 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from streamtag.audio.loudness import (
     ABSOLUTE_GATE_LUFS,
@@ -583,39 +582,39 @@ def session_sources(conn: sa.Connection, sessions: set[str]) -> dict[tuple, str 
     return out
 
 
-def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
+def as_run(conn: sa.Connection, tracks: list[dict[str, Any]], off_air: list[Span],
            silence: list[Span], streams: Sequence[str] | None, since: float | None,
            until: float | None, top: int, now: float, tier: str = "windows") -> list[Entry]:
     """The as-run log: the tracks (load_history's, oldest first), each session's track after
     its last finished one (now playing, or cut where its end was never recorded), with what cut
     them and the silence in them; a play split by a daemon restart is one. With `tier`
-    "rollups" (history.tiers), no window is read: no track under way, no loudness."""
-    with engine.connect() as conn:
-        if tier == "rollups":
-            blocks.load_none(conn, streams, since, until)
-        else:
-            blocks.windows(conn, streams, since, until)
-        sources = session_sources(conn, {t["session"] for t in tracks})
-        entries = []
-        for t in tracks:
-            source = sources.get((t["stream"], t["session"]))
-            scores = t["tags"].mean_smoothed()
-            entry = Entry(t["stream"], t["title"], t["started_at"], t["ended_at"],
-                          t["end_s"] - t["start_s"], t["windows"],
-                          list(t["tags"].leading),
-                          t["active"], scores=scores,
-                          session=t["session"], start_sample=t["start_sample"],
-                          end_sample=t["end_sample"])
-            if live_source(source):
-                if joined(t["start_sample"] == 0, t["heard_from_start"]):
-                    entry.partial.append("joined")
-                if t["reason"] == "end" and not _went_on(conn, t["session"], t["ended_at"]):
-                    entry.partial.append("cut")
-            entries.append(entry)
-        if tier != "rollups":  # what only windows tell
-            entries += open_tracks(conn, streams, since, until, top, now)
-            add_loudness(conn, entries)
-            add_content(conn, entries)
+    "rollups" (history.tiers), no window is read: no track under way, no loudness. On the
+    report's connection: its windows, decoded once, serve it."""
+    if tier == "rollups":
+        blocks.load_none(conn, streams, since, until)
+    else:
+        blocks.windows(conn, streams, since, until)
+    sources = session_sources(conn, {t["session"] for t in tracks})
+    entries = []
+    for t in tracks:
+        source = sources.get((t["stream"], t["session"]))
+        scores = t["tags"].mean_smoothed()
+        entry = Entry(t["stream"], t["title"], t["started_at"], t["ended_at"],
+                      t["end_s"] - t["start_s"], t["windows"],
+                      list(t["tags"].leading),
+                      t["active"], scores=scores,
+                      session=t["session"], start_sample=t["start_sample"],
+                      end_sample=t["end_sample"])
+        if live_source(source):
+            if joined(t["start_sample"] == 0, t["heard_from_start"]):
+                entry.partial.append("joined")
+            if t["reason"] == "end" and not _went_on(conn, t["session"], t["ended_at"]):
+                entry.partial.append("cut")
+        entries.append(entry)
+    if tier != "rollups":  # what only windows tell
+        entries += open_tracks(conn, streams, since, until, top, now)
+        add_loudness(conn, entries)
+        add_content(conn, entries)
     outages, dead_air = _by_stream(off_air), _by_stream(silence)
     silent = {stream: _Spans(spans) for stream, spans in dead_air.items()}
     for entry in entries:

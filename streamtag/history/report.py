@@ -336,8 +336,8 @@ def load_history(engine: Engine, streams: Sequence[str] | None = None,
         silence = asrun.silence_spans(conn, streams, since, until, now)
         speech = asrun.speech_spans(conn, streams, since, until)
         not_recorded = asrun.gap_spans(conn, gaps)
-    entries = asrun.as_run(engine, tracks, around, silence, streams, since, until, top,
-                           now, tier)
+        entries = asrun.as_run(conn, tracks, around, silence, streams, since, until, top,
+                               now, tier)
     return History(since, until, airtime, tracks, events, gaps, restarts, snapshots, zone=zone,
                    now=now, top=top, as_run=entries, off_air=off_air, silence=silence,
                    speech=speech,
