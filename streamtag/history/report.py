@@ -483,7 +483,7 @@ def strip_bins(engine: Engine, stream: str, tags: list[str], since: float, until
                     if kind in kind_of:
                         kinds[kind_of[kind], b] += n
         else:
-            sc = blocks.windows(conn, [stream], since, until).c
+            sc = blocks.windows(conn, [stream], since, until, margin_s=0.0).c
             offset = (sc.sent_at - sa.literal(since, sa.Float)) / sa.literal(width, sa.Float)
             bin_of = content.floor_of(engine.dialect.name, offset).label("bin")
             query = (sa.select(bin_of, sc.active, sc.content, sa.func.count().label("n"))
