@@ -10,8 +10,13 @@ hour. Tests use a small version; this script runs it at scale and times the repo
     python benchmarks/history_year.py --db postgresql://...  # an empty PostgreSQL database
 
 It writes 100 stations' last day with windows and one station's year of rollups, then times
-a day of 100 stations' as-run log, airtime and plot, and a year of one station's daily
-airtime (with content per day).
+a day of 100 stations' as-run log, airtime and plot (apart and together), a year of one
+station's airtime and content per day, and that year's whole report. With `--old CHECKOUT`
+(a checkout of an older streamtag, its extension built) it times that streamtag's reports on
+the same database first, and prints both side by side:
+
+    git worktree add ../streamtag-main main && cp streamtag/_core*.so ../streamtag-main/streamtag/
+    python benchmarks/history_year.py --old ../streamtag-main
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+STREAMTAG_AT = "STREAMTAG_BENCHMARK_CHECKOUT"  # the streamtag --old times, in its run
 if __name__ == "__main__":  # run from a checkout; imported by a test, the package is there
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, os.environ.get(STREAMTAG_AT) or str(Path(__file__).resolve().parents[1]))
 from streamtag.history import blocks, schema  # noqa: E402
 
 TAGS = tuple(f"tag{i:02d}" for i in range(50))
@@ -166,12 +173,83 @@ def write_history(engine: sa.Engine, stations: list[str], days: float, window_da
     return written
 
 
-def timed(what: str, fn) -> float:
-    began = time.perf_counter()
+def timed(what: str, fn, taken: dict[str, tuple[float, float]] | None = None) -> float:
+    """Runs `fn`, printing its wall-clock and CPU seconds (the CPU's tell more on a shared
+    machine); kept in `taken` under `what`."""
+    began, cpu = time.perf_counter(), time.process_time()
     fn()
-    took = time.perf_counter() - began
-    print(f"{what}: {took:.2f} s", flush=True)
+    took, used = time.perf_counter() - began, time.process_time() - cpu
+    print(f"{what}: {took:.2f} s ({used:.2f} s CPU)", flush=True)
+    if taken is not None:
+        taken[what] = (took, used)
     return took
+
+
+def time_reports(url: str, stations: int, year_days: float) -> dict[str, tuple[float, float]]:
+    """Times the reports over what `write_history` wrote today: (wall, CPU) seconds per
+    report. Works with this streamtag and with older ones (--old), which lack some."""
+    import inspect
+
+    from streamtag.history import content, report, tiers
+    from streamtag.history.plot import plot_history
+    from streamtag.history.timeparse import zone_named
+
+    engine = schema.create_db_engine(url)
+    folder = tempfile.mkdtemp(prefix="streamtag-year-")
+    end = float(int(time.time() // 86400 * 86400))
+    fleet = [f"radio-{i:03d}" for i in range(stations)]
+    zone = zone_named("UTC")
+    day = (end - 86400.0, end)
+    year = (end - year_days * 86400.0, end)
+    holder: dict = {}
+    taken: dict[str, tuple[float, float]] = {}
+    per_day = "airtime_by" in inspect.signature(report.load_history).parameters
+
+    def day_report() -> None:
+        holder["h"] = report.load_history(engine, fleet, *day, zone=zone, now=end)
+        report.format_text(holder["h"])
+
+    def day_plot() -> None:
+        plot_history(engine, holder["h"], os.path.join(folder, "day.png"))
+
+    def daily_airtime() -> None:
+        """Airtime and content per day, as `history --airtime-by day --content-by day`
+        reads them, without the as-run log (older streamtags: airtime and content)."""
+        with engine.connect() as conn:
+            tags_of = report.model_tags(conn)
+            if per_day:
+                minutes = tiers.active_minutes(conn, ["year"], *year)
+                airtime = report.rollup_airtime(conn, ["year"], *year, tags_of, minutes)
+                holder["d"] = report.airtime_by_period(conn, ["year"], *year, zone, "day",
+                                                       end, tiers.ROLLUPS, tags_of, airtime,
+                                                       minutes)
+            else:
+                report.rollup_airtime(conn, ["year"], *year, tags_of)
+            content.by_period(conn, ["year"], *year, zone, "day", end, tiers.ROLLUPS)
+
+    def year_report() -> None:
+        holder["y"] = report.load_history(engine, ["year"], *year, zone=zone, now=end,
+                                          content_by="day", period="day",
+                                          **({"airtime_by": "day"} if per_day else {}))
+        report.format_text(holder["y"])
+
+    timed(DAY_REPORT.format(stations), day_report, taken)
+    print(f"  read from {holder['h'].tier}; {len(holder['h'].as_run)} as-run entries")
+    timed(DAY_PLOT.format(stations), day_plot, taken)
+    timed(DAY_BOTH.format(stations), lambda: (day_report(), day_plot()), taken)
+    timed(YEAR_DAILY, daily_airtime, taken)
+    timed(YEAR_REPORT, year_report, taken)
+    print(f"  read from {holder['y'].tier}; {len(holder['y'].content_periods)} days, "
+          f"{len(holder['y'].as_run)} as-run entries")
+    engine.dispose()
+    return taken
+
+
+DAY_REPORT = "a day of {} stations: as-run log and airtime, text"
+DAY_PLOT = "a day of {} stations: plot (16 streams a picture)"
+DAY_BOTH = "a day of {} stations: as-run log, airtime and plot together"
+YEAR_DAILY = "a year of one station: airtime, airtime per day and content per day"
+YEAR_REPORT = "a year of one station: the whole report (as-run, plays, per day), text"
 
 
 def main() -> int:
@@ -181,10 +259,13 @@ def main() -> int:
     parser.add_argument("--year-days", type=float, default=365.0)
     parser.add_argument("--reports-only", action="store_true",
                         help="time the reports of a --db this script wrote before (today)")
+    parser.add_argument("--old", metavar="CHECKOUT",
+                        help="also time the reports of the streamtag in this folder (a "
+                             "checkout of an older version, with its extension built), on the "
+                             "same database, and print both side by side")
+    parser.add_argument("--json", action="store_true",
+                        help="print the reports' figures as one JSON line at the end")
     args = parser.parse_args()
-    from streamtag.history import report
-    from streamtag.history.plot import plot_history
-    from streamtag.history.timeparse import zone_named
 
     folder = tempfile.mkdtemp(prefix="streamtag-year-")
     url = args.db or f"sqlite:///{os.path.join(folder, 'year.db')}"
@@ -196,26 +277,31 @@ def main() -> int:
               lambda: print(write_history(engine, fleet, 1.0, 1.0, end)))
         timed(f"write one station's {args.year_days:g} days (windows of its last day)",
               lambda: print(write_history(engine, ["year"], args.year_days, 1.0, end, seed=1)))
-    zone = zone_named("UTC")
-    day = (end - 86400.0, end)
-    holder: dict = {}
-
-    def day_report() -> None:
-        holder["h"] = report.load_history(engine, fleet, *day, zone=zone, now=end)
-        report.format_text(holder["h"])
-
-    timed(f"a day of {args.stations} stations: as-run log and airtime", day_report)
-    print(f"  read from {holder['h'].tier}; {len(holder['h'].as_run)} as-run entries")
-    timed(f"a day of {args.stations} stations: plot (16 streams a picture)",
-          lambda: plot_history(engine, holder["h"], os.path.join(folder, "day.png")))
-    year = (end - args.year_days * 86400.0, end)
-
-    def year_report() -> None:
-        holder["y"] = report.load_history(engine, ["year"], *year, zone=zone, now=end,
-                                          content_by="day", period="day")
-
-    timed("a year of one station: airtime, as-run, plays and content per day", year_report)
-    print(f"  read from {holder['y'].tier}; {len(holder['y'].content_periods)} days")
+    engine.dispose()
+    old: dict[str, list[float]] = {}
+    if args.old:
+        print(f"-- {args.old}:", flush=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--db", url, "--reports-only", "--json",
+             "--stations", str(args.stations), "--year-days", str(args.year_days)],
+            env={**os.environ, "PYTHONPATH": os.path.abspath(args.old),
+                 STREAMTAG_AT: os.path.abspath(args.old)},
+            stdout=subprocess.PIPE, text=True, check=True)
+        lines = done.stdout.splitlines()
+        print("\n".join(lines[:-1]))
+        old = json.loads(lines[-1])
+        print("-- this checkout:", flush=True)
+    taken = time_reports(url, args.stations, args.year_days)
+    if args.json:
+        print(json.dumps(taken))
+    elif old:
+        print(f"\n{'report':<72} {'old':>15} {'this':>15}")
+        for what, (wall, cpu) in taken.items():
+            before = old.get(what)
+            print(f"{what:<72} "
+                  + (f"{before[0]:6.2f} ({before[1]:5.2f})" if before else f"{'-':>15}")
+                  + f" {wall:6.2f} ({cpu:5.2f})")
+        print("wall-clock seconds (CPU seconds)")
     return 0
 
 

@@ -55,6 +55,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--content-by", choices=("hour", "day"),
                    help="music, speech, silence, tone and noise shares per hour or day of "
                         "--tz (default: for the whole range only)")
+    p.add_argument("--airtime-by", choices=("hour", "day"),
+                   help="each tag's share of airtime per hour or day of --tz (from the "
+                        "per-minute rollups over long ranges; default: for the whole range "
+                        "only)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw a timeline of tag shares per stream, under what the audio was")
     p.add_argument("--top", type=int, default=8, help="tags drawn per stream (default 8)")
@@ -62,8 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events, period and
-    content_by."""
+    """args has db, stream, since, until, tz, json, csv, plot, top, tags, events, period,
+    content_by and airtime_by."""
     import sqlalchemy as sa
 
     from streamtag.history import schema
@@ -102,7 +106,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             require_streams(engine, args.stream)
         history = load_history(engine, args.stream or None, since, until, top=tags, zone=zone,
                                period=args.period, now=now,
-                               content_by=args.content_by)
+                               content_by=args.content_by, airtime_by=args.airtime_by)
         if args.plot:
             try:
                 drawn = plot_history(engine, history, args.plot, top=args.top)

@@ -43,17 +43,18 @@ gate (digital silence, or quieter than -70 LUFS) is "below -70 LUFS": no number
 
 from __future__ import annotations
 
+import bisect
 import json
+import operator
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from streamtag.audio.loudness import (
     ABSOLUTE_GATE_LUFS,
@@ -124,6 +125,55 @@ class Span:
         return out
 
 
+class TagValues(Mapping):
+    """Tag -> a value, over a row of an array its report read at once, each value made when
+    asked for: a day of 100 stations has 36,000 tracks of 50 tags, and most reports read a
+    few of them. `index`: tag -> column, shared by the rows of one model."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, index: dict[str, int], values: np.ndarray) -> None:
+        self._index, self._values = index, values
+
+    def __getitem__(self, tag: str) -> float:
+        return float(self._values[self._index[tag]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def items(self):  # one conversion, not one per tag
+        return zip(self._index, self._values.tolist(), strict=False)
+
+
+class TrackTags(Mapping):
+    """A track's figures per tag, ``{tag: {mean_raw, mean_smoothed, active_share}}`` (to 6
+    decimals), over a row of its report's arrays, each made when asked for."""
+
+    __slots__ = ("_index", "_figures", "leading")
+
+    def __init__(self, index: dict[str, int], figures: np.ndarray,
+                 leading: list[tuple[str, float]]) -> None:
+        """`figures`: (3, tags) mean raw, mean smoothed and active share; `leading`: the
+        track's top tags with their mean smoothed scores."""
+        self._index, self._figures, self.leading = index, figures, leading
+
+    def __getitem__(self, tag: str) -> dict[str, float]:
+        raw, smoothed, share = self._figures[:, self._index[tag]].tolist()
+        return {"mean_raw": raw, "mean_smoothed": smoothed, "active_share": share}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def mean_smoothed(self) -> TagValues:
+        return TagValues(self._index, self._figures[1])
+
+
 @dataclass
 class Entry:
     """One line of the as-run log."""
@@ -140,7 +190,7 @@ class Entry:
     silence_s: float = 0.0
     # every tag's mean smoothed score (the track now playing: the share of its windows with
     # the tag on)
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: Mapping[str, float] = field(default_factory=dict)
     # its audio in its daemon session: [start_sample, end_sample); end None while it plays
     session: str | None = None
     start_sample: int = 0
@@ -163,7 +213,7 @@ class Entry:
     @property
     def loudness_lufs(self) -> float | None:
         """The track's loudness from its windows' short-term readings (module docstring)."""
-        return gated_loudness(self.short_term)
+        return gated_loudness(self.short_term) if self.short_term else None
 
     def cut_by(self, span: Span) -> bool:
         """Whether an outage fell inside this track: by the audio's sample count where both
@@ -418,10 +468,11 @@ def silence_spans(conn: sa.Connection, streams: Sequence[str] | None, since: flo
     for STALE_S, one that lasted as long as the recording did."""
     if not has_silences(conn):
         return []
-    table = sa.Table("silences", sa.MetaData(), autoload_with=conn)
-    c, sc = table.c, blocks.windows(conn, streams, since, until).c
-    # a silence longer than a day that began before the range is left out
-    cause = c.cause if "cause" in c else sa.literal("silence")
+    c, sc = schema.silences.c, blocks.windows(conn, streams, since, until).c
+    # a silence longer than a day that began before the range is left out; `cause` only
+    # where the database has it (revision 0007 adds it where 0003 lacked it)
+    kept = {column["name"] for column in sa.inspect(conn).get_columns("silences")}
+    cause = c.cause if "cause" in kept else sa.literal("silence")
     rows = conn.execute(sa.select(c.stream, c.session, c.sent_at, c.state, c.start_sample,
                                   c.duration_s, cause.label("cause"))
                         .where(*_streams(c.stream, streams),
@@ -531,49 +582,53 @@ def session_sources(conn: sa.Connection, sessions: set[str]) -> dict[tuple, str 
     return out
 
 
-def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
+def as_run(conn: sa.Connection, tracks: list[dict[str, Any]], off_air: list[Span],
            silence: list[Span], streams: Sequence[str] | None, since: float | None,
            until: float | None, top: int, now: float, tier: str = "windows") -> list[Entry]:
     """The as-run log: the tracks (load_history's, oldest first), each session's track after
     its last finished one (now playing, or cut where its end was never recorded), with what cut
     them and the silence in them; a play split by a daemon restart is one. With `tier`
-    "rollups" (history.tiers), no window is read: no track under way, no loudness."""
-    with engine.connect() as conn:
-        if tier == "rollups":
-            blocks.load_none(conn, streams, since, until)
-        else:
-            blocks.windows(conn, streams, since, until)
-        sources = session_sources(conn, {t["session"] for t in tracks})
-        entries = []
-        for t in tracks:
-            source = sources.get((t["stream"], t["session"]))
-            entry = Entry(t["stream"], t["title"], t["started_at"], t["ended_at"],
-                          t["end_s"] - t["start_s"], t["windows"],
-                          [(name, t["tags"][name]["mean_smoothed"]) for name in t["top"]],
-                          t["active"], scores={name: v["mean_smoothed"]
-                                               for name, v in t["tags"].items()},
-                          session=t["session"], start_sample=t["start_sample"],
-                          end_sample=t["end_sample"])
-            if live_source(source):
-                if joined(t["start_sample"] == 0, t["heard_from_start"]):
-                    entry.partial.append("joined")
-                if t["reason"] == "end" and not _went_on(conn, t["session"], t["ended_at"]):
-                    entry.partial.append("cut")
-            entries.append(entry)
+    "rollups" (history.tiers), no window is read: no track under way, no loudness. On the
+    report's connection: its windows, decoded once, serve it."""
+    if tier == "rollups":
+        blocks.load_none(conn, streams, since, until)
+    else:
+        blocks.windows(conn, streams, since, until)
+    sources = session_sources(conn, {t["session"] for t in tracks})
+    entries = []
+    for t in tracks:
+        source = sources.get((t["stream"], t["session"]))
+        scores = t["tags"].mean_smoothed()
+        entry = Entry(t["stream"], t["title"], t["started_at"], t["ended_at"],
+                      t["end_s"] - t["start_s"], t["windows"],
+                      list(t["tags"].leading),
+                      t["active"], scores=scores,
+                      session=t["session"], start_sample=t["start_sample"],
+                      end_sample=t["end_sample"])
+        if live_source(source):
+            if joined(t["start_sample"] == 0, t["heard_from_start"]):
+                entry.partial.append("joined")
+            if t["reason"] == "end" and not _went_on(conn, t["session"], t["ended_at"]):
+                entry.partial.append("cut")
+        entries.append(entry)
+    if tier != "rollups":  # what only windows tell
         entries += open_tracks(conn, streams, since, until, top, now)
         add_loudness(conn, entries)
         add_content(conn, entries)
+    outages, dead_air = _by_stream(off_air), _by_stream(silence)
+    silent = {stream: _Spans(spans) for stream, spans in dead_air.items()}
     for entry in entries:
-        if "cut" in entry.partial and any(entry.ended_into(s) for s in off_air):
+        down = outages.get(entry.stream, [])
+        if "cut" in entry.partial and any(entry.ended_into(s) for s in down):
             entry.partial.remove("cut")  # its audio ended as the station went off air
-        if any(entry.cut_by(s) for s in off_air):
+        if any(entry.cut_by(s) for s in down):
             entry.partial.append("off air")
-        for s in off_air:
+        for s in down:
             clip_to_air(entry, s)
         dead = [(s, min(entry.end if entry.end is not None else now,
                         s.end if s.end is not None else now) - max(entry.start, s.start))
-                for s in silence
-                if s.stream == entry.stream and s.overlaps(entry.start, entry.end)]
+                for s in (silent[entry.stream].overlapping(entry.start, entry.end)
+                          if entry.stream in silent else ())]
         entry.silence_s = sum(inside for _, inside in dead)
         entry.tone_s = sum(inside for s, inside in dead if s.detail == STUCK_TONE)
         length = (entry.end if entry.end is not None else now) - entry.start
@@ -581,6 +636,35 @@ def as_run(engine: Engine, tracks: list[dict[str, Any]], off_air: list[Span],
         if entry.silence_s > 0.5 * length or (entry.said_windows and mostly_not_music):
             entry.top, entry.active, entry.scores = [], [], {}
     return merge_restarts(entries)
+
+
+class _Spans:
+    """One stream's spans, found by the time they overlap without a look at each: a year of
+    a station has 130,000 tracks and a silence or more a day."""
+
+    def __init__(self, spans: list[Span]) -> None:
+        self.spans = sorted(spans, key=lambda s: s.start)
+        self.starts = [s.start for s in self.spans]
+        # the latest end of the spans up to each (an open span: for ever)
+        self.reach = np.maximum.accumulate(
+            [np.inf if s.end is None else s.end for s in self.spans]).tolist()
+
+    def overlapping(self, start: float, end: float | None) -> list[Span]:
+        """The spans that overlap [start, end] (Span.overlaps), in order of their start."""
+        j = len(self.spans) if end is None else bisect.bisect_left(self.starts, end)
+        found = []
+        while j > 0 and self.reach[j - 1] > start:  # none before j-1 reaches past `start`
+            j -= 1
+            if self.spans[j].overlaps(start, end):
+                found.append(self.spans[j])
+        return found[::-1]
+
+
+def _by_stream(spans: list[Span]) -> dict[str, list[Span]]:
+    out: dict[str, list[Span]] = {}
+    for s in spans:
+        out.setdefault(s.stream, []).append(s)
+    return out
 
 
 def clip_to_air(entry: Entry, span: Span) -> None:
@@ -789,7 +873,7 @@ def merge_restarts(entries: list[Entry]) -> list[Entry]:
     its leading tags are those of its longer part."""
     out: list[Entry] = []
     last: dict[str, Entry] = {}
-    for entry in sorted(entries, key=lambda e: (e.start, e.stream)):
+    for entry in sorted(entries, key=operator.attrgetter("start", "stream")):
         before = last.get(entry.stream)
         if (before is not None and before.title is not None and entry.title == before.title
                 and before.end is not None and "cut" in before.partial
@@ -840,9 +924,19 @@ def plays(entries: list[Entry], off_air: list[Span], zone: Zone, period: str | N
     and an outage count in the period they started in; an outage's time is shared out over
     the periods it spans."""
     groups: dict[tuple[str, float | None], dict[str, Any]] = {}
+    starts: dict[Any, float] = {}  # a day's start, found once (a year has 130,000 tracks)
+
+    def start_of(at: float) -> float:
+        day = zone.at(at).date()
+        if period == "week":
+            day -= timedelta(days=day.weekday())
+        start = starts.get(day)
+        if start is None:
+            start = starts[day] = zone.day_start(day)
+        return start
 
     def group(stream: str, at: float) -> dict[str, Any]:
-        key = (stream, None if period is None else period_start(zone, at, period))
+        key = (stream, None if period is None else start_of(at))
         if key not in groups:
             groups[key] = {"stream": stream, "period": None if key[1] is None
                            else period_name(zone, key[1], period), "start": key[1],

@@ -468,17 +468,19 @@ def _window_tuples(conn: sa.Connection, streams: Sequence[str] | None, since: fl
 
 
 def windows(conn: sa.Connection, streams: Sequence[str] | None = None,
-            since: float | None = None, until: float | None = None) -> sa.Table:
+            since: float | None = None, until: float | None = None,
+            margin_s: float = READ_MARGIN_S) -> sa.Table:
     """The one way readers read windows: a table of the old `scores` columns that readers use,
-    holding the windows of `streams` sent within READ_MARGIN_S of [since, until], decoded from
-    their blocks into a temporary table of this connection. Called again with no range, it is
+    holding the windows of `streams` sent within `margin_s` of [since, until], decoded from
+    their blocks into a temporary table of this connection (a reader that looks nowhere past
+    its range, such as a plot's strip, asks for no margin). Called again with no range, it is
     the table loaded last on this connection (or every window, if none was)."""
     asked = (tuple(streams) if streams else None, since, until)
     loaded = _loaded.get(conn)
-    if loaded is not None and (loaded == asked or asked == (None, None, None)):
+    if loaded is not None and (loaded == (*asked, margin_s) or asked == (None, None, None)):
         return window_rows
-    lo = None if since is None else since - READ_MARGIN_S
-    hi = None if until is None else until + READ_MARGIN_S
+    lo = None if since is None else since - margin_s
+    hi = None if until is None else until + margin_s
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {window_rows.name}")
     window_rows.create(conn)
     names = ", ".join(WINDOW_COLUMNS)
@@ -494,7 +496,7 @@ def windows(conn: sa.Connection, streams: Sequence[str] | None = None,
             marks = ", ".join("?" * len(WINDOW_COLUMNS))
             driver.executemany(f"INSERT INTO {window_rows.name} ({names}) VALUES ({marks})",
                                rows)
-    _loaded[conn] = asked
+    _loaded[conn] = (*asked, margin_s)
     return window_rows
 
 
@@ -504,5 +506,5 @@ def load_none(conn: sa.Connection, streams: Sequence[str] | None = None,
     from rollups (history.tiers), whose window-level details are left out."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {window_rows.name}")
     window_rows.create(conn)
-    _loaded[conn] = (tuple(streams) if streams else None, since, until)
+    _loaded[conn] = (tuple(streams) if streams else None, since, until, READ_MARGIN_S)
     return window_rows

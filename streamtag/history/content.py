@@ -24,8 +24,9 @@ from streamtag.engine.content import CONTENT_KINDS, MUSIC
 from streamtag.history import blocks, tiers
 from streamtag.history.timeparse import Zone
 
-__all__ = ["CONTENT_KINDS", "PERIODS", "by_period", "by_quarter", "carries_tags",
-           "content_bins", "counts", "period_label", "shares"]
+__all__ = ["CONTENT_KINDS", "PERIODS", "QUARTER_S", "by_period", "by_quarter", "carries_tags",
+           "content_bins", "counts", "floor_of", "period_end", "period_label", "period_start",
+           "shares"]
 
 PERIODS = ("hour", "day")
 # Windows are grouped in the database by quarter hour (UTC), then each quarter is given to the
@@ -83,6 +84,12 @@ def period_start(zone: Zone, unix_s: float, period: str) -> float:
     if period == "hour":
         return when.replace(minute=0, second=0, microsecond=0).timestamp()
     return zone.day_start(when.date())
+
+
+def period_end(zone: Zone, start: float, period: str) -> float:
+    """The end of the hour or day that begins at `start` (the next one's start)."""
+    end = period_start(zone, start + _STEP_S[period], period)
+    return end if end > start else start + _STEP_S[period]
 
 
 def period_label(zone: Zone, start: float, period: str, reference: float) -> str:
@@ -146,11 +153,10 @@ def by_period(conn: sa.Connection, streams: Sequence[str] | None, since: float |
             group["counts"][kind] += n
     out = []
     for (_, start), group in sorted(groups.items()):
-        end = period_start(zone, start + _STEP_S[period], period)
         counted = dict(group["counts"])
         out.append({"stream": group["stream"],
                     "period": period_label(zone, start, period, reference),
-                    "start": start, "end": end if end > start else start + _STEP_S[period],
+                    "start": start, "end": period_end(zone, start, period),
                     "windows": group["windows"],
                     "counts": {k: counted[k] for k in CONTENT_KINDS if k in counted},
                     "content": {k: round(v, 6) for k, v in shares(counted).items()}})

@@ -28,6 +28,8 @@ WINDOWS = "windows"
 ROLLUPS = "rollups"
 TIERS = (WINDOWS, ROLLUPS)
 WINDOWS_AT_MOST = 250_000
+# (stream, model_id) -> (minute_at, windows, windows active per tag (minutes, tags))
+Minutes = dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _where(table: sa.Table, streams: Sequence[str] | None, since: float | None,
@@ -55,11 +57,13 @@ def choose(conn: sa.Connection, streams: Sequence[str] | None, since: float | No
            until: float | None) -> str:
     """WINDOWS or ROLLUPS for a report of `streams` over [since, until] (the module's rule):
     both counts come from the blocks' and rollups' headers, nothing is decoded."""
-    kept = _windows_in(conn, schema.window_blocks, streams, since, until)
-    if kept > WINDOWS_AT_MOST:
+    # the rollups first: their rows are small, and past WINDOWS_AT_MOST of them the rule says
+    # rollups whatever is kept (rollups above it, or windows above it)
+    rolled = _windows_in(conn, schema.window_rollups, streams, since, until)
+    if rolled > WINDOWS_AT_MOST:
         return ROLLUPS
-    return ROLLUPS if _windows_in(conn, schema.window_rollups, streams, since,
-                                  until) > kept else WINDOWS
+    kept = _windows_in(conn, schema.window_blocks, streams, since, until)
+    return ROLLUPS if kept > WINDOWS_AT_MOST or rolled > kept else WINDOWS
 
 
 def rollup_rows(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
@@ -77,9 +81,10 @@ def rollup_rows(conn: sa.Connection, streams: Sequence[str] | None, since: float
 
 
 def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
-            until: float | None) -> dict[str, dict[str, Any]]:
+            until: float | None, minutes: Minutes | None = None) -> dict[str, dict[str, Any]]:
     """Stream -> {windows, first_at, last_at, active {model_id: windows active per tag},
-    content {content: windows}} from the rollups; the database adds up all but the tags."""
+    content {content: windows}} from the rollups; the database adds up all but the tags
+    (`minutes`: active_minutes of the same range, where the caller read them)."""
     r, s = schema.window_rollups.c, schema.sessions.c
 
     def select(*columns):
@@ -100,13 +105,68 @@ def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | N
         counted = out[row.stream]["content"]
         for kind, n in json.loads(row.content).items():
             counted[kind] = counted.get(kind, 0) + n * row.n
-    parts: dict[tuple[str, int], list[bytes]] = {}
-    for row in conn.execute(select(r.model_id, r.active_windows)):
-        parts.setdefault((row.stream, row.model_id), []).append(row.active_windows)
-    for (stream, model_id), blobs in parts.items():
-        n = len(blobs[0]) // 2
-        joined = np.frombuffer(b"".join(b for b in blobs if len(b) == 2 * n), "<u2")
-        out[stream]["active"][model_id] = joined.reshape(-1, n).sum(axis=0, dtype=np.int64)
+    if minutes is None:
+        minutes = active_minutes(conn, streams, since, until)
+    for (stream, model_id), (_, _, active) in minutes.items():
+        out[stream]["active"][model_id] = active.sum(axis=0, dtype=np.int64)
+    return out
+
+
+def active_minutes(conn: sa.Connection, streams: Sequence[str] | None, since: float | None,
+                   until: float | None) -> Minutes:
+    """(stream, model_id) -> (minute_at, windows, windows active per tag (minutes, tags)) of
+    the rollups with a window sent in [since, until], in one read; a model's rows of another
+    size than its first are left out (not its tags)."""
+    r, s = schema.window_rollups.c, schema.sessions.c
+    rows = conn.execute(
+        sa.select(r.session_id, r.model_id, r.minute_at, r.windows, r.active_windows)
+        .join_from(schema.window_rollups, schema.sessions, r.session_id == s.id)
+        .where(*_where(schema.window_rollups, streams, since, until))).all()
+    if not rows:
+        return {}
+    # column by column, and grouped by numbers (a year of a station is 525,600 rows)
+    session_id, model_id, minute_at, windows, active = zip(*rows, strict=True)
+    sizes = np.fromiter(map(len, active), dtype=np.int64, count=len(active))
+    key = (np.array(session_id, dtype=np.int64) << 32) | np.array(model_id, dtype=np.int64)
+    stream_of = dict(conn.execute(sa.select(s.id, s.stream).where(
+        s.id.in_(sorted(set(session_id))))).all())
+    minute_at_all = np.array(minute_at, dtype=np.float64)
+    windows_all = np.array(windows, dtype=np.int64)
+    # a model's rows: those of its first row's size
+    firsts: dict[tuple[str, int], int] = {}
+    chosen: dict[tuple[str, int], list[np.ndarray]] = {}
+    found, first_at, where = np.unique(key, return_index=True, return_inverse=True)
+    grouped = np.split(np.argsort(where, kind="stable"),
+                       np.cumsum(np.bincount(where, minlength=found.size))[:-1])
+    for g in np.argsort(first_at, kind="stable").tolist():  # in order of first appearance
+        k = int(found[g])
+        name = (stream_of[k >> 32], k & 0xFFFFFFFF)
+        members = grouped[g]
+        size = firsts.setdefault(name, int(sizes[first_at[g]]))
+        chosen.setdefault(name, []).append(members[sizes[members] == size])
+    out: Minutes = {}
+    for name, parts in chosen.items():
+        members = np.sort(np.concatenate(parts))
+        size = firsts[name]
+        blob = b"".join([active[i] for i in members.tolist()])
+        out[name] = (minute_at_all[members], windows_all[members],
+                     np.frombuffer(blob, "<u2").reshape(members.size, size // 2))
+    return out
+
+
+def active_quarters(minutes: Minutes, quarter_s: float) -> Minutes:
+    """active_minutes' `minutes` added up per quarter hour, as `quarters` counts them (a
+    minute lies in one quarter hour): (stream, model_id) -> (quarter hours (Unix seconds /
+    quarter_s) in order, windows, windows active per tag)."""
+    out = {}
+    for key, (minute_at, windows, active) in minutes.items():
+        quarter = np.floor(minute_at / quarter_s).astype(np.int64)
+        order = np.argsort(quarter, kind="stable")
+        quarter = quarter[order]
+        starts = np.flatnonzero(np.r_[True, quarter[1:] != quarter[:-1]])
+        summed = np.add.reduceat(active[order], starts, axis=0, dtype=np.int64)
+        counted = np.add.reduceat(windows[order], starts)
+        out[key] = (quarter[starts], counted, summed)
     return out
 
 
@@ -145,13 +205,31 @@ def bins(conn: sa.Connection, stream: str, since: float, until: float,
     windows = np.zeros(n_bins)
     active: dict[int, np.ndarray] = {}
     kinds: list[dict[str, int]] = [{} for _ in range(n_bins)]
-    for row in rollup_rows(conn, [stream], since, until, "active_windows", "content"):
-        b = min(max(int((max(row.minute_at, since) - since) // width), 0), n_bins - 1)
-        windows[b] += row.windows
-        counts = np.frombuffer(row.active_windows, "<u2")
-        table = active.setdefault(row.model_id, np.zeros((n_bins, counts.size)))
-        if table.shape[1] == counts.size:
-            table[b] += counts
-        for kind, n in (json.loads(row.content) if row.content else {}).items():
-            kinds[b][kind] = kinds[b].get(kind, 0) + n
+    rows = rollup_rows(conn, [stream], since, until, "active_windows", "content").all()
+    if not rows:
+        return windows, active, kinds
+    minute_at = np.array([row.minute_at for row in rows], dtype=np.float64)
+    counts = np.array([row.windows for row in rows], dtype=np.float64)
+    where = np.clip(((np.maximum(minute_at, since) - since) // width).astype(np.int64), 0,
+                    n_bins - 1)
+    np.add.at(windows, where, counts)
+    by_model: dict[tuple[int, int], list[int]] = {}
+    for i, row in enumerate(rows):
+        by_model.setdefault((row.model_id, len(row.active_windows)), []).append(i)
+    for (model_id, size), members in by_model.items():
+        table = active.setdefault(model_id, np.zeros((n_bins, size // 2)))
+        if table.shape[1] != size // 2:
+            continue  # a model's rows of another size than its first: not its tags
+        joined = np.frombuffer(b"".join([rows[i].active_windows for i in members]), "<u2")
+        np.add.at(table, where[members], joined.reshape(len(members), -1))
+    # a minute's content repeats (60 windows of music): each text is read once
+    texts: dict[str, dict[str, int]] = {}
+    for b, row in zip(where.tolist(), rows, strict=True):
+        if row.content:
+            counted = texts.get(row.content)
+            if counted is None:
+                counted = texts[row.content] = json.loads(row.content)
+            into = kinds[b]
+            for kind, n in counted.items():
+                into[kind] = into.get(kind, 0) + n
     return windows, active, kinds

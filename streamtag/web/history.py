@@ -164,9 +164,8 @@ class HistoryView:
         for stream, airtime in sorted(history.airtime.items()):
             tags = sorted(airtime.tags, key=lambda t: -airtime.share(t))[:TOP_TAGS]
             bins = min(BINS, bin_count(since, now, hop_s(airtime)))
-            edges, counts, share = report.tag_share_bins(self.engine, stream, tags, since, now,
-                                                         bins, history.tier)
-            _, kinds = content.content_bins(self.engine, stream, since, now, bins, history.tier)
+            edges, counts, share, kinds = report.strip_bins(self.engine, stream, tags, since,
+                                                            now, bins, history.tier)
             known = kinds.sum(axis=0)
             streams[stream] = {
                 "windows": airtime.windows, "first_at": airtime.first_at,

@@ -5,6 +5,9 @@ generator, small."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -64,6 +67,11 @@ def test_reports_from_rollups_equal_those_from_windows(recorded):
         kinds = [content.content_bins(engine, stream, since, until, HOURS * 6, tier)[1]
                  for tier in tiers.TIERS]
         np.testing.assert_array_equal(kinds[0], kinds[1])
+        for tier, got_tier, kinds_tier in zip(tiers.TIERS, got, kinds, strict=True):
+            strip = report.strip_bins(engine, stream, tags, since, until, HOURS * 6, tier)
+            np.testing.assert_array_equal(strip[1], got_tier[1])
+            np.testing.assert_array_equal(strip[2], got_tier[2])
+            np.testing.assert_array_equal(strip[3], kinds_tier)  # the plot's content row
 
 
 def test_rollups_read_edges_to_the_minute(recorded):
@@ -100,3 +108,83 @@ def test_reports_read_rollups_where_windows_expired(recorded, tmp_path):
         assert a.windows == b.windows
         assert {t: a.share(t) for t in a.tags} == {t: b.share(t) for t in b.tags}
         assert a.content == b.content
+
+
+def test_airtime_per_hour_from_rollups_equals_that_from_windows(recorded):
+    """Each tag's airtime per hour: the same from the rollups as from the windows, hour by
+    hour, and the hours add up to the range's airtime."""
+    engine, since, until = recorded
+    windows, rollups = _both(engine, since, until - 0.001, airtime_by="hour")
+    assert windows.airtime_periods == rollups.airtime_periods
+    rows = rollups.airtime_periods
+    assert [(r["stream"], r["start"], r["end"]) for r in rows] == [
+        (stream, since + h * 3600.0, since + (h + 1) * 3600.0)
+        for stream in STATIONS for h in range(HOURS)]
+    for stream in STATIONS:
+        mine = [r for r in rows if r["stream"] == stream]
+        assert sum(r["windows"] for r in mine) == rollups.airtime[stream].windows
+        whole = rollups.airtime[stream]
+        assert list(mine[0]["airtime"]) == whole.tags
+        for tag in whole.tags:
+            # shares to 6 decimals: each hour's windows to within 0.004 of a window
+            active = sum(r["airtime"][tag] * r["windows"] for r in mine)
+            assert round(active) == whole.active.get(tag, 0)
+    # a track's two tags in each 4 minutes, no tag over the first 3 minutes of speech: an
+    # hour's shares are those the generator wrote
+    first = next(r for r in rows if r["stream"] == "north")
+    assert first["windows"] == 3600
+    assert first["airtime"]["tag00"] == pytest.approx((240 - 180) / 3600, abs=1e-6)
+
+
+def test_airtime_per_day_in_text_json_and_csv(recorded):
+    engine, since, until = recorded
+    history = report.load_history(engine, ["north"], since, until - 0.001, zone=zone_named(
+        "UTC"), now=until, airtime_by="day", tier="rollups")
+    (day,) = history.airtime_periods
+    assert day["windows"] == HOURS * 3600 and day["stream"] == "north"
+    answer = json.loads(report.format_json(history))
+    assert answer["airtime_by"] == "day" and answer["airtime_periods"] == [day]
+    rows = list(csv.DictReader(io.StringIO(report.format_csv(history))))
+    (row,) = [r for r in rows if r["kind"] == "airtime_day"]
+    assert row["stream"] == "north" and int(row["value"]) == HOURS * 3600
+    assert float(row["tag:tag00"]) == pytest.approx(day["airtime"]["tag00"], abs=1e-6)
+    text = report.format_text(history)
+    assert "airtime per day" in text
+    top = max(day["airtime"], key=lambda t: day["airtime"][t])
+    line = next(line for line in text.splitlines() if line.strip().startswith(
+        history.zone.at(day["start"]).strftime("%Y-%m-%d")))
+    assert f"{100 * day['airtime'][top]:.1f}%" in line and str(HOURS * 3600) in line
+
+
+def test_history_command_gives_airtime_per_day(recorded, capsys):
+    from support.history_station import history
+
+    engine, since, until = recorded
+    args = ("--db", str(engine.url), "--stream", "south", "--since", str(since), "--until",
+            str(until - 0.001), "--tz", "UTC", "--airtime-by", "day")
+    answer = json.loads(history(capsys, *args, "--json").stdout)
+    (day,) = answer["airtime_periods"]
+    assert day["stream"] == "south" and day["windows"] == HOURS * 3600
+    assert set(day["airtime"]) == set(answer["streams"]["south"]["airtime"])
+    rows = list(csv.DictReader(io.StringIO(history(capsys, *args, "--csv").stdout)))
+    assert [r["kind"] for r in rows].count("airtime_day") == 1
+    assert "airtime per day" in history(capsys, *args).stdout
+
+
+def test_airtime_per_hour_on_postgresql(postgres):
+    """The same per-hour airtime from either store on PostgreSQL, where the database's
+    arithmetic (quarter hours, floor) and its drivers' types differ from SQLite's."""
+    engine = schema.create_db_engine(postgres.new_database())
+    try:
+        end = float(int(time.time() // 3600 * 3600))
+        write_history(engine, ["east"], 2 / 24, 2 / 24, end)
+        windows, rollups = _both(engine, end - 7200.0, end - 0.001, airtime_by="hour")
+        assert windows.airtime_periods == rollups.airtime_periods
+        assert [r["windows"] for r in rollups.airtime_periods] == [3600, 3600]
+        assert windows.airtime["east"].active == rollups.airtime["east"].active
+        strips = [report.strip_bins(engine, "east", ["tag00", "tag01"], end - 7200.0, end, 12,
+                                    tier) for tier in tiers.TIERS]
+        for a, b in zip(strips[0][1:], strips[1][1:], strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        engine.dispose()
