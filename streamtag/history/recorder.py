@@ -74,6 +74,7 @@ MAX_STORED_COUNTERS_CHARS = 16 * 1024
 DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
 GATHER_S = 0.1                 # the writer waits this long for a batch to fill
 DUE_EVERY_S = 0.05             # how often the writer looks for blocks due
+GC_YOUNG_OBJECTS = 10_000       # allocations between the collector's young passes
 RECEIVE_GATHER_S = 0.01        # ... and waits this long for more once it has caught up
 RECEIVE_CHUNK = 512            # messages the receiver hands over to the writer at a time
 DEFAULT_MAX_BACKOFF_S = 30.0
@@ -332,8 +333,11 @@ class Recorder:
         (subscribing, unless ``connect`` did already)."""
         last_seq, sessions, restarted = self._resume_state()
         # What is there now (modules, the engine) lives as long as the recorder: the
-        # collector's full passes need not walk it again for every chunk of messages.
+        # collector's full passes need not walk it again. And each message leaves a dozen
+        # short-lived containers (its decoded JSON): a young pass every few hundred
+        # messages, not every few dozen.
         gc.freeze()
+        gc.set_threshold(max(gc.get_threshold()[0], GC_YOUNG_OBJECTS), *gc.get_threshold()[1:])
         self.connect()
         self._subscriber.resume(last_seq, sessions, restarted)
         # from now on the queue holds what waits; the subscriber only reads ahead of it

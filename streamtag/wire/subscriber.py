@@ -258,7 +258,7 @@ class Subscriber:
                 break
             # another shard's message: its other frames are never copied, nor kept
             skipped = self._owns is not None and not self._takes(frames[0])
-            while socket.getsockopt(_RCVMORE):
+            while socket.get(_RCVMORE):  # (get: getsockopt less its enum conversion)
                 if len(frames) < 3 and not skipped:
                     frames.append(socket.recv())
                 else:  # a fourth makes it malformed; more are never kept (nor copied)
