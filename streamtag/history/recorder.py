@@ -18,7 +18,6 @@ per stream, session and model is bounded, whatever peers send.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -74,9 +73,8 @@ MAX_STORED_COUNTERS_CHARS = 16 * 1024
 DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
 GATHER_S = 0.1                 # the writer waits this long for a batch to fill
 DUE_EVERY_S = 0.05             # how often the writer looks for blocks due
-GC_YOUNG_OBJECTS = 10_000       # allocations between the collector's young passes
-RECEIVE_GATHER_S = 0.01        # ... and waits this long for more once it has caught up
 RECEIVE_CHUNK = 512            # messages the receiver hands over to the writer at a time
+RECEIVE_GATHER_S = 0.01        # ... and waits this long for more once it has caught up
 DEFAULT_MAX_BACKOFF_S = 30.0
 FIRST_BACKOFF_S = 0.25
 SNAPSHOT_TIMEOUT_MS = 2000
@@ -332,12 +330,6 @@ class Recorder:
         """Resume from the database (it must be reachable and upgraded) and start recording
         (subscribing, unless ``connect`` did already)."""
         last_seq, sessions, restarted = self._resume_state()
-        # What is there now (modules, the engine) lives as long as the recorder: the
-        # collector's full passes need not walk it again. And each message leaves a dozen
-        # short-lived containers (its decoded JSON): a young pass every few hundred
-        # messages, not every few dozen.
-        gc.freeze()
-        gc.set_threshold(max(gc.get_threshold()[0], GC_YOUNG_OBJECTS), *gc.get_threshold()[1:])
         self.connect()
         self._subscriber.resume(last_seq, sessions, restarted)
         # from now on the queue holds what waits; the subscriber only reads ahead of it
