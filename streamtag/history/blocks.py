@@ -106,9 +106,9 @@ def check_window(window: _WindowFields) -> None:
     for value in (window.seq, window.start_sample, window.end_sample, window.clipped):
         if value is not None and not I64_LOWEST <= value <= I64_HIGHEST:
             raise OverflowError(f"{value} does not fit 64 bits")
-    for value in (window.sent_at, window.start_s, window.end_s):
-        if not -MOST_S < value < MOST_S:  # NaN too
-            raise OverflowError(f"{value} s does not fit 64 bits of microseconds")
+    for seconds in (window.sent_at, window.start_s, window.end_s):
+        if not -MOST_S < seconds < MOST_S:  # NaN too
+            raise OverflowError(f"{seconds} s does not fit 64 bits of microseconds")
 
 
 # ---------------------------------------------------------------- the blob

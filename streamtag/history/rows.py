@@ -31,7 +31,7 @@ def text(value: str | None) -> str | None:
 
 def names(values: Sequence[str]) -> str:
     """Tag names or mood words as stored: a JSON array of texts."""
-    return schema.pack_names([text(v) for v in values])
+    return schema.pack_names([text(v) or "" for v in values])  # ("" only for "")
 
 
 def model_key(model: ModelRef, tags: Sequence[str]) -> tuple[str, str, str]:
