@@ -27,10 +27,11 @@ Measured per database:
     python benchmarks/record.py --sizes-only         # the before/after table alone
 
 Before and after a change, side by side in one run: --compare PATH runs the recorder of the
-streamtag checkout at PATH as well (e.g. ``git worktree add /tmp/main main``), alternating the
-two ``--rounds`` times per database, and prints each one's median:
+streamtag checkout at PATH as well (a folder, or a git revision such as ``main``, which is
+written to a temporary folder), alternating the two ``--rounds`` times per database, and
+prints each one's median windows per CPU-second for each database:
 
-    python benchmarks/record.py --compare /tmp/main --rounds 3 --realtime-s 0
+    python benchmarks/record.py --compare main --rounds 3 --realtime-s 0
 
 PostgreSQL: without --postgres, a cluster is started from Debian's server binaries (as in
 the tests); without them, PostgreSQL is skipped with a note.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,6 +67,9 @@ TAGS = tuple(f"tag{i:02d}" for i in range(N_TAGS))
 MODEL = {"name": "mood-theme-56", "hash": "sha256:benchmark"}
 LOAD_PER_S = STREAMS  # one window a second per stream
 TARGET = 20
+# How often the benchmark asks the recorder how much it wrote: each scrape costs the recorder
+# CPU time, which counts against it.
+SCRAPE_EVERY_S = 0.1
 
 
 def free_port() -> int:
@@ -123,7 +128,7 @@ def wait_written(port: int, count: int, timeout_s: float) -> float:
     while time.monotonic() < deadline:
         if scrape_written(port) >= count:
             return time.perf_counter()
-        time.sleep(0.02)
+        time.sleep(SCRAPE_EVERY_S)
     raise SystemExit(f"the recorder did not write {count} messages within {timeout_s} s")
 
 
@@ -338,8 +343,9 @@ def main() -> int:
     parser.add_argument("--realtime-s", type=float, default=10.0,
                         help="seconds at the real load after the burst (0: none)")
     parser.add_argument("--core", type=int, default=0, help="CPU core for the recorder")
-    parser.add_argument("--compare", type=Path, metavar="PATH",
-                        help="another streamtag checkout whose recorder runs too, alternated")
+    parser.add_argument("--compare", metavar="PATH|REF",
+                        help="another streamtag checkout whose recorder runs too, alternated: "
+                             "a folder, or a git revision of this checkout (e.g. main)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="runs of each recorder per database (default 1)")
     parser.add_argument("--json", action="store_true")
@@ -348,7 +354,7 @@ def main() -> int:
     parser.add_argument("--sizes-only", action="store_true",
                         help="only the bytes per window before and after")
     args = parser.parse_args()
-    codes = [ROOT] if args.compare is None else [args.compare.resolve(), ROOT]
+    codes = [ROOT] if args.compare is None else [checkout(args.compare), ROOT]
     results, notes, server, sizes = [], [], None, []
     try:
         for name in args.databases.split(","):
@@ -412,6 +418,23 @@ def main() -> int:
             print(note)
     ok = all(r["stored"] == r["messages"] and r["gaps"] == 0 for r in results)
     return 0 if ok else 1
+
+
+def checkout(where: str) -> Path:
+    """The streamtag checkout at ``where``: a folder, or a git revision of this one written
+    into a temporary folder (with this checkout's built extension, which it shares)."""
+    if Path(where).is_dir():
+        return Path(where).resolve()
+    folder = Path(tempfile.mkdtemp(prefix="streamtag-compare-")) / where.replace("/", "-")
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", where], capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"--compare {where}: neither a folder nor a git revision of {ROOT} "
+                         f"({archive.stderr.decode(errors='replace').strip()})")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    for built in (ROOT / "streamtag").glob("_core*.so"):
+        shutil.copy2(built, folder / "streamtag")
+    return folder
 
 
 def _url_maker(name: str, url: str):

@@ -7,6 +7,7 @@ command at once with exit status 2 and the fix."""
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import threading
 
@@ -151,6 +152,9 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
             return EXIT_USAGE
         if recorder is None:
             return 0
+        # What this process holds now (modules, the engine) lives as long as it: the garbage
+        # collector's full passes need not walk it again while messages stream through.
+        gc.freeze()
         if not args.quiet:
             # the snapshots it asks for unasked are signed with the token: say where they go
             print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "

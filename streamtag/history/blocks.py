@@ -25,13 +25,14 @@ level, the highest peak and the mean short-term loudness (power mean, as loudnes
 
 from __future__ import annotations
 
+import collections
 import json
 import struct
 import weakref
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
@@ -57,19 +58,15 @@ _HEADER = struct.Struct("<BIHB")  # format, windows, tags, scores kind
 _U8, _F32 = 0, 1  # scores kinds
 
 
-@dataclass
-class Window:
-    """What a block keeps of one scores message (its row of the old `scores` table, less the
-    header's stream and session, which the block holds once)."""
-
+class _WindowFields(NamedTuple):
     seq: int
     sent_at: float
     start_s: float
     end_s: float
     start_sample: int
     end_sample: int
-    raw: np.ndarray
-    smoothed: np.ndarray
+    raw: Sequence[float]   # one score per tag (a tuple or an array)
+    smoothed: Sequence[float]
     active: str            # JSON array of tag names, as stored before
     latency_ms: float
     rms_dbfs: float | None = None
@@ -84,14 +81,34 @@ class Window:
     short_term_lufs: float | None = None
     content: str | None = None
 
-    def __post_init__(self) -> None:
-        # what does not fit a block fails here, as one message, not its block at write
-        for name in ("seq", "start_sample", "end_sample", "clipped"):
-            value = getattr(self, name)
-            if value is not None:
-                np.int64(value)  # OverflowError past 64 bits
-        for name in ("sent_at", "start_s", "end_s"):
-            np.int64(round(getattr(self, name) * 1e6))
+
+# A block's integers are int64, its times int64 microseconds.
+I64_LOWEST, I64_HIGHEST = -2**63, 2**63 - 1
+MOST_S = 9.2e12  # seconds whose microseconds fit an int64
+
+
+class Window(_WindowFields):
+    """What a block keeps of one scores message (its row of the old `scores` table, less the
+    header's stream and session, which the block holds once). A tuple: a recorder makes one
+    per message."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Window:
+        self = super().__new__(cls, *args, **kwargs)
+        check_window(self)
+        return self
+
+
+def check_window(window: _WindowFields) -> None:
+    """OverflowError for what does not fit a block: it fails here, as one message, not its
+    block at write."""
+    for value in (window.seq, window.start_sample, window.end_sample, window.clipped):
+        if value is not None and not I64_LOWEST <= value <= I64_HIGHEST:
+            raise OverflowError(f"{value} does not fit 64 bits")
+    for seconds in (window.sent_at, window.start_s, window.end_s):
+        if not -MOST_S < seconds < MOST_S:  # NaN too
+            raise OverflowError(f"{seconds} s does not fit 64 bits of microseconds")
 
 
 # ---------------------------------------------------------------- the blob
@@ -112,17 +129,36 @@ def _quantised(values: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def encode(windows: Sequence[Window], n_tags: int) -> bytes:
-    """One block's windows as bytes (format byte, then zlib)."""
+_FIELD = {name: i for i, name in enumerate(_WindowFields._fields)}
+
+
+def _scores(windows: Sequence[Window], n_tags: int) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, smoothed) of a block's windows as (windows, tags) arrays: one conversion per
+    block, not per window."""
     n = len(windows)
-    raw = np.array([w.raw for w in windows], dtype=np.float64).reshape(n, n_tags)
-    smoothed = np.array([w.smoothed for w in windows], dtype=np.float64).reshape(n, n_tags)
-    both = np.concatenate([raw.ravel(), smoothed.ravel()])
-    kind = _U8 if both.size == 0 or (both.min() >= 0.0 and both.max() <= 1.0) else _F32
+    raw = np.array([w[6] for w in windows], dtype=np.float64).reshape(n, n_tags)
+    smoothed = np.array([w[7] for w in windows], dtype=np.float64).reshape(n, n_tags)
+    return raw, smoothed
+
+
+def encode(windows: Sequence[Window], n_tags: int,
+           scores: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
+    """One block's windows as bytes (format byte, then zlib); ``scores``: their `_scores`,
+    where the caller has them already."""
+    n = len(windows)
+    raw, smoothed = scores if scores is not None else _scores(windows, n_tags)
+    kind = _U8 if n * n_tags == 0 or (raw.min() >= 0.0 and raw.max() <= 1.0
+                                      and smoothed.min() >= 0.0 and smoothed.max() <= 1.0) \
+        else _F32
+    columns = list(zip(*windows, strict=True)) if n else [()] * len(_FIELD)
     names: list[list[Any]] = []
     parts: list[bytes] = []
     for column in _DICTIONARY:
-        texts = [getattr(w, column) for w in windows]
+        texts = columns[_FIELD[column]]
+        if n and texts.count(texts[0]) == n:  # one value (no mood, one content): said once
+            names.append([texts[0]])
+            parts.append(bytes(2 * n))
+            continue
         index: dict[Any, int] = {}
         codes = np.array([index.setdefault(t, len(index)) for t in texts], dtype=np.uint16)
         names.append(list(index))
@@ -130,24 +166,31 @@ def encode(windows: Sequence[Window], n_tags: int) -> bytes:
     parts.insert(0, json.dumps(names, ensure_ascii=False, separators=(",", ":")).encode())
     parts.insert(0, struct.pack("<I", len(parts[0])))
 
-    def delta(values: list[int]) -> bytes:
-        array = np.array(values, dtype=np.int64)
+    def ints(name: str) -> np.ndarray:
+        return np.array(columns[_FIELD[name]], dtype=np.int64)
+
+    def delta(array: np.ndarray) -> bytes:
         return _shuffled(np.diff(array, prepend=np.int64(0)))
 
-    us = [[round(getattr(w, name) * 1e6) for w in windows]
-          for name in ("sent_at", "start_s", "end_s")]
-    parts += [delta([w.seq for w in windows]), delta(us[0]), delta(us[1]),
-              _shuffled(np.array(us[2], dtype=np.int64) - np.array(us[1], dtype=np.int64)),
-              delta([w.start_sample for w in windows]),
-              _shuffled(np.array([w.end_sample - w.start_sample for w in windows],
-                                 dtype=np.int64)),
-              _shuffled(np.array([-1 if w.clipped is None else w.clipped for w in windows],
-                                 dtype=np.int64))]
+    # round half to even, as Python's round
+    sent_us, start_us, end_us = (np.rint(np.array(columns[_FIELD[name]], dtype=np.float64)
+                                         * 1e6).astype(np.int64)
+                                 for name in ("sent_at", "start_s", "end_s"))
+    start_sample = ints("start_sample")
+    clipped = np.array([-1 if c is None else c for c in columns[_FIELD["clipped"]]],
+                       dtype=np.int64)
+    parts += [delta(ints("seq")), delta(sent_us), delta(start_us), _shuffled(end_us - start_us),
+              delta(start_sample), _shuffled(ints("end_sample") - start_sample),
+              _shuffled(clipped)]
     for column, scale in _SCALED:
-        values = np.array([getattr(w, column) for w in windows], dtype=np.float64)  # None: nan
+        given = columns[_FIELD[column]]
+        if given.count(None) == n:  # no audio figures: nothing to convert
+            parts.append(_shuffled(np.full(n, _I32_NONE, dtype=np.int32)))
+            continue
+        values = np.array(given, dtype=np.float64)  # None: nan
         scaled = np.clip(np.rint(values * scale), -_I32_MAX, _I32_MAX)
-        ints = np.where(np.isnan(scaled), _I32_NONE, scaled).astype(np.int32)
-        parts.append(_shuffled(ints))
+        parts.append(_shuffled(np.where(np.isnan(scaled), _I32_NONE, scaled)
+                               .astype(np.int32)))
     if kind == _U8:
         for q in (_quantised(raw).T, _quantised(smoothed).T):  # tag by tag, along time
             parts.append(np.diff(q, axis=1, prepend=np.uint8(0)).tobytes())
@@ -219,25 +262,33 @@ def decode(data: bytes) -> Columns:
 
 # ---------------------------------------------------------------- rollups
 
-def rollup(windows: Sequence[Window], tags: Sequence[str]) -> dict[str, Any]:
-    """A block's per-minute figures (the `window_rollups` columns but its keys)."""
+def rollup(windows: Sequence[Window], tags: Sequence[str],
+           smoothed: np.ndarray | None = None) -> dict[str, Any]:
+    """A block's per-minute figures (the `window_rollups` columns but its keys); ``smoothed``:
+    the windows' smoothed scores as `_scores` gives them, where the caller has them."""
     n = len(windows)
-    smoothed = np.array([w.smoothed for w in windows], dtype=np.float64).reshape(n, len(tags))
+    if smoothed is None:
+        smoothed = _scores(windows, len(tags))[1]
     position = {tag: i for i, tag in enumerate(tags)}
     active = np.zeros(len(tags), dtype=np.int64)
-    for w in windows:
-        if w.content not in (None, MUSIC):
-            continue  # speech and dead air are no tag's airtime (history.content)
-        for tag in json.loads(w.active):
-            if tag in position:
-                active[position[tag]] += 1
+    # each set of active tags read once per block, however many windows share it
+    shared = collections.Counter((w.active, w.content) for w in windows)
+    # speech and dead air are no tag's airtime (history.content)
+    airtime = [(names, count) for (names, content_kind), count in shared.items()
+               if content_kind in (None, MUSIC)]
+    if airtime:  # every set of names parsed at once
+        parsed = json.loads("[" + ",".join(names for names, _ in airtime) + "]")
+        for tags_on, (_, count) in zip(parsed, airtime, strict=True):
+            for tag in tags_on:
+                if tag in position:
+                    active[position[tag]] += count
     rms = [w.rms_dbfs for w in windows if w.rms_dbfs is not None]
     peak = [w.peak_dbfs for w in windows if w.peak_dbfs is not None]
     loud = [w.short_term_lufs for w in windows if w.short_term_lufs is not None]
     content: dict[str, int] = {}
-    for w in windows:
-        if w.content is not None:
-            content[w.content] = content.get(w.content, 0) + 1
+    for (_, content_kind), count in shared.items():
+        if content_kind is not None:
+            content[content_kind] = content.get(content_kind, 0) + count
     return {
         "windows": n, "first_sent_at": windows[0].sent_at, "last_sent_at": windows[-1].sent_at,
         "mean_smoothed": _quantised(smoothed.mean(axis=0) if n else smoothed.sum(axis=0))
@@ -277,16 +328,16 @@ class Block:
     def rows(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Its `window_blocks` and `window_rollups` rows; `session_id` is the (stream,
         session) pair and `model_id` the model key, resolved when written."""
-        first = self.windows[0]
-        seqs = [w.seq for w in self.windows]
+        windows = self.windows
+        sent = [w.sent_at for w in windows]
         key = {"session_id": (self.stream, self.session), "model_id": self.model,
-               "first_seq": first.seq}
-        block = {**key, "last_seq": max(seqs), "windows": len(self.windows),
-                 "first_sent_at": min(w.sent_at for w in self.windows),
-                 "last_sent_at": max(w.sent_at for w in self.windows),
-                 "data": encode(self.windows, len(self.tags))}
+               "first_seq": windows[0].seq}
+        scores = _scores(windows, len(self.tags))
+        block = {**key, "last_seq": max(self.seqs), "windows": len(windows),
+                 "first_sent_at": min(sent), "last_sent_at": max(sent),
+                 "data": encode(windows, len(self.tags), scores)}
         return block, {**key, "minute_at": self.minute * BLOCK_S,
-                       **rollup(self.windows, self.tags)}
+                       **rollup(windows, self.tags, scores[1])}
 
 
 class OpenBlocks:

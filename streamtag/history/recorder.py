@@ -26,12 +26,11 @@ import re
 import shlex
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 import zmq
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,7 +39,7 @@ from sqlalchemy.engine import Engine
 from streamtag import values
 from streamtag.backoff import Backoff
 from streamtag.errors import ConfigError, ProtocolError
-from streamtag.history import blocks, bulk, partitions, schema
+from streamtag.history import blocks, bulk, partitions, rows, schema
 from streamtag.history.retention import DEFAULT_EVERY_S, Retention, expire, kept_by_table
 from streamtag.wire.control import ControlClient
 from streamtag.wire.protocol import (
@@ -49,7 +48,13 @@ from streamtag.wire.protocol import (
     MAX_INTEGER,
     MSG_TYPES,
     STREAM_MSG_TYPES,
+    EventBody,
+    HeartbeatBody,
+    ModelRef,
+    ScoresBody,
+    SilenceBody,
     StatusBody,
+    TrackBody,
     topic_for,
     validate_stream_id,
 )
@@ -66,6 +71,10 @@ DEFAULT_QUEUE_BYTES = 128 * 1024 * 1024
 # the rest are left out, the cut said once in the log.
 MAX_STORED_COUNTERS_CHARS = 16 * 1024
 DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
+GATHER_S = 0.1                 # the writer waits this long for a batch to fill
+DUE_EVERY_S = 0.05             # how often the writer looks for blocks due
+RECEIVE_CHUNK = 512            # messages the receiver hands over to the writer at a time
+RECEIVE_GATHER_S = 0.01        # ... and waits this long for more once it has caught up
 DEFAULT_MAX_BACKOFF_S = 30.0
 FIRST_BACKOFF_S = 0.25
 SNAPSHOT_TIMEOUT_MS = 2000
@@ -83,6 +92,7 @@ MAX_REMEMBERED_SESSIONS = 65536    # (stream, session) pairs stored, and each st
 MAX_REMEMBERED_MODELS = 256
 MAX_REMEMBERED_MODEL_CHARS = 16 * 1024 * 1024  # their names and tag names together
 MAX_FAILURE_KINDS_LOGGED = 100
+MAX_REMEMBERED_NAMES_CHARS = 16 * 1024 * 1024  # active tags and mood words as stored
 # Runs of messages dropped at a full queue kept to be stored as gaps: one per (stream,
 # session, type) with a break in its seqs. Past this (forged sessions while the database is
 # down) the dropped messages are only counted.
@@ -134,6 +144,68 @@ class _Batch:
         self.rows.setdefault(table, []).append(row)
 
 
+class WriteQueue:
+    """What waits for the writer: messages (and snapshots), at most ``maxsize`` of them and
+    ``most_bytes`` of the messages' bytes on the wire. The receiver hands over a chunk of
+    messages at a time (`offer`), the writer takes a batch at a time (`take`)."""
+
+    def __init__(self, maxsize: int, most_bytes: int) -> None:
+        self.maxsize, self.most_bytes = maxsize, most_bytes
+        self.bytes = 0  # the wire bytes of the messages waiting
+        self._items: deque[Any] = deque()
+        self._ready = threading.Condition(threading.Lock())
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def offer(self, messages: Iterable[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Queues each message that fits, in order; returns those that do not."""
+        refused = []
+        items = self._items
+        with self._ready:
+            for message in messages:
+                if len(items) < self.maxsize and self.bytes + message.size <= self.most_bytes:
+                    items.append(message)
+                    self.bytes += message.size
+                else:
+                    refused.append(message)
+            self._ready.notify()
+        return refused
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Queues one item, waiting (up to ``timeout``) while it does not fit: queue.Full
+        then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._put(item):
+            left = None if deadline is None else deadline - time.monotonic()
+            if not block or (left is not None and left <= 0):
+                raise queue.Full
+            time.sleep(0.01 if left is None else min(0.01, left))
+
+    def _put(self, item: Any) -> bool:
+        size = item.size if isinstance(item, ReceivedMessage) else 0
+        with self._ready:
+            if len(self._items) >= self.maxsize or self.bytes + size > self.most_bytes:
+                return False
+            self._items.append(item)
+            self.bytes += size
+            self._ready.notify()
+        return True
+
+    def take(self, most: int, timeout: float) -> list[Any]:
+        """Up to ``most`` items, waiting up to ``timeout`` for the first."""
+        items = self._items
+        with self._ready:
+            if not items and not self._ready.wait_for(lambda: items, timeout):
+                return []
+            taken = [items.popleft() for _ in range(min(most, len(items)))]
+            self.bytes -= sum(item.size for item in taken if isinstance(item, ReceivedMessage))
+        return taken
+
+
 class _Recent(OrderedDict):
     """A dict of at most ``most`` entries whose keys weigh at most ``most_weight`` together;
     the least recently added are forgotten first."""
@@ -157,11 +229,6 @@ def _model_weight(key: tuple) -> int:
     name, hash_, tags = key
     return len(name) + len(hash_) + (len(tags) if isinstance(tags, str)
                                      else sum(map(len, tags)))
-
-
-def _text(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; JSON strings on the wire can.
-    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
 class Recorder:
@@ -202,10 +269,8 @@ class Recorder:
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
         self.stats = RecorderStats()
-        self.queue: queue.Queue = queue.Queue(queue_size)
+        self.queue = WriteQueue(queue_size, queue_bytes)
         self.queue_bytes = queue_bytes
-        self._queued_bytes = 0  # wire bytes of the messages in the queue
-        self._queued_lock = threading.Lock()
         self._counters_cut = False  # said once
         self._rcvhwm = rcvhwm
         self._context = context
@@ -219,6 +284,9 @@ class Recorder:
         # message (every scores message carries the model and its tag list)
         self._model_keys: _Recent = _Recent(MAX_REMEMBERED_MODELS, MAX_REMEMBERED_MODEL_CHARS,
                                             _model_weight)
+        self._last_model: tuple[Any, Any, Any] = (None, None, None)  # model, tags, its key
+        self._packed_names: dict[tuple[str, ...], str] = {}  # names -> rows.names(names)
+        self._packed_chars = 0
         # stream -> its newest session; (stream, session) pairs stored
         self._latest_session: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
         self._known: _Recent = _Recent(MAX_REMEMBERED_SESSIONS)
@@ -349,32 +417,25 @@ class Recorder:
     def _receive(self) -> None:
         subscriber = self._subscriber
         assert subscriber is not None
+        received = self.stats.received
         while not self._stop_receiving.is_set():
             try:
-                message = subscriber.recv(_RECV_SLICE_MS)
+                # what has arrived, a chunk at a time: one hand-over to the writer per chunk
+                messages = subscriber.recv_many(RECEIVE_CHUNK, _RECV_SLICE_MS)
             except Exception as exc:  # noqa: BLE001 - the receiver must outlive any message
                 self._log_failure(FAILED, exc, "receiving a message")
                 self.stats.failed += 1
                 self._stop_receiving.wait(_RECV_SLICE_MS / 1e3)
                 continue
             self.stats.invalid = subscriber.invalid
-            if message is None:
-                continue
-            self.stats.received[message.msg_type] = (
-                self.stats.received.get(message.msg_type, 0) + 1)
-            with self._queued_lock:
-                fits = self._queued_bytes + message.size <= self.queue_bytes
-                if fits:
-                    self._queued_bytes += message.size
-            if not fits:
+            for message in messages:
+                received[message.msg_type] = received.get(message.msg_type, 0) + 1
+            for message in self.queue.offer(messages):  # what does not fit: counted, a gap
                 self._count_overflow(message)
-                continue
-            try:
-                self.queue.put_nowait(message)
-            except queue.Full:
-                with self._queued_lock:
-                    self._queued_bytes -= message.size
-                self._count_overflow(message)
+            if 0 < len(messages) < RECEIVE_CHUNK:
+                # Caught up: what arrives meanwhile waits in the socket's buffers and is read
+                # as one chunk, rather than a wake-up (in ZeroMQ and here) per message.
+                self._stop_receiving.wait(RECEIVE_GATHER_S)
 
     def _count_overflow(self, message: ReceivedMessage) -> None:
         key = (message.stream, message.session, message.msg_type)
@@ -460,15 +521,23 @@ class Recorder:
         backoff = _backoff(self.max_backoff_s)
         outage_since: float | None = None
         outage_cause: str | None = None  # permanent_db_error's words, while they apply
+        due_checked = -math.inf
         while not self._abandon.is_set():
             if batch is None:
                 items = self._take()
                 runs = self._take_overflow()
                 ending = not items and self._stop_receiving.is_set() and self.queue.empty()
                 batch = self._rows(items, runs)
-                # the blocks due, and on stop every block under way
-                for block in (self._blocks.close_all() if ending
-                              else self._blocks.due(time.monotonic())):
+                # the blocks due (looked for every DUE_EVERY_S, not at every batch), and on
+                # stop every block under way
+                now = time.monotonic()
+                if ending:
+                    closed = self._blocks.close_all()
+                elif now - due_checked >= DUE_EVERY_S:
+                    closed, due_checked = self._blocks.due(now), now
+                else:
+                    closed = []
+                for block in closed:
                     self._block_rows(batch, block)
                 if not batch.rows and not batch.daemons:
                     batch = None
@@ -519,40 +588,24 @@ class Recorder:
             batch = None
 
     def _take(self) -> list[Any]:
-        try:
-            items = [self.queue.get(timeout=_RECV_SLICE_MS / 1e3)]
-        except queue.Empty:
-            return []
-        while len(items) < self.batch_size:
-            try:
-                items.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        taken = sum(item.size for item in items if isinstance(item, ReceivedMessage))
-        with self._queued_lock:
-            self._queued_bytes -= taken
+        items = self.queue.take(self.batch_size, _RECV_SLICE_MS / 1e3)
+        if items and len(items) < self.batch_size and not self._stop_receiving.is_set():
+            # less than a batch: what follows within GATHER_S goes in the same transaction
+            # (a transaction costs more than many rows in it)
+            self._stop_receiving.wait(GATHER_S)
+            items += self.queue.take(self.batch_size - len(items), 0)
         return items
 
     def _stored_counters(self, stream: str, counters: dict[str, int | float] | None) -> str:
         """A status's counters as JSON, within MAX_STORED_COUNTERS_CHARS (the first by name)."""
-        text = json.dumps(counters, ensure_ascii=False, sort_keys=True)
-        if len(text) <= MAX_STORED_COUNTERS_CHARS:
-            return text
-        kept: dict[str, int | float] = {}
-        used = 2
-        for key in sorted(counters or {}):
-            entry = len(json.dumps({key: counters[key]}, ensure_ascii=False))
-            if used + entry > MAX_STORED_COUNTERS_CHARS:
-                break
-            kept[key] = counters[key]
-            used += entry - 1  # the braces once, a comma between entries
-        if not self._counters_cut:
+        stored, kept = rows.stored_counters(counters, MAX_STORED_COUNTERS_CHARS)
+        if kept < len(counters or {}) and not self._counters_cut:
             self._counters_cut = True
             log.warning("a status of stream %s carried %d characters of counters; %d of its "
                         "%d counters were stored (at most %d characters are; further cuts "
-                        "are not logged)", stream, len(text), len(kept), len(counters or {}),
-                        MAX_STORED_COUNTERS_CHARS)
-        return json.dumps(kept, ensure_ascii=False, sort_keys=True)
+                        "are not logged)", stream, len(json.dumps(counters, ensure_ascii=False)),
+                        kept, len(counters or {}), MAX_STORED_COUNTERS_CHARS)
+        return stored
 
     def _rows(self, items: list[Any], runs) -> _Batch:
         batch = _Batch()
@@ -580,19 +633,33 @@ class Recorder:
              missed: int, cause: str, now: float) -> None:
         self.stats.gaps += 1
         self.stats.missed += missed
-        batch.add("gaps", {"stream": stream, "session": session, "msg_type": msg_type,
-                           "first_seq": first_seq, "missed": missed, "cause": cause,
-                           "detected_at": now})
+        batch.add("gaps", rows.gap_row(stream, session, msg_type, first_seq, missed, cause, now))
 
-    def _model_key(self, batch: _Batch, model, tags: Sequence[str]) -> tuple[str, str, str]:
-        received = (model.name, model.hash, tuple(tags))
-        key = self._model_keys.get(received)
-        if key is None:
-            key = (_text(model.name), _text(model.hash),
-                   schema.pack_names([_text(t) for t in tags]))
-            self._model_keys[received] = key
+    def _model_key(self, batch: _Batch, model: ModelRef,
+                   tags: tuple[str, ...]) -> tuple[str, str, str]:
+        if model is self._last_model[0] and tags is self._last_model[1]:
+            key = self._last_model[2]  # the decoder's own objects: the same model as before
+        else:
+            received = (model.name, model.hash, tags)
+            key = self._model_keys.get(received)
+            if key is None:
+                key = self._model_keys[received] = rows.model_key(model, tags)
+            self._last_model = (model, tags, key)
         batch.models[key] = None  # resolved unless known when written
         return key
+
+    def _names(self, names: tuple[str, ...]) -> str:
+        """rows.names, remembered: a stream's active tags change seldom from window to
+        window."""
+        known = self._packed_names.get(names)
+        if known is None:
+            known = rows.names(names)
+            self._packed_chars += len(known)
+            if self._packed_chars > MAX_REMEMBERED_NAMES_CHARS:
+                self._packed_names.clear()
+                self._packed_chars = len(known)
+            self._packed_names[names] = known
+        return known
 
     def _block_rows(self, batch: _Batch, block: blocks.Block) -> None:
         block_row, rollup_row = block.rows()
@@ -600,84 +667,59 @@ class Recorder:
         batch.add(schema.window_rollups.name, rollup_row)
         batch.messages += len(block.windows)
 
+    def _session_row(self, batch: _Batch, message: ReceivedMessage, session: str) -> None:
+        """The stream's session row, the first time it is heard under it (or forgotten: its
+        row is there, and ON CONFLICT keeps it)."""
+        header = message.header
+        key = (header.stream, session)
+        if key in self._known:
+            return
+        with self._overflow_lock:  # its first message may have been dropped at the queue
+            restarted = message.restarted or key in self._restarts_dropped
+            self._restarts_dropped.discard(key)
+        if restarted:
+            self.stats.restarts += 1
+        batch.add("sessions", rows.session_row(header, session,
+                                               self._latest_session.get(header.stream),
+                                               bool(restarted)))
+        self._known[key] = None
+        self._latest_session[header.stream] = session
+
     def _message_rows(self, batch: _Batch, message: ReceivedMessage, now: float) -> bool:
         """Adds the message's rows; False where it waits in its stream's block."""
-        header, body, msg_type = message.header, message.body, message.msg_type
-        session = _text(header.session)  # opaque to readers: any string up to 128 characters
+        header, body = message.header, message.body
+        session = rows.text(header.session)  # opaque to readers: any string up to 128 chars
         if message.gap:
-            self._gap(batch, header.stream, session, msg_type, header.seq - message.gap,
+            self._gap(batch, header.stream, session, header.msg_type, header.seq - message.gap,
                       message.gap, "seq", now)
-        if msg_type == HEARTBEAT:
-            batch.daemons[session] = {
-                "session": session, "first_sent_at": header.sent_at,
-                "last_sent_at": header.sent_at, "last_seq": header.seq,
-                "uptime_s": body.uptime_s, "streams": body.streams}
-            return True
-        if msg_type not in STREAM_MSG_TYPES:
-            return True  # a type from a newer minor version: nothing to store it in
-        key = (header.stream, session)
-        if key not in self._known:  # a forgotten one: its row is there, ON CONFLICT keeps it
-            previous = self._latest_session.get(header.stream)
-            with self._overflow_lock:  # its first message may have been dropped at the queue
-                restarted = message.restarted or (header.stream, session) in \
-                    self._restarts_dropped
-                self._restarts_dropped.discard((header.stream, session))
-            if restarted:
-                self.stats.restarts += 1
-            batch.add("sessions", {"stream": header.stream, "session": session,
-                                   "first_sent_at": header.sent_at,
-                                   "previous_session": previous,
-                                   "restarted": bool(restarted)})
-            self._known[key] = None
-            self._latest_session[header.stream] = session
-        row = {"stream": header.stream, "session": session, "seq": header.seq,
-               "sent_at": header.sent_at}
-        if msg_type == "scores":
-            audio, mood = body.audio, body.mood
-            window = blocks.Window(
-                seq=header.seq, sent_at=header.sent_at, start_s=body.start_s, end_s=body.end_s,
-                start_sample=body.start_sample, end_sample=body.end_sample,
-                raw=np.asarray(body.raw, dtype=np.float64),
-                smoothed=np.asarray(body.smoothed, dtype=np.float64),
-                active=schema.pack_names([_text(t) for t in body.active]),
-                latency_ms=body.latency_ms,
-                rms_dbfs=audio and audio.rms_dbfs, peak_dbfs=audio and audio.peak_dbfs,
-                clipped=audio and audio.clipped, onset_rate_hz=audio and audio.onset_rate_hz,
-                energy=audio and audio.energy,
-                mood=mood and schema.pack_names([_text(w) for w in mood.words]),
-                valence=mood and mood.valence, arousal=mood and mood.arousal,
-                momentary_lufs=audio and audio.momentary_lufs,
-                short_term_lufs=audio and audio.short_term_lufs, content=body.content)
-            model = self._model_key(batch, body.model, body.tags)
-            for block in self._blocks.add(header.stream, session, model, body.tags, window,
-                                          time.monotonic()):
-                self._block_rows(batch, block)
-            return False
-        if msg_type == "event":
-            row.update(tag=_text(body.tag), state=body.state, score=body.score,
-                       time_s=body.time_s, sample=body.sample)
-        elif msg_type == "status":
-            row.update(state=body.state, error=_text(body.error), title=_text(body.title),
-                       source=_text(body.source), station=_text(body.station),
-                       heard_from_start=body.heard_from_start,
-                       counters=self._stored_counters(message.stream, body.counters))
-        elif msg_type == "track":
-            row.update(model_id=self._model_key(batch, body.model, body.tags),
-                       title=_text(body.title), reason=body.reason, start_s=body.start_s,
-                       end_s=body.end_s, start_sample=body.start_sample,
-                       end_sample=body.end_sample, started_at=body.started_at,
-                       ended_at=body.ended_at, windows=body.windows,
-                       mean_raw=schema.pack_scores(body.mean_raw),
-                       mean_smoothed=schema.pack_scores(body.mean_smoothed),
-                       active_share=schema.pack_scores(body.active_share),
-                       active=schema.pack_names([_text(t) for t in body.active]),
-                       heard_from_start=body.heard_from_start)
-        elif msg_type == "silence":  # since protocol 1.2 (schema revision 0003)
-            row.update(state=body.state, time_s=body.time_s, sample=body.sample,
-                       start_s=body.start_s, start_sample=body.start_sample,
-                       duration_s=body.duration_s, threshold_dbfs=body.threshold_dbfs,
-                       cause=body.cause)
-        batch.add(schema.MESSAGE_TABLES[msg_type].name, row)
+        match body:
+            case ScoresBody():
+                self._session_row(batch, message, session)
+                window = rows.window(header, body, self._names(body.active),
+                                     None if body.mood is None else self._names(body.mood.words))
+                model = self._model_key(batch, body.model, body.tags)
+                for block in self._blocks.add(header.stream, session, model, body.tags, window,
+                                              time.monotonic()):
+                    self._block_rows(batch, block)
+                return False
+            case EventBody():
+                self._session_row(batch, message, session)
+                batch.add(schema.events.name, rows.event_row(header, session, body))
+            case StatusBody():
+                self._session_row(batch, message, session)
+                batch.add(schema.statuses.name, rows.status_row(
+                    header, session, body, self._stored_counters(header.stream, body.counters)))
+            case TrackBody():
+                self._session_row(batch, message, session)
+                batch.add(schema.tracks.name, rows.track_row(
+                    header, session, body, self._model_key(batch, body.model, body.tags)))
+            case SilenceBody():  # since protocol 1.2 (schema revision 0003)
+                self._session_row(batch, message, session)
+                batch.add(schema.silences.name, rows.silence_row(header, session, body))
+            case HeartbeatBody():
+                batch.daemons[session] = rows.daemon_row(header, session, body)
+            case _:
+                pass  # a type from a newer minor version: nothing to store it in
         return True
 
     def _snapshot_rows(self, batch: _Batch, item: Snapshot) -> None:
@@ -700,15 +742,15 @@ class Recorder:
                                              longest=MAX_ID_LENGTH)
                 batch.add("snapshots", {
                     "taken_at": item.taken_at, "control": item.control,
-                    "session": _text(stream_session),
+                    "session": rows.text(stream_session),
                     "stream": validate_stream_id(stream),
                     "tags": schema.pack_names([str(t) for t in state["tags"]]),
                     "smoothed": schema.pack_scores(state["smoothed"]),
                     "active": schema.pack_names([str(t) for t in state["active"]]),
                     "windows": int(state.get("windows", 0)),
                     "state": None if source is None else source.state,
-                    "title": None if source is None else _text(source.title),
-                    "source": None if source is None else _text(source.source)})
+                    "title": None if source is None else rows.text(source.title),
+                    "source": None if source is None else rows.text(source.source)})
             except (KeyError, TypeError, ValueError, AttributeError, ProtocolError):
                 log.warning("snapshot from %s has an unreadable stream %r", item.control,
                             str(stream)[:200])
@@ -771,14 +813,15 @@ class Recorder:
             models = self._resolve_models(conn, batch)
             sessions: dict = {}
             # blocks last: their sessions' rows first
-            for name, rows in sorted(batch.rows.items(), key=lambda item: item[0] in _BLOCKS):
-                rows = self._with_model_ids(rows, models)
+            for name, table_rows in sorted(batch.rows.items(),
+                                           key=lambda item: item[0] in _BLOCKS):
+                table_rows = self._with_model_ids(table_rows, models)
                 if name in _BLOCKS:
-                    sessions.update(self._resolve_sessions(conn, rows))
-                    rows = [{**row, "session_id": self._session_ids.get(row["session_id"])
-                             or sessions[row["session_id"]]} for row in rows]
+                    sessions.update(self._resolve_sessions(conn, table_rows))
+                    table_rows = [{**row, "session_id": self._session_ids.get(row["session_id"])
+                                   or sessions[row["session_id"]]} for row in table_rows]
                 # snapshots: the one table without a natural key
-                bulk.insert_rows(conn, schema.metadata.tables[name], rows,
+                bulk.insert_rows(conn, schema.metadata.tables[name], table_rows,
                                  skip_conflicts=name != "snapshots")
             if batch.daemons:
                 d = schema.daemons
@@ -796,10 +839,10 @@ class Recorder:
         refused or fails is counted and stored as a gap. Rows written are removed from the
         batch, so a retry after the database went down resumes where this stopped."""
         now = time.time()
-        for name, rows in batch.rows.items():
+        for name, table_rows in batch.rows.items():
             done = 0
             try:
-                for row in rows:
+                for row in table_rows:
                     models = {row["model_id"]: None} if "model_id" in row else {}
                     try:
                         self._write(_Batch(rows={name: [row]}, models=models))
@@ -809,7 +852,7 @@ class Recorder:
                         self._row_failed(batch, name, row, exc, now)
                     done += 1
             finally:
-                del rows[:done]
+                del table_rows[:done]
         batch.rows = {}
         if batch.daemons:
             try:
@@ -875,7 +918,7 @@ class Recorder:
         self._log_failure(cause, exc, f"a {msg_type} message of stream {stream!r} (seq "
                                       f"{seq})")
         if isinstance(seq, int) and 0 <= seq <= MAX_INTEGER:
-            self._gap(batch, stream, _text(session), msg_type, seq, 1, cause, now)
+            self._gap(batch, stream, rows.text(session), msg_type, seq, 1, cause, now)
 
     def _log_failure(self, cause: str, exc: BaseException, what: str) -> None:
         """The first failure of each kind is logged with what failed; later ones are only

@@ -981,6 +981,8 @@ DECODER_MOST_MODEL_CHARS = 16 * 1024 * 1024  # ... and their characters together
 
 
 _T = TypeVar("_T")
+_FLOAT = {float}
+_TAGS_MEMBER = b',"tags":['  # how the last member of a canonical scores body begins
 
 
 def _built(cls: type[_T], fields_: dict[str, Any]) -> _T:
@@ -1005,6 +1007,8 @@ class Decoder:
         self._models: dict[tuple[Any, ...],
                            tuple[tuple[str, ...], frozenset[str], ModelRef]] = {}
         self._model_chars = 0
+        # the closing bytes of a scores frame (its tags, last) -> the tags, checked before
+        self._tails: dict[bytes, tuple[str, ...]] = {}
 
     def decode(self, frames: Any) -> Message:
         if type(frames) is list and len(frames) == 3:
@@ -1045,21 +1049,49 @@ class Decoder:
             self._topics[key] = expected_topic
         if topic.decode("utf-8") != expected_topic:
             return None
-        fields_ = _orjson_object(body_frame)
-        if fields_ is None:
-            return None
         body: Body | None
         if msg_type == SCORES:
-            body = self._scores(fields_)
-        elif msg_type == EVENT:
-            body = _event(fields_)
+            body = self._scores_frame(body_frame)
         else:
-            body = BODY_TYPES[msg_type].from_dict(fields_)
+            fields_ = _orjson_object(body_frame)
+            if fields_ is None:
+                return None
+            body = _event(fields_) if msg_type == EVENT else \
+                BODY_TYPES[msg_type].from_dict(fields_)
         if body is None:
             return None
         return _built(Message, {"header": _built(Header, {
             "version": key[0], "msg_type": msg_type, "msg_id": msg_id, "session": key[2],
             "stream": key[3], "seq": seq, "sent_at": sent_at}), "body": body})
+
+    def _scores_frame(self, frame: bytes) -> ScoresBody | None:
+        """A scores body frame. Its tags, the same in every window of a model, end the frame
+        as a writer of canonical JSON writes them (keys in order): a frame that ends with the
+        bytes of tags checked before is parsed without them."""
+        cut = frame.rfind(_TAGS_MEMBER)
+        known = self._tails.get(frame[cut:]) if cut > 0 else None
+        if known is None:
+            fields_ = _orjson_object(frame)
+            if fields_ is None:
+                return None
+            body = self._scores(fields_)
+            if body is not None and cut > 0:
+                tail = frame[cut:]
+                if tail == _TAGS_MEMBER[:-1] + orjson.dumps(list(body.tags)) + b"}":
+                    self._tails[tail] = body.tags
+                    self._model_chars += len(tail)
+            return body
+        # the rest of the object, closed where the tags began
+        fields_ = _orjson_object(frame[:cut] + b"}")
+        if fields_ is None or "tags" in fields_:  # a second "tags": the whole frame says
+            return None
+        model = fields_.get("model")
+        if type(model) is not dict:
+            return None
+        found = self._models.get((known, model.get("name"), model.get("hash")))
+        if found is None:
+            return None
+        return self._scores_of(fields_, *found)
 
     def _scores(self, body: dict[str, Any]) -> ScoresBody | None:
         tags, model = body.get("tags"), body.get("model")
@@ -1071,7 +1103,13 @@ class Decoder:
             checked = ScoresBody.from_dict(body)  # ProtocolError: doubted
             self._remember_model(key, checked)
             return checked
-        tags_, tag_set, model_ref = known
+        return self._scores_of(body, *known)
+
+    @staticmethod
+    def _scores_of(body: dict[str, Any], tags_: tuple[str, ...], tag_set: frozenset[str],
+                   model_ref: ModelRef) -> ScoresBody | None:
+        """The body of a known model's tags, name and hash, if its other fields have the
+        types a publisher writes."""
         start_s, end_s = body.get("start_s"), body.get("end_s")
         latency_ms = body.get("latency_ms")
         start_sample, end_sample = body.get("start_sample"), body.get("end_sample")
@@ -1083,7 +1121,7 @@ class Decoder:
                 and 0 <= start_sample <= end_sample <= MAX_INTEGER
                 and type(raw) is list and type(smoothed) is list and type(active) is list
                 and len(raw) == len(smoothed) == len(tags_) > 0
-                and set(map(type, raw)) == {float} and set(map(type, smoothed)) == {float}
+                and set(map(type, raw)) == _FLOAT and set(map(type, smoothed)) == _FLOAT
                 and math.isfinite(sum(raw)) and math.isfinite(sum(smoothed))
                 and tag_set.issuperset(active)
                 and (content is None or content in CONTENT_KINDS)):
@@ -1101,6 +1139,7 @@ class Decoder:
         if (len(self._models) >= DECODER_MOST_MODELS
                 or self._model_chars + chars > DECODER_MOST_MODEL_CHARS):
             self._models.clear()
+            self._tails.clear()
             self._model_chars = 0
         self._models[key] = (checked.tags, frozenset(checked.tags), checked.model)
         self._model_chars += chars

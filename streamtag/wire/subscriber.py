@@ -61,7 +61,6 @@ DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # 5,000 of the largest honest messages (
 SOCKET_RCVHWM = 8
 # as plain ints: pyzmq's enum members cost more than the call they are passed to
 _NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class _Session:
@@ -225,6 +224,26 @@ class Subscriber:
                     and time.monotonic() >= deadline:
                 return None
 
+    def recv_many(self, most: int, timeout_ms: Any = _DEFAULT) -> list[ReceivedMessage]:
+        """The next message (waiting as `recv` does) and those already arrived behind it, up
+        to ``most``; [] when `timeout_ms` passes. Judged as `recv` judges them one by one."""
+        first = self.recv(timeout_ms)
+        if first is None:
+            return []
+        out = [first]
+        waiting = self._waiting
+        while len(out) < most:
+            if not waiting:
+                self.read_ahead()
+                if not waiting:
+                    break
+            frames, size = waiting.popleft()
+            self.waiting_bytes -= size
+            message = self._accept(frames, size)
+            if message is not None:
+                out.append(message)
+        return out
+
     def read_ahead(self) -> None:
         """Moves the messages ZeroMQ holds into the subscriber's queue, within its bounds,
         without decoding them (`recv` does this first). A caller that will not call `recv`
@@ -232,11 +251,14 @@ class Subscriber:
         socket, waiting = self._socket, self._waiting
         skips = 0
         while (len(waiting) < self.rcvhwm and self.waiting_bytes < self.max_queue_bytes
-               and skips < MAX_SKIPS_PER_READ and socket.getsockopt(_EVENTS) & _POLLIN):
-            frames = [socket.recv(_NOBLOCK)]
+               and skips < MAX_SKIPS_PER_READ):
+            try:  # (asking ZeroMQ first whether one waits costs as much as reading it)
+                frames = [socket.recv(_NOBLOCK)]
+            except zmq.Again:
+                break
             # another shard's message: its other frames are never copied, nor kept
             skipped = self._owns is not None and not self._takes(frames[0])
-            while socket.getsockopt(_RCVMORE):
+            while socket.get(_RCVMORE):  # (get: getsockopt less its enum conversion)
                 if len(frames) < 3 and not skipped:
                     frames.append(socket.recv())
                 else:  # a fourth makes it malformed; more are never kept (nor copied)
@@ -356,8 +378,11 @@ class Subscriber:
         if gap:
             self.gaps += 1
             self.missed += gap
-        return ReceivedMessage(message.header, message.body, gap=gap, restarted=restarted,
-                               size=size)
+        # built as a dataclass's __init__ would, without checking the message again
+        received = object.__new__(ReceivedMessage)
+        received.__dict__.update(header=message.header, body=message.body, gap=gap,
+                                 restarted=restarted, size=size)
+        return received
 
     # -- the bounded memory of streams and sessions
 
