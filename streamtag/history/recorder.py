@@ -74,7 +74,6 @@ DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
 GATHER_S = 0.1                 # the writer waits this long for a batch to fill
 DUE_EVERY_S = 0.05             # how often the writer looks for blocks due
 RECEIVE_CHUNK = 512            # messages the receiver hands over to the writer at a time
-RECEIVE_GATHER_S = 0.01        # ... and waits this long for more once it has caught up
 DEFAULT_MAX_BACKOFF_S = 30.0
 FIRST_BACKOFF_S = 0.25
 SNAPSHOT_TIMEOUT_MS = 2000
@@ -432,10 +431,6 @@ class Recorder:
                 received[message.msg_type] = received.get(message.msg_type, 0) + 1
             for message in self.queue.offer(messages):  # what does not fit: counted, a gap
                 self._count_overflow(message)
-            if 0 < len(messages) < RECEIVE_CHUNK:
-                # Caught up: what arrives meanwhile waits in the socket's buffers and is read
-                # as one chunk, rather than a wake-up (in ZeroMQ and here) per message.
-                self._stop_receiving.wait(RECEIVE_GATHER_S)
 
     def _count_overflow(self, message: ReceivedMessage) -> None:
         key = (message.stream, message.session, message.msg_type)

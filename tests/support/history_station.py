@@ -148,15 +148,18 @@ def table_rows(engine, table) -> list:
 
 
 def await_subscribed(station: Station, engine, timeout: float = 20.0) -> None:
-    """Heartbeats until the recorder has stored one: from then on it receives everything."""
+    """Heartbeats until the recorder has stored one of them: from then on it receives
+    everything. Any one will do (a recorder gathers what arrives for a moment before it
+    writes, so the one just sent may not be stored yet when the next is sent)."""
+    first = station.pub.next_seq("heartbeat")
+
     def stored() -> bool:
-        seq = station.pub.next_seq("heartbeat")
         station.pub.heartbeat(2)
         time.sleep(0.1)
         with engine.connect() as conn:
             last = conn.execute(sa.select(schema.daemons.c.last_seq).where(
                 schema.daemons.c.session == station.session)).scalar()
-        return last is not None and last >= seq
+        return last is not None and last >= first
 
     wait_until(stored, timeout, "the recorder to store a heartbeat", interval=0.1)
 
