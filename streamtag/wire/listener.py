@@ -305,7 +305,11 @@ class HttpListener:
                          # websockets calls it as it would the class: a factory serves
                          create_connection=self.limiter.connection_factory,  # type: ignore[arg-type]
                          open_timeout=limits.open_timeout_s, close_timeout=CLOSE_TIMEOUT_S,
-                         server_header=None, logger=QUIET, max_size=1 << 12) as server:
+                         server_header=None, logger=QUIET, max_size=1 << 12,
+                         # asyncio accepts up to its backlog (100) connections in one turn,
+                         # before the cap closes any: a flood would hold that many descriptors
+                         # past the cap; the cap's worth per turn keeps them within twice it
+                         backlog=limits.max_connections) as server:
             started.set_result(None)
             await self._stop.wait()
             server.close()
