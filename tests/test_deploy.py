@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from support.helpers import load_file_module
 
 from streamtag.cli import build_parser
 from streamtag.daemon.config import config_from_dict
@@ -301,12 +302,7 @@ def test_the_image_writes_only_under_tmp_and_has_a_healthcheck():
 def test_the_healthcheck_parses_each_deployed_command():
     # The probe reads PID 1's command line with streamtag's parser: every manifest's command
     # must be one it understands (it raises SystemExit on an unknown flag).
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("healthcheck",
-                                                  DEPLOY / "podman" / "healthcheck.py")
-    healthcheck = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(healthcheck)
+    healthcheck = load_file_module(DEPLOY / "podman" / "healthcheck.py", "healthcheck")
     assert healthcheck.healthy(["tag", "x.mp3"])  # a one-shot command: nothing to probe
     assert healthcheck.healthy(["dashboard", "--port", "0"])
     assert not healthcheck.tcp_ok("tcp://127.0.0.1:1")

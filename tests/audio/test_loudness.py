@@ -5,7 +5,6 @@ silence and errors."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.helpers import load_file_module
 
 from streamtag import _core
 from streamtag.audio.loudness import (
@@ -58,11 +58,7 @@ def tone(segments: list[tuple[float, float]], sample_rate: float) -> np.ndarray:
 
 def make_reference():
     """tests/data/loudness/make_reference.py, loaded by path (tests/data is no package)."""
-    spec = importlib.util.spec_from_file_location("loudness_make_reference",
-                                                  DATA / "make_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(DATA / "make_reference.py", "loudness_make_reference")
 
 
 # -- K-weighting -------------------------------------------------------------------------------

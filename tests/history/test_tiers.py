@@ -6,35 +6,24 @@ generator, small."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.helpers import load_file_module
 
 from streamtag.history import content, report, schema, tiers
 from streamtag.history.retention import Retention, expire
 from streamtag.history.timeparse import zone_named
 
-
-def _benchmark_module(name: str):
-    """A module of benchmarks/ loaded from its file, under a name of its own: benchmarks/ on
-    sys.path would shadow packages for every later test (benchmarks/musicnn.py hid the
-    installed musicnn package from the tests that look for it)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"streamtag_benchmark_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-_history_year = _benchmark_module("history_year")
+# loaded from its file: benchmarks/ on sys.path would shadow installed packages for every
+# later test (benchmarks/musicnn.py hid the musicnn package)
+_history_year = load_file_module(
+    Path(__file__).resolve().parents[2] / "benchmarks" / "history_year.py",
+    "streamtag_benchmark_history_year")
 MINUTE_S, write_history = _history_year.MINUTE_S, _history_year.write_history
 
 STATIONS = ["north", "south"]

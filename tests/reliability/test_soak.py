@@ -4,17 +4,15 @@ published and received, no sequence gap (benchmarks/soak.py runs the full hour).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from support.helpers import load_file_module
 
 SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
 
 
 def load_soak():
-    spec = importlib.util.spec_from_file_location("streamtag_soak", SOAK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(SOAK, "streamtag_soak")
 
 
 def test_a_short_soak_loses_nothing_and_keeps_memory_flat():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import importlib.util
 import random
 import socket
 import subprocess
@@ -107,6 +108,18 @@ def run_streamtag(*args: str, popen: bool = False, **kwargs):
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, **kwargs)
     return subprocess.run(command, capture_output=True, text=True, **kwargs)
+
+
+def load_file_module(path: Path, name: str):
+    """The Python file at `path` (a benchmark, a data script: no package) loaded as module
+    `name`, without putting its folder on sys.path, where its other files would shadow
+    installed packages for every later test."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_python(code: str, **kwargs) -> str:
