@@ -300,6 +300,7 @@ class Recorder:
         self._overflow_lock = threading.Lock()
         self._overflow_capped = False  # said once per outage
         self._stop_receiving = threading.Event()
+        self._received_all = threading.Event()  # the receiver has queued its last chunk
         self._abandon = threading.Event()
         self._threads: list[threading.Thread] = []
         self._subscriber: Subscriber | None = None
@@ -417,20 +418,26 @@ class Recorder:
         subscriber = self._subscriber
         assert subscriber is not None
         received = self.stats.received
-        while not self._stop_receiving.is_set():
-            try:
-                # what has arrived, a chunk at a time: one hand-over to the writer per chunk
-                messages = subscriber.recv_many(RECEIVE_CHUNK, _RECV_SLICE_MS)
-            except Exception as exc:  # noqa: BLE001 - the receiver must outlive any message
-                self._log_failure(FAILED, exc, "receiving a message")
-                self.stats.failed += 1
-                self._stop_receiving.wait(_RECV_SLICE_MS / 1e3)
-                continue
-            self.stats.invalid = subscriber.invalid
-            for message in messages:
-                received[message.msg_type] = received.get(message.msg_type, 0) + 1
-            for message in self.queue.offer(messages):  # what does not fit: counted, a gap
-                self._count_overflow(message)
+        try:
+            while not self._stop_receiving.is_set():
+                try:
+                    # what has arrived, a chunk at a time: one hand-over to the writer per chunk
+                    messages = subscriber.recv_many(RECEIVE_CHUNK, _RECV_SLICE_MS)
+                except Exception as exc:  # noqa: BLE001 - the receiver must outlive any message
+                    self._log_failure(FAILED, exc, "receiving a message")
+                    self.stats.failed += 1
+                    self._stop_receiving.wait(_RECV_SLICE_MS / 1e3)
+                    continue
+                self.stats.invalid = subscriber.invalid
+                for message in self.queue.offer(messages):  # what does not fit: a gap
+                    self._count_overflow(message)
+                # counted once queued or dropped: a message counted is the writer's to store
+                for message in messages:
+                    received[message.msg_type] = received.get(message.msg_type, 0) + 1
+        finally:
+            # the writer ends once this is set and the queue is empty: not before the last
+            # chunk received is in the queue
+            self._received_all.set()
 
     def _count_overflow(self, message: ReceivedMessage) -> None:
         key = (message.stream, message.session, message.msg_type)
@@ -521,7 +528,7 @@ class Recorder:
             if batch is None:
                 items = self._take()
                 runs = self._take_overflow()
-                ending = not items and self._stop_receiving.is_set() and self.queue.empty()
+                ending = not items and self._received_all.is_set() and self.queue.empty()
                 batch = self._rows(items, runs)
                 # the blocks due (looked for every DUE_EVERY_S, not at every batch), and on
                 # stop every block under way
