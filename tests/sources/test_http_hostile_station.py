@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -79,21 +80,31 @@ def station(mp3, request):
 
 
 class Run:
-    """A source read to its end (or ``seconds``), with every status it sent."""
+    """A source read to its end (or ``seconds``, or until ``until(run)`` holds), with every
+    status it sent."""
 
-    def __init__(self, source: HttpSource, seconds: float = 20.0) -> None:
+    def __init__(self, source: HttpSource, seconds: float = 20.0,
+                 until: Callable[[Run], bool] | None = None) -> None:
         self.source, self.calls, self.samples, self.error = source, [], 0, None
         stop = threading.Event()
         source.open(TARGET, lambda state, error, extra: self.calls.append((state, error, extra)))
-        timer = threading.Timer(seconds, stop.set)
-        timer.start()
+
+        def watch() -> None:
+            deadline = time.monotonic() + seconds
+            while not stop.wait(0.05):
+                if time.monotonic() >= deadline or (until is not None and until(self)):
+                    stop.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         try:
             for chunk in source.chunks(stop):
                 self.samples += chunk.samples.size
         except SourceError as exc:
             self.error = exc
         finally:
-            timer.cancel()
+            stop.set()
+            watcher.join()
             source.close()
 
     def published(self) -> str:
@@ -413,9 +424,8 @@ def test_audio_that_declares_an_absurd_sample_rate_is_refused(station, tmp_path)
 
 
 @pytest.mark.parametrize("path", [
-    "/drip",
-    # the same bound met other ways: 8 s each, run with -m slow
-    pytest.param("/continue", marks=pytest.mark.slow),
+    "/drip", "/continue",
+    # the same bound met after 3 s of audio: 5 s, run with -m slow
     pytest.param("/trailer", marks=pytest.mark.slow)])
 def test_a_connection_that_brings_nothing_to_play_is_cut_and_made_again(station, monkeypatch,
                                                                        path):
@@ -426,7 +436,7 @@ def test_a_connection_that_brings_nothing_to_play_is_cut_and_made_again(station,
     monkeypatch.setattr(http_source, "NO_AUDIO_S", 1.5)
     # /trailer's 3 s of audio hold the cut off until 4.5 s: 8 s leave room for the next
     run = Run(HttpSource(station.url(path), initial_backoff_s=0.1, max_backoff_s=0.2),
-              seconds=8.0)
+              seconds=8.0, until=lambda run: station.paths().count(path) >= 2)
     reasons = [error for state, error, _ in run.calls if state == "reconnecting"]
     assert reasons and all(r.startswith("no audio for 1.5 s") for r in reasons), run.calls
     assert station.paths().count(path) >= 2  # cut, and made again
