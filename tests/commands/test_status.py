@@ -84,9 +84,9 @@ def test_status_says_when_no_daemon_answers_or_the_token_is_wrong(radio_daemon, 
     assert f"no reply from the control socket at {nobody}" in err
     assert "is the daemon running" in err
     # waited for: the message gives the whole wait (it gave the last attempt's 200 ms)
-    assert main(["status", "--control", nobody, "--wait", "3"]) == 1
+    assert main(["status", "--control", nobody, "--wait", "2.2"]) == 1
     err = capsys.readouterr().err
-    assert f"no reply from the control socket at {nobody} within 3 s (--wait)" in err, err
+    assert f"no reply from the control socket at {nobody} within 2.2 s (--wait)" in err, err
     err_out = io.StringIO()
     assert run_status(radio_daemon.control.endpoint, token="x" * 40, out=io.StringIO(),
                       err=err_out) == 1

@@ -90,7 +90,8 @@ def _record(url: str, script) -> Station:
     engine = schema.create_db_engine(url)
     schema.upgrade(engine)
     station = Station()
-    recorder = Recorder(engine, station.endpoint).start()
+    # blocks written half a second after their first window, not once the streams are quiet
+    recorder = Recorder(engine, station.endpoint, max_block_age_s=0.5).start()
     try:
         await_subscribed(station, engine)
         script(station)
@@ -376,9 +377,10 @@ def test_retention_while_the_recorder_writes_deletes_only_what_is_old(tmp_path):
     schema.upgrade(engine)
     now = time.time()
     station = Station()
+    # blocks written half a second after their first window, not once the streams are quiet
     recorder = Recorder(engine, station.endpoint, retention=Retention(windows=3600,
                                                                         rollups=7200),
-                        retention_every_s=0.1).start()
+                        retention_every_s=0.1, max_block_age_s=0.5).start()
     try:
         await_subscribed(station, engine)
         for round_ in range(4):  # the streams interleaved, so expiry meets fresh writes

@@ -28,6 +28,10 @@ from streamtag.history.recorder import Recorder
 from streamtag.history.retention import Retention, expire
 from tests.history.test_blocks import REVISIONS, _at_revision, _windows_at
 
+# A recorder's blocks written half a second after their first window (not once their stream
+# has been quiet for 2 s): the waits for what was sent end sooner.
+BLOCK_AGE_S = 0.5
+
 
 @pytest.fixture
 def pg_url(postgres):
@@ -151,7 +155,8 @@ def test_a_recorder_across_midnights_keeps_each_day_in_its_partition(pg_url):
     tomorrow = BLOCKS.start(now) + DAY_S
     past = BLOCKS.start(now) - 3 * DAY_S
     station = Station()
-    recorder = Recorder(engine, station.endpoint, retention_every_s=0.1).start()
+    recorder = Recorder(engine, station.endpoint, retention_every_s=0.1,
+                        max_block_age_s=BLOCK_AGE_S).start()
     try:
         await_subscribed(station, engine)
         station.play("ahead", range(0, 240), tomorrow - 120)
@@ -190,7 +195,8 @@ def test_a_login_that_may_not_make_partitions_loses_nothing_and_is_told_so(pg_ur
     station = Station()
     caplog.set_level(logging.WARNING, "streamtag.history.partitions")
     recorder = Recorder(engine, station.endpoint, retention=Retention(
-        windows=2 * DAY_S, rollups=60 * DAY_S), retention_every_s=0.1).start()
+        windows=2 * DAY_S, rollups=60 * DAY_S), retention_every_s=0.1,
+        max_block_age_s=BLOCK_AGE_S).start()
     try:
         await_subscribed(station, engine)
         for stream, t0 in (("late", late), ("old", now - 5 * DAY_S),
@@ -241,7 +247,7 @@ def test_retention_while_the_recorder_writes_drops_only_expired_partitions(pg_ur
     sa.event.listen(engine, "before_cursor_execute", deleting)
     station = Station()
     recorder = Recorder(engine, station.endpoint, retention=keep,
-                        retention_every_s=0.1).start()
+                        retention_every_s=0.1, max_block_age_s=BLOCK_AGE_S).start()
     try:
         await_subscribed(station, engine)
         starts = {"ancient": now - 100 * DAY_S, "old": now - 5 * DAY_S,

@@ -426,7 +426,9 @@ def test_a_killed_recorder_loses_only_what_was_published_while_down_and_stores_i
     streams = ("radio-1", "radio-2")
     control = ControlServer("tcp://127.0.0.1:*",
                             {"snapshot": _snapshot_handler(station, streams)}).start()
-    args = ("record", "--connect", endpoint, "--control", control.endpoint, "--db", url)
+    # --block-s: each wait for what was sent ends once its windows' block is written
+    args = ("record", "--connect", endpoint, "--control", control.endpoint, "--db", url,
+            "--block-s", "0.5")
     recorder = run_streamtag(*args, popen=True)
     try:
         await_subscribed(station, engine)
@@ -504,7 +506,8 @@ def test_a_database_stopped_under_load_loses_nothing_that_fit_the_queue(postgres
     engine = schema.create_db_engine(postgres.url)
     schema.upgrade(engine)
     station = Station()
-    recorder = Recorder(engine, station.endpoint, queue_size=20_000, max_backoff_s=0.5)
+    recorder = Recorder(engine, station.endpoint, queue_size=20_000, max_backoff_s=0.5,
+                        max_block_age_s=0.5)
     recorder.start()
     metrics = RecorderMetrics(recorder, 0)
     try:
@@ -543,7 +546,7 @@ def test_what_overflows_the_queue_is_counted_reported_and_stored_as_a_gap(postgr
     schema.upgrade(engine)
     station = Station()
     recorder = Recorder(engine, station.endpoint, queue_size=100, batch_size=50,
-                        max_backoff_s=0.5)
+                        max_backoff_s=0.5, max_block_age_s=0.5)
     recorder.start()
     metrics = RecorderMetrics(recorder, 0)
     try:
