@@ -656,7 +656,7 @@ def test_with_keys_the_workers_publish_to_a_keyed_proxy_and_the_supervisor_still
 
 def test_exit_when_done_ends_the_run_once_every_workers_streams_have_ended(tmp_path):
     audio = tmp_path / "short.flac"
-    write_audio(audio, music_like(3.0, 16000, seed=5), 16000)
+    write_audio(audio, music_like(1.5, 16000, seed=5), 16000)
     publish = f"tcp://127.0.0.1:{free_port()}"
     ids = [f"f{i}" for i in range(4)]
     assert {shard_of(sid, 2) for sid in ids} == {0, 1}
