@@ -718,7 +718,7 @@ class _Feed:
              "--backend", self.backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             cwd=tempfile.gettempdir())
         self.audio = tmp_path / "honest.flac"
-        write_audio(self.audio, music_like(3.0, 44100, seed=3), 44100)
+        write_audio(self.audio, music_like(1.5, 44100, seed=3), 44100)
         config = make_config(tiny_model_file(tmp_path / "tiny.pt"), tmp_path,
                              publish=PublishConfig(endpoint=self.frontend, connect=True,
                                                    heartbeat_s=0.1))
@@ -730,7 +730,7 @@ class _Feed:
         self.forger.connect(self.frontend)
 
     def add_source(self, stream: str) -> None:
-        """A stream of three seconds of music at real speed, titled by its id."""
+        """A stream of 1.5 s of music at real speed, titled by its id."""
         from streamtag.wire.control import control_request
 
         reply = control_request(self.daemon.control.endpoint, {
@@ -863,7 +863,7 @@ def test_a_forged_feed_cannot_grow_the_dashboard_past_its_bounds(forged_feed, tm
         assert len(views) <= MAX_STREAMS
 
 
-@pytest.mark.slow  # 9 s; the dashboard's and the recorder's run by default
+@pytest.mark.slow  # 6 s; the dashboard's and the recorder's run by default
 def test_a_forged_feed_cannot_grow_listen_tracks(forged_feed, tmp_path):
     with _reader(tmp_path, "listen", "listen", forged_feed.backend,
                  "--tracks") as (proc, out, _):
