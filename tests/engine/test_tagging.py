@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 
 import numpy as np
 import pytest
-from support.helpers import run_streamtag, tiny_model_file
+from support.helpers import run_streamtag, stop_process, tiny_model_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -64,24 +65,41 @@ def test_segments_follow_events_and_summary_follows_window_means(setup):
     assert sum(r["kind"] == "segment" for r in rows) == len(one.segments) + len(two.segments)
 
 
+def run_side_by_side(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Each ``streamtag`` command run as a user would (run_streamtag), all started at once."""
+    started = [run_streamtag(*args, popen=True) for args in commands]
+    done = []
+    try:
+        for proc in started:
+            out, err = proc.communicate(timeout=120)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    finally:
+        for proc in started:
+            stop_process(proc)
+    return done
+
+
 def test_tag_command_json_and_exit_code(setup):
     root, model_path = setup
-    done = run_streamtag("tag", str(root / "two.flac"), "--model", str(model_path),
-                         "--device", "cpu", "--json", timeout=120)
+    model = ("--model", str(model_path), "--device", "cpu")
+    # the three runs side by side: each spends most of its time starting
+    good, broken, missing = run_side_by_side(
+        ("tag", str(root / "two.flac"), *model, "--json"),
+        ("tag", str(root / "broken.mp3"), *model),
+        ("tag", str(root / "missing.mp3"), str(root / "two.flac"), *model, "--json"))
+    done = good
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.splitlines()[0])
     assert record["path"].endswith("two.flac") and record["windows"] > 0
     assert set(record["mean_scores"]) == {"calm", "loud", "bright", "dark"}
-    done = run_streamtag("tag", str(root / "broken.mp3"), "--model", str(model_path),
-                         "--device", "cpu", timeout=120)
+    done = broken
     assert done.returncode == 1 and done.stdout == ""  # the error is said on stderr
     # FFmpeg's reason in words, with what to check, and not its error number
     assert "FFmpeg does not recognise it as audio" in done.stderr, done.stderr
     assert "check that it is an audio file" in done.stderr and "Errno" not in done.stderr
     assert "Traceback" not in done.stderr and "sink failed" not in done.stderr, done.stderr
     # a file that is not there: said, the other file tagged, and no traceback for it
-    done = run_streamtag("tag", str(root / "missing.mp3"), str(root / "two.flac"), "--model",
-                         str(model_path), "--device", "cpu", "--json", timeout=120)
+    done = missing
     assert done.returncode == 1
     missing, two = (json.loads(line) for line in done.stdout.splitlines())
     assert "no such file" in missing["error"] and two["windows"] > 0
