@@ -908,8 +908,10 @@ def test_a_forged_feed_cannot_grow_the_recorder_or_its_database(forged_feed, tmp
             before, size_before = _proc_kb(proc.pid, "VmRSS"), db_bytes()
             forged_feed.forge()
             forged_feed.add_source("honest-after")
-            wait_until(lambda: stored("honest-after", schema.tracks), 60,
-                       "the recorder to store the daemon's track after the flood",
+            # its windows' block may be written after its track (--block-s 1)
+            wait_until(lambda: stored("honest-after", schema.tracks)
+                       and windows("honest-after") >= 1, 60,
+                       "the recorder to store the daemon's track and windows after the flood",
                        interval=0.2)
             grown = _grown_mb(proc, before)
             db_grown = (db_bytes() - size_before) / 1e6
