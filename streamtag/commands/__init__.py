@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -32,6 +33,8 @@ EXIT_FAILED = 1
 # What a file argument of "-" means: standard input.
 STDIN = "-"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How often a wait on a signalled event looks whether a signal came (SignalEvent)
+SIGNAL_POLL_S = 0.1
 
 
 # Names listed where one asked for is unknown (streams a database or a daemon has)
@@ -124,6 +127,37 @@ def stdin_as_file(name: str) -> Iterator[str]:
         yield str(path)
 
 
+class SignalEvent(threading.Event):
+    """A threading.Event that a signal handler may set (``signal``). Python runs a handler in
+    the main thread between two bytecodes, possibly while that thread holds the event's own
+    lock (entering or leaving ``wait``): ``set`` there would wait for that lock for ever. So
+    the handler only raises a flag, and ``wait`` looks at it every SIGNAL_POLL_S."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signalled = False
+
+    def signal(self) -> None:
+        """Sets the event without taking a lock: the one way for a signal handler."""
+        self.signalled = True
+
+    def is_set(self) -> bool:
+        return self.signalled or super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.signalled:
+                super().set()  # outside the handler: wakes every waiter at once
+                return True
+            left = SIGNAL_POLL_S if deadline is None else min(SIGNAL_POLL_S,
+                                                              deadline - time.monotonic())
+            if left <= 0:
+                return super().is_set()
+            if super().wait(left):
+                return True
+
+
 @contextlib.contextmanager
 def stop_on_signals(on_repeat: Callable[[], None] | None = None) -> Iterator[threading.Event]:
     """An event that SIGINT or SIGTERM sets while the block runs (Ctrl-C, or an orchestrator
@@ -133,12 +167,12 @@ def stop_on_signals(on_repeat: Callable[[], None] | None = None) -> Iterator[thr
     Python runs signal handlers in the main thread only; elsewhere none is installed and only
     the caller sets the event.
     """
-    stop = threading.Event()
+    stop = SignalEvent()
 
     def handle(signum: int, frame: object) -> None:
         if stop.is_set() and on_repeat is not None:
             on_repeat()
-        stop.set()
+        stop.signal()
 
     previous = {}
     try:

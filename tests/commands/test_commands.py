@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -59,6 +61,26 @@ def test_a_second_signal_calls_on_repeat(previous_handlers):
         assert repeats == []
         os.kill(os.getpid(), signal.SIGINT)
         assert _wait_for(lambda: repeats == [1])
+
+
+def test_a_signal_while_the_main_thread_holds_the_event_s_lock_still_stops_it():
+    # Python runs the handler between two bytecodes of the main thread: here, as when Ctrl-C
+    # lands while `stop.wait()` is being entered, inside the event's own lock. A handler that
+    # took that lock waited for itself for ever (`streamtag demo --dashboard` hung on Ctrl-C).
+    script = """
+import os, signal
+from streamtag.commands import stop_on_signals
+with stop_on_signals() as stop:
+    with stop._cond:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # bytecodes for the handler to run between
+            pass
+    assert stop.wait(5), "the signal did not set the event"
+print("stopped")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
 
 
 def test_the_handlers_come_back_when_the_block_raises(previous_handlers):
