@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import http.server
 import importlib.util
+import os
 import random
 import socket
 import subprocess
@@ -147,17 +148,28 @@ def _outside_ephemeral() -> list[range]:
     return [r for r in ranges if len(r) >= 1000]
 
 
+def _worker_share() -> tuple[int, int]:
+    """(this pytest-xdist worker's number, the number of workers); (0, 1) in one process."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return (int(name[2:]) if name[2:].isdigit() else 0) % max(count, 1), max(count, 1)
+
+
 def free_port() -> int:
     """A port nobody listens on, for a server the test starts later.
 
     Asking the kernel for port 0 would give a port from its ephemeral range; once released, that
     port can become the local end of any outgoing connection (ffmpeg feeding Icecast, a proxy's
     upstream) before the test's server binds it. So the port comes from outside that range, and
-    no port is handed out twice in one test run."""
+    no port is handed out twice in one test run: each worker process of the run hands out its
+    own share of the ports (those equal to its number modulo the number of workers)."""
     ranges = _outside_ephemeral()
+    worker, workers = _worker_share()
     for _ in range(500):
         if ranges:
             port = random.choice(random.choice(ranges))
+            if port % workers != worker:
+                continue
         else:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
