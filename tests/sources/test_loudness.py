@@ -269,7 +269,7 @@ def test_a_daemon_publishes_serves_and_reports_loudness(tmp_path):
     daemon, sub = started(config)
     try:
         daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True,
-                                                                 "speed": 4.0}))
+                                                                 "speed": 8.0}))
         messages = collect(sub, {"radio"})
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             metrics = reply.read().decode()
