@@ -30,14 +30,15 @@ from tests.web.test_server import (  # noqa: E402
     DashboardThread,
 )
 
-# The alpha of the live timeline's pixel in the "calm" row (its first) about two seconds ago
-# (the page's timeline: 150 px of labels, rows of 34 px from y 4, one bin a second of 60 s).
+# The alpha of the live timeline's pixel in the "calm" row (its first) 1.5 s ago, in a bin
+# whole by then (the page's timeline: 150 px of labels, rows of 34 px from y 4, one bin a
+# second of 60 s).
 CALM_RECENTLY = """() => {
     const c = document.querySelector('section.panel[data-stream="room"] .timeline canvas');
     const ratio = window.devicePixelRatio || 1;
     const width = c.width / ratio;
     const bin = (width - 150 - 6) / 60;
-    const x = Math.round((width - 6 - 2.5 * bin) * ratio);
+    const x = Math.round((width - 6 - 1.5 * bin) * ratio);
     return c.getContext('2d').getImageData(x, Math.round(21 * ratio), 1, 1).data[3]; }"""
 
 

@@ -31,7 +31,7 @@ def test_page_shows_the_short_term_loudness(browser, closing, tmp_path):
     model = tiny_model_file(tmp_path / "tiny.pt", window=64, hop=16)
     daemon, page, errors = real_daemon_page(
         browser, closing, with_overrides(make_config(model, tmp_path), loudness=True))
-    daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True, "speed": 2.0}))
+    daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True, "speed": 4.0}))
     level = page.locator('section.panel[data-stream="radio"] .level-value')
     # the first 3 s have no short-term loudness yet: the level alone, then both
     expect(level).to_have_text(re.compile(r"^-\d+ dBFS · -\d+\.\d LUFS$"),

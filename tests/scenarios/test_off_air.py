@@ -74,7 +74,7 @@ def test_an_outage_ends_in_the_log_within_its_stated_bound_of_the_station_s_retu
             wait_until(lambda: recorder.stats.received["heartbeat"] > 0, 10,
                        "the recorder to hear the daemon")
             daemon.add_source(SourceConfig("radio", server.url))
-            wait_until(lambda: windows(engine) >= 5, 60, "windows of the station")
+            wait_until(lambda: windows(engine) >= 2, 60, "windows of the station")
             stopped_at = time.time()
             feeder.stop()
             wait_until(lambda: statuses(engine, "reconnecting"), 30, "the loss to be noticed")

@@ -29,23 +29,27 @@ from streamtag.history.recorder import Recorder
 from streamtag.sources import FileSource
 
 LINK_S = 2.5
+# the links of the default mount test: still several of the test model's windows each
+MOUNT_LINK_S = 1.5
 PIECES = (("Alpha Band", "Morning Song"), ("Beta Duo", "It's Noon; \"quoted\""),
           ("Gamma", "Night Piece"))
 CODECS = {"vorbis": ("libvorbis", 44100), "opus": ("libopus", 48000)}
 STATION = "Chained Test FM"
 
 
-def encode_links(directory: Path, codec: str) -> list[Path]:
-    """One Ogg file per piece, encoded by ffmpeg with the piece's TITLE and ARTIST."""
+def encode_links(directory: Path, codec: str, seconds: float = LINK_S,
+                 count: int = len(PIECES)) -> list[Path]:
+    """One Ogg file of ``seconds`` per piece (the first ``count`` pieces), encoded by ffmpeg
+    with the piece's TITLE and ARTIST."""
     encoder, rate = CODECS[codec]
     links = []
-    for i, (artist, title) in enumerate(PIECES):
+    for i, (artist, title) in enumerate(PIECES[:count]):
         path = directory / f"link{i}.ogg"
         subprocess.run(
             ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-             "-i", f"sine=frequency={220 * (i + 1)}:sample_rate={rate}:duration={LINK_S}",
+             "-i", f"sine=frequency={220 * (i + 1)}:sample_rate={rate}:duration={seconds}",
              "-f", "lavfi", "-i", f"anoisesrc=amplitude=0.{i + 1}:sample_rate={rate}:"
-             f"duration={LINK_S}", "-filter_complex", "amix=inputs=2", "-ac", "2",
+             f"duration={seconds}", "-filter_complex", "amix=inputs=2", "-ac", "2",
              "-c:a", encoder, "-metadata", f"TITLE={title}", "-metadata", f"ARTIST={artist}",
              "-f", "ogg", str(path)], check=True, timeout=60)
         links.append(path)
@@ -56,8 +60,9 @@ class OggSourceClient:
     """Sends Ogg links to an Icecast mount one after the other (a chained stream), each at its
     playing speed, over one source connection (HTTP PUT)."""
 
-    def __init__(self, port: int, password: str, mount: str, links: list[Path]) -> None:
-        self.links = links
+    def __init__(self, port: int, password: str, mount: str, links: list[Path],
+                 link_s: float = LINK_S) -> None:
+        self.links, self.link_s = links, link_s
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         auth = base64.b64encode(f"source:{password}".encode()).decode()
         self.sock.sendall((f"PUT {mount} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -86,7 +91,7 @@ class OggSourceClient:
             if not self.go.wait(30):
                 raise TimeoutError("the test never released the source client")
             for data in (path.read_bytes() for path in self.links):
-                per_s = len(data) / LINK_S
+                per_s = len(data) / self.link_s
                 start, sent = time.monotonic(), skip
                 skip = 0
                 while sent < len(data):
@@ -100,7 +105,7 @@ class OggSourceClient:
 
     def join(self) -> None:
         if self.thread is not None:
-            self.thread.join(LINK_S * len(self.links) + 10)
+            self.thread.join(self.link_s * len(self.links) + 10)
 
 
 def mount_answers(url: str) -> bool:
@@ -119,13 +124,14 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
                                                                          tmp_path):
     from support.servers import icecast_server
 
-    links = encode_links(tmp_path, codec)
+    links = encode_links(tmp_path, codec, MOUNT_LINK_S)
     expected = [f"{artist} - {title}" for artist, title in PIECES]
     db = schema.create_db_engine(f"sqlite:///{tmp_path / 'history.db'}")
     schema.upgrade(db)
     with icecast_server() as (icecast, _log):
         icecast.mount = "/radio.ogg"
-        client = OggSourceClient(icecast.port, icecast.password, icecast.mount, links)
+        client = OggSourceClient(icecast.port, icecast.password, icecast.mount, links,
+                                 MOUNT_LINK_S)
         daemon = sub = recorder = None
         try:
             # The daemon and the recorder first: the links play in real time, and the daemon
@@ -150,7 +156,7 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
 
             wait_until(daemon_listens, 8, "the daemon to listen to the mount", interval=0.05)
             client.release()
-            got = [m for m in collect(sub, {"chained"}, timeout_s=LINK_S * 3 + 30)
+            got = [m for m in collect(sub, {"chained"}, timeout_s=MOUNT_LINK_S * 3 + 30)
                    if m.header.stream == "chained"]
             client.join()
             assert client.error is None
@@ -174,7 +180,7 @@ def test_a_chained_ogg_mount_is_recorded_as_one_titled_track_per_link(codec, mod
     # (an Ogg link's granule position says so; protocol 1.5), its own title's status too.
     assert [t.heard_from_start for t in tracks] == [True, True, True]
     # Each link is one piece: the middle one lasts the link's length.
-    assert tracks[1].end_s - tracks[1].start_s == pytest.approx(LINK_S, abs=0.3)
+    assert tracks[1].end_s - tracks[1].start_s == pytest.approx(MOUNT_LINK_S, abs=0.3)
     statuses = [m.body for m in got if m.msg_type == "status" and m.body.state == "running"]
     assert any(s.station == STATION for s in statuses), statuses
     with db.connect() as conn:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -39,9 +38,14 @@ from streamtag.commands.record import record
 from streamtag.daemon.config import SourceConfig
 from streamtag.daemon.daemon import Daemon
 from streamtag.history import schema
-from tests.scenarios.test_ogg_titles import encode_links
+from tests.scenarios.test_ogg_titles import LINK_S, encode_links
 
 # -- the recorder: permanent errors stop it, transient ones are waited out ---------------------
+
+
+# Windows written half a second after they arrive, not when their stream has been quiet for
+# 2 s: what these tests wait for is stored sooner, and no less of it.
+BLOCK_S = ("--block-s", "0.5")
 
 
 def record_in_thread(argv: list[str]) -> tuple[threading.Thread, threading.Event, list[int]]:
@@ -137,7 +141,7 @@ def test_record_waits_for_a_postgresql_server_that_is_down_then_records(postgres
         with caplog.at_level(logging.DEBUG, logger="streamtag.history.recorder"):
             thread, stop, status = record_in_thread(["--connect", station.endpoint,
                                                      "--db", postgres_pw.url,
-                                                     "--max-backoff-s", "0.5"])
+                                                     "--max-backoff-s", "0.5", *BLOCK_S])
             wait_until(lambda: sum("retrying in" in r.getMessage() for r in caplog.records)
                        >= 3, 30, "the recorder to retry")
             said = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -175,7 +179,7 @@ def test_a_login_refused_in_mid_run_is_an_error_with_the_fix_and_loses_no_messag
     stored = sa.create_engine(postgres_pw.url.replace("/postgres", "/pwdb"))
     station = Station()
     thread, stop, status = record_in_thread(["--connect", station.endpoint, "--db", db,
-                                             "--max-backoff-s", "0.5"])
+                                             "--max-backoff-s", "0.5", *BLOCK_S])
     try:
         wait_until(lambda: schema_ready(stored), 30, "the recorder's schema")
         await_subscribed(station, stored)
@@ -222,8 +226,8 @@ def schema_ready(engine) -> bool:
 
 
 def test_a_station_s_failure_is_logged_once_per_change(model_path, tmp_path, caplog):
-    link = encode_links(tmp_path, "vorbis")[0]
-    station = OggStation(link.read_bytes(), 2.5, serving=False)  # 404 until served
+    link = encode_links(tmp_path, "vorbis", count=1)[0]
+    station = OggStation(link.read_bytes(), LINK_S, serving=False)  # 404 until served
     daemon, sub = started(make_config(model_path, tmp_path))
     try:
         with caplog.at_level(logging.WARNING, logger="streamtag.daemon.daemon"):
@@ -259,7 +263,7 @@ def test_a_station_s_failure_is_logged_once_per_change(model_path, tmp_path, cap
 
 
 def test_listen_control_waits_for_a_daemon_that_starts_later(model_path, tmp_path, capsys):
-    link = encode_links(tmp_path, "opus")[0]
+    link = encode_links(tmp_path, "opus", count=1)[0]
     config = make_config(model_path, tmp_path, sources=(
         SourceConfig("song", f"file:{link}", {"realtime": True}),))
     out = io.StringIO()
@@ -267,14 +271,22 @@ def test_listen_control_waits_for_a_daemon_that_starts_later(model_path, tmp_pat
         "endpoint": config.publish.endpoint, "tracks": True, "out": out, "count": 1,
         "duration": 60.0, "control": config.control.endpoint, "wait_s": 60.0})
     listener.start()
-    time.sleep(3.0)  # longer than one request's 2 s: the listener has asked again meanwhile
-    daemon = Daemon(config).start()
+    said: list[str] = []
+
+    def waiting() -> bool:  # said once its first request (2 s) went unanswered
+        said.append(capsys.readouterr().err)
+        return "no answer from the daemon's control socket" in "".join(said)
+
     try:
-        listener.join(60)
+        wait_until(waiting, 30, "listen to say it waits for the daemon", interval=0.05)
     finally:
-        daemon.stop()
+        daemon = Daemon(config).start()  # it answers the request asked again since
+        try:
+            listener.join(60)
+        finally:
+            daemon.stop()
     assert not listener.is_alive()
-    err = capsys.readouterr().err
+    err = "".join(said) + capsys.readouterr().err
     assert f"no answer from the daemon's control socket at {config.control.endpoint} yet; " \
            "waiting up to 60 s (--wait)" in err
     assert "no current titles" not in err

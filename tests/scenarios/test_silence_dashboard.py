@@ -62,12 +62,13 @@ def test_page_shows_the_level_and_silent_since(browser, closing, tmp_path):
     from playwright.sync_api import expect
 
     path = tmp_path / "gap.flac"
-    write_audio(path, music_with_a_gap(8, 20, 10), RATE)
+    write_audio(path, music_with_a_gap(16, 30, 20), RATE)
     model = tiny_model_file(tmp_path / "tiny.pt", window=128, hop=32,
                             thresholds=(0.01, 0.01, 0.01, 0.01))
     daemon, page, errors = real_daemon_page(browser, closing, make_config(model, tmp_path))
-    # Real time, four times as fast: 8 s of music, 20 s of silence, 10 s of music in 9.5 s.
-    daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True, "speed": 4.0}))
+    # Real time, eight times as fast: 16 s of music (2 s to see it), 30 s of silence (dead
+    # air after 10 s of it, then 2.5 s to see that), 20 s of music.
+    daemon.add_source(SourceConfig("radio", f"file:{path}", {"realtime": True, "speed": 8.0}))
     panel = page.locator('section.panel[data-stream="radio"]')
     level = panel.locator(".level-value")
     expect(level).to_have_text(re.compile(r"^-\d+ dBFS$"), timeout=WAIT_S * 1000)
@@ -81,8 +82,8 @@ def test_page_shows_the_level_and_silent_since(browser, closing, tmp_path):
     since = shown.replace(hour=int(found[1]), minute=int(found[2]), second=int(found[3]),
                           microsecond=0)
     # The "on" came once the silence had lasted 10 s of audio; the page dates its start that
-    # much before the message arrived (true for a live stream; this one plays four times as
-    # fast, so the page says 10 s, not the 2.5 s of wall clock it took).
+    # much before the message arrived (true for a live stream; this one plays eight times as
+    # fast, so the page says 10 s, not the 1.25 s of wall clock it took).
     assert 9 <= (shown - since).total_seconds() <= 13, (shown, since)
     expect(level).to_have_text("silence")
     expect(panel.locator(".tile.none")).to_have_text("no active tag")

@@ -206,7 +206,10 @@ def icecast_server():
             assert icecast.poll() is None, (directory / "processes.log").read_text()
             yield server, log
         finally:
-            stop_process(icecast)
+            # killed, not asked to stop: it takes over a second to end on SIGTERM, and
+            # nothing of it is kept
+            icecast.kill()
+            icecast.wait(5)
     finally:
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
