@@ -222,15 +222,26 @@ class Feeder:
         self.server, self.mp3, self.log = server, mp3, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Starts ffmpeg and waits for the mount to be live; an ffmpeg that ends before it is
+        (refused by a server still starting, on a busy machine) is started again."""
         s = self.server
-        self.proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-             "-stream_loop", "-1", "-i", str(self.mp3), "-c:a", "libmp3lame", "-b:a", "128k",
-             "-content_type", "audio/mpeg", "-ice_name", "streamtag test", "-f", "mp3",
-             f"icecast://source:{s.password}@127.0.0.1:{s.port}{s.mount}"],
-            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
-        wait_until(s.mount_is_live, 10, "ffmpeg to feed the icecast mount")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.proc = subprocess.Popen(
+                ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
+                 "-stream_loop", "-1", "-i", str(self.mp3), "-c:a", "libmp3lame", "-b:a",
+                 "128k", "-content_type", "audio/mpeg", "-ice_name", "streamtag test", "-f",
+                 "mp3", f"icecast://source:{s.password}@127.0.0.1:{s.port}{s.mount}"],
+                stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if s.mount_is_live():
+                    return
+                time.sleep(0.05)
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for ffmpeg to feed "
+                                     "the icecast mount")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         if self.proc is not None:
