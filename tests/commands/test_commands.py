@@ -8,12 +8,11 @@ from __future__ import annotations
 import ast
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from support.helpers import run_python
 
 from streamtag.commands import EXIT_USAGE, STOP_SIGNALS, stop_on_signals
 
@@ -78,9 +77,7 @@ with stop_on_signals() as stop:
     assert stop.wait(5), "the signal did not set the event"
 print("stopped")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
-    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
+    assert run_python(script, timeout=60).strip() == "stopped"
 
 
 def test_the_handlers_come_back_when_the_block_raises(previous_handlers):
