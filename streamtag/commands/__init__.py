@@ -144,6 +144,10 @@ class SignalEvent(threading.Event):
     def is_set(self) -> bool:
         return self.signalled or super().is_set()
 
+    def clear(self) -> None:
+        self.signalled = False
+        super().clear()
+
     def wait(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
