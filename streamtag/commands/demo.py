@@ -137,9 +137,10 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
                     "realtime": True, "speed": 1.0 if realtime else speed}))
                 _print_until_ended(sub, out, color, segments)
             if dashboard:  # the page stays for a look at the piece's course
-                print("  the piece has ended; the dashboard stays up until Ctrl-C", file=out,
-                      flush=True)
+                # Ctrl-C is taken as "stop" before the line invites it
                 with stop_on_signals() as stop:
+                    print("  the piece has ended; the dashboard stays up until Ctrl-C",
+                          file=out, flush=True)
                     stop.wait()
         finally:
             stop_dashboard.set()
