@@ -18,7 +18,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from support.helpers import free_port, run_python, run_streamtag, stop_process, wait_until
+from support.helpers import (
+    free_port,
+    run_python,
+    run_side_by_side,
+    run_streamtag,
+    stop_process,
+    wait_until,
+)
 
 from streamtag import __version__
 from streamtag.audio.files import write_audio
@@ -240,20 +247,11 @@ def test_every_command_s_failure_is_listed():
 def failed():
     """Each failing command's (exit code, stdout, stderr), all started at once: a command that
     asks a daemon that is not there waits its whole control timeout (2 s) before failing."""
-    started = {}
-    for command, argv in FAILING.items():
-        if argv:
-            argv = [arg.format(port=free_port()) for arg in argv]
-            started[command] = run_streamtag(*command.split(), *argv, popen=True)
-    ended = {}
-    try:
-        for command, proc in started.items():
-            out, err = proc.communicate(timeout=120)
-            ended[command] = (proc.returncode, out, err)
-    finally:
-        for proc in started.values():
-            stop_process(proc)
-    return ended
+    commands = {command: (*command.split(), *(arg.format(port=free_port()) for arg in argv))
+                for command, argv in FAILING.items() if argv}
+    done = run_side_by_side(*commands.values())
+    return {command: (d.returncode, d.stdout, d.stderr)
+            for command, d in zip(commands, done, strict=True)}
 
 
 @pytest.mark.parametrize("command", sorted(c for c, argv in FAILING.items() if argv))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 
 import numpy as np
 import pytest
-from support.helpers import run_streamtag, stop_process, tiny_model_file
+from support.helpers import run_side_by_side, tiny_model_file
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.testsignals import music_like
@@ -65,24 +64,9 @@ def test_segments_follow_events_and_summary_follows_window_means(setup):
     assert sum(r["kind"] == "segment" for r in rows) == len(one.segments) + len(two.segments)
 
 
-def run_side_by_side(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
-    """Each ``streamtag`` command run as a user would (run_streamtag), all started at once."""
-    started = [run_streamtag(*args, popen=True) for args in commands]
-    done = []
-    try:
-        for proc in started:
-            out, err = proc.communicate(timeout=120)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    finally:
-        for proc in started:
-            stop_process(proc)
-    return done
-
-
 def test_tag_command_json_and_exit_code(setup):
     root, model_path = setup
     model = ("--model", str(model_path), "--device", "cpu")
-    # the three runs side by side: each spends most of its time starting
     good, broken, missing = run_side_by_side(
         ("tag", str(root / "two.flac"), *model, "--json"),
         ("tag", str(root / "broken.mp3"), *model),

@@ -10,14 +10,13 @@ from __future__ import annotations
 import collections
 import json
 import math
-import re
 import signal
 import time
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from support.helpers import free_port, http_get, run_streamtag, stop_process, wait_until
+from support.helpers import free_port, run_streamtag, stop_process, wait_until
 from support.history_programme import play_session
 from support.history_station import (
     MODEL,
@@ -25,6 +24,7 @@ from support.history_station import (
     Station,
     await_subscribed,
     keys,
+    scrape_received,
     stored_keys,
     stored_windows,
     table_rows,
@@ -424,15 +424,6 @@ def test_windows_a_killed_recorder_held_in_memory_are_a_gap_once_it_is_back(tmp_
     metrics_port = free_port()
     recorder = run_streamtag(*args, "--metrics-port", str(metrics_port), popen=True)
 
-    def received_scores() -> float:
-        try:
-            text = http_get(metrics_port, "/metrics")[1]
-        except OSError:
-            return 0.0
-        found = re.search(r'^streamtag_record_received_messages_total\{msg_type="scores"\} '
-                          r"(\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
-
     try:
         await_subscribed(station, engine)
         minute = (int(time.time() // 60) + 2) * 60.0
@@ -442,7 +433,8 @@ def test_windows_a_killed_recorder_held_in_memory_are_a_gap_once_it_is_back(tmp_
         held = station.play("radio-1", range(20, 60), minute + 5 - 20)
         scores = sum(m.msg_type == "scores" for m in first + held)
         # received, not yet written (a stream's block waits 2 s for more)
-        wait_until(lambda: received_scores() >= scores, 10, "the held windows to be received")
+        wait_until(lambda: scrape_received(metrics_port).get("scores", 0) >= scores, 10,
+                   "the held windows to be received")
         recorder.send_signal(signal.SIGKILL)
         recorder.communicate(timeout=10)
         recorder = run_streamtag(*args, popen=True)

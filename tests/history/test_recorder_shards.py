@@ -6,13 +6,11 @@ heartbeats stored by shard 0 alone."""
 from __future__ import annotations
 
 import collections
-import re
 import time
-import urllib.request
 
 import pytest
 from support.helpers import free_port, run_streamtag, stop_process, wait_until
-from support.history_station import Station, keys, stored_keys, table_rows
+from support.history_station import Station, keys, scrape_received, stored_keys, table_rows
 
 from streamtag.daemon.shard import ShardConfig, shard_of
 from streamtag.history import schema
@@ -106,12 +104,6 @@ def test_recorders_of_three_shards_store_every_message_once_and_gaps_per_stream(
         engine.dispose()
 
 
-def scrape_received(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(
-        r'^streamtag_record_received_messages_total\{msg_type="(\w+)"\} (\S+)$', text, re.M)}
-
-
 @pytest.mark.slow
 def test_three_record_processes_split_a_real_daemons_streams_exactly_once(db_url, tmp_path):
     """A real daemon serving six file streams, three ``streamtag record --shard K/3``
@@ -150,13 +142,8 @@ def test_three_record_processes_split_a_real_daemons_streams_exactly_once(db_url
                                          "spec": str(probe_file), "realtime": True})
                 assert reply["ok"], reply
 
-            def heard_probes() -> bool:
-                try:
-                    return all(scrape_received(p).get("scores", 0) > 0 for p in ports)
-                except OSError:
-                    return False
-
-            wait_until(heard_probes, 60, "each recorder to hear its probe stream", interval=0.2)
+            wait_until(lambda: all(scrape_received(p).get("scores", 0) > 0 for p in ports), 60,
+                       "each recorder to hear its probe stream", interval=0.2)
             for stream, path in files.items():
                 reply = control_request(daemon.control.endpoint,
                                         {"cmd": "add_source", "id": stream,

@@ -111,6 +111,21 @@ def run_streamtag(*args: str, popen: bool = False, **kwargs):
     return subprocess.run(command, capture_output=True, text=True, **kwargs)
 
 
+def run_side_by_side(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Each ``streamtag`` command run as ``run_streamtag`` runs it, all started at once (each
+    spends most of its time starting, or waiting out a timeout)."""
+    started = [run_streamtag(*args, popen=True) for args in commands]
+    done = []
+    try:
+        for proc in started:
+            out, err = proc.communicate(timeout=120)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    finally:
+        for proc in started:
+            stop_process(proc)
+    return done
+
+
 def load_file_module(path: Path, name: str):
     """The Python file at `path` (a benchmark, a data script: no package) loaded as module
     `name`, without putting its folder on sys.path, where its other files would shadow

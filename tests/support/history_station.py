@@ -6,13 +6,14 @@ run on it."""
 from __future__ import annotations
 
 import collections
+import re
 import subprocess
 import time
 import types
 
 import numpy as np
 import sqlalchemy as sa
-from support.helpers import wait_until
+from support.helpers import http_get, wait_until
 
 from streamtag.cli import main
 from streamtag.history import blocks, schema
@@ -145,6 +146,17 @@ def stored_windows(engine) -> list:
 def table_rows(engine, table) -> list:
     with engine.connect() as conn:
         return list(conn.execute(sa.select(table)))
+
+
+def scrape_received(port: int) -> dict[str, float]:
+    """A ``record`` process's messages received per type, from its metrics port (empty while
+    the port does not answer yet)."""
+    try:
+        text = http_get(port, "/metrics")[1]
+    except OSError:
+        return {}
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^streamtag_record_received_messages_total\{msg_type="(\w+)"\} (\S+)$', text, re.M)}
 
 
 def await_subscribed(station: Station, engine, timeout: float = 20.0) -> None:
