@@ -689,11 +689,19 @@ def _round_trip(sock: zmq.Socket[Any], frames: list[bytes], deadline: float, end
     """Sends ``frames`` as one message on the REQ socket and returns the reply's frames, or
     TimeoutError once ``deadline`` has passed."""
     # Wait for a ready connection within the same budget: a peer that is not there yet, or
-    # that refuses our CURVE key, leaves no pipe to send on (send would raise Again).
-    if sock.poll(_left_ms(deadline), zmq.POLLOUT):
-        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+    # that refuses our CURVE key, leaves no pipe to send on (send would raise Again). A refused
+    # key's pipe can also go between the poll and the send (its handshake failing then): the
+    # send raises Again, and the wait goes on until the deadline.
+    while sock.poll(_left_ms(deadline), zmq.POLLOUT):
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            if _left_ms(deadline) == 0:
+                break
+            continue
         if sock.poll(_left_ms(deadline), zmq.POLLIN):
             return sock.recv_multipart(zmq.NOBLOCK)
+        break
     raise TimeoutError(f"no reply from the control socket at {endpoint} within "
                        f"{timeout_ms} ms; is the daemon running, is that its control "
                        "endpoint, (with keys) is this client's key an admin key, and is the "

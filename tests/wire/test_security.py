@@ -61,6 +61,44 @@ def test_only_authorised_clients_hear_or_control_the_daemon(tmp_path, audio_file
         daemon.stop()
 
 
+class _PausingSocket(zmq.Socket):
+    """A socket that pauses after each poll, as a busy machine pauses a thread there."""
+
+    def poll(self, timeout=None, flags=zmq.POLLIN):
+        ready = super().poll(timeout, flags)
+        time.sleep(0.3)
+        return ready
+
+
+class _PausingContext(zmq.Context):
+    _socket_class = _PausingSocket
+
+
+def test_a_refused_key_gets_no_reply_even_if_its_connection_ends_before_it_sends(tmp_path):
+    # A refused CURVE key's connection ends when its handshake fails: a client paused between
+    # seeing the connection ready and sending finds none left. It is told no reply came, as
+    # every refused client is, and is never answered.
+    keys, admins = tmp_path / "keys", tmp_path / "admins"
+    server_public, server_secret = generate_keys(keys, "server")
+    admin_public, _ = generate_keys(keys, "admin")
+    _, stranger_secret = generate_keys(tmp_path / "elsewhere", "stranger")
+    admins.mkdir()
+    (admins / "admin.key").write_bytes(admin_public.read_bytes())
+    config = make_config(tiny_model_file(tmp_path / "tiny.pt"), tmp_path, security=SecurityConfig(
+        str(server_secret), str(admins), admin_keys=str(admins)))
+    daemon = Daemon(config).start()
+    context = _PausingContext()
+    try:
+        for _ in range(3):
+            with pytest.raises(TimeoutError, match="no reply from the control socket"):
+                control_request(daemon.control.endpoint, {"cmd": "ping"}, timeout_ms=1000,
+                                curve=client_curve(server_public, stranger_secret),
+                                context=context)
+    finally:
+        context.term()
+        daemon.stop()
+
+
 def test_keys_generate_command(tmp_path):
     done = run_streamtag("keys", "generate", str(tmp_path), "--name", "venue", timeout=60)
     assert done.returncode == 0, done.stderr
