@@ -394,12 +394,13 @@ def in_own_process(function, *args, **kwargs):
         return pool.submit(function, *args, **kwargs).result()
 
 
-def processes_count(value: str) -> int:
+def processes_count(value: str, device: str) -> int:
     """A ``--processes`` value: a count, or ``auto`` counted (and said) as ``streamtag run
-    --processes auto`` counts it here."""
+    --processes auto --device DEVICE`` counts it here."""
     if value != PROCESSES_AUTO:
         return int(value)
-    return worker_processes(DaemonConfig(processes=PROCESSES_AUTO))
+    return worker_processes(DaemonConfig(processes=PROCESSES_AUTO,
+                                         model=ModelConfig(device=device)))
 
 
 def processes_main(args: argparse.Namespace) -> int:
@@ -410,7 +411,7 @@ def processes_main(args: argparse.Namespace) -> int:
         folder = Path(name)
         model = model_files(args.models[:1], folder)[args.models[0]]
         files = mp3_files(args.streams, args.seconds, folder, distinct=args.files)
-        counts = [processes_count(n) for n in args.processes]
+        counts = [processes_count(n, args.device) for n in args.processes]
         runs: dict[int, list[dict]] = {0: [], **{n: [] for n in counts}}
         max_batch = args.max_batch[0] or None
         for _ in range(args.repeats):
