@@ -13,6 +13,7 @@ list them.)
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -24,9 +25,9 @@ from streamtag.engine.content import CONTENT_KINDS, MUSIC
 from streamtag.history import blocks, tiers
 from streamtag.history.timeparse import Zone
 
-__all__ = ["CONTENT_KINDS", "PERIODS", "QUARTER_S", "by_period", "by_quarter", "carries_tags",
-           "content_bins", "counts", "floor_of", "period_end", "period_label", "period_start",
-           "shares"]
+__all__ = ["CONTENT_KINDS", "PERIODS", "QUARTER_S", "PeriodOf", "by_period", "by_quarter",
+           "carries_tags", "content_bins", "counts", "floor_of", "period_end", "period_label",
+           "period_start", "shares"]
 
 PERIODS = ("hour", "day")
 # Windows are grouped in the database by quarter hour (UTC), then each quarter is given to the
@@ -92,6 +93,21 @@ def period_end(zone: Zone, start: float, period: str) -> float:
     return end if end > start else start + _STEP_S[period]
 
 
+class PeriodOf:
+    """`period_start` of many times in time order: the last period's bounds are kept, so that
+    a year of quarter hours costs the zone's arithmetic once a day, not once a quarter."""
+
+    def __init__(self, zone: Zone, period: str) -> None:
+        self.zone, self.period = zone, period
+        self.start, self.end = math.inf, -math.inf  # no period yet
+
+    def __call__(self, unix_s: float) -> float:
+        if not self.start <= unix_s < self.end:
+            self.start = period_start(self.zone, unix_s, self.period)
+            self.end = period_end(self.zone, self.start, self.period)
+        return self.start
+
+
 def period_label(zone: Zone, start: float, period: str, reference: float) -> str:
     """"2026-11-20 14:00" (with the zone's abbreviation where its offset is not the one at
     `reference`, as in the hour repeated when clocks go back) or "2026-11-20 (Fri)"."""
@@ -141,12 +157,11 @@ def by_period(conn: sa.Connection, streams: Sequence[str] | None, since: float |
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
     groups: dict[tuple[str, float], dict[str, Any]] = {}
-    starts: dict[int, float] = {}
+    period_of = PeriodOf(zone, period)
     for stream, q, kind, n in _quarters(conn, streams, since, until, tier):
-        if q not in starts:
-            starts[q] = period_start(zone, q * QUARTER_S, period)
-        group = groups.setdefault((stream, starts[q]),
-                                  {"stream": stream, "start": starts[q], "windows": 0,
+        start = period_of(q * QUARTER_S)
+        group = groups.setdefault((stream, start),
+                                  {"stream": stream, "start": start, "windows": 0,
                                    "counts": Counter()})
         group["windows"] += n
         if kind is not None:

@@ -377,15 +377,12 @@ def airtime_by_period(conn: sa.Connection, streams: Sequence[str] | None,
     per quarter hour (UTC) and each quarter given to the period it begins in
     (history.content); from the rollups, as `tier` says, a minute lies in one quarter
     (`minutes`: tiers.active_minutes of the range, where read already)."""
-    starts: dict[int, float] = {}
     windows: dict[tuple[str, float], int] = {}
     active: dict[tuple[str, float], dict[str, int]] = {}
+    starts = content.PeriodOf(zone, period)
 
     def period_of(q: int) -> float:
-        start = starts.get(q)
-        if start is None:
-            start = starts[q] = content.period_start(zone, q * content.QUARTER_S, period)
-        return start
+        return starts(q * content.QUARTER_S)
 
     if tier == tiers.ROLLUPS:
         if minutes is None:
