@@ -112,7 +112,7 @@ def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | N
     return out
 
 
-def plain_rows(conn: sa.Connection, statement: sa.Select) -> list[tuple]:
+def plain_rows(conn: sa.Connection, statement: sa.Select) -> Sequence[tuple]:
     """The rows of `statement` as the database driver gives them, plain tuples: for reads of
     numbers and bytes by the hundred thousand (a year of a station's minutes), where a
     SQLAlchemy Row apiece costs more than the read. Only for columns the driver returns as
