@@ -20,13 +20,14 @@ from support.history_station import Station, stored_keys, table_rows
 from streamtag.daemon.shard import ShardConfig, shard_of
 from streamtag.history import schema
 from streamtag.history.recorder import Recorder
-from streamtag.wire.protocol import StatusBody, topic_for
+from streamtag.wire.protocol import SilenceBody, StatusBody, topic_for
 
 SHARDS = 3
 SESSION_A, SESSION_B, SESSION_C = "a" * 32, "b" * 32, "c" * 32  # the daemon's, restart to restart
 BIG_QUEUE = 100_000
 SMALL_QUEUE = 60  # the returning shard recorder's: a burst of 100 windows a stream overflows it
 AWAY = 1  # the shard whose recorder goes away, comes back and overflows
+SYNC_TYPE = "silence"  # the probe's message type: Station.play sends none
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -74,12 +75,16 @@ class Fleet:
 
     def sync(self) -> None:
         """Every recorder has received all sent so far (ZeroMQ keeps a publisher's order: its
-        probe after them), whether it queued or dropped it."""
+        probe after them), whether it queued or dropped it. The probe is the one kind of
+        message nothing else sends (a silence): a status would be counted when one sent before
+        it arrived late, and the recorder stopped with the rest still on the way."""
         here = [i for i in range(len(self.recorders)) if i != self.away]
-        before = {i: self.recorders[i].stats.received.get("status", 0) for i in here}
+        before = {i: self.recorders[i].stats.received.get(SYNC_TYPE, 0) for i in here}
         for i in here:
-            self.station.send(self.probes[i], StatusBody(state="running"))
-        wait_until(lambda: all(self.recorders[i].stats.received.get("status", 0) > before[i]
+            self.station.send(self.probes[i], SilenceBody(
+                state="on", time_s=0.0, sample=0, start_s=0.0, start_sample=0, duration_s=0.0,
+                threshold_dbfs=-50.0))
+        wait_until(lambda: all(self.recorders[i].stats.received.get(SYNC_TYPE, 0) > before[i]
                                for i in here), 30, "the recorders to receive everything sent")
 
     def drained(self) -> None:
