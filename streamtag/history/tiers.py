@@ -112,6 +112,15 @@ def airtime(conn: sa.Connection, streams: Sequence[str] | None, since: float | N
     return out
 
 
+class _ContentTexts(dict):
+    """Rollups' content texts, each parsed once: a minute's content repeats (60 windows of
+    music), and a year holds 525,600 minutes."""
+
+    def __missing__(self, text: str) -> dict[str, int]:
+        parsed = self[text] = json.loads(text)
+        return parsed
+
+
 def plain_rows(conn: sa.Connection, statement: sa.Select) -> Sequence[tuple]:
     """The rows of `statement` as the database driver gives them, plain tuples: for reads of
     numbers and bytes by the hundred thousand (a year of a station's minutes), where a
@@ -192,7 +201,7 @@ def quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | 
     quarter = (sa.func.floor(ratio) if conn.dialect.name == "postgresql"
                else sa.cast(ratio, sa.Integer)).label("quarter")
     counted: dict[tuple[str, int, str | None], int] = {}
-    texts: dict[str, dict[str, int]] = {}  # a minute's content repeats: each text read once
+    texts = _ContentTexts()
     for stream, q, text, windows, rows in plain_rows(
             conn, sa.select(s.stream, quarter, r.content, sa.func.sum(r.windows),
                             sa.func.count())
@@ -200,9 +209,7 @@ def quarters(conn: sa.Connection, streams: Sequence[str] | None, since: float | 
             .where(*_where(schema.window_rollups, streams, since, until))
             .group_by(s.stream, quarter, r.content)):
         q = int(q)
-        kinds = texts.get(text) if text else {}
-        if kinds is None:
-            kinds = texts[text] = json.loads(text)
+        kinds = texts[text] if text else {}
         for kind, n in kinds.items():
             counted[(stream, q, kind)] = counted.get((stream, q, kind), 0) + n * rows
         unknown = int(windows) - rows * sum(kinds.values())
@@ -237,13 +244,10 @@ def bins(conn: sa.Connection, stream: str, since: float, until: float,
             continue  # a model's rows of another size than its first: not its tags
         joined = np.frombuffer(b"".join([rows[i].active_windows for i in members]), "<u2")
         np.add.at(table, where[members], joined.reshape(len(members), -1))
-    # a minute's content repeats (60 windows of music): each text is read once
-    texts: dict[str, dict[str, int]] = {}
+    texts = _ContentTexts()
     for b, row in zip(where.tolist(), rows, strict=True):
         if row.content:
-            counted = texts.get(row.content)
-            if counted is None:
-                counted = texts[row.content] = json.loads(row.content)
+            counted = texts[row.content]
             into = kinds[b]
             for kind, n in counted.items():
                 into[kind] = into.get(kind, 0) + n
