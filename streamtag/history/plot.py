@@ -24,7 +24,13 @@ from sqlalchemy.engine import Engine
 
 from streamtag.history.asrun import STUCK_TONE, Span
 from streamtag.history.content import CONTENT_KINDS
-from streamtag.history.report import History, StreamAirtime, one_line, strip_bins
+from streamtag.history.report import (
+    History,
+    StreamAirtime,
+    collector_paused,
+    one_line,
+    strip_bins,
+)
 from streamtag.history.timeparse import span
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,7 @@ def content_row(counted: np.ndarray, width: float, held_s: float) -> np.ndarray:
     return hold_short_gaps(known, row, width, held_s)
 
 
+@collector_paused()
 def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> list[str]:
     """Write the timeline to `path` (PNG, or any format matplotlib knows by the suffix);
     returns the streams drawn (at most MAX_STREAMS, in order of their names)."""
@@ -91,6 +98,7 @@ def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -
     return streams
 
 
+@collector_paused()
 def draw_history(engine: Engine, history: History, *, top: int = 8):
     """The timeline as a matplotlib Figure, and the streams drawn: each stream with windows,
     tracks or spans in the range (a stream off air throughout is a strip of its outage)."""
@@ -112,7 +120,9 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
                 + (1 if airtime_of(stream).content else 0))
 
     height = sum(1.2 + 0.28 * rows(s) for s in streams)
-    figure = Figure(figsize=(13, max(2.5, height + 0.8)), layout="constrained")
+    # laid out by `_lay_out`: matplotlib's constrained layout measured every strip's tick
+    # labels twice over, half the time of a day's picture of 16 stations
+    figure = Figure(figsize=(13, max(2.5, height + 0.8)))
     FigureCanvasAgg(figure)
     if not streams:
         figure.text(0.5, 0.5, "nothing recorded in this range", ha="center", va="center")
@@ -153,7 +163,7 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
                            gridspec_kw={"height_ratios": [0.6 + 0.28 * rows(s)
                                                           for s in streams]})[:, 0]
     x0, x1 = x(since), x(until)
-    titles = []
+    titles: list[list] = []
     content_map = ListedColormap([CONTENT_COLOUR[k] for k in CONTENT_KINDS])
     for ax, stream in zip(axes, streams, strict=True):
         airtime = airtime_of(stream)
@@ -189,16 +199,17 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
         if starts:  # one collection: a day of a station is some 360 tracks
             ax.vlines(starts, 0, 1, transform=ax.get_xaxis_transform(), color="white",
                       linewidth=1.0, alpha=0.9)
+        titles.append([])  # (each strip's, in order)
         if len(tracks) <= MAX_TRACK_LABELS:
             # Titles above the strip, on two alternating rows; each is cut short where it
             # would reach the next title on its row (fit_titles, once laid out)
             transform = ax.get_xaxis_transform()
-            titles.append([ax.text(x(max(t.start, since)), 1.02 + 0.09 * (n % 2),
-                                   f"\u25b8 {one_line(t.title or '(untitled)')}"
-                                   + (" (now playing)" if t.now_playing else ""),
-                                   transform=transform, fontsize=7, va="bottom", ha="left",
-                                   clip_on=False)
-                           for n, t in enumerate(tracks)])
+            titles[-1].extend(
+                ax.text(x(max(t.start, since)), 1.02 + 0.09 * (n % 2),
+                        f"\u25b8 {one_line(t.title or '(untitled)')}"
+                        + (" (now playing)" if t.now_playing else ""),
+                        transform=transform, fontsize=7, va="bottom", ha="left", clip_on=False)
+                for n, t in enumerate(tracks))
         for s in (s for s in spans if s.stream == stream):
             _draw_span(ax, s, x, since, until, history.now)
         for r in (r for r in history.restarts if r["stream"] == stream):
@@ -223,20 +234,76 @@ def draw_history(engine: Engine, history: History, *, top: int = 8):
                         "hatched: off air; white dotted: silence or stuck tone; black hatched: "
                         "data not recorded; grey: no windows; orange: daemon restart",
                         fontsize=9)
+    legend = None
     if any(airtime_of(s).content for s in streams):
-        figure.legend(handles=[Patch(facecolor=CONTENT_COLOUR[k], edgecolor="#555555",
-                                     label=k) for k in CONTENT_KINDS],
-                      title="content row", loc="outside lower center", ncols=5, fontsize=8,
-                      title_fontsize=8, frameon=False)
-    # A colour bar about two strips tall, at the top, however many strips there are.
-    figure.colorbar(ScalarMappable(Normalize(0, 1), "viridis"), ax=list(axes),
-                    label="share of windows\nwith the tag active",
-                    shrink=min(0.8, 3.0 / figure.get_figheight()), anchor=(0.0, 1.0))
-    if any(titles):  # lays the strips out, so that the titles' room is known
-        figure.draw_without_rendering()
-        for row in titles:
-            fit_titles(row)
+        legend = figure.legend(handles=[Patch(facecolor=CONTENT_COLOUR[k], edgecolor="#555555",
+                                              label=k) for k in CONTENT_KINDS],
+                               title="content row", loc="lower center", ncols=5, fontsize=8,
+                               title_fontsize=8, frameon=False)
+    # A colour bar about two strips tall, at the top, however many strips there are
+    bar = figure.add_axes((0.9, 0.5, 0.01, 0.2), label="<colorbar>")
+    figure.colorbar(ScalarMappable(Normalize(0, 1), "viridis"), cax=bar,
+                    label="share of windows\nwith the tag active")
+    _lay_out(figure, list(axes), titles, bar, legend,
+             bar_share=min(0.8, 3.0 / figure.get_figheight()))
+    for row in titles:  # once laid out: the titles' room is known
+        fit_titles(row)
     return figure, streams
+
+
+def _lay_out(figure, axes: list, titles: list[list], bar, legend, *, bar_share: float,
+             pad_pt: float = 5.0) -> None:
+    """Places the strips top to bottom, the colour bar at the top right and the legend at the
+    bottom, each with the room its labels take: each strip's tick labels and name on its
+    left, the times under it (measured on the first strip: every strip has the same), the
+    last strip's caption, the titles above a strip (at heights that are shares of its own,
+    so its height is solved for), the colour bar's numbers and label. The strips' heights
+    keep their ratios and fill the figure's height."""
+    renderer = figure.canvas.get_renderer()
+    width, height = figure.bbox.width, figure.bbox.height  # pixels
+    pad = pad_pt * figure.dpi / 72.0
+    left = max(ax.bbox.x0 - ax.yaxis.get_tightbbox(renderer).x0 for ax in axes) + pad
+    times = axes[0].xaxis.get_tightbbox(renderer)
+    below = axes[0].bbox.y0 - times.y0
+    last = axes[-1].xaxis.get_tightbbox(renderer)  # with the caption
+    below_last = axes[-1].bbox.y0 - last.y0
+    over = max(times.x1 - axes[0].bbox.x1, last.x1 - axes[-1].bbox.x1, 0.0)
+    ratios = [ax.get_subplotspec().get_gridspec().get_height_ratios()[n]
+              for n, ax in enumerate(axes)]
+    # each strip's titles above it: (share of the strip's height, text height) at the top
+    above: list[tuple[float, float]] = []
+    for row in titles:
+        boxes = [(t.get_position()[1] - 1.0, t.get_window_extent(renderer).height)
+                 for t in row]
+        above.append(max(boxes, default=(0.0, 0.0)))
+    bottom = pad + (legend.get_window_extent(renderer).height + pad if legend else 0.0)
+    fixed = (pad + bottom + below_last + (len(axes) - 1) * (below + pad)
+             + sum(text for _, text in above))
+    scale = max(height - fixed, 0.1 * height) / sum(
+        r * (1.0 + share) for r, (share, _) in zip(ratios, above, strict=True))
+    # from the first strip's top to the last one's bottom
+    strips = (sum(r * scale for r in ratios) + (len(axes) - 1) * (below + pad)
+              + sum(text + share * r * scale for r, (share, text) in zip(ratios[1:], above[1:],
+                                                                         strict=True)))
+    # the colour bar: as wide as a twentieth of its height, its numbers (as many as its
+    # height takes) and label beside it
+    bar_h = bar_share * strips
+    bar_w = bar_h / 20.0
+    bar.set_position((0.0, 0.0, bar_w / width, bar_h / height))
+    bar_right = bar.get_tightbbox(renderer).x1 - bar.bbox.x1
+    right = width - max(over, 2 * pad + bar_w + bar_right) - pad
+    y = height - pad
+    for n, (ax, ratio, (share, text)) in enumerate(zip(axes, ratios, above, strict=True)):
+        strip = ratio * scale
+        y -= text + share * strip
+        if n == 0:
+            bar.set_position(((right + 2 * pad) / width, (y - bar_h) / height, bar_w / width,
+                              bar_h / height))
+        y -= strip
+        ax.set_position((left / width, y / height, (right - left) / width, strip / height))
+        y -= below_last if n == len(axes) - 1 else below + pad
+    if legend is not None:
+        legend.set_bbox_to_anchor((0.5, pad / height), transform=figure.transFigure)
 
 
 def fit_titles(texts: list, pad_px: float = 4.0) -> None:

@@ -15,6 +15,7 @@ import pytest
 from matplotlib import colormaps
 from support.content_programme import DAY, ZONE, Part, play, recorded, start
 from support.history_station import history, record
+from support.plot_layout import laid_out
 
 from streamtag.history import schema
 from streamtag.history.plot import CONTENT_COLOUR, draw_history
@@ -158,6 +159,10 @@ def test_the_plot_draws_what_the_audio_was_and_no_tag_over_speech_or_dead_air(ev
     # the legend names each content's colour
     legend = figure.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == list(CONTENT_COLOUR)
+    # nothing cut off or overprinted; the legend under the strip and its times
+    groups = laid_out(figure)
+    assert set(groups) == {"radio-1", "colour bar", "legend 0"}
+    assert groups["legend 0"][0].y1 < min(box.y0 for box in groups["radio-1"])
 
 
 def test_postgresql_gives_the_same_shares_per_hour_and_bin(evening, tmp_path, postgres):
