@@ -17,11 +17,15 @@ the same database first, and prints both side by side:
 
     git worktree add ../streamtag-main main && cp streamtag/_core*.so ../streamtag-main/streamtag/
     python benchmarks/history_year.py --old ../streamtag-main
+
+`--repeat N` times each report N times and prints the median: a shared machine's runs vary
+by a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -173,19 +177,27 @@ def write_history(engine: sa.Engine, stations: list[str], days: float, window_da
     return written
 
 
-def timed(what: str, fn, taken: dict[str, tuple[float, float]] | None = None) -> float:
-    """Runs `fn`, printing its wall-clock and CPU seconds (the CPU's tell more on a shared
-    machine); kept in `taken` under `what`."""
-    began, cpu = time.perf_counter(), time.process_time()
-    fn()
-    took, used = time.perf_counter() - began, time.process_time() - cpu
-    print(f"{what}: {took:.2f} s ({used:.2f} s CPU)", flush=True)
+def timed(what: str, fn, taken: dict[str, tuple[float, float]] | None = None,
+          repeat: int = 1) -> float:
+    """Runs `fn` `repeat` times, printing the median wall-clock and CPU seconds of a run (the
+    CPU's tell more on a shared machine, the median more than one run); kept in `taken`
+    under `what`."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        began, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - began)
+        cpus.append(time.process_time() - cpu)
+    took, used = float(np.median(walls)), float(np.median(cpus))
+    print(f"{what}: {took:.2f} s ({used:.2f} s CPU)"
+          + (f", the median of {repeat} runs" if repeat > 1 else ""), flush=True)
     if taken is not None:
         taken[what] = (took, used)
     return took
 
 
-def time_reports(url: str, stations: int, year_days: float) -> dict[str, tuple[float, float]]:
+def time_reports(url: str, stations: int, year_days: float,
+                 repeat: int = 1) -> dict[str, tuple[float, float]]:
     """Times the reports over what `write_history` wrote today: (wall, CPU) seconds per
     report. Works with this streamtag and with older ones (--old), which lack some."""
     import inspect
@@ -212,10 +224,13 @@ def time_reports(url: str, stations: int, year_days: float) -> dict[str, tuple[f
     def day_plot() -> None:
         plot_history(engine, holder["h"], os.path.join(folder, "day.png"))
 
+    # the reports' pause of the garbage collector (older streamtags: none)
+    paused = getattr(report, "collector_paused", contextlib.nullcontext)
+
     def daily_airtime() -> None:
         """Airtime and content per day, as `history --airtime-by day --content-by day`
         reads them, without the as-run log (older streamtags: airtime and content)."""
-        with engine.connect() as conn:
+        with paused(), engine.connect() as conn:
             tags_of = report.model_tags(conn)
             if per_day:
                 minutes = tiers.active_minutes(conn, ["year"], *year)
@@ -233,12 +248,20 @@ def time_reports(url: str, stations: int, year_days: float) -> dict[str, tuple[f
                                           **({"airtime_by": "day"} if per_day else {}))
         report.format_text(holder["y"])
 
-    timed(DAY_REPORT.format(stations), day_report, taken)
+    timed(DAY_REPORT.format(stations), day_report, taken, repeat)
     print(f"  read from {holder['h'].tier}; {len(holder['h'].as_run)} as-run entries")
-    timed(DAY_PLOT.format(stations), day_plot, taken)
-    timed(DAY_BOTH.format(stations), lambda: (day_report(), day_plot()), taken)
-    timed(YEAR_DAILY, daily_airtime, taken)
-    timed(YEAR_REPORT, year_report, taken)
+    timed(DAY_PLOT.format(stations), day_plot, taken, repeat)
+    def day_both() -> None:
+        """As `streamtag history --plot` makes both: the collector held off throughout, the
+        report's objects gone before it runs again."""
+        with paused():
+            day_report()
+            day_plot()
+            del holder["h"]
+
+    timed(DAY_BOTH.format(stations), day_both, taken, repeat)
+    timed(YEAR_DAILY, daily_airtime, taken, repeat)
+    timed(YEAR_REPORT, year_report, taken, repeat)
     print(f"  read from {holder['y'].tier}; {len(holder['y'].content_periods)} days, "
           f"{len(holder['y'].as_run)} as-run entries")
     engine.dispose()
@@ -263,6 +286,8 @@ def main() -> int:
                         help="also time the reports of the streamtag in this folder (a "
                              "checkout of an older version, with its extension built), on the "
                              "same database, and print both side by side")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="time each report N times and print the median (default 1)")
     parser.add_argument("--json", action="store_true",
                         help="print the reports' figures as one JSON line at the end")
     args = parser.parse_args()
@@ -283,7 +308,8 @@ def main() -> int:
         print(f"-- {args.old}:", flush=True)
         done = subprocess.run(
             [sys.executable, __file__, "--db", url, "--reports-only", "--json",
-             "--stations", str(args.stations), "--year-days", str(args.year_days)],
+             "--stations", str(args.stations), "--year-days", str(args.year_days),
+             "--repeat", str(args.repeat)],
             env={**os.environ, "PYTHONPATH": os.path.abspath(args.old),
                  STREAMTAG_AT: os.path.abspath(args.old)},
             stdout=subprocess.PIPE, text=True, check=True)
@@ -291,7 +317,7 @@ def main() -> int:
         print("\n".join(lines[:-1]))
         old = json.loads(lines[-1])
         print("-- this checkout:", flush=True)
-    taken = time_reports(url, args.stations, args.year_days)
+    taken = time_reports(url, args.stations, args.year_days, args.repeat)
     if args.json:
         print(json.dumps(taken))
     elif old:

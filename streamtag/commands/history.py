@@ -68,6 +68,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_history(args: argparse.Namespace) -> int:
     """args has db, stream, since, until, tz, json, csv, plot, top, tags, events, period,
     content_by and airtime_by."""
+    from streamtag.history.report import collector_paused
+
+    # Python's garbage collector held off from the reading to the writing: it runs again
+    # once the report's objects are gone, with nothing of them left to walk
+    with collector_paused():
+        return _history(args)
+
+
+def _history(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from streamtag.history import schema

@@ -207,7 +207,7 @@ def test_a_stream_never_recorded_is_named_not_read_as_an_empty_range(session, ca
     assert empty.returncode == 0 and "nothing recorded in this range" in empty.stdout
 
 
-def test_a_report_holds_the_garbage_collector_off_and_leaves_it_as_it_found_it(session):
+def test_a_report_holds_the_garbage_collector_off_and_leaves_it_as_it_found_it(session, capsys):
     """Python's cyclic collector walked a day's report's millions of objects over and over
     (a fifth of its time); a report holds it off while it builds, and leaves it as it was
     after, also when the report fails and when it was off to begin with."""
@@ -224,9 +224,9 @@ def test_a_report_holds_the_garbage_collector_off_and_leaves_it_as_it_found_it(s
     gc.callbacks.append(counted)
     try:
         assert gc.isenabled()
-        history = load_history(engine)
-        text = format_text(history)
-        draw_history(engine, history)
+        loaded = load_history(engine)
+        text = format_text(loaded)
+        draw_history(engine, loaded)
         # none while each ran: at most the one as it ends (the collector's first chance)
         assert len(passes) <= 3 and "radio-1" in text
         assert gc.isenabled()  # on again
@@ -235,6 +235,8 @@ def test_a_report_holds_the_garbage_collector_off_and_leaves_it_as_it_found_it(s
         with pytest.raises(ValueError, match="top must be at least 1"):
             load_history(engine, top=0)
         assert gc.isenabled()
+        # the command holds it off from reading to writing, and leaves it on
+        assert "radio-1" in history(capsys, "--db", url).stdout and gc.isenabled()
         gc.disable()
         try:
             load_history(engine)
