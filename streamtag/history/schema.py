@@ -334,10 +334,15 @@ def _read_only_sqlite(path: str):
     from urllib.parse import quote
 
     uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+    connection = None
     try:
         connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
         connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as exc:
+        if connection is not None:
+            # closed now: left to the garbage collector, it held the file open (a disk that
+            # could not be unmounted) until the collector's next pass
+            connection.close()
         if "unable to open" not in str(exc) and "readonly" not in str(exc):
             raise
         connection = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
