@@ -155,33 +155,37 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
         if recorder is None:
             return 0
         # What this process holds now (modules, the engine) lives as long as it: the garbage
-        # collector's full passes need not walk it again while messages stream through.
+        # collector's full passes need not walk it again while messages stream through. A
+        # message is some ten objects that live until its batch is written (a fraction of a
+        # second), none in a cycle: at Python's default (a young pass every 700 new objects)
+        # each was walked two or three times on its way. Both as they were once it returns.
+        young = gc.get_threshold()
         gc.freeze()
-        # A message is some ten objects that live until its batch is written (a fraction of
-        # a second), none in a cycle: at Python's default (a young pass every 700 new
-        # objects) each was walked two or three times on its way, a sixth of the recorder's
-        # time. A young pass every GC_YOUNG_OBJECTS lets most die first.
-        gc.set_threshold(GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
-        if not args.quiet:
-            # the snapshots it asks for unasked are signed with the token: say where they go
-            print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
-                  f"{schema.describe_url(engine)}"
-                  + (f"; snapshots from {', '.join(args.control)}, signed with "
-                     + ("the admin key" if curve else f"the token in {default_token_file()}")
-                     if args.control else "")
-                  + (f"; metrics on port {metrics.port}" if metrics else "")
-                  + (f"; only the streams of {shard.name}"
-                     + (" and the heartbeats" if shard.index == 0 else "")
-                     if shard.count > 1 else ""),
-                  file=sys.stderr, flush=True)
-        stop.wait()
-        complete = recorder.stop(args.drain_timeout_s)
-        stats = recorder.stats
-        print(f"streamtag record: wrote {stats.written} messages; {stats.gaps} gaps "
-              f"({stats.missed} messages missing), {stats.overflowed} dropped at a full queue"
-              + ("" if complete else "; the database did not take everything queued before "
-                                     "--drain-timeout-s"), file=sys.stderr)
-        return 0 if complete else 1
+        gc.set_threshold(GC_YOUNG_OBJECTS, *young[1:])
+        try:
+            if not args.quiet:
+                # the snapshots it asks for unasked are signed with the token: say where they go
+                print(f"streamtag record: recording {', '.join(recorder.endpoints)} into "
+                      f"{schema.describe_url(engine)}"
+                      + (f"; snapshots from {', '.join(args.control)}, signed with "
+                         + ("the admin key" if curve else f"the token in {default_token_file()}")
+                         if args.control else "")
+                      + (f"; metrics on port {metrics.port}" if metrics else "")
+                      + (f"; only the streams of {shard.name}"
+                         + (" and the heartbeats" if shard.index == 0 else "")
+                         if shard.count > 1 else ""),
+                      file=sys.stderr, flush=True)
+            stop.wait()
+            complete = recorder.stop(args.drain_timeout_s)
+            stats = recorder.stats
+            print(f"streamtag record: wrote {stats.written} messages; {stats.gaps} gaps "
+                  f"({stats.missed} messages missing), {stats.overflowed} dropped at a full queue"
+                  + ("" if complete else "; the database did not take everything queued before "
+                                         "--drain-timeout-s"), file=sys.stderr)
+            return 0 if complete else 1
+        finally:
+            gc.set_threshold(*young)
+            gc.unfreeze()
     finally:
         if metrics is not None:
             metrics.close()

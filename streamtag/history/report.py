@@ -57,7 +57,9 @@ def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector held off while a report is built: a day of 100
     stations makes some millions of objects, none in a cycle, and the collector's full passes
     over them took a fifth of the report's time. It runs again (if it ran before) once the
-    last report under way in the process is done, whether or not it failed."""
+    last report under way in the process is done, whether or not it failed, with a pass over
+    what was made meanwhile: any cycle the report left (a connection, a file) goes then, not
+    at some later pass."""
     with _paused_lock:
         if _paused[0] == 0:
             _paused[1] = gc.isenabled()
@@ -68,8 +70,11 @@ def collector_paused() -> Iterator[None]:
     finally:
         with _paused_lock:
             _paused[0] -= 1
-            if _paused[0] == 0 and _paused[1]:
+            resumed = _paused[0] == 0 and _paused[1]
+            if resumed:
                 gc.enable()
+        if resumed:  # (outside the lock: a finaliser the pass runs may make a report)
+            gc.collect(0)
 
 
 def iso(unix_s: float, zone: Zone | None = None) -> str:
