@@ -227,6 +227,14 @@ def time_reports(url: str, stations: int, year_days: float,
     # the reports' pause of the garbage collector (older streamtags: none)
     paused = getattr(report, "collector_paused", contextlib.nullcontext)
 
+    def day_both() -> None:
+        """As `streamtag history --plot` makes both: the collector held off throughout, the
+        report's objects gone before it runs again."""
+        with paused():
+            day_report()
+            day_plot()
+            del holder["h"]
+
     def daily_airtime() -> None:
         """Airtime and content per day, as `history --airtime-by day --content-by day`
         reads them, without the as-run log (older streamtags: airtime and content)."""
@@ -251,14 +259,6 @@ def time_reports(url: str, stations: int, year_days: float,
     timed(DAY_REPORT.format(stations), day_report, taken, repeat)
     print(f"  read from {holder['h'].tier}; {len(holder['h'].as_run)} as-run entries")
     timed(DAY_PLOT.format(stations), day_plot, taken, repeat)
-    def day_both() -> None:
-        """As `streamtag history --plot` makes both: the collector held off throughout, the
-        report's objects gone before it runs again."""
-        with paused():
-            day_report()
-            day_plot()
-            del holder["h"]
-
     timed(DAY_BOTH.format(stations), day_both, taken, repeat)
     timed(YEAR_DAILY, daily_airtime, taken, repeat)
     timed(YEAR_REPORT, year_report, taken, repeat)

@@ -268,8 +268,7 @@ def _lay_out(figure, axes: list, titles: list[list], bar, legend, *, bar_share: 
     last = axes[-1].xaxis.get_tightbbox(renderer)  # with the caption
     below_last = axes[-1].bbox.y0 - last.y0
     over = max(times.x1 - axes[0].bbox.x1, last.x1 - axes[-1].bbox.x1, 0.0)
-    ratios = [ax.get_subplotspec().get_gridspec().get_height_ratios()[n]
-              for n, ax in enumerate(axes)]
+    ratios = axes[0].get_subplotspec().get_gridspec().get_height_ratios()
     # each strip's titles above it: (share of the strip's height, text height) at the top
     above: list[tuple[float, float]] = []
     for row in titles:
@@ -281,27 +280,25 @@ def _lay_out(figure, axes: list, titles: list[list], bar, legend, *, bar_share: 
              + sum(text for _, text in above))
     scale = max(height - fixed, 0.1 * height) / sum(
         r * (1.0 + share) for r, (share, _) in zip(ratios, above, strict=True))
-    # from the first strip's top to the last one's bottom
-    strips = (sum(r * scale for r in ratios) + (len(axes) - 1) * (below + pad)
-              + sum(text + share * r * scale for r, (share, text) in zip(ratios[1:], above[1:],
-                                                                         strict=True)))
-    # the colour bar: as wide as a twentieth of its height, its numbers (as many as its
-    # height takes) and label beside it
-    bar_h = bar_share * strips
+    # top to bottom: each strip's bottom and height
+    rows, y = [], height - pad
+    for n, (ratio, (share, text)) in enumerate(zip(ratios, above, strict=True)):
+        strip = ratio * scale
+        y -= text + share * strip + strip
+        rows.append((y, strip))
+        y -= below_last if n == len(axes) - 1 else below + pad
+    top = rows[0][0] + rows[0][1]
+    # the colour bar: as tall as a share of the strips, as wide as a twentieth of that, its
+    # numbers (as many as its height takes) and label beside it
+    bar_h = bar_share * (top - rows[-1][0])
     bar_w = bar_h / 20.0
     bar.set_position((0.0, 0.0, bar_w / width, bar_h / height))
     bar_right = bar.get_tightbbox(renderer).x1 - bar.bbox.x1
     right = width - max(over, 2 * pad + bar_w + bar_right) - pad
-    y = height - pad
-    for n, (ax, ratio, (share, text)) in enumerate(zip(axes, ratios, above, strict=True)):
-        strip = ratio * scale
-        y -= text + share * strip
-        if n == 0:
-            bar.set_position(((right + 2 * pad) / width, (y - bar_h) / height, bar_w / width,
-                              bar_h / height))
-        y -= strip
+    bar.set_position(((right + 2 * pad) / width, (top - bar_h) / height, bar_w / width,
+                      bar_h / height))
+    for ax, (y, strip) in zip(axes, rows, strict=True):
         ax.set_position((left / width, y / height, (right - left) / width, strip / height))
-        y -= below_last if n == len(axes) - 1 else below + pad
     if legend is not None:
         legend.set_bbox_to_anchor((0.5, pad / height), transform=figure.transFigure)
 
