@@ -34,7 +34,8 @@ HOURS = 3
 def recorded(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('tiers') / 'tags.db'}"
     engine = schema.create_db_engine(url)
-    end = float(int(time.time() // 3600 * 3600))
+    # the hours up to 18:00 UTC yesterday: one UTC day whenever the tests run
+    end = float(int(time.time() // 86400 * 86400)) - 6 * 3600.0
     write_history(engine, STATIONS, HOURS / 24, HOURS / 24, end)
     return engine, end - HOURS * 3600.0, end
 
