@@ -88,3 +88,139 @@ bool RoundedJsonArray(const double *values, size_t n, int decimals, std::string 
 }
 
 }  // namespace streamtag
+
+namespace streamtag {
+
+namespace {
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// The end of the JSON number at p whose spelling is a float's (a fraction or an exponent, or
+// both), or nullptr.
+const char *FloatToken(const char *p, const char *end) {
+  const char *q = p;
+  if (q < end && *q == '-') ++q;
+  if (q >= end || !IsDigit(*q)) return nullptr;
+  if (*q == '0') {
+    ++q;
+  } else {
+    while (q < end && IsDigit(*q)) ++q;
+  }
+  bool is_float = false;
+  if (q < end && *q == '.') {
+    ++q;
+    if (q >= end || !IsDigit(*q)) return nullptr;
+    while (q < end && IsDigit(*q)) ++q;
+    is_float = true;
+  }
+  if (q < end && (*q == 'e' || *q == 'E')) {
+    ++q;
+    if (q < end && (*q == '+' || *q == '-')) ++q;
+    if (q >= end || !IsDigit(*q)) return nullptr;
+    while (q < end && IsDigit(*q)) ++q;
+    is_float = true;
+  }
+  return is_float ? q : nullptr;
+}
+
+}  // namespace
+
+const char *ReadFloatArray(const char *p, const char *end, std::vector<double> &out) {
+  if (p >= end || *p != '[') return nullptr;
+  ++p;
+  while (true) {
+    const char *token_end = FloatToken(p, end);
+    if (token_end == nullptr) return nullptr;
+    double value = 0.0;
+    // from_chars reads as strtod does, correctly rounded, without the locale; it sets
+    // result_out_of_range for a value past a double's range either way (1e400, 1e-400), which
+    // is left to the full parser
+    const std::from_chars_result r = std::from_chars(p, token_end, value);
+    if (r.ec != std::errc() || r.ptr != token_end || !std::isfinite(value)) return nullptr;
+    out.push_back(value);
+    p = token_end;
+    if (p >= end) return nullptr;
+    if (*p == ']') return p + 1;
+    if (*p != ',') return nullptr;
+    ++p;
+  }
+}
+
+bool TakeFloatArrays(const char *data, size_t n, const std::vector<std::string_view> &keys,
+                     std::vector<std::vector<double>> &arrays, std::string &rest) {
+  const char *p = data;
+  const char *const end = data + n;
+  arrays.assign(keys.size(), {});
+  std::vector<bool> found(keys.size(), false);
+  rest.clear();
+  rest.reserve(n);
+  if (p >= end || *p != '{') return false;
+  const char *kept_from = p;  // the start of what has not yet been copied to rest
+  int depth = 0;
+  bool in_string = false;
+  for (; p < end; ++p) {
+    const char c = *p;
+    if (in_string) {
+      if (c == '\\') {
+        ++p;  // the escaped character, whatever it is
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '{':
+      case '[':
+        ++depth;
+        break;
+      case '}':
+      case ']':
+        --depth;
+        break;
+      case ',': {
+        if (depth != 1) break;
+        // a member of the object itself begins after this comma: one of the keys?
+        const char *key = p + 1;
+        for (size_t k = 0; k < keys.size(); ++k) {
+          const std::string_view name = keys[k];
+          const size_t head = name.size() + 3;  // "name":
+          if (static_cast<size_t>(end - key) <= head || key[0] != '"' ||
+              std::string_view(key + 1, name.size()) != name || key[name.size() + 1] != '"' ||
+              key[name.size() + 2] != ':') {
+            continue;
+          }
+          // the comma follows a value's last character and the member is followed by another
+          // member, the end of the object or the end of what is read (the caller's cut):
+          // taken out, the object is as valid as before
+          const char before = p[-1];
+          if (found[k] || !(before == '"' || before == ']' || before == '}' || before == 'e' ||
+                            before == 'l' || IsDigit(before))) {
+            return false;
+          }
+          const char *after = ReadFloatArray(key + head, end, arrays[k]);
+          if (after == nullptr || (after < end && *after != ',' && *after != '}')) {
+            return false;
+          }
+          found[k] = true;
+          rest.append(kept_from, p);
+          kept_from = after;
+          p = after - 1;  // the loop's ++p: at the comma or brace after the member
+          break;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  for (const bool f : found) {
+    if (!f) return false;
+  }
+  rest.append(kept_from, end);
+  return true;
+}
+
+}  // namespace streamtag

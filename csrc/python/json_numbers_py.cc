@@ -1,5 +1,8 @@
-// json_numbers.h: rounded_json_array, a scores array written as Python's json module writes it.
+// json_numbers.h: rounded_json_array, a scores array written as Python's json module writes it;
+// take_float_arrays, the float arrays of a JSON object read back.
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "bindings.h"
 #include "json_numbers.h"
@@ -26,6 +29,41 @@ void BindJsonNumbers(py::module_ &m) {
       py::arg("values"), py::arg("decimals"),
       "The JSON array json.dumps writes for numpy.round(values, decimals).tolist(), or None "
       "when a rounded value is not finite.");
+
+  m.def(
+      "take_float_arrays",
+      [](const py::bytes &data, Py_ssize_t end, const std::vector<std::string> &keys)
+          -> py::object {
+        const Py_ssize_t size = PyBytes_GET_SIZE(data.ptr());
+        if (end < 0 || end > size) {
+          throw std::invalid_argument("end must be 0 to len(data) = " + std::to_string(size) +
+                                      ", got " + std::to_string(end));
+        }
+        const std::vector<std::string_view> names(keys.begin(), keys.end());
+        std::vector<std::vector<double>> arrays;
+        std::string rest;
+        if (!TakeFloatArrays(PyBytes_AS_STRING(data.ptr()), static_cast<size_t>(end), names,
+                             arrays, rest)) {
+          return py::none();
+        }
+        py::tuple out(arrays.size() + 1);
+        for (size_t k = 0; k < arrays.size(); ++k) {
+          py::tuple values(arrays[k].size());
+          for (size_t i = 0; i < arrays[k].size(); ++i) {
+            PyObject *x = PyFloat_FromDouble(arrays[k][i]);
+            if (x == nullptr) throw py::error_already_set();
+            PyTuple_SET_ITEM(values.ptr(), static_cast<Py_ssize_t>(i), x);
+          }
+          out[k] = std::move(values);
+        }
+        out[arrays.size()] = py::bytes(rest);
+        return std::move(out);
+      },
+      py::arg("data"), py::arg("end"), py::arg("keys"),
+      "The members named keys of the JSON object data[:end], each an array of floats, taken "
+      "out: (one tuple of floats per key, ..., the object's other bytes), or None when a key "
+      "is missing, repeated, first, or its array holds anything but finite floats written "
+      "without white space (the caller then parses data whole).");
 }
 
 }  // namespace python

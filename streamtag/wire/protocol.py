@@ -982,6 +982,7 @@ DECODER_MOST_MODEL_CHARS = 16 * 1024 * 1024  # ... and their characters together
 
 _T = TypeVar("_T")
 _FLOAT = {float}
+_FLOAT_ARRAYS = ("raw", "smoothed")  # the float arrays of a scores body
 _TAGS_MEMBER = b',"tags":['  # how the last member of a canonical scores body begins
 
 
@@ -1081,8 +1082,18 @@ class Decoder:
                     self._tails[tail] = body.tags
                     self._model_chars += len(tail)
             return body
-        # the rest of the object, closed where the tags began
-        fields_ = _orjson_object(frame[:cut] + b"}")
+        # the rest of the object, closed where the tags began; its float arrays read by the
+        # C++ core (a fifth of orjson's time with the checks of their values), the other
+        # members by orjson
+        taken = _core.take_float_arrays(frame, cut, _FLOAT_ARRAYS)
+        if taken is None:  # anything unusual in them: orjson reads them, and they are checked
+            fields_ = _orjson_object(frame[:cut] + b"}")
+        else:
+            fields_ = _orjson_object(taken[2] + b"}")
+            if fields_ is not None:
+                if "raw" in fields_ or "smoothed" in fields_:  # within a value: can't be
+                    return None
+                fields_["raw"], fields_["smoothed"] = taken[0], taken[1]
         if fields_ is None or "tags" in fields_:  # a second "tags": the whole frame says
             return None
         model = fields_.get("model")
@@ -1109,7 +1120,8 @@ class Decoder:
     def _scores_of(body: dict[str, Any], tags_: tuple[str, ...], tag_set: frozenset[str],
                    model_ref: ModelRef) -> ScoresBody | None:
         """The body of a known model's tags, name and hash, if its other fields have the
-        types a publisher writes."""
+        types a publisher writes. Its raw and smoothed: lists as orjson reads them, or tuples
+        of finite floats as the C++ core reads them (take_float_arrays)."""
         start_s, end_s = body.get("start_s"), body.get("end_s")
         latency_ms = body.get("latency_ms")
         start_sample, end_sample = body.get("start_sample"), body.get("end_sample")
@@ -1119,17 +1131,21 @@ class Decoder:
                 and 0 <= start_s <= end_s < math.inf and math.isfinite(latency_ms)
                 and type(start_sample) is int and type(end_sample) is int
                 and 0 <= start_sample <= end_sample <= MAX_INTEGER
-                and type(raw) is list and type(smoothed) is list and type(active) is list
+                and type(active) is list and isinstance(raw, list | tuple)
+                and isinstance(smoothed, list | tuple)
                 and len(raw) == len(smoothed) == len(tags_) > 0
-                and set(map(type, raw)) == _FLOAT and set(map(type, smoothed)) == _FLOAT
-                and math.isfinite(sum(raw)) and math.isfinite(sum(smoothed))
                 and tag_set.issuperset(active)
                 and (content is None or content in CONTENT_KINDS)):
             return None
+        if type(raw) is not tuple or type(smoothed) is not tuple:
+            if not (set(map(type, raw)) == _FLOAT and set(map(type, smoothed)) == _FLOAT
+                    and math.isfinite(sum(raw)) and math.isfinite(sum(smoothed))):
+                return None
+            raw, smoothed = tuple(raw), tuple(smoothed)
         return _built(ScoresBody, {
             "start_s": start_s, "end_s": end_s, "start_sample": start_sample,
-            "end_sample": end_sample, "tags": tags_, "raw": tuple(raw),
-            "smoothed": tuple(smoothed), "active": tuple(active), "model": model_ref,
+            "end_sample": end_sample, "tags": tags_, "raw": raw,
+            "smoothed": smoothed, "active": tuple(active), "model": model_ref,
             "latency_ms": latency_ms,
             "audio": None if audio is None else AudioLevel.coerce(audio),
             "mood": None if mood is None else Mood.coerce(mood), "content": content})

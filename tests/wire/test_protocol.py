@@ -618,6 +618,81 @@ def test_the_decoder_of_many_messages_decodes_as_decode_does(
     assert decoded_or_error(Decoder().decode, mutated) == expected
 
 
+# The bytes a float array or a scores body may be made of, to mutate honest frames with.
+_JSON_BYTES = st.sampled_from([b",", b"]", b"[", b"{", b"}", b'"', b"\\", b":", b" ", b"0",
+                               b"1", b".", b"e", b"-", b"+", b"E", b"5", b"x", b'"raw":[',
+                               b',"smoothed":[0.5', b',"raw":[0.25]', b"1e400", b"null"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(at=st.integers(min_value=0, max_value=10**6), cut=st.integers(0, 3),
+       inserted=st.lists(_JSON_BYTES, max_size=3), with_audio=st.booleans())
+@example(at=0, cut=0, inserted=[b"1e400"], with_audio=False)
+def test_the_decoder_reads_canonical_scores_frames_changed_anywhere_as_decode_does(
+        at, cut, inserted, with_audio):
+    """Canonical scores frames (no white space: the C++ core reads their float arrays)
+    changed at any byte, most often within or around the arrays: the Decoder gives what
+    decode gives, a Message or a ProtocolError."""
+    body = sample_bodies()["scores"]
+    if with_audio:
+        body = ScoresBody(**{**{f.name: getattr(body, f.name) for f in fields(ScoresBody)},
+                             "audio": {"rms_dbfs": -20.5, "peak_dbfs": -3.25, "clipped": 0,
+                                       "onset_rate_hz": 2.5, "energy": 0.125}})
+    honest = encode(make_message(body, session=SESSION, stream="radio-1", seq=4,
+                                 sent_at=1732233600.5))
+    decoder = Decoder()
+    assert decoder.decode(honest) == decode(honest)  # the model, its tags and stream learnt
+    frame = honest[2]
+    start = frame.index(b'"raw":[')  # most changes where the arrays are
+    end = frame.index(b',"start_s"')
+    place = start + at % (end - start) if at % 4 else at % len(frame)
+    changed = frame[:place] + b"".join(inserted) + frame[place + cut:]
+    mutated = [honest[0], honest[1], changed]
+    expected = decoded_or_error(decode, mutated)
+    assert decoded_or_error(decoder.decode, mutated) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.from_regex(
+    r"\A-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,25})?([eE][-+]?[0-9]{1,3})?\Z"), min_size=1,
+    max_size=20))
+def test_the_core_reads_json_floats_as_python_does(values):
+    """take_float_arrays reads each float as json.loads does (the same double, correctly
+    rounded, whatever its digits), and leaves to the full parser whatever json reads as
+    anything but a float (an integer) or only past a double's range (1e400 as infinity,
+    1e-400 as zero)."""
+    texts = [repr(v) if isinstance(v, float) else v for v in values]
+    array = "[" + ",".join(texts) + "]"
+    frame = ('{"a":1,"raw":' + array + ',"smoothed":[0.5],"z":2}').encode()
+    parsed = json.loads(array)
+    taken = _core.take_float_arrays(frame, len(frame), ("raw", "smoothed"))
+    in_range = [type(v) is float and np.isfinite(v)
+                and (v != 0 or not re.search("[1-9]", re.split("[eE]", t)[0]))
+                for v, t in zip(parsed, texts, strict=True)]
+    if all(in_range):
+        assert taken is not None
+        raw, smoothed, rest = taken
+        assert [v.hex() for v in raw] == [v.hex() for v in parsed]  # -0.0 too
+        assert smoothed == (0.5,) and rest == b'{"a":1,"z":2}'
+    else:
+        assert taken is None
+
+
+def test_the_core_takes_only_the_objects_own_float_arrays():
+    keys = ("raw", "smoothed")
+    frame = b'{"a":"x\\",\\"raw\\":[1.5]","b":{"raw":[2.5]},"raw":[0.5],"smoothed":[0.25]}'
+    assert _core.take_float_arrays(frame, len(frame), keys) == (
+        (0.5,), (0.25,), b'{"a":"x\\",\\"raw\\":[1.5]","b":{"raw":[2.5]}}')
+    for bad in (b'{"raw":[0.5],"smoothed":[0.5]}', b'{"a":1,"raw":[0.5]}',
+                b'{"a":1,"raw":[0.5],"smoothed":[0.5],"raw":[0.5]}',
+                b'{"a":1,"raw":[0.5, 0.25],"smoothed":[0.5]}',
+                b'{"a":1,"raw":[],"smoothed":[0.5]}', b'{"a":1,"raw":[1],"smoothed":[0.5]}',
+                b'{"a":{"b":1,"raw":[0.5],"smoothed":[0.5]}}'):
+        assert _core.take_float_arrays(bad, len(bad), keys) is None, bad
+    with pytest.raises(ValueError, match="end must be 0 to len"):
+        _core.take_float_arrays(frame, len(frame) + 1, keys)
+
+
 def test_the_decoder_reads_a_stream_of_reference_messages_as_decode_does():
     decoder = Decoder()
     for path in REFERENCE_FILES * 2:
