@@ -59,6 +59,7 @@ from streamtag.wire.protocol import (
     validate_stream_id,
 )
 from streamtag.wire.security import ClientCurve
+from streamtag.wire.sockets import batch_context
 from streamtag.wire.subscriber import DEFAULT_QUEUE_BYTES as SUBSCRIBER_QUEUE_BYTES
 from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
@@ -273,6 +274,7 @@ class Recorder:
         self._counters_cut = False  # said once
         self._rcvhwm = rcvhwm
         self._context = context
+        self._own_context: zmq.Context | None = None  # the feed's: made by connect, ended by stop
         self._curve = curve
         self._dialect = engine.dialect.name
         self._owns = owns
@@ -314,10 +316,17 @@ class Recorder:
         if self._subscriber is None:
             # what waits before `start` waits in the subscriber, bounded as the queue is
             topics = MSG_TYPES if self._heartbeats else STREAM_MSG_TYPES
-            self._subscriber = Subscriber(self.endpoints, topics=topics,
-                                          context=self._context, rcvhwm=self._rcvhwm,
-                                          curve=self._curve, max_queue_bytes=self.queue_bytes,
-                                          owns=self._owns)
+            context = self._context
+            if context is None:  # the feed's own, its I/O thread out of the decoder's way
+                context = self._own_context = batch_context()
+            try:
+                self._subscriber = Subscriber(self.endpoints, topics=topics, context=context,
+                                              rcvhwm=self._rcvhwm, curve=self._curve,
+                                              max_queue_bytes=self.queue_bytes,
+                                              owns=self._owns)
+            except BaseException:
+                self._end_own_context()
+                raise
         return self
 
     def hold(self) -> None:
@@ -362,7 +371,13 @@ class Recorder:
             thread.join(1.0)
         if self._subscriber is not None:
             self._subscriber.close()
+        self._end_own_context()
         return self.queue.empty() and (writer is None or not writer.is_alive())
+
+    def _end_own_context(self) -> None:
+        if self._own_context is not None:
+            self._own_context.term()
+            self._own_context = None
 
     @property
     def open_blocks(self) -> int:

@@ -5,6 +5,8 @@ the defaults, so zmq loads only when a socket is bound."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,3 +49,34 @@ def bind_or_connect(sock: zmq.Socket[Any], endpoint: str, connect: bool, what: s
         raise OSError(exc.errno, f"cannot {verb} the {what} to {endpoint!r}: {exc}; check the "
                                  "endpoint, or whether another process already uses it") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def batch_context() -> zmq.Context[Any]:
+    """A new ZeroMQ context whose I/O thread runs as a batch job (Linux's SCHED_BATCH) where
+    the system allows it: woken by data arriving, it does not preempt the process's own
+    threads but reads what has arrived when its turn comes. For a reader of a heavy feed that
+    need not answer within milliseconds (the recorder: on the core it shares with its I/O
+    thread, every TCP read preempted the decoding thread); elsewhere, or refused, an ordinary
+    context. The caller terminates it."""
+    import zmq
+
+    context: zmq.Context[Any] = zmq.Context()
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None:
+        return context
+    before = _thread_ids()
+    context.socket(zmq.PAIR).close(linger=0)  # libzmq starts its threads with the first socket
+    for thread_id in _thread_ids() - before:
+        try:
+            if Path(f"/proc/self/task/{thread_id}/comm").read_text().startswith("ZMQbg/IO"):
+                setter(thread_id, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:  # gone, or not allowed here: scheduled as any thread
+            pass
+    return context
+
+
+def _thread_ids() -> set[int]:
+    try:
+        return {int(name) for name in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()

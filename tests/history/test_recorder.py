@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,6 +407,43 @@ def test_a_recorder_stopped_as_messages_arrive_stores_every_one_it_received(engi
     finally:
         recorder.stop(0)
         station.close()
+
+
+def _threads() -> dict[int, str]:
+    out = {}
+    for name in os.listdir("/proc/self/task"):
+        try:
+            out[int(name)] = Path(f"/proc/self/task/{name}/comm").read_text().strip()
+        except OSError:  # ended meanwhile
+            pass
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux's scheduling classes")
+def test_the_feed_is_read_by_an_io_thread_that_does_not_preempt_the_recorders_decoding(engine):
+    """The recorder reads the feed through a ZeroMQ context of its own whose I/O thread runs
+    as a batch job (SCHED_BATCH): woken by data arriving it waits for its turn instead of
+    preempting the thread that decodes. The process's other threads keep their class,
+    everything is stored, and stop ends the thread."""
+    station = Station()
+    before = _threads()
+    recorder = Recorder(engine, station.endpoint).start()
+    try:
+        await_subscribed(station, engine)
+        station.play("radio-1", range(0, 20))
+        wait_until(lambda: stored_keys(engine) - keys(station.sent) == collections.Counter()
+                   and keys(station.sent) - stored_keys(engine) == collections.Counter(), 30,
+                   "everything sent stored")
+        started = {t: name for t, name in _threads().items() if t not in before}
+        io = [t for t, name in started.items() if name.startswith("ZMQbg/IO")]
+        assert len(io) == 1, started
+        assert os.sched_getscheduler(io[0]) == os.SCHED_BATCH
+        others = [t for t in _threads() if t not in io]
+        assert {os.sched_getscheduler(t) for t in others} == {os.SCHED_OTHER}
+    finally:
+        assert recorder.stop(30)
+        station.close()
+    assert io[0] not in _threads()  # its context ended with the recorder
 
 
 def _rebind(endpoint: str) -> Station:
