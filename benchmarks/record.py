@@ -153,6 +153,13 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
           code: Path = ROOT, hold: int = 1) -> dict:
     """One recorder (of the streamtag checkout at ``code``) into a fresh database at ``url``."""
     env = {**os.environ, "PYTHONPATH": str(code)}
+    imported = subprocess.run(
+        [sys.executable, "-c", "import streamtag.history.recorder as r; print(r.__file__)"],
+        env=env, cwd=code, capture_output=True, text=True).stdout.strip()
+    if not Path(imported).is_relative_to(code):
+        # an editable install's import hook comes before the path: both would run its code
+        raise SystemExit(f"the recorder of {code} would import {imported or 'nothing'}; "
+                         "install streamtag with `pip install .`, not editable, to compare")
     # the recorder's own code makes its schema (another checkout's may differ)
     # (run in its folder: ``python -m`` puts the working folder first on the path)
     subprocess.run([sys.executable, "-m", "streamtag", "record", "--db", url, "--upgrade"],
