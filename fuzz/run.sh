@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the C++ core with libFuzzer, AddressSanitizer and
 # UndefinedBehaviorSanitizer, for a bounded time: the log-mel frontend
-# (fuzz/fuzz_online_log_mel.cc) or the loudness meter (fuzz/fuzz_loudness_meter.cc).
+# (fuzz/fuzz_online_log_mel.cc), the loudness meter (fuzz/fuzz_loudness_meter.cc) or the float
+# arrays read back from JSON (fuzz/fuzz_json_numbers.cc).
 #
-#   fuzz/run.sh [SECONDS] [TARGET]   SECONDS default 60; TARGET online_log_mel (default) or
-#                                    loudness_meter; exits non-zero on a finding (crash, failed
-#                                    check, sanitizer report, leak, timeout of one input,
-#                                    memory blow-up)
+#   fuzz/run.sh [SECONDS] [TARGET]   SECONDS default 60; TARGET online_log_mel (default),
+#                                    loudness_meter or json_numbers; exits non-zero on a
+#                                    finding (crash, failed check, sanitizer report, leak,
+#                                    timeout of one input, memory blow-up)
 #
 # Needs clang and its libFuzzer + sanitizer runtimes (Debian/Ubuntu: apt-get install clang
 # libclang-rt-dev; the runtimes are only a Recommends of clang there). The corpus grows in
@@ -22,7 +23,9 @@ case "$target" in
                            "$root/csrc/log_mel_options.cc" "$root/csrc/online_log_mel.cc"
                            "$root/csrc/frame_ring.cc" "$root/csrc/window_level.cc") ;;
   loudness_meter) sources=("$root/csrc/loudness_meter.cc") ;;
-  *) echo "fuzz/run.sh: unknown target $target (online_log_mel or loudness_meter)" >&2; exit 2 ;;
+  json_numbers) sources=("$root/csrc/json_numbers.cc") ;;
+  *) echo "fuzz/run.sh: unknown target $target (online_log_mel, loudness_meter or" \
+       "json_numbers)" >&2; exit 2 ;;
 esac
 out="${FUZZ_BUILD_DIR:-$root/build/fuzz}/$target"
 cxx="${FUZZ_CXX:-clang++}"
@@ -47,10 +50,14 @@ symbolizer=""
 if ! command -v llvm-symbolizer > /dev/null && command -v addr2line > /dev/null; then
   symbolizer="external_symbolizer_path=$(command -v addr2line)"
 fi
+# a target's dictionary of tokens, where it has one (fuzz/TARGET.dict)
+dict=()
+if [ -f "$root/fuzz/$target.dict" ]; then dict=("-dict=$root/fuzz/$target.dict"); fi
 status=0
 ASAN_OPTIONS="$symbolizer" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${symbolizer:+:$symbolizer}" \
-"$out/fuzz_$target" -max_total_time="$seconds" -max_len=16384 -len_control=0 -timeout=30 \
+"$out/fuzz_$target" "${dict[@]}" -max_total_time="$seconds" -max_len=16384 -len_control=0 \
+  -timeout=30 \
   -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/artifacts/" "$out/corpus" \
   || status=$?
 if [ "$status" -ne 0 ]; then
