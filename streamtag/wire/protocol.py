@@ -1083,8 +1083,8 @@ class Decoder:
                     self._model_chars += len(tail)
             return body
         # the rest of the object, closed where the tags began; its float arrays read by the
-        # C++ core (a fifth of orjson's time with the checks of their values), the other
-        # members by orjson
+        # C++ core (about half the time orjson and the checks of their values take), the
+        # other members by orjson
         taken = _core.take_float_arrays(frame, cut, _FLOAT_ARRAYS)
         if taken is None:  # anything unusual in them: orjson reads them, and they are checked
             fields_ = _orjson_object(frame[:cut] + b"}")
