@@ -46,7 +46,15 @@ void BindJsonNumbers(py::module_ &m) {
                              arrays, rest)) {
           return py::none();
         }
-        py::tuple out(arrays.size() + 1);
+        py::tuple out(arrays.size() + 2);
+        size_t count = 0;
+        for (const auto &array : arrays) count += array.size();
+        std::string packed;  // every array's doubles, one after another, native order
+        packed.reserve(count * sizeof(double));
+        for (const auto &array : arrays) {
+          packed.append(reinterpret_cast<const char *>(array.data()),
+                        array.size() * sizeof(double));
+        }
         for (size_t k = 0; k < arrays.size(); ++k) {
           py::tuple values(arrays[k].size());
           for (size_t i = 0; i < arrays[k].size(); ++i) {
@@ -57,11 +65,13 @@ void BindJsonNumbers(py::module_ &m) {
           out[k] = std::move(values);
         }
         out[arrays.size()] = py::bytes(rest);
+        out[arrays.size() + 1] = py::bytes(packed);
         return std::move(out);
       },
       py::arg("data"), py::arg("end"), py::arg("keys"),
       "The members named keys of the JSON object data[:end], each an array of floats, taken "
-      "out: (one tuple of floats per key, ..., the object's other bytes), or None when a key "
+      "out: (one tuple of floats per key, ..., the object's other bytes, every array's values "
+      "as float64 bytes in native order, one array after another), or None when a key "
       "is missing, repeated, first, or its array holds anything but finite floats written "
       "without white space (the caller then parses data whole).");
 }

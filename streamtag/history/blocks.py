@@ -80,6 +80,9 @@ class _WindowFields(NamedTuple):
     momentary_lufs: float | None = None
     short_term_lufs: float | None = None
     content: str | None = None
+    # raw then smoothed as float64 bytes (native order), where the decoder read them so: a
+    # block's arrays from these rather than from every float of the tuples above
+    scores_f64: bytes | None = None
 
 
 # A block's integers are int64, its times int64 microseconds.
@@ -136,6 +139,12 @@ def _scores(windows: Sequence[Window], n_tags: int) -> tuple[np.ndarray, np.ndar
     """(raw, smoothed) of a block's windows as (windows, tags) arrays: one conversion per
     block, not per window."""
     n = len(windows)
+    packed = [w.scores_f64 for w in windows]
+    if None not in packed:
+        both = b"".join(packed)  # type: ignore[arg-type]
+        if len(both) == n * 2 * n_tags * 8:
+            scores = np.frombuffer(both, dtype=np.float64).reshape(n, 2, n_tags)
+            return scores[:, 0], scores[:, 1]
     raw = np.array([w[6] for w in windows], dtype=np.float64).reshape(n, n_tags)
     smoothed = np.array([w[7] for w in windows], dtype=np.float64).reshape(n, n_tags)
     return raw, smoothed

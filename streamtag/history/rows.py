@@ -18,6 +18,7 @@ from streamtag.wire.protocol import (
     SilenceBody,
     StatusBody,
     TrackBody,
+    scores_f64,
 )
 
 _NO_AUDIO = (None, None, None, None, None)
@@ -112,7 +113,7 @@ def window(header: Header, body: ScoresBody, active: str,
         None if feeling is None else mood, None if feeling is None else feeling.valence,
         None if feeling is None else feeling.arousal,
         None if audio is None else audio.momentary_lufs,
-        None if audio is None else audio.short_term_lufs, body.content))
+        None if audio is None else audio.short_term_lufs, body.content, scores_f64(body)))
     blocks.check_window(made)
     return made
 

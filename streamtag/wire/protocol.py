@@ -983,6 +983,10 @@ DECODER_MOST_MODEL_CHARS = 16 * 1024 * 1024  # ... and their characters together
 _T = TypeVar("_T")
 _FLOAT = {float}
 _FLOAT_ARRAYS = ("raw", "smoothed")  # the float arrays of a scores body
+# A decoded ScoresBody's raw and smoothed as float64 bytes in native order, raw then smoothed,
+# where the Decoder's C++ path read them (an attribute of the body, not one of its fields):
+# `scores_f64` gives them.
+SCORES_F64 = "_scores_f64"
 _TAGS_MEMBER = b',"tags":['  # how the last member of a canonical scores body begins
 
 
@@ -1102,7 +1106,13 @@ class Decoder:
         found = self._models.get((known, model.get("name"), model.get("hash")))
         if found is None:
             return None
-        return self._scores_of(fields_, *found)
+        body = self._scores_of(fields_, *found)
+        if body is not None and taken is not None:
+            # the same values as float64 bytes, raw then smoothed, for a reader that packs
+            # them into arrays (the recorder's blocks: SCORES_F64); not a field of the body,
+            # so neither compared nor sent
+            body.__dict__[SCORES_F64] = taken[3]
+        return body
 
     def _scores(self, body: dict[str, Any]) -> ScoresBody | None:
         tags, model = body.get("tags"), body.get("model")
@@ -1159,6 +1169,12 @@ class Decoder:
             self._model_chars = 0
         self._models[key] = (checked.tags, frozenset(checked.tags), checked.model)
         self._model_chars += chars
+
+
+def scores_f64(body: ScoresBody) -> bytes | None:
+    """The body's raw and smoothed scores as float64 bytes (native order, raw then smoothed),
+    where a Decoder read them so; None otherwise."""
+    return body.__dict__.get(SCORES_F64)
 
 
 def _event(body: dict[str, Any]) -> EventBody | None:

@@ -159,3 +159,35 @@ def test_the_decoders_short_way_for_scores_gives_what_decode_gives():
                 decoder.decode(frames)
             continue
         assert decoder.decode(frames) == expected, name
+
+
+def test_a_block_of_windows_the_decoder_read_is_the_block_of_their_scores():
+    """The Decoder keeps a scores message's raw and smoothed as the C++ core read them, packed
+    as float64 (scores_f64); a block's arrays come from those bytes rather than from every
+    float of the tuples. The block, its bytes and its rollup are exactly those of the tuples,
+    and a window without the bytes (another decoder's, a mixed block) is packed as before."""
+    decoder = Decoder()
+    rng = np.random.default_rng(3)
+    windows = []
+    for seq in range(40):
+        raw = np.round(rng.random(len(TAGS)), 6).tolist()
+        smoothed = [-0.5, 1.25, *np.round(rng.random(len(TAGS) - 2), 6).tolist()]  # past [0, 1]
+        message = decoder.decode(encode(make_message(
+            _scores(raw=raw, smoothed=smoothed, active=["rock", "calm"][:seq % 3]),
+            session="s" * 32, stream="radio-1", seq=seq, sent_at=1_700_000_000.0 + seq)))
+        assert message.body.raw == tuple(raw) and message.body.smoothed == tuple(smoothed)
+        windows.append(rows.window(message.header, message.body,
+                                   rows.names(message.body.active), None))
+    packed = [w.scores_f64 for w in windows]
+    assert all(p is not None for p in packed[1:])  # the first taught the decoder the tags
+    assert np.frombuffer(packed[5], np.float64).tolist() == [*windows[5].raw,
+                                                            *windows[5].smoothed]
+    bare = [w._replace(scores_f64=None) for w in windows]
+    for some in (windows[1:], windows):  # all packed; one without
+        raw, smoothed = blocks._scores(some, len(TAGS))
+        np.testing.assert_array_equal(raw, np.array([w.raw for w in some]))
+        np.testing.assert_array_equal(smoothed, np.array([w.smoothed for w in some]))
+        assert blocks.encode(some, len(TAGS)) == blocks.encode(bare[-len(some):], len(TAGS))
+        assert blocks.rollup(some, TAGS) == blocks.rollup(bare[-len(some):], TAGS)
+    decoded = blocks.decode(blocks.encode(windows[1:], len(TAGS)))
+    assert decoded.smoothed[:, 0].tolist() == [-0.5] * 39  # float32 kind: exact here

@@ -671,9 +671,10 @@ def test_the_core_reads_json_floats_as_python_does(values):
                 for v, t in zip(parsed, texts, strict=True)]
     if all(in_range):
         assert taken is not None
-        raw, smoothed, rest = taken
+        raw, smoothed, rest, packed = taken
         assert [v.hex() for v in raw] == [v.hex() for v in parsed]  # -0.0 too
         assert smoothed == (0.5,) and rest == b'{"a":1,"z":2}'
+        assert packed == np.array([*parsed, 0.5], dtype=np.float64).tobytes()
     else:
         assert taken is None
 
@@ -682,7 +683,8 @@ def test_the_core_takes_only_the_objects_own_float_arrays():
     keys = ("raw", "smoothed")
     frame = b'{"a":"x\\",\\"raw\\":[1.5]","b":{"raw":[2.5]},"raw":[0.5],"smoothed":[0.25]}'
     assert _core.take_float_arrays(frame, len(frame), keys) == (
-        (0.5,), (0.25,), b'{"a":"x\\",\\"raw\\":[1.5]","b":{"raw":[2.5]}}')
+        (0.5,), (0.25,), b'{"a":"x\\",\\"raw\\":[1.5]","b":{"raw":[2.5]}}',
+        np.array([0.5, 0.25]).tobytes())
     for bad in (b'{"raw":[0.5],"smoothed":[0.5]}', b'{"a":1,"raw":[0.5]}',
                 b'{"a":1,"raw":[0.5],"smoothed":[0.5],"raw":[0.5]}',
                 b'{"a":1,"raw":[0.5, 0.25],"smoothed":[0.5]}',
