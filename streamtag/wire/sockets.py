@@ -6,6 +6,7 @@ the defaults, so zmq loads only when a socket is bound."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ DEFAULT_BACKEND = "tcp://127.0.0.1:5559"
 # (not imported: the parser reads this module, and the protocol's imports are not needed to
 # parse).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# How long batch_context waits for its I/O thread to name itself (a thread just started)
+IO_THREAD_WAIT_S = 1.0
 
 
 def endpoint_host(endpoint: str) -> tuple[str, str]:
@@ -66,12 +69,26 @@ def batch_context() -> zmq.Context[Any]:
         return context
     before = _thread_ids()
     context.socket(zmq.PAIR).close(linger=0)  # libzmq starts its threads with the first socket
-    for thread_id in _thread_ids() - before:
-        try:
-            if Path(f"/proc/self/task/{thread_id}/comm").read_text().startswith("ZMQbg/IO"):
-                setter(thread_id, os.SCHED_BATCH, os.sched_param(0))
-        except OSError:  # gone, or not allowed here: scheduled as any thread
-            pass
+    # each names itself once it runs, which may be a moment after: looked for until then
+    # (within IO_THREAD_WAIT_S)
+    new = _thread_ids() - before
+    deadline = time.monotonic() + IO_THREAD_WAIT_S
+    while new and time.monotonic() < deadline:
+        for thread_id in list(new):
+            try:
+                name = Path(f"/proc/self/task/{thread_id}/comm").read_text()
+            except OSError:  # gone
+                new.discard(thread_id)
+                continue
+            if name.startswith("ZMQbg/IO"):
+                try:
+                    setter(thread_id, os.SCHED_BATCH, os.sched_param(0))
+                except OSError:  # not allowed here: scheduled as any thread
+                    pass
+                return context  # its one I/O thread (ZeroMQ's default)
+            if name.startswith("ZMQbg/"):  # its reaper
+                new.discard(thread_id)
+        time.sleep(0.001)
     return context
 
 
