@@ -44,6 +44,7 @@ from streamtag.history.retention import DEFAULT_EVERY_S, Retention, expire, kept
 from streamtag.wire.control import ControlClient
 from streamtag.wire.protocol import (
     HEARTBEAT,
+    MAX_BODY_BYTES,
     MAX_ID_LENGTH,
     MAX_INTEGER,
     MSG_TYPES,
@@ -75,6 +76,15 @@ DEFAULT_BATCH_SIZE = 2000      # messages per transaction at most
 GATHER_S = 0.1                 # the writer waits this long for a batch to fill
 DUE_EVERY_S = 0.05             # how often the writer looks for blocks due
 RECEIVE_CHUNK = 512            # messages the receiver hands over to the writer at a time
+# What ZeroMQ may hold for the recorder per endpoint, ahead of the subscriber's own queue:
+# more messages than a reader's default (SOCKET_RCVHWM, 8), of frames no larger than the
+# largest a message may have (a 1 MiB body; a reader's default is 4 MiB). Each time ZeroMQ has
+# filled what it may hold the receiver sleeps and wakes, and its I/O thread with it, sharing
+# one core: at 8 a time that cost the recorder about a tenth of its throughput. At most
+# 32 x 3 frames x 1 MiB is held, the same 96 MiB as a reader's 8 x 3 x 4 MiB; a larger frame
+# is never read (ZeroMQ drops the connection, and the subscriber connects again: a gap).
+FEED_SOCKET_RCVHWM = 32
+FEED_MAX_FRAME_BYTES = max(MAX_BODY_BYTES.values())
 DEFAULT_MAX_BACKOFF_S = 30.0
 FIRST_BACKOFF_S = 0.25
 SNAPSHOT_TIMEOUT_MS = 2000
@@ -323,7 +333,9 @@ class Recorder:
                 self._subscriber = Subscriber(self.endpoints, topics=topics, context=context,
                                               rcvhwm=self._rcvhwm, curve=self._curve,
                                               max_queue_bytes=self.queue_bytes,
-                                              owns=self._owns)
+                                              owns=self._owns,
+                                              socket_rcvhwm=FEED_SOCKET_RCVHWM,
+                                              max_frame_bytes=FEED_MAX_FRAME_BYTES)
             except BaseException:
                 self._end_own_context()
                 raise

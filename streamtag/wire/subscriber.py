@@ -110,15 +110,19 @@ class Subscriber:
     rcvhwm, max_queue_bytes: the messages, and their bytes on the wire, that may wait to be
         read, at most (one message may pass the bytes); past them nothing more is read until
         the caller takes some, and the publisher drops what does not fit in its own queue
-        (seen here as gaps). ZeroMQ holds at most ``SOCKET_RCVHWM`` messages more per endpoint.
+        (seen here as gaps). ZeroMQ holds at most ``socket_rcvhwm`` messages more per endpoint
+        (default ``SOCKET_RCVHWM``), each frame at most ``max_frame_bytes``: a reader of a busy
+        feed lets it hold more of smaller frames (the recorder: `recorder.FEED_SOCKET_RCVHWM`),
+        since it wakes each time ZeroMQ has filled what it may hold.
 
     What it remembers is bounded (``MAX_STREAMS`` streams, ``MAX_SESSIONS_PER_STREAM`` sessions
     of each, ``MAX_HEARTBEAT_SESSIONS``), the least recently heard forgotten first and counted
     in `pruned`. A forgotten stream that comes back is judged as one first heard (no gap on its
     first message, as for a subscriber that joined late), and a forgotten session that comes
     back on a stream still remembered as a new one (a restart). Honest streams are never
-    forgotten below these bounds, so their judgement is the same. Frames over the protocol's
-    ``MAX_FRAME_BYTES`` are never read: ZeroMQ (``MAXMSGSIZE``) drops the connection that
+    forgotten below these bounds, so their judgement is the same. Frames over
+    ``max_frame_bytes`` (the protocol's ``MAX_FRAME_BYTES``) are never read: ZeroMQ
+    (``MAXMSGSIZE``) drops the connection that
     carries one, and the subscriber connects again (ZeroMQ would not), losing what was sent
     meanwhile, which shows as gaps.
     """
@@ -128,7 +132,8 @@ class Subscriber:
                  rcvhwm: int = 10000, context: zmq.Context[Any] | None = None,
                  curve: ClientCurve | None = None,
                  max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
-                 owns: Callable[[str], bool] | None = None):
+                 owns: Callable[[str], bool] | None = None,
+                 socket_rcvhwm: int = SOCKET_RCVHWM, max_frame_bytes: int = MAX_FRAME_BYTES):
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         if not endpoints:
             raise ValueError("Subscriber needs at least one endpoint")
@@ -140,9 +145,10 @@ class Subscriber:
             validate_stream_id(s) for s in ([streams] if isinstance(streams, str) else streams))
         self.topics = topics
         self.timeout_ms = timeout_ms
-        if rcvhwm < 1 or max_queue_bytes < 1:
-            raise ValueError(f"rcvhwm and max_queue_bytes must be at least 1, got {rcvhwm} "
-                             f"and {max_queue_bytes}")
+        if min(rcvhwm, max_queue_bytes, socket_rcvhwm, max_frame_bytes) < 1:
+            raise ValueError(f"rcvhwm, max_queue_bytes, socket_rcvhwm and max_frame_bytes must "
+                             f"be at least 1, got {rcvhwm}, {max_queue_bytes}, {socket_rcvhwm} "
+                             f"and {max_frame_bytes}")
         self.rcvhwm = rcvhwm
         self.max_queue_bytes = max_queue_bytes
         # frames read from ZeroMQ and their bytes, waiting to be decoded
@@ -174,9 +180,9 @@ class Subscriber:
         self._dropped: dict[str, float] = {}  # endpoint -> when its connection dropped
         try:
             self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.setsockopt(zmq.RCVHWM, min(rcvhwm, SOCKET_RCVHWM))
+            self._socket.setsockopt(zmq.RCVHWM, min(rcvhwm, socket_rcvhwm))
             # A bigger frame is never read: ZeroMQ drops the peer that sends it.
-            self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            self._socket.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
             if curve is not None:
                 make_client(self._socket, curve)
             for prefix in self.subscriptions:
