@@ -3,8 +3,9 @@
 A real ``streamtag record`` process, pinned to one CPU core, records what a Publisher in this
 process sends: 64 streams of a 56-tag model (the mood/theme model's size), one scores message
 per window, one window per second per stream, plus the tag events (0.54 a window, a tag
-flipping every 20-75 windows; `--hold 7`: 0.08, as musicnn-msd's 50 tags flip on real music,
-docs/history.md). That load is 64 windows a second; the target is to sustain at least 20
+flipping every 20-75 windows; `--hold 7`: 0.08, as musicnn-msd's 50 tags flip on real music;
+`--tags 13 --hold 0.57`: the default model's 13 tags and 0.36 events a window, as they flip on
+real music, docs/history.md). That load is 64 windows a second; the target is to sustain at least 20
 times it on one core.
 
 Measured per database:
@@ -85,18 +86,22 @@ def free_port() -> int:
 
 
 def build_messages(session: str, windows: range, seq: dict, active: list,
-                   hold: int = 1) -> list[list]:
-    """Per window, every stream's scores and an event when a tag flips; deterministic. Tag
-    j is on for one run of (20 + j) * hold windows in five: 0.54 events a window at hold 1."""
+                   hold: float = 1, n_tags: int = N_TAGS) -> list[list]:
+    """Per window, every stream's scores of an ``n_tags``-tag model and an event when a tag
+    flips; deterministic. Tag j is on for one run of (20 + j) * hold windows (at least one)
+    in five: 0.54 events a window at hold 1 with 56 tags."""
     out = []
     rng = np.random.default_rng(windows.start)
+    tags = TAGS if n_tags == N_TAGS else tuple(f"tag{i:02d}" for i in range(n_tags))
+    model = MODEL if n_tags == N_TAGS else {**MODEL, "name": f"benchmark-{n_tags}"}
+    runs = [max(1, round((20 + j) * hold)) for j in range(n_tags)]
     for i in windows:
         messages = []
         out.append(messages)
         for k in range(STREAMS):
             stream = f"station-{k:02d}"
-            raw = np.round(rng.random(N_TAGS), 6)
-            now = {TAGS[j] for j in range(N_TAGS) if (i // ((20 + j) * hold) + k) % 5 == 0}
+            raw = np.round(rng.random(n_tags), 6)
+            now = {tags[j] for j in range(n_tags) if (i // runs[j] + k) % 5 == 0}
             for tag in sorted(now ^ active[k]):
                 topic = f"event.{stream}"
                 messages.append(make_message(EventBody(
@@ -108,8 +113,8 @@ def build_messages(session: str, windows: range, seq: dict, active: list,
             topic = f"scores.{stream}"
             messages.append(make_message(ScoresBody(
                 start_s=float(i), end_s=i + 3.0, start_sample=i * 16000,
-                end_sample=(i + 3) * 16000, tags=TAGS, raw=raw.tolist(),
-                smoothed=np.round(raw * 0.9, 6).tolist(), active=sorted(now), model=MODEL,
+                end_sample=(i + 3) * 16000, tags=tags, raw=raw.tolist(),
+                smoothed=np.round(raw * 0.9, 6).tolist(), active=sorted(now), model=model,
                 latency_ms=12.5), session=session, stream=stream,
                 seq=seq.setdefault(topic, 0)))
             seq[topic] += 1
@@ -150,7 +155,7 @@ def db_bytes(engine: sa.Engine, url: str) -> int:
 
 
 def bench(url: str, windows: int, realtime_s: float, core: int | None,
-          code: Path = ROOT, hold: int = 1) -> dict:
+          code: Path = ROOT, hold: float = 1, n_tags: int = N_TAGS) -> dict:
     """One recorder (of the streamtag checkout at ``code``) into a fresh database at ``url``."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     imported = subprocess.run(
@@ -190,7 +195,7 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
         baseline = scrape_written(port)
 
         burst = [m for window in build_messages(publisher.session, range(0, windows), seq,
-                                                active, hold) for m in window]
+                                                active, hold, n_tags) for m in window]
         with publisher.held():  # encoded first, then sent as fast as ZeroMQ takes them
             for message in burst:
                 publisher.send_message(message)
@@ -201,7 +206,7 @@ def bench(url: str, windows: int, realtime_s: float, core: int | None,
 
         per_second = build_messages(publisher.session,
                                     range(windows, windows + int(realtime_s)), seq, active,
-                                    hold)
+                                    hold, n_tags)
         live = [m for window in per_second for m in window]
         cpu0 = cpu_seconds(recorder.pid)
         start = time.perf_counter()
@@ -364,10 +369,14 @@ def main() -> int:
                              "a folder, or a git revision of this checkout (e.g. main)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="runs of each recorder per database (default 1)")
-    parser.add_argument("--hold", type=int, default=1,
+    parser.add_argument("--hold", type=float, default=1,
                         help="each tag's runs on and off this many times as long: 1 (default) "
                              "sends 0.54 tag events a window, 7 sends 0.08, what musicnn-msd's "
                              "50 tags give on real music")
+    parser.add_argument("--tags", type=int, default=N_TAGS,
+                        help=f"tags of the model (default {N_TAGS}); --tags 13 --hold 0.57 "
+                             "sends 0.36 events a window, what the default model's 13 tags "
+                             "give on real music")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--size-streams", type=int, default=8,
                         help="streams of an hour each for the before/after sizes (default 8)")
@@ -399,7 +408,7 @@ def main() -> int:
                     else:
                         url = args.postgres or fresh_postgres(server.url)
                     results.append(bench(url, args.windows, args.realtime_s, args.core, code,
-                                         args.hold))
+                                         args.hold, args.tags))
     finally:
         if server is not None:
             server.close()
@@ -408,7 +417,7 @@ def main() -> int:
                           "results": results, "bytes_per_window": sizes, "notes": notes},
                          indent=1))
     else:
-        print(f"load: {STREAMS} streams x 1 window/s = {LOAD_PER_S} scores/s, {N_TAGS} tags; "
+        print(f"load: {STREAMS} streams x 1 window/s = {LOAD_PER_S} scores/s, {args.tags} tags; "
               f"target {TARGET}x = {TARGET * LOAD_PER_S} msgs/s on one core")
         for r in results:
             print(f"{r['database']:>10} ({Path(r['code']).name}): burst "
