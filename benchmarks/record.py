@@ -5,8 +5,8 @@ process sends: 64 streams of a 56-tag model (the mood/theme model's size), one s
 per window, one window per second per stream, plus the tag events (0.54 a window, a tag
 flipping every 20-75 windows; `--hold 7`: 0.08, as musicnn-msd's 50 tags flip on real music;
 `--tags 13 --hold 0.57`: the default model's 13 tags and 0.36 events a window, as they flip on
-real music, docs/history.md). That load is 64 windows a second; the target is to sustain at least 20
-times it on one core.
+real music, docs/history.md). That load is 64 windows a second; the target is to sustain at
+least 20 times it on one core.
 
 Measured per database:
 - burst: every message of `--windows` windows per stream, encoded first and then sent as fast
@@ -92,7 +92,7 @@ def build_messages(session: str, windows: range, seq: dict, active: list,
     in five: 0.54 events a window at hold 1 with 56 tags."""
     out = []
     rng = np.random.default_rng(windows.start)
-    tags = TAGS if n_tags == N_TAGS else tuple(f"tag{i:02d}" for i in range(n_tags))
+    tags = tuple(f"tag{i:02d}" for i in range(n_tags))  # TAGS at the default
     model = MODEL if n_tags == N_TAGS else {**MODEL, "name": f"benchmark-{n_tags}"}
     runs = [max(1, round((20 + j) * hold)) for j in range(n_tags)]
     for i in windows:

@@ -122,9 +122,8 @@ class Subscriber:
     back on a stream still remembered as a new one (a restart). Honest streams are never
     forgotten below these bounds, so their judgement is the same. Frames over
     ``max_frame_bytes`` (the protocol's ``MAX_FRAME_BYTES``) are never read: ZeroMQ
-    (``MAXMSGSIZE``) drops the connection that
-    carries one, and the subscriber connects again (ZeroMQ would not), losing what was sent
-    meanwhile, which shows as gaps.
+    (``MAXMSGSIZE``) drops the connection that carries one, and the subscriber connects again
+    (ZeroMQ would not), losing what was sent meanwhile, which shows as gaps.
     """
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
