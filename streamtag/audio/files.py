@@ -31,16 +31,70 @@ MAX_SAMPLE_RATE = 768000
 ChannelsSeen = Callable[[np.ndarray, int, tuple[str, ...]], None]
 
 
+# FFmpeg's frame has 8 data pointers. PyAV counts a planar frame's planes by reading them up to
+# the first NULL, which past 7 channels reads beyond them (8 channels: 9 "planes", the last a
+# wild pointer, SIGSEGV; more: whatever the heap holds): such a frame's planes and ndarray are
+# never touched, it is converted to packed samples by FFmpeg first (``_Packer``).
+PLANE_POINTERS = 8
+# Channels read: what the loudness meter measures too. A 7.1 stream is 8; Opus and Vorbis allow
+# 255, which no station sends (each decoded channel costs the station's decoding time).
+MAX_CHANNELS = 64
+# Sample formats PyAV turns into numpy arrays itself; others (64-bit integers) are converted.
+NUMPY_FORMATS = frozenset({"u8", "u8p", "s16", "s16p", "s32", "s32p", "flt", "fltp", "dbl",
+                           "dblp"})
+
+
 def _channel_names(frame) -> tuple[str, ...]:
     return tuple(channel.name for channel in frame.layout.channels)
 
 
-def _mono(frame, seen: ChannelsSeen | None = None) -> np.ndarray:
+def frame_channels(frame) -> int:
+    """A decoded frame's channel count, from its layout (never from its planes); AudioDecodeError
+    for a count streamtag does not read."""
+    channels = frame.layout.nb_channels
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioDecodeError(
+            f"the audio has {channels} channels; streamtag reads 1 to {MAX_CHANNELS} (mix it "
+            "down first, for example ffmpeg -ac 2)")
+    return channels
+
+
+class _Packer:
+    """Frames whose planes PyAV cannot read safely (planar with PLANE_POINTERS channels or
+    more) or whose format it cannot give as an array (s64), as packed float32 samples: FFmpeg
+    converts them (one converter for a run of frames of one format, layout and rate)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._resampler = None
+
+    def samples(self, frame, channels: int) -> np.ndarray:
+        """(channels, frames) float32."""
+        import av
+
+        key = (frame.format.name, frame.layout.name, channels, frame.sample_rate)
+        if key != self._key:
+            self._key = key
+            self._resampler = av.AudioResampler(format="flt", layout=frame.layout,
+                                                rate=frame.sample_rate)
+        parts = [out.to_ndarray() for out in self._resampler.resample(frame)]
+        if not parts:
+            return np.zeros((channels, 0), np.float32)
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return data.reshape(-1, channels).T
+
+
+def _mono(frame, seen: ChannelsSeen | None = None, packer: _Packer | None = None) -> np.ndarray:
     """Any decoded frame as mono float32: integer PCM scaled to [-1, 1), channels averaged;
     ``seen`` gets the channels first."""
-    data = frame.to_ndarray()
-    if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
-        data = data.reshape(-1, len(frame.layout.channels)).T
+    channels = frame_channels(frame)
+    if frame.format.name not in NUMPY_FORMATS or (frame.format.is_planar
+                                                  and channels >= PLANE_POINTERS):
+        data = (packer or _Packer()).samples(frame, channels)
+    else:
+        data = frame.to_ndarray()
+        if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
+            data = data.reshape(-1, channels).T
     if np.issubdtype(data.dtype, np.unsignedinteger):  # u8 PCM: silence is 128
         middle = float(np.iinfo(data.dtype).max + 1) / 2
         data = (data.astype(np.float32) - middle) / middle
@@ -131,10 +185,14 @@ def mono_blocks(frames: Iterable, block_s: float,
     one (channels, frames) array: the planes are joined into it instead of one by one)."""
     held: list = []  # per frame: its plane views (planar float) or a mono array
     held_samples, held_key, block_samples, names = 0, None, 0.0, ()
+    packer = _Packer()
     try:
         for frame in frames:
-            planes = frame.planes if frame.format.name == "fltp" else None
-            key = (frame.sample_rate, 0 if planes is None else len(planes))  # 0: made mono
+            channels = frame_channels(frame)
+            # views of the planes while PyAV can count them (fewer channels than pointers)
+            planes = (frame.planes[:channels]
+                      if frame.format.name == "fltp" and channels < PLANE_POINTERS else None)
+            key = (frame.sample_rate, 0 if planes is None else channels)  # 0: made mono
             if key != held_key:
                 if not MIN_SAMPLE_RATE <= frame.sample_rate <= MAX_SAMPLE_RATE:
                     raise AudioDecodeError(
@@ -150,7 +208,7 @@ def mono_blocks(frames: Iterable, block_s: float,
             if planes is not None:  # views of the planes' first samples (a buffer may be longer)
                 held.append([memoryview(plane)[:4 * samples] for plane in planes])
             else:
-                held.append(_mono(frame, seen))
+                held.append(_mono(frame, seen, packer))
             held_samples += samples
             if held_samples >= block_samples:
                 yield _block(held, key, seen, names), key[0]
@@ -198,9 +256,12 @@ def load_audio(path: str | Path, sample_rate: float | None = None) -> tuple[np.n
 
 
 def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int,
-                codec: str | None = None) -> None:
+                codec: str | None = None, layout: str | None = None,
+                options: dict[str, str] | None = None) -> None:
     """Encodes float samples to a file with PyAV (codec from the suffix by default): 1-D mono,
-    or (channels, frames) for one or two channels (mono, stereo)."""
+    or (channels, frames) for up to MAX_CHANNELS channels. ``layout``: FFmpeg's name for the
+    channels ("7.1"); by default mono, stereo, or "N channels". ``options``: the encoder's
+    (``{"mapping_family": "255"}`` for Opus past 8 channels)."""
     import av
 
     path = Path(path)
@@ -210,13 +271,22 @@ def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int,
         raise ValueError(f"no default codec for {path.suffix!r}; pass codec=")
     x = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
     x = x[None, :] if x.ndim == 1 else x
-    if x.ndim != 2 or x.shape[0] not in (1, 2):
-        raise ValueError(f"samples must be 1-D (mono) or (channels, frames) with 1 or 2 "
-                         f"channels, got shape {np.shape(samples)}")
-    layout = "mono" if x.shape[0] == 1 else "stereo"
+    if x.ndim != 2 or not 1 <= x.shape[0] <= MAX_CHANNELS:
+        raise ValueError(f"samples must be 1-D (mono) or (channels, frames) with 1 to "
+                         f"{MAX_CHANNELS} channels, got shape {np.shape(samples)}")
+    channels = x.shape[0]
+    layout = layout or {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=sample_rate, layout=layout)
+        if options:
+            stream.codec_context.options = dict(options)
         fmt = stream.codec_context.format.name if stream.codec_context.format else "s16"
+        if fmt.endswith("p") and channels >= PLANE_POINTERS:
+            # PyAV cannot fill the planes of such a frame (PLANE_POINTERS): packed samples,
+            # which its encoder converts
+            fmt = fmt[:-1]
+        if fmt.rstrip("p") == "s64":  # PyAV makes no frame of these: doubles, converted
+            fmt = "dbl"
         dtype, scale = {"s16": (np.int16, 32767.0), "s32": (np.int32, 2147483647.0),
                         "flt": (np.float32, 1.0), "dbl": (np.float64, 1.0)}[fmt.rstrip("p")]
         planar = fmt.endswith("p")

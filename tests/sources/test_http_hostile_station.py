@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from support.helpers import Feed, free_port, stop_process, wait_until
 from support.hostile_station import (
@@ -638,3 +639,73 @@ def test_hostile_stations_are_cut_in_a_daemon_and_the_honest_one_plays_on(statio
     assert grown_mb < GROWTH_MB and peak_grown_mb < GROWTH_MB, (grown_mb, peak_grown_mb)
     connections = station.paths().count("/padded")
     assert station.sent["/padded"] < connections * CONNECTION_SLACK + 2 * (1 << 20)
+
+
+# -- any channel count ------------------------------------------------------------------------
+
+SURROUND_S = 30.0  # more than a test plays: the Ogg link is not repeated
+
+
+@pytest.fixture(scope="module")
+def surround(tmp_path_factory) -> dict[str, tuple[str, bytes, float]]:
+    """7.1 streams as ffmpeg's encoders make them (a music-like signal in every channel):
+    ADTS AAC and Ogg Opus, as stations send them."""
+    root = tmp_path_factory.mktemp("surround")
+    x = music_like(SURROUND_S, 48000, seed=5)
+    eight = np.stack([x * (0.3 + 0.05 * k) for k in range(8)])
+    made = {}
+    for name, codec, content_type in (("aac71.aac", "aac", "audio/aac"),
+                                      ("opus71.opus", "libopus", "application/ogg")):
+        write_audio(root / name, eight, 48000, codec=codec, layout="7.1")
+        made[name.split(".")[0]] = (content_type, (root / name).read_bytes(), SURROUND_S)
+    return made
+
+
+def test_a_7_1_station_plays_in_the_source(station, surround):
+    # PyAV's plane list of an 8-channel frame reads past FFmpeg's 8 data pointers: the first
+    # decoded frame crashed the daemon (SIGSEGV) 0.6 s after such a station started.
+    station.loops.update(surround)
+    for name in surround:
+        run = Run(HttpSource(station.url(f"/loop/{name}"), realtime=False), seconds=30.0,
+                  until=lambda run: run.samples >= 4 * TARGET)
+        assert run.error is None and run.samples >= 4 * TARGET, (name, run.calls)
+        assert [state for state, _, _ in run.calls if state in ("failed", "reconnecting")] == []
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_7_1_stations_play_in_a_daemon_beside_an_honest_one(station, surround, model_path,
+                                                            tmp_path, processes):
+    # One daemon (or two worker processes), a 7.1 AAC and a 7.1 Opus station beside an
+    # honest MP3 one: each publishes its windows, nothing reconnects, no worker restarts.
+    station.loops.update(surround)
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    streams = {"honest": "/radio", "aac71": "/loop/aac71", "opus71": "/loop/opus71"}
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{model_path}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
+        f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+        f'token_file = "{tmp_path / "control.token"}"\n\n'
+        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "{station.url(path)}"\n\n'
+                  for sid, path in streams.items()))
+    feed = Feed(publish)
+    log = tmp_path / "daemon.log"
+    with log.open("w") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "streamtag", "run", "--config", str(config),
+             "--processes", str(processes)],
+            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tempfile.gettempdir(),
+            env={**os.environ, "STREAMTAG_HOME": str(tmp_path / "home")})
+    try:
+        wait_until(lambda: daemon.poll() is not None
+                   or all(feed.count(s) >= 4 for s in streams), 120,
+                   "four windows of every stream")
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        sessions = feed.sessions_of(streams, 0.0)
+    finally:
+        stop_process(daemon, timeout=10)
+        feed.close()
+    states = [(m.header.stream, m.body.state) for _, m in feed.of("status")]
+    assert not [s for s in states if s[1] in ("failed", "reconnecting")], states
+    assert set(sessions) == set(streams)  # one session each: no worker started again
+    assert "restart" not in log.read_text()

@@ -24,6 +24,8 @@ in ``requests``):
   then a chunked trailer that never ends.
 - ``/rate1``: a WAV whose header says 1 Hz.
 - ``/radio``: the MP3 repeated at real time (an honest station, beside the hostile ones).
+- ``/loop/NAME``: ``loops[NAME]`` = (Content-Type, bytes, seconds of audio they hold) repeated
+  at real time: any format a station may send (7.1 AAC, ...).
 - ``/padded``: the MP3 at real time with zero bytes between its pieces, as many as the client
   takes (once the connection has played ``attack_after_s`` or ``go`` is set; the MP3 alone
   before).
@@ -224,6 +226,7 @@ class HostileStation:
         self.vorbis_s = 0.0
         self.comment_bytes = 64 << 20
         self.beside_bytes_per_s = 1.8 * (1 << 20)  # /ogg-beside's second stream, per audio s
+        self.loops: dict[str, tuple[str, bytes, float]] = {}  # /loop/NAME
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -233,6 +236,8 @@ class HostileStation:
                 path = self.path.split("?")[0]
                 owner.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))
                 route = getattr(self, "route_" + path.strip("/").replace("-", "_"), None)
+                if path.startswith("/loop/") and path[len("/loop/"):] in owner.loops:
+                    route = self.loop
                 try:
                     if route is None:
                         self.send_error(404)
@@ -351,6 +356,17 @@ class HostileStation:
                         self.send(path, owner.mp3[at:at + 1600])
                         sent += 1600
                         time.sleep(max(0.0, t0 + sent / 16000 - time.monotonic()))
+
+            def loop(self, path):
+                content_type, data, seconds = owner.loops[path[len("/loop/"):]]
+                self.head(content_type)
+                t0, sent, step = time.monotonic(), 0, max(1, int(len(data) / seconds / 10))
+                while True:
+                    for at in range(0, len(data), step):  # a tenth of a second at a time
+                        self.send(path, data[at:at + step])
+                        sent += len(data[at:at + step])
+                        time.sleep(max(0.0, t0 + sent * seconds / len(data)
+                                       - time.monotonic()))
 
             def route_padded(self, path):
                 self.head("audio/mpeg")
