@@ -9,7 +9,13 @@ import threading
 from streamtag.commands import EXIT_USAGE, stop_on_signals
 from streamtag.commands.flags import zmq_endpoint
 from streamtag.errors import ConfigError
-from streamtag.wire.sockets import DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_MESSAGE_BYTES
+from streamtag.wire.sockets import (
+    DEFAULT_BACKEND,
+    DEFAULT_FRONTEND,
+    FEED_MAX_CONNECTIONS,
+    FEED_MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_MESSAGE_BYTES,
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -34,12 +40,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "who can reach it")
     p.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="N",
                    help="a daemon sending a larger frame is disconnected (default 4 MiB)")
+    p.add_argument("--max-connections", type=int, default=FEED_MAX_CONNECTIONS, metavar="N",
+                   help="connections at once to each bound port; past it the oldest "
+                        "unauthenticated one is ended (default %(default)s; fewer where the "
+                        "open-files limit leaves less)")
+    p.add_argument("--max-connections-per-address", type=int,
+                   default=FEED_MAX_CONNECTIONS_PER_ADDRESS, metavar="N",
+                   help="connections at once to each bound port from one address (default "
+                        "%(default)s)")
     p.set_defaults(func=cmd_proxy)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
     """args has frontend, backend, upstream, server_key, client_keys, daemon_key, insecure and
     max_message_bytes."""
+    from streamtag.wire.descriptors import (
+        fit_caps,
+        raise_files_limit,
+        room_for_peers,
+        say_fitted,
+    )
+    from streamtag.wire.guard import ConnectionCaps
     from streamtag.wire.proxy import open_endpoints, run_proxy
     from streamtag.wire.security import is_loopback_endpoint, load_keys
 
@@ -49,6 +70,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             if args.daemon_key else None
         if args.max_message_bytes < 1:
             raise ConfigError("--max-message-bytes must be at least 1")
+        if args.max_connections < 1 or args.max_connections_per_address < 1:
+            raise ConfigError("--max-connections and --max-connections-per-address must be at "
+                              "least 1")
     except ConfigError as exc:
         print(f"streamtag proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -64,6 +88,14 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                 print(f"streamtag proxy: WARNING: {endpoint} is reached without CURVE keys: its "
                       "messages cross the network unencrypted and unauthenticated (give "
                       "--daemon-key)", file=sys.stderr)
+
+    # every peer costs a descriptor: the limit raised, both ports' caps within it
+    limit = raise_files_limit("proxy")
+    wanted = ConnectionCaps(args.max_connections, args.max_connections_per_address)
+    room = room_for_peers(limit, sources=len(args.upstream or ()))
+    frontend_caps, backend_caps = fit_caps([wanted, wanted], room)
+    say_fitted("streamtag proxy", limit, room, [("--frontend", wanted, frontend_caps),
+                                               ("--backend", wanted, backend_caps)])
 
     def ready(frontend: str | None, backend: str) -> None:
         if args.quiet:
@@ -84,7 +116,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                 run_proxy(args.frontend, args.backend, stop, upstream=args.upstream or (),
                           ready=ready, curve=curve, client_keys=args.client_keys,
                           daemon_key=daemon_key, insecure=args.insecure,
-                          max_message_bytes=args.max_message_bytes)
+                          max_message_bytes=args.max_message_bytes, caps=backend_caps,
+                          frontend_caps=frontend_caps)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 failure.append(exc)
                 stop.set()

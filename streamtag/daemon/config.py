@@ -7,8 +7,10 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
     [[sources]]      id, spec (as --source takes it: streamtag.sources.KINDS), title
                      (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
-    [publish]        endpoint, sndhwm, heartbeat_s
-    [control]        endpoint ("" disables the control socket), token_file, pin_token, and
+    [publish]        endpoint, sndhwm, heartbeat_s, connect, and the bound feed's bounds:
+                     max_connections, max_connections_per_address (streamtag.wire.guard)
+    [control]        endpoint ("" disables the control socket), token_file, pin_token, its
+                     bounds (max_connections, max_connections_per_address), and
                      what requests may open or load: file_roots, model_roots, allow_devices,
                      allow_hosts, deny_hosts, allow_private_hosts, max_sources
     [smoothing]      time_constant_s, margin, min_on_s, min_off_s
@@ -55,7 +57,14 @@ from streamtag.engine.config import (
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
 from streamtag.text import utf8_file_text
-from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, DEFAULT_FEED_ENDPOINT
+from streamtag.wire.sockets import (
+    CONTROL_MAX_CONNECTIONS,
+    CONTROL_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_CONTROL_ENDPOINT,
+    DEFAULT_FEED_ENDPOINT,
+    FEED_MAX_CONNECTIONS,
+    FEED_MAX_CONNECTIONS_PER_ADDRESS,
+)
 
 # The command line's parser reads this module (the settings' flags): what it imports stays free
 # of numpy and zmq, and the wire's protocol and keys are imported where they are used.
@@ -168,10 +177,22 @@ class PublishConfig:
                                       help="seconds between heartbeat messages")
     connect: bool = values.field(
         False, help="connect to the endpoint (a proxy's frontend) instead of binding it")
+    max_connections: int = values.field(
+        FEED_MAX_CONNECTIONS, minimum=1, maximum=65536,
+        help="subscribers connected at once; past it the oldest unauthenticated one is ended "
+             "(fewer where the open-files limit leaves less: docs/security.md)")
+    max_connections_per_address: int = values.field(
+        FEED_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
+        help="subscribers connected at once from one address")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "publish", ConfigError)
         check_endpoint("publish.endpoint", self.endpoint)
+
+    @property
+    def caps(self) -> tuple[int, int]:
+        """(connections at once, from one address) of the bound feed."""
+        return self.max_connections, self.max_connections_per_address
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +224,13 @@ class ControlConfig:
     max_sources: int = values.field(1024, minimum=1,
                                     expected=">= 1 (streams add_source may have running)",
                                     help="streams running at most; add_source past it is refused")
+    max_connections: int = values.field(
+        CONTROL_MAX_CONNECTIONS, minimum=1, maximum=65536,
+        help="control connections at once; past it the oldest that has made no signed request "
+             "is ended (fewer where the open-files limit leaves less: docs/security.md)")
+    max_connections_per_address: int = values.field(
+        CONTROL_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
+        help="control connections at once from one address")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "control", ConfigError)
@@ -218,6 +246,11 @@ class ControlConfig:
                         f"control.{key}: {entry!r} is neither a host name (radio.example.org), "
                         "a domain (.example.org), an address nor a network (10.0.0.0/8); a "
                         "typo here would allow or deny nothing")
+
+    @property
+    def caps(self) -> tuple[int, int]:
+        """(connections at once, from one address) of the control socket."""
+        return self.max_connections, self.max_connections_per_address
 
     def check_room(self, stream_id: str, running: int) -> None:
         """ConfigError naming ``max_sources`` when ``running`` streams leave no room for an

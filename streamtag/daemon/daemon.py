@@ -51,6 +51,8 @@ from streamtag.sources.decode_turns import Turns
 from streamtag.sources.hosts import redact_url
 from streamtag.text import counted
 from streamtag.wire.control import ControlServer, default_token_file, ensure_token
+from streamtag.wire.descriptors import fit_caps, raise_files_limit, room_for_peers, say_fitted
+from streamtag.wire.guard import ConnectionCaps
 from streamtag.wire.publisher import Publisher
 from streamtag.wire.requests import (
     AddSource,
@@ -171,6 +173,8 @@ class Daemon:
         self._turns = Turns(config.engine.decoder_turns())  # the source threads take turns
         self._auth: Authenticator | None = None
         self.token_file: Path | None = None
+        self._caps_said: dict[str, ConnectionCaps] | None = None
+        self.files_limit: int | None = None  # the open-files limit, once raised at start
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -178,6 +182,8 @@ class Daemon:
         cfg = self.config
         path = resolve_model(cfg.model.path) or str(default_model_path())
         keep_freed_memory()
+        # before any socket: every peer costs a descriptor (docs/security.md)
+        self.files_limit = raise_files_limit("daemon")
         self.serve_health()
         try:
             self._control_token(cfg)  # a token file open to others stops us before the model
@@ -242,12 +248,44 @@ class Daemon:
         return True, (f"ready: {self.shard.name}, {counted(streams, 'stream')}, model "
                       f"{self.model.name}")
 
+    def connection_caps(self, sources: int) -> dict[str, ConnectionCaps]:
+        """The caps of the ZeroMQ ports this daemon binds ("publish", "control"), fitted
+        within what the open-files limit leaves with ``sources`` running
+        (streamtag.wire.descriptors)."""
+        cfg = self.config
+        wanted = {}
+        if not cfg.publish.connect:
+            wanted["publish"] = ConnectionCaps(*cfg.publish.caps)
+        if cfg.control.endpoint:
+            wanted["control"] = ConnectionCaps(*cfg.control.caps)
+        room = room_for_peers(self.files_limit, sources=sources, http_connections=(
+            [cfg.metrics.max_connections] if cfg.metrics.port else []))
+        fitted = dict(zip(wanted, fit_caps(list(wanted.values()), room), strict=True))
+        if fitted != wanted and fitted != self._caps_said:
+            self._caps_said = fitted  # said once per change, not at every source added
+            say_fitted("daemon", self.files_limit, room,
+                       [(f"{key}.endpoint", wanted[key], fitted[key]) for key in wanted])
+        return fitted
+
+    def _refit_connection_caps(self) -> None:
+        """The ports' caps again, as sources start and end (each keeps descriptors)."""
+        with self._lock:
+            running = sum(1 for r in self._runs.values() if r.final is None)
+        caps = self.connection_caps(running)
+        for key, guarded in (("publish", self.publisher), ("control", self.control)):
+            guard = getattr(guarded, "guard", None)
+            if guard is not None and key in caps:
+                guard.set_caps(caps[key])
+
     def _start_serving(self, cfg: DaemonConfig, model: InferenceModel) -> None:
         curve = self._secure(cfg)
+        mine = [source for source in cfg.sources if self.shard.owns(source.id)]
+        caps = self.connection_caps(len(mine))
         try:
             self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
                                        connect=cfg.publish.connect, context=self._context,
-                                       curve=curve, connected_wait_s=CONNECTED_WAIT_S)
+                                       curve=curve, connected_wait_s=CONNECTED_WAIT_S,
+                                       caps=caps.get("publish"))
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
@@ -261,12 +299,12 @@ class Daemon:
             try:
                 self.control = ControlServer(cfg.control.endpoint, handlers_for(self),
                                              context=self._context, curve=curve,
-                                             token_file=self.token_file).start()
+                                             token_file=self.token_file,
+                                             caps=caps.get("control")).start()
             except OSError as exc:
                 raise _endpoint_error("control.endpoint", "--control", cfg.control.endpoint,
                                       exc) from exc
         self.broadcast.start_heartbeat(cfg.publish.heartbeat_s, self._running_streams)
-        mine = [source for source in cfg.sources if self.shard.owns(source.id)]
         if self.shard.count > 1:
             log.info("%s: serving %d of the %d sources", self.shard.name, len(mine),
                      len(cfg.sources))
@@ -355,6 +393,8 @@ class Daemon:
                                       name=f"streamtag-source-{source.id}", daemon=True)
         with self._lock:
             self._runs[source.id] = run
+        if self._serving:  # at start the caps were fitted to the shard's sources
+            self._refit_connection_caps()
         run.thread.start()
 
     def remove_source(self, stream_id: str) -> str:
@@ -473,6 +513,8 @@ class Daemon:
         if self.histograms is not None:
             for sid in forgotten:
                 self.histograms.forget_stream(sid)
+        if self._serving and not self._draining:
+            self._refit_connection_caps()
 
     def _feed(self, sid: str, chunks: Iterator[AudioChunk]) -> None:
         """A source's chunks into the engine, inside the thread's turn

@@ -63,6 +63,8 @@ from streamtag.daemon.config import (
 from streamtag.daemon.shard import WorkerShard
 from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.control import ControlClient, ControlServer, default_token_file, ensure_token
+from streamtag.wire.descriptors import fit_caps, raise_files_limit, room_for_peers, say_fitted
+from streamtag.wire.guard import ConnectionCaps
 from streamtag.wire.proxy import run_proxy
 from streamtag.wire.requests import (
     AddSource,
@@ -309,6 +311,8 @@ class Supervisor:
         self._auth: Authenticator | None = None
         self._started_at = time.monotonic()
         self._mp = multiprocessing.get_context("spawn")
+        self.files_limit: int | None = None  # the open-files limit, once raised at start
+        self._caps: dict[str, ConnectionCaps] = {}
 
     @staticmethod
     def _backoff(index: int) -> Backoff:
@@ -325,8 +329,29 @@ class Supervisor:
             raise
         return self
 
+    def connection_caps(self) -> dict[str, ConnectionCaps]:
+        """The caps of the public ZeroMQ ports ("publish", "control"), fitted within what the
+        open-files limit leaves (streamtag.wire.descriptors; a worker's pipes and sockets
+        counted as a source's reserve)."""
+        cfg = self.config
+        wanted = {}
+        if not cfg.publish.connect:
+            wanted["publish"] = ConnectionCaps(*cfg.publish.caps)
+        if cfg.control.endpoint:
+            wanted["control"] = ConnectionCaps(*cfg.control.caps)
+        room = room_for_peers(self.files_limit, sources=self.count, http_connections=(
+            [cfg.metrics.max_connections] if cfg.metrics.port else []))
+        fitted = dict(zip(wanted, fit_caps(list(wanted.values()), room), strict=True))
+        say_fitted("supervisor", self.files_limit, room,
+                   [(f"{key}.endpoint", wanted[key], fitted[key]) for key in wanted])
+        return fitted
+
     def _start(self) -> None:
         cfg = self.config
+        # before any socket: every peer costs a descriptor (docs/security.md); the workers
+        # inherit the raised limit
+        self.files_limit = raise_files_limit("supervisor")
+        self._caps = self.connection_caps()
         self._folder = Path(tempfile.mkdtemp(prefix="streamtag-run-"))  # mode 0700
         self._worker_token = ensure_token(self._folder / "workers.token")
         curve = load_keys(cfg.security.server_key, need_secret=True) \
@@ -375,7 +400,7 @@ class Supervisor:
                 run_proxy(f"ipc://{self._folder}/feed", cfg.publish.endpoint, self._proxy_stop,
                           sndhwm=cfg.publish.sndhwm, ready=ready, curve=curve,
                           client_keys=cfg.security.client_keys,
-                          insecure=cfg.security.insecure)
+                          insecure=cfg.security.insecure, caps=self._caps.get("publish"))
             except BaseException as exc:  # noqa: BLE001 - handed to start()
                 self._proxy_error = exc
                 self._proxy_ready.set()
@@ -403,7 +428,8 @@ class Supervisor:
         try:
             self.control = ControlServer(cfg.control.endpoint, handlers_for(self),
                                          context=self._context, curve=curve,
-                                         token_file=self.token_file).start()
+                                         token_file=self.token_file,
+                                         caps=self._caps.get("control")).start()
         except OSError as exc:
             raise ConfigError(f"control.endpoint {cfg.control.endpoint}: "
                               f"{exc.strerror or exc}; stop the process that holds it, or set "

@@ -41,6 +41,7 @@ import zmq
 from streamtag import places
 from streamtag.errors import ConfigError, ProtocolError, StreamtagError
 from streamtag.fsutil import NotOursError, own_folder, read_own_file
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
 from streamtag.wire.protocol import (
     MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES,
@@ -310,13 +311,18 @@ class ControlServer:
     other gets one refusal and nothing runs, "ping" included. The token is ``token`` when
     given, else the one ``token_file`` holds now (the default token file when neither is
     given, made at start when missing), read again when the file changes.
+
+    ``caps``: the socket's connection caps (streamtag.wire.guard), kept in the server's own
+    thread; a connection that has made a request with authority goes after every one that
+    has not. ``guard`` is their keeper once started.
     """
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT,
                  handlers: Mapping[str, Handler] | None = None, *,
                  context: zmq.Context[Any] | None = None, poll_ms: int = 100,
                  curve: CurveKeys | None = None, curve_domain: str = CONTROL_DOMAIN,
-                 token: str | None = None, token_file: str | os.PathLike[str] | None = None):
+                 token: str | None = None, token_file: str | os.PathLike[str] | None = None,
+                 caps: ConnectionCaps | None = None):
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         for name, handler in (handlers or {}).items():
             if not isinstance(name, str) or not callable(handler):
@@ -334,9 +340,12 @@ class ControlServer:
         self._nonces = _Nonces()
         self._context = context
         self._poll_ms = poll_ms
+        self._caps = caps
+        self.guard: ConnectionGuard | None = None
         self.endpoint: str | None = None  # the bound endpoint, once started
         self.served = 0
         self.refused = 0  # requests without authority
+        self._authorised = False  # whether the request being answered had authority
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
         self._worker = ReadyThread(self._run, "streamtag-control")
 
@@ -429,6 +438,7 @@ class ControlServer:
         if token is None or not hmac.compare_digest(
                 mac_of(token, nonce.encode(), data).encode(), mac.encode("utf-8", "replace")):
             return [encode_reply(self._refusal())]
+        self._authorised = True
         reply = self.handle_bytes(data, curve_client, signed=True)
         return [json.dumps({"mac": mac_of(token, nonce.encode(), mac.encode(), reply)}).encode(),
                 reply]
@@ -474,28 +484,45 @@ class ControlServer:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
             if self._curve is not None:
                 make_server(sock, self._curve, self._curve_domain)
+            if self._caps is not None:  # its monitor must see the socket listen
+                self.guard = ConnectionGuard(sock, self._caps, "control")
             try:
                 self.endpoint = bind_or_connect(sock, self._requested, False, "control server")
+                if self.guard is not None:
+                    self.guard.name = f"control {self.endpoint}"
             except OSError as exc:
                 self._worker.error = exc
                 return
             finally:
                 self._worker.ready.set()
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            if self.guard is not None:
+                poller.register(self.guard.monitor, zmq.POLLIN)
             while not self._worker.stopping.is_set():
-                if not sock.poll(self._poll_ms, zmq.POLLIN):
+                ready = dict(poller.poll(self._poll_ms))
+                if self.guard is not None:
+                    self.guard.handle_events()  # also says what was ended, a line a minute
+                if sock not in ready:
                     continue
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 frames = [part.bytes for part in parts]
                 # A REQ peer sends [identity, b"", request...]; a DEALER may omit the delimiter.
                 split = frames.index(b"") + 1 if b"" in frames else 1
                 envelope, payload = frames[:split], frames[split:]
-                reply = self._answer(frames[0], payload, self._curve_client(parts[-1]))
+                curve_client = self._curve_client(parts[-1])
+                self._authorised = curve_client
+                reply = self._answer(frames[0], payload, curve_client)
+                if self._authorised and self.guard is not None:
+                    self.guard.authenticate(_source_fd(parts[-1]))
                 try:
                     sock.send_multipart([*envelope, *reply], flags=zmq.NOBLOCK)
                 except zmq.Again:
                     log.warning("control reply dropped: the client is not reading")
                 self.served += 1
         finally:
+            if self.guard is not None:
+                self.guard.close()
             sock.close(linger=0)
 
     def _curve_client(self, frame: zmq.Frame) -> bool:
@@ -513,6 +540,15 @@ class ControlServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _source_fd(frame: zmq.Frame) -> int:
+    """The descriptor of the connection ``frame`` came in on (libzmq's ZMQ_SRCFD); -1 where
+    libzmq does not say."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except (zmq.ZMQError, AttributeError, ValueError):
+        return -1
 
 
 CHALLENGE_REQUEST = encode_request({"cmd": CHALLENGE})

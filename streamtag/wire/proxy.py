@@ -28,6 +28,7 @@ import zmq
 
 from streamtag.errors import ConfigError
 from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES, refusal
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
 from streamtag.wire.security import (
     FEED_DOMAIN,
     Authenticator,
@@ -75,7 +76,9 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
               ready: Callable[[str | None, str], None] | None = None,
               curve: CurveKeys | None = None, client_keys: str | Path | None = None,
               daemon_key: bytes | None = None, insecure: bool = False,
-              max_message_bytes: int = MAX_MESSAGE_BYTES) -> ProxyStats:
+              max_message_bytes: int = MAX_MESSAGE_BYTES,
+              caps: ConnectionCaps | None = None,
+              frontend_caps: ConnectionCaps | None = None) -> ProxyStats:
     """Forward messages until `stop_event` is set (or Ctrl-C when there is none).
 
     frontend: XSUB endpoint to bind for daemons that connect, or None for none.
@@ -90,6 +93,8 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
         that hold its secret, and present `curve` to them (needs `curve`).
     insecure: bind beyond loopback without keys; otherwise that is a ConfigError.
     max_message_bytes: a daemon that sends a larger frame is disconnected (it reconnects).
+    caps, frontend_caps: the connection caps of the backend and of a bound frontend
+        (streamtag.wire.guard), kept by a thread each; None: no caps.
     Subscribers that do not keep up lose messages at `sndhwm`; the proxy never blocks.
     Messages move in libzmq's own proxy loop (``zmq_proxy_steerable``), not in Python: every
     message of every daemon passes here, and a Python loop moved 1.2-1.7x fewer per second
@@ -116,7 +121,7 @@ def run_proxy(frontend: str | None = DEFAULT_FRONTEND, backend: str = DEFAULT_BA
         if client_keys is not None:
             auth = Authenticator(ctx, {FEED_DOMAIN: ("--client-keys", client_keys)})
         return _serve(ctx, frontend, backend, stop_event, upstream, sndhwm, poll_ms, ready,
-                      curve, daemon_key, max_message_bytes)
+                      curve, daemon_key, max_message_bytes, (frontend_caps, caps))
     finally:
         if auth is not None:
             auth.stop()
@@ -128,13 +133,15 @@ def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
            stop_event: threading.Event | None, upstream: Sequence[str], sndhwm: int,
            poll_ms: int, ready: Callable[[str | None, str], None] | None,
            curve: CurveKeys | None, daemon_key: bytes | None,
-           max_message_bytes: int) -> ProxyStats:
+           max_message_bytes: int,
+           caps: tuple[ConnectionCaps | None, ConnectionCaps | None]) -> ProxyStats:
     xsub = ctx.socket(zmq.XSUB)
     xpub = ctx.socket(zmq.XPUB)
     control = ctx.socket(zmq.REP)  # the steering socket: STATISTICS, then TERMINATE
     control_endpoint = f"inproc://streamtag-proxy-{next(_CONTROL_IDS)}"
     stats = ProxyStats()
     watcher = None
+    guards: list[ConnectionGuard] = []
     try:
         for sock in (xsub, xpub, control):
             sock.setsockopt(zmq.LINGER, 0)
@@ -148,12 +155,23 @@ def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
         if daemon_key is not None and curve is not None:
             make_client(xsub, ClientCurve(daemon_key, curve))
         control.bind(control_endpoint)
+        # each guard's monitor must see its socket listen: made before the binds
+        if caps[0] is not None and frontend is not None:
+            guards.append(ConnectionGuard(xsub, caps[0], "proxy frontend",
+                                          authenticates=daemon_key is not None))
+        if caps[1] is not None:
+            guards.append(ConnectionGuard(xpub, caps[1], "proxy backend",
+                                          authenticates=curve is not None))
         bound_frontend = None
         if frontend is not None:
             bound_frontend = bind_or_connect(xsub, frontend, False, "proxy frontend (XSUB)")
         for endpoint in upstream:
             bind_or_connect(xsub, endpoint, True, "proxy frontend (XSUB)")
         bound_backend = bind_or_connect(xpub, backend, False, "proxy backend (XPUB)")
+        for guard in guards:
+            guard.name = (f"proxy backend {bound_backend}" if guard.name == "proxy backend"
+                          else f"proxy frontend {bound_frontend}")
+            guard.start()
         if stop_event is not None:
             watcher = threading.Thread(target=_steer, name="streamtag-proxy-stop", daemon=True,
                                        args=(ctx, control_endpoint, stop_event, poll_ms, stats))
@@ -164,6 +182,8 @@ def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
     finally:
         if watcher is not None:
             watcher.join(5)
+        for guard in guards:
+            guard.close()
         for sock in (xsub, xpub, control):
             sock.close(linger=0)
     return stats

@@ -19,6 +19,7 @@ import zmq
 from streamtag.engine.tracks import SCORE_DECIMALS
 from streamtag.errors import ProtocolError
 from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_DETAIL_LENGTH,
@@ -66,6 +67,9 @@ class Publisher:
             every subscriber and counted in `dropped`. Meant for a publisher connected to a
             single proxy, where one link carries everything and a count is worth having.
 
+    caps: the bound socket's connection caps (streamtag.wire.guard), kept by a thread of its
+        own that watches the socket; None: no caps. ``guard`` is that keeper.
+
     Thread safety: any thread may publish; a lock serialises stamping and sending, so
     sequence numbers leave the socket in order.
     """
@@ -73,7 +77,8 @@ class Publisher:
     def __init__(self, endpoint: str = DEFAULT_FEED_ENDPOINT, sndhwm: int = 1000,
                  session: str | None = None, *, connect: bool = False, linger_ms: int = 1000,
                  hwm_policy: str = "per_subscriber", context: zmq.Context[Any] | None = None,
-                 curve: CurveKeys | None = None, connected_wait_s: float = 0.0):
+                 curve: CurveKeys | None = None, connected_wait_s: float = 0.0,
+                 caps: ConnectionCaps | None = None):
         if hwm_policy not in HWM_POLICIES:
             raise ValueError(f"hwm_policy must be one of {', '.join(HWM_POLICIES)}, "
                              f"got {hwm_policy!r}")
@@ -95,6 +100,7 @@ class Publisher:
         self._held: list[list[bytes]] = []
         self._started = time.monotonic()
         self._closed = False
+        self.guard: ConnectionGuard | None = None
         ctx = context if context is not None else zmq.Context.instance()
         refuse = hwm_policy == "refuse"
         self._socket = ctx.socket(zmq.XPUB if refuse else zmq.PUB)
@@ -108,10 +114,18 @@ class Publisher:
                 make_server(self._socket, curve)
             monitor = (self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
                        if connect and connected_wait_s > 0 else None)
+            if caps is not None and not connect:  # its monitor must see the socket listen
+                self.guard = ConnectionGuard(self._socket, caps, "feed",
+                                             authenticates=curve is not None)
             self.endpoint = bind_or_connect(self._socket, endpoint, connect, "publisher")
+            if self.guard is not None:
+                self.guard.name = f"feed {self.endpoint}"
+                self.guard.start()
             if monitor is not None:
                 self._wait_connected(monitor, connected_wait_s)
         except BaseException:
+            if self.guard is not None:
+                self.guard.close()
             self._socket.close(linger=0)
             raise
 
@@ -316,6 +330,8 @@ class Publisher:
                 return
             self._send_held()  # a hold still open when closing loses nothing
             self._closed = True
+            if self.guard is not None:
+                self.guard.close()
             self._socket.close(linger=self._linger_ms if linger_ms is None else linger_ms)
 
     def __enter__(self) -> Publisher:

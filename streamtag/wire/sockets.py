@@ -16,6 +16,15 @@ if TYPE_CHECKING:
 # Loopback by default: a daemon is reachable from this host only unless told otherwise.
 DEFAULT_FEED_ENDPOINT = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
+# Connections at once to a bound feed (the daemon's PUB, the proxy's ports) and from one address
+# (streamtag.wire.guard): a feed's readers are a few processes per machine (a recorder, a
+# dashboard, bridges, a proxy), and each subscriber may hold up to sndhwm messages of the
+# publisher's memory, so a few hundred is room enough without being a lever on memory.
+FEED_MAX_CONNECTIONS = 256
+FEED_MAX_CONNECTIONS_PER_ADDRESS = 32
+# The control socket's: a request is one short connection, as on the metrics port.
+CONTROL_MAX_CONNECTIONS = 64
+CONTROL_MAX_CONNECTIONS_PER_ADDRESS = 16
 # The proxy's (streamtag.wire.proxy)
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5559"

@@ -1,0 +1,302 @@
+"""Connection caps on the ZeroMQ sockets streamtag binds (docs/security.md, "ZeroMQ port
+limits"): the daemon's feed and control sockets, the proxy's frontend and backend, and the
+supervisor's public feed and control.
+
+libzmq accepts every TCP connection that arrives and holds a descriptor for each until the peer
+leaves; past the open-files limit its accept loop spins on EMFILE and the process can open
+nothing else (a station, a probe). A `ConnectionGuard` watches the socket through libzmq's
+monitor (ACCEPTED and DISCONNECTED carry the connection's descriptor), learns each peer's
+address from that descriptor, and keeps the connections within ``max_connections`` at once and
+``max_per_address`` from one address. Past either, the oldest unauthenticated connection (of
+that address, for the second) is ended: ``shutdown`` on a duplicate of libzmq's descriptor ends
+the TCP connection, libzmq sees it end and closes its own descriptor. A newcomer is
+unauthenticated, so when every other connection is authenticated the newcomer is the one ended.
+
+Authenticated means: on a CURVE socket, past the handshake (a connection is known past it when
+it alone was waiting for its handshake as one succeeded, or once it has stayed open longer than
+libzmq's HANDSHAKE_IVL, which closes any connection still in its handshake); on the control
+socket, having made a request with authority (``authenticate``, from the frame's source
+descriptor). Without CURVE on a feed, nobody is: every subscriber may be the one ended.
+
+Before ending a connection the guard checks that the descriptor is still that connection (the
+same local port and peer address and port): libzmq may have closed it and given the number to
+another connection, or to a file, before the guard read the event.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY_S = 60.0  # connections ended are said in one line this often at most
+POLL_MS = 200  # how often a guard's own thread looks at its stop event
+EVENTS = (zmq.EVENT_LISTENING | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+          | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+# why a connection was ended (the metric's reason label): what the log says
+REASONS = {"room": "ended to make room past the connection cap",
+           "room_per_address": "ended to make room past the cap for one address"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionCaps:
+    """The bounds of one ZeroMQ listening socket."""
+
+    max_connections: int
+    max_per_address: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_per_address"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number above 0, got "
+                                 f"{getattr(self, name)!r}")
+
+    def within(self, most: int) -> ConnectionCaps:
+        """These caps shrunk to ``most`` connections at once (at least 1)."""
+        total = max(1, min(self.max_connections, most))
+        return ConnectionCaps(total, min(self.max_per_address, total))
+
+
+@dataclasses.dataclass
+class _Peer:
+    address: str  # as the caps count it: the IP address, or "local" for ipc
+    peer: Any  # getpeername()'s answer, to know the descriptor is still this connection
+    local_port: int | None
+    accepted_at: float
+    authenticated: bool = False
+    in_handshake: bool = True
+
+
+class ConnectionGuard:
+    """Keeps the connections of ``sock`` within ``caps``; made before ``sock`` binds (the
+    monitor must see it listen). ``authenticates``: the socket is a CURVE server, whose peers
+    count as authenticated once past their handshake. The monitor's events are read by
+    ``handle_events`` in whichever one thread polls ``monitor`` (the control server's own), or
+    by ``start``'s thread of its own."""
+
+    def __init__(self, sock: zmq.Socket[Any], caps: ConnectionCaps, name: str, *,
+                 authenticates: bool = False) -> None:
+        self.name = name
+        self._caps = caps
+        self._authenticates = authenticates
+        interval_ms = int(sock.getsockopt(zmq.HANDSHAKE_IVL))
+        self._handshake_s = interval_ms / 1000 if authenticates and interval_ms > 0 else None
+        self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(EVENTS)
+        self._socket = sock
+        self._lock = threading.Lock()
+        self._ports: set[int] = set()  # the ports it listens on
+        self._open: collections.OrderedDict[int, _Peer] = collections.OrderedDict()  # by fd
+        self._leaving: dict[int, _Peer] = {}  # ended here, until libzmq says it closed
+        self._per_address: collections.Counter[str] = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._unreported: collections.Counter[str] = collections.Counter()
+        self._last_report = -float("inf")
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
+
+    # -- what others ask
+
+    @property
+    def caps(self) -> ConnectionCaps:
+        return self._caps
+
+    def set_caps(self, caps: ConnectionCaps) -> None:
+        """New bounds (the daemon's descriptor budget changed); applied at the next
+        connection."""
+        with self._lock:
+            self._caps = caps
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def ended(self) -> dict[str, int]:
+        """Connections ended since the start, by reason (REASONS); from any thread."""
+        with self._lock:
+            return dict(self._counts)
+
+    def authenticate(self, fd: int) -> None:
+        """The connection on descriptor ``fd`` made a request with authority: it goes after
+        every unauthenticated one."""
+        with self._lock:
+            peer = self._open.get(fd)
+            if peer is not None:
+                peer.authenticated = True
+
+    # -- the monitor's events
+
+    def start(self) -> ConnectionGuard:
+        """Reads the monitor's events on a thread of its own (a socket whose thread blocks
+        elsewhere: a publisher's senders, the proxy's loop)."""
+        self._thread = threading.Thread(target=self._serve, name=f"streamtag-guard-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.monitor.poll(POLL_MS, zmq.POLLIN):
+                    self.handle_events()
+                else:
+                    self._report()
+        except zmq.ZMQError:  # the context was terminated under it: nothing left to guard
+            pass
+
+    def handle_events(self) -> None:
+        """Handles every event waiting on ``monitor``, without waiting for more."""
+        while True:
+            try:
+                event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+            kind, value = int(event["event"]), int(event["value"])
+            with self._lock:
+                if kind == zmq.EVENT_ACCEPTED:
+                    self._accepted(value)
+                elif kind in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                    self._gone(value)
+                elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._handshake_succeeded()
+                elif kind == zmq.EVENT_LISTENING:
+                    port = _local_port(value)
+                    if port is not None:
+                        self._ports.add(port)
+        self._report()
+
+    def _accepted(self, fd: int) -> None:
+        self._gone(fd)  # a number libzmq reused: its last connection has gone
+        try:
+            with _borrowed(fd) as sock:
+                local, peer = sock.getsockname(), sock.getpeername()
+        except OSError:  # closed already; its DISCONNECTED follows
+            return
+        local_port = local[1] if isinstance(local, tuple) else None
+        if local_port is not None and self._ports and local_port not in self._ports:
+            return  # not this socket's (a descriptor reused before the event was read)
+        address = _address_of(peer)
+        self._open[fd] = _Peer(address, peer, local_port, time.monotonic())
+        self._per_address[address] += 1
+        caps = self._caps
+        while self._per_address[address] > caps.max_per_address:
+            self._end(self._victim(address), "room_per_address")
+        while len(self._open) > caps.max_connections:
+            self._end(self._victim(None), "room")
+
+    def _victim(self, address: str | None) -> int:
+        """The oldest unauthenticated connection (from ``address`` when given), else the
+        oldest."""
+        if self._handshake_s is not None:  # past the handshake interval: past the handshake
+            old = time.monotonic() - self._handshake_s
+            for peer in self._open.values():
+                if peer.accepted_at < old:
+                    peer.authenticated, peer.in_handshake = True, False
+        among = [(fd, p) for fd, p in self._open.items()
+                 if address is None or p.address == address]
+        return next((fd for fd, p in among if not p.authenticated), among[0][0])
+
+    def _end(self, fd: int, why: str) -> None:
+        peer = self._open.pop(fd)
+        self._forget_address(peer.address)
+        self._leaving[fd] = peer
+        self._counts[why] += 1
+        self._unreported[why] += 1
+        try:
+            with _borrowed(fd) as sock:
+                local, now = sock.getsockname(), sock.getpeername()
+                if (isinstance(local, tuple) and local[1] == peer.local_port
+                        and now == peer.peer) or (not isinstance(local, tuple)
+                                                  and peer.local_port is None):
+                    sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # gone meanwhile, or no longer a connection of this socket
+            pass
+
+    def _gone(self, fd: int) -> None:
+        self._leaving.pop(fd, None)
+        peer = self._open.pop(fd, None)
+        if peer is not None:
+            self._forget_address(peer.address)
+
+    def _forget_address(self, address: str) -> None:
+        self._per_address[address] -= 1
+        if self._per_address[address] <= 0:
+            del self._per_address[address]
+
+    def _handshake_succeeded(self) -> None:
+        """One connection finished its handshake; the event does not say which. When it alone
+        was waiting for its handshake, it is that one."""
+        waiting = [p for p in (*self._open.values(), *self._leaving.values()) if p.in_handshake]
+        if len(waiting) == 1:
+            waiting[0].in_handshake = False
+            waiting[0].authenticated = self._authenticates
+
+    def _report(self) -> None:
+        with self._lock:
+            if not self._unreported or time.monotonic() - self._last_report < REPORT_EVERY_S:
+                return
+            said = ", ".join(f"{n} {REASONS[why]}" for why, n in sorted(self._unreported.items()))
+            self._unreported.clear()
+            self._last_report = time.monotonic()
+            caps = self._caps
+        log.warning("%s: connections %s (bounds: %d at once, %d from one address; raise them "
+                    "with the port's max_connections settings where these are honest peers)",
+                    self.name, said, caps.max_connections, caps.max_per_address)
+
+    def close(self) -> None:
+        """Stops reading events and closes the monitor; before the socket closes, from the
+        socket's thread. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(POLL_MS / 1000 * 10)
+        with contextlib.suppress(zmq.ZMQError):
+            self._socket.disable_monitor()
+        self.monitor.close(linger=0)
+
+
+@contextlib.contextmanager
+def _borrowed(fd: int):  # type: ignore[no-untyped-def]
+    """A Python socket on a duplicate of libzmq's descriptor ``fd``, closed after (libzmq's
+    own stays open)."""
+    copy = os.dup(fd)
+    try:
+        sock = socket.socket(fileno=copy)
+    except OSError:  # not a socket (a file that took the number)
+        os.close(copy)
+        raise
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def _local_port(fd: int) -> int | None:
+    try:
+        with _borrowed(fd) as sock:
+            local = sock.getsockname()
+    except OSError:
+        return None
+    return local[1] if isinstance(local, tuple) else None
+
+
+def _address_of(peer: Any) -> str:
+    """The address a per-address cap counts: an IPv4 address mapped into IPv6 as IPv4."""
+    if not isinstance(peer, tuple):
+        return "local"
+    address = str(peer[0])
+    return address.removeprefix("::ffff:") if "." in address else address

@@ -1,0 +1,249 @@
+"""Connection caps on the ZeroMQ ports (docs/security.md, "ZeroMQ port limits"): idle peers on
+the feed and on control, past a daemon's open-files limit, leave its descriptors below the limit;
+an honest subscriber, a signed control request, a station's reconnection and /healthz are all
+served meanwhile. Real sockets on loopback, a real daemon under a low limit; the guard's rule
+(the oldest unauthenticated connection goes first) on a socket of the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from support.helpers import (
+    Feed,
+    OggStation,
+    free_port,
+    http_get,
+    is_ready,
+    run_streamtag,
+    stop_process,
+    tiny_model_file,
+    wait_until,
+)
+from support.hostile_station import vorbis_ogg
+
+import streamtag
+from streamtag.wire.control import ControlServer, control_request, mac_of
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
+
+pytest.importorskip("websockets", reason="the metrics port needs websockets: pip install "
+                                         "websockets")
+
+FILES_LIMIT = 256  # the daemon's open-files limit (RLIMIT_NOFILE) under the flood
+FLOOD_ADDRESSES = 8  # loopback addresses 127.0.0.2-9 the flood comes from
+ZMQ_PEERS = 120  # idle ZeroMQ peers on each port (SUB on the feed, DEALER on control)
+RAW_PEERS = 60  # idle TCP connections on each port, which never greet
+STATION_S = 3.0  # the station's Ogg, played once a request: the source reconnects after each
+
+
+def lower_files_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FILES_LIMIT, FILES_LIMIT))
+
+
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def idle_tcp(port: int, source: str) -> socket.socket | None:
+    """A TCP connection from ``source`` that sends nothing (no ZeroMQ greeting)."""
+    sock = socket.socket()
+    sock.settimeout(0.5)
+    try:
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def tcp_port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def test_a_flood_of_idle_zeromq_peers_leaves_feed_control_stations_and_probes_serving(
+        tmp_path):
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    control = f"tcp://127.0.0.1:{free_port()}"
+    metrics = free_port()
+    token_file = tmp_path / "control.token"
+    station = OggStation(vorbis_ogg(STATION_S, 16000), STATION_S)
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{tiny_model_file(tmp_path / "tiny.pt")}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
+        f'[control]\nendpoint = "{control}"\ntoken_file = "{token_file}"\n\n'
+        f"[metrics]\nport = {metrics}\nmax_connections = 16\n\n"
+        f"[engine]\nmax_wait_ms = 5\n\n"
+        f'[[sources]]\nid = "radio"\nspec = "{station.url}"\n')
+    env = {**os.environ, "STREAMTAG_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(Path(streamtag.__file__).resolve().parent.parent)}
+    daemon = run_streamtag("run", "--config", str(config), popen=True, env=env,
+                           preexec_fn=lower_files_limit)
+    context = zmq.Context()
+    hostile: list[zmq.Socket] = []
+    raw: list[socket.socket] = []
+    feed = honest = None
+    try:
+        wait_until(lambda: daemon.poll() is not None or is_ready(metrics), 120,
+                   "the daemon to be ready")
+        assert daemon.poll() is None, "the daemon exited"
+        feed = Feed(publish)
+        wait_until(lambda: feed.count("radio") > 0, 60, "the station's first window")
+        most = descriptors(daemon.pid)
+
+        # Idle peers from eight loopback addresses, more than the daemon's limit in all:
+        # ZeroMQ peers that greet and then say nothing (and connect again when ended), and
+        # TCP connections that never greet.
+        for kind, endpoint in ((zmq.SUB, publish), (zmq.DEALER, control)):
+            for i in range(ZMQ_PEERS):
+                peer = context.socket(kind)
+                peer.setsockopt(zmq.LINGER, 0)
+                source = f"127.0.0.{2 + i % FLOOD_ADDRESSES}"
+                peer.connect(f"tcp://{source}:0;127.0.0.1:{tcp_port(endpoint)}")
+                hostile.append(peer)
+            for i in range(RAW_PEERS):
+                sock = idle_tcp(tcp_port(endpoint), f"127.0.0.{2 + i % FLOOD_ADDRESSES}")
+                if sock is not None:
+                    raw.append(sock)
+                most = max(most, descriptors(daemon.pid))
+        assert len(hostile) + len(raw) > FILES_LIMIT
+        flooded = time.monotonic()
+        requests = station.requests
+
+        def watched(predicate):
+            def check() -> bool:
+                nonlocal most
+                most = max(most, descriptors(daemon.pid))
+                return predicate()
+            return check
+
+        # A subscriber that joins now hears the station; the station, which ends its play
+        # every few seconds, is reached again; the probes and a signed request are answered.
+        honest = Feed(publish)
+        wait_until(watched(lambda: honest.count("radio") >= 3), 60,
+                   "the station's windows at a subscriber that joined during the flood")
+        wait_until(watched(lambda: station.requests >= requests + 2), 60,
+                   "the station to be reached again during the flood")
+        wait_until(watched(lambda: feed.count("radio", since=time.monotonic() - 2) > 0
+                           and station.requests >= requests + 2), 30,
+                   "windows after the station's reconnection")
+        assert http_get(metrics, "/healthz") == (200, "serving\n")
+        status = run_streamtag("status", "--control", control, "--token-file",
+                               str(token_file), "--json", env=env, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["streams"]["radio"]["state"] in ("running",
+                                                                          "reconnecting")
+        for _ in range(20):  # the flood goes on: ended ZeroMQ peers connect again
+            most = max(most, descriptors(daemon.pid))
+            time.sleep(0.05)
+        assert most < FILES_LIMIT, most
+        assert feed.count("radio", since=flooded) > 0
+    finally:
+        for peer in hostile:
+            peer.close(linger=0)
+        for sock in raw:
+            sock.close()
+        context.term()
+        for reader in (feed, honest):
+            if reader is not None:
+                reader.close()
+        stop_process(daemon, timeout=20)
+        stderr = daemon.communicate(timeout=10)[1]
+        station.close()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "Too many open files" not in stderr and "EMFILE" not in stderr, stderr[-3000:]
+    assert "ended to make room" in stderr, stderr[-3000:]
+    # the caps fitted within the limit are said, with the fix
+    assert "open-files limit (256)" in stderr and "LimitNOFILE" in stderr, stderr[-3000:]
+
+
+def guarded(kind: int, caps: ConnectionCaps) -> tuple[zmq.Context, zmq.Socket,
+                                                       ConnectionGuard, int]:
+    context = zmq.Context()
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    guard = ConnectionGuard(sock, caps, "test")
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    guard.start()
+    return context, sock, guard, port
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_past_the_cap_for_one_address_its_oldest_connection_is_ended_and_no_other():
+    context, sock, guard, port = guarded(zmq.PUB, ConnectionCaps(64, 4))
+    try:
+        other = [idle_tcp(port, "127.0.0.2") for _ in range(3)]
+        wait_until(lambda: guard.open == 3, 10, "the other address's connections")
+        crowd = [idle_tcp(port, "127.0.0.3") for _ in range(6)]
+        wait_until(lambda: guard.ended().get("room_per_address") == 2, 10,
+                   "two connections ended")
+        wait_until(lambda: closed_by_peer(crowd[0]) and closed_by_peer(crowd[1]), 10,
+                   "the two oldest from the crowded address to be closed")
+        assert not any(closed_by_peer(s) for s in crowd[2:] + other)
+        assert guard.open == 7
+    finally:
+        for s in [*other, *crowd]:
+            s.close()
+        guard.close()
+        sock.close()
+        context.term()
+
+
+def test_control_keeps_a_connection_that_made_a_signed_request_over_newer_idle_ones(tmp_path):
+    token = "t" * 40
+    server = ControlServer("tcp://127.0.0.1:*", token=token,
+                           caps=ConnectionCaps(4, 4)).start()
+    context = zmq.Context()
+    signed = context.socket(zmq.REQ)
+    try:
+        assert server.endpoint is not None
+        port = tcp_port(server.endpoint)
+        # the oldest connection: idle, unauthenticated
+        first = idle_tcp(port, "127.0.0.1")
+        wait_until(lambda: server.guard is not None and server.guard.open == 1, 10,
+                   "the idle connection")
+        signed.setsockopt(zmq.LINGER, 0)
+        signed.connect(server.endpoint)
+        # a signed request on this REQ's connection, as control_request makes it
+        signed.send(b'{"cmd": "challenge"}')
+        assert signed.poll(5000)
+        nonce = json.loads(signed.recv())["nonce"]
+        payload = b'{"cmd": "ping"}'
+        auth = json.dumps({"nonce": nonce, "mac": mac_of(token.encode(), nonce.encode(),
+                                                         payload)}).encode()
+        signed.send_multipart([auth, payload])
+        assert signed.poll(5000)
+        assert json.loads(signed.recv_multipart()[1])["ok"]
+        # more idle ones than the cap: the signed one outlives every idle one before it
+        crowd = [idle_tcp(port, "127.0.0.1") for _ in range(6)]
+        wait_until(lambda: server.guard.ended().get("room_per_address", 0) >= 4, 10,
+                   "idle connections ended")
+        wait_until(lambda: closed_by_peer(first), 10, "the oldest idle connection's end")
+        assert control_request(server.endpoint, {"cmd": "ping"}, token=token)["ok"]
+        assert not closed_by_peer(crowd[-1])
+        # the signed connection still answers on the same socket
+        signed.send(b'{"cmd": "challenge"}')
+        assert signed.poll(5000), "the signed connection was ended"
+        signed.recv()
+        for s in [first, *crowd]:
+            s.close()
+    finally:
+        signed.close(linger=0)
+        context.term()
+        server.stop()
