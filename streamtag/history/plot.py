@@ -52,6 +52,10 @@ LABEL_COLOUR = {"off_air": "#ffffff", "silence": "#000000", "not_recorded": "#ff
 CONTENT_COLOUR = {"music": "#1b9e77", "speech": "#e6861a", "silence": "#f2f2f2",
                   "tone": "#b05cc6", "noise": "#8c6d46"}
 CONTENT_ROW = "content"
+# Every text drawn as written: a title is a station's, a tag name a model file's, and
+# matplotlib would read "$...$" in one as mathtext (raising on a command it does not know) and,
+# where a user's matplotlibrc sets text.usetex, hand it to TeX
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 def hop_s(airtime: StreamAirtime) -> float:
@@ -93,15 +97,26 @@ def content_row(counted: np.ndarray, width: float, held_s: float) -> np.ndarray:
 def plot_history(engine: Engine, history: History, path: str, *, top: int = 8) -> list[str]:
     """Write the timeline to `path` (PNG, or any format matplotlib knows by the suffix);
     returns the streams drawn (at most MAX_STREAMS, in order of their names)."""
-    figure, streams = draw_history(engine, history, top=top)
-    _save(figure, path)
+    from matplotlib import rc_context
+
+    with rc_context(LITERAL_TEXT):  # and the tick labels made as it is saved
+        figure, streams = draw_history(engine, history, top=top)
+        _save(figure, path)
     return streams
 
 
 @collector_paused()
 def draw_history(engine: Engine, history: History, *, top: int = 8):
     """The timeline as a matplotlib Figure, and the streams drawn: each stream with windows,
-    tracks or spans in the range (a stream off air throughout is a strip of its outage)."""
+    tracks or spans in the range (a stream off air throughout is a strip of its outage).
+    Every text is drawn as written (``LITERAL_TEXT``)."""
+    from matplotlib import rc_context
+
+    with rc_context(LITERAL_TEXT):
+        return _draw_history(engine, history, top)
+
+
+def _draw_history(engine: Engine, history: History, top: int):
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
