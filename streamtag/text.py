@@ -35,18 +35,26 @@ def without_escape_sequences(text: str) -> str:
 
 # A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
 CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Where a cell may start for a spreadsheet inside one of ours: the cell's start, and after a
+# semicolon or a tab (the separators it splits on where the decimal mark is a comma, or as its
+# import dialog is set; it does not see our quotes, which are for commas) or a line break (a
+# reader splitting on those starts a row there). Such a part that starts, past spaces and
+# quotes, as a formula is one to that reader.
+_CSV_FORMULA_PARTS = re.compile(r"(?:^|(?<=[;\t\n\r]))(?=[ \"]*[=+\-@\t\r])")
 
 
 def csv_text(value: str | None) -> str:
-    """A text cell of CSV for a value from outside: one that a spreadsheet would read as a
-    formula (``=HYPERLINK(...)``) gets a leading apostrophe, as OWASP advises, so it shows as
-    the text it is; a carriage return becomes a newline, which the csv module quotes (a bare
-    one it writes unquoted, where a spreadsheet starts a row of the sender's making). For text
-    cells only: a number (``-0.5``) is written as it is."""
+    """A text cell of CSV for a value from outside, shown as the text it is by a spreadsheet
+    that splits rows on commas and by one that splits them on semicolons or tabs: each part
+    of it that such a spreadsheet would read as a formula (``=HYPERLINK(...)`` at its start,
+    after a semicolon, tab or line break, past spaces and quotes) gets a leading apostrophe,
+    as OWASP advises (``A;=1+1`` is written ``A;'=1+1``); a carriage return becomes a newline,
+    which the csv module quotes (a bare one it writes unquoted, where a spreadsheet starts a
+    row of the sender's making). For text cells only: a number (``-0.5``) is written as it
+    is."""
     if not value:
         return ""
-    if value.startswith(CSV_FORMULA_STARTS):
-        value = "'" + value
+    value = _CSV_FORMULA_PARTS.sub("'", value)
     if "\r" in value:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
     return value

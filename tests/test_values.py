@@ -167,7 +167,11 @@ def test_text_and_arrays_over_their_caps_are_refused_naming_the_cap():
 @pytest.mark.parametrize(("cell", "written"), [
     ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1", "'+1"),
     ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\nx"),
-    ("a\r\n=1+1", "a\n=1+1"), ("rock", "rock"), ("a=b", "a=b"), ("", ""), (None, "")])
+    ("rock", "rock"), ("a=b", "a=b"), ("", ""), (None, ""),
+    # a part that starts a cell where the CSV is split on semicolons or tabs, or at a line
+    # break, which a reader that does not see our quotes takes for a new row
+    ("a\r\n=1+1", "a\n'=1+1"), ("A;=1;B", "A;'=1;B"), ("A; +1", "A;' +1"),
+    ("a;\"@x\"", "a;'\"@x\""), ("a\t-1+2", "a\t'-1+2")])
 def test_csv_text_keeps_a_spreadsheet_from_reading_station_text_as_a_formula(cell, written):
     assert csv_text(cell) == written
 

@@ -787,8 +787,10 @@ def format_csv(history: History, events: bool = True) -> str:
     column = {tag: i for i, tag in enumerate(tags)}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    # "tag:" first: a header cell no spreadsheet takes for a formula; on one line
-    writer.writerow([*CSV_COLUMNS, *(TAG_COLUMN + re.sub(r"[\r\n]", " ", t) for t in tags)])
+    # "tag:" first: a header cell no spreadsheet takes for a formula; on one line; a part
+    # after a semicolon made text as any cell's is
+    writer.writerow([*CSV_COLUMNS,
+                     *(cell(TAG_COLUMN + re.sub(r"[\r\n]", " ", t)) for t in tags)])
     zone = history.zone
 
     def row(kind, stream, start, end, title="", partial="", detail="", value="", values=None,

@@ -64,6 +64,26 @@ def test_segments_follow_events_and_summary_follows_window_means(setup):
     assert sum(r["kind"] == "segment" for r in rows) == len(one.segments) + len(two.segments)
 
 
+def test_tag_csv_has_no_formula_cell_split_on_commas_or_on_semicolons(setup):
+    # a file's name is anyone's text: a formula after a semicolon is a cell of its own where
+    # a spreadsheet splits rows on semicolons (the decimal mark a comma)
+    root, model_path = setup
+    named = root / "a;=HYPERLINK(1);b.flac"
+    named.write_bytes((root / "two.flac").read_bytes())
+    broken = root / "c; @SUM(1);-2.mp3"
+    broken.write_bytes(b"not audio at all" * 100)
+    model = InferenceModel.load(model_path, device="cpu")
+    written = format_csv(tag_files([named, broken], model))
+    rows = list(csv.DictReader(io.StringIO(written)))
+    assert {r["kind"] for r in rows} >= {"segment", "error"}
+    assert {r["path"] for r in rows} == {str(named).replace(";=", ";'="),
+                                        str(broken).replace("; @", ";' @").replace(";-", ";'-")}
+    text = [r[k] for r in rows for k in ("path", "tag", "error")]
+    by_semicolons = [c for row in csv.reader(io.StringIO(written), delimiter=";") for c in row]
+    for cells in (text, by_semicolons):
+        assert not [c for c in cells if c.lstrip(' "').startswith(("=", "+", "-", "@"))]
+
+
 def test_tag_command_json_and_exit_code(setup):
     root, model_path = setup
     model = ("--model", str(model_path), "--device", "cpu")

@@ -5,6 +5,8 @@ through real parts: a Publisher, the recorder, an SQLite file, matplotlib's rend
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from support.history_station import history, record
 from streamtag.history import schema
 from streamtag.history.plot import draw_history
 from streamtag.history.report import load_history
+from streamtag.text import CSV_FORMULA_STARTS
 
 MATH = "Art - $\\foo$ live"  # mathtext with a command it does not know: its parser raises
 SUMS = "$x^2$ and $y_1$"     # mathtext it knows: drawn, but not as written
@@ -53,3 +56,21 @@ def test_a_title_that_is_mathtext_is_drawn_as_written(hostile, tmp_path, capsys)
     assert set(TITLES) <= shown, shown
     # every text, the tick labels made while drawing too, is literal: none goes to mathtext
     assert all(not t.get_parse_math() and not t.get_usetex() for t in texts)
+
+
+def test_no_cell_is_a_formula_whether_the_csv_is_split_on_commas_or_semicolons(hostile, capsys):
+    result = history(capsys, "--db", hostile, "--csv")
+    assert result.returncode == 0, result.stderr
+    # split on commas, the text cells (numbers such as -0.5 are numbers there); split on
+    # semicolons, every cell: no number starts one
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    by_commas = [r[k] for r in rows for k in ("stream", "title", "partial", "detail")]
+    by_semicolons = [c for row in csv.reader(io.StringIO(result.stdout), delimiter=";")
+                     for c in row]
+    for shown in (by_commas, by_semicolons):
+        formulas = [c for c in shown if c.lstrip(' "').startswith(CSV_FORMULA_STARTS)]
+        assert formulas == [], formulas
+    # each title is itself, with an apostrophe before each part that would be a formula
+    assert [r["title"] for r in rows if r["kind"] in ("track", "now_playing")] == [
+        MATH, SUMS, 'A;\'=HYPERLINK("http://evil.example/","click");B',
+        "A;' +1+2;'\"@SUM(A1)\";'-3"]
