@@ -1,6 +1,7 @@
 """Text from outside (a station's title, a peer's error) made safe to show: the escape
-sequences a terminal would act on, removed whole wherever such text is cleaned (a title when it
-arrives, anything printed by a command), and CSV cells a spreadsheet would take for a formula."""
+sequences a terminal would act on and the invisible characters that make text lie, removed
+wherever such text is cleaned (a title when it arrives, anything printed by a command), and CSV
+cells a spreadsheet would take for a formula."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import re
 
 from streamtag.errors import ConfigError
 
-__all__ = ["CSV_FORMULA_STARTS", "ESCAPE_SEQUENCES", "HIDDEN_FORMATTING", "csv_text",
-           "utf8_file_text", "without_escape_sequences"]
+__all__ = ["CSV_FORMULA_STARTS", "ESCAPE_SEQUENCES", "FLAG_TAG_SEQUENCES", "HIDDEN_FORMATTING",
+           "csv_text", "utf8_file_text", "without_escape_sequences"]
 
 # Removing ESC alone would leave "[31m" behind, so each sequence goes whole, in its 7- and 8-bit
 # forms: CSI (ESC [ or 0x9b) with its parameters and final byte; the string commands OSC, DCS,
@@ -20,17 +21,38 @@ ESCAPE_SEQUENCES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
                               r"|\x1b[ -/]*[0-~]?", re.DOTALL)
 
 
-# Invisible formatting characters that make shown text lie: the bidirectional overrides,
-# embeddings, isolates and marks ("Song \u202etxt.exe" shows as "Song exe.txt") and the
-# zero-width space, word joiner and byte order mark that hide inside a name. The zero-width
-# joiner and non-joiner, which scripts and emoji need, stay.
-HIDDEN_FORMATTING = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064"
-                               "\u2066-\u2069\ufeff]")
+def _tag_spelling(text: str) -> str:
+    """``text`` (ASCII) in tag characters, as an emoji tag sequence spells it."""
+    return "".join(chr(0xE0000 + ord(c)) for c in text)
+
+
+# The only emoji made of tag characters (Unicode's recommended set): the flags of England,
+# Scotland and Wales, the black flag and "gbeng", "gbsct" or "gbwls" ended by CANCEL TAG
+FLAG_TAG_SEQUENCES = tuple("\U0001f3f4" + _tag_spelling(code) + "\U000e007f"
+                           for code in ("gbeng", "gbsct", "gbwls"))
+_SELECTORS = "\ufe00-\ufe0f\U000e0100-\U000e01ef"  # variation selectors
+_JOINERS = "\u200c\u200d"  # zero-width non-joiner and joiner
+# Invisible characters that make shown text lie or carry text no one sees: the bidirectional
+# overrides, embeddings, isolates and marks ("Song \u202etxt.exe" shows as "Song exe.txt");
+# the zero-width space, word joiner, invisible operators and byte order mark that hide inside
+# a name; the soft hyphen (a title is one line, never hyphenated); the deprecated format
+# controls; the interlinear annotation marks and musical format controls; the tag characters,
+# ASCII spelled invisibly, but in the three flags (kept, as group 1); and runs where scripts
+# and emoji need one: a variation selector after another (or after nothing it could select:
+# the start, a space) and two or more joiners together. What scripts and emoji need stays:
+# one zero-width joiner or non-joiner (Persian, Indic scripts, emoji sequences), one
+# variation selector after a character (an emoji's presentation, an ideograph's variant), the
+# Mongolian vowel separator and the Arabic, Brahmi and Egyptian format characters.
+HIDDEN_FORMATTING = re.compile(
+    "(" + "|".join(FLAG_TAG_SEQUENCES) + ")"
+    "|[\u00ad\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+    "\ufff9-\ufffb\U0001d173-\U0001d17a\U000e0000-\U000e007f]"
+    f"|(?:^|(?<=[\\s{_SELECTORS}]))[{_SELECTORS}]+|[{_JOINERS}]{{2,}}")
 
 
 def without_escape_sequences(text: str) -> str:
     """``text`` without terminal escape sequences and without ``HIDDEN_FORMATTING``."""
-    return HIDDEN_FORMATTING.sub("", ESCAPE_SEQUENCES.sub("", text))
+    return HIDDEN_FORMATTING.sub(r"\1", ESCAPE_SEQUENCES.sub("", text))
 
 
 # A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").

@@ -56,11 +56,14 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 def clean_title(text: str) -> str:
     """A title from outside as it may be shown anywhere: without control characters (C0, DEL,
-    C1) and terminal escape sequences, breaks made spaces, at most ``MAX_TITLE_CHARS``
-    characters; "" when nothing is left."""
+    C1), terminal escape sequences and the invisible characters that make text lie
+    (``text.HIDDEN_FORMATTING``: bidirectional overrides, zero-width spaces, tag characters),
+    breaks made spaces, at most ``MAX_TITLE_CHARS`` characters; "" when nothing is left."""
     text = without_escape_sequences(text[:16 * MAX_TITLE_CHARS])
-    text = _CONTROLS.sub("", _BREAKS.sub(" ", text)).strip()
-    return text[:MAX_TITLE_CHARS].rstrip()
+    text = _CONTROLS.sub("", _BREAKS.sub(" ", text)).strip()[:MAX_TITLE_CHARS]
+    # once more: a control taken out can join a run of joiners, and the cut can leave a
+    # flag's tag characters without their end
+    return without_escape_sequences(text).strip()
 
 
 def title_from_tags(*metadata: dict) -> str | None:
