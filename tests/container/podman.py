@@ -26,7 +26,9 @@ BASE_SCRIPT = REPO / "deploy" / "podman" / "base.sh"
 BASE_IMAGE = "localhost/streamtag-base:bookworm"
 # crun refuses hybrid cgroups on some kernels; podman's default ulimits exceed common hard limits.
 RUNTIME = "runc"
-ULIMITS = ("nofile=1024:1024", "nproc=1000:1000")
+# 16,384 open files as the systemd unit's LimitNOFILE (docs/operations.md): the daemon sizes
+# its ZeroMQ connection caps from it
+ULIMITS = ("nofile=16384:16384", "nproc=1000:1000")
 TAKES_ULIMITS = {"build", "run", "create"}
 BUILD_TIMEOUT_S = 3600
 
