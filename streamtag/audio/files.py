@@ -66,14 +66,14 @@ class _Packer:
 
     def __init__(self) -> None:
         self._key: tuple | None = None
-        self._resampler = None
+        self._resampler: Any = None
 
     def samples(self, frame, channels: int) -> np.ndarray:
         """(channels, frames) float32."""
         import av
 
         key = (frame.format.name, frame.layout.name, channels, frame.sample_rate)
-        if key != self._key:
+        if key != self._key or self._resampler is None:
             self._key = key
             self._resampler = av.AudioResampler(format="flt", layout=frame.layout,
                                                 rate=frame.sample_rate)

@@ -67,6 +67,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.client
+import io
 import logging
 import socket
 import ssl
@@ -77,6 +78,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
+from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from streamtag.audio.files import AudioDecodeError, mono_blocks
@@ -90,7 +92,13 @@ from streamtag.sources.base import (
     packet_tags,
     title_from_tags,
 )
-from streamtag.sources.bounds import OGG_CAPTURE, ByteBudget, ByteLimitError, OggPages
+from streamtag.sources.bounds import (
+    OGG_CAPTURE,
+    ByteBudget,
+    ByteLimitError,
+    DeclaredSizes,
+    OggPages,
+)
 from streamtag.sources.hosts import HostPolicy, redact_url, split_url
 from streamtag.sources.icy import MIN_METAINT, IcyBlock, IcyReader, parse_metaint
 
@@ -138,6 +146,17 @@ OPEN_OPTIONS = {
     "analyzeduration": ANALYZE_US,
 }
 MAX_REDIRECTS = 10
+# Interim answers ("100 Continue") before the answer: HTTP allows several, a server sends one.
+MAX_INTERIM_ANSWERS = 8
+# A chunked answer's trailer (header lines after the last chunk; a station sends none).
+MAX_TRAILER_LINES = 64
+MAX_TRAILER_LINE = 65536  # http.client's line length
+# What one read of a station's body costs of its byte budget at least, whatever it brings: each
+# is a pass through Python (http.client's chunk framing, the ICY splitter, FFmpeg's callback),
+# so a body in 1-byte chunks or tiny pieces is bounded in reads per second of audio as padding
+# is in bytes (the default budget allows 1,024 a second of audio; a 320 kbit/s stream read in
+# TCP segments takes some 30).
+MIN_READ_COST = 2048
 # An Ogg link's first packet at most this far past its sample 0 is its start: encoders differ
 # in where their first granule puts it (libvorbis by ffmpeg: 284 samples past, 6.4 ms; the
 # reference encoder: 128 before), while a listener that joined midway starts at a later page,
@@ -157,10 +176,48 @@ class StationError(OSError):
     """A station's answer that gives no audio, told in our words; the source tries again."""
 
 
+class _Counted(io.RawIOBase):
+    """A socket's reader that hands the size of every read to ``count`` (which may raise, and
+    so end the read): what http.client reads for the status line, headers, interim answers,
+    chunk framing, extensions and trailers, as well as the body."""
+
+    def __init__(self, raw: io.RawIOBase, count: Callable[[int], None]) -> None:
+        super().__init__()
+        self._raw, self._count = raw, count
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        size = self._raw.readinto(buffer)
+        if size:
+            self._count(size)
+        return size
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 class _IcyResponse(http.client.HTTPResponse):
-    """A response that also takes SHOUTcast v1's status line, ``ICY 200 OK``, as HTTP/1.0."""
+    """A response that also takes SHOUTcast v1's status line, ``ICY 200 OK``, as HTTP/1.0;
+    ``counted``: gets the size of every read from the socket (``_Counted``). At most
+    MAX_INTERIM_ANSWERS interim answers are read before the answer, and MAX_TRAILER_LINES
+    lines of a chunked answer's trailer (http.client reads any number of either: a station
+    that answered "100 Continue", or a trailer, for ever kept a core busy)."""
+
+    def __init__(self, sock, *args, counted: Callable[[int], None] | None = None,
+                 **kwargs) -> None:
+        super().__init__(sock, *args, **kwargs)
+        if counted is not None:  # nothing has been read yet: the reader is replaced whole
+            self.fp = io.BufferedReader(_Counted(self.fp.detach(), counted))
+        self._statuses = 0
 
     def _read_status(self):
+        self._statuses += 1
+        if self._statuses > MAX_INTERIM_ANSWERS + 1:
+            raise StationError(f"the station sent more than {MAX_INTERIM_ANSWERS} interim "
+                               "answers (100 Continue) and no answer")
         if self.fp.peek(4)[:4] != b"ICY ":
             return super()._read_status()
         words = self.fp.readline(1024).decode("latin-1").split(None, 2)
@@ -169,16 +226,33 @@ class _IcyResponse(http.client.HTTPResponse):
             raise http.client.BadStatusLine("ICY")
         return "HTTP/1.0", int(code), words[2].strip() if len(words) > 2 else ""
 
+    def _read_and_discard_trailer(self) -> None:
+        # http.client's own, bounded in lines (its line length is bounded there too)
+        for _ in range(MAX_TRAILER_LINES + 1):
+            line = self.fp.readline(MAX_TRAILER_LINE + 1)
+            if len(line) > MAX_TRAILER_LINE:
+                raise http.client.LineTooLong("trailer line")
+            if line in (b"\r\n", b"\n", b""):
+                return
+        raise StationError(f"the station's answer ended with a trailer of more than "
+                           f"{MAX_TRAILER_LINES} lines")
+
 
 class _Checked:
     """A connection that, under a host policy, connects through ``HostPolicy.connect``: each
     address the host resolves to is checked, and the connection goes to one of those. Its
-    socket, once made, is handed to ``on_socket`` (the source's watch, which can cut it)."""
+    socket, once made, is handed to ``on_socket`` (the source's watch, which can cut it), and
+    the size of every read from it to ``on_bytes``."""
+
+    response_class: Any  # http.client's connection's, beside which this one is mixed in
 
     def __init__(self, *args, host_policy: HostPolicy | None = None,
-                 on_socket: Callable[[socket.socket], None] | None = None, **kwargs) -> None:
+                 on_socket: Callable[[socket.socket], None] | None = None,
+                 on_bytes: Callable[[int], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._on_socket = on_socket
+        if on_bytes is not None:
+            self.response_class = functools.partial(self.response_class, counted=on_bytes)
         if host_policy is not None:
             # http.client makes its socket through this attribute, kept replaceable for that.
             self._create_connection = host_policy.connect
@@ -198,23 +272,25 @@ class _IcyTlsConnection(_Checked, http.client.HTTPSConnection):
 
 
 class _HttpHandler(urllib.request.HTTPHandler):
-    def __init__(self, host_policy: HostPolicy | None, on_socket=None) -> None:
+    def __init__(self, host_policy: HostPolicy | None, on_socket=None, on_bytes=None) -> None:
         super().__init__()
-        self.host_policy, self.on_socket = host_policy, on_socket
+        self.host_policy, self.on_socket, self.on_bytes = host_policy, on_socket, on_bytes
 
     def http_open(self, req):
         return self.do_open(functools.partial(_IcyConnection, host_policy=self.host_policy,
-                                              on_socket=self.on_socket), req)
+                                              on_socket=self.on_socket,
+                                              on_bytes=self.on_bytes), req)
 
 
 class _HttpsHandler(urllib.request.HTTPSHandler):
-    def __init__(self, host_policy: HostPolicy | None, on_socket=None) -> None:
+    def __init__(self, host_policy: HostPolicy | None, on_socket=None, on_bytes=None) -> None:
         super().__init__()
-        self.host_policy, self.on_socket = host_policy, on_socket
+        self.host_policy, self.on_socket, self.on_bytes = host_policy, on_socket, on_bytes
 
     def https_open(self, req):
         return self.do_open(functools.partial(_IcyTlsConnection, host_policy=self.host_policy,
-                                              on_socket=self.on_socket), req)
+                                              on_socket=self.on_socket,
+                                              on_bytes=self.on_bytes), req)
 
 
 class _Watch:
@@ -320,13 +396,16 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
 def build_opener(url: str, host_policy: HostPolicy | None,
                  on_socket: Callable[[socket.socket], None] | None = None,
+                 on_bytes: Callable[[int], None] | None = None,
                  ) -> urllib.request.OpenerDirector:
     """urllib's opener for one source's URL, with only what a station needs: http and https
     (through the environment's proxy, if any), the redirects above, no ftp:, file: or data:.
-    ``on_socket`` gets each connection's socket as it is made."""
+    ``on_socket`` gets each connection's socket as it is made, ``on_bytes`` the size of every
+    read from it (HTTP's framing included)."""
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-                    _HttpHandler(host_policy, on_socket), _HttpsHandler(host_policy, on_socket),
+                    _HttpHandler(host_policy, on_socket, on_bytes),
+                    _HttpsHandler(host_policy, on_socket, on_bytes),
                     urllib.request.HTTPDefaultErrorHandler(),
                     _Redirects(origin(url), host_policy), urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
@@ -477,11 +556,17 @@ class HttpSource(Source):
         self._told_held = False  # a status said titles are being held back
         self._watch: _Watch | None = None  # the current connection's
         self._down_at: float | None = None  # when the last connection ended or failed
-        self._opener = build_opener(url, host_policy, self._watched)
+        self._budget: ByteBudget | None = None  # the current connection's
+        self._opener = build_opener(url, host_policy, self._watched, self._read_bytes)
 
     def _watched(self, sock: socket.socket) -> None:
         if self._watch is not None:
             self._watch.add(sock)
+
+    def _read_bytes(self, size: int) -> None:
+        """Every byte a connection reads, HTTP's own included, is spent from its budget."""
+        if self._budget is not None:
+            self._budget.spend(size)
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         import av
@@ -587,6 +672,8 @@ class HttpSource(Source):
         """One connection: open, decode until the end, an error (raised) or ``stop``."""
         import av
 
+        budget = self._budget = ByteBudget(self.max_bytes_per_audio_s, LEEWAY_BYTES,
+                                           MIN_READ_COST)
         response = self._fetch()
         metaint = parse_metaint(response.headers.get("icy-metaint")) if self.icy else None
         if metaint is not None and metaint < MIN_METAINT:
@@ -601,12 +688,13 @@ class HttpSource(Source):
             self.metaint = metaint
             name = response.headers.get("icy-name") or response.headers.get("ice-name") or ""
             self.station = clean_title(name) or self.station
-            budget = ByteBudget(self.max_bytes_per_audio_s, LEEWAY_BYTES)
             reader = IcyReader(response, metaint, READ_SIZE, waiting=self._waiting,
-                               budget=budget)
-            head = reader.peek(4)
+                               budget=budget, spent_below=True)
+            head = reader.peek(8)
             if head.startswith(OGG_CAPTURE):
                 reader.walk(OggPages(MAX_OGG_PACKET_BYTES, MAX_OGG_STREAMS))
+            elif (kind := DeclaredSizes.kind_of(head)) is not None:
+                reader.walk(DeclaredSizes(kind, LEEWAY_BYTES))
             fmt = stream_format(response.headers.get("Content-Type"), head)
             try:
                 container = av.open(reader, mode="r", format=fmt, buffer_size=READ_SIZE,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamtag.sources.base import clean_title
-from streamtag.sources.bounds import ByteBudget, ByteLimitError, OggPages
+from streamtag.sources.bounds import ByteBudget, ByteLimitError, Walker
 
 BLOCK_UNIT = 16  # a block's length byte counts units of 16 bytes
 MAX_BLOCK = 255 * BLOCK_UNIT  # the largest block a length byte can announce
@@ -42,6 +42,10 @@ MAX_METAINT = 1 << 24  # far above any server's (8192 to 65536 in practice)
 # use 8192 (SHOUTcast) or 16000 (Icecast), and a metaint of 1 with full blocks makes every audio
 # byte cost 4 KB of metadata to read and parse.
 MIN_METAINT = 256
+# Blocks that differ from the last one parsed are parsed at most this often (a title changes
+# with a track), and this many at once.
+PARSES_PER_S = 2.0
+PARSE_BURST = 8
 # Bytes 0x80-0x9f of Windows-1252, which many stations send where they mean Latin-1: in Latin-1
 # they are C1 control characters, which clean_title would remove ("Don't" with a 0x92 quote).
 _CP1252 = {i: bytes([i]).decode("cp1252") for i in range(0x80, 0xA0)
@@ -142,17 +146,31 @@ class IcySplitter:
     ``metaint`` None passes everything through as audio. Blocks of length 0 are counted but not
     kept; of the others only the latest not yet taken is kept (``take_block``), at the place of
     the earliest not yet taken; each one it replaces is counted in ``replaced``.
+
+    A block the same as the last one parsed is not parsed again (SHOUTcast repeats the title
+    in every block); others are parsed at most PARSES_PER_S a second, PARSE_BURST at once
+    (``parsed`` counts them): one of a hostile station's full, ever-changing blocks after every
+    256 audio bytes cost a millisecond each to parse and clean, some 60 a second. Past the
+    allowance the latest block waits unparsed, in the place of the earliest, until it allows.
     """
 
-    def __init__(self, metaint: int | None) -> None:
+    def __init__(self, metaint: int | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.metaint = metaint
         self.audio_bytes = 0  # audio bytes returned so far
         self.block_count = 0  # blocks seen, empty ones included
         self.replaced = 0  # blocks replaced by a later one before they were taken
+        self.parsed = 0  # blocks parsed (others were repeats of the last one parsed)
         self.pending: IcyBlock | None = None  # the latest block not yet taken
         self._audio_left = metaint or 0  # audio bytes before the next length byte
         self._block_left: int | None = None  # bytes of the current block still to come
         self._block = bytearray()
+        self._clock = clock
+        self._allowance, self._earned_at = float(PARSE_BURST), clock()
+        self._last_raw: bytes | None = None  # the last block parsed, and what it gave
+        self._last_parsed: IcyBlock | None = None
+        # the latest block not yet parsed: (audio offset, index, raw bytes, arrival)
+        self._unparsed: tuple[int, int, bytes, float] | None = None
 
     @property
     def held_bytes(self) -> int:
@@ -192,6 +210,8 @@ class IcySplitter:
         """The pending block, once it is due before the audio byte at ``position`` (a packet's
         place in the audio bytes: the block sits at or before it); any pending block when
         ``position`` is None or unknown (negative). None otherwise, the block kept."""
+        if self._unparsed is not None:
+            self._parse(*self._unparsed)
         block = self.pending
         if block is None or (position is not None and 0 <= position < block.audio_offset):
             return None
@@ -201,14 +221,39 @@ class IcySplitter:
     def _finish_block(self) -> None:
         if self._block.strip(b"\0"):
             offset, index = self.audio_bytes, self.block_count
-            if self.pending is not None:  # the new block takes the waiting one's place
+            waiting = self.pending or self._unparsed
+            if waiting is not None:  # the new block takes the waiting one's place
                 self.replaced += 1
-                offset, index = self.pending.audio_offset, self.pending.index
-            self.pending = IcyBlock.parse(offset, index, bytes(self._block), time.time())
+                offset, index = ((waiting.audio_offset, waiting.index)
+                                 if isinstance(waiting, IcyBlock) else waiting[:2])
+                self.pending = None
+            self._unparsed = (offset, index, bytes(self._block), time.time())
+            self._parse(*self._unparsed)
         self._block.clear()
         self.block_count += 1
         self._block_left = None
         self._audio_left = self.metaint
+
+
+    def _parse(self, offset: int, index: int, raw: bytes, arrival: float) -> None:
+        """The waiting block parsed into ``pending``, when it repeats the last one parsed or
+        the allowance has one to give; left waiting otherwise."""
+        last = self._last_parsed
+        if raw == self._last_raw and last is not None:
+            self.pending = IcyBlock(offset, index, last.fields, arrival, last.title,
+                                    last.has_title)
+        else:
+            now = self._clock()
+            self._allowance = min(float(PARSE_BURST),
+                                  self._allowance + (now - self._earned_at) * PARSES_PER_S)
+            self._earned_at = now
+            if self._allowance < 1:
+                return
+            self._allowance -= 1
+            self.parsed += 1
+            self.pending = IcyBlock.parse(offset, index, raw, arrival)
+            self._last_raw, self._last_parsed = raw, self.pending
+        self._unparsed = None
 
 
 class IcyReader:
@@ -218,20 +263,25 @@ class IcyReader:
     stream's metadata is parsed as soon as it arrives. An error while reading (a timeout, a
     reset) ends the file and is kept in ``error`` for the caller to raise once the demuxer has
     stopped: FFmpeg would otherwise replace it with a vaguer error of its own. Every byte read
-    from the network, metadata included, is spent from ``budget`` (sources/bounds.py), and
-    the audio bytes, when an Ogg stream, are walked by ``pages``: past either's bound, the file
-    ends with its ``ByteLimitError`` before FFmpeg is handed the bytes that passed it.
+    from the network, metadata included, is spent from ``budget`` (sources/bounds.py), here or,
+    with ``spent_below``, by the response as it reads them (HTTP's framing too), and every read
+    costs at least the budget's ``read_cost``; the audio bytes are walked by ``pages`` (an Ogg
+    stream's pages, a head's declared sizes): past any bound, the file ends with its
+    ``ByteLimitError`` before FFmpeg is handed the bytes that passed it.
     """
 
     def __init__(self, response: Any, metaint: int | None, read_size: int = 8192,
                  waiting: Callable[[], AbstractContextManager] = nullcontext,
-                 budget: ByteBudget | None = None) -> None:
+                 budget: ByteBudget | None = None, *, spent_below: bool = False) -> None:
         self.response = response
         self.waiting = waiting  # around each read from the network
         self.splitter = IcySplitter(metaint)
         self.read_size = read_size
         self.budget = budget
-        self.pages: OggPages | None = None  # ``walk``
+        # spent_below: the response spends every byte it reads (its framing too) from the
+        # budget itself; each read is still counted here (``ByteBudget.read``)
+        self.spent_below = spent_below
+        self.pages: Walker | None = None  # ``walk``
         self.error: BaseException | None = None
         self.ended = False
         self._peeked = b""
@@ -245,9 +295,9 @@ class IcyReader:
             self._peeked += more
         return self._peeked
 
-    def walk(self, pages: OggPages) -> None:
-        """Walks the audio bytes as Ogg pages from the start (the caller peeked at them and saw
-        an Ogg stream)."""
+    def walk(self, pages: Walker) -> None:
+        """Walks the audio bytes from the start (the caller peeked at them and saw what
+        ``pages`` reads: Ogg pages, or a head's chunks)."""
         self.pages = pages
         try:
             pages.feed(self._peeked)
@@ -275,7 +325,9 @@ class IcyReader:
                 return b""
             try:
                 if self.budget is not None:
-                    self.budget.spend(len(data))
+                    if not self.spent_below:
+                        self.budget.spend(len(data))
+                    self.budget.read(len(data))
                 audio = self.splitter.feed(data)
                 if audio and self.pages is not None:
                     self.pages.feed(audio)

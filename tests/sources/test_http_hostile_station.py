@@ -41,7 +41,7 @@ from streamtag.audio.testsignals import music_like
 from streamtag.errors import SourceError
 from streamtag.sources import HttpSource, parse_source
 from streamtag.sources.base import MAX_TITLE_CHARS
-from streamtag.sources.bounds import ByteLimitError, OggPages, ogg_crc
+from streamtag.sources.bounds import ByteLimitError, DeclaredSizes, OggPages, ogg_crc
 from streamtag.sources.hosts import HostPolicy, redact_url
 from streamtag.sources.http import (
     LEEWAY_BYTES,
@@ -658,10 +658,13 @@ def surround(tmp_path_factory) -> dict[str, tuple[str, bytes, float]]:
                                       ("opus71.opus", "libopus", "application/ogg")):
         write_audio(root / name, eight, 48000, codec=codec, layout="7.1")
         made[name.split(".")[0]] = (content_type, (root / name).read_bytes(), SURROUND_S)
+    # and 64-bit integer PCM, whose samples PyAV cannot give as an array (the stream failed)
+    write_audio(root / "s64.wav", eight[:2, :48000 * 8], 48000, codec="pcm_s64le")
+    made["s64"] = ("audio/wav", (root / "s64.wav").read_bytes(), 8.0)
     return made
 
 
-def test_a_7_1_station_plays_in_the_source(station, surround):
+def test_7_1_and_64_bit_stations_play_in_the_source(station, surround):
     # PyAV's plane list of an 8-channel frame reads past FFmpeg's 8 data pointers: the first
     # decoded frame crashed the daemon (SIGSEGV) 0.6 s after such a station started.
     station.loops.update(surround)
@@ -680,6 +683,7 @@ def test_7_1_stations_play_in_a_daemon_beside_an_honest_one(station, surround, m
     station.loops.update(surround)
     publish = f"tcp://127.0.0.1:{free_port()}"
     streams = {"honest": "/radio", "aac71": "/loop/aac71", "opus71": "/loop/opus71"}
+    station.loops.pop("s64")
     config = tmp_path / "daemon.toml"
     config.write_text(
         f'[model]\npath = "{model_path}"\ndevice = "cpu"\n\n'
@@ -709,3 +713,106 @@ def test_7_1_stations_play_in_a_daemon_beside_an_honest_one(station, surround, m
     assert not [s for s in states if s[1] in ("failed", "reconnecting")], states
     assert set(sessions) == set(streams)  # one session each: no worker started again
     assert "restart" not in log.read_text()
+
+
+# -- declared sizes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "chunk"), [("/m4a-title", "moov"), ("/wav-list", "LIST")])
+def test_a_head_that_declares_a_huge_title_is_refused_before_ffmpeg_gives_memory_for_it(
+        station, path, chunk):
+    # FFmpeg gives a title's declared size, zeroed, as it reads the title's header: 8 kB of
+    # head declaring 1 GB grew the daemon by 1.9 GB (M4A) and 0.96 GB (WAV) per connection.
+    report = measure_in_subprocess(station.url(path), 4.0, initial_backoff_s=0.2)
+    assert report["reasons"], report
+    assert all(r.startswith(f"the stream's head declares a '{chunk}' chunk of 10000000")
+               for r in report["reasons"]), report["reasons"]
+    assert report["growth_mb"] < GROWTH_MB, report
+
+
+def honest_heads(tmp_path) -> dict[str, bytes]:
+    """Files as stations and encoders write them: M4A (moov first, and a fragmented one),
+    WAV, AIFF, CAF."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg (Debian package ffmpeg) writes the files")
+    made = {}
+    for name, options in (("a.m4a", ["-c:a", "aac", "-movflags", "+faststart"]),
+                          ("frag.m4a", ["-c:a", "aac", "-movflags", "frag_keyframe+empty_moov"]),
+                          ("a.wav", ["-c:a", "pcm_s16le"]), ("a.aiff", ["-c:a", "pcm_s16be"]),
+                          ("a.caf", ["-c:a", "pcm_s16le"])):
+        made[name] = encoded(tmp_path, name, ["sine=d=3", "-metadata", "title=Song"], options)
+    return made
+
+
+def test_honest_heads_walk_through_and_each_kind_is_told_by_its_first_bytes(tmp_path):
+    import random
+
+    chooser = random.Random(7)
+    for name, data in honest_heads(tmp_path).items():
+        kind = DeclaredSizes.kind_of(data[:8])
+        assert kind == {"m4a": "mp4", "wav": b"RIFF", "aiff": b"FORM",
+                        "caf": b"caff"}[name.split(".")[1]], name
+        walker, at = DeclaredSizes(kind, 4 << 20), 0
+        while at < len(data):  # in pieces of any size, as the network cuts them
+            step = chooser.choice([1, 7, 100, 4096])
+            walker.feed(data[at:at + step])
+            at += step
+    assert DeclaredSizes.kind_of(b"ID3\x04\0\0\0\0") is None
+
+
+def test_a_chunk_beside_the_audio_of_any_kind_may_not_declare_more_than_the_bound():
+    import struct
+
+    riff = (b"RIFF" + struct.pack("<I", 100) + b"WAVE" + b"bext" + struct.pack("<I", 5 << 20))
+    aiff = (b"FORM" + struct.pack(">I", 100) + b"AIFF" + b"COMT" + struct.pack(">I", 5 << 20))
+    caf = b"caff\0\x01\0\0" + b"info" + struct.pack(">q", 5 << 20)
+    mp4 = struct.pack(">I4s", 16, b"ftyp") + b"M4A \0\0\0\0" + struct.pack(">I4sQ", 1, b"moov",
+                                                                         5 << 20)
+    for head, name in ((riff, "bext"), (aiff, "COMT"), (caf, "info"), (mp4, "moov")):
+        walker = DeclaredSizes(DeclaredSizes.kind_of(head[:8]), 4 << 20)
+        with pytest.raises(ByteLimitError, match=f"declares a '{name}' chunk of 52428"):
+            for byte in head:  # a byte at a time: refused once its size has arrived
+                walker.feed(bytes([byte]))
+    # the audio's own chunk may be as large as it likes, and ends the walk
+    live = (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"data"
+            + struct.pack("<I", 0xFFFFFFFF) + b"LIST" + struct.pack("<I", 1 << 30))
+    DeclaredSizes(b"RIFF", 4 << 20).feed(live)
+
+
+# -- HTTP's own bytes and reads ---------------------------------------------------------------
+
+
+def connection_reasons(run: Run) -> list[str]:
+    return [error for state, error, _ in run.calls if state == "reconnecting"]
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/continue-flood", "the station sent more than 8 interim answers (100 Continue) and no "
+                        "answer"),
+    ("/trailer-flood", "the station's answer ended with a trailer of more than 64 lines"),
+    ("/chunk-ext", "the station sent more than 2048 KiB per second of the audio it decodes "
+                   "to, 4 MiB of leeway spent: padding, metadata or HTTP framing between the "
+                   "audio (max_bytes_per_audio_s)"),
+    ("/tiny-chunks", "the station sends its audio in pieces too small to read ("),
+])
+def test_http_framing_counts_against_the_byte_budget_and_its_loops_are_bounded(station, path,
+                                                                               reason):
+    # Before: "100 Continue" or a trailer for ever kept a core busy for as long as the read
+    # timeout allowed (a trailer: 44-62 GB read in 40 s); chunk extensions were never counted
+    # (60 MB per second of audio); a body in 1-byte chunks cost a pass through Python a byte.
+    run = Run(HttpSource(station.url(path), initial_backoff_s=0.1, max_backoff_s=0.2,
+                         realtime=False), seconds=30.0,
+              until=lambda run: len(connection_reasons(run)) >= 2)
+    reasons = connection_reasons(run)
+    assert len(reasons) >= 2 and all(r.startswith(reason) for r in reasons), run.calls
+    connections = station.paths().count(path)
+    # what each connection read: its leeway and what its audio allowed (3 s of audio at most
+    # before each attack), and what the sockets held on both sides
+    assert station.sent[path] < connections * (CONNECTION_SLACK + 3 * MAX_BYTES_PER_AUDIO_S)
+
+
+def test_an_honest_chunked_station_plays_without_a_cut(station):
+    run = Run(HttpSource(station.url("/chunked")), seconds=30.0,
+              until=lambda run: run.samples >= 6 * TARGET)
+    assert run.error is None and run.samples >= 6 * TARGET
+    assert connection_reasons(run) == [], run.calls

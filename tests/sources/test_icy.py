@@ -16,6 +16,7 @@ from streamtag.sources.base import MAX_TITLE_CHARS, TitleLimit, clean_title
 from streamtag.sources.bounds import ByteBudget, ByteLimitError
 from streamtag.sources.icy import (
     MAX_BLOCK,
+    PARSE_BURST,
     IcyReader,
     IcySplitter,
     decode_text,
@@ -357,3 +358,31 @@ def test_any_title_is_clean_and_capped(raw):
     assert len(title) <= MAX_TITLE_CHARS
     assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", title)
     assert title == title.strip()
+
+
+def test_blocks_are_parsed_at_most_at_the_allowance_and_repeats_are_free():
+    # A hostile station's full, ever-changing blocks every 256 audio bytes each cost a parse
+    # (some 60 a second, 4-5 times an honest station's CPU); SHOUTcast repeats its title in
+    # every block. Past the allowance the latest block waits unparsed and wins.
+    now = [0.0]
+    splitter = IcySplitter(4, clock=lambda: now[0])
+    flood = radio(bytes(4 * 1000), 4, {i: block(f"StreamTitle='Title {i}';") for i in
+                                          range(1000)})
+    splitter.feed(flood)
+    assert splitter.parsed == PARSE_BURST and splitter.block_count == 1000
+    assert splitter.take_block() is None  # waiting: the allowance is spent
+    now[0] += 1.0
+    taken = splitter.take_block()
+    assert (taken.title, taken.audio_offset) == ("Title 999", 4)  # the latest, the first place
+    assert splitter.parsed == PARSE_BURST + 1 and splitter.replaced == 999
+    # one title repeated in every block: parsed once, each block's place its own
+    repeated = radio(bytes(4 * 100), 4, dict.fromkeys(range(100), block("StreamTitle='Same';")))
+    now[0] += 100.0
+    again = IcySplitter(4, clock=lambda: now[0])
+    places = []
+    for at in range(0, len(repeated), 9):
+        again.feed(repeated[at:at + 9])
+        if (block_taken := again.take_block()) is not None:
+            places.append((block_taken.title, block_taken.audio_offset))
+    assert again.parsed == 1 and len(places) == 100
+    assert places[:2] == [("Same", 4), ("Same", 8)]

@@ -22,6 +22,15 @@ in ``requests``):
 - ``/drip``, ``/continue``, ``/trailer``: an answer that never brings audio although every
   read gets a byte in time: a head sent a byte at a time, "100 Continue" for ever, 3 s of MP3
   then a chunked trailer that never ends.
+- ``/continue-flood``: "100 Continue" as fast as the client reads, for ever.
+- ``/trailer-flood``: a chunked answer of 3 s of MP3, the last chunk, then a trailer as fast as
+  the client reads, for ever.
+- ``/chunk-ext``: the MP3 at real time in chunks of 100 bytes, each size line padded with a
+  chunk extension of ``extension_bytes`` (HTTP allows any; http.client reads up to 64 KiB).
+- ``/tiny-chunks``: the MP3 at real time, one byte a chunk.
+- ``/chunked``: the MP3 at real time in chunks of 1600 bytes (an honest chunked station).
+- ``/m4a-title``, ``/wav-list``: an 8 kB head that declares a title of ``declared_bytes``
+  (an M4A's ©nam data atom, a WAV's LIST/INFO chunk), then nothing more for ever.
 - ``/rate1``: a WAV whose header says 1 Hz.
 - ``/radio``: the MP3 repeated at real time (an honest station, beside the hostile ones).
 - ``/loop/NAME``: ``loops[NAME]`` = (Content-Type, bytes, seconds of audio they hold) repeated
@@ -84,6 +93,39 @@ def wav_header(rate: int, channels: int, bits: int, data_bytes: int = 0xFFFFFFFF
     return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt "
             + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
             + b"data" + struct.pack("<I", data_bytes))
+
+
+def _box(name: bytes, body: bytes, declared: int | None = None) -> bytes:
+    import struct
+
+    return struct.pack(">I4s", 8 + len(body) if declared is None else declared, name) + body
+
+
+def m4a_title_head(declared: int, size: int = 8192) -> bytes:
+    """An M4A's head (ftyp, then moov/udta/meta/ilst/©nam/data) whose title's data atom
+    declares ``declared`` bytes, every atom around it sized to hold it; ``size`` bytes of it."""
+    text = b"\0\0\0\x01\0\0\0\0" + b"T" * size  # the data atom's type, locale, text
+    atom, inner = b"data", declared
+    handler = _box(b"hdlr", b"\0" * 8 + b"mdirappl" + b"\0" * 9)  # iTunes' metadata
+    for name, extra in ((b"\xa9nam", b""), (b"ilst", b""), (b"meta", b"\0\0\0\0" + handler),
+                        (b"udta", b""), (b"moov", b"")):
+        text = _box(atom, text, inner)
+        inner += 8 + len(extra)
+        text, atom = extra + text, name
+    head = _box(b"ftyp", b"M4A \0\0\0\0M4A mp42isom") + _box(atom, text, inner)
+    return head[:size]
+
+
+def wav_list_head(declared: int, size: int = 8192) -> bytes:
+    """A WAV's head whose LIST/INFO chunk holds a title (INAM) of ``declared`` bytes;
+    ``size`` bytes of it."""
+    import struct
+
+    head = (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, 2, 44100, 44100 * 4, 4, 16)
+            + b"LIST" + struct.pack("<I", declared + 12) + b"INFO" + b"INAM"
+            + struct.pack("<I", declared))
+    return (head + b"T" * size)[:size]
 
 
 # -- Ogg pages, written here apart from streamtag's reader of them ------------------------------
@@ -227,6 +269,8 @@ class HostileStation:
         self.comment_bytes = 64 << 20
         self.beside_bytes_per_s = 1.8 * (1 << 20)  # /ogg-beside's second stream, per audio s
         self.loops: dict[str, tuple[str, bytes, float]] = {}  # /loop/NAME
+        self.extension_bytes = 60000  # /chunk-ext's per chunk (under http.client's 64 KiB)
+        self.declared_bytes = 1_000_000_000  # /m4a-title's and /wav-list's title
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -341,6 +385,57 @@ class HostileStation:
                 while True:
                     self.wfile.write(b"X-Trailer: more\r\n")
                     time.sleep(0.2)
+
+            def route_continue_flood(self, path):
+                answer = b"HTTP/1.1 100 Continue\r\n\r\n" * 256
+                while True:
+                    self.send(path, answer)
+
+            def route_trailer_flood(self, path):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n")
+                self.send(path, b"%x\r\n" % len(owner.mp3) + owner.mp3 + b"\r\n0\r\n")
+                lines = b"X-Trailer: more\r\n" * 4096
+                while True:
+                    self.send(path, lines)
+
+            def chunked(self, path, size: int, extension: bytes = b"") -> None:
+                # the MP3 at real time (128 kbit/s) in chunks of ``size`` bytes, each size line
+                # carrying ``extension``
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n")
+                t0, audio = time.monotonic(), 0
+                while True:
+                    for at in range(0, len(owner.mp3), 1600):  # 0.1 s of audio at a time
+                        piece, out = owner.mp3[at:at + 1600], bytearray()
+                        for start in range(0, len(piece), size):
+                            part = piece[start:start + size]
+                            out += b"%x%s\r\n%s\r\n" % (len(part), extension, part)
+                        self.send(path, bytes(out))
+                        audio += len(piece)
+                        time.sleep(max(0.0, t0 + audio / 16000 - time.monotonic()))
+
+            def route_chunk_ext(self, path):
+                self.chunked(path, 100, b";x=" + b"p" * (owner.extension_bytes - 3))
+
+            def route_tiny_chunks(self, path):
+                self.chunked(path, 1)
+
+            def route_chunked(self, path):
+                self.chunked(path, 1600)
+
+            def stall(self, path, content_type: str, head: bytes) -> None:
+                self.head(content_type)
+                self.send(path, head)
+                while True:  # nothing more, and the connection kept open
+                    time.sleep(0.2)
+                    self.wfile.flush()
+
+            def route_m4a_title(self, path):
+                self.stall(path, "audio/mp4", m4a_title_head(owner.declared_bytes))
+
+            def route_wav_list(self, path):
+                self.stall(path, "audio/wav", wav_list_head(owner.declared_bytes))
 
             def route_rate1(self, path):
                 # a WAV (u8, mono) whose header says 1 Hz, its bytes as fast as read: each
@@ -561,6 +656,7 @@ def measure(url: str, seconds: float, options: dict) -> dict:
                 report["reasons"].append(error[:500])
 
     baseline = _kib("VmRSS")
+    started = time.process_time()
     source.open(16000, on_status)
     stop = threading.Event()
 
@@ -577,6 +673,7 @@ def measure(url: str, seconds: float, options: dict) -> dict:
     stop.set()
     thread.join(5)
     report.update(baseline_kib=baseline, peak_kib=_kib("VmHWM"), finished=not thread.is_alive(),
+                  cpu_s=time.process_time() - started,
                   counters=dict(source.counters))
     print(json.dumps(report), flush=True)
     os._exit(0)
