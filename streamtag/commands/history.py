@@ -65,6 +65,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_history)
 
 
+PLOT_NEEDS = ("--plot draws with matplotlib, which is not installed: pip install matplotlib "
+              "(or streamtag's [plot] extra); the report without --plot needs nothing more")
+
+
+def plotting_installed() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """args has db, stream, since, until, tz, json, csv, plot, top, tags, events, period,
     content_by and airtime_by."""
@@ -96,6 +108,8 @@ def _history(args: argparse.Namespace) -> int:
         if args.plot and not Path(args.plot).absolute().parent.is_dir():
             raise ConfigError(f"--plot {args.plot}: its folder does not exist; give a path in a "
                               "folder that exists")
+        if args.plot and not plotting_installed():
+            raise ConfigError(PLOT_NEEDS)
         schema.normalise_url(args.db)  # a URL streamtag cannot use: a usage error
     except ConfigError as exc:
         print(f"streamtag history: {exc}", file=sys.stderr)

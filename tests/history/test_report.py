@@ -10,6 +10,9 @@ import csv
 import io
 import json
 import logging
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -805,3 +808,18 @@ def test_a_stream_with_events_alone_is_drawn():
     figure, streams = draw_history(None, history)
     assert streams == ["x"]
     assert "no windows" in [t.get_text() for t in figure.findobj(Text)]
+
+
+def test_plot_without_matplotlib_says_in_one_line_how_to_get_it(tmp_path):
+    # The README's install has no matplotlib: --plot ended in a traceback.
+    code = ("import sys; sys.modules['matplotlib'] = None; from streamtag.cli import main; "
+            f"sys.exit(main(['history', '--db', 'sqlite:///{tmp_path / 'tags.db'}', "
+            f"'--plot', '{tmp_path / 'evening.png'}']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tempfile.gettempdir())
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "streamtag history: --plot draws with matplotlib, which is not installed: pip install "
+        "matplotlib (or streamtag's [plot] extra); the report without --plot needs nothing "
+        "more"]
+    assert not (tmp_path / "evening.png").exists()
