@@ -46,6 +46,7 @@ VALID = {
     "models info": ["default"], "models remove": ["x"],
     "models calibrate": ["default", "a.wav"], "models quantize": ["default", "a.wav"],
     "demo": [], "devices": [], "proxy": [], "keys generate": ["keys"], "features": ["a.wav"],
+    "protocol schema": [],
     "train": ["recipe.toml"], "pretrain": ["recipe.toml"], "eval": ["m.pt", "recipe.toml"],
     "ensemble": ["a.pt", "b.pt", "--out", "e.pt"],
 }
@@ -236,6 +237,7 @@ FAILING = {
     "models remove": None,
     "models calibrate": None, "models quantize": None, "keys generate": None, "train": None,
     "pretrain": None, "eval": None, "ensemble": None,
+    "protocol schema": None,  # prints what the code declares
 }
 
 

@@ -29,7 +29,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.7"
+PROTOCOL_VERSION = "1.8"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -518,13 +518,16 @@ class StatusBody(_Part):
 
 @dataclass(frozen=True)
 class HeartbeatBody(_Part):
-    """The daemon is alive: its uptime and how many streams it serves."""
+    """The daemon is alive: its uptime and how many streams it serves; since 1.8, the seconds
+    between its heartbeats (left out when None), so a reader knows when one is late."""
 
     uptime_s: float
     streams: int
+    interval_s: float | None = None  # since 1.8
 
     msg_type: ClassVar[str] = HEARTBEAT
     _what: ClassVar[str] = "heartbeat body"
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("interval_s",)
 
     def __post_init__(self) -> None:
         values.set_field(self, "uptime_s", values.number(self.uptime_s, "heartbeat uptime_s",
@@ -532,6 +535,9 @@ class HeartbeatBody(_Part):
         values.set_field(self, "streams", values.integer(self.streams, "heartbeat streams",
                                                          ProtocolError, minimum=0,
                                                          maximum=MAX_STREAM_COUNT))
+        if self.interval_s is not None:
+            values.set_field(self, "interval_s", values.number(
+                self.interval_s, "heartbeat interval_s", ProtocolError, positive=True))
 
 
 @dataclass(frozen=True)
@@ -674,6 +680,110 @@ BODY_TYPES: dict[str, type[Body]] = {b.msg_type: b for b in (ScoresBody, EventBo
                                                         HeartbeatBody, TrackBody, SilenceBody)}
 for _part in (Header, *BODY_TYPES.values()):
     _part._register()
+
+
+# ---------------------------------------------------------------- what each field may hold
+
+@dataclass(frozen=True)
+class Rule:
+    """What one wire field may hold beyond its Python type, in the constants the checks above
+    use. The dataclasses give each field's name, type and whether it is required (no default)
+    or optional; these rules give the rest, and streamtag.wire.schema makes the JSON Schema
+    and the AsyncAPI document from both (`streamtag protocol schema`). For an array, the
+    bounds of a value apply to each entry and ``most`` to the entries."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    positive: bool = False  # above 0
+    closed: tuple[str, ...] | None = None  # the values there are: any other is refused
+    # the values this version knows of a set that minors extend (message types: a reader
+    # skips a type it does not know, counted as refused, and goes on)
+    known: tuple[str, ...] | None = None
+    nonempty: bool = False  # a text (or each text of an array) has at least one character
+    longest: int | None = None  # characters of a text, or of each text of an array
+    most: int | None = None  # entries of an array or an object
+    pattern: str | None = None  # a text matches this regular expression whole
+    unique: bool = False  # an array's entries do not repeat
+    at_least: str | None = None  # another field of the same object this one is not below
+    since: str | None = None  # the protocol version that added the field
+
+
+_SAMPLE = Rule(minimum=0, maximum=MAX_INTEGER)
+_TAG_NAMES = Rule(nonempty=True, longest=MAX_TEXT_LENGTH, most=MAX_TAGS)
+_PER_TAG = Rule(most=MAX_TAGS)
+
+# Field name -> Rule, per dataclass of the wire; a field without one takes any value of its
+# type. tests/wire/test_schema.py checks that every rule names a field, and that a value past
+# each bound is refused by decode and by the schema alike.
+RULES: dict[type, dict[str, Rule]] = {
+    Header: {
+        "version": Rule(pattern=r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})"),
+        "msg_type": Rule(known=MSG_TYPES),
+        "msg_id": Rule(nonempty=True, longest=MAX_ID_LENGTH),
+        "session": Rule(nonempty=True, longest=MAX_ID_LENGTH),
+        "stream": Rule(pattern=STREAM_ID_PATTERN),  # "" in a heartbeat
+        "seq": _SAMPLE,
+        "sent_at": Rule(minimum=0),
+    },
+    ModelRef: {"name": Rule(longest=MAX_TEXT_LENGTH), "hash": Rule(longest=MAX_TEXT_LENGTH)},
+    AudioLevel: {
+        "rms_dbfs": Rule(minimum=MIN_DBFS), "peak_dbfs": Rule(minimum=MIN_DBFS),
+        "clipped": _SAMPLE, "onset_rate_hz": Rule(minimum=0),
+        "energy": Rule(minimum=0, maximum=1),
+        "momentary_lufs": Rule(minimum=MIN_LUFS, maximum=MAX_LUFS, since="1.3"),
+        "short_term_lufs": Rule(minimum=MIN_LUFS, maximum=MAX_LUFS, since="1.3"),
+    },
+    Mood: {
+        "words": Rule(nonempty=True, longest=MAX_TEXT_LENGTH, most=MAX_MOOD_WORDS),
+        "valence": Rule(minimum=-1, maximum=1), "arousal": Rule(minimum=-1, maximum=1),
+        "since_s": Rule(minimum=0),
+        "genres": Rule(nonempty=True, longest=MAX_TEXT_LENGTH, most=MAX_MOOD_GENRES),
+    },
+    ScoresBody: {
+        "start_s": Rule(minimum=0), "end_s": Rule(minimum=0, at_least="start_s"),
+        "start_sample": _SAMPLE,
+        "end_sample": Rule(minimum=0, maximum=MAX_INTEGER, at_least="start_sample"),
+        "tags": Rule(nonempty=True, longest=MAX_TEXT_LENGTH, most=MAX_TAGS, unique=True),
+        "raw": _PER_TAG, "smoothed": _PER_TAG, "active": _TAG_NAMES,
+        "audio": Rule(since="1.2"), "mood": Rule(since="1.2"),
+        "content": Rule(closed=CONTENT_KINDS, since="1.7"),
+    },
+    EventBody: {
+        "tag": Rule(nonempty=True, longest=MAX_TEXT_LENGTH), "state": Rule(closed=EVENT_STATES),
+        "time_s": Rule(minimum=0), "sample": _SAMPLE,
+    },
+    StatusBody: {
+        "state": Rule(closed=STATUS_STATES), "error": Rule(longest=MAX_DETAIL_LENGTH),
+        # keys: texts of at most MAX_TEXT_LENGTH; integer values: int64
+        "counters": Rule(longest=MAX_TEXT_LENGTH, most=MAX_COUNTERS,
+                         minimum=-MAX_INTEGER - 1, maximum=MAX_INTEGER),
+        "title": Rule(longest=MAX_TEXT_LENGTH), "source": Rule(longest=MAX_DETAIL_LENGTH),
+        "station": Rule(longest=MAX_TEXT_LENGTH, since="1.2"),
+        "heard_from_start": Rule(since="1.5"),
+    },
+    HeartbeatBody: {
+        "uptime_s": Rule(minimum=0), "streams": Rule(minimum=0, maximum=MAX_STREAM_COUNT),
+        "interval_s": Rule(positive=True, since="1.8"),
+    },
+    TrackBody: {
+        "title": Rule(longest=MAX_TEXT_LENGTH), "reason": Rule(closed=TRACK_REASONS),
+        "start_s": Rule(minimum=0), "end_s": Rule(minimum=0, at_least="start_s"),
+        "start_sample": _SAMPLE,
+        "end_sample": Rule(minimum=0, maximum=MAX_INTEGER, at_least="start_sample"),
+        "started_at": Rule(minimum=0), "ended_at": Rule(minimum=0), "windows": _SAMPLE,
+        "tags": Rule(nonempty=True, longest=MAX_TEXT_LENGTH, most=MAX_TAGS, unique=True),
+        "mean_raw": _PER_TAG, "mean_smoothed": _PER_TAG,
+        "active_share": Rule(minimum=0, maximum=1, most=MAX_TAGS), "active": _TAG_NAMES,
+        "heard_from_start": Rule(since="1.5"),
+    },
+    SilenceBody: {
+        "state": Rule(closed=EVENT_STATES), "time_s": Rule(minimum=0, at_least="start_s"),
+        "sample": Rule(minimum=0, maximum=MAX_INTEGER, at_least="start_sample"),
+        "start_s": Rule(minimum=0), "start_sample": _SAMPLE, "duration_s": Rule(minimum=0),
+        "threshold_dbfs": Rule(minimum=MIN_DBFS, maximum=0),
+        "cause": Rule(closed=SILENCE_CAUSES), "ended": Rule(since="1.4"),
+    },
+}
 
 
 @dataclass(frozen=True)

@@ -188,11 +188,13 @@ class Publisher:
                           heard_from_start=heard_from_start)
         return self.publish(stream, body)
 
-    def heartbeat(self, streams: int) -> bool:
-        """Tell subscribers the daemon is alive; call it every few seconds."""
+    def heartbeat(self, streams: int, interval_s: float | None = None) -> bool:
+        """Tell subscribers the daemon is alive; call it every ``interval_s`` seconds, which
+        the heartbeat says (protocol 1.8)."""
         uptime_s = round(time.monotonic() - self._started, 3)
         self._drain_subscriptions()
-        return self.publish("", HeartbeatBody(uptime_s=uptime_s, streams=streams))
+        return self.publish("", HeartbeatBody(uptime_s=uptime_s, streams=streams,
+                                              interval_s=interval_s))
 
     def publish(self, stream: str, body: Body) -> bool:
         """Stamp `body` with the session and the topic's next seq and send it.
