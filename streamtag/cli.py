@@ -15,7 +15,7 @@ from collections.abc import Iterator
 # The modules of streamtag.commands, in help order: daily commands first, then the demo and
 # tools, training and development last (train adds train, pretrain, eval and ensemble).
 COMMANDS = ("run", "listen", "tag", "dashboard", "record", "history", "status", "control",
-            "models", "demo", "devices", "proxy", "keys", "protocol", "features",
+            "models", "demo", "devices", "proxy", "bridge", "keys", "protocol", "features",
             "train")
 
 

@@ -46,6 +46,7 @@ VALID = {
     "models info": ["default"], "models remove": ["x"],
     "models calibrate": ["default", "a.wav"], "models quantize": ["default", "a.wav"],
     "demo": [], "devices": [], "proxy": [], "keys generate": ["keys"], "features": ["a.wav"],
+    "bridge mqtt": [],
     "protocol schema": [],
     "train": ["recipe.toml"], "pretrain": ["recipe.toml"], "eval": ["m.pt", "recipe.toml"],
     "ensemble": ["a.pt", "b.pt", "--out", "e.pt"],
@@ -230,6 +231,7 @@ FAILING = {
             "--publish", NO_DAEMON],
     "listen": None,  # listens until --count, --duration or Ctrl-C, a daemon there or not
     "dashboard": None, "record": None, "proxy": None,  # serve until a signal
+    "bridge mqtt": None,  # bridges until a signal, waiting for a broker that is down
     "demo": None,  # plays a piece it makes
     "devices": None,  # lists what there is, or none
     # refusals of their arguments (unknown names, files that cannot be used): exit 2

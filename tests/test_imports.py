@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("streamtag.sources", "streamtag.model"),
     ("streamtag.engine",),
     ("streamtag.catalog", "streamtag.wire"),
-    ("streamtag.daemon", "streamtag.history", "streamtag.train"),
+    ("streamtag.daemon", "streamtag.history", "streamtag.train", "streamtag.bridge"),
     ("streamtag.web",),
     ("streamtag.commands",),
 ]
