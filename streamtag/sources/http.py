@@ -743,6 +743,9 @@ class HttpSource(Source):
                         self._offer_title(opening_title, first_sample, None)
                 here = first_sample + round(decoded_s * self.sample_rate)
                 block = reader.take_block(packet.pos)
+                if not tagged:  # ICY: its blocks read, and those parsed (at most twice a second)
+                    self.counters["icy_blocks"] = reader.splitter.block_count
+                    self.counters["icy_blocks_parsed"] = reader.splitter.parsed
                 if block is not None:
                     self._place(block, here, first_sample)
                 elif tagged and (tags := packet_tags(packet)) is not None:

@@ -161,7 +161,7 @@ class IcySplitter:
         self.block_count = 0  # blocks seen, empty ones included
         self.replaced = 0  # blocks replaced by a later one before they were taken
         self.parsed = 0  # blocks parsed (others were repeats of the last one parsed)
-        self.pending: IcyBlock | None = None  # the latest block not yet taken
+        self._pending: IcyBlock | None = None  # the latest block not yet taken, parsed
         self._audio_left = metaint or 0  # audio bytes before the next length byte
         self._block_left: int | None = None  # bytes of the current block still to come
         self._block = bytearray()
@@ -206,41 +206,50 @@ class IcySplitter:
                     self._finish_block()
         return bytes(audio)
 
+    @property
+    def pending(self) -> IcyBlock | None:
+        """The latest block not yet taken, parsed now if the allowance has a parse to give (else
+        None while it waits unparsed)."""
+        if self._unparsed is not None:
+            self._parse(*self._unparsed)
+        return self._pending
+
     def take_block(self, position: int | None = None) -> IcyBlock | None:
         """The pending block, once it is due before the audio byte at ``position`` (a packet's
         place in the audio bytes: the block sits at or before it); any pending block when
-        ``position`` is None or unknown (negative). None otherwise, the block kept."""
-        if self._unparsed is not None:
-            self._parse(*self._unparsed)
-        block = self.pending
-        if block is None or (position is not None and 0 <= position < block.audio_offset):
+        ``position`` is None or unknown (negative). None otherwise, the block kept. A block is
+        parsed when it is due (a block replaced before then never is)."""
+        waiting = self._unparsed[0] if self._unparsed is not None else (
+            None if self._pending is None else self._pending.audio_offset)
+        if waiting is None or (position is not None and 0 <= position < waiting):
             return None
-        self.pending = None
+        block = self.pending
+        if block is not None:
+            self._pending = None
         return block
 
     def _finish_block(self) -> None:
         if self._block.strip(b"\0"):
             offset, index = self.audio_bytes, self.block_count
-            waiting = self.pending or self._unparsed
-            if waiting is not None:  # the new block takes the waiting one's place
+            if self._pending is not None:  # the new block takes the waiting one's place
                 self.replaced += 1
-                offset, index = ((waiting.audio_offset, waiting.index)
-                                 if isinstance(waiting, IcyBlock) else waiting[:2])
-                self.pending = None
+                offset, index = self._pending.audio_offset, self._pending.index
+                self._pending = None
+            elif self._unparsed is not None:
+                self.replaced += 1
+                offset, index = self._unparsed[:2]
             self._unparsed = (offset, index, bytes(self._block), time.time())
-            self._parse(*self._unparsed)
         self._block.clear()
         self.block_count += 1
         self._block_left = None
         self._audio_left = self.metaint
-
 
     def _parse(self, offset: int, index: int, raw: bytes, arrival: float) -> None:
         """The waiting block parsed into ``pending``, when it repeats the last one parsed or
         the allowance has one to give; left waiting otherwise."""
         last = self._last_parsed
         if raw == self._last_raw and last is not None:
-            self.pending = IcyBlock(offset, index, last.fields, arrival, last.title,
+            self._pending = IcyBlock(offset, index, last.fields, arrival, last.title,
                                     last.has_title)
         else:
             now = self._clock()
@@ -251,8 +260,8 @@ class IcySplitter:
                 return
             self._allowance -= 1
             self.parsed += 1
-            self.pending = IcyBlock.parse(offset, index, raw, arrival)
-            self._last_raw, self._last_parsed = raw, self.pending
+            self._pending = IcyBlock.parse(offset, index, raw, arrival)
+            self._last_raw, self._last_parsed = raw, self._pending
         self._unparsed = None
 
 

@@ -360,21 +360,30 @@ def test_any_title_is_clean_and_capped(raw):
     assert title == title.strip()
 
 
-def test_blocks_are_parsed_at_most_at_the_allowance_and_repeats_are_free():
+def test_blocks_are_parsed_when_due_at_most_at_the_allowance_and_repeats_are_free():
     # A hostile station's full, ever-changing blocks every 256 audio bytes each cost a parse
-    # (some 60 a second, 4-5 times an honest station's CPU); SHOUTcast repeats its title in
-    # every block. Past the allowance the latest block waits unparsed and wins.
+    # (some 60 a second, 5 times an honest station's CPU); SHOUTcast repeats its title in
+    # every block. A block replaced before it is due is never parsed; past the allowance the
+    # latest block waits unparsed, in the earliest's place, and wins.
     now = [0.0]
     splitter = IcySplitter(4, clock=lambda: now[0])
     flood = radio(bytes(4 * 1000), 4, {i: block(f"StreamTitle='Title {i}';") for i in
                                           range(1000)})
     splitter.feed(flood)
-    assert splitter.parsed == PARSE_BURST and splitter.block_count == 1000
-    assert splitter.take_block() is None  # waiting: the allowance is spent
-    now[0] += 1.0
+    assert splitter.parsed == 0 and splitter.block_count == 1000 and splitter.replaced == 999
     taken = splitter.take_block()
     assert (taken.title, taken.audio_offset) == ("Title 999", 4)  # the latest, the first place
-    assert splitter.parsed == PARSE_BURST + 1 and splitter.replaced == 999
+    assert splitter.parsed == 1
+    # each block taken as soon as it is due: at most the burst, then two a second
+    titles = []
+    for at in range(0, len(flood), 5):
+        splitter.feed(flood[at:at + 5])
+        if (due := splitter.take_block()) is not None:
+            titles.append(due.title)
+    assert splitter.parsed == PARSE_BURST and len(titles) == PARSE_BURST - 1
+    now[0] += 1.0
+    splitter.feed(bytes(4) + block("StreamTitle='After';"))
+    assert splitter.take_block().title == "After" and splitter.parsed == PARSE_BURST + 1
     # one title repeated in every block: parsed once, each block's place its own
     repeated = radio(bytes(4 * 100), 4, dict.fromkeys(range(100), block("StreamTitle='Same';")))
     now[0] += 100.0
