@@ -43,7 +43,6 @@ from streamtag.sources import HttpSource, parse_source
 from streamtag.sources.base import MAX_TITLE_CHARS
 from streamtag.sources.bounds import ByteLimitError, DeclaredSizes, OggPages, ogg_crc
 from streamtag.sources.hosts import HostPolicy, redact_url
-from streamtag.sources.icy import PARSE_BURST
 from streamtag.sources.http import (
     LEEWAY_BYTES,
     MAX_BYTES_PER_AUDIO_S,
@@ -52,6 +51,7 @@ from streamtag.sources.http import (
     MAX_TITLE_CHANGES,
     OPEN_OPTIONS,
 )
+from streamtag.sources.icy import PARSE_BURST
 
 TARGET = 16000
 GROWTH_MB = 50  # what one hostile station may add to the daemon's resident memory
