@@ -43,6 +43,8 @@ NOTHING_HEARD_S = 6.0
 # A --duration at least this long that heard nothing at all says so as it ends (a heartbeat
 # every 2 s, and a moment to connect)
 NOTHING_HEARD_MIN_S = 3.0
+# Characters of a refused message's topic that -v shows (a topic is at most 256 bytes)
+MAX_SHOWN_TOPIC = 256
 
 _BOLD, _GREEN, _RED, _RESET = "\033[1m", "\033[32m", "\033[31m", "\033[0m"
 
@@ -239,13 +241,26 @@ class NowPlaying:
         return lines
 
 
+def refused_text(frames: Sequence[Any], error: Exception) -> str:
+    """One line naming a refused message (its topic, as safe to show) and why."""
+    topic = frames[0] if frames else b""
+    shown = (topic[:MAX_SHOWN_TOPIC].decode("utf-8", "replace")
+             if isinstance(topic, bytes) else "")
+    return terminal_text(f"refused a message on topic {shown!r} "
+                         f"({len(frames)} frames): {error}", one_line=True)
+
+
+def say_refused(frames: Sequence[Any], error: Exception) -> None:
+    print(f"streamtag listen: {refused_text(frames, error)}", file=sys.stderr, flush=True)
+
+
 def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
                as_json: bool = False, count: int | None = None, duration: float | None = None,
                out: TextIO | None = None, *, topics: Iterable[str] | None = None,
                context: zmq.Context | None = None, curve: ClientCurve | None = None,
                tracks: bool = False, control: str | None = None,
                wait_s: float = 30.0, nothing_heard_s: float = NOTHING_HEARD_S,
-               token: str | None = None) -> int:
+               token: str | None = None, verbose: bool = False) -> int:
     """Print received messages until `count` or `duration` or Ctrl-C.
 
     One line per message: human-readable, or with `as_json` one JSON object per line with the
@@ -256,7 +271,9 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     When heartbeats are among the topics and nothing at all arrives in `nothing_heard_s`
     seconds, says so once on stderr, with what to check, and goes on listening. With
     `streams`, the daemon's heartbeats are listened for (that check) but not printed.
-    ``topics``: those subscribed to (default: all). Returns the exit status.
+    ``topics``: those subscribed to (default: all). ``verbose``: each message refused (not
+    of the protocol, past a bound, of a type or major version this reader does not know) is
+    named on stderr with why. Returns the exit status.
     """
     from streamtag.wire.protocol import HEARTBEAT, HeartbeatBody, canonical_json
     from streamtag.wire.subscriber import ALL_TOPICS, Subscriber
@@ -274,6 +291,8 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     except (ValueError, OSError) as exc:
         print(f"streamtag listen: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if verbose:
+        subscriber.on_refused = say_refused
     playing = NowPlaying(streams=subscriber.streams) if tracks else None
     try:
         with subscriber:
@@ -366,4 +385,5 @@ def cmd_listen(args: argparse.Namespace) -> int:
     curve, token = credentials
     return run_listen(args.endpoint, streams=args.stream or None, as_json=args.json,
                       count=args.count, duration=args.duration, curve=curve,
-                      tracks=args.tracks, control=args.control, wait_s=args.wait, token=token)
+                      tracks=args.tracks, control=args.control, wait_s=args.wait, token=token,
+                      verbose=args.verbose > 0)

@@ -163,6 +163,8 @@ class Subscriber:
         self.missed = 0     # messages known to be missing, summed over gaps
         self.restarts = 0
         self.invalid = 0
+        # called with the frames and the error of each message refused (listen -v says them)
+        self.on_refused: Callable[[list[bytes], ProtocolError], None] | None = None
         self.pruned = 0     # streams and sessions forgotten to keep within the bounds
         self._decoder = Decoder()
         self._owns = owns
@@ -328,8 +330,10 @@ class Subscriber:
     def _accept(self, frames: list[bytes], size: int = 0) -> ReceivedMessage | None:
         try:
             message = self._decoder.decode(frames)
-        except ProtocolError:
+        except ProtocolError as exc:
             self.invalid += 1
+            if self.on_refused is not None:
+                self.on_refused(frames, exc)
             return None
         if (self.streams is not None and message.msg_type != HEARTBEAT
                 and message.stream not in self.streams):
