@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+import zmq.utils.monitor
 from support.helpers import (
     Feed,
     OggStation,
@@ -31,6 +32,7 @@ from support.hostile_station import vorbis_ogg
 import streamtag
 from streamtag.wire.control import ControlServer, control_request, mac_of
 from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
+from streamtag.wire.security import client_curve, generate_keys
 
 pytest.importorskip("websockets", reason="the metrics port needs websockets: pip install "
                                          "websockets")
@@ -247,3 +249,119 @@ def test_control_keeps_a_connection_that_made_a_signed_request_over_newer_idle_o
         signed.close(linger=0)
         context.term()
         server.stop()
+
+
+class ProxyUnderFlood:
+    """``streamtag proxy`` with small caps (16 at once, 4 an address), a publisher of its own
+    on the frontend sending a message every 50 ms, and a subscriber on the backend (CURVE
+    when ``keys``) whose connection events are watched."""
+
+    def __init__(self, tmp_path: Path, keys: dict | None = None) -> None:
+        self.frontend = f"tcp://127.0.0.1:{free_port()}"
+        self.backend = f"tcp://127.0.0.1:{free_port()}"
+        curve = ([] if keys is None else
+                 ["--server-key", str(keys["proxy_secret"]), "--client-keys",
+                  str(keys["clients"])])
+        self.proxy = run_streamtag("proxy", "--frontend", self.frontend, "--backend",
+                                   self.backend, "--max-connections", "16",
+                                   "--max-connections-per-address", "4", *curve, popen=True)
+        self.context = zmq.Context()
+        self.publisher = self.context.socket(zmq.PUB)
+        self.publisher.setsockopt(zmq.LINGER, 0)
+        self.publisher.connect(self.frontend)
+        self.subscriber = self.context.socket(zmq.SUB)
+        self.subscriber.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            curve_keys = client_curve(keys["proxy_public"], keys["client_secret"])
+            self.subscriber.curve_serverkey = curve_keys.server_public
+            self.subscriber.curve_publickey = curve_keys.client.public
+            self.subscriber.curve_secretkey = curve_keys.client.secret
+        self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        self.events = self.subscriber.get_monitor_socket(zmq.EVENT_DISCONNECTED
+                                                         | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.subscriber.connect(self.backend)
+        self.sent = 0
+
+    def heard(self, timeout_s: float = 30.0) -> bool:
+        """Whether a message sent from now on reaches the subscriber."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.sent += 1
+            self.publisher.send(b"msg %d" % self.sent)
+            if self.subscriber.poll(50):
+                while self.subscriber.poll(0):
+                    self.subscriber.recv()
+                return True
+        return False
+
+    def disconnects(self) -> int:
+        count = 0
+        while self.events.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self.events)
+            count += event["event"] == zmq.EVENT_DISCONNECTED
+        return count
+
+    def close(self) -> str:
+        self.subscriber.disable_monitor()
+        for sock in (self.events, self.subscriber, self.publisher):
+            sock.close(linger=0)
+        self.context.term()
+        stop_process(self.proxy, timeout=10)
+        stderr = self.proxy.stderr.read()
+        self.proxy.stdout.close()
+        self.proxy.stderr.close()
+        return stderr
+
+
+def flood_backend(port: int) -> list[socket.socket]:
+    """Idle connections that never greet: 12 from one address (three times its cap of 4) and
+    24 from six others (past the cap of 16 at once)."""
+    opened = [idle_tcp(port, "127.0.0.2") for _ in range(12)]
+    for n in range(24):
+        opened.append(idle_tcp(port, f"127.0.0.{3 + n % 6}"))
+    return [s for s in opened if s is not None]
+
+
+def test_the_proxy_caps_its_backend_and_a_subscriber_still_hears_the_feed(tmp_path):
+    proxy = ProxyUnderFlood(tmp_path)
+    flood: list[socket.socket] = []
+    try:
+        assert proxy.heard(), "the subscriber heard nothing before the flood"
+        flood = flood_backend(tcp_port(proxy.backend))
+        # the crowded address keeps at most 4, and 16 at most stay open in all
+        wait_until(lambda: sum(closed_by_peer(s) for s in flood) >= len(flood) - 16, 30,
+                   "the proxy to end connections past its caps")
+        assert sum(not closed_by_peer(s) for s in flood[:12]) <= 4
+        assert descriptors(proxy.proxy.pid) < 16 + 128
+        # an honest subscriber, ended as the oldest unauthenticated one or not, hears the feed
+        assert proxy.heard(), "the subscriber heard nothing after the flood"
+    finally:
+        for s in flood:
+            s.close()
+        stderr = proxy.close()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "ended to make room" in stderr, stderr[-3000:]
+
+
+def test_with_curve_the_proxy_ends_unauthenticated_peers_before_a_client_it_let_in(tmp_path):
+    root = tmp_path / "keys"
+    made = {name: generate_keys(root / name, name) for name in ("proxy", "client")}
+    (root / "clients").mkdir()
+    (root / "clients" / "client.key").write_bytes(made["client"][0].read_bytes())
+    keys = {"proxy_public": made["proxy"][0], "proxy_secret": made["proxy"][1],
+            "client_secret": made["client"][1], "clients": root / "clients"}
+    proxy = ProxyUnderFlood(tmp_path, keys)
+    flood: list[socket.socket] = []
+    try:
+        assert proxy.heard(), "the CURVE subscriber heard nothing before the flood"
+        flood = flood_backend(tcp_port(proxy.backend))
+        wait_until(lambda: sum(closed_by_peer(s) for s in flood) >= len(flood) - 15, 30,
+                   "the proxy to end unauthenticated connections past its caps")
+        assert proxy.heard(), "the CURVE subscriber heard nothing after the flood"
+        # the client the proxy let in was never the one ended: its connection stayed up
+        assert proxy.disconnects() == 0
+    finally:
+        for s in flood:
+            s.close()
+        stderr = proxy.close()
+    assert "Traceback" not in stderr, stderr[-3000:]
