@@ -15,6 +15,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ MAX_QUEUED = 1000
 MAX_INFLIGHT = 20
 KEEPALIVE_S = 30
 RECONNECT_MAX_S = 30.0
+ANSWER_WARN_S = 30.0      # a broker silent this long after the connection is named in the log
 CLOSE_WAIT_S = 5.0        # on stop, how long the "offline" message may take to be acknowledged
 _READ_MOST = 512          # feed messages taken at once between two looks at the broker
 _READ_WAIT_MS = 250
@@ -367,9 +369,16 @@ class MqttBridge:
                     return False
                 wait_s = min(wait_s * 2, RECONNECT_MAX_S)
         self._client.loop_start()
+        asked: float | None = time.monotonic()
         while not self._answered.wait(0.1):
             if stop.is_set():
                 return False
+            if asked is not None and time.monotonic() - asked > ANSWER_WARN_S:
+                # paho connects again and again to a port that closes without answering
+                log.warning("no answer from the MQTT broker at %s:%d in %g s: is it a broker's "
+                            "port, and does it speak TLS (mqtts://) or not (mqtt://)?",
+                            broker.host, broker.port, ANSWER_WARN_S)
+                asked = None
         if self.refusal is not None:
             raise BrokerError(f"the broker refused the login ({self.refusal}): check --username "
                               f"and the password (--password-file or ${PASSWORD_ENV})")

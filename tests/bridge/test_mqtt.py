@@ -38,6 +38,7 @@ from streamtag.audio.testsignals import music_like
 from streamtag.wire.control import control_request
 from streamtag.wire.protocol import ScoresBody, StatusBody
 from streamtag.wire.publisher import Publisher
+from streamtag.wire.security import generate_keys, load_keys
 
 mqtt = pytest.importorskip("paho.mqtt.client",
                            reason="paho-mqtt not installed: pip install 'streamtag[mqtt]'")
@@ -284,6 +285,27 @@ def test_tls_with_a_password_works_and_a_wrong_password_is_a_clear_error(
     assert "not trusted" in stderr and "--cafile" in stderr, stderr
 
 
+def test_a_feed_with_curve_keys_is_bridged_with_the_client_s_keys(broker, closing, tmp_path):
+    server_public, server_secret = generate_keys(tmp_path, "daemon")
+    _, client_secret = generate_keys(tmp_path, "bridge")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    publisher = Publisher(endpoint, linger_ms=0, context=zmq.Context.instance(),
+                          curve=load_keys(server_secret, need_secret=True))
+    closing.append(publisher)
+    closing.append(bridge(endpoint, f"mqtt://127.0.0.1:{broker.open_port}", "curve",
+                          "--topic-prefix", "curve", "--server-key", str(server_public),
+                          "--client-key", str(client_secret)))
+    watcher = Watcher(broker.open_port, ("curve/+/status",))
+    closing.append(watcher)
+
+    def heard() -> bool:
+        publisher.publish_status("keyed", state="running", title="through CURVE")
+        return watcher.last("curve/keyed/status") is not None
+
+    wait_until(heard, WAIT_S, "the keyed feed's status on the broker", interval=0.2)
+    assert watcher.wait("curve/keyed/status")[0]["title"] == "through CURVE"
+
+
 def test_a_password_in_the_url_or_a_missing_key_file_is_refused_before_connecting():
     done = run_streamtag("bridge", "mqtt", "--broker", "mqtt://user:pw@127.0.0.1:1")
     assert done.returncode == 2 and "--password-file" in done.stderr, done.stderr
@@ -406,3 +428,32 @@ def test_what_waits_for_the_broker_is_bounded_and_the_newest_value_gets_through(
                "the waiting values to go out", interval=0.05)
     for n in range(50):
         watcher.wait(f"queued/s{n}/status", lambda v: v["title"] == "round 19")
+
+
+def test_a_broker_started_again_gets_every_held_value_again():
+    with mosquitto_broker() as first:
+        bridge = _bridge(first, prefix="again")
+        try:
+            assert bridge.connect(threading.Event())
+            bridge.take("radio", StatusBody(state="running", title="before the restart"))
+            bridge.flush()
+            watcher = Watcher(first.open_port, ("again/radio/status",))
+            watcher.wait("again/radio/status")
+            watcher.close()
+        except BaseException:
+            bridge.close()
+            raise
+    try:  # the broker is gone, and its retained values with it; one starts where it was
+        with mosquitto_broker((first.open_port, first.tls_port)) as second:
+            watcher = Watcher(second.open_port, ("again/#",))
+            try:
+                wait_until(lambda: (bridge.flush(), watcher.last("again/radio/status"))[1],
+                           WAIT_S, "the bridge to connect again and publish", interval=0.1)
+                status, _ = watcher.wait("again/radio/status")
+                assert status["title"] == "before the restart"
+                assert watcher.wait("again/bridge/inproc/online")[0] == "online"
+            finally:
+                watcher.close()
+    finally:
+        bridge.close()
+

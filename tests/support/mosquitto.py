@@ -61,12 +61,15 @@ def require_mosquitto() -> None:
 
 
 @contextlib.contextmanager
-def mosquitto_broker() -> Iterator[Broker]:
-    """A running broker (``Broker``); stopped, and its folder removed, afterwards."""
+def mosquitto_broker(ports: tuple[int, int] | None = None) -> Iterator[Broker]:
+    """A running broker (``Broker``) on free ports, or on ``ports`` (the open one and the TLS
+    one: a broker started again where one was); stopped, and its folder removed, afterwards.
+    It keeps nothing on disk: one started again has no retained messages."""
     require_mosquitto()
     folder = Path(tempfile.mkdtemp(prefix="streamtag-mosquitto-"))
     try:
-        broker = Broker(free_port(), free_port(), folder / "broker.crt", folder / "broker.log")
+        open_port, tls_port = ports or (free_port(), free_port())
+        broker = Broker(open_port, tls_port, folder / "broker.crt", folder / "broker.log")
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
