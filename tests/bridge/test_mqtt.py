@@ -285,6 +285,19 @@ def test_tls_with_a_password_works_and_a_wrong_password_is_a_clear_error(
     assert "not trusted" in stderr and "--cafile" in stderr, stderr
 
 
+def test_a_broker_that_asks_for_a_client_certificate_gets_the_bridge_s(broker, daemon,
+                                                                          closing):
+    feed, _, _ = daemon
+    certfile, keyfile = broker.client_cert
+    closing.append(bridge(feed, f"mqtts://127.0.0.1:{broker.cert_port}", "cert",
+                          "--topic-prefix", "cert", "--cafile", str(broker.cafile),
+                          "--certfile", str(certfile), "--keyfile", str(keyfile)))
+    watcher = Watcher(broker.open_port, ("cert/#",))
+    closing.append(watcher)
+    assert watcher.wait("cert/bridge/cert/online")[0] == "online"
+    watcher.wait(f"cert/{STATIONS[0]}/tags")
+
+
 def test_a_feed_with_curve_keys_is_bridged_with_the_client_s_keys(broker, closing, tmp_path):
     server_public, server_secret = generate_keys(tmp_path, "daemon")
     _, client_secret = generate_keys(tmp_path, "bridge")
@@ -444,7 +457,7 @@ def test_a_broker_started_again_gets_every_held_value_again():
             bridge.close()
             raise
     try:  # the broker is gone, and its retained values with it; one starts where it was
-        with mosquitto_broker((first.open_port, first.tls_port)) as second:
+        with mosquitto_broker((first.open_port, first.tls_port, first.cert_port)) as second:
             watcher = Watcher(second.open_port, ("again/#",))
             try:
                 wait_until(lambda: (bridge.flush(), watcher.last("again/radio/status"))[1],

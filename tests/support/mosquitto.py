@@ -37,6 +37,13 @@ allow_anonymous false
 password_file {dir}/passwords
 certfile {dir}/broker.crt
 keyfile {dir}/broker.key
+
+listener {cert_port} 127.0.0.1
+allow_anonymous true
+require_certificate true
+cafile {dir}/broker.crt
+certfile {dir}/broker.crt
+keyfile {dir}/broker.key
 """
 
 
@@ -44,8 +51,14 @@ keyfile {dir}/broker.key
 class Broker:
     open_port: int  # anonymous, plain MQTT
     tls_port: int   # TLS, USER and PASSWORD only
+    cert_port: int  # TLS, clients with a certificate the broker's signed (client_cert) only
     cafile: Path    # the broker's self-signed certificate, which clients trust it by
     log: Path
+
+    @property
+    def client_cert(self) -> tuple[Path, Path]:
+        """A client's certificate, signed by the broker's, and its key."""
+        return self.cafile.parent / "client.crt", self.cafile.parent / "client.key"
 
 
 def require_mosquitto() -> None:
@@ -61,25 +74,38 @@ def require_mosquitto() -> None:
 
 
 @contextlib.contextmanager
-def mosquitto_broker(ports: tuple[int, int] | None = None) -> Iterator[Broker]:
-    """A running broker (``Broker``) on free ports, or on ``ports`` (the open one and the TLS
-    one: a broker started again where one was); stopped, and its folder removed, afterwards.
+def mosquitto_broker(ports: tuple[int, int, int] | None = None) -> Iterator[Broker]:
+    """A running broker (``Broker``) on free ports, or on ``ports`` (open, TLS and password,
+    TLS and certificate: a broker started again where one was); stopped, and its folder
+    removed, afterwards.
     It keeps nothing on disk: one started again has no retained messages."""
     require_mosquitto()
     folder = Path(tempfile.mkdtemp(prefix="streamtag-mosquitto-"))
     try:
-        open_port, tls_port = ports or (free_port(), free_port())
-        broker = Broker(open_port, tls_port, folder / "broker.crt", folder / "broker.log")
+        open_port, tls_port, cert_port = ports or (free_port(), free_port(), free_port())
+        broker = Broker(open_port, tls_port, cert_port, folder / "broker.crt",
+                        folder / "broker.log")
+        client_crt, client_key = broker.client_cert
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
              "-keyout", str(folder / "broker.key"), "-out", str(broker.cafile)],
             check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bridge",
+             "-keyout", str(client_key), "-out", str(folder / "client.csr")],
+            check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["openssl", "x509", "-req", "-days", "2", "-in", str(folder / "client.csr"),
+             "-CA", str(broker.cafile), "-CAkey", str(folder / "broker.key"),
+             "-CAcreateserial", "-out", str(client_crt)],
+            check=True, capture_output=True, timeout=60)
         subprocess.run(["mosquitto_passwd", "-c", "-b", str(folder / "passwords"), USER,
                         PASSWORD], check=True, capture_output=True, timeout=60)
         (folder / "mosquitto.conf").write_text(CONFIG.format(
-            open_port=broker.open_port, tls_port=broker.tls_port, dir=folder))
-        for name in ("passwords", "broker.key"):
+            open_port=broker.open_port, tls_port=broker.tls_port, cert_port=broker.cert_port,
+            dir=folder))
+        for name in ("passwords", "broker.key", "client.key"):
             os.chmod(folder / name, 0o600)
         if os.geteuid() == 0:
             # Mosquitto started as root runs as this user: its files must be that user's.
@@ -97,7 +123,8 @@ def mosquitto_broker(ports: tuple[int, int] | None = None) -> Iterator[Broker]:
                                        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         try:
             wait_until(lambda: process.poll() is not None or (
-                port_open(broker.open_port) and port_open(broker.tls_port)), 30,
+                port_open(broker.open_port) and port_open(broker.tls_port)
+                and port_open(broker.cert_port)), 30,
                 "mosquitto to listen")
             assert process.poll() is None, broker.log.read_text()
             yield broker
