@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from streamtag import places
 from streamtag.errors import ConfigError, ProtocolError, StreamtagError
@@ -602,7 +603,8 @@ def control_request(endpoint: str, request: Mapping[str, Any], timeout_ms: int =
             make_client(sock, curve)
         bind_or_connect(sock, endpoint, True, "control client")
         if curve is not None:
-            return decode_reply(_round_trip(sock, [payload], deadline, endpoint, timeout_ms)[-1])
+            return decode_reply(_curve_round_trip(sock, payload, deadline, endpoint,
+                                                  timeout_ms)[-1])
         challenge = decode_reply(_round_trip(sock, [CHALLENGE_REQUEST], deadline, endpoint,
                                              timeout_ms)[-1])
         nonce = challenge.get("nonce")
@@ -685,6 +687,8 @@ class ControlClient:
                 return control_request(self.endpoint, payload, timeout_ms=timeout_ms,
                                        curve=self.curve, token=self.token,
                                        context=self.context)
+            except KeyRefused:
+                raise  # asking again gets the same refusal
             except TimeoutError as exc:
                 if time.monotonic() >= deadline:
                     if not told:
@@ -742,6 +746,53 @@ def _round_trip(sock: zmq.Socket[Any], frames: list[bytes], deadline: float, end
                        f"{timeout_ms} ms; is the daemon running, is that its control "
                        "endpoint, (with keys) is this client's key an admin key, and is the "
                        f"request under {MAX_REQUEST_BYTES} bytes?")
+
+
+class KeyRefused(TimeoutError):
+    """No reply will come: the daemon refused this client's CURVE key at the handshake. A
+    TimeoutError, as every request that gets no reply raises."""
+
+
+def _curve_round_trip(sock: zmq.Socket[Any], payload: bytes, deadline: float, endpoint: str,
+                      timeout_ms: int) -> list[bytes]:
+    """``_round_trip`` for a CURVE client. A daemon whose control socket does not let this
+    client's key in sends no reply at all; libzmq's monitor hears the daemon refuse the
+    handshake, so that is said at once (KeyRefused: asking again will not help), and a
+    silence with keys names what to check."""
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    try:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLOUT)
+        poller.register(monitor, zmq.POLLIN)
+        sent = False
+        while ready := dict(poller.poll(_left_ms(deadline))):
+            if monitor in ready:
+                status = recv_monitor_message(monitor)["value"]
+                raise KeyRefused(
+                    f"no reply from the control socket at {endpoint}: the daemon refused this "
+                    f"client's CURVE key (its handshake failed, status {status}), and answers "
+                    "nothing to a key it refuses. Its control socket lets in only the keys in "
+                    "its [security] admin_keys; a subscriber's key (client_keys) may listen "
+                    "but not control. Give --client-key an administrator's key pair "
+                    "(streamtag keys generate DIR --name admin, and its admin.key in the "
+                    "daemon's admin_keys folder)")
+            if sent:
+                return sock.recv_multipart(zmq.NOBLOCK)
+            try:
+                sock.send_multipart([payload], flags=zmq.NOBLOCK)
+            except zmq.Again:  # no pipe (yet, or its handshake failing): wait a moment
+                monitor.poll(min(_left_ms(deadline), 10))
+                continue
+            sent = True
+            poller.modify(sock, zmq.POLLIN)
+        raise TimeoutError(
+            f"no reply from the control socket at {endpoint} within {timeout_ms} ms with "
+            "CURVE keys: is the daemon running there, is --server-key the daemon's public key "
+            "(with another, the daemon answers nothing at all), and is this client's key in "
+            "its [security] admin_keys?")
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
 
 
 def _left_ms(deadline: float) -> int:

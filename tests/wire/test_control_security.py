@@ -43,7 +43,7 @@ from streamtag.daemon import daemon as daemon_module
 from streamtag.daemon.config import MetricsConfig, SecurityConfig
 from streamtag.daemon.daemon import Daemon
 from streamtag.errors import ConfigError
-from streamtag.wire.control import control_request
+from streamtag.wire.control import KeyRefused, control_request
 from streamtag.wire.security import client_curve, generate_keys
 
 REFUSED = "not authorised"
@@ -515,9 +515,14 @@ def test_under_curve_only_admin_keys_control_and_need_no_token(model_path, tmp_p
         endpoint = daemon.control.endpoint
         reply = control_request(endpoint, {"cmd": "status"}, curve=admin)
         assert reply["ok"], reply  # no token: the admin key is the authority
-        with pytest.raises(TimeoutError):
-            control_request(endpoint, {"cmd": "ping"}, timeout_ms=500, curve=screen,
+        # a subscriber's key: refused at the handshake, which is said at once, whatever the
+        # timeout (before, a silent timeout)
+        with pytest.raises(KeyRefused, match="refused this client's CURVE key.*admin_keys"):
+            control_request(endpoint, {"cmd": "ping"}, timeout_ms=60_000, curve=screen,
                             token=token_file.read_text().strip())
+        wrong_server = client_curve(screen_public, admin_secret)  # not the daemon's key
+        with pytest.raises(TimeoutError, match="is --server-key the daemon's public key"):
+            control_request(endpoint, {"cmd": "ping"}, timeout_ms=500, curve=wrong_server)
     finally:
         daemon.stop()
     caplog.clear()
@@ -526,8 +531,8 @@ def test_under_curve_only_admin_keys_control_and_need_no_token(model_path, tmp_p
     try:  # without admin_keys no key controls, and the daemon says so at start
         assert "admits no CURVE key" in caplog.text and "security.admin_keys" in caplog.text
         for curve in (admin, screen):
-            with pytest.raises(TimeoutError):
-                control_request(daemon.control.endpoint, {"cmd": "ping"}, timeout_ms=500,
+            with pytest.raises(KeyRefused, match="admin_keys"):
+                control_request(daemon.control.endpoint, {"cmd": "ping"}, timeout_ms=60_000,
                                 curve=curve)
     finally:
         daemon.stop()
