@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 # The leaves of a station's tree, each a retained JSON object (docs/bridges.md).
 LEAVES = ("status", "tags", "mood", "content", "track")
 # The feed's message types the bridge reads: tags, mood and content come with every scores
-# message; events and silences are already in them, heartbeats name no station.
-FEED_TOPICS = ("scores", "status", "track")
+# message (events and silences are already in them); heartbeats say the feed is alive.
+FEED_TOPICS = ("scores", "status", "track", "heartbeat")
 DEFAULT_PREFIX = "streamtag"
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 PASSWORD_ENV = "STREAMTAG_MQTT_PASSWORD"
@@ -53,6 +53,10 @@ SCHEMES = {"mqtt": 1883, "mqtts": 8883}  # the IANA ports of MQTT and MQTT over 
 # written with its first letter escaped, so that no station's tree holds the bridge's topics.
 BRIDGE_LEVEL = "bridge"
 ONLINE, OFFLINE = b"online", b"offline"
+LIVE, SILENT = b"live", b"silent"
+# Nothing from the feed this long, not even a heartbeat (a daemon sends one every 2 s by
+# default), and its retained values are no longer current: the feed topic says "silent".
+FEED_SILENT_S = 10.0
 
 # Bounds, whatever a feed without CURVE keys carries (docs/security.md). The stations held:
 # a feed may name any number of stream ids, and each held one costs its payloads and, on every
@@ -231,6 +235,7 @@ class BridgeConfig:
     max_stations: int = MAX_STATIONS
     max_queued: int = MAX_QUEUED
     max_inflight: int = MAX_INFLIGHT
+    feed_silent_s: float = FEED_SILENT_S
 
     def __post_init__(self) -> None:
         for flag, prefix in (("--topic-prefix", self.prefix),
@@ -249,6 +254,8 @@ class BridgeConfig:
                               "and its private key")
         if self.password is not None and self.username is None:
             raise ConfigError("a password needs --username")
+        if not 0 < self.feed_silent_s < float("inf"):
+            raise ConfigError("--feed-silent-s must be a number of seconds above 0")
         if min(self.max_stations, self.max_queued, self.max_inflight) < 1:
             raise ConfigError("--max-stations, --max-queued and --max-inflight must be at "
                               "least 1")
@@ -256,6 +263,10 @@ class BridgeConfig:
     @property
     def online_topic(self) -> str:
         return f"{self.prefix}/{BRIDGE_LEVEL}/{escape_level(self.name)}/online"
+
+    @property
+    def feed_topic(self) -> str:
+        return f"{self.prefix}/{BRIDGE_LEVEL}/{escape_level(self.name)}/feed"
 
     def topic(self, stream: str, leaf: str) -> str:
         return f"{self.prefix}/{station_level(stream)}/{leaf}"
@@ -305,6 +316,9 @@ class MqttBridge:
         self.connected = False
         self.published = 0
         self.queue_full = 0  # times the queue was full and values waited here
+        self.feed_state: bytes | None = None  # LIVE or SILENT, once known
+        self._last_heard: float | None = None
+        self._watched_since = time.monotonic()
         self._client = client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtag-bridge-{config.name}"[:128],
             protocol=mqtt.MQTTv311)
@@ -382,11 +396,35 @@ class MqttBridge:
         if self.refusal is not None:
             raise BrokerError(f"the broker refused the login ({self.refusal}): check --username "
                               f"and the password (--password-file or ${PASSWORD_ENV})")
+        self._watched_since = time.monotonic()  # the feed's silence counts from here
         return True
 
     def take(self, stream: str, body: Any) -> None:
         """Notes what one message's body changed; `flush` publishes it."""
         self._note(stream, self.tree.apply(stream, body))
+
+    def watch_feed(self, heard: bool, now: float | None = None) -> None:
+        """Notes whether a message (any, a heartbeat too) was just heard from the feed, and
+        says ``live`` or ``silent`` on the feed topic when that changes: silent after
+        ``feed_silent_s`` without one."""
+        now = time.monotonic() if now is None else now
+        if heard:
+            self._last_heard = now
+        last = self._last_heard
+        if last is not None and now - last < self.config.feed_silent_s:
+            state = LIVE
+        elif now - (self._watched_since if last is None else last) >= self.config.feed_silent_s:
+            state = SILENT
+        else:
+            return  # not heard yet, and not for long
+        if state != self.feed_state:
+            if state == SILENT:
+                log.warning("nothing heard from the feed in %g s, not even a heartbeat: %s "
+                            "says silent", self.config.feed_silent_s, self.config.feed_topic)
+            elif self.feed_state is not None:
+                log.warning("the feed is heard again: %s says live", self.config.feed_topic)
+            self.feed_state = state
+            self._pending[("", "bridge:feed")] = None
 
     def take_snapshot(self, reply: Mapping[str, Any]) -> None:
         """Each stream's state, title and active tags from a control ``snapshot`` reply: what a
@@ -422,6 +460,8 @@ class MqttBridge:
 
         if self._reconnected.is_set():
             self._reconnected.clear()
+            if self.feed_state is not None:
+                self._pending[("", "bridge:feed")] = None
             for stream, held in self.tree.stations.items():
                 for leaf in held:
                     self._pending[(stream, leaf)] = None
@@ -445,6 +485,8 @@ class MqttBridge:
         return len(self._pending)
 
     def _publication(self, stream: str, leaf: str) -> tuple[str, bytes]:
+        if leaf == "bridge:feed":
+            return self.config.feed_topic, self.feed_state or SILENT
         if not leaf.startswith("ha:"):
             return self.config.topic(stream, leaf), self.tree.stations[stream][leaf]
         return self.discovery(stream, leaf[3:])
@@ -460,8 +502,13 @@ class MqttBridge:
         return (f"{config.discovery_prefix}/sensor/{node}/{station}_{leaf}/config", _json({
             "name": leaf, "unique_id": f"{node}_{station}_{leaf}", "state_topic": state,
             "value_template": template, "json_attributes_topic": state,
-            "availability_topic": config.online_topic, "payload_available": "online",
-            "payload_not_available": "offline", "icon": "mdi:music-note" if leaf == "mood"
+            # unavailable when the bridge is gone or its feed silent
+            "availability_mode": "all", "availability": [
+                {"topic": config.online_topic, "payload_available": "online",
+                 "payload_not_available": "offline"},
+                {"topic": config.feed_topic, "payload_available": "live",
+                 "payload_not_available": "silent"}],
+            "icon": "mdi:music-note" if leaf == "mood"
             else "mdi:tag-multiple",
             "device": {"identifiers": [f"{node}_{station}"], "name": f"streamtag {stream}",
                        "manufacturer": "streamtag", "model": "MQTT bridge"}}))
@@ -502,9 +549,11 @@ def bridge_feed(endpoints: str | Iterable[str], bridge: MqttBridge, stop: thread
         if on_connected is not None:
             on_connected()
         while not stop.is_set():
-            for message in subscriber.recv_many(_READ_MOST, _READ_WAIT_MS):
+            messages = subscriber.recv_many(_READ_MOST, _READ_WAIT_MS)
+            for message in messages:
                 bridge.take(message.stream, message.body)
-                read += 1
+            read += len(messages)
+            bridge.watch_feed(bool(messages))
             bridge.flush()
         return read
     finally:

@@ -14,7 +14,12 @@ import sys
 import threading
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals
-from streamtag.commands.flags import add_daemon_client_flags, count_at_least_1, zmq_endpoint
+from streamtag.commands.flags import (
+    add_daemon_client_flags,
+    count_at_least_1,
+    seconds_above_0,
+    zmq_endpoint,
+)
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT
 
 MQTT_EXTRA = "pip install 'streamtag[mqtt]'"
@@ -55,6 +60,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--discovery-prefix", default="homeassistant", metavar="PREFIX",
                    help="with --homeassistant: Home Assistant's discovery prefix (default "
                         "homeassistant)")
+    m.add_argument("--feed-silent-s", type=seconds_above_0, default=10.0, metavar="SECONDS",
+                   help="nothing from the feed this long, not even a heartbeat, and "
+                        "PREFIX/bridge/NAME/feed says silent (default 10)")
     m.add_argument("--max-stations", type=count_at_least_1, default=1024, metavar="N",
                    help="stations held at most; further ones are not bridged (default 1024)")
     m.add_argument("--max-queued", type=count_at_least_1, default=1000, metavar="N",
@@ -75,7 +83,7 @@ def default_name() -> str:
 
 def cmd_bridge_mqtt(args: argparse.Namespace) -> int:
     """args has connect, broker, topic_prefix, name, username, password_file, cafile,
-    certfile, keyfile, homeassistant, discovery_prefix, max_stations, max_queued,
+    certfile, keyfile, homeassistant, discovery_prefix, feed_silent_s, max_stations, max_queued,
     max_inflight, control, wait, token_file, server_key, client_key, quiet and verbose."""
     with stop_on_signals() as stop:
         return bridge_mqtt(args, stop)
@@ -120,7 +128,7 @@ def bridge_mqtt(args: argparse.Namespace, stop: threading.Event) -> int:
             cafile=args.cafile, certfile=args.certfile, keyfile=args.keyfile,
             homeassistant=args.homeassistant, discovery_prefix=args.discovery_prefix,
             max_stations=args.max_stations, max_queued=args.max_queued,
-            max_inflight=args.max_inflight)
+            max_inflight=args.max_inflight, feed_silent_s=args.feed_silent_s)
         bridge = MqttBridge(config)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag bridge: {exc}", file=sys.stderr)
@@ -128,7 +136,8 @@ def bridge_mqtt(args: argparse.Namespace, stop: threading.Event) -> int:
     def started() -> None:
         if not args.quiet:
             print(f"streamtag bridge: bridging {', '.join(endpoints)} to {args.broker} under "
-                  f"{config.prefix}/; {config.online_topic} says whether it runs"
+                  f"{config.prefix}/; {config.online_topic} says whether it runs, "
+                  f"{config.feed_topic} whether the feed is heard"
                   + (f"; Home Assistant discovery under {config.discovery_prefix}/"
                      if config.homeassistant else ""), file=sys.stderr, flush=True)
 

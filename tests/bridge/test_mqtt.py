@@ -184,7 +184,9 @@ def test_a_subscriber_that_comes_later_gets_every_station_s_values_retained(
         assert -1 <= mood["valence"] <= 1 and -1 <= mood["arousal"] <= 1
         for leaf in ("mood", "tags"):
             config, retained = discovery(late, f"later/st/{station}/{leaf}")
-            assert retained and config["availability_topic"] == "later/st/bridge/later/online"
+            assert retained and config["availability_mode"] == "all"
+            assert [a["topic"] for a in config["availability"]] == [
+                "later/st/bridge/later/online", "later/st/bridge/later/feed"]
             assert config["unique_id"] and config["device"]["name"] == f"streamtag {station}"
 
 
@@ -283,6 +285,25 @@ def test_tls_with_a_password_works_and_a_wrong_password_is_a_clear_error(
     _, stderr = untrusted.communicate(timeout=60)
     assert untrusted.returncode == 2, stderr
     assert "not trusted" in stderr and "--cafile" in stderr, stderr
+
+
+def test_the_feed_topic_says_whether_the_feed_is_heard(broker, closing):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    publisher = Publisher(endpoint, linger_ms=0, context=zmq.Context.instance())
+    closing.append(bridge(endpoint, f"mqtt://127.0.0.1:{broker.open_port}", "feed",
+                          "--topic-prefix", "feed", "--feed-silent-s", "1"))
+    watcher = Watcher(broker.open_port, ("feed/bridge/feed/feed",))
+    closing.append(watcher)
+
+    def live() -> bool:
+        publisher.heartbeat(0)
+        return (watcher.last("feed/bridge/feed/feed") or (b"",))[0] == b"live"
+
+    try:
+        wait_until(live, WAIT_S, "the feed topic to say live", interval=0.2)
+    finally:
+        publisher.close()
+    assert watcher.wait("feed/bridge/feed/feed", lambda v: v == "silent")[0] == "silent"
 
 
 def test_a_broker_that_asks_for_a_client_certificate_gets_the_bridge_s(broker, daemon,
