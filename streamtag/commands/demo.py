@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from streamtag.commands import EXIT_USAGE, stop_on_signals, use_color
-from streamtag.commands.flags import add_backend, add_model, port_number
+from streamtag.commands.flags import add_backend, add_model, port_number, zmq_endpoint
 from streamtag.commands.listen import format_message
 from streamtag.daemon.config import (
     ControlConfig,
@@ -64,6 +64,7 @@ DEFAULT_SEED = 0
 # A tag that switches on this soon after a section begins may still be hearing the one before:
 # a window of the shipped model is 3 s long.
 CARRY_OVER_S = 3.0
+DEMO_ENDPOINT = "tcp://127.0.0.1:*"  # a free loopback port
 
 Segments = list[tuple[float, float, list[str]]]
 
@@ -82,6 +83,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "one; it stays up after the piece until Ctrl-C")
     p.add_argument("--dashboard-port", type=port_number, default=8080)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--publish", metavar="ENDPOINT", type=zmq_endpoint, default=DEMO_ENDPOINT,
+                   help="where the demo's daemon publishes, on this machine, for other readers "
+                        "to watch too (streamtag listen ENDPOINT, examples/c/subscriber.c); "
+                        "default: a free loopback port")
     add_backend(p, "auto")
     p.set_defaults(func=cmd_demo)
 
@@ -91,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(args.model, realtime=args.realtime, speed=args.speed,
                         seconds=args.seconds, seed=args.seed, dashboard=args.dashboard,
                         dashboard_port=args.dashboard_port, device=args.device,
-                        backend=args.backend)
+                        backend=args.backend, publish=args.publish)
     except (ConfigError, ModelError) as exc:
         print(f"streamtag demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -102,11 +107,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def run_demo(model: str | None = None, *, realtime: bool = False, speed: float = 4.0,
              seconds: float = 60.0, seed: int | None = None, dashboard: bool = False,
              dashboard_port: int = 8080, device: str = "auto", backend: str = "auto",
-             out: TextIO | None = None) -> int:
+             out: TextIO | None = None, publish: str = DEMO_ENDPOINT) -> int:
+    """Plays the piece through a daemon publishing on ``publish`` (loopback only: the demo
+    has no keys) and prints what a subscriber hears; returns the exit status."""
     from streamtag.audio.files import write_audio
     from streamtag.daemon.daemon import Daemon
+    from streamtag.wire.security import is_loopback_endpoint
     from streamtag.wire.subscriber import Subscriber
 
+    if not is_loopback_endpoint(publish):
+        raise ConfigError(f"--publish {publish}: the demo publishes on this machine only "
+                          "(tcp://127.0.0.1:PORT, ipc://PATH); to serve other machines run "
+                          "`streamtag run` with CURVE keys (docs/operations.md, Keys)")
     out = out or sys.stdout
     seed = DEFAULT_SEED if seed is None else seed
     if seed < 0:
@@ -118,7 +130,7 @@ def run_demo(model: str | None = None, *, realtime: bool = False, speed: float =
         write_audio(piece, audio, DEMO_RATE)
         config = DaemonConfig(
             model=ModelConfig(path=model, device=device),
-            publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.25),
+            publish=PublishConfig(endpoint=publish, heartbeat_s=0.25),
             control=ControlConfig(endpoint="tcp://127.0.0.1:*"),
             engine=EngineConfig(backend=backend))
         daemon = Daemon(config).start()
