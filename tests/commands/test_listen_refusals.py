@@ -33,6 +33,13 @@ REFUSED = [
 ]
 
 
+# Values of open sets, and a field a later minor may add: taken, shown
+OPEN = [b"status.a", header("status", "a"),
+        json.dumps({"state": "running", "error": None, "title": "Brand new",
+                    "counters": {"a_counter_never_seen": 7}, "source": "x",
+                    "a_field_of_a_later_minor": [1, 2]}).encode()]
+
+
 def listen_beside_a_forged_publisher(*flags: str):
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
@@ -48,6 +55,7 @@ def listen_beside_a_forged_publisher(*flags: str):
             seq += 1
             for frames in REFUSED:
                 pub.send_multipart(frames)
+            pub.send_multipart(OPEN)
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
@@ -71,6 +79,7 @@ def test_listen_v_names_each_refused_message_and_why():
     assert "'jingle'" in said
     assert "refused a message on topic 'heartbeat' (3 frames): protocol version 2.0" in said
     assert "refused a message on topic 'heartbeat' (2 frames): expected 3 frames" in said, said
+    assert "a_counter_never_seen=7" in done.stdout and "'status.a'" not in said  # open: shown
 
 
 def test_listen_without_v_says_nothing_of_refused_messages():
