@@ -45,7 +45,7 @@ mqtt = pytest.importorskip("paho.mqtt.client",
 
 STATIONS = ("radio-1", "radio.2")
 WAIT_S = 120.0  # a daemon starting on a busy machine, a model loading, a broker answering
-LEAVES = ("status", "tags", "mood")
+LEAVES = ("status", "tags", "mood", "content")
 
 
 class Watcher:
@@ -182,6 +182,8 @@ def test_a_subscriber_that_comes_later_gets_every_station_s_values_retained(
         mood, retained = late.wait(f"later/st/{station}/mood")
         assert retained and {"words", "genres", "valence", "arousal"} <= set(mood)
         assert -1 <= mood["valence"] <= 1 and -1 <= mood["arousal"] <= 1
+        content, retained = late.wait(f"later/st/{station}/content")
+        assert retained and content["content"] in ("music", "speech", "silence", "tone", "noise")
         for leaf in ("mood", "tags"):
             config, retained = discovery(late, f"later/st/{station}/{leaf}")
             assert retained and config["availability_mode"] == "all"

@@ -23,7 +23,7 @@ from streamtag.bridge.mqtt import (
     station_level,
 )
 from streamtag.errors import ConfigError
-from streamtag.wire.protocol import ScoresBody, StatusBody
+from streamtag.wire.protocol import ScoresBody, StatusBody, TrackBody
 
 LOCAL = BrokerUrl.parse("mqtt://127.0.0.1")
 
@@ -126,6 +126,18 @@ def test_payloads_are_small_json_with_texts_and_lists_cut():
                                        "valence": 0.0, "arousal": 0.5}
     assert b"-0.0" not in out["mood"]
     assert json.loads(out["content"]) == {"content": "speech"}
+
+
+def test_a_track_s_payload_is_its_title_span_reason_and_active_tags():
+    track = TrackBody.from_dict({
+        "title": "Artist - Song", "reason": "title_change", "start_s": 2.99, "end_s": 241.8712,
+        "start_sample": 47840, "end_sample": 3869939, "started_at": 1795858548.0,
+        "ended_at": 1795858789.41234, "windows": 3, "tags": ["calm", "rock"],
+        "mean_raw": [0.1, 0.9], "mean_smoothed": [0.1, 0.8], "active_share": [0.0, 1.0],
+        "active": ["rock"], "model": {"name": "tiny", "hash": "0" * 64}})
+    assert json.loads(payloads(track)["track"]) == {
+        "title": "Artist - Song", "reason": "title_change", "start_s": 2.99, "end_s": 241.871,
+        "ended_at": 1795858789.412, "active": ["rock"]}
 
 
 def test_the_tree_holds_its_stations_and_says_only_what_changed():
