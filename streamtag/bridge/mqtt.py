@@ -377,8 +377,12 @@ class MqttBridge:
                 raise BrokerError(f"TLS with {broker.host}:{broker.port} failed ({exc.reason}): "
                                   "is it the broker's TLS port?") from None
             except OSError as exc:
-                log.warning("cannot reach the MQTT broker at %s:%d (%s); trying again in %g s",
-                            broker.host, broker.port, exc.strerror or exc, wait_s)
+                # a plain MQTT port resets a TLS handshake: say so, though a broker going
+                # down does the same
+                hint = (" (mqtts://: is it the broker's TLS port?)" if broker.tls and
+                        isinstance(exc, ConnectionResetError) else "")
+                log.warning("cannot reach the MQTT broker at %s:%d (%s)%s; trying again in "
+                            "%g s", broker.host, broker.port, exc.strerror or exc, hint, wait_s)
                 if stop.wait(wait_s):
                     return False
                 wait_s = min(wait_s * 2, RECONNECT_MAX_S)
