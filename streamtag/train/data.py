@@ -115,6 +115,13 @@ def load_dataset(recipe: Recipe, splits: Sequence[str], tags: Sequence[str] | No
     data = recipe.data
     o = data.options
     root = Path(data.root).expanduser()
+    if data.kind == "distill":
+        from streamtag.train.distill import load_distill
+
+        csv_path = data.path("csv") if data.root else (
+            recipe.train.cache_root() / "corpus" / o["csv"])
+        return load_distill(csv_path, o["teacher"], recipe.train.cache_root(), splits=splits,
+                            workers=recipe.train.workers or None, log=log)
     if data.kind != "synthetic" and not data.root:
         raise ConfigError(f"data.root is not set; pass --set data.root=PATH (the {data.kind} "
                           "dataset's folder)")

@@ -123,13 +123,16 @@ class DatasetReport:
 
 @dataclasses.dataclass
 class TagDataset:
-    """Tracks with their tags; ``tags`` fixes the order of the label columns."""
+    """Tracks with their tags; ``tags`` fixes the order of the label columns. ``targets``, when
+    set, gives each track's row of targets itself (a teacher's scores: ``distill``) in place of
+    the multi-hot of its tags."""
 
     name: str
     tags: list[str]
     tracks: list[Track]
     report: DatasetReport
     categories: dict[str, str] = dataclasses.field(default_factory=dict)
+    targets: dict[str, np.ndarray] | None = None
 
     def split(self, name: str) -> list[Track]:
         if name not in SPLITS:
@@ -137,8 +140,12 @@ class TagDataset:
         return [t for t in self.tracks if t.split == name]
 
     def labels(self, tracks: Sequence[Track] | None = None) -> np.ndarray:
-        """Multi-hot ``(len(tracks), len(self.tags))`` float32, columns in ``self.tags`` order."""
+        """Multi-hot ``(len(tracks), len(self.tags))`` float32, columns in ``self.tags`` order
+        (each track's ``targets`` row where the dataset has targets)."""
         tracks = self.tracks if tracks is None else tracks
+        if self.targets is not None:
+            return np.array([self.targets[t.id] for t in tracks], dtype=np.float32).reshape(
+                len(tracks), len(self.tags))
         column = {tag: i for i, tag in enumerate(self.tags)}
         y = np.zeros((len(tracks), len(self.tags)), dtype=np.float32)
         for row, track in enumerate(tracks):

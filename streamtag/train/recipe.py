@@ -50,7 +50,7 @@ __all__ = [
     "parse_recipe",
 ]
 
-DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic", "audio_folder")
+DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic", "audio_folder", "distill")
 OPTIMIZERS = ("adam", "amsgrad", "adam_sgd", "sgd")
 SCHEDULES = ("none", "plateau", "warmup_linear")
 STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
@@ -109,6 +109,10 @@ _DATA_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
         "extensions": (_STRINGS, [".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".aiff"]),
         "validation_fraction": ("fraction", 0.1),  # held out by a hash of each file's path
     },
+    "distill": {
+        "csv": (_PATH, "corpus.csv"),  # path, split (train, validation, test) of every clip
+        "teacher": ("str", "music"),  # an installed model's name or a model file
+    },
 }
 
 
@@ -138,6 +142,11 @@ class DataConfig:
       recursively, whose suffix is one of ``extensions`` (any case); ``validation_fraction`` of
       them, chosen by a hash of their paths (the same files every time), are the validation
       split; there is no test split.
+    - ``distill``: a student learns ``teacher``'s scores (an installed model's name or a model
+      file) on the clips listed in ``csv`` (``path`` and ``split`` columns; the corpus of
+      ``benchmarks/corpus.py``); ``root`` empty is the cache folder's ``corpus/``. The targets
+      are the teacher's probabilities in training and its thresholded tags in validation and
+      test (``streamtag.train.distill``).
 
     Every kind also takes ``features``: a CSV or JSON file of one high-level feature vector
     per track id (``streamtag.train.track_features``), fed to a ``crnn`` built with

@@ -1,0 +1,260 @@
+"""The distillation corpus: real music and non-music from Debian packages, cut into 3.1 s clips.
+
+    python benchmarks/corpus.py [--root DIR] [--minutes-scale 1.0]
+
+Each source is one Debian package, fetched with ``apt-get download`` and unpacked with
+``dpkg -x`` under ``DIR`` (default: the trainer's cache folder, ``corpus/``; never in the
+repository). Its audio files are decoded by ffmpeg (MIDI rendered by fluidsynth with FluidR3
+GM; speech read by festival from the GPL's text), resampled to 16 kHz mono and cut into
+clips of ``CLIP_SECONDS``, spread evenly over every file of the package and capped at the
+package's minutes, so no package outweighs the rest; clips quieter than -50 dBFS are left out
+(the content decision, not the tagger, answers silence). The split is by package: the
+``HELD_OUT`` packages are the test split, never seen in training; the others are the fit part,
+whose files (not clips: the clips of one file stay together) are cut 88/12 into train and
+validation by a hash of their path.
+
+It writes ``DIR/clips/`` (FLAC), ``DIR/corpus.csv`` (``path, tags, split, source, kind,
+licence, duration``: what ``data.kind = "distill"`` reads) and ``DIR/corpus.json`` (minutes,
+clips and licences per source, each package's copyright file's licence names). The
+packages never used here: #55's radio programme (tests/support/programme.py) and the
+acceptance set (ACCEPTANCE below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RATE = 16000
+# a whole window of the teacher (187 frames of 16 ms) and of the student (93 of 32 ms)
+CLIP_SECONDS = 3.1
+QUIET_DBFS = -50.0
+VALIDATION_FRACTION = 0.12
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+AUDIO = (".ogg", ".opus", ".wav", ".flac", ".mp3", ".it", ".s3m", ".xm", ".mod")
+
+# #55's programme and the acceptance set: never in this corpus.
+PROGRAMME = ("wesnoth-1.16-music", "fretsonfire-songs-muldjord", "fretsonfire-songs-sectoid",
+             "singularity-music", "asc-music", "planetblupi-music-ogg", "espeak-ng")
+ACCEPTANCE = ("fillets-ng-data", "fillets-ng-data-cs", "fillets-ng-data-nl", "ktuberling-data",
+              "gcompris-qt-data", "tuxfootball", "frozen-bubble-data", "extremetuxracer-data",
+              "xmoto-data", "musescore3-common")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    package: str
+    kind: str  # music, midi, sound (effects, ambience, crowds), speech, voices
+    folders: tuple[str, ...]  # under the unpacked package
+    minutes: float  # at most this much of the package
+    licence: str  # the audio's licence, as the package's copyright file gives it
+
+
+SOURCES = (
+    Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 30,
+           "GPL-2+ (Files: *)"),
+    Source("supertux-data", "music", ("usr/share/games/supertux2/music",), 20,
+           "GPL-2+ or CC-BY-SA-3.0 (Files: data/music/*)"),
+    Source("hedgewars-data", "music", ("usr/share/games/hedgewars/Data/Music",), 20,
+           "GPL-2 (Files: *)"),
+    Source("lincity-ng-data", "music", ("usr/share/games/lincity-ng/music",), 8,
+           "GPL-2+ (Files: *)"),
+    Source("freeciv-data", "music", ("usr/share/games/freeciv/stdmusic",), 3,
+           "GPL-2+ (Files: *)"),
+    Source("hedgewars-data", "voices", ("usr/share/games/hedgewars/Data/Sounds",), 6,
+           "GFDL-1.3 (Files: share/hedgewars/Data/Sounds/*)"),
+    Source("lincity-ng-data", "sound", ("usr/share/games/lincity-ng/sounds",), 6,
+           "GPL-2+ or CC-BY-SA (sound effects, dual-licensed)"),
+    Source("boswars-data", "sound", ("usr/share/games/boswars",), 6, "GPL-2+ (Files: *)"),
+    Source("festvox-kallpc16k", "speech", (), 8,
+           "festival's voice: free use with notice (its copyright file); the text is the GPL's"),
+    # held out (the test split)
+    Source("pingus-data", "music", ("usr/share/games/pingus/data/music",), 20,
+           "GPL-3 (the package's copyright file)"),
+    Source("openttd-openmsx", "midi", ("usr/share/games/openttd/baseset/openmsx",), 20,
+           "GPL-2.0 (Files: *)"),
+    Source("scorched3d-data", "music", ("usr/share/games/scorched3d/data/globalmods",), 6,
+           "GPL-2+ or CC-BY-SA-3 (the package's copyright file)"),
+    Source("scorched3d-data", "sound", ("usr/share/games/scorched3d/data/globalmods",), 6,
+           "GPL-2+ or CC-BY-SA-3 (the package's copyright file)"),
+)
+HELD_OUT = ("pingus-data", "openttd-openmsx", "scorched3d-data")
+
+
+def split_of(package: str, file_id: str) -> str:
+    """``test`` for a held-out package; otherwise train or validation by the file's hash."""
+    if package in HELD_OUT:
+        return "test"
+    digest = hashlib.sha256(file_id.encode("utf-8")).digest()[:8]
+    return "validation" if int.from_bytes(digest, "big") / 2.0**64 < VALIDATION_FRACTION \
+        else "train"
+
+
+def fetch(package: str, root: Path) -> Path:
+    """The package unpacked under ``root/x/PACKAGE`` (downloaded and unpacked once)."""
+    target = root / "x" / package
+    if target.is_dir():
+        return target
+    debs = root / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    if not list(debs.glob(f"{package}_*.deb")):
+        subprocess.run(["apt-get", "download", package], cwd=debs, check=True)
+    deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
+    partial = target.with_name(package + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    subprocess.run(["dpkg", "-x", str(deb), str(partial)], check=True)
+    partial.rename(target)
+    return target
+
+
+def licences(unpacked: Path, package: str) -> list[str]:
+    """The licence names the package's copyright file declares."""
+    path = unpacked / "usr/share/doc" / package / "copyright"
+    if not path.is_file():
+        return []
+    names = {line.split(":", 1)[1].strip() for line in path.read_text(errors="replace")
+             .splitlines() if line.startswith("License:")}
+    return sorted(n for n in names if n)
+
+
+def decode(path: Path, scratch: Path) -> np.ndarray:
+    """Mono float32 at RATE: ffmpeg for audio and tracker modules, fluidsynth for MIDI."""
+    if path.suffix.lower() == ".mid":
+        wav = scratch / "midi.wav"
+        subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav), "-r", str(RATE),
+                        str(SOUNDFONT), str(path)], check=True, stdout=subprocess.DEVNULL)
+        path = wav
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar",
+                          str(RATE), "-f", "f32le", "-"], check=True,
+                         stdout=subprocess.PIPE).stdout
+    return np.frombuffer(raw, dtype=np.float32).copy()
+
+
+def speech(scratch: Path, minutes: float) -> list[tuple[str, np.ndarray]]:
+    """Festival reading the GPL's paragraphs: one file a paragraph, ``minutes`` in all."""
+    text = Path("/usr/share/common-licenses/GPL-3").read_text()
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if len(p.split()) > 40]
+    out, total = [], 0.0
+    for i, paragraph in enumerate(paragraphs):
+        source, wav = scratch / "speech.txt", scratch / "speech.wav"
+        source.write_text(paragraph)
+        subprocess.run(["text2wave", "-o", str(wav), str(source)], check=True)
+        audio = decode(wav, scratch)
+        out.append((f"gpl-3-paragraph-{i:03d}", audio))
+        total += len(audio) / RATE
+        if total >= minutes * 60:
+            break
+    return out
+
+
+def files_of(source: Source, unpacked: Path) -> list[Path]:
+    suffixes = (".mid",) if source.kind == "midi" else AUDIO
+    found = []
+    for folder in source.folders:
+        found += [p for p in (unpacked / folder).rglob("*")
+                  if p.is_file() and p.suffix.lower() in suffixes]
+    if source.package == "scorched3d-data":  # one folder holds its music and its effects
+        found = [p for p in found if ("/music/" in p.as_posix()) == (source.kind == "music")]
+    return sorted(found)
+
+
+def dbfs(clip: np.ndarray) -> float:
+    return 10 * math.log10(float(np.mean(clip.astype(np.float64) ** 2)) + 1e-20)
+
+
+def clips_of(name_audio: list[tuple[str, np.ndarray]], minutes: float
+             ) -> list[tuple[str, int, np.ndarray]]:
+    """(file id, clip index, clip) spread evenly over every file, at most ``minutes``."""
+    n = int(CLIP_SECONDS * RATE)
+    slots = [(name, k) for name, audio in name_audio for k in range(len(audio) // n)]
+    keep = max(1, int(minutes * 60 / CLIP_SECONDS))
+    step = max(1.0, len(slots) / keep)
+    chosen = [slots[int(i * step)] for i in range(min(keep, len(slots)))]
+    audio_of = dict(name_audio)
+    out = []
+    for name, k in chosen:
+        clip = audio_of[name][k * n:(k + 1) * n]
+        if dbfs(clip) > QUIET_DBFS:
+            out.append((name, k, clip))
+    return out
+
+
+def build(root: Path, scale: float = 1.0) -> dict:
+    import soundfile  # a dependency of the trainer's audio writing
+
+    bad = [s.package for s in SOURCES if s.package in PROGRAMME + ACCEPTANCE]
+    if bad:
+        raise SystemExit(f"never use {bad}: #55's programme or the acceptance set")
+    scratch = root / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    rows, summary = [], {}
+    for source in SOURCES:
+        unpacked = fetch(source.package, root)
+        if source.kind == "speech":
+            name_audio = speech(scratch, source.minutes * scale)
+        else:
+            name_audio = []
+            for path in files_of(source, unpacked):
+                try:
+                    name_audio.append((path.relative_to(unpacked).with_suffix("").as_posix(),
+                                       decode(path, scratch)))
+                except subprocess.CalledProcessError as error:
+                    print(f"  {path}: not decoded ({error})", file=sys.stderr)
+        clips = clips_of(name_audio, source.minutes * scale)
+        key = f"{source.package}/{source.kind}"
+        for name, k, clip in clips:
+            file_id = f"{source.package}/{name}"
+            rel = Path("clips") / source.package / f"{name}-{k:04d}.flac"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            if not (root / rel).is_file():
+                soundfile.write(root / rel, clip, RATE, subtype="PCM_16")
+            rows.append({"path": rel.as_posix(), "tags": "", "split": split_of(source.package,
+                                                                                 file_id),
+                         "source": source.package, "kind": source.kind,
+                         "licence": source.licence, "duration": f"{CLIP_SECONDS:g}"})
+        summary[key] = {"package": source.package, "kind": source.kind,
+                        "files": len(name_audio),
+                        "file_minutes": round(sum(len(a) for _, a in name_audio) / RATE / 60, 1),
+                        "clips": len(clips), "minutes": round(len(clips) * CLIP_SECONDS / 60, 1),
+                        "split": "test" if source.package in HELD_OUT else "train+validation",
+                        "licence": source.licence,
+                        "copyright_licences": licences(unpacked, source.package)}
+        print(f"{key}: {len(clips)} clips ({summary[key]['minutes']} min) of "
+              f"{summary[key]['file_minutes']} min in {len(name_audio)} files")
+    with open(root / "corpus.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    splits = {s: sum(1 for r in rows if r["split"] == s) for s in ("train", "validation", "test")}
+    info = {"clip_seconds": CLIP_SECONDS, "sample_rate": RATE, "clips": splits,
+            "hours": round(len(rows) * CLIP_SECONDS / 3600, 2), "sources": summary}
+    (root / "corpus.json").write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return info
+
+
+def main() -> None:
+    from streamtag.train.recipe import default_cache_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=default_cache_dir() / "corpus")
+    parser.add_argument("--minutes-scale", type=float, default=1.0,
+                        help="every source's cap times this")
+    args = parser.parse_args()
+    info = build(args.root, args.minutes_scale)
+    print(json.dumps({k: v for k, v in info.items() if k != "sources"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Distillation: a tiny student learns a teacher's scores on a few seconds of generated audio
+(``data.kind = "distill"``) and is exported as a model file with the teacher's tags; the
+teacher's features and scores are cached by its own frontend options and weights; the corpus
+script's split keeps every package in one part."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from streamtag.frontend import LogMelOptions
+from streamtag.model import modelfile
+from streamtag.train.distill import load_distill, teacher_windows
+from streamtag.train.recipe import parse_recipe
+from streamtag.train.run import train
+
+pytest.importorskip("av", reason="the clips are written and decoded with PyAV")
+
+ROOT = Path(__file__).resolve().parents[2]
+RATE = 16000
+TAGS = ("low", "mid", "high")
+TEACHER_OPTIONS = LogMelOptions.preset("musicnn").replace(n_mels=24)
+TEACHER_WINDOW = 32
+
+
+class BandTeacher(nn.Module):
+    """Says which third of the spectrum is loudest: logits of each band's mean against the
+    window's mean."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands = x.mean(dim=2).reshape(x.shape[0], 3, -1).mean(dim=2)
+        return 8.0 * (bands - bands.mean(dim=1, keepdim=True))
+
+
+def _teacher(path: Path) -> Path:
+    modelfile.save(BandTeacher(), path, {
+        "name": "band-teacher", "tags": list(TAGS), "input_kind": "logmel",
+        "frontend": TEACHER_OPTIONS, "window": TEACHER_WINDOW, "hop": 16,
+        "thresholds": [0.5, 0.5, 0.5], "architecture": {"name": "band_teacher"}})
+    return path
+
+
+def _clip(kind: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(1.2 * RATE)) / RATE
+    frequency = (150.0, 1200.0, 5500.0)[kind] * (1 + 0.1 * rng.random())
+    return (0.3 * np.sin(2 * np.pi * frequency * t)
+            + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def _corpus(root: Path) -> Path:
+    from streamtag.audio.files import write_audio
+
+    lines = ["path,split,source"]
+    for i in range(18):
+        # every band in each split: the teacher's tags have both classes there
+        split = "validation" if i in (3, 8, 13) else "test" if i in (4, 9, 14) else "train"
+        rel = f"clips/pkg{i % 6}/{i:02d}.flac"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_audio(root / rel, _clip(i % 3, i), RATE)
+        lines.append(f"{rel},{split},pkg{i % 6}")
+    (root / "corpus.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "corpus.csv"
+
+
+def test_teacher_windows_cover_a_track_and_pad_a_short_one() -> None:
+    frames = np.arange(50 * 4, dtype=np.float32).reshape(50, 4)
+    windows = teacher_windows(frames, 32, 16, -1.0)
+    assert windows.shape == (3, 4, 32)
+    assert windows[0, 0, 0] == 0 and windows[-1, 0, -1] == frames[-1, 0]
+    short = teacher_windows(frames[:10], 32, 16, -1.0)
+    assert short.shape == (1, 4, 32) and (short[0, :, 10:] == -1.0).all()
+
+
+def test_scores_are_the_teacher_s_cached_by_its_options_and_weights(tmp_path: Path) -> None:
+    teacher = _teacher(tmp_path / "teacher.pt")
+    csv_path = _corpus(tmp_path / "corpus")
+    cache = tmp_path / "cache"
+
+    data = load_distill(csv_path, str(teacher), cache, workers=1, log=lambda _: None)
+
+    assert data.tags == list(TAGS)
+    train = data.split("train")
+    soft = data.labels(train)
+    assert soft.shape == (len(train), 3) and 0 < soft.min() and soft.max() < 1
+    # each clip's loudest band is the teacher's highest score
+    kinds = [int(Path(t.id).name) % 3 for t in train]
+    assert (soft.argmax(axis=1) == kinds).all()
+    hard = data.labels(data.split("test"))
+    assert set(np.unique(hard)) == {0.0, 1.0}
+    # the teacher's features under its own options' key, its scores under its weights
+    from streamtag.train.cache import options_key
+
+    assert (cache / "features" / options_key(TEACHER_OPTIONS)).is_dir()
+    assert len(list((cache / "teacher").glob("*/*.npy"))) == 18
+    again = load_distill(csv_path, str(teacher), cache, workers=1, log=lambda _: None)
+    assert np.array_equal(again.labels(train), soft)
+
+
+RECIPE = """
+name = "tiny-student"
+[data]
+kind = "distill"
+root = "{root}"
+teacher = "{teacher}"
+[frontend]
+preset = "musicnn"
+n_mels = 24
+n_fft = 1024
+hop_length = 512
+[model]
+architecture = "lstm"
+window = 16
+hop = 8
+[model.options]
+units = 8
+filters = 8
+[train]
+epochs = 3
+batch_size = 8
+lr = 1e-2
+device = "cpu"
+workers = 1
+cache_dir = "{cache}"
+patience = 0
+"""
+
+
+def test_a_student_trained_on_the_teacher_s_scores_is_a_model_file_with_its_tags(
+        tmp_path: Path) -> None:
+    teacher = _teacher(tmp_path / "teacher.pt")
+    _corpus(tmp_path / "corpus")
+    recipe = parse_recipe(RECIPE.format(root=tmp_path / "corpus", teacher=teacher,
+                                        cache=tmp_path / "cache"))
+
+    result = train(recipe, tmp_path / "run", echo=False)
+
+    loaded = modelfile.load(result.model_path, device="cpu")
+    assert loaded.tags == TAGS and len(loaded.thresholds) == 3
+    # the student's own frontend, not the teacher's
+    assert loaded.frontend_options == recipe.frontend_options() != TEACHER_OPTIONS
+    assert result.metrics["n_examples"] == 3  # the held-out clips, scored against the teacher
+    assert 0.0 <= result.metrics["roc_auc_macro"] <= 1.0
+
+
+def _corpus_script():
+    spec = importlib.util.spec_from_file_location("corpus", ROOT / "benchmarks" / "corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("corpus", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_corpus_split_never_puts_a_package_in_both_parts() -> None:
+    corpus = _corpus_script()
+    parts: dict[str, set[str]] = {}
+    for source in corpus.SOURCES:
+        for i in range(200):
+            split = corpus.split_of(source.package, f"{source.package}/file-{i}")
+            parts.setdefault(source.package, set()).add("held-out" if split == "test"
+                                                        else "fit")
+    assert all(len(p) == 1 for p in parts.values()), parts
+    assert {p for p, s in parts.items() if s == {"held-out"}} == set(corpus.HELD_OUT)
+    assert not {s.package for s in corpus.SOURCES} & set(corpus.PROGRAMME + corpus.ACCEPTANCE)
+    # a fit package's validation files are the same every time, and some exist
+    fit = [corpus.split_of("pkg", f"pkg/file-{i}") for i in range(200)]
+    assert {"train", "validation"} == set(fit)
+    assert fit == [corpus.split_of("pkg", f"pkg/file-{i}") for i in range(200)]
