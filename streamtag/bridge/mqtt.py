@@ -40,8 +40,6 @@ __all__ = ["BridgeConfig", "BrokerError", "BrokerUrl", "MqttBridge", "StationTre
 
 log = logging.getLogger(__name__)
 
-# The leaves of a station's tree, each a retained JSON object (docs/bridges.md).
-LEAVES = ("status", "tags", "mood", "content", "track")
 # The feed's message types the bridge reads: tags, mood and content come with every scores
 # message (events and silences are already in them); heartbeats say the feed is alive.
 FEED_TOPICS = ("scores", "status", "track", "heartbeat")
@@ -60,12 +58,16 @@ FEED_SILENT_S = 10.0
 
 # Bounds, whatever a feed without CURVE keys carries (docs/security.md). The stations held:
 # a feed may name any number of stream ids, and each held one costs its payloads and, on every
-# reconnect, its publications. Each payload is small: texts and lists are cut, so a station is
-# at most about 30 kB here, and 1024 of them 30 MB.
+# reconnect, its publications. Each payload is small: texts and lists are cut, in characters
+# and in the bytes of their JSON (a control character is 6 bytes of it), so a station is at
+# most 16 kB here and 1024 of them 16 MB.
 MAX_STATIONS = 1024
-MAX_TEXT_CHARS = 512      # a title, an error, a station name
-MAX_NAME_CHARS = 128      # a tag name, a mood word
-MAX_LISTED_TAGS = 64      # active tags listed; past them a count ("more")
+MAX_TEXT_CHARS = 512      # a title, an error, a station name ...
+MAX_TEXT_BYTES = 1024     # ... and its JSON
+MAX_NAME_CHARS = 128      # a tag name, a mood word ...
+MAX_NAME_BYTES = 256      # ... and its JSON
+MAX_LISTED_TAGS = 64      # active tags listed; past them a count ("more") ...
+MAX_LIST_BYTES = 4096     # ... as many as fit here
 MAX_PASSWORD_BYTES = 4096
 # What waits for the broker: paho's queue of QoS 1 messages (those not yet acknowledged,
 # held through a reconnect) and how many of them may be on the wire at once. Past the queue,
@@ -116,8 +118,19 @@ def _json(value: dict[str, Any]) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def _cut(text: str | None, most: int = MAX_TEXT_CHARS) -> str | None:
-    return None if text is None else text[:most]
+def _cut(text: str | None, most: int = MAX_TEXT_CHARS, most_bytes: int = MAX_TEXT_BYTES
+         ) -> str | None:
+    """``text``'s first ``most`` characters, fewer where their JSON passes ``most_bytes``."""
+    if text is None:
+        return None
+    text = text[:most]
+    while len(json.dumps(text, ensure_ascii=False).encode("utf-8")) > most_bytes:
+        text = text[:len(text) // 2]
+    return text
+
+
+def _name(text: str) -> str:
+    return _cut(text, MAX_NAME_CHARS, MAX_NAME_BYTES) or ""
 
 
 def _point(value: float) -> float:
@@ -126,9 +139,18 @@ def _point(value: float) -> float:
 
 
 def _tag_list(names: Sequence[str]) -> dict[str, Any]:
-    listed: dict[str, Any] = {"active": [n[:MAX_NAME_CHARS] for n in names[:MAX_LISTED_TAGS]]}
-    if len(names) > MAX_LISTED_TAGS:
-        listed["more"] = len(names) - MAX_LISTED_TAGS
+    """``{"active": [...]}``: the first names, as many as MAX_LISTED_TAGS and MAX_LIST_BYTES
+    allow, and ``more``, the count of the rest, where there are any."""
+    active, size = [], 0
+    for name in names[:MAX_LISTED_TAGS]:
+        name = _name(name)
+        size += len(json.dumps(name, ensure_ascii=False).encode("utf-8")) + 1
+        if size > MAX_LIST_BYTES:
+            break
+        active.append(name)
+    listed: dict[str, Any] = {"active": active}
+    if len(names) > len(active):
+        listed["more"] = len(names) - len(active)
     return listed
 
 
@@ -145,8 +167,8 @@ def payloads(body: ScoresBody | StatusBody | TrackBody) -> dict[str, bytes]:
     out = {"tags": _json(_tag_list(body.active))}
     if body.mood is not None:
         mood = body.mood
-        out["mood"] = _json({"words": [w[:MAX_NAME_CHARS] for w in mood.words],
-                             "genres": [g[:MAX_NAME_CHARS] for g in mood.genres],
+        out["mood"] = _json({"words": [_name(w) for w in mood.words],
+                             "genres": [_name(g) for g in mood.genres],
                              "valence": _point(mood.valence), "arousal": _point(mood.arousal)})
     if body.content is not None:
         out["content"] = _json({"content": body.content})

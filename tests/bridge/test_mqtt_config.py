@@ -128,6 +128,17 @@ def test_payloads_are_small_json_with_texts_and_lists_cut():
     assert json.loads(out["content"]) == {"content": "speech"}
 
 
+def test_a_hostile_feed_s_texts_make_payloads_no_bigger():
+    # control characters: six bytes each in JSON, the worst a text can cost
+    hostile = "\x01" * 4096
+    names = [hostile[:4000] + str(n) for n in range(200)]
+    tags = payloads(scores(names))["tags"]
+    assert len(tags) <= 4200 and json.loads(tags)["more"] == 200 - len(json.loads(tags)["active"])
+    status = payloads(StatusBody(state="failed", error=hostile, title=hostile,
+                                 station=hostile[:4096]))["status"]
+    assert len(status) <= 3 * 1024 + 100
+
+
 def test_a_track_s_payload_is_its_title_span_reason_and_active_tags():
     track = TrackBody.from_dict({
         "title": "Artist - Song", "reason": "title_change", "start_s": 2.99, "end_s": 241.8712,
