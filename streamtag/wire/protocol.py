@@ -29,7 +29,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.8"
+PROTOCOL_VERSION = "1.9"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -1354,3 +1354,186 @@ def decode_reply(data: Any) -> dict[str, Any]:
     if reply["ok"] is False and not isinstance(reply.get("error"), str):
         raise ProtocolError('a control reply with "ok": false needs a string "error"')
     return reply
+
+
+# ---------------------------------------------------------------- replay socket (since 1.9)
+#
+# A daemon's replay socket answers feed readers (docs/protocol.md, "Replay socket"): ``state``,
+# each stream's latest status, scores and silence messages, so that a subscriber that joins
+# draws at once; ``replay``, the messages of some topics from a seq on, out of the daemon's
+# ring of what it published. A reply is a head frame (``ReplayReply``) and, per message, its
+# three frames exactly as the feed carried them.
+
+STATE_TYPES = (STATUS, SCORES, SILENCE)  # the messages that make a stream's current state
+MAX_REPLAY_REQUEST_BYTES = 64 * 1024  # a request frame: 256 topics of ~170 bytes
+MAX_REPLAY_TOPICS = 256  # topics one replay request names
+MAX_REPLAY_MESSAGES = 4096  # messages of one reply
+# the messages' bytes of one reply; a reply holds at least one message, whatever its size
+MAX_REPLAY_REPLY_BYTES = 4 * 1024 * 1024
+MAX_REPLAY_HEAD_BYTES = 4 * 1024  # a reply's head: a few fields
+MAX_REPLAY_FRAMES = 1 + 3 * MAX_REPLAY_MESSAGES
+
+
+@dataclass(frozen=True)
+class StateRequest(_Part):
+    """``state``: each stream's latest ``status``, ``scores`` and ``silence`` messages, the
+    streams in the order of their ids; ``after``: only the streams after this id (the next
+    page of a reply that said ``more``)."""
+
+    after: str | None = None
+
+    cmd: ClassVar[str] = "state"
+    _what: ClassVar[str] = "state request"
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("after",)
+
+    def __post_init__(self) -> None:
+        if self.after is not None:
+            validate_stream_id(self.after)
+
+
+@dataclass(frozen=True)
+class ReplayRequest(_Part):
+    """``replay``: the messages of ``session`` on each topic of ``topics`` (a topic -> ``[first,
+    end]``: seqs from ``first``, up to but not including ``end``, or to the newest when
+    ``end`` is null) that the daemon's ring still holds, in the order they were published."""
+
+    session: str
+    topics: Mapping[str, tuple[int, int | None]]
+
+    cmd: ClassVar[str] = "replay"
+    _what: ClassVar[str] = "replay request"
+
+    def __post_init__(self) -> None:
+        value = values.text(self.session, "replay session", ProtocolError, empty=False)
+        if len(value) > MAX_ID_LENGTH:
+            raise ProtocolError(f"replay session is longer than {MAX_ID_LENGTH} characters")
+        if not isinstance(self.topics, Mapping):
+            raise ProtocolError(f"replay topics must be an object, got "
+                                f"{values.kind(self.topics)}")
+        if not 0 < len(self.topics) <= MAX_REPLAY_TOPICS:
+            raise ProtocolError(f"replay topics must name 1 to {MAX_REPLAY_TOPICS} topics, "
+                                f"got {len(self.topics)}")
+        clean: dict[str, tuple[int, int | None]] = {}
+        for topic, span in self.topics.items():
+            msg_type, dot, stream = str(topic).partition(".")
+            if topic != HEARTBEAT and not (dot and msg_type in STREAM_MSG_TYPES
+                                           and _STREAM_ID.fullmatch(stream)):
+                raise ProtocolError(f"replay topic {values.show(topic)} is not a topic: write "
+                                    "<msg_type>.<stream> or heartbeat")
+            if not isinstance(span, (list, tuple)) or len(span) != 2:
+                raise ProtocolError(f"replay topics[{topic!r}] must be [first, end] (end null "
+                                    f"for the newest), got {values.show(span)}")
+            first = values.integer(span[0], f"replay topics[{topic!r}] first", ProtocolError,
+                                   minimum=0, maximum=MAX_INTEGER)
+            end = None if span[1] is None else values.integer(
+                span[1], f"replay topics[{topic!r}] end", ProtocolError, minimum=first,
+                maximum=MAX_INTEGER)
+            clean[topic] = (first, end)
+        values.set_field(self, "topics", clean)
+
+
+@dataclass(frozen=True)
+class ReplayReply(_Part):
+    """The head of a replay socket's reply: ``ok``; the daemon's ``session``; how many
+    ``messages`` follow (three frames each); ``more``: the reply was cut at its bounds, ask
+    again (a ``state`` from ``next``, a ``replay`` from the seqs after those received); a
+    refusal's ``error``, and ``retry_after_s`` when the daemon was only busy."""
+
+    ok: bool
+    session: str | None = None
+    messages: int = 0
+    more: bool = False
+    next: str | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+
+    _what: ClassVar[str] = "replay reply"
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("session", "next", "error",
+                                                     "retry_after_s")
+
+    def __post_init__(self) -> None:
+        values.boolean(self.ok, "replay reply ok", ProtocolError)
+        values.boolean(self.more, "replay reply more", ProtocolError)
+        if self.session is not None:
+            values.text(self.session, "replay reply session", ProtocolError, empty=False,
+                        longest=MAX_ID_LENGTH)
+        values.set_field(self, "messages", values.integer(
+            self.messages, "replay reply messages", ProtocolError, minimum=0,
+            maximum=MAX_REPLAY_MESSAGES))
+        if self.next is not None:
+            validate_stream_id(self.next)
+        if self.error is not None:
+            values.text(self.error, "replay reply error", ProtocolError,
+                        longest=MAX_DETAIL_LENGTH)
+        elif not self.ok:
+            raise ProtocolError('a replay reply with "ok": false needs a string "error"')
+        if self.retry_after_s is not None:
+            values.set_field(self, "retry_after_s", values.number(
+                self.retry_after_s, "replay reply retry_after_s", ProtocolError, minimum=0,
+                maximum=60))
+
+
+RULES.update({
+    StateRequest: {"after": Rule(pattern=STREAM_ID_PATTERN)},
+    # topics: topic -> [first, end]: seqs within 0 to MAX_INTEGER, end null or >= first
+    ReplayRequest: {"session": Rule(nonempty=True, longest=MAX_ID_LENGTH),
+                    "topics": Rule(most=MAX_REPLAY_TOPICS, minimum=0, maximum=MAX_INTEGER)},
+    ReplayReply: {"session": Rule(nonempty=True, longest=MAX_ID_LENGTH),
+                  "messages": Rule(minimum=0, maximum=MAX_REPLAY_MESSAGES),
+                  "next": Rule(pattern=STREAM_ID_PATTERN),
+                  "error": Rule(longest=MAX_DETAIL_LENGTH),
+                  "retry_after_s": Rule(minimum=0, maximum=60)},
+})
+REPLAY_REQUESTS: dict[str, type[StateRequest] | type[ReplayRequest]] = {
+    kind.cmd: kind for kind in (StateRequest, ReplayRequest)}
+for _replay_part in (StateRequest, ReplayRequest, ReplayReply):
+    _replay_part._register()
+
+
+def encode_replay_request(request: StateRequest | ReplayRequest) -> bytes:
+    """One replay socket request frame: the request's fields and its "cmd"."""
+    return checked_frame(canonical_json({**request.to_dict(), "cmd": request.cmd}),
+                         "replay request", MAX_REPLAY_REQUEST_BYTES)
+
+
+def decode_replay_request(data: Any) -> StateRequest | ReplayRequest:
+    """The request in one frame; ProtocolError saying what is wrong with anything else."""
+    request = parse_json(data, "replay request", MAX_REPLAY_REQUEST_BYTES)
+    cmd = request.get("cmd") if isinstance(request, dict) else None
+    kind = REPLAY_REQUESTS.get(cmd) if isinstance(cmd, str) else None
+    if kind is None:
+        raise ProtocolError('a replay socket request is a JSON object whose "cmd" is '
+                            f'{" or ".join(map(repr, REPLAY_REQUESTS))}, got {values.show(cmd)}')
+    return kind.from_dict(request)
+
+
+def encode_replay_reply(head: ReplayReply, messages: Iterable[list[bytes]] = ()) -> list[bytes]:
+    """A reply's frames: its head, then each message's three frames as they were sent."""
+    frames = [checked_frame(canonical_json(head.to_dict()), "replay reply head",
+                            MAX_REPLAY_HEAD_BYTES)]
+    for message in messages:
+        frames.extend(message)
+    return frames
+
+
+def decode_replay_reply(frames: Any, decoder: Decoder | None = None
+                        ) -> tuple[ReplayReply, list[tuple[Message, int]], int]:
+    """The head, the messages (each with its frames' bytes) and how many of them were
+    malformed (left out) of one reply; ProtocolError for a head that is not one, or frames
+    that do not match it."""
+    if not isinstance(frames, (list, tuple)) or not frames:
+        raise ProtocolError("a replay reply is a head frame and three frames per message")
+    head = ReplayReply.from_dict(parse_json(frames[0], "replay reply head",
+                                            MAX_REPLAY_HEAD_BYTES))
+    if len(frames) != 1 + 3 * head.messages:
+        raise ProtocolError(f"a replay reply of {head.messages} messages has "
+                            f"{1 + 3 * head.messages} frames, got {len(frames)}")
+    read = decoder.decode if decoder is not None else decode
+    messages, invalid = [], 0
+    for at in range(1, len(frames), 3):
+        try:
+            parts = list(frames[at:at + 3])
+            messages.append((read(parts), sum(map(len, parts))))
+        except ProtocolError:
+            invalid += 1
+    return head, messages, invalid

@@ -41,6 +41,7 @@ from streamtag.wire.protocol import (
     topic_for,
     validate_stream_id,
 )
+from streamtag.wire.replay import ReplayRing
 from streamtag.wire.security import CurveKeys, make_server
 from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT, bind_or_connect
 
@@ -69,6 +70,8 @@ class Publisher:
 
     caps: the bound socket's connection caps (streamtag.wire.guard), kept by a thread of its
         own that watches the socket; None: no caps. ``guard`` is that keeper.
+    ring_bytes: keep what is published in a `ReplayRing` of this many bytes (``ring``), for a
+        replay socket to answer from (streamtag.wire.replay); None: no ring.
 
     Thread safety: any thread may publish; a lock serialises stamping and sending, so
     sequence numbers leave the socket in order.
@@ -78,7 +81,7 @@ class Publisher:
                  session: str | None = None, *, connect: bool = False, linger_ms: int = 1000,
                  hwm_policy: str = "per_subscriber", context: zmq.Context[Any] | None = None,
                  curve: CurveKeys | None = None, connected_wait_s: float = 0.0,
-                 caps: ConnectionCaps | None = None):
+                 caps: ConnectionCaps | None = None, ring_bytes: int | None = None):
         if hwm_policy not in HWM_POLICIES:
             raise ValueError(f"hwm_policy must be one of {', '.join(HWM_POLICIES)}, "
                              f"got {hwm_policy!r}")
@@ -89,6 +92,7 @@ class Publisher:
             raise ValueError(f"session must be a string of 1 to {MAX_ID_LENGTH} characters, "
                              f"got {self.session!r}")
         self.hwm_policy = hwm_policy
+        self.ring = None if ring_bytes is None else ReplayRing(ring_bytes, self.session)
         self.sent = 0
         self.dropped = 0
         self._linger_ms = linger_ms
@@ -217,7 +221,10 @@ class Publisher:
             header = header_frame(msg_type, session=self.session, stream=stream, seq=seq,
                                   sent_at=time.time(), msg_id=new_msg_id())
             self._seq[topic] = seq + 1
-            return self._send([topic, header, body])
+            frames = [topic, header, body]
+            if self.ring is not None:  # kept even if ZeroMQ drops it: a reader may ask
+                self.ring.add(topic, seq, frames)
+            return self._send(frames)
 
     def send_message(self, message: Message) -> bool:
         """Send a message exactly as built (its own session and seq), e.g. to replay a log."""

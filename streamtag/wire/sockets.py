@@ -25,6 +25,14 @@ FEED_MAX_CONNECTIONS_PER_ADDRESS = 32
 # The control socket's: a request is one short connection, as on the metrics port.
 CONTROL_MAX_CONNECTIONS = 64
 CONTROL_MAX_CONNECTIONS_PER_ADDRESS = 16
+# The replay socket's (streamtag.wire.replay): a feed reader asks when it joins and after a loss,
+# one short request at a time, and each connection may hold a reply of up to 4 MiB waiting in
+# the daemon's memory: fewer than the feed's, so that all of them together stay within 256 MiB.
+REPLAY_MAX_CONNECTIONS = 64
+REPLAY_MAX_CONNECTIONS_PER_ADDRESS = 16
+# Bytes of published messages it keeps: a hundred streams of a 56-tag model (a scores message
+# a second of about 4 kB kept) for about 40 s, ten streams for six minutes.
+REPLAY_RING_BYTES = 16 * 1024 * 1024
 # The proxy's (streamtag.wire.proxy)
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5559"

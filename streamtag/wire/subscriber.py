@@ -8,6 +8,7 @@ the control client is `streamtag.wire.control.control_request`.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict, deque
@@ -22,12 +23,15 @@ from streamtag.errors import ProtocolError
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_FRAME_BYTES,
+    MAX_REPLAY_TOPICS,
     MSG_TYPES,
     Decoder,
     Message,
     subscription_prefix,
+    topic_for,
     validate_stream_id,
 )
+from streamtag.wire.replay import ReplayClient
 from streamtag.wire.security import ClientCurve, make_client
 
 __all__ = ["ALL_TOPICS", "ReceivedMessage", "Subscriber"]
@@ -61,6 +65,11 @@ DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # 5,000 of the largest honest messages (
 SOCKET_RCVHWM = 8
 # as plain ints: pyzmq's enum members cost more than the call they are passed to
 _NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+# A replay socket that did not answer is not asked again for this long: a gap is then a gap.
+REPLAY_RETRY_S = 5.0
+LOST_LOG_EVERY_S = 10.0  # messages the ring no longer held are said this often at most
+
+log = logging.getLogger(__name__)
 
 
 class _Session:
@@ -80,14 +89,20 @@ class ReceivedMessage(Message):
     gap: how many messages of this topic (same session) went missing just before this one.
     restarted: the first message of a new session for a stream seen under another session.
     size: its bytes on the wire (its frames together), what a reader weighs it by.
+    replayed: it came from the daemon's replay socket (a stream's state on joining, or a
+        message the feed lost), not from the feed.
     """
 
     gap: int = 0
     restarted: bool = False
     size: int = 0
+    replayed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "gap": self.gap, "restarted": self.restarted}
+        out = {**super().to_dict(), "gap": self.gap, "restarted": self.restarted}
+        if self.replayed:
+            out["replayed"] = True
+        return out
 
 
 class Subscriber:
@@ -124,6 +139,19 @@ class Subscriber:
     ``max_frame_bytes`` (the protocol's ``MAX_FRAME_BYTES``) are never read: ZeroMQ
     (``MAXMSGSIZE``) drops the connection that carries one, and the subscriber connects again
     (ZeroMQ would not), losing what was sent meanwhile, which shows as gaps.
+
+    replay: the daemons' replay sockets (``[publish] replay_endpoint``; streamtag.wire.replay),
+        one per daemon, or None. With them, the first ``recv`` hands out each stream's latest
+        status, scores and silence (``replayed``) before anything from the feed, and a gap is
+        filled before the message that showed it: the missing messages are asked for and
+        handed out first, in order, so the caller sees none (``recovered`` counts them). What
+        the daemon's ring no longer holds stays a gap, counted in ``unrecovered`` as well and
+        said in the log. After a connection dropped (and after ``resume``), every topic known
+        is caught up at once, and again at the first heartbeat after a loss (the last
+        messages of a topic leave no gap until its next one, which may never come). A message
+        already handed out is not handed out again
+        (``duplicates``). Each request waits ``replay_timeout_ms`` at most; a socket that did
+        not answer is left alone for ``REPLAY_RETRY_S``.
     """
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None,
@@ -132,7 +160,8 @@ class Subscriber:
                  curve: ClientCurve | None = None,
                  max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
                  owns: Callable[[str], bool] | None = None,
-                 socket_rcvhwm: int = SOCKET_RCVHWM, max_frame_bytes: int = MAX_FRAME_BYTES):
+                 socket_rcvhwm: int = SOCKET_RCVHWM, max_frame_bytes: int = MAX_FRAME_BYTES,
+                 replay: str | Sequence[str] | None = None, replay_timeout_ms: int = 2000):
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         if not endpoints:
             raise ValueError("Subscriber needs at least one endpoint")
@@ -166,6 +195,10 @@ class Subscriber:
         # called with the frames and the error of each message refused (listen -v says them)
         self.on_refused: Callable[[list[bytes], ProtocolError], None] | None = None
         self.pruned = 0     # streams and sessions forgotten to keep within the bounds
+        self.replayed = 0   # messages handed out from replay sockets (state and recovered)
+        self.recovered = 0  # of them, messages the feed had lost
+        self.unrecovered = 0  # messages lost that the replay socket no longer held
+        self.duplicates = 0  # messages dropped as handed out already (with replay)
         self._decoder = Decoder()
         self._owns = owns
         self._owned_topics: dict[bytes, bool] = {}  # topic -> taken (owns asked once)
@@ -175,9 +208,18 @@ class Subscriber:
         # Sessions seen from their start (a restart): each topic's first seq must be 0.
         self._fresh: OrderedDict[str, None] = OrderedDict()
         ctx = context if context is not None else zmq.Context.instance()
+        self._replayers: list[ReplayClient] = []
+        self._replay_down: dict[int, float] = {}  # replayer -> until when it is left alone
+        self._ready: deque[ReceivedMessage] = deque()  # judged, to hand out before the rest
+        self._join_due = replay is not None  # the state, and catching up, at the next recv
+        self._catch_up_due = False
+        self._dirty = False  # a gap since the last catch-up: the next heartbeat catches up
+        self._lost_unsaid = 0
+        self._lost_said_at = -math.inf
         self._socket = ctx.socket(zmq.SUB)
         self._monitor: zmq.Socket[Any] | None = None
         self._handshaken: set[str] = set()  # endpoints connected now
+        self._ever_handshaken: set[str] = set()  # a handshake again: a reconnection
         self._dropped: dict[str, float] = {}  # endpoint -> when its connection dropped
         try:
             self._socket.setsockopt(zmq.LINGER, 0)
@@ -197,6 +239,9 @@ class Subscriber:
                     self._socket.connect(ep)
                 except zmq.ZMQError as exc:
                     raise OSError(exc.errno, f"cannot connect to {ep!r}: {exc}") from None
+            for ep in [replay] if isinstance(replay, str) else list(replay or ()):
+                self._replayers.append(ReplayClient(ep, curve=curve, context=ctx,
+                                                    timeout_ms=replay_timeout_ms))
         except BaseException:
             self.close()
             raise
@@ -211,6 +256,10 @@ class Subscriber:
             timeout_ms = self.timeout_ms
         deadline = None if timeout_ms is None else time.monotonic() + max(timeout_ms, 0) / 1e3
         while True:
+            if self._join_due or self._catch_up_due:
+                self._join()
+            if self._ready:
+                return self._ready.popleft()
             self.read_ahead()
             while self._waiting:
                 frames, size = self._waiting.popleft()
@@ -218,6 +267,8 @@ class Subscriber:
                 message = self._accept(frames, size)
                 if message is not None:
                     return message
+                if self._ready:  # a gap filled: the messages it lacked, then the one after
+                    return self._ready.popleft()
             if deadline is None:
                 wait = _WAIT_SLICE_MS
             else:
@@ -238,8 +289,11 @@ class Subscriber:
         if first is None:
             return []
         out = [first]
-        waiting = self._waiting
+        waiting, ready = self._waiting, self._ready
         while len(out) < most:
+            if ready:
+                out.append(ready.popleft())
+                continue
             if not waiting:
                 self.read_ahead()
                 if not waiting:
@@ -298,6 +352,9 @@ class Subscriber:
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._handshaken.add(endpoint)
                 self._dropped.pop(endpoint, None)
+                if endpoint in self._ever_handshaken and self._replayers:
+                    self._catch_up_due = True  # what was published meanwhile: asked for
+                self._ever_handshaken.add(endpoint)
             elif event["event"] == zmq.EVENT_DISCONNECTED and endpoint in self._handshaken:
                 self._handshaken.discard(endpoint)
                 self._dropped[endpoint] = time.monotonic()
@@ -356,7 +413,11 @@ class Subscriber:
             self._owned_topics[bytes(topic)] = taken
         return taken
 
-    def _judge(self, message: Message, size: int = 0) -> ReceivedMessage:
+    def _judge(self, message: Message, size: int = 0, replayed: bool = False,
+               fill: bool = True) -> ReceivedMessage | None:
+        """The message with what was concluded of it; None for one handed out already (with
+        replay). A gap that a replay socket fills: None, and the messages it lacked and this
+        one wait in ``_ready``, in order."""
         session, seq = message.session, message.seq
         restarted = False
         # Restarts are judged per stream: behind a proxy, several daemons' heartbeats
@@ -381,17 +442,174 @@ class Subscriber:
             # Joining mid-session tells nothing; a session seen starting should begin at 0.
             gap = seq if state.fresh or session in self._fresh else 0
         else:
+            if seq <= last and self._replayers:  # the feed's copy of a message replayed
+                self.duplicates += 1
+                return None
             gap = max(seq - last - 1, 0)
+        if self._replayers:
+            if gap:
+                self._dirty = True
+            elif message.msg_type == HEARTBEAT and self._dirty:
+                # a topic's last messages lost leave no gap until its next one, which may
+                # never come (a stream's final status): caught up after loss, at a heartbeat
+                self._dirty, self._catch_up_due = False, True
+        if gap and fill and not replayed and self._replayers:
+            filled = self._fill(message, seq - gap)
+            if filled:
+                if restarted:  # the first of the new session handed out says so
+                    filled[0].__dict__["restarted"] = True
+                current = self._judge(message, size, fill=False)
+                self._ready.extend(filled)
+                if current is not None:
+                    self._ready.append(current)
+                return None
         if last is None or seq > last:
             state.last[message.msg_type] = seq
         if gap:
             self.gaps += 1
             self.missed += gap
+            if replayed or self._replayers:
+                self._lost(message, gap)
+        if replayed:
+            self.replayed += 1
         # built as a dataclass's __init__ would, without checking the message again
         received = object.__new__(ReceivedMessage)
         received.__dict__.update(header=message.header, body=message.body, gap=gap,
-                                 restarted=restarted, size=size)
+                                 restarted=restarted, size=size, replayed=replayed)
         return received
+
+    # -- replay (streamtag.wire.replay)
+
+    def _wanted(self, message: Message) -> bool:
+        """Whether a replayed message is one this subscriber takes from the feed."""
+        if message.msg_type not in self.topics:
+            return False
+        if message.msg_type == HEARTBEAT:
+            return True
+        return ((self.streams is None or message.stream in self.streams)
+                and (self._owns is None or bool(self._owns(message.stream))))
+
+    def _fill(self, message: Message, first: int) -> list[ReceivedMessage]:
+        """The messages of ``message``'s topic from seq ``first`` up to it, as a replay socket
+        gives them back, judged (each one's gap: what the ring no longer held)."""
+        topic, session = message.topic, message.session
+        got = self._ask_replay(session, {topic: (first, message.seq)})
+        out = []
+        for replayed, size in got:
+            if replayed.topic != topic or not first <= replayed.seq < message.seq:
+                continue  # not what was asked: trusted no further
+            judged = self._judge(replayed, size, replayed=True)
+            if judged is not None:
+                out.append(judged)
+        self.recovered += len(out)
+        return out
+
+    def _ask_replay(self, session: str, topics: Mapping[str, tuple[int, int | None]]
+                    ) -> list[tuple[Message, int]]:
+        """What the replay socket serving ``session`` gives back for ``topics``: the one that
+        said it serves it is asked first, then the others, until one does (a daemon that
+        restarted serves a new session; the others answer with theirs)."""
+        now = time.monotonic()
+        order = sorted(range(len(self._replayers)),
+                       key=lambda i: self._replayers[i].session != session)
+        for index in order:
+            client = self._replayers[index]
+            if self._replay_down.get(index, 0.0) > now:
+                continue
+            try:
+                got = client.replay(session, topics)
+            except (TimeoutError, ProtocolError, zmq.ZMQError) as exc:
+                self._replay_failed(index, exc)
+                continue
+            if client.session == session:
+                return [(m, size) for m, size in got if m.session == session]
+        return []
+
+    def _replay_failed(self, index: int, exc: BaseException) -> None:
+        self._replay_down[index] = time.monotonic() + REPLAY_RETRY_S
+        log.warning("replay socket %s: %s; gaps stay gaps for %g s",
+                    self._replayers[index].endpoint, exc, REPLAY_RETRY_S)
+
+    def _lost(self, message: Message, missing: int) -> None:
+        """Messages that were lost and that no replay socket gave back: counted, and said at
+        most every LOST_LOG_EVERY_S."""
+        self.unrecovered += missing
+        self._lost_unsaid += missing
+        now = time.monotonic()
+        if now - self._lost_said_at >= LOST_LOG_EVERY_S:
+            self._lost_said_at = now
+            log.warning("%d messages lost (the latest before %s seq %d) that the daemon's replay "
+                        "ring no longer held, or that no replay socket answered for; %d in all "
+                        "so far", self._lost_unsaid, message.topic, message.seq,
+                        self.unrecovered)
+            self._lost_unsaid = 0
+
+    def _join(self) -> None:
+        """Asks each replay socket for the streams' state (on the first recv), and catches up
+        what is known of its session (after ``resume``, or a connection dropped): those
+        messages first, then the state's, judged as they come (duplicates dropped)."""
+        joining, self._join_due, self._catch_up_due = self._join_due, False, False
+        now = time.monotonic()
+        for index, client in enumerate(self._replayers):
+            if self._replay_down.get(index, 0.0) > now:
+                continue
+            state: list[tuple[Message, int]] = []
+            try:
+                if joining or client.session is None:
+                    state = client.state()
+                if client.session is not None:
+                    self._catch_up(client)
+            except (TimeoutError, ProtocolError, zmq.ZMQError) as exc:
+                self._replay_failed(index, exc)
+                continue
+            for message, size in state:
+                if self._wanted(message):
+                    judged = self._judge(message, size, replayed=True)
+                    if judged is not None:
+                        self._ready.append(judged)
+
+    def _catch_up(self, client: ReplayClient) -> None:
+        """Everything after the last seq known of each topic of ``client``'s session."""
+        session = client.session
+        assert session is not None
+        topics: dict[str, tuple[int, int | None]] = {}
+        for stream, sessions in self._streams.items():
+            known = sessions.get(session)
+            if known is not None:
+                for msg_type, last in known.last.items():
+                    topics[topic_for(msg_type, stream)] = (last + 1, None)
+        beats = self._heartbeats.get(session)
+        if beats is not None and HEARTBEAT in beats.last:
+            topics[HEARTBEAT] = (beats.last[HEARTBEAT] + 1, None)
+        names = list(topics)
+        taken = 0  # bytes handed to _ready: past max_queue_bytes, the rest waits for its gaps
+        for at in range(0, len(names), MAX_REPLAY_TOPICS):
+            if taken >= self.max_queue_bytes:
+                break
+            chunk = {name: topics[name] for name in names[at:at + MAX_REPLAY_TOPICS]}
+            for message, size in client.replay(session, chunk):
+                if message.session == session and message.topic in chunk \
+                        and self._wanted(message):
+                    judged = self._judge(message, size, replayed=True)
+                    if judged is not None:
+                        self.recovered += 1
+                        self._ready.append(judged)
+                        taken += size
+
+    def positions(self) -> tuple[dict[tuple[str, str], int], dict[str, list[str]]]:
+        """What this subscriber has heard: the last seq per (session, topic), and the sessions
+        per stream; what ``resume`` takes, for a subscriber that goes on from here later."""
+        last_seq: dict[tuple[str, str], int] = {}
+        sessions: dict[str, list[str]] = {}
+        for stream, known in self._streams.items():
+            sessions[stream] = list(known)
+            for session, state in known.items():
+                for msg_type, seq in state.last.items():
+                    last_seq[(session, topic_for(msg_type, stream))] = seq
+        for session, state in self._heartbeats.items():
+            if HEARTBEAT in state.last:
+                last_seq[(session, HEARTBEAT)] = state.last[HEARTBEAT]
+        return last_seq, sessions
 
     # -- the bounded memory of streams and sessions
 
@@ -469,6 +687,8 @@ class Subscriber:
             state.last[msg_type] = max(seq, state.last.get(msg_type, -1))
         for session in restarted:
             self._mark_fresh(session)
+        if self._replayers:
+            self._catch_up_due = True
 
     @property
     def closed(self) -> bool:
@@ -479,6 +699,8 @@ class Subscriber:
             self._socket.disable_monitor()
             self._monitor.close(linger=0)
         self._socket.close(linger=0)
+        for client in self._replayers:
+            client.close()
 
     def __enter__(self) -> Subscriber:
         return self
