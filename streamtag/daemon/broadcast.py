@@ -115,8 +115,11 @@ class Broadcast:
         return self.publisher.held()
 
     def start_heartbeat(self, period_s: float, streams: Callable[[], int]) -> None:
-        """A heartbeat every ``period_s`` seconds, with the count ``streams()`` gives, until
-        ``close``."""
+        """A heartbeat now, then every ``period_s`` seconds, with the count ``streams()``
+        gives, until ``close``. The first goes before this returns: a daemon's first message
+        says it is alive, before any stream's status (a restart is heard as such first)."""
+        self.publisher.heartbeat(streams())
+
         def beat() -> None:
             while not self._stopped.wait(period_s):
                 self.publisher.heartbeat(streams())

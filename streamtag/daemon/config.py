@@ -8,7 +8,10 @@ Every section is a frozen dataclass. An unknown key or a bad value is a ``Config
                      (overrides the titles the source reports: ICY, a file's tags), and
                      the source's options (realtime, reconnect, format, rate, channels, ...)
     [publish]        endpoint, sndhwm, heartbeat_s, connect, and the bound feed's bounds:
-                     max_connections, max_connections_per_address (streamtag.wire.guard)
+                     max_connections, max_connections_per_address (streamtag.wire.guard);
+                     the replay socket: replay_endpoint ("" none), replay_bytes (its ring),
+                     replay_max_connections, replay_max_connections_per_address
+                     (streamtag.wire.replay)
     [control]        endpoint ("" disables the control socket), token_file, pin_token, its
                      bounds (max_connections, max_connections_per_address), and
                      what requests may open or load: file_roots, model_roots, allow_devices,
@@ -64,6 +67,9 @@ from streamtag.wire.sockets import (
     DEFAULT_FEED_ENDPOINT,
     FEED_MAX_CONNECTIONS,
     FEED_MAX_CONNECTIONS_PER_ADDRESS,
+    REPLAY_MAX_CONNECTIONS,
+    REPLAY_MAX_CONNECTIONS_PER_ADDRESS,
+    REPLAY_RING_BYTES,
 )
 
 # The command line's parser reads this module (the settings' flags): what it imports stays free
@@ -184,15 +190,36 @@ class PublishConfig:
     max_connections_per_address: int = values.field(
         FEED_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
         help="subscribers connected at once from one address")
+    replay_endpoint: str = values.field(
+        "", flag="--replay",
+        help="the replay socket's endpoint, where feed readers ask for each stream's state "
+             "and for messages they missed (docs/protocol.md, Replay socket); \"\" serves none")
+    replay_bytes: int = values.field(
+        REPLAY_RING_BYTES, minimum=0, expected=">= 0 bytes (0: state only, no replay)",
+        help="bytes of published messages the replay socket keeps, the oldest pushed out first")
+    replay_max_connections: int = values.field(
+        REPLAY_MAX_CONNECTIONS, minimum=1, maximum=65536,
+        help="replay socket connections at once; past it the oldest unauthenticated one is "
+             "ended")
+    replay_max_connections_per_address: int = values.field(
+        REPLAY_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
+        help="replay socket connections at once from one address")
 
     def __post_init__(self) -> None:
         values.check_fields(self, "publish", ConfigError)
         check_endpoint("publish.endpoint", self.endpoint)
+        if self.replay_endpoint:
+            check_endpoint("publish.replay_endpoint", self.replay_endpoint)
 
     @property
     def caps(self) -> tuple[int, int]:
         """(connections at once, from one address) of the bound feed."""
         return self.max_connections, self.max_connections_per_address
+
+    @property
+    def replay_caps(self) -> tuple[int, int]:
+        """(connections at once, from one address) of the replay socket."""
+        return self.replay_max_connections, self.replay_max_connections_per_address
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,8 +403,8 @@ SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlCo
 
 def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:
     """The sockets that would listen beyond this machine in the clear, as ``(key, endpoint)``:
-    the publish and control endpoints bound to an address that is not loopback, without CURVE
-    keys."""
+    the publish, control and replay endpoints bound to an address that is not loopback,
+    without CURVE keys."""
     from streamtag.wire.security import is_loopback_endpoint
 
     if config.security.curve:
@@ -387,6 +414,9 @@ def exposed_endpoints(config: DaemonConfig) -> list[tuple[str, str]]:
         found.append(("publish.endpoint", config.publish.endpoint))
     if config.control.endpoint and not is_loopback_endpoint(config.control.endpoint):
         found.append(("control.endpoint", config.control.endpoint))
+    if (config.publish.replay_endpoint
+            and not is_loopback_endpoint(config.publish.replay_endpoint)):
+        found.append(("publish.replay_endpoint", config.publish.replay_endpoint))
     return found
 
 

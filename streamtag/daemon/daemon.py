@@ -54,6 +54,7 @@ from streamtag.wire.control import ControlServer, default_token_file, ensure_tok
 from streamtag.wire.descriptors import fit_caps, raise_files_limit, room_for_peers, say_fitted
 from streamtag.wire.guard import ConnectionCaps
 from streamtag.wire.publisher import Publisher
+from streamtag.wire.replay import ReplayServer
 from streamtag.wire.requests import (
     AddSource,
     ReloadModel,
@@ -156,6 +157,7 @@ class Daemon:
         self.broadcast: Broadcast | None = None
         self.policy = ControlPolicy(config.control)
         self.control: ControlServer | None = None
+        self.replay: ReplayServer | None = None  # with [publish] replay_endpoint
         self.metrics: DaemonMetrics | None = None
         self.histograms: Histograms | None = None  # the metrics port's, or kept for a supervisor
         self._keep_histograms = keep_histograms
@@ -249,8 +251,8 @@ class Daemon:
                       f"{self.model.name}")
 
     def connection_caps(self, sources: int) -> dict[str, ConnectionCaps]:
-        """The caps of the ZeroMQ ports this daemon binds ("publish", "control"), fitted
-        within what the open-files limit leaves with ``sources`` running
+        """The caps of the ZeroMQ ports this daemon binds ("publish", "control", "replay"),
+        fitted within what the open-files limit leaves with ``sources`` running
         (streamtag.wire.descriptors)."""
         cfg = self.config
         wanted = {}
@@ -258,6 +260,8 @@ class Daemon:
             wanted["publish"] = ConnectionCaps(*cfg.publish.caps)
         if cfg.control.endpoint:
             wanted["control"] = ConnectionCaps(*cfg.control.caps)
+        if cfg.publish.replay_endpoint:
+            wanted["replay"] = ConnectionCaps(*cfg.publish.replay_caps)
         room = room_for_peers(self.files_limit, sources=sources, http_connections=(
             [cfg.metrics.max_connections] if cfg.metrics.port else []))
         fitted = dict(zip(wanted, fit_caps(list(wanted.values()), room), strict=True))
@@ -272,7 +276,8 @@ class Daemon:
         with self._lock:
             running = sum(1 for r in self._runs.values() if r.final is None)
         caps = self.connection_caps(running)
-        for key, guarded in (("publish", self.publisher), ("control", self.control)):
+        for key, guarded in (("publish", self.publisher), ("control", self.control),
+                             ("replay", self.replay)):
             guard = getattr(guarded, "guard", None)
             if guard is not None and key in caps:
                 guard.set_caps(caps[key])
@@ -285,10 +290,20 @@ class Daemon:
             self.publisher = Publisher(cfg.publish.endpoint, sndhwm=cfg.publish.sndhwm,
                                        connect=cfg.publish.connect, context=self._context,
                                        curve=curve, connected_wait_s=CONNECTED_WAIT_S,
-                                       caps=caps.get("publish"))
+                                       caps=caps.get("publish"),
+                                       ring_bytes=cfg.publish.replay_bytes
+                                       if cfg.publish.replay_endpoint else None)
         except OSError as exc:
             raise _endpoint_error("publish.endpoint", "--publish", cfg.publish.endpoint,
                                   exc, connect=cfg.publish.connect) from exc
+        if self.publisher.ring is not None:
+            try:
+                self.replay = ReplayServer(cfg.publish.replay_endpoint, self.publisher.ring,
+                                           context=self._context, curve=curve,
+                                           caps=caps.get("replay")).start()
+            except OSError as exc:
+                raise _endpoint_error("publish.replay_endpoint", "--replay",
+                                      cfg.publish.replay_endpoint, exc) from exc
         self.broadcast = Broadcast(self.publisher)
         self.engine = Engine(model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
                              cfg.content)
@@ -364,6 +379,8 @@ class Daemon:
             self.engine.stop()  # scores what is queued; streams publish their final status
         if self.control is not None:
             self.control.stop()
+        if self.replay is not None:
+            self.replay.stop()
         if self.metrics is not None:
             self.metrics.close()
         self._stopped.set()

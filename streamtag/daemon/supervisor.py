@@ -269,6 +269,12 @@ class Supervisor:
                  exit_when_done: bool = False, log_level: int = logging.WARNING) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
+        if config.publish.replay_endpoint:
+            # each worker keeps what it published; one socket answering for all of them is
+            # not built yet
+            raise ConfigError("publish.replay_endpoint (--replay) is served by a daemon of one "
+                              "process: leave it out with engine.processes above 1, or run a "
+                              "daemon per shard (--shard K/N), each with its own replay socket")
         self.config = config
         # The fleet's shard this machine serves ("auto": K from the host name); its workers
         # split that shard's streams among themselves (streamtag.daemon.shard.WorkerShard).

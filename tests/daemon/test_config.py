@@ -307,16 +307,18 @@ def test_run_s_setting_flags_are_the_declared_ones_and_reach_their_keys():
     assert {s.flag for s in setting_flags()} == {
         "--model", "--device", "--publish", "--control", "--allow-file-root", "--loudness",
         "--hop-seconds", "--backend", "--precision", "--metrics-port", "--insecure",
-        "--processes"}
+        "--processes", "--replay"}
     args = build_parser().parse_args([
         "run", "--model", "m.pt", "--device", "cpu", "--publish", "tcp://127.0.0.1:9",
         "--control", "", "--allow-file-root", "/a", "--allow-file-root", "/b", "--loudness",
         "--hop-seconds", "0.5", "--backend", "torch", "--precision", "fp32",
-        "--metrics-port", "9100", "--insecure", "--processes", "auto"])
+        "--metrics-port", "9100", "--insecure", "--processes", "auto",
+        "--replay", "tcp://127.0.0.1:10"])
     file = config_from_dict({"control": {"file_roots": ["/srv"]}})
     config = with_overrides(file, **flag_values(args))
     assert (config.model.path, config.model.device) == ("m.pt", "cpu")
     assert (config.publish.endpoint, config.control.endpoint) == ("tcp://127.0.0.1:9", "")
+    assert config.publish.replay_endpoint == "tcp://127.0.0.1:10"
     assert config.control.file_roots == ("/srv", "/a", "/b")  # added to the file's
     assert config.health.loudness and config.security.insecure
     assert (config.engine.hop_seconds, config.engine.backend) == (0.5, "torch")
