@@ -33,6 +33,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="sqlite:///PATH (default sqlite:///tags.db) or postgresql://...")
     p.add_argument("--control", action="append", metavar="ENDPOINT", type=zmq_endpoint,
                    help="a daemon's control endpoint, for a snapshot at start; repeatable")
+    p.add_argument("--replay", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="a daemon's replay socket ([publish] replay_endpoint): what the feed "
+                        "lost, and what was published while the recorder was stopped, is "
+                        "asked for there and stored, rather than a gap; repeatable")
     p.add_argument("--queue-size", type=count_at_least_1, default=100_000,
                    help="messages that may wait for a slow or down database (default 100000)")
     p.add_argument("--batch-size", type=count_at_least_1, default=2000,
@@ -77,7 +81,7 @@ def block_seconds(text: str) -> float:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    """args has config, connect, control, db, queue_size, batch_size, max_backoff_s,
+    """args has config, connect, control, replay, db, queue_size, batch_size, max_backoff_s,
     drain_timeout_s, metrics_port, metrics_address, upgrade, shard, block_s, keep, server_key,
     client_key, quiet and verbose (the logging level, set by streamtag.cli)."""
     with stop_on_signals() as stop:
@@ -130,7 +134,8 @@ def record(args: argparse.Namespace, stop: threading.Event) -> int:
                            max_backoff_s=args.max_backoff_s, curve=curve,
                            owns=None if shard.count == 1 else shard.owns,
                            heartbeats=shard.index == 0, max_block_age_s=args.block_s,
-                           retention=retention).connect()
+                           retention=retention,
+                           replay=getattr(args, "replay", None) or ()).connect()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"streamtag record: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,7 +8,9 @@ snapshot thread asks each daemon's control socket for its current tag states. Wh
 is down the writer keeps its batch and retries with back-off while the queue fills; a message
 that finds the queue full is dropped, counted, and stored as an "overflow" gap once the
 database is back. A restarted recorder resumes the seq judgement from the database, so what was
-published while it was down is stored as a gap too. Every message row is unique on (stream,
+published while it was down is stored as a gap too, unless the daemon's replay socket still
+holds it (``replay``): then it is asked for and stored, as is what a gap in the feed lacked.
+Every message row is unique on (stream,
 session, seq) and inserted with ON CONFLICT DO NOTHING, so a batch retried after a commit whose
 outcome was unknown is stored once. A message that cannot be stored (the database refuses its
 row, or writing it fails in any other way) is counted, logged once per kind of failure, and
@@ -103,6 +105,9 @@ MAX_REMEMBERED_MODELS = 256
 MAX_REMEMBERED_MODEL_CHARS = 16 * 1024 * 1024  # their names and tag names together
 MAX_FAILURE_KINDS_LOGGED = 100
 MAX_REMEMBERED_NAMES_CHARS = 16 * 1024 * 1024  # active tags and mood words as stored
+# A replay request may wait this long: a gap asked for late is still stored whole, while one
+# not answered is stored as a gap (and the replay socket left alone for a few seconds).
+REPLAY_TIMEOUT_MS = 5000
 # Runs of messages dropped at a full queue kept to be stored as gaps: one per (stream,
 # session, type) with a break in its seqs. Past this (forged sessions while the database is
 # down) the dropped messages are only counted.
@@ -257,6 +262,10 @@ class Recorder:
     retention: what expires and when (history.retention); None keeps everything.
     max_block_age_s: the longest a window waits in its stream's block before it is written
         (a crash loses at most that much of each stream, stored as a gap when it restarts).
+    replay: the daemons' replay sockets (streamtag.wire.replay): a seq gap, and what was
+        published while the recorder was stopped (from the last seq the database holds), are
+        asked for there and stored as the messages they are; only what the daemon's ring no
+        longer holds is stored as a gap.
     """
 
     def __init__(self, engine: Engine, connect: str | Sequence[str],
@@ -268,7 +277,8 @@ class Recorder:
                  max_block_age_s: float = blocks.MAX_BLOCK_AGE_S,
                  retention: Retention | None = None,
                  retention_every_s: float = DEFAULT_EVERY_S,
-                 owns: Callable[[str], bool] | None = None, heartbeats: bool = True):
+                 owns: Callable[[str], bool] | None = None, heartbeats: bool = True,
+                 replay: Iterable[str] = ()):
         if (queue_size < 1 or batch_size < 1 or max_backoff_s <= 0 or queue_bytes < 1
                 or not 0 < max_block_age_s <= blocks.BLOCK_S):
             raise ValueError("queue_size, queue_bytes and batch_size must be >= 1, "
@@ -289,6 +299,7 @@ class Recorder:
         self._dialect = engine.dialect.name
         self._owns = owns
         self._heartbeats = heartbeats
+        self.replay = list(replay)
         self._models: _Recent = _Recent(MAX_REMEMBERED_MODELS, MAX_REMEMBERED_MODEL_CHARS,
                                         _model_weight)  # packed key -> id
         # (name, hash, tags) as received -> its checked, packed key: once per model, not per
@@ -335,7 +346,9 @@ class Recorder:
                                               max_queue_bytes=self.queue_bytes,
                                               owns=self._owns,
                                               socket_rcvhwm=FEED_SOCKET_RCVHWM,
-                                              max_frame_bytes=FEED_MAX_FRAME_BYTES)
+                                              max_frame_bytes=FEED_MAX_FRAME_BYTES,
+                                              replay=self.replay or None,
+                                              replay_timeout_ms=REPLAY_TIMEOUT_MS)
             except BaseException:
                 self._end_own_context()
                 raise
