@@ -21,6 +21,14 @@ descriptor). Without CURVE on a feed, nobody is: every subscriber may be the one
 Before ending a connection the guard checks that the descriptor is still that connection (the
 same local port and peer address and port): libzmq may have closed it and given the number to
 another connection, or to a file, before the guard read the event.
+
+Ending connections is not enough against peers that connect again at once (ZeroMQ's do, every
+100 ms): libzmq accepts them faster than a Python thread ends them. So the guard also tells the
+kernel whom the listening socket takes (streamtag.wire.admission): an address at its cap is
+blocked until one of its connections ends, and at the cap of the port every address that holds
+a connection is (a newcomer from another address is still taken, and the oldest
+unauthenticated connection makes room for it). A blocked peer's requests are dropped before a
+descriptor is given for them.
 """
 
 from __future__ import annotations
@@ -38,9 +46,15 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from streamtag.wire.admission import MAX_BLOCKED, FilterKeeper, program
+
 log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 60.0  # connections ended are said in one line this often at most
+# A connection that makes room for a newcomer has been open this long at least; while none has,
+# the kernel keeps newcomers waiting (``_admit``): a peer ended to make room connects again at
+# once, and would end the next one, thousands of times a second.
+MIN_AGE_S = 5.0
 POLL_MS = 200  # how often a guard's own thread looks at its stop event
 EVENTS = (zmq.EVENT_LISTENING | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
           | zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -96,6 +110,9 @@ class ConnectionGuard:
         self._socket = sock
         self._lock = threading.Lock()
         self._ports: set[int] = set()  # the ports it listens on
+        self._listeners: dict[int, int] = {}  # listening descriptor -> its port
+        self._filters = FilterKeeper()
+        self._blocked: frozenset[str] | None = frozenset()  # None: every address; () none
         self._open: collections.OrderedDict[int, _Peer] = collections.OrderedDict()  # by fd
         self._leaving: dict[int, _Peer] = {}  # ended here, until libzmq says it closed
         self._per_address: collections.Counter[str] = collections.Counter()
@@ -114,9 +131,15 @@ class ConnectionGuard:
 
     def set_caps(self, caps: ConnectionCaps) -> None:
         """New bounds (the daemon's descriptor budget changed); applied at the next
-        connection."""
+        connection, and to the addresses the kernel takes at the next event."""
         with self._lock:
             self._caps = caps
+
+    @property
+    def blocked(self) -> frozenset[str] | None:
+        """The addresses whose connections the kernel drops now (None: every address)."""
+        with self._lock:
+            return self._blocked
 
     @property
     def open(self) -> int:
@@ -152,6 +175,8 @@ class ConnectionGuard:
                 if self.monitor.poll(POLL_MS, zmq.POLLIN):
                     self.handle_events()
                 else:
+                    with self._lock:
+                        self._admit()  # connections age: an address may take newcomers again
                     self._report()
         except zmq.ZMQError:  # the context was terminated under it: nothing left to guard
             pass
@@ -167,15 +192,54 @@ class ConnectionGuard:
             with self._lock:
                 if kind == zmq.EVENT_ACCEPTED:
                     self._accepted(value)
+                    self._admit()
                 elif kind in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
                     self._gone(value)
+                    self._listeners.pop(value, None)
                 elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._handshake_succeeded()
                 elif kind == zmq.EVENT_LISTENING:
                     port = _local_port(value)
                     if port is not None:
                         self._ports.add(port)
+                        self._listeners[value] = port
+        with self._lock:
+            self._admit()
         self._report()
+
+    def _admit(self) -> None:
+        """Tells the kernel whom the listening sockets take, when that changed: an address at
+        its cap, or at the port's cap every address that holds a connection, takes no
+        newcomer while it has no unauthenticated connection open for MIN_AGE_S that a newcomer
+        could replace. So a peer ended to make room, which connects again at once, waits in the
+        kernel rather than ending the next one; an address that holds nothing is always taken
+        (it makes room), and a newcomer from a crowded one once its connections have aged."""
+        caps, now = self._caps, time.monotonic()
+        oldest: dict[str, float] = {}  # each address's oldest unauthenticated connection
+        for peer in self._open.values():  # in the order they were accepted
+            if not peer.authenticated and peer.address not in oldest:
+                oldest[peer.address] = peer.accepted_at
+        young = now - MIN_AGE_S
+        full = len(self._open) >= caps.max_connections
+        waiting = frozenset(
+            address for address, n in self._per_address.items()
+            if (full or n >= caps.max_per_address) and oldest.get(address, now) > young)
+        # more addresses than a program names: every address waits
+        blocked = None if len(waiting) > MAX_BLOCKED else waiting
+        if blocked == self._blocked or not self._listeners:
+            return
+        instructions = program(blocked) if blocked != frozenset() else None
+        for fd, port in list(self._listeners.items()):
+            try:
+                with _borrowed(fd) as sock:  # still the listener it was (not a reused number)
+                    if (sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 1
+                            or sock.getsockname()[1] != port):
+                        raise OSError("not the listener")
+                    if not self._filters.set_filter(sock, instructions):
+                        return
+            except (OSError, IndexError, TypeError):
+                self._listeners.pop(fd, None)
+        self._blocked = blocked
 
     def _accepted(self, fd: int) -> None:
         self._gone(fd)  # a number libzmq reused: its last connection has gone

@@ -30,8 +30,9 @@ from support.helpers import (
 from support.hostile_station import vorbis_ogg
 
 import streamtag
+from streamtag.wire.admission import FilterKeeper, program
 from streamtag.wire.control import ControlServer, control_request, mac_of
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
+from streamtag.wire.guard import MIN_AGE_S, ConnectionCaps, ConnectionGuard
 from streamtag.wire.security import client_curve, generate_keys
 
 pytest.importorskip("websockets", reason="the metrics port needs websockets: pip install "
@@ -52,17 +53,32 @@ def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def idle_tcp(port: int, source: str) -> socket.socket | None:
-    """A TCP connection from ``source`` that sends nothing (no ZeroMQ greeting)."""
+def idle_tcp(port: int, source: str, wait_s: float | None = 0.5) -> socket.socket | None:
+    """A TCP connection from ``source`` that sends nothing (no ZeroMQ greeting); None when it
+    was not taken within ``wait_s``. ``wait_s`` None: the connection is asked for and the
+    socket returned at once, taken or not (the kernel keeps asking)."""
     sock = socket.socket()
-    sock.settimeout(0.5)
     try:
         sock.bind((source, 0))
+        if wait_s is None:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            return sock
+        sock.settimeout(wait_s)
         sock.connect(("127.0.0.1", port))
     except OSError:
         sock.close()
         return None
     return sock
+
+
+def taken(sock: socket.socket) -> bool:
+    """Whether a connection asked for without waiting was taken (and is still open)."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return not closed_by_peer(sock)
 
 
 def tcp_port(endpoint: str) -> int:
@@ -111,7 +127,8 @@ def test_a_flood_of_idle_zeromq_peers_leaves_feed_control_stations_and_probes_se
                 peer.connect(f"tcp://{source}:0;127.0.0.1:{tcp_port(endpoint)}")
                 hostile.append(peer)
             for i in range(RAW_PEERS):
-                sock = idle_tcp(tcp_port(endpoint), f"127.0.0.{2 + i % FLOOD_ADDRESSES}")
+                sock = idle_tcp(tcp_port(endpoint), f"127.0.0.{2 + i % FLOOD_ADDRESSES}",
+                                wait_s=None)
                 if sock is not None:
                     raw.append(sock)
                 most = max(most, descriptors(daemon.pid))
@@ -187,20 +204,33 @@ def closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
-def test_past_the_cap_for_one_address_its_oldest_connection_is_ended_and_no_other():
+def test_past_the_cap_for_one_address_the_kernel_takes_no_more_from_it_and_others_come_in():
+    # Ended connections connect again at once (ZeroMQ's every 100 ms): ending them was not
+    # enough. An address at its cap is dropped by the kernel until it has an unauthenticated
+    # connection MIN_AGE_S old to make room with; other addresses are taken as before.
     context, sock, guard, port = guarded(zmq.PUB, ConnectionCaps(64, 4))
+    crowd: list[socket.socket] = []
     try:
-        other = [idle_tcp(port, "127.0.0.2") for _ in range(3)]
-        wait_until(lambda: guard.open == 3, 10, "the other address's connections")
-        crowd = [idle_tcp(port, "127.0.0.3") for _ in range(6)]
-        wait_until(lambda: guard.ended().get("room_per_address") == 2, 10,
-                   "two connections ended")
-        wait_until(lambda: closed_by_peer(crowd[0]) and closed_by_peer(crowd[1]), 10,
-                   "the two oldest from the crowded address to be closed")
-        assert not any(closed_by_peer(s) for s in crowd[2:] + other)
-        assert guard.open == 7
+        crowd = [idle_tcp(port, "127.0.0.3", wait_s=None) for _ in range(4)]
+        wait_until(lambda: guard.open == 4, 10, "the crowded address's first four")
+        wait_until(lambda: guard.blocked == frozenset({"127.0.0.3"}), 10,
+                   "the kernel told to drop the crowded address")
+        late = [idle_tcp(port, "127.0.0.3", wait_s=None) for _ in range(3)]
+        crowd += late
+        other = idle_tcp(port, "127.0.0.2", wait_s=2.0)
+        assert other is not None, "another address was not taken"
+        crowd.append(other)
+        wait_until(lambda: guard.open == 5, 10, "the other address's connection")
+        time.sleep(0.5)  # the late ones' requests were dropped: never accepted, none ended
+        assert not any(taken(s) for s in late) and guard.ended() == {}
+        assert all(taken(s) for s in crowd[:4])
+        # once the crowd's connections have aged, a late one replaces the oldest
+        wait_until(lambda: any(taken(s) for s in late), MIN_AGE_S + 10,
+                   "a late connection taken once the oldest had aged")
+        wait_until(lambda: closed_by_peer(crowd[0]), 10, "the oldest one's end")
+        assert guard.ended().get("room_per_address", 0) >= 1
     finally:
-        for s in [*other, *crowd]:
+        for s in crowd:
             s.close()
         guard.close()
         sock.close()
@@ -213,6 +243,7 @@ def test_control_keeps_a_connection_that_made_a_signed_request_over_newer_idle_o
                            caps=ConnectionCaps(4, 4)).start()
     context = zmq.Context()
     signed = context.socket(zmq.REQ)
+    crowd: list[socket.socket] = []
     try:
         assert server.endpoint is not None
         port = tcp_port(server.endpoint)
@@ -232,23 +263,78 @@ def test_control_keeps_a_connection_that_made_a_signed_request_over_newer_idle_o
         signed.send_multipart([auth, payload])
         assert signed.poll(5000)
         assert json.loads(signed.recv_multipart()[1])["ok"]
-        # more idle ones than the cap: the signed one outlives every idle one before it
-        crowd = [idle_tcp(port, "127.0.0.1") for _ in range(6)]
-        wait_until(lambda: server.guard.ended().get("room_per_address", 0) >= 4, 10,
-                   "idle connections ended")
-        wait_until(lambda: closed_by_peer(first), 10, "the oldest idle connection's end")
-        assert control_request(server.endpoint, {"cmd": "ping"}, token=token)["ok"]
-        assert not closed_by_peer(crowd[-1])
+        # more idle ones than the cap, as fast as they come: the kernel holds them back until
+        # the oldest idle one has aged, then each takes the place of the oldest idle one
+        crowd = [idle_tcp(port, "127.0.0.1", wait_s=None) for _ in range(6)]
+        wait_until(lambda: closed_by_peer(first), MIN_AGE_S + 15,
+                   "the oldest idle connection's end")
+        assert server.guard.ended().get("room_per_address", 0) >= 1
+        assert control_request(server.endpoint, {"cmd": "ping"}, token=token,
+                               timeout_ms=round((MIN_AGE_S + 15) * 1000))["ok"]
         # the signed connection still answers on the same socket
         signed.send(b'{"cmd": "challenge"}')
         assert signed.poll(5000), "the signed connection was ended"
         signed.recv()
-        for s in [first, *crowd]:
-            s.close()
+        first.close()
     finally:
+        for s in crowd:
+            s.close()
         signed.close(linger=0)
         context.term()
         server.stop()
+
+
+def test_the_kernel_drops_the_blocked_addresses_and_takes_the_rest():
+    # the programs streamtag.wire.admission makes, on real listening sockets (IPv4, IPv6 and
+    # IPv4 on a dual-stack socket)
+    keeper = FilterKeeper()
+
+    def takes(port: int, source: str) -> bool:
+        sock = idle_tcp(port, source, 0.3)
+        if sock is not None:
+            sock.close()
+        return sock is not None
+
+    four = socket.socket()
+    four.bind(("127.0.0.1", 0))
+    four.listen(8)
+    port = four.getsockname()[1]
+    try:
+        assert keeper.set_filter(four, program(["127.0.0.2", "127.0.0.5", "::1"]))
+        assert [takes(port, f"127.0.0.{n}") for n in (2, 3, 5, 1)] == [False, True, False,
+                                                                       True]
+        keeper.set_filter(four, program(None))  # everyone
+        assert not takes(port, "127.0.0.3")
+        keeper.set_filter(four, None)
+        assert takes(port, "127.0.0.2")
+    finally:
+        four.close()
+    if not socket.has_ipv6:
+        return
+    six = socket.socket(socket.AF_INET6)
+    try:
+        six.bind(("::1", 0))
+    except OSError:
+        six.close()
+        return  # no IPv6 loopback here
+    six.listen(8)
+
+    def from_six() -> bool:
+        with socket.socket(socket.AF_INET6) as client:
+            client.settimeout(0.3)
+            try:
+                client.connect(("::1", six.getsockname()[1]))
+            except OSError:
+                return False
+            return True
+
+    try:
+        keeper.set_filter(six, program(["::1"]))
+        assert not from_six()
+        keeper.set_filter(six, program(["::2", "127.0.0.1"]))
+        assert from_six()
+    finally:
+        six.close()
 
 
 class ProxyUnderFlood:
