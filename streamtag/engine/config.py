@@ -121,7 +121,11 @@ class SmoothingConfig:
     margin: float = values.field(
         0.1, minimum=0, help="a tag turns off below its threshold less this (or below half "
                              "the threshold, whichever is higher)")
-    min_on_s: float = values.field(2.0, minimum=0, help="a tag stays on at least this long")
+    min_on_s: float = values.field(
+        2.0, minimum=0, help="a tag that falls below its threshold stays on until it has been "
+                             "on this long; silence, speech or the stream's end turn it off at "
+                             "once, back-dated, so such a span can be shorter "
+                             "(docs/protocol.md)")
     min_off_s: float = values.field(2.0, minimum=0, help="a tag stays off at least this long")
 
     def __post_init__(self) -> None:
