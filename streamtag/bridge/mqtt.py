@@ -40,6 +40,11 @@ __all__ = ["BridgeConfig", "BrokerError", "BrokerUrl", "MqttBridge", "StationTre
 
 log = logging.getLogger(__name__)
 
+# The leaves of a station's tree, each a retained JSON object (docs/bridges.md).
+LEAVES = ("status", "tags", "mood", "content", "track")
+# A station whose source is in one of these states is done: at the cap, the one done longest
+# makes room for a new station.
+FINISHED_STATES = frozenset({"ended", "failed"})
 # The feed's message types the bridge reads: tags, mood and content come with every scores
 # message (events and silences are already in them); heartbeats say the feed is alive.
 FEED_TOPICS = ("scores", "status", "track", "heartbeat")
@@ -176,8 +181,11 @@ def payloads(body: ScoresBody | StatusBody | TrackBody) -> dict[str, bytes]:
 
 
 class StationTree:
-    """Each station's current payload per leaf, for at most ``max_stations`` stations: those of
-    further stations are not taken (counted in ``refused``, said once in the log)."""
+    """Each station's current payload per leaf, for at most ``max_stations`` stations. At the
+    cap, the station whose source ended or failed longest ago is forgotten for a new one (its
+    name and leaves put in ``forgotten``, for the caller to clear from the broker, and
+    counted); where none has, the new station's messages are not taken (counted in
+    ``refused``). Each is said once in the log."""
 
     def __init__(self, max_stations: int = MAX_STATIONS) -> None:
         if max_stations < 1:
@@ -185,6 +193,11 @@ class StationTree:
         self.max_stations = max_stations
         self.stations: dict[str, dict[str, bytes]] = {}
         self.refused = 0  # messages of stations past max_stations
+        self.replaced = 0  # stations forgotten for new ones
+        # held stations whose source ended or failed, the longest ago first
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        # forgotten since the caller last emptied this: (station, its leaves)
+        self.forgotten: list[tuple[str, tuple[str, ...]]] = []
 
     def apply(self, stream: str, body: Any) -> list[tuple[str, str]]:
         """Takes one message's body; the (stream, leaf) whose payload changed."""
@@ -197,17 +210,31 @@ class StationTree:
         held = self.stations.get(stream)
         if held is None:
             if len(self.stations) >= self.max_stations:
-                if not self.refused:
-                    log.warning("the MQTT bridge holds %d stations (--max-stations): messages "
-                                "of further stations are not bridged", self.max_stations)
-                self.refused += 1
-                return []
+                if not self._finished:
+                    if not self.refused:
+                        log.warning("the MQTT bridge holds %d stations (--max-stations), none "
+                                    "ended: messages of further stations are not bridged",
+                                    self.max_stations)
+                    self.refused += 1
+                    return []
+                old, _ = self._finished.popitem(last=False)
+                self.forgotten.append((old, tuple(self.stations.pop(old))))
+                if not self.replaced:
+                    log.warning("the MQTT bridge holds %d stations (--max-stations): the one "
+                                "ended longest ago is forgotten for each new one, its topics "
+                                "cleared", self.max_stations)
+                self.replaced += 1
             held = self.stations[stream] = {}
         changed = []
         for leaf, payload in leaves.items():
             if held.get(leaf) != payload:
                 held[leaf] = payload
                 changed.append((stream, leaf))
+        if (stream, "status") in changed:
+            if json.loads(held["status"]).get("state") in FINISHED_STATES:
+                self._finished.setdefault(stream)
+            else:
+                self._finished.pop(stream, None)
         return changed
 
 
@@ -472,12 +499,25 @@ class MqttBridge:
             self._note(stream, self.tree.set(stream, leaves))
 
     def _note(self, stream: str, changed: list[tuple[str, str]]) -> None:
+        for old, leaves in self.tree.forgotten:
+            self._clear(old, leaves)
+        self.tree.forgotten.clear()
         for key in changed:
             self._pending[key] = None
         if changed and self.config.homeassistant and stream not in self._announced:
             self._announced.add(stream)  # (held stations only: bounded as they are)
             self._pending[(stream, "ha:mood")] = None
             self._pending[(stream, "ha:tags")] = None
+
+    def _clear(self, stream: str, leaves: tuple[str, ...]) -> None:
+        """A forgotten station's retained topics are emptied (which deletes them), after what
+        was waiting for them and before anything of a new station of that name."""
+        for leaf in (*LEAVES, "ha:mood", "ha:tags"):
+            self._pending.pop((stream, leaf), None)
+        announced = stream in self._announced
+        self._announced.discard(stream)
+        for leaf in (*leaves, *(("ha:mood", "ha:tags") if announced else ())):
+            self._pending[(stream, "clear:" + leaf)] = None
 
     def flush(self) -> None:
         """Hands waiting values to paho until its queue is full; after a (re)connection, every
@@ -511,6 +551,11 @@ class MqttBridge:
         return len(self._pending)
 
     def _publication(self, stream: str, leaf: str) -> tuple[str, bytes]:
+        if leaf.startswith("clear:"):
+            leaf = leaf[6:]
+            topic = (self.discovery(stream, leaf[3:])[0] if leaf.startswith("ha:") else
+                     self.config.topic(stream, leaf))
+            return topic, b""
         if leaf == "bridge:feed":
             return self.config.feed_topic, self.feed_state or SILENT
         if not leaf.startswith("ha:"):

@@ -157,6 +157,8 @@ def bridge_mqtt(args: argparse.Namespace, stop: threading.Event) -> int:
     tree = bridge.tree
     print(f"streamtag bridge: read {read} messages of {len(tree.stations)} stations; "
           f"published {bridge.published} values"
+          + (f"; {tree.replaced} ended stations forgotten for new ones at --max-stations"
+             if tree.replaced else "")
           + (f"; {tree.refused} messages of stations past --max-stations not bridged"
              if tree.refused else "")
           + (f"; the broker's queue was full {bridge.queue_full} times" if bridge.queue_full

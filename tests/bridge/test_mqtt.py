@@ -443,8 +443,8 @@ def test_a_forged_feed_of_thousands_of_streams_fills_the_station_cap_and_no_more
     wait_until(lambda: len(watcher.topics()) == 40, WAIT_S, "the held stations' statuses")
     assert [r.getMessage() for r in caplog.records
             if "stations" in r.getMessage()] == [
-        "the MQTT bridge holds 40 stations (--max-stations): messages of further stations "
-        "are not bridged"]
+        "the MQTT bridge holds 40 stations (--max-stations), none ended: messages of further "
+        "stations are not bridged"]
 
 
 def test_what_waits_for_the_broker_is_bounded_and_the_newest_value_gets_through(
@@ -492,4 +492,35 @@ def test_a_broker_started_again_gets_every_held_value_again():
                 watcher.close()
     finally:
         bridge.close()
+
+
+def test_at_the_cap_the_station_ended_longest_ago_makes_room_and_its_topics_go(
+        broker, closing):
+    bridge = _bridge(broker, prefix="room", max_stations=3, homeassistant=True,
+                     discovery_prefix="room-ha")
+    closing.append(bridge)
+    assert bridge.connect(threading.Event())
+    watcher = Watcher(broker.open_port, ("room/#", "room-ha/#"))
+    closing.append(watcher)
+    for stream, state in (("first", "ended"), ("second", "failed"), ("playing", "running")):
+        bridge.take(stream, StatusBody(state="running"))
+        bridge.take(stream, _scores(["rock"]))
+        bridge.take(stream, StatusBody(state=state))
+    bridge.flush()
+    watcher.wait("room/first/status", lambda v: v["state"] == "ended")
+    bridge.take("new", StatusBody(state="running"))
+    bridge.flush()
+    assert sorted(bridge.tree.stations) == ["new", "playing", "second"]
+    for topic in ("room/first/status", "room/first/tags"):  # emptied: deleted on the broker
+        wait_until(lambda topic=topic: watcher.last(topic) == (b"", False), WAIT_S,
+                   f"{topic} to be emptied")
+    wait_until(lambda: sum(1 for t in watcher.topics() if t.startswith("room-ha/")
+                           and watcher.last(t)[0] == b"") == 2, WAIT_S,
+               "the forgotten station's discovery configs to be emptied")
+
+    late = Watcher(broker.open_port, ("room/+/status",))
+    closing.append(late)
+    for stream in ("second", "playing", "new"):
+        late.wait(f"room/{stream}/status")
+    assert "room/first/status" not in late.topics()
 

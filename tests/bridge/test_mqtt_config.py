@@ -151,6 +151,20 @@ def test_a_track_s_payload_is_its_title_span_reason_and_active_tags():
         "ended_at": 1795858789.412, "active": ["rock"]}
 
 
+def test_at_the_cap_the_station_ended_longest_ago_is_forgotten_for_a_new_one():
+    tree = StationTree(max_stations=3)
+    for stream in ("a", "b", "c"):
+        tree.apply(stream, StatusBody(state="running"))
+    tree.apply("b", StatusBody(state="ended"))
+    tree.apply("a", StatusBody(state="failed"))
+    tree.apply("c", scores(["rock"]))
+    assert tree.apply("d", StatusBody(state="running")) == [("d", "status")]
+    assert tree.forgotten == [("b", ("status",))] and sorted(tree.stations) == ["a", "c", "d"]
+    tree.apply("a", StatusBody(state="reconnecting"))  # running again: not done
+    assert tree.apply("e", StatusBody(state="running")) == [] and tree.refused == 1
+    assert tree.replaced == 1
+
+
 def test_the_tree_holds_its_stations_and_says_only_what_changed():
     tree = StationTree(max_stations=2)
     assert tree.apply("a", scores(["rock"])) == [("a", "tags")]
