@@ -14,7 +14,9 @@ and counted.
 What follows from each scored window (levels, loudness, silence, content, smoothing, mood:
 the ``WindowResult``) is the stream's ``WindowScorer`` (streamtag.engine.scoring); the engine
 feeds each stream's content classifier (``[content]``, streamtag.engine.content) the samples
-it frames, so that each window comes with its class.
+it frames, so that each window comes with its class; where silero-vad is installed
+(streamtag.engine.speech) each turn first runs the speech detector on the waiting chunks of
+every stream in it, together, and a window that is speech to it is speech.
 
 The engine knows nothing of sockets: results go to an ``EngineSink``.
 """
@@ -40,12 +42,13 @@ from streamtag.engine.config import (
     MoodConfig,
     SmoothingConfig,
 )
-from streamtag.engine.content import ContentModel, ContentTracker
+from streamtag.engine.content import SPEECH, ContentModel, ContentTracker
 from streamtag.engine.health import SilenceEvent
 from streamtag.engine.mood import MoodPlan, MoodTable
 from streamtag.engine.plan import ServingPlan
 from streamtag.engine.scoring import WindowResult, WindowScorer
 from streamtag.engine.smoothing import TagEvent
+from streamtag.engine.speech import SPEECH_SHARE, SpeechPlan, SpeechTrack, run_tracks
 from streamtag.frontend import FrameRing, OnlineLogMel, WindowLevel
 from streamtag.model.inference import InferenceModel, return_freed_memory
 from streamtag.model.window_reuse import WindowReuse
@@ -228,9 +231,11 @@ def cut_windows(model: InferenceModel, chunks: Iterable[np.ndarray],
 
 class _Stream:
     def __init__(self, stream_id: str, live: bool, framer: _Framer, scorer: WindowScorer,
-                 content: ContentTracker | None = None) -> None:
+                 content: ContentTracker | None = None,
+                 speech: SpeechTrack | None = None) -> None:
         self.id = stream_id
         self.content = content
+        self.speech = speech
         self.live = live
         self.framer = framer
         self.scorer = scorer  # what follows from each scored window, in order
@@ -261,10 +266,18 @@ class Engine:
                  smoothing: SmoothingConfig | None = None,
                  mood: MoodConfig | None = None,
                  health: HealthConfig | None = None,
-                 content: ContentConfig | None = None) -> None:
+                 content: ContentConfig | None = None,
+                 speech: SpeechPlan | None = None) -> None:
+        """``speech``: who decides speech with ``[content]`` on; None: silero-vad from the
+        model store where installed, else the content network (and a warning says so)."""
         self.config = config or EngineConfig()
         self.content = content or ContentConfig()
         self._content_model = ContentModel.load() if self.content.enabled else None
+        self._speech = None
+        if self.content.enabled:
+            self._speech = speech or SpeechPlan.installed()
+            if speech is None and self._speech.detector is None:  # a caller's plan, its say
+                log.warning("content: %s", self._speech.note)
         self.smoothing = smoothing or SmoothingConfig()
         self.mood = mood or MoodConfig()
         self.health = health or HealthConfig()
@@ -293,6 +306,9 @@ class Engine:
                       # CPU time of the scoring threads: in the forward, and in all of scoring
                       # (the rest: stacking, smoothing, results, the sink, i.e. publishing)
                       "forward_cpu_s": 0.0, "scoring_cpu_s": 0.0}
+        # the speech detector's chunks run and the CPU time of the threads that ran them
+        # (apart from ``stats``, the status reply's counters: a measure for benchmarks)
+        self.speech_stats = {"chunks": 0, "cpu_s": 0.0}
         self.batch_sizes: deque[int] = deque(maxlen=4096)
         self.on_batch: Callable[[int, float], None] | None = None  # (size, forward seconds)
 
@@ -325,7 +341,14 @@ class Engine:
         return max(1, passes) * limit
 
     def _decide(self, model: InferenceModel) -> ServingPlan:
-        return ServingPlan.decide(model, self.config, self._mood_table, self._content_model)
+        return ServingPlan.decide(model, self.config, self._mood_table, self._content_model,
+                                  self._speech)
+
+    @property
+    def speech_note(self) -> str | None:
+        """Who decides speech, in words (None: ``[content]`` is off): silero-vad's graph, or
+        the content network where it is not installed, with how to install it."""
+        return None if self._speech is None else self._speech.note
 
     @property
     def mood_plan(self) -> MoodPlan | None:
@@ -349,7 +372,8 @@ class Engine:
                                   self.mood, self.content)
             self._streams[stream_id] = _Stream(
                 stream_id, live, _Framer(model, plan.hop, 0), scorer,
-                None if plan.content is None else plan.content.tracker())
+                None if plan.content is None else plan.content.tracker(),
+                None if plan.content is None else plan.content.speech_track())
 
     def stream_ids(self) -> list[str]:
         with self._cond:
@@ -407,6 +431,8 @@ class Engine:
                 framer, generation, content = stream.framer, self._generation, stream.content
             windows = framer.accept(samples)
             kinds = self._classify(content, windows, samples)
+            if stream.speech is not None:
+                stream.speech.accept(samples)
             stream.samples += len(samples)
             stream.counters["samples"] = stream.samples
             if loudness and stream.scorer.loudness is not None:
@@ -448,6 +474,8 @@ class Engine:
                 framer, generation, content = stream.framer, self._generation, stream.content
             windows = framer.finish()
             kinds = self._classify(content, windows, None)
+            if stream.speech is not None:
+                stream.speech.finish()
             self._enqueue(stream, generation, windows, time.monotonic(), finishing=True,
                           kinds=kinds)
         self._maybe_close(stream)
@@ -533,6 +561,7 @@ class Engine:
                     if plan.content is not None and s.content is not None and \
                             s.content.options.sample_rate != new.sample_rate:
                         s.content = plan.content.tracker(s.samples)
+                        s.speech = plan.content.speech_track(s.samples)
                 s.scorer.serve(new, plan.mood, same_input)
             self._swapping = False
             self._cond.notify_all()
@@ -621,6 +650,7 @@ class Engine:
                generation: int, plan: ServingPlan) -> int:
         t_start, cpu_start = time.perf_counter(), time.thread_time()
         current = [w for w in turn if w.generation == generation]
+        self._decide_speech(current)
         passes: list[_Pass] = []
         forward_cpu_s = 0.0
         limit = plan.batch_limit
@@ -654,6 +684,35 @@ class Engine:
             self.stats["forward_cpu_s"] += forward_cpu_s
             self.stats["scoring_cpu_s"] += time.thread_time() - cpu_start
         return len(turn)
+
+    def _decide_speech(self, windows: list[_Window]) -> None:
+        """Runs the speech detector on the chunks waiting in every stream, all streams
+        together (for the windows of this turn), then calls speech each window whose chunks
+        are speech enough, over the network's call (silence and tones by the level stay
+        theirs: the scorer decides those first)."""
+        detector = None if self._speech is None else self._speech.detector
+        if detector is None:
+            return
+        if not any(w.stream.speech is not None and w.content is not None for w in windows):
+            return
+        # every stream's waiting steps, not only this turn's: a turn holds a few windows
+        # (TURN_WINDOWS at batch 1) and the detector's cost per chunk falls with its batch
+        with self._cond:
+            tracks = [s.speech for s in self._streams.values()
+                      if s.speech is not None and not s.closed]
+        cpu0 = time.thread_time()
+        # each stream's chunks in order, whichever worker runs them, and read as they stand
+        with detector.lock:
+            chunks = run_tracks(detector, tracks)
+            shares = [None if w.stream.speech is None or w.content is None
+                      else w.stream.speech.share(w.start_sample, w.end_sample)
+                      for w in windows]
+        for w, share in zip(windows, shares, strict=True):
+            if share is not None and share >= SPEECH_SHARE:
+                w.content = SPEECH
+        with self._cond:
+            self.speech_stats["chunks"] += chunks
+            self.speech_stats["cpu_s"] += time.thread_time() - cpu0
 
     def _forward(self, model: InferenceModel, reuse: WindowReuse | None,
                  windows: list[_Window]) -> np.ndarray:

@@ -10,11 +10,15 @@ model's frontend is) and decides each scored window's content:
   detector's quiet windows; the level is the one the engine already measured);
 - **tone**: a steady tone by the silence detector's rule (no onset, crest factor at most
   ``[health] tone_crest_db``) where onsets are measured, else by the classifier below;
-- **music**, **speech**, **noise** (or **tone**): a small neural network (ten inputs, sixteen
-  tanh units, a softmax over the four classes) on ten features of the window's frames
-  (``window_features``) after Scheirer and Slaney (1997) and the broadcast speech/music
-  segmenters: speech is syllables at about 4 Hz with pauses
-  between words (modulation energy at 2.5-7 Hz, the share of low-energy frames), its formants
+- **speech**: silero-vad's detector, trained on real speech (streamtag.engine.speech), where
+  it is installed: a window is speech when enough of its 32-ms chunks are; where it is not,
+  the network below decides speech too (it was fitted on synthesised voices, and calls most
+  recorded ones music);
+- **music**, **noise** (or **tone**, or **speech** without the detector): a small neural
+  network (ten inputs, sixteen tanh units, a softmax over the four classes) on ten features
+  of the window's frames (``window_features``) after Scheirer and Slaney (1997) and the
+  broadcast speech/music segmenters: speech is syllables at about 4 Hz with pauses between
+  words (modulation energy at 2.5-7 Hz, the share of low-energy frames), its formants
   glide (spectral peaks that do not persist); music holds pitches (peaks that persist) and
   keeps its level; noise is flat and stable in spectrum. The weights
   (``content_weights.json`` beside this file) are fitted by ``benchmarks/content_fit.py`` on
@@ -167,8 +171,13 @@ class ContentModel:
         e = np.exp(logits)
         return e / e.sum(axis=-1, keepdims=True)
 
-    def classify(self, features: np.ndarray) -> str:
-        return self.classes[int(np.argmax(self.probabilities(features)))]
+    def classify(self, features: np.ndarray, speech: bool = True) -> str:
+        """The likeliest class; without ``speech`` the likeliest of the others (where the
+        speech detector decides speech, streamtag.engine.speech)."""
+        probs = self.probabilities(features)
+        if not speech:
+            probs = np.where(np.array(self.classes) == SPEECH, -1.0, probs)
+        return self.classes[int(np.argmax(probs))]
 
 
 def window_kind(rms_dbfs: float | None, peak_dbfs: float | None, onsets: int | None,
@@ -191,8 +200,12 @@ class ContentTracker:
     """One stream's content frontend: ``accept`` the samples the engine's framer takes,
     then ``classify`` each window the framer cut from them."""
 
-    def __init__(self, model: ContentModel, sample_rate: float, sample_offset: int = 0) -> None:
+    def __init__(self, model: ContentModel, sample_rate: float, sample_offset: int = 0,
+                 speech: bool = True) -> None:
         self.model = model
+        # False where the speech detector decides speech: the network then tells music,
+        # noise and tones apart only
+        self.speech = speech
         self.options = content_options(sample_rate)
         self.frontend = OnlineLogMel(self.options)
         self.frame_rate = sample_rate / self.options.hop_length
@@ -231,6 +244,6 @@ class ContentTracker:
         if end - first < MIN_FRAMES:
             return None
         frames = self.ring.window(end, end - first)
-        kind = self.model.classify(window_features(frames, self.frame_rate))
+        kind = self.model.classify(window_features(frames, self.frame_rate), self.speech)
         self._last = (end_sample, kind)
         return kind

@@ -17,6 +17,7 @@ import logging
 from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
 from streamtag.engine.content import ContentModel, ContentTracker
 from streamtag.engine.mood import MoodPlan, MoodTable
+from streamtag.engine.speech import SpeechPlan, SpeechTrack
 from streamtag.model.inference import InferenceModel, cheapest_batch
 from streamtag.model.window_reuse import WindowReuse
 
@@ -31,10 +32,16 @@ class ContentPlan:
 
     model: ContentModel
     sample_rate: float  # the serving model's: streams arrive at its rate
+    speech: SpeechPlan  # who decides speech: silero-vad where installed, else the network
 
     def tracker(self, sample_offset: int = 0) -> ContentTracker:
         """A stream's content frontend, from stream sample ``sample_offset`` on."""
-        return ContentTracker(self.model, self.sample_rate, sample_offset)
+        return ContentTracker(self.model, self.sample_rate, sample_offset,
+                              speech=self.speech.detector is None)
+
+    def speech_track(self, sample_offset: int = 0) -> SpeechTrack | None:
+        """A stream's way into the speech detector (None without one)."""
+        return self.speech.track(self.sample_rate, sample_offset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +56,16 @@ class ServingPlan:
 
     @classmethod
     def decide(cls, model: InferenceModel, config: EngineConfig, moods: MoodTable | None,
-               content: ContentModel | None) -> ServingPlan:
+               content: ContentModel | None, speech: SpeechPlan | None = None) -> ServingPlan:
         """The plan for ``model`` under ``config``, with ``moods`` and ``content`` the tables
-        of what is turned on (None: off)."""
+        of what is turned on (None: off) and ``speech`` who decides speech (None: the
+        detector in the model store, where installed)."""
         hop = _hop(model, config)
         return cls(
             batch_limit=_batch_limit(model, config), hop=hop, reuse=_reuse(model, config, hop),
             mood=None if moods is None else moods.plan(model.tags, model.thresholds),
-            content=None if content is None else ContentPlan(content, model.sample_rate))
+            content=None if content is None else ContentPlan(
+                content, model.sample_rate, speech or SpeechPlan.installed()))
 
 
 def _batch_limit(model: InferenceModel, config: EngineConfig) -> int:

@@ -1,0 +1,167 @@
+"""Speech decided by silero-vad's detector (streamtag.engine.speech): recorded voices are
+speech, sung and instrumental music stays music, the detector batched across streams gives
+each stream what it gives that stream alone, and without it the engine says who decides."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.content_material import RATE, game_music, held_out_song, real_voice
+from support.content_material import require as require_content
+from support.speech_material import gcin_syllables, require, silero_wheel, warzone_tutorial
+
+from streamtag.catalog import speech_import
+from streamtag.catalog.shipped import default_model_path
+from streamtag.engine.batching import Engine, EngineSink, WindowResult
+from streamtag.engine.config import SmoothingConfig
+from streamtag.engine.speech import (
+    STEP,
+    SpeechDetector,
+    SpeechPlan,
+    SpeechTrack,
+    run_tracks,
+    speech_path,
+)
+from streamtag.model.inference import InferenceModel
+
+CHUNK = 4000  # samples fed at a time, as a source's blocks come
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> SpeechDetector:
+    """The graph installed from silero-vad's real wheel into a store of this module's."""
+    wheel = silero_wheel()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAMTAG_HOME", str(tmp_path_factory.mktemp("home")))
+        speech_import.install(wheel, lambda line: None)
+        plan = SpeechPlan.installed()
+    assert plan.detector is not None, plan.note
+    return plan.detector
+
+
+class Sink(EngineSink):
+    def __init__(self) -> None:
+        self.results: list[WindowResult] = []
+
+    def on_window(self, result: WindowResult) -> None:
+        self.results.append(result)
+
+    def on_stream_end(self, stream_id: str, events: list, end_s: float) -> None:
+        pass
+
+
+def contents(audio: np.ndarray, speech: SpeechPlan, rate: int = RATE) -> list[str | None]:
+    """Each window's content from the engine with the shipped model, fed in blocks."""
+    sink = Sink()
+    model = InferenceModel.load(str(default_model_path()), device="cpu")
+    engine = Engine(model, sink, smoothing=SmoothingConfig(time_constant_s=0), speech=speech)
+    engine.add_stream("radio")
+    if rate != model.sample_rate:
+        import soxr
+
+        audio = soxr.resample(audio, rate, model.sample_rate).astype(np.float32)
+    for i in range(0, len(audio), CHUNK):
+        engine.accept("radio", audio[i:i + CHUNK])
+    engine.finish_stream("radio")
+    engine.drain()
+    return [r.content for r in sink.results]
+
+
+def share(kinds: list, kind: str) -> float:
+    return sum(k == kind for k in kinds) / len(kinds)
+
+
+@pytest.mark.parametrize("voice", [
+    pytest.param(lambda: warzone_tutorial(RATE), id="warzone2100-tutorial"),
+    pytest.param(lambda: gcin_syllables(RATE), id="gcin-syllables"),
+    pytest.param(real_voice, id="alsa-channel-names"),
+])
+def test_recorded_voices_are_speech(detector, voice):
+    require()
+    require_content()
+    kinds = contents(voice(), SpeechPlan(detector, "test"))
+    assert share(kinds, "speech") >= 0.9, kinds
+
+
+@pytest.mark.parametrize("music", [
+    pytest.param(lambda: game_music(0, 40), id="singularity"),
+    pytest.param(lambda: game_music(3, 40), id="singularity-2"),
+    # sung: the growled and shouted vocals of a metal song over its band
+    pytest.param(lambda: held_out_song("chaos_god", 40, 30.0), id="metal-song"),
+])
+def test_sung_and_instrumental_music_stays_music(detector, music):
+    require_content()
+    kinds = contents(music(), SpeechPlan(detector, "test"))
+    assert share(kinds, "speech") == 0.0, kinds
+    assert share(kinds, "music") >= 0.9, kinds
+
+
+def test_batched_across_streams_is_each_stream_alone(detector):
+    require()
+    rng = np.random.default_rng(3)
+    sources = [warzone_tutorial(RATE, clips=3), gcin_syllables(RATE, count=12),
+               (0.05 * rng.standard_normal(9 * RATE)).astype(np.float32),
+               warzone_tutorial(RATE, clips=2)[RATE:]]
+    alone = []
+    for audio in sources:
+        track = SpeechTrack(RATE)
+        track.accept(audio)
+        track.finish()
+        assert run_tracks(detector, [track]) == len(audio) // STEP
+        alone.append(np.array(track.probs))
+    # together, fed in blocks of other sizes per stream and run as they arrive: batches of
+    # every size from one stream to all of them
+    tracks = [SpeechTrack(RATE) for _ in sources]
+    blocks = [1000, 4000, 7777, 16000]
+    for i in range(0, max(len(a) for a in sources), 8000):
+        for track, audio, block in zip(tracks, sources, blocks, strict=True):
+            for j in range(i, min(i + 8000, len(audio)), block):
+                track.accept(audio[j:min(j + block, i + 8000, len(audio))])
+        run_tracks(detector, tracks)
+    for track, single in zip(tracks, alone, strict=True):
+        np.testing.assert_allclose(np.array(track.probs), single, atol=1e-5)
+
+
+def test_a_stream_at_another_rate_is_resampled_for_the_detector(detector):
+    require()
+    audio = warzone_tutorial(44100, clips=4)
+    track = SpeechTrack(44100)
+    assert track.resampler is not None
+    for i in range(0, len(audio), 4410):
+        track.accept(audio[i:i + 4410])
+    track.finish()
+    run_tracks(detector, [track])
+    assert abs(track.done - len(audio) / 44100 * RATE / STEP) <= 1
+    shares = [track.share(s, s + 3 * 44100) for s in range(0, len(audio) - 3 * 44100, 44100)]
+    assert shares and all(s is not None and s >= 0.4 for s in shares), shares
+    # a track at the detector's rate makes no resampler
+    assert SpeechTrack(RATE).resampler is None
+
+
+def test_without_the_detector_the_network_decides_and_the_engine_says_so(caplog):
+    assert not speech_path().exists()  # the tests' own empty store
+    plan = SpeechPlan.installed()
+    assert plan.detector is None and "not installed" in plan.note
+    assert "streamtag models install speech" in plan.note
+    model = InferenceModel.load(str(default_model_path()), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="streamtag.engine.batching"):
+        engine = Engine(model, Sink())
+    assert engine.speech_note == plan.note
+    said = [r for r in caplog.records if "not installed" in r.getMessage()]
+    assert len(said) == 1
+    engine.add_stream("radio")
+    assert engine.plan.content is not None and engine.plan.content.speech_track() is None
+
+
+def test_a_graph_streamtag_does_not_know_is_not_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMTAG_HOME", str(tmp_path))
+    folder: Path = tmp_path / "models"
+    folder.mkdir(mode=0o700)
+    tmp_path.chmod(0o700)
+    speech_path().write_bytes(b"not silero's graph")
+    plan = SpeechPlan.installed()
+    assert plan.detector is None
+    assert "sha256" in plan.note and "the content network decides speech" in plan.note
