@@ -119,6 +119,8 @@ def format_status(reply: Mapping[str, Any], streams: set[str] | None = None) -> 
                      f"{len(model.get('tags') or [])} tags, on {_shown(model.get('device', '?'))}"
                      f" with {_shown(model.get('backend', '?'))} "
                      f"{_shown(model.get('precision', ''))}".rstrip())
+    if isinstance(model.get("speech"), str):  # who decides speech ([content]), in words
+        lines.append(f"speech   {_shown(model['speech'])}")
     if engine:
         lines.append("engine   " + "  ".join(
             f"{_shown(key)} {engine[key]}" for key in ("windows", "batches", "dropped_windows",

@@ -43,6 +43,7 @@ from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.content import MUSIC
 from streamtag.engine.health import SilenceEvent
 from streamtag.engine.smoothing import TagEvent
+from streamtag.engine.speech import SpeechPlan
 from streamtag.engine.tracks import TrackSummarizer, TrackSummary
 from streamtag.errors import ConfigError, ModelError, SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
@@ -152,6 +153,7 @@ class Daemon:
         supervisor serves them)."""
         self.config = config
         self.model: InferenceModel | None = None
+        self.speech: SpeechPlan | None = None  # who decides speech, chosen at start
         self.engine: Engine | None = None
         self.publisher: Publisher | None = None  # the broadcast's, once bound
         self.broadcast: Broadcast | None = None
@@ -196,9 +198,14 @@ class Daemon:
         except BaseException:
             self.stop()  # release the metrics port
             raise
-        log.info("model %s: %d tags, %s input, window %d, hop %d, on %s with %s",
-                 self.model.name, len(self.model.tags), self.model.input_kind, self.model.window,
-                 self.model.hop, self.model.device, self.model.backend)
+        # who decides speech, said once in this first line (the engine is handed the plan)
+        self.speech = SpeechPlan.installed() if cfg.content.enabled else None
+        missing = self.speech is not None and self.speech.detector is None
+        log.log(logging.WARNING if missing else logging.INFO,
+                "model %s: %d tags, %s input, window %d, hop %d, on %s with %s; content: %s",
+                self.model.name, len(self.model.tags), self.model.input_kind, self.model.window,
+                self.model.hop, self.model.device, self.model.backend,
+                "off" if self.speech is None else self.speech.note)
         try:
             self._start_serving(cfg, model)
         except BaseException:
@@ -306,7 +313,7 @@ class Daemon:
                                       cfg.publish.replay_endpoint, exc) from exc
         self.broadcast = Broadcast(self.publisher)
         self.engine = Engine(model, self, cfg.engine, cfg.smoothing, cfg.mood, cfg.health,
-                             cfg.content)
+                             cfg.content, speech=self.speech)
         if self.histograms is not None:
             self.engine.on_batch = self.histograms.observe_batch
         self.engine.start()
@@ -539,12 +546,17 @@ class Daemon:
         source gives it up while it waits, this loop while the engine has no room for the
         stream, and hands it on to the next in line after each time slice."""
         turns, engine = self._turns, self.engine
+        with self._lock:
+            run = self._runs.get(sid)
         slice_end = time.monotonic() + TURN_SLICE_S
         for chunk in chunks:
             loudness: Sequence[tuple[int, float]] = ()
             if chunk.loudness:  # dated in the source's samples: as samples before the chunk's end
                 end = chunk.sample_index + len(chunk.samples)
                 loudness = [(end - at, power) for at, power in chunk.loudness]
+                if run is not None and run.tracks is not None:  # each track's own loudness
+                    with run.track_lock:
+                        run.tracks.add_loudness(chunk.loudness)
             engine.accept(sid, chunk.samples, chunk.arrival, wait=False, loudness=loudness)
             if not engine.has_room(sid):
                 with turns.released():
@@ -630,6 +642,9 @@ class Daemon:
                 "precision": m.precision, "backend_note": m.backend_note,
                 "graph_passes": list(m.graph_passes),
                 "max_batch": self.engine.batch_limit,
+                # who decides each window's speech ([content]): silero-vad's detector, or the
+                # content network where it is not installed (None: [content] is off)
+                "speech": self.engine.speech_note,
                 # the forward's ms per window by batch size, where the engine measured them
                 # to choose max_batch (left out of the config, on the CPU)
                 "batch_ms": {str(b): round(ms, 4) for b, ms in m.batch_ms.items()}}
