@@ -598,19 +598,20 @@ class MqttBridge:
 
 
 def bridge_feed(endpoints: str | Iterable[str], bridge: MqttBridge, stop: threading.Event, *,
-                curve: ClientCurve | None = None,
+                curve: ClientCurve | None = None, replay: Sequence[str] = (),
                 snapshot: Callable[[], Mapping[str, Any] | None] | None = None,
                 on_connected: Callable[[], None] | None = None) -> int:
     """Reads the feed at ``endpoints`` into ``bridge`` until ``stop``: subscribes, takes what
     ``snapshot`` returns (a daemon's control ``snapshot`` reply, asked once subscribed, so
     that nothing published meanwhile is older than it), connects to the broker (BrokerError
-    for one that cannot be used), calls ``on_connected``, then publishes what changes. The
-    number of feed messages read."""
+    for one that cannot be used), calls ``on_connected``, then publishes what changes. With
+    ``replay`` (daemons' replay sockets) each stream's latest status and scores come first,
+    without the control token. The number of feed messages read."""
     from streamtag.wire.subscriber import Subscriber
 
     read = 0
     subscriber = Subscriber(endpoints if isinstance(endpoints, str) else list(endpoints),
-                            topics=FEED_TOPICS, curve=curve)
+                            topics=FEED_TOPICS, curve=curve, replay=list(replay) or None)
     try:
         reply = snapshot() if snapshot is not None else None
         if reply is not None:

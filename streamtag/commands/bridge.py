@@ -69,6 +69,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="messages waiting for the broker at most (default 1000)")
     m.add_argument("--max-inflight", type=count_at_least_1, default=20, metavar="N",
                    help="messages sent and not yet acknowledged at most (default 20)")
+    m.add_argument("--replay", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="a daemon's replay socket ([publish] replay_endpoint): each station's "
+                        "latest status, tags and mood at the start, with the feed's keys and "
+                        "no control token; repeatable")
     add_daemon_client_flags(
         m, control="a daemon's control endpoint: each station's state, title and active tags "
                    "at the start, from its snapshot (else they come as they change)",
@@ -84,7 +88,7 @@ def default_name() -> str:
 def cmd_bridge_mqtt(args: argparse.Namespace) -> int:
     """args has connect, broker, topic_prefix, name, username, password_file, cafile,
     certfile, keyfile, homeassistant, discovery_prefix, feed_silent_s, max_stations, max_queued,
-    max_inflight, control, wait, token_file, server_key, client_key, quiet and verbose."""
+    max_inflight, replay, control, wait, token_file, server_key, client_key, quiet and verbose."""
     with stop_on_signals() as stop:
         return bridge_mqtt(args, stop)
 
@@ -144,6 +148,7 @@ def bridge_mqtt(args: argparse.Namespace, stop: threading.Event) -> int:
     try:
         read = bridge_feed(
             endpoints, bridge, stop, curve=curve, on_connected=started,
+            replay=args.replay or (),
             snapshot=None if not args.control else lambda: answered(
                 args.control, {"cmd": "snapshot"}, args.wait,
                 lambda line: say(f"no snapshot from {args.control}: {line}"), curve=curve,

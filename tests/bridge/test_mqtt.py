@@ -121,21 +121,23 @@ def broker():
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    """A daemon playing STATIONS in a loop: (feed endpoint, control endpoint, its folder)."""
+    """A daemon playing STATIONS in a loop: (feed endpoint, control endpoint, its folder,
+    replay endpoint)."""
     root = tmp_path_factory.mktemp("daemon")
     audio = root / "station.flac"
     write_audio(audio, music_like(20.0, 16000, seed=4), 16000)
     feed, control = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    replay = f"tcp://127.0.0.1:{free_port()}"
     config = daemon_config_file(
         root / "daemon.toml", tiny_model_file(root / "tiny.pt"), audio, STATIONS,
         publish=feed, loop=True,
         sections=f'[control]\nendpoint = "{control}"\nfile_roots = ["{root}"]\n\n')
     with open(root / "daemon.log", "wb") as log:  # (a pipe nobody reads could fill)
         process = subprocess.Popen([sys.executable, "-m", "streamtag", "run", "--config",
-                                    str(config)], stdout=log, stderr=log,
+                                    str(config), "--replay", replay], stdout=log, stderr=log,
                                    stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     try:
-        yield feed, control, root
+        yield feed, control, root, replay
     finally:
         stop_process(process, 30)
 
@@ -160,7 +162,7 @@ def closing():
 
 def test_a_subscriber_that_comes_later_gets_every_station_s_values_retained(
         broker, daemon, closing):
-    feed, control, _ = daemon
+    feed, control, _, _ = daemon
     url = f"mqtt://127.0.0.1:{broker.open_port}"
     closing.append(bridge(feed, url, "later", "--topic-prefix", "later/st", "--homeassistant",
                           "--discovery-prefix", "later-ha", "--control", control))
@@ -192,6 +194,19 @@ def test_a_subscriber_that_comes_later_gets_every_station_s_values_retained(
             assert config["unique_id"] and config["device"]["name"] == f"streamtag {station}"
 
 
+def test_a_bridge_started_late_gets_each_station_s_state_from_the_replay_socket(
+        broker, daemon, closing):
+    feed, _, _, replay = daemon
+    # no --control: the replay socket gives the state without the control token
+    closing.append(bridge(feed, f"mqtt://127.0.0.1:{broker.open_port}", "replayed",
+                          "--topic-prefix", "replayed", "--replay", replay))
+    watcher = Watcher(broker.open_port, ("replayed/+/status",))
+    closing.append(watcher)
+    for station in STATIONS:
+        status, _ = watcher.wait(f"replayed/{station}/status")
+        assert status["state"] == "running"
+
+
 def discovery(watcher: Watcher, state_topic: str) -> tuple[dict, bool]:
     """The Home Assistant config whose state topic is ``state_topic``, and whether it came
     retained."""
@@ -213,7 +228,7 @@ def discovery(watcher: Watcher, state_topic: str) -> tuple[dict, bool]:
 
 def test_a_station_s_values_follow_it_and_the_will_says_a_killed_bridge_is_gone(
         broker, daemon, closing):
-    feed, control, root = daemon
+    feed, control, root, _ = daemon
     url = f"mqtt://127.0.0.1:{broker.open_port}"
     process = bridge(feed, url, "killed")
     closing.append(process)
@@ -242,7 +257,7 @@ def test_a_station_s_values_follow_it_and_the_will_says_a_killed_bridge_is_gone(
 
 
 def test_a_stopped_bridge_says_offline_itself_and_sums_up(broker, daemon, closing):
-    feed, _, _ = daemon
+    feed, _, _, _ = daemon
     process = bridge(feed, f"mqtt://127.0.0.1:{broker.open_port}", "stopped")
     closing.append(process)
     watcher = Watcher(broker.open_port, ("streamtag/bridge/stopped/online",
@@ -260,7 +275,7 @@ def test_a_stopped_bridge_says_offline_itself_and_sums_up(broker, daemon, closin
 
 def test_tls_with_a_password_works_and_a_wrong_password_is_a_clear_error(
         broker, daemon, closing, tmp_path):
-    feed, control, _ = daemon
+    feed, control, _, _ = daemon
     url = f"mqtts://127.0.0.1:{broker.tls_port}"
     tls = ("--cafile", str(broker.cafile), "--username", USER)
     env = {**os.environ, "STREAMTAG_MQTT_PASSWORD": PASSWORD}
@@ -310,7 +325,7 @@ def test_the_feed_topic_says_whether_the_feed_is_heard(broker, closing):
 
 def test_a_broker_that_asks_for_a_client_certificate_gets_the_bridge_s(broker, daemon,
                                                                           closing):
-    feed, _, _ = daemon
+    feed, _, _, _ = daemon
     certfile, keyfile = broker.client_cert
     closing.append(bridge(feed, f"mqtts://127.0.0.1:{broker.cert_port}", "cert",
                           "--topic-prefix", "cert", "--cafile", str(broker.cafile),
