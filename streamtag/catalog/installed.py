@@ -11,6 +11,10 @@ folder (platformdirs: e.g. ``~/.local/share/streamtag`` on Linux).
 A model installed without torch is written without its TorchScript module, which
 ``streamtag models complete NAME`` adds once torch is installed.
 
+``speech`` is no tagger: it is silero-vad's speech detector, which the content decision uses
+(streamtag.catalog.speech_import, streamtag.engine.speech). Installing ``music`` installs it
+too where it is not installed yet, so that the recommended install gives the whole daemon.
+
 A model file is code, so the store is this user's alone: the folder and streamtag's folder above
 it are made 0700 and refused when another user owns them or others may write them, and a model
 is taken by name only when it is a file of this user's that others may not write, never a link
@@ -32,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from streamtag import places
-from streamtag.catalog import musicnn_import
+from streamtag.catalog import musicnn_import, speech_import
 from streamtag.catalog.importer import MAX_ARCHIVE_MEMBERS, MAX_SOURCE_BYTES, Importer
 from streamtag.errors import ModelError
 from streamtag.fsutil import NotOursError, check_own_file, own_folder
@@ -88,6 +92,8 @@ def _own_model(name: str, path: Path) -> Path:
 
 # the real-music tagger ``streamtag models list`` recommends (``streamtag.catalog.music``)
 RECOMMENDED = musicnn_import.MUSIC
+# the speech detector, installed by its own name and with RECOMMENDED
+SPEECH = speech_import.SPEECH
 
 
 def available_names() -> tuple[str, ...]:
@@ -191,10 +197,12 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
     ``--from``, when given) and converts it in a temporary folder; each model is checked and
     given its default thresholds there, then moved into the store in one step: an error
     (ModelError naming the file and tensor) leaves the store as it was for that model and the
-    ones after it.
+    ones after it. ``speech`` (silero-vad's detector) is installed from ``source`` when it is
+    the only name; with ``music`` it comes along (downloaded) where it is not installed, and
+    a failure to fetch it then is said, not raised: the tagger is installed all the same.
     """
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    known = available_names()
+    known = (*available_names(), SPEECH)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ModelError(f"unknown model name(s) {unknown}; streamtag can install "
@@ -211,6 +219,15 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
         if mine:
             with tempfile.TemporaryDirectory(prefix="streamtag-install-") as folder:
                 importer.convert_all(mine, source, Path(folder), log, take)
+    if SPEECH in names:
+        done.append((SPEECH, speech_import.install(source if list(names) == [SPEECH] else None,
+                                                   log)))
+    elif RECOMMENDED in names and not speech_import.status()[0]:
+        try:
+            done.append((SPEECH, speech_import.install(None, log)))
+        except ModelError as error:
+            log(f"streamtag models: {RECOMMENDED} is installed, but silero-vad's speech "
+                f"detector is not ({error}); until it is, the content network decides speech")
     return done
 
 

@@ -22,8 +22,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         models = installed.installed()
     except ModelError as error:  # a store that is not this user's alone
         return refused("models", error)
+    from streamtag.catalog import speech_import
+
     names = installed.available_names()
-    missing = [n for n in names if n not in models]
+    speech, speech_line = speech_import.status()
+    missing = [n for n in names if n not in models] + ([] if speech else [installed.SPEECH])
     if args.json:
         listed = []
         for name, path in models.items():
@@ -38,7 +41,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             listed.append(entry)
         print(terminal_json(json.dumps({"folder": str(installed.models_folder()),
                                         "installed": listed, "installable": missing,
-                                        "recommended": installed.RECOMMENDED})))
+                                        "recommended": installed.RECOMMENDED,
+                                        "speech": {"installed": speech,
+                                                   "note": speech_line}})))
         return 0
     print(f"installed models in {installed.models_folder()}:")
     if not models:
@@ -53,6 +58,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         except ModelError as error:
             line = f"UNUSABLE: {error}"
         print(f"  {name:<14s} {line}")
+    print(f"speech detector: {speech_line}")
     if missing:
         named = [f"{n} (recommended)" if n == installed.RECOMMENDED else n for n in missing]
         print(f"can be installed: {', '.join(named)} (streamtag models install NAME)")
@@ -68,6 +74,10 @@ def cmd_install(args: argparse.Namespace) -> int:
         return refused("models", error)
     for name, _ in done:
         if args.quiet:
+            continue
+        if name == installed.SPEECH:
+            print(f"{name}: installed; every window's speech is decided by silero-vad's "
+                  "detector from the next start of the daemon on")
             continue
         print(f"{name}: installed; use it with --model {name}, e.g. streamtag run --model {name} "
               "--source radio=URL")
