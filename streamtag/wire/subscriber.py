@@ -214,6 +214,7 @@ class Subscriber:
         self._join_due = replay is not None  # the state, and catching up, at the next recv
         self._catch_up_due = False
         self._dirty = False  # a gap since the last catch-up: the next heartbeat catches up
+        self._restarted_sessions: set[str] = set()  # seen starting since the last catch-up
         self._lost_unsaid = 0
         self._lost_said_at = -math.inf
         self._socket = ctx.socket(zmq.SUB)
@@ -432,6 +433,9 @@ class Subscriber:
                     restarted = True
                     self.restarts += 1
                     self._mark_fresh(session)
+                    if self._replayers:  # what of it came before this one: asked for
+                        self._restarted_sessions.add(session)
+                        self._catch_up_due = True
                 state = self._add_session(sessions, session, fresh=restarted)
             else:
                 state = found
@@ -453,12 +457,13 @@ class Subscriber:
                 # a topic's last messages lost leave no gap until its next one, which may
                 # never come (a stream's final status): caught up after loss, at a heartbeat
                 self._dirty, self._catch_up_due = False, True
-        if gap and fill and not replayed and self._replayers:
+        # (a state's message may show one too: a daemon restarted while this one was away)
+        if gap and fill and self._replayers:
             filled = self._fill(message, seq - gap)
             if filled:
                 if restarted:  # the first of the new session handed out says so
                     filled[0].__dict__["restarted"] = True
-                current = self._judge(message, size, fill=False)
+                current = self._judge(message, size, replayed, fill=False)
                 self._ready.extend(filled)
                 if current is not None:
                     self._ready.append(current)
@@ -498,7 +503,7 @@ class Subscriber:
         for replayed, size in got:
             if replayed.topic != topic or not first <= replayed.seq < message.seq:
                 continue  # not what was asked: trusted no further
-            judged = self._judge(replayed, size, replayed=True)
+            judged = self._judge(replayed, size, replayed=True, fill=False)
             if judged is not None:
                 out.append(judged)
         self.recovered += len(out)
@@ -549,6 +554,7 @@ class Subscriber:
         what is known of its session (after ``resume``, or a connection dropped): those
         messages first, then the state's, judged as they come (duplicates dropped)."""
         joining, self._join_due, self._catch_up_due = self._join_due, False, False
+        restarted, self._restarted_sessions = self._restarted_sessions, set()
         now = time.monotonic()
         for index, client in enumerate(self._replayers):
             if self._replay_down.get(index, 0.0) > now:
@@ -557,8 +563,8 @@ class Subscriber:
             try:
                 if joining or client.session is None:
                     state = client.state()
-                if client.session is not None:
-                    self._catch_up(client)
+                for session in {s for s in (client.session, *restarted) if s is not None}:
+                    self._catch_up(client, session)
             except (TimeoutError, ProtocolError, zmq.ZMQError) as exc:
                 self._replay_failed(index, exc)
                 continue
@@ -568,16 +574,21 @@ class Subscriber:
                     if judged is not None:
                         self._ready.append(judged)
 
-    def _catch_up(self, client: ReplayClient) -> None:
-        """Everything after the last seq known of each topic of ``client``'s session."""
-        session = client.session
-        assert session is not None
+    def _catch_up(self, client: ReplayClient, session: str) -> None:
+        """Everything after the last seq known of each topic of ``session`` that ``client``
+        holds (nothing when it serves another)."""
         topics: dict[str, tuple[int, int | None]] = {}
         for stream, sessions in self._streams.items():
             known = sessions.get(session)
-            if known is not None:
-                for msg_type, last in known.last.items():
-                    topics[topic_for(msg_type, stream)] = (last + 1, None)
+            if known is None:
+                continue
+            # a session seen starting: its topics not heard yet are asked for from seq 0
+            fresh = known.fresh or session in self._fresh
+            for msg_type in self.topics:
+                last = known.last.get(msg_type)
+                if last is not None or (fresh and msg_type != HEARTBEAT):
+                    topics[topic_for(msg_type, stream)] = (
+                        0 if last is None else last + 1, None)
         beats = self._heartbeats.get(session)
         if beats is not None and HEARTBEAT in beats.last:
             topics[HEARTBEAT] = (beats.last[HEARTBEAT] + 1, None)
@@ -590,7 +601,7 @@ class Subscriber:
             for message, size in client.replay(session, chunk):
                 if message.session == session and message.topic in chunk \
                         and self._wanted(message):
-                    judged = self._judge(message, size, replayed=True)
+                    judged = self._judge(message, size, replayed=True, fill=False)
                     if judged is not None:
                         self.recovered += 1
                         self._ready.append(judged)

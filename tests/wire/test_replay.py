@@ -318,3 +318,41 @@ def test_a_replay_request_past_its_bounds_is_refused_and_the_socket_serves_on(
             assert client.state() == []  # no stream yet, and served
     finally:
         daemon.stop()
+
+
+def test_a_subscriber_hears_a_restarted_daemons_streams_from_their_start(
+        model_path, audio_files, tmp_path):
+    """The daemon restarts on the same endpoints while a subscriber stays: whatever of the new
+    session the subscriber's connection missed (its first status, the first windows) is asked
+    for, so every topic of the stream is heard from seq 0, the first message of the new session
+    says it restarted, and nothing is counted lost."""
+    config = replay_config(model_path, tmp_path)
+    source = SourceConfig("a", f"file:{audio_files['a']}", {"realtime": True, "loop": True},
+                          "Artist A - Song")
+    daemon = Daemon(config).start()
+    try:
+        with Subscriber(config.publish.endpoint, replay=config.publish.replay_endpoint,
+                        topics=("status", "scores", "event")) as sub:
+            daemon.add_source(source)
+            until_scores(sub, {"a"})
+            daemon.stop()
+            daemon = Daemon(dataclasses.replace(config, sources=(source,))).start()
+            session = daemon.publisher.session
+            heard = []
+
+            def enough() -> bool:
+                message = sub.recv(100)
+                if message is not None and message.session == session:
+                    heard.append(message)
+                return ("status" in {m.msg_type for m in heard}
+                        and sum(m.msg_type == "scores" for m in heard) >= 3)
+
+            wait_until(enough, 60, "the restarted daemon's status and windows")
+    finally:
+        daemon.stop()
+    new = heard
+    assert new[0].restarted
+    assert [m.seq for m in new if m.msg_type == "status"][:1] == [0]
+    assert [m.seq for m in new if m.msg_type == "scores"][:3] == [0, 1, 2]
+    assert_no_gaps(new)
+    assert (sub.missed, sub.unrecovered) == (0, 0)
