@@ -30,8 +30,9 @@ CONTROL_MAX_CONNECTIONS_PER_ADDRESS = 16
 # the daemon's memory: fewer than the feed's, so that all of them together stay within 256 MiB.
 REPLAY_MAX_CONNECTIONS = 64
 REPLAY_MAX_CONNECTIONS_PER_ADDRESS = 16
-# Bytes of published messages it keeps: a hundred streams of a 56-tag model (a scores message
-# a second of about 4 kB kept) for about 40 s, ten streams for six minutes.
+# Bytes of published messages it keeps: a 56-tag model's scores message, with its level and mood,
+# is about 2.5 kB kept, so a hundred streams at a window a second for about a minute, ten
+# streams for ten minutes.
 REPLAY_RING_BYTES = 16 * 1024 * 1024
 # The proxy's (streamtag.wire.proxy)
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5558"
