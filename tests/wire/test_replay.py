@@ -357,3 +357,61 @@ def test_a_subscriber_hears_a_restarted_daemons_streams_from_their_start(
     assert [m.seq for m in new if m.msg_type == "scores"][:3] == [0, 1, 2]
     assert_no_gaps(new)
     assert (sub.missed, sub.unrecovered) == (0, 0)
+
+
+_SUBSCRIPTIONS = """
+import sys, time, zmq
+endpoint, seconds = sys.argv[1], float(sys.argv[2])
+ctx = zmq.Context()
+peers = []
+for _ in range(16):  # within the feed's 32 connections from one address, the honest one too
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    peers.append(s)
+prefixes = [b"", b"status.", b"scores.a", b"status.a", b"heartbeat"] + [
+    b"scores.%d" % i for i in range(200)]
+made, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    for s in peers:
+        for prefix in prefixes:
+            s.setsockopt(zmq.SUBSCRIBE, prefix)
+            s.setsockopt(zmq.UNSUBSCRIBE, prefix)
+            made += 2
+print(made)
+"""
+
+
+def test_a_flood_of_subscriptions_makes_the_daemon_send_nothing_more(
+        model_path, audio_files, tmp_path):
+    """The state goes to whoever asks the replay socket, never out on the feed when someone
+    subscribes: 16 connections subscribing and unsubscribing as fast as they can (to
+    everything, to a stream's status, to prefixes of no stream) make the daemon send no
+    message beyond those it publishes, and an honest subscriber hears each once, in order."""
+    daemon = Daemon(replay_config(model_path, tmp_path)).start()
+    try:
+        with Subscriber(daemon.publisher.endpoint) as sub:
+            daemon.add_source(SourceConfig("a", f"file:{audio_files['a']}",
+                                           {"realtime": True, "loop": True}))
+            heard = until_scores(sub, {"a"})
+            rss_before = _rss_bytes()
+            flood = subprocess.run(
+                [sys.executable, "-c", _SUBSCRIPTIONS, daemon.publisher.endpoint, "3"],
+                capture_output=True, text=True, timeout=60, check=True)
+            rss_after = _rss_bytes()
+            heard += until_scores(sub, {"a"})
+            publisher = daemon.publisher
+            with publisher._lock:  # a count of what was stamped, and of what was sent
+                stamped = sum(publisher.next_seq(kind, "" if kind == "heartbeat" else "a")
+                              for kind in ("heartbeat", "scores", "event", "status", "track",
+                                           "silence"))
+                sent = publisher.sent + publisher.dropped
+    finally:
+        daemon.stop()
+    print(f"subscription flood: {flood.stdout.strip()} (un)subscriptions; the daemon grew by "
+          f"{(rss_after - rss_before) / 2**20:.1f} MiB and sent {sent} messages for the "
+          f"{stamped} it published")
+    assert sent == stamped
+    keys = [(m.topic, m.seq) for m in heard]
+    assert len(keys) == len(set(keys))
+    assert_no_gaps([m for m in heard if m.stream == "a"])
