@@ -400,14 +400,12 @@ def test_a_flood_of_subscriptions_makes_the_daemon_send_nothing_more(
                 capture_output=True, text=True, timeout=60, check=True)
             rss_after = _rss_bytes()
             heard += until_scores(sub, {"a"})
-            publisher = daemon.publisher
-            with publisher._lock:  # a count of what was stamped, and of what was sent
-                stamped = sum(publisher.next_seq(kind, "" if kind == "heartbeat" else "a")
-                              for kind in ("heartbeat", "scores", "event", "status", "track",
-                                           "silence"))
-                sent = publisher.sent + publisher.dropped
     finally:
         daemon.stop()
+    publisher = daemon.publisher  # closed: what it stamped and what it sent are final
+    stamped = sum(publisher.next_seq(kind, "" if kind == "heartbeat" else "a")
+                  for kind in ("heartbeat", "scores", "event", "status", "track", "silence"))
+    sent = publisher.sent + publisher.dropped
     print(f"subscription flood: {flood.stdout.strip()} (un)subscriptions; the daemon grew by "
           f"{(rss_after - rss_before) / 2**20:.1f} MiB and sent {sent} messages for the "
           f"{stamped} it published")
