@@ -18,6 +18,8 @@ both channels of a stereo signal reads -23.0 LUFS.
 
 from __future__ import annotations
 
+import array
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +36,7 @@ __all__ = [
     "SILENCE_LUFS",
     "LoudnessMeter",
     "channel_weights",
+    "GatedLoudness",
     "integrated_lufs",
     "k_weighting",
     "loudness_of_power",
@@ -132,3 +135,83 @@ def integrated_lufs(powers: Sequence[float] | np.ndarray) -> float | None:
     relative = loudness_of_power(float(above.mean())) + RELATIVE_GATE_LU
     kept = gating[(loudness > ABSOLUTE_GATE_LUFS) & (loudness > relative)]
     return loudness_of_power(float(kept.mean())) if kept.size else None
+
+
+# A programme's gating blocks are kept as they are for its first EXACT_BLOCKS (10 minutes,
+# 48 kB), and past them as a histogram of their loudness: bins of HISTOGRAM_LU from the absolute
+# gate up, the one the relative gate falls in taken as spread evenly across it (within 0.01 LU
+# of the blocks' own integrated loudness with that many blocks).
+EXACT_BLOCKS = 6000
+HISTOGRAM_LU = 0.1
+HISTOGRAM_TOP_LUFS = 10.0  # louder blocks (past full scale) count in the top bin
+
+
+class GatedLoudness:
+    """A programme's integrated loudness (BS.1770-4's gating, as ``integrated_lufs``) from its
+    100 ms block powers as they come, in bounded memory whatever its length (module text)."""
+
+    BINS = round((HISTOGRAM_TOP_LUFS - ABSOLUTE_GATE_LUFS) / HISTOGRAM_LU)
+
+    def __init__(self) -> None:
+        self._exact: array.array | None = array.array("d")  # gating blocks' powers, or None
+        self._counts: np.ndarray | None = None  # the histogram, once past EXACT_BLOCKS
+        self._powers: np.ndarray | None = None
+        self._last: list[float] = []  # the last GATING_BLOCKS blocks
+
+    def add(self, powers: Sequence[float] | np.ndarray) -> None:
+        """The next blocks' powers; a few at a time, as a stream's chunks bring them (plain
+        arithmetic: a numpy call per chunk would cost more than the blocks)."""
+        last = self._last
+        for power in powers:
+            last.append(float(power))
+            if len(last) < GATING_BLOCKS:
+                continue
+            if len(last) > GATING_BLOCKS:
+                del last[0]
+            gating = sum(last) / GATING_BLOCKS
+            if gating <= 0 or -0.691 + 10.0 * math.log10(gating) <= ABSOLUTE_GATE_LUFS:
+                continue
+            if self._exact is not None:
+                self._exact.append(gating)
+                if len(self._exact) > EXACT_BLOCKS:
+                    self._to_histogram()
+            else:
+                self._count(gating)
+
+    def _to_histogram(self) -> None:
+        self._counts = np.zeros(self.BINS, dtype=np.int64)
+        self._powers = np.zeros(self.BINS, dtype=np.float64)
+        exact, self._exact = self._exact, None
+        for gating in exact or ():
+            self._count(gating)
+
+    def _count(self, gating: float) -> None:
+        assert self._counts is not None and self._powers is not None
+        loudness = -0.691 + 10.0 * math.log10(gating)
+        b = min(int((loudness - ABSOLUTE_GATE_LUFS) / HISTOGRAM_LU), self.BINS - 1)
+        self._counts[b] += 1
+        self._powers[b] += gating
+
+    def lufs(self) -> float | None:
+        """The integrated loudness so far; None when no gating block passed the absolute gate
+        (silence, or under 400 ms)."""
+        if self._exact is not None:
+            if not self._exact:
+                return None
+            kept = np.frombuffer(self._exact, dtype=np.float64)
+            relative = loudness_of_power(float(kept.mean())) + RELATIVE_GATE_LU
+            with np.errstate(divide="ignore"):
+                kept = kept[-0.691 + 10.0 * np.log10(kept) > relative]
+            return loudness_of_power(float(kept.mean())) if kept.size else None
+        assert self._counts is not None and self._powers is not None
+        total = int(self._counts.sum())
+        relative = loudness_of_power(float(self._powers.sum()) / total) + RELATIVE_GATE_LU
+        # the bins past the relative gate, and of the one it falls in the share above it
+        edge = max(0.0, (relative - ABSOLUTE_GATE_LUFS) / HISTOGRAM_LU)
+        cut = min(int(edge), self.BINS - 1)
+        share = 1.0 - (edge - cut)
+        count = float(self._counts[cut + 1:].sum()) + share * float(self._counts[cut])
+        if count <= 0:
+            return None
+        power = float(self._powers[cut + 1:].sum()) + share * float(self._powers[cut])
+        return loudness_of_power(power / count)

@@ -37,7 +37,9 @@ def track_body(track: TrackSummary) -> TrackBody:
                      mean_raw=rounded(track.mean_raw), mean_smoothed=rounded(track.mean_smoothed),
                      active_share=track.active_share, active=track.active,
                      model=ModelRef(track.model_name, track.model_hash),
-                     heard_from_start=track.heard_from_start)
+                     heard_from_start=track.heard_from_start,
+                     loudness_lufs=(None if track.loudness_lufs is None
+                                    else round(track.loudness_lufs, 2)))
 
 
 def silence_body(change: SilenceEvent) -> SilenceBody:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from streamtag.audio.loudness import GatedLoudness
 
 # A tag active on more than this share of a track's windows is active for the track: its
 # headline tags are what played most of it. (A tag's mean score over its threshold is almost
@@ -60,6 +62,9 @@ class TrackSummary:
     model_name: str
     model_hash: str
     heard_from_start: bool | None = None
+    # EBU R128 integrated loudness (gated) of the track's own audio, where the source measured
+    # it (``add_loudness``); None when not measured or nothing passed the absolute gate
+    loudness_lufs: float | None = None
 
 
 @dataclasses.dataclass
@@ -80,6 +85,7 @@ class _Open:
     heard_from_start: bool | None = None
     # its last windows: (end sample, the places of the tags they counted as active)
     recent: deque = dataclasses.field(default_factory=lambda: deque(maxlen=RECENT_WINDOWS))
+    loudness: GatedLoudness | None = None  # its audio's, where it is measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +94,9 @@ class _Change:
     title: str | None
     at: float
     heard_from_start: bool | None = None
+    # the loudness of the audio from here on, which comes before the windows that close the
+    # track before it
+    loudness: list[GatedLoudness] = dataclasses.field(default_factory=list, compare=False)
 
 
 class TrackSummarizer:
@@ -120,11 +129,33 @@ class TrackSummarizer:
         sample = int(sample)
         if self._changes and sample <= self._changes[-1].sample:
             last = self._changes.pop()  # two changes at one place: the later title wins
-            self._changes.append(_Change(last.sample, title, last.at, heard_from_start))
+            self._changes.append(_Change(last.sample, title, last.at, heard_from_start,
+                                         last.loudness))
         elif not self._changes and sample <= self._open.start_sample:
             self._open.title, self._open.heard_from_start = title, heard_from_start
         elif title != self.title:
             self._changes.append(_Change(sample, title, at, heard_from_start))
+
+    def add_loudness(self, blocks: Iterable[tuple[int, float]]) -> None:
+        """The source's 100 ms loudness blocks as they are measured, each (the stream sample
+        where it ends, its power): each counts for the track its end falls in. Blocks run
+        ahead of the windows; a title change placed later at a sample the blocks have passed
+        (an ICY connection's first title) leaves them where they were counted."""
+        for end, power in blocks:
+            target = self._open
+            owner: list[GatedLoudness] | None = None
+            for change in reversed(self._changes):
+                if end > change.sample:
+                    owner = change.loudness
+                    break
+            if owner is not None:
+                if not owner:
+                    owner.append(GatedLoudness())
+                owner[0].add((power,))
+                continue
+            if target.loudness is None:
+                target.loudness = GatedLoudness()
+            target.loudness.add((power,))
 
     def add_window(self, end_sample: int, tags: Sequence[str], raw, smoothed,
                    active: Sequence[str], model_name: str, model_hash: str,
@@ -185,7 +216,8 @@ class TrackSummarizer:
     def _next(self, change: _Change, reason: str) -> TrackSummary:
         track = self._close(change.sample, change.at, reason)
         self._open = _Open(change.title, change.sample, change.at, change.sample,
-                           heard_from_start=change.heard_from_start)
+                           heard_from_start=change.heard_from_start,
+                           loudness=change.loudness[0] if change.loudness else None)
         return track
 
     def _close(self, end_sample: int, at: float, reason: str) -> TrackSummary:
@@ -206,7 +238,8 @@ class TrackSummarizer:
                             windows=t.windows, tags=tags, mean_raw=mean_raw,
                             mean_smoothed=mean_smoothed, active_share=share, active=active,
                             model_name=t.model_name, model_hash=t.model_hash,
-                            heard_from_start=t.heard_from_start)
+                            heard_from_start=t.heard_from_start,
+                            loudness_lufs=None if t.loudness is None else t.loudness.lufs())
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:

@@ -29,22 +29,24 @@ what a model says of a voice, a tone or silence names no music, and a track's me
 music windows only (often one at its edge). The stuck tone is said as such (``tone_s``), apart
 from silence.
 
-Loudness: where the daemon measured EBU R128 loudness (``[health] loudness``, schema revision
-0005), a track's loudness is the short-term readings of its windows whose 3 s lie inside the
-track (a reading near its start would measure the track before), gated and averaged in power as
-BS.1770 gates its 400 ms blocks for integrated loudness (absolute gate -70 LUFS, relative gate
-10 LU below the mean of what passes it). With a window every second or so this is within 0.25
-LU of the integrated loudness of the track's blocks (0.01-0.21 LU on 8 real tracks,
-tests/scenarios/test_loudness_history.py); it is not BS.1770's integrated loudness itself, whose
-400 ms blocks the daemon does not publish. A track with readings none of which passes the absolute
-gate (digital silence, or quieter than -70 LUFS) is "below -70 LUFS": no number
-(``loudness_lufs`` None, ``loudness_below_gate`` True).
+Loudness: where the daemon measured EBU R128 loudness (``[health] loudness``), a finished
+track's loudness is its integrated loudness (BS.1770-4, gated) as the daemon measured it on the
+track's own audio and sent with the track (protocol 1.10, schema revision 0011). A track
+without it (recorded from an older daemon, now playing, or with no track message) takes the
+short-term readings of its windows (schema revision 0005) whose 3 s lie inside the track (a
+reading near its start would measure the track before), gated and averaged in power as
+BS.1770 gates its 400 ms blocks (absolute gate -70 LUFS, relative gate 10 LU below the mean of
+what passes it): within 0.25 LU of the integrated loudness on steady music, but 1.5-2.2 LU low
+on speech and dynamic piano, whose pauses 3 s readings average in. A track with readings none
+of which passes the absolute gate (digital silence, or quieter than -70 LUFS) is "below -70
+LUFS": no number (``loudness_lufs`` None, ``loudness_below_gate`` True).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 import operator
 import re
 from collections import Counter
@@ -197,6 +199,8 @@ class Entry:
     end_sample: int | None = None
     # the short-term loudness (LUFS) of its windows, where the daemon measured it
     short_term: list[float] = field(default_factory=list)
+    # its integrated loudness as the daemon measured it on the track's audio (protocol 1.10)
+    integrated_lufs: float | None = None
     # `top` and `scores` are shares of its windows with the tag on, not mean scores: no
     # track message summed it (it plays, or its end was never recorded)
     shares: bool = False
@@ -212,7 +216,10 @@ class Entry:
 
     @property
     def loudness_lufs(self) -> float | None:
-        """The track's loudness from its windows' short-term readings (module docstring)."""
+        """The track's integrated loudness as the daemon measured it, else from its windows'
+        short-term readings (module docstring)."""
+        if self.integrated_lufs is not None:
+            return self.integrated_lufs
         return gated_loudness(self.short_term) if self.short_term else None
 
     def cut_by(self, span: Span) -> bool:
@@ -248,6 +255,17 @@ class Entry:
                 "loudness_lufs": (None if self.loudness_lufs is None
                                   else round(self.loudness_lufs, 2)),
                 "loudness_below_gate": self.loudness_below_gate}
+
+
+def joined_loudness(first: Entry, second: Entry) -> float | None:
+    """The integrated loudness of a play split in two by a restart: the parts' powers weighted
+    by their audio (not BS.1770's gating over the whole, which needs the blocks; each part's
+    own is); None unless both parts have theirs."""
+    parts = [(e.integrated_lufs, e.audio_s) for e in (first, second)]
+    if any(lufs is None for lufs, _ in parts) or sum(s for _, s in parts) <= 0:
+        return None
+    power = sum(10.0 ** ((lufs + 0.691) / 10.0) * s for lufs, s in parts if lufs is not None)
+    return -0.691 + 10.0 * math.log10(power / sum(s for _, s in parts))
 
 
 def gated_loudness(readings: Sequence[float]) -> float | None:
@@ -604,7 +622,7 @@ def as_run(conn: sa.Connection, tracks: list[dict[str, Any]], off_air: list[Span
                       list(t["tags"].leading),
                       t["active"], scores=scores,
                       session=t["session"], start_sample=t["start_sample"],
-                      end_sample=t["end_sample"])
+                      end_sample=t["end_sample"], integrated_lufs=t.get("loudness_lufs"))
         if live_source(source):
             if joined(t["start_sample"] == 0, t["heard_from_start"]):
                 entry.partial.append("joined")
@@ -890,6 +908,7 @@ def merge_restarts(entries: list[Entry]) -> list[Entry]:
             before.shares = longer.shares
             before.silence_s += entry.silence_s
             before.short_term = before.short_term + entry.short_term
+            before.integrated_lufs = joined_loudness(before, entry)
             kept = [p for p in before.partial if p != "cut"] + ["restart"]
             before.partial = kept + [p for p in entry.partial
                                      if p != "joined" and p not in kept]

@@ -105,7 +105,8 @@ class StreamAirtime:
 # the `tracks` columns track_dicts reads, in this order
 TRACK_COLUMNS = ("stream", "session", "title", "reason", "start_sample", "end_sample",
                  "heard_from_start", "started_at", "ended_at", "start_s", "end_s", "windows",
-                 "active", "model_id", "mean_raw", "mean_smoothed", "active_share")
+                 "active", "model_id", "mean_raw", "mean_smoothed", "active_share",
+                 "loudness_lufs")
 
 
 def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
@@ -116,6 +117,8 @@ def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
         return []
     columns = list(zip(*rows, strict=True))  # column by column: 130,000 tracks a year
     models, blobs = columns[13], columns[14:17]
+    # tracks read without their loudness (a database before revision 0011): none
+    loudness = columns[17] if len(columns) > 17 else (None,) * len(rows)
     sizes = [np.fromiter(map(len, column), dtype=np.int64, count=len(rows)) for column in blobs]
     groups: dict[tuple[int, int, int, int], list[int]] = {}
     if len(set(models)) == 1 and all((size == size[0]).all() for size in sizes):
@@ -143,8 +146,8 @@ def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
     names_of: dict[str, list[str]] = {}  # the active lists repeat: each text read once
     out = []
     for (stream, session, title, reason, start_sample, end_sample, heard_from_start,
-         started_at, ended_at, start_s, end_s, windows, active_text, top_tags,
-         figure) in zip(*columns[:13], leading, figures, strict=True):
+         started_at, ended_at, start_s, end_s, windows, active_text, top_tags, figure,
+         loudness_lufs) in zip(*columns[:13], leading, figures, loudness, strict=True):
         active = names_of.get(active_text)
         if active is None:
             active = names_of[active_text] = schema.unpack_names(active_text)
@@ -153,7 +156,8 @@ def track_dicts(rows: Sequence[Any], tags_of: dict[int, list[str]],
             "start_sample": start_sample, "end_sample": end_sample,
             "heard_from_start": heard_from_start, "started_at": started_at,
             "ended_at": ended_at, "start_s": start_s, "end_s": end_s, "windows": windows,
-            "active": list(active), "top": top_tags, "tags": figure})
+            "active": list(active), "top": top_tags, "tags": figure,
+            "loudness_lufs": loudness_lufs})
     return out
 
 

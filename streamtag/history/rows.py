@@ -89,7 +89,8 @@ def track_row(header: Header, session: str, body: TrackBody,
             "windows": body.windows, "mean_raw": schema.pack_scores(body.mean_raw),
             "mean_smoothed": schema.pack_scores(body.mean_smoothed),
             "active_share": schema.pack_scores(body.active_share),
-            "active": names(body.active), "heard_from_start": body.heard_from_start}
+            "active": names(body.active), "heard_from_start": body.heard_from_start,
+            "loudness_lufs": body.loudness_lufs}
 
 
 def silence_row(header: Header, session: str, body: SilenceBody) -> dict[str, Any]:

@@ -91,6 +91,9 @@ tracks = sa.Table(
     sa.Column("active_share", sa.LargeBinary, nullable=False),   # float32 per tag
     sa.Column("active", sa.Text, nullable=False),                # JSON array of tag names
     sa.Column("heard_from_start", sa.Boolean),  # since revision 0007, as in statuses
+    # since revision 0011 (protocol 1.10): the track's integrated loudness (LUFS), where the
+    # daemon measured it
+    sa.Column("loudness_lufs", sa.Float),
     sa.UniqueConstraint("stream", "session", "seq", name="uq_tracks"),
     sa.Index("ix_tracks_stream_started_at", "stream", "started_at"))
 

@@ -29,7 +29,7 @@ from streamtag import _core, values
 from streamtag.engine.tracks import TRACK_ACTIVE_SHARE
 from streamtag.errors import ProtocolError
 
-PROTOCOL_VERSION = "1.9"
+PROTOCOL_VERSION = "1.10"
 # Majors this code reads. A reader accepts any minor of these: minors only add.
 READABLE_MAJORS = (int(PROTOCOL_VERSION.split(".")[0]),)
 
@@ -567,13 +567,20 @@ class TrackBody(_Part):
     # since 1.5: whether the track's audio began at its start (False: listening began midway),
     # where the source knew; left out when not known
     heard_from_start: bool | None = None
+    # since 1.10: EBU R128 integrated loudness (gated) of the track's own audio, where the
+    # daemon measured it; left out otherwise
+    loudness_lufs: float | None = None
 
     msg_type: ClassVar[str] = TRACK
     _what: ClassVar[str] = "track body"
-    _omitted_when_none: ClassVar[tuple[str, ...]] = ("heard_from_start",)
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("heard_from_start", "loudness_lufs")
 
     def __post_init__(self) -> None:
         _optional_flag(self.heard_from_start, "track heard_from_start")
+        if self.loudness_lufs is not None:
+            values.set_field(self, "loudness_lufs", values.number(
+                self.loudness_lufs, "track loudness_lufs", ProtocolError, minimum=MIN_LUFS,
+                maximum=MAX_LUFS))
         if self.title is not None:
             values.text(self.title, "track title", ProtocolError, longest=MAX_TEXT_LENGTH)
         values.choice(self.reason, "track reason", ProtocolError, TRACK_REASONS)
@@ -775,6 +782,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "mean_raw": _PER_TAG, "mean_smoothed": _PER_TAG,
         "active_share": Rule(minimum=0, maximum=1, most=MAX_TAGS), "active": _TAG_NAMES,
         "heard_from_start": Rule(since="1.5"),
+        "loudness_lufs": Rule(minimum=MIN_LUFS, maximum=MAX_LUFS, since="1.10"),
     },
     SilenceBody: {
         "state": Rule(closed=EVENT_STATES), "time_s": Rule(minimum=0, at_least="start_s"),
