@@ -119,12 +119,13 @@ class Broadcast:
     def start_heartbeat(self, period_s: float, streams: Callable[[], int]) -> None:
         """A heartbeat now, then every ``period_s`` seconds, with the count ``streams()``
         gives, until ``close``. The first goes before this returns: a daemon's first message
-        says it is alive, before any stream's status (a restart is heard as such first)."""
-        self.publisher.heartbeat(streams())
+        says it is alive, before any stream's status (a restart is heard as such first). Each
+        says its interval (protocol 1.8), so a reader knows when one is late."""
+        self.publisher.heartbeat(streams(), interval_s=period_s)
 
         def beat() -> None:
             while not self._stopped.wait(period_s):
-                self.publisher.heartbeat(streams())
+                self.publisher.heartbeat(streams(), interval_s=period_s)
 
         self._heartbeat = threading.Thread(target=beat, name="streamtag-heartbeat",
                                            daemon=True)

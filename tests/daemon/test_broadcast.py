@@ -110,3 +110,20 @@ def test_a_status_and_a_stream_end_reach_the_subscriber_and_close_stops_the_hear
         "Song B", {"samples": 5})
     assert isinstance(off, EventBody) and (off.state, off.sample) == ("off", 144000)
     assert isinstance(ended, SilenceBody) and ended.ended is True
+
+
+def test_each_heartbeat_says_its_interval():
+    # protocol 1.8: a reader knows when a heartbeat is late without knowing the daemon's config
+    broadcast = Broadcast(Publisher("tcp://127.0.0.1:*"))
+    try:
+        with Subscriber(broadcast.publisher.endpoint) as sub:
+            broadcast.start_heartbeat(0.02, lambda: 3)
+            beats = [first_heartbeat(sub)]
+            while len(beats) < 3:
+                msg = sub.recv(1000)
+                assert msg is not None, "no heartbeat"
+                if msg.header.msg_type == "heartbeat":
+                    beats.append(msg.body)
+    finally:
+        broadcast.close()
+    assert [(b.interval_s, b.streams) for b in beats] == [(0.02, 3)] * 3
