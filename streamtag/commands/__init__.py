@@ -201,8 +201,8 @@ def terminal_text(text: str, *, one_line: bool = False) -> str:
     """``text`` as a terminal may show it: without escape sequences, C0 controls other than
     tab and newline, DEL or C1 controls. ``one_line``: tab and newline become spaces, so text
     from outside cannot start a line that looks like one of ours."""
-    if text.isprintable():  # the common case: nothing to take out
-        return text
+    if text.isascii() and text.isprintable():  # the common case: nothing to take out (the
+        return text  # invisible formatting that without_escape_sequences removes is not ASCII)
     text = without_escape_sequences(text)
     if one_line:
         text = _LINE_BREAKS.sub(" ", text)

@@ -70,3 +70,13 @@ def test_a_file_whose_title_tag_hides_text_is_named_by_what_shows(tmp_path):
     with FileSource(path) as source:
         source.open(rate)
         assert source.title == "Artist - Song"
+
+
+def test_what_a_terminal_shows_of_text_from_outside_loses_invisible_formatting_too():
+    # listen, status and history print through terminal_text: printable text went out as it
+    # was, and runs of variation selectors, tag characters and overrides are printable
+    from streamtag.commands import terminal_text
+
+    shown = terminal_text("Song\ufe0f\ufe0f\ufe0f A" + tags("hidden") + " \u202eevil")
+    assert shown == "Song\ufe0f A \u202eevil".replace("\u202e", "")
+    assert terminal_text("Café ☕ Ünïcode") == "Café ☕ Ünïcode"
