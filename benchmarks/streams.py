@@ -53,8 +53,10 @@ musicnn's long temporal filters were cut in parts (``0``: its timbral filters F(
 filters direct convolutions; what issue #37's musicnn-msd figures were measured with) and as
 served (``1``, the default: F(6, 7), and F(5, 5) on parts of the 128- and 64-frame filters).
 
-``--content 0 1`` runs each configuration without and with ``[content]`` (each window's music,
-speech, silence, tone or noise: streamtag.engine.content; on by default, as served).
+``--content 0 1 2`` runs each configuration without ``[content]`` (0), with it as served (1:
+each window's music, speech, silence, tone or noise, streamtag.engine.content, speech by
+silero-vad's detector where ``streamtag models install speech`` put it in the model store) and
+with it but speech left to the content network (2: the detector not loaded).
 
 ``--loudness 0 1`` runs each configuration without and with ``[health] loudness`` (the sources
 measure EBU R128 at the files' rate and channels); ``--channels 2`` makes the MP3s stereo, as
@@ -110,6 +112,7 @@ from streamtag.daemon.daemon import Daemon  # noqa: E402
 from streamtag.daemon.supervisor import Supervisor  # noqa: E402
 from streamtag.engine import batching as engine_module  # noqa: E402
 from streamtag.engine.config import CPU_MAX_BATCH, ContentConfig, HealthConfig  # noqa: E402
+from streamtag.engine.speech import SpeechPlan  # noqa: E402
 from streamtag.frontend import LogMelOptions  # noqa: E402
 from streamtag.model import modelfile  # noqa: E402
 from streamtag.model.inference import InferenceModel, keep_freed_memory  # noqa: E402
@@ -230,6 +233,10 @@ def steady_rate(heard: dict, added_at: float) -> float:
     return inside / (first_end - added_at)
 
 
+# how each --content value is shown beside the backend
+CONTENT_SHOWN = {0: " (no content)", 1: "", 2: " (content, speech by the network)"}
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -240,10 +247,11 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
                 hold: bool = True, turn_ms: float = engine_module.TURN_FORWARD_S * 1e3,
                 block_s: float = file_source.BLOCK_S, device: str = "cpu",
                 loudness: bool = False, winograd_rows: bool = True,
-                content: bool = True) -> dict:
+                content: int = 1) -> dict:
+    """``content``: 0 off, 1 as served, 2 on with speech left to the content network."""
     config = DaemonConfig(
         model=ModelConfig(path=str(model), device=device),
-        health=HealthConfig(loudness=loudness), content=ContentConfig(enabled=content),
+        health=HealthConfig(loudness=loudness), content=ContentConfig(enabled=content > 0),
         publish=PublishConfig(endpoint="tcp://127.0.0.1:*", heartbeat_s=0.2, sndhwm=0),
         control=ControlConfig(endpoint=""),
         engine=EngineConfig(**{**engine.__dict__, "backend": SERVES.get(backend, backend),
@@ -252,8 +260,11 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
     # daemon is made)
     unheld = nullcontext() if hold else patch.object(Daemon, "turn", lambda self: nullcontext())
     # the daemon's start loads the model and makes its engine: every graph is rewritten there
+    network = SpeechPlan(None, "speech by the content network (--content 2)")
+    by_network = (patch.object(SpeechPlan, "installed", classmethod(lambda cls: network))
+                  if content == 2 else nullcontext())
     with as_loaded() if backend == AS_LOADED else nullcontext(), unheld, \
-            machine.winograd_rows(winograd_rows):
+            machine.winograd_rows(winograd_rows), by_network:
         daemon = Daemon(config).start()
     turns = patch.multiple(engine_module, TURN_WINDOWS=turn_windows,
                            TURN_FORWARD_S=turn_ms / 1e3)
@@ -292,6 +303,8 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
         served = AS_LOADED if backend == AS_LOADED else daemon.model.backend
         limit = daemon.engine.batch_limit
         stats = dict(daemon.engine.stats)
+        speech = daemon.engine.speech_note
+        speech_stats = dict(daemon.engine.speech_stats)
     finally:
         daemon.stop()
         turns.stop()
@@ -309,7 +322,8 @@ def run_streams(model: Path, backend: str, files: list[Path], seconds: float,
             "received": heard["scores"], "steady_streams": steady_rate(heard, added_at),
             "hold": hold, "block_s": block_s, "reused_windows": stats["reused_windows"],
             "forward_cpu_s": stats["forward_cpu_s"], "scoring_cpu_s": stats["scoring_cpu_s"],
-            "source_threads_s": sum(source_cpu),
+            "source_threads_s": sum(source_cpu), "speech": speech,
+            "speech_cpu_s": speech_stats["cpu_s"], "speech_chunks": speech_stats["chunks"],
             "streams_per_core": audio_s / (user + system),
             "realtime_x": audio_s / wall}
 
@@ -574,8 +588,10 @@ def main() -> int:
                              "F(4, 7) and its temporal ones direct, as before")
     parser.add_argument("--loudness", type=int, nargs="+", default=[0], choices=[0, 1],
                         help="[health] loudness: EBU R128 measured by the sources (1), or not")
-    parser.add_argument("--content", type=int, nargs="+", default=[1], choices=[0, 1],
-                        help="[content]: what each window's audio is (1, as served), or off (0)")
+    parser.add_argument("--content", type=int, nargs="+", default=[1], choices=[0, 1, 2],
+                        help="[content]: what each window's audio is (1, as served: speech by "
+                             "silero-vad where installed), off (0), or on with speech by the "
+                             "content network (2)")
     parser.add_argument("--channels", type=int, default=1, choices=[1, 2],
                         help="the MP3s' channels (2: a second piece in the right channel)")
     parser.add_argument("--reuse", type=int, nargs="+", default=[1], choices=[0, 1],
@@ -654,7 +670,7 @@ def main() -> int:
                     runs[config].append(run_streams(served, backend, files, args.seconds, engine,
                                                     turn[0], bool(hold), turn[1], block_s,
                                                     args.device, bool(loudness), bool(rows),
-                                                    bool(content)))
+                                                    content))
             best = {c: max(r, key=lambda x: x["streams_per_core"]) for c, r in runs.items()}
             base = best[configs[0]]["streams_per_core"]
             for config in configs:
@@ -667,7 +683,8 @@ def main() -> int:
                 shown = f"{r['backend']}{' int8' if precision == 'int8' else ''}"
                 shown += " (windows reused)" if r["reused_windows"] else ""
                 shown += " + loudness" if loudness else ""
-                shown += "" if content else " (no content)"
+                shown += CONTENT_SHOWN[content] if content != 1 else (
+                    "" if r["speech_chunks"] else " (speech by the network: no detector)")
                 shown += "" if rows else " (F(4, 7), temporal direct)"
                 print(f"| {name} | {shown} | "
                       f"{shown_batch} | {turn[0]}, {turn[1]:g} ms | "
@@ -690,8 +707,8 @@ def main() -> int:
               "clock) and the rest of the process (its other threads: main, heartbeat, "
               "ZeroMQ's)")
         print("| model | backend | max_batch | turn (windows, forward) | held | block s | forward "
-              "| scoring outside the forward | sources' threads | rest of the process "
-              "| of all: system time |")
+              "| scoring outside the forward (of it: the speech detector) | sources' threads "
+              "| rest of the process | of all: system time |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for row in result["streams"]:
             per = 1e3 / row["windows"]
@@ -700,13 +717,14 @@ def main() -> int:
             shown_backend = row["backend"] + (" int8" if row["precision"] == "int8" else "")
             shown_backend += " (windows reused)" if row["reused_windows"] else ""
             shown_backend += " + loudness" if row["loudness"] else ""
-            shown_backend += "" if row["content"] else " (no content)"
+            shown_backend += CONTENT_SHOWN[row["content"]]
             shown_backend += "" if row["winograd_rows"] else " (F(4, 7), temporal direct)"
             print(f"| {row['model']} | {shown_backend} | {shown_batch} | "
                   f"{row['turn_windows']}, {row['turn_ms']:g} ms | {int(row['hold'])} | "
                   f"{row['block_s']:g} | "
                   f"{row['forward_cpu_s'] * per:.2f} | "
-                  f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} | "
+                  f"{(row['scoring_cpu_s'] - row['forward_cpu_s']) * per:.3f} "
+                  f"({row['speech_cpu_s'] * per:.3f}) | "
                   f"{row['source_threads_s'] * per:.2f} | "
                   f"{(total - row['scoring_cpu_s'] - row['source_threads_s']) * per:.2f} | "
                   f"{row['system_s'] * per:.2f} |")
