@@ -13,7 +13,7 @@ over audio time); a new main word is shown once it has held for a short dwell wh
 has clearly left the shown word, a long one where it only wavers at a border, so a screen
 follows a change of music within seconds and stays put on steady music. Music after silence
 (or anything else that is not music) is judged afresh; the genre line changes at most once a
-minute within a track.
+minute within a track, and goes at once with the track (a new title) and with the music.
 
 Nothing here knows sockets or pages: the daemon puts the result in its scores messages.
 """
@@ -331,8 +331,9 @@ class MoodTracker:
         self._genre_pending_since = 0.0
 
     def new_track(self) -> None:
-        """The track changed (a new title): its genre is shown afresh, without the hold, from
-        the next window on. Safe to call from another thread than ``update``'s."""
+        """The track changed (a new title): the old track's genres go at the next window, and
+        the new one's are shown afresh, without the hold. Safe to call from another thread
+        than ``update``'s."""
         self._new_track = True
 
     def update(self, end_s: float, smoothed: np.ndarray, rms_dbfs: float | None = None,
@@ -346,9 +347,10 @@ class MoodTracker:
                  and not (rms_dbfs is not None and rms_dbfs < self.silence_dbfs))
         step = 0.0 if self._last_end is None else max(0.0, end_s - self._last_end)
         self._last_end = end_s
-        if self._new_track:
+        if self._new_track:  # the last track's genres name it, not this one
             self._new_track = False
             self._genres_since, self._genre_start, self._genre_avg = None, None, None
+            self.genres_shown, self._genre_pending = (), None
         if not music:
             # What the music was is forgotten: the next music starts afresh.
             self._point, self._slow, self._music_since, self._settled = None, None, None, False

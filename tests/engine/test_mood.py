@@ -327,6 +327,8 @@ def test_the_genre_line_changes_at_most_once_a_minute_unless_the_track_changes()
            for t in range(601, 640)]
     first = next(t for t, g in got if g and g[0] == "metal")
     assert first - 601 <= 12.0, got
+    # the last track's genres go with it: nothing is shown until the new one's are heard
+    assert all(g == [] for t, g in got if t < first), got
     kept = [(t, held.update(float(t), genre_scores("metal"), -15.0, 0.6)["genres"])
             for t in range(601, 700)]
     changed = [t for (_, a), (t, b) in pairwise([(600, list(shown[-1][1])), *kept]) if a != b]
