@@ -25,6 +25,7 @@ from streamtag.engine.speech import (
     KNOWN_GRAPHS,
     MAX_GRAPH_BYTES,
     SPEECH_FILE,
+    SpeechPlan,
     read_record,
     speech_path,
     write_record,
@@ -43,16 +44,19 @@ MAX_LICENCE_BYTES = 64 * 1024
 
 
 def status() -> tuple[bool, str]:
-    """Whether the detector is installed, and a line saying what it is or what follows from
-    its absence."""
+    """Whether the detector is installed and loads, and a line saying what it is or what
+    follows from its absence."""
     path = speech_path()
     if not path.is_file():
         return False, ("not installed: the content network decides speech (it calls most "
                        "recorded voices music); `streamtag models install speech` installs "
                        "silero-vad's detector")
+    plan = SpeechPlan.installed()
+    if plan.detector is None:
+        return False, plan.note
     record = read_record() or {}
-    return True, (f"silero-vad's speech detector ({record.get('graph', 'unrecorded graph')}, "
-                  f"{record.get('licence', 'licence unrecorded')}) at {path}")
+    return True, (f"{plan.detector.described}, {record.get('licence', 'MIT')} licence, "
+                  f"at {path}")
 
 
 def install(source: str | os.PathLike[str] | None, log: Log) -> Path:
