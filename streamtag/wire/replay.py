@@ -71,6 +71,7 @@ REPLY_SNDHWM = 1  # replies ZeroMQ holds per connection that does not read; past
 POLL_MS = 100
 _STATE_TYPES = frozenset(t.encode() for t in STATE_TYPES)
 RETRY_AFTER_S = 0.05  # what a busy refusal says at least
+MAX_ERROR_CHARS = 1000  # of a refusal's error: it may quote the request
 
 
 class _Entry(NamedTuple):
@@ -342,6 +343,8 @@ class ReplayServer:
                     time.monotonic()) < 1.0 else 0.0
                 if wait_s > 0:
                     self._worker.stopping.wait(min(wait_s, POLL_MS / 1000))
+                    if self.guard is not None:  # connections are kept within caps meanwhile
+                        self.guard.handle_events()
                     continue
                 ready = dict(poller.poll(POLL_MS))
                 if self.guard is not None:
@@ -353,7 +356,10 @@ class ReplayServer:
                 except zmq.Again:
                     continue
                 self._requests.level -= 1
-                self._serve(sock, frames)
+                try:
+                    self._serve(sock, frames)
+                except Exception:  # noqa: BLE001 - whatever a request does, the socket serves on
+                    log.warning("replay request could not be answered", exc_info=True)
         finally:
             if self.guard is not None:
                 self.guard.close()
@@ -380,10 +386,11 @@ class ReplayServer:
             request = decode_replay_request(payload[0])
         except ProtocolError as exc:
             self.stats.refused += 1
-            self._reply(sock, envelope, ReplayReply(ok=False, error=str(exc)), [], sent)
+            self._reply(sock, envelope, ReplayReply(ok=False, error=str(exc)[:MAX_ERROR_CHARS]),
+                        [], sent)
             return
-        # what a reply may take: the smaller of what is left to the socket and to the peer,
-        # at least one message when either has a whole burst's worth (it may run into debt)
+        # what a reply may take: the smaller of what is left to the socket and to the peer; it
+        # holds at least one message, so it may run both into debt, which later requests repay
         room = min(self._bytes.fill(now), sent.fill(now))
         if room <= 0:
             self._busy(sock, envelope, max(self._bytes.wait_s(1.0), sent.wait_s(1.0)), sent)
