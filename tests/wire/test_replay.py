@@ -413,3 +413,57 @@ def test_a_flood_of_subscriptions_makes_the_daemon_send_nothing_more(
     keys = [(m.topic, m.seq) for m in heard]
     assert len(keys) == len(set(keys))
     assert_no_gaps([m for m in heard if m.stream == "a"])
+
+
+def test_the_ring_keeps_within_its_bytes_oldest_out_and_each_streams_latest_state():
+    """A real publisher's ring: never past its bytes, the oldest pushed out first (a replay
+    from before them starts at the oldest kept), each stream's latest status, scores and
+    silence kept apart, and the state of more streams than a page holds given page by page."""
+    from streamtag.wire.protocol import ReplayRequest, StateRequest, decode
+    from streamtag.wire.publisher import Publisher
+
+    with Publisher("tcp://127.0.0.1:*", ring_bytes=64 * 1024) as publisher:
+        ring = publisher.ring
+        for i in range(2000):
+            publisher.publish_status(f"s{i % 50}", state="running", title=f"title {i}")
+            assert ring.bytes <= ring.max_bytes
+        assert ring.dropped > 0 and len(ring) < 2000
+        got, more = ring.replay(ReplayRequest(publisher.session, {"status.s0": (0, None)}))
+        seqs = [decode(m).seq for m in got]
+        assert not more and seqs == list(range(seqs[0], 40)) and seqs[0] > 0
+        assert ring.replay(ReplayRequest("another", {"status.s0": (0, None)})) == ([], False)
+        pages, after = [], None
+        while True:
+            messages, more, last = ring.state(StateRequest(after), most_messages=7)
+            pages.append(messages)
+            if not more:
+                break
+            after = last
+        titles = [decode(m).body.title for page in pages for m in page]
+        assert len(pages) == 8 and all(len(page) <= 7 for page in pages)
+        assert sorted(titles) == sorted(f"title {1950 + i}" for i in range(50))
+
+
+def test_replay_requests_are_checked_before_they_are_served():
+    from streamtag.errors import ProtocolError
+    from streamtag.wire.protocol import (
+        ReplayRequest,
+        StateRequest,
+        decode_replay_request,
+        encode_replay_request,
+    )
+
+    request = ReplayRequest("abc", {"scores.radio-1": (3, 9), "heartbeat": (0, None)})
+    assert decode_replay_request(encode_replay_request(request)) == request
+    assert decode_replay_request(b'{"cmd":"state","after":"radio-1"}') == StateRequest("radio-1")
+    for bad, why in (
+            (b'{"cmd":"snapshot"}', "cmd"),
+            (b'{"cmd":"replay","session":"s","topics":{}}', "1 to 256 topics"),
+            (b'{"cmd":"replay","session":"s","topics":{"scores.a":[5,2]}}', "end must be >= 5"),
+            (b'{"cmd":"replay","session":"s","topics":{"nonsense.a":[0,null]}}', "not a topic"),
+            (b'{"cmd":"replay","session":"s","topics":{"scores.a":[-1,null]}}', "first"),
+            (b'{"cmd":"replay","session":"","topics":{"scores.a":[0,null]}}', "session"),
+            (b'{"cmd":"state","after":"no spaces"}', "stream id"),
+            (b"[" * 100000, "bytes")):
+        with pytest.raises(ProtocolError, match=why):
+            decode_replay_request(bad)
