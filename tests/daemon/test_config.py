@@ -146,6 +146,15 @@ def test_endpoints_beyond_loopback_without_keys_are_found(publish, control, conn
     assert exposed_endpoints(keyed) == []
 
 
+def test_a_replay_endpoint_beyond_loopback_without_keys_is_found():
+    for replay, exposed in (("tcp://127.0.0.1:5560", []), ("", []),
+                            ("tcp://*:5560", ["publish.replay_endpoint"])):
+        config = config_from_dict({"publish": {"replay_endpoint": replay}})
+        assert [key for key, _ in exposed_endpoints(config)] == exposed
+    with pytest.raises(ConfigError, match="publish.replay_endpoint 'tcp://x:99999'"):
+        config_from_dict({"publish": {"replay_endpoint": "tcp://x:99999"}})
+
+
 def test_urls_are_not_mistaken_for_ids():
     changed = with_overrides(DaemonConfig(), sources=["http://host:80/x", "file:a.mp3"])
     assert [s.spec for s in changed.sources] == ["http://host:80/x", "file:a.mp3"]
