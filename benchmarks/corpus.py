@@ -13,7 +13,9 @@ package's minutes, so no package outweighs the rest; clips quieter than -50 dBFS
 whose files (not clips: the clips of one file stay together) are cut 88/12 into train and
 validation by a hash of their path.
 
-It writes ``DIR/clips/`` (FLAC), ``DIR/corpus.csv`` (``path, tags, split, source, kind,
+Short sounds (effects, voices) are joined per folder first, a quarter second apart. It
+writes ``DIR/clips/`` (FLAC), ``DIR/sources/`` (what each source gave, so that a second run
+goes on where one stopped), ``DIR/corpus.csv`` (``path, tags, split, source, kind,
 licence, duration``: what ``data.kind = "distill"`` reads) and ``DIR/corpus.json`` (minutes,
 clips and licences per source, each package's copyright file's licence names). The
 packages never used here: #55's radio programme (tests/support/programme.py) and the
@@ -60,27 +62,27 @@ class Source:
     licence: str  # the audio's licence, as the package's copyright file gives it
 
 
+# Every source's audio may be combined under GPL-3.0-or-later (GPL-2+, GPL-2+ or CC-BY-SA,
+# the festival voice's permissive licence reading the GPL-3's text), so a model trained on the
+# fit part may be shipped under it; hedgewars-data (music GPL-2 only, voices GFDL-1.3) may not
+# join them and is left out.
 SOURCES = (
     Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 30,
            "GPL-2+ (Files: *)"),
     Source("supertux-data", "music", ("usr/share/games/supertux2/music",), 20,
            "GPL-2+ or CC-BY-SA-3.0 (Files: data/music/*)"),
-    Source("hedgewars-data", "music", ("usr/share/games/hedgewars/Data/Music",), 20,
-           "GPL-2 (Files: *)"),
     Source("lincity-ng-data", "music", ("usr/share/games/lincity-ng/music",), 8,
            "GPL-2+ (Files: *)"),
     Source("freeciv-data", "music", ("usr/share/games/freeciv/stdmusic",), 3,
            "GPL-2+ (Files: *)"),
-    Source("hedgewars-data", "voices", ("usr/share/games/hedgewars/Data/Sounds",), 6,
-           "GFDL-1.3 (Files: share/hedgewars/Data/Sounds/*)"),
     Source("lincity-ng-data", "sound", ("usr/share/games/lincity-ng/sounds",), 6,
            "GPL-2+ or CC-BY-SA (sound effects, dual-licensed)"),
     Source("boswars-data", "sound", ("usr/share/games/boswars",), 6, "GPL-2+ (Files: *)"),
     Source("festvox-kallpc16k", "speech", (), 8,
-           "festival's voice: free use with notice (its copyright file); the text is the GPL's"),
+           "the voice: CSTR/CMU, use and redistribution free with notice; the text: the GPL-3"),
     # held out (the test split)
     Source("pingus-data", "music", ("usr/share/games/pingus/data/music",), 20,
-           "GPL-3 (the package's copyright file)"),
+           "GPL-2+ (the package's copyright file)"),
     Source("openttd-openmsx", "midi", ("usr/share/games/openttd/baseset/openmsx",), 20,
            "GPL-2.0 (Files: *)"),
     Source("scorched3d-data", "music", ("usr/share/games/scorched3d/data/globalmods",), 6,
@@ -169,6 +171,16 @@ def files_of(source: Source, unpacked: Path) -> list[Path]:
     return sorted(found)
 
 
+def joined(name_audio: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    """Short sounds (effects, voices) of one folder, one after another with a quarter second
+    between them: one recording per folder, long enough for clips."""
+    gap = np.zeros(RATE // 4, dtype=np.float32)
+    folders: dict[str, list[np.ndarray]] = {}
+    for name, audio in name_audio:
+        folders.setdefault(name.rsplit("/", 1)[0], []).extend([audio, gap])
+    return [(f"{folder}/joined", np.concatenate(parts)) for folder, parts in folders.items()]
+
+
 def dbfs(clip: np.ndarray) -> float:
     return 10 * math.log10(float(np.mean(clip.astype(np.float64) ** 2)) + 1e-20)
 
@@ -201,6 +213,12 @@ def build(root: Path, scale: float = 1.0) -> dict:
     rows, summary = [], {}
     for source in SOURCES:
         unpacked = fetch(source.package, root)
+        done = root / "sources" / f"{source.package}.{source.kind}.json"
+        if done.is_file():  # made by an earlier run
+            made = json.loads(done.read_text())
+            rows += made["rows"]
+            summary[f"{source.package}/{source.kind}"] = made["summary"]
+            continue
         if source.kind == "speech":
             name_audio = speech(scratch, source.minutes * scale)
         else:
@@ -211,8 +229,11 @@ def build(root: Path, scale: float = 1.0) -> dict:
                                        decode(path, scratch)))
                 except subprocess.CalledProcessError as error:
                     print(f"  {path}: not decoded ({error})", file=sys.stderr)
+        if source.kind in ("sound", "voices"):
+            name_audio = joined(name_audio)
         clips = clips_of(name_audio, source.minutes * scale)
         key = f"{source.package}/{source.kind}"
+        first = len(rows)
         for name, k, clip in clips:
             file_id = f"{source.package}/{name}"
             rel = Path("clips") / source.package / f"{name}-{k:04d}.flac"
@@ -230,6 +251,8 @@ def build(root: Path, scale: float = 1.0) -> dict:
                         "split": "test" if source.package in HELD_OUT else "train+validation",
                         "licence": source.licence,
                         "copyright_licences": licences(unpacked, source.package)}
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"rows": rows[first:], "summary": summary[key]}) + "\n")
         print(f"{key}: {len(clips)} clips ({summary[key]['minutes']} min) of "
               f"{summary[key]['file_minutes']} min in {len(name_audio)} files")
     with open(root / "corpus.csv", "w", newline="", encoding="utf-8") as f:
