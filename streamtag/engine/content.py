@@ -24,9 +24,10 @@ model's frontend is) and decides each scored window's content:
   (``content_weights.json`` beside this file) are fitted by ``benchmarks/content_fit.py`` on
   audio from Debian packages; docs/models.md ("Content") has the material and the confusion.
 
-Speech over a music bed is whichever is louder (speech 10 dB over music is speech, music
-10 dB over speech is music, on equal terms mostly speech); there is no class of its own for
-it, and sung vocals were not in the material the weights were judged on. A decision is made
+Speech over a music bed is speech to the detector where the voice is as loud as the music or
+louder, and mostly music where it is 10 dB under; to the network whichever is louder (on equal
+terms mostly speech). There is no class of its own for it, and sung vocals were not in the
+material either was judged on (docs/models.md, "Content"). A decision is made
 at most every ``DECISION_S`` of audio (every other window at a one-second hop), and the
 windows between take it. A run of non-music windows that lasts ``min_s`` turns every tag off
 where the run began (as confirmed dead air does), and no tag turns on in a non-music window
