@@ -693,7 +693,7 @@ class Engine:
         detector = None if self._speech is None else self._speech.detector
         if detector is None:
             return
-        if not any(w.stream.speech is not None and w.content is not None for w in windows):
+        if not any(w.stream.speech is not None for w in windows):
             return
         # every stream's waiting steps, not only this turn's: a turn holds a few windows
         # (TURN_WINDOWS at batch 1) and the detector's cost per chunk falls with its batch

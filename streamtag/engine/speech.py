@@ -57,6 +57,7 @@ THRESHOLD = 0.5
 SPEECH_SHARE = 0.4
 MIN_STEPS = 5  # a window with fewer steps (half a second) is left to the network
 KEEP_S = 32.0  # the steps' probabilities kept per stream: windows wait in the queue that long
+MAX_WAITING = round(KEEP_S * SPEECH_RATE)  # samples waiting for the detector, at most
 SPEECH_FILE = "silero-vad.onnx"
 RECORD_FILE = "silero-vad.json"
 MAX_GRAPH_BYTES = 16 * 1024 * 1024
@@ -180,6 +181,7 @@ class SpeechTrack:
         self._lock = threading.Lock()  # the feeder appends while a worker takes
         self._waiting: list[np.ndarray] = []
         self._waiting_n = 0
+        self._skipped = 0  # whole steps let go of unrun, the oldest waiting
         self._context = np.zeros(CONTEXT, np.float32)
         self.state = np.zeros((2, STATE), np.float32)
         self.done = 0  # steps run so far
@@ -193,6 +195,22 @@ class SpeechTrack:
             with self._lock:
                 self._waiting.append(samples)
                 self._waiting_n += len(samples)
+                if self._waiting_n > MAX_WAITING:
+                    self._let_go(self._waiting_n - MAX_WAITING)
+
+    def _let_go(self, samples: int) -> None:
+        """Drops the oldest ``samples`` waiting (rounded up to whole steps), counted as steps
+        that are not speech: audio nobody ran (the engine stalled) is bounded like a queue."""
+        steps = -(-samples // STEP)
+        waiting = np.concatenate(self._waiting)[steps * STEP:]
+        self._waiting = [waiting] if len(waiting) else []
+        self._waiting_n = len(waiting)
+        self._skipped += steps
+
+    @property
+    def waiting_samples(self) -> int:
+        """Samples at the detector's rate waiting for ``run_tracks`` (at most MAX_WAITING)."""
+        return self._waiting_n
 
     def finish(self) -> None:
         self.accept(np.zeros(0, np.float32), last=True)
@@ -202,6 +220,11 @@ class SpeechTrack:
         CONTEXT + CHUNK)."""
         with self._lock:
             n = self._waiting_n // STEP
+            skipped, self._skipped = self._skipped, 0
+            if skipped:  # callers hold the detector's lock: done and probs move with it
+                self.done += skipped
+                self.probs.extend([0.0] * min(skipped, self.probs.maxlen or skipped))
+                self._context = np.zeros(CONTEXT, np.float32)
             if n == 0:
                 return np.zeros((0, CONTEXT + CHUNK), np.float32)
             waiting = np.concatenate(self._waiting) if len(self._waiting) > 1 \

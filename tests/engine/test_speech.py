@@ -18,6 +18,8 @@ from streamtag.catalog.shipped import default_model_path
 from streamtag.engine.batching import Engine, EngineSink, WindowResult
 from streamtag.engine.config import SmoothingConfig
 from streamtag.engine.speech import (
+    KEEP_S,
+    MAX_WAITING,
     STEP,
     SpeechDetector,
     SpeechPlan,
@@ -165,3 +167,18 @@ def test_a_graph_streamtag_does_not_know_is_not_loaded(tmp_path, monkeypatch):
     plan = SpeechPlan.installed()
     assert plan.detector is None
     assert "sha256" in plan.note and "the content network decides speech" in plan.note
+
+
+def test_audio_waiting_for_a_stalled_detector_is_bounded(detector):
+    """A live stream keeps arriving while no turn runs the detector: what waits is capped,
+    the oldest let go as steps that are not speech, and the steps keep their audio's times."""
+    track = SpeechTrack(RATE)
+    block = np.zeros(RATE, np.float32)
+    seconds = round(2 * KEEP_S)
+    for _ in range(seconds):
+        track.accept(block)
+        assert track.waiting_samples <= MAX_WAITING
+    run_tracks(detector, [track])
+    assert track.done == seconds * RATE // STEP
+    assert len(track.probs) == track.probs.maxlen and max(track.probs) < 0.5
+    assert track.share((seconds - 3) * RATE, seconds * RATE) == 0.0
