@@ -260,7 +260,8 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
                context: zmq.Context | None = None, curve: ClientCurve | None = None,
                tracks: bool = False, control: str | None = None,
                wait_s: float = 30.0, nothing_heard_s: float = NOTHING_HEARD_S,
-               token: str | None = None, verbose: bool = False) -> int:
+               token: str | None = None, verbose: bool = False,
+               replay: Sequence[str] | None = None) -> int:
     """Print received messages until `count` or `duration` or Ctrl-C.
 
     One line per message: human-readable, or with `as_json` one JSON object per line with the
@@ -273,7 +274,8 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     `streams`, the daemon's heartbeats are listened for (that check) but not printed.
     ``topics``: those subscribed to (default: all). ``verbose``: each message refused (not
     of the protocol, past a bound, of a type or major version this reader does not know) is
-    named on stderr with why. Returns the exit status.
+    named on stderr with why. ``replay``: daemons' replay sockets, which give each stream's
+    state first and what the feed lost (``Subscriber``). Returns the exit status.
     """
     from streamtag.wire.protocol import HEARTBEAT, HeartbeatBody, canonical_json
     from streamtag.wire.subscriber import ALL_TOPICS, Subscriber
@@ -287,7 +289,8 @@ def run_listen(endpoint: str | Sequence[str], streams: Iterable[str] | None = No
     deadline = None if duration is None else time.monotonic() + duration
     printed = 0
     try:
-        subscriber = Subscriber(endpoint, streams, topics, context=context, curve=curve)
+        subscriber = Subscriber(endpoint, streams, topics, context=context, curve=curve,
+                                replay=replay)
     except (ValueError, OSError) as exc:
         print(f"streamtag listen: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -372,6 +375,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracks", action="store_true",
                    help="only what is playing: each title change and each finished track's "
                         "summary")
+    p.add_argument("--replay", action="append", metavar="ENDPOINT", type=zmq_endpoint,
+                   help="a daemon's replay socket ([publish] replay_endpoint): each stream's "
+                        "status, title, active tags and mood first, and what the feed lost "
+                        "asked for there and printed in its place; repeatable")
     add_daemon_client_flags(p, control="with --tracks: the daemon's control endpoint, to start "
                                        "with its current titles and last tracks", wait=30.0)
     p.set_defaults(func=cmd_listen)
@@ -386,4 +393,4 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return run_listen(args.endpoint, streams=args.stream or None, as_json=args.json,
                       count=args.count, duration=args.duration, curve=curve,
                       tracks=args.tracks, control=args.control, wait_s=args.wait, token=token,
-                      verbose=args.verbose > 0)
+                      verbose=args.verbose > 0, replay=args.replay)

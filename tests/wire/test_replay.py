@@ -7,6 +7,7 @@ keys may ask under CURVE."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -15,7 +16,13 @@ import time
 
 import pytest
 import zmq
-from support.helpers import assert_no_gaps, free_port, make_config, wait_until
+from support.helpers import (
+    assert_no_gaps,
+    free_port,
+    make_config,
+    run_streamtag,
+    wait_until,
+)
 
 from streamtag.daemon.config import SecurityConfig, SourceConfig
 from streamtag.daemon.daemon import Daemon
@@ -467,3 +474,29 @@ def test_replay_requests_are_checked_before_they_are_served():
             (b"[" * 100000, "bytes")):
         with pytest.raises(ProtocolError, match=why):
             decode_replay_request(bad)
+
+
+def test_listen_with_the_replay_socket_prints_each_streams_title_first(model_path, audio_files,
+                                                                        tmp_path):
+    # what a person sees joining late: `streamtag listen --replay` shows the status sent
+    # before it started, title and all, without the token
+    daemon = Daemon(replay_config(model_path, tmp_path)).start()
+    try:
+        with Subscriber(daemon.publisher.endpoint) as first:
+            daemon.add_source(SourceConfig("a", f"file:{audio_files['a']}",
+                                           {"realtime": True, "loop": True}, "Artist A - Song"))
+            until_scores(first, {"a"})
+        done = run_streamtag("listen", daemon.publisher.endpoint, "--replay",
+                             daemon.replay.endpoint, "--json", "--count", "3", timeout=60)
+        plain = run_streamtag("listen", daemon.publisher.endpoint, "--json", "--count", "3",
+                              timeout=60)
+    finally:
+        daemon.stop()
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    statuses = [m for m in lines if m["header"]["msg_type"] == "status"]
+    assert statuses and statuses[0]["body"]["title"] == "Artist A - Song"
+    assert statuses[0].get("replayed") is True
+    # without it, the status sent before it joined is never seen
+    assert plain.returncode == 0
+    assert not [line for line in plain.stdout.splitlines() if '"status"' in line]
