@@ -221,14 +221,21 @@ def install(names: Sequence[str], source: str | os.PathLike | None = None,
                 importer.convert_all(mine, source, Path(folder), log, take)
     if SPEECH in names:
         done.append((SPEECH, speech_import.install(source if list(names) == [SPEECH] else None,
-                                                   log)))
+                                                   log, _store())))
     elif RECOMMENDED in names and not speech_import.status()[0]:
         try:
-            done.append((SPEECH, speech_import.install(None, log)))
+            done.append((SPEECH, speech_import.install(None, log, _store())))
         except ModelError as error:
             log(f"streamtag models: {RECOMMENDED} is installed, but silero-vad's speech "
                 f"detector is not ({error}); until it is, the content network decides speech")
     return done
+
+
+def _store() -> Path:
+    """The store's folder, made where it is not (``own_models_folder``)."""
+    folder = own_models_folder(create=True)
+    assert folder is not None  # made with create
+    return folder
 
 
 def complete(name: str) -> tuple[Path, Manifest]:

@@ -59,10 +59,11 @@ def status() -> tuple[bool, str]:
                   f"at {path}")
 
 
-def install(source: str | os.PathLike[str] | None, log: Log) -> Path:
+def install(source: str | os.PathLike[str] | None, log: Log, folder: Path) -> Path:
     """The graph from ``source`` (a silero-vad wheel or the graph file), else from a pip
-    download of the wheel, into the store; its path. ModelError says what is wrong and how
-    to install from a file."""
+    download of the wheel, into the store's ``folder`` (checked by the store,
+    streamtag.catalog.installed); its path. ModelError says what is wrong and how to install
+    from a file."""
     with tempfile.TemporaryDirectory(prefix="streamtag-speech-") as scratch:
         if source is None:
             wheel = _download(Path(scratch), log)
@@ -81,10 +82,6 @@ def install(source: str | os.PathLike[str] | None, log: Log) -> Path:
         raise ModelError(f"{wheel}: its graph's sha256 {digest} is not the one of "
                          f"{PACKAGE_REQUIREMENT} that streamtag knows; give that release's "
                          "wheel")
-    from streamtag.catalog.installed import own_models_folder
-
-    folder = own_models_folder(create=True)
-    assert folder is not None  # made with create
     target = folder / SPEECH_FILE
     with atomic_path(target) as temporary:
         temporary.write_bytes(graph)

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 from support.speech_material import silero_wheel
 
-from streamtag.catalog import installed, speech_import
+from streamtag.catalog import installed
 from streamtag.cli import main
 from streamtag.engine.speech import KNOWN_GRAPHS, SPEECH_FILE, SpeechPlan, speech_path
 from streamtag.errors import ModelError
@@ -74,4 +74,4 @@ def test_a_wheel_without_the_graph_says_what_to_give(home, tmp_path):
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("other/__init__.py", b"")
     with pytest.raises(ModelError, match="no silero_vad/data/silero_vad.onnx in it"):
-        speech_import.install(wheel, lambda line: None)
+        installed.install(["speech"], source=wheel, log=lambda line: None)

@@ -8,7 +8,7 @@ import logging
 from support.helpers import make_config
 from support.speech_material import silero_wheel
 
-from streamtag.catalog import speech_import
+from streamtag.catalog import installed
 from streamtag.catalog.shipped import default_model_path
 from streamtag.commands.status import format_status
 from streamtag.daemon.config import ControlConfig
@@ -44,7 +44,7 @@ def test_without_the_detector_the_first_line_and_the_status_say_so(tmp_path, cap
 
 def test_with_the_detector_the_status_names_it(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("STREAMTAG_HOME", str(tmp_path / "home"))
-    speech_import.install(silero_wheel(), lambda line: None)
+    installed.install(["speech"], source=silero_wheel(), log=lambda line: None)
     with caplog.at_level(logging.INFO):
         daemon = started_daemon(tmp_path)
     try:

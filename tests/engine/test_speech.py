@@ -13,7 +13,7 @@ from support.content_material import RATE, game_music, held_out_song, real_voice
 from support.content_material import require as require_content
 from support.speech_material import gcin_syllables, require, silero_wheel, warzone_tutorial
 
-from streamtag.catalog import speech_import
+from streamtag.catalog import installed
 from streamtag.catalog.shipped import default_model_path
 from streamtag.engine.batching import Engine, EngineSink, WindowResult
 from streamtag.engine.config import SmoothingConfig
@@ -38,7 +38,7 @@ def detector(tmp_path_factory) -> SpeechDetector:
     wheel = silero_wheel()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STREAMTAG_HOME", str(tmp_path_factory.mktemp("home")))
-        speech_import.install(wheel, lambda line: None)
+        installed.install(["speech"], source=wheel, log=lambda line: None)
         plan = SpeechPlan.installed()
     assert plan.detector is not None, plan.note
     return plan.detector
