@@ -94,17 +94,22 @@ def test_the_loudness_meter_sees_every_channel_before_the_mix(files, case):
         assert names == {("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR")}
 
 
-def test_more_channels_than_streamtag_reads_are_refused_with_what_to_do(tmp_path):
-    path = tmp_path / "many.wav"
-    n = MAX_CHANNELS + 16
-    layout = av.AudioLayout(f"{n} channels")
-    with av.open(str(path), "w") as container:  # write_audio stops at MAX_CHANNELS
+def silent_wav(path, channels: int, frames: int) -> None:
+    """A WAV of ``channels`` silent channels (write_audio stops at MAX_CHANNELS)."""
+    layout = av.AudioLayout(f"{channels} channels")
+    with av.open(str(path), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=RATE, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 960 * n), np.int16), format="s16",
-                                           layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, frames * channels), np.int16),
+                                           format="s16", layout=layout)
         frame.sample_rate = RATE
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
+
+
+def test_more_channels_than_streamtag_reads_are_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "many.wav"
+    n = MAX_CHANNELS + 16
+    silent_wav(path, n, 960)
     with pytest.raises(AudioDecodeError, match=f"{path}: the audio has {n} channels; "
                                                r"streamtag reads 1 to 64 \(mix it down first"):
         list(iter_decoded(path))
@@ -113,15 +118,7 @@ def test_more_channels_than_streamtag_reads_are_refused_with_what_to_do(tmp_path
 def test_tag_reads_surround_and_64_bit_files_and_one_that_fails_costs_only_its_line(
         files, tmp_path, model_path):
     many = tmp_path / "many.wav"
-    n = MAX_CHANNELS + 1
-    layout = av.AudioLayout(f"{n} channels")
-    with av.open(str(many), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=RATE, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 4800 * n), np.int16), format="s16",
-                                           layout=layout)
-        frame.sample_rate = RATE
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
+    silent_wav(many, MAX_CHANNELS + 1, 4800)
     given = [files["aac-7.1"], many, files["s64-stereo"], files["opus-16"]]
     done = run_streamtag("tag", "--model", str(model_path), "--json", *map(str, given))
     assert done.returncode == 1, done.stderr  # one file failed

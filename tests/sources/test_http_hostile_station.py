@@ -579,6 +579,32 @@ def test_honest_streams_at_their_highest_bitrates_fit_the_bounds(tmp_path, name,
     assert run.samples > 5.5 * TARGET
 
 
+def stations_daemon(station: HostileStation, streams: dict[str, str], model_path, tmp_path,
+                    *run_args: str, source_options: str = ""
+                    ) -> tuple[subprocess.Popen, Feed, Path]:
+    """``streamtag run`` in a process of its own (as helpers.run_streamtag runs it, from
+    outside the source tree) with a station of ``station`` per stream (id: path), and a
+    ``Feed`` of what it publishes; its log goes to a file (a pipe nobody reads would not take
+    it for long), whose path comes third. ``source_options``: TOML lines for each source."""
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[model]\npath = "{model_path}"\ndevice = "cpu"\n\n'
+        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
+        f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+        f'token_file = "{tmp_path / "control.token"}"\n\n'
+        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "{station.url(path)}"\n'
+                  f"{source_options}\n" for sid, path in streams.items()))
+    feed = Feed(publish)
+    log = tmp_path / "daemon.log"
+    with log.open("w") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "streamtag", "run", "--config", str(config), *run_args],
+            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tempfile.gettempdir(),
+            env={**os.environ, "STREAMTAG_HOME": str(tmp_path / "home")})
+    return daemon, feed, log
+
+
 def proc_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -596,25 +622,9 @@ def test_hostile_stations_are_cut_in_a_daemon_and_the_honest_one_plays_on(statio
     # keeps publishing its windows.
     station.attack_after_s = float("inf")  # until go
     station.comment_bytes = 96 << 20
-    publish = f"tcp://127.0.0.1:{free_port()}"
     streams = {"honest": "/radio", "comment": "/ogg-comment", "padded": "/padded"}
-    config = tmp_path / "daemon.toml"
-    config.write_text(
-        f'[model]\npath = "{model_path}"\ndevice = "cpu"\n\n'
-        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
-        f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
-        f'token_file = "{tmp_path / "control.token"}"\n\n'
-        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "{station.url(path)}"\n'
-                  "initial_backoff_s = 0.2\n\n" for sid, path in streams.items()))
-    feed = Feed(publish)
-    log = tmp_path / "daemon.log"
-    # as helpers.run_streamtag does, from outside the source tree; its log to a file, which
-    # a pipe nobody reads would not take for long
-    with log.open("w") as log_file:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "streamtag", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tempfile.gettempdir(),
-            env={**os.environ, "STREAMTAG_HOME": str(tmp_path / "home")})
+    daemon, feed, log = stations_daemon(station, streams, model_path, tmp_path,
+                                        source_options="initial_backoff_s = 0.2\n")
     try:
         wait_until(lambda: daemon.poll() is not None or all(feed.count(s) for s in streams),
                    90, "every stream's first windows")
@@ -686,25 +696,9 @@ def test_7_1_stations_play_in_a_daemon_beside_an_honest_one(station, surround, m
     # One daemon (or two worker processes), a 7.1 AAC and a 7.1 Opus station beside an
     # honest MP3 one: each publishes its windows, nothing reconnects, no worker restarts.
     station.loops.update(surround)
-    publish = f"tcp://127.0.0.1:{free_port()}"
     streams = {"honest": "/radio", "aac71": "/loop/aac71", "opus71": "/loop/opus71"}
-    station.loops.pop("s64")
-    config = tmp_path / "daemon.toml"
-    config.write_text(
-        f'[model]\npath = "{model_path}"\ndevice = "cpu"\n\n'
-        f'[publish]\nendpoint = "{publish}"\nheartbeat_s = 0.2\n\n'
-        f'[control]\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
-        f'token_file = "{tmp_path / "control.token"}"\n\n'
-        + "".join(f'[[sources]]\nid = "{sid}"\nspec = "{station.url(path)}"\n\n'
-                  for sid, path in streams.items()))
-    feed = Feed(publish)
-    log = tmp_path / "daemon.log"
-    with log.open("w") as log_file:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "streamtag", "run", "--config", str(config),
-             "--processes", str(processes)],
-            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tempfile.gettempdir(),
-            env={**os.environ, "STREAMTAG_HOME": str(tmp_path / "home")})
+    daemon, feed, log = stations_daemon(station, streams, model_path, tmp_path,
+                                        "--processes", str(processes))
     try:
         wait_until(lambda: daemon.poll() is not None
                    or all(feed.count(s) >= 4 for s in streams), 120,

@@ -6,11 +6,13 @@ served meanwhile. Real sockets on loopback, a real daemon under a low limit; the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -367,6 +369,8 @@ class ProxyUnderFlood:
                                                          | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.subscriber.connect(self.backend)
         self.sent = 0
+        self.log = ""  # the proxy's stderr, once closed
+        self.disconnects = 0  # the subscriber's connections that ended, once closed
 
     def heard(self, timeout_s: float = 30.0) -> bool:
         """Whether a message sent from now on reaches the subscriber."""
@@ -380,7 +384,8 @@ class ProxyUnderFlood:
                 return True
         return False
 
-    def disconnects(self) -> int:
+    def disconnected(self) -> int:
+        """The subscriber's connections that ended, as its monitor told them."""
         count = 0
         while self.events.poll(0):
             event = zmq.utils.monitor.recv_monitor_message(self.events)
@@ -388,6 +393,7 @@ class ProxyUnderFlood:
         return count
 
     def close(self) -> str:
+        self.disconnects = self.disconnected()
         self.subscriber.disable_monitor()
         for sock in (self.events, self.subscriber, self.publisher):
             sock.close(linger=0)
@@ -408,25 +414,33 @@ def flood_backend(port: int) -> list[socket.socket]:
     return [s for s in opened if s is not None]
 
 
-def test_the_proxy_caps_its_backend_and_a_subscriber_still_hears_the_feed(tmp_path):
-    proxy = ProxyUnderFlood(tmp_path)
+@contextlib.contextmanager
+def flooded(proxy: ProxyUnderFlood) -> Iterator[list[socket.socket]]:
+    """The proxy's subscriber hears the feed, the flood comes (yielded), and the subscriber
+    hears the feed after it; the flood and the proxy closed after, its log in ``log``."""
     flood: list[socket.socket] = []
     try:
         assert proxy.heard(), "the subscriber heard nothing before the flood"
-        flood = flood_backend(tcp_port(proxy.backend))
+        flood += flood_backend(tcp_port(proxy.backend))
+        yield flood
+        assert proxy.heard(), "the subscriber heard nothing after the flood"
+    finally:
+        for s in flood:
+            s.close()
+        proxy.log = proxy.close()
+    assert "Traceback" not in proxy.log, proxy.log[-3000:]
+
+
+def test_the_proxy_caps_its_backend_and_a_subscriber_still_hears_the_feed(tmp_path):
+    proxy = ProxyUnderFlood(tmp_path)
+    with flooded(proxy) as flood:
         # the crowded address keeps at most 4, and 16 at most stay open in all
         wait_until(lambda: sum(closed_by_peer(s) for s in flood) >= len(flood) - 16, 30,
                    "the proxy to end connections past its caps")
         assert sum(not closed_by_peer(s) for s in flood[:12]) <= 4
         assert descriptors(proxy.proxy.pid) < 16 + 128
         # an honest subscriber, ended as the oldest unauthenticated one or not, hears the feed
-        assert proxy.heard(), "the subscriber heard nothing after the flood"
-    finally:
-        for s in flood:
-            s.close()
-        stderr = proxy.close()
-    assert "Traceback" not in stderr, stderr[-3000:]
-    assert "ended to make room" in stderr, stderr[-3000:]
+    assert "ended to make room" in proxy.log, proxy.log[-3000:]
 
 
 def test_with_curve_the_proxy_ends_unauthenticated_peers_before_a_client_it_let_in(tmp_path):
@@ -437,17 +451,8 @@ def test_with_curve_the_proxy_ends_unauthenticated_peers_before_a_client_it_let_
     keys = {"proxy_public": made["proxy"][0], "proxy_secret": made["proxy"][1],
             "client_secret": made["client"][1], "clients": root / "clients"}
     proxy = ProxyUnderFlood(tmp_path, keys)
-    flood: list[socket.socket] = []
-    try:
-        assert proxy.heard(), "the CURVE subscriber heard nothing before the flood"
-        flood = flood_backend(tcp_port(proxy.backend))
+    with flooded(proxy) as flood:
         wait_until(lambda: sum(closed_by_peer(s) for s in flood) >= len(flood) - 15, 30,
                    "the proxy to end unauthenticated connections past its caps")
-        assert proxy.heard(), "the CURVE subscriber heard nothing after the flood"
-        # the client the proxy let in was never the one ended: its connection stayed up
-        assert proxy.disconnects() == 0
-    finally:
-        for s in flood:
-            s.close()
-        stderr = proxy.close()
-    assert "Traceback" not in stderr, stderr[-3000:]
+    # the client the proxy let in was never the one ended: its connection stayed up
+    assert proxy.disconnects == 0
