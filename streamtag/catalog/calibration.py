@@ -245,10 +245,25 @@ def real_music_calibration(path: str | os.PathLike) -> dict | None:
             "record": {**entry["record"], "check": entry["check"]}}
 
 
+def trained_calibration(path: str | os.PathLike) -> dict | None:
+    """The thresholds streamtag's trainer chose on the model's validation split (a file
+    ``train.export`` wrote: its options name the ``threshold_method``), as
+    ``{"thresholds", "record"}``; None for converted weights."""
+    manifest = read_manifest(path)
+    method = manifest.options.get("threshold_method")
+    if not method or not manifest.thresholds:
+        return None
+    return {"thresholds": [float(t) for t in manifest.thresholds],
+            "record": {"rule": f"{method} on the training run's validation split",
+                       "audio": "the recipe's validation split (manifest.recipe)"}}
+
+
 def install_calibration(path: str | os.PathLike) -> dict:
     """An installed model's default thresholds: fitted on real music where streamtag has them
-    for these weights, else the rule on synthetic music (``default_calibration``)."""
-    return real_music_calibration(path) or default_calibration(path)
+    for these weights, those its training chose for a model streamtag trained
+    (``trained_calibration``), else the rule on synthetic music (``default_calibration``)."""
+    return (real_music_calibration(path) or trained_calibration(path)
+            or default_calibration(path))
 
 
 def write_calibration(path: str | os.PathLike, out: str | os.PathLike,

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from streamtag import places
-from streamtag.catalog import musicnn_import, speech_import
+from streamtag.catalog import music_small, musicnn_import, speech_import
 from streamtag.catalog.importer import MAX_ARCHIVE_MEMBERS, MAX_SOURCE_BYTES, Importer
 from streamtag.errors import ModelError
 from streamtag.fsutil import NotOursError, check_own_file, own_folder
@@ -51,7 +51,7 @@ __all__ = ["HOME_ENV", "IMPORTERS", "MAX_ARCHIVE_MEMBERS", "MAX_SOURCE_BYTES",
            "models_folder", "own_models_folder", "path_of", "remove", "resolve_model"]
 
 # The importers ``install`` knows, in the order ``streamtag models list`` shows their names.
-IMPORTERS: tuple[Importer, ...] = (musicnn_import.IMPORTER,)
+IMPORTERS: tuple[Importer, ...] = (musicnn_import.IMPORTER, music_small.IMPORTER)
 
 # The shipped model's name where a model is named: `status`, `demo` and `info` call it so
 SHIPPED = "default"

@@ -1,0 +1,153 @@
+"""music-small against its teacher: agreement on held-out sources, and streams per core.
+
+    python benchmarks/music_small.py RUN_DIR [--recipe models/music-small.toml] [--speed]
+
+Agreement, on the corpus's test split (packages never seen in training, ``benchmarks/
+corpus.py``), from the run's ``predictions.npz`` (the student's probabilities per clip, its
+exported weights) and the teacher's cached scores (``streamtag.train.distill.TeacherScores``):
+
+- macro ROC-AUC and PR-AUC against the teacher's tags (its probabilities at its thresholds),
+  over the tags the teacher turns on at least once and not on every clip; each tag's ROC-AUC,
+  and the tags under 0.8 (what the student cannot learn here);
+- the mean absolute difference between the student's and the teacher's probabilities;
+- each held-out music track's headline tags as ``streamtag tag`` shows them (on in more than
+  half of its windows, each model at its own thresholds): the share of tracks whose headline is
+  the teacher's, and whose headline shares at least half its tags (of both) with the teacher's;
+  and by mean probability, the share whose top tag is the teacher's, and whose top 3 share at
+  least 2 with the teacher's.
+
+``--speed`` then runs ``benchmarks/streams.py`` once with the shipped model, music-small,
+musicnn-msd and music side by side (ONNX Runtime, the daemon's CPU backend; all four must be
+installed by name but the shipped one) and prints each one's real-time streams per core and
+its ratio to music.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def teacher_scores(recipe, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The teacher's probabilities of the clips ``ids`` (from the cache training filled), its
+    thresholds and its tags."""
+    from streamtag.catalog.installed import resolve_model
+    from streamtag.model.inference import InferenceModel
+    from streamtag.train.cache import FeatureCache
+    from streamtag.train.distill import TeacherScores
+
+    root = recipe.train.cache_root()
+    teacher = InferenceModel.load(resolve_model(recipe.data.options["teacher"]), device="cpu")
+    features = FeatureCache(root / "features", teacher.frontend)
+    scores = TeacherScores(root, teacher, features)
+    missing = [i for i in ids if not scores.has(i)]
+    if missing:
+        raise SystemExit(f"{len(missing)} clips have no cached teacher scores (e.g. "
+                         f"{missing[0]}); train the recipe first")
+    return (np.stack([scores.scores(i) for i in ids]).astype(np.float64),
+            np.asarray(teacher.thresholds), list(teacher.tags))
+
+
+def corpus_rows(recipe) -> dict[str, dict[str, str]]:
+    root = Path(recipe.data.root) if recipe.data.root else recipe.train.cache_root() / "corpus"
+    with open(root / recipe.data.options["csv"], newline="", encoding="utf-8") as f:
+        return {Path(r["path"]).with_suffix("").as_posix(): r for r in csv.DictReader(f)}
+
+
+def agreement(run_dir: Path, recipe) -> dict:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    saved = np.load(run_dir / "predictions.npz")
+    ids = [str(i) for i in saved["test_ids"]]
+    student = saved["test_scores"].astype(np.float64)
+    teacher, thresholds, tags = teacher_scores(recipe, ids)
+    if list(saved["tags"]) != tags:
+        raise SystemExit("the run's tags are not the teacher's")
+    on = teacher >= thresholds
+    per_tag, pr = {}, []
+    for j, tag in enumerate(tags):
+        if 0 < on[:, j].sum() < len(on):
+            per_tag[tag] = float(roc_auc_score(on[:, j], student[:, j]))
+            pr.append(float(average_precision_score(on[:, j], student[:, j])))
+    rows = corpus_rows(recipe)
+    tracks: dict[str, list[int]] = defaultdict(list)
+    for k, clip in enumerate(ids):
+        row = rows.get(clip, {})
+        if row.get("kind") in ("music", "midi"):
+            tracks[clip.rsplit("-", 1)[0]].append(k)
+    top1 = top3 = same = near = 0
+    student_on = student >= saved["thresholds"]
+    for clips in tracks.values():
+        t_mean, s_mean = teacher[clips].mean(axis=0), student[clips].mean(axis=0)
+        t_top, s_top = np.argsort(-t_mean)[:3], np.argsort(-s_mean)[:3]
+        top1 += int(t_top[0] == s_top[0])
+        top3 += int(len(set(t_top) & set(s_top)) >= 2)
+        # `streamtag tag`'s headline: the tags on in more than half of the track's windows
+        t_head = set(np.flatnonzero(on[clips].mean(axis=0) > 0.5))
+        s_head = set(np.flatnonzero(student_on[clips].mean(axis=0) > 0.5))
+        same += int(t_head == s_head)
+        union = t_head | s_head
+        near += int(not union or len(t_head & s_head) / len(union) >= 0.5)
+    sources = sorted({rows[i]["source"] for i in ids if i in rows})
+    return {
+        "clips": len(ids), "sources": sources,
+        "tags_scored": len(per_tag), "tags_never_or_always_on": len(tags) - len(per_tag),
+        "roc_auc_macro": float(np.mean(list(per_tag.values()))),
+        "pr_auc_macro": float(np.mean(pr)),
+        "mean_abs_difference": float(np.abs(student - teacher).mean()),
+        "music_tracks": len(tracks),
+        "headline_same_share": same / max(1, len(tracks)),
+        "headline_half_shared_share": near / max(1, len(tracks)),
+        "top1_share": top1 / max(1, len(tracks)),
+        "top3_2_of_3_share": top3 / max(1, len(tracks)),
+        "per_tag_roc_auc": dict(sorted(per_tag.items(), key=lambda kv: kv[1])),
+        "below_0_8": [t for t, v in sorted(per_tag.items(), key=lambda kv: kv[1]) if v < 0.8],
+    }
+
+
+def speed(streams: int, seconds: float) -> dict:
+    models = ["default", "music-small", "musicnn-msd", "music"]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "streams.json"
+        subprocess.run([sys.executable, str(HERE / "streams.py"), "--models", *models,
+                        "--backends", "onnxruntime", "--streams", str(streams), "--seconds",
+                        str(seconds), "--repeats", "1", "--skip-forward", "--json", str(out)],
+                       check=True)
+        return json.loads(out.read_text())
+
+
+def main() -> None:
+    from streamtag.train.recipe import load_recipe
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--recipe", type=Path, default=None,
+                        help="default: the run's own recipe.toml")
+    parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    recipe = load_recipe(args.recipe or args.run_dir / "recipe.toml")
+    result = agreement(args.run_dir, recipe)
+    per_tag = result.pop("per_tag_roc_auc")
+    print(json.dumps(result, indent=2))
+    print("per-tag ROC-AUC against the teacher's tags, held-out sources:")
+    print(", ".join(f"{t} {v:.3f}" for t, v in per_tag.items()))
+    (args.run_dir / "agreement.json").write_text(
+        json.dumps({**result, "per_tag_roc_auc": per_tag}, indent=2) + "\n")
+    if args.speed:
+        print(json.dumps(speed(args.streams, args.seconds), indent=2))
+
+
+if __name__ == "__main__":
+    main()
