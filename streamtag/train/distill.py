@@ -140,10 +140,10 @@ def load_distill(csv_path: str | Path, teacher: str, cache_root: str | Path, *,
                           "log-mel windows")
     features = FeatureCache(Path(cache_root) / "features", model.frontend)
     built = features.build(tracks, workers=workers)
-    log(f"teacher features: {built.summary()}")
+    log(f"teacher features: {built.summary().removeprefix('features: ')}")
     scores = TeacherScores(cache_root, model, features)
     scored = scores.build([t for t in tracks if t.id not in built.failures], workers=workers)
-    log(f"teacher scores ({model.name}): {scored.summary()}")
+    log(f"teacher scores ({model.name}): {scored.summary().removeprefix('features: ')}")
     failures = {**built.failures, **scored.failures}
     thresholds = np.asarray(model.thresholds, dtype=np.float32)
     targets = {}
