@@ -198,19 +198,20 @@ class Daemon:
         except BaseException:
             self.stop()  # release the metrics port
             raise
-        # who decides speech, said once in this first line (the engine is handed the plan)
+        # who decides speech (the engine is handed the plan), said once in the model's line
         self.speech = SpeechPlan.installed() if cfg.content.enabled else None
+        try:
+            self._start_serving(cfg, model)
+        except BaseException:
+            self.stop()  # release what was taken: sockets, threads, the authenticator
+            raise
+        # once serving: a daemon that cannot start says why in one line, and only that
         missing = self.speech is not None and self.speech.detector is None
         log.log(logging.WARNING if missing else logging.INFO,
                 "model %s: %d tags, %s input, window %d, hop %d, on %s with %s; content: %s",
                 self.model.name, len(self.model.tags), self.model.input_kind, self.model.window,
                 self.model.hop, self.model.device, self.model.backend,
                 "off" if self.speech is None else self.speech.note)
-        try:
-            self._start_serving(cfg, model)
-        except BaseException:
-            self.stop()  # release what was taken: sockets, threads, the authenticator
-            raise
         return self
 
     def _control_token(self, cfg: DaemonConfig) -> None:

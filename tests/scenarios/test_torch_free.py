@@ -242,13 +242,14 @@ def test_calibration_without_torch_writes_a_file_torch_still_loads(tmp_path, mus
 
 
 def test_models_list_names_what_can_be_installed_without_torch(tmp_path):
-    from streamtag.catalog import installed, musicnn
+    from streamtag.catalog import installed, music_small, musicnn
 
-    assert installed.available_names() == (installed.RECOMMENDED, *musicnn.NAMES)
+    assert installed.available_names() == (installed.RECOMMENDED, *musicnn.NAMES,
+                                           music_small.NAME)
     done = without_torch("models", "list", env={**os.environ, "STREAMTAG_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert ("can be installed: music (recommended), musicnn-mtt, musicnn-msd, vgg-mtt, "
-            "vgg-msd") in done.stdout
+            "vgg-msd, music-small, speech") in done.stdout
 
 
 def test_commands_that_need_torch_name_the_extra(tmp_path, music):
