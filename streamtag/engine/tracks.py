@@ -34,6 +34,9 @@ SCORE_DECIMALS = 6
 # after it began (``silence_s`` later) takes back the tags its first windows counted: far more
 # than a dead-air check's usual 10 s needs, and a bound on a stream's memory.
 RECENT_WINDOWS = 512
+# A track's loudness leaves out its first second after a title change: an ICY title is placed
+# up to a read-ahead (8 KB: half a second of a 128 kbit/s stream, a second of 64) early.
+LOUDNESS_EDGE_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,9 +141,13 @@ class TrackSummarizer:
 
     def add_loudness(self, blocks: Iterable[tuple[int, float]]) -> None:
         """The source's 100 ms loudness blocks as they are measured, each (the stream sample
-        where it ends, its power): each counts for the track its end falls in. Blocks run
-        ahead of the windows; a title change placed later at a sample the blocks have passed
-        (an ICY connection's first title) leaves them where they were counted."""
+        where it ends, its power): each counts for the track its end falls in, but for those
+        of a track's first LOUDNESS_EDGE_S after a title change, which count for none (a
+        station's title is placed up to a read-ahead early: what ends the track before would
+        count for this one). Blocks run ahead of the windows; a title change placed later at
+        a sample the blocks have passed (an ICY connection's first title) leaves them where
+        they were counted."""
+        edge = round(LOUDNESS_EDGE_S * self.sample_rate)
         for end, power in blocks:
             target = self._open
             owner: list[GatedLoudness] | None = None
@@ -148,6 +155,9 @@ class TrackSummarizer:
                 if end > change.sample:
                     owner = change.loudness
                     break
+            start = target.start_sample if owner is None else change.sample
+            if (owner is not None or target.start_sample > 0) and end <= start + edge:
+                continue
             if owner is not None:
                 if not owner:
                     owner.append(GatedLoudness())
