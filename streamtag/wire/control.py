@@ -42,7 +42,7 @@ from zmq.utils.monitor import recv_monitor_message
 from streamtag import places
 from streamtag.errors import ConfigError, ProtocolError, StreamtagError
 from streamtag.fsutil import NotOursError, own_folder, read_own_file
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
 from streamtag.wire.protocol import (
     MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES,
@@ -485,12 +485,9 @@ class ControlServer:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
             if self._curve is not None:
                 make_server(sock, self._curve, self._curve_domain)
-            if self._caps is not None:  # its monitor must see the socket listen
-                self.guard = ConnectionGuard(sock, self._caps, "control")
             try:
-                self.endpoint = bind_or_connect(sock, self._requested, False, "control server")
-                if self.guard is not None:
-                    self.guard.name = f"control {self.endpoint}"
+                self.endpoint, self.guard = bind_guarded(sock, self._requested, self._caps,
+                                                         "control", "control server")
             except OSError as exc:
                 self._worker.error = exc
                 return

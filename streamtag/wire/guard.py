@@ -47,6 +47,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from streamtag.wire.admission import MAX_BLOCKED, FilterKeeper, program
+from streamtag.wire.sockets import bind_or_connect
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,26 @@ class ConnectionGuard:
         with contextlib.suppress(zmq.ZMQError):
             self._socket.disable_monitor()
         self.monitor.close(linger=0)
+
+
+def bind_guarded(sock: zmq.Socket[Any], endpoint: str, caps: ConnectionCaps | None,
+                 name: str, what: str, *, authenticates: bool = False,
+                 ) -> tuple[str, ConnectionGuard | None]:
+    """Binds ``sock`` to ``endpoint`` (``bind_or_connect``, ``what`` naming it in an error)
+    with ``caps`` kept by a guard made first, whose monitor must see the socket listen; the
+    endpoint bound and the guard (named ``name`` and the endpoint; None without caps), for the
+    caller to start or to poll. A bind that fails closes the guard and raises its OSError."""
+    guard = (None if caps is None
+             else ConnectionGuard(sock, caps, name, authenticates=authenticates))
+    try:
+        bound = bind_or_connect(sock, endpoint, False, what)
+    except BaseException:
+        if guard is not None:
+            guard.close()
+        raise
+    if guard is not None:
+        guard.name = f"{name} {bound}"
+    return bound, guard
 
 
 @contextlib.contextmanager

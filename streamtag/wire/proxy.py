@@ -28,7 +28,7 @@ import zmq
 
 from streamtag.errors import ConfigError
 from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES, refusal
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
 from streamtag.wire.security import (
     FEED_DOMAIN,
     Authenticator,
@@ -155,22 +155,19 @@ def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
         if daemon_key is not None and curve is not None:
             make_client(xsub, ClientCurve(daemon_key, curve))
         control.bind(control_endpoint)
-        # each guard's monitor must see its socket listen: made before the binds
-        if caps[0] is not None and frontend is not None:
-            guards.append(ConnectionGuard(xsub, caps[0], "proxy frontend",
-                                          authenticates=daemon_key is not None))
-        if caps[1] is not None:
-            guards.append(ConnectionGuard(xpub, caps[1], "proxy backend",
-                                          authenticates=curve is not None))
         bound_frontend = None
         if frontend is not None:
-            bound_frontend = bind_or_connect(xsub, frontend, False, "proxy frontend (XSUB)")
+            bound_frontend, guard = bind_guarded(xsub, frontend, caps[0], "proxy frontend",
+                                                 "proxy frontend (XSUB)",
+                                                 authenticates=daemon_key is not None)
+            guards += [guard] if guard is not None else []
         for endpoint in upstream:
             bind_or_connect(xsub, endpoint, True, "proxy frontend (XSUB)")
-        bound_backend = bind_or_connect(xpub, backend, False, "proxy backend (XPUB)")
+        bound_backend, guard = bind_guarded(xpub, backend, caps[1], "proxy backend",
+                                            "proxy backend (XPUB)",
+                                            authenticates=curve is not None)
+        guards += [guard] if guard is not None else []
         for guard in guards:
-            guard.name = (f"proxy backend {bound_backend}" if guard.name == "proxy backend"
-                          else f"proxy frontend {bound_frontend}")
             guard.start()
         if stop_event is not None:
             watcher = threading.Thread(target=_steer, name="streamtag-proxy-stop", daemon=True,

@@ -19,7 +19,7 @@ import zmq
 from streamtag.engine.tracks import SCORE_DECIMALS
 from streamtag.errors import ProtocolError
 from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_DETAIL_LENGTH,
@@ -118,12 +118,13 @@ class Publisher:
                 make_server(self._socket, curve)
             monitor = (self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
                        if connect and connected_wait_s > 0 else None)
-            if caps is not None and not connect:  # its monitor must see the socket listen
-                self.guard = ConnectionGuard(self._socket, caps, "feed",
-                                             authenticates=curve is not None)
-            self.endpoint = bind_or_connect(self._socket, endpoint, connect, "publisher")
+            if connect:
+                self.endpoint = bind_or_connect(self._socket, endpoint, True, "publisher")
+            else:
+                self.endpoint, self.guard = bind_guarded(self._socket, endpoint, caps, "feed",
+                                                         "publisher",
+                                                         authenticates=curve is not None)
             if self.guard is not None:
-                self.guard.name = f"feed {self.endpoint}"
                 self.guard.start()
             if monitor is not None:
                 self._wait_connected(monitor, connected_wait_s)

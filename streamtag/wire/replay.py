@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import zmq
 
 from streamtag.errors import ProtocolError
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard
+from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
 from streamtag.wire.protocol import (
     MAX_FRAME_BYTES,
     MAX_REPLAY_FRAMES,
@@ -321,13 +321,10 @@ class ReplayServer:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             if self._curve is not None:
                 make_server(sock, self._curve, FEED_DOMAIN)
-            if self._caps is not None:
-                self.guard = ConnectionGuard(sock, self._caps, "replay",
-                                             authenticates=self._curve is not None)
             try:
-                self.endpoint = bind_or_connect(sock, self._requested, False, "replay socket")
-                if self.guard is not None:
-                    self.guard.name = f"replay {self.endpoint}"
+                self.endpoint, self.guard = bind_guarded(
+                    sock, self._requested, self._caps, "replay", "replay socket",
+                    authenticates=self._curve is not None)
             except OSError as exc:
                 self._worker.error = exc
                 return
