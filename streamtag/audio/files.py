@@ -84,13 +84,13 @@ class _Packer:
         return data.reshape(-1, channels).T
 
 
-def _mono(frame, seen: ChannelsSeen | None = None, packer: _Packer | None = None) -> np.ndarray:
+def _mono(frame, seen: ChannelsSeen | None, packer: _Packer) -> np.ndarray:
     """Any decoded frame as mono float32: integer PCM scaled to [-1, 1), channels averaged;
-    ``seen`` gets the channels first."""
+    ``seen`` gets the channels first; ``packer`` converts what PyAV cannot read safely."""
     channels = frame_channels(frame)
     if frame.format.name not in NUMPY_FORMATS or (frame.format.is_planar
                                                   and channels >= PLANE_POINTERS):
-        data = (packer or _Packer()).samples(frame, channels)
+        data = packer.samples(frame, channels)
     else:
         data = frame.to_ndarray()
         if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
