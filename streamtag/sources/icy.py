@@ -18,9 +18,9 @@ block is placed, and a station with a tiny ``icy-metaint`` and full blocks would
 up thousands of them a second. Taking the waiting block's place (rather than its own, further
 on) keeps a stream whose blocks come faster than the demuxer's read-ahead from never having
 one due: the title the stream has now is placed where the first waiting block sat, at most a
-read-ahead (8 KB, half a second of a 128 kbit/s stream) early. A title is cleaned as its block
-completes (``clean_title``: control characters and escape sequences out, 256 characters at
-most).
+read-ahead (8 KB, half a second of a 128 kbit/s stream) early. A block is parsed when it is
+due, within an allowance of parses (``IcySplitter``), and its title cleaned then
+(``clean_title``: control characters and escape sequences out, 256 characters at most).
 """
 
 from __future__ import annotations
