@@ -60,6 +60,8 @@ from streamtag.engine.config import (
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
 from streamtag.text import utf8_file_text
+from streamtag.wire.descriptors import fit_caps, room_for_peers
+from streamtag.wire.guard import ConnectionCaps
 from streamtag.wire.sockets import (
     CONTROL_MAX_CONNECTIONS,
     CONTROL_MAX_CONNECTIONS_PER_ADDRESS,
@@ -393,6 +395,24 @@ class DaemonConfig:
     def __post_init__(self) -> None:
         values.set_field(self, "processes", check_processes("engine.processes",
                                                             self.processes))
+
+    def port_caps(self, files_limit: int | None, sources: int
+                  ) -> tuple[dict[str, ConnectionCaps], dict[str, ConnectionCaps], int | None]:
+        """The caps of the ZeroMQ ports this config binds ("publish" unless it connects,
+        "control" and "replay" where served) as configured and as fitted within what
+        ``files_limit`` leaves with ``sources`` running, and that room
+        (streamtag.wire.descriptors)."""
+        wanted = {}
+        if not self.publish.connect:
+            wanted["publish"] = ConnectionCaps(*self.publish.caps)
+        if self.control.endpoint:
+            wanted["control"] = ConnectionCaps(*self.control.caps)
+        if self.publish.replay_endpoint:
+            wanted["replay"] = ConnectionCaps(*self.publish.replay_caps)
+        room = room_for_peers(files_limit, sources=sources, http_connections=(
+            [self.metrics.max_connections] if self.metrics.port else []))
+        fitted = dict(zip(wanted, fit_caps(list(wanted.values()), room), strict=True))
+        return wanted, fitted, room
 
 
 SECTIONS = {"model": ModelConfig, "publish": PublishConfig, "control": ControlConfig,

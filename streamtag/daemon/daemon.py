@@ -52,7 +52,7 @@ from streamtag.sources.decode_turns import Turns
 from streamtag.sources.hosts import redact_url
 from streamtag.text import counted
 from streamtag.wire.control import ControlServer, default_token_file, ensure_token
-from streamtag.wire.descriptors import fit_caps, raise_files_limit, room_for_peers, say_fitted
+from streamtag.wire.descriptors import raise_files_limit, say_fitted
 from streamtag.wire.guard import ConnectionCaps
 from streamtag.wire.publisher import Publisher
 from streamtag.wire.replay import ReplayServer
@@ -262,17 +262,7 @@ class Daemon:
         """The caps of the ZeroMQ ports this daemon binds ("publish", "control", "replay"),
         fitted within what the open-files limit leaves with ``sources`` running
         (streamtag.wire.descriptors)."""
-        cfg = self.config
-        wanted = {}
-        if not cfg.publish.connect:
-            wanted["publish"] = ConnectionCaps(*cfg.publish.caps)
-        if cfg.control.endpoint:
-            wanted["control"] = ConnectionCaps(*cfg.control.caps)
-        if cfg.publish.replay_endpoint:
-            wanted["replay"] = ConnectionCaps(*cfg.publish.replay_caps)
-        room = room_for_peers(self.files_limit, sources=sources, http_connections=(
-            [cfg.metrics.max_connections] if cfg.metrics.port else []))
-        fitted = dict(zip(wanted, fit_caps(list(wanted.values()), room), strict=True))
+        wanted, fitted, room = self.config.port_caps(self.files_limit, sources)
         if fitted != wanted and fitted != self._caps_said:
             self._caps_said = fitted  # said once per change, not at every source added
             say_fitted("daemon", self.files_limit, room,

@@ -63,7 +63,7 @@ from streamtag.daemon.config import (
 from streamtag.daemon.shard import WorkerShard
 from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.control import ControlClient, ControlServer, default_token_file, ensure_token
-from streamtag.wire.descriptors import fit_caps, raise_files_limit, room_for_peers, say_fitted
+from streamtag.wire.descriptors import raise_files_limit, say_fitted
 from streamtag.wire.guard import ConnectionCaps
 from streamtag.wire.proxy import run_proxy
 from streamtag.wire.requests import (
@@ -339,15 +339,8 @@ class Supervisor:
         """The caps of the public ZeroMQ ports ("publish", "control"), fitted within what the
         open-files limit leaves (streamtag.wire.descriptors; a worker's pipes and sockets
         counted as a source's reserve)."""
-        cfg = self.config
-        wanted = {}
-        if not cfg.publish.connect:
-            wanted["publish"] = ConnectionCaps(*cfg.publish.caps)
-        if cfg.control.endpoint:
-            wanted["control"] = ConnectionCaps(*cfg.control.caps)
-        room = room_for_peers(self.files_limit, sources=self.count, http_connections=(
-            [cfg.metrics.max_connections] if cfg.metrics.port else []))
-        fitted = dict(zip(wanted, fit_caps(list(wanted.values()), room), strict=True))
+        # (replay is refused with --processes: only the feed and control are there)
+        wanted, fitted, room = self.config.port_caps(self.files_limit, self.count)
         say_fitted("supervisor", self.files_limit, room,
                    [(f"{key}.endpoint", wanted[key], fitted[key]) for key in wanted])
         return fitted
