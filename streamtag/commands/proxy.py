@@ -55,12 +55,12 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     """args has frontend, backend, upstream, server_key, client_keys, daemon_key, insecure and
     max_message_bytes."""
     from streamtag.wire.descriptors import (
+        ConnectionCaps,
         fit_caps,
         raise_files_limit,
         room_for_peers,
         say_fitted,
     )
-    from streamtag.wire.guard import ConnectionCaps
     from streamtag.wire.proxy import open_endpoints, run_proxy
     from streamtag.wire.security import is_loopback_endpoint, load_keys
 

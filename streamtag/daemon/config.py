@@ -60,8 +60,7 @@ from streamtag.engine.config import (
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
 from streamtag.text import utf8_file_text
-from streamtag.wire.descriptors import fit_caps, room_for_peers
-from streamtag.wire.guard import ConnectionCaps
+from streamtag.wire.descriptors import ConnectionCaps, fit_caps, room_for_peers
 from streamtag.wire.sockets import (
     CONTROL_MAX_CONNECTIONS,
     CONTROL_MAX_CONNECTIONS_PER_ADDRESS,

@@ -52,8 +52,7 @@ from streamtag.sources.decode_turns import Turns
 from streamtag.sources.hosts import redact_url
 from streamtag.text import counted
 from streamtag.wire.control import ControlServer, default_token_file, ensure_token
-from streamtag.wire.descriptors import raise_files_limit, say_fitted
-from streamtag.wire.guard import ConnectionCaps
+from streamtag.wire.descriptors import ConnectionCaps, raise_files_limit, say_fitted
 from streamtag.wire.publisher import Publisher
 from streamtag.wire.replay import ReplayServer
 from streamtag.wire.requests import (

@@ -63,8 +63,7 @@ from streamtag.daemon.config import (
 from streamtag.daemon.shard import WorkerShard
 from streamtag.errors import ConfigError, ModelError
 from streamtag.wire.control import ControlClient, ControlServer, default_token_file, ensure_token
-from streamtag.wire.descriptors import raise_files_limit, say_fitted
-from streamtag.wire.guard import ConnectionCaps
+from streamtag.wire.descriptors import ConnectionCaps, raise_files_limit, say_fitted
 from streamtag.wire.proxy import run_proxy
 from streamtag.wire.requests import (
     AddSource,

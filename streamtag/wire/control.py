@@ -42,7 +42,8 @@ from zmq.utils.monitor import recv_monitor_message
 from streamtag import places
 from streamtag.errors import ConfigError, ProtocolError, StreamtagError
 from streamtag.fsutil import NotOursError, own_folder, read_own_file
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
+from streamtag.wire.descriptors import ConnectionCaps
+from streamtag.wire.guard import ConnectionGuard, bind_guarded
 from streamtag.wire.protocol import (
     MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES,

@@ -20,15 +20,33 @@ The reserve, per process:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
-
-from streamtag.wire.guard import ConnectionCaps
 
 log = logging.getLogger(__name__)
 
 FIXED_RESERVE = 128
 PER_SOURCE_RESERVE = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionCaps:
+    """The bounds of one ZeroMQ listening socket."""
+
+    max_connections: int
+    max_per_address: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_per_address"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number above 0, got "
+                                 f"{getattr(self, name)!r}")
+
+    def within(self, most: int) -> ConnectionCaps:
+        """These caps shrunk to ``most`` connections at once (at least 1)."""
+        total = max(1, min(self.max_connections, most))
+        return ConnectionCaps(total, min(self.max_per_address, total))
 
 
 def files_limit() -> int | None:

@@ -47,6 +47,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from streamtag.wire.admission import MAX_BLOCKED, FilterKeeper, program
+from streamtag.wire.descriptors import ConnectionCaps
 from streamtag.wire.sockets import bind_or_connect
 
 log = logging.getLogger(__name__)
@@ -62,25 +63,6 @@ EVENTS = (zmq.EVENT_LISTENING | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zm
 # why a connection was ended (the metric's reason label): what the log says
 REASONS = {"room": "ended to make room past the connection cap",
            "room_per_address": "ended to make room past the cap for one address"}
-
-
-@dataclasses.dataclass(frozen=True)
-class ConnectionCaps:
-    """The bounds of one ZeroMQ listening socket."""
-
-    max_connections: int
-    max_per_address: int
-
-    def __post_init__(self) -> None:
-        for name in ("max_connections", "max_per_address"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a whole number above 0, got "
-                                 f"{getattr(self, name)!r}")
-
-    def within(self, most: int) -> ConnectionCaps:
-        """These caps shrunk to ``most`` connections at once (at least 1)."""
-        total = max(1, min(self.max_connections, most))
-        return ConnectionCaps(total, min(self.max_per_address, total))
 
 
 @dataclasses.dataclass

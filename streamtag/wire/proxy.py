@@ -27,8 +27,9 @@ from typing import Any
 import zmq
 
 from streamtag.errors import ConfigError
+from streamtag.wire.descriptors import ConnectionCaps
 from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES, refusal
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
+from streamtag.wire.guard import ConnectionGuard, bind_guarded
 from streamtag.wire.security import (
     FEED_DOMAIN,
     Authenticator,

@@ -18,8 +18,9 @@ import zmq
 
 from streamtag.engine.tracks import SCORE_DECIMALS
 from streamtag.errors import ProtocolError
+from streamtag.wire.descriptors import ConnectionCaps
 from streamtag.wire.exposure import MAX_SUBSCRIPTION_BYTES
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
+from streamtag.wire.guard import ConnectionGuard, bind_guarded
 from streamtag.wire.protocol import (
     HEARTBEAT,
     MAX_DETAIL_LENGTH,

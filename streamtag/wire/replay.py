@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 import zmq
 
 from streamtag.errors import ProtocolError
-from streamtag.wire.guard import ConnectionCaps, ConnectionGuard, bind_guarded
+from streamtag.wire.descriptors import ConnectionCaps
+from streamtag.wire.guard import ConnectionGuard, bind_guarded
 from streamtag.wire.protocol import (
     MAX_FRAME_BYTES,
     MAX_REPLAY_FRAMES,

@@ -34,7 +34,8 @@ from support.hostile_station import vorbis_ogg
 import streamtag
 from streamtag.wire.admission import FilterKeeper, program
 from streamtag.wire.control import ControlServer, control_request, mac_of
-from streamtag.wire.guard import MIN_AGE_S, ConnectionCaps, ConnectionGuard
+from streamtag.wire.descriptors import ConnectionCaps
+from streamtag.wire.guard import MIN_AGE_S, ConnectionGuard
 from streamtag.wire.security import client_curve, generate_keys
 
 pytest.importorskip("websockets", reason="the metrics port needs websockets: pip install "
