@@ -13,7 +13,8 @@ The graph reads 16-kHz mono in chunks of 512 samples (32 ms) after the 64 sample
 and carries a recurrent state of (2, streams, 128) from chunk to chunk. It runs on the last chunk
 of every ``STEP`` (128 ms: one chunk in four), its state carried from step to step: a window's
 decision needs its share of speech, not every chunk's probability, and one chunk in four
-costs a quarter (docs/models.md, "Content": the same decisions on the material measured). Each
+costs a quarter (docs/models.md, "Content": the same decisions on the material measured); the
+graph's own STFT is replaced by numpy's FFT (``SpeechDetector``). Each
 stream has a ``SpeechTrack``: its samples resampled to 16 kHz where the model's rate differs
 (one soxr stream, made only then), its samples waiting, its state and the speech probability
 of its recent steps. ``run_tracks`` runs the waiting steps of many streams together: one
@@ -47,9 +48,15 @@ __all__ = ["CHUNK", "CONTEXT", "KNOWN_GRAPHS", "SPEECH_FILE", "STEP", "SPEECH_RA
 SPEECH_RATE = 16000
 CHUNK = 512  # samples per probability: 32 ms
 CONTEXT = 64  # samples of the chunk before, which silero v5 and later read with each chunk
-STRIDE = 4  # chunks per step, the step's last one run
+STRIDE = 4  # chunks per step, the step's last one run (its context within the step)
 STEP = STRIDE * CHUNK
 STATE = 128
+# silero's STFT (``split_graph``): each row reflected this far past its end, frames of
+# FFT_SIZE every FFT_HOP
+FFT_SIZE = 256
+FFT_HOP = 128
+FFT_PAD = 64
+MAGNITUDE = "magnitude"  # the split graph's input: (streams, FFT_SIZE // 2 + 1, frames)
 # A chunk is speech over silero's own default threshold, and a window is speech when this share
 # of its chunks is: voices pause between words and phrases, so a talking window is rarely
 # all speech, while music with a voice in it seldom holds the detector for long.
@@ -79,7 +86,14 @@ def record_path() -> Path:
 
 class SpeechDetector:
     """silero-vad's graph in an ONNX Runtime session of one thread (the engine's threads run
-    one session each; more threads would only share the same small matrices)."""
+    one session each; more threads would only share the same small matrices).
+
+    The graph opens with its own short-time Fourier transform, a convolution of 258 windowed
+    cosines and sines over the chunk: a third of the graph's time, for what an FFT does in a
+    tenth of it. So the graph is served from the magnitudes on (``split_graph``), and
+    ``magnitudes`` computes them with numpy's FFT from the window the graph's basis holds;
+    the probabilities are the whole graph's within float rounding (tests/engine/test_speech.py).
+    A graph that is not laid out as the known ones is served whole."""
 
     def __init__(self, graph: bytes, described: str) -> None:
         import onnxruntime as ort
@@ -88,10 +102,15 @@ class SpeechDetector:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # the graph's unused initialisers are not news
-        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.described = described
+        split = split_graph(graph)
+        self.window: np.ndarray | None = None
+        if split is not None:
+            graph, self.window = split
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         names = {i.name for i in self.session.get_inputs()}
-        if not {"input", "state"} <= names or not names <= {"input", "state", "sr"}:
+        wanted = {MAGNITUDE, "state"} if split is not None else {"input", "state", "sr"}
+        if not wanted - {"sr"} <= names or not names <= wanted:
             raise ModelError(f"{described}: the graph's inputs are {sorted(names)}, not "
                              "silero-vad's input, state and sr")
         self._rate = ({"sr": np.array(SPEECH_RATE, np.int64)} if "sr" in names else {})
@@ -118,8 +137,96 @@ class SpeechDetector:
     def run(self, rows: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Speech probabilities of ``rows`` (streams, CONTEXT + CHUNK) and the next state,
         from ``state`` (2, streams, STATE)."""
-        probs, state = self.session.run(None, {"input": rows, "state": state, **self._rate})
+        if self.window is None:
+            feeds = {"input": rows, "state": state, **self._rate}
+        else:
+            feeds = {MAGNITUDE: magnitudes(rows, self.window), "state": state}
+        probs, state = self.session.run(None, feeds)
         return probs[:, 0], state
+
+
+def magnitudes(rows: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """What silero's STFT gives for ``rows`` (streams, CONTEXT + CHUNK): each row reflected
+    ``FFT_PAD`` samples past its end, frames of ``FFT_SIZE`` every ``FFT_HOP`` under
+    ``window``, the magnitude of each frame's FFT: (streams, FFT_SIZE // 2 + 1, frames)."""
+    padded = np.empty((len(rows), CONTEXT + CHUNK + FFT_PAD), np.float32)
+    padded[:, : CONTEXT + CHUNK] = rows
+    padded[:, CONTEXT + CHUNK:] = rows[:, -2: -FFT_PAD - 2: -1]  # reflected: the end not again
+    frames = np.lib.stride_tricks.sliding_window_view(padded, FFT_SIZE, axis=1)[:, ::FFT_HOP]
+    spectrum = np.fft.rfft(frames * window, axis=-1)
+    return np.abs(spectrum).astype(np.float32).transpose(0, 2, 1)
+
+
+def split_graph(graph: bytes) -> tuple[bytes, np.ndarray] | None:
+    """silero-vad's 16-kHz graph from the STFT's magnitudes on, with the window of its STFT,
+    or None where ``graph`` is not laid out as the known ones are: a top-level ``If`` on the
+    rate whose branch for 16 kHz pads the input by reflection, convolves it with a basis of
+    windowed cosines and sines (a ``Constant`` named ``...forward_basis_buffer``) and takes the
+    ``Sqrt`` of their squares. The branch's nodes after the ``Sqrt`` become the graph, reading
+    ``MAGNITUDE`` where they read the ``Sqrt``; every other constant is kept."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    try:
+        model = onnx.load_from_string(graph)
+        top = [n for n in model.graph.node if n.op_type == "If"]
+        rate = [numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                if n.op_type == "Constant"]
+        if len(top) != 1 or len(rate) != 1 or int(rate[0]) != SPEECH_RATE:
+            return None
+        branch = next(a.g for a in top[0].attribute if a.name == "then_branch")
+        nodes = list(branch.node)
+        roots = [i for i, n in enumerate(nodes) if n.op_type == "Sqrt"]
+        bases = [n for n in nodes if n.op_type == "Constant"
+                 and n.output[0].endswith("forward_basis_buffer")]
+        pads = [n for n in nodes if n.op_type == "Pad"]
+        convs = [n for n in nodes[:roots[0]] if n.op_type == "Conv"] if roots else []
+        if len(roots) != 1 or len(bases) != 1 or len(pads) != 1 or len(convs) != 1:
+            return None
+        basis = numpy_helper.to_array(bases[0].attribute[0].t)
+        attributes = {a.name: helper.get_attribute_value(a) for a in convs[0].attribute}
+        mode = {a.name: helper.get_attribute_value(a) for a in pads[0].attribute}.get("mode")
+        window = basis[0, 0].astype(np.float32)
+        bins = FFT_SIZE // 2 + 1
+        n = np.arange(FFT_SIZE)
+        angles = 2 * np.pi * np.outer(np.arange(bins), n) / FFT_SIZE
+        if (basis.shape != (2 * bins, 1, FFT_SIZE) or attributes.get("strides") != [FFT_HOP]
+                or mode != b"reflect"
+                or np.abs(basis[:bins, 0] - window * np.cos(angles)).max() > 1e-5
+                or np.abs(np.abs(basis[bins:, 0]) - np.abs(window * np.sin(angles))).max()
+                > 1e-5):
+            return None
+        root = nodes[roots[0]].output[0]
+        renamed = {root: MAGNITUDE, branch.output[0].name: "output",
+                   branch.output[1].name: "stateN"}
+        kept = []
+        for i, node in enumerate(nodes):
+            if i <= roots[0] and (node.op_type != "Constant" or node is bases[0]):
+                continue
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            for names in (copy.input, copy.output):
+                for k, name in enumerate(names):
+                    names[k] = renamed.get(name, name)
+            kept.append(copy)
+        frames = (CONTEXT + CHUNK + FFT_PAD - FFT_SIZE) // FFT_HOP + 1
+        inputs = [helper.make_tensor_value_info(MAGNITUDE, onnx.TensorProto.FLOAT,
+                                                ["streams", bins, frames]),
+                  helper.make_tensor_value_info("state", onnx.TensorProto.FLOAT,
+                                                [2, "streams", STATE])]
+        outputs = [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT,
+                                                 ["streams", 1]),
+                   helper.make_tensor_value_info("stateN", onnx.TensorProto.FLOAT,
+                                                 [2, "streams", STATE])]
+        trimmed = helper.make_model(helper.make_graph(kept, "silero_vad_from_magnitudes",
+                                                      inputs, outputs),
+                                    opset_imports=model.opset_import)
+        trimmed.ir_version = model.ir_version
+        onnx.checker.check_model(trimmed)
+    except (onnx.checker.ValidationError, ValueError, IndexError, StopIteration,
+            AttributeError):
+        return None
+    return trimmed.SerializeToString(), window
 
 
 _loaded: dict[tuple[str, int, int], SpeechDetector] = {}
@@ -182,7 +289,6 @@ class SpeechTrack:
         self._waiting: list[np.ndarray] = []
         self._waiting_n = 0
         self._skipped = 0  # whole steps let go of unrun, the oldest waiting
-        self._context = np.zeros(CONTEXT, np.float32)
         self.state = np.zeros((2, STATE), np.float32)
         self.done = 0  # steps run so far
         self.probs: deque[float] = deque(maxlen=max(1, round(KEEP_S * SPEECH_RATE / STEP)))
@@ -224,7 +330,6 @@ class SpeechTrack:
             if skipped:  # callers hold the detector's lock: done and probs move with it
                 self.done += skipped
                 self.probs.extend([0.0] * min(skipped, self.probs.maxlen or skipped))
-                self._context = np.zeros(CONTEXT, np.float32)
             if n == 0:
                 return np.zeros((0, CONTEXT + CHUNK), np.float32)
             waiting = np.concatenate(self._waiting) if len(self._waiting) > 1 \
@@ -232,11 +337,8 @@ class SpeechTrack:
             rest = waiting[n * STEP:]
             self._waiting = [rest] if len(rest) else []
             self._waiting_n = len(rest)
-        audio = np.concatenate([self._context, waiting[: n * STEP]])
-        self._context = audio[-CONTEXT:].copy()
-        # step s's chunk ends at its end, sample (s + 1) * STEP + CONTEXT of ``audio``
-        rows = np.lib.stride_tricks.sliding_window_view(audio, CONTEXT + CHUNK)
-        return np.ascontiguousarray(rows[STEP - CHUNK::STEP][:n])
+        # a step's chunk and the context before it are its last CONTEXT + CHUNK samples
+        return waiting[: n * STEP].reshape(n, STEP)[:, STEP - CHUNK - CONTEXT:].copy()
 
     def share(self, start_sample: int, end_sample: int) -> float | None:
         """The share of the steps inside stream samples ``[start_sample, end_sample)`` that

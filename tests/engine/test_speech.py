@@ -5,6 +5,7 @@ each stream what it gives that stream alone, and without it the engine says who 
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,37 @@ def test_audio_waiting_for_a_stalled_detector_is_bounded(detector):
     assert track.done == seconds * RATE // STEP
     assert len(track.probs) == track.probs.maxlen and max(track.probs) < 0.5
     assert track.share((seconds - 3) * RATE, seconds * RATE) == 0.0
+
+
+def test_the_graph_served_from_its_magnitudes_gives_the_whole_graph_s_probabilities(detector):
+    """The detector serves silero's graph from its STFT's magnitudes on, computed with numpy's
+    FFT: step after step, state carried, over recorded speech, music and noise batched
+    together, its probabilities are the whole graph's as ONNX Runtime runs it."""
+    import onnxruntime as ort
+
+    require()
+    require_content()
+    assert detector.window is not None  # the known graph is split
+    with zipfile.ZipFile(silero_wheel()) as wheel:
+        graph = wheel.read("silero_vad/data/silero_vad.onnx")
+    whole = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    sources = [warzone_tutorial(RATE, clips=2), game_music(0, 12),
+               (0.3 * rng.standard_normal(12 * RATE)).astype(np.float32)]
+    steps = min(len(a) for a in sources) // STEP
+    rows = np.stack([a[: steps * STEP].reshape(steps, STEP)[:, STEP - 576:] for a in sources],
+                    axis=1)
+    split_state = whole_state = np.zeros((2, len(sources), 128), np.float32)
+    split_probs, whole_probs = [], []
+    for step in rows:
+        p, split_state = detector.run(np.ascontiguousarray(step), split_state)
+        split_probs.append(p)
+        q, whole_state = whole.run(None, {"input": np.ascontiguousarray(step),
+                                          "state": whole_state,
+                                          "sr": np.array(RATE, np.int64)})
+        whole_probs.append(q[:, 0])
+    np.testing.assert_allclose(np.array(split_probs), np.array(whole_probs), atol=1e-4)
+    # the material is not all one answer: speech is found in the voice, not in the rest
+    assert np.mean(np.array(whole_probs)[:, 0] > 0.5) > 0.5
+    assert np.mean(np.array(whole_probs)[:, 1:] > 0.5) < 0.1
+
