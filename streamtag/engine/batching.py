@@ -103,6 +103,8 @@ class _Window:
     end_frame: int | None = None
     dropped: bool = False
     level: WindowLevel | None = None  # the frontend's, of its frames, for log-mel models
+    # ... of its last hop's frames: the audio that came since the window before
+    newest: WindowLevel | None = None
     # cut at the end of the input: its last frames may be the frontend's end padding
     tail: bool = False
     content: str | None = None  # the content classifier's class, None where none ran
@@ -118,8 +120,8 @@ class _Pass:
 
 
 # A window as the framer cuts it: (data, start sample, end sample, end frame or None, the level
-# of its frames or None)
-_Cut = tuple[np.ndarray, int, int, int | None, WindowLevel | None]
+# of its frames and of its last hop's, or None)
+_Cut = tuple[np.ndarray, int, int, int | None, WindowLevel | None, WindowLevel | None]
 
 
 class _Framer:
@@ -166,6 +168,14 @@ class _Framer:
     def _level(self, end: int, length: int) -> WindowLevel | None:
         return None if self.fe is None else self.fe.window_level(end, length)
 
+    def _levels(self, end: int, length: int) -> tuple[WindowLevel | None, WindowLevel | None]:
+        """The level of frames [end - length, end) and of the last hop of them (at least a
+        level step: a window's level takes whole steps)."""
+        if self.fe is None:
+            return None, None
+        newest = min(max(self.hop, self.fe.level_step), length)
+        return self._level(end, length), self._level(end, newest)
+
     def _push(self, frames: np.ndarray, out: list[_Cut]) -> None:
         room = self.capacity - self.window  # push no more than can be cut before overwriting
         for i in range(0, len(frames), room):
@@ -173,7 +183,7 @@ class _Framer:
             while self.ring.end_index >= self.next_end:
                 end = self.next_end
                 out.append((self._cut(end, self.window), *self._span(end - self.window, end),
-                            end, self._level(end, self.window)))
+                            end, *self._levels(end, self.window)))
                 self.next_end += self.hop
 
     def accept(self, samples: np.ndarray) -> list[_Cut]:
@@ -201,13 +211,13 @@ class _Framer:
         last_end = self.next_end - self.hop
         if total >= self.window and total > last_end:
             out.append((self._cut(total, self.window), *self._span(total - self.window, total),
-                        total, self._level(total, self.window)))
+                        total, *self._levels(total, self.window)))
         elif 0 < total < self.window:
             short = self._cut(total, total)
             reps = -(-self.window // total)
             tiled = np.concatenate([short] * reps, axis=-1)[..., : self.window]
             out.append((np.ascontiguousarray(tiled), *self._span(0, total), None,
-                        self._level(total, total)))
+                        *self._levels(total, total)))
         return out
 
 
@@ -503,15 +513,16 @@ class Engine:
             content.finish()
         else:
             content.accept(samples)
-        return [content.classify(start, end) for _, start, end, _, _ in windows]
+        return [content.classify(start, end) for _, start, end, *_ in windows]
 
     def _enqueue(self, stream: _Stream, generation: int,
                  windows: Sequence[_Cut], arrival: float, finishing: bool = False,
                  kinds: Sequence[str | None] = ()) -> None:
         with self._cond:
-            for i, (data, start, end, end_frame, level) in enumerate(windows):
+            for i, (data, start, end, end_frame, level, newest) in enumerate(windows):
                 self._queue.append(_Window(stream, generation, data, start, end, arrival,
-                                           end_frame, level=level, tail=finishing,
+                                           end_frame, level=level, newest=newest,
+                                           tail=finishing,
                                            content=kinds[i] if kinds else None))
                 stream.pending += 1
             if finishing:

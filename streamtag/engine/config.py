@@ -27,10 +27,11 @@ MAX_THREADS = 256  # workers, threads and decoders each
 
 SILENCE_DBFS = -50.0  # a window quieter than this has no music to judge (broadcast practice)
 # The mood's words (streamtag.engine.mood): a new main word is shown once it has held this much
-# audio (a clear change); "no music" once the music has been gone this long; the
+# audio (a clear change); "no music" once windows without music have lasted this long (0: at the
+# first, so that a screen clears within 3 s of speech or dead air, docs/venue.md); the
 # valence/arousal point's exponential average.
 DWELL_S = 3.0
-SILENCE_DWELL_S = 6.0
+SILENCE_DWELL_S = 0.0
 POINT_TIME_CONSTANT_S = 3.0
 
 # Broadcast monitors' usual dead-air alarm: 10 s below -50 dBFS (the mood display's silence
@@ -143,7 +144,8 @@ class MoodConfig:
              "clearly changed (a change at a border between words holds longer)")
     silence_dwell_s: float = values.field(
         SILENCE_DWELL_S, minimum=0, maximum=3600,
-        help="audio seconds of silence (or anything not music) before \"no music\" is shown")
+        help="audio seconds that windows of silence, speech or anything not music must last, "
+             "from the first, before \"no music\" is shown; 0: at the first")
     time_constant_s: float = values.field(
         POINT_TIME_CONSTANT_S, minimum=0, maximum=3600,
         help="the valence/arousal point's exponential average, seconds")

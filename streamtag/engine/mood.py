@@ -11,9 +11,10 @@ the calm ones whatever a model's tags say; the tags move it by at most a quarter
 shown are the display words nearest the point. The point moves smoothly (an exponential average
 over audio time); a new main word is shown once it has held for a short dwell where the point
 has clearly left the shown word, a long one where it only wavers at a border, so a screen
-follows a change of music within seconds and stays put on steady music. Music after silence
-(or anything else that is not music) is judged afresh; the genre line changes at most once a
-minute within a track, and goes at once with the track (a new title) and with the music.
+follows a change of music within seconds and stays put on steady music. Silence, speech or
+anything else that is not music takes the words and the genre line off at once (a screen shows
+no mood over a voice or dead air), and the music after it is judged afresh; the genre line
+changes at most once a minute within a track, and goes at once with the track (a new title).
 
 Nothing here knows sockets or pages: the daemon puts the result in its scores messages.
 """
@@ -277,8 +278,8 @@ def _clip(x: float) -> float:
 def is_music(content: str | None) -> bool:
     """Whether a window's content (the engine's music/speech/silence/tone/noise, None where
     the engine says nothing) is music, the only content that has a mood and a genre. Anything
-    else is handled as silence: the mood shown goes after its dwell, and the music after it
-    starts afresh."""
+    else is handled as silence: the mood shown goes (after ``silence_dwell_s``, at once by
+    default), and the music after it starts afresh."""
     return content is None or content == "music"
 
 
@@ -287,10 +288,12 @@ class MoodTracker:
     genre line's hold.
 
     A window without music (quiet, dead air, or a content other than music) ends the music:
-    what was measured of it is forgotten, so the music after it is judged on its own. That
-    music's first ``SETTLE_S`` are not shown (the windows that straddle the gap mix the two);
-    then its words are shown at once (its genres once it has played GENRE_DWELL_S), and from
-    there on they change only as ``_decide`` and ``_hold_genres`` say."""
+    its genre line goes at once, its words once such windows have lasted ``silence_dwell_s``
+    (0: at once), and what was measured of it is forgotten, so the music after it is judged
+    on its own. That music's first ``SETTLE_S`` are not shown (the windows that straddle the
+    gap mix the two); then its words are shown at once (its genres once it has played
+    GENRE_DWELL_S), and from there on they change only as ``_decide`` and ``_hold_genres``
+    say."""
 
     def __init__(self, plan: MoodPlan, dwell_s: float = DWELL_S,
                  silence_dwell_s: float = SILENCE_DWELL_S,
@@ -342,7 +345,8 @@ class MoodTracker:
         """The mood after the window ending at ``end_s`` (audio seconds): the fields of the
         protocol's scores ``mood`` object. ``dead_air``: the stream's health found dead air
         that is not quiet (a stuck tone), which has no mood either; ``content``: what the
-        window is (``is_music`` decides)."""
+        window is, or what its newest audio is where that is silence or a tone (``is_music``
+        decides)."""
         music = (not dead_air and is_music(content)
                  and not (rms_dbfs is not None and rms_dbfs < self.silence_dbfs))
         step = 0.0 if self._last_end is None else max(0.0, end_s - self._last_end)

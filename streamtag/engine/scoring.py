@@ -13,6 +13,10 @@ Content (``[content]``, streamtag.engine.content): the stream's content tracker 
 window is (``WindowResult.content``: music, speech, silence, tone or noise). No tag turns on in a
 window that is not music, and a run of speech, noise or tone that lasts ``min_s`` turns every
 tag off where the run began, as confirmed dead air does.
+
+Mood (``[mood]``, streamtag.engine.mood): the stream's mood tracker reads each window's scores,
+level and content; silence or a steady tone in the window's newest audio (its last hop) counts
+as the window's content there, so that a screen clears within seconds of dead air.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class ScoredWindow(Protocol):
     end_sample: int
     arrival: float  # time.monotonic() when its last sample arrived
     level: WindowLevel | None  # the frontend's, of its frames, for log-mel models
+    newest: WindowLevel | None  # ... of its last hop's frames: the audio since the window before
     tail: bool  # cut at the end of the input
     content: str | None  # the content classifier's class, None where none ran
 
@@ -118,6 +123,7 @@ class WindowScorer:
         self.content_sound = False
         self.next_index = 0
         self.end_s = 0.0
+        self.end_sample: int | None = None  # the last window's end
 
     def _mood_tracker(self, plan: MoodPlan | None) -> MoodTracker | None:
         m = self._moods
@@ -173,10 +179,12 @@ class WindowScorer:
         if muted_at is not None:  # speech or noise: no music tag stays on
             events = [*events, *self.smoother.silence(muted_at)]
         if self.mood is not None:
+            # The newest audio's silence or tone counts at once: a screen clears as dead air
+            # begins, not once it fills a window.
             mood = self.mood.update(end_s, smoothed, None if audio is None else audio["rms_dbfs"],
                                     None if audio is None else audio["energy"],
                                     dead_air=health is not None and health.silent,
-                                    content=content)
+                                    content=self._newest_kind(w) or content)
         result = WindowResult(
             stream_id=self.stream_id, index=self.next_index, start_sample=w.start_sample,
             end_sample=w.end_sample, sample_rate=model.sample_rate, tags=model.tags,
@@ -186,6 +194,7 @@ class WindowScorer:
             silent=health is not None and health.silent, quiet=quiet, content=content)
         self.next_index += 1
         self.end_s = max(self.end_s, end_s)
+        self.end_sample = w.end_sample
         return result
 
     def close(self, end_s: float) -> tuple[list[TagEvent], list[SilenceEvent]]:
@@ -210,6 +219,22 @@ class WindowScorer:
         else:
             by_level = None
         return by_level or w.content
+
+    def _newest_kind(self, w: ScoredWindow) -> str | None:
+        """Silence or a steady tone in the audio since the window before (the window's last
+        hop) by its level alone, as ``_content_of`` reads a window's; None where the level
+        does not tell."""
+        cfg = self._health_config
+        if w.newest is not None:
+            rms_dbfs, peak_dbfs = finite_levels(w.newest.rms_dbfs, w.newest.peak_dbfs)
+            return window_kind(rms_dbfs, peak_dbfs, w.newest.onsets, cfg.silence_dbfs,
+                               cfg.tone_crest_db, SQUARE_CREST_DB)
+        if w.data.ndim == 1:  # a model that reads samples: silence only
+            newest = len(w.data) if self.end_sample is None else w.end_sample - self.end_sample
+            samples = w.data[-max(1, min(newest, len(w.data))):]
+            return window_kind(level_of_samples(samples)[0], None, None, cfg.silence_dbfs,
+                               cfg.tone_crest_db, SQUARE_CREST_DB)
+        return None
 
     def _content_run(self, w: ScoredWindow, content: str | None,
                      sample_rate: float) -> float | None:

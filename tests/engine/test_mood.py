@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamtag.audio.synthetic import SyntheticConfig, generate_clip
 from streamtag.catalog.musicnn import find_installed_package, read_labels
-from streamtag.engine.config import MoodConfig
+from streamtag.engine.batching import Engine, EngineSink
+from streamtag.engine.config import EngineConfig, MoodConfig
 from streamtag.engine.mood import (
     DWELL_S,
     SILENCE_DBFS,
@@ -20,7 +22,10 @@ from streamtag.engine.mood import (
     MoodTracker,
     energy_of,
 )
+from streamtag.engine.scoring import WindowResult
+from streamtag.engine.speech import SpeechPlan
 from streamtag.errors import ConfigError, ProtocolError
+from streamtag.model.inference import InferenceModel
 from streamtag.model.stored import open_model
 from streamtag.wire.protocol import (
     AudioLevel,
@@ -34,7 +39,8 @@ from streamtag.wire.protocol import (
 
 TABLE = MoodTable.load()
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = open_model(ROOT / "models" / "default" / "model.pt")
+DEFAULT_MODEL_PATH = ROOT / "models" / "default" / "model.pt"
+DEFAULT_MODEL = open_model(DEFAULT_MODEL_PATH)
 
 
 def musicnn_labels(name: str) -> tuple[str, ...]:
@@ -299,6 +305,106 @@ def test_silence_shows_no_words_after_its_own_dwell_and_music_returns_at_once():
     back = [tracker.update(float(t), music, -20.0, 0.3) for t in range(21, 26)]
     # the windows that straddle the gap are not judged; the first that is all music is shown
     assert not back[1]["words"] and back[3]["words"] and back[3]["since_s"] == 24.0
+
+
+WINDOW_S = 3.0  # the windows the engine scores: 3 s long, one a second
+SPEECH_SHARE = 0.4  # a window is speech when this share of it is (streamtag.engine.speech)
+
+
+def voice_from(onset_s: float, end_s: float) -> str:
+    """The engine's content of the window ending at ``end_s`` when a voice began at
+    ``onset_s`` after music: speech once the voice fills SPEECH_SHARE of it."""
+    voiced = min(WINDOW_S, max(0.0, end_s - onset_s))
+    return "speech" if voiced >= SPEECH_SHARE * WINDOW_S else "music"
+
+
+@pytest.mark.parametrize("onset_s", [60.0, 60.3, 60.5, 60.8])
+def test_the_words_and_the_genre_line_go_within_3_s_of_a_voice(onset_s):
+    """A presenter starts talking over the end of a song: from the first window the engine
+    calls speech, no words and no genre are shown, at most 3 s of audio after the voice began
+    (the windows' hop and length counted), and none come back while the voice goes on."""
+    _, plan = feeling_plan()
+    tracker = MoodTracker(plan)
+    music = seconds_of(60, 0.6, {"party": 3.0, "rock": 3.0})
+    played = play(tracker, music)
+    assert played[-1][1]["words"] and played[-1][1]["genres"] == ["rock"]
+    after = []
+    for k in range(61, 76):
+        end_s = float(k)
+        energy, scores, rms = music[-1]
+        after.append((end_s, voice_from(onset_s, end_s),
+                      tracker.update(end_s, scores, rms, energy,
+                                     content=voice_from(onset_s, end_s))))
+    first = next(t for t, kind, _ in after if kind == "speech")
+    assert first - onset_s <= WINDOW_S
+    over = [(t, m["words"], m["genres"]) for t, kind, m in after if t >= first]
+    assert all(words == [] and genres == [] for _, words, genres in over), over
+
+
+@pytest.mark.parametrize("kind", ["speech", "noise", "tone", "silence"])
+def test_anything_not_music_takes_the_words_off_at_its_first_window(kind):
+    """No dwell over what is not music: the first such window shows nothing, where the music's
+    own changes wait for theirs (DWELL_S)."""
+    _, plan = feeling_plan()
+    tracker = MoodTracker(plan)
+    play(tracker, seconds_of(30, 0.6, {"party": 3.0}))
+    assert tracker.dwell_s == DWELL_S > 0 and tracker.silence_dwell_s == 0.0
+    mood = tracker.update(31.0, seconds_of(1, 0.6)[0][1], -18.0, 0.6, content=kind)
+    assert mood["words"] == [] and mood["genres"] == []
+
+
+def test_a_new_title_takes_the_genre_line_off_at_the_next_window_and_keeps_the_words():
+    _, plan = feeling_plan()
+    tracker = MoodTracker(plan)
+    before = play(tracker, seconds_of(40, 0.6, {"party": 3.0, "rock": 3.0}))
+    assert before[-1][1]["genres"] == ["rock"]
+    tracker.new_track()
+    energy, scores, rms = seconds_of(1, 0.6, {"party": 3.0, "rock": 3.0})[0]
+    mood = tracker.update(41.0, scores, rms, energy)
+    assert mood["genres"] == [] and mood["words"] == before[-1][1]["words"]
+
+
+class Results(EngineSink):
+    def __init__(self) -> None:
+        self.results: list[WindowResult] = []
+
+    def on_window(self, result: WindowResult) -> None:
+        self.results.append(result)
+
+    def on_stream_end(self, stream_id: str, events: list, end_s: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize("music_s", [30.0, 30.5])
+@pytest.mark.parametrize("dead_air", ["digital silence", "a stuck tone"])
+def test_the_engine_clears_the_words_within_3_s_of_dead_air(dead_air, music_s):
+    """Music, then dead air, through the engine as the daemon runs it (the shipped model's 3-s
+    windows a second apart, fed in half seconds, scored as they come): the words go once the
+    newest second of a window is dead air, at most 3 s of audio after it began, not once dead
+    air fills a window (3-4 s) and a dwell has passed."""
+    model = InferenceModel.load(str(DEFAULT_MODEL_PATH), device="cpu")
+    rate = int(model.sample_rate)
+    music, _, _ = generate_clip(7, SyntheticConfig(sample_rate=rate, clip_seconds=music_s),
+                                {"drums": True, "tempo_bpm": 120.0, "level_dbfs": -14.0})
+    t = np.arange(12 * rate) / rate
+    gone = (np.zeros(len(t)) if dead_air == "digital silence"
+            else 0.1 * np.sin(2 * np.pi * 1000.0 * t))
+    audio = np.concatenate([music, gone]).astype(np.float32)
+    onset_s = len(music) / rate
+    sink = Results()
+    engine = Engine(model, sink, EngineConfig(max_batch=1), speech=SpeechPlan(None, "not needed"))
+    engine.add_stream("bar")
+    for i in range(0, len(audio), rate // 2):
+        engine.accept("bar", audio[i: i + rate // 2])
+        engine.drain()
+    engine.finish_stream("bar")
+    engine.drain()
+    moods = [(round(r.end_s, 2), r.mood["words"]) for r in sink.results]
+    assert [words for t_s, words in moods if t_s <= onset_s][-1], moods
+    # what a screen shows 3 s into the dead air: the last window by then, and all after it
+    by_then = [k for k, (t_s, _) in enumerate(moods) if t_s <= onset_s + 3.0][-1]
+    late = moods[by_then:]
+    assert all(words == [] for _, words in late), (onset_s, late)
 
 
 def genre_scores(tag: str) -> np.ndarray:
