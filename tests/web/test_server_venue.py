@@ -338,6 +338,13 @@ def test_the_mood_is_shown_large_and_follows_the_feed(browser, endpoint, closing
                                                                     for b in box["boxes"])
                 assert widest >= 0.6 * PORTRAIT[0], (words, box)
         page.set_viewport_size({"width": LANDSCAPE[0], "height": LANDSCAPE[1]})
+    # The music gone (a voice, dead air: the mood has no words): the words and the genre line
+    # go at once, the words with a quick fade rather than the mood's slow one.
+    station.set(mood=mood((), 0.0, 0.0, genres=()))
+    venue.expect_message("waiting for music")
+    expect(page.locator("#genres")).to_have_text("")
+    assert venue.shown.evaluate("n => getComputedStyle(n).transitionDuration") == "0.4s"
+    venue.settled()
     assert not venue.outside(dashboard.url), venue.requests
     assert not venue.errors, venue.errors
 
