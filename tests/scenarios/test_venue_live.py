@@ -4,9 +4,11 @@ model (musicnn-msd, converted here from the musicnn package), the venue page it 
 Debian's chromium looking at it at 1920x1080 and 1080x1920.
 
 The recordings are freely licensed game music that Debian ships (singularity-music): a calm,
-slow ambient piece, then a busy electronic one. The test checks what a venue would: the mood
+slow ambient piece, then a busy electronic one, then a recorded voice (warzone2100-data's
+tutorial) with silero-vad installed to tell it. The test checks what a venue would: the mood
 holds still within a piece, changes when the music changes from the calm to the energetic
-piece, and the page shows it, and keeps showing it across a daemon restart.
+piece, and the page shows it; over the voice the page shows no words and no genre; and it
+keeps showing the mood across a daemon restart.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ pytest.importorskip("websockets", reason="the venue page needs websockets")
 from support.dashboard import chromium  # noqa: E402
 from support.helpers import free_port, wait_until  # noqa: E402
 from support.servers import PulseServer, require_pulse, stop_process  # noqa: E402
+from support.speech_material import require as require_voices  # noqa: E402
+from support.speech_material import silero_wheel, warzone_tutorial  # noqa: E402
 
 from streamtag.audio.files import load_audio  # noqa: E402
 from streamtag.wire.protocol import ScoresBody  # noqa: E402
@@ -42,6 +46,7 @@ MUSIC_MISSING = "needs Debian's singularity-music (freely licensed recordings): 
                 "apt-get install singularity-music"
 RATE = 48000
 CALM_S, BUSY_S = 50.0, 80.0
+VOICE_S = 25.0  # the tutorial's first sentences, as a presenter between two songs
 SHOTS = Path(os.environ.get("STREAMTAG_SCREENSHOTS", tempfile.gettempdir()))
 
 
@@ -66,11 +71,15 @@ def resize(page, width: int, height: int) -> None:
 def recordings(tmp_path_factory):
     if not (CALM.exists() and BUSY.exists()):
         pytest.skip(MUSIC_MISSING)
+    require_voices()
     calm, _ = load_audio(CALM, RATE)
     busy, _ = load_audio(BUSY, RATE)
+    voice = warzone_tutorial(RATE)[: int(VOICE_S * RATE)]
+    # at the music's loudness (the busy piece's RMS), as a station levels its presenter
+    voice = voice * np.sqrt(np.mean(np.square(busy)) / np.mean(np.square(voice)))
     start = 20 * RATE
     played = np.concatenate([calm[start: start + int(CALM_S * RATE)],
-                             busy[start: start + int(BUSY_S * RATE)]]).astype("<f4")
+                             busy[start: start + int(BUSY_S * RATE)], voice]).astype("<f4")
     path = tmp_path_factory.mktemp("venue") / "played.raw"
     path.write_bytes(played.tobytes())
     return path
@@ -78,7 +87,8 @@ def recordings(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A streamtag home with musicnn-msd installed, as a venue would have it."""
+    """A streamtag home with musicnn-msd and the speech detector installed, as a venue would
+    have it."""
     pytest.importorskip("torch", reason="converting musicnn-msd needs torch")
     from streamtag.catalog.musicnn import find_installed_package
 
@@ -87,6 +97,12 @@ def home(tmp_path_factory):
                     "musicnn==0.1.0")
     folder = tmp_path_factory.mktemp("home")
     done = subprocess.run([sys.executable, "-m", "streamtag", "models", "install", "musicnn-msd"],
+                          env={**os.environ, "STREAMTAG_HOME": str(folder)},
+                          capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "streamtag", "models", "install", "speech",
+                           "--from", str(silero_wheel())],
                           env={**os.environ, "STREAMTAG_HOME": str(folder)},
                           capture_output=True, text=True, timeout=300,
                           cwd=tempfile.gettempdir())
@@ -148,7 +164,8 @@ def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home,
     config.write_text(f'[publish]\nendpoint = "tcp://127.0.0.1:{publish}"\n'
                       f'[control]\nendpoint = "tcp://127.0.0.1:{control}"\n')
     env = {**os.environ, **pulse.env, "STREAMTAG_HOME": str(home)}
-    moods: list[tuple[float, dict, dict, float]] = []  # (arrival, mood, audio, audio time)
+    # (arrival, mood, audio, audio time, content)
+    moods: list[tuple[float, dict, dict, float, str | None]] = []
     stop_listening = threading.Event()
 
     def listen() -> None:
@@ -157,7 +174,8 @@ def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home,
                 msg = sub.recv(200)
                 if msg is not None and isinstance(msg.body, ScoresBody) and msg.body.mood:
                     moods.append((time.monotonic(), msg.body.mood.to_dict(),
-                                  msg.body.audio.to_dict(), msg.body.end_s))
+                                  msg.body.audio.to_dict(), msg.body.end_s,
+                                  msg.body.content))
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
@@ -196,7 +214,7 @@ def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home,
         resize(page, 1920, 1080)
 
         def during(begin: float, end: float) -> list[tuple[dict, dict]]:
-            return [(m, a) for t, m, a, _ in moods if started + begin <= t < started + end]
+            return [(m, a) for t, m, a, _, _ in moods if started + begin <= t < started + end]
 
         # the calm piece: one mood after it settled (the windows are 3 s, the dwell 3 s)
         calm = during(20.0, CALM_S)
@@ -204,7 +222,8 @@ def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home,
         assert calm and busy, f"{len(moods)} moods received"
         calm_words = [tuple(m["words"]) for m, _ in calm]
         busy_words = [tuple(m["words"]) for m, _ in busy]
-        timeline = [(round(t - started, 1), m["words"], a["energy"]) for t, m, a, _ in moods]
+        timeline = [(round(t - started, 1), m["words"], a["energy"], kind)
+                    for t, m, a, _, kind in moods]
         (SHOTS / "venue-timeline.json").write_text(json.dumps(timeline))
         for piece, seq in (("calm", calm_words), ("busy", busy_words)):
             # one main word per piece, and no flicker: at most one change (a second word that
@@ -220,7 +239,7 @@ def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home,
         # the busy piece's words within about 10 s of audio after its energy came (the
         # first of three windows in a row above the two pieces' mid energy)
         mid = (calm_energy + busy_energy) / 2
-        course = [(end_s, m["words"], a["energy"]) for _, m, a, end_s in moods]
+        course = [(end_s, m["words"], a["energy"]) for _, m, a, end_s, _ in moods]
         came = next(course[k][0] for k in range(len(course) - 2)
                     if all(e > mid for _, _, e in course[k:k + 3]))
         shown_at = next(end_s for end_s, w, _ in course
@@ -233,6 +252,30 @@ def test_the_venue_screen_follows_real_music_from_a_sound_card(recordings, home,
         assert busy_said[0] in busy_shown, (busy_shown, busy_said)
         origin = url.split("/venue")[0]
         assert all(r.startswith(origin) or r.startswith("data:") for r in requests), requests
+
+        # The voice: once the daemon calls it speech, the page shows no words and no genre,
+        # and keeps showing none while the voice lasts (read every half second); no window
+        # called speech has any. (How soon after music silero-vad calls a voice speech is
+        # the detector's own: docs/venue.md.)
+        voice_begins = started + CALM_S + BUSY_S
+        wait_until(lambda: any(kind == "speech" for t, *_, kind in moods if t >= voice_begins),
+                   max(1.0, voice_begins + VOICE_S - time.monotonic()),
+                   "a window of the voice called speech")
+        page.wait_for_function(
+            "() => document.body.dataset.state === 'waiting' && "
+            "document.getElementById('genres').textContent === ''", timeout=10_000)
+        over_voice = []
+        while time.monotonic() < voice_begins + VOICE_S - 1.0:
+            over_voice.append(page.evaluate(
+                "() => [document.body.dataset.state, document.getElementById('genres')"
+                ".textContent]"))
+            time.sleep(0.5)
+        page.screenshot(path=str(SHOTS / "venue-voice-1920x1080.png"))
+        assert over_voice and all(shown == ["waiting", ""] for shown in over_voice), over_voice
+        spoken = [(round(end_s, 1), m["words"], m["genres"]) for t, m, _, end_s, kind in moods
+                  if t >= voice_begins and kind == "speech"]
+        assert len(spoken) >= 5, [(round(end_s, 1), kind) for *_, end_s, kind in moods]
+        assert all(words == [] and genres == [] for _, words, genres in spoken), spoken
 
         # the daemon restarts: the page carries on and shows the mood again
         daemon.stop()
