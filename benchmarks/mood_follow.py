@@ -3,6 +3,7 @@ daemon serves it (frontend levels, model, smoother, mood tracker), and what the 
 
     python benchmarks/mood_follow.py [--model musicnn-msd] [--gap 8] FILE ...
     python benchmarks/mood_follow.py --whole FILE ...
+    python benchmarks/mood_follow.py --clear FILE ... --speech VOICE ...
 
 The programme is ``--seconds`` of each file (from ``--start``), with ``--gap`` seconds of digital
 silence before every second file (so both a change after a break and a change without one are
@@ -10,8 +11,14 @@ measured), then a loud, dense, fast synthetic piece and a quiet, sparse, slow on
 prints the words shown (with the seconds into the piece each appeared), how long the first
 change of the main word took and the genre line. ``--whole`` plays each file whole on its own
 and counts the changes of the words and of the genre line after the first 20 s, per minute:
-flicker shows there. docs/venue.md has the figures for Debian's singularity-music
-(``apt-get install singularity-music``).
+flicker shows there. ``--clear`` plays the music files in turn with, between them, speech
+(``--speech`` files joined into items of ``--speech-seconds``, 0.3 s apart, as
+tests/support/speech_material.py joins them) and dead air (``--dead-air`` seconds of digital
+silence) by turns, and prints how many seconds of audio after each item began the words and the
+genre line were gone, and on what share of the item's windows words were shown. docs/venue.md
+has the figures for Debian's singularity-music (``apt-get install singularity-music``) and, for
+speech, warzone2100-data's tutorial (``unzip -j /usr/share/games/warzone2100/base.wz
+'audio/tutorial/*' -d voices``).
 """
 
 from __future__ import annotations
@@ -39,16 +46,21 @@ QUIET_SPARSE = {"drums": False, "tempo_bpm": 66.0, "level_dbfs": -34.0, "density
 
 
 def run(model: InferenceModel, audio: np.ndarray) -> list[tuple[float, tuple, tuple]]:
-    """(end_s, words, genres) of every window of ``audio`` played as one stream."""
+    """(end_s, words, genres) of every window of ``audio`` played as one stream (a live
+    stream's window is scored as its last sample arrives: ``end_s`` is when a screen shows
+    it, but for the forward pass and the page's cross-fade)."""
     rate = int(model.sample_rate)
     sink = Collect()
     engine = Engine(model, sink, EngineConfig(max_batch=4))
     engine.add_stream("s")
     for i in range(0, len(audio), rate):
         engine.accept("s", audio[i: i + rate], wait=False)
+        # scored as it comes, as the daemon keeps up with a live stream (the speech detector
+        # keeps a stream's last 32 s waiting, no more)
+        engine.drain()
     engine.finish_stream("s")
     engine.drain()
-    return [(r.end_sample / rate, tuple(r.mood["words"]), tuple(r.mood["genres"]))
+    return [(r.end_sample / rate, tuple(r.mood["words"]), tuple(r.mood["genres"]), r.content)
             for r in sink.results if r.mood is not None]
 
 
@@ -113,6 +125,60 @@ def whole(model: InferenceModel, args) -> None:
               f"{genres / minutes:.2f} genre changes a minute")
 
 
+def clear(model: InferenceModel, args) -> None:
+    rate = int(model.sample_rate)
+    voices = [load_audio(path, rate)[0] for path in args.speech]
+    if not voices:
+        raise SystemExit("--clear needs --speech FILE ...")
+    gap = np.zeros(round(0.3 * rate), np.float32)
+    items, item, k = [], [], 0
+    while len(items) < len(args.files):
+        item += [voices[k % len(voices)], gap]
+        k += 1
+        if sum(len(a) for a in item) >= args.speech_seconds * rate:
+            items.append(np.concatenate(item))
+            item = []
+    pieces = []
+    for n, path in enumerate(args.files):
+        audio, _ = load_audio(path, rate)
+        begin = int(args.start * rate)
+        pieces.append(("music", os.path.basename(path),
+                       audio[begin: begin + int(args.seconds * rate)]))
+        if n % 2 == 0:
+            pieces.append(("speech", f"speech {len(items[n]) / rate:.1f} s", items[n]))
+        else:
+            pieces.append(("dead air", f"dead air {args.dead_air:g} s",
+                           np.zeros(int(args.dead_air * rate), np.float32)))
+    pieces.append(("music", "(the first again)", pieces[0][2]))
+    rows = run(model, np.concatenate([np.asarray(a, np.float32) for _, _, a in pieces]))
+    print(f"model {model.name}: seconds of audio after speech or dead air began until the words "
+          "and the genre line were gone; share of its windows that showed words")
+    t = 0.0
+    gone: dict[str, list[float]] = collections.defaultdict(list)
+    for kind, name, audio in pieces:
+        end = t + len(audio) / rate
+        if kind != "music":
+            inside = [r for r in rows if t < r[0] <= end]
+            # (where the words outlast the item, the next piece's windows say when they went)
+            after = [r for r in rows if t < r[0] <= end + args.seconds]
+            words = next((r[0] - t for r in after if not r[1]), None)
+            genres = next((r[0] - t for r in after if not r[2]), None)
+            shown = sum(bool(r[1]) for r in inside) / max(1, len(inside))
+            before = [r for r in rows if r[0] <= t]
+            had = before[-1][1:] if before else ((), ())
+            print(f"{name:22} after {' · '.join(had[0]) or '-'} / {' / '.join(had[1]) or '-'}: "
+                  f"words gone {'never' if words is None else f'{words:.1f} s'}, genre line "
+                  f"{'never' if genres is None else f'{genres:.1f} s'}, words on "
+                  f"{shown:.0%} of its windows")
+            if args.verbose:
+                print("    " + ", ".join(f"{r[0] - t:.1f} {r[3]} {' · '.join(r[1]) or '-'}"
+                                         for r in after[:8]))
+            gone[kind].append(float("inf") if words is None else words)
+        t = end
+    for kind, seconds in gone.items():
+        print(f"{kind}: words gone {min(seconds):.1f}-{max(seconds):.1f} s after it began")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+")
@@ -121,9 +187,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=50.0, help="seconds played of each")
     ap.add_argument("--gap", type=float, default=8.0, help="silence before every second file")
     ap.add_argument("--whole", action="store_true", help="each file whole: changes a minute")
+    ap.add_argument("--clear", action="store_true",
+                    help="speech and dead air between the files: how soon the words go")
+    ap.add_argument("--speech", nargs="+", default=[], metavar="VOICE",
+                    help="recorded voices that --clear joins into its speech items")
+    ap.add_argument("--speech-seconds", type=float, default=10.0, help="each speech item, at least")
+    ap.add_argument("--dead-air", type=float, default=10.0, help="each stretch of dead air")
+    ap.add_argument("--verbose", action="store_true",
+                    help="--clear: each item's first windows, their content and words")
     args = ap.parse_args()
     model = InferenceModel.load(resolve_model(args.model), backend="onnxruntime")
-    (whole if args.whole else programme)(model, args)
+    (whole if args.whole else clear if args.clear else programme)(model, args)
 
 
 if __name__ == "__main__":
