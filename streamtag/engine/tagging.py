@@ -3,9 +3,10 @@
 Each file becomes a stream of the same ``Engine`` the daemon runs, so windows, smoothing and
 events are the daemon's. Per file the result is the tag segments (a tag's on event to its off
 event, with the mean smoothed score between them) and a summary: the file's headline tags are
-those on in more than half of its windows (``engine.tracks.HEADLINE_RULE``; a tag on for much
-of a track has a mean score pulled under its threshold by the rest, so "mean above threshold"
-named almost nothing), each with that share and its strength (its mean score over its
+those on in more than half of its windows (``engine.tracks.HEADLINE_RULE``, less a rock family
+the classical family contradicts: ``engine.tracks.headline_tags``; a tag on for much of a track
+has a mean score pulled under its threshold by the rest, so "mean above threshold" named almost
+nothing), each with that share and its strength (its mean score over its
 threshold: raw scores mean different things for different tags, a sparse tag is sure at 0.06,
 a frequent one at 0.3); a file of dead air has none. The mean of the window probabilities per
 tag stays in ``mean_scores``. The file is also one track, with the fields of the daemon's
@@ -47,6 +48,7 @@ from streamtag.engine.tracks import (
     SCORE_DECIMALS,
     TrackSummarizer,
     TrackSummary,
+    headline_tags,
 )
 from streamtag.errors import SourceError
 from streamtag.model.inference import InferenceModel, keep_freed_memory
@@ -84,8 +86,8 @@ class FileTags:
     windows: int = 0
     segments: list[Segment] = dataclasses.field(default_factory=list)
     mean_scores: dict[str, float] = dataclasses.field(default_factory=dict)
-    # the headline tags: on in more than half of the file's windows (`tags_rule`), the most
-    # often on first; none for a file of dead air
+    # the headline tags: on in more than half of the file's windows (`tags_rule`) less a
+    # contradicted rock family (`headline_tags`), the most often on first; none for dead air
     tags: list[str] = dataclasses.field(default_factory=list)
     tags_rule: str = HEADLINE_RULE
     # of each tag in ``tags``: the share of the windows it was on in, and its mean score / its
@@ -203,7 +205,8 @@ class _Collector(EngineSink):
                                    for t, m in zip(self.model.tags, means, strict=True)}
             if out.track is not None:
                 share = dict(zip(out.track["tags"], out.track["active_share"], strict=True))
-                out.tags = sorted(out.track["active"], key=lambda t: (-share[t], t))
+                out.tags = sorted(headline_tags(out.track["active"], share),
+                                  key=lambda t: (-share[t], t))
                 out.tag_share = {t: round(share[t], 4) for t in out.tags}
                 threshold = dict(zip(self.model.tags, self.model.thresholds, strict=True))
                 out.strength = {t: ratio(out.mean_scores.get(t, 0.0), float(threshold[t]))

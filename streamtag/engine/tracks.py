@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,18 +27,22 @@ from streamtag.audio.loudness import GatedLoudness
 TRACK_ACTIVE_SHARE = 0.5
 # The rule in words, as `streamtag tag` names it beside the tags it gives
 HEADLINE_RULE = "on in more than half of its windows"
-# A headline does not contradict itself. Music's genres come from its Million Song Dataset half,
-# whose rock family fires at its low thresholds on orchestral music and piano for most of a
-# track, with no sign of rock itself; its MagnaTagATune half hears the orchestra. Where a
-# track's windows name the classical family (CLASSICAL_TAGS) in at least CONTRADICTION_SHARE
-# of them and the core of rock (ROCK_CORE_TAGS) in fewer, the rock family (ROCK_TAGS) is left
-# out of its headline (measured in docs/models.md, `music`). Names are compared in lower case.
+# A headline does not contradict itself (`headline_tags`). Music's genres come from its Million Song
+# Dataset half, whose rock family fires at its low thresholds over orchestral music and piano
+# for most of a track with no sign of rock itself, while its MagnaTagATune half hears the
+# orchestra or the piano. Where a tag of the classical family was on in at least
+# CONTRADICTION_SHARE of a track's windows and none of rock's core was, the rock family is
+# left out of what the track is shown as (measured in docs/models.md, `music`). A track
+# message's `active` stays the tags on in more than half of its windows (docs/protocol.md).
+# Names are compared in lower case.
 CLASSICAL_TAGS = frozenset({"classical", "piano", "strings", "violin", "cello", "harpsichord",
                             "choir", "choral", "opera", "harp"})
 ROCK_CORE_TAGS = frozenset({"rock", "metal", "heavy metal", "hard rock"})
 ROCK_TAGS = ROCK_CORE_TAGS | {"alternative", "indie", "alternative rock", "indie rock",
                               "classic rock", "progressive rock", "punk", "indie pop", "guitar"}
 CONTRADICTION_SHARE = 0.2
+# the tags whose shares `headline_tags` reads
+HEADLINE_FAMILIES = CLASSICAL_TAGS | ROCK_CORE_TAGS
 # Decimals that scores are reported with, on the wire and by `streamtag tag`: they need no
 # more, and a 56-tag message stays small.
 SCORE_DECIMALS = 6
@@ -81,6 +85,11 @@ class TrackSummary:
     # it (``add_loudness``); None when not measured or nothing passed the absolute gate
     loudness_lufs: float | None = None
 
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """Its `active` tags as the track is shown (`headline_tags`)."""
+        return headline_tags(self.active, dict(zip(self.tags, self.active_share, strict=True)))
+
 
 @dataclasses.dataclass
 class _Open:
@@ -95,14 +104,10 @@ class _Open:
     raw_sum: np.ndarray | None = None
     smoothed_sum: np.ndarray | None = None
     active_count: np.ndarray | None = None
-    # windows with a tag of the classical family on, and with one of rock's core
-    classical_count: int = 0
-    rock_core_count: int = 0
     model_name: str = ""
     model_hash: str = ""
     heard_from_start: bool | None = None
-    # its last windows: (end sample, the places of the tags they counted as active, whether
-    # they counted for the classical family and for rock's core)
+    # its last windows: (end sample, the places of the tags they counted as active)
     recent: deque = dataclasses.field(default_factory=lambda: deque(maxlen=RECENT_WINDOWS))
     loudness: GatedLoudness | None = None  # its audio's, where it is measured
 
@@ -128,9 +133,6 @@ class TrackSummarizer:
         self._open = _Open(title, 0, time.time() if started_at is None else started_at, 0)
         self._changes: deque[_Change] = deque()
         self._index: dict[str, int] = {}  # tag -> its place in the open track's sums
-        # the places of the classical family's tags and of rock's core in the tags
-        self._classical: frozenset[int] = frozenset()
-        self._rock_core: frozenset[int] = frozenset()
         self.ended = False
 
     @property
@@ -207,11 +209,6 @@ class TrackSummarizer:
             track.smoothed_sum = np.zeros(len(tags))
             track.active_count = np.zeros(len(tags), dtype=np.int64)
             self._index = {tag: i for i, tag in enumerate(tags)}
-            self._classical = frozenset(i for i, tag in enumerate(tags)
-                                        if tag.lower() in CLASSICAL_TAGS)
-            self._rock_core = frozenset(i for i, tag in enumerate(tags)
-                                        if tag.lower() in ROCK_CORE_TAGS)
-            track.classical_count = track.rock_core_count = 0
             track.recent.clear()
         track.windows += 1
         track.raw_sum += np.asarray(raw, dtype=np.float64)
@@ -219,21 +216,14 @@ class TrackSummarizer:
         counted = [self._index[tag] for tag in active] if music else []  # a few at a time
         for i in counted:
             track.active_count[i] += 1
-        families = [not self._classical.isdisjoint(counted),
-                    not self._rock_core.isdisjoint(counted)]
-        track.classical_count += families[0]
-        track.rock_core_count += families[1]
-        track.recent.append((int(end_sample), counted, families))
+        track.recent.append((int(end_sample), counted))
         if dead_air_from is not None:
-            for end, places, families in reversed(track.recent):
+            for end, places in reversed(track.recent):
                 if end <= dead_air_from:
                     break
                 for i in places:
                     track.active_count[i] -= 1
-                track.classical_count -= families[0]
-                track.rock_core_count -= families[1]
                 places.clear()
-                families[:] = [False, False]
         track.model_name, track.model_hash = model_name, model_hash
         track.last_end = max(track.last_end, int(end_sample))
         return closed
@@ -271,9 +261,6 @@ class TrackSummarizer:
         else:  # shorter than a window: no means
             tags = mean_raw = mean_smoothed = share = ()
         active = tuple(tag for tag, s in zip(tags, share, strict=True) if s > TRACK_ACTIVE_SHARE)
-        if t.windows and contradicted_rock(t.classical_count / t.windows,
-                                           t.rock_core_count / t.windows):
-            active = tuple(tag for tag in active if tag.lower() not in ROCK_TAGS)
         end_sample = max(end_sample, t.start_sample)
         return TrackSummary(title=t.title, reason=reason,
                             start_s=t.start_sample / self.sample_rate,
@@ -286,10 +273,16 @@ class TrackSummarizer:
                             loudness_lufs=None if t.loudness is None else t.loudness.lufs())
 
 
-def contradicted_rock(classical_share: float, rock_core_share: float) -> bool:
-    """Whether a track whose windows named the classical family and rock's core in these
-    shares of them leaves the rock family out of its headline."""
-    return classical_share >= CONTRADICTION_SHARE > rock_core_share
+def headline_tags(active: Sequence[str], share: Mapping[str, float]) -> tuple[str, ...]:
+    """What a track is shown as: its ``active`` tags (on in more than half of its windows)
+    less the rock family where the classical family contradicts it; ``share``: each tag's
+    share of the track's windows it was on in (a tag left out: never on)."""
+    def most(family: frozenset[str]) -> float:
+        return max((s for tag, s in share.items() if tag.lower() in family), default=0.0)
+
+    if most(CLASSICAL_TAGS) >= CONTRADICTION_SHARE > most(ROCK_CORE_TAGS):
+        return tuple(tag for tag in active if tag.lower() not in ROCK_TAGS)
+    return tuple(active)
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:

@@ -65,6 +65,7 @@ from streamtag.audio.loudness import (
     SHORT_TERM_BLOCKS,
     loudness_of_power,
 )
+from streamtag.engine.tracks import HEADLINE_FAMILIES, headline_tags
 from streamtag.history import blocks, content, schema
 from streamtag.history.timeparse import Zone
 from streamtag.wire.protocol import DOWN_STATES
@@ -620,7 +621,9 @@ def as_run(conn: sa.Connection, tracks: list[dict[str, Any]], off_air: list[Span
         entry = Entry(t["stream"], t["title"], t["started_at"], t["ended_at"],
                       t["end_s"] - t["start_s"], t["windows"],
                       list(t["tags"].leading),
-                      t["active"], scores=scores,
+                      list(headline_tags(t["active"], {
+                          tag: t["tags"][tag]["active_share"] for tag in t["tags"]
+                          if tag.lower() in HEADLINE_FAMILIES})), scores=scores,
                       session=t["session"], start_sample=t["start_sample"],
                       end_sample=t["end_sample"], integrated_lufs=t.get("loudness_lufs"))
         if live_source(source):
@@ -814,7 +817,8 @@ def open_tracks(conn: sa.Connection, streams: Sequence[str] | None, since: float
         ranked = [(tag, n / windows) for tag, n in counts.most_common(top) if n]
         entry = Entry(session.stream, status.title if status is not None else None, start,
                       None, (last_s - first_s) if first_s is not None else 0.0, windows, ranked,
-                      [tag for tag, share in ranked if share > 0.5],
+                      list(headline_tags([tag for tag, share in ranked if share > 0.5],
+                                         {tag: n / windows for tag, n in counts.items()})),
                       scores={tag: n / windows for tag, n in counts.items()},
                       session=session.session,
                       start_sample=last.end_sample if last is not None else 0, shares=True)
