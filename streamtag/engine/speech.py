@@ -10,17 +10,19 @@ taken from silero-vad's wheel on the user's machine (``streamtag models install 
 before, and the engine says so (``SpeechPlan.note``).
 
 The graph reads 16-kHz mono in chunks of 512 samples (32 ms) after the 64 samples before them,
-and carries a recurrent state of (2, streams, 128) from chunk to chunk. It runs on the last chunk
-of every ``STEP`` (128 ms: one chunk in four), its state carried from step to step: a window's
-decision needs its share of speech, not every chunk's probability, and one chunk in four
-costs a quarter (docs/models.md, "Content": the same decisions on the material measured); the
-graph's own STFT is replaced by numpy's FFT (``SpeechDetector``). Each
-stream has a ``SpeechTrack``: its samples resampled to 16 kHz where the model's rate differs
-(one soxr stream, made only then), its samples waiting, its state and the speech probability
-of its recent steps. ``run_tracks`` runs the waiting steps of many streams together: one
-``session.run`` per step for every stream with a step waiting, as the tagger stacks windows. A
-window is speech when at least ``SPEECH_SHARE`` of its steps have a probability over
-``THRESHOLD`` (docs/models.md, "Content", has the measurements that chose both).
+and carries a recurrent state of (2, streams, 128) from chunk to chunk. It runs on the last
+chunk of every ``STEP`` (64 ms: one chunk in two), its state carried from step to step: a
+window's decision needs its share of speech, not every chunk's probability, and one chunk in two
+costs half. Fewer do not hold: at one chunk in four the state, carried through a minute of
+music, held a voice back for 5-7 s, and General MIDI's organ and strings were speech in up to
+half their windows (docs/models.md, "Content"). The graph's own STFT is replaced by numpy's FFT
+(``SpeechDetector``). Each stream has a ``SpeechTrack``: its samples resampled to 16 kHz where
+the model's rate differs (one soxr stream, made only then), its samples waiting, its state and
+the speech probability of its recent steps. ``run_tracks`` runs the waiting steps of many
+streams together: one ``session.run`` per step for every stream with a step waiting, as the
+tagger stacks windows. A window is speech when at least ``SPEECH_SHARE`` of its steps have a
+probability over ``THRESHOLD`` (docs/models.md, "Content", has the measurements that chose
+both).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ __all__ = ["CHUNK", "CONTEXT", "KNOWN_GRAPHS", "SPEECH_FILE", "STEP", "SPEECH_RA
 SPEECH_RATE = 16000
 CHUNK = 512  # samples per probability: 32 ms
 CONTEXT = 64  # samples of the chunk before, which silero v5 and later read with each chunk
-STRIDE = 4  # chunks per step, the step's last one run (its context within the step)
+STRIDE = 2  # chunks per step, the step's last one run (its context within the step)
 STEP = STRIDE * CHUNK
 STATE = 128
 # silero's STFT (``split_graph``): each row reflected this far past its end, frames of
