@@ -4,7 +4,9 @@ packages and prints its confusion on material held out from the fit.
     apt-get install singularity-music openttd-openmsx fretsonfire-songs-muldjord \
         fretsonfire-songs-sectoid fluidsynth fluid-soundfont-gm espeak-ng festival \
         festvox-kallpc16k alsa-utils sox
-    python benchmarks/content_fit.py [--cache DIR] [--write]
+    apt-get install 0ad-data supertuxkart-data wesnoth-1.16-data widelands-data \
+        lincity-ng-data foobillardplus-data tuxpaint-stamps-default   # recorded ambience
+    python benchmarks/content_fit.py [--cache DIR] [--write] [--ambience] [--hidden N]
 
 Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 
@@ -17,15 +19,23 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
   three others (held out); festival's diphone voice (held out: another synthesiser); the
   person saying the channel names in alsa-utils' test sounds (held out: a real voice);
 - noise: white, pink and brown noise from sox at -45 to -10 dBFS, the fit's seeds and levels
-  apart from the held-out ones; alsa-utils' Noise.wav (held out);
+  apart from the held-out ones; alsa-utils' Noise.wav (held out); recorded ambience, games'
+  sound effects stitched into groups (``FIT_AMBIENCE``: 0ad-data's weather, water,
+  countryside, settlements and animals, supertuxkart-data's, wesnoth-1.16-data's and
+  widelands-data's; ``HELD_AMBIENCE``: lincity-ng-data's crowd, traffic, farms, town and
+  industry, foobillardplus-data's applause, tuxpaint-stamps-default's animals and machines),
+  fitted only with ``--ambience`` and otherwise held out with the rest: a package is never
+  in both;
 - tone: sines, squares and sawtooths from sox at frequencies apart between fit and evaluation;
 - the fit's speech again over its noise and music (``mixtures``), as speech.
 
 ``--write`` stores the fitted weights; without it only the confusion is printed. The fit is
-a network of sixteen tanh units (numpy, full-batch Adam from a fixed seed, a small L2 penalty,
-each class weighted equally): ten features need nothing larger (a logistic regression on them
-called 0.8 % of the held-out game and MIDI music's windows speech; this calls 0.2 % of all
-held-out music's speech), and its weights are a JSON of about 270 numbers.
+a network of sixteen tanh units (``--hidden``; numpy, full-batch Adam from a fixed seed, a
+small L2 penalty, each class weighted equally): ten features need nothing larger (a logistic
+regression on them called 0.8 % of the held-out game and MIDI music's windows speech; this
+calls 0.2 % of all held-out music's speech), and its weights are a JSON of about 270
+numbers. The held-out figures are also printed per source, the shipped weights' beside the
+fitted ones.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ import hashlib
 import subprocess
 import sys
 import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +74,57 @@ FIT_VOICES = ("en", "en-us", "de", "es")
 HELD_VOICES = ("en-gb-scotland", "fr", "it")
 MUSIC_SECONDS = 120.0  # of each piece, after its first 5 s
 SPEECH_CHUNK = 1800  # characters of text per utterance
+# Recorded ambience (crowds, applause, traffic, weather, water, animals, machines) from games'
+# sound effects: (package, group, folder or zip, glob patterns). A package is fitted or held
+# out, never both; the held-out ones are those tests/support/content_material.py plays.
+ZERO_AD = Path("/usr/share/games/0ad/mods/public/public.zip")
+SUPERTUXKART = Path("/usr/share/games/supertuxkart/data")
+WESNOTH = Path("/usr/share/games/wesnoth/1.16/data/core/sounds")
+WIDELANDS = Path("/usr/share/games/widelands/data/sound")
+LINCITY = Path("/usr/share/games/lincity-ng/sounds")
+FOOBILLARD = Path("/usr/share/games/foobillardplus/data")
+TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+FIT_AMBIENCE = (
+    ("0ad-data", "weather: rain, wind, storm", ZERO_AD, ("audio/ambient/weather/*.ogg",)),
+    ("0ad-data", "water: rivers, waves", ZERO_AD, ("audio/ambient/water/*.ogg",)),
+    ("0ad-data", "countryside by day", ZERO_AD, ("audio/ambient/dayscape/*.ogg",)),
+    ("0ad-data", "farm, port, market", ZERO_AD, ("audio/ambient/building/*.ogg",)),
+    ("0ad-data", "animals", ZERO_AD, ("audio/actor/fauna/animal/*.ogg",)),
+    ("supertuxkart-data", "rain, river, waterfall, birds", SUPERTUXKART, (
+        "sfx/rain.ogg", "sfx/river_loop.ogg", "sfx/waterfall_loop_2.ogg",
+        "sfx/exotic-birds*.ogg", "tracks/black_forest/cow.ogg", "tracks/scotland/sheep.ogg")),
+    ("supertuxkart-data", "restaurant, machines", SUPERTUXKART, (
+        "sfx/lenautile_restaurant.ogg", "sfx/machine_sound.ogg",
+        "tracks/black_forest/steamLocomotive.ogg")),
+    ("wesnoth-1.16-data", "birds, night, campfire, ship", WESNOTH, (
+        "ambient/birds*.ogg", "ambient/morning.ogg", "ambient/night.ogg",
+        "ambient/campfire.ogg", "ambient/ship.ogg")),
+    ("widelands-data", "animals", WIDELANDS, ("animals/*.ogg", "farm/*.ogg")),
+    ("widelands-data", "work: mills, saws, smiths", WIDELANDS, (
+        "mill/*.ogg", "sawmill/*.ogg", "smiths/*.ogg", "stonecutting/*.ogg",
+        "woodcutting/*.ogg", "hammering/*.ogg", "metal/*.ogg")),
+)
+HELD_AMBIENCE = (
+    ("lincity-ng-data", "sports crowd", LINCITY, ("SportsCroud*.wav",)),
+    ("lincity-ng-data", "traffic, trains", LINCITY, (
+        "Trafic*.wav", "RailTrain*.wav", "DirtTrack*.wav")),
+    ("lincity-ng-data", "farms", LINCITY, ("Farm*.wav", "OrganicFarm*.wav")),
+    ("lincity-ng-data", "town: homes, markets, schools", LINCITY, (
+        "Residential*.wav", "Market*.wav", "School*.wav", "Shanty*.wav", "Health*.wav",
+        "University*.wav")),
+    ("lincity-ng-data", "industry, mines, mills", LINCITY, (
+        "Industry*.wav", "Mill*.wav", "WindMill*.wav", "CoalMine*.wav", "OreMine*.wav",
+        "Blacksmith*.wav", "Pottery*.wav", "Recycle*.wav")),
+    ("lincity-ng-data", "water, parks", LINCITY, (
+        "Water*.wav", "Green*.wav", "Parkland*.wav", "Harbor*.wav")),
+    ("foobillardplus-data", "applause", FOOBILLARD, ("applause.wav",)),
+    ("tuxpaint-stamps-default", "animals", TUXPAINT, ("animals/**/*.ogg",)),
+    ("tuxpaint-stamps-default", "household machines", TUXPAINT, (
+        "household/Washing-machine.ogg", "household/vacuum_cleaner.ogg",
+        "household/kettle.ogg", "household/toilet.ogg", "household/tools/saw.ogg")),
+)
+AMBIENCE_S = 12.0  # a group shorter than this is played again to this length
+CLIP_S = 60.0  # of each clip at most: a few long recordings would outweigh the rest
 
 
 def run(*cmd: str) -> None:
@@ -80,13 +143,65 @@ def cached(cache: Path, name: str, make) -> np.ndarray:
     return np.load(path)
 
 
+def clip_paths(where: Path, patterns: tuple[str, ...]) -> Iterator[tuple[str, Callable]]:
+    """(name, write(path)) of each sound clip under ``where`` (a folder or a zip), the spoken
+    descriptions beside tuxpaint's animals left out."""
+    if where.suffix == ".zip":
+        with zipfile.ZipFile(where) as archive:
+            names = archive.namelist()
+        for pattern in patterns:
+            for name in sorted(n for n in names if Path(n).match(pattern)):
+                yield name, lambda out, n=name: out.write_bytes(zipfile.ZipFile(where).read(n))
+        return
+    for pattern in patterns:
+        for path in sorted(where.glob(pattern)):
+            if "_desc" not in path.name:
+                yield str(path), lambda out, p=path: out.write_bytes(p.read_bytes())
+
+
+def stitch(clips: list[np.ndarray], min_s: float = AMBIENCE_S) -> np.ndarray:
+    """``clips`` one after the other, each faded in and out over 20 ms (no click where they
+    meet), played again until ``min_s`` long: sound effects are seconds long, windows 3 s."""
+    fade = int(0.02 * RATE)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    faded = []
+    for clip in clips:
+        clip = np.array(clip, np.float32)
+        if len(clip) > 2 * fade:
+            clip[:fade] *= ramp
+            clip[-fade:] *= ramp[::-1]
+        faded.append(clip)
+    audio = np.concatenate(faded)
+    return np.tile(audio, int(np.ceil(min_s * RATE / max(1, len(audio)))))
+
+
+def ambience(cache: Path, groups: tuple) -> list[tuple[str, str, np.ndarray]]:
+    """(package, group, samples) of each group of recorded ambience (``FIT_AMBIENCE``,
+    ``HELD_AMBIENCE``): its clips at 16 kHz mono, stitched."""
+    items = []
+    for package, group, where, patterns in groups:
+        clips = []
+        for name, write in clip_paths(where, patterns):
+            def convert(wav: Path, w: Callable = write, n: str = name) -> None:
+                source = wav.with_name("clip" + Path(n).suffix)
+                w(source)
+                run("ffmpeg", "-v", "error", "-i", str(source), "-ac", "1", "-ar", str(RATE),
+                    str(wav))
+            clips.append(cached(cache, f"ambience:{package}:{name}", convert)[
+                : int(CLIP_S * RATE)])
+        if clips:
+            items.append((package, group, stitch(clips)))
+    return items
+
+
 def texts(name: str) -> list[str]:
     text = " ".join((LICENSES / name).read_text().split())
     return [text[i: i + SPEECH_CHUNK] for i in range(0, len(text), SPEECH_CHUNK)]
 
 
-def material(cache: Path) -> list[tuple[str, str, str, np.ndarray]]:
-    """(kind, split, name, samples) of every piece."""
+def material(cache: Path, fit_ambience: bool = False) -> list[tuple[str, str, str, np.ndarray]]:
+    """(kind, split, name, samples) of every piece; the recorded ambience of ``FIT_AMBIENCE``
+    fitted only with ``fit_ambience`` (else held out with the rest)."""
     items = []
     pieces = sorted(SINGULARITY.rglob("*.ogg"))
     for i, path in enumerate(pieces):
@@ -148,6 +263,10 @@ def material(cache: Path) -> list[tuple[str, str, str, np.ndarray]]:
                 audio = audio / (np.sqrt(np.mean(audio ** 2)) + 1e-12) * gain
                 items.append(("noise", split, f"{colour} noise {level} dBFS",
                               audio.astype(np.float32)))
+    for split, groups in (("fit" if fit_ambience else "held", FIT_AMBIENCE),
+                          ("held", HELD_AMBIENCE)):
+        for package, group, audio in ambience(cache, groups):
+            items.append(("noise", split, f"{package}: {group}", audio))
     for split, freqs in (("fit", (100, 440, 1000, 3000)), ("held", (60, 250, 1000, 5000))):
         for shape in ("sine", "square", "sawtooth"):
             for f in freqs:
@@ -156,6 +275,21 @@ def material(cache: Path) -> list[tuple[str, str, str, np.ndarray]]:
                     "vol", "0.3"))
                 items.append(("tone", split, f"{shape} {f} Hz", audio))
     return items + mixtures(items)
+
+
+def source_of(kind: str, name: str) -> str:
+    """The source an item's figures are reported under: its package and group, its
+    synthesiser, or its kind of signal."""
+    if kind == "noise" and ": " in name:
+        return name
+    if name.startswith(("espeak", "festival")):
+        return name.split()[0] + " (synthesised)"
+    if name.startswith("alsa-utils"):
+        return name
+    if kind == "music":
+        return "fretsonfire (metal, rock)" if ":" in name else (
+            "openttd-openmsx" if name.endswith(".mid") else "singularity-music")
+    return f"sox {kind}"
 
 
 def mix(speech: np.ndarray, bed: np.ndarray, snr_db: float) -> np.ndarray:
@@ -231,16 +365,19 @@ def main() -> int:
                         default=Path(tempfile.gettempdir()) / "streamtag-content-material")
     parser.add_argument("--write", action="store_true",
                         help=f"store the weights in streamtag/engine/{WEIGHTS_FILE}")
+    parser.add_argument("--ambience", action="store_true",
+                        help="fit the noise class on FIT_AMBIENCE's recordings too")
+    parser.add_argument("--hidden", type=int, default=16, help="tanh units")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    items = material(args.cache)
+    items = material(args.cache, args.ambience)
     rows: dict[str, list] = {"fit": [], "held": []}
     for kind, split, name, audio in items:
         feats = windows(audio)
         rows[split].append((kind, name, feats))
     x = np.concatenate([f for _, _, f in rows["fit"]])
     y = np.concatenate([[CLASSES.index(k)] * len(f) for k, _, f in rows["fit"]])
-    model = fit(x, y, len(CLASSES))
+    model = fit(x, y, len(CLASSES), hidden=args.hidden)
     for split in ("fit", "held"):
         print(f"\n{split}: rows are the truth, columns the classifier's windows")
         print(f"{'':8}" + "".join(f"{c:>8}" for c in CLASSES) + "   correct")
@@ -252,6 +389,29 @@ def main() -> int:
             counts = np.bincount(got, minlength=len(CLASSES))
             print(f"{kind:8}" + "".join(f"{c:8d}" for c in counts)
                   + f"   {counts[CLASSES.index(kind)] / counts.sum():7.1%}")
+    shipped = ContentModel.load()
+    print("\nheld out, per source: share of windows per class, the shipped weights' and these "
+          "(music / speech / noise / tone; 'no speech': the network's speech left out, as "
+          "where silero-vad decides speech)")
+    sources: dict[tuple[str, str], list] = {}
+    for kind, name, feats in rows["held"]:
+        sources.setdefault((kind, source_of(kind, name)), []).append(feats)
+    print("| truth | source | windows | shipped | shipped, no speech | fitted "
+          "| fitted, no speech |")
+    print("|---|---|---|---|---|---|---|")
+    for (kind, source), feats in sources.items():
+        f = np.concatenate(feats)
+        if not len(f):
+            continue
+        cells = []
+        for m in (shipped, model):
+            for speech in (True, False):
+                probs = m.probabilities(f)
+                if not speech:
+                    probs[:, CLASSES.index("speech")] = -1.0
+                got = np.bincount(np.argmax(probs, axis=1), minlength=len(CLASSES)) / len(f)
+                cells.append(" / ".join(f"{100 * v:.0f}" for v in got))
+        print(f"| {kind} | {source} | {len(f)} | " + " | ".join(cells) + " |")
     print("\nheld out, per piece (share of windows right):")
     for kind, name, feats in rows["held"]:
         got = np.argmax(model.probabilities(feats), axis=1)
