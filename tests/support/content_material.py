@@ -1,7 +1,9 @@
 """Speech, music, noise and tones from Debian packages, none of them in the content
 classifier's fit (benchmarks/content_fit.py takes the other pieces, voices and texts): a
 second synthesiser (festival), an espeak-ng voice and text the fit never heard, a real
-person (alsa-utils' channel names), held-out game music and MIDI rendered with FluidR3."""
+person (alsa-utils' channel names), held-out game music and MIDI rendered with FluidR3, and
+recorded ambience from packages content_fit.py holds out (its ``HELD_AMBIENCE``): a sports
+crowd, applause, farm animals."""
 
 from __future__ import annotations
 
@@ -25,6 +27,14 @@ PACKAGES = ("singularity-music openttd-openmsx fluidsynth fluid-soundfont-gm esp
             "festvox-kallpc16k alsa-utils sox fretsonfire-songs-muldjord "
             "fretsonfire-songs-sectoid")
 MISSING = f"needs Debian's {PACKAGES}: apt-get install {PACKAGES}"
+LINCITY = Path("/usr/share/games/lincity-ng/sounds")
+FOOBILLARD = Path("/usr/share/games/foobillardplus/data")
+TUXPAINT = Path("/usr/share/tuxpaint/stamps/animals")
+AMBIENCE_PACKAGES = "lincity-ng-data foobillardplus-data tuxpaint-stamps-default"
+FARM_ANIMALS = ("mammals/bovines/cow.ogg", "mammals/bovines/sheep.ogg", "mammals/pig.ogg",
+                "mammals/bovines/goat.ogg", "mammals/equines/horse.ogg",
+                "mammals/equines/donkey.ogg", "birds/hen.ogg", "birds/rooster.ogg",
+                "birds/duck.ogg", "birds/turkey.ogg", "mammals/dogs/dog.ogg")
 
 
 def require() -> None:
@@ -105,3 +115,38 @@ def sox_signal(folder: Path, name: str, *synth: str, level_dbfs: float | None = 
     if level_dbfs is not None:
         audio = audio / np.sqrt(np.mean(audio ** 2)) * 10 ** (level_dbfs / 20)
     return audio.astype(np.float32)
+
+
+def require_ambience() -> None:
+    paths = (LINCITY / "SportsCroud1.wav", FOOBILLARD / "applause.wav", TUXPAINT / FARM_ANIMALS[0])
+    if not all(p.exists() for p in paths):
+        pytest.skip(f"needs Debian's {AMBIENCE_PACKAGES}: apt-get install {AMBIENCE_PACKAGES}")
+
+
+def stitched(paths: list[Path], seconds: float = 15.0) -> np.ndarray:
+    """Sound effects one after the other, each faded in and out over 20 ms, played again
+    until ``seconds`` long (the clips are seconds long, windows 3 s)."""
+    fade = np.linspace(0.0, 1.0, int(0.02 * RATE), dtype=np.float32)
+    clips = []
+    for path in paths:
+        clip = np.array(load_audio(path, RATE)[0], np.float32)
+        clip[:len(fade)] *= fade
+        clip[-len(fade):] *= fade[::-1]
+        clips.append(clip)
+    audio = np.concatenate(clips)
+    return np.tile(audio, int(np.ceil(seconds * RATE / len(audio))))
+
+
+def sports_crowd() -> np.ndarray:
+    """lincity-ng-data's sports ground: a crowd cheering (GPL-2+)."""
+    return stitched(sorted(LINCITY.glob("SportsCroud*.wav")))
+
+
+def applause() -> np.ndarray:
+    """foobillardplus-data's applause (GPL-2)."""
+    return stitched([FOOBILLARD / "applause.wav"])
+
+
+def farm_animals() -> np.ndarray:
+    """tuxpaint-stamps-default's farm animals and a dog, each calling once (GPL-2)."""
+    return stitched([TUXPAINT / name for name in FARM_ANIMALS], 40.0)
