@@ -117,7 +117,7 @@ def test_noise_and_tones_are_neither_music_nor_speech(folder):
 
 
 @pytest.mark.xfail(strict=True, reason="the shipped network calls recorded ambience music; "
-                   "refitted on recorded ambience it also calls 5-10 % of held-out music "
+                   "refitted on recorded ambience it also calls 4-11 % of held-out music "
                    "noise (docs/models.md, 'Content')")
 @pytest.mark.parametrize("make", [
     pytest.param(sports_crowd, id="sports-crowd"),
