@@ -161,7 +161,8 @@ def test_live_recorded_voices_between_music_are_speech_with_no_tags(tmp_path, sp
     wrong = []
     for n, part in enumerate(parts[:-1]):
         track, windows = inside(messages, part.title)
-        said = (part.title, [(b.start_s, b.content, b.active) for b in windows])
+        said = (part.title, [(round(b.start_s - track.start_s, 1), b.content, len(b.active))
+                             for b in windows])
         # the daemon joins the stream during the first part
         if len(windows) < (5 if n == 0 else 10):
             wrong.append(("too few windows", said))
@@ -172,6 +173,6 @@ def test_live_recorded_voices_between_music_are_speech_with_no_tags(tmp_path, sp
                 wrong.append(("tags over speech", said))
             if track.active:
                 wrong.append(("headline tags", part.title, track.active))
-        elif share(windows, "music") < 0.8 or share(windows, "speech") > 0.0:
-            wrong.append(("not music", said))
+        elif share(windows, "music") < 0.8:
+            wrong.append(("not mostly music", said))
     assert not wrong, wrong
