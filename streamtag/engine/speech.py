@@ -11,18 +11,18 @@ before, and the engine says so (``SpeechPlan.note``).
 
 The graph reads 16-kHz mono in chunks of 512 samples (32 ms) after the 64 samples before them,
 and carries a recurrent state of (2, streams, 128) from chunk to chunk. It runs on the last
-chunk of every ``STEP`` (64 ms: one chunk in two), its state carried from step to step: a
-window's decision needs its share of speech, not every chunk's probability, and one chunk in two
-costs half. Fewer do not hold: at one chunk in four the state, carried through a minute of
-music, held a voice back for 5-7 s, and General MIDI's organ and strings were speech in up to
-half their windows (docs/models.md, "Content"). The graph's own STFT is replaced by numpy's FFT
-(``SpeechDetector``). Each stream has a ``SpeechTrack``: its samples resampled to 16 kHz where
-the model's rate differs (one soxr stream, made only then), its samples waiting, its state and
-the speech probability of its recent steps. ``run_tracks`` runs the waiting steps of many
-streams together: one ``session.run`` per step for every stream with a step waiting, as the
-tagger stacks windows. A window is speech when at least ``SPEECH_SHARE`` of its steps have a
-probability over ``THRESHOLD`` (docs/models.md, "Content", has the measurements that chose
-both).
+chunk of every ``STEP`` (64 ms: one chunk in two), its state carried from step to step and reset
+every ``RESET_STEPS``: a window's decision needs its share of speech, not every chunk's
+probability, and one chunk in two costs half. Fewer do not hold: at one chunk in four the state,
+carried through a minute of music, held a voice back for 5-9 s, and General MIDI's organ and
+strings were speech in up to half their windows (docs/models.md, "Content"). The graph's own
+STFT is replaced by numpy's FFT (``SpeechDetector``). Each stream has a ``SpeechTrack``: its
+samples resampled to 16 kHz where the model's rate differs (one soxr stream, made only then),
+its samples waiting, its state and the speech probability of its recent steps. ``run_tracks``
+runs the waiting steps of many streams together: one ``session.run`` per step for every stream
+with a step waiting, as the tagger stacks windows. A window is speech when at least
+``SPEECH_SHARE`` of its steps have a probability over ``THRESHOLD`` (docs/models.md, "Content",
+has the measurements that chose both).
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ MAGNITUDE = "magnitude"  # the split graph's input: (streams, FFT_SIZE // 2 + 1,
 THRESHOLD = 0.5
 SPEECH_SHARE = 0.4
 MIN_STEPS = 5  # a window with fewer steps (half a second) is left to the network
+# Each stream's state goes back to zeros every this many steps (8 s): carried through minutes
+# of music, the state holds the detector back when a voice comes (a voice after a minute of
+# music was speech 3.1 s into it at the median and 4.9 s at worst, against 2.0 and 2.7 s with
+# the reset; benchmarks/speech_stride.py, docs/models.md "Content")
+RESET_STEPS = 125
 KEEP_S = 32.0  # the steps' probabilities kept per stream: windows wait in the queue that long
 MAX_WAITING = round(KEEP_S * SPEECH_RATE)  # samples waiting for the detector, at most
 SPEECH_FILE = "silero-vad.onnx"
@@ -371,8 +376,10 @@ def run_tracks(detector: SpeechDetector, tracks: Sequence[SpeechTrack]) -> int:
     lengths = np.array([len(own) for _, own in taken])
     state = np.ascontiguousarray(np.stack([track.state for track, _ in taken], axis=1))
     probs = np.zeros((steps, count), np.float32)
+    done = np.array([track.done for track, _ in taken])
     for k in range(steps):
         n = int(np.count_nonzero(lengths > k))
+        state[:, :n][:, (done[:n] + k) % RESET_STEPS == 0] = 0.0
         p, new = detector.run(rows[k, :n], np.ascontiguousarray(state[:, :n]))
         probs[k, :n] = p
         state[:, :n] = new
