@@ -150,6 +150,21 @@ int main(int argc, char **argv) {
     while (count < 0 || printed < count) {
         if (zmq_poll(items, 2, -1) < 0)
             break;
+        /* every message waiting is read first: libzmq aborts the process when a disconnect
+           discards a message that is being read */
+        zmq_pollitem_t waiting = {sock, 0, ZMQ_POLLIN, 0};
+        while ((count < 0 || printed < count) && zmq_poll(&waiting, 1, 0) > 0) {
+            zmq_msg_t frames[3];
+            int n = read_frames(sock, frames);
+            if (n == 3) {
+                show(frames);
+                printed++;
+            } else if (n > 0) {
+                fprintf(stderr, "refused: a message of %d frames\n", n);
+            }
+            for (int i = 0; i < n && i < 3; i++)
+                zmq_msg_close(&frames[i]);
+        }
         if (items[1].revents & ZMQ_POLLIN) {
             zmq_msg_t event;
             int more = 1;
@@ -163,18 +178,6 @@ int main(int argc, char **argv) {
                             "again\n", endpoint, MAX_FRAME_BYTES);
             zmq_disconnect(sock, endpoint);
             zmq_connect(sock, endpoint);
-        }
-        if (items[0].revents & ZMQ_POLLIN) {
-            zmq_msg_t frames[3];
-            int n = read_frames(sock, frames);
-            if (n == 3) {
-                show(frames);
-                printed++;
-            } else if (n > 0) {
-                fprintf(stderr, "refused: a message of %d frames\n", n);
-            }
-            for (int i = 0; i < n && i < 3; i++)
-                zmq_msg_close(&frames[i]);
         }
     }
     zmq_close(monitor);
