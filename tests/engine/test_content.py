@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,12 @@ from support.content_material import (
     sox_signal,
     sports_crowd,
 )
-from support.helpers import collect, make_config, started, tiny_model_file
+from support.helpers import WindowsSink, collect, make_config, started, tiny_model_file
 
 from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import SourceConfig
-from streamtag.engine.batching import Engine, EngineSink, WindowResult
+from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.config import ContentConfig, SmoothingConfig
 from streamtag.engine.content import (
     CONTENT_KINDS,
@@ -163,22 +162,10 @@ def test_config_is_checked():
 
 # ---------------------------------------------------------------- through the engine
 
-class Sink(EngineSink):
-    def __init__(self) -> None:
-        self.results: list[WindowResult] = []
-        self.lock = threading.Lock()
-
-    def on_window(self, result: WindowResult) -> None:
-        with self.lock:
-            self.results.append(result)
-
-    def on_stream_end(self, stream_id: str, events: list, end_s: float) -> None:
-        pass
-
 
 def run_engine(model_path: Path, audio: np.ndarray, content: ContentConfig | None = None
                ) -> list[WindowResult]:
-    sink = Sink()
+    sink = WindowsSink()
     engine = Engine(InferenceModel.load(str(model_path), device="cpu"), sink,
                     smoothing=SmoothingConfig(time_constant_s=0, margin=0, min_on_s=0,
                                               min_off_s=0), content=content)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.helpers import WindowsSink
 
 from streamtag.audio.synthetic import SyntheticConfig, generate_clip
 from streamtag.catalog.musicnn import find_installed_package, read_labels
-from streamtag.engine.batching import Engine, EngineSink
+from streamtag.engine.batching import Engine
 from streamtag.engine.config import EngineConfig, MoodConfig
 from streamtag.engine.mood import (
     DWELL_S,
@@ -22,7 +23,6 @@ from streamtag.engine.mood import (
     MoodTracker,
     energy_of,
 )
-from streamtag.engine.scoring import WindowResult
 from streamtag.engine.speech import SpeechPlan
 from streamtag.errors import ConfigError, ProtocolError
 from streamtag.model.inference import InferenceModel
@@ -364,16 +364,6 @@ def test_a_new_title_takes_the_genre_line_off_at_the_next_window_and_keeps_the_w
     assert mood["genres"] == [] and mood["words"] == before[-1][1]["words"]
 
 
-class Results(EngineSink):
-    def __init__(self) -> None:
-        self.results: list[WindowResult] = []
-
-    def on_window(self, result: WindowResult) -> None:
-        self.results.append(result)
-
-    def on_stream_end(self, stream_id: str, events: list, end_s: float) -> None:
-        pass
-
 
 @pytest.mark.parametrize("music_s", [30.0, 30.5])
 @pytest.mark.parametrize("dead_air", ["digital silence", "a stuck tone"])
@@ -391,7 +381,7 @@ def test_the_engine_clears_the_words_within_3_s_of_dead_air(dead_air, music_s):
             else 0.1 * np.sin(2 * np.pi * 1000.0 * t))
     audio = np.concatenate([music, gone]).astype(np.float32)
     onset_s = len(music) / rate
-    sink = Results()
+    sink = WindowsSink()
     engine = Engine(model, sink, EngineConfig(max_batch=1), speech=SpeechPlan(None, "not needed"))
     engine.add_stream("bar")
     for i in range(0, len(audio), rate // 2):

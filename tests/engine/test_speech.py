@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from support.content_material import RATE, game_music, held_out_song, real_voice
 from support.content_material import require as require_content
+from support.helpers import WindowsSink
 from support.speech_material import gcin_syllables, require, silero_wheel, warzone_tutorial
 
 from streamtag.catalog import installed
 from streamtag.catalog.shipped import default_model_path
-from streamtag.engine.batching import Engine, EngineSink, WindowResult
+from streamtag.engine.batching import Engine
 from streamtag.engine.config import SmoothingConfig
 from streamtag.engine.speech import (
     KEEP_S,
@@ -46,20 +47,10 @@ def detector(tmp_path_factory) -> SpeechDetector:
     return plan.detector
 
 
-class Sink(EngineSink):
-    def __init__(self) -> None:
-        self.results: list[WindowResult] = []
-
-    def on_window(self, result: WindowResult) -> None:
-        self.results.append(result)
-
-    def on_stream_end(self, stream_id: str, events: list, end_s: float) -> None:
-        pass
-
 
 def contents(audio: np.ndarray, speech: SpeechPlan, rate: int = RATE) -> list[str | None]:
     """Each window's content from the engine with the shipped model, fed in blocks."""
-    sink = Sink()
+    sink = WindowsSink()
     model = InferenceModel.load(str(default_model_path()), device="cpu")
     engine = Engine(model, sink, smoothing=SmoothingConfig(time_constant_s=0), speech=speech)
     engine.add_stream("radio")
@@ -152,7 +143,7 @@ def test_without_the_detector_the_network_decides_and_the_engine_says_so(caplog)
     assert "streamtag models install speech" in plan.note
     model = InferenceModel.load(str(default_model_path()), device="cpu")
     with caplog.at_level(logging.WARNING, logger="streamtag.engine.batching"):
-        engine = Engine(model, Sink())
+        engine = Engine(model, WindowsSink())
     assert engine.speech_note == plan.note
     said = [r for r in caplog.records if "not installed" in r.getMessage()]
     assert len(said) == 1

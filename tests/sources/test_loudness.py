@@ -19,7 +19,15 @@ import av
 import numpy as np
 import pytest
 import yaml
-from support.helpers import collect, free_port, make_config, run_streamtag, started, tiny_model_file
+from support.helpers import (
+    WindowsSink,
+    collect,
+    free_port,
+    make_config,
+    run_streamtag,
+    started,
+    tiny_model_file,
+)
 
 from streamtag.audio.files import write_audio
 from streamtag.audio.loudness import LoudnessMeter, integrated_lufs, loudness_of_power, mean_lufs
@@ -32,7 +40,7 @@ from streamtag.daemon.config import (
     config_from_dict,
     with_overrides,
 )
-from streamtag.engine.batching import Engine, EngineSink
+from streamtag.engine.batching import Engine
 from streamtag.engine.health import HealthConfig
 from streamtag.errors import ProtocolError
 from streamtag.model.inference import InferenceModel
@@ -191,19 +199,9 @@ def test_audio_the_meter_cannot_measure_goes_on_unmeasured():
     assert all(c.loudness == () for c in chunks)
 
 
-class Windows(EngineSink):
-    def __init__(self) -> None:
-        self.results = []
-
-    def on_window(self, result) -> None:
-        self.results.append(result)
-
-    def on_stream_end(self, *args) -> None:
-        pass
-
 
 def engine_windows(path: Path, model: InferenceModel, loudness: bool) -> list:
-    sink = Windows()
+    sink = WindowsSink()
     engine = Engine(model, sink, health=HealthConfig(loudness=loudness))
     engine.add_stream("a")
     source = FileSource(path)

@@ -34,6 +34,7 @@ from streamtag.daemon.config import (
     PublishConfig,
 )
 from streamtag.daemon.daemon import Daemon
+from streamtag.engine.batching import EngineSink, WindowResult
 from streamtag.engine.smoothing import SmoothingConfig
 from streamtag.errors import ProtocolError
 from streamtag.frontend import LogMelOptions, OnlineLogMel, compute_logmel
@@ -518,3 +519,19 @@ def http_get(port: int, path: str) -> tuple[int, str]:
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, exc.read().decode()
+
+
+class WindowsSink(EngineSink):
+    """An engine's sink that keeps every scored window, in the order they came (from any
+    worker); stream ends are not kept."""
+
+    def __init__(self) -> None:
+        self.results: list[WindowResult] = []
+        self.lock = threading.Lock()
+
+    def on_window(self, result: WindowResult) -> None:
+        with self.lock:
+            self.results.append(result)
+
+    def on_stream_end(self, stream_id: str, events: list, end_s: float) -> None:
+        pass
