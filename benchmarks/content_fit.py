@@ -143,6 +143,13 @@ def cached(cache: Path, name: str, make) -> np.ndarray:
     return np.load(path)
 
 
+def midi(cache: Path, path: Path) -> np.ndarray:
+    """The MIDI file at ``path`` rendered with FluidR3 GM, 16-kHz samples (cached)."""
+    return cached(cache, f"midi:{path}", lambda wav: run(
+        "fluidsynth", "-ni", "-g", "0.6", "-r", str(RATE), "-F", str(wav), str(SOUNDFONT),
+        str(path)))
+
+
 def clip_paths(where: Path, patterns: tuple[str, ...]) -> Iterator[tuple[str, Callable]]:
     """(name, write(path)) of each sound clip under ``where`` (a folder or a zip), the spoken
     descriptions beside tuxpaint's animals left out."""
@@ -210,9 +217,7 @@ def material(cache: Path, fit_ambience: bool = False) -> list[tuple[str, str, st
         audio = audio[int(5 * RATE): int((5 + MUSIC_SECONDS) * RATE)]
         items.append(("music", "fit" if i % 2 == 0 else "held", path.name, audio))
     for i, path in enumerate(sorted(OPENMSX.glob("*.mid"))):
-        audio = cached(cache, f"midi:{path}", lambda wav, p=path: run(
-            "fluidsynth", "-ni", "-g", "0.6", "-r", str(RATE), "-F", str(wav), str(SOUNDFONT),
-            str(p)))
+        audio = midi(cache, path)
         audio = audio[int(2 * RATE): int((2 + MUSIC_SECONDS) * RATE)]
         items.append(("music", "fit" if i % 2 == 0 else "held", path.name, audio))
     # Dense, distorted rock and metal: each song's stems (backing, guitar, any rhythm part)

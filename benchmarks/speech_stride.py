@@ -24,11 +24,11 @@ stride:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import content_fit  # benchmarks/content_fit.py, beside this script: its material's paths
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -48,9 +48,6 @@ from streamtag.engine.speech import (  # noqa: E402
 )
 
 RATE = SPEECH_RATE
-SINGULARITY = Path("/usr/share/games/singularity/music")
-OPENMSX = Path("/usr/share/games/openttd/baseset/openmsx")
-SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 WINDOW_S, HOP_S = 3, 1
 
 
@@ -88,14 +85,6 @@ def speech_windows(probs: np.ndarray, stride: int, length: int) -> list[tuple[in
     return out
 
 
-def midi(cache: Path, path: Path) -> np.ndarray:
-    wav = cache / f"{path.stem}.wav"
-    if not wav.exists():
-        subprocess.run(["fluidsynth", "-ni", "-g", "0.6", "-r", str(RATE), "-F", str(wav),
-                        str(SOUNDFONT), str(path)], check=True, capture_output=True)
-    return load_audio(wav, RATE)[0]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reset-s", type=float, default=RESET_STEPS * STEP / RATE,
@@ -103,7 +92,7 @@ def main() -> int:
                              "as served)")
     parser.add_argument("--strides", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "streamtag-speech-stride")
+                        default=Path(tempfile.gettempdir()) / "streamtag-content-material")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     plan = SpeechPlan.installed()
@@ -111,9 +100,10 @@ def main() -> int:
         print(plan.note, file=sys.stderr)
         return 1
     voice = warzone_tutorial(RATE)[: 12 * RATE]
-    pieces = sorted(SINGULARITY.glob("*.ogg"))
+    pieces = sorted(content_fit.SINGULARITY.glob("*.ogg"))
     music = {p.stem: load_audio(p, RATE)[0] for p in pieces}
-    rendered = {p.stem: midi(args.cache, p) for p in sorted(OPENMSX.glob("*.mid"))}
+    rendered = {p.stem: content_fit.midi(args.cache, p)
+                for p in sorted(content_fit.OPENMSX.glob("*.mid"))}
     print(f"# {plan.note}; a window is speech when {SPEECH_SHARE:.0%} of its steps are over "
           f"{THRESHOLD}; the state reset every {args.reset_s:g} s (0: never)")
     print("\n| chunks run | voice after music: s to speech (median, worst, within 3 s) "
