@@ -209,13 +209,10 @@ class WindowScorer:
         detector reads it, else the classifier's class (None: [content] is off)."""
         if not self._content_on:
             return None
-        cfg = self._health_config
         if audio is not None and level is not None:  # audio: the level's, as published
-            by_level = window_kind(audio["rms_dbfs"], audio["peak_dbfs"], level.onsets,
-                                   cfg.silence_dbfs, cfg.tone_crest_db, SQUARE_CREST_DB)
+            by_level = self._kind(audio["rms_dbfs"], audio["peak_dbfs"], level.onsets)
         elif w.data.ndim == 1:  # a model that reads samples: no onsets, silence only
-            by_level = window_kind(level_of_samples(w.data)[0], None, None, cfg.silence_dbfs,
-                                   cfg.tone_crest_db, SQUARE_CREST_DB)
+            by_level = self._kind(level_of_samples(w.data)[0], None, None)
         else:
             by_level = None
         return by_level or w.content
@@ -224,17 +221,21 @@ class WindowScorer:
         """Silence or a steady tone in the audio since the window before (the window's last
         hop) by its level alone, as ``_content_of`` reads a window's; None where the level
         does not tell."""
-        cfg = self._health_config
         if w.newest is not None:
             rms_dbfs, peak_dbfs = finite_levels(w.newest.rms_dbfs, w.newest.peak_dbfs)
-            return window_kind(rms_dbfs, peak_dbfs, w.newest.onsets, cfg.silence_dbfs,
-                               cfg.tone_crest_db, SQUARE_CREST_DB)
+            return self._kind(rms_dbfs, peak_dbfs, w.newest.onsets)
         if w.data.ndim == 1:  # a model that reads samples: silence only
             newest = len(w.data) if self.end_sample is None else w.end_sample - self.end_sample
             samples = w.data[-max(1, min(newest, len(w.data))):]
-            return window_kind(level_of_samples(samples)[0], None, None, cfg.silence_dbfs,
-                               cfg.tone_crest_db, SQUARE_CREST_DB)
+            return self._kind(level_of_samples(samples)[0], None, None)
         return None
+
+    def _kind(self, rms_dbfs: float | None, peak_dbfs: float | None,
+              onsets: int | None) -> str | None:
+        """Silence or a steady tone by a level, under the stream's [health] rules."""
+        cfg = self._health_config
+        return window_kind(rms_dbfs, peak_dbfs, onsets, cfg.silence_dbfs, cfg.tone_crest_db,
+                           SQUARE_CREST_DB)
 
     def _content_run(self, w: ScoredWindow, content: str | None,
                      sample_rate: float) -> float | None:
