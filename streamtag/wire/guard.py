@@ -89,6 +89,10 @@ class ConnectionGuard:
         self._authenticates = authenticates
         interval_ms = int(sock.getsockopt(zmq.HANDSHAKE_IVL))
         self._handshake_s = interval_ms / 1000 if authenticates and interval_ms > 0 else None
+        # libzmq's default mark on the monitor, not streamtag.wire.sockets.monitor_socket's
+        # none: while this guard is a couple of thousand events behind, libzmq's I/O thread
+        # waits for it instead of taking connections it cannot see yet (under a flood, with
+        # no mark, it fell further behind for ever and ended the wrong peers)
         self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(EVENTS)
         self._socket = sock
         self._lock = threading.Lock()
@@ -211,7 +215,12 @@ class ConnectionGuard:
         blocked = None if len(waiting) > MAX_BLOCKED else waiting
         if blocked == self._blocked or not self._listeners:
             return
-        instructions = program(blocked) if blocked != frozenset() else None
+        if self._apply(program(blocked) if blocked != frozenset() else None):
+            self._blocked = blocked
+
+    def _apply(self, instructions: Any) -> bool:
+        """Gives the listening sockets' kernel ``instructions`` (None: take everyone); False
+        where it has no such filter."""
         for fd, port in list(self._listeners.items()):
             try:
                 with _borrowed(fd) as sock:  # still the listener it was (not a reused number)
@@ -219,10 +228,10 @@ class ConnectionGuard:
                             or sock.getsockname()[1] != port):
                         raise OSError("not the listener")
                     if not self._filters.set_filter(sock, instructions):
-                        return
+                        return False
             except (OSError, IndexError, TypeError):
                 self._listeners.pop(fd, None)
-        self._blocked = blocked
+        return True
 
     def _accepted(self, fd: int) -> None:
         self._gone(fd)  # a number libzmq reused: its last connection has gone
@@ -311,9 +320,30 @@ class ConnectionGuard:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(POLL_MS / 1000 * 10)
+        # libzmq sends each event, disable_monitor's last one included, waiting for room in
+        # the monitor, and pyzmq's disable_monitor holds the interpreter meanwhile: with the
+        # events unread since the reading stopped filling the monitor, it would wait for ever.
+        # So the kernel takes no more connections (no more events of their coming), what
+        # waits is read and dropped, and the monitor is disabled at once, with room in it.
+        self._drop_waiting()  # which learns the listening sockets, where still unknown
+        with self._lock:
+            self._apply(program(None))
+        self._drop_waiting()
         with contextlib.suppress(zmq.ZMQError):
             self._socket.disable_monitor()
         self.monitor.close(linger=0)
+
+
+    def _drop_waiting(self) -> None:
+        """Reads the events waiting on the monitor, keeping only what says a socket listens."""
+        with contextlib.suppress(zmq.ZMQError):
+            while self.monitor.poll(0, zmq.POLLIN):
+                event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
+                if int(event["event"]) == zmq.EVENT_LISTENING:
+                    port = _local_port(int(event["value"]))
+                    if port is not None:
+                        with self._lock:
+                            self._listeners[int(event["value"])] = port
 
 
 def bind_guarded(sock: zmq.Socket[Any], endpoint: str, caps: ConnectionCaps | None,
