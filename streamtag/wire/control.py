@@ -71,7 +71,12 @@ from streamtag.wire.security import (
     make_client,
     make_server,
 )
-from streamtag.wire.sockets import DEFAULT_CONTROL_ENDPOINT, bind_or_connect, endpoint_host
+from streamtag.wire.sockets import (
+    DEFAULT_CONTROL_ENDPOINT,
+    bind_or_connect,
+    endpoint_host,
+    monitor_socket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -757,7 +762,7 @@ def _curve_round_trip(sock: zmq.Socket[Any], payload: bytes, deadline: float, en
     client's key in sends no reply at all; libzmq's monitor hears the daemon refuse the
     handshake, so that is said at once (KeyRefused: asking again will not help), and a
     silence with keys names what to check."""
-    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    monitor = monitor_socket(sock, zmq.EVENT_HANDSHAKE_FAILED_AUTH)
     try:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLOUT)

@@ -44,7 +44,7 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.replay import ReplayRing
 from streamtag.wire.security import CurveKeys, make_server
-from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT, bind_or_connect
+from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT, bind_or_connect, monitor_socket
 
 HWM_POLICIES = ("per_subscriber", "refuse")
 SUBSCRIPTIONS_SETTLE_S = 0.05  # after the handshake: the peer's subscriptions follow at once
@@ -117,7 +117,7 @@ class Publisher:
                 self._socket.setsockopt(zmq.XPUB_NODROP, 1)
             if curve is not None:
                 make_server(self._socket, curve)
-            monitor = (self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            monitor = (monitor_socket(self._socket, zmq.EVENT_HANDSHAKE_SUCCEEDED)
                        if connect and connected_wait_s > 0 else None)
             if connect:
                 self.endpoint = bind_or_connect(self._socket, endpoint, True, "publisher")

@@ -72,6 +72,29 @@ def bind_or_connect(sock: zmq.Socket[Any], endpoint: str, connect: bool, what: s
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
+def monitor_socket(sock: zmq.Socket[Any], events: int) -> zmq.Socket[Any]:
+    """The PAIR socket that receives ``sock``'s monitor ``events``, as pyzmq's
+    ``get_monitor_socket`` makes it but with no high-water mark. libzmq's I/O thread sends
+    each event with a blocking send: with the default mark, once a thousand or so events wait
+    unread (a reader busy, or stopped before ``disable_monitor``) the I/O thread stops, with it
+    every socket of the context (a port no longer accepts), and ``disable_monitor`` waits for
+    ever. Unread events wait in memory instead, a few dozen bytes each."""
+    import zmq
+
+    address = f"inproc://streamtag-monitor-{id(sock):x}-{time.monotonic_ns():x}"
+    sock.monitor(address, events)
+    pair: zmq.Socket[Any] = sock.context.socket(zmq.PAIR)
+    try:
+        pair.setsockopt(zmq.RCVHWM, 0)  # before connecting: the pipe's mark is fixed then
+        pair.setsockopt(zmq.LINGER, 0)
+        pair.connect(address)
+    except BaseException:
+        pair.close(linger=0)
+        sock.disable_monitor()
+        raise
+    return pair
+
+
 def batch_context() -> zmq.Context[Any]:
     """A new ZeroMQ context whose I/O thread runs as a batch job (Linux's SCHED_BATCH) where
     the system allows it: woken by data arriving, it does not preempt the process's own

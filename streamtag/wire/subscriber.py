@@ -33,6 +33,7 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.replay import ReplayClient
 from streamtag.wire.security import ClientCurve, make_client
+from streamtag.wire.sockets import monitor_socket
 
 __all__ = ["ALL_TOPICS", "ReceivedMessage", "Subscriber"]
 
@@ -231,10 +232,8 @@ class Subscriber:
                 make_client(self._socket, curve)
             for prefix in self.subscriptions:
                 self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
-            self._monitor = self._socket.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-                | zmq.EVENT_CONNECT_RETRIED)
-            self._monitor.setsockopt(zmq.LINGER, 0)
+            self._monitor = monitor_socket(self._socket, zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                           | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
             for ep in endpoints:
                 try:
                     self._socket.connect(ep)
