@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from support.helpers import (
     free_port,
     http_get,
     is_ready,
+    run_python,
     run_streamtag,
     stop_process,
     tiny_model_file,
@@ -238,6 +240,79 @@ def test_past_the_cap_for_one_address_the_kernel_takes_no_more_from_it_and_other
         guard.close()
         sock.close()
         context.term()
+
+
+GUARD_CLOSES_UNDER_UNREAD_EVENTS = """
+import contextlib, socket, zmq
+from streamtag.wire.descriptors import ConnectionCaps
+from streamtag.wire.guard import ConnectionGuard
+
+context = zmq.Context()
+sock = context.socket(zmq.PUB)
+sock.setsockopt(zmq.LINGER, 0)
+guard = ConnectionGuard(sock, ConnectionCaps(4096, 4096), "test")  # never started
+port = sock.bind_to_random_port("tcp://127.0.0.1")
+made = 0
+with contextlib.suppress(OSError):  # until the port takes no more, or 1500
+    while made < 1500:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            made += 1  # an event as it is taken, one as it ends
+print(made, flush=True)
+guard.close()  # as a publisher closes: the guard, the socket, the context
+sock.close(linger=0)
+context.term()
+print("closed", flush=True)
+"""
+
+
+def test_a_guard_closes_when_the_events_it_has_not_read_fill_its_monitor():
+    # libzmq sends each monitor event, the last one of disable_monitor included, with a
+    # blocking send, and pyzmq's disable_monitor holds the interpreter meanwhile. With a couple
+    # of thousand events unread (the guard's reading stopped as it closed, during a flood),
+    # closing the guard waited for ever, every thread of the process with it. A guard that
+    # never reads stands for one that stopped; in a process of its own, which is killed when
+    # it waits.
+    try:
+        out = run_python(GUARD_CLOSES_UNDER_UNREAD_EVENTS, timeout=60).split()
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"closing waited for room in the guard's monitor (it printed "
+                             f"{exc.stdout!r})") from None
+    assert int(out[0]) >= 1000 and out[1:] == ["closed"], out  # 2,000 events at least, unread
+
+
+MONITOR_HOLDS_UNREAD_EVENTS = """
+import socket, zmq
+from streamtag.wire.sockets import monitor_socket
+
+context = zmq.Context()
+sock = context.socket(zmq.SUB)
+sock.setsockopt(zmq.LINGER, 0)
+monitor = monitor_socket(sock, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+port = sock.bind_to_random_port("tcp://127.0.0.1")
+for _ in range(1500):  # 3,000 events, none read
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+sock.disable_monitor()
+events = 0
+while monitor.poll(0):
+    events += len(monitor.recv_multipart()) // 2
+monitor.close()
+sock.close()
+context.term()
+print(events)
+"""
+
+
+def test_the_monitors_of_subscribers_and_clients_hold_every_unread_event():
+    # A subscriber reads its monitor's events (reconnection attempts, every 100 ms while the
+    # publisher is away) only as the program asks for messages. With libzmq's mark on the
+    # monitor, a program that asked for none for a few minutes stopped the I/O thread (its
+    # reconnections with it), and closing the subscriber waited for ever.
+    try:
+        events = int(run_python(MONITOR_HOLDS_UNREAD_EVENTS, timeout=60))
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the monitor's unread events stopped the socket") from None
+    assert events >= 3000, events
 
 
 def test_control_keeps_a_connection_that_made_a_signed_request_over_newer_idle_ones(tmp_path):
