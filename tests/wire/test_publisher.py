@@ -76,8 +76,9 @@ def receive(sub: Subscriber, n: int, timeout_s: float = 5.0) -> list[ReceivedMes
     return got
 
 
-def drain(sub: Subscriber, quiet_ms: int = 300) -> list[ReceivedMessage]:
-    """Everything that arrives until nothing has for `quiet_ms`."""
+def drain(sub: Subscriber, quiet_ms: int = 2000) -> list[ReceivedMessage]:
+    """Everything that arrives until nothing has for `quiet_ms` (on a machine busy with other
+    work, a flood's messages came in bursts more than 300 ms apart)."""
     got = []
     while (message := sub.recv(quiet_ms)) is not None:
         got.append(message)
