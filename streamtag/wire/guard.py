@@ -186,10 +186,7 @@ class ConnectionGuard:
                 elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._handshake_succeeded()
                 elif kind == zmq.EVENT_LISTENING:
-                    port = _local_port(value)
-                    if port is not None:
-                        self._ports.add(port)
-                        self._listeners[value] = port
+                    self._listening(value)
         with self._lock:
             self._admit()
         self._report()
@@ -333,17 +330,21 @@ class ConnectionGuard:
             self._socket.disable_monitor()
         self.monitor.close(linger=0)
 
-
     def _drop_waiting(self) -> None:
         """Reads the events waiting on the monitor, keeping only what says a socket listens."""
         with contextlib.suppress(zmq.ZMQError):
             while self.monitor.poll(0, zmq.POLLIN):
                 event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
                 if int(event["event"]) == zmq.EVENT_LISTENING:
-                    port = _local_port(int(event["value"]))
-                    if port is not None:
-                        with self._lock:
-                            self._listeners[int(event["value"])] = port
+                    with self._lock:
+                        self._listening(int(event["value"]))
+
+    def _listening(self, fd: int) -> None:
+        """The socket listens on descriptor ``fd`` (under the lock)."""
+        port = _local_port(fd)
+        if port is not None:
+            self._ports.add(port)
+            self._listeners[fd] = port
 
 
 def bind_guarded(sock: zmq.Socket[Any], endpoint: str, caps: ConnectionCaps | None,

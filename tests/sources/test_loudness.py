@@ -199,7 +199,6 @@ def test_audio_the_meter_cannot_measure_goes_on_unmeasured():
     assert all(c.loudness == () for c in chunks)
 
 
-
 def engine_windows(path: Path, model: InferenceModel, loudness: bool) -> list:
     sink = WindowsSink()
     engine = Engine(model, sink, health=HealthConfig(loudness=loudness))
