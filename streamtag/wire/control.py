@@ -76,6 +76,7 @@ from streamtag.wire.sockets import (
     bind_or_connect,
     endpoint_host,
     monitor_socket,
+    stop_monitor,
 )
 
 log = logging.getLogger(__name__)
@@ -794,8 +795,7 @@ def _curve_round_trip(sock: zmq.Socket[Any], payload: bytes, deadline: float, en
             "(with another, the daemon answers nothing at all), and is this client's key in "
             "its [security] admin_keys?")
     finally:
-        sock.disable_monitor()
-        monitor.close(linger=0)
+        stop_monitor(sock, monitor)
 
 
 def _left_ms(deadline: float) -> int:

@@ -48,7 +48,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from streamtag.wire.admission import MAX_BLOCKED, FilterKeeper, program
 from streamtag.wire.descriptors import ConnectionCaps
-from streamtag.wire.sockets import bind_or_connect
+from streamtag.wire.sockets import bind_or_connect, stop_monitor
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ class ConnectionGuard:
         interval_ms = int(sock.getsockopt(zmq.HANDSHAKE_IVL))
         self._handshake_s = interval_ms / 1000 if authenticates and interval_ms > 0 else None
         # libzmq's default mark on the monitor, not streamtag.wire.sockets.monitor_socket's
-        # none: while this guard is a couple of thousand events behind, libzmq's I/O thread
-        # waits for it instead of taking connections it cannot see yet (under a flood, with
-        # no mark, it fell further behind for ever and ended the wrong peers)
+        # ten thousand more: while this guard is a couple of thousand events behind, libzmq's
+        # I/O thread waits for it instead of taking connections it cannot see yet (under a
+        # flood, with no mark, it fell further behind for ever and ended the wrong peers)
         self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(EVENTS)
         self._socket = sock
         self._lock = threading.Lock()
@@ -325,10 +325,7 @@ class ConnectionGuard:
         self._drop_waiting()  # which learns the listening sockets, where still unknown
         with self._lock:
             self._apply(program(None))
-        self._drop_waiting()
-        with contextlib.suppress(zmq.ZMQError):
-            self._socket.disable_monitor()
-        self.monitor.close(linger=0)
+        stop_monitor(self._socket, self.monitor)
 
     def _drop_waiting(self) -> None:
         """Reads the events waiting on the monitor, keeping only what says a socket listens."""

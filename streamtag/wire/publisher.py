@@ -44,7 +44,12 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.replay import ReplayRing
 from streamtag.wire.security import CurveKeys, make_server
-from streamtag.wire.sockets import DEFAULT_FEED_ENDPOINT, bind_or_connect, monitor_socket
+from streamtag.wire.sockets import (
+    DEFAULT_FEED_ENDPOINT,
+    bind_or_connect,
+    monitor_socket,
+    stop_monitor,
+)
 
 HWM_POLICIES = ("per_subscriber", "refuse")
 SUBSCRIPTIONS_SETTLE_S = 0.05  # after the handshake: the peer's subscriptions follow at once
@@ -308,8 +313,7 @@ class Publisher:
                             "keeps trying, and drops what it sends until then)", self.endpoint,
                             timeout_s)
         finally:
-            self._socket.disable_monitor()
-            monitor.close(linger=0)
+            stop_monitor(self._socket, monitor)
 
     def _drain_subscriptions(self) -> None:
         # An XPUB queues subscription notices for the application; nobody here needs them.

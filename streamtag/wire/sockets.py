@@ -5,6 +5,7 @@ the defaults, so zmq loads only when a socket is bound."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ DEFAULT_BACKEND = "tcp://127.0.0.1:5559"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # How long batch_context waits for its I/O thread to name itself (a thread just started)
 IO_THREAD_WAIT_S = 1.0
+# Monitor events a subscriber's or client's monitor holds unread (monitor_socket), past libzmq's
+# own thousand: about 1.3 MB at most. A subscriber whose publisher is away hears a reconnection
+# attempt every 100 ms, a peer that ends each connection at once two events more: a program
+# that asks for no message for 15 minutes or more stops its reconnecting until it asks again.
+MONITOR_EVENTS_HELD = 10_000
 
 
 def endpoint_host(endpoint: str) -> tuple[str, str]:
@@ -72,20 +78,22 @@ def bind_or_connect(sock: zmq.Socket[Any], endpoint: str, connect: bool, what: s
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
-def monitor_socket(sock: zmq.Socket[Any], events: int) -> zmq.Socket[Any]:
+def monitor_socket(sock: zmq.Socket[Any], events: int,
+                   held: int = MONITOR_EVENTS_HELD) -> zmq.Socket[Any]:
     """The PAIR socket that receives ``sock``'s monitor ``events``, as pyzmq's
-    ``get_monitor_socket`` makes it but with no high-water mark. libzmq's I/O thread sends
-    each event with a blocking send: with the default mark, once a thousand or so events wait
-    unread (a reader busy, or stopped before ``disable_monitor``) the I/O thread stops, with it
-    every socket of the context (a port no longer accepts), and ``disable_monitor`` waits for
-    ever. Unread events wait in memory instead, a few dozen bytes each."""
+    ``get_monitor_socket`` makes it but holding ``held`` events more. libzmq's I/O thread
+    sends each event with a blocking send: once the monitor is full (a reader busy, or one that
+    reads only when its program asks) the I/O thread waits, with it every socket of the
+    context (a port no longer accepts, a subscriber no longer reconnects), and
+    ``disable_monitor`` waits for ever, holding the interpreter; ``stop_monitor`` makes room
+    first. Closed with ``stop_monitor``."""
     import zmq
 
     address = f"inproc://streamtag-monitor-{id(sock):x}-{time.monotonic_ns():x}"
     sock.monitor(address, events)
     pair: zmq.Socket[Any] = sock.context.socket(zmq.PAIR)
     try:
-        pair.setsockopt(zmq.RCVHWM, 0)  # before connecting: the pipe's mark is fixed then
+        pair.setsockopt(zmq.RCVHWM, held)  # before connecting: the pipe's mark is fixed then
         pair.setsockopt(zmq.LINGER, 0)
         pair.connect(address)
     except BaseException:
@@ -93,6 +101,18 @@ def monitor_socket(sock: zmq.Socket[Any], events: int) -> zmq.Socket[Any]:
         sock.disable_monitor()
         raise
     return pair
+
+
+def stop_monitor(sock: zmq.Socket[Any], monitor: zmq.Socket[Any]) -> None:
+    """Stops ``sock``'s monitor and closes ``monitor``, from ``sock``'s thread: the events
+    waiting are read and dropped first, so that libzmq's last event has room."""
+    import zmq
+
+    with contextlib.suppress(zmq.ZMQError):
+        while monitor.poll(0, zmq.POLLIN):
+            monitor.recv_multipart(zmq.NOBLOCK)
+        sock.disable_monitor()
+    monitor.close(linger=0)
 
 
 def batch_context() -> zmq.Context[Any]:

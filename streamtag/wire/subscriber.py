@@ -33,7 +33,7 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.replay import ReplayClient
 from streamtag.wire.security import ClientCurve, make_client
-from streamtag.wire.sockets import monitor_socket
+from streamtag.wire.sockets import monitor_socket, stop_monitor
 
 __all__ = ["ALL_TOPICS", "ReceivedMessage", "Subscriber"]
 
@@ -706,8 +706,7 @@ class Subscriber:
 
     def close(self) -> None:
         if self._monitor is not None and not self._socket.closed:
-            self._socket.disable_monitor()
-            self._monitor.close(linger=0)
+            stop_monitor(self._socket, self._monitor)
         self._socket.close(linger=0)
         for client in self._replayers:
             client.close()
