@@ -185,6 +185,8 @@ def test_a_keyed_proxy_lets_in_allowed_subscribers_and_real_daemons_only(keys, d
         assert plain.recv(100) is None, "a subscriber without keys heard it"
     finally:
         stop.set()
+        if sender.is_alive():  # its round under way publishes before the publishers close
+            sender.join(10)
         for sock in (allowed, stranger, plain, second, forger, impostor):
             sock.close()
         closed(proxy)
