@@ -7,10 +7,13 @@ leaves; past the open-files limit its accept loop spins on EMFILE and the proces
 nothing else (a station, a probe). A `ConnectionGuard` watches the socket through libzmq's
 monitor (ACCEPTED and DISCONNECTED carry the connection's descriptor), learns each peer's
 address from that descriptor, and keeps the connections within ``max_connections`` at once and
-``max_per_address`` from one address. Past either, the oldest unauthenticated connection (of
-that address, for the second) is ended: ``shutdown`` on a duplicate of libzmq's descriptor ends
-the TCP connection, libzmq sees it end and closes its own descriptor. A newcomer is
-unauthenticated, so when every other connection is authenticated the newcomer is the one ended.
+``max_per_address`` from one address. Past either, an unauthenticated connection is ended:
+past the cap for one address, that address's oldest; past the port's cap, the oldest of the
+address holding the most connections, so a flood's addresses make room with their own peers and
+a reader from an address of its own is not ended for being older than them. ``shutdown`` on a
+duplicate of libzmq's descriptor ends the TCP connection, libzmq sees it end and closes its own
+descriptor. A newcomer is unauthenticated, so when every other connection is authenticated the
+newcomer is the one ended.
 
 Authenticated means: on a CURVE socket, past the handshake (a connection is known past it when
 it alone was waiting for its handshake as one succeeded, or once it has stayed open longer than
@@ -26,8 +29,8 @@ Ending connections is not enough against peers that connect again at once (ZeroM
 100 ms): libzmq accepts them faster than a Python thread ends them. So the guard also tells the
 kernel whom the listening socket takes (streamtag.wire.admission): an address at its cap is
 blocked until one of its connections ends, and at the cap of the port every address that holds
-a connection is (a newcomer from another address is still taken, and the oldest
-unauthenticated connection makes room for it). A blocked peer's requests are dropped before a
+a connection is (a newcomer from another address is still taken, and the most crowded
+address makes room for it). A blocked peer's requests are dropped before a
 descriptor is given for them.
 """
 
@@ -247,19 +250,38 @@ class ConnectionGuard:
         while self._per_address[address] > caps.max_per_address:
             self._end(self._victim(address), "room_per_address")
         while len(self._open) > caps.max_connections:
-            self._end(self._victim(None), "room")
+            self._end(self._victim(self._crowded()), "room")
 
     def _victim(self, address: str | None) -> int:
         """The oldest unauthenticated connection (from ``address`` when given), else the
         oldest."""
-        if self._handshake_s is not None:  # past the handshake interval: past the handshake
+        self._past_handshakes()
+        among = [(fd, p) for fd, p in self._open.items()
+                 if address is None or p.address == address]
+        return next((fd for fd, p in among if not p.authenticated), among[0][0])
+
+    def _crowded(self) -> str | None:
+        """The address that makes room past the port's cap: of those holding an
+        unauthenticated connection, the one holding the most connections (the oldest
+        unauthenticated connection first among equals); None where every connection is
+        authenticated. So a flood's addresses end their own, and a reader from an address of
+        its own is not ended for being older than every flooding peer."""
+        self._past_handshakes()
+        oldest: dict[str, int] = {}  # address -> the place of its oldest unauthenticated one
+        for place, peer in enumerate(self._open.values()):  # in the order they were accepted
+            if not peer.authenticated:
+                oldest.setdefault(peer.address, place)
+        if not oldest:
+            return None
+        return min(oldest, key=lambda address: (-self._per_address[address], oldest[address]))
+
+    def _past_handshakes(self) -> None:
+        """Connections open past the handshake interval are past their handshake."""
+        if self._handshake_s is not None:
             old = time.monotonic() - self._handshake_s
             for peer in self._open.values():
                 if peer.accepted_at < old:
                     peer.authenticated, peer.in_handshake = True, False
-        among = [(fd, p) for fd, p in self._open.items()
-                 if address is None or p.address == address]
-        return next((fd for fd, p in among if not p.authenticated), among[0][0])
 
     def _end(self, fd: int, why: str) -> None:
         peer = self._open.pop(fd)

@@ -181,6 +181,7 @@ def test_a_flood_of_idle_zeromq_peers_leaves_feed_control_stations_and_probes_se
         stop_process(daemon, timeout=20)
         stderr = daemon.communicate(timeout=10)[1]
         station.close()
+        print(stderr[-5000:])  # shown where the test failed: what the daemon said
     assert "Traceback" not in stderr, stderr[-3000:]
     assert "Too many open files" not in stderr and "EMFILE" not in stderr, stderr[-3000:]
     assert "ended to make room" in stderr, stderr[-3000:]
@@ -236,6 +237,37 @@ def test_past_the_cap_for_one_address_the_kernel_takes_no_more_from_it_and_other
         assert guard.ended().get("room_per_address", 0) >= 1
     finally:
         for s in crowd:
+            s.close()
+        guard.close()
+        sock.close()
+        context.term()
+
+
+
+def test_past_the_port_cap_the_most_crowded_address_makes_room_not_an_older_reader():
+    # A reader from an address of its own came first; a flood from one address fills the port.
+    # A newcomer from a third address is taken, and the flood's oldest makes room for it: the
+    # reader, though the oldest unauthenticated connection of all, stays.
+    context, sock, guard, port = guarded(zmq.PUB, ConnectionCaps(8, 8))
+    opened: list[socket.socket] = []
+    try:
+        reader = idle_tcp(port, "127.0.0.2", wait_s=2.0)
+        assert reader is not None
+        opened.append(reader)
+        wait_until(lambda: guard.open == 1, 10, "the reader's connection")
+        crowd = [idle_tcp(port, "127.0.0.3", wait_s=2.0) for _ in range(7)]
+        opened += [s for s in crowd if s is not None]
+        wait_until(lambda: guard.open == 8, 10, "the port full")
+        newcomer = idle_tcp(port, "127.0.0.4", wait_s=2.0)
+        assert newcomer is not None, "an address holding nothing was not taken at the cap"
+        opened.append(newcomer)
+        wait_until(lambda: guard.ended().get("room", 0) == 1, 10, "room made for the newcomer")
+        wait_until(lambda: sum(closed_by_peer(s) for s in crowd if s is not None) == 1, 10,
+                   "one of the flood's connections ended")
+        assert taken(reader) and taken(newcomer)
+        assert guard.open == 8
+    finally:
+        for s in opened:
             s.close()
         guard.close()
         sock.close()
