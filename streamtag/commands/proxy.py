@@ -41,8 +41,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="N",
                    help="a daemon sending a larger frame is disconnected (default 4 MiB)")
     p.add_argument("--max-connections", type=int, default=FEED_MAX_CONNECTIONS, metavar="N",
-                   help="connections at once to each bound port; past it the oldest "
-                        "unauthenticated one is ended (default %(default)s; fewer where the "
+                   help="connections at once to each bound port; past it an unauthenticated "
+                        "one of the most crowded address is ended (default %(default)s; fewer where the "
                         "open-files limit leaves less)")
     p.add_argument("--max-connections-per-address", type=int,
                    default=FEED_MAX_CONNECTIONS_PER_ADDRESS, metavar="N",

@@ -186,8 +186,8 @@ class PublishConfig:
         False, help="connect to the endpoint (a proxy's frontend) instead of binding it")
     max_connections: int = values.field(
         FEED_MAX_CONNECTIONS, minimum=1, maximum=65536,
-        help="subscribers connected at once; past it the oldest unauthenticated one is ended "
-             "(fewer where the open-files limit leaves less: docs/security.md)")
+        help="subscribers connected at once; past it an unauthenticated one of the most "
+             "crowded address is ended (fewer where the open-files limit leaves less: docs/security.md)")
     max_connections_per_address: int = values.field(
         FEED_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
         help="subscribers connected at once from one address")
@@ -200,8 +200,8 @@ class PublishConfig:
         help="bytes of published messages the replay socket keeps, the oldest pushed out first")
     replay_max_connections: int = values.field(
         REPLAY_MAX_CONNECTIONS, minimum=1, maximum=65536,
-        help="replay socket connections at once; past it the oldest unauthenticated one is "
-             "ended")
+        help="replay socket connections at once; past it an unauthenticated one of the "
+             "most crowded address is ended")
     replay_max_connections_per_address: int = values.field(
         REPLAY_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
         help="replay socket connections at once from one address")
@@ -254,8 +254,8 @@ class ControlConfig:
                                     help="streams running at most; add_source past it is refused")
     max_connections: int = values.field(
         CONTROL_MAX_CONNECTIONS, minimum=1, maximum=65536,
-        help="control connections at once; past it the oldest that has made no signed request "
-             "is ended (fewer where the open-files limit leaves less: docs/security.md)")
+        help="control connections at once; past it one of the most crowded address that has "
+             "made no signed request is ended (fewer where the open-files limit leaves less: docs/security.md)")
     max_connections_per_address: int = values.field(
         CONTROL_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
         help="control connections at once from one address")
