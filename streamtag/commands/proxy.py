@@ -42,8 +42,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="a daemon sending a larger frame is disconnected (default 4 MiB)")
     p.add_argument("--max-connections", type=int, default=FEED_MAX_CONNECTIONS, metavar="N",
                    help="connections at once to each bound port; past it an unauthenticated "
-                        "one of the most crowded address is ended (default %(default)s; fewer where the "
-                        "open-files limit leaves less)")
+                        "one of the most crowded address is ended (default %(default)s; fewer "
+                        "where the open-files limit leaves less)")
     p.add_argument("--max-connections-per-address", type=int,
                    default=FEED_MAX_CONNECTIONS_PER_ADDRESS, metavar="N",
                    help="connections at once to each bound port from one address (default "

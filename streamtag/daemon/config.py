@@ -187,7 +187,8 @@ class PublishConfig:
     max_connections: int = values.field(
         FEED_MAX_CONNECTIONS, minimum=1, maximum=65536,
         help="subscribers connected at once; past it an unauthenticated one of the most "
-             "crowded address is ended (fewer where the open-files limit leaves less: docs/security.md)")
+             "crowded address is ended (fewer where the open-files limit leaves less: "
+             "docs/security.md)")
     max_connections_per_address: int = values.field(
         FEED_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
         help="subscribers connected at once from one address")
@@ -255,7 +256,8 @@ class ControlConfig:
     max_connections: int = values.field(
         CONTROL_MAX_CONNECTIONS, minimum=1, maximum=65536,
         help="control connections at once; past it one of the most crowded address that has "
-             "made no signed request is ended (fewer where the open-files limit leaves less: docs/security.md)")
+             "made no signed request is ended (fewer where the open-files limit leaves less: "
+             "docs/security.md)")
     max_connections_per_address: int = values.field(
         CONTROL_MAX_CONNECTIONS_PER_ADDRESS, minimum=1, maximum=65536,
         help="control connections at once from one address")

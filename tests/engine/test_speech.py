@@ -17,6 +17,7 @@ from support.speech_material import gcin_syllables, require, silero_wheel, warzo
 
 from streamtag.catalog import installed
 from streamtag.catalog.shipped import default_model_path
+from streamtag.engine import speech
 from streamtag.engine.batching import Engine
 from streamtag.engine.config import SmoothingConfig
 from streamtag.engine.speech import (
@@ -94,8 +95,11 @@ def test_music_stays_music(detector, music):
     assert share(kinds, "music") >= 0.9, kinds
 
 
-def test_batched_across_streams_is_each_stream_alone(detector):
+@pytest.mark.parametrize("encode_rows", [None, 7])  # as served; the encoder's runs cut small
+def test_batched_across_streams_is_each_stream_alone(detector, encode_rows, monkeypatch):
     require()
+    if encode_rows is not None:
+        monkeypatch.setattr(speech, "ENCODE_ROWS", encode_rows)
     rng = np.random.default_rng(3)
     sources = [warzone_tutorial(RATE, clips=3), gcin_syllables(RATE, count=12),
                (0.05 * rng.standard_normal(9 * RATE)).astype(np.float32),
@@ -118,6 +122,36 @@ def test_batched_across_streams_is_each_stream_alone(detector):
         run_tracks(detector, tracks)
     for track, single in zip(tracks, alone, strict=True):
         np.testing.assert_allclose(np.array(track.probs), single, atol=1e-5)
+
+
+def test_the_encoder_s_products_and_the_numpy_decoder_serve_only_where_they_agree(detector):
+    """The graph's encoder as matrix products, and its decoder in numpy, are checked against
+    the graph's own halves as the detector loads; a weight changed is caught."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    require()
+    with zipfile.ZipFile(silero_wheel()) as wheel:
+        graph = wheel.read("silero_vad/data/silero_vad.onnx")
+    encoder, decoder, _ = speech.split_encoder(speech.split_graph(graph)[0])
+    cell = speech.LSTMDecoder.from_graph(decoder)
+    assert cell is not None and cell.agrees(detector._decode_graph)
+    cell.w_hh[3, 7] += 0.5
+    assert not cell.agrees(detector._decode_graph)
+
+    def session(made: bytes):
+        return ort.InferenceSession(made, providers=["CPUExecutionProvider"])
+
+    products = speech.products_encoder(encoder)
+    assert products is not None
+    assert speech._same_features(session(encoder), session(products))
+    changed = onnx.load_from_string(products)
+    weight = next(i for i in changed.graph.initializer if i.name == "weight_1")
+    values = numpy_helper.to_array(weight).copy()
+    values[5, 2] += 0.5
+    weight.CopyFrom(numpy_helper.from_array(values, "weight_1"))
+    assert not speech._same_features(session(encoder), session(changed.SerializeToString()))
 
 
 def test_a_stream_at_another_rate_is_resampled_for_the_detector(detector):
@@ -186,6 +220,9 @@ def test_the_graph_served_from_its_magnitudes_gives_the_whole_graph_s_probabilit
     require()
     require_content()
     assert detector.window is not None  # the known graph is split
+    # and served as matrix products for its encoder, its recurrent decoder in numpy
+    assert detector.encoder.get_modelmeta().graph_name == "silero_vad_encoder_products"
+    assert detector.cell is not None
     with zipfile.ZipFile(silero_wheel()) as wheel:
         graph = wheel.read("silero_vad/data/silero_vad.onnx")
     whole = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
