@@ -657,6 +657,28 @@ def run_tracks(detector: SpeechDetector, tracks: Sequence[SpeechTrack]) -> int:
     taken = [(track, rows) for track in tracks for rows in (track.take(),) if len(rows)]
     if not taken:
         return 0
+    with _one_blas_thread():
+        return _run_taken(detector, taken)
+
+
+_blas: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """A context in which numpy's BLAS runs on the calling thread alone. The decoder's
+    products are small: OpenBLAS shares them with a thread of its own, which then spins
+    waiting for more, and the detector cost twice its CPU time (measured). The setting is the
+    process's; ``run_tracks`` runs under the detector's lock, one at a time."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def _run_taken(detector: SpeechDetector,
+               taken: list[tuple[SpeechTrack, np.ndarray]]) -> int:
     taken.sort(key=lambda pair: -len(pair[1]))  # the streams with a k-th step come first
     steps, count = len(taken[0][1]), len(taken)
     rows = np.zeros((steps, count, CONTEXT + CHUNK), np.float32)

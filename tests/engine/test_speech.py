@@ -154,6 +154,37 @@ def test_the_encoder_s_products_and_the_numpy_decoder_serve_only_where_they_agre
     assert not speech._same_features(session(encoder), session(changed.SerializeToString()))
 
 
+def test_numpy_s_blas_runs_on_one_thread_while_the_detector_runs(detector, monkeypatch):
+    """The decoder's products are small: shared with BLAS's own threads, those threads spun
+    waiting for more and the detector cost twice its CPU time. While it runs, BLAS has one
+    thread; after, what it had."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    require()
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+    decode = detector.decode
+
+    def watched(encoded, state):
+        seen.append(blas_threads())
+        return decode(encoded, state)
+
+    monkeypatch.setattr(detector, "decode", watched)
+    track = SpeechTrack(RATE)
+    track.accept(warzone_tutorial(RATE, clips=1)[: 2 * RATE])
+    with threadpool_limits(2, "blas"):  # as a machine of two cores or more has it (the tests
+        before = blas_threads()         # run with OMP_NUM_THREADS=1)
+        if not before:
+            pytest.skip("numpy's BLAS here is not one threadpoolctl controls")
+        assert all(threads == 2 for threads in before), before
+        assert run_tracks(detector, [track]) > 0
+        assert seen and all(threads == [1] * len(before) for threads in seen), seen
+        assert blas_threads() == before
+
+
 def test_a_stream_at_another_rate_is_resampled_for_the_detector(detector):
     require()
     audio = warzone_tutorial(44100, clips=4)
