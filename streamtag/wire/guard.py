@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import socket
@@ -61,6 +62,12 @@ REPORT_EVERY_S = 60.0  # connections ended are said in one line this often at mo
 # once, and would end the next one, thousands of times a second.
 MIN_AGE_S = 5.0
 POLL_MS = 200  # how often a guard's own thread looks at its stop event
+# Connections the kernel completes for a guarded socket before libzmq takes them (its listen
+# backlog; libzmq's own default is 100). libzmq takes what waits faster than the guard's thread
+# ends those past the caps, so this bounds the burst a flood's first second puts in the process
+# (two ports: 64 of the 128 descriptors in reserve); the rest of a flood's requests are
+# dropped and retried by their kernels a second or more later, when the guard has caught up.
+ACCEPT_BACKLOG = 32
 EVENTS = (zmq.EVENT_LISTENING | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
           | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 # why a connection was ended (the metric's reason label): what the log says
@@ -90,6 +97,7 @@ class ConnectionGuard:
         self.name = name
         self._caps = caps
         self._authenticates = authenticates
+        sock.setsockopt(zmq.BACKLOG, ACCEPT_BACKLOG)  # before the socket binds, as this is
         interval_ms = int(sock.getsockopt(zmq.HANDSHAKE_IVL))
         self._handshake_s = interval_ms / 1000 if authenticates and interval_ms > 0 else None
         # libzmq's default mark on the monitor, not streamtag.wire.sockets.monitor_socket's
@@ -389,8 +397,20 @@ def bind_guarded(sock: zmq.Socket[Any], endpoint: str, caps: ConnectionCaps | No
 @contextlib.contextmanager
 def _borrowed(fd: int):  # type: ignore[no-untyped-def]
     """A Python socket on a duplicate of libzmq's descriptor ``fd``, closed after (libzmq's
-    own stays open)."""
-    copy = os.dup(fd)
+    own stays open). Where the process has no descriptor left to duplicate into (a flood's
+    burst reached the open-files limit: when the guard is needed most), a Python socket on
+    libzmq's descriptor itself, detached after so that it stays open."""
+    try:
+        copy = os.dup(fd)
+    except OSError as error:
+        if error.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        own = socket.socket(fileno=fd)
+        try:
+            yield own
+        finally:
+            own.detach()
+        return
     try:
         sock = socket.socket(fileno=copy)
     except OSError:  # not a socket (a file that took the number)

@@ -297,6 +297,52 @@ print("closed", flush=True)
 """
 
 
+GUARD_AT_THE_FILES_LIMIT = """
+import os, socket, time, zmq
+from streamtag.wire.descriptors import ConnectionCaps
+from streamtag.wire.guard import ConnectionGuard
+
+context = zmq.Context()
+sock = context.socket(zmq.PUB)
+sock.setsockopt(zmq.LINGER, 0)
+guard = ConnectionGuard(sock, ConnectionCaps(2, 2), "test")  # its events read here, by hand
+port = sock.bind_to_random_port("tcp://127.0.0.1")
+guard.handle_events()  # the socket listens
+before = len(os.listdir("/proc/self/fd"))
+clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+deadline = time.monotonic() + 10
+while len(os.listdir("/proc/self/fd")) < before + 8 and time.monotonic() < deadline:
+    time.sleep(0.01)  # libzmq has taken all four (four ends here, four there)
+filler = []
+try:
+    while True:  # the process at its open-files limit, as a flood's burst leaves it
+        filler.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+guard.handle_events()  # four connections, past a cap of two
+for fd in filler:
+    os.close(fd)
+ended = 0
+for client in clients:  # libzmq's greeting, then the end of the connection where it was ended
+    client.settimeout(2)
+    try:
+        while client.recv(4096):
+            pass
+        ended += 1
+    except TimeoutError:
+        pass
+print(ended, guard.open, flush=True)
+"""
+
+
+def test_at_the_open_files_limit_the_guard_still_ends_connections_past_its_cap():
+    # A flood's burst can take every descriptor before the guard has read of it; the guard
+    # looks at each connection on a copy of its descriptor, and with none left to copy into it
+    # must still end those past the cap, or they stay and the process stays at its limit
+    ended, open_ = map(int, run_python(GUARD_AT_THE_FILES_LIMIT, timeout=60).split())
+    assert (ended, open_) == (2, 2)
+
+
 def test_a_guard_closes_when_the_events_it_has_not_read_fill_its_monitor():
     # libzmq sends each monitor event, the last one of disable_monitor included, with a
     # blocking send, and pyzmq's disable_monitor holds the interpreter meanwhile. With a couple
