@@ -298,10 +298,13 @@ print("closed", flush=True)
 
 
 GUARD_AT_THE_FILES_LIMIT = """
-import os, socket, time, zmq
+import os, resource, socket, time, zmq
 from streamtag.wire.descriptors import ConnectionCaps
 from streamtag.wire.guard import ConnectionGuard
 
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+soft = 256 if hard == resource.RLIM_INFINITY else min(256, hard)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # a limit quick to fill
 context = zmq.Context()
 sock = context.socket(zmq.PUB)
 sock.setsockopt(zmq.LINGER, 0)
