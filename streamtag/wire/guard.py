@@ -210,10 +210,7 @@ class ConnectionGuard:
         kernel rather than ending the next one; an address that holds nothing is always taken
         (it makes room), and a newcomer from a crowded one once its connections have aged."""
         caps, now = self._caps, time.monotonic()
-        oldest: dict[str, float] = {}  # each address's oldest unauthenticated connection
-        for peer in self._open.values():  # in the order they were accepted
-            if not peer.authenticated and peer.address not in oldest:
-                oldest[peer.address] = peer.accepted_at
+        oldest = self._oldest_unauthenticated()
         young = now - MIN_AGE_S
         full = len(self._open) >= caps.max_connections
         waiting = frozenset(
@@ -258,38 +255,35 @@ class ConnectionGuard:
         while self._per_address[address] > caps.max_per_address:
             self._end(self._victim(address), "room_per_address")
         while len(self._open) > caps.max_connections:
-            self._end(self._victim(self._crowded()), "room")
+            self._end(self._victim(None), "room")
 
     def _victim(self, address: str | None) -> int:
-        """The oldest unauthenticated connection (from ``address`` when given), else the
-        oldest."""
-        self._past_handshakes()
-        among = [(fd, p) for fd, p in self._open.items()
-                 if address is None or p.address == address]
-        return next((fd for fd, p in among if not p.authenticated), among[0][0])
-
-    def _crowded(self) -> str | None:
-        """The address that makes room past the port's cap: of those holding an
-        unauthenticated connection, the one holding the most connections (the oldest
-        unauthenticated connection first among equals); None where every connection is
-        authenticated. So a flood's addresses end their own, and a reader from an address of
-        its own is not ended for being older than every flooding peer."""
-        self._past_handshakes()
-        oldest: dict[str, int] = {}  # address -> the place of its oldest unauthenticated one
-        for place, peer in enumerate(self._open.values()):  # in the order they were accepted
-            if not peer.authenticated:
-                oldest.setdefault(peer.address, place)
-        if not oldest:
-            return None
-        return min(oldest, key=lambda address: (-self._per_address[address], oldest[address]))
-
-    def _past_handshakes(self) -> None:
-        """Connections open past the handshake interval are past their handshake."""
-        if self._handshake_s is not None:
+        """The connection that makes room: past the cap for ``address``, its oldest
+        unauthenticated one; past the port's cap (None), the oldest unauthenticated one of
+        the address holding the most connections (the address whose unauthenticated
+        connection is oldest first among equals), so a flood's addresses end their own and a
+        reader from an address of its own is not ended for being older than every flooding
+        peer. Where none is unauthenticated, the oldest (of ``address``)."""
+        if self._handshake_s is not None:  # past the handshake interval: past the handshake
             old = time.monotonic() - self._handshake_s
             for peer in self._open.values():
                 if peer.accepted_at < old:
                     peer.authenticated, peer.in_handshake = True, False
+        if address is None:
+            oldest = self._oldest_unauthenticated()
+            if oldest:
+                address = min(oldest, key=lambda a: (-self._per_address[a], oldest[a]))
+        among = [(fd, p) for fd, p in self._open.items()
+                 if address is None or p.address == address]
+        return next((fd for fd, p in among if not p.authenticated), among[0][0])
+
+    def _oldest_unauthenticated(self) -> dict[str, float]:
+        """Each address's oldest unauthenticated connection: when it was accepted."""
+        oldest: dict[str, float] = {}
+        for peer in self._open.values():  # in the order they were accepted
+            if not peer.authenticated:
+                oldest.setdefault(peer.address, peer.accepted_at)
+        return oldest
 
     def _end(self, fd: int, why: str) -> None:
         peer = self._open.pop(fd)
