@@ -61,7 +61,8 @@ STATE = 128
 FFT_SIZE = 256
 FFT_HOP = 128
 FFT_PAD = 64
-MAGNITUDE = "magnitude"  # the split graph's input: (streams, FFT_SIZE // 2 + 1, frames)
+FRAMES = (CONTEXT + CHUNK + FFT_PAD - FFT_SIZE) // FFT_HOP + 1  # a step's STFT frames
+MAGNITUDE = "magnitude"  # the split graph's input: (streams, FFT_SIZE // 2 + 1, FRAMES)
 # A chunk is speech over silero's own default threshold, and a window is speech when this share
 # of its chunks is: voices pause between words and phrases, so a talking window is rarely
 # all speech, while music with a voice in it seldom holds the detector for long.
@@ -229,19 +230,17 @@ class LSTMDecoder:
         import onnx
         from onnx import numpy_helper
 
-        model = onnx.load_from_string(graph)
-        found: dict[str, np.ndarray] = {}
-        for node in model.graph.node:
-            if node.op_type == "Constant":
-                for suffix in ("decoder.rnn.weight_ih", "decoder.rnn.weight_hh",
-                               "decoder.rnn.bias_ih", "decoder.rnn.bias_hh",
-                               "decoder.decoder.2.weight", "decoder.decoder.2.bias"):
-                    if node.output[0].endswith(suffix):
-                        found[suffix] = numpy_helper.to_array(node.attribute[0].t)
         shapes = {"decoder.rnn.weight_ih": (4 * STATE, None), "decoder.rnn.weight_hh":
                   (4 * STATE, STATE), "decoder.rnn.bias_ih": (4 * STATE,),
                   "decoder.rnn.bias_hh": (4 * STATE,), "decoder.decoder.2.weight": (1, STATE, 1),
                   "decoder.decoder.2.bias": (1,)}
+        model = onnx.load_from_string(graph)
+        found: dict[str, np.ndarray] = {}
+        for node in model.graph.node:
+            if node.op_type == "Constant":
+                for suffix in shapes:
+                    if node.output[0].endswith(suffix):
+                        found[suffix] = numpy_helper.to_array(node.attribute[0].t)
         for name, shape in shapes.items():
             got = found.get(name)
             if got is None or len(got.shape) != len(shape) or any(
@@ -354,9 +353,8 @@ def split_graph(graph: bytes) -> tuple[bytes, np.ndarray] | None:
                 for k, name in enumerate(names):
                     names[k] = renamed.get(name, name)
             kept.append(copy)
-        frames = (CONTEXT + CHUNK + FFT_PAD - FFT_SIZE) // FFT_HOP + 1
         inputs = [helper.make_tensor_value_info(MAGNITUDE, onnx.TensorProto.FLOAT,
-                                                ["streams", bins, frames]),
+                                                ["streams", bins, FRAMES]),
                   helper.make_tensor_value_info("state", onnx.TensorProto.FLOAT,
                                                 [2, "streams", STATE])]
         outputs = [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT,
@@ -441,7 +439,6 @@ def products_encoder(encoder: bytes) -> bytes | None:
         if len(working) % 2 or [n.op_type for n in working] != ["Conv", "Relu"] * (
                 len(working) // 2):
             return None
-        frames = (CONTEXT + CHUNK + FFT_PAD - FFT_SIZE) // FFT_HOP + 1
         nodes: list = []
         initializers: list = []
 
@@ -450,7 +447,7 @@ def products_encoder(encoder: bytes) -> bytes | None:
             return name
 
         nodes.append(helper.make_node("Transpose", [MAGNITUDE], ["frames_0"], perm=[0, 2, 1]))
-        x, length = "frames_0", frames  # (rows, frames, channels) from here on
+        x, length = "frames_0", FRAMES  # (rows, frames, channels) from here on
         for i, conv in enumerate(working[::2]):
             attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
             weight = constants[conv.input[1]]
@@ -484,7 +481,7 @@ def products_encoder(encoder: bytes) -> bytes | None:
         made = helper.make_model(
             helper.make_graph(nodes, "silero_vad_encoder_products",
                               [helper.make_tensor_value_info(MAGNITUDE, onnx.TensorProto.FLOAT,
-                                                             ["streams", None, frames])],
+                                                             ["streams", None, FRAMES])],
                               [helper.make_tensor_value_info(features, onnx.TensorProto.FLOAT,
                                                              ["streams", None, length])],
                               initializer=initializers),
@@ -500,8 +497,7 @@ def _same_features(graph: Any, served: Any) -> bool:
     """Whether two encoder sessions give the same features (within 1e-4 of their scale) for
     magnitudes of speech's range."""
     rng = np.random.default_rng(0)
-    frames = (CONTEXT + CHUNK + FFT_PAD - FFT_SIZE) // FFT_HOP + 1
-    spectra = rng.uniform(0.0, 4.0, (6, FFT_SIZE // 2 + 1, frames)).astype(np.float32)
+    spectra = rng.uniform(0.0, 4.0, (6, FFT_SIZE // 2 + 1, FRAMES)).astype(np.float32)
     try:
         theirs = graph.run(None, {MAGNITUDE: spectra})[0]
         ours = served.run(None, {MAGNITUDE: spectra})[0]
