@@ -5,7 +5,7 @@
 
 - **graph**: silero's whole graph (its own STFT as a convolution), one ``session.run`` per
   step for every stream;
-- **magnitudes**: the graph from its STFT's magnitudes on, numpy's FFT before it, one
+- **magnitudes**: the graph from its STFT's magnitudes on, the C++ core's FFT before it, one
   ``session.run`` per step for every stream;
 - **served**: what the engine runs (``streamtag.engine.speech.run_tracks``): the encoder as
   matrix products over every step of every stream in one call, the LSTM decoder in numpy step
@@ -33,7 +33,6 @@ from streamtag.engine.speech import (
     STEP,
     SpeechPlan,
     SpeechTrack,
-    magnitudes,
     run_tracks,
     speech_path,
     split_graph,
@@ -50,7 +49,7 @@ def per_step(run, steps_each: int, streams: int, seconds: float) -> float:
     return (time.process_time() - clock) / (rounds * steps_each * streams) * 1e3
 
 
-def measure(detector: Any, whole: Any, from_magnitudes: Any, window: np.ndarray, steps: int,
+def measure(detector: Any, whole: Any, from_magnitudes: Any, steps: int,
             streams: int, seconds: float, rng: np.random.Generator) -> tuple[float, ...]:
     """CPU ms a step of the three ways, for ``streams`` streams of ``steps`` steps each."""
     audio = (0.1 * rng.standard_normal(steps * STEP)).astype(np.float32)
@@ -75,7 +74,7 @@ def measure(detector: Any, whole: Any, from_magnitudes: Any, window: np.ndarray,
 
     return (per_step(stepped(whole, lambda x: {"input": x, "sr": rate}), steps, streams,
                      seconds),
-            per_step(stepped(from_magnitudes, lambda x: {"magnitude": magnitudes(x, window)}),
+            per_step(stepped(from_magnitudes, lambda x: {"magnitude": detector.stft.magnitudes(x)}),
                      steps, streams, seconds),
             per_step(served, steps, streams, seconds))
 
@@ -98,7 +97,7 @@ def main() -> int:
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.log_severity_level = 3
     whole = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    trimmed, window = split_graph(graph)
+    trimmed, _ = split_graph(graph)
     from_magnitudes = ort.InferenceSession(trimmed, options,
                                            providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
@@ -111,7 +110,7 @@ def main() -> int:
     for steps in args.steps:
         for streams in args.streams:
             graph_ms, magnitudes_ms, served_ms = measure(
-                detector, whole, from_magnitudes, window, steps, streams, args.seconds, rng)
+                detector, whole, from_magnitudes, steps, streams, args.seconds, rng)
             print(f"| {streams} | {steps} | {graph_ms:.4f} | {magnitudes_ms:.4f} | "
                   f"{served_ms:.4f} | {magnitudes_ms / graph_ms:.2f} | "
                   f"{served_ms / graph_ms:.2f} |", flush=True)

@@ -40,6 +40,9 @@ void BindFft(py::module_ &m);            // fft.h
 void BindJsonNumbers(py::module_ &m);    // json_numbers.h
 void BindLoudnessMeter(py::module_ &m);  // loudness_meter.h
 void BindFrameRing(py::module_ &m);      // frame_ring.h
+void BindContentFeatures(py::module_ &m);  // content_features.h
+void BindReflectedStft(py::module_ &m);  // reflected_stft.h
+void BindLstmDecoder(py::module_ &m);    // lstm_decoder.h
 
 }  // namespace python
 }  // namespace streamtag

@@ -6,7 +6,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() =
       "streamtag C++ core: FFT, mel filterbank, OnlineLogMel (log-mel frames and, when kept, "
       "per-frame levels and onset flux), WindowLevel (a window's dBFS levels, clipped samples, "
-      "onset rate), FrameRing";
+      "onset rate), FrameRing, the content classifier's features, silero-vad's STFT and LSTM decoder";
   // WindowLevel and LogMelOptions first: OnlineLogMel's signatures name them.
   python::BindWindowLevel(m);
   python::BindLogMelOptions(m);
@@ -16,4 +16,7 @@ PYBIND11_MODULE(_core, m) {
   python::BindJsonNumbers(m);
   python::BindLoudnessMeter(m);
   python::BindFrameRing(m);
+  python::BindContentFeatures(m);
+  python::BindReflectedStft(m);
+  python::BindLstmDecoder(m);
 }

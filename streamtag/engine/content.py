@@ -37,13 +37,13 @@ where the run began (as confirmed dead air does), and no tag turns on in a non-m
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from importlib import resources
 
 import numpy as np
 
+from streamtag import _core
 from streamtag.errors import ConfigError
 from streamtag.frontend import FrameRing, LogMelOptions, OnlineLogMel
 
@@ -75,54 +75,24 @@ def content_options(sample_rate: float) -> LogMelOptions:
                          db_multiplier=10.0, amin=1e-10)
 
 
-@functools.lru_cache(maxsize=8)
-def _modulation_plan(frames: int, frame_rate: float) -> tuple[np.ndarray, np.ndarray,
-                                                                 np.ndarray]:
-    """The Hann taper of a window of ``frames`` and its modulation spectrum's syllable band
-    (2.5-7 Hz) and whole band (0.5-15 Hz)."""
-    freqs = np.fft.rfftfreq(frames, 1.0 / frame_rate)
-    return (np.hanning(frames), (freqs >= 2.5) & (freqs <= 7.0),
-            (freqs >= 0.5) & (freqs <= 15.0))
-
-
 def window_features(frames_db: np.ndarray, frame_rate: float) -> np.ndarray:
-    """The ``FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel band).
-    Written for few numpy calls: the arrays are small, and the calls' own cost is most of it."""
-    x = np.asarray(frames_db, dtype=np.float64)
-    power = np.power(10.0, x * 0.1)
-    total = power.sum(axis=1) + 1e-12
-    level = 10.0 * np.log10(total)  # frame energy, dB
-    # Frames within 40 dB of the window's loudest decide the shape features: the rest is the
-    # floor between words, where the spectrum is whatever the noise is.
-    loud = level > level.max() - 40.0
-    # 4-Hz modulation: the share of the level contour's variation at syllable rates
-    taper, band, whole = _modulation_plan(len(level), frame_rate)
-    spectrum = np.abs(np.fft.rfft((level - level.mean()) * taper)) ** 2
-    mod4 = spectrum[band].sum() / (spectrum[whole].sum() + 1e-12)
-    # Scheirer-Slaney: frames below half the window's mean power (pauses between words)
-    low_energy = np.count_nonzero(total < 0.5 * total.mean()) / len(total)
-    pause = np.count_nonzero(level < np.median(level) - 15.0) / len(level)
-    # spectral flux: the mean change of the bands from frame to frame, and how it varies
-    flux = np.abs(np.diff(x, axis=0)).mean(axis=1)
-    flux_mean = flux.mean()
-    flux_cv = flux.std() / (flux_mean + 1e-6)
-    # flatness in power (geometric over arithmetic mean): 1 for white noise, near 0 for a few
-    # strong partials; the frontend floors power at 1e-10, so the log is finite
-    flat = (np.power(10.0, x.mean(axis=1) * 0.1) / power.mean(axis=1))[loud]
-    # spectral peaks (3 dB above the 5 bands around them) that are still there 8 frames on:
-    # held notes keep theirs, gliding formants and noise do not
-    edge = np.concatenate([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], axis=1)
-    around = (edge[:, :-4] + edge[:, 1:-3] + edge[:, 2:-2] + edge[:, 3:-1] + edge[:, 4:]) * 0.2
-    peaks = (x - around) > 3.0
-    peaks &= loud[:, np.newaxis]
-    counts = np.count_nonzero(peaks[:-8])
-    persistence = np.count_nonzero(peaks[:-8] & peaks[8:]) / counts if counts else 0.0
-    centroid = (power @ _BANDS[: x.shape[1]] / total)[loud]
-    return np.array([mod4, low_energy, flux_mean, flux_cv, flat.mean(), flat.std(),
-                     persistence, level[loud].std(), centroid.std(), pause])
+    """The ``FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel band),
+    computed by the C++ core (csrc/content_features.h says each; the numpy form in
+    tests/engine/test_content_features.py is the reference it is tested against):
 
+    - mod4_share: the share of the frame level's modulation at syllable rates (2.5-7 Hz of
+      0.5-15 Hz); low_energy_share: frames below half the window's mean power (Scheirer and
+      Slaney's pauses between words); pause_share: frames 15 dB under the median level;
+    - flux_mean, flux_cv: the mean change of the bands from frame to frame, and how it varies;
+    - flatness_mean, flatness_std: geometric over arithmetic mean power (1 for white noise,
+      near 0 for a few strong partials);
+    - peak_persistence: spectral peaks (3 dB above the 5 bands around them) still there 8
+      frames on: held notes keep theirs, gliding formants and noise do not;
+    - level_std_db, centroid_std: how the level and the spectral centroid move.
 
-_BANDS = np.arange(256, dtype=np.float64)
+    Frames within 40 dB of the window's loudest decide the shape features: the rest is the
+    floor between words, where the spectrum is whatever the noise is."""
+    return _core.content_features(frames_db, frame_rate)
 
 
 @dataclasses.dataclass(frozen=True)

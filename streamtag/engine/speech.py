@@ -16,13 +16,13 @@ every ``RESET_STEPS``: a window's decision needs its share of speech, not every 
 probability, and one chunk in two costs half. Fewer do not hold: at one chunk in four the state,
 carried through a minute of music, held a voice back for 5-9 s, and General MIDI's organ and
 strings were speech in up to half their windows (docs/models.md, "Content"). The graph is
-served in two halves (``SpeechDetector``): what does not depend on the state (its STFT, by
-numpy's FFT, and its convolutional encoder, as matrix products) for every waiting step of every
-stream at once, then its recurrent decoder (an LSTM cell, in numpy) step by step. Each stream
-has a ``SpeechTrack``: its samples resampled to 16 kHz where the model's rate differs (one soxr
-stream, made only then), its samples waiting, its state and the speech probability of its
-recent steps. ``run_tracks`` runs the waiting steps of many streams together, as the tagger
-stacks windows. A window is speech when at least
+served in two halves (``SpeechDetector``): what does not depend on the state (its STFT, by the
+C++ core's FFT, and its convolutional encoder, as matrix products) for every waiting step of
+every stream at once, then its recurrent decoder (an LSTM cell, in the C++ core) step by step,
+every stream's together. Each stream has a ``SpeechTrack``: its samples resampled to 16 kHz
+where the model's rate differs (one soxr stream, made only then), its samples waiting, its
+state and the speech probability of its recent steps. ``run_tracks`` runs the waiting steps of
+many streams together, as the tagger stacks windows. A window is speech when at least
 ``SPEECH_SHARE`` of its steps have a probability over ``THRESHOLD`` (docs/models.md, "Content",
 has the measurements that chose both).
 """
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from streamtag import places
+from streamtag import _core, places
 from streamtag.errors import ModelError
 from streamtag.fsutil import NotOursError, read_own_file
 
@@ -104,15 +104,15 @@ class SpeechDetector:
 
     The graph opens with its own short-time Fourier transform, a convolution of 258 windowed
     cosines and sines over the chunk: a third of the graph's time, for what an FFT does in a
-    tenth of it. So the graph is served from the magnitudes on (``split_graph``), and
-    ``magnitudes`` computes them with numpy's FFT from the window the graph's basis holds;
-    the probabilities are the whole graph's within float rounding (tests/engine/test_speech.py).
-    From there it is cut after its encoder (``split_encoder``): the encoder, which reads one
-    step alone, runs for many steps of many streams in one call, its 1-D convolutions as
-    matrix products (``products_encoder``), and the decoder, which carries the state, runs
-    step by step in numpy (``LSTMDecoder``). Each served part is checked against the graph's
-    own as the detector loads and replaced by it where they differ; a graph that is not laid
-    out as the known ones is served whole."""
+    tenth of it. So the graph is served from the magnitudes on (``split_graph``), and the C++
+    core's ``ReflectedStft`` computes them (an FFT a frame, four frames at once) with the
+    window the graph's basis holds; the probabilities are the whole graph's within float
+    rounding (tests/engine/test_speech.py). From there it is cut after its encoder
+    (``split_encoder``): the encoder, which reads one step alone, runs for many steps of many
+    streams in one call, its 1-D convolutions as matrix products (``products_encoder``), and
+    the decoder, which carries the state, runs step by step in the C++ core (``LSTMDecoder``).
+    Each served part is checked against the graph's own as the detector loads and replaced by
+    it where they differ; a graph that is not laid out as the known ones is served whole."""
 
     def __init__(self, graph: bytes, described: str) -> None:
         import onnxruntime as ort
@@ -124,10 +124,12 @@ class SpeechDetector:
         self.described = described
         split = split_graph(graph)
         self.window: np.ndarray | None = None
+        self.stft: Any = None  # the C++ core's STFT with the graph's window, where split
         self.encoder = None  # the stateless half, from the magnitudes to the features
         self._input = "input"  # what the session ``decode`` runs reads
         if split is not None:
             graph, self.window = split
+            self.stft = _core.ReflectedStft(self.window, CONTEXT + CHUNK, FFT_HOP, FFT_PAD)
             self._input = MAGNITUDE
             halves = split_encoder(graph)
             if halves is not None:
@@ -181,9 +183,9 @@ class SpeechDetector:
         """What does not depend on the state, for any number of ``rows`` (CONTEXT + CHUNK
         each) at once, steps of one stream among them: the encoder's features where the graph
         is split there, else the magnitudes, else the rows themselves."""
-        if self.window is None:
+        if self.stft is None:
             return rows
-        spectra = magnitudes(rows, self.window)
+        spectra = self.stft.magnitudes(rows)
         if self.encoder is None:
             return spectra
         features = self.encoder.run(None, {MAGNITUDE: spectra})[0]
@@ -196,6 +198,23 @@ class SpeechDetector:
             return self.cell.step(encoded, state)
         return self._decode_graph(encoded, state)
 
+    def decode_steps(self, encoded: np.ndarray, counts: Sequence[int], reset: np.ndarray,
+                     state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Steps in turn, the first ``counts[k]`` streams of ``state`` (2, streams, STATE)
+        taking step ``k`` from their ``encode``d rows (step after step in ``encoded``), a row
+        whose ``reset`` is set from a zero state: each row's probability and the next state."""
+        if self.cell is not None:
+            return self.cell.run(encoded, counts, reset, state)
+        state = state.copy()
+        probs, at = [], 0
+        for n in counts:
+            state[:, :n][:, reset[at: at + n]] = 0.0
+            p, state[:, :n] = self._decode_graph(encoded[at: at + n],
+                                                 np.ascontiguousarray(state[:, :n]))
+            probs.append(p)
+            at += n
+        return np.concatenate(probs) if probs else np.zeros(0, np.float32), state
+
     def _decode_graph(self, encoded: np.ndarray,
                       state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probs, state = self.session.run(None, {self._input: encoded, "state": state,
@@ -204,12 +223,13 @@ class SpeechDetector:
 
 
 class LSTMDecoder:
-    """silero-vad's decoder, past its encoder, in numpy: an LSTM cell of STATE units, a ReLU,
-    a 1x1 convolution to one output and a sigmoid. The graph runs it as some sixty small
-    operators, slicing the cell's weights again at every call, where a step of a few streams
-    is one matrix product and a few element-wise functions here; the input's product, which
-    does not depend on the state, is made for every step at once (``project``). Used only where
-    it gives the graph's own probabilities and state (``agrees``)."""
+    """silero-vad's decoder, past its encoder: an LSTM cell of STATE units, a ReLU, a 1x1
+    convolution to one output and a sigmoid. The graph runs it as some sixty small operators,
+    slicing the cell's weights again at every call; here the input's product, which does not
+    depend on the state, is made for every step at once in numpy (``project``), and the rest
+    runs in the C++ core (``_core.LstmDecoder``: csrc/lstm_decoder.h), every waiting step of
+    every stream in one call (``run``). Used only where it gives the graph's own probabilities
+    and state (``agrees``)."""
 
     def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray,
                  w_out: np.ndarray, b_out: np.ndarray) -> None:
@@ -217,10 +237,10 @@ class LSTMDecoder:
         order = np.concatenate([np.arange(0, 2 * STATE), np.arange(3 * STATE, 4 * STATE),
                                 np.arange(2 * STATE, 3 * STATE)])
         self.w_ih = np.ascontiguousarray(w_ih[order].T, np.float32)  # (inputs, 4 * STATE)
-        self.w_hh = np.ascontiguousarray(w_hh[order].T, np.float32)  # (STATE, 4 * STATE)
         self.bias = (b_ih + b_hh)[order].astype(np.float32)
-        self.w_out = np.ascontiguousarray(w_out.reshape(STATE), np.float32)
-        self.b_out = np.float32(b_out.reshape(()))
+        self.core = _core.LstmDecoder(np.ascontiguousarray(w_hh[order].T, np.float32),
+                                      np.ascontiguousarray(w_out.reshape(STATE), np.float32),
+                                      float(b_out.reshape(())))
 
     @classmethod
     def from_graph(cls, graph: bytes) -> LSTMDecoder | None:
@@ -253,23 +273,18 @@ class LSTMDecoder:
         """The input's share of the gates, with both biases, for features (rows, inputs, 1)."""
         return features.reshape(len(features), -1) @ self.w_ih + self.bias
 
+    def run(self, projected: np.ndarray, counts: Sequence[int], reset: np.ndarray,
+            state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Steps in turn, the first ``counts[k]`` streams taking step ``k``; ``projected``
+        holds their rows step after step, and a row whose ``reset`` is set starts from zeros:
+        each row's probability and the next state (2, streams, STATE)."""
+        return self.core.run(projected, np.asarray(counts, np.int64),
+                             np.asarray(reset, np.uint8), state)
+
     def step(self, projected: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One step of each stream: probabilities and the next state (2, streams, STATE)."""
-        gates = state[0] @ self.w_hh
-        gates += projected
-        gated = gates[:, : 3 * STATE]  # sigmoid(x) = (1 + tanh(x / 2)) / 2, in place
-        gated *= 0.5
-        np.tanh(gates, out=gates)
-        gated += 1.0
-        gated *= 0.5
-        new = np.empty_like(state)
-        h, c = new[0], new[1]
-        np.multiply(gates[:, STATE: 2 * STATE], state[1], out=c)  # f * c
-        c += gates[:, :STATE] * gates[:, 3 * STATE:]  # + i * g
-        np.tanh(c, out=h)
-        h *= gates[:, 2 * STATE: 3 * STATE]  # o * tanh(c)
-        logits = np.maximum(h, 0.0) @ self.w_out + self.b_out
-        return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32), new
+        n = len(projected)
+        return self.run(projected, [n], np.zeros(n, np.uint8), state)
 
     def agrees(self, graph_step: Callable[[np.ndarray, np.ndarray],
                                           tuple[np.ndarray, np.ndarray]],
@@ -287,18 +302,6 @@ class LSTMDecoder:
                 return False
         return True
 
-
-
-def magnitudes(rows: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """What silero's STFT gives for ``rows`` (streams, CONTEXT + CHUNK): each row reflected
-    ``FFT_PAD`` samples past its end, frames of ``FFT_SIZE`` every ``FFT_HOP`` under
-    ``window``, the magnitude of each frame's FFT: (streams, FFT_SIZE // 2 + 1, frames)."""
-    padded = np.empty((len(rows), CONTEXT + CHUNK + FFT_PAD), np.float32)
-    padded[:, : CONTEXT + CHUNK] = rows
-    padded[:, CONTEXT + CHUNK:] = rows[:, -2: -FFT_PAD - 2: -1]  # reflected: the end not again
-    frames = np.lib.stride_tricks.sliding_window_view(padded, FFT_SIZE, axis=1)[:, ::FFT_HOP]
-    spectrum = np.fft.rfft(frames * window, axis=-1)
-    return np.abs(spectrum).astype(np.float32).transpose(0, 2, 1)
 
 
 def split_graph(graph: bytes) -> tuple[bytes, np.ndarray] | None:
@@ -661,9 +664,9 @@ _blas: Any = None
 
 
 def _one_blas_thread() -> Any:
-    """A context in which numpy's BLAS runs on the calling thread alone. The decoder's
-    products are small: OpenBLAS shares them with a thread of its own, which then spins
-    waiting for more, and the detector cost twice its CPU time (measured). The setting is the
+    """A context in which numpy's BLAS runs on the calling thread alone. The detector's
+    products in numpy are small: OpenBLAS shares them with a thread of its own, which then
+    spins waiting for more, and the detector cost twice its CPU time (measured). The setting is the
     process's; ``run_tracks`` runs under the detector's lock, one at a time."""
     global _blas
     if _blas is None:
@@ -694,14 +697,15 @@ def _run_taken(detector: SpeechDetector,
             last += 1
         encoded = detector.encode(np.concatenate([rows[j, : streams[j]]
                                                   for j in range(k, last)]))
+        counts = streams[k:last]
+        reset = np.concatenate([(done[: streams[j]] + j) % RESET_STEPS == 0
+                                for j in range(k, last)])
+        p, state[:, : counts[0]] = detector.decode_steps(
+            encoded, counts, reset, np.ascontiguousarray(state[:, : counts[0]]))
         at = 0
-        for j in range(k, last):
-            n = streams[j]
-            state[:, :n][:, (done[:n] + j) % RESET_STEPS == 0] = 0.0
-            p, new = detector.decode(encoded[at: at + n], np.ascontiguousarray(state[:, :n]))
+        for j, n in zip(range(k, last), counts, strict=True):
+            probs[j, :n] = p[at: at + n]
             at += n
-            probs[j, :n] = p
-            state[:, :n] = new
         k = last
     for i, (track, own) in enumerate(taken):
         track.state = state[:, i].copy()

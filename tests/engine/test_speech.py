@@ -23,6 +23,7 @@ from streamtag.engine.config import SmoothingConfig
 from streamtag.engine.speech import (
     KEEP_S,
     MAX_WAITING,
+    RESET_STEPS,
     SPEECH_SHARE,
     STEP,
     SpeechDetector,
@@ -124,9 +125,9 @@ def test_batched_across_streams_is_each_stream_alone(detector, encode_rows, monk
         np.testing.assert_allclose(np.array(track.probs), single, atol=1e-5)
 
 
-def test_the_encoder_s_products_and_the_numpy_decoder_serve_only_where_they_agree(detector):
-    """The graph's encoder as matrix products, and its decoder in numpy, are checked against
-    the graph's own halves as the detector loads; a weight changed is caught."""
+def test_the_encoder_s_products_and_the_core_s_decoder_serve_only_where_they_agree(detector):
+    """The graph's encoder as matrix products, and its decoder in the C++ core, are checked
+    against the graph's own halves as the detector loads; a weight changed is caught."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -137,8 +138,16 @@ def test_the_encoder_s_products_and_the_numpy_decoder_serve_only_where_they_agre
     encoder, decoder, _ = speech.split_encoder(speech.split_graph(graph)[0])
     cell = speech.LSTMDecoder.from_graph(decoder)
     assert cell is not None and cell.agrees(detector._decode_graph)
-    cell.w_hh[3, 7] += 0.5
-    assert not cell.agrees(detector._decode_graph)
+    for name, at in (("decoder.rnn.weight_hh", (3, 7)), ("decoder.rnn.weight_ih", (500, 2)),
+                     ("decoder.decoder.2.weight", (0, 9, 0))):
+        changed = onnx.load_from_string(decoder)
+        node = next(n for n in changed.graph.node
+                    if n.op_type == "Constant" and n.output[0].endswith(name))
+        values = numpy_helper.to_array(node.attribute[0].t).copy()
+        values[at] += 0.5
+        node.attribute[0].t.CopyFrom(numpy_helper.from_array(values))
+        other = speech.LSTMDecoder.from_graph(changed.SerializeToString())
+        assert other is not None and not other.agrees(detector._decode_graph), name
 
     def session(made: bytes):
         return ort.InferenceSession(made, providers=["CPUExecutionProvider"])
@@ -154,10 +163,64 @@ def test_the_encoder_s_products_and_the_numpy_decoder_serve_only_where_they_agre
     assert not speech._same_features(session(encoder), session(changed.SerializeToString()))
 
 
+def test_the_detector_s_steps_through_its_resets_are_the_whole_graph_s(detector):
+    """Ten seconds of speech after music, taken in blocks by two streams of different lengths
+    (one runs out of steps first), through the state's reset at 8 s: every step's probability
+    is what silero's whole graph gives, stepped one chunk at a time with its state zeroed at the
+    same steps."""
+    import onnxruntime as ort
+
+    require()
+    require_content()
+    with zipfile.ZipFile(silero_wheel()) as wheel:
+        graph = wheel.read("silero_vad/data/silero_vad.onnx")
+    whole = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    audio = np.concatenate([game_music(0, 4), warzone_tutorial(RATE, clips=2)[: 6 * RATE]])
+    streams = [audio, audio[: 7 * RATE]]
+    tracks = [SpeechTrack(RATE) for _ in streams]
+    for start in range(0, len(audio), RATE // 2):
+        for track, own in zip(tracks, streams, strict=True):
+            if start < len(own):
+                track.accept(own[start: start + RATE // 2])
+        if start % (2 * RATE) == 0:
+            run_tracks(detector, tracks)
+    run_tracks(detector, tracks)
+    for track, own in zip(tracks, streams, strict=True):
+        steps = len(own) // STEP
+        assert track.done == steps and len(track.probs) == steps
+        rows = own[: steps * STEP].reshape(steps, STEP)[:, STEP - speech.CHUNK - speech.CONTEXT:]
+        state = np.zeros((2, 1, 128), np.float32)
+        want = []
+        for k, row in enumerate(rows):
+            if k % RESET_STEPS == 0:
+                state = np.zeros_like(state)
+            p, state = whole.run(None, {"input": row[None], "state": state,
+                                        "sr": np.array(RATE, np.int64)})
+            want.append(float(p[0, 0]))
+        np.testing.assert_allclose(np.array(track.probs), want, atol=1e-4)
+        assert max(want[-40:]) > 0.5  # the voice is heard
+    assert tracks[0].done > RESET_STEPS > tracks[1].done  # one stream past its reset
+
+
+def test_the_core_s_decoder_refuses_what_does_not_fit(detector):
+    require()
+    core = detector.cell.core
+    state = np.zeros((2, 3, 128), np.float32)
+    rows = np.zeros((5, 512), np.float32)
+    with pytest.raises(ValueError, match="never rise"):
+        core.run(rows, np.array([2, 3]), np.zeros(5, np.uint8), state)
+    with pytest.raises(ValueError, match=r"projected must be a 2-D array \(4 rows"):
+        core.run(rows, np.array([2, 2]), np.zeros(4, np.uint8), state)
+    with pytest.raises(ValueError, match="state must be a 3-D array"):
+        core.run(rows, np.array([3, 2]), np.zeros(5, np.uint8), state[:, :, :64])
+    with pytest.raises(ValueError, match="multiple of 32"):
+        type(core)(np.zeros((24, 96), np.float32), np.zeros(24, np.float32), 0.0)
+
+
 def test_numpy_s_blas_runs_on_one_thread_while_the_detector_runs(detector, monkeypatch):
-    """The decoder's products are small: shared with BLAS's own threads, those threads spun
-    waiting for more and the detector cost twice its CPU time. While it runs, BLAS has one
-    thread; after, what it had."""
+    """The detector's products in numpy are small: shared with BLAS's own threads, those
+    threads spun waiting for more and the detector cost twice its CPU time. While it runs,
+    BLAS has one thread; after, what it had."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     require()
@@ -166,13 +229,13 @@ def test_numpy_s_blas_runs_on_one_thread_while_the_detector_runs(detector, monke
         return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
     seen: list[list[int]] = []
-    decode = detector.decode
+    encode = detector.encode
 
-    def watched(encoded, state):
+    def watched(rows):
         seen.append(blas_threads())
-        return decode(encoded, state)
+        return encode(rows)
 
-    monkeypatch.setattr(detector, "decode", watched)
+    monkeypatch.setattr(detector, "encode", watched)
     track = SpeechTrack(RATE)
     track.accept(warzone_tutorial(RATE, clips=1)[: 2 * RATE])
     with threadpool_limits(2, "blas"):  # as a machine of two cores or more has it (the tests
@@ -242,9 +305,31 @@ def test_audio_waiting_for_a_stalled_detector_is_bounded(detector):
     assert track.share((seconds - 3) * RATE, seconds * RATE) == 0.0
 
 
+def reference_magnitudes(rows: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """silero's STFT magnitudes in numpy: each row reflected 64 samples past its end (its last
+    sample not repeated), frames of 256 every 128 under ``window``, |rfft|."""
+    padded = np.concatenate([rows, rows[:, -2: -66: -1]], axis=1)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, 256, axis=1)[:, ::128]
+    return np.abs(np.fft.rfft(frames * window, axis=-1)).transpose(0, 2, 1)
+
+
+def test_the_core_s_stft_gives_numpy_s_magnitudes(detector):
+    require()
+    rng = np.random.default_rng(3)
+    rows = np.concatenate([(0.3 * rng.standard_normal((40, 576))),
+                           np.sin(np.arange(576) * 0.3)[None] * np.linspace(0, 1, 9)[:, None],
+                           np.zeros((1, 576))]).astype(np.float32)
+    got = detector.stft.magnitudes(rows)
+    want = reference_magnitudes(rows.astype(np.float64), detector.window.astype(np.float64))
+    assert got.shape == want.shape == (50, 129, 4)
+    np.testing.assert_allclose(got, want, atol=2e-5 * float(want.max()))
+    with pytest.raises(ValueError, match=r"rows must be a 2-D array \(rows, 576\)"):
+        detector.stft.magnitudes(rows[:, :512])
+
+
 def test_the_graph_served_from_its_magnitudes_gives_the_whole_graph_s_probabilities(detector):
-    """The detector serves silero's graph from its STFT's magnitudes on, computed with numpy's
-    FFT: step after step, state carried, over recorded speech, music and noise batched
+    """The detector serves silero's graph from its STFT's magnitudes on, computed by the C++
+    core's FFT: step after step, state carried, over recorded speech, music and noise batched
     together, its probabilities are the whole graph's as ONNX Runtime runs it."""
     import onnxruntime as ort
 

@@ -1,0 +1,46 @@
+// The content classifier's features of one window of frames (streamtag.engine.content): ten
+// numbers from the window's log-mel frames in dB, after Scheirer and Slaney (1997) and the
+// broadcast speech/music segmenters. Each stream's window is classified every other second, and
+// these are many small reductions over a few thousand values: in numpy, each call's own cost was
+// most of the time, so they are computed here in one pass of plain loops (in double precision,
+// as the numpy reference in tests/engine/test_content_features.py).
+//
+// Features, in ContentFeatureNames order (T frames of B bands, x in dB, power p = 10^(x/10),
+// a frame's total power E = sum over bands + 1e-12 and level L = 10 log10 E; "loud" frames are
+// those within kLoudRangeDb of the window's loudest, and shape features read only those):
+//   mod4_share          the level contour's modulation power at 2.5-7 Hz (syllables) over
+//                       0.5-15 Hz: |DFT of (L - mean L) under a Hann taper|^2
+//   low_energy_share    frames with E below half the window's mean E (pauses between words)
+//   flux_mean, flux_cv  the mean over bands of |x[t] - x[t-1]|, its mean and std / (mean + 1e-6)
+//   flatness_mean, _std over loud frames, 10^(mean x / 10) / mean p (1 for white noise)
+//   peak_persistence    of the spectral peaks (3 dB over the mean of the 5 bands around them,
+//                       edges repeated) in loud frames, the share still a peak 8 frames on
+//   level_std_db        std of L over loud frames
+//   centroid_std        std over loud frames of the power-weighted mean band index
+//   pause_share         frames with L under the median L - 15 dB
+// Stds are population stds (numpy's default).
+#ifndef STREAMTAG_CONTENT_FEATURES_H_
+#define STREAMTAG_CONTENT_FEATURES_H_
+
+#include <cstdint>
+
+namespace streamtag {
+
+constexpr int kContentFeatureCount = 10;
+constexpr const char *kContentFeatureNames[kContentFeatureCount] = {
+    "mod4_share",   "low_energy_share", "flux_mean",       "flux_cv",      "flatness_mean",
+    "flatness_std", "peak_persistence", "level_std_db",    "centroid_std", "pause_share"};
+constexpr double kLoudRangeDb = 40.0;
+constexpr double kPeakRiseDb = 3.0;
+constexpr int kPeakPersistFrames = 8;
+constexpr double kPauseBelowMedianDb = 15.0;
+
+// The features of frames_db (frames x bands, row-major, dB) at frame_rate frames a second into
+// out[0..kContentFeatureCount). Throws std::invalid_argument unless frames >= 2, bands >= 1 and
+// frame_rate > 0, or where a value is not finite.
+void ContentFeatures(const float *frames_db, int64_t frames, int64_t bands, double frame_rate,
+                     double *out);
+
+}  // namespace streamtag
+
+#endif  // STREAMTAG_CONTENT_FEATURES_H_

@@ -1,0 +1,36 @@
+// content_features.h: content_features, the content classifier's ten features of a window.
+#include <string>
+
+#include "bindings.h"
+#include "content_features.h"
+
+namespace streamtag {
+namespace python {
+
+void BindContentFeatures(py::module_ &m) {
+  py::tuple names(kContentFeatureCount);
+  for (int i = 0; i < kContentFeatureCount; ++i) names[i] = kContentFeatureNames[i];
+  m.attr("CONTENT_FEATURES") = names;
+  m.def(
+      "content_features",
+      [](const FloatArray &frames_db, double frame_rate) {
+        if (frames_db.ndim() != 2) {
+          throw std::invalid_argument("frames_db must be a 2-D array (frames, bands) of dB");
+        }
+        const float *data = frames_db.data();
+        const int64_t frames = frames_db.shape(0), bands = frames_db.shape(1);
+        py::array_t<double> out(kContentFeatureCount);
+        double *dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          ContentFeatures(data, frames, bands, frame_rate, dst);
+        }
+        return out;
+      },
+      py::arg("frames_db"), py::arg("frame_rate"),
+      "The content classifier's features (CONTENT_FEATURES) of one window's frames (frames x "
+      "bands, dB power) at frame_rate frames a second.");
+}
+
+}  // namespace python
+}  // namespace streamtag

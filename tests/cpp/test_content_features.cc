@@ -1,0 +1,78 @@
+// content_features.h: features with known values on frames made for them, and the errors.
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "content_features.h"
+
+using namespace streamtag;
+using namespace streamtag_test;
+
+namespace {
+
+std::vector<double> Features(const std::vector<float> &frames, int bands, double rate = 31.25) {
+  std::vector<double> out(kContentFeatureCount);
+  ContentFeatures(frames.data(), int64_t(frames.size()) / bands, bands, rate, out.data());
+  return out;
+}
+
+bool Near(double a, double b, double tol = 1e-9) { return std::fabs(a - b) <= tol; }
+
+void TestSteadyFlatFrames() {
+  // every band at -20 dB in every frame: no change, no peak, perfectly flat
+  const int bands = 64, frames = 40;
+  const std::vector<double> f = Features(std::vector<float>(bands * frames, -20.0f), bands);
+  Check(Near(f[0], 0.0), "a steady level has no modulation");
+  Check(f[1] == 0.0 && f[9] == 0.0, "no low-energy frames, no pauses");
+  Check(f[2] == 0.0 && Near(f[3], 0.0), "no flux");
+  Check(Near(f[4], 1.0, 1e-6) && Near(f[5], 0.0, 1e-6), "flat spectrum: flatness 1, std 0");
+  Check(f[6] == 0.0 && Near(f[7], 0.0, 1e-9) && Near(f[8], 0.0, 1e-6),
+        "no peaks, steady level and centroid");
+}
+
+void TestAHeldPeakPersists() {
+  // band 10 stands 20 dB over the rest in every frame: a held note
+  const int bands = 64, frames = 40;
+  std::vector<float> x(bands * frames, -40.0f);
+  for (int t = 0; t < frames; ++t) x[t * bands + 10] = -20.0f;
+  const std::vector<double> f = Features(x, bands);
+  Check(f[6] == 1.0, "a peak held for the whole window persists: " + std::to_string(f[6]));
+  Check(f[4] < 0.5, "one strong band is not flat: " + std::to_string(f[4]));
+}
+
+void TestSyllablesModulateAtFourHertz() {
+  // the level rises and falls 4 times a second (frames at 31.25 a second): syllables
+  const int bands = 16, frames = 125;
+  std::vector<float> x(bands * frames);
+  for (int t = 0; t < frames; ++t) {
+    const float level = -30.0f + 20.0f * float(std::sin(2 * M_PI * 4.0 * t / 31.25));
+    for (int b = 0; b < bands; ++b) x[t * bands + b] = level;
+  }
+  const std::vector<double> f = Features(x, bands);
+  Check(f[0] > 0.9, "4-Hz modulation is in the syllable band: " + std::to_string(f[0]));
+  Check(f[9] > 0.2, "the troughs are pauses: " + std::to_string(f[9]));
+}
+
+void TestErrors() {
+  std::vector<float> x(64, 0.0f);
+  double out[kContentFeatureCount];
+  CheckThrows<std::invalid_argument>([&] { ContentFeatures(x.data(), 1, 64, 31.25, out); },
+                                     "one frame");
+  CheckThrows<std::invalid_argument>([&] { ContentFeatures(x.data(), 2, 32, 0.0, out); },
+                                     "a frame rate of 0");
+  x[5] = NAN;
+  CheckThrows<std::invalid_argument>([&] { ContentFeatures(x.data(), 2, 32, 31.25, out); },
+                                     "a NaN");
+}
+
+}  // namespace
+
+int main() {
+  TestSteadyFlatFrames();
+  TestAHeldPeakPersists();
+  TestSyllablesModulateAtFourHertz();
+  TestErrors();
+  return Summary("test_content_features");
+}

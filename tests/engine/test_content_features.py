@@ -1,0 +1,112 @@
+"""The content classifier's features from the C++ core (csrc/content_features.h) against their
+numpy form below, the reference they were written from: on random frames of every size a
+window takes, on the frames of real speech, music and noise, and the same class decided."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+from support.content_material import RATE, festival_speech, game_music, require, sox_signal
+
+from streamtag import _core
+from streamtag.engine.content import (
+    FEATURES,
+    MAX_SPAN_S,
+    MIN_FRAMES,
+    ContentModel,
+    content_options,
+    window_features,
+)
+from streamtag.frontend import OnlineLogMel
+
+
+@functools.lru_cache(maxsize=8)
+def _modulation_plan(frames: int, frame_rate: float) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    freqs = np.fft.rfftfreq(frames, 1.0 / frame_rate)
+    return (np.hanning(frames), (freqs >= 2.5) & (freqs <= 7.0),
+            (freqs >= 0.5) & (freqs <= 15.0))
+
+
+def reference_features(frames_db: np.ndarray, frame_rate: float) -> np.ndarray:
+    """The features in numpy, as csrc/content_features.h defines them."""
+    x = np.asarray(frames_db, dtype=np.float64)
+    power = np.power(10.0, x * 0.1)
+    total = power.sum(axis=1) + 1e-12
+    level = 10.0 * np.log10(total)
+    loud = level > level.max() - 40.0
+    taper, band, whole = _modulation_plan(len(level), frame_rate)
+    spectrum = np.abs(np.fft.rfft((level - level.mean()) * taper)) ** 2
+    mod4 = spectrum[band].sum() / (spectrum[whole].sum() + 1e-12)
+    low_energy = np.count_nonzero(total < 0.5 * total.mean()) / len(total)
+    pause = np.count_nonzero(level < np.median(level) - 15.0) / len(level)
+    flux = np.abs(np.diff(x, axis=0)).mean(axis=1)
+    flux_mean = flux.mean()
+    flux_cv = flux.std() / (flux_mean + 1e-6)
+    flat = (np.power(10.0, x.mean(axis=1) * 0.1) / power.mean(axis=1))[loud]
+    edge = np.concatenate([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], axis=1)
+    around = (edge[:, :-4] + edge[:, 1:-3] + edge[:, 2:-2] + edge[:, 3:-1] + edge[:, 4:]) * 0.2
+    peaks = (x - around) > 3.0
+    peaks &= loud[:, np.newaxis]
+    counts = np.count_nonzero(peaks[:-8])
+    persistence = np.count_nonzero(peaks[:-8] & peaks[8:]) / counts if counts else 0.0
+    centroid = (power @ np.arange(x.shape[1], dtype=np.float64) / total)[loud]
+    return np.array([mod4, low_energy, flux_mean, flux_cv, flat.mean(), flat.std(),
+                     persistence, level[loud].std(), centroid.std(), pause])
+
+
+def test_the_core_names_the_features_the_classifier_reads():
+    assert tuple(_core.CONTENT_FEATURES) == FEATURES
+
+
+@pytest.mark.parametrize("frames", [MIN_FRAMES, 17, 40, 124, 125, 126, 250])
+def test_random_frames_give_the_reference_s_features(frames):
+    rng = np.random.default_rng(frames)
+    for bands, rate in ((64, 31.25), (64, 34.45), (40, 43.07)):
+        x = (rng.standard_normal((frames, bands)) * 20 - 40).astype(np.float32)
+        x[:: 5] -= 50  # quiet frames: pauses, and frames left out of the shape features
+        x[:, 7] += 15  # a band held over the rest: peaks that persist
+        np.testing.assert_allclose(window_features(x, rate), reference_features(x, rate),
+                                   rtol=1e-5, atol=1e-9)
+
+
+def content_frames(audio: np.ndarray) -> np.ndarray:
+    frontend = OnlineLogMel(content_options(RATE))
+    frontend.accept_waveform(audio)
+    frontend.input_finished()
+    return frontend.pop()
+
+
+def test_real_speech_music_and_noise_give_the_reference_s_features_and_class(tmp_path):
+    require()
+    model = ContentModel.load()
+    rate = RATE / content_options(RATE).hop_length
+    span = round(MAX_SPAN_S * rate)
+    kinds = {}
+    for name, audio in (("speech", festival_speech(tmp_path)), ("music", game_music(0, 20)),
+                        ("noise", sox_signal(tmp_path, "pink", "8", "pinknoise",
+                                             level_dbfs=-20))):
+        frames = content_frames(audio)
+        ends = range(span, len(frames), span // 2)
+        assert len(ends) >= 2
+        for end in ends:
+            window = frames[end - span: end]
+            ours, theirs = window_features(window, rate), reference_features(window, rate)
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-9)
+            kinds.setdefault(name, []).append((model.classify(ours), model.classify(theirs)))
+    for name, pairs in kinds.items():
+        assert all(a == b for a, b in pairs), (name, pairs)
+        assert sum(a == name for a, _ in pairs) >= len(pairs) / 2, (name, pairs)
+
+
+@pytest.mark.parametrize("frames, rate, match", [
+    (np.zeros((1, 64), np.float32), 31.25, "at least 2 frames"),
+    (np.zeros(64, np.float32), 31.25, "2-D array"),
+    (np.zeros((20, 64), np.float32), 0.0, "frame_rate"),
+    (np.full((20, 64), np.nan, np.float32), 31.25, "finite"),
+])
+def test_bad_frames_are_refused_with_what_is_wrong(frames, rate, match):
+    with pytest.raises(ValueError, match=match):
+        window_features(frames, rate)
