@@ -588,7 +588,12 @@ class SpeechTrack:
         self.probs: deque[float] = deque(maxlen=max(1, round(KEEP_S * SPEECH_RATE / STEP)))
 
     def accept(self, samples: np.ndarray, last: bool = False) -> None:
+        """Takes samples at the stream's rate. NaN and infinite ones become 0, as the
+        frontends make them: one would carry through the detector's state to every step until
+        its reset, and a burst of a broken decoder is not speech."""
         samples = np.asarray(samples, np.float32)
+        if not np.isfinite(samples).all():
+            samples = np.where(np.isfinite(samples), samples, np.float32(0.0))
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples, last=last)
         if len(samples):

@@ -202,6 +202,26 @@ def test_the_detector_s_steps_through_its_resets_are_the_whole_graph_s(detector)
     assert tracks[0].done > RESET_STEPS > tracks[1].done  # one stream past its reset
 
 
+def test_nan_and_infinite_samples_do_not_hold_a_voice_back(detector):
+    """A decoder's burst of NaN and infinite samples before a voice: every probability is a
+    number, and the voice after it is speech as soon as it is without the burst (a NaN carried
+    in the state would hold every step at one value until the state's reset, 8 s on)."""
+    require()
+    voice = warzone_tutorial(RATE, clips=1)[: 3 * RATE]
+    burst = np.zeros(RATE, np.float32)
+    burst[::3], burst[1::3] = np.nan, np.inf
+    probs = []
+    for before in (burst, np.zeros(RATE, np.float32)):
+        track = SpeechTrack(RATE)
+        track.accept(np.concatenate([before, voice]))
+        run_tracks(detector, [track])
+        probs.append(np.array(track.probs))
+    assert np.isfinite(probs[0]).all()
+    after = len(burst) // STEP + 1  # the first step wholly in the voice
+    np.testing.assert_allclose(probs[0][after:], probs[1][after:], atol=1e-4)
+    assert (probs[0][after:] > 0.5).mean() > 0.5
+
+
 def test_the_core_s_decoder_refuses_what_does_not_fit(detector):
     require()
     core = detector.cell.core
