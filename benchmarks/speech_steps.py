@@ -8,8 +8,8 @@
 - **magnitudes**: the graph from its STFT's magnitudes on, the C++ core's FFT before it, one
   ``session.run`` per step for every stream;
 - **served**: what the engine runs (``streamtag.engine.speech.run_tracks``): the encoder as
-  matrix products over every step of every stream in one call, the LSTM decoder in numpy step
-  by step, numpy's BLAS on one thread.
+  matrix products over every step of every stream in one call, then the LSTM decoder in the
+  C++ core over all of them in one more, numpy's BLAS on one thread.
 
 Each case feeds every stream ``steps`` steps of noise (a turn of the engine finds 8-16 streams
 with 17-33 steps each waiting, at one 0.5-s block a source), runs them, and repeats for
@@ -103,7 +103,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     print(f"# {detector.described}; the served encoder: "
           f"{detector.encoder.get_modelmeta().graph_name if detector.encoder else 'none'}, "
-          f"the decoder in numpy: {detector.cell is not None}")
+          f"the decoder in the C++ core: {detector.cell is not None}")
     print("| streams | steps each | graph, ms a step | magnitudes | served | magnitudes / graph "
           "| served / graph |")
     print("|---|---|---|---|---|---|---|")
