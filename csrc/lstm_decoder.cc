@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #if defined(__x86_64__) && !defined(__clang__)
 #define STREAMTAG_CLONES __attribute__((target_clones("avx2", "default")))
@@ -57,47 +58,52 @@ inline V8 SigmoidOf(V8 x) { return Splat8(1.0f) / (Splat8(1.0f) + ExpOf(-x)); }
 
 inline V8 TanhOf(V8 x) { return Splat8(2.0f) * SigmoidOf(Splat8(2.0f) * x) - Splat8(1.0f); }
 
-// gates[s] (units / 2 V8 each: 4 gates of units) = projected[s] + h[s] @ recurrent, for S
+// gates[s] (4 units floats each: the 4 gates) = projected[s] + h[s] @ recurrent, for S
 // streams and P panels at a time: each weight read serves S streams, and S x 2P running sums
 // keep the adds' latency hidden
 template <int S, int P>
 inline void GatesOf(const float *panels, const float *projected, float *const *h, int units,
-                    V8 *gates) {
+                    float *broadcast, float *gates) {
   const int vectors = units / 2;
-  V8 broadcast[LstmDecoder::kMaxUnits * S];  // each state value as eight copies, made once
+  // each state value as eight copies, made once (broadcast: units x S x 8 floats)
   for (int i = 0; i < units; ++i) {
-    for (int s = 0; s < S; ++s) broadcast[i * S + s] = Splat8(h[s][i]);
+    for (int s = 0; s < S; ++s) Store8(broadcast + (int64_t(i) * S + s) * 8, Splat8(h[s][i]));
   }
   for (int j0 = 0; j0 < vectors; j0 += 2 * P) {
     V8 a[S][2 * P];
     for (int s = 0; s < S; ++s) {
-      for (int v = 0; v < 2 * P; ++v) a[s][v] = Load8(projected + int64_t(s) * 4 * units + 8 * (j0 + v));
+      for (int v = 0; v < 2 * P; ++v) {
+        a[s][v] = Load8(projected + int64_t(s) * 4 * units + 8 * (j0 + v));
+      }
     }
     const float *w = panels + int64_t(j0) * units * 8;
-    const V8 *b = broadcast;
-    for (int i = 0; i < units; ++i, w += 16, b += S) {
+    const float *b = broadcast;
+    for (int i = 0; i < units; ++i, w += 16, b += S * 8) {
       for (int p = 0; p < P; ++p) {
-        const V8 w0 = Load8(w + int64_t(p) * units * 16), w1 = Load8(w + int64_t(p) * units * 16 + 8);
+        const float *panel = w + int64_t(p) * units * 16;
+        const V8 w0 = Load8(panel), w1 = Load8(panel + 8);
         for (int s = 0; s < S; ++s) {
-          a[s][2 * p] += b[s] * w0;
-          a[s][2 * p + 1] += b[s] * w1;
+          const V8 hs = Load8(b + s * 8);
+          a[s][2 * p] += hs * w0;
+          a[s][2 * p + 1] += hs * w1;
         }
       }
     }
     for (int s = 0; s < S; ++s) {
-      for (int v = 0; v < 2 * P; ++v) gates[int64_t(s) * vectors + j0 + v] = a[s][v];
+      for (int v = 0; v < 2 * P; ++v) Store8(gates + (int64_t(s) * vectors + j0 + v) * 8, a[s][v]);
     }
   }
 }
 
 // One stream's cell from its gates: h and c moved in place; returns its speech probability.
-inline float UpdateOf(const V8 *g, float *h, float *c, const float *out, float out_bias,
+inline float UpdateOf(const float *g, float *h, float *c, const float *out, float out_bias,
                       int units) {
   const int q = units / 8;  // vectors per gate
   V8 logit = Splat8(0.0f);
   for (int v = 0; v < q; ++v) {
-    const V8 in = SigmoidOf(g[v]), forget = SigmoidOf(g[q + v]), output = SigmoidOf(g[2 * q + v]);
-    const V8 cell = TanhOf(g[3 * q + v]);
+    const V8 in = SigmoidOf(Load8(g + 8 * v)), forget = SigmoidOf(Load8(g + 8 * (q + v)));
+    const V8 output = SigmoidOf(Load8(g + 8 * (2 * q + v)));
+    const V8 cell = TanhOf(Load8(g + 8 * (3 * q + v)));
     const V8 c_new = forget * Load8(c + 8 * v) + in * cell;
     const V8 h_new = output * TanhOf(c_new);
     Store8(c + 8 * v, c_new);
@@ -114,7 +120,9 @@ void RunSteps(const float *panels, const float *out, float out_bias, int units,
               const float *projected, const int64_t *counts, int64_t steps,
               const uint8_t *reset, float *state, int64_t streams, float *probs) {
   float *hs = state, *cs = state + streams * units;
-  V8 gates[kStreamBlock * LstmDecoder::kMaxUnits / 2];
+  // a block's gates (4 units a stream) and its state values broadcast (8 copies each)
+  std::vector<float> gates(size_t(kStreamBlock) * 4 * units);
+  std::vector<float> broadcast(size_t(kStreamBlock) * 8 * units);
   int64_t row = 0;
   for (int64_t k = 0; k < steps; ++k) {
     for (int64_t s0 = 0; s0 < counts[k]; s0 += kStreamBlock) {
@@ -128,14 +136,15 @@ void RunSteps(const float *panels, const float *out, float out_bias, int units,
         }
       }
       const float *p = projected + row * 4 * units;
-      switch (count) {  // panels at a time: units / 16 of them, a multiple of 2 but maybe not of 4
-        case 4: GatesOf<4, 1>(panels, p, h, units, gates); break;
-        case 3: GatesOf<3, 1>(panels, p, h, units, gates); break;
-        case 2: GatesOf<2, 2>(panels, p, h, units, gates); break;
-        default: GatesOf<1, 2>(panels, p, h, units, gates); break;
+      float *g = gates.data(), *b = broadcast.data();
+      switch (count) {  // panels at a time: units / 16 of them, even but maybe not 4 times
+        case 4: GatesOf<4, 1>(panels, p, h, units, b, g); break;
+        case 3: GatesOf<3, 1>(panels, p, h, units, b, g); break;
+        case 2: GatesOf<2, 2>(panels, p, h, units, b, g); break;
+        default: GatesOf<1, 2>(panels, p, h, units, b, g); break;
       }
       for (int s = 0; s < count; ++s) {
-        probs[row + s] = UpdateOf(gates + s * units / 2, h[s], cs + (s0 + s) * units, out,
+        probs[row + s] = UpdateOf(g + int64_t(s) * 4 * units, h[s], cs + (s0 + s) * units, out,
                                   out_bias, units);
       }
       row += count;

@@ -6,7 +6,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() =
       "streamtag C++ core: FFT, mel filterbank, OnlineLogMel (log-mel frames and, when kept, "
       "per-frame levels and onset flux), WindowLevel (a window's dBFS levels, clipped samples, "
-      "onset rate), FrameRing, the content classifier's features, silero-vad's STFT and LSTM decoder";
+      "onset rate), FrameRing, the content classifier's features, silero-vad's STFT and LSTM "
+      "decoder";
   // WindowLevel and LogMelOptions first: OnlineLogMel's signatures name them.
   python::BindWindowLevel(m);
   python::BindLogMelOptions(m);
