@@ -325,6 +325,13 @@ class FeedState:
             stream_session = own if isinstance(own, str) else session
             view = self.streams.get(stream)
             if view is not None and view["session"] == stream_session and view["updated_at"]:
+                # live already, and as new: only what the snapshot alone says, the thresholds
+                # (pages take them from views; live scores that came first had none to carry)
+                thresholds = self._thresholds_for((view["model"] or {}).get("hash"),
+                                                  view["tags"])
+                if thresholds is not None and thresholds != view["thresholds"]:
+                    view["thresholds"] = thresholds
+                    changed[stream] = self.view(stream)
                 continue
             if view is None:
                 view = self._stream(stream)

@@ -316,6 +316,30 @@ def test_a_stream_that_failed_before_the_page_is_known_by_its_state():
     assert state.apply_snapshot({"session": "s1", "streams": {}}, status) is None
 
 
+def test_a_snapshot_after_live_scores_still_gives_the_pages_the_thresholds():
+    # The control socket answered after the feed's first scores (a busy machine): the live
+    # view stays as it is, but its thresholds, which only the snapshot carries, reach the
+    # pages (before, they never did, and a page showed raw scores until it was reloaded).
+    state = FeedState(["tcp://127.0.0.1:1"], history_s=60)
+    state.apply_message({
+        "topic": "scores.room", "gap": 0, "restarted": False,
+        "header": {"version": "1.7", "msg_type": "scores", "msg_id": "a" * 32, "session": "s1",
+                   "stream": "room", "seq": 0, "sent_at": 1.0},
+        "body": {"start_s": 0.0, "end_s": 1.0, "start_sample": 0, "end_sample": 16000,
+                 "tags": list(TAGS), "raw": tag_scores(TAGS, ("loud",)),
+                 "smoothed": tag_scores(TAGS, ("loud",)), "active": ["loud"], "model": MODEL,
+                 "latency_ms": 1.0}})
+    assert state.view("room")["thresholds"] is None
+    snapshot = {"session": "s1", "model": {**MODEL, "thresholds": [0.5] * len(TAGS)},
+                "streams": {"room": {"tags": list(TAGS), "active": ["calm"], "windows": 7}}}
+    forwarded = state.apply_snapshot(snapshot)
+    assert forwarded is not None and forwarded["type"] == "snapshot"
+    room = forwarded["streams"]["room"]
+    assert room["thresholds"] == [0.5] * len(TAGS)
+    assert room["active"] == ["loud"]  # the live view's, not the snapshot's
+    assert state.apply_snapshot(snapshot) is None  # nothing new the second time
+
+
 def test_a_merged_snapshot_of_worker_processes_keeps_each_stream_under_its_workers_session():
     # `run --processes 2`: the supervisor's snapshot names each stream's worker session and all
     # of them. The live messages that follow (each under its own worker's session) are no
