@@ -152,10 +152,6 @@ void RunSteps(const float *panels, const float *out, float out_bias, int units,
   }
 }
 
-}  // namespace
-
-namespace {
-
 template <V8 (*F)(V8)>
 void Apply(const float *x, int64_t n, float *out) {
   for (int64_t i = 0; i < n; i += 8) {

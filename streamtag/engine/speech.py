@@ -194,9 +194,8 @@ class SpeechDetector:
     def decode(self, encoded: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Speech probabilities of one step of each stream, from its ``encode``d rows, and
         the next state, from ``state`` (2, streams, STATE)."""
-        if self.cell is not None:
-            return self.cell.step(encoded, state)
-        return self._decode_graph(encoded, state)
+        n = len(encoded)
+        return self.decode_steps(encoded, [n], np.zeros(n, bool), state)
 
     def decode_steps(self, encoded: np.ndarray, counts: Sequence[int], reset: np.ndarray,
                      state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -281,22 +280,18 @@ class LSTMDecoder:
         return self.core.run(projected, np.asarray(counts, np.int64),
                              np.asarray(reset, np.uint8), state)
 
-    def step(self, projected: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step of each stream: probabilities and the next state (2, streams, STATE)."""
-        n = len(projected)
-        return self.run(projected, [n], np.zeros(n, np.uint8), state)
-
     def agrees(self, graph_step: Callable[[np.ndarray, np.ndarray],
                                           tuple[np.ndarray, np.ndarray]],
                streams: int = 5, steps: int = 4) -> bool:
-        """Whether ``step`` gives ``graph_step``'s probabilities and state (within 1e-4) over a
-        few steps of random features and state."""
+        """Whether ``run`` gives ``graph_step``'s probabilities and state (within 1e-4) over a
+        few steps of random features and state, a step at a time."""
         rng = np.random.default_rng(0)
         inputs = self.w_ih.shape[0]
         features = rng.uniform(0.0, 2.0, (steps, streams, inputs, 1)).astype(np.float32)
         ours = theirs = rng.uniform(-1.0, 1.0, (2, streams, STATE)).astype(np.float32)
         for k in range(steps):
-            p, ours = self.step(self.project(features[k]), ours)
+            p, ours = self.run(self.project(features[k]), [streams], np.zeros(streams, bool),
+                               ours)
             q, theirs = graph_step(features[k], theirs)
             if (np.abs(p - q).max() > 1e-4 or np.abs(ours - theirs).max() > 1e-4):
                 return False
