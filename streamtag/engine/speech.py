@@ -79,6 +79,9 @@ RESET_STEPS = 125
 ENCODE_ROWS = 1024
 KEEP_S = 32.0  # the steps' probabilities kept per stream: windows wait in the queue that long
 MAX_WAITING = round(KEEP_S * SPEECH_RATE)  # samples waiting for the detector, at most
+# Samples beyond this (24 dB over full scale) are held to it before the detector: a station's
+# float samples of 1e30 made its STFT infinite and its state NaN until the state's reset
+MAX_SAMPLE = 16.0
 SPEECH_FILE = "silero-vad.onnx"
 RECORD_FILE = "silero-vad.json"
 MAX_GRAPH_BYTES = 16 * 1024 * 1024
@@ -584,11 +587,13 @@ class SpeechTrack:
 
     def accept(self, samples: np.ndarray, last: bool = False) -> None:
         """Takes samples at the stream's rate. NaN and infinite ones become 0, as the
-        frontends make them: one would carry through the detector's state to every step until
-        its reset, and a burst of a broken decoder is not speech."""
+        frontends make them, and the rest are held within +-MAX_SAMPLE: either would carry
+        through the detector's state to every step until its reset, and a broken or hostile
+        station's burst is not speech."""
         samples = np.asarray(samples, np.float32)
-        if not np.isfinite(samples).all():
-            samples = np.where(np.isfinite(samples), samples, np.float32(0.0))
+        if len(samples) and not np.abs(samples).max() <= MAX_SAMPLE:  # NaN compares false
+            samples = np.clip(np.where(np.isfinite(samples), samples, np.float32(0.0)),
+                              -MAX_SAMPLE, MAX_SAMPLE)
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples, last=last)
         if len(samples):

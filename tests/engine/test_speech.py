@@ -222,6 +222,24 @@ def test_nan_and_infinite_samples_do_not_hold_a_voice_back(detector):
     assert (probs[0][after:] > 0.5).mean() > 0.5
 
 
+@pytest.mark.parametrize("level", [1e30, -3e38, 1e6])
+def test_a_burst_of_huge_samples_does_not_hold_a_voice_back(detector, level):
+    """A hostile or broken station's second of samples far past full scale, then a voice: the
+    voice is speech in as many steps as after a second of silence (unbounded, such samples
+    made the detector's state NaN, and the voice was speech in no step until the reset)."""
+    require()
+    voice = warzone_tutorial(RATE, clips=1)[: 3 * RATE]
+    shares = []
+    for before in (np.full(RATE, level, np.float32), np.zeros(RATE, np.float32)):
+        track = SpeechTrack(RATE)
+        track.accept(np.concatenate([before, voice]))
+        run_tracks(detector, [track])
+        probs = np.array(track.probs)
+        assert np.isfinite(probs).all()
+        shares.append((probs[RATE // STEP + 1:] > 0.5).mean())
+    assert shares[0] >= shares[1] - 0.05 and shares[1] > 0.5, shares
+
+
 def test_the_core_s_decoder_refuses_what_does_not_fit(detector):
     require()
     core = detector.cell.core
