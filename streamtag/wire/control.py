@@ -77,6 +77,7 @@ from streamtag.wire.sockets import (
     endpoint_host,
     monitor_socket,
     stop_monitor,
+    wait_released,
 )
 
 log = logging.getLogger(__name__)
@@ -529,6 +530,8 @@ class ControlServer:
             if self.guard is not None:
                 self.guard.close()
             sock.close(linger=0)
+            if self.endpoint is not None:
+                wait_released(self.endpoint)  # stop() returns with the port free again
 
     def _curve_client(self, frame: zmq.Frame) -> bool:
         """Whether the frame came from a client that CURVE and the authenticator let in: such

@@ -44,6 +44,7 @@ from streamtag.wire.sockets import (
     DEFAULT_FRONTEND,
     MAX_MESSAGE_BYTES,
     bind_or_connect,
+    wait_released,
 )
 
 FRONTEND_KEY_FLAGS = "--server-key/--daemon-key"
@@ -143,6 +144,7 @@ def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
     stats = ProxyStats()
     watcher = None
     guards: list[ConnectionGuard] = []
+    bound: list[str] = []  # endpoints to see released after closing
     try:
         for sock in (xsub, xpub, control):
             sock.setsockopt(zmq.LINGER, 0)
@@ -162,12 +164,14 @@ def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
                                                  "proxy frontend (XSUB)",
                                                  authenticates=daemon_key is not None)
             guards += [guard] if guard is not None else []
+            bound.append(bound_frontend)
         for endpoint in upstream:
             bind_or_connect(xsub, endpoint, True, "proxy frontend (XSUB)")
         bound_backend, guard = bind_guarded(xpub, backend, caps[1], "proxy backend",
                                             "proxy backend (XPUB)",
                                             authenticates=curve is not None)
         guards += [guard] if guard is not None else []
+        bound.append(bound_backend)
         for guard in guards:
             guard.start()
         if stop_event is not None:
@@ -184,6 +188,8 @@ def _serve(ctx: zmq.Context[Any], frontend: str | None, backend: str,
             guard.close()
         for sock in (xsub, xpub, control):
             sock.close(linger=0)
+        for endpoint in bound:
+            wait_released(endpoint)
     return stats
 
 

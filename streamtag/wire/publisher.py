@@ -49,6 +49,7 @@ from streamtag.wire.sockets import (
     bind_or_connect,
     monitor_socket,
     stop_monitor,
+    wait_released,
 )
 
 HWM_POLICIES = ("per_subscriber", "refuse")
@@ -124,6 +125,7 @@ class Publisher:
                 make_server(self._socket, curve)
             monitor = (monitor_socket(self._socket, zmq.EVENT_HANDSHAKE_SUCCEEDED)
                        if connect and connected_wait_s > 0 else None)
+            self._connect = connect
             if connect:
                 self.endpoint = bind_or_connect(self._socket, endpoint, True, "publisher")
             else:
@@ -348,6 +350,8 @@ class Publisher:
             if self.guard is not None:
                 self.guard.close()
             self._socket.close(linger=self._linger_ms if linger_ms is None else linger_ms)
+            if not self._connect:
+                wait_released(self.endpoint)  # the port free again once this returns
 
     def __enter__(self) -> Publisher:
         return self

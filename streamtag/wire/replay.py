@@ -48,7 +48,7 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.ready_thread import ReadyThread
 from streamtag.wire.security import FEED_DOMAIN, ClientCurve, CurveKeys, make_client, make_server
-from streamtag.wire.sockets import bind_or_connect
+from streamtag.wire.sockets import bind_or_connect, wait_released
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +362,8 @@ class ReplayServer:
             if self.guard is not None:
                 self.guard.close()
             sock.close(linger=0)
+            if self.endpoint is not None:
+                wait_released(self.endpoint)  # stop() returns with the port free again
 
     def _serve(self, sock: zmq.Socket[Any], frames: list[bytes]) -> None:
         self.stats.requests += 1

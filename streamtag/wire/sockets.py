@@ -6,6 +6,7 @@ the defaults, so zmq loads only when a socket is bound."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from pathlib import Path
@@ -52,6 +53,8 @@ IO_THREAD_WAIT_S = 1.0
 # attempt every 100 ms, a peer that ends each connection at once two events more: a program
 # that asks for no message for 15 minutes or more stops its reconnecting until it asks again.
 MONITOR_EVENTS_HELD = 10_000
+# How long closing a bound socket waits for libzmq's threads to release its port (wait_released)
+RELEASE_WAIT_S = 2.0
 
 
 def endpoint_host(endpoint: str) -> tuple[str, str]:
@@ -76,6 +79,37 @@ def bind_or_connect(sock: zmq.Socket[Any], endpoint: str, connect: bool, what: s
         raise OSError(exc.errno, f"cannot {verb} the {what} to {endpoint!r}: {exc}; check the "
                                  "endpoint, or whether another process already uses it") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def wait_released(endpoint: str, timeout_s: float = RELEASE_WAIT_S) -> bool:
+    """Waits until a just-closed socket's tcp ``endpoint`` (as bound: its port resolved) can be
+    bound again; True when it can (at once for the other schemes). libzmq closes a listener in
+    its own threads after ``close`` returns, so a daemon stopped and started again in one
+    process on the same port (or any caller that rebinds at once) would otherwise find the port
+    still held on a loaded machine. The probe binds as libzmq does (SO_REUSEADDR), so a
+    connection left in TIME_WAIT does not count; a port that another process takes meanwhile
+    is waited for ``timeout_s`` and then left to the bind's own error."""
+    import socket
+
+    scheme, host = endpoint_host(endpoint)
+    port_text = endpoint.rpartition(":")[2]
+    if scheme != "tcp" or not port_text.isdigit():
+        return True
+    host = {"*": "0.0.0.0", "": "0.0.0.0"}.get(host, host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, int(port_text)))
+                return True
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    return True  # not a name bound here (an interface): nothing to wait for
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
 
 
 def monitor_socket(sock: zmq.Socket[Any], events: int,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import queue
+import socket
 import threading
 import time
 
 import pytest
 import zmq
-from support.helpers import run_python
+from support.helpers import free_port, run_python
 
 from streamtag.commands.listen import run_listen
 from streamtag.errors import ModelError, ProtocolError
@@ -26,6 +27,8 @@ from streamtag.wire.protocol import (
 )
 from streamtag.wire.proxy import run_proxy
 from streamtag.wire.publisher import Publisher
+from streamtag.wire.replay import ReplayRing, ReplayServer
+from streamtag.wire.sockets import wait_released
 from streamtag.wire.subscriber import ReceivedMessage, Subscriber
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -620,3 +623,48 @@ def test_a_connecting_publisher_waits_for_the_proxy_so_its_first_message_arrives
     assert got, "nothing arrived"
     assert (got[0].msg_type, got[0].header.seq, got[0].gap) == ("status", 0, 0)
     assert len(got) == 21 and sub.gaps == 0
+
+
+def _bound_and_closed(kind: str, endpoint: str, ctx: zmq.Context) -> None:
+    """Binds a socket of ``kind`` to ``endpoint`` and closes it again, as its owner does."""
+    if kind == "publisher":
+        Publisher(endpoint, context=ctx).close()
+    elif kind == "control":
+        ControlServer(endpoint, {}, token="t", context=ctx, poll_ms=5).start().stop()
+    elif kind == "replay":
+        ReplayServer(endpoint, ReplayRing(1 << 20, "s"), context=ctx).start().stop()
+    else:  # the proxy's frontend
+        stop, bound = threading.Event(), threading.Event()
+        thread = threading.Thread(target=run_proxy, args=(endpoint, ANY_PORT, stop),
+                                  kwargs={"context": ctx, "poll_ms": 5,
+                                          "ready": lambda *_: bound.set()})
+        thread.start()
+        assert bound.wait(10)
+        stop.set()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("kind", ["publisher", "control", "replay", "proxy"])
+def test_a_closed_sockets_port_can_be_bound_again_at_once(kind, ctx):
+    """A daemon stopped and started again in one process binds the same ports: libzmq closes a
+    listener in its own threads after the socket's close returns, so each closer waits until the
+    port is free (without, a third of immediate rebinds failed with 'Address already in use' on
+    a 2-core machine, and this test's control and replay rounds failed)."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    rounds = 40 if kind in ("publisher", "replay") else 15
+    for _ in range(rounds):
+        _bound_and_closed(kind, endpoint, ctx)
+    with socket.socket() as plain:  # and any program may bind it
+        plain.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        plain.bind(("127.0.0.1", int(endpoint.rpartition(":")[2])))
+
+
+def test_waiting_for_a_port_ends_when_it_is_free_and_not_before():
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        endpoint = f"tcp://127.0.0.1:{held.getsockname()[1]}"
+        assert not wait_released(endpoint, timeout_s=0.05)
+    assert wait_released(endpoint, timeout_s=0.05)
+    assert wait_released("ipc:///nowhere/at/all", timeout_s=0.05)
+    assert wait_released("inproc://x", timeout_s=0.05)
