@@ -6,7 +6,7 @@ packages and prints its confusion on material held out from the fit.
         festvox-kallpc16k alsa-utils sox
     apt-get install 0ad-data supertuxkart-data wesnoth-1.16-data widelands-data \
         lincity-ng-data foobillardplus-data tuxpaint-stamps-default   # recorded ambience
-    python benchmarks/content_fit.py [--cache DIR] [--write] [--ambience] [--hidden N]
+    python benchmarks/content_fit.py [--cache DIR] [--write] [--ambience] [--hidden N] [--tonal]
 
 Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 
@@ -28,6 +28,9 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
   in both;
 - tone: sines, squares and sawtooths from sox at frequencies apart between fit and evaluation;
 - the fit's speech again over its noise and music (``mixtures``), as speech.
+
+``--tonal`` fits on the three tonal features too (``TONAL_FEATURES``: stable spectral peaks at
+the FFT's resolution, csrc/tonal_peaks.h), which the served tracker then computes.
 
 ``--write`` stores the fitted weights; without it only the confusion is printed. The fit is
 a network of sixteen tanh units (``--hidden``; numpy, full-batch Adam from a fixed seed, a
@@ -55,12 +58,13 @@ from streamtag.audio.files import load_audio
 from streamtag.engine.content import (
     CLASSES,
     FEATURES,
+    SPECTRAL_FEATURES,
     WEIGHTS_FILE,
     ContentModel,
     content_options,
     window_features,
 )
-from streamtag.frontend import compute_logmel
+from streamtag.frontend import OnlineLogMel
 
 RATE = 16000
 WINDOW_S, HOP_S = 3.0, 1.0
@@ -322,15 +326,21 @@ def mixtures(items: list) -> list:
     return out
 
 
-def windows(audio: np.ndarray) -> np.ndarray:
-    """Feature rows of the 3-s windows of ``audio``, one a second."""
+def windows(audio: np.ndarray, tonal: bool = False) -> np.ndarray:
+    """Feature rows of the 3-s windows of ``audio``, one a second: the ten spectral features,
+    and the three tonal ones after them with ``tonal``."""
     options = content_options(RATE)
-    frames = compute_logmel(audio, options)
+    frontend = OnlineLogMel(options)
+    frontend.keep_tonal(tonal)
+    frontend.accept_waveform(audio)
+    frontend.input_finished()
+    frames, rows = frontend.pop(), frontend.pop_tonal() if tonal else None
     rate = RATE / options.hop_length
     width, hop = round(WINDOW_S * rate), round(HOP_S * rate)
-    rows = [window_features(frames[end - width: end], rate)
-            for end in range(width, len(frames) + 1, hop)]
-    return np.array(rows).reshape(-1, len(FEATURES))
+    out = [window_features(frames[end - width: end], rate,
+                           None if rows is None else rows[end - width: end])
+           for end in range(width, len(frames) + 1, hop)]
+    return np.array(out).reshape(-1, len(FEATURES if tonal else SPECTRAL_FEATURES))
 
 
 def fit(x: np.ndarray, y: np.ndarray, classes: int, hidden: int = 16, l2: float = 1e-4,
@@ -361,7 +371,8 @@ def fit(x: np.ndarray, y: np.ndarray, classes: int, hidden: int = 16, l2: float 
             second[i] = 0.999 * second[i] + 0.001 * grad ** 2
             params[i] = params[i] - lr * (first[i] / (1 - 0.9 ** step)) / (
                 np.sqrt(second[i] / (1 - 0.999 ** step)) + 1e-8)
-    return ContentModel(CLASSES, FEATURES, mean, scale, *params)
+    return ContentModel(CLASSES, FEATURES if x.shape[1] == len(FEATURES) else SPECTRAL_FEATURES,
+                        mean, scale, *params)
 
 
 def main() -> int:
@@ -373,12 +384,14 @@ def main() -> int:
     parser.add_argument("--ambience", action="store_true",
                         help="fit the noise class on FIT_AMBIENCE's recordings too")
     parser.add_argument("--hidden", type=int, default=16, help="tanh units")
+    parser.add_argument("--tonal", action="store_true",
+                        help="read the three tonal features too (TONAL_FEATURES)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     items = material(args.cache, args.ambience)
     rows: dict[str, list] = {"fit": [], "held": []}
     for kind, split, name, audio in items:
-        feats = windows(audio)
+        feats = windows(audio, args.tonal)
         rows[split].append((kind, name, feats))
     x = np.concatenate([f for _, _, f in rows["fit"]])
     y = np.concatenate([[CLASSES.index(k)] * len(f) for k, _, f in rows["fit"]])
@@ -411,7 +424,7 @@ def main() -> int:
         cells = []
         for m in (shipped, model):
             for speech in (True, False):
-                probs = m.probabilities(f)
+                probs = m.probabilities(f[:, :len(m.features)])  # the features each reads
                 if not speech:
                     probs[:, CLASSES.index("speech")] = -1.0
                 got = np.bincount(np.argmax(probs, axis=1), minlength=len(CLASSES)) / len(f)
@@ -431,7 +444,8 @@ def main() -> int:
     noise = [a for k, sp, n, a in items if n == "pink noise -18 dBFS"][0]
     for name, bed in (("music", music), ("pink noise", noise)):
         for snr in (20, 10, 0, -10):
-            got = np.argmax(model.probabilities(windows(mix(speech, bed, snr))), axis=1)
+            got = np.argmax(model.probabilities(windows(mix(speech, bed, snr), args.tonal)),
+                            axis=1)
             counts = np.bincount(got, minlength=len(CLASSES)) / len(got)
             print(f"  speech {snr:+d} dB over {name:10}: " + ", ".join(
                 f"{c} {v:.0%}" for c, v in zip(CLASSES, counts, strict=True)))

@@ -80,6 +80,39 @@ void OnlineLogMel::Reset() {
   finished_ = false;
   pending_.clear();
   ClearBlocks();
+  if (tonal_) tonal_->Reset();
+  tonal_pending_.clear();
+}
+
+void OnlineLogMel::KeepTonal(bool on) {
+  if (!on) {
+    tonal_.reset();
+    std::vector<float>().swap(tonal_pending_);
+    return;
+  }
+  if (tonal_) return;
+  if (next_frame_ > 0) {
+    throw std::runtime_error(
+        "keep_tonal: tonal rows must be turned on before the first frame is computed (" +
+        std::to_string(next_frame_) + " are), or after reset()");
+  }
+  tonal_ = std::make_unique<TonalPeaks>(n_fft_, opts_.sample_rate);
+  lane_power_.assign(static_cast<size_t>(opts_.NumBins()), 0.0f);
+}
+
+int64_t OnlineLogMel::PopTonal(float *out, int64_t max_rows) {
+  int64_t n = TonalPending();
+  if (max_rows >= 0 && max_rows < n) n = max_rows;
+  const auto values = static_cast<std::ptrdiff_t>(n * kTonalRowSize);
+  std::copy(tonal_pending_.begin(), tonal_pending_.begin() + values, out);
+  tonal_pending_.erase(tonal_pending_.begin(), tonal_pending_.begin() + values);
+  return n;
+}
+
+void OnlineLogMel::TonalFrame(const float *power) {
+  const size_t at = tonal_pending_.size();
+  tonal_pending_.resize(at + kTonalRowSize);
+  tonal_->Frame(power, tonal_pending_.data() + at);
 }
 
 void OnlineLogMel::ClearBlocks() {
@@ -458,6 +491,7 @@ void OnlineLogMel::ComputeFrame(const float *samples, float *out) {
   float *re = spec_re_.data();
   const float *im = spec_im_.data();
   for (int k = 0; k < bins; ++k) re[k] = re[k] * re[k] + im[k] * im[k];
+  if (tonal_) TonalFrame(re);
   if (magnitude_) {
     for (int k = 0; k < bins; ++k) re[k] = std::sqrt(re[k]);
   }
@@ -510,6 +544,13 @@ void OnlineLogMel::ComputeFrames4(const float *const samples[4], float *out) {
   V4 *re = spec4_re_.data();
   const V4 *im = spec4_im_.data();
   for (int k = 0; k < bins; ++k) re[k] = re[k] * re[k] + im[k] * im[k];
+  if (tonal_) {  // frame by frame, in their order
+    float *lane = lane_power_.data();
+    for (int l = 0; l < 4; ++l) {
+      for (int k = 0; k < bins; ++k) lane[k] = re[k][l];
+      TonalFrame(lane);
+    }
+  }
   if (magnitude_) {
     for (int k = 0; k < bins; ++k) {
       for (int l = 0; l < 4; ++l) re[k][l] = std::sqrt(re[k][l]);

@@ -32,12 +32,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "fft.h"
 #include "log_mel_options.h"
 #include "mel_filterbank.h"
 #include "simd.h"
+#include "tonal_peaks.h"
 #include "window_level.h"
 
 namespace streamtag {
@@ -99,6 +101,20 @@ class OnlineLogMel {
   // (length < LevelStep()), std::out_of_range naming what is kept when a frame asked for is not
   // computed yet (after InputFinished() the last frames are) or no longer kept.
   streamtag::WindowLevel WindowLevel(int64_t end_frame, int64_t length) const;
+
+  // Turns the tonal rows on (tonal_peaks.h: each frame's band power, peaks, stable peaks and
+  // their power, read from the frame's power spectrum at the FFT's resolution) or off; off by
+  // default, and then they cost nothing. Like levels, turned on before the first frame is
+  // computed or after Reset(), else std::runtime_error. Each frame computed adds its row to a
+  // queue of its own, which PopTonal empties (rows, like frames, in order).
+  void KeepTonal(bool on);
+  bool TonalKept() const { return tonal_ != nullptr; }
+  int64_t TonalPending() const {
+    return static_cast<int64_t>(tonal_pending_.size()) / kTonalRowSize;
+  }
+  // Moves up to max_rows pending tonal rows (all when max_rows < 0) into out (rows x
+  // kTonalRowSize, row-major). Returns how many were written.
+  int64_t PopTonal(float *out, int64_t max_rows);
 
   // Number of frames a whole signal of num_samples yields (after InputFinished).
   int64_t NumFramesFor(int64_t num_samples) const;
@@ -179,6 +195,12 @@ class OnlineLogMel {
 
   bool magnitude_ = false, apply_log_ = true;
   float log_scale_ = 1.0f, log_gain_ = 1.0f, log_offset_ = 0.0f, log_floor_ = 1e-10f;
+
+  // Tonal rows (KeepTonal): the peak tracker, the rows not popped yet, a lane's power spectrum.
+  void TonalFrame(const float *power);
+  std::unique_ptr<TonalPeaks> tonal_;
+  std::vector<float> tonal_pending_;
+  std::vector<float> lane_power_;
 
   // Kept levels: row (level step) g in slot g % level_capacity_ of levels_.
   int level_step_ = 1;  // frames per row

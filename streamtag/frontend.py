@@ -177,6 +177,13 @@ class OnlineLogMel(_core.OnlineLogMel):
     chunking gives bitwise the same levels. Asking for frames not computed yet or no longer kept
     raises ``IndexError`` naming what is kept; a range holding no step's last frame
     ``ValueError``; with levels off, ``RuntimeError``.
+
+    Tonal rows (off by default, at no cost; the content classifier's, streamtag.engine.content):
+    ``keep_tonal()``, before the first frame or after ``reset()`` (else ``RuntimeError``),
+    adds a row per frame computed, read from its power spectrum (csrc/tonal_peaks.h): the power
+    of 100 Hz-5 kHz, its spectral peaks, those of them the two frames before held within a bin,
+    and their power. ``pop_tonal()`` returns the rows not popped yet, a fresh ``(n, 4)``
+    float32 array, as ``pop()`` the frames; ``keep_tonal(False)`` turns it off.
     """
 
     def __init__(self, options: LogMelOptions) -> None:

@@ -43,6 +43,7 @@ void BindFrameRing(py::module_ &m);      // frame_ring.h
 void BindContentFeatures(py::module_ &m);  // content_features.h
 void BindReflectedStft(py::module_ &m);  // reflected_stft.h
 void BindLstmDecoder(py::module_ &m);    // lstm_decoder.h
+void BindTonalPeaks(py::module_ &m);     // tonal_peaks.h
 
 }  // namespace python
 }  // namespace streamtag

@@ -20,4 +20,5 @@ PYBIND11_MODULE(_core, m) {
   python::BindContentFeatures(m);
   python::BindReflectedStft(m);
   python::BindLstmDecoder(m);
+  python::BindTonalPeaks(m);
 }

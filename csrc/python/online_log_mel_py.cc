@@ -6,6 +6,7 @@
 #include "bindings.h"
 #include "log_mel_options.h"
 #include "online_log_mel.h"
+#include "tonal_peaks.h"
 #include "window_level.h"
 
 namespace streamtag {
@@ -29,6 +30,15 @@ py::array_t<float> PopFrames(PyOnlineLogMel &self, int64_t max_frames) {
     py::gil_scoped_release release;
     self.core.Pop(dst, n);
   }
+  return out;
+}
+
+py::array_t<float> PopTonalRows(PyOnlineLogMel &self, int64_t max_rows) {
+  std::lock_guard<std::mutex> lock(self.mutex);
+  int64_t n = self.core.TonalPending();
+  if (max_rows >= 0 && max_rows < n) n = max_rows;
+  py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(kTonalRowSize)});
+  self.core.PopTonal(out.mutable_data(), n);
   return out;
 }
 
@@ -92,6 +102,19 @@ void BindOnlineLogMel(py::module_ &m) {
       .def_property_readonly("is_finished",
                              [](PyOnlineLogMel &self) { return self.core.IsFinished(); })
       .def_property_readonly("n_mels", [](PyOnlineLogMel &self) { return self.core.NumMels(); })
+      .def(
+          "keep_tonal",
+          [](PyOnlineLogMel &self, bool on) {
+            std::lock_guard<std::mutex> lock(self.mutex);
+            self.core.KeepTonal(on);
+          },
+          py::arg("on") = true)
+      .def_property_readonly("tonal_kept",
+                             [](PyOnlineLogMel &self) {
+                               std::lock_guard<std::mutex> lock(self.mutex);
+                               return self.core.TonalKept();
+                             })
+      .def("pop_tonal", &PopTonalRows, py::arg("max_rows") = -1)
       .def(
           "keep_levels",
           [](PyOnlineLogMel &self, int64_t frames) {

@@ -23,6 +23,9 @@ model's frontend is) and decides each scored window's content:
   keeps its level; noise is flat and stable in spectrum. The weights
   (``content_weights.json`` beside this file) are fitted by ``benchmarks/content_fit.py`` on
   audio from Debian packages; docs/models.md ("Content") has the material and the confusion.
+  Weights fitted with ``--tonal`` read three more features, of the peaks at the FFT's
+  resolution (``TONAL_FEATURES``: a crowd's, traffic's or an animal's come and go where a held
+  note's stay); the tracker then keeps them, and costs more.
 
 Speech over a music bed is speech to the detector where the voice is as loud as the music or
 louder, and mostly music where it is 10 dB under; to the network whichever is louder (on equal
@@ -62,8 +65,14 @@ MIN_FRAMES = 16  # fewer frames than this (a window under half a second): no dec
 # the windows between take the last one's. At the usual one-second hop every other window is
 # classified, which halves the cost; windows of three seconds still leave no audio unheard.
 DECISION_S = 1.5
-FEATURES = ("mod4_share", "low_energy_share", "flux_mean", "flux_cv", "flatness_mean",
-            "flatness_std", "peak_persistence", "level_std_db", "centroid_std", "pause_share")
+# The mel frames' ten (csrc/content_features.h), which the shipped weights read, then the FFT's
+# tonal three (csrc/tonal_peaks.h), which weights fitted with them (content_fit.py --tonal) read
+# too: FEATURES are all of them, and a weights file names the ten or all.
+SPECTRAL_FEATURES = ("mod4_share", "low_energy_share", "flux_mean", "flux_cv", "flatness_mean",
+                     "flatness_std", "peak_persistence", "level_std_db", "centroid_std",
+                     "pause_share")
+TONAL_FEATURES = ("stable_power_share", "stable_peaks", "stable_peak_share")
+FEATURES = SPECTRAL_FEATURES + TONAL_FEATURES
 
 
 def content_options(sample_rate: float) -> LogMelOptions:
@@ -75,10 +84,13 @@ def content_options(sample_rate: float) -> LogMelOptions:
                          db_multiplier=10.0, amin=1e-10)
 
 
-def window_features(frames_db: np.ndarray, frame_rate: float) -> np.ndarray:
-    """The ``FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel band),
-    computed by the C++ core (csrc/content_features.h says each; the numpy form in
-    tests/engine/test_content_features.py is the reference it is tested against):
+def window_features(frames_db: np.ndarray, frame_rate: float,
+                    tonal_rows: np.ndarray | None = None) -> np.ndarray:
+    """The ``SPECTRAL_FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel
+    band), and the ``TONAL_FEATURES`` after them where their tonal rows ``(T, 4)``
+    (``OnlineLogMel.pop_tonal``) are given, computed by the C++ core
+    (csrc/content_features.h and csrc/tonal_peaks.h say each; the numpy forms in
+    tests/engine/test_content_features.py are the references they are tested against):
 
     - mod4_share: the share of the frame level's modulation at syllable rates (2.5-7 Hz of
       0.5-15 Hz); low_energy_share: frames below half the window's mean power (Scheirer and
@@ -88,11 +100,19 @@ def window_features(frames_db: np.ndarray, frame_rate: float) -> np.ndarray:
       near 0 for a few strong partials);
     - peak_persistence: spectral peaks (3 dB above the 5 bands around them) still there 8
       frames on: held notes keep theirs, gliding formants and noise do not;
-    - level_std_db, centroid_std: how the level and the spectral centroid move.
+    - level_std_db, centroid_std: how the level and the spectral centroid move;
+    - stable_power_share, stable_peaks, stable_peak_share: at the FFT's resolution, the peaks
+      of 100 Hz-5 kHz (over two bins each side, 10 dB over the band's median) that the two
+      frames before held within a bin: their share of the band's power, how many a frame, and
+      their share of all peaks. A held note keeps its peak; a crowd, rain, traffic, a machine
+      or an animal call have peaks that come and go, which the mel bands are too coarse to see.
 
     Frames within 40 dB of the window's loudest decide the shape features: the rest is the
     floor between words, where the spectrum is whatever the noise is."""
-    return _core.content_features(frames_db, frame_rate)
+    spectral = _core.content_features(frames_db, frame_rate)
+    if tonal_rows is None:
+        return spectral
+    return np.concatenate([spectral, _core.tonal_features(tonal_rows)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +138,18 @@ class ContentModel:
         arrays = [np.asarray(data[name], np.float64) for name in
                   ("mean", "scale", "hidden_weights", "hidden_bias", "weights", "bias")]
         model = cls(tuple(data["classes"]), tuple(data["features"]), *arrays)
-        if model.features != FEATURES or set(model.classes) != set(CLASSES):
+        if model.features not in (SPECTRAL_FEATURES, FEATURES) \
+                or set(model.classes) != set(CLASSES):
             raise ConfigError(f"{WEIGHTS_FILE} was fitted for features {model.features} and "
-                              f"classes {model.classes}, not {FEATURES} and {CLASSES}: "
-                              f"refit it with benchmarks/content_fit.py")
+                              f"classes {model.classes}, not {SPECTRAL_FEATURES} (and "
+                              f"optionally {TONAL_FEATURES}) and {CLASSES}: refit it with "
+                              f"benchmarks/content_fit.py")
         return model
+
+    @property
+    def tonal(self) -> bool:
+        """Whether the weights read the tonal features too."""
+        return self.features == FEATURES
 
     def to_json(self) -> str:
         def rounded(a: np.ndarray) -> list:
@@ -179,10 +206,14 @@ class ContentTracker:
         self.speech = speech
         self.options = content_options(sample_rate)
         self.frontend = OnlineLogMel(self.options)
+        if model.tonal:
+            self.frontend.keep_tonal()
         self.frame_rate = sample_rate / self.options.hop_length
         self.span = max(MIN_FRAMES, round(MAX_SPAN_S * self.frame_rate))
         # room for the longest span and the frames that arrive with one chunk of audio
         self.ring = FrameRing(4 * self.span, self.options.n_mels)
+        # the tonal rows, in step with the frames, where the weights read them
+        self.tonal = FrameRing(4 * self.span, _core.TONAL_ROW_SIZE) if model.tonal else None
         self.sample_offset = sample_offset  # stream sample of this frontend's sample 0
         self.every = round(DECISION_S * sample_rate)
         self._last: tuple[int, str] | None = None  # (end sample, class) of the last decision
@@ -196,9 +227,12 @@ class ContentTracker:
         self._push(self.frontend.pop())
 
     def _push(self, frames: np.ndarray) -> None:
+        tonal = self.frontend.pop_tonal() if self.tonal is not None else None
         room = self.ring.capacity - self.span
         for i in range(0, len(frames), room):
             self.ring.push(frames[i: i + room])
+            if self.tonal is not None and tonal is not None:
+                self.tonal.push(tonal[i: i + room])
 
     def classify(self, start_sample: int, end_sample: int) -> str | None:
         """The classifier's class for stream samples ``[start_sample, end_sample)`` from the
@@ -214,7 +248,12 @@ class ContentTracker:
         first = max(first, end - self.span, self.ring.end_index - self.ring.capacity, 0)
         if end - first < MIN_FRAMES:
             return None
-        frames = self.ring.window(end, end - first)
-        kind = self.model.classify(window_features(frames, self.frame_rate), self.speech)
+        kind = self.model.classify(self._features(first, end), self.speech)
         self._last = (end_sample, kind)
         return kind
+
+    def _features(self, first: int, end: int) -> np.ndarray:
+        """The features the weights read of frames ``[first, end)``."""
+        frames = self.ring.window(end, end - first)
+        tonal = self.tonal.window(end, end - first) if self.tonal is not None else None
+        return window_features(frames, self.frame_rate, tonal)

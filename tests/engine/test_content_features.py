@@ -1,6 +1,7 @@
-"""The content classifier's features from the C++ core (csrc/content_features.h) against their
-numpy form below, the reference they were written from: on random frames of every size a
-window takes, on the frames of real speech, music and noise, and the same class decided."""
+"""The content classifier's features from the C++ core (csrc/content_features.h and
+csrc/tonal_peaks.h) against their numpy form below, the reference they were written from: on
+random frames of every size a window takes, on the frames of real speech, music and noise, and
+the same class decided."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from streamtag.engine.content import (
     FEATURES,
     MAX_SPAN_S,
     MIN_FRAMES,
+    SPECTRAL_FEATURES,
+    TONAL_FEATURES,
     ContentModel,
     content_options,
     window_features,
@@ -57,8 +60,44 @@ def reference_features(frames_db: np.ndarray, frame_rate: float) -> np.ndarray:
                      persistence, level[loud].std(), centroid.std(), pause])
 
 
+def reference_tonal_rows(audio: np.ndarray) -> np.ndarray:
+    """Each content frame's tonal row (band power, peaks, stable peaks, their power) in numpy,
+    as csrc/tonal_peaks.h defines it, from the frame's power spectrum as the content frontend
+    takes it (periodic Hann window, frames centred with zeros padded)."""
+    options = content_options(RATE)
+    n, hop = options.n_fft, options.hop_length
+    padded = np.pad(np.asarray(audio, np.float64), (n // 2, n // 2))
+    count = 1 + (len(padded) - n) // hop
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    framed = np.stack([padded[t * hop: t * hop + n] for t in range(count)]) * window
+    power = np.abs(np.fft.rfft(framed, axis=1)) ** 2
+    lo, hi = round(100 * n / RATE), round(5000 * n / RATE)
+    k = np.arange(lo, hi)
+    band = power[:, lo:hi]
+    upper_median = np.sort(band, axis=1)[:, (hi - lo) // 2]
+    peak = band > 10.0 * upper_median[:, None]
+    for shift in (1, 2):
+        peak &= (band > power[:, k - shift]) & (band > power[:, k + shift])
+    near = peak.copy()
+    near[:, 1:] |= peak[:, :-1]
+    near[:, :-1] |= peak[:, 1:]
+    stable = peak.copy()
+    stable[:2] = False
+    stable[2:] &= near[1:-1] & near[:-2]
+    return np.stack([band.sum(axis=1), peak.sum(axis=1), stable.sum(axis=1),
+                     (band * stable).sum(axis=1)], axis=1)
+
+
+def reference_tonal_features(rows: np.ndarray) -> np.ndarray:
+    band, peaks, stable, stable_power = np.asarray(rows, np.float64).sum(axis=0)
+    return np.array([stable_power / band if band > 0 else 0.0, stable / len(rows),
+                     stable / peaks if peaks > 0 else 0.0])
+
+
 def test_the_core_names_the_features_the_classifier_reads():
-    assert tuple(_core.CONTENT_FEATURES) == FEATURES
+    assert tuple(_core.CONTENT_FEATURES) == SPECTRAL_FEATURES
+    assert tuple(_core.TONAL_FEATURES) == TONAL_FEATURES
+    assert FEATURES == SPECTRAL_FEATURES + TONAL_FEATURES
 
 
 @pytest.mark.parametrize("frames", [MIN_FRAMES, 17, 40, 124, 125, 126, 250])
@@ -68,15 +107,20 @@ def test_random_frames_give_the_reference_s_features(frames):
         x = (rng.standard_normal((frames, bands)) * 20 - 40).astype(np.float32)
         x[:: 5] -= 50  # quiet frames: pauses, and frames left out of the shape features
         x[:, 7] += 15  # a band held over the rest: peaks that persist
-        np.testing.assert_allclose(window_features(x, rate), reference_features(x, rate),
+        np.testing.assert_allclose(_core.content_features(x, rate), reference_features(x, rate),
                                    rtol=1e-5, atol=1e-9)
+        rows = np.abs(rng.standard_normal((frames, 4))).astype(np.float32) * [9, 5, 2, 1]
+        np.testing.assert_allclose(_core.tonal_features(rows), reference_tonal_features(rows),
+                                   rtol=1e-5)
 
 
-def content_frames(audio: np.ndarray) -> np.ndarray:
+def content_frames(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The content frontend's frames of ``audio`` and their tonal rows."""
     frontend = OnlineLogMel(content_options(RATE))
+    frontend.keep_tonal()
     frontend.accept_waveform(audio)
     frontend.input_finished()
-    return frontend.pop()
+    return frontend.pop(), frontend.pop_tonal()
 
 
 def test_real_speech_music_and_noise_give_the_reference_s_features_and_class(tmp_path):
@@ -88,14 +132,26 @@ def test_real_speech_music_and_noise_give_the_reference_s_features_and_class(tmp
     for name, audio in (("speech", festival_speech(tmp_path)), ("music", game_music(0, 20)),
                         ("noise", sox_signal(tmp_path, "pink", "8", "pinknoise",
                                              level_dbfs=-20))):
-        frames = content_frames(audio)
+        frames, rows = content_frames(audio)
+        reference_rows = reference_tonal_rows(audio)
+        assert rows.shape == reference_rows.shape == (len(frames), 4)
+        # the core's float FFT against numpy's doubles: a bin within a hair of its neighbour or
+        # of the threshold may tip, and a peak tipped changes the stability of the next two
+        same = np.all(rows[:, 1:3] == reference_rows[:, 1:3], axis=1)
+        assert same.mean() >= 0.99, (name, same.mean())
+        np.testing.assert_allclose(rows[:, 0], reference_rows[:, 0], rtol=1e-3, atol=1e-9)
         ends = range(span, len(frames), span // 2)
         assert len(ends) >= 2
         for end in ends:
-            window = frames[end - span: end]
-            ours, theirs = window_features(window, rate), reference_features(window, rate)
-            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-9)
-            kinds.setdefault(name, []).append((model.classify(ours), model.classify(theirs)))
+            window, tonal = frames[end - span: end], rows[end - span: end]
+            ours = window_features(window, rate, tonal)
+            theirs = np.concatenate([reference_features(window, rate),
+                                     reference_tonal_features(reference_rows[end - span: end])])
+            spectral = len(SPECTRAL_FEATURES)  # what the shipped weights read
+            np.testing.assert_allclose(ours[:spectral], theirs[:spectral], rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(ours[spectral:], theirs[spectral:], atol=0.01)
+            kinds.setdefault(name, []).append((model.classify(ours[:spectral]),
+                                               model.classify(theirs[:spectral])))
     for name, pairs in kinds.items():
         assert all(a == b for a, b in pairs), (name, pairs)
         assert sum(a == name for a, _ in pairs) >= len(pairs) / 2, (name, pairs)
@@ -109,4 +165,28 @@ def test_real_speech_music_and_noise_give_the_reference_s_features_and_class(tmp
 ])
 def test_bad_frames_are_refused_with_what_is_wrong(frames, rate, match):
     with pytest.raises(ValueError, match=match):
-        window_features(frames, rate)
+        _core.content_features(frames, rate)
+
+
+@pytest.mark.parametrize("rows, match", [
+    (np.zeros((0, 4), np.float32), "at least one frame"),
+    (np.zeros((5, 3), np.float32), "frames, 4"),
+    (np.full((5, 4), np.inf, np.float32), "not finite"),
+])
+def test_bad_tonal_rows_are_refused_with_what_is_wrong(rows, match):
+    with pytest.raises(ValueError, match=match):
+        _core.tonal_features(rows)
+
+
+def test_tonal_rows_are_turned_on_before_the_first_frame_and_popped_with_the_frames():
+    frontend = OnlineLogMel(content_options(RATE))
+    assert not frontend.tonal_kept and frontend.pop_tonal().shape == (0, 4)
+    frontend.accept_waveform(np.zeros(RATE, np.float32))
+    with pytest.raises(RuntimeError, match="before the first frame"):
+        frontend.keep_tonal()
+    frontend.reset()
+    frontend.keep_tonal()
+    frontend.accept_waveform(np.zeros(RATE, np.float32))
+    frames, rows = frontend.pop(), frontend.pop_tonal()
+    assert len(rows) == len(frames) > 0 and not rows.any()  # silence: no power, no peaks
+    assert frontend.pop_tonal().shape == (0, 4)
