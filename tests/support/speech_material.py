@@ -10,7 +10,9 @@ detector's tests (streamtag.engine.speech).
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,6 +67,7 @@ def silero_wheel() -> Path:
     """silero-vad's wheel, downloaded once per test session with ``pip download --no-deps``
     (its torch requirement is not followed); skips when pip cannot reach PyPI."""
     folder = Path(tempfile.mkdtemp(prefix="streamtag-test-silero-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # gone with the test process
     done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                            "--only-binary=:all:", "--dest", str(folder), SILERO],
                           capture_output=True, text=True, timeout=300)
