@@ -6,7 +6,8 @@ packages and prints its confusion on material held out from the fit.
         festvox-kallpc16k alsa-utils sox
     apt-get install 0ad-data supertuxkart-data wesnoth-1.16-data widelands-data \
         lincity-ng-data foobillardplus-data tuxpaint-stamps-default   # recorded ambience
-    python benchmarks/content_fit.py [--cache DIR] [--write] [--ambience] [--hidden N] [--tonal]
+    python benchmarks/content_fit.py [--cache DIR] [--write] [--ambience] [--hidden N]
+    python benchmarks/content_fit.py --beside-detector [--cache DIR] [--write]
 
 Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 
@@ -29,8 +30,12 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 - tone: sines, squares and sawtooths from sox at frequencies apart between fit and evaluation;
 - the fit's speech again over its noise and music (``mixtures``), as speech.
 
-``--tonal`` fits on the three tonal features too (``TONAL_FEATURES``: stable spectral peaks at
-the FFT's resolution, csrc/tonal_peaks.h), which the served tracker then computes.
+``--beside-detector`` fits the weights served beside the speech detector
+(``DETECTOR_WEIGHTS_FILE``): on the ten features, the three tonal ones (stable spectral peaks at
+the FFT's resolution, csrc/tonal_peaks.h) and the pulse of the last 10 s (csrc/content_features.h),
+with the fitted ambience, music weighted twice, 24 units and a larger penalty (1e-3), the
+choice measured on the held-out material (docs/models.md, "Content"). Its figures that count
+are the "no speech" ones: the detector decides speech there.
 
 ``--write`` stores the fitted weights; without it only the confusion is printed. The fit is
 a network of sixteen tanh units (``--hidden``; numpy, full-batch Adam from a fixed seed, a
@@ -57,7 +62,9 @@ import numpy as np
 from streamtag.audio.files import load_audio
 from streamtag.engine.content import (
     CLASSES,
+    DETECTOR_WEIGHTS_FILE,
     FEATURES,
+    PULSE_S,
     SPECTRAL_FEATURES,
     WEIGHTS_FILE,
     ContentModel,
@@ -326,30 +333,37 @@ def mixtures(items: list) -> list:
     return out
 
 
-def windows(audio: np.ndarray, tonal: bool = False) -> np.ndarray:
+def windows(audio: np.ndarray, extended: bool = False) -> np.ndarray:
     """Feature rows of the 3-s windows of ``audio``, one a second: the ten spectral features,
-    and the three tonal ones after them with ``tonal``."""
+    and with ``extended`` the tonal ones and the pulse after them (``FEATURES``), as the
+    tracker computes them (the pulse over the last ``PULSE_S`` up to each window's end, or
+    what there is of it)."""
     options = content_options(RATE)
     frontend = OnlineLogMel(options)
-    frontend.keep_tonal(tonal)
+    frontend.keep_tonal(extended)
     frontend.accept_waveform(audio)
     frontend.input_finished()
-    frames, rows = frontend.pop(), frontend.pop_tonal() if tonal else None
+    frames, rows = frontend.pop(), frontend.pop_tonal() if extended else None
     rate = RATE / options.hop_length
-    width, hop = round(WINDOW_S * rate), round(HOP_S * rate)
-    out = [window_features(frames[end - width: end], rate,
-                           None if rows is None else rows[end - width: end])
+    width, hop, pulse = round(WINDOW_S * rate), round(HOP_S * rate), round(PULSE_S * rate)
+    out = [window_features(frames[end - width: end], rate)
+           if rows is None else
+           window_features(frames[end - width: end], rate, rows[end - width: end],
+                           frames[max(0, end - pulse): end])
            for end in range(width, len(frames) + 1, hop)]
-    return np.array(out).reshape(-1, len(FEATURES if tonal else SPECTRAL_FEATURES))
+    return np.array(out).reshape(-1, len(FEATURES if extended else SPECTRAL_FEATURES))
 
 
 def fit(x: np.ndarray, y: np.ndarray, classes: int, hidden: int = 16, l2: float = 1e-4,
-        steps: int = 4000, lr: float = 0.01, seed: int = 0) -> ContentModel:
-    """Sixteen tanh units and a softmax, each class weighted equally, full-batch Adam."""
+        steps: int = 4000, lr: float = 0.01, seed: int = 0,
+        class_weights: tuple[float, ...] | None = None) -> ContentModel:
+    """Sixteen tanh units and a softmax, each class weighted equally (or by
+    ``class_weights``, in ``CLASSES`` order), full-batch Adam."""
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     z = (x - mean) / scale
     counts = np.bincount(y, minlength=classes)
-    weight = (len(y) / (classes * counts))[y][:, None] / len(y)
+    weight = (len(y) / (classes * counts) * np.asarray(class_weights or [1.0] * classes)
+              )[y][:, None] / len(y)
     onehot = np.eye(classes)[y]
     rng = np.random.default_rng(seed)
     params = [rng.standard_normal((z.shape[1], hidden)) / np.sqrt(z.shape[1]), np.zeros(hidden),
@@ -384,18 +398,21 @@ def main() -> int:
     parser.add_argument("--ambience", action="store_true",
                         help="fit the noise class on FIT_AMBIENCE's recordings too")
     parser.add_argument("--hidden", type=int, default=16, help="tanh units")
-    parser.add_argument("--tonal", action="store_true",
-                        help="read the three tonal features too (TONAL_FEATURES)")
+    parser.add_argument("--beside-detector", action="store_true",
+                        help=f"fit the weights served beside the speech detector "
+                             f"({DETECTOR_WEIGHTS_FILE}): all FEATURES, the ambience fitted")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    items = material(args.cache, args.ambience)
+    detector = args.beside_detector
+    items = material(args.cache, args.ambience or detector)
     rows: dict[str, list] = {"fit": [], "held": []}
     for kind, split, name, audio in items:
-        feats = windows(audio, args.tonal)
+        feats = windows(audio, detector)
         rows[split].append((kind, name, feats))
     x = np.concatenate([f for _, _, f in rows["fit"]])
     y = np.concatenate([[CLASSES.index(k)] * len(f) for k, _, f in rows["fit"]])
-    model = fit(x, y, len(CLASSES), hidden=args.hidden)
+    model = (fit(x, y, len(CLASSES), hidden=24, l2=1e-3, class_weights=(2.0, 1.0, 1.0, 1.0))
+             if detector else fit(x, y, len(CLASSES), hidden=args.hidden))
     for split in ("fit", "held"):
         print(f"\n{split}: rows are the truth, columns the classifier's windows")
         print(f"{'':8}" + "".join(f"{c:>8}" for c in CLASSES) + "   correct")
@@ -444,13 +461,14 @@ def main() -> int:
     noise = [a for k, sp, n, a in items if n == "pink noise -18 dBFS"][0]
     for name, bed in (("music", music), ("pink noise", noise)):
         for snr in (20, 10, 0, -10):
-            got = np.argmax(model.probabilities(windows(mix(speech, bed, snr), args.tonal)),
+            got = np.argmax(model.probabilities(windows(mix(speech, bed, snr), detector)),
                             axis=1)
             counts = np.bincount(got, minlength=len(CLASSES)) / len(got)
             print(f"  speech {snr:+d} dB over {name:10}: " + ", ".join(
                 f"{c} {v:.0%}" for c, v in zip(CLASSES, counts, strict=True)))
     if args.write:
-        out = Path(__file__).resolve().parent.parent / "streamtag" / "engine" / WEIGHTS_FILE
+        out = Path(__file__).resolve().parent.parent / "streamtag" / "engine" / (
+            DETECTOR_WEIGHTS_FILE if detector else WEIGHTS_FILE)
         out.write_text(model.to_json())
         print(f"\nwrote {out}")
     return 0

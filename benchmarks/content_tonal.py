@@ -1,7 +1,7 @@
 """Recorded ambience against music: the content network's ten features alone, and beside the
-three tonal ones (csrc/tonal_peaks.h, as the served tracker computes them), in a music-or-noise
-check on the material of benchmarks/content_fit.py (its packages installed as its docstring
-says).
+three tonal ones and the pulse (csrc/tonal_peaks.h, csrc/content_features.h, as the tracker
+served beside the speech detector computes them), in a music-or-noise check on the material of
+benchmarks/content_fit.py (its packages installed as its docstring says).
 
     python benchmarks/content_tonal.py [--cache DIR]
 
@@ -11,7 +11,8 @@ frames (64 mel bands) are too coarse to tell. Per frame of the content frontend'
 points every 32 ms at 16 kHz), the peaks between 100 Hz and 5 kHz that stand over their two
 neighbours each side and 10 dB over the band's median; a peak is stable when the two frames
 before it hold a peak within a bin of it. Per 3-s window: the share of the band's power in
-stable peaks, stable peaks per frame, and their share of all peaks.
+stable peaks, stable peaks per frame, and their share of all peaks. And the pulse: over the last
+10 s, the strongest autocorrelation of the onset envelope at lags of 0.3-1.5 s (a beat).
 
 The fit and held-out split is content_fit.py's (every other music piece; the ambience of
 ``FIT_AMBIENCE`` fitted, ``HELD_AMBIENCE`` held out; sox noise at the fit's and the held-out
@@ -66,27 +67,27 @@ def main() -> int:
     for kind, part, name, audio in items:
         if len(audio) < (cf.WINDOW_S + 1) * cf.RATE:
             continue
-        x = cf.windows(audio, tonal=True)
+        x = cf.windows(audio, extended=True)
         rows.append(x)
         noise += [kind == "noise"] * len(x)
         split += [part] * len(x)
         source += [cf.source_of(kind, name)] * len(x)
         piece += [f"{kind}: {name}"] * len(x)
-    x13 = np.concatenate(rows)
+    x14 = np.concatenate(rows)
     y, fitted = np.array(noise), np.array(split) == "fit"
     named, pieces = np.array(source), np.array(piece)
     shares = {}
-    for label, x in (("ten", x13[:, :SPECTRAL]), ("thirteen", x13)):
+    for label, x in (("ten", x14[:, :SPECTRAL]), ("fourteen", x14)):
         model = make_pipeline(StandardScaler(), MLPClassifier(
             (16,), activation="tanh", alpha=1e-3, max_iter=3000, random_state=0))
         model.fit(x[fitted], y[fitted])
         shares[label] = model.predict_proba(x)[:, 1]
-    print("| held-out source | windows | ten features: noise | at 95 % | with the tonal three: "
-          "noise | at 95 % |")
+    print("| held-out source | windows | ten features: noise | at 95 % | with the tonal three and "
+          "the pulse: noise | at 95 % |")
     print("|---|---|---|---|---|---|")
     for src in sorted(set(named[~fitted])):
         held = (named == src) & ~fitted
-        cells = [f"{np.mean(shares[k][held] > t):.0%}" for k in ("ten", "thirteen")
+        cells = [f"{np.mean(shares[k][held] > t):.0%}" for k in ("ten", "fourteen")
                  for t in (0.5, 0.95)]
         print(f"| {src} | {held.sum()} | " + " | ".join(cells) + " |")
     print("\nheld-out music pieces with a tenth of their windows or more called noise:")

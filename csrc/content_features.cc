@@ -155,4 +155,42 @@ void ContentFeatures(const float *frames_db, int64_t frames, int64_t bands, doub
   MeanStd(centroid, &loud, &unused, &out[8]);
 }
 
+double ContentPulse(const float *frames_db, int64_t frames, int64_t bands, double frame_rate) {
+  if (frames < 2 || bands < 1) {
+    throw std::invalid_argument("the pulse needs at least 2 frames of at least 1 band");
+  }
+  if (!(frame_rate > 0) || !std::isfinite(frame_rate)) {
+    throw std::invalid_argument("frame_rate must be a positive number of frames a second");
+  }
+  const int64_t n = frames - 1;
+  std::vector<double> e(size_t(n), 0.0);
+  double mean = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const float *before = frames_db + t * bands, *x = before + bands;
+    double rise = 0;
+    for (int64_t b = 0; b < bands; ++b) {
+      if (!std::isfinite(x[b]) || !std::isfinite(before[b])) {
+        throw std::invalid_argument("content frames must be finite dB");
+      }
+      rise += std::max(0.0, double(x[b]) - double(before[b]));
+    }
+    e[t] = rise / double(bands);
+    mean += e[t];
+  }
+  mean /= double(n);
+  for (double &v : e) v -= mean;
+  const int64_t lo = std::llround(kPulseMinSeconds * frame_rate);
+  const int64_t hi = std::min<int64_t>(std::llround(kPulseMaxSeconds * frame_rate), n / 2);
+  double r0 = 0;
+  for (double v : e) r0 += v * v;
+  if (hi < lo || !(r0 > 0)) return 0.0;
+  double best = -1.0;
+  for (int64_t lag = lo; lag <= hi; ++lag) {
+    double r = 0;
+    for (int64_t t = 0; t + lag < n; ++t) r += e[t] * e[t + lag];
+    best = std::max(best, r / r0);
+  }
+  return best;
+}
+
 }  // namespace streamtag

@@ -41,6 +41,18 @@ constexpr double kPauseBelowMedianDb = 15.0;
 void ContentFeatures(const float *frames_db, int64_t frames, int64_t bands, double frame_rate,
                      double *out);
 
+// The pulse of a longer span of frames (the content tracker's last kPulseSeconds): the onset
+// envelope e[t] = the mean over bands of max(x[t] - x[t-1], 0) for t = 1 .. frames - 1, less its
+// mean, and the largest of its autocorrelations r[L] / r[0] at lags of kPulseMinSeconds to
+// kPulseMaxSeconds (at most half the envelope's length): a beat repeats its onsets at one lag,
+// rain, a crowd or traffic at none. 0 where that range holds no lag or the envelope is flat.
+// Throws std::invalid_argument unless frames >= 2, bands >= 1, frame_rate > 0 and every value
+// is finite.
+constexpr double kPulseSeconds = 10.0;
+constexpr double kPulseMinSeconds = 0.3;
+constexpr double kPulseMaxSeconds = 1.5;
+double ContentPulse(const float *frames_db, int64_t frames, int64_t bands, double frame_rate);
+
 }  // namespace streamtag
 
 #endif  // STREAMTAG_CONTENT_FEATURES_H_

@@ -148,6 +148,10 @@ CONTENT_FEATURES: tuple[str, ...]
 
 def content_features(frames_db: _Floats, frame_rate: float) -> npt.NDArray[np.float64]: ...
 
+PULSE_SECONDS: float
+
+def content_pulse(frames_db: _Floats, frame_rate: float) -> float: ...
+
 TONAL_FEATURES: tuple[str, ...]
 TONAL_ROW_SIZE: int
 

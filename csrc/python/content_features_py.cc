@@ -30,6 +30,22 @@ void BindContentFeatures(py::module_ &m) {
       py::arg("frames_db"), py::arg("frame_rate"),
       "The content classifier's features (CONTENT_FEATURES) of one window's frames (frames x "
       "bands, dB power) at frame_rate frames a second.");
+  m.attr("PULSE_SECONDS") = kPulseSeconds;
+  m.def(
+      "content_pulse",
+      [](const FloatArray &frames_db, double frame_rate) {
+        if (frames_db.ndim() != 2) {
+          throw std::invalid_argument("frames_db must be a 2-D array (frames, bands) of dB");
+        }
+        const float *data = frames_db.data();
+        const int64_t frames = frames_db.shape(0), bands = frames_db.shape(1);
+        py::gil_scoped_release release;
+        return ContentPulse(data, frames, bands, frame_rate);
+      },
+      py::arg("frames_db"), py::arg("frame_rate"),
+      "The pulse of a span of content frames (frames x bands, dB power; the last PULSE_SECONDS "
+      "of a stream): the strongest autocorrelation of their onset envelope at lags of 0.3-1.5 "
+      "s, 0 without one.");
 }
 
 }  // namespace python

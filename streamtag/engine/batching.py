@@ -42,7 +42,7 @@ from streamtag.engine.config import (
     MoodConfig,
     SmoothingConfig,
 )
-from streamtag.engine.content import SPEECH, ContentModel, ContentTracker
+from streamtag.engine.content import SPEECH, ContentNetworks, ContentTracker
 from streamtag.engine.health import SilenceEvent
 from streamtag.engine.mood import MoodPlan, MoodTable
 from streamtag.engine.plan import ServingPlan
@@ -282,7 +282,7 @@ class Engine:
         model store where installed, else the content network (and a warning says so)."""
         self.config = config or EngineConfig()
         self.content = content or ContentConfig()
-        self._content_model = ContentModel.load() if self.content.enabled else None
+        self._content_model = ContentNetworks.load() if self.content.enabled else None
         self._speech = None
         if self.content.enabled:
             self._speech = speech or SpeechPlan.installed()

@@ -23,9 +23,11 @@ model's frontend is) and decides each scored window's content:
   keeps its level; noise is flat and stable in spectrum. The weights
   (``content_weights.json`` beside this file) are fitted by ``benchmarks/content_fit.py`` on
   audio from Debian packages; docs/models.md ("Content") has the material and the confusion.
-  Weights fitted with ``--tonal`` read three more features, of the peaks at the FFT's
-  resolution (``TONAL_FEATURES``: a crowd's, traffic's or an animal's come and go where a held
-  note's stay); the tracker then keeps them, and costs more.
+  Beside the speech detector other weights are served (``DETECTOR_WEIGHTS_FILE``, fitted with
+  recorded ambience as noise): they read four more features, three of the spectral peaks at
+  the FFT's resolution (``TONAL_FEATURES``: a crowd's, traffic's or an animal's come and go
+  where a held note's stay) and the pulse of the last ``PULSE_S`` (a beat repeats, rain does
+  not), and the tracker keeps what they need (``ContentNetworks``).
 
 Speech over a music bed is speech to the detector where the voice is as loud as the music or
 louder, and mostly music where it is 10 dB under; to the network whichever is louder (on equal
@@ -54,7 +56,10 @@ MUSIC, SPEECH, SILENCE, TONE, NOISE = "music", "speech", "silence", "tone", "noi
 CONTENT_KINDS = (MUSIC, SPEECH, SILENCE, TONE, NOISE)
 # The classes the classifier tells apart (silence comes from the level alone).
 CLASSES = (MUSIC, SPEECH, NOISE, TONE)
+# The network's weights where it decides speech too (no speech detector installed), and
+# beside the speech detector, where it tells music, noise and tones apart and reads more
 WEIGHTS_FILE = "content_weights.json"
+DETECTOR_WEIGHTS_FILE = "content_weights_detector.json"
 # The frontend's frames per second at any rate (hop 512 at 16 kHz): 4-Hz syllables need 8.
 FRAME_S = 0.032
 # Features are taken over at most this much of a window's end: the modulation spectrum's
@@ -65,14 +70,16 @@ MIN_FRAMES = 16  # fewer frames than this (a window under half a second): no dec
 # the windows between take the last one's. At the usual one-second hop every other window is
 # classified, which halves the cost; windows of three seconds still leave no audio unheard.
 DECISION_S = 1.5
-# The mel frames' ten (csrc/content_features.h), which the shipped weights read, then the FFT's
-# tonal three (csrc/tonal_peaks.h), which weights fitted with them (content_fit.py --tonal) read
-# too: FEATURES are all of them, and a weights file names the ten or all.
+# The mel frames' ten (csrc/content_features.h), then the FFT's tonal three (csrc/tonal_peaks.h)
+# and the pulse of the last PULSE_S (content_features.h): FEATURES are all of them, and a
+# weights file names the ten (WEIGHTS_FILE) or all (DETECTOR_WEIGHTS_FILE).
 SPECTRAL_FEATURES = ("mod4_share", "low_energy_share", "flux_mean", "flux_cv", "flatness_mean",
                      "flatness_std", "peak_persistence", "level_std_db", "centroid_std",
                      "pause_share")
 TONAL_FEATURES = ("stable_power_share", "stable_peaks", "stable_peak_share")
-FEATURES = SPECTRAL_FEATURES + TONAL_FEATURES
+PULSE_FEATURES = ("pulse",)
+FEATURES = SPECTRAL_FEATURES + TONAL_FEATURES + PULSE_FEATURES
+PULSE_S = float(_core.PULSE_SECONDS)  # the pulse reads this much of the stream, where it has it
 
 
 def content_options(sample_rate: float) -> LogMelOptions:
@@ -85,10 +92,12 @@ def content_options(sample_rate: float) -> LogMelOptions:
 
 
 def window_features(frames_db: np.ndarray, frame_rate: float,
-                    tonal_rows: np.ndarray | None = None) -> np.ndarray:
+                    tonal_rows: np.ndarray | None = None,
+                    pulse_frames: np.ndarray | None = None) -> np.ndarray:
     """The ``SPECTRAL_FEATURES`` of one window's content frames ``(T, 64)`` (dB power per mel
-    band), and the ``TONAL_FEATURES`` after them where their tonal rows ``(T, 4)``
-    (``OnlineLogMel.pop_tonal``) are given, computed by the C++ core
+    band); where their tonal rows ``(T, 4)`` (``OnlineLogMel.pop_tonal``) and the frames of
+    the last ``PULSE_S`` up to the window's end are given, the ``TONAL_FEATURES`` and the
+    pulse after them. Computed by the C++ core
     (csrc/content_features.h and csrc/tonal_peaks.h say each; the numpy forms in
     tests/engine/test_content_features.py are the references they are tested against):
 
@@ -105,14 +114,17 @@ def window_features(frames_db: np.ndarray, frame_rate: float,
       of 100 Hz-5 kHz (over two bins each side, 10 dB over the band's median) that the two
       frames before held within a bin: their share of the band's power, how many a frame, and
       their share of all peaks. A held note keeps its peak; a crowd, rain, traffic, a machine
-      or an animal call have peaks that come and go, which the mel bands are too coarse to see.
+      or an animal call have peaks that come and go, which the mel bands are too coarse to see;
+    - pulse: the strongest autocorrelation of the onset envelope of the last ``PULSE_S`` at
+      lags of 0.3-1.5 s: a beat repeats, rain, a crowd or traffic do not.
 
     Frames within 40 dB of the window's loudest decide the shape features: the rest is the
     floor between words, where the spectrum is whatever the noise is."""
     spectral = _core.content_features(frames_db, frame_rate)
-    if tonal_rows is None:
+    if tonal_rows is None or pulse_frames is None:
         return spectral
-    return np.concatenate([spectral, _core.tonal_features(tonal_rows)])
+    return np.concatenate([spectral, _core.tonal_features(tonal_rows),
+                           [_core.content_pulse(pulse_frames, frame_rate)]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +142,12 @@ class ContentModel:
     bias: np.ndarray  # (classes,)
 
     @classmethod
-    def load(cls, text: str | None = None) -> ContentModel:
-        """The shipped weights (``content_weights.json``), or those in ``text``."""
+    def load(cls, text: str | None = None, *, beside_detector: bool = False) -> ContentModel:
+        """The shipped weights (``WEIGHTS_FILE``; ``DETECTOR_WEIGHTS_FILE`` for
+        ``beside_detector``), or those in ``text``."""
         if text is None:
-            text = resources.files("streamtag.engine").joinpath(WEIGHTS_FILE).read_text()
+            name = DETECTOR_WEIGHTS_FILE if beside_detector else WEIGHTS_FILE
+            text = resources.files("streamtag.engine").joinpath(name).read_text()
         data = json.loads(text)
         arrays = [np.asarray(data[name], np.float64) for name in
                   ("mean", "scale", "hidden_weights", "hidden_bias", "weights", "bias")]
@@ -141,14 +155,14 @@ class ContentModel:
         if model.features not in (SPECTRAL_FEATURES, FEATURES) \
                 or set(model.classes) != set(CLASSES):
             raise ConfigError(f"{WEIGHTS_FILE} was fitted for features {model.features} and "
-                              f"classes {model.classes}, not {SPECTRAL_FEATURES} (and "
-                              f"optionally {TONAL_FEATURES}) and {CLASSES}: refit it with "
+                              f"classes {model.classes}, not {SPECTRAL_FEATURES} (or "
+                              f"{FEATURES}) and {CLASSES}: refit it with "
                               f"benchmarks/content_fit.py")
         return model
 
     @property
-    def tonal(self) -> bool:
-        """Whether the weights read the tonal features too."""
+    def extended(self) -> bool:
+        """Whether the weights read the tonal features and the pulse too."""
         return self.features == FEATURES
 
     def to_json(self) -> str:
@@ -176,6 +190,24 @@ class ContentModel:
         if not speech:
             probs = np.where(np.array(self.classes) == SPEECH, -1.0, probs)
         return self.classes[int(np.argmax(probs))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentNetworks:
+    """The shipped weights for each way speech is decided: ``alone`` where the network decides
+    speech too (no speech detector installed), ``beside_detector`` where silero-vad's detector
+    decides it and the network tells music, noise and tones apart."""
+
+    alone: ContentModel
+    beside_detector: ContentModel
+
+    @classmethod
+    def load(cls) -> ContentNetworks:
+        return cls(ContentModel.load(), ContentModel.load(beside_detector=True))
+
+    def network(self, detector: bool) -> ContentModel:
+        """The weights for streams whose speech the ``detector`` decides (or not)."""
+        return self.beside_detector if detector else self.alone
 
 
 def window_kind(rms_dbfs: float | None, peak_dbfs: float | None, onsets: int | None,
@@ -206,14 +238,18 @@ class ContentTracker:
         self.speech = speech
         self.options = content_options(sample_rate)
         self.frontend = OnlineLogMel(self.options)
-        if model.tonal:
+        if model.extended:
             self.frontend.keep_tonal()
         self.frame_rate = sample_rate / self.options.hop_length
         self.span = max(MIN_FRAMES, round(MAX_SPAN_S * self.frame_rate))
+        # the pulse's frames (where the weights read it), reaching back before the window
+        self.pulse_span = round(PULSE_S * self.frame_rate) if model.extended else 0
         # room for the longest span and the frames that arrive with one chunk of audio
-        self.ring = FrameRing(4 * self.span, self.options.n_mels)
+        self.ring = FrameRing(max(self.span, self.pulse_span) + 3 * self.span,
+                              self.options.n_mels)
         # the tonal rows, in step with the frames, where the weights read them
-        self.tonal = FrameRing(4 * self.span, _core.TONAL_ROW_SIZE) if model.tonal else None
+        self.tonal = (FrameRing(self.ring.capacity, _core.TONAL_ROW_SIZE)
+                      if model.extended else None)
         self.sample_offset = sample_offset  # stream sample of this frontend's sample 0
         self.every = round(DECISION_S * sample_rate)
         self._last: tuple[int, str] | None = None  # (end sample, class) of the last decision
@@ -228,7 +264,7 @@ class ContentTracker:
 
     def _push(self, frames: np.ndarray) -> None:
         tonal = self.frontend.pop_tonal() if self.tonal is not None else None
-        room = self.ring.capacity - self.span
+        room = self.ring.capacity - max(self.span, self.pulse_span)
         for i in range(0, len(frames), room):
             self.ring.push(frames[i: i + room])
             if self.tonal is not None and tonal is not None:
@@ -255,5 +291,9 @@ class ContentTracker:
     def _features(self, first: int, end: int) -> np.ndarray:
         """The features the weights read of frames ``[first, end)``."""
         frames = self.ring.window(end, end - first)
-        tonal = self.tonal.window(end, end - first) if self.tonal is not None else None
-        return window_features(frames, self.frame_rate, tonal)
+        if self.tonal is None:
+            return window_features(frames, self.frame_rate)
+        kept = max(0, self.ring.end_index - self.ring.capacity)
+        pulse = self.ring.window(end, end - max(end - self.pulse_span, kept))
+        return window_features(frames, self.frame_rate, self.tonal.window(end, end - first),
+                               pulse)

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 
 from streamtag.engine.config import CPU_MAX_BATCH, EngineConfig
-from streamtag.engine.content import ContentModel, ContentTracker
+from streamtag.engine.content import ContentModel, ContentNetworks, ContentTracker
 from streamtag.engine.mood import MoodPlan, MoodTable
 from streamtag.engine.speech import SpeechPlan, SpeechTrack
 from streamtag.model.inference import InferenceModel, cheapest_batch
@@ -30,7 +30,7 @@ __all__ = ["ContentPlan", "ServingPlan"]
 class ContentPlan:
     """What telling music from speech, noise and tones needs for one model's streams."""
 
-    model: ContentModel
+    model: ContentModel  # the network's weights for the way speech is decided
     sample_rate: float  # the serving model's: streams arrive at its rate
     speech: SpeechPlan  # who decides speech: silero-vad where installed, else the network
 
@@ -56,16 +56,18 @@ class ServingPlan:
 
     @classmethod
     def decide(cls, model: InferenceModel, config: EngineConfig, moods: MoodTable | None,
-               content: ContentModel | None, speech: SpeechPlan | None = None) -> ServingPlan:
+               content: ContentNetworks | None,
+               speech: SpeechPlan | None = None) -> ServingPlan:
         """The plan for ``model`` under ``config``, with ``moods`` and ``content`` the tables
         of what is turned on (None: off) and ``speech`` who decides speech (None: the
         detector in the model store, where installed)."""
         hop = _hop(model, config)
+        speech = speech or SpeechPlan.installed()
         return cls(
             batch_limit=_batch_limit(model, config), hop=hop, reuse=_reuse(model, config, hop),
             mood=None if moods is None else moods.plan(model.tags, model.thresholds),
             content=None if content is None else ContentPlan(
-                content, model.sample_rate, speech or SpeechPlan.installed()))
+                content.network(speech.detector is not None), model.sample_rate, speech))
 
 
 def _batch_limit(model: InferenceModel, config: EngineConfig) -> int:

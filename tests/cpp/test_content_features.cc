@@ -67,9 +67,33 @@ void TestErrors() {
                                      "a NaN");
 }
 
+void TestPulse() {
+  // a frame rate of 10: lags 3 to 15 frames. Onsets every 5 frames: a beat at lag 5.
+  const int bands = 4, frames = 100;
+  std::vector<float> beat(bands * frames, -40.0f), flat(bands * frames, -40.0f);
+  for (int t = 0; t < frames; t += 5) {
+    for (int b = 0; b < bands; ++b) beat[t * bands + b] = -10.0f;
+  }
+  const double pulse = ContentPulse(beat.data(), frames, bands, 10.0);
+  Check(pulse > 0.8, "onsets every half second: a strong pulse, got " + std::to_string(pulse));
+  Check(ContentPulse(flat.data(), frames, bands, 10.0) == 0.0, "a steady spectrum: no pulse");
+  std::vector<float> noise = Noise(bands * frames, 5);
+  for (float &v : noise) v = v * 30.0f - 40.0f;
+  Check(ContentPulse(noise.data(), frames, bands, 10.0) < 0.4, "random frames: a weak pulse");
+  Check(ContentPulse(beat.data(), 5, bands, 10.0) == 0.0, "too few frames for any lag: 0");
+  CheckThrows<std::invalid_argument>([&] { ContentPulse(beat.data(), 1, bands, 10.0); },
+                                     "one frame");
+  CheckThrows<std::invalid_argument>([&] { ContentPulse(beat.data(), frames, bands, 0.0); },
+                                     "a frame rate of 0");
+  beat[7] = NAN;
+  CheckThrows<std::invalid_argument>([&] { ContentPulse(beat.data(), frames, bands, 10.0); },
+                                     "a NaN");
+}
+
 }  // namespace
 
 int main() {
+  TestPulse();
   TestSteadyFlatFrames();
   TestAHeldPeakPersists();
   TestSyllablesModulateAtFourHertz();

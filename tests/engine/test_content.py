@@ -34,9 +34,9 @@ from streamtag.daemon.config import SourceConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.config import ContentConfig, SmoothingConfig
 from streamtag.engine.content import (
-    CLASSES,
     CONTENT_KINDS,
     FEATURES,
+    PULSE_S,
     SPECTRAL_FEATURES,
     ContentModel,
     ContentTracker,
@@ -56,10 +56,18 @@ from tests.scenarios.test_silence_history import record_file
 CHUNK = 4000  # samples fed at a time, as a source's blocks come
 
 
-def window_kinds(audio: np.ndarray, window_s: float = 3.0, hop_s: float = 1.0) -> list:
+# The two shipped networks: where it decides speech too (no detector installed), and beside the
+# speech detector, where it decides music, noise and tones (the detector's speech aside)
+NETWORKS = [pytest.param(False, id="alone"), pytest.param(True, id="beside-detector")]
+
+
+def window_kinds(audio: np.ndarray, window_s: float = 3.0, hop_s: float = 1.0,
+                 beside_detector: bool = False) -> list:
     """The classifier's class of each window of ``audio``, fed in chunks as the engine does,
-    each window classified once the chunk holding its end has been fed."""
-    tracker = ContentTracker(ContentModel.load(), RATE)
+    each window classified once the chunk holding its end has been fed; ``beside_detector``:
+    with the weights served beside the speech detector, the network's speech left out."""
+    tracker = ContentTracker(ContentModel.load(beside_detector=beside_detector), RATE,
+                             speech=not beside_detector)
     width, hop = round(window_s * RATE), round(hop_s * RATE)
     ends = iter(range(width, len(audio) + 1, hop))
     end = next(ends, None)
@@ -106,32 +114,38 @@ def test_speech_held_out_from_the_fit_is_speech(folder, make):
     pytest.param(lambda f: held_out_song("chaos_god", 40, 30), id="death-metal"),
     pytest.param(lambda f: held_out_song("mutilated_mime", 40, 60), id="metal"),
 ])
-def test_music_held_out_from_the_fit_is_music(folder, make):
-    kinds = window_kinds(make(folder))
-    # measured: 99.7 % of all held-out music windows, the worst piece 97 % (docs/models.md)
-    assert share(kinds, "music") >= 0.9, collections.Counter(kinds)
+@pytest.mark.parametrize("beside_detector", NETWORKS)
+def test_music_held_out_from_the_fit_is_music(folder, make, beside_detector):
+    kinds = window_kinds(make(folder), beside_detector=beside_detector)
+    # measured: 99.7 % of all held-out music windows, the worst piece 97 %; beside the
+    # detector 96-99 % per source, the worst of these pieces 89 % (singularity-music's ambient
+    # Enemy Unknown: noise in its first windows, before the pulse has 10 s to read, and in two
+    # quiet passages; docs/models.md)
+    assert share(kinds, "music") >= (0.85 if beside_detector else 0.9), collections.Counter(kinds)
 
 
-def test_noise_and_tones_are_neither_music_nor_speech(folder):
-    alsa_noise = window_kinds(sox_signal(folder, "alsa", "8", "pinknoise", level_dbfs=-20))
-    brown = window_kinds(sox_signal(folder, "brown", "8", "brownnoise", level_dbfs=-30))
-    sine = window_kinds(sox_signal(folder, "sine", "8", "sine", "250", level_dbfs=-12))
+@pytest.mark.parametrize("beside_detector", NETWORKS)
+def test_noise_and_tones_are_neither_music_nor_speech(folder, beside_detector):
+    def kinds(*args, **kw):
+        return window_kinds(sox_signal(folder, *args, **kw), beside_detector=beside_detector)
+    alsa_noise = kinds("alsa", "8", "pinknoise", level_dbfs=-20)
+    brown = kinds("brown", "8", "brownnoise", level_dbfs=-30)
+    sine = kinds("sine", "8", "sine", "250", level_dbfs=-12)
     assert share(alsa_noise, "noise") >= 0.9 and share(brown, "noise") >= 0.9
     assert share(sine, "tone") >= 0.9
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped network calls recorded ambience music; "
-                   "refitted on recorded ambience, with the tonal features too, it calls "
-                   "held-out ambient and death-metal pieces noise in 21-39 % of their windows "
-                   "(docs/models.md, 'Content')")
 @pytest.mark.parametrize("make", [
     pytest.param(sports_crowd, id="sports-crowd"),
     pytest.param(applause, id="applause"),
     pytest.param(farm_animals, id="farm-animals"),
 ])
-def test_recorded_crowds_applause_and_animals_are_noise(make):
+def test_recorded_crowds_applause_and_animals_are_noise_beside_the_detector(make):
+    """Where silero-vad decides speech (``streamtag models install music`` installs it), the
+    network served beside it calls recorded ambience noise: packages held out from its fit
+    (the ambience the network alone, fitted on synthesised material, calls music)."""
     require_ambience()
-    kinds = window_kinds(make())
+    kinds = window_kinds(make(), beside_detector=True)
     assert len(kinds) >= 10
     assert share(kinds, "noise") >= 0.8, collections.Counter(kinds)
     assert share(kinds, "music") <= 0.1 and share(kinds, "speech") <= 0.1
@@ -155,47 +169,40 @@ def test_the_kinds_are_the_protocols():
     assert CONTENT_KINDS == protocol.CONTENT_KINDS
 
 
-def tonal_model(seed: int = 0) -> ContentModel:
-    """Weights that read the tonal features too, as content_fit.py --tonal writes them (random:
-    what is checked is what the tracker feeds them)."""
-    rng = np.random.default_rng(seed)
-    f, h, c = len(FEATURES), 16, len(CLASSES)
-    return ContentModel(CLASSES, FEATURES, np.zeros(f), np.ones(f), rng.standard_normal((f, h)),
-                        np.zeros(h), rng.standard_normal((h, c)), np.zeros(c))
-
-
-def test_weights_that_read_the_tonal_features_get_them_as_offline_whatever_the_chunks():
-    """A tracker for weights fitted with the tonal features keeps the tonal rows beside the
-    frames, fed in the source's chunks, and gives each window the features the offline path
-    (content_fit.py) gives it from the whole signal; the shipped weights' tracker keeps none."""
+def test_the_detectors_network_gets_its_features_as_offline_whatever_the_chunks():
+    """The tracker of the weights served beside the detector keeps the tonal rows beside the
+    frames and the last PULSE_S of frames, fed in the source's chunks, and gives each window
+    the features the offline path (content_fit.py) gives it from the whole signal, the pulse
+    from what the stream has before it has PULSE_S; the other network's tracker keeps none."""
     rng = np.random.default_rng(3)
-    t = np.arange(12 * RATE) / RATE
-    audio = (0.2 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.6)
+    t = np.arange(16 * RATE) / RATE
+    audio = (0.2 * np.sin(2 * np.pi * 440 * t) * (t % 0.5 < 0.3)  # a held note, twice a second
              + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
-    model = ContentModel.load(tonal_model().to_json())
-    assert model.tonal and not ContentModel.load().tonal
+    model = ContentModel.load(beside_detector=True)
+    assert model.extended and model.features == FEATURES
+    assert not ContentModel.load().extended
     assert not ContentTracker(ContentModel.load(), RATE).frontend.tonal_kept
-    tracker = ContentTracker(model, RATE)
-    assert tracker.frontend.tonal_kept
+    tracker = ContentTracker(model, RATE, speech=False)
+    assert tracker.frontend.tonal_kept and tracker.pulse_span == round(PULSE_S * RATE / 512)
     frontend = OnlineLogMel(content_options(RATE))
     frontend.keep_tonal()
     frontend.accept_waveform(audio)
     frontend.input_finished()
     frames, rows = frontend.pop(), frontend.pop_tonal()
-    seen = 0
+    seen, span, pulse_span = 0, tracker.span, tracker.pulse_span
     for i in range(0, len(audio), 3001):
         tracker.accept(audio[i:i + 3001])
         end = tracker.ring.end_index
-        if end >= tracker.span:
-            ours = tracker._features(end - tracker.span, end)
-            offline = window_features(frames[end - tracker.span: end], tracker.frame_rate,
-                                      rows[end - tracker.span: end])
+        if end >= span:
+            ours = tracker._features(end - span, end)
+            offline = window_features(frames[end - span: end], tracker.frame_rate,
+                                      rows[end - span: end], frames[max(0, end - pulse_span): end])
             np.testing.assert_array_equal(ours, offline)
-            assert len(ours) == len(FEATURES)
             seen += 1
-    assert seen >= 20
-    assert ours[len(SPECTRAL_FEATURES)] > 0.1  # the held tone's stable peaks are there
-    assert tracker.classify(len(audio) - 3 * RATE, len(audio)) in CLASSES
+    assert seen >= 20 and len(ours) == len(FEATURES)
+    assert ours[len(SPECTRAL_FEATURES)] > 0.1  # the held note's stable peaks are there
+    assert ours[-1] > 0.5  # and its pulse
+    assert tracker.classify(len(audio) - 3 * RATE, len(audio)) == "music"
 
 
 def test_weights_for_other_features_are_refused_with_the_fix():

@@ -16,6 +16,7 @@ from streamtag.engine.content import (
     FEATURES,
     MAX_SPAN_S,
     MIN_FRAMES,
+    PULSE_S,
     SPECTRAL_FEATURES,
     TONAL_FEATURES,
     ContentModel,
@@ -94,10 +95,21 @@ def reference_tonal_features(rows: np.ndarray) -> np.ndarray:
                      stable / peaks if peaks > 0 else 0.0])
 
 
+def reference_pulse(frames_db: np.ndarray, frame_rate: float) -> float:
+    """The pulse in numpy, as csrc/content_features.h defines it."""
+    x = np.asarray(frames_db, np.float64)
+    e = np.maximum(np.diff(x, axis=0), 0.0).mean(axis=1)
+    e -= e.mean()
+    lo, hi = round(0.3 * frame_rate), min(round(1.5 * frame_rate), len(e) // 2)
+    r = np.correlate(e, e, "full")[len(e) - 1:]
+    return 0.0 if hi < lo or r[0] <= 0 else float(r[lo: hi + 1].max() / r[0])
+
+
 def test_the_core_names_the_features_the_classifier_reads():
     assert tuple(_core.CONTENT_FEATURES) == SPECTRAL_FEATURES
     assert tuple(_core.TONAL_FEATURES) == TONAL_FEATURES
-    assert FEATURES == SPECTRAL_FEATURES + TONAL_FEATURES
+    assert FEATURES == SPECTRAL_FEATURES + TONAL_FEATURES + ("pulse",)
+    assert _core.PULSE_SECONDS == PULSE_S
 
 
 @pytest.mark.parametrize("frames", [MIN_FRAMES, 17, 40, 124, 125, 126, 250])
@@ -109,6 +121,7 @@ def test_random_frames_give_the_reference_s_features(frames):
         x[:, 7] += 15  # a band held over the rest: peaks that persist
         np.testing.assert_allclose(_core.content_features(x, rate), reference_features(x, rate),
                                    rtol=1e-5, atol=1e-9)
+        assert _core.content_pulse(x, rate) == pytest.approx(reference_pulse(x, rate), abs=1e-9)
         rows = np.abs(rng.standard_normal((frames, 4))).astype(np.float32) * [9, 5, 2, 1]
         np.testing.assert_allclose(_core.tonal_features(rows), reference_tonal_features(rows),
                                    rtol=1e-5)
@@ -127,7 +140,7 @@ def test_real_speech_music_and_noise_give_the_reference_s_features_and_class(tmp
     require()
     model = ContentModel.load()
     rate = RATE / content_options(RATE).hop_length
-    span = round(MAX_SPAN_S * rate)
+    span, pulse = round(MAX_SPAN_S * rate), round(PULSE_S * rate)
     kinds = {}
     for name, audio in (("speech", festival_speech(tmp_path)), ("music", game_music(0, 20)),
                         ("noise", sox_signal(tmp_path, "pink", "8", "pinknoise",
@@ -144,12 +157,15 @@ def test_real_speech_music_and_noise_give_the_reference_s_features_and_class(tmp
         assert len(ends) >= 2
         for end in ends:
             window, tonal = frames[end - span: end], rows[end - span: end]
-            ours = window_features(window, rate, tonal)
+            history = frames[max(0, end - pulse): end]
+            ours = window_features(window, rate, tonal, history)
             theirs = np.concatenate([reference_features(window, rate),
-                                     reference_tonal_features(reference_rows[end - span: end])])
+                                     reference_tonal_features(reference_rows[end - span: end]),
+                                     [reference_pulse(history, rate)]])
             spectral = len(SPECTRAL_FEATURES)  # what the shipped weights read
             np.testing.assert_allclose(ours[:spectral], theirs[:spectral], rtol=1e-5, atol=1e-9)
-            np.testing.assert_allclose(ours[spectral:], theirs[spectral:], atol=0.01)
+            np.testing.assert_allclose(ours[spectral:-1], theirs[spectral:-1], atol=0.01)
+            assert ours[-1] == pytest.approx(theirs[-1], abs=1e-9)
             kinds.setdefault(name, []).append((model.classify(ours[:spectral]),
                                                model.classify(theirs[:spectral])))
     for name, pairs in kinds.items():
