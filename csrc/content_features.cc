@@ -162,19 +162,22 @@ double ContentPulse(const float *frames_db, int64_t frames, int64_t bands, doubl
   if (!(frame_rate > 0) || !std::isfinite(frame_rate)) {
     throw std::invalid_argument("frame_rate must be a positive number of frames a second");
   }
+  // every value finite: their sum is (in double, dB values cannot overflow it), and a NaN or an
+  // infinity anywhere makes it not; one check, so the loops below vectorise
+  double total = 0;
+  for (int64_t i = 0; i < frames * bands; ++i) total += double(frames_db[i]);
+  if (!std::isfinite(total)) throw std::invalid_argument("content frames must be finite dB");
   const int64_t n = frames - 1;
   std::vector<double> e(size_t(n), 0.0);
   double mean = 0;
   for (int64_t t = 0; t < n; ++t) {
     const float *before = frames_db + t * bands, *x = before + bands;
-    double rise = 0;
+    float rise = 0;
     for (int64_t b = 0; b < bands; ++b) {
-      if (!std::isfinite(x[b]) || !std::isfinite(before[b])) {
-        throw std::invalid_argument("content frames must be finite dB");
-      }
-      rise += std::max(0.0, double(x[b]) - double(before[b]));
+      const float d = x[b] - before[b];
+      rise += d > 0 ? d : 0.0f;
     }
-    e[t] = rise / double(bands);
+    e[t] = double(rise) / double(bands);
     mean += e[t];
   }
   mean /= double(n);

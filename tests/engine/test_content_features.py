@@ -121,7 +121,7 @@ def test_random_frames_give_the_reference_s_features(frames):
         x[:, 7] += 15  # a band held over the rest: peaks that persist
         np.testing.assert_allclose(_core.content_features(x, rate), reference_features(x, rate),
                                    rtol=1e-5, atol=1e-9)
-        assert _core.content_pulse(x, rate) == pytest.approx(reference_pulse(x, rate), abs=1e-9)
+        assert _core.content_pulse(x, rate) == pytest.approx(reference_pulse(x, rate), abs=1e-5)
         rows = np.abs(rng.standard_normal((frames, 4))).astype(np.float32) * [9, 5, 2, 1]
         np.testing.assert_allclose(_core.tonal_features(rows), reference_tonal_features(rows),
                                    rtol=1e-5)
@@ -165,7 +165,7 @@ def test_real_speech_music_and_noise_give_the_reference_s_features_and_class(tmp
             spectral = len(SPECTRAL_FEATURES)  # what the shipped weights read
             np.testing.assert_allclose(ours[:spectral], theirs[:spectral], rtol=1e-5, atol=1e-9)
             np.testing.assert_allclose(ours[spectral:-1], theirs[spectral:-1], atol=0.01)
-            assert ours[-1] == pytest.approx(theirs[-1], abs=1e-9)
+            assert ours[-1] == pytest.approx(theirs[-1], abs=1e-5)
             kinds.setdefault(name, []).append((model.classify(ours[:spectral]),
                                                model.classify(theirs[:spectral])))
     for name, pairs in kinds.items():
