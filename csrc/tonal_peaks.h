@@ -46,8 +46,11 @@ class TonalPeaks {
   void Reset();
 
  private:
+  float UpperMedian(const float *x, int n);  // uses sorted_
   int bins_, lo_, hi_;
-  std::vector<uint8_t> peak_, near1_, near2_;  // this frame's peaks, the last two widened
+  // The last frame's and the one before's peaks (bins), and each widened by a bin as a mask
+  std::vector<int> peaks1_, peaks2_, current_;
+  std::vector<uint8_t> near1_, near2_;
   std::vector<float> sorted_;  // the median's scratch
   std::vector<float> clean_;  // the frame's powers read, made finite
 };
