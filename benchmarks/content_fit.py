@@ -34,8 +34,8 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 (``DETECTOR_WEIGHTS_FILE``): on the ten features, the three tonal ones (stable spectral peaks at
 the FFT's resolution, csrc/tonal_peaks.h) and the pulse of the last 10 s (csrc/content_features.h),
 with the fitted ambience, music weighted twice, 24 units and a larger penalty (1e-3), the
-choice measured on the held-out material (docs/models.md, "Content"). Its figures that count
-are the "no speech" ones: the detector decides speech there.
+choice a three-fold split of the fitted material ranked first (docs/models.md, "Content"). Its
+figures that count are the "no speech" ones: the detector decides speech there.
 
 ``--write`` stores the fitted weights; without it only the confusion is printed. The fit is
 a network of sixteen tanh units (``--hidden``; numpy, full-batch Adam from a fixed seed, a

@@ -1,4 +1,5 @@
-// content_features.h: content_features, the content classifier's ten features of a window.
+// content_features.h: content_features, the content classifier's ten features of a window,
+// and content_pulse, the pulse of the frames before it.
 #include <string>
 
 #include "bindings.h"
@@ -6,6 +7,18 @@
 
 namespace streamtag {
 namespace python {
+namespace {
+
+// frames_db's frame and band counts; ValueError unless it is (frames, bands)
+void FrameShape(const FloatArray &frames_db, int64_t *frames, int64_t *bands) {
+  if (frames_db.ndim() != 2) {
+    throw std::invalid_argument("frames_db must be a 2-D array (frames, bands) of dB");
+  }
+  *frames = frames_db.shape(0);
+  *bands = frames_db.shape(1);
+}
+
+}  // namespace
 
 void BindContentFeatures(py::module_ &m) {
   py::tuple names(kContentFeatureCount);
@@ -14,11 +27,9 @@ void BindContentFeatures(py::module_ &m) {
   m.def(
       "content_features",
       [](const FloatArray &frames_db, double frame_rate) {
-        if (frames_db.ndim() != 2) {
-          throw std::invalid_argument("frames_db must be a 2-D array (frames, bands) of dB");
-        }
+        int64_t frames, bands;
+        FrameShape(frames_db, &frames, &bands);
         const float *data = frames_db.data();
-        const int64_t frames = frames_db.shape(0), bands = frames_db.shape(1);
         py::array_t<double> out(kContentFeatureCount);
         double *dst = out.mutable_data();
         {
@@ -34,11 +45,9 @@ void BindContentFeatures(py::module_ &m) {
   m.def(
       "content_pulse",
       [](const FloatArray &frames_db, double frame_rate) {
-        if (frames_db.ndim() != 2) {
-          throw std::invalid_argument("frames_db must be a 2-D array (frames, bands) of dB");
-        }
+        int64_t frames, bands;
+        FrameShape(frames_db, &frames, &bands);
         const float *data = frames_db.data();
-        const int64_t frames = frames_db.shape(0), bands = frames_db.shape(1);
         py::gil_scoped_release release;
         return ContentPulse(data, frames, bands, frame_rate);
       },

@@ -263,12 +263,13 @@ class ContentTracker:
         self._push(self.frontend.pop())
 
     def _push(self, frames: np.ndarray) -> None:
-        tonal = self.frontend.pop_tonal() if self.tonal is not None else None
         room = self.ring.capacity - max(self.span, self.pulse_span)
         for i in range(0, len(frames), room):
             self.ring.push(frames[i: i + room])
-            if self.tonal is not None and tonal is not None:
-                self.tonal.push(tonal[i: i + room])
+        if self.tonal is not None:  # the rows of the same frames, as many
+            rows = self.frontend.pop_tonal()
+            for i in range(0, len(rows), room):
+                self.tonal.push(rows[i: i + room])
 
     def classify(self, start_sample: int, end_sample: int) -> str | None:
         """The classifier's class for stream samples ``[start_sample, end_sample)`` from the
