@@ -10,7 +10,9 @@
 //   - a FrameRing fed the frames returns each window as it was pushed;
 //   - with levels kept (turned on at the start or after the first chunk, before any frame),
 //     every kept frame's levels equal ComputeAll's bitwise, their counts are whole and not
-//     negative, and with hop <= n_fft the blocks of all frames hold every sample once.
+//     negative, and with hop <= n_fft the blocks of all frames hold every sample once;
+//   - with tonal rows kept (n_fft >= 8), one row a frame, bitwise ComputeAll's, finite and not
+//     negative, stable peaks no more than peaks, and their window features computed.
 // A failed check prints what failed and aborts, so libFuzzer saves the input as a crash.
 //
 // Build and run: fuzz/run.sh SECONDS
@@ -30,6 +32,7 @@
 #include "frame_ring.h"
 #include "log_mel_options.h"
 #include "online_log_mel.h"
+#include "tonal_peaks.h"
 
 namespace {
 
@@ -147,6 +150,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const int64_t keep = in.ConsumeBool() ? 0 : in.ConsumeIntegralInRange<int64_t>(1, 5000);
   const bool keep_late = in.ConsumeBool();  // after the first chunk, when no frame is computed
   if (keep > 0 && !keep_late) fe[0].KeepLevels(keep);
+  const bool tonal = opts.n_fft >= 8 && in.ConsumeBool();
+  if (tonal) fe[0].KeepTonal(true);
   const std::vector<uint8_t> bytes = in.ConsumeRemainingBytes<uint8_t>();
   std::vector<float> x(bytes.size() / sizeof(float));
   if (!x.empty()) std::memcpy(x.data(), bytes.data(), x.size() * sizeof(float));
@@ -166,12 +171,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const int64_t n = static_cast<int64_t>(x.size());
 
   // Streaming: chunks of the drawn sizes (the rest in one), pops of the drawn limits.
-  std::vector<float> streamed;
+  std::vector<float> streamed, tonal_streamed;
   auto pop = [&](int64_t limit) {
     std::vector<float> out(static_cast<size_t>(fe[0].FramesPending()) * n_mels + 1);
     const int64_t got = fe[0].Pop(out.data(), limit);
     CHECK(got >= 0 && (limit < 0 || got <= limit), "pop returned %lld", (long long)got);
     streamed.insert(streamed.end(), out.begin(), out.begin() + got * n_mels);
+    if (!tonal) return;
+    std::vector<float> rows(static_cast<size_t>(fe[0].TonalPending()) * streamtag::kTonalRowSize
+                            + 1);
+    const int64_t got_rows = fe[0].PopTonal(rows.data(), limit);
+    CHECK(got_rows >= 0 && (limit < 0 || got_rows <= limit), "pop_tonal returned %lld",
+          (long long)got_rows);
+    tonal_streamed.insert(tonal_streamed.end(), rows.begin(),
+                          rows.begin() + got_rows * streamtag::kTonalRowSize);
   };
   int64_t at = 0;
   size_t next_limit = 0;
@@ -260,6 +273,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (length == frames && opts.hop_length <= opts.n_fft) {
       CHECK(samples == static_cast<double>(n), "the blocks hold %g samples of %lld", samples,
             (long long)n);
+    }
+  }
+
+  // Tonal rows: one a frame, streamed as the whole signal's, bitwise; sane values.
+  if (tonal) {
+    CHECK(static_cast<int64_t>(tonal_streamed.size()) == frames * streamtag::kTonalRowSize,
+          "%zu tonal values for %lld frames", tonal_streamed.size(), (long long)frames);
+    streamtag::OnlineLogMel rows_whole(opts);
+    rows_whole.KeepTonal(true);
+    std::vector<float> unused(whole.size());
+    rows_whole.ComputeAll(x.data(), n, unused.data());
+    std::vector<float> want(static_cast<size_t>(frames) * streamtag::kTonalRowSize + 1);
+    CHECK(rows_whole.PopTonal(want.data(), -1) == frames, "ComputeAll tonal row count");
+    for (int64_t i = 0; i < frames * streamtag::kTonalRowSize; ++i) {
+      CHECK(SameFloat(tonal_streamed[i], want[i]), "tonal row %lld value %lld: streamed %a, "
+            "whole %a (%s)", (long long)(i / streamtag::kTonalRowSize),
+            (long long)(i % streamtag::kTonalRowSize), tonal_streamed[i], want[i],
+            opts.ToString().c_str());
+    }
+    for (int64_t t = 0; t < frames; ++t) {
+      const float *r = tonal_streamed.data() + t * streamtag::kTonalRowSize;
+      for (int k = 0; k < streamtag::kTonalRowSize; ++k) {
+        CHECK(std::isfinite(r[k]) && r[k] >= 0, "tonal row %lld value %d is %a", (long long)t,
+              k, r[k]);
+      }
+      CHECK(r[streamtag::kStablePeaks] <= r[streamtag::kPeaks], "tonal row %lld: %g stable of "
+            "%g peaks", (long long)t, r[streamtag::kStablePeaks], r[streamtag::kPeaks]);
+    }
+    if (frames > 0) {
+      double features[streamtag::kTonalFeatureCount];
+      streamtag::TonalWindowFeatures(tonal_streamed.data(), frames, features);
+      for (double f : features) CHECK(std::isfinite(f) && f >= 0, "tonal feature %g", f);
     }
   }
 

@@ -21,7 +21,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 case "$target" in
   online_log_mel) sources=("$root/csrc/fft.cc" "$root/csrc/mel_filterbank.cc"
                            "$root/csrc/log_mel_options.cc" "$root/csrc/online_log_mel.cc"
-                           "$root/csrc/frame_ring.cc" "$root/csrc/window_level.cc") ;;
+                           "$root/csrc/frame_ring.cc" "$root/csrc/window_level.cc"
+                           "$root/csrc/tonal_peaks.cc") ;;
   loudness_meter) sources=("$root/csrc/loudness_meter.cc") ;;
   json_numbers) sources=("$root/csrc/json_numbers.cc") ;;
   *) echo "fuzz/run.sh: unknown target $target (online_log_mel, loudness_meter or" \
