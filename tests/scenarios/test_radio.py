@@ -182,7 +182,8 @@ def windows_of(scores, start_sample: int, end_sample: int) -> list:
 
 
 def assert_summarises(track, scores) -> None:
-    """The track's means, shares and active tags are those of its published windows."""
+    """The track's means, shares and active tags are those of its published windows (a
+    window that is not music counts for no tag: docs/protocol.md, ``active_share``)."""
     windows = windows_of(scores, track.start_sample, track.end_sample)
     assert track.windows == len(windows) > 0
     assert track.tags == windows[0].tags
@@ -190,7 +191,8 @@ def assert_summarises(track, scores) -> None:
                                atol=2e-6)
     np.testing.assert_allclose(track.mean_smoothed,
                                np.mean([w.smoothed for w in windows], axis=0), atol=2e-6)
-    share = [np.mean([tag in w.active for w in windows]) for tag in track.tags]
+    share = [np.mean([tag in w.active and w.content in (None, "music") for w in windows])
+             for tag in track.tags]
     np.testing.assert_allclose(track.active_share, share)
     assert set(track.active) == {t for t, s in zip(track.tags, share, strict=True) if s > 0.5}
 
