@@ -175,7 +175,7 @@ double ContentPulse(const float *frames_db, int64_t frames, int64_t bands, doubl
     float rise = 0;
     for (int64_t b = 0; b < bands; ++b) {
       const float d = x[b] - before[b];
-      rise += d > 0 ? d : 0.0f;
+      rise += d > 0 ? (d < kPulseRiseCapDb ? d : kPulseRiseCapDb) : 0.0f;
     }
     e[t] = double(rise) / double(bands);
     mean += e[t];

@@ -42,8 +42,11 @@ void ContentFeatures(const float *frames_db, int64_t frames, int64_t bands, doub
                      double *out);
 
 // The pulse of a longer span of frames (the content tracker's last kPulseSeconds): the onset
-// envelope e[t] = the mean over bands of max(x[t] - x[t-1], 0) for t = 1 .. frames - 1, less its
-// mean, and the largest of its autocorrelations r[L] / r[0] at lags of kPulseMinSeconds to
+// envelope e[t] = the mean over bands of min(max(x[t] - x[t-1], 0), kPulseRiseCapDb) for
+// t = 1 .. frames - 1 (a band's rise counted to kPulseRiseCapDb: music entering from silence,
+// or a decoder's first silent samples, is one onset, not one that outweighs every beat after
+// it), less its mean, and the largest of its autocorrelations r[L] / r[0] at lags of
+// kPulseMinSeconds to
 // kPulseMaxSeconds (at most half the envelope's length): a beat repeats its onsets at one lag,
 // rain, a crowd or traffic at none. 0 where that range holds no lag or the envelope is flat.
 // Throws std::invalid_argument unless frames >= 2, bands >= 1, frame_rate > 0 and every value
@@ -51,6 +54,7 @@ void ContentFeatures(const float *frames_db, int64_t frames, int64_t bands, doub
 constexpr double kPulseSeconds = 10.0;
 constexpr double kPulseMinSeconds = 0.3;
 constexpr double kPulseMaxSeconds = 1.5;
+constexpr float kPulseRiseCapDb = 10.0f;
 double ContentPulse(const float *frames_db, int64_t frames, int64_t bands, double frame_rate);
 
 }  // namespace streamtag

@@ -81,6 +81,14 @@ void TestPulse() {
   for (float &v : noise) v = v * 30.0f - 40.0f;
   Check(ContentPulse(noise.data(), frames, bands, 10.0) < 0.4, "random frames: a weak pulse");
   Check(ContentPulse(beat.data(), 5, bands, 10.0) == 0.0, "too few frames for any lag: 0");
+  // the same beat entering from digital silence (-100 dB): the entry is one onset, capped
+  std::vector<float> entering(beat);
+  for (int t = 0; t < 3; ++t) {
+    for (int b = 0; b < bands; ++b) entering[t * bands + b] = -100.0f;
+  }
+  const double entered = ContentPulse(entering.data(), frames, bands, 10.0);
+  Check(entered > 0.85,
+        "a beat after silence keeps its pulse (0.76 uncapped), got " + std::to_string(entered));
   CheckThrows<std::invalid_argument>([&] { ContentPulse(beat.data(), 1, bands, 10.0); },
                                      "one frame");
   CheckThrows<std::invalid_argument>([&] { ContentPulse(beat.data(), frames, bands, 0.0); },
