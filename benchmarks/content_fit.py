@@ -1,12 +1,19 @@
-"""Fits the content classifier (streamtag/engine/content_weights.json) on audio from Debian
-packages and prints its confusion on material held out from the fit.
+"""Fits the content classifier's two networks (streamtag/engine/content_weights.json, which
+decides speech too where no detector is installed, and content_weights_detector.json, served
+beside the speech detector) on audio from Debian packages and prints their confusion on
+material held out from the fit.
 
     apt-get install singularity-music openttd-openmsx fretsonfire-songs-muldjord \
         fretsonfire-songs-sectoid fluidsynth fluid-soundfont-gm espeak-ng festival \
         festvox-kallpc16k alsa-utils sox
     apt-get install 0ad-data supertuxkart-data wesnoth-1.16-data widelands-data \
         lincity-ng-data foobillardplus-data tuxpaint-stamps-default   # recorded ambience
-    python benchmarks/content_fit.py [--cache DIR] [--write] [--ambience] [--hidden N]
+    apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
+        asterisk-core-sounds-it-wav asterisk-moh-opsound-wav \
+        asterisk-core-sounds-fr-wav asterisk-core-sounds-ru-wav \
+        asterisk-prompt-it-menardi-wav asterisk-prompt-fr-armelle asterisk-prompt-es-co \
+        warzone2100-data gcin-voice   # recorded speech
+    python benchmarks/content_fit.py [--cache DIR] [--write]
     python benchmarks/content_fit.py --beside-detector [--cache DIR] [--write]
 
 Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
@@ -15,35 +22,36 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
   openttd-openmsx's MIDI files rendered with FluidR3 GM, and the metal and rock songs of
   fretsonfire-songs-muldjord and -sectoid (each song's backing and guitar tracks mixed as the
   game plays them: dense, distorted guitars); the fit takes every other piece of each, the
-  evaluation the rest (``chaos_god`` among them);
+  evaluation the rest (``chaos_god`` among them); asterisk-moh-opsound-wav's music on hold
+  (8 kHz recordings), fitted with the recorded speech below;
 - speech: espeak-ng reading the GPL-3 text in four voices (fit) and the Apache-2.0 text in
-  three others (held out); festival's diphone voice (held out: another synthesiser); the
-  person saying the channel names in alsa-utils' test sounds (held out: a real voice);
+  three others (held out); festival's diphone voice (held out: another synthesiser); recorded
+  people (``FIT_SPEECH``: a telephone system's prompts and words in US English, Mexican Spanish
+  and Italian, read by a woman and a man, 8 kHz recordings; held out: the same kind of
+  recordings in Canadian French, Russian, Italian, French and Colombian Spanish by other
+  speakers (``HELD_SPEECH``), warzone2100-data's voice actors, gcin-voice's Mandarin
+  syllables, the person saying the channel names in alsa-utils' test sounds);
 - noise: white, pink and brown noise from sox at -45 to -10 dBFS, the fit's seeds and levels
   apart from the held-out ones; alsa-utils' Noise.wav (held out); recorded ambience, games'
   sound effects stitched into groups (``FIT_AMBIENCE``: 0ad-data's weather, water,
   countryside, settlements and animals, supertuxkart-data's, wesnoth-1.16-data's and
   widelands-data's; ``HELD_AMBIENCE``: lincity-ng-data's crowd, traffic, farms, town and
-  industry, foobillardplus-data's applause, tuxpaint-stamps-default's animals and machines),
-  fitted only with ``--ambience`` and otherwise held out with the rest: a package is never
-  in both;
+  industry, foobillardplus-data's applause, tuxpaint-stamps-default's animals and machines): a
+  package is never in both;
 - tone: sines, squares and sawtooths from sox at frequencies apart between fit and evaluation;
 - the fit's speech again over its noise and music (``mixtures``), as speech.
 
-``--beside-detector`` fits the weights served beside the speech detector
-(``DETECTOR_WEIGHTS_FILE``): on the ten features, the three tonal ones (stable spectral peaks at
-the FFT's resolution, csrc/tonal_peaks.h) and the pulse of the last 10 s (csrc/content_features.h),
-with the fitted ambience, music weighted twice, 24 units and a larger penalty (1e-3), the
-choice a three-fold split of the fitted material ranked first (docs/models.md, "Content"). Its
-figures that count are the "no speech" ones: the detector decides speech there.
+Both networks read all ``FEATURES``: the ten spectral ones, the three tonal ones (stable
+spectral peaks at the FFT's resolution, csrc/tonal_peaks.h) and the pulse of the last 10 s
+(csrc/content_features.h); each is 24 tanh units and a softmax (numpy, full-batch Adam from a
+fixed seed, an L2 penalty of 1e-3, music weighted twice), a JSON of about 450 numbers. The
+network alone fits the recorded speech (and the music on hold beside it); ``--beside-detector``
+fits without them (the detector decides speech there; its figures that count are the "no
+speech" ones). That configuration is the one a three-fold split of the fitted material ranked
+first for the network beside the detector (docs/models.md, "Content").
 
-``--write`` stores the fitted weights; without it only the confusion is printed. The fit is
-a network of sixteen tanh units (``--hidden``; numpy, full-batch Adam from a fixed seed, a
-small L2 penalty, each class weighted equally): ten features need nothing larger (a logistic
-regression on them called 0.8 % of the held-out game and MIDI music's windows speech; this
-calls 0.2 % of all held-out music's speech), and its weights are a JSON of about 270
-numbers. The held-out figures are also printed per source, the shipped weights' beside the
-fitted ones.
+``--write`` stores the fitted weights; without it only the confusion is printed, per source
+too, the shipped weights' beside the fitted ones.
 """
 
 from __future__ import annotations
@@ -53,13 +61,14 @@ import hashlib
 import subprocess
 import sys
 import tempfile
+import wave
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from streamtag.audio.files import load_audio
+from streamtag.audio.files import AudioDecodeError, load_audio
 from streamtag.engine.content import (
     CLASSES,
     DETECTOR_WEIGHTS_FILE,
@@ -134,6 +143,29 @@ HELD_AMBIENCE = (
         "household/Washing-machine.ogg", "household/vacuum_cleaner.ogg",
         "household/kettle.ogg", "household/toilet.ogg", "household/tools/saw.ogg")),
 )
+# Recorded speech: telephone prompts read by people (8 kHz recordings), fitted with the network
+# that decides speech alone: (package, folder under ASTERISK_SOUNDS, who reads). Each package
+# gives its prompts (sentences, every other file, up to PROMPTS_S) and its words said one at a
+# time (digits, letters, the phonetic alphabet). Held out with them: warzone2100-data's voice
+# actors and gcin-voice's syllables (recorded_voices), alsa-utils' channel names.
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
+MUSIC_ON_HOLD = Path("/usr/share/asterisk/moh")
+FIT_SPEECH = (
+    ("asterisk-core-sounds-en-wav", "en_US_f_Allison", "US English, a woman"),
+    ("asterisk-core-sounds-es-wav", "es_MX_f_Allison", "Mexican Spanish, the same woman"),
+    ("asterisk-core-sounds-it-wav", "it_IT_m_Carlo", "Italian, a man"),
+)
+HELD_SPEECH = (
+    ("asterisk-core-sounds-fr-wav", "fr_CA_f_June", "Canadian French, a woman"),
+    ("asterisk-core-sounds-ru-wav", "ru_RU_f_IvrvoiceRU", "Russian, a woman"),
+    ("asterisk-prompt-it-menardi-wav", "it_IT_f_Menardi", "Italian, a woman"),
+    ("asterisk-prompt-fr-armelle", "fr", "French, a woman (GSM)"),
+    ("asterisk-prompt-es-co", "es", "Colombian Spanish (GSM)"),
+)
+PROMPTS_S = 600.0
+WORD_FOLDERS = ("digits", "letters", "phonetic")
+WARZONE = Path("/usr/share/games/warzone2100/base.wz")
+GCIN = Path("/usr/share/gcin-voice/ogg")
 AMBIENCE_S = 12.0  # a group shorter than this is played again to this length
 CLIP_S = 60.0  # of each clip at most: a few long recordings would outweigh the rest
 
@@ -152,6 +184,15 @@ def cached(cache: Path, name: str, make) -> np.ndarray:
             audio, _ = load_audio(wav, RATE)
         np.save(path, audio.astype(np.float32))
     return np.load(path)
+
+
+def write_wav(path: Path, audio: np.ndarray) -> None:
+    """16-bit PCM at ``RATE`` (what the joined recordings were)."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def midi(cache: Path, path: Path) -> np.ndarray:
@@ -212,14 +253,70 @@ def ambience(cache: Path, groups: tuple) -> list[tuple[str, str, np.ndarray]]:
     return items
 
 
+def recorded_speech(cache: Path, packages: tuple) -> list[tuple[str, np.ndarray]]:
+    """(name, samples) of the prompts and of the words of each package of ``packages``
+    (``FIT_SPEECH``, ``HELD_SPEECH``): clips joined with a pause (0.3 s after a prompt, 0.6 s
+    after a word); the recordings' silence files left out, as are clips that hold no audio."""
+    items = []
+    for package, folder, _ in packages:
+        where = ASTERISK_SOUNDS / folder
+        paths = sorted(p for p in where.rglob("*") if p.suffix in (".wav", ".gsm")
+                       and "silence" not in p.relative_to(where).parts)
+        words = [p for p in paths if set(p.relative_to(where).parts) & set(WORD_FOLDERS)]
+        prompts = [p for p in paths if p not in words][::2]
+        for part, clips, pause, cap in (("words", words, 0.6, None),
+                                        ("prompts", prompts, 0.3, PROMPTS_S)):
+            def join(wav: Path, c: list = clips, gap: float = pause,
+                     most: float | None = cap) -> None:
+                out, total = [], 0
+                for path in c:
+                    try:
+                        audio = load_audio(path, RATE)[0]
+                    except AudioDecodeError:  # a clip of no samples
+                        continue
+                    out += [audio, np.zeros(int(gap * RATE), np.float32)]
+                    total += len(audio)
+                    if most is not None and total > most * RATE:
+                        break
+                write_wav(wav, np.concatenate(out))
+            if clips:
+                items.append((f"{package}: {part}", cached(cache, f"speech:{package}:{part}",
+                                                           join)))
+    return items
+
+
+def recorded_voices(cache: Path) -> list[tuple[str, np.ndarray]]:
+    """(name, samples) of warzone2100-data's tutorial and its unit and mission messages
+    (voice actors reading English sentences) and gcin-voice's Mandarin syllables (a woman
+    saying each, one at a time): clips joined with 0.3 s pauses."""
+    gap = np.zeros(int(0.3 * RATE), np.float32)
+    items = []
+    with zipfile.ZipFile(WARZONE) as archive, tempfile.TemporaryDirectory() as folder:
+        for prefix, name in (("audio/tutorial/", "warzone2100-data: tutorial"),
+                             ("audio/memressp/", "warzone2100-data: messages")):
+            clips = []
+            for member in sorted(n for n in archive.namelist()
+                                 if n.startswith(prefix) and n.endswith(".ogg")):
+                path = Path(folder) / member.replace("/", "_")
+                path.write_bytes(archive.read(member))
+                clips.append(load_audio(path, RATE)[0])
+            items.append((name, np.concatenate([np.concatenate([c, gap]) for c in clips])))
+    syllables = [load_audio(p, RATE)[0] for p in sorted(GCIN.glob("*/3.ogg"))[::3]]
+    items.append(("gcin-voice: syllables",
+                  np.concatenate([np.concatenate([s, gap]) for s in syllables])))
+    return items
+
+
 def texts(name: str) -> list[str]:
     text = " ".join((LICENSES / name).read_text().split())
     return [text[i: i + SPEECH_CHUNK] for i in range(0, len(text), SPEECH_CHUNK)]
 
 
-def material(cache: Path, fit_ambience: bool = False) -> list[tuple[str, str, str, np.ndarray]]:
+def material(cache: Path, fit_ambience: bool = False, fit_speech: bool = False
+             ) -> list[tuple[str, str, str, np.ndarray]]:
     """(kind, split, name, samples) of every piece; the recorded ambience of ``FIT_AMBIENCE``
-    fitted only with ``fit_ambience`` (else held out with the rest)."""
+    fitted only with ``fit_ambience``, the recorded speech of ``FIT_SPEECH`` and the music on
+    hold beside it only with ``fit_speech`` (else held out with the rest)."""
     items = []
     pieces = sorted(SINGULARITY.rglob("*.ogg"))
     for i, path in enumerate(pieces):
@@ -266,6 +363,20 @@ def material(cache: Path, fit_ambience: bool = False) -> list[tuple[str, str, st
     gap = np.zeros(int(0.3 * RATE), np.float32)
     person = np.concatenate([np.concatenate([v, gap]) for v in voices * 2])
     items.append(("speech", "held", "alsa-utils voice", person))
+    for split, packages in (("fit" if fit_speech else "held", FIT_SPEECH),
+                            ("held", HELD_SPEECH)):
+        for name, audio in recorded_speech(cache, packages):
+            items.append(("speech", split, name, audio))
+    for name, audio in recorded_voices(cache):
+        items.append(("speech", "held", name, audio))
+    # The prompts' packages' music on hold (8 kHz recordings too), fitted with them as music:
+    # a telephone's band is no sign of speech.
+    for path in sorted(MUSIC_ON_HOLD.glob("*.wav")):
+        items.append(("music", "fit" if fit_speech else "held",
+                      f"asterisk-moh-opsound-wav: {path.stem}",
+                      cached(cache, f"moh:{path}", lambda wav, p=path: run(
+                          "ffmpeg", "-v", "error", "-i", str(p), "-ac", "1", "-ar", str(RATE),
+                          str(wav)))))
     items.append(("noise", "held", "alsa-utils Noise.wav",
                   load_audio(ALSA_SOUNDS / "Noise.wav", RATE)[0]))
     for split, levels in (("fit", (-40, -25, -12)), ("held", (-45, -30, -18, -10))):
@@ -290,14 +401,16 @@ def material(cache: Path, fit_ambience: bool = False) -> list[tuple[str, str, st
                     "sox", "-n", "-r", str(RATE), str(wav), "synth", "12", sh, str(ff),
                     "vol", "0.3"))
                 items.append(("tone", split, f"{shape} {f} Hz", audio))
-    return items + mixtures(items)
+    return items + mixtures(items, after_music=fit_speech)
 
 
 def source_of(kind: str, name: str) -> str:
     """The source an item's figures are reported under: its package and group, its
     synthesiser, or its kind of signal."""
-    if kind == "noise" and ": " in name:
+    if kind in ("noise", "speech") and ": " in name and " + " not in name:
         return name
+    if name.startswith("asterisk-moh"):
+        return "asterisk-moh-opsound-wav"
     if name.startswith(("espeak", "festival")):
         return name.split()[0] + " (synthesised)"
     if name.startswith("alsa-utils"):
@@ -315,10 +428,15 @@ def mix(speech: np.ndarray, bed: np.ndarray, snr_db: float) -> np.ndarray:
     return (speech + gain * bed).astype(np.float32)
 
 
-def mixtures(items: list) -> list:
+AFTER_MUSIC = " after music"  # an item's name: speech after PULSE_S of music
+
+
+def mixtures(items: list, after_music: bool = False) -> list:
     """For the fit: its speech again over its noise (10 to 25 dB under the voice: a phone-in,
     a report from the street) and over its music (15 dB under: a talk show's bed), still
-    speech. Held-out mixtures are only reported (``main``), never fitted."""
+    speech; with ``after_music`` also after PULSE_S of its music (a presenter after a song:
+    the song's pulse still in the last 10 s; only the windows wholly in the speech are fitted,
+    ``main``). Held-out mixtures are only reported (``main``), never fitted."""
     speech = [(n, a) for k, sp, n, a in items if k == "speech" and sp == "fit"]
     noise = [a for k, sp, n, a in items if k == "noise" and sp == "fit"]
     music = np.concatenate([a for k, sp, n, a in items if k == "music" and sp == "fit"])
@@ -330,6 +448,10 @@ def mixtures(items: list) -> list:
         start = (i * 977 * RATE) % (len(music) - len(audio))
         out.append(("speech", "fit", f"{name} + music 15 dB",
                     mix(audio, music[start: start + len(audio)], 15)))
+        if after_music:
+            start = (i * 1931 * RATE) % (len(music) - int(PULSE_S * RATE))
+            out.append(("speech", "fit", name + AFTER_MUSIC, np.concatenate(
+                [music[start: start + int(PULSE_S * RATE)], audio]).astype(np.float32)))
     return out
 
 
@@ -394,25 +516,23 @@ def main() -> int:
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "streamtag-content-material")
     parser.add_argument("--write", action="store_true",
-                        help=f"store the weights in streamtag/engine/{WEIGHTS_FILE}")
-    parser.add_argument("--ambience", action="store_true",
-                        help="fit the noise class on FIT_AMBIENCE's recordings too")
-    parser.add_argument("--hidden", type=int, default=16, help="tanh units")
+                        help="store the weights in streamtag/engine/")
     parser.add_argument("--beside-detector", action="store_true",
                         help=f"fit the weights served beside the speech detector "
-                             f"({DETECTOR_WEIGHTS_FILE}): all FEATURES, the ambience fitted")
+                             f"({DETECTOR_WEIGHTS_FILE}; else {WEIGHTS_FILE})")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     detector = args.beside_detector
-    items = material(args.cache, args.ambience or detector)
+    items = material(args.cache, fit_ambience=True, fit_speech=not detector)
     rows: dict[str, list] = {"fit": [], "held": []}
     for kind, split, name, audio in items:
-        feats = windows(audio, detector)
+        feats = windows(audio, True)
+        if name.endswith(AFTER_MUSIC):  # the windows wholly in the speech
+            feats = feats[int(np.ceil(PULSE_S / HOP_S)):]
         rows[split].append((kind, name, feats))
     x = np.concatenate([f for _, _, f in rows["fit"]])
     y = np.concatenate([[CLASSES.index(k)] * len(f) for k, _, f in rows["fit"]])
-    model = (fit(x, y, len(CLASSES), hidden=24, l2=1e-3, class_weights=(2.0, 1.0, 1.0, 1.0))
-             if detector else fit(x, y, len(CLASSES), hidden=args.hidden))
+    model = fit(x, y, len(CLASSES), hidden=24, l2=1e-3, class_weights=(2.0, 1.0, 2.0, 1.0))
     for split in ("fit", "held"):
         print(f"\n{split}: rows are the truth, columns the classifier's windows")
         print(f"{'':8}" + "".join(f"{c:>8}" for c in CLASSES) + "   correct")
@@ -424,7 +544,7 @@ def main() -> int:
             counts = np.bincount(got, minlength=len(CLASSES))
             print(f"{kind:8}" + "".join(f"{c:8d}" for c in counts)
                   + f"   {counts[CLASSES.index(kind)] / counts.sum():7.1%}")
-    shipped = ContentModel.load()
+    shipped = ContentModel.load(beside_detector=detector)
     print("\nheld out, per source: share of windows per class, the shipped weights' and these "
           "(music / speech / noise / tone; 'no speech': the network's speech left out, as "
           "where silero-vad decides speech)")
@@ -461,7 +581,7 @@ def main() -> int:
     noise = [a for k, sp, n, a in items if n == "pink noise -18 dBFS"][0]
     for name, bed in (("music", music), ("pink noise", noise)):
         for snr in (20, 10, 0, -10):
-            got = np.argmax(model.probabilities(windows(mix(speech, bed, snr), detector)),
+            got = np.argmax(model.probabilities(windows(mix(speech, bed, snr), True)),
                             axis=1)
             counts = np.bincount(got, minlength=len(CLASSES)) / len(got)
             print(f"  speech {snr:+d} dB over {name:10}: " + ", ".join(

@@ -2,16 +2,18 @@
 source, on recorded voices, synthesised ones, music, noise and speech over music, with the
 window's share of speech steps that ``SPEECH_SHARE`` is chosen from.
 
-    apt-get install warzone2100-data gcin-voice   # beside content_fit.py's packages
+    apt-get install ...   # content_fit.py's packages
     streamtag models install speech
     python benchmarks/content_speech.py [--cache DIR]
 
 Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them): content_fit.py's
 (music: singularity-music, openttd-openmsx rendered with FluidR3 GM, the fretsonfire metal and
-rock songs; speech: espeak-ng, festival, alsa-utils' channel names; noise: sox, Noise.wav),
-and recorded voices: warzone2100-data's tutorial and its unit and mission messages (voice
-actors reading English sentences), gcin-voice's Mandarin syllables (a woman saying each, one at
-a time). The detector was trained elsewhere; none of this was fitted, only the two numbers
+rock songs, asterisk's music on hold; speech: espeak-ng, festival, alsa-utils' channel names,
+asterisk's telephone prompts and words in five languages, warzone2100-data's voice actors,
+gcin-voice's Mandarin syllables; noise: sox, Noise.wav, recorded ambience), without content_fit's
+mixtures. The network's column is the one that decides speech alone (``WEIGHTS_FILE``), the
+detector's column has the network served beside it (``DETECTOR_WEIGHTS_FILE``) decide the rest.
+The detector was trained elsewhere; none of this was fitted to it, only the two numbers
 (``THRESHOLD``, silero's own default, and ``SPEECH_SHARE``) were chosen on it. The level's rules
 (silence, steady tones) are left out: they come first in the engine whatever decides the rest.
 """
@@ -21,46 +23,25 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import content_fit  # noqa: E402 - benchmarks/content_fit.py, beside this script
 import numpy as np
 
-from streamtag.audio.files import load_audio
 from streamtag.engine.content import CLASSES, SPEECH, ContentModel, ContentTracker
 from streamtag.engine.speech import SPEECH_SHARE, SpeechPlan, SpeechTrack, run_tracks
 
 RATE = content_fit.RATE
 WINDOW_S, HOP_S = content_fit.WINDOW_S, content_fit.HOP_S
 BLOCK = 8000  # samples fed at a time
-WARZONE = Path("/usr/share/games/warzone2100/base.wz")
-GCIN = Path("/usr/share/gcin-voice/ogg")
 SHARES = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 
-def recorded_voices(cache: Path) -> list[tuple[str, str, str, np.ndarray]]:
-    """(kind, group, name, samples) of the recorded voices beyond alsa-utils'."""
-    gap = np.zeros(int(0.3 * RATE), np.float32)
-    items = []
-    with zipfile.ZipFile(WARZONE) as archive, tempfile.TemporaryDirectory() as folder:
-        for prefix, name in (("audio/tutorial/", "warzone2100 tutorial"),
-                             ("audio/memressp/", "warzone2100 messages")):
-            clips = []
-            for member in sorted(n for n in archive.namelist()
-                                 if n.startswith(prefix) and n.endswith(".ogg")):
-                path = Path(folder) / member.replace("/", "_")
-                path.write_bytes(archive.read(member))
-                clips.append(load_audio(path, RATE)[0])
-            items.append(("speech", name, name,
-                          np.concatenate([np.concatenate([c, gap]) for c in clips])))
-    syllables = [load_audio(p, RATE)[0] for p in sorted(GCIN.glob("*/3.ogg"))[::3]]
-    items.append(("speech", "gcin-voice syllables", "gcin-voice syllables",
-                  np.concatenate([np.concatenate([s, gap]) for s in syllables])))
-    return items
-
-
 def group_of(kind: str, name: str) -> str:
+    if kind == "speech" and ": " in name:
+        return name
+    if name.startswith("asterisk-moh"):
+        return "asterisk-moh-opsound-wav"
     if name.startswith(("espeak", "festival")):
         return name.split()[0] + " (synthesised)"
     if name == "alsa-utils voice":
@@ -109,16 +90,15 @@ def main() -> int:
     if plan.detector is None:
         print(plan.note, file=sys.stderr)
         return 1
-    model = ContentModel.load()
+    alone, beside = ContentModel.load(), ContentModel.load(beside_detector=True)
     items = [(k, group_of(k, n), n, a) for k, _, n, a in content_fit.material(args.cache)
              if "+" not in n]  # content_fit's mixtures are its fit's; ours are below
-    items += recorded_voices(args.cache)
     groups: dict[tuple[str, str], dict] = {}
     pieces = []  # music pieces the detector calls speech in some windows
     for kind, group, name, audio in items:
         row = groups.setdefault((kind, group), {"network": [], "detector": [], "shares": []})
-        row["network"] += decide(audio, model, None)[0]
-        kinds, shares = decide(audio, model, plan)
+        row["network"] += decide(audio, alone, None)[0]
+        kinds, shares = decide(audio, beside, plan)
         row["detector"] += kinds
         row["shares"] += shares
         called = sum(k == SPEECH for k in kinds)
@@ -148,12 +128,12 @@ def main() -> int:
     print("\nspeech over singularity-music's pieces (speech level over the music's, RMS), "
           "the windows' decisions:")
     speech = np.concatenate([a for k, _, n, a in items if n.startswith("festival")])
-    voice = np.concatenate([a for _, g, n, a in items if n.startswith("warzone2100 tutorial")])
+    voice = np.concatenate([a for _, g, n, a in items if n == "warzone2100-data: tutorial"])
     music = np.concatenate([a for k, g, n, a in items if k == "music"
                             and g == "singularity-music"])
     for name, talk in (("festival", speech), ("warzone2100 tutorial", voice[: 120 * RATE])):
         for snr in (20, 10, 0, -10):
-            kinds = decide(content_fit.mix(talk, music, snr), model, plan)[0]
+            kinds = decide(content_fit.mix(talk, music, snr), beside, plan)[0]
             got = {c: sum(k == c for k in kinds) / len(kinds) for c in CLASSES}
             print(f"  {name} {snr:+d} dB over music: " + ", ".join(
                 f"{c} {v:.0%}" for c, v in got.items() if v))

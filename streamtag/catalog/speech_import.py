@@ -48,9 +48,9 @@ def status() -> tuple[bool, str]:
     follows from its absence."""
     path = speech_path()
     if not path.is_file():
-        return False, ("not installed: the content network decides speech (it calls most "
-                       "recorded voices music); `streamtag models install speech` installs "
-                       "silero-vad's detector")
+        return False, ("not installed: the content network decides speech, less surely (it "
+                       "calls some isolated syllables noise and some animals' calls speech); "
+                       "`streamtag models install speech` installs silero-vad's detector")
     plan = SpeechPlan.installed()
     if plan.detector is None:
         return False, plan.note

@@ -12,22 +12,22 @@ model's frontend is) and decides each scored window's content:
   ``[health] tone_crest_db``) where onsets are measured, else by the classifier below;
 - **speech**: silero-vad's detector, trained on real speech (streamtag.engine.speech), where
   it is installed: a window is speech when enough of its 32-ms chunks are; where it is not,
-  the network below decides speech too (it was fitted on synthesised voices, and calls most
-  recorded ones music);
+  the network below decides speech too (fitted on recorded telephone prompts and synthesised
+  voices: less surely than the detector);
 - **music**, **noise** (or **tone**, or **speech** without the detector): a small neural
-  network (ten inputs, sixteen tanh units, a softmax over the four classes) on ten features
-  of the window's frames (``window_features``) after Scheirer and Slaney (1997) and the
-  broadcast speech/music segmenters: speech is syllables at about 4 Hz with pauses between
-  words (modulation energy at 2.5-7 Hz, the share of low-energy frames), its formants
-  glide (spectral peaks that do not persist); music holds pitches (peaks that persist) and
-  keeps its level; noise is flat and stable in spectrum. The weights
-  (``content_weights.json`` beside this file) are fitted by ``benchmarks/content_fit.py`` on
-  audio from Debian packages; docs/models.md ("Content") has the material and the confusion.
-  Beside the speech detector other weights are served (``DETECTOR_WEIGHTS_FILE``, fitted with
-  recorded ambience as noise): they read four more features, three of the spectral peaks at
-  the FFT's resolution (``TONAL_FEATURES``: a crowd's, traffic's or an animal's come and go
-  where a held note's stay) and the pulse of the last ``PULSE_S`` (a beat repeats, rain does
-  not), and the tracker keeps what they need (``ContentNetworks``).
+  network (fourteen inputs, 24 tanh units, a softmax over the four classes) on features of
+  the window's frames (``window_features``): ten after Scheirer and Slaney (1997) and the
+  broadcast speech/music segmenters (speech is syllables at about 4 Hz with pauses between
+  words: modulation energy at 2.5-7 Hz, the share of low-energy frames; its formants glide:
+  spectral peaks that do not persist; music holds pitches and keeps its level; noise is
+  flat and stable in spectrum), three of the spectral peaks at the FFT's resolution
+  (``TONAL_FEATURES``: a crowd's, traffic's or an animal's come and go where a held note's
+  stay) and the pulse of the last ``PULSE_S`` (a beat repeats, rain does not); the tracker
+  keeps what they need. There are two sets of weights (``ContentNetworks``), both fitted by
+  ``benchmarks/content_fit.py`` on audio from Debian packages with recorded ambience as
+  noise: ``content_weights.json`` where the network decides speech too (fitted with recorded
+  speech), ``DETECTOR_WEIGHTS_FILE`` beside the detector. docs/models.md ("Content") has the
+  material and the confusion.
 
 Speech over a music bed is speech to the detector where the voice is as loud as the music or
 louder, and mostly music where it is 10 dB under; to the network whichever is louder (on equal

@@ -27,6 +27,8 @@ from support.content_material import (
     sports_crowd,
 )
 from support.helpers import WindowsSink, collect, make_config, started, tiny_model_file
+from support.speech_material import gcin_syllables, telephone_prompts, warzone_tutorial
+from support.speech_material import require as require_voices
 
 from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
@@ -34,6 +36,7 @@ from streamtag.daemon.config import SourceConfig
 from streamtag.engine.batching import Engine, WindowResult
 from streamtag.engine.config import ContentConfig, SmoothingConfig
 from streamtag.engine.content import (
+    CLASSES,
     CONTENT_KINDS,
     FEATURES,
     PULSE_S,
@@ -101,8 +104,8 @@ def folder(tmp_path_factory) -> Path:
 def test_speech_held_out_from_the_fit_is_speech(folder, make):
     kinds = window_kinds(make(folder))
     assert len(kinds) >= 10
-    # measured: 100 % of these windows (docs/models.md, "Content")
-    assert share(kinds, "speech") >= 0.9, collections.Counter(kinds)
+    # measured: 100 % of these windows, 88 % of the real voice's (docs/models.md, "Content")
+    assert share(kinds, "speech") >= 0.85, collections.Counter(kinds)
 
 
 @pytest.mark.parametrize("make", [
@@ -117,11 +120,10 @@ def test_speech_held_out_from_the_fit_is_speech(folder, make):
 @pytest.mark.parametrize("beside_detector", NETWORKS)
 def test_music_held_out_from_the_fit_is_music(folder, make, beside_detector):
     kinds = window_kinds(make(folder), beside_detector=beside_detector)
-    # measured: 99.7 % of all held-out music windows, the worst piece 97 %; beside the
-    # detector 96-99 % per source, the worst of these pieces 89 % (singularity-music's ambient
-    # Enemy Unknown: noise in its first windows, before the pulse has 10 s to read, and in two
-    # quiet passages; docs/models.md)
-    assert share(kinds, "music") >= (0.85 if beside_detector else 0.9), collections.Counter(kinds)
+    # measured: 94-99 % of the held-out music windows per source with either network, the
+    # worst of these pieces 84 % (singularity-music's ambient Enemy Unknown: noise in its first
+    # windows, before the pulse has 10 s to read, and in two quiet passages; docs/models.md)
+    assert share(kinds, "music") >= 0.8, collections.Counter(kinds)
 
 
 @pytest.mark.parametrize("beside_detector", NETWORKS)
@@ -136,16 +138,39 @@ def test_noise_and_tones_are_neither_music_nor_speech(folder, beside_detector):
 
 
 @pytest.mark.parametrize("make", [
+    pytest.param(lambda: warzone_tutorial(RATE), id="warzone2100-tutorial"),
+    pytest.param(lambda: gcin_syllables(RATE), id="gcin-syllables"),
+    pytest.param(lambda: telephone_prompts(RATE, "ru"), id="prompts-ru"),
+    pytest.param(lambda: telephone_prompts(RATE, "fr"), id="prompts-fr"),
+])
+def test_recorded_voices_held_out_from_the_fit_are_speech_to_the_network_alone(make):
+    """Where no detector is installed the network decides speech: people recorded in four
+    languages, packages held out from its fit (it fitted other telephone prompts)."""
+    require_voices()
+    kinds = window_kinds(make())
+    assert len(kinds) >= 10
+    # measured: 100 % of the windows of each but gcin-voice's isolated syllables, 62 % (the
+    # rest noise: a syllable every second is a pulse); docs/models.md, "Content"
+    assert share(kinds, "speech") >= 0.55, collections.Counter(kinds)
+    assert share(kinds, "music") <= 0.1, collections.Counter(kinds)
+
+
+@pytest.mark.parametrize("make", [
     pytest.param(sports_crowd, id="sports-crowd"),
     pytest.param(applause, id="applause"),
     pytest.param(farm_animals, id="farm-animals"),
 ])
-def test_recorded_crowds_applause_and_animals_are_noise_beside_the_detector(make):
-    """Where silero-vad decides speech (``streamtag models install music`` installs it), the
-    network served beside it calls recorded ambience noise: packages held out from its fit
-    (the ambience the network alone, fitted on synthesised material, calls music)."""
+@pytest.mark.parametrize("beside_detector", NETWORKS)
+def test_recorded_crowds_applause_and_animals_are_noise(make, beside_detector, request):
+    """Recorded ambience is noise, with the detector installed (``streamtag models install
+    music``) or not: packages held out from both networks' fits."""
+    if make is farm_animals and not beside_detector:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "without the detector the network calls half of these farm animals' windows "
+            "speech (a cow's or a sheep's call is voiced and moves in pitch, as a syllable "
+            "does); of all tuxpaint's animals 10 % (docs/models.md, \"Content\")")))
     require_ambience()
-    kinds = window_kinds(make(), beside_detector=True)
+    kinds = window_kinds(make(), beside_detector=beside_detector)
     assert len(kinds) >= 10
     assert share(kinds, "noise") >= 0.8, collections.Counter(kinds)
     assert share(kinds, "music") <= 0.1 and share(kinds, "speech") <= 0.1
@@ -180,8 +205,10 @@ def test_the_detectors_network_gets_its_features_as_offline_whatever_the_chunks(
              + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
     model = ContentModel.load(beside_detector=True)
     assert model.extended and model.features == FEATURES
-    assert not ContentModel.load().extended
-    assert not ContentTracker(ContentModel.load(), RATE).frontend.tonal_kept
+    assert ContentModel.load().extended and ContentModel.load().features == FEATURES
+    ten = ContentModel(CLASSES, SPECTRAL_FEATURES, np.zeros(10), np.ones(10),
+                       np.zeros((10, 4)), np.zeros(4), np.zeros((4, 4)), np.zeros(4))
+    assert not ten.extended and not ContentTracker(ten, RATE).frontend.tonal_kept
     tracker = ContentTracker(model, RATE, speech=False)
     assert tracker.frontend.tonal_kept and tracker.pulse_span == round(PULSE_S * RATE / 512)
     frontend = OnlineLogMel(content_options(RATE))
@@ -201,7 +228,7 @@ def test_the_detectors_network_gets_its_features_as_offline_whatever_the_chunks(
             seen += 1
     assert seen >= 20 and len(ours) == len(FEATURES)
     assert ours[len(SPECTRAL_FEATURES)] > 0.1  # the held note's stable peaks are there
-    assert ours[-1] > 0.5  # and its pulse
+    assert ours[-1] > 0.4  # and its pulse
     assert tracker.classify(len(audio) - 3 * RATE, len(audio)) == "music"
 
 
@@ -235,8 +262,10 @@ def run_engine(model_path: Path, audio: np.ndarray, content: ContentConfig | Non
 
 @pytest.fixture(scope="module")
 def programme(folder) -> tuple[np.ndarray, float, float]:
-    """Music, then speech, then music: the audio and where the speech begins and ends."""
-    first, speech, second = game_music(1, 20), festival_speech(folder)[:25 * RATE], \
+    """Music, then a voice actor reading (held out from both networks' fits), then music: the
+    audio and where the speech begins and ends."""
+    require_voices()
+    first, speech, second = game_music(1, 20), warzone_tutorial(RATE)[:25 * RATE], \
         game_music(4, 20)
     speech = speech / np.abs(speech).max() * 0.5
     audio = np.concatenate([first, speech, second]).astype(np.float32)

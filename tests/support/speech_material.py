@@ -5,7 +5,10 @@ detector's tests (streamtag.engine.speech).
   ``base.wz``, a zip; GPL-2+), English sentences of a few seconds each;
 - gcin-voice: a woman saying each Mandarin syllable (``ogg/*/3.ogg``; GPL-3 or LGPL-3),
   one syllable at a time with gaps, as alsa-utils' channel names are said;
-- alsa-utils: a person saying the channel names (tests.support.content_material.real_voice).
+- alsa-utils: a person saying the channel names (tests.support.content_material.real_voice);
+- asterisk-core-sounds-ru-wav and asterisk-prompt-fr-armelle: a telephone system's prompts read
+  in Russian and in French by two women (CC-BY-SA-3.0; GPL-2), 8 kHz recordings, held out from
+  the content network's fit (benchmarks/content_fit.py fits three other such packages).
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ from streamtag.audio.files import load_audio
 
 WARZONE = Path("/usr/share/games/warzone2100/base.wz")
 GCIN = Path("/usr/share/gcin-voice/ogg")
-PACKAGES = "warzone2100-data gcin-voice"
+PROMPTS = {"ru": Path("/usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU"),
+           "fr": Path("/usr/share/asterisk/sounds/fr")}
+PACKAGES = "warzone2100-data gcin-voice asterisk-core-sounds-ru-wav asterisk-prompt-fr-armelle"
 MISSING = f"needs Debian's {PACKAGES} (recorded voices): apt-get install {PACKAGES}"
 SILERO = "silero-vad==6.2.3"
 GAP_S = 0.3  # between clips, as a speaker pauses between phrases
 
 
 def require() -> None:
-    if not WARZONE.is_file() or not GCIN.is_dir():
+    if not WARZONE.is_file() or not GCIN.is_dir() or not all(
+            p.is_dir() for p in PROMPTS.values()):
         pytest.skip(MISSING)
 
 
@@ -60,6 +66,22 @@ def gcin_syllables(rate: int, count: int = 40) -> np.ndarray:
     paths = sorted(GCIN.glob("*/3.ogg"))
     step = max(1, len(paths) // count)
     return _joined([load_audio(p, rate)[0] for p in paths[::step][:count]], rate)
+
+
+def telephone_prompts(rate: int, language: str, seconds: float = 40.0) -> np.ndarray:
+    """A telephone system's prompts in ``language`` (``PROMPTS``), sentences of a few seconds,
+    one after another until ``seconds`` of speech, from every seventh recording."""
+    out, total = [], 0
+    for path in sorted(p for p in PROMPTS[language].glob("*")
+                       if p.suffix in (".wav", ".gsm"))[::7]:
+        clip = load_audio(path, rate)[0]
+        if len(clip) < rate:  # a word or a short phrase
+            continue
+        out.append(clip)
+        total += len(clip)
+        if total >= seconds * rate:
+            break
+    return _joined(out, rate)
 
 
 @functools.cache
