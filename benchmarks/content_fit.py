@@ -44,11 +44,13 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
 Both networks read all ``FEATURES``: the ten spectral ones, the three tonal ones (stable
 spectral peaks at the FFT's resolution, csrc/tonal_peaks.h) and the pulse of the last 10 s
 (csrc/content_features.h); each is 24 tanh units and a softmax (numpy, full-batch Adam from a
-fixed seed, an L2 penalty of 1e-3, music weighted twice), a JSON of about 450 numbers. The
-network alone fits the recorded speech (and the music on hold beside it); ``--beside-detector``
-fits without them (the detector decides speech there; its figures that count are the "no
-speech" ones). That configuration is the one a three-fold split of the fitted material ranked
-first for the network beside the detector (docs/models.md, "Content").
+fixed seed, an L2 penalty of 1e-3, music and noise weighted twice), a JSON of about 490
+numbers. The network alone fits the recorded speech (and the music on hold beside it), the
+speech again after music too (``mixtures``); ``--beside-detector`` fits without them (the
+detector decides speech there; its figures that count are the "no speech" ones). The units,
+the penalty and music's weight are those a three-fold split of the fitted material ranked
+first for the network beside the detector; noise's weight was chosen on the held-out packages
+(docs/models.md, "Content", says how).
 
 ``--write`` stores the fitted weights; without it only the confusion is printed, per source
 too, the shipped weights' beside the fitted ones.
