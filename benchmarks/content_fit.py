@@ -481,8 +481,8 @@ def windows(audio: np.ndarray, extended: bool = False) -> np.ndarray:
 def fit(x: np.ndarray, y: np.ndarray, classes: int, hidden: int = 16, l2: float = 1e-4,
         steps: int = 4000, lr: float = 0.01, seed: int = 0,
         class_weights: tuple[float, ...] | None = None) -> ContentModel:
-    """Sixteen tanh units and a softmax, each class weighted equally (or by
-    ``class_weights``, in ``CLASSES`` order), full-batch Adam."""
+    """``hidden`` tanh units and a softmax on all ``FEATURES``, each class weighted equally (or
+    by ``class_weights``, in ``CLASSES`` order), full-batch Adam."""
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     z = (x - mean) / scale
     counts = np.bincount(y, minlength=classes)
@@ -509,8 +509,7 @@ def fit(x: np.ndarray, y: np.ndarray, classes: int, hidden: int = 16, l2: float 
             second[i] = 0.999 * second[i] + 0.001 * grad ** 2
             params[i] = params[i] - lr * (first[i] / (1 - 0.9 ** step)) / (
                 np.sqrt(second[i] / (1 - 0.999 ** step)) + 1e-8)
-    return ContentModel(CLASSES, FEATURES if x.shape[1] == len(FEATURES) else SPECTRAL_FEATURES,
-                        mean, scale, *params)
+    return ContentModel(CLASSES, FEATURES, mean, scale, *params)
 
 
 def main() -> int:

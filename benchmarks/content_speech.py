@@ -38,18 +38,12 @@ SHARES = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def group_of(kind: str, name: str) -> str:
-    if kind == "speech" and ": " in name:
-        return name
-    if name.startswith("asterisk-moh"):
-        return "asterisk-moh-opsound-wav"
-    if name.startswith(("espeak", "festival")):
-        return name.split()[0] + " (synthesised)"
+    """content_fit.py's source of an item, with noise and tones each one group."""
+    if kind in ("noise", "tone"):
+        return kind
     if name == "alsa-utils voice":
         return "alsa-utils channel names"
-    if kind == "music":
-        return "fretsonfire (metal, rock)" if ":" in name else (
-            "openttd-openmsx" if name.endswith(".mid") else "singularity-music")
-    return kind
+    return content_fit.source_of(kind, name)
 
 
 def decide(audio: np.ndarray, model: ContentModel, plan: SpeechPlan | None
