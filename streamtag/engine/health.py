@@ -148,6 +148,12 @@ class SilenceDetector:
                 "threshold_dbfs": self.config.silence_dbfs, "cause": self.cause}
 
     @property
+    def quiet_since(self) -> int | None:
+        """The first sample of the run of quiet windows under way, confirmed as dead air or
+        not yet; None when the last window was not quiet."""
+        return self._run_start if self.quiet else None
+
+    @property
     def silent_s(self) -> float:
         return self.silent_samples / self.sample_rate
 

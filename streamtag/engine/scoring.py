@@ -176,6 +176,10 @@ class WindowScorer:
             if change.state == "on":  # no tag stays on in dead air
                 events = [*events, *self.smoother.silence(change.start_s)]
         muted_at = self._content_run(w, content, model.sample_rate)
+        if muted_at is not None and health is not None and health.quiet_since is not None:
+            # a run begun by a window of sound fading into the quiet run under way: the tags
+            # end where the quiet began, as they would once it is dead air
+            muted_at = min(muted_at, health.quiet_since / model.sample_rate)
         if muted_at is not None:  # speech or noise: no music tag stays on
             events = [*events, *self.smoother.silence(muted_at)]
         if self.mood is not None:
@@ -243,7 +247,8 @@ class WindowScorer:
         where the run began once it holds speech, noise or a tone and has lasted ``min_s``
         (every tag then turns off there, once per run), else None. A run of speech or noise
         begins half way into its first window (a window is speech when most of it is), one
-        of silence or a tone at its start (the whole window is)."""
+        of silence or a tone at its start (the whole window is); ``score`` ends the tags
+        no later than where the quiet under way began."""
         if content in (None, MUSIC):
             self.content_run_start, self.content_muted = None, False
             self.content_sound = False

@@ -15,6 +15,7 @@ from support.helpers import collect, make_config, started, tiny_model_file
 from streamtag.audio.files import load_audio, write_audio
 from streamtag.daemon.config import SourceConfig, config_from_dict
 from streamtag.engine.batching import Engine, EngineSink, WindowResult
+from streamtag.engine.config import ContentConfig
 from streamtag.engine.health import HealthConfig, SilenceDetector, level_of_samples
 from streamtag.engine.smoothing import Smoother, SmoothingConfig, TagEvent
 from streamtag.errors import ConfigError
@@ -285,9 +286,12 @@ def test_health_off_leaves_tags_on_in_dead_air(silence_model):
 
 # ---------------------------------------------------------------- a real daemon over ZeroMQ
 
-def test_silence_in_a_real_stream_through_the_daemon(silence_model, tmp_path):
+@pytest.mark.parametrize("content", [True, False], ids=["content", "no-content"])
+def test_silence_in_a_real_stream_through_the_daemon(silence_model, tmp_path, content):
     """A real recording with 25 s of digital silence in the middle, served by the daemon from
-    a FLAC file (44.1 kHz, resampled by the source) and received over ZeroMQ."""
+    a FLAC file (44.1 kHz, resampled by the source) and received over ZeroMQ. With content on,
+    a window of the music's last moments may be noise to the classifier and end the tags
+    before the silence is confirmed: they end where the quiet began either way."""
     audio = music_with_a_gap(20.0, 25.0, 20.0)
     if not MUSIC.exists():
         pytest.skip(MUSIC_MISSING)
@@ -297,7 +301,8 @@ def test_silence_in_a_real_stream_through_the_daemon(silence_model, tmp_path):
     path = tmp_path / "gap.flac"
     write_audio(path, np.concatenate(parts), 44100)
     assert len(audio) == 65 * RATE
-    daemon, sub = started(make_config(silence_model, tmp_path))
+    daemon, sub = started(make_config(silence_model, tmp_path,
+                                      content=ContentConfig(enabled=content)))
     try:
         daemon.add_source(SourceConfig("radio", f"file:{path}"))
         messages = collect(sub, {"radio"})
@@ -315,14 +320,16 @@ def test_silence_in_a_real_stream_through_the_daemon(silence_model, tmp_path):
     assert on.sample == round(on.time_s * RATE) and on.duration_s >= 10.0
     assert off.start_s == on.start_s and not off.ended  # sound came back
     assert math.isclose(off.duration_s, off.time_s - off.start_s, abs_tol=1e-6)
+    final = [b for b in by_type["status"] if b.state == "ended"][-1]
+    assert final.counters["silences"] == 1 and final.counters["silent"] == 0
+    if content:
+        return
     # The "on" comes before the tags' "off" events it causes, in the daemon's sending order.
     order = [(m.msg_type, m.body) for m in messages if m.msg_type in ("silence", "event")]
     first_off_in_gap = next(i for i, (kind, b) in enumerate(order)
                             if kind == "event" and b.state == "off"
                             and abs(b.time_s - on.time_s) < 1e-6)
     assert any(kind == "silence" for kind, _ in order[:first_off_in_gap])
-    final = [b for b in by_type["status"] if b.state == "ended"][-1]
-    assert final.counters["silences"] == 1 and final.counters["silent"] == 0
 
 
 class TinyWaveTagger(torch.nn.Module):
