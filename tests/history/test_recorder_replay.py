@@ -55,6 +55,12 @@ def test_a_recorder_stopped_for_two_seconds_stores_no_gap(model_path, audio_file
         time.sleep(PAUSE_S)
         assert daemon.publisher.next_seq("scores", "a") > stopped_at  # published meanwhile
         running = recorders()
+        # each restarted recorder hears the feed again (a subscriber joins a moment after it
+        # connects) before the stream ends, so its last window reaches both
+        resumed_at = daemon.publisher.next_seq("scores", "a")
+        for engine in engines.values():
+            wait_until(lambda e=engine: _stored(e, "scores", "a")[-1:] >= [resumed_at], 30,
+                       "the restarted recorders storing live windows")
         daemon.remove_source("a")
         wait_until(daemon.idle, 30, "the stream to end")
         last = daemon.publisher.next_seq("scores", "a") - 1
