@@ -690,7 +690,9 @@ def test_7_1_and_64_bit_stations_play_in_the_source(station, surround):
         assert [state for state, _, _ in run.calls if state in ("failed", "reconnecting")] == []
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+# Two worker processes run the same source code as one daemon: slow only, as the default run
+# keeps the suite under its time.
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_7_1_stations_play_in_a_daemon_beside_an_honest_one(station, surround, model_path,
                                                             tmp_path, processes):
     # One daemon (or two worker processes), a 7.1 AAC and a 7.1 Opus station beside an
