@@ -51,8 +51,8 @@ numbers. The network alone fits the recorded speech (and the music on hold besid
 speech again after music too (``mixtures``); ``--beside-detector`` fits without them (the
 detector decides speech there; its figures that count are the "no speech" ones). The units,
 the penalty and music's weight are those a three-fold split of the fitted material ranked
-first for the network beside the detector; noise's weight was chosen on the held-out packages
-(docs/models.md, "Content", says how).
+first for the network beside the detector; noise's weight and how many of the generator's
+clips are fitted were chosen on the held-out packages (docs/models.md, "Content", says how).
 
 ``--write`` stores the fitted weights; without it only the confusion is printed, per source
 too, the shipped weights' beside the fitted ones.
