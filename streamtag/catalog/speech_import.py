@@ -25,6 +25,7 @@ from streamtag.engine.speech import (
     KNOWN_GRAPHS,
     MAX_GRAPH_BYTES,
     SPEECH_FILE,
+    WITHOUT_DETECTOR,
     SpeechPlan,
     read_record,
     speech_path,
@@ -48,9 +49,8 @@ def status() -> tuple[bool, str]:
     follows from its absence."""
     path = speech_path()
     if not path.is_file():
-        return False, ("not installed: the content network decides speech, less surely (it "
-                       "calls some isolated syllables noise and some animals' calls speech); "
-                       "`streamtag models install speech` installs silero-vad's detector")
+        return False, (f"not installed: {WITHOUT_DETECTOR}; `streamtag models install "
+                       "speech` installs silero-vad's detector")
     plan = SpeechPlan.installed()
     if plan.detector is None:
         return False, plan.note

@@ -84,6 +84,9 @@ MAX_WAITING = round(KEEP_S * SPEECH_RATE)  # samples waiting for the detector, a
 # float samples of 1e30 made its STFT infinite and its state NaN until the state's reset
 MAX_SAMPLE = 16.0
 SPEECH_FILE = "silero-vad.onnx"
+# What follows where the detector is not installed (SpeechPlan's note, `models list`)
+WITHOUT_DETECTOR = ("the content network decides speech, less surely (it calls some isolated "
+                    "syllables noise and some animals' calls speech)")
 RECORD_FILE = "silero-vad.json"
 MAX_GRAPH_BYTES = 16 * 1024 * 1024
 # The graphs streamtag loads, by SHA-256 of the file: what each is.
@@ -542,10 +545,8 @@ class SpeechPlan:
         try:
             status = path.stat()
         except OSError:
-            return cls(None, "silero-vad is not installed: the content network decides speech, "
-                             "less surely (it calls some isolated syllables noise and some "
-                             "animals' calls speech); `streamtag models install speech` "
-                             "installs the detector")
+            return cls(None, f"silero-vad is not installed: {WITHOUT_DETECTOR}; "
+                             "`streamtag models install speech` installs the detector")
         key = (str(path), status.st_size, status.st_mtime_ns)
         with _loaded_lock:
             detector = _loaded.get(key)
