@@ -175,11 +175,8 @@ class WindowScorer:
         for change in silence:
             if change.state == "on":  # no tag stays on in dead air
                 events = [*events, *self.smoother.silence(change.start_s)]
-        muted_at = self._content_run(w, content, model.sample_rate)
-        if muted_at is not None and health is not None and health.quiet_since is not None:
-            # a run begun by a window of sound fading into the quiet run under way: the tags
-            # end where the quiet began, as they would once it is dead air
-            muted_at = min(muted_at, health.quiet_since / model.sample_rate)
+        muted_at = self._content_run(w, content, model.sample_rate,
+                                     None if health is None else health.quiet_since)
         if muted_at is not None:  # speech or noise: no music tag stays on
             events = [*events, *self.smoother.silence(muted_at)]
         if self.mood is not None:
@@ -241,14 +238,15 @@ class WindowScorer:
         return window_kind(rms_dbfs, peak_dbfs, onsets, cfg.silence_dbfs, cfg.tone_crest_db,
                            SQUARE_CREST_DB)
 
-    def _content_run(self, w: ScoredWindow, content: str | None,
-                     sample_rate: float) -> float | None:
+    def _content_run(self, w: ScoredWindow, content: str | None, sample_rate: float,
+                     quiet_since: int | None) -> float | None:
         """Follows the stream's run of windows that are not music; returns the audio time
         where the run began once it holds speech, noise or a tone and has lasted ``min_s``
         (every tag then turns off there, once per run), else None. A run of speech or noise
         begins half way into its first window (a window is speech when most of it is), one
-        of silence or a tone at its start (the whole window is); ``score`` ends the tags
-        no later than where the quiet under way began."""
+        of silence or a tone at its start (the whole window is). The tags end no later than
+        ``quiet_since``, the first sample of the quiet under way (a run begun by a window of
+        sound fading into dead air ends them where the quiet began, as dead air would)."""
         if content in (None, MUSIC):
             self.content_run_start, self.content_muted = None, False
             self.content_sound = False
@@ -261,4 +259,5 @@ class WindowScorer:
         if self.content_muted or not self.content_sound or lasted < self._content_min_s:
             return None
         self.content_muted = True
-        return self.content_run_start / sample_rate
+        start = self.content_run_start
+        return (start if quiet_since is None else min(start, quiet_since)) / sample_rate
