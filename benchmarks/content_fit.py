@@ -204,6 +204,13 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
         out.writeframes(np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
 
 
+def joined(clips: list[np.ndarray], pause_s: float = 0.3) -> np.ndarray:
+    """``clips`` one after the other, each followed by ``pause_s`` of silence: one speaker's
+    recordings as one piece."""
+    gap = np.zeros(int(pause_s * RATE), np.float32)
+    return np.concatenate([np.concatenate([c, gap]) for c in clips])
+
+
 def midi(cache: Path, path: Path) -> np.ndarray:
     """The MIDI file at ``path`` rendered with FluidR3 GM, 16-kHz samples (cached)."""
     return cached(cache, f"midi:{path}", lambda wav: run(
@@ -283,11 +290,11 @@ def recorded_speech(cache: Path, packages: tuple) -> list[tuple[str, np.ndarray]
                         audio = load_audio(path, RATE)[0]
                     except AudioDecodeError:  # a clip of no samples
                         continue
-                    out += [audio, np.zeros(int(gap * RATE), np.float32)]
+                    out.append(audio)
                     total += len(audio)
                     if most is not None and total > most * RATE:
                         break
-                write_wav(wav, np.concatenate(out))
+                write_wav(wav, joined(out, gap))
             if clips:
                 items.append((f"{package}: {part}", cached(cache, f"speech:{package}:{part}",
                                                            join)))
@@ -298,7 +305,6 @@ def recorded_voices(cache: Path) -> list[tuple[str, np.ndarray]]:
     """(name, samples) of warzone2100-data's tutorial and its unit and mission messages
     (voice actors reading English sentences) and gcin-voice's Mandarin syllables (a woman
     saying each, one at a time): clips joined with 0.3 s pauses."""
-    gap = np.zeros(int(0.3 * RATE), np.float32)
     items = []
     with zipfile.ZipFile(WARZONE) as archive, tempfile.TemporaryDirectory() as folder:
         for prefix, name in (("audio/tutorial/", "warzone2100-data: tutorial"),
@@ -309,10 +315,9 @@ def recorded_voices(cache: Path) -> list[tuple[str, np.ndarray]]:
                 path = Path(folder) / member.replace("/", "_")
                 path.write_bytes(archive.read(member))
                 clips.append(load_audio(path, RATE)[0])
-            items.append((name, np.concatenate([np.concatenate([c, gap]) for c in clips])))
+            items.append((name, joined(clips)))
     syllables = [load_audio(p, RATE)[0] for p in sorted(GCIN.glob("*/3.ogg"))[::3]]
-    items.append(("gcin-voice: syllables",
-                  np.concatenate([np.concatenate([s, gap]) for s in syllables])))
+    items.append(("gcin-voice: syllables", joined(syllables)))
     return items
 
 
@@ -374,9 +379,7 @@ def material(cache: Path, fit_ambience: bool = False, fit_speech: bool = False
                       cached(cache, f"festival:MPL-2.0:{j}", festival)))
     voices = [load_audio(p, RATE)[0] for p in sorted(ALSA_SOUNDS.glob("*.wav"))
               if p.name != "Noise.wav"]
-    gap = np.zeros(int(0.3 * RATE), np.float32)
-    person = np.concatenate([np.concatenate([v, gap]) for v in voices * 2])
-    items.append(("speech", "held", "alsa-utils voice", person))
+    items.append(("speech", "held", "alsa-utils voice", joined(voices * 2)))
     for split, packages in (("fit" if fit_speech else "held", FIT_SPEECH),
                             ("held", HELD_SPEECH)):
         for name, audio in recorded_speech(cache, packages):
