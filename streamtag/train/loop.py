@@ -365,7 +365,8 @@ class TrainingRun:
     def _loss(self, x: torch.Tensor, y: torch.Tensor,
               features: torch.Tensor | None = None) -> torch.Tensor:
         output = self.forward_module(x) if features is None else self.forward_module(x, features)
-        return training_loss(output, y, "two_head_bce" if self.two_heads else "bce")
+        return training_loss(output, y,
+                             "two_head_bce" if self.two_heads else self.recipe.train.loss)
 
     def _epoch(self) -> None:
         e = self.epoch  # 0-based index of the epoch about to run

@@ -205,14 +205,25 @@ def bce_per_tag(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=0)
 
 
+# logit_mse's targets: a teacher's probabilities clipped to [LOGIT_CLIP, 1 - LOGIT_CLIP]
+LOGIT_CLIP = 1e-4
+
+
 def training_loss(output: Any, y: Any, kind: str = "bce") -> Any:
     """The training loss of a tagger's ``output`` against targets ``y`` (torch tensors):
     ``"bce"``, binary cross-entropy of the logits, or ``"two_head_bce"``
-    (``nets.two_head_loss`` of both heads' output), as the registry declares (``nets.spec``)."""
+    (``nets.two_head_loss`` of both heads' output), as the registry declares (``nets.spec``),
+    or ``"logit_mse"``, the mean squared difference of the logits and the targets' logits
+    (targets are a teacher's probabilities, clipped by ``LOGIT_CLIP``)."""
     if kind == "two_head_bce":
         from streamtag.nets import two_head_loss
 
         return two_head_loss(output, y)
     import torch.nn.functional as F
+
+    if kind == "logit_mse":
+        import torch
+
+        return F.mse_loss(output.float(), torch.logit(y.float(), eps=LOGIT_CLIP))
 
     return F.binary_cross_entropy_with_logits(output.float(), y)

@@ -54,6 +54,7 @@ DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic", "audio_folder", 
 OPTIMIZERS = ("adam", "amsgrad", "adam_sgd", "sgd")
 SCHEDULES = ("none", "plateau", "warmup_linear")
 STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
+LOSSES = ("bce", "logit_mse")
 WINDOW_POSITIONS = ("random", "centre")
 EVAL_WINDOWS = ("average", "centre")
 THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")  # streamtag.train.metrics.THRESHOLD_METHODS
@@ -370,6 +371,12 @@ class TrainConfig:
     ``constant_epochs`` at ``lr``, then ``decay_epochs`` falling linearly to ``final_lr``, then
     ``final_lr``. After an Adam-to-SGD switch the schedule's factor applies to ``sgd_lr``.
 
+    Loss: ``bce``, binary cross-entropy of the logits against the targets (0/1 tags, or a
+    teacher's probabilities); ``logit_mse`` (distillation only), the squared difference between
+    the student's logits and the teacher's (its probabilities clipped to [1e-4, 1 - 1e-4]), which
+    weighs a rare tag's 0.01 against 0.05 as much as 0.5 against 0.8, where cross-entropy on
+    probabilities near 0 hardly tells them apart.
+
     Early stopping: ``early_stopping`` names the validation metric that picks the best epoch
     (``pr_auc_macro``, ``roc_auc_macro`` or ``loss``); training stops after ``patience`` epochs
     without improvement (0: never stops early).
@@ -413,6 +420,7 @@ class TrainConfig:
     plateau_factor: float = values.field(0.5, minimum=0, maximum=1)
     plateau_patience: int = values.field(3, minimum=1)
     min_lr: float = values.field(1e-6, minimum=0)
+    loss: str = values.field("bce", choices=LOSSES)
     early_stopping: str = values.field("roc_auc_macro", choices=STOPPING_METRICS)
     patience: int = values.field(10, minimum=0)
     grad_clip: float = values.field(0.0, minimum=0)
@@ -556,6 +564,13 @@ class Recipe:
                 raise ConfigError(f"model.options.{key} = {options[key]} disagrees with "
                                   f"{source} = {value}; leave it out to take {source}")
         values.set_field(self, "model", dataclasses.replace(self.model, options=options))
+        if self.train.loss == "logit_mse" and self.data.kind != "distill":
+            raise ConfigError("train.loss = \"logit_mse\" fits a teacher's scores: it needs "
+                              "data.kind = \"distill\"; use train.loss = \"bce\" for tags")
+        if self.train.loss == "logit_mse" and nets.spec(self.model.architecture)["loss"] != "bce":
+            raise ConfigError(f"train.loss = \"logit_mse\" needs one head of logits; "
+                              f"{self.model.architecture} trains two heads: use "
+                              f"train.loss = \"bce\"")
         minimum = nets.spec(self.model.architecture)["min_input"]
         segment_option = nets.spec(self.model.architecture)["segment_option"]
         if kind == "logmel":

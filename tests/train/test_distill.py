@@ -149,6 +149,40 @@ def test_a_student_trained_on_the_teacher_s_scores_is_a_model_file_with_its_tags
     assert 0.0 <= result.metrics["roc_auc_macro"] <= 1.0
 
 
+def test_logit_mse_weighs_a_rare_tag_s_small_scores_as_cross_entropy_does_not() -> None:
+    from streamtag.train.metrics import training_loss
+
+    teacher = torch.tensor([[0.01, 0.5]])
+    # the student's logits equal to the teacher's: no loss, and none from clipping's far end
+    assert float(training_loss(torch.logit(teacher), teacher, "logit_mse")) < 1e-10
+    assert np.isfinite(float(training_loss(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]),
+                                           "logit_mse")))
+    # a rare tag scored 0.05 where the teacher says 0.01, against 0.5 where it says 0.6:
+    # cross-entropy pulls the first less than the second; the logits' difference more
+    for kind, rare_pulls_harder in (("bce", False), ("logit_mse", True)):
+        logits = torch.logit(torch.tensor([[0.05, 0.5]])).requires_grad_()
+        training_loss(logits, torch.tensor([[0.01, 0.6]]), kind).backward()
+        rare, common = logits.grad.abs()[0].tolist()
+        assert (rare > common) is rare_pulls_harder, (kind, rare, common)
+
+
+def test_a_student_fitted_to_the_teacher_s_logits_agrees_with_it(tmp_path: Path) -> None:
+    teacher = _teacher(tmp_path / "teacher.pt")
+    _corpus(tmp_path / "corpus")
+    recipe = parse_recipe(RECIPE.format(root=tmp_path / "corpus", teacher=teacher,
+                                        cache=tmp_path / "cache"),
+                          ["train.loss=logit_mse", "train.epochs=15",
+                           "train.early_stopping=loss"])
+
+    result = train(recipe, tmp_path / "run", echo=False)
+
+    saved = np.load(tmp_path / "run" / "predictions.npz")
+    kinds = [int(Path(str(i)).name) % 3 for i in saved["test_ids"]]
+    # each held-out clip's loudest band is the student's highest score, as it is the teacher's
+    assert saved["test_scores"].argmax(axis=1).tolist() == kinds
+    assert result.metrics["roc_auc_macro"] == 1.0
+
+
 def _corpus_script():
     spec = importlib.util.spec_from_file_location("corpus", ROOT / "benchmarks" / "corpus.py")
     module = importlib.util.module_from_spec(spec)
