@@ -60,6 +60,7 @@ class Source:
     folders: tuple[str, ...]  # under the unpacked package
     minutes: float  # at most this much of the package
     licence: str  # the audio's licence, as the package's copyright file gives it
+    suffixes: tuple[str, ...] = ()  # only files ending so (default: every audio file)
 
 
 # Every source's audio may be combined under GPL-3.0-or-later (GPL-2+, GPL-2+ or CC-BY-SA,
@@ -67,9 +68,9 @@ class Source:
 # fit part may be shipped under it; hedgewars-data (music GPL-2 only, voices GFDL-1.3) may not
 # join them and is left out.
 SOURCES = (
-    Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 30,
+    Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 45,
            "GPL-2+ (Files: *)"),
-    Source("supertux-data", "music", ("usr/share/games/supertux2/music",), 20,
+    Source("supertux-data", "music", ("usr/share/games/supertux2/music",), 30,
            "GPL-2+ or CC-BY-SA-3.0 (Files: data/music/*)"),
     Source("lincity-ng-data", "music", ("usr/share/games/lincity-ng/music",), 8,
            "GPL-2+ (Files: *)"),
@@ -80,6 +81,25 @@ SOURCES = (
     Source("boswars-data", "sound", ("usr/share/games/boswars",), 6, "GPL-2+ (Files: *)"),
     Source("festvox-kallpc16k", "speech", (), 8,
            "the voice: CSTR/CMU, use and redistribution free with notice; the text: the GPL-3"),
+    # tracker modules and MIDI (rendered with FluidR3 GM, as openttd-openmsx is): the kinds of
+    # music the held-out packages are, from other packages
+    Source("ironseed-data", "music", ("usr/share/games/ironseed/sound",), 8,
+           "GPL-3+ (Files: *)"),
+    Source("tecnoballz-data", "music", ("usr/share/games/tecnoballz/musics",), 8,
+           "GPL-3+ (Files: *)"),
+    Source("pekka-kana-2-data", "music", ("usr/share/games/pekka-kana-2/data/music",), 8,
+           "BSD-2-Clause (Files: *)"),
+    Source("heroes-sound-tracks", "music", ("usr/share/games/heroes/mod",), 8,
+           "GPL-2+ (Files: *)"),
+    Source("biniax2-data", "music", ("usr/share/games/biniax2/music",), 8, "Zlib (Files: *)"),
+    Source("freedroid-data", "music", ("usr/share/games/freedroid/sound",), 5,
+           "GPL-2+ (the package's copyright file)", (".mod", ".ogg")),  # not its effects (.wav)
+    Source("mma", "midi", ("usr/share/doc/mma/examples", "usr/share/mma/lib"), 12,
+           "GPL-2+ (Files: *)"),
+    Source("freedink-data", "midi", ("usr/share/games/dink/dink/Sound",), 8,
+           "zlib-style: use, alteration and redistribution free (the package's copyright file)"),
+    Source("pianobooster", "midi", ("usr/share/doc/pianobooster/courses",), 5,
+           "GPL-3+, MIT or CC-BY (the package's copyright file, per file)"),
     # held out (the test split)
     Source("pingus-data", "music", ("usr/share/games/pingus/data/music",), 20,
            "GPL-2+ (the package's copyright file)"),
@@ -161,7 +181,7 @@ def speech(scratch: Path, minutes: float) -> list[tuple[str, np.ndarray]]:
 
 
 def files_of(source: Source, unpacked: Path) -> list[Path]:
-    suffixes = (".mid",) if source.kind == "midi" else AUDIO
+    suffixes = source.suffixes or ((".mid",) if source.kind == "midi" else AUDIO)
     found = []
     for folder in source.folders:
         found += [p for p in (unpacked / folder).rglob("*")
