@@ -183,6 +183,17 @@ def test_a_student_fitted_to_the_teacher_s_logits_agrees_with_it(tmp_path: Path)
     assert result.metrics["roc_auc_macro"] == 1.0
 
 
+def test_logit_mse_is_refused_for_a_network_of_two_heads(tmp_path: Path) -> None:
+    from streamtag.errors import ConfigError
+
+    recipe = RECIPE.format(root=tmp_path, teacher=tmp_path / "teacher.pt", cache=tmp_path)
+    with pytest.raises(ConfigError, match=r"train\.loss = \"logit_mse\" needs one head of "
+                                          r"logits; mobilenet_attn trains two heads: use "
+                                          r"train\.loss = \"bce\""):
+        parse_recipe(recipe, ["train.loss=logit_mse", "model.architecture=mobilenet_attn",
+                              "model.window=64", "model.options={}"])
+
+
 def _corpus_script():
     spec = importlib.util.spec_from_file_location("corpus", ROOT / "benchmarks" / "corpus.py")
     module = importlib.util.module_from_spec(spec)
