@@ -567,10 +567,11 @@ class Recipe:
         if self.train.loss == "logit_mse" and self.data.kind != "distill":
             raise ConfigError("train.loss = \"logit_mse\" fits a teacher's scores: it needs "
                               "data.kind = \"distill\"; use train.loss = \"bce\" for tags")
-        if self.train.loss == "logit_mse" and nets.spec(self.model.architecture)["loss"] != "bce":
+        own_loss = nets.spec(self.model.architecture)["loss"]
+        if self.train.loss == "logit_mse" and own_loss != "bce":
             raise ConfigError(f"train.loss = \"logit_mse\" needs one head of logits; "
-                              f"{self.model.architecture} trains two heads: use "
-                              f"train.loss = \"bce\"")
+                              f"{self.model.architecture} trains with its own loss "
+                              f"({own_loss}): leave train.loss out")
         minimum = nets.spec(self.model.architecture)["min_input"]
         segment_option = nets.spec(self.model.architecture)["segment_option"]
         if kind == "logmel":

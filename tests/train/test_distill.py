@@ -188,8 +188,8 @@ def test_logit_mse_is_refused_for_a_network_of_two_heads(tmp_path: Path) -> None
 
     recipe = RECIPE.format(root=tmp_path, teacher=tmp_path / "teacher.pt", cache=tmp_path)
     with pytest.raises(ConfigError, match=r"train\.loss = \"logit_mse\" needs one head of "
-                                          r"logits; mobilenet_attn trains two heads: use "
-                                          r"train\.loss = \"bce\""):
+                                          r"logits; mobilenet_attn trains with its own loss "
+                                          r"\(two_head_bce\): leave train\.loss out"):
         parse_recipe(recipe, ["train.loss=logit_mse", "model.architecture=mobilenet_attn",
                               "model.window=64", "model.options={}"])
 
