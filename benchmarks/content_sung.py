@@ -12,9 +12,9 @@ runtime) and never in the repository:
 - scratch's ``Media/Sounds/Vocals`` (CC-BY-SA-3.0): short phrases sung a cappella by one
   voice ("Come and play", "Sing me a song", held notes), a quarter second apart, and its two
   human-beatbox loops (mouth percussion, no words) played three times;
-- triplea's anthem intros (GPL-2+): ``Germans_Anthem_Intro_with_singing`` (an old recording
-  of a choir with a band; the package's name for it) and, for comparison, the eleven
-  instrumental intros beside it, each played three times.
+- triplea's anthem intros (GPL-2+): ``Germans_Anthem_Intro_with_singing`` (an old recording;
+  the file's name says it is sung) and, for comparison, the twelve other intros beside it,
+  each played three times.
 
 Every window goes through the engine with the shipped model, as ``tests/engine/
 test_speech.py`` feeds it: the share of windows per class, and which classes are right (music)
@@ -41,12 +41,10 @@ SCRATCH = "usr/share/scratch/Media/Sounds"
 TRIPLEA = "usr/share/games/triplea/assets/sounds"
 
 
-def kinds(audio: np.ndarray, plan) -> list[str | None]:
-    """Each window's content from the engine with the shipped model, fed in blocks."""
-    from streamtag.catalog.shipped import default_model_path
+def kinds(audio: np.ndarray, model, plan) -> list[str | None]:
+    """Each window's content from the engine with ``model``, fed in blocks."""
     from streamtag.engine.batching import Engine, EngineSink
     from streamtag.engine.config import SmoothingConfig
-    from streamtag.model.inference import InferenceModel
 
     found: list = []
 
@@ -57,7 +55,6 @@ def kinds(audio: np.ndarray, plan) -> list[str | None]:
         def on_stream_end(self, stream_id: str, events: list, end_s: float) -> None:
             pass
 
-    model = InferenceModel.load(str(default_model_path()), device="cpu")
     engine = Engine(model, Sink(), smoothing=SmoothingConfig(time_constant_s=0), speech=plan)
     engine.add_stream("radio")
     for i in range(0, len(audio), CHUNK):
@@ -71,26 +68,27 @@ def material(root: Path) -> list[tuple[str, str, np.ndarray]]:
     """(source, item, audio at 16 kHz) of the sung and comparison recordings."""
     scratch = corpus.fetch("scratch", root)
     triplea = corpus.fetch("triplea", root)
-    scratch_dir = root / "scratch-decoded"
-    scratch_dir.mkdir(exist_ok=True)
-    gap = np.zeros(RATE // 4, dtype=np.float32)
+    work = root / "decoding"  # corpus.decode's scratch folder
+    work.mkdir(exist_ok=True)
     vocals = sorted(p for p in (scratch / SCRATCH / "Vocals").iterdir()
                     if not p.name.startswith(("BeatBox", "Ya.")))
-    sung = np.concatenate([part for p in vocals for part in (corpus.decode(p, scratch_dir),
-                                                             gap)])
-    beatbox = np.concatenate([corpus.decode(p, scratch_dir) for p in
+    # one folder's phrases, a quarter second apart, as the corpus joins short sounds
+    [(_, sung)] = corpus.joined([(f"Vocals/{p.stem}", corpus.decode(p, work)) for p in vocals])
+    beatbox = np.concatenate([corpus.decode(p, work) for p in
                               sorted((scratch / SCRATCH / "Music Loops").glob("HumanBeatbox*"))]
                              * 3)
     items = [("scratch", "vocals sung a cappella", sung),
              ("scratch", "human beatbox loops", beatbox)]
     for path in sorted((triplea / TRIPLEA).rglob("*Anthem_Intro*.mp3")):
-        audio = corpus.decode(path, scratch_dir)
+        audio = corpus.decode(path, work)
         items.append(("triplea", path.stem, np.concatenate([audio] * 3)))
     return items
 
 
 def main() -> None:
+    from streamtag.catalog.shipped import default_model_path
     from streamtag.engine.speech import SpeechPlan
+    from streamtag.model.inference import InferenceModel
     from streamtag.train.recipe import default_cache_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -101,11 +99,12 @@ def main() -> None:
     detector = SpeechPlan.installed()
     if detector.detector is None:
         raise SystemExit(f"{detector.note}: streamtag models install speech")
+    model = InferenceModel.load(str(default_model_path()), device="cpu")
     plans = {"detector": detector, "network alone": SpeechPlan(None, "measured without it")}
     rows = []
     for source, item, audio in material(args.root):
         for way, plan in plans.items():
-            found = kinds(audio, plan)
+            found = kinds(audio, model, plan)
             shares = {k: round(sum(f == k for f in found) / len(found), 2)
                       for k in ("music", "speech", "noise", "tone", "silence")}
             rows.append({"source": source, "item": item, "decided_by": way,
