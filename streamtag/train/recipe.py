@@ -564,14 +564,15 @@ class Recipe:
                 raise ConfigError(f"model.options.{key} = {options[key]} disagrees with "
                                   f"{source} = {value}; leave it out to take {source}")
         values.set_field(self, "model", dataclasses.replace(self.model, options=options))
-        if self.train.loss == "logit_mse" and self.data.kind != "distill":
-            raise ConfigError("train.loss = \"logit_mse\" fits a teacher's scores: it needs "
-                              "data.kind = \"distill\"; use train.loss = \"bce\" for tags")
-        own_loss = nets.spec(self.model.architecture)["loss"]
-        if self.train.loss == "logit_mse" and own_loss != "bce":
-            raise ConfigError(f"train.loss = \"logit_mse\" needs one head of logits; "
-                              f"{self.model.architecture} trains with its own loss "
-                              f"({own_loss}): leave train.loss out")
+        if self.train.loss == "logit_mse":
+            if self.data.kind != "distill":
+                raise ConfigError("train.loss = \"logit_mse\" fits a teacher's scores: it needs "
+                                  "data.kind = \"distill\"; use train.loss = \"bce\" for tags")
+            own_loss = nets.spec(self.model.architecture)["loss"]
+            if own_loss != "bce":
+                raise ConfigError(f"train.loss = \"logit_mse\" needs one head of logits; "
+                                  f"{self.model.architecture} trains with its own loss "
+                                  f"({own_loss}): leave train.loss out")
         minimum = nets.spec(self.model.architecture)["min_input"]
         segment_option = nets.spec(self.model.architecture)["segment_option"]
         if kind == "logmel":
