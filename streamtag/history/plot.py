@@ -282,7 +282,11 @@ def _lay_out(figure, axes: list, titles: list[list], bar, legend, *, bar_share: 
     below = axes[0].bbox.y0 - times.y0
     last = axes[-1].xaxis.get_tightbbox(renderer)  # with the caption
     below_last = axes[-1].bbox.y0 - last.y0
-    over = max(times.x1 - axes[0].bbox.x1, last.x1 - axes[-1].bbox.x1, 0.0)
+    # past the strips' right end: the times' corner text, and a time whose tick falls at the
+    # end (its label centred on it, half of it beyond; which time does depends on the range)
+    half = max((t.get_window_extent(renderer).width / 2 for t in axes[0].get_xticklabels()
+                if t.get_visible() and t.get_text()), default=0.0)
+    over = max(times.x1 - axes[0].bbox.x1, last.x1 - axes[-1].bbox.x1, half, 0.0)
     ratios = axes[0].get_subplotspec().get_gridspec().get_height_ratios()
     # each strip's titles above it: (share of the strip's height, text height) at the top
     above: list[tuple[float, float]] = []
@@ -309,8 +313,9 @@ def _lay_out(figure, axes: list, titles: list[list], bar, legend, *, bar_share: 
     bar_w = bar_h / 20.0
     bar.set_position((0.0, 0.0, bar_w / width, bar_h / height))
     bar_right = bar.get_tightbbox(renderer).x1 - bar.bbox.x1
-    right = width - max(over, 2 * pad + bar_w + bar_right) - pad
-    bar.set_position(((right + 2 * pad) / width, (top - bar_h) / height, bar_w / width,
+    gap = max(2 * pad, over + pad)  # between the strips and the bar: room for what hangs over
+    right = width - gap - bar_w - bar_right - pad
+    bar.set_position(((right + gap) / width, (top - bar_h) / height, bar_w / width,
                       bar_h / height))
     for ax, (y, strip) in zip(axes, rows, strict=True):
         ax.set_position((left / width, y / height, (right - left) / width, strip / height))

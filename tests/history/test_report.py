@@ -669,6 +669,28 @@ def test_no_label_of_the_picture_is_cut_off_or_overprints_another(session):
     assert [round(a.bbox.x0) for a in figure.axes[:2]] == [round(top.x0)] * 2
 
 
+def test_a_time_at_the_strips_right_end_keeps_clear_of_the_colour_bar(session):
+    """A range that ends on a whole minute puts that minute's time at the strips' right end,
+    its label centred there, half of it past the strip: it stays clear of the colour bar (it
+    overprinted the bar's edge by 2 pixels where the range happened to end so)."""
+    url, t0, *_ = session
+    until = (t0 + 600) // 60 * 60
+    engine = schema.create_db_engine(url)
+    try:
+        figure, _ = draw_history(engine, load_history(engine, since=t0, until=until,
+                                                      zone=zone_named("UTC")))
+    finally:
+        engine.dispose()
+    groups = laid_out(figure)
+    renderer = figure.canvas.get_renderer()
+    strip = figure.axes[0]
+    ends = [t for t in strip.get_xticklabels() if t.get_visible() and t.get_text()
+            and abs(t.get_window_extent(renderer).x0 + t.get_window_extent(renderer).x1
+                    - 2 * strip.bbox.x1) < 1.0]
+    assert [t.get_text() for t in ends] == [f"{datetime.fromtimestamp(until, UTC):%H:%M}"]
+    assert ends[0].get_window_extent(renderer).x1 < groups["colour bar"][0].x0
+
+
 def test_span_labels_stand_out_from_their_span():
     """Off-air's label was white on red drawn three-quarters opaque over the strip: faint.
     Each label sits on an opaque box of its span's colour, at a contrast of 4.5 or more (WCAG
