@@ -25,6 +25,10 @@ chosen threshold reproduces the F1 it was chosen for.)
   first, infinite one; ties go to the highest threshold.
 - ``"tpr_tnr"``: the ROC point where the true positive rate meets the true negative rate,
   minimising |TPR - (1 - FPR)| over the same points; ties go to the highest threshold.
+- ``"prevalence"``: the tag on as often as its labels are: the k-th highest score, where k is
+  the tag's positives (exactly k examples on, more where scores tie at the k-th). A student
+  distilled from a teacher's tags then shows each tag as often as the teacher does, where F1
+  rewards recall and turns more on (docs/models.md, music-small).
 
 A tag whose validation labels are all one class gets 0.5: there is nothing to place a threshold
 between.
@@ -45,7 +49,7 @@ import numpy as np
 __all__ = ["THRESHOLD_METHODS", "bce", "bce_per_tag", "choose_thresholds", "decide", "evaluate",
            "metrics_table", "training_loss"]
 
-THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr")
+THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr", "prevalence")
 DEFAULT_THRESHOLD = 0.5
 _EPS = 1e-7
 
@@ -91,6 +95,9 @@ def choose_thresholds(y_true: Any, y_score: Any, method: str = "f1") -> np.ndarr
             f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total),
                            where=total > 0)
             thresholds[j] = cut[np.argmax(f1)]
+            continue
+        if method == "prevalence":
+            thresholds[j] = np.sort(p[:, j])[::-1][int(y[:, j].sum()) - 1]
             continue
         fpr, tpr, cut = roc_curve(y[:, j], p[:, j], drop_intermediate=False)
         fpr, tpr, cut = fpr[1:], tpr[1:], cut[1:]  # the first point's threshold is infinite

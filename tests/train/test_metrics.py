@@ -112,7 +112,9 @@ def test_decisions_are_score_at_or_above_threshold():
 #   t = 0.10: TP 2, FP 2 -> P 0.50, R 1.0, F1 0.667; TPR 1.0, FPR 1.0 -> TPR-FPR 0.0, |TPR-TNR| 1.0
 # f1 -> 0.35 (F1 0.8). roc_elbow -> 0.8 and 0.35 tie (both 0.5 / sqrt 2 from the diagonal); the
 # highest threshold wins -> 0.8. tpr_tnr -> 0.4 (TPR = TNR = 0.5).
-CASE_1 = ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], {"f1": 0.35, "roc_elbow": 0.8, "tpr_tnr": 0.4})
+# prevalence -> 0.4, the 2nd highest score (2 positives): 2 examples on, as many as the labels.
+CASE_1 = ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], {"f1": 0.35, "roc_elbow": 0.8, "tpr_tnr": 0.4,
+                                                "prevalence": 0.4})
 
 # Hand-checked case 2: scores [0.2, 0.3, 0.6, 0.7, 0.9], labels [0, 1, 0, 1, 1] (3 pos, 2 neg):
 #   t = 0.9: TP 1, FP 0 -> F1 0.500; TPR 0.33, FPR 0.0 -> TPR-FPR 0.33, |TPR-TNR| 0.67
@@ -120,9 +122,10 @@ CASE_1 = ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], {"f1": 0.35, "roc_elbow": 0.8, "t
 #   t = 0.6: TP 2, FP 1 -> F1 0.667; TPR 0.67, FPR 0.5 -> TPR-FPR 0.17, |TPR-TNR| 0.17
 #   t = 0.3: TP 3, FP 1 -> F1 0.857; TPR 1.00, FPR 0.5 -> TPR-FPR 0.50, |TPR-TNR| 0.50
 #   t = 0.2: TP 3, FP 2 -> F1 0.750; TPR 1.00, FPR 1.0 -> TPR-FPR 0.00, |TPR-TNR| 1.00
-# f1 -> 0.3; roc_elbow -> 0.7; tpr_tnr -> 0.6: three methods, three thresholds.
+# f1 -> 0.3; roc_elbow -> 0.7; tpr_tnr -> 0.6: three methods, three thresholds. prevalence ->
+# 0.6, the 3rd highest (3 positives; one of the three on is the negative at 0.6).
 CASE_2 = ([0, 1, 0, 1, 1], [0.2, 0.3, 0.6, 0.7, 0.9], {"f1": 0.3, "roc_elbow": 0.7,
-                                                        "tpr_tnr": 0.6})
+                                                        "tpr_tnr": 0.6, "prevalence": 0.6})
 
 # Hand-checked case 3, an F1 tie: scores [0.9, 0.6, 0.4, 0.3], labels [1, 0, 0, 1]:
 #   t = 0.9: P 1.00, R 0.5 -> F1 0.667;  t = 0.6: P 0.50, R 0.5 -> F1 0.5
@@ -144,7 +147,7 @@ def test_thresholds_per_tag_and_the_default_for_one_class_tags():
     y = np.array([[0, 0, 0, 1], [0, 1, 0, 1], [1, 0, 0, 1], [1, 1, 0, 1]])
     p = np.array([[0.1, 0.9, 0.2, 0.3], [0.4, 0.6, 0.7, 0.4], [0.35, 0.4, 0.1, 0.5],
                   [0.8, 0.3, 0.3, 0.6]])
-    for method in ("f1", "roc_elbow", "tpr_tnr"):
+    for method in ("f1", "roc_elbow", "tpr_tnr", "prevalence"):
         t = choose_thresholds(y, p, method)
         assert t.shape == (4,)
         assert t[0] == CASE_1[2][method]  # column 0 is case 1
@@ -164,6 +167,19 @@ def test_f1_thresholds_reproduce_the_optimal_f1_on_the_data_they_were_chosen_on(
         best = max(f1(labels, p[:, j] >= c) for c in np.unique(p[:, j]))
         assert f1(labels, p[:, j] >= t[j]) == pytest.approx(best)
         assert sklearn_metrics.f1_score(labels, p[:, j] >= t[j]) == pytest.approx(best)
+
+
+def test_prevalence_turns_each_tag_on_as_often_as_its_labels_are():
+    """On the data they were chosen on, each tag is on in as many examples as it has
+    positives, however the scores rank them; F1 on the same data turns more on."""
+    y, p = random_problem(n=300, tags=4, seed=3)
+    t = choose_thresholds(y, p, "prevalence")
+    assert ((p >= t).sum(axis=0) == y.sum(axis=0)).all()
+    assert (p >= choose_thresholds(y, p, "f1")).sum() > y.sum()
+    # a tie at the k-th score: every tied example is on
+    tied = choose_thresholds(np.array([[1], [0], [0]]), np.array([[0.5], [0.5], [0.1]]),
+                             "prevalence")
+    assert tied.tolist() == [0.5]
 
 
 def test_bad_inputs_are_errors():
