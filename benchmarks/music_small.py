@@ -1,6 +1,7 @@
 """music-small against its teacher: agreement on held-out sources, and streams per core.
 
-    python benchmarks/music_small.py RUN_DIR [--recipe models/music-small.toml] [--speed]
+    python benchmarks/music_small.py RUN_DIR [--recipe models/music-small.toml]
+        [--thresholds METHOD] [--speed]
 
 Agreement, on the corpus's test split (packages never seen in training, ``benchmarks/
 corpus.py``), from the run's ``predictions.npz`` (the student's probabilities per clip, its
@@ -14,7 +15,12 @@ exported weights) and the teacher's cached scores (``streamtag.train.distill.Tea
   half of its windows, each model at its own thresholds): the share of tracks whose headline is
   the teacher's, and whose headline shares at least half its tags (of both) with the teacher's;
   and by mean probability, the share whose top tag is the teacher's, and whose top 3 share at
-  least 2 with the teacher's.
+  least 2 with the teacher's; and how many tags each model turns on in a clip.
+
+The student's thresholds are the run's own (its recipe's ``threshold_method``), or with
+``--thresholds METHOD`` chosen by that method on the run's validation predictions, as training
+would have chosen them (``streamtag.train.metrics.choose_thresholds``): a run made before its
+recipe changed method is measured as the recipe now is, without training it again.
 
 ``--speed`` then runs ``benchmarks/streams.py`` once with the shipped model, music-small,
 musicnn-msd and music side by side (ONNX Runtime, the daemon's CPU backend; all four must be
@@ -64,8 +70,10 @@ def corpus_rows(recipe) -> dict[str, dict[str, str]]:
         return {Path(r["path"]).with_suffix("").as_posix(): r for r in csv.DictReader(f)}
 
 
-def agreement(run_dir: Path, recipe) -> dict:
+def agreement(run_dir: Path, recipe, method: str | None = None) -> dict:
     from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from streamtag.train.metrics import choose_thresholds
 
     saved = np.load(run_dir / "predictions.npz")
     ids = [str(i) for i in saved["test_ids"]]
@@ -86,7 +94,8 @@ def agreement(run_dir: Path, recipe) -> dict:
         if row.get("kind") in ("music", "midi"):
             tracks[clip.rsplit("-", 1)[0]].append(k)
     top1 = top3 = same = near = 0
-    student_on = student >= saved["thresholds"]
+    student_on = student >= (saved["thresholds"] if method is None else choose_thresholds(
+        saved["validation_labels"], saved["validation_scores"], method))
     for clips in tracks.values():
         t_mean, s_mean = teacher[clips].mean(axis=0), student[clips].mean(axis=0)
         t_top, s_top = np.argsort(-t_mean)[:3], np.argsort(-s_mean)[:3]
@@ -110,6 +119,9 @@ def agreement(run_dir: Path, recipe) -> dict:
         "headline_half_shared_share": near / max(1, len(tracks)),
         "top1_share": top1 / max(1, len(tracks)),
         "top3_2_of_3_share": top3 / max(1, len(tracks)),
+        "thresholds": method or "the run's",
+        "tags_on_per_clip": {"teacher": float(on.sum(axis=1).mean()),
+                             "student": float(student_on.sum(axis=1).mean())},
         "per_tag_roc_auc": dict(sorted(per_tag.items(), key=lambda kv: kv[1])),
         "below_0_8": [t for t, v in sorted(per_tag.items(), key=lambda kv: kv[1]) if v < 0.8],
     }
@@ -127,18 +139,22 @@ def speed(streams: int, seconds: float) -> dict:
 
 
 def main() -> None:
+    from streamtag.train.metrics import THRESHOLD_METHODS
     from streamtag.train.recipe import load_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--recipe", type=Path, default=None,
                         help="default: the run's own recipe.toml")
+    parser.add_argument("--thresholds", choices=THRESHOLD_METHODS, default=None,
+                        help="choose the student's thresholds by this method on the run's "
+                             "validation predictions (default: the run's own)")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     recipe = load_recipe(args.recipe or args.run_dir / "recipe.toml")
-    result = agreement(args.run_dir, recipe)
+    result = agreement(args.run_dir, recipe, args.thresholds)
     per_tag = result.pop("per_tag_roc_auc")
     print(json.dumps(result, indent=2))
     print("per-tag ROC-AUC against the teacher's tags, held-out sources:")
