@@ -146,12 +146,13 @@ def test_a_student_trained_on_the_teacher_s_scores_is_a_model_file_with_its_tags
     loaded = modelfile.load(result.model_path, device="cpu")
     assert loaded.tags == TAGS and len(loaded.thresholds) == 3
     # each tag the teacher turns on in some validation clips and not all is on in as many of
-    # them by the student's thresholds, the file's
+    # them by the thresholds chosen, which the file carries (as float32, as the network scores)
     saved = np.load(tmp_path / "run" / "predictions.npz")
     teacher_on = saved["validation_labels"].sum(axis=0)
-    student_on = (saved["validation_scores"] >= np.asarray(loaded.thresholds)).sum(axis=0)
+    student_on = (saved["validation_scores"] >= saved["thresholds"]).sum(axis=0)
     both = (teacher_on > 0) & (teacher_on < len(saved["validation_labels"]))
     assert both.any() and (student_on[both] == teacher_on[both]).all()
+    assert np.asarray(loaded.thresholds) == pytest.approx(saved["thresholds"], rel=1e-6)
     # the student's own frontend, not the teacher's
     assert loaded.frontend_options == recipe.frontend_options() != TEACHER_OPTIONS
     assert result.metrics["n_examples"] == 3  # the held-out clips, scored against the teacher
