@@ -57,7 +57,8 @@ STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
 LOSSES = ("bce", "logit_mse")
 WINDOW_POSITIONS = ("random", "centre")
 EVAL_WINDOWS = ("average", "centre")
-THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr", "prevalence")  # streamtag.train.metrics.THRESHOLD_METHODS
+# streamtag.train.metrics.THRESHOLD_METHODS
+THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr", "prevalence")
 # Data kinds without labels: for pre-training only.
 UNLABELED_DATA_KINDS = ("audio_folder",)
 
@@ -507,9 +508,9 @@ class EvalConfig:
 
     ``windows = "average"``: the mean of the model's probabilities over evenly spaced windows
     covering the whole track, ``eval_hop`` apart at most (0: the model's hop); ``"centre"``: the
-    centre window only. ``threshold_method``: ``f1``, ``roc_elbow``, ``tpr_tnr`` or ``prevalence`` (see
-    ``streamtag.train.metrics``). ``batch_size``: windows per forward pass (0: twice the
-    training batch).
+    centre window only. ``threshold_method``: ``f1``, ``roc_elbow``, ``tpr_tnr`` or
+    ``prevalence`` (see ``streamtag.train.metrics``). ``batch_size``: windows per forward pass
+    (0: twice the training batch).
     """
 
     windows: str = values.field("average", choices=EVAL_WINDOWS)
