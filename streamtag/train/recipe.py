@@ -35,6 +35,7 @@ from streamtag import values
 from streamtag.errors import ConfigError
 from streamtag.model import DEVICES
 from streamtag.text import utf8_file_text
+from streamtag.train.metrics import THRESHOLD_METHODS
 
 __all__ = [
     "AugmentConfig",
@@ -57,8 +58,6 @@ STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
 LOSSES = ("bce", "logit_mse")
 WINDOW_POSITIONS = ("random", "centre")
 EVAL_WINDOWS = ("average", "centre")
-# streamtag.train.metrics.THRESHOLD_METHODS
-THRESHOLD_METHODS = ("f1", "roc_elbow", "tpr_tnr", "prevalence")
 # Data kinds without labels: for pre-training only.
 UNLABELED_DATA_KINDS = ("audio_folder",)
 
