@@ -61,6 +61,9 @@ class Source:
     minutes: float  # at most this much of the package
     licence: str  # the audio's licence, as the package's copyright file gives it
     suffixes: tuple[str, ...] = ()  # only files ending so (default: every audio file)
+    # files left out by name: those the copyright file gives a licence that may not join the
+    # rest (CC-BY-SA-3.0 or CC-BY-3.0 alone, or a licence of the package's own)
+    exclude: tuple[str, ...] = ()
 
 
 # Every source's audio may be combined under GPL-3.0-or-later (GPL-2+, GPL-2+ or CC-BY-SA,
@@ -100,6 +103,30 @@ SOURCES = (
            "zlib-style: use, alteration and redistribution free (the package's copyright file)"),
     Source("pianobooster", "midi", ("usr/share/doc/pianobooster/courses",), 20,
            "GPL-3+, MIT or CC-BY (the package's copyright file, per file)"),
+    # game soundtracks of other styles and composers: space orchestral and electronic, rock,
+    # medieval and fantasy, chiptune
+    Source("naev-data", "music", ("usr/share/naev/dat/snd/music",), 48,
+           "GPL-3+, GPL-2+ or GPL-3 or CC-BY-3.0 (the copyright file, per file)",
+           exclude=("ambiphonic.ogg", "void_sensor.ogg",  # CC-BY-3.0
+                    "ambient4.ogg", "combat1.ogg", "combat2.ogg", "combat3.ogg",  # CC-BY-SA-3.0
+                    "dvaered1.ogg", "dvaered2.ogg", "eureka.ogg", "sirius2.ogg",
+                    "terminal.ogg")),
+    Source("widelands-data", "music", ("usr/share/games/widelands/data/music",), 48,
+           "GPL-2+ (Files: *)",
+           exclude=("ingame_24.ogg", "ingame_25.ogg", "ingame_26.ogg")),  # CC-BY-SA-3.0
+    Source("colobot-common-sounds", "music", ("usr/share/games/colobot/music",), 40,
+           "GPL-3+ (Files: *)"),
+    Source("freedroidrpg-data", "music", ("usr/share/freedroidrpg/data/sound/music",), 32,
+           "GPL-2+ (Files: *)"),
+    Source("starfighter-data", "music", ("usr/share/starfighter/music",), 24,
+           "GPL-2+ (Files: *)"),
+    Source("hyperrogue-music", "music", ("usr/share/hyperrogue/music",), 16,
+           "GPL-2+ (Files: *)",
+           exclude=("hr3-caves.ogg", "hr-domina-hunting.ogg",  # CC-BY-SA-3.0
+                    "hr-savino-caribbean.ogg")),
+    Source("trackballs-data", "music", ("usr/share/games/trackballs/music",), 16,
+           "GPL-2+ (Files: *)",
+           exclude=("c64revival.ogg", "crazy.ogg", "eurovision.ogg")),  # Ethymonics' own
     # held out (the test split)
     Source("pingus-data", "music", ("usr/share/games/pingus/data/music",), 20,
            "GPL-2+ (the package's copyright file)"),
@@ -186,6 +213,7 @@ def files_of(source: Source, unpacked: Path) -> list[Path]:
     for folder in source.folders:
         found += [p for p in (unpacked / folder).rglob("*")
                   if p.is_file() and p.suffix.lower() in suffixes]
+    found = [p for p in found if p.name not in source.exclude]
     if source.package == "scorched3d-data":  # one folder holds its music and its effects
         found = [p for p in found if ("/music/" in p.as_posix()) == (source.kind == "music")]
     return sorted(found)

@@ -227,3 +227,17 @@ def test_the_corpus_split_never_puts_a_package_in_both_parts() -> None:
     fit = [corpus.split_of("pkg", f"pkg/file-{i}") for i in range(200)]
     assert {"train", "validation"} == set(fit)
     assert fit == [corpus.split_of("pkg", f"pkg/file-{i}") for i in range(200)]
+
+
+def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Path) -> None:
+    corpus = _corpus_script()
+    folder = tmp_path / "usr/share/game/music"
+    folder.mkdir(parents=True)
+    for name in ("kept.ogg", "other.ogg", "cc-by-sa.ogg", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    source = corpus.Source("game-data", "music", ("usr/share/game/music",), 10, "GPL-2+",
+                           exclude=("cc-by-sa.ogg",))
+    assert [p.name for p in corpus.files_of(source, tmp_path)] == ["kept.ogg", "other.ogg"]
+    # every excluded name is a file of its own source's kind, written as a bare file name
+    for source in corpus.SOURCES:
+        assert all("/" not in name and name.endswith(corpus.AUDIO) for name in source.exclude)
