@@ -238,6 +238,6 @@ def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Pa
     source = corpus.Source("game-data", "music", ("usr/share/game/music",), 10, "GPL-2+",
                            exclude=("cc-by-sa.ogg",))
     assert [p.name for p in corpus.files_of(source, tmp_path)] == ["kept.ogg", "other.ogg"]
-    # every excluded name is a file of its own source's kind, written as a bare file name
+    # every excluded name is a bare file name of an audio file (compared with each path's name)
     for source in corpus.SOURCES:
         assert all("/" not in name and name.endswith(corpus.AUDIO) for name in source.exclude)
