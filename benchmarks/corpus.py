@@ -62,12 +62,13 @@ class Source:
     licence: str  # the audio's licence, as the package's copyright file gives it
     suffixes: tuple[str, ...] = ()  # only files ending so (default: every audio file)
     # files left out by name: those the copyright file gives a licence that may not join the
-    # rest (CC-BY-SA-3.0 or CC-BY-3.0 alone, or a licence of the package's own)
+    # rest (CC-BY-SA-3.0 or CC-BY-3.0 alone, or a licence written for those files alone)
     exclude: tuple[str, ...] = ()
 
 
 # Every source's audio may be combined under GPL-3.0-or-later (GPL-2+, GPL-2+ or CC-BY-SA,
-# the festival voice's permissive licence reading the GPL-3's text), so a model trained on the
+# GPL-3 or CC-BY-3.0 taken as GPL-3, the festival voice's permissive licence reading the
+# GPL-3's text; files of other licences left out by ``exclude``), so a model trained on the
 # fit part may be shipped under it; hedgewars-data (music GPL-2 only, voices GFDL-1.3) may not
 # join them and is left out.
 SOURCES = (
@@ -103,8 +104,9 @@ SOURCES = (
            "zlib-style: use, alteration and redistribution free (the package's copyright file)"),
     Source("pianobooster", "midi", ("usr/share/doc/pianobooster/courses",), 20,
            "GPL-3+, MIT or CC-BY (the package's copyright file, per file)"),
-    # game soundtracks of other styles and composers: space orchestral and electronic, rock,
-    # medieval and fantasy, chiptune
+    # more game soundtracks, by other composers (the teacher's most frequent tags: electronic
+    # ones in naev's, colobot's, freedroidrpg's, starfighter's and trackballs', indie,
+    # instrumental and classical in widelands', indie and drums in hyperrogue's)
     Source("naev-data", "music", ("usr/share/naev/dat/snd/music",), 48,
            "GPL-3+, GPL-2+ or GPL-3 or CC-BY-3.0 (the copyright file, per file)",
            exclude=("ambiphonic.ogg", "void_sensor.ogg",  # CC-BY-3.0
@@ -126,7 +128,7 @@ SOURCES = (
                     "hr-savino-caribbean.ogg")),
     Source("trackballs-data", "music", ("usr/share/games/trackballs/music",), 16,
            "GPL-2+ (Files: *)",
-           exclude=("c64revival.ogg", "crazy.ogg", "eurovision.ogg")),  # Ethymonics' own
+           exclude=("c64revival.ogg", "crazy.ogg", "eurovision.ogg")),  # Ethymonics' licence
     # held out (the test split)
     Source("pingus-data", "music", ("usr/share/games/pingus/data/music",), 20,
            "GPL-2+ (the package's copyright file)"),
