@@ -241,3 +241,11 @@ def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Pa
     # every excluded name is a bare file name of an audio file (compared with each path's name)
     for source in corpus.SOURCES:
         assert all("/" not in name and name.endswith(corpus.AUDIO) for name in source.exclude)
+
+
+def test_the_second_held_out_part_is_never_fitted() -> None:
+    corpus = _corpus_script()
+    second = {s.package for s in corpus.SECOND_HELD_OUT}
+    assert second and not second & {s.package for s in corpus.SOURCES}
+    assert not second & set(corpus.PROGRAMME + corpus.ACCEPTANCE)
+    assert {corpus.split_of(p, f"{p}/file-{i}") for p in second for i in range(200)} == {"test"}
