@@ -157,11 +157,12 @@ SECOND_HELD_OUT = (
            "CC-BY-SA-3.0"),
 )
 SECOND_HELD_OUT_CSV = "held-out-2.csv"
+TEST_PACKAGES = HELD_OUT + tuple(s.package for s in SECOND_HELD_OUT)
 
 
 def split_of(package: str, file_id: str) -> str:
     """``test`` for a held-out package; otherwise train or validation by the file's hash."""
-    if package in HELD_OUT or package in {s.package for s in SECOND_HELD_OUT}:
+    if package in TEST_PACKAGES:
         return "test"
     digest = hashlib.sha256(file_id.encode("utf-8")).digest()[:8]
     return "validation" if int.from_bytes(digest, "big") / 2.0**64 < VALIDATION_FRACTION \
@@ -281,7 +282,7 @@ def build(root: Path, scale: float = 1.0) -> dict:
     for source in SOURCES + SECOND_HELD_OUT:
         unpacked = fetch(source.package, root)
         # the held-out parts stay as they are, so that figures of corpora of any size compare
-        held_out = split_of(source.package, "") == "test"
+        held_out = source.package in TEST_PACKAGES
         minutes = source.minutes * (1.0 if held_out else scale)
         into = second if source in SECOND_HELD_OUT else rows
         done = root / "sources" / f"{source.package}.{source.kind}.json"

@@ -71,6 +71,11 @@ def corpus_rows(recipe) -> dict[str, dict[str, str]]:
         return {Path(r["path"]).with_suffix("").as_posix(): r for r in csv.DictReader(f)}
 
 
+def file_of(clip: str) -> str:
+    """The file a clip was cut from: its id without the clip's index."""
+    return clip.rsplit("-", 1)[0]
+
+
 def macro_roc_auc_interval(on: np.ndarray, student: np.ndarray, files: list[str],
                            resamples: int = 500, seed: int = 0) -> tuple[float, float]:
     """A 95 % bootstrap interval of the macro ROC-AUC, resampling whole files (a file's clips
@@ -87,9 +92,10 @@ def macro_roc_auc_interval(on: np.ndarray, student: np.ndarray, files: list[str]
     for _ in range(resamples):
         rows = np.concatenate([members[i] for i in rng.integers(0, len(members),
                                                                  len(members))])
-        values = [roc_auc_score(on[rows, j], student[rows, j]) for j in range(on.shape[1])
-                  if 0 < on[rows, j].sum() < len(rows)]
-        macros.append(float(np.mean(values)))
+        positives = on[rows].sum(axis=0)
+        both = (positives > 0) & (positives < len(rows))
+        macros.append(float(roc_auc_score(on[rows][:, both], student[rows][:, both],
+                                          average="macro")))
     low, high = np.percentile(macros, [2.5, 97.5])
     return float(low), float(high)
 
@@ -116,7 +122,7 @@ def agreement(run_dir: Path, recipe, method: str | None = None) -> dict:
     for k, clip in enumerate(ids):
         row = rows.get(clip, {})
         if row.get("kind") in ("music", "midi"):
-            tracks[clip.rsplit("-", 1)[0]].append(k)
+            tracks[file_of(clip)].append(k)
     top1 = top3 = same = near = 0
     student_on = student >= (saved["thresholds"] if method is None else choose_thresholds(
         saved["validation_labels"], saved["validation_scores"], method))
@@ -132,7 +138,7 @@ def agreement(run_dir: Path, recipe, method: str | None = None) -> dict:
         union = t_head | s_head
         near += int(not union or len(t_head & s_head) / len(union) >= 0.5)
     sources = sorted({rows[i]["source"] for i in ids if i in rows})
-    low, high = macro_roc_auc_interval(on, student, [clip.rsplit("-", 1)[0] for clip in ids])
+    low, high = macro_roc_auc_interval(on, student, [file_of(clip) for clip in ids])
     return {
         "clips": len(ids), "sources": sources,
         "tags_scored": len(per_tag), "tags_never_or_always_on": len(tags) - len(per_tag),
