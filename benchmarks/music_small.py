@@ -1,11 +1,14 @@
 """music-small against its teacher: agreement on held-out sources, and streams per core.
 
     python benchmarks/music_small.py RUN_DIR [--recipe models/music-small.toml]
-        [--thresholds METHOD] [--speed]
+        [--thresholds METHOD] [--csv NAME ...] [--speed]
 
 Agreement, on the corpus's test split (packages never seen in training, ``benchmarks/
 corpus.py``), from the run's ``predictions.npz`` (the student's probabilities per clip, its
-exported weights) and the teacher's cached scores (``streamtag.train.distill.TeacherScores``):
+exported weights) and the teacher's cached scores (``streamtag.train.distill.TeacherScores``).
+With ``--csv corpus.csv held-out-2.csv``, on the test split of each CSV named (beside the
+corpus's), together: the run's ``model.pt`` scores them as ``streamtag eval`` does, and the
+teacher's scores are those ``streamtag eval`` cached (run it once on each CSV first).
 
 - macro ROC-AUC and PR-AUC against the teacher's tags (its probabilities at its thresholds),
   over the tags the teacher turns on at least once and not on every clip; each tag's ROC-AUC,
@@ -16,7 +19,9 @@ exported weights) and the teacher's cached scores (``streamtag.train.distill.Tea
   half of its windows, each model at its own thresholds): the share of tracks whose headline is
   the teacher's, and whose headline shares at least half its tags (of both) with the teacher's;
   and by mean probability, the share whose top tag is the teacher's, and whose top 3 share at
-  least 2 with the teacher's; and how many tags each model turns on in a clip.
+  least 2 with the teacher's; and how many tags each model turns on in a clip. For scale, the
+  same two shares for the teacher against itself: its headline of a track's odd clips against
+  its headline of the even clips.
 
 The student's thresholds are the run's own (its recipe's ``threshold_method``), or with
 ``--thresholds METHOD`` chosen by that method on the run's validation predictions, as training
@@ -60,15 +65,47 @@ def teacher_scores(recipe, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list
     missing = [i for i in ids if not scores.has(i)]
     if missing:
         raise SystemExit(f"{len(missing)} clips have no cached teacher scores (e.g. "
-                         f"{missing[0]}); train the recipe first")
+                         f"{missing[0]}); train the recipe first (for another CSV, run streamtag "
+                         "eval on it once)")
     return (np.stack([scores.scores(i) for i in ids]).astype(np.float64),
             np.asarray(teacher.thresholds), list(teacher.tags))
 
 
-def corpus_rows(recipe) -> dict[str, dict[str, str]]:
+def corpus_rows(recipe, names: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """The rows of the corpus's CSVs ``names`` (the recipe's own by default), by clip id."""
     root = Path(recipe.data.root) if recipe.data.root else recipe.train.cache_root() / "corpus"
-    with open(root / recipe.data.options["csv"], newline="", encoding="utf-8") as f:
-        return {Path(r["path"]).with_suffix("").as_posix(): r for r in csv.DictReader(f)}
+    rows = {}
+    for name in names or [recipe.data.options["csv"]]:
+        with open(root / name, newline="", encoding="utf-8") as f:
+            rows.update({Path(r["path"]).with_suffix("").as_posix(): r
+                         for r in csv.DictReader(f)})
+    return rows
+
+
+def student_scores(run_dir: Path, recipe, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """The run's model file's probabilities of the test split of each CSV ``names``, one after
+    the other, scored as ``streamtag eval`` scores them (``streamtag.train.export.
+    evaluate_model_file``): its frontend, windows and hop, ``[eval] windows``."""
+    import dataclasses
+
+    from streamtag.model import modelfile
+    from streamtag.train.data import prepare_data
+    from streamtag.train.windows import predict
+
+    loaded = modelfile.load(run_dir / "model.pt", device="cpu")
+    ids, scores = [], []
+    for name in names:
+        data_options = {**recipe.data.options, "csv": name}
+        one = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data,
+                                                                   options=data_options))
+        data = prepare_data(one, options=loaded.frontend_options, input_kind=loaded.input_kind,
+                            tags=list(loaded.tags), splits=("test",), log=lambda _: None)
+        ids += [t.id for t in data.tracks["test"]]
+        scores.append(predict(loaded.module, data, "test", loaded.window,
+                              recipe.eval.eval_hop or loaded.hop, mode=recipe.eval.windows,
+                              batch_size=recipe.eval.batch_size or 2 * recipe.train.batch_size,
+                              outputs="probabilities"))
+    return ids, np.concatenate(scores).astype(np.float64)
 
 
 def file_of(clip: str) -> str:
@@ -100,14 +137,31 @@ def macro_roc_auc_interval(on: np.ndarray, student: np.ndarray, files: list[str]
     return float(low), float(high)
 
 
-def agreement(run_dir: Path, recipe, method: str | None = None) -> dict:
+def headline(on: np.ndarray) -> frozenset[int]:
+    """``streamtag tag``'s headline of a track whose windows' decisions are ``on``: the tags on
+    in more than half of them."""
+    return frozenset(np.flatnonzero(on.mean(axis=0) > 0.5).tolist())
+
+
+def headlines_agree(a: frozenset[int], b: frozenset[int]) -> tuple[bool, bool]:
+    """Whether two headlines are the same, and whether they share at least half of the tags
+    either has (two empty ones do)."""
+    union = a | b
+    return a == b, not union or len(a & b) / len(union) >= 0.5
+
+
+def agreement(run_dir: Path, recipe, method: str | None = None,
+              csvs: list[str] | None = None) -> dict:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from streamtag.train.metrics import choose_thresholds
 
     saved = np.load(run_dir / "predictions.npz")
-    ids = [str(i) for i in saved["test_ids"]]
-    student = saved["test_scores"].astype(np.float64)
+    if csvs:
+        ids, student = student_scores(run_dir, recipe, csvs)
+    else:
+        ids = [str(i) for i in saved["test_ids"]]
+        student = saved["test_scores"].astype(np.float64)
     teacher, thresholds, tags = teacher_scores(recipe, ids)
     if list(saved["tags"]) != tags:
         raise SystemExit("the run's tags are not the teacher's")
@@ -117,13 +171,13 @@ def agreement(run_dir: Path, recipe, method: str | None = None) -> dict:
         if 0 < on[:, j].sum() < len(on):
             per_tag[tag] = float(roc_auc_score(on[:, j], student[:, j]))
             pr.append(float(average_precision_score(on[:, j], student[:, j])))
-    rows = corpus_rows(recipe)
+    rows = corpus_rows(recipe, csvs)
     tracks: dict[str, list[int]] = defaultdict(list)
     for k, clip in enumerate(ids):
         row = rows.get(clip, {})
         if row.get("kind") in ("music", "midi"):
             tracks[file_of(clip)].append(k)
-    top1 = top3 = same = near = 0
+    top1 = top3 = same = near = split = split_same = split_near = 0
     student_on = student >= (saved["thresholds"] if method is None else choose_thresholds(
         saved["validation_labels"], saved["validation_scores"], method))
     for clips in tracks.values():
@@ -131,16 +185,20 @@ def agreement(run_dir: Path, recipe, method: str | None = None) -> dict:
         t_top, s_top = np.argsort(-t_mean)[:3], np.argsort(-s_mean)[:3]
         top1 += int(t_top[0] == s_top[0])
         top3 += int(len(set(t_top) & set(s_top)) >= 2)
-        # `streamtag tag`'s headline: the tags on in more than half of the track's windows
-        t_head = set(np.flatnonzero(on[clips].mean(axis=0) > 0.5))
-        s_head = set(np.flatnonzero(student_on[clips].mean(axis=0) > 0.5))
-        same += int(t_head == s_head)
-        union = t_head | s_head
-        near += int(not union or len(t_head & s_head) / len(union) >= 0.5)
+        is_same, is_near = headlines_agree(headline(on[clips]), headline(student_on[clips]))
+        same, near = same + is_same, near + is_near
+        # the teacher against itself: its headline of a track's odd clips against that of its
+        # even clips, how far a headline of these short tracks holds at all
+        ordered = sorted(clips, key=ids.__getitem__)
+        if len(ordered) >= 2:
+            is_same, is_near = headlines_agree(headline(on[ordered[0::2]]),
+                                               headline(on[ordered[1::2]]))
+            split, split_same, split_near = split + 1, split_same + is_same, split_near + is_near
     sources = sorted({rows[i]["source"] for i in ids if i in rows})
     low, high = macro_roc_auc_interval(on, student, [file_of(clip) for clip in ids])
     return {
-        "clips": len(ids), "sources": sources,
+        "csv": csvs or [recipe.data.options["csv"]],
+        "clips": len(ids), "files": len({file_of(clip) for clip in ids}), "sources": sources,
         "tags_scored": len(per_tag), "tags_never_or_always_on": len(tags) - len(per_tag),
         "roc_auc_macro": float(np.mean(list(per_tag.values()))),
         "roc_auc_macro_95": [low, high],
@@ -149,6 +207,9 @@ def agreement(run_dir: Path, recipe, method: str | None = None) -> dict:
         "music_tracks": len(tracks),
         "headline_same_share": same / max(1, len(tracks)),
         "headline_half_shared_share": near / max(1, len(tracks)),
+        "teacher_odd_against_even_clips": {
+            "tracks": split, "headline_same_share": split_same / max(1, split),
+            "headline_half_shared_share": split_near / max(1, split)},
         "top1_share": top1 / max(1, len(tracks)),
         "top3_2_of_3_share": top3 / max(1, len(tracks)),
         "thresholds": method or "the run's",
@@ -181,17 +242,22 @@ def main() -> None:
     parser.add_argument("--thresholds", choices=THRESHOLD_METHODS, default=None,
                         help="choose the student's thresholds by this method on the run's "
                              "validation predictions (default: the run's own)")
+    parser.add_argument("--csv", nargs="+", default=None, metavar="NAME",
+                        help="measure on the test split of these CSVs beside the corpus's, "
+                             "together (default: the run's own test predictions)")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     recipe = load_recipe(args.recipe or args.run_dir / "recipe.toml")
-    result = agreement(args.run_dir, recipe, args.thresholds)
+    result = agreement(args.run_dir, recipe, args.thresholds, args.csv)
     per_tag = result.pop("per_tag_roc_auc")
     print(json.dumps(result, indent=2))
     print("per-tag ROC-AUC against the teacher's tags, held-out sources:")
     print(", ".join(f"{t} {v:.3f}" for t, v in per_tag.items()))
-    (args.run_dir / "agreement.json").write_text(
+    name = "agreement.json" if not args.csv else \
+        "agreement-" + "+".join(Path(c).stem for c in args.csv) + ".json"
+    (args.run_dir / name).write_text(
         json.dumps({**result, "per_tag_roc_auc": per_tag}, indent=2) + "\n")
     if args.speed:
         print(json.dumps(speed(args.streams, args.seconds), indent=2))
