@@ -99,7 +99,8 @@ def student_scores(run_dir: Path, recipe, names: list[str]) -> tuple[list[str], 
         one = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data,
                                                                    options=data_options))
         data = prepare_data(one, options=loaded.frontend_options, input_kind=loaded.input_kind,
-                            tags=list(loaded.tags), splits=("test",), log=lambda _: None)
+                            tags=list(loaded.tags), splits=("test",),
+                            log=lambda line: print(line, file=sys.stderr))
         ids += [t.id for t in data.tracks["test"]]
         scores.append(predict(loaded.module, data, "test", loaded.window,
                               recipe.eval.eval_hop or loaded.hop, mode=recipe.eval.windows,
