@@ -8,7 +8,7 @@ corpus.py``), from the run's ``predictions.npz`` (the student's probabilities pe
 exported weights) and the teacher's cached scores (``streamtag.train.distill.TeacherScores``).
 With ``--csv corpus.csv held-out-2.csv``, on the test split of each CSV named (beside the
 corpus's), together: the run's ``model.pt`` scores them as ``streamtag eval`` does, and the
-teacher's scores are those ``streamtag eval`` cached (run it once on each CSV first).
+teacher's scores of clips it has not scored yet are computed and cached as training does.
 
 - macro ROC-AUC and PR-AUC against the teacher's tags (its probabilities at its thresholds),
   over the tags the teacher turns on at least once and not on every clip; each tag's ROC-AUC,
@@ -65,8 +65,7 @@ def teacher_scores(recipe, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list
     missing = [i for i in ids if not scores.has(i)]
     if missing:
         raise SystemExit(f"{len(missing)} clips have no cached teacher scores (e.g. "
-                         f"{missing[0]}); train the recipe first (for another CSV, run streamtag "
-                         "eval on it once)")
+                         f"{missing[0]}); train the recipe first")
     return (np.stack([scores.scores(i) for i in ids]).astype(np.float64),
             np.asarray(teacher.thresholds), list(teacher.tags))
 
