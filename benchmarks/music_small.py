@@ -84,27 +84,21 @@ def corpus_rows(recipe, names: list[str] | None = None) -> dict[str, dict[str, s
 def student_scores(run_dir: Path, recipe, names: list[str]) -> tuple[list[str], np.ndarray]:
     """The run's model file's probabilities of the test split of each CSV ``names``, one after
     the other, scored as ``streamtag eval`` scores them (``streamtag.train.export.
-    evaluate_model_file``): its frontend, windows and hop, ``[eval] windows``."""
+    model_file_predictions``)."""
     import dataclasses
 
     from streamtag.model import modelfile
-    from streamtag.train.data import prepare_data
-    from streamtag.train.windows import predict
+    from streamtag.train.export import model_file_predictions
 
     loaded = modelfile.load(run_dir / "model.pt", device="cpu")
     ids, scores = [], []
     for name in names:
-        data_options = {**recipe.data.options, "csv": name}
-        one = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data,
-                                                                   options=data_options))
-        data = prepare_data(one, options=loaded.frontend_options, input_kind=loaded.input_kind,
-                            tags=list(loaded.tags), splits=("test",),
-                            log=lambda line: print(line, file=sys.stderr))
+        one = dataclasses.replace(recipe, data=dataclasses.replace(
+            recipe.data, options={**recipe.data.options, "csv": name}))
+        data, p = model_file_predictions(loaded, one, "test",
+                                         log=lambda line: print(line, file=sys.stderr))
         ids += [t.id for t in data.tracks["test"]]
-        scores.append(predict(loaded.module, data, "test", loaded.window,
-                              recipe.eval.eval_hop or loaded.hop, mode=recipe.eval.windows,
-                              batch_size=recipe.eval.batch_size or 2 * recipe.train.batch_size,
-                              outputs="probabilities"))
+        scores.append(p)
     return ids, np.concatenate(scores).astype(np.float64)
 
 
@@ -195,10 +189,11 @@ def agreement(run_dir: Path, recipe, method: str | None = None,
                                                headline(on[ordered[1::2]]))
             split, split_same, split_near = split + 1, split_same + is_same, split_near + is_near
     sources = sorted({rows[i]["source"] for i in ids if i in rows})
-    low, high = macro_roc_auc_interval(on, student, [file_of(clip) for clip in ids])
+    files = [file_of(clip) for clip in ids]
+    low, high = macro_roc_auc_interval(on, student, files)
     return {
         "csv": csvs or [recipe.data.options["csv"]],
-        "clips": len(ids), "files": len({file_of(clip) for clip in ids}), "sources": sources,
+        "clips": len(ids), "files": len(set(files)), "sources": sources,
         "tags_scored": len(per_tag), "tags_never_or_always_on": len(tags) - len(per_tag),
         "roc_auc_macro": float(np.mean(list(per_tag.values()))),
         "roc_auc_macro_95": [low, high],

@@ -19,7 +19,8 @@ the run directory:
   a live stream has no per-track features for the daemon to give it.
 
 ``evaluate_model_file(path, recipe, split)`` scores a model file on a split of the recipe's
-dataset with the file's own frontend options, window and thresholds (``streamtag eval``).
+dataset with the file's own frontend options, window and thresholds (``streamtag eval``);
+``model_file_predictions(loaded, recipe, split)`` gives its per-track probabilities.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ import numpy as np
 
 from streamtag.errors import ConfigError
 from streamtag.fsutil import atomic_path, write_json_atomic
-from streamtag.train.data import prepare_data
+from streamtag.train.data import TrackData, prepare_data
 from streamtag.train.loop import TrainingRun
 from streamtag.train.metrics import bce
 from streamtag.train.recipe import Recipe
 from streamtag.train.windows import predict
 
-__all__ = ["METRICS_FILE", "MODEL_FILE", "RunResult", "evaluate_model_file", "export_run"]
+__all__ = ["METRICS_FILE", "MODEL_FILE", "RunResult", "evaluate_model_file", "export_run",
+           "model_file_predictions"]
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
@@ -184,6 +186,21 @@ def _window_seconds(recipe: Recipe, options: Any) -> float:
     return recipe.model.window * options.hop_length / options.sample_rate
 
 
+def model_file_predictions(loaded: Any, recipe: Recipe, split: str = "test",
+                           log: Any = print) -> tuple[TrackData, np.ndarray]:
+    """A loaded model file's (``modelfile.load``) per-track probabilities on ``split`` of the
+    recipe's dataset, and that dataset (``prepare_data``'s, with the split's tracks in the
+    probabilities' order): the file's frontend options, input kind, tags, window and hop
+    (``[eval] eval_hop`` 0), tracks scored as ``[eval] windows`` says."""
+    data = prepare_data(recipe, options=loaded.frontend_options, input_kind=loaded.input_kind,
+                        tags=list(loaded.tags), splits=(split,), log=log)
+    p = predict(loaded.module, data, split, loaded.window, recipe.eval.eval_hop or loaded.hop,
+                mode=recipe.eval.windows,
+                batch_size=recipe.eval.batch_size or 2 * recipe.train.batch_size,
+                device=loaded.device, outputs="probabilities")
+    return data, p
+
+
 def evaluate_model_file(model_path: str | os.PathLike, recipe: Recipe, split: str = "test",
                         device: str = "auto", log: Any = print) -> dict[str, Any]:
     """Metrics of a model file on ``split`` of the recipe's dataset.
@@ -203,12 +220,7 @@ def evaluate_model_file(model_path: str | os.PathLike, recipe: Recipe, split: st
     if loaded.frontend_options != recipe.frontend_options():
         log("note: the recipe's [frontend] differs from the model file's; using the model "
             "file's options")
-    data = prepare_data(recipe, options=loaded.frontend_options, input_kind=loaded.input_kind,
-                        tags=list(loaded.tags), splits=(split,), log=log)
-    p = predict(loaded.module, data, split, loaded.window, recipe.eval.eval_hop or loaded.hop,
-                mode=recipe.eval.windows,
-                batch_size=recipe.eval.batch_size or 2 * recipe.train.batch_size,
-                device=loaded.device, outputs="probabilities")
+    data, p = model_file_predictions(loaded, recipe, split, log=log)
     y = data.labels[split]
     result = evaluate(y, p, loaded.thresholds, list(loaded.tags))
     result["loss"] = bce(y, p)
