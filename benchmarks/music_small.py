@@ -1,7 +1,7 @@
 """music-small against its teacher: agreement on held-out sources, and streams per core.
 
     python benchmarks/music_small.py RUN_DIR [--recipe models/music-small.toml]
-        [--thresholds METHOD] [--csv NAME ...] [--speed]
+        [--thresholds METHOD] [--csv NAME ...] [--tracks] [--speed]
 
 Agreement, on the corpus's test split (packages never seen in training, ``benchmarks/
 corpus.py``), from the run's ``predictions.npz`` (the student's probabilities per clip, its
@@ -22,6 +22,17 @@ teacher's scores of clips it has not scored yet are computed and cached as train
   least 2 with the teacher's; and how many tags each model turns on in a clip. For scale, the
   same two shares for the teacher against itself: its headline of a track's odd clips against
   its headline of the even clips.
+
+``--tracks`` then measures the headline where users read it: each held-out music file whole
+(of the CSVs named, or the recipe's), decoded as the corpus decodes it (``benchmarks/corpus.py``:
+16 kHz mono, MIDI rendered with FluidR3 GM), is tagged by ``music`` and by the run's
+``model.pt`` on the daemon's engine (``streamtag.engine.tagging.tag_files``, what ``streamtag
+tag`` runs: a window every second, smoothed, content decided); the two files' headline tags
+(``FileTags.tags``, what ``streamtag tag`` prints) are compared as above, and the top tag (the
+one on in the most windows). For scale, the teacher's headline of each file's first half
+against that of its second half (the teacher's headlines are kept in the cache folder's
+``teacher-tracks/``, by its weights' hash, for the next run). Written to ``tracks-<stems>.json``
+in the run folder.
 
 The student's thresholds are the run's own (its recipe's ``threshold_method``), or with
 ``--thresholds METHOD`` chosen by that method on the run's validation predictions, as training
@@ -215,6 +226,97 @@ def agreement(run_dir: Path, recipe, method: str | None = None,
     }
 
 
+def held_out_files(recipe, csvs: list[str] | None) -> list[tuple[str, Path]]:
+    """(source, file) of each held-out music file of the CSVs (the recipe's by default): the
+    file a clip was cut from, under the corpus's unpacked packages."""
+    root = Path(recipe.data.root) if recipe.data.root else recipe.train.cache_root() / "corpus"
+    files: dict[str, tuple[str, Path]] = {}
+    for row in corpus_rows(recipe, csvs).values():
+        if row["split"] != "test" or row["kind"] not in ("music", "midi"):
+            continue
+        stem = file_of(Path(row["path"]).with_suffix("").as_posix())  # clips/<package>/<path>
+        if stem in files:
+            continue
+        base = root / "x" / row["source"] / stem.split("/", 2)[2]
+        found = sorted(base.parent.glob(base.name + ".*"))
+        if len(found) != 1:
+            raise SystemExit(f"{stem}: {len(found)} files under {base.parent} (run "
+                             "benchmarks/corpus.py again to unpack its package)")
+        files[stem] = (row["source"], found[0])
+    return sorted(files.values())
+
+
+def tracks(run_dir: Path, recipe, csvs: list[str] | None) -> dict:
+    """Each held-out music file whole, tagged by the teacher and the student on the daemon's
+    engine: how often the headline ``streamtag tag`` shows is the teacher's."""
+    import soundfile
+    from tqdm import tqdm
+
+    from streamtag.catalog.installed import resolve_model
+    from streamtag.engine.tagging import tag_files
+    from streamtag.model.inference import InferenceModel
+
+    sys.path.insert(0, str(HERE))
+    from corpus import RATE, decode
+
+    teacher = InferenceModel.load(resolve_model(recipe.data.options["teacher"]), device="cpu")
+    student = InferenceModel.load(run_dir / "model.pt", device="cpu")
+    # the teacher's headlines of each file, whole and by halves, kept for the next run
+    kept_path = recipe.train.cache_root() / "teacher-tracks" / f"{teacher.hash}.json"
+    kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
+    rows, by_source = [], defaultdict(lambda: [0, 0, 0])
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        for source, path in tqdm(held_out_files(recipe, csvs), desc="tracks", unit="file"):
+            audio = decode(path, folder)
+            half = len(audio) // 2
+            wavs = [folder / n for n in ("whole.wav", "first.wav", "second.wav")]
+            for wav, part in zip(wavs, (audio, audio[:half], audio[half:]), strict=True):
+                soundfile.write(wav, part, RATE)
+            key = f"{path}:{len(audio)}"
+            if key not in kept:
+                found = tag_files(wavs, teacher)
+                bad = [r.error for r in found if r.error]
+                if bad:
+                    raise SystemExit(f"{path}: {bad[0]}")
+                kept[key] = [r.tags for r in found]
+            t_whole, t_first, t_second = kept[key]
+            (s_whole,) = tag_files(wavs[:1], student)
+            if s_whole.error:
+                raise SystemExit(f"{path}: {s_whole.error}")
+            same, near = headlines_agree(frozenset(t_whole), frozenset(s_whole.tags))
+            halves_same, halves_near = headlines_agree(frozenset(t_first), frozenset(t_second))
+            rows.append({"source": source, "file": path.name,
+                         "seconds": round(len(audio) / RATE, 1),
+                         "teacher": t_whole, "student": s_whole.tags,
+                         "same": same, "half_shared": near,
+                         "top_same": bool(t_whole) and t_whole[:1] == s_whole.tags[:1],
+                         "teacher_halves_same": halves_same,
+                         "teacher_halves_half_shared": halves_near})
+            counts = by_source[source]
+            counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + same, counts[2] + near
+    kept_path.parent.mkdir(parents=True, exist_ok=True)
+    kept_path.write_text(json.dumps(kept) + "\n")
+
+    def share(key: str) -> float:
+        return sum(bool(r[key]) for r in rows) / max(1, len(rows))
+
+    return {
+        "csv": csvs or [recipe.data.options["csv"]], "files": len(rows),
+        "hours": round(sum(r["seconds"] for r in rows) / 3600, 2),
+        "headline_same_share": share("same"), "headline_half_shared_share": share("half_shared"),
+        "top_tag_same_share": share("top_same"),
+        "teacher_empty_share": sum(not r["teacher"] for r in rows) / max(1, len(rows)),
+        "student_empty_share": sum(not r["student"] for r in rows) / max(1, len(rows)),
+        "teacher_first_half_against_second": {
+            "headline_same_share": share("teacher_halves_same"),
+            "headline_half_shared_share": share("teacher_halves_half_shared")},
+        "by_source": {s: {"files": n, "headline_same": a, "half_shared": b}
+                      for s, (n, a, b) in sorted(by_source.items())},
+        "files_tagged": rows,
+    }
+
+
 def speed(streams: int, seconds: float) -> dict:
     models = ["default", "music-small", "musicnn-msd", "music"]
     with tempfile.TemporaryDirectory() as folder:
@@ -240,6 +342,9 @@ def main() -> None:
     parser.add_argument("--csv", nargs="+", default=None, metavar="NAME",
                         help="measure on the test split of these CSVs beside the corpus's, "
                              "together (default: the run's own test predictions)")
+    parser.add_argument("--tracks", action="store_true",
+                        help="also tag each held-out music file whole with the teacher and the "
+                             "student, and compare the headlines streamtag tag shows")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
@@ -254,6 +359,11 @@ def main() -> None:
         "agreement-" + "+".join(Path(c).stem for c in args.csv) + ".json"
     (args.run_dir / name).write_text(
         json.dumps({**result, "per_tag_roc_auc": per_tag}, indent=2) + "\n")
+    if args.tracks:
+        found = tracks(args.run_dir, recipe, args.csv)
+        (args.run_dir / name.replace("agreement", "tracks")).write_text(
+            json.dumps(found, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in found.items() if k != "files_tagged"}, indent=2))
     if args.speed:
         print(json.dumps(speed(args.streams, args.seconds), indent=2))
 
