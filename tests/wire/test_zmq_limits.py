@@ -607,7 +607,11 @@ def test_the_proxy_caps_its_backend_and_a_subscriber_still_hears_the_feed(tmp_pa
         # the crowded address keeps at most 4, and 16 at most stay open in all
         wait_until(lambda: sum(closed_by_peer(s) for s in flood) >= len(flood) - 16, 30,
                    "the proxy to end connections past its caps")
-        assert sum(not closed_by_peer(s) for s in flood[:12]) <= 4
+        # by the address they came from: a connection the kernel refused within half a second
+        # (the address at its cap) is left out of the flood, so its first 12 are not all the
+        # crowded address's
+        crowded = [s for s in flood if s.getsockname()[0] == "127.0.0.2"]
+        assert crowded and sum(not closed_by_peer(s) for s in crowded) <= 4
         assert descriptors(proxy.proxy.pid) < 16 + 128
         # an honest subscriber, ended as the oldest unauthenticated one or not, hears the feed
     assert "ended to make room" in proxy.log, proxy.log[-3000:]
