@@ -81,9 +81,16 @@ def teacher_scores(recipe, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list
             np.asarray(teacher.thresholds), list(teacher.tags))
 
 
+def corpus_root(recipe) -> Path:
+    """The corpus's folder, as the trainer finds it: ``data.root``, else the cache folder's
+    ``corpus/``."""
+    return (Path(recipe.data.root).expanduser() if recipe.data.root
+            else recipe.train.cache_root() / "corpus")
+
+
 def corpus_rows(recipe, names: list[str] | None = None) -> dict[str, dict[str, str]]:
     """The rows of the corpus's CSVs ``names`` (the recipe's own by default), by clip id."""
-    root = Path(recipe.data.root) if recipe.data.root else recipe.train.cache_root() / "corpus"
+    root = corpus_root(recipe)
     rows = {}
     for name in names or [recipe.data.options["csv"]]:
         with open(root / name, newline="", encoding="utf-8") as f:
@@ -229,7 +236,7 @@ def agreement(run_dir: Path, recipe, method: str | None = None,
 def held_out_files(recipe, csvs: list[str] | None) -> list[tuple[str, Path]]:
     """(source, file) of each held-out music file of the CSVs (the recipe's by default): the
     file a clip was cut from, under the corpus's unpacked packages."""
-    root = Path(recipe.data.root) if recipe.data.root else recipe.train.cache_root() / "corpus"
+    root = corpus_root(recipe)
     files: dict[str, tuple[str, Path]] = {}
     for row in corpus_rows(recipe, csvs).values():
         if row["split"] != "test" or row["kind"] not in ("music", "midi"):
@@ -264,17 +271,18 @@ def tracks(run_dir: Path, recipe, csvs: list[str] | None) -> dict:
     # the teacher's headlines of each file, whole and by halves, kept for the next run
     kept_path = recipe.train.cache_root() / "teacher-tracks" / f"{teacher.hash}.json"
     kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
-    rows, by_source = [], defaultdict(lambda: [0, 0, 0])
+    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         for source, path in tqdm(held_out_files(recipe, csvs), desc="tracks", unit="file"):
             audio = decode(path, folder)
-            half = len(audio) // 2
             wavs = [folder / n for n in ("whole.wav", "first.wav", "second.wav")]
-            for wav, part in zip(wavs, (audio, audio[:half], audio[half:]), strict=True):
-                soundfile.write(wav, part, RATE)
+            soundfile.write(wavs[0], audio, RATE)
             key = f"{path}:{len(audio)}"
-            if key not in kept:
+            if key not in kept:  # the halves only where the teacher tags them
+                half = len(audio) // 2
+                soundfile.write(wavs[1], audio[:half], RATE)
+                soundfile.write(wavs[2], audio[half:], RATE)
                 found = tag_files(wavs, teacher)
                 bad = [r.error for r in found if r.error]
                 if bad:
@@ -293,13 +301,15 @@ def tracks(run_dir: Path, recipe, csvs: list[str] | None) -> dict:
                          "top_same": bool(t_whole) and t_whole[:1] == s_whole.tags[:1],
                          "teacher_halves_same": halves_same,
                          "teacher_halves_half_shared": halves_near})
-            counts = by_source[source]
-            counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + same, counts[2] + near
     kept_path.parent.mkdir(parents=True, exist_ok=True)
     kept_path.write_text(json.dumps(kept) + "\n")
 
     def share(key: str) -> float:
         return sum(bool(r[key]) for r in rows) / max(1, len(rows))
+
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_source[r["source"]].append(r)
 
     return {
         "csv": csvs or [recipe.data.options["csv"]], "files": len(rows),
@@ -311,8 +321,9 @@ def tracks(run_dir: Path, recipe, csvs: list[str] | None) -> dict:
         "teacher_first_half_against_second": {
             "headline_same_share": share("teacher_halves_same"),
             "headline_half_shared_share": share("teacher_halves_half_shared")},
-        "by_source": {s: {"files": n, "headline_same": a, "half_shared": b}
-                      for s, (n, a, b) in sorted(by_source.items())},
+        "by_source": {s: {"files": len(of), "headline_same": sum(r["same"] for r in of),
+                          "half_shared": sum(r["half_shared"] for r in of)}
+                      for s, of in sorted(by_source.items())},
         "files_tagged": rows,
     }
 
