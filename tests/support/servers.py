@@ -146,7 +146,7 @@ class Icecast:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.mount}"
 
-    def admin(self, command: str, **params) -> str:
+    def admin(self, command: str, timeout_s: float = 20.0, **params) -> str:
         query = urllib.parse.urlencode({"mount": self.mount, **params})
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/admin/{command}?{query}")
         manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
@@ -154,14 +154,27 @@ class Icecast:
         opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(manager))
         # Icecast answers its admin requests in its one client thread, behind the streams it
         # serves: 5 s once ran out on a busy machine (a killclient in sources/test_sources.py)
-        with opener.open(request, timeout=20) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             return response.read().decode()
 
-    def mount_is_live(self) -> bool:
+    def mount_is_live(self, timeout_s: float = 20.0) -> bool:
         try:
-            return "<return>1</return>" in self.admin("metadata", mode="updinfo", song="")
+            return "<return>1</return>" in self.admin("metadata", timeout_s=timeout_s,
+                                                      mode="updinfo", song="")
         except OSError:
             return False
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of Icecast's error log and of the log its processes (and a feeder's
+        ffmpeg) write to, for a failure's message."""
+        parts = []
+        for name in ("error.log", "processes.log"):
+            try:
+                text = (self.directory / name).read_text(errors="replace")
+            except OSError:
+                continue
+            parts.append(f"--- {name}:\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)
 
 
 def require_icecast() -> None:
@@ -222,26 +235,32 @@ class Feeder:
         self.server, self.mp3, self.log = server, mp3, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 30.0) -> None:
-        """Starts ffmpeg and waits for the mount to be live; an ffmpeg that ends before it is
-        (refused by a server still starting, on a busy machine) is started again."""
+    def start(self, timeout_s: float = 60.0, attempt_s: float = 10.0) -> None:
+        """Starts ffmpeg and waits for the mount to be live. An ffmpeg that ends before it is
+        (refused by a server still starting, on a busy machine), or that is still running but
+        has not made it live within ``attempt_s``, is replaced by a new one; past ``timeout_s``
+        the error carries ffmpeg's and Icecast's last log lines."""
         s = self.server
         deadline = time.monotonic() + timeout_s
-        while True:
+        attempts = 0
+        while time.monotonic() < deadline:
+            attempts += 1
             self.proc = subprocess.Popen(
                 ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
                  "-stream_loop", "-1", "-i", str(self.mp3), "-c:a", "libmp3lame", "-b:a",
                  "128k", "-content_type", "audio/mpeg", "-ice_name", "streamtag test", "-f",
                  "mp3", f"icecast://source:{s.password}@127.0.0.1:{s.port}{s.mount}"],
                 stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                if s.mount_is_live():
+            give_up = min(deadline, time.monotonic() + attempt_s)
+            while self.proc.poll() is None and time.monotonic() < give_up:
+                if s.mount_is_live(timeout_s=max(1.0, give_up - time.monotonic())):
                     return
                 time.sleep(0.05)
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"timed out after {timeout_s} s waiting for ffmpeg to feed "
-                                     "the icecast mount")
+            self.stop()
             time.sleep(0.2)
+        self.log.flush()
+        raise AssertionError(f"timed out after {timeout_s} s ({attempts} ffmpeg started) waiting "
+                             f"for ffmpeg to feed the icecast mount\n{s.log_tail()}")
 
     def stop(self) -> None:
         if self.proc is not None:
