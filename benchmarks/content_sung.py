@@ -16,16 +16,36 @@ runtime) and never in the repository:
   the file's name says it is sung) and, for comparison, the twelve other intros beside it,
   each played three times.
 
+And from elsewhere, also fetched under ``DIR``:
+
+- two excerpts of vocadito (CC-BY-4.0; solo singers recorded a cappella, 9 and 12 s, each
+  played three times), which basic-pitch's source distribution on PyPI carries among its test
+  files: ``pip download --no-deps --no-binary :all: basic-pitch==0.4.0``, never installed;
+- festival's singing mode (``text2wave -mode singing``) on the songs among festival's own
+  examples (``/usr/share/doc/festival/examples/songs``: its diphone voice held on each note,
+  synthesised singing as espeak-ng's is synthesised speech), each played twice.
+
 Every window goes through the engine with the shipped model, as ``tests/engine/
 test_speech.py`` feeds it: the share of windows per class, and which classes are right (music)
 for each item. Nothing here is fitted: it measures.
+
+``--fit-check CACHE`` measures instead whether the content features tell singing from speech
+where the detector hears a voice: a logistic regression (scikit-learn) of the fourteen features,
+fitted on festival's songs against festival's speech, content_fit.py's fit speech and its
+mixtures (material
+cached in ``CACHE``, as content_speech.py's ``--cache``), then the share of windows it calls
+sung on the real singing and on every held-out voice. It was measured and not kept
+(docs/models.md, "Content").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +59,8 @@ RATE = 16000
 CHUNK = 4000
 SCRATCH = "usr/share/scratch/Media/Sounds"
 TRIPLEA = "usr/share/games/triplea/assets/sounds"
+BASIC_PITCH = "basic-pitch==0.4.0"  # its sdist's tests/resources hold vocadito's excerpts
+FESTIVAL_SONGS = Path("/usr/share/doc/festival/examples/songs")
 
 
 def kinds(audio: np.ndarray, model, plan) -> list[str | None]:
@@ -82,7 +104,43 @@ def material(root: Path) -> list[tuple[str, str, np.ndarray]]:
     for path in sorted((triplea / TRIPLEA).rglob("*Anthem_Intro*.mp3")):
         audio = corpus.decode(path, work)
         items.append(("triplea", path.stem, np.concatenate([audio] * 3)))
+    for path in vocadito(root):
+        items.append(("vocadito", f"{path.stem} sung a cappella",
+                      np.concatenate([corpus.decode(path, work)] * 3)))
+    songs = sorted(FESTIVAL_SONGS.glob("*.xml")) if shutil.which("text2wave") else []
+    if songs:
+        sung = []
+        for path in songs:
+            wav = work / f"festival-{path.stem}.wav"
+            subprocess.run(["text2wave", "-mode", "singing", str(path), "-o", str(wav)],
+                           check=True, capture_output=True)
+            sung.append(corpus.decode(wav, work))
+        items.append(("festival", f"{len(songs)} songs sung by its diphone voice",
+                      np.concatenate(sung * 2)))
     return items
+
+
+def vocadito(root: Path) -> list[Path]:
+    """vocadito's excerpts from basic-pitch's source distribution, fetched from PyPI and
+    unpacked under ``root/pypi`` once."""
+    target = root / "pypi" / "vocadito"
+    if not target.is_dir():
+        download = root / "pypi" / "download"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--no-binary", ":all:", "--dest", str(download), BASIC_PITCH],
+                       check=True)
+        [sdist] = download.glob("basic_pitch-*.tar.gz")
+        partial = target.with_name("vocadito.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with tarfile.open(sdist) as archive:
+            for member in archive.getmembers():
+                name = Path(member.name)
+                if name.parent.name == "resources" and name.name.startswith("vocadito") \
+                        and name.suffix == ".wav" and member.isfile():
+                    (partial / name.name).write_bytes(archive.extractfile(member).read())
+        partial.rename(target)
+    return sorted(target.glob("*.wav"))
 
 
 def main() -> None:
@@ -94,8 +152,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=default_cache_dir() / "sung")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--fit-check", type=Path, default=None, metavar="CACHE")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
+    if args.fit_check is not None:
+        fit_check(args.root, args.fit_check)
+        return
     detector = SpeechPlan.installed()
     if detector.detector is None:
         raise SystemExit(f"{detector.note}: streamtag models install speech")
@@ -114,6 +176,42 @@ def main() -> None:
                   + "  ".join(f"{k} {v:.2f}" for k, v in shares.items()))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def fit_check(root: Path, cache: Path) -> None:
+    """A sung-or-spoken check fitted on synthesised singing, measured on real singing and
+    held-out voices (``--fit-check``)."""
+    import content_fit  # noqa: E402 - benchmarks/content_fit.py, beside this script
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    cache.mkdir(parents=True, exist_ok=True)
+    rows: dict[tuple[str, str], np.ndarray] = {}  # (split, group): feature rows
+    for source, item, audio in material(root):
+        if source == "festival" or "a cappella" in item:
+            split = "fit" if source == "festival" else "held"
+            rows[(split, f"sung: {source}")] = content_fit.windows(audio, extended=True)
+    for kind, split, name, audio in content_fit.material(cache):
+        if kind == "speech":
+            if name.startswith("festival"):  # the same voice on both sides: fitted on its
+                split = "fit"  # speech too, the check has to learn the singing, not the voice
+            group = ("speech: " + content_fit.source_of(kind, name) if " + " not in name
+                     else "speech: " + name.split(" + ")[1].split()[0] + " under it")
+            x = content_fit.windows(audio, extended=True)
+            old = rows.get((split, group))
+            rows[(split, group)] = x if old is None else np.concatenate([old, x])
+    fit = [(x, g.startswith("sung")) for (split, g), x in rows.items() if split == "fit"]
+    x = np.concatenate([f for f, _ in fit])
+    y = np.concatenate([np.full(len(f), sung) for f, sung in fit])
+    scaler = StandardScaler().fit(x)
+    for c in (0.01, 0.1, 1.0):
+        check = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+        check.fit(scaler.transform(x), y)
+        print(f"C={c}: windows called sung, held out")
+        for (split, group), z in sorted(rows.items()):
+            if split == "held":
+                sung = check.predict(scaler.transform(z)).mean()
+                print(f"  {group:48s} {len(z):5d} windows  {100 * sung:5.1f} %")
 
 
 if __name__ == "__main__":
