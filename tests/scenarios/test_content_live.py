@@ -28,7 +28,7 @@ from support.content_material import (
     midi_music,
     require,
 )
-from support.helpers import make_config, started, stop_process, wait_until
+from support.helpers import make_config, started, stop_process
 
 from streamtag.audio.files import write_audio
 from streamtag.catalog.shipped import default_model_path
@@ -72,7 +72,7 @@ def air(tmp_path: Path, parts: list[Part]) -> list:
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
         daemon = sub = None
         try:
-            wait_until(icecast.mount_is_live, 10, "ffmpeg to feed the icecast mount")
+            icecast.wait_live(10)
             icecast.admin("metadata", mode="updinfo", song=parts[0].title)
             daemon, sub = started(make_config(default_model_path(), tmp_path))
             daemon.add_source(SourceConfig("radio", icecast.url))

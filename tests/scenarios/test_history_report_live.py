@@ -56,7 +56,7 @@ class Playout:
              "pipe:1", "-stats_period", "0.1", "-f", "mp3",
              f"icecast://source:{icecast.password}@127.0.0.1:{icecast.port}{icecast.mount}"],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
-        wait_until(icecast.mount_is_live, 10, "ffmpeg to feed the icecast mount")
+        icecast.wait_live(10)
         self._announce(0)
 
     def _announce(self, n: int) -> None:

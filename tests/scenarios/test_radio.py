@@ -611,7 +611,7 @@ def test_icecast_fed_by_ffmpeg_titles_and_tracks(model_path, tmp_path):
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
         proxy = None
         try:
-            wait_until(icecast.mount_is_live, 10, "ffmpeg to feed the icecast mount")
+            icecast.wait_live(10)
             icecast.admin("metadata", mode="updinfo", song=ICECAST_PIECES[0])
             proxy = TapProxy(icecast.port)
             daemon.add_source(SourceConfig(

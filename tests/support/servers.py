@@ -164,6 +164,17 @@ class Icecast:
         except OSError:
             return False
 
+    def wait_live(self, timeout_s: float = 10.0) -> None:
+        """Waits for a feeder the test started to make the mount live; past ``timeout_s``
+        fails with Icecast's and ffmpeg's last log lines."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.mount_is_live(timeout_s=max(1.0, deadline - time.monotonic())):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout_s} s waiting for ffmpeg to feed the "
+                             f"icecast mount\n{self.log_tail()}")
+
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of Icecast's error log and of the log its processes (and a feeder's
         ffmpeg) write to, for a failure's message."""
