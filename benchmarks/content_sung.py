@@ -32,9 +32,8 @@ for each item. Nothing here is fitted: it measures.
 ``--fit-check CACHE`` measures instead whether the content features tell singing from speech
 where the detector hears a voice: a logistic regression (scikit-learn) of the fourteen features,
 fitted on festival's songs against festival's speech, content_fit.py's fit speech and its
-mixtures (material
-cached in ``CACHE``, as content_speech.py's ``--cache``), then the share of windows it calls
-sung on the real singing and on every held-out voice. It was measured and not kept
+mixtures (material cached in ``CACHE``, as content_speech.py's ``--cache``), then the share of
+windows it calls sung on the real singing and on every held-out voice. It was measured and not kept
 (docs/models.md, "Content").
 """
 
