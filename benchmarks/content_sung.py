@@ -180,7 +180,7 @@ def main() -> None:
 def fit_check(root: Path, cache: Path) -> None:
     """A sung-or-spoken check fitted on synthesised singing, measured on real singing and
     held-out voices (``--fit-check``)."""
-    import content_fit  # noqa: E402 - benchmarks/content_fit.py, beside this script
+    import content_fit  # benchmarks/content_fit.py, beside this script
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
