@@ -29,6 +29,19 @@ Every window goes through the engine with the shipped model, as ``tests/engine/
 test_speech.py`` feeds it: the share of windows per class, and which classes are right (music)
 for each item. Nothing here is fitted: it measures.
 
+``--holds CACHE`` measures the check the engine makes where the detector hears a voice
+(streamtag.engine.singing): each window's share of held notes, on the sung items above and on
+content_fit.py's recorded speech (asterisk's prompts and words in seven voices, warzone2100's
+voice actors, gcin-voice's syllables; material cached in ``CACHE``), alone and with singularity's
+music under it (as loud as the voice, 6 and 12 dB under). It prints the highest share of any
+window of the speech ``SUNG_SHARE`` was chosen above (asterisk's US English, Mexican Spanish and
+Italian, with their mixtures), then per item the share of windows the detector calls speech and
+of those the check calls sung, at ``SUNG_SHARE`` and either side of it.
+
+``--cost`` measures what the check costs a talking stream: 16 streams of warzone2100's tutorial
+(recorded speech) through the detector's tracks, with the pitch track and without it,
+alternating, three times: CPU milliseconds per second of audio.
+
 ``--fit-check CACHE`` measures instead whether the content features tell singing from speech
 where the detector hears a voice: a logistic regression (scikit-learn) of the fourteen features,
 fitted on festival's songs against festival's speech, content_fit.py's fit speech and its
@@ -152,10 +165,18 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=default_cache_dir() / "sung")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--fit-check", type=Path, default=None, metavar="CACHE")
+    parser.add_argument("--holds", type=Path, default=None, metavar="CACHE")
+    parser.add_argument("--cost", action="store_true")
     args = parser.parse_args()
+    if args.cost:
+        cost()
+        return
     args.root.mkdir(parents=True, exist_ok=True)
     if args.fit_check is not None:
         fit_check(args.root, args.fit_check)
+        return
+    if args.holds is not None:
+        holds(args.root, args.holds)
         return
     detector = SpeechPlan.installed()
     if detector.detector is None:
@@ -175,6 +196,119 @@ def main() -> None:
                   + "  ".join(f"{k} {v:.2f}" for k, v in shares.items()))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+# The speech SUNG_SHARE was chosen above (content_fit.FIT_SPEECH's packages)
+CHOSEN_ON = ("asterisk-core-sounds-en-wav", "asterisk-core-sounds-es-wav",
+             "asterisk-core-sounds-it-wav")
+BEDS_DB = (0, 6, 12)  # the music under the recorded prompts, this far under the voice
+
+
+def held_shares(audio: np.ndarray, detector) -> list[float | None]:
+    """Each 3-s window's (one a second) share of held notes where the detector calls it
+    speech (None where it does not), from a SpeechTrack fed as the engine feeds it."""
+    from streamtag.engine import singing
+    from streamtag.engine.speech import SPEECH_SHARE, STEP, SpeechTrack, run_tracks
+
+    track, out = SpeechTrack(RATE), []
+    width, hop, per = 3 * RATE, RATE, singing.FRAMES_PER_STEP
+    end = width
+    for i in range(0, len(audio), CHUNK):
+        track.accept(audio[i:i + CHUNK])
+        run_tracks(detector, [track])
+        while end <= i + CHUNK:
+            share = track.share(end - width, end)
+            if share is None or share < SPEECH_SHARE:
+                out.append(None)
+            else:  # the rows SpeechTrack.sung reads
+                last = min(end // STEP, track.done)
+                first = max(last - round(singing.HOLD_S * RATE / STEP),
+                            track.done - len(track.probs), 0)
+                rows = track.pitch[np.arange(first * per, last * per) % len(track.pitch)]
+                out.append(singing.held_share(rows) or 0.0)
+            end += hop
+    return out
+
+
+def cost(streams: int = 16, repeats: int = 3) -> None:
+    """CPU milliseconds per second of a talking stream's audio for the detector's tracks, with
+    the pitch track and without it (``--cost``)."""
+    import time
+
+    import content_fit  # benchmarks/content_fit.py, beside this script
+
+    from streamtag.engine import singing
+    from streamtag.engine.speech import SpeechPlan, SpeechTrack, run_tracks
+
+    plan = SpeechPlan.installed()
+    if plan.detector is None:
+        raise SystemExit(f"{plan.note}: streamtag models install speech")
+    [(_, talk)] = [v for v in content_fit.recorded_voices(Path(".")) if "tutorial" in v[0]]
+    measured = singing.pitch_frames
+
+    def unmeasured(steps: np.ndarray, tails: np.ndarray) -> np.ndarray:
+        return np.full((len(steps), singing.FRAMES_PER_STEP, 3), np.nan, np.float32)
+
+    def run() -> float:
+        tracks = [SpeechTrack(RATE) for _ in range(streams)]
+        start = time.process_time()
+        for i in range(0, len(talk), RATE):
+            for track in tracks:
+                track.accept(talk[i:i + RATE])
+            run_tracks(plan.detector, tracks)
+        return 1000 * (time.process_time() - start) / (streams * len(talk) / RATE)
+
+    for _ in range(repeats):
+        singing.pitch_frames = measured
+        with_pitch = run()
+        singing.pitch_frames = unmeasured
+        without = run()
+        singing.pitch_frames = measured
+        print(f"ms of CPU per second of speech: detector {without:.3f}, with the pitch track "
+              f"{with_pitch:.3f} (the pitch track {with_pitch - without:.3f}, "
+              f"{with_pitch / without:.2f}x)")
+
+
+def holds(root: Path, cache: Path) -> None:
+    """The held-note check on singing and on recorded speech (``--holds``)."""
+    import content_fit  # benchmarks/content_fit.py, beside this script
+
+    from streamtag.engine.singing import SUNG_SHARE
+    from streamtag.engine.speech import SpeechPlan
+
+    plan = SpeechPlan.installed()
+    if plan.detector is None:
+        raise SystemExit(f"{plan.note}: streamtag models install speech")
+    cache.mkdir(parents=True, exist_ok=True)
+    items = [(source, item, audio) for source, item, audio in material(root)
+             if "a cappella" in item or source == "festival"]
+    speech = content_fit.recorded_speech(cache, content_fit.FIT_SPEECH + content_fit.HELD_SPEECH)
+    speech += content_fit.recorded_voices(cache)
+    items += [("speech", name, audio) for name, audio in speech]
+    music = np.concatenate([content_fit.cached(
+        cache, f"music:{path}", lambda wav, p=path: content_fit.run(
+            "ffmpeg", "-v", "error", "-i", str(p), "-ac", "1", "-ar", str(RATE), str(wav))
+    )[5 * RATE: 65 * RATE] for path in sorted(content_fit.SINGULARITY.glob("*.ogg"))[:8]])
+    for i, (name, audio) in enumerate(speech):
+        if "prompts" in name or "warzone" in name:
+            talk = audio[: 200 * RATE]
+            start = (i * 977 * RATE) % (len(music) - len(talk))
+            for db in BEDS_DB:
+                items.append(("speech", f"{name} + music {db} dB under",
+                              content_fit.mix(talk, music[start: start + len(talk)], db)))
+    rows = [(source, item, held_shares(audio, plan.detector)) for source, item, audio in items]
+    chosen = [x for source, item, found in rows if item.startswith(CHOSEN_ON)
+              for x in found if x is not None]
+    print(f"highest share of held notes in a window of {', '.join(CHOSEN_ON)} (with their "
+          f"music under them): {max(chosen):.3f}; SUNG_SHARE {SUNG_SHARE}")
+    steps = (SUNG_SHARE - 0.05, SUNG_SHARE, SUNG_SHARE + 0.05)
+    print("| source | item | windows | detector: speech | " + " | ".join(
+        f"sung at {t:.2f}" for t in steps) + " |")
+    for source, item, found in rows:
+        voiced = np.array([x for x in found if x is not None])
+        print(f"| {source} | {item} | {len(found)} | {100 * len(voiced) / len(found):.1f} % | "
+              + " | ".join(f"{100 * np.count_nonzero(voiced >= t) / len(found):.1f} %"
+                           for t in steps) + " |")
 
 
 def fit_check(root: Path, cache: Path) -> None:

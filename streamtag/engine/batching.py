@@ -42,7 +42,7 @@ from streamtag.engine.config import (
     MoodConfig,
     SmoothingConfig,
 )
-from streamtag.engine.content import SPEECH, ContentNetworks, ContentTracker
+from streamtag.engine.content import MUSIC, SPEECH, ContentNetworks, ContentTracker
 from streamtag.engine.health import SilenceEvent
 from streamtag.engine.mood import MoodPlan, MoodTable
 from streamtag.engine.plan import ServingPlan
@@ -718,9 +718,13 @@ class Engine:
             shares = [None if w.stream.speech is None or w.content is None
                       else w.stream.speech.share(w.start_sample, w.end_sample)
                       for w in windows]
-        for w, share in zip(windows, shares, strict=True):
+            # a voice that holds its notes is singing (streamtag.engine.singing)
+            sung = [share is not None and share >= SPEECH_SHARE
+                    and w.stream.speech is not None and w.stream.speech.sung(w.end_sample)
+                    for w, share in zip(windows, shares, strict=True)]
+        for w, share, is_sung in zip(windows, shares, sung, strict=True):
             if share is not None and share >= SPEECH_SHARE:
-                w.content = SPEECH
+                w.content = MUSIC if is_sung else SPEECH
         with self._cond:
             self.speech_stats["chunks"] += chunks
             self.speech_stats["cpu_s"] += time.thread_time() - cpu0

@@ -11,7 +11,8 @@ model's frontend is) and decides each scored window's content:
 - **tone**: a steady tone by the silence detector's rule (no onset, crest factor at most
   ``[health] tone_crest_db``) where onsets are measured, else by the classifier below;
 - **speech**: silero-vad's detector, trained on real speech (streamtag.engine.speech), where
-  it is installed: a window is speech when enough of its 32-ms chunks are; where it is not,
+  it is installed: a window is speech when enough of its 32-ms chunks are, and music where the
+  voice holds its notes as a singer does (streamtag.engine.singing); where it is not,
   the network below decides speech too (fitted on recorded telephone prompts and synthesised
   voices: less surely than the detector);
 - **music**, **noise** (or **tone**, or **speech** without the detector): a small neural
@@ -31,8 +32,9 @@ model's frontend is) and decides each scored window's content:
 
 Speech over a music bed is speech to the detector where the voice is as loud as the music or
 louder, and mostly music where it is 10 dB under; to the network whichever is louder (on equal
-terms mostly speech). There is no class of its own for it, and sung vocals were not in the
-material either was judged on (docs/models.md, "Content"). A decision is made
+terms mostly speech). There is no class of its own for it. A voice singing alone is music
+beside the detector where it holds its notes, speech to the network alone (docs/models.md,
+"Content"). A decision is made
 at most every ``DECISION_S`` of audio (every other window at a one-second hop), and the
 windows between take it. A run of non-music windows that lasts ``min_s`` turns every tag off
 where the run began (as confirmed dead air does), and no tag turns on in a non-music window

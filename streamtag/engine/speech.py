@@ -25,7 +25,9 @@ where the model's rate differs (one soxr stream, made only then), its samples wa
 state and the speech probability of its recent steps. ``run_tracks`` runs the waiting steps of
 many streams together, as the tagger stacks windows. A window is speech when at least
 ``SPEECH_SHARE`` of its steps have a probability over ``THRESHOLD`` (docs/models.md, "Content",
-has the measurements that chose both).
+has the measurements that chose both). The track also keeps the pitch of the steps that are
+speech (``SpeechTrack.keep``), from which ``SpeechTrack.sung`` tells a voice that holds its
+notes (streamtag.engine.singing): the engine calls such a window music.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from streamtag import _core, places
+from streamtag.engine import singing
 from streamtag.errors import ModelError
 from streamtag.fsutil import NotOursError, read_own_file
 
@@ -586,7 +589,14 @@ class SpeechTrack:
         self._skipped = 0  # whole steps let go of unrun, the oldest waiting
         self.state = np.zeros((2, STATE), np.float32)
         self.done = 0  # steps run so far
-        self.probs: deque[float] = deque(maxlen=max(1, round(KEEP_S * SPEECH_RATE / STEP)))
+        kept = max(1, round(KEEP_S * SPEECH_RATE / STEP))  # steps
+        self.probs: deque[float] = deque(maxlen=kept)
+        # the voice's pitch track (streamtag.engine.singing), FRAMES_PER_STEP rows a step
+        # kept as the steps' probabilities are, row i of step k at (k * FRAMES_PER_STEP + i)
+        # modulo its length; NaN where the step was not speech
+        self.pitch = np.full((kept * singing.FRAMES_PER_STEP, 3), np.nan, np.float32)
+        self._tail = np.zeros(2 * singing.TAIL, np.float32)  # the samples before the next step
+        self._taken: tuple[np.ndarray, np.ndarray] | None = None  # take's, until keep
 
     def accept(self, samples: np.ndarray, last: bool = False) -> None:
         """Takes samples at the stream's rate. NaN and infinite ones become 0, as the
@@ -625,22 +635,60 @@ class SpeechTrack:
 
     def take(self) -> np.ndarray:
         """The whole steps waiting, each as its last chunk after its context: (steps,
-        CONTEXT + CHUNK)."""
+        CONTEXT + CHUNK). The steps stay with the track, whole, until ``keep`` stores what
+        the detector made of them."""
         with self._lock:
             n = self._waiting_n // STEP
             skipped, self._skipped = self._skipped, 0
             if skipped:  # callers hold the detector's lock: done and probs move with it
-                self.done += skipped
-                self.probs.extend([0.0] * min(skipped, self.probs.maxlen or skipped))
+                kept = min(skipped, self.probs.maxlen or skipped)
+                self.done += skipped - kept
+                self._record(np.zeros(kept, np.float32))
+                self._tail = np.zeros_like(self._tail)
             if n == 0:
+                self._taken = None
                 return np.zeros((0, CONTEXT + CHUNK), np.float32)
             waiting = np.concatenate(self._waiting) if len(self._waiting) > 1 \
                 else self._waiting[0]
             rest = waiting[n * STEP:]
             self._waiting = [rest] if len(rest) else []
             self._waiting_n = len(rest)
+        steps = waiting[: n * STEP]
+        self._taken = (self._tail, steps)
+        self._tail = steps[-len(self._tail):].copy()
         # a step's chunk and the context before it are its last CONTEXT + CHUNK samples
-        return waiting[: n * STEP].reshape(n, STEP)[:, STEP - CHUNK - CONTEXT:].copy()
+        return steps.reshape(n, STEP)[:, STEP - CHUNK - CONTEXT:].copy()
+
+    def _record(self, probs: np.ndarray, pitch: np.ndarray | None = None) -> None:
+        """Keeps the next steps' probabilities and (where any step was speech) their pitch
+        rows ``(steps, FRAMES_PER_STEP, 3)``."""
+        per = singing.FRAMES_PER_STEP
+        at = (self.done + np.arange(len(probs)))[:, None] * per + np.arange(per)
+        self.pitch[at % len(self.pitch)] = np.nan if pitch is None else pitch
+        self.probs.extend(probs.tolist())
+        self.done += len(probs)
+
+    def keep(self, probs: np.ndarray) -> None:
+        """Keeps the detector's probabilities of the steps ``take`` gave, and the pitch
+        track of those that are speech."""
+        assert self._taken is not None
+        (tail, steps), self._taken = self._taken, None
+        speech = np.flatnonzero(probs > THRESHOLD)
+        pitch = None
+        if len(speech):
+            # each speech step's samples after the ones before it, the first's from the
+            # steps taken before
+            before = len(tail)
+            rows = np.empty((len(speech), before + STEP), np.float32)
+            for row, k in zip(rows, speech, strict=True):
+                if k == 0:
+                    row[:before] = tail
+                    row[before:] = steps[:STEP]
+                else:
+                    row[:] = steps[k * STEP - before: (k + 1) * STEP]
+            pitch = np.full((len(probs), singing.FRAMES_PER_STEP, 3), np.nan, np.float32)
+            pitch[speech] = singing.pitch_frames(rows[:, before:], rows[:, :before])
+        self._record(probs, pitch)
 
     def share(self, start_sample: int, end_sample: int) -> float | None:
         """The share of the steps inside stream samples ``[start_sample, end_sample)`` that
@@ -654,6 +702,19 @@ class SpeechTrack:
         probs = np.fromiter((self.probs[i - kept_from] for i in range(first, end)), np.float64,
                             count=end - first)
         return float(np.count_nonzero(probs > THRESHOLD)) / (end - first)
+
+    def sung(self, end_sample: int) -> bool:
+        """Whether the voice of the ``HOLD_S`` before stream sample ``end_sample`` holds its
+        notes as a singer does (streamtag.engine.singing)."""
+        per = singing.FRAMES_PER_STEP
+        end = math.floor((end_sample - self.sample_offset) / self.step_samples)
+        first = end - round(singing.HOLD_S * SPEECH_RATE / STEP)
+        first, end = max(first, self.done - len(self.probs), 0), min(end, self.done)
+        if end - first < MIN_STEPS:
+            return False
+        rows = self.pitch[np.arange(first * per, end * per) % len(self.pitch)]
+        share = singing.held_share(rows)
+        return share is not None and share >= singing.SUNG_SHARE
 
 
 def run_tracks(detector: SpeechDetector, tracks: Sequence[SpeechTrack]) -> int:
@@ -717,8 +778,7 @@ def _run_taken(detector: SpeechDetector,
         k = last
     for i, (track, own) in enumerate(taken):
         track.state = state[:, i].copy()
-        track.probs.extend(probs[: len(own), i].tolist())
-        track.done += len(own)
+        track.keep(probs[: len(own), i])
     return int(lengths.sum())
 
 

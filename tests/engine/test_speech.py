@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.content_material import RATE, game_music, held_out_song, real_voice
+from support.content_material import RATE, festival_song, game_music, held_out_song, real_voice
 from support.content_material import require as require_content
 from support.helpers import WindowsSink
 from support.speech_material import gcin_syllables, require, silero_wheel, warzone_tutorial
 
 from streamtag.catalog import installed
 from streamtag.catalog.shipped import default_model_path
-from streamtag.engine import speech
+from streamtag.engine import singing, speech
 from streamtag.engine.batching import Engine
 from streamtag.engine.config import SmoothingConfig
 from streamtag.engine.speech import (
@@ -96,6 +96,20 @@ def test_music_stays_music(detector, music):
     # beside the detector the network calls the ambient piece's first windows noise, before
     # the pulse has 10 s to read: 89 % music (docs/models.md, "Content")
     assert share(kinds, "music") >= 0.85, kinds
+
+
+def test_a_voice_that_holds_its_notes_is_music(detector, tmp_path, monkeypatch):
+    """A cappella singing is a voice to the detector as speech is: the notes it holds make it
+    music (streamtag.engine.singing), and the same words said by the same voice stay speech."""
+    require_content()
+    plan = SpeechPlan(detector, "test")
+    sung = np.tile(festival_song(tmp_path), 2)
+    said = np.tile(festival_song(tmp_path, sing=False), 4)
+    assert share(contents(sung, plan), "music") >= 0.8
+    assert share(contents(said, plan), "speech") >= 0.9
+    # the check is what makes it music: without it the singing is the detector's speech
+    monkeypatch.setattr(singing, "SUNG_SHARE", 1.01)
+    assert share(contents(sung, plan), "speech") >= 0.8
 
 
 @pytest.mark.parametrize("encode_rows", [None, 7])  # as served; the encoder's runs cut small

@@ -61,6 +61,30 @@ def festival_speech(folder: Path) -> np.ndarray:
     return load_audio(folder / "festival.wav", RATE)[0]
 
 
+# A tune of streamtag's own for festival's singing mode (``text2wave -mode singing``): each word
+# held on its note for a beat and a half at 80 beats a minute, about 14 s
+SONG = (("C4", "morning"), ("D4", "light"), ("E4", "across"), ("F4", "the"), ("G4", "water"),
+        ("A4", "slowly"), ("G4", "rising"), ("F4", "over"), ("E4", "hills"), ("D4", "and"),
+        ("C4", "fields"), ("E4", "we"), ("G4", "sing"), ("E4", "along"), ("C4", "home"))
+
+
+def festival_song(folder: Path, sing: bool = True) -> np.ndarray:
+    """festival's voice singing ``SONG`` a cappella, or (``sing`` False) saying its words."""
+    if sing:
+        notes = "\n".join(f'<DURATION BEATS="1.5"><PITCH NOTE="{note}">{word}</PITCH>'
+                          "</DURATION>" for note, word in SONG)
+        source = folder / "song.xml"
+        source.write_text('<?xml version="1.0"?>\n<!DOCTYPE SINGING PUBLIC "-//SINGING//DTD '
+                          'SINGING mark up//EN" "Singing.v0_1.dtd" []>\n<SINGING BPM="80">\n'
+                          f"{notes}\n</SINGING>\n")
+        run("text2wave", "-mode", "singing", str(source), "-o", str(folder / "song.wav"))
+    else:
+        source = folder / "song.txt"
+        source.write_text(" ".join(word for _, word in SONG) + ".")
+        run("text2wave", str(source), "-o", str(folder / "song.wav"))
+    return load_audio(folder / "song.wav", RATE)[0]
+
+
 def espeak_speech(folder: Path, voice: str = "fr", start: int = 0) -> np.ndarray:
     """espeak-ng in a voice the fit did not use (fr, it, en-gb-scotland), Apache-2.0's text."""
     out = folder / f"espeak-{voice}-{start}.wav"

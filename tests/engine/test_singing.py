@@ -1,0 +1,132 @@
+"""Sung or spoken (streamtag.engine.singing): the pitch track finds a voice's fundamental and
+hears no pitch in noise; held notes make a stretch sung, a pitch that glides through each
+syllable does not; the detector's track keeps the pitch of the steps it calls speech only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamtag.engine import singing
+from streamtag.engine.speech import STEP, SpeechTrack
+
+RATE = 16000
+TAIL = 2 * singing.TAIL  # the 16-kHz samples before a step that its first frame reads
+
+
+def harmonic(pitch_hz: np.ndarray, harmonics: int = 6) -> np.ndarray:
+    """A voice-like buzz whose fundamental follows ``pitch_hz`` sample by sample (harmonics
+    falling 6 dB an octave, none at or above 4 kHz, where the pitch track's rate ends)."""
+    phase = 2 * np.pi * np.cumsum(pitch_hz) / RATE
+    out = sum(np.where(k * pitch_hz < 4000, np.sin(k * phase) / k, 0.0)
+              for k in range(1, harmonics + 1))
+    return (0.3 * out).astype(np.float32)
+
+
+def steps_of(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``audio``'s whole steps after the first TAIL samples, and each step's TAIL before it."""
+    n = (len(audio) - TAIL) // STEP
+    steps = np.stack([audio[TAIL + k * STEP: TAIL + (k + 1) * STEP] for k in range(n)])
+    tails = np.stack([audio[k * STEP: TAIL + k * STEP] for k in range(n)])
+    return steps, tails
+
+
+def pitch_rows(audio: np.ndarray) -> np.ndarray:
+    return singing.pitch_frames(*steps_of(audio)).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("hz", [75.0, 110.0, 220.0, 523.25, 740.0])
+def test_the_pitch_track_finds_the_fundamental(hz):
+    rows = pitch_rows(harmonic(np.full(RATE, hz)))
+    np.testing.assert_allclose(rows[:, 0], 12 * np.log2(hz / 100), atol=0.1)
+    assert (rows[:, 1] < singing.VOICED).all()
+    # a steady buzz is as loud in every frame
+    assert np.ptp(rows[:, 2]) < 1.0  # a frame holds 3 to 30 periods, not always whole
+
+
+def test_noise_and_silence_have_no_pitch():
+    noise = np.random.default_rng(7).standard_normal(2 * RATE).astype(np.float32) * 0.1
+    rows = pitch_rows(noise)
+    assert np.mean(rows[:, 1] < singing.VOICED) < 0.05
+    assert singing.held_share(rows) == 0.0
+    for still in (np.zeros(2 * RATE, np.float32), np.full(2 * RATE, 0.5, np.float32)):
+        rows = pitch_rows(still)
+        assert (rows[:, 1] >= singing.VOICED).all()
+        assert singing.held_share(rows) == 0.0
+
+
+def sung_line(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Notes of 0.35-0.7 s on a scale, each with a singer's vibrato (5.5 Hz, a third of a
+    semitone either way), joined without a break."""
+    pitch = []
+    while sum(map(len, pitch)) < seconds * RATE:
+        note = 220 * 2 ** (rng.choice([0, 2, 4, 5, 7, 9]) / 12)
+        t = np.arange(round(rng.uniform(0.35, 0.7) * RATE)) / RATE
+        pitch.append(note * 2 ** (np.sin(2 * np.pi * 5.5 * t) / 3 / 12))
+    return harmonic(np.concatenate(pitch)[: int(seconds * RATE)])
+
+
+def spoken_line(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Syllables of 0.12-0.25 s whose pitch glides 2-5 semitones up or down through each,
+    between pauses of 40-120 ms, as speech's intonation moves."""
+    out = []
+    while sum(map(len, out)) < seconds * RATE:
+        n = round(rng.uniform(0.12, 0.25) * RATE)
+        start = 12 * np.log2(rng.uniform(150, 250) / 100)
+        glide = rng.choice([-1, 1]) * rng.uniform(2, 5)
+        out.append(harmonic(100 * 2 ** ((start + glide * np.linspace(0, 1, n)) / 12)))
+        out.append(np.zeros(round(rng.uniform(0.04, 0.12) * RATE), np.float32))
+    return np.concatenate(out)[: int(seconds * RATE)]
+
+
+def test_held_notes_are_sung_and_gliding_syllables_are_not():
+    rng = np.random.default_rng(11)
+    sung = [singing.held_share(pitch_rows(sung_line(singing.HOLD_S, rng))) for _ in range(5)]
+    spoken = [singing.held_share(pitch_rows(spoken_line(singing.HOLD_S, rng)))
+              for _ in range(5)]
+    assert min(sung) >= 2 * singing.SUNG_SHARE, sung
+    assert max(spoken) < singing.SUNG_SHARE / 2, spoken
+
+
+def test_a_share_reads_the_loud_frames_and_no_unmeasured_ones():
+    rng = np.random.default_rng(5)
+    rows = pitch_rows(sung_line(3.0, rng))
+    assert singing.held_share(np.full((40, 3), np.nan, np.float32)) is None
+    # frames not measured (steps the detector did not call speech) count for nothing
+    padded = np.concatenate([np.full((len(rows), 3), np.nan, np.float32), rows])
+    assert singing.held_share(padded) == pytest.approx(singing.held_share(rows))
+    # nor do frames more than LOUD_DB under the loudest: a quiet held hum under a voice
+    quiet = rows.copy()
+    quiet[:, 2] -= singing.LOUD_DB + 5
+    spoken = pitch_rows(spoken_line(3.0, rng))
+    assert singing.held_share(np.concatenate([quiet, spoken])) < singing.SUNG_SHARE
+
+
+def test_the_track_keeps_the_pitch_of_speech_steps_in_step_with_its_probabilities():
+    """The rows ``keep`` stores, from the steps ``take`` gave (the probabilities stand in for
+    the detector's: the bookkeeping is what is tested, on real samples)."""
+    rng = np.random.default_rng(2)
+    audio = sung_line(4.0, rng)
+    track = SpeechTrack(RATE)
+    track.accept(audio)
+    steps = len(audio) // STEP
+    rows = track.take()
+    assert len(rows) == steps
+    probs = np.where(np.arange(steps) < steps // 4, 0.1, 0.9).astype(np.float32)
+    track.keep(probs)
+    assert track.done == steps and list(track.probs) == pytest.approx(list(probs))
+    kept = track.pitch[: steps * singing.FRAMES_PER_STEP].reshape(steps, -1, 3)
+    assert np.isnan(kept[probs < 0.5]).all()
+    # the first step reads zeros before it; the others the samples before them
+    padded = np.concatenate([np.zeros(TAIL, np.float32), audio])
+    want = singing.pitch_frames(*steps_of(padded[: TAIL + steps * STEP]))
+    np.testing.assert_allclose(kept[probs > 0.5], want[probs > 0.5], rtol=1e-5, atol=1e-4)
+    # fed again in other blocks, taken twice: the same rows
+    again = SpeechTrack(RATE)
+    half = (steps // 2) * STEP + 123
+    for part in (audio[:half], audio[half:]):
+        again.accept(part)
+        n = len(again.take())
+        again.keep(probs[again.done: again.done + n])
+    np.testing.assert_allclose(again.pitch, track.pitch, rtol=1e-5, atol=1e-4)
+    assert again.sung(len(audio)) and track.sung(len(audio))
