@@ -246,8 +246,8 @@ def cost(streams: int = 16, repeats: int = 3) -> None:
     [(_, talk)] = [v for v in content_fit.recorded_voices(Path(".")) if "tutorial" in v[0]]
     measured = singing.pitch_frames
 
-    def unmeasured(steps: np.ndarray, tails: np.ndarray) -> np.ndarray:
-        return np.full((len(steps), singing.FRAMES_PER_STEP, 3), np.nan, np.float32)
+    def unmeasured(blocks: np.ndarray) -> np.ndarray:
+        return np.full((len(blocks), singing.FRAMES_PER_STEP, 3), np.nan, np.float32)
 
     def run() -> float:
         tracks = [SpeechTrack(RATE) for _ in range(streams)]

@@ -157,6 +157,15 @@ TONAL_ROW_SIZE: int
 
 def tonal_features(rows: _Floats) -> npt.NDArray[np.float64]: ...
 
+PITCH_RATE: int
+PITCH_FRAME: int
+PITCH_HOP: int
+PITCH_MIN_LAG: int
+PITCH_MAX_LAG: int
+PITCH_ROW_SIZE: int
+
+def pitch_frames(blocks: _Floats) -> _F32: ...
+
 class ReflectedStft:
     def __init__(self, window: _Floats, row_length: int, hop: int, pad: int) -> None: ...
     def magnitudes(self, rows: _Floats) -> _F32: ...

@@ -44,6 +44,7 @@ void BindContentFeatures(py::module_ &m);  // content_features.h
 void BindReflectedStft(py::module_ &m);  // reflected_stft.h
 void BindLstmDecoder(py::module_ &m);    // lstm_decoder.h
 void BindTonalPeaks(py::module_ &m);     // tonal_peaks.h
+void BindPitchTrack(py::module_ &m);     // pitch_track.h
 
 }  // namespace python
 }  // namespace streamtag

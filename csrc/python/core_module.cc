@@ -21,4 +21,5 @@ PYBIND11_MODULE(_core, m) {
   python::BindReflectedStft(m);
   python::BindLstmDecoder(m);
   python::BindTonalPeaks(m);
+  python::BindPitchTrack(m);
 }

@@ -687,7 +687,7 @@ class SpeechTrack:
                 else:
                     row[:] = steps[k * STEP - before: (k + 1) * STEP]
             pitch = np.full((len(probs), singing.FRAMES_PER_STEP, 3), np.nan, np.float32)
-            pitch[speech] = singing.pitch_frames(rows[:, before:], rows[:, :before])
+            pitch[speech] = singing.pitch_frames(rows)
         self._record(probs, pitch)
 
     def share(self, start_sample: int, end_sample: int) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamtag import _core
 from streamtag.engine import singing
 from streamtag.engine.speech import STEP, SpeechTrack
 
@@ -23,16 +24,57 @@ def harmonic(pitch_hz: np.ndarray, harmonics: int = 6) -> np.ndarray:
     return (0.3 * out).astype(np.float32)
 
 
-def steps_of(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``audio``'s whole steps after the first TAIL samples, and each step's TAIL before it."""
+def blocks_of(audio: np.ndarray) -> np.ndarray:
+    """``audio``'s whole steps after its first TAIL samples, each after the TAIL before it, as
+    the detector's track hands them to the pitch track."""
     n = (len(audio) - TAIL) // STEP
-    steps = np.stack([audio[TAIL + k * STEP: TAIL + (k + 1) * STEP] for k in range(n)])
-    tails = np.stack([audio[k * STEP: TAIL + k * STEP] for k in range(n)])
-    return steps, tails
+    return np.stack([audio[k * STEP: TAIL + (k + 1) * STEP] for k in range(n)])
 
 
 def pitch_rows(audio: np.ndarray) -> np.ndarray:
-    return singing.pitch_frames(*steps_of(audio)).reshape(-1, 3)
+    return singing.pitch_frames(blocks_of(audio)).reshape(-1, 3)
+
+
+def reference_pitch_frames(blocks: np.ndarray) -> np.ndarray:
+    """csrc/pitch_track.h in numpy: each block halved to 8 kHz in pairs, frames every hop,
+    YIN's difference from the frame's energies and its autocorrelation (by FFT), its cumulative
+    mean normalised difference, the first dip under the threshold to its bottom, the parabola
+    between lags; rows (blocks, frames, 3)."""
+    frame, hop = singing.FRAME, singing.HOP
+    min_lag, max_lag = _core.PITCH_MIN_LAG, _core.PITCH_MAX_LAG
+    audio = np.asarray(blocks, np.float64)
+    audio = 0.5 * (audio[:, 0::2] + audio[:, 1::2])
+    n = len(audio)
+    frames = np.lib.stride_tricks.sliding_window_view(audio, frame, axis=1)[:, ::hop]
+    per = frames.shape[1]
+    frames = frames.reshape(n * per, frame)
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    spectrum = np.fft.rfft(frames, 1024)
+    products = np.fft.irfft(np.abs(spectrum) ** 2, 1024)[:, : max_lag + 1]
+    energy = np.zeros((len(frames), frame + 1))
+    np.cumsum(frames ** 2, axis=1, out=energy[:, 1:])
+    lags = np.arange(max_lag + 1)
+    difference = energy[:, frame - lags] + energy[:, frame:] - energy[:, lags] - 2 * products
+    difference[:, 0] = 0.0
+    normalised = difference[:, 1:] * lags[1:] / np.maximum(np.cumsum(difference[:, 1:], axis=1),
+                                                          1e-12)
+    searched = normalised[:, min_lag - 1:]
+    under = searched < 0.15
+    at = np.where(under.any(axis=1), np.argmax(under, axis=1), np.argmin(searched, axis=1))
+    rows = np.arange(len(frames))
+    rising = np.ones_like(under)
+    rising[:, :-1] = searched[:, 1:] >= searched[:, :-1]
+    at = np.argmax(rising & (np.arange(searched.shape[1]) >= at[:, None]), axis=1)
+    inner = np.clip(at, 1, searched.shape[1] - 2)
+    y0, y1, y2 = searched[rows, inner - 1], searched[rows, inner], searched[rows, inner + 1]
+    curve = y0 - 2 * y1 + y2
+    bend = (at == inner) & (curve > 0)
+    shift = np.where(bend, 0.5 * (y0 - y2) / np.where(bend, curve, 1.0), 0.0)
+    out = np.empty((len(frames), 3))
+    out[:, 0] = 12 * np.log2(singing.RATE / (at + min_lag + shift) / 100)
+    out[:, 1] = np.where(energy[:, frame] > 1e-10 * frame, searched[rows, at], 1.0)
+    out[:, 2] = 10 * np.log10(energy[:, frame] / frame + 1e-12)
+    return out.reshape(n, per, 3)
 
 
 @pytest.mark.parametrize("hz", [75.0, 110.0, 220.0, 523.25, 740.0])
@@ -42,6 +84,23 @@ def test_the_pitch_track_finds_the_fundamental(hz):
     assert (rows[:, 1] < singing.VOICED).all()
     # a steady buzz is as loud in every frame
     assert np.ptp(rows[:, 2]) < 1.0  # a frame holds 3 to 30 periods, not always whole
+
+
+def test_the_core_is_its_numpy_reference():
+    rng = np.random.default_rng(4)
+    audio = np.concatenate([sung_line(4.0, rng), spoken_line(4.0, rng),
+                            0.1 * rng.standard_normal(RATE).astype(np.float32),
+                            np.zeros(RATE, np.float32)])
+    blocks = blocks_of(audio)
+    got, want = singing.pitch_frames(blocks), reference_pitch_frames(blocks)
+    assert got.shape == want.shape == (len(blocks), singing.FRAMES_PER_STEP, 3)
+    # the same lag everywhere but where YIN's threshold or the dip's bottom ties within
+    # rounding (the core's products are float sums, the reference's float64 FFTs); a lag apart
+    # is 0.15 semitones or more
+    same = np.abs(got[..., 0] - want[..., 0]) < 0.05
+    assert same.mean() > 0.995
+    np.testing.assert_allclose(got[same][:, 0], want[same][:, 0], atol=2e-3)
+    np.testing.assert_allclose(got[..., 1:], want[..., 1:], atol=1e-3)
 
 
 def test_noise_and_silence_have_no_pitch():
@@ -119,7 +178,7 @@ def test_the_track_keeps_the_pitch_of_speech_steps_in_step_with_its_probabilitie
     assert np.isnan(kept[probs < 0.5]).all()
     # the first step reads zeros before it; the others the samples before them
     padded = np.concatenate([np.zeros(TAIL, np.float32), audio])
-    want = singing.pitch_frames(*steps_of(padded[: TAIL + steps * STEP]))
+    want = singing.pitch_frames(blocks_of(padded[: TAIL + steps * STEP]))
     np.testing.assert_allclose(kept[probs > 0.5], want[probs > 0.5], rtol=1e-5, atol=1e-4)
     # fed again in other blocks, taken twice: the same rows
     again = SpeechTrack(RATE)
