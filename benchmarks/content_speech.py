@@ -28,7 +28,7 @@ from pathlib import Path
 import content_fit  # noqa: E402 - benchmarks/content_fit.py, beside this script
 import numpy as np
 
-from streamtag.engine.content import CLASSES, SPEECH, ContentModel, ContentTracker
+from streamtag.engine.content import CLASSES, MUSIC, SPEECH, ContentModel, ContentTracker
 from streamtag.engine.speech import SPEECH_SHARE, SpeechPlan, SpeechTrack, run_tracks
 
 RATE = content_fit.RATE
@@ -49,7 +49,8 @@ def group_of(kind: str, name: str) -> str:
 def decide(audio: np.ndarray, model: ContentModel, plan: SpeechPlan | None
            ) -> tuple[list[str], list[float]]:
     """Each window's decision (the network's, or with ``plan`` the detector's speech over
-    the network's other classes) and its share of speech steps (empty without ``plan``)."""
+    the network's other classes, music where the voice holds its notes, as the engine decides)
+    and its share of speech steps (empty without ``plan``)."""
     tracker = ContentTracker(model, RATE, speech=plan is None)
     track = None if plan is None else SpeechTrack(RATE)
     width, hop = round(WINDOW_S * RATE), round(HOP_S * RATE)
@@ -68,7 +69,8 @@ def decide(audio: np.ndarray, model: ContentModel, plan: SpeechPlan | None
             if kind is not None:
                 if share is not None:
                     shares.append(share)
-                    kind = SPEECH if share >= SPEECH_SHARE else kind
+                    if share >= SPEECH_SHARE:  # a voice that holds its notes is music
+                        kind = MUSIC if track is not None and track.sung(end) else SPEECH
                 kinds.append(kind)
             end = next(ends, None)
     return kinds, shares
