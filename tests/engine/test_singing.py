@@ -114,6 +114,21 @@ def test_noise_and_silence_have_no_pitch():
         assert singing.held_share(rows) == 0.0
 
 
+def test_a_hostile_station_s_samples_give_finite_rows():
+    """The detector's track holds samples within +-16 (speech.MAX_SAMPLE) and makes NaN 0
+    before they wait: whatever a station sends, the rows the pitch track reads are finite."""
+    rng = np.random.default_rng(9)
+    audio = np.where(rng.random(4 * RATE) < 0.5, 1e30, -np.inf).astype(np.float32)
+    audio[::7] = np.nan
+    track = SpeechTrack(RATE)
+    track.accept(audio)
+    n = len(track.take())
+    track.keep(np.full(n, 0.9, np.float32))
+    rows = track.pitch[: n * singing.FRAMES_PER_STEP]
+    assert np.isfinite(rows).all()
+    assert singing.held_share(rows) is not None
+
+
 def sung_line(seconds: float, rng: np.random.Generator) -> np.ndarray:
     """Notes of 0.35-0.7 s on a scale, each with a singer's vibrato (5.5 Hz, a third of a
     semitone either way), joined without a break."""
