@@ -195,6 +195,12 @@ def cached(cache: Path, name: str, make) -> np.ndarray:
     return np.load(path)
 
 
+def decoded(cache: Path, path: Path) -> np.ndarray:
+    """A recording's samples, mono at RATE, decoded by ffmpeg once."""
+    return cached(cache, f"music:{path}", lambda wav: run(
+        "ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(RATE), str(wav)))
+
+
 def write_wav(path: Path, audio: np.ndarray) -> None:
     """16-bit PCM at ``RATE`` (what the joined recordings were)."""
     with wave.open(str(path), "wb") as out:
@@ -334,9 +340,7 @@ def material(cache: Path, fit_ambience: bool = False, fit_speech: bool = False
     items = []
     pieces = sorted(SINGULARITY.rglob("*.ogg"))
     for i, path in enumerate(pieces):
-        audio = cached(cache, f"music:{path}", lambda wav, p=path: run(
-            "ffmpeg", "-v", "error", "-i", str(p), "-ac", "1", "-ar", str(RATE), str(wav)))
-        audio = audio[int(5 * RATE): int((5 + MUSIC_SECONDS) * RATE)]
+        audio = decoded(cache, path)[int(5 * RATE): int((5 + MUSIC_SECONDS) * RATE)]
         items.append(("music", "fit" if i % 2 == 0 else "held", path.name, audio))
     for i, path in enumerate(sorted(OPENMSX.glob("*.mid"))):
         audio = midi(cache, path)

@@ -207,11 +207,10 @@ BEDS_DB = (0, 6, 12)  # the music under the recorded prompts, this far under the
 def held_shares(audio: np.ndarray, detector) -> list[float | None]:
     """Each 3-s window's (one a second) share of held notes where the detector calls it
     speech (None where it does not), from a SpeechTrack fed as the engine feeds it."""
-    from streamtag.engine import singing
-    from streamtag.engine.speech import SPEECH_SHARE, STEP, SpeechTrack, run_tracks
+    from streamtag.engine.speech import SPEECH_SHARE, SpeechTrack, run_tracks
 
     track, out = SpeechTrack(RATE), []
-    width, hop, per = 3 * RATE, RATE, singing.FRAMES_PER_STEP
+    width, hop = 3 * RATE, RATE
     end = width
     for i in range(0, len(audio), CHUNK):
         track.accept(audio[i:i + CHUNK])
@@ -220,12 +219,8 @@ def held_shares(audio: np.ndarray, detector) -> list[float | None]:
             share = track.share(end - width, end)
             if share is None or share < SPEECH_SHARE:
                 out.append(None)
-            else:  # the rows SpeechTrack.sung reads
-                last = min(end // STEP, track.done)
-                first = max(last - round(singing.HOLD_S * RATE / STEP),
-                            track.done - len(track.probs), 0)
-                rows = track.pitch[np.arange(first * per, last * per) % len(track.pitch)]
-                out.append(singing.held_share(rows) or 0.0)
+            else:  # what SpeechTrack.sung compares with SUNG_SHARE
+                out.append(track.held(end) or 0.0)
             end += hop
     return out
 
@@ -285,10 +280,8 @@ def holds(root: Path, cache: Path) -> None:
     speech = content_fit.recorded_speech(cache, content_fit.FIT_SPEECH + content_fit.HELD_SPEECH)
     speech += content_fit.recorded_voices(cache)
     items += [("speech", name, audio) for name, audio in speech]
-    music = np.concatenate([content_fit.cached(
-        cache, f"music:{path}", lambda wav, p=path: content_fit.run(
-            "ffmpeg", "-v", "error", "-i", str(p), "-ac", "1", "-ar", str(RATE), str(wav))
-    )[5 * RATE: 65 * RATE] for path in sorted(content_fit.SINGULARITY.glob("*.ogg"))[:8]])
+    music = np.concatenate([content_fit.decoded(cache, path)[5 * RATE: 65 * RATE]
+                            for path in sorted(content_fit.SINGULARITY.glob("*.ogg"))[:8]])
     for i, (name, audio) in enumerate(speech):
         if "prompts" in name or "warzone" in name:
             talk = audio[: 200 * RATE]

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "simd.h"
@@ -12,21 +13,21 @@ using simd::V4;
 
 void PitchFrame(const double *frame, float *row) {
   constexpr int W = kPitchFrame;
-  double x[W];
   double mean = 0.0;
   for (int j = 0; j < W; ++j) mean += frame[j];
   mean /= W;
-  // energy[j]: the power of x[0..j), in double; product[t]: the sum over j of x[j] x[j + t], in
-  // float, four lags to a vector (each lag its own sum over j in order), x zero past its end
+  // x: the frame less its mean. energy[j]: the power of x[0..j), in double; product[t]: the sum
+  // over j of x[j] x[j + t], in float, four lags to a vector (each lag its own sum over j in
+  // order), x zero past its end
   double energy[W + 1];
   energy[0] = 0.0;
   constexpr int kLanes = 4;
   constexpr int kVectors = (kPitchMaxLag + kLanes - 1) / kLanes;  // lags 1 .. 4 * kVectors
   float xf[W + kLanes * kVectors + 1] = {};
   for (int j = 0; j < W; ++j) {
-    x[j] = frame[j] - mean;
-    energy[j + 1] = energy[j] + x[j] * x[j];
-    xf[j] = static_cast<float>(x[j]);
+    const double x = frame[j] - mean;
+    energy[j + 1] = energy[j] + x * x;
+    xf[j] = static_cast<float>(x);
   }
   V4 sums[kVectors];
   for (V4 &v : sums) v = simd::Splat(0.0f);

@@ -673,21 +673,15 @@ class SpeechTrack:
         track of those that are speech."""
         assert self._taken is not None
         (tail, steps), self._taken = self._taken, None
-        speech = np.flatnonzero(probs > THRESHOLD)
+        speech = probs > THRESHOLD
         pitch = None
-        if len(speech):
-            # each speech step's samples after the ones before it, the first's from the
-            # steps taken before
-            before = len(tail)
-            rows = np.empty((len(speech), before + STEP), np.float32)
-            for row, k in zip(rows, speech, strict=True):
-                if k == 0:
-                    row[:before] = tail
-                    row[before:] = steps[:STEP]
-                else:
-                    row[:] = steps[k * STEP - before: (k + 1) * STEP]
+        if speech.any():
+            # each speech step's samples after the ones before it (the first's: the tail of
+            # the steps taken before)
+            joined = np.concatenate([tail, steps])
+            blocks = np.lib.stride_tricks.sliding_window_view(joined, len(tail) + STEP)[::STEP]
             pitch = np.full((len(probs), singing.FRAMES_PER_STEP, 3), np.nan, np.float32)
-            pitch[speech] = singing.pitch_frames(rows)
+            pitch[speech] = singing.pitch_frames(blocks[speech])
         self._record(probs, pitch)
 
     def share(self, start_sample: int, end_sample: int) -> float | None:
@@ -703,17 +697,23 @@ class SpeechTrack:
                             count=end - first)
         return float(np.count_nonzero(probs > THRESHOLD)) / (end - first)
 
-    def sung(self, end_sample: int) -> bool:
-        """Whether the voice of the ``HOLD_S`` before stream sample ``end_sample`` holds its
-        notes as a singer does (streamtag.engine.singing)."""
+    def held(self, end_sample: int) -> float | None:
+        """The share of held notes (streamtag.engine.singing.held_share) in the voice of the
+        ``HOLD_S`` before stream sample ``end_sample``; None where fewer than ``MIN_STEPS``
+        steps are kept there or none was speech."""
         per = singing.FRAMES_PER_STEP
         end = math.floor((end_sample - self.sample_offset) / self.step_samples)
         first = end - round(singing.HOLD_S * SPEECH_RATE / STEP)
         first, end = max(first, self.done - len(self.probs), 0), min(end, self.done)
         if end - first < MIN_STEPS:
-            return False
-        rows = self.pitch[np.arange(first * per, end * per) % len(self.pitch)]
-        share = singing.held_share(rows)
+            return None
+        return singing.held_share(self.pitch[np.arange(first * per, end * per)
+                                              % len(self.pitch)])
+
+    def sung(self, end_sample: int) -> bool:
+        """Whether the voice of the ``HOLD_S`` before stream sample ``end_sample`` holds its
+        notes as a singer does (``held`` reaches ``SUNG_SHARE``)."""
+        share = self.held(end_sample)
         return share is not None and share >= singing.SUNG_SHARE
 
 
