@@ -4,11 +4,13 @@
 
 Each source is one Debian package, fetched with ``apt-get download`` and unpacked with
 ``dpkg -x`` under ``DIR`` (default: the trainer's cache folder, ``corpus/``; never in the
-repository). Its audio files are decoded by ffmpeg (MIDI rendered by fluidsynth with FluidR3
-GM; speech read by festival from the GPL's text), resampled to 16 kHz mono and cut into
-clips of ``CLIP_SECONDS``, spread evenly over every file of the package and capped at the
-package's minutes, so no package outweighs the rest; clips quieter than -50 dBFS are left out
-(the content decision, not the tagger, answers silence). The split is by package: the
+repository; a game's zip archive of music, a ``.pk3``, is unpacked beside it). Its audio
+files are decoded by ffmpeg (MIDI rendered by fluidsynth with FluidR3 GM; speech read by
+festival from the GPL's text), resampled to 16 kHz mono and cut into clips of
+``CLIP_SECONDS``, spread evenly over every file of the package and capped at the package's
+minutes (the caps take each fit package whole; ``--minutes-scale`` below 1 takes less of
+every one evenly, so no package outweighs the rest); clips quieter than -50 dBFS are left
+out (the content decision, not the tagger, answers silence). The split is by package: the
 ``HELD_OUT`` packages are the test split, never seen in training (``SECOND_HELD_OUT``'s, under
 CC-BY-SA, which the fit part does not take, are a second one, in ``DIR/held-out-2.csv``: evaluate
 on it with ``streamtag eval MODEL RECIPE --split test --set data.csv=held-out-2.csv``); the
@@ -35,6 +37,7 @@ import math
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -66,71 +69,90 @@ class Source:
     # files left out by name: those the copyright file gives a licence that may not join the
     # rest (CC-BY-SA-3.0 or CC-BY-3.0 alone, or a licence written for those files alone)
     exclude: tuple[str, ...] = ()
+    # a zip archive under the unpacked package (a game's .pk3) whose members under ``folders``
+    # are the audio; unpacked once beside it
+    archive: str = ""
 
 
 # Every source's audio may be combined under GPL-3.0-or-later (GPL-2+, GPL-2+ or CC-BY-SA,
-# GPL-3 or CC-BY-3.0 taken as GPL-3, the festival voice's permissive licence reading the
-# GPL-3's text; files of other licences left out by ``exclude``), so a model trained on the
+# GPL-3 or CC-BY-3.0 taken as GPL-3, the permissive BSD-2-Clause, Zlib and CC-BY-4.0, the
+# festival voice's permissive licence reading the GPL-3's text; files of other licences left
+# out by ``exclude``), so a model trained on the
 # fit part may be shipped under it; hedgewars-data (music GPL-2 only, voices GFDL-1.3) may not
 # join them and is left out.
 SOURCES = (
-    Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 180,
+    Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 360,
            "GPL-2+ (Files: *)"),
-    Source("supertux-data", "music", ("usr/share/games/supertux2/music",), 120,
+    Source("supertux-data", "music", ("usr/share/games/supertux2/music",), 240,
            "GPL-2+ or CC-BY-SA-3.0 (Files: data/music/*)"),
-    Source("lincity-ng-data", "music", ("usr/share/games/lincity-ng/music",), 32,
+    Source("lincity-ng-data", "music", ("usr/share/games/lincity-ng/music",), 64,
            "GPL-2+ (Files: *)"),
-    Source("freeciv-data", "music", ("usr/share/games/freeciv/stdmusic",), 12,
+    Source("freeciv-data", "music", ("usr/share/games/freeciv/stdmusic",), 24,
            "GPL-2+ (Files: *)"),
-    Source("lincity-ng-data", "sound", ("usr/share/games/lincity-ng/sounds",), 24,
+    Source("lincity-ng-data", "sound", ("usr/share/games/lincity-ng/sounds",), 48,
            "GPL-2+ or CC-BY-SA (sound effects, dual-licensed)"),
-    Source("boswars-data", "sound", ("usr/share/games/boswars",), 24, "GPL-2+ (Files: *)"),
-    Source("festvox-kallpc16k", "speech", (), 32,
+    Source("boswars-data", "sound", ("usr/share/games/boswars",), 48, "GPL-2+ (Files: *)"),
+    Source("festvox-kallpc16k", "speech", (), 64,
            "the voice: CSTR/CMU, use and redistribution free with notice; the text: the GPL-3"),
     # tracker modules and MIDI (rendered with FluidR3 GM, as openttd-openmsx is): the kinds of
     # music the held-out packages are, from other packages
-    Source("ironseed-data", "music", ("usr/share/games/ironseed/sound",), 32,
+    Source("ironseed-data", "music", ("usr/share/games/ironseed/sound",), 64,
            "GPL-3+ (Files: *)"),
-    Source("tecnoballz-data", "music", ("usr/share/games/tecnoballz/musics",), 32,
+    Source("tecnoballz-data", "music", ("usr/share/games/tecnoballz/musics",), 64,
            "GPL-3+ (Files: *)"),
-    Source("pekka-kana-2-data", "music", ("usr/share/games/pekka-kana-2/data/music",), 32,
+    Source("pekka-kana-2-data", "music", ("usr/share/games/pekka-kana-2/data/music",), 64,
            "BSD-2-Clause (Files: *)"),
-    Source("heroes-sound-tracks", "music", ("usr/share/games/heroes/mod",), 32,
+    Source("heroes-sound-tracks", "music", ("usr/share/games/heroes/mod",), 64,
            "GPL-2+ (Files: *)"),
-    Source("biniax2-data", "music", ("usr/share/games/biniax2/music",), 32, "Zlib (Files: *)"),
-    Source("freedroid-data", "music", ("usr/share/games/freedroid/sound",), 20,
+    Source("biniax2-data", "music", ("usr/share/games/biniax2/music",), 64, "Zlib (Files: *)"),
+    Source("freedroid-data", "music", ("usr/share/games/freedroid/sound",), 40,
            "GPL-2+ (the package's copyright file)", (".mod", ".ogg")),  # not its effects (.wav)
-    Source("mma", "midi", ("usr/share/doc/mma/examples", "usr/share/mma/lib"), 48,
+    Source("mma", "midi", ("usr/share/doc/mma/examples", "usr/share/mma/lib"), 96,
            "GPL-2+ (Files: *)"),
-    Source("freedink-data", "midi", ("usr/share/games/dink/dink/Sound",), 32,
+    Source("freedink-data", "midi", ("usr/share/games/dink/dink/Sound",), 64,
            "zlib-style: use, alteration and redistribution free (the package's copyright file)"),
-    Source("pianobooster", "midi", ("usr/share/doc/pianobooster/courses",), 20,
+    Source("pianobooster", "midi", ("usr/share/doc/pianobooster/courses",), 40,
            "GPL-3+, MIT or CC-BY (the package's copyright file, per file)"),
     # more game soundtracks, by other composers (the teacher's most frequent tags: electronic
     # ones in naev's, colobot's, freedroidrpg's, starfighter's and trackballs', indie,
     # instrumental and classical in widelands', indie and drums in hyperrogue's)
-    Source("naev-data", "music", ("usr/share/naev/dat/snd/music",), 48,
+    Source("naev-data", "music", ("usr/share/naev/dat/snd/music",), 96,
            "GPL-3+, GPL-2+ or GPL-3 or CC-BY-3.0 (the copyright file, per file)",
            exclude=("ambiphonic.ogg", "void_sensor.ogg",  # CC-BY-3.0
                     "ambient4.ogg", "combat1.ogg", "combat2.ogg", "combat3.ogg",  # CC-BY-SA-3.0
                     "dvaered1.ogg", "dvaered2.ogg", "eureka.ogg", "sirius2.ogg",
                     "terminal.ogg")),
-    Source("widelands-data", "music", ("usr/share/games/widelands/data/music",), 48,
+    Source("widelands-data", "music", ("usr/share/games/widelands/data/music",), 96,
            "GPL-2+ (Files: *)",
            exclude=("ingame_24.ogg", "ingame_25.ogg", "ingame_26.ogg")),  # CC-BY-SA-3.0
-    Source("colobot-common-sounds", "music", ("usr/share/games/colobot/music",), 40,
+    Source("colobot-common-sounds", "music", ("usr/share/games/colobot/music",), 80,
            "GPL-3+ (Files: *)"),
-    Source("freedroidrpg-data", "music", ("usr/share/freedroidrpg/data/sound/music",), 32,
+    Source("freedroidrpg-data", "music", ("usr/share/freedroidrpg/data/sound/music",), 64,
            "GPL-2+ (Files: *)"),
-    Source("starfighter-data", "music", ("usr/share/starfighter/music",), 24,
+    Source("starfighter-data", "music", ("usr/share/starfighter/music",), 48,
            "GPL-2+ (Files: *)"),
-    Source("hyperrogue-music", "music", ("usr/share/hyperrogue/music",), 16,
+    Source("hyperrogue-music", "music", ("usr/share/hyperrogue/music",), 32,
            "GPL-2+ (Files: *)",
            exclude=("hr3-caves.ogg", "hr-domina-hunting.ogg",  # CC-BY-SA-3.0
                     "hr-savino-caribbean.ogg")),
-    Source("trackballs-data", "music", ("usr/share/games/trackballs/music",), 16,
+    Source("trackballs-data", "music", ("usr/share/games/trackballs/music",), 32,
            "GPL-2+ (Files: *)",
            exclude=("c64revival.ogg", "crazy.ogg", "eurovision.ogg")),  # Ethymonics' licence
+    # more composers again: metal, industrial and drum'n'bass (nexuiz), a theme a level in
+    # styles of the world (pushover), orchestral and folk (freecol), tracker and shooter themes
+    Source("nexuiz-music", "music", ("sound/cdtracks",), 96,
+           "GPL-2+ (the package's copyright file)",
+           archive="usr/share/games/nexuiz/data/music.pk3"),
+    Source("pushover-data", "music", ("usr/share/pushover/themes",), 64, "GPL-3+ (Files: *)"),
+    Source("freecol", "music", ("usr/share/games/freecol/default/resources/music/default",), 32,
+           "CC-BY-4.0 (Files: data/default/resources/music/default/*)"),
+    Source("noiz2sa-data", "music", ("usr/share/games/noiz2sa/sounds",), 24,
+           "BSD-2-Clause (the package's copyright file)", (".ogg",)),  # not its effects (.wav)
+    Source("pathological", "music", ("usr/share/games/pathological/music",), 16,
+           "GPL-2+ (Files: *)"),
+    Source("powermanga-data", "music", ("usr/share/games/powermanga/sound/handheld_console",), 16,
+           "GPL-3+ (Files: *)"),
+    Source("tomatoes-data", "music", ("usr/share/tomatoes/music",), 16, "Zlib (Files: *)"),
     # held out (the test split)
     Source("pingus-data", "music", ("usr/share/games/pingus/data/music",), 20,
            "GPL-2+ (the package's copyright file)"),
@@ -229,6 +251,15 @@ def speech(scratch: Path, minutes: float) -> list[tuple[str, np.ndarray]]:
 
 def files_of(source: Source, unpacked: Path) -> list[Path]:
     suffixes = source.suffixes or ((".mid",) if source.kind == "midi" else AUDIO)
+    if source.archive:
+        members = unpacked / (source.archive + ".unzipped")
+        if not members.is_dir():
+            partial = members.with_name(members.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            with zipfile.ZipFile(unpacked / source.archive) as archive:
+                archive.extractall(partial)  # zipfile keeps every member under partial
+            partial.rename(members)
+        unpacked = members
     found = []
     for folder in source.folders:
         found += [p for p in (unpacked / folder).rglob("*")

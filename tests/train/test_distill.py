@@ -243,6 +243,23 @@ def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Pa
         assert all("/" not in name and name.endswith(corpus.AUDIO) for name in source.exclude)
 
 
+
+def test_a_game_s_zip_archive_gives_its_music_folder_s_audio(tmp_path: Path) -> None:
+    import zipfile
+
+    corpus = _corpus_script()
+    (tmp_path / "usr/share/game").mkdir(parents=True)
+    with zipfile.ZipFile(tmp_path / "usr/share/game/music.pk3", "w") as archive:
+        for name in ("sound/cdtracks/one.ogg", "sound/cdtracks/two.ogg",
+                     "sound/effects/shot.ogg", "sound/cdtracks/readme.txt"):
+            archive.writestr(name, b"audio")
+    source = corpus.Source("game-music", "music", ("sound/cdtracks",), 10, "GPL-2+",
+                           archive="usr/share/game/music.pk3")
+    found = corpus.files_of(source, tmp_path)
+    assert [p.name for p in found] == ["one.ogg", "two.ogg"]
+    assert found[0].read_bytes() == b"audio"
+    assert corpus.files_of(source, tmp_path) == found  # unpacked once, read again
+
 def test_the_second_held_out_part_is_never_fitted() -> None:
     corpus = _corpus_script()
     second = {s.package for s in corpus.SECOND_HELD_OUT}
