@@ -8,7 +8,7 @@ repository; a game's zip archive of music, a ``.pk3``, is unpacked beside it). I
 files are decoded by ffmpeg (MIDI rendered by fluidsynth with FluidR3 GM; speech read by
 festival from the GPL's text), resampled to 16 kHz mono and cut into clips of
 ``CLIP_SECONDS``, spread evenly over every file of the package and capped at the package's
-minutes (the caps take each fit package whole; ``--minutes-scale`` below 1 takes less of
+minutes (the caps take about all of each fit package; ``--minutes-scale`` below 1 takes less of
 every one evenly, so no package outweighs the rest); clips quieter than -50 dBFS are left
 out (the content decision, not the tagger, answers silence). The split is by package: the
 ``HELD_OUT`` packages are the test split, never seen in training (``SECOND_HELD_OUT``'s, under
