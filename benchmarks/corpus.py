@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,8 @@ class Source:
 # Every source's audio may be combined under GPL-3.0-or-later (GPL-2+, GPL-2+ or CC-BY-SA,
 # GPL-3 or CC-BY-3.0 taken as GPL-3, the permissive BSD-2-Clause, Zlib and CC-BY-4.0, the
 # festival voice's permissive licence reading the GPL-3's text; files of other licences left
-# out by ``exclude``), so a model trained on the
-# fit part may be shipped under it; hedgewars-data (music GPL-2 only, voices GFDL-1.3) may not
-# join them and is left out.
+# out by ``exclude``), so a model trained on the fit part may be shipped under it;
+# hedgewars-data (music GPL-2 only, voices GFDL-1.3) may not join them and is left out.
 SOURCES = (
     Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 360,
            "GPL-2+ (Files: *)"),
@@ -191,6 +191,19 @@ def split_of(package: str, file_id: str) -> str:
         else "train"
 
 
+def unpacked_once(target: Path, unpack: Callable[[Path], object]) -> Path:
+    """``target``, made by ``unpack`` into a ``.partial`` folder beside it that is renamed once
+    complete, so a run stopped halfway unpacks again rather than reading half a folder."""
+    if target.is_dir():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    unpack(partial)
+    partial.rename(target)
+    return target
+
+
 def fetch(package: str, root: Path) -> Path:
     """The package unpacked under ``root/x/PACKAGE`` (downloaded and unpacked once)."""
     target = root / "x" / package
@@ -201,12 +214,8 @@ def fetch(package: str, root: Path) -> Path:
     if not list(debs.glob(f"{package}_*.deb")):
         subprocess.run(["apt-get", "download", package], cwd=debs, check=True)
     deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
-    partial = target.with_name(package + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    subprocess.run(["dpkg", "-x", str(deb), str(partial)], check=True)
-    partial.rename(target)
-    return target
+    return unpacked_once(target, lambda partial: subprocess.run(
+        ["dpkg", "-x", str(deb), str(partial)], check=True))
 
 
 def licences(unpacked: Path, package: str) -> list[str]:
@@ -252,14 +261,11 @@ def speech(scratch: Path, minutes: float) -> list[tuple[str, np.ndarray]]:
 def files_of(source: Source, unpacked: Path) -> list[Path]:
     suffixes = source.suffixes or ((".mid",) if source.kind == "midi" else AUDIO)
     if source.archive:
-        members = unpacked / (source.archive + ".unzipped")
-        if not members.is_dir():
-            partial = members.with_name(members.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
+        def unzip(partial: Path) -> None:
             with zipfile.ZipFile(unpacked / source.archive) as archive:
                 archive.extractall(partial)  # zipfile keeps every member under partial
-            partial.rename(members)
-        unpacked = members
+
+        unpacked = unpacked_once(unpacked / (source.archive + ".unzipped"), unzip)
     found = []
     for folder in source.folders:
         found += [p for p in (unpacked / folder).rglob("*")

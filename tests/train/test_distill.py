@@ -243,7 +243,6 @@ def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Pa
         assert all("/" not in name and name.endswith(corpus.AUDIO) for name in source.exclude)
 
 
-
 def test_a_game_s_zip_archive_gives_its_music_folder_s_audio(tmp_path: Path) -> None:
     import zipfile
 
@@ -259,6 +258,7 @@ def test_a_game_s_zip_archive_gives_its_music_folder_s_audio(tmp_path: Path) -> 
     assert [p.name for p in found] == ["one.ogg", "two.ogg"]
     assert found[0].read_bytes() == b"audio"
     assert corpus.files_of(source, tmp_path) == found  # unpacked once, read again
+
 
 def test_the_second_held_out_part_is_never_fitted() -> None:
     corpus = _corpus_script()
