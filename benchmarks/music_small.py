@@ -37,7 +37,11 @@ in the run folder.
 The student's thresholds are the run's own (its recipe's ``threshold_method``), or with
 ``--thresholds METHOD`` chosen by that method on the run's validation predictions, as training
 would have chosen them (``streamtag.train.metrics.choose_thresholds``): a run made before its
-recipe changed method is measured as the recipe now is, without training it again.
+recipe changed method is measured as the recipe now is, without training it again. Two methods
+are the benchmark's own (``headline_thresholds``): ``headline`` and ``headline-f1`` choose each
+tag's threshold for the headline's rule on the validation files (a tag in as many of their
+headlines as the teacher's, or in those that give the best F1 against the teacher's), to see
+whether thresholds fitted to whole files rather than clips bring the headlines closer.
 
 ``--speed`` then runs ``benchmarks/streams.py`` once with the shipped model, music-small,
 musicnn-msd and music side by side (ONNX Runtime, the daemon's CPU backend; all four must be
@@ -162,6 +166,40 @@ def headlines_agree(a: frozenset[int], b: frozenset[int]) -> tuple[bool, bool]:
     return a == b, not union or len(a & b) / len(union) >= 0.5
 
 
+HEADLINE_METHODS = ("headline", "headline-f1")
+
+
+def headline_thresholds(ids: list[str], on: np.ndarray, scores: np.ndarray, fallback: np.ndarray,
+                        method: str) -> np.ndarray:
+    """Thresholds chosen for the headline's rule on the validation files rather than per clip.
+
+    A tag is in a file's headline when it is on in more than half of its clips, that is when the
+    threshold is at most the file's ``n // 2``-th highest score counting from 0 (``m``). A tag is
+    then put in the headline of as many validation files as the teacher's headline holds it
+    (``headline``: the k-th highest ``m``) or of the files that give the highest F1 against the
+    teacher's headlines (``headline-f1``); a tag in no teacher headline stays out of every
+    file's (just above the highest ``m``, or ``fallback`` where that is higher)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for k, clip in enumerate(ids):
+        groups[file_of(clip)].append(k)
+    members = list(groups.values())
+    m = np.stack([np.sort(scores[g], axis=0)[::-1][len(g) // 2] for g in members])
+    teacher = np.stack([on[g].mean(axis=0) > 0.5 for g in members])
+    thresholds = np.asarray(fallback, dtype=np.float64).copy()
+    for j in range(scores.shape[1]):
+        k = int(teacher[:, j].sum())
+        if k == 0:
+            thresholds[j] = max(thresholds[j], float(np.nextafter(m[:, j].max(), np.inf)))
+        elif method == "headline":
+            thresholds[j] = np.sort(m[:, j])[::-1][k - 1]
+        else:
+            cuts = np.unique(m[:, j])
+            f1 = [2 * (teacher[:, j] & (m[:, j] >= c)).sum() / ((m[:, j] >= c).sum() + k)
+                  for c in cuts]
+            thresholds[j] = cuts[int(np.argmax(f1))]
+    return thresholds
+
+
 def agreement(run_dir: Path, recipe, method: str | None = None,
               csvs: list[str] | None = None) -> dict:
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -190,8 +228,16 @@ def agreement(run_dir: Path, recipe, method: str | None = None,
         if row.get("kind") in ("music", "midi"):
             tracks[file_of(clip)].append(k)
     top1 = top3 = same = near = split = split_same = split_near = 0
-    student_on = student >= (saved["thresholds"] if method is None else choose_thresholds(
-        saved["validation_labels"], saved["validation_scores"], method))
+    if method is None:
+        chosen = saved["thresholds"]
+    elif method in HEADLINE_METHODS:
+        chosen = headline_thresholds([str(i) for i in saved["validation_ids"]],
+                                     saved["validation_labels"].astype(bool),
+                                     saved["validation_scores"], saved["thresholds"], method)
+    else:
+        chosen = choose_thresholds(saved["validation_labels"], saved["validation_scores"],
+                                   method)
+    student_on = student >= chosen
     for clips in tracks.values():
         t_mean, s_mean = teacher[clips].mean(axis=0), student[clips].mean(axis=0)
         t_top, s_top = np.argsort(-t_mean)[:3], np.argsort(-s_mean)[:3]
@@ -347,9 +393,11 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--recipe", type=Path, default=None,
                         help="default: the run's own recipe.toml")
-    parser.add_argument("--thresholds", choices=THRESHOLD_METHODS, default=None,
+    parser.add_argument("--thresholds", choices=THRESHOLD_METHODS + HEADLINE_METHODS,
+                        default=None,
                         help="choose the student's thresholds by this method on the run's "
-                             "validation predictions (default: the run's own)")
+                             "validation predictions (default: the run's own; headline and "
+                             "headline-f1: for the headline's rule on the validation files)")
     parser.add_argument("--csv", nargs="+", default=None, metavar="NAME",
                         help="measure on the test split of these CSVs beside the corpus's, "
                              "together (default: the run's own test predictions)")

@@ -266,3 +266,33 @@ def test_the_second_held_out_part_is_never_fitted() -> None:
     assert second and not second & {s.package for s in corpus.SOURCES}
     assert not second & set(corpus.PROGRAMME + corpus.ACCEPTANCE)
     assert {corpus.split_of(p, f"{p}/file-{i}") for p in second for i in range(200)} == {"test"}
+
+
+def _music_small_script():
+    spec = importlib.util.spec_from_file_location("music_small",
+                                                  ROOT / "benchmarks" / "music_small.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_headline_thresholds_put_a_tag_in_as_many_file_headlines_as_the_teacher_s() -> None:
+    bench = _music_small_script()
+    # three files of four, three and two clips; tag 0 is in the teacher's headline of two
+    # files, tag 1 of none
+    ids = [f"clips/p/a-{i:04d}" for i in range(4)] + [f"clips/p/b-{i:04d}" for i in range(3)] + \
+        [f"clips/p/c-{i:04d}" for i in range(2)]
+    on = np.zeros((9, 2), bool)
+    on[[0, 1, 2, 4, 5], 0] = True                       # a: 3 of 4, b: 2 of 3, c: 0 of 2
+    scores = np.array([[.9, .1], [.8, .2], [.7, .3], [.1, .4],   # a's third highest: .7
+                       [.2, .5], [.6, .9], [.5, .6],             # b's second highest: .5
+                       [.4, .2], [.3, .1]])                      # c's highest: .4
+    fallback = np.array([0.5, 0.5])
+    for method in bench.HEADLINE_METHODS:
+        thresholds = bench.headline_thresholds(ids, on, scores, fallback, method)
+        assert thresholds[0] == pytest.approx(0.5)  # a's and b's headlines, not c's
+        assert thresholds[1] > 0.6                  # above b's .6, so in no file's headline
+        files = {"a": range(4), "b": range(4, 7), "c": range(7, 9)}
+        student = {f: bench.headline(scores[list(k)] >= thresholds) for f, k in files.items()}
+        teacher = {f: bench.headline(on[list(k)]) for f, k in files.items()}
+        assert student == teacher == {"a": {0}, "b": {0}, "c": frozenset()}
