@@ -129,6 +129,15 @@ def file_of(clip: str) -> str:
     return clip.rsplit("-", 1)[0]
 
 
+def clips_by_file(files: list[str]) -> list[list[int]]:
+    """The indices of each file's clips, given each clip's file, in the order files first
+    appear."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for k, name in enumerate(files):
+        groups[name].append(k)
+    return list(groups.values())
+
+
 def macro_roc_auc_interval(on: np.ndarray, student: np.ndarray, files: list[str],
                            resamples: int = 500, seed: int = 0) -> tuple[float, float]:
     """A 95 % bootstrap interval of the macro ROC-AUC, resampling whole files (a file's clips
@@ -137,10 +146,7 @@ def macro_roc_auc_interval(on: np.ndarray, student: np.ndarray, files: list[str]
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(seed)
-    groups = defaultdict(list)
-    for k, name in enumerate(files):
-        groups[name].append(k)
-    members = list(groups.values())
+    members = clips_by_file(files)
     macros = []
     for _ in range(resamples):
         rows = np.concatenate([members[i] for i in rng.integers(0, len(members),
@@ -179,10 +185,7 @@ def headline_thresholds(ids: list[str], on: np.ndarray, scores: np.ndarray, fall
     (``headline``: the k-th highest ``m``) or of the files that give the highest F1 against the
     teacher's headlines (``headline-f1``); a tag in no teacher headline stays out of every
     file's (just above the highest ``m``, or ``fallback`` where that is higher)."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for k, clip in enumerate(ids):
-        groups[file_of(clip)].append(k)
-    members = list(groups.values())
+    members = clips_by_file([file_of(clip) for clip in ids])
     m = np.stack([np.sort(scores[g], axis=0)[::-1][len(g) // 2] for g in members])
     teacher = np.stack([on[g].mean(axis=0) > 0.5 for g in members])
     thresholds = np.asarray(fallback, dtype=np.float64).copy()

@@ -204,12 +204,17 @@ def test_logit_mse_is_refused_for_a_network_of_two_heads(tmp_path: Path) -> None
                               "model.window=64", "model.options={}"])
 
 
-def _corpus_script():
-    spec = importlib.util.spec_from_file_location("corpus", ROOT / "benchmarks" / "corpus.py")
+def _benchmark(name: str):
+    """A script of benchmarks/, loaded by path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("corpus", module)  # its dataclasses look their module up
+    sys.modules.setdefault(name, module)  # corpus.py's dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _corpus_script():
+    return _benchmark("corpus")
 
 
 def test_the_corpus_split_never_puts_a_package_in_both_parts() -> None:
@@ -268,16 +273,8 @@ def test_the_second_held_out_part_is_never_fitted() -> None:
     assert {corpus.split_of(p, f"{p}/file-{i}") for p in second for i in range(200)} == {"test"}
 
 
-def _music_small_script():
-    spec = importlib.util.spec_from_file_location("music_small",
-                                                  ROOT / "benchmarks" / "music_small.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_headline_thresholds_put_a_tag_in_as_many_file_headlines_as_the_teacher_s() -> None:
-    bench = _music_small_script()
+    bench = _benchmark("music_small")
     # three files of four, three and two clips; tag 0 is in the teacher's headline of two
     # files, tag 1 of none
     ids = [f"clips/p/a-{i:04d}" for i in range(4)] + [f"clips/p/b-{i:04d}" for i in range(3)] + \
