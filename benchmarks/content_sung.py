@@ -57,7 +57,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +70,6 @@ RATE = 16000
 CHUNK = 4000
 SCRATCH = "usr/share/scratch/Media/Sounds"
 TRIPLEA = "usr/share/games/triplea/assets/sounds"
-BASIC_PITCH = "basic-pitch==0.4.0"  # its sdist's tests/resources hold vocadito's excerpts
-FESTIVAL_SONGS = Path("/usr/share/doc/festival/examples/songs")
 
 
 def kinds(audio: np.ndarray, model, plan) -> list[str | None]:
@@ -116,10 +113,10 @@ def material(root: Path) -> list[tuple[str, str, np.ndarray]]:
     for path in sorted((triplea / TRIPLEA).rglob("*Anthem_Intro*.mp3")):
         audio = corpus.decode(path, work)
         items.append(("triplea", path.stem, np.concatenate([audio] * 3)))
-    for path in vocadito(root):
+    for path in corpus.vocadito(root):
         items.append(("vocadito", f"{path.stem} sung a cappella",
                       np.concatenate([corpus.decode(path, work)] * 3)))
-    songs = sorted(FESTIVAL_SONGS.glob("*.xml")) if shutil.which("text2wave") else []
+    songs = sorted(corpus.FESTIVAL_SONGS.glob("*.xml")) if shutil.which("text2wave") else []
     if songs:
         sung = []
         for path in songs:
@@ -130,29 +127,6 @@ def material(root: Path) -> list[tuple[str, str, np.ndarray]]:
         items.append(("festival", f"{len(songs)} songs sung by its diphone voice",
                       np.concatenate(sung * 2)))
     return items
-
-
-def vocadito(root: Path) -> list[Path]:
-    """vocadito's excerpts from basic-pitch's source distribution, fetched from PyPI and
-    unpacked under ``root/pypi`` once."""
-    target = root / "pypi" / "vocadito"
-    if not target.is_dir():
-        download = root / "pypi" / "download"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--no-binary", ":all:", "--dest", str(download), BASIC_PITCH],
-                       check=True)
-        [sdist] = download.glob("basic_pitch-*.tar.gz")
-        partial = target.with_name("vocadito.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        with tarfile.open(sdist) as archive:
-            for member in archive.getmembers():
-                name = Path(member.name)
-                if name.parent.name == "resources" and name.name.startswith("vocadito") \
-                        and name.suffix == ".wav" and member.isfile():
-                    (partial / name.name).write_bytes(archive.extractfile(member).read())
-        partial.rename(target)
-    return sorted(target.glob("*.wav"))
 
 
 def main() -> None:

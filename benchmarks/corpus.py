@@ -1,6 +1,6 @@
 """The distillation corpus: real music and non-music from Debian packages, cut into 3.1 s clips.
 
-    python benchmarks/corpus.py [--root DIR] [--minutes-scale 1.0]
+    python benchmarks/corpus.py [--root DIR] [--minutes-scale 1.0] [--mixture-minutes 0]
 
 Each source is one Debian package, fetched with ``apt-get download`` and unpacked with
 ``dpkg -x`` under ``DIR`` (default: the trainer's cache folder, ``corpus/``; never in the
@@ -16,6 +16,12 @@ CC-BY-SA, which the fit part does not take, are a second one, in ``DIR/held-out-
 on it with ``streamtag eval MODEL RECIPE --split test --set data.csv=held-out-2.csv``); the
 others are the fit part, whose files (not clips: the clips of one file stay together) are cut
 88/12 into train and validation by a hash of their path.
+
+``--mixture-minutes M`` adds M minutes of mixed clips to the fit part (``mixtures``): a fit
+clip of music under another fit package's clip of the same split, or under a stretch of a sung
+recording (vocadito's two excerpts, fetched from PyPI in basic-pitch's source distribution;
+triplea's anthem intro with singing; festival's songs in singing mode), for the teacher to
+score like any clip.
 
 Short sounds (effects, voices) are joined per folder first, a quarter second apart. It
 writes ``DIR/clips/`` (FLAC), ``DIR/sources/`` (what each source gave, so that a second run
@@ -37,6 +43,7 @@ import math
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -182,6 +189,109 @@ SECOND_HELD_OUT_CSV = "held-out-2.csv"
 TEST_PACKAGES = HELD_OUT + tuple(s.package for s in SECOND_HELD_OUT)
 
 
+# Mixtures: two fit clips of one split laid over each other, or a fit clip of music under a sung
+# recording, for the teacher to score, so that the student learns what the teacher says between
+# the corpus's clips and where a voice sings over music. Their audio may be combined as the
+# rest: the fit packages', festival's (the voice's permissive licence, as for the speech),
+# triplea's (GPL-2+) and vocadito's (CC-BY-4.0; Bittner et al., 2021; basic-pitch's source
+# distribution on PyPI carries two excerpts among its test files).
+SUNG_SHARE = 0.25  # of the mixtures, those of a sung recording over music
+PARTNER_DB = (-10.0, 0.0)  # the second clip's level against the first's
+SUNG_DB = (-6.0, 6.0)  # the voice's level against the music's
+BASIC_PITCH = "basic-pitch==0.4.0"  # its sdist's tests/resources hold vocadito's excerpts
+TRIPLEA_SUNG = "usr/share/games/triplea/assets/sounds/misc/turn_start/" \
+               "Germans_Anthem_Intro_with_singing.mp3"
+FESTIVAL_SONGS = Path("/usr/share/doc/festival/examples/songs")
+
+
+def vocadito(root: Path) -> list[Path]:
+    """vocadito's excerpts from basic-pitch's source distribution, fetched from PyPI and
+    unpacked under ``root/pypi`` once."""
+    target = root / "pypi" / "vocadito"
+    if not target.is_dir():
+        download = root / "pypi" / "download"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--no-binary", ":all:", "--dest", str(download), BASIC_PITCH],
+                       check=True)
+        [sdist] = download.glob("basic_pitch-*.tar.gz")
+
+        def unpack(partial: Path) -> None:
+            with tarfile.open(sdist) as archive:
+                for member in archive.getmembers():
+                    name = Path(member.name)
+                    if name.parent.name == "resources" and name.name.startswith("vocadito") \
+                            and name.suffix == ".wav" and member.isfile():
+                        (partial / name.name).write_bytes(archive.extractfile(member).read())
+
+        unpacked_once(target, unpack)
+    return sorted(target.glob("*.wav"))
+
+
+def sung_recordings(root: Path, scratch: Path) -> list[tuple[str, str, np.ndarray]]:
+    """(name, licence, audio at RATE) of the sung recordings the fit part may take: vocadito's
+    two singers, triplea's anthem intro with singing and festival's songs in singing mode."""
+    out = [(f"vocadito/{p.stem}", "CC-BY-4.0 (vocadito)", decode(p, scratch))
+           for p in vocadito(root)]
+    out.append(("triplea/Germans_Anthem_Intro_with_singing", "GPL-2+ (Files: *)",
+                decode(fetch("triplea", root) / TRIPLEA_SUNG, scratch)))
+    for path in sorted(FESTIVAL_SONGS.glob("*.xml")):
+        wav = scratch / "song.wav"
+        subprocess.run(["text2wave", "-mode", "singing", str(path), "-o", str(wav)],
+                       check=True, capture_output=True)
+        out.append((f"festival/{path.stem}", "festival's and the voice's permissive licences",
+                    decode(wav, scratch)))
+    return out
+
+
+def mixtures(root: Path, rows: list[dict], sung: list[tuple[str, str, np.ndarray]],
+             minutes: float, seed: int = 0) -> list[dict]:
+    """``minutes`` of mixed clips written under ``root/clips/mixtures``, as corpus rows: each a
+    fit clip of music (or MIDI) and, in SUNG_SHARE of them, a stretch of a sung recording (each
+    group of singers as often) at SUNG_DB against it, otherwise (where the split has one) a fit
+    clip of another package from the same split at PARTNER_DB; scaled back to the first clip's
+    level (and under full scale). Each row also names its parts (``first``, ``partner``,
+    ``partner_db``)."""
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    n = int(CLIP_SECONDS * RATE)
+    fit = [r for r in rows if r["split"] != "test" and r["kind"] != "mixture"]
+    music = [r for r in fit if r["kind"] in ("music", "midi")]
+    out = []
+    for i in range(int(minutes * 60 / CLIP_SECONDS)):
+        first = music[rng.integers(len(music))]
+        audio = soundfile.read(root / first["path"], dtype="float32")[0][:n]
+        pool = [r for r in fit if r["split"] == first["split"] and r["source"] != first["source"]]
+        if rng.random() < SUNG_SHARE or not pool:
+            # each group of singers as often as the others (festival's eleven songs are one)
+            groups = sorted({name.split("/")[0] for name, _, _ in sung})
+            group = groups[rng.integers(len(groups))]
+            of_group = [item for item in sung if item[0].split("/")[0] == group]
+            name, licence, voice = of_group[rng.integers(len(of_group))]
+            start = int(rng.integers(max(1, len(voice) - n)))
+            other, gain_db = np.resize(voice[start:start + n], n), rng.uniform(*SUNG_DB)
+            partner = f"{name} ({licence})"
+        else:
+            second = pool[rng.integers(len(pool))]
+            other = soundfile.read(root / second["path"], dtype="float32")[0][:n]
+            gain_db, partner = rng.uniform(*PARTNER_DB), second["path"]
+            licence = second["licence"]
+        level = math.sqrt(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-20)
+        other_level = math.sqrt(float(np.mean(other.astype(np.float64) ** 2)) + 1e-20)
+        mixed = audio + other * (level / other_level * 10 ** (gain_db / 20))
+        mixed *= min(level / (math.sqrt(float(np.mean(mixed.astype(np.float64) ** 2)))
+                              + 1e-20), 0.99 / (float(np.max(np.abs(mixed))) + 1e-20))
+        rel = Path("clips") / "mixtures" / f"mixture-{i:05d}.flac"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(root / rel, mixed.astype(np.float32), RATE, subtype="PCM_16")
+        out.append({"path": rel.as_posix(), "tags": "", "split": first["split"],
+                    "source": "mixture", "kind": "mixture",
+                    "licence": f"{first['licence']}; {licence}",
+                    "duration": f"{CLIP_SECONDS:g}", "first": first["path"],
+                    "partner": partner, "partner_db": f"{gain_db:.1f}"})
+    return out
+
+
 def split_of(package: str, file_id: str) -> str:
     """``test`` for a held-out package; otherwise train or validation by the file's hash."""
     if package in TEST_PACKAGES:
@@ -307,7 +417,7 @@ def clips_of(name_audio: list[tuple[str, np.ndarray]], minutes: float
     return out
 
 
-def build(root: Path, scale: float = 1.0) -> dict:
+def build(root: Path, scale: float = 1.0, mixture_minutes: float = 0.0) -> dict:
     import soundfile  # a dependency of the trainer's audio writing
 
     bad = [s.package for s in SOURCES + SECOND_HELD_OUT if s.package in PROGRAMME + ACCEPTANCE]
@@ -365,9 +475,23 @@ def build(root: Path, scale: float = 1.0) -> dict:
         done.write_text(json.dumps({"rows": into[first:], "summary": summary[key]}) + "\n")
         print(f"{key}: {len(clips)} clips ({summary[key]['minutes']} min) of "
               f"{summary[key]['file_minutes']} min in {len(name_audio)} files")
+    if mixture_minutes > 0:
+        done = root / "sources" / f"mixtures-{mixture_minutes:g}.json"
+        if done.is_file():
+            mixed = json.loads(done.read_text())["rows"]
+        else:
+            mixed = mixtures(root, rows, sung_recordings(root, scratch), mixture_minutes)
+            done.write_text(json.dumps({"rows": mixed}) + "\n")
+        rows += mixed
+        summary["mixtures"] = {
+            "clips": len(mixed), "minutes": round(len(mixed) * CLIP_SECONDS / 60, 1),
+            "sung": sum(1 for r in mixed if not r["partner"].startswith("clips/")),
+            "split": "train+validation (each its first clip's)",
+            "licence": "each its two parts' (corpus.csv's licence column)"}
+    fields = ["path", "tags", "split", "source", "kind", "licence", "duration"]
     for name, part in (("corpus.csv", rows), (SECOND_HELD_OUT_CSV, second)):
         with open(root / name, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(part)
     splits = {s: sum(1 for r in rows if r["split"] == s) for s in ("train", "validation", "test")}
@@ -387,8 +511,11 @@ def main() -> None:
     parser.add_argument("--minutes-scale", type=float, default=1.0,
                         help="every fit source's cap times this (the held-out part "
                              "stays as it is)")
+    parser.add_argument("--mixture-minutes", type=float, default=0.0,
+                        help="this many minutes of mixed fit clips (two packages' clips, or a "
+                             "sung recording over music) join the fit part")
     args = parser.parse_args()
-    info = build(args.root, args.minutes_scale)
+    info = build(args.root, args.minutes_scale, args.mixture_minutes)
     print(json.dumps({k: v for k, v in info.items() if k != "sources"}))
 
 

@@ -248,6 +248,64 @@ def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Pa
         assert all("/" not in name and name.endswith(corpus.AUDIO) for name in source.exclude)
 
 
+def test_a_mixture_lays_a_clip_of_another_package_or_a_singer_over_music_at_its_level(
+        tmp_path: Path) -> None:
+    import soundfile
+
+    corpus = _corpus_script()
+    n = int(corpus.CLIP_SECONDS * corpus.RATE)
+    t = np.arange(n) / corpus.RATE
+    frequency = {"a": 440.0, "b": 1000.0, "c": 2500.0, "v": 3500.0}
+    rows = []
+    for package, split, kind, level in (("a", "train", "music", 0.3), ("b", "train", "sound", 0.05),
+                                        ("c", "validation", "midi", 0.1),
+                                        ("d", "test", "music", 0.2)):
+        for k in range(3):
+            path = f"clips/{package}/x-{k:04d}.flac"
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            tone = frequency.get(package, 700.0)
+            soundfile.write(tmp_path / path, (level * np.sin(2 * np.pi * tone * t)).astype(
+                np.float32), corpus.RATE, subtype="PCM_16")
+            rows.append({"path": path, "tags": "", "split": split, "source": package,
+                         "kind": kind, "licence": f"licence of {package}", "duration": "3.1"})
+    sung = [("singer/v", "CC-BY-4.0", (0.2 * np.sin(2 * np.pi * 3500.0 * np.arange(2 * n)
+                                                   / corpus.RATE)).astype(np.float32))]
+    mixed = corpus.mixtures(tmp_path, rows, sung, minutes=2.0, seed=1)
+    assert len(mixed) == int(120 / corpus.CLIP_SECONDS)
+    by_path = {r["path"]: r for r in rows}
+    sung_count = 0
+    for row in mixed:
+        first = by_path[row["first"]]
+        assert first["kind"] in ("music", "midi") and first["split"] != "test"
+        assert row["split"] == first["split"] and row["kind"] == "mixture"
+        if row["partner"].startswith("singer/"):
+            sung_count += 1
+            partner_tone, low, high = 3500.0, *corpus.SUNG_DB
+        else:
+            partner = by_path[row["partner"]]
+            assert partner["split"] == first["split"] and partner["source"] != first["source"]
+            assert partner["licence"] in row["licence"]
+            partner_tone, low, high = frequency[partner["source"]], *corpus.PARTNER_DB
+        db = float(row["partner_db"])
+        assert low <= db <= high
+        audio = soundfile.read(tmp_path / row["path"], dtype="float64")[0]
+        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+        # every tone falls on a bin of the clip's transform (n / RATE s long)
+        partner_bin = round(partner_tone * n / corpus.RATE)
+        first_bin = round(frequency[first["source"]] * n / corpus.RATE)
+        ratio = 20 * np.log10(spectrum[partner_bin] / spectrum[first_bin])
+        assert abs(ratio - db) < 0.5, (row, ratio)
+        first_level = 0.3 if first["source"] == "a" else 0.1
+        level = np.sqrt(np.mean(audio ** 2)) * np.sqrt(2)
+        assert level == pytest.approx(first_level, rel=0.05) or np.max(np.abs(audio)) > 0.98
+    # a validation clip of music has no partner of another package in its split: only singers
+    assert all(r["partner"].startswith("singer/") for r in mixed if r["split"] == "validation")
+    assert 0 < sung_count < len(mixed)
+    again = corpus.mixtures(tmp_path, rows, sung, minutes=2.0, seed=1)
+    assert [(r["first"], r["partner"], r["partner_db"]) for r in again] \
+        == [(r["first"], r["partner"], r["partner_db"]) for r in mixed]
+
+
 def test_a_game_s_zip_archive_gives_its_music_folder_s_audio(tmp_path: Path) -> None:
     import zipfile
 
