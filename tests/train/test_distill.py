@@ -227,7 +227,9 @@ def test_the_corpus_split_never_puts_a_package_in_both_parts() -> None:
                                                         else "fit")
     assert all(len(p) == 1 for p in parts.values()), parts
     assert {p for p, s in parts.items() if s == {"held-out"}} == set(corpus.HELD_OUT)
-    assert not {s.package for s in corpus.SOURCES} & set(corpus.PROGRAMME + corpus.ACCEPTANCE)
+    assert not ({s.package for s in corpus.SOURCES} | set(corpus.SUNG_PACKAGES)) \
+        & set(corpus.PROGRAMME + corpus.ACCEPTANCE)
+    assert corpus.TRIPLEA_SUNG.startswith(f"usr/share/games/{corpus.SUNG_PACKAGES[0]}/")
     # a fit package's validation files are the same every time, and some exist
     fit = [corpus.split_of("pkg", f"pkg/file-{i}") for i in range(200)]
     assert {"train", "validation"} == set(fit)
