@@ -1,6 +1,6 @@
 """The distillation corpus: real music and non-music from Debian packages, cut into 3.1 s clips.
 
-    python benchmarks/corpus.py [--root DIR] [--minutes-scale 1.0] [--mixture-minutes 0]
+    python benchmarks/corpus.py [--root DIR] [--minutes-scale 1.0] [--mixture-minutes 90]
 
 Each source is one Debian package, fetched with ``apt-get download`` and unpacked with
 ``dpkg -x`` under ``DIR`` (default: the trainer's cache folder, ``corpus/``; never in the
@@ -17,11 +17,11 @@ on it with ``streamtag eval MODEL RECIPE --split test --set data.csv=held-out-2.
 others are the fit part, whose files (not clips: the clips of one file stay together) are cut
 88/12 into train and validation by a hash of their path.
 
-``--mixture-minutes M`` adds M minutes of mixed clips to the fit part (``mixtures``): a fit
-clip of music under another fit package's clip of the same split, or under a stretch of a sung
-recording (vocadito's two excerpts, fetched from PyPI in basic-pitch's source distribution;
-triplea's anthem intro with singing; festival's songs in singing mode), for the teacher to
-score like any clip.
+``--mixture-minutes M`` (``MIXTURE_MINUTES``, 90, unless said; 0 for none) adds M minutes of
+mixed clips to the fit part (``mixtures``): a fit clip of music under another fit package's
+clip of the same split, or under a stretch of a sung recording (vocadito's two excerpts,
+fetched from PyPI in basic-pitch's source distribution; triplea's anthem intro with singing;
+festival's songs in singing mode), for the teacher to score like any clip.
 
 Short sounds (effects, voices) are joined per folder first, a quarter second apart. It
 writes ``DIR/clips/`` (FLAC), ``DIR/sources/`` (what each source gave, so that a second run
@@ -195,6 +195,7 @@ TEST_PACKAGES = HELD_OUT + tuple(s.package for s in SECOND_HELD_OUT)
 # rest: the fit packages', festival's (the voice's permissive licence, as for the speech),
 # triplea's (GPL-2+) and vocadito's (CC-BY-4.0; Bittner et al., 2021; basic-pitch's source
 # distribution on PyPI carries two excerpts among its test files).
+MIXTURE_MINUTES = 90.0  # what models/music-small.toml's corpus takes (corpus.py's default)
 SUNG_SHARE = 0.25  # of the mixtures, those of a sung recording over music
 PARTNER_DB = (-10.0, 0.0)  # the second clip's level against the first's
 SUNG_DB = (-6.0, 6.0)  # the voice's level against the music's
@@ -513,7 +514,7 @@ def main() -> None:
     parser.add_argument("--minutes-scale", type=float, default=1.0,
                         help="every fit source's cap times this (the held-out part "
                              "stays as it is)")
-    parser.add_argument("--mixture-minutes", type=float, default=0.0,
+    parser.add_argument("--mixture-minutes", type=float, default=MIXTURE_MINUTES,
                         help="this many minutes of mixed fit clips (two packages' clips, or a "
                              "sung recording over music) join the fit part")
     args = parser.parse_args()
