@@ -479,12 +479,16 @@ def build(root: Path, scale: float = 1.0, mixture_minutes: float = 0.0) -> dict:
         print(f"{key}: {len(clips)} clips ({summary[key]['minutes']} min) of "
               f"{summary[key]['file_minutes']} min in {len(name_audio)} files")
     if mixture_minutes > 0:
+        # made by an earlier run from the same fit clips (another --minutes-scale makes others)
         done = root / "sources" / f"mixtures-{mixture_minutes:g}.json"
-        if done.is_file():
-            mixed = json.loads(done.read_text())["rows"]
+        fit = [r["path"] for r in rows if r["split"] != "test"]
+        made = json.loads(done.read_text()) if done.is_file() else {}
+        if made.get("fit_clips") == hashlib.sha256("\n".join(fit).encode()).hexdigest():
+            mixed = made["rows"]
         else:
             mixed = mixtures(root, rows, sung_recordings(root, scratch), mixture_minutes)
-            done.write_text(json.dumps({"rows": mixed}) + "\n")
+            done.write_text(json.dumps({"fit_clips": hashlib.sha256(
+                "\n".join(fit).encode()).hexdigest(), "rows": mixed}) + "\n")
         rows += mixed
         summary["mixtures"] = {
             "clips": len(mixed), "minutes": round(len(mixed) * CLIP_SECONDS / 60, 1),
