@@ -481,14 +481,14 @@ def build(root: Path, scale: float = 1.0, mixture_minutes: float = 0.0) -> dict:
     if mixture_minutes > 0:
         # made by an earlier run from the same fit clips (another --minutes-scale makes others)
         done = root / "sources" / f"mixtures-{mixture_minutes:g}.json"
-        fit = [r["path"] for r in rows if r["split"] != "test"]
+        fit = hashlib.sha256("\n".join(r["path"] for r in rows if r["split"] != "test")
+                             .encode()).hexdigest()
         made = json.loads(done.read_text()) if done.is_file() else {}
-        if made.get("fit_clips") == hashlib.sha256("\n".join(fit).encode()).hexdigest():
+        if made.get("fit_clips") == fit:
             mixed = made["rows"]
         else:
             mixed = mixtures(root, rows, sung_recordings(root, scratch), mixture_minutes)
-            done.write_text(json.dumps({"fit_clips": hashlib.sha256(
-                "\n".join(fit).encode()).hexdigest(), "rows": mixed}) + "\n")
+            done.write_text(json.dumps({"fit_clips": fit, "rows": mixed}) + "\n")
         rows += mixed
         summary["mixtures"] = {
             "clips": len(mixed), "minutes": round(len(mixed) * CLIP_SECONDS / 60, 1),
