@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -116,16 +115,10 @@ def material(root: Path) -> list[tuple[str, str, np.ndarray]]:
     for path in corpus.vocadito(root):
         items.append(("vocadito", f"{path.stem} sung a cappella",
                       np.concatenate([corpus.decode(path, work)] * 3)))
-    songs = sorted(corpus.FESTIVAL_SONGS.glob("*.xml")) if shutil.which("text2wave") else []
+    songs = corpus.festival_songs(work) if shutil.which("text2wave") else []
     if songs:
-        sung = []
-        for path in songs:
-            wav = work / f"festival-{path.stem}.wav"
-            subprocess.run(["text2wave", "-mode", "singing", str(path), "-o", str(wav)],
-                           check=True, capture_output=True)
-            sung.append(corpus.decode(wav, work))
         items.append(("festival", f"{len(songs)} songs sung by its diphone voice",
-                      np.concatenate(sung * 2)))
+                      np.concatenate([audio for _, audio in songs] * 2)))
     return items
 
 

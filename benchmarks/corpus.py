@@ -229,6 +229,18 @@ def vocadito(root: Path) -> list[Path]:
     return sorted(target.glob("*.wav"))
 
 
+def festival_songs(scratch: Path) -> list[tuple[str, np.ndarray]]:
+    """(name, audio at RATE) of festival's example songs sung by its diphone voice
+    (``text2wave -mode singing``), rendered in ``scratch``."""
+    out = []
+    for path in sorted(FESTIVAL_SONGS.glob("*.xml")):
+        wav = scratch / f"festival-{path.stem}.wav"
+        subprocess.run(["text2wave", "-mode", "singing", str(path), "-o", str(wav)],
+                       check=True, capture_output=True)
+        out.append((path.stem, decode(wav, scratch)))
+    return out
+
+
 def sung_recordings(root: Path, scratch: Path) -> list[tuple[str, str, np.ndarray]]:
     """(name, licence, audio at RATE) of the sung recordings the fit part may take: vocadito's
     two singers, triplea's anthem intro with singing and festival's songs in singing mode."""
@@ -236,12 +248,8 @@ def sung_recordings(root: Path, scratch: Path) -> list[tuple[str, str, np.ndarra
            for p in vocadito(root)]
     out.append(("triplea/Germans_Anthem_Intro_with_singing", "GPL-2+ (Files: *)",
                 decode(fetch("triplea", root) / TRIPLEA_SUNG, scratch)))
-    for path in sorted(FESTIVAL_SONGS.glob("*.xml")):
-        wav = scratch / "song.wav"
-        subprocess.run(["text2wave", "-mode", "singing", str(path), "-o", str(wav)],
-                       check=True, capture_output=True)
-        out.append((f"festival/{path.stem}", "festival's and the voice's permissive licences",
-                    decode(wav, scratch)))
+    out += [(f"festival/{name}", "festival's and the voice's permissive licences", audio)
+            for name, audio in festival_songs(scratch)]
     return out
 
 
@@ -259,16 +267,22 @@ def mixtures(root: Path, rows: list[dict], sung: list[tuple[str, str, np.ndarray
     n = int(CLIP_SECONDS * RATE)
     fit = [r for r in rows if r["split"] != "test" and r["kind"] != "mixture"]
     music = [r for r in fit if r["kind"] in ("music", "midi")]
+    # each group of singers as often as the others (festival's eleven songs are one)
+    groups: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+    for item in sung:
+        groups.setdefault(item[0].split("/")[0], []).append(item)
+    singers = [groups[g] for g in sorted(groups)]
+    pools: dict[tuple[str, str], list[dict]] = {}  # (split, package): its partners, in order
     out = []
     for i in range(int(minutes * 60 / CLIP_SECONDS)):
         first = music[rng.integers(len(music))]
         audio = soundfile.read(root / first["path"], dtype="float32")[0][:n]
-        pool = [r for r in fit if r["split"] == first["split"] and r["source"] != first["source"]]
+        key = (first["split"], first["source"])
+        if key not in pools:
+            pools[key] = [r for r in fit if r["split"] == key[0] and r["source"] != key[1]]
+        pool = pools[key]
         if rng.random() < SUNG_SHARE or not pool:
-            # each group of singers as often as the others (festival's eleven songs are one)
-            groups = sorted({name.split("/")[0] for name, _, _ in sung})
-            group = groups[rng.integers(len(groups))]
-            of_group = [item for item in sung if item[0].split("/")[0] == group]
+            of_group = singers[rng.integers(len(singers))]
             name, licence, voice = of_group[rng.integers(len(of_group))]
             start = int(rng.integers(max(1, len(voice) - n)))
             other, gain_db = np.resize(voice[start:start + n], n), rng.uniform(*SUNG_DB)
@@ -278,11 +292,9 @@ def mixtures(root: Path, rows: list[dict], sung: list[tuple[str, str, np.ndarray
             other = soundfile.read(root / second["path"], dtype="float32")[0][:n]
             gain_db, partner = rng.uniform(*PARTNER_DB), second["path"]
             licence = second["licence"]
-        level = math.sqrt(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-20)
-        other_level = math.sqrt(float(np.mean(other.astype(np.float64) ** 2)) + 1e-20)
-        mixed = audio + other * (level / other_level * 10 ** (gain_db / 20))
-        mixed *= min(level / (math.sqrt(float(np.mean(mixed.astype(np.float64) ** 2)))
-                              + 1e-20), 0.99 / (float(np.max(np.abs(mixed))) + 1e-20))
+        level = rms(audio)
+        mixed = audio + other * (level / rms(other) * 10 ** (gain_db / 20))
+        mixed *= min(level / rms(mixed), 0.99 / (float(np.max(np.abs(mixed))) + 1e-20))
         rel = Path("clips") / "mixtures" / f"mixture-{i:05d}.flac"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(root / rel, mixed.astype(np.float32), RATE, subtype="PCM_16")
@@ -396,6 +408,10 @@ def joined(name_audio: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarr
     for name, audio in name_audio:
         folders.setdefault(name.rsplit("/", 1)[0], []).extend([audio, gap])
     return [(f"{folder}/joined", np.concatenate(parts)) for folder, parts in folders.items()]
+
+
+def rms(clip: np.ndarray) -> float:
+    return math.sqrt(float(np.mean(clip.astype(np.float64) ** 2)) + 1e-20)
 
 
 def dbfs(clip: np.ndarray) -> float:
