@@ -200,6 +200,7 @@ SUNG_SHARE = 0.25  # of the mixtures, those of a sung recording over music
 PARTNER_DB = (-10.0, 0.0)  # the second clip's level against the first's
 SUNG_DB = (-6.0, 6.0)  # the voice's level against the music's
 BASIC_PITCH = "basic-pitch==0.4.0"  # its sdist's tests/resources hold vocadito's excerpts
+VOCADITO_MOST_BYTES = 8 << 20  # its two excerpts are 0.8 and 1.1 MB (9 and 12 s of 44.1 kHz)
 SUNG_PACKAGES = ("triplea",)  # the Debian packages the sung recordings come from
 TRIPLEA_SUNG = "usr/share/games/triplea/assets/sounds/misc/turn_start/" \
                "Germans_Anthem_Intro_with_singing.mp3"
@@ -216,17 +217,23 @@ def vocadito(root: Path) -> list[Path]:
                         "--no-binary", ":all:", "--dest", str(download), BASIC_PITCH],
                        check=True)
         [sdist] = download.glob("basic_pitch-*.tar.gz")
-
-        def unpack(partial: Path) -> None:
-            with tarfile.open(sdist) as archive:
-                for member in archive.getmembers():
-                    name = Path(member.name)
-                    if name.parent.name == "resources" and name.name.startswith("vocadito") \
-                            and name.suffix == ".wav" and member.isfile():
-                        (partial / name.name).write_bytes(archive.extractfile(member).read())
-
-        unpacked_once(target, unpack)
+        unpacked_once(target, lambda partial: vocadito_excerpts(sdist, partial))
     return sorted(target.glob("*.wav"))
+
+
+def vocadito_excerpts(sdist: Path, into: Path) -> None:
+    """The regular files ``.../resources/vocadito*.wav`` of ``sdist`` written into ``into`` under
+    their own names (never a path the archive gives); one over VOCADITO_MOST_BYTES is refused."""
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            name = Path(member.name)
+            if name.parent.name == "resources" and name.name.startswith("vocadito") \
+                    and name.suffix == ".wav" and member.isfile():
+                if member.size > VOCADITO_MOST_BYTES:
+                    raise SystemExit(f"{sdist}: {member.name} is {member.size} bytes, over the "
+                                     f"{VOCADITO_MOST_BYTES} a vocadito excerpt takes; delete "
+                                     f"{sdist} and run again to fetch {BASIC_PITCH} anew")
+                (into / name.name).write_bytes(archive.extractfile(member).read())
 
 
 def festival_songs(scratch: Path) -> list[tuple[str, np.ndarray]]:

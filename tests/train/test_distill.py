@@ -308,6 +308,41 @@ def test_a_mixture_lays_a_clip_of_another_package_or_a_singer_over_music_at_its_
         == [(r["first"], r["partner"], r["partner_db"]) for r in mixed]
 
 
+def test_vocadito_s_excerpts_are_read_by_name_and_size_from_the_sdist(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    corpus = _corpus_script()
+
+    def sdist(members: dict[str, bytes], link: str = "") -> Path:
+        path = tmp_path / f"basic_pitch-{len(list(tmp_path.glob('*.tar.gz')))}.tar.gz"
+        with tarfile.open(path, "w:gz") as archive:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+            if link:
+                info = tarfile.TarInfo(link)
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                archive.addfile(info)
+        return path
+
+    into = tmp_path / "into"
+    into.mkdir()
+    corpus.vocadito_excerpts(sdist({
+        "basic_pitch-0.4.0/tests/resources/vocadito_10.wav": b"RIFF10",
+        "basic_pitch-0.4.0/tests/resources/../resources/vocadito_14.wav": b"RIFF14",
+        "basic_pitch-0.4.0/tests/resources/other.wav": b"x",
+        "basic_pitch-0.4.0/vocadito_1.wav": b"x"},
+        link="basic_pitch-0.4.0/tests/resources/vocadito_99.wav"), into)
+    # two excerpts, under their own names in the folder; not the link, not other files
+    assert sorted(p.name for p in into.iterdir()) == ["vocadito_10.wav", "vocadito_14.wav"]
+    assert (into / "vocadito_14.wav").read_bytes() == b"RIFF14"
+    big = sdist({"b/tests/resources/vocadito_3.wav": bytes(corpus.VOCADITO_MOST_BYTES + 1)})
+    with pytest.raises(SystemExit, match="over the .* a vocadito excerpt takes; delete"):
+        corpus.vocadito_excerpts(big, tmp_path / "into")
+
+
 def test_a_game_s_zip_archive_gives_its_music_folder_s_audio(tmp_path: Path) -> None:
     import zipfile
 
