@@ -1,6 +1,7 @@
 """The distillation corpus: real music and non-music from Debian packages, cut into 3.1 s clips.
 
     python benchmarks/corpus.py [--root DIR] [--minutes-scale 1.0] [--mixture-minutes 90]
+                               [--sung-share 0.25]
 
 Each source is one Debian package, fetched with ``apt-get download`` and unpacked with
 ``dpkg -x`` under ``DIR`` (default: the trainer's cache folder, ``corpus/``; never in the
@@ -19,7 +20,8 @@ others are the fit part, whose files (not clips: the clips of one file stay toge
 
 ``--mixture-minutes M`` (``MIXTURE_MINUTES``, 90, unless said; 0 for none) adds M minutes of
 mixed clips to the fit part (``mixtures``): a fit clip of music under another fit package's
-clip of the same split, or under a stretch of a sung recording (vocadito's two excerpts,
+clip of the same split, or (``--sung-share``, ``SUNG_MIXTURE_SHARE`` of them unless said) under a
+stretch of a sung recording (vocadito's two excerpts,
 fetched from PyPI in basic-pitch's source distribution; triplea's anthem intro with singing;
 festival's songs in singing mode), for the teacher to score like any clip.
 
@@ -196,7 +198,7 @@ TEST_PACKAGES = HELD_OUT + tuple(s.package for s in SECOND_HELD_OUT)
 # triplea's (GPL-2+) and vocadito's (CC-BY-4.0; Bittner et al., 2021; basic-pitch's source
 # distribution on PyPI carries two excerpts among its test files).
 MIXTURE_MINUTES = 90.0  # what models/music-small.toml's corpus takes (corpus.py's default)
-SUNG_SHARE = 0.25  # of the mixtures, those of a sung recording over music
+SUNG_MIXTURE_SHARE = 0.25  # of the mixtures, those of a sung recording over music
 PARTNER_DB = (-10.0, 0.0)  # the second clip's level against the first's
 SUNG_DB = (-6.0, 6.0)  # the voice's level against the music's
 BASIC_PITCH = "basic-pitch==0.4.0"  # its sdist's tests/resources hold vocadito's excerpts
@@ -261,13 +263,13 @@ def sung_recordings(root: Path, scratch: Path) -> list[tuple[str, str, np.ndarra
 
 
 def mixtures(root: Path, rows: list[dict], sung: list[tuple[str, str, np.ndarray]],
-             minutes: float, seed: int = 0) -> list[dict]:
-    """``minutes`` of mixed clips written under ``root/clips/mixtures``, as corpus rows: each a
-    fit clip of music (or MIDI) and, in SUNG_SHARE of them, a stretch of a sung recording (each
-    group of singers as often) at SUNG_DB against it, otherwise (where the split has one) a fit
-    clip of another package from the same split at PARTNER_DB; scaled back to the first clip's
-    level (and under full scale). Each row also names its parts (``first``, ``partner``,
-    ``partner_db``)."""
+             minutes: float, seed: int = 0, sung_share: float = SUNG_MIXTURE_SHARE) -> list[dict]:
+    """``minutes`` of mixed clips, as corpus rows: each a fit clip of music (or MIDI) and, in
+    ``sung_share`` of them, a stretch of a sung recording (each group of singers as often) at
+    SUNG_DB against it, otherwise (where the split has one) a fit clip of another package from
+    the same split at PARTNER_DB; scaled back to the first clip's level (and under full scale).
+    Written under ``root/clips/mixtures-<key>``, the key a digest of what they are made of. Each
+    row also names its parts (``first``, ``partner``, ``partner_db``)."""
     import soundfile
 
     rng = np.random.default_rng(seed)
@@ -280,6 +282,11 @@ def mixtures(root: Path, rows: list[dict], sung: list[tuple[str, str, np.ndarray
         groups.setdefault(item[0].split("/")[0], []).append(item)
     singers = [groups[g] for g in sorted(groups)]
     pools: dict[tuple[str, str], list[dict]] = {}  # (split, package): its partners, in order
+    # the trainer's caches know a clip by its path: mixtures of other clips, singers, share or
+    # seed are written under another folder, so that no cached score outlives its audio
+    made_of = "\n".join([r["path"] for r in fit] + [s[0] for s in sung]
+                        + [f"{sung_share!r}", f"{seed}"])
+    folder = f"mixtures-{hashlib.sha256(made_of.encode()).hexdigest()[:12]}"
     out = []
     for i in range(int(minutes * 60 / CLIP_SECONDS)):
         first = music[rng.integers(len(music))]
@@ -288,7 +295,7 @@ def mixtures(root: Path, rows: list[dict], sung: list[tuple[str, str, np.ndarray
         if key not in pools:
             pools[key] = [r for r in fit if r["split"] == key[0] and r["source"] != key[1]]
         pool = pools[key]
-        if rng.random() < SUNG_SHARE or not pool:
+        if rng.random() < sung_share or not pool:
             of_group = singers[rng.integers(len(singers))]
             name, licence, voice = of_group[rng.integers(len(of_group))]
             start = int(rng.integers(max(1, len(voice) - n)))
@@ -302,7 +309,7 @@ def mixtures(root: Path, rows: list[dict], sung: list[tuple[str, str, np.ndarray
         level = rms(audio)
         mixed = audio + other * (level / rms(other) * 10 ** (gain_db / 20))
         mixed *= min(level / rms(mixed), 0.99 / (float(np.max(np.abs(mixed))) + 1e-20))
-        rel = Path("clips") / "mixtures" / f"mixture-{i:05d}.flac"
+        rel = Path("clips") / folder / f"mixture-{i:05d}.flac"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(root / rel, mixed.astype(np.float32), RATE, subtype="PCM_16")
         out.append({"path": rel.as_posix(), "tags": "", "split": first["split"],
@@ -442,7 +449,8 @@ def clips_of(name_audio: list[tuple[str, np.ndarray]], minutes: float
     return out
 
 
-def build(root: Path, scale: float = 1.0, mixture_minutes: float = 0.0) -> dict:
+def build(root: Path, scale: float = 1.0, mixture_minutes: float = 0.0,
+          sung_share: float = SUNG_MIXTURE_SHARE) -> dict:
     import soundfile  # a dependency of the trainer's audio writing
 
     bad = [p for p in [s.package for s in SOURCES + SECOND_HELD_OUT] + list(SUNG_PACKAGES)
@@ -503,14 +511,15 @@ def build(root: Path, scale: float = 1.0, mixture_minutes: float = 0.0) -> dict:
               f"{summary[key]['file_minutes']} min in {len(name_audio)} files")
     if mixture_minutes > 0:
         # made by an earlier run from the same fit clips (another --minutes-scale makes others)
-        done = root / "sources" / f"mixtures-{mixture_minutes:g}.json"
+        done = root / "sources" / f"mixtures-{mixture_minutes:g}-sung{sung_share:g}.json"
         fit = hashlib.sha256("\n".join(r["path"] for r in rows if r["split"] != "test")
                              .encode()).hexdigest()
         made = json.loads(done.read_text()) if done.is_file() else {}
         if made.get("fit_clips") == fit:
             mixed = made["rows"]
         else:
-            mixed = mixtures(root, rows, sung_recordings(root, scratch), mixture_minutes)
+            mixed = mixtures(root, rows, sung_recordings(root, scratch), mixture_minutes,
+                             sung_share=sung_share)
             done.write_text(json.dumps({"fit_clips": fit, "rows": mixed}) + "\n")
         rows += mixed
         summary["mixtures"] = {
@@ -544,8 +553,10 @@ def main() -> None:
     parser.add_argument("--mixture-minutes", type=float, default=MIXTURE_MINUTES,
                         help="this many minutes of mixed fit clips (two packages' clips, or a "
                              "sung recording over music) join the fit part")
+    parser.add_argument("--sung-share", type=float, default=SUNG_MIXTURE_SHARE,
+                        help="the share of the mixtures that lay a sung recording over music")
     args = parser.parse_args()
-    info = build(args.root, args.minutes_scale, args.mixture_minutes)
+    info = build(args.root, args.minutes_scale, args.mixture_minutes, args.sung_share)
     print(json.dumps({k: v for k, v in info.items() if k != "sources"}))
 
 

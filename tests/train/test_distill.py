@@ -304,8 +304,13 @@ def test_a_mixture_lays_a_clip_of_another_package_or_a_singer_over_music_at_its_
     assert all(r["partner"].startswith("singer/") for r in mixed if r["split"] == "validation")
     assert 0 < sung_count < len(mixed)
     again = corpus.mixtures(tmp_path, rows, sung, minutes=2.0, seed=1)
-    assert [(r["first"], r["partner"], r["partner_db"]) for r in again] \
-        == [(r["first"], r["partner"], r["partner_db"]) for r in mixed]
+    assert [(r["path"], r["first"], r["partner"], r["partner_db"]) for r in again] \
+        == [(r["path"], r["first"], r["partner"], r["partner_db"]) for r in mixed]
+    # other mixtures go under another folder: the trainer's caches know a clip by its path
+    all_sung = corpus.mixtures(tmp_path, rows, sung, minutes=1.0, seed=1, sung_share=1.0)
+    assert all(r["partner"].startswith("singer/") for r in all_sung)
+    folders = {Path(r["path"]).parent for r in mixed} | {Path(r["path"]).parent for r in all_sung}
+    assert len(folders) == 2
 
 
 def test_vocadito_s_excerpts_are_read_by_name_and_size_from_the_sdist(tmp_path: Path) -> None:
