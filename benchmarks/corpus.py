@@ -556,6 +556,8 @@ def main() -> None:
     parser.add_argument("--sung-share", type=float, default=SUNG_MIXTURE_SHARE,
                         help="the share of the mixtures that lay a sung recording over music")
     args = parser.parse_args()
+    if not 0.0 <= args.sung_share <= 1.0:
+        parser.error(f"--sung-share {args.sung_share:g}: a share of the mixtures, from 0 to 1")
     info = build(args.root, args.minutes_scale, args.mixture_minutes, args.sung_share)
     print(json.dumps({k: v for k, v in info.items() if k != "sources"}))
 
