@@ -424,12 +424,17 @@ def joined(name_audio: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarr
     return [(f"{folder}/joined", np.concatenate(parts)) for folder, parts in folders.items()]
 
 
+def power(clip: np.ndarray) -> float:
+    """The clip's mean square, in float64, never 0."""
+    return float(np.mean(clip.astype(np.float64) ** 2)) + 1e-20
+
+
 def rms(clip: np.ndarray) -> float:
-    return math.sqrt(float(np.mean(clip.astype(np.float64) ** 2)) + 1e-20)
+    return math.sqrt(power(clip))
 
 
 def dbfs(clip: np.ndarray) -> float:
-    return 10 * math.log10(float(np.mean(clip.astype(np.float64) ** 2)) + 1e-20)
+    return 10 * math.log10(power(clip))
 
 
 def clips_of(name_audio: list[tuple[str, np.ndarray]], minutes: float
