@@ -1,7 +1,7 @@
 """music-small against its teacher: agreement on held-out sources, and streams per core.
 
     python benchmarks/music_small.py RUN_DIR [--recipe models/music-small.toml]
-        [--thresholds METHOD] [--csv NAME ...] [--tracks] [--speed]
+        [--thresholds METHOD] [--csv NAME ...] [--split SPLIT] [--tracks] [--speed]
 
 Agreement, on the corpus's test split (packages never seen in training, ``benchmarks/
 corpus.py``), from the run's ``predictions.npz`` (the student's probabilities per clip, its
@@ -9,6 +9,9 @@ exported weights) and the teacher's cached scores (``streamtag.train.distill.Tea
 With ``--csv corpus.csv held-out-2.csv``, on the test split of each CSV named (beside the
 corpus's), together: the run's ``model.pt`` scores them as ``streamtag eval`` does, and the
 teacher's scores of clips it has not scored yet are computed and cached as training does.
+With ``--split train`` (or ``validation``), the same measures on that split of the CSVs (the
+recipe's by default), scored by ``model.pt`` likewise: how close the student came to the
+teacher on the clips it was fitted to, against the packages it never heard.
 
 - macro ROC-AUC and PR-AUC against the teacher's tags (its probabilities at its thresholds),
   over the tags the teacher turns on at least once and not on every clip; each tag's ROC-AUC,
@@ -63,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+SPLITS = ("train", "validation", "test")  # the corpus CSVs' splits
 
 
 def teacher_scores(recipe, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -103,8 +107,9 @@ def corpus_rows(recipe, names: list[str] | None = None) -> dict[str, dict[str, s
     return rows
 
 
-def student_scores(run_dir: Path, recipe, names: list[str]) -> tuple[list[str], np.ndarray]:
-    """The run's model file's probabilities of the test split of each CSV ``names``, one after
+def student_scores(run_dir: Path, recipe, names: list[str], split: str = "test"
+                   ) -> tuple[list[str], np.ndarray]:
+    """The run's model file's probabilities of the ``split`` of each CSV ``names``, one after
     the other, scored as ``streamtag eval`` scores them (``streamtag.train.export.
     model_file_predictions``)."""
     import dataclasses
@@ -117,9 +122,9 @@ def student_scores(run_dir: Path, recipe, names: list[str]) -> tuple[list[str], 
     for name in names:
         one = dataclasses.replace(recipe, data=dataclasses.replace(
             recipe.data, options={**recipe.data.options, "csv": name}))
-        data, p = model_file_predictions(loaded, one, "test",
+        data, p = model_file_predictions(loaded, one, split,
                                          log=lambda line: print(line, file=sys.stderr))
-        ids += [t.id for t in data.tracks["test"]]
+        ids += [t.id for t in data.tracks[split]]
         scores.append(p)
     return ids, np.concatenate(scores).astype(np.float64)
 
@@ -142,7 +147,8 @@ def macro_roc_auc_interval(on: np.ndarray, student: np.ndarray, files: list[str]
                            resamples: int = 500, seed: int = 0) -> tuple[float, float]:
     """A 95 % bootstrap interval of the macro ROC-AUC, resampling whole files (a file's clips
     are alike, so resampling clips would claim more certainty than 892 clips of a few dozen
-    files hold); each resample averages the tags with both classes in it."""
+    files hold); each resample averages the tags with both classes in it (a resample with none
+    is drawn for nothing; NaN where every one is)."""
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(seed)
@@ -153,8 +159,12 @@ def macro_roc_auc_interval(on: np.ndarray, student: np.ndarray, files: list[str]
                                                                  len(members))])
         positives = on[rows].sum(axis=0)
         both = (positives > 0) & (positives < len(rows))
+        if not both.any():  # a resample of a few files may hold no tag's both classes
+            continue
         macros.append(float(roc_auc_score(on[rows][:, both], student[rows][:, both],
                                           average="macro")))
+    if not macros:
+        return float("nan"), float("nan")
     low, high = np.percentile(macros, [2.5, 97.5])
     return float(low), float(high)
 
@@ -204,14 +214,15 @@ def headline_thresholds(ids: list[str], on: np.ndarray, scores: np.ndarray, fall
 
 
 def agreement(run_dir: Path, recipe, method: str | None = None,
-              csvs: list[str] | None = None) -> dict:
+              csvs: list[str] | None = None, split: str = "test") -> dict:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from streamtag.train.metrics import choose_thresholds
 
     saved = np.load(run_dir / "predictions.npz")
-    if csvs:
-        ids, student = student_scores(run_dir, recipe, csvs)
+    if csvs or split != "test":
+        csvs = csvs or [recipe.data.options["csv"]]
+        ids, student = student_scores(run_dir, recipe, csvs, split)
     else:
         ids = [str(i) for i in saved["test_ids"]]
         student = saved["test_scores"].astype(np.float64)
@@ -230,7 +241,7 @@ def agreement(run_dir: Path, recipe, method: str | None = None,
         row = rows.get(clip, {})
         if row.get("kind") in ("music", "midi"):
             tracks[file_of(clip)].append(k)
-    top1 = top3 = same = near = split = split_same = split_near = 0
+    top1 = top3 = same = near = halved = halved_same = halved_near = 0
     if method is None:
         chosen = saved["thresholds"]
     elif method in HEADLINE_METHODS:
@@ -254,12 +265,13 @@ def agreement(run_dir: Path, recipe, method: str | None = None,
         if len(ordered) >= 2:
             is_same, is_near = headlines_agree(headline(on[ordered[0::2]]),
                                                headline(on[ordered[1::2]]))
-            split, split_same, split_near = split + 1, split_same + is_same, split_near + is_near
+            halved, halved_same, halved_near = (halved + 1, halved_same + is_same,
+                                                halved_near + is_near)
     sources = sorted({rows[i]["source"] for i in ids if i in rows})
     files = [file_of(clip) for clip in ids]
     low, high = macro_roc_auc_interval(on, student, files)
     return {
-        "csv": csvs or [recipe.data.options["csv"]],
+        "csv": csvs or [recipe.data.options["csv"]], "split": split,
         "clips": len(ids), "files": len(set(files)), "sources": sources,
         "tags_scored": len(per_tag), "tags_never_or_always_on": len(tags) - len(per_tag),
         "roc_auc_macro": float(np.mean(list(per_tag.values()))),
@@ -270,8 +282,8 @@ def agreement(run_dir: Path, recipe, method: str | None = None,
         "headline_same_share": same / max(1, len(tracks)),
         "headline_half_shared_share": near / max(1, len(tracks)),
         "teacher_odd_against_even_clips": {
-            "tracks": split, "headline_same_share": split_same / max(1, split),
-            "headline_half_shared_share": split_near / max(1, split)},
+            "tracks": halved, "headline_same_share": halved_same / max(1, halved),
+            "headline_half_shared_share": halved_near / max(1, halved)},
         "top1_share": top1 / max(1, len(tracks)),
         "top3_2_of_3_share": top3 / max(1, len(tracks)),
         "thresholds": method or "the run's",
@@ -402,8 +414,11 @@ def main() -> None:
                              "validation predictions (default: the run's own; headline and "
                              "headline-f1: for the headline's rule on the validation files)")
     parser.add_argument("--csv", nargs="+", default=None, metavar="NAME",
-                        help="measure on the test split of these CSVs beside the corpus's, "
+                        help="measure on the split (--split) of these CSVs beside the corpus's, "
                              "together (default: the run's own test predictions)")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="measure on this split of the CSVs (default: test, the held-out "
+                             "sources; train: the clips the student was fitted to)")
     parser.add_argument("--tracks", action="store_true",
                         help="also tag each held-out music file whole with the teacher and the "
                              "student, and compare the headlines streamtag tag shows")
@@ -411,14 +426,16 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
+    if args.tracks and args.split != "test":
+        parser.error("--tracks tags the held-out files whole: leave --split out with it")
     recipe = load_recipe(args.recipe or args.run_dir / "recipe.toml")
-    result = agreement(args.run_dir, recipe, args.thresholds, args.csv)
+    result = agreement(args.run_dir, recipe, args.thresholds, args.csv, args.split)
     per_tag = result.pop("per_tag_roc_auc")
     print(json.dumps(result, indent=2))
-    print("per-tag ROC-AUC against the teacher's tags, held-out sources:")
+    print(f"per-tag ROC-AUC against the teacher's tags, {args.split} split:")
     print(", ".join(f"{t} {v:.3f}" for t, v in per_tag.items()))
-    name = "agreement.json" if not args.csv else \
-        "agreement-" + "+".join(Path(c).stem for c in args.csv) + ".json"
+    name = "agreement" + ("" if not args.csv else "-" + "+".join(Path(c).stem for c in args.csv)) \
+        + ("" if args.split == "test" else "-" + args.split) + ".json"
     (args.run_dir / name).write_text(
         json.dumps({**result, "per_tag_roc_auc": per_tag}, indent=2) + "\n")
     if args.tracks:

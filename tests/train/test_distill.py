@@ -159,6 +159,30 @@ def test_a_student_trained_on_the_teacher_s_scores_is_a_model_file_with_its_tags
     assert 0.0 <= result.metrics["roc_auc_macro"] <= 1.0
 
 
+def test_the_benchmark_measures_agreement_on_the_fitted_clips_as_on_the_held_out(
+        tmp_path: Path) -> None:
+    bench = _benchmark("music_small")
+    teacher = _teacher(tmp_path / "teacher.pt")
+    _corpus(tmp_path / "corpus")
+    recipe = parse_recipe(RECIPE.format(root=tmp_path / "corpus", teacher=teacher,
+                                        cache=tmp_path / "cache"))
+    train(recipe, tmp_path / "run", echo=False)
+
+    held_out = bench.agreement(tmp_path / "run", recipe)
+    fitted = bench.agreement(tmp_path / "run", recipe, split="train")
+    validation = bench.agreement(tmp_path / "run", recipe, split="validation")
+
+    # the corpus's 12 fit clips and 3 of each held-out split, each scored by the model file
+    assert (fitted["clips"], held_out["clips"], validation["clips"]) == (12, 3, 3)
+    assert (fitted["split"], held_out["split"]) == ("train", "test")
+    assert fitted["sources"] == [f"pkg{i}" for i in range(6)]
+    # the model file's scores of the test clips are the run's saved ones
+    saved = np.load(tmp_path / "run" / "predictions.npz")
+    _, student = bench.student_scores(tmp_path / "run", recipe, ["corpus.csv"])
+    assert student == pytest.approx(saved["test_scores"], abs=1e-5)
+    assert 0.0 <= fitted["roc_auc_macro"] <= 1.0
+
+
 def test_logit_mse_weighs_a_rare_tag_s_small_scores_as_cross_entropy_does_not() -> None:
     from streamtag.train.metrics import training_loss
 
