@@ -83,10 +83,19 @@ def test_a_subscriber_that_never_reads_loses_alone_and_is_told(model_path, music
                                                                  "speed": 5.0}))
         first = collect(reader, ids)
         late = catch_up(stalled)  # it wakes up: its queues hold the oldest messages only
-        # A second round on a reused id: the stalled subscriber now keeps up again.
-        daemon.add_source(SourceConfig("s0", str(music[2])))
-        second = collect(reader, {"s0"})
-        late += catch_up(stalled)
+        # A second round on a reused id: the stalled subscriber now reads as it comes, in a
+        # thread of its own (its queues hold a few hundred messages; what a stream read flat
+        # out publishes while it waited for the other reader would not always fit).
+        woke: list = []
+        reading = threading.Thread(target=lambda: woke.extend(collect(stalled, {"s0"})))
+        reading.start()
+        try:
+            daemon.add_source(SourceConfig("s0", str(music[2])))
+            second = collect(reader, {"s0"})
+        finally:
+            reading.join(70)
+        assert not reading.is_alive() and woke, "the woken subscriber heard no final status"
+        late += woke + catch_up(stalled)
     finally:
         daemon.stop()
         reader.close()
