@@ -132,22 +132,29 @@ patience = 0
 """
 
 
-def test_a_student_trained_on_the_teacher_s_scores_is_a_model_file_with_its_tags(
-        tmp_path: Path) -> None:
-    teacher = _teacher(tmp_path / "teacher.pt")
-    _corpus(tmp_path / "corpus")
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """A tiny student trained once on the generated corpus, read by the tests below: its
+    recipe, the trainer's result and its run folder."""
+    root = tmp_path_factory.mktemp("distill")
+    teacher = _teacher(root / "teacher.pt")
+    _corpus(root / "corpus")
     # music-small's way of choosing thresholds
-    recipe = parse_recipe(RECIPE.format(root=tmp_path / "corpus", teacher=teacher,
-                                        cache=tmp_path / "cache"),
+    recipe = parse_recipe(RECIPE.format(root=root / "corpus", teacher=teacher,
+                                        cache=root / "cache"),
                           ["eval.threshold_method=prevalence"])
+    return recipe, train(recipe, root / "run", echo=False), root / "run"
 
-    result = train(recipe, tmp_path / "run", echo=False)
+
+def test_a_student_trained_on_the_teacher_s_scores_is_a_model_file_with_its_tags(
+        student) -> None:
+    recipe, result, run = student
 
     loaded = modelfile.load(result.model_path, device="cpu")
     assert loaded.tags == TAGS and len(loaded.thresholds) == 3
     # each tag the teacher turns on in some validation clips and not all is on in as many of
     # them by the thresholds chosen, which the file carries (as float32, as the network scores)
-    saved = np.load(tmp_path / "run" / "predictions.npz")
+    saved = np.load(run / "predictions.npz")
     teacher_on = saved["validation_labels"].sum(axis=0)
     student_on = (saved["validation_scores"] >= saved["thresholds"]).sum(axis=0)
     both = (teacher_on > 0) & (teacher_on < len(saved["validation_labels"]))
@@ -160,26 +167,22 @@ def test_a_student_trained_on_the_teacher_s_scores_is_a_model_file_with_its_tags
 
 
 def test_the_benchmark_measures_agreement_on_the_fitted_clips_as_on_the_held_out(
-        tmp_path: Path) -> None:
+        student) -> None:
     bench = _benchmark("music_small")
-    teacher = _teacher(tmp_path / "teacher.pt")
-    _corpus(tmp_path / "corpus")
-    recipe = parse_recipe(RECIPE.format(root=tmp_path / "corpus", teacher=teacher,
-                                        cache=tmp_path / "cache"))
-    train(recipe, tmp_path / "run", echo=False)
+    recipe, _, run = student
 
-    held_out = bench.agreement(tmp_path / "run", recipe)
-    fitted = bench.agreement(tmp_path / "run", recipe, split="train")
-    validation = bench.agreement(tmp_path / "run", recipe, split="validation")
+    held_out = bench.agreement(run, recipe)
+    fitted = bench.agreement(run, recipe, split="train")
+    validation = bench.agreement(run, recipe, split="validation")
 
     # the corpus's 12 fit clips and 3 of each held-out split, each scored by the model file
     assert (fitted["clips"], held_out["clips"], validation["clips"]) == (12, 3, 3)
     assert (fitted["split"], held_out["split"]) == ("train", "test")
     assert fitted["sources"] == [f"pkg{i}" for i in range(6)]
     # the model file's scores of the test clips are the run's saved ones
-    saved = np.load(tmp_path / "run" / "predictions.npz")
-    _, student = bench.student_scores(tmp_path / "run", recipe, ["corpus.csv"])
-    assert student == pytest.approx(saved["test_scores"], abs=1e-5)
+    saved = np.load(run / "predictions.npz")
+    _, scores = bench.student_scores(run, recipe, ["corpus.csv"])
+    assert scores == pytest.approx(saved["test_scores"], abs=1e-5)
     assert 0.0 <= fitted["roc_auc_macro"] <= 1.0
 
 
