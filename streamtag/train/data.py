@@ -46,6 +46,8 @@ class TrackData:
     features: dict[str, np.ndarray] | None = None
     feature_names: tuple[str, ...] = ()
     feature_scaler: Any = None  # track_features.FeatureScaler fitted on the training split
+    # A teacher's per-tag thresholds (distill), in ``tags`` order: train.loss = "threshold_bce".
+    thresholds: np.ndarray | None = None
     _memory: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def preload(self, budget_bytes: int = PRELOAD_BYTES) -> bool:
@@ -220,6 +222,8 @@ def prepare_data(recipe: Recipe, *, options: LogMelOptions | None = None,
     fill = 0.0 if input_kind == "waveform" else silence_value(options)
     data = TrackData(tags=columns, tracks=by_split, labels=labels, lengths=lengths, store=store,
                      input_kind=input_kind, fill=fill, wrap=recipe.augment.wrap_pad)
+    if dataset.thresholds is not None:
+        data.thresholds = dataset.thresholds[[index[t] for t in columns]]
     if track_features is not None:
         from streamtag.train.track_features import FeatureScaler
 

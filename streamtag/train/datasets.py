@@ -125,7 +125,8 @@ class DatasetReport:
 class TagDataset:
     """Tracks with their tags; ``tags`` fixes the order of the label columns. ``targets``, when
     set, gives each track's row of targets itself (a teacher's scores: ``distill``) in place of
-    the multi-hot of its tags."""
+    the multi-hot of its tags, and ``thresholds`` then the teacher's per-tag thresholds, in
+    ``tags`` order."""
 
     name: str
     tags: list[str]
@@ -133,6 +134,7 @@ class TagDataset:
     report: DatasetReport
     categories: dict[str, str] = dataclasses.field(default_factory=dict)
     targets: dict[str, np.ndarray] | None = None
+    thresholds: np.ndarray | None = None
 
     def split(self, name: str) -> list[Track]:
         if name not in SPLITS:

@@ -161,4 +161,4 @@ def load_distill(csv_path: str | Path, teacher: str, cache_root: str | Path, *,
             raise ConfigError(f"{csv_path}: no usable {split} clips; check the corpus")
     report.log()
     return TagDataset(name=f"distill:{model.name}", tags=list(model.tags), tracks=kept,
-                      report=report, targets=targets)
+                      report=report, targets=targets, thresholds=thresholds)

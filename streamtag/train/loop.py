@@ -365,8 +365,11 @@ class TrainingRun:
     def _loss(self, x: torch.Tensor, y: torch.Tensor,
               features: torch.Tensor | None = None) -> torch.Tensor:
         output = self.forward_module(x) if features is None else self.forward_module(x, features)
-        return training_loss(output, y,
-                             "two_head_bce" if self.two_heads else self.recipe.train.loss)
+        if self.two_heads:
+            return training_loss(output, y, "two_head_bce")
+        t = self.recipe.train
+        return training_loss(output, y, t.loss, thresholds=self.data.thresholds,
+                             temperature=t.temperature)
 
     def _epoch(self) -> None:
         e = self.epoch  # 0-based index of the epoch about to run

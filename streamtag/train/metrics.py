@@ -216,21 +216,33 @@ def bce_per_tag(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 LOGIT_CLIP = 1e-4
 
 
-def training_loss(output: Any, y: Any, kind: str = "bce") -> Any:
+def training_loss(output: Any, y: Any, kind: str = "bce", thresholds: Any = None,
+                  temperature: float = 1.0) -> Any:
     """The training loss of a tagger's ``output`` against targets ``y`` (torch tensors):
     ``"bce"``, binary cross-entropy of the logits, or ``"two_head_bce"``
     (``nets.two_head_loss`` of both heads' output), as the registry declares (``nets.spec``),
     or ``"logit_mse"``, the mean squared difference of the logits and the targets' logits
-    (targets are a teacher's probabilities, clipped by ``LOGIT_CLIP``)."""
+    (targets are a teacher's probabilities, clipped by ``LOGIT_CLIP``), or ``"threshold_bce"``,
+    binary cross-entropy of ``(logits - logit(thresholds)) / temperature`` against
+    ``sigmoid((logit(y) - logit(thresholds)) / temperature)`` (``thresholds``: the teacher's,
+    one per tag), least where the logits are the teacher's as the others are, and pulling
+    hardest where the teacher's score is near its threshold."""
     if kind == "two_head_bce":
         from streamtag.nets import two_head_loss
 
         return two_head_loss(output, y)
+    import torch
     import torch.nn.functional as F
 
     if kind == "logit_mse":
-        import torch
-
         return F.mse_loss(output.float(), torch.logit(y.float(), eps=LOGIT_CLIP))
+    if kind == "threshold_bce":
+        if thresholds is None:
+            raise ValueError("threshold_bce needs the teacher's thresholds")
+        centre = torch.logit(torch.as_tensor(thresholds, dtype=torch.float32,
+                                             device=output.device), eps=LOGIT_CLIP)
+        target = torch.sigmoid((torch.logit(y.float(), eps=LOGIT_CLIP) - centre) / temperature)
+        return F.binary_cross_entropy_with_logits((output.float() - centre) / temperature,
+                                                  target)
 
     return F.binary_cross_entropy_with_logits(output.float(), y)

@@ -55,7 +55,7 @@ DATA_KINDS = ("mtg_jamendo", "mtat", "folder_csv", "synthetic", "audio_folder", 
 OPTIMIZERS = ("adam", "amsgrad", "adam_sgd", "sgd")
 SCHEDULES = ("none", "plateau", "warmup_linear")
 STOPPING_METRICS = ("pr_auc_macro", "roc_auc_macro", "loss")
-LOSSES = ("bce", "logit_mse")
+LOSSES = ("bce", "logit_mse", "threshold_bce")
 WINDOW_POSITIONS = ("random", "centre")
 EVAL_WINDOWS = ("average", "centre")
 # Data kinds without labels: for pre-training only.
@@ -375,7 +375,12 @@ class TrainConfig:
     teacher's probabilities); ``logit_mse`` (distillation only), the squared difference between
     the student's logits and the teacher's (its probabilities clipped to [1e-4, 1 - 1e-4]), which
     weighs a rare tag's 0.01 against 0.05 as much as 0.5 against 0.8, where cross-entropy on
-    probabilities near 0 hardly tells them apart.
+    probabilities near 0 hardly tells them apart; ``threshold_bce`` (distillation only),
+    binary cross-entropy with the student's and the teacher's logits each less the logit of the
+    teacher's threshold for the tag and divided by ``temperature``: still least where the
+    student's logits are the teacher's, but its pull is strongest where the teacher decides (a
+    score near the teacher's threshold), which is what agreement with the teacher's tags and
+    headlines measures, and below 1 ``temperature`` sharpens it towards the decision.
 
     Early stopping: ``early_stopping`` names the validation metric that picks the best epoch
     (``pr_auc_macro``, ``roc_auc_macro`` or ``loss``); training stops after ``patience`` epochs
@@ -421,6 +426,7 @@ class TrainConfig:
     plateau_patience: int = values.field(3, minimum=1)
     min_lr: float = values.field(1e-6, minimum=0)
     loss: str = values.field("bce", choices=LOSSES)
+    temperature: float = values.field(1.0, positive=True)
     early_stopping: str = values.field("roc_auc_macro", choices=STOPPING_METRICS)
     patience: int = values.field(10, minimum=0)
     grad_clip: float = values.field(0.0, minimum=0)
@@ -564,15 +570,20 @@ class Recipe:
                 raise ConfigError(f"model.options.{key} = {options[key]} disagrees with "
                                   f"{source} = {value}; leave it out to take {source}")
         values.set_field(self, "model", dataclasses.replace(self.model, options=options))
-        if self.train.loss == "logit_mse":
+        if self.train.loss in ("logit_mse", "threshold_bce"):
+            loss = self.train.loss
             if self.data.kind != "distill":
-                raise ConfigError("train.loss = \"logit_mse\" fits a teacher's scores: it needs "
+                raise ConfigError(f"train.loss = \"{loss}\" fits a teacher's scores: it needs "
                                   "data.kind = \"distill\"; use train.loss = \"bce\" for tags")
             own_loss = nets.spec(self.model.architecture)["loss"]
             if own_loss != "bce":
-                raise ConfigError(f"train.loss = \"logit_mse\" needs one head of logits; "
+                raise ConfigError(f"train.loss = \"{loss}\" needs one head of logits; "
                                   f"{self.model.architecture} trains with its own loss "
                                   f"({own_loss}): leave train.loss out")
+        if self.train.temperature != 1.0 and self.train.loss != "threshold_bce":
+            raise ConfigError(f"train.temperature = {self.train.temperature} only shapes "
+                              f"train.loss = \"threshold_bce\" (this recipe's is "
+                              f"\"{self.train.loss}\"); leave train.temperature out")
         minimum = nets.spec(self.model.architecture)["min_input"]
         segment_option = nets.spec(self.model.architecture)["segment_option"]
         if kind == "logmel":

@@ -220,6 +220,56 @@ def test_a_student_fitted_to_the_teacher_s_logits_agrees_with_it(tmp_path: Path)
     assert result.metrics["roc_auc_macro"] == 1.0
 
 
+def test_threshold_bce_pulls_hardest_where_the_teacher_decides() -> None:
+    from streamtag.train.metrics import training_loss
+
+    thresholds = torch.tensor([0.15, 0.15])
+    teacher = torch.tensor([[0.2, 0.9]])
+    # the student's logits equal to the teacher's: the least loss there is (the targets' own
+    # entropy), at any temperature, and no pull
+    for temperature in (1.0, 0.5):
+        logits = torch.logit(teacher).requires_grad_()
+        training_loss(logits, teacher, "threshold_bce", thresholds, temperature).backward()
+        assert logits.grad.abs().max() < 1e-7
+    # 0.1 where the teacher says 0.2 (across its threshold of 0.15), against 0.8 where it says
+    # 0.9 (far above): cross-entropy pulls both alike; centred on the threshold, the first
+    # harder, and harder yet at a lower temperature
+    ratios = {}
+    for kind, temperature in (("bce", 1.0), ("threshold_bce", 1.0), ("threshold_bce", 0.5)):
+        logits = torch.logit(torch.tensor([[0.1, 0.8]])).requires_grad_()
+        training_loss(logits, teacher, kind, thresholds, temperature).backward()
+        across, above = logits.grad.abs()[0].tolist()
+        ratios[kind, temperature] = across / above
+    assert ratios["bce", 1.0] == pytest.approx(1.0)
+    assert 1.0 < ratios["threshold_bce", 1.0] < ratios["threshold_bce", 0.5]
+
+
+def test_a_student_fitted_around_the_teacher_s_thresholds_agrees_with_it(tmp_path: Path) -> None:
+    teacher = _teacher(tmp_path / "teacher.pt")
+    _corpus(tmp_path / "corpus")
+    recipe = parse_recipe(RECIPE.format(root=tmp_path / "corpus", teacher=teacher,
+                                        cache=tmp_path / "cache"),
+                          ["train.loss=threshold_bce", "train.temperature=0.5",
+                           "train.epochs=15", "train.early_stopping=loss"])
+
+    result = train(recipe, tmp_path / "run", echo=False)
+
+    saved = np.load(tmp_path / "run" / "predictions.npz")
+    kinds = [int(Path(str(i)).name) % 3 for i in saved["test_ids"]]
+    assert saved["test_scores"].argmax(axis=1).tolist() == kinds
+    assert result.metrics["roc_auc_macro"] == 1.0
+
+
+def test_a_temperature_without_threshold_bce_is_refused(tmp_path: Path) -> None:
+    from streamtag.errors import ConfigError
+
+    recipe = RECIPE.format(root=tmp_path, teacher=tmp_path / "teacher.pt", cache=tmp_path)
+    with pytest.raises(ConfigError, match=r"train\.temperature = 0\.5 only shapes train\.loss = "
+                                          r"\"threshold_bce\" \(this recipe's is \"bce\"\); "
+                                          r"leave train\.temperature out"):
+        parse_recipe(recipe, ["train.temperature=0.5"])
+
+
 def test_logit_mse_is_refused_for_a_network_of_two_heads(tmp_path: Path) -> None:
     from streamtag.errors import ConfigError
 

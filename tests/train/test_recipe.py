@@ -91,9 +91,13 @@ def test_default_recipe_is_a_small_streaming_model() -> None:
     ("train.deterministic=1", r"train\.deterministic must be true or false, got 1"),
     ("train.lr=0", r"train\.lr must be a number > 0"),
     ("train.schedule=cosine", r"train\.schedule must be one of 'none', 'plateau', "),
-    ("train.loss=kl", r"train\.loss must be one of 'bce', 'logit_mse', got 'kl'"),
+    ("train.loss=kl", r"train\.loss must be one of 'bce', 'logit_mse', 'threshold_bce', "
+                    r"got 'kl'"),
     ("train.loss=logit_mse", r"train\.loss = \"logit_mse\" fits a teacher's scores: it needs "
                              r"data\.kind = \"distill\"; use train\.loss = \"bce\" for tags"),
+    ("train.loss=threshold_bce", r"train\.loss = \"threshold_bce\" fits a teacher's scores: it "
+                                 r"needs data\.kind = \"distill\""),
+    ("train.temperature=0", r"train\.temperature must be a number > 0"),
     ("eval.threshold_method=max", r"eval\.threshold_method must be one of 'f1', "),
     ("frontend.n_mels=0", r"frontend\.n_mels must be"),
     ("frontend.preset=mp3", r"frontend\.preset must be one of"),
