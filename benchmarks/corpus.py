@@ -5,7 +5,8 @@
 
 Each source is one Debian package, fetched with ``apt-get download`` and unpacked with
 ``dpkg -x`` under ``DIR`` (default: the trainer's cache folder, ``corpus/``; never in the
-repository; a game's zip archive of music, a ``.pk3``, is unpacked beside it). Its audio
+repository; a game's zip archive of music, a ``.pk3``, is unpacked beside it, and a Doom
+WAD's MIDI music lumps are written out beside it). Its audio
 files are decoded by ffmpeg (MIDI rendered by fluidsynth with FluidR3 GM; speech read by
 festival from the GPL's text), resampled to 16 kHz mono and cut into clips of
 ``CLIP_SECONDS``, spread evenly over every file of the package and capped at the package's
@@ -42,6 +43,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -82,13 +84,19 @@ class Source:
     # a zip archive under the unpacked package (a game's .pk3) whose members under ``folders``
     # are the audio; unpacked once beside it
     archive: str = ""
+    # the audio is the MIDI music of the Doom WADs under ``folders`` (their ``D_*`` lumps),
+    # written once beside each WAD as ``.mid`` files
+    wad_music: bool = False
 
 
 # Every source's audio may be combined under GPL-3.0-or-later (GPL-2+, GPL-2+ or CC-BY-SA,
-# GPL-3 or CC-BY-3.0 taken as GPL-3, the permissive BSD-2-Clause, Zlib and CC-BY-4.0, the
+# GPL-3 or CC-BY-3.0 taken as GPL-3, the LGPL-2 taken as the GPL, a GPL naming no version
+# taken as version 3, the permissive BSD-2-Clause, BSD-3-Clause, Zlib and CC-BY-4.0, the
 # festival voice's permissive licence reading the GPL-3's text; files of other licences left
 # out by ``exclude``), so a model trained on the fit part may be shipped under it;
-# hedgewars-data (music GPL-2 only, voices GFDL-1.3) may not join them and is left out.
+# hedgewars-data (music GPL-2 only, voices GFDL-1.3), enigma-data (GPL-2 only), drascula-music
+# (no fee for the game), amoebax-data (Free Art License), miceamaze (CC-BY-3.0) and
+# davegnukem-data (its music's licence unstated) may not join them and are left out.
 SOURCES = (
     Source("warzone2100-music", "music", ("usr/share/games/warzone2100/music",), 360,
            "GPL-2+ (Files: *)"),
@@ -162,6 +170,30 @@ SOURCES = (
     Source("powermanga-data", "music", ("usr/share/games/powermanga/sound/handheld_console",), 16,
            "GPL-3+ (Files: *)"),
     Source("tomatoes-data", "music", ("usr/share/tomatoes/music",), 16, "Zlib (Files: *)"),
+    Source("wizznic-data", "music", ("usr/share/games/wizznic",), 28, "GPL-3 (Files: *)"),
+    Source("rafkill-data", "music", ("usr/share/games/rafkill/music",), 24,
+           "LGPL-2 (Files: *)"),
+    Source("pachi-data", "music", ("usr/share/pachi/music",), 20,
+           "GPL-2+ (the package's copyright file)"),
+    Source("open-invaders-data", "music", ("usr/share/open-invaders",), 16, "GPL-2+ (Files: *)"),
+    Source("lordsawar-data", "music", ("usr/share/games/lordsawar/music",), 14,
+           "GPL-3+ (Files: *)"),
+    Source("neverball-common", "music", ("usr/share/games/neverball/bgm",), 10,
+           "GPL-2+ (Files: *)"),
+    Source("circuslinux-data", "music", ("usr/share/games/circuslinux/data/music",), 8,
+           "GPL, no version named (the package's copyright file)"),
+    # Kenta Cho's shooters (as noiz2sa): their music, not their effects
+    Source("torus-trooper-data", "music", ("usr/share/games/torus-trooper/sounds/musics",), 5,
+           "BSD-2-Clause (the package's copyright file)"),
+    Source("mu-cade-data", "music", ("usr/share/games/mu-cade/sounds/musics",), 5,
+           "BSD-2-Clause (the package's copyright file)"),
+    Source("gunroar-data", "music", ("usr/share/games/gunroar/sounds/musics",), 4,
+           "BSD-2-Clause (the package's copyright file)"),
+    Source("titanion-data", "music", ("usr/share/games/titanion/sounds/musics",), 4,
+           "BSD-2-Clause (the package's copyright file)"),
+    # the Doom-engine game's two IWADs' music: MIDI of many composers (rock, metal, ambient)
+    Source("freedoom", "midi", ("usr/share/games/doom",), 240,
+           "BSD-3-Clause (freedoom-license)", wad_music=True),
     # held out (the test split)
     Source("pingus-data", "music", ("usr/share/games/pingus/data/music",), 20,
            "GPL-2+ (the package's copyright file)"),
@@ -406,12 +438,46 @@ def files_of(source: Source, unpacked: Path) -> list[Path]:
         unpacked = unpacked_once(unpacked / (source.archive + ".unzipped"), unzip)
     found = []
     for folder in source.folders:
+        if source.wad_music:
+            for wad in sorted((unpacked / folder).glob("*.wad")):
+                music = unpacked_once(wad.with_suffix(".music"),
+                                      lambda partial, wad=wad: wad_midi(wad, partial))
+                found += sorted(music.glob("*.mid"))
+            continue
         found += [p for p in (unpacked / folder).rglob("*")
                   if p.is_file() and p.suffix.lower() in suffixes]
     found = [p for p in found if p.name not in source.exclude]
     if source.package == "scorched3d-data":  # one folder holds its music and its effects
         found = [p for p in found if ("/music/" in p.as_posix()) == (source.kind == "music")]
     return sorted(found)
+
+
+def wad_midi(wad: Path, into: Path) -> list[Path]:
+    """The music lumps (``D_*``) of the Doom WAD ``wad`` that are standard MIDI files, each
+    written into ``into`` as ``LUMP.mid`` (read by omgifol); a lump whose bytes an earlier one
+    of the same WAD holds (a level reusing another's music) is written once, and one in Doom's
+    own MUS format, which fluidsynth does not read, is left out with a line saying so."""
+    try:
+        from omg import WAD  # omgifol, from PyPI: the test extras install it
+    except ImportError:
+        raise SystemExit(f"{wad}: Doom WADs are read with omgifol, which is not installed; "
+                         "pip install omgifol (or the test extras: pip install '.[test]') and "
+                         "run again") from None
+
+    written, seen = [], set()
+    for name, lump in WAD(str(wad)).music.items():
+        data = bytes(lump.data)
+        if not data.startswith(b"MThd"):
+            print(f"  {wad.name}: {name} is not a MIDI file; left out", file=sys.stderr)
+            continue
+        digest = hashlib.sha256(data).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        path = into / f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.mid"  # a lump name is no path
+        path.write_bytes(data)
+        written.append(path)
+    return written
 
 
 def joined(name_audio: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:

@@ -315,6 +315,55 @@ def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Pa
         assert all("/" not in name and name.endswith(corpus.AUDIO) for name in source.exclude)
 
 
+def _midi(note: int, seconds: float) -> bytes:
+    """A standard MIDI file of one track: ``note`` on a flute (General MIDI's program 74) for
+    ``seconds`` (120 bpm)."""
+    import struct
+
+    ticks = int(seconds * 2 * 96)  # 96 ticks a beat, two beats a second
+
+    def vlq(value: int) -> bytes:
+        out = [value & 0x7F]
+        while value > 0x7F:
+            value >>= 7
+            out.insert(0, (value & 0x7F) | 0x80)
+        return bytes(out)
+
+    events = (b"\x00\xc0\x49" + b"\x00\x90" + bytes([note, 100]) + vlq(ticks) + b"\x80"
+              + bytes([note, 0]) + b"\x00\xff\x2f\x00")
+    return (b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96)
+            + b"MTrk" + struct.pack(">I", len(events)) + events)
+
+
+def test_a_doom_wad_s_midi_music_is_written_out_once_and_rendered(tmp_path: Path) -> None:
+    from omg import WAD
+    from omg.lump import Music
+
+    corpus = _corpus_script()
+    folder = tmp_path / "usr/share/games/doom"
+    folder.mkdir(parents=True)
+    wad = WAD()
+    wad.music["D_E1M1"] = Music(_midi(60, 2.0))
+    wad.music["D_E1M2"] = Music(_midi(60, 2.0))  # a level reusing the first one's music
+    wad.music["D_MUS"] = Music(b"MUS\x1a" + bytes(12))  # Doom's own format: not MIDI
+    wad.music["D_A\\B"] = Music(_midi(72, 1.0))  # a lump name with a path separator
+    wad.to_file(str(folder / "game.wad"))
+    (folder / "notes.txt").write_text("not a WAD")
+    source = corpus.Source("game", "midi", ("usr/share/games/doom",), 10, "BSD-3-Clause",
+                           wad_music=True)
+    files = corpus.files_of(source, tmp_path)
+    assert [p.name for p in files] == ["D_A_B.mid", "D_E1M1.mid"]
+    assert all(p.parent == folder / "game.music" for p in files)
+    assert files[1].read_bytes() == _midi(60, 2.0)
+    assert corpus.files_of(source, tmp_path) == files  # written once, read again
+    # fluidsynth renders the lump as the corpus renders any MIDI file: a C4 held for 2 s
+    audio = corpus.decode(files[1], tmp_path)
+    sounding = np.flatnonzero(np.abs(audio) > 1e-3) / corpus.RATE
+    assert sounding[0] < 0.1 and 1.9 < sounding[-1] < 3.0, (sounding[0], sounding[-1])
+    spectrum = np.abs(np.fft.rfft(audio[: corpus.RATE]))  # 1 Hz a bin
+    assert abs(int(np.argmax(spectrum)) - 261.6) < 5
+
+
 def test_a_mixture_lays_a_clip_of_another_package_or_a_singer_over_music_at_its_level(
         tmp_path: Path) -> None:
     import soundfile
