@@ -452,7 +452,7 @@ def files_of(source: Source, unpacked: Path) -> list[Path]:
     return sorted(found)
 
 
-def wad_midi(wad: Path, into: Path) -> list[Path]:
+def wad_midi(wad: Path, into: Path) -> None:
     """The music lumps (``D_*``) of the Doom WAD ``wad`` that are standard MIDI files, each
     written into ``into`` as ``LUMP.mid`` (read by omgifol); a lump whose bytes an earlier one
     of the same WAD holds (a level reusing another's music) is written once, and one in Doom's
@@ -464,7 +464,7 @@ def wad_midi(wad: Path, into: Path) -> list[Path]:
                          "pip install omgifol (or the test extras: pip install '.[test]') and "
                          "run again") from None
 
-    written, seen = [], set()
+    seen = set()
     for name, lump in WAD(str(wad)).music.items():
         data = bytes(lump.data)
         if not data.startswith(b"MThd"):
@@ -474,10 +474,8 @@ def wad_midi(wad: Path, into: Path) -> list[Path]:
         if digest in seen:
             continue
         seen.add(digest)
-        path = into / f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.mid"  # a lump name is no path
-        path.write_bytes(data)
-        written.append(path)
-    return written
+        # the lump's name made a file name, never a path
+        (into / f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.mid").write_bytes(data)
 
 
 def joined(name_audio: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:

@@ -62,12 +62,20 @@ CHORDS = ([_AM, _C, _G, _EM, _AM, _F, _E, _E, _AM, _C, _G, _EM, _AM, _E, _AM, _A
           + [_C, _C, _G, _EM, _AM, _F, _E, _E, _C, _C, _G, _EM, _AM, _E, _AM, _AM])
 
 
-def _varlen(n: int) -> bytes:
+def varlen(n: int) -> bytes:
+    """``n`` as a standard MIDI file's variable-length number (a delta time)."""
     out = [n & 0x7F]
     while n > 0x7F:
         n >>= 7
         out.append(0x80 | (n & 0x7F))
     return bytes(reversed(out))
+
+
+def midi_file(track: bytes, ticks: int) -> bytes:
+    """A standard MIDI file of one track (its events, ending in end-of-track), ``ticks`` a
+    beat."""
+    return (b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks)
+            + b"MTrk" + struct.pack(">I", len(track)) + track)
 
 
 def piano_midi(path: Path, beat_s: float = 0.42) -> Path:
@@ -89,11 +97,10 @@ def piano_midi(path: Path, beat_s: float = 0.42) -> Path:
                       + b"\x00\xc0\x00")
     last = 0
     for tick, status, note, velocity in events:
-        track += _varlen(tick - last) + bytes((status, note, velocity))
+        track += varlen(tick - last) + bytes((status, note, velocity))
         last = tick
     track += b"\x00\xff\x2f\x00"
-    path.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks)
-                     + b"MTrk" + struct.pack(">I", len(track)) + bytes(track))
+    path.write_bytes(midi_file(bytes(track), ticks))
     return path
 
 

@@ -318,21 +318,12 @@ def test_a_file_of_a_licence_that_may_not_join_the_rest_is_left_out(tmp_path: Pa
 def _midi(note: int, seconds: float) -> bytes:
     """A standard MIDI file of one track: ``note`` on a flute (General MIDI's program 74) for
     ``seconds`` (120 bpm)."""
-    import struct
+    from support.programme import midi_file, varlen
 
     ticks = int(seconds * 2 * 96)  # 96 ticks a beat, two beats a second
-
-    def vlq(value: int) -> bytes:
-        out = [value & 0x7F]
-        while value > 0x7F:
-            value >>= 7
-            out.insert(0, (value & 0x7F) | 0x80)
-        return bytes(out)
-
-    events = (b"\x00\xc0\x49" + b"\x00\x90" + bytes([note, 100]) + vlq(ticks) + b"\x80"
+    events = (b"\x00\xc0\x49" + b"\x00\x90" + bytes([note, 100]) + varlen(ticks) + b"\x80"
               + bytes([note, 0]) + b"\x00\xff\x2f\x00")
-    return (b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96)
-            + b"MTrk" + struct.pack(">I", len(events)) + events)
+    return midi_file(events, 96)
 
 
 def test_a_doom_wad_s_midi_music_is_written_out_once_and_rendered(tmp_path: Path) -> None:
